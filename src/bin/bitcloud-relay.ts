@@ -1,0 +1,3 @@
+import { makeCli } from '../ops/cli';
+
+await makeCli('bitcloud-relay', 'Bitcloud relay daemon.').parseAsync();

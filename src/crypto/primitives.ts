@@ -1,0 +1,188 @@
+// The only door to cryptographic primitives (STYLE.md §7). Everything else in the
+// project calls these named operations; only src/crypto/ imports sodium-native or node:crypto.
+import sodium from 'sodium-native';
+import * as nodeCrypto from 'node:crypto';
+import { err } from '../errors';
+
+export const ED25519_PUBLIC_BYTES = 32;
+export const ED25519_SECRET_BYTES = 64; // sodium layout: seed(32) || public(32)
+export const ED25519_SEED_BYTES = 32;
+export const ED25519_SIGNATURE_BYTES = 64;
+export const X25519_BYTES = 32;
+
+export function randomBytes(n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  if (n > 0) sodium.randombytes_buf(b);
+  return b;
+}
+
+export function randomFill(b: Buffer): void {
+  if (b.length > 0) sodium.randombytes_buf(b);
+}
+
+/** Constant-time equality; different lengths compare unequal (length is not secret). */
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  if (a.length === 0) return true;
+  return sodium.sodium_memcmp(Buffer.from(a.buffer, a.byteOffset, a.length), Buffer.from(b.buffer, b.byteOffset, b.length));
+}
+
+export function isAllZero(a: Uint8Array): boolean {
+  return sodium.sodium_is_zero(Buffer.from(a.buffer, a.byteOffset, a.length));
+}
+
+// ---- Ed25519 ----
+export interface Ed25519KeyPair { publicKey: Buffer; secretKey: Buffer }
+
+export function ed25519Generate(): Ed25519KeyPair {
+  const publicKey = Buffer.alloc(ED25519_PUBLIC_BYTES);
+  const secretKey = Buffer.alloc(ED25519_SECRET_BYTES);
+  sodium.crypto_sign_keypair(publicKey, secretKey);
+  return { publicKey, secretKey };
+}
+
+export function ed25519FromSeed(seed: Uint8Array): Ed25519KeyPair {
+  if (seed.length !== ED25519_SEED_BYTES) throw err('KEY_MALFORMED', `ed25519 seed must be ${ED25519_SEED_BYTES} bytes`);
+  const publicKey = Buffer.alloc(ED25519_PUBLIC_BYTES);
+  const secretKey = Buffer.alloc(ED25519_SECRET_BYTES);
+  sodium.crypto_sign_seed_keypair(publicKey, secretKey, Buffer.from(seed));
+  return { publicKey, secretKey };
+}
+
+export function ed25519Sign(message: Uint8Array, secretKey: Uint8Array): Buffer {
+  if (secretKey.length !== ED25519_SECRET_BYTES) throw err('KEY_MALFORMED', 'ed25519 secret key must be 64 bytes');
+  const sig = Buffer.alloc(ED25519_SIGNATURE_BYTES);
+  sodium.crypto_sign_detached(sig, Buffer.from(message.buffer, message.byteOffset, message.length), Buffer.from(secretKey.buffer, secretKey.byteOffset, secretKey.length));
+  return sig;
+}
+
+/** Never throws: wrong lengths verify as false. */
+export function ed25519Verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  if (signature.length !== ED25519_SIGNATURE_BYTES || publicKey.length !== ED25519_PUBLIC_BYTES) return false;
+  try {
+    return sodium.crypto_sign_verify_detached(
+      Buffer.from(signature.buffer, signature.byteOffset, signature.length),
+      Buffer.from(message.buffer, message.byteOffset, message.length),
+      Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length),
+    );
+  } catch {
+    return false;
+  }
+}
+
+// ---- X25519 ----
+export interface X25519KeyPair { publicKey: Buffer; secretKey: Buffer }
+
+export function x25519Generate(): X25519KeyPair {
+  const secretKey = randomBytes(X25519_BYTES);
+  return { publicKey: x25519Public(secretKey), secretKey };
+}
+
+export function x25519Public(secretKey: Uint8Array): Buffer {
+  if (secretKey.length !== X25519_BYTES) throw err('KEY_MALFORMED', 'x25519 secret key must be 32 bytes');
+  const pub = Buffer.alloc(X25519_BYTES);
+  sodium.crypto_scalarmult_base(pub, Buffer.from(secretKey));
+  return pub;
+}
+
+/** X25519(secret, public). Throws CRYPTO_ZERO_SHARED_SECRET on a low-order point (all-zero result). */
+export function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Buffer {
+  if (secretKey.length !== X25519_BYTES || publicKey.length !== X25519_BYTES) throw err('CRYPTO_BAD_LENGTH', 'x25519 keys must be 32 bytes');
+  const out = Buffer.alloc(X25519_BYTES);
+  try {
+    sodium.crypto_scalarmult(out, Buffer.from(secretKey), Buffer.from(publicKey));
+  } catch {
+    // libsodium refuses low-order points itself.
+    throw err('CRYPTO_ZERO_SHARED_SECRET', 'x25519 produced an all-zero shared secret');
+  }
+  if (isAllZero(out)) throw err('CRYPTO_ZERO_SHARED_SECRET', 'x25519 produced an all-zero shared secret');
+  return out;
+}
+
+// ---- hashes, MACs, KDF ----
+export function sha256(...parts: Uint8Array[]): Buffer {
+  const h = nodeCrypto.createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+export function sha1(...parts: Uint8Array[]): Buffer {
+  const h = nodeCrypto.createHash('sha1');
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+export function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Buffer {
+  const h = nodeCrypto.createHmac('sha256', key);
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+/** RFC 5869 HKDF-SHA256 (extract with salt, expand with info). */
+export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Buffer {
+  return Buffer.from(nodeCrypto.hkdfSync('sha256', ikm, salt, info, length));
+}
+
+/** BLAKE2b with a chosen output length (default 32: BLAKE2b-256). */
+export function blake2b(data: Uint8Array | Uint8Array[], outLen = 32, key?: Uint8Array): Buffer {
+  const out = Buffer.alloc(outLen);
+  const parts = Array.isArray(data) ? data : [data];
+  if (parts.length === 1) {
+    sodium.crypto_generichash(out, Buffer.from(parts[0].buffer, parts[0].byteOffset, parts[0].length), key ? Buffer.from(key) : undefined);
+    return out;
+  }
+  sodium.crypto_generichash_batch(out, parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.length)), key ? Buffer.from(key) : undefined);
+  return out;
+}
+
+/** Incremental SHA-256 / SHA-1 hashers for streaming use. */
+export function createHash(alg: 'sha256' | 'sha1'): nodeCrypto.Hash {
+  return nodeCrypto.createHash(alg);
+}
+
+// ---- AEAD ----
+export const XCHACHA_KEY_BYTES = 32;
+export const XCHACHA_NONCE_BYTES = 24;
+export const XCHACHA_TAG_BYTES = 16;
+
+export function xchachaEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad?: Uint8Array): Buffer {
+  const out = Buffer.alloc(plaintext.length + XCHACHA_TAG_BYTES);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out, Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.length), ad ? Buffer.from(ad) : null, null, Buffer.from(nonce), Buffer.from(key));
+  return out;
+}
+
+/** Throws CRYPTO_AEAD_FAILED when the tag does not verify. */
+export function xchachaDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad?: Uint8Array): Buffer {
+  if (ciphertext.length < XCHACHA_TAG_BYTES) throw err('CRYPTO_AEAD_FAILED', 'ciphertext shorter than the tag');
+  const out = Buffer.alloc(ciphertext.length - XCHACHA_TAG_BYTES);
+  try {
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(out, null, Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length), ad ? Buffer.from(ad) : null, Buffer.from(nonce), Buffer.from(key));
+  } catch {
+    throw err('CRYPTO_AEAD_FAILED', 'authentication tag did not verify');
+  }
+  return out;
+}
+
+// ---- AES-128-CTR stream cipher (tor1 relay crypto) ----
+export interface StreamCipher { update(data: Buffer): Buffer; updateInPlace(data: Buffer): void }
+
+export function aes128Ctr(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16)): StreamCipher {
+  if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
+  const c = nodeCrypto.createCipheriv('aes-128-ctr', key, iv);
+  return {
+    update: (data) => c.update(data),
+    // Hot path (per cell): CTR output is the same length as its input, so copy back.
+    updateInPlace: (data) => { const o = c.update(data); o.copy(data); },
+  };
+}
+
+// ---- TLS certificates (self-signed, made at start-up; identity never comes from them, ARCHITECTURE §2) ----
+export function generateTlsKeyPair(): { keyPem: string; publicKeyDer: Buffer } {
+  const { privateKey, publicKey } = nodeCrypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return {
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    publicKeyDer: publicKey.export({ type: 'spki', format: 'der' }) as Buffer,
+  };
+}
+
+export { nodeCrypto };

@@ -1,0 +1,35 @@
+// Prometheus metrics (prom-client). Each daemon owns one Registry and serves it on /metrics.
+import client from 'prom-client';
+import http from 'node:http';
+
+export { client as prom };
+export type Registry = client.Registry;
+
+export function createRegistry(daemon: string): client.Registry {
+  const reg = new client.Registry();
+  reg.setDefaultLabels({ daemon });
+  client.collectDefaultMetrics({ register: reg });
+  return reg;
+}
+
+/** Answer GET /metrics from a registry; returns true when the request was handled. */
+export async function serveMetrics(reg: client.Registry, req: http.IncomingMessage, res: http.ServerResponse): Promise<boolean> {
+  if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') return false;
+  const body = await reg.metrics();
+  res.writeHead(200, { 'content-type': reg.contentType });
+  res.end(body);
+  return true;
+}
+
+/** A small HTTP server that serves only /metrics (for daemons without another HTTP port). */
+export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1'): Promise<http.Server> {
+  const srv = http.createServer((req, res) => {
+    serveMetrics(reg, req, res).then((handled) => {
+      if (!handled) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('not found\n'); }
+    }, () => { res.writeHead(500); res.end(); });
+  });
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => { srv.off('error', reject); resolve(srv); });
+  });
+}

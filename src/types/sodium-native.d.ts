@@ -1,0 +1,26 @@
+// The part of sodium-native (v5) that src/crypto uses. Only src/crypto imports it.
+declare module 'sodium-native' {
+  type B = Buffer;
+  const sodium: {
+    randombytes_buf(b: B): void;
+    sodium_memcmp(a: B, b: B): boolean;
+    sodium_is_zero(b: B, len?: number): boolean;
+    sodium_malloc(n: number): B;
+    crypto_sign_keypair(pk: B, sk: B): void;
+    crypto_sign_seed_keypair(pk: B, sk: B, seed: B): void;
+    crypto_sign_detached(sig: B, msg: B, sk: B): void;
+    crypto_sign_verify_detached(sig: B, msg: B, pk: B): boolean;
+    crypto_sign_ed25519_pk_to_curve25519(out: B, pk: B): void;
+    crypto_sign_ed25519_sk_to_curve25519(out: B, sk: B): void;
+    crypto_scalarmult(out: B, sk: B, pk: B): void;
+    crypto_scalarmult_base(out: B, sk: B): void;
+    crypto_generichash(out: B, input: B, key?: B | null): void;
+    crypto_generichash_batch(out: B, inputs: B[], key?: B | null): void;
+    crypto_generichash_STATEBYTES: number;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(c: B, m: B, ad: B | null, nsec: null, npub: B, k: B): number;
+    crypto_aead_xchacha20poly1305_ietf_decrypt(m: B, nsec: null, c: B, ad: B | null, npub: B, k: B): number;
+    crypto_stream_xor(c: B, m: B, n: B, k: B): void;
+    [name: string]: unknown;
+  };
+  export default sodium;
+}
