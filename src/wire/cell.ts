@@ -1,0 +1,95 @@
+// SPEC.md §2 (cells): the one declaration of the fixed cell layout and the cell command numbers.
+// Every cell on a link is exactly CELL_LEN bytes: circId (u32 BE) | command (u8) | payload (509).
+import { err } from '../errors';
+
+export const CELL_LEN = 514;
+export const CIRCID_LEN = 4;
+export const CELL_HEADER_LEN = 5;
+export const CELL_PAYLOAD_LEN = CELL_LEN - CELL_HEADER_LEN; // 509
+/** Circuit ids chosen by the link initiator have this bit set; the responder's never do. */
+export const CIRCID_INITIATOR_BIT = 0x8000_0000;
+
+/** Cell commands (SPEC.md §2.2). Numbers follow Tor where the meaning is Tor's. */
+export const CellCommand = {
+  PADDING: 0,
+  RELAY: 3,
+  DESTROY: 4,
+  VERSIONS: 7,
+  RELAY_EARLY: 9,
+  CREATE2: 10,
+  CREATED2: 11,
+  /** Link identity binding (SPEC.md §1.3). */
+  AUTHENTICATE: 131,
+  /** Proof of bandwidth, link level (SPEC.md §5). */
+  RECEIPT_PROPOSE: 140,
+  RECEIPT_COUNTERSIGN: 141,
+  RECEIPT_REJECT: 142,
+} as const;
+export type CellCommandName = keyof typeof CellCommand;
+export type CellCommandValue = (typeof CellCommand)[CellCommandName];
+
+const KNOWN_COMMANDS = new Set<number>(Object.values(CellCommand));
+const COMMAND_NAMES = new Map<number, CellCommandName>(
+  (Object.entries(CellCommand) as [CellCommandName, number][]).map(([k, v]) => [v, k]),
+);
+
+/** Commands that are link-level and must carry circId 0. */
+const LINK_LEVEL = new Set<number>([
+  CellCommand.PADDING, CellCommand.VERSIONS, CellCommand.AUTHENTICATE,
+  CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT,
+]);
+
+export function isKnownCellCommand(cmd: number): cmd is CellCommandValue {
+  return KNOWN_COMMANDS.has(cmd);
+}
+export function cellCommandName(cmd: number): string {
+  return COMMAND_NAMES.get(cmd) ?? `UNKNOWN(${cmd})`;
+}
+export function isLinkLevelCommand(cmd: number): boolean {
+  return LINK_LEVEL.has(cmd);
+}
+
+export interface Cell {
+  circId: number;
+  command: CellCommandValue;
+  /** Exactly CELL_PAYLOAD_LEN bytes. May be a view into a larger buffer. */
+  payload: Buffer;
+}
+
+/**
+ * Encode a cell into `out` at `offset` (no allocation: the hot path). `payload` may be
+ * shorter than 509 bytes; the rest is zero-filled.
+ */
+export function encodeCellInto(out: Buffer, offset: number, circId: number, command: number, payload: Uint8Array): void {
+  if (!Number.isInteger(circId) || circId < 0 || circId > 0xffff_ffff) throw err('CELL_MALFORMED', `circuit id out of range: ${circId}`);
+  if (!isKnownCellCommand(command)) throw err('CELL_UNKNOWN_COMMAND', `unknown cell command ${command}`);
+  if (payload.length > CELL_PAYLOAD_LEN) throw err('CELL_MALFORMED', `payload of ${payload.length} bytes exceeds ${CELL_PAYLOAD_LEN}`);
+  if (isLinkLevelCommand(command) ? circId !== 0 : circId === 0) {
+    throw err('CELL_MALFORMED', `${cellCommandName(command)} cell with circuit id ${circId}`);
+  }
+  out.writeUInt32BE(circId, offset);
+  out[offset + 4] = command;
+  out.set(payload, offset + CELL_HEADER_LEN);
+  if (payload.length < CELL_PAYLOAD_LEN) out.fill(0, offset + CELL_HEADER_LEN + payload.length, offset + CELL_LEN);
+}
+
+export function encodeCell(circId: number, command: number, payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(CELL_LEN);
+  encodeCellInto(out, 0, circId, command, payload);
+  return out;
+}
+
+/**
+ * Decode the cell at `buf[offset .. offset+514)`. The payload is a view (no copy).
+ * Throws CELL_TRUNCATED, CELL_UNKNOWN_COMMAND or CELL_MALFORMED; nothing else.
+ */
+export function decodeCell(buf: Buffer, offset = 0): Cell {
+  if (buf.length - offset < CELL_LEN) throw err('CELL_TRUNCATED', `need ${CELL_LEN} bytes, have ${Math.max(0, buf.length - offset)}`);
+  const circId = buf.readUInt32BE(offset);
+  const command = buf[offset + 4];
+  if (!isKnownCellCommand(command)) throw err('CELL_UNKNOWN_COMMAND', `unknown cell command ${command}`);
+  if (isLinkLevelCommand(command) ? circId !== 0 : circId === 0) {
+    throw err('CELL_MALFORMED', `${cellCommandName(command)} cell with circuit id ${circId}`);
+  }
+  return { circId, command, payload: buf.subarray(offset + CELL_HEADER_LEN, offset + CELL_LEN) };
+}
