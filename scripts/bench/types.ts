@@ -1,0 +1,15 @@
+// One row of `npm run bench` output. Every figure stands beside a baseline measured in the same run.
+export interface BenchRow {
+  group: string;          // e.g. "crypto", "link", "directory", "circuit"
+  name: string;           // what was measured, e.g. "ntor handshakes (client+server)"
+  value: number;
+  unit: string;           // e.g. "ops/s", "MB/s", "ms", "cells/s", "CPU-s/GiB", "MiB"
+  baseline?: { name: string; value: number; unit: string };
+  note?: string;
+}
+
+export interface BenchModule {
+  /** Short name used by `npm run bench -- --only NAME`. */
+  name: string;
+  run(opts: { quick: boolean }): Promise<BenchRow[]>;
+}
