@@ -1,0 +1,386 @@
+// SPEC.md §1: a link ("channel") — one authenticated TLS 1.3 connection carrying fixed cells.
+// The Channel has a lifetime (handshake, open, closed), so it is a class (STYLE.md §5); the
+// byte layouts it uses are declared in handshake.ts, framing.ts and src/wire/cell.ts.
+import { EventEmitter } from 'node:events';
+import type { TLSSocket } from 'node:tls';
+import { BitcloudError, err } from '../errors';
+import { CELL_LEN, CellCommand, CIRCID_INITIATOR_BIT, type Cell } from '../wire/cell';
+import type { Ed25519KeyPair } from '../crypto/primitives';
+import { exportLinkAuthValue, NO_CERT_HASH, peerCertificateHash } from '../crypto/tls';
+import type { Logger } from '../ops/log';
+import { CellAssembler, CellBatcher } from './framing';
+import { CircIdAllocator } from './circ-ids';
+import {
+  AuthRole, decodeAuthenticate, decodeVersionsPayload, encodeVersionsPayload, makeAuthenticate,
+  negotiateVersion, verifyAuthenticate, type AuthRoleValue, type TlsBinding,
+} from './handshake';
+import type { LinkMetrics } from './metrics';
+
+/** Write-side limits of one link (SPEC.md §1.6). */
+export interface LinkTuning {
+  /** Cells gathered into one socket write. Default 64 (32,896 bytes). */
+  batchCells?: number;
+  /** `send` returns false once this many bytes wait to be written. Default 256 KiB. */
+  highWaterMark?: number;
+  /** Hard cap on bytes waiting to be written; a send past it closes the link with LINK_OUTPUT_OVERFLOW. Default 16 MiB. */
+  maxBufferedBytes?: number;
+}
+export const DEFAULT_BATCH_CELLS = 64;
+export const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
+export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** After a graceful close(), how long the TLS close may take before the socket is destroyed. */
+const GRACEFUL_CLOSE_MS = 2_000;
+
+/** @internal What connectLink / LinkListener hand a new Channel. */
+export interface ChannelInit extends LinkTuning {
+  socket: TLSSocket;
+  isInitiator: boolean;
+  /** Present ⇒ this end sends AUTHENTICATE (a responder always; a relay initiator). */
+  identity?: Ed25519KeyPair;
+  /** Initiator only: close with LINK_IDENTITY_MISMATCH unless the responder proves this key. */
+  expectedIdentity?: Buffer;
+  /** SHA-256 of the certificate this end presented, or null if it presented none. */
+  ownCertHash: Buffer | null;
+  versions: readonly number[];
+  handshakeTimeoutMs: number;
+  metrics: LinkMetrics;
+  log: Logger;
+  onOpen: (ch: Channel) => void;
+  onFail: (e: BitcloudError) => void;
+}
+
+type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed';
+
+/**
+ * An open link. Events:
+ *  - 'cell' (cell: Cell): every cell but PADDING and the handshake cells, in order. The Cell
+ *    object and its payload are REUSED: they are valid only during the event; copy what you keep.
+ *  - 'drain' (): after `send` returned false, the write buffer fell back below the high-water mark.
+ *  - 'close' (err?: BitcloudError): once; `err` is absent for a clean close by either end.
+ * Attach listeners in the same tick that connectLink resolves / onChannel runs: cells that
+ * arrived with the handshake are delivered from the next macrotask on.
+ */
+export class Channel extends EventEmitter {
+  readonly isInitiator: boolean;
+  readonly remoteAddress: string;
+  cellsSent = 0;
+  cellsReceived = 0;
+
+  private state: State;
+  private peerId: Buffer | null = null;
+  private version = 0;
+  /** 'end' arrived while cells were still pending; handle it once they are parsed. */
+  private endPending = false;
+  private readonly socket: TLSSocket;
+  private readonly init: ChannelInit;
+  private readonly asm = new CellAssembler();
+  private readonly out: CellBatcher;
+  private readonly circIds: CircIdAllocator;
+  private readonly highWater: number;
+  private readonly maxBuffered: number;
+  private readonly metrics: LinkMetrics;
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | null;
+  private flushScheduled = false;
+  private needDrain = false;
+  private readPaused = false;
+  /** Set for one macrotask after the handshake so owners can attach listeners first. */
+  private deferring = false;
+  /** Chunks received but not yet parsed (reading paused or deferred), oldest first. */
+  private pending: Buffer[] = [];
+
+  /** @internal Use connectLink or createLinkListener. */
+  constructor(init: ChannelInit) {
+    super();
+    this.init = init;
+    this.socket = init.socket;
+    this.isInitiator = init.isInitiator;
+    this.remoteAddress = `${init.socket.remoteAddress ?? '?'}:${init.socket.remotePort ?? '?'}`;
+    this.metrics = init.metrics;
+    this.log = init.log;
+    this.out = new CellBatcher(init.batchCells ?? DEFAULT_BATCH_CELLS);
+    this.highWater = Math.max(init.highWaterMark ?? DEFAULT_HIGH_WATER_MARK, this.out.capacityBytes);
+    this.maxBuffered = Math.max(init.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, this.highWater + this.out.capacityBytes);
+    this.circIds = new CircIdAllocator(init.isInitiator);
+    this.peerCertHash = peerCertificateHash(init.socket);
+    this.state = init.isInitiator ? 'await-auth' : 'await-first';
+    this.timer = setTimeout(() => this.fail(err('LINK_HANDSHAKE_TIMEOUT', `link handshake not done in ${init.handshakeTimeoutMs} ms`)), init.handshakeTimeoutMs);
+
+    const s = this.socket;
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('end', () => this.onEnd());
+    s.on('error', (e: NodeJS.ErrnoException) => this.fail(err(this.state === 'open' ? 'LINK_IO' : 'LINK_HANDSHAKE_FAILED', `socket error: ${e.code ?? e.message}`, { errno: e.code }, e)));
+    s.on('close', () => this.onSocketClose());
+    s.on('drain', () => this.maybeDrain());
+    this.startHandshake();
+  }
+
+  get closed(): boolean { return this.state === 'closed'; }
+  /** The Ed25519 identity the peer proved (SPEC.md §1.3); null for an anonymous initiator. */
+  get peerIdentity(): Buffer | null { return this.peerId; }
+  /** The negotiated link protocol version (SPEC.md §1.4); 0 before the handshake ends. */
+  get linkVersion(): number { return this.version; }
+  /** Bytes waiting to be written: the open batch plus the socket's own buffer. */
+  get bufferedBytes(): number { return this.out.pendingBytes + this.socket.writableLength; }
+
+  // ---- handshake (SPEC.md §1.1, §1.3, §1.4) ----
+
+  /**
+   * Read once, right after the TLS handshake: the peer certificate must not be re-read later,
+   * because a TLS 1.3 NewSessionTicket can replace the session object, after which OpenSSL may
+   * report no peer certificate at all.
+   */
+  private readonly peerCertHash: Buffer;
+
+  private binding(role: AuthRoleValue): TlsBinding {
+    const peerHash = this.peerCertHash;
+    const own = this.init.ownCertHash ?? NO_CERT_HASH;
+    return {
+      exporterValue: exportLinkAuthValue(this.socket, role),
+      responderCertHash: this.isInitiator ? peerHash : own,
+      initiatorCertHash: this.isInitiator ? own : peerHash,
+    };
+  }
+
+  private startHandshake(): void {
+    try {
+      const { identity } = this.init;
+      if (!this.isInitiator && !identity) throw err('LINK_AUTH_FAILED', 'a responder must have an identity');
+      // SPEC.md §1.1: each end sends its whole flight at once: [AUTHENTICATE] then VERSIONS.
+      if (identity) {
+        const role = this.isInitiator ? AuthRole.INITIATOR : AuthRole.RESPONDER;
+        this.out.append(0, CellCommand.AUTHENTICATE, makeAuthenticate(role, identity, this.binding(role)));
+      }
+      this.out.append(0, CellCommand.VERSIONS, encodeVersionsPayload(this.init.versions));
+      this.flush();
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private onHandshakeCell(cell: Cell): void {
+    const cmd = cell.command;
+    if (cmd === CellCommand.AUTHENTICATE && (this.state === 'await-auth' || this.state === 'await-first')) {
+      // The initiator checks the responder; a responder checks an initiator that chose to authenticate.
+      const peerRole = this.isInitiator ? AuthRole.RESPONDER : AuthRole.INITIATOR;
+      const a = decodeAuthenticate(cell.payload);
+      this.peerId = verifyAuthenticate(a, peerRole, this.binding(peerRole), this.isInitiator ? this.init.expectedIdentity : undefined);
+      this.state = 'await-versions';
+      return;
+    }
+    if (cmd === CellCommand.VERSIONS && (this.state === 'await-versions' || this.state === 'await-first')) {
+      this.version = negotiateVersion(this.init.versions, decodeVersionsPayload(cell.payload));
+      this.open();
+      return;
+    }
+    throw err('LINK_PROTOCOL_VIOLATION', `cell command ${cmd} during the handshake (state ${this.state})`);
+  }
+
+  private open(): void {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    this.state = 'open';
+    const role = this.isInitiator ? 'initiator' : 'responder';
+    this.metrics.opened.labels(role).inc();
+    this.metrics.open.labels(role).inc();
+    this.log.debug({ remote: this.remoteAddress, version: this.version, authenticated: this.peerId !== null }, 'link open');
+    // Cells that came with the handshake wait one macrotask, so that the owner — handed this
+    // channel by a resolved promise — has attached its 'cell' listener before they are emitted.
+    this.deferring = true;
+    setImmediate(() => { this.deferring = false; this.drainPending(); });
+    this.init.onOpen(this);
+  }
+
+  // ---- reading (SPEC.md §1.6) ----
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.metrics.bytesIn.inc(chunk.length);
+    if (this.pending.length > 0 || this.readPaused || this.deferring) {
+      this.pending.push(chunk);
+      this.socket.pause();
+      return;
+    }
+    this.consume(chunk);
+  }
+
+  private get blocked(): boolean {
+    return this.readPaused || this.deferring || this.state === 'closed';
+  }
+
+  /** Hot path: parse whole cells out of `chunk`; keeps the rest pending if reading stops. */
+  private consume(chunk: Buffer): void {
+    let off = 0;
+    let n = 0;
+    try {
+      while (off < chunk.length) {
+        off = this.asm.take(chunk, off);
+        if (!this.asm.complete) break;
+        const cell = this.asm.parse();
+        n++;
+        if (this.state !== 'open') this.onHandshakeCell(cell);
+        else this.onOpenCell(cell);
+        if (this.blocked) break;
+      }
+    } catch (e) {
+      this.fail(e);
+      return;
+    } finally {
+      if (n > 0) { this.cellsReceived += n; this.metrics.cellsIn.inc(n); }
+    }
+    if (off < chunk.length && this.state !== 'closed') {
+      this.pending.unshift(chunk.subarray(off)); // one view per pause, not per cell
+      this.socket.pause();
+    }
+  }
+
+  /** Hot path: one cell on an open link. */
+  private onOpenCell(cell: Cell): void {
+    const cmd = cell.command;
+    if (cmd === CellCommand.PADDING) return;
+    if (cmd === CellCommand.VERSIONS || cmd === CellCommand.AUTHENTICATE) {
+      throw err('LINK_PROTOCOL_VIOLATION', `handshake cell ${cmd} on an open link`);
+    }
+    if (cmd === CellCommand.CREATE2) {
+      // SPEC.md §1.5: a CREATE2 must use an id from its sender's half; nobody extends a
+      // circuit towards an anonymous initiator.
+      const fromInitiatorHalf = (cell.circId & CIRCID_INITIATOR_BIT) !== 0;
+      if (fromInitiatorHalf === this.isInitiator) throw err('LINK_PROTOCOL_VIOLATION', `CREATE2 with circuit id ${cell.circId} from the wrong half`);
+      if (this.isInitiator && !this.init.identity) throw err('LINK_PROTOCOL_VIOLATION', 'CREATE2 sent to an anonymous initiator');
+    }
+    this.emit('cell', cell);
+  }
+
+  private drainPending(): void {
+    while (this.pending.length > 0 && !this.blocked) this.consume(this.pending.shift()!);
+    if (this.pending.length === 0 && !this.blocked) {
+      if (this.endPending) this.onEnd();
+      else this.socket.resume();
+    }
+  }
+
+  /** Stop emitting cells (and reading the socket) until resumeReading(); TCP then pushes back on the peer. */
+  pauseReading(): void {
+    if (this.state === 'closed') return;
+    this.readPaused = true;
+    this.socket.pause();
+  }
+
+  /** Undo pauseReading(). Held cells are emitted from the next macrotask, never inside this call. */
+  resumeReading(): void {
+    if (!this.readPaused || this.state === 'closed') return;
+    this.readPaused = false;
+    setImmediate(() => this.drainPending());
+  }
+
+  private onEnd(): void {
+    if (this.state === 'closed') return;
+    if (this.pending.length > 0) { this.endPending = true; return; }
+    if (this.asm.partialBytes > 0) this.fail(err('LINK_TRUNCATED', `stream ended inside a cell (${this.asm.partialBytes} of 514 bytes)`));
+    else if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'peer closed the link during the handshake'));
+    else this.finish(undefined, false);
+  }
+
+  private onSocketClose(): void {
+    if (this.state === 'closed') return;
+    if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'link closed during the handshake'));
+    else if (this.asm.partialBytes > 0) this.fail(err('LINK_TRUNCATED', 'link closed inside a cell'));
+    else this.finish(undefined, false);
+  }
+
+  // ---- writing (SPEC.md §1.6) ----
+
+  /**
+   * Queue one cell. Hot path: the cell is encoded straight into the current batch buffer.
+   * Returns false when the caller should wait for 'drain' (bytes waiting > high-water mark);
+   * the cell was still queued. A send past the hard cap drops the cell, closes the link with
+   * LINK_OUTPUT_OVERFLOW and returns false. Throws LINK_CLOSED on a closed link, CELL_* on a bad cell,
+   * LINK_PROTOCOL_VIOLATION for VERSIONS/AUTHENTICATE (the channel sends those itself).
+   */
+  send(circId: number, command: number, payload: Uint8Array): boolean {
+    if (this.state !== 'open') throw err(this.state === 'closed' ? 'LINK_CLOSED' : 'LINK_NOT_OPEN', 'link is not open');
+    if (command === CellCommand.VERSIONS || command === CellCommand.AUTHENTICATE) throw err('LINK_PROTOCOL_VIOLATION', 'handshake cells are sent by the channel itself');
+    const waiting = this.out.pendingBytes + this.socket.writableLength;
+    if (waiting + CELL_LEN > this.maxBuffered) {
+      this.fail(err('LINK_OUTPUT_OVERFLOW', `more than ${this.maxBuffered} bytes waiting to be written`, { waiting }));
+      return false;
+    }
+    if (this.out.append(circId, command, payload)) this.flush();
+    else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
+    this.cellsSent++;
+    if (waiting + CELL_LEN > this.highWater) { this.needDrain = true; return false; }
+    return true;
+  }
+
+  private readonly flushSoon = (): void => { this.flushScheduled = false; this.flush(); };
+  // Per batch: recycle the buffer, and report 'drain' as soon as the backlog is under the mark
+  // (the socket's own 'drain' only fires when its buffer empties after a refused write).
+  private readonly onWritten = (): void => { this.out.written(); this.maybeDrain(); };
+
+  /** One socket write per batch. */
+  private flush(): void {
+    if (this.state === 'closed' && !this.socket.writable) return;
+    const batch = this.out.take();
+    if (!batch) return;
+    this.metrics.cellsOut.inc(batch.length / CELL_LEN);
+    this.metrics.bytesOut.inc(batch.length);
+    this.socket.write(batch, this.onWritten);
+  }
+
+  private maybeDrain(): void {
+    if (this.needDrain && this.state === 'open' && this.bufferedBytes <= this.highWater) {
+      this.needDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  // ---- circuit ids (SPEC.md §1.5) ----
+  allocateCircId(): number { return this.circIds.allocate(); }
+  releaseCircId(id: number): void { this.circIds.release(id); }
+
+  // ---- closing (SPEC.md §1.7) ----
+
+  /** Close cleanly: queued cells are written first, then TLS close_notify. Emits 'close' without an error. */
+  close(reason?: string): void {
+    if (this.state === 'closed') return;
+    this.log.debug({ remote: this.remoteAddress, reason }, 'link closing');
+    this.finish(undefined, true);
+  }
+
+  /** @internal Close at once (listener shutdown). */
+  destroy(): void {
+    if (this.state !== 'closed') this.finish(undefined, false);
+  }
+
+  private fail(e: unknown): void {
+    if (this.state === 'closed') return;
+    const be = e instanceof BitcloudError ? e : err('LINK_INTERNAL', String((e as Error)?.message ?? e), undefined, e);
+    this.metrics.errors.labels(be.code).inc();
+    this.log.debug({ remote: this.remoteAddress, code: be.code, msg: be.message }, 'link failed');
+    this.finish(be, false);
+  }
+
+  private finish(e: BitcloudError | undefined, graceful: boolean): void {
+    const wasOpen = this.state === 'open';
+    this.state = 'closed';
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    this.pending = [];
+    if (wasOpen) {
+      const role = this.isInitiator ? 'initiator' : 'responder';
+      this.metrics.closed.labels(role).inc();
+      this.metrics.open.labels(role).dec();
+    } else {
+      const he = e ?? err('LINK_HANDSHAKE_FAILED', 'link closed during the handshake');
+      this.metrics.handshakeFailures.labels(he.code).inc();
+      this.init.onFail(he);
+    }
+    if (graceful && this.socket.writable) {
+      this.flush();
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), GRACEFUL_CLOSE_MS).unref();
+    } else {
+      this.socket.destroy();
+    }
+    this.emit('close', e);
+  }
+}

@@ -1,0 +1,66 @@
+// Link metrics (ARCHITECTURE §9: cells, handshakes, errors by code). One set per registry.
+import { Counter, Gauge, Registry } from 'prom-client';
+
+export type LinkRole = 'initiator' | 'responder';
+
+export interface LinkMetrics {
+  /** bitcloud_link_cells_total{direction="in"|"out"} */
+  cells: Counter<'direction'>;
+  /** bitcloud_link_bytes_total{direction="in"|"out"} (TLS plaintext bytes: cells) */
+  bytes: Counter<'direction'>;
+  /** bitcloud_link_opened_total{role}: links whose handshake completed. */
+  opened: Counter<'role'>;
+  /** bitcloud_link_closed_total{role}: opened links that have since closed, for any reason. */
+  closed: Counter<'role'>;
+  /** bitcloud_link_open{role}: links open now. */
+  open: Gauge<'role'>;
+  /** bitcloud_link_errors_total{code}: every link closed by an error, handshake or later. */
+  errors: Counter<'code'>;
+  /** bitcloud_link_handshake_failures_total{code}: links that never opened (TLS, auth, versions, timeout). */
+  handshakeFailures: Counter<'code'>;
+  // Pre-bound children for the hot path: a label lookup per chunk or batch is not free.
+  cellsIn: Counter.Internal;
+  cellsOut: Counter.Internal;
+  bytesIn: Counter.Internal;
+  bytesOut: Counter.Internal;
+}
+
+const perRegistry = new WeakMap<Registry, LinkMetrics>();
+
+/** The link metrics registered in `registry` (made on first call; later calls return the same set). */
+export function createLinkMetrics(registry: Registry): LinkMetrics {
+  const had = perRegistry.get(registry);
+  if (had) return had;
+  const registers = [registry];
+  const cells = new Counter({ name: 'bitcloud_link_cells_total', help: 'Cells sent and received on links', labelNames: ['direction'] as const, registers });
+  const bytes = new Counter({ name: 'bitcloud_link_bytes_total', help: 'Cell bytes sent and received on links', labelNames: ['direction'] as const, registers });
+  const m: LinkMetrics = {
+    cells,
+    bytes,
+    opened: new Counter({ name: 'bitcloud_link_opened_total', help: 'Links whose handshake completed', labelNames: ['role'] as const, registers }),
+    closed: new Counter({ name: 'bitcloud_link_closed_total', help: 'Opened links that closed', labelNames: ['role'] as const, registers }),
+    open: new Gauge({ name: 'bitcloud_link_open', help: 'Links open now', labelNames: ['role'] as const, registers }),
+    errors: new Counter({ name: 'bitcloud_link_errors_total', help: 'Links closed by an error, by error code', labelNames: ['code'] as const, registers }),
+    handshakeFailures: new Counter({ name: 'bitcloud_link_handshake_failures_total', help: 'Link handshakes that failed, by error code', labelNames: ['code'] as const, registers }),
+    cellsIn: cells.labels('in'),
+    cellsOut: cells.labels('out'),
+    bytesIn: bytes.labels('in'),
+    bytesOut: bytes.labels('out'),
+  };
+  perRegistry.set(registry, m);
+  return m;
+}
+
+let unregistered: LinkMetrics | undefined;
+/** Metrics that go nowhere, for links made without a registry (library use, tests). */
+export function discardLinkMetrics(): LinkMetrics {
+  unregistered ??= createLinkMetrics(new Registry());
+  return unregistered;
+}
+
+/** Read one labelled value of a counter (tests, status pages). */
+export async function counterValue(c: Counter<string> | Gauge<string>, labels: Record<string, string>): Promise<number> {
+  const got = await c.get();
+  const row = got.values.find((v) => Object.entries(labels).every(([k, val]) => (v.labels as Record<string, unknown>)[k] === val));
+  return row?.value ?? 0;
+}
