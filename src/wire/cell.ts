@@ -8,6 +8,8 @@ export const CELL_HEADER_LEN = 5;
 export const CELL_PAYLOAD_LEN = CELL_LEN - CELL_HEADER_LEN; // 509
 /** Circuit ids chosen by the link initiator have this bit set; the responder's never do. */
 export const CIRCID_INITIATOR_BIT = 0x8000_0000;
+/** Link protocol versions this implementation speaks (SPEC.md §2.3, VERSIONS). */
+export const LINK_PROTOCOL_VERSIONS: readonly number[] = [1];
 
 /** Cell commands (SPEC.md §2.2). Numbers follow Tor where the meaning is Tor's. */
 export const CellCommand = {
@@ -48,6 +50,17 @@ export function cellCommandName(cmd: number): string {
 export function isLinkLevelCommand(cmd: number): boolean {
   return LINK_LEVEL.has(cmd);
 }
+/**
+ * SPEC.md §2.1 (tor-spec 5.1.1): a circuit id chosen by the link initiator has the high bit set;
+ * one chosen by the responder has it clear and is never 0 (0 is the link itself). The codec
+ * cannot know which side created a circuit, so the link checks the side with these helpers.
+ */
+export function isInitiatorCircId(circId: number): boolean {
+  return Number.isInteger(circId) && circId >= CIRCID_INITIATOR_BIT && circId <= 0xffff_ffff;
+}
+export function isResponderCircId(circId: number): boolean {
+  return Number.isInteger(circId) && circId > 0 && circId < CIRCID_INITIATOR_BIT;
+}
 
 export interface Cell {
   circId: number;
@@ -61,6 +74,10 @@ export interface Cell {
  * shorter than 509 bytes; the rest is zero-filled.
  */
 export function encodeCellInto(out: Buffer, offset: number, circId: number, command: number, payload: Uint8Array): void {
+  // Checked first so that no Buffer write can raise a RangeError (only BitcloudError leaves here).
+  if (!Number.isInteger(offset) || offset < 0 || out.length - offset < CELL_LEN) {
+    throw err('CELL_TRUNCATED', `no room for a ${CELL_LEN}-byte cell at offset ${offset} of ${out.length}`);
+  }
   if (!Number.isInteger(circId) || circId < 0 || circId > 0xffff_ffff) throw err('CELL_MALFORMED', `circuit id out of range: ${circId}`);
   if (!isKnownCellCommand(command)) throw err('CELL_UNKNOWN_COMMAND', `unknown cell command ${command}`);
   if (payload.length > CELL_PAYLOAD_LEN) throw err('CELL_MALFORMED', `payload of ${payload.length} bytes exceeds ${CELL_PAYLOAD_LEN}`);
@@ -84,6 +101,7 @@ export function encodeCell(circId: number, command: number, payload: Uint8Array)
  * Throws CELL_TRUNCATED, CELL_UNKNOWN_COMMAND or CELL_MALFORMED; nothing else.
  */
 export function decodeCell(buf: Buffer, offset = 0): Cell {
+  if (!Number.isInteger(offset) || offset < 0) throw err('CELL_TRUNCATED', `bad offset ${offset}`);
   if (buf.length - offset < CELL_LEN) throw err('CELL_TRUNCATED', `need ${CELL_LEN} bytes, have ${Math.max(0, buf.length - offset)}`);
   const circId = buf.readUInt32BE(offset);
   const command = buf[offset + 4];
