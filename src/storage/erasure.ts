@@ -1,0 +1,103 @@
+// SPEC.md §9.3: systematic Reed–Solomon erasure coding over GF(2^8).
+// Data shares are the (padded) encrypted chunk cut in k equal pieces; parity share j (k ≤ j < n) is
+// row j of the systematic Vandermonde matrix applied byte-wise to the data shares. Any k shares rebuild.
+//
+// Why not @ronomon/reed-solomon (installed): it is limited to m = n − k ≤ 6 parity shares, so it cannot
+// make the `durable` 3-of-10 profile, and its code (a Cauchy bit-matrix whose field size, polynomial and
+// byte interleaving change with k, m and shard size) cannot be written down as a short normative rule
+// for a second implementation. This code is the one Backblaze, klauspost/reedsolomon and the Rust
+// reed-solomon-erasure crate implement, so other implementations exist already.
+import { err } from '../errors';
+import type { Coding } from './coding';
+import { MUL, matInvert, systematicMatrix, type Matrix } from './gf256';
+
+const matrices = new Map<number, Matrix>();
+
+/** The cached encoding matrix for (k, n). At most 64·64 entries ever exist, each a few KiB. */
+function encodingMatrix(c: Coding): Matrix {
+  const key = c.k * 256 + c.n;
+  let m = matrices.get(key);
+  if (!m) {
+    m = systematicMatrix(c.k, c.n);
+    matrices.set(key, m);
+  }
+  return m;
+}
+
+/** Bytes per share for an encrypted chunk of `encLen` bytes: ceil(encLen / k). Never 0 (encLen ≥ 16). */
+export function shareSizeFor(encLen: number, k: number): number {
+  if (!(encLen >= 1) || !Number.isSafeInteger(encLen)) throw err('STORAGE_INTERNAL', 'encrypted length must be a positive integer', { encLen });
+  return Math.ceil(encLen / k);
+}
+
+/**
+ * out (=|^=) coef · inp, byte-wise. The inner loop of encoding and decoding (per chunk byte): plain
+ * typed-array loops over the 256-byte row of the multiplication table, no allocation.
+ */
+function mulAdd(out: Uint8Array, inp: Uint8Array, coef: number, first: boolean): void {
+  const len = out.length;
+  if (coef === 0) {
+    if (first) out.fill(0);
+    return;
+  }
+  if (coef === 1) {
+    if (first) out.set(inp);
+    else for (let i = 0; i < len; i++) out[i] ^= inp[i];
+    return;
+  }
+  const off = coef << 8;
+  if (first) for (let i = 0; i < len; i++) out[i] = MUL[off | inp[i]];
+  else for (let i = 0; i < len; i++) out[i] ^= MUL[off | inp[i]];
+}
+
+/**
+ * Compute the parity shares in place. `buf` holds n·size bytes: shares 0..k−1 (the padded data) are
+ * read, shares k..n−1 are overwritten. One buffer for all shares lets callers hand out views.
+ */
+export function erasureEncodeInPlace(coding: Coding, buf: Uint8Array, size: number): void {
+  const { k, n } = coding;
+  if (size < 1 || buf.length !== n * size) throw err('STORAGE_INTERNAL', 'erasure buffer must hold n shares of equal, non-zero size', { size, len: buf.length });
+  if (n === k) return;
+  const m = encodingMatrix(coding);
+  const data: Uint8Array[] = [];
+  for (let c = 0; c < k; c++) data.push(buf.subarray(c * size, (c + 1) * size));
+  for (let r = k; r < n; r++) {
+    const out = buf.subarray(r * size, (r + 1) * size);
+    const row = m[r];
+    for (let c = 0; c < k; c++) mulAdd(out, data[c], row[c], c === 0);
+  }
+}
+
+/**
+ * Rebuild the k·size data bytes from any k of the n shares. `shares[i]` is share i or null when
+ * missing; every present share must be exactly `size` bytes (callers drop bad ones first: a share
+ * whose hash does not match is treated as missing). Fewer than k → CHUNK_TOO_FEW_SHARES.
+ */
+export function erasureReconstruct(coding: Coding, shares: ReadonlyArray<Uint8Array | null>, size: number): Buffer {
+  const { k, n } = coding;
+  if (shares.length !== n) throw err('STORAGE_INTERNAL', 'need one slot per share', { slots: shares.length, n });
+  const chosen: number[] = [];
+  for (let i = 0; i < n && chosen.length < k; i++) {
+    const s = shares[i];
+    if (s === null) continue;
+    if (s.length !== size) throw err('STORAGE_INTERNAL', 'share of the wrong size given to reconstruct', { index: i });
+    chosen.push(i);
+  }
+  if (chosen.length < k) throw err('CHUNK_TOO_FEW_SHARES', `need ${k} good shares, have ${chosen.length}`, { have: chosen.length, need: k });
+  const out = Buffer.allocUnsafe(k * size);
+  // Data shares present are copied; the rest are rows of the inverse of the chosen rows' submatrix.
+  const missing: number[] = [];
+  for (let c = 0; c < k; c++) {
+    const s = shares[c];
+    if (s) out.set(s, c * size);
+    else missing.push(c);
+  }
+  if (missing.length === 0) return out;
+  const m = encodingMatrix(coding);
+  const inv = matInvert(chosen.map((i) => m[i]));
+  for (const c of missing) {
+    const target = out.subarray(c * size, (c + 1) * size);
+    for (let j = 0; j < k; j++) mulAdd(target, shares[chosen[j]]!, inv[c][j], j === 0);
+  }
+  return out;
+}
