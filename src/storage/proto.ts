@@ -1,0 +1,79 @@
+// The protobuf types of storage.proto (SPEC.md §9), loaded once. Every decode goes through
+// `decodeProto`, which turns any protobufjs failure into one BitcloudError code chosen by the caller.
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+import { err } from '../errors';
+
+const root = protobuf.loadSync(fileURLToPath(new URL('./storage.proto', import.meta.url)));
+
+function type(name: string): protobuf.Type {
+  return root.lookupType(`bitcloud.storage.${name}`);
+}
+
+export const pb = {
+  Manifest: type('Manifest'),
+  Root: type('Root'),
+  Request: type('Request'),
+  Response: type('Response'),
+};
+
+export const CODING_SCHEME_RS_GF256 = 1;
+
+/** A decoded message, as loosely typed as protobufjs gives it: callers check every field they read. */
+export type Loose = Record<string, unknown>;
+
+export function decodeProto(t: protobuf.Type, bytes: Uint8Array, code: string): Loose {
+  try {
+    return t.decode(bytes) as unknown as Loose;
+  } catch (e) {
+    // protobufjs throws Error/RangeError (and can overflow the stack on nested groups): all map to `code`.
+    throw err(code, `not a valid ${t.name} message`, { reason: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+export function encodeProto(t: protobuf.Type, value: Loose): Buffer {
+  const u8 = t.encode(value).finish();
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.length);
+}
+
+/** A uint64 field as a JS number; values beyond 2^53 − 1 are refused rather than rounded. */
+export function u64(v: unknown, code: string, field: string): number {
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) throw err(code, `${field} is not a safe non-negative integer`);
+    return v;
+  }
+  const l = v as { low?: unknown; high?: unknown } | null | undefined;
+  if (l && typeof l === 'object' && typeof l.low === 'number' && typeof l.high === 'number') {
+    // A protobufjs Long (unsigned): refuse rather than round anything past 2^53 − 1.
+    if (l.high >>> 0 > 0x1fffff) throw err(code, `${field} exceeds 2^53 - 1`);
+    return (l.high >>> 0) * 0x1_0000_0000 + (l.low >>> 0);
+  }
+  if (v === undefined || v === null) return 0;
+  throw err(code, `${field} is not an integer`);
+}
+
+export function u32(v: unknown, code: string, field: string): number {
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw err(code, `${field} is not a uint32`);
+  return v;
+}
+
+export function bytes(v: unknown, code: string, field: string): Buffer {
+  if (v === undefined || v === null) return Buffer.alloc(0);
+  if (!(v instanceof Uint8Array)) throw err(code, `${field} is not bytes`);
+  return Buffer.from(v.buffer, v.byteOffset, v.length);
+}
+
+export function str(v: unknown, code: string, field: string): string {
+  if (v === undefined || v === null) return '';
+  if (typeof v !== 'string') throw err(code, `${field} is not a string`);
+  return v;
+}
+
+export function list(v: unknown): unknown[] {
+  return Array.isArray(v) ? v : [];
+}
+
+export function msg(v: unknown): Loose | undefined {
+  return v !== null && typeof v === 'object' ? (v as Loose) : undefined;
+}

@@ -1,0 +1,118 @@
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { FileEncoder, newFileKey } from '../../src/storage/file-encoder';
+import { decodeChunk } from '../../src/storage/encode';
+import { chunkOffsets, decodeManifest, decodeRoot, encodeManifest, makeManifest, type Layout } from '../../src/storage/manifest';
+import { decodeManifestChunk, openManifest, openRoot, sealManifest } from '../../src/storage/seal';
+import { encodeProto, pb } from '../../src/storage/proto';
+import { isBitcloudError } from '../../src/errors';
+
+function codeOf(f: () => unknown): string | undefined {
+  try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
+  return undefined;
+}
+
+/** Encode a whole buffer through FileEncoder, feeding it in uneven pieces. */
+function encodeFile(data: Buffer, chunkSize: number, key = newFileKey()) {
+  const enc = new FileEncoder({ fileKey: key, chunkSize });
+  const chunks = [];
+  for (let off = 0; off < data.length; off += 7777) chunks.push(...enc.push(data.subarray(off, off + 7777)));
+  chunks.push(...enc.end());
+  return { key, chunks, manifest: enc.manifest({ name: 'f.bin', contentType: 'application/octet-stream' }) };
+}
+
+function decodeFile(key: Buffer, layout: Layout, shareOf: (id: Buffer) => Buffer | null): Buffer {
+  return Buffer.concat(layout.chunks.map((c, i) => decodeChunk(key, i, c.shareIds.map(shareOf), layout.coding, c)));
+}
+
+describe('file encoder and manifest (SPEC §9.2, §9.4)', () => {
+  for (const size of [0, 1, 4096, 4097, 50_000]) {
+    it(`${size}-byte file round-trips through shares, manifest and root`, () => {
+      const data = Buffer.from(Array.from({ length: size }, (_, i) => (i * 31) & 0xff));
+      const { key, chunks, manifest } = encodeFile(data, 4096);
+      expect(manifest.layout.size).toBe(size);
+      expect(manifest.layout.chunks.length).toBe(Math.ceil(size / 4096));
+      expect(chunks.map((c) => c.offset)).toEqual(chunkOffsets(manifest.layout));
+
+      const store = new Map<string, Buffer>();
+      for (const c of chunks) for (const s of c.shares) store.set(s.id.toString('hex'), s.bytes);
+      // Small manifest chunks force the manifest itself over several chunks.
+      const sealed = sealManifest(key, manifest, { chunkSize: 64 });
+      for (const c of sealed.chunks) for (const s of c.shares) store.set(s.id.toString('hex'), s.bytes);
+      expect(sealed.root.id.equals(sealed.manifestId)).toBe(true);
+
+      // A reader holding only (manifest id, key) and the root share:
+      const layout = openRoot(key, sealed.manifestId, sealed.root.bytes);
+      const get = (id: Buffer) => store.get(id.toString('hex')) ?? null;
+      const parts = layout.chunks.map((c, i) => decodeManifestChunk(key, layout, i, c.shareIds.map(get)));
+      const m = openManifest(layout, parts);
+      expect(m).toEqual(manifest);
+      expect(decodeFile(key, m.layout, get).equals(data)).toBe(true);
+    });
+  }
+
+  it('manifest encode/decode is the identity on valid manifests', () => {
+    const { manifest } = encodeFile(Buffer.alloc(10_000, 1), 3000);
+    expect(decodeManifest(encodeManifest(manifest))).toEqual(manifest);
+  });
+
+  it('root with the wrong key → CHUNK_AUTH_FAILED; wrong bytes → SHARE_HASH_MISMATCH', () => {
+    const { key, manifest } = encodeFile(Buffer.alloc(10, 1), 4096);
+    const sealed = sealManifest(key, manifest);
+    expect(codeOf(() => openRoot(newFileKey(), sealed.manifestId, sealed.root.bytes))).toBe('CHUNK_AUTH_FAILED');
+    const bad = Buffer.from(sealed.root.bytes); bad[0] ^= 1;
+    expect(codeOf(() => openRoot(key, sealed.manifestId, bad))).toBe('SHARE_HASH_MISMATCH');
+  });
+
+  it('invalid manifests → MANIFEST_MALFORMED', () => {
+    const { manifest } = encodeFile(Buffer.alloc(5000, 1), 4096);
+    const good = {
+      version: 1, contentType: '', name: 'x', contentClass: 'encrypted-private',
+      layout: {
+        size: 5000, chunkSize: 4096, coding: { scheme: 1, k: 4, n: 6 },
+        chunks: manifest.layout.chunks.map((c) => ({ encLen: c.encLen, shareIds: c.shareIds })),
+      },
+    };
+    const bad = (patch: (m: typeof good & Record<string, unknown>) => void) => {
+      const m = structuredClone(good) as typeof good & Record<string, unknown>;
+      patch(m);
+      return codeOf(() => decodeManifest(encodeProto(pb.Manifest, m)));
+    };
+    expect(bad(() => {})).toBeUndefined();
+    expect(bad((m) => { m.version = 2; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.size = 5001; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.coding.scheme = 0; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.coding.k = 7; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.chunkSize = 0; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.chunkSize = 1000; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.chunks[0].shareIds = m.layout.chunks[0].shareIds.slice(1); })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.chunks[0].shareIds[0] = Buffer.alloc(31); })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.layout.chunks[1].encLen = 40; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.name = '../etc/passwd'; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.contentClass = ''; })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { m.contentType = 'x'.repeat(256); })).toBe('MANIFEST_MALFORMED');
+    expect(bad((m) => { (m as Record<string, unknown>).layout = undefined; })).toBe('MANIFEST_MALFORMED');
+    expect(codeOf(() => decodeManifest(Buffer.from([0xff, 0xff, 0xff])))).toBe('MANIFEST_MALFORMED');
+    expect(codeOf(() => decodeManifest(Buffer.alloc(0)))).toBe('MANIFEST_MALFORMED');
+  });
+
+  it('property: decodeManifest/decodeRoot on random bytes return a value or throw MANIFEST_MALFORMED', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
+      for (const f of [decodeManifest, decodeRoot]) {
+        try { f(b); } catch (e) { if (!isBitcloudError(e, 'MANIFEST_MALFORMED')) return false; }
+      }
+      return true;
+    }), { numRuns: 2000 });
+  });
+
+  it('makeManifest refuses bad metadata', () => {
+    const { manifest } = encodeFile(Buffer.alloc(10, 1), 4096);
+    expect(codeOf(() => makeManifest(manifest.layout, { name: 'a/b' }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
+    expect(codeOf(() => makeManifest(manifest.layout, { contentClass: 'Public' }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
+  });
+
+  it('file encoder refuses bad chunk sizes and keys', () => {
+    expect(codeOf(() => new FileEncoder({ fileKey: newFileKey(), chunkSize: 0 }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
+    expect(codeOf(() => new FileEncoder({ fileKey: Buffer.alloc(8) }))).toBe('STORAGE_KEY_INVALID');
+  });
+});
