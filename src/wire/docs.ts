@@ -1,0 +1,295 @@
+// SPEC.md §6 (directory documents): typed encode/decode of the messages in directory.proto,
+// with a size limit on every document and field. Decoders return checked, typed values or
+// throw DOC_TOO_LARGE / DOC_MALFORMED (never a RangeError from protobufjs).
+// Semantics (signatures, validity windows, cross-field rules) live in envelope.ts and src/dir.
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+import { err } from '../errors';
+
+const root = protobuf.loadSync(fileURLToPath(new URL('./directory.proto', import.meta.url)));
+const T = {
+  Envelope: root.lookupType('bitcloud.dir.Envelope'),
+  DocumentBody: root.lookupType('bitcloud.dir.DocumentBody'),
+  KeyCertificate: root.lookupType('bitcloud.dir.KeyCertificate'),
+  RelayDescriptor: root.lookupType('bitcloud.dir.RelayDescriptor'),
+  Vote: root.lookupType('bitcloud.dir.Vote'),
+  Consensus: root.lookupType('bitcloud.dir.Consensus'),
+  DetachedSignatures: root.lookupType('bitcloud.dir.DetachedSignatures'),
+};
+
+/** SPEC.md §6.9: size limits. Every decoder checks the total size first. */
+export const LIMITS = {
+  descriptorBytes: 4096,
+  certificateBytes: 512,
+  voteBytes: 32 * 1024 * 1024,
+  consensusBytes: 16 * 1024 * 1024,
+  signaturesBytes: 16 * 1024,
+  /** An envelope carries at most this many signatures and certificates. */
+  maxSignatures: 32,
+  nicknameMax: 19,
+  versionMax: 32,
+  exitPolicyRules: 64,
+  exitPolicyRuleChars: 64,
+  familyMax: 32,
+  moderatorsMax: 16,
+  voteEntriesMax: 100_000,
+  consensusRelaysMax: 100_000,
+  /** Declared bandwidth ceiling: 10 GB/s. */
+  declaredBandwidthMax: 10_000_000_000,
+} as const;
+
+export const KEY_BYTES = 32;
+export const SIG_BYTES = 64;
+export const DIGEST_BYTES = 32;
+export const IPV4_BYTES = 4;
+
+// ---- typed messages ----
+export interface SignatureMsg { signer: Buffer; key: Buffer | null; signature: Buffer }
+export interface EnvelopeMsg { body: Buffer; signatures: SignatureMsg[]; certificates: Buffer[] }
+export interface DocumentBodyMsg { type: number; validAfter: number; validUntil: number; content: Buffer }
+export interface KeyCertificateMsg { identity: Buffer; signingKey: Buffer }
+export interface RelayDescriptorMsg {
+  identity: Buffer; onionKey: Buffer; nickname: string; address: Buffer;
+  orPort: number; dirPort: number; storagePort: number; declaredBandwidth: number;
+  exitPolicy: string[]; family: Buffer[]; roles: number; moderators: Buffer[]; version: string;
+}
+export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number }
+export interface VoteMsg { authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[] }
+export interface ConsensusMsg {
+  method: number; freshUntil: number; periodSeconds: number; voters: Buffer[];
+  policies: string[][]; keyLists: Buffer[][]; versions: string[];
+  identities: Buffer; onionKeys: Buffer; addresses: Buffer;
+  orPorts: number[]; dirPorts: number[]; storagePorts: number[]; flags: number[]; roles: number[];
+  weights: number[]; policyIndex: number[]; familyIndex: number[]; moderatorIndex: number[];
+  versionIndex: number[]; nicknames: string[];
+}
+export interface DetachedSignaturesMsg { digest: Buffer; signatures: SignatureMsg[]; certificates: Buffer[] }
+
+// ---- field checkers (each names the field it refuses) ----
+function bad(field: string, why: string): never {
+  throw err('DOC_MALFORMED', `${field}: ${why}`, { field });
+}
+
+function bytes(v: unknown, field: string, len?: number, max = Infinity): Buffer {
+  if (v == null || (Array.isArray(v) && v.length === 0)) v = Buffer.alloc(0);
+  if (!(v instanceof Uint8Array)) bad(field, 'not bytes');
+  const b = Buffer.from(v.buffer, v.byteOffset, v.length);
+  if (len !== undefined && b.length !== len) bad(field, `must be ${len} bytes, is ${b.length}`);
+  if (b.length > max) bad(field, `longer than ${max} bytes`);
+  return b;
+}
+
+function num(v: unknown, field: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  let n: number;
+  if (v == null) n = 0;
+  else if (typeof v === 'number') n = v;
+  else if (typeof v === 'object' && v !== null && 'low' in v && 'high' in v) {
+    const l = v as { low: number; high: number };
+    // Unsigned 64-bit: refuse anything above 2^53 - 1 (times and bandwidths fit far below).
+    if (l.high >>> 0 > 0x1f_ffff) bad(field, 'integer too large');
+    n = (l.high >>> 0) * 0x1_0000_0000 + (l.low >>> 0);
+  } else bad(field, 'not an integer');
+  if (!Number.isSafeInteger(n) || n < min || n > max) bad(field, `out of range [${min}, ${max}]: ${n}`);
+  return n;
+}
+
+function list<T>(v: unknown, field: string, max: number, each: (x: unknown, f: string) => T): T[] {
+  if (v == null) return [];
+  if (!Array.isArray(v)) bad(field, 'not a list');
+  if (v.length > max) bad(field, `more than ${max} entries`);
+  return v.map((x, i) => each(x, `${field}[${i}]`));
+}
+
+const NICKNAME = /^[A-Za-z0-9]{1,19}$/;
+const PRINTABLE = /^[\x21-\x7e][\x20-\x7e]*$/;
+
+function str(v: unknown, field: string, max: number, pattern: RegExp = PRINTABLE, allowEmpty = false): string {
+  if (v == null) v = '';
+  if (typeof v !== 'string') bad(field, 'not a string');
+  if (v === '' && allowEmpty) return v;
+  if (v.length > max) bad(field, `longer than ${max} characters`);
+  if (!pattern.test(v)) bad(field, 'characters not allowed');
+  return v;
+}
+
+/** Drop default values so every writer emits the same canonical bytes (SPEC.md §6.7). */
+function omitDefaults(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (v == null || v === 0 || v === '' || v === false) continue;
+    if ((v instanceof Uint8Array || Array.isArray(v)) && v.length === 0) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+function encode(t: protobuf.Type, o: Record<string, unknown>): Buffer {
+  const u = t.encode(t.create(omitDefaults(o))).finish();
+  return Buffer.from(u.buffer, u.byteOffset, u.length);
+}
+
+function decode(t: protobuf.Type, buf: Uint8Array, max: number, what: string): Record<string, unknown> {
+  if (buf.length > max) throw err('DOC_TOO_LARGE', `${what} of ${buf.length} bytes exceeds ${max}`, { size: buf.length, max });
+  try {
+    return t.decode(buf) as unknown as Record<string, unknown>;
+  } catch (e) {
+    throw err('DOC_MALFORMED', `${what} is not valid protobuf: ${(e as Error).message}`, undefined, e);
+  }
+}
+
+// ---- signatures and envelopes ----
+function sigOf(v: unknown, f: string): SignatureMsg {
+  const s = v as Record<string, unknown>;
+  const key = bytes(s.key, `${f}.key`, undefined, KEY_BYTES);
+  if (key.length !== 0 && key.length !== KEY_BYTES) bad(`${f}.key`, `must be empty or ${KEY_BYTES} bytes`);
+  return { signer: bytes(s.signer, `${f}.signer`, KEY_BYTES), key: key.length ? key : null, signature: bytes(s.signature, `${f}.signature`, SIG_BYTES) };
+}
+function sigObj(s: SignatureMsg): Record<string, unknown> {
+  return omitDefaults({ signer: s.signer, key: s.key ?? undefined, signature: s.signature });
+}
+
+export function encodeEnvelope(e: EnvelopeMsg): Buffer {
+  return encode(T.Envelope, { body: e.body, signatures: e.signatures.map(sigObj), certificates: e.certificates });
+}
+export function decodeEnvelope(buf: Uint8Array, max: number): EnvelopeMsg {
+  const m = decode(T.Envelope, buf, max, 'envelope');
+  return {
+    body: bytes(m.body, 'envelope.body'),
+    signatures: list(m.signatures, 'envelope.signatures', LIMITS.maxSignatures, sigOf),
+    certificates: list(m.certificates, 'envelope.certificates', LIMITS.maxSignatures, (x, f) => bytes(x, f, undefined, LIMITS.certificateBytes)),
+  };
+}
+
+export function encodeDocumentBody(b: DocumentBodyMsg): Buffer {
+  return encode(T.DocumentBody, { ...b });
+}
+export function decodeDocumentBody(buf: Uint8Array, max: number): DocumentBodyMsg {
+  const m = decode(T.DocumentBody, buf, max, 'document body');
+  return {
+    type: num(m.type, 'body.type', 1, 0xffff_ffff),
+    validAfter: num(m.validAfter, 'body.valid_after'),
+    validUntil: num(m.validUntil, 'body.valid_until'),
+    content: bytes(m.content, 'body.content'),
+  };
+}
+
+// ---- key certificate ----
+export function encodeKeyCertificate(c: KeyCertificateMsg): Buffer {
+  return encode(T.KeyCertificate, { ...c });
+}
+export function decodeKeyCertificate(buf: Uint8Array): KeyCertificateMsg {
+  const m = decode(T.KeyCertificate, buf, LIMITS.certificateBytes, 'key certificate');
+  return { identity: bytes(m.identity, 'cert.identity', KEY_BYTES), signingKey: bytes(m.signingKey, 'cert.signing_key', KEY_BYTES) };
+}
+
+// ---- relay descriptor ----
+const key32 = (x: unknown, f: string) => bytes(x, f, KEY_BYTES);
+
+export function encodeRelayDescriptor(d: RelayDescriptorMsg): Buffer {
+  return encode(T.RelayDescriptor, { ...d });
+}
+export function decodeRelayDescriptor(buf: Uint8Array): RelayDescriptorMsg {
+  const m = decode(T.RelayDescriptor, buf, LIMITS.descriptorBytes, 'relay descriptor');
+  return {
+    identity: key32(m.identity, 'descriptor.identity'),
+    onionKey: key32(m.onionKey, 'descriptor.onion_key'),
+    nickname: str(m.nickname, 'descriptor.nickname', LIMITS.nicknameMax, NICKNAME),
+    address: bytes(m.address, 'descriptor.address', IPV4_BYTES),
+    orPort: num(m.orPort, 'descriptor.or_port', 1, 65535),
+    dirPort: num(m.dirPort, 'descriptor.dir_port', 0, 65535),
+    storagePort: num(m.storagePort, 'descriptor.storage_port', 0, 65535),
+    declaredBandwidth: num(m.declaredBandwidth, 'descriptor.declared_bandwidth', 0, LIMITS.declaredBandwidthMax),
+    exitPolicy: list(m.exitPolicy, 'descriptor.exit_policy', LIMITS.exitPolicyRules, (x, f) => str(x, f, LIMITS.exitPolicyRuleChars)),
+    family: list(m.family, 'descriptor.family', LIMITS.familyMax, key32),
+    roles: num(m.roles, 'descriptor.roles', 1, 7),
+    moderators: list(m.moderators, 'descriptor.moderators', LIMITS.moderatorsMax, key32),
+    version: str(m.version, 'descriptor.version', LIMITS.versionMax),
+  };
+}
+
+// ---- vote ----
+export function encodeVote(v: VoteMsg): Buffer {
+  return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })) });
+}
+export function decodeVote(buf: Uint8Array): VoteMsg {
+  const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote');
+  return {
+    authority: key32(m.authority, 'vote.authority'),
+    periodSeconds: num(m.periodSeconds, 'vote.period_seconds', 1, 0xffff_ffff),
+    knownFlags: num(m.knownFlags, 'vote.known_flags', 0, 0x7f),
+    entries: list(m.entries, 'vote.entries', LIMITS.voteEntriesMax, (x, f) => {
+      const e = x as Record<string, unknown>;
+      return {
+        descriptor: bytes(e.descriptor, `${f}.descriptor`, undefined, LIMITS.descriptorBytes),
+        flags: num(e.flags, `${f}.flags`, 0, 0x7f),
+        measured: num(e.measured, `${f}.measured`, 0, 0xffff_ffff),
+      };
+    }),
+  };
+}
+
+// ---- consensus ----
+export function encodeConsensus(c: ConsensusMsg): Buffer {
+  return encode(T.Consensus, {
+    ...c,
+    policies: c.policies.map((rules) => omitDefaults({ rules })),
+    keyLists: c.keyLists.map((keys) => omitDefaults({ keys })),
+  });
+}
+
+/** Decodes and checks the column shapes (every column has one entry per relay; indexes in range). */
+export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
+  const m = decode(T.Consensus, buf, LIMITS.consensusBytes, 'consensus');
+  const ids = bytes(m.identities, 'consensus.identities');
+  if (ids.length % KEY_BYTES !== 0) bad('consensus.identities', 'length is not a multiple of 32');
+  const n = ids.length / KEY_BYTES;
+  if (n > LIMITS.consensusRelaysMax) bad('consensus.identities', `more than ${LIMITS.consensusRelaysMax} relays`);
+  const u32 = (x: unknown, f: string) => num(x, f, 0, 0xffff_ffff);
+  const col = (v: unknown, f: string, max: number) => {
+    const a = list(v, f, n, (x, g) => num(x, g, 0, max));
+    if (a.length !== n) bad(f, `has ${a.length} entries for ${n} relays`);
+    return a;
+  };
+  const policies = list(m.policies, 'consensus.policies', n + 1, (x, f) =>
+    list((x as Record<string, unknown>).rules, `${f}.rules`, LIMITS.exitPolicyRules, (r, g) => str(r, g, LIMITS.exitPolicyRuleChars)));
+  const keyLists = list(m.keyLists, 'consensus.key_lists', 2 * n + 2, (x, f) =>
+    list((x as Record<string, unknown>).keys, `${f}.keys`, LIMITS.familyMax, key32));
+  const versions = list(m.versions, 'consensus.versions', n + 1, (x, f) => str(x, f, LIMITS.versionMax));
+  const out: ConsensusMsg = {
+    method: num(m.method, 'consensus.method', 1, 1),
+    freshUntil: num(m.freshUntil, 'consensus.fresh_until'),
+    periodSeconds: u32(m.periodSeconds, 'consensus.period_seconds'),
+    voters: list(m.voters, 'consensus.voters', LIMITS.maxSignatures, key32),
+    policies, keyLists, versions,
+    identities: ids,
+    onionKeys: bytes(m.onionKeys, 'consensus.onion_keys', n * KEY_BYTES),
+    addresses: bytes(m.addresses, 'consensus.addresses', n * IPV4_BYTES),
+    orPorts: col(m.orPorts, 'consensus.or_ports', 65535),
+    dirPorts: col(m.dirPorts, 'consensus.dir_ports', 65535),
+    storagePorts: col(m.storagePorts, 'consensus.storage_ports', 65535),
+    flags: col(m.flags, 'consensus.flags', 0x7f),
+    roles: col(m.roles, 'consensus.roles', 7),
+    weights: col(m.weights, 'consensus.weights', 0xffff_ffff),
+    policyIndex: col(m.policyIndex, 'consensus.policy_index', Math.max(0, policies.length - 1)),
+    familyIndex: col(m.familyIndex, 'consensus.family_index', Math.max(0, keyLists.length - 1)),
+    moderatorIndex: col(m.moderatorIndex, 'consensus.moderator_index', Math.max(0, keyLists.length - 1)),
+    versionIndex: col(m.versionIndex, 'consensus.version_index', Math.max(0, versions.length - 1)),
+    nicknames: list(m.nicknames, 'consensus.nicknames', n, (x, f) => str(x, f, LIMITS.nicknameMax, NICKNAME)),
+  };
+  if (out.nicknames.length !== n) bad('consensus.nicknames', `has ${out.nicknames.length} entries for ${n} relays`);
+  if (n > 0 && (policies.length === 0 || keyLists.length === 0 || versions.length === 0)) bad('consensus', 'a table referenced by relays is empty');
+  return out;
+}
+
+// ---- detached signatures ----
+export function encodeDetachedSignatures(d: DetachedSignaturesMsg): Buffer {
+  return encode(T.DetachedSignatures, { digest: d.digest, signatures: d.signatures.map(sigObj), certificates: d.certificates });
+}
+export function decodeDetachedSignatures(buf: Uint8Array): DetachedSignaturesMsg {
+  const m = decode(T.DetachedSignatures, buf, LIMITS.signaturesBytes, 'detached signatures');
+  return {
+    digest: bytes(m.digest, 'signatures.digest', DIGEST_BYTES),
+    signatures: list(m.signatures, 'signatures.signatures', LIMITS.maxSignatures, sigOf),
+    certificates: list(m.certificates, 'signatures.certificates', LIMITS.maxSignatures, (x, f) => bytes(x, f, undefined, LIMITS.certificateBytes)),
+  };
+}
