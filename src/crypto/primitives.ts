@@ -186,3 +186,50 @@ export function generateTlsKeyPair(): { keyPem: string; publicKeyDer: Buffer } {
 }
 
 export { nodeCrypto };
+
+// ---- additions for keys, ntor and tor1 (issue 2) ----
+
+/** SHAKE-256 XOF output of `outLen` bytes (used to regenerate the tor1 test-vector plaintexts). */
+export function shake256(data: Uint8Array, outLen: number): Buffer {
+  return nodeCrypto.createHash('shake256', { outputLength: outLen }).update(data).digest();
+}
+
+/** Overwrite secret bytes with zeros once they are no longer needed (JS engines do not elide this). */
+export function wipe(b: Uint8Array): void {
+  b.fill(0);
+}
+
+/** A keystream XORed into data in place; the stream position advances by data.length. */
+export interface StreamXor { xorInPlace(data: Uint8Array): void }
+
+/** Default keystream batch: 8 relay cells' worth, so a circuit hop holds ~4 KiB per direction. */
+export const AES_CTR_BATCH_BYTES = 4096;
+
+/**
+ * AES-128-CTR (zero IV unless given) as a keystream that is XORed into data in place.
+ * Hot path (per cell): node:crypto's Cipher.update always allocates its output, so the
+ * keystream is produced `batchBytes` at a time (one allocation per batch, not per cell) and
+ * XORed in JavaScript. CTR keystream is position-only, so batching gives the same bytes as
+ * encrypting each cell separately.
+ */
+export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16), batchBytes = AES_CTR_BATCH_BYTES): StreamXor {
+  if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
+  if (iv.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128-ctr iv must be 16 bytes');
+  const c = nodeCrypto.createCipheriv('aes-128-ctr', key, iv);
+  const zeros = Buffer.alloc(batchBytes);
+  let ks: Buffer = Buffer.alloc(0);
+  let pos = 0;
+  return {
+    xorInPlace(data: Uint8Array): void {
+      const n = data.length;
+      let off = 0;
+      while (off < n) {
+        if (pos === ks.length) { ks = c.update(zeros); pos = 0; }
+        const m = Math.min(n - off, ks.length - pos);
+        for (let j = 0; j < m; j++) data[off + j] ^= ks[pos + j];
+        off += m;
+        pos += m;
+      }
+    },
+  };
+}
