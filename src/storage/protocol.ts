@@ -1,0 +1,201 @@
+// SPEC.md §9.6: the storage protocol's requests and responses (storage.proto Request/Response), as
+// typed values. Decoders check every field: a decoded request is safe to hand to the store.
+import { err, isBitcloudError, BitcloudError } from '../errors';
+import { blake2b } from '../crypto/primitives';
+import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
+import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
+
+export const MAX_IDS_PER_REQUEST = 1024;
+export const AUDIT_NONCE_MIN_BYTES = 16;
+export const AUDIT_NONCE_MAX_BYTES = 64;
+export const MAX_ERROR_MESSAGE_CHARS = 1024;
+const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+
+export type StorageRequest =
+  | { type: 'put'; id: Buffer; data: Buffer; leaseSeconds: number }
+  | { type: 'get'; id: Buffer; offset: number; length: number }
+  | { type: 'has'; ids: Buffer[] }
+  | { type: 'audit'; id: Buffer; nonce: Buffer }
+  | { type: 'stat' }
+  | { type: 'renew'; ids: Buffer[]; leaseSeconds: number };
+
+export type StorageResponse =
+  | { type: 'put'; expiresAt: number }
+  | { type: 'get'; offset: number; data: Buffer; totalSize: number }
+  | { type: 'has'; present: boolean[] }
+  | { type: 'audit'; proof: Buffer }
+  | { type: 'stat'; capacity: number; used: number; shares: number; maxLeaseSeconds: number; maxShareBytes: number }
+  | { type: 'renew'; expiresAt: number[] }
+  | { type: 'error'; code: string; message: string };
+
+export type RequestType = StorageRequest['type'];
+
+/** The audit proof (SPEC.md §9.6.4): BLAKE2b-256(nonce | share bytes). */
+export function auditProof(nonce: Uint8Array, share: Uint8Array): Buffer {
+  return blake2b([nonce, share], 32);
+}
+
+// ---- requests ----
+
+export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
+  const body: Loose = { id: reqId };
+  switch (req.type) {
+    case 'put': body.put = { id: req.id, data: req.data, leaseSeconds: req.leaseSeconds }; break;
+    case 'get': body.get = { id: req.id, offset: req.offset, length: req.length }; break;
+    case 'has': body.has = { ids: req.ids }; break;
+    case 'audit': body.audit = { id: req.id, nonce: req.nonce }; break;
+    case 'stat': body.stat = {}; break;
+    case 'renew': body.renew = { ids: req.ids, leaseSeconds: req.leaseSeconds }; break;
+  }
+  return encodeProto(pb.Request, body);
+}
+
+const BAD_REQ = 'STORAGE_BAD_REQUEST';
+
+function id32(v: unknown, code: string, field = 'id'): Buffer {
+  const b = bytes(v, code, field);
+  if (b.length !== SHARE_ID_BYTES) throw err(code, `${field} must be ${SHARE_ID_BYTES} bytes`);
+  return b;
+}
+
+function idList(v: unknown, code: string): Buffer[] {
+  const l = list(v);
+  if (l.length < 1 || l.length > MAX_IDS_PER_REQUEST) throw err(code, `between 1 and ${MAX_IDS_PER_REQUEST} ids per request`, { count: l.length });
+  return l.map((x) => id32(x, code, 'ids'));
+}
+
+function offsetField(v: unknown, code: string, field: string): number {
+  const n = u64(v, code, field);
+  if (n > MAX_SHARE_BYTES) throw err(code, `${field} beyond the largest share`);
+  return n;
+}
+
+/**
+ * Decode a request. Anything invalid → STORAGE_BAD_REQUEST, whose detail carries `reqId` when the id
+ * itself could be read, so the error response can still be matched by the requester.
+ */
+export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageRequest } {
+  const m = decodeProto(pb.Request, b, BAD_REQ);
+  const reqId = u32(m.id, BAD_REQ, 'id');
+  try {
+    return { reqId, req: requestBody(m) };
+  } catch (e) {
+    if (isBitcloudError(e)) throw err(e.code, e.message.replace(/^[A-Z_]+: /, ''), { ...e.detail, reqId });
+    throw e;
+  }
+}
+
+function requestBody(m: Loose): StorageRequest {
+  switch (m.body) {
+    case 'put': {
+      const p = msg(m.put)!;
+      const data = bytes(p.data, BAD_REQ, 'data');
+      if (data.length < 1 || data.length > MAX_SHARE_BYTES) throw err(BAD_REQ, `share must be 1..${MAX_SHARE_BYTES} bytes`, { len: data.length });
+      return { type: 'put', id: id32(p.id, BAD_REQ), data, leaseSeconds: u32(p.leaseSeconds, BAD_REQ, 'lease_seconds') };
+    }
+    case 'get': {
+      const g = msg(m.get)!;
+      return { type: 'get', id: id32(g.id, BAD_REQ), offset: offsetField(g.offset, BAD_REQ, 'offset'), length: offsetField(g.length, BAD_REQ, 'length') };
+    }
+    case 'has':
+      return { type: 'has', ids: idList(msg(m.has)!.ids, BAD_REQ) };
+    case 'audit': {
+      const a = msg(m.audit)!;
+      const nonce = bytes(a.nonce, BAD_REQ, 'nonce');
+      if (nonce.length < AUDIT_NONCE_MIN_BYTES || nonce.length > AUDIT_NONCE_MAX_BYTES) {
+        throw err(BAD_REQ, `audit nonce must be ${AUDIT_NONCE_MIN_BYTES}..${AUDIT_NONCE_MAX_BYTES} bytes`);
+      }
+      return { type: 'audit', id: id32(a.id, BAD_REQ), nonce };
+    }
+    case 'stat':
+      return { type: 'stat' };
+    case 'renew': {
+      const r = msg(m.renew)!;
+      return { type: 'renew', ids: idList(r.ids, BAD_REQ), leaseSeconds: u32(r.leaseSeconds, BAD_REQ, 'lease_seconds') };
+    }
+    default:
+      throw err(BAD_REQ, 'request has no known body');
+  }
+}
+
+// ---- responses ----
+
+export function encodeResponse(reqId: number, res: StorageResponse): Buffer {
+  const body: Loose = { id: reqId };
+  switch (res.type) {
+    case 'put': body.put = { expiresAt: res.expiresAt }; break;
+    case 'get': body.get = { offset: res.offset, data: res.data, totalSize: res.totalSize }; break;
+    case 'has': body.has = { present: res.present }; break;
+    case 'audit': body.audit = { proof: res.proof }; break;
+    case 'stat': body.stat = { capacity: res.capacity, used: res.used, shares: res.shares, maxLeaseSeconds: res.maxLeaseSeconds, maxShareBytes: res.maxShareBytes }; break;
+    case 'renew': body.renew = { expiresAt: res.expiresAt }; break;
+    case 'error': body.error = { code: res.code, message: res.message }; break;
+  }
+  return encodeProto(pb.Response, body);
+}
+
+const BAD_RES = 'STORAGE_BAD_RESPONSE';
+
+/** Decode a response (client side). Anything invalid → STORAGE_BAD_RESPONSE. */
+export function decodeResponse(b: Uint8Array): { reqId: number; res: StorageResponse } {
+  const m = decodeProto(pb.Response, b, BAD_RES);
+  return { reqId: u32(m.id, BAD_RES, 'id'), res: responseBody(m) };
+}
+
+function responseBody(m: Loose): StorageResponse {
+  switch (m.body) {
+    case 'put':
+      return { type: 'put', expiresAt: u64(msg(m.put)!.expiresAt, BAD_RES, 'expires_at') };
+    case 'get': {
+      const g = msg(m.get)!;
+      const data = bytes(g.data, BAD_RES, 'data');
+      if (data.length > MAX_SHARE_BYTES) throw err(BAD_RES, 'share data too large');
+      return { type: 'get', offset: u64(g.offset, BAD_RES, 'offset'), data, totalSize: u64(g.totalSize, BAD_RES, 'total_size') };
+    }
+    case 'has': {
+      const present = list(msg(m.has)!.present);
+      if (present.length > MAX_IDS_PER_REQUEST || present.some((p) => typeof p !== 'boolean')) throw err(BAD_RES, 'bad HAS answer');
+      return { type: 'has', present: present as boolean[] };
+    }
+    case 'audit': {
+      const proof = bytes(msg(m.audit)!.proof, BAD_RES, 'proof');
+      if (proof.length !== 32) throw err(BAD_RES, 'audit proof must be 32 bytes');
+      return { type: 'audit', proof };
+    }
+    case 'stat': {
+      const s = msg(m.stat)!;
+      return {
+        type: 'stat', capacity: u64(s.capacity, BAD_RES, 'capacity'), used: u64(s.used, BAD_RES, 'used'), shares: u64(s.shares, BAD_RES, 'shares'),
+        maxLeaseSeconds: u32(s.maxLeaseSeconds, BAD_RES, 'max_lease_seconds'), maxShareBytes: u32(s.maxShareBytes, BAD_RES, 'max_share_bytes'),
+      };
+    }
+    case 'renew': {
+      const l = list(msg(m.renew)!.expiresAt);
+      if (l.length > MAX_IDS_PER_REQUEST) throw err(BAD_RES, 'bad RENEW answer');
+      return { type: 'renew', expiresAt: l.map((x) => u64(x, BAD_RES, 'expires_at')) };
+    }
+    case 'error': {
+      const e = msg(m.error)!;
+      const code = str(e.code, BAD_RES, 'code');
+      const message = str(e.message, BAD_RES, 'message');
+      if (!ERROR_CODE.test(code)) throw err(BAD_RES, 'error code must match [A-Z][A-Z0-9_]{0,63}');
+      if (message.length > MAX_ERROR_MESSAGE_CHARS) throw err(BAD_RES, 'error message too long');
+      return { type: 'error', code, message };
+    }
+    default:
+      throw err(BAD_RES, 'response has no known body');
+  }
+}
+
+/** The error response for a failure. Only BitcloudError codes cross the wire; anything else is STORAGE_INTERNAL. */
+export function errorResponse(e: unknown): StorageResponse & { type: 'error' } {
+  if (e instanceof BitcloudError && ERROR_CODE.test(e.code)) {
+    return { type: 'error', code: e.code, message: e.message.replace(/^[A-Z0-9_]+: /, '').slice(0, MAX_ERROR_MESSAGE_CHARS) };
+  }
+  return { type: 'error', code: 'STORAGE_INTERNAL', message: 'internal error' };
+}
+
+/** Client side: the error a remote error response stands for (same code, detail.remote = true). */
+export function responseError(res: StorageResponse & { type: 'error' }): BitcloudError {
+  return err(res.code, `storage node: ${res.message}`, { remote: true });
+}

@@ -1,0 +1,137 @@
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
+import { encodeFrame, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../../src/storage/framing';
+import { encodeProto, pb } from '../../src/storage/proto';
+import { err, isBitcloudError } from '../../src/errors';
+
+const id = Buffer.alloc(32, 7);
+
+function codeOf(f: () => unknown): string | undefined {
+  try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
+  return undefined;
+}
+
+describe('storage protocol messages (SPEC §9.6)', () => {
+  const requests: StorageRequest[] = [
+    { type: 'put', id, data: Buffer.from('share bytes'), leaseSeconds: 3600 },
+    { type: 'get', id, offset: 10, length: 0 },
+    { type: 'has', ids: [id, Buffer.alloc(32, 1)] },
+    { type: 'audit', id, nonce: Buffer.alloc(16, 3) },
+    { type: 'stat' },
+    { type: 'renew', ids: [id], leaseSeconds: 0 },
+  ];
+  for (const r of requests) {
+    it(`request ${r.type} round-trips`, () => {
+      expect(decodeRequest(encodeRequest(42, r))).toEqual({ reqId: 42, req: r });
+    });
+  }
+
+  const responses: StorageResponse[] = [
+    { type: 'put', expiresAt: 1_900_000_000 },
+    { type: 'get', offset: 3, data: Buffer.from('xy'), totalSize: 5 },
+    { type: 'has', present: [true, false] },
+    { type: 'audit', proof: Buffer.alloc(32, 9) },
+    { type: 'stat', capacity: 2 ** 40, used: 12, shares: 1, maxLeaseSeconds: 86400, maxShareBytes: 1 << 24 },
+    { type: 'renew', expiresAt: [0, 1_900_000_000] },
+    { type: 'error', code: 'STORAGE_FULL', message: 'full' },
+  ];
+  for (const r of responses) {
+    it(`response ${r.type} round-trips`, () => {
+      expect(decodeResponse(encodeResponse(7, r))).toEqual({ reqId: 7, res: r });
+    });
+  }
+
+  it('bad requests → STORAGE_BAD_REQUEST carrying the request id when readable', () => {
+    const bad = (body: Record<string, unknown>) => codeOf(() => decodeRequest(encodeProto(pb.Request, { id: 9, ...body })));
+    expect(bad({})).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ put: { id: Buffer.alloc(31), data: Buffer.alloc(1) } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ put: { id, data: Buffer.alloc(0) } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ get: { id, offset: 2 ** 40 } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ has: { ids: [] } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ has: { ids: Array(1025).fill(id) } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ audit: { id, nonce: Buffer.alloc(15) } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ audit: { id, nonce: Buffer.alloc(65) } })).toBe('STORAGE_BAD_REQUEST');
+    expect(bad({ renew: { ids: [Buffer.alloc(3)] } })).toBe('STORAGE_BAD_REQUEST');
+    try {
+      decodeRequest(encodeProto(pb.Request, { id: 9, has: { ids: [] } }));
+    } catch (e) {
+      expect((e as { detail: { reqId: number } }).detail.reqId).toBe(9);
+    }
+  });
+
+  it('bad responses → STORAGE_BAD_RESPONSE', () => {
+    const bad = (body: Record<string, unknown>) => codeOf(() => decodeResponse(encodeProto(pb.Response, { id: 1, ...body })));
+    expect(bad({})).toBe('STORAGE_BAD_RESPONSE');
+    expect(bad({ error: { code: 'lower', message: '' } })).toBe('STORAGE_BAD_RESPONSE');
+    expect(bad({ error: { code: 'X', message: 'm'.repeat(1025) } })).toBe('STORAGE_BAD_RESPONSE');
+    expect(bad({ audit: { proof: Buffer.alloc(31) } })).toBe('STORAGE_BAD_RESPONSE');
+    expect(bad({ put: { expiresAt: 2 ** 60 } })).toBe('STORAGE_BAD_RESPONSE');
+  });
+
+  it('property: random bytes decode or throw the one code', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
+      const a = codeOf(() => decodeRequest(b));
+      const r = codeOf(() => decodeResponse(b));
+      return (a === undefined || a === 'STORAGE_BAD_REQUEST') && (r === undefined || r === 'STORAGE_BAD_RESPONSE');
+    }), { numRuns: 3000 });
+  });
+
+  it('error responses carry the stable code; non-Bitcloud errors become STORAGE_INTERNAL', () => {
+    expect(errorResponse(err('STORAGE_FULL', 'quota reached'))).toEqual({ type: 'error', code: 'STORAGE_FULL', message: 'quota reached' });
+    expect(errorResponse(new RangeError('x')).code).toBe('STORAGE_INTERNAL');
+    const e = responseError({ type: 'error', code: 'SHARE_NOT_FOUND', message: 'no' });
+    expect(isBitcloudError(e, 'SHARE_NOT_FOUND')).toBe(true);
+  });
+});
+
+describe('framing (SPEC §9.6.1)', () => {
+  it('frames split at every byte boundary come out whole', () => {
+    const bodies = [Buffer.from('a'), Buffer.alloc(1000, 2), Buffer.from('xyz')];
+    const wire = Buffer.concat(bodies.map((b) => encodeFrame(b)));
+    for (let step = 1; step <= 7; step++) {
+      const d = new FrameDecoder();
+      const out: Buffer[] = [];
+      for (let i = 0; i < wire.length; i += step) out.push(...d.push(wire.subarray(i, i + step)));
+      expect(out).toEqual(bodies);
+      expect(d.buffered).toBe(0);
+    }
+  });
+
+  it('oversized and zero lengths are refused, and the decoder stays failed', () => {
+    const d = new FrameDecoder(100);
+    expect(codeOf(() => d.push(Buffer.from([0, 0, 0, 101])))).toBe('STORAGE_FRAME_TOO_LARGE');
+    expect(codeOf(() => d.push(encodeFrame(Buffer.from('ok'))))).toBe('STORAGE_FRAME_TOO_LARGE');
+    expect(codeOf(() => new FrameDecoder().push(Buffer.from([0, 0, 0, 0])))).toBe('STORAGE_FRAME_MALFORMED');
+    expect(codeOf(() => new FrameDecoder().push(Buffer.from([0xff, 0xff, 0xff, 0xff])))).toBe('STORAGE_FRAME_TOO_LARGE');
+    expect(codeOf(() => frameHeader(MAX_FRAME_BYTES + 1))).toBe('STORAGE_FRAME_TOO_LARGE');
+  });
+
+  it('property: random byte streams give frames or a BitcloudError, nothing else', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 20 }), (chunks) => {
+      const d = new FrameDecoder(256);
+      for (const c of chunks) {
+        try {
+          for (const f of d.push(c)) if (f.length < 1 || f.length > 256) return false;
+        } catch (e) {
+          return isBitcloudError(e) && ['STORAGE_FRAME_TOO_LARGE', 'STORAGE_FRAME_MALFORMED'].includes(e.code);
+        }
+      }
+      return true;
+    }), { numRuns: 3000 });
+  });
+
+  it('property: random streams through frames + request decoding give requests or BitcloudErrors', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 10 }), (chunks) => {
+      const d = new FrameDecoder(128);
+      try {
+        for (const c of chunks) for (const f of d.push(c)) {
+          try { decodeRequest(f); } catch (e) { if (!isBitcloudError(e, 'STORAGE_BAD_REQUEST')) return false; }
+        }
+      } catch (e) {
+        return isBitcloudError(e);
+      }
+      return true;
+    }), { numRuns: 2000 });
+  });
+});
