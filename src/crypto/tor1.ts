@@ -1,0 +1,125 @@
+// SPEC.md §5 (tor-spec 5.2.2, 6.1): tor1 relay crypto. Per hop and per direction: AES-128-CTR
+// with an all-zero IV, one keystream for the life of the circuit, and a running SHA-1 digest
+// seeded with Df (forward) or Db (backward) over every payload originated at or recognized by
+// that hop, hashed with its digest field zeroed.
+//
+// tor1 is malleable (a hop can tag a cell by XOR and see the tag at the other end); Counter
+// Galois Onion replaces it later behind the interface in relay-crypto.ts.
+import { err } from '../errors';
+import { aes128CtrStream, createHash, type StreamXor } from './primitives';
+import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
+import type { ClientHopCrypto, RelayHopCrypto } from './relay-crypto';
+
+/** tor-spec 5.2.2: key material split Df(20) | Db(20) | Kf(16) | Kb(16). */
+export const TOR1_DIGEST_LEN = 20;
+export const TOR1_CIPHER_KEY_LEN = 16;
+export const TOR1_KEY_LEN = 2 * TOR1_DIGEST_LEN + 2 * TOR1_CIPHER_KEY_LEN; // 72
+
+type RunningHash = ReturnType<typeof createHash>;
+
+/** One direction of one hop: a cipher and a running digest. */
+class Tor1Direction {
+  private readonly cipher: StreamXor;
+  private digest: RunningHash;
+  /** The full digest after the last originated/recognized cell; reused, never reallocated. */
+  private readonly last = Buffer.alloc(TOR1_DIGEST_LEN);
+
+  constructor(digestSeed: Buffer, cipherKey: Buffer) {
+    this.cipher = aes128CtrStream(cipherKey);
+    this.digest = createHash('sha1').update(digestSeed);
+  }
+
+  /** Hot path. Keystream XOR in place; no per-cell allocation (keystream is batched). */
+  crypt(payload: Buffer): void {
+    this.cipher.xorInPlace(payload);
+  }
+
+  /**
+   * Hot path. tor-spec 6.1: recognized = 0, digest field = 0, hash the whole payload into the
+   * running digest, then put the first 4 digest bytes in the digest field. (node:crypto forces
+   * one Hash copy and one 20-byte digest per cell: peeking at a running digest needs them.)
+   */
+  originate(payload: Buffer): void {
+    payload.writeUInt16BE(0, RELAY_RECOGNIZED_OFFSET);
+    payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
+    this.digest.update(payload);
+    const d = this.digest.copy().digest();
+    d.copy(this.last);
+    d.copy(payload, RELAY_DIGEST_OFFSET, 0, 4);
+  }
+
+  /**
+   * Hot path. tor-spec 6.1: a payload is recognized when recognized == 0 and the first 4 bytes
+   * of the running digest, updated with the payload (digest field zeroed), equal its digest
+   * field. Only then is the running digest advanced; an unrecognized payload leaves the state
+   * and the payload bytes exactly as they were.
+   */
+  recognize(payload: Buffer): boolean {
+    if (payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET) !== 0) return false;
+    const received = payload.readUInt32BE(RELAY_DIGEST_OFFSET);
+    payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
+    const candidate = this.digest.copy().update(payload);
+    payload.writeUInt32BE(received, RELAY_DIGEST_OFFSET);
+    const d = candidate.copy().digest();
+    if (d.readUInt32BE(0) !== received) return false;
+    this.digest = candidate;
+    d.copy(this.last);
+    return true;
+  }
+
+  lastDigest(): Buffer {
+    return Buffer.from(this.last);
+  }
+}
+
+function split(keys: Buffer): { df: Buffer; db: Buffer; kf: Buffer; kb: Buffer } {
+  if (keys.length !== TOR1_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `tor1 needs ${TOR1_KEY_LEN} bytes of key material, got ${keys.length}`);
+  let o = 0;
+  const df = keys.subarray(o, (o += TOR1_DIGEST_LEN));
+  const db = keys.subarray(o, (o += TOR1_DIGEST_LEN));
+  const kf = keys.subarray(o, (o += TOR1_CIPHER_KEY_LEN));
+  const kb = keys.subarray(o, (o += TOR1_CIPHER_KEY_LEN));
+  return { df, db, kf, kb };
+}
+
+/**
+ * The client side of one hop. Which digest last changed decides what lastDigest() returns: the
+ * client asks for it after sending (forward digest, to remember what a SENDME must echo) or
+ * after receiving (backward digest, to authenticate its own SENDMEs), as Tor and Arti do.
+ */
+export function createTor1ClientHop(keys: Buffer): ClientHopCrypto {
+  const { df, db, kf, kb } = split(keys);
+  const fwd = new Tor1Direction(df, kf);
+  const back = new Tor1Direction(db, kb);
+  let lastUsed: Tor1Direction = fwd;
+  return {
+    originate(payload) { fwd.originate(payload); lastUsed = fwd; },
+    encryptOutbound(payload) { fwd.crypt(payload); },
+    decryptInbound(payload) {
+      back.crypt(payload);
+      if (!back.recognize(payload)) return false;
+      lastUsed = back;
+      return true;
+    },
+    lastDigest() { return lastUsed.lastDigest(); },
+  };
+}
+
+/** The relay side of one hop. */
+export function createTor1RelayHop(keys: Buffer): RelayHopCrypto {
+  const { df, db, kf, kb } = split(keys);
+  const fwd = new Tor1Direction(df, kf);
+  const back = new Tor1Direction(db, kb);
+  let lastUsed: Tor1Direction = fwd;
+  return {
+    decryptOutbound(payload) {
+      fwd.crypt(payload);
+      if (!fwd.recognize(payload)) return false;
+      lastUsed = fwd;
+      return true;
+    },
+    originate(payload) { back.originate(payload); lastUsed = back; },
+    encryptInbound(payload) { back.crypt(payload); },
+    lastDigest() { return lastUsed.lastDigest(); },
+  };
+}

@@ -1,0 +1,172 @@
+// SPEC.md §5 (tor-spec 5.2.2, 6.1): tor1 relay crypto reproduces Tor's published vectors
+// (test/vectors/tor1-relay-crypto.json, read unchanged) and layers correctly over 3 hops.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { isBitcloudError } from '../../src/errors';
+import {
+  RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound,
+  createClientHop, createRelayHop, type ClientHopCrypto, type RelayHopCrypto,
+} from '../../src/crypto/relay-crypto';
+import { randomBytes, shake256 } from '../../src/crypto/primitives';
+import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
+import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+
+interface Tor1Vectors {
+  construction: Record<string, string>;
+  hop_key_material_ascii: string[];
+  data_seed_ascii: string;
+  cells: { cell_index: number; ciphertext_hex: string }[];
+}
+const V: Tor1Vectors = JSON.parse(readFileSync(new URL('../vectors/tor1-relay-crypto.json', import.meta.url), 'utf8'));
+
+/** 509-byte payload views into 514-byte cells, as the link hands them out. */
+function payloadView(): Buffer {
+  return Buffer.alloc(CELL_LEN).subarray(CELL_HEADER_LEN);
+}
+
+describe('tor1 reproduces the published relay-crypto vectors', () => {
+  it('all 51 cells processed in order; the listed ciphertexts are equal', () => {
+    // construction.sequence: 51 cells, all for hop index 2; the listed indexes are compared.
+    const CELLS = 51;
+    const TARGET = 2;
+    const lastListed = V.cells[V.cells.length - 1].cell_index;
+    expect(lastListed).toBe(CELLS - 1);
+    const hops = V.hop_key_material_ascii.map((k) => {
+      // construction.per_hop_key_material: Df|Db|Kf|Kb are the first 72 of 92 bytes.
+      const material = Buffer.from(k, 'ascii');
+      return createClientHop(material.subarray(0, RELAY_CRYPTO_KEY_LEN));
+    });
+    expect(hops.length).toBe(3);
+    // construction.plaintext_body: data bytes come, 498 per cell, from one SHAKE-256 stream.
+    const stream = shake256(Buffer.from(V.data_seed_ascii, 'ascii'), CELLS * RELAY_DATA_MAX);
+    const expected = new Map(V.cells.map((c) => [c.cell_index, c.ciphertext_hex]));
+    let compared = 0;
+    for (let i = 0; i < CELLS; i++) {
+      const body = payloadView();
+      body[0] = RelayCommand.DATA; // 2
+      body.writeUInt16BE(1, 3); // stream id 1
+      body.writeUInt16BE(RELAY_DATA_MAX, 9); // length 498
+      stream.copy(body, 11, i * RELAY_DATA_MAX, (i + 1) * RELAY_DATA_MAX);
+      clientSealOutbound(hops, TARGET, body);
+      const want = expected.get(i);
+      if (want !== undefined) {
+        expect(body.toString('hex'), `cell ${i}`).toBe(want);
+        compared++;
+      }
+    }
+    expect(compared).toBe(V.cells.length);
+    expect(compared).toBe(8);
+  });
+});
+
+function circuit(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
+  const client: ClientHopCrypto[] = [];
+  const relays: RelayHopCrypto[] = [];
+  for (let i = 0; i < n; i++) {
+    const keys = randomBytes(RELAY_CRYPTO_KEY_LEN);
+    client.push(createClientHop(keys));
+    relays.push(createRelayHop(keys));
+  }
+  return { client, relays };
+}
+
+function dataPayload(text: string, streamId = 7): Buffer {
+  const p = payloadView();
+  encodeRelayPayloadInto(p, RelayCommand.DATA, streamId, Buffer.from(text));
+  return p;
+}
+
+describe('tor1 layering over a 3-hop circuit', () => {
+  it('outbound: each relay peels one layer and only the addressed hop recognizes', () => {
+    const { client, relays } = circuit(3);
+    for (let round = 0; round < 20; round++) {
+      for (let target = 0; target < 3; target++) {
+        const p = dataPayload(`round ${round} to hop ${target}`);
+        const plain = Buffer.from(p);
+        clientSealOutbound(client, target, p);
+        for (let hop = 0; hop < 3; hop++) {
+          const recognized = relays[hop].decryptOutbound(p);
+          expect(recognized, `round ${round}, target ${target}, hop ${hop}`).toBe(hop === target);
+          if (recognized) break;
+        }
+        // Every byte but the digest field is the client's plaintext; the digest field was set.
+        expect(p.subarray(RELAY_DIGEST_OFFSET + 4).equals(plain.subarray(RELAY_DIGEST_OFFSET + 4))).toBe(true);
+        expect(p.subarray(0, RELAY_DIGEST_OFFSET).equals(plain.subarray(0, RELAY_DIGEST_OFFSET))).toBe(true);
+      }
+    }
+  });
+
+  it('inbound: each relay adds a layer; the client finds which hop sent the cell', () => {
+    const { client, relays } = circuit(3);
+    for (let round = 0; round < 20; round++) {
+      for (let origin = 0; origin < 3; origin++) {
+        const p = dataPayload(`reply ${round} from hop ${origin}`);
+        const plain = Buffer.from(p);
+        relays[origin].originate(p);
+        for (let hop = origin; hop >= 0; hop--) relays[hop].encryptInbound(p);
+        expect(clientOpenInbound(client, p)).toBe(origin);
+        expect(p.subarray(RELAY_DIGEST_OFFSET + 4).equals(plain.subarray(RELAY_DIGEST_OFFSET + 4))).toBe(true);
+      }
+    }
+  });
+
+  it('both ends agree on the running digest (SENDME v1) in each direction', () => {
+    const { client, relays } = circuit(3);
+    const p = dataPayload('digest me');
+    clientSealOutbound(client, 2, p);
+    const sent = client[2].lastDigest();
+    expect(sent.length).toBe(RELAY_CRYPTO_DIGEST_LEN);
+    for (let hop = 0; hop < 3; hop++) if (relays[hop].decryptOutbound(p)) break;
+    expect(relays[2].lastDigest().equals(sent)).toBe(true);
+
+    const q = dataPayload('digest me back');
+    relays[2].originate(q);
+    const relaySent = relays[2].lastDigest();
+    for (let hop = 2; hop >= 0; hop--) relays[hop].encryptInbound(q);
+    expect(clientOpenInbound(client, q)).toBe(2);
+    expect(client[2].lastDigest().equals(relaySent)).toBe(true);
+    // lastDigest returns a copy: later cells do not change a digest already handed out.
+    const copy = client[2].lastDigest();
+    clientSealOutbound(client, 2, dataPayload('more'));
+    expect(copy.equals(relaySent)).toBe(true);
+  });
+
+  it('a tampered cell is not recognized and leaves the running digest unchanged', () => {
+    const { client, relays } = circuit(1);
+    const p = dataPayload('tamper');
+    clientSealOutbound(client, 0, p);
+    p[100] ^= 0x01; // a tagging attack flips a ciphertext bit
+    const before = relays[0].lastDigest();
+    expect(relays[0].decryptOutbound(p)).toBe(false);
+    expect(relays[0].lastDigest().equals(before)).toBe(true);
+  });
+
+  it('recognized == 0 with a wrong digest: not recognized, state and bytes untouched', () => {
+    const { client, relays } = circuit(1);
+    // A cell the client did not originate for this hop, whose plaintext happens to have
+    // recognized == 0 (as a cell for a later hop does with probability 2^-16).
+    const junk = payloadView();
+    randomBytes(CELL_PAYLOAD_LEN).copy(junk);
+    junk.writeUInt16BE(0, RELAY_RECOGNIZED_OFFSET);
+    junk.writeUInt32BE(0xdeadbeef, RELAY_DIGEST_OFFSET);
+    const junkPlain = Buffer.from(junk);
+    client[0].encryptOutbound(junk);
+    const next = dataPayload('next');
+    clientSealOutbound(client, 0, next);
+
+    expect(relays[0].decryptOutbound(junk)).toBe(false);
+    expect(junk.equals(junkPlain)).toBe(true); // decrypted, digest field restored
+    // Had the failed check advanced the running digest, this honest cell would not verify.
+    expect(relays[0].decryptOutbound(next)).toBe(true);
+  });
+
+  it('key material of the wrong length is refused (CRYPTO_BAD_LENGTH)', () => {
+    for (const n of [0, RELAY_CRYPTO_KEY_LEN - 1, RELAY_CRYPTO_KEY_LEN + 1, 92]) {
+      for (const make of [createClientHop, createRelayHop]) {
+        let thrown: unknown;
+        try { make(Buffer.alloc(n)); } catch (e) { thrown = e; }
+        expect(isBitcloudError(thrown, 'CRYPTO_BAD_LENGTH')).toBe(true);
+      }
+    }
+  });
+});
