@@ -1,0 +1,191 @@
+// SPEC.md §7.2 (guards): a small persistent set of entry guards, sampled by weight from
+// Guard-flagged relays and kept in the client's state file, so that a client exposes its first
+// hop to few relays over time (Tor's guard-spec, much simplified).
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { err } from '../errors';
+import { writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
+import {
+  computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
+} from './path';
+
+/** The minimum a guard list entry needs (choosePath accepts a plain list too). */
+export interface Guard { fingerprint: string }
+
+export interface GuardRecord extends Guard {
+  /** When it was sampled (ms since epoch). */
+  addedAt: number;
+  /** Consecutive failures since the last success. */
+  failures: number;
+  /** Not tried before this time (ms since epoch); 0 = reachable. */
+  retryAt: number;
+  lastSuccessAt: number | null;
+  /** A circuit through it has succeeded at least once. */
+  confirmed: boolean;
+}
+
+export interface GuardSetOptions {
+  /** Guards kept usable at once; the first reachable one is used. Default 3. */
+  sampleSize?: number;
+  /** Hard cap on sampled guards (when some are unlisted or excluded for a path). Default 10. */
+  maxSampleSize?: number;
+  /** Backoff after the first failure; doubles per failure. Default 60 s. */
+  retryBaseMs?: number;
+  /** Backoff ceiling. Default 1 hour. */
+  retryMaxMs?: number;
+  rng?: () => number;
+}
+
+/** The part of the client state file this class owns: `{ "guards": GuardState, ...others }`. */
+export interface GuardState { version: 1; sampled: GuardRecord[] }
+
+const FP_RE = /^[0-9a-f]{64}$/;
+
+function validRecord(x: unknown): x is GuardRecord {
+  const r = x as GuardRecord;
+  return !!r && typeof r.fingerprint === 'string' && FP_RE.test(r.fingerprint)
+    && Number.isFinite(r.addedAt) && Number.isInteger(r.failures) && r.failures >= 0
+    && Number.isFinite(r.retryAt) && (r.lastSuccessAt === null || Number.isFinite(r.lastSuccessAt))
+    && typeof r.confirmed === 'boolean';
+}
+
+export class GuardSet {
+  private records: GuardRecord[];
+  private readonly opts: Required<Omit<GuardSetOptions, 'rng'>> & { rng: () => number };
+  /** Problems met while loading (e.g. a corrupt state file set aside); for the caller to log. */
+  readonly warnings: string[] = [];
+  private dirtyFlag = false;
+
+  /** `file` null = not persisted (tests, one-shot tools). */
+  constructor(readonly file: string | null, readonly now: () => number = Date.now, opts: GuardSetOptions = {}, records: GuardRecord[] = []) {
+    this.opts = {
+      sampleSize: opts.sampleSize ?? 3, maxSampleSize: opts.maxSampleSize ?? 10,
+      retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000, rng: opts.rng ?? Math.random,
+    };
+    if (!(this.opts.sampleSize >= 1 && this.opts.maxSampleSize >= this.opts.sampleSize)) {
+      throw err('CONFIG_INVALID', 'guard maxSampleSize must be >= sampleSize >= 1');
+    }
+    this.records = records;
+  }
+
+  /**
+   * Read the guard set from the client's state file. A missing file gives an empty set. A file
+   * that is not valid JSON is renamed to FILE.corrupt-<time> and an empty set is returned with a
+   * warning (as Tor does with a bad state file): the client must still start.
+   */
+  static load(file: string, now: () => number = Date.now, opts: GuardSetOptions = {}): GuardSet {
+    let text: string | null = null;
+    try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw err('IO_STATE_UNREADABLE', `cannot read state file ${file}`, undefined, e);
+    }
+    if (text === null) return new GuardSet(file, now, opts);
+    let state: unknown;
+    try { state = JSON.parse(text); } catch {
+      const aside = `${file}.corrupt-${now()}`;
+      try { fs.renameSync(file, aside); } catch { /* keep going with an empty set */ }
+      const g = new GuardSet(file, now, opts);
+      g.warnings.push(`state file ${file} was not valid JSON; moved to ${aside}, starting with new guards`);
+      return g;
+    }
+    const gs = (state as { guards?: Partial<GuardState> } | null)?.guards;
+    const list = gs && gs.version === 1 && Array.isArray(gs.sampled) ? gs.sampled : [];
+    const records = list.filter(validRecord).map((r) => ({ ...r }));
+    const g = new GuardSet(file, now, opts, records);
+    if (records.length !== list.length) g.warnings.push(`ignored ${list.length - records.length} malformed guard entries`);
+    return g;
+  }
+
+  /** The sampled guards in preference order (copies). */
+  get guards(): GuardRecord[] { return this.records.map((r) => ({ ...r })); }
+  /** True when there are changes not yet saved. */
+  get dirty(): boolean { return this.dirtyFlag; }
+
+  /**
+   * The guard to use for the next circuit, or null when the consensus offers none. Drops
+   * sampled guards the consensus no longer lists; keeps (but skips) listed ones that lost the
+   * Guard, Running or Valid flag; samples new guards by guard-position weight until
+   * `sampleSize` usable ones are not excluded (at most `maxSampleSize` in all). Returns the first
+   * usable guard whose retry time has come; if all are backing off, the one that is due soonest
+   * (better to retry a guard than to leave the guard set).
+   */
+  pickGuard(consensusRelays: readonly Relay[], exclude: ReadonlySet<string> = new Set()): Relay | null {
+    const now = this.now();
+    const byFp = new Map(consensusRelays.map((r) => [r.fingerprint.toLowerCase(), r]));
+    const before = this.records.length;
+    this.records = this.records.filter((g) => byFp.has(g.fingerprint));
+    if (this.records.length !== before) this.dirtyFlag = true;
+
+    const usable = (r: Relay | undefined): r is Relay => !!r && r.flags.has('Guard') && isRunningValid(r) && canBeHop(r);
+    const eligible = () => this.records.filter((g) => usable(byFp.get(g.fingerprint)) && !exclude.has(g.fingerprint));
+
+    let candidates = eligible();
+    if (candidates.length < this.opts.sampleSize) {
+      const w = computeBandwidthWeights(consensusRelays);
+      const sampled = new Set(this.records.map((g) => g.fingerprint));
+      let pool = consensusRelays.filter((r) => usable(r) && !sampled.has(r.fingerprint.toLowerCase()));
+      while (candidates.length < this.opts.sampleSize && this.records.length < this.opts.maxSampleSize && pool.length > 0) {
+        const r = weightedPick(pool, (x) => positionWeight(x, 'guard', w), this.opts.rng, (x) => x.weight)!;
+        pool = pool.filter((x) => x !== r);
+        this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false });
+        this.dirtyFlag = true;
+        candidates = eligible();
+      }
+    }
+    if (candidates.length === 0) return null;
+    const ready = candidates.find((g) => g.retryAt <= now);
+    const chosen = ready ?? candidates.reduce((a, b) => (b.retryAt < a.retryAt ? b : a));
+    return byFp.get(chosen.fingerprint)!;
+  }
+
+  /** A circuit or link through this guard failed: back off 2^(n-1) × base, up to the ceiling. */
+  markFailure(fp: string): void {
+    const g = this.records.find((x) => x.fingerprint === fp.toLowerCase());
+    if (!g) return;
+    g.failures++;
+    g.retryAt = this.now() + Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** Math.min(30, g.failures - 1));
+    this.dirtyFlag = true;
+  }
+
+  /** A circuit through this guard was built: it is reachable and confirmed. */
+  markSuccess(fp: string): void {
+    const g = this.records.find((x) => x.fingerprint === fp.toLowerCase());
+    if (!g) return;
+    g.failures = 0;
+    g.retryAt = 0;
+    g.lastSuccessAt = this.now();
+    g.confirmed = true;
+    this.dirtyFlag = true;
+  }
+
+  toJSON(): GuardState { return { version: 1, sampled: this.guards }; }
+
+  /**
+   * Write the set into the state file (mode 0600, atomic), keeping every other top-level key
+   * already in the file (the state file is shared with other client state).
+   */
+  async save(): Promise<void> {
+    if (!this.file) { this.dirtyFlag = false; return; }
+    const existing = await fsp.readFile(this.file, 'utf8').catch(() => null);
+    const text = this.stateText(existing);
+    await writeFileAtomic(this.file, text, 0o600);
+  }
+
+  /** As save(), synchronously (for shutdown paths). */
+  saveSync(): void {
+    if (!this.file) { this.dirtyFlag = false; return; }
+    let existing: string | null = null;
+    try { existing = fs.readFileSync(this.file, 'utf8'); } catch { /* missing: write ours alone */ }
+    writeFileAtomicSync(this.file, this.stateText(existing), 0o600);
+  }
+
+  private stateText(existing: string | null): string {
+    let state: Record<string, unknown> = {};
+    try {
+      const parsed: unknown = existing === null ? null : JSON.parse(existing);
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) state = parsed as Record<string, unknown>;
+    } catch { /* corrupt: write ours alone */ }
+    state.guards = this.toJSON();
+    this.dirtyFlag = false;
+    return JSON.stringify(state, null, 2) + '\n';
+  }
+}

@@ -1,0 +1,210 @@
+// SPEC.md §7.1 (path selection): three hops, chosen exit first (by policy for the target),
+// then the guard, then the middle; bandwidth-weighted with position weights; no relay twice,
+// no two relays in one IPv4 /16 (IPv6 /32) or one mutually declared family.
+import { err } from '../errors';
+import { parseExitPolicy, exitPolicyAllows, parseIp, REJECT_ALL, type ExitPolicy } from '../dir/exit-policy';
+import type { Guard, GuardSet } from './guards';
+
+/** The fields of a consensus entry that path selection reads (the directory exposes a superset). */
+export interface Relay {
+  identity: Buffer;
+  fingerprint: string;
+  address: string;
+  orPort: number;
+  flags: ReadonlySet<string>;
+  /** Consensus bandwidth weight (any non-negative unit; only ratios matter). */
+  weight: number;
+  exitPolicy: readonly string[] | ExitPolicy;
+  /** Fingerprints this relay declares as its family. */
+  family: readonly string[];
+  /** 'relay', 'exit', 'storage' (SPEC §6). */
+  roles: readonly string[];
+}
+
+export type PathTarget = { host: string | null; ip?: string; port: number } | { storageNode: Relay };
+
+export interface PathOptions {
+  /** What the circuit is for: a TCP target (exit chosen by its policy), a storage node (the last hop), or omitted (any exit). */
+  target?: PathTarget;
+  /** The persistent guard set, or a fixed list of guards in preference order; [] = no guards, pick by weight. */
+  guards: readonly Guard[] | GuardSet;
+  /** Fingerprints never to use (e.g. relays that just failed). */
+  exclude?: ReadonlySet<string>;
+  /** Uniform [0,1) source; default Math.random. */
+  rng?: () => number;
+  /** No two hops in one IPv4 /16 or IPv6 /32 (Tor's EnforceDistinctSubnets). Default true; the local network turns it off. */
+  enforceDistinctSubnets?: boolean;
+  /** Position weights to use instead of computing them from `relays`. */
+  weights?: BandwidthWeights;
+}
+
+export type Position = 'guard' | 'middle' | 'exit';
+
+/**
+ * Position weights in [0,1] per relay class (SPEC §7.1.2): G = Guard only, D = Guard and Exit,
+ * E = Exit only, M = neither. For every class the weights over the positions sum to 1.
+ */
+export interface BandwidthWeights {
+  Wgg: number; Wgd: number;
+  Wmg: number; Wmm: number; Wme: number; Wmd: number;
+  Wee: number; Wed: number;
+}
+
+export function isRunningValid(r: Relay): boolean {
+  return r.flags.has('Running') && r.flags.has('Valid');
+}
+
+/** A node that extends circuits: roles empty (older entries) or naming 'relay' or 'exit'. A storage-only node is never a hop before the last. */
+export function canBeHop(r: Relay): boolean {
+  return r.roles.length === 0 || r.roles.includes('relay') || r.roles.includes('exit');
+}
+
+/**
+ * SPEC §7.1.2, a simplification of Tor's Wxx weights (dir-spec §3.8.3): each position should
+ * carry a third of the total bandwidth T. Exits are the scarcest resource, so E and D go to the
+ * exit position first (Wee = Wed = min(1, (T/3)/(E+D))); guards take what they need from G plus
+ * the D bandwidth left after the exit position; the middle takes everything left over.
+ */
+export function computeBandwidthWeights(relays: readonly Relay[]): BandwidthWeights {
+  let G = 0, D = 0, E = 0, M = 0;
+  for (const r of relays) {
+    if (!isRunningValid(r) || !canBeHop(r)) continue;
+    const w = Math.max(0, r.weight || 0);
+    const g = r.flags.has('Guard'), e = r.flags.has('Exit');
+    if (g && e) D += w; else if (g) G += w; else if (e) E += w; else M += w;
+  }
+  const third = (G + D + E + M) / 3;
+  const Wed = E + D > 0 ? Math.min(1, third / (E + D)) : 0;
+  const guardSupply = G + D * (1 - Wed);
+  const Wgg = guardSupply > 0 ? Math.min(1, third / guardSupply) : 0;
+  const Wgd = Wgg * (1 - Wed);
+  return { Wgg, Wgd, Wmg: 1 - Wgg, Wmm: 1, Wme: 1 - Wed, Wmd: Math.max(0, 1 - Wed - Wgd), Wee: Wed, Wed };
+}
+
+/** A relay's weight in a position: consensus weight × the position weight of its class. */
+export function positionWeight(r: Relay, pos: Position, w: BandwidthWeights): number {
+  const bw = Math.max(0, r.weight || 0);
+  const g = r.flags.has('Guard'), e = r.flags.has('Exit');
+  switch (pos) {
+    case 'guard': return bw * (g && e ? w.Wgd : g ? w.Wgg : 0);
+    case 'exit': return bw * (e ? (g ? w.Wed : w.Wee) : 0);
+    case 'middle': return bw * (g && e ? w.Wmd : g ? w.Wmg : e ? w.Wme : w.Wmm);
+  }
+}
+
+/**
+ * Pick one item with probability proportional to weight(item). If every weight is 0, fall back
+ * to `fallback` weights (raw bandwidth), then to a uniform choice, so a small or unmeasured
+ * network still yields a path. Returns null only for an empty list.
+ */
+export function weightedPick<T>(items: readonly T[], weight: (x: T) => number, rng: () => number, fallback?: (x: T) => number): T | null {
+  if (items.length === 0) return null;
+  for (const f of fallback ? [weight, fallback] : [weight]) {
+    const ws = items.map((x) => { const v = f(x); return Number.isFinite(v) && v > 0 ? v : 0; });
+    const total = ws.reduce((a, b) => a + b, 0);
+    if (total <= 0) continue;
+    let point = rng() * total;
+    for (let i = 0; i < items.length; i++) {
+      if (ws[i] === 0) continue;
+      point -= ws[i];
+      if (point < 0) return items[i];
+    }
+    for (let i = items.length - 1; i >= 0; i--) if (ws[i] > 0) return items[i]; // rounding at the top end
+  }
+  return items[Math.min(items.length - 1, Math.floor(rng() * items.length))];
+}
+
+/** IPv4 /16 or IPv6 /32 of an address; an unparseable address is its own subnet. */
+export function subnetKey(address: string): string {
+  const ip = parseIp(address);
+  if (!ip) return `name:${address.toLowerCase()}`;
+  if (ip.family === 6 && ip.value >> 32n === 0xffffn) return `4:${Number((ip.value >> 16n) & 0xffffn)}`;
+  return ip.family === 4 ? `4:${ip.value >>> 16}` : `6:${ip.value >> 96n}`;
+}
+
+const normFp = (s: string) => s.replace(/^\$/, '').toLowerCase();
+
+/**
+ * Family is mutual (SPEC §7.1.3): A and B are one family only when each lists the other. A
+ * one-sided claim is ignored because it would let a hostile guard exclude every honest relay
+ * from the rest of its clients' circuits.
+ */
+export function sameFamily(a: Relay, b: Relay): boolean {
+  const fa = normFp(a.fingerprint), fb = normFp(b.fingerprint);
+  return a.family.some((x) => normFp(x) === fb) && b.family.some((x) => normFp(x) === fa);
+}
+
+/** Whether two relays may not share a path (same relay, same family, or same subnet when enforced). */
+export function relaysConflict(a: Relay, b: Relay, enforceDistinctSubnets = true): boolean {
+  if (normFp(a.fingerprint) === normFp(b.fingerprint)) return true;
+  if (enforceDistinctSubnets && subnetKey(a.address) === subnetKey(b.address)) return true;
+  return sameFamily(a, b);
+}
+
+const policyCache = new WeakMap<Relay, ExitPolicy>();
+/** The relay's exit policy; an unparseable one counts as reject-all (the relay is then no exit). */
+export function relayExitPolicy(r: Relay): ExitPolicy {
+  if (!Array.isArray(r.exitPolicy)) return r.exitPolicy as ExitPolicy;
+  let p = policyCache.get(r);
+  if (!p) {
+    try { p = parseExitPolicy(r.exitPolicy as string[], { ownAddresses: [r.address] }); } catch { p = REJECT_ALL; }
+    policyCache.set(r, p);
+  }
+  return p;
+}
+
+function chooseExit(pool: readonly Relay[], target: { host: string | null; ip?: string; port: number } | undefined, pick: (xs: Relay[]) => Relay | null): Relay {
+  const exits = pool.filter((r) => r.flags.has('Exit'));
+  if (exits.length === 0) throw err('PATH_NO_EXIT', 'no usable relay has the Exit flag');
+  if (!target) return pick(exits)!;
+  const addr = target.ip ?? target.host;
+  const yes: Relay[] = [], maybe: Relay[] = [];
+  for (const r of exits) {
+    const a = exitPolicyAllows(relayExitPolicy(r), addr, target.port);
+    if (a === 'yes') yes.push(r); else if (a === 'maybe') maybe.push(r);
+  }
+  const chosen = pick(yes.length > 0 ? yes : maybe);
+  if (!chosen) throw err('PATH_NO_EXIT', `no exit's policy allows port ${target.port}`, { port: target.port });
+  return chosen;
+}
+
+/**
+ * Choose [guard, middle, last] (SPEC §7.1). Throws PATH_NO_RELAYS, PATH_NO_EXIT, PATH_NO_GUARD
+ * or PATH_NO_MIDDLE when no path satisfies the rules.
+ */
+export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay, Relay, Relay] {
+  const rng = opts.rng ?? Math.random;
+  const subnets = opts.enforceDistinctSubnets ?? true;
+  const exclude = new Set([...(opts.exclude ?? [])].map(normFp));
+  const usable = relays.filter((r) => isRunningValid(r) && canBeHop(r) && !exclude.has(normFp(r.fingerprint)));
+  if (usable.length === 0) throw err('PATH_NO_RELAYS', 'the consensus lists no usable (Running, Valid) relay');
+  const w = opts.weights ?? computeBandwidthWeights(relays);
+  const pickBy = (pos: Position) => (xs: Relay[]) => weightedPick(xs, (r) => positionWeight(r, pos, w), rng, (r) => r.weight);
+
+  const target = opts.target;
+  const last = target && 'storageNode' in target
+    ? target.storageNode
+    : chooseExit(usable, target, pickBy('exit'));
+
+  let guard: Relay | null;
+  if (!Array.isArray(opts.guards)) {
+    const guardExclude = new Set(exclude);
+    for (const r of relays) if (relaysConflict(r, last, subnets)) guardExclude.add(normFp(r.fingerprint));
+    guard = (opts.guards as GuardSet).pickGuard(relays, guardExclude);
+  } else if (opts.guards.length > 0) {
+    const byFp = new Map(usable.map((r) => [normFp(r.fingerprint), r]));
+    guard = null;
+    for (const g of opts.guards as readonly Guard[]) {
+      const r = byFp.get(normFp(g.fingerprint));
+      if (r && r.flags.has('Guard') && !relaysConflict(r, last, subnets)) { guard = r; break; }
+    }
+  } else {
+    guard = pickBy('guard')(usable.filter((r) => r.flags.has('Guard') && !relaysConflict(r, last, subnets)));
+  }
+  if (!guard) throw err('PATH_NO_GUARD', 'no usable guard that does not conflict with the last hop');
+
+  const middle = pickBy('middle')(usable.filter((r) => r.flags.has('Fast')
+    && !relaysConflict(r, guard!, subnets) && !relaysConflict(r, last, subnets)));
+  if (!middle) throw err('PATH_NO_MIDDLE', 'no Fast relay distinct from the guard and the last hop (family, subnet)');
+  return [guard, middle, last];
+}

@@ -1,0 +1,174 @@
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { GuardSet } from '../../src/client/guards';
+import type { Relay } from '../../src/client/path';
+
+const fp = (i: number) => i.toString(16).padStart(64, '0');
+function relay(i: number, o: { flags?: string[]; weight?: number; roles?: string[] } = {}): Relay {
+  return {
+    identity: Buffer.from(fp(i), 'hex'), fingerprint: fp(i), address: `10.${i}.0.1`, orPort: 9000 + i,
+    flags: new Set(o.flags ?? ['Running', 'Valid', 'Fast', 'Guard']), weight: o.weight ?? 100,
+    exitPolicy: ['reject *:*'], family: [], roles: o.roles ?? ['relay'],
+  };
+}
+function seededRng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 4294967296; };
+}
+
+let dir: string;
+let clock: number;
+const now = () => clock;
+beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-guards-')); clock = 1_000_000; });
+afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+
+const consensus = [1, 2, 3, 4, 5, 6].map((i) => relay(i));
+
+describe('guard set (SPEC §7.2)', () => {
+  it('samples 3 guards by weight and uses the first', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(1) });
+    const chosen = g.pickGuard(consensus)!;
+    expect(g.guards).toHaveLength(3);
+    expect(chosen.fingerprint).toBe(g.guards[0].fingerprint);
+    for (let i = 0; i < 10; i++) expect(g.pickGuard(consensus)).toBe(chosen);
+  });
+
+  it('samples only Guard-flagged, Running, Valid relaying nodes', () => {
+    const relays = [relay(1), relay(2, { flags: ['Running', 'Valid', 'Fast'] }), relay(3, { flags: ['Valid', 'Guard'] }),
+      relay(4, { flags: ['Running', 'Guard'] }), relay(5, { roles: ['storage'] }), relay(6)];
+    for (let s = 0; s < 20; s++) {
+      const g = new GuardSet(null, now, { rng: seededRng(s) });
+      g.pickGuard(relays);
+      expect(g.guards.map((x) => x.fingerprint).sort()).toEqual([fp(1), fp(6)]);
+    }
+  });
+
+  it('samples heavier guards more often', () => {
+    const relays = [relay(1, { weight: 1000 }), ...[2, 3, 4, 5, 6, 7, 8, 9, 10].map((i) => relay(i, { weight: 10 }))];
+    let firstIsHeavy = 0;
+    for (let s = 0; s < 200; s++) {
+      const g = new GuardSet(null, now, { rng: seededRng(s + 100) });
+      if (g.pickGuard(relays)!.fingerprint === fp(1)) firstIsHeavy++;
+    }
+    expect(firstIsHeavy).toBeGreaterThan(150);
+  });
+
+  it('after a failure uses the next guard, and returns to the first once its backoff ends', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(2), retryBaseMs: 60_000 });
+    const first = g.pickGuard(consensus)!;
+    g.markFailure(first.fingerprint);
+    const second = g.pickGuard(consensus)!;
+    expect(second.fingerprint).toBe(g.guards[1].fingerprint);
+    clock += 60_000;
+    expect(g.pickGuard(consensus)).toBe(first);
+  });
+
+  it('backoff doubles per failure up to the ceiling; success resets it', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(3), retryBaseMs: 1000, retryMaxMs: 5000 });
+    const f = g.pickGuard(consensus)!.fingerprint;
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) { g.markFailure(f); delays.push(g.guards[0].retryAt - clock); }
+    expect(delays).toEqual([1000, 2000, 4000, 5000, 5000]);
+    g.markSuccess(f);
+    expect(g.guards[0]).toMatchObject({ failures: 0, retryAt: 0, confirmed: true, lastSuccessAt: clock });
+  });
+
+  it('when every guard is backing off, retries the one due soonest rather than sampling more', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(4), retryBaseMs: 1000 });
+    g.pickGuard(consensus);
+    const [a, b, c] = g.guards.map((x) => x.fingerprint);
+    g.markFailure(a); g.markFailure(a); // due in 2 s
+    g.markFailure(b);                   // due in 1 s
+    g.markFailure(c); g.markFailure(c); g.markFailure(c);
+    expect(g.pickGuard(consensus)!.fingerprint).toBe(b);
+    expect(g.guards).toHaveLength(3);
+  });
+
+  it('drops guards that leave the consensus and samples replacements', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(5) });
+    g.pickGuard(consensus);
+    const gone = g.guards[0].fingerprint;
+    const next = consensus.filter((r) => r.fingerprint !== gone);
+    const chosen = g.pickGuard(next)!;
+    expect(g.guards.map((x) => x.fingerprint)).not.toContain(gone);
+    expect(g.guards).toHaveLength(3);
+    expect(chosen.fingerprint).not.toBe(gone);
+  });
+
+  it('keeps but skips a listed guard that lost Running, and uses it again when it returns', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(6) });
+    const first = g.pickGuard(consensus)!;
+    const down = consensus.map((r) => (r === first ? relay(parseInt(r.fingerprint, 16), { flags: ['Valid', 'Guard', 'Fast'] }) : r));
+    expect(g.pickGuard(down)!.fingerprint).not.toBe(first.fingerprint);
+    expect(g.guards[0].fingerprint).toBe(first.fingerprint);
+    expect(g.pickGuard(consensus)).toBe(first);
+  });
+
+  it('honours exclude, growing the sample only up to maxSampleSize', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(7), maxSampleSize: 4 });
+    g.pickGuard(consensus);
+    const sampled = new Set(g.guards.map((x) => x.fingerprint));
+    const chosen = g.pickGuard(consensus, sampled)!;
+    expect(sampled.has(chosen.fingerprint)).toBe(false);
+    expect(g.guards).toHaveLength(4);
+    expect(g.pickGuard(consensus, new Set(consensus.map((r) => r.fingerprint)))).toBeNull();
+    expect(g.guards).toHaveLength(4);
+  });
+
+  it('returns null when the consensus has no guards', () => {
+    const g = new GuardSet(null, now);
+    expect(g.pickGuard([relay(1, { flags: ['Running', 'Valid', 'Fast'] })])).toBeNull();
+    expect(g.pickGuard([])).toBeNull();
+  });
+
+  it('persists to the state file and reloads the same guards in order', async () => {
+    const file = path.join(dir, 'state.json');
+    const g = GuardSet.load(file, now, { rng: seededRng(8) });
+    expect(g.guards).toEqual([]);
+    const first = g.pickGuard(consensus)!;
+    g.markFailure(g.guards[1].fingerprint);
+    expect(g.dirty).toBe(true);
+    await g.save();
+    expect(g.dirty).toBe(false);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const again = GuardSet.load(file, now, { rng: seededRng(999) });
+    expect(again.guards).toEqual(g.guards);
+    expect(again.pickGuard(consensus)!.fingerprint).toBe(first.fingerprint);
+  });
+
+  it('keeps other keys of the shared state file', async () => {
+    const file = path.join(dir, 'state.json');
+    fs.writeFileSync(file, JSON.stringify({ buildTimes: { version: 1, samples: [] }, other: 42 }));
+    const g = GuardSet.load(file, now, { rng: seededRng(9) });
+    g.pickGuard(consensus);
+    await g.save();
+    const state = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(state.other).toBe(42);
+    expect(state.buildTimes).toEqual({ version: 1, samples: [] });
+    expect(state.guards.sampled).toHaveLength(3);
+    g.markSuccess(g.guards[0].fingerprint);
+    g.saveSync();
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).other).toBe(42);
+    expect(GuardSet.load(file, now).guards[0].confirmed).toBe(true);
+  });
+
+  it('sets a corrupt state file aside and starts empty with a warning', () => {
+    const file = path.join(dir, 'state.json');
+    fs.writeFileSync(file, '{not json');
+    const g = GuardSet.load(file, now);
+    expect(g.guards).toEqual([]);
+    expect(g.warnings[0]).toMatch(/not valid JSON/);
+    expect(fs.existsSync(`${file}.corrupt-${clock}`)).toBe(true);
+  });
+
+  it('skips malformed guard entries', () => {
+    const file = path.join(dir, 'state.json');
+    const good = { fingerprint: fp(1), addedAt: 1, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false };
+    fs.writeFileSync(file, JSON.stringify({ guards: { version: 1, sampled: [good, { fingerprint: 'zz' }, null] } }));
+    const g = GuardSet.load(file, now);
+    expect(g.guards).toEqual([good]);
+    expect(g.warnings).toHaveLength(1);
+  });
+});
