@@ -1,0 +1,228 @@
+// SPEC.md §3 (keys and key files): Ed25519 identity keys, X25519 onion keys, fingerprints,
+// and the on-disk key file format. ARCHITECTURE §3: onion keys rotate (default weekly) and the
+// previous one is kept for one rotation so that clients holding an older consensus still succeed.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { err, isBitcloudError } from '../errors';
+import { writeFileAtomic } from '../ops/fsutil';
+import {
+  constantTimeEqual, ed25519FromSeed, ed25519Generate, wipe, x25519Generate, x25519Public,
+  ED25519_PUBLIC_BYTES, ED25519_SEED_BYTES, X25519_BYTES,
+  type Ed25519KeyPair, type X25519KeyPair,
+} from './primitives';
+
+export type { Ed25519KeyPair, X25519KeyPair } from './primitives';
+
+// ---- fingerprints (SPEC.md §0, §3.1) ----
+
+const FINGERPRINT_RE = /^[0-9a-f]{64}$/;
+
+/** SPEC.md §3.1: the fingerprint is the 64 lowercase hex characters of the 32-byte Ed25519 identity key. */
+export function fingerprint(publicKey: Uint8Array): string {
+  if (publicKey.length !== ED25519_PUBLIC_BYTES) {
+    throw err('KEY_BAD_FINGERPRINT', `an identity key is ${ED25519_PUBLIC_BYTES} bytes, got ${publicKey.length}`);
+  }
+  return Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('hex');
+}
+
+/** Parse a fingerprint; only the canonical form (64 lowercase hex) is accepted. */
+export function parseFingerprint(s: string): Buffer {
+  if (typeof s !== 'string' || !FINGERPRINT_RE.test(s)) {
+    throw err('KEY_BAD_FINGERPRINT', 'a fingerprint is exactly 64 lowercase hexadecimal characters');
+  }
+  return Buffer.from(s, 'hex');
+}
+
+// ---- key files (SPEC.md §3.2) ----
+
+/** Every key file starts with a 32-byte type header: an ASCII tag padded with NUL bytes. */
+export const KEY_FILE_HEADER_LEN = 32;
+export const ED25519_SECRET_TAG = '== bitcloud-ed25519v1-secret ==';
+export const X25519_SECRET_TAG = '== bitcloud-x25519v1-secret ==';
+/** header | seed (32) | public key (32) */
+export const ED25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES + ED25519_PUBLIC_BYTES;
+/** header | created-at (u64 BE, ms since the epoch) | secret scalar (32) | public key (32) */
+export const X25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + 8 + X25519_BYTES + X25519_BYTES;
+/** Key files are written 0600; a file readable or writable by group or others is refused. */
+export const KEY_FILE_MODE = 0o600;
+export const DATA_DIR_MODE = 0o700;
+
+function header(tag: string): Buffer {
+  const h = Buffer.alloc(KEY_FILE_HEADER_LEN);
+  if (h.write(tag, 'ascii') !== tag.length) throw err('KEY_MALFORMED', `key file tag too long: ${tag}`);
+  return h;
+}
+const ED25519_HEADER = header(ED25519_SECRET_TAG);
+const X25519_HEADER = header(X25519_SECRET_TAG);
+
+/**
+ * Read a key file after checking it is a regular file of the exact expected size whose mode
+ * gives group and others nothing. Reads through one file handle so the checks apply to the
+ * bytes read. Never writes, renames or deletes anything.
+ */
+async function readKeyFile(file: string, expectedLen: number): Promise<Buffer> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw err('KEY_NOT_FOUND', `no key file at ${file}`, { file }, e);
+    if (code === 'EACCES' || code === 'EPERM') throw err('KEY_BAD_MODE', `cannot read key file ${file}`, { file }, e);
+    throw err('KEY_CORRUPT', `cannot open key file ${file}: ${code ?? String(e)}`, { file }, e);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw err('KEY_CORRUPT', `${file} is not a regular file`, { file });
+    if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
+      throw err('KEY_BAD_MODE', `key file ${file} has mode ${(st.mode & 0o777).toString(8)}; it must not be accessible to group or others (use 600)`, { file, mode: st.mode & 0o777 });
+    }
+    if (st.size !== expectedLen) {
+      throw err('KEY_CORRUPT', `key file ${file} is ${st.size} bytes, expected ${expectedLen}`, { file, size: st.size });
+    }
+    const buf = Buffer.alloc(expectedLen);
+    const { bytesRead } = await fh.read(buf, 0, expectedLen, 0);
+    if (bytesRead !== expectedLen) throw err('KEY_CORRUPT', `key file ${file} shrank while being read`, { file });
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+function checkHeader(buf: Buffer, expected: Buffer, file: string): void {
+  if (!buf.subarray(0, KEY_FILE_HEADER_LEN).equals(expected)) {
+    throw err('KEY_CORRUPT', `key file ${file} does not start with the expected type header`, { file });
+  }
+}
+
+export async function saveEd25519Secret(file: string, kp: Ed25519KeyPair): Promise<void> {
+  if (kp.secretKey.length !== 64 || kp.publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'not an Ed25519 key pair');
+  const body = Buffer.concat([ED25519_HEADER, kp.secretKey.subarray(0, ED25519_SEED_BYTES), kp.publicKey]);
+  try {
+    await writeFileAtomic(file, body, KEY_FILE_MODE);
+  } finally {
+    wipe(body);
+  }
+}
+
+export async function loadEd25519Secret(file: string): Promise<Ed25519KeyPair> {
+  const buf = await readKeyFile(file, ED25519_SECRET_FILE_LEN);
+  try {
+    checkHeader(buf, ED25519_HEADER, file);
+    const seed = buf.subarray(KEY_FILE_HEADER_LEN, KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES);
+    const storedPublic = buf.subarray(KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES);
+    const kp = ed25519FromSeed(seed);
+    // The stored public key is redundant; a mismatch means the file was damaged.
+    if (!constantTimeEqual(kp.publicKey, storedPublic)) throw err('KEY_CORRUPT', `key file ${file}: public key does not match the secret seed`, { file });
+    return kp;
+  } finally {
+    wipe(buf);
+  }
+}
+
+/** Save an X25519 key pair with its creation time (ms since the epoch; default now). */
+export async function saveX25519Secret(file: string, kp: X25519KeyPair, createdAt: number = Date.now()): Promise<void> {
+  if (kp.secretKey.length !== X25519_BYTES || kp.publicKey.length !== X25519_BYTES) throw err('KEY_MALFORMED', 'not an X25519 key pair');
+  if (!Number.isSafeInteger(createdAt) || createdAt < 0) throw err('KEY_MALFORMED', `bad key creation time ${createdAt}`);
+  const when = Buffer.alloc(8);
+  when.writeBigUInt64BE(BigInt(createdAt));
+  const body = Buffer.concat([X25519_HEADER, when, kp.secretKey, kp.publicKey]);
+  try {
+    await writeFileAtomic(file, body, KEY_FILE_MODE);
+  } finally {
+    wipe(body);
+  }
+}
+
+/** Load an X25519 key file together with its recorded creation time. */
+export async function readX25519SecretFile(file: string): Promise<{ keyPair: X25519KeyPair; createdAt: number }> {
+  const buf = await readKeyFile(file, X25519_SECRET_FILE_LEN);
+  try {
+    checkHeader(buf, X25519_HEADER, file);
+    let off = KEY_FILE_HEADER_LEN;
+    const created = buf.readBigUInt64BE(off);
+    off += 8;
+    if (created > BigInt(Number.MAX_SAFE_INTEGER)) throw err('KEY_CORRUPT', `key file ${file}: creation time out of range`, { file });
+    const secretKey = Buffer.from(buf.subarray(off, off + X25519_BYTES));
+    off += X25519_BYTES;
+    const publicKey = x25519Public(secretKey);
+    if (!constantTimeEqual(publicKey, buf.subarray(off, off + X25519_BYTES))) {
+      wipe(secretKey);
+      throw err('KEY_CORRUPT', `key file ${file}: public key does not match the secret key`, { file });
+    }
+    return { keyPair: { publicKey, secretKey }, createdAt: Number(created) };
+  } finally {
+    wipe(buf);
+  }
+}
+
+export async function loadX25519Secret(file: string): Promise<X25519KeyPair> {
+  return (await readX25519SecretFile(file)).keyPair;
+}
+
+// ---- a node's keys in its data directory (SPEC.md §3.3) ----
+
+export interface NodeKeys {
+  identity: Ed25519KeyPair;
+  onion: X25519KeyPair;
+  /** The onion key replaced at the last rotation, still accepted in CREATE2 for one more period. */
+  previousOnion?: X25519KeyPair;
+  /** When the current onion key was made (ms since the epoch). */
+  onionCreatedAt: number;
+}
+
+export const IDENTITY_KEY_FILE = 'identity.key';
+export const ONION_KEY_FILE = 'onion.key';
+export const PREVIOUS_ONION_KEY_FILE = 'onion.key.old';
+export const DEFAULT_ONION_ROTATION_MS = 7 * 24 * 3600 * 1000;
+
+async function loadOr<T>(load: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await load();
+  } catch (e) {
+    if (isBitcloudError(e, 'KEY_NOT_FOUND')) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * Load a node's keys from `dataDir`, creating what is missing (the folder with mode 0700, key
+ * files 0600). When the onion key is at least `onionRotationMs` old (default 7 days) it is
+ * rotated: the current key moves to onion.key.old and a new one is made. A corrupt or
+ * wrong-mode key file is an error, never silently replaced. Idempotent: a daemon may call it
+ * periodically to rotate while running.
+ */
+export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotationMs?: number; now?: number } = {}): Promise<NodeKeys> {
+  const rotation = opts.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
+  const now = opts.now ?? Date.now();
+  if (!(rotation > 0)) throw err('KEY_MALFORMED', `onion key rotation period must be positive, got ${rotation}`);
+  await fsp.mkdir(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+
+  const idFile = path.join(dataDir, IDENTITY_KEY_FILE);
+  const onionFile = path.join(dataDir, ONION_KEY_FILE);
+  const oldFile = path.join(dataDir, PREVIOUS_ONION_KEY_FILE);
+
+  let identity = await loadOr(() => loadEd25519Secret(idFile));
+  if (!identity) {
+    identity = ed25519Generate();
+    await saveEd25519Secret(idFile, identity);
+  }
+
+  let current = await loadOr(() => readX25519SecretFile(onionFile));
+  let previous = (await loadOr(() => readX25519SecretFile(oldFile)))?.keyPair;
+  if (!current) {
+    current = { keyPair: x25519Generate(), createdAt: now };
+    await saveX25519Secret(onionFile, current.keyPair, now);
+  } else {
+    const age = now - current.createdAt;
+    // A creation time far in the future means a broken clock at creation; rotate as if expired.
+    if (age >= rotation || age < -rotation) {
+      // Old first: a crash between the two writes leaves both files holding the same
+      // (still valid) key, and the next start simply rotates again.
+      await saveX25519Secret(oldFile, current.keyPair, current.createdAt);
+      previous = current.keyPair;
+      current = { keyPair: x25519Generate(), createdAt: now };
+      await saveX25519Secret(onionFile, current.keyPair, now);
+    }
+  }
+  return { identity, onion: current.keyPair, previousOnion: previous, onionCreatedAt: current.createdAt };
+}
