@@ -11,9 +11,10 @@ import type { Logger } from '../ops/log';
 import { CellAssembler, CellBatcher } from './framing';
 import { CircIdAllocator } from './circ-ids';
 import {
-  AuthRole, decodeAuthenticate, decodeVersionsPayload, encodeVersionsPayload, makeAuthenticate,
-  negotiateVersion, verifyAuthenticate, type AuthRoleValue, type TlsBinding,
+  AuthRole, decodeAuthenticate, makeAuthenticate, negotiateVersion, verifyAuthenticate,
+  type AuthRoleValue, type TlsBinding,
 } from './handshake';
+import { decodeVersions, encodeVersions } from '../wire/messages';
 import type { LinkMetrics } from './metrics';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
@@ -64,7 +65,9 @@ type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed'
 export class Channel extends EventEmitter {
   readonly isInitiator: boolean;
   readonly remoteAddress: string;
+  /** Cells accepted by send() since the link opened (handshake cells not included). */
   cellsSent = 0;
+  /** Cells received since the link opened, PADDING included (handshake cells not included). */
   cellsReceived = 0;
 
   private state: State;
@@ -152,8 +155,8 @@ export class Channel extends EventEmitter {
         const role = this.isInitiator ? AuthRole.INITIATOR : AuthRole.RESPONDER;
         this.out.append(0, CellCommand.AUTHENTICATE, makeAuthenticate(role, identity, this.binding(role)));
       }
-      this.out.append(0, CellCommand.VERSIONS, encodeVersionsPayload(this.init.versions));
-      this.flush();
+      this.out.append(0, CellCommand.VERSIONS, encodeVersions([...this.init.versions]));
+      this.flush(true);
     } catch (e) {
       this.fail(e);
     }
@@ -170,7 +173,7 @@ export class Channel extends EventEmitter {
       return;
     }
     if (cmd === CellCommand.VERSIONS && (this.state === 'await-versions' || this.state === 'await-first')) {
-      this.version = negotiateVersion(this.init.versions, decodeVersionsPayload(cell.payload));
+      this.version = negotiateVersion(this.init.versions, decodeVersions(cell.payload));
       this.open();
       return;
     }
@@ -217,9 +220,8 @@ export class Channel extends EventEmitter {
         off = this.asm.take(chunk, off);
         if (!this.asm.complete) break;
         const cell = this.asm.parse();
-        n++;
         if (this.state !== 'open') this.onHandshakeCell(cell);
-        else this.onOpenCell(cell);
+        else { n++; this.onOpenCell(cell); }
         if (this.blocked) break;
       }
     } catch (e) {
@@ -317,12 +319,12 @@ export class Channel extends EventEmitter {
   // (the socket's own 'drain' only fires when its buffer empties after a refused write).
   private readonly onWritten = (): void => { this.out.written(); this.maybeDrain(); };
 
-  /** One socket write per batch. */
-  private flush(): void {
+  /** One socket write per batch. `handshake`: the flight of SPEC.md §1.1, not counted as cells. */
+  private flush(handshake = false): void {
     if (this.state === 'closed' && !this.socket.writable) return;
     const batch = this.out.take();
     if (!batch) return;
-    this.metrics.cellsOut.inc(batch.length / CELL_LEN);
+    if (!handshake) this.metrics.cellsOut.inc(batch.length / CELL_LEN);
     this.metrics.bytesOut.inc(batch.length);
     this.socket.write(batch, this.onWritten);
   }
@@ -356,8 +358,11 @@ export class Channel extends EventEmitter {
     if (this.state === 'closed') return;
     const be = e instanceof BitcloudError ? e : err('LINK_INTERNAL', String((e as Error)?.message ?? e), undefined, e);
     this.metrics.errors.labels(be.code).inc();
-    this.log.debug({ remote: this.remoteAddress, code: be.code, msg: be.message }, 'link failed');
-    this.finish(be, false);
+    this.log.debug({ remote: this.remoteAddress, code: be.code, reason: be.message }, 'link failed');
+    // SPEC.md §1.7: end with close_notify after what is already queued (the peer then reads our
+    // flight — e.g. our VERSIONS, to see why — instead of losing it to a reset); but a peer that
+    // does not read, or a broken socket, gets no grace.
+    this.finish(be, be.code !== 'LINK_OUTPUT_OVERFLOW' && be.code !== 'LINK_IO');
   }
 
   private finish(e: BitcloudError | undefined, graceful: boolean): void {

@@ -85,22 +85,23 @@ export function encodeAuthenticate(a: Authenticate): Buffer {
 }
 
 /**
- * Parse an AUTHENTICATE payload. Throws CELL_MALFORMED on any layout error (wrong key or
- * signature length, unknown role, non-zero padding) and LINK_AUTH_FAILED on an unknown AUTH_TYPE.
+ * Parse an AUTHENTICATE payload. Throws MSG_TRUNCATED (too short), MSG_MALFORMED on any layout
+ * error (wrong key or signature length, unknown role, non-zero padding) — the codes of the other
+ * cell bodies (src/wire/messages.ts) — and LINK_AUTH_FAILED on an unknown AUTH_TYPE.
  * The returned buffers are copies: the payload may be a reused view.
  */
 export function decodeAuthenticate(payload: Uint8Array): Authenticate {
   const p = Buffer.from(payload.buffer, payload.byteOffset, payload.length);
-  if (p.length < AUTHENTICATE_BODY_LEN) throw err('CELL_MALFORMED', 'AUTHENTICATE payload too short');
+  if (p.length < AUTHENTICATE_BODY_LEN) throw err('MSG_TRUNCATED', `AUTHENTICATE: body needs ${AUTHENTICATE_BODY_LEN} bytes, ${p.length} given`, { message: 'AUTHENTICATE' });
   const authType = p.readUInt16BE(A_TYPE);
   const role = p[A_ROLE];
   const keyLen = p.readUInt16BE(A_KEY_LEN);
   const sigLen = p.readUInt16BE(A_SIG_LEN);
-  if (keyLen !== ED25519_PUBLIC_BYTES) throw err('CELL_MALFORMED', `AUTHENTICATE key length ${keyLen}, want ${ED25519_PUBLIC_BYTES}`);
-  if (sigLen !== ED25519_SIGNATURE_BYTES) throw err('CELL_MALFORMED', `AUTHENTICATE signature length ${sigLen}, want ${ED25519_SIGNATURE_BYTES}`);
-  if (role !== AuthRole.RESPONDER && role !== AuthRole.INITIATOR) throw err('CELL_MALFORMED', `AUTHENTICATE role ${role}`);
+  if (keyLen !== ED25519_PUBLIC_BYTES) throw err('MSG_MALFORMED', `AUTHENTICATE: key length ${keyLen}, want ${ED25519_PUBLIC_BYTES}`);
+  if (sigLen !== ED25519_SIGNATURE_BYTES) throw err('MSG_MALFORMED', `AUTHENTICATE: signature length ${sigLen}, want ${ED25519_SIGNATURE_BYTES}`);
+  if (role !== AuthRole.RESPONDER && role !== AuthRole.INITIATOR) throw err('MSG_MALFORMED', `AUTHENTICATE: role ${role}`);
   for (let i = AUTHENTICATE_BODY_LEN; i < p.length; i++) {
-    if (p[i] !== 0) throw err('CELL_MALFORMED', 'AUTHENTICATE padding is not zero');
+    if (p[i] !== 0) throw err('MSG_MALFORMED', 'AUTHENTICATE: padding after the body is not zero');
   }
   if (authType !== AUTH_TYPE_ED25519_EXPORTER) throw err('LINK_AUTH_FAILED', `unsupported AUTH_TYPE ${authType}`);
   return {
@@ -135,32 +136,8 @@ export function verifyAuthenticate(a: Authenticate, expectedRole: AuthRoleValue,
 /** Link protocol versions this implementation speaks, lowest first. */
 export const SUPPORTED_LINK_VERSIONS: readonly number[] = [1];
 
-// Private VERSIONS codec (u16 N, then N u16 versions, rest zero) until src/wire/messages.ts
-// provides encodeVersions/decodeVersions; then these two delegate to it.
-export function encodeVersionsPayload(versions: readonly number[]): Buffer {
-  if (versions.length === 0 || 2 + 2 * versions.length > CELL_PAYLOAD_LEN) throw err('CELL_MALFORMED', `cannot encode ${versions.length} versions`);
-  const out = Buffer.alloc(CELL_PAYLOAD_LEN);
-  out.writeUInt16BE(versions.length, 0);
-  versions.forEach((v, i) => {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw err('CELL_MALFORMED', `version ${v} out of range`);
-    out.writeUInt16BE(v, 2 + 2 * i);
-  });
-  return out;
-}
-
-export function decodeVersionsPayload(payload: Uint8Array): number[] {
-  const p = Buffer.from(payload.buffer, payload.byteOffset, payload.length);
-  if (p.length < 2) throw err('CELL_MALFORMED', 'VERSIONS payload too short');
-  const n = p.readUInt16BE(0);
-  if (n === 0) throw err('CELL_MALFORMED', 'VERSIONS lists no version');
-  if (2 + 2 * n > p.length) throw err('CELL_MALFORMED', `VERSIONS count ${n} exceeds the payload`);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(p.readUInt16BE(2 + 2 * i));
-  for (let i = 2 + 2 * n; i < p.length; i++) {
-    if (p[i] !== 0) throw err('CELL_MALFORMED', 'VERSIONS padding is not zero');
-  }
-  return out;
-}
+// The VERSIONS body (u16 N, then N u16 versions, zero padding) is declared with the other cell
+// bodies in src/wire/messages.ts (encodeVersions / decodeVersions: MSG_MALFORMED, MSG_TRUNCATED).
 
 /** SPEC.md §1.4: the highest version both lists contain; LINK_NO_COMMON_VERSION if none. */
 export function negotiateVersion(ours: readonly number[], theirs: readonly number[]): number {
