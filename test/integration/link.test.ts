@@ -124,6 +124,11 @@ async function rawTlsPeer(port: number, frames: Buffer[], opts: { end?: boolean;
 
 const versionsCell = (v: number[] = [1]) => encodeCell(0, CellCommand.VERSIONS, encodeVersions(v));
 
+/** Wait for a condition by polling (a bound on waiting, not an assertion on time). */
+async function until(cond: () => Promise<boolean> | boolean, tries = 400): Promise<void> {
+  for (let i = 0; i < tries && !(await cond()); i++) await new Promise((r) => setTimeout(r, 5));
+}
+
 async function errorsOf(m: LinkMetrics, code: string): Promise<number> {
   return counterValue(m.errors, { code });
 }
@@ -260,7 +265,7 @@ describe('links: a bad peer loses only its own link (SPEC.md §1.7)', () => {
     plain.on('error', () => {});
     plain.end(Buffer.alloc(600, 0x41));
     await once(plain, 'close');
-    await new Promise((r) => setTimeout(r, 20));
+    await until(async () => (await errorsOf(metrics, 'LINK_TLS_FAILED')) > tlsBefore);
     expect(await errorsOf(metrics, 'LINK_TLS_FAILED')).toBe(tlsBefore + 1);
 
     // A new link after all that opens and works.
@@ -292,6 +297,21 @@ describe('links: a bad peer loses only its own link (SPEC.md §1.7)', () => {
     const port = (s.address() as net.AddressInfo).port;
     await new Promise((r) => s.close(r));
     expect(await codeOf(connectLink({ host: HOST, port }))).toBe('LINK_CONNECT_FAILED');
+  });
+
+  it('maxConnections: connections past the limit are dropped; the listener serves again once one closes', async () => {
+    let opened = 0;
+    const l = await listen({ maxConnections: 1, onChannel: (ch) => { opened++; echo(ch); } });
+    const first = await connect({ port: l.port });
+    await roundTrip(first);
+    expect(await codeOf(connectLink({ host: HOST, port: l.port }))).toBe('LINK_TLS_FAILED');
+    first.close();
+    // The server frees the slot when it sees the socket close; until then it keeps refusing.
+    let second: Channel | undefined;
+    for (let i = 0; !second && i < 500; i++) second = await connectLink({ host: HOST, port: l.port }).catch(() => undefined);
+    cleanups.push(() => second?.destroy());
+    await roundTrip(second!);
+    expect(opened).toBe(2);
   });
 
   it('closing the listener closes its links', async () => {
