@@ -1,0 +1,194 @@
+// The relay's circuit engine (SPEC.md §7b): the CircuitSwitch of src/circuit with what only a
+// relay does — extend to the next relay (checking it against the consensus, reusing links),
+// exit to TCP under the exit policy, serve BEGIN_DIR from its mirror — plus the DoS limits.
+// The daemon hands every accepted link to acceptChannel() and calls close() at shutdown.
+import { err } from '../src/errors';
+import type { Channel } from '../src/link/channel';
+import { connectLink, type LinkTuning } from '../src/link';
+import type { LinkMetrics } from '../src/link/metrics';
+import type { NodeKeys } from '../src/crypto/keys';
+import { fingerprint } from '../src/crypto/keys';
+import { parseExitPolicy, type ExitPolicy } from '../src/dir/exit-policy';
+import type { ConsensusRelay } from '../src/dir/types';
+import { CircuitSwitch, type ExtendTarget, type IncomingStream } from '../src/circuit/switch';
+import { CircuitMetrics } from '../src/circuit/metrics';
+import { QueueBudget } from '../src/circuit/cell-queue';
+import { EndReason } from '../src/wire/messages';
+import { silentLogger, type Logger } from '../src/ops/log';
+import type { Registry } from '../src/ops/metrics';
+import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
+import { createExitHandler, createResolver, type Lookup } from './exit';
+import { createDirStreamHandler, type DirTarget } from './dir-stream';
+
+export interface RelayCircuitsOptions {
+  /** The node's keys; a function so that onion key rotation is picked up. */
+  keys: NodeKeys | (() => NodeKeys);
+  /** Exit policy (rule lines or parsed); null/absent = not an exit (BEGIN refused with EXITPOLICY). */
+  exitPolicy?: readonly string[] | ExitPolicy | null;
+  /** This relay's own addresses, for the policy's "private" rule (Tor's ExitPolicyRejectMyAddresses). */
+  ownAddresses?: string[];
+  /** Where BEGIN_DIR goes; null/absent = not a mirror (END NOTDIRECTORY). */
+  dirTarget?: () => DirTarget | null;
+  /** The current verified consensus, or null if none yet. */
+  consensus?: () => { relays: readonly ConsensusRelay[] } | null;
+  /**
+   * Refuse EXTEND2 to relays missing from the consensus or listed at another address/port.
+   * Default true; tests without a consensus turn it off.
+   */
+  requireConsensusForExtend?: boolean;
+  /** BEGIN_STORAGE (a storage node's hook); absent = refused. */
+  onStorageStream?: (inc: IncomingStream) => void;
+  limits?: Partial<RelayLimits>;
+  /** DNS at the exit (tests substitute their own). */
+  lookup?: Lookup;
+  /** Refuse BEGIN on one-hop circuits from anonymous clients. Default true. */
+  refuseOneHopExit?: boolean;
+  linkTuning?: LinkTuning;
+  linkMetrics?: LinkMetrics;
+  registry?: Registry;
+  log?: Logger;
+}
+
+function ipOf(remote: string): string {
+  const i = remote.lastIndexOf(':');
+  return i > 0 ? remote.slice(0, i) : remote;
+}
+
+export class RelayCircuits {
+  readonly switch: CircuitSwitch;
+  readonly dos: DosGuard;
+  readonly limits: RelayLimits;
+  readonly metrics: CircuitMetrics;
+  private readonly log: Logger;
+  private readonly keys: () => NodeKeys;
+  /** Open links by peer identity (fingerprint), inbound or outbound, for EXTEND2 reuse. */
+  private readonly byPeer = new Map<string, Channel>();
+  private readonly connecting = new Map<string, Promise<Channel>>();
+  private readonly outbound = new Set<Channel>();
+  private closed = false;
+
+  constructor(private readonly opts: RelayCircuitsOptions) {
+    this.log = opts.log ?? silentLogger;
+    this.limits = resolveRelayLimits(opts.limits);
+    this.dos = new DosGuard(this.limits);
+    this.metrics = opts.registry ? CircuitMetrics.for(opts.registry) : new CircuitMetrics();
+    const k = opts.keys;
+    this.keys = typeof k === 'function' ? k : () => k;
+    const policy: ExitPolicy | null = opts.exitPolicy == null ? null
+      : Array.isArray(opts.exitPolicy) ? parseExitPolicy(opts.exitPolicy as string[], { ownAddresses: opts.ownAddresses }) : opts.exitPolicy as ExitPolicy;
+    const exit = policy ? createExitHandler({
+      policy, lookup: opts.lookup, connectTimeoutMs: this.limits.exitConnectTimeoutMs,
+      refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log,
+    }) : null;
+    const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
+    const storage = opts.onStorageStream ?? null;
+
+    this.switch = new CircuitSwitch({
+      identity: this.keys().identity.publicKey,
+      onionKeys: () => { const nk = this.keys(); return nk.previousOnion ? [nk.onion, nk.previousOnion] : [nk.onion]; },
+      limits: this.limits,
+      budget: new QueueBudget(this.limits.maxQueuedBytes),
+      metrics: this.metrics,
+      log: this.log,
+      hooks: {
+        allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        extend: (t, from) => this.extend(t, from),
+        onStream: (inc) => {
+          const h = inc.kind === 'begin' ? exit : inc.kind === 'begin_dir' ? dir : storage;
+          if (h) h(inc);
+          else inc.refuse(inc.kind === 'begin' ? EndReason.EXITPOLICY : inc.kind === 'begin_dir' ? EndReason.NOTDIRECTORY : EndReason.MISC);
+        },
+        resolve: policy ? createResolver({ lookup: opts.lookup }) : undefined,
+      },
+    });
+  }
+
+  /** Serve a link the listener accepted. Links over the per-address cap are closed at once. */
+  acceptChannel(ch: Channel): void {
+    if (this.closed) { ch.close('shutting down'); return; }
+    const known = this.isKnownRelay(ch);
+    const addr = ipOf(ch.remoteAddress);
+    if (!known) {
+      if (!this.dos.connectionOpened(addr)) {
+        this.metrics.refused('connections_per_address');
+        ch.close('too many connections from one address');
+        return;
+      }
+      ch.once('close', () => this.dos.connectionClosed(addr));
+    }
+    this.track(ch);
+    this.switch.attach(ch);
+  }
+
+  get circuitCount(): number { return this.switch.circuitCount; }
+
+  /** Destroy every circuit and close the links this relay opened. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.switch.close();
+    for (const ch of this.outbound) ch.close('relay shutting down');
+  }
+
+  private track(ch: Channel): void {
+    if (!ch.peerIdentity) return;
+    const fp = fingerprint(ch.peerIdentity);
+    if (!this.byPeer.has(fp)) this.byPeer.set(fp, ch);
+    ch.once('close', () => { if (this.byPeer.get(fp) === ch) this.byPeer.delete(fp); });
+  }
+
+  private isKnownRelay(ch: Channel): boolean {
+    const id = ch.peerIdentity;
+    if (!id) return false;
+    const c = this.opts.consensus?.();
+    return !!c && c.relays.some((r) => r.identity.equals(id));
+  }
+
+  /**
+   * SPEC.md §7b.3: the EXTEND2 target must be in our consensus at the address and port the
+   * client named (unless that check is turned off); reuse any open link to that identity,
+   * else open one as an authenticated initiator that insists on that identity.
+   */
+  private async extend(t: ExtendTarget, _from: Channel): Promise<Channel> {
+    if (this.closed) throw err('CIRCUIT_EXTEND_REFUSED', 'relay shutting down');
+    const fp = fingerprint(t.identity);
+    let host: string | undefined;
+    let port: number | undefined;
+    const consensus = this.opts.consensus?.() ?? null;
+    const listed = consensus?.relays.find((r) => r.identity.equals(t.identity));
+    if (listed) {
+      if (!t.addresses.some((a) => a.host === listed.address && a.port === listed.orPort)) {
+        throw err('EXTEND_ADDRESS_MISMATCH', 'EXTEND2 names an address the consensus does not list for that identity');
+      }
+      host = listed.address;
+      port = listed.orPort;
+    } else if (this.opts.requireConsensusForExtend !== false) {
+      throw err('EXTEND_IDENTITY_UNKNOWN', 'EXTEND2 target is not in the consensus');
+    } else {
+      const a = t.addresses[0];
+      host = a.host;
+      port = a.port;
+    }
+    const open = this.byPeer.get(fp);
+    if (open && !open.closed) return open;
+    const pending = this.connecting.get(fp);
+    if (pending) return pending;
+    const p = connectLink({
+      host, port, expectedIdentity: t.identity, identity: this.keys().identity,
+      timeoutMs: 10_000, metrics: this.opts.linkMetrics, log: this.log, ...this.opts.linkTuning,
+    }).then((ch) => {
+      this.connecting.delete(fp);
+      if (this.closed) { ch.close('relay shutting down'); throw err('CIRCUIT_EXTEND_REFUSED', 'relay shutting down'); }
+      this.outbound.add(ch);
+      ch.once('close', () => this.outbound.delete(ch));
+      this.track(ch);
+      this.switch.attach(ch);
+      return ch;
+    }, (e) => {
+      this.connecting.delete(fp);
+      throw e;
+    });
+    this.connecting.set(fp, p);
+    return p;
+  }
+}

@@ -1,0 +1,157 @@
+// The exit (SPEC.md §7b.7): BEGIN → exit policy on the resolved address → TCP connect with a
+// timeout → CONNECTED or END with the reason that says why; then bytes both ways between the
+// stream and the socket with backpressure on both sides. RESOLVE → RESOLVED.
+import net from 'node:net';
+import dns from 'node:dns';
+import { errorCode } from '../src/errors';
+import { EndReason, BeginFlag, type ResolvedAnswer } from '../src/wire/messages';
+import { exitPolicyAllows, exitPolicyAllowsAddress, parseIp, type ExitPolicy } from '../src/dir/exit-policy';
+import { endReasonForErrno } from '../src/circuit/end-reasons';
+import type { IncomingStream } from '../src/circuit/switch';
+import type { CircuitStream } from '../src/circuit/stream';
+import type { CircuitMetrics } from '../src/circuit/metrics';
+import { silentLogger, type Logger } from '../src/ops/log';
+
+export interface LookupResult { address: string; family: 4 | 6 }
+export type Lookup = (host: string) => Promise<LookupResult[]>;
+
+export interface ExitOptions {
+  policy: ExitPolicy;
+  /** TCP connect timeout (END TIMEOUT after it). Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Name resolution at the exit; default node:dns lookup (all addresses). */
+  lookup?: Lookup;
+  /** Refuse BEGIN on one-hop circuits from anonymous clients (tor-spec 5.5). Default true. */
+  refuseOneHop?: boolean;
+  /** TTL reported in CONNECTED / RESOLVED, seconds. Default 60. */
+  ttl?: number;
+  metrics?: CircuitMetrics;
+  log?: Logger;
+}
+
+const DNS_TIMEOUT_MS = 10_000;
+
+export const defaultLookup: Lookup = (host) => new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(Object.assign(new Error('lookup timed out'), { code: 'ETIMEDOUT' })), DNS_TIMEOUT_MS);
+  dns.lookup(host, { all: true, verbatim: true }, (e, addrs) => {
+    clearTimeout(timer);
+    if (e) reject(e);
+    else resolve(addrs.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 })));
+  });
+});
+
+/** Pick the address to connect to: allowed by the policy and by the BEGIN flags (tor-spec 6.2). */
+export function chooseExitAddress(addrs: LookupResult[], flags: number, policy: ExitPolicy, port: number): LookupResult | null {
+  const ok4 = (flags & BeginFlag.IPV4_NOT_OK) === 0;
+  const ok6 = (flags & BeginFlag.IPV6_OK) !== 0 || !ok4;
+  const prefer6 = (flags & BeginFlag.IPV6_PREFERRED) !== 0;
+  const usable = addrs.filter((a) => (a.family === 4 ? ok4 : ok6) && exitPolicyAllowsAddress(policy, a.address, port));
+  if (prefer6) usable.sort((a, b) => b.family - a.family);
+  return usable[0] ?? null;
+}
+
+/** The BEGIN handler for an exit relay (hand it to CircuitSwitch hooks.onStream for kind 'begin'). */
+export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => void {
+  const lookup = opts.lookup ?? defaultLookup;
+  const timeoutMs = opts.connectTimeoutMs ?? 10_000;
+  const ttl = opts.ttl ?? 60;
+  const log = opts.log ?? silentLogger;
+  const metrics = opts.metrics;
+  const refuse = (inc: IncomingStream, reason: number, result: string) => {
+    metrics?.exitConnect(result);
+    inc.refuse(reason);
+  };
+
+  return (inc) => {
+    const b = inc.begin!;
+    if (inc.oneHop && opts.refuseOneHop !== false) { refuse(inc, EndReason.EXITPOLICY, 'one_hop'); return; }
+    const literal = parseIp(b.host) !== null;
+    // A name the policy refuses for every address is refused before any DNS query.
+    if (!literal && exitPolicyAllows(opts.policy, null, b.port) === 'no') { refuse(inc, EndReason.EXITPOLICY, 'policy'); return; }
+    const resolved: Promise<LookupResult[]> = literal
+      ? Promise.resolve([{ address: b.host, family: b.host.includes(':') ? 6 : 4 }])
+      : lookup(b.host);
+    resolved.then((addrs) => {
+      if (inc.stream.state !== 'opening') return; // the client gave up meanwhile
+      const target = chooseExitAddress(addrs, literal ? BeginFlag.IPV6_OK : b.flags, opts.policy, b.port);
+      if (!target) { refuse(inc, EndReason.EXITPOLICY, 'policy'); return; }
+      connectTarget(inc, target, b.port, timeoutMs, ttl, metrics, log);
+    }, (e: NodeJS.ErrnoException) => {
+      if (inc.stream.state !== 'opening') return;
+      log.debug({ code: e.code }, 'exit lookup failed');
+      refuse(inc, e.code === 'ETIMEDOUT' ? EndReason.TIMEOUT : EndReason.RESOLVEFAILED, 'resolve_failed');
+    });
+  };
+}
+
+function connectTarget(inc: IncomingStream, target: LookupResult, port: number, timeoutMs: number, ttl: number,
+  metrics: CircuitMetrics | undefined, log: Logger): void {
+  const stream = inc.stream;
+  const sock = net.connect({ host: target.address, port, family: target.family });
+  let connected = false;
+  const timer = setTimeout(() => {
+    if (connected) return;
+    sock.destroy();
+    metrics?.exitConnect('timeout');
+    inc.refuse(EndReason.TIMEOUT);
+  }, timeoutMs);
+  const onStreamGone = () => { clearTimeout(timer); sock.destroy(); };
+  stream.once('close', onStreamGone);
+  sock.on('error', (e: NodeJS.ErrnoException) => {
+    clearTimeout(timer);
+    if (!connected) {
+      metrics?.exitConnect(errorCode(e).toLowerCase());
+      log.debug({ code: e.code }, 'exit connect failed');
+      inc.refuse(endReasonForErrno(e.code));
+    } else if (stream.state !== 'closed') {
+      stream.abort(endReasonForErrno(e.code) === EndReason.MISC ? EndReason.CONNRESET : endReasonForErrno(e.code));
+    }
+  });
+  sock.once('connect', () => {
+    clearTimeout(timer);
+    if (stream.state !== 'opening') { sock.destroy(); return; }
+    connected = true;
+    metrics?.exitConnect('ok');
+    sock.setNoDelay(true);
+    inc.accept({ addr: target.address, ttl });
+    pipeStreamSocket(stream, sock);
+  });
+}
+
+/**
+ * Bytes both ways with backpressure (SPEC.md §7b.8): socket → stream pauses the socket while
+ * the stream's windows are shut; stream → socket stops acknowledging (no stream SENDME) while
+ * the socket's buffer is full, so the client cannot make this exit buffer without bound.
+ */
+export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void {
+  sock.pipe(stream);
+  stream.pipe(sock);
+  // The target closed: the stream ends (END DONE) after what was read is sent. An error (RST)
+  // ends it with CONNRESET. The client ended: close the socket after writing what arrived.
+  sock.once('close', (hadError) => {
+    if (hadError) stream.abort(EndReason.CONNRESET);
+    else if (!stream.writableEnded) stream.end();
+  });
+  stream.once('close', () => {
+    if (!sock.destroyed) {
+      if (stream.errored) sock.destroy();
+      else { sock.end(); setTimeout(() => sock.destroy(), 30_000).unref(); }
+    }
+  });
+}
+
+/** The RESOLVE handler (SPEC.md §7b.7): every address the name has, or an error answer. */
+export function createResolver(opts: { lookup?: Lookup; ttl?: number }): (host: string) => Promise<ResolvedAnswer[]> {
+  const lookup = opts.lookup ?? defaultLookup;
+  const ttl = opts.ttl ?? 60;
+  return async (host) => {
+    try {
+      const addrs = await lookup(host);
+      if (addrs.length === 0) return [{ type: 'error-nontransient', value: '', ttl: 0 }];
+      return addrs.slice(0, 16).map((a) => ({ type: a.family === 6 ? 'ipv6' : 'ipv4', value: a.address, ttl }) as ResolvedAnswer);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return [{ type: code === 'ENOTFOUND' || code === 'ENODATA' ? 'error-nontransient' : 'error-transient', value: '', ttl: 0 }];
+    }
+  };
+}

@@ -1,0 +1,118 @@
+// Relay resource limits (SPEC.md §7b.9), modelled on Tor's DoS subsystem (dos.c):
+// a per-address token bucket for circuit creation that only applies once the address
+// holds several concurrent connections, and a cap on concurrent connections per address.
+// Known relays (in the consensus) are exempt, as in Tor. The queue/memory limits live in
+// src/circuit/cell-queue.ts because every circuit endpoint shares them.
+
+export interface RelayLimits {
+  /** Circuit-creation bucket refill rate per address, circuits per second. Tor: 3. */
+  circuitRate: number;
+  /** Bucket size. Tor: 90. */
+  circuitBurst: number;
+  /** The creation bucket applies only to addresses with at least this many open links. Tor: 3. */
+  circuitMinConnections: number;
+  /** Concurrent links per address. Tor: 50. */
+  maxConnectionsPerAddress: number;
+  /** Circuits one link may hold open at a time. */
+  maxCircuitsPerLink: number;
+  /** Cells one circuit may queue per direction for a congested link (> one circuit window). */
+  maxQueuedCellsPerCircuit: number;
+  /** All queued cells together, in bytes; over it, the circuits with the oldest queued data die. */
+  maxQueuedBytes: number;
+  /** Streams one circuit may have open at a time at this relay. */
+  maxStreamsPerCircuit: number;
+  /** Exit TCP connect timeout, ms. */
+  exitConnectTimeoutMs: number;
+}
+
+export const DEFAULT_RELAY_LIMITS: RelayLimits = {
+  circuitRate: 3,
+  circuitBurst: 90,
+  circuitMinConnections: 3,
+  maxConnectionsPerAddress: 50,
+  maxCircuitsPerLink: 4096,
+  maxQueuedCellsPerCircuit: 2000,
+  maxQueuedBytes: 256 * 1024 * 1024,
+  maxStreamsPerCircuit: 512,
+  exitConnectTimeoutMs: 10_000,
+};
+
+/** Merge a partial config over the defaults, refusing nonsense with the key named. */
+export function resolveRelayLimits(partial: Partial<RelayLimits> = {}): RelayLimits {
+  const out = { ...DEFAULT_RELAY_LIMITS, ...partial };
+  for (const [k, v] of Object.entries(out)) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new TypeError(`limits.${k} must be a non-negative number`);
+  }
+  return out;
+}
+
+/** A token bucket (pure: time is passed in). */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+  constructor(private readonly rate: number, private readonly burst: number, now: number) {
+    this.tokens = burst;
+    this.last = now;
+  }
+  take(now: number, n = 1): boolean {
+    const dt = Math.max(0, now - this.last) / 1000;
+    this.last = now;
+    this.tokens = Math.min(this.burst, this.tokens + dt * this.rate);
+    if (this.tokens < n) return false;
+    this.tokens -= n;
+    return true;
+  }
+  /** True when the bucket is full again (the entry can be forgotten). */
+  full(now: number): boolean {
+    return this.tokens + (Math.max(0, now - this.last) / 1000) * this.rate >= this.burst;
+  }
+}
+
+interface AddressState {
+  connections: number;
+  bucket?: TokenBucket;
+}
+
+/** Per-address accounting for links from clients and unknown peers. */
+export class DosGuard {
+  private readonly byAddr = new Map<string, AddressState>();
+  constructor(private readonly limits: RelayLimits, private readonly now: () => number = Date.now) {}
+
+  /** A link from `addr` was accepted; false = over the concurrent-connection cap (close it). */
+  connectionOpened(addr: string): boolean {
+    const s = this.state(addr);
+    if (s.connections >= this.limits.maxConnectionsPerAddress) return false;
+    s.connections++;
+    return true;
+  }
+
+  connectionClosed(addr: string): void {
+    const s = this.byAddr.get(addr);
+    if (!s) return;
+    s.connections = Math.max(0, s.connections - 1);
+    this.maybeForget(addr, s);
+  }
+
+  /** May `addr` create one more circuit now? */
+  allowCircuit(addr: string): boolean {
+    const s = this.state(addr);
+    if (s.connections < this.limits.circuitMinConnections) return true;
+    s.bucket ??= new TokenBucket(this.limits.circuitRate, this.limits.circuitBurst, this.now());
+    return s.bucket.take(this.now());
+  }
+
+  /** Number of addresses tracked (for tests and metrics). */
+  get size(): number {
+    return this.byAddr.size;
+  }
+
+  private state(addr: string): AddressState {
+    let s = this.byAddr.get(addr);
+    if (!s) { s = { connections: 0 }; this.byAddr.set(addr, s); }
+    return s;
+  }
+
+  private maybeForget(addr: string, s: AddressState): void {
+    if (s.connections === 0 && (!s.bucket || s.bucket.full(this.now()))) this.byAddr.delete(addr);
+  }
+}

@@ -1,0 +1,194 @@
+// The stream end of a circuit (SPEC.md §7b.6–§7b.8): the streams multiplexed on one
+// circuit at one endpoint, and the circuit-level SENDME windows of that endpoint. The same
+// class serves the client (streams at the last hop) and the relay that ends the circuit
+// (exit, directory mirror, storage node). It knows nothing of links or crypto: the owner
+// supplies an EdgeCircuit that originates relay messages and reports congestion.
+import { err, type BitcloudError } from '../errors';
+import { RelayCommand } from '../wire/relay-msg';
+import { decodeConnected, decodeEnd, decodeSendme, encodeEnd, encodeSendme, type Connected } from '../wire/messages';
+import { DeliverWindow, PackageWindow } from './sendme';
+import { CircuitStream, type StreamHost } from './stream';
+import { endReasonError } from './end-reasons';
+
+export interface EdgeCircuit {
+  /** Originate one relay message at this endpoint, toward the peer endpoint. */
+  sendRelay(command: number, streamId: number, data: Uint8Array): void;
+  /** SENDME v1: the 20-byte running digest right after the cell `sendRelay` just sent. */
+  lastSentDigest(): Uint8Array;
+  /** The link toward the peer takes more cells now (no congestion, nothing queued). */
+  writable(): boolean;
+  /** A protocol violation by the peer: destroy the circuit (tor-spec §7.3, §7.4). */
+  violation(code: string, message: string): void;
+}
+
+export interface EdgeOptions {
+  /** Streams open at once; further BEGINs are refused (default 512). */
+  maxStreams?: number;
+  readableHighWaterMark?: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+const MAX_STREAM_ID = 0xffff;
+
+export class StreamEdge implements StreamHost {
+  readonly streams = new Map<number, CircuitStream>();
+  /** DATA cells this endpoint may still send on the circuit (1000/100, SENDME v1). */
+  readonly packageWindow = new PackageWindow('circuit');
+  /** DATA cells the peer may still send (1000/100). */
+  readonly deliverWindow = new DeliverWindow('circuit');
+  private closedWith: BitcloudError | null = null;
+  private nextId = 1;
+  private rr = 0;
+  private readonly maxStreams: number;
+
+  constructor(private readonly circ: EdgeCircuit, private readonly opts: EdgeOptions = {}) {
+    this.maxStreams = opts.maxStreams ?? 512;
+  }
+
+  get closed(): boolean { return this.closedWith !== null; }
+
+  // ---- StreamHost ----
+
+  canPackage(): boolean {
+    return this.closedWith === null && this.packageWindow.canSend() && this.circ.writable();
+  }
+
+  /** Hot path: one DATA cell. */
+  sendData(s: CircuitStream, data: Buffer): void {
+    this.circ.sendRelay(RelayCommand.DATA, s.id, data);
+    this.packageWindow.onDataSent(this.packageWindow.nextNeedsDigest() ? this.circ.lastSentDigest() : undefined);
+  }
+
+  sendStreamSendme(s: CircuitStream): void {
+    if (this.closedWith) return;
+    // Stream-level SENDMEs carry no digest (SPEC.md §7b.8), as in Tor.
+    this.circ.sendRelay(RelayCommand.SENDME, s.id, EMPTY);
+  }
+
+  sendEnd(s: CircuitStream, reason: number): void {
+    if (this.closedWith) return;
+    this.circ.sendRelay(RelayCommand.END, s.id, encodeEnd({ reason }));
+  }
+
+  release(s: CircuitStream): void {
+    if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+  }
+
+  violation(code: string, message: string): void {
+    this.circ.violation(code, message);
+  }
+
+  // ---- opening streams ----
+
+  /** The initiating side: a new stream with a fresh id, in state 'opening'. */
+  newStream(): CircuitStream {
+    if (this.closedWith) throw this.closedWith;
+    if (this.streams.size >= Math.min(this.maxStreams, MAX_STREAM_ID)) throw err('STREAM_LIMIT', `${this.streams.size} streams already open on this circuit`);
+    let id = this.nextId;
+    while (this.streams.has(id)) id = id >= MAX_STREAM_ID ? 1 : id + 1;
+    this.nextId = id >= MAX_STREAM_ID ? 1 : id + 1;
+    const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
+    this.streams.set(id, s);
+    return s;
+  }
+
+  /**
+   * The accepting side (BEGIN, BEGIN_DIR, BEGIN_STORAGE): a stream with the peer's id.
+   * Throws STREAM_ID_IN_USE or STREAM_LIMIT; the caller answers with END.
+   */
+  acceptStream(id: number): CircuitStream {
+    if (this.closedWith) throw this.closedWith;
+    if (id === 0 || this.streams.has(id)) throw err('STREAM_ID_IN_USE', `stream id ${id} is zero or in use`);
+    if (this.streams.size >= this.maxStreams) throw err('STREAM_LIMIT', `${this.streams.size} streams already open on this circuit`);
+    const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
+    this.streams.set(id, s);
+    return s;
+  }
+
+  // ---- messages from the peer ----
+
+  /**
+   * Handle a recognized relay message that belongs to streams or to the circuit windows:
+   * DATA, SENDME, END, CONNECTED. Returns false for any other command (the owner handles it).
+   * `receivedDigest` returns the running digest right after this cell; it is called before
+   * anything is sent, because sending moves the digest on (SENDME v1).
+   * Hot path for DATA: nothing allocated but the copy handed to the reader.
+   */
+  handle(command: number, streamId: number, data: Buffer, receivedDigest: () => Uint8Array): boolean {
+    if (this.closedWith) return true;
+    switch (command) {
+      case RelayCommand.DATA: {
+        if (streamId === 0) { this.circ.violation('RELAY_PROTOCOL', 'DATA on stream 0'); return true; }
+        try {
+          this.deliverWindow.onDataReceived(this.deliverWindow.nextNeedsDigest() ? receivedDigest() : undefined);
+        } catch (e) {
+          this.circ.violation((e as BitcloudError).code ?? 'SENDME_WINDOW_EXCEEDED', (e as Error).message);
+          return true;
+        }
+        // tor-spec §7.3: a circuit SENDME goes back as soon as 100 cells arrived.
+        while (this.deliverWindow.sendmeDue()) {
+          const d = this.deliverWindow.takeSendme();
+          this.circ.sendRelay(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: d! }));
+        }
+        // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
+        this.streams.get(streamId)?.onData(data);
+        return true;
+      }
+      case RelayCommand.SENDME: {
+        if (streamId !== 0) { this.streams.get(streamId)?.onSendme(); return true; }
+        try {
+          const m = decodeSendme(data);
+          this.packageWindow.onSendme(m.version === 1 ? m.digest : null);
+        } catch (e) {
+          this.circ.violation((e as BitcloudError).code ?? 'SENDME_BAD_DIGEST', (e as Error).message);
+          return true;
+        }
+        this.pumpAll();
+        return true;
+      }
+      case RelayCommand.END: {
+        const s = this.streams.get(streamId);
+        if (!s) return true;
+        let reason: number;
+        try { reason = decodeEnd(data).reason; } catch { reason = 1; }
+        s.onEnd(reason, endReasonError(reason, s.state === 'opening'));
+        return true;
+      }
+      case RelayCommand.CONNECTED: {
+        const s = this.streams.get(streamId);
+        if (!s) return true;
+        if (s.state !== 'opening') { this.circ.violation('RELAY_PROTOCOL', `CONNECTED on stream ${streamId} that is not opening`); return true; }
+        let info: Connected | null = null;
+        try { info = data.length > 0 ? decodeConnected(data) : null; } catch (e) {
+          this.circ.violation((e as BitcloudError).code ?? 'RELAY_MALFORMED', (e as Error).message);
+          return true;
+        }
+        s.markOpen();
+        s.emit('connected', info);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** The link drained or the circuit window opened: let waiting streams send, round robin. */
+  pumpAll(): void {
+    if (this.closedWith || this.streams.size === 0) return;
+    const list = [...this.streams.values()];
+    const n = list.length;
+    for (let k = 0; k < n; k++) {
+      if (!this.canPackage()) { this.rr = (this.rr + k) % n; return; }
+      list[(this.rr + k) % n].pump();
+    }
+    this.rr = (this.rr + 1) % Math.max(1, n);
+  }
+
+  /** The circuit is gone: every stream ends with `e` (never a silent clean end). */
+  close(e: BitcloudError): void {
+    if (this.closedWith) return;
+    this.closedWith = e;
+    for (const s of [...this.streams.values()]) s.onCircuitClosed(e);
+    this.streams.clear();
+  }
+}

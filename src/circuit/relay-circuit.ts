@@ -1,0 +1,372 @@
+// One circuit as a relay (or any circuit-ending node) sees it (SPEC.md §7b.2–§7b.5): the
+// previous hop's link and circuit id, this hop's relay crypto, and either a next hop
+// (forwarding) or a StreamEdge (streams end here). Owned and dispatched by CircuitSwitch.
+import { err, errorCode, type BitcloudError } from '../errors';
+import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
+import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
+import {
+  DestroyReason, EndReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
+  decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeExtended2, encodeResolved,
+  encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
+} from '../wire/messages';
+import type { RelayHopCrypto } from '../crypto/relay-crypto';
+import type { Channel } from '../link/channel';
+import { CellQueue, type QueueOwner } from './cell-queue';
+import { StreamEdge, type EdgeCircuit } from './edge';
+import type { CircuitStream } from './stream';
+import type { CircuitSwitch } from './switch';
+
+export type { ResolvedAnswer } from '../wire/messages';
+
+/** tor-spec 5.6: at most 8 RELAY_EARLY cells per circuit (SPEC.md §7b.4). */
+export const MAX_RELAY_EARLY = 8;
+/** Cells flushed per circuit per round when a link drains (fairness between circuits). */
+const FLUSH_BATCH = 32;
+
+/** @internal A link as the switch serves it. */
+export interface LinkState {
+  ch: Channel;
+  circuits: Map<number, RelayCircuit>;
+  /** The link's write buffer passed its high-water mark; queue until 'drain'. */
+  congested: boolean;
+  /** Circuits with cells queued for this link. */
+  waiting: Set<RelayCircuit>;
+  /** Circuits whose streams wait for this link to take cells again. */
+  blockedEdges: Set<RelayCircuit>;
+  closed: boolean;
+}
+
+/** Where an EXTEND2 asks to go (SPEC.md §7b.3). */
+export interface ExtendTarget {
+  identity: Buffer;
+  addresses: Array<{ host: string; port: number }>;
+}
+
+/** A stream a client opened at this node (BEGIN, BEGIN_DIR, BEGIN_STORAGE). */
+export interface IncomingStream {
+  kind: 'begin' | 'begin_dir' | 'begin_storage';
+  /** For 'begin': where to connect. */
+  begin: BeginBody | null;
+  stream: CircuitStream;
+  /** The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. */
+  oneHop: boolean;
+  /** Send CONNECTED (optionally with the address connected to) and let data flow. */
+  accept(connected?: ConnectedBody): void;
+  /** Send END(reason) and drop the stream. */
+  refuse(reason: number): void;
+}
+
+export interface SwitchHooks {
+  /** DoS: may this link create one more circuit now? */
+  allowCircuit?(ch: Channel): boolean;
+  /**
+   * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
+   * policy allows). Absent: this node never extends. Reject with a BitcloudError; codes
+   * containing IDENTITY map to DESTROY reason OR_IDENTITY, others to CONNECTFAILED.
+   */
+  extend?(target: ExtendTarget, from: Channel): Promise<Channel>;
+  /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
+  onStream?(s: IncomingStream): void;
+  /** RESOLVE (exits only). Absent: answered with a non-transient error. */
+  resolve?(host: string): Promise<ResolvedAnswer[]>;
+}
+
+/** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
+const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
+
+export class RelayCircuit implements EdgeCircuit, QueueOwner {
+  next: LinkState | null = null;
+  nextId = 0;
+  private earlyCells = 0;
+  private extending = false;
+  private edge: StreamEdge | null = null;
+  private readonly qPrev: CellQueue;
+  private readonly qNext: CellQueue;
+  private closed = false;
+  private readonly receivedDigest = (): Uint8Array => this.crypto.lastDigest();
+
+  constructor(private readonly sw: CircuitSwitch, readonly prev: LinkState, readonly prevId: number, private readonly crypto: RelayHopCrypto) {
+    this.qPrev = new CellQueue(sw.budget, this, sw.limits.maxQueuedCellsPerCircuit);
+    this.qNext = new CellQueue(sw.budget, this, sw.limits.maxQueuedCellsPerCircuit);
+  }
+
+  get isClosed(): boolean { return this.closed; }
+  get streamCount(): number { return this.edge?.streams.size ?? 0; }
+
+  // ---- cells from the links (hot path) ----
+
+  /** RELAY / RELAY_EARLY from the previous hop: peel one layer, then handle or forward. */
+  fromPrev(command: number, payload: Buffer): void {
+    if (command === CellCommand.RELAY_EARLY && ++this.earlyCells > MAX_RELAY_EARLY) {
+      throw err('RELAY_EARLY_LIMIT', `more than ${MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit`);
+    }
+    this.sw.metrics.cellsOutbound++;
+    if (this.crypto.decryptOutbound(payload)) {
+      this.deliver(command, payload);
+      return;
+    }
+    if (this.next && !this.extending) {
+      this.sendOn(this.next, this.nextId, command, payload, this.qNext);
+      return;
+    }
+    throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
+  }
+
+  /** RELAY from the next hop: add our layer and send it back toward the client. */
+  fromNext(command: number, payload: Buffer): void {
+    if (command === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
+    this.sw.metrics.cellsInbound++;
+    this.crypto.encryptInbound(payload);
+    this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
+  }
+
+  onCreated2(link: LinkState, circId: number, payload: Buffer): void {
+    if (link !== this.next || circId !== this.nextId || !this.extending) throw err('CIRCUIT_PROTOCOL', 'CREATED2 nobody asked for');
+    this.extending = false;
+    const c = decodeCreated2(payload);
+    this.sendRelay(RelayCommand.EXTENDED2, 0, encodeExtended2({ hdata: c.hdata }));
+  }
+
+  onDestroy(link: LinkState, circId: number, reason: number): void {
+    const fromPrev = link === this.prev && circId === this.prevId;
+    this.destroy(reason, undefined, fromPrev ? 'prev' : 'next');
+  }
+
+  onLinkClosed(link: LinkState): void {
+    this.destroy(DestroyReason.CHANNEL_CLOSED, 'LINK_CLOSED', link === this.prev ? 'prev' : 'next');
+  }
+
+  // ---- recognized relay messages ----
+
+  private deliver(cellCommand: number, payload: Buffer): void {
+    const m = decodeRelayPayload(payload);
+    if (this.ensureEdge().handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
+    switch (m.command) {
+      case RelayCommand.EXTEND2:
+        if (cellCommand !== CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'EXTEND2 outside a RELAY_EARLY cell');
+        this.onExtend2(m.data);
+        return;
+      case RelayCommand.BEGIN:
+      case RelayCommand.BEGIN_DIR:
+      case RelayCommand.BEGIN_STORAGE:
+        this.onBegin(m.command, m.streamId, m.data);
+        return;
+      case RelayCommand.RESOLVE:
+        this.onResolve(m.streamId, m.data);
+        return;
+      case RelayCommand.TRUNCATE:
+        decodeTruncate(m.data);
+        this.onTruncate();
+        return;
+      case RelayCommand.DROP:
+        return; // long-range padding
+      default:
+        throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} is not a message a relay accepts`);
+    }
+  }
+
+  private ensureEdge(): StreamEdge {
+    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit });
+  }
+
+  private onExtend2(data: Buffer): void {
+    const hook = this.sw.hooks.extend;
+    if (this.next || this.extending) throw err('RELAY_PROTOCOL', 'EXTEND2 on a circuit that already has a next hop');
+    const ext = decodeExtend2(data);
+    if (!hook) throw err('CIRCUIT_EXTEND_REFUSED', 'this node does not extend circuits');
+    if (ext.htype !== HandshakeType.NTOR) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `EXTEND2 handshake type ${ext.htype}`);
+    let identity: Buffer | null = null;
+    const addresses: Array<{ host: string; port: number }> = [];
+    for (const ls of ext.linkSpecifiers) {
+      if (ls.type === 'ed25519') identity = ls.id;
+      else if (ls.type === 'ipv4' || ls.type === 'ipv6') addresses.push({ host: ls.addr, port: ls.port });
+    }
+    if (!identity) throw err('MSG_MALFORMED', 'EXTEND2 without an Ed25519 identity');
+    if (identity.equals(this.sw.opts.identity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 to this node itself');
+    if (this.prev.ch.peerIdentity && identity.equals(this.prev.ch.peerIdentity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 back to the previous hop');
+    this.extending = true;
+    const create2 = encodeCreate2({ htype: ext.htype, hdata: ext.hdata });
+    hook({ identity, addresses }, this.prev.ch).then((ch) => {
+      if (this.closed) return;
+      if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }
+      const link = this.sw.attach(ch);
+      if (link.closed) { this.destroy(DestroyReason.CONNECTFAILED, 'LINK_CLOSED'); return; }
+      this.nextId = ch.allocateCircId();
+      this.next = link;
+      link.circuits.set(this.nextId, this);
+      this.sendOn(link, this.nextId, CellCommand.CREATE2, create2, this.qNext);
+    }, (e: unknown) => {
+      if (this.closed) return;
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      this.destroy(code.includes('IDENTITY') ? DestroyReason.OR_IDENTITY : DestroyReason.CONNECTFAILED, code);
+    });
+  }
+
+  private onBegin(command: number, streamId: number, data: Buffer): void {
+    const kind = command === RelayCommand.BEGIN ? 'begin' : command === RelayCommand.BEGIN_DIR ? 'begin_dir' : 'begin_storage';
+    const edge = this.ensureEdge();
+    let begin: BeginBody | null = null;
+    let stream: CircuitStream;
+    try {
+      if (kind === 'begin') begin = decodeBegin(data);
+      else if (kind === 'begin_dir') decodeBeginDir(data);
+      else decodeBeginStorage(data);
+      stream = edge.acceptStream(streamId);
+    } catch (e) {
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      this.sendRelay(RelayCommand.END, streamId, Buffer.from([code === 'STREAM_LIMIT' ? EndReason.RESOURCELIMIT : EndReason.TORPROTOCOL]));
+      return;
+    }
+    this.sw.metrics.streamOpened(kind);
+    // A stream's errors are the handler's business; an unheard one must never crash the node.
+    stream.on('error', () => {});
+    const hook = this.sw.hooks.onStream;
+    const inc: IncomingStream = {
+      kind, begin, stream,
+      oneHop: this.prev.ch.peerIdentity === null && this.next === null,
+      accept: (connected?: ConnectedBody) => {
+        if (this.closed || stream.state !== 'opening') return;
+        this.sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected(connected ?? {}));
+        stream.markOpen();
+      },
+      refuse: (reason: number) => {
+        if (stream.state === 'closed') return;
+        stream.abort(reason);
+      },
+    };
+    if (!hook) {
+      inc.refuse(kind === 'begin_dir' ? EndReason.NOTDIRECTORY : kind === 'begin' ? EndReason.EXITPOLICY : EndReason.MISC);
+      return;
+    }
+    hook(inc);
+  }
+
+  private onResolve(streamId: number, data: Buffer): void {
+    const host = decodeResolve(data);
+    const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
+    const hook = this.sw.hooks.resolve;
+    if (!hook) { answer([{ type: 'error-nontransient', value: '', ttl: 0 }]); return; }
+    hook(host).then(answer, () => answer([{ type: 'error-transient', value: '', ttl: 0 }]));
+  }
+
+  /** tor-spec 5.4: TRUNCATE drops the rest of the circuit; we answer TRUNCATED. */
+  private onTruncate(): void {
+    if (this.next) {
+      const { next, nextId } = this;
+      this.detachNext();
+      this.qNext.clear();
+      this.sw.sendDestroy(next, nextId, DestroyReason.REQUESTED);
+    }
+    this.extending = false;
+    this.sendRelay(RelayCommand.TRUNCATED, 0, encodeTruncated(DestroyReason.REQUESTED));
+  }
+
+  /** @internal a cell (CREATED2) to the previous hop, through the queue. */
+  sendToPrev(command: number, payload: Uint8Array): void {
+    this.sendOn(this.prev, this.prevId, command, payload, this.qPrev);
+  }
+
+  // ---- EdgeCircuit: messages this node originates (toward the client) ----
+
+  sendRelay(command: number, streamId: number, data: Uint8Array): void {
+    if (this.closed) return;
+    encodeRelayPayloadInto(SCRATCH, command, streamId, data);
+    this.crypto.originate(SCRATCH);
+    this.crypto.encryptInbound(SCRATCH);
+    this.sendOn(this.prev, this.prevId, CellCommand.RELAY, SCRATCH, this.qPrev);
+  }
+
+  lastSentDigest(): Uint8Array {
+    return this.crypto.lastDigest();
+  }
+
+  writable(): boolean {
+    if (this.closed) return false;
+    if (!this.prev.congested && this.qPrev.length === 0) return true;
+    this.prev.blockedEdges.add(this);
+    return false;
+  }
+
+  violation(code: string, message: string): void {
+    this.sw.metrics.error(code);
+    this.sw.log.debug({ code, msg: message }, 'stream protocol violation');
+    this.destroy(DestroyReason.PROTOCOL, code);
+  }
+
+  /** @internal the prev link drained: streams may send again. */
+  edgeWritable(): void {
+    this.edge?.pumpAll();
+  }
+
+  // ---- queueing (SPEC.md §7b.9) ----
+
+  /** Hot path: send now, or queue behind a congested link (bounded; over the bound the circuit dies). */
+  private sendOn(link: LinkState, circId: number, command: number, payload: Uint8Array, q: CellQueue): void {
+    if (link.closed || link.ch.closed) return;
+    if (link.congested || q.length > 0) {
+      if (!q.push(circId, command, payload)) {
+        this.sw.metrics.refused('circuit_queue');
+        this.destroy(DestroyReason.RESOURCELIMIT, 'CIRCUIT_QUEUE_FULL');
+        return;
+      }
+      if (!this.closed) link.waiting.add(this);
+      return;
+    }
+    if (!link.ch.send(circId, command, payload)) link.congested = true;
+  }
+
+  /** @internal Send queued cells for `link`; returns true if some remain (still waiting). */
+  flushQueue(link: LinkState): boolean {
+    const q = link === this.prev ? this.qPrev : this.qNext;
+    for (let n = 0; q.length > 0 && n < FLUSH_BATCH; n++) {
+      if (link.closed || link.ch.closed) { q.clear(); return false; }
+      const c = q.peek()!;
+      const ok = link.ch.send(c.circId, c.command, c.payload);
+      q.drop();
+      if (!ok) { link.congested = true; break; }
+    }
+    if (q.length > 0) { link.waiting.add(this); return true; }
+    if (link === this.prev && this.edge) link.blockedEdges.add(this);
+    return false;
+  }
+
+  killForMemory(): void {
+    this.sw.metrics.oomKill();
+    this.destroy(DestroyReason.RESOURCELIMIT, 'CIRCUIT_OOM');
+  }
+
+  // ---- teardown ----
+
+  private detachNext(): void {
+    const n = this.next;
+    if (!n) return;
+    n.circuits.delete(this.nextId);
+    n.waiting.delete(this);
+    if (!n.closed) n.ch.releaseCircId(this.nextId);
+    this.next = null;
+    this.nextId = 0;
+  }
+
+  /**
+   * Tear the circuit down (SPEC.md §7b.5): DESTROY with `reason` to both neighbours except
+   * the one it came from; queued cells are dropped; streams here end with an error.
+   */
+  destroy(reason: number, code?: string, from?: 'prev' | 'next'): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.qPrev.clear();
+    this.qNext.clear();
+    this.prev.circuits.delete(this.prevId);
+    this.prev.waiting.delete(this);
+    this.prev.blockedEdges.delete(this);
+    if (from !== 'prev') this.sw.sendDestroy(this.prev, this.prevId, reason);
+    const next = this.next;
+    const nextId = this.nextId;
+    this.detachNext();
+    if (next && from !== 'next') this.sw.sendDestroy(next, nextId, reason);
+    this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { reason, code }) as BitcloudError);
+    this.sw.forget(this, reason, code);
+  }
+}

@@ -1,0 +1,195 @@
+// A stream on a circuit as a node Duplex (SPEC.md §7b.6, §7b.8): the same class at both
+// ends (client and exit / directory / storage endpoint). Writes become DATA messages of at
+// most RELAY_DATA_MAX bytes, sent only while the stream's and the circuit's package windows
+// and the link allow; received DATA is pushed to the readable side and acknowledged with a
+// stream SENDME only once the reader has taken it, so a slow reader stops the sender after
+// one stream window (500 cells) instead of making anyone buffer without bound.
+import { Duplex } from 'node:stream';
+import { err, type BitcloudError } from '../errors';
+import { RELAY_DATA_MAX } from '../wire/relay-msg';
+import { EndReason } from '../wire/messages';
+import { DeliverWindow, PackageWindow } from './sendme';
+
+/** What a stream needs from the circuit endpoint that carries it (implemented by StreamEdge). */
+export interface StreamHost {
+  /** The circuit can take one more DATA cell now (circuit package window and link). */
+  canPackage(): boolean;
+  /** Send one DATA message (≤ RELAY_DATA_MAX bytes) for this stream. */
+  sendData(s: CircuitStream, data: Buffer): void;
+  sendStreamSendme(s: CircuitStream): void;
+  sendEnd(s: CircuitStream, reason: number): void;
+  /** The stream is gone from both directions: drop it from the table. */
+  release(s: CircuitStream): void;
+  /** A peer broke the stream protocol: the whole circuit goes (tor-spec §7.4). */
+  violation(code: string, message: string): void;
+}
+
+export type StreamState = 'opening' | 'open' | 'closed';
+
+const END_REASON_MISC = EndReason.MISC;
+const END_REASON_DONE = EndReason.DONE;
+
+export interface CircuitStreamOptions {
+  /** Bytes buffered on the readable side before stream SENDMEs stop (default 64 KiB). */
+  readableHighWaterMark?: number;
+}
+
+export class CircuitStream extends Duplex {
+  state: StreamState = 'opening';
+  /** Cells we may still send before the peer's next stream SENDME (500/50, unauthenticated). */
+  readonly packageWindow = new PackageWindow('stream');
+  /** Cells the peer may still send before our next stream SENDME. */
+  readonly deliverWindow = new DeliverWindow('stream');
+  /** Set when the peer sent END; its reason. */
+  remoteEndReason: number | null = null;
+  private pending: Buffer | null = null;
+  private pendingCb: ((e?: Error | null) => void) | null = null;
+  private endSent = false;
+
+  constructor(readonly id: number, private readonly host: StreamHost, opts: CircuitStreamOptions = {}) {
+    super({ readableHighWaterMark: opts.readableHighWaterMark ?? 64 * 1024, allowHalfOpen: true });
+  }
+
+  /** The peer accepted the stream (CONNECTED sent or received): data may flow. */
+  markOpen(): void {
+    if (this.state !== 'opening') return;
+    this.state = 'open';
+    this.pump();
+  }
+
+  // ---- data from the application → DATA cells ----
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    if (this.remoteEndReason !== null) { cb(); return; } // peer closed the stream: Tor drops late data
+    this.pending = chunk;
+    this.pendingCb = cb;
+    this.pump();
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
+    // Coalesce small writes so DATA cells go out full.
+    this._write(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'buffer' as BufferEncoding, cb);
+  }
+
+  /** Send as much pending data as the windows and the link allow. Called again on SENDME / drain. */
+  pump(): void {
+    while (this.pending && this.state === 'open') {
+      if (!this.packageWindow.canSend() || !this.host.canPackage()) return;
+      const n = Math.min(RELAY_DATA_MAX, this.pending.length);
+      this.packageWindow.onDataSent();
+      this.host.sendData(this, this.pending.subarray(0, n));
+      this.pending = n === this.pending.length ? null : this.pending.subarray(n);
+    }
+    if (!this.pending && this.pendingCb) {
+      const cb = this.pendingCb;
+      this.pendingCb = null;
+      cb();
+    }
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    // Everything written has been packaged (writes complete in order before _final).
+    // SPEC.md §7b.6: END closes the stream in both directions, as in Tor.
+    if (!this.endSent) {
+      this.endSent = true;
+      this.host.sendEnd(this, END_REASON_DONE);
+    }
+    this.state = 'closed';
+    this.host.release(this);
+    if (!this.readableEnded) this.push(null);
+    cb();
+  }
+
+  // ---- cells from the peer ----
+
+  /** A stream SENDME: the peer consumed STREAM_WINDOW_INCREMENT more cells. */
+  onSendme(): void {
+    try {
+      this.packageWindow.onSendme(null);
+    } catch (e) {
+      this.host.violation((e as BitcloudError).code, `stream ${this.id}: ${(e as Error).message}`);
+      return;
+    }
+    this.pump();
+  }
+
+  /** A DATA message for this stream; `data` is a view valid only now, so it is copied. */
+  onData(data: Buffer): void {
+    try {
+      this.deliverWindow.onDataReceived();
+    } catch (e) {
+      this.host.violation((e as BitcloudError).code, `stream ${this.id}: ${(e as Error).message}`);
+      return;
+    }
+    if (this.readableEnded || this.destroyed) return;
+    this.push(Buffer.from(data));
+    this.maybeSendSendme();
+  }
+
+  /**
+   * The peer ended the stream (SPEC.md §7b.6: both directions). DONE ends the readable side
+   * cleanly; any other reason, or an END before CONNECTED, is an error.
+   */
+  onEnd(reason: number, error?: BitcloudError): void {
+    if (this.remoteEndReason !== null) return;
+    this.remoteEndReason = reason;
+    this.endSent = true; // never answer an END with an END
+    this.host.release(this);
+    if (reason !== END_REASON_DONE || this.state === 'opening') {
+      this.state = 'closed';
+      this.destroy(error ?? err('STREAM_CLOSED', `stream ended by the peer (reason ${reason})`, { reason }));
+      return;
+    }
+    this.state = 'closed';
+    this.push(null);
+    // Writes after the peer's END are dropped; release a writer waiting on windows.
+    this.pending = null;
+    this.pump();
+  }
+
+  /** The circuit died under the stream: it ends with an error, never silently. */
+  onCircuitClosed(e: BitcloudError): void {
+    this.endSent = true;
+    this.state = 'closed';
+    this.destroy(e);
+  }
+
+  /**
+   * Close the stream at once with END(reason) (a refusal, or an error at this end). The
+   * local side sees `e` if given, or a clean close otherwise.
+   */
+  abort(reason: number, e?: Error): void {
+    if (!this.endSent) {
+      this.endSent = true;
+      this.host.sendEnd(this, reason);
+    }
+    this.state = 'closed';
+    this.destroy(e);
+  }
+
+  // ---- reader side flow control ----
+
+  override _read(): void {
+    this.maybeSendSendme();
+  }
+
+  /** tor-spec §7.4: SENDME once 50 cells were delivered and the reader keeps up. */
+  private maybeSendSendme(): void {
+    while (this.deliverWindow.sendmeDue()
+      && this.readableLength < this.readableHighWaterMark && this.state !== 'closed' && !this.destroyed) {
+      this.deliverWindow.takeSendme();
+      this.host.sendStreamSendme(this);
+    }
+  }
+
+  override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    if (!this.endSent) {
+      this.endSent = true;
+      this.host.sendEnd(this, e ? END_REASON_MISC : END_REASON_DONE);
+    }
+    this.state = 'closed';
+    if (this.pendingCb) { const c = this.pendingCb; this.pendingCb = null; this.pending = null; c(e); }
+    this.host.release(this);
+    cb(e);
+  }
+}

@@ -1,0 +1,229 @@
+// The relay side of circuits (SPEC.md §7b.1–§7b.5, §7b.9): per link, a table of circuits by
+// circuit id; CREATE2 answered with ntor; RELAY / RELAY_EARLY cells decrypted one layer and
+// either handled here (recognized) or forwarded; cells from the next hop encrypted one layer
+// and sent back; DESTROY propagated both ways. It lives in src/ because every node that ends
+// circuits runs it: relays (with the extend and exit hooks of relay/circuits.ts) and storage
+// nodes (no extend hook, a BEGIN_STORAGE hook). Per-circuit state is in relay-circuit.ts.
+import { err, errorCode, type BitcloudError } from '../errors';
+import { CellCommand, type Cell } from '../wire/cell';
+import { DestroyReason, HandshakeType, decodeCreate2, decodeDestroy, encodeCreated2, encodeDestroy } from '../wire/messages';
+import { ntorServerRespond } from '../crypto/ntor';
+import { createRelayHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
+import type { Channel } from '../link/channel';
+import type { Logger } from '../ops/log';
+import { silentLogger } from '../ops/log';
+import { QueueBudget } from './cell-queue';
+import { CircuitMetrics } from './metrics';
+import { RelayCircuit, type LinkState, type SwitchHooks } from './relay-circuit';
+import type { X25519KeyPair } from '../crypto/primitives';
+
+export type { SwitchHooks, ExtendTarget, IncomingStream, ResolvedAnswer } from './relay-circuit';
+
+export interface SwitchLimits {
+  /** Circuits one link may hold open (as either side). */
+  maxCircuitsPerLink: number;
+  /** Cells one circuit may queue per direction while a link is congested. */
+  maxQueuedCellsPerCircuit: number;
+  /** Streams one circuit may hold open at this node. */
+  maxStreamsPerCircuit: number;
+}
+
+export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
+  maxCircuitsPerLink: 4096,
+  maxQueuedCellsPerCircuit: 2000,
+  maxStreamsPerCircuit: 512,
+};
+
+export interface SwitchOptions {
+  /** This node's Ed25519 identity public key (the ntor ID). */
+  identity: Buffer;
+  /** Onion keys that may answer a CREATE2: the current one first, then the previous one. */
+  onionKeys: () => X25519KeyPair[];
+  hooks?: SwitchHooks;
+  limits?: Partial<SwitchLimits>;
+  /** Shared cap on queued cells (SPEC.md §7b.9); default 256 MiB. */
+  budget?: QueueBudget;
+  metrics?: CircuitMetrics;
+  log?: Logger;
+}
+
+const REASON_NAMES = new Map<number, string>(Object.entries(DestroyReason).map(([k, v]) => [v, k]));
+export function destroyReasonName(r: number): string {
+  return REASON_NAMES.get(r) ?? `UNKNOWN_${r}`;
+}
+
+export class CircuitSwitch {
+  readonly limits: SwitchLimits;
+  readonly budget: QueueBudget;
+  readonly metrics: CircuitMetrics;
+  readonly log: Logger;
+  readonly hooks: SwitchHooks;
+  private readonly links = new Map<Channel, LinkState>();
+  /** @internal every live circuit, for counting and shutdown */
+  readonly circuits = new Set<RelayCircuit>();
+  private closed = false;
+
+  constructor(readonly opts: SwitchOptions) {
+    this.limits = { ...DEFAULT_SWITCH_LIMITS, ...opts.limits };
+    this.budget = opts.budget ?? new QueueBudget(256 * 1024 * 1024);
+    this.metrics = opts.metrics ?? new CircuitMetrics();
+    this.log = opts.log ?? silentLogger;
+    this.hooks = opts.hooks ?? {};
+    this.metrics.openCircuits = () => this.circuits.size;
+    this.metrics.queuedCells = () => this.budget.queuedCells;
+    this.metrics.openStreams = () => { let n = 0; for (const c of this.circuits) n += c.streamCount; return n; };
+  }
+
+  get circuitCount(): number { return this.circuits.size; }
+  get linkCount(): number { return this.links.size; }
+
+  /**
+   * Serve circuits on a link (accepted, or opened by us to extend). Idempotent. Must be
+   * called in the tick the channel is handed over (Channel delivers cells from the next one).
+   */
+  attach(ch: Channel): LinkState {
+    const have = this.links.get(ch);
+    if (have) return have;
+    const link: LinkState = { ch, circuits: new Map(), congested: false, waiting: new Set(), blockedEdges: new Set(), closed: false };
+    this.links.set(ch, link);
+    ch.on('cell', (cell: Cell) => this.onCell(link, cell));
+    ch.on('drain', () => this.onDrain(link));
+    ch.on('close', () => this.onLinkClosed(link));
+    if (ch.closed) this.onLinkClosed(link);
+    return link;
+  }
+
+  /** The link state of a channel we already serve (for the extend hook's reuse). */
+  linkOf(ch: Channel): LinkState | undefined {
+    return this.links.get(ch);
+  }
+
+  /** Destroy every circuit (shutdown). Links are the owner's to close. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of [...this.circuits]) c.destroy(DestroyReason.HIBERNATING, 'node shutting down');
+  }
+
+  // ---- per-link dispatch (hot path) ----
+
+  private onCell(link: LinkState, cell: Cell): void {
+    const { circId, command, payload } = cell;
+    const circ = link.circuits.get(circId);
+    try {
+      switch (command) {
+        case CellCommand.RELAY:
+        case CellCommand.RELAY_EARLY:
+          if (!circ) { this.metrics.error('CIRCUIT_UNKNOWN'); return; }
+          if (circ.prev === link && circ.prevId === circId) circ.fromPrev(command, payload);
+          else circ.fromNext(command, payload);
+          return;
+        case CellCommand.CREATE2:
+          this.onCreate2(link, circId, payload, circ);
+          return;
+        case CellCommand.CREATED2:
+          if (!circ) { this.metrics.error('CIRCUIT_UNKNOWN'); return; }
+          circ.onCreated2(link, circId, payload);
+          return;
+        case CellCommand.DESTROY: {
+          if (!circ) return; // tor-spec 5.4: ignore DESTROY for circuits we do not know
+          const reason = decodeDestroy(payload);
+          circ.onDestroy(link, circId, reason);
+          return;
+        }
+        default:
+          // Link-level commands never reach here (the Channel handles them); others are not for circuits.
+          this.metrics.error('CELL_UNEXPECTED');
+          return;
+      }
+    } catch (e) {
+      // A malformed cell kills its circuit, never the node (SPEC.md §7b.9).
+      const code = errorCode(e);
+      this.metrics.error(code);
+      this.log.debug({ code, msg: (e as Error).message }, 'circuit protocol error');
+      if (circ && !circ.isClosed) circ.destroy(DestroyReason.PROTOCOL, code);
+    }
+  }
+
+  private onCreate2(link: LinkState, circId: number, payload: Buffer, existing: RelayCircuit | undefined): void {
+    if (existing) { this.metrics.error('CIRCUIT_ID_IN_USE'); return; } // tor: drop a CREATE2 for a known circuit
+    if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }
+    if (link.circuits.size >= this.limits.maxCircuitsPerLink) {
+      this.metrics.refused('circuits_per_link');
+      this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
+      return;
+    }
+    if (this.hooks.allowCircuit && !this.hooks.allowCircuit(link.ch)) {
+      this.metrics.refused('circuit_rate');
+      this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
+      return;
+    }
+    let reply: Buffer;
+    let keys: Buffer;
+    try {
+      const c2 = decodeCreate2(payload);
+      if (c2.htype !== HandshakeType.NTOR) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `CREATE2 handshake type ${c2.htype}`);
+      const r = ntorServerRespond({ onionskin: c2.hdata, id: this.opts.identity, onionKeys: this.opts.onionKeys(), keyLength: RELAY_CRYPTO_KEY_LEN });
+      reply = r.reply;
+      keys = r.keys;
+    } catch (e) {
+      // SPEC.md §7b.1: a bad handshake destroys that circuit id only.
+      const code = errorCode(e);
+      this.metrics.error(code);
+      this.log.debug({ code }, 'CREATE2 refused');
+      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
+      return;
+    }
+    const circ = new RelayCircuit(this, link, circId, createRelayHop(keys));
+    keys.fill(0);
+    link.circuits.set(circId, circ);
+    this.circuits.add(circ);
+    this.metrics.circuitCreated();
+    circ.sendToPrev(CellCommand.CREATED2, encodeCreated2({ hdata: reply }));
+  }
+
+  /** DESTROY for a circuit id with no circuit behind it (refused CREATE2). */
+  sendDestroy(link: LinkState, circId: number, reason: number): void {
+    if (link.closed) return;
+    try { link.ch.send(circId, CellCommand.DESTROY, encodeDestroy(reason)); } catch { /* link closing */ }
+  }
+
+  private onDrain(link: LinkState): void {
+    link.congested = false;
+    // Round robin over circuits with queued cells; stop as soon as the link pushes back again.
+    for (const circ of [...link.waiting]) {
+      if (link.congested) return;
+      link.waiting.delete(circ);
+      circ.flushQueue(link);
+    }
+    if (link.congested) return;
+    for (const circ of [...link.blockedEdges]) {
+      if (link.congested) return;
+      link.blockedEdges.delete(circ);
+      circ.edgeWritable();
+    }
+  }
+
+  private onLinkClosed(link: LinkState): void {
+    if (link.closed) return;
+    link.closed = true;
+    this.links.delete(link.ch);
+    for (const circ of [...link.circuits.values()]) circ.onLinkClosed(link);
+    link.circuits.clear();
+    link.waiting.clear();
+    link.blockedEdges.clear();
+  }
+
+  /** @internal */
+  forget(circ: RelayCircuit, reason: number, code?: string): void {
+    if (!this.circuits.delete(circ)) return;
+    this.metrics.circuitDestroyed(destroyReasonName(reason));
+    if (code) this.log.debug({ code, reason: destroyReasonName(reason) }, 'circuit destroyed');
+  }
+
+  /** @internal errors that reach the switch from async hooks */
+  noteError(e: unknown): BitcloudError | undefined {
+    this.metrics.error(errorCode(e));
+    return undefined;
+  }
+}

@@ -1,0 +1,330 @@
+// A circuit as the client that built it sees it (SPEC.md §7b.1–§7b.3, §7b.6): one hop crypto
+// state per relay, CREATE2 to the first, EXTEND2 (in RELAY_EARLY) through the circuit for the
+// others, and the streams at the last hop (a StreamEdge). ClientLink dispatches the cells of
+// one guard link to the circuits on it.
+import { EventEmitter } from 'node:events';
+import { err, errorCode, type BitcloudError } from '../errors';
+import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
+import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
+import {
+  DestroyReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
+  encodeBegin, encodeBeginDir, encodeBeginStorage, encodeCreate2, encodeDestroy, encodeExtend2, encodeResolve,
+  type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
+} from '../wire/messages';
+import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
+import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../crypto/relay-crypto';
+import type { Channel } from '../link/channel';
+import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
+import type { CircuitStream } from '../circuit/stream';
+import { MAX_RELAY_EARLY } from '../circuit/relay-circuit';
+
+/** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
+export interface HopTarget {
+  identity: Buffer;
+  fingerprint: string;
+  onionKey: Buffer;
+  address: string;
+  orPort: number;
+}
+
+export type StreamRequest =
+  | { kind: 'begin'; host: string; port: number; flags?: number }
+  | { kind: 'begin_dir' }
+  | { kind: 'begin_storage' };
+
+/** One payload buffer reused for every cell the client originates (hot path). */
+const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
+
+/** The circuits on one link to a guard, and the link's congestion state. */
+export class ClientLink {
+  readonly circuits = new Map<number, ClientCircuit>();
+  congested = false;
+  closed = false;
+  private readonly blocked = new Set<ClientCircuit>();
+
+  constructor(readonly ch: Channel) {
+    ch.on('cell', (c: Cell) => {
+      const circ = this.circuits.get(c.circId);
+      if (circ) circ.onCell(c.command, c.payload);
+    });
+    ch.on('drain', () => {
+      this.congested = false;
+      for (const c of [...this.blocked]) {
+        if (this.congested) return;
+        this.blocked.delete(c);
+        c.edgeWritable();
+      }
+    });
+    ch.on('close', (e?: BitcloudError) => {
+      this.closed = true;
+      for (const c of [...this.circuits.values()]) {
+        c.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard closed', { reason: DestroyReason.CHANNEL_CLOSED, link: e?.code }));
+      }
+      this.circuits.clear();
+    });
+  }
+
+  /** Hot path. */
+  send(circId: number, command: number, payload: Uint8Array): void {
+    if (this.closed || this.ch.closed) return;
+    if (!this.ch.send(circId, command, payload)) this.congested = true;
+  }
+
+  writable(c: ClientCircuit): boolean {
+    if (!this.congested && !this.closed) return true;
+    this.blocked.add(c);
+    return false;
+  }
+
+  /** @internal */ forget(c: ClientCircuit): void {
+    this.circuits.delete(c.circId);
+    this.blocked.delete(c);
+    if (!this.closed) this.ch.releaseCircId(c.circId);
+  }
+}
+
+interface Hop {
+  target: HopTarget;
+  crypto: ClientHopCrypto;
+}
+
+interface Pending<T> {
+  resolve: (v: T) => void;
+  reject: (e: BitcloudError) => void;
+}
+
+/**
+ * Events: 'close' (err: BitcloudError) once, when the circuit is gone for any reason.
+ */
+export class ClientCircuit extends EventEmitter implements EdgeCircuit {
+  readonly hops: Hop[] = [];
+  readonly edge: StreamEdge;
+  readonly createdAt = Date.now();
+  /** When the first stream was attached (SPEC.md §7b.11: dirty circuits retire after a while). */
+  dirtySince: number | null = null;
+  closedWith: BitcloudError | null = null;
+  private earlyUsed = 0;
+  private pendingHop: (Pending<Buffer> & { kind: 'create' | 'extend' }) | null = null;
+  private readonly resolves = new Map<number, Pending<ResolvedAnswer[]>>();
+  private readonly receivedDigest = (): Uint8Array => this.hops[this.hops.length - 1].crypto.lastDigest();
+
+  constructor(readonly link: ClientLink, readonly circId: number) {
+    super();
+    this.edge = new StreamEdge(this, { maxStreams: 0xffff });
+    link.circuits.set(circId, this);
+  }
+
+  /** Open a new circuit id on `link` (no cell sent yet). */
+  static allocate(link: ClientLink): ClientCircuit {
+    return new ClientCircuit(link, link.ch.allocateCircId());
+  }
+
+  get isOpen(): boolean { return this.closedWith === null; }
+  get length(): number { return this.hops.length; }
+  get lastHop(): HopTarget | undefined { return this.hops[this.hops.length - 1]?.target; }
+
+  // ---- building (SPEC.md §7b.1, §7b.3) ----
+
+  /** CREATE2 to the guard this link reaches. */
+  async create(guard: HopTarget): Promise<void> {
+    if (this.hops.length !== 0) throw err('CIRCUIT_PROTOCOL', 'create() on a circuit that already has hops');
+    const { state, onionskin } = ntorClientCreate({ id: guard.identity, onionKey: guard.onionKey });
+    const reply = await this.awaitHop('create', () => this.link.send(this.circId, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin })));
+    this.addHop(guard, ntorClientFinish(state, reply, RELAY_CRYPTO_KEY_LEN));
+  }
+
+  /** EXTEND2 (inside RELAY_EARLY) from the current last hop to `next`. */
+  async extend(next: HopTarget): Promise<void> {
+    if (this.hops.length === 0) throw err('CIRCUIT_PROTOCOL', 'extend() before create()');
+    if (this.earlyUsed >= MAX_RELAY_EARLY) throw err('CIRCUIT_TOO_LONG', `no RELAY_EARLY cells left (${MAX_RELAY_EARLY} per circuit)`);
+    const { state, onionskin } = ntorClientCreate({ id: next.identity, onionKey: next.onionKey });
+    const specs: LinkSpecifier[] = [
+      { type: next.address.includes(':') ? 'ipv6' : 'ipv4', addr: next.address, port: next.orPort },
+      { type: 'ed25519', id: next.identity },
+    ];
+    const body = encodeExtend2({ linkSpecifiers: specs, htype: HandshakeType.NTOR, hdata: onionskin });
+    const reply = await this.awaitHop('extend', () => {
+      this.earlyUsed++;
+      this.sendTo(this.hops.length - 1, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, body);
+    });
+    this.addHop(next, ntorClientFinish(state, reply, RELAY_CRYPTO_KEY_LEN));
+  }
+
+  private addHop(target: HopTarget, keys: Buffer): void {
+    this.hops.push({ target, crypto: createClientHop(keys) });
+    keys.fill(0);
+  }
+
+  private awaitHop(kind: 'create' | 'extend', send: () => void): Promise<Buffer> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.pendingHop) return Promise.reject(err('CIRCUIT_PROTOCOL', 'a hop is already being added'));
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pendingHop = { kind, resolve, reject };
+      send();
+    });
+  }
+
+  // ---- streams (SPEC.md §7b.6) ----
+
+  /**
+   * Open a stream at the last hop: BEGIN (TCP via an exit), BEGIN_DIR (the hop's directory
+   * mirror) or BEGIN_STORAGE (the storage node). Resolves once CONNECTED arrives; rejects
+   * with the error for the END reason (EXIT_POLICY_REJECTED, EXIT_CONNECT_REFUSED, …), with
+   * CIRCUIT_DESTROYED if the circuit dies, or STREAM_TIMEOUT after `timeoutMs`.
+   */
+  openStream(req: StreamRequest, timeoutMs = 30_000): Promise<{ stream: CircuitStream; connected: ConnectedBody | null }> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const s = this.edge.newStream();
+    this.dirtySince ??= Date.now();
+    const body = req.kind === 'begin' ? encodeBegin({ host: req.host, port: req.port, flags: req.flags })
+      : req.kind === 'begin_dir' ? encodeBeginDir() : encodeBeginStorage();
+    const cmd = req.kind === 'begin' ? RelayCommand.BEGIN : req.kind === 'begin_dir' ? RelayCommand.BEGIN_DIR : RelayCommand.BEGIN_STORAGE;
+    return new Promise((resolve, reject) => {
+      const done = () => { clearTimeout(timer); s.off('connected', onConnected); s.off('error', onError); s.off('close', onClose); };
+      const onConnected = (info: ConnectedBody | null) => { done(); resolve({ stream: s, connected: info }); };
+      const onError = (e: Error) => { done(); reject(e); };
+      const onClose = () => { done(); reject(err('STREAM_CLOSED', 'the stream closed before it opened')); };
+      const timer = setTimeout(() => {
+        done();
+        s.abort(7 /* END TIMEOUT */);
+        reject(err('STREAM_TIMEOUT', `no CONNECTED within ${timeoutMs} ms`));
+      }, timeoutMs);
+      s.on('connected', onConnected);
+      s.on('error', onError);
+      s.on('close', onClose);
+      this.sendRelay(cmd, s.id, body);
+    });
+  }
+
+  /** RESOLVE a host name at the exit (SPEC.md §7b.7). */
+  resolve(host: string, timeoutMs = 30_000): Promise<ResolvedAnswer[]> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const s = this.edge.newStream(); // reserve a stream id for the request
+    this.edge.release(s);
+    const id = s.id;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.resolves.delete(id); reject(err('STREAM_TIMEOUT', `no RESOLVED within ${timeoutMs} ms`)); }, timeoutMs);
+      this.resolves.set(id, {
+        resolve: (a) => { clearTimeout(timer); resolve(a); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.sendRelay(RelayCommand.RESOLVE, id, encodeResolve(host));
+    });
+  }
+
+  // ---- cells from the guard (hot path) ----
+
+  /** @internal */
+  onCell(command: number, payload: Buffer): void {
+    try {
+      switch (command) {
+        case CellCommand.RELAY: this.onRelay(payload); return;
+        case CellCommand.CREATED2: {
+          const p = this.pendingHop;
+          if (!p || p.kind !== 'create') throw err('CIRCUIT_PROTOCOL', 'CREATED2 nobody asked for');
+          this.pendingHop = null;
+          p.resolve(decodeCreated2(payload).hdata);
+          return;
+        }
+        case CellCommand.DESTROY: {
+          const reason = decodeDestroy(payload);
+          this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was destroyed (reason ${reason})`, { reason }), false);
+          return;
+        }
+        default:
+          // tor-spec 5.6: a client closes a circuit on which RELAY_EARLY travels toward it.
+          throw err('CIRCUIT_PROTOCOL', `unexpected cell command ${command} on a client circuit`);
+      }
+    } catch (e) {
+      this.violation(errorCode(e), (e as Error).message);
+    }
+  }
+
+  private onRelay(payload: Buffer): void {
+    const n = this.hops.length;
+    let hop = -1;
+    for (let i = 0; i < n; i++) {
+      if (this.hops[i].crypto.decryptInbound(payload)) { hop = i; break; }
+    }
+    if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
+    const m = decodeRelayPayload(payload);
+    if (hop === n - 1 && this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
+    switch (m.command) {
+      case RelayCommand.EXTENDED2: {
+        const p = this.pendingHop;
+        if (!p || p.kind !== 'extend' || hop !== n - 1) throw err('CIRCUIT_PROTOCOL', 'EXTENDED2 nobody asked for');
+        this.pendingHop = null;
+        p.resolve(decodeExtended2(m.data).hdata);
+        return;
+      }
+      case RelayCommand.TRUNCATED: {
+        const reason = decodeTruncated(m.data);
+        // We never keep a truncated circuit: treat it as destroyed (and tear down the rest).
+        this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was truncated at hop ${hop + 1} (reason ${reason})`, { reason }));
+        return;
+      }
+      case RelayCommand.RESOLVED: {
+        const p = this.resolves.get(m.streamId);
+        if (!p) return;
+        this.resolves.delete(m.streamId);
+        p.resolve(decodeResolved(m.data));
+        return;
+      }
+      case RelayCommand.DROP:
+        return;
+      default:
+        throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} from hop ${hop + 1} is not expected by a client`);
+    }
+  }
+
+  // ---- EdgeCircuit ----
+
+  /** Hot path: a relay message to the last hop. */
+  sendRelay(command: number, streamId: number, data: Uint8Array): void {
+    this.sendTo(this.hops.length - 1, CellCommand.RELAY, command, streamId, data);
+  }
+
+  private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
+    if (this.closedWith) return;
+    encodeRelayPayloadInto(SCRATCH, command, streamId, data);
+    this.hops[hop].crypto.originate(SCRATCH);
+    for (let j = hop; j >= 0; j--) this.hops[j].crypto.encryptOutbound(SCRATCH);
+    this.link.send(this.circId, cellCommand, SCRATCH);
+  }
+
+  lastSentDigest(): Uint8Array {
+    return this.hops[this.hops.length - 1].crypto.lastDigest();
+  }
+
+  writable(): boolean {
+    return this.closedWith === null && this.link.writable(this);
+  }
+
+  violation(code: string, message: string): void {
+    this.closeWith(err(code, message));
+  }
+
+  /** @internal */ edgeWritable(): void { this.edge.pumpAll(); }
+
+  // ---- teardown ----
+
+  /** Destroy the circuit (SPEC.md §7b.5: clients send reason NONE, as Tor does). */
+  destroy(e?: BitcloudError): void {
+    this.closeWith(e ?? err('CIRCUIT_CLOSED', 'the circuit was closed by the client'));
+  }
+
+  /** @internal */
+  closeWith(e: BitcloudError, sendDestroy = true): void {
+    if (this.closedWith) return;
+    this.closedWith = e;
+    if (sendDestroy) this.link.send(this.circId, CellCommand.DESTROY, encodeDestroy(DestroyReason.NONE));
+    this.link.forget(this);
+    const p = this.pendingHop;
+    this.pendingHop = null;
+    p?.reject(e);
+    for (const r of this.resolves.values()) r.reject(e);
+    this.resolves.clear();
+    this.edge.close(e);
+    this.emit('close', e);
+  }
+}
