@@ -1,0 +1,104 @@
+// SPEC.md §9.6: the requester's side of the storage protocol on one byte stream (a BEGIN_STORAGE
+// stream or a direct link). Requests may be pipelined; responses are matched by request id and
+// checked against what was asked. An error response rejects with its code (detail.remote = true).
+import type { Duplex } from 'node:stream';
+import { err, BitcloudError } from '../errors';
+import { FrameDecoder, frameHeader, MAX_FRAME_BYTES } from './framing';
+import { decodeResponse, encodeRequest, responseError, type StorageRequest, type StorageResponse } from './protocol';
+
+type Answer<T extends StorageRequest['type']> = Extract<StorageResponse, { type: T }>;
+
+interface Pending {
+  req: StorageRequest;
+  resolve: (r: StorageResponse) => void;
+  reject: (e: Error) => void;
+}
+
+export class StorageChannel {
+  private readonly pending = new Map<number, Pending>();
+  private readonly decoder: FrameDecoder;
+  private nextId = 1;
+  private closed: BitcloudError | null = null;
+
+  constructor(private readonly stream: Duplex, opts: { maxFrameBytes?: number } = {}) {
+    this.decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream ended')));
+    stream.on('close', () => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream closed')));
+    stream.on('error', (e) => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream failed', { reason: e.message })));
+  }
+
+  /** Send a request; resolves with the matching successful response, rejects with its error code. */
+  request<T extends StorageRequest>(req: T): Promise<Answer<T['type']>> {
+    if (this.closed) return Promise.reject(this.closed);
+    const reqId = this.nextId;
+    this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1;
+    const body = encodeRequest(reqId, req);
+    return new Promise<Answer<T['type']>>((resolve, reject) => {
+      this.pending.set(reqId, { req, resolve: resolve as (r: StorageResponse) => void, reject });
+      this.stream.write(frameHeader(body.length));
+      this.stream.write(body);
+    });
+  }
+
+  /** End the stream; pending requests reject with STORAGE_CHANNEL_CLOSED. */
+  close(): void {
+    this.fail(err('STORAGE_CHANNEL_CLOSED', 'channel closed'));
+    this.stream.end();
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      this.fail(e as BitcloudError);
+      this.stream.destroy();
+      return;
+    }
+    for (const f of frames) {
+      let reqId: number;
+      let res: StorageResponse;
+      try {
+        ({ reqId, res } = decodeResponse(f));
+      } catch (e) {
+        this.fail(e as BitcloudError);
+        this.stream.destroy();
+        return;
+      }
+      const p = this.pending.get(reqId);
+      if (!p) {
+        // reqId 0: the node could not read our framing and is closing; anything else is a protocol error.
+        this.fail(res.type === 'error' ? responseError(res) : err('STORAGE_BAD_RESPONSE', 'response to no pending request', { reqId }));
+        this.stream.destroy();
+        return;
+      }
+      this.pending.delete(reqId);
+      if (res.type === 'error') p.reject(responseError(res));
+      else {
+        const mismatch = answerMismatch(p.req, res);
+        if (mismatch) p.reject(err('STORAGE_BAD_RESPONSE', mismatch, { reqId }));
+        else p.resolve(res);
+      }
+    }
+  }
+
+  private fail(e: BitcloudError): void {
+    if (!this.closed) this.closed = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+}
+
+/** Why a response does not answer its request, or null when it does. */
+function answerMismatch(req: StorageRequest, res: StorageResponse): string | null {
+  if (req.type !== res.type) return `asked ${req.type}, answered ${res.type}`;
+  if (req.type === 'has' && res.type === 'has' && res.present.length !== req.ids.length) return 'HAS answer of the wrong length';
+  if (req.type === 'renew' && res.type === 'renew' && res.expiresAt.length !== req.ids.length) return 'RENEW answer of the wrong length';
+  if (req.type === 'get' && res.type === 'get') {
+    if (res.offset !== req.offset) return 'GET answer at another offset';
+    if (req.length !== 0 && res.data.length !== req.length) return 'GET answer of the wrong length';
+    if (res.offset + res.data.length > res.totalSize) return 'GET answer beyond the share size';
+  }
+  return null;
+}

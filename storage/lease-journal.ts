@@ -1,0 +1,135 @@
+// SPEC.md §9.8.2 (node-local): the lease journal. An append-only file of fixed 56-byte records
+// id[32] | expires_at u64 BE (unix seconds, 0 = removed) | check[16] = BLAKE2b-128(id | expires_at),
+// after the 8-byte header "BCLEASE1". Appending is O(1) per put/renew (one write + fsync, coalesced
+// across concurrent callers); replay takes the last record per id; a torn or garbage tail is cut off.
+// The file is rewritten (atomically: temp, fsync, rename) with only live leases when it grows.
+import fsp from 'node:fs/promises';
+import { blake2b } from '../src/crypto/primitives';
+import { writeFileAtomic } from '../src/ops/fsutil';
+
+export const JOURNAL_MAGIC = Buffer.from('BCLEASE1', 'ascii');
+export const RECORD_BYTES = 56;
+
+export interface LeaseRecord {
+  id: Buffer;
+  /** Unix seconds; 0 records a removal. */
+  expiresAt: number;
+}
+
+function encodeRecord(r: LeaseRecord, out: Buffer, off: number): void {
+  r.id.copy(out, off);
+  out.writeBigUInt64BE(BigInt(r.expiresAt), off + 32);
+  blake2b(out.subarray(off, off + 40), 16).copy(out, off + 40);
+}
+
+function encodeRecords(records: readonly LeaseRecord[]): Buffer {
+  const b = Buffer.allocUnsafe(records.length * RECORD_BYTES);
+  records.forEach((r, i) => encodeRecord(r, b, i * RECORD_BYTES));
+  return b;
+}
+
+export class LeaseJournal {
+  private queue: LeaseRecord[] = [];
+  private flushing: Promise<void> | null = null;
+  private records: number;
+
+  private constructor(private readonly file: string, private fh: fsp.FileHandle, records: number) {
+    this.records = records;
+  }
+
+  /** Open (creating if absent) and replay: the last lease per id, removals already applied. */
+  static async open(file: string): Promise<{ journal: LeaseJournal; leases: Map<string, number>; repaired: boolean }> {
+    let data: Buffer;
+    try {
+      data = await fsp.readFile(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      await writeFileAtomic(file, JOURNAL_MAGIC, 0o600);
+      data = JOURNAL_MAGIC;
+    }
+    const leases = new Map<string, number>();
+    let good = 0;
+    let repaired = false;
+    if (data.length < JOURNAL_MAGIC.length || !data.subarray(0, JOURNAL_MAGIC.length).equals(JOURNAL_MAGIC)) {
+      // Not a journal: start a fresh one; the store gives every share on disk a grace lease.
+      await writeFileAtomic(file, JOURNAL_MAGIC, 0o600);
+      repaired = true;
+    } else {
+      let off = JOURNAL_MAGIC.length;
+      for (; off + RECORD_BYTES <= data.length; off += RECORD_BYTES) {
+        const body = data.subarray(off, off + 40);
+        if (!blake2b(body, 16).equals(data.subarray(off + 40, off + RECORD_BYTES))) break;
+        const hex = data.toString('hex', off, off + 32);
+        const exp = Number(data.readBigUInt64BE(off + 32));
+        if (exp === 0) leases.delete(hex);
+        else leases.set(hex, exp);
+        good++;
+      }
+      if (off !== data.length) {
+        // A torn last write (crash) or damage: keep what checks out, drop the rest.
+        await fsp.truncate(file, off);
+        repaired = true;
+      }
+    }
+    const fh = await fsp.open(file, 'a', 0o600);
+    return { journal: new LeaseJournal(file, fh, good), leases, repaired };
+  }
+
+  /** Records appended since the last rewrite (live or not): the store compacts when this grows. */
+  get recordCount(): number {
+    return this.records;
+  }
+
+  /** Append and make durable; concurrent appends share one write and one fsync. */
+  append(records: readonly LeaseRecord[]): Promise<void> {
+    this.queue.push(...records);
+    return this.flush();
+  }
+
+  /** Rewrite the journal with exactly `live` (atomic), after all pending appends. */
+  async compact(live: readonly LeaseRecord[]): Promise<void> {
+    await this.drain();
+    const body = Buffer.concat([JOURNAL_MAGIC, encodeRecords(live)]);
+    // Appends that arrive while we rewrite wait on `flushing` and land in the new file.
+    this.flushing = (async () => {
+      await writeFileAtomic(this.file, body, 0o600);
+      await this.fh.close();
+      this.fh = await fsp.open(this.file, 'a', 0o600);
+      this.records = live.length;
+    })();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = null;
+    }
+    if (this.queue.length) await this.flush();
+  }
+
+  async close(): Promise<void> {
+    await this.drain();
+    await this.fh.close();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.flushing || this.queue.length) {
+      if (this.flushing) await this.flushing.catch(() => {});
+      else await this.flush();
+    }
+  }
+
+  private flush(): Promise<void> {
+    if (this.flushing) return this.flushing.catch(() => {}).then(() => (this.queue.length ? this.flush() : undefined));
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return Promise.resolve();
+    this.flushing = (async () => {
+      await this.fh.write(encodeRecords(batch));
+      await this.fh.datasync();
+      this.records += batch.length;
+    })();
+    const p = this.flushing;
+    return p.finally(() => {
+      if (this.flushing === p) this.flushing = null;
+    });
+  }
+}

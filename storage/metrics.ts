@@ -1,0 +1,26 @@
+// The storage node's Prometheus metrics (ARCHITECTURE §9: storage bytes, errors by code).
+import { prom, type Registry } from '../src/ops/metrics';
+
+export class StorageMetrics {
+  readonly bytesStored: prom.Gauge;
+  readonly shares: prom.Gauge;
+  readonly quotaBytes: prom.Gauge;
+  readonly requests: prom.Counter<'op'>;
+  readonly errors: prom.Counter<'code'>;
+  readonly cacheLookups: prom.Counter<'result'>;
+  readonly gcRemoved: prom.Counter;
+  readonly quarantined: prom.Counter;
+
+  /** Registers on `registry`, or on a private one (so several stores in one process never clash). */
+  constructor(readonly registry: Registry = new prom.Registry()) {
+    const registers = [registry];
+    this.bytesStored = new prom.Gauge({ name: 'bitcloud_storage_bytes_stored', help: 'Bytes of shares held on disk', registers });
+    this.shares = new prom.Gauge({ name: 'bitcloud_storage_shares', help: 'Shares held on disk', registers });
+    this.quotaBytes = new prom.Gauge({ name: 'bitcloud_storage_quota_bytes', help: 'Configured storage quota in bytes', registers });
+    this.requests = new prom.Counter({ name: 'bitcloud_storage_requests_total', help: 'Storage protocol requests by operation', labelNames: ['op'], registers });
+    this.errors = new prom.Counter({ name: 'bitcloud_storage_errors_total', help: 'Storage errors by stable code', labelNames: ['code'], registers });
+    this.cacheLookups = new prom.Counter({ name: 'bitcloud_storage_cache_lookups_total', help: 'Share cache lookups by result (hit, miss)', labelNames: ['result'], registers });
+    this.gcRemoved = new prom.Counter({ name: 'bitcloud_storage_gc_removed_total', help: 'Shares removed because their lease expired', registers });
+    this.quarantined = new prom.Counter({ name: 'bitcloud_storage_quarantined_total', help: 'Shares found corrupt on disk and moved to quarantine', registers });
+  }
+}

@@ -1,0 +1,76 @@
+// SPEC.md §9.6.1: serving the storage protocol on one byte stream (a BEGIN_STORAGE stream or a direct
+// link). Requests are answered in order; a request that cannot be decoded gets an error response and
+// the stream goes on; a framing error (bad length) gets one error response, then the stream is ended,
+// because the frame boundaries are lost. One bad stream never affects another.
+import type { Duplex } from 'node:stream';
+import { errorCode, isBitcloudError } from '../src/errors';
+import { silentLogger, type Logger } from '../src/ops/log';
+import { FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../src/storage/framing';
+import { decodeRequest, encodeResponse, errorResponse, type StorageResponse } from '../src/storage/protocol';
+import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
+import type { ShareStore } from './share-store';
+
+export interface ServeOptions {
+  ctx: RequestContext;
+  policyCheck?: PolicyCheck;
+  maxFrameBytes?: number;
+  log?: Logger;
+}
+
+/** Serve requests from `stream` until it ends or fails. Resolves when done; never rejects. */
+export async function serveStorageStream(stream: Duplex, store: ShareStore, opts: ServeOptions): Promise<void> {
+  const log = opts.log ?? silentLogger;
+  const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
+  const send = async (reqId: number, res: StorageResponse): Promise<void> => {
+    const body = encodeResponse(reqId, res);
+    stream.write(frameHeader(body.length));
+    if (!stream.write(body)) await waitDrain(stream);
+  };
+  try {
+    for await (const chunk of stream) {
+      let frames: Buffer[];
+      try {
+        frames = decoder.push(chunk as Buffer);
+      } catch (e) {
+        store.metrics.errors.inc({ code: errorCode(e) });
+        log.debug({ code: errorCode(e) }, 'storage stream framing error; closing');
+        await send(0, errorResponse(e));
+        stream.end();
+        return;
+      }
+      for (const f of frames) {
+        let decoded;
+        try {
+          decoded = decodeRequest(f);
+        } catch (e) {
+          store.metrics.errors.inc({ code: errorCode(e) });
+          const reqId = isBitcloudError(e) && typeof e.detail?.reqId === 'number' ? e.detail.reqId : 0;
+          await send(reqId, errorResponse(e));
+          continue;
+        }
+        await send(decoded.reqId, await handleRequest(store, decoded.req, opts.ctx, opts.policyCheck ?? allowAll));
+      }
+    }
+    stream.end();
+  } catch (e) {
+    // The peer went away or the transport failed: nothing to answer.
+    log.debug({ code: errorCode(e) }, 'storage stream ended with an error');
+    stream.destroy();
+  }
+}
+
+function waitDrain(stream: Duplex): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (e?: Error) => {
+      stream.off('drain', ok);
+      stream.off('close', closed);
+      stream.off('error', done);
+      if (e) reject(e); else resolve();
+    };
+    const ok = () => done();
+    const closed = () => done(new Error('stream closed'));
+    stream.on('drain', ok);
+    stream.on('close', closed);
+    stream.on('error', done);
+  });
+}

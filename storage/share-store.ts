@@ -1,0 +1,351 @@
+// SPEC.md §9.8: the storage node's share store. Shares live in <dir>/shares/ab/cd/<64 hex id>
+// (first two bytes of the id as folders), written atomically (temp, fsync, rename), checked against
+// their id when written and when read; a file that no longer hashes to its name is moved to
+// <dir>/quarantine and reported as SHARE_CORRUPT. Leases (expiry per share) are kept in the lease
+// journal; expired shares are invisible at once and removed by gc(). A byte quota bounds the total.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { err, errorCode, isBitcloudError } from '../src/errors';
+import { writeFileAtomic } from '../src/ops/fsutil';
+import { silentLogger, type Logger } from '../src/ops/log';
+import type { Registry } from '../src/ops/metrics';
+import { MAX_SHARE_BYTES, checkShare, shareIdHex } from '../src/storage/share';
+import { auditProof } from '../src/storage/protocol';
+import { LeaseJournal, type LeaseRecord } from './lease-journal';
+import { StorageMetrics } from './metrics';
+
+const HEX_ID = /^[0-9a-f]{64}$/;
+const DAY = 86_400;
+
+export interface ShareStoreOptions {
+  /** Data folder; the store uses shares/, quarantine/ and leases.journal inside it. */
+  dir: string;
+  /** Bytes of shares the node agrees to hold. */
+  quotaBytes: number;
+  /** Bytes of verified shares kept in memory for hot reads (default 64 MiB; 0 disables). */
+  cacheBytes?: number;
+  /** Lease given when a request asks for 0 (default 7 days). */
+  defaultLeaseSeconds?: number;
+  /** Longest lease granted; longer requests are shortened to it (default 90 days). */
+  maxLeaseSeconds?: number;
+  /** Lease given to a share found on disk without one, e.g. after a crash (default 1 hour). */
+  orphanGraceSeconds?: number;
+  /** Largest share accepted (default MAX_SHARE_BYTES). */
+  maxShareBytes?: number;
+  /** Clock in milliseconds (tests). */
+  now?: () => number;
+  metrics?: StorageMetrics;
+  registry?: Registry;
+  log?: Logger;
+}
+
+interface Entry {
+  size: number;
+  expiresAt: number;
+}
+
+export interface StoreStat {
+  capacity: number;
+  used: number;
+  shares: number;
+  maxLeaseSeconds: number;
+  maxShareBytes: number;
+}
+
+export class ShareStore {
+  readonly metrics: StorageMetrics;
+  readonly maxLeaseSeconds: number;
+  readonly maxShareBytes: number;
+  private readonly entries = new Map<string, Entry>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly cache: LRUCache<string, Buffer> | null;
+  private readonly now: () => number;
+  private readonly log: Logger;
+  private used = 0;
+  private reserved = 0;
+  private gcTimer: NodeJS.Timeout | null = null;
+  private gcRunning: Promise<{ removed: number; bytes: number }> | null = null;
+
+  private constructor(private readonly opts: ShareStoreOptions, private readonly journal: LeaseJournal) {
+    this.metrics = opts.metrics ?? new StorageMetrics(opts.registry);
+    this.maxLeaseSeconds = opts.maxLeaseSeconds ?? 90 * DAY;
+    this.maxShareBytes = opts.maxShareBytes ?? MAX_SHARE_BYTES;
+    const cacheBytes = opts.cacheBytes ?? 64 * 1024 * 1024;
+    this.cache = cacheBytes > 0 ? new LRUCache<string, Buffer>({ maxSize: cacheBytes, sizeCalculation: (b) => b.length }) : null;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log ?? silentLogger;
+    this.metrics.quotaBytes.set(opts.quotaBytes);
+  }
+
+  /** Open a store: scan shares/ (removing temp files a crash left), replay the lease journal. */
+  static async open(opts: ShareStoreOptions): Promise<ShareStore> {
+    if (!Number.isSafeInteger(opts.quotaBytes) || opts.quotaBytes < 0) throw err('CONFIG_INVALID', 'quotaBytes must be a non-negative integer');
+    await fsp.mkdir(path.join(opts.dir, 'shares'), { recursive: true, mode: 0o700 });
+    await fsp.mkdir(path.join(opts.dir, 'quarantine'), { recursive: true, mode: 0o700 });
+    const { journal, leases, repaired } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
+    const store = new ShareStore(opts, journal);
+    if (repaired) store.log.warn('lease journal was damaged; kept the records that check out');
+    await store.load(leases);
+    return store;
+  }
+
+  private sharePath(hex: string): string {
+    return path.join(this.opts.dir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
+  }
+
+  private nowSeconds(): number {
+    return Math.floor(this.now() / 1000);
+  }
+
+  private async load(leases: Map<string, number>): Promise<void> {
+    const root = path.join(this.opts.dir, 'shares');
+    const orphanUntil = this.nowSeconds() + (this.opts.orphanGraceSeconds ?? 3600);
+    const orphans: LeaseRecord[] = [];
+    for (const a of await fsp.readdir(root)) {
+      const da = path.join(root, a);
+      if (!/^[0-9a-f]{2}$/.test(a)) { this.log.warn({ entry: a }, 'unexpected entry in shares/'); continue; }
+      for (const b of await fsp.readdir(da)) {
+        const db = path.join(da, b);
+        if (!/^[0-9a-f]{2}$/.test(b)) { this.log.warn({ entry: `${a}/${b}` }, 'unexpected entry in shares/'); continue; }
+        for (const name of await fsp.readdir(db)) {
+          const file = path.join(db, name);
+          if (name.startsWith('.') && name.endsWith('.tmp')) {
+            // An atomic write that never reached its rename: never a share.
+            await fsp.rm(file, { force: true });
+            continue;
+          }
+          if (!HEX_ID.test(name) || name.slice(0, 2) !== a || name.slice(2, 4) !== b) { this.log.warn({ entry: name }, 'unexpected file in shares/'); continue; }
+          const st = await fsp.stat(file);
+          let exp = leases.get(name);
+          if (exp === undefined) {
+            exp = orphanUntil;
+            orphans.push({ id: Buffer.from(name, 'hex'), expiresAt: exp });
+          }
+          this.entries.set(name, { size: st.size, expiresAt: exp });
+          this.used += st.size;
+        }
+      }
+    }
+    // Leases of shares that are gone are dropped; the journal is rewritten with what is live.
+    await this.journal.compact(this.liveRecords());
+    if (orphans.length) this.log.warn({ count: orphans.length }, 'shares without a lease got a grace lease');
+    this.updateGauges();
+  }
+
+  private liveRecords(): LeaseRecord[] {
+    return [...this.entries].map(([hex, e]) => ({ id: Buffer.from(hex, 'hex'), expiresAt: e.expiresAt }));
+  }
+
+  private updateGauges(): void {
+    this.metrics.bytesStored.set(this.used);
+    this.metrics.shares.set(this.entries.size);
+  }
+
+  /** Run `fn` with the per-share lock held, so puts, reads that quarantine and GC of one id never interleave. */
+  private async withLock<T>(hex: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(hex) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.locks.set(hex, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(hex) === tail) this.locks.delete(hex);
+    }
+  }
+
+  private leaseSeconds(requested: number): number {
+    if (!Number.isInteger(requested) || requested < 0) throw err('STORAGE_BAD_REQUEST', 'lease seconds must be a non-negative integer');
+    const lease = requested === 0 ? this.opts.defaultLeaseSeconds ?? 7 * DAY : requested;
+    return Math.min(lease, this.maxLeaseSeconds);
+  }
+
+  private live(hex: string): Entry | undefined {
+    const e = this.entries.get(hex);
+    return e && e.expiresAt > this.nowSeconds() ? e : undefined;
+  }
+
+  /**
+   * Store a share under its id. The bytes must hash to the id (SHARE_HASH_MISMATCH); a share already
+   * held only has its lease extended (never shortened). Over quota → STORAGE_FULL.
+   */
+  async put(id: Buffer, data: Buffer, leaseSeconds = 0): Promise<{ expiresAt: number; stored: boolean }> {
+    if (data.length < 1 || data.length > this.maxShareBytes) throw err('STORAGE_BAD_REQUEST', `share must be 1..${this.maxShareBytes} bytes`, { len: data.length });
+    if (!checkShare(id, data)) throw err('SHARE_HASH_MISMATCH', 'share bytes do not hash to the share id');
+    const lease = this.leaseSeconds(leaseSeconds);
+    const hex = shareIdHex(id);
+    return this.withLock(hex, async () => {
+      const until = this.nowSeconds() + lease;
+      const have = this.entries.get(hex);
+      if (have) {
+        // Same id, so same bytes (the hash says so): only the lease can change.
+        if (until > have.expiresAt) {
+          await this.journal.append([{ id, expiresAt: until }]);
+          have.expiresAt = until;
+        }
+        return { expiresAt: have.expiresAt, stored: false };
+      }
+      if (this.used + this.reserved + data.length > this.opts.quotaBytes) {
+        await this.gc();
+        if (this.used + this.reserved + data.length > this.opts.quotaBytes) {
+          throw err('STORAGE_FULL', 'storage quota reached', { quota: this.opts.quotaBytes, used: this.used, size: data.length });
+        }
+      }
+      this.reserved += data.length;
+      try {
+        const file = this.sharePath(hex);
+        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+        await writeFileAtomic(file, data, 0o600);
+        await this.journal.append([{ id, expiresAt: until }]);
+      } catch (e) {
+        if (isBitcloudError(e)) throw e;
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOSPC' || code === 'EDQUOT') throw err('STORAGE_FULL', 'disk full', { errno: code }, e);
+        throw err('STORAGE_IO_ERROR', 'could not write the share', { errno: code }, e);
+      } finally {
+        this.reserved -= data.length;
+      }
+      this.entries.set(hex, { size: data.length, expiresAt: until });
+      this.used += data.length;
+      this.updateGauges();
+      return { expiresAt: until, stored: true };
+    });
+  }
+
+  /** The whole share, verified (from the cache, or read from disk and hashed). */
+  async read(id: Buffer): Promise<Buffer> {
+    const hex = shareIdHex(id);
+    if (!this.live(hex)) throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
+    const cached = this.cache?.get(hex);
+    if (cached) {
+      this.metrics.cacheLookups.inc({ result: 'hit' });
+      return cached;
+    }
+    if (this.cache) this.metrics.cacheLookups.inc({ result: 'miss' });
+    let data: Buffer;
+    try {
+      data = await fsp.readFile(this.sharePath(hex));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        await this.forget(hex, id);
+        throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
+      }
+      throw err('STORAGE_IO_ERROR', 'could not read the share', { errno: (e as NodeJS.ErrnoException).code }, e);
+    }
+    if (!checkShare(id, data)) {
+      await this.quarantine(hex, id);
+      throw err('SHARE_CORRUPT', 'share on disk no longer matches its id; quarantined', { id: hex });
+    }
+    this.cache?.set(hex, data);
+    return data;
+  }
+
+  /** A byte range of a share: length 0 means to the end. A range past the end → STORAGE_BAD_REQUEST. */
+  async get(id: Buffer, offset = 0, length = 0): Promise<{ data: Buffer; totalSize: number }> {
+    const data = await this.read(id);
+    const end = length === 0 ? data.length : offset + length;
+    if (offset > data.length || end > data.length) throw err('STORAGE_BAD_REQUEST', 'range beyond the end of the share', { offset, length, size: data.length });
+    return { data: data.subarray(offset, end), totalSize: data.length };
+  }
+
+  has(ids: readonly Buffer[]): boolean[] {
+    return ids.map((id) => this.live(shareIdHex(id)) !== undefined);
+  }
+
+  /** Extend leases (never shorten). Returns each share's expiry, or 0 for shares not held. */
+  async renew(ids: readonly Buffer[], leaseSeconds = 0): Promise<number[]> {
+    const until = this.nowSeconds() + this.leaseSeconds(leaseSeconds);
+    const changed: LeaseRecord[] = [];
+    const out = ids.map((id) => {
+      const e = this.live(shareIdHex(id));
+      if (!e) return 0;
+      if (until > e.expiresAt) {
+        e.expiresAt = until;
+        changed.push({ id, expiresAt: until });
+      }
+      return e.expiresAt;
+    });
+    if (changed.length) await this.journal.append(changed);
+    return out;
+  }
+
+  /** Proof of holding the share: BLAKE2b-256(nonce | share bytes), from verified bytes. */
+  async audit(id: Buffer, nonce: Buffer): Promise<Buffer> {
+    return auditProof(nonce, await this.read(id));
+  }
+
+  stat(): StoreStat {
+    return { capacity: this.opts.quotaBytes, used: this.used, shares: this.entries.size, maxLeaseSeconds: this.maxLeaseSeconds, maxShareBytes: this.maxShareBytes };
+  }
+
+  /** Remove every share whose lease has expired. One run at a time; a second caller joins it. */
+  gc(): Promise<{ removed: number; bytes: number }> {
+    if (!this.gcRunning) this.gcRunning = this.runGc().finally(() => { this.gcRunning = null; });
+    return this.gcRunning;
+  }
+
+  private async runGc(): Promise<{ removed: number; bytes: number }> {
+    const now = this.nowSeconds();
+    let removed = 0;
+    let bytes = 0;
+    const expired = [...this.entries].filter(([, e]) => e.expiresAt <= now).map(([hex]) => hex);
+    for (const hex of expired) {
+      await this.withLock(hex, async () => {
+        const e = this.entries.get(hex);
+        if (!e || e.expiresAt > now) return; // renewed meanwhile
+        await fsp.rm(this.sharePath(hex), { force: true });
+        await this.forget(hex, Buffer.from(hex, 'hex'));
+        removed++;
+        bytes += e.size;
+      });
+    }
+    if (removed) {
+      this.metrics.gcRemoved.inc(removed);
+      this.log.info({ removed, bytes }, 'expired shares removed');
+    }
+    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.journal.compact(this.liveRecords());
+    return { removed, bytes };
+  }
+
+  /** Run gc() every `intervalMs` until close(). */
+  startGc(intervalMs: number): void {
+    this.stopGc();
+    this.gcTimer = setInterval(() => {
+      this.gc().catch((e) => this.log.error({ code: errorCode(e) }, 'gc failed'));
+    }, intervalMs);
+    this.gcTimer.unref();
+  }
+
+  private stopGc(): void {
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    this.gcTimer = null;
+  }
+
+  async close(): Promise<void> {
+    this.stopGc();
+    await this.gcRunning?.catch(() => {});
+    await Promise.all([...this.locks.values()]);
+    await this.journal.close();
+  }
+
+  private async forget(hex: string, id: Buffer): Promise<void> {
+    const e = this.entries.get(hex);
+    if (!e) return;
+    this.entries.delete(hex);
+    this.used -= e.size;
+    this.cache?.delete(hex);
+    this.updateGauges();
+    await this.journal.append([{ id, expiresAt: 0 }]);
+  }
+
+  private async quarantine(hex: string, id: Buffer): Promise<void> {
+    await this.withLock(hex, async () => {
+      const dest = path.join(this.opts.dir, 'quarantine', `${hex}.${this.now()}`);
+      await fsp.rename(this.sharePath(hex), dest).catch(() => fsp.rm(this.sharePath(hex), { force: true }));
+      await this.forget(hex, id);
+    });
+    this.metrics.quarantined.inc();
+    this.log.warn({ id: hex }, 'corrupt share quarantined');
+  }
+}

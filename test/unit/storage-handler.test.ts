@@ -1,0 +1,131 @@
+import { describe, it, expect, afterEach } from 'vitest';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { ShareStore } from '../../storage/share-store';
+import { handleRequest, type PolicyCheck } from '../../storage/handler';
+import { serveStorageStream } from '../../storage/session';
+import { StorageChannel } from '../../src/storage/channel';
+import { shareId } from '../../src/storage/share';
+import { auditProof, decodeResponse, encodeRequest } from '../../src/storage/protocol';
+import { encodeFrame, FrameDecoder } from '../../src/storage/framing';
+import { err, isBitcloudError } from '../../src/errors';
+
+const cleanup: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+async function store(quotaBytes = 1 << 20): Promise<ShareStore> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-handler-'));
+  const s = await ShareStore.open({ dir, quotaBytes });
+  cleanup.push(() => fsp.rm(dir, { recursive: true, force: true }), () => s.close());
+  return s;
+}
+
+const data = Buffer.from('share bytes');
+const id = shareId(data);
+const ctx = { viaCircuit: true };
+
+describe('storage request handler (SPEC §9.6)', () => {
+  it('answers every request type', async () => {
+    const s = await store();
+    expect((await handleRequest(s, { type: 'put', id, data, leaseSeconds: 60 }, ctx)).type).toBe('put');
+    expect(await handleRequest(s, { type: 'get', id, offset: 6, length: 0 }, ctx)).toEqual({ type: 'get', offset: 6, data: Buffer.from('bytes'), totalSize: 11 });
+    expect(await handleRequest(s, { type: 'has', ids: [id, Buffer.alloc(32)] }, ctx)).toEqual({ type: 'has', present: [true, false] });
+    const nonce = Buffer.alloc(16, 1);
+    expect(await handleRequest(s, { type: 'audit', id, nonce }, ctx)).toEqual({ type: 'audit', proof: auditProof(nonce, data) });
+    expect(await handleRequest(s, { type: 'stat' }, ctx)).toMatchObject({ type: 'stat', capacity: 1 << 20, used: 11, shares: 1 });
+    const r = await handleRequest(s, { type: 'renew', ids: [id], leaseSeconds: 120 }, ctx);
+    expect(r.type === 'renew' && r.expiresAt[0] > 0).toBe(true);
+  });
+
+  it('failures become error responses with stable codes, counted by code', async () => {
+    const s = await store(4);
+    expect(await handleRequest(s, { type: 'put', id, data: Buffer.from('other'), leaseSeconds: 0 }, ctx)).toMatchObject({ type: 'error', code: 'SHARE_HASH_MISMATCH' });
+    expect(await handleRequest(s, { type: 'put', id, data, leaseSeconds: 0 }, ctx)).toMatchObject({ type: 'error', code: 'STORAGE_FULL' });
+    expect(await handleRequest(s, { type: 'get', id, offset: 0, length: 0 }, ctx)).toMatchObject({ type: 'error', code: 'SHARE_NOT_FOUND' });
+    const errors = (await s.metrics.errors.get()).values.map((v) => v.labels.code).sort();
+    expect(errors).toEqual(['SHARE_HASH_MISMATCH', 'SHARE_NOT_FOUND', 'STORAGE_FULL']);
+  });
+
+  it('the policy hook sees every request and can refuse it', async () => {
+    const s = await store();
+    const seen: string[] = [];
+    const policy: PolicyCheck = (req, c) => {
+      seen.push(`${req.type}:${c.viaCircuit}`);
+      if (req.type === 'put' && !c.viaCircuit) throw err('POLICY_DENIED', 'unmoderated node: uploads only on circuits');
+    };
+    expect(await handleRequest(s, { type: 'put', id, data, leaseSeconds: 0 }, { viaCircuit: false }, policy)).toMatchObject({ type: 'error', code: 'POLICY_DENIED' });
+    expect((await handleRequest(s, { type: 'put', id, data, leaseSeconds: 0 }, { viaCircuit: true }, policy)).type).toBe('put');
+    expect(seen).toEqual(['put:false', 'put:true']);
+  });
+});
+
+describe('storage stream serving over a real socket on 127.0.0.1', () => {
+  async function serve(s: ShareStore): Promise<number> {
+    const sockets = new Set<net.Socket>();
+    const srv = net.createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      void serveStorageStream(sock, s, { ctx: { viaCircuit: false } });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise((r) => { for (const x of sockets) x.destroy(); srv.close(r); }));
+    return (srv.address() as net.AddressInfo).port;
+  }
+
+  async function connect(port: number): Promise<net.Socket> {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    cleanup.push(() => sock.destroy());
+    return sock;
+  }
+
+  it('pipelined requests through StorageChannel', async () => {
+    const s = await store();
+    const ch = new StorageChannel(await connect(await serve(s)));
+    const [put, stat] = await Promise.all([ch.request({ type: 'put', id, data, leaseSeconds: 0 }), ch.request({ type: 'stat' })]);
+    expect(put.expiresAt).toBeGreaterThan(0);
+    expect(stat.type).toBe('stat');
+    expect((await ch.request({ type: 'get', id, offset: 0, length: 5 })).data.toString()).toBe('share');
+    expect(await ch.request({ type: 'has', ids: [id] })).toEqual({ type: 'has', present: [true] });
+    try {
+      await ch.request({ type: 'get', id: Buffer.alloc(32), offset: 0, length: 0 });
+      expect.unreachable();
+    } catch (e) {
+      expect(isBitcloudError(e, 'SHARE_NOT_FOUND')).toBe(true);
+    }
+    ch.close();
+  });
+
+  it('an undecodable request gets an error response and the stream goes on', async () => {
+    const s = await store();
+    const sock = await connect(await serve(s));
+    const dec = new FrameDecoder();
+    const replies: Buffer[] = [];
+    sock.on('data', (c) => replies.push(...dec.push(c)));
+    sock.write(encodeFrame(Buffer.from([0x08, 0x05, 0xff, 0xff])));
+    sock.write(encodeFrame(encodeRequest(6, { type: 'stat' })));
+    await new Promise<void>((r) => { const t = setInterval(() => { if (replies.length >= 2) { clearInterval(t); r(); } }, 5); });
+    expect(decodeResponse(replies[0]).res).toMatchObject({ type: 'error', code: 'STORAGE_BAD_REQUEST' });
+    expect(decodeResponse(replies[1])).toMatchObject({ reqId: 6, res: { type: 'stat' } });
+  });
+
+  it('garbage framing gets one error and a close; other streams keep being served', async () => {
+    const s = await store();
+    const port = await serve(s);
+    const bad = await connect(port);
+    const got: Buffer[] = [];
+    bad.on('data', (c) => got.push(c));
+    const closed = new Promise((r) => bad.once('close', r));
+    bad.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    await closed;
+    const frames = new FrameDecoder().push(Buffer.concat(got));
+    expect(decodeResponse(frames[0])).toMatchObject({ reqId: 0, res: { type: 'error', code: 'STORAGE_FRAME_TOO_LARGE' } });
+    const ch = new StorageChannel(await connect(port));
+    expect((await ch.request({ type: 'stat' })).type).toBe('stat');
+    ch.close();
+  });
+});

@@ -1,0 +1,231 @@
+import { describe, it, expect, afterEach, vi } from 'vitest';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ShareStore, type ShareStoreOptions } from '../../storage/share-store';
+import { shareId } from '../../src/storage/share';
+import { auditProof } from '../../src/storage/protocol';
+import { isBitcloudError } from '../../src/errors';
+
+const dirs: string[] = [];
+const stores: ShareStore[] = [];
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await Promise.all(stores.splice(0).map((s) => s.close().catch(() => {})));
+  await Promise.all(dirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
+});
+
+async function tmpDir(): Promise<string> {
+  const d = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-store-'));
+  dirs.push(d);
+  return d;
+}
+
+async function open(opts: Partial<ShareStoreOptions> & { dir: string }): Promise<ShareStore> {
+  const s = await ShareStore.open({ quotaBytes: 1 << 20, ...opts });
+  stores.push(s);
+  return s;
+}
+
+function share(text: string): { id: Buffer; data: Buffer; hex: string } {
+  const data = Buffer.from(text);
+  const id = shareId(data);
+  return { id, data, hex: id.toString('hex') };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try { await p; } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
+  return undefined;
+}
+
+function clock(startSeconds: number) {
+  let t = startSeconds * 1000;
+  return { now: () => t, advance: (s: number) => { t += s * 1000; } };
+}
+
+describe('share store (SPEC §9.8)', () => {
+  it('stores shares in sharded folders, mode 0600 files and 0700 folders', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir });
+    const a = share('alpha');
+    expect((await s.put(a.id, a.data)).stored).toBe(true);
+    const file = path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex);
+    expect(fs.readFileSync(file).equals(a.data)).toBe(true);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(path.join(dir, 'shares')).mode & 0o777).toBe(0o700);
+    expect((await s.get(a.id)).data.equals(a.data)).toBe(true);
+    expect(s.stat()).toMatchObject({ used: 5, shares: 1 });
+  });
+
+  it('verifies the hash on write: SHARE_HASH_MISMATCH, nothing written', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir });
+    const a = share('alpha');
+    expect(await codeOf(s.put(a.id, Buffer.from('alphA')))).toBe('SHARE_HASH_MISMATCH');
+    expect(s.has([a.id])).toEqual([false]);
+    expect(fs.readdirSync(path.join(dir, 'shares'))).toEqual([]);
+  });
+
+  it('serves byte ranges; a range past the end → STORAGE_BAD_REQUEST', async () => {
+    const s = await open({ dir: await tmpDir() });
+    const a = share('0123456789');
+    await s.put(a.id, a.data);
+    expect((await s.get(a.id, 2, 3)).data.toString()).toBe('234');
+    expect((await s.get(a.id, 7)).data.toString()).toBe('789');
+    expect((await s.get(a.id, 10)).data.length).toBe(0);
+    expect(await codeOf(s.get(a.id, 8, 3))).toBe('STORAGE_BAD_REQUEST');
+    expect(await codeOf(s.get(a.id, 11))).toBe('STORAGE_BAD_REQUEST');
+    expect(await codeOf(s.get(share('nope').id))).toBe('SHARE_NOT_FOUND');
+  });
+
+  it('quota: a put that does not fit → STORAGE_FULL, and the store keeps serving', async () => {
+    const s = await open({ dir: await tmpDir(), quotaBytes: 12 });
+    const a = share('12345678');
+    const b = share('abcdefgh');
+    await s.put(a.id, a.data);
+    expect(await codeOf(s.put(b.id, b.data))).toBe('STORAGE_FULL');
+    expect(s.stat()).toMatchObject({ capacity: 12, used: 8, shares: 1 });
+    expect((await s.get(a.id)).data.equals(a.data)).toBe(true);
+    // Re-putting a share already held costs nothing.
+    expect((await s.put(a.id, a.data)).stored).toBe(false);
+  });
+
+  it('leases: expiry hides a share at once, renew extends (never shortens), gc removes the file', async () => {
+    const c = clock(1_000_000);
+    const dir = await tmpDir();
+    const s = await open({ dir, now: c.now, maxLeaseSeconds: 1000 });
+    const a = share('alpha');
+    const b = share('beta');
+    expect((await s.put(a.id, a.data, 10)).expiresAt).toBe(1_000_010);
+    expect((await s.put(b.id, b.data, 5000)).expiresAt).toBe(1_001_000); // clamped to the maximum
+    expect(await s.renew([a.id, share('x').id], 5)).toEqual([1_000_010, 0]);
+    expect(await s.renew([a.id], 20)).toEqual([1_000_020]);
+    c.advance(21);
+    expect(s.has([a.id, b.id])).toEqual([false, true]);
+    expect(await codeOf(s.get(a.id))).toBe('SHARE_NOT_FOUND');
+    expect(await s.gc()).toEqual({ removed: 1, bytes: 5 });
+    expect(fs.existsSync(path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex))).toBe(false);
+    expect(s.stat()).toMatchObject({ used: 4, shares: 1 });
+  });
+
+  it('a full store collects expired shares before refusing', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), quotaBytes: 10, now: c.now });
+    const a = share('12345678');
+    const b = share('abcdefgh');
+    await s.put(a.id, a.data, 10);
+    c.advance(11);
+    expect((await s.put(b.id, b.data)).stored).toBe(true);
+    expect(s.stat()).toMatchObject({ used: 8, shares: 1 });
+  });
+
+  it('leases survive a restart; a share with no lease gets a grace lease; crash leftovers are removed', async () => {
+    const c = clock(2_000_000);
+    const dir = await tmpDir();
+    const s1 = await open({ dir, now: c.now });
+    const a = share('alpha');
+    await s1.put(a.id, a.data, 100);
+    await s1.close();
+    // A share written but never journaled (crash), and a temp file that never got renamed.
+    const o = share('orphan');
+    const odir = path.join(dir, 'shares', o.hex.slice(0, 2), o.hex.slice(2, 4));
+    fs.mkdirSync(odir, { recursive: true });
+    fs.writeFileSync(path.join(odir, o.hex), o.data);
+    const tmp = path.join(odir, `.${o.hex}.123.abc.tmp`);
+    fs.writeFileSync(tmp, 'partial');
+    const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 60 });
+    expect(fs.existsSync(tmp)).toBe(false);
+    expect(await s2.renew([a.id, o.id], 1)).toEqual([2_000_100, 2_000_060]);
+    expect(s2.stat()).toMatchObject({ shares: 2, used: 11 });
+  });
+
+  it('a torn journal tail is cut off and the good records are kept', async () => {
+    const c = clock(3_000_000);
+    const dir = await tmpDir();
+    const s1 = await open({ dir, now: c.now });
+    const a = share('alpha');
+    await s1.put(a.id, a.data, 100);
+    await s1.close();
+    fs.appendFileSync(path.join(dir, 'leases.journal'), Buffer.alloc(30, 0xee));
+    const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1 });
+    expect(await s2.renew([a.id], 1)).toEqual([3_000_100]);
+    expect((fs.statSync(path.join(dir, 'leases.journal')).size - 8) % 56).toBe(0);
+  });
+
+  it('detects a corrupt file on read: SHARE_CORRUPT, quarantined, counted', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir, cacheBytes: 0 });
+    const a = share('alpha');
+    await s.put(a.id, a.data);
+    const file = path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex);
+    fs.writeFileSync(file, 'alphA');
+    expect(await codeOf(s.get(a.id))).toBe('SHARE_CORRUPT');
+    expect(fs.existsSync(file)).toBe(false);
+    expect(fs.readdirSync(path.join(dir, 'quarantine')).some((f) => f.startsWith(a.hex))).toBe(true);
+    expect(s.has([a.id])).toEqual([false]);
+    expect(s.stat().used).toBe(0);
+    expect((await s.metrics.quarantined.get()).values[0].value).toBe(1);
+    // The client can store it again.
+    expect((await s.put(a.id, a.data)).stored).toBe(true);
+  });
+
+  it('a failed write leaves no partial file and no accounting', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir });
+    const a = share('a share that will not fit on the disk');
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementationOnce(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      // Half the bytes reach the temp file, then the disk is full.
+      return new Proxy(fh, {
+        get(t, prop) {
+          if (prop === 'writeFile') {
+            return async (data: Buffer) => {
+              await t.write(data.subarray(0, data.length >> 1));
+              throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+            };
+          }
+          const v = Reflect.get(t, prop);
+          return typeof v === 'function' ? v.bind(t) : v;
+        },
+      });
+    });
+    expect(await codeOf(s.put(a.id, a.data))).toBe('STORAGE_FULL');
+    const leaf = path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4));
+    expect(fs.existsSync(leaf) ? fs.readdirSync(leaf) : []).toEqual([]);
+    expect(s.has([a.id])).toEqual([false]);
+    expect(s.stat()).toMatchObject({ used: 0, shares: 0 });
+    expect(await codeOf(s.get(a.id))).toBe('SHARE_NOT_FOUND');
+    // The next attempt succeeds.
+    expect((await s.put(a.id, a.data)).stored).toBe(true);
+  });
+
+  it('concurrent puts of one share store it once', async () => {
+    const s = await open({ dir: await tmpDir() });
+    const a = share('same');
+    const r = await Promise.all([s.put(a.id, a.data), s.put(a.id, a.data), s.put(a.id, a.data)]);
+    expect(r.filter((x) => x.stored)).toHaveLength(1);
+    expect(s.stat()).toMatchObject({ used: 4, shares: 1 });
+  });
+
+  it('hot shares come from the LRU cache', async () => {
+    const s = await open({ dir: await tmpDir(), cacheBytes: 1024 });
+    const a = share('hot');
+    await s.put(a.id, a.data);
+    await s.get(a.id);
+    await s.get(a.id);
+    const v = (await s.metrics.cacheLookups.get()).values;
+    expect(v.find((x) => x.labels.result === 'hit')?.value).toBe(1);
+    expect(v.find((x) => x.labels.result === 'miss')?.value).toBe(1);
+  });
+
+  it('audit proves possession: BLAKE2b-256(nonce | share)', async () => {
+    const s = await open({ dir: await tmpDir() });
+    const a = share('audited');
+    await s.put(a.id, a.data);
+    const nonce = Buffer.alloc(32, 5);
+    expect((await s.audit(a.id, nonce)).equals(auditProof(nonce, a.data))).toBe(true);
+  });
+});
