@@ -49,6 +49,12 @@ describe('gf256 (SPEC §9.3)', () => {
 });
 
 describe('erasure coding', () => {
+  it('reproduces the Backblaze JavaReedSolomon 5+5 known answer (same code as klauspost, reed-solomon-erasure)', () => {
+    const data = Buffer.from([0, 1, 4, 5, 2, 3, 6, 7, 8, 9]);
+    const { shares } = encode(5, 10, data);
+    expect(shares.slice(5).map((s) => Array.from(s))).toEqual([[12, 13], [10, 11], [14, 15], [90, 91], [94, 95]]);
+  });
+
   for (const [k, n] of [[1, 1], [1, 3], [2, 3], [4, 6], [3, 10], [5, 8]] as const) {
     it(`${k}-of-${n}: every subset of k shares rebuilds the data`, () => {
       const data = Buffer.from(Array.from({ length: 101 }, (_, i) => (i * 37 + 11) & 0xff));
