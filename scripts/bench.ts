@@ -4,6 +4,7 @@ import type { BenchModule, BenchRow } from './bench/types';
 
 const registry: Array<() => Promise<{ default: BenchModule }>> = [
   // Each module is added here as it lands.
+  () => import('./bench/crypto'),
   () => import('./bench/link'),
 ];
 
