@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import { BitcloudError, err } from '../errors';
-import { CELL_LEN, CellCommand, CIRCID_INITIATOR_BIT, type Cell } from '../wire/cell';
+import { CELL_LEN, CellCommand, type Cell } from '../wire/cell';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { exportLinkAuthValue, NO_CERT_HASH, peerCertificateHash } from '../crypto/tls';
 import type { Logger } from '../ops/log';
@@ -150,6 +150,8 @@ export class Channel extends EventEmitter {
     try {
       const { identity } = this.init;
       if (!this.isInitiator && !identity) throw err('LINK_AUTH_FAILED', 'a responder must have an identity');
+      // SPEC.md §1.2: no resumption — H_RESP / H_INIT need the certificates of a full handshake.
+      if (this.socket.isSessionReused()) throw err('LINK_TLS_FAILED', 'resumed TLS session');
       // SPEC.md §1.1: each end sends its whole flight at once: [AUTHENTICATE] then VERSIONS.
       if (identity) {
         const role = this.isInitiator ? AuthRole.INITIATOR : AuthRole.RESPONDER;
@@ -243,13 +245,8 @@ export class Channel extends EventEmitter {
     if (cmd === CellCommand.VERSIONS || cmd === CellCommand.AUTHENTICATE) {
       throw err('LINK_PROTOCOL_VIOLATION', `handshake cell ${cmd} on an open link`);
     }
-    if (cmd === CellCommand.CREATE2) {
-      // SPEC.md §1.5: a CREATE2 must use an id from its sender's half; nobody extends a
-      // circuit towards an anonymous initiator.
-      const fromInitiatorHalf = (cell.circId & CIRCID_INITIATOR_BIT) !== 0;
-      if (fromInitiatorHalf === this.isInitiator) throw err('LINK_PROTOCOL_VIOLATION', `CREATE2 with circuit id ${cell.circId} from the wrong half`);
-      if (this.isInitiator && !this.init.identity) throw err('LINK_PROTOCOL_VIOLATION', 'CREATE2 sent to an anonymous initiator');
-    }
+    // CREATE2 id-half and id-in-use checks belong to the circuit layer (SPEC.md §2.1: it answers
+    // with DESTROY, the link stays up).
     this.emit('cell', cell);
   }
 
@@ -278,7 +275,7 @@ export class Channel extends EventEmitter {
   private onEnd(): void {
     if (this.state === 'closed') return;
     if (this.pending.length > 0) { this.endPending = true; return; }
-    if (this.asm.partialBytes > 0) this.fail(err('LINK_TRUNCATED', `stream ended inside a cell (${this.asm.partialBytes} of 514 bytes)`));
+    if (this.asm.partialBytes > 0) this.fail(err('CELL_TRUNCATED', `stream ended inside a cell (${this.asm.partialBytes} of 514 bytes)`));
     else if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'peer closed the link during the handshake'));
     else this.finish(undefined, false);
   }
@@ -286,7 +283,7 @@ export class Channel extends EventEmitter {
   private onSocketClose(): void {
     if (this.state === 'closed') return;
     if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'link closed during the handshake'));
-    else if (this.asm.partialBytes > 0) this.fail(err('LINK_TRUNCATED', 'link closed inside a cell'));
+    else if (this.asm.partialBytes > 0) this.fail(err('CELL_TRUNCATED', 'link closed inside a cell'));
     else this.finish(undefined, false);
   }
 
