@@ -12,6 +12,8 @@ import type { Coding } from './coding';
 import { MUL, matInvert, systematicMatrix, type Matrix } from './gf256';
 
 const matrices = new Map<number, Matrix>();
+/** MUL_ROWS[c] is the 256-byte "multiply by c" table, a view of MUL (a fixed-size table the JIT indexes well). */
+const MUL_ROWS: Uint8Array[] = Array.from({ length: 256 }, (_, c) => MUL.subarray(c << 8, (c + 1) << 8));
 
 /** The cached encoding matrix for (k, n). At most 64·64 entries ever exist, each a few KiB. */
 function encodingMatrix(c: Coding): Matrix {
@@ -31,23 +33,40 @@ export function shareSizeFor(encLen: number, k: number): number {
 }
 
 /**
- * out (=|^=) coef · inp, byte-wise. The inner loop of encoding and decoding (per chunk byte): plain
- * typed-array loops over the 256-byte row of the multiplication table, no allocation.
+ * out = Σ coefs[j] · inputs[j], byte-wise: the inner loop of encoding and decoding (per chunk byte).
+ * Two inputs per pass halve the reads and writes of `out`; table rows 0 and 1 are the zero and
+ * identity maps, so no coefficient needs a special case. No allocation.
  */
-function mulAdd(out: Uint8Array, inp: Uint8Array, coef: number, first: boolean): void {
+function combine(out: Uint8Array, inputs: readonly Uint8Array[], coefs: ArrayLike<number>): void {
   const len = out.length;
-  if (coef === 0) {
-    if (first) out.fill(0);
+  const cnt = inputs.length;
+  let j: number;
+  if (cnt === 1) {
+    const a = inputs[0];
+    const ta = MUL_ROWS[coefs[0]];
+    for (let i = 0; i < len; i++) out[i] = ta[a[i]];
     return;
   }
-  if (coef === 1) {
-    if (first) out.set(inp);
-    else for (let i = 0; i < len; i++) out[i] ^= inp[i];
-    return;
+  {
+    const a = inputs[0];
+    const b = inputs[1];
+    const ta = MUL_ROWS[coefs[0]];
+    const tb = MUL_ROWS[coefs[1]];
+    for (let i = 0; i < len; i++) out[i] = ta[a[i]] ^ tb[b[i]];
+    j = 2;
   }
-  const off = coef << 8;
-  if (first) for (let i = 0; i < len; i++) out[i] = MUL[off | inp[i]];
-  else for (let i = 0; i < len; i++) out[i] ^= MUL[off | inp[i]];
+  for (; j + 1 < cnt; j += 2) {
+    const a = inputs[j];
+    const b = inputs[j + 1];
+    const ta = MUL_ROWS[coefs[j]];
+    const tb = MUL_ROWS[coefs[j + 1]];
+    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]] ^ tb[b[i]];
+  }
+  if (j < cnt) {
+    const a = inputs[j];
+    const ta = MUL_ROWS[coefs[j]];
+    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]];
+  }
 }
 
 /**
@@ -61,11 +80,7 @@ export function erasureEncodeInPlace(coding: Coding, buf: Uint8Array, size: numb
   const m = encodingMatrix(coding);
   const data: Uint8Array[] = [];
   for (let c = 0; c < k; c++) data.push(buf.subarray(c * size, (c + 1) * size));
-  for (let r = k; r < n; r++) {
-    const out = buf.subarray(r * size, (r + 1) * size);
-    const row = m[r];
-    for (let c = 0; c < k; c++) mulAdd(out, data[c], row[c], c === 0);
-  }
+  for (let r = k; r < n; r++) combine(buf.subarray(r * size, (r + 1) * size), data, m[r]);
 }
 
 /**
@@ -95,9 +110,7 @@ export function erasureReconstruct(coding: Coding, shares: ReadonlyArray<Uint8Ar
   if (missing.length === 0) return out;
   const m = encodingMatrix(coding);
   const inv = matInvert(chosen.map((i) => m[i]));
-  for (const c of missing) {
-    const target = out.subarray(c * size, (c + 1) * size);
-    for (let j = 0; j < k; j++) mulAdd(target, shares[chosen[j]]!, inv[c][j], j === 0);
-  }
+  const inputs = chosen.map((i) => shares[i]!);
+  for (const c of missing) combine(out.subarray(c * size, (c + 1) * size), inputs, inv[c]);
   return out;
 }
