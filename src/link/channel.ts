@@ -294,11 +294,14 @@ export class Channel extends EventEmitter {
    * Returns false when the caller should wait for 'drain' (bytes waiting > high-water mark);
    * the cell was still queued. A send past the hard cap drops the cell, closes the link with
    * LINK_OUTPUT_OVERFLOW and returns false. Throws LINK_CLOSED on a closed link, CELL_* on a bad cell,
-   * LINK_PROTOCOL_VIOLATION for VERSIONS/AUTHENTICATE (the channel sends those itself).
+   * LINK_PROTOCOL_VIOLATION for VERSIONS/AUTHENTICATE (the channel sends those itself) and for
+   * CREATE2 from a responder to an anonymous initiator.
    */
   send(circId: number, command: number, payload: Uint8Array): boolean {
     if (this.state !== 'open') throw err(this.state === 'closed' ? 'LINK_CLOSED' : 'LINK_NOT_OPEN', 'link is not open');
     if (command === CellCommand.VERSIONS || command === CellCommand.AUTHENTICATE) throw err('LINK_PROTOCOL_VIOLATION', 'handshake cells are sent by the channel itself');
+    // SPEC.md §1.3: nobody builds a circuit towards an anonymous initiator.
+    if (command === CellCommand.CREATE2 && !this.isInitiator && this.peerId === null) throw err('LINK_PROTOCOL_VIOLATION', 'CREATE2 towards an anonymous initiator');
     const waiting = this.out.pendingBytes + this.socket.writableLength;
     if (waiting + CELL_LEN > this.maxBuffered) {
       this.fail(err('LINK_OUTPUT_OVERFLOW', `more than ${this.maxBuffered} bytes waiting to be written`, { waiting }));

@@ -196,6 +196,9 @@ describe('links: identity binding (SPEC.md §1.3)', () => {
     await roundTrip(ch);
     expect(ch.peerIdentity!.equals(relayA.publicKey)).toBe(true);
     expect(opened[0].peerIdentity).toBeNull();
+    // and the responder will not build a circuit towards it
+    expect(() => opened[0].send(opened[0].allocateCircId(), CellCommand.CREATE2, Buffer.alloc(0))).toThrow(expect.objectContaining({ code: 'LINK_PROTOCOL_VIOLATION' }));
+    await roundTrip(ch);
   });
 
   it('no common version: LINK_NO_COMMON_VERSION', async () => {
