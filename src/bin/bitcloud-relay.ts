@@ -1,3 +1,17 @@
+// bitcloud-relay: the relay daemon (relay/). A bin entry is the one place under src/ allowed to
+// reach a daemon folder: it only parses flags and calls the daemon's main.
 import { makeCli } from '../ops/cli';
+import { runRelay } from '../../relay/main';
 
-await makeCli('bitcloud-relay', 'Bitcloud relay daemon.').parseAsync();
+await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor, answers links, mirrors the consensus.')
+  .command('run', 'Run the relay (keys are created in the data directory on first start).', (y) => y
+    .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/operators-directory.md)' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+    .option('or-port', { type: 'number', describe: 'Overrides orPort' })
+    .option('dir-port', { type: 'number', describe: 'Overrides dirPort (0: no directory mirror)' })
+    .option('nickname', { type: 'string', describe: 'Overrides nickname' })
+    .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
+  async (a) => {
+    await runRelay({ config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], dirPort: a['dir-port'], nickname: a.nickname, logLevel: a['log-level'] });
+  })
+  .parseAsync();

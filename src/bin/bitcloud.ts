@@ -1,3 +1,8 @@
+// bitcloud: the client. Each command lives in src/client/commands/<name>.ts as a yargs
+// CommandModule; register it here with one `.command(...)` line.
 import { makeCli } from '../ops/cli';
+import { consensusCommandModule } from '../client/commands/consensus';
 
-await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards.').parseAsync();
+await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards.')
+  .command(consensusCommandModule)
+  .parseAsync();

@@ -1,0 +1,324 @@
+// The directory authority (SPEC.md §6.5–6.8): owns the voting schedule and its state.
+// Each period of P seconds, aligned to the Unix epoch:
+//   t = 0      sign own vote (relays reachable now), serve it; retest every relay
+//   t = P/4    fetch the other authorities' votes (retried until P/2)
+//   t = P/2    compute the consensus from the votes held (pure, deterministic), sign it
+//   t > P/2    fetch the others' detached signatures; publish once more than half of ALL
+//              configured authorities signed the same body; keep adding signatures after.
+import fs from 'node:fs';
+import path from 'node:path';
+import { errorCode } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { writeFileAtomic } from '../src/ops/fsutil';
+import { fingerprint } from '../src/crypto/keys';
+import { decodeDetachedSignatures, encodeDetachedSignatures, LIMITS, type SignatureMsg } from '../src/wire/docs';
+import { makeSignature, openEnvelope, DocType, sealEnvelope } from '../src/wire/envelope';
+import { majorityOf } from '../src/dir/authorities';
+import { countSignatures, verifyConsensus } from '../src/dir/consensus';
+import { indexCertificates } from '../src/dir/certificate';
+import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
+import { httpRequest, errorBodyReason, PATHS } from '../src/dir/fetch';
+import { ServedDocument } from '../src/dir/http-serve';
+import type { VerifiedConsensus } from '../src/dir/types';
+import type { AuthorityConfig } from './config';
+import { cappedDeclaredSource, type BandwidthSource } from './bandwidth';
+import { computeConsensus, type ComputedConsensus } from './compute';
+import { assignFlags, KNOWN_FLAGS } from './flags';
+import type { AuthorityMetrics } from './metrics';
+import { linkReachabilityTest, ReachabilityQueue, type ReachabilityTester } from './reachability';
+import { DescriptorStore, type IntakeResult } from './store';
+import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
+
+export const CONSENSUS_FILE = 'consensus';
+
+export interface AuthorityDeps {
+  config: AuthorityConfig;
+  signer: Signer;
+  log: Logger;
+  metrics: AuthorityMetrics;
+  bandwidth?: BandwidthSource;
+  reachabilityTest?: ReachabilityTester;
+  now?: () => number;
+}
+
+interface Pending {
+  periodStart: number;
+  computed: ComputedConsensus;
+  sigs: Map<string, SignatureMsg>;
+  certs: Map<string, Buffer>;
+  mismatchLogged: Set<string>;
+}
+
+export function periodStartOf(now: number, periodSeconds: number): number {
+  const p = periodSeconds * 1000;
+  return Math.floor(now / p) * p;
+}
+
+export class Authority {
+  readonly store: DescriptorStore;
+  private readonly cfg: AuthorityConfig;
+  private readonly self: string;
+  private readonly reach: ReachabilityQueue;
+  private readonly bandwidth: BandwidthSource;
+  private readonly now: () => number;
+  private readonly log: Logger;
+  private readonly m: AuthorityMetrics;
+  private timer: NodeJS.Timeout | null = null;
+  private ownVote: VerifiedVote | null = null;
+  private votes = new Map<string, VerifiedVote>();
+  private pending: Pending | null = null;
+  private fetchingVotes = false;
+  private votesFetchedFor = 0;
+  private fetchingSigs = false;
+  private storeDirty = false;
+  /** The published consensus and its served form. */
+  private current: { info: VerifiedConsensus; served: ServedDocument } | null = null;
+  private currentVoteDoc: ServedDocument | null = null;
+
+  constructor(private readonly deps: AuthorityDeps) {
+    this.cfg = deps.config;
+    this.self = deps.config.identity;
+    this.log = deps.log;
+    this.m = deps.metrics;
+    this.now = deps.now ?? Date.now;
+    this.bandwidth = deps.bandwidth ?? cappedDeclaredSource(deps.config.unmeasuredCapKBps);
+    this.store = new DescriptorStore(deps.config.dataDir);
+    this.reach = new ReachabilityQueue(deps.reachabilityTest ?? linkReachabilityTest, (d, r) => {
+      this.store.recordTest(d.fingerprint, r.ok, this.now(), r.ok ? undefined : r.code);
+      this.m.reachability.labels(r.ok ? 'ok' : r.code).inc();
+      // Relay addresses are public (they are in the consensus); still, keep per-relay lines at debug.
+      this.log.debug({ relay: d.fingerprint, ok: r.ok, code: r.ok ? undefined : r.code }, 'reachability test');
+    }, deps.config.reachability);
+  }
+
+  get signer(): Signer { return this.deps.signer; }
+  get config(): AuthorityConfig { return this.cfg; }
+  get skewMs(): number { return this.cfg.clockSkewSeconds * 1000; }
+  get published(): { info: VerifiedConsensus; served: ServedDocument } | null { return this.current; }
+  get currentVote(): ServedDocument | null { return this.currentVoteDoc; }
+  get currentVotePeriod(): number | null { return this.ownVote?.periodStart ?? null; }
+  get votesHeld(): string[] { return [...this.votes.keys()].sort(); }
+
+  start(): void {
+    const now = this.now();
+    const loaded = this.store.load(now);
+    for (const r of this.store.all()) this.reach.enqueue(r.descriptor);
+    this.loadPublished(now);
+    this.log.info({ descriptors: loaded, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
+    this.timer = setInterval(() => this.tick(), tickMs);
+    this.tick();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.reach.close();
+    if (this.storeDirty) await this.store.save().catch(() => {});
+  }
+
+  // ---- descriptor intake (POST /bitcloud/descriptor) ----
+
+  /** Verify and keep a descriptor. Throws DOC_* codes; the store is untouched on refusal. */
+  acceptDescriptor(raw: Buffer): { result: IntakeResult; descriptor: VerifiedDescriptor } {
+    const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+    const result = this.store.add(d);
+    if (result !== 'unchanged') {
+      this.storeDirty = true;
+      this.reach.enqueue(this.store.get(d.fingerprint)!.descriptor);
+    }
+    return { result, descriptor: d };
+  }
+
+  // ---- the schedule ----
+
+  private tick(): void {
+    const now = this.now();
+    const P = this.cfg.periodSeconds * 1000;
+    const ps = periodStartOf(now, this.cfg.periodSeconds);
+    const t = now - ps;
+    try {
+      if (!this.ownVote || this.ownVote.periodStart !== ps) this.makeVote(ps, now);
+      const allVotes = this.votes.size >= this.cfg.authorities.length;
+      const fetched = allVotes || this.votesFetchedFor === ps;
+      // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
+      if (t >= P / 4 && !allVotes && (t < P / 2 || !fetched)) void this.fetchVotes(ps);
+      if (t >= P / 2 && fetched && (!this.pending || this.pending.periodStart !== ps)) this.computeAndSign(ps);
+      if (this.pending?.periodStart === ps && this.pending.sigs.size < this.cfg.authorities.length) void this.fetchSignatures(this.pending);
+    } catch (e) {
+      this.m.errors.labels(errorCode(e)).inc();
+      this.log.error({ err: (e as Error).message, code: errorCode(e) }, 'schedule step failed');
+    }
+  }
+
+  private makeVote(ps: number, now: number): void {
+    if (this.store.expire(now) > 0) this.storeDirty = true;
+    if (this.storeDirty) { this.storeDirty = false; void this.store.save().catch((e) => this.log.warn({ err: e.message }, 'saving descriptors failed')); }
+    const skew = this.skewMs;
+    const running = this.store.all().filter((r) => r.reachable && r.descriptor.expires >= ps && r.descriptor.published <= ps + skew);
+    const inputs = running.map((r) => ({
+      descriptor: r.descriptor,
+      measured: this.bandwidth.measuredKBps(r.descriptor.fingerprint, r.descriptor.declaredBandwidth),
+      runningSince: r.runningSince,
+    }));
+    const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
+    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured }));
+    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries);
+    const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
+    this.ownVote = {
+      authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
+      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured })),
+      periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
+    };
+    this.currentVoteDoc = new ServedDocument(raw, now);
+    this.votes = new Map([[this.self, this.ownVote]]);
+    if (this.pending && this.pending.periodStart !== ps) this.pending = null;
+    this.m.votes.labels('own').inc();
+    this.log.info({ period: new Date(ps).toISOString(), relays: entries.length }, 'vote signed');
+    // Retest everyone during this period, so the next vote reflects who is up now.
+    for (const r of this.store.all()) this.reach.enqueue(r.descriptor);
+  }
+
+  private async fetchVotes(ps: number): Promise<void> {
+    if (this.fetchingVotes) return;
+    this.fetchingVotes = true;
+    try {
+      const missing = this.cfg.authorities.filter((a) => !this.votes.has(a.fingerprint));
+      await Promise.all(missing.map(async (a) => {
+        try {
+          const r = await httpRequest(`${a.url}${PATHS.vote}?period=${ps}`, { maxBytes: LIMITS.voteBytes, timeoutMs: this.fetchTimeout() });
+          if (r.status !== 200) { this.m.votes.labels(`http_${r.status}`).inc(); return; }
+          const v = verifyVote(r.body, this.cfg.authorities, { periodStart: ps, periodSeconds: this.cfg.periodSeconds }, this.skewMs);
+          if (v.fingerprint !== a.fingerprint || this.ownVote?.periodStart !== ps) return;
+          this.votes.set(v.fingerprint, v);
+          this.m.votes.labels('fetched').inc();
+          this.log.info({ from: a.name, relays: v.entries.length }, 'vote fetched');
+        } catch (e) {
+          this.m.votes.labels(errorCode(e)).inc();
+          this.log.debug({ from: a.name, code: errorCode(e), err: (e as Error).message }, 'vote fetch failed');
+        }
+      }));
+    } finally {
+      this.fetchingVotes = false;
+      this.votesFetchedFor = ps;
+    }
+  }
+
+  private computeAndSign(ps: number): void {
+    const votes = [...this.votes.values()].filter((v) => v.periodStart === ps);
+    const computed = computeConsensus(votes, {
+      totalAuthorities: this.cfg.authorities.length, periodStart: ps,
+      periodSeconds: this.cfg.periodSeconds, lifetimePeriods: this.cfg.consensusLifetimePeriods,
+    });
+    const sig = makeSignature(computed.body, this.signer.identity, this.signer.signingKey);
+    this.pending = {
+      periodStart: ps, computed,
+      sigs: new Map([[this.self, sig]]), certs: new Map([[this.self, this.signer.certificate]]), mismatchLogged: new Set(),
+    };
+    this.m.computed.inc();
+    this.log.info({ period: new Date(ps).toISOString(), votes: votes.length, relays: computed.relayCount, digest: computed.digest.toString('hex') }, 'consensus computed and signed');
+    this.maybePublish(this.pending);
+  }
+
+  /** Detached signatures this authority holds for its pending consensus (GET /bitcloud/consensus/signatures). */
+  detachedSignatures(): Buffer | null {
+    const p = this.pending;
+    if (!p) return null;
+    return encodeDetachedSignatures({ digest: p.computed.digest, signatures: [...p.sigs.values()], certificates: [...p.certs.values()] });
+  }
+
+  private async fetchSignatures(p: Pending): Promise<void> {
+    if (this.fetchingSigs) return;
+    this.fetchingSigs = true;
+    try {
+      const missing = this.cfg.authorities.filter((a) => !p.sigs.has(a.fingerprint));
+      await Promise.all(missing.map(async (a) => {
+        try {
+          const r = await httpRequest(a.url + PATHS.signatures, { maxBytes: LIMITS.signaturesBytes, timeoutMs: this.fetchTimeout() });
+          if (r.status !== 200) return;
+          this.addSignatures(p, r.body, a.name);
+        } catch (e) {
+          this.log.debug({ from: a.name, code: errorCode(e) }, 'signature fetch failed');
+        }
+      }));
+      this.maybePublish(p);
+    } finally {
+      this.fetchingSigs = false;
+    }
+  }
+
+  private addSignatures(p: Pending, raw: Buffer, from: string): void {
+    const d = decodeDetachedSignatures(raw);
+    if (!d.digest.equals(p.computed.digest)) {
+      this.m.signatures.labels('digest_mismatch').inc();
+      if (!p.mismatchLogged.has(from)) {
+        p.mismatchLogged.add(from);
+        this.log.warn({ from, theirs: d.digest.toString('hex'), ours: p.computed.digest.toString('hex') }, 'authority computed a different consensus (different votes?)');
+      }
+      return;
+    }
+    const certs = indexCertificates(d.certificates, this.now(), this.skewMs);
+    for (const s of d.signatures) {
+      const fp = fingerprint(s.signer);
+      if (p.sigs.has(fp) || !s.key) continue;
+      // Verify each one through its certificate, exactly as a client will.
+      const cert = certs.get(`${fp}/${s.key.toString('hex')}`);
+      const c = countSignatures(p.computed.body, [s], cert ? [cert.raw] : [], this.cfg.authorities, this.now(), this.skewMs);
+      if (!cert || c.valid.length !== 1) { this.m.signatures.labels('bad').inc(); continue; }
+      p.sigs.set(fp, s);
+      p.certs.set(fp, cert.raw);
+      this.m.signatures.labels('added').inc();
+    }
+  }
+
+  private maybePublish(p: Pending): void {
+    const need = majorityOf(this.cfg.authorities.length);
+    if (p.sigs.size < need) return;
+    const cur = this.current;
+    if (cur && cur.info.digest.equals(p.computed.digest) && cur.info.signers.length >= p.sigs.size) return;
+    const raw = sealEnvelope(p.computed.body, [...p.sigs.values()], [...p.certs.values()]);
+    const now = this.now();
+    let info: VerifiedConsensus;
+    try {
+      // Self-check: publish only what a client would accept.
+      info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
+    } catch (e) {
+      this.m.errors.labels(errorCode(e)).inc();
+      this.log.error({ code: errorCode(e), err: (e as Error).message }, 'assembled consensus does not verify; not publishing');
+      return;
+    }
+    const first = !cur || !cur.info.digest.equals(info.digest);
+    this.current = { info, served: new ServedDocument(raw, now) };
+    void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
+    if (first) this.m.published.inc();
+    this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
+  }
+
+  private loadPublished(now: number): void {
+    const file = path.join(this.cfg.dataDir, CONSENSUS_FILE);
+    let raw: Buffer;
+    try { raw = fs.readFileSync(file); } catch { return; }
+    try {
+      const info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
+      this.current = { info, served: new ServedDocument(raw, fs.statSync(file).mtimeMs) };
+    } catch (e) {
+      this.log.info({ code: errorCode(e) }, 'stored consensus not usable');
+    }
+  }
+
+  private fetchTimeout(): number {
+    return Math.max(1000, Math.min(10_000, this.cfg.periodSeconds * 1000 / 8));
+  }
+
+  /** For the status page: relays known with their reachability. */
+  statusSnapshot(): { known: number; running: number; votePeriod: number | null; votesHeld: string[]; pendingSigners: string[] } {
+    const all = this.store.all();
+    return {
+      known: all.length,
+      running: all.filter((r) => r.reachable).length,
+      votePeriod: this.currentVotePeriod,
+      votesHeld: this.votesHeld,
+      pendingSigners: this.pending ? [...this.pending.sigs.keys()].sort() : [],
+    };
+  }
+}

@@ -1,0 +1,145 @@
+// SPEC.md §6.7: deterministic consensus computation. A pure function of the votes and the
+// network parameters: every authority holding the same votes produces byte-identical bytes.
+// No maps with undefined order reach the output, no floating point, relays sorted by identity.
+import { encodeConsensus, type ConsensusMsg } from '../src/wire/docs';
+import { DocType, makeBody } from '../src/wire/envelope';
+import { sha256 } from '../src/crypto/primitives';
+import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
+import { majorityOf } from '../src/dir/authorities';
+import { ALL_FLAGS, FLAG_BITS } from '../src/dir/types';
+import type { VerifiedDescriptor } from '../src/dir/descriptor';
+import type { VoteInput, VoteInputEntry } from './vote';
+
+export const CONSENSUS_METHOD = 1;
+
+export interface ConsensusParams {
+  /** Number of configured authorities (ALL of them, not only those that voted). */
+  totalAuthorities: number;
+  /** ms since the epoch: the period the votes are for; becomes valid_after. */
+  periodStart: number;
+  periodSeconds: number;
+  /** valid_until = valid_after + lifetimePeriods × period (Tor: 3). */
+  lifetimePeriods: number;
+}
+
+export interface ComputedConsensus {
+  /** Encoded Consensus message. */
+  content: Buffer;
+  /** Exact DocumentBody bytes every authority signs. */
+  body: Buffer;
+  /** SHA-256 of body. */
+  digest: Buffer;
+  relayCount: number;
+}
+
+/**
+ * SPEC.md §6.7 rules:
+ *  - one vote per authority (the first for each authority, votes sorted by authority);
+ *  - a relay is listed iff more than half of ALL configured authorities list it;
+ *  - its descriptor is the newest one among the votes (ties: lowest descriptor digest);
+ *  - flag F is set iff more than half of the listing votes that declare F in known_flags assign F;
+ *  - weight is the low median of the listing votes' measured values.
+ */
+export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
+  const need = majorityOf(p.totalAuthorities);
+  const byAuthority = new Map<string, VoteInput>();
+  for (const v of [...votes].sort((a, b) => Buffer.compare(a.authority, b.authority))) {
+    const k = v.authority.toString('hex');
+    if (!byAuthority.has(k)) byAuthority.set(k, v);
+  }
+  const used = [...byAuthority.values()];
+
+  // Group entries by relay identity. Entries of each vote are distinct by identity.
+  const groups = new Map<string, { entry: VoteInputEntry; known: number }[]>();
+  for (const v of used) {
+    for (const e of v.entries) {
+      const k = e.descriptor.fingerprint;
+      let g = groups.get(k);
+      if (!g) groups.set(k, (g = []));
+      g.push({ entry: e, known: v.knownFlags });
+    }
+  }
+  // Lowercase hex sorts exactly as the bytes do.
+  const listed = [...groups.keys()].filter((k) => groups.get(k)!.length >= need).sort();
+
+  const n = listed.length;
+  const m: ConsensusMsg = {
+    method: CONSENSUS_METHOD,
+    freshUntil: p.periodStart + p.periodSeconds * 1000,
+    periodSeconds: p.periodSeconds,
+    voters: used.map((v) => v.authority),
+    policies: [], keyLists: [], versions: [],
+    identities: Buffer.alloc(n * 32), onionKeys: Buffer.alloc(n * 32), addresses: Buffer.alloc(n * 4),
+    orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
+    policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
+  };
+  // Tables in order of first use while walking relays by identity: deterministic.
+  const policyIdx = new Map<string, number>();
+  const listIdx = new Map<string, number>();
+  const versionIdx = new Map<string, number>();
+  const canonicalPolicy = new Map<string, string[]>();
+  const tableIndex = <T>(map: Map<string, number>, table: T[], key: string, value: T): number => {
+    let i = map.get(key);
+    if (i === undefined) { i = table.length; table.push(value); map.set(key, i); }
+    return i;
+  };
+
+  for (let i = 0; i < n; i++) {
+    const g = groups.get(listed[i])!;
+    const d = chooseDescriptor(g.map((x) => x.entry.descriptor));
+    d.identity.copy(m.identities, i * 32);
+    d.onionKey.copy(m.onionKeys, i * 32);
+    d.addressBytes.copy(m.addresses, i * 4);
+    m.orPorts.push(d.orPort);
+    m.dirPorts.push(d.dirPort);
+    m.storagePorts.push(d.storagePort);
+    m.roles.push(d.rolesMask);
+    m.nicknames.push(d.nickname);
+    m.flags.push(flagVote(g));
+    m.weights.push(lowMedian(g.map((x) => x.entry.measured)));
+
+    const polKey = d.exitPolicy.join('\n');
+    let pol = canonicalPolicy.get(polKey);
+    if (!pol) canonicalPolicy.set(polKey, (pol = formatExitPolicy(parseExitPolicy(d.exitPolicy))));
+    m.policyIndex.push(tableIndex(policyIdx, m.policies, pol.join('\n'), pol));
+    m.familyIndex.push(tableIndex(listIdx, m.keyLists, d.family.join(','), d.family.map((f) => Buffer.from(f, 'hex'))));
+    m.moderatorIndex.push(tableIndex(listIdx, m.keyLists, d.moderators.join(','), d.moderators.map((f) => Buffer.from(f, 'hex'))));
+    m.versionIndex.push(tableIndex(versionIdx, m.versions, d.version, d.version));
+  }
+
+  const content = encodeConsensus(m);
+  const validUntil = p.periodStart + p.lifetimePeriods * p.periodSeconds * 1000;
+  const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);
+  return { content, body, digest: sha256(body), relayCount: n };
+}
+
+/** Newest published wins; ties broken by the lowest digest (SPEC.md §6.7). */
+export function chooseDescriptor(ds: readonly VerifiedDescriptor[]): VerifiedDescriptor {
+  let best = ds[0];
+  for (const d of ds) {
+    if (d.published > best.published || (d.published === best.published && Buffer.compare(d.digest, best.digest) < 0)) best = d;
+  }
+  return best;
+}
+
+function flagVote(g: { entry: VoteInputEntry; known: number }[]): number {
+  let out = 0;
+  for (const f of ALL_FLAGS) {
+    const bit = FLAG_BITS[f];
+    let voters = 0, yes = 0;
+    for (const x of g) {
+      if (!(x.known & bit)) continue;
+      voters++;
+      if (x.entry.flags & bit) yes++;
+    }
+    if (voters > 0 && 2 * yes > voters) out |= bit;
+  }
+  return out;
+}
+
+/** Low median: element ⌊(k−1)/2⌋ of the ascending values (integers only). */
+export function lowMedian(values: readonly number[]): number {
+  if (values.length === 0) return 0;
+  const s = [...values].sort((a, b) => a - b);
+  return s[(s.length - 1) >> 1];
+}

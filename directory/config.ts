@@ -1,0 +1,73 @@
+// The authority's configuration: one JSON file plus flags, defaults in one place, validated at
+// start with messages that name the bad key (STYLE.md §11). Documented in docs/operators-directory.md.
+import path from 'node:path';
+import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
+import {
+  configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
+} from '../src/dir/config-fields';
+import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
+
+export interface AuthorityConfig {
+  /** Own identity fingerprint; must appear in `authorities`. */
+  identity: string;
+  dataDir: string;
+  listen: { host: string; port: number };
+  /** Voting period, seconds (production 3600; local network ~15; tests ~5). */
+  periodSeconds: number;
+  /** valid_until = valid_after + this many periods. */
+  consensusLifetimePeriods: number;
+  authorities: AuthorityInfo[];
+  rateLimit: { uploadsPerMinute: number; burst: number };
+  reachability: { timeoutMs: number; concurrency: number };
+  /** KB/s cap for relays nobody has measured (SPEC.md §6.6). */
+  unmeasuredCapKBps: number;
+  /** A relay reachable without a break for this long is Stable. Default: 2 periods. */
+  stableAfterSeconds: number;
+  clockSkewSeconds: number;
+  logLevel: string;
+}
+
+const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
+  'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel'] as const;
+
+export const DEFAULT_PERIOD_SECONDS = 3600;
+
+/** Validate a parsed config object. `overrides` come from command-line flags. */
+export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number } = {}): AuthorityConfig {
+  noUnknownKeys(raw, KEYS, '');
+  const identity = fingerprintField(raw.identity, 'identity');
+  const authorities = parseAuthorityList(raw.authorities, 'authorities');
+  if (!authorities.some((a) => a.fingerprint === identity)) configError('identity', 'this authority is not in the authorities list');
+  const listen = obj(raw.listen, 'listen');
+  noUnknownKeys(listen, ['host', 'port'], 'listen');
+  const periodSeconds = overrides.period ?? int(raw.period, 'period', 2, 86_400, DEFAULT_PERIOD_SECONDS);
+  const rl = optObj(raw.rateLimit, 'rateLimit');
+  noUnknownKeys(rl, ['uploadsPerMinute', 'burst'], 'rateLimit');
+  const re = optObj(raw.reachability, 'reachability');
+  noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
+  const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
+  return {
+    identity,
+    dataDir: path.resolve(baseDir, dataDir),
+    listen: { host: str(listen.host, 'listen.host', '127.0.0.1'), port: int(listen.port, 'listen.port', 0, 65535) },
+    periodSeconds,
+    consensusLifetimePeriods: int(raw.consensusLifetimePeriods, 'consensusLifetimePeriods', 2, 24, 3),
+    authorities,
+    rateLimit: {
+      uploadsPerMinute: int(rl.uploadsPerMinute, 'rateLimit.uploadsPerMinute', 1, 1_000_000, 60),
+      burst: int(rl.burst, 'rateLimit.burst', 1, 1_000_000, 20),
+    },
+    reachability: {
+      timeoutMs: int(re.timeoutMs, 'reachability.timeoutMs', 100, 120_000, 5000),
+      concurrency: int(re.concurrency, 'reachability.concurrency', 1, 1024, 16),
+    },
+    unmeasuredCapKBps: int(raw.unmeasuredCapKBps, 'unmeasuredCapKBps', 1, 0xffff_ffff, DEFAULT_UNMEASURED_CAP_KBPS),
+    stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
+    clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, 60),
+    logLevel: str(raw.logLevel, 'logLevel', 'info'),
+  };
+}
+
+export function loadAuthorityConfig(file: string, overrides: { dataDir?: string; period?: number } = {}): AuthorityConfig {
+  return parseAuthorityConfig(readJsonConfig(file), path.dirname(path.resolve(file)), overrides);
+}

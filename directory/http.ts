@@ -1,0 +1,104 @@
+// SPEC.md §6.10: the authority's HTTP interface (node:http).
+//   POST /bitcloud/descriptor             upload a relay descriptor (rate limited per address)
+//   GET  /bitcloud/consensus              the published consensus (br/gzip; If-Modified-Since)
+//   GET  /bitcloud/consensus/signatures   detached signatures on the pending consensus
+//   GET  /bitcloud/vote/current[?period=] this authority's vote for the current period
+//   GET  /bitcloud/keys/certificate       this authority's key certificate
+//   GET  /bitcloud/status                 JSON status
+//   GET  /                                HTML status page
+//   GET  /metrics                         Prometheus
+// Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
+import http from 'node:http';
+import { errorCode, isBitcloudError } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { serveMetrics, type Registry } from '../src/ops/metrics';
+import { LIMITS } from '../src/wire/docs';
+import { PATHS } from '../src/dir/fetch';
+import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
+import type { Authority } from './authority';
+import type { AuthorityMetrics } from './metrics';
+import { RateLimiter } from './rate-limit';
+import { renderStatusPage, statusJson } from './status-page';
+
+export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger): http.Server {
+  const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
+  const certDoc = new ServedDocument(a.signer.certificate, Date.now());
+
+  const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const p = url.pathname;
+    const get = req.method === 'GET' || req.method === 'HEAD';
+
+    if (p === PATHS.descriptor) {
+      if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['descriptor', 405]; }
+      const addr = req.socket.remoteAddress ?? '?';
+      if (!limiter.take(addr, Date.now())) {
+        req.resume();
+        m.uploads.labels('RATE_LIMITED').inc();
+        sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down');
+        return ['descriptor', 429];
+      }
+      const body = await readBody(req, LIMITS.descriptorBytes);
+      if (body === null) {
+        m.uploads.labels('DOC_TOO_LARGE').inc();
+        sendJsonError(res, 413, 'DOC_TOO_LARGE', `a descriptor is at most ${LIMITS.descriptorBytes} bytes`);
+        return ['descriptor', 413];
+      }
+      try {
+        const { result, descriptor } = a.acceptDescriptor(body);
+        m.uploads.labels(result).inc();
+        log.debug({ relay: descriptor.fingerprint, result }, 'descriptor received');
+        sendJson(res, 200, { accepted: true, result, fingerprint: descriptor.fingerprint });
+        return ['descriptor', 200];
+      } catch (e) {
+        const code = errorCode(e);
+        m.uploads.labels(code).inc();
+        sendJsonError(res, isBitcloudError(e) ? 400 : 500, code, isBitcloudError(e) ? e.message : 'internal error');
+        return ['descriptor', isBitcloudError(e) ? 400 : 500];
+      }
+    }
+    if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
+    switch (p) {
+      case PATHS.consensus:
+        return ['consensus', serveDocument(req, res, a.published?.served ?? null, 'CONSENSUS_NOT_AVAILABLE', 'no consensus has been published yet')];
+      case PATHS.signatures: {
+        const sigs = a.detachedSignatures();
+        if (!sigs) { sendJsonError(res, 404, 'SIGNATURES_NOT_AVAILABLE', 'no consensus computed for this period yet'); return ['signatures', 404]; }
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': sigs.length, 'cache-control': 'no-store' });
+        res.end(sigs);
+        return ['signatures', 200];
+      }
+      case PATHS.vote: {
+        const want = url.searchParams.get('period');
+        const doc = want !== null && String(a.currentVotePeriod) !== want ? null : a.currentVote;
+        return ['vote', serveDocument(req, res, doc, 'VOTE_NOT_AVAILABLE', 'no vote for that period')];
+      }
+      case PATHS.certificate:
+        return ['certificate', serveDocument(req, res, certDoc, 'CERT_NOT_AVAILABLE', '')];
+      case PATHS.status:
+        sendJson(res, 200, statusJson(a));
+        return ['status', 200];
+      case '/': {
+        const html = renderStatusPage(a);
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' });
+        res.end(html);
+        return ['status_page', 200];
+      }
+      case '/metrics':
+        await serveMetrics(reg, req, res);
+        return ['metrics', 200];
+      default:
+        sendJsonError(res, 404, 'NOT_FOUND', `no such path: ${p.slice(0, 100)}`);
+        return ['other', 404];
+    }
+  };
+
+  return http.createServer((req, res) => {
+    route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
+      m.errors.labels(errorCode(e)).inc();
+      log.error({ err: (e as Error).message }, 'HTTP handler failed');
+      if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error');
+      else res.destroy();
+    });
+  });
+}

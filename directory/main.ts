@@ -1,0 +1,76 @@
+// bitcloud-dirauth wiring: config, keys, authority state, HTTP server, shutdown. No protocol logic.
+import type http from 'node:http';
+import { createLogger, type Logger } from '../src/ops/log';
+import { createRegistry } from '../src/ops/metrics';
+import { onShutdown } from '../src/ops/daemon';
+import { err } from '../src/errors';
+import { Authority } from './authority';
+import { loadAuthorityConfig } from './config';
+import { createAuthorityServer } from './http';
+import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
+import { createAuthorityMetrics } from './metrics';
+
+export interface RunOptions { config: string; dataDir?: string; period?: number; logLevel?: string }
+
+export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<void>; port: number; log: Logger }> {
+  const cfg = loadAuthorityConfig(o.config, { dataDir: o.dataDir, period: o.period });
+  const log = createLogger('bitcloud-dirauth', { level: o.logLevel ?? cfg.logLevel });
+  const signer = await loadAuthoritySigner(cfg.dataDir);
+  const fp = signer.identity.toString('hex');
+  if (fp !== cfg.identity) {
+    throw err('CONFIG_INVALID', `identity: the config says ${cfg.identity} but the keys in ${cfg.dataDir} are for ${fp}`, { key: 'identity' });
+  }
+  const days = (signer.certValidUntil - Date.now()) / 86_400_000;
+  if (days < 14) log.warn({ daysLeft: Math.floor(days) }, 'signing certificate expires soon: run keygen to renew');
+
+  const reg = createRegistry('dirauth');
+  let authority: Authority | null = null;
+  const metrics = createAuthorityMetrics(reg, {
+    relaysKnown: () => authority?.store.size ?? 0,
+    relaysRunning: () => authority?.store.all().filter((r) => r.reachable).length ?? 0,
+    consensus: () => {
+      const c = authority?.published?.info;
+      return c ? { validAfter: c.validAfter, relays: c.relays.length, signatures: c.signers.length } : null;
+    },
+  });
+  authority = new Authority({ config: cfg, signer, log, metrics });
+  const server = createAuthorityServer(authority, reg, metrics, log);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code ?? e.message}`)));
+    server.listen(cfg.listen.port, cfg.listen.host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  authority.start();
+  log.info({ identity: fp, host: cfg.listen.host, port, periodSeconds: cfg.periodSeconds, authorities: cfg.authorities.length }, 'authority listening');
+
+  const a = authority;
+  const stop = async () => {
+    await a.stop();
+    await closeServer(server);
+  };
+  return { stop, port, log };
+}
+
+function closeServer(s: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    s.close(() => resolve());
+    s.closeAllConnections();
+  });
+}
+
+export async function runAuthorityMain(o: RunOptions): Promise<void> {
+  const d = await runAuthority(o);
+  onShutdown(d.log, d.stop);
+}
+
+export async function keygenMain(o: { dataDir: string; certDays?: number; identityFile?: string; json?: boolean }): Promise<KeygenResult> {
+  const r = await authorityKeygen(o.dataDir, { certDays: o.certDays, identityFile: o.identityFile });
+  if (o.json) {
+    console.log(JSON.stringify({ fingerprint: r.fingerprint, createdIdentity: r.createdIdentity, certValidUntil: new Date(r.certValidUntil).toISOString() }));
+  } else {
+    console.log(`${r.createdIdentity ? 'Created a new identity key' : 'Used the existing identity key'}; fingerprint:\n${r.fingerprint}`);
+    console.log(`New signing key certified until ${new Date(r.certValidUntil).toISOString()}.`);
+    console.log(`Keys are in ${o.dataDir}. Put the fingerprint in every authorities list (authorities[].identity).`);
+  }
+  return r;
+}

@@ -1,0 +1,38 @@
+// The authority's Prometheus metrics (all names start with bitcloud_dirauth_).
+import { prom, type Registry } from '../src/ops/metrics';
+
+export interface AuthorityMetrics {
+  uploads: prom.Counter<'result'>;
+  reachability: prom.Counter<'result'>;
+  votes: prom.Counter<'result'>;
+  signatures: prom.Counter<'result'>;
+  computed: prom.Counter;
+  published: prom.Counter;
+  http: prom.Counter<'route' | 'status'>;
+  errors: prom.Counter<'code'>;
+}
+
+export interface AuthorityGaugeSource {
+  relaysKnown(): number;
+  relaysRunning(): number;
+  consensus(): { validAfter: number; relays: number; signatures: number } | null;
+}
+
+export function createAuthorityMetrics(reg: Registry, src: AuthorityGaugeSource): AuthorityMetrics {
+  const m: AuthorityMetrics = {
+    uploads: new prom.Counter({ name: 'bitcloud_dirauth_descriptor_uploads_total', help: 'Descriptor uploads by result (new, updated, unchanged, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+    reachability: new prom.Counter({ name: 'bitcloud_dirauth_reachability_tests_total', help: 'Reachability tests by result (ok or the link error code)', labelNames: ['result'], registers: [reg] }),
+    votes: new prom.Counter({ name: 'bitcloud_dirauth_votes_total', help: 'Votes made (own) or fetched (fetched, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+    signatures: new prom.Counter({ name: 'bitcloud_dirauth_consensus_signatures_collected_total', help: 'Detached consensus signatures by result (added, digest_mismatch, bad)', labelNames: ['result'], registers: [reg] }),
+    computed: new prom.Counter({ name: 'bitcloud_dirauth_consensus_computed_total', help: 'Consensuses computed and signed', registers: [reg] }),
+    published: new prom.Counter({ name: 'bitcloud_dirauth_consensus_published_total', help: 'Consensuses published with a majority of signatures', registers: [reg] }),
+    http: new prom.Counter({ name: 'bitcloud_dirauth_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [reg] }),
+    errors: new prom.Counter({ name: 'bitcloud_dirauth_errors_total', help: 'Errors by code', labelNames: ['code'], registers: [reg] }),
+  };
+  new prom.Gauge({ name: 'bitcloud_dirauth_relays_known', help: 'Relays with a current descriptor', registers: [reg], collect() { this.set(src.relaysKnown()); } });
+  new prom.Gauge({ name: 'bitcloud_dirauth_relays_running', help: 'Relays reachable at their last test', registers: [reg], collect() { this.set(src.relaysRunning()); } });
+  new prom.Gauge({ name: 'bitcloud_dirauth_consensus_age_seconds', help: 'Seconds since valid-after of the published consensus (-1: none)', registers: [reg], collect() { const c = src.consensus(); this.set(c ? (Date.now() - c.validAfter) / 1000 : -1); } });
+  new prom.Gauge({ name: 'bitcloud_dirauth_consensus_relays', help: 'Relays listed in the published consensus', registers: [reg], collect() { this.set(src.consensus()?.relays ?? 0); } });
+  new prom.Gauge({ name: 'bitcloud_dirauth_consensus_signatures', help: 'Authority signatures on the published consensus', registers: [reg], collect() { this.set(src.consensus()?.signatures ?? 0); } });
+  return m;
+}

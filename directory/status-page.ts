@@ -1,0 +1,62 @@
+// The human status page (GET /) and its JSON twin (GET /bitcloud/status).
+import { escapeHtml } from '../src/dir/http-serve';
+import { ALL_FLAGS } from '../src/dir/types';
+import { VERSION } from '../src/ops/version';
+import type { Authority } from './authority';
+
+export function statusJson(a: Authority): Record<string, unknown> {
+  const c = a.published?.info;
+  const s = a.statusSnapshot();
+  return {
+    identity: a.config.identity,
+    version: VERSION,
+    periodSeconds: a.config.periodSeconds,
+    authorities: a.config.authorities.map((x) => ({ name: x.name, identity: x.fingerprint })),
+    descriptorsKnown: s.known,
+    relaysRunning: s.running,
+    votePeriod: s.votePeriod,
+    votesHeld: s.votesHeld,
+    pendingSigners: s.pendingSigners,
+    consensus: c ? {
+      validAfter: c.validAfter, freshUntil: c.freshUntil, validUntil: c.validUntil,
+      relays: c.relays.length, signers: c.signers, voters: c.voters, digest: c.digest.toString('hex'),
+    } : null,
+  };
+}
+
+function ago(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (Math.abs(s) < 120) return `${s} s`;
+  if (Math.abs(s) < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+export function renderStatusPage(a: Authority): string {
+  const now = Date.now();
+  const c = a.published?.info;
+  const names = new Map(a.config.authorities.map((x) => [x.fingerprint, x.name]));
+  const s = a.statusSnapshot();
+  const e = escapeHtml;
+  const rows = (c?.relays ?? []).map((r) => `<tr><td>${e(r.nickname)}</td><td><code>${r.fingerprint.slice(0, 16)}…</code></td>`
+    + `<td>${e(r.address)}:${r.orPort}${r.dirPort ? ` / dir ${r.dirPort}` : ''}${r.storagePort ? ` / storage ${r.storagePort}` : ''}</td>`
+    + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${e(r.roles.join(', '))}</td><td>${e(r.version)}</td></tr>`).join('\n');
+  const consensus = c
+    ? `<p>Consensus valid after ${new Date(c.validAfter).toISOString()} (age ${ago(now - c.validAfter)}), fresh until ${new Date(c.freshUntil).toISOString()}, valid until ${new Date(c.validUntil).toISOString()}${now > c.freshUntil ? ' — <strong>not fresh</strong>' : ''}.</p>
+<p>Signed by ${c.signers.length} of ${a.config.authorities.length}: ${c.signers.map((f) => e(names.get(f) ?? f.slice(0, 16))).join(', ')}. Digest <code>${c.digest.toString('hex')}</code>.</p>`
+    : '<p><strong>No consensus published yet.</strong></p>';
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>Bitcloud directory authority</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}code{font-size:90%}</style>
+</head><body>
+<h1>Bitcloud directory authority ${e(names.get(a.config.identity) ?? '')}</h1>
+<p>Identity <code>${a.config.identity}</code>, software ${e(VERSION)}, period ${a.config.periodSeconds} s.</p>
+${consensus}
+<p>Descriptors known: ${s.known}; reachable at last test: ${s.running}. Votes held this period: ${s.votesHeld.length} of ${a.config.authorities.length}.</p>
+<h2>Relays in the consensus (${c?.relays.length ?? 0})</h2>
+<table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th>roles</th><th>version</th></tr>
+${rows}
+</table>
+<p><a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>
+</body></html>
+`;
+}

@@ -1,0 +1,95 @@
+// SPEC.md §6.5: votes. Each period every authority signs, with its certified signing key, the
+// list of relays it found running, the flags it assigns them and the bandwidth it measured.
+import { err } from '../src/errors';
+import type { Ed25519KeyPair } from '../src/crypto/primitives';
+import { fingerprint } from '../src/crypto/keys';
+import { decodeVote, encodeVote, LIMITS } from '../src/wire/docs';
+import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, verifyBodySignature } from '../src/wire/envelope';
+import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
+import { verifyKeyCertificate } from '../src/dir/certificate';
+import type { AuthorityInfo } from '../src/dir/authorities';
+
+/** What consensus computation needs from one vote (VerifiedVote has it; the bench builds it directly). */
+export interface VoteInput {
+  /** Identity of the voting authority. */
+  authority: Buffer;
+  knownFlags: number;
+  entries: VoteInputEntry[];
+}
+export interface VoteInputEntry {
+  descriptor: VerifiedDescriptor;
+  flags: number;
+  /** Kilobytes per second. */
+  measured: number;
+}
+
+export interface VerifiedVote extends VoteInput {
+  fingerprint: string;
+  periodStart: number;
+  periodSeconds: number;
+  digest: Buffer;
+  /** Envelope bytes as received (served again at /bitcloud/vote/current). */
+  raw: Buffer;
+}
+
+export interface Signer {
+  identity: Buffer;
+  signingKey: Ed25519KeyPair;
+  /** Envelope bytes of the certificate for signingKey. */
+  certificate: Buffer;
+}
+
+/** Sign a vote for the period starting at `periodStart` (ms). Entries are sorted here. */
+export function buildVote(
+  signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
+  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number }[],
+): Buffer {
+  const sorted = [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity));
+  const content = encodeVote({
+    authority: signer.identity, periodSeconds, knownFlags,
+    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured })),
+  });
+  const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
+  return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
+}
+
+/**
+ * SPEC.md §6.5: verify a vote for the expected period. Refusals: DOC_* codes, VOTE_UNKNOWN_AUTHORITY,
+ * VOTE_WRONG_PERIOD, VOTE_MALFORMED. Each descriptor inside is verified (its own signature) and
+ * must be valid at the period start; a vote carrying a bad one is refused whole.
+ */
+export function verifyVote(
+  raw: Uint8Array, authorities: readonly AuthorityInfo[],
+  expect: { periodStart: number; periodSeconds: number }, skewMs = 60_000,
+): VerifiedVote {
+  const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
+  const v = decodeVote(doc.content);
+  const fp = fingerprint(v.authority);
+  if (!authorities.some((a) => a.fingerprint === fp)) throw err('VOTE_UNKNOWN_AUTHORITY', `vote from an authority not in the configuration: ${fp}`);
+  if (doc.validAfter !== expect.periodStart || v.periodSeconds !== expect.periodSeconds) {
+    throw err('VOTE_WRONG_PERIOD', `vote is for ${new Date(doc.validAfter).toISOString()} (${v.periodSeconds} s), expected ${new Date(expect.periodStart).toISOString()} (${expect.periodSeconds} s)`);
+  }
+  const sig = doc.signatures.find((s) => s.signer.equals(v.authority));
+  if (!sig || !sig.key) throw err('DOC_WRONG_SIGNER', 'vote is not signed by the authority it names');
+  const cert = doc.certificates.map((c) => { try { return verifyKeyCertificate(c, expect.periodStart, skewMs); } catch { return null; } })
+    .find((c) => c && c.identity.equals(v.authority) && c.signingKey.equals(sig.key!));
+  if (!cert) throw err('DOC_WRONG_SIGNER', 'vote signing key has no valid certificate from the authority');
+  if (!verifyBodySignature(doc.body, sig.signature, cert.signingKey)) throw err('DOC_BAD_SIGNATURE', 'vote signature does not verify');
+  const entries: VoteInputEntry[] = [];
+  let prev: Buffer | null = null;
+  for (const [i, e] of v.entries.entries()) {
+    let d: VerifiedDescriptor;
+    try {
+      d = verifyDescriptor(e.descriptor, { now: expect.periodStart, skewMs });
+    } catch (x) {
+      throw err('VOTE_MALFORMED', `vote entry ${i}: ${(x as Error).message}`, undefined, x);
+    }
+    if (prev && Buffer.compare(prev, d.identity) >= 0) throw err('VOTE_MALFORMED', 'vote entries are not sorted by identity or repeat');
+    prev = d.identity;
+    entries.push({ descriptor: d, flags: e.flags, measured: e.measured });
+  }
+  return {
+    authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries,
+    periodStart: doc.validAfter, periodSeconds: v.periodSeconds, digest: doc.digest, raw: doc.raw,
+  };
+}

@@ -1,0 +1,87 @@
+// The relay's configuration: one JSON file plus flags; defaults in one place; messages name the
+// bad key (STYLE.md §11).
+import path from 'node:path';
+import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
+import {
+  configError, fingerprintField, int, noUnknownKeys, readJsonConfig, str, strList,
+} from '../src/dir/config-fields';
+import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
+import { ALL_ROLES, type Role } from '../src/dir/types';
+
+export interface RelayConfig {
+  dataDir: string;
+  nickname: string;
+  /** Advertised IPv4 address. */
+  address: string;
+  /** Address the listeners bind to (default: `address`). */
+  listenHost: string;
+  orPort: number;
+  /** 0: no directory mirror (and no HTTP server). */
+  dirPort: number;
+  storagePort: number;
+  /** Declared bandwidth, bytes per second. */
+  bandwidth: number;
+  roles: Role[];
+  exitPolicy: string[];
+  family: string[];
+  moderators: string[];
+  authorities: AuthorityInfo[];
+  publishIntervalSeconds: number;
+  descriptorLifetimeSeconds: number;
+  mirrorIntervalSeconds: number;
+  logLevel: string;
+}
+
+const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
+  'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
+  'mirrorIntervalSeconds', 'logLevel'] as const;
+
+export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; nickname?: string }
+
+export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
+  noUnknownKeys(raw, KEYS, '');
+  const nickname = o.nickname ?? str(raw.nickname, 'nickname', 'Unnamed');
+  if (!/^[A-Za-z0-9]{1,19}$/.test(nickname)) configError('nickname', 'must be 1 to 19 letters or digits');
+  const address = str(raw.address, 'address', '127.0.0.1');
+  if (parseIPv4(address) === null) configError('address', 'must be an IPv4 address');
+  const roles = strList(raw.roles, 'roles', ['relay']).map((r, i) => {
+    if (!(ALL_ROLES as string[]).includes(r)) configError(`roles[${i}]`, `must be one of ${ALL_ROLES.join(', ')}`);
+    return r as Role;
+  });
+  if (roles.length === 0) configError('roles', 'must name at least one role');
+  const isExit = roles.includes('exit');
+  let exitPolicy = strList(raw.exitPolicy, 'exitPolicy', formatExitPolicy(isExit ? DEFAULT_EXIT_POLICY : REJECT_ALL));
+  try {
+    exitPolicy = formatExitPolicy(parseExitPolicy(exitPolicy));
+  } catch (e) {
+    configError('exitPolicy', (e as Error).message);
+  }
+  const storagePort = int(raw.storagePort, 'storagePort', 0, 65535, 0);
+  if (roles.includes('storage') && storagePort === 0) configError('storagePort', 'the storage role needs a storage port');
+  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
+  const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
+  if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
+  return {
+    dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
+    nickname,
+    address,
+    listenHost: str(raw.listenHost, 'listenHost', address),
+    orPort: o.orPort ?? int(raw.orPort, 'orPort', 0, 65535),
+    dirPort: o.dirPort ?? int(raw.dirPort, 'dirPort', 0, 65535, 0),
+    storagePort,
+    bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
+    roles,
+    exitPolicy,
+    family: strList(raw.family, 'family').map((f, i) => fingerprintField(f, `family[${i}]`)),
+    moderators: strList(raw.moderators, 'moderators').map((f, i) => fingerprintField(f, `moderators[${i}]`)),
+    authorities: parseAuthorityList(raw.authorities, 'authorities'),
+    publishIntervalSeconds,
+    descriptorLifetimeSeconds,
+    mirrorIntervalSeconds: int(raw.mirrorIntervalSeconds, 'mirrorIntervalSeconds', 1, 86_400, 60),
+    logLevel: str(raw.logLevel, 'logLevel', 'info'),
+  };
+}
+
+export function loadRelayConfig(file: string, o: RelayOverrides = {}): RelayConfig {
+  return parseRelayConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o);
+}

@@ -1,0 +1,145 @@
+// The relay daemon (SPEC.md §6.4, §6.10; circuits come in SPEC.md §7). It owns the lifetimes
+// of: the node keys, the link listener (ORPort), the descriptor publisher, the consensus
+// mirror and the directory HTTP server (DirPort: consensus, status, /metrics).
+//
+// Circuit handling plugs in through `RelayHooks.onChannel`: every link whose handshake
+// completed is handed to it. Until that code exists the default hook keeps the link open and
+// ignores its cells, which is all an authority's reachability test needs.
+import http from 'node:http';
+import { err } from '../src/errors';
+import { loadOrCreateNodeKeys, type NodeKeys } from '../src/crypto/keys';
+import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
+import type { Logger } from '../src/ops/log';
+import { serveMetrics, type Registry } from '../src/ops/metrics';
+import { VERSION } from '../src/ops/version';
+import { buildDescriptor } from '../src/dir/descriptor';
+import { PATHS } from '../src/dir/fetch';
+import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
+import type { VerifiedConsensus } from '../src/dir/types';
+import type { RelayConfig } from './config';
+import { ConsensusMirror } from './mirror';
+import { DescriptorPublisher } from './publish';
+
+export interface RelayContext {
+  config: RelayConfig;
+  keys: NodeKeys;
+  log: Logger;
+  registry: Registry;
+  /** The newest verified consensus the relay holds (null before the first one). */
+  consensus(): VerifiedConsensus | null;
+}
+
+export interface RelayHooks {
+  /** A link completed its handshake (initiated by a client or another relay). */
+  onChannel(ch: Channel, ctx: RelayContext): void;
+  /** Called once the daemon is up, before it publishes; may start more services. */
+  onStart?(ctx: RelayContext): Promise<void> | void;
+  onStop?(): Promise<void> | void;
+}
+
+/** Default: accept the link and do nothing with it (reachability tests close it themselves). */
+export const idleChannelHooks: RelayHooks = {
+  onChannel(ch, ctx) {
+    ctx.log.debug({ initiator: ch.peerIdentity ? 'relay' : 'anonymous' }, 'link opened');
+  },
+};
+
+export class RelayDaemon {
+  private keys: NodeKeys | null = null;
+  private listener: LinkListener | null = null;
+  private http: http.Server | null = null;
+  private publisher: DescriptorPublisher | null = null;
+  private mirror: ConsensusMirror;
+  private orPort = 0;
+  private dirPort = 0;
+
+  constructor(
+    private readonly cfg: RelayConfig,
+    private readonly log: Logger,
+    private readonly registry: Registry,
+    private readonly hooks: RelayHooks = idleChannelHooks,
+  ) {
+    this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
+  }
+
+  get ports(): { orPort: number; dirPort: number } { return { orPort: this.orPort, dirPort: this.dirPort }; }
+  get fingerprint(): string { return this.keys ? this.keys.identity.publicKey.toString('hex') : ''; }
+  get consensusMirror(): ConsensusMirror { return this.mirror; }
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    const ctx = this.context();
+    this.listener = await createLinkListener({
+      host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,
+      onChannel: (ch) => this.hooks.onChannel(ch, ctx),
+      metrics: createLinkMetrics(this.registry), log: this.log,
+    });
+    this.orPort = this.listener.port;
+    if (cfg.dirPort !== 0) await this.startHttp();
+    await this.mirror.start();
+    await this.hooks.onStart?.(ctx);
+    this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
+      intervalMs: cfg.publishIntervalSeconds * 1000,
+      retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+    });
+    this.publisher.start();
+    this.log.info({ identity: this.fingerprint, orPort: this.orPort, dirPort: this.dirPort, nickname: cfg.nickname }, 'relay listening');
+  }
+
+  async stop(): Promise<void> {
+    this.publisher?.stop();
+    this.mirror.stop();
+    await this.hooks.onStop?.();
+    await this.listener?.close();
+    if (this.http) {
+      const s = this.http;
+      await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeAllConnections(); });
+    }
+  }
+
+  private context(): RelayContext {
+    return { config: this.cfg, keys: this.keys!, log: this.log, registry: this.registry, consensus: () => this.mirror.current };
+  }
+
+  private buildDescriptor(): Buffer {
+    const k = this.keys!;
+    const c = this.cfg;
+    return buildDescriptor({
+      identity: k.identity, onionKey: k.onion.publicKey, nickname: c.nickname, address: c.address,
+      orPort: this.orPort, dirPort: this.dirPort, storagePort: c.storagePort, declaredBandwidth: c.bandwidth,
+      exitPolicy: c.roles.includes('exit') ? c.exitPolicy : [], family: c.family, roles: c.roles,
+      moderators: c.moderators, version: `bitcloud-${VERSION}`, published: Date.now(),
+      lifetimeMs: c.descriptorLifetimeSeconds * 1000,
+    });
+  }
+
+  private async startHttp(): Promise<void> {
+    const srv = http.createServer((req, res) => {
+      const p = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
+      if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
+      if (p === '/metrics') return void serveMetrics(this.registry, req, res).catch(() => res.destroy());
+      if (p === PATHS.status) {
+        const c = this.mirror.current;
+        return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });
+      }
+      if (p === '/') {
+        const c = this.mirror.current;
+        const html = `<!doctype html><meta charset="utf-8"><title>Bitcloud relay</title><h1>Bitcloud relay ${escapeHtml(this.cfg.nickname)}</h1>`
+          + `<p>Identity <code>${this.fingerprint}</code>, ORPort ${this.orPort}.</p>`
+          + `<p>${c ? `Mirroring the consensus valid after ${new Date(c.validAfter).toISOString()} (${c.relays.length} relays, ${c.signers.length} signatures).` : 'No consensus yet.'}</p>`
+          + '<p><a href="/metrics">metrics</a></p>';
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        return void res.end(html);
+      }
+      sendJsonError(res, 404, 'NOT_FOUND', 'no such path');
+    });
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${this.cfg.listenHost}:${this.cfg.dirPort}: ${e.code ?? e.message}`)));
+      srv.listen(this.cfg.dirPort, this.cfg.listenHost, () => resolve());
+    });
+    this.http = srv;
+    this.dirPort = (srv.address() as { port: number }).port;
+  }
+}

@@ -1,0 +1,17 @@
+// bitcloud-relay wiring: config, logger, metrics, daemon, shutdown. No protocol logic.
+import { createLogger } from '../src/ops/log';
+import { createRegistry } from '../src/ops/metrics';
+import { onShutdown } from '../src/ops/daemon';
+import { loadRelayConfig, type RelayOverrides } from './config';
+import { RelayDaemon, idleChannelHooks, type RelayHooks } from './daemon';
+
+export interface RelayRunOptions extends RelayOverrides { config: string; logLevel?: string }
+
+export async function runRelay(o: RelayRunOptions, hooks: RelayHooks = idleChannelHooks): Promise<RelayDaemon> {
+  const cfg = loadRelayConfig(o.config, o);
+  const log = createLogger('bitcloud-relay', { level: o.logLevel ?? cfg.logLevel });
+  const d = new RelayDaemon(cfg, log, createRegistry('relay'), hooks);
+  await d.start();
+  onShutdown(log, () => d.stop());
+  return d;
+}

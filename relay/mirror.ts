@@ -1,0 +1,72 @@
+// SPEC.md §6.10: a relay mirrors the consensus so clients need not all ask the authorities.
+// It fetches from the authorities (If-Modified-Since), verifies exactly as a client does,
+// keeps the newest valid one on disk, and serves it on its directory port.
+import path from 'node:path';
+import type { Logger } from '../src/ops/log';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { fetchVerifiedConsensus } from '../src/dir/consensus-fetch';
+import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
+import { ServedDocument } from '../src/dir/http-serve';
+import type { VerifiedConsensus } from '../src/dir/types';
+
+export const MIRROR_CACHE_FILE = 'cached-consensus';
+
+export class ConsensusMirror {
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private failing = false;
+  private cur: { info: VerifiedConsensus; served: ServedDocument } | null = null;
+  private readonly listeners: ((c: VerifiedConsensus) => void)[] = [];
+
+  constructor(
+    private readonly authorities: readonly AuthorityInfo[],
+    private readonly dataDir: string,
+    private readonly log: Logger,
+    private readonly intervalMs: number,
+  ) {}
+
+  /** The newest verified consensus, or null. Consumers (circuit code) read it from here. */
+  get current(): VerifiedConsensus | null { return this.cur?.info ?? null; }
+  get served(): ServedDocument | null { return this.cur?.served ?? null; }
+
+  /** Called with each newer consensus. */
+  onConsensus(f: (c: VerifiedConsensus) => void): void { this.listeners.push(f); }
+
+  async start(): Promise<void> {
+    const cached = await loadConsensusCache(path.join(this.dataDir, MIRROR_CACHE_FILE), this.authorities, Date.now());
+    if (cached.consensus) this.install(cached.consensus, cached.savedAt, false);
+    void this.poll();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private install(c: VerifiedConsensus, at: number, save: boolean): void {
+    this.cur = { info: c, served: new ServedDocument(c.envelopeBytes, at) };
+    if (save) void saveConsensusCache(path.join(this.dataDir, MIRROR_CACHE_FILE), c).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
+    for (const f of this.listeners) f(c);
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      // Authorities in random order spread the load.
+      const sources = [...this.authorities].sort(() => Math.random() - 0.5).map((a) => a.url);
+      const have = this.current;
+      const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000 });
+      if (r.consensus && isBetterConsensus(have, r.consensus)) {
+        this.install(r.consensus, Date.now(), true);
+        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, signers: r.consensus.signers.length }, 'consensus mirrored');
+      } else if (!r.consensus && r.failures.length === sources.length) {
+        // Once per outage at warn; repeats at debug.
+        this.log[this.failing ? 'debug' : 'warn']({ failures: r.failures.map((f) => f.code) }, 'no authority gave a valid consensus');
+        this.failing = true;
+      }
+      if (r.consensus || r.notModified.length) this.failing = false;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'consensus poll failed');
+    }
+    if (!this.stopped) this.timer = setTimeout(() => void this.poll(), this.intervalMs);
+  }
+}

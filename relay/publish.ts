@@ -1,0 +1,71 @@
+// SPEC.md §6.4: a relay signs a fresh descriptor and uploads it to every authority, at start and
+// every publish interval; failed uploads are retried sooner (an authority may be restarting).
+import { errorCode } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { errorBodyReason, httpRequest, PATHS } from '../src/dir/fetch';
+
+export interface UploadResult { authority: string; ok: boolean; detail: string }
+
+/** POST one descriptor to one authority. */
+export async function uploadDescriptor(a: AuthorityInfo, raw: Buffer, timeoutMs = 10_000): Promise<UploadResult> {
+  try {
+    const r = await httpRequest(a.url + PATHS.descriptor, { method: 'POST', body: raw, maxBytes: 64 * 1024, timeoutMs });
+    if (r.status === 200) return { authority: a.name, ok: true, detail: 'accepted' };
+    return { authority: a.name, ok: false, detail: errorBodyReason(r) };
+  } catch (e) {
+    return { authority: a.name, ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` };
+  }
+}
+
+/**
+ * Keeps every authority holding a current descriptor. `build` signs a new one (new published
+ * time) on each full round; authorities that failed are retried with the same descriptor.
+ */
+export class DescriptorPublisher {
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private lastRaw: Buffer | null = null;
+  private lastFull = 0;
+  private failed = new Set<string>();
+
+  constructor(
+    private readonly authorities: readonly AuthorityInfo[],
+    private readonly build: () => Buffer,
+    private readonly log: Logger,
+    private readonly opts: { intervalMs: number; retryMs: number; now?: () => number },
+  ) {}
+
+  start(): void { void this.round(); }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Publish to everyone now with a freshly signed descriptor. */
+  async republishNow(): Promise<UploadResult[]> {
+    this.failed.clear();
+    return this.round();
+  }
+
+  private async round(): Promise<UploadResult[]> {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    const now = (this.opts.now ?? Date.now)();
+    const full = !this.lastRaw || now - this.lastFull >= this.opts.intervalMs || this.failed.size === 0;
+    if (full) { this.lastRaw = this.build(); this.lastFull = now; }
+    const targets = full ? this.authorities : this.authorities.filter((a) => this.failed.has(a.fingerprint));
+    const results = await Promise.all(targets.map((a) => uploadDescriptor(a, this.lastRaw!)));
+    this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
+    for (const r of results) {
+      if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
+      else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');
+    }
+    if (full) this.log.info({ accepted: results.filter((r) => r.ok).length, authorities: targets.length }, 'descriptor published');
+    if (!this.stopped) {
+      const wait = this.failed.size ? Math.min(this.opts.retryMs, this.opts.intervalMs) : this.opts.intervalMs - (now - this.lastFull);
+      this.timer = setTimeout(() => void this.round(), Math.max(100, wait));
+    }
+    return results;
+  }
+}

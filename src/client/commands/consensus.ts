@@ -1,0 +1,131 @@
+// `bitcloud consensus [--json] [--config FILE] [--from HOST:PORT]...` (SPEC.md §6.8):
+// fetch the consensus from a relay mirror or an authority, verify it against the configured
+// authorities, print its relays. A refused consensus is reported with its reason; the last
+// valid one is kept on disk and used until it expires, and the command says so.
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { errorCode } from '../../errors';
+import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
+import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
+import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
+import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
+
+export const CONSENSUS_CACHE_FILE = 'cached-consensus';
+
+export interface ConsensusCommandOptions {
+  config?: string;
+  json?: boolean;
+  from?: string[];
+  dataDir?: string;
+}
+
+export interface Output { out(s: string): void; err(s: string): void }
+const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
+
+/** Runs the command; returns the exit code (0: a valid consensus was printed; 1: none). */
+export async function consensusCommand(o: ConsensusCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+  const cacheFile = path.join(cfg.dataDir, CONSENSUS_CACHE_FILE);
+  const cached = await loadConsensusCache(cacheFile, cfg.authorities, now());
+  const warnings: string[] = [];
+  if (!cached.consensus && cached.code !== 'CACHE_EMPTY') warnings.push(`saved consensus not usable: ${cached.reason}`);
+
+  const sources = o.from?.length ? o.from.map(normalizeSource) : [...cfg.mirrors, ...shuffle(cfg.authorities.map((a) => a.url))];
+  const have = cached.consensus;
+  const r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, timeoutMs: 10_000 });
+  for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);
+
+  let chosen: VerifiedConsensus | null = null;
+  let from: string;
+  if (r.consensus && isBetterConsensus(have, r.consensus)) {
+    chosen = r.consensus;
+    from = r.source!;
+    await saveConsensusCache(cacheFile, chosen).catch((e) => warnings.push(`could not save the consensus: ${(e as Error).message}`));
+  } else if (have) {
+    chosen = have;
+    from = 'cache';
+    const why = r.consensus ? 'the network has nothing newer' : 'no source gave a valid consensus';
+    warnings.push(`using the last valid consensus kept on disk (valid until ${iso(have.validUntil)}): ${why}`);
+  } else {
+    from = 'none';
+  }
+  if (chosen && now() > chosen.freshUntil) {
+    warnings.push(`consensus is no longer fresh (fresh until ${iso(chosen.freshUntil)}); no newer one has been published`);
+  }
+
+  if (o.json) {
+    io.out(JSON.stringify(chosen ? toJson(chosen, from, warnings, cfg.authorities.length) : { ok: false, source: null, warnings }, null, 2));
+  } else {
+    if (chosen) printText(chosen, from, cfg.authorities.length, io);
+  }
+  for (const w of warnings) io.err(`bitcloud consensus: ${w}`);
+  if (!chosen) {
+    io.err('bitcloud consensus: no valid consensus available; refusing to use anything else');
+    return 1;
+  }
+  return 0;
+}
+
+function stripCode(reason: string, code: string): string {
+  return reason.startsWith(`${code}: `) ? reason.slice(code.length + 2) : reason;
+}
+
+function iso(ms: number): string { return new Date(ms).toISOString(); }
+
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
+  return a;
+}
+
+function toJson(c: VerifiedConsensus, source: string, warnings: string[], total: number): Record<string, unknown> {
+  return {
+    ok: true,
+    source,
+    validAfter: iso(c.validAfter), freshUntil: iso(c.freshUntil), validUntil: iso(c.validUntil),
+    periodSeconds: c.periodSeconds,
+    digest: c.digest.toString('hex'),
+    signers: c.signers, voters: c.voters, authorities: total,
+    warnings,
+    relays: c.relays.map((r) => ({
+      fingerprint: r.fingerprint, nickname: r.nickname, address: r.address, orPort: r.orPort, dirPort: r.dirPort,
+      storagePort: r.storagePort, onionKey: r.onionKey.toString('hex'), flags: ALL_FLAGS.filter((f) => r.flags.has(f)),
+      weight: r.weight, roles: r.roles, exitPolicy: r.exitPolicy, family: r.family, moderators: r.moderators,
+      unmoderated: r.unmoderated, version: r.version,
+    })),
+  };
+}
+
+function printText(c: VerifiedConsensus, source: string, total: number, io: Output): void {
+  io.out(`consensus valid-after ${iso(c.validAfter)}  fresh-until ${iso(c.freshUntil)}  valid-until ${iso(c.validUntil)}`);
+  io.out(`signed by ${c.signers.length} of ${total} authorities; ${c.relays.length} relays; from ${source}`);
+  const rows = c.relays.map((r) => [r.nickname, r.fingerprint.slice(0, 16), `${r.address}:${r.orPort}`, ALL_FLAGS.filter((f) => r.flags.has(f)).join(','), String(r.weight), r.roles.join(',')]);
+  const head = ['nickname', 'fingerprint', 'address', 'flags', 'weight', 'roles'];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd();
+  io.out(line(head));
+  for (const r of rows) io.out(line(r));
+}
+
+/** The yargs command, registered in src/bin/bitcloud.ts beside the other client commands. */
+export const consensusCommandModule: CommandModule<object, { config?: string; json: boolean; from?: string[]; 'data-dir'?: string }> = {
+  command: 'consensus',
+  describe: 'Fetch, verify and print the network consensus (keeps the last valid one on disk).',
+  builder: (y) => y
+    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
+    .option('from', { type: 'string', array: true, describe: 'Fetch from this HOST:PORT or URL (a relay mirror or an authority) instead' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' }) as never,
+  handler: async (a) => {
+    try {
+      process.exitCode = await consensusCommand({ config: a.config, json: a.json, from: a.from, dataDir: a['data-dir'] });
+    } catch (e) {
+      process.stderr.write(`bitcloud consensus: ${(e as Error).message}\n`);
+      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+    }
+  },
+};
+
+/** For tests and tools: the cache file's path for a data directory. */
+export function consensusCachePath(dataDir: string): string {
+  return path.join(dataDir, CONSENSUS_CACHE_FILE);
+}

@@ -1,0 +1,45 @@
+// What every directory client (the `bitcloud` commands, relays, storage nodes) reads from its
+// config file: the authorities it trusts and where it keeps state. Other client settings live
+// in the same file; this reader checks only its own keys.
+import os from 'node:os';
+import path from 'node:path';
+import { err } from '../errors';
+import { parseAuthorityList, type AuthorityInfo } from './authorities';
+import { hostPort, readJsonConfig, str } from './config-fields';
+
+export interface DirClientConfig {
+  authorities: AuthorityInfo[];
+  dataDir: string;
+  /** Relay directory mirrors to try before the authorities: base URLs. */
+  mirrors: string[];
+  /** The config file it came from. */
+  file: string;
+}
+
+export const DEFAULT_CLIENT_DATA_DIR = path.join(os.homedir(), '.bitcloud');
+
+/** The config file to use: --config, else $BITCLOUD_CONFIG, else ~/.bitcloud/config.json. */
+export function clientConfigPath(flag?: string): string {
+  return flag ?? process.env.BITCLOUD_CONFIG ?? path.join(DEFAULT_CLIENT_DATA_DIR, 'config.json');
+}
+
+export function loadDirClientConfig(file: string, overrides: { dataDir?: string } = {}): DirClientConfig {
+  const raw = readJsonConfig(file);
+  if (raw.authorities === undefined) throw err('CONFIG_INVALID', `authorities: missing in ${file}; a client trusts the network only through the authorities it lists`, { key: 'authorities' });
+  const authorities = parseAuthorityList(raw.authorities, 'authorities');
+  const base = path.dirname(path.resolve(file));
+  const dataDir = overrides.dataDir ?? (raw.dataDir === undefined ? DEFAULT_CLIENT_DATA_DIR : path.resolve(base, str(raw.dataDir, 'dataDir')));
+  let mirrors: string[] = [];
+  if (raw.mirrors !== undefined) {
+    if (!Array.isArray(raw.mirrors)) throw err('CONFIG_INVALID', 'mirrors: must be a list of "HOST:PORT"', { key: 'mirrors' });
+    mirrors = raw.mirrors.map((m, i) => { const { host, port } = hostPort(m, `mirrors[${i}]`); return `http://${host}:${port}`; });
+  }
+  return { authorities, dataDir, mirrors, file };
+}
+
+/** Accept "HOST:PORT" or an http:// URL; return a base URL without a trailing slash. */
+export function normalizeSource(s: string): string {
+  if (/^https?:\/\//.test(s)) return s.replace(/\/+$/, '');
+  const { host, port } = hostPort(s, '--from');
+  return `http://${host}:${port}`;
+}

@@ -1,0 +1,88 @@
+// Config validation helpers shared by every daemon's config (STYLE.md §11): each failure is a
+// CONFIG_INVALID error whose message names the bad key, e.g. `authorities[1].identity`.
+import fs from 'node:fs';
+import { err } from '../errors';
+
+export function configError(key: string, why: string): never {
+  throw err('CONFIG_INVALID', `${key}: ${why}`, { key });
+}
+
+/** Read and parse a JSON config file; CONFIG_INVALID naming the file when it cannot be read. */
+export function readJsonConfig(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw err('CONFIG_INVALID', `cannot read config file ${file}: ${(e as Error).message}`, { file });
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw err('CONFIG_INVALID', `config file ${file} is not valid JSON: ${(e as Error).message}`, { file });
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw err('CONFIG_INVALID', `config file ${file} must hold a JSON object`, { file });
+  return v as Record<string, unknown>;
+}
+
+export function obj(v: unknown, key: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) configError(key, 'must be an object');
+  return v as Record<string, unknown>;
+}
+
+export function optObj(v: unknown, key: string): Record<string, unknown> {
+  return v === undefined ? {} : obj(v, key);
+}
+
+export function str(v: unknown, key: string, def?: string): string {
+  if (v === undefined && def !== undefined) return def;
+  if (typeof v !== 'string' || v.length === 0) configError(key, 'must be a non-empty string');
+  return v;
+}
+
+export function int(v: unknown, key: string, min: number, max: number, def?: number): number {
+  if (v === undefined && def !== undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v)) configError(key, 'must be an integer');
+  if (v < min || v > max) configError(key, `must be between ${min} and ${max}, is ${v}`);
+  return v;
+}
+
+export function num(v: unknown, key: string, min: number, max: number, def?: number): number {
+  if (v === undefined && def !== undefined) return def;
+  if (typeof v !== 'number' || !Number.isFinite(v)) configError(key, 'must be a number');
+  if (v < min || v > max) configError(key, `must be between ${min} and ${max}, is ${v}`);
+  return v;
+}
+
+export function bool(v: unknown, key: string, def: boolean): boolean {
+  if (v === undefined) return def;
+  if (typeof v !== 'boolean') configError(key, 'must be true or false');
+  return v;
+}
+
+export function strList(v: unknown, key: string, def: string[] = []): string[] {
+  if (v === undefined) return def;
+  if (!Array.isArray(v)) configError(key, 'must be a list of strings');
+  return v.map((x, i) => str(x, `${key}[${i}]`));
+}
+
+const FP = /^[0-9a-f]{64}$/;
+export function fingerprintField(v: unknown, key: string): string {
+  if (typeof v !== 'string' || !FP.test(v)) configError(key, 'must be a fingerprint: 64 lowercase hex characters');
+  return v;
+}
+
+/** "HOST:PORT" with a port 1..65535. */
+export function hostPort(v: unknown, key: string): { host: string; port: number } {
+  const s = str(v, key);
+  const i = s.lastIndexOf(':');
+  const host = i > 0 ? s.slice(0, i) : '';
+  const port = Number(s.slice(i + 1));
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) configError(key, `must be HOST:PORT, is ${JSON.stringify(s)}`);
+  return { host, port };
+}
+
+/** Refuse keys a schema does not know (catches typos early). */
+export function noUnknownKeys(o: Record<string, unknown>, known: readonly string[], prefix: string): void {
+  for (const k of Object.keys(o)) if (!known.includes(k)) configError(prefix ? `${prefix}.${k}` : k, 'unknown setting');
+}

@@ -1,0 +1,139 @@
+// SPEC.md §6.7–6.8: consensus verification (tor-checkable style). Bytes become an
+// UncheckedConsensus; only `check` turns it into a VerifiedConsensus, after counting valid
+// signatures from more than half of ALL configured authorities over the exact bytes received,
+// each through a certificate of that authority's signing key, and checking the window.
+import { err } from '../errors';
+import { fingerprint } from '../crypto/keys';
+import { decodeConsensus, LIMITS, type ConsensusMsg } from '../wire/docs';
+import { DocType, openEnvelope, verifyBodySignature, type OpenedDocument } from '../wire/envelope';
+import type { SignatureMsg } from '../wire/docs';
+import { indexCertificates, type VerifiedCertificate } from './certificate';
+import { majorityOf, type AuthorityInfo } from './authorities';
+import { formatIPv4 } from './exit-policy';
+import { flagsFromMask, rolesFromMask, type ConsensusRelay, type VerifiedConsensus } from './types';
+
+/** Default clock skew tolerated on validity windows. */
+export const CONSENSUS_SKEW_MS = 60_000;
+
+export interface SignatureCount {
+  /** Fingerprints of configured authorities with a valid, certified signature. */
+  valid: string[];
+  /** Signers that are not configured authorities. */
+  unknown: string[];
+  /** Configured authorities whose signature failed (bad bytes, no certificate, expired certificate). */
+  bad: string[];
+}
+
+/** Count the valid authority signatures on `body` (shared by clients and authorities). */
+export function countSignatures(
+  body: Uint8Array, signatures: readonly SignatureMsg[], certificates: readonly Uint8Array[],
+  authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS,
+): SignatureCount {
+  const certs: Map<string, VerifiedCertificate> = indexCertificates(certificates, now, skewMs);
+  const known = new Set(authorities.map((a) => a.fingerprint));
+  const valid = new Set<string>(), unknown = new Set<string>(), bad = new Set<string>();
+  for (const s of signatures) {
+    const fp = fingerprint(s.signer);
+    if (!known.has(fp)) { unknown.add(fp); continue; }
+    if (valid.has(fp)) continue;
+    // SPEC.md §6.3: an authority signs with its certified signing key, never its identity.
+    const cert = s.key ? certs.get(`${fp}/${s.key.toString('hex')}`) : undefined;
+    if (cert && verifyBodySignature(body, s.signature, cert.signingKey)) valid.add(fp);
+    else bad.add(fp);
+  }
+  for (const v of valid) bad.delete(v);
+  return { valid: [...valid].sort(), unknown: [...unknown].sort(), bad: [...bad].sort() };
+}
+
+/** A consensus decoded from bytes, not yet trusted. */
+export class UncheckedConsensus {
+  private constructor(private readonly doc: OpenedDocument, private readonly msg: ConsensusMsg) {}
+
+  /** Decode; throws DOC_* codes for anything malformed. Verifies nothing. */
+  static parse(raw: Uint8Array): UncheckedConsensus {
+    const doc = openEnvelope(raw, DocType.CONSENSUS, LIMITS.consensusBytes);
+    const msg = decodeConsensus(doc.content);
+    if (!(msg.freshUntil > doc.validAfter && msg.freshUntil <= doc.validUntil)) {
+      throw err('DOC_MALFORMED', 'consensus fresh_until is outside its validity window', { field: 'consensus.fresh_until' });
+    }
+    return new UncheckedConsensus(doc, msg);
+  }
+
+  get validAfter(): number { return this.doc.validAfter; }
+  get validUntil(): number { return this.doc.validUntil; }
+  get digest(): Buffer { return this.doc.digest; }
+
+  /**
+   * SPEC.md §6.8: accept only when more than half of the configured authorities signed and
+   * `now` lies inside [valid_after - skew, valid_until]. Throws CONSENSUS_TOO_FEW_SIGNATURES,
+   * CONSENSUS_NOT_YET_VALID, CONSENSUS_EXPIRED or CONSENSUS_MALFORMED.
+   */
+  check(authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS): VerifiedConsensus {
+    const d = this.doc;
+    if (now + skewMs < d.validAfter) {
+      throw err('CONSENSUS_NOT_YET_VALID', `consensus is not valid until ${new Date(d.validAfter).toISOString()}`, { validAfter: d.validAfter });
+    }
+    if (now > d.validUntil) {
+      throw err('CONSENSUS_EXPIRED', `consensus expired at ${new Date(d.validUntil).toISOString()}`, { validUntil: d.validUntil });
+    }
+    const count = countSignatures(d.body, d.signatures, d.certificates, authorities, now, skewMs);
+    const need = majorityOf(authorities.length);
+    if (count.valid.length < need) {
+      const parts = [`${count.valid.length} of ${authorities.length} configured authorities signed validly (need ${need})`];
+      if (count.bad.length) parts.push(`bad or uncertified signatures from ${count.bad.join(', ')}`);
+      if (count.unknown.length) parts.push(`signatures by unknown keys ${count.unknown.join(', ')}`);
+      throw err('CONSENSUS_TOO_FEW_SIGNATURES', parts.join('; '), { ...count, need });
+    }
+    return buildVerified(d, this.msg, count.valid);
+  }
+}
+
+/** Parse and check in one step. */
+export function verifyConsensus(raw: Uint8Array, authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS): VerifiedConsensus {
+  return UncheckedConsensus.parse(raw).check(authorities, now, skewMs);
+}
+
+function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): VerifiedConsensus {
+  const n = m.identities.length / 32;
+  const keyListFps = m.keyLists.map((l) => l.map(fingerprint));
+  const policies = m.policies;
+  const relays: ConsensusRelay[] = new Array(n);
+  let prev: Buffer | null = null;
+  for (let i = 0; i < n; i++) {
+    const identity = m.identities.subarray(i * 32, i * 32 + 32);
+    // SPEC.md §6.7: relays strictly ascending by identity; anything else is not canonical.
+    if (prev && Buffer.compare(prev, identity) >= 0) throw err('CONSENSUS_MALFORMED', 'relays are not sorted by identity or repeat');
+    prev = identity;
+    const moderators = keyListFps[m.moderatorIndex[i]];
+    relays[i] = {
+      identity,
+      fingerprint: identity.toString('hex'),
+      nickname: m.nicknames[i],
+      onionKey: m.onionKeys.subarray(i * 32, i * 32 + 32),
+      address: formatIPv4(m.addresses.readUInt32BE(i * 4)),
+      orPort: m.orPorts[i],
+      dirPort: m.dirPorts[i],
+      storagePort: m.storagePorts[i],
+      flags: flagsFromMask(m.flags[i]),
+      weight: m.weights[i],
+      exitPolicy: policies[m.policyIndex[i]],
+      family: keyListFps[m.familyIndex[i]],
+      roles: rolesFromMask(m.roles[i]),
+      moderators,
+      unmoderated: moderators.length === 0,
+      version: m.versions[m.versionIndex[i]],
+    };
+  }
+  return {
+    validAfter: d.validAfter,
+    freshUntil: m.freshUntil,
+    validUntil: d.validUntil,
+    periodSeconds: m.periodSeconds,
+    relays,
+    signers,
+    voters: m.voters.map(fingerprint),
+    bodyBytes: d.body,
+    digest: d.digest,
+    envelopeBytes: d.raw,
+  } as unknown as VerifiedConsensus;
+}

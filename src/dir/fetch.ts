@@ -1,0 +1,95 @@
+// SPEC.md §6.10: directory HTTP transfers. A small node:http client with a hard size limit,
+// a timeout, and gzip/br decoding bounded by the same limit (a compressed bomb cannot grow
+// past it). Used by authorities (votes, signatures), relays (upload, mirror) and clients.
+import http from 'node:http';
+import zlib from 'node:zlib';
+import { err } from '../errors';
+
+export interface HttpResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface HttpRequestOptions {
+  method?: 'GET' | 'POST';
+  body?: Uint8Array;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  /** Refuse bodies (after decompression) larger than this. */
+  maxBytes: number;
+}
+
+/**
+ * One HTTP request. Rejects with DIR_FETCH_FAILED (network, timeout) or DIR_RESPONSE_TOO_LARGE;
+ * any HTTP status resolves (callers decide what a status means).
+ */
+export function httpRequest(url: string, o: HttpRequestOptions): Promise<HttpResponse> {
+  const timeoutMs = o.timeoutMs ?? 10_000;
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const fail = (e: Error) => { if (!done) { done = true; clearTimeout(timer); req.destroy(); reject(e); } };
+    const req = http.request(url, {
+      method: o.method ?? 'GET',
+      headers: { 'accept-encoding': 'gzip, br', ...(o.body ? { 'content-type': 'application/octet-stream', 'content-length': String(o.body.length) } : {}), ...o.headers },
+    }, (res) => {
+      const enc = String(res.headers['content-encoding'] ?? 'identity').toLowerCase();
+      let stream: NodeJS.ReadableStream = res;
+      if (enc === 'gzip') stream = res.pipe(zlib.createGunzip({ maxOutputLength: o.maxBytes + 1 }));
+      else if (enc === 'br') stream = res.pipe(zlib.createBrotliDecompress({ maxOutputLength: o.maxBytes + 1 }));
+      else if (enc !== 'identity') return fail(err('DIR_FETCH_FAILED', `unsupported content-encoding ${enc}`));
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > o.maxBytes) fail(err('DIR_RESPONSE_TOO_LARGE', `response from ${url} exceeds ${o.maxBytes} bytes`));
+        else chunks.push(c);
+      });
+      stream.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ERR_BUFFER_TOO_LARGE') fail(err('DIR_RESPONSE_TOO_LARGE', `response from ${url} exceeds ${o.maxBytes} bytes`));
+        else fail(err('DIR_FETCH_FAILED', `${url}: ${e.message}`, { errno: e.code }, e));
+      });
+      stream.on('end', () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+      });
+    });
+    const timer = setTimeout(() => fail(err('DIR_FETCH_FAILED', `${url}: no answer in ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (e: NodeJS.ErrnoException) => { fail(err('DIR_FETCH_FAILED', `${url}: ${e.code ?? e.message}`, { errno: e.code }, e)); });
+    req.on('close', () => clearTimeout(timer));
+    req.end(o.body ? Buffer.from(o.body) : undefined);
+  });
+}
+
+/** The reason in a {code, reason} error body, if the server sent one. */
+export function errorBodyReason(r: HttpResponse): string {
+  try {
+    const j = JSON.parse(r.body.toString('utf8')) as { code?: string; reason?: string };
+    if (j.code) return `${j.code}: ${j.reason ?? ''}`;
+  } catch { /* not JSON */ }
+  return `HTTP ${r.status}`;
+}
+
+export const PATHS = {
+  descriptor: '/bitcloud/descriptor',
+  consensus: '/bitcloud/consensus',
+  signatures: '/bitcloud/consensus/signatures',
+  vote: '/bitcloud/vote/current',
+  certificate: '/bitcloud/keys/certificate',
+  status: '/bitcloud/status',
+} as const;
+
+/**
+ * GET the consensus from a base URL (authority or relay mirror). `ifModifiedSince` (ms) sends
+ * If-Modified-Since; a 304 resolves to null. Other non-200 statuses reject DIR_FETCH_FAILED.
+ */
+export async function fetchConsensusBytes(baseUrl: string, o: { ifModifiedSince?: number; timeoutMs?: number; maxBytes: number }): Promise<Buffer | null> {
+  const headers: Record<string, string> = {};
+  if (o.ifModifiedSince) headers['if-modified-since'] = new Date(o.ifModifiedSince).toUTCString();
+  const r = await httpRequest(baseUrl + PATHS.consensus, { headers, timeoutMs: o.timeoutMs, maxBytes: o.maxBytes });
+  if (r.status === 304) return null;
+  if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${baseUrl}: ${errorBodyReason(r)}`, { status: r.status });
+  return r.body;
+}

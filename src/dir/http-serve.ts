@@ -1,0 +1,106 @@
+// SPEC.md §6.10: serving directory documents over HTTP, shared by authorities and relay mirrors:
+// compressed transfer when Accept-Encoding asks (br or gzip), If-Modified-Since → 304,
+// errors as JSON {code, reason} and nothing else.
+import type http from 'node:http';
+import zlib from 'node:zlib';
+
+/** A document served as-is, with its compressed forms made once, on first request. */
+export class ServedDocument {
+  private gz: Buffer | null = null;
+  private brotli: Buffer | null = null;
+  /** Last-Modified, truncated to whole seconds as HTTP dates are. */
+  readonly lastModified: number;
+
+  constructor(readonly raw: Buffer, lastModifiedMs: number) {
+    this.lastModified = Math.floor(lastModifiedMs / 1000) * 1000;
+  }
+
+  gzip(): Buffer { return (this.gz ??= zlib.gzipSync(this.raw, { level: 9 })); }
+  br(): Buffer {
+    return (this.brotli ??= zlib.brotliCompressSync(this.raw, {
+      params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 9, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: this.raw.length },
+    }));
+  }
+}
+
+export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {
+  const body = JSON.stringify({ code, reason });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+export function sendJson(res: http.ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+/** Pick br, then gzip, when the client lists them (q=0 refuses). */
+export function chooseEncoding(accept: string | undefined): 'br' | 'gzip' | 'identity' {
+  const offered = new Map<string, number>();
+  for (const part of (accept ?? '').split(',')) {
+    const [name, ...params] = part.trim().toLowerCase().split(';');
+    if (!name) continue;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    offered.set(name, q ? Number(q.slice(2)) : 1);
+  }
+  const ok = (e: string) => (offered.get(e) ?? offered.get('*') ?? 0) > 0;
+  if (ok('br')) return 'br';
+  if (ok('gzip')) return 'gzip';
+  return 'identity';
+}
+
+/** Serve a document with compression and conditional GET. `doc` null → 404 with `missingCode`. */
+export function serveDocument(req: http.IncomingMessage, res: http.ServerResponse, doc: ServedDocument | null, missingCode: string, missingReason: string): number {
+  if (!doc) {
+    sendJsonError(res, 404, missingCode, missingReason);
+    return 404;
+  }
+  const ims = req.headers['if-modified-since'];
+  if (ims) {
+    const t = Date.parse(ims);
+    if (Number.isFinite(t) && doc.lastModified <= t) {
+      res.writeHead(304, { 'last-modified': new Date(doc.lastModified).toUTCString() });
+      res.end();
+      return 304;
+    }
+  }
+  const enc = chooseEncoding(req.headers['accept-encoding']);
+  const body = enc === 'br' ? doc.br() : enc === 'gzip' ? doc.gzip() : doc.raw;
+  const headers: http.OutgoingHttpHeaders = {
+    'content-type': 'application/octet-stream',
+    'content-length': body.length,
+    'last-modified': new Date(doc.lastModified).toUTCString(),
+    vary: 'accept-encoding',
+  };
+  if (enc !== 'identity') headers['content-encoding'] = enc;
+  res.writeHead(200, headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+  return 200;
+}
+
+/** Read a request body up to `max` bytes; resolves null when it is larger (the rest is drained). */
+export function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > max) {
+      req.resume();
+      resolve(null);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0, over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) over = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(over ? null : Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** Minimal HTML escaping for status pages. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]!));
+}
