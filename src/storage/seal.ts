@@ -5,7 +5,7 @@ import { err } from '../errors';
 import type { Coding } from './coding';
 import { ChunkKind, decodeChunk, decryptChunk, encodeChunk, encryptChunk, type EncodedChunk, type Share } from './encode';
 import { decodeManifest, decodeRoot, encodeManifest, encodeRoot, MANIFEST_VERSION, type Layout, type Manifest } from './manifest';
-import { MAX_SHARE_BYTES, shareId, verifyShare } from './share';
+import { MAX_CHUNK_SIZE, MAX_SHARE_BYTES, shareId, verifyShare } from './share';
 
 export interface SealedManifest {
   /** BLAKE2b-256 of the root share: the `<manifest id>` of the capability. */
@@ -18,10 +18,14 @@ export interface SealedManifest {
   chunks: EncodedChunk[];
 }
 
-/** Encrypt and encode a manifest. Its chunks use `coding`/`chunkSize` (default: the file's own). */
+/** Manifest chunks default to 1 MiB whatever the file's chunk size, so the root record stays small. */
+export const DEFAULT_MANIFEST_CHUNK_SIZE = 1024 * 1024;
+
+/** Encrypt and encode a manifest. Its chunks use `coding` (default: the file's) and `chunkSize`. */
 export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { coding?: Coding; chunkSize?: number } = {}): SealedManifest {
   const coding = opts.coding ?? manifest.layout.coding;
-  const chunkSize = opts.chunkSize ?? manifest.layout.chunkSize;
+  const chunkSize = opts.chunkSize ?? DEFAULT_MANIFEST_CHUNK_SIZE;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw err('STORAGE_BAD_MANIFEST_INPUT', `chunk size must be 1..${MAX_CHUNK_SIZE}`);
   const bytes = encodeManifest(manifest);
   const chunks: EncodedChunk[] = [];
   for (let i = 0, off = 0; off < bytes.length; i++, off += chunkSize) {
