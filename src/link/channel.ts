@@ -30,6 +30,17 @@ export const DEFAULT_BATCH_CELLS = 64;
 export const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Refuse bad tuning before any socket exists (CONFIG_INVALID), not inside a socket event. */
+export function checkLinkTuning(t: LinkTuning & { timeoutMs?: number }): void {
+  const positiveInt = (v: number | undefined, name: string) => {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw err('CONFIG_INVALID', `${name} must be a positive integer, got ${v}`);
+  };
+  positiveInt(t.batchCells, 'batchCells');
+  positiveInt(t.highWaterMark, 'highWaterMark');
+  positiveInt(t.maxBufferedBytes, 'maxBufferedBytes');
+  positiveInt(t.timeoutMs, 'timeoutMs');
+}
+
 /** After a graceful close(), how long the TLS close may take before the socket is destroyed. */
 const GRACEFUL_CLOSE_MS = 2_000;
 
@@ -65,12 +76,10 @@ type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed'
 export class Channel extends EventEmitter {
   readonly isInitiator: boolean;
   readonly remoteAddress: string;
-  /** Cells accepted by send() since the link opened (handshake cells not included). */
-  cellsSent = 0;
-  /** Cells received since the link opened, PADDING included (handshake cells not included). */
-  cellsReceived = 0;
 
   private state: State;
+  private sent = 0;
+  private received = 0;
   private peerId: Buffer | null = null;
   private version = 0;
   /** 'end' arrived while cells were still pending; handle it once they are parsed. */
@@ -106,7 +115,6 @@ export class Channel extends EventEmitter {
     this.highWater = Math.max(init.highWaterMark ?? DEFAULT_HIGH_WATER_MARK, this.out.capacityBytes);
     this.maxBuffered = Math.max(init.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, this.highWater + this.out.capacityBytes);
     this.circIds = new CircIdAllocator(init.isInitiator);
-    this.peerCertHash = peerCertificateHash(init.socket);
     this.state = init.isInitiator ? 'await-auth' : 'await-first';
     this.timer = setTimeout(() => this.fail(err('LINK_HANDSHAKE_TIMEOUT', `link handshake not done in ${init.handshakeTimeoutMs} ms`)), init.handshakeTimeoutMs);
 
@@ -120,6 +128,10 @@ export class Channel extends EventEmitter {
   }
 
   get closed(): boolean { return this.state === 'closed'; }
+  /** Cells accepted by send() since the link opened (handshake cells not included). */
+  get cellsSent(): number { return this.sent; }
+  /** Cells received since the link opened, PADDING included (handshake cells not included). */
+  get cellsReceived(): number { return this.received; }
   /** The Ed25519 identity the peer proved (SPEC.md §1.3); null for an anonymous initiator. */
   get peerIdentity(): Buffer | null { return this.peerId; }
   /** The negotiated link protocol version (SPEC.md §1.4); 0 before the handshake ends. */
@@ -134,7 +146,7 @@ export class Channel extends EventEmitter {
    * because a TLS 1.3 NewSessionTicket can replace the session object, after which OpenSSL may
    * report no peer certificate at all.
    */
-  private readonly peerCertHash: Buffer;
+  private peerCertHash: Buffer = NO_CERT_HASH;
 
   private binding(role: AuthRoleValue): TlsBinding {
     const peerHash = this.peerCertHash;
@@ -149,6 +161,7 @@ export class Channel extends EventEmitter {
   private startHandshake(): void {
     try {
       const { identity } = this.init;
+      this.peerCertHash = peerCertificateHash(this.socket);
       if (!this.isInitiator && !identity) throw err('LINK_AUTH_FAILED', 'a responder must have an identity');
       // SPEC.md §1.2: no resumption — H_RESP / H_INIT need the certificates of a full handshake.
       if (this.socket.isSessionReused()) throw err('LINK_TLS_FAILED', 'resumed TLS session');
@@ -230,7 +243,7 @@ export class Channel extends EventEmitter {
       this.fail(e);
       return;
     } finally {
-      if (n > 0) { this.cellsReceived += n; this.metrics.cellsIn.inc(n); }
+      if (n > 0) { this.received += n; this.metrics.cellsIn.inc(n); }
     }
     if (off < chunk.length && this.state !== 'closed') {
       this.pending.unshift(chunk.subarray(off)); // one view per pause, not per cell
@@ -309,7 +322,7 @@ export class Channel extends EventEmitter {
     }
     if (this.out.append(circId, command, payload)) this.flush();
     else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
-    this.cellsSent++;
+    this.sent++;
     if (waiting + CELL_LEN > this.highWater) { this.needDrain = true; return false; }
     return true;
   }

@@ -4,7 +4,7 @@ import { BitcloudError, err } from '../errors';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { generateTlsCredentials, LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION, type TlsCredentials } from '../crypto/tls';
 import { silentLogger, type Logger } from '../ops/log';
-import { Channel, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning } from './channel';
+import { Channel, checkLinkTuning, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning } from './channel';
 import { SUPPORTED_LINK_VERSIONS } from './handshake';
 import { discardLinkMetrics, type LinkMetrics } from './metrics';
 
@@ -39,6 +39,7 @@ export function defaultInitiatorCredentials(): Promise<TlsCredentials> {
  * LINK_HANDSHAKE_FAILED or a CELL_* code — and never leaves a socket open when it rejects.
  */
 export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
+  checkLinkTuning(opts);
   const metrics = opts.metrics ?? discardLinkMetrics();
   const log = opts.log ?? silentLogger;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -88,6 +89,14 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
         reject(failed(err('LINK_TLS_FAILED', `negotiated ${socket.getProtocol()}, need TLS 1.3`)));
         return;
       }
+      try {
+        startInitiator();
+      } catch (e) {
+        socket.destroy();
+        reject(failed(e instanceof BitcloudError ? e : err('LINK_INTERNAL', String(e), undefined, e)));
+      }
+    });
+    const startInitiator = (): void => {
       new Channel({
         socket,
         isInitiator: true,
@@ -104,6 +113,6 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
         onOpen: resolve,
         onFail: reject, // the Channel has counted it already
       });
-    });
+    };
   });
 }

@@ -7,7 +7,7 @@ import { err } from '../errors';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { generateTlsCredentials, LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION, type TlsCredentials } from '../crypto/tls';
 import { silentLogger, type Logger } from '../ops/log';
-import { Channel, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning } from './channel';
+import { Channel, checkLinkTuning, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning } from './channel';
 import { SUPPORTED_LINK_VERSIONS } from './handshake';
 import { discardLinkMetrics, type LinkMetrics } from './metrics';
 
@@ -65,6 +65,7 @@ export class LinkListener {
 }
 
 export async function createLinkListener(opts: LinkListenerOptions): Promise<LinkListener> {
+  checkLinkTuning(opts);
   const metrics = opts.metrics ?? discardLinkMetrics();
   const log = opts.log ?? silentLogger;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -101,7 +102,18 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
     s.destroy();
   });
   server.on('secureConnection', (socket: tls.TLSSocket) => {
-    // Any error on this socket from here on belongs to the Channel, which catches everything.
+    // Any error on this socket from here on belongs to the Channel, which catches everything;
+    // the try is for the constructor itself, so that nothing escapes into the server's emitter.
+    try {
+      startResponder(socket);
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'LINK_INTERNAL';
+      metrics.errors.labels(code).inc();
+      metrics.handshakeFailures.labels(code).inc();
+      socket.destroy();
+    }
+  });
+  const startResponder = (socket: tls.TLSSocket): void => {
     new Channel({
       socket,
       isInitiator: false,
@@ -117,7 +129,7 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
       onOpen: (ch) => { listener.adopt(ch); opts.onChannel(ch); },
       onFail: () => { /* counted and logged by the Channel; the listener carries on */ },
     });
-  });
+  };
   log.info({ port: listener.port }, 'link listener up');
   return listener;
 }

@@ -5,6 +5,7 @@ import { isBitcloudError } from '../../src/errors';
 import { CELL_LEN, CellCommand, CIRCID_INITIATOR_BIT, decodeCell, encodeCell } from '../../src/wire/cell';
 import { CellAssembler, CellBatcher } from '../../src/link/framing';
 import { CircIdAllocator } from '../../src/link/circ-ids';
+import { checkLinkTuning } from '../../src/link/channel';
 
 function codeOf(f: () => unknown): string {
   try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
@@ -149,5 +150,16 @@ describe('link circuit ids (SPEC.md §1.5)', () => {
       for (const id of seen) a.release(id);
       expect(a.size).toBe(0);
     }
+  });
+});
+
+describe('link tuning', () => {
+  it('bad values are CONFIG_INVALID before any socket exists', () => {
+    expect(codeOf(() => checkLinkTuning({}))).toBe('OK');
+    expect(codeOf(() => checkLinkTuning({ batchCells: 64, highWaterMark: 1 << 18, maxBufferedBytes: 1 << 24, timeoutMs: 10_000 }))).toBe('OK');
+    expect(codeOf(() => checkLinkTuning({ batchCells: 0 }))).toBe('CONFIG_INVALID');
+    expect(codeOf(() => checkLinkTuning({ highWaterMark: -1 }))).toBe('CONFIG_INVALID');
+    expect(codeOf(() => checkLinkTuning({ maxBufferedBytes: 1.5 }))).toBe('CONFIG_INVALID');
+    expect(codeOf(() => checkLinkTuning({ timeoutMs: Number.NaN }))).toBe('CONFIG_INVALID');
   });
 });
