@@ -6,7 +6,7 @@
 // tor1 is malleable (a hop can tag a cell by XOR and see the tag at the other end); Counter
 // Galois Onion replaces it later behind the interface in relay-crypto.ts.
 import { err } from '../errors';
-import { aes128CtrStream, createHash, type StreamXor } from './primitives';
+import { aes128CtrStream, RunningSha1, type StreamXor } from './primitives';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
 import type { ClientHopCrypto, RelayHopCrypto } from './relay-crypto';
 
@@ -15,18 +15,18 @@ export const TOR1_DIGEST_LEN = 20;
 export const TOR1_CIPHER_KEY_LEN = 16;
 export const TOR1_KEY_LEN = 2 * TOR1_DIGEST_LEN + 2 * TOR1_CIPHER_KEY_LEN; // 72
 
-type RunningHash = ReturnType<typeof createHash>;
-
 /** One direction of one hop: a cipher and a running digest. */
 class Tor1Direction {
   private readonly cipher: StreamXor;
-  private digest: RunningHash;
-  /** The full digest after the last originated/recognized cell; reused, never reallocated. */
+  private readonly digest = new RunningSha1();
+  /** The full digest after the last originated/recognized cell. */
   private readonly last = Buffer.alloc(TOR1_DIGEST_LEN);
+  /** Scratch for a candidate digest (reused). */
+  private readonly candidate = Buffer.alloc(TOR1_DIGEST_LEN);
 
   constructor(digestSeed: Buffer, cipherKey: Buffer) {
     this.cipher = aes128CtrStream(cipherKey);
-    this.digest = createHash('sha1').update(digestSeed);
+    this.digest.update(digestSeed);
   }
 
   /** Hot path. Keystream XOR in place; no per-cell allocation (keystream is batched). */
@@ -35,35 +35,36 @@ class Tor1Direction {
   }
 
   /**
-   * Hot path. tor-spec 6.1: recognized = 0, digest field = 0, hash the whole payload into the
-   * running digest, then put the first 4 digest bytes in the digest field. (node:crypto forces
-   * one Hash copy and one 20-byte digest per cell: peeking at a running digest needs them.)
+   * Hot path, allocation-free. tor-spec 6.1: recognized = 0, digest field = 0, hash the whole
+   * payload into the running digest, then put the first 4 digest bytes in the digest field.
    */
   originate(payload: Buffer): void {
     payload.writeUInt16BE(0, RELAY_RECOGNIZED_OFFSET);
     payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
     this.digest.update(payload);
-    const d = this.digest.copy().digest();
-    d.copy(this.last);
-    d.copy(payload, RELAY_DIGEST_OFFSET, 0, 4);
+    this.digest.digestInto(this.last);
+    this.last.copy(payload, RELAY_DIGEST_OFFSET, 0, 4);
   }
 
   /**
-   * Hot path. tor-spec 6.1: a payload is recognized when recognized == 0 and the first 4 bytes
-   * of the running digest, updated with the payload (digest field zeroed), equal its digest
-   * field. Only then is the running digest advanced; an unrecognized payload leaves the state
-   * and the payload bytes exactly as they were.
+   * Hot path, allocation-free. tor-spec 6.1: a payload is recognized when recognized == 0 and
+   * the first 4 bytes of the running digest, updated with the payload (digest field zeroed),
+   * equal its digest field. Only then does the running digest keep the update; an unrecognized
+   * payload leaves the state and the payload bytes exactly as they were.
    */
   recognize(payload: Buffer): boolean {
     if (payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET) !== 0) return false;
     const received = payload.readUInt32BE(RELAY_DIGEST_OFFSET);
     payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
-    const candidate = this.digest.copy().update(payload);
+    this.digest.save();
+    this.digest.update(payload);
+    this.digest.digestInto(this.candidate);
     payload.writeUInt32BE(received, RELAY_DIGEST_OFFSET);
-    const d = candidate.copy().digest();
-    if (d.readUInt32BE(0) !== received) return false;
-    this.digest = candidate;
-    d.copy(this.last);
+    if (this.candidate.readUInt32BE(0) !== received) {
+      this.digest.restore();
+      return false;
+    }
+    this.candidate.copy(this.last);
     return true;
   }
 

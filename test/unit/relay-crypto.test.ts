@@ -1,13 +1,14 @@
 // SPEC.md §5 (tor-spec 5.2.2, 6.1): tor1 relay crypto reproduces Tor's published vectors
 // (test/vectors/tor1-relay-crypto.json, read unchanged) and layers correctly over 3 hops.
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isBitcloudError } from '../../src/errors';
 import {
   RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound,
   createClientHop, createRelayHop, type ClientHopCrypto, type RelayHopCrypto,
 } from '../../src/crypto/relay-crypto';
-import { randomBytes, shake256 } from '../../src/crypto/primitives';
+import { RunningSha1, randomBytes, sha1, shake256 } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
 
@@ -168,5 +169,35 @@ describe('tor1 layering over a 3-hop circuit', () => {
         expect(isBitcloudError(thrown, 'CRYPTO_BAD_LENGTH')).toBe(true);
       }
     }
+  });
+});
+
+describe('the running SHA-1 under tor1', () => {
+  it('equals SHA-1 of the concatenation for any chunking, and reading it does not end it', () => {
+    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 200 }), { maxLength: 12 }), (chunks) => {
+      const h = new RunningSha1();
+      const out = Buffer.alloc(20);
+      const seen: Uint8Array[] = [];
+      for (const c of chunks) {
+        h.update(c);
+        seen.push(c);
+        h.digestInto(out);
+        expect(out.equals(sha1(...seen))).toBe(true);
+      }
+    }));
+  });
+
+  it('restore() returns to the state save() recorded', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), fc.uint8Array({ maxLength: 300 }), (a, b) => {
+      const h = new RunningSha1().update(a);
+      const before = Buffer.alloc(20);
+      const after = Buffer.alloc(20);
+      h.digestInto(before);
+      h.save();
+      h.update(b);
+      h.restore();
+      h.digestInto(after);
+      expect(after.equals(before)).toBe(true);
+    }));
   });
 });
