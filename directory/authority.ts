@@ -69,6 +69,7 @@ export class Authority {
   private pending: Pending | null = null;
   private fetchingVotes = false;
   private votesFetchedFor = 0;
+  private ready = false;
   private fetchingSigs = false;
   private storeDirty = false;
   /** The published consensus and its served form. */
@@ -138,7 +139,13 @@ export class Authority {
     const ps = periodStartOf(now, this.cfg.periodSeconds);
     const t = now - ps;
     try {
-      if (!this.ownVote || this.ownVote.periodStart !== ps) this.makeVote(ps, now);
+      if (!this.ownVote || this.ownVote.periodStart !== ps) {
+        // After a restart, vote only once the relays loaded from disk were tested (or at P/4
+        // at the latest): otherwise the first vote would list none of them.
+        if (!this.ready && (this.reach.pending === 0 || t >= P / 4)) this.ready = true;
+        if (!this.ready) return;
+        this.makeVote(ps, now);
+      }
       const allVotes = this.votes.size >= this.cfg.authorities.length;
       const fetched = allVotes || this.votesFetchedFor === ps;
       // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
