@@ -6,6 +6,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   // Each module is added here as it lands.
   () => import('./bench/crypto'),
   () => import('./bench/link'),
+  () => import('../storage/bench-storage'),
 ];
 
 function arg(name: string): string | undefined {
