@@ -201,6 +201,26 @@ describe('links: identity binding (SPEC.md §1.3)', () => {
     await roundTrip(ch);
   });
 
+  it('cells that arrive together with the handshake are delivered, in order, to listeners attached on open', async () => {
+    // responder side: a raw initiator sends VERSIONS and three cells in one write
+    const got: number[] = [];
+    const three = new Promise<void>((resolve) => {
+      void listen({ onChannel: (ch) => ch.on('cell', (c: Cell) => { got.push(c.payload[0]); if (got.length === 3) resolve(); }) }).then((l) => {
+        const cells = [1, 2, 3].map((i) => encodeCell(0x8000_0007, CellCommand.RELAY, Buffer.from([i])));
+        void rawTlsPeer(l.port, [Buffer.concat([versionsCell(), ...cells])]);
+      });
+    });
+    await three;
+    expect(got).toEqual([1, 2, 3]);
+
+    // initiator side: the responder sends at once on open; the initiator attaches after `await`
+    const l2 = await listen({ onChannel: (ch) => { const id = ch.allocateCircId(); for (const i of [4, 5, 6]) ch.send(id, CellCommand.RELAY, Buffer.from([i])); } });
+    const ch = await connect({ port: l2.port });
+    const got2: number[] = [];
+    await new Promise<void>((resolve) => ch.on('cell', (c: Cell) => { got2.push(c.payload[0]); if (got2.length === 3) resolve(); }));
+    expect(got2).toEqual([4, 5, 6]);
+  });
+
   it('no common version: LINK_NO_COMMON_VERSION', async () => {
     const l = await listen({ onChannel: echo });
     expect(await codeOf(connectLink({ host: HOST, port: l.port, versions: [7, 9] }))).toBe('LINK_NO_COMMON_VERSION');
