@@ -237,130 +237,39 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
 // ---- running SHA-1 for tor1 digests (hot path) ----
 
 /**
- * SHA-1 (FIPS 180-4) with a running state that can be read without ending it, saved and
- * restored, all without allocating: tor1 (tor-spec 6.1) updates one running digest per hop and
- * direction with every cell and must read it, or try an update and take it back, per cell.
- * node:crypto would need a new Hash object (a native handle for the GC to finalise) per read.
- * SHA-1 is used here only because tor1 requires it; nothing new may use it.
+ * A running SHA-1 (node:crypto / OpenSSL) that can be read without ending it, saved and restored:
+ * tor1 (tor-spec 6.1) updates one running digest per hop and direction with every cell and must
+ * read it, or try an update and take it back. Reading or saving copies the OpenSSL state
+ * (Hash.copy()), which allocates a native handle; that happens once per cell originated and once
+ * per cell whose `recognized` field is zero (at the hop that recognizes it), never on cells a
+ * middle hop merely forwards. The project never hand-writes a hash (DEVELOPERS non-negotiable 2).
+ * SHA-1 is used only because tor1 requires it; nothing new may use it.
  */
 export class RunningSha1 {
   static readonly DIGEST_LEN = 20;
-  private readonly h = new Int32Array(5);
-  private readonly block = new Uint8Array(64);
-  private blockLen = 0;
-  private total = 0;
-  // Scratch (reused): message schedule, finalisation state and block, one saved state.
-  private readonly w = new Int32Array(80);
-  private readonly fh = new Int32Array(5);
-  private readonly fblock = new Uint8Array(64);
-  private readonly sh = new Int32Array(5);
-  private readonly sblock = new Uint8Array(64);
-  private sBlockLen = 0;
-  private sTotal = 0;
-
-  constructor() {
-    this.h.set([0x67452301, 0xefcdab89 | 0, 0x98badcfe | 0, 0x10325476, 0xc3d2e1f0 | 0]);
-  }
+  private h: nodeCrypto.Hash = nodeCrypto.createHash('sha1');
+  private saved: nodeCrypto.Hash | null = null;
 
   update(data: Uint8Array): this {
-    const n = data.length;
-    let i = 0;
-    this.total += n;
-    // Byte loops rather than subarray() copies: no view objects on the hot path.
-    const block = this.block;
-    if (this.blockLen > 0) {
-      let len = this.blockLen;
-      while (len < 64 && i < n) block[len++] = data[i++];
-      this.blockLen = len;
-      if (len < 64) return this;
-      this.compress(this.h, block, 0);
-      this.blockLen = 0;
-    }
-    for (; n - i >= 64; i += 64) this.compress(this.h, data, i);
-    let len = 0;
-    while (i < n) block[len++] = data[i++];
-    if (len > 0) this.blockLen = len;
+    this.h.update(data);
     return this;
   }
 
   /** Write the digest of everything hashed so far into out[offset..offset+20); the state goes on. */
   digestInto(out: Uint8Array, offset = 0): void {
-    const fh = this.fh;
-    const fb = this.fblock;
-    fh.set(this.h);
-    fb.set(this.block);
-    let len = this.blockLen;
-    fb[len++] = 0x80;
-    if (len > 56) {
-      fb.fill(0, len);
-      this.compress(fh, fb, 0);
-      len = 0;
-    }
-    fb.fill(0, len, 56);
-    // Message length in bits as u64 big-endian (byte counts up to 2^53 fit exactly).
-    const hi = Math.floor(this.total / 0x20000000);
-    const lo = (this.total % 0x20000000) * 8;
-    writeU32BE(fb, 56, hi);
-    writeU32BE(fb, 60, lo);
-    this.compress(fh, fb, 0);
-    for (let j = 0; j < 5; j++) writeU32BE(out, offset + 4 * j, fh[j]);
+    const d = this.h.copy().digest();
+    out.set(d, offset);
   }
 
-  /** Remember the current state (one slot); restore() returns to it. */
+  /** Remember the current state (one level). */
   save(): void {
-    this.sh.set(this.h);
-    this.sblock.set(this.block);
-    this.sBlockLen = this.blockLen;
-    this.sTotal = this.total;
+    this.saved = this.h.copy();
   }
 
+  /** Return to the state remembered by save(). */
   restore(): void {
-    this.h.set(this.sh);
-    this.block.set(this.sblock);
-    this.blockLen = this.sBlockLen;
-    this.total = this.sTotal;
+    if (!this.saved) throw err('CRYPTO_INTERNAL', 'RunningSha1.restore without save');
+    this.h = this.saved;
+    this.saved = null;
   }
-
-  private compress(s: Int32Array, src: Uint8Array, off: number): void {
-    const w = this.w;
-    for (let t = 0; t < 16; t++) {
-      const p = off + 4 * t;
-      w[t] = (src[p] << 24) | (src[p + 1] << 16) | (src[p + 2] << 8) | src[p + 3];
-    }
-    for (let t = 16; t < 80; t++) {
-      const x = w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16];
-      w[t] = (x << 1) | (x >>> 31);
-    }
-    let a = s[0], b = s[1], c = s[2], d = s[3], e = s[4];
-    let t = 0;
-    // Four loops of 20 rounds (one per round function) keep the inner loop branch-free.
-    for (; t < 20; t++) {
-      const tmp = (((a << 5) | (a >>> 27)) + ((b & c) | (~b & d)) + e + 0x5a827999 + w[t]) | 0;
-      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = tmp;
-    }
-    for (; t < 40; t++) {
-      const tmp = (((a << 5) | (a >>> 27)) + (b ^ c ^ d) + e + 0x6ed9eba1 + w[t]) | 0;
-      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = tmp;
-    }
-    for (; t < 60; t++) {
-      const tmp = (((a << 5) | (a >>> 27)) + ((b & c) | (b & d) | (c & d)) + e + (0x8f1bbcdc | 0) + w[t]) | 0;
-      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = tmp;
-    }
-    for (; t < 80; t++) {
-      const tmp = (((a << 5) | (a >>> 27)) + (b ^ c ^ d) + e + (0xca62c1d6 | 0) + w[t]) | 0;
-      e = d; d = c; c = (b << 30) | (b >>> 2); b = a; a = tmp;
-    }
-    s[0] = (s[0] + a) | 0;
-    s[1] = (s[1] + b) | 0;
-    s[2] = (s[2] + c) | 0;
-    s[3] = (s[3] + d) | 0;
-    s[4] = (s[4] + e) | 0;
-  }
-}
-
-function writeU32BE(out: Uint8Array, o: number, v: number): void {
-  out[o] = v >>> 24;
-  out[o + 1] = (v >>> 16) & 0xff;
-  out[o + 2] = (v >>> 8) & 0xff;
-  out[o + 3] = v & 0xff;
 }
