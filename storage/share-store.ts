@@ -287,25 +287,27 @@ export class ShareStore {
 
   private async runGc(): Promise<{ removed: number; bytes: number }> {
     const now = this.nowSeconds();
-    let removed = 0;
     let bytes = 0;
+    const gone: LeaseRecord[] = [];
     const expired = [...this.entries].filter(([, e]) => e.expiresAt <= now).map(([hex]) => hex);
     for (const hex of expired) {
       await this.withLock(hex, async () => {
         const e = this.entries.get(hex);
         if (!e || e.expiresAt > now) return; // renewed meanwhile
         await fsp.rm(this.sharePath(hex), { force: true });
-        await this.forget(hex, Buffer.from(hex, 'hex'));
-        removed++;
+        this.drop(hex);
+        gone.push({ id: Buffer.from(hex, 'hex'), expiresAt: 0 });
         bytes += e.size;
       });
     }
-    if (removed) {
-      this.metrics.gcRemoved.inc(removed);
-      this.log.info({ removed, bytes }, 'expired shares removed');
+    // One journal write for the whole run.
+    if (gone.length) {
+      await this.journal.append(gone);
+      this.metrics.gcRemoved.inc(gone.length);
+      this.log.info({ removed: gone.length, bytes }, 'expired shares removed');
     }
     if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.journal.compact(this.liveRecords());
-    return { removed, bytes };
+    return { removed: gone.length, bytes };
   }
 
   /** Run gc() every `intervalMs` until close(). */
@@ -329,14 +331,20 @@ export class ShareStore {
     await this.journal.close();
   }
 
-  private async forget(hex: string, id: Buffer): Promise<void> {
+  /** Stop holding a share in memory; true if it was held. */
+  private drop(hex: string): boolean {
     const e = this.entries.get(hex);
-    if (!e) return;
+    if (!e) return false;
     this.entries.delete(hex);
     this.used -= e.size;
     this.cache?.delete(hex);
     this.updateGauges();
-    await this.journal.append([{ id, expiresAt: 0 }]);
+    return true;
+  }
+
+  /** drop() and journal the removal. */
+  private async forget(hex: string, id: Buffer): Promise<void> {
+    if (this.drop(hex)) await this.journal.append([{ id, expiresAt: 0 }]);
   }
 
   private async quarantine(hex: string, id: Buffer): Promise<void> {

@@ -4,6 +4,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ShareStore, type ShareStoreOptions } from '../../storage/share-store';
+import { LeaseJournal, RECORD_BYTES } from '../../storage/lease-journal';
 import { shareId } from '../../src/storage/share';
 import { auditProof } from '../../src/storage/protocol';
 import { isBitcloudError } from '../../src/errors';
@@ -227,5 +228,47 @@ describe('share store (SPEC §9.8)', () => {
     await s.put(a.id, a.data);
     const nonce = Buffer.alloc(32, 5);
     expect((await s.audit(a.id, nonce)).equals(auditProof(nonce, a.data))).toBe(true);
+  });
+
+  it('gc compacts a journal that grew past twice the live shares', async () => {
+    const c = clock(4_000_000);
+    const dir = await tmpDir();
+    const s = await open({ dir, now: c.now });
+    const a = share('alpha');
+    await s.put(a.id, a.data, 10);
+    // Many renewals of one share: one record each (coalesced into few writes).
+    await Promise.all(Array.from({ length: 1100 }, (_, i) => s.renew([a.id], 11 + i)));
+    const before = fs.statSync(path.join(dir, 'leases.journal')).size;
+    expect(before).toBeGreaterThan(1024 * RECORD_BYTES);
+    await s.gc();
+    expect(fs.statSync(path.join(dir, 'leases.journal')).size).toBe(8 + RECORD_BYTES);
+    await s.close();
+    const again = await open({ dir, now: c.now });
+    expect(await again.renew([a.id], 1)).toEqual([4_000_000 + 1110]);
+  });
+});
+
+describe('lease journal', () => {
+  it('replays the last record per id; removals delete', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const id1 = Buffer.alloc(32, 1);
+    const id2 = Buffer.alloc(32, 2);
+    await journal.append([{ id: id1, expiresAt: 5 }, { id: id2, expiresAt: 6 }]);
+    await journal.append([{ id: id1, expiresAt: 9 }, { id: id2, expiresAt: 0 }]);
+    await journal.close();
+    const { journal: j2, leases, repaired } = await LeaseJournal.open(file);
+    expect(repaired).toBe(false);
+    expect([...leases]).toEqual([[id1.toString('hex'), 9]]);
+    await j2.close();
+  });
+
+  it('a file that is not a journal is replaced, and says so', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    fs.writeFileSync(file, 'garbage!garbage!');
+    const { journal, leases, repaired } = await LeaseJournal.open(file);
+    expect(repaired).toBe(true);
+    expect(leases.size).toBe(0);
+    await journal.close();
   });
 });
