@@ -1,0 +1,247 @@
+// SPEC.md §6.5–6.8: votes, deterministic consensus computation, and client verification.
+import { describe, it, expect } from 'vitest';
+import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { buildDescriptor, verifyDescriptor, type VerifiedDescriptor } from '../../src/dir/descriptor';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
+import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
+import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
+import { decodeConsensus, decodeEnvelope, encodeConsensus, encodeEnvelope, LIMITS } from '../../src/wire/docs';
+import { makeBody, makeSignature, sealEnvelope, DocType } from '../../src/wire/envelope';
+import { computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
+import { buildVote, verifyVote, type Signer, type VoteInput } from '../../directory/vote';
+import { assignFlags } from '../../directory/flags';
+import { isBitcloudError } from '../../src/errors';
+
+const code = (f: () => unknown): string => {
+  try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
+  return 'NO_ERROR';
+};
+
+const NOW = 1_800_000_000_000;
+const PERIOD = 60;
+const PS = Math.floor(NOW / (PERIOD * 1000)) * PERIOD * 1000;
+const params: ConsensusParams = { totalAuthorities: 3, periodStart: PS, periodSeconds: PERIOD, lifetimePeriods: 3 };
+
+interface Auth { id: Ed25519KeyPair; signer: Signer }
+function makeAuthority(): Auth {
+  const id = ed25519Generate();
+  const sk = ed25519Generate();
+  return { id, signer: { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, NOW - 86_400_000, NOW + 86_400_000) } };
+}
+const auths = [makeAuthority(), makeAuthority(), makeAuthority()];
+const list: AuthorityInfo[] = parseAuthorityList(auths.map((a, i) => ({ name: `a${i}`, identity: a.id.publicKey.toString('hex'), address: `127.0.0.1:${7000 + i}` })));
+
+function relay(i: number, o: { published?: number; exit?: boolean; family?: string[]; bw?: number } = {}): VerifiedDescriptor {
+  const id = ed25519Generate();
+  return verifyDescriptor(buildDescriptor({
+    identity: id, onionKey: x25519Generate().publicKey, nickname: `r${i}`, address: `10.0.${i >> 8}.${i & 255}`, orPort: 9000 + i,
+    declaredBandwidth: o.bw ?? 1_000_000, exitPolicy: o.exit ? ['accept *:443', 'reject *:*'] : [], family: o.family ?? [],
+    roles: o.exit ? ['relay', 'exit'] : ['relay'], version: 'bitcloud-0.1.0', published: o.published ?? PS - 1000,
+  }));
+}
+
+const base = FLAG_BITS.Running | FLAG_BITS.Valid;
+function vote(a: Auth, entries: { d: VerifiedDescriptor; flags?: number; measured?: number }[], knownFlags = 0x7f): VoteInput {
+  return { authority: a.id.publicKey, knownFlags, entries: entries.map((e) => ({ descriptor: e.d, flags: e.flags ?? base, measured: e.measured ?? 100 })) };
+}
+
+function signAll(body: Buffer, who: Auth[]): Buffer {
+  return sealEnvelope(body, who.map((a) => makeSignature(body, a.id.publicKey, a.signer.signingKey)), who.map((a) => a.signer.certificate));
+}
+
+describe('consensus computation (pure, deterministic)', () => {
+  const rs = Array.from({ length: 6 }, (_, i) => relay(i, { exit: i % 2 === 0 }));
+
+  it('is byte-identical whatever the order of votes and entries', () => {
+    const votes = auths.map((a) => vote(a, rs.map((d) => ({ d }))));
+    const c1 = computeConsensus(votes, params);
+    const shuffled = [...votes].reverse().map((v) => ({ ...v, entries: [...v.entries].reverse() }));
+    const c2 = computeConsensus(shuffled, params);
+    expect(c1.body.equals(c2.body)).toBe(true);
+    expect(c1.digest.equals(c2.digest)).toBe(true);
+    expect(c1.relayCount).toBe(6);
+  });
+
+  it('uses the canonical encoding (decode then encode gives the same bytes)', () => {
+    const c = computeConsensus(auths.map((a) => vote(a, rs.map((d) => ({ d })))), params);
+    expect(encodeConsensus(decodeConsensus(c.content)).equals(c.content)).toBe(true);
+  });
+
+  it('lists a relay only when more than half of ALL configured authorities list it', () => {
+    const [r0, r1, r2] = rs;
+    const votes = [vote(auths[0], [{ d: r0 }, { d: r1 }, { d: r2 }]), vote(auths[1], [{ d: r0 }, { d: r1 }]), vote(auths[2], [{ d: r0 }])];
+    const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
+    expect(c.relays.map((r) => r.fingerprint).sort()).toEqual([r0.fingerprint, r1.fingerprint].sort());
+    // With only two votes in hand, a relay listed by one of them is still out (1 of 3 configured).
+    const two = computeConsensus([votes[1], vote(auths[2], [{ d: r0 }])], params);
+    const c2 = verifyConsensus(signAll(two.body, auths), list, NOW);
+    expect(c2.relays.map((r) => r.fingerprint)).toEqual([r0.fingerprint]);
+    expect(c2.voters).toHaveLength(2);
+  });
+
+  it('ignores a second vote from the same authority', () => {
+    const votes = [vote(auths[0], [{ d: rs[0] }]), vote(auths[0], [{ d: rs[0] }])];
+    expect(computeConsensus(votes, params).relayCount).toBe(0);
+  });
+
+  it('sets a flag by majority of the votes that vote on it', () => {
+    const d = rs[0];
+    const G = FLAG_BITS.Guard, S = FLAG_BITS.Stable;
+    const votes = [
+      vote(auths[0], [{ d, flags: base | G | S }]),
+      vote(auths[1], [{ d, flags: base | S }], 0x7f & ~G), // does not vote on Guard
+      vote(auths[2], [{ d, flags: base }]),
+    ];
+    const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
+    const f = c.relays[0].flags;
+    expect(f.has('Running') && f.has('Valid')).toBe(true);
+    expect(f.has('Stable')).toBe(true); // 2 of 3
+    expect(f.has('Guard')).toBe(false); // 1 of the 2 voting on it: not more than half
+    const votes2 = [votes[0], votes[1], vote(auths[2], [{ d, flags: base | G }])];
+    const c2 = verifyConsensus(signAll(computeConsensus(votes2, params).body, auths), list, NOW);
+    expect(c2.relays[0].flags.has('Guard')).toBe(true); // 2 of 2
+  });
+
+  it('weight is the low median of measured values', () => {
+    expect(lowMedian([300, 100, 200])).toBe(200);
+    expect(lowMedian([100, 200])).toBe(100);
+    expect(lowMedian([5])).toBe(5);
+    const d = rs[1];
+    const votes = [vote(auths[0], [{ d, measured: 900 }]), vote(auths[1], [{ d, measured: 100 }]), vote(auths[2], [{ d, measured: 400 }])];
+    const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
+    expect(c.relays[0].weight).toBe(400);
+  });
+
+  it('takes the newest descriptor among the votes', () => {
+    const id = ed25519Generate();
+    const mk = (published: number, port: number) => verifyDescriptor(buildDescriptor({
+      identity: id, onionKey: x25519Generate().publicKey, nickname: 'n', address: '10.9.9.9', orPort: port, declaredBandwidth: 1, roles: ['relay'], version: 'v', published,
+    }));
+    const old = mk(PS - 10_000, 1), neu = mk(PS - 5_000, 2);
+    const votes = [vote(auths[0], [{ d: old }]), vote(auths[1], [{ d: neu }]), vote(auths[2], [{ d: old }])];
+    const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
+    expect(c.relays[0].orPort).toBe(2);
+  });
+
+  it('carries every field consumers need, with shared tables', () => {
+    const famA = relay(100), famB = relay(101, { family: [famA.fingerprint] });
+    const votes = auths.map((a) => vote(a, [{ d: famA }, { d: famB }, { d: rs[0] }]));
+    const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
+    const b = c.relays.find((r) => r.fingerprint === famB.fingerprint)!;
+    expect(b.family).toEqual([famA.fingerprint]);
+    expect(b.nickname).toBe('r101');
+    expect(b.address).toBe('10.0.0.101');
+    expect(b.onionKey.equals(famB.onionKey)).toBe(true);
+    expect(b.roles).toEqual(['relay']);
+    expect(b.unmoderated).toBe(true);
+    const e = c.relays.find((r) => r.fingerprint === rs[0].fingerprint)!;
+    expect(e.exitPolicy).toEqual(['accept *:443', 'reject *:*']);
+    expect(e.roles).toEqual(['relay', 'exit']);
+    const ids = c.relays.map((r) => r.fingerprint);
+    expect(ids).toEqual([...ids].sort());
+  });
+});
+
+describe('authority flag assignment', () => {
+  it('gives Exit to exits whose policy accepts web ports, Stable after the threshold, Guard to fast stable relays', () => {
+    const ex = relay(1, { exit: true }), mid = relay(2), slow = relay(3);
+    const f = assignFlags([
+      { descriptor: ex, measured: 1000, runningSince: NOW - 10_000 },
+      { descriptor: mid, measured: 1000, runningSince: NOW - 100 },
+      { descriptor: slow, measured: 1, runningSince: NOW - 10_000 },
+    ], { now: NOW, stableAfterMs: 5000 });
+    expect(f[0] & FLAG_BITS.Exit).toBeTruthy();
+    expect(f[1] & FLAG_BITS.Exit).toBeFalsy();
+    expect(f[0] & FLAG_BITS.Stable).toBeTruthy();
+    expect(f[1] & FLAG_BITS.Stable).toBeFalsy();
+    expect(f[0] & FLAG_BITS.Guard).toBeTruthy();
+    expect(f[1] & FLAG_BITS.Guard).toBeFalsy();
+    expect(f.every((x) => (x & flagsToMask(['Running', 'Valid'])) === flagsToMask(['Running', 'Valid']))).toBe(true);
+  });
+});
+
+describe('votes', () => {
+  const rs = [relay(1), relay(2)];
+  const entries = rs.map((d) => ({ descriptorRaw: d.raw, identity: d.identity, flags: base, measured: 50 }));
+
+  it('round-trip through signing and verification', () => {
+    const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, entries);
+    const v = verifyVote(raw, list, { periodStart: PS, periodSeconds: PERIOD });
+    expect(v.fingerprint).toBe(list[0].fingerprint);
+    expect(v.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual(rs.map((r) => r.fingerprint).sort());
+  });
+
+  it('refuse the wrong period, an unknown authority, and a bad signature', () => {
+    const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, entries);
+    expect(code(() => verifyVote(raw, list, { periodStart: PS + PERIOD * 1000, periodSeconds: PERIOD }))).toBe('VOTE_WRONG_PERIOD');
+    expect(code(() => verifyVote(buildVote(makeAuthority().signer, PS, PERIOD, 0x7f, entries), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('VOTE_UNKNOWN_AUTHORITY');
+    const env = decodeEnvelope(raw, LIMITS.voteBytes);
+    env.signatures[0].signature[3] ^= 1;
+    expect(code(() => verifyVote(encodeEnvelope(env), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('DOC_BAD_SIGNATURE');
+    // A signing key certified by someone else's identity does not count.
+    const env2 = decodeEnvelope(raw, LIMITS.voteBytes);
+    env2.certificates = [auths[1].signer.certificate];
+    expect(code(() => verifyVote(encodeEnvelope(env2), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('DOC_WRONG_SIGNER');
+  });
+});
+
+describe('client verification', () => {
+  const rs = [relay(1), relay(2), relay(3)];
+  const computed = computeConsensus(auths.map((a) => vote(a, rs.map((d) => ({ d })))), params);
+
+  it('accepts a consensus signed by a majority, inside its window', () => {
+    const c = verifyConsensus(signAll(computed.body, auths.slice(0, 2)), list, NOW);
+    expect(c.signers).toEqual([list[0].fingerprint, list[1].fingerprint].sort());
+    expect(c.validAfter).toBe(PS);
+    expect(c.freshUntil).toBe(PS + PERIOD * 1000);
+    expect(c.validUntil).toBe(PS + 3 * PERIOD * 1000);
+    expect(c.digest.equals(computed.digest)).toBe(true);
+    expect(c.relays).toHaveLength(3);
+  });
+
+  it('refuses too few signatures', () => {
+    expect(code(() => verifyConsensus(signAll(computed.body, auths.slice(0, 1)), list, NOW))).toBe('CONSENSUS_TOO_FEW_SIGNATURES');
+  });
+
+  it('refuses outside the window', () => {
+    const raw = signAll(computed.body, auths);
+    expect(code(() => verifyConsensus(raw, list, PS + 3 * PERIOD * 1000 + 1))).toBe('CONSENSUS_EXPIRED');
+    expect(code(() => verifyConsensus(raw, list, PS - 120_000, 60_000))).toBe('CONSENSUS_NOT_YET_VALID');
+  });
+
+  it('refuses a flipped byte in the signed body', () => {
+    const env = decodeEnvelope(signAll(computed.body, auths), LIMITS.consensusBytes);
+    const body = Buffer.from(env.body);
+    body[body.length - 40] ^= 1; // inside the last relay's fields
+    expect(code(() => verifyConsensus(encodeEnvelope({ ...env, body }), list, NOW))).toMatch(/^(CONSENSUS_TOO_FEW_SIGNATURES|DOC_MALFORMED|CONSENSUS_MALFORMED)$/);
+  });
+
+  it('refuses signatures by unknown keys, by uncertified keys, and by expired certificates', () => {
+    const strangers = [makeAuthority(), makeAuthority()];
+    expect(code(() => verifyConsensus(signAll(computed.body, strangers), list, NOW))).toBe('CONSENSUS_TOO_FEW_SIGNATURES');
+    // Signed with the identity key itself (no certificate): not accepted.
+    const direct = sealEnvelope(computed.body, auths.map((a) => makeSignature(computed.body, a.id.publicKey, a.id)));
+    expect(code(() => verifyConsensus(direct, list, NOW))).toBe('CONSENSUS_TOO_FEW_SIGNATURES');
+    // Certificates that expired.
+    const old = auths.map((a) => ({ ...a, signer: { ...a.signer, certificate: makeKeyCertificate(a.id, a.signer.signingKey.publicKey, NOW - 10_000_000, NOW - 5_000_000) } }));
+    expect(code(() => verifyConsensus(signAll(computed.body, old), list, NOW))).toBe('CONSENSUS_TOO_FEW_SIGNATURES');
+  });
+
+  it('refuses a truncated or oversize consensus with a DOC_* code', () => {
+    const raw = signAll(computed.body, auths);
+    for (const cut of [1, 10, Math.floor(raw.length / 2), raw.length - 70]) {
+      expect(code(() => verifyConsensus(raw.subarray(0, cut), list, NOW))).toMatch(/^(DOC_MALFORMED|DOC_WRONG_TYPE|CONSENSUS_TOO_FEW_SIGNATURES)$/);
+    }
+    expect(code(() => UncheckedConsensus.parse(Buffer.alloc(LIMITS.consensusBytes + 1)))).toBe('DOC_TOO_LARGE');
+  });
+
+  it('refuses relays out of order even when signed (not canonical)', () => {
+    const m = decodeConsensus(computed.content);
+    const ids = Buffer.from(m.identities);
+    ids.copy(m.identities, 0, 32, 64);
+    ids.copy(m.identities, 32, 0, 32);
+    const body = makeBody(DocType.CONSENSUS, PS, PS + 3 * PERIOD * 1000, encodeConsensus(m));
+    expect(code(() => verifyConsensus(signAll(body, auths), list, NOW))).toBe('CONSENSUS_MALFORMED');
+  });
+});

@@ -1,0 +1,112 @@
+// SPEC.md §6.4: relay descriptors — building, verifying, and every refusal.
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
+import { buildDescriptor, verifyDescriptor, type DescriptorInput } from '../../src/dir/descriptor';
+import { decodeEnvelope, encodeEnvelope, encodeRelayDescriptor, LIMITS } from '../../src/wire/docs';
+import { DocType, signDocument } from '../../src/wire/envelope';
+import { isBitcloudError } from '../../src/errors';
+
+const code = (f: () => unknown): string => {
+  try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
+  return 'NO_ERROR';
+};
+
+const NOW = 1_800_000_000_000;
+const id = ed25519Generate();
+const input = (o: Partial<DescriptorInput> = {}): DescriptorInput => ({
+  identity: id, onionKey: x25519Generate().publicKey, nickname: 'relay1', address: '10.1.2.3', orPort: 9001, dirPort: 9030,
+  declaredBandwidth: 2_500_000, exitPolicy: ['reject private:*', 'accept *:443'], family: [ed25519Generate().publicKey.toString('hex')],
+  roles: ['relay', 'exit'], moderators: [], version: 'bitcloud-0.1.0', published: NOW, ...o,
+});
+
+describe('relay descriptor', () => {
+  it('round-trips every field and is checked against its window', () => {
+    const i = input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: [ed25519Generate().publicKey.toString('hex')] });
+    const d = verifyDescriptor(buildDescriptor(i), { now: NOW + 1000 });
+    expect(d.fingerprint).toBe(id.publicKey.toString('hex'));
+    expect(d.onionKey.equals(i.onionKey)).toBe(true);
+    expect(d.address).toBe('10.1.2.3');
+    expect([d.orPort, d.dirPort, d.storagePort]).toEqual([9001, 9030, 7000]);
+    expect(d.declaredBandwidth).toBe(2_500_000);
+    expect(d.exitPolicy).toEqual(i.exitPolicy);
+    expect(d.family).toEqual(i.family);
+    expect(d.moderators).toEqual(i.moderators);
+    expect(d.roles).toEqual(['relay', 'storage']);
+    expect(d.version).toBe('bitcloud-0.1.0');
+    expect(d.published).toBe(NOW);
+    expect(d.expires).toBeGreaterThan(NOW);
+  });
+
+  it('refuses a bad signature', () => {
+    const raw = buildDescriptor(input());
+    const env = decodeEnvelope(raw, LIMITS.descriptorBytes);
+    env.signatures[0].signature[0] ^= 1;
+    expect(code(() => verifyDescriptor(encodeEnvelope(env)))).toBe('DOC_BAD_SIGNATURE');
+  });
+
+  it('refuses a descriptor signed by another key than the identity it names', () => {
+    const other = ed25519Generate();
+    const content = encodeRelayDescriptor({
+      identity: id.publicKey, onionKey: Buffer.alloc(32, 1), nickname: 'x', address: Buffer.from([1, 2, 3, 4]), orPort: 1, dirPort: 0,
+      storagePort: 0, declaredBandwidth: 0, exitPolicy: [], family: [], roles: 1, moderators: [], version: 'v',
+    });
+    const raw = signDocument({ type: DocType.RELAY_DESCRIPTOR, validAfter: NOW, validUntil: NOW + 1000, content }, { identity: other.publicKey, keyPair: other });
+    expect(code(() => verifyDescriptor(raw))).toBe('DOC_WRONG_SIGNER');
+  });
+
+  it('refuses expired and future descriptors', () => {
+    const raw = buildDescriptor(input({ lifetimeMs: 3600_000 }));
+    expect(code(() => verifyDescriptor(raw, { now: NOW + 3600_001 }))).toBe('DOC_EXPIRED');
+    expect(code(() => verifyDescriptor(raw, { now: NOW - 120_000, skewMs: 60_000 }))).toBe('DOC_NOT_YET_VALID');
+    expect(code(() => verifyDescriptor(raw, { now: NOW - 30_000, skewMs: 60_000 }))).toBe('NO_ERROR');
+  });
+
+  it('refuses a lifetime beyond 7 days', () => {
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ lifetimeMs: 8 * 86_400_000 }))))).toBe('DOC_MALFORMED');
+  });
+
+  it('refuses another document type', () => {
+    const raw = signDocument({ type: DocType.VOTE, validAfter: NOW, validUntil: NOW + 1, content: Buffer.alloc(0) }, { identity: id.publicKey, keyPair: id });
+    expect(code(() => verifyDescriptor(raw))).toBe('DOC_WRONG_TYPE');
+  });
+
+  it('refuses oversize descriptors before parsing', () => {
+    expect(code(() => verifyDescriptor(Buffer.alloc(LIMITS.descriptorBytes + 1)))).toBe('DOC_TOO_LARGE');
+  });
+
+  it('refuses every truncation with a DOC_* code', () => {
+    const raw = buildDescriptor(input());
+    for (let i = 0; i < raw.length; i++) expect(code(() => verifyDescriptor(raw.subarray(0, i)))).toMatch(/^DOC_/);
+  });
+
+  it('refuses fields outside their limits', () => {
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ nickname: 'has space' }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ nickname: 'x'.repeat(20) }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ version: 'v'.repeat(33) }))))).toBe('DOC_MALFORMED');
+    const fam = Array.from({ length: 33 }, () => ed25519Generate().publicKey.toString('hex'));
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ family: fam }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ exitPolicy: ['accept *:99999'] }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex')] }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ roles: ['storage'], storagePort: 0 }))))).toBe('DOC_MALFORMED');
+    expect(code(() => buildDescriptor(input({ address: '::1' })))).toBe('DOC_MALFORMED');
+  });
+
+  it('verification only ever throws DOC_* codes on arbitrary bytes (property)', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (b) => {
+      try { verifyDescriptor(b); } catch (e) { return isBitcloudError(e) && e.code.startsWith('DOC_'); }
+      return false;
+    }), { numRuns: 3000 });
+  });
+
+  it('verification never accepts a mutated descriptor (property)', () => {
+    const raw = buildDescriptor(input());
+    fc.assert(fc.property(fc.nat(raw.length - 1), fc.integer({ min: 1, max: 255 }), (at, x) => {
+      const m = Buffer.from(raw);
+      m[at] ^= x;
+      try { verifyDescriptor(m); } catch (e) { return isBitcloudError(e) && e.code.startsWith('DOC_'); }
+      // Only a change to unsigned framing that leaves body and signature intact may pass.
+      return decodeEnvelope(m, LIMITS.descriptorBytes).body.equals(decodeEnvelope(raw, LIMITS.descriptorBytes).body);
+    }), { numRuns: 1500 });
+  });
+});

@@ -1,0 +1,108 @@
+// Authority plumbing: config validation names the bad key; the upload rate limiter;
+// compressed serving; keygen and signer loading; relay config.
+import { describe, it, expect } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseAuthorityConfig } from '../../directory/config';
+import { RateLimiter } from '../../directory/rate-limit';
+import { authorityKeygen, loadAuthoritySigner } from '../../directory/keygen';
+import { parseRelayConfig } from '../../relay/config';
+import { chooseEncoding } from '../../src/dir/http-serve';
+import { cappedDeclaredSource } from '../../directory/bandwidth';
+import { isBitcloudError } from '../../src/errors';
+
+const FP = 'ab'.repeat(32);
+const good = () => ({
+  identity: FP, dataDir: 'd', listen: { host: '127.0.0.1', port: 7000 }, period: 15,
+  authorities: [{ name: 'a', identity: FP, address: '127.0.0.1:7000' }],
+});
+const message = (f: () => unknown): string => {
+  try { f(); } catch (e) { if (isBitcloudError(e, 'CONFIG_INVALID')) return e.message; throw e; }
+  return 'NO_ERROR';
+};
+
+describe('authority config', () => {
+  it('fills defaults', () => {
+    const c = parseAuthorityConfig(good(), '/base');
+    expect(c.dataDir).toBe('/base/d');
+    expect(c.consensusLifetimePeriods).toBe(3);
+    expect(c.stableAfterSeconds).toBe(30);
+    expect(c.rateLimit).toEqual({ uploadsPerMinute: 60, burst: 20 });
+  });
+  it('names the bad key', () => {
+    expect(message(() => parseAuthorityConfig({ ...good(), period: 'x' }, '/'))).toMatch(/^CONFIG_INVALID: period:/);
+    expect(message(() => parseAuthorityConfig({ ...good(), authorities: [{ name: 'a', identity: 'XY', address: '127.0.0.1:1' }] }, '/'))).toMatch(/authorities\[0\]\.identity/);
+    expect(message(() => parseAuthorityConfig({ ...good(), authorities: [{ name: 'a', identity: FP, address: 'nohost' }] }, '/'))).toMatch(/authorities\[0\]\.address/);
+    expect(message(() => parseAuthorityConfig({ ...good(), identity: 'cd'.repeat(32) }, '/'))).toMatch(/identity: this authority is not in the authorities list/);
+    expect(message(() => parseAuthorityConfig({ ...good(), perod: 5 }, '/'))).toMatch(/perod: unknown setting/);
+    expect(message(() => parseAuthorityConfig({ ...good(), rateLimit: { burst: 0 } }, '/'))).toMatch(/rateLimit\.burst/);
+  });
+});
+
+describe('relay config', () => {
+  const relay = () => ({ dataDir: 'r', orPort: 9001, authorities: good().authorities });
+  it('defaults to a non-exit relay with a reject-all policy', () => {
+    const c = parseRelayConfig(relay(), '/x');
+    expect(c.roles).toEqual(['relay']);
+    expect(c.exitPolicy).toEqual(['reject *:*']);
+  });
+  it('names the bad key', () => {
+    expect(message(() => parseRelayConfig({ ...relay(), roles: ['relay', 'dancer'] }, '/'))).toMatch(/roles\[1\]/);
+    expect(message(() => parseRelayConfig({ ...relay(), exitPolicy: ['accept nowhere'] }, '/'))).toMatch(/exitPolicy/);
+    expect(message(() => parseRelayConfig({ ...relay(), roles: ['storage'] }, '/'))).toMatch(/storagePort/);
+    expect(message(() => parseRelayConfig({ ...relay(), nickname: 'bad name' }, '/'))).toMatch(/nickname/);
+  });
+});
+
+describe('upload rate limiter', () => {
+  it('allows a burst, then refills at the configured rate, per address', () => {
+    const r = new RateLimiter(60, 3);
+    expect([r.take('a', 0), r.take('a', 0), r.take('a', 0), r.take('a', 0)]).toEqual([true, true, true, false]);
+    expect(r.take('b', 0)).toBe(true);
+    expect(r.take('a', 999)).toBe(false);
+    expect(r.take('a', 1000)).toBe(true);
+  });
+});
+
+describe('bandwidth source (no measurements yet)', () => {
+  it('votes the declared bandwidth, capped, in KB/s', () => {
+    const s = cappedDeclaredSource(1000);
+    expect(s.measuredKBps('x', 250_000)).toBe(250);
+    expect(s.measuredKBps('x', 50_000_000)).toBe(1000);
+    expect(s.measuredKBps('x', 0)).toBe(1);
+  });
+});
+
+describe('compressed serving', () => {
+  it('prefers br, then gzip, honours q=0', () => {
+    expect(chooseEncoding('gzip, deflate, br')).toBe('br');
+    expect(chooseEncoding('gzip')).toBe('gzip');
+    expect(chooseEncoding('br;q=0, gzip')).toBe('gzip');
+    expect(chooseEncoding(undefined)).toBe('identity');
+  });
+});
+
+describe('authority keys', () => {
+  it('keygen makes an identity and a certified signing key; run loads them', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-keygen-'));
+    try {
+      const k = await authorityKeygen(dir, { certDays: 1 });
+      expect(k.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+      expect(k.createdIdentity).toBe(true);
+      expect(fs.statSync(path.join(dir, 'identity.key')).mode & 0o077).toBe(0);
+      const s = await loadAuthoritySigner(dir);
+      expect(s.identity.toString('hex')).toBe(k.fingerprint);
+      // A renewal keeps the identity and replaces the signing key.
+      const k2 = await authorityKeygen(dir, { certDays: 1 });
+      expect(k2.fingerprint).toBe(k.fingerprint);
+      expect(k2.createdIdentity).toBe(false);
+      const s2 = await loadAuthoritySigner(dir);
+      expect(s2.signingKey.publicKey.equals(s.signingKey.publicKey)).toBe(false);
+      // Expired certificate: refused with a hint.
+      await expect(loadAuthoritySigner(dir, Date.now() + 2 * 86_400_000)).rejects.toMatchObject({ code: 'KEY_CERT_INVALID' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
