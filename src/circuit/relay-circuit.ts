@@ -92,6 +92,10 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
 
   get isClosed(): boolean { return this.closed; }
   get streamCount(): number { return this.edge?.streams.size ?? 0; }
+  /** Streams ending at this node on this circuit (status views, tests). */
+  streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
+  /** True when a next hop exists (this node forwards). */
+  get extended(): boolean { return this.next !== null; }
 
   // ---- cells from the links (hot path) ----
 
@@ -366,7 +370,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     const nextId = this.nextId;
     this.detachNext();
     if (next && from !== 'next') this.sw.sendDestroy(next, nextId, reason);
-    this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { reason, code }) as BitcloudError);
+    this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { destroyReason: reason, code }) as BitcloudError);
     this.sw.forget(this, reason, code);
   }
 }

@@ -137,7 +137,7 @@ export class CircuitStream extends Duplex {
     this.host.release(this);
     if (reason !== END_REASON_DONE || this.state === 'opening') {
       this.state = 'closed';
-      this.destroy(error ?? err('STREAM_CLOSED', `stream ended by the peer (reason ${reason})`, { reason }));
+      this.destroy(error ?? err('STREAM_CLOSED', `stream ended by the peer (reason ${reason})`, { endReason: reason }));
       return;
     }
     this.state = 'closed';
@@ -171,6 +171,17 @@ export class CircuitStream extends Duplex {
 
   override _read(): void {
     this.maybeSendSendme();
+  }
+
+  /**
+   * Every consumer (flowing mode, pipe, async iteration) takes data through read(). Node calls
+   * _read() only once per push, so a reader that catches up after the window closed would never
+   * trigger a SENDME from _read alone: check after each read instead.
+   */
+  override read(size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const chunk = super.read(size);
+    if (this.deliverWindow.sendmeDue()) this.maybeSendSendme();
+    return chunk;
   }
 
   /** tor-spec §7.4: SENDME once 50 cells were delivered and the reader keeps up. */

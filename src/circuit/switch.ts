@@ -190,11 +190,14 @@ export class CircuitSwitch {
 
   private onDrain(link: LinkState): void {
     link.congested = false;
-    // Round robin over circuits with queued cells; stop as soon as the link pushes back again.
-    for (const circ of [...link.waiting]) {
-      if (link.congested) return;
-      link.waiting.delete(circ);
-      circ.flushQueue(link);
+    // Round robin over circuits with queued cells, FLUSH_BATCH cells each per round, until the
+    // queues are empty or the link pushes back again (then the next 'drain' continues).
+    while (link.waiting.size > 0 && !link.congested && !link.closed) {
+      for (const circ of [...link.waiting]) {
+        if (link.congested) return;
+        link.waiting.delete(circ);
+        circ.flushQueue(link);
+      }
     }
     if (link.congested) return;
     for (const circ of [...link.blockedEdges]) {

@@ -58,7 +58,7 @@ export class ClientLink {
     ch.on('close', (e?: BitcloudError) => {
       this.closed = true;
       for (const c of [...this.circuits.values()]) {
-        c.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard closed', { reason: DestroyReason.CHANNEL_CLOSED, link: e?.code }));
+        c.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard closed', { destroyReason: DestroyReason.CHANNEL_CLOSED, link: e?.code }));
       }
       this.circuits.clear();
     });
@@ -228,7 +228,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
         }
         case CellCommand.DESTROY: {
           const reason = decodeDestroy(payload);
-          this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was destroyed (reason ${reason})`, { reason }), false);
+          this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was destroyed (reason ${reason})`, { destroyReason: reason }), false);
           return;
         }
         default:
@@ -260,7 +260,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
       case RelayCommand.TRUNCATED: {
         const reason = decodeTruncated(m.data);
         // We never keep a truncated circuit: treat it as destroyed (and tear down the rest).
-        this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was truncated at hop ${hop + 1} (reason ${reason})`, { reason }));
+        this.closeWith(err('CIRCUIT_DESTROYED', `the circuit was truncated at hop ${hop + 1} (reason ${reason})`, { destroyReason: reason }));
         return;
       }
       case RelayCommand.RESOLVED: {

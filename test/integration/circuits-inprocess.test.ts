@@ -1,6 +1,6 @@
-// SPEC.md §7b: 3-hop circuits end to end, in one process: real TLS link listeners on
-// 127.0.0.1, real keys in temp dirs, a hand-made relay list (no authorities), a local TCP
-// echo/sink server; the client code builds circuits and opens streams through them.
+// SPEC.md §7b: circuits end to end, in one process: real TLS link listeners on 127.0.0.1, real
+// keys in temp dirs, a hand-made relay list (no authorities), local TCP echo / source servers.
+// The client side is the real client code (ClientCircuit, CircuitManager).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import os from 'node:os';
@@ -9,69 +9,57 @@ import fsp from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
 import { createLinkListener, connectLink, type LinkListener } from '../../src/link';
+import { createRegistry } from '../../src/ops/metrics';
+import { CellCommand } from '../../src/wire/cell';
+import { RelayCommand } from '../../src/wire/relay-msg';
+import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
+import type { ConsensusRelay } from '../../src/dir/types';
 import { RelayCircuits } from '../../relay/circuits';
-import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
+import { CircuitManager } from '../../src/client/circuit-manager';
+import { isolationKey } from '../../src/client/isolation';
 import type { CircuitStream } from '../../src/circuit/stream';
 
-interface TestRelay { keys: NodeKeys; rc: RelayCircuits; listener: LinkListener; hop: HopTarget; dir: string }
+interface TestRelay { keys: NodeKeys; rc: RelayCircuits; listener: LinkListener; info: ConsensusRelay; dir: string; registry: ReturnType<typeof createRegistry> }
 
-async function startRelay(name: string, exit: boolean): Promise<TestRelay> {
+const EXIT_POLICY = ['reject 127.0.0.1:9', 'accept 127.0.0.1:*', 'reject *:*'];
+
+async function startRelay(name: string, flags: string[]): Promise<TestRelay> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `bitcloud-circ-${name}-`));
   const keys = await loadOrCreateNodeKeys(dir);
+  const exit = flags.includes('Exit');
+  const registry = createRegistry(`relay-${name}`);
   const rc = new RelayCircuits({
     keys,
-    exitPolicy: exit ? ['reject 127.0.0.1:9', 'accept 127.0.0.1:*', 'reject *:*'] : null,
+    exitPolicy: exit ? EXIT_POLICY : null,
     requireConsensusForExtend: false,
+    registry,
     lookup: async (host) => {
       if (host === 'echo.test') return [{ address: '127.0.0.1', family: 4 }];
       throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
     },
   });
   const listener = await createLinkListener({ host: '127.0.0.1', port: 0, identity: keys.identity, onChannel: (ch) => rc.acceptChannel(ch) });
-  const hop: HopTarget = { identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), onionKey: keys.onion.publicKey, address: '127.0.0.1', orPort: listener.port };
-  return { keys, rc, listener, hop, dir };
-}
-
-async function buildCircuit(path3: HopTarget[]): Promise<ClientCircuit> {
-  const ch = await connectLink({ host: path3[0].address, port: path3[0].orPort, expectedIdentity: path3[0].identity });
-  const link = new ClientLink(ch);
-  const c = ClientCircuit.allocate(link);
-  await c.create(path3[0]);
-  for (const h of path3.slice(1)) await c.extend(h);
-  return c;
+  const id = keys.identity.publicKey;
+  const info: ConsensusRelay = {
+    identity: id, fingerprint: fingerprint(id), nickname: name, onionKey: keys.onion.publicKey,
+    address: '127.0.0.1', orPort: listener.port, dirPort: 0, storagePort: 0,
+    flags: new Set(['Running', 'Valid', 'Fast', ...flags]) as ConsensusRelay['flags'], weight: 1000,
+    exitPolicy: exit ? EXIT_POLICY : ['reject *:*'], family: [], roles: exit ? ['relay', 'exit'] : ['relay'],
+    moderators: [], unmoderated: true, version: 'test',
+  };
+  return { keys, rc, listener, info, dir, registry };
 }
 
 function sha(b: Buffer): string { return createHash('sha256').update(b).digest('hex'); }
 
-describe('circuits in process', () => {
-  const relays: TestRelay[] = [];
-  let echo: net.Server;
-  let echoPort = 0;
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed + (i >> 9)) & 0xff;
+  return b;
+}
 
-  beforeAll(async () => {
-    for (let i = 0; i < 4; i++) relays.push(await startRelay(`r${i}`, i >= 2));
-    echo = net.createServer((s) => s.pipe(s));
-    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-    echoPort = (echo.address() as net.AddressInfo).port;
-  });
-
-  afterAll(async () => {
-    for (const r of relays) { await r.rc.close(); await r.listener.close(); await fsp.rm(r.dir, { recursive: true, force: true }); }
-    await new Promise<void>((r) => echo.close(() => r()));
-  });
-
-  it('builds a 3-hop circuit and a stream carries data both ways intact', async () => {
-    const c = await buildCircuit([relays[0].hop, relays[1].hop, relays[2].hop]);
-    expect(c.length).toBe(3);
-    const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
-    const data = Buffer.alloc(3 * 1024 * 1024);
-    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 0xff;
-    const got = await echoRoundTrip(stream, data);
-    expect(sha(got)).toBe(sha(data));
-    c.destroy();
-  });
-});
-
+/** Write `data`, read the same number of bytes back (the target echoes), then end. */
 function echoRoundTrip(stream: CircuitStream, data: Buffer): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
@@ -85,3 +73,247 @@ function echoRoundTrip(stream: CircuitStream, data: Buffer): Promise<Buffer> {
     stream.write(data);
   });
 }
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function rawLink(r: TestRelay): Promise<ClientLink> {
+  return new ClientLink(await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity }));
+}
+
+async function manualCircuit(hops: TestRelay[]): Promise<ClientCircuit> {
+  const c = ClientCircuit.allocate(await rawLink(hops[0]));
+  await c.create(hops[0].info);
+  for (const h of hops.slice(1)) await c.extend(h.info);
+  return c;
+}
+
+describe('circuits in process', () => {
+  // r0, r1: guards; r2: middle only; r3, r4: exits.
+  const relays: TestRelay[] = [];
+  let echo: net.Server;
+  let echoPort = 0;
+  let closedPort = 0;
+  let source: net.Server;
+  let sourcePort = 0;
+  let sourceWritten = 0;
+  let manager: CircuitManager;
+  const key = (u: string) => isolationKey({ isolation: { username: u, password: 'x' } });
+
+  beforeAll(async () => {
+    const flags = [['Guard'], ['Guard'], [], ['Exit'], ['Exit']];
+    for (let i = 0; i < flags.length; i++) relays.push(await startRelay(`r${i}`, flags[i]));
+    echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    echoPort = (echo.address() as net.AddressInfo).port;
+    // A target that sends as fast as it is allowed to, counting what the kernel took.
+    source = net.createServer((s) => {
+      s.on('error', () => {});
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      const pump = () => { while (s.writable && s.write(chunk)) sourceWritten += chunk.length; };
+      s.on('drain', () => { sourceWritten += chunk.length; pump(); });
+      pump();
+    });
+    await new Promise<void>((r) => source.listen(0, '127.0.0.1', r));
+    sourcePort = (source.address() as net.AddressInfo).port;
+    const tmp = net.createServer();
+    await new Promise<void>((r) => tmp.listen(0, '127.0.0.1', r));
+    closedPort = (tmp.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => tmp.close(() => r()));
+    manager = new CircuitManager({
+      relays: () => relays.map((r) => r.info), enforceDistinctSubnets: false, preemptiveCircuits: 0,
+    });
+  });
+
+  afterAll(async () => {
+    await manager?.close();
+    for (const r of relays) { await r.rc.close(); await r.listener.close(); await fsp.rm(r.dir, { recursive: true, force: true }); }
+    await new Promise<void>((r) => echo.close(() => r()));
+    await new Promise<void>((r) => source.close(() => r()));
+  });
+
+  it('a 3-hop circuit carries a few MiB intact in both directions', async () => {
+    const c = await manualCircuit([relays[0], relays[2], relays[3]]);
+    expect(c.length).toBe(3);
+    const { stream, connected } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    expect(connected?.addr).toBe('127.0.0.1');
+    const data = pattern(4 * 1024 * 1024, 1);
+    expect(sha(await echoRoundTrip(stream, data))).toBe(sha(data));
+    c.destroy();
+  });
+
+  it('20 concurrent streams share one circuit and all arrive intact', async () => {
+    const k = key('twenty');
+    const streams = await Promise.all(Array.from({ length: 20 }, () => manager.connect({ host: '127.0.0.1', port: echoPort, isolation: k })));
+    const circs = new Set(manager.circuits().filter((c) => c.edge.streams.size > 0));
+    expect(circs.size).toBe(1);
+    const results = await Promise.all(streams.map((s, i) => {
+      const d = pattern(200_000 + i * 1000, i);
+      return echoRoundTrip(s, d).then((got) => sha(got) === sha(d));
+    }));
+    expect(results.every(Boolean)).toBe(true);
+  });
+
+  it('different isolation keys never share a circuit; the same key reuses one', async () => {
+    const a1 = await manager.connect({ host: '127.0.0.1', port: echoPort, isolation: key('alice') });
+    const a2 = await manager.connect({ host: '127.0.0.1', port: echoPort, isolation: key('alice') });
+    const b = await manager.connect({ host: '127.0.0.1', port: echoPort, isolation: key('bob') });
+    const circOf = (s: CircuitStream) => manager.circuits().find((c) => [...c.edge.streams.values()].includes(s));
+    expect(circOf(a1)).toBeDefined();
+    expect(circOf(a1)).toBe(circOf(a2));
+    expect(circOf(b)).not.toBe(circOf(a1));
+    for (const s of [a1, a2, b]) s.destroy();
+  });
+
+  it('a slow reader stalls the exit after one stream window instead of making it buffer', async () => {
+    const c = await manualCircuit([relays[1], relays[2], relays[4]]);
+    const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: sourcePort });
+    stream.on('error', () => {});
+    stream.pause(); // the application does not read
+    const exitCirc = () => [...relays[4].rc.switch.circuits].find((x) => x.streamCount > 0)!;
+    await until(() => !!exitCirc() && exitCirc().streams()[0]?.packageWindow.window === 0, 'the exit stream window to close');
+    await new Promise((r) => setTimeout(r, 300));
+    const exitStream = exitCirc().streams()[0];
+    expect(exitStream.packageWindow.window).toBe(0);
+    // What the exit holds for this stream: its writable buffer, bounded by one socket read.
+    expect(exitStream.writableLength).toBeLessThanOrEqual(256 * 1024);
+    // What the client holds: at most one stream window (500 cells) plus the readable buffer.
+    expect(stream.readableLength).toBeLessThanOrEqual(500 * 498 + 64 * 1024);
+    expect(relays[4].rc.switch.budget.queuedCells).toBe(0);
+    const before = sourceWritten;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sourceWritten).toBe(before); // the target is blocked too: TCP backpressure reached it
+    // Reading again lets the data flow.
+    let more = 0;
+    stream.on('data', (d: Buffer) => { more += d.length; });
+    stream.resume();
+    await until(() => more > 2 * 1024 * 1024, 'data to flow again');
+    c.destroy();
+  });
+
+  it('exit policy refusal ends the stream with END EXITPOLICY', async () => {
+    const c = await manualCircuit([relays[0], relays[2], relays[3]]);
+    await expect(c.openStream({ kind: 'begin', host: 'echo.test', port: 9 })).rejects.toMatchObject({ code: 'EXIT_POLICY_REJECTED', detail: { endReason: 4 } });
+    await expect(c.openStream({ kind: 'begin', host: '10.1.2.3', port: 80 })).rejects.toMatchObject({ code: 'EXIT_POLICY_REJECTED' });
+    // The circuit is still good.
+    const { stream } = await c.openStream({ kind: 'begin', host: 'echo.test', port: echoPort });
+    const d = pattern(10_000, 3);
+    expect(sha(await echoRoundTrip(stream, d))).toBe(sha(d));
+    c.destroy();
+    await expect(manager.connect({ host: 'echo.test', port: 9, isolation: key('policy') })).rejects.toMatchObject({ code: 'EXIT_POLICY_REJECTED' });
+    await expect(manager.connect({ host: '127.0.0.1', port: 9, isolation: key('policy') })).rejects.toMatchObject({ code: 'PATH_NO_EXIT' });
+  });
+
+  it('a closed port gives CONNECTREFUSED and an unknown name RESOLVEFAILED', async () => {
+    await expect(manager.connect({ host: '127.0.0.1', port: closedPort, isolation: key('x') })).rejects.toMatchObject({ code: 'EXIT_CONNECT_REFUSED', detail: { endReason: 3 } });
+    await expect(manager.connect({ host: 'nx.test', port: 80, isolation: key('x') })).rejects.toMatchObject({ code: 'EXIT_RESOLVE_FAILED', detail: { endReason: 2 } });
+  });
+
+  it('RESOLVE at the exit', async () => {
+    const c = await manualCircuit([relays[0], relays[2], relays[3]]);
+    expect(await c.resolve('echo.test')).toEqual([{ type: 'ipv4', value: '127.0.0.1', ttl: 60 }]);
+    expect((await c.resolve('nx.test'))[0].type).toBe('error-nontransient');
+    c.destroy();
+  });
+
+  it('a bad CREATE2 is answered by DESTROY(PROTOCOL) for that id only; the link keeps working', async () => {
+    const link = await rawLink(relays[0]);
+    const id = link.ch.allocateCircId();
+    const destroyed = new Promise<number>((resolve) => link.ch.on('cell', (c) => { if (c.circId === id && c.command === CellCommand.DESTROY) resolve(decodeDestroy(c.payload)); }));
+    link.send(id, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96, 1) }));
+    expect(await destroyed).toBe(DestroyReason.PROTOCOL);
+    const c = ClientCircuit.allocate(link);
+    await c.create(relays[0].info);
+    await c.extend(relays[2].info);
+    await c.extend(relays[3].info);
+    const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    const d = pattern(50_000, 9);
+    expect(sha(await echoRoundTrip(stream, d))).toBe(sha(d));
+    c.destroy();
+  });
+
+  it('a cell for an unknown circuit id is dropped and counted; the link and its circuits carry on', async () => {
+    const link = await rawLink(relays[1]);
+    const c = ClientCircuit.allocate(link);
+    await c.create(relays[1].info);
+    link.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509, 5));
+    link.send(0x8000_1235, CellCommand.DESTROY, Buffer.alloc(1));
+    await c.extend(relays[2].info);
+    await c.extend(relays[4].info);
+    const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    const d = pattern(20_000, 4);
+    expect(sha(await echoRoundTrip(stream, d))).toBe(sha(d));
+    expect(await relays[1].registry.getSingleMetricAsString('bitcloud_circuit_errors_total')).toContain('code="CIRCUIT_UNKNOWN"');
+    c.destroy();
+  });
+
+  it('more than 8 RELAY_EARLY cells destroy that circuit only', async () => {
+    const link = await rawLink(relays[0]);
+    const flood = ClientCircuit.allocate(link);
+    await flood.create(relays[0].info);
+    const other = ClientCircuit.allocate(link);
+    await other.create(relays[0].info);
+    const closed = new Promise<unknown>((r) => flood.once('close', r));
+    const sendTo = (flood as unknown as { sendTo(h: number, cc: number, rc: number, s: number, d: Buffer): void }).sendTo.bind(flood);
+    for (let i = 0; i < 9; i++) sendTo(0, CellCommand.RELAY_EARLY, RelayCommand.DROP, 0, Buffer.alloc(0));
+    expect(await closed).toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { destroyReason: DestroyReason.PROTOCOL } });
+    expect(other.isOpen).toBe(true);
+    await other.extend(relays[2].info);
+    await other.extend(relays[3].info);
+    const { stream } = await other.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    const d = pattern(5000, 2);
+    expect(sha(await echoRoundTrip(stream, d))).toBe(sha(d));
+    other.destroy();
+    expect(await relays[0].registry.getSingleMetricAsString('bitcloud_circuit_errors_total')).toContain('code="RELAY_EARLY_LIMIT"');
+  });
+
+  it('DESTROY propagates: from the client to every hop, and from the exit back to the client', async () => {
+    const hops = [relays[1], relays[2], relays[3]];
+    const snapshot = () => hops.map((r) => new Set(r.rc.switch.circuits));
+    const added = (before: Set<unknown>[]) => hops.map((r, i) => [...r.rc.switch.circuits].filter((c) => !before[i].has(c)));
+    const before = snapshot();
+    const c = await manualCircuit(hops);
+    const mine = added(before);
+    expect(mine.map((l) => l.length)).toEqual([1, 1, 1]);
+    c.destroy();
+    await until(() => mine.every((l) => l[0].isClosed), 'the circuit gone from every hop');
+
+    const before2 = snapshot();
+    const c2 = await manualCircuit(hops);
+    const mine2 = added(before2).map((l) => l[0]);
+    const { stream } = await c2.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    const streamErr = new Promise<unknown>((r) => stream.once('error', r));
+    const closed = new Promise<unknown>((r) => c2.once('close', r));
+    mine2[2].destroy(DestroyReason.RESOURCELIMIT, 'TEST');
+    expect(await closed).toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { destroyReason: DestroyReason.RESOURCELIMIT } });
+    expect(await streamErr).toMatchObject({ code: 'CIRCUIT_DESTROYED' });
+    await until(() => mine2.every((x) => x.isClosed), 'the circuit gone from every hop');
+  });
+
+  it('closing the middle relay ends a running stream with an error, and the next request succeeds', async () => {
+    const k = key('kill');
+    const s = await manager.connect({ host: '127.0.0.1', port: sourcePort, isolation: k });
+    const circ = manager.circuits().find((c) => [...c.edge.streams.values()].includes(s))!;
+    const middle = relays.find((r) => r.info.fingerprint === circ.hops[1].target.fingerprint)!;
+    let got = 0;
+    let ended = false;
+    const failed = new Promise<unknown>((resolve) => {
+      s.on('data', (d: Buffer) => { got += d.length; });
+      s.on('end', () => { ended = true; });
+      s.on('error', resolve);
+    });
+    await until(() => got > 1024 * 1024, 'data through the circuit');
+    await middle.rc.close();
+    await middle.listener.close();
+    expect(await failed).toMatchObject({ code: 'CIRCUIT_DESTROYED' });
+    expect(ended).toBe(false);
+    const again = await manager.connect({ host: '127.0.0.1', port: echoPort, isolation: k });
+    const d = pattern(100_000, 5);
+    expect(sha(await echoRoundTrip(again, d))).toBe(sha(d));
+  });
+});

@@ -1,0 +1,166 @@
+// Building client circuits (SPEC.md §7b.11): links to guards (one per guard, reused), paths
+// from path.ts, CREATE2 then EXTEND2 ×2, a timeout learned by BuildTimeoutEstimator, and
+// retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { connectLink, type LinkTuning } from '../link';
+import type { LinkMetrics } from '../link/metrics';
+import type { ConsensusRelay } from '../dir/types';
+import { silentLogger, type Logger } from '../ops/log';
+import { choosePath, type PathTarget } from './path';
+import type { Guard, GuardSet } from './guards';
+import { BuildTimeoutEstimator } from './build-timeout';
+import { ClientCircuit, ClientLink, type HopTarget } from './client-circuit';
+
+/** A relay the client can route through: what path selection reads and what a hop needs. */
+export type ClientRelay = ConsensusRelay;
+
+export interface CircuitBuilderOptions {
+  /** The relays of the current verified consensus (null until one is known). */
+  relays: () => readonly ClientRelay[] | null;
+  /** The persistent guard set, or a fixed list; default [] (guards picked by weight each time). */
+  guards?: GuardSet | readonly Guard[];
+  buildTimeout?: BuildTimeoutEstimator;
+  /** Tor's EnforceDistinctSubnets; the local network turns it off. Default true. */
+  enforceDistinctSubnets?: boolean;
+  /** Paths tried per build before giving up. Default 3. */
+  maxAttempts?: number;
+  /** Link handshake timeout. Default 10 s. */
+  linkTimeoutMs?: number;
+  linkTuning?: LinkTuning;
+  linkMetrics?: LinkMetrics;
+  log?: Logger;
+  /** Called with the duration of each successful build (metrics). */
+  onBuilt?: (ms: number) => void;
+  /** Called with the code of each failed attempt (metrics). */
+  onBuildFailed?: (code: string) => void;
+}
+
+export class CircuitBuilder {
+  readonly buildTimeout: BuildTimeoutEstimator;
+  private readonly links = new Map<string, Promise<ClientLink>>();
+  private readonly log: Logger;
+  private closed = false;
+
+  constructor(private readonly opts: CircuitBuilderOptions) {
+    this.buildTimeout = opts.buildTimeout ?? new BuildTimeoutEstimator();
+    this.log = opts.log ?? silentLogger;
+  }
+
+  /** Relays of the current consensus; CIRCUIT_NO_CONSENSUS if none is known yet. */
+  relays(): readonly ClientRelay[] {
+    const r = this.opts.relays();
+    if (!r || r.length === 0) throw err('CIRCUIT_NO_CONSENSUS', 'no verified consensus yet: cannot choose a path');
+    return r;
+  }
+
+  /**
+   * Build a 3-hop circuit for `target` (a TCP target: the exit is chosen by its policy; a
+   * storage node: it is the last hop). Tries up to maxAttempts paths, leaving out relays that
+   * failed. Rejects with the last failure (CIRCUIT_BUILD_TIMEOUT, CIRCUIT_DESTROYED, LINK_*,
+   * PATH_*).
+   */
+  async build(target?: PathTarget, exclude: ReadonlySet<string> = new Set(), firstPath?: ClientRelay[]): Promise<{ circ: ClientCircuit; path: ClientRelay[] }> {
+    const failed = new Set(exclude);
+    const attempts = this.opts.maxAttempts ?? 3;
+    let last: BitcloudError | null = null;
+    for (let i = 0; i < attempts; i++) {
+      if (this.closed) throw err('CIRCUIT_MANAGER_CLOSED', 'the circuit manager is closed');
+      const path = i === 0 && firstPath ? firstPath : this.choose(target, failed);
+      try {
+        const circ = await this.buildPath(path);
+        return { circ, path };
+      } catch (e) {
+        const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
+        last = be;
+        this.opts.onBuildFailed?.(be.code);
+        const hop = (be.detail?.hop as number | undefined) ?? 0;
+        // Leave out the hop that failed, unless it is a storage target the caller asked for.
+        const isFixedLast = target && 'storageNode' in target && hop === path.length - 1;
+        if (!isFixedLast) failed.add(path[Math.min(hop, path.length - 1)].fingerprint);
+        this.log.debug({ code: be.code, attempt: i + 1 }, 'circuit build failed');
+      }
+    }
+    throw last ?? err('CIRCUIT_BUILD_FAILED', 'no attempt made');
+  }
+
+  /** A path [guard, middle, last] for `target` (path.ts rules); throws PATH_* or CIRCUIT_NO_CONSENSUS. */
+  choose(target: PathTarget | undefined, exclude: ReadonlySet<string>): ClientRelay[] {
+    return choosePath(this.relays(), {
+      target, guards: this.opts.guards ?? [], exclude, enforceDistinctSubnets: this.opts.enforceDistinctSubnets,
+    }) as unknown as ClientRelay[];
+  }
+
+  /** Build through exactly these hops (first = guard). The error's detail.hop names the hop that failed. */
+  async buildPath(path: readonly HopTarget[]): Promise<ClientCircuit> {
+    const started = Date.now();
+    const timeoutMs = this.buildTimeout.timeoutMs();
+    const guardSet = this.guardSet();
+    let hop = 0;
+    let circ: ClientCircuit | null = null;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(err('CIRCUIT_BUILD_TIMEOUT', `circuit not built within ${timeoutMs} ms`, { hop, timeoutMs })), timeoutMs);
+    });
+    try {
+      const work = (async () => {
+        const link = await this.linkTo(path[0]);
+        circ = ClientCircuit.allocate(link);
+        await circ.create(path[0]);
+        for (hop = 1; hop < path.length; hop++) await circ.extend(path[hop]);
+        return circ;
+      })();
+      work.catch(() => {});
+      const c = await Promise.race([work, timedOut]);
+      const ms = Date.now() - started;
+      this.buildTimeout.record(ms);
+      this.opts.onBuilt?.(ms);
+      guardSet?.markSuccess(path[0].fingerprint);
+      return c;
+    } catch (e) {
+      const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
+      if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout();
+      if (hop === 0 && guardSet && (be.code.startsWith('LINK_') || be.code === 'CIRCUIT_BUILD_TIMEOUT')) guardSet.markFailure(path[0].fingerprint);
+      (circ as ClientCircuit | null)?.destroy(be);
+      throw err(be.code, be.message, { ...be.detail, hop }, be.cause ?? be);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One anonymous link per guard, reused by every circuit through it (SPEC.md §7b.11). */
+  linkTo(guard: HopTarget): Promise<ClientLink> {
+    const key = guard.fingerprint;
+    const have = this.links.get(key);
+    if (have) return have;
+    const p = connectLink({
+      host: guard.address, port: guard.orPort, expectedIdentity: guard.identity,
+      timeoutMs: this.opts.linkTimeoutMs ?? 10_000, metrics: this.opts.linkMetrics, log: this.log, ...this.opts.linkTuning,
+    }).then((ch) => {
+      const link = new ClientLink(ch);
+      ch.once('close', () => { if (this.links.get(key) === p) this.links.delete(key); });
+      if (this.closed) ch.close('client closing');
+      return link;
+    }, (e: unknown) => {
+      this.links.delete(key);
+      this.log.debug({ code: errorCode(e) }, 'link to guard failed');
+      throw e;
+    });
+    this.links.set(key, p);
+    return p;
+  }
+
+  private guardSet(): GuardSet | null {
+    const g = this.opts.guards;
+    return g && !Array.isArray(g) ? g as GuardSet : null;
+  }
+
+  get linkCount(): number { return this.links.size; }
+
+  /** Close every link (their circuits end with CIRCUIT_DESTROYED). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.links.values()];
+    this.links.clear();
+    await Promise.all(all.map((p) => p.then((l) => l.ch.close('client closing'), () => {})));
+  }
+}

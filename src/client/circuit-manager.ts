@@ -1,0 +1,243 @@
+// The client's circuit manager (SPEC.md §7b.11): which circuit a stream goes on. Circuits are
+// shared by streams of one isolation key only (isolation.ts); a circuit becomes dirty at its
+// first stream and takes no new streams after maxDirtinessMs; clean circuits are kept ready
+// for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
+// another exit; a dead circuit is dropped and the next request builds a new one.
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { exitPolicyAllows } from '../dir/exit-policy';
+import { silentLogger, type Logger } from '../ops/log';
+import { prom, type Registry } from '../ops/metrics';
+import type { CircuitStream } from '../circuit/stream';
+import { relayExitPolicy, type PathTarget } from './path';
+import type { IsolationKey } from './isolation';
+import { canAttach } from './isolation';
+import { CircuitBuilder, type CircuitBuilderOptions, type ClientRelay } from './circuit-builder';
+import type { ClientCircuit, StreamRequest } from './client-circuit';
+
+export interface CircuitManagerOptions extends CircuitBuilderOptions {
+  /** A circuit takes no new streams this long after its first one (Tor's MaxCircuitDirtiness). Default 10 min. */
+  maxDirtinessMs?: number;
+  /** Clean circuits kept ready for recently used ports (0 = none). Default 2. */
+  preemptiveCircuits?: number;
+  /** A port counts as recently used for this long. Default 1 hour. */
+  portMemoryMs?: number;
+  /** Wait this long for CONNECTED before trying another circuit. Default 15 s. */
+  streamTimeoutMs?: number;
+  /** Circuits tried per stream request. Default 3. */
+  streamAttempts?: number;
+  /** How often to retire old circuits and top up preemptive ones. Default 5 s. */
+  maintenanceMs?: number;
+  registry?: Registry;
+}
+
+export interface ConnectRequest {
+  host: string;
+  port: number;
+  isolation: IsolationKey;
+}
+
+interface Managed {
+  circ: ClientCircuit | null;
+  /** Resolves when built; rejects if the build failed. */
+  ready: Promise<ClientCircuit>;
+  exit: ClientRelay;
+  isolation: IsolationKey | null;
+  purpose: 'general' | 'storage';
+  /** Exits answered EXITPOLICY for these host:port: not offered to them again. */
+  refused: Set<string>;
+}
+
+const DEFAULT_PORT = 80;
+
+export class CircuitManager {
+  readonly builder: CircuitBuilder;
+  private readonly pool = new Set<Managed>();
+  private readonly recentPorts = new Map<number, number>();
+  private readonly log: Logger;
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+  private readonly m?: { built: prom.Counter; failed: prom.Counter<'code'>; buildTime: prom.Histogram; streams: prom.Counter<'result'> };
+
+  constructor(readonly opts: CircuitManagerOptions) {
+    this.log = opts.log ?? silentLogger;
+    if (opts.registry) {
+      const registers = [opts.registry];
+      this.m = {
+        built: new prom.Counter({ name: 'bitcloud_client_circuits_built_total', help: 'Circuits built by this client', registers }),
+        failed: new prom.Counter({ name: 'bitcloud_client_circuit_build_failures_total', help: 'Failed circuit build attempts, by code', labelNames: ['code'], registers }),
+        buildTime: new prom.Histogram({ name: 'bitcloud_client_circuit_build_seconds', help: 'Circuit build time', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers }),
+        streams: new prom.Counter({ name: 'bitcloud_client_streams_total', help: 'Stream requests, by result code', labelNames: ['result'], registers }),
+      };
+      const circuits = () => this.circuits().length;
+      new prom.Gauge({ name: 'bitcloud_client_circuits_open', help: 'Open client circuits', registers, collect() { this.set(circuits()); } });
+    }
+    this.builder = new CircuitBuilder({
+      ...opts,
+      onBuilt: (ms) => { this.m?.built.inc(); this.m?.buildTime.observe(ms / 1000); opts.onBuilt?.(ms); },
+      onBuildFailed: (code) => { this.m?.failed.inc({ code }); opts.onBuildFailed?.(code); },
+    });
+    this.timer = setInterval(() => this.maintain(), opts.maintenanceMs ?? 5_000);
+    this.timer.unref();
+  }
+
+  /** Circuits held now (building or open). */
+  get circuitCount(): number { return this.pool.size; }
+
+  /** Open circuits, for status views and tests. */
+  circuits(): ClientCircuit[] {
+    return [...this.pool].map((m) => m.circ).filter((c): c is ClientCircuit => c !== null && c.isOpen);
+  }
+
+  /**
+   * A TCP stream to host:port through an exit (what the SOCKS server asks for). Rejects with
+   * the error of the END reason (EXIT_POLICY_REJECTED, EXIT_RESOLVE_FAILED,
+   * EXIT_CONNECT_REFUSED, EXIT_TIMEOUT…), PATH_NO_EXIT, or a build failure.
+   */
+  async connect(req: ConnectRequest, signal?: AbortSignal): Promise<CircuitStream> {
+    this.recentPorts.set(req.port, Date.now());
+    const attempts = this.opts.streamAttempts ?? 3;
+    let last: BitcloudError | null = null;
+    const tried = new Set<Managed>();
+    for (let i = 0; i < attempts; i++) {
+      if (signal?.aborted) throw err('STREAM_ABORTED', 'the request was abandoned');
+      let m: Managed;
+      try {
+        m = this.circuitFor(req, tried);
+      } catch (e) {
+        // No other path: the previous attempt's answer is the one that explains the failure.
+        if (last) break;
+        throw e;
+      }
+      tried.add(m);
+      try {
+        const circ = await m.ready;
+        const { stream } = await circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? 15_000);
+        if (signal?.aborted) { stream.destroy(); throw err('STREAM_ABORTED', 'the request was abandoned'); }
+        this.m?.streams.inc({ result: 'ok' });
+        return stream;
+      } catch (e) {
+        last = isBitcloudError(e) ? e : err('STREAM_FAILED', String((e as Error)?.message ?? e));
+        if (last.code === 'EXIT_POLICY_REJECTED') m.refused.add(`${req.host.toLowerCase()}:${req.port}`);
+        else if (last.code === 'STREAM_TIMEOUT') this.retire(m);
+        if (!retryable(last.code)) break;
+        this.log.debug({ code: last.code, attempt: i + 1 }, 'stream attempt failed; trying another circuit');
+      }
+    }
+    this.m?.streams.inc({ result: last?.code ?? 'unknown' });
+    throw last ?? err('STREAM_FAILED', 'no attempt made');
+  }
+
+  /** For the storage client: a fresh circuit whose last hop is `lastHop` (guard, middle, lastHop). */
+  async buildCircuitTo(lastHop: ClientRelay): Promise<ClientCircuit> {
+    const { circ } = await this.builder.build({ storageNode: lastHop });
+    const m: Managed = { circ, ready: Promise.resolve(circ), exit: lastHop, isolation: null, purpose: 'storage', refused: new Set() };
+    this.adopt(m);
+    return circ;
+  }
+
+  /** Open a stream of any kind on a circuit this manager (or anyone) built. */
+  async openStream(circ: ClientCircuit, req: StreamRequest): Promise<CircuitStream> {
+    return (await circ.openStream(req, this.opts.streamTimeoutMs ?? 15_000)).stream;
+  }
+
+  /** Destroy every circuit and link. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const m of this.pool) m.circ?.destroy();
+    this.pool.clear();
+    await this.builder.close();
+  }
+
+  // ---- choosing and building ----
+
+  private usable(m: Managed, req: ConnectRequest, now: number): boolean {
+    if (m.purpose !== 'general') return false;
+    if (m.circ && (!m.circ.isOpen || this.isRetired(m.circ, now))) return false;
+    if (!canAttach(m.isolation, req.isolation)) return false;
+    if (m.refused.has(`${req.host.toLowerCase()}:${req.port}`)) return false;
+    return exitPolicyAllows(relayExitPolicy(m.exit), req.host, req.port) !== 'no';
+  }
+
+  private isRetired(c: ClientCircuit, now: number): boolean {
+    return c.dirtySince !== null && now - c.dirtySince >= (this.opts.maxDirtinessMs ?? 600_000);
+  }
+
+  private circuitFor(req: ConnectRequest, tried: Set<Managed>): Managed {
+    const now = Date.now();
+    let best: Managed | null = null;
+    for (const m of this.pool) {
+      if (tried.has(m) || !this.usable(m, req, now)) continue;
+      // Prefer a circuit already carrying this isolation key, then a built one, then one being built.
+      const score = (x: Managed) => (x.isolation !== null ? 2 : 0) + (x.circ ? 1 : 0);
+      if (!best || score(m) > score(best)) best = m;
+    }
+    if (best) {
+      best.isolation ??= req.isolation;
+      return best;
+    }
+    const exclude = new Set<string>();
+    for (const m of tried) if (m.refused.size > 0) exclude.add(m.exit.fingerprint);
+    return this.launch({ host: isIpLiteral(req.host) ? null : req.host, ip: isIpLiteral(req.host) ? req.host : undefined, port: req.port }, req.isolation, exclude);
+  }
+
+  /** Start building a general circuit; its exit is chosen now, so concurrent requests can share the build. */
+  private launch(target: PathTarget, isolation: IsolationKey | null, exclude: ReadonlySet<string>): Managed {
+    const first = this.builder.choose(target, exclude);
+    const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set() };
+    m.ready = this.builder.build(target, exclude, first).then(({ circ, path }) => {
+      m.circ = circ;
+      m.exit = path[path.length - 1];
+      circ.once('close', () => this.pool.delete(m));
+      if (this.closed) circ.destroy();
+      return circ;
+    }, (e) => { this.pool.delete(m); throw e; });
+    m.ready.catch(() => {});
+    this.pool.add(m);
+    return m;
+  }
+
+  private adopt(m: Managed): void {
+    this.pool.add(m);
+    m.circ?.once('close', () => this.pool.delete(m));
+  }
+
+  private retire(m: Managed): void {
+    this.pool.delete(m);
+    m.circ?.destroy();
+  }
+
+  /** Retire old dirty circuits (closing those with no streams left) and keep preemptive ones ready. */
+  private maintain(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    for (const m of [...this.pool]) {
+      const c = m.circ;
+      if (c && c.isOpen && this.isRetired(c, now) && c.edge.streams.size === 0) this.retire(m);
+    }
+    const want = this.opts.preemptiveCircuits ?? 2;
+    if (want <= 0) return;
+    const memory = this.opts.portMemoryMs ?? 3_600_000;
+    for (const [p, t] of this.recentPorts) if (now - t > memory) this.recentPorts.delete(p);
+    const ports = this.recentPorts.size > 0 ? [...this.recentPorts.keys()] : [DEFAULT_PORT];
+    for (const port of ports) {
+      const clean = [...this.pool].filter((m) => m.purpose === 'general' && m.isolation === null
+        && (!m.exit || exitPolicyAllows(relayExitPolicy(m.exit), null, port) !== 'no')).length;
+      for (let i = clean; i < want; i++) {
+        try { this.launch({ host: null, port }, null, new Set()); } catch (e) { this.log.debug({ code: errorCode(e) }, 'no preemptive circuit'); return; }
+      }
+    }
+  }
+}
+
+/** Failures worth another circuit: the circuit, not the target, was the problem. */
+function retryable(code: string): boolean {
+  return code === 'CIRCUIT_DESTROYED' || code === 'STREAM_TIMEOUT' || code === 'STREAM_REFUSED'
+    || code === 'EXIT_RESOURCE_LIMIT' || code === 'EXIT_POLICY_REJECTED' || code === 'CIRCUIT_BUILD_TIMEOUT'
+    || code.startsWith('LINK_') || code === 'STREAM_CLOSED';
+}
+
+function isIpLiteral(h: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || h.includes(':');
+}
