@@ -19,6 +19,7 @@ import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
 import { DescriptorPublisher } from './publish';
+import { RelayCircuits } from './circuits';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -49,6 +50,7 @@ export class RelayDaemon {
   private listener: LinkListener | null = null;
   private http: http.Server | null = null;
   private publisher: DescriptorPublisher | null = null;
+  private circuits: RelayCircuits | null = null;
   private mirror: ConsensusMirror;
   private orPort = 0;
   private dirPort = 0;
@@ -70,9 +72,15 @@ export class RelayDaemon {
     const cfg = this.cfg;
     this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
     const ctx = this.context();
+    // SPEC.md §7b: the circuit engine serves every link (CREATE2, forwarding, exit, BEGIN_DIR).
+    const circuits = this.circuits = new RelayCircuits({
+      keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
+      dirTarget: () => (this.dirPort ? { port: this.dirPort, host: cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : cfg.listenHost } : null),
+      consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
+    });
     this.listener = await createLinkListener({
       host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,
-      onChannel: (ch) => this.hooks.onChannel(ch, ctx),
+      onChannel: (ch) => { circuits.acceptChannel(ch); this.hooks.onChannel(ch, ctx); },
       metrics: createLinkMetrics(this.registry), log: this.log,
     });
     this.orPort = this.listener.port;
@@ -91,6 +99,7 @@ export class RelayDaemon {
     this.publisher?.stop();
     this.mirror.stop();
     await this.hooks.onStop?.();
+    await this.circuits?.close();
     await this.listener?.close();
     if (this.http) {
       const s = this.http;
