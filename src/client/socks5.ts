@@ -1,0 +1,375 @@
+// SPEC.md §7.8 (SOCKS): the client's SOCKS5 front end. RFC 1928 CONNECT with IPv4, IPv6 and
+// domain names (passed through untouched: names are resolved by the exit, never here), RFC 1929
+// username/password accepted whatever they are and used only for stream isolation. Everything
+// else gets a clear refusal. The server knows nothing of circuits: `onConnect` returns a stream.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { err, errorCode, type BitcloudError } from '../errors';
+import { silentLogger, type Logger } from '../ops/log';
+import { prom, type Registry } from '../ops/metrics';
+import { formatIPv4, formatIPv6, parseIp } from '../dir/exit-policy';
+
+/** RFC 1928 §6 reply codes. */
+export const SocksReply = {
+  SUCCEEDED: 0x00, GENERAL_FAILURE: 0x01, NOT_ALLOWED: 0x02, NETWORK_UNREACHABLE: 0x03, HOST_UNREACHABLE: 0x04,
+  CONNECTION_REFUSED: 0x05, TTL_EXPIRED: 0x06, COMMAND_NOT_SUPPORTED: 0x07, ADDRESS_TYPE_NOT_SUPPORTED: 0x08,
+} as const;
+const REPLY_NAME = new Map<number, string>(Object.entries(SocksReply).map(([k, v]) => [v, k.toLowerCase()]));
+
+/** Tor's RELAY_END reasons (tor-spec §6.3), by number, and the SOCKS reply each maps to. */
+const END_REASONS = ['', 'MISC', 'RESOLVEFAILED', 'CONNECTREFUSED', 'EXITPOLICY', 'DESTROY', 'DONE', 'TIMEOUT', 'NOROUTE',
+  'HIBERNATING', 'INTERNAL', 'RESOURCELIMIT', 'CONNRESET', 'TORPROTOCOL', 'NOTDIRECTORY'];
+const REASON_REPLY: Record<string, number> = {
+  RESOLVEFAILED: 0x04, CONNECTREFUSED: 0x05, EXITPOLICY: 0x02, TIMEOUT: 0x06, NOROUTE: 0x04, CONNRESET: 0x05, NETUNREACHABLE: 0x03,
+};
+const ERRNO_REPLY: Record<string, number> = {
+  ECONNREFUSED: 0x05, ECONNRESET: 0x05, EHOSTUNREACH: 0x04, ENETUNREACH: 0x03, ETIMEDOUT: 0x06,
+  ENOTFOUND: 0x04, EAI_AGAIN: 0x04, EAI_NONAME: 0x04, EAI_FAIL: 0x04,
+};
+const norm = (s: string) => s.toUpperCase().replace(/[^A-Z0-9]/g, '');
+
+/**
+ * SPEC §7.8.4: the SOCKS reply for a failed connect. Reads, in order: an END reason in
+ * `detail.reason` / `detail.endReason` (number or name); a Node errno code; PATH_NO_EXIT (no
+ * exit's policy allows the port: 0x02) and other PATH_* (0x03); then the error code by keyword
+ * (EXITPOLICY 0x02, RESOLVE 0x04, NOROUTE/HOSTUNREACH 0x04, NETUNREACH 0x03,
+ * CONNECTREFUSED/CONNREFUSED 0x05, TIMEOUT/TIMEDOUT 0x06); anything else 0x01.
+ */
+export function socksReplyFor(e: unknown): number {
+  const detail = (e as BitcloudError | undefined)?.detail;
+  const reason = detail?.reason ?? detail?.endReason;
+  const reasonName = typeof reason === 'number' ? END_REASONS[reason] : typeof reason === 'string' ? norm(reason) : undefined;
+  if (reasonName && REASON_REPLY[reasonName] !== undefined) return REASON_REPLY[reasonName];
+  if (reasonName && END_REASONS.includes(reasonName)) return SocksReply.GENERAL_FAILURE;
+  const code = errorCode(e);
+  if (ERRNO_REPLY[code] !== undefined) return ERRNO_REPLY[code];
+  if (code === 'PATH_NO_EXIT') return SocksReply.NOT_ALLOWED;
+  if (code.startsWith('PATH_')) return SocksReply.NETWORK_UNREACHABLE;
+  const c = norm(code);
+  if (c.includes('EXITPOLICY')) return SocksReply.NOT_ALLOWED;
+  if (c.includes('RESOLVE')) return SocksReply.HOST_UNREACHABLE;
+  if (c.includes('NOROUTE') || c.includes('HOSTUNREACH')) return SocksReply.HOST_UNREACHABLE;
+  if (c.includes('NETUNREACH')) return SocksReply.NETWORK_UNREACHABLE;
+  if (c.includes('CONNECTREFUSED') || c.includes('CONNREFUSED')) return SocksReply.CONNECTION_REFUSED;
+  if (c.includes('TIMEOUT') || c.includes('TIMEDOUT')) return SocksReply.TTL_EXPIRED;
+  return SocksReply.GENERAL_FAILURE;
+}
+
+export interface SocksConnectRequest {
+  /** IPv4 dotted quad, canonical IPv6 text (RFC 5952), or the domain name exactly as sent. */
+  host: string;
+  addrType: 'ipv4' | 'ipv6' | 'domain';
+  port: number;
+  isolation: { username?: string; password?: string };
+}
+
+export interface Socks5ServerOptions {
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 9050; 0 picks a free port. */
+  port?: number;
+  /** Required to bind anything but a loopback address (SPEC §7.8.1). */
+  allowPublicBind?: boolean;
+  /** Open the stream to the target; reject with a BitcloudError whose code/END reason socksReplyFor maps. */
+  onConnect: (req: SocksConnectRequest, ctx: { signal: AbortSignal }) => Promise<Duplex>;
+  log?: Logger;
+  metrics?: Registry;
+  /** From accept to a complete request. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** For onConnect to produce a stream; then reply 0x06. Default 120 s (Tor's SocksTimeout). */
+  connectTimeoutMs?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake parsing (pure). Each returns null when more bytes are needed, else the value and the
+// bytes it used; malformed input throws a BitcloudError whose detail.reply says what to answer.
+
+export type Parsed<T> = { value: T; used: number } | null;
+
+function refuse(code: string, message: string, reply: number | null, reason: string): never {
+  throw err(code, message, { reply, reason });
+}
+
+/** RFC 1928 §3: VER(5) NMETHODS METHODS... */
+export function parseGreeting(b: Buffer): Parsed<{ methods: number[] }> {
+  if (b.length >= 1 && b[0] !== 5) refuse('SOCKS_BAD_VERSION', `not SOCKS5 (version byte ${b[0]})`, null, 'garbage');
+  if (b.length < 2) return null;
+  if (b.length < 2 + b[1]) return null;
+  return { value: { methods: [...b.subarray(2, 2 + b[1])] }, used: 2 + b[1] };
+}
+
+/** RFC 1929 §2: VER(1) ULEN UNAME PLEN PASSWD. Empty fields are accepted (isolation only). */
+export function parseUserPass(b: Buffer): Parsed<{ username: string; password: string }> {
+  if (b.length < 2) return null;
+  if (b[0] !== 1) refuse('SOCKS_AUTH_MALFORMED', `username/password version ${b[0]}, expected 1`, null, 'auth_malformed');
+  const ulen = b[1];
+  if (b.length < 3 + ulen) return null;
+  const plen = b[2 + ulen];
+  if (b.length < 3 + ulen + plen) return null;
+  return {
+    value: { username: b.toString('utf8', 2, 2 + ulen), password: b.toString('utf8', 3 + ulen, 3 + ulen + plen) },
+    used: 3 + ulen + plen,
+  };
+}
+
+/** RFC 1928 §4: VER CMD RSV ATYP DST.ADDR DST.PORT. Only CONNECT (1) is served. */
+export function parseRequest(b: Buffer): Parsed<Omit<SocksConnectRequest, 'isolation'>> {
+  if (b.length < 4) return null;
+  if (b[0] !== 5) refuse('SOCKS_BAD_VERSION', `request version ${b[0]}, expected 5`, SocksReply.GENERAL_FAILURE, 'malformed');
+  const cmd = b[1], atyp = b[3];
+  if (cmd === 2 || cmd === 3) {
+    refuse('SOCKS_COMMAND_UNSUPPORTED', `${cmd === 2 ? 'BIND' : 'UDP ASSOCIATE'} is not supported, only CONNECT`, SocksReply.COMMAND_NOT_SUPPORTED, cmd === 2 ? 'bind' : 'udp_associate');
+  }
+  if (cmd !== 1) refuse('SOCKS_COMMAND_UNSUPPORTED', `unknown SOCKS command ${cmd}`, SocksReply.COMMAND_NOT_SUPPORTED, 'unknown_command');
+  let host: string, addrType: SocksConnectRequest['addrType'], end: number;
+  if (atyp === 1) {
+    if (b.length < 10) return null;
+    host = formatIPv4(b.readUInt32BE(4)); addrType = 'ipv4'; end = 8;
+  } else if (atyp === 4) {
+    if (b.length < 22) return null;
+    host = formatIPv6((b.readBigUInt64BE(4) << 64n) | b.readBigUInt64BE(12)); addrType = 'ipv6'; end = 20;
+  } else if (atyp === 3) {
+    if (b.length < 5 || b.length < 7 + b[4]) return null;
+    const name = b.subarray(5, 5 + b[4]);
+    // Printable ASCII only (IDNs arrive as punycode); no NUL, space or control bytes.
+    if (name.length === 0 || name.some((c) => c < 0x21 || c > 0x7e)) {
+      refuse('SOCKS_BAD_HOSTNAME', 'empty or non-printable host name', SocksReply.GENERAL_FAILURE, 'bad_hostname');
+    }
+    host = name.toString('latin1'); addrType = 'domain'; end = 5 + b[4];
+  } else {
+    refuse('SOCKS_ADDRESS_TYPE_UNSUPPORTED', `address type ${atyp}`, SocksReply.ADDRESS_TYPE_NOT_SUPPORTED, 'address_type');
+  }
+  const port = b.readUInt16BE(end);
+  if (port === 0) refuse('SOCKS_BAD_PORT', 'port 0', SocksReply.NOT_ALLOWED, 'port_zero');
+  return { value: { host, addrType, port }, used: end + 2 };
+}
+
+/** Reply with BND.ADDR 0.0.0.0:0 (the client learns nothing about the exit's side, as Tor does). */
+function replyBytes(rep: number): Buffer {
+  return Buffer.from([5, rep, 0, 1, 0, 0, 0, 0, 0, 0]);
+}
+
+const SOCKS4_REJECT = Buffer.from([0, 0x5b, 0, 0, 0, 0, 0, 0]);
+const HTTP_501 = Buffer.from([
+  'HTTP/1.0 501 Bitcloud is not an HTTP Proxy', 'Content-Type: text/plain; charset=utf-8', 'Connection: close', '', 
+  'This is a SOCKS5 proxy, not an HTTP proxy.\n'
+  + 'Configure your application to use it as a SOCKS5 proxy with remote DNS ("socks5h"),\n'
+  + 'for example: curl --socks5-hostname 127.0.0.1:9050 http://example.com/\n',
+].join('\r\n'));
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const ip = parseIp(host);
+  if (!ip) return false;
+  return ip.family === 4 ? ip.value >>> 24 === 127 : ip.value === 1n;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Metrics {
+  connections: prom.Counter<string>;
+  open: prom.Gauge<string>;
+  replies: prom.Counter<'reply'>;
+  refusals: prom.Counter<'reason'>;
+}
+
+function metric<T>(reg: Registry, name: string, make: () => T): T {
+  return (reg.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+function makeMetrics(reg: Registry): Metrics {
+  return {
+    connections: metric(reg, 'bitcloud_socks_connections_total', () => new prom.Counter({ name: 'bitcloud_socks_connections_total', help: 'SOCKS connections accepted', registers: [reg] })),
+    open: metric(reg, 'bitcloud_socks_open_connections', () => new prom.Gauge({ name: 'bitcloud_socks_open_connections', help: 'SOCKS connections open now', registers: [reg] })),
+    replies: metric(reg, 'bitcloud_socks_replies_total', () => new prom.Counter({ name: 'bitcloud_socks_replies_total', help: 'SOCKS CONNECT replies by reply code', labelNames: ['reply'], registers: [reg] })),
+    refusals: metric(reg, 'bitcloud_socks_refusals_total', () => new prom.Counter({ name: 'bitcloud_socks_refusals_total', help: 'SOCKS handshakes refused, by reason', labelNames: ['reason'], registers: [reg] })),
+  };
+}
+
+export class Socks5Server {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly log: Logger;
+  private readonly metrics: Metrics | null;
+  private readonly handshakeTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+
+  constructor(private readonly opts: Socks5ServerOptions) {
+    const host = opts.host ?? '127.0.0.1';
+    if (!isLoopback(host) && !opts.allowPublicBind) {
+      throw err('SOCKS_PUBLIC_BIND_REFUSED', `refusing to serve SOCKS on non-loopback address ${host} without allowPublicBind: anyone who reaches it could use your client`);
+    }
+    this.log = opts.log ?? silentLogger;
+    this.metrics = opts.metrics ? makeMetrics(opts.metrics) : null;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 120_000;
+    this.server = net.createServer({ allowHalfOpen: true }, (s) => this.serve(s));
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port ?? 9050, this.opts.host ?? '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  get address(): { host: string; port: number } {
+    const a = this.server.address() as net.AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  /** Stop accepting and destroy every open connection (their streams are destroyed too). */
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private refused(reason: string): void {
+    this.metrics?.refusals.inc({ reason });
+  }
+
+  private serve(sock: net.Socket): void {
+    this.sockets.add(sock);
+    this.metrics?.connections.inc();
+    this.metrics?.open.inc();
+    let phase: 'greeting' | 'auth' | 'request' | 'connecting' | 'open' | 'done' = 'greeting';
+    let buf: Buffer = Buffer.alloc(0);
+    const isolation: SocksConnectRequest['isolation'] = {};
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      this.refused('handshake_timeout');
+      this.log.debug('SOCKS handshake timed out');
+      sock.destroy();
+    }, this.handshakeTimeoutMs);
+
+    const finish = (bytes: Buffer | null, reason: string | null): void => {
+      phase = 'done';
+      clearTimeout(timer);
+      if (reason) this.refused(reason);
+      sock.removeListener('data', onData);
+      sock.resume(); // discard whatever else arrives so closing does not reset the reply away
+      if (bytes) sock.end(bytes); else sock.destroy();
+      setTimeout(() => sock.destroy(), 2000).unref();
+    };
+
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      try {
+        while (phase === 'greeting' || phase === 'auth' || phase === 'request') {
+          if (phase === 'greeting') {
+            if (buf[0] === 4) {
+              this.log.warn('SOCKS4 is not supported, use SOCKS5 with remote DNS (socks5h)');
+              return finish(SOCKS4_REJECT, 'socks4');
+            }
+            if (buf[0] >= 0x41 && buf[0] <= 0x5a) {
+              this.log.warn('an HTTP request reached the SOCKS port: this is a SOCKS5 proxy, not an HTTP proxy');
+              return finish(HTTP_501, 'http');
+            }
+            const g = parseGreeting(buf);
+            if (!g) return;
+            buf = buf.subarray(g.used);
+            const method = g.value.methods.includes(2) ? 2 : g.value.methods.includes(0) ? 0 : 0xff;
+            if (method === 0xff) return finish(Buffer.from([5, 0xff]), 'no_method');
+            sock.write(Buffer.from([5, method]));
+            phase = method === 2 ? 'auth' : 'request';
+          } else if (phase === 'auth') {
+            const a = parseUserPass(buf);
+            if (!a) return;
+            buf = buf.subarray(a.used);
+            isolation.username = a.value.username;
+            isolation.password = a.value.password;
+            sock.write(Buffer.from([1, 0]));
+            phase = 'request';
+          } else {
+            const r = parseRequest(buf);
+            if (!r) return;
+            buf = buf.subarray(r.used);
+            phase = 'connecting';
+            clearTimeout(timer);
+            return this.connect(sock, { ...r.value, isolation }, buf, abort, (p) => { phase = p; });
+          }
+        }
+      } catch (e) {
+        const d = (e as BitcloudError).detail as { reply: number | null; reason: string } | undefined;
+        if (d?.reason === 'bind' || d?.reason === 'udp_associate') this.log.warn(`SOCKS ${d.reason === 'bind' ? 'BIND' : 'UDP ASSOCIATE'} is not supported, only CONNECT`);
+        else this.log.debug({ code: errorCode(e) }, 'SOCKS handshake refused');
+        if (d?.reply !== null && d?.reply !== undefined) this.metrics?.replies.inc({ reply: REPLY_NAME.get(d.reply)! });
+        const bytes = d?.reason === 'auth_malformed' ? Buffer.from([1, 1]) : d?.reply == null ? null : replyBytes(d.reply);
+        finish(bytes, d?.reason ?? 'malformed');
+      }
+    };
+
+    sock.on('data', onData);
+    // A client that hangs up mid-handshake is done; after our final reply, let the reply drain.
+    sock.on('end', () => { if (phase !== 'open' && phase !== 'done') sock.destroy(); });
+    sock.on('error', (e) => this.log.debug({ code: errorCode(e) }, 'SOCKS client socket error'));
+    sock.on('close', () => {
+      clearTimeout(timer);
+      abort.abort();
+      this.sockets.delete(sock);
+      this.metrics?.open.dec();
+    });
+  }
+
+  /** SPEC §7.8.3: call onConnect, reply, then relay bytes both ways with backpressure. */
+  private connect(sock: net.Socket, req: SocksConnectRequest, early: Buffer, abort: AbortController, setPhase: (p: 'open' | 'done') => void): void {
+    sock.pause();
+    sock.removeAllListeners('data');
+    if (early.length > 0) sock.unshift(early); // optimistic data sent before our reply
+    this.log.debug({ addrType: req.addrType }, 'SOCKS CONNECT');
+    const connectTimer = setTimeout(() => abort.abort(err('SOCKS_CONNECT_TIMEOUT', `no stream within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
+    const timedOut = new Promise<never>((_, reject) => {
+      abort.signal.addEventListener('abort', () => reject(abort.signal.reason ?? err('SOCKS_CLIENT_GONE', 'client closed')), { once: true });
+    });
+    timedOut.catch(() => {});
+    const pending = this.opts.onConnect(req, { signal: abort.signal });
+    Promise.race([pending, timedOut]).then((stream) => {
+      clearTimeout(connectTimer);
+      if (sock.destroyed) { stream.destroy(); return; }
+      this.metrics?.replies.inc({ reply: 'succeeded' });
+      setPhase('open');
+      sock.write(replyBytes(SocksReply.SUCCEEDED));
+      this.pipe(sock, stream);
+    }, (e) => {
+      clearTimeout(connectTimer);
+      pending.then((late) => late.destroy(), () => {});
+      if (sock.destroyed) return;
+      setPhase('done');
+      const rep = socksReplyFor(e);
+      this.metrics?.replies.inc({ reply: REPLY_NAME.get(rep)! });
+      this.log.debug({ code: errorCode(e), reply: rep }, 'SOCKS CONNECT failed');
+      sock.resume();
+      sock.end(replyBytes(rep));
+      setTimeout(() => sock.destroy(), 2000).unref();
+    });
+  }
+
+  /**
+   * Relay both ways. A clean end of the stream ends our side of the socket (the client sees
+   * EOF); a stream that errors or closes without ending resets the socket, so an application
+   * never mistakes a broken transfer for a complete one (SPEC §7.8.3).
+   */
+  private pipe(sock: net.Socket, stream: Duplex): void {
+    let streamEnded = false;
+    stream.on('end', () => { streamEnded = true; });
+    sock.pipe(stream);
+    stream.pipe(sock);
+    stream.on('error', (e) => this.log.debug({ code: errorCode(e) }, 'SOCKS stream error'));
+    stream.on('close', () => {
+      if (!streamEnded) { if (!sock.destroyed) sock.resetAndDestroy(); return; }
+      sock.resume(); // the stream is gone: drain whatever the client still sends
+      setTimeout(() => sock.destroy(), 30_000).unref();
+    });
+    sock.on('close', () => { if (!stream.destroyed) stream.destroy(); });
+  }
+}
+
+/** Create and start a SOCKS5 server; resolves once it is listening. */
+export async function startSocks5Server(opts: Socks5ServerOptions): Promise<Socks5Server> {
+  const s = new Socks5Server(opts);
+  await s.listen();
+  return s;
+}
