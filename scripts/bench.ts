@@ -7,6 +7,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/crypto'),
   () => import('./bench/link'),
   () => import('../storage/bench-storage'),
+  () => import('./bench/directory'),
 ];
 
 function arg(name: string): string | undefined {

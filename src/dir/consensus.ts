@@ -5,7 +5,8 @@
 import { err } from '../errors';
 import { fingerprint } from '../crypto/keys';
 import { decodeConsensus, LIMITS, type ConsensusMsg } from '../wire/docs';
-import { DocType, openEnvelope, verifyBodySignature, type OpenedDocument } from '../wire/envelope';
+import { DocType, openEnvelope, verifyDigestSignature, type OpenedDocument } from '../wire/envelope';
+import { sha256 } from '../crypto/primitives';
 import type { SignatureMsg } from '../wire/docs';
 import { indexCertificates, type VerifiedCertificate } from './certificate';
 import { majorityOf, type AuthorityInfo } from './authorities';
@@ -30,6 +31,7 @@ export function countSignatures(
   authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS,
 ): SignatureCount {
   const certs: Map<string, VerifiedCertificate> = indexCertificates(certificates, now, skewMs);
+  const digest = sha256(body);
   const known = new Set(authorities.map((a) => a.fingerprint));
   const valid = new Set<string>(), unknown = new Set<string>(), bad = new Set<string>();
   for (const s of signatures) {
@@ -38,7 +40,7 @@ export function countSignatures(
     if (valid.has(fp)) continue;
     // SPEC.md §6.3: an authority signs with its certified signing key, never its identity.
     const cert = s.key ? certs.get(`${fp}/${s.key.toString('hex')}`) : undefined;
-    if (cert && verifyBodySignature(body, s.signature, cert.signingKey)) valid.add(fp);
+    if (cert && verifyDigestSignature(digest, s.signature, cert.signingKey)) valid.add(fp);
     else bad.add(fp);
   }
   for (const v of valid) bad.delete(v);

@@ -20,7 +20,11 @@ export type DocTypeValue = (typeof DocType)[keyof typeof DocType];
 const DOC_NAMES: Record<number, string> = { 1: 'relay descriptor', 2: 'key certificate', 3: 'vote', 4: 'consensus' };
 export function docTypeName(t: number): string { return DOC_NAMES[t] ?? `unknown document type ${t}`; }
 
-/** Every signature covers SIG_PREFIX | body (SPEC.md §6.2). */
+/**
+ * Every signature covers SIG_PREFIX | SHA-256(body) (SPEC.md §6.2). Signing the digest (as Tor
+ * signs its consensus digest) lets a verifier hash a large document once for all signatures;
+ * the type tag and window are inside body, so the domain separation holds.
+ */
 export const SIG_PREFIX = Buffer.from('bitcloud-document-signature-v1\0', 'latin1');
 
 /**
@@ -64,18 +68,23 @@ export function makeBody(type: DocTypeValue, validAfter: number, validUntil: num
   return encodeDocumentBody({ type, validAfter, validUntil, content });
 }
 
-function signedMessage(body: Uint8Array): Buffer {
-  return Buffer.concat([SIG_PREFIX, body]);
+function signedMessage(digest: Uint8Array): Buffer {
+  return Buffer.concat([SIG_PREFIX, digest]);
 }
 
 /** Sign body bytes with an Ed25519 secret key. */
 export function signBody(body: Uint8Array, secretKey: Uint8Array): Buffer {
-  return ed25519Sign(signedMessage(body), secretKey);
+  return ed25519Sign(signedMessage(sha256(body)), secretKey);
 }
 
-/** True when `signature` is a valid Ed25519 signature by `publicKey` over SIG_PREFIX | body. */
+/** True when `signature` is a valid Ed25519 signature by `publicKey` over SIG_PREFIX | SHA-256(body). */
 export function verifyBodySignature(body: Uint8Array, signature: Uint8Array, publicKey: Uint8Array): boolean {
-  return ed25519Verify(signature, signedMessage(body), publicKey);
+  return verifyDigestSignature(sha256(body), signature, publicKey);
+}
+
+/** As verifyBodySignature, given the body's SHA-256 already computed (one hash for many signatures). */
+export function verifyDigestSignature(digest: Uint8Array, signature: Uint8Array, publicKey: Uint8Array): boolean {
+  return digest.length === 32 && ed25519Verify(signature, signedMessage(digest), publicKey);
 }
 
 /** Make one signature record. `signer` is the identity; `key` the keypair that signs (if not the identity). */
