@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
 import {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, measure, pairExcluded, peerCapCells, peerCapContext,
-  provenCells, slash16, type BoundsParams, type PairCounts, type RelayFacts,
+  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, measure, pairExcluded, provenCells, slash16, type BoundsParams, type PairCounts, type RelayFacts,
 } from '../../src/bandwidth/measure';
 import { isBitcloudError } from '../../src/errors';
 
@@ -60,23 +60,59 @@ describe('measurement (SPEC §8.5)', () => {
     expect(pairExcluded(A, facts({ ipv4: '127.0.0.1' }), B, facts({ ipv4: '127.0.0.1' }), false)).toBe(false);
   });
 
+  it('dispersion: solves X = Σ min(cells, coefficient·X + slack) exactly', () => {
+    // Three peers whose claims fit their shares: everything counts.
+    expect(dispersionCredit([{ cells: 100, coefficient: 0.75 }, { cells: 200, coefficient: 1 }, { cells: 50, coefficient: 0.5 }], 0)).toBeCloseTo(350);
+    // A single peer with 1 % of the weight (κ = 1.5) vouching for 10^12 cells: X = 0.015·X + σ.
+    expect(dispersionCredit([{ cells: 1e12, coefficient: 0.015 }], 1000)).toBeCloseTo(1000 / 0.985, 6);
+    // The same plus 10 000 honest cells from a peer holding 80 % of the weight (coefficient 1.2).
+    const x = dispersionCredit([{ cells: 1e12, coefficient: 0.015 }, { cells: 10_000, coefficient: 1.2 }], 1000);
+    expect(x).toBeCloseTo((10_000 + 1000) / 0.985, 6);
+    // A relay whose peers together hold too little weight to justify its claims keeps only what they can vouch for:
+    // with coefficients 0.015 and 0.75 (Σ < 1) neither claim saturates, X = 2σ / (1 − 0.765).
+    expect(dispersionCredit([{ cells: 1e12, coefficient: 0.015 }, { cells: 10_000, coefficient: 0.75 }], 1000)).toBeCloseTo(2000 / 0.235, 6);
+    // Claims at or below the slack always count; a peer without weight counts up to the slack.
+    expect(dispersionCredit([{ cells: 900, coefficient: 0 }, { cells: 5000, coefficient: 0 }], 1000)).toBe(1900);
+    // Disabled (κ = ∞): everything counts.
+    expect(dispersionCredit([{ cells: 123, coefficient: Infinity }, { cells: 7, coefficient: Infinity }], 0)).toBe(130);
+    expect(dispersionCredit([], 1000)).toBe(0);
+  });
+
+  it('dispersion property: the result is the fixed point, between 0 and the gross', () => {
+    fc.assert(fc.property(
+      fc.array(fc.record({ cells: fc.nat({ max: 1e9 }), coefficient: fc.double({ min: 0, max: 3, noNaN: true }) }), { maxLength: 30 }),
+      fc.nat({ max: 5000 }),
+      (claims, slack) => {
+        const x = dispersionCredit(claims, slack);
+        const gross = claims.reduce((a, c) => a + c.cells, 0);
+        expect(x).toBeGreaterThanOrEqual(0);
+        expect(x).toBeLessThanOrEqual(gross + 1e-6);
+        const rhs = claims.reduce((a, c) => a + Math.min(c.cells, c.coefficient * x + slack), 0);
+        expect(Math.abs(rhs - x)).toBeLessThanOrEqual(1e-6 * Math.max(1, x));
+      },
+    ), { numRuns: 1000 });
+  });
+
   it('caps the credit one peer can give in proportion to that peer\'s weight in the previous consensus', () => {
-    const params: BoundsParams = { ...DEFAULT_BOUNDS, epochSeconds: T, newRelayEpochs: 0, peerCapSlackCells: 0 };
+    const params: BoundsParams = { ...DEFAULT_BOUNDS, epochSeconds: T, newRelayEpochs: 0, growthFactor: Infinity, peerCapSlackCells: 0 };
     // Previous consensus: A 10 MB/s, B 1 MB/s, C 9 MB/s, D 80 MB/s (total 100).
     const prev = new Map([[A, 10 * MB], [B, 1 * MB], [C, 9 * MB], [D, 80 * MB]]);
-    const ctx = peerCapContext(prev, params);
-    const baseA = cellsForBandwidth(10 * MB, T);
-    // B holds 1% of the weight: it can vouch for at most 1.5 × 1% of A's base.
-    expect(peerCapCells(ctx, B, A)).toBe(Math.floor(1.5 * 0.01 * baseA));
-    const huge = 10 * baseA;
-    const m = measure({ receipts: [pc(A, B, huge, 0), pc(A, D, 1000, 1000)], relays: relays([[A, {}], [B, {}], [C, {}], [D, {}]]), previousWeights: prev, params });
-    expect(m.get(A)!.cells).toBe(peerCapCells(ctx, B, A) + 2000);
-    expect(m.get(A)!.peerCappedCells).toBe(huge - peerCapCells(ctx, B, A));
-    // A relay absent from the previous consensus can vouch for the slack only.
-    const withSlack = { ...params, peerCapSlackCells: 2000 };
-    expect(peerCapCells(peerCapContext(prev, withSlack), E, A)).toBe(2000);
-    // A receiver with no previous weight is measured against the new-relay bandwidth.
-    expect(peerCapCells(ctx, D, E)).toBe(Math.floor(1.5 * 0.8 * cellsForBandwidth(params.newRelayBandwidth, T)));
+    // A exchanged 1000 honest cells with D and claims 10^9 with B (1 % of the weight): B vouches for ≤ 1.5 % of A's credit.
+    const m = measure({ receipts: [pc(A, B, 1e9, 0), pc(A, D, 500, 500)], relays: relays([[A, {}], [B, {}], [C, {}], [D, {}]]), previousWeights: prev, params });
+    expect(m.get(A)!.cells).toBe(Math.floor(1000 / (1 - 0.015)));
+    expect(m.get(A)!.peerCappedCells).toBe(1e9 + 1000 - m.get(A)!.cells);
+    // A relay absent from the previous consensus vouches for the slack only.
+    const m2 = measure({ receipts: [pc(A, E, 1e9, 0)], relays: relays([[A, {}], [E, {}]]), previousWeights: prev, params: { ...params, peerCapSlackCells: 1000 } });
+    expect(m2.get(A)!.cells).toBe(1000);
+  });
+
+  it('limits growth to γ × the previous weight (or the new-relay bandwidth when larger)', () => {
+    const params: BoundsParams = { ...off, growthFactor: 2, newRelayBandwidth: 1000 };
+    const prev = new Map([[A, 100_000], [B, 100_000]]);
+    const m = measure({ receipts: [pc(A, B, 10_000_000, 0)], relays: relays([[A, {}], [B, {}]]), previousWeights: prev, params });
+    expect(m.get(A)!).toMatchObject({ cells: cellsForBandwidth(200_000, T), limitedBy: 'growth' });
+    const fresh = measure({ receipts: [pc(A, B, 10_000_000, 0)], relays: relays([[A, {}], [B, {}]]), previousWeights: new Map(), params });
+    expect(fresh.get(A)!.cells).toBe(cellsForBandwidth(2000, T));
   });
 
   it('caps a new relay until it has history', () => {
@@ -95,15 +131,17 @@ describe('measurement (SPEC §8.5)', () => {
     expect(m.get(B)!.cells).toBe(20_000);
   });
 
-  it('two colluding relays that invent traffic gain at most the peer caps', () => {
+  it('two colluding relays that invent traffic gain at most what the bounds allow', () => {
     const params: BoundsParams = { ...DEFAULT_BOUNDS, epochSeconds: T };
-    // X and Y each held 1% of the previous consensus and invent 10^12 cells between them.
+    // C and D each held 1 % of the previous consensus and invent 10^12 cells between them.
     const prev = new Map([[A, 49 * MB], [B, 49 * MB], [C, 1 * MB], [D, 1 * MB]]);
     const r = relays([[A, {}], [B, {}], [C, { declaredBandwidth: 1e12 }], [D, { declaredBandwidth: 1e12 }]]);
-    const m = measure({ receipts: [pc(C, D, 1e12, 1e12)], relays: r, previousWeights: prev, params });
-    const ctx = peerCapContext(prev, params);
-    expect(m.get(C)!.cells).toBe(peerCapCells(ctx, D, C));
-    expect(m.get(C)!.cells).toBeLessThanOrEqual(1.5 * 0.01 * cellsForBandwidth(1 * MB, T) + params.peerCapSlackCells);
+    // C's real traffic is spread like the weights: 49 000 cells with each of A and B.
+    const honest = 98_000;
+    const m = measure({ receipts: [pc(C, D, 1e12, 1e12), pc(A, C, 49_000, 0), pc(B, C, 0, 49_000)], relays: r, previousWeights: prev, params });
+    // X = honest + 1.5 % · X + σ: the invention is worth 1.5 % of the real credit plus the slack.
+    expect(m.get(C)!.cells).toBe(Math.floor((honest + params.peerCapSlackCells) / (1 - 0.015)));
+    expect(m.get(D)!.cells).toBe(Math.floor(params.peerCapSlackCells / (1 - 0.015)));
   });
 
   it('refuses invalid parameters and counts', () => {
