@@ -8,6 +8,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/link'),
   () => import('../storage/bench-storage'),
   () => import('./bench/directory'),
+  () => import('./bench/bandwidth'),
 ];
 
 function arg(name: string): string | undefined {
