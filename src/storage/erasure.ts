@@ -1,27 +1,31 @@
-// SPEC.md §9.3: systematic Reed–Solomon erasure coding over GF(2^8) — the code of Backblaze's
-// JavaReedSolomon, klauspost/reedsolomon and the Rust reed-solomon-erasure crate (polynomial 0x11D,
-// Vandermonde matrix made systematic). Data shares are the (padded) encrypted chunk cut into k equal
-// pieces; parity share j (k ≤ j < n) is row j of that matrix applied byte-wise. Any k shares rebuild.
+// SPEC.md §9.3: systematic Reed–Solomon erasure coding over GF(2^8).
+// Data shares are the (padded) encrypted chunk cut in k equal pieces; parity share j (k ≤ j < n) is
+// row j of the systematic Vandermonde matrix applied byte-wise to the data shares. Any k shares rebuild.
 //
-// The arithmetic comes from a library: reed-solomon-erasure (Rust) compiled to WebAssembly
-// (@subspace/reed-solomon-erasure.wasm). Why not @ronomon/reed-solomon: it allows at most 6 parity
-// shares (so no `durable` 3-of-10 profile) and its Cauchy bit-matrix code changes with k, m and shard
-// size, which a second implementation could not reproduce from a short rule.
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import { ReedSolomonErasure } from '@subspace/reed-solomon-erasure.wasm';
+// Why not @ronomon/reed-solomon (installed): it is limited to m = n − k ≤ 6 parity shares, so it cannot
+// make the `durable` 3-of-10 profile, and its code (a Cauchy bit-matrix whose field size, polynomial and
+// byte interleaving change with k, m and shard size) cannot be written down as a short normative rule
+// for a second implementation. This code is the one Backblaze, klauspost/reedsolomon and the Rust
+// reed-solomon-erasure crate implement, so other implementations exist already. Its WebAssembly
+// build (@subspace/reed-solomon-erasure.wasm) was tried as the library instead: its allocator
+// (wee_alloc) corrupts memory and traps after a few calls, and it traps outright on k = 1.
 import { err } from '../errors';
 import type { Coding } from './coding';
+import { MUL, matInvert, systematicMatrix, type Matrix } from './gf256';
 
-let rs: ReedSolomonErasure | null = null;
-/** Instantiate the WebAssembly module once, synchronously, on first use. */
-function lib(): ReedSolomonErasure {
-  if (!rs) {
-    const require = createRequire(import.meta.url);
-    const wasm = require.resolve('@subspace/reed-solomon-erasure.wasm/dist/reed_solomon_erasure_bg.wasm');
-    rs = ReedSolomonErasure.fromBytes(fs.readFileSync(wasm));
+const matrices = new Map<number, Matrix>();
+/** MUL_ROWS[c] is the 256-byte "multiply by c" table, a view of MUL (a fixed-size table the JIT indexes well). */
+const MUL_ROWS: Uint8Array[] = Array.from({ length: 256 }, (_, c) => MUL.subarray(c << 8, (c + 1) << 8));
+
+/** The cached encoding matrix for (k, n). At most 64·64 entries ever exist, each a few KiB. */
+function encodingMatrix(c: Coding): Matrix {
+  const key = c.k * 256 + c.n;
+  let m = matrices.get(key);
+  if (!m) {
+    m = systematicMatrix(c.k, c.n);
+    matrices.set(key, m);
   }
-  return rs;
+  return m;
 }
 
 /** Bytes per share for an encrypted chunk of `encLen` bytes: ceil(encLen / k). Never 0 (encLen ≥ 16). */
@@ -30,16 +34,41 @@ export function shareSizeFor(encLen: number, k: number): number {
   return Math.ceil(encLen / k);
 }
 
-/** Run one library call; a WebAssembly trap poisons the instance, so drop it and report. */
-function call(what: string, f: (r: ReedSolomonErasure) => number): void {
-  let result: number;
-  try {
-    result = f(lib());
-  } catch (e) {
-    rs = null;
-    throw err('STORAGE_INTERNAL', `reed-solomon ${what} trapped: ${(e as Error).message}`, undefined, e);
+/**
+ * out = Σ coefs[j] · inputs[j], byte-wise: the inner loop of encoding and decoding (per chunk byte).
+ * Two inputs per pass halve the reads and writes of `out`; table rows 0 and 1 are the zero and
+ * identity maps, so no coefficient needs a special case. No allocation.
+ */
+function combine(out: Uint8Array, inputs: readonly Uint8Array[], coefs: ArrayLike<number>): void {
+  const len = out.length;
+  const cnt = inputs.length;
+  let j: number;
+  if (cnt === 1) {
+    const a = inputs[0];
+    const ta = MUL_ROWS[coefs[0]];
+    for (let i = 0; i < len; i++) out[i] = ta[a[i]];
+    return;
   }
-  if (result !== ReedSolomonErasure.RESULT_OK) throw err('STORAGE_INTERNAL', `reed-solomon ${what} failed with result ${result}`, { result });
+  {
+    const a = inputs[0];
+    const b = inputs[1];
+    const ta = MUL_ROWS[coefs[0]];
+    const tb = MUL_ROWS[coefs[1]];
+    for (let i = 0; i < len; i++) out[i] = ta[a[i]] ^ tb[b[i]];
+    j = 2;
+  }
+  for (; j + 1 < cnt; j += 2) {
+    const a = inputs[j];
+    const b = inputs[j + 1];
+    const ta = MUL_ROWS[coefs[j]];
+    const tb = MUL_ROWS[coefs[j + 1]];
+    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]] ^ tb[b[i]];
+  }
+  if (j < cnt) {
+    const a = inputs[j];
+    const ta = MUL_ROWS[coefs[j]];
+    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]];
+  }
 }
 
 /**
@@ -48,16 +77,12 @@ function call(what: string, f: (r: ReedSolomonErasure) => number): void {
  */
 export function erasureEncodeInPlace(coding: Coding, buf: Uint8Array, size: number): void {
   const { k, n } = coding;
-  // The library must never see an empty shard (zero-length input is refused before it).
   if (size < 1 || buf.length !== n * size) throw err('STORAGE_INTERNAL', 'erasure buffer must hold n shares of equal, non-zero size', { size, len: buf.length });
   if (n === k) return;
-  // k = 1 is replication: every row of the systematic matrix is [1], so each parity share is a copy.
-  // (Done here because the library traps on one data shard when reconstructing.)
-  if (k === 1) {
-    for (let r = 1; r < n; r++) buf.copyWithin(r * size, 0, size);
-    return;
-  }
-  call('encode', (r) => r.encode(buf, k, n - k));
+  const m = encodingMatrix(coding);
+  const data: Uint8Array[] = [];
+  for (let c = 0; c < k; c++) data.push(buf.subarray(c * size, (c + 1) * size));
+  for (let r = k; r < n; r++) combine(buf.subarray(r * size, (r + 1) * size), data, m[r]);
 }
 
 /**
@@ -68,27 +93,26 @@ export function erasureEncodeInPlace(coding: Coding, buf: Uint8Array, size: numb
 export function erasureReconstruct(coding: Coding, shares: ReadonlyArray<Uint8Array | null>, size: number): Buffer {
   const { k, n } = coding;
   if (shares.length !== n) throw err('STORAGE_INTERNAL', 'need one slot per share', { slots: shares.length, n });
-  if (size < 1) throw err('STORAGE_INTERNAL', 'share size must be non-zero', { size });
-  let present = 0;
-  let dataComplete = true;
-  for (let i = 0; i < n; i++) {
+  const chosen: number[] = [];
+  for (let i = 0; i < n && chosen.length < k; i++) {
     const s = shares[i];
-    if (s === null) { if (i < k) dataComplete = false; continue; }
+    if (s === null) continue;
     if (s.length !== size) throw err('STORAGE_INTERNAL', 'share of the wrong size given to reconstruct', { index: i });
-    present++;
+    chosen.push(i);
   }
-  if (present < k) throw err('CHUNK_TOO_FEW_SHARES', `need ${k} good shares, have ${present}`, { have: present, need: k });
-  const out = Buffer.alloc(n * size);
-  for (let i = 0; i < n; i++) { const s = shares[i]; if (s) out.set(s, i * size); }
-  // Fast path: every data share is here, nothing to rebuild.
-  if (!dataComplete) {
-    if (k === 1) {
-      const first = shares.find((s) => s !== null) as Uint8Array;
-      out.set(first, 0);
-    } else {
-      const flags = shares.map((s) => s !== null);
-      call('reconstruct', (r) => r.reconstruct(out, k, n - k, flags));
-    }
+  if (chosen.length < k) throw err('CHUNK_TOO_FEW_SHARES', `need ${k} good shares, have ${chosen.length}`, { have: chosen.length, need: k });
+  const out = Buffer.allocUnsafe(k * size);
+  // Data shares present are copied; the rest are rows of the inverse of the chosen rows' submatrix.
+  const missing: number[] = [];
+  for (let c = 0; c < k; c++) {
+    const s = shares[c];
+    if (s) out.set(s, c * size);
+    else missing.push(c);
   }
-  return out.subarray(0, k * size);
+  if (missing.length === 0) return out;
+  const m = encodingMatrix(coding);
+  const inv = matInvert(chosen.map((i) => m[i]));
+  const inputs = chosen.map((i) => shares[i]!);
+  for (const c of missing) combine(out.subarray(c * size, (c + 1) * size), inputs, inv[c]);
+  return out;
 }
