@@ -2,7 +2,9 @@
 // CommandModule; register it here with one `.command(...)` line.
 import { makeCli } from '../ops/cli';
 import { consensusCommandModule } from '../client/commands/consensus';
+import { proxyCommandModule } from '../client/commands/proxy';
 
 await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards.')
   .command(consensusCommandModule)
+  .command(proxyCommandModule)
   .parseAsync();

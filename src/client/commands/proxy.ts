@@ -1,0 +1,148 @@
+// `bitcloud proxy [--config FILE] [--socks-port 9050] [--socks-host 127.0.0.1] [--metrics-port N]`
+// (SPEC.md §7b.11, §7.8): keep a verified consensus, build circuits, and serve SOCKS5 with
+// every CONNECT going out through a 3-hop circuit. Wiring only: the protocol lives in the
+// modules it starts. SIGTERM/SIGINT close everything cleanly.
+import path from 'node:path';
+import type http from 'node:http';
+import type { CommandModule } from 'yargs';
+import { errorCode } from '../../errors';
+import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
+import { bool, int, readJsonConfig } from '../../dir/config-fields';
+import { createLogger, type Logger } from '../../ops/log';
+import { createRegistry, startMetricsServer, type Registry } from '../../ops/metrics';
+import { onShutdown } from '../../ops/daemon';
+import { createLinkMetrics } from '../../link';
+import { GuardSet } from '../guards';
+import { isolationKey } from '../isolation';
+import { startSocks5Server, type Socks5Server } from '../socks5';
+import { CircuitManager } from '../circuit-manager';
+import { DirKeeper } from '../dir-keeper';
+
+export interface ProxyOptions {
+  config?: string;
+  dataDir?: string;
+  socksHost?: string;
+  socksPort?: number;
+  allowPublicBind?: boolean;
+  metricsPort?: number;
+  logLevel?: string;
+  log?: Logger;
+}
+
+export interface ProxyHandle {
+  socks: Socks5Server;
+  manager: CircuitManager;
+  dir: DirKeeper;
+  registry: Registry;
+  metricsPort: number | null;
+  close(): Promise<void>;
+}
+
+/** The client config keys this command reads beside the directory ones (defaults in one place). */
+export interface ProxyConfig {
+  socksHost: string;
+  socksPort: number;
+  metricsPort: number;
+  enforceDistinctSubnets: boolean;
+  maxCircuitDirtinessSeconds: number;
+  preemptiveCircuits: number;
+}
+
+export function readProxyConfig(file: string): ProxyConfig {
+  const raw = readJsonConfig(file);
+  return {
+    socksHost: typeof raw.socksHost === 'string' ? raw.socksHost : '127.0.0.1',
+    socksPort: int(raw.socksPort, 'socksPort', 0, 65535, 9050),
+    metricsPort: int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
+    maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
+    preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
+  };
+}
+
+/** Start the proxy in this process (the command, the local network and tests use it). */
+export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
+  const file = clientConfigPath(o.config);
+  const dirCfg = loadDirClientConfig(file, { dataDir: o.dataDir });
+  const cfg = readProxyConfig(file);
+  const log = o.log ?? createLogger('bitcloud-proxy', { level: o.logLevel });
+  const registry = createRegistry('client');
+
+  const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log, registry });
+  await dir.start();
+  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
+
+  const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
+  for (const w of guards.warnings) log.warn(w);
+  const manager = new CircuitManager({
+    relays: () => dir.relays(),
+    guards,
+    enforceDistinctSubnets: cfg.enforceDistinctSubnets,
+    maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
+    preemptiveCircuits: cfg.preemptiveCircuits,
+    linkMetrics: createLinkMetrics(registry),
+    registry,
+    log,
+  });
+  const saveGuards = setInterval(() => { if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state')); }, 30_000);
+  saveGuards.unref();
+
+  const socks = await startSocks5Server({
+    host: o.socksHost ?? cfg.socksHost,
+    port: o.socksPort ?? cfg.socksPort,
+    allowPublicBind: o.allowPublicBind,
+    onConnect: (req, ctx) => manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req) }, ctx.signal),
+    log,
+    metrics: registry,
+  });
+  const mp = o.metricsPort ?? cfg.metricsPort;
+  let metrics: http.Server | null = null;
+  if (mp) metrics = await startMetricsServer(registry, mp, '127.0.0.1');
+  const metricsPort = metrics ? (metrics.address() as { port: number }).port : null;
+  log.info({ socks: `${socks.address.host}:${socks.address.port}`, metricsPort }, 'SOCKS5 proxy listening');
+
+  let closed = false;
+  return {
+    socks, manager, dir, registry, metricsPort,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(saveGuards);
+      dir.stop();
+      await socks.close();
+      await manager.close();
+      if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
+      if (guards.dirty) guards.saveSync();
+    },
+  };
+}
+
+type Args = { config?: string; 'data-dir'?: string; 'socks-port'?: number; 'socks-host'?: string; 'allow-public-bind': boolean; 'metrics-port'?: number; 'log-level'?: string };
+
+/** The yargs command, registered in src/bin/bitcloud.ts. */
+export const proxyCommandModule: CommandModule<object, Args> = {
+  command: 'proxy',
+  describe: 'Run the SOCKS5 proxy: every connection leaves through a 3-hop circuit (use curl --socks5-hostname).',
+  builder: (y) => y
+    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config (consensus cache, guard state)' })
+    .option('socks-port', { type: 'number', describe: 'SOCKS5 port (default 9050; 0 = any free port)' })
+    .option('socks-host', { type: 'string', describe: 'SOCKS5 address (default 127.0.0.1; others need --allow-public-bind)' })
+    .option('allow-public-bind', { type: 'boolean', default: false, describe: 'Allow a non-loopback SOCKS address (anyone reaching it can use your client)' })
+    .option('metrics-port', { type: 'number', describe: 'Serve Prometheus /metrics on 127.0.0.1:PORT' })
+    .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }) as never,
+  handler: async (a) => {
+    let log: Logger | undefined;
+    try {
+      log = createLogger('bitcloud-proxy', { level: a['log-level'] });
+      const h = await startProxy({
+        config: a.config, dataDir: a['data-dir'], socksPort: a['socks-port'], socksHost: a['socks-host'],
+        allowPublicBind: a['allow-public-bind'], metricsPort: a['metrics-port'], log,
+      });
+      onShutdown(log, () => h.close());
+    } catch (e) {
+      process.stderr.write(`bitcloud proxy: ${(e as Error).message}\n`);
+      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+    }
+  },
+};

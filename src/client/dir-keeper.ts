@@ -1,0 +1,108 @@
+// The client's view of the network over time (SPEC.md §6.8, §7b.11): the newest verified
+// consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
+// refreshed periodically; only a consensus inside its validity window is handed to path
+// selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
+import path from 'node:path';
+import { errorCode } from '../errors';
+import type { AuthorityInfo } from '../dir/authorities';
+import { fetchVerifiedConsensus } from '../dir/consensus-fetch';
+import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
+import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
+import { silentLogger, type Logger } from '../ops/log';
+import { prom, type Registry } from '../ops/metrics';
+
+export const CONSENSUS_CACHE_FILE = 'cached-consensus';
+
+export interface DirKeeperOptions {
+  authorities: AuthorityInfo[];
+  /** Relay mirrors (base URLs) tried before the authorities. */
+  mirrors?: string[];
+  dataDir: string;
+  /** Refresh interval; default a third of the consensus period, between 5 s and 10 min. */
+  refreshMs?: number;
+  now?: () => number;
+  log?: Logger;
+  registry?: Registry;
+}
+
+export class DirKeeper {
+  private current: VerifiedConsensus | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private fetching: Promise<void> | null = null;
+  private readonly now: () => number;
+  private readonly log: Logger;
+  private readonly cacheFile: string;
+
+  constructor(private readonly opts: DirKeeperOptions) {
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log ?? silentLogger;
+    this.cacheFile = path.join(opts.dataDir, CONSENSUS_CACHE_FILE);
+    if (opts.registry) {
+      const self = this;
+      new prom.Gauge({
+        name: 'bitcloud_consensus_age_seconds', help: 'Seconds since the valid-after time of the consensus in use (-1: none)',
+        registers: [opts.registry], collect() { this.set(self.current ? (self.now() - self.current.validAfter) / 1000 : -1); },
+      });
+    }
+  }
+
+  /** The consensus in use, if it is still valid. */
+  consensus(): VerifiedConsensus | null {
+    const c = this.current;
+    return c && this.now() <= c.validUntil ? c : null;
+  }
+
+  relays(): readonly ConsensusRelay[] | null {
+    return this.consensus()?.relays ?? null;
+  }
+
+  /** Load the cache, fetch once (waiting for it), then refresh in the background. */
+  async start(): Promise<void> {
+    const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now());
+    if (cached.consensus) this.current = cached.consensus;
+    await this.refresh();
+    this.schedule();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Fetch now (one fetch at a time); keeps the better of what it has and what it got. */
+  refresh(): Promise<void> {
+    this.fetching ??= this.fetchOnce().finally(() => { this.fetching = null; });
+    return this.fetching;
+  }
+
+  private async fetchOnce(): Promise<void> {
+    const sources = [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))];
+    try {
+      const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
+        now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000,
+      });
+      for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
+      if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
+        this.current = r.consensus;
+        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length }, 'new consensus');
+        await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
+      } else if (!this.current) {
+        this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
+      }
+    } catch (e) {
+      this.log.warn({ code: errorCode(e) }, 'consensus fetch failed');
+    }
+  }
+
+  private schedule(): void {
+    const period = this.current ? this.current.periodSeconds * 1000 : 0;
+    const ms = this.opts.refreshMs ?? (this.consensus() ? Math.min(600_000, Math.max(5_000, period / 3)) : 5_000);
+    this.timer = setTimeout(() => { this.refresh().finally(() => { if (this.timer) this.schedule(); }); }, ms);
+    this.timer.unref();
+  }
+}
+
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
+  return a;
+}
