@@ -62,22 +62,21 @@ function checkDigest(d: Uint8Array | undefined | null, what: string): Uint8Array
 }
 
 /**
- * The sending side (tor-spec "package window"). Before sending a DATA cell: canSend(); after
- * encrypting it: onDataSent(digest) (the digest is only read when nextNeedsDigest() is true, so a
- * caller may skip computing it otherwise). On a SENDME for this window: onSendme(digest).
+ * What both sides share: a window of DATA cells, the position within the current run of
+ * `increment` cells, and (authenticated windows) the digests of boundary cells in a ring.
  */
-export class PackageWindow {
+abstract class SendmeWindow {
   readonly start: number;
   readonly increment: number;
   readonly authenticated: boolean;
-  private win: number;
-  /** DATA cells sent since the last boundary cell (the n*increment-th cell). */
+  protected win: number;
+  /** DATA cells counted since the last boundary cell (the n*increment-th cell). */
   private sinceBoundary = 0;
-  /** Boundary cells sent and not yet acknowledged (digests kept when authenticated). */
-  private pending = 0;
-  private readonly ring: DigestRing | null;
+  /** Boundary cells counted and not yet settled by a SENDME (sent or received). */
+  protected boundaries = 0;
+  protected readonly ring: DigestRing | null;
 
-  constructor(readonly kind: WindowKind, opts: WindowOptions = {}) {
+  constructor(readonly kind: WindowKind, opts: WindowOptions) {
     ({ start: this.start, increment: this.increment } = params(kind));
     this.authenticated = opts.authenticated ?? kind === 'circuit';
     this.win = this.start;
@@ -85,16 +84,31 @@ export class PackageWindow {
   }
 
   get window(): number { return this.win; }
-  canSend(): boolean { return this.win > 0; }
-  /** True when the next DATA cell is a boundary cell whose digest a SENDME will carry back. */
+  /** True when the next DATA cell is a boundary cell whose digest a SENDME will carry. */
   nextNeedsDigest(): boolean { return this.authenticated && this.sinceBoundary === this.increment - 1; }
+
+  /** HOT PATH. Count one DATA cell (the caller has checked the window). */
+  protected countCell(digest: Uint8Array | undefined, what: string): void {
+    if (this.nextNeedsDigest()) this.ring!.push(checkDigest(digest, what));
+    this.win--;
+    if (++this.sinceBoundary === this.increment) { this.sinceBoundary = 0; this.boundaries++; }
+  }
+}
+
+/**
+ * The sending side (tor-spec "package window"). Before sending a DATA cell: canSend(); after
+ * encrypting it: onDataSent(digest) (the digest is only read when nextNeedsDigest() is true, so a
+ * caller may skip computing it otherwise). On a SENDME for this window: onSendme(digest).
+ */
+export class PackageWindow extends SendmeWindow {
+  constructor(kind: WindowKind, opts: WindowOptions = {}) { super(kind, opts); }
+
+  canSend(): boolean { return this.win > 0; }
 
   /** HOT PATH. Record one DATA cell sent; `digest` = running digest after it (copied, only at boundaries). */
   onDataSent(digest?: Uint8Array): void {
     if (this.win <= 0) throw err('SENDME_WINDOW_EXHAUSTED', `${this.kind} package window is empty; wait for a SENDME`);
-    if (this.nextNeedsDigest()) this.ring!.push(checkDigest(digest, 'onDataSent'));
-    this.win--;
-    if (++this.sinceBoundary === this.increment) { this.sinceBoundary = 0; this.pending++; }
+    this.countCell(digest, 'onDataSent');
   }
 
   /**
@@ -106,7 +120,7 @@ export class PackageWindow {
    * destroys the circuit (tor-spec §7.3, prop 289).
    */
   onSendme(digest: Uint8Array | null): void {
-    if (this.pending === 0) {
+    if (this.boundaries === 0) {
       throw err('SENDME_UNEXPECTED', `${this.kind} SENDME with nothing to acknowledge (window ${this.win}/${this.start})`);
     }
     if (this.ring) {
@@ -118,7 +132,7 @@ export class PackageWindow {
       }
       this.ring.shift();
     }
-    this.pending--;
+    this.boundaries--;
     this.win += this.increment;
   }
 }
@@ -130,37 +144,19 @@ export class PackageWindow {
  * application has taken the data, as Tor does). A window going negative throws
  * SENDME_WINDOW_EXCEEDED: the peer ignored flow control and the circuit must be destroyed.
  */
-export class DeliverWindow {
-  readonly start: number;
-  readonly increment: number;
-  readonly authenticated: boolean;
-  private win: number;
-  private sinceBoundary = 0;
-  private readonly ring: DigestRing | null;
-  private due = 0;
-
-  constructor(readonly kind: WindowKind, opts: WindowOptions = {}) {
-    ({ start: this.start, increment: this.increment } = params(kind));
-    this.authenticated = opts.authenticated ?? kind === 'circuit';
-    this.win = this.start;
-    this.ring = this.authenticated ? new DigestRing(this.start / this.increment) : null;
-  }
-
-  get window(): number { return this.win; }
-  nextNeedsDigest(): boolean { return this.authenticated && this.sinceBoundary === this.increment - 1; }
+export class DeliverWindow extends SendmeWindow {
+  constructor(kind: WindowKind, opts: WindowOptions = {}) { super(kind, opts); }
 
   /** HOT PATH. Count one DATA cell received. */
   onDataReceived(digest?: Uint8Array): void {
     if (this.win <= 0) {
       throw err('SENDME_WINDOW_EXCEEDED', `${this.kind} deliver window exceeded: peer sent beyond ${this.start} unacknowledged cells`);
     }
-    if (this.nextNeedsDigest()) this.ring!.push(checkDigest(digest, 'onDataReceived'));
-    this.win--;
-    if (++this.sinceBoundary === this.increment) { this.sinceBoundary = 0; this.due++; }
+    this.countCell(digest, 'onDataReceived');
   }
 
   /** True when at least `increment` cells have arrived since the last SENDME we sent. */
-  sendmeDue(): boolean { return this.due > 0; }
+  sendmeDue(): boolean { return this.boundaries > 0; }
 
   /**
    * Account for one SENDME about to be sent and return the digest to put in it (null when this
@@ -169,8 +165,8 @@ export class DeliverWindow {
    * Throws SENDME_NOT_DUE if called when no SENDME is due.
    */
   takeSendme(): Buffer | null {
-    if (this.due === 0) throw err('SENDME_NOT_DUE', `no ${this.kind} SENDME is due`);
-    this.due--;
+    if (this.boundaries === 0) throw err('SENDME_NOT_DUE', `no ${this.kind} SENDME is due`);
+    this.boundaries--;
     this.win += this.increment;
     if (!this.ring) return null;
     const d = this.ring.peek();

@@ -3,57 +3,26 @@
 // address at connect time) and the client (which picks an exit before the name is resolved).
 // Evaluated once per stream, never per cell, so clarity wins over speed here.
 import { err } from '../errors';
+import { parseIPv4 as wireParseIPv4, parseIPv6 as wireParseIPv6, formatIPv6 as wireFormatIPv6 } from '../wire/addr';
 
 // ---------------------------------------------------------------------------------------------
-// IP addresses: IPv4 as an unsigned 32-bit number, IPv6 as a 128-bit bigint.
+// IP addresses: IPv4 as an unsigned 32-bit number, IPv6 as a 128-bit bigint (prefix masks are
+// then plain arithmetic). The text forms are src/wire/addr.ts's, the one place that parses them.
 
 export type IpAddr = { family: 4; value: number } | { family: 6; value: bigint };
 
-const V4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
-const HEX_GROUP_RE = /^[0-9a-fA-F]{1,4}$/;
-const V4_MAPPED_PREFIX = 0xffffn << 32n;
 const V6_ALL = (1n << 128n) - 1n;
 
 /** Strict dotted quad (no leading zeros, which some resolvers read as octal). */
 export function parseIPv4(s: string): number | null {
-  const m = V4_RE.exec(s);
-  if (!m) return null;
-  return ((+m[1] << 24) | (+m[2] << 16) | (+m[3] << 8) | +m[4]) >>> 0;
+  const b = wireParseIPv4(s);
+  return b ? b.readUInt32BE(0) : null;
 }
 
 /** RFC 4291 §2.2 text forms, including "::" and a trailing dotted quad; no zone ids. */
 export function parseIPv6(s: string): bigint | null {
-  if (s.length < 2 || s.length > 45) return null;
-  let text = s;
-  const lastColon = text.lastIndexOf(':');
-  if (lastColon < 0) return null;
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const v4 = parseIPv4(tail);
-    if (v4 === null) return null;
-    text = `${text.slice(0, lastColon + 1)}${(v4 >>> 16).toString(16)}:${(v4 & 0xffff).toString(16)}`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const groupsOf = (h: string): string[] | null => {
-    if (h === '') return [];
-    const g = h.split(':');
-    return g.every((x) => HEX_GROUP_RE.test(x)) ? g : null;
-  };
-  const left = groupsOf(halves[0]);
-  const right = halves.length === 2 ? groupsOf(halves[1]) : [];
-  if (!left || !right) return null;
-  let groups: string[];
-  if (halves.length === 2) {
-    if (left.length + right.length > 7) return null;
-    groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  } else {
-    if (left.length !== 8) return null;
-    groups = left;
-  }
-  let v = 0n;
-  for (const g of groups) v = (v << 16n) | BigInt(parseInt(g, 16));
-  return v;
+  const b = wireParseIPv6(s);
+  return b ? BigInt(`0x${b.toString('hex')}`) : null;
 }
 
 export function parseIp(s: string): IpAddr | null {
@@ -68,22 +37,10 @@ export function formatIPv4(v: number): string {
   return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
 
-/** RFC 5952 canonical text: lowercase, longest zero run (length >= 2) as "::". */
+/** RFC 5952 canonical text; an IPv4-mapped address keeps its dotted quad (RFC 5952 §5). */
 export function formatIPv6(v: bigint): string {
   if (v >> 32n === 0xffffn) return `::ffff:${formatIPv4(Number(v & 0xffff_ffffn))}`;
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  let bestAt = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) { bestAt = i; bestLen = j - i; }
-    i = j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
-  if (bestAt < 0) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+  return wireFormatIPv6(Buffer.from(v.toString(16).padStart(32, '0'), 'hex'));
 }
 
 export function formatIp(a: IpAddr): string {
