@@ -119,6 +119,33 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     expect((r.json!.relays as unknown[]).length).toBeGreaterThanOrEqual(5);
   });
 
+  it('serves the consensus compressed and conditionally, the certificate, a status page and metrics', async () => {
+    const plain = await consensusBytes(1);
+    const gz = await httpRequest(url(1, '/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, headers: { 'accept-encoding': 'gzip' } });
+    expect(gz.headers['content-encoding']).toBe('gzip');
+    const br = await httpRequest(url(1, '/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, headers: { 'accept-encoding': 'br' } });
+    expect(br.headers['content-encoding']).toBe('br');
+    // httpRequest decodes both: the same document (unless a newer one was published between).
+    expect(gz.body.equals(plain) || gz.body.length > 0).toBe(true);
+    expect(decodeEnvelope(br.body, LIMITS.consensusBytes).body.length).toBeGreaterThan(0);
+    const lm = String(br.headers['last-modified']);
+    const cond = await httpRequest(url(1, '/bitcloud/consensus'), { maxBytes: 1024, headers: { 'if-modified-since': lm } });
+    expect([304, 200]).toContain(cond.status); // 200 only if a newer consensus appeared meanwhile
+    if (cond.status === 304) expect(cond.body.length).toBe(0);
+    const cert = await httpRequest(url(1, '/bitcloud/keys/certificate'), { maxBytes: 1024 });
+    expect(cert.status).toBe(200);
+    const page = await httpRequest(url(1, '/'), { maxBytes: 1 << 20 });
+    expect(page.headers['content-type']).toMatch(/text\/html/);
+    expect(page.body.toString()).toContain('relay3');
+    expect(page.body.toString()).toMatch(/Signed by [23] of 3/);
+    const metrics = await httpRequest(url(1, '/metrics'), { maxBytes: 1 << 20 });
+    expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_age_seconds\{[^}]*\} \d/);
+    expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_relays\{[^}]*\} 5/);
+    const missing = await httpRequest(url(1, '/nope'), { maxBytes: 1024 });
+    expect(missing.status).toBe(404);
+    expect(JSON.parse(missing.body.toString()).code).toBe('NOT_FOUND');
+  });
+
   it('answers bad input with a 4xx and a reason, and changes nothing', async () => {
     const before = await status(0);
     const now = Date.now();
