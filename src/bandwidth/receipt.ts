@@ -326,6 +326,20 @@ export function countersign(
   return { ok: true, receipt: { body: proposal.body, bodyBytes: proposal.bodyBytes, initiatorSignature: proposal.initiatorSignature, responderSignature } };
 }
 
+/**
+ * SPEC §8.3 step 3: the initiator's check of a RECEIPT_COUNTERSIGN payload against the proposal it
+ * sent. Returns the receipt to keep and upload. Throws RECEIPT_MALFORMED (does not parse),
+ * RECEIPT_MISMATCH (not the body or initiator signature that was proposed) or RECEIPT_BAD_SIGNATURE.
+ */
+export function acceptCountersign(sent: ReceiptProposal, payload: Uint8Array): Receipt {
+  const r = decodeReceipt(payload);
+  if (!r.bodyBytes.equals(sent.bodyBytes) || !r.initiatorSignature.equals(sent.initiatorSignature)) {
+    throw err('RECEIPT_MISMATCH', 'the countersigned receipt is not the one proposed');
+  }
+  if (!verifyResponderSignature(r)) throw err('RECEIPT_BAD_SIGNATURE', 'the responder signature does not verify');
+  return r;
+}
+
 /** Lowercase hex fingerprints of the two ends (SPEC §0). */
 export function receiptFingerprints(body: ReceiptBody): { initiator: string; responder: string } {
   return { initiator: body.initiator.toString('hex'), responder: body.responder.toString('hex') };

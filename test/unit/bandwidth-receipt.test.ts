@@ -4,7 +4,7 @@ import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { CellCommand, decodeCell, encodeCell } from '../../src/wire/cell';
 import {
-  RECEIPT_BODY_LEN, RECEIPT_LEN, RECEIPT_PROPOSAL_LEN, RECEIPT_REJECT_LEN, countersign, decodeReceipt, decodeReceiptBatch,
+  RECEIPT_BODY_LEN, RECEIPT_LEN, RECEIPT_PROPOSAL_LEN, RECEIPT_REJECT_LEN, acceptCountersign, countersign, decodeReceipt, decodeReceiptBatch,
   decodeReceiptBody, decodeReceiptProposal, decodeReceiptReject, encodeReceipt, encodeReceiptBatch, encodeReceiptBody,
   encodeReceiptProposal, encodeReceiptReject, inFlightTolerance, signReceipt, verifyReceipt, type ReceiptBody,
 } from '../../src/bandwidth/receipt';
@@ -125,6 +125,19 @@ describe('signing and countersigning (SPEC §8.3)', () => {
     const noSecond = encodeReceipt(r.receipt);
     noSecond.fill(0, RECEIPT_PROPOSAL_LEN);
     expect(verifyReceipt(decodeReceipt(noSecond))).toBe(false);
+  });
+
+  it('the initiator keeps a countersignature only for the body it proposed, with a valid responder signature', () => {
+    const r = countersign(proposal, mine, keyB, 0);
+    if (!r.ok) throw new Error('expected countersign');
+    const payload = encodeReceipt(r.receipt);
+    expect(verifyReceipt(acceptCountersign(proposal, payload))).toBe(true);
+    const other = signReceipt(body({ serial: 43 }), keyA);
+    expectCode(() => acceptCountersign(other, payload), 'RECEIPT_MISMATCH');
+    const badSig = Buffer.from(payload);
+    badSig[RECEIPT_PROPOSAL_LEN + 3] ^= 1;
+    expectCode(() => acceptCountersign(proposal, badSig), 'RECEIPT_BAD_SIGNATURE');
+    expectCode(() => acceptCountersign(proposal, payload.subarray(0, 200)), 'RECEIPT_MALFORMED');
   });
 
   it('an initiator signature never verifies as a responder signature (role domain separation)', () => {
