@@ -11,7 +11,7 @@ import type { SignatureMsg } from '../wire/docs';
 import { indexCertificates, type VerifiedCertificate } from './certificate';
 import { majorityOf, type AuthorityInfo } from './authorities';
 import { formatIPv4 } from './exit-policy';
-import { flagsFromMask, rolesFromMask, type ConsensusRelay, type VerifiedConsensus } from './types';
+import { flagsFromMask, rolesFromMask, type ConsensusRelay, type Flag, type Role, type VerifiedConsensus } from './types';
 
 /** Default clock skew tolerated on validity windows. */
 export const CONSENSUS_SKEW_MS = 60_000;
@@ -97,8 +97,13 @@ export function verifyConsensus(raw: Uint8Array, authorities: readonly Authority
 
 function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): VerifiedConsensus {
   const n = m.identities.length / 32;
-  const keyListFps = m.keyLists.map((l) => l.map(fingerprint));
-  const policies = m.policies;
+  // Values many relays share are built once and frozen: 10,000 relays allocate little.
+  const keyListFps = m.keyLists.map((l) => Object.freeze(l.map(fingerprint)));
+  const policies = m.policies.map((p) => Object.freeze(p));
+  const flagSets = new Map<number, ReadonlySet<Flag>>();
+  const roleLists = new Map<number, readonly Role[]>();
+  const flagsOf = (mask: number) => { let f = flagSets.get(mask); if (!f) flagSets.set(mask, (f = flagsFromMask(mask))); return f; };
+  const rolesOf = (mask: number) => { let r = roleLists.get(mask); if (!r) roleLists.set(mask, (r = Object.freeze(rolesFromMask(mask)))); return r; };
   const relays: ConsensusRelay[] = new Array(n);
   let prev: Buffer | null = null;
   for (let i = 0; i < n; i++) {
@@ -116,11 +121,11 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
       orPort: m.orPorts[i],
       dirPort: m.dirPorts[i],
       storagePort: m.storagePorts[i],
-      flags: flagsFromMask(m.flags[i]),
+      flags: flagsOf(m.flags[i]),
       weight: m.weights[i],
       exitPolicy: policies[m.policyIndex[i]],
       family: keyListFps[m.familyIndex[i]],
-      roles: rolesFromMask(m.roles[i]),
+      roles: rolesOf(m.roles[i]),
       moderators,
       unmoderated: moderators.length === 0,
       version: m.versions[m.versionIndex[i]],

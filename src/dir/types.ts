@@ -54,16 +54,18 @@ export interface ConsensusRelay {
   dirPort: number;
   /** 0 when the node offers no storage service. */
   storagePort: number;
-  flags: Set<Flag>;
+  /** Shared between relays with the same flags: read-only. */
+  flags: ReadonlySet<Flag>;
   /** Consensus weight, kilobytes (1000 B) per second. */
   weight: number;
-  /** Exit policy rule lines (Tor style), in order; empty = rejects everything. */
-  exitPolicy: string[];
-  /** Fingerprints of the relay's declared family. */
-  family: string[];
-  roles: Role[];
-  /** Fingerprints of the moderator keys the node enforces. */
-  moderators: string[];
+  /** Exit policy rule lines (Tor style), in order; empty = rejects everything. Frozen, shared. */
+  exitPolicy: readonly string[];
+  /** Fingerprints of the relay's declared family. Frozen, shared. */
+  family: readonly string[];
+  /** Frozen, shared. */
+  roles: readonly Role[];
+  /** Fingerprints of the moderator keys the node enforces. Frozen, shared. */
+  moderators: readonly string[];
   /** True when the node subscribes to no moderator (SPEC.md §9: encrypted content only). */
   unmoderated: boolean;
   version: string;
