@@ -1,10 +1,11 @@
-// The relay daemon (SPEC.md §6.4, §6.10; circuits come in SPEC.md §7). It owns the lifetimes
-// of: the node keys, the link listener (ORPort), the descriptor publisher, the consensus
-// mirror and the directory HTTP server (DirPort: consensus, status, /metrics).
+// The relay daemon (SPEC.md §6.4, §6.10; circuits in SPEC.md §7). It owns the lifetimes of:
+// the node keys, the link listener (ORPort), the circuit engine (relay/circuits.ts), the
+// descriptor publisher, the consensus mirror and the directory HTTP server (DirPort:
+// consensus, status, /metrics).
 //
-// Circuit handling plugs in through `RelayHooks.onChannel`: every link whose handshake
-// completed is handed to it. Until that code exists the default hook keeps the link open and
-// ignores its cells, which is all an authority's reachability test needs.
+// Every link whose handshake completed goes to the circuit engine, then to
+// `RelayHooks.onChannel` (extra per-link behaviour: a storage node, tests). An authority's
+// reachability test needs only the completed handshake.
 import http from 'node:http';
 import { err } from '../src/errors';
 import { loadOrCreateNodeKeys, type NodeKeys } from '../src/crypto/keys';
@@ -38,7 +39,7 @@ export interface RelayHooks {
   onStop?(): Promise<void> | void;
 }
 
-/** Default: accept the link and do nothing with it (reachability tests close it themselves). */
+/** Default: nothing beyond the circuit engine (reachability tests close their links themselves). */
 export const idleChannelHooks: RelayHooks = {
   onChannel(ch, ctx) {
     ctx.log.debug({ initiator: ch.peerIdentity ? 'relay' : 'anonymous' }, 'link opened');
