@@ -19,7 +19,7 @@ import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/h
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
-import { DescriptorPublisher } from './publish';
+import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 
 export interface RelayContext {

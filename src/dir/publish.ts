@@ -1,9 +1,10 @@
-// SPEC.md §6.4: a relay signs a fresh descriptor and uploads it to every authority, at start and
-// every publish interval; failed uploads are retried sooner (an authority may be restarting).
-import { errorCode } from '../src/errors';
-import type { Logger } from '../src/ops/log';
-import type { AuthorityInfo } from '../src/dir/authorities';
-import { errorBodyReason, httpRequest, PATHS } from '../src/dir/fetch';
+// SPEC.md §6.4: a relay or storage node signs a fresh descriptor and uploads it to every
+// authority, at start and every publish interval; failed uploads are retried sooner (an
+// authority may be restarting). Shared by relay/ and storage/.
+import { errorCode } from '../errors';
+import type { Logger } from '../ops/log';
+import type { AuthorityInfo } from './authorities';
+import { errorBodyReason, httpRequest, PATHS } from './fetch';
 
 export interface UploadResult { authority: string; ok: boolean; detail: string }
 
