@@ -132,11 +132,12 @@ export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void 
     if (hadError) stream.abort(EndReason.CONNRESET);
     else if (!stream.writableEnded) stream.end();
   });
+  // The client's END: what it sent is written, then the socket closes; one that lingers is reset.
+  stream.once('end', () => { setTimeout(() => { if (!sock.destroyed) sock.resetAndDestroy(); }, 30_000).unref(); });
   stream.once('close', () => {
-    if (!sock.destroyed) {
-      if (stream.errored) sock.destroy();
-      else { sock.end(); setTimeout(() => sock.destroy(), 30_000).unref(); }
-    }
+    if (sock.destroyed) return;
+    if (stream.errored) sock.resetAndDestroy(); // the circuit died: the target sees a reset, not a clean end
+    else sock.end();
   });
 }
 

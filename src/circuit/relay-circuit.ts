@@ -62,7 +62,8 @@ export interface SwitchHooks {
   /**
    * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
    * policy allows). Absent: this node never extends. Reject with a BitcloudError; codes
-   * containing IDENTITY map to DESTROY reason OR_IDENTITY, others to CONNECTFAILED.
+   * containing IDENTITY or starting EXTEND_ map to DESTROY reason OR_IDENTITY, others to
+   * CONNECTFAILED.
    */
   extend?(target: ExtendTarget, from: Channel): Promise<Channel>;
   /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
@@ -203,7 +204,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       if (this.closed) return;
       const code = errorCode(e);
       this.sw.metrics.error(code);
-      this.destroy(code.includes('IDENTITY') ? DestroyReason.OR_IDENTITY : DestroyReason.CONNECTFAILED, code);
+      this.destroy(code.includes('IDENTITY') || code.startsWith('EXTEND_') ? DestroyReason.OR_IDENTITY : DestroyReason.CONNECTFAILED, code);
     });
   }
 

@@ -146,7 +146,13 @@ export class CircuitSwitch {
   }
 
   private onCreate2(link: LinkState, circId: number, payload: Buffer, existing: RelayCircuit | undefined): void {
-    if (existing) { this.metrics.error('CIRCUIT_ID_IN_USE'); return; } // tor: drop a CREATE2 for a known circuit
+    if (existing) {
+      // SPEC.md §2.1: a CREATE2 on an id in use is refused with DESTROY PROTOCOL — which
+      // also ends the circuit that held the id, so both ends agree it is gone.
+      this.metrics.error('CIRCUIT_ID_IN_USE');
+      existing.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_ID_IN_USE');
+      return;
+    }
     if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }
     if (link.circuits.size >= this.limits.maxCircuitsPerLink) {
       this.metrics.refused('circuits_per_link');

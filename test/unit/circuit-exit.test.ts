@@ -1,0 +1,29 @@
+// SPEC.md §7b.7: which resolved address an exit connects to (BEGIN flags, exit policy).
+import { describe, expect, it } from 'vitest';
+import { chooseExitAddress } from '../../relay/exit';
+import { parseExitPolicy } from '../../src/dir/exit-policy';
+import { BeginFlag } from '../../src/wire/messages';
+
+const policy = parseExitPolicy(['reject 10.0.0.0/8:*', 'accept *:80', 'accept [::]/0:443', 'reject *:*']);
+const addrs = [
+  { address: '10.1.1.1', family: 4 as const },
+  { address: '93.184.216.34', family: 4 as const },
+  { address: '2606:2800:220:1::1', family: 6 as const },
+];
+
+describe('chooseExitAddress', () => {
+  it('takes the first address the policy accepts for the port, IPv4 by default', () => {
+    expect(chooseExitAddress(addrs, 0, policy, 80)?.address).toBe('93.184.216.34');
+  });
+  it('never picks an address the policy rejects, whatever the flags', () => {
+    expect(chooseExitAddress([addrs[0]], BeginFlag.IPV6_OK, policy, 80)).toBeNull();
+  });
+  it('uses IPv6 only when the flags allow it, and first when preferred', () => {
+    expect(chooseExitAddress(addrs, 0, policy, 443)).toBeNull();
+    expect(chooseExitAddress(addrs, BeginFlag.IPV6_OK, policy, 443)?.address).toBe('2606:2800:220:1::1');
+    expect(chooseExitAddress(addrs, BeginFlag.IPV4_NOT_OK, policy, 80)?.family).toBe(6); // IPv4 refused implies IPv6 wanted
+    const both = parseExitPolicy(['accept *:*']);
+    expect(chooseExitAddress(addrs.slice(1), BeginFlag.IPV6_OK | BeginFlag.IPV6_PREFERRED, both, 80)?.family).toBe(6);
+    expect(chooseExitAddress(addrs.slice(1), BeginFlag.IPV6_OK, both, 80)?.family).toBe(4);
+  });
+});

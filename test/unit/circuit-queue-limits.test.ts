@@ -1,0 +1,124 @@
+// SPEC.md §7b.9: bounded per-circuit cell queues, the memory cap (oldest queued data dies first),
+// and the per-address DoS limits (token bucket, concurrent links).
+import { describe, expect, it } from 'vitest';
+import { CellQueue, QueueBudget, type QueueOwner } from '../../src/circuit/cell-queue';
+import { DosGuard, TokenBucket, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../relay/limits';
+import { CELL_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
+
+class Owner implements QueueOwner {
+  killed = false;
+  queues: CellQueue[] = [];
+  killForMemory(): void { this.killed = true; for (const q of this.queues) q.clear(); }
+}
+
+describe('CellQueue', () => {
+  it('keeps whole 509-byte copies in order and returns their buffers on drop', () => {
+    const budget = new QueueBudget(1 << 20);
+    const o = new Owner();
+    const q = new CellQueue(budget, o, 10);
+    const src = Buffer.alloc(CELL_PAYLOAD_LEN, 1);
+    expect(q.push(0x80000001, 3, src)).toBe(true);
+    expect(q.push(0x80000001, 3, Buffer.from([9, 9]))).toBe(true);
+    src.fill(2); // the queue holds a copy, not the caller's view
+    expect(q.length).toBe(2);
+    expect(q.peek()!.payload[0]).toBe(1);
+    q.drop();
+    const second = q.peek()!;
+    expect(second.payload.length).toBe(CELL_PAYLOAD_LEN);
+    expect([...second.payload.subarray(0, 3)]).toEqual([9, 9, 0]);
+    expect(second.payload.subarray(2).every((b) => b === 0)).toBe(true);
+    q.drop();
+    expect(q.length).toBe(0);
+    expect(budget.usedBytes).toBe(0);
+  });
+
+  it('refuses the cell past its bound (the caller then destroys the circuit)', () => {
+    const q = new CellQueue(new QueueBudget(1 << 20), new Owner(), 3);
+    for (let i = 0; i < 3; i++) expect(q.push(1, 3, Buffer.alloc(1))).toBe(true);
+    expect(q.push(1, 3, Buffer.alloc(1))).toBe(false);
+    expect(q.length).toBe(3);
+  });
+
+  it('counts whole cells against the budget', () => {
+    const budget = new QueueBudget(1 << 20);
+    const q = new CellQueue(budget, new Owner(), 100);
+    for (let i = 0; i < 7; i++) q.push(1, 3, Buffer.alloc(10));
+    expect(budget.usedBytes).toBe(7 * CELL_LEN);
+    expect(budget.queuedCells).toBe(7);
+    q.clear();
+    expect(budget.usedBytes).toBe(0);
+  });
+});
+
+describe('QueueBudget: the memory cap', () => {
+  it('kills the owners with the oldest queued cell first, down to 90% of the cap', () => {
+    let t = 0;
+    const budget = new QueueBudget(20 * CELL_LEN, () => t);
+    const owners = [new Owner(), new Owner(), new Owner()];
+    const qs = owners.map((o) => { const q = new CellQueue(budget, o, 1000); o.queues.push(q); return q; });
+    // Owner 1 queues first (oldest), then owner 0, then owner 2.
+    t = 1; for (let i = 0; i < 6; i++) qs[1].push(1, 3, Buffer.alloc(1));
+    t = 2; for (let i = 0; i < 6; i++) qs[0].push(1, 3, Buffer.alloc(1));
+    t = 3; for (let i = 0; i < 8; i++) qs[2].push(1, 3, Buffer.alloc(1));
+    expect(owners.map((o) => o.killed)).toEqual([false, false, false]);
+    t = 4; qs[2].push(1, 3, Buffer.alloc(1)); // 21 cells > 20: over the cap
+    expect(owners.map((o) => o.killed)).toEqual([false, true, false]);
+    expect(budget.usedBytes).toBeLessThanOrEqual(18 * CELL_LEN);
+    expect(budget.oomKills).toBe(1);
+  });
+
+  it('keeps killing until under 90%', () => {
+    let t = 0;
+    const budget = new QueueBudget(10 * CELL_LEN, () => t);
+    const owners = Array.from({ length: 5 }, () => new Owner());
+    const qs = owners.map((o) => { const q = new CellQueue(budget, o, 1000); o.queues.push(q); return q; });
+    for (let i = 0; i < 5; i++) { t = i; qs[i].push(1, 3, Buffer.alloc(1)); qs[i].push(1, 3, Buffer.alloc(1)); }
+    t = 9; qs[4].push(1, 3, Buffer.alloc(1)); // 11 cells: must fall to 9 → two oldest owners die
+    expect(owners.map((o) => o.killed)).toEqual([true, false, false, false, false]);
+    expect(budget.queuedCells).toBe(9);
+  });
+});
+
+describe('TokenBucket and DosGuard (as Tor DoS)', () => {
+  it('a token bucket allows a burst then the refill rate', () => {
+    const b = new TokenBucket(2, 5, 0);
+    let ok = 0;
+    for (let i = 0; i < 10; i++) if (b.take(0)) ok++;
+    expect(ok).toBe(5);
+    expect(b.take(499)).toBe(false); // 0.998 tokens
+    expect(b.take(500)).toBe(true); // 2 per second: one token after 500 ms
+    expect(b.take(500)).toBe(false);
+    expect(b.take(1000)).toBe(true);
+    expect(b.full(3500)).toBe(true);
+  });
+
+  it('rate-limits circuit creation only for addresses with several links', () => {
+    let now = 0;
+    const g = new DosGuard(resolveRelayLimits({ circuitRate: 1, circuitBurst: 3, circuitMinConnections: 2 }), () => now);
+    expect(g.connectionOpened('10.0.0.1')).toBe(true);
+    for (let i = 0; i < 10; i++) expect(g.allowCircuit('10.0.0.1')).toBe(true); // one link: no limit
+    expect(g.connectionOpened('10.0.0.1')).toBe(true);
+    const allowed = Array.from({ length: 5 }, () => g.allowCircuit('10.0.0.1'));
+    expect(allowed).toEqual([true, true, true, false, false]);
+    now = 1000;
+    expect(g.allowCircuit('10.0.0.1')).toBe(true);
+    expect(g.allowCircuit('10.0.0.2')).toBe(true);
+  });
+
+  it('caps concurrent links per address and forgets idle addresses', () => {
+    const g = new DosGuard(resolveRelayLimits({ maxConnectionsPerAddress: 2 }));
+    expect(g.connectionOpened('a')).toBe(true);
+    expect(g.connectionOpened('a')).toBe(true);
+    expect(g.connectionOpened('a')).toBe(false);
+    expect(g.connectionOpened('b')).toBe(true);
+    g.connectionClosed('a');
+    expect(g.connectionOpened('a')).toBe(true);
+    g.connectionClosed('a'); g.connectionClosed('a'); g.connectionClosed('b');
+    expect(g.size).toBe(0);
+  });
+
+  it('limits config names the bad key', () => {
+    expect(() => resolveRelayLimits({ circuitRate: -1 })).toThrow(/limits.circuitRate/);
+    expect(resolveRelayLimits()).toEqual(DEFAULT_RELAY_LIMITS);
+  });
+});

@@ -1,0 +1,277 @@
+// SPEC.md §7b.6, §7b.8 (and §7.4): streams at either end of a circuit — DATA framing, stream and
+// circuit windows, SENDME v1 digests, reader-driven stream SENDMEs, END semantics, violations.
+import { describe, expect, it } from 'vitest';
+import { StreamEdge, type EdgeCircuit } from '../../src/circuit/edge';
+import { RelayCommand, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+import { EndReason, encodeConnected, encodeEnd, encodeSendme, decodeSendme, decodeEnd } from '../../src/wire/messages';
+import { endReasonError, endReasonForErrno } from '../../src/circuit/end-reasons';
+import { socksReplyFor, SocksReply } from '../../src/client/socks5';
+import { err } from '../../src/errors';
+
+interface Sent { command: number; streamId: number; data: Buffer; digest: Buffer }
+
+class FakeCircuit implements EdgeCircuit {
+  sent: Sent[] = [];
+  violations: string[] = [];
+  congested = false;
+  private n = 0;
+  sendRelay(command: number, streamId: number, data: Uint8Array): void {
+    const digest = Buffer.alloc(20);
+    digest.writeUInt32BE(++this.n, 0); // a distinct "running digest" per sent cell
+    this.sent.push({ command, streamId, data: Buffer.from(data), digest });
+  }
+  lastSentDigest(): Uint8Array { return this.sent[this.sent.length - 1].digest; }
+  writable(): boolean { return !this.congested; }
+  violation(code: string): void { this.violations.push(code); }
+  take(cmd?: number): Sent[] { const out = this.sent.filter((s) => cmd === undefined || s.command === cmd); this.sent = []; return out; }
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+let rxCounter = 0;
+const rxDigest = () => { const d = Buffer.alloc(20); d.writeUInt32BE(++rxCounter, 16); return d; };
+
+function openPair(): { circ: FakeCircuit; edge: StreamEdge } {
+  const circ = new FakeCircuit();
+  return { circ, edge: new StreamEdge(circ) };
+}
+
+describe('sending: DATA cells under the windows', () => {
+  it('splits writes into DATA cells of at most 498 bytes, only once open', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.newStream();
+    s.write(Buffer.alloc(1200, 7));
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(0); // not before CONNECTED
+    edge.handle(RelayCommand.CONNECTED, s.id, encodeConnected({ addr: '127.0.0.1', ttl: 60 }), rxDigest);
+    await tick();
+    const cells = circ.take(RelayCommand.DATA);
+    expect(cells.map((c) => c.data.length)).toEqual([RELAY_DATA_MAX, RELAY_DATA_MAX, 1200 - 2 * RELAY_DATA_MAX]);
+    expect(cells.every((c) => c.streamId === s.id)).toBe(true);
+  });
+
+  it('stops at the stream window (500 cells) and resumes on a stream SENDME', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(5);
+    s.markOpen();
+    let done = false;
+    s.write(Buffer.alloc(600 * RELAY_DATA_MAX), () => { done = true; });
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(500);
+    expect(done).toBe(false);
+    edge.handle(RelayCommand.SENDME, 5, Buffer.alloc(0), rxDigest);
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(50);
+    edge.handle(RelayCommand.SENDME, 5, Buffer.alloc(0), rxDigest);
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(50);
+    expect(done).toBe(true);
+  });
+
+  it('shares the circuit window (1000) between streams; a circuit SENDME must carry the v1 digest of the 100th cell', async () => {
+    const { circ, edge } = openPair();
+    const streams = [1, 2, 3].map((id) => { const s = edge.acceptStream(id); s.markOpen(); return s; });
+    for (const s of streams) s.write(Buffer.alloc(450 * RELAY_DATA_MAX));
+    await tick();
+    const cells = circ.take(RelayCommand.DATA);
+    expect(cells).toHaveLength(1000);
+    const boundary = cells[99].digest;
+    // A SENDME carrying another digest is refused: the circuit is destroyed.
+    edge.handle(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: cells[98].digest }), rxDigest);
+    expect(circ.violations).toEqual(['SENDME_BAD_DIGEST']);
+    circ.violations = [];
+    // An unauthenticated (v0) circuit SENDME is refused too.
+    const { circ: c2, edge: e2 } = openPair();
+    const s2 = e2.acceptStream(1); s2.markOpen(); s2.write(Buffer.alloc(150 * RELAY_DATA_MAX));
+    await tick();
+    e2.handle(RelayCommand.SENDME, 0, encodeSendme({ version: 0 }), rxDigest);
+    expect(c2.violations).toEqual(['SENDME_BAD_DIGEST']);
+    // The right digest reopens 100 cells.
+    const { circ: c3, edge: e3 } = openPair();
+    const ss = [1, 2, 3].map((id) => { const s = e3.acceptStream(id); s.markOpen(); return s; });
+    for (const s of ss) s.write(Buffer.alloc(450 * RELAY_DATA_MAX));
+    await tick();
+    const c3cells = c3.take(RelayCommand.DATA);
+    expect(c3cells).toHaveLength(1000);
+    e3.handle(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: c3cells[99].digest }), rxDigest);
+    await tick();
+    expect(c3.take(RelayCommand.DATA)).toHaveLength(100);
+    expect(c3.violations).toEqual([]);
+    expect(boundary).toBeDefined();
+  });
+
+  it('an early circuit SENDME (nothing to acknowledge) destroys the circuit', () => {
+    const { circ, edge } = openPair();
+    edge.handle(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: Buffer.alloc(20) }), rxDigest);
+    expect(circ.violations).toEqual(['SENDME_UNEXPECTED']);
+  });
+
+  it('an extra stream SENDME is a violation', () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(9); s.markOpen();
+    edge.handle(RelayCommand.SENDME, 9, Buffer.alloc(0), rxDigest);
+    expect(circ.violations).toEqual(['SENDME_UNEXPECTED']);
+  });
+
+  it('does not send while the link is congested; pumpAll resumes', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(1); s.markOpen();
+    circ.congested = true;
+    s.write(Buffer.alloc(3 * RELAY_DATA_MAX));
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(0);
+    circ.congested = false;
+    edge.pumpAll();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(3);
+  });
+});
+
+describe('receiving: deliver windows and SENDMEs', () => {
+  it('sends a circuit SENDME v1 after each 100th DATA cell, with that cell\'s digest', () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(1); s.markOpen(); s.resume();
+    let last = Buffer.alloc(0);
+    for (let i = 0; i < 100; i++) edge.handle(RelayCommand.DATA, 1, Buffer.alloc(10), () => (last = rxDigest()));
+    const sendmes = circ.take(RelayCommand.SENDME).filter((c) => c.streamId === 0);
+    expect(sendmes).toHaveLength(1);
+    expect(decodeSendme(sendmes[0].data)).toEqual({ version: 1, digest: last });
+  });
+
+  it('DATA beyond the stream window destroys the circuit', () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(1); s.markOpen();
+    s.pause();
+    for (let i = 0; i < 501; i++) edge.handle(RelayCommand.DATA, 1, Buffer.alloc(1), rxDigest);
+    expect(circ.violations).toContain('SENDME_WINDOW_EXCEEDED');
+  });
+
+  it('stream SENDMEs wait for the reader: a paused reader gets none once its buffer is full', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(1); s.markOpen();
+    s.pause();
+    for (let i = 0; i < 400; i++) edge.handle(RelayCommand.DATA, 1, Buffer.alloc(RELAY_DATA_MAX), rxDigest);
+    await tick();
+    const streamSendmes = () => circ.take(RelayCommand.SENDME).filter((c) => c.streamId === 1).length;
+    const early = streamSendmes();
+    expect(early).toBeLessThanOrEqual(2); // only while the read buffer (64 KiB) had room
+    let got = 0;
+    s.on('data', (d: Buffer) => { got += d.length; });
+    s.resume();
+    await tick(); await tick();
+    expect(got).toBe(400 * RELAY_DATA_MAX);
+    expect(early + streamSendmes()).toBe(8); // 400 / 50
+  });
+
+  it('DATA for an unknown stream is dropped but still counted against the circuit window', () => {
+    const { circ, edge } = openPair();
+    for (let i = 0; i < 100; i++) edge.handle(RelayCommand.DATA, 77, Buffer.alloc(1), rxDigest);
+    expect(circ.take(RelayCommand.SENDME)).toHaveLength(1);
+    expect(circ.violations).toEqual([]);
+  });
+
+  it('DATA on stream 0 is a violation', () => {
+    const { circ, edge } = openPair();
+    edge.handle(RelayCommand.DATA, 0, Buffer.alloc(1), rxDigest);
+    expect(circ.violations).toEqual(['RELAY_PROTOCOL']);
+  });
+});
+
+describe('END and closing', () => {
+  it('END(DONE) after CONNECTED ends the reader cleanly and is never answered with END', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.newStream();
+    edge.handle(RelayCommand.CONNECTED, s.id, Buffer.alloc(0), rxDigest);
+    const chunks: Buffer[] = [];
+    const ended = new Promise<void>((r) => s.on('end', r));
+    s.on('data', (d: Buffer) => chunks.push(d));
+    edge.handle(RelayCommand.DATA, s.id, Buffer.from('hello'), rxDigest);
+    edge.handle(RelayCommand.END, s.id, encodeEnd(EndReason.DONE), rxDigest);
+    await ended;
+    expect(Buffer.concat(chunks).toString()).toBe('hello');
+    s.end();
+    await tick();
+    expect(circ.take(RelayCommand.END)).toHaveLength(0);
+    expect(edge.streams.size).toBe(0);
+  });
+
+  it('END with another reason, or before CONNECTED, is an error with the stable code', async () => {
+    const { edge } = openPair();
+    const s = edge.newStream();
+    const e1 = new Promise((r) => s.on('error', r));
+    edge.handle(RelayCommand.END, s.id, encodeEnd(EndReason.EXITPOLICY), rxDigest);
+    expect(await e1).toMatchObject({ code: 'EXIT_POLICY_REJECTED', detail: { endReason: 4 } });
+    const s2 = edge.newStream();
+    const e2 = new Promise((r) => s2.on('error', r));
+    edge.handle(RelayCommand.END, s2.id, encodeEnd(EndReason.DONE), rxDigest);
+    expect(await e2).toMatchObject({ code: 'STREAM_REFUSED' });
+    const s3 = edge.newStream();
+    edge.handle(RelayCommand.CONNECTED, s3.id, Buffer.alloc(0), rxDigest);
+    const e3 = new Promise((r) => s3.on('error', r));
+    edge.handle(RelayCommand.END, s3.id, encodeEnd(EndReason.CONNRESET), rxDigest);
+    expect(await e3).toMatchObject({ code: 'STREAM_CONNRESET' });
+  });
+
+  it('ending the writer sends END(DONE) once, after the data', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(3); s.markOpen();
+    s.end(Buffer.from('bye'));
+    await tick();
+    const cells = circ.take();
+    expect(cells.map((c) => c.command)).toEqual([RelayCommand.DATA, RelayCommand.END]);
+    expect(decodeEnd(cells[1].data).reason).toBe(EndReason.DONE);
+    expect(edge.streams.size).toBe(0);
+  });
+
+  it('a dying circuit ends every stream with its error, never a clean end', async () => {
+    const { edge } = openPair();
+    const a = edge.newStream();
+    const b = edge.acceptStream(900); b.markOpen();
+    const errs = Promise.all([a, b].map((s) => new Promise((r) => s.on('error', r))));
+    let ended = false;
+    b.on('end', () => { ended = true; });
+    edge.close(err('CIRCUIT_DESTROYED', 'gone', { destroyReason: 8 }));
+    expect(await errs).toMatchObject([{ code: 'CIRCUIT_DESTROYED' }, { code: 'CIRCUIT_DESTROYED' }]);
+    expect(ended).toBe(false);
+    expect(() => edge.newStream()).toThrow(/CIRCUIT_DESTROYED/);
+  });
+
+  it('stream ids: fresh on the opening side; refused when in use on the accepting side', () => {
+    const { edge } = openPair();
+    const ids = new Set(Array.from({ length: 5 }, () => edge.newStream().id));
+    expect(ids.size).toBe(5);
+    expect(() => edge.acceptStream([...ids][0])).toThrow(/STREAM_ID_IN_USE/);
+    expect(() => edge.acceptStream(0)).toThrow(/STREAM_ID_IN_USE/);
+    const small = new StreamEdge(new FakeCircuit(), { maxStreams: 1 });
+    small.acceptStream(1);
+    expect(() => small.acceptStream(2)).toThrow(/STREAM_LIMIT/);
+  });
+});
+
+describe('END reasons as error codes and SOCKS replies (SPEC.md §7b.6, §7.8.4)', () => {
+  it('maps every END reason to its code, and the SOCKS front end to the right reply', () => {
+    const cases: Array<[number, string, number]> = [
+      [EndReason.EXITPOLICY, 'EXIT_POLICY_REJECTED', SocksReply.NOT_ALLOWED],
+      [EndReason.RESOLVEFAILED, 'EXIT_RESOLVE_FAILED', SocksReply.HOST_UNREACHABLE],
+      [EndReason.CONNECTREFUSED, 'EXIT_CONNECT_REFUSED', SocksReply.CONNECTION_REFUSED],
+      [EndReason.TIMEOUT, 'EXIT_TIMEOUT', SocksReply.TTL_EXPIRED],
+      [EndReason.NOROUTE, 'EXIT_NO_ROUTE', SocksReply.HOST_UNREACHABLE],
+      [EndReason.MISC, 'STREAM_REFUSED', SocksReply.GENERAL_FAILURE],
+      [EndReason.RESOURCELIMIT, 'EXIT_RESOURCE_LIMIT', SocksReply.GENERAL_FAILURE],
+    ];
+    for (const [reason, code, reply] of cases) {
+      const e = endReasonError(reason, true);
+      expect(e.code).toBe(code);
+      expect(socksReplyFor(e)).toBe(reply);
+    }
+    // A destroyed circuit is a general failure, whatever the DESTROY reason number.
+    expect(socksReplyFor(err('CIRCUIT_DESTROYED', 'x', { destroyReason: 3 }))).toBe(SocksReply.GENERAL_FAILURE);
+  });
+
+  it('maps connect errors at the exit to END reasons', () => {
+    expect(endReasonForErrno('ECONNREFUSED')).toBe(EndReason.CONNECTREFUSED);
+    expect(endReasonForErrno('ETIMEDOUT')).toBe(EndReason.TIMEOUT);
+    expect(endReasonForErrno('EHOSTUNREACH')).toBe(EndReason.NOROUTE);
+    expect(endReasonForErrno('ENOTFOUND')).toBe(EndReason.RESOLVEFAILED);
+    expect(endReasonForErrno('ECONNRESET')).toBe(EndReason.CONNRESET);
+    expect(endReasonForErrno(undefined)).toBe(EndReason.MISC);
+  });
+});

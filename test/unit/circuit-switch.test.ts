@@ -1,0 +1,286 @@
+// SPEC.md §7b.1–§7b.5, §7b.9: the relay-side circuit switch driven cell by cell over fake links:
+// CREATE2, EXTEND2/EXTENDED2, forwarding both ways, RELAY_EARLY rules, DESTROY propagation,
+// queues behind congested links, queue bounds and the memory cap.
+import { describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { CircuitSwitch } from '../../src/circuit/switch';
+import { QueueBudget } from '../../src/circuit/cell-queue';
+import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN } from '../../src/wire/cell';
+import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+import {
+  DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy,
+} from '../../src/wire/messages';
+import { ntorClientCreate, ntorClientFinish } from '../../src/crypto/ntor';
+import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../../src/crypto/relay-crypto';
+import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
+import { CircIdAllocator } from '../../src/link/circ-ids';
+import { err } from '../../src/errors';
+import type { Channel } from '../../src/link/channel';
+
+interface SentCell { circId: number; command: number; payload: Buffer }
+
+class FakeChannel extends EventEmitter {
+  closed = false;
+  full = false;
+  sent: SentCell[] = [];
+  readonly remoteAddress = '10.9.8.7:4444';
+  private readonly ids: CircIdAllocator;
+  constructor(readonly isInitiator: boolean, public peerIdentity: Buffer | null = null) {
+    super();
+    this.ids = new CircIdAllocator(isInitiator);
+  }
+  send(circId: number, command: number, payload: Uint8Array): boolean {
+    if (this.closed) throw err('LINK_CLOSED', 'closed');
+    const p = Buffer.alloc(CELL_PAYLOAD_LEN);
+    p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
+    this.sent.push({ circId, command, payload: p });
+    return !this.full;
+  }
+  allocateCircId(): number { return this.ids.allocate(); }
+  releaseCircId(id: number): void { this.ids.release(id); }
+  close(): void { if (!this.closed) { this.closed = true; this.emit('close'); } }
+  /** A cell arriving from the peer. */
+  deliver(circId: number, command: number, payload: Uint8Array): void {
+    const p = Buffer.alloc(CELL_PAYLOAD_LEN);
+    p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
+    this.emit('cell', { circId, command, payload: p });
+  }
+  take(command?: number): SentCell[] {
+    const out = this.sent.filter((c) => command === undefined || c.command === command);
+    this.sent = this.sent.filter((c) => !(command === undefined || c.command === command));
+    return out;
+  }
+}
+const asChannel = (f: FakeChannel) => f as unknown as Channel;
+const tick = () => new Promise((r) => setImmediate(r));
+
+function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<Channel>; allow?: () => boolean } = {}) {
+  const identity = ed25519Generate();
+  const onion = x25519Generate();
+  const next = new FakeChannel(true, randomBytes(32));
+  const sw = new CircuitSwitch({
+    identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget,
+    hooks: {
+      extend: o.extend ?? (async () => { sw.attach(asChannel(next)); return asChannel(next); }),
+      allowCircuit: o.allow,
+    },
+  });
+  const prev = new FakeChannel(false, null);
+  sw.attach(asChannel(prev));
+  /** CREATE2 from the client on `prev`; returns the client's hop crypto. */
+  const create = (circId = 0x8000_0001): ClientHopCrypto => {
+    const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
+    prev.deliver(circId, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));
+    const [c] = prev.take(CellCommand.CREATED2);
+    expect(c?.circId).toBe(circId);
+    return createClientHop(ntorClientFinish(state, decodeCreated2(c.payload).hdata, RELAY_CRYPTO_KEY_LEN));
+  };
+  /** Send a relay message to this hop from the client. */
+  const toHop = (hop: ClientHopCrypto, circId: number, cellCmd: number, cmd: number, streamId: number, data: Uint8Array) => {
+    const p = encodeRelayPayload(cmd, streamId, data);
+    hop.originate(p);
+    hop.encryptOutbound(p);
+    prev.deliver(circId, cellCmd, p);
+  };
+  const extend = async (hop: ClientHopCrypto, circId = 0x8000_0001): Promise<number> => {
+    toHop(hop, circId, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+      linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
+    }));
+    await tick();
+    const [c2] = next.take(CellCommand.CREATE2);
+    expect(c2).toBeDefined();
+    next.deliver(c2.circId, CellCommand.CREATED2, encodeCreated2({ hdata: Buffer.alloc(64, 4) }));
+    const [ext] = prev.take(CellCommand.RELAY);
+    expect(hop.decryptInbound(ext.payload)).toBe(true);
+    expect(decodeRelayPayload(ext.payload).command).toBe(RelayCommand.EXTENDED2);
+    return c2.circId;
+  };
+  return { sw, prev, next, create, toHop, extend, identity, onion };
+}
+
+describe('CREATE2', () => {
+  it('answers a good ntor handshake with CREATED2 and refuses a bad one with DESTROY(PROTOCOL), nothing else affected', () => {
+    const t = setup();
+    t.create(0x8000_0001);
+    t.prev.deliver(0x8000_0002, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96, 9) }));
+    const [d] = t.prev.take(CellCommand.DESTROY);
+    expect(d.circId).toBe(0x8000_0002);
+    expect(decodeDestroy(d.payload)).toBe(DestroyReason.PROTOCOL);
+    t.prev.deliver(0x8000_0003, CellCommand.CREATE2, encodeCreate2({ htype: 1, hdata: Buffer.alloc(10) }));
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+    expect(t.sw.circuitCount).toBe(1);
+  });
+
+  it('a CREATE2 on an id in use destroys that id (both ends then agree it is free)', () => {
+    const t = setup();
+    t.create(0x8000_0005);
+    t.prev.deliver(0x8000_0005, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96) }));
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+    expect(t.sw.circuitCount).toBe(0);
+  });
+
+  it('refuses with RESOURCELIMIT past the per-link limit or when the DoS hook says no', () => {
+    const t = setup({ limits: { maxCircuitsPerLink: 1 } });
+    t.create(0x8000_0001);
+    t.prev.deliver(0x8000_0002, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96) }));
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+    const u = setup({ allow: () => false });
+    u.prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96) }));
+    expect(decodeDestroy(u.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+  });
+});
+
+describe('extending and forwarding', () => {
+  it('EXTEND2 → CREATE2 onward → EXTENDED2 back; then cells pass both ways, RELAY_EARLY kept outbound', async () => {
+    const t = setup();
+    const hop = t.create();
+    const nextId = await t.extend(hop);
+    const junk = randomBytes(CELL_PAYLOAD_LEN);
+    t.prev.deliver(0x8000_0001, CellCommand.RELAY_EARLY, junk);
+    t.prev.deliver(0x8000_0001, CellCommand.RELAY, junk);
+    const fwd = t.next.take();
+    expect(fwd.map((c) => [c.circId, c.command])).toEqual([[nextId, CellCommand.RELAY_EARLY], [nextId, CellCommand.RELAY]]);
+    t.next.deliver(nextId, CellCommand.RELAY, junk);
+    const back = t.prev.take();
+    expect(back.map((c) => [c.circId, c.command])).toEqual([[0x8000_0001, CellCommand.RELAY]]);
+    expect(back[0].payload.equals(junk)).toBe(false); // our layer was added
+  });
+
+  it('EXTEND2 in a plain RELAY cell destroys the circuit', () => {
+    const t = setup();
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.EXTEND2, 0, encodeExtend2({
+      linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], htype: 2, hdata: Buffer.alloc(96),
+    }));
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+    expect(t.sw.circuitCount).toBe(0);
+  });
+
+  it('an extension that fails is a DESTROY with OR_IDENTITY or CONNECTFAILED', async () => {
+    for (const [code, reason] of [['LINK_IDENTITY_MISMATCH', DestroyReason.OR_IDENTITY], ['EXTEND_IDENTITY_UNKNOWN', DestroyReason.OR_IDENTITY], ['LINK_CONNECT_FAILED', DestroyReason.CONNECTFAILED]] as const) {
+      const t = setup({ extend: async () => { throw err(code, 'no'); } });
+      const hop = t.create();
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+        linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], htype: 2, hdata: Buffer.alloc(96),
+      }));
+      await tick();
+      expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(reason);
+    }
+  });
+
+  it('a ninth RELAY_EARLY cell destroys the circuit; RELAY_EARLY travelling inbound too', async () => {
+    const t = setup();
+    const hop = t.create();
+    for (let i = 0; i < 8; i++) t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.DROP, 0, Buffer.alloc(0));
+    expect(t.sw.circuitCount).toBe(1);
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.DROP, 0, Buffer.alloc(0));
+    expect(t.sw.circuitCount).toBe(0);
+    const u = setup();
+    const h2 = u.create();
+    const nextId = await u.extend(h2);
+    u.next.deliver(nextId, CellCommand.RELAY_EARLY, Buffer.alloc(CELL_PAYLOAD_LEN));
+    expect(decodeDestroy(u.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+    expect(decodeDestroy(u.next.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+  });
+
+  it('a cell nobody recognizes at the end of the circuit destroys it; one for an unknown id is dropped', () => {
+    const t = setup();
+    t.create();
+    t.prev.deliver(0x8000_0777, CellCommand.RELAY, randomBytes(CELL_PAYLOAD_LEN));
+    expect(t.prev.take()).toEqual([]);
+    expect(t.sw.circuitCount).toBe(1);
+    t.prev.deliver(0x8000_0001, CellCommand.RELAY, randomBytes(CELL_PAYLOAD_LEN));
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.PROTOCOL);
+  });
+});
+
+describe('DESTROY and closed links', () => {
+  it('propagates DESTROY with its reason in both directions', async () => {
+    const t = setup();
+    const hop = t.create();
+    const nextId = await t.extend(hop);
+    t.next.deliver(nextId, CellCommand.DESTROY, encodeDestroy(DestroyReason.TIMEOUT));
+    const [d] = t.prev.take(CellCommand.DESTROY);
+    expect([d.circId, decodeDestroy(d.payload)]).toEqual([0x8000_0001, DestroyReason.TIMEOUT]);
+    expect(t.next.take(CellCommand.DESTROY)).toEqual([]); // not sent back where it came from
+
+    const u = setup();
+    const h2 = u.create();
+    const n2 = await u.extend(h2);
+    u.prev.deliver(0x8000_0001, CellCommand.DESTROY, encodeDestroy(DestroyReason.NONE));
+    const [d2] = u.next.take(CellCommand.DESTROY);
+    expect([d2.circId, decodeDestroy(d2.payload)]).toEqual([n2, DestroyReason.NONE]);
+    expect(u.sw.circuitCount).toBe(0);
+  });
+
+  it('a closed link destroys its circuits with CHANNEL_CLOSED toward the other side', async () => {
+    const t = setup();
+    const hop = t.create();
+    await t.extend(hop);
+    t.next.close();
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.CHANNEL_CLOSED);
+    expect(t.sw.circuitCount).toBe(0);
+  });
+});
+
+describe('queues behind congested links (SPEC.md §7b.9)', () => {
+  it('queues once the link pushes back and sends in order when it drains', async () => {
+    const t = setup();
+    const hop = t.create();
+    const nextId = await t.extend(hop);
+    t.prev.full = true;
+    const cells = Array.from({ length: 10 }, (_, i) => Buffer.alloc(CELL_PAYLOAD_LEN, i));
+    for (const c of cells) t.next.deliver(nextId, CellCommand.RELAY, c);
+    expect(t.prev.take()).toHaveLength(1); // the send that found the link full
+    expect(t.sw.budget.queuedCells).toBe(9);
+    t.prev.full = false;
+    t.prev.emit('drain');
+    expect(t.prev.take()).toHaveLength(9);
+    expect(t.sw.budget.queuedCells).toBe(0);
+  });
+
+  it('a circuit that overfills its queue is destroyed both ways with RESOURCELIMIT', async () => {
+    const t = setup({ limits: { maxQueuedCellsPerCircuit: 20 } });
+    const hop = t.create();
+    const nextId = await t.extend(hop);
+    t.prev.full = true;
+    for (let i = 0; i < 22; i++) t.next.deliver(nextId, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN, i));
+    expect(t.sw.circuitCount).toBe(0);
+    expect(decodeDestroy(t.next.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+    expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+    expect(t.sw.budget.queuedCells).toBe(0);
+  });
+
+  it('the memory cap kills the circuit with the oldest queued cell first', async () => {
+    let now = 0;
+    const budget = new QueueBudget(30 * CELL_LEN, () => now);
+    const t = setup({ budget });
+    const hopA = t.create(0x8000_0001);
+    const idA = await t.extend(hopA, 0x8000_0001);
+    const hopB = t.create(0x8000_0002);
+    const idB = await t.extend(hopB, 0x8000_0002);
+    t.prev.full = true;
+    t.next.deliver(idA, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN)); // congests the link
+    now = 1; for (let i = 0; i < 15; i++) t.next.deliver(idA, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN));
+    now = 2; for (let i = 0; i < 16; i++) t.next.deliver(idB, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN));
+    expect(t.sw.circuitCount).toBe(1);
+    expect([...t.sw.circuits][0].next && [...t.sw.circuits][0].nextId).toBe(idB);
+    expect(budget.oomKills).toBe(1);
+  });
+});
+
+describe('streams at a node without handlers', () => {
+  it('BEGIN → END(EXITPOLICY), BEGIN_DIR → END(NOTDIRECTORY)', () => {
+    const t = setup();
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, 1, encodeBegin({ host: 'example.com', port: 80 }));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 2, Buffer.alloc(0));
+    const ends = t.prev.take(CellCommand.RELAY).map((c) => {
+      expect(hop.decryptInbound(c.payload)).toBe(true);
+      const m = decodeRelayPayload(c.payload);
+      return [m.command, m.streamId, decodeEnd(m.data).reason];
+    });
+    expect(ends).toEqual([[RelayCommand.END, 1, EndReason.EXITPOLICY], [RelayCommand.END, 2, EndReason.NOTDIRECTORY]]);
+    expect(t.sw.circuitCount).toBe(1);
+  });
+});
