@@ -2,6 +2,7 @@
 // One network (3 authorities, 5 relays publishing to all, 1 relay publishing to one authority
 // only) runs every scenario in order, with a 5-second period to keep the file quick.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { ed25519Generate } from '../../src/crypto/primitives';
@@ -69,6 +70,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stopAll();
+  if (net) fs.rmSync(net.dir, { recursive: true, force: true });
 });
 
 describe('directory network (3 authorities, 5 relays, real processes)', () => {
