@@ -9,6 +9,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('../storage/bench-storage'),
   () => import('./bench/directory'),
   () => import('./bench/bandwidth'),
+  () => import('./bench/circuits-inprocess'),
 ];
 
 function arg(name: string): string | undefined {
