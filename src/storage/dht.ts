@@ -1,0 +1,195 @@
+// SPEC.md §9.14: the private DHT (BEP 5 Kademlia over UDP, bittorrent-dht) that storage nodes and
+// clients run. It is bootstrapped ONLY from the storage nodes of the verified consensus (their
+// address and storage port, UDP) — never from the public BitTorrent routers, which the library
+// uses whenever its `bootstrap` option is left undefined: this wrapper always sets it (a list, or
+// false for the first node). Storage nodes announce themselves under one swarm key; BEP 44 mutable
+// items, signed with Ed25519 through src/crypto, carry names (name.ts).
+import DHT, { type DhtOptions } from 'bittorrent-dht';
+import { err, type BitcloudError } from '../errors';
+import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto/primitives';
+import { silentLogger, type Logger } from '../ops/log';
+import type { Capability } from './capability';
+import { checkSeq, decodeNameValue, encodeNameValue, MAX_SEQ, nameSalt } from './name';
+
+export interface DhtAddress { host: string; port: number }
+
+/** The swarm storage nodes announce themselves in: SHA-1("bitcloud-storage-nodes-v1"). */
+export const STORAGE_SWARM = sha1(Buffer.from('bitcloud-storage-nodes-v1', 'ascii'));
+/** Per-query timeout (k-rpc's default is 2 s). */
+export const DEFAULT_DHT_QUERY_TIMEOUT_MS = 2_000;
+
+/** What the bootstrap list needs from a consensus entry (ConsensusRelay satisfies it). */
+export interface DhtCandidate {
+  fingerprint: string;
+  address: string;
+  storagePort: number;
+  flags: ReadonlySet<string>;
+}
+
+/** SPEC.md §9.14: the DHT addresses of the consensus's storage nodes (UDP, port = storage port). */
+export function dhtBootstrapList(relays: readonly DhtCandidate[], excludeFingerprint?: string): DhtAddress[] {
+  return relays
+    .filter((r) => r.flags.has('Storage') && r.flags.has('Running') && r.storagePort > 0 && r.fingerprint !== excludeFingerprint)
+    .map((r) => ({ host: r.address, port: r.storagePort }));
+}
+
+/** The options handed to bittorrent-dht: `bootstrap` is never undefined (SPEC.md §9.14). */
+export function dhtOptions(bootstrap: readonly DhtAddress[], queryTimeoutMs = DEFAULT_DHT_QUERY_TIMEOUT_MS): DhtOptions {
+  return {
+    bootstrap: bootstrap.length > 0 ? bootstrap.map((a) => ({ host: a.host, port: a.port })) : false,
+    // BEP 44 signatures go through the one crypto door (sodium-native).
+    verify: (sig, msg, pk) => ed25519Verify(sig, msg, pk),
+    timeout: queryTimeoutMs,
+  };
+}
+
+export interface BitcloudDhtOptions {
+  bootstrap: readonly DhtAddress[];
+  /** UDP bind address and port (0 = any free port). */
+  host: string;
+  port: number;
+  queryTimeoutMs?: number;
+  log?: Logger;
+}
+
+export interface ResolvedName {
+  cap: Capability;
+  seq: number;
+}
+
+export class BitcloudDht {
+  /** Exactly the options bittorrent-dht was constructed with (tests check the bootstrap). */
+  readonly options: DhtOptions;
+  private readonly dht: DHT;
+  private readonly log: Logger;
+  private readonly readyP: Promise<void>;
+  private closed = false;
+
+  private constructor(o: BitcloudDhtOptions) {
+    this.log = o.log ?? silentLogger;
+    this.options = dhtOptions(o.bootstrap, o.queryTimeoutMs);
+    this.dht = new DHT(this.options);
+    this.dht.on('error', (e: Error) => this.log.warn({ err: e.message }, 'dht error'));
+    this.dht.on('warning', (e: Error) => this.log.debug({ err: e.message }, 'dht warning'));
+    this.readyP = new Promise((resolve) => { if (this.dht.ready) resolve(); else this.dht.once('ready', () => resolve()); });
+  }
+
+  /** Bind the UDP socket and start bootstrapping (resolves once bound, not once bootstrapped). */
+  static async start(o: BitcloudDhtOptions): Promise<BitcloudDht> {
+    const d = new BitcloudDht(o);
+    await new Promise<void>((resolve, reject) => {
+      const onErr = (e: NodeJS.ErrnoException) => reject(err('DHT_LISTEN_FAILED', `cannot bind UDP ${o.host}:${o.port}: ${e.code ?? e.message}`, { errno: e.code }, e));
+      d.dht.once('error', onErr);
+      d.dht.listen(o.port, o.host, () => { d.dht.off('error', onErr); resolve(); });
+    }).catch(async (e) => { await d.close(); throw e; });
+    return d;
+  }
+
+  get address(): DhtAddress {
+    const a = this.dht.address();
+    return { host: a.address, port: a.port };
+  }
+
+  /** Nodes in the routing table now. */
+  get nodeCount(): number {
+    return this.dht.toJSON().nodes.length;
+  }
+
+  /** Add nodes (e.g. storage nodes of a newer consensus); each is pinged before it is added. */
+  addNodes(list: readonly DhtAddress[]): void {
+    if (this.closed) return;
+    for (const a of list) this.dht.addNode({ host: a.host, port: a.port });
+  }
+
+  /** Resolves when bootstrapping finished, or after `timeoutMs` anyway (lookups work meanwhile). */
+  async ready(timeoutMs = 5_000): Promise<void> {
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([this.readyP, new Promise<void>((r) => { t = setTimeout(r, timeoutMs); })]);
+    clearTimeout(t);
+  }
+
+  /** A storage node announces that it serves storage on `port` (its storage port). */
+  announce(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.dht.announce(STORAGE_SWARM, port, (e) => (e ? reject(err('DHT_ANNOUNCE_FAILED', e.message)) : resolve()));
+    });
+  }
+
+  /** Peers announced in the storage swarm (addresses only; identities come from the consensus). */
+  findStoragePeers(): Promise<DhtAddress[]> {
+    const found = new Map<string, DhtAddress>();
+    const onPeer = (p: DhtAddress, infoHash: Buffer) => { if (infoHash.equals(STORAGE_SWARM)) found.set(`${p.host}:${p.port}`, p); };
+    this.dht.on('peer', onPeer);
+    return new Promise((resolve) => {
+      this.dht.lookup(STORAGE_SWARM, () => { this.dht.off('peer', onPeer); resolve([...found.values()]); });
+    });
+  }
+
+  /** The newest verified item under (publisher, label), or null. Values that are not capabilities are NAME_VALUE_MALFORMED. */
+  async resolve(publisher: Buffer, label: string): Promise<ResolvedName | null> {
+    const item = await this.getItem(publisher, nameSalt(label));
+    if (!item) return null;
+    return { cap: decodeNameValue(item.v), seq: item.seq };
+  }
+
+  /**
+   * Publish `cap` under (keys, label). seq defaults to max(current + 1, Unix seconds), so a newer
+   * publication wins even where an older one is still held. A given seq not above the current one
+   * is refused here (DHT_SEQ_STALE) and, if sent anyway (`skipSeqCheck`, tests), by the nodes
+   * (BEP 44 error 302, also DHT_SEQ_STALE). No node storing it is DHT_PUT_FAILED.
+   */
+  async publish(keys: Ed25519KeyPair, label: string, cap: Capability, o: { seq?: number; skipSeqCheck?: boolean } = {}): Promise<{ seq: number; nodes: number }> {
+    const salt = nameSalt(label);
+    const v = encodeNameValue(cap);
+    let seq: number;
+    if (o.skipSeqCheck && o.seq !== undefined) seq = checkSeq(o.seq);
+    else {
+      const current = await this.getItem(keys.publicKey, salt);
+      const cur = current ? current.seq : -1;
+      if (o.seq !== undefined) {
+        seq = checkSeq(o.seq);
+        if (seq <= cur) throw err('DHT_SEQ_STALE', `sequence number ${seq} is not above the published ${cur}`, { seq, current: cur });
+      } else {
+        seq = Math.max(cur + 1, Math.floor(Date.now() / 1000));
+      }
+    }
+    if (seq > MAX_SEQ) throw err('NAME_MALFORMED', 'sequence number too large');
+    await this.ready();
+    const nodes = await new Promise<number>((resolve, reject) => {
+      try {
+        this.dht.put({ k: keys.publicKey, v, seq, salt, sign: (m) => ed25519Sign(m, keys.secretKey) }, (e, _hash, n) => {
+          if (e) reject(putError(e));
+          else resolve(n);
+        });
+      } catch (e) {
+        reject(err('DHT_PUT_FAILED', (e as Error).message));
+      }
+    });
+    return { seq, nodes };
+  }
+
+  private async getItem(publisher: Buffer, salt: Buffer): Promise<{ v: Buffer; seq: number } | null> {
+    await this.ready();
+    const key = sha1(publisher, salt);
+    return new Promise((resolve, reject) => {
+      this.dht.get(key, { salt, cache: false }, (e, res) => {
+        if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
+        // The library checked the signature (our verify) and that the key matches k | salt.
+        if (!res || !res.k || !res.k.equals(publisher) || typeof res.seq !== 'number') { resolve(null); return; }
+        resolve({ v: res.v, seq: res.seq });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((r) => this.dht.destroy(() => r()));
+  }
+}
+
+function putError(e: Error & { code?: number }): BitcloudError {
+  if (e.code === 302) return err('DHT_SEQ_STALE', 'the DHT nodes hold a newer sequence number for this name', { bep44: 302 });
+  if (e.code === 301) return err('DHT_SEQ_STALE', 'compare-and-swap mismatch', { bep44: 301 });
+  return err('DHT_PUT_FAILED', `no DHT node stored the item: ${e.message}`, { bep44: e.code });
+}

@@ -1,0 +1,186 @@
+// SPEC.md §9.13.2: the direct storage session, used by `--direct` (it reveals the client's address
+// to the node). TLS 1.3 to the node's storage port (TCP), then the node proves its Ed25519
+// identity exactly as a link responder does (SPEC.md §1.3: an AUTHENTICATE body signed over this
+// TLS session's exporter value and both certificate hashes), behind an 8-byte magic; after that the
+// TLS stream carries storage frames (§9.6.1) both ways. No cells, no circuit: the session is the
+// plain TLS link of ARCHITECTURE §6, and the identity binding is the one of ARCHITECTURE §2.
+import tls from 'node:tls';
+import type net from 'node:net';
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import type { Ed25519KeyPair } from '../crypto/primitives';
+import {
+  exportLinkAuthValue, generateTlsCredentials, LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION, NO_CERT_HASH,
+  peerCertificateHash, type TlsCredentials,
+} from '../crypto/tls';
+import { AuthRole, decodeAuthenticate, makeAuthenticate, verifyAuthenticate } from '../link/handshake';
+import { CELL_PAYLOAD_LEN } from '../wire/cell';
+import { silentLogger, type Logger } from '../ops/log';
+
+/** SPEC.md §9.13.2: the node's first bytes on a direct session: magic, then the AUTHENTICATE body. */
+export const DIRECT_MAGIC = Buffer.from('BCSTORE1', 'ascii');
+export const DIRECT_HELLO_BYTES = DIRECT_MAGIC.length + CELL_PAYLOAD_LEN;
+export const DEFAULT_DIRECT_TIMEOUT_MS = 10_000;
+/** A direct session with no traffic for this long is closed by the node. */
+export const DEFAULT_DIRECT_IDLE_MS = 5 * 60_000;
+
+export interface ConnectStorageDirectOptions {
+  host: string;
+  port: number;
+  /** The node's identity key from the consensus; anything else ⇒ LINK_IDENTITY_MISMATCH. */
+  expectedIdentity: Buffer;
+  /** Bound on TCP connect + TLS + the node's proof. Default 10 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Open a direct storage session. Resolves with the TLS socket, positioned after the node's hello,
+ * ready for storage frames; rejects with LINK_CONNECT_FAILED, LINK_TLS_FAILED,
+ * LINK_HANDSHAKE_TIMEOUT, LINK_PROTOCOL_VIOLATION (no storage hello), MSG_* / LINK_AUTH_FAILED
+ * (bad proof) or LINK_IDENTITY_MISMATCH — never leaving a socket open when it rejects.
+ */
+export function connectStorageDirect(o: ConnectStorageDirectOptions): Promise<tls.TLSSocket> {
+  const timeoutMs = o.timeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    // SPEC.md §1.2 as for links: the certificate chain is never checked (identity comes from the
+    // hello), and the client, being anonymous, presents no certificate.
+    const socket = tls.connect({ host: o.host, port: o.port, minVersion: LINK_TLS_MIN_VERSION, maxVersion: LINK_TLS_MAX_VERSION, rejectUnauthorized: false });
+    let settled = false;
+    let hello: Buffer[] = [];
+    let have = 0;
+    let responderCertHash: Buffer = NO_CERT_HASH;
+    const fail = (e: BitcloudError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e);
+    };
+    const timer = setTimeout(() => fail(err('LINK_HANDSHAKE_TIMEOUT', `storage node did not prove its identity within ${timeoutMs} ms`)), timeoutMs);
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      fail(err(socket.connecting || e.syscall === 'connect' ? 'LINK_CONNECT_FAILED' : 'LINK_TLS_FAILED', e.code ?? e.message, { errno: e.code }, e));
+    });
+    socket.on('close', () => fail(err('LINK_TLS_FAILED', 'connection closed before the storage hello')));
+    socket.once('secureConnect', () => {
+      if (socket.getProtocol() !== LINK_TLS_MIN_VERSION) { fail(err('LINK_TLS_FAILED', `negotiated ${socket.getProtocol()}, need TLS 1.3`)); return; }
+      // Read once, right after the handshake (a later NewSessionTicket may hide it).
+      responderCertHash = peerCertificateHash(socket);
+    });
+    const onData = (chunk: Buffer) => {
+      hello.push(chunk);
+      have += chunk.length;
+      if (have < DIRECT_HELLO_BYTES) return;
+      socket.off('data', onData);
+      socket.pause();
+      const all = Buffer.concat(hello, have);
+      hello = [];
+      try {
+        if (!all.subarray(0, DIRECT_MAGIC.length).equals(DIRECT_MAGIC)) throw err('LINK_PROTOCOL_VIOLATION', 'the peer did not send a storage hello');
+        const a = decodeAuthenticate(all.subarray(DIRECT_MAGIC.length, DIRECT_HELLO_BYTES));
+        verifyAuthenticate(a, AuthRole.RESPONDER, {
+          exporterValue: exportLinkAuthValue(socket, AuthRole.RESPONDER), responderCertHash, initiatorCertHash: NO_CERT_HASH,
+        }, o.expectedIdentity);
+      } catch (e) {
+        fail(isBitcloudError(e) ? e : err('LINK_AUTH_FAILED', String(e)));
+        return;
+      }
+      // The node sends nothing after its hello until asked, but never assume a read boundary.
+      if (all.length > DIRECT_HELLO_BYTES) socket.unshift(all.subarray(DIRECT_HELLO_BYTES));
+      settled = true;
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.removeAllListeners('close');
+      socket.on('error', () => { /* the session owner sees the close */ });
+      resolve(socket);
+    };
+    socket.on('data', onData);
+  });
+}
+
+export interface StorageDirectListenerOptions {
+  host: string;
+  /** TCP port (0 = any free port; read it back from `.port`). */
+  port: number;
+  identity: Ed25519KeyPair;
+  /** Called with each session after the hello was sent; it owns the socket from then on. */
+  onSession: (socket: tls.TLSSocket) => void;
+  /** Default: a fresh self-signed certificate made now (SPEC.md §1.2). */
+  tls?: TlsCredentials;
+  /** Bound on the TLS handshake. Default 10 s. */
+  timeoutMs?: number;
+  /** Close a session idle this long. Default 5 min. */
+  idleTimeoutMs?: number;
+  maxConnections?: number;
+  /** Failed handshakes, by code (metrics). */
+  onError?: (code: string) => void;
+  log?: Logger;
+}
+
+export class StorageDirectListener {
+  private readonly sockets = new Set<net.Socket>();
+  private closing: Promise<void> | null = null;
+
+  /** @internal Use createStorageDirectListener. */
+  constructor(private readonly server: tls.Server, readonly port: number) {}
+
+  /** @internal */
+  track(s: net.Socket): void {
+    this.sockets.add(s);
+    s.once('close', () => this.sockets.delete(s));
+  }
+
+  /** TCP connections open now (handshaking or in a session). */
+  get connectionCount(): number { return this.sockets.size; }
+
+  /** Stop accepting, close every session at once, resolve when the port is free. */
+  close(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      for (const s of this.sockets) s.destroy();
+    });
+    return this.closing;
+  }
+}
+
+export async function createStorageDirectListener(o: StorageDirectListenerOptions): Promise<StorageDirectListener> {
+  const log = o.log ?? silentLogger;
+  const creds = o.tls ?? await generateTlsCredentials();
+  const server = tls.createServer({
+    key: creds.keyPem, cert: creds.certPem, minVersion: LINK_TLS_MIN_VERSION, maxVersion: LINK_TLS_MAX_VERSION,
+    // The initiator of a direct session is always an anonymous client: no certificate is asked for.
+    requestCert: false, handshakeTimeout: o.timeoutMs ?? DEFAULT_DIRECT_TIMEOUT_MS,
+  });
+  if (o.maxConnections !== undefined) server.maxConnections = o.maxConnections;
+  await new Promise<void>((resolve, reject) => {
+    const onErr = (e: NodeJS.ErrnoException) => reject(err('LINK_LISTEN_FAILED', `cannot listen on ${o.host}:${o.port}: ${e.code ?? e.message}`, { errno: e.code }, e));
+    server.once('error', onErr);
+    server.listen(o.port, o.host, () => { server.off('error', onErr); resolve(); });
+  });
+  server.on('error', (e) => log.warn({ err: e.message }, 'storage listener error'));
+  const addr = server.address();
+  const listener = new StorageDirectListener(server, typeof addr === 'object' && addr ? addr.port : o.port);
+  server.on('connection', (s: net.Socket) => listener.track(s));
+  server.on('tlsClientError', (e: NodeJS.ErrnoException, s: tls.TLSSocket) => {
+    // Garbage or a stalled handshake on the storage port costs that one connection only.
+    o.onError?.(e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'LINK_HANDSHAKE_TIMEOUT' : 'LINK_TLS_FAILED');
+    log.debug({ reason: e.code ?? e.message }, 'storage session TLS handshake failed');
+    s.destroy();
+  });
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    socket.on('error', () => { /* the session owner, or the close below, handles it */ });
+    try {
+      if (socket.isSessionReused()) throw err('LINK_TLS_FAILED', 'resumed TLS session');
+      const proof = makeAuthenticate(AuthRole.RESPONDER, o.identity, {
+        exporterValue: exportLinkAuthValue(socket, AuthRole.RESPONDER), responderCertHash: creds.certHash,
+        initiatorCertHash: peerCertificateHash(socket),
+      });
+      socket.write(Buffer.concat([DIRECT_MAGIC, proof]));
+      socket.setTimeout(o.idleTimeoutMs ?? DEFAULT_DIRECT_IDLE_MS, () => socket.destroy());
+      o.onSession(socket);
+    } catch (e) {
+      o.onError?.(errorCode(e));
+      socket.destroy();
+    }
+  });
+  log.info({ port: listener.port }, 'storage listener up');
+  return listener;
+}

@@ -1,0 +1,131 @@
+// SPEC.md §9.14: the private DHT and BEP 44 names. Real bittorrent-dht nodes on 127.0.0.1.
+import dgram from 'node:dgram';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../src/storage/dht';
+import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { randomBytes } from '../../src/crypto/primitives';
+import type { Capability } from '../../src/storage/capability';
+
+const PUBLIC_ROUTERS = /bittorrent\.com|utorrent\.com|transmissionbt\.com/;
+const cap = (): Capability => ({ manifestId: randomBytes(32), fileKey: randomBytes(32) });
+
+describe('bootstrap is private (SPEC.md §9.14)', () => {
+  it('an empty list is bootstrap: false, never the library default', () => {
+    expect(dhtOptions([]).bootstrap).toBe(false);
+    expect(dhtOptions([{ host: '127.0.0.1', port: 7001 }]).bootstrap).toEqual([{ host: '127.0.0.1', port: 7001 }]);
+  });
+
+  it('the list comes from Storage-flagged consensus entries, by storage port, without the node itself', () => {
+    const flags = (...f: string[]) => new Set(f);
+    const list = dhtBootstrapList([
+      { fingerprint: 'a'.repeat(64), address: '127.0.0.1', storagePort: 7001, flags: flags('Running', 'Valid', 'Storage') },
+      { fingerprint: 'b'.repeat(64), address: '127.0.0.2', storagePort: 0, flags: flags('Running', 'Valid') },
+      { fingerprint: 'c'.repeat(64), address: '127.0.0.3', storagePort: 7003, flags: flags('Running', 'Valid', 'Storage') },
+    ], 'c'.repeat(64));
+    expect(list).toEqual([{ host: '127.0.0.1', port: 7001 }]);
+  });
+
+  it('the first node starts with no bootstrap and sends nothing to the public routers', async () => {
+    const d = await BitcloudDht.start({ bootstrap: [], host: '127.0.0.1', port: 0 });
+    try {
+      expect(d.options.bootstrap).toBe(false);
+      const rpc = (d as unknown as { dht: { _rpc: { bootstrap: Array<{ host: string }> } } }).dht._rpc;
+      expect(rpc.bootstrap).toEqual([]);
+      await d.ready(1000);
+    } finally {
+      await d.close();
+    }
+  });
+});
+
+describe('names (SPEC.md §9.14)', () => {
+  it('labels, names and values round-trip; bad ones are NAME_MALFORMED / NAME_VALUE_MALFORMED', () => {
+    const k = ed25519Generate().publicKey;
+    const text = formatName({ publisher: k, label: 'my-site.v2' });
+    expect(parseName(text)).toEqual({ publisher: k, label: 'my-site.v2' });
+    expect(parseName('docs', k)).toEqual({ publisher: k, label: 'docs' });
+    expect(nameSalt('docs').toString()).toBe('bcname1:docs');
+    for (const bad of ['', 'UPPER', '-lead', 'a/b', 'x'.repeat(57), 'sp ace']) expect(() => checkLabel(bad)).toThrow(/NAME_MALFORMED/);
+    expect(() => parseName('docs')).toThrow(/NAME_MALFORMED/);
+    expect(() => parseName(`${text.slice(0, 10)}/docs`)).toThrow(/NAME_MALFORMED/);
+    const c = cap();
+    expect(decodeNameValue(encodeNameValue(c))).toEqual(c);
+    expect(() => decodeNameValue(Buffer.from('not a capability'))).toThrow(/NAME_VALUE_MALFORMED/);
+  });
+});
+
+describe('a private DHT of four storage nodes and a client', () => {
+  const nodes: BitcloudDht[] = [];
+  let client: BitcloudDht;
+  const sent: string[] = [];
+  let spy: ReturnType<typeof vi.spyOn>;
+
+  beforeAll(async () => {
+    const orig = dgram.Socket.prototype.send;
+    spy = vi.spyOn(dgram.Socket.prototype, 'send').mockImplementation(function (this: dgram.Socket, ...args: unknown[]) {
+      // send(buf, offset, length, port, address, cb) as k-rpc-socket calls it, or
+      // send(list, port, address, cb) as node re-enters it once the socket is bound.
+      sent.push(String(typeof args[3] === 'number' ? args[4] : args[2]));
+      return (orig as (...a: unknown[]) => void).apply(this, args);
+    } as typeof orig);
+    nodes.push(await BitcloudDht.start({ bootstrap: [], host: '127.0.0.1', port: 0 }));
+    for (let i = 0; i < 3; i++) nodes.push(await BitcloudDht.start({ bootstrap: [nodes[0].address], host: '127.0.0.1', port: 0 }));
+    client = await BitcloudDht.start({ bootstrap: nodes.map((n) => n.address), host: '127.0.0.1', port: 0 });
+    await Promise.all([...nodes, client].map((n) => n.ready(5000)));
+  });
+
+  afterAll(async () => {
+    await client?.close();
+    await Promise.all(nodes.map((n) => n.close()));
+    spy?.mockRestore();
+  });
+
+  it('storage nodes announce themselves and a client finds them', async () => {
+    await Promise.all(nodes.slice(1).map((n, i) => n.announce(7100 + i)));
+    const peers = await client.findStoragePeers();
+    expect(peers.map((p) => p.port).sort()).toEqual([7100, 7101, 7102]);
+    expect(STORAGE_SWARM.length).toBe(20);
+  });
+
+  it('publish then resolve; a second publication is newer and wins', async () => {
+    const keys = ed25519Generate();
+    const c1 = cap();
+    const c2 = cap();
+    const p1 = await client.publish(keys, 'site', c1);
+    expect(p1.nodes).toBeGreaterThan(0);
+    expect(await client.resolve(keys.publicKey, 'site')).toEqual({ cap: c1, seq: p1.seq });
+    const p2 = await client.publish(keys, 'site', c2);
+    expect(p2.seq).toBeGreaterThan(p1.seq);
+    // Another client (a node here) sees the newer value too.
+    expect(await nodes[2].resolve(keys.publicKey, 'site')).toEqual({ cap: c2, seq: p2.seq });
+    expect(await client.resolve(keys.publicKey, 'other')).toBeNull();
+  });
+
+  it('a stale sequence number is refused by the publisher and by the nodes', async () => {
+    const keys = ed25519Generate();
+    await client.publish(keys, 'stale', cap(), { seq: 10 });
+    await expect(client.publish(keys, 'stale', cap(), { seq: 10 })).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
+    await expect(client.publish(keys, 'stale', cap(), { seq: 3 })).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
+    // Sent anyway: every node that holds seq 10 answers BEP 44 error 302.
+    await expect(client.publish(keys, 'stale', cap(), { seq: 4, skipSeqCheck: true })).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
+    expect((await client.resolve(keys.publicKey, 'stale'))!.seq).toBe(10);
+  });
+
+  it('an item signed by another key is not accepted as the name', async () => {
+    const keys = ed25519Generate();
+    const other = ed25519Generate();
+    await client.publish(keys, 'mine', cap());
+    // A forger signs with its own key: the item lands under its own key, never under ours.
+    const forged = cap();
+    await client.publish({ publicKey: keys.publicKey, secretKey: other.secretKey }, 'mine', forged, { seq: 2 ** 40, skipSeqCheck: true }).catch(() => {});
+    const got = await client.resolve(keys.publicKey, 'mine');
+    expect(got!.cap).not.toEqual(forged);
+  });
+
+  it('no datagram went anywhere but 127.0.0.1', () => {
+    expect(sent.length).toBeGreaterThan(0);
+    expect(sent.filter((a) => a !== '127.0.0.1')).toEqual([]);
+    expect(sent.some((a) => PUBLIC_ROUTERS.test(a))).toBe(false);
+  });
+});
