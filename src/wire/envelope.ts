@@ -15,9 +15,11 @@ export const DocType = {
   KEY_CERTIFICATE: 2,
   VOTE: 3,
   CONSENSUS: 4,
+  /** A moderator policy version (SPEC.md §10.2), signed by the moderator key. */
+  POLICY: 5,
 } as const;
 export type DocTypeValue = (typeof DocType)[keyof typeof DocType];
-const DOC_NAMES: Record<number, string> = { 1: 'relay descriptor', 2: 'key certificate', 3: 'vote', 4: 'consensus' };
+const DOC_NAMES: Record<number, string> = { 1: 'relay descriptor', 2: 'key certificate', 3: 'vote', 4: 'consensus', 5: 'moderator policy' };
 export function docTypeName(t: number): string { return DOC_NAMES[t] ?? `unknown document type ${t}`; }
 
 /**

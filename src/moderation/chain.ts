@@ -1,0 +1,201 @@
+// SPEC.md §10.4–10.5: from verified versions to a moderator's current policy. Versions are
+// append-friendly: a SNAPSHOT states the whole denylist; a DELTA names the digest of the version
+// before it and lists only the entries it adds and removes (classes and limits, being small, are
+// complete in every version). A *bundle* is the chain since the last snapshot: snapshot, then
+// deltas in order. Sequence numbers only go up: a lower number is a replay, a different version
+// with the same number is a conflict, and both are refused.
+import { err } from '../errors';
+import { DenySet } from './denylist';
+import {
+  checkPolicyWindow, verifyPolicyVersion,
+  type ClassRule, type PolicyContent, type PolicyVersion,
+} from './policy';
+
+export const BUNDLE_LIMITS = {
+  bytes: 16 * 1024 * 1024,
+  versions: 256,
+} as const;
+
+/** A moderator's policy as of its newest verified version. Immutable. */
+export interface PolicyState {
+  moderator: string;
+  seq: number;
+  digest: Buffer;
+  validAfter: number;
+  validUntil: number;
+  name: string;
+  classes: readonly ClassRule[];
+  maxShareBytes: number;
+  deny: DenySet;
+  /** The versions since (and including) the last snapshot, oldest first: what a bundle carries. */
+  chain: readonly PolicyVersion[];
+}
+
+// ---- bundles: u32 length | envelope, repeated (SPEC.md §10.5) ----
+
+export function encodeBundle(envelopes: readonly Uint8Array[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const e of envelopes) {
+    const h = Buffer.alloc(4);
+    h.writeUInt32BE(e.length);
+    parts.push(h, Buffer.from(e));
+  }
+  return Buffer.concat(parts);
+}
+
+/** Split a bundle into envelopes. Malformed framing → POLICY_MALFORMED. */
+export function decodeBundle(buf: Uint8Array): Buffer[] {
+  if (buf.length === 0) throw err('POLICY_MALFORMED', 'empty policy bundle');
+  if (buf.length > BUNDLE_LIMITS.bytes) throw err('POLICY_MALFORMED', `policy bundle of ${buf.length} bytes exceeds ${BUNDLE_LIMITS.bytes}`);
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
+  const out: Buffer[] = [];
+  let off = 0;
+  while (off < b.length) {
+    if (b.length - off < 4) throw err('POLICY_MALFORMED', 'policy bundle: truncated length');
+    const len = b.readUInt32BE(off);
+    off += 4;
+    if (len === 0 || len > b.length - off) throw err('POLICY_MALFORMED', 'policy bundle: bad envelope length', { len });
+    if (out.length >= BUNDLE_LIMITS.versions) throw err('POLICY_MALFORMED', `policy bundle: more than ${BUNDLE_LIMITS.versions} versions`);
+    out.push(b.subarray(off, off + len));
+    off += len;
+  }
+  return out;
+}
+
+/** The bundle of a state: its chain since the last snapshot. */
+export function stateBundle(s: PolicyState): Buffer {
+  return encodeBundle(s.chain.map((v) => v.raw));
+}
+
+// ---- applying versions ----
+
+function applyOne(prev: PolicyState | null, v: PolicyVersion): PolicyState {
+  const c = v.content;
+  let deny: DenySet;
+  let chain: PolicyVersion[];
+  if (c.previous === null) {
+    deny = DenySet.of(c.denyAdd);
+    chain = [v];
+  } else {
+    if (!prev || prev.seq + 1 !== c.seq || !prev.digest.equals(c.previous)) {
+      throw err('POLICY_CHAIN_BROKEN', `delta ${c.seq} of moderator ${v.moderator} does not follow the version held (${prev ? prev.seq : 'none'}); a snapshot is needed`, { moderator: v.moderator, seq: c.seq });
+    }
+    for (const e of c.denyAdd) if (prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an entry already listed`, { moderator: v.moderator });
+    for (const e of c.denyRemove) if (!prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an entry not listed`, { moderator: v.moderator });
+    deny = prev.deny.apply(c.denyAdd, c.denyRemove);
+    chain = [...prev.chain, v];
+  }
+  return {
+    moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: v.validUntil,
+    name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes, deny, chain,
+  };
+}
+
+export interface AdvanceOptions {
+  /** The moderator the bundle must be by (fingerprint). */
+  moderator: string;
+  now: number;
+  skewMs?: number;
+  /** Check the newest version's validity window (default true; false when reloading from disk). */
+  checkWindow?: boolean;
+}
+
+export interface AdvanceResult {
+  state: PolicyState;
+  /** 'unchanged': the bundle's newest version is the one held. */
+  result: 'updated' | 'unchanged';
+}
+
+/**
+ * SPEC.md §10.4: take a bundle (or a list of envelopes) and return the newer state, or refuse it.
+ * The bundle either starts with a snapshot, or with versions that continue the held chain.
+ * Refusals: POLICY_MALFORMED, POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR (one forged or foreign
+ * version refuses the whole bundle), POLICY_REPLAYED (newest seq below the held one),
+ * POLICY_CONFLICT (another version under a seq already held), POLICY_CHAIN_BROKEN (a delta that
+ * does not continue what is held), POLICY_EXPIRED / POLICY_NOT_YET_VALID.
+ */
+export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | readonly Uint8Array[], o: AdvanceOptions): AdvanceResult {
+  const raws = bundle instanceof Uint8Array ? decodeBundle(bundle) : [...bundle];
+  if (raws.length === 0) throw err('POLICY_MALFORMED', 'no policy versions');
+  const versions = raws.map((r) => verifyPolicyVersion(r, { moderator: o.moderator }));
+  for (let i = 1; i < versions.length; i++) {
+    const a = versions[i - 1].content, b = versions[i].content;
+    if (b.seq !== a.seq + 1) throw err('POLICY_MALFORMED', 'bundle versions are not consecutive', { moderator: o.moderator });
+    if (b.previous !== null && !b.previous.equals(versions[i - 1].digest)) {
+      throw err('POLICY_CHAIN_BROKEN', `delta ${b.seq} does not name version ${a.seq}`, { moderator: o.moderator, seq: b.seq });
+    }
+  }
+  const newest = versions[versions.length - 1];
+  const seq = newest.content.seq;
+  if (held) {
+    if (held.moderator !== o.moderator) throw err('POLICY_WRONG_MODERATOR', 'held state is of another moderator');
+    if (seq < held.seq) {
+      throw err('POLICY_REPLAYED', `policy version ${seq} of moderator ${o.moderator} is older than the version held (${held.seq})`, { moderator: o.moderator, seq, held: held.seq });
+    }
+    const same = versions.find((v) => v.content.seq === held.seq);
+    if (same && !same.digest.equals(held.digest)) {
+      throw err('POLICY_CONFLICT', `moderator ${o.moderator} signed two different versions ${held.seq}`, { moderator: o.moderator, seq: held.seq });
+    }
+    if (seq === held.seq) return { state: held, result: 'unchanged' };
+  }
+  if (o.checkWindow !== false) checkPolicyWindow(newest, o.now, o.skewMs ?? 60_000);
+
+  // Start from the last snapshot in the bundle, or continue the held chain.
+  let start = -1;
+  for (let i = versions.length - 1; i >= 0; i--) if (versions[i].content.previous === null) { start = i; break; }
+  let state: PolicyState | null;
+  if (start >= 0) {
+    state = null;
+  } else {
+    start = versions.findIndex((v) => v.content.seq === (held?.seq ?? -1) + 1);
+    if (start < 0) {
+      throw err('POLICY_CHAIN_BROKEN', `bundle of moderator ${o.moderator} has no snapshot and does not continue version ${held?.seq ?? 'none'}`, { moderator: o.moderator });
+    }
+    state = held;
+  }
+  for (let i = start; i < versions.length; i++) state = applyOne(state, versions[i]);
+  return { state: state!, result: 'updated' };
+}
+
+/** The versions a holder of (afterSeq, afterDigest) lacks: deltas after it, or the whole chain. */
+export function versionsAfter(s: PolicyState, afterSeq?: number, afterDigest?: Buffer): PolicyVersion[] {
+  if (afterSeq === undefined) return [...s.chain];
+  if (afterSeq >= s.seq) return [];
+  const i = s.chain.findIndex((v) => v.content.seq === afterSeq);
+  if (i >= 0 && (!afterDigest || s.chain[i].digest.equals(afterDigest))) return s.chain.slice(i + 1);
+  return [...s.chain];
+}
+
+// ---- making the next version (the moderator's side) ----
+
+/** What a moderator wants the policy to say (the working policy of `bitcloud moderator`). */
+export interface DesiredPolicy {
+  name: string;
+  classes: ClassRule[];
+  maxShareBytes: number;
+  /** Double-hashed entries. */
+  deny: Iterable<Uint8Array>;
+}
+
+/**
+ * The content of the next version after `held`: a delta when one exists and the chain is shorter
+ * than `maxChain` and the delta is smaller than a snapshot; else a snapshot.
+ */
+export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy, o: { maxChain?: number; snapshot?: boolean } = {}): Omit<PolicyContent, 'moderator'> {
+  const wanted = DenySet.of(want.deny);
+  const base = { classes: want.classes, maxShareBytes: want.maxShareBytes, name: want.name, seq: (held?.seq ?? 0) + 1 };
+  const snapshot = { ...base, previous: null, denyAdd: wanted.entries(), denyRemove: [] };
+  if (!held || o.snapshot || held.chain.length >= (o.maxChain ?? 32)) return snapshot;
+  const add = wanted.entries().filter((e) => !held.deny.hasEntry(e));
+  const remove = held.deny.entries().filter((e) => !wanted.hasEntry(e));
+  if (add.length + remove.length >= wanted.size && wanted.size > 0) return snapshot;
+  return { ...base, previous: held.digest, denyAdd: add, denyRemove: remove };
+}
+
+/** SPEC.md §10.1: does this policy admit uploads of class `cls`? Returns the matching rule. */
+export function admittingRule(s: Pick<PolicyState, 'classes'>, cls: string): ClassRule | null {
+  const exact = s.classes.find((r) => r.name === cls);
+  if (exact) return exact;
+  if (cls.startsWith('public-')) return s.classes.find((r) => r.name === 'public-any') ?? null;
+  return null;
+}

@@ -1,0 +1,247 @@
+// SPEC.md §10.2: moderator policy versions. One version is a signed envelope (SPEC.md §6.2) of
+// document type POLICY whose content is a `Policy` (policy.proto), signed by the moderator's own
+// Ed25519 key. The decoder checks every rule, and verification turns raw bytes into a
+// `PolicyVersion` — the only form the rest of moderation accepts (unverified bytes cannot reach
+// enforcement by accident). Chains of versions (snapshots and deltas) are in chain.ts.
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+import { err, isBitcloudError } from '../errors';
+import type { Ed25519KeyPair } from '../crypto/primitives';
+import { fingerprint, parseFingerprint } from '../crypto/keys';
+import { checkWindow, DocType, openEnvelope, signDocument, verifyDigestSignature } from '../wire/envelope';
+import { DENY_ENTRY_BYTES, packEntries, splitEntries } from './denylist';
+
+const root = protobuf.loadSync(fileURLToPath(new URL('./policy.proto', import.meta.url)));
+const PolicyType = root.lookupType('bitcloud.moderation.Policy');
+
+/** Content classes every implementation knows (SPEC.md §10.1). Others may be used by agreement. */
+export const ContentClass = {
+  ENCRYPTED_PRIVATE: 'encrypted-private',
+  PUBLIC_VIDEO: 'public-video',
+  PUBLIC_ANY: 'public-any',
+} as const;
+
+const CLASS_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const NAME_RE = /^[\x20-\x7e]{0,64}$/;
+
+export const POLICY_LIMITS = {
+  /** Largest envelope of one version (about 130 000 entries in a snapshot). */
+  versionBytes: 4 * 1024 * 1024,
+  classes: 64,
+  nameChars: 64,
+} as const;
+
+/** True when `cls` names a public class (stored with the public key, readable by anyone, §10.1). */
+export function isPublicClass(cls: string): boolean {
+  return cls.startsWith('public-');
+}
+
+/** Check a class name; `code` is the error for a bad one. */
+export function checkContentClass(cls: unknown, code = 'POLICY_MALFORMED'): string {
+  if (typeof cls !== 'string' || !CLASS_RE.test(cls)) throw err(code, 'a content class matches [a-z0-9][a-z0-9-]{0,63}', { contentClass: String(cls).slice(0, 80) });
+  return cls;
+}
+
+export interface ClassRule {
+  name: string;
+  /** 0 = no class-specific limit. */
+  maxShareBytes: number;
+}
+
+/** The decoded content of one version (policy.proto Policy), every rule checked. */
+export interface PolicyContent {
+  moderator: Buffer;
+  seq: number;
+  /** null: a snapshot; else the SHA-256 of the previous version's body (a delta). */
+  previous: Buffer | null;
+  classes: ClassRule[];
+  maxShareBytes: number;
+  denyAdd: Buffer[];
+  denyRemove: Buffer[];
+  name: string;
+}
+
+const BAD = 'POLICY_MALFORMED';
+
+function bad(field: string, why: string): never {
+  throw err(BAD, `${field}: ${why}`, { field });
+}
+
+function u64(v: unknown, field: string): number {
+  if (v == null) return 0;
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) bad(field, 'not a safe non-negative integer');
+    return v;
+  }
+  const l = v as { low?: unknown; high?: unknown };
+  if (typeof l === 'object' && typeof l.low === 'number' && typeof l.high === 'number') {
+    if (l.high >>> 0 > 0x1f_ffff) bad(field, 'exceeds 2^53 - 1');
+    return (l.high >>> 0) * 0x1_0000_0000 + (l.low >>> 0);
+  }
+  return bad(field, 'not an integer');
+}
+
+function u32(v: unknown, field: string): number {
+  if (v == null) return 0;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffff_ffff) bad(field, 'not a uint32');
+  return v;
+}
+
+function bytesField(v: unknown, field: string): Buffer {
+  if (v == null) return Buffer.alloc(0);
+  if (!(v instanceof Uint8Array)) bad(field, 'not bytes');
+  return Buffer.from(v.buffer, v.byteOffset, v.length);
+}
+
+function strField(v: unknown, field: string): string {
+  if (v == null) return '';
+  if (typeof v !== 'string') bad(field, 'not a string');
+  return v;
+}
+
+function checkClasses(classes: ClassRule[]): ClassRule[] {
+  if (classes.length > POLICY_LIMITS.classes) bad('classes', `more than ${POLICY_LIMITS.classes}`);
+  for (let i = 0; i < classes.length; i++) {
+    checkContentClass(classes[i].name);
+    if (i > 0 && !(classes[i - 1].name < classes[i].name)) bad('classes', 'must be sorted by name and distinct');
+  }
+  return classes;
+}
+
+function checkContent(p: PolicyContent): PolicyContent {
+  if (p.moderator.length !== 32) bad('moderator', 'must be 32 bytes');
+  if (!(p.seq >= 1)) bad('seq', 'must be at least 1');
+  if (p.previous !== null && p.previous.length !== 32) bad('previous', 'must be empty or 32 bytes');
+  if (p.previous === null && p.denyRemove.length > 0) bad('deny_remove', 'a snapshot removes nothing');
+  if (p.previous !== null && p.seq === 1) bad('previous', 'version 1 is always a snapshot');
+  if (!NAME_RE.test(p.name)) bad('name', 'at most 64 printable ASCII characters');
+  checkClasses(p.classes);
+  const removed = new Set(p.denyRemove.map((e) => e.toString('hex')));
+  for (const e of p.denyAdd) if (removed.has(e.toString('hex'))) bad('deny_add', 'an entry is both added and removed');
+  return p;
+}
+
+/** Encode a version's content (canonical: classes sorted, entries sorted and distinct). */
+export function encodePolicyContent(p: PolicyContent): Buffer {
+  const c = checkContent({
+    ...p,
+    classes: [...p.classes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    denyAdd: splitEntries(packEntries(p.denyAdd), 'deny_add'),
+    denyRemove: splitEntries(packEntries(p.denyRemove), 'deny_remove'),
+  });
+  const o: Record<string, unknown> = { moderator: c.moderator, seq: c.seq };
+  if (c.previous) o.previous = c.previous;
+  if (c.classes.length) o.classes = c.classes.map((r) => (r.maxShareBytes ? { name: r.name, maxShareBytes: r.maxShareBytes } : { name: r.name }));
+  if (c.maxShareBytes) o.maxShareBytes = c.maxShareBytes;
+  if (c.denyAdd.length) o.denyAdd = Buffer.concat(c.denyAdd);
+  if (c.denyRemove.length) o.denyRemove = Buffer.concat(c.denyRemove);
+  if (c.name) o.name = c.name;
+  const u = PolicyType.encode(PolicyType.create(o)).finish();
+  return Buffer.from(u.buffer, u.byteOffset, u.length);
+}
+
+/** Decode and check a version's content. Anything invalid → POLICY_MALFORMED (never another error). */
+export function decodePolicyContent(buf: Uint8Array): PolicyContent {
+  if (buf.length > POLICY_LIMITS.versionBytes) throw err(BAD, `policy content of ${buf.length} bytes exceeds ${POLICY_LIMITS.versionBytes}`);
+  let m: Record<string, unknown>;
+  try {
+    m = PolicyType.decode(buf) as unknown as Record<string, unknown>;
+  } catch (e) {
+    throw err(BAD, `not a valid Policy message: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const rawClasses = m.classes == null ? [] : m.classes;
+  if (!Array.isArray(rawClasses)) bad('classes', 'not a list');
+  if (rawClasses.length > POLICY_LIMITS.classes) bad('classes', `more than ${POLICY_LIMITS.classes}`);
+  const previous = bytesField(m.previous, 'previous');
+  return checkContent({
+    moderator: bytesField(m.moderator, 'moderator'),
+    seq: u64(m.seq, 'seq'),
+    previous: previous.length === 0 ? null : previous,
+    classes: rawClasses.map((x: unknown, i: number) => {
+      const r = (x ?? {}) as Record<string, unknown>;
+      return { name: strField(r.name, `classes[${i}].name`), maxShareBytes: u32(r.maxShareBytes, `classes[${i}].max_share_bytes`) };
+    }),
+    maxShareBytes: u32(m.maxShareBytes, 'max_share_bytes'),
+    denyAdd: splitEntries(bytesField(m.denyAdd, 'deny_add'), 'deny_add'),
+    denyRemove: splitEntries(bytesField(m.denyRemove, 'deny_remove'), 'deny_remove'),
+    name: strField(m.name, 'name'),
+  });
+}
+
+declare const verifiedBrand: unique symbol;
+
+/** A version whose signature has been checked (SPEC.md §10.2). Only verifyPolicyVersion makes one. */
+export interface PolicyVersion {
+  readonly [verifiedBrand]: true;
+  /** Fingerprint of the moderator key (64 lowercase hex). */
+  readonly moderator: string;
+  readonly content: PolicyContent;
+  /** SHA-256 of the envelope body: what the next delta's `previous` names. */
+  readonly digest: Buffer;
+  readonly validAfter: number;
+  readonly validUntil: number;
+  /** The envelope exactly as received. */
+  readonly raw: Buffer;
+}
+
+/** Sign a version with the moderator key. `content.moderator` is set from the key. */
+export function signPolicy(
+  content: Omit<PolicyContent, 'moderator'>,
+  key: Ed25519KeyPair,
+  window: { validAfter: number; validUntil: number },
+): Buffer {
+  const encoded = encodePolicyContent({ ...content, moderator: key.publicKey });
+  return signDocument({ type: DocType.POLICY, validAfter: window.validAfter, validUntil: window.validUntil, content: encoded }, { identity: key.publicKey, keyPair: key });
+}
+
+/**
+ * Open and verify one version: a POLICY envelope with exactly one signature, made by the key named
+ * in the content (and, when `moderator` is given, that key). Does not look at the validity window
+ * (see checkPolicyWindow) or at other versions (chain.ts). Errors: POLICY_MALFORMED,
+ * POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR.
+ */
+export function verifyPolicyVersion(raw: Uint8Array, opts: { moderator?: string } = {}): PolicyVersion {
+  let doc;
+  try {
+    doc = openEnvelope(raw, DocType.POLICY, POLICY_LIMITS.versionBytes + 1024);
+  } catch (e) {
+    if (isBitcloudError(e)) throw err(BAD, `policy envelope: ${e.message}`, { cause: e.code });
+    throw e;
+  }
+  const content = decodePolicyContent(doc.content);
+  const fp = fingerprint(content.moderator);
+  if (opts.moderator !== undefined && opts.moderator !== fp) {
+    throw err('POLICY_WRONG_MODERATOR', `policy is by moderator ${fp}, expected ${opts.moderator}`, { moderator: opts.moderator, got: fp });
+  }
+  if (doc.signatures.length !== 1) throw err('POLICY_BAD_SIGNATURE', `a policy carries exactly one signature, found ${doc.signatures.length}`, { moderator: fp });
+  const s = doc.signatures[0];
+  if (!s.signer.equals(content.moderator) || s.key !== null) {
+    throw err('POLICY_BAD_SIGNATURE', `policy of moderator ${fp} is not signed by the moderator key`, { moderator: fp });
+  }
+  if (!verifyDigestSignature(doc.digest, s.signature, content.moderator)) {
+    throw err('POLICY_BAD_SIGNATURE', `policy signature of moderator ${fp} does not verify`, { moderator: fp });
+  }
+  return { moderator: fp, content, digest: doc.digest, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw } as PolicyVersion;
+}
+
+/** SPEC.md §10.4: a version is taken only inside [valid_after − skew, valid_until]. */
+export function checkPolicyWindow(v: PolicyVersion, now: number, skewMs: number): void {
+  try {
+    checkWindow(v, now, skewMs, `policy version ${v.content.seq} of moderator ${v.moderator}`);
+  } catch (e) {
+    if (isBitcloudError(e, 'DOC_EXPIRED')) throw err('POLICY_EXPIRED', e.message.replace(/^[A-Z_]+: /, ''), { moderator: v.moderator, seq: v.content.seq });
+    if (isBitcloudError(e, 'DOC_NOT_YET_VALID')) throw err('POLICY_NOT_YET_VALID', e.message.replace(/^[A-Z_]+: /, ''), { moderator: v.moderator, seq: v.content.seq });
+    throw e;
+  }
+}
+
+/** Parse a moderator fingerprint (POLICY_BAD_MODERATOR for anything but 64 lowercase hex). */
+export function parseModerator(fp: string): Buffer {
+  try {
+    return parseFingerprint(fp);
+  } catch {
+    throw err('POLICY_BAD_MODERATOR', 'a moderator is named by 64 lowercase hex characters of its Ed25519 key', { moderator: String(fp).slice(0, 80) });
+  }
+}
+
+export { DENY_ENTRY_BYTES };
