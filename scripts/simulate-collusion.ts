@@ -3,16 +3,18 @@
 // over a synthetic network; nothing here re-implements a rule.
 //
 //   node bin/run-ts.js scripts/simulate-collusion.ts [--relays 2000] [--epochs 6] [--fractions 0.01,0.05,0.1,0.2]
-//        [--seed 1] [--sybil-size 0] [--kappa 1.5] [--slack 1000] [--gamma 2] [--circuit-sigma 2.5] [--json FILE] [--sweep]
+//        [--seed 1] [--sybil-size 0] [--kappa 1.5] [--slack 1000] [--gamma 2] [--circuit-sigma 1.5] [--json FILE] [--sweep]
 //
 // Model (documented in SPEC §8.8):
 // - relay capacities are log-normal (median 5 MB/s, σ = 1.3, clipped to [50 kB/s, 1 GB/s]), roughly the
 //   shape of Tor's advertised bandwidths; every relay has a random public IPv4 address and 100 epochs of history;
 // - honest traffic: clients pick the three hops of a circuit in proportion to capacity; circuits carry a
-//   log-normal number of cells (median 100 kB, mean ≈ 2.3 MB); the network runs at 50 % of capacity;
+//   log-normal number of cells (median 100 kB, σ = 1.5 by default: mean ≈ 300 kB; --circuit-sigma 2.5 puts most
+//   bytes in rare bulk circuits: mean ≈ 2.3 MB); the network runs at 50 % of capacity;
 //   every relay pair with traffic yields one honest receipt per epoch (Poisson number of circuits per pair);
 // - the coalition: relays drawn at random until they hold a fraction f of all capacity (or, with
-//   --sybil-size S, fresh relays of S bytes/s each, in distinct /16s, holding f of the capacity). They
+//   --sybil-size S, many relays of S bytes/s each, in distinct /16s, holding f of the capacity, that have served
+//   long enough to leave the new-relay cap). They
 //   declare absurd bandwidth, keep their honest receipts, and every pair of members in different /16s
 //   countersigns an invented receipt far larger than any bound (claims above a cap cost nothing);
 // - weights: each epoch's measurement becomes the next epoch's previous-consensus weight (one authority's view;
@@ -47,7 +49,7 @@ function parseArgs(argv: string[]): Opts {
     kappa: num('kappa', DEFAULT_BOUNDS.peerCapFactor),
     slack: num('slack', DEFAULT_BOUNDS.peerCapSlackCells),
     gamma: num('gamma', DEFAULT_BOUNDS.growthFactor),
-    circuitSigma: num('circuit-sigma', 2.5),
+    circuitSigma: num('circuit-sigma', 1.5),
     json: get('json'),
     sweep: argv.includes('--sweep'),
   };
@@ -95,7 +97,7 @@ function makeNetwork(o: Opts, f: number, r: () => number): SimRelay[] {
   }
   const honestTotal = relays.reduce((a, x) => a + x.capacity, 0);
   if (o.sybilSize > 0) {
-    // Fresh relays of sybilSize each holding f of the capacity: S·n / (H + S·n) = f.
+    // Established Sybil relays of sybilSize each, holding f of the capacity: S·n / (H + S·n) = f.
     const n = Math.max(2, Math.round((f * honestTotal) / ((1 - f) * o.sybilSize)));
     const used = new Set(relays.map((x) => slash16(x.ipv4)));
     for (let i = 0; i < n; i++) {
@@ -117,10 +119,10 @@ function makeNetwork(o: Opts, f: number, r: () => number): SimRelay[] {
   return relays;
 }
 
-/** Log-normal circuit sizes: median 200 cells (100 kB), σ = 2.5 (mean ≈ 4 550 cells ≈ 2.3 MB), at most 4·10^6 cells. */
+/** Log-normal circuit sizes: median 200 cells (100 kB), σ from --circuit-sigma, at most 4·10^6 cells. */
 const CIRCUIT_MEDIAN = 200;
 const CIRCUIT_MAX = 4e6;
-let CIRCUIT_SIGMA = 2.5;
+let CIRCUIT_SIGMA = 1.5;
 let CIRCUIT_MEAN = 0;
 let CIRCUIT_SD = 0;
 function setCircuitSigma(sigma: number): void {
