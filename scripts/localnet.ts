@@ -1,5 +1,187 @@
-// `npm start`: the local network launcher. The full launcher (3 authorities, 6+ relays, storage nodes,
-// a client proxy) arrives with the circuits issue; until then this says so and exits non-zero.
-console.error('bitcloud: the local network launcher is not built yet (it arrives with the relays/circuits work).');
-console.error('Run `npm test` to exercise what exists today.');
-process.exit(1);
+// `npm start`: a whole Bitcloud network on 127.0.0.1, each node its own process.
+// 3 directory authorities, 6+ relays (2+ exits that allow 127.0.0.1), storage nodes (when the
+// storage daemon is present), and one client SOCKS proxy. Writes DIR/network.json describing
+// every node, waits for a consensus, shows a download through a 3-hop circuit, prints the URLs,
+// and runs until Ctrl-C, then stops every process it started (by PID).
+//
+//   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
+//                [--socks-port P] [--period S] [--exit-after-demo] [--no-demo]
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { authorityKeygen } from '../directory/keygen';
+import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
+import { writeFileAtomicSync } from '../src/ops/fsutil';
+import { LocalNetProcesses } from './localnet/processes';
+import { checkPortsFree, runDemo, waitForConsensus } from './localnet/demo';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const argv = await yargs(hideBin(process.argv))
+  .scriptName('npm start --')
+  .usage('$0 [options]\n\nBring up a whole Bitcloud network on 127.0.0.1 and show it working.')
+  .option('dir', { type: 'string', default: path.join(REPO, '.localnet'), describe: 'Folder for keys, configs, logs and network.json' })
+  .option('relays', { type: 'number', default: 6, describe: 'Relays (at least 3)' })
+  .option('exits', { type: 'number', default: 2, describe: 'How many of the relays are exits allowing 127.0.0.1' })
+  .option('storage', { type: 'number', default: 4, describe: 'Storage nodes (0 for none)' })
+  .option('base-port', { type: 'number', default: 27000, describe: 'First port; the network uses the next ~100' })
+  .option('socks-port', { type: 'number', default: 9050, describe: 'Client SOCKS5 port' })
+  .option('period', { type: 'number', default: 15, describe: 'Consensus period, seconds' })
+  .option('demo', { type: 'boolean', default: true, describe: 'Show a download through a 3-hop circuit (and a put/get)' })
+  .option('exit-after-demo', { type: 'boolean', default: false, describe: 'Stop everything after the demo (for CI)' })
+  .option('keep', { type: 'boolean', default: false, describe: 'Keep the data of an earlier run in --dir (default: start afresh)' })
+  .check((a) => {
+    if (a.relays < 3) throw new Error('--relays must be at least 3');
+    if (a.exits < 1 || a.exits > a.relays - 2) throw new Error('--exits must be between 1 and relays - 2');
+    if (a.storage < 0) throw new Error('--storage must be 0 or more');
+    return true;
+  })
+  .strict()
+  .help()
+  .parseAsync();
+
+const dir = path.resolve(argv.dir);
+const lockFile = path.join(dir, 'localnet.pid');
+
+function say(s: string): void { process.stdout.write(`${s}\n`); }
+
+// One network per folder and per port range: a second `npm start` says so instead of a port-clash trace.
+function takeLock(): void {
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    const other = Number(fs.readFileSync(lockFile, 'utf8').trim());
+    if (other && other !== process.pid) {
+      try {
+        process.kill(other, 0);
+        say(`bitcloud: a local network is already running from ${dir} (launcher pid ${other}).`);
+        say(`Stop it with Ctrl-C in its terminal (or: kill ${other}), or start another with --dir DIR --base-port P --socks-port P.`);
+        process.exit(1);
+      } catch { /* stale lock: that launcher is gone */ }
+    }
+  } catch { /* no lock */ }
+  fs.writeFileSync(lockFile, String(process.pid));
+}
+
+takeLock();
+const P = argv['base-port'];
+const ports = {
+  auth: (i: number) => P + i,
+  relayOr: (i: number) => P + 10 + 2 * i,
+  relayDir: (i: number) => P + 11 + 2 * i,
+  storageOr: (i: number) => P + 50 + 3 * i,
+  storageDir: (i: number) => P + 51 + 3 * i,
+  storageDht: (i: number) => P + 52 + 3 * i,
+  proxyMetrics: P + 99,
+};
+const wanted = [
+  ...[0, 1, 2].map(ports.auth),
+  ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i)]).flat(),
+  ports.proxyMetrics, argv['socks-port'],
+];
+const busy = await checkPortsFree(wanted);
+if (busy.length) {
+  fs.rmSync(lockFile, { force: true });
+  say(`bitcloud: ports already in use on 127.0.0.1: ${busy.join(', ')}.`);
+  say('Is another local network (or a tor client on 9050) running? Choose others with --base-port P --socks-port P.');
+  process.exit(1);
+}
+
+if (!argv.keep) {
+  for (const e of await fsp.readdir(dir)) if (e !== 'localnet.pid') await fsp.rm(path.join(dir, e), { recursive: true, force: true });
+}
+const procs = new LocalNetProcesses(dir, REPO);
+let stopping = false;
+async function shutdown(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    say('\nstopping the local network...');
+    await procs.stopAll();
+    fs.rmSync(lockFile, { force: true });
+    say('stopped.');
+  }
+  process.exit(code);
+}
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+
+try {
+  // --- authorities: keys, certificates and one shared list ---
+  const auths = [];
+  for (let i = 0; i < 3; i++) {
+    const dataDir = path.join(dir, `auth${i + 1}`);
+    const k = await authorityKeygen(dataDir);
+    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), dataDir });
+  }
+  const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `127.0.0.1:${a.port}` }));
+  for (const a of auths) {
+    const configFile = path.join(dir, `${a.name}.json`);
+    writeFileAtomicSync(configFile, JSON.stringify({
+      identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period: argv.period,
+      authorities: authorityList, reachability: { timeoutMs: 3000 }, stableAfterSeconds: argv.period,
+    }, null, 2));
+    procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
+      ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
+  }
+
+  // --- relays: the last `exits` are exits that allow 127.0.0.1 (the default policy rejects loopback) ---
+  for (let i = 0; i < argv.relays; i++) {
+    const name = `relay${i + 1}`;
+    const dataDir = path.join(dir, name);
+    const keys = await loadOrCreateNodeKeys(dataDir);
+    const isExit = i >= argv.relays - argv.exits;
+    const configFile = path.join(dir, `${name}.json`);
+    writeFileAtomicSync(configFile, JSON.stringify({
+      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
+      roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
+      ...(isExit ? { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] } : {}),
+      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: 2,
+    }, null, 2));
+    procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
+      ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
+  }
+
+  // --- the client: one config file that `bitcloud <command> --config FILE` and the proxy read ---
+  const clientDir = path.join(dir, 'client');
+  const clientConfig = path.join(dir, 'client.json');
+  writeFileAtomicSync(clientConfig, JSON.stringify({
+    authorities: authorityList, dataDir: clientDir,
+    mirrors: Array.from({ length: Math.min(2, argv.relays) }, (_, i) => `127.0.0.1:${ports.relayDir(i)}`),
+    socksPort: argv['socks-port'], metricsPort: ports.proxyMetrics,
+    // Every node here is 127.0.0.1: the one-relay-per-/16 rule would forbid every path.
+    enforceDistinctSubnets: false,
+  }, null, 2));
+  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false });
+
+  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits); waiting for a consensus...`);
+  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000);
+  say(`consensus: ${consensus.relays} relays listed, signed by ${consensus.signers} of 3 authorities.`);
+
+  procs.start({ role: 'client', name: 'proxy', identity: null, dataDir: clientDir, configFile: clientConfig,
+    ports: { socks: argv['socks-port'], metrics: ports.proxyMetrics }, bin: 'bitcloud', args: ['proxy', '--config', clientConfig] });
+  await procs.waitForLog('proxy', 'SOCKS5 proxy listening', 60_000);
+  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: true });
+
+  if (argv.demo) {
+    const r = await runDemo(argv['socks-port']);
+    say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
+  }
+
+  say('');
+  say('The network is up:');
+  say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} http://127.0.0.1:PORT/`);
+  for (const a of auths) say(`  status page      http://127.0.0.1:${a.port}/          (${a.name}; metrics at /metrics)`);
+  say(`  relay metrics    http://127.0.0.1:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
+  say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
+  say(`  client commands  bitcloud consensus --config ${clientConfig}`);
+  say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
+  if (argv['exit-after-demo']) await shutdown(0);
+  say('\nPress Ctrl-C to stop everything.');
+  procs.onUnexpectedExit((name, code) => say(`warning: ${name} exited unexpectedly (${code}); see its log in ${path.join(dir, 'logs')}`));
+} catch (e) {
+  say(`bitcloud: the local network did not come up: ${(e as Error).message}`);
+  say(`Logs are in ${path.join(dir, 'logs')}.`);
+  await shutdown(1);
+}
