@@ -27,6 +27,8 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   streamAttempts?: number;
   /** How often to retire old circuits and top up preemptive ones. Default 5 s. */
   maintenanceMs?: number;
+  /** A clean circuit nobody used for this long is closed (Tor's CircuitsAvailableTimeout). Default 1 hour. */
+  maxUnusedMs?: number;
   registry?: Registry;
 }
 
@@ -212,9 +214,12 @@ export class CircuitManager {
   private maintain(): void {
     if (this.closed) return;
     const now = Date.now();
+    const maxUnused = this.opts.maxUnusedMs ?? 3_600_000;
     for (const m of [...this.pool]) {
       const c = m.circ;
-      if (c && c.isOpen && this.isRetired(c, now) && c.edge.streams.size === 0) this.retire(m);
+      if (!c || !c.isOpen) continue;
+      if (this.isRetired(c, now) && c.edge.streams.size === 0) this.retire(m);
+      else if (c.dirtySince === null && m.purpose === 'general' && now - c.createdAt > maxUnused) this.retire(m);
     }
     const want = this.opts.preemptiveCircuits ?? 2;
     if (want <= 0) return;

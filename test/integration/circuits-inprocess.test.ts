@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fsp from 'node:fs/promises';
+import http from 'node:http';
 import { createHash } from 'node:crypto';
 import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
 import { createLinkListener, connectLink, type LinkListener } from '../../src/link';
@@ -24,6 +25,8 @@ interface TestRelay { keys: NodeKeys; rc: RelayCircuits; listener: LinkListener;
 
 const EXIT_POLICY = ['reject 127.0.0.1:9', 'accept 127.0.0.1:*', 'reject *:*'];
 
+let dirHttp: http.Server | null = null;
+
 async function startRelay(name: string, flags: string[]): Promise<TestRelay> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `bitcloud-circ-${name}-`));
   const keys = await loadOrCreateNodeKeys(dir);
@@ -34,6 +37,9 @@ async function startRelay(name: string, flags: string[]): Promise<TestRelay> {
     exitPolicy: exit ? EXIT_POLICY : null,
     requireConsensusForExtend: false,
     registry,
+    // r2 mirrors a directory (an in-process HTTP server); r4 is also a storage endpoint (echo).
+    dirTarget: name === 'r2' ? () => (dirHttp ? { server: dirHttp } : null) : undefined,
+    onStorageStream: name === 'r4' ? (inc) => { inc.accept(); inc.stream.pipe(inc.stream); } : undefined,
     lookup: async (host) => {
       if (host === 'echo.test') return [{ address: '127.0.0.1', family: 4 }];
       throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
@@ -125,6 +131,7 @@ describe('circuits in process', () => {
     await new Promise<void>((r) => tmp.listen(0, '127.0.0.1', r));
     closedPort = (tmp.address() as net.AddressInfo).port;
     await new Promise<void>((r) => tmp.close(() => r()));
+    dirHttp = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/plain' }); res.end(`dir ${req.url}`); });
     manager = new CircuitManager({
       relays: () => relays.map((r) => r.info), enforceDistinctSubnets: false, preemptiveCircuits: 0,
     });
@@ -135,6 +142,7 @@ describe('circuits in process', () => {
     for (const r of relays) { await r.rc.close(); await r.listener.close(); await fsp.rm(r.dir, { recursive: true, force: true }); }
     await new Promise<void>((r) => echo.close(() => r()));
     await new Promise<void>((r) => source.close(() => r()));
+    dirHttp?.close();
   });
 
   it('a 3-hop circuit carries a few MiB intact in both directions', async () => {
@@ -168,6 +176,29 @@ describe('circuits in process', () => {
     expect(circOf(a1)).toBe(circOf(a2));
     expect(circOf(b)).not.toBe(circOf(a1));
     for (const s of [a1, a2, b]) s.destroy();
+  });
+
+  it('keeps clean circuits ready for recently used ports, and retires dirty ones after maxDirtiness', async () => {
+    const m2 = new CircuitManager({
+      relays: () => relays.map((r) => r.info), enforceDistinctSubnets: false,
+      preemptiveCircuits: 2, maintenanceMs: 50, maxDirtinessMs: 400,
+    });
+    try {
+      const k = key('preempt');
+      const s1 = await m2.connect({ host: '127.0.0.1', port: echoPort, isolation: k });
+      const first = m2.circuits().find((c) => [...c.edge.streams.values()].includes(s1))!;
+      await until(() => m2.circuits().filter((c) => c.dirtySince === null).length >= 2, 'two clean preemptive circuits', 10_000);
+      await new Promise((r) => setTimeout(r, 450));
+      // The first circuit is now too dirty for new streams: the next one goes elsewhere.
+      const s2 = await m2.connect({ host: '127.0.0.1', port: echoPort, isolation: k });
+      expect(first.edge.streams.size).toBe(1);
+      expect([...first.edge.streams.values()]).not.toContain(s2);
+      s1.destroy();
+      await until(() => !first.isOpen, 'the retired circuit to close once its last stream ended');
+      s2.destroy();
+    } finally {
+      await m2.close();
+    }
   });
 
   it('a slow reader stalls the exit after one stream window instead of making it buffer', async () => {
@@ -212,6 +243,36 @@ describe('circuits in process', () => {
   it('a closed port gives CONNECTREFUSED and an unknown name RESOLVEFAILED', async () => {
     await expect(manager.connect({ host: '127.0.0.1', port: closedPort, isolation: key('x') })).rejects.toMatchObject({ code: 'EXIT_CONNECT_REFUSED', detail: { endReason: 3 } });
     await expect(manager.connect({ host: 'nx.test', port: 80, isolation: key('x') })).rejects.toMatchObject({ code: 'EXIT_RESOLVE_FAILED', detail: { endReason: 2 } });
+  });
+
+  it('BEGIN_DIR reaches the last hop\'s directory service over HTTP; a non-mirror says NOTDIRECTORY', async () => {
+    const c = await manualCircuit([relays[0], relays[2]]);
+    const { stream } = await c.openStream({ kind: 'begin_dir' });
+    stream.write('GET /bitcloud/consensus HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const reply = await new Promise<string>((resolve, reject) => {
+      let t = '';
+      stream.on('data', (d: Buffer) => { t += d.toString(); });
+      stream.on('end', () => resolve(t));
+      stream.on('error', reject);
+    });
+    expect(reply).toMatch(/^HTTP\/1.1 200/);
+    expect(reply).toContain('dir /bitcloud/consensus');
+    c.destroy();
+    const c2 = await manualCircuit([relays[1], relays[2], relays[3]]);
+    await expect(c2.openStream({ kind: 'begin_dir' })).rejects.toMatchObject({ code: 'STREAM_NOT_DIRECTORY' });
+    c2.destroy();
+  });
+
+  it('BEGIN_STORAGE goes to the node\'s storage hook (buildCircuitTo + openStream); elsewhere it is refused', async () => {
+    const circ = await manager.buildCircuitTo(relays[4].info);
+    expect(circ.lastHop?.fingerprint).toBe(relays[4].info.fingerprint);
+    const s = await manager.openStream(circ, { kind: 'begin_storage' });
+    const d = pattern(30_000, 8);
+    expect(sha(await echoRoundTrip(s, d))).toBe(sha(d));
+    const other = await manager.buildCircuitTo(relays[3].info);
+    await expect(manager.openStream(other, { kind: 'begin_storage' })).rejects.toMatchObject({ code: 'STREAM_REFUSED' });
+    circ.destroy();
+    other.destroy();
   });
 
   it('RESOLVE at the exit', async () => {
