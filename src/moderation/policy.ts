@@ -88,7 +88,8 @@ function u32(v: unknown, field: string): number {
 }
 
 function bytesField(v: unknown, field: string): Buffer {
-  if (v == null) return Buffer.alloc(0);
+  // protobufjs gives an absent bytes field as [] (its default), a present one as a Uint8Array.
+  if (v == null || (Array.isArray(v) && v.length === 0)) return Buffer.alloc(0);
   if (!(v instanceof Uint8Array)) bad(field, 'not bytes');
   return Buffer.from(v.buffer, v.byteOffset, v.length);
 }

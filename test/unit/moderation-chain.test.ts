@@ -1,0 +1,157 @@
+// SPEC.md §10.4–10.5: snapshots, deltas, bundles, newest-version selection, replay and conflict.
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { fingerprint } from '../../src/crypto/keys';
+import { isBitcloudError } from '../../src/errors';
+import { signPolicy, type ClassRule } from '../../src/moderation/policy';
+import { denyEntry } from '../../src/moderation/denylist';
+import {
+  admittingRule, advancePolicy, decodeBundle, encodeBundle, nextPolicyContent, stateBundle, versionsAfter,
+  type PolicyState,
+} from '../../src/moderation/chain';
+
+const code = (f: () => unknown): string => {
+  try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
+  return 'NO_ERROR';
+};
+
+const mod = ed25519Generate();
+const FP = fingerprint(mod.publicKey);
+const NOW = 1_700_000_000_000;
+const W = { validAfter: NOW - 1000, validUntil: NOW + 86_400_000 };
+const E = (i: number) => denyEntry(Buffer.alloc(32, i));
+const classes: ClassRule[] = [{ name: 'encrypted-private', maxShareBytes: 0 }];
+const opts = { moderator: FP, now: NOW };
+
+/** Publish versions the way `bitcloud moderator publish` does: nextPolicyContent, sign, advance. */
+function publish(held: PolicyState | null, deny: number[], o: { snapshot?: boolean; maxChain?: number; cls?: ClassRule[] } = {}): { state: PolicyState; raw: Buffer } {
+  const c = nextPolicyContent(held, { name: 'm', classes: o.cls ?? classes, maxShareBytes: 0, deny: deny.map(E) }, o);
+  const raw = signPolicy(c, mod, W);
+  const { state } = advancePolicy(held, [...(held?.chain.map((v) => v.raw) ?? []), raw], opts);
+  return { state, raw };
+}
+
+describe('policy chains', () => {
+  it('version 1 is a snapshot; later versions are deltas naming the previous digest', () => {
+    const a = publish(null, [1, 2]);
+    expect(a.state.seq).toBe(1);
+    expect(a.state.chain[0].content.previous).toBeNull();
+    const b = publish(a.state, [1, 2, 3]);
+    expect(b.state.seq).toBe(2);
+    const delta = b.state.chain[1].content;
+    expect(delta.previous!.equals(a.state.digest)).toBe(true);
+    expect(delta.denyAdd.map((x) => x.toString('hex'))).toEqual([E(3).toString('hex')]);
+    expect(delta.denyRemove).toHaveLength(0);
+    expect(b.state.deny.size).toBe(3);
+  });
+
+  it('a delta can withdraw entries', () => {
+    const a = publish(null, [1, 2, 3]);
+    const b = publish(a.state, [1, 3]);
+    expect(b.state.chain[1].content.denyRemove).toHaveLength(1);
+    expect(b.state.deny.hasEntry(E(2))).toBe(false);
+    expect(b.state.deny.deniesId(Buffer.alloc(32, 1))).toBe(true);
+  });
+
+  it('a holder of version n takes only the deltas after n (append-friendly transfer)', () => {
+    let s = publish(null, [1]).state;
+    const held = s;
+    for (let i = 2; i <= 5; i++) s = publish(s, [...Array(i).keys()].map((x) => x + 1)).state;
+    const missing = versionsAfter(s, held.seq, held.digest);
+    expect(missing.map((v) => v.content.seq)).toEqual([2, 3, 4, 5]);
+    const r = advancePolicy(held, missing.map((v) => v.raw), opts);
+    expect(r.result).toBe('updated');
+    expect(r.state.seq).toBe(5);
+    expect(r.state.deny.size).toBe(5);
+    expect(r.state.digest.equals(s.digest)).toBe(true);
+  });
+
+  it('the whole chain is served to a holder whose digest does not match', () => {
+    let s = publish(null, [1]).state;
+    s = publish(s, [1, 2]).state;
+    expect(versionsAfter(s, 1, Buffer.alloc(32))).toHaveLength(2);
+    expect(versionsAfter(s, 2, s.digest)).toHaveLength(0);
+    expect(versionsAfter(s)).toHaveLength(2);
+  });
+
+  it('cuts a new snapshot after maxChain versions, or when asked', () => {
+    let s = publish(null, [1]).state;
+    s = publish(s, [1, 2], { maxChain: 2 }).state;
+    s = publish(s, [1, 2, 3], { maxChain: 2 }).state;
+    expect(s.chain).toHaveLength(1);
+    expect(s.chain[0].content.previous).toBeNull();
+    expect(s.deny.size).toBe(3);
+    s = publish(s, [1, 2, 3, 4], { snapshot: true }).state;
+    expect(s.chain).toHaveLength(1);
+    expect(s.seq).toBe(4);
+  });
+
+  it('refuses a replayed older version (POLICY_REPLAYED) and keeps the same one as unchanged', () => {
+    const a = publish(null, [1]);
+    const b = publish(a.state, [1, 2]);
+    expect(code(() => advancePolicy(b.state, [a.raw], opts))).toBe('POLICY_REPLAYED');
+    const same = advancePolicy(b.state, stateBundle(b.state), opts);
+    expect(same.result).toBe('unchanged');
+    expect(same.state).toBe(b.state);
+  });
+
+  it('refuses two different versions with one sequence number (POLICY_CONFLICT)', () => {
+    const a = publish(null, [1]);
+    const fork = signPolicy(nextPolicyContent(null, { name: 'm', classes, maxShareBytes: 0, deny: [E(9)] }), mod, W);
+    expect(code(() => advancePolicy(a.state, [fork], opts))).toBe('POLICY_CONFLICT');
+  });
+
+  it('refuses a delta that does not continue what is held (POLICY_CHAIN_BROKEN)', () => {
+    let s = publish(null, [1]).state;
+    const s2 = publish(s, [1, 2]).state;
+    const s3 = publish(s2, [1, 2, 3]).state;
+    expect(code(() => advancePolicy(s, [s3.chain[2].raw], opts))).toBe('POLICY_CHAIN_BROKEN');
+    expect(code(() => advancePolicy(null, [s3.chain[1].raw], opts))).toBe('POLICY_CHAIN_BROKEN');
+    s = s3;
+  });
+
+  it('refuses a bundle with a forged version, or a version of another moderator', () => {
+    const a = publish(null, [1]);
+    const b = publish(a.state, [1, 2]);
+    const forged = Buffer.from(b.raw);
+    forged[forged.length - 3] ^= 0x40;
+    expect(code(() => advancePolicy(a.state, [forged], opts))).toBe('POLICY_BAD_SIGNATURE');
+    const other = ed25519Generate();
+    const foreign = signPolicy(nextPolicyContent(null, { name: 'x', classes, maxShareBytes: 0, deny: [] }), other, W);
+    expect(code(() => advancePolicy(null, [foreign], opts))).toBe('POLICY_WRONG_MODERATOR');
+  });
+
+  it('refuses an expired or future newest version, except when reloading from disk', () => {
+    const old = signPolicy(nextPolicyContent(null, { name: 'm', classes, maxShareBytes: 0, deny: [] }), mod, { validAfter: 1000, validUntil: 2000 });
+    expect(code(() => advancePolicy(null, [old], opts))).toBe('POLICY_EXPIRED');
+    expect(advancePolicy(null, [old], { ...opts, checkWindow: false }).state.seq).toBe(1);
+    const future = signPolicy(nextPolicyContent(null, { name: 'm', classes, maxShareBytes: 0, deny: [] }), mod, { validAfter: NOW + 3_600_000, validUntil: NOW + 7_200_000 });
+    expect(code(() => advancePolicy(null, [future], opts))).toBe('POLICY_NOT_YET_VALID');
+  });
+
+  it('bundles frame envelopes with u32 lengths; bad framing is POLICY_MALFORMED', () => {
+    const s = publish(publish(null, [1]).state, [1, 2]).state;
+    const b = stateBundle(s);
+    expect(decodeBundle(b)).toHaveLength(2);
+    expect(b.readUInt32BE(0)).toBe(s.chain[0].raw.length);
+    expect(code(() => decodeBundle(Buffer.alloc(0)))).toBe('POLICY_MALFORMED');
+    expect(code(() => decodeBundle(b.subarray(0, b.length - 1)))).toBe('POLICY_MALFORMED');
+    expect(code(() => decodeBundle(Buffer.from([0, 0, 0, 0])))).toBe('POLICY_MALFORMED');
+    expect(encodeBundle(decodeBundle(b)).equals(b)).toBe(true);
+  });
+
+  it('property: random bundles are refused with POLICY_* codes only', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
+      expect(code(() => advancePolicy(null, b, opts))).toMatch(/^POLICY_/);
+    }), { numRuns: 1000 });
+  });
+
+  it('class admission: exact names, and public-any admits every public-* class', () => {
+    const s = { classes: [{ name: 'encrypted-private', maxShareBytes: 0 }, { name: 'public-any', maxShareBytes: 7 }] };
+    expect(admittingRule(s, 'encrypted-private')?.name).toBe('encrypted-private');
+    expect(admittingRule(s, 'public-video')?.maxShareBytes).toBe(7);
+    expect(admittingRule({ classes: [{ name: 'public-video', maxShareBytes: 0 }] }, 'public-any')).toBeNull();
+    expect(admittingRule({ classes: [] }, 'encrypted-private')).toBeNull();
+  });
+});

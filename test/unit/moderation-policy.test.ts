@@ -1,0 +1,186 @@
+// SPEC.md §10.2–10.3: policy documents and double-hashed denylists.
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { ed25519Generate, blake2b } from '../../src/crypto/primitives';
+import { fingerprint } from '../../src/crypto/keys';
+import { isBitcloudError } from '../../src/errors';
+import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, signDocument } from '../../src/wire/envelope';
+import { formatCapability } from '../../src/storage/capability';
+import {
+  checkPolicyWindow, decodePolicyContent, encodePolicyContent, signPolicy, verifyPolicyVersion, parseModerator,
+  type PolicyContent,
+} from '../../src/moderation/policy';
+import { denyEntry, DenySet, packEntries, parseDenyTarget, splitEntries } from '../../src/moderation/denylist';
+
+const code = (f: () => unknown): string => {
+  try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
+  return 'NO_ERROR';
+};
+
+const mod = ed25519Generate();
+const FP = fingerprint(mod.publicKey);
+const W = { validAfter: 1_000_000, validUntil: 2_000_000 };
+const e1 = denyEntry(Buffer.alloc(32, 1));
+const e2 = denyEntry(Buffer.alloc(32, 2));
+
+function content(o: Partial<PolicyContent> = {}): Omit<PolicyContent, 'moderator'> {
+  return { seq: 1, previous: null, classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, denyAdd: [e1, e2], denyRemove: [], name: 'test mod', ...o };
+}
+
+describe('double-hashed denylist (SPEC.md §10.3)', () => {
+  it('entry = BLAKE2b-256("bitcloud-deny-v1" | id)', () => {
+    const id = Buffer.alloc(32, 0xaa);
+    expect(denyEntry(id).equals(blake2b([Buffer.from('bitcloud-deny-v1'), id], 32))).toBe(true);
+    expect(denyEntry(id).equals(id)).toBe(false);
+  });
+
+  it('known answer for id = 32 × 0xaa', () => {
+    expect(denyEntry(Buffer.alloc(32, 0xaa)).toString('hex')).toBe('3e9d2112eaef6567fe3f024643fbb070bfc71763fb2798e3b961c18dd376e245');
+  });
+
+  it('a DenySet matches raw ids through the double hash, never the raw id itself', () => {
+    const id = Buffer.alloc(32, 7);
+    const s = DenySet.of([denyEntry(id)]);
+    expect(s.deniesId(id)).toBe(true);
+    expect(s.deniesId(Buffer.alloc(32, 8))).toBe(false);
+    expect(DenySet.of([id]).deniesId(id)).toBe(false);
+    expect(s.hasEntry(denyEntry(id))).toBe(true);
+  });
+
+  it('apply adds and removes; entries come out sorted', () => {
+    const s = DenySet.of([e1]).apply([e2], [e1]);
+    expect(s.hasEntry(e1)).toBe(false);
+    expect(s.hasEntry(e2)).toBe(true);
+    expect(DenySet.of([e2, e1]).entries().map((b) => b.toString('hex'))).toEqual([e1, e2].map((b) => b.toString('hex')).sort());
+  });
+
+  it('packed entries must be 32-byte multiples, ascending and distinct', () => {
+    const packed = packEntries([e2, e1, e2]);
+    expect(splitEntries(packed, 'x')).toHaveLength(2);
+    expect(code(() => splitEntries(Buffer.alloc(33), 'x'))).toBe('POLICY_MALFORMED');
+    expect(code(() => splitEntries(Buffer.concat([packed.subarray(32), packed.subarray(0, 32)]), 'x'))).toBe('POLICY_MALFORMED');
+    expect(code(() => splitEntries(Buffer.concat([e1, e1]), 'x'))).toBe('POLICY_MALFORMED');
+  });
+
+  it('parses deny targets: hex id, base32 manifest id, capability (key dropped)', () => {
+    const id = Buffer.alloc(32, 0xaa);
+    expect(parseDenyTarget(id.toString('hex')).equals(id)).toBe(true);
+    const cap = formatCapability({ manifestId: id, fileKey: Buffer.alloc(32, 0x42) });
+    expect(parseDenyTarget(cap).equals(id)).toBe(true);
+    expect(parseDenyTarget(cap.slice('bitcloud:'.length, cap.indexOf('#'))).equals(id)).toBe(true);
+    for (const bad of ['', 'xyz', 'AA'.repeat(32), 'bitcloud:nope', '00'.repeat(31)]) expect(code(() => parseDenyTarget(bad))).toBe('POLICY_BAD_ID');
+  });
+});
+
+describe('policy content (policy.proto)', () => {
+  it('round-trips every field, canonically sorted', () => {
+    const c: PolicyContent = {
+      moderator: mod.publicKey, seq: 7, previous: Buffer.alloc(32, 9),
+      classes: [{ name: 'public-video', maxShareBytes: 1000 }, { name: 'encrypted-private', maxShareBytes: 0 }],
+      maxShareBytes: 5000, denyAdd: [e2, e1], denyRemove: [denyEntry(Buffer.alloc(32, 3))], name: 'Moderator A',
+    };
+    const d = decodePolicyContent(encodePolicyContent(c));
+    expect(d.seq).toBe(7);
+    expect(d.previous!.equals(c.previous!)).toBe(true);
+    expect(d.classes.map((x) => x.name)).toEqual(['encrypted-private', 'public-video']);
+    expect(d.classes[1].maxShareBytes).toBe(1000);
+    expect(d.maxShareBytes).toBe(5000);
+    expect(d.denyAdd).toHaveLength(2);
+    expect(Buffer.compare(d.denyAdd[0], d.denyAdd[1])).toBe(-1);
+    expect(d.denyRemove).toHaveLength(1);
+    expect(d.name).toBe('Moderator A');
+  });
+
+  it('refuses rule violations with POLICY_MALFORMED', () => {
+    const base: PolicyContent = { ...content(), moderator: mod.publicKey };
+    const bad: Array<Partial<PolicyContent>> = [
+      { seq: 0 },
+      { moderator: Buffer.alloc(31) },
+      { previous: Buffer.alloc(32), seq: 1 },
+      { previous: null, denyRemove: [e1] },
+      { previous: Buffer.alloc(32), seq: 2, denyAdd: [e1], denyRemove: [e1] },
+      { classes: [{ name: 'Bad Class', maxShareBytes: 0 }] },
+      { classes: [{ name: 'a', maxShareBytes: 0 }, { name: 'a', maxShareBytes: 0 }] },
+      { name: 'x'.repeat(65) },
+      { name: 'tab\there' },
+    ];
+    for (const b of bad) expect(code(() => encodePolicyContent({ ...base, ...b }))).toBe('POLICY_MALFORMED');
+  });
+
+  it('property: random bytes decode to a policy or POLICY_MALFORMED, nothing else', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
+      const c = code(() => decodePolicyContent(b));
+      expect(['NO_ERROR', 'POLICY_MALFORMED']).toContain(c);
+    }), { numRuns: 2000 });
+  });
+
+  it('property: mutated valid encodings decode or fail with POLICY_MALFORMED only', () => {
+    const good = encodePolicyContent({ ...content({ seq: 3, previous: Buffer.alloc(32, 1), denyRemove: [denyEntry(Buffer.alloc(32, 5))] }), moderator: mod.publicKey });
+    fc.assert(fc.property(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(good.length), (i, v, cut) => {
+      const m = Buffer.from(good);
+      m[i] = v;
+      for (const b of [m, m.subarray(0, cut)]) expect(['NO_ERROR', 'POLICY_MALFORMED']).toContain(code(() => decodePolicyContent(b)));
+    }), { numRuns: 2000 });
+  });
+});
+
+describe('signed policy versions (SPEC.md §10.2)', () => {
+  const raw = signPolicy(content(), mod, W);
+
+  it('is a POLICY envelope that verifies, naming its moderator', () => {
+    expect(openEnvelope(raw, DocType.POLICY, 1 << 20).type).toBe(DocType.POLICY);
+    const v = verifyPolicyVersion(raw, { moderator: FP });
+    expect(v.moderator).toBe(FP);
+    expect(v.content.seq).toBe(1);
+    expect(v.validAfter).toBe(W.validAfter);
+    expect(v.raw.equals(raw)).toBe(true);
+  });
+
+  it('refuses a forged signature (POLICY_BAD_SIGNATURE)', () => {
+    const forged = Buffer.from(raw);
+    forged[forged.length - 5] ^= 1; // inside the signature
+    expect(code(() => verifyPolicyVersion(forged))).toBe('POLICY_BAD_SIGNATURE');
+  });
+
+  it('refuses a policy naming one key but signed by another', () => {
+    const other = ed25519Generate();
+    const body = makeBody(DocType.POLICY, W.validAfter, W.validUntil, encodePolicyContent({ ...content(), moderator: mod.publicKey }));
+    const byOther = sealEnvelope(body, [makeSignature(body, other.publicKey, other)]);
+    expect(code(() => verifyPolicyVersion(byOther))).toBe('POLICY_BAD_SIGNATURE');
+    const twoSigs = sealEnvelope(body, [makeSignature(body, mod.publicKey, mod), makeSignature(body, other.publicKey, other)]);
+    expect(code(() => verifyPolicyVersion(twoSigs))).toBe('POLICY_BAD_SIGNATURE');
+  });
+
+  it('refuses another moderator than the one asked for (POLICY_WRONG_MODERATOR)', () => {
+    expect(code(() => verifyPolicyVersion(raw, { moderator: 'ab'.repeat(32) }))).toBe('POLICY_WRONG_MODERATOR');
+  });
+
+  it('refuses another document type (domain separation)', () => {
+    const vote = signDocument({ type: DocType.VOTE, ...W, content: encodePolicyContent({ ...content(), moderator: mod.publicKey }) }, { identity: mod.publicKey, keyPair: mod });
+    expect(code(() => verifyPolicyVersion(vote))).toBe('POLICY_MALFORMED');
+  });
+
+  it('checks the validity window', () => {
+    const v = verifyPolicyVersion(raw);
+    expect(code(() => checkPolicyWindow(v, 1_500_000, 0))).toBe('NO_ERROR');
+    expect(code(() => checkPolicyWindow(v, 2_000_001, 0))).toBe('POLICY_EXPIRED');
+    expect(code(() => checkPolicyWindow(v, 900_000, 0))).toBe('POLICY_NOT_YET_VALID');
+  });
+
+  it('property: random bytes as an envelope give POLICY_MALFORMED or POLICY_BAD_SIGNATURE only', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
+      expect(['POLICY_MALFORMED', 'POLICY_BAD_SIGNATURE']).toContain(code(() => verifyPolicyVersion(b)));
+    }), { numRuns: 2000 });
+    fc.assert(fc.property(fc.nat(raw.length - 1), fc.integer({ min: 0, max: 255 }), (i, v) => {
+      const m = Buffer.from(raw);
+      if (m[i] === v) return;
+      m[i] = v;
+      expect(['POLICY_MALFORMED', 'POLICY_BAD_SIGNATURE', 'POLICY_WRONG_MODERATOR']).toContain(code(() => verifyPolicyVersion(m, { moderator: FP })));
+    }), { numRuns: 2000 });
+  });
+
+  it('moderator fingerprints are 64 lowercase hex', () => {
+    expect(parseModerator(FP).equals(mod.publicKey)).toBe(true);
+    expect(code(() => parseModerator(FP.toUpperCase()))).toBe('POLICY_BAD_MODERATOR');
+  });
+});
