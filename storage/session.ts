@@ -27,7 +27,9 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     if (!stream.write(body)) await waitDrain(stream);
   };
   try {
-    for await (const chunk of stream) {
+    // destroyOnReturn: false — leaving the loop early must not destroy the stream before the
+    // last response (the framing error below) has been flushed.
+    for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
       let frames: Buffer[];
       try {
         frames = decoder.push(chunk as Buffer);
@@ -35,7 +37,8 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
         store.metrics.errors.inc({ code: errorCode(e) });
         log.debug({ code: errorCode(e) }, 'storage stream framing error; closing');
         await send(0, errorResponse(e));
-        stream.end();
+        // End (the peer reads the error, then EOF), then release the stream once flushed.
+        stream.end(() => stream.destroy());
         return;
       }
       for (const f of frames) {

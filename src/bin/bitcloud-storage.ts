@@ -1,3 +1,21 @@
+// bitcloud-storage: the storage node (storage/). A bin entry is the one place under src/ allowed
+// to reach a daemon folder: it only parses flags and calls the daemon's main.
 import { makeCli } from '../ops/cli';
+import { runStorage } from '../../storage/main';
 
-await makeCli('bitcloud-storage', 'Bitcloud storage node.').parseAsync();
+await makeCli('bitcloud-storage', 'Bitcloud storage node: keeps encrypted shares, serves them on circuits (BEGIN_STORAGE) and direct sessions, joins the private DHT.')
+  .command('run', 'Run the storage node (keys are created in the data directory on first start).', (y) => y
+    .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/spec/09-storage.md §9.13.1)' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+    .option('or-port', { type: 'number', describe: 'Overrides orPort (circuits end here)' })
+    .option('storage-port', { type: 'number', describe: 'Overrides storagePort (TCP direct sessions, UDP DHT)' })
+    .option('metrics-port', { type: 'number', describe: 'Overrides metricsPort (/metrics on 127.0.0.1; 0 = off)' })
+    .option('nickname', { type: 'string', describe: 'Overrides nickname' })
+    .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
+  async (a) => {
+    await runStorage({
+      config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], storagePort: a['storage-port'],
+      metricsPort: a['metrics-port'], nickname: a.nickname, logLevel: a['log-level'],
+    });
+  })
+  .parseAsync();

@@ -45,8 +45,6 @@ export function connectStorageDirect(o: ConnectStorageDirectOptions): Promise<tl
     // hello), and the client, being anonymous, presents no certificate.
     const socket = tls.connect({ host: o.host, port: o.port, minVersion: LINK_TLS_MIN_VERSION, maxVersion: LINK_TLS_MAX_VERSION, rejectUnauthorized: false });
     let settled = false;
-    let hello: Buffer[] = [];
-    let have = 0;
     let responderCertHash: Buffer = NO_CERT_HASH;
     const fail = (e: BitcloudError) => {
       if (settled) return;
@@ -65,17 +63,18 @@ export function connectStorageDirect(o: ConnectStorageDirectOptions): Promise<tl
       // Read once, right after the handshake (a later NewSessionTicket may hide it).
       responderCertHash = peerCertificateHash(socket);
     });
-    const onData = (chunk: Buffer) => {
-      hello.push(chunk);
-      have += chunk.length;
-      if (have < DIRECT_HELLO_BYTES) return;
-      socket.off('data', onData);
-      socket.pause();
-      const all = Buffer.concat(hello, have);
-      hello = [];
+    // Paused-mode reading ('readable' + read(n)): the bytes after the hello stay buffered, and once
+    // this listener is gone the socket flows again for whoever attaches 'data'.
+    const onReadable = () => {
+      if (settled) return;
+      const hello = socket.read(DIRECT_HELLO_BYTES) as Buffer | null;
+      if (hello === null) return;
+      socket.off('readable', onReadable);
       try {
-        if (!all.subarray(0, DIRECT_MAGIC.length).equals(DIRECT_MAGIC)) throw err('LINK_PROTOCOL_VIOLATION', 'the peer did not send a storage hello');
-        const a = decodeAuthenticate(all.subarray(DIRECT_MAGIC.length, DIRECT_HELLO_BYTES));
+        if (hello.length < DIRECT_HELLO_BYTES || !hello.subarray(0, DIRECT_MAGIC.length).equals(DIRECT_MAGIC)) {
+          throw err('LINK_PROTOCOL_VIOLATION', 'the peer did not send a storage hello');
+        }
+        const a = decodeAuthenticate(hello.subarray(DIRECT_MAGIC.length));
         verifyAuthenticate(a, AuthRole.RESPONDER, {
           exporterValue: exportLinkAuthValue(socket, AuthRole.RESPONDER), responderCertHash, initiatorCertHash: NO_CERT_HASH,
         }, o.expectedIdentity);
@@ -83,8 +82,6 @@ export function connectStorageDirect(o: ConnectStorageDirectOptions): Promise<tl
         fail(isBitcloudError(e) ? e : err('LINK_AUTH_FAILED', String(e)));
         return;
       }
-      // The node sends nothing after its hello until asked, but never assume a read boundary.
-      if (all.length > DIRECT_HELLO_BYTES) socket.unshift(all.subarray(DIRECT_HELLO_BYTES));
       settled = true;
       clearTimeout(timer);
       socket.removeAllListeners('error');
@@ -92,7 +89,7 @@ export function connectStorageDirect(o: ConnectStorageDirectOptions): Promise<tl
       socket.on('error', () => { /* the session owner sees the close */ });
       resolve(socket);
     };
-    socket.on('data', onData);
+    socket.on('readable', onReadable);
   });
 }
 

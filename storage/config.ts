@@ -1,0 +1,106 @@
+// The storage node's configuration: one JSON file plus flags; defaults in one place; every
+// refusal names the bad key (STYLE.md §11). See docs/spec/09-storage.md §9.13.1 for the meaning
+// of each setting.
+import path from 'node:path';
+import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
+import { configError, fingerprintField, int, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
+import { parseIPv4 } from '../src/dir/exit-policy';
+import { MAX_SHARE_BYTES } from '../src/storage/share';
+
+export interface StorageConfig {
+  dataDir: string;
+  nickname: string;
+  /** Advertised IPv4 address. */
+  address: string;
+  /** Address the listeners (TCP OR port, TCP storage port, UDP DHT) bind to. Default: `address`. */
+  listenHost: string;
+  /** Link listener: CREATE2 from middle relays (circuits ending here). */
+  orPort: number;
+  /** TCP: direct storage sessions; UDP: the DHT (SPEC.md §9.13). */
+  storagePort: number;
+  /** Bytes of shares this node agrees to hold. */
+  quotaBytes: number;
+  cacheBytes: number;
+  defaultLeaseSeconds: number;
+  maxLeaseSeconds: number;
+  gcIntervalSeconds: number;
+  /** Declared bandwidth, bytes per second (descriptor). */
+  bandwidth: number;
+  family: string[];
+  moderators: string[];
+  authorities: AuthorityInfo[];
+  publishIntervalSeconds: number;
+  descriptorLifetimeSeconds: number;
+  announceIntervalSeconds: number;
+  /** /metrics on 127.0.0.1:metricsPort; 0 = not served. */
+  metricsPort: number;
+  maxDirectSessions: number;
+  logLevel: string;
+}
+
+const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
+  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'authorities',
+  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
+  'logLevel'] as const;
+
+export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
+
+const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** A byte size: an integer, or text like "512MiB", "10 GB". */
+export function parseSize(v: unknown, key: string, def: number): number {
+  if (v === undefined) return def;
+  if (typeof v === 'number') return int(v, key, 0, Number.MAX_SAFE_INTEGER);
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v) : null;
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) configError(key, 'must be a byte count or a size like "512MiB" or "10GB"');
+  const n = Math.floor(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(n)) configError(key, 'too large');
+  return n;
+}
+
+export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string, o: StorageOverrides = {}): StorageConfig {
+  noUnknownKeys(raw, KEYS, '');
+  const nickname = o.nickname ?? str(raw.nickname, 'nickname', 'Unnamed');
+  if (!/^[A-Za-z0-9]{1,19}$/.test(nickname)) configError('nickname', 'must be 1 to 19 letters or digits');
+  const address = str(raw.address, 'address', '127.0.0.1');
+  if (parseIPv4(address) === null) configError('address', 'must be an IPv4 address');
+  const orPort = o.orPort ?? int(raw.orPort, 'orPort', 1, 65535);
+  const storagePort = o.storagePort ?? int(raw.storagePort, 'storagePort', 1, 65535);
+  if (storagePort === orPort) configError('storagePort', 'must differ from orPort');
+  const quotaBytes = parseSize(raw.quota, 'quota', 10 * 2 ** 30);
+  if (quotaBytes < MAX_SHARE_BYTES) configError('quota', `must be at least one maximal share (${MAX_SHARE_BYTES} bytes)`);
+  const maxLeaseSeconds = int(raw.maxLeaseSeconds, 'maxLeaseSeconds', 60, 10 * 365 * 86_400, 90 * 86_400);
+  const defaultLeaseSeconds = int(raw.defaultLeaseSeconds, 'defaultLeaseSeconds', 60, 10 * 365 * 86_400, Math.min(7 * 86_400, maxLeaseSeconds));
+  if (defaultLeaseSeconds > maxLeaseSeconds) configError('defaultLeaseSeconds', 'must not exceed maxLeaseSeconds');
+  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
+  const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
+  if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
+  return {
+    dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
+    nickname,
+    address,
+    listenHost: str(raw.listenHost, 'listenHost', address),
+    orPort,
+    storagePort,
+    quotaBytes,
+    cacheBytes: parseSize(raw.cacheBytes, 'cacheBytes', 64 * 2 ** 20),
+    defaultLeaseSeconds,
+    maxLeaseSeconds,
+    gcIntervalSeconds: int(raw.gcIntervalSeconds, 'gcIntervalSeconds', 1, 86_400, 600),
+    bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
+    family: strList(raw.family, 'family').map((f, i) => fingerprintField(f, `family[${i}]`)),
+    moderators: strList(raw.moderators, 'moderators').map((f, i) => fingerprintField(f, `moderators[${i}]`)),
+    authorities: parseAuthorityList(raw.authorities, 'authorities'),
+    publishIntervalSeconds,
+    descriptorLifetimeSeconds,
+    announceIntervalSeconds: int(raw.announceIntervalSeconds, 'announceIntervalSeconds', 5, 86_400, 900),
+    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
+    logLevel: str(raw.logLevel, 'logLevel', 'info'),
+  };
+}
+
+export function loadStorageConfig(file: string, o: StorageOverrides = {}): StorageConfig {
+  return parseStorageConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o);
+}

@@ -1,0 +1,108 @@
+// The storage node daemon (SPEC.md §9.13). It owns the lifetimes of: the node keys, the share
+// store (quota, leases, GC, LRU), the circuit endpoint and direct listener (endpoint.ts), the DHT
+// (dht.ts), the consensus it follows (DirKeeper), the descriptor publisher and /metrics.
+// Protocol logic lives in the modules it starts.
+import type http from 'node:http';
+import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../src/crypto/keys';
+import { buildDescriptor } from '../src/dir/descriptor';
+import { DescriptorPublisher } from '../src/dir/publish';
+import { DirKeeper } from '../src/client/dir-keeper';
+import type { Logger } from '../src/ops/log';
+import { startMetricsServer, type Registry } from '../src/ops/metrics';
+import { VERSION } from '../src/ops/version';
+import type { StorageConfig } from './config';
+import { NodeDht } from './dht';
+import { StorageEndpoint } from './endpoint';
+import { allowAll, type PolicyCheck } from './handler';
+import { StorageMetrics } from './metrics';
+import { ShareStore } from './share-store';
+
+export interface StorageDaemonHooks {
+  /** Moderation (ARCHITECTURE §7) plugs in here; default: allow everything. */
+  policyCheck?: PolicyCheck;
+}
+
+export class StorageDaemon {
+  private keys: NodeKeys | null = null;
+  private store: ShareStore | null = null;
+  private endpoint: StorageEndpoint | null = null;
+  private dht: NodeDht | null = null;
+  private publisher: DescriptorPublisher | null = null;
+  private metricsServer: http.Server | null = null;
+  readonly dir: DirKeeper;
+
+  constructor(
+    private readonly cfg: StorageConfig,
+    private readonly log: Logger,
+    private readonly registry: Registry,
+    private readonly hooks: StorageDaemonHooks = {},
+  ) {
+    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry });
+  }
+
+  get fingerprint(): string { return this.keys ? fingerprint(this.keys.identity.publicKey) : ''; }
+  get ports(): { orPort: number; storagePort: number; metricsPort: number } {
+    const m = this.metricsServer?.address();
+    return { orPort: this.endpoint?.orPort ?? 0, storagePort: this.endpoint?.storagePort ?? 0, metricsPort: m && typeof m === 'object' ? m.port : 0 };
+  }
+  get shareStore(): ShareStore | null { return this.store; }
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    // Keys on first start (mode 0600 in a 0700 data dir), never logged.
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    this.store = await ShareStore.open({
+      dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
+      maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,
+    });
+    this.store.startGc(cfg.gcIntervalSeconds * 1000);
+    // The consensus gives the DHT its bootstrap list. Do not hold start-up hostage to slow authorities.
+    await Promise.race([this.dir.start(), new Promise((r) => setTimeout(r, 3_000).unref())]);
+
+    this.endpoint = new StorageEndpoint({
+      keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
+      policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
+    });
+    await this.endpoint.start();
+    this.dht = new NodeDht({
+      host: cfg.listenHost, port: this.endpoint.storagePort, fingerprint: this.fingerprint, consensus: () => this.dir.consensus(),
+      announceIntervalMs: cfg.announceIntervalSeconds * 1000, registry: this.registry, log: this.log,
+    });
+    await this.dht.start();
+    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, '127.0.0.1');
+
+    this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
+      intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+    });
+    this.publisher.start();
+    const p = this.ports;
+    this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, orPort: p.orPort, storagePort: p.storagePort, metricsPort: p.metricsPort || null, quota: cfg.quotaBytes }, 'storage node listening');
+  }
+
+  /** SPEC.md §6.4 with the storage role only: the node ends circuits, never extends or exits. */
+  private buildDescriptor(): Buffer {
+    const k = this.keys!;
+    const c = this.cfg;
+    const p = this.ports;
+    return buildDescriptor({
+      identity: k.identity, onionKey: k.onion.publicKey, nickname: c.nickname, address: c.address,
+      orPort: p.orPort, dirPort: 0, storagePort: p.storagePort, declaredBandwidth: c.bandwidth,
+      exitPolicy: [], family: c.family, roles: ['storage'], moderators: c.moderators,
+      version: `bitcloud-${VERSION}`, published: Date.now(), lifetimeMs: c.descriptorLifetimeSeconds * 1000,
+    });
+  }
+
+  /** SIGTERM: stop publishing and accepting, let in-flight writes reach the disk, close the store. */
+  async stop(): Promise<void> {
+    this.publisher?.stop();
+    this.dir.stop();
+    await this.dht?.stop();
+    await this.endpoint?.close();
+    await this.store?.close();
+    if (this.metricsServer) {
+      const s = this.metricsServer;
+      await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
+    }
+    this.log.info('storage node stopped');
+  }
+}

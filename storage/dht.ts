@@ -1,0 +1,90 @@
+// SPEC.md §9.14: the storage node's part of the private DHT: it listens on UDP at its storage port,
+// bootstraps from the other storage nodes of the consensus (none: `bootstrap: false`, the first
+// node), adds storage nodes of every newer consensus, and announces itself in the storage swarm.
+// It also stores and serves BEP 44 items (names) for clients.
+import { errorCode } from '../src/errors';
+import { BitcloudDht, dhtBootstrapList, type DhtAddress } from '../src/storage/dht';
+import type { VerifiedConsensus } from '../src/dir/types';
+import { silentLogger, type Logger } from '../src/ops/log';
+import { prom, type Registry } from '../src/ops/metrics';
+
+export interface NodeDhtOptions {
+  host: string;
+  /** UDP port = the node's storage port. */
+  port: number;
+  /** This node's fingerprint (left out of its own bootstrap list). */
+  fingerprint: string;
+  consensus: () => VerifiedConsensus | null;
+  announceIntervalMs: number;
+  /** How often to look for a newer consensus. Default 5 s. */
+  pollMs?: number;
+  registry?: Registry;
+  log?: Logger;
+}
+
+export class NodeDht {
+  private dht: BitcloudDht | null = null;
+  private known = new Set<string>();
+  private seenConsensus = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly log: Logger;
+
+  constructor(private readonly o: NodeDhtOptions) {
+    this.log = o.log ?? silentLogger;
+    if (o.registry) {
+      const self = this;
+      new prom.Gauge({ name: 'bitcloud_storage_dht_nodes', help: 'Nodes in the DHT routing table', registers: [o.registry], collect() { this.set(self.dht?.nodeCount ?? 0); } });
+    }
+  }
+
+  get address(): DhtAddress | null { return this.dht?.address ?? null; }
+  get instance(): BitcloudDht | null { return this.dht; }
+
+  async start(): Promise<void> {
+    const c = this.o.consensus();
+    const bootstrap = c ? dhtBootstrapList(c.relays, this.o.fingerprint) : [];
+    for (const a of bootstrap) this.known.add(`${a.host}:${a.port}`);
+    this.seenConsensus = c?.validAfter ?? 0;
+    this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log });
+    this.log.info({ port: this.dht.address.port, bootstrap: bootstrap.length }, 'dht listening');
+    const poll = setInterval(() => this.poll(), this.o.pollMs ?? 5_000);
+    poll.unref();
+    const announce = setInterval(() => void this.announce(), this.o.announceIntervalMs);
+    announce.unref();
+    this.timers.push(poll, announce);
+    // First announce once the routing table had a chance to fill.
+    const first = setTimeout(() => void this.announce(), 2_000);
+    first.unref();
+    this.timers.push(first);
+  }
+
+  /** A newer consensus may list storage nodes we do not know yet. */
+  private poll(): void {
+    const c = this.o.consensus();
+    if (!c || c.validAfter === this.seenConsensus || !this.dht) return;
+    this.seenConsensus = c.validAfter;
+    const fresh = dhtBootstrapList(c.relays, this.o.fingerprint).filter((a) => !this.known.has(`${a.host}:${a.port}`));
+    for (const a of fresh) this.known.add(`${a.host}:${a.port}`);
+    if (fresh.length) {
+      this.dht.addNodes(fresh);
+      this.log.debug({ added: fresh.length }, 'dht: storage nodes from the consensus added');
+    }
+  }
+
+  private async announce(): Promise<void> {
+    if (!this.dht) return;
+    try {
+      await this.dht.announce(this.dht.address.port);
+      this.log.debug('dht: announced');
+    } catch (e) {
+      this.log.debug({ code: errorCode(e) }, 'dht: announce failed (no nodes yet?)');
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.dht?.close();
+    this.dht = null;
+  }
+}

@@ -1,0 +1,45 @@
+// The storage node's config (storage/config.ts): defaults, sizes, and refusals that name the key.
+import { describe, expect, it } from 'vitest';
+import { parseSize, parseStorageConfig } from '../../storage/config';
+
+const AUTH = [{ name: 'a1', identity: 'a'.repeat(64), address: '127.0.0.1:7000' }];
+const base = { dataDir: 'node', orPort: 9001, storagePort: 9002, authorities: AUTH };
+
+describe('storage node config', () => {
+  it('fills defaults and resolves the data dir against the config folder', () => {
+    const c = parseStorageConfig(base, '/etc/bitcloud');
+    expect(c.dataDir).toBe('/etc/bitcloud/node');
+    expect(c.listenHost).toBe('127.0.0.1');
+    expect(c.quotaBytes).toBe(10 * 2 ** 30);
+    expect(c.defaultLeaseSeconds).toBe(7 * 86_400);
+    expect(c.maxLeaseSeconds).toBe(90 * 86_400);
+    expect(c.metricsPort).toBe(0);
+    expect(c.authorities[0].url).toBe('http://127.0.0.1:7000');
+  });
+
+  it('reads sizes as bytes or with units', () => {
+    expect(parseSize('512MiB', 'quota', 0)).toBe(512 * 2 ** 20);
+    expect(parseSize('10 GB', 'quota', 0)).toBe(10e9);
+    expect(parseSize(12345, 'quota', 0)).toBe(12345);
+    expect(parseSize(undefined, 'quota', 7)).toBe(7);
+    expect(() => parseSize('lots', 'quota', 0)).toThrow(/CONFIG_INVALID: quota/);
+  });
+
+  it('refuses bad settings, naming the key', () => {
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ ...base, colour: 'red' }, /colour: unknown setting/],
+      [{ ...base, storagePort: 9001 }, /storagePort: must differ/],
+      [{ ...base, quota: '1MiB' }, /quota: must be at least one maximal share/],
+      [{ ...base, defaultLeaseSeconds: 100_000, maxLeaseSeconds: 1000 }, /defaultLeaseSeconds/],
+      [{ ...base, address: 'example.org' }, /address: must be an IPv4 address/],
+      [{ ...base, authorities: [] }, /authorities/],
+      [{ ...base, orPort: undefined }, /orPort/],
+    ];
+    for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
+  });
+
+  it('flags override the file', () => {
+    const c = parseStorageConfig(base, '/x', { orPort: 1, storagePort: 2, metricsPort: 3, dataDir: '/d', nickname: 'n1' });
+    expect([c.orPort, c.storagePort, c.metricsPort, c.dataDir, c.nickname]).toEqual([1, 2, 3, '/d', 'n1']);
+  });
+});

@@ -1,0 +1,176 @@
+// SPEC.md §9.13: how storage streams reach a node — BEGIN_STORAGE on circuits that end at it
+// (it answers CREATE2, never extends or exits) and direct TLS sessions on its storage port —
+// with a real ShareStore, real links and circuits, all in-process on 127.0.0.1.
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
+import { randomBytes } from '../../src/crypto/primitives';
+import { connectLink, createLinkListener, type LinkListener } from '../../src/link';
+import { CircuitSwitch } from '../../src/circuit/switch';
+import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import { connectStorageDirect, DIRECT_HELLO_BYTES } from '../../src/storage/direct';
+import { StorageChannel } from '../../src/storage/channel';
+import { frameHeader } from '../../src/storage/framing';
+import { shareId } from '../../src/storage/share';
+import { ShareStore } from '../../storage/share-store';
+import { StorageEndpoint } from '../../storage/endpoint';
+import type { RequestContext } from '../../storage/handler';
+
+let dir: string;
+let keys: NodeKeys;
+let store: ShareStore;
+let endpoint: StorageEndpoint;
+let node: HopTarget;
+const contexts: RequestContext[] = [];
+// A middle relay: a CircuitSwitch whose extend hook opens an authenticated link.
+let middleKeys: NodeKeys;
+let middleSwitch: CircuitSwitch;
+let middleListener: LinkListener;
+let middle: HopTarget;
+
+function hop(k: NodeKeys, port: number): HopTarget {
+  return { identity: k.identity.publicKey, fingerprint: fingerprint(k.identity.publicKey), onionKey: k.onion.publicKey, address: '127.0.0.1', orPort: port };
+}
+
+beforeAll(async () => {
+  dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-endpoint-'));
+  keys = await loadOrCreateNodeKeys(path.join(dir, 'node'));
+  store = await ShareStore.open({ dir: path.join(dir, 'node'), quotaBytes: 64 * 1024 * 1024 });
+  endpoint = new StorageEndpoint({
+    keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0,
+    policyCheck: (_req, ctx) => { contexts.push(ctx); },
+  });
+  await endpoint.start();
+  node = hop(keys, endpoint.orPort);
+
+  middleKeys = await loadOrCreateNodeKeys(path.join(dir, 'middle'));
+  middleSwitch = new CircuitSwitch({
+    identity: middleKeys.identity.publicKey, onionKeys: () => [middleKeys.onion],
+    hooks: {
+      extend: (t) => connectLink({ host: t.addresses[0].host, port: t.addresses[0].port, expectedIdentity: t.identity, identity: middleKeys.identity }),
+    },
+  });
+  middleListener = await createLinkListener({ host: '127.0.0.1', port: 0, identity: middleKeys.identity, onChannel: (ch) => middleSwitch.attach(ch) });
+  middle = hop(middleKeys, middleListener.port);
+});
+
+afterAll(async () => {
+  middleSwitch?.close();
+  await middleListener?.close();
+  await endpoint?.close();
+  await store?.close();
+  await fsp.rm(dir, { recursive: true, force: true });
+});
+
+async function circuitTo(path: HopTarget[]): Promise<ClientCircuit> {
+  const ch = await connectLink({ host: '127.0.0.1', port: path[0].orPort, expectedIdentity: path[0].identity });
+  const c = ClientCircuit.allocate(new ClientLink(ch));
+  await c.create(path[0]);
+  for (const h of path.slice(1)) await c.extend(h);
+  return c;
+}
+
+async function roundTrip(ch: StorageChannel): Promise<void> {
+  const data = randomBytes(300_000);
+  const id = shareId(data);
+  await ch.request({ type: 'put', id, data, leaseSeconds: 0 });
+  const got = await ch.request({ type: 'get', id, offset: 0, length: 0 });
+  expect(got.data.equals(data)).toBe(true);
+}
+
+describe('direct sessions (SPEC.md §9.13.2)', () => {
+  it('TLS, the node proves its identity, then storage frames', async () => {
+    const s = await connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: keys.identity.publicKey });
+    const ch = new StorageChannel(s);
+    contexts.length = 0;
+    await roundTrip(ch);
+    expect(contexts.every((c) => c.viaCircuit === false)).toBe(true);
+    ch.close();
+  });
+
+  it('a node that proves another identity is refused: LINK_IDENTITY_MISMATCH', async () => {
+    await expect(connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: middleKeys.identity.publicKey }))
+      .rejects.toMatchObject({ code: 'LINK_IDENTITY_MISMATCH' });
+  });
+
+  it('a link listener is not a storage port: LINK_PROTOCOL_VIOLATION', async () => {
+    await expect(connectStorageDirect({ host: '127.0.0.1', port: endpoint.orPort, expectedIdentity: keys.identity.publicKey, timeoutMs: 3000 }))
+      .rejects.toMatchObject({ code: expect.stringMatching(/LINK_PROTOCOL_VIOLATION|LINK_TLS_FAILED|LINK_HANDSHAKE_TIMEOUT/) });
+  });
+
+  it('garbage bytes (not TLS) cost only their own connection', async () => {
+    await new Promise<void>((resolve) => {
+      const s = net.connect(endpoint.storagePort, '127.0.0.1', () => s.write(randomBytes(4096)));
+      s.on('error', () => {});
+      s.on('close', () => resolve());
+    });
+    const ch = new StorageChannel(await connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: keys.identity.publicKey }));
+    await roundTrip(ch);
+    ch.close();
+  });
+
+  it('garbage frames inside TLS get one error response, then the session ends; others go on', async () => {
+    const s = await connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: keys.identity.publicKey });
+    const got: Buffer[] = [];
+    s.on('data', (b: Buffer) => got.push(b));
+    const ended = new Promise<void>((r) => s.once('end', () => r()));
+    s.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    await ended;
+    expect(Buffer.concat(got).toString('latin1')).toContain('STORAGE_FRAME_TOO_LARGE');
+    s.destroy();
+    // A request that is a frame but not a Request is answered and the session continues.
+    const s2 = await connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: keys.identity.publicKey });
+    const ch2 = new StorageChannel(s2);
+    s2.write(frameHeader(3));
+    s2.write(Buffer.from([0xff, 0xff, 0xff]));
+    await roundTrip(ch2).catch(() => {}); // the stray answer to reqId 0 closes this channel: both fine
+    const ch3 = new StorageChannel(await connectStorageDirect({ host: '127.0.0.1', port: endpoint.storagePort, expectedIdentity: keys.identity.publicKey }));
+    await roundTrip(ch3);
+    ch3.close();
+    s2.destroy();
+  });
+
+  it('the hello is exactly magic + one AUTHENTICATE body', () => {
+    expect(DIRECT_HELLO_BYTES).toBe(8 + 509);
+  });
+});
+
+describe('circuits ending at the storage node (SPEC.md §9.13.1)', () => {
+  it('guard/middle → storage node: BEGIN_STORAGE serves the protocol, flagged as via a circuit', async () => {
+    const c = await circuitTo([middle, node]);
+    const { stream } = await c.openStream({ kind: 'begin_storage' });
+    const ch = new StorageChannel(stream);
+    contexts.length = 0;
+    await roundTrip(ch);
+    expect(contexts.length).toBeGreaterThan(0);
+    expect(contexts.every((x) => x.viaCircuit === true)).toBe(true);
+    ch.close();
+    c.destroy();
+  });
+
+  it('a one-hop circuit from a client counts as direct', async () => {
+    const c = await circuitTo([node]);
+    const { stream } = await c.openStream({ kind: 'begin_storage' });
+    const ch = new StorageChannel(stream);
+    contexts.length = 0;
+    await ch.request({ type: 'stat' });
+    expect(contexts).toEqual([{ viaCircuit: false }]);
+    ch.close();
+    c.destroy();
+  });
+
+  it('BEGIN and BEGIN_DIR are refused: a storage node is no exit and no directory', async () => {
+    const c = await circuitTo([middle, node]);
+    await expect(c.openStream({ kind: 'begin', host: '127.0.0.1', port: 80 }, 5000)).rejects.toMatchObject({ code: expect.stringMatching(/EXIT/) });
+    await expect(c.openStream({ kind: 'begin_dir' }, 5000)).rejects.toBeTruthy();
+    c.destroy();
+  });
+
+  it('EXTEND2 through a storage node is refused (it never extends)', async () => {
+    const c = await circuitTo([node]);
+    await expect(c.extend(middle)).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED' });
+  });
+});
