@@ -32,6 +32,8 @@ export type StreamRequest =
   | { kind: 'begin_dir' }
   | { kind: 'begin_storage' };
 
+const noop = (): void => {};
+
 /** One payload buffer reused for every cell the client originates (hot path). */
 const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 
@@ -175,6 +177,10 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   openStream(req: StreamRequest, timeoutMs = 30_000): Promise<{ stream: CircuitStream; connected: ConnectedBody | null }> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const s = this.edge.newStream();
+    // CONNECTED and an END can arrive in one read: the error would then be emitted (next tick)
+    // before the caller, resumed by the promise, attaches its own listener. Never crash on it;
+    // callers that listen still get it.
+    s.on('error', noop);
     this.dirtySince ??= Date.now();
     const body = req.kind === 'begin' ? encodeBegin({ host: req.host, port: req.port, flags: req.flags })
       : req.kind === 'begin_dir' ? encodeBeginDir() : encodeBeginStorage();
