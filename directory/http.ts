@@ -5,10 +5,13 @@
 //   GET  /bitcloud/vote/current[?period=] this authority's vote for the current period
 //   GET  /bitcloud/keys/certificate       this authority's key certificate
 //   GET  /bitcloud/status                 JSON status
+//   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
+//   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /                                HTML status page
 //   GET  /metrics                         Prometheus
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 import http from 'node:http';
+import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { serveMetrics, type Registry } from '../src/ops/metrics';
@@ -18,11 +21,15 @@ import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
 import { RateLimiter } from './rate-limit';
+import { PolicyStore } from '../src/moderation/store';
+import { BUNDLE_LIMITS } from '../src/moderation/chain';
+import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson } from './status-page';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
+  const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
     const url = new URL(req.url ?? '/', 'http://x');
@@ -56,6 +63,35 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         sendJsonError(res, isBitcloudError(e) ? 400 : 500, code, isBitcloudError(e) ? e.message : 'internal error');
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
+    }
+    if (p.startsWith(POLICY_PATH)) {
+      // Moderator policies (SPEC.md §10.7.1): kept only when they verify and are newer.
+      const fp = p.slice(POLICY_PATH.length);
+      if (!/^[0-9a-f]{64}$/.test(fp)) { sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>'); return ['policy', 404]; }
+      if (req.method === 'POST') {
+        if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['policy', 429]; }
+        const body = await readBody(req, BUNDLE_LIMITS.bytes);
+        if (body === null) { sendJsonError(res, 413, 'POLICY_MALFORMED', `a policy bundle is at most ${BUNDLE_LIMITS.bytes} bytes`); return ['policy', 413]; }
+        try {
+          const r = policies.accept(fp, body);
+          log.info({ moderator: fp, seq: r.seq, result: r.result }, 'policy received');
+          sendJson(res, 200, { accepted: true, ...r });
+          return ['policy', 200];
+        } catch (e) {
+          sendJsonError(res, isBitcloudError(e) ? 400 : 500, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
+          return ['policy', isBitcloudError(e) ? 400 : 500];
+        }
+      }
+      if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET or POST'); return ['policy', 405]; }
+      const after = url.searchParams.get('after');
+      const digest = url.searchParams.get('digest');
+      const ans = policies.serve(fp, after !== null && /^\d{1,15}$/.test(after) ? Number(after) : undefined,
+        digest !== null && /^[0-9a-f]{64}$/.test(digest) ? Buffer.from(digest, 'hex') : undefined);
+      if (ans.status === 404) { sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no policy of that moderator is known here'); return ['policy', 404]; }
+      if (ans.status === 304) { res.writeHead(304); res.end(); return ['policy', 304]; }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': ans.bundle.length, 'cache-control': 'no-store', 'x-bitcloud-policy-seq': String(ans.seq) });
+      res.end(req.method === 'HEAD' ? undefined : ans.bundle);
+      return ['policy', 200];
     }
     if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
     switch (p) {

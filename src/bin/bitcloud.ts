@@ -7,4 +7,5 @@ import { proxyCommandModule } from '../client/commands/proxy';
 await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards.')
   .command(consensusCommandModule)
   .command(proxyCommandModule)
+  .command((await import('../client/commands/moderator')).moderatorCommandModule)
   .parseAsync();

@@ -1,0 +1,157 @@
+// SPEC.md §10.7.2: policies on the DHT (BEP 44). A BEP 44 value holds under 1000 bytes, so the
+// bundle (the chain since the last snapshot, chain.ts) is cut into parts of PART_BYTES, each stored
+// as an *immutable* item (target = SHA-1 of its bencoding, checked by every getter), and a
+// *mutable* item signed by the moderator key itself (BEP 44 uses Ed25519, like moderators) is the
+// head that names them:
+//
+//   head target = SHA-1(moderator key | "bitcloud-policy-v1")      (BEP 44: SHA-1(k | salt))
+//   head seq    = the newest policy version's seq
+//   head v      = SHA-256(bundle) [32] | bundle length (u32) | part targets [20 each]
+//
+// A delta appends to the bundle, so every part but the last keeps its target: a node that held the
+// previous bundle fetches one or two new parts. The head fits at most HEAD_MAX_PARTS parts.
+import DHT from 'bittorrent-dht';
+import { err } from '../errors';
+import { dhtOptions, type DhtAddress } from '../storage/dht';
+import { ed25519Sign, ed25519Verify, sha1, sha256, type Ed25519KeyPair } from '../crypto/primitives';
+import { BUNDLE_LIMITS, decodeBundle, type PolicyState } from './chain';
+import { parseModerator } from './policy';
+import type { PolicySource } from './sources';
+
+export const DHT_SALT = Buffer.from('bitcloud-policy-v1', 'ascii');
+export const PART_BYTES = 960;
+const HEAD_FIXED = 36;
+export const HEAD_MAX_PARTS = Math.floor((999 - HEAD_FIXED) / 20);
+export const DHT_MAX_BUNDLE_BYTES = HEAD_MAX_PARTS * PART_BYTES;
+
+/** The part of the bittorrent-dht API this module uses. */
+export interface DhtLike {
+  put(opts: Record<string, unknown>, cb: (e: Error | null, key?: Buffer, n?: number) => void): unknown;
+  get(key: Buffer, opts: Record<string, unknown>, cb: (e: Error | null, value?: DhtValue | null) => void): void;
+}
+export interface DhtValue { v?: Buffer; seq?: number; k?: Buffer; sig?: Buffer; salt?: Buffer }
+
+/** SHA-1 of the bencoding of a byte string: the target of an immutable item. */
+export function immutableTarget(v: Uint8Array): Buffer {
+  return sha1(Buffer.from(`${v.length}:`, 'ascii'), v);
+}
+
+export function headTarget(moderatorKey: Uint8Array): Buffer {
+  return sha1(moderatorKey, DHT_SALT);
+}
+
+export interface PolicyHead { digest: Buffer; length: number; parts: Buffer[] }
+
+export function encodeHead(h: PolicyHead): Buffer {
+  const fixed = Buffer.alloc(HEAD_FIXED);
+  h.digest.copy(fixed, 0);
+  fixed.writeUInt32BE(h.length, 32);
+  return Buffer.concat([fixed, ...h.parts]);
+}
+
+/** Decode a head; anything inconsistent → POLICY_MALFORMED. */
+export function decodeHead(v: Uint8Array): PolicyHead {
+  const b = Buffer.from(v.buffer, v.byteOffset, v.length);
+  if (b.length < HEAD_FIXED + 20 || (b.length - HEAD_FIXED) % 20 !== 0) throw err('POLICY_MALFORMED', 'DHT policy head has a bad length');
+  const length = b.readUInt32BE(32);
+  const parts: Buffer[] = [];
+  for (let o = HEAD_FIXED; o < b.length; o += 20) parts.push(b.subarray(o, o + 20));
+  if (parts.length > HEAD_MAX_PARTS || length < 1 || Math.ceil(length / PART_BYTES) !== parts.length) {
+    throw err('POLICY_MALFORMED', 'DHT policy head: length and parts disagree');
+  }
+  return { digest: b.subarray(0, 32), length, parts };
+}
+
+/** Cut a bundle into parts and make its head. POLICY_TOO_LARGE_FOR_DHT above DHT_MAX_BUNDLE_BYTES. */
+export function splitBundle(bundle: Buffer): { head: PolicyHead; parts: Buffer[] } {
+  if (bundle.length > DHT_MAX_BUNDLE_BYTES) {
+    throw err('POLICY_TOO_LARGE_FOR_DHT', `bundle of ${bundle.length} bytes exceeds the ${DHT_MAX_BUNDLE_BYTES} a DHT head can name; publish a smaller denylist or use the authorities`);
+  }
+  const parts: Buffer[] = [];
+  for (let o = 0; o < bundle.length; o += PART_BYTES) parts.push(bundle.subarray(o, o + PART_BYTES));
+  return { head: { digest: sha256(bundle), length: bundle.length, parts: parts.map(immutableTarget) }, parts };
+}
+
+function put(dht: DhtLike, opts: Record<string, unknown>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    dht.put(opts, (e, _key, n) => (e ? reject(err('DHT_PUT_FAILED', `DHT put failed: ${e.message}`)) : resolve(n ?? 0)));
+  });
+}
+
+function get(dht: DhtLike, key: Buffer, opts: Record<string, unknown>): Promise<DhtValue | null> {
+  return new Promise((resolve, reject) => {
+    dht.get(key, opts, (e, v) => (e ? reject(err('DHT_GET_FAILED', `DHT get failed: ${e.message}`)) : resolve(v ?? null)));
+  });
+}
+
+const verify = (sig: Uint8Array, msg: Uint8Array, pk: Uint8Array): boolean => ed25519Verify(sig, msg, pk);
+
+/**
+ * Publish a bundle: every part as an immutable item, then the head signed by the moderator key
+ * with BEP 44 seq = the newest version's seq. Resolves with the number of nodes that took the head.
+ */
+export async function publishPolicyToDht(dht: DhtLike, key: Ed25519KeyPair, bundle: Buffer, seq: number): Promise<number> {
+  const { head, parts } = splitBundle(bundle);
+  await Promise.all(parts.map((p) => put(dht, { v: p })));
+  return put(dht, { k: key.publicKey, salt: DHT_SALT, seq, v: encodeHead(head), sign: (m: Buffer) => ed25519Sign(m, key.secretKey) });
+}
+
+/**
+ * A PolicySource reading the DHT. Parts already fetched are kept (by target), so after a delta
+ * only the changed tail is fetched again.
+ */
+export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number } = {}): PolicySource {
+  const cache = new Map<string, Buffer>();
+  const limit = o.cacheParts ?? 4096;
+  return {
+    name: o.name ?? 'dht',
+    async fetch(moderator: string, held: PolicyState | null): Promise<Buffer | null> {
+      const k = parseModerator(moderator);
+      const h = await get(dht, headTarget(k), { salt: DHT_SALT, verify });
+      if (!h?.v || !h.k || !Buffer.from(h.k).equals(k)) return null;
+      if (typeof h.seq !== 'number' || !Number.isSafeInteger(h.seq)) throw err('POLICY_MALFORMED', 'DHT policy head has a bad seq');
+      if (held && h.seq <= held.seq) return null;
+      const head = decodeHead(h.v);
+      const parts: Buffer[] = [];
+      for (const t of head.parts) {
+        const hex = t.toString('hex');
+        let p = cache.get(hex);
+        if (!p) {
+          const r = await get(dht, t, {});
+          if (!r?.v || !immutableTarget(r.v).equals(t)) throw err('POLICY_FETCH_FAILED', `DHT part ${hex} of moderator ${moderator} not found`);
+          p = Buffer.from(r.v);
+          if (cache.size >= limit) cache.delete(cache.keys().next().value!);
+          cache.set(hex, p);
+        }
+        parts.push(p);
+      }
+      const bundle = Buffer.concat(parts);
+      if (bundle.length !== head.length || bundle.length > BUNDLE_LIMITS.bytes || !sha256(bundle).equals(head.digest)) {
+        throw err('POLICY_MALFORMED', `DHT bundle of moderator ${moderator} does not match its head`);
+      }
+      decodeBundle(bundle); // framing check; verification is advancePolicy's
+      return bundle;
+    },
+  };
+}
+
+/**
+ * A short-lived DHT node for tools (`bitcloud moderator publish`), built with the storage overlay's
+ * options (private bootstrap only, BEP 44 verification through src/crypto: SPEC.md §9.14). Binds
+ * 127.0.0.1 when every bootstrap node is on loopback.
+ */
+export async function openToolDht(bootstrap: readonly DhtAddress[], o: { readyTimeoutMs?: number } = {}): Promise<DhtLike & { close(): Promise<void> }> {
+  const dht = new DHT(dhtOptions(bootstrap));
+  dht.on('error', () => { /* reported through failed puts */ });
+  const host = bootstrap.length > 0 && bootstrap.every((b) => b.host === '127.0.0.1') ? '127.0.0.1' : undefined;
+  await new Promise<void>((resolve) => dht.listen(0, host as string, () => resolve()));
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, o.readyTimeoutMs ?? 5000);
+    if (dht.ready) { clearTimeout(t); resolve(); } else dht.once('ready', () => { clearTimeout(t); resolve(); });
+  });
+  return {
+    put: (opts, cb) => dht.put(opts as never, cb as never),
+    get: (key, opts, cb) => dht.get(key, opts as never, cb as never),
+    close: () => new Promise<void>((r) => dht.destroy(() => r())),
+  };
+}

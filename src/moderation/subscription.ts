@@ -1,0 +1,197 @@
+// SPEC.md §10.6.1: a storage node's subscriptions. The node names moderator keys in its config;
+// this manager fetches each moderator's newest bundle from every source periodically, verifies it
+// (advancePolicy: signatures, chain, sequence numbers, window), keeps the newest, persists it in
+// the data directory so a restart enforces at once, and exposes the current policies to
+// enforcement (SubscriptionView). A forged, foreign, conflicting or older policy changes nothing
+// and is logged ("policy refused", with its code).
+import fs from 'node:fs';
+import path from 'node:path';
+import { err, errorCode } from '../errors';
+import { silentLogger, type Logger } from '../ops/log';
+import { writeFileAtomic } from '../ops/fsutil';
+import { prom, type Registry } from '../ops/metrics';
+import { advancePolicy, stateBundle, type PolicyState } from './chain';
+import type { SubscriptionView } from './enforce';
+import { parseModerator } from './policy';
+import type { PolicySource } from './sources';
+
+export const DEFAULT_REFRESH_MS = 10 * 60_000;
+export const POLICY_DIR = 'policies';
+
+export interface SubscriptionOptions {
+  /** Moderator fingerprints. Empty (or `unmoderated`) = an unmoderated node. */
+  moderators: readonly string[];
+  unmoderated?: boolean;
+  sources?: PolicySource[];
+  /** Policies are kept in <dataDir>/policies/<fingerprint>.bundle. */
+  dataDir?: string;
+  refreshMs?: number;
+  skewMs?: number;
+  log?: Logger;
+  registry?: Registry;
+  now?: () => number;
+}
+
+export interface ModeratorStatus {
+  moderator: string;
+  seq: number | null;
+  name: string;
+  classes: string[];
+  denylistEntries: number;
+  validUntil: number | null;
+}
+
+interface Metrics {
+  seq: prom.Gauge<'moderator'>;
+  updates: prom.Counter<'result'>;
+}
+
+function makeMetrics(reg: Registry): Metrics {
+  return {
+    seq: new prom.Gauge({ name: 'bitcloud_moderation_policy_seq', help: 'Sequence number of the policy enforced, per subscribed moderator (0 = none yet)', labelNames: ['moderator'], registers: [reg] }),
+    updates: new prom.Counter({ name: 'bitcloud_moderation_policy_fetches_total', help: 'Policy fetches by result (updated, unchanged, none, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+  };
+}
+
+export class PolicySubscriptions implements SubscriptionView {
+  readonly unmoderated: boolean;
+  readonly moderators: readonly string[];
+  private readonly held = new Map<string, PolicyState | null>();
+  private readonly sources: PolicySource[];
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly metrics: Metrics | null;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+
+  private constructor(private readonly o: SubscriptionOptions) {
+    const mods = [...new Set(o.moderators)];
+    for (const m of mods) parseModerator(m);
+    if (o.unmoderated && mods.length > 0) throw err('CONFIG_INVALID', 'a node is either unmoderated or subscribed to moderators, not both', { key: 'unmoderated' });
+    this.unmoderated = mods.length === 0;
+    this.moderators = Object.freeze(mods);
+    this.sources = [...(o.sources ?? [])];
+    this.log = o.log ?? silentLogger;
+    this.now = o.now ?? Date.now;
+    this.metrics = o.registry ? makeMetrics(o.registry) : null;
+    for (const m of mods) this.held.set(m, null);
+  }
+
+  /** Make the manager and load the policies kept on disk (verified again; their windows are not rechecked). */
+  static open(o: SubscriptionOptions): PolicySubscriptions {
+    const s = new PolicySubscriptions(o);
+    s.loadPersisted();
+    return s;
+  }
+
+  policy(moderator: string): PolicyState | null {
+    return this.held.get(moderator) ?? null;
+  }
+
+  addSource(src: PolicySource): void {
+    this.sources.push(src);
+  }
+
+  status(): ModeratorStatus[] {
+    return this.moderators.map((m) => {
+      const p = this.held.get(m) ?? null;
+      return { moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0, validUntil: p?.validUntil ?? null };
+    });
+  }
+
+  /** Refresh now, then every refreshMs (default 10 minutes) until close(). */
+  start(): Promise<void> {
+    if (this.unmoderated) return Promise.resolve();
+    const first = this.refresh();
+    const every = this.o.refreshMs ?? DEFAULT_REFRESH_MS;
+    this.timer = setInterval(() => { void this.refresh(); }, every);
+    this.timer.unref();
+    return first;
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One round: every moderator from every source, in order. Never rejects; one at a time. */
+  refresh(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        for (const m of this.moderators) for (const src of this.sources) await this.fetchOne(m, src);
+      } finally {
+        this.running = null;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Offer a bundle obtained elsewhere (tests, a push). Returns the result or the refusal code. */
+  async offer(moderator: string, bundle: Buffer, source = 'offered'): Promise<string> {
+    if (!this.held.has(moderator)) return 'NOT_SUBSCRIBED';
+    const held = this.held.get(moderator) ?? null;
+    try {
+      const r = advancePolicy(held, bundle, { moderator, now: this.now(), skewMs: this.o.skewMs });
+      this.metrics?.updates.labels(r.result).inc();
+      if (r.result === 'updated') {
+        this.held.set(moderator, r.state);
+        this.metrics?.seq.labels(moderator).set(r.state.seq);
+        this.log.info({ moderator, seq: r.state.seq, previous: held?.seq ?? null, source, denylist: r.state.deny.size }, 'policy updated');
+        await this.persist(r.state);
+      }
+      return r.result;
+    } catch (e) {
+      const code = errorCode(e);
+      this.metrics?.updates.labels(code).inc();
+      this.log.warn({ moderator, source, code, held: held?.seq ?? null, reason: (e as Error).message }, 'policy refused');
+      return code;
+    }
+  }
+
+  private async fetchOne(moderator: string, src: PolicySource): Promise<void> {
+    let bundle: Buffer | null;
+    try {
+      bundle = await src.fetch(moderator, this.held.get(moderator) ?? null);
+    } catch (e) {
+      const code = errorCode(e);
+      this.metrics?.updates.labels('fetch_failed').inc();
+      this.log.debug({ moderator, source: src.name, code }, 'policy fetch failed');
+      return;
+    }
+    if (!bundle) {
+      this.metrics?.updates.labels('none').inc();
+      return;
+    }
+    await this.offer(moderator, bundle, src.name);
+  }
+
+  private file(moderator: string): string | null {
+    return this.o.dataDir ? path.join(this.o.dataDir, POLICY_DIR, `${moderator}.bundle`) : null;
+  }
+
+  private async persist(s: PolicyState): Promise<void> {
+    const f = this.file(s.moderator);
+    if (!f) return;
+    try {
+      await fs.promises.mkdir(path.dirname(f), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(f, stateBundle(s), 0o600);
+    } catch (e) {
+      this.log.warn({ moderator: s.moderator, code: errorCode(e) }, 'could not save a policy');
+    }
+  }
+
+  private loadPersisted(): void {
+    for (const m of this.moderators) {
+      const f = this.file(m);
+      if (!f || !fs.existsSync(f)) continue;
+      try {
+        const { state } = advancePolicy(null, fs.readFileSync(f), { moderator: m, now: this.now(), checkWindow: false });
+        this.held.set(m, state);
+        this.metrics?.seq.labels(m).set(state.seq);
+        this.log.info({ moderator: m, seq: state.seq }, 'policy loaded from disk');
+      } catch (e) {
+        this.log.warn({ moderator: m, code: errorCode(e) }, 'saved policy not usable; fetching it again');
+      }
+    }
+  }
+}
