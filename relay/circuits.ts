@@ -49,6 +49,8 @@ export interface RelayCircuitsOptions {
   log?: Logger;
 }
 
+const consensusIndex = new WeakMap<object, Map<string, ConsensusRelay>>();
+
 function ipOf(remote: string): string {
   const i = remote.lastIndexOf(':');
   return i > 0 ? remote.slice(0, i) : remote;
@@ -138,10 +140,16 @@ export class RelayCircuits {
   }
 
   private isKnownRelay(ch: Channel): boolean {
-    const id = ch.peerIdentity;
-    if (!id) return false;
+    return ch.peerIdentity !== null && this.listed(ch.peerIdentity) !== undefined;
+  }
+
+  /** The consensus entry for an identity (indexed once per consensus). */
+  private listed(identity: Buffer): ConsensusRelay | undefined {
     const c = this.opts.consensus?.();
-    return !!c && c.relays.some((r) => r.identity.equals(id));
+    if (!c) return undefined;
+    let idx = consensusIndex.get(c);
+    if (!idx) { idx = new Map(c.relays.map((r) => [r.identity.toString('hex'), r])); consensusIndex.set(c, idx); }
+    return idx.get(identity.toString('hex'));
   }
 
   /**
@@ -154,8 +162,7 @@ export class RelayCircuits {
     const fp = fingerprint(t.identity);
     let host: string | undefined;
     let port: number | undefined;
-    const consensus = this.opts.consensus?.() ?? null;
-    const listed = consensus?.relays.find((r) => r.identity.equals(t.identity));
+    const listed = this.listed(t.identity);
     if (listed) {
       if (!t.addresses.some((a) => a.host === listed.address && a.port === listed.orPort)) {
         throw err('EXTEND_ADDRESS_MISMATCH', 'EXTEND2 names an address the consensus does not list for that identity');

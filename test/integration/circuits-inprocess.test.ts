@@ -27,7 +27,7 @@ const EXIT_POLICY = ['reject 127.0.0.1:9', 'accept 127.0.0.1:*', 'reject *:*'];
 
 let dirHttp: http.Server | null = null;
 
-async function startRelay(name: string, flags: string[]): Promise<TestRelay> {
+async function startRelay(name: string, flags: string[], consensus?: () => { relays: ConsensusRelay[] }): Promise<TestRelay> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `bitcloud-circ-${name}-`));
   const keys = await loadOrCreateNodeKeys(dir);
   const exit = flags.includes('Exit');
@@ -35,7 +35,8 @@ async function startRelay(name: string, flags: string[]): Promise<TestRelay> {
   const rc = new RelayCircuits({
     keys,
     exitPolicy: exit ? EXIT_POLICY : null,
-    requireConsensusForExtend: false,
+    requireConsensusForExtend: !!consensus,
+    consensus,
     registry,
     // r2 mirrors a directory (an in-process HTTP server); r4 is also a storage endpoint (echo).
     dirTarget: name === 'r2' ? () => (dirHttp ? { server: dirHttp } : null) : undefined,
@@ -273,6 +274,24 @@ describe('circuits in process', () => {
     await expect(manager.openStream(other, { kind: 'begin_storage' })).rejects.toMatchObject({ code: 'STREAM_REFUSED' });
     circ.destroy();
     other.destroy();
+  });
+
+  it('EXTEND2 only to relays the consensus lists at that address (else DESTROY OR_IDENTITY)', async () => {
+    const listed = { relays: [relays[3].info, { ...relays[4].info, orPort: relays[4].info.orPort + 1 }] };
+    const strict = await startRelay('strict', ['Guard'], () => listed);
+    try {
+      const ok = await manualCircuit([strict, relays[3]]);
+      expect(ok.length).toBe(2);
+      ok.destroy();
+      // Listed, but at another port than the one the client names.
+      await expect(manualCircuit([strict, relays[4]])).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { destroyReason: DestroyReason.OR_IDENTITY } });
+      // Not listed at all.
+      await expect(manualCircuit([strict, relays[2]])).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { destroyReason: DestroyReason.OR_IDENTITY } });
+    } finally {
+      await strict.rc.close();
+      await strict.listener.close();
+      await fsp.rm(strict.dir, { recursive: true, force: true });
+    }
   });
 
   it('RESOLVE at the exit', async () => {
