@@ -284,3 +284,38 @@ describe('streams at a node without handlers', () => {
     expect(t.sw.circuitCount).toBe(1);
   });
 });
+
+describe('robustness (property)', () => {
+  it('random cells on one link never throw out of the switch and never touch a circuit on another link', async () => {
+    const fc = await import('fast-check');
+    const t = setup();
+    const bystander = new FakeChannel(false, null);
+    t.sw.attach(asChannel(bystander));
+    // A working circuit on the bystander link.
+    const { state, onionskin } = ntorClientCreate({ id: t.identity.publicKey, onionKey: t.onion.publicKey });
+    bystander.deliver(0x8000_0042, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));
+    const hop = createClientHop(ntorClientFinish(state, decodeCreated2(bystander.take(CellCommand.CREATED2)[0].payload).hdata, RELAY_CRYPTO_KEY_LEN));
+    t.create(0x8000_0001);
+    const cmds = [CellCommand.RELAY, CellCommand.RELAY_EARLY, CellCommand.CREATE2, CellCommand.CREATED2, CellCommand.DESTROY];
+    fc.assert(fc.property(
+      fc.array(fc.record({
+        cmd: fc.constantFrom(...cmds),
+        id: fc.oneof(fc.constant(0x8000_0001), fc.integer({ min: 0x8000_0001, max: 0xffff_ffff })),
+        payload: fc.uint8Array({ minLength: 0, maxLength: CELL_PAYLOAD_LEN }),
+      }), { maxLength: 40 }),
+      (cells) => {
+        for (const c of cells) t.prev.deliver(c.id, c.cmd, c.payload);
+        return true;
+      },
+    ), { numRuns: 200 });
+    // The bystander's circuit still answers: a BEGIN_DIR is refused with END(NOTDIRECTORY) as usual.
+    const p = encodeRelayPayload(RelayCommand.BEGIN_DIR, 7, Buffer.alloc(0));
+    hop.originate(p);
+    hop.encryptOutbound(p);
+    bystander.deliver(0x8000_0042, CellCommand.RELAY, p);
+    const [reply] = bystander.take(CellCommand.RELAY);
+    expect(hop.decryptInbound(reply.payload)).toBe(true);
+    expect(decodeRelayPayload(reply.payload).command).toBe(RelayCommand.END);
+    expect(bystander.take(CellCommand.DESTROY)).toEqual([]);
+  });
+});
