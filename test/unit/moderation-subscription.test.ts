@@ -1,0 +1,247 @@
+// SPEC.md §10.6.1, §10.7: the node's subscription manager, the authority-side store, the DHT
+// transport, and the moderator's workspace.
+import { describe, it, expect, afterEach } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import DHT from 'bittorrent-dht';
+import pino from 'pino';
+import { Writable } from 'node:stream';
+import { ed25519Generate, randomBytes } from '../../src/crypto/primitives';
+import { fingerprint } from '../../src/crypto/keys';
+import { isBitcloudError } from '../../src/errors';
+import { dhtOptions } from '../../src/storage/dht';
+import { shareId } from '../../src/storage/share';
+import { signPolicy } from '../../src/moderation/policy';
+import { denyEntry } from '../../src/moderation/denylist';
+import { advancePolicy, encodeBundle, nextPolicyContent, stateBundle, type PolicyState } from '../../src/moderation/chain';
+import { makePolicyCheck } from '../../src/moderation/enforce';
+import { PolicySubscriptions } from '../../src/moderation/subscription';
+import type { PolicySource } from '../../src/moderation/sources';
+import { PolicyStore } from '../../src/moderation/store';
+import { decodeHead, dhtSource, encodeHead, publishPolicyToDht, splitBundle, DHT_MAX_BUNDLE_BYTES, type DhtLike } from '../../src/moderation/dht';
+import { ModeratorWorkspace } from '../../src/moderation/workspace';
+
+const cleanup: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => { for (const f of cleanup.splice(0).reverse()) await f(); });
+
+function tmp(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-modsub-'));
+  cleanup.push(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+function captureLog(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({ write(c, _e, cb) { for (const l of String(c).split('\n')) if (l) lines.push(JSON.parse(l)); cb(); } });
+  return { log: pino({ level: 'debug' }, sink), lines };
+}
+
+const NOW = Date.now();
+const W = { validAfter: NOW - 1000, validUntil: NOW + 3_600_000 };
+
+/** A moderator that publishes versions in memory. */
+function moderator() {
+  const key = ed25519Generate();
+  const fp = fingerprint(key.publicKey);
+  let state: PolicyState | null = null;
+  const versions: Buffer[] = [];
+  return {
+    key, fp,
+    get state() { return state!; },
+    versions,
+    publish(deny: Buffer[], classes = [{ name: 'encrypted-private', maxShareBytes: 0 }]): Buffer {
+      const c = nextPolicyContent(state, { name: 'm', classes, maxShareBytes: 0, deny: deny.map(denyEntry) });
+      const raw = signPolicy(c, key, W);
+      state = advancePolicy(state, [...(c.previous ? state!.chain.map((v) => v.raw) : []), raw], { moderator: fp, now: NOW }).state;
+      versions.push(raw);
+      return stateBundle(state);
+    },
+  };
+}
+
+/** A source that hands out whatever bundle it is told to. */
+function fixedSource(name: string): PolicySource & { bundle: Buffer | null } {
+  const s = { name, bundle: null as Buffer | null, fetch: async () => s.bundle };
+  return s;
+}
+
+const cipher = randomBytes(4096);
+const cipherId = shareId(cipher);
+
+describe('PolicySubscriptions', () => {
+  it('a newer version takes effect at the next refresh; enforcement follows', async () => {
+    const m = moderator();
+    const src = fixedSource('auth');
+    const subs = PolicySubscriptions.open({ moderators: [m.fp], sources: [src], now: () => NOW });
+    cleanup.push(() => subs.close());
+    const check = makePolicyCheck(subs);
+    const get = { type: 'get' as const, id: cipherId, offset: 0, length: 0 };
+    src.bundle = m.publish([]);
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(1);
+    await expect(Promise.resolve(check(get, { viaCircuit: true }))).resolves.toBeUndefined();
+    src.bundle = m.publish([cipherId]);
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(2);
+    try { await check(get, { viaCircuit: true }); expect.unreachable(); } catch (e) {
+      expect(isBitcloudError(e, 'POLICY_DENIED')).toBe(true);
+    }
+    expect(subs.status()[0]).toMatchObject({ moderator: m.fp, seq: 2, denylistEntries: 1 });
+  });
+
+  it('ignores a forged policy and a replayed older one, with a log line', async () => {
+    const m = moderator();
+    const { log, lines } = captureLog();
+    const good = fixedSource('good');
+    const evil = fixedSource('evil');
+    const subs = PolicySubscriptions.open({ moderators: [m.fp], sources: [good, evil], log, now: () => NOW });
+    const v1 = m.publish([]);
+    good.bundle = m.publish([cipherId]);
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(2);
+
+    evil.bundle = v1; // replay of version 1
+    good.bundle = null;
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(2);
+    expect(lines.find((l) => l.msg === 'policy refused' && l.code === 'POLICY_REPLAYED' && l.source === 'evil')).toBeTruthy();
+
+    const forgedKey = ed25519Generate();
+    const forgedBody = signPolicy({ ...m.state.chain[0].content, seq: 3, previous: null, denyAdd: [], denyRemove: [] }, forgedKey, W);
+    // Put the real moderator's key into the forged content: the signature cannot match it.
+    const forged = Buffer.from(forgedBody);
+    const at = forged.indexOf(forgedKey.publicKey);
+    m.key.publicKey.copy(forged, at);
+    evil.bundle = encodeBundle([forged]);
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(2);
+    expect(lines.some((l) => l.msg === 'policy refused' && l.source === 'evil' && (l.code === 'POLICY_BAD_SIGNATURE' || l.code === 'POLICY_WRONG_MODERATOR'))).toBe(true);
+
+    evil.bundle = encodeBundle([signPolicy(nextPolicyContent(null, { name: 'x', classes: [], maxShareBytes: 0, deny: [] }), forgedKey, W)]);
+    await subs.refresh();
+    expect(lines.some((l) => l.msg === 'policy refused' && l.code === 'POLICY_WRONG_MODERATOR')).toBe(true);
+    expect(subs.policy(m.fp)?.deny.deniesId(cipherId)).toBe(true);
+  });
+
+  it('keeps policies on disk and enforces them at once after a restart', async () => {
+    const dir = tmp();
+    const m = moderator();
+    const src = fixedSource('a');
+    src.bundle = m.publish([cipherId]);
+    const a = PolicySubscriptions.open({ moderators: [m.fp], sources: [src], dataDir: dir, now: () => NOW });
+    await a.refresh();
+    expect(fs.statSync(path.join(dir, 'policies', `${m.fp}.bundle`)).mode & 0o077).toBe(0);
+    const b = PolicySubscriptions.open({ moderators: [m.fp], sources: [], dataDir: dir, now: () => NOW + 10 * 3_600_000 });
+    expect(b.policy(m.fp)?.seq).toBe(1);
+    expect(b.policy(m.fp)?.deny.deniesId(cipherId)).toBe(true);
+  });
+
+  it('a failing source does not stop the others', async () => {
+    const m = moderator();
+    const broken: PolicySource = { name: 'down', fetch: async () => { throw new Error('ECONNREFUSED'); } };
+    const src = fixedSource('up');
+    src.bundle = m.publish([]);
+    const subs = PolicySubscriptions.open({ moderators: [m.fp], sources: [broken, src], now: () => NOW });
+    await subs.refresh();
+    expect(subs.policy(m.fp)?.seq).toBe(1);
+  });
+
+  it('is unmoderated with no moderators, and refuses both at once', () => {
+    expect(PolicySubscriptions.open({ moderators: [] }).unmoderated).toBe(true);
+    let code = '';
+    try { PolicySubscriptions.open({ moderators: ['ab'.repeat(32)], unmoderated: true }); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('CONFIG_INVALID');
+  });
+});
+
+describe('PolicyStore (authority side)', () => {
+  it('keeps the newest verified chain, serves deltas after a held version, 304 when current', () => {
+    const dir = tmp();
+    const m = moderator();
+    const store = new PolicyStore(dir);
+    expect(store.serve(m.fp)).toEqual({ status: 404 });
+    expect(store.accept(m.fp, m.publish([])).result).toBe('updated');
+    const held = m.state;
+    m.publish([cipherId]);
+    expect(store.accept(m.fp, encodeBundle([m.versions[1]])).seq).toBe(2);
+    const ans = store.serve(m.fp, held.seq, held.digest);
+    expect(ans.status).toBe(200);
+    if (ans.status === 200) expect(advancePolicy(held, ans.bundle, { moderator: m.fp, now: NOW }).state.seq).toBe(2);
+    expect(store.serve(m.fp, 2)).toEqual({ status: 304 });
+    let code = '';
+    try { store.accept(m.fp, encodeBundle([m.versions[0]])); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('POLICY_REPLAYED');
+    expect(new PolicyStore(dir).get(m.fp)?.seq).toBe(2);
+  });
+});
+
+describe('policies on the DHT (BEP 44)', () => {
+  it('head encoding round-trips; oversized bundles are refused', () => {
+    const { head } = splitBundle(randomBytes(2000));
+    const d = decodeHead(encodeHead(head));
+    expect(d.length).toBe(2000);
+    expect(d.parts).toHaveLength(3);
+    expect(() => splitBundle(Buffer.alloc(DHT_MAX_BUNDLE_BYTES + 1))).toThrow(/POLICY_TOO_LARGE_FOR_DHT/);
+    expect(() => decodeHead(Buffer.alloc(37))).toThrow(/POLICY_MALFORMED/);
+  });
+
+  it('a moderator publishes; a node reads the newest version; a delta re-fetches only the tail', async () => {
+    const nodes: DHT[] = [];
+    for (let i = 0; i < 3; i++) {
+      const d = new DHT(dhtOptions(i === 0 ? [] : [{ host: '127.0.0.1', port: nodes[0].address().port }]));
+      await new Promise<void>((r) => d.listen(0, '127.0.0.1', () => r()));
+      nodes.push(d);
+      cleanup.push(() => new Promise<void>((r) => d.destroy(() => r())));
+    }
+    for (const d of nodes) for (const e of nodes) if (d !== e) d.addNode({ host: '127.0.0.1', port: e.address().port });
+    // addNode pings first; wait until every routing table knows the two others.
+    while (!nodes.every((d) => d.toJSON().nodes.length >= 2)) await new Promise((r) => setTimeout(r, 20));
+    const m = moderator();
+    const many = Array.from({ length: 60 }, (_, i) => Buffer.alloc(32, i + 1));
+    const b1 = m.publish(many);
+    await publishPolicyToDht(nodes[1] as unknown as DhtLike, m.key, b1, 1);
+    let gets = 0;
+    const reader = nodes[2] as unknown as DhtLike;
+    const counting: DhtLike = { put: reader.put.bind(reader), get: (k, o, cb) => { gets++; reader.get(k, o, cb); } };
+    const src = dhtSource(counting);
+    const got = await src.fetch(m.fp, null);
+    expect(got?.equals(b1)).toBe(true);
+    const first = gets;
+    const held = advancePolicy(null, got!, { moderator: m.fp, now: NOW }).state;
+    expect(await src.fetch(m.fp, held)).toBeNull(); // nothing newer: only the head is read
+    const b2 = m.publish([...many, cipherId]);
+    await publishPolicyToDht(nodes[1] as unknown as DhtLike, m.key, b2, 2);
+    gets = 0;
+    const got2 = await src.fetch(m.fp, held);
+    expect(got2?.equals(b2)).toBe(true);
+    expect(gets).toBeLessThan(first); // head + the changed tail, not every part
+    expect(advancePolicy(held, got2!, { moderator: m.fp, now: NOW }).state.deny.deniesId(cipherId)).toBe(true);
+  });
+});
+
+describe('ModeratorWorkspace', () => {
+  it('keygen, deny, allow, publish: deltas chain; the key file is 0600 and never replaced', async () => {
+    const dir = tmp();
+    const ws = await ModeratorWorkspace.create(dir, 'Mod');
+    expect(fs.statSync(path.join(dir, 'moderator.key')).mode & 0o777).toBe(0o600);
+    await expect(ModeratorWorkspace.create(dir)).rejects.toMatchObject({ code: 'MODERATOR_KEY_EXISTS' });
+    expect(ws.addDeny([cipherId, cipherId])).toBe(1);
+    ws.allow('public-video', 1000);
+    await ws.saveWorking();
+    expect(fs.readFileSync(path.join(dir, 'policy.json'), 'utf8')).not.toContain(cipherId.toString('hex'));
+    const s1 = await ws.signNext();
+    expect(s1.seq).toBe(1);
+    const again = await ModeratorWorkspace.open(dir);
+    again.addDeny([Buffer.alloc(32, 5)]);
+    const s2 = await again.signNext();
+    expect(s2.seq).toBe(2);
+    expect(s2.chain[1].content.previous?.equals(s1.digest)).toBe(true);
+    expect(s2.chain[1].content.denyAdd).toHaveLength(1);
+    expect(s2.classes.map((c) => c.name)).toEqual(['encrypted-private', 'public-video']);
+    expect(again.removeDeny([cipherId])).toBe(1);
+    const s3 = await again.signNext();
+    expect(s3.deny.deniesId(cipherId)).toBe(false);
+    await expect(ModeratorWorkspace.open(tmp())).rejects.toMatchObject({ code: 'MODERATOR_NO_KEY' });
+  });
+});
