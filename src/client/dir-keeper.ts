@@ -56,11 +56,15 @@ export class DirKeeper {
     return this.consensus()?.relays ?? null;
   }
 
-  /** Load the cache, fetch once (waiting for it), then refresh in the background. */
+  /**
+   * Load the cache, then fetch: in the background when the cache gave a valid consensus,
+   * otherwise waiting for the first fetch. Then refresh periodically.
+   */
   async start(): Promise<void> {
     const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now());
     if (cached.consensus) this.current = cached.consensus;
-    await this.refresh();
+    const first = this.refresh();
+    if (!this.consensus()) await first;
     this.schedule();
   }
 
