@@ -12,7 +12,7 @@ export const MAX_ERROR_MESSAGE_CHARS = 1024;
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
 export type StorageRequest =
-  | { type: 'put'; id: Buffer; data: Buffer; leaseSeconds: number }
+  | { type: 'put'; id: Buffer; data: Buffer; leaseSeconds: number; contentClass?: string }
   | { type: 'get'; id: Buffer; offset: number; length: number }
   | { type: 'has'; ids: Buffer[] }
   | { type: 'audit'; id: Buffer; nonce: Buffer }
@@ -40,7 +40,7 @@ export function auditProof(nonce: Uint8Array, share: Uint8Array): Buffer {
 export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
   const body: Loose = { id: reqId };
   switch (req.type) {
-    case 'put': body.put = { id: req.id, data: req.data, leaseSeconds: req.leaseSeconds }; break;
+    case 'put': body.put = { id: req.id, data: req.data, leaseSeconds: req.leaseSeconds, ...(req.contentClass ? { contentClass: req.contentClass } : {}) }; break;
     case 'get': body.get = { id: req.id, offset: req.offset, length: req.length }; break;
     case 'has': body.has = { ids: req.ids }; break;
     case 'audit': body.audit = { id: req.id, nonce: req.nonce }; break;
@@ -91,7 +91,10 @@ function requestBody(m: Loose): StorageRequest {
       const p = msg(m.put)!;
       const data = bytes(p.data, BAD_REQ, 'data');
       if (data.length < 1 || data.length > MAX_SHARE_BYTES) throw err(BAD_REQ, `share must be 1..${MAX_SHARE_BYTES} bytes`, { len: data.length });
-      return { type: 'put', id: id32(p.id, BAD_REQ), data, leaseSeconds: u32(p.leaseSeconds, BAD_REQ, 'lease_seconds') };
+      // SPEC.md §10.1: the declared moderation class; empty means encrypted-private.
+      const contentClass = str(p.contentClass, BAD_REQ, 'content_class');
+      if (contentClass !== '' && !/^[a-z0-9][a-z0-9-]{0,63}$/.test(contentClass)) throw err(BAD_REQ, 'content_class must match [a-z0-9][a-z0-9-]{0,63}');
+      return { type: 'put', id: id32(p.id, BAD_REQ), data, leaseSeconds: u32(p.leaseSeconds, BAD_REQ, 'lease_seconds'), ...(contentClass ? { contentClass } : {}) };
     }
     case 'get': {
       const g = msg(m.get)!;

@@ -155,3 +155,17 @@ describe('through the storage handler', () => {
     expect((await handleRequest(store, get(cipherId) as never, ctx)).type).toBe('get');
   });
 });
+
+describe('the declared class on the wire (PutShare.content_class, SPEC.md §10.1)', () => {
+  it('round-trips; empty means encrypted-private; a bad class is STORAGE_BAD_REQUEST', async () => {
+    const { encodeRequest, decodeRequest } = await import('../../src/storage/protocol');
+    const { declaredClass } = await import('../../src/moderation/enforce');
+    const r = decodeRequest(encodeRequest(7, { type: 'put', id: cipherId, data: cipher, leaseSeconds: 0, contentClass: 'public-video' })).req;
+    expect(declaredClass(r)).toBe('public-video');
+    const plain = decodeRequest(encodeRequest(8, { type: 'put', id: cipherId, data: cipher, leaseSeconds: 0 })).req;
+    expect(declaredClass(plain)).toBe('encrypted-private');
+    let code = '';
+    try { decodeRequest(encodeRequest(9, { type: 'put', id: cipherId, data: cipher, leaseSeconds: 0, contentClass: 'Bad Class' })); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('STORAGE_BAD_REQUEST');
+  });
+});
