@@ -1,0 +1,197 @@
+// SPEC.md §9.9 (get): root share → manifest → data chunks. For each chunk, k shares are fetched at
+// once from the nodes expected to hold them, the fastest first (data shares win ties: no
+// Reed–Solomon work); a share that is missing, unreachable or fails its hash is replaced by another
+// share of the chunk. Several chunks are fetched at once, across nodes; each verified chunk is
+// written at its offset (storage-client-resume.ts), and the output appears only when complete.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { err, isBitcloudError, type BitcloudError } from '../errors';
+import type { Capability } from '../storage/capability';
+import { ChunkKind, decodeChunk } from '../storage/encode';
+import { shareSizeFor } from '../storage/erasure';
+import { chunkOffsets, plainLen, type Layout, type Manifest } from '../storage/manifest';
+import { openManifest, openRoot } from '../storage/seal';
+import { placeChunk, rankNodes } from '../storage/placement';
+import { checkShare } from '../storage/share';
+import type { StorageClient } from './storage-client';
+import { DownloadOutput } from './storage-client-resume';
+
+export interface GetOptions {
+  /** Output file; default: the manifest's name (or bitcloud-<id>) in `dir`. */
+  output?: string;
+  dir?: string;
+  /** Chunks fetched at once (default 8). */
+  window?: number;
+  /** How far down a share's ranking to look beyond its expected holder (default n + 4 nodes). */
+  searchDepth?: number;
+  onManifest?: (m: Manifest, output: string) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface GetStats {
+  /** Shares whose bytes failed their hash (at the client), or that a node found corrupt. */
+  corruptShares: number;
+  /** Shares that were not where expected and were fetched elsewhere or replaced. */
+  missingShares: number;
+  sharesFetched: number;
+}
+
+export interface GetResult extends GetStats {
+  path: string;
+  size: number;
+  name: string;
+  contentType: string;
+  chunks: number;
+  /** Chunks already on disk from an interrupted run. */
+  resumedChunks: number;
+  unreachableNodes: string[];
+}
+
+/** One share: from its expected holder, then down its ranking. Null when no node has good bytes. */
+async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats): Promise<Buffer | null> {
+  const order: string[] = [];
+  if (expected) order.push(expected);
+  for (const fp of rankNodes(id, client.fingerprints)) {
+    if (order.length >= depth) break;
+    if (!order.includes(fp)) order.push(fp);
+  }
+  let first = true;
+  for (const fp of order) {
+    if (client.isDead(fp)) { first = false; continue; }
+    try {
+      const data = await client.getShare(fp, id);
+      stats.sharesFetched++;
+      if (data.length === size && checkShare(id, data)) {
+        if (!first) stats.missingShares++;
+        return data;
+      }
+      stats.corruptShares++; // the node served bytes that are not the share: try the next holder
+    } catch (e) {
+      if (isBitcloudError(e, 'SHARE_CORRUPT')) stats.corruptShares++; // the node caught it itself
+      else if (!isBitcloudError(e)) throw e;
+    }
+    first = false;
+  }
+  stats.missingShares++;
+  return null;
+}
+
+/** Any k good shares of chunk `index` of `layout`, decoded and authenticated. */
+export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number): Promise<Buffer> {
+  const ref = layout.chunks[index];
+  const { k, n } = layout.coding;
+  const size = shareSizeFor(ref.encLen, k);
+  let expected: string[] | null = null;
+  try { expected = placeChunk(ref.shareIds, client.fingerprints); } catch { /* fewer nodes than n now: search rankings */ }
+  // Fastest holders first; a data share counts 25% faster (no arithmetic to rebuild from it).
+  const prior = client.medianSpeed();
+  const weight = (j: number) => {
+    const s = expected ? client.score(expected[j], prior) : prior;
+    return s < 0 ? -1 : s * (j < k ? 1.25 : 1);
+  };
+  const order = [...Array(n).keys()].sort((a, b) => weight(b) - weight(a) || a - b);
+  const shares: (Buffer | null)[] = new Array(n).fill(null);
+  const running = new Set<Promise<void>>();
+  let good = 0;
+  let next = 0;
+  let failure: unknown = null;
+  const launch = (j: number) => {
+    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats)
+      .then((b) => { if (b) { shares[j] = b; good++; } }, (e) => { failure ??= e; })
+      .finally(() => running.delete(p));
+    running.add(p);
+  };
+  while (good < k && !failure) {
+    while (running.size < k - good && next < n) launch(order[next++]);
+    if (running.size === 0) break;
+    await Promise.race(running);
+  }
+  if (failure) throw failure;
+  if (good < k) {
+    throw err('CHUNK_TOO_FEW_SHARES', `chunk ${index}: only ${good} of the ${k} shares needed could be fetched`, { index, good, k, n, kind });
+  }
+  return decodeChunk(fileKey, index, shares, layout.coding, ref, kind);
+}
+
+/** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. */
+export async function fetchRoot(client: StorageClient, cap: Capability, stats: GetStats): Promise<Layout> {
+  let lastCorrupt: BitcloudError | null = null;
+  for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
+    if (client.isDead(fp)) continue;
+    let data: Buffer;
+    try {
+      data = await client.getShare(fp, cap.manifestId);
+    } catch (e) {
+      if (!isBitcloudError(e)) throw e;
+      if (e.code === 'SHARE_CORRUPT') stats.corruptShares++;
+      continue;
+    }
+    try {
+      return openRoot(cap.fileKey, cap.manifestId, data);
+    } catch (e) {
+      if (isBitcloudError(e, 'SHARE_HASH_MISMATCH')) { stats.corruptShares++; lastCorrupt = e; continue; }
+      throw e; // CHUNK_AUTH_FAILED (wrong key) or MANIFEST_MALFORMED: no other copy can differ
+    }
+  }
+  const reached = client.fingerprints.filter((fp) => !client.isDead(fp)).length;
+  throw err('MANIFEST_NOT_FOUND', `no reachable storage node holds manifest ${cap.manifestId.toString('hex').slice(0, 16)}… (${reached} of ${client.fingerprints.length} nodes reached)`,
+    { reached, nodes: client.fingerprints.length }, lastCorrupt ?? undefined);
+}
+
+/** Fetch and decode the manifest a capability names. */
+export async function fetchManifest(client: StorageClient, cap: Capability, stats: GetStats): Promise<Manifest> {
+  const layout = await fetchRoot(client, cap, stats);
+  const parts: Buffer[] = [];
+  for (let i = 0; i < layout.chunks.length; i++) parts.push(await fetchChunk(client, cap.fileKey, layout, i, ChunkKind.MANIFEST, stats));
+  return openManifest(layout, parts);
+}
+
+export function defaultOutputName(m: Manifest, manifestId: Buffer): string {
+  return m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${manifestId.toString('hex').slice(0, 16)}`;
+}
+
+export async function getFile(client: StorageClient, cap: Capability, o: GetOptions = {}): Promise<GetResult> {
+  const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+  const manifest = await fetchManifest(client, cap, stats);
+  const layout = manifest.layout;
+  const out = path.resolve(o.dir ?? '.', o.output ?? defaultOutputName(manifest, cap.manifestId));
+  const st = await fsp.stat(out).catch(() => null);
+  if (st?.isDirectory()) throw err('IO_IS_A_DIRECTORY', `${out} is a directory`);
+  o.onManifest?.(manifest, out);
+
+  const output = await DownloadOutput.open(out, cap.manifestId.toString('hex'), layout.size, layout.chunks.length);
+  const offsets = chunkOffsets(layout);
+  let done = 0;
+  for (let i = 0; i < layout.chunks.length; i++) if (output.isDone(i)) done += plainLen(layout.chunks[i]);
+  o.onProgress?.(done, layout.size);
+
+  const window = Math.max(1, o.window ?? 8);
+  const running = new Set<Promise<void>>();
+  let failure: unknown = null;
+  try {
+    for (let i = 0; i < layout.chunks.length && !failure; i++) {
+      if (output.isDone(i)) continue;
+      while (running.size >= window && !failure) await Promise.race(running);
+      if (failure) break;
+      const idx = i;
+      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth)
+        .then((plain) => output.writeChunk(idx, offsets[idx], plain))
+        .then(() => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); }, (e) => { failure ??= e; })
+        .finally(() => running.delete(p));
+      running.add(p);
+    }
+    await Promise.all(running);
+    if (failure) throw failure;
+    await output.finish();
+  } catch (e) {
+    // An authentication failure can never heal by retrying: drop the bytes. Anything else
+    // (nodes down, network) keeps the part file for a resumed run.
+    if (isBitcloudError(e, 'CHUNK_AUTH_FAILED') || isBitcloudError(e, 'MANIFEST_MALFORMED')) await output.discard();
+    else await output.suspend();
+    throw e;
+  }
+  return {
+    path: out, size: layout.size, name: manifest.name, contentType: manifest.contentType, chunks: layout.chunks.length,
+    resumedChunks: output.resumed, unreachableNodes: client.deadNodes().map((d) => d.fingerprint), ...stats,
+  };
+}

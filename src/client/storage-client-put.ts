@@ -1,0 +1,165 @@
+// SPEC.md §9.9 (put): stream a file through the chunk encoder and store every share on the node
+// rendezvous placement names (§9.7), a few chunks in flight at once; then the manifest the same way
+// and the root share on R = n nodes. Never more than `window` chunks (plaintext + shares) in memory.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { DEFAULT_CODING, type Coding } from '../storage/coding';
+import type { Share } from '../storage/encode';
+import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey } from '../storage/file-encoder';
+import { sealManifest } from '../storage/seal';
+import { placeChunk, rankNodes } from '../storage/placement';
+import { formatCapability } from '../storage/capability';
+import { MAX_TEXT_BYTES } from '../storage/manifest';
+import type { StorageClient } from './storage-client';
+
+export interface PutOptions {
+  coding?: Coding;
+  chunkSize?: number;
+  /** Suggested file name stored in the manifest (default: the file's base name). */
+  name?: string;
+  contentType?: string;
+  /** Chunks being stored at once (default 4). */
+  window?: number;
+  /** Plaintext bytes stored so far, of `total`. */
+  onProgress?: (done: number, total: number) => void;
+  /** Tests only: a fixed file key. */
+  fileKey?: Buffer;
+}
+
+export interface PutResult {
+  capability: string;
+  /** 64 hex: the manifest id. */
+  manifestId: string;
+  size: number;
+  chunks: number;
+  coding: Coding;
+  /** Share puts that succeeded (data, manifest, root copies). */
+  shares: number;
+  /** Share bytes sent. */
+  bytesSent: number;
+  /** Shares stored further down their ranking because the first choice failed (§9.9). */
+  relocated: number;
+}
+
+interface Tally { shares: number; bytes: number; relocated: number }
+
+/** A manifest name: the base name, if it is a valid one; else none. */
+export function manifestName(file: string): string {
+  const b = path.basename(file);
+  return b && b !== '.' && b !== '..' && Buffer.byteLength(b) <= MAX_TEXT_BYTES && !b.includes('\0') ? b : '';
+}
+
+/**
+ * Store the shares of one chunk. Share i goes to its placement node; if that node fails (down,
+ * full, …), to the next node of the share's own ranking that holds no share of this chunk and has
+ * not failed. Fewer places than shares → STORAGE_PUT_FAILED with the last node's code.
+ */
+export async function storeChunk(client: StorageClient, shares: readonly Share[], tally: Tally): Promise<void> {
+  const all = client.fingerprints;
+  const alive = (fp: string) => !client.isDead(fp);
+  const first = placeChunk(shares.map((s) => s.id), all, alive);
+  const taken = new Set(first);
+  await Promise.all(shares.map(async (s, i) => {
+    let node: string | undefined = first[i];
+    let last: BitcloudError | null = null;
+    let ranking: string[] | null = null;
+    for (let tries = 0; node; tries++) {
+      try {
+        await client.putShare(node, s.id, s.bytes);
+        tally.shares++;
+        tally.bytes += s.bytes.length;
+        if (tries > 0) tally.relocated++;
+        return;
+      } catch (e) {
+        last = isBitcloudError(e) ? e : err('STORAGE_PUT_FAILED', String(e));
+        if (last.code === 'SHARE_HASH_MISMATCH') throw last; // our bug, not the node's: never retry elsewhere
+        ranking ??= rankNodes(s.id, all);
+        node = ranking.find((fp) => !taken.has(fp) && alive(fp));
+        if (node) taken.add(node);
+      }
+    }
+    throw err('STORAGE_PUT_FAILED', `no storage node took share ${i} of a chunk (last: ${last?.code})`, { cause: last?.code }, last);
+  }));
+}
+
+/** The root share, whole, on the first `copies` nodes of rank(manifest id) that accept it. */
+export async function storeRoot(client: StorageClient, root: Share, copies: number, tally: Tally): Promise<void> {
+  let stored = 0;
+  let last: BitcloudError | null = null;
+  const ranking = rankNodes(root.id, client.fingerprints).filter((fp) => !client.isDead(fp));
+  for (let i = 0; i < ranking.length && stored < copies; ) {
+    const batch = ranking.slice(i, i + copies - stored);
+    i += batch.length;
+    const results = await Promise.allSettled(batch.map((fp) => client.putShare(fp, root.id, root.bytes)));
+    for (const r of results) {
+      if (r.status === 'fulfilled') { stored++; tally.shares++; tally.bytes += root.bytes.length; } else last = r.reason as BitcloudError;
+    }
+  }
+  if (stored < copies) {
+    throw err('STORAGE_PUT_FAILED', `the manifest root reached ${stored} of ${copies} storage nodes (last: ${errorCode(last)})`, { stored, copies }, last);
+  }
+}
+
+export async function putFile(client: StorageClient, file: string, o: PutOptions = {}): Promise<PutResult> {
+  const coding = o.coding ?? DEFAULT_CODING;
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const window = Math.max(1, o.window ?? 4);
+  let st: fs.Stats;
+  try {
+    st = await fsp.stat(file);
+  } catch (e) {
+    throw err('IO_NOT_FOUND', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, undefined, e);
+  }
+  if (!st.isFile()) throw err('IO_NOT_A_FILE', `${file} is not a regular file`);
+  // Fail before reading anything when placement cannot work (SPEC.md §9.7).
+  if (client.fingerprints.length < coding.n) {
+    throw err('PLACEMENT_TOO_FEW_NODES', `need ${coding.n} distinct storage nodes, the consensus lists ${client.fingerprints.length}`, { need: coding.n, have: client.fingerprints.length });
+  }
+  const fileKey = o.fileKey ?? newFileKey();
+  const enc = new FileEncoder({ fileKey, coding, chunkSize });
+  const tally: Tally = { shares: 0, bytes: 0, relocated: 0 };
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown = null;
+  let done = 0;
+  o.onProgress?.(0, st.size);
+
+  const dispatch = async (shares: Share[], plainLen: number): Promise<void> => {
+    while (inflight.size >= window && !failure) await Promise.race(inflight);
+    if (failure) throw failure;
+    const p: Promise<void> = storeChunk(client, shares, tally).then(() => {
+      done += plainLen;
+      o.onProgress?.(done, st.size);
+    }, (e) => { failure ??= e; }).finally(() => inflight.delete(p));
+    inflight.add(p);
+  };
+
+  // The read stream is paused while dispatch waits: at most `window` chunks are ever held.
+  const input = fs.createReadStream(file, { highWaterMark: Math.min(chunkSize, 4 * 1024 * 1024) });
+  try {
+    for await (const buf of input) {
+      for (const c of enc.push(buf as Buffer)) await dispatch(c.shares, c.plainLen);
+    }
+    for (const c of enc.end()) await dispatch(c.shares, c.plainLen);
+    await Promise.all(inflight);
+    if (failure) throw failure;
+  } finally {
+    input.destroy();
+  }
+
+  const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType });
+  const sealed = sealManifest(fileKey, manifest);
+  for (const c of sealed.chunks) await storeChunk(client, c.shares, tally);
+  await storeRoot(client, sealed.root, coding.n, tally);
+  return {
+    capability: formatCapability({ manifestId: sealed.manifestId, fileKey }),
+    manifestId: sealed.manifestId.toString('hex'),
+    size: manifest.layout.size,
+    chunks: manifest.layout.chunks.length,
+    coding,
+    shares: tally.shares,
+    bytesSent: tally.bytes,
+    relocated: tally.relocated,
+  };
+}

@@ -1,0 +1,144 @@
+// SPEC.md §9.9.1: how `get` writes its output and resumes. Chunks are written at their offsets into
+// `<out>.bitcloud-part`; which chunks are done is kept in `<out>.bitcloud-progress` (small JSON,
+// replaced atomically, only after the part file was fsynced, so a chunk is never marked done
+// before its bytes are durable). At the end the part file is fsynced and renamed onto `<out>`:
+// the output path holds the whole verified file or nothing.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from '../ops/fsutil';
+
+export const PART_SUFFIX = '.bitcloud-part';
+export const PROGRESS_SUFFIX = '.bitcloud-progress';
+const RECORD_VERSION = 1;
+
+interface ProgressRecord {
+  version: number;
+  manifestId: string;
+  size: number;
+  chunks: number;
+  /** Bitmap, chunk i = bit (i & 7) of byte (i >> 3), base64. */
+  done: string;
+}
+
+export class DownloadOutput {
+  private dirty = 0;
+  private lastSave = Date.now();
+  private saving: Promise<void> | null = null;
+
+  private constructor(
+    readonly out: string,
+    private readonly fh: fsp.FileHandle,
+    private readonly done: Uint8Array,
+    private readonly record: Omit<ProgressRecord, 'done'>,
+    /** Chunks found done in an earlier, interrupted run. */
+    readonly resumed: number,
+  ) {}
+
+  static partPath(out: string): string { return out + PART_SUFFIX; }
+  static progressPath(out: string): string { return out + PROGRESS_SUFFIX; }
+
+  /**
+   * Open the part file for `out`, resuming when a progress record for the same manifest, size and
+   * chunk count sits beside a part file of the right size; otherwise start afresh.
+   */
+  static async open(out: string, manifestId: string, size: number, chunks: number): Promise<DownloadOutput> {
+    const part = DownloadOutput.partPath(out);
+    const rec = await readRecord(DownloadOutput.progressPath(out));
+    let done = new Uint8Array(Math.ceil(chunks / 8));
+    let resumed = 0;
+    let fh: fsp.FileHandle | null = null;
+    if (rec && rec.version === RECORD_VERSION && rec.manifestId === manifestId && rec.size === size && rec.chunks === chunks) {
+      try {
+        fh = await fsp.open(part, 'r+');
+        const st = await fh.stat();
+        const bits = Buffer.from(rec.done, 'base64');
+        if (st.size === size && bits.length === done.length) {
+          done = new Uint8Array(bits);
+          for (let i = 0; i < chunks; i++) if (done[i >> 3] & (1 << (i & 7))) resumed++;
+        } else {
+          await fh.close();
+          fh = null;
+        }
+      } catch {
+        fh = null;
+      }
+    }
+    if (!fh) {
+      await fsp.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+      fh = await fsp.open(part, 'w+', 0o600);
+      await fh.truncate(size);
+      resumed = 0;
+    }
+    return new DownloadOutput(out, fh, done, { version: RECORD_VERSION, manifestId, size, chunks }, resumed);
+  }
+
+  isDone(i: number): boolean {
+    return (this.done[i >> 3] & (1 << (i & 7))) !== 0;
+  }
+
+  /** Write chunk i's verified plaintext at its offset, then mark it done (saved now and then). */
+  async writeChunk(i: number, offset: number, data: Buffer): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      const { bytesWritten } = await this.fh.write(data, off, data.length - off, offset + off);
+      off += bytesWritten;
+    }
+    this.done[i >> 3] |= 1 << (i & 7);
+    this.dirty++;
+    if (this.dirty >= 16 || Date.now() - this.lastSave >= 1000) await this.checkpoint();
+  }
+
+  /** fsync the part file, then record what is done (one save at a time). */
+  async checkpoint(): Promise<void> {
+    while (this.saving) await this.saving;
+    if (this.dirty === 0) return;
+    this.dirty = 0;
+    this.lastSave = Date.now();
+    const snapshot = Buffer.from(this.done).toString('base64');
+    this.saving = (async () => {
+      await this.fh.datasync();
+      await writeFileAtomic(DownloadOutput.progressPath(this.out), JSON.stringify({ ...this.record, done: snapshot }), 0o600);
+    })().finally(() => { this.saving = null; });
+    await this.saving;
+  }
+
+  /** Everything verified and written: make it the output, atomically, and drop the bookkeeping. */
+  async finish(): Promise<void> {
+    while (this.saving) await this.saving;
+    await this.fh.sync();
+    await this.fh.close();
+    await fsp.rename(DownloadOutput.partPath(this.out), this.out);
+    await fsyncDir(path.dirname(path.resolve(this.out)));
+    await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+  }
+
+  /** Stop, keeping the part file and the record so that a rerun resumes. */
+  async suspend(): Promise<void> {
+    try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
+    await this.fh.close().catch(() => {});
+  }
+
+  /** Stop and remove the part file and the record (the download cannot ever succeed). */
+  async discard(): Promise<void> {
+    while (this.saving) await this.saving.catch(() => {});
+    await this.fh.close().catch(() => {});
+    await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
+    await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+  }
+}
+
+async function readRecord(file: string): Promise<ProgressRecord | null> {
+  try {
+    const v = JSON.parse(await fsp.readFile(file, 'utf8')) as ProgressRecord;
+    return v && typeof v === 'object' && typeof v.done === 'string' ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  try {
+    const d = await fsp.open(dir, 'r');
+    try { await d.sync(); } finally { await d.close(); }
+  } catch { /* some filesystems refuse fsync on directories */ }
+}

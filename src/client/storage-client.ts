@@ -1,0 +1,184 @@
+// SPEC.md §9.9: the client's sessions with storage nodes. One storage stream per node (a
+// BEGIN_STORAGE stream on a circuit ending at the node, or a direct session — the caller's `open`
+// decides), opened on first use, requests pipelined on it, reopened once when the transport fails;
+// a node that cannot be reached is marked dead for the rest of the run. Per-node throughput is
+// measured so downloads can prefer the fastest nodes.
+import type { Duplex } from 'node:stream';
+import { err, isBitcloudError, type BitcloudError } from '../errors';
+import { silentLogger, type Logger } from '../ops/log';
+import type { ConsensusRelay } from '../dir/types';
+import { StorageChannel } from '../storage/channel';
+import type { StorageRequest, StorageResponse } from '../storage/protocol';
+
+/** A storage node as the consensus lists it (Storage flag, storage port). */
+export type StorageNode = ConsensusRelay;
+/** Opens one storage stream to a node: over a circuit, or direct. */
+export type OpenStorageStream = (node: StorageNode) => Promise<Duplex>;
+
+export interface StorageClientOptions {
+  /** Every storage node of the consensus (placement ranks all of them). */
+  nodes: readonly StorageNode[];
+  open: OpenStorageStream;
+  /** Lease asked for on put (0 = the node's default). */
+  leaseSeconds?: number;
+  /** A request not answered within this long fails its session (STORAGE_TIMEOUT). Default 120 s. */
+  requestTimeoutMs?: number;
+  log?: Logger;
+}
+
+type Answer<T extends StorageRequest['type']> = Extract<StorageResponse, { type: T }>;
+
+interface Session {
+  channel: StorageChannel;
+  stream: Duplex;
+}
+
+/** Storage nodes of a consensus: Running, Valid, Storage flag, a storage port. */
+export function storageNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
+  return relays.filter((r) => r.flags.has('Storage') && r.flags.has('Running') && r.flags.has('Valid') && r.storagePort > 0);
+}
+
+/** Errors of the node's store, sent as error responses: the session itself is fine. */
+function isRemote(e: unknown): boolean {
+  return isBitcloudError(e) && e.detail?.remote === true;
+}
+
+export class StorageClient {
+  readonly nodes: readonly StorageNode[];
+  readonly fingerprints: readonly string[];
+  private readonly byFp: Map<string, StorageNode>;
+  private readonly sessions = new Map<string, Promise<Session>>();
+  /** The session each pending entry of `sessions` resolved to. */
+  private readonly live = new Map<string, Session>();
+  private readonly dead = new Map<string, BitcloudError>();
+  /** EWMA of bytes per millisecond of whole-share GETs, per node. */
+  private readonly speed = new Map<string, number>();
+  private readonly log: Logger;
+  private closed = false;
+
+  constructor(private readonly o: StorageClientOptions) {
+    this.nodes = o.nodes;
+    this.fingerprints = o.nodes.map((n) => n.fingerprint);
+    this.byFp = new Map(o.nodes.map((n) => [n.fingerprint, n]));
+    this.log = o.log ?? silentLogger;
+  }
+
+  isDead(fp: string): boolean { return this.dead.has(fp); }
+  /** Nodes given up on in this run, with why. */
+  deadNodes(): Array<{ fingerprint: string; code: string }> {
+    return [...this.dead].map(([fingerprint, e]) => ({ fingerprint, code: e.code }));
+  }
+
+  /** Measured speed (bytes/ms), or `prior` for a node not measured yet; dead nodes are -1. */
+  score(fp: string, prior: number): number {
+    if (this.dead.has(fp)) return -1;
+    return this.speed.get(fp) ?? prior;
+  }
+
+  /** Median measured speed (the prior for unmeasured nodes: neither favoured nor shunned). */
+  medianSpeed(): number {
+    const v = [...this.speed.values()].sort((a, b) => a - b);
+    return v.length ? v[Math.floor(v.length / 2)] : 1;
+  }
+
+  async putShare(fp: string, id: Buffer, data: Buffer): Promise<number> {
+    const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: this.o.leaseSeconds ?? 0 });
+    return r.expiresAt;
+  }
+
+  /** The whole share as the node sends it (the caller checks its hash). */
+  async getShare(fp: string, id: Buffer): Promise<Buffer> {
+    const t0 = performance.now();
+    const r = await this.request(fp, { type: 'get', id, offset: 0, length: 0 });
+    if (r.data.length !== r.totalSize) throw err('STORAGE_BAD_RESPONSE', 'GET answer is not the whole share', { got: r.data.length, total: r.totalSize });
+    const ms = Math.max(0.05, performance.now() - t0);
+    const s = r.data.length / ms;
+    const prev = this.speed.get(fp);
+    this.speed.set(fp, prev === undefined ? s : 0.7 * prev + 0.3 * s);
+    return r.data;
+  }
+
+  async stat(fp: string): Promise<Answer<'stat'>> {
+    return this.request(fp, { type: 'stat' });
+  }
+
+  /**
+   * One request to one node. Transport failures reopen the session once; a node that cannot be
+   * reached is marked dead (later calls fail at once with the same error). Error responses of the
+   * node (SHARE_NOT_FOUND, STORAGE_FULL, …) are thrown as they are, with detail.remote = true.
+   */
+  async request<T extends StorageRequest>(fp: string, req: T): Promise<Answer<T['type']>> {
+    for (let attempt = 0; ; attempt++) {
+      const d = this.dead.get(fp);
+      if (d) throw d;
+      const s = await this.session(fp);
+      try {
+        return await this.timed(s, s.channel.request(req)) as Answer<T['type']>;
+      } catch (e) {
+        if (isRemote(e)) throw e;
+        this.drop(fp, s);
+        const be = isBitcloudError(e) ? e : err('STORAGE_CHANNEL_CLOSED', String(e));
+        if (attempt >= 1 || this.closed) { this.kill(fp, be); throw be; }
+        this.log.debug({ code: be.code }, 'storage session failed; reopening');
+      }
+    }
+  }
+
+  private timed<T>(s: Session, p: Promise<T>): Promise<T> {
+    const ms = this.o.requestTimeoutMs ?? 120_000;
+    let t: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      t = setTimeout(() => {
+        reject(err('STORAGE_TIMEOUT', `no answer from the storage node within ${ms} ms`));
+        s.stream.destroy();
+      }, ms);
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+  }
+
+  private session(fp: string): Promise<Session> {
+    if (this.closed) return Promise.reject(err('STORAGE_CLIENT_CLOSED', 'storage client closed'));
+    let s = this.sessions.get(fp);
+    if (!s) {
+      const node = this.byFp.get(fp);
+      if (!node) return Promise.reject(err('PLACEMENT_NODE_INVALID', 'not a storage node of the consensus', { node: fp }));
+      s = this.o.open(node).then((stream) => {
+        stream.on('error', () => { /* the channel reports it */ });
+        const session = { stream, channel: new StorageChannel(stream) };
+        this.live.set(fp, session);
+        if (this.closed) session.channel.close();
+        return session;
+      }, (e: unknown) => {
+        const be = isBitcloudError(e) ? e : err('STORAGE_CONNECT_FAILED', String((e as Error)?.message ?? e));
+        this.sessions.delete(fp);
+        this.kill(fp, be);
+        throw be;
+      });
+      this.sessions.set(fp, s);
+    }
+    return s;
+  }
+
+  private drop(fp: string, s: Session): void {
+    if (this.live.get(fp) === s) {
+      this.live.delete(fp);
+      this.sessions.delete(fp);
+    }
+    s.stream.destroy();
+  }
+
+  private kill(fp: string, e: BitcloudError): void {
+    if (this.dead.has(fp)) return;
+    this.dead.set(fp, e);
+    this.log.debug({ node: fp.slice(0, 16), code: e.code }, 'storage node unreachable; skipping it');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    this.live.clear();
+    await Promise.all(all.map((p) => p.then((s) => s.channel.close(), () => {})));
+  }
+}

@@ -1,0 +1,254 @@
+// SPEC.md §9.9: the client's put and get against real in-process storage nodes over direct
+// sessions: round trip, placement fallback when a node is full, lost nodes, corrupt shares (on a
+// node's disk and in transit), resume after an interruption, and the refusals.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
+import { blake2b, randomBytes } from '../../src/crypto/primitives';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { connectStorageDirect } from '../../src/storage/direct';
+import { parseCapability, formatCapability } from '../../src/storage/capability';
+import { ChunkKind, encodeChunk, encryptChunk } from '../../src/storage/encode';
+import { encodeRoot, MANIFEST_VERSION } from '../../src/storage/manifest';
+import { shareId } from '../../src/storage/share';
+import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
+import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
+import { getFile } from '../../src/client/storage-client-get';
+import { DownloadOutput } from '../../src/client/storage-client-resume';
+import { ShareStore } from '../../storage/share-store';
+import { StorageEndpoint } from '../../storage/endpoint';
+
+interface TestNode { dir: string; store: ShareStore; endpoint: StorageEndpoint; relay: ConsensusRelay; running: boolean }
+const KiB = 1024;
+let root: string;
+const nodes: TestNode[] = [];
+let file: string;
+let data: Buffer;
+
+async function startNode(i: number, quotaBytes = 256 * 1024 * KiB): Promise<TestNode> {
+  const dir = path.join(root, `node${i}`);
+  const keys = await loadOrCreateNodeKeys(dir);
+  // No share cache: every read below comes from disk, so a flipped byte is always seen.
+  const store = await ShareStore.open({ dir, quotaBytes, cacheBytes: 0 });
+  const endpoint = new StorageEndpoint({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0 });
+  await endpoint.start();
+  const relay: ConsensusRelay = {
+    identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), nickname: `s${i}`, onionKey: keys.onion.publicKey,
+    address: '127.0.0.1', orPort: endpoint.orPort, dirPort: 0, storagePort: endpoint.storagePort,
+    flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, exitPolicy: [], family: [], roles: ['storage'],
+    moderators: [], unmoderated: true, version: 'test',
+  };
+  return { dir, store, endpoint, relay, running: true };
+}
+
+async function stopNode(n: TestNode): Promise<void> {
+  if (!n.running) return;
+  n.running = false;
+  await n.endpoint.close();
+  await n.store.close();
+}
+
+function client(extra: Partial<ConstructorParameters<typeof StorageClient>[0]> = {}): StorageClient {
+  return new StorageClient({
+    nodes: storageNodesOf(nodes.map((n) => n.relay)),
+    open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    ...extra,
+  });
+}
+
+async function shareFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p); else out.push(p);
+    }
+  };
+  await walk(path.join(dir, 'shares'));
+  return out;
+}
+
+beforeAll(async () => {
+  root = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-client-'));
+  // Seven nodes; the seventh is nearly full, so shares placed on it must move down their ranking.
+  for (let i = 0; i < 7; i++) nodes.push(await startNode(i, i === 6 ? 64 * KiB : undefined));
+  data = randomBytes(3 * 1024 * KiB + 12_345);
+  file = path.join(root, 'input.bin');
+  await fsp.writeFile(file, data);
+});
+
+afterAll(async () => {
+  for (const n of nodes) await stopNode(n);
+  await fsp.rm(root, { recursive: true, force: true });
+});
+
+const shared = { cap: '' };
+
+describe('put and get over direct sessions (SPEC.md §9.9)', () => {
+  let cap: string;
+
+  it('refuses to start without n distinct nodes: PLACEMENT_TOO_FEW_NODES', async () => {
+    const c = client();
+    await expect(putFile(c, file, { coding: { k: 3, n: 10 } })).rejects.toMatchObject({ code: 'PLACEMENT_TOO_FEW_NODES' });
+    await c.close();
+  });
+
+  it('puts a file (shares moved off the full node) and gets identical bytes back', async () => {
+    const c = client();
+    const progress: number[] = [];
+    const r = await putFile(c, file, { chunkSize: 256 * KiB, onProgress: (d) => progress.push(d) });
+    await c.close();
+    cap = r.capability;
+    shared.cap = cap;
+    expect(r.chunks).toBe(13);
+    expect(r.size).toBe(data.length);
+    expect(r.relocated).toBeGreaterThan(0);
+    expect(progress.at(-1)).toBe(data.length);
+    expect(parseCapability(cap).manifestId.toString('hex')).toBe(r.manifestId);
+
+    const g = client();
+    const out = path.join(root, 'out', 'copy.bin');
+    const res = await getFile(g, parseCapability(cap), { output: out });
+    await g.close();
+    expect(res.size).toBe(data.length);
+    expect(res.name).toBe('input.bin');
+    expect(blake2b(await fsp.readFile(out)).equals(blake2b(data))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
+
+  it('no node holds any 32-byte window of the plaintext', async () => {
+    const samples = Array.from({ length: 16 }, (_, i) => data.subarray(i * 200_000, i * 200_000 + 32));
+    for (const n of nodes) {
+      for (const f of await shareFiles(n.dir)) {
+        const b = await fsp.readFile(f);
+        for (const s of samples) expect(b.indexOf(s)).toBe(-1);
+      }
+    }
+  });
+
+  it('a share corrupted on a node\'s disk is detected and replaced from other shares', async () => {
+    // Flip one byte in every share file of one node: that node now answers SHARE_CORRUPT.
+    const victim = nodes[1];
+    for (const f of await shareFiles(victim.dir)) {
+      const b = await fsp.readFile(f);
+      b[b.length >> 1] ^= 0x5a;
+      await fsp.writeFile(f, b);
+    }
+    const g = client();
+    const out = path.join(root, 'corrupt-disk.bin');
+    const res = await getFile(g, parseCapability(cap), { output: out });
+    await g.close();
+    expect(res.corruptShares).toBeGreaterThan(0);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+    // An audit pass makes the node drop every share it holds corrupt (the get above saw some).
+    for (const f of await shareFiles(victim.dir)) await victim.store.get(Buffer.from(path.basename(f), 'hex')).catch(() => {});
+    expect(await shareFiles(victim.dir)).toEqual([]);
+    // Uploading again with the same key makes the same
+    // shares (synthetic nonces, SPEC.md §9.2) and the same capability: the node is healed.
+    const up = client();
+    const again = await putFile(up, file, { chunkSize: 256 * KiB, fileKey: parseCapability(cap).fileKey });
+    await up.close();
+    expect(again.capability).toBe(cap);
+    expect((await shareFiles(victim.dir)).length).toBeGreaterThan(0);
+  });
+
+  it('bytes altered in transit fail the client\'s hash check and are fetched elsewhere', async () => {
+    const g = client();
+    const liar = nodes[2].relay.fingerprint;
+    const real = g.getShare.bind(g);
+    g.getShare = async (fp, id) => {
+      const b = Buffer.from(await real(fp, id));
+      if (fp === liar) b[0] ^= 1;
+      return b;
+    };
+    const out = path.join(root, 'corrupt-transit.bin');
+    const res = await getFile(g, parseCapability(cap), { output: out });
+    await g.close();
+    expect(res.corruptShares).toBeGreaterThan(0);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  });
+
+  it('an interrupted get leaves nothing at the output path and resumes where it stopped', async () => {
+    const out = path.join(root, 'resumed.bin');
+    const g = client();
+    const real = g.getShare.bind(g);
+    let calls = 0;
+    g.getShare = async (fp, id) => {
+      if (++calls > 30) throw Object.assign(new Error('network gone'), { code: 'X' }); // not a BitcloudError: aborts the run
+      return real(fp, id);
+    };
+    await expect(getFile(g, parseCapability(cap), { output: out, window: 1 })).rejects.toThrow(/network gone/);
+    await g.close();
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+
+    const g2 = client();
+    const res = await getFile(g2, parseCapability(cap), { output: out });
+    await g2.close();
+    expect(res.resumedChunks).toBeGreaterThan(0);
+    expect(res.resumedChunks).toBeLessThan(13);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+  });
+
+});
+
+describe('refusals (SPEC.md §9.10)', () => {
+  it('a wrong key is CHUNK_AUTH_FAILED, an unknown manifest MANIFEST_NOT_FOUND; no output either way', async () => {
+    const c = client();
+    const up = await putFile(c, file, { chunkSize: 512 * KiB });
+    const good = parseCapability(up.capability);
+    const out = path.join(root, 'refused.bin');
+    await expect(getFile(c, { manifestId: good.manifestId, fileKey: randomBytes(32) }, { output: out })).rejects.toMatchObject({ code: 'CHUNK_AUTH_FAILED' });
+    await expect(getFile(c, { manifestId: randomBytes(32), fileKey: good.fileKey }, { output: out })).rejects.toMatchObject({ code: 'MANIFEST_NOT_FOUND' });
+    expect(fs.existsSync(out)).toBe(false);
+    await c.close();
+  });
+
+  it('a manifest that is not protobuf is MANIFEST_MALFORMED; no output', async () => {
+    const c = client();
+    const key = randomBytes(32);
+    const coding = { k: 4, n: 6 };
+    const tally = { shares: 0, bytes: 0, relocated: 0 };
+    // A manifest chunk that decrypts fine but holds garbage instead of a Manifest message.
+    const junk = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x08]);
+    const enc = encodeChunk(key, 0, junk, coding, ChunkKind.MANIFEST);
+    await storeChunk(c, enc.shares, tally);
+    const layout = { size: junk.length, chunkSize: 1024 * KiB, coding, chunks: [{ encLen: enc.encLen, shareIds: enc.shares.map((s) => s.id) }] };
+    const rootBytes = encryptChunk(key, 0, encodeRoot({ version: MANIFEST_VERSION, manifest: layout }), ChunkKind.ROOT);
+    await storeRoot(c, { id: shareId(rootBytes), bytes: rootBytes }, 3, tally);
+    const capText = formatCapability({ manifestId: shareId(rootBytes), fileKey: key });
+    const out = path.join(root, 'malformed.bin');
+    await expect(getFile(c, parseCapability(capText), { output: out })).rejects.toMatchObject({ code: 'MANIFEST_MALFORMED' });
+    expect(fs.existsSync(out)).toBe(false);
+    await c.close();
+  });
+
+  it('a node over quota answers STORAGE_FULL and keeps serving', async () => {
+    const c = client();
+    const full = nodes[6].relay.fingerprint;
+    const big = randomBytes(100 * KiB);
+    await expect(c.putShare(full, shareId(big), big)).rejects.toMatchObject({ code: 'STORAGE_FULL' });
+    const small = randomBytes(100);
+    await c.putShare(full, shareId(small), small);
+    expect((await c.getShare(full, shareId(small))).equals(small)).toBe(true);
+    await c.close();
+  });
+});
+
+describe('losing nodes (SPEC.md §9.3)', () => {
+  it('still succeeds with two nodes holding shares gone', async () => {
+    await stopNode(nodes[3]);
+    await stopNode(nodes[4]);
+    const g = client();
+    const out = path.join(root, 'after-loss.bin');
+    const res = await getFile(g, parseCapability(shared.cap), { output: out });
+    await g.close();
+    expect(res.unreachableNodes.sort()).toEqual([nodes[3].relay.fingerprint, nodes[4].relay.fingerprint].sort());
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  });
+});
