@@ -277,6 +277,9 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
 
   sendRelay(command: number, streamId: number, data: Uint8Array): void {
     if (this.closed) return;
+    // SPEC.md §7b.10: cells this node originates toward the client (an exit's DATA) are relayed
+    // cells too, or the exit of a transfer would look as if it carried nothing.
+    this.sw.metrics.cellsInbound++;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     this.crypto.originate(SCRATCH);
     this.crypto.encryptInbound(SCRATCH);
