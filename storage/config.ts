@@ -28,6 +28,10 @@ export interface StorageConfig {
   bandwidth: number;
   family: string[];
   moderators: string[];
+  /** ARCHITECTURE §7: subscribe to nobody; store only encrypted content, only from circuits. */
+  unmoderated: boolean;
+  /** How often subscribed moderators' policies are fetched (SPEC.md §10.6.1). */
+  policyRefreshSeconds: number;
   authorities: AuthorityInfo[];
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
@@ -39,7 +43,7 @@ export interface StorageConfig {
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
-  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'authorities',
+  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
   'logLevel'] as const;
 
@@ -91,6 +95,8 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
     family: strList(raw.family, 'family').map((f, i) => fingerprintField(f, `family[${i}]`)),
     moderators: strList(raw.moderators, 'moderators').map((f, i) => fingerprintField(f, `moderators[${i}]`)),
+    unmoderated: unmoderatedField(raw),
+    policyRefreshSeconds: int(raw.policyRefreshSeconds, 'policyRefreshSeconds', 1, 86_400, 600),
     authorities: parseAuthorityList(raw.authorities, 'authorities'),
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
@@ -99,6 +105,15 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
   };
+}
+
+/** `unmoderated: true` and a non-empty `moderators` exclude each other; neither means unmoderated. */
+function unmoderatedField(raw: Record<string, unknown>): boolean {
+  if (raw.unmoderated !== undefined && typeof raw.unmoderated !== 'boolean') configError('unmoderated', 'must be true or false');
+  const mods = Array.isArray(raw.moderators) ? raw.moderators.length : 0;
+  if (raw.unmoderated === true && mods > 0) configError('unmoderated', 'a node is either unmoderated or subscribed to moderators, not both');
+  if (raw.unmoderated === false && mods === 0) configError('unmoderated', 'false needs at least one entry in moderators');
+  return mods === 0;
 }
 
 export function loadStorageConfig(file: string, o: StorageOverrides = {}): StorageConfig {

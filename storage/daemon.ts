@@ -12,6 +12,7 @@ import { startMetricsServer, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
+import type { BitcloudDht } from '../src/storage/dht';
 import { StorageEndpoint } from './endpoint';
 import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
@@ -46,6 +47,8 @@ export class StorageDaemon {
     return { orPort: this.endpoint?.orPort ?? 0, storagePort: this.endpoint?.storagePort ?? 0, metricsPort: m && typeof m === 'object' ? m.port : 0 };
   }
   get shareStore(): ShareStore | null { return this.store; }
+  /** The DHT once started (moderation reads policy heads from it). */
+  get dhtInstance(): BitcloudDht | null { return this.dht?.instance ?? null; }
 
   async start(): Promise<void> {
     const cfg = this.cfg;

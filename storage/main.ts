@@ -4,14 +4,29 @@ import { createRegistry } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
 import { loadStorageConfig, type StorageOverrides } from './config';
 import { StorageDaemon } from './daemon';
+import { makePolicyCheck } from '../src/moderation/enforce';
+import { PolicySubscriptions } from '../src/moderation/subscription';
+import { authoritySource } from '../src/moderation/sources';
+import { dhtSource } from '../src/moderation/dht';
 
 export interface StorageRunOptions extends StorageOverrides { config: string; logLevel?: string }
 
 export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   const cfg = loadStorageConfig(o.config, o);
   const log = createLogger('bitcloud-storage', { level: o.logLevel ?? cfg.logLevel });
-  const d = new StorageDaemon(cfg, log, createRegistry('storage'));
-  onShutdown(log, () => d.stop());
+  const registry = createRegistry('storage');
+  // Moderation (SPEC.md §10.6): the subscribed policies, fetched from the authorities (and the DHT
+  // once it runs), enforced on every request.
+  const subs = PolicySubscriptions.open({
+    moderators: cfg.moderators, unmoderated: cfg.unmoderated, sources: cfg.authorities.map((a) => authoritySource(a.url)),
+    dataDir: cfg.dataDir, refreshMs: cfg.policyRefreshSeconds * 1000, log, registry,
+  });
+  const d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
+  onShutdown(log, async () => { subs.close(); await d.stop(); });
   await d.start();
+  const dht = d.dhtInstance?.raw;
+  if (dht) subs.addSource(dhtSource(dht));
+  log.info({ unmoderated: subs.unmoderated, moderators: subs.moderators }, subs.unmoderated ? 'unmoderated: storing encrypted content from circuits only' : 'enforcing moderator policies');
+  void subs.start();
   return d;
 }

@@ -26,8 +26,10 @@ export const DHT_MAX_BUNDLE_BYTES = HEAD_MAX_PARTS * PART_BYTES;
 
 /** The part of the bittorrent-dht API this module uses. */
 export interface DhtLike {
-  put(opts: Record<string, unknown>, cb: (e: Error | null, key?: Buffer, n?: number) => void): unknown;
-  get(key: Buffer, opts: Record<string, unknown>, cb: (e: Error | null, value?: DhtValue | null) => void): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the library's option objects
+  put(opts: any, cb: (e: Error | null, key: Buffer, n: number) => void): unknown;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  get(key: Buffer, opts: any, cb: (e: Error | null, value: any) => void): void;
 }
 export interface DhtValue { v?: Buffer; seq?: number; k?: Buffer; sig?: Buffer; salt?: Buffer }
 

@@ -85,6 +85,9 @@ export class BitcloudDht {
     return d;
   }
 
+  /** The bittorrent-dht instance, for other BEP 44 users (moderation policy heads, SPEC.md §10.7.2). */
+  get raw(): DHT { return this.dht; }
+
   get address(): DhtAddress {
     const a = this.dht.address();
     return { host: a.address, port: a.port };
