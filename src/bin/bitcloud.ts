@@ -8,4 +8,8 @@ await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, re
   .command(consensusCommandModule)
   .command(proxyCommandModule)
   .command((await import('../client/commands/moderator')).moderatorCommandModule)
+  .command((await import('../client/commands/put')).putCommandModule)
+  .command((await import('../client/commands/get')).getCommandModule)
+  .command((await import('../client/commands/publish')).publishCommandModule)
+  .command((await import('../client/commands/resolve')).resolveCommandModule)
   .parseAsync();

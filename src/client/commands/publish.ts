@@ -1,0 +1,49 @@
+// `bitcloud publish NAME CAP [--seq N] [--json]` (SPEC.md §9.14): sign CAP under NAME with this
+// client's publisher key and store it in the private DHT as a BEP 44 mutable item. Wiring only.
+import type { CommandModule } from 'yargs';
+import { createLogger } from '../../ops/log';
+import { parseCapability } from '../../storage/capability';
+import { formatName, parseName } from '../../storage/name';
+import { err } from '../../errors';
+import { loadOrCreatePublisherKey, openClientDht, openNetwork, reportFailure } from '../storage-client-setup';
+
+type Args = { name: string; cap: string; seq?: number; json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
+
+export async function publishCommand(a: Args): Promise<number> {
+  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
+  let network: Awaited<ReturnType<typeof openNetwork>> | null = null;
+  let dht: Awaited<ReturnType<typeof openClientDht>> | null = null;
+  try {
+    const cap = parseCapability(a.cap.trim());
+    network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
+    const keys = await loadOrCreatePublisherKey(network.dirCfg.dataDir);
+    const ref = parseName(a.name, keys.publicKey);
+    if (!ref.publisher.equals(keys.publicKey)) throw err('NAME_MALFORMED', 'you can publish only under your own publisher key (give the label alone)');
+    dht = await openClientDht(network, log);
+    const r = await dht.publish(keys, ref.label, cap, { seq: a.seq });
+    const name = formatName(ref);
+    if (a.json) process.stdout.write(JSON.stringify({ ok: true, name, seq: r.seq, nodes: r.nodes }) + '\n');
+    else process.stdout.write(`${name}\n`);
+    if (!a.json) process.stderr.write(`bitcloud publish: seq ${r.seq}, stored on ${r.nodes} DHT node(s)\n`);
+    return 0;
+  } catch (e) {
+    return reportFailure('publish', e, a.json);
+  } finally {
+    await dht?.close();
+    network?.close();
+  }
+}
+
+export const publishCommandModule: CommandModule<object, Args> = {
+  command: 'publish <name> <cap>',
+  describe: 'Point a name (your publisher key / label) at a capability, signed, in the DHT; newer wins.',
+  builder: (y) => y
+    .positional('name', { type: 'string', describe: 'A label (a-z 0-9 . _ -, up to 56) under your publisher key' })
+    .positional('cap', { type: 'string', describe: 'The capability the name points to' })
+    .option('seq', { type: 'number', describe: 'Sequence number (default: above the current one); a stale one is refused' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
+    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config (publisher.key lives there)' })
+    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+  handler: async (a) => { process.exitCode = await publishCommand(a); },
+};

@@ -1,0 +1,49 @@
+// `bitcloud resolve NAME [--json]` (SPEC.md §9.14): find the newest signed item for NAME in the
+// private DHT and print the capability it holds. Wiring only.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { err } from '../../errors';
+import { createLogger } from '../../ops/log';
+import { formatCapability } from '../../storage/capability';
+import { formatName, parseName } from '../../storage/name';
+import { loadOrCreatePublisherKey, openClientDht, openNetwork, reportFailure } from '../storage-client-setup';
+
+type Args = { name: string; json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
+
+export async function resolveCommand(a: Args): Promise<number> {
+  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
+  let network: Awaited<ReturnType<typeof openNetwork>> | null = null;
+  let dht: Awaited<ReturnType<typeof openClientDht>> | null = null;
+  try {
+    network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
+    // A bare label means one of our own names: only then is the publisher key read.
+    const own = !a.name.includes('/') && fs.existsSync(path.join(network.dirCfg.dataDir, 'publisher.key'))
+      ? (await loadOrCreatePublisherKey(network.dirCfg.dataDir)).publicKey : undefined;
+    const ref = parseName(a.name, own);
+    dht = await openClientDht(network, log);
+    const r = await dht.resolve(ref.publisher, ref.label);
+    if (!r) throw err('NAME_NOT_FOUND', `nothing is published under ${formatName(ref)}`);
+    const capability = formatCapability(r.cap);
+    if (a.json) process.stdout.write(JSON.stringify({ ok: true, name: formatName(ref), seq: r.seq, capability }) + '\n');
+    else process.stdout.write(capability + '\n');
+    return 0;
+  } catch (e) {
+    return reportFailure('resolve', e, a.json);
+  } finally {
+    await dht?.close();
+    network?.close();
+  }
+}
+
+export const resolveCommandModule: CommandModule<object, Args> = {
+  command: 'resolve <name>',
+  describe: 'Print the capability a name points to (the newest signed version in the DHT).',
+  builder: (y) => y
+    .positional('name', { type: 'string', describe: '<publisher key>/<label>, or a label of your own' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
+    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+  handler: async (a) => { process.exitCode = await resolveCommand(a); },
+};

@@ -1,0 +1,140 @@
+// Wiring for the storage commands (put, get, publish, resolve): the client config, the verified
+// consensus (DirKeeper), and how storage streams are opened — over circuits guard → middle →
+// storage node with BEGIN_STORAGE (default, SPEC.md §9.13.1), or direct sessions (--direct,
+// §9.13.2, which reveal the client's address). No protocol logic here.
+import path from 'node:path';
+import { err } from '../errors';
+import { clientConfigPath, loadDirClientConfig, type DirClientConfig } from '../dir/client-config';
+import { bool, int, readJsonConfig } from '../dir/config-fields';
+import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
+import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
+import { isBitcloudError } from '../errors';
+import { silentLogger, type Logger } from '../ops/log';
+import { connectStorageDirect } from '../storage/direct';
+import { BitcloudDht, dhtBootstrapList } from '../storage/dht';
+import { GuardSet } from './guards';
+import { CircuitManager } from './circuit-manager';
+import { DirKeeper } from './dir-keeper';
+import { StorageClient, storageNodesOf, type OpenStorageStream } from './storage-client';
+
+/** Storage settings read from the client config beside the directory ones (defaults in one place). */
+export interface StorageClientConfig {
+  enforceDistinctSubnets: boolean;
+  /** Lease asked for on put, seconds (0 = each node's default). */
+  leaseSeconds: number;
+  /** UDP port of the client's DHT node (0 = any). */
+  dhtPort: number;
+}
+
+export function readStorageClientConfig(file: string): StorageClientConfig {
+  const raw = readJsonConfig(file);
+  return {
+    enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
+    leaseSeconds: int(raw.leaseSeconds, 'leaseSeconds', 0, 10 * 365 * 86_400, 0),
+    dhtPort: int(raw.dhtPort, 'dhtPort', 0, 65535, 0),
+  };
+}
+
+export interface NetworkOptions {
+  config?: string;
+  dataDir?: string;
+  log?: Logger;
+}
+
+export interface Network {
+  dirCfg: DirClientConfig;
+  cfg: StorageClientConfig;
+  dir: DirKeeper;
+  close(): void;
+}
+
+/** The config and a current verified consensus (CONSENSUS_NOT_AVAILABLE when there is none). */
+export async function openNetwork(o: NetworkOptions): Promise<Network> {
+  const file = clientConfigPath(o.config);
+  const dirCfg = loadDirClientConfig(file, { dataDir: o.dataDir });
+  const cfg = readStorageClientConfig(file);
+  const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log: o.log });
+  await dir.start();
+  // A cached consensus may predate storage nodes that joined since: ask once more, briefly.
+  await Promise.race([dir.refresh(), new Promise((r) => setTimeout(r, 5_000).unref())]);
+  const close = () => dir.stop();
+  if (!dir.consensus()) {
+    close();
+    throw err('CONSENSUS_NOT_AVAILABLE', 'no valid consensus from the authorities: cannot find storage nodes');
+  }
+  return { dirCfg, cfg, dir, close };
+}
+
+export interface StorageSession {
+  client: StorageClient;
+  network: Network;
+  close(): Promise<void>;
+}
+
+/** A StorageClient over circuits (default) or direct sessions, for the storage nodes of the consensus. */
+export async function openStorageSession(o: NetworkOptions & { direct: boolean }): Promise<StorageSession> {
+  const log = o.log ?? silentLogger;
+  const network = await openNetwork(o);
+  const nodes = storageNodesOf(network.dir.relays() ?? []);
+  let manager: CircuitManager | null = null;
+  let guards: GuardSet | null = null;
+  let open: OpenStorageStream;
+  if (o.direct) {
+    open = (n) => connectStorageDirect({ host: n.address, port: n.storagePort, expectedIdentity: n.identity });
+  } else {
+    guards = GuardSet.load(path.join(network.dirCfg.dataDir, 'state.json'));
+    for (const w of guards.warnings) log.warn(w);
+    const m = manager = new CircuitManager({
+      relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
+      preemptiveCircuits: 0, log,
+    });
+    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE on it.
+    open = async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' });
+  }
+  const client = new StorageClient({ nodes, open, leaseSeconds: network.cfg.leaseSeconds, log });
+  return {
+    client, network,
+    async close() {
+      await client.close();
+      await manager?.close();
+      if (guards?.dirty) await guards.save().catch(() => {});
+      network.close();
+    },
+  };
+}
+
+/** The publisher key for names (SPEC.md §9.14), made on first use in the data dir (mode 0600). */
+export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519KeyPair> {
+  const file = path.join(dataDir, 'publisher.key');
+  try {
+    return await loadEd25519Secret(file);
+  } catch (e) {
+    if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
+    const kp = ed25519Generate();
+    await saveEd25519Secret(file, kp);
+    return kp;
+  }
+}
+
+/** A DHT node for this client, bootstrapped only from the consensus's storage nodes (SPEC.md §9.14). */
+export async function openClientDht(network: Network, log?: Logger): Promise<BitcloudDht> {
+  const bootstrap = dhtBootstrapList(network.dir.relays() ?? []);
+  if (bootstrap.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to reach the DHT through');
+  // Bind where the storage nodes are: loopback for a local network, all interfaces otherwise.
+  const host = bootstrap.every((b) => b.host.startsWith('127.')) ? '127.0.0.1' : '0.0.0.0';
+  const dht = await BitcloudDht.start({ bootstrap, host, port: network.cfg.dhtPort, log });
+  await dht.ready(5_000);
+  return dht;
+}
+
+/** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */
+const USAGE_CODES = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', 'IO_NOT_FOUND', 'IO_NOT_A_FILE', 'IO_IS_A_DIRECTORY']);
+
+/** Print a command's failure (plain on stderr, or JSON on stdout) and return its exit code. */
+export function reportFailure(command: string, e: unknown, json: boolean): number {
+  const code = isBitcloudError(e) ? e.code : 'INTERNAL';
+  const message = (e as Error)?.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(e);
+  if (json) process.stdout.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
+  else process.stderr.write(`bitcloud ${command}: ${code}: ${message}\n`);
+  return USAGE_CODES.has(code) ? 2 : 1;
+}
