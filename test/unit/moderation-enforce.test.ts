@@ -169,3 +169,26 @@ describe('the declared class on the wire (PutShare.content_class, SPEC.md §10.1
     expect(code).toBe('STORAGE_BAD_REQUEST');
   });
 });
+
+describe('client placement by class (SPEC.md §10.8)', () => {
+  it('keeps nodes whose every moderator admits the class; unmoderated nodes take encrypted-private only', async () => {
+    const { classRefusal, nodesAdmitting, requireNodesForClass } = await import('../../src/moderation/placement');
+    const video = policy({ classes: [{ name: 'encrypted-private', maxShareBytes: 0 }, { name: 'public-video', maxShareBytes: 1000 }] });
+    const priv = policy();
+    const policies = new Map<string, PolicyState | null>([[video.fp, video.state], [priv.fp, priv.state], ['ee'.repeat(32), null]]);
+    const nodes = [
+      { fingerprint: '01'.repeat(32), moderators: [video.fp], unmoderated: false },
+      { fingerprint: '02'.repeat(32), moderators: [video.fp, priv.fp], unmoderated: false },
+      { fingerprint: '03'.repeat(32), moderators: [], unmoderated: true },
+      { fingerprint: '04'.repeat(32), moderators: ['ee'.repeat(32)], unmoderated: false },
+    ];
+    expect([...nodesAdmitting(nodes, 'public-video', policies)]).toEqual(['01'.repeat(32)]);
+    expect([...nodesAdmitting(nodes, 'encrypted-private', policies)].sort()).toEqual(['01'.repeat(32), '02'.repeat(32), '03'.repeat(32)]);
+    expect(nodesAdmitting(nodes, 'public-video', policies, 1001).size).toBe(0);
+    expect(classRefusal(nodes[3], 'encrypted-private', policies)).toContain('unknown');
+    let e: unknown;
+    try { requireNodesForClass('public-video', 1, 6, 4); } catch (x) { e = x; }
+    expect(isBitcloudError(e, 'PLACEMENT_TOO_FEW_NODES')).toBe(true);
+    expect((e as Error).message).toContain('public-video');
+  });
+});

@@ -1,0 +1,65 @@
+// SPEC.md §10.8: the uploader's side of moderation. A storage node lists its moderators in its
+// descriptor, hence in the consensus (none = unmoderated). Before placing shares of class C, the
+// client fetches the policies of the moderators that appear there and keeps only the nodes whose
+// every policy admits C (and the share size); an unmoderated node admits encrypted-private only.
+// Too few such nodes fails before anything is sent, naming the class (PLACEMENT_TOO_FEW_NODES).
+import { err } from '../errors';
+import { advancePolicy, admittingRule, type PolicyState } from './chain';
+import { ContentClass } from './policy';
+import type { PolicySource } from './sources';
+
+/** What placement needs to know of a node (ConsensusRelay satisfies it). */
+export interface ModeratedNode {
+  fingerprint: string;
+  moderators: readonly string[];
+  unmoderated: boolean;
+}
+
+/** The reason a node does not admit a class, or null when it does. */
+export function classRefusal(node: ModeratedNode, cls: string, policies: ReadonlyMap<string, PolicyState | null>, shareBytes = 0): string | null {
+  if (node.unmoderated || node.moderators.length === 0) {
+    return cls === ContentClass.ENCRYPTED_PRIVATE ? null : 'unmoderated: encrypted-private only';
+  }
+  for (const m of node.moderators) {
+    const p = policies.get(m);
+    if (!p) return `policy of moderator ${m} unknown`;
+    const rule = admittingRule(p, cls);
+    if (!rule) return `moderator ${m} does not allow ${cls}`;
+    const limits = [rule.maxShareBytes, p.maxShareBytes].filter((x) => x > 0);
+    if (shareBytes > 0 && limits.length && shareBytes > Math.min(...limits)) return `moderator ${m} limits shares to ${Math.min(...limits)} bytes`;
+  }
+  return null;
+}
+
+/** The fingerprints of the nodes that admit `cls` (with shares of up to `shareBytes`). */
+export function nodesAdmitting(nodes: readonly ModeratedNode[], cls: string, policies: ReadonlyMap<string, PolicyState | null>, shareBytes = 0): Set<string> {
+  return new Set(nodes.filter((n) => classRefusal(n, cls, policies, shareBytes) === null).map((n) => n.fingerprint));
+}
+
+/** PLACEMENT_TOO_FEW_NODES naming the class, when fewer than `need` nodes admit it. */
+export function requireNodesForClass(cls: string, have: number, need: number, total: number): void {
+  if (have < need) {
+    throw err('PLACEMENT_TOO_FEW_NODES', `need ${need} distinct storage nodes that admit content class ${cls}; ${have} of ${total} do`, { need, have, total, contentClass: cls });
+  }
+}
+
+/**
+ * Fetch the current policy of each moderator from the sources (first verified answer wins; newer
+ * answers from later sources replace it). Unreachable or refused → null (its nodes are skipped).
+ */
+export async function fetchModeratorPolicies(moderators: Iterable<string>, sources: readonly PolicySource[], now: number = Date.now()): Promise<Map<string, PolicyState | null>> {
+  const out = new Map<string, PolicyState | null>();
+  await Promise.all([...new Set(moderators)].map(async (m) => {
+    let held: PolicyState | null = null;
+    for (const src of sources) {
+      try {
+        const b = await src.fetch(m, held);
+        if (b) held = advancePolicy(held, b, { moderator: m, now }).state;
+      } catch {
+        // An unreachable or lying source: the next one may answer.
+      }
+    }
+    out.set(m, held);
+  }));
+  return out;
+}
