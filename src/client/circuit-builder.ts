@@ -156,6 +156,18 @@ export class CircuitBuilder {
 
   get linkCount(): number { return this.links.size; }
 
+  /** Close links to guards that carried no circuit for `idleMs` (as Tor closes idle channels). */
+  closeIdleLinks(idleMs: number, now = Date.now()): void {
+    for (const [key, p] of this.links) {
+      p.then((l) => {
+        if (l.idleSince !== null && now - l.idleSince >= idleMs && this.links.get(key) === p) {
+          this.links.delete(key);
+          l.ch.close('idle');
+        }
+      }, () => {});
+    }
+  }
+
   /** Close every link (their circuits end with CIRCUIT_DESTROYED). */
   async close(): Promise<void> {
     this.closed = true;

@@ -29,6 +29,8 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   maintenanceMs?: number;
   /** A clean circuit nobody used for this long is closed (Tor's CircuitsAvailableTimeout). Default 1 hour. */
   maxUnusedMs?: number;
+  /** A link to a guard with no circuit for this long is closed. Default 5 min. */
+  linkIdleMs?: number;
   registry?: Registry;
 }
 
@@ -221,6 +223,7 @@ export class CircuitManager {
       if (this.isRetired(c, now) && c.edge.streams.size === 0) this.retire(m);
       else if (c.dirtySince === null && m.purpose === 'general' && now - c.createdAt > maxUnused) this.retire(m);
     }
+    this.builder.closeIdleLinks(this.opts.linkIdleMs ?? 300_000, now);
     const want = this.opts.preemptiveCircuits ?? 2;
     if (want <= 0) return;
     const memory = this.opts.portMemoryMs ?? 3_600_000;

@@ -40,6 +40,8 @@ const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 /** The circuits on one link to a guard, and the link's congestion state. */
 export class ClientLink {
   readonly circuits = new Map<number, ClientCircuit>();
+  /** When the last circuit left (for closing idle links); null while circuits use it. */
+  idleSince: number | null = Date.now();
   congested = false;
   closed = false;
   private readonly blocked = new Set<ClientCircuit>();
@@ -80,6 +82,7 @@ export class ClientLink {
 
   /** @internal */ forget(c: ClientCircuit): void {
     this.circuits.delete(c.circId);
+    if (this.circuits.size === 0) this.idleSince = Date.now();
     this.blocked.delete(c);
     if (!this.closed) this.ch.releaseCircId(c.circId);
   }
@@ -114,6 +117,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
     super();
     this.edge = new StreamEdge(this, { maxStreams: 0xffff });
     link.circuits.set(circId, this);
+    link.idleSince = null;
   }
 
   /** Open a new circuit id on `link` (no cell sent yet). */
@@ -159,6 +163,10 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
 
   private awaitHop(kind: 'create' | 'extend', send: () => void): Promise<Buffer> {
     if (this.closedWith) return Promise.reject(this.closedWith);
+    if (this.link.closed || this.link.ch.closed) {
+      this.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard is closed', { destroyReason: DestroyReason.CHANNEL_CLOSED }), false);
+      return Promise.reject(this.closedWith!);
+    }
     if (this.pendingHop) return Promise.reject(err('CIRCUIT_PROTOCOL', 'a hop is already being added'));
     return new Promise<Buffer>((resolve, reject) => {
       this.pendingHop = { kind, resolve, reject };
