@@ -13,6 +13,7 @@ import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
 import { MAX_TEXT_BYTES } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
+import { isPublicClass, PUBLIC_CONTENT_KEY } from '../moderation/policy';
 
 export interface PutOptions {
   coding?: Coding;
@@ -26,6 +27,8 @@ export interface PutOptions {
   onProgress?: (done: number, total: number) => void;
   /** Tests only: a fixed file key. */
   fileKey?: Buffer;
+  /** Moderation class written in the manifest (SPEC.md §10.1); public classes use the public key. */
+  contentClass?: string;
 }
 
 export interface PutResult {
@@ -117,7 +120,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   if (client.fingerprints.length < coding.n) {
     throw err('PLACEMENT_TOO_FEW_NODES', `need ${coding.n} distinct storage nodes, the consensus lists ${client.fingerprints.length}`, { need: coding.n, have: client.fingerprints.length });
   }
-  const fileKey = o.fileKey ?? newFileKey();
+  const fileKey = o.fileKey ?? (o.contentClass && isPublicClass(o.contentClass) ? PUBLIC_CONTENT_KEY : newFileKey());
   const enc = new FileEncoder({ fileKey, coding, chunkSize });
   const tally: Tally = { shares: 0, bytes: 0, relocated: 0 };
   const inflight = new Set<Promise<void>>();
@@ -148,7 +151,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
     input.destroy();
   }
 
-  const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType });
+  const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass });
   const sealed = sealManifest(fileKey, manifest);
   for (const c of sealed.chunks) await storeChunk(client, c.shares, tally);
   await storeRoot(client, sealed.root, coding.n, tally);

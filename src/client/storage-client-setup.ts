@@ -15,7 +15,7 @@ import { BitcloudDht, dhtBootstrapList } from '../storage/dht';
 import { GuardSet } from './guards';
 import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
-import { StorageClient, storageNodesOf, type OpenStorageStream } from './storage-client';
+import { StorageClient, storageNodesOf, type OpenStorageStream, type StorageNode } from './storage-client';
 
 /** Storage settings read from the client config beside the directory ones (defaults in one place). */
 export interface StorageClientConfig {
@@ -72,10 +72,16 @@ export interface StorageSession {
 }
 
 /** A StorageClient over circuits (default) or direct sessions, for the storage nodes of the consensus. */
-export async function openStorageSession(o: NetworkOptions & { direct: boolean }): Promise<StorageSession> {
+export async function openStorageSession(o: NetworkOptions & {
+  direct: boolean;
+  /** Moderation (SPEC.md §10.8): the class declared on puts, and the nodes an upload may use. */
+  contentClass?: string;
+  selectNodes?: (nodes: StorageNode[], network: Network) => Promise<StorageNode[]>;
+}): Promise<StorageSession> {
   const log = o.log ?? silentLogger;
   const network = await openNetwork(o);
-  const nodes = storageNodesOf(network.dir.relays() ?? []);
+  let nodes = storageNodesOf(network.dir.relays() ?? []);
+  if (o.selectNodes) nodes = await o.selectNodes(nodes, network).catch((e) => { network.close(); throw e; });
   let manager: CircuitManager | null = null;
   let guards: GuardSet | null = null;
   let open: OpenStorageStream;
@@ -91,7 +97,7 @@ export async function openStorageSession(o: NetworkOptions & { direct: boolean }
     // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE on it.
     open = async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' });
   }
-  const client = new StorageClient({ nodes, open, leaseSeconds: network.cfg.leaseSeconds, log });
+  const client = new StorageClient({ nodes, open, leaseSeconds: network.cfg.leaseSeconds, contentClass: o.contentClass, log });
   return {
     client, network,
     async close() {

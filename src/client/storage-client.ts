@@ -21,6 +21,8 @@ export interface StorageClientOptions {
   open: OpenStorageStream;
   /** Lease asked for on put (0 = the node's default). */
   leaseSeconds?: number;
+  /** Moderation class declared on every put (SPEC.md §10.1; default encrypted-private). */
+  contentClass?: string;
   /** A request not answered within this long fails its session (STORAGE_TIMEOUT). Default 120 s. */
   requestTimeoutMs?: number;
   log?: Logger;
@@ -82,7 +84,7 @@ export class StorageClient {
   }
 
   async putShare(fp: string, id: Buffer, data: Buffer): Promise<number> {
-    const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: this.o.leaseSeconds ?? 0 });
+    const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: this.o.leaseSeconds ?? 0, ...(this.o.contentClass ? { contentClass: this.o.contentClass } : {}) });
     return r.expiresAt;
   }
 

@@ -63,3 +63,19 @@ export async function fetchModeratorPolicies(moderators: Iterable<string>, sourc
   }));
   return out;
 }
+
+/**
+ * The storage nodes an upload of class `cls` may use: fetch the policies of the moderators the
+ * nodes list (from `sources`, normally the authorities), keep the nodes that admit the class, and
+ * fail with PLACEMENT_TOO_FEW_NODES naming the class when fewer than `need` remain.
+ */
+export async function selectNodesForClass<N extends ModeratedNode>(
+  nodes: readonly N[], cls: string, need: number, sources: readonly PolicySource[], o: { shareBytes?: number; now?: number } = {},
+): Promise<N[]> {
+  const moderators = nodes.flatMap((n) => n.moderators);
+  const policies = moderators.length ? await fetchModeratorPolicies(moderators, sources, o.now) : new Map<string, PolicyState | null>();
+  const ok = nodesAdmitting(nodes, cls, policies, o.shareBytes);
+  const chosen = nodes.filter((n) => ok.has(n.fingerprint));
+  requireNodesForClass(cls, chosen.length, need, nodes.length);
+  return chosen;
+}

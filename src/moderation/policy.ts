@@ -6,7 +6,7 @@
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
 import { err, isBitcloudError } from '../errors';
-import type { Ed25519KeyPair } from '../crypto/primitives';
+import { blake2b, type Ed25519KeyPair } from '../crypto/primitives';
 import { fingerprint, parseFingerprint } from '../crypto/keys';
 import { checkWindow, DocType, openEnvelope, signDocument, verifyDigestSignature } from '../wire/envelope';
 import { DENY_ENTRY_BYTES, packEntries, splitEntries } from './denylist';
@@ -30,6 +30,13 @@ export const POLICY_LIMITS = {
   classes: 64,
   nameChars: 64,
 } as const;
+
+/**
+ * SPEC.md §10.1: the file key of public content, the same for everyone, so that anyone holding a
+ * manifest id — moderators first — can read the manifest and the file. Public content is thus
+ * stored in the clear in all but form (the chunk format stays the one of SPEC.md §9.2).
+ */
+export const PUBLIC_CONTENT_KEY: Buffer = blake2b(Buffer.from('bitcloud-public-content-key-v1', 'ascii'), 32);
 
 /** True when `cls` names a public class (stored with the public key, readable by anyone, §10.1). */
 export function isPublicClass(cls: string): boolean {

@@ -8,10 +8,13 @@ import { checkCoding, CODING_PROFILES, parseCoding, type Coding } from '../../st
 import { putFile } from '../storage-client-put';
 import { progressMode, progressReporter } from '../storage-client-progress';
 import { openStorageSession, reportFailure } from '../storage-client-setup';
+import { checkContentClass } from '../../moderation/policy';
+import { selectNodesForClass } from '../../moderation/placement';
+import { authoritySource } from '../../moderation/sources';
 
 type Args = {
   file: string; json: boolean; direct: boolean; k?: number; n?: number; profile?: string; 'chunk-size'?: number;
-  config?: string; 'data-dir'?: string; 'log-level'?: string;
+  config?: string; 'data-dir'?: string; 'log-level'?: string; class: string;
 };
 
 export const DIRECT_WARNING = 'warning: --direct connects to the storage nodes without a circuit: they see your IP address (it reveals the uploader).';
@@ -32,9 +35,14 @@ export async function putCommand(a: Args): Promise<number> {
   try {
     const coding = codingOf(a);
     if (a.direct) process.stderr.write(`bitcloud put: ${DIRECT_WARNING}\n`);
-    session = await openStorageSession({ config: a.config, dataDir: a['data-dir'], direct: a.direct, log });
+    // SPEC.md §10.8: only nodes whose moderators admit the class (policies from the authorities).
+    const cls = checkContentClass(a.class, 'STORAGE_BAD_MANIFEST_INPUT');
+    session = await openStorageSession({
+      config: a.config, dataDir: a['data-dir'], direct: a.direct, log, contentClass: cls,
+      selectNodes: (nodes, net) => selectNodesForClass(nodes, cls, coding.n, net.dirCfg.authorities.map((x) => authoritySource(x.url))),
+    });
     const t0 = Date.now();
-    const r = await putFile(session.client, a.file, { coding, chunkSize: a['chunk-size'], onProgress: (d, t) => progress.update(d, t) });
+    const r = await putFile(session.client, a.file, { coding, chunkSize: a['chunk-size'], contentClass: cls, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {
@@ -66,6 +74,7 @@ export const putCommandModule: CommandModule<object, Args> = {
     .option('n', { type: 'number', describe: 'Shares made per chunk, on n distinct nodes (with --k)' })
     .option('profile', { type: 'string', choices: Object.keys(CODING_PROFILES), describe: 'default = 4-of-6, durable = 3-of-10' })
     .option('chunk-size', { type: 'number', describe: 'Chunk size in bytes (default 1 MiB)' })
+    .option('class', { type: 'string', default: 'encrypted-private', describe: 'Content class: encrypted-private, public-video, public-any… (public classes are readable by anyone with the id)' })
     .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
     .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
