@@ -3,6 +3,7 @@
 // every CONNECT going out through a 3-hop circuit. Wiring only: the protocol lives in the
 // modules it starts. SIGTERM/SIGINT close everything cleanly.
 import path from 'node:path';
+import fsp from 'node:fs/promises';
 import type http from 'node:http';
 import type { CommandModule } from 'yargs';
 import { errorCode } from '../../errors';
@@ -13,10 +14,15 @@ import { createRegistry, startMetricsServer, type Registry } from '../../ops/met
 import { onShutdown } from '../../ops/daemon';
 import { createLinkMetrics } from '../../link';
 import { GuardSet } from '../guards';
+import { BuildTimeoutEstimator } from '../build-timeout';
+import { writeFileAtomic } from '../../ops/fsutil';
 import { isolationKey } from '../isolation';
 import { startSocks5Server, type Socks5Server } from '../socks5';
 import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
+
+/** Observed circuit build times, in the client's data directory. */
+export const BUILD_TIMES_FILE = 'build-times.json';
 
 export interface ProxyOptions {
   config?: string;
@@ -73,10 +79,15 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
 
   const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
+  // SPEC.md §7.3: learned build times survive restarts (as Tor keeps them in its state file).
+  const buildTimesFile = path.join(dirCfg.dataDir, BUILD_TIMES_FILE);
+  const buildTimeout = BuildTimeoutEstimator.fromJSON(await fsp.readFile(buildTimesFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null));
+  const saveBuildTimes = () => writeFileAtomic(buildTimesFile, JSON.stringify(buildTimeout.toJSON()), 0o600).catch((e) => log.warn({ err: (e as Error).message }, 'could not save build times'));
   for (const w of guards.warnings) log.warn(w);
   const manager = new CircuitManager({
     relays: () => dir.relays(),
     guards,
+    buildTimeout,
     enforceDistinctSubnets: cfg.enforceDistinctSubnets,
     maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
     preemptiveCircuits: cfg.preemptiveCircuits,
@@ -84,7 +95,10 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     registry,
     log,
   });
-  const saveGuards = setInterval(() => { if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state')); }, 30_000);
+  const saveGuards = setInterval(() => {
+    if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
+    void saveBuildTimes();
+  }, 60_000);
   saveGuards.unref();
 
   const socks = await startSocks5Server({
@@ -113,6 +127,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await manager.close();
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       if (guards.dirty) guards.saveSync();
+      await saveBuildTimes();
     },
   };
 }
