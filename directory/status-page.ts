@@ -31,6 +31,12 @@ function ago(ms: number): string {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+/** SPEC.md §10.6: what a storage node enforces: its moderators' fingerprints, or "unmoderated". */
+function moderation(r: { roles: readonly string[]; unmoderated: boolean; moderators: readonly string[] }): string {
+  if (!r.roles.includes('storage')) return '';
+  return r.unmoderated ? 'unmoderated' : r.moderators.map((m) => `<code title="${m}">${m.slice(0, 16)}…</code>`).join('<br>');
+}
+
 export function renderStatusPage(a: Authority): string {
   const now = Date.now();
   const c = a.published?.info;
@@ -39,7 +45,7 @@ export function renderStatusPage(a: Authority): string {
   const e = escapeHtml;
   const rows = (c?.relays ?? []).map((r) => `<tr><td>${e(r.nickname)}</td><td><code>${r.fingerprint.slice(0, 16)}…</code></td>`
     + `<td>${e(r.address)}:${r.orPort}${r.dirPort ? ` / dir ${r.dirPort}` : ''}${r.storagePort ? ` / storage ${r.storagePort}` : ''}</td>`
-    + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${e(r.roles.join(', '))}</td><td>${e(r.version)}</td></tr>`).join('\n');
+    + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${e(r.roles.join(', '))}</td><td>${moderation(r)}</td><td>${e(r.version)}</td></tr>`).join('\n');
   const consensus = c
     ? `<p>Consensus valid after ${new Date(c.validAfter).toISOString()} (age ${ago(now - c.validAfter)}), fresh until ${new Date(c.freshUntil).toISOString()}, valid until ${new Date(c.validUntil).toISOString()}${now > c.freshUntil ? ' — <strong>not fresh</strong>' : ''}.</p>
 <p>Signed by ${c.signers.length} of ${a.config.authorities.length}: ${c.signers.map((f) => e(names.get(f) ?? f.slice(0, 16))).join(', ')}. Digest <code>${c.digest.toString('hex')}</code>.</p>`
@@ -53,7 +59,7 @@ export function renderStatusPage(a: Authority): string {
 ${consensus}
 <p>Descriptors known: ${s.known}; reachable at last test: ${s.running}. Votes held this period: ${s.votesHeld.length} of ${a.config.authorities.length}.</p>
 <h2>Relays in the consensus (${c?.relays.length ?? 0})</h2>
-<table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th>roles</th><th>version</th></tr>
+<table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th>roles</th><th>moderators</th><th>version</th></tr>
 ${rows}
 </table>
 <p><a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>

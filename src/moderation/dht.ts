@@ -109,7 +109,7 @@ export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number 
     name: o.name ?? 'dht',
     async fetch(moderator: string, held: PolicyState | null): Promise<Buffer | null> {
       const k = parseModerator(moderator);
-      const h = await get(dht, headTarget(k), { salt: DHT_SALT, verify });
+      const h = await get(dht, headTarget(k), { salt: DHT_SALT, verify, cache: false }); // never a stale local copy
       if (!h?.v || !h.k || !Buffer.from(h.k).equals(k)) return null;
       if (typeof h.seq !== 'number' || !Number.isSafeInteger(h.seq)) throw err('POLICY_MALFORMED', 'DHT policy head has a bad seq');
       if (held && h.seq <= held.seq) return null;

@@ -95,11 +95,17 @@ function toJson(c: VerifiedConsensus, source: string, warnings: string[], total:
   };
 }
 
+/** SPEC.md §10.6: a storage node's moderators (first 16 hex of each), or "unmoderated". */
+function moderation(r: VerifiedConsensus['relays'][number]): string {
+  if (!r.roles.includes('storage')) return '-';
+  return r.unmoderated ? 'unmoderated' : r.moderators.map((m) => m.slice(0, 16)).join(',');
+}
+
 function printText(c: VerifiedConsensus, source: string, total: number, io: Output): void {
   io.out(`consensus valid-after ${iso(c.validAfter)}  fresh-until ${iso(c.freshUntil)}  valid-until ${iso(c.validUntil)}`);
   io.out(`signed by ${c.signers.length} of ${total} authorities; ${c.relays.length} relays; from ${source}`);
-  const rows = c.relays.map((r) => [r.nickname, r.fingerprint.slice(0, 16), `${r.address}:${r.orPort}`, ALL_FLAGS.filter((f) => r.flags.has(f)).join(','), String(r.weight), r.roles.join(',')]);
-  const head = ['nickname', 'fingerprint', 'address', 'flags', 'weight', 'roles'];
+  const rows = c.relays.map((r) => [r.nickname, r.fingerprint.slice(0, 16), `${r.address}:${r.orPort}`, ALL_FLAGS.filter((f) => r.flags.has(f)).join(','), String(r.weight), r.roles.join(','), moderation(r)]);
+  const head = ['nickname', 'fingerprint', 'address', 'flags', 'weight', 'roles', 'moderators'];
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd();
   io.out(line(head));
