@@ -145,8 +145,13 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
 
   private deliver(cellCommand: number, payload: Buffer): void {
     const m = decodeRelayPayload(payload);
-    if (this.ensureEdge().handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
     switch (m.command) {
+      case RelayCommand.DATA:
+      case RelayCommand.SENDME:
+      case RelayCommand.END:
+        // Streams (and circuit windows) exist only where a stream was opened; made on first use.
+        this.ensureEdge().handle(m.command, m.streamId, m.data, this.receivedDigest);
+        return;
       case RelayCommand.EXTEND2:
         if (cellCommand !== CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'EXTEND2 outside a RELAY_EARLY cell');
         this.onExtend2(m.data);
