@@ -6,7 +6,7 @@ import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
   DestroyReason, EndReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
-  decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeExtended2, encodeResolved,
+  decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';
 import type { RelayHopCrypto } from '../crypto/relay-crypto';
@@ -226,7 +226,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     } catch (e) {
       const code = errorCode(e);
       this.sw.metrics.error(code);
-      this.sendRelay(RelayCommand.END, streamId, Buffer.from([code === 'STREAM_LIMIT' ? EndReason.RESOURCELIMIT : EndReason.TORPROTOCOL]));
+      this.sendRelay(RelayCommand.END, streamId, encodeEnd(code === 'STREAM_LIMIT' ? EndReason.RESOURCELIMIT : EndReason.TORPROTOCOL));
       return;
     }
     this.sw.metrics.streamOpened(kind);
