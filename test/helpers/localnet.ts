@@ -126,8 +126,12 @@ export async function startLocalNet(o: LocalNetOptions = {}): Promise<LocalNet> 
     try {
       return await launch(base, o);
     } catch (e) {
-      // Someone took a port between our check and the launcher's: try another range.
-      if (attempt < 3 && /ports already in use/.test((e as Error).message)) continue;
+      // Someone took a port between our check and the launcher's: try another range. On a
+      // machine loaded by other runs a first start can also miss the launcher's consensus
+      // deadline: one more try, in a fresh folder.
+      const msg = (e as Error).message;
+      if (attempt < 3 && /ports already in use/.test(msg)) continue;
+      if (attempt < 2 && /did not come up/.test(msg)) { process.stderr.write(`local network: retrying once after: ${msg.split('\n')[0]}\n`); continue; }
       throw e;
     }
   }
@@ -153,7 +157,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
   const exitedP = new Promise<void>((r) => launcher.once('exit', () => { exited = true; r(); }));
 
   let stopped = false;
-  const stop = async (): Promise<void> => {
+  const stop = async (keep = o.keep ?? false): Promise<void> => {
     if (stopped) return;
     stopped = true;
     if (!exited) { try { process.kill(launcherPid, 'SIGTERM'); } catch { /* gone */ } }
@@ -163,7 +167,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
     const nj = readNetworkJson(dir);
     for (let i = 0; i < 50 && (nj?.nodes ?? []).some((n) => isOurs(n.pid, n.config)); i++) await sleep(100);
     live.delete(launcherPid);
-    if (!o.keep) fs.rmSync(dir, { recursive: true, force: true });
+    if (!keep) fs.rmSync(dir, { recursive: true, force: true });
   };
 
   const until = Date.now() + (o.timeoutMs ?? 150_000);
@@ -173,8 +177,8 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
     if (nj?.ready) break;
     if (exited || Date.now() > until) {
       const why = exited ? 'the launcher exited' : `not ready after ${o.timeoutMs ?? 150_000} ms`;
-      await stop();
-      throw new Error(`local network: ${why}; launcher output:\n${out}`);
+      await stop(true); // keep the folder: its logs say why
+      throw new Error(`local network: ${why} (logs kept in ${dir}); launcher output:\n${out}`);
     }
     await sleep(250);
   }
