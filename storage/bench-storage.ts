@@ -1,6 +1,6 @@
 // `npm run bench -- --only storage`: chunk coding (SPEC.md §9.2–9.3) and share store (§9.8)
-// throughput, each beside a raw baseline measured in the same run on the same bytes. The put/get
-// through circuits rows belong to the client once it exists.
+// throughput, each beside a raw baseline measured in the same run on the same bytes; then put and
+// get through circuits and direct (bench-net.ts) beside the raw circuit and disk.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../src/ops/fsutil';
 import { decodeChunk, encodeChunk } from '../src/storage/encode';
 import { erasureEncodeInPlace, shareSizeFor } from '../src/storage/erasure';
 import { ShareStore } from './share-store';
+import { netRows } from './bench-net';
 
 const MIB = 1024 * 1024;
 
@@ -97,7 +98,7 @@ async function storeRows(count: number): Promise<BenchRow[]> {
 const bench: BenchModule = {
   name: 'storage',
   async run({ quick }) {
-    return [...codingRows(quick ? 300 : 2000), ...(await storeRows(quick ? 8 : 64))];
+    return [...codingRows(quick ? 300 : 2000), ...(await storeRows(quick ? 8 : 64)), ...(await netRows(quick))];
   },
 };
 export default bench;

@@ -1,12 +1,15 @@
 // SPEC.md §9.6.1: serving the storage protocol on one byte stream (a BEGIN_STORAGE stream or a direct
-// link). Requests are answered in order; a request that cannot be decoded gets an error response and
-// the stream goes on; a framing error (bad length) gets one error response, then the stream is ended,
-// because the frame boundaries are lost. One bad stream never affects another.
+// link). Up to `maxInflight` requests of one stream are handled at once and each is answered when
+// it completes (SPEC.md §9.6.2 lets a node answer in any order), so one share's fsync or disk read
+// does not hold up the next; past that bound the stream is not read, and the sender's window closes.
+// A request that cannot be decoded gets an error response and the stream goes on; a framing error
+// (bad length) gets one error response, then the stream is ended, because the frame boundaries are
+// lost. One bad stream never affects another.
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
 import { FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../src/storage/framing';
-import { decodeRequest, encodeResponse, errorResponse, type StorageResponse } from '../src/storage/protocol';
+import { decodeRequest, encodeResponse, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
 import type { ShareStore } from './share-store';
 
@@ -14,6 +17,8 @@ export interface ServeOptions {
   ctx: RequestContext;
   policyCheck?: PolicyCheck;
   maxFrameBytes?: number;
+  /** Requests of one stream handled at once (default 8). */
+  maxInflight?: number;
   log?: Logger;
 }
 
@@ -21,10 +26,20 @@ export interface ServeOptions {
 export async function serveStorageStream(stream: Duplex, store: ShareStore, opts: ServeOptions): Promise<void> {
   const log = opts.log ?? silentLogger;
   const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
+  const maxInflight = Math.max(1, opts.maxInflight ?? 8);
+  const inflight = new Set<Promise<void>>();
+  // Header and body are written in one tick, so concurrent answers never interleave.
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
     const body = encodeResponse(reqId, res);
     stream.write(frameHeader(body.length));
     if (!stream.write(body)) await waitDrain(stream);
+  };
+  const handle = (reqId: number, req: StorageRequest): void => {
+    const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll)
+      .then((res) => send(reqId, res))
+      .catch((e) => { log.debug({ code: errorCode(e) }, 'storage answer not sent'); })
+      .finally(() => inflight.delete(p));
+    inflight.add(p);
   };
   try {
     // destroyOnReturn: false — leaving the loop early must not destroy the stream before the
@@ -36,6 +51,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
       } catch (e) {
         store.metrics.errors.inc({ code: errorCode(e) });
         log.debug({ code: errorCode(e) }, 'storage stream framing error; closing');
+        await Promise.all(inflight);
         await send(0, errorResponse(e));
         // End (the peer reads the error, then EOF), then release the stream once flushed.
         stream.end(() => stream.destroy());
@@ -51,9 +67,11 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
           await send(reqId, errorResponse(e));
           continue;
         }
-        await send(decoded.reqId, await handleRequest(store, decoded.req, opts.ctx, opts.policyCheck ?? allowAll));
+        handle(decoded.reqId, decoded.req);
+        while (inflight.size >= maxInflight) await Promise.race(inflight);
       }
     }
+    await Promise.all(inflight);
     stream.end();
   } catch (e) {
     // The peer went away or the transport failed: nothing to answer.
