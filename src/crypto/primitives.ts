@@ -233,7 +233,7 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   let ks: Buffer = Buffer.alloc(0);
   let pos = 0;
   let viewOf: ArrayBufferLike | null = null;
-  let view32 = xorScratch32;
+  let view32: Int32Array<ArrayBufferLike> = xorScratch32;
   return {
     xorInPlace(data: Uint8Array): void {
       const n = data.length;
