@@ -1,0 +1,73 @@
+// SPEC.md §9.9.1: get's output bookkeeping — the part file, the progress record, resuming only
+// what matches, the atomic finish, and discarding what can never succeed.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DownloadOutput } from '../../src/client/storage-client-resume';
+
+let dir: string;
+const ID = 'ab'.repeat(32);
+beforeAll(async () => { dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-resume-')); });
+afterAll(async () => { await fsp.rm(dir, { recursive: true, force: true }); });
+
+describe('DownloadOutput', () => {
+  it('writes chunks at their offsets; nothing at the output path until finish()', async () => {
+    const out = path.join(dir, 'a.bin');
+    const o = await DownloadOutput.open(out, ID, 10, 3);
+    expect(o.resumed).toBe(0);
+    await o.writeChunk(2, 8, Buffer.from('yz'));
+    await o.writeChunk(0, 0, Buffer.from('abcd'));
+    expect(fs.existsSync(out)).toBe(false);
+    await o.writeChunk(1, 4, Buffer.from('efgh'));
+    await o.finish();
+    expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
+
+  it('a suspended download resumes the chunks it recorded, and only for the same manifest', async () => {
+    const out = path.join(dir, 'b.bin');
+    const o = await DownloadOutput.open(out, ID, 10, 3);
+    await o.writeChunk(1, 4, Buffer.from('efgh'));
+    await o.suspend();
+    const rec = JSON.parse(await fsp.readFile(DownloadOutput.progressPath(out), 'utf8'));
+    expect(rec).toMatchObject({ version: 1, manifestId: ID, size: 10, chunks: 3 });
+
+    const again = await DownloadOutput.open(out, ID, 10, 3);
+    expect(again.resumed).toBe(1);
+    expect([again.isDone(0), again.isDone(1), again.isDone(2)]).toEqual([false, true, false]);
+    await again.suspend();
+
+    // Another manifest (or size, or chunk count) under the same output name starts afresh.
+    for (const [id, size, chunks] of [['cd'.repeat(32), 10, 3], [ID, 11, 3], [ID, 10, 4]] as const) {
+      const other = await DownloadOutput.open(out, id, size, chunks);
+      expect(other.resumed).toBe(0);
+      await other.discard();
+      const back = await DownloadOutput.open(out, ID, 10, 3);
+      await back.writeChunk(1, 4, Buffer.from('efgh'));
+      await back.suspend();
+    }
+  });
+
+  it('a damaged record or a part file of the wrong size is ignored', async () => {
+    const out = path.join(dir, 'c.bin');
+    const o = await DownloadOutput.open(out, ID, 10, 3);
+    await o.writeChunk(0, 0, Buffer.from('abcd'));
+    await o.suspend();
+    await fsp.writeFile(DownloadOutput.progressPath(out), '{not json');
+    const fresh = await DownloadOutput.open(out, ID, 10, 3);
+    expect(fresh.resumed).toBe(0);
+    await fresh.suspend();
+    const p = await DownloadOutput.open(out, ID, 10, 3);
+    await p.writeChunk(0, 0, Buffer.from('abcd'));
+    await p.suspend();
+    await fsp.truncate(DownloadOutput.partPath(out), 5);
+    const q = await DownloadOutput.open(out, ID, 10, 3);
+    expect(q.resumed).toBe(0);
+    await q.discard();
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
+});
