@@ -1,6 +1,7 @@
 // SPEC.md §9.14: the private DHT and BEP 44 names. Real bittorrent-dht nodes on 127.0.0.1.
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import fc from 'fast-check';
 import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../src/storage/dht';
 import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
 import { ed25519Generate } from '../../src/crypto/primitives';
@@ -52,6 +53,30 @@ describe('names (SPEC.md §9.14)', () => {
     const c = cap();
     expect(decodeNameValue(encodeNameValue(c))).toEqual(c);
     expect(() => decodeNameValue(Buffer.from('not a capability'))).toThrow(/NAME_VALUE_MALFORMED/);
+  });
+});
+
+describe('name decoders never throw anything but their code (property)', () => {
+  it('parseName on any text', () => {
+    const own = ed25519Generate().publicKey;
+    fc.assert(fc.property(fc.string({ maxLength: 120 }), fc.boolean(), (text, withOwn) => {
+      try {
+        const r = parseName(text, withOwn ? own : undefined);
+        expect(r.publisher.length).toBe(32);
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('NAME_MALFORMED');
+      }
+    }), { numRuns: 2000 });
+  });
+
+  it('decodeNameValue on any bytes', () => {
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }), (b) => {
+      try {
+        decodeNameValue(b);
+      } catch (e) {
+        expect((e as { code?: string }).code).toBe('NAME_VALUE_MALFORMED');
+      }
+    }), { numRuns: 2000 });
   });
 });
 
