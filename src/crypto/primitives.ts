@@ -269,8 +269,8 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
  * tor1 (tor-spec 6.1) updates one running digest per hop and direction with every cell and must
  * read it, or try an update and take it back. Reading or saving copies the OpenSSL state
  * (Hash.copy()), which allocates a native handle; that happens once per cell originated and once
- * per cell whose `recognized` field is zero (at the hop that recognizes it), never on cells a
- * middle hop merely forwards. The project never hand-writes a hash (DEVELOPERS non-negotiable 2).
+ * per cell whose `recognized` field is zero (digestWithInto, at the hop that recognizes it), never
+ * on cells a middle hop merely forwards. The project never hand-writes a hash (DEVELOPERS non-negotiable 2).
  * SHA-1 is used only because tor1 requires it; nothing new may use it.
  */
 export class RunningSha1 {
@@ -286,6 +286,16 @@ export class RunningSha1 {
   /** Write the digest of everything hashed so far into out[offset..offset+20); the state goes on. */
   digestInto(out: Uint8Array, offset = 0): void {
     const d = this.h.copy().digest();
+    out.set(d, offset);
+  }
+
+  /**
+   * Write the digest of everything hashed so far followed by `data` into out[offset..offset+20),
+   * leaving the state as it was (one state copy; hashing `data` again with update() is cheaper
+   * than the second copy a save()/restore() pair would need).
+   */
+  digestWithInto(data: Uint8Array, out: Uint8Array, offset = 0): void {
+    const d = this.h.copy().update(data).digest();
     out.set(d, offset);
   }
 
