@@ -29,6 +29,8 @@ import { renderStatusPage, statusJson } from './status-page';
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
+  // Policies have their own budget: descriptor traffic from a shared address cannot starve them.
+  const policyLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -69,7 +71,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       const fp = p.slice(POLICY_PATH.length);
       if (!/^[0-9a-f]{64}$/.test(fp)) { sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>'); return ['policy', 404]; }
       if (req.method === 'POST') {
-        if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['policy', 429]; }
+        if (!policyLimiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['policy', 429]; }
         const body = await readBody(req, BUNDLE_LIMITS.bytes);
         if (body === null) { sendJsonError(res, 413, 'POLICY_MALFORMED', `a policy bundle is at most ${BUNDLE_LIMITS.bytes} bytes`); return ['policy', 413]; }
         try {

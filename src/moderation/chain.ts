@@ -188,7 +188,7 @@ export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy,
   if (!held || o.snapshot || held.chain.length >= (o.maxChain ?? 32)) return snapshot;
   const add = wanted.entries().filter((e) => !held.deny.hasEntry(e));
   const remove = held.deny.entries().filter((e) => !wanted.hasEntry(e));
-  if (add.length + remove.length >= wanted.size && wanted.size > 0) return snapshot;
+  if (add.length + remove.length > wanted.size) return snapshot; // the delta would be larger
   return { ...base, previous: held.digest, denyAdd: add, denyRemove: remove };
 }
 

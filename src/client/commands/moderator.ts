@@ -88,7 +88,7 @@ export async function publishCommand(dir: string, o: PublishOptions, io: Output 
   }
   const kind = head.previous ? 'delta' : 'snapshot';
   if (o.json) {
-    io.out(JSON.stringify({ moderator: ws.fingerprint, seq: state.seq, kind, denylist: state.deny.size, bundleBytes: bundle.length, results }, null, 2));
+    io.out(JSON.stringify({ moderator: ws.fingerprint, seq: state.seq, kind, denylist: state.deny.size, bundleBytes: bundle.length, results }));
   } else {
     io.out(`signed policy version ${state.seq} (${kind}: +${head.denyAdd.length} -${head.denyRemove.length} entries; ${state.deny.size} denied; classes ${state.classes.map((c) => c.name).join(', ') || 'none'})`);
     for (const r of results) io.out(`  ${r.ok ? 'published to' : 'FAILED    '} ${r.target}: ${r.detail}`);

@@ -1,0 +1,245 @@
+// Issue 7 with real processes on 127.0.0.1: one authority (short period), four relays, six storage
+// nodes (`bitcloud-storage run`) — three subscribed to moderator M (who allows public-video), one to
+// moderator P (encrypted-private only), two unmoderated — and the `bitcloud` CLI (moderator, put,
+// get, consensus) as child processes. SPEC.md §10.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from '../../src/crypto/primitives';
+import { loadEd25519Secret } from '../../src/crypto/keys';
+import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import type { VerifiedConsensus } from '../../src/dir/types';
+import { parseCapability } from '../../src/storage/capability';
+import { connectStorageDirect } from '../../src/storage/direct';
+import { StorageChannel } from '../../src/storage/channel';
+import { shareId } from '../../src/storage/share';
+import { storageNodesOf } from '../../src/client/storage-client';
+import { decodeBundle, encodeBundle } from '../../src/moderation/chain';
+import { openToolDht, publishPolicyToDht } from '../../src/moderation/dht';
+import { PUBLIC_CONTENT_KEY } from '../../src/moderation/policy';
+import { eventually, freePorts, runCli, startDaemon, stopAll, waitForPort, type Daemon } from '../helpers/daemon';
+import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+
+const PERIOD = 4;
+const REFRESH_SECONDS = 2;
+
+interface Node { name: string; dataDir: string; storagePort: number; daemon: Daemon; fingerprint: string; identity: Buffer }
+interface Mod { dir: string; fp: string }
+
+let dnet: DirNet;
+let authUrl: string;
+let clientConfig: string;
+let M: Mod;
+let P: Mod;
+const nodes: Node[] = [];
+const subscribedToM = () => nodes.slice(0, 3);
+const others = () => nodes.slice(3);
+
+const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', args, { timeoutMs });
+const lastJson = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function consensus(): Promise<VerifiedConsensus | null> {
+  const auths = parseAuthorityList(dnet.authorityList);
+  return (await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 })).consensus;
+}
+
+async function moderator(name: string, classes: string[]): Promise<Mod> {
+  const dir = path.join(dnet.dir, name);
+  const k = await cli(['moderator', 'keygen', '--data-dir', dir, '--name', name, '--json']);
+  expect(k.code, k.stderr).toBe(0);
+  for (const c of classes) expect((await cli(['moderator', 'allow', c, '--data-dir', dir])).code).toBe(0);
+  const p = await cli(['moderator', 'publish', '--data-dir', dir, '--authority', authUrl, '--skip-dht', '--json']);
+  expect(p.code, p.stderr + p.stdout).toBe(0);
+  return { dir, fp: lastJson(k).moderator };
+}
+
+async function startStorageNode(i: number, moderation: Record<string, unknown>): Promise<Node> {
+  const name = `store${i + 1}`;
+  const [orPort, storagePort] = await freePorts(2);
+  const dataDir = path.join(dnet.dir, name);
+  const configFile = path.join(dnet.dir, `${name}.json`);
+  fs.writeFileSync(configFile, JSON.stringify({
+    dataDir, nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '256MiB', bandwidth: 100_000, // below the relays: they stay Guards
+    authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600,
+    announceIntervalSeconds: 10, policyRefreshSeconds: REFRESH_SECONDS, ...moderation,
+  }, null, 2));
+  const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
+  const up = await daemon.waitForMsg('storage node listening', {}, 60_000);
+  const fingerprint = String(up.json!.identity);
+  return { name, dataDir, storagePort, daemon, fingerprint, identity: Buffer.from(fingerprint, 'hex') };
+}
+
+async function channelTo(n: Node): Promise<StorageChannel> {
+  return new StorageChannel(await connectStorageDirect({ host: '127.0.0.1', port: n.storagePort, expectedIdentity: n.identity }));
+}
+
+/** The code a direct GET of `id` from node `n` ends with ('OK' when it is served). */
+async function getCode(n: Node, id: Buffer): Promise<{ code: string; message: string }> {
+  const ch = await channelTo(n);
+  try {
+    await ch.request({ type: 'get', id, offset: 0, length: 0 });
+    return { code: 'OK', message: '' };
+  } catch (e) {
+    return { code: (e as { code: string }).code, message: (e as Error).message };
+  } finally {
+    ch.close();
+  }
+}
+
+async function shareCount(n: Node): Promise<number> {
+  let count = 0;
+  const walk = async (d: string) => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      if (e.isDirectory()) await walk(path.join(d, e.name)); else if (!e.name.startsWith('.')) count++;
+    }
+  };
+  await walk(path.join(n.dataDir, 'shares'));
+  return count;
+}
+
+beforeAll(async () => {
+  // Every daemon uploads from 127.0.0.1: lift the per-address limit so descriptors are never refused.
+  dnet = await makeDirNet(1, PERIOD, { rateLimit: { uploadsPerMinute: 100_000, burst: 10_000 } });
+  startAuthority(dnet.authorities[0]);
+  authUrl = `http://127.0.0.1:${dnet.authorities[0].port}`;
+  await waitForPort(dnet.authorities[0].port);
+  for (let i = 0; i < 4; i++) startRelay(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
+  // The moderators publish before the nodes start: their first refresh finds the policies.
+  M = await moderator('modM', ['public-video']);
+  P = await moderator('modP', []);
+  for (let i = 0; i < 3; i++) nodes.push(await startStorageNode(i, { moderators: [M.fp] }));
+  nodes.push(await startStorageNode(3, { moderators: [P.fp] }));
+  for (let i = 4; i < 6; i++) nodes.push(await startStorageNode(i, { unmoderated: true }));
+  clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
+  for (const n of nodes.slice(0, 4)) await n.daemon.waitForMsg('policy updated', {}, 60_000);
+  await eventually(async () => {
+    const c = await consensus();
+    if (!c) return false;
+    const guards = c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length;
+      return guards >= 2 && storageNodesOf(c.relays).length === 6;
+  }, 150_000, 1000);
+}, 240_000);
+
+afterAll(async () => {
+  await stopAll();
+  if (dnet) await fsp.rm(dnet.dir, { recursive: true, force: true });
+}, 60_000);
+
+describe('subscriptions are public (SPEC.md §10.6)', () => {
+  it('the consensus, `bitcloud consensus` and the status page list each node\'s moderators', async () => {
+    const r = await cli(['consensus', '--json', '--config', clientConfig]);
+    expect(r.code, r.stderr).toBe(0);
+    const relays = JSON.parse(r.stdout).relays;
+    const by = (name: string) => relays.find((x: { nickname: string }) => x.nickname === name);
+    for (const n of subscribedToM()) expect(by(n.name)).toMatchObject({ moderators: [M.fp], unmoderated: false });
+    expect(by('store4')).toMatchObject({ moderators: [P.fp], unmoderated: false });
+    expect(by('store5')).toMatchObject({ moderators: [], unmoderated: true });
+    const text = await cli(['consensus', '--config', clientConfig]);
+    expect(text.stdout).toMatch(/store5 .*unmoderated/);
+    expect(text.stdout).toContain(M.fp.slice(0, 16));
+    const page = await (await fetch(`${authUrl}/`)).text();
+    expect(page).toContain('unmoderated');
+    expect(page).toContain(M.fp.slice(0, 16));
+  }, 300_000);
+});
+
+describe('unmoderated nodes (ARCHITECTURE §7)', () => {
+  it('refuse a direct PUT with UNMODERATED_CIRCUIT_ONLY; a moderated node takes it', async () => {
+    const data = randomBytes(4096);
+    const ch = await channelTo(nodes[4]);
+    await expect(ch.request({ type: 'put', id: shareId(data), data, leaseSeconds: 0 })).rejects.toMatchObject({ code: 'UNMODERATED_CIRCUIT_ONLY' });
+    ch.close();
+    expect((await getCode(nodes[4], shareId(data))).code).toBe('SHARE_NOT_FOUND');
+    const ok = await channelTo(nodes[0]);
+    await expect(ok.request({ type: 'put', id: shareId(data), data, leaseSeconds: 0 })).resolves.toMatchObject({ type: 'put' });
+    ok.close();
+  }, 60_000);
+});
+
+describe('content classes (SPEC.md §10.1, §10.8)', () => {
+  it('an upload of class public-video lands only on nodes whose moderators allow it, readable with the public key', async () => {
+    const file = path.join(dnet.dir, 'video.bin');
+    fs.writeFileSync(file, randomBytes(300_000));
+    const before = await Promise.all(nodes.map(shareCount));
+    const r = await cli(['put', file, '--class', 'public-video', '--k', '2', '--n', '3', '--json', '--config', clientConfig]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const cap = parseCapability(lastJson(r).capability);
+    expect(cap.fileKey.equals(PUBLIC_CONTENT_KEY)).toBe(true);
+    const after = await Promise.all(nodes.map(shareCount));
+    for (let i = 0; i < 3; i++) expect(after[i]).toBeGreaterThan(before[i]);
+    for (let i = 3; i < 6; i++) expect(after[i]).toBe(before[i]);
+    const out = path.join(dnet.dir, 'video.out');
+    const g = await cli(['get', lastJson(r).capability, '-o', out, '--json', '--config', clientConfig]);
+    expect(g.code, g.stderr + g.stdout).toBe(0);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(file))).toBe(true);
+  }, 240_000);
+
+  it('too few nodes admitting the class: PLACEMENT_TOO_FEW_NODES naming it, nothing sent', async () => {
+    const file = path.join(dnet.dir, 'video2.bin');
+    fs.writeFileSync(file, randomBytes(10_000));
+    const r = await cli(['put', file, '--class', 'public-video', '--k', '2', '--n', '4', '--json', '--config', clientConfig]);
+    expect(r.code).toBe(1);
+    const e = lastJson(r).error;
+    expect(e.code).toBe('PLACEMENT_TOO_FEW_NODES');
+    expect(e.message).toContain('public-video');
+  }, 120_000);
+});
+
+describe('denylists (SPEC.md §10.3, §10.6)', () => {
+  let cap: string;
+  let manifestId: Buffer;
+  let firstBundle: Buffer;
+
+  it('a moderator denies a manifest: subscribed nodes refuse it (naming the moderator) after one refresh; the others still serve it', async () => {
+    const file = path.join(dnet.dir, 'private.bin');
+    fs.writeFileSync(file, randomBytes(200_000));
+    const r = await cli(['put', file, '--json', '--config', clientConfig]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    cap = lastJson(r).capability;
+    manifestId = parseCapability(cap).manifestId;
+    for (const n of nodes) expect((await getCode(n, manifestId)).code).toBe('OK'); // the root is on all six
+
+    firstBundle = fs.readFileSync(path.join(M.dir, 'published.bundle'));
+    expect((await cli(['moderator', 'add-deny', cap, '--data-dir', M.dir])).code).toBe(0);
+    const pub = await cli(['moderator', 'publish', '--data-dir', M.dir, '--authority', authUrl, '--skip-dht', '--json']);
+    expect(pub.code, pub.stderr).toBe(0);
+    expect(lastJson(pub)).toMatchObject({ seq: 2, kind: 'delta' });
+    // A newer version takes effect at the next refresh of every subscribed node.
+    for (const n of subscribedToM()) await n.daemon.waitForMsg('policy updated', { seq: 2 }, 10 * REFRESH_SECONDS * 1000);
+    for (const n of subscribedToM()) {
+      const g = await getCode(n, manifestId);
+      expect(g.code).toBe('POLICY_DENIED');
+      expect(g.message).toContain(M.fp);
+    }
+    for (const n of others()) expect((await getCode(n, manifestId)).code).toBe('OK');
+    // A reader still gets the file from the nodes that do not enforce M.
+    const out = path.join(dnet.dir, 'private.out');
+    const g = await cli(['get', cap, '-o', out, '--json', '--config', clientConfig]);
+    expect(g.code, g.stderr + g.stdout).toBe(0);
+    expect(fs.readFileSync(out).equals(fs.readFileSync(file))).toBe(true);
+  }, 240_000);
+
+  it('a replayed older policy and a forged one are ignored, each with a log line', async () => {
+    const key = await loadEd25519Secret(path.join(M.dir, 'moderator.key'));
+    const dht = await openToolDht(nodes.map((n) => ({ host: '127.0.0.1', port: n.storagePort })));
+    try {
+      // Replay: version 1 under a DHT head with a higher BEP 44 seq (only the moderator key can sign heads).
+      await publishPolicyToDht(dht, key, firstBundle, 100);
+      for (const n of subscribedToM()) await n.daemon.waitForMsg('policy refused', { code: 'POLICY_REPLAYED', source: 'dht' }, 60_000);
+      // Forged: the current chain with one byte of the newest version's signature changed.
+      const envs = decodeBundle(fs.readFileSync(path.join(M.dir, 'published.bundle')));
+      const last = Buffer.from(envs[envs.length - 1]);
+      last[last.length - 10] ^= 0x01;
+      await publishPolicyToDht(dht, key, encodeBundle([...envs.slice(0, -1), last]), 101);
+      for (const n of subscribedToM()) await n.daemon.waitForMsg('policy refused', { code: 'POLICY_BAD_SIGNATURE', source: 'dht' }, 60_000);
+    } finally {
+      await dht.close();
+    }
+    for (const n of subscribedToM()) {
+      expect((await getCode(n, manifestId)).code).toBe('POLICY_DENIED'); // still version 2
+      expect(n.daemon.logs.some((l) => l.json?.msg === 'policy updated' && Number(l.json.seq) !== 1 && Number(l.json.seq) !== 2)).toBe(false);
+    }
+  }, 180_000);
+});
