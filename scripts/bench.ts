@@ -10,6 +10,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/directory'),
   () => import('./bench/bandwidth'),
   () => import('./bench/circuits-inprocess'),
+  () => import('./bench/circuit'),
 ];
 
 function arg(name: string): string | undefined {

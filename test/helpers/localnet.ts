@@ -99,14 +99,14 @@ function killAllSync(dir: string, launcherPid: number): void {
   for (const pid of victims) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
 }
 
-/** A base port B with B..B+99 free on 127.0.0.1 (the launcher uses B..B+99). */
-async function freeRange(avoid: Set<number>): Promise<number> {
+/** A base port B with B..B+count-1 free on 127.0.0.1 (the launcher uses B..B+99). */
+export async function freePortRange(count = 100, avoid: ReadonlySet<number> = new Set()): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     // Below Linux's ephemeral range (32768+), away from the defaults (27000 launcher, 27100 tor-testnet).
     const base = 12_000 + 100 * Math.floor(Math.random() * 190);
     if (base >= 26_900 && base <= 27_200) continue;
     if (avoid.has(base)) continue;
-    const ports = Array.from({ length: 100 }, (_, i) => base + i);
+    const ports = Array.from({ length: count }, (_, i) => base + i);
     const ok = await Promise.all(ports.map((p) => new Promise<boolean>((resolve) => {
       const s = net.createServer();
       s.once('error', () => resolve(false));
@@ -114,14 +114,14 @@ async function freeRange(avoid: Set<number>): Promise<number> {
     })));
     if (ok.every(Boolean)) return base;
   }
-  throw new Error('no free range of 100 ports on 127.0.0.1');
+  throw new Error(`no free range of ${count} ports on 127.0.0.1`);
 }
 
 /** Start `npm start` (the launcher) with --no-demo and wait for its network to be ready. */
 export async function startLocalNet(o: LocalNetOptions = {}): Promise<LocalNet> {
   const tried = new Set<number>();
   for (let attempt = 1; ; attempt++) {
-    const base = await freeRange(tried);
+    const base = await freePortRange(100, tried);
     tried.add(base);
     try {
       return await launch(base, o);

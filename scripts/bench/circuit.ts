@@ -1,0 +1,258 @@
+// `npm run bench -- --only circuit [--quick] [--compare-tor]`: the local network as `npm start`
+// runs it (3 authorities, 6 relays of which 2 exits, a SOCKS proxy: each its own process),
+// measured from outside the way ../shared/bench/tor-testnet measures C tor: curl through the
+// SOCKS port, CPU from /proc/PID/stat, the client's own build-time histogram. Each figure
+// stands beside a loopback baseline from the same run (direct curl from the same HTTP server,
+// a bare link handshake, an idle link). --compare-tor then runs tor-testnet/run.sh on this
+// machine (after our network has stopped, so they never share the cores) and adds rows with
+// C tor's figure as the baseline: the ratio column is Bitcloud/tor.
+//
+// Figures (tor-testnet's keys in brackets): single-stream throughput [a], 4 streams on 4
+// circuits [c1], time to first byte of 1 KiB on a circuit built on demand [b2] and on an
+// existing one [b1], circuit build time [d1], CPU seconds per GiB of all processes during the
+// single stream [f], resident memory per idle circuit (no tor equivalent).
+//
+// The network tooling (launcher child process, scrapes, /proc) is shared with the integration
+// tests: test/helpers/localnet.ts.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { BenchModule, BenchRow } from './types';
+import { randomBytes } from '../../src/crypto/primitives';
+import { connectLink } from '../../src/link';
+import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import {
+  cpuSeconds, curl, establishedPeerPorts, freePortRange, metric, rssBytes, scrape, startContentServer, startExtraProxy,
+  startLocalNet, viaSocks, type LocalNet,
+} from '../../test/helpers/localnet';
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const TOR_TESTNET = path.resolve(HERE, '../../../shared/bench/tor-testnet/run.sh');
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN; };
+const say = (s: string) => process.stderr.write(`bench circuit: ${s}\n`);
+
+interface Timed { ttfb: number; total: number; size: number }
+
+/** One curl to /dev/null, timed by curl itself (seconds), as tor-testnet does. Throws unless it succeeded. */
+async function timedCurl(args: string[], url: string, maxSeconds: number): Promise<Timed> {
+  const r = await curl(['-sS', '-o', '/dev/null', '--max-time', String(maxSeconds), '-w', '%{time_starttransfer} %{time_total} %{size_download} %{http_code}', ...args, url],
+    { timeoutMs: (maxSeconds + 10) * 1000 });
+  const [ttfb, total, size, status] = r.stdout.toString().trim().split(' ').map(Number);
+  if (r.code !== 0 || status !== 200) throw new Error(`curl ${url} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  return { ttfb, total, size };
+}
+
+const mibps = (t: Timed) => t.size / t.total / MiB;
+const sumCpu = (pids: number[]) => pids.reduce((a, p) => { try { return a + cpuSeconds(p); } catch { return a; } }, 0);
+const sumRss = (pids: number[]) => pids.reduce((a, p) => { try { return a + rssBytes(p); } catch { return a; } }, 0);
+
+/** Build circuits on one open link from this process (guard, middle, exit), timing each. */
+async function buildIdleCircuits(path3: HopTarget[], n: number): Promise<{ link: ClientLink; circuits: ClientCircuit[]; ms: number[] }> {
+  const link = new ClientLink(await connectLink({ host: path3[0].address, port: path3[0].orPort, expectedIdentity: path3[0].identity }));
+  const circuits: ClientCircuit[] = [];
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = process.hrtime.bigint();
+    const c = ClientCircuit.allocate(link);
+    await c.create(path3[0]);
+    await c.extend(path3[1]);
+    await c.extend(path3[2]);
+    ms.push(Number(process.hrtime.bigint() - t) / 1e6);
+    circuits.push(c);
+  }
+  return { link, circuits, ms };
+}
+
+interface TorFigure { value: number | null; unit: string; label: string }
+
+/** ../shared/bench/tor-testnet/run.sh on this machine; its summary.json, or null (with the reason said). */
+async function runTorTestnet(): Promise<Record<string, TorFigure> | null> {
+  if (!fs.existsSync(TOR_TESTNET)) { say(`--compare-tor: ${TOR_TESTNET} not found`); return null; }
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-tor-testnet-'));
+  const base = await freePortRange(61);
+  say(`running C tor's testnet (${TOR_TESTNET}, BASE_PORT=${base}; about 4-6 minutes)...`);
+  const child = spawn('bash', [TOR_TESTNET], { env: { ...process.env, OUT_DIR: out, BASE_PORT: String(base) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d: Buffer) => process.stderr.write(d));
+  child.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
+  // Its own watchdog stops it (and its tor daemons) after MAX_RUNTIME; ours is a last resort.
+  const guard = setTimeout(() => { try { process.kill(child.pid!, 'SIGTERM'); } catch { /* gone */ } }, 660_000);
+  const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+  clearTimeout(guard);
+  try {
+    return JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as Record<string, TorFigure>;
+  } catch {
+    say(`tor-testnet wrote no summary.json (exit ${code}); its logs are in ${out}`);
+    return null;
+  }
+}
+
+async function measure(net: LocalNet, quick: boolean): Promise<{ rows: BenchRow[]; ours: Record<string, number> }> {
+  const body = randomBytes(64 * MiB);
+  const web = await startContentServer(body);
+  const lean = await startExtraProxy(net, 'bench-lean-proxy', { preemptiveCircuits: 0 });
+  const rows: BenchRow[] = [];
+  const ours: Record<string, number> = {};
+  const url = (len: number, off = 0) => `http://127.0.0.1:${web.port}/bytes/${off}/${len}`;
+  const relayPids = net.relays.map((r) => r.pid);
+  const allPids = [...relayPids, ...net.authorities.map((a) => a.pid), net.proxy.pid];
+  const big = (quick ? 32 : 256) * MiB;
+  const par = (quick ? 8 : 64) * MiB;
+  const runs = quick ? 1 : 3;
+  const ttfbRuns = quick ? 3 : 10;
+  // Many circuits, so that the RSS step stands above the garbage collector's noise.
+  const idle = quick ? 200 : 1000;
+  try {
+    say('warming up (JIT, guard links, preemptive circuits)');
+    await timedCurl(viaSocks(net.socksPort, 'warmup'), url(8 * MiB), 120);
+
+    // [e] and [a]+[f]: one stream, new SOCKS credentials each run (as tor-testnet's bulk$i).
+    const direct = [];
+    for (let i = 0; i < runs; i++) direct.push(mibps(await timedCurl([], url(big), 120)));
+    const a: number[] = [], fRelays: number[] = [], fCarriers: number[] = [], fAll: number[] = [];
+    const carrierPids = [...relayPids, net.proxy.pid];
+    for (let i = 0; i < runs; i++) {
+      const r0 = sumCpu(relayPids), c0 = sumCpu(carrierPids), a0 = sumCpu(allPids);
+      const per0 = allPids.map((p) => sumCpu([p]));
+      const t = await timedCurl(viaSocks(net.socksPort, `bulk${i}`), url(big, i * 4099), 300);
+      const gib = t.size / GiB;
+      fRelays.push((sumCpu(relayPids) - r0) / gib);
+      fCarriers.push((sumCpu(carrierPids) - c0) / gib);
+      fAll.push((sumCpu(allPids) - a0) / gib);
+      a.push(mibps(t));
+      const per = allPids.map((p, j) => ({ name: net.nodes.find((n) => n.pid === p)?.name ?? String(p), v: (sumCpu([p]) - per0[j]) / gib }))
+        .filter((x) => x.v > 0.5).sort((x, y) => y.v - x.v).map((x) => `${x.name} ${x.v.toFixed(1)}`).join(', ');
+      say(`single stream run ${i + 1}: ${mibps(t).toFixed(1)} MiB/s; CPU-s/GiB by process: ${per}`);
+    }
+    ours.a = median(a); ours.f = median(fAll); ours.e = median(direct);
+    rows.push({ group: 'circuit', name: `single-stream 3-hop download via SOCKS (${big / MiB} MiB, median of ${runs})`, value: ours.a, unit: 'MiB/s', baseline: { name: 'direct curl, same server', value: ours.e, unit: 'MiB/s' } });
+    rows.push({ group: 'circuit', name: 'CPU per GiB during it, all 6 relay processes', value: median(fRelays), unit: 'CPU-s/GiB', note: 'utime+stime from /proc/PID/stat' });
+    rows.push({ group: 'circuit', name: 'CPU per GiB during it, relays + proxy (the processes that carry it)', value: median(fCarriers), unit: 'CPU-s/GiB' });
+    rows.push({ group: 'circuit', name: 'CPU per GiB during it, every process (relays, authorities, proxy)', value: ours.f, unit: 'CPU-s/GiB', note: "tor-testnet's f counts all its tor processes the same way" });
+
+    // [c1]: 4 streams on 4 circuits (distinct credentials), aggregate over the wall time of all four.
+    const agg = async (args: (i: number) => string[]) => {
+      const t0 = process.hrtime.bigint();
+      const got = await Promise.all([0, 1, 2, 3].map((i) => timedCurl(args(i), url(par, i * 7919), 300)));
+      return got.reduce((s, t) => s + t.size, 0) / (Number(process.hrtime.bigint() - t0) / 1e9) / MiB;
+    };
+    const rawAgg = await agg(() => []);
+    ours.c1 = await agg((i) => viaSocks(net.socksPort, `par${i}`));
+    rows.push({ group: 'circuit', name: `4 streams on 4 circuits, aggregate (${par / MiB} MiB each)`, value: ours.c1, unit: 'MiB/s', baseline: { name: '4 direct curls at once', value: rawAgg, unit: 'MiB/s' } });
+
+    // [b2] a circuit built on demand (the lean proxy keeps none ready), then [b1] the same credentials again.
+    const b1: number[] = [], b2: number[] = [], direct1k: number[] = [];
+    const h0 = await scrape(lean.metricsPort);
+    for (let i = 0; i < ttfbRuns; i++) {
+      b2.push((await timedCurl(viaSocks(lean.socksPort, `ttfb${i}`), url(1024, i), 60)).ttfb * 1000);
+      b1.push((await timedCurl(viaSocks(lean.socksPort, `ttfb${i}`), url(1024, i + 1), 60)).ttfb * 1000);
+      direct1k.push((await timedCurl([], url(1024, i), 60)).ttfb * 1000);
+    }
+    const h1 = await scrape(lean.metricsPort);
+    ours.b1 = median(b1); ours.b2 = median(b2);
+    rows.push({ group: 'circuit', name: 'time to first byte of 1 KiB, circuit built on demand', value: ours.b2, unit: 'ms', baseline: { name: 'direct curl', value: median(direct1k), unit: 'ms' } });
+    rows.push({ group: 'circuit', name: 'time to first byte of 1 KiB on an existing circuit', value: ours.b1, unit: 'ms', baseline: { name: 'direct curl', value: median(direct1k), unit: 'ms' } });
+
+    // [d1] the proxy's own build-time histogram over those builds; and builds timed here on an open link.
+    const builds = metric(h1, 'bitcloud_client_circuit_build_seconds_count') - metric(h0, 'bitcloud_client_circuit_build_seconds_count');
+    const buildSecs = metric(h1, 'bitcloud_client_circuit_build_seconds_sum') - metric(h0, 'bitcloud_client_circuit_build_seconds_sum');
+    const consensus = await net.consensus();
+    const hop = (name: string) => {
+      const n = net.relays.find((r) => r.name === name)!;
+      const c = consensus.relays.find((r) => r.fingerprint === n.identity);
+      if (!c) throw new Error(`${name} is not in the consensus`);
+      return c;
+    };
+    const linkMs: number[] = [];
+    const guardNode = pickGuard(net, lean.daemon.pid);
+    const others = net.relays.filter((r) => r.role === 'relay' && r !== guardNode);
+    const path3 = [hop(guardNode.name), hop(others[0].name), hop(net.exits[0].name)];
+    for (let i = 0; i < ttfbRuns; i++) {
+      const t = process.hrtime.bigint();
+      const ch = await connectLink({ host: '127.0.0.1', port: path3[0].orPort, expectedIdentity: path3[0].identity });
+      linkMs.push(Number(process.hrtime.bigint() - t) / 1e6);
+      ch.close();
+    }
+    ours.d1 = builds > 0 ? (buildSecs / builds) * 1000 : NaN;
+    rows.push({ group: 'circuit', name: `circuit build time, the proxy's histogram (mean of ${builds})`, value: ours.d1, unit: 'ms', baseline: { name: 'one link handshake (TLS 1.3 + identity)', value: median(linkMs), unit: 'ms' } });
+
+    // Memory per idle circuit: RSS of the three relays on the path before and after `idle` circuits.
+    const pathPids = [guardNode.pid, others[0].pid, net.exits[0].pid];
+    await sleep(1000);
+    const m0 = sumRss(pathPids);
+    const built = await buildIdleCircuits(path3, idle);
+    await sleep(1000);
+    const m1 = sumRss(pathPids);
+    ours.d1direct = median(built.ms);
+    rows.push({ group: 'circuit', name: `circuit build time on an open link, timed by this client (median of ${idle})`, value: ours.d1direct, unit: 'ms', baseline: { name: 'one link handshake (TLS 1.3 + identity)', value: median(linkMs), unit: 'ms' } });
+    for (const c of built.circuits) c.destroy();
+    built.link.ch.close();
+    // Baseline: what an idle link (TLS + channel) costs one relay.
+    const k = 32;
+    await sleep(1000);
+    const l0 = rssBytes(others[0].pid);
+    const links = [];
+    for (let i = 0; i < k; i++) links.push(await connectLink({ host: '127.0.0.1', port: path3[1].orPort, expectedIdentity: path3[1].identity }));
+    await sleep(1000);
+    const l1 = rssBytes(others[0].pid);
+    for (const l of links) l.close();
+    rows.push({ group: 'circuit', name: `resident memory per idle 3-hop circuit (sum of the 3 relays, ${idle} circuits)`, value: (m1 - m0) / idle / 1024, unit: 'KiB', baseline: { name: `one idle anonymous link at a relay (${k} links)`, value: (l1 - l0) / k / 1024, unit: 'KiB' } });
+  } finally {
+    await lean.daemon.stop();
+    await web.close();
+  }
+  return { rows, ours };
+}
+
+/** A non-exit relay neither proxy holds a link to (so this process's circuits meet no per-address DoS bucket). */
+function pickGuard(net: LocalNet, leanPid: number) {
+  const used = new Set([...establishedPeerPorts(net.proxy.pid), ...establishedPeerPorts(leanPid)]);
+  const free = net.relays.filter((r) => r.role === 'relay' && !used.has(r.ports.or));
+  return free[0] ?? net.relays.filter((r) => r.role === 'relay')[0];
+}
+
+function torRows(ours: Record<string, number>, tor: Record<string, TorFigure>): BenchRow[] {
+  const rows: BenchRow[] = [];
+  const add = (key: string, mine: number, name: string, unit: string, target: string) => {
+    const t = tor[key]?.value;
+    if (t === null || t === undefined || !Number.isFinite(mine)) return;
+    const ratio = mine / t;
+    rows.push({ group: 'circuit vs C tor', name: `${name} (${target})`, value: mine, unit, baseline: { name: `C tor [${key}] ${tor[key].label}`, value: t, unit }, note: `ratio ${ratio.toFixed(2)}` });
+    say(`vs C tor: ${name}: Bitcloud ${mine.toFixed(2)} / tor ${t.toFixed(2)} ${unit} = ${ratio.toFixed(2)}× (target ${target})`);
+  };
+  add('a', ours.a, 'single-stream throughput', 'MiB/s', 'target ≥ 2×');
+  add('c1', ours.c1, '4 streams on 4 circuits, aggregate', 'MiB/s', 'higher is better');
+  add('d1', ours.d1, 'circuit build time, proxy histogram', 'ms', 'target ≤ 1×');
+  add('d1', ours.d1direct, 'circuit build time, open link', 'ms', 'target ≤ 1×');
+  add('f', ours.f, 'CPU per GiB, all processes', 'CPU-s/GiB', 'target ≤ 1.5×');
+  add('b1', ours.b1, 'TTFB 1 KiB, existing circuit', 'ms', 'lower is better');
+  add('b2', ours.b2, 'TTFB 1 KiB, circuit on demand', 'ms', 'lower is better');
+  add('e', ours.e, 'direct loopback HTTP (the two servers differ)', 'MiB/s', 'context only');
+  return rows;
+}
+
+const mod: BenchModule = {
+  name: 'circuit',
+  async run({ quick }) {
+    const compareTor = process.argv.includes('--compare-tor');
+    say('starting the local network (npm start as a child process)...');
+    // The launcher's default consensus period (15 s), so the authorities' CPU is what `npm start` costs.
+    const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });
+    let result: Awaited<ReturnType<typeof measure>>;
+    try {
+      result = await measure(net, quick);
+    } finally {
+      await net.stop();
+    }
+    if (!compareTor) return result.rows;
+    const tor = await runTorTestnet();
+    return tor ? [...result.rows, ...torRows(result.ours, tor)] : result.rows;
+  },
+};
+
+export default mod;
