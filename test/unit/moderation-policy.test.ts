@@ -38,6 +38,14 @@ describe('double-hashed denylist (SPEC.md §10.3)', () => {
     expect(denyEntry(Buffer.alloc(32, 0xaa)).toString('hex')).toBe('3e9d2112eaef6567fe3f024643fbb070bfc71763fb2798e3b961c18dd376e245');
   });
 
+  it('known answers of SPEC.md §10.1 and §10.7.2: public content key, DHT head and part targets', async () => {
+    const { PUBLIC_CONTENT_KEY } = await import('../../src/moderation/policy');
+    const { headTarget, immutableTarget } = await import('../../src/moderation/dht');
+    expect(PUBLIC_CONTENT_KEY.toString('hex')).toBe('c796420735eddbd5e31dfce745a9e93d0eb790053be05536da59cffbf828a488');
+    expect(headTarget(Buffer.alloc(32, 1)).toString('hex')).toBe('e299ca76351858ca42111d0a1fd20274848ec7cd');
+    expect(immutableTarget(Buffer.from('abc')).toString('hex')).toBe('7ac1b65bee717261fd2b947f0cc5ef99c55f3c18');
+  });
+
   it('a DenySet matches raw ids through the double hash, never the raw id itself', () => {
     const id = Buffer.alloc(32, 7);
     const s = DenySet.of([denyEntry(id)]);
