@@ -168,7 +168,7 @@ describe('100 MiB through circuits (SPEC.md §9.9, §9.13.1)', () => {
       }
     }
     expect(files).toBeGreaterThanOrEqual(600);
-  }, 600_000);
+  }, 900_000);
 });
 
 describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
@@ -198,6 +198,14 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
     expect(json(get).corruptShares).toBeGreaterThanOrEqual(1);
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
     expect(metric(await scrape(first.metricsPort), 'bitcloud_storage_quarantined_total')).toBe(q0 + 1);
+
+    // The same without --json and with --direct: a warning about the address, the path on stdout.
+    await fsp.rm(out);
+    const direct = await cli(['get', small.cap, '-o', out, '--direct']);
+    expect(direct.code, direct.stderr).toBe(0);
+    expect(direct.stderr).toContain('they see your IP address');
+    expect(direct.stdout.trim()).toBe(out);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
   }, 180_000);
 });
 
@@ -228,7 +236,7 @@ describe('resume (SPEC.md §9.9.1)', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     expect(fs.existsSync(progressFile)).toBe(false);
     await fsp.rm(out);
-  }, 600_000);
+  }, 900_000);
 });
 
 describe('bad input gets clear errors, no partial output, and the nodes keep serving', () => {
@@ -366,6 +374,7 @@ describe('losing storage nodes (SPEC.md §9.3)', () => {
     for (const n of [nodes[1], nodes[2]]) {
       expect((await shareFiles(n.dataDir)).length).toBeGreaterThan(0);
       await n.daemon!.stop();
+      expect(await n.daemon!.exited).toBe(0); // SIGTERM: a clean shutdown
     }
     const out = path.join(dnet.dir, 'after-loss.out');
     const r = await cli(['get', small.cap, '-o', out, '--json']);
