@@ -205,25 +205,19 @@ export interface StreamXor { xorInPlace(data: Uint8Array): void }
 /** Default keystream batch: 8 relay cells' worth, so a circuit hop holds ~4 KiB per direction. */
 export const AES_CTR_BATCH_BYTES = 4096;
 
-/**
- * Scratch shared by every keystream (single-threaded, used only inside one xorInPlace call): the
- * keystream bytes for one call are copied here (native memcpy) at the same alignment modulo 4 as
- * the data, so both sides can be XORed as 32-bit words.
- */
-const XOR_SCRATCH_BYTES = AES_CTR_BATCH_BYTES + 4;
-const xorScratchAb = new ArrayBuffer(XOR_SCRATCH_BYTES);
-const xorScratch = Buffer.from(xorScratchAb);
-const xorScratch32 = new Int32Array(xorScratchAb);
+/** Word XOR below reads keystream words as little-endian; big-endian hosts XOR byte by byte. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * AES-128-CTR (zero IV unless given) as a keystream that is XORed into data in place.
  * Hot path (per cell): node:crypto's Cipher.update always allocates its output, so the
  * keystream is produced `batchBytes` at a time (one allocation per batch, not per cell) and
- * XORed in JavaScript, 4 bytes at a time: the keystream piece is first copied to a shared
- * scratch at the data's alignment, and the data is read through an Int32Array view of its
- * ArrayBuffer (kept for the next call: one hop direction nearly always sees the same link
- * buffer). Word XOR is about twice as fast as byte XOR and gives the same bytes. CTR keystream
- * is position-only, so batching gives the same bytes as encrypting each cell separately.
+ * XORed in JavaScript 4 bytes at a time through Int32Array views of the data's and the
+ * keystream's ArrayBuffers (the data view is kept for the next call: one hop direction nearly
+ * always sees the same link buffer). When the keystream is not at the data's alignment, each
+ * keystream word is assembled from two aligned words by shifts. About twice as fast as byte
+ * XOR, no per-call allocation, same bytes. CTR keystream is position-only, so batching gives
+ * the same bytes as encrypting each cell separately.
  */
 export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16), batchBytes = AES_CTR_BATCH_BYTES): StreamXor {
   if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
@@ -231,30 +225,41 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   const c = nodeCrypto.createCipheriv('aes-128-ctr', key, iv);
   const zeros = Buffer.alloc(batchBytes);
   let ks: Buffer = Buffer.alloc(0);
+  let k32: Int32Array<ArrayBufferLike> = new Int32Array(0);
   let pos = 0;
   let viewOf: ArrayBufferLike | null = null;
-  let view32: Int32Array<ArrayBufferLike> = xorScratch32;
+  let d32: Int32Array<ArrayBufferLike> = k32;
   return {
     xorInPlace(data: Uint8Array): void {
       const n = data.length;
-      if (data.buffer !== viewOf) { viewOf = data.buffer; view32 = new Int32Array(viewOf, 0, viewOf.byteLength >>> 2); }
-      const d32 = view32;
+      if (data.buffer !== viewOf) { viewOf = data.buffer; d32 = new Int32Array(viewOf, 0, viewOf.byteLength >>> 2); }
       let off = 0;
       while (off < n) {
-        if (pos === ks.length) { ks = c.update(zeros); pos = 0; }
-        const m = Math.min(n - off, ks.length - pos, XOR_SCRATCH_BYTES - 4);
+        if (pos === ks.length) {
+          ks = c.update(zeros);
+          pos = 0;
+          k32 = new Int32Array(ks.buffer, 0, ks.buffer.byteLength >>> 2); // one view per batch
+        }
+        const m = Math.min(n - off, ks.length - pos);
         const at = data.byteOffset + off; // absolute position of data[off] in its ArrayBuffer
-        const a = at & 3;
-        ks.copy(xorScratch, a, pos, pos + m); // xorScratch[a + j] pairs with data[off + j]
-        const head = Math.min(m, (4 - a) & 3);
-        let j = 0;
-        for (; j < head; j++) data[off + j] ^= xorScratch[a + j];
-        const words = (m - j) >>> 2;
+        const kat = ks.byteOffset + pos; // and of the keystream byte that pairs with it
+        let j = LITTLE_ENDIAN ? Math.min(m, (4 - (at & 3)) & 3) : m;
+        for (let i = 0; i < j; i++) data[off + i] ^= ks[pos + i];
         const dw = (at + j) >>> 2;
-        const sw = (a + j) >>> 2;
-        for (let w = 0; w < words; w++) d32[dw + w] ^= xorScratch32[sw + w];
+        const kb = kat + j;
+        const ki = kb >>> 2;
+        const sh = (kb & 3) << 3;
+        let words = (m - j) >>> 2;
+        if (sh === 0) {
+          for (let w = 0; w < words; w++) d32[dw + w] ^= k32[ki + w];
+        } else {
+          // Word w of keystream = bytes kb+4w..kb+4w+3 = high bytes of k32[ki+w], low of k32[ki+w+1].
+          if (ki + words >= k32.length) words = Math.max(0, k32.length - 1 - ki);
+          const rs = 32 - sh;
+          for (let w = 0; w < words; w++) d32[dw + w] ^= (k32[ki + w] >>> sh) | (k32[ki + w + 1] << rs);
+        }
         j += words << 2;
-        for (; j < m; j++) data[off + j] ^= xorScratch[a + j];
+        for (; j < m; j++) data[off + j] ^= ks[pos + j];
         off += m;
         pos += m;
       }
