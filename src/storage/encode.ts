@@ -123,14 +123,15 @@ export function screenShares(ref: ChunkRef, coding: Coding, shares: ReadonlyArra
  * Rebuild a chunk's plaintext from any k good shares of `shares` (null = not fetched). Each share is
  * hash-checked first; a mismatching one counts as missing. Fewer than k good → CHUNK_TOO_FEW_SHARES
  * (detail.rejected lists the corrupt indices, so the caller can fetch others); AEAD failure →
- * CHUNK_AUTH_FAILED.
+ * CHUNK_AUTH_FAILED. `screened`: the caller already checked every share it passes against `ref`
+ * (length and hash, as screenShares does), so they are not hashed a second time.
  */
 export function decodeChunk(
   fileKey: Uint8Array, index: number, shares: ReadonlyArray<Uint8Array | null | undefined>,
-  coding: Coding, ref: ChunkRef, kind: ChunkKind = ChunkKind.DATA,
+  coding: Coding, ref: ChunkRef, kind: ChunkKind = ChunkKind.DATA, opts: { screened?: boolean } = {},
 ): Buffer {
   if (ref.encLen < CHUNK_OVERHEAD) throw err('STORAGE_INTERNAL', 'encrypted length below the chunk overhead', { encLen: ref.encLen });
-  const { good, rejected } = screenShares(ref, coding, shares);
+  const { good, rejected } = opts.screened ? { good: shares.map((s) => s ?? null), rejected: [] as number[] } : screenShares(ref, coding, shares);
   let data: Buffer;
   try {
     data = erasureReconstruct(coding, good, shareSizeFor(ref.encLen, coding.k));
