@@ -110,7 +110,8 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   if (good < k) {
     throw err('CHUNK_TOO_FEW_SHARES', `chunk ${index}: only ${good} of the ${k} shares needed could be fetched`, { index, good, k, n, kind });
   }
-  return decodeChunk(fileKey, index, shares, layout.coding, ref, kind);
+  // fetchShare checked every share's length and hash already.
+  return decodeChunk(fileKey, index, shares, layout.coding, ref, kind, { screened: true });
 }
 
 /** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. */
