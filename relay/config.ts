@@ -3,10 +3,11 @@
 import path from 'node:path';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, fingerprintField, int, noUnknownKeys, readJsonConfig, str, strList,
+  configError, fingerprintField, int, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
 import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
+import { DEFAULT_RELAY_LIMITS, type RelayLimits } from './limits';
 
 export interface RelayConfig {
   dataDir: string;
@@ -30,11 +31,42 @@ export interface RelayConfig {
   descriptorLifetimeSeconds: number;
   mirrorIntervalSeconds: number;
   logLevel: string;
+  /** Resource limits (SPEC.md §7b.9); every key absent from the file has its DEFAULT_RELAY_LIMITS value. */
+  limits: RelayLimits;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits'] as const;
+
+/**
+ * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
+ * The per-circuit queue must hold more than one circuit window (1000 cells), or a sender that
+ * fills its window toward a congested link would get its circuit killed.
+ */
+const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; integer: boolean } } = {
+  circuitRate: { min: 0, max: 1e6, integer: false },
+  circuitBurst: { min: 1, max: 1e9, integer: true },
+  circuitMinConnections: { min: 0, max: 1e6, integer: true },
+  maxConnectionsPerAddress: { min: 1, max: 1e6, integer: true },
+  maxCircuitsPerLink: { min: 1, max: 2 ** 31, integer: true },
+  maxQueuedCellsPerCircuit: { min: 1000, max: 1e7, integer: true },
+  maxQueuedBytes: { min: 1024 * 1024, max: 2 ** 40, integer: true },
+  maxStreamsPerCircuit: { min: 1, max: 65535, integer: true },
+  exitConnectTimeoutMs: { min: 100, max: 600_000, integer: true },
+};
+
+/** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */
+export function parseRelayLimits(v: unknown, key = 'limits'): RelayLimits {
+  const raw = optObj(v, key);
+  noUnknownKeys(raw, Object.keys(LIMIT_RANGES), key);
+  const out: RelayLimits = { ...DEFAULT_RELAY_LIMITS };
+  for (const k of Object.keys(LIMIT_RANGES) as Array<keyof RelayLimits>) {
+    const r = LIMIT_RANGES[k];
+    out[k] = (r.integer ? int : num)(raw[k], `${key}.${k}`, r.min, r.max, DEFAULT_RELAY_LIMITS[k]);
+  }
+  return out;
+}
 
 export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; nickname?: string }
 
@@ -79,6 +111,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     descriptorLifetimeSeconds,
     mirrorIntervalSeconds: int(raw.mirrorIntervalSeconds, 'mirrorIntervalSeconds', 1, 86_400, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
+    limits: parseRelayLimits(raw.limits),
   };
 }
 

@@ -78,6 +78,7 @@ export class RelayDaemon {
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
       dirTarget: () => (this.dirPort ? { port: this.dirPort, host: cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : cfg.listenHost } : null),
       consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
+      limits: cfg.limits,
     });
     this.listener = await createLinkListener({
       host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,

@@ -1,0 +1,27 @@
+// relay/config.ts `limits` (SPEC.md §7b.9 resource limits, docs/operators-directory.md).
+import { describe, expect, it } from 'vitest';
+import { parseRelayConfig, parseRelayLimits } from '../../relay/config';
+import { DEFAULT_RELAY_LIMITS } from '../../relay/limits';
+
+const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
+const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
+
+describe('relay config limits', () => {
+  it('defaults to DEFAULT_RELAY_LIMITS when absent', () => {
+    expect(parseRelayConfig(base, '/x').limits).toEqual(DEFAULT_RELAY_LIMITS);
+    expect(parseRelayLimits(undefined)).toEqual(DEFAULT_RELAY_LIMITS);
+  });
+  it('overrides only the keys given', () => {
+    const l = parseRelayConfig({ ...base, limits: { maxConnectionsPerAddress: 500, circuitRate: 0.5 } }, '/x').limits;
+    expect(l).toEqual({ ...DEFAULT_RELAY_LIMITS, maxConnectionsPerAddress: 500, circuitRate: 0.5 });
+  });
+  it('names an unknown key', () => {
+    expect(message(() => parseRelayConfig({ ...base, limits: { maxConections: 5 } }, '/x'))).toMatch(/CONFIG_INVALID: limits\.maxConections: unknown setting/);
+  });
+  it('names a bad value', () => {
+    expect(message(() => parseRelayLimits({ circuitBurst: 2.5 }))).toMatch(/limits\.circuitBurst: must be an integer/);
+    expect(message(() => parseRelayLimits({ maxQueuedCellsPerCircuit: 10 }))).toMatch(/limits\.maxQueuedCellsPerCircuit: must be between 1000/);
+    expect(message(() => parseRelayLimits({ circuitRate: 'fast' }))).toMatch(/limits\.circuitRate: must be a number/);
+    expect(message(() => parseRelayLimits([1]))).toMatch(/CONFIG_INVALID: limits/);
+  });
+});
