@@ -46,6 +46,8 @@ export class CircuitStream extends Duplex {
   /** Set when the peer sent END; its reason. */
   remoteEndReason: number | null = null;
   private pending: Buffer | null = null;
+  /** Bytes of `pending` already sent. */
+  private pendingOff = 0;
   private pendingCb: ((e?: Error | null) => void) | null = null;
   private endSent = false;
   /** Received data not yet pushed to the reader (see onData). */
@@ -69,6 +71,7 @@ export class CircuitStream extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     if (this.remoteEndReason !== null) { cb(); return; } // peer closed the stream: Tor drops late data
     this.pending = chunk;
+    this.pendingOff = 0;
     this.pendingCb = cb;
     this.pump();
   }
@@ -82,10 +85,15 @@ export class CircuitStream extends Duplex {
   pump(): void {
     while (this.pending && this.state === 'open') {
       if (!this.packageWindow.canSend() || !this.host.canPackage()) return;
-      const n = Math.min(RELAY_DATA_MAX, this.pending.length);
+      // Hot path: the chunk is walked by offset (one view per cell, none for a chunk that fits).
+      const p = this.pending;
+      const off = this.pendingOff;
+      const n = Math.min(RELAY_DATA_MAX, p.length - off);
       this.packageWindow.onDataSent();
-      this.host.sendData(this, this.pending.subarray(0, n));
-      this.pending = n === this.pending.length ? null : this.pending.subarray(n);
+      this.host.sendData(this, off === 0 && n === p.length ? p : p.subarray(off, off + n));
+      if (this.pending !== p) continue; // dropped while sending (the stream closed)
+      this.pendingOff = off + n;
+      if (this.pendingOff === p.length) this.pending = null;
     }
     if (!this.pending && this.pendingCb) {
       const cb = this.pendingCb;

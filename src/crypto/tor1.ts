@@ -43,7 +43,8 @@ class Tor1Direction {
     payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
     this.digest.update(payload);
     this.digest.digestInto(this.last);
-    this.last.copy(payload, RELAY_DIGEST_OFFSET, 0, 4);
+    // Not last.copy(payload, …, 0, 4): a partial Buffer.copy allocates a view in Node 20.
+    payload.writeUInt32BE(this.last.readUInt32BE(0), RELAY_DIGEST_OFFSET);
   }
 
   /**
