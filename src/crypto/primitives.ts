@@ -16,8 +16,26 @@ export function randomBytes(n: number): Buffer {
   return b;
 }
 
+/** Requests up to this size are served from the pool below; larger ones go straight to sodium. */
+const RANDOM_POOL_MAX_REQUEST = 1024;
+const randomPool = Buffer.alloc(16 * 1024);
+let randomPoolPos = randomPool.length;
+
+/**
+ * Fill `b` with random bytes. Hot path: the relay-cell padding (SPEC.md §2.5) of every DATA cell
+ * that is not full and of every SENDME. sodium's randombytes_buf reads the kernel CSPRNG at about
+ * 6 ns a byte (3.5 us for one cell's padding), so small requests are served from a 16 KiB pool
+ * refilled from OpenSSL's DRBG (randomFillSync: ~7.6 us per 16 KiB), each pool byte used once.
+ * Only filler uses this; keys and nonces come from randomBytes (sodium) directly.
+ */
 export function randomFill(b: Buffer): void {
-  if (b.length > 0) sodium.randombytes_buf(b);
+  const n = b.length;
+  if (n === 0) return;
+  if (n > RANDOM_POOL_MAX_REQUEST) { sodium.randombytes_buf(b); return; }
+  if (randomPoolPos + n > randomPool.length) { nodeCrypto.randomFillSync(randomPool); randomPoolPos = 0; }
+  randomPool.copy(b, 0, randomPoolPos, randomPoolPos + n);
+  randomPool.fill(0, randomPoolPos, randomPoolPos + n); // a byte handed out is not kept
+  randomPoolPos += n;
 }
 
 /** Constant-time equality; different lengths compare unequal (length is not secret). */
