@@ -62,6 +62,9 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
       rejectUnauthorized: false,
       ...(creds ? { key: creds.keyPem, cert: creds.certPem } : {}),
     });
+    // SPEC.md §1.6: the channel gathers cells into large writes itself; Nagle would only hold
+    // back the small ones (CREATE2, EXTEND2, SENDME) for a delayed ACK, ~40 ms on Linux.
+    socket.setNoDelay(true);
     let settled = false;
     const preTls = (e: BitcloudError) => {
       if (settled) return;

@@ -93,7 +93,10 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
   const addr = server.address();
   const listener = new LinkListener(server, typeof addr === 'object' && addr ? addr.port : opts.port, opts.host);
 
-  server.on('connection', (raw: net.Socket) => listener.track(raw));
+  server.on('connection', (raw: net.Socket) => {
+    raw.setNoDelay(true); // as in connect.ts: the channel batches; Nagle only delays small cells
+    listener.track(raw);
+  });
   server.on('tlsClientError', (e: NodeJS.ErrnoException, s: tls.TLSSocket) => {
     const code = e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'LINK_HANDSHAKE_TIMEOUT' : 'LINK_TLS_FAILED';
     metrics.errors.labels(code).inc();
