@@ -23,6 +23,17 @@ function gc(): void {
   (vm.runInNewContext('gc') as () => void)();
 }
 
+/**
+ * Memory once freed buffers are really gone: V8 sweeps ArrayBuffer backing stores concurrently,
+ * so `external` right after one gc() can still include memory freed by it.
+ */
+async function settledMemory(): Promise<NodeJS.MemoryUsage> {
+  gc();
+  await new Promise((r) => setTimeout(r, 200));
+  gc();
+  return process.memoryUsage();
+}
+
 interface Node { rc: RelayCircuits; listener: LinkListener; hop: HopTarget; dir: string }
 
 async function startNode(exit: boolean): Promise<Node> {
@@ -147,8 +158,11 @@ const mod: BenchModule = {
 
       // Memory per idle circuit: client state plus the state at all three relays.
       const k = quick ? 50 : 200;
-      gc();
-      const m0 = process.memoryUsage();
+      // The links closed above end gracefully and are destroyed up to 2 s later (GRACEFUL_CLOSE_MS
+      // in src/link/channel.ts); measuring before then counted their release against the new
+      // circuits and could give a negative figure.
+      await new Promise((r) => setTimeout(r, 2500));
+      const m0 = await settledMemory();
       const idle: ClientCircuit[] = [];
       for (let i = 0; i < k; i++) {
         const c = ClientCircuit.allocate(link);
@@ -157,15 +171,12 @@ const mod: BenchModule = {
         await c.extend(path3[2]);
         idle.push(c);
       }
-      gc();
-      const m1 = process.memoryUsage();
+      const m1 = await settledMemory();
       const per = ((m1.heapUsed + m1.external) - (m0.heapUsed + m0.external)) / k / 1024;
       const sockets: net.Socket[] = [];
-      gc();
-      const r0 = process.memoryUsage();
+      const r0 = await settledMemory();
       for (let i = 0; i < k; i++) sockets.push(await new Promise<net.Socket>((r) => { const s = net.connect(onePort, HOST, () => r(s)); }));
-      gc();
-      const r1 = process.memoryUsage();
+      const r1 = await settledMemory();
       const perSock = ((r1.heapUsed + r1.external) - (r0.heapUsed + r0.external)) / k / 1024;
       rows.push({ group: 'circuit', name: `memory per idle 3-hop circuit (client + 3 relays, ${k} circuits)`, value: per, unit: 'KiB', baseline: { name: 'idle raw TCP connection (both ends)', value: perSock, unit: 'KiB' } });
       for (const s of sockets) s.destroy();
