@@ -1,0 +1,43 @@
+import { describe, it, expect } from 'vitest';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { EpochTotals } from '../../src/bandwidth/counters';
+import { verifyReceipt, type Receipt, type ReceiptReject } from '../../src/bandwidth/receipt';
+import { LinkReceipts, epochAt } from '../../relay/bandwidth';
+
+function pair() {
+  const a = ed25519Generate(); const b = ed25519Generate();
+  const ta = new EpochTotals(a.publicKey.toString('hex')); const tb = new EpochTotals(b.publicKey.toString('hex'));
+  const got: Receipt[] = []; const rejects: ReceiptReject[] = [];
+  let ini!: LinkReceipts; let res!: LinkReceipts;
+  ini = new LinkReceipts({ identity: a, peerIdentity: b.publicKey, isInitiator: true, totals: ta,
+    send: (c, p) => res.onCell(c, p), onReceipt: (r) => got.push(r), onDisagreement: (r) => rejects.push(r) });
+  res = new LinkReceipts({ identity: b, peerIdentity: a.publicKey, isInitiator: false, totals: tb,
+    send: (c, p) => ini.onCell(c, p), onDisagreement: (r) => rejects.push(r) });
+  return { a, b, ta, tb, ini, res, got, rejects };
+}
+
+describe('relay/bandwidth LinkReceipts', () => {
+  it('initiator proposes, responder countersigns, both keep the same receipt', () => {
+    const p = pair();
+    p.ini.counter.onSent(10); p.res.counter.onReceived(10);
+    p.res.counter.onSent(7); p.ini.counter.onReceived(7);
+    p.ini.propose(42);
+    expect(p.got).toHaveLength(1);
+    expect(verifyReceipt(p.got[0])).toBe(true);
+    expect(p.got[0].body).toMatchObject({ epoch: 42, cellsI2R: 10, cellsR2I: 7 });
+    expect(p.ta.cells(42)).toBe(p.tb.cells(42));
+    expect(p.rejects).toHaveLength(0);
+  });
+  it('counts beyond the tolerance are rejected on both sides', () => {
+    const p = pair();
+    p.ini.counter.onSent(5000); p.res.counter.onReceived(1);
+    p.ini.propose(1);
+    expect(p.got).toHaveLength(0);
+    expect(p.rejects.map((r) => r.reason)).toEqual(['COUNTS_MISMATCH', 'COUNTS_MISMATCH']);
+  });
+  it('an idle link proposes nothing; epochAt follows the period', () => {
+    const p = pair();
+    expect(p.ini.propose(1)).toBeNull();
+    expect(epochAt(16_000, 8)).toBe(2);
+  });
+});
