@@ -41,3 +41,27 @@ describe('relay/bandwidth LinkReceipts', () => {
     expect(epochAt(16_000, 8)).toBe(2);
   });
 });
+
+describe('directory/receipts answerReceiptUpload', () => {
+  it('accepts a countersigned receipt, answers a replay as delivered, refuses one signature and garbage', async () => {
+    const { ReceiptVerifier } = await import('../../src/bandwidth/verify');
+    const { encodeReceipt, encodeReceiptProposal } = await import('../../src/bandwidth/receipt');
+    const { answerReceiptUpload } = await import('../../directory/receipts');
+    const p = pair();
+    p.ini.counter.onSent(3); p.res.counter.onReceived(3);
+    const prop = p.ini.propose(5)!;
+    const v = new ReceiptVerifier({ membership: () => true, window: () => ({ opens: 0, closes: Number.MAX_SAFE_INTEGER }) });
+    const bytes = encodeReceipt(p.got[0]);
+    const first = answerReceiptUpload(v, bytes, 1000);
+    expect(first.status).toBe(200);
+    expect(first.body.accepted).toBe(1);
+    const again = answerReceiptUpload(v, bytes, 1000);
+    expect(again.status).toBe(200);
+    expect(again.body.refused[0].code).toBe('RECEIPT_REPLAYED');
+    const one = Buffer.concat([encodeReceiptProposal(prop), Buffer.alloc(64)]);
+    const refused = answerReceiptUpload(v, one, 1000);
+    expect(refused.status).toBe(400);
+    expect(refused.body.refused[0].code).toBe('RECEIPT_ONE_SIGNATURE');
+    expect(answerReceiptUpload(v, Buffer.alloc(10), 1000).status).toBe(400);
+  });
+});
