@@ -117,6 +117,7 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
 /** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. */
 export async function fetchRoot(client: StorageClient, cap: Capability, stats: GetStats): Promise<Layout> {
   let lastCorrupt: BitcloudError | null = null;
+  let refusal: BitcloudError | null = null; // a moderation refusal (SPEC.md §10.6), reported if nothing else works
   for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
     if (client.isDead(fp)) continue;
     let data: Buffer;
@@ -125,6 +126,7 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
     } catch (e) {
       if (!isBitcloudError(e)) throw e;
       if (e.code === 'SHARE_CORRUPT') stats.corruptShares++;
+      if (e.code.startsWith('POLICY_')) refusal = e;
       continue;
     }
     try {
@@ -135,6 +137,7 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
     }
   }
   const reached = client.fingerprints.filter((fp) => !client.isDead(fp)).length;
+  if (refusal) throw err(refusal.code, `no storage node would serve manifest ${cap.manifestId.toString('hex').slice(0, 16)}…; refused by moderation: ${refusal.message.replace(/^[A-Z0-9_]+: (storage node: )?/, '')}`, { reached }, refusal);
   throw err('MANIFEST_NOT_FOUND', `no reachable storage node holds manifest ${cap.manifestId.toString('hex').slice(0, 16)}… (${reached} of ${client.fingerprints.length} nodes reached)`,
     { reached, nodes: client.fingerprints.length }, lastCorrupt ?? undefined);
 }
