@@ -11,6 +11,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/bandwidth'),
   () => import('./bench/circuits-inprocess'),
   () => import('./bench/circuit'),
+  () => import('./bench/moderation'),
 ];
 
 function arg(name: string): string | undefined {
