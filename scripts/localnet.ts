@@ -146,9 +146,10 @@ try {
   // --- the client: one config file that `bitcloud <command> --config FILE` and the proxy read ---
   const clientDir = path.join(dir, 'client');
   const clientConfig = path.join(dir, 'client.json');
+  const mirrors = Array.from({ length: Math.min(2, argv.relays) }, (_, i) => `127.0.0.1:${ports.relayDir(i)}`);
   writeFileAtomicSync(clientConfig, JSON.stringify({
     authorities: authorityList, dataDir: clientDir,
-    mirrors: Array.from({ length: Math.min(2, argv.relays) }, (_, i) => `127.0.0.1:${ports.relayDir(i)}`),
+    mirrors,
     socksPort: argv['socks-port'], metricsPort: ports.proxyMetrics,
     // Every node here is 127.0.0.1: the one-relay-per-/16 rule would forbid every path.
     enforceDistinctSubnets: false,
@@ -156,7 +157,7 @@ try {
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false });
 
   say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits); waiting for a consensus...`);
-  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000);
+  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`));
   say(`consensus: ${consensus.relays} relays listed, signed by ${consensus.signers} of 3 authorities.`);
 
   procs.start({ role: 'client', name: 'proxy', identity: null, dataDir: clientDir, configFile: clientConfig,

@@ -21,26 +21,36 @@ export async function checkPortsFree(ports: number[]): Promise<number[]> {
   return busy;
 }
 
-/** Poll the authorities until a consensus verifies and lists `relays` relays with Running. */
+/**
+ * Poll until a consensus verifies, lists `relays` relays with Running, and can give a 3-hop path
+ * (a Guard, an Exit: the first consensus after start lists relays before they are Stable, so
+ * without the Guard flag) — read from every one of `sources` (the client's mirrors, which the
+ * proxy asks first), else from the authorities. Ready then means curl works at once.
+ */
 export async function waitForConsensus(
   list: { name: string; identity: string; address: string }[], relays: number, procs: LocalNetProcesses, timeoutMs: number,
+  sources?: string[],
 ): Promise<{ relays: number; signers: number }> {
   const authorities = parseAuthorityList(list);
-  const sources = authorities.map((a) => a.url);
+  const from = sources?.length ? sources : authorities.map((a) => a.url);
   const until = Date.now() + timeoutMs;
   let last = 'no answer yet';
   while (Date.now() < until) {
     const dead = procs.dead();
     if (dead.length) throw new Error(`${dead.join(', ')} exited during start-up`);
-    const out = await fetchVerifiedConsensus(sources, authorities, { timeoutMs: 3000 }).catch((e: Error) => { last = e.message; return null; });
-    const c = out?.consensus;
-    if (c) {
-      const running = c.relays.filter((r) => r.flags.has('Running')).length;
-      last = `${running} running relays listed`;
-      if (running >= relays) return { relays: running, signers: c.signers.length };
-    } else if (out?.failures.length) {
-      last = String(out.failures[0]);
+    let good: { relays: number; signers: number } | null = null;
+    for (const src of from) {
+      const out = await fetchVerifiedConsensus([src], authorities, { timeoutMs: 3000 }).catch((e: Error) => { last = e.message; return null; });
+      const c = out?.consensus;
+      if (!c) { if (out?.failures.length) last = String(out.failures[0].reason); good = null; break; }
+      const up = c.relays.filter((r) => r.flags.has('Running'));
+      const guards = up.filter((r) => r.flags.has('Guard')).length;
+      const exits = up.filter((r) => r.flags.has('Exit')).length;
+      last = `${up.length} running relays (${guards} guards, ${exits} exits) listed by ${src}`;
+      if (up.length < relays || guards < 1 || exits < 1) { good = null; break; }
+      good = { relays: up.length, signers: c.signers.length };
     }
+    if (good) return good;
     await new Promise((r) => setTimeout(r, 1000));
   }
   throw new Error(`no consensus listing ${relays} relays in time (${last})`);
