@@ -18,6 +18,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import type { BenchModule, BenchRow } from './types';
 import { randomBytes } from '../../src/crypto/primitives';
@@ -32,6 +34,12 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const TOR_TESTNET = path.resolve(HERE, '../../../shared/bench/tor-testnet/run.sh');
+
+/** A full GC in this process, without asking the runner for --expose-gc (as circuits-inprocess does). */
+function gc(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN; };
@@ -192,16 +200,17 @@ async function measure(net: LocalNet, quick: boolean): Promise<{ rows: BenchRow[
     rows.push({ group: 'circuit', name: `circuit build time on an open link, timed by this client (median of ${idle})`, value: ours.d1direct, unit: 'ms', baseline: { name: 'one link handshake (TLS 1.3 + identity)', value: median(linkMs), unit: 'ms' } });
     for (const c of built.circuits) c.destroy();
     built.link.ch.close();
-    // Baseline: what an idle link (TLS + channel) costs one relay.
-    const k = 32;
-    await sleep(1000);
-    const l0 = rssBytes(others[0].pid);
+    // Baseline: what an idle link (TLS 1.3 + channel) costs — this process's end, after a full GC
+    // (a relay's RSS does not move measurably for a few dozen links).
+    const k = 40;
+    gc();
+    const l0 = process.memoryUsage().rss;
     const links = [];
     for (let i = 0; i < k; i++) links.push(await connectLink({ host: '127.0.0.1', port: path3[1].orPort, expectedIdentity: path3[1].identity }));
-    await sleep(1000);
-    const l1 = rssBytes(others[0].pid);
+    gc();
+    const l1 = process.memoryUsage().rss;
     for (const l of links) l.close();
-    rows.push({ group: 'circuit', name: `resident memory per idle 3-hop circuit (sum of the 3 relays, ${idle} circuits)`, value: (m1 - m0) / idle / 1024, unit: 'KiB', baseline: { name: `one idle anonymous link at a relay (${k} links)`, value: (l1 - l0) / k / 1024, unit: 'KiB' } });
+    rows.push({ group: 'circuit', name: `resident memory per idle 3-hop circuit (sum of the 3 relays' RSS, ${idle} circuits)`, value: (m1 - m0) / idle / 1024, unit: 'KiB', baseline: { name: `one idle link, client end (RSS of this process after GC, ${k} links)`, value: (l1 - l0) / k / 1024, unit: 'KiB' } });
   } finally {
     await lean.daemon.stop();
     await web.close();
