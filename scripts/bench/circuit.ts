@@ -232,7 +232,7 @@ function torRows(ours: Record<string, number>, tor: Record<string, TorFigure>): 
     if (t === null || t === undefined || !Number.isFinite(mine)) return;
     const ratio = mine / t;
     rows.push({ group: 'circuit vs C tor', name: `${name} (${target})`, value: mine, unit, baseline: { name: `C tor [${key}] ${tor[key].label}`, value: t, unit }, note: `ratio ${ratio.toFixed(2)}` });
-    say(`vs C tor: ${name}: Bitcloud ${mine.toFixed(2)} / tor ${t.toFixed(2)} ${unit} = ${ratio.toFixed(2)}× (target ${target})`);
+    say(`vs C tor: ${name}: Bitcloud ${mine.toFixed(2)} / tor ${t.toFixed(2)} ${unit} = ${ratio.toFixed(2)}× (${target})`);
   };
   add('a', ours.a, 'single-stream throughput', 'MiB/s', 'target ≥ 2×');
   add('c1', ours.c1, '4 streams on 4 circuits, aggregate', 'MiB/s', 'higher is better');
