@@ -1,31 +1,13 @@
 // SPEC.md §2.1–2.2: the fixed 514-byte cell.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
 import { BitcloudError } from '../../src/errors';
 import {
   CELL_LEN, CELL_PAYLOAD_LEN, CIRCID_INITIATOR_BIT, CellCommand, decodeCell, encodeCell, encodeCellInto,
   isInitiatorCircId, isLinkLevelCommand, isResponderCircId,
 } from '../../src/wire/cell';
 
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof BitcloudError) return e.code;
-    throw e;
-  }
-  return undefined;
-}
-
-/** True when `f` returns or throws a BitcloudError; any other throw fails the property. */
-function onlyBitcloudErrors(f: () => unknown): boolean {
-  try {
-    f();
-  } catch (e) {
-    if (!(e instanceof BitcloudError)) throw e;
-  }
-  return true;
-}
 
 const commands = Object.values(CellCommand);
 const circuitCommands = commands.filter((c) => !isLinkLevelCommand(c));

@@ -1,6 +1,7 @@
 // SPEC.md §2.3–2.4, §2.7: cell bodies and relay message bodies.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
 import { BitcloudError } from '../../src/errors';
 import { CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DATA_MAX } from '../../src/wire/relay-msg';
@@ -15,23 +16,6 @@ import {
   type LinkSpecifier, type ResolvedAnswer,
 } from '../../src/wire/messages';
 
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof BitcloudError) return e.code;
-    throw e;
-  }
-  return undefined;
-}
-function onlyBitcloudErrors(f: () => unknown): boolean {
-  try {
-    f();
-  } catch (e) {
-    if (!(e instanceof BitcloudError)) throw e;
-  }
-  return true;
-}
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 /** A cell body as it arrives: inside a zero-padded 509-byte payload. */
 const inPayload = (body: Uint8Array) => { const p = Buffer.alloc(CELL_PAYLOAD_LEN); p.set(body); return p; };

@@ -1,6 +1,7 @@
 // SPEC.md §2.5–2.6: the relay payload inside RELAY / RELAY_EARLY cells.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
+import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
 import { BitcloudError } from '../../src/errors';
 import { CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import {
@@ -8,23 +9,6 @@ import {
   decodeRelayPayload, encodeRelayPayload, encodeRelayPayloadInto, isKnownRelayCommand, streamIdRule,
 } from '../../src/wire/relay-msg';
 
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof BitcloudError) return e.code;
-    throw e;
-  }
-  return undefined;
-}
-function onlyBitcloudErrors(f: () => unknown): boolean {
-  try {
-    f();
-  } catch (e) {
-    if (!(e instanceof BitcloudError)) throw e;
-  }
-  return true;
-}
 
 const ZERO_ID = [RelayCommand.EXTEND2, RelayCommand.EXTENDED2, RelayCommand.TRUNCATE, RelayCommand.TRUNCATED, RelayCommand.DROP];
 const NONZERO_ID = [RelayCommand.BEGIN, RelayCommand.DATA, RelayCommand.END, RelayCommand.CONNECTED, RelayCommand.RESOLVE,

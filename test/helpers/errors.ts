@@ -1,0 +1,23 @@
+// Shared by the codec tests: what a decoder threw, and "only typed errors" for property tests.
+import { BitcloudError } from '../../src/errors';
+
+/** The BitcloudError code `f` throws, or undefined when it returns; any other throw propagates. */
+export function codeOf(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof BitcloudError) return e.code;
+    throw e;
+  }
+  return undefined;
+}
+
+/** True when `f` returns or throws a BitcloudError; any other throw fails the property. */
+export function onlyBitcloudErrors(f: () => unknown): boolean {
+  try {
+    f();
+  } catch (e) {
+    if (!(e instanceof BitcloudError)) throw e;
+  }
+  return true;
+}
