@@ -45,6 +45,12 @@ export interface SwitchOptions {
   budget?: QueueBudget;
   metrics?: CircuitMetrics;
   log?: Logger;
+  /**
+   * Link-level cells (circuit id 0) that are not for circuits, e.g. RECEIPT_* (SPEC.md §8.3),
+   * handed to the node's owner of that protocol. Returns true when it took the cell; otherwise
+   * the switch counts it as CELL_UNEXPECTED. Never closes the link by itself.
+   */
+  onLinkCell?: (ch: Channel, cell: Cell) => boolean;
 }
 
 const REASON_NAMES = new Map<number, string>(Object.entries(DestroyReason).map(([k, v]) => [v, k]));
@@ -132,7 +138,9 @@ export class CircuitSwitch {
           return;
         }
         default:
-          // Link-level commands never reach here (the Channel handles them); others are not for circuits.
+          // Link-level commands of other protocols (RECEIPT_*, SPEC.md §8.3) go to their owner;
+          // the Channel handles its own; anything else is not for circuits.
+          if (circId === 0 && this.opts.onLinkCell?.(link.ch, cell)) return;
           this.metrics.error('CELL_UNEXPECTED');
           return;
       }

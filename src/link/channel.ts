@@ -62,6 +62,17 @@ export interface ChannelInit extends LinkTuning {
   onFail: (e: BitcloudError) => void;
 }
 
+/**
+ * SPEC.md §8.1: what a link counts for proof of bandwidth. src/bandwidth's LinkCounter is one;
+ * the owner attaches it (attachCounter) only on links where both ends proved an identity.
+ */
+export interface LinkCellCounter {
+  onSent(): void;
+  onReceived(): void;
+  onCircuitOpened(): void;
+  onCircuitClosed(): void;
+}
+
 type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed';
 
 /**
@@ -101,6 +112,13 @@ export class Channel extends EventEmitter {
   private deferring = false;
   /** Chunks received but not yet parsed (reading paused or deferred), oldest first. */
   private pending: Buffer[] = [];
+  /**
+   * SPEC.md §8.1: the proof-of-bandwidth counter, or null (anonymous links, nodes that do not count).
+   * Counting lives here, not in the circuit switch, because §8.1.3 counts a cell when it is
+   * written to / read from the link, in link order — the only place that sees exactly that order
+   * relative to the RECEIPT_PROPOSE boundary cell (§8.1.4).
+   */
+  private counter: LinkCellCounter | null = null;
 
   /** @internal Use connectLink or createLinkListener. */
   constructor(init: ChannelInit) {
@@ -134,6 +152,14 @@ export class Channel extends EventEmitter {
   get cellsReceived(): number { return this.received; }
   /** The Ed25519 identity the peer proved (SPEC.md §1.3); null for an anonymous initiator. */
   get peerIdentity(): Buffer | null { return this.peerId; }
+  /**
+   * SPEC.md §8.1.1: count circuit cells on this link from now on. Refused (LINK_PROTOCOL_VIOLATION)
+   * on a link whose peer stayed anonymous: the client-to-guard hop is never counted.
+   */
+  attachCounter(counter: LinkCellCounter): void {
+    if (this.peerId === null) throw err('LINK_PROTOCOL_VIOLATION', 'an anonymous link is never counted');
+    this.counter = counter;
+  }
   /** The negotiated link protocol version (SPEC.md §1.4); 0 before the handshake ends. */
   get linkVersion(): number { return this.version; }
   /** Bytes waiting to be written: the open batch plus the socket's own buffer. */
@@ -258,6 +284,13 @@ export class Channel extends EventEmitter {
     if (cmd === CellCommand.VERSIONS || cmd === CellCommand.AUTHENTICATE) {
       throw err('LINK_PROTOCOL_VIOLATION', `handshake cell ${cmd} on an open link`);
     }
+    // SPEC.md §8.1: circuit cells (circId ≠ 0) count as received when read; integer bumps only.
+    const counter = this.counter;
+    if (counter !== null && cell.circId !== 0) {
+      counter.onReceived();
+      if (cmd === CellCommand.CREATE2) counter.onCircuitOpened();
+      else if (cmd === CellCommand.DESTROY) counter.onCircuitClosed();
+    }
     // CREATE2 id-half and id-in-use checks belong to the circuit layer (SPEC.md §2.1: it answers
     // with DESTROY, the link stays up).
     this.emit('cell', cell);
@@ -323,6 +356,13 @@ export class Channel extends EventEmitter {
     if (this.out.append(circId, command, payload)) this.flush();
     else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
     this.sent++;
+    // SPEC.md §8.1: a circuit cell counts as sent once it is in the link's byte order (the batch).
+    const counter = this.counter;
+    if (counter !== null && circId !== 0) {
+      counter.onSent();
+      if (command === CellCommand.CREATE2) counter.onCircuitOpened();
+      else if (command === CellCommand.DESTROY) counter.onCircuitClosed();
+    }
     if (waiting + CELL_LEN > this.highWater) { this.needDrain = true; return false; }
     return true;
   }

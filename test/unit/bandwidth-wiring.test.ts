@@ -1,13 +1,13 @@
 import { describe, it, expect } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { EpochTotals } from '../../src/bandwidth/counters';
-import { verifyReceipt, type Receipt, type ReceiptReject } from '../../src/bandwidth/receipt';
-import { LinkReceipts, epochAt } from '../../relay/bandwidth';
+import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
+import { LinkReceipts, epochAt, type Disagreement } from '../../relay/bandwidth';
 
 function pair() {
   const a = ed25519Generate(); const b = ed25519Generate();
   const ta = new EpochTotals(a.publicKey.toString('hex')); const tb = new EpochTotals(b.publicKey.toString('hex'));
-  const got: Receipt[] = []; const rejects: ReceiptReject[] = [];
+  const got: Receipt[] = []; const rejects: Disagreement[] = [];
   let ini!: LinkReceipts; let res!: LinkReceipts;
   ini = new LinkReceipts({ identity: a, peerIdentity: b.publicKey, isInitiator: true, totals: ta,
     send: (c, p) => res.onCell(c, p), onReceipt: (r) => got.push(r), onDisagreement: (r) => rejects.push(r) });
