@@ -292,3 +292,87 @@ export function verifyChain(
   for (const blk of blocks) applyRewardBlock(state, blk, authorities, threshold, opts);
   return state;
 }
+
+/** True when `s` is a good Ed25519 signature by `s.signingKey` over the block body (SPEC §8.7.2). Does not check certificates. */
+export function rewardSignatureVerifies(body: Uint8Array, s: RewardSignature): boolean {
+  return ed25519Verify(s.signature, Buffer.concat([REWARD_SIGNATURE_DOMAIN, body]), s.signingKey);
+}
+
+// ---- chain bundle: what GET /bitcloud/rewards serves (SPEC §8.7.4) ----
+
+export const REWARD_BUNDLE_MAGIC = Buffer.from('BCRW', 'ascii');
+export const REWARD_BUNDLE_VERSION = 1;
+/** A bundle carries at most this many certificates, each at most 512 bytes (SPEC §6.2.5). */
+export const MAX_BUNDLE_CERTIFICATES = 1024;
+export const MAX_CERTIFICATE_BYTES = 512;
+/** Largest response a verifier reads (a server sends fewer blocks per response, at least one). */
+export const MAX_REWARD_BUNDLE_BYTES = 64 * 1024 * 1024;
+const BUNDLE_HEADER_LEN = 4 + 1 + 8 + 4; // magic | version | chain length u64 | certificate count u32
+
+export interface RewardChainBundle {
+  /** Number of blocks the server holds (its tip height + 1; 0 for an empty chain). */
+  chainLength: number;
+  /** Key-certificate envelopes (SPEC §6.3), unverified: each vouches only for itself. */
+  certificates: Buffer[];
+  /** Consecutive signed blocks, decoded (signatures not yet checked). */
+  blocks: SignedRewardBlock[];
+}
+
+/**
+ * SPEC §8.7.4: magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
+ * count × (len u32 | certificate envelope) | block count u32 | count × (len u32 | signed block).
+ */
+export function encodeRewardChainBundle(chainLength: number, certificates: readonly Uint8Array[], signedBlocks: readonly Uint8Array[]): Buffer {
+  checkSafe('chain length', chainLength);
+  if (certificates.length > MAX_BUNDLE_CERTIFICATES) throw malformed(`at most ${MAX_BUNDLE_CERTIFICATES} certificates in a bundle`);
+  const head = Buffer.alloc(BUNDLE_HEADER_LEN);
+  REWARD_BUNDLE_MAGIC.copy(head, 0);
+  head[4] = REWARD_BUNDLE_VERSION;
+  head.writeBigUInt64BE(BigInt(chainLength), 5);
+  head.writeUInt32BE(certificates.length, 13);
+  const parts: Buffer[] = [head];
+  const lenPrefixed = (b: Uint8Array) => { const l = Buffer.alloc(4); l.writeUInt32BE(b.length); parts.push(l, Buffer.from(b.buffer, b.byteOffset, b.length)); };
+  for (const c of certificates) {
+    if (c.length === 0 || c.length > MAX_CERTIFICATE_BYTES) throw malformed('a certificate is 1 to 512 bytes');
+    lenPrefixed(c);
+  }
+  const n = Buffer.alloc(4);
+  n.writeUInt32BE(signedBlocks.length);
+  parts.push(n);
+  for (const b of signedBlocks) lenPrefixed(b);
+  return Buffer.concat(parts);
+}
+
+/** Parses a bundle. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH only (never a RangeError). */
+export function decodeRewardChainBundle(bytes: Uint8Array): RewardChainBundle {
+  if (!(bytes instanceof Uint8Array) || bytes.length < BUNDLE_HEADER_LEN + 4) throw malformed('reward chain bundle too short');
+  if (bytes.length > MAX_REWARD_BUNDLE_BYTES) throw malformed(`reward chain bundle exceeds ${MAX_REWARD_BUNDLE_BYTES} bytes`);
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (!buf.subarray(0, 4).equals(REWARD_BUNDLE_MAGIC)) throw malformed('not a reward chain bundle (bad magic)');
+  if (buf[4] !== REWARD_BUNDLE_VERSION) throw malformed(`unknown reward chain bundle version ${buf[4]}`);
+  const chainLength = readSafeU64(buf, 5, 'chain length');
+  const nCerts = buf.readUInt32BE(13);
+  if (nCerts > MAX_BUNDLE_CERTIFICATES) throw malformed(`${nCerts} certificates, at most ${MAX_BUNDLE_CERTIFICATES}`);
+  let off = BUNDLE_HEADER_LEN;
+  // Each item: a u32 length that must fit in what is left.
+  const item = (what: string, min: number, max: number): Buffer => {
+    if (off + 4 > buf.length) throw malformed(`bundle truncated before a ${what} length`);
+    const len = buf.readUInt32BE(off);
+    if (len < min || len > max) throw malformed(`${what} of ${len} bytes is outside [${min}, ${max}]`);
+    if (off + 4 + len > buf.length) throw malformed(`bundle truncated inside a ${what}`);
+    const out = Buffer.from(buf.subarray(off + 4, off + 4 + len));
+    off += 4 + len;
+    return out;
+  };
+  const certificates: Buffer[] = [];
+  for (let i = 0; i < nCerts; i++) certificates.push(item('certificate', 1, MAX_CERTIFICATE_BYTES));
+  if (off + 4 > buf.length) throw malformed('bundle truncated before the block count');
+  const nBlocks = buf.readUInt32BE(off);
+  off += 4;
+  // Each block takes at least 4 + 5 bytes: a count beyond that is a lie, refused before looping.
+  if (nBlocks > (buf.length - off) / 9) throw malformed(`${nBlocks} blocks cannot fit in ${buf.length - off} bytes`);
+  const blocks: SignedRewardBlock[] = [];
+  for (let i = 0; i < nBlocks; i++) blocks.push(decodeSignedRewardBlock(item('signed block', 5, buf.length)));
+  if (off !== buf.length) throw malformed(`${buf.length - off} bytes after the last block`);
+  return { chainLength, certificates, blocks };
+}
