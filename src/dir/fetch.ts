@@ -79,6 +79,9 @@ export const PATHS = {
   vote: '/bitcloud/vote/current',
   certificate: '/bitcloud/keys/certificate',
   status: '/bitcloud/status',
+  /** SPEC.md §8.7.4: the reward chain bundle (`?from=H`) and the block being signed. */
+  rewards: '/bitcloud/rewards',
+  rewardsPending: '/bitcloud/rewards/pending',
 } as const;
 
 /**
