@@ -1,8 +1,9 @@
 // `npm start`: a whole Bitcloud network on 127.0.0.1, each node its own process.
-// 3 directory authorities, 6+ relays (2+ exits that allow 127.0.0.1), storage nodes (when the
-// storage daemon is present), and one client SOCKS proxy. Writes DIR/network.json describing
-// every node, waits for a consensus, shows a download through a 3-hop circuit, prints the URLs,
-// and runs until Ctrl-C, then stops every process it started (by PID).
+// 3 directory authorities, 6+ relays (2+ exits that allow 127.0.0.1), 6 storage nodes and one
+// client SOCKS proxy. Writes DIR/network.json describing every node, waits for a consensus,
+// shows a download through a 3-hop circuit and a `put`/`get` round trip through circuits to the
+// storage nodes, prints the URLs, and runs until Ctrl-C, then stops every process it started
+// (by PID).
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
 //                [--socks-port P] [--period S] [--exit-after-demo] [--no-demo]
@@ -16,7 +17,7 @@ import { authorityKeygen } from '../directory/keygen';
 import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses } from './localnet/processes';
-import { checkPortsFree, runDemo, waitForConsensus } from './localnet/demo';
+import { checkPortsFree, runDemo, runStorageDemo, waitForConsensus } from './localnet/demo';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -26,7 +27,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('dir', { type: 'string', default: path.join(REPO, '.localnet'), describe: 'Folder for keys, configs, logs and network.json' })
   .option('relays', { type: 'number', default: 6, describe: 'Relays (at least 3)' })
   .option('exits', { type: 'number', default: 2, describe: 'How many of the relays are exits allowing 127.0.0.1' })
-  .option('storage', { type: 'number', default: 4, describe: 'Storage nodes (0 for none)' })
+  .option('storage', { type: 'number', default: 6, describe: 'Storage nodes (0 for none; put stores 4-of-6, so at least 6 for the demo)' })
   .option('base-port', { type: 'number', default: 27000, describe: 'First port; the network uses the next ~100' })
   .option('socks-port', { type: 'number', default: 9050, describe: 'Client SOCKS5 port' })
   .option('period', { type: 'number', default: 15, describe: 'Consensus period, seconds' })
@@ -72,13 +73,14 @@ const ports = {
   relayOr: (i: number) => P + 10 + 2 * i,
   relayDir: (i: number) => P + 11 + 2 * i,
   storageOr: (i: number) => P + 50 + 3 * i,
-  storageDir: (i: number) => P + 51 + 3 * i,
-  storageDht: (i: number) => P + 52 + 3 * i,
+  storagePort: (i: number) => P + 51 + 3 * i,
+  storageMetrics: (i: number) => P + 52 + 3 * i,
   proxyMetrics: P + 99,
 };
 const wanted = [
   ...[0, 1, 2].map(ports.auth),
   ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i)]).flat(),
+  ...Array.from({ length: argv.storage }, (_, i) => [ports.storageOr(i), ports.storagePort(i), ports.storageMetrics(i)]).flat(),
   ports.proxyMetrics, argv['socks-port'],
 ];
 const busy = await checkPortsFree(wanted);
@@ -143,6 +145,22 @@ try {
       ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
   }
 
+  // --- storage nodes: unmoderated (encrypted content over circuits only, SPEC.md §10). A declared
+  // bandwidth below the relays' keeps them from raising the Guard threshold (directory/flags.ts). ---
+  for (let i = 0; i < argv.storage; i++) {
+    const name = `store${i + 1}`;
+    const dataDir = path.join(dir, name);
+    const keys = await loadOrCreateNodeKeys(dataDir);
+    const configFile = path.join(dir, `${name}.json`);
+    writeFileAtomicSync(configFile, JSON.stringify({
+      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
+      metricsPort: ports.storageMetrics(i), quota: '1GiB', bandwidth: 100_000,
+      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
+    }, null, 2));
+    procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
+      ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile] });
+  }
+
   // --- the client: one config file that `bitcloud <command> --config FILE` and the proxy read ---
   const clientDir = path.join(dir, 'client');
   const clientConfig = path.join(dir, 'client.json');
@@ -156,9 +174,9 @@ try {
   }, null, 2));
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false });
 
-  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits); waiting for a consensus...`);
-  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`));
-  say(`consensus: ${consensus.relays} relays listed, signed by ${consensus.signers} of 3 authorities.`);
+  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes; waiting for a consensus...`);
+  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`), argv.storage);
+  say(`consensus: ${consensus.relays} relays and ${consensus.storage} storage nodes listed, signed by ${consensus.signers} of 3 authorities.`);
 
   procs.start({ role: 'client', name: 'proxy', identity: null, dataDir: clientDir, configFile: clientConfig,
     ports: { socks: argv['socks-port'], metrics: ports.proxyMetrics }, bin: 'bitcloud', args: ['proxy', '--config', clientConfig] });
@@ -168,6 +186,11 @@ try {
   if (argv.demo) {
     const r = await runDemo(argv['socks-port']);
     say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
+    if (argv.storage >= 6) {
+      const s = await runStorageDemo(REPO, dir, clientConfig);
+      say(`demo: put ${s.bytes} bytes through circuits to the storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
+      say(`      read capability: ${s.capability}`);
+    }
   }
 
   say('');
@@ -177,10 +200,15 @@ try {
   say(`  relay metrics    http://127.0.0.1:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
+  if (argv.storage > 0) {
+    say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
+    say(`  fetch it         npx bitcloud get CAPABILITY -o OUT --config ${clientConfig}`);
+    say(`  stop a node      npm run localnet:stop-node -- store1   (any node name in network.json)`);
+  }
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
   if (argv['exit-after-demo']) await shutdown(0);
   say('\nPress Ctrl-C to stop everything.');
-  procs.onUnexpectedExit((name, code) => say(`warning: ${name} exited unexpectedly (${code}); see its log in ${path.join(dir, 'logs')}`));
+  procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
 } catch (e) {
   say(`bitcloud: the local network did not come up: ${(e as Error).message}`);
   say(`Logs are in ${path.join(dir, 'logs')}.`);

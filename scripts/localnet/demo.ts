@@ -1,6 +1,9 @@
 // What the launcher checks and shows: free ports, a verified consensus, and a download through
 // the SOCKS proxy (so through a 3-hop circuit) from a local HTTP server, hash compared.
+import { execFile } from 'node:child_process';
+import fsp from 'node:fs/promises';
 import http from 'node:http';
+import path from 'node:path';
 import net from 'node:net';
 import { SocksClient } from 'socks';
 import { parseAuthorityList } from '../../src/dir/authorities';
@@ -29,8 +32,8 @@ export async function checkPortsFree(ports: number[]): Promise<number[]> {
  */
 export async function waitForConsensus(
   list: { name: string; identity: string; address: string }[], relays: number, procs: LocalNetProcesses, timeoutMs: number,
-  sources?: string[],
-): Promise<{ relays: number; signers: number }> {
+  sources?: string[], storage = 0,
+): Promise<{ relays: number; storage: number; signers: number }> {
   const authorities = parseAuthorityList(list);
   const from = sources?.length ? sources : authorities.map((a) => a.url);
   const until = Date.now() + timeoutMs;
@@ -38,17 +41,18 @@ export async function waitForConsensus(
   while (Date.now() < until) {
     const dead = procs.dead();
     if (dead.length) throw new Error(`${dead.join(', ')} exited during start-up`);
-    let good: { relays: number; signers: number } | null = null;
+    let good: { relays: number; storage: number; signers: number } | null = null;
     for (const src of from) {
       const out = await fetchVerifiedConsensus([src], authorities, { timeoutMs: 3000 }).catch((e: Error) => { last = e.message; return null; });
       const c = out?.consensus;
       if (!c) { if (out?.failures.length) last = String(out.failures[0].reason); good = null; break; }
-      const up = c.relays.filter((r) => r.flags.has('Running'));
+      const stores = c.relays.filter((r) => r.flags.has('Running') && r.flags.has('Storage')).length;
+      const up = c.relays.filter((r) => r.flags.has('Running') && r.roles.includes('relay'));
       const guards = up.filter((r) => r.flags.has('Guard')).length;
       const exits = up.filter((r) => r.flags.has('Exit')).length;
-      last = `${up.length} running relays (${guards} guards, ${exits} exits) listed by ${src}`;
-      if (up.length < relays || guards < 1 || exits < 1) { good = null; break; }
-      good = { relays: up.length, signers: c.signers.length };
+      last = `${up.length} running relays (${guards} guards, ${exits} exits) and ${stores} storage nodes listed by ${src}`;
+      if (up.length < relays || guards < 1 || exits < 1 || stores < storage) { good = null; break; }
+      good = { relays: up.length, storage: stores, signers: c.signers.length };
     }
     if (good) return good;
     await new Promise((r) => setTimeout(r, 1000));
@@ -101,5 +105,45 @@ async function fetchThroughSocks(socksPort: number, host: string, port: number):
       resolve(all.subarray(sep + 4));
     });
     socket.write(`GET / HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: close\r\n\r\n`);
+  });
+}
+
+/**
+ * The storage half of the demo, run as a user would: `bitcloud put FILE --json` (through circuits,
+ * the default) and `bitcloud get CAP -o OUT --json`, then compare the bytes.
+ */
+export async function runStorageDemo(repo: string, dir: string, clientConfig: string, size = 1 << 20): Promise<{ bytes: number; putMs: number; getMs: number; capability: string }> {
+  const demoDir = path.join(dir, 'demo');
+  await fsp.mkdir(demoDir, { recursive: true });
+  const file = path.join(demoDir, 'hello.bin');
+  const out = path.join(demoDir, 'hello.out');
+  const body = randomBytes(size);
+  await fsp.writeFile(file, body);
+  const cli = path.join(repo, 'bin', 'bitcloud.js');
+  let lastErr = '';
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const t0 = Date.now();
+    const put = await run(process.execPath, [cli, 'put', file, '--json', '--config', clientConfig]);
+    if (put.code !== 0) { lastErr = `put: ${put.stderr.trim() || put.stdout.trim()}`; await new Promise((r) => setTimeout(r, 3000)); continue; }
+    const putMs = Date.now() - t0;
+    const capability = String((JSON.parse(put.stdout.trim().split('\n').pop()!) as { capability: string }).capability);
+    const t1 = Date.now();
+    await fsp.rm(out, { force: true });
+    const get = await run(process.execPath, [cli, 'get', capability, '-o', out, '--json', '--config', clientConfig]);
+    if (get.code !== 0) { lastErr = `get: ${get.stderr.trim() || get.stdout.trim()}`; await new Promise((r) => setTimeout(r, 3000)); continue; }
+    const getMs = Date.now() - t1;
+    const back = await fsp.readFile(out);
+    if (!back.equals(body)) throw new Error('storage demo: the bytes read back differ from the bytes stored');
+    return { bytes: back.length, putMs, getMs, capability };
+  }
+  throw new Error(`storage demo failed: ${lastErr}`);
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { maxBuffer: 16 << 20, timeout: 180_000 }, (e, stdout, stderr) => {
+      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
   });
 }

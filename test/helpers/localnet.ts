@@ -20,7 +20,7 @@ export interface NetNode {
   name: string;
   /** 64 hex characters, or null (the client). */
   identity: string | null;
-  /** {http} for authorities, {or, dir} for relays, {socks, metrics} for the client. */
+  /** {http} for authorities, {or, dir} for relays, {or, storage, metrics} for storage nodes, {socks, metrics} for the client. */
   ports: Record<string, number>;
   pid: number;
   running: boolean;
@@ -57,6 +57,8 @@ export interface LocalNet {
   read(): NetworkJson;
   /** A verified consensus from the authorities (relays with onion keys, for hand-made circuits). */
   consensus(): Promise<VerifiedConsensus>;
+  /** Storage nodes (store1..), when started with `storage`. */
+  storage: NetNode[];
   /** Stop everything this network started; removes the folder unless `keep`. Idempotent. */
   stop(): Promise<void>;
 }
@@ -64,6 +66,10 @@ export interface LocalNet {
 export interface LocalNetOptions {
   relays?: number;
   exits?: number;
+  /** Storage nodes (the launcher's --storage). Default 0: the circuit tests need none. */
+  storage?: number;
+  /** Run the launcher's demo (download, and put/get when there are 6 storage nodes) before ready. */
+  demo?: boolean;
   /** Consensus period, seconds (the launcher's --period). Default 5: a quick start. */
   period?: number;
   /** Until network.json says ready. Default 150 s. */
@@ -143,8 +149,8 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
   const args = [
     path.join(REPO_ROOT, 'bin', 'run-ts.js'), path.join(REPO_ROOT, 'scripts', 'localnet.ts'),
     '--dir', dir, '--base-port', String(base), '--socks-port', String(socksPort),
-    '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', '0',
-    '--period', String(o.period ?? 5), '--no-demo',
+    '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', String(o.storage ?? 0),
+    '--period', String(o.period ?? 5), ...(o.demo ? [] : ['--no-demo']),
   ];
   const launcher = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
   if (!launcher.pid) throw new Error('could not start the launcher');
@@ -191,6 +197,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
     dir, launcherPid, socksPort, clientConfig: nj.clientConfig, nodes, proxy,
     relays: nodes.filter((n) => n.role === 'relay' || n.role === 'exit'),
     exits: nodes.filter((n) => n.role === 'exit'),
+    storage: nodes.filter((n) => n.role === 'storage'),
     authorities: nodes.filter((n) => n.role === 'authority'),
     output: () => out,
     read: () => readNetworkJson(dir) ?? nj!,
