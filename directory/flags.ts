@@ -35,7 +35,11 @@ export function assignFlags(relays: readonly FlagInput[], p: FlagParams): number
   const bws = relays.map((r) => r.measured).sort((a, b) => a - b);
   const eighth = bws.length ? bws[Math.floor(bws.length / 8)] : 0;
   const fastMin = Math.min(FAST_MIN_KBPS, eighth);
-  const fastBws = relays.filter((r) => r.measured >= fastMin && r.measured > 0).map((r) => r.measured);
+  // The Guard threshold is the low median of Fast *relays* (relay role): storage-only nodes are
+  // never guards, so their bandwidth must not move the bar for those that can be.
+  const fastBws = relays
+    .filter((r) => (r.descriptor.rolesMask & ROLE_BITS.relay) !== 0 && r.measured >= fastMin && r.measured > 0)
+    .map((r) => r.measured);
   const guardMin = Math.min(GUARD_ALWAYS_KBPS, lowMedian(fastBws));
   return relays.map((r) => {
     const d = r.descriptor;
