@@ -203,7 +203,8 @@ export class Socks5Server {
     this.metrics = opts.metrics ? makeMetrics(opts.metrics) : null;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 120_000;
-    this.server = net.createServer({ allowHalfOpen: true }, (s) => this.serve(s));
+    // noDelay: replies and small writes (TLS handshakes, HTTP requests) go out at once, as Tor's SocksPort does.
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.serve(s));
   }
 
   listen(): Promise<void> {
