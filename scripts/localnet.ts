@@ -139,7 +139,7 @@ try {
       dataDir, nickname: name, address: '127.0.0.1', orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
       ...(isExit ? { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] } : {}),
-      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: 2,
+      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
