@@ -1,0 +1,104 @@
+// SPEC.md §8.7.2: the reward chain on an authority's disk, under <dataDir>/rewards/:
+//   blocks/<height, 10 decimal digits>.blk   one signed block per file (SPEC §8.7.2 stored form)
+//   certs/<identity fp>-<signing key hex>.cert  key certificates that vouch for stored signatures
+//   pending.blk                              the block this authority signed and is collecting
+//                                            signatures for (so a restart never signs a second
+//                                            body at the same height)
+// Every write is atomic (temp file, fsync, rename; src/ops/fsutil) and writes happen one at a
+// time, in order, so a later version of a file never loses to an earlier one. Files are never
+// trusted: the ledger re-verifies everything it loads.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { writeFileAtomic } from '../src/ops/fsutil';
+
+const BLOCK_NAME = /^(\d{10})\.blk$/;
+
+export function blockFileName(height: number): string {
+  return `${String(height).padStart(10, '0')}.blk`;
+}
+
+export class RewardStore {
+  readonly dir: string;
+  private readonly blocksDir: string;
+  private readonly certsDir: string;
+  /** Blocks whose write has not finished yet: served from memory meanwhile. */
+  private readonly unsaved = new Map<number, Buffer>();
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(dataDir: string, private readonly onWriteError: (what: string, e: Error) => void) {
+    this.dir = path.join(dataDir, 'rewards');
+    this.blocksDir = path.join(this.dir, 'blocks');
+    this.certsDir = path.join(this.dir, 'certs');
+  }
+
+  /** Stored blocks in height order, stopping at the first gap in the file names. */
+  readBlocksSync(): { height: number; raw: Buffer }[] {
+    let names: string[];
+    try { names = fs.readdirSync(this.blocksDir); } catch { return []; }
+    const heights = names.map((n) => BLOCK_NAME.exec(n)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+    const out: { height: number; raw: Buffer }[] = [];
+    for (const h of heights) {
+      if (h !== out.length) break;
+      out.push({ height: h, raw: fs.readFileSync(path.join(this.blocksDir, blockFileName(h))) });
+    }
+    return out;
+  }
+
+  /** Moves the files from `height` on aside (`.rejected`), so a bad stored block cannot shadow a good one later. */
+  rejectFromSync(height: number): string[] {
+    let names: string[];
+    try { names = fs.readdirSync(this.blocksDir); } catch { return []; }
+    const moved: string[] = [];
+    for (const n of names) {
+      const m = BLOCK_NAME.exec(n);
+      if (!m || Number(m[1]) < height) continue;
+      fs.renameSync(path.join(this.blocksDir, n), path.join(this.blocksDir, `${n}.rejected`));
+      moved.push(n);
+    }
+    return moved;
+  }
+
+  readCertificatesSync(): Buffer[] {
+    let names: string[];
+    try { names = fs.readdirSync(this.certsDir); } catch { return []; }
+    return names.filter((n) => n.endsWith('.cert')).map((n) => fs.readFileSync(path.join(this.certsDir, n)));
+  }
+
+  readPendingSync(): Buffer | null {
+    try { return fs.readFileSync(path.join(this.dir, 'pending.blk')); } catch { return null; }
+  }
+
+  /** The signed block at `height` as stored (or being stored), null when there is none. */
+  async readBlock(height: number): Promise<Buffer | null> {
+    const mem = this.unsaved.get(height);
+    if (mem) return mem;
+    try { return await fsp.readFile(path.join(this.blocksDir, blockFileName(height))); } catch { return null; }
+  }
+
+  /** Store (or rewrite, with more signatures) the block at `height`. */
+  saveBlock(height: number, raw: Buffer): void {
+    this.unsaved.set(height, raw);
+    this.enqueue(`block ${height}`, async () => {
+      await writeFileAtomic(path.join(this.blocksDir, blockFileName(height)), raw, 0o644);
+      if (this.unsaved.get(height) === raw) this.unsaved.delete(height);
+    });
+  }
+
+  saveCertificate(identityFp: string, signingKeyHex: string, raw: Buffer): void {
+    this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, `${identityFp}-${signingKeyHex}.cert`), raw, 0o644));
+  }
+
+  savePending(raw: Buffer): void {
+    this.enqueue('pending block', () => writeFileAtomic(path.join(this.dir, 'pending.blk'), raw, 0o644));
+  }
+
+  /** Resolves when every write queued so far has finished (or failed and been reported). */
+  flush(): Promise<void> {
+    return this.queue;
+  }
+
+  private enqueue(what: string, job: () => Promise<void>): void {
+    this.queue = this.queue.then(job).catch((e: Error) => this.onWriteError(what, e));
+  }
+}

@@ -1,0 +1,453 @@
+// SPEC.md §8.7: the authority's reward ledger. It owns the chain's lifetime on this authority:
+//   - load: re-verify the stored chain (a bad block: log, keep the valid prefix);
+//   - build: when a newly published consensus carries the proven values of epoch e (§8.6) and
+//     the tip is before e, compute the block for e (pure: tip, e, proven values, schedule), sign
+//     it with the certified signing key, hold it as pending;
+//   - exchange (as for the consensus, §6.8): serve the pending block with the signatures held,
+//     fetch the others' pending blocks, add each signature over a byte-identical body that
+//     verifies through a certificate of its authority; a different body is counted, never merged;
+//   - publish at a majority of ALL configured authorities: append, store atomically, keep adding
+//     late signatures to the stored block;
+//   - catch up: fetch missing blocks from the others, verify them as a client would, append.
+// An authority signs at most one body per height (pending.blk survives restarts): two different
+// blocks at one height could each reach a majority only if some authority signed both.
+import type http from 'node:http';
+import { errorCode } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { prom, type Registry } from '../src/ops/metrics';
+import { verifyKeyCertificate } from '../src/dir/certificate';
+import { httpRequest, PATHS } from '../src/dir/fetch';
+import { sendJsonError } from '../src/dir/http-serve';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
+import type { VerifiedConsensus } from '../src/dir/types';
+import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
+import {
+  MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
+  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, majorityOf, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+  type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
+} from '../src/bandwidth/reward-chain';
+import { RewardStore } from './reward-store';
+import type { Signer } from './vote';
+
+/** Largest signed block: 1 000 000 allocations and 255 signatures (SPEC §8.7). */
+export const MAX_SIGNED_BLOCK_BYTES = 4 + 61 + 40 * MAX_ALLOCATIONS + 1 + 255 * 128;
+/** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
+export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
+
+export interface RewardLedgerOptions {
+  /** The authority's data directory; the chain lives in <dataDir>/rewards/. */
+  dataDir: string;
+  signer: Signer;
+  /** ALL configured authorities, this one included. */
+  authorities: readonly AuthorityInfo[];
+  periodSeconds: number;
+  skewMs: number;
+  log: Logger;
+  /** Where bitcloud_reward_* metrics go (a private registry when absent). */
+  registry?: Registry;
+  schedule?: IssuanceSchedule;
+  fetchTimeoutMs?: number;
+  now?: () => number;
+}
+
+interface Held {
+  block: RewardBlock;
+  body: Buffer;
+  hash: Buffer;
+  sigs: Map<string, RewardSignature>;
+  /** True once appended to the chain (then more signatures rewrite the stored file). */
+  published: boolean;
+  storedSigs: number;
+  mismatchLogged: Set<string>;
+}
+
+/** Proven values of a consensus (SPEC §8.6), read defensively until src/dir/types.ts carries them. */
+export function provenInput(info: VerifiedConsensus): { epoch: number; proven: Map<string, number> } | null {
+  const epoch = (info as { provenEpoch?: number | null }).provenEpoch ?? null;
+  if (epoch === null || !Number.isSafeInteger(epoch) || epoch < 0) return null;
+  const proven = new Map<string, number>();
+  for (const r of info.relays) {
+    const p = (r as { proven?: number }).proven ?? 0;
+    if (p > 0) proven.set(r.fingerprint, p);
+  }
+  return { epoch, proven };
+}
+
+export class RewardLedger {
+  private readonly o: RewardLedgerOptions;
+  private readonly self: string;
+  private readonly store: RewardStore;
+  private readonly schedule: IssuanceSchedule;
+  private readonly majority: number;
+  private readonly now: () => number;
+  private state: ChainState = emptyChainState();
+  private pending: Held | null = null;
+  private pendingEncoded: Buffer | null = null;
+  private input: { epoch: number; proven: Map<string, number> } | null = null;
+  /** Verified certificates of configured authorities, by `fp/signing key hex`. */
+  private readonly certs = new Map<string, Buffer>();
+  private verifierCache: CertifiedRewardAuthorities | null = null;
+  private exchanging = false;
+  private catchingUp = false;
+  private nextCatchUp = 0;
+  private wantCatchUp = true;
+  private closed = false;
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'> };
+
+  constructor(o: RewardLedgerOptions) {
+    this.o = o;
+    this.self = o.signer.identity.toString('hex');
+    this.schedule = o.schedule ?? DEFAULT_SCHEDULE;
+    this.majority = majorityOf(o.authorities.length);
+    this.now = o.now ?? Date.now;
+    this.store = new RewardStore(o.dataDir, (what, e) => o.log.error({ err: e.message, what }, 'saving the reward chain failed'));
+    const reg = o.registry ?? new prom.Registry();
+    this.m = {
+      blocks: new prom.Counter({ name: 'bitcloud_reward_blocks_total', help: 'Reward blocks appended to the chain (published here, caught_up from another authority, loaded from disk)', labelNames: ['how'], registers: [reg] }),
+      minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
+      sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
+    };
+    const self = this;
+    new prom.Gauge({ name: 'bitcloud_reward_height', help: 'Height of the reward chain tip (-1: empty)', registers: [reg], collect() { this.set(self.state.height); } });
+  }
+
+  get height(): number { return this.state.height; }
+  get tipEpoch(): number { return this.state.epoch; }
+  get chain(): Readonly<ChainState> { return this.state; }
+  get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
+    const p = this.pending;
+    return p && { height: p.block.height, epoch: p.block.epoch, signers: [...p.sigs.keys()].sort(), published: p.published };
+  }
+
+  /** Re-verify the stored chain and restore the pending block. Call once, before anything else. */
+  load(): void {
+    for (const raw of this.store.readCertificatesSync()) this.addCertificate(raw, false);
+    this.addCertificate(this.o.signer.certificate, true);
+    let loaded = 0;
+    for (const { height, raw } of this.store.readBlocksSync()) {
+      try {
+        const sb = applyRewardBlock(this.state, raw, this.verifier(), this.majority, { schedule: this.schedule });
+        this.m.minted.inc(Number(sb.block.minted));
+        loaded++;
+      } catch (e) {
+        const moved = this.store.rejectFromSync(height);
+        this.o.log.error({ height, code: errorCode(e), err: (e as Error).message, setAside: moved.length }, 'stored reward block does not verify; keeping the valid prefix');
+        break;
+      }
+    }
+    if (loaded) this.m.blocks.labels('loaded').inc(loaded);
+    const p = this.store.readPendingSync();
+    if (p) {
+      try {
+        const sb = decodeSignedRewardBlock(p);
+        // The file is not trusted: keep only signatures that verify through a known certificate.
+        sb.signatures = sb.signatures.filter((s) => this.verifier().accepts(s.authority, s.signingKey, sb.block) && rewardSignatureVerifies(sb.body, s));
+        if (sb.block.height === this.state.height + 1 && sb.block.previousHash.equals(this.state.tipHash) && sb.signatures.some((s) => s.authority.equals(this.o.signer.identity))) {
+          this.hold(sb, false);
+          this.maybePublish(this.pending!);
+        }
+      } catch (e) {
+        this.o.log.warn({ code: errorCode(e) }, 'stored pending reward block not usable');
+      }
+    }
+    this.o.log.info({ height: this.state.height, epoch: this.state.epoch, pending: this.pending?.block.epoch ?? null }, 'reward chain loaded');
+  }
+
+  /** A consensus was first published here: build and sign the block for its proven epoch, if it is new. */
+  onConsensus(info: VerifiedConsensus): void {
+    const inp = provenInput(info);
+    if (!inp) return;
+    if (!this.input || inp.epoch > this.input.epoch) this.input = inp;
+    this.build();
+  }
+
+  /** Driven by the authority's schedule tick: exchange signatures, catch up when behind. */
+  tick(): void {
+    if (this.closed) return;
+    const p = this.pending;
+    if (p && p.sigs.size < this.o.authorities.length && !this.exchanging) this.track(this.exchange(p));
+    const now = this.now();
+    if (!this.catchingUp && (this.wantCatchUp || now >= this.nextCatchUp)) {
+      this.wantCatchUp = false;
+      this.nextCatchUp = now + Math.max(1000, this.o.periodSeconds * 500);
+      this.track(this.catchUp());
+    }
+  }
+
+  /** GET /bitcloud/rewards/pending: the block being signed with the signatures held, or null. */
+  pendingBytes(): Buffer | null {
+    const p = this.pending;
+    if (!p) return null;
+    return (this.pendingEncoded ??= encodeSignedRewardBlock(p.body, sortedSigs(p)));
+  }
+
+  /** GET /bitcloud/rewards?from=H: blocks from H (as many as fit the budget) and the certificates they need. */
+  async bundle(from: number): Promise<Buffer> {
+    const blocks: Buffer[] = [];
+    const certs = new Map<string, Buffer>();
+    let size = 0;
+    for (let h = from; h <= this.state.height && (blocks.length === 0 || size < BUNDLE_SERVE_BUDGET); h++) {
+      const raw = await this.store.readBlock(h);
+      if (!raw) break;
+      const sb = decodeSignedRewardBlock(raw);
+      const need = new Map(certs);
+      for (const s of sb.signatures) {
+        const c = this.verifier().certificateFor(s.authority, s.signingKey, sb.block.epoch);
+        if (c) need.set(c.raw.toString('hex'), c.raw);
+      }
+      if (need.size > MAX_BUNDLE_CERTIFICATES) break;
+      for (const [k, v] of need) certs.set(k, v);
+      blocks.push(raw);
+      size += raw.length;
+    }
+    return encodeRewardChainBundle(this.state.height + 1, [...certs.values()], blocks);
+  }
+
+  /** Stop fetching; resolves when fetches in flight and queued writes are done. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.inflight]);
+    await this.store.flush();
+  }
+
+  // ---- building and publishing ----
+
+  private build(): void {
+    const inp = this.input;
+    if (!inp || this.closed || inp.epoch <= this.state.epoch) return; // never a block for an epoch at or before the tip
+    const p = this.pending;
+    if (p && p.block.height === this.state.height + 1 && p.block.epoch >= inp.epoch) return;
+    const tip = this.state.height < 0 ? null : { height: this.state.height, hash: this.state.tipHash, epoch: this.state.epoch };
+    let next: ReturnType<typeof nextRewardBlock>;
+    try {
+      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule);
+    } catch (e) {
+      this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
+      return;
+    }
+    if (p && !p.published && p.block.height === next.block.height) {
+      if (!p.mismatchLogged.has('self')) {
+        p.mismatchLogged.add('self');
+        this.o.log.warn({ height: p.block.height, signed: p.block.epoch, wanted: inp.epoch }, 'already signed another reward block at this height; waiting for the chain to move on');
+      }
+      return;
+    }
+    const own = signRewardBlock(next.body, this.o.signer.identity, this.o.signer.signingKey);
+    const sb: SignedRewardBlock = { block: next.block, body: next.body, hash: next.hash, signatures: [own] };
+    this.hold(sb, true);
+    this.o.log.info({ height: next.block.height, epoch: inp.epoch, minted: next.block.minted.toString(), allocations: next.block.allocations.size }, 'reward block computed and signed');
+    this.maybePublish(this.pending!);
+  }
+
+  private hold(sb: SignedRewardBlock, save: boolean): void {
+    const sigs = new Map(sb.signatures.map((s) => [s.authority.toString('hex'), s] as const));
+    this.pending = { block: sb.block, body: sb.body, hash: sb.hash, sigs, published: false, storedSigs: 0, mismatchLogged: new Set() };
+    this.pendingEncoded = null;
+    if (save) this.store.savePending(this.pendingBytes()!);
+  }
+
+  private maybePublish(p: Held): void {
+    if (p.sigs.size < this.majority || p.sigs.size === p.storedSigs) return;
+    const raw = encodeSignedRewardBlock(p.body, sortedSigs(p));
+    if (!p.published) {
+      try {
+        // Self-check: append only what a client accepts.
+        applyRewardBlock(this.state, raw, this.verifier(), this.majority, { schedule: this.schedule });
+      } catch (e) {
+        this.o.log.error({ height: p.block.height, code: errorCode(e), err: (e as Error).message }, 'assembled reward block does not verify; not publishing');
+        return;
+      }
+      p.published = true;
+      this.appended(p.block, 'published', [...p.sigs.keys()]);
+    }
+    p.storedSigs = p.sigs.size;
+    this.store.saveBlock(p.block.height, raw);
+  }
+
+  private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
+    this.m.blocks.labels(how).inc();
+    this.m.minted.inc(Number(b.minted));
+    this.o.log.info({ height: b.height, epoch: b.epoch, minted: b.minted.toString(), allocations: b.allocations.size, signers: signers.length, how }, 'reward block appended');
+  }
+
+  // ---- exchange ----
+
+  private async exchange(p: Held): Promise<void> {
+    this.exchanging = true;
+    try {
+      const missing = this.o.authorities.filter((a) => !p.sigs.has(a.fingerprint));
+      await Promise.all(missing.map(async (a) => {
+        try {
+          const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs: this.timeout() });
+          if (r.status !== 200 || this.closed) return;
+          const theirs = decodeSignedRewardBlock(r.body);
+          const own = theirs.signatures.find((s) => s.authority.equals(a.identity));
+          if (own && !this.verifier().accepts(own.authority, own.signingKey, theirs.block)) await this.fetchCertificate(a);
+          this.merge(p, theirs, a.name);
+        } catch (e) {
+          this.m.sigs.labels(errorCode(e)).inc();
+          this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward signature fetch failed');
+        }
+      }));
+      if (this.pending === p && !this.closed) this.maybePublish(p);
+    } finally {
+      this.exchanging = false;
+    }
+  }
+
+  private merge(p: Held, theirs: SignedRewardBlock, from: string): void {
+    if (!theirs.body.equals(p.body)) {
+      const tb = theirs.block;
+      if (tb.height < p.block.height || (tb.height === p.block.height && tb.epoch < p.block.epoch)) { this.m.sigs.labels('stale').inc(); return; }
+      if (tb.height > this.state.height + 1) this.wantCatchUp = true;
+      if (tb.height === p.block.height) {
+        // Same height, another body: other proven values or another tip. Counted, never merged.
+        this.m.sigs.labels('body_mismatch').inc();
+        this.wantCatchUp = true;
+        if (!p.mismatchLogged.has(from)) {
+          p.mismatchLogged.add(from);
+          this.o.log.warn({ from, height: tb.height, theirs: theirs.hash.toString('hex'), ours: p.hash.toString('hex'), theirEpoch: tb.epoch, ourEpoch: p.block.epoch }, 'authority holds a different reward block');
+        }
+      }
+      return;
+    }
+    for (const s of theirs.signatures) {
+      const fp = s.authority.toString('hex');
+      if (p.sigs.has(fp)) continue;
+      if (!this.verifier().accepts(s.authority, s.signingKey, p.block)) { this.m.sigs.labels('unknown_key').inc(); continue; }
+      if (!rewardSignatureVerifies(p.body, s)) { this.m.sigs.labels('bad').inc(); continue; }
+      p.sigs.set(fp, s);
+      this.pendingEncoded = null;
+      this.m.sigs.labels('added').inc();
+    }
+  }
+
+  private async fetchCertificate(a: AuthorityInfo): Promise<void> {
+    const r = await httpRequest(a.url + PATHS.certificate, { maxBytes: 512, timeoutMs: this.timeout() });
+    if (r.status !== 200) return;
+    const c = verifyKeyCertificate(r.body, this.now(), this.o.skewMs);
+    if (c.identity.equals(a.identity)) this.addCertificate(c.raw, true);
+  }
+
+  private addCertificate(raw: Buffer, save: boolean): void {
+    let c: ReturnType<typeof verifyKeyCertificate>;
+    try { c = verifyKeyCertificate(raw); } catch { return; }
+    if (!this.o.authorities.some((a) => a.identity.equals(c.identity))) return;
+    const key = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
+    if (this.certs.get(key)?.equals(c.raw)) return;
+    this.certs.set(key, c.raw);
+    this.verifierCache = null;
+    if (save) this.store.saveCertificate(c.fingerprint, c.signingKey.toString('hex'), c.raw);
+  }
+
+  private verifier(): CertifiedRewardAuthorities {
+    return (this.verifierCache ??= certifiedRewardAuthorities(this.o.authorities, [...this.certs.values()], { periodSeconds: this.o.periodSeconds, skewMs: this.o.skewMs }));
+  }
+
+  // ---- catch-up ----
+
+  private async catchUp(): Promise<void> {
+    this.catchingUp = true;
+    try {
+      for (const a of shuffle(this.o.authorities.filter((x) => x.fingerprint !== this.self))) {
+        for (let pages = 0; pages < 10_000 && !this.closed; pages++) {
+          const from = this.state.height + 1;
+          let bundle: ReturnType<typeof decodeRewardChainBundle>;
+          try {
+            const r = await httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: this.timeout() });
+            if (r.status !== 200 || this.closed) break;
+            bundle = decodeRewardChainBundle(r.body);
+          } catch (e) {
+            this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward chain fetch failed');
+            break;
+          }
+          if (bundle.blocks.length === 0 || this.state.height + 1 !== from) break;
+          for (const c of bundle.certificates) this.addCertificate(c, true);
+          if (!this.applyFetched(bundle.blocks, a.name)) break;
+          if (this.state.height + 1 >= bundle.chainLength) break;
+        }
+      }
+      this.build();
+    } finally {
+      this.catchingUp = false;
+    }
+  }
+
+  /** Verify and append blocks fetched from another authority; false at the first one refused. */
+  private applyFetched(blocks: SignedRewardBlock[], from: string): boolean {
+    for (const sb of blocks) {
+      try {
+        applyRewardBlock(this.state, sb, this.verifier(), this.majority, { schedule: this.schedule });
+      } catch (e) {
+        this.m.blocks.labels(`refused_${errorCode(e)}`).inc();
+        this.o.log.warn({ from, height: sb.block.height, code: errorCode(e), err: (e as Error).message }, 'reward block from another authority refused');
+        return false;
+      }
+      const p = this.pending;
+      let signers = sb.signatures;
+      if (p && p.block.height === sb.block.height) {
+        if (p.hash.equals(sb.hash)) {
+          // Our own pending block, published elsewhere first: keep our signature on it too.
+          for (const s of sb.signatures) if (!p.sigs.has(s.authority.toString('hex'))) p.sigs.set(s.authority.toString('hex'), s);
+          p.published = true;
+          this.pendingEncoded = null;
+          signers = sortedSigs(p);
+        } else {
+          this.pending = null;
+          this.pendingEncoded = null;
+        }
+      } else if (p && p.block.height < sb.block.height && !p.published) {
+        this.pending = null;
+        this.pendingEncoded = null;
+      }
+      this.appended(sb.block, 'caught_up', signers.map((s) => s.authority.toString('hex')));
+      this.store.saveBlock(sb.block.height, encodeSignedRewardBlock(sb.body, signers));
+      if (p && this.pending === p) p.storedSigs = p.sigs.size;
+    }
+    return true;
+  }
+
+  private track(job: Promise<void>): void {
+    const t = job.catch((e) => this.o.log.error({ err: (e as Error).message }, 'reward ledger step failed')).finally(() => this.inflight.delete(t));
+    this.inflight.add(t);
+  }
+
+  private timeout(): number {
+    return this.o.fetchTimeoutMs ?? Math.max(1000, Math.min(10_000, this.o.periodSeconds * 1000 / 8));
+  }
+}
+
+function sortedSigs(p: Held): RewardSignature[] {
+  return [...p.sigs.values()].sort((a, b) => Buffer.compare(a.authority, b.authority));
+}
+
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
+  return a;
+}
+
+/**
+ * SPEC.md §6.10 / §8.7.4: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending.
+ * Returns null for other paths (the caller routes them); [route, status] when answered.
+ */
+export async function serveRewards(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<[string, number] | null> {
+  const p = url.pathname;
+  if (p !== PATHS.rewards && p !== PATHS.rewardsPending) return null;
+  const route = p === PATHS.rewards ? 'rewards' : 'rewards_pending';
+  if (req.method !== 'GET' && req.method !== 'HEAD') { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return [route, 405]; }
+  let body: Buffer | null;
+  if (p === PATHS.rewardsPending) {
+    body = ledger?.pendingBytes() ?? null;
+    if (!body) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'no reward block is being signed here'); return [route, 404]; }
+  } else {
+    const q = url.searchParams.get('from');
+    if (q !== null && !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)'); return [route, 400]; }
+    if (!ledger) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return [route, 404]; }
+    body = await ledger.bundle(q === null ? 0 : Number(q));
+  }
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+  res.end(req.method === 'HEAD' ? undefined : body);
+  return [route, 200];
+}
