@@ -19,6 +19,7 @@ import type { Registry } from '../src/ops/metrics';
 import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
 import { createExitHandler, createResolver, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
+import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface RelayCircuitsOptions {
   /** The node's keys; a function so that onion key rotation is picked up. */
@@ -43,6 +44,8 @@ export interface RelayCircuitsOptions {
   lookup?: Lookup;
   /** Refuse BEGIN on one-hop circuits from anonymous clients. Default true. */
   refuseOneHopExit?: boolean;
+  /** Proof of bandwidth (SPEC.md §8): counts authenticated links, routes RECEIPT_* cells. Absent = not counted. */
+  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
   linkTuning?: LinkTuning;
   linkMetrics?: LinkMetrics;
   registry?: Registry;
@@ -92,6 +95,7 @@ export class RelayCircuits {
       budget: new QueueBudget(this.limits.maxQueuedBytes),
       metrics: this.metrics,
       log: this.log,
+      onLinkCell: opts.bandwidth ? (ch, cell) => opts.bandwidth!.onLinkCell(ch, cell) : undefined,
       hooks: {
         allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
         extend: (t, from) => this.extend(t, from),
@@ -120,15 +124,20 @@ export class RelayCircuits {
     }
     this.track(ch);
     this.switch.attach(ch);
+    this.opts.bandwidth?.attach(ch); // SPEC.md §8.1: counted only if the initiator proved an identity
   }
 
   get circuitCount(): number { return this.switch.circuitCount; }
 
-  /** Destroy every circuit and close the links this relay opened. */
+  /**
+   * Destroy every circuit and close the links this relay opened — after proposing a receipt on
+   * each for the current epoch and giving the answers a bounded moment (SPEC.md §8.3 step 1).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.switch.close();
+    await this.opts.bandwidth?.beforeClose([...this.outbound]);
     for (const ch of this.outbound) ch.close('relay shutting down');
   }
 
@@ -190,6 +199,7 @@ export class RelayCircuits {
       ch.once('close', () => this.outbound.delete(ch));
       this.track(ch);
       this.switch.attach(ch);
+      this.opts.bandwidth?.attach(ch); // we authenticated, and connectLink checked the responder
       return ch;
     }, (e) => {
       this.connecting.delete(fp);

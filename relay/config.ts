@@ -1,6 +1,7 @@
 // The relay's configuration: one JSON file plus flags; defaults in one place; messages name the
 // bad key (STYLE.md §11).
 import path from 'node:path';
+import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
   configError, fingerprintField, int, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
@@ -33,11 +34,13 @@ export interface RelayConfig {
   logLevel: string;
   /** Resource limits (SPEC.md §7b.9); every key absent from the file has its DEFAULT_RELAY_LIMITS value. */
   limits: RelayLimits;
+  /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
+  receipts: ReceiptSettings;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
@@ -112,6 +115,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     mirrorIntervalSeconds: int(raw.mirrorIntervalSeconds, 'mirrorIntervalSeconds', 1, 86_400, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     limits: parseRelayLimits(raw.limits),
+    receipts: parseReceiptSettings(raw.receipts),
   };
 }
 

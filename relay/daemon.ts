@@ -21,6 +21,7 @@ import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
+import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -52,6 +53,7 @@ export class RelayDaemon {
   private http: http.Server | null = null;
   private publisher: DescriptorPublisher | null = null;
   private circuits: RelayCircuits | null = null;
+  private bw: NodeBandwidth | null = null;
   private mirror: ConsensusMirror;
   private orPort = 0;
   private dirPort = 0;
@@ -68,17 +70,25 @@ export class RelayDaemon {
   get ports(): { orPort: number; dirPort: number } { return { orPort: this.orPort, dirPort: this.dirPort }; }
   get fingerprint(): string { return this.keys ? this.keys.identity.publicKey.toString('hex') : ''; }
   get consensusMirror(): ConsensusMirror { return this.mirror; }
+  /** Proof of bandwidth on this relay's links (SPEC.md §8); null before start. */
+  get bandwidth(): NodeBandwidth | null { return this.bw; }
 
   async start(): Promise<void> {
     const cfg = this.cfg;
     this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
     const ctx = this.context();
+    // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
+    const bw = this.bw = new NodeBandwidth({
+      identity: this.keys.identity, dataDir: cfg.dataDir, authorities: cfg.authorities,
+      periodSeconds: () => this.mirror.current?.periodSeconds ?? null,
+      settings: cfg.receipts, registry: this.registry, log: this.log,
+    });
     // SPEC.md §7b: the circuit engine serves every link (CREATE2, forwarding, exit, BEGIN_DIR).
     const circuits = this.circuits = new RelayCircuits({
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
       dirTarget: () => (this.dirPort ? { port: this.dirPort, host: cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : cfg.listenHost } : null),
       consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
-      limits: cfg.limits,
+      limits: cfg.limits, bandwidth: bw,
     });
     this.listener = await createLinkListener({
       host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,
@@ -88,6 +98,7 @@ export class RelayDaemon {
     this.orPort = this.listener.port;
     if (cfg.dirPort !== 0) await this.startHttp();
     await this.mirror.start();
+    await bw.start();
     await this.hooks.onStart?.(ctx);
     this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000,
@@ -101,8 +112,9 @@ export class RelayDaemon {
     this.publisher?.stop();
     this.mirror.stop();
     await this.hooks.onStop?.();
-    await this.circuits?.close();
+    await this.circuits?.close(); // proposes on its outbound links first (SPEC.md §8.3 step 1)
     await this.listener?.close();
+    await this.bw?.stop(); // bandwidth.json and the receipts not yet delivered
     if (this.http) {
       const s = this.http;
       await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeAllConnections(); });

@@ -2,6 +2,7 @@
 // refusal names the bad key (STYLE.md §11). See docs/spec/09-storage.md §9.13.1 for the meaning
 // of each setting.
 import path from 'node:path';
+import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import { configError, fingerprintField, int, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { parseIPv4 } from '../src/dir/exit-policy';
@@ -40,12 +41,14 @@ export interface StorageConfig {
   metricsPort: number;
   maxDirectSessions: number;
   logLevel: string;
+  /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
+  receipts: ReceiptSettings;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
-  'logLevel'] as const;
+  'logLevel', 'receipts'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
 
@@ -104,6 +107,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
+    receipts: parseReceiptSettings(raw.receipts),
   };
 }
 

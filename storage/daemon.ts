@@ -17,6 +17,7 @@ import { StorageEndpoint } from './endpoint';
 import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
 import { ShareStore } from './share-store';
+import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface StorageDaemonHooks {
   /** Moderation (ARCHITECTURE §7) plugs in here; default: allow everything. */
@@ -27,6 +28,7 @@ export class StorageDaemon {
   private keys: NodeKeys | null = null;
   private store: ShareStore | null = null;
   private endpoint: StorageEndpoint | null = null;
+  private bw: NodeBandwidth | null = null;
   private dht: NodeDht | null = null;
   private publisher: DescriptorPublisher | null = null;
   private metricsServer: http.Server | null = null;
@@ -47,6 +49,8 @@ export class StorageDaemon {
     return { orPort: this.endpoint?.orPort ?? 0, storagePort: this.endpoint?.storagePort ?? 0, metricsPort: m && typeof m === 'object' ? m.port : 0 };
   }
   get shareStore(): ShareStore | null { return this.store; }
+  /** Proof of bandwidth on the links relays open to this node (SPEC.md §8); null before start. */
+  get bandwidth(): NodeBandwidth | null { return this.bw; }
   /** The DHT once started (moderation reads policy heads from it). */
   get dhtInstance(): BitcloudDht | null { return this.dht?.instance ?? null; }
 
@@ -62,9 +66,18 @@ export class StorageDaemon {
     // The consensus gives the DHT its bootstrap list. Do not hold start-up hostage to slow authorities.
     await Promise.race([this.dir.start(), new Promise((r) => setTimeout(r, 3_000).unref())]);
 
+    // SPEC.md §8.3: a storage node takes part like a relay on its links with relays (normally as
+    // the responder, countersigning what the relays propose), and uploads what it holds.
+    this.bw = new NodeBandwidth({
+      identity: this.keys.identity, dataDir: cfg.dataDir, authorities: cfg.authorities,
+      periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null,
+      settings: cfg.receipts, registry: this.registry, log: this.log,
+    });
+    await this.bw.start();
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
+      bandwidth: this.bw,
     });
     await this.endpoint.start();
     this.dht = new NodeDht({
@@ -101,6 +114,7 @@ export class StorageDaemon {
     this.dir.stop();
     await this.dht?.stop();
     await this.endpoint?.close();
+    await this.bw?.stop(); // bandwidth.json and the receipts not yet delivered
     await this.store?.close();
     if (this.metricsServer) {
       const s = this.metricsServer;

@@ -15,6 +15,7 @@ import type { Registry } from '../src/ops/metrics';
 import { allowAll, type PolicyCheck } from './handler';
 import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
+import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -24,6 +25,8 @@ export interface StorageEndpointOptions {
   storagePort: number;
   policyCheck?: PolicyCheck;
   maxDirectSessions?: number;
+  /** Proof of bandwidth (SPEC.md §8.3, last paragraph): a storage node counts its links with relays like a relay. */
+  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell'>;
   registry?: Registry;
   log?: Logger;
 }
@@ -43,6 +46,7 @@ export class StorageEndpoint {
       onionKeys: () => { const k = o.keys(); return k.previousOnion ? [k.onion, k.previousOnion] : [k.onion]; },
       metrics: o.registry ? CircuitMetrics.for(o.registry) : new CircuitMetrics(),
       log: this.log,
+      onLinkCell: o.bandwidth ? (ch, cell) => o.bandwidth!.onLinkCell(ch, cell) : undefined,
       // No `extend` hook: a storage node never extends (SPEC.md §9.13); no exit, no directory.
       hooks: { onStream: (inc) => this.onStream(inc) },
     });
@@ -57,7 +61,11 @@ export class StorageEndpoint {
     const identity = this.o.keys().identity;
     this.links = await createLinkListener({
       host: this.o.host, port: this.o.orPort, identity,
-      onChannel: (ch) => { if (this.closed) ch.close('shutting down'); else this.switch.attach(ch); },
+      onChannel: (ch) => {
+        if (this.closed) { ch.close('shutting down'); return; }
+        this.switch.attach(ch);
+        this.o.bandwidth?.attach(ch); // counted only when the initiator (a relay) proved its identity
+      },
       metrics: this.o.registry ? createLinkMetrics(this.o.registry) : undefined, log: this.log,
     });
     this.direct = await createStorageDirectListener({

@@ -108,6 +108,11 @@ export class LinkReceipts {
     return p;
   }
 
+  /** The link closed: every proposal still pending is unpaid (NO_ANSWER). */
+  expireAll(): void {
+    for (const serial of [...this.pending.keys()]) this.expire(serial);
+  }
+
   /**
    * Feeds one RECEIPT_* cell read from the link. A malformed PROPOSE is answered with REJECT
    * MALFORMED (epoch and serial 0). Throws RECEIPT_MALFORMED (a COUNTERSIGN or REJECT that does

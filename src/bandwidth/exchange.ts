@@ -1,0 +1,265 @@
+// SPEC.md §8.1, §8.3: a node's receipt exchanges over all its counted links. It attaches a
+// LinkReceipts (and its counter) to every link whose both ends proved an identity, routes the
+// RECEIPT_* cells it reads to it, proposes at each epoch boundary (initiator links, after a random
+// delay), expires unanswered proposals, and logs and counts every disagreement.
+// Relays and storage nodes both run it (relay/circuits.ts, storage/endpoint.ts).
+import { errorCode } from '../errors';
+import { CellCommand, type Cell } from '../wire/cell';
+import type { Ed25519KeyPair } from '../crypto/primitives';
+import type { Channel } from '../link/channel';
+import { silentLogger, type Logger } from '../ops/log';
+import { SerialSource } from './counters';
+import type { Receipt } from './receipt';
+import { LinkReceipts, epochAt, type Disagreement } from './link-receipts';
+import { ReceiptMetrics } from './receipt-metrics';
+
+/** SPEC §8.3 step 4: more PROPOSE cells than this in one epoch MAY close the link. */
+export const MAX_PROPOSALS_PER_EPOCH = 16;
+/** SPEC §8.3 step 1: the boundary PROPOSE is delayed by a random 0–30 s (never beyond P/4 here). */
+export const DEFAULT_RECEIPT_JITTER_SECONDS = 30;
+/** SPEC §8.3 step 3: no answer in 60 s (or one period, if shorter) leaves the segment unpaid. */
+export const DEFAULT_RECEIPT_ANSWER_TIMEOUT_SECONDS = 60;
+
+export interface ReceiptExchangeOptions {
+  identity: Ed25519KeyPair;
+  /** The consensus period P in seconds, or null before this node holds a consensus. */
+  periodSeconds: () => number | null;
+  jitterSeconds?: number;
+  answerTimeoutSeconds?: number;
+  /** Clock (ms since the Unix epoch) and randomness in [0, 1); tests inject both. */
+  now?: () => number;
+  random?: () => number;
+  metrics?: ReceiptMetrics;
+  log?: Logger;
+  /** Every countersigned receipt this node now holds (either role). */
+  onReceipt?: (r: Receipt) => void;
+  onDisagreement?: (d: Disagreement) => void;
+  /** After the boundary of `ended` was handled (the proposals may still be waiting for their delay). */
+  onEpochEnd?: (ended: number) => void;
+}
+
+interface LinkEntry {
+  ch: Channel;
+  lr: LinkReceipts;
+  /** Responder side: PROPOSE cells read in `proposeEpoch` (SPEC §8.3 step 4). */
+  proposeEpoch: number;
+  proposals: number;
+  timers: Set<NodeJS.Timeout>;
+}
+
+const RECEIPT_COMMANDS = new Set<number>([CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT]);
+
+export class ReceiptExchange {
+  readonly metrics: ReceiptMetrics;
+  private readonly links = new Map<Channel, LinkEntry>();
+  private readonly serials = new SerialSource();
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private timer: NodeJS.Timeout | null = null;
+  private lastEnded = -1;
+  private stopped = false;
+
+  constructor(private readonly o: ReceiptExchangeOptions) {
+    this.metrics = o.metrics ?? new ReceiptMetrics();
+    this.log = o.log ?? silentLogger;
+    this.now = o.now ?? Date.now;
+    this.random = o.random ?? Math.random;
+    this.metrics.countedLinks = () => this.links.size;
+    this.metrics.liveCells = () => {
+      let sent = 0, received = 0;
+      for (const e of this.links.values()) { sent += e.lr.counter.sent; received += e.lr.counter.received; }
+      return { sent, received };
+    };
+  }
+
+  get linkCount(): number { return this.links.size; }
+
+  /** The LinkReceipts of a counted link (tests, status). */
+  linkReceipts(ch: Channel): LinkReceipts | undefined { return this.links.get(ch)?.lr; }
+
+  /**
+   * SPEC §8.1.1: count this link if both ends proved an identity; anonymous initiators (clients,
+   * reachability tests) never are. Call in the tick the link is handed over. Returns true if counted.
+   */
+  attach(ch: Channel): boolean {
+    if (this.stopped || ch.closed || ch.peerIdentity === null) return false;
+    if (this.links.has(ch)) return true;
+    const isInitiator = ch.isInitiator;
+    const lr = new LinkReceipts({
+      identity: this.o.identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
+      send: (command, payload) => { ch.send(0, command, payload); },
+      epochAccepted: (e) => this.epochAccepted(e),
+      onReceipt: (r) => {
+        this.metrics.receipt(isInitiator ? 'initiator' : 'responder');
+        this.o.onReceipt?.(r);
+      },
+      onDisagreement: (d) => this.disagreement(lr.peer, d),
+      onSegment: (s) => this.metrics.segment(s, isInitiator),
+    });
+    const entry: LinkEntry = { ch, lr, proposeEpoch: -1, proposals: 0, timers: new Set() };
+    ch.attachCounter(lr.counter);
+    this.links.set(ch, entry);
+    ch.once('close', () => this.detach(entry));
+    return true;
+  }
+
+  /**
+   * The CircuitSwitch's onLinkCell hook: takes RECEIPT_* cells (returns true), leaves others.
+   * On a link that is not counted (anonymous) they are ignored and counted (SPEC §8.1.1).
+   * Errors are counted and logged at debug; they never close the link or throw.
+   */
+  onLinkCell(ch: Channel, cell: Cell): boolean {
+    const cmd = cell.command;
+    if (!RECEIPT_COMMANDS.has(cmd)) return false;
+    const e = this.links.get(ch);
+    if (!e) {
+      this.metrics.cellError(ch.peerIdentity === null ? 'RECEIPT_ANONYMOUS_LINK' : 'RECEIPT_LINK_NOT_COUNTED');
+      return true;
+    }
+    if (cmd === CellCommand.RECEIPT_PROPOSE && !e.lr.isInitiator && this.tooManyProposals(e)) return true;
+    try {
+      e.lr.onCell(cmd, cell.payload);
+    } catch (err) {
+      const code = errorCode(err);
+      this.metrics.cellError(code);
+      this.log.debug({ peer: e.lr.peer, code, msg: (err as Error).message }, 'receipt cell refused');
+    }
+    return true;
+  }
+
+  /** Start proposing at epoch boundaries. */
+  start(): void {
+    if (this.timer || this.stopped) return;
+    const P = this.o.periodSeconds();
+    if (P) this.lastEnded = epochAt(this.now(), P) - 1; // nothing to do for epochs before we started
+    this.schedule();
+  }
+
+  /** Stop the boundary timer and every pending delay/timeout; links are their owner's to close. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    for (const e of this.links.values()) this.clearTimers(e);
+  }
+
+  /**
+   * The epoch boundary for `ended` (the timer calls it; tests call it directly): every initiator
+   * link proposes for `ended`, each after its random delay (`delay: false` = at once).
+   * Returns the number of links that will propose (a link with an empty segment then sends nothing).
+   */
+  boundary(ended: number, o: { delay?: boolean } = {}): number {
+    const P = this.o.periodSeconds();
+    const maxDelayMs = o.delay === false || !P ? 0 : Math.min(this.o.jitterSeconds ?? DEFAULT_RECEIPT_JITTER_SECONDS, P / 4) * 1000;
+    let n = 0;
+    for (const e of this.links.values()) {
+      if (!e.lr.isInitiator || e.ch.closed) continue;
+      n++;
+      const wait = Math.floor(this.random() * maxDelayMs);
+      if (wait <= 0) this.proposeOn(e, ended);
+      else {
+        const t = setTimeout(() => { e.timers.delete(t); this.proposeOn(e, ended); }, wait);
+        t.unref();
+        e.timers.add(t);
+      }
+    }
+    this.o.onEpochEnd?.(ended);
+    return n;
+  }
+
+  /**
+   * SPEC §8.3 step 1: before closing links on purpose, propose for the current epoch on each
+   * (initiator links among `channels`, default all), then wait for the answers, at most `graceMs`.
+   */
+  async proposeBeforeClose(graceMs: number, channels?: Iterable<Channel>): Promise<void> {
+    const P = this.o.periodSeconds();
+    if (!P) return; // no epoch without a consensus: nothing a peer could countersign
+    const epoch = epochAt(this.now(), P);
+    const waiting: LinkEntry[] = [];
+    for (const ch of channels ?? [...this.links.keys()]) {
+      const e = this.links.get(ch);
+      if (!e || !e.lr.isInitiator || ch.closed) continue;
+      this.clearTimers(e); // a delayed boundary proposal goes out now instead (its epoch is over anyway)
+      this.proposeOn(e, epoch);
+      if (e.lr.pendingCount > 0) waiting.push(e);
+    }
+    const deadline = Date.now() + graceMs;
+    while (waiting.some((e) => e.lr.pendingCount > 0 && !e.ch.closed) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  private proposeOn(e: LinkEntry, epoch: number): void {
+    if (e.ch.closed) return;
+    try {
+      const p = e.lr.propose(epoch);
+      if (!p) return;
+      const P = this.o.periodSeconds() ?? Infinity;
+      const timeoutMs = Math.min(this.o.answerTimeoutSeconds ?? DEFAULT_RECEIPT_ANSWER_TIMEOUT_SECONDS, P) * 1000;
+      const t = setTimeout(() => { e.timers.delete(t); e.lr.expire(p.body.serial); }, timeoutMs);
+      t.unref();
+      e.timers.add(t);
+    } catch (err) {
+      this.metrics.cellError(errorCode(err));
+      this.log.debug({ peer: e.lr.peer, code: errorCode(err) }, 'receipt proposal not sent');
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const P = this.o.periodSeconds();
+    const now = this.now();
+    let wait = 1000; // no consensus yet: look again in a second
+    if (P) {
+      const cur = epochAt(now, P);
+      if (this.lastEnded < 0) this.lastEnded = cur - 1;
+      else if (cur - 1 > this.lastEnded) {
+        // Timers may fire a little late, never for an epoch we skipped: a jump (suspend) ends only the last one.
+        this.lastEnded = cur - 1;
+        this.boundary(cur - 1);
+      }
+      wait = Math.max(1, (cur + 1) * P * 1000 - now + 1);
+    }
+    this.timer = setTimeout(() => { this.timer = null; this.schedule(); }, wait);
+    this.timer.unref();
+  }
+
+  private epochAccepted(e: number): boolean {
+    const P = this.o.periodSeconds();
+    if (!P) return false;
+    const cur = epochAt(this.now(), P);
+    return e === cur || e === cur - 1;
+  }
+
+  private tooManyProposals(e: LinkEntry): boolean {
+    const P = this.o.periodSeconds();
+    const cur = P ? epochAt(this.now(), P) : 0;
+    if (cur !== e.proposeEpoch) { e.proposeEpoch = cur; e.proposals = 0; }
+    if (++e.proposals <= MAX_PROPOSALS_PER_EPOCH) return false;
+    this.metrics.cellError('LINK_PROTOCOL_VIOLATION');
+    this.log.warn({ peer: e.lr.peer, epoch: cur }, `more than ${MAX_PROPOSALS_PER_EPOCH} RECEIPT_PROPOSE in one epoch: closing the link`);
+    e.ch.close('LINK_PROTOCOL_VIOLATION: too many RECEIPT_PROPOSE');
+    return true;
+  }
+
+  private disagreement(peer: string, d: Disagreement): void {
+    this.metrics.disagreement(d.reason);
+    // SPEC §8.3 step 3: epoch, peer fingerprint, both counts, reason — never circuits or addresses.
+    this.log.info({ epoch: d.epoch, peer, reason: d.reason, side: d.side, proposed: d.proposed, responder: d.responder }, 'receipt disagreement: segment unpaid');
+    this.o.onDisagreement?.(d);
+  }
+
+  private detach(e: LinkEntry): void {
+    this.clearTimers(e);
+    // The last segment of a link that closed without an exchange is unpaid (SPEC §8.3 step 1),
+    // but its cells were carried: they still count in bitcloud_receipt_cells_total.
+    this.metrics.segment(e.lr.counter.cut(), e.lr.isInitiator);
+    e.lr.expireAll(); // no answer can arrive on a closed link
+    this.links.delete(e.ch);
+  }
+
+  private clearTimers(e: LinkEntry): void {
+    for (const t of e.timers) clearTimeout(t);
+    e.timers.clear();
+  }
+}

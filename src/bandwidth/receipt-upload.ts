@@ -1,0 +1,252 @@
+// SPEC.md §8.4: both ends of a receipt upload it to every authority once the epoch it names has
+// ended, in batches of 224-byte records, retried with backoff on transport errors and 5xx until
+// the epoch's upload window [e·P, (e+2)·P) closes. RECEIPT_REPLAYED means delivered (uploads are
+// idempotent); any other refusal is final for that record at that authority.
+// Relays and storage nodes both run it (src/ because relay/ and storage/ share nothing else).
+import { err, errorCode } from '../errors';
+import { httpRequest, type HttpResponse } from '../dir/fetch';
+import { silentLogger, type Logger } from '../ops/log';
+import { encodeReceipt, type Receipt } from './receipt';
+import { ReceiptMetrics } from './receipt-metrics';
+
+/** SPEC §6.10 / §8.4: the receipts endpoint of an authority. */
+export const RECEIPT_UPLOAD_PATH = '/bitcloud/receipts';
+/**
+ * Records per request. SPEC §8.4 allows up to 100 000; the authority implementation
+ * (directory/receipts.ts MAX_RECEIPT_BATCH) takes 10 000, so that is what we send.
+ */
+export const DEFAULT_UPLOAD_BATCH = 10_000;
+
+export interface UploadAuthority { fingerprint: string; url: string }
+
+export interface ReceiptUploaderOptions {
+  authorities: () => readonly UploadAuthority[];
+  /** The consensus period P in seconds, or null before this node holds a consensus. */
+  periodSeconds: () => number | null;
+  now?: () => number;
+  /** Backoff after a transport error or 5xx: doubles from min to max, with jitter. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  maxBatch?: number;
+  timeoutMs?: number;
+  metrics?: ReceiptMetrics;
+  log?: Logger;
+  /** The HTTP POST (tests may substitute); default src/dir/fetch.ts httpRequest. */
+  post?: (url: string, body: Buffer, timeoutMs: number) => Promise<HttpResponse>;
+}
+
+const PENDING = 0, DELIVERED = 1, REFUSED = 2, EXPIRED = 3;
+
+interface AuthorityState { status: number[]; nextTryAt: number; failures: number; busy: boolean }
+
+interface EpochState {
+  epoch: number;
+  records: Buffer[];
+  byAuthority: Map<string, AuthorityState>;
+  /** Window closed: records dropped, counts kept for the status file. */
+  closed: boolean;
+}
+
+/** Per-epoch upload status as bandwidth.json shows it. */
+export interface EpochUploadStatus {
+  receipts: number;
+  /** Authority fingerprint → records delivered there (accepted or replayed). */
+  uploaded: Record<string, number>;
+  /** Authority fingerprint → records refused there (final). */
+  refused: Record<string, number>;
+  /** Record·authority pairs still to deliver. */
+  pending: number;
+  /** Record·authority pairs given up when the window closed. */
+  expired: number;
+}
+
+const KEEP_EPOCHS = 48;
+
+export class ReceiptUploader {
+  private readonly epochs = new Map<number, EpochState>();
+  private readonly log: Logger;
+  private readonly metrics: ReceiptMetrics;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | null = null;
+  private pumping: Promise<void> | null = null;
+
+  constructor(private readonly o: ReceiptUploaderOptions) {
+    this.log = o.log ?? silentLogger;
+    this.metrics = o.metrics ?? new ReceiptMetrics();
+    this.now = o.now ?? Date.now;
+  }
+
+  /** Hold a countersigned receipt for upload after its epoch ends. */
+  add(r: Receipt): void {
+    const e = this.epochOf(r.body.epoch);
+    if (e.closed) { this.metrics.upload('expired', this.authorityCount()); return; }
+    e.records.push(encodeReceipt(r));
+    for (const a of e.byAuthority.values()) a.status.push(PENDING);
+  }
+
+  /** Records not yet delivered to every authority, with their epochs' windows still open (to persist at shutdown). */
+  held(): Buffer[] {
+    const out: Buffer[] = [];
+    for (const e of this.epochs.values()) {
+      if (e.closed) continue;
+      e.records.forEach((rec, i) => { if (this.stateFor(e).some((a) => a.status[i] === PENDING)) out.push(rec); });
+    }
+    return out;
+  }
+
+  get heldCount(): number { return this.held().length; }
+
+  status(epoch: number): EpochUploadStatus | null {
+    const e = this.epochs.get(epoch);
+    if (!e) return null;
+    const out: EpochUploadStatus = { receipts: e.records.length, uploaded: {}, refused: {}, pending: 0, expired: 0 };
+    for (const [fp, a] of this.withAuthorities(e)) {
+      out.uploaded[fp] = a.status.filter((s) => s === DELIVERED).length;
+      out.refused[fp] = a.status.filter((s) => s === REFUSED).length;
+      out.pending += a.status.filter((s) => s === PENDING).length;
+      out.expired += a.status.filter((s) => s === EXPIRED).length;
+    }
+    return out;
+  }
+
+  /** Try what is due every `intervalMs` (default 1 s). */
+  start(intervalMs = 1000): void {
+    if (this.timer) return;
+    const tick = () => { void this.pump().finally(() => { if (this.timer) { this.timer = setTimeout(tick, intervalMs); this.timer.unref(); } }); };
+    this.timer = setTimeout(tick, intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    await this.pumping;
+  }
+
+  /** One round: every (ended epoch, authority) that is due gets one batch. Tests call it directly. */
+  pump(): Promise<void> {
+    this.pumping ??= this.round().finally(() => { this.pumping = null; });
+    return this.pumping;
+  }
+
+  private async round(): Promise<void> {
+    const P = this.o.periodSeconds();
+    if (!P) return;
+    const now = this.now();
+    const jobs: Promise<void>[] = [];
+    for (const e of [...this.epochs.values()].sort((a, b) => a.epoch - b.epoch)) {
+      if (e.closed) continue;
+      const opens = (e.epoch + 1) * P * 1000; // after the epoch it names has ended
+      const closes = (e.epoch + 2) * P * 1000;
+      if (now >= closes) { this.closeWindow(e); continue; }
+      if (now < opens) continue;
+      for (const [fp, a] of this.withAuthorities(e)) {
+        if (a.busy || now < a.nextTryAt) continue;
+        const url = this.o.authorities().find((x) => x.fingerprint === fp)?.url;
+        if (!url) continue;
+        const idx: number[] = [];
+        for (let i = 0; i < a.status.length && idx.length < (this.o.maxBatch ?? DEFAULT_UPLOAD_BATCH); i++) if (a.status[i] === PENDING) idx.push(i);
+        if (idx.length === 0) continue;
+        jobs.push(this.send(e, fp, url, a, idx));
+      }
+    }
+    this.prune();
+    await Promise.all(jobs);
+  }
+
+  private async send(ep: EpochState, fp: string, url: string, a: AuthorityState, idx: number[]): Promise<void> {
+    a.busy = true;
+    const body = Buffer.concat(idx.map((i) => ep.records[i]));
+    const timeoutMs = this.o.timeoutMs ?? 10_000;
+    try {
+      const res = await (this.o.post ?? defaultPost)(url + RECEIPT_UPLOAD_PATH, body, timeoutMs);
+      if (res.status >= 500) throw err('DIR_FETCH_FAILED', `${url}: HTTP ${res.status}`, { status: res.status });
+      this.metrics.attempt('answered');
+      this.settle(ep, fp, a, idx, res);
+      a.failures = 0;
+    } catch (e) {
+      const code = errorCode(e);
+      const status = (e as { detail?: { status?: number } }).detail?.status;
+      this.metrics.attempt(status !== undefined ? 'http_5xx' : 'transport');
+      a.failures++;
+      const min = this.o.retryMinMs ?? 1000, max = this.o.retryMaxMs ?? 60_000;
+      const backoff = Math.min(max, min * 2 ** Math.min(a.failures - 1, 20));
+      a.nextTryAt = this.now() + Math.floor(backoff * (0.5 + Math.random() / 2));
+      this.log.debug({ authority: fp, epoch: ep.epoch, records: idx.length, code, status, retryMs: a.nextTryAt - this.now() }, 'receipt upload failed; will retry');
+    } finally {
+      a.busy = false;
+    }
+  }
+
+  /** An answer other than 5xx: every record of the batch is settled at this authority. */
+  private settle(e: EpochState, fp: string, a: AuthorityState, idx: number[], res: HttpResponse): void {
+    let j: { accepted?: number; refused?: { index: number; code: string; reason?: string }[]; code?: string; reason?: string } = {};
+    try { j = JSON.parse(res.body.toString('utf8')); } catch { /* judged by status alone */ }
+    const refusedAt = new Map<number, { code: string; reason?: string }>();
+    let all: { code: string; reason?: string } | null = null;
+    if (Array.isArray(j.refused)) {
+      for (const r of j.refused) {
+        if (r && Number.isInteger(r.index) && r.index >= 0 && r.index < idx.length) refusedAt.set(r.index, r);
+        else if (r && r.index === -1) all = r; // the batch as a whole
+      }
+    } else if (res.status !== 200) {
+      all = { code: typeof j.code === 'string' ? j.code : `HTTP_${res.status}`, reason: j.reason };
+    }
+    let accepted = 0, replayed = 0, refused = 0;
+    const codes = new Map<string, number>();
+    idx.forEach((recordIndex, k) => {
+      const r = all ?? refusedAt.get(k);
+      if (!r) { a.status[recordIndex] = DELIVERED; accepted++; }
+      else if (r.code === 'RECEIPT_REPLAYED') { a.status[recordIndex] = DELIVERED; replayed++; }
+      else { a.status[recordIndex] = REFUSED; refused++; codes.set(r.code, (codes.get(r.code) ?? 0) + 1); }
+    });
+    this.metrics.upload('accepted', accepted);
+    this.metrics.upload('replayed', replayed);
+    this.metrics.upload('refused', refused);
+    if (refused > 0) this.log.warn({ authority: fp, epoch: e.epoch, refused: Object.fromEntries(codes), status: res.status }, 'receipts refused by an authority');
+  }
+
+  private closeWindow(e: EpochState): void {
+    let expired = 0;
+    for (const [fp, a] of this.withAuthorities(e)) {
+      let n = 0;
+      a.status.forEach((s, i) => { if (s === PENDING) { a.status[i] = EXPIRED; n++; } });
+      if (n > 0) this.log.info({ authority: fp, epoch: e.epoch, records: n }, 'receipt upload window closed before delivery');
+      expired += n;
+    }
+    this.metrics.upload('expired', expired);
+    e.closed = true;
+    e.records = e.records.map(() => EMPTY); // keep the count, drop the bytes
+  }
+
+  private prune(): void {
+    const keys = [...this.epochs.keys()].sort((a, b) => a - b);
+    for (const k of keys.slice(0, Math.max(0, keys.length - KEEP_EPOCHS))) if (this.epochs.get(k)!.closed) this.epochs.delete(k);
+  }
+
+  private epochOf(epoch: number): EpochState {
+    let e = this.epochs.get(epoch);
+    if (!e) { e = { epoch, records: [], byAuthority: new Map(), closed: false }; this.epochs.set(epoch, e); }
+    this.withAuthorities(e);
+    return e;
+  }
+
+  /** The per-authority state of an epoch, for the authorities configured now. */
+  private withAuthorities(e: EpochState): Map<string, AuthorityState> {
+    for (const { fingerprint } of this.o.authorities()) {
+      if (!e.byAuthority.has(fingerprint)) {
+        e.byAuthority.set(fingerprint, { status: e.records.map(() => (e.closed ? EXPIRED : PENDING)), nextTryAt: 0, failures: 0, busy: false });
+      }
+    }
+    return e.byAuthority;
+  }
+
+  private stateFor(e: EpochState): AuthorityState[] { return [...this.withAuthorities(e).values()]; }
+
+  private authorityCount(): number { return this.o.authorities().length; }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function defaultPost(url: string, body: Buffer, timeoutMs: number): Promise<HttpResponse> {
+  return httpRequest(url, { method: 'POST', body, timeoutMs, maxBytes: 4 * 1024 * 1024, headers: { 'content-type': 'application/octet-stream' } });
+}
