@@ -1,0 +1,182 @@
+// SPEC.md §8.1, §8.3 over real TLS links on 127.0.0.1: counting on authenticated links only, the
+// RECEIPT_* cells routed through the CircuitSwitch hook, the epoch boundary giving both ends the
+// same countersigned receipt, inflated counts refused, anonymous links never counted.
+// Every listener and link is closed in afterEach; no test asserts on time.
+import { describe, it, expect, beforeAll, afterEach } from 'vitest';
+import { Registry, type Counter } from 'prom-client';
+import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { connectLink, createLinkListener, counterValue, type Channel } from '../../src/link';
+import { CircuitSwitch } from '../../src/circuit/switch';
+import { CellCommand } from '../../src/wire/cell';
+import { encodeCreate2 } from '../../src/wire/messages';
+import { ReceiptExchange } from '../../src/bandwidth/exchange';
+import { ReceiptMetrics } from '../../src/bandwidth/receipt-metrics';
+import { epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
+import { encodeReceipt, verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
+
+const HOST = '127.0.0.1';
+const P = 10;
+const NOW = 1_700_000_003_000;
+const E = epochAt(NOW, P) - 1; // the epoch that just ended
+const cleanups: Array<() => unknown> = [];
+let relayA: Ed25519KeyPair; // responder (listener)
+let relayB: Ed25519KeyPair; // initiator
+
+beforeAll(() => { relayA = ed25519Generate(); relayB = ed25519Generate(); });
+afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
+
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(cond()).toBe(true);
+}
+
+interface Side { ex: ReceiptExchange; reg: Registry; receipts: Receipt[]; disagreements: Disagreement[]; sw: CircuitSwitch }
+
+function side(identity: Ed25519KeyPair): Side {
+  const reg = new Registry();
+  const receipts: Receipt[] = [];
+  const disagreements: Disagreement[] = [];
+  const ex = new ReceiptExchange({
+    identity, periodSeconds: () => P, now: () => NOW, metrics: ReceiptMetrics.for(reg),
+    onReceipt: (r) => receipts.push(r), onDisagreement: (d) => disagreements.push(d),
+  });
+  // The real circuit switch, with the exchange on its link-level hook (as relay/circuits.ts wires it).
+  const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [x25519Generate()], onLinkCell: (ch, cell) => ex.onLinkCell(ch, cell) });
+  cleanups.push(() => { ex.stop(); sw.close(); });
+  return { ex, reg, receipts, disagreements, sw };
+}
+
+async function metric(reg: Registry, name: string, labels: Record<string, string>): Promise<number> {
+  return counterValue(reg.getSingleMetric(name) as Counter<string>, labels);
+}
+
+/** A → B link: B initiates with its identity (a relay extending), A answers. */
+async function relayLink(o: { anonymous?: boolean } = {}) {
+  const a = side(relayA);
+  const b = side(relayB);
+  let onInbound!: (ch: Channel) => void;
+  const inboundP = new Promise<Channel>((r) => { onInbound = r; });
+  const listener = await createLinkListener({
+    host: HOST, port: 0, identity: relayA,
+    onChannel: (ch) => { a.sw.attach(ch); a.ex.attach(ch); onInbound(ch); },
+  });
+  cleanups.push(() => listener.close());
+  const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: relayA.publicKey, identity: o.anonymous ? undefined : relayB });
+  cleanups.push(() => out.destroy());
+  b.sw.attach(out);
+  b.ex.attach(out);
+  const inbound = await inboundP;
+  return { a, b, inbound, out };
+}
+
+/** n CREATE2 cells the responder cannot answer (it sends DESTROY for each) and m RELAY cells to no circuit. */
+function traffic(out: Channel, n: number, m: number): void {
+  for (let i = 0; i < n; i++) out.send(out.allocateCircId(), CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(84, 7) }));
+  for (let i = 0; i < m; i++) out.send(0x8000_7777, CellCommand.RELAY, Buffer.alloc(509));
+}
+
+describe('bandwidth on a real link (SPEC §8.1, §8.3)', () => {
+  it('counts circuit cells both ways; at the boundary both ends hold the identical countersigned receipt', async () => {
+    const { a, b, inbound, out } = await relayLink();
+    expect(a.ex.linkCount).toBe(1);
+    expect(b.ex.linkCount).toBe(1);
+    traffic(out, 5, 20);
+    const ca = a.ex.linkReceipts(inbound)!.counter;
+    const cb = b.ex.linkReceipts(out)!.counter;
+    await until(() => ca.received === 25 && cb.received === 5); // 5 DESTROY answers came back
+    expect(ca.sent).toBe(5);
+    expect(cb.sent).toBe(25);
+    expect(b.ex.boundary(E, { delay: false })).toBe(1);
+    await until(() => a.receipts.length === 1 && b.receipts.length === 1);
+    expect(encodeReceipt(a.receipts[0]).equals(encodeReceipt(b.receipts[0]))).toBe(true);
+    expect(verifyReceipt(a.receipts[0])).toBe(true);
+    expect(a.receipts[0].body).toMatchObject({ epoch: E, cellsI2R: 25, cellsR2I: 5 });
+    expect(a.receipts[0].body.initiator.equals(relayB.publicKey)).toBe(true);
+    // The segment was cut at the PROPOSE: the next one starts at zero on both ends.
+    expect([ca.sent, ca.received, cb.sent, cb.received]).toEqual([0, 0, 0, 0]);
+    expect(await metric(b.reg, 'bitcloud_receipts_countersigned_total', { role: 'initiator' })).toBe(1);
+    expect(await metric(a.reg, 'bitcloud_receipts_countersigned_total', { role: 'responder' })).toBe(1);
+    expect(await metric(a.reg, 'bitcloud_receipt_cells_total', { direction: 'received' })).toBe(25);
+    // RECEIPT_* cells reached the exchange, not the switch's CELL_UNEXPECTED, and the link is up.
+    expect(out.closed || inbound.closed).toBe(false);
+    expect(a.disagreements).toEqual([]);
+  });
+
+  it('a relay that inflates its counts beyond the tolerance gets a REJECT and no receipt', async () => {
+    const { a, b, inbound, out } = await relayLink();
+    traffic(out, 1, 10);
+    const ca = a.ex.linkReceipts(inbound)!.counter;
+    await until(() => ca.received === 11);
+    b.ex.linkReceipts(out)!.counter.onSent(5000); // tolerance: 1000 × 1 circuit
+    b.ex.boundary(E, { delay: false });
+    await until(() => b.disagreements.length === 1);
+    expect(a.receipts).toEqual([]);
+    expect(b.receipts).toEqual([]);
+    expect(a.disagreements[0]).toMatchObject({ reason: 'COUNTS_MISMATCH', side: 'sent', epoch: E });
+    expect(b.disagreements[0]).toMatchObject({
+      reason: 'COUNTS_MISMATCH', side: 'received', proposed: { cellsI2R: 5011 }, responder: { cellsI2R: 11, tolerance: 1000 },
+    });
+    expect(await metric(a.reg, 'bitcloud_receipt_disagreements_total', { reason: 'COUNTS_MISMATCH' })).toBe(1);
+    expect(await metric(b.reg, 'bitcloud_receipt_disagreements_total', { reason: 'COUNTS_MISMATCH' })).toBe(1);
+  });
+
+  it('counts within the in-flight tolerance are countersigned as proposed', async () => {
+    const { a, b, inbound, out } = await relayLink();
+    traffic(out, 1, 3);
+    await until(() => a.ex.linkReceipts(inbound)!.counter.received === 4);
+    b.ex.linkReceipts(out)!.counter.onSent(900);
+    b.ex.boundary(E, { delay: false });
+    await until(() => a.receipts.length === 1 && b.receipts.length === 1);
+    expect(a.receipts[0].body.cellsI2R).toBe(904);
+  });
+
+  it('an anonymous link is never counted, and RECEIPT cells on it are ignored and counted', async () => {
+    const { a, inbound, out } = await relayLink({ anonymous: true });
+    expect(inbound.peerIdentity).toBeNull();
+    expect(a.ex.linkCount).toBe(0);
+    expect(() => inbound.attachCounter({ onSent() {}, onReceived() {}, onCircuitOpened() {}, onCircuitClosed() {} })).toThrow(/anonymous/);
+    traffic(out, 2, 2);
+    out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160, 1));
+    for (let i = 0; i < 2000 && await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_ANONYMOUS_LINK' }) === 0; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_ANONYMOUS_LINK' })).toBe(1);
+    expect(await metric(a.reg, 'bitcloud_receipt_cells_total', { direction: 'received' })).toBe(0);
+    expect(inbound.closed).toBe(false);
+  });
+
+  it('a malformed PROPOSE is answered with REJECT MALFORMED; the link stays up', async () => {
+    const { a, b, inbound, out } = await relayLink();
+    out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160)); // initiator = responder = zeros
+    await until(() => b.disagreements.length === 1);
+    expect(a.disagreements[0]).toMatchObject({ reason: 'MALFORMED', side: 'sent', proposed: null });
+    expect(b.disagreements[0]).toMatchObject({ reason: 'MALFORMED', side: 'received' });
+    expect(inbound.closed).toBe(false);
+  });
+
+  it('more than 16 PROPOSE cells in one epoch close the link', async () => {
+    const { a, inbound, out } = await relayLink();
+    for (let i = 0; i < 17; i++) out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160));
+    await until(() => inbound.closed);
+    expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'LINK_PROTOCOL_VIOLATION' })).toBe(1);
+  });
+
+  it('before closing on purpose the initiator proposes for the current epoch and waits for the answer', async () => {
+    const { a, b, out } = await relayLink();
+    traffic(out, 2, 2);
+    await b.ex.proposeBeforeClose(5_000, [out]);
+    expect(b.receipts).toHaveLength(1);
+    expect(b.receipts[0].body.epoch).toBe(E + 1);
+    await until(() => a.receipts.length === 1);
+  });
+
+  it('a proposal with no answer leaves the segment unpaid when the link closes (NO_ANSWER)', async () => {
+    const { b, inbound, out } = await relayLink();
+    inbound.pauseReading(); // the responder never reads the PROPOSE
+    traffic(out, 1, 1);
+    b.ex.boundary(E, { delay: false });
+    out.close();
+    await until(() => b.disagreements.length === 1);
+    expect(b.disagreements[0]).toMatchObject({ reason: 'NO_ANSWER', side: 'local', epoch: E });
+  });
+});
