@@ -12,4 +12,5 @@ await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, re
   .command((await import('../client/commands/get')).getCommandModule)
   .command((await import('../client/commands/publish')).publishCommandModule)
   .command((await import('../client/commands/resolve')).resolveCommandModule)
+  .command((await import('../client/commands/rewards')).rewardsCommandModule)
   .parseAsync();

@@ -1,0 +1,167 @@
+// `bitcloud rewards [--relay FP|NICKNAME] [--json] [--config FILE] [--from HOST:PORT]...`
+// (SPEC.md §8.7.3): fetch the whole reward chain from an authority, verify every block against
+// the configured authorities, print the height, the tip epoch, the total minted and the balance
+// of every relay (nicknames from the current consensus). The consensus is needed first: its
+// period P dates the certificate windows (src/dir/reward-authorities.ts).
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { err, errorCode } from '../../errors';
+import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
+import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
+import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
+import type { VerifiedConsensus } from '../../dir/types';
+import { majorityOf } from '../../bandwidth/reward-chain';
+import { fetchRewardChain, formatCoins, type RewardChainResult } from '../rewards';
+import { CONSENSUS_CACHE_FILE, type Output } from './consensus';
+
+export interface RewardsCommandOptions {
+  config?: string;
+  json?: boolean;
+  relay?: string;
+  /** Reward chain sources instead of the configured authorities. */
+  from?: string[];
+  dataDir?: string;
+}
+
+const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
+
+const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
+
+/** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
+export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+  try {
+    const consensus = await currentConsensus(cfg, now);
+    const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources: o.from?.map(normalizeSource) });
+    const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
+    const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
+    const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
+    if (o.json) io.out(JSON.stringify(view, null, 2));
+    else printText(view, io);
+    for (const f of chain.failures) io.err(`bitcloud rewards: refused the chain from ${f.source}: ${f.reason}`);
+    return 0;
+  } catch (e) {
+    const code = errorCode(e);
+    const failures = (e as { detail?: { failures?: unknown } }).detail?.failures ?? [];
+    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }, null, 2));
+    io.err(`bitcloud rewards: ${(e as Error).message}`);
+    return code === 'CONFIG_INVALID' ? 2 : 1;
+  }
+}
+
+/** The cached consensus when still valid and nothing newer is offered, else a freshly fetched one. */
+async function currentConsensus(cfg: ReturnType<typeof loadDirClientConfig>, now: () => number): Promise<VerifiedConsensus> {
+  const cacheFile = path.join(cfg.dataDir, CONSENSUS_CACHE_FILE);
+  const cached = await loadConsensusCache(cacheFile, cfg.authorities, now());
+  const have = cached.consensus;
+  if (have && now() <= have.freshUntil) return have;
+  const r = await fetchVerifiedConsensus([...cfg.mirrors, ...cfg.authorities.map((a) => a.url)], cfg.authorities, { now, have, timeoutMs: 10_000 });
+  if (r.consensus && isBetterConsensus(have, r.consensus)) {
+    await saveConsensusCache(cacheFile, r.consensus).catch(() => {});
+    return r.consensus;
+  }
+  if (have) return have;
+  const why = r.failures.map((f) => `${f.source}: ${f.code}`).join('; ');
+  throw err('CONSENSUS_NOT_AVAILABLE', `no valid consensus (needed for the period that dates authority certificates)${why ? `: ${why}` : ''}`);
+}
+
+function resolveRelay(q: string, c: VerifiedConsensus): string {
+  if (/^[0-9a-f]{64}$/i.test(q)) return q.toLowerCase();
+  const byNick = c.relays.filter((r) => r.nickname === q);
+  if (byNick.length === 1) return byNick[0].fingerprint;
+  throw err('CONFIG_INVALID', `--relay: ${q} is neither a fingerprint (64 hex characters) nor the nickname of exactly one relay in the consensus`, { key: 'relay' });
+}
+
+interface Amount { units: string; coins: string }
+
+/** The --json object (documented in SPEC.md §8.7.5). Units are decimal strings. */
+export interface RewardsView {
+  ok: true;
+  source: string;
+  authorities: number;
+  threshold: number;
+  blocks: number;
+  height: number;
+  tipEpoch: number | null;
+  tipEpochStart: string | null;
+  tipHash: string | null;
+  periodSeconds: number;
+  totalMinted: Amount;
+  balances: ({ fingerprint: string; nickname: string | null } & Amount)[];
+  relay?: {
+    fingerprint: string; nickname: string | null; balance: Amount;
+    allocations: ({ height: number; epoch: number; blockMinted: string } & Amount)[];
+  };
+}
+
+export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map<string, string>, authorities: number, relay?: string): RewardsView {
+  const s = chain.state;
+  const tip = chain.blocks.at(-1);
+  const P = c.periodSeconds * 1000;
+  const balances = [...s.balances].sort((a, b) => (a[1] === b[1] ? (a[0] < b[0] ? -1 : 1) : a[1] > b[1] ? -1 : 1))
+    .map(([fp, u]) => ({ fingerprint: fp, nickname: nick.get(fp) ?? null, ...amount(u) }));
+  const out: RewardsView = {
+    ok: true,
+    source: chain.source,
+    authorities, threshold: majorityOf(authorities),
+    blocks: s.height + 1,
+    height: s.height,
+    tipEpoch: tip ? tip.block.epoch : null,
+    tipEpochStart: tip ? new Date(tip.block.epoch * P).toISOString() : null,
+    tipHash: tip ? tip.hash.toString('hex') : null,
+    periodSeconds: c.periodSeconds,
+    totalMinted: amount(s.totalMinted),
+    balances,
+  };
+  if (relay !== undefined) {
+    out.relay = {
+      fingerprint: relay, nickname: nick.get(relay) ?? null, balance: amount(s.balances.get(relay) ?? 0n),
+      allocations: chain.blocks.filter((b) => b.block.allocations.has(relay)).map((b) => ({
+        height: b.block.height, epoch: b.block.epoch, ...amount(b.block.allocations.get(relay)!), blockMinted: b.block.minted.toString(),
+      })),
+    };
+  }
+  return out;
+}
+
+function printText(v: RewardsView, io: Output): void {
+  io.out(`reward chain: ${v.blocks} blocks (height ${v.height}), tip epoch ${v.tipEpoch ?? '-'}${v.tipEpochStart ? ` (began ${v.tipEpochStart})` : ''}; from ${v.source}`);
+  io.out(`verified: every block signed by at least ${v.threshold} of ${v.authorities} configured authorities`);
+  io.out(`total minted: ${v.totalMinted.coins} coins (${v.totalMinted.units} units)`);
+  if (v.relay) {
+    const r = v.relay;
+    io.out(`relay ${r.nickname ?? '(not in the consensus)'} ${r.fingerprint}`);
+    io.out(`balance: ${r.balance.coins} coins (${r.balance.units} units) from ${r.allocations.length} blocks`);
+    table(io, ['height', 'epoch', 'coins', 'units', 'block minted'], r.allocations.map((a) => [String(a.height), String(a.epoch), a.coins, a.units, a.blockMinted]));
+    return;
+  }
+  if (v.balances.length === 0) { io.out('no relay has earned anything yet'); return; }
+  table(io, ['nickname', 'fingerprint', 'coins', 'units'], v.balances.map((b) => [b.nickname ?? '-', b.fingerprint.slice(0, 16), b.coins, b.units]));
+}
+
+function table(io: Output, head: string[], rows: string[][]): void {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((x, i) => (i >= 2 ? x.padStart(w[i]) : x.padEnd(w[i]))).join('  ').trimEnd();
+  io.out(line(head));
+  for (const r of rows) io.out(line(r));
+}
+
+/** The yargs command, registered in src/bin/bitcloud.ts beside the other client commands. */
+export const rewardsCommandModule: CommandModule<object, { config?: string; json: boolean; relay?: string; from?: string[]; 'data-dir'?: string }> = {
+  command: 'rewards',
+  describe: 'Fetch and verify the cloudcoin reward chain; print relay balances.',
+  builder: (y) => y
+    .option('relay', { type: 'string', describe: 'Show one relay (fingerprint or nickname) and its per-block allocations' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
+    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('from', { type: 'string', array: true, describe: 'Fetch the chain from this authority HOST:PORT or URL instead' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' }) as never,
+  handler: async (a) => {
+    try {
+      process.exitCode = await rewardsCommand({ config: a.config, json: a.json, relay: a.relay, from: a.from, dataDir: a['data-dir'] });
+    } catch (e) {
+      process.stderr.write(`bitcloud rewards: ${(e as Error).message}\n`);
+      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+    }
+  },
+};
