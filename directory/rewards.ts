@@ -205,11 +205,16 @@ export class RewardLedger {
     return encodeRewardChainBundle(this.state.height + 1, [...certs.values()], blocks);
   }
 
+  /** Resolves when the fetches started so far and the writes queued so far are done (tests, shutdown). */
+  async whenIdle(): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
+    await this.store.flush();
+  }
+
   /** Stop fetching; resolves when fetches in flight and queued writes are done. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.inflight]);
-    await this.store.flush();
+    await this.whenIdle();
   }
 
   // ---- building and publishing ----

@@ -1,0 +1,133 @@
+// SPEC.md §8.7.3–8.7.4: the chain bundle codec (GET /bitcloud/rewards) and the certificate-based
+// verifier: which signatures count, and how certificate windows apply to old blocks.
+import { describe, it, expect } from 'vitest';
+import fc from 'fast-check';
+import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { certifiedRewardAuthorities, REWARD_SIGNING_SPAN_PERIODS } from '../../src/dir/reward-authorities';
+import {
+  decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
+  type ChainTip,
+} from '../../src/bandwidth/reward-chain';
+import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
+
+const P = 10; // seconds
+const fp = (n: number) => n.toString(16).padStart(64, '0');
+const ids = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, i)));
+const sks = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, 40 + i)));
+const configured = ids.map((k) => ({ identity: k.publicKey }));
+// Certificates valid for epochs 100..199 (ms window).
+const cert = (i: number, fromEpoch = 100, toEpoch = 200) => makeKeyCertificate(ids[i], sks[i].publicKey, fromEpoch * P * 1000, toEpoch * P * 1000);
+
+function chain(n: number, who = [0, 1, 2], firstEpoch = 120): Buffer[] {
+  const out: Buffer[] = [];
+  let tip: ChainTip | null = null;
+  for (let h = 0; h < n; h++) {
+    const { block, body, hash } = nextRewardBlock(tip, firstEpoch + h, new Map([[fp(1), 5 + h], [fp(2), 7]]));
+    out.push(encodeSignedRewardBlock(body, who.map((i) => signRewardBlock(body, ids[i].publicKey, sks[i]))));
+    tip = { height: block.height, hash, epoch: block.epoch };
+  }
+  return out;
+}
+
+describe('reward chain bundle codec (SPEC §8.7.4)', () => {
+  it('round-trips certificates, blocks and the chain length', () => {
+    const blocks = chain(3);
+    const certs = [cert(0), cert(1)];
+    const raw = encodeRewardChainBundle(7, certs, blocks);
+    expect(raw.subarray(0, 4).toString('ascii')).toBe('BCRW');
+    expect(raw[4]).toBe(1);
+    const b = decodeRewardChainBundle(raw);
+    expect(b.chainLength).toBe(7);
+    expect(b.certificates.map((c) => c.toString('hex'))).toEqual(certs.map((c) => c.toString('hex')));
+    expect(b.blocks.map((x) => x.block.height)).toEqual([0, 1, 2]);
+    expect(b.blocks[2].signatures).toHaveLength(3);
+    expect(encodeRewardChainBundle(7, b.certificates, blocks).equals(raw)).toBe(true);
+  });
+
+  it('encodes an empty chain as zero blocks', () => {
+    const b = decodeRewardChainBundle(encodeRewardChainBundle(0, [], []));
+    expect(b).toEqual({ chainLength: 0, certificates: [], blocks: [] });
+  });
+
+  it('refuses truncation, bad magic, bad version, lying counts and trailing bytes with REWARD_MALFORMED', () => {
+    const raw = encodeRewardChainBundle(2, [cert(0)], chain(2));
+    for (let cut = 0; cut < raw.length; cut += 7) expect(codeOf(() => decodeRewardChainBundle(raw.subarray(0, cut)))).toBe('REWARD_MALFORMED');
+    const bad = (f: (b: Buffer) => void) => { const c = Buffer.from(raw); f(c); return codeOf(() => decodeRewardChainBundle(c)); };
+    expect(bad((b) => { b[0] = 0x58; })).toBe('REWARD_MALFORMED');
+    expect(bad((b) => { b[4] = 2; })).toBe('REWARD_MALFORMED');
+    expect(bad((b) => { b.writeUInt32BE(5000, 13); })).toBe('REWARD_MALFORMED'); // certificate count beyond the limit
+    expect(bad((b) => { b.writeUInt32BE(0xffffffff, 17); })).toBe('REWARD_MALFORMED'); // first certificate length
+    expect(codeOf(() => decodeRewardChainBundle(Buffer.concat([raw, Buffer.from([0])])))).toBe('REWARD_MALFORMED');
+    // A block count far beyond what the bytes can hold is refused before looping.
+    const empty = encodeRewardChainBundle(0, [], []);
+    empty.writeUInt32BE(0xffffffff, empty.length - 4);
+    expect(codeOf(() => decodeRewardChainBundle(empty))).toBe('REWARD_MALFORMED');
+  });
+
+  it('passes on the block codes: a block whose sum is off is REWARD_SUM_MISMATCH', () => {
+    const blocks = chain(1);
+    const b = Buffer.from(blocks[0]);
+    b.writeBigUInt64BE(b.readBigUInt64BE(4 + 61 + 32) + 1n, 4 + 61 + 32); // first allocation + 1
+    expect(codeOf(() => decodeRewardChainBundle(encodeRewardChainBundle(1, [], [b])))).toBe('REWARD_SUM_MISMATCH');
+  });
+
+  it('throws only typed errors on any input (property)', () => {
+    const raw = encodeRewardChainBundle(2, [cert(0)], chain(2));
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (x) => onlyBitcloudErrors(() => decodeRewardChainBundle(x))));
+    fc.assert(fc.property(fc.nat(raw.length - 1), fc.integer({ min: 0, max: 255 }), (i, v) => {
+      const c = Buffer.from(raw);
+      c[i] = v;
+      return onlyBitcloudErrors(() => decodeRewardChainBundle(c));
+    }));
+  });
+});
+
+describe('certified reward authorities (SPEC §8.7.3)', () => {
+  const verifier = (certs: Buffer[]) => certifiedRewardAuthorities(configured, certs, { periodSeconds: P, skewMs: 0 });
+
+  it('counts signatures through certificates of configured authorities', () => {
+    const s = verifyChain(chain(3), verifier([cert(0), cert(1), cert(2)]));
+    expect(s.height).toBe(2);
+    // Two of three certified is still a majority.
+    expect(verifyChain(chain(3), verifier([cert(0), cert(1)])).height).toBe(2);
+  });
+
+  it('ignores signatures without a certificate: below the majority is REWARD_TOO_FEW_SIGNATURES', () => {
+    expect(codeOf(() => verifyChain(chain(2), verifier([cert(0)])))).toBe('REWARD_TOO_FEW_SIGNATURES');
+  });
+
+  it('does not count a signature made directly with an identity key (as for the consensus, SPEC §6.8)', () => {
+    const { body } = nextRewardBlock(null, 120, new Map([[fp(1), 1]]));
+    const direct = encodeSignedRewardBlock(body, [0, 1].map((i) => signRewardBlock(body, ids[i].publicKey, ids[i])));
+    // Even a certificate that "certifies" the identity key itself does not make it count.
+    const selfCert = makeKeyCertificate(ids[0], ids[0].publicKey, 0, 300 * P * 1000);
+    expect(codeOf(() => verifyChain([direct], verifier([selfCert, cert(0), cert(1)])))).toBe('REWARD_TOO_FEW_SIGNATURES');
+  });
+
+  it('ignores certificates of identities that are not configured', () => {
+    const v = certifiedRewardAuthorities(configured.slice(0, 2), [cert(0), cert(1), cert(2)], { periodSeconds: P });
+    expect(v.configured).toBe(2);
+    expect(v.certificateFor(ids[2].publicKey, sks[2].publicKey, 120)).toBeNull();
+    expect(v.certificateFor(ids[0].publicKey, sks[0].publicKey, 120)).not.toBeNull();
+  });
+
+  it('a certificate counts for a block when its window meets [e·P, (e+4)·P]: old blocks stay valid after expiry, keys certified later do not vouch for earlier epochs', () => {
+    const v = verifier([cert(0, 100, 200)]);
+    const at = (e: number) => v.certificateFor(ids[0].publicKey, sks[0].publicKey, e) !== null;
+    expect(at(150)).toBe(true);
+    expect(at(200)).toBe(true); // window ends at the epoch's start
+    expect(at(201)).toBe(false); // expired before the epoch began
+    expect(at(100 - REWARD_SIGNING_SPAN_PERIODS)).toBe(true); // certified during the signing span
+    expect(at(100 - REWARD_SIGNING_SPAN_PERIODS - 1)).toBe(false); // certified only after the block was signed
+    // Verification does not depend on the wall clock: the same chain verifies "years later".
+    expect(verifyChain(chain(2, [0, 1, 2], 150), verifier([cert(0), cert(1), cert(2)])).height).toBe(1);
+  });
+
+  it('a certified key whose signature does not verify fails the block (REWARD_BAD_SIGNATURE)', () => {
+    const blocks = chain(1);
+    const b = Buffer.from(blocks[0]);
+    b[b.length - 1] ^= 1; // last byte of the last signature
+    expect(codeOf(() => verifyChain([b], verifier([cert(0), cert(1), cert(2)])))).toBe('REWARD_BAD_SIGNATURE');
+  });
+});
