@@ -1,0 +1,232 @@
+// SPEC.md §8.7: three authorities' reward ledgers on 127.0.0.1, each behind a real node:http
+// server answering the real routes (GET /bitcloud/rewards, /bitcloud/rewards/pending,
+// /bitcloud/keys/certificate). Two agree on a block and publish it at 2 of 3; the third, started
+// later, catches up; blocks are stored atomically and survive a restart; a bad stored block is set
+// aside and fetched again.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { PATHS } from '../../src/dir/fetch';
+import type { AuthorityInfo } from '../../src/dir/authorities';
+import type { VerifiedConsensus } from '../../src/dir/types';
+import { prom } from '../../src/ops/metrics';
+import { silentLogger } from '../../src/ops/log';
+import { decodeSignedRewardBlock } from '../../src/bandwidth/reward-chain';
+import { RewardLedger, serveRewards } from '../../directory/rewards';
+import { blockFileName } from '../../directory/reward-store';
+import type { Signer } from '../../directory/vote';
+import { fetchRewardChain } from '../../src/client/rewards';
+
+const P = 5;
+const NOW = Date.now();
+const E0 = Math.floor(NOW / (P * 1000)) - 2;
+const fp = (n: number) => n.toString(16).padStart(64, '0');
+
+interface Node {
+  name: string;
+  signer: Signer;
+  dir: string;
+  server: http.Server;
+  port: number;
+  ledger: RewardLedger | null;
+  reg: prom.Registry;
+  logs: Record<string, unknown>[];
+}
+
+const nodes: Node[] = [];
+let authorities: AuthorityInfo[] = [];
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-rewards-'));
+
+function consensus(epoch: number, proven: [number, number][]): VerifiedConsensus {
+  return { provenEpoch: epoch, relays: proven.map(([n, p]) => ({ fingerprint: fp(n), nickname: `r${n}`, proven: p })), periodSeconds: P } as unknown as VerifiedConsensus;
+}
+
+function startLedger(n: Node): RewardLedger {
+  n.reg = new prom.Registry();
+  const log = pino({ level: 'info' }, { write: (s: string) => { n.logs.push(JSON.parse(s)); } });
+  n.ledger = new RewardLedger({ dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log, registry: n.reg, fetchTimeoutMs: 2000 });
+  n.ledger.load();
+  return n.ledger;
+}
+
+/** Ticks every running ledger and waits for the fetches it started, `times` times. */
+async function rounds(times = 3): Promise<void> {
+  for (let i = 0; i < times; i++) {
+    for (const n of nodes) n.ledger?.tick();
+    await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));
+  }
+}
+
+async function metric(n: Node, name: string): Promise<number> {
+  const m = await n.reg.getSingleMetric(name)!.get();
+  return m.values.reduce((a, v) => a + v.value, 0);
+}
+
+beforeAll(async () => {
+  for (let i = 0; i < 3; i++) {
+    const id = ed25519FromSeed(Buffer.alloc(32, 60 + i));
+    const sk = ed25519FromSeed(Buffer.alloc(32, 70 + i));
+    const signer: Signer = { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, NOW - 86_400_000, NOW + 86_400_000) };
+    const n: Node = { name: `auth${i}`, signer, dir: path.join(root, `a${i}`), server: null as unknown as http.Server, port: 0, ledger: null, reg: new prom.Registry(), logs: [] };
+    n.server = http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (url.pathname === PATHS.certificate && n.ledger) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
+      void serveRewards(n.ledger, req, res, url).then((r) => { if (!r) { res.writeHead(404); res.end(); } });
+    });
+    await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));
+    n.port = (n.server.address() as { port: number }).port;
+    nodes.push(n);
+  }
+  authorities = nodes.map((n) => ({
+    name: n.name, identity: n.signer.identity, fingerprint: n.signer.identity.toString('hex'), host: '127.0.0.1', port: n.port, url: `http://127.0.0.1:${n.port}`,
+  }));
+});
+
+afterAll(async () => {
+  for (const n of nodes) {
+    await n.ledger?.close();
+    await new Promise<void>((r) => { n.server.close(() => r()); n.server.closeAllConnections(); });
+  }
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+describe('reward ledgers of three authorities (SPEC §8.7)', () => {
+  it('two authorities agree on a block and publish it at 2 of 3', async () => {
+    const [a, b] = [startLedger(nodes[0]), startLedger(nodes[1])];
+    expect(a.height).toBe(-1);
+    const info = consensus(E0, [[1, 300], [2, 100], [3, 0]]);
+    a.onConsensus(info);
+    b.onConsensus(info);
+    expect(a.pendingBlock).toMatchObject({ height: 0, epoch: E0, published: false });
+    await rounds();
+    for (const l of [a, b]) {
+      expect(l.height).toBe(0);
+      expect(l.tipEpoch).toBe(E0);
+      expect(l.pendingBlock!.signers).toHaveLength(2);
+    }
+    expect(a.chain.tipHash.equals(b.chain.tipHash)).toBe(true);
+    // Exact proportional split of 50 coins, relay 3 (nothing proven) left out.
+    expect(a.chain.balances).toEqual(new Map([[fp(1), 3_750_000_000n], [fp(2), 1_250_000_000n]]));
+    const stored = decodeSignedRewardBlock(fs.readFileSync(path.join(nodes[0].dir, 'rewards', 'blocks', blockFileName(0))));
+    expect(stored.signatures).toHaveLength(2);
+    expect(stored.hash.equals(a.chain.tipHash)).toBe(true);
+    expect(await metric(nodes[0], 'bitcloud_reward_height')).toBe(0);
+    expect(await metric(nodes[0], 'bitcloud_reward_minted_units_total')).toBe(5_000_000_000);
+    expect(await metric(nodes[0], 'bitcloud_reward_blocks_total')).toBe(1);
+    const line = nodes[0].logs.find((l) => l.msg === 'reward block appended');
+    expect(line).toMatchObject({ level: 30, height: 0, epoch: E0, minted: '5000000000', allocations: 2, signers: 2 });
+  });
+
+  it('never builds a block for an epoch at or before its tip', async () => {
+    const a = nodes[0].ledger!;
+    const before = a.pendingBlock;
+    a.onConsensus(consensus(E0, [[9, 1]]));
+    expect(a.pendingBlock).toEqual(before);
+  });
+
+  it('a third authority started later catches up from the others', async () => {
+    const c = startLedger(nodes[2]);
+    expect(c.height).toBe(-1);
+    await rounds(1);
+    expect(c.height).toBe(0);
+    expect(c.chain.tipHash.equals(nodes[0].ledger!.chain.tipHash)).toBe(true);
+    expect(fs.existsSync(path.join(nodes[2].dir, 'rewards', 'blocks', blockFileName(0)))).toBe(true);
+  });
+
+  it('all three sign the next block; the stored block keeps late signatures', async () => {
+    const info = consensus(E0 + 1, [[1, 10], [4, 20], [5, 30]]);
+    for (const n of nodes) n.ledger!.onConsensus(info);
+    await rounds();
+    for (const n of nodes) {
+      expect(n.ledger!.height).toBe(1);
+      expect(n.ledger!.pendingBlock!.signers).toHaveLength(3);
+      const raw = fs.readFileSync(path.join(n.dir, 'rewards', 'blocks', blockFileName(1)));
+      expect(decodeSignedRewardBlock(raw).signatures).toHaveLength(3);
+    }
+  });
+
+  it('a client fetches and verifies the chain; every block allocates exactly what it mints', async () => {
+    const r = await fetchRewardChain({ authorities, periodSeconds: P });
+    expect(r.state.height).toBe(1);
+    expect(r.failures).toEqual([]);
+    for (const b of r.blocks) expect([...b.block.allocations.values()].reduce((x, y) => x + y, 0n)).toBe(b.block.minted);
+    expect(r.state.totalMinted).toBe(10_000_000_000n);
+    // 10:20:30 of 50 coins; the one unit left over goes to the largest remainder (relay 4).
+    expect(r.state.balances.get(fp(1))).toBe(3_750_000_000n + 833_333_333n);
+    expect(r.state.balances.get(fp(4))).toBe(1_666_666_667n);
+    expect(r.blocks[1].signers).toHaveLength(3);
+  });
+
+  it('stores atomically (no temporary files left) and reloads the chain after a restart', async () => {
+    const n = nodes[0];
+    const tip = n.ledger!.chain.tipHash;
+    await n.ledger!.close();
+    const files = fs.readdirSync(path.join(n.dir, 'rewards'), { recursive: true }) as string[];
+    expect(files.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    const again = startLedger(n);
+    expect(again.height).toBe(1);
+    expect(again.chain.tipHash.equals(tip)).toBe(true);
+    expect(again.chain.totalMinted).toBe(10_000_000_000n);
+  });
+
+  it('a bad stored block is set aside (valid prefix kept) and fetched again from the others', async () => {
+    const n = nodes[0];
+    await n.ledger!.close();
+    const file = path.join(n.dir, 'rewards', 'blocks', blockFileName(1));
+    const raw = fs.readFileSync(file);
+    raw[4 + 61 + 32 + 7] ^= 1; // first allocation of block 1, its sum no longer minted
+    fs.writeFileSync(file, raw);
+    const l = startLedger(n);
+    expect(l.height).toBe(0);
+    expect(n.logs.find((x) => x.msg === 'stored reward block does not verify; keeping the valid prefix')).toMatchObject({ level: 50, height: 1, code: 'REWARD_SUM_MISMATCH' });
+    expect(fs.existsSync(`${file}.rejected`)).toBe(true);
+    await rounds(1);
+    expect(l.height).toBe(1);
+    expect(l.chain.tipHash.equals(nodes[1].ledger!.chain.tipHash)).toBe(true);
+  });
+
+  it('a different body at the same height is counted and never merged', async () => {
+    const [a, b] = [nodes[0].ledger!, nodes[1].ledger!];
+    // C is down: its ledger stops answering.
+    await nodes[2].ledger!.close();
+    nodes[2].ledger = null;
+    a.onConsensus(consensus(E0 + 2, [[1, 1]]));
+    b.onConsensus(consensus(E0 + 2, [[1, 2], [2, 1]]));
+    await rounds(2);
+    expect(a.height).toBe(1);
+    expect(b.height).toBe(1);
+    expect(a.pendingBlock!.signers).toEqual([nodes[0].signer.identity.toString('hex')]);
+    const m = await nodes[0].reg.getSingleMetric('bitcloud_reward_signatures_total')!.get();
+    expect(m.values.find((v) => v.labels.result === 'body_mismatch')?.value ?? 0).toBeGreaterThan(0);
+    expect(nodes[0].logs.some((x) => x.msg === 'authority holds a different reward block')).toBe(true);
+  });
+
+  it('signs at most one body per height, also across a restart (pending.blk)', async () => {
+    const n = nodes[0];
+    n.ledger!.onConsensus(consensus(E0 + 3, [[1, 5]]));
+    expect(n.ledger!.pendingBlock).toMatchObject({ height: 2, epoch: E0 + 2 });
+    await n.ledger!.close();
+    const again = startLedger(n);
+    expect(again.pendingBlock).toMatchObject({ height: 2, epoch: E0 + 2, published: false });
+    again.onConsensus(consensus(E0 + 3, [[1, 5]]));
+    expect(again.pendingBlock).toMatchObject({ height: 2, epoch: E0 + 2 });
+  });
+
+  it('serves 404 REWARD_NOT_AVAILABLE when nothing is pending, and an empty bundle as 200 with zero blocks', async () => {
+    const c = nodes[2];
+    const res = await fetch(`http://127.0.0.1:${c.port}${PATHS.rewardsPending}`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ code: 'REWARD_NOT_AVAILABLE' });
+    const bad = await fetch(`http://127.0.0.1:${nodes[0].port}${PATHS.rewards}?from=-1`);
+    expect(bad.status).toBe(400);
+    const beyond = await fetch(`http://127.0.0.1:${nodes[0].port}${PATHS.rewards}?from=99`);
+    expect(beyond.status).toBe(200);
+    const { decodeRewardChainBundle } = await import('../../src/bandwidth/reward-chain');
+    expect(decodeRewardChainBundle(Buffer.from(await beyond.arrayBuffer()))).toMatchObject({ chainLength: 2, blocks: [] });
+  });
+});
