@@ -1,0 +1,206 @@
+// SPEC.md §8.7.3: the client fetches the whole reward chain and refuses it on an altered block, a
+// missing signature or a broken hash link, trying the next source; `bitcloud rewards` prints the
+// verified balances (text and --json) and exits non-zero with the REWARD_* code on a bad chain.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { ed25519FromSeed, ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { buildDescriptor, verifyDescriptor } from '../../src/dir/descriptor';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { PATHS } from '../../src/dir/fetch';
+import { FLAG_BITS } from '../../src/dir/types';
+import { makeSignature, sealEnvelope } from '../../src/wire/envelope';
+import { computeConsensus } from '../../directory/compute';
+import {
+  encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
+} from '../../src/bandwidth/reward-chain';
+import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
+import { rewardsCommand } from '../../src/client/commands/rewards';
+import { CONSENSUS_CACHE_FILE } from '../../src/client/commands/consensus';
+
+const P = 60;
+const NOW = Date.now();
+const PS = Math.floor(NOW / (P * 1000)) * P * 1000;
+const E0 = PS / (P * 1000) - 5;
+const ids = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, 80 + i)));
+const sks = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, 90 + i)));
+const certs = ids.map((id, i) => makeKeyCertificate(id, sks[i].publicKey, NOW - 86_400_000, NOW + 86_400_000));
+const relayKeys = [0, 1, 2].map(() => ed25519Generate());
+const relayFp = relayKeys.map((k) => k.publicKey.toString('hex'));
+
+/** A chain of `n` blocks; `tweak` may change how block h is built or signed. */
+function chain(n: number, tweak: { brokenLinkAt?: number; signersAt?: [number, number[]] } = {}): Buffer[] {
+  const out: Buffer[] = [];
+  let tip: ChainTip | null = null;
+  for (let h = 0; h < n; h++) {
+    const proven = new Map([[relayFp[0], 3 + h], [relayFp[1], 1], [relayFp[2], h]]);
+    const base: ChainTip | null = tip && tweak.brokenLinkAt === h ? { ...tip, hash: Buffer.alloc(32, 7) } : tip;
+    const { block, body, hash } = nextRewardBlock(base, E0 + h, proven);
+    const who = tweak.signersAt?.[0] === h ? tweak.signersAt[1] : [0, 1, 2];
+    out.push(encodeSignedRewardBlock(body, who.map((i) => signRewardBlock(body, ids[i].publicKey, sks[i]))));
+    tip = { height: block.height, hash, epoch: block.epoch };
+  }
+  return out;
+}
+
+/** A server that serves a chain (as an authority would) at GET /bitcloud/rewards?from=H. */
+interface ChainServer { url: string; blocks: Buffer[]; certs: Buffer[]; claim?: number; server: http.Server }
+const servers: ChainServer[] = [];
+async function chainServer(blocks: Buffer[], o: { certs?: Buffer[]; claim?: number } = {}): Promise<ChainServer> {
+  const s: ChainServer = { url: '', blocks, certs: o.certs ?? certs, claim: o.claim, server: null as unknown as http.Server };
+  s.server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
+    const from = Number(url.searchParams.get('from') ?? 0);
+    // One block per response: the client must page through the chain.
+    const body = encodeRewardChainBundle(s.claim ?? s.blocks.length, s.certs, s.blocks.slice(from, from + 1));
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+    res.end(body);
+  });
+  await new Promise<void>((r) => s.server.listen(0, '127.0.0.1', () => r()));
+  s.url = `http://127.0.0.1:${(s.server.address() as { port: number }).port}`;
+  servers.push(s);
+  return s;
+}
+
+let good: ChainServer;
+const authorityList = () => ids.map((k, i) => ({ name: `a${i}`, identity: k.publicKey.toString('hex'), address: good.url.slice('http://'.length) }));
+const authorities = () => parseAuthorityList(authorityList());
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-rewards-client-'));
+
+beforeAll(async () => { good = await chainServer(chain(3)); });
+afterAll(async () => {
+  for (const s of servers) await new Promise<void>((r) => { s.server.close(() => r()); s.server.closeAllConnections(); });
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function failsWith(blocks: Buffer[], code: string, o: { certs?: Buffer[]; claim?: number } = {}): Promise<void> {
+  const bad = await chainServer(blocks, o);
+  await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [bad.url] })).rejects.toMatchObject({ code });
+}
+
+describe('fetchRewardChain (SPEC §8.7.3)', () => {
+  it('fetches page by page and verifies the whole chain; balances are the sums of allocations', async () => {
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P });
+    expect(r.state.height).toBe(2);
+    expect(r.blocks.map((b) => b.block.epoch)).toEqual([E0, E0 + 1, E0 + 2]);
+    let total = 0n;
+    for (const b of r.blocks) {
+      expect([...b.block.allocations.values()].reduce((x, y) => x + y, 0n)).toBe(b.block.minted);
+      total += b.block.minted;
+    }
+    expect(r.state.totalMinted).toBe(total);
+    expect([...r.state.balances.values()].reduce((x, y) => x + y, 0n)).toBe(total);
+  });
+
+  it('an altered block fails: REWARD_BAD_SIGNATURE', async () => {
+    const blocks = chain(3);
+    const b = Buffer.from(blocks[1]);
+    // Swap the amounts of the first two allocations: the sum still matches, the signatures do not.
+    const a0 = 4 + 61 + 32, a1 = a0 + 40;
+    const x = b.readBigUInt64BE(a0), y = b.readBigUInt64BE(a1);
+    expect(x).not.toBe(y);
+    b.writeBigUInt64BE(y, a0);
+    b.writeBigUInt64BE(x, a1);
+    blocks[1] = b;
+    await failsWith(blocks, 'REWARD_BAD_SIGNATURE');
+  });
+
+  it('a missing signature (below the majority of configured authorities) fails: REWARD_TOO_FEW_SIGNATURES', async () => {
+    await failsWith(chain(3, { signersAt: [2, [1]] }), 'REWARD_TOO_FEW_SIGNATURES');
+    // Signatures whose certificates are missing do not count either.
+    await failsWith(chain(3), 'REWARD_TOO_FEW_SIGNATURES', { certs: [certs[0]] });
+  });
+
+  it('a broken hash link fails: REWARD_CHAIN_BROKEN_LINK', async () => {
+    await failsWith(chain(3, { brokenLinkAt: 1 }), 'REWARD_CHAIN_BROKEN_LINK');
+  });
+
+  it('a source that claims blocks it does not send fails: REWARD_MALFORMED', async () => {
+    await failsWith(chain(1), 'REWARD_MALFORMED', { claim: 5 });
+  });
+
+  it('tries the next source after a refused chain, and reports the first REWARD_* code when all fail', async () => {
+    const bad = await chainServer(chain(3, { brokenLinkAt: 2 }));
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [bad.url, good.url] });
+    expect(r.source).toBe(good.url);
+    expect(r.failures).toMatchObject([{ source: bad.url, code: 'REWARD_CHAIN_BROKEN_LINK' }]);
+    await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: ['http://127.0.0.1:1', bad.url], timeoutMs: 2000 }))
+      .rejects.toMatchObject({ code: 'REWARD_CHAIN_BROKEN_LINK' });
+  });
+
+  it('formats coins with 8 decimals', () => {
+    expect(formatCoins(5_000_000_000n)).toBe('50.00000000');
+    expect(formatCoins(1n)).toBe('0.00000001');
+    expect(formatCoins(123_456_789_012n)).toBe('1234.56789012');
+  });
+});
+
+describe('bitcloud rewards', () => {
+  let config = '';
+  beforeAll(() => {
+    // A real consensus, signed by the three authorities, kept in the client's cache (fresh now).
+    const descriptors = relayKeys.map((k, i) => verifyDescriptor(buildDescriptor({
+      identity: k, onionKey: x25519Generate().publicKey, nickname: `relay${i}`, address: `10.0.0.${i + 1}`, orPort: 9000 + i,
+      declaredBandwidth: 1_000_000, exitPolicy: [], family: [], roles: ['relay'], version: 'bitcloud-0.1.0', published: PS - 1000,
+    })));
+    const flags = FLAG_BITS.Running | FLAG_BITS.Valid;
+    const votes = ids.map((id) => ({ authority: id.publicKey, knownFlags: 0x7f, entries: descriptors.map((d) => ({ descriptor: d, flags, measured: 100 })) }));
+    const c = computeConsensus(votes, { totalAuthorities: 3, periodStart: PS, periodSeconds: P, lifetimePeriods: 3 });
+    const env = sealEnvelope(c.body, ids.map((id, i) => makeSignature(c.body, id.publicKey, sks[i])), certs);
+    const dataDir = path.join(tmp, 'client');
+    fs.mkdirSync(dataDir, { recursive: true });
+    fs.writeFileSync(path.join(dataDir, CONSENSUS_CACHE_FILE), env);
+    config = path.join(tmp, 'client.json');
+    fs.writeFileSync(config, JSON.stringify({ authorities: authorityList(), dataDir }));
+  });
+
+  const run = async (o: Parameters<typeof rewardsCommand>[0]) => {
+    const out: string[] = [], errs: string[] = [];
+    const code = await rewardsCommand(o, { out: (s) => out.push(s), err: (s) => errs.push(s) });
+    return { code, out: out.join('\n'), err: errs.join('\n') };
+  };
+
+  it('--json prints height, tip, total minted and balances sorted by balance, with nicknames', async () => {
+    const r = await run({ config, json: true });
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j).toMatchObject({ ok: true, source: good.url, authorities: 3, threshold: 2, blocks: 3, height: 2, tipEpoch: E0 + 2, periodSeconds: P });
+    expect(j.tipEpochStart).toBe(new Date((E0 + 2) * P * 1000).toISOString());
+    expect(j.totalMinted).toEqual({ units: '15000000000', coins: '150.00000000' });
+    expect(j.balances.map((b: { nickname: string }) => b.nickname)).toEqual(['relay0', 'relay1', 'relay2']);
+    const units = j.balances.map((b: { units: string }) => BigInt(b.units));
+    expect(units.reduce((x: bigint, y: bigint) => x + y, 0n)).toBe(15_000_000_000n);
+    expect([...units].sort((a: bigint, b: bigint) => (a > b ? -1 : 1))).toEqual(units);
+  });
+
+  it('--relay shows one relay and its per-block allocations (text and JSON)', async () => {
+    const j = JSON.parse((await run({ config, json: true, relay: 'relay2' })).out);
+    // Relay 2 proved nothing at height 0, so it has allocations from blocks 1 and 2 only.
+    expect(j.relay).toMatchObject({ fingerprint: relayFp[2], nickname: 'relay2' });
+    expect(j.relay.allocations.map((a: { height: number }) => a.height)).toEqual([1, 2]);
+    const t = await run({ config, relay: relayFp[2] });
+    expect(t.code).toBe(0);
+    expect(t.out).toContain('reward chain: 3 blocks (height 2)');
+    expect(t.out).toContain(`relay relay2 ${relayFp[2]}`);
+    expect(t.out).toMatch(/balance: \d+\.\d{8} coins \(\d+ units\) from 2 blocks/);
+  });
+
+  it('prints a table of balances', async () => {
+    const t = await run({ config });
+    expect(t.out).toContain('total minted: 150.00000000 coins (15000000000 units)');
+    expect(t.out).toMatch(/nickname\s+fingerprint\s+coins\s+units/);
+    expect(t.out).toContain(relayFp[0].slice(0, 16));
+  });
+
+  it('exits non-zero with the REWARD_* code when no source gives a chain that verifies', async () => {
+    const bad = await chainServer(chain(3, { signersAt: [0, [2]] }));
+    const r = await run({ config, json: true, from: [bad.url] });
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, code: 'REWARD_TOO_FEW_SIGNATURES' });
+    expect(r.err).toContain('REWARD_TOO_FEW_SIGNATURES');
+  });
+});
