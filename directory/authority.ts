@@ -39,6 +39,8 @@ export interface AuthorityDeps {
   bandwidth?: BandwidthSource;
   reachabilityTest?: ReachabilityTester;
   now?: () => number;
+  /** The reward ledger (directory/rewards.ts, SPEC.md §8.7): told of each newly published consensus, ticked with the schedule. */
+  rewards?: { onConsensus(info: VerifiedConsensus): void; tick(): void };
 }
 
 interface Pending {
@@ -139,6 +141,7 @@ export class Authority {
     const ps = periodStartOf(now, this.cfg.periodSeconds);
     const t = now - ps;
     try {
+      this.deps.rewards?.tick();
       if (!this.ownVote || this.ownVote.periodStart !== ps) {
         // After a restart, vote only once the relays loaded from disk were tested (or at P/4
         // at the latest): otherwise the first vote would list none of them.
@@ -298,6 +301,7 @@ export class Authority {
     this.current = { info, served: new ServedDocument(raw, now) };
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
+    if (first) this.deps.rewards?.onConsensus(info);
     this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
   }
 

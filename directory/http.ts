@@ -5,6 +5,8 @@
 //   GET  /bitcloud/vote/current[?period=] this authority's vote for the current period
 //   GET  /bitcloud/keys/certificate       this authority's key certificate
 //   GET  /bitcloud/status                 JSON status
+//   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.4)
+//   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /                                HTML status page
@@ -25,8 +27,9 @@ import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson } from './status-page';
+import { serveRewards, type RewardLedger } from './rewards';
 
-export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger): http.Server {
+export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
   // Policies have their own budget: descriptor traffic from a shared address cannot starve them.
@@ -96,6 +99,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       return ['policy', 200];
     }
     if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
+    const rw = await serveRewards(rewards, req, res, url);
+    if (rw) return rw;
     switch (p) {
       case PATHS.consensus:
         return ['consensus', serveDocument(req, res, a.published?.served ?? null, 'CONSENSUS_NOT_AVAILABLE', 'no consensus has been published yet')];

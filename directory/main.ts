@@ -9,6 +9,7 @@ import { loadAuthorityConfig } from './config';
 import { createAuthorityServer } from './http';
 import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
 import { createAuthorityMetrics } from './metrics';
+import { RewardLedger } from './rewards';
 
 export interface RunOptions { config: string; dataDir?: string; period?: number; logLevel?: string }
 
@@ -33,19 +34,23 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
       return c ? { validAfter: c.validAfter, relays: c.relays.length, signatures: c.signers.length } : null;
     },
   });
-  authority = new Authority({ config: cfg, signer, log, metrics });
-  const server = createAuthorityServer(authority, reg, metrics, log);
+  const rewards = new RewardLedger({ dataDir: cfg.dataDir, signer, authorities: cfg.authorities, periodSeconds: cfg.periodSeconds, skewMs: cfg.clockSkewSeconds * 1000, log, registry: reg });
+  rewards.load();
+  authority = new Authority({ config: cfg, signer, log, metrics, rewards });
+  const server = createAuthorityServer(authority, reg, metrics, log, rewards);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code ?? e.message}`)));
     server.listen(cfg.listen.port, cfg.listen.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
   authority.start();
+  if (authority.published) rewards.onConsensus(authority.published.info);
   log.info({ identity: fp, host: cfg.listen.host, port, periodSeconds: cfg.periodSeconds, authorities: cfg.authorities.length }, 'authority listening');
 
   const a = authority;
   const stop = async () => {
     await a.stop();
+    await rewards.close();
     await closeServer(server);
   };
   return { stop, port, log };
