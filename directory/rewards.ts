@@ -109,6 +109,7 @@ export class RewardLedger {
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
     };
+    for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
     const self = this;
     new prom.Gauge({ name: 'bitcloud_reward_height', help: 'Height of the reward chain tip (-1: empty)', registers: [reg], collect() { this.set(self.state.height); } });
   }
