@@ -91,6 +91,7 @@ export class RewardLedger {
   private exchanging = false;
   private catchingUp = false;
   private nextCatchUp = 0;
+  private lastCatchUp = -Infinity;
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
@@ -170,8 +171,10 @@ export class RewardLedger {
     const p = this.pending;
     if (p && p.sigs.size < this.o.authorities.length && !this.exchanging) this.track(this.exchange(p));
     const now = this.now();
-    if (!this.catchingUp && (this.wantCatchUp || now >= this.nextCatchUp)) {
+    // Periodically, and sooner (at most once a second) when an exchange showed we may be behind.
+    if (!this.catchingUp && ((this.wantCatchUp && now >= this.lastCatchUp + 1000) || now >= this.nextCatchUp)) {
       this.wantCatchUp = false;
+      this.lastCatchUp = now;
       this.nextCatchUp = now + Math.max(1000, this.o.periodSeconds * 500);
       this.track(this.catchUp());
     }
