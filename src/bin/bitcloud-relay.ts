@@ -2,6 +2,8 @@
 // reach a daemon folder: it only parses flags and calls the daemon's main.
 import { makeCli } from '../ops/cli';
 import { runRelay } from '../../relay/main';
+import { loadRelayConfig } from '../../relay/config';
+import { nodeStatusCommand } from '../client/commands/node-status';
 
 await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor, answers links, mirrors the consensus.')
   .command('run', 'Run the relay (keys are created in the data directory on first start).', (y) => y
@@ -13,5 +15,14 @@ await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor
     .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
   async (a) => {
     await runRelay({ config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], dirPort: a['dir-port'], nickname: a.nickname, logLevel: a['log-level'] });
+  })
+  .command('status', "Show this relay's countersigned cells, what the authorities proved, and its cloudcoin earnings.", (y) => y
+    .option('config', { type: 'string', demandOption: true, describe: 'The relay\'s JSON config file' })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+    .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output' })
+    .option('recent', { type: 'number', default: 10, describe: 'Epochs and blocks to list' }),
+  async (a) => {
+    const cfg = loadRelayConfig(a.config, { dataDir: a['data-dir'] });
+    process.exitCode = await nodeStatusCommand({ kind: 'relay', dataDir: cfg.dataDir, authorities: cfg.authorities, json: a.json, recent: a.recent });
   })
   .parseAsync();

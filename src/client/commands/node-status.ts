@@ -1,0 +1,145 @@
+// `bitcloud-relay status` / `bitcloud-storage status` (issue 5: "shows the operator their proven
+// bandwidth and earnings"). Read-only, run beside the daemon on the operator's machine:
+//   - what peers countersigned, per epoch, from <dataDir>/bandwidth.json (SPEC.md §8.10);
+//   - what the authorities proved: the node's entry in a verified consensus (weight, proven cells
+//     of the consensus's proven epoch, SPEC.md §8.6);
+//   - what it earned: its balance and allocations in the whole verified reward chain (§8.7.3).
+// Each part is reported on its own: an unreachable authority does not hide the local counts.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { errorCode } from '../../errors';
+import type { AuthorityInfo } from '../../dir/authorities';
+import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
+import type { VerifiedConsensus } from '../../dir/types';
+import { fingerprint, loadEd25519Secret, IDENTITY_KEY_FILE } from '../../crypto/keys';
+import { CELL_LEN } from '../../wire/cell';
+import { fetchRewardChain, formatCoins } from '../rewards';
+import type { Output } from './consensus';
+
+export interface NodeStatusOptions {
+  /** 'relay' or 'storage node', for the text. */
+  kind: string;
+  dataDir: string;
+  authorities: readonly AuthorityInfo[];
+  json?: boolean;
+  /** How many recent epochs and allocations to print (text). */
+  recent?: number;
+  timeoutMs?: number;
+}
+
+interface EpochLine {
+  epoch: number; receipts: number; cellsSent: number; cellsReceived: number; peers: number;
+  uploaded?: Record<string, number>; refused?: Record<string, number>; pending?: number; expired?: number;
+}
+interface BandwidthFile { identity?: string; periodSeconds?: number | null; epochs?: EpochLine[]; disagreements?: Record<string, number> }
+
+const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
+const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
+
+export interface NodeStatusView {
+  ok: boolean;
+  fingerprint: string | null;
+  countersigned: { file: string; available: boolean; periodSeconds: number | null; epochs: EpochLine[]; totalCells: number; disagreements: Record<string, number> };
+  consensus: { available: boolean; error?: string; validAfter?: string; listed?: boolean; nickname?: string; flags?: string[]; weightKBps?: number; provenEpoch?: number | null; provenCells?: number; provenKBps?: number };
+  rewards: { available: boolean; error?: string; height?: number; blocks?: number; balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[] };
+}
+
+async function readBandwidth(file: string): Promise<BandwidthFile | null> {
+  try { return JSON.parse(await fs.readFile(file, 'utf8')) as BandwidthFile; } catch { return null; }
+}
+
+/** Builds the status view; never throws for a missing part (each part says whether it is available). */
+export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> {
+  const file = path.join(o.dataDir, 'bandwidth.json');
+  const bw = await readBandwidth(file);
+  let fp: string | null = bw?.identity && /^[0-9a-f]{64}$/.test(bw.identity) ? bw.identity : null;
+  if (!fp) {
+    try { fp = fingerprint((await loadEd25519Secret(path.join(o.dataDir, IDENTITY_KEY_FILE))).publicKey); } catch { fp = null; }
+  }
+  const epochs = (bw?.epochs ?? []).map((e) => ({ ...e }));
+  const view: NodeStatusView = {
+    ok: fp !== null,
+    fingerprint: fp,
+    countersigned: {
+      file, available: bw !== null, periodSeconds: bw?.periodSeconds ?? null, epochs,
+      totalCells: epochs.reduce((s, e) => s + e.cellsSent + e.cellsReceived, 0), disagreements: bw?.disagreements ?? {},
+    },
+    consensus: { available: false },
+    rewards: { available: false },
+  };
+  if (!fp) return view;
+
+  let consensus: VerifiedConsensus | null = null;
+  try {
+    const r = await fetchVerifiedConsensus(o.authorities.map((a) => a.url), o.authorities, { timeoutMs: o.timeoutMs ?? 10_000 });
+    consensus = r.consensus;
+    if (!consensus) throw new Error(r.failures.map((f) => `${f.source}: ${f.reason}`).join('; ') || 'no consensus');
+    const me = consensus.relays.find((r) => r.fingerprint === fp);
+    // Fields of consensus method 2 (SPEC.md §6.7): read defensively so an older consensus still shows.
+    const provenEpoch = (consensus as { provenEpoch?: number | null }).provenEpoch ?? null;
+    const provenCells = (me as { proven?: number } | undefined)?.proven ?? 0;
+    view.consensus = {
+      available: true, validAfter: new Date(consensus.validAfter).toISOString(), listed: me !== undefined,
+      ...(me ? { nickname: me.nickname, flags: [...me.flags].sort(), weightKBps: me.weight } : {}),
+      provenEpoch, provenCells,
+      provenKBps: Math.floor(provenCells * CELL_LEN / consensus.periodSeconds / 1000),
+    };
+  } catch (e) {
+    view.consensus = { available: false, error: `${errorCode(e)}: ${(e as Error).message}` };
+  }
+
+  if (consensus) {
+    try {
+      const chain = await fetchRewardChain({ authorities: o.authorities, periodSeconds: consensus.periodSeconds, timeoutMs: o.timeoutMs });
+      const allocations = chain.blocks
+        .filter((b) => b.block.allocations.has(fp!))
+        .map((b) => ({ height: b.block.height, epoch: b.block.epoch, ...amount(b.block.allocations.get(fp!)!), blockMinted: b.block.minted.toString() }));
+      view.rewards = {
+        available: true, height: chain.state.height, blocks: chain.blocks.length,
+        balance: amount(chain.state.balances.get(fp) ?? 0n), allocations,
+      };
+    } catch (e) {
+      view.rewards = { available: false, error: `${errorCode(e)}: ${(e as Error).message}` };
+    }
+  }
+  return view;
+}
+
+function printText(v: NodeStatusView, kind: string, recent: number, io: Output): void {
+  const c = v.consensus;
+  io.out(`${kind} ${c.nickname ?? ''} ${v.fingerprint}`.replace(/\s+/g, ' ').trim());
+  if (!c.available) io.out(`consensus: not available (${c.error})`);
+  else if (!c.listed) io.out(`consensus of ${c.validAfter}: not listed`);
+  else {
+    io.out(`consensus of ${c.validAfter}: listed, flags ${c.flags!.join(' ')}, weight ${c.weightKBps} KB/s`);
+    if (c.provenEpoch === null) io.out('proven by the authorities: no measured epoch in this consensus yet');
+    else io.out(`proven by the authorities for epoch ${c.provenEpoch}: ${c.provenCells} cells (${c.provenKBps} KB/s)`);
+  }
+  const s = v.countersigned;
+  if (!s.available) io.out(`countersigned by peers: ${s.file} not written yet (the node writes it at each epoch boundary)`);
+  else {
+    io.out(`countersigned by peers (before the authorities' bounds): ${s.totalCells} cells over ${s.epochs.length} epochs`);
+    io.out('  epoch        receipts  peers  cells sent  cells received  uploaded  pending');
+    for (const e of s.epochs.slice(-recent)) {
+      const up = Object.values(e.uploaded ?? {});
+      io.out(`  ${String(e.epoch).padEnd(12)} ${String(e.receipts).padStart(8)}  ${String(e.peers).padStart(5)}  ${String(e.cellsSent).padStart(10)}  ${String(e.cellsReceived).padStart(14)}  ${String(up.length ? Math.min(...up) : 0).padStart(8)}  ${String(e.pending ?? 0).padStart(7)}`);
+    }
+    const dis = Object.entries(s.disagreements).filter(([, n]) => n > 0);
+    io.out(`disagreements: ${dis.length ? dis.map(([r, n]) => `${r} ${n}`).join(', ') : 'none'}`);
+  }
+  const r = v.rewards;
+  if (!r.available) io.out(`earnings: not available (${r.error ?? 'no consensus'})`);
+  else {
+    io.out(`earnings: ${r.balance!.coins} coins (${r.balance!.units} units) from ${r.allocations!.length} of ${r.blocks} blocks (chain height ${r.height})`);
+    for (const a of r.allocations!.slice(-recent)) io.out(`  block ${a.height} (epoch ${a.epoch}): +${a.coins} coins of ${formatCoins(BigInt(a.blockMinted))}`);
+  }
+}
+
+/** Prints the status; exit code 0 when the node's identity is known, 1 otherwise. */
+export async function nodeStatusCommand(o: NodeStatusOptions, io: Output = stdio): Promise<number> {
+  const v = await nodeStatus(o);
+  if (o.json) io.out(JSON.stringify(v, null, 2));
+  else if (!v.fingerprint) io.err(`bitcloud: no identity key in ${o.dataDir} (has the ${o.kind} run yet?)`);
+  else printText(v, o.kind, o.recent ?? 10, io);
+  return v.ok ? 0 : 1;
+}
