@@ -8,7 +8,7 @@ import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
 import { majorityOf } from '../src/dir/authorities';
 import { ALL_FLAGS, FLAG_BITS } from '../src/dir/types';
 import type { VerifiedDescriptor } from '../src/dir/descriptor';
-import type { VoteInput, VoteInputEntry } from './vote';
+import { provenEpochFor, type VoteInput, type VoteInputEntry } from './vote';
 
 export const CONSENSUS_METHOD = 1;
 
@@ -38,7 +38,10 @@ export interface ComputedConsensus {
  *  - a relay is listed iff more than half of ALL configured authorities list it;
  *  - its descriptor is the newest one among the votes (ties: lowest descriptor digest);
  *  - flag F is set iff more than half of the listing votes that declare F in known_flags assign F;
- *  - weight is the low median of the listing votes' measured values.
+ *  - weight is the low median of the listing votes' measured values;
+ *  - SPEC.md §8.6: proven_epoch = k − 2 (k = periodStart / P) when at least one listing vote
+ *    measured that epoch, and each relay's proven = low median over its listing votes (a vote that
+ *    measured another epoch, or nothing, counts 0); otherwise proven_epoch = 0 and no column.
  */
 export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
   const need = majorityOf(p.totalAuthorities);
@@ -50,19 +53,22 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
   const used = [...byAuthority.values()];
 
   // Group entries by relay identity. Entries of each vote are distinct by identity.
-  const groups = new Map<string, { entry: VoteInputEntry; known: number }[]>();
+  const wantEpoch = provenEpochFor(p.periodStart, p.periodSeconds);
+  const groups = new Map<string, { entry: VoteInputEntry; known: number; measures: boolean }[]>();
   for (const v of used) {
+    const measures = wantEpoch > 0 && v.provenEpoch === wantEpoch;
     for (const e of v.entries) {
       const k = e.descriptor.fingerprint;
       let g = groups.get(k);
       if (!g) groups.set(k, (g = []));
-      g.push({ entry: e, known: v.knownFlags });
+      g.push({ entry: e, known: v.knownFlags, measures });
     }
   }
   // Lowercase hex sorts exactly as the bytes do.
   const listed = [...groups.keys()].filter((k) => groups.get(k)!.length >= need).sort();
 
   const n = listed.length;
+  const provenEpoch = listed.some((k) => groups.get(k)!.some((x) => x.measures)) ? wantEpoch : 0;
   const m: ConsensusMsg = {
     method: CONSENSUS_METHOD,
     freshUntil: p.periodStart + p.periodSeconds * 1000,
@@ -72,6 +78,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     identities: Buffer.alloc(n * 32), onionKeys: Buffer.alloc(n * 32), addresses: Buffer.alloc(n * 4),
     orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
     policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
+    provenEpoch, proven: [],
   };
   // Tables in order of first use while walking relays by identity: deterministic.
   const policyIdx = new Map<string, number>();
@@ -97,6 +104,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     m.nicknames.push(d.nickname);
     m.flags.push(flagVote(g));
     m.weights.push(lowMedian(g.map((x) => x.entry.measured)));
+    if (provenEpoch) m.proven!.push(lowMedian(g.map((x) => (x.measures ? x.entry.proven ?? 0 : 0))));
 
     const polKey = d.exitPolicy.join('\n');
     let pol = canonicalPolicy.get(polKey);

@@ -15,12 +15,16 @@ export interface VoteInput {
   authority: Buffer;
   knownFlags: number;
   entries: VoteInputEntry[];
+  /** SPEC.md §6.5/§8.5: the epoch the entries' `proven` values measure; 0 or absent = no measurement. */
+  provenEpoch?: number;
 }
 export interface VoteInputEntry {
   descriptor: VerifiedDescriptor;
   flags: number;
   /** Kilobytes per second. */
   measured: number;
+  /** Proven cells in the vote's provenEpoch (absent = 0). */
+  proven?: number;
 }
 
 export interface VerifiedVote extends VoteInput {
@@ -39,15 +43,24 @@ export interface Signer {
   certificate: Buffer;
 }
 
-/** Sign a vote for the period starting at `periodStart` (ms). Entries are sorted here. */
+/** The epoch a vote (or consensus) for the period starting at `periodStart` measures: k − 2 (SPEC.md §8.5). */
+export function provenEpochFor(periodStart: number, periodSeconds: number): number {
+  return Math.floor(periodStart / (periodSeconds * 1000)) - 2;
+}
+
+/**
+ * Sign a vote for the period starting at `periodStart` (ms). Entries are sorted here.
+ * `provenEpoch` (0 = none) must be provenEpochFor(periodStart, periodSeconds) when given.
+ */
 export function buildVote(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
-  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number }[],
+  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number }[],
+  provenEpoch = 0,
 ): Buffer {
   const sorted = [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity));
   const content = encodeVote({
-    authority: signer.identity, periodSeconds, knownFlags,
-    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured })),
+    authority: signer.identity, periodSeconds, knownFlags, provenEpoch,
+    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0 })),
   });
   const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
   return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
@@ -75,6 +88,10 @@ export function verifyVote(
     .find((c) => c && c.identity.equals(v.authority) && c.signingKey.equals(sig.key!));
   if (!cert) throw err('DOC_WRONG_SIGNER', 'vote signing key has no valid certificate from the authority');
   if (!verifyBodySignature(doc.body, sig.signature, cert.signingKey)) throw err('DOC_BAD_SIGNATURE', 'vote signature does not verify');
+  const provenEpoch = v.provenEpoch ?? 0;
+  if (provenEpoch !== 0 && provenEpoch !== provenEpochFor(expect.periodStart, expect.periodSeconds)) {
+    throw err('VOTE_MALFORMED', `vote measures epoch ${provenEpoch}; a vote for this period measures ${provenEpochFor(expect.periodStart, expect.periodSeconds)} (or nothing)`);
+  }
   const entries: VoteInputEntry[] = [];
   let prev: Buffer | null = null;
   for (const [i, e] of v.entries.entries()) {
@@ -86,10 +103,10 @@ export function verifyVote(
     }
     if (prev && Buffer.compare(prev, d.identity) >= 0) throw err('VOTE_MALFORMED', 'vote entries are not sorted by identity or repeat');
     prev = d.identity;
-    entries.push({ descriptor: d, flags: e.flags, measured: e.measured });
+    entries.push({ descriptor: d, flags: e.flags, measured: e.measured, proven: e.proven ?? 0 });
   }
   return {
-    authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries,
+    authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries, provenEpoch,
     periodStart: doc.validAfter, periodSeconds: v.periodSeconds, digest: doc.digest, raw: doc.raw,
   };
 }

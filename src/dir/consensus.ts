@@ -58,6 +58,12 @@ export class UncheckedConsensus {
     if (!(msg.freshUntil > doc.validAfter && msg.freshUntil <= doc.validUntil)) {
       throw err('DOC_MALFORMED', 'consensus fresh_until is outside its validity window', { field: 'consensus.fresh_until' });
     }
+    // SPEC.md §6.7.2: a consensus carries the measurements of the epoch whose upload window
+    // closed when its period began (§8.5), and of no other.
+    const pe = msg.provenEpoch ?? 0;
+    if (pe !== 0 && pe * msg.periodSeconds * 1000 !== doc.validAfter - 2 * msg.periodSeconds * 1000) {
+      throw err('DOC_MALFORMED', `consensus proven_epoch ${pe} is not valid_after / period − 2`, { field: 'consensus.proven_epoch' });
+    }
     return new UncheckedConsensus(doc, msg);
   }
 
@@ -105,6 +111,8 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
   const flagsOf = (mask: number) => { let f = flagSets.get(mask); if (!f) flagSets.set(mask, (f = flagsFromMask(mask))); return f; };
   const rolesOf = (mask: number) => { let r = roleLists.get(mask); if (!r) roleLists.set(mask, (r = Object.freeze(rolesFromMask(mask)))); return r; };
   const relays: ConsensusRelay[] = new Array(n);
+  const provenEpoch = m.provenEpoch ? m.provenEpoch : null;
+  const proven = provenEpoch !== null && m.proven && m.proven.length === n ? m.proven : null;
   let prev: Buffer | null = null;
   for (let i = 0; i < n; i++) {
     const identity = m.identities.subarray(i * 32, i * 32 + 32);
@@ -129,6 +137,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
       moderators,
       unmoderated: moderators.length === 0,
       version: m.versions[m.versionIndex[i]],
+      proven: proven ? proven[i] : 0,
     };
   }
   return {
@@ -136,6 +145,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
     freshUntil: m.freshUntil,
     validUntil: d.validUntil,
     periodSeconds: m.periodSeconds,
+    provenEpoch,
     relays,
     signers,
     voters: m.voters.map(fingerprint),

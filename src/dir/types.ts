@@ -69,6 +69,11 @@ export interface ConsensusRelay {
   /** True when the node subscribes to no moderator (SPEC.md §9: encrypted content only). */
   unmoderated: boolean;
   version: string;
+  /**
+   * SPEC.md §8.6: proven cells of this relay in the consensus's `provenEpoch` (the low median of
+   * the listing votes' measurements); 0 when the consensus carries no measurement.
+   */
+  proven: number;
 }
 
 declare const verifiedBrand: unique symbol;
@@ -85,6 +90,11 @@ export interface VerifiedConsensus {
   freshUntil: number;
   validUntil: number;
   periodSeconds: number;
+  /**
+   * SPEC.md §8.6: the epoch whose proven values `relays[i].proven` carry (valid_after / (P·1000) − 2),
+   * or null when this consensus carries no measurement (older consensuses included).
+   */
+  provenEpoch: number | null;
   relays: ConsensusRelay[];
   /** Fingerprints of the authorities whose signatures verified, sorted. */
   signers: string[];

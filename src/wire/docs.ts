@@ -53,8 +53,10 @@ export interface RelayDescriptorMsg {
   orPort: number; dirPort: number; storagePort: number; declaredBandwidth: number;
   exitPolicy: string[]; family: Buffer[]; roles: number; moderators: Buffer[]; version: string;
 }
-export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number }
-export interface VoteMsg { authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[] }
+/** `proven`: SPEC.md §8.5 proven cells in the vote's proven epoch (absent = 0). */
+export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number; proven?: number }
+/** `provenEpoch`: the epoch the entries' `proven` values measure; 0 (or absent) = no measurement. */
+export interface VoteMsg { authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[]; provenEpoch?: number }
 export interface ConsensusMsg {
   method: number; freshUntil: number; periodSeconds: number; voters: Buffer[];
   policies: string[][]; keyLists: Buffer[][]; versions: string[];
@@ -62,6 +64,10 @@ export interface ConsensusMsg {
   orPorts: number[]; dirPorts: number[]; storagePorts: number[]; flags: number[]; roles: number[];
   weights: number[]; policyIndex: number[]; familyIndex: number[]; moderatorIndex: number[];
   versionIndex: number[]; nicknames: string[];
+  /** SPEC.md §8.6: 0 (or absent) = no measurement; then `proven` is empty. Decoders always set both. */
+  provenEpoch?: number;
+  /** Proven cells per relay for provenEpoch: empty when provenEpoch is 0, else exactly n entries. */
+  proven?: number[];
 }
 export interface DetachedSignaturesMsg { digest: Buffer; signatures: SignatureMsg[]; certificates: Buffer[] }
 
@@ -213,23 +219,32 @@ export function encodeVote(v: VoteMsg): Buffer {
 }
 export function decodeVote(buf: Uint8Array): VoteMsg {
   const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote');
-  return {
+  const provenEpoch = num(m.provenEpoch, 'vote.proven_epoch');
+  const out: VoteMsg = {
     authority: key32(m.authority, 'vote.authority'),
     periodSeconds: num(m.periodSeconds, 'vote.period_seconds', 1, 0xffff_ffff),
     knownFlags: num(m.knownFlags, 'vote.known_flags', 0, 0x7f),
     entries: list(m.entries, 'vote.entries', LIMITS.voteEntriesMax, (x, f) => {
       const e = x as Record<string, unknown>;
+      // SPEC.md §6.5: a vote without a measurement (proven_epoch = 0) has no proven values.
+      const proven = num(e.proven, `${f}.proven`, 0, provenEpoch === 0 ? 0 : Number.MAX_SAFE_INTEGER);
       return {
         descriptor: bytes(e.descriptor, `${f}.descriptor`, undefined, LIMITS.descriptorBytes),
         flags: num(e.flags, `${f}.flags`, 0, 0x7f),
         measured: num(e.measured, `${f}.measured`, 0, 0xffff_ffff),
+        proven,
       };
     }),
+    provenEpoch,
   };
+  return out;
 }
 
 // ---- consensus ----
 export function encodeConsensus(c: ConsensusMsg): Buffer {
+  if ((c.provenEpoch ?? 0) === 0 ? (c.proven?.length ?? 0) !== 0 : c.proven?.length !== c.identities.length / KEY_BYTES) {
+    bad('consensus.proven', 'must be empty without a proven epoch, else one entry per relay');
+  }
   return encode(T.Consensus, {
     ...c,
     policies: c.policies.map((rules) => omitDefaults({ rules })),
@@ -281,7 +296,18 @@ export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
     moderatorIndex: col(m.moderatorIndex, 'consensus.moderator_index', Math.max(0, keyLists.length - 1)),
     versionIndex: col(m.versionIndex, 'consensus.version_index', Math.max(0, versions.length - 1)),
     nicknames: list(m.nicknames, 'consensus.nicknames', n, (x, f) => str(x, f, LIMITS.nicknameMax, NICKNAME)),
+    provenEpoch: num(m.provenEpoch, 'consensus.proven_epoch'),
+    proven: [],
   };
+  // SPEC.md §6.7.2: `proven` is empty without a proven epoch, else one entry per relay. uint64
+  // values may arrive as Long objects: each goes through `num` (0..2^53-1).
+  const provenRaw = m.proven == null ? [] : m.proven;
+  if (!Array.isArray(provenRaw)) bad('consensus.proven', 'not a list');
+  const wantProven = out.provenEpoch === 0 ? 0 : n;
+  if (provenRaw.length !== wantProven) bad('consensus.proven', `has ${provenRaw.length} entries, expected ${wantProven} (proven_epoch ${out.provenEpoch}, ${n} relays)`);
+  const proven = new Array<number>(wantProven);
+  for (let i = 0; i < wantProven; i++) proven[i] = num(provenRaw[i], `consensus.proven[${i}]`);
+  out.proven = proven;
   if (out.nicknames.length !== n) bad('consensus.nicknames', `has ${out.nicknames.length} entries for ${n} relays`);
   if (n > 0 && (policies.length === 0 || keyLists.length === 0 || versions.length === 0)) bad('consensus', 'a table referenced by relays is empty');
   return out;
