@@ -21,7 +21,8 @@ import { httpRequest, errorBodyReason, PATHS } from '../src/dir/fetch';
 import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { AuthorityConfig } from './config';
-import { cappedDeclaredSource, type BandwidthSource } from './bandwidth';
+import type { BandwidthSource } from './bandwidth';
+import { BandwidthMeasurement } from './measurement';
 import { computeConsensus, type ComputedConsensus } from './compute';
 import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
@@ -61,7 +62,10 @@ export class Authority {
   private readonly cfg: AuthorityConfig;
   private readonly self: string;
   private readonly reach: ReachabilityQueue;
-  private readonly bandwidth: BandwidthSource;
+  /** Injected by tests; otherwise the measurement's source (SPEC.md §6.6 with §8.5 proofs). */
+  private readonly bandwidth: BandwidthSource | undefined;
+  /** SPEC.md §8.4–8.5: receipt intake (POST /bitcloud/receipts) and measurement at vote time. */
+  readonly measurement: BandwidthMeasurement;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly m: AuthorityMetrics;
@@ -84,8 +88,13 @@ export class Authority {
     this.log = deps.log;
     this.m = deps.metrics;
     this.now = deps.now ?? Date.now;
-    this.bandwidth = deps.bandwidth ?? cappedDeclaredSource(deps.config.unmeasuredCapKBps);
+    this.bandwidth = deps.bandwidth;
     this.store = new DescriptorStore(deps.config.dataDir);
+    this.measurement = new BandwidthMeasurement({
+      dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
+      skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
+      declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
+    });
     this.reach = new ReachabilityQueue(deps.reachabilityTest ?? linkReachabilityTest, (d, r) => {
       this.store.recordTest(d.fingerprint, r.ok, this.now(), r.ok ? undefined : r.code);
       this.m.reachability.labels(r.ok ? 'ok' : r.code).inc();
@@ -107,7 +116,8 @@ export class Authority {
     const loaded = this.store.load(now);
     for (const r of this.store.all()) this.reach.enqueue(r.descriptor);
     this.loadPublished(now);
-    this.log.info({ descriptors: loaded, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    const kept = this.measurement.load();
+    this.log.info({ descriptors: loaded, ...kept, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();
@@ -166,19 +176,23 @@ export class Authority {
     if (this.storeDirty) { this.storeDirty = false; void this.store.save().catch((e) => this.log.warn({ err: e.message }, 'saving descriptors failed')); }
     const skew = this.skewMs;
     const running = this.store.all().filter((r) => r.reachable && r.descriptor.expires >= ps && r.descriptor.published <= ps + skew);
+    // SPEC.md §8.5: the vote for period k carries the measurement of epoch k − 2.
+    const vm = this.measurement.measureForVote(ps);
+    const source = this.bandwidth ?? vm.source;
     const inputs = running.map((r) => ({
       descriptor: r.descriptor,
-      measured: this.bandwidth.measuredKBps(r.descriptor.fingerprint, r.descriptor.declaredBandwidth),
+      measured: source.measuredKBps(r.descriptor.fingerprint, r.descriptor.declaredBandwidth),
+      proven: vm.proven.get(r.descriptor.fingerprint) ?? 0,
       runningSince: r.runningSince,
     }));
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
-    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured }));
-    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries);
+    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven }));
+    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch);
     const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
     this.ownVote = {
       authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
-      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured })),
-      periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
+      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0 })),
+      provenEpoch: vm.provenEpoch, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
     };
     this.currentVoteDoc = new ServedDocument(raw, now);
     this.votes = new Map([[this.self, this.ownVote]]);
@@ -302,6 +316,7 @@ export class Authority {
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
     if (first) this.deps.rewards?.onConsensus(info);
+    if (first) this.measurement.onConsensus(info).catch((e) => this.log.warn({ err: e.message }, 'archiving consensus failed'));
     this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
   }
 
@@ -312,6 +327,7 @@ export class Authority {
     try {
       const info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
       this.current = { info, served: new ServedDocument(raw, fs.statSync(file).mtimeMs) };
+      void this.measurement.onConsensus(info).catch(() => {});
     } catch (e) {
       this.log.info({ code: errorCode(e) }, 'stored consensus not usable');
     }

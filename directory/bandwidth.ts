@@ -23,3 +23,21 @@ export function cappedDeclaredSource(capKBps = DEFAULT_UNMEASURED_CAP_KBPS): Ban
     measuredKBps: (_fp, declared) => Math.max(1, Math.min(capKBps, Math.floor(declared / 1000))),
   };
 }
+
+/**
+ * SPEC.md §6.6 "Measured bandwidth", with proofs (§8.5): for a relay this authority measured,
+ *   measured = max(1, min(floor(declared / 1000), max(cap, floor(provenBytesPerSecond / 1000))))
+ * Proofs can raise a relay above the unmeasured cap (that is what they are for), never above what
+ * it declares (it said it cannot do more; bound 6 already credits both directions, the weight is
+ * one); a relay that carried nothing provable in the epoch keeps the capped declared weight, so
+ * one quiet epoch (or a relay that joined after it) never drops it to zero and out of paths.
+ * `provenBytesPerSecond` maps fingerprints to measure()'s bytesPerSecond; absent = 0.
+ */
+export function provenSource(provenBytesPerSecond: ReadonlyMap<string, number>, capKBps = DEFAULT_UNMEASURED_CAP_KBPS): BandwidthSource {
+  return {
+    measuredKBps: (fp, declared) => {
+      const proven = Math.floor((provenBytesPerSecond.get(fp) ?? 0) / 1000);
+      return Math.max(1, Math.min(Math.floor(declared / 1000), Math.max(capKBps, proven)));
+    },
+  };
+}

@@ -18,6 +18,17 @@ export interface AuthorityConfig {
   consensusLifetimePeriods: number;
   authorities: AuthorityInfo[];
   rateLimit: { uploadsPerMinute: number; burst: number };
+  /**
+   * SPEC.md §6.10/§8.4: receipt uploads have their own per-address token bucket, so that
+   * descriptor uploads (60/min) and receipt batches (every node, every epoch, every authority,
+   * retried) never starve each other. Default 600/min, burst 120.
+   */
+  receiptRateLimit: { uploadsPerMinute: number; burst: number };
+  /**
+   * SPEC.md §8.5: the measurement bounds. "default" = DEFAULT_BOUNDS (public network); "local" =
+   * LOCAL_NETWORK_BOUNDS (every node on 127.0.0.1, all new: only the family and declared bounds).
+   */
+  bandwidthBounds: 'default' | 'local';
   reachability: { timeoutMs: number; concurrency: number };
   /** KB/s cap for relays nobody has measured (SPEC.md §6.6). */
   unmeasuredCapKBps: number;
@@ -28,7 +39,7 @@ export interface AuthorityConfig {
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
-  'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel'] as const;
+  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
@@ -43,6 +54,10 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   const periodSeconds = overrides.period ?? int(raw.period, 'period', 2, 86_400, DEFAULT_PERIOD_SECONDS);
   const rl = optObj(raw.rateLimit, 'rateLimit');
   noUnknownKeys(rl, ['uploadsPerMinute', 'burst'], 'rateLimit');
+  const rr = optObj(raw.receiptRateLimit, 'receiptRateLimit');
+  noUnknownKeys(rr, ['uploadsPerMinute', 'burst'], 'receiptRateLimit');
+  const bandwidthBounds = str(raw.bandwidthBounds, 'bandwidthBounds', 'default');
+  if (bandwidthBounds !== 'default' && bandwidthBounds !== 'local') configError('bandwidthBounds', 'must be "default" or "local"');
   const re = optObj(raw.reachability, 'reachability');
   noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
   const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
@@ -57,6 +72,11 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
       uploadsPerMinute: int(rl.uploadsPerMinute, 'rateLimit.uploadsPerMinute', 1, 1_000_000, 60),
       burst: int(rl.burst, 'rateLimit.burst', 1, 1_000_000, 20),
     },
+    receiptRateLimit: {
+      uploadsPerMinute: int(rr.uploadsPerMinute, 'receiptRateLimit.uploadsPerMinute', 1, 1_000_000, 600),
+      burst: int(rr.burst, 'receiptRateLimit.burst', 1, 1_000_000, 120),
+    },
+    bandwidthBounds,
     reachability: {
       timeoutMs: int(re.timeoutMs, 'reachability.timeoutMs', 100, 120_000, 5000),
       concurrency: int(re.concurrency, 'reachability.concurrency', 1, 1024, 16),

@@ -1,5 +1,6 @@
 // SPEC.md §6.10: the authority's HTTP interface (node:http).
 //   POST /bitcloud/descriptor             upload a relay descriptor (rate limited per address)
+//   POST /bitcloud/receipts               upload bandwidth receipts (SPEC.md §8.4; its own rate limit)
 //   GET  /bitcloud/consensus              the published consensus (br/gzip; If-Modified-Since)
 //   GET  /bitcloud/consensus/signatures   detached signatures on the pending consensus
 //   GET  /bitcloud/vote/current[?period=] this authority's vote for the current period
@@ -28,12 +29,16 @@ import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson } from './status-page';
 import { serveRewards, type RewardLedger } from './rewards';
+import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload } from './receipts';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
   // Policies have their own budget: descriptor traffic from a shared address cannot starve them.
   const policyLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
+  // Receipts too (SPEC.md §8.4): every node uploads every epoch, from shared addresses on a local network.
+  const receiptLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
+  const receiptMetrics = createReceiptIntakeMetrics(reg);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -69,6 +74,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
+    if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics)];
     if (p.startsWith(POLICY_PATH)) {
       // Moderator policies (SPEC.md §10.7.1): kept only when they verify and are newer.
       const fp = p.slice(POLICY_PATH.length);

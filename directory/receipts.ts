@@ -1,35 +1,115 @@
-// SPEC.md §8.4 (docs/spec/08-bandwidth.md): POST /bitcloud/receipts — an authority's answer to one
-// uploaded batch. Pure (no I/O): directory/http.ts passes the body and sends back { status, body }.
-// NOT YET ROUTED in directory/http.ts (see the issue 5 report).
+// SPEC.md §8.4: POST /bitcloud/receipts — an authority's answer to one uploaded batch.
+// `answerReceiptUpload` is pure (no I/O); `serveReceiptUpload` is the HTTP glue directory/http.ts
+// routes to (rate limit, body limit, metrics); persistence lives in directory/measurement.ts.
+import type http from 'node:http';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
-import type { ReceiptVerifier, ReceiptRefusalCode } from '../src/bandwidth/verify';
+import type { AcceptedReceipt, ReceiptVerifier, ReceiptRefusalCode } from '../src/bandwidth/verify';
+import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
+import { prom, type Registry } from '../src/ops/metrics';
+import type { RateLimiter } from './rate-limit';
 
 export const RECEIPTS_PATH = '/bitcloud/receipts';
-/** Upper bound on one batch (records); a relay with more splits its upload. */
-export const MAX_RECEIPT_BATCH = 10_000;
+/** SPEC.md §8.4: one upload holds 1 to 100 000 records (22.4 MB); a node with more splits it. */
+export const MAX_RECEIPT_BATCH = 100_000;
+export const MAX_RECEIPT_UPLOAD_BYTES = MAX_RECEIPT_BATCH * RECEIPT_LEN;
+
+/** SPEC.md §8.4 table: the status of a single-record upload refused with each code. */
+export const RECEIPT_REFUSAL_STATUS: Readonly<Record<ReceiptRefusalCode, number>> = {
+  RECEIPT_MALFORMED: 400,
+  RECEIPT_ONE_SIGNATURE: 400,
+  RECEIPT_OUTSIDE_WINDOW: 422,
+  RECEIPT_UNKNOWN_EPOCH: 422,
+  RECEIPT_UNKNOWN_RELAY: 403,
+  RECEIPT_BAD_SIGNATURE: 400,
+  RECEIPT_REPLAYED: 409,
+  RECEIPT_CONFLICT: 409,
+};
+
+export interface ReceiptRefusal { index: number; code: ReceiptRefusalCode; reason: string }
 
 export interface ReceiptUploadAnswer {
   status: number;
-  body: { accepted: number; refused: { index: number; code: ReceiptRefusalCode | 'RECEIPT_MALFORMED'; reason: string }[] };
+  /** 200: `{accepted, refused}`; a refused single record or a refused batch: `{code, reason}`. */
+  body: { accepted: number; refused: ReceiptRefusal[] } | { code: ReceiptRefusalCode; reason: string };
+  /** What this upload added (for persistence): the record bytes and the accepted receipt. */
+  added: { record: Uint8Array; receipt: AcceptedReceipt }[];
 }
 
 /**
- * A batch is the concatenation of 224-byte countersigned receipts. Each record is judged alone:
- * refused ones carry their index, code and reason; the answer is 200 when at least one was
- * accepted (or the batch is a replay of accepted ones, RECEIPT_REPLAYED, which the uploader
- * counts as delivered) and 400 when every record was refused for another reason.
+ * SPEC.md §8.4 "Answer". A body that is not a positive multiple of 224 bytes is refused whole
+ * (400 RECEIPT_MALFORMED), one of more than 100 000 records too (413 RECEIPT_MALFORMED). Otherwise
+ * each record is judged on its own: 200 `{accepted, refused: [{index, code, reason}]}` — even when
+ * every record was refused, since a batch's records have nothing in common — except that an upload
+ * of a single refused record is answered with that refusal's own 4xx and `{code, reason}`.
  */
 export function answerReceiptUpload(verifier: ReceiptVerifier, body: Uint8Array, now: number): ReceiptUploadAnswer {
   if (body.length === 0 || body.length % RECEIPT_LEN !== 0) {
-    return { status: 400, body: { accepted: 0, refused: [{ index: -1, code: 'RECEIPT_MALFORMED', reason: `a receipt batch is a positive multiple of ${RECEIPT_LEN} bytes` }] } };
+    return { status: 400, body: { code: 'RECEIPT_MALFORMED', reason: `a receipt upload is a positive multiple of ${RECEIPT_LEN} bytes` }, added: [] };
   }
   const n = body.length / RECEIPT_LEN;
   if (n > MAX_RECEIPT_BATCH) {
-    return { status: 413, body: { accepted: 0, refused: [{ index: -1, code: 'RECEIPT_MALFORMED', reason: `batch of ${n} exceeds ${MAX_RECEIPT_BATCH}` }] } };
+    return { status: 413, body: { code: 'RECEIPT_MALFORMED', reason: `an upload holds at most ${MAX_RECEIPT_BATCH} receipts, this one ${n}` }, added: [] };
   }
-  const records: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) records.push(body.subarray(i * RECEIPT_LEN, (i + 1) * RECEIPT_LEN));
-  const res = verifier.acceptAll(records, now);
-  const delivered = res.accepted + res.refused.filter((r) => r.code === 'RECEIPT_REPLAYED').length;
-  return { status: delivered > 0 ? 200 : 400, body: { accepted: res.accepted, refused: res.refused } };
+  const refused: ReceiptRefusal[] = [];
+  const added: ReceiptUploadAnswer['added'] = [];
+  for (let i = 0; i < n; i++) {
+    const record = body.subarray(i * RECEIPT_LEN, (i + 1) * RECEIPT_LEN);
+    const r = verifier.accept(record, now);
+    if (r.ok) added.push({ record, receipt: r.receipt });
+    else refused.push({ index: i, code: r.code, reason: r.reason });
+  }
+  if (n === 1 && refused.length === 1) {
+    const { code, reason } = refused[0];
+    return { status: RECEIPT_REFUSAL_STATUS[code], body: { code, reason }, added };
+  }
+  return { status: 200, body: { accepted: added.length, refused }, added };
+}
+
+export interface ReceiptIntakeMetrics {
+  accepted: prom.Counter;
+  refused: prom.Counter<'code'>;
+}
+
+/** SPEC.md §8.4 metrics. Idempotent per registry (a second server on one registry reuses them). */
+export function createReceiptIntakeMetrics(reg: Registry): ReceiptIntakeMetrics {
+  const get = (name: string) => reg.getSingleMetric(name);
+  return {
+    accepted: (get('bitcloud_receipts_accepted_total') as prom.Counter | undefined)
+      ?? new prom.Counter({ name: 'bitcloud_receipts_accepted_total', help: 'Bandwidth receipts accepted (SPEC §8.4)', registers: [reg] }),
+    refused: (get('bitcloud_receipts_refused_total') as prom.Counter<'code'> | undefined)
+      ?? new prom.Counter({ name: 'bitcloud_receipts_refused_total', help: 'Bandwidth receipts refused, by code (SPEC §8.4)', labelNames: ['code'], registers: [reg] }),
+  };
+}
+
+/** What the HTTP glue needs from the authority: judge a batch and keep what was accepted. */
+export interface ReceiptIntake {
+  accept(body: Uint8Array): Promise<ReceiptUploadAnswer>;
+}
+
+/**
+ * POST /bitcloud/receipts (SPEC.md §6.10). Rate limited per address by its own bucket (receipt
+ * batches from every node each epoch must not eat the descriptor budget, nor the reverse).
+ * Returns the status sent, for the HTTP request metric.
+ */
+export async function serveReceiptUpload(
+  intake: ReceiptIntake, req: http.IncomingMessage, res: http.ServerResponse, limiter: RateLimiter, m: ReceiptIntakeMetrics,
+): Promise<number> {
+  if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return 405; }
+  if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) {
+    req.resume();
+    sendJsonError(res, 429, 'RATE_LIMITED', 'too many receipt uploads from this address; slow down');
+    return 429;
+  }
+  const body = await readBody(req, MAX_RECEIPT_UPLOAD_BYTES);
+  if (body === null) {
+    m.refused.labels('RECEIPT_MALFORMED').inc();
+    sendJsonError(res, 413, 'RECEIPT_MALFORMED', `an upload holds at most ${MAX_RECEIPT_BATCH} receipts of ${RECEIPT_LEN} bytes`);
+    return 413;
+  }
+  const ans = await intake.accept(body);
+  if (ans.added.length) m.accepted.inc(ans.added.length);
+  if ('refused' in ans.body) for (const r of ans.body.refused) m.refused.labels(r.code).inc();
+  else m.refused.labels(ans.body.code).inc();
+  sendJson(res, ans.status, ans.body);
+  return ans.status;
 }

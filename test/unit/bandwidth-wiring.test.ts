@@ -52,16 +52,17 @@ describe('directory/receipts answerReceiptUpload', () => {
     const prop = p.ini.propose(5)!;
     const v = new ReceiptVerifier({ membership: () => true, window: () => ({ opens: 0, closes: Number.MAX_SAFE_INTEGER }) });
     const bytes = encodeReceipt(p.got[0]);
+    // SPEC.md §8.4: a single refused record is answered with its own 4xx and {code, reason}.
     const first = answerReceiptUpload(v, bytes, 1000);
     expect(first.status).toBe(200);
-    expect(first.body.accepted).toBe(1);
+    expect(first.body).toMatchObject({ accepted: 1 });
     const again = answerReceiptUpload(v, bytes, 1000);
-    expect(again.status).toBe(200);
-    expect(again.body.refused[0].code).toBe('RECEIPT_REPLAYED');
+    expect(again.status).toBe(409);
+    expect(again.body).toMatchObject({ code: 'RECEIPT_REPLAYED' });
     const one = Buffer.concat([encodeReceiptProposal(prop), Buffer.alloc(64)]);
     const refused = answerReceiptUpload(v, one, 1000);
     expect(refused.status).toBe(400);
-    expect(refused.body.refused[0].code).toBe('RECEIPT_ONE_SIGNATURE');
+    expect(refused.body).toMatchObject({ code: 'RECEIPT_ONE_SIGNATURE' });
     expect(answerReceiptUpload(v, Buffer.alloc(10), 1000).status).toBe(400);
   });
 });

@@ -1,0 +1,294 @@
+// SPEC.md §8.4–§8.5 on an authority: receipt intake, its memory across restarts, and the
+// measurement of epoch k − 2 when the vote for period k is made. Owns (under <dataDir>):
+//   consensus-<validAfter>      the consensus this authority published for each recent period
+//                               (envelope bytes, atomic): the membership of that epoch (§8.4 item 4)
+//   receipts/<epoch>.bin        accepted receipt records of an epoch, 224 bytes each, appended and
+//                               fsynced before the upload is answered
+//   bandwidth-history.json      per relay: epochs this authority measured it above 0 (§8.5 bound 5)
+// The pure parts (verification, bounds) are src/bandwidth/verify.ts and measure.ts.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { errorCode } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { writeFileAtomic, writeFileAtomicSync } from '../src/ops/fsutil';
+import { RECEIPT_LEN } from '../src/bandwidth/receipt';
+import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
+import {
+  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, measure, type RelayFacts, type RelayMeasurement,
+} from '../src/bandwidth/measure';
+import { verifyConsensus } from '../src/dir/consensus';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import type { VerifiedConsensus } from '../src/dir/types';
+import { answerReceiptUpload, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
+import { provenSource, type BandwidthSource } from './bandwidth';
+
+export const RECEIPTS_DIR = 'receipts';
+export const HISTORY_FILE = 'bandwidth-history.json';
+export const consensusArchiveName = (validAfter: number): string => `consensus-${validAfter}`;
+/** Consensuses kept: epochs k−3 … k (k−2 is measured at the vote for k; k−1, k still take receipts). */
+const ARCHIVE_PERIODS = 4;
+
+export interface MeasurementOptions {
+  dataDir: string;
+  periodSeconds: number;
+  authorities: readonly AuthorityInfo[];
+  skewMs: number;
+  bounds: 'default' | 'local';
+  unmeasuredCapKBps: number;
+  /** Declared bandwidth (bytes/s) of a relay from the descriptor the authority holds; undefined = none. */
+  declared(fingerprint: string): number | undefined;
+  log: Logger;
+  now?: () => number;
+}
+
+/** The measurement of one epoch (SPEC.md §8.5). */
+export interface EpochMeasurement {
+  epoch: number;
+  /** Relays that appear in an accepted receipt of the epoch, by fingerprint. */
+  relays: ReadonlyMap<string, RelayMeasurement>;
+  receipts: number;
+}
+
+/** What the vote for one period carries (SPEC.md §6.5). */
+export interface VoteMeasurement {
+  /** 0 = no measurement (this authority holds no consensus for epoch k − 2). */
+  provenEpoch: number;
+  /** Proven cells per relay for provenEpoch (absent = 0). */
+  proven: ReadonlyMap<string, number>;
+  /** The vote's `measured` values: proofs folded into the capped declared rule. */
+  source: BandwidthSource;
+}
+
+interface HistoryEntry { epochs: number; last: number }
+
+export class BandwidthMeasurement implements ReceiptIntake {
+  readonly verifier: ReceiptVerifier;
+  private readonly o: MeasurementOptions;
+  private readonly P: number;
+  private readonly window: UploadWindow;
+  private readonly now: () => number;
+  /** Consensus of each recent epoch, and who it lists. */
+  private readonly byEpoch = new Map<number, { info: VerifiedConsensus; listed: Set<string> }>();
+  private history = new Map<string, HistoryEntry>();
+  private last: EpochMeasurement | null = null;
+
+  constructor(o: MeasurementOptions) {
+    this.o = o;
+    this.P = o.periodSeconds * 1000;
+    this.now = o.now ?? Date.now;
+    // SPEC.md §8.4 item 3: epoch e's receipts are taken in [e·P, (e+2)·P).
+    this.window = periodicUploadWindow({ genesisMs: 0, periodMs: this.P, graceMs: this.P });
+    this.verifier = new ReceiptVerifier({
+      window: this.window,
+      membership: (epoch, fp) => { const c = this.byEpoch.get(epoch); return c ? c.listed.has(fp) : undefined; },
+    });
+  }
+
+  get lastMeasurement(): EpochMeasurement | null { return this.last; }
+  /** Epochs whose consensus this authority holds (ascending). */
+  get epochsHeld(): number[] { return [...this.byEpoch.keys()].sort((a, b) => a - b); }
+
+  private epochOf(validAfter: number): number | null {
+    return validAfter % this.P === 0 ? validAfter / this.P : null;
+  }
+
+  // ---- start-up ----
+
+  /** Load the archived consensuses, then the receipts they vouch for, then the history. */
+  load(): { consensuses: number; receipts: number } {
+    const now = this.now();
+    const oldest = Math.floor(now / this.P) - ARCHIVE_PERIODS + 1;
+    let names: string[] = [];
+    try { names = fs.readdirSync(this.o.dataDir); } catch { /* fresh data directory */ }
+    let consensuses = 0;
+    for (const name of names) {
+      const m = /^consensus-(\d{1,16})$/.exec(name);
+      if (!m) continue;
+      const file = path.join(this.o.dataDir, name);
+      const e = this.epochOf(Number(m[1]));
+      if (e === null || e < oldest) { fs.rmSync(file, { force: true }); continue; }
+      try {
+        // Checked as of its own valid_after: a client accepted it then; it may have expired since.
+        const info = verifyConsensus(fs.readFileSync(file), this.o.authorities, Number(m[1]), this.o.skewMs);
+        if (info.validAfter !== Number(m[1])) throw new Error('valid_after does not match the file name');
+        this.remember(info);
+        consensuses++;
+      } catch (x) {
+        this.o.log.warn({ file: name, code: errorCode(x) }, 'archived consensus not usable; ignored');
+      }
+    }
+    const receipts = this.loadReceipts(Math.floor(now / this.P) - 2);
+    this.loadHistory();
+    return { consensuses, receipts };
+  }
+
+  private loadReceipts(oldestEpoch: number): number {
+    const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
+    let names: string[] = [];
+    try { names = fs.readdirSync(dir); } catch { return 0; }
+    let n = 0;
+    for (const name of names) {
+      const m = /^(\d{1,16})\.bin$/.exec(name);
+      if (!m) continue;
+      const e = Number(m[1]);
+      const file = path.join(dir, name);
+      if (e < oldestEpoch) { fs.rmSync(file, { force: true }); continue; }
+      const buf = fs.readFileSync(file);
+      // Re-judged as at the opening of the epoch's window: signatures and membership are checked
+      // again, and a torn last record (a crash mid-append) is ignored.
+      const at = this.window(e)!.opens;
+      for (let off = 0; off + RECEIPT_LEN <= buf.length; off += RECEIPT_LEN) {
+        if (this.verifier.accept(buf.subarray(off, off + RECEIPT_LEN), at).ok) n++;
+      }
+    }
+    return n;
+  }
+
+  private loadHistory(): void {
+    try {
+      const j = JSON.parse(fs.readFileSync(path.join(this.o.dataDir, HISTORY_FILE), 'utf8')) as { version?: number; relays?: Record<string, unknown> };
+      if (j.version !== 1 || typeof j.relays !== 'object' || j.relays === null) throw new Error('unknown format');
+      for (const [fp, v] of Object.entries(j.relays)) {
+        const h = v as Partial<HistoryEntry>;
+        if (/^[0-9a-f]{64}$/.test(fp) && Number.isSafeInteger(h.epochs) && Number.isSafeInteger(h.last) && h.epochs! >= 0) {
+          this.history.set(fp, { epochs: h.epochs!, last: h.last! });
+        }
+      }
+    } catch (x) {
+      if ((x as NodeJS.ErrnoException).code !== 'ENOENT') this.o.log.warn({ err: (x as Error).message }, 'bandwidth history not usable; starting without');
+    }
+  }
+
+  // ---- consensus archive ----
+
+  private remember(info: VerifiedConsensus): void {
+    const e = this.epochOf(info.validAfter);
+    if (e === null || info.periodSeconds !== this.o.periodSeconds) return;
+    this.byEpoch.set(e, { info, listed: new Set(info.relays.map((r) => r.fingerprint)) });
+  }
+
+  /** A consensus this authority published (first time): the membership of its epoch. Kept on disk. */
+  async onConsensus(info: VerifiedConsensus): Promise<void> {
+    const e = this.epochOf(info.validAfter);
+    if (e === null || info.periodSeconds !== this.o.periodSeconds) return;
+    this.remember(info);
+    for (const old of [...this.byEpoch.keys()]) {
+      if (old > e - ARCHIVE_PERIODS) continue;
+      this.byEpoch.delete(old);
+      await fsp.rm(path.join(this.o.dataDir, consensusArchiveName(old * this.P)), { force: true });
+    }
+    await writeFileAtomic(path.join(this.o.dataDir, consensusArchiveName(info.validAfter)), info.envelopeBytes, 0o644);
+  }
+
+  // ---- intake (POST /bitcloud/receipts) ----
+
+  /**
+   * SPEC.md §8.4: judge an upload; what was accepted is appended to its epoch's file and fsynced
+   * before the answer goes out, so an accepted receipt survives a restart.
+   */
+  async accept(body: Uint8Array): Promise<ReceiptUploadAnswer> {
+    const ans = answerReceiptUpload(this.verifier, body, this.now());
+    if (ans.added.length === 0) return ans;
+    const byEpoch = new Map<number, Uint8Array[]>();
+    for (const a of ans.added) {
+      const l = byEpoch.get(a.receipt.body.epoch);
+      if (l) l.push(a.record); else byEpoch.set(a.receipt.body.epoch, [a.record]);
+    }
+    const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
+    try {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      for (const [e, recs] of byEpoch) {
+        // One write() of whole records on an O_APPEND file: concurrent uploads never interleave.
+        const fh = await fsp.open(path.join(dir, `${e}.bin`), 'a', 0o600);
+        try { await fh.write(Buffer.concat(recs)); await fh.sync(); } finally { await fh.close(); }
+      }
+    } catch (x) {
+      // Still counted in memory (the uploader will be told they were accepted); only a restart
+      // before measurement would lose them.
+      this.o.log.error({ err: (x as Error).message }, 'saving accepted receipts failed');
+    }
+    return ans;
+  }
+
+  // ---- measurement (at the vote for period k) ----
+
+  /**
+   * SPEC.md §8.5: measure epoch e = k − 2 (its upload window closed at T = k·P), if this authority
+   * holds its consensus; update the history; drop receipts no longer needed. Idempotent per epoch
+   * (a restart within period k measures the same receipts and does not count history twice).
+   */
+  measureForVote(periodStart: number): VoteMeasurement {
+    const e = Math.floor(periodStart / this.P) - 2;
+    const c = e > 0 ? this.byEpoch.get(e) : undefined;
+    let result: VoteMeasurement;
+    if (!c) {
+      result = { provenEpoch: 0, proven: new Map(), source: provenSource(new Map(), this.o.unmeasuredCapKBps) };
+    } else {
+      const m = this.last?.epoch === e ? this.last : this.measureEpoch(e, c.info);
+      const proven = new Map<string, number>(), bps = new Map<string, number>();
+      for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.bytesPerSecond); }
+      result = { provenEpoch: e, proven, source: provenSource(bps, this.o.unmeasuredCapKBps) };
+    }
+    this.prune(e);
+    return result;
+  }
+
+  private measureEpoch(e: number, info: VerifiedConsensus): EpochMeasurement {
+    const relays = new Map<string, RelayFacts>();
+    const previousWeights = new Map<string, number>();
+    for (const r of info.relays) {
+      const h = this.history.get(r.fingerprint);
+      relays.set(r.fingerprint, {
+        // Declared bandwidth from the descriptor held now (the consensus does not carry it);
+        // a relay whose descriptor this authority lost is credited nothing (bound 6).
+        declaredBandwidth: this.o.declared(r.fingerprint) ?? 0,
+        family: r.family,
+        ipv4: r.address,
+        history: h ? h.epochs - (h.last === e ? 1 : 0) : 0,
+      });
+      previousWeights.set(r.fingerprint, r.weight * 1000);
+    }
+    const pairs = this.verifier.pairs(e);
+    const bounds = this.o.bounds === 'local' ? LOCAL_NETWORK_BOUNDS : DEFAULT_BOUNDS;
+    const out = measure({ receipts: pairs, relays, previousWeights, params: { ...bounds, epochSeconds: this.o.periodSeconds } });
+    let changed = false;
+    for (const [fp, r] of out) {
+      if (r.cells <= 0) continue;
+      const h = this.history.get(fp);
+      if (h && h.last >= e) continue;
+      this.history.set(fp, { epochs: (h?.epochs ?? 0) + 1, last: e });
+      changed = true;
+    }
+    if (changed) this.saveHistory();
+    this.last = { epoch: e, relays: out, receipts: pairs.length };
+    this.o.log.info({ epoch: e, receipts: pairs.length, relays: out.size, proven: [...out.values()].filter((r) => r.cells > 0).length }, 'bandwidth measured');
+    return this.last;
+  }
+
+  private saveHistory(): void {
+    const relays: Record<string, HistoryEntry> = {};
+    for (const fp of [...this.history.keys()].sort()) relays[fp] = this.history.get(fp)!;
+    try {
+      writeFileAtomicSync(path.join(this.o.dataDir, HISTORY_FILE), JSON.stringify({ version: 1, relays }), 0o600);
+    } catch (x) {
+      this.o.log.error({ err: (x as Error).message }, 'saving bandwidth history failed');
+    }
+  }
+
+  /**
+   * After measuring e: the dedupe sets of closed windows go (§8.4: later copies are refused as
+   * outside the window anyway); receipt files before e go, e's is kept until the next period so a
+   * restart within this one measures the same receipts again.
+   */
+  private prune(e: number): void {
+    this.verifier.prune(this.now());
+    const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
+    let names: string[] = [];
+    try { names = fs.readdirSync(dir); } catch { return; }
+    for (const name of names) {
+      const m = /^(\d{1,16})\.bin$/.exec(name);
+      if (m && Number(m[1]) < e) fs.rmSync(path.join(dir, name), { force: true });
+    }
+  }
+}
