@@ -20,7 +20,27 @@ export function statusJson(a: Authority): Record<string, unknown> {
     consensus: c ? {
       validAfter: c.validAfter, freshUntil: c.freshUntil, validUntil: c.validUntil,
       relays: c.relays.length, signers: c.signers, voters: c.voters, digest: c.digest.toString('hex'),
+      provenEpoch: c.provenEpoch,
     } : null,
+    bandwidth: bandwidthStatus(a),
+  };
+}
+
+/**
+ * SPEC.md §8.5 (informative): what this authority measured last (epoch, receipts, each relay's
+ * proven cells and bytes/s) and the proven cells the published consensus carries per relay.
+ */
+function bandwidthStatus(a: Authority): Record<string, unknown> {
+  const m = a.measurement.lastMeasurement;
+  const c = a.published?.info;
+  return {
+    lastMeasuredEpoch: m?.epoch ?? null,
+    receiptsMeasured: m?.receipts ?? 0,
+    epochsHeld: a.measurement.epochsHeld,
+    measured: m ? Object.fromEntries([...m.relays].map(([fp, r]) => [fp, { provenCells: r.cells, bytesPerSecond: r.bytesPerSecond, limitedBy: r.limitedBy }])) : {},
+    consensusProven: c && c.provenEpoch !== null
+      ? { epoch: c.provenEpoch, relays: Object.fromEntries(c.relays.filter((r) => r.proven > 0).map((r) => [r.fingerprint, r.proven])) }
+      : null,
   };
 }
 
@@ -43,9 +63,11 @@ export function renderStatusPage(a: Authority): string {
   const names = new Map(a.config.authorities.map((x) => [x.fingerprint, x.name]));
   const s = a.statusSnapshot();
   const e = escapeHtml;
+  const mine = a.measurement.lastMeasurement;
+  const provenCell = (fp: string, proven: number) => `${c?.provenEpoch !== null ? proven : '–'}${mine?.relays.has(fp) ? ` / ${mine.relays.get(fp)!.cells}` : ''}`;
   const rows = (c?.relays ?? []).map((r) => `<tr><td>${e(r.nickname)}</td><td><code>${r.fingerprint.slice(0, 16)}…</code></td>`
     + `<td>${e(r.address)}:${r.orPort}${r.dirPort ? ` / dir ${r.dirPort}` : ''}${r.storagePort ? ` / storage ${r.storagePort}` : ''}</td>`
-    + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${e(r.roles.join(', '))}</td><td>${moderation(r)}</td><td>${e(r.version)}</td></tr>`).join('\n');
+    + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${provenCell(r.fingerprint, r.proven)}</td><td>${e(r.roles.join(', '))}</td><td>${moderation(r)}</td><td>${e(r.version)}</td></tr>`).join('\n');
   const consensus = c
     ? `<p>Consensus valid after ${new Date(c.validAfter).toISOString()} (age ${ago(now - c.validAfter)}), fresh until ${new Date(c.freshUntil).toISOString()}, valid until ${new Date(c.validUntil).toISOString()}${now > c.freshUntil ? ' — <strong>not fresh</strong>' : ''}.</p>
 <p>Signed by ${c.signers.length} of ${a.config.authorities.length}: ${c.signers.map((f) => e(names.get(f) ?? f.slice(0, 16))).join(', ')}. Digest <code>${c.digest.toString('hex')}</code>.</p>`
@@ -59,7 +81,7 @@ export function renderStatusPage(a: Authority): string {
 ${consensus}
 <p>Descriptors known: ${s.known}; reachable at last test: ${s.running}. Votes held this period: ${s.votesHeld.length} of ${a.config.authorities.length}.</p>
 <h2>Relays in the consensus (${c?.relays.length ?? 0})</h2>
-<table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th>roles</th><th>moderators</th><th>version</th></tr>
+<table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th title="proven cells in the consensus's proven epoch / as this authority measured its last epoch">proven (epoch ${c?.provenEpoch ?? '–'} / mine ${mine?.epoch ?? '–'})</th><th>roles</th><th>moderators</th><th>version</th></tr>
 ${rows}
 </table>
 <p><a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>

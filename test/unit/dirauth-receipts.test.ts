@@ -1,0 +1,156 @@
+// SPEC.md §8.4 / §6.10: POST /bitcloud/receipts on a real node:http server (127.0.0.1, port 0)
+// running the authority's own handler (directory/http.ts): acceptance, each single-record refusal
+// with its status and code, batches, the body limit, the receipts' own rate limit, metrics, and
+// accepted receipts surviving a restart.
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import type http from 'node:http';
+import { encodeReceiptBody, RECEIPT_BODY_LEN, RECEIPT_LEN } from '../../src/bandwidth/receipt';
+import { createAuthorityServer } from '../../directory/http';
+import { MAX_RECEIPT_BATCH, RECEIPTS_PATH } from '../../directory/receipts';
+import { consensusArchiveName, RECEIPTS_DIR } from '../../directory/measurement';
+import { E, epochStart, makeFixture, receipt, record, silentLog, type Fixture } from './dirauth-measure-fixture';
+
+let fx: Fixture;
+let servers: http.Server[] = [];
+
+async function serve(extra: Record<string, unknown> = {}) {
+  const made = fx.makeAuthority(extra);
+  await made.authority.measurement.onConsensus(fx.consensus.info);
+  const server = createAuthorityServer(made.authority, made.registry, made.metrics, silentLog);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  servers.push(server);
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const post = async (body: Uint8Array, p = RECEIPTS_PATH) => {
+    const res = await fetch(url + p, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
+    return { status: res.status, json: await res.json() as Record<string, unknown> };
+  };
+  return { ...made, url, post };
+}
+
+beforeEach(() => { fx = makeFixture(); });
+afterEach(async () => {
+  for (const s of servers) await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
+  servers = [];
+  fx.cleanup();
+});
+
+describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
+  it('accepts a countersigned receipt between two relays of the epoch\'s consensus, and counts it', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    const r = await s.post(record(receipt(a, b)));
+    expect(r).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
+    expect(s.authority.measurement.verifier.pairs(E)).toEqual([{ initiator: a.fp, responder: b.fp, cellsI2R: 1000, cellsR2I: 2000 }]);
+    const metrics = await s.registry.metrics();
+    expect(metrics).toMatch(/^bitcloud_receipts_accepted_total\{daemon="dirauth-test"\} 1$/m);
+  });
+
+  it('refuses one signature only (responder signature zeroed): 400 RECEIPT_ONE_SIGNATURE', async () => {
+    const s = await serve();
+    const bytes = record(receipt(fx.relays[0], fx.relays[1]));
+    bytes.fill(0, RECEIPT_LEN - 64);
+    const r = await s.post(bytes);
+    expect(r.status).toBe(400);
+    expect(r.json.code).toBe('RECEIPT_ONE_SIGNATURE');
+    expect(typeof r.json.reason).toBe('string');
+    expect(await s.registry.metrics()).toMatch(/^bitcloud_receipts_refused_total\{code="RECEIPT_ONE_SIGNATURE",daemon="dirauth-test"\} 1$/m);
+  });
+
+  it('refuses a signer not in the consensus of that epoch: 403 RECEIPT_UNKNOWN_RELAY', async () => {
+    const s = await serve();
+    const r = await s.post(record(receipt(fx.relays[0], fx.relays[2])));
+    expect(r).toMatchObject({ status: 403, json: { code: 'RECEIPT_UNKNOWN_RELAY' } });
+  });
+
+  it('refuses counts altered after signing: 400 RECEIPT_BAD_SIGNATURE', async () => {
+    const s = await serve();
+    const good = receipt(fx.relays[0], fx.relays[1]);
+    const bytes = record(good);
+    encodeReceiptBody({ ...good.body, cellsI2R: good.body.cellsI2R * 10 }).copy(bytes, 0);
+    expect(bytes.subarray(0, RECEIPT_BODY_LEN).equals(good.bodyBytes)).toBe(false);
+    const r = await s.post(bytes);
+    expect(r).toMatchObject({ status: 400, json: { code: 'RECEIPT_BAD_SIGNATURE' } });
+    // The forgery took no slot: the genuine receipt with that serial is still accepted.
+    expect((await s.post(record(good))).status).toBe(200);
+  });
+
+  it('refuses a replay: 409 RECEIPT_REPLAYED; a different receipt under the same serial: 409 RECEIPT_CONFLICT', async () => {
+    const s = await serve();
+    const bytes = record(receipt(fx.relays[0], fx.relays[1]));
+    expect((await s.post(bytes)).status).toBe(200);
+    expect(await s.post(bytes)).toMatchObject({ status: 409, json: { code: 'RECEIPT_REPLAYED' } });
+    expect(await s.post(record(receipt(fx.relays[0], fx.relays[1], { cellsI2R: 5 })))).toMatchObject({ status: 409, json: { code: 'RECEIPT_CONFLICT' } });
+  });
+
+  it('refuses a past epoch outside its window, and an epoch it holds no consensus for: 422', async () => {
+    const s = await serve();
+    // Epoch E − 1's window closed at epochStart(E + 1), before now.
+    const old = await s.post(record(receipt(fx.relays[0], fx.relays[1], { epoch: E - 1 })));
+    expect(old).toMatchObject({ status: 422, json: { code: 'RECEIPT_OUTSIDE_WINDOW' } });
+    const unknown = await s.post(record(receipt(fx.relays[0], fx.relays[1], { epoch: E + 1 })));
+    expect(unknown).toMatchObject({ status: 422, json: { code: 'RECEIPT_UNKNOWN_EPOCH' } });
+    // The window of E closes exactly at epochStart(E + 2).
+    fx.clock.now = epochStart(E + 2);
+    expect(await s.post(record(receipt(fx.relays[0], fx.relays[1])))).toMatchObject({ status: 422, json: { code: 'RECEIPT_OUTSIDE_WINDOW' } });
+  });
+
+  it('refuses a body that is not a positive multiple of 224 bytes: 400 RECEIPT_MALFORMED; past 100 000 records: 413', async () => {
+    const s = await serve();
+    expect(await s.post(Buffer.alloc(RECEIPT_LEN + 1))).toMatchObject({ status: 400, json: { code: 'RECEIPT_MALFORMED' } });
+    expect(await s.post(Buffer.alloc(0))).toMatchObject({ status: 400, json: { code: 'RECEIPT_MALFORMED' } });
+    expect(await s.post(Buffer.alloc((MAX_RECEIPT_BATCH + 1) * RECEIPT_LEN))).toMatchObject({ status: 413, json: { code: 'RECEIPT_MALFORMED' } });
+  });
+
+  it('judges each record of a batch on its own: 200 with the refused indexes, even when all are refused', async () => {
+    const s = await serve();
+    const [a, b, c] = fx.relays;
+    const first = record(receipt(a, b, { serial: 1 }));
+    await s.post(first);
+    const batch = Buffer.concat([record(receipt(a, b, { serial: 2 })), first, record(receipt(a, c, { serial: 3 }))]);
+    const r = await s.post(batch);
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(1);
+    expect((r.json.refused as { index: number; code: string }[]).map((x) => [x.index, x.code])).toEqual([[1, 'RECEIPT_REPLAYED'], [2, 'RECEIPT_UNKNOWN_RELAY']]);
+    const allBad = await s.post(Buffer.concat([first, first]));
+    expect(allBad.status).toBe(200);
+    expect(allBad.json.accepted).toBe(0);
+  });
+
+  it('has its own rate limit, apart from descriptor uploads', async () => {
+    const s = await serve({ receiptRateLimit: { uploadsPerMinute: 1, burst: 2 }, rateLimit: { uploadsPerMinute: 1, burst: 1 } });
+    const one = record(receipt(fx.relays[0], fx.relays[1]));
+    expect((await s.post(one)).status).toBe(200);
+    expect((await s.post(one)).status).toBe(409);
+    expect(await s.post(one)).toMatchObject({ status: 429, json: { code: 'RATE_LIMITED' } });
+    // The descriptor bucket is untouched: its one token still answers (400: not a descriptor).
+    expect((await s.post(Buffer.from('x'), '/bitcloud/descriptor')).status).toBe(400);
+  });
+
+  it('keeps accepted receipts across a restart (file per epoch, consensus archive)', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    const bytes = record(receipt(a, b));
+    expect((await s.post(bytes)).status).toBe(200);
+    expect(fs.statSync(path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`)).size).toBe(RECEIPT_LEN);
+    expect(fs.existsSync(path.join(fx.dir, consensusArchiveName(epochStart(E))))).toBe(true);
+
+    // A new authority over the same data directory: no consensus handed over by the test.
+    const again = fx.makeAuthority();
+    expect(again.authority.measurement.load()).toEqual({ consensuses: 1, receipts: 1 });
+    expect(again.authority.measurement.verifier.pairs(E)).toHaveLength(1);
+    expect(again.authority.measurement.verifier.accept(bytes, fx.clock.now)).toMatchObject({ ok: false, code: 'RECEIPT_REPLAYED' });
+  });
+
+  it('ignores a torn last record and records that no longer verify when reloading', async () => {
+    const s = await serve();
+    await s.post(record(receipt(fx.relays[0], fx.relays[1])));
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    const forged = record(receipt(fx.relays[0], fx.relays[1], { serial: 9 }));
+    forged[RECEIPT_BODY_LEN + 3] ^= 1;
+    fs.appendFileSync(file, Buffer.concat([forged, Buffer.alloc(100)]));
+    const again = fx.makeAuthority();
+    expect(again.authority.measurement.load().receipts).toBe(1);
+  });
+});
