@@ -225,10 +225,16 @@ export class BandwidthMeasurement implements ReceiptIntake {
     if (!c) {
       result = { provenEpoch: 0, proven: new Map(), source: provenSource(new Map(), this.o.unmeasuredCapKBps) };
     } else {
-      const m = this.last?.epoch === e ? this.last : this.measureEpoch(e, c.info);
-      const proven = new Map<string, number>(), bps = new Map<string, number>();
-      for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.bytesPerSecond); }
-      result = { provenEpoch: e, proven, source: provenSource(bps, this.o.unmeasuredCapKBps) };
+      try {
+        const m = this.last?.epoch === e ? this.last : this.measureEpoch(e, c.info);
+        const proven = new Map<string, number>(), bps = new Map<string, number>();
+        for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.bytesPerSecond); }
+        result = { provenEpoch: e, proven, source: provenSource(bps, this.o.unmeasuredCapKBps) };
+      } catch (x) {
+        // A measurement that fails must not cost the vote: vote without one.
+        this.o.log.error({ epoch: e, code: errorCode(x), err: (x as Error).message }, 'bandwidth measurement failed');
+        result = { provenEpoch: 0, proven: new Map(), source: provenSource(new Map(), this.o.unmeasuredCapKBps) };
+      }
     }
     this.prune(e);
     return result;
