@@ -62,14 +62,13 @@ interface Held {
   mismatchLogged: Set<string>;
 }
 
-/** Proven values of a consensus (SPEC §8.6), read defensively until src/dir/types.ts carries them. */
+/** Proven values of a consensus (SPEC §8.6): the input of the block for its proven epoch. */
 export function provenInput(info: VerifiedConsensus): { epoch: number; proven: Map<string, number> } | null {
-  const epoch = (info as { provenEpoch?: number | null }).provenEpoch ?? null;
+  const epoch = info.provenEpoch;
   if (epoch === null || !Number.isSafeInteger(epoch) || epoch < 0) return null;
   const proven = new Map<string, number>();
   for (const r of info.relays) {
-    const p = (r as { proven?: number }).proven ?? 0;
-    if (p > 0) proven.set(r.fingerprint, p);
+    if (r.proven > 0) proven.set(r.fingerprint, r.proven);
   }
   return { epoch, proven };
 }

@@ -123,6 +123,11 @@ try {
     writeFileAtomicSync(configFile, JSON.stringify({
       identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period: argv.period,
       authorities: authorityList, reachability: { timeoutMs: 3000 }, stableAfterSeconds: argv.period,
+      // Proof of bandwidth on loopback (SPEC.md §8.5): only the family and declared-bandwidth bounds,
+      // so reward blocks follow the countersigned counts exactly. Every relay declares 10 MB/s and
+      // is weighted at that: proofs decide rewards here, not path weights, so demo traffic does not
+      // move the Guard threshold in the middle of a run.
+      bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
       ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });

@@ -35,7 +35,7 @@ function relayOf(h: HopJson): ConsensusRelay {
   const t = hop(h);
   return {
     ...t, nickname: 'bench', dirPort: 0, storagePort: h.storagePort, flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'],
-    weight: 1, exitPolicy: [], family: [], roles: ['storage'], moderators: [], unmoderated: true, version: 'bench',
+    weight: 1, proven: 0, exitPolicy: [], family: [], roles: ['storage'], moderators: [], unmoderated: true, version: 'bench',
   };
 }
 

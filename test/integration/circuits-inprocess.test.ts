@@ -51,7 +51,7 @@ async function startRelay(name: string, flags: string[], consensus?: () => { rel
   const info: ConsensusRelay = {
     identity: id, fingerprint: fingerprint(id), nickname: name, onionKey: keys.onion.publicKey,
     address: '127.0.0.1', orPort: listener.port, dirPort: 0, storagePort: 0,
-    flags: new Set(['Running', 'Valid', 'Fast', ...flags]) as ConsensusRelay['flags'], weight: 1000,
+    flags: new Set(['Running', 'Valid', 'Fast', ...flags]) as ConsensusRelay['flags'], weight: 1000, proven: 0,
     exitPolicy: exit ? EXIT_POLICY : ['reject *:*'], family: [], roles: exit ? ['relay', 'exit'] : ['relay'],
     moderators: [], unmoderated: true, version: 'test',
   };

@@ -38,7 +38,7 @@ async function startNode(i: number, quotaBytes = 256 * 1024 * KiB): Promise<Test
   const relay: ConsensusRelay = {
     identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), nickname: `s${i}`, onionKey: keys.onion.publicKey,
     address: '127.0.0.1', orPort: endpoint.orPort, dirPort: 0, storagePort: endpoint.storagePort,
-    flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, exitPolicy: [], family: [], roles: ['storage'],
+    flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, proven: 0, exitPolicy: [], family: [], roles: ['storage'],
     moderators: [], unmoderated: true, version: 'test',
   };
   return { dir, store, endpoint, relay, running: true };

@@ -75,9 +75,8 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
     consensus = r.consensus;
     if (!consensus) throw new Error(r.failures.map((f) => `${f.source}: ${f.reason}`).join('; ') || 'no consensus');
     const me = consensus.relays.find((r) => r.fingerprint === fp);
-    // Fields of consensus method 2 (SPEC.md §6.7): read defensively so an older consensus still shows.
-    const provenEpoch = (consensus as { provenEpoch?: number | null }).provenEpoch ?? null;
-    const provenCells = (me as { proven?: number } | undefined)?.proven ?? 0;
+    const provenEpoch = consensus.provenEpoch;
+    const provenCells = me?.proven ?? 0;
     view.consensus = {
       available: true, validAfter: new Date(consensus.validAfter).toISOString(), listed: me !== undefined,
       ...(me ? { nickname: me.nickname, flags: [...me.flags].sort(), weightKBps: me.weight } : {}),

@@ -1,0 +1,216 @@
+// Issue 5 end to end, with real processes on 127.0.0.1: the launcher's authorities, relays and
+// SOCKS proxy. Traffic through the network → relays countersign cell counts on their links →
+// upload them to the authorities → the authorities measure them into the consensus → the next
+// reward block credits exactly the relays that carried cells, in proportion, with exact sums;
+// `bitcloud rewards` and `bitcloud-relay status` show it. Then forged receipts are refused by a
+// real authority, and a tampered chain is refused by the real client. SPEC.md §8.
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes, ed25519Generate } from '../../src/crypto/primitives';
+import { loadEd25519Secret, IDENTITY_KEY_FILE } from '../../src/crypto/keys';
+import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
+import { httpRequest, PATHS } from '../../src/dir/fetch';
+import { signReceipt, countersign, encodeReceipt, type Receipt } from '../../src/bandwidth/receipt';
+import { allocate } from '../../src/bandwidth/reward';
+import { decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, encodeRewardBlock } from '../../src/bandwidth/reward-chain';
+import { fetchRewardChain, type RewardChainResult } from '../../src/client/rewards';
+import { eventually, runCli } from '../helpers/daemon';
+import { curl, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
+
+const PERIOD = 5;
+let net: LocalNet;
+let authorities: AuthorityInfo[];
+let content: ContentServer;
+
+interface EpochLine { epoch: number; cellsSent: number; cellsReceived: number; receipts: number }
+function countersigned(dataDir: string): Map<number, number> {
+  const f = path.join(dataDir, 'bandwidth.json');
+  const out = new Map<number, number>();
+  if (!fs.existsSync(f)) return out;
+  const doc = JSON.parse(fs.readFileSync(f, 'utf8')) as { epochs: EpochLine[] };
+  for (const e of doc.epochs) out.set(e.epoch, e.cellsSent + e.cellsReceived);
+  return out;
+}
+
+async function chain(): Promise<RewardChainResult> {
+  return fetchRewardChain({ authorities, periodSeconds: PERIOD, timeoutMs: 5000 });
+}
+
+beforeAll(async () => {
+  net = await startLocalNet({ relays: 5, exits: 2, period: PERIOD });
+  authorities = parseAuthorityList(JSON.parse(fs.readFileSync(net.clientConfig, 'utf8')).authorities);
+  content = await startContentServer(randomBytes(1 << 20));
+}, 200_000);
+
+afterAll(async () => {
+  await content?.close();
+  await net?.stop();
+}, 60_000);
+
+describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
+  let credited: { epoch: number; minted: bigint; allocations: ReadonlyMap<string, bigint> } | null = null;
+
+  it('the next reward block credits exactly the relays that carried cells, in proportion to their countersigned counts; sums are exact', async () => {
+    // 6 MiB through a 3-hop circuit: thousands of cells on two relay↔relay links.
+    const r = await curl([...viaSocks(net.socksPort), '-sS', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${content.port}/bytes/0/${6 << 20}`], { timeoutMs: 120_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(Number(r.stdout)).toBe(6 << 20);
+
+    // The block of epoch e comes from the consensus of period e+2 (SPEC §8.6): wait for a block that
+    // mints, whose epoch saw the download (the largest countersigned total of any epoch).
+    const found = await eventually(async () => {
+      const c = await chain().catch(() => null);
+      if (!c) return null;
+      for (const b of [...c.blocks].reverse()) {
+        if (b.block.minted === 0n) continue;
+        const total = [...b.block.allocations.values()].reduce((s, a) => s + a, 0n);
+        if (total !== b.block.minted) throw new Error(`block ${b.block.height}: allocations sum ${total} != minted ${b.block.minted}`);
+        // The relays' own records of epoch e are final once the next boundary's file is written.
+        const per = net.relays.map((n) => countersigned(n.dataDir).get(b.block.epoch) ?? 0);
+        if (per.reduce((s, x) => s + x, 0) > 10_000) return b.block;
+      }
+      return null;
+    }, 150_000, 1000);
+
+    const proven = new Map<string, number>();
+    for (const n of net.relays) {
+      const cells = countersigned(n.dataDir).get(found.epoch) ?? 0;
+      if (cells > 0) proven.set(n.identity!, cells);
+    }
+    // Exactly the relays with countersigned cells, exactly the allocation those counts give (the
+    // local network's authorities keep only the family and declared-bandwidth bounds, §8.5).
+    expect([...found.allocations.keys()].sort()).toEqual([...proven.keys()].sort());
+    expect(new Map(found.allocations)).toEqual(allocate(found.minted, proven));
+    credited = { epoch: found.epoch, minted: found.minted, allocations: found.allocations };
+
+    // Every block of the chain: allocations sum to minted.
+    const c = await chain();
+    for (const b of c.blocks) expect([...b.block.allocations.values()].reduce((s, a) => s + a, 0n)).toBe(b.block.minted);
+  }, 300_000);
+
+  it('`bitcloud rewards --json` and `bitcloud-relay status --json` show the same balances', async () => {
+    expect(credited).not.toBeNull();
+    const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
+    expect(out.code, out.stderr).toBe(0);
+    const view = JSON.parse(out.stdout) as { ok: boolean; balances: { fingerprint: string; units: string }[]; totalMinted: { units: string } };
+    expect(view.ok).toBe(true);
+    const sum = view.balances.reduce((s, b) => s + BigInt(b.units), 0n);
+    expect(sum).toBe(BigInt(view.totalMinted.units));
+
+    const relay = net.relays.find((n) => credited!.allocations.has(n.identity!))!;
+    const st = await runCli('bitcloud-relay', ['status', '--json', '--config', relay.config], { timeoutMs: 60_000 });
+    expect(st.code, st.stderr).toBe(0);
+    const s = JSON.parse(st.stdout) as { fingerprint: string; countersigned: { totalCells: number }; consensus: { listed: boolean }; rewards: { available: boolean; balance: { units: string } } };
+    expect(s.fingerprint).toBe(relay.identity);
+    expect(s.consensus.listed).toBe(true);
+    expect(s.countersigned.totalCells).toBeGreaterThan(0);
+    expect(s.rewards.available).toBe(true);
+    // The chain may have grown between the two commands: the relay's balance only grows.
+    const before = BigInt(view.balances.find((b) => b.fingerprint === relay.identity)!.units);
+    expect(BigInt(s.rewards.balance.units) >= before).toBe(true);
+    expect(before >= credited!.allocations.get(relay.identity!)!).toBe(true);
+  }, 120_000);
+});
+
+describe('forged receipts are refused by a real authority (SPEC.md §8.4)', () => {
+  const epochNow = () => Math.floor(Date.now() / (PERIOD * 1000));
+  async function keysOf(i: number) { return loadEd25519Secret(path.join(net.relays[i].dataDir, IDENTITY_KEY_FILE)); }
+  async function post(records: Buffer): Promise<{ status: number; json: { code?: string; accepted?: number } }> {
+    const r = await httpRequest(authorities[0].url + '/bitcloud/receipts', { method: 'POST', body: records, maxBytes: 1 << 20, timeoutMs: 10_000 });
+    return { status: r.status, json: JSON.parse(r.body.toString('utf8') || '{}') };
+  }
+  async function receipt(epoch: number, o: { a?: number; b?: number; serial?: number } = {}): Promise<Receipt> {
+    const a = await keysOf(o.a ?? 0); const b = await keysOf(o.b ?? 1);
+    const p = signReceipt({ epoch, initiator: a.publicKey, responder: b.publicKey, cellsI2R: 3, cellsR2I: 2, serial: o.serial ?? 7_000_000 + Math.floor(Math.random() * 1e6) }, a);
+    const c = countersign(p, { cellsI2R: 3, cellsR2I: 2 }, b, 0);
+    if (!c.ok) throw new Error('countersign failed');
+    return c.receipt;
+  }
+
+  it('a genuine receipt is accepted once; its replay is RECEIPT_REPLAYED', async () => {
+    // The epoch just ended: the authority holds its consensus (published at mid-period) — wait for it.
+    const r = await receipt(epochNow() - 1);
+    const first = await eventually(async () => { const x = await post(encodeReceipt(r)); return x.status === 422 ? null : x; }, 30_000, 500);
+    expect(first.status).toBe(200);
+    expect(first.json.accepted).toBe(1);
+    const again = await post(encodeReceipt(r));
+    expect([again.status, again.json.code]).toEqual([409, 'RECEIPT_REPLAYED']);
+  });
+
+  it('one signature only, an unknown relay, counts altered after signing, a past epoch: each refused with its code', async () => {
+    const e = epochNow() - 1;
+    const one = encodeReceipt(await receipt(e));
+    one.fill(0, 160, 224); // the responder signature
+    expect(await post(one)).toMatchObject({ status: 400, json: { code: 'RECEIPT_ONE_SIGNATURE' } });
+
+    const stranger = ed25519Generate();
+    const b = await keysOf(1);
+    const p = signReceipt({ epoch: e, initiator: stranger.publicKey, responder: b.publicKey, cellsI2R: 1, cellsR2I: 1, serial: 1 }, stranger);
+    const c = countersign(p, { cellsI2R: 1, cellsR2I: 1 }, b, 0);
+    if (!c.ok) throw new Error('countersign failed');
+    expect(await post(encodeReceipt(c.receipt))).toMatchObject({ status: 403, json: { code: 'RECEIPT_UNKNOWN_RELAY' } });
+
+    const altered = encodeReceipt(await receipt(e));
+    altered.writeUInt32BE(1_000_000, 72 + 4); // cells_i2r, low word, after both signed
+    expect(await post(altered)).toMatchObject({ status: 400, json: { code: 'RECEIPT_BAD_SIGNATURE' } });
+
+    const old = encodeReceipt(await receipt(e - 4));
+    expect(await post(old)).toMatchObject({ status: 422, json: { code: 'RECEIPT_OUTSIDE_WINDOW' } });
+  });
+});
+
+describe('a tampered reward chain is refused by `bitcloud rewards` (SPEC.md §8.7.3)', () => {
+  let fake: http.Server;
+  let served: Buffer = Buffer.alloc(0);
+  beforeAll(async () => {
+    fake = http.createServer((req, res) => {
+      if (req.url?.startsWith('/bitcloud/rewards')) { res.writeHead(200, { 'content-type': 'application/octet-stream' }); res.end(served); return; }
+      res.writeHead(404); res.end('{}');
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+  });
+  afterAll(async () => { await new Promise((r) => fake.close(r)); });
+
+  async function rewardsFromFake(): Promise<{ code: number | string; json: { ok: boolean; code?: string } }> {
+    const port = (fake.address() as AddressInfo).port;
+    const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig, '--from', `127.0.0.1:${port}`], { timeoutMs: 60_000 });
+    return { code: out.code, json: JSON.parse(out.stdout) };
+  }
+
+  it('an altered block, a missing signature, a broken hash link', async () => {
+    const r = await httpRequest(authorities[0].url + PATHS.rewards, { maxBytes: 64 << 20, timeoutMs: 10_000 });
+    expect(r.status).toBe(200);
+    const bundle = decodeRewardChainBundle(r.body);
+    const minting = bundle.blocks.findIndex((b) => b.block.allocations.size >= 2);
+    expect(minting).toBeGreaterThanOrEqual(0);
+    const rebuild = (blocks: Uint8Array[]) => encodeRewardChainBundle(blocks.length, bundle.certificates, blocks);
+    const signedBytes = bundle.blocks.map((b) => encodeSignedRewardBlock(b.body, b.signatures));
+
+    // The untouched chain verifies from this source.
+    served = rebuild(signedBytes);
+    expect((await rewardsFromFake()).json.ok).toBe(true);
+
+    // Altered: move one unit between two allocations (the sum still equals minted).
+    const b = bundle.blocks[minting];
+    const allocs = new Map(b.block.allocations);
+    const [k1, k2] = [...allocs.keys()];
+    allocs.set(k1, allocs.get(k1)! + 1n); allocs.set(k2, allocs.get(k2)! - 1n);
+    const body = encodeRewardBlock({ ...b.block, allocations: allocs });
+    served = rebuild(signedBytes.map((x, i) => (i === minting ? encodeSignedRewardBlock(body, b.signatures) : x)));
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_BAD_SIGNATURE' } });
+
+    // Missing signature: keep only one of the signatures (a majority of 3 is 2).
+    served = rebuild(signedBytes.map((x, i) => (i === minting ? encodeSignedRewardBlock(b.body, b.signatures.slice(0, 1)) : x)));
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_TOO_FEW_SIGNATURES' } });
+
+    // Broken link: the last block names another hash as its predecessor.
+    expect(bundle.blocks.length).toBeGreaterThanOrEqual(2);
+    const last = bundle.blocks[bundle.blocks.length - 1];
+    const relinked = encodeRewardBlock({ ...last.block, previousHash: Buffer.alloc(32, 0xab) });
+    served = rebuild(signedBytes.map((x, i) => (i === bundle.blocks.length - 1 ? encodeSignedRewardBlock(relinked, last.signatures) : x)));
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_CHAIN_BROKEN_LINK' } });
+  }, 120_000);
+});
