@@ -205,6 +205,8 @@ try {
   say(`  relay metrics    http://127.0.0.1:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
+  say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);
+  say(`  a relay's view   npx bitcloud-relay status --config ${path.join(dir, 'relay1.json')}   (proven bandwidth, earnings)`);
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
     say(`  fetch it         npx bitcloud get CAPABILITY -o OUT --config ${clientConfig}`);
