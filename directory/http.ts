@@ -28,7 +28,8 @@ import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson } from './status-page';
-import { serveRewards, type RewardLedger } from './rewards';
+import type { RewardLedger } from './rewards';
+import { serveRewards } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload } from './receipts';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
