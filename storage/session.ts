@@ -28,11 +28,16 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
   const maxInflight = Math.max(1, opts.maxInflight ?? 8);
   const inflight = new Set<Promise<void>>();
-  // Header and body are written in one tick, so concurrent answers never interleave.
+  // Header and body are written in one tick, so concurrent answers never interleave. Answers that
+  // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
+  let draining: Promise<void> | null = null;
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
     const body = encodeResponse(reqId, res);
     stream.write(frameHeader(body.length));
-    if (!stream.write(body)) await waitDrain(stream);
+    if (!stream.write(body)) {
+      draining ??= waitDrain(stream).finally(() => { draining = null; });
+      await draining;
+    }
   };
   const handle = (reqId: number, req: StorageRequest): void => {
     const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll)

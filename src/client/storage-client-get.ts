@@ -169,7 +169,7 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
   for (let i = 0; i < layout.chunks.length; i++) if (output.isDone(i)) done += plainLen(layout.chunks[i]);
   o.onProgress?.(done, layout.size);
 
-  const window = Math.max(1, o.window ?? 8);
+  const window = Math.max(1, o.window ?? 16);
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
   try {

@@ -24,6 +24,8 @@ export class DownloadOutput {
   private dirty = 0;
   private lastSave = Date.now();
   private saving: Promise<void> | null = null;
+  /** A background checkpoint that failed: reported by finish(). */
+  private saveError: unknown = null;
 
   private constructor(
     readonly out: string,
@@ -85,7 +87,11 @@ export class DownloadOutput {
     }
     this.done[i >> 3] |= 1 << (i & 7);
     this.dirty++;
-    if (this.dirty >= 16 || Date.now() - this.lastSave >= 1000) await this.checkpoint();
+    // In the background: the fetches go on while the part file is fsynced (a checkpoint that
+    // blocked here held a download window slot for the whole fsync). finish() reports a failure.
+    if (!this.saving && (this.dirty >= 16 || Date.now() - this.lastSave >= 1000)) {
+      void this.checkpoint().catch((e: unknown) => { this.saveError ??= e; });
+    }
   }
 
   /** fsync the part file, then record what is done (one save at a time). */
@@ -104,7 +110,8 @@ export class DownloadOutput {
 
   /** Everything verified and written: make it the output, atomically, and drop the bookkeeping. */
   async finish(): Promise<void> {
-    while (this.saving) await this.saving;
+    while (this.saving) await this.saving.catch(() => {});
+    if (this.saveError) throw this.saveError;
     await this.fh.sync();
     await this.fh.close();
     await fsp.rename(DownloadOutput.partPath(this.out), this.out);
@@ -114,6 +121,7 @@ export class DownloadOutput {
 
   /** Stop, keeping the part file and the record so that a rerun resumes. */
   async suspend(): Promise<void> {
+    while (this.saving) await this.saving.catch(() => {});
     try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
     await this.fh.close().catch(() => {});
   }
