@@ -49,23 +49,43 @@ export interface RewardChainResult {
 export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<RewardChainResult> {
   const sources = o.sources?.length ? [...o.sources] : shuffle(o.authorities.map((a) => a.url));
   const failures: RewardChainResult['failures'] = [];
+  let got: { acc: ChainAccumulator; source: string } | null = null;
   for (const source of sources) {
+    if (!got) {
+      const acc = newAccumulator();
+      try {
+        await fetchFrom(source, o, acc);
+        got = { acc, source };
+      } catch (e) {
+        failures.push({ source, code: errorCode(e), reason: (e as Error).message });
+      }
+      continue;
+    }
+    // An authority that is behind serves a shorter chain that still verifies: ask the others
+    // for what comes after the tip we hold. Every block they add passed the same checks
+    // (majority of the configured authorities), so any source may extend the chain; a source
+    // that fails only loses its say (reported, not fatal).
     try {
-      const { state, blocks } = await fetchFrom(source, o);
-      return { state, blocks, source, failures };
+      await fetchFrom(source, o, got.acc);
     } catch (e) {
       failures.push({ source, code: errorCode(e), reason: (e as Error).message });
     }
   }
+  if (got) return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
   const first = failures.find((f) => f.code.startsWith('REWARD_')) ?? failures[0];
   const list = failures.map((f) => `${f.source}: ${f.reason}`).join('; ');
   throw err(first?.code ?? 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
 }
 
-async function fetchFrom(source: string, o: FetchRewardChainOptions): Promise<{ state: ChainState; blocks: VerifiedRewardBlock[] }> {
-  const state = emptyChainState();
-  const blocks: VerifiedRewardBlock[] = [];
-  const certs: Buffer[] = [];
+interface ChainAccumulator { state: ChainState; blocks: VerifiedRewardBlock[]; certs: Buffer[] }
+
+function newAccumulator(): ChainAccumulator {
+  return { state: emptyChainState(), blocks: [], certs: [] };
+}
+
+/** Fetches from `source` the blocks after `acc`'s tip, verifying and appending each (acc is extended in place). */
+async function fetchFrom(source: string, o: FetchRewardChainOptions, acc: ChainAccumulator): Promise<void> {
+  const { state, blocks, certs } = acc;
   const threshold = majorityOf(o.authorities.length);
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
   for (;;) {
@@ -86,7 +106,6 @@ async function fetchFrom(source: string, o: FetchRewardChainOptions): Promise<{ 
     }
     if (state.height + 1 >= bundle.chainLength) break;
   }
-  return { state, blocks };
 }
 
 function shuffle<T>(a: T[]): T[] {

@@ -132,6 +132,22 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
       .rejects.toMatchObject({ code: 'REWARD_CHAIN_BROKEN_LINK' });
   });
 
+  it('a source that is behind does not hide the blocks another source has: the chain is extended from the others', async () => {
+    const blocks = chain(3);
+    const behind = await chainServer(blocks.slice(0, 1));
+    const ahead = await chainServer(blocks);
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [behind.url, ahead.url] });
+    expect(r.source).toBe(behind.url);
+    expect(r.state.height).toBe(2);
+    expect(r.failures).toEqual([]);
+    // A later source is used up to its first block that does not verify, and reported; the chain
+    // verified so far stands (every block in it passed the majority check on its own).
+    const bad = await chainServer(chain(4, { brokenLinkAt: 3 }));
+    const r2 = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [behind.url, bad.url] });
+    expect(r2.state.height).toBe(2);
+    expect(r2.failures.map((f) => f.source)).toEqual([bad.url]);
+  });
+
   it('formats coins with 8 decimals', () => {
     expect(formatCoins(5_000_000_000n)).toBe('50.00000000');
     expect(formatCoins(1n)).toBe('0.00000001');
