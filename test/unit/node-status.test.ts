@@ -1,0 +1,53 @@
+// bitcloud-relay status: each part stands alone — missing bandwidth.json, unreachable authorities,
+// no identity — and the command says which part is missing instead of failing whole.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it, expect } from 'vitest';
+import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-status';
+
+const authorities = parseAuthorityList([{ name: 'a1', identity: 'aa'.repeat(32), address: '127.0.0.1:1' }]);
+
+describe('node status', () => {
+  it('with keys but no bandwidth.json and no reachable authority: identity known, each part says why it is missing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      const keys = await loadOrCreateNodeKeys(dir);
+      const v = await nodeStatus({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 1000 });
+      expect(v.ok).toBe(true);
+      expect(v.fingerprint).toBe(fingerprint(keys.identity.publicKey));
+      expect(v.countersigned.available).toBe(false);
+      expect(v.consensus.available).toBe(false);
+      expect(v.consensus.error).toMatch(/127\.0\.0\.1:1/);
+      expect(v.rewards.available).toBe(false);
+      const lines: string[] = [];
+      const code = await nodeStatusCommand({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 1000 }, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
+      expect(code).toBe(0);
+      expect(lines.join('\n')).toMatch(/consensus: not available/);
+      expect(lines.join('\n')).toMatch(/bandwidth\.json not written yet/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads countersigned epochs from bandwidth.json; no identity at all exits 1', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      const lines: string[] = [];
+      expect(await nodeStatusCommand({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500 }, { out: (s) => lines.push(s), err: (s) => lines.push(s) })).toBe(1);
+      expect(lines.join('\n')).toMatch(/no identity key/);
+      fs.writeFileSync(path.join(dir, 'bandwidth.json'), JSON.stringify({
+        version: 1, identity: 'bb'.repeat(32), periodSeconds: 5,
+        epochs: [{ epoch: 7, receipts: 2, cellsSent: 100, cellsReceived: 50, peers: 2 }, { epoch: 8, receipts: 1, cellsSent: 1, cellsReceived: 2, peers: 1 }],
+        disagreements: { COUNTS_MISMATCH: 1 },
+      }));
+      const v = await nodeStatus({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500 });
+      expect(v.fingerprint).toBe('bb'.repeat(32));
+      expect(v.countersigned).toMatchObject({ available: true, totalCells: 153, disagreements: { COUNTS_MISMATCH: 1 } });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
