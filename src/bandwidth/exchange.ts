@@ -1,7 +1,9 @@
 // SPEC.md §8.1, §8.3: a node's receipt exchanges over all its counted links. It attaches a
 // LinkReceipts (and its counter) to every link whose both ends proved an identity, routes the
 // RECEIPT_* cells it reads to it, proposes at each epoch boundary (initiator links, after a random
-// delay), expires unanswered proposals, and logs and counts every disagreement.
+// delay), expires unanswered proposals, and logs and counts every disagreement. Before the node
+// closes its links on purpose it settles them: it proposes on the links it opened and sends
+// RECEIPT_REQUEST on the links it accepted (SPEC §8.3 steps 10–11).
 // Relays and storage nodes both run it (relay/circuits.ts, storage/endpoint.ts).
 import { errorCode } from '../errors';
 import { CellCommand, type Cell } from '../wire/cell';
@@ -15,6 +17,8 @@ import { ReceiptMetrics } from './receipt-metrics';
 
 /** SPEC §8.3 step 4: more PROPOSE cells than this in one epoch MAY close the link. */
 export const MAX_PROPOSALS_PER_EPOCH = 16;
+/** SPEC §8.3 step 11: an initiator honours at most this many RECEIPT_REQUEST per link and epoch. */
+export const MAX_REQUESTS_PER_EPOCH = 16;
 /** SPEC §8.3 step 1: the boundary PROPOSE is delayed by a random 0–30 s (never beyond P/4 here). */
 export const DEFAULT_RECEIPT_JITTER_SECONDS = 30;
 /** SPEC §8.3 step 3: no answer in 60 s (or one period, if shorter) leaves the segment unpaid. */
@@ -44,10 +48,18 @@ interface LinkEntry {
   /** Responder side: PROPOSE cells read in `proposeEpoch` (SPEC §8.3 step 4). */
   proposeEpoch: number;
   proposals: number;
+  /** Initiator side: RECEIPT_REQUEST cells read in `requestEpoch` (SPEC §8.3 step 11). */
+  requestEpoch: number;
+  requests: number;
+  /** Boundary proposals waiting for their random delay. */
+  delays: Set<NodeJS.Timeout>;
+  /** Answer timeouts of proposals sent. */
   timers: Set<NodeJS.Timeout>;
 }
 
-const RECEIPT_COMMANDS = new Set<number>([CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT]);
+const RECEIPT_COMMANDS = new Set<number>([
+  CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT, CellCommand.RECEIPT_REQUEST,
+]);
 
 export class ReceiptExchange {
   readonly metrics: ReceiptMetrics;
@@ -97,7 +109,7 @@ export class ReceiptExchange {
       onDisagreement: (d) => this.disagreement(lr.peer, d),
       onSegment: (s) => this.metrics.segment(s, isInitiator),
     });
-    const entry: LinkEntry = { ch, lr, proposeEpoch: -1, proposals: 0, timers: new Set() };
+    const entry: LinkEntry = { ch, lr, proposeEpoch: -1, proposals: 0, requestEpoch: -1, requests: 0, delays: new Set(), timers: new Set() };
     ch.attachCounter(lr.counter);
     this.links.set(ch, entry);
     ch.once('close', () => this.detach(entry));
@@ -119,7 +131,8 @@ export class ReceiptExchange {
     }
     if (cmd === CellCommand.RECEIPT_PROPOSE && !e.lr.isInitiator && this.tooManyProposals(e)) return true;
     try {
-      e.lr.onCell(cmd, cell.payload);
+      if (cmd === CellCommand.RECEIPT_REQUEST) this.onRequest(e, cell.payload);
+      else e.lr.onCell(cmd, cell.payload);
     } catch (err) {
       const code = errorCode(err);
       this.metrics.cellError(code);
@@ -158,13 +171,53 @@ export class ReceiptExchange {
       const wait = Math.floor(this.random() * maxDelayMs);
       if (wait <= 0) this.proposeOn(e, ended);
       else {
-        const t = setTimeout(() => { e.timers.delete(t); this.proposeOn(e, ended); }, wait);
+        const t = setTimeout(() => { e.delays.delete(t); this.proposeOn(e, ended); }, wait);
         t.unref();
-        e.timers.add(t);
+        e.delays.add(t);
       }
     }
     this.o.onEpochEnd?.(ended);
     return n;
+  }
+
+  /**
+   * SPEC §8.3 steps 10–11, what a node runs before it closes its links on purpose (shutdown):
+   * proposes on the links it opened (initiator links among `channels`, default all) and sends
+   * RECEIPT_REQUEST on every link it accepted (at shutdown the listener closes them all), then waits
+   * for the answers, at most `graceMs` for both together.
+   */
+  async settleBeforeClose(graceMs: number, channels?: Iterable<Channel>): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    await Promise.all([this.proposeBeforeClose(graceMs, channels), this.requestBeforeClose(Math.max(0, deadline - Date.now()))]);
+  }
+
+  /**
+   * SPEC §8.3 step 11, the responder side of closing on purpose: send RECEIPT_REQUEST on every
+   * responder link, then wait, at most `graceMs`, until each link whose segment counted a cell has
+   * read (and answered) a PROPOSE after it, or closed. Links with an empty segment are not waited
+   * for: their initiator has, in general, nothing to propose.
+   */
+  async requestBeforeClose(graceMs: number): Promise<void> {
+    const P = this.o.periodSeconds();
+    if (!P) return; // no epoch without a consensus: nothing the peer could propose
+    const epoch = epochAt(this.now(), P);
+    const waiting: { e: LinkEntry; read: number }[] = [];
+    for (const e of this.links.values()) {
+      if (e.lr.isInitiator || e.ch.closed) continue;
+      const read = e.lr.proposalsRead;
+      const counted = e.lr.segmentCounted;
+      try {
+        e.lr.request(epoch);
+      } catch (err) {
+        this.metrics.cellError(errorCode(err));
+        continue;
+      }
+      if (counted) waiting.push({ e, read });
+    }
+    const deadline = Date.now() + graceMs;
+    while (waiting.some((w) => w.e.lr.proposalsRead === w.read && !w.e.ch.closed) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /**
@@ -179,7 +232,7 @@ export class ReceiptExchange {
     for (const ch of channels ?? [...this.links.keys()]) {
       const e = this.links.get(ch);
       if (!e || !e.lr.isInitiator || ch.closed) continue;
-      this.clearTimers(e); // a delayed boundary proposal goes out now instead (its epoch is over anyway)
+      this.clearDelays(e); // a delayed boundary proposal goes out now instead (its epoch is over anyway)
       this.proposeOn(e, epoch);
       if (e.lr.pendingCount > 0) waiting.push(e);
     }
@@ -187,6 +240,25 @@ export class ReceiptExchange {
     while (waiting.some((e) => e.lr.pendingCount > 0 && !e.ch.closed) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
     }
+  }
+
+  /**
+   * SPEC §8.3 step 11, initiator side: the responder is closing the link; propose for the current
+   * epoch now, as before our own close (a delayed boundary proposal is folded into it). Beyond 16
+   * REQUESTs per link and epoch, ignored and counted. Throws what LinkReceipts.readRequest throws.
+   */
+  private onRequest(e: LinkEntry, payload: Buffer): void {
+    e.lr.readRequest(payload);
+    const P = this.o.periodSeconds();
+    if (!P) return; // no consensus, no epoch: nothing to propose
+    const cur = epochAt(this.now(), P);
+    if (cur !== e.requestEpoch) { e.requestEpoch = cur; e.requests = 0; }
+    if (++e.requests > MAX_REQUESTS_PER_EPOCH) {
+      this.metrics.cellError('RECEIPT_TOO_MANY_REQUESTS');
+      return;
+    }
+    this.clearDelays(e);
+    this.proposeOn(e, cur);
   }
 
   private proposeOn(e: LinkEntry, epoch: number): void {
@@ -258,7 +330,13 @@ export class ReceiptExchange {
     this.links.delete(e.ch);
   }
 
+  private clearDelays(e: LinkEntry): void {
+    for (const t of e.delays) clearTimeout(t);
+    e.delays.clear();
+  }
+
   private clearTimers(e: LinkEntry): void {
+    this.clearDelays(e);
     for (const t of e.timers) clearTimeout(t);
     e.timers.clear();
   }

@@ -4,7 +4,7 @@
 // attached to the Channel, which bumps it per circuit cell (src/link/channel.ts).
 // Lives in src/ because relays and storage nodes both run it (STYLE.md §6).
 import { err } from '../errors';
-import { CellCommand } from '../wire/cell';
+import { CellCommand, decodeReceiptRequest, encodeReceiptRequest, type ReceiptRequest } from '../wire/cell';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { LinkCounter, SerialSource, type EpochTotals, type SegmentCounts } from './counters';
 import {
@@ -62,6 +62,7 @@ export class LinkReceipts {
   readonly counter: LinkCounter;
   private readonly serials: SerialSource;
   private readonly pending = new Map<number, ReceiptProposal>();
+  private read = 0;
 
   constructor(private readonly o: LinkReceiptsOptions) {
     this.counter = new LinkCounter(o.peerIdentity.toString('hex'), o.isInitiator ? 'initiator' : 'responder');
@@ -72,6 +73,10 @@ export class LinkReceipts {
   get peer(): string { return this.counter.peer; }
   /** Proposals sent and not yet answered. */
   get pendingCount(): number { return this.pending.size; }
+  /** Responder: RECEIPT_PROPOSE cells read (each answered at once, COUNTERSIGN or REJECT). */
+  get proposalsRead(): number { return this.read; }
+  /** The current segment counted at least one cell (SPEC §8.3 step 1: otherwise nothing to prove). */
+  get segmentCounted(): boolean { return this.counter.sent > 0 || this.counter.received > 0; }
 
   private cut(): SegmentCounts {
     const s = this.counter.cut();
@@ -94,6 +99,25 @@ export class LinkReceipts {
     this.pending.set(p.body.serial, p);
     this.o.send(CellCommand.RECEIPT_PROPOSE, encodeReceiptProposal(p));
     return p;
+  }
+
+  /**
+   * Responder only: ask the initiator to propose now, the link is about to close on purpose
+   * (SPEC §8.3 step 11). Returns false (and sends nothing) on an initiator link.
+   */
+  request(epoch: number): boolean {
+    if (this.o.isInitiator) return false;
+    this.o.send(CellCommand.RECEIPT_REQUEST, encodeReceiptRequest({ epoch, reason: 'CLOSING' }));
+    return true;
+  }
+
+  /**
+   * Initiator only: a RECEIPT_REQUEST read from the link. Throws LINK_PROTOCOL_VIOLATION on a
+   * responder link (wrong role) and RECEIPT_MALFORMED; the owner then proposes (it knows the epoch).
+   */
+  readRequest(payload: Buffer): ReceiptRequest {
+    if (!this.o.isInitiator) throw err('LINK_PROTOCOL_VIOLATION', 'RECEIPT_REQUEST sent to the link\'s responder');
+    return decodeReceiptRequest(payload);
   }
 
   /**
@@ -129,6 +153,7 @@ export class LinkReceipts {
   private onPropose(payload: Buffer): void {
     // SPEC §8.3 step 2: the responder closes its segment on reading the PROPOSE, whatever it decides.
     const s = this.cut();
+    this.read++;
     const tolerance = inFlightTolerance(Math.max(1, s.circuits));
     let p: ReceiptProposal;
     try {

@@ -125,9 +125,13 @@ export class NodeBandwidth {
     this.uploader.start();
   }
 
-  /** Before the node closes the links it opened: propose for the current epoch, wait a bounded moment. */
+  /**
+   * Before the node closes its links on purpose (shutdown), SPEC §8.3 steps 10–11: propose for the
+   * current epoch on the links it opened (`channels`, default all) and send RECEIPT_REQUEST on every
+   * link it accepted, then wait for the answers at most `shutdownGraceMs`.
+   */
   async beforeClose(channels?: Iterable<Channel>): Promise<void> {
-    await this.exchange.proposeBeforeClose(this.settings.shutdownGraceMs, channels);
+    await this.exchange.settleBeforeClose(this.settings.shutdownGraceMs, channels);
   }
 
   /** Stop timers; keep undelivered receipts and write bandwidth.json one last time. */

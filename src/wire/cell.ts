@@ -26,6 +26,8 @@ export const CellCommand = {
   RECEIPT_PROPOSE: 140,
   RECEIPT_COUNTERSIGN: 141,
   RECEIPT_REJECT: 142,
+  /** The link responder asks the initiator to propose now: it is closing the link (SPEC.md §8.2.3, §8.3). */
+  RECEIPT_REQUEST: 143,
 } as const;
 export type CellCommandName = keyof typeof CellCommand;
 export type CellCommandValue = (typeof CellCommand)[CellCommandName];
@@ -38,7 +40,7 @@ const COMMAND_NAMES = new Map<number, CellCommandName>(
 /** Commands that are link-level and must carry circId 0. */
 const LINK_LEVEL = new Set<number>([
   CellCommand.PADDING, CellCommand.VERSIONS, CellCommand.AUTHENTICATE,
-  CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT,
+  CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT, CellCommand.RECEIPT_REQUEST,
 ]);
 
 export function isKnownCellCommand(cmd: number): cmd is CellCommandValue {
@@ -110,4 +112,40 @@ export function decodeCell(buf: Buffer, offset = 0): Cell {
     throw err('CELL_MALFORMED', `${cellCommandName(command)} cell with circuit id ${circId}`);
   }
   return { circId, command, payload: buf.subarray(offset + CELL_HEADER_LEN, offset + CELL_LEN) };
+}
+
+/** SPEC.md §8.2.3: RECEIPT_REQUEST payload = epoch u64 | reason u8; the rest of the 509 bytes is zero. */
+export const RECEIPT_REQUEST_LEN = 9;
+/** RECEIPT_REQUEST reasons (SPEC.md §8.2.3). Any other value is RECEIPT_MALFORMED. */
+export const ReceiptRequestReason = { CLOSING: 1 } as const;
+export type ReceiptRequestReasonName = keyof typeof ReceiptRequestReason;
+
+export interface ReceiptRequest {
+  /** The responder's current epoch when it asked (informative: the initiator proposes for its own). */
+  epoch: number;
+  reason: ReceiptRequestReasonName;
+}
+
+export function encodeReceiptRequest(r: ReceiptRequest): Buffer {
+  if (!Number.isSafeInteger(r.epoch) || r.epoch < 0) throw err('RECEIPT_MALFORMED', `epoch out of range: ${r.epoch}`);
+  const code = ReceiptRequestReason[r.reason];
+  if (code === undefined) throw err('RECEIPT_MALFORMED', `unknown RECEIPT_REQUEST reason ${String(r.reason)}`);
+  const out = Buffer.alloc(RECEIPT_REQUEST_LEN);
+  out.writeBigUInt64BE(BigInt(r.epoch), 0);
+  out[8] = code;
+  return out;
+}
+
+/**
+ * Decode a RECEIPT_REQUEST payload (bytes after the first 9 are ignored). Throws RECEIPT_MALFORMED
+ * (too short, epoch above 2^53 − 1 like every receipt u64, unknown reason) and nothing else.
+ */
+export function decodeReceiptRequest(payload: Uint8Array): ReceiptRequest {
+  if (payload.length < RECEIPT_REQUEST_LEN) throw err('RECEIPT_MALFORMED', `RECEIPT_REQUEST needs ${RECEIPT_REQUEST_LEN} bytes, got ${payload.length}`);
+  const b = Buffer.from(payload.buffer, payload.byteOffset, RECEIPT_REQUEST_LEN);
+  const epoch = b.readBigUInt64BE(0);
+  if (epoch > BigInt(Number.MAX_SAFE_INTEGER)) throw err('RECEIPT_MALFORMED', `RECEIPT_REQUEST epoch above 2^53 - 1: ${epoch}`);
+  const code = b[8];
+  if (code !== ReceiptRequestReason.CLOSING) throw err('RECEIPT_MALFORMED', `unknown RECEIPT_REQUEST reason ${code}`);
+  return { epoch: Number(epoch), reason: 'CLOSING' };
 }

@@ -25,7 +25,7 @@ describe('cell layout (SPEC.md §2.1)', () => {
   it('keeps the command numbers', () => {
     expect(CellCommand).toEqual({
       PADDING: 0, RELAY: 3, DESTROY: 4, VERSIONS: 7, RELAY_EARLY: 9, CREATE2: 10, CREATED2: 11,
-      AUTHENTICATE: 131, RECEIPT_PROPOSE: 140, RECEIPT_COUNTERSIGN: 141, RECEIPT_REJECT: 142,
+      AUTHENTICATE: 131, RECEIPT_PROPOSE: 140, RECEIPT_COUNTERSIGN: 141, RECEIPT_REJECT: 142, RECEIPT_REQUEST: 143,
     });
   });
 
