@@ -26,7 +26,7 @@ export interface StorageEndpointOptions {
   policyCheck?: PolicyCheck;
   maxDirectSessions?: number;
   /** Proof of bandwidth (SPEC.md §8.3, last paragraph): a storage node counts its links with relays like a relay. */
-  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell'>;
+  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
   registry?: Registry;
   log?: Logger;
 }
@@ -98,6 +98,9 @@ export class StorageEndpoint {
     this.closed = true;
     this.switch.close();
     for (const s of this.sessions) s.destroy();
+    // The links relays opened to us stay up a moment: ask their initiators to propose for the
+    // segment so far (RECEIPT_REQUEST, SPEC.md §8.3 item 11), so closing mid-epoch is still paid.
+    await this.o.bandwidth?.beforeClose().catch(() => {});
     await Promise.all([this.links?.close(), this.direct?.close()]);
   }
 }
