@@ -41,7 +41,14 @@ export interface AuthorityDeps {
   reachabilityTest?: ReachabilityTester;
   now?: () => number;
   /** The reward ledger (directory/rewards.ts, SPEC.md §8.7): told of each newly published consensus, ticked with the schedule. */
-  rewards?: { onConsensus(info: VerifiedConsensus): void; tick(): void };
+  rewards?: {
+    onConsensus(info: VerifiedConsensus): void;
+    tick(): void;
+    /** For the status page: chain height (−1 when empty), tip epoch, the block being signed. */
+    readonly height?: number;
+    readonly tipEpoch?: number;
+    readonly pendingBlock?: { height: number; epoch: number; signers: string[]; published: boolean } | null;
+  };
 }
 
 interface Pending {
@@ -104,6 +111,11 @@ export class Authority {
   }
 
   get signer(): Signer { return this.deps.signer; }
+  /** The reward ledger's state for the status page (null when this authority keeps no chain). */
+  get rewardsStatus(): { height: number; tipEpoch: number; pending: { height: number; epoch: number; signers: string[]; published: boolean } | null } | null {
+    const r = this.deps.rewards;
+    return r && r.height !== undefined ? { height: r.height, tipEpoch: r.tipEpoch ?? -1, pending: r.pendingBlock ?? null } : null;
+  }
   get config(): AuthorityConfig { return this.cfg; }
   get skewMs(): number { return this.cfg.clockSkewSeconds * 1000; }
   get published(): { info: VerifiedConsensus; served: ServedDocument } | null { return this.current; }

@@ -23,6 +23,7 @@ export function statusJson(a: Authority): Record<string, unknown> {
       provenEpoch: c.provenEpoch,
     } : null,
     bandwidth: bandwidthStatus(a),
+    rewards: a.rewardsStatus,
   };
 }
 
@@ -57,6 +58,15 @@ function moderation(r: { roles: readonly string[]; unmoderated: boolean; moderat
   return r.unmoderated ? 'unmoderated' : r.moderators.map((m) => `<code title="${m}">${m.slice(0, 16)}…</code>`).join('<br>');
 }
 
+/** SPEC.md §8.7: where this authority's reward chain stands (informative). */
+function rewardsLine(a: Authority): string {
+  const r = a.rewardsStatus;
+  if (!r) return '';
+  const tip = r.height < 0 ? 'empty' : `height ${r.height}, last block for epoch ${r.tipEpoch}`;
+  const p = r.pending && !r.pending.published ? `; block ${r.pending.height} (epoch ${r.pending.epoch}) being signed by ${r.pending.signers.length} of ${a.config.authorities.length}` : '';
+  return `<p>Reward chain: ${tip}${p}. Verify it with <code>bitcloud rewards</code>.</p>`;
+}
+
 export function renderStatusPage(a: Authority): string {
   const now = Date.now();
   const c = a.published?.info;
@@ -80,6 +90,7 @@ export function renderStatusPage(a: Authority): string {
 <p>Identity <code>${a.config.identity}</code>, software ${e(VERSION)}, period ${a.config.periodSeconds} s.</p>
 ${consensus}
 <p>Descriptors known: ${s.known}; reachable at last test: ${s.running}. Votes held this period: ${s.votesHeld.length} of ${a.config.authorities.length}.</p>
+${rewardsLine(a)}
 <h2>Relays in the consensus (${c?.relays.length ?? 0})</h2>
 <table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th title="proven cells in the consensus's proven epoch / as this authority measured its last epoch">proven (epoch ${c?.provenEpoch ?? '–'} / mine ${mine?.epoch ?? '–'})</th><th>roles</th><th>moderators</th><th>version</th></tr>
 ${rows}

@@ -89,6 +89,16 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
     // Every block of the chain: allocations sum to minted.
     const c = await chain();
     for (const b of c.blocks) expect([...b.block.allocations.values()].reduce((s, a) => s + a, 0n)).toBe(b.block.minted);
+
+    // Each authority's status (the operator's view) shows its chain that far (the others publish
+    // the block as soon as they hold the majority's signatures: within a tick or two).
+    for (const a of authorities) {
+      await eventually(async () => {
+        const st = await httpRequest(a.url + '/bitcloud/status', { maxBytes: 1 << 20, timeoutMs: 5000 });
+        const r = (JSON.parse(st.body.toString('utf8')) as { rewards: { height: number } | null }).rewards;
+        return (r?.height ?? -1) >= found.height;
+      }, 30_000, 500);
+    }
   }, 300_000);
 
   it('`bitcloud rewards --json` and `bitcloud-relay status --json` show the same balances', async () => {
