@@ -25,6 +25,11 @@ import { provenSource, type BandwidthSource } from './bandwidth';
 
 export const RECEIPTS_DIR = 'receipts';
 export const HISTORY_FILE = 'bandwidth-history.json';
+/**
+ * SPEC.md §8.5: a relay not credited for this many epochs is forgotten (a month of one-hour
+ * epochs): it comes back as a new relay (bound 5), and the file does not grow without end.
+ */
+export const HISTORY_FORGET_EPOCHS = 720;
 export const consensusArchiveName = (validAfter: number): string => `consensus-${validAfter}`;
 /** Consensuses kept: epochs k−3 … k (k−2 is measured at the vote for k; k−1, k still take receipts). */
 const ARCHIVE_PERIODS = 4;
@@ -265,6 +270,9 @@ export class BandwidthMeasurement implements ReceiptIntake {
       if (h && h.last >= e) continue;
       this.history.set(fp, { epochs: (h?.epochs ?? 0) + 1, last: e });
       changed = true;
+    }
+    for (const [fp, h] of this.history) {
+      if (h.last < e - HISTORY_FORGET_EPOCHS) { this.history.delete(fp); changed = true; }
     }
     if (changed) this.saveHistory();
     this.last = { epoch: e, relays: out, receipts: pairs.length };

@@ -14,7 +14,7 @@ import { computeConsensus } from '../../directory/compute';
 import { buildVote, provenEpochFor, verifyVote, type VoteInput } from '../../directory/vote';
 import { provenSource, cappedDeclaredSource } from '../../directory/bandwidth';
 import { parseAuthorityConfig } from '../../directory/config';
-import { HISTORY_FILE, RECEIPTS_DIR } from '../../directory/measurement';
+import { HISTORY_FILE, HISTORY_FORGET_EPOCHS, RECEIPTS_DIR } from '../../directory/measurement';
 import { statusJson } from '../../directory/status-page';
 import {
   E, P, epochStart, makeFixture, makeRelay, makeSigner, consensusFor, receipt, record, voteOf, type Fixture,
@@ -82,6 +82,24 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
     expect(second.provenEpoch).toBe(E);
     expect([...second.proven]).toEqual([...first.proven]);
     const hist = JSON.parse(fs.readFileSync(path.join(fx.dir, HISTORY_FILE), 'utf8'));
+    expect(hist.relays[fx.relays[0].fp]).toEqual({ epochs: 1, last: E });
+  });
+
+  it('a relay not credited for HISTORY_FORGET_EPOCHS epochs is forgotten from the history', async () => {
+    const stale = 'cd'.repeat(32);
+    const recent = 'ef'.repeat(32);
+    fs.writeFileSync(path.join(fx.dir, HISTORY_FILE), JSON.stringify({ version: 1, relays: {
+      [stale]: { epochs: 5, last: E - HISTORY_FORGET_EPOCHS - 1 }, [recent]: { epochs: 3, last: E - HISTORY_FORGET_EPOCHS } } }));
+    const { authority } = await withReceipts({ bandwidthBounds: 'local' });
+    const restarted = fx.makeAuthority({ bandwidthBounds: 'local' }).authority;
+    for (const r of fx.relays) restarted.acceptDescriptor(r.descriptor.raw);
+    restarted.measurement.load();
+    fx.clock.now = epochStart(K) + 10;
+    restarted.measurement.measureForVote(epochStart(K));
+    await authority.stop();
+    const hist = JSON.parse(fs.readFileSync(path.join(fx.dir, HISTORY_FILE), 'utf8'));
+    expect(hist.relays[stale]).toBeUndefined();
+    expect(hist.relays[recent]).toEqual({ epochs: 3, last: E - HISTORY_FORGET_EPOCHS });
     expect(hist.relays[fx.relays[0].fp]).toEqual({ epochs: 1, last: E });
   });
 
