@@ -44,5 +44,16 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
     expect(get.code, get.stderr).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
+
+    // The reader keeps the file alive: renew every share's lease on the nodes still up. The shares
+    // on the two stopped nodes are missing, yet every chunk keeps k renewed shares.
+    const renew = await runCli('bitcloud', ['renew', cap, '--lease-seconds', String(30 * 86_400), '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
+    expect(renew.code, renew.stderr).toBe(0);
+    const rj = JSON.parse(renew.stdout.trim().split('\n').pop()!) as { ok: boolean; renewed: number; missing: number; unreadableChunks: number; expiresAt: number };
+    expect(rj.ok).toBe(true);
+    expect(rj.renewed).toBeGreaterThan(0);
+    expect(rj.missing).toBeGreaterThan(0);
+    expect(rj.unreadableChunks).toBe(0);
+    expect(rj.expiresAt).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + 29 * 86_400);
   }, 420_000);
 });

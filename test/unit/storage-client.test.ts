@@ -17,6 +17,7 @@ import { shareId } from '../../src/storage/share';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
+import { renewFile } from '../../src/client/storage-client-renew';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
@@ -118,6 +119,37 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(blake2b(await fsp.readFile(out)).equals(blake2b(data))).toBe(true);
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
+
+  it('renew extends the lease of every share of the file on every node that holds it (SPEC.md §9.6 RENEW)', async () => {
+    const c = client();
+    const before = Math.floor(Date.now() / 1000);
+    const r = await renewFile(c, parseCapability(shared.cap), 60 * 86_400);
+    await c.close();
+    expect(r.missing).toBe(0);
+    expect(r.unreadableChunks).toBe(0);
+    expect(r.renewed).toBe(r.shares);
+    expect(r.expiresAt).toBeGreaterThanOrEqual(before + 60 * 86_400);
+    // Every share any node holds now runs until at least then (renew never shortens: asking for
+    // 1 s answers the current expiry).
+    const seen = new Set<string>(); // distinct shares (a share may have copies, e.g. the root)
+    for (const n of nodes) {
+      for (const f of await shareFiles(n.dir)) {
+        const hex = path.basename(f);
+        if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+        const [exp] = await n.store.renew([Buffer.from(hex, 'hex')], 1);
+        expect(exp).toBeGreaterThanOrEqual(before + 60 * 86_400);
+        seen.add(hex);
+      }
+    }
+    expect(seen.size).toBe(r.shares);
+  });
+
+  it('renew of an unknown file is MANIFEST_NOT_FOUND', async () => {
+    const c = client();
+    const cap = parseCapability(shared.cap);
+    await expect(renewFile(c, { ...cap, manifestId: randomBytes(32) })).rejects.toMatchObject({ code: 'MANIFEST_NOT_FOUND' });
+    await c.close();
   });
 
   it('no node holds any 32-byte window of the plaintext', async () => {

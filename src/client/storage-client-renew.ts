@@ -1,0 +1,94 @@
+// `bitcloud renew CAP` (SPEC.md §9.6 RENEW, §9.11 leases): extend the leases of every share of a
+// file — the root, the manifest chunks and the data chunks — so the storage nodes keep it past
+// its first lease (GC removes expired shares). Anyone holding the capability can renew; requests
+// go over the same transport as get (circuits by default), so a node learns nothing about who asks.
+// Each share id is sent to the nodes that may hold it: its expected holder and the top of its
+// ranking (put moves a share down its ranking when a node is full). A node that does not hold an
+// id answers 0 for it.
+import { err } from '../errors';
+import type { Capability } from '../storage/capability';
+import { MAX_IDS_PER_REQUEST } from '../storage/protocol';
+import { placeChunk, rankNodes } from '../storage/placement';
+import type { Layout } from '../storage/manifest';
+import type { StorageClient } from './storage-client';
+import { fetchRoot, fetchManifest, type GetStats } from './storage-client-get';
+
+export interface RenewResult {
+  /** Distinct shares of the file (root, manifest and data shares). */
+  shares: number;
+  /** Shares at least one node holds and renewed. */
+  renewed: number;
+  /** Shares no reachable node holds any more. */
+  missing: number;
+  /** Chunks (manifest and data) with fewer than k renewed shares: they can no longer be read. */
+  unreadableChunks: number;
+  /** Earliest new expiry over the renewed shares, Unix seconds (0 when none). */
+  expiresAt: number;
+  nodesAsked: number;
+  unreachableNodes: string[];
+}
+
+export async function renewFile(client: StorageClient, cap: Capability, leaseSeconds = 0): Promise<RenewResult> {
+  const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+  const rootLayout = await fetchRoot(client, cap, stats);
+  const manifest = await fetchManifest(client, cap, stats);
+  const layouts: Layout[] = [rootLayout, manifest.layout];
+  const nodes = client.fingerprints;
+
+  // share id (hex) → candidate holders; chunk → its share ids (for the readability count).
+  const candidates = new Map<string, Set<string>>();
+  const ask = (id: Uint8Array, expected: string | undefined, depth: number) => {
+    const hex = Buffer.from(id).toString('hex');
+    let set = candidates.get(hex);
+    if (!set) candidates.set(hex, (set = new Set()));
+    if (expected) set.add(expected);
+    for (const fp of rankNodes(id, nodes).slice(0, depth)) set.add(fp);
+  };
+  ask(cap.manifestId, undefined, Math.min(nodes.length, 10));
+  const chunks: { ids: string[]; k: number }[] = [];
+  for (const layout of layouts) {
+    const { k, n } = layout.coding;
+    for (const ref of layout.chunks) {
+      let expected: string[] | null = null;
+      try { expected = placeChunk(ref.shareIds, nodes); } catch { /* fewer nodes than n: rankings only */ }
+      ref.shareIds.forEach((id, j) => ask(id, expected?.[j], n + 4));
+      chunks.push({ ids: ref.shareIds.map((id) => Buffer.from(id).toString('hex')), k });
+    }
+  }
+
+  // Group by node, RENEW in batches of at most MAX_IDS_PER_REQUEST ids.
+  const byNode = new Map<string, string[]>();
+  for (const [hex, set] of candidates) for (const fp of set) {
+    let l = byNode.get(fp);
+    if (!l) byNode.set(fp, (l = []));
+    l.push(hex);
+  }
+  const best = new Map<string, number>(); // share → latest expiry any node reported
+  await Promise.all([...byNode].map(async ([fp, ids]) => {
+    for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
+      const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
+      let r;
+      try {
+        r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds });
+      } catch {
+        return; // unreachable or refusing: its shares count only if another node holds them
+      }
+      batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+    }
+  }));
+
+  const renewedExpiries = [...best.values()].filter((x) => x > 0);
+  const unreadableChunks = chunks.filter((c) => c.ids.filter((h) => (best.get(h) ?? 0) > 0).length < c.k).length;
+  if (!best.get(cap.manifestId.toString('hex'))) {
+    throw err('MANIFEST_NOT_FOUND', 'no reachable storage node renewed the root of this file', { nodes: nodes.length });
+  }
+  return {
+    shares: candidates.size,
+    renewed: renewedExpiries.length,
+    missing: candidates.size - renewedExpiries.length,
+    unreadableChunks,
+    expiresAt: renewedExpiries.length ? Math.min(...renewedExpiries) : 0,
+    nodesAsked: byNode.size,
+    unreachableNodes: client.deadNodes().map((d) => d.fingerprint),
+  };
+}
