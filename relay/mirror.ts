@@ -5,11 +5,10 @@ import path from 'node:path';
 import type { Logger } from '../src/ops/log';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../src/dir/consensus-fetch';
-import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
+import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
 import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 
-export const MIRROR_CACHE_FILE = 'cached-consensus';
 
 export class ConsensusMirror {
   private timer: NodeJS.Timeout | null = null;
@@ -33,7 +32,7 @@ export class ConsensusMirror {
   onConsensus(f: (c: VerifiedConsensus) => void): void { this.listeners.push(f); }
 
   async start(): Promise<void> {
-    const cached = await loadConsensusCache(path.join(this.dataDir, MIRROR_CACHE_FILE), this.authorities, Date.now());
+    const cached = await loadConsensusCache(path.join(this.dataDir, CONSENSUS_CACHE_FILE), this.authorities, Date.now());
     if (cached.consensus) this.install(cached.consensus, cached.savedAt, false);
     void this.poll();
   }
@@ -45,7 +44,7 @@ export class ConsensusMirror {
 
   private install(c: VerifiedConsensus, at: number, save: boolean): void {
     this.cur = { info: c, served: new ServedDocument(c.envelopeBytes, at) };
-    if (save) void saveConsensusCache(path.join(this.dataDir, MIRROR_CACHE_FILE), c).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
+    if (save) void saveConsensusCache(path.join(this.dataDir, CONSENSUS_CACHE_FILE), c).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     for (const f of this.listeners) f(c);
   }
 

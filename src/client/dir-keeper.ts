@@ -6,12 +6,11 @@ import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import { fetchVerifiedConsensus } from '../dir/consensus-fetch';
-import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
+import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
 
-export const CONSENSUS_CACHE_FILE = 'cached-consensus';
 
 export interface DirKeeperOptions {
   authorities: AuthorityInfo[];

@@ -1,11 +1,16 @@
 // SPEC.md §6.8: the last valid consensus, kept on disk (atomic write) by clients and relay
 // mirrors and used until it expires. Loading re-verifies it: a file is never trusted as such.
 import fsp from 'node:fs/promises';
-import { errorCode } from '../errors';
+import path from 'node:path';
+import { err, errorCode } from '../errors';
 import { writeFileAtomic } from '../ops/fsutil';
 import type { AuthorityInfo } from './authorities';
 import { verifyConsensus } from './consensus';
 import type { VerifiedConsensus } from './types';
+import { fetchVerifiedConsensus } from './consensus-fetch';
+
+/** The file, in a client's or a node's data folder, that holds the last valid consensus. */
+export const CONSENSUS_CACHE_FILE = 'cached-consensus';
 
 export type CacheLoad =
   | { consensus: VerifiedConsensus; savedAt: number }
@@ -35,4 +40,27 @@ export function isBetterConsensus(a: VerifiedConsensus | null, b: VerifiedConsen
   if (!a) return true;
   if (b.validAfter !== a.validAfter) return b.validAfter > a.validAfter;
   return b.digest.equals(a.digest) && b.signers.length > a.signers.length;
+}
+
+/**
+ * The consensus a one-shot command should use: the one kept in `dataDir` while it is fresh, else
+ * one fetched from `sources` (kept on disk when `save` and better), else the kept one until it
+ * expires. CONSENSUS_NOT_AVAILABLE when there is none at all.
+ */
+export async function currentConsensus(o: {
+  dataDir: string; authorities: readonly AuthorityInfo[]; sources: readonly string[];
+  save?: boolean; now?: () => number; timeoutMs?: number;
+}): Promise<VerifiedConsensus> {
+  const now = o.now ?? Date.now;
+  const cacheFile = path.join(o.dataDir, CONSENSUS_CACHE_FILE);
+  const have = (await loadConsensusCache(cacheFile, o.authorities, now())).consensus;
+  if (have && now() <= have.freshUntil) return have;
+  const r = await fetchVerifiedConsensus(o.sources, o.authorities, { now, have, timeoutMs: o.timeoutMs ?? 10_000 });
+  if (r.consensus && isBetterConsensus(have, r.consensus)) {
+    if (o.save ?? true) await saveConsensusCache(cacheFile, r.consensus).catch(() => {});
+    return r.consensus;
+  }
+  if (have) return have;
+  const why = r.failures.map((f) => `${f.source}: ${f.code}`).join('; ');
+  throw err('CONSENSUS_NOT_AVAILABLE', `no valid consensus${why ? `: ${why}` : ''}`, { failures: r.failures });
 }

@@ -19,7 +19,7 @@ import {
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
 import { rewardsCommand } from '../../src/client/commands/rewards';
-import { CONSENSUS_CACHE_FILE } from '../../src/client/commands/consensus';
+import { CONSENSUS_CACHE_FILE } from '../../src/dir/consensus-cache';
 
 const P = 60;
 const NOW = Date.now();

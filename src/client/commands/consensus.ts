@@ -7,10 +7,9 @@ import type { CommandModule } from 'yargs';
 import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
-import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
+import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 
-export const CONSENSUS_CACHE_FILE = 'cached-consensus';
 
 export interface ConsensusCommandOptions {
   config?: string;

@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../../errors';
 import type { AuthorityInfo } from '../../dir/authorities';
-import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
+import { currentConsensus } from '../../dir/consensus-cache';
 import type { VerifiedConsensus } from '../../dir/types';
 import { fingerprint, loadEd25519Secret, IDENTITY_KEY_FILE } from '../../crypto/keys';
 import { CELL_LEN } from '../../wire/cell';
@@ -71,9 +71,11 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
 
   let consensus: VerifiedConsensus | null = null;
   try {
-    const r = await fetchVerifiedConsensus(o.authorities.map((a) => a.url), o.authorities, { timeoutMs: o.timeoutMs ?? 10_000 });
-    consensus = r.consensus;
-    if (!consensus) throw new Error(r.failures.map((f) => `${f.source}: ${f.reason}`).join('; ') || 'no consensus');
+    // The node keeps its consensus in its data folder (the daemon writes it): use it while fresh,
+    // never write there from this read-only command.
+    consensus = await currentConsensus({
+      dataDir: o.dataDir, authorities: o.authorities, sources: o.authorities.map((a) => a.url), save: false, timeoutMs: o.timeoutMs,
+    });
     const me = consensus.relays.find((r) => r.fingerprint === fp);
     const provenEpoch = consensus.provenEpoch;
     const provenCells = me?.proven ?? 0;

@@ -3,16 +3,14 @@
 // the configured authorities, print the height, the tip epoch, the total minted and the balance
 // of every relay (nicknames from the current consensus). The consensus is needed first: its
 // period P dates the certificate windows (src/dir/reward-authorities.ts).
-import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { err, errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
-import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
-import { isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
+import { currentConsensus } from '../../dir/consensus-cache';
 import type { VerifiedConsensus } from '../../dir/types';
 import { majorityOf } from '../../bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins, type RewardChainResult } from '../rewards';
-import { CONSENSUS_CACHE_FILE, type Output } from './consensus';
+import type { Output } from './consensus';
 
 export interface RewardsCommandOptions {
   config?: string;
@@ -31,7 +29,8 @@ const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
   try {
-    const consensus = await currentConsensus(cfg, now);
+    // The period P of a verified consensus dates the authorities' certificates (SPEC.md §8.7.3).
+    const consensus = await currentConsensus({ dataDir: cfg.dataDir, authorities: cfg.authorities, sources: [...cfg.mirrors, ...cfg.authorities.map((a) => a.url)], now });
     const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources: o.from?.map(normalizeSource) });
     const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
     const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
@@ -47,22 +46,6 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
   }
-}
-
-/** The cached consensus when still valid and nothing newer is offered, else a freshly fetched one. */
-async function currentConsensus(cfg: ReturnType<typeof loadDirClientConfig>, now: () => number): Promise<VerifiedConsensus> {
-  const cacheFile = path.join(cfg.dataDir, CONSENSUS_CACHE_FILE);
-  const cached = await loadConsensusCache(cacheFile, cfg.authorities, now());
-  const have = cached.consensus;
-  if (have && now() <= have.freshUntil) return have;
-  const r = await fetchVerifiedConsensus([...cfg.mirrors, ...cfg.authorities.map((a) => a.url)], cfg.authorities, { now, have, timeoutMs: 10_000 });
-  if (r.consensus && isBetterConsensus(have, r.consensus)) {
-    await saveConsensusCache(cacheFile, r.consensus).catch(() => {});
-    return r.consensus;
-  }
-  if (have) return have;
-  const why = r.failures.map((f) => `${f.source}: ${f.code}`).join('; ');
-  throw err('CONSENSUS_NOT_AVAILABLE', `no valid consensus (needed for the period that dates authority certificates)${why ? `: ${why}` : ''}`);
 }
 
 function resolveRelay(q: string, c: VerifiedConsensus): string {
