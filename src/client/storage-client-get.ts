@@ -142,9 +142,9 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
     { reached, nodes: client.fingerprints.length }, lastCorrupt ?? undefined);
 }
 
-/** Fetch and decode the manifest a capability names. */
-export async function fetchManifest(client: StorageClient, cap: Capability, stats: GetStats): Promise<Manifest> {
-  const layout = await fetchRoot(client, cap, stats);
+/** Fetch and decode the manifest a capability names (from `root` when the caller already has it). */
+export async function fetchManifest(client: StorageClient, cap: Capability, stats: GetStats, root?: Layout): Promise<Manifest> {
+  const layout = root ?? await fetchRoot(client, cap, stats);
   const parts: Buffer[] = [];
   for (let i = 0; i < layout.chunks.length; i++) parts.push(await fetchChunk(client, cap.fileKey, layout, i, ChunkKind.MANIFEST, stats));
   return openManifest(layout, parts);

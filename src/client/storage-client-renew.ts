@@ -31,7 +31,7 @@ export interface RenewResult {
 export async function renewFile(client: StorageClient, cap: Capability, leaseSeconds = 0): Promise<RenewResult> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
   const rootLayout = await fetchRoot(client, cap, stats);
-  const manifest = await fetchManifest(client, cap, stats);
+  const manifest = await fetchManifest(client, cap, stats, rootLayout);
   const layouts: Layout[] = [rootLayout, manifest.layout];
   const nodes = client.fingerprints;
 
