@@ -9,7 +9,7 @@ import { bool, int, readJsonConfig } from '../dir/config-fields';
 import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
-import { silentLogger, type Logger } from '../ops/log';
+import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
 import { BitcloudDht, dhtBootstrapList } from '../storage/dht';
 import { GuardSet } from './guards';
@@ -135,6 +135,39 @@ export async function openClientDht(network: Network, log?: Logger): Promise<Bit
 
 /** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */
 const USAGE_CODES = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', 'IO_NOT_FOUND', 'IO_NOT_A_FILE', 'IO_IS_A_DIRECTORY']);
+
+
+/** The flags every storage command takes (put, get, renew). */
+export interface StorageCommandArgs { json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string }
+
+/** Printed on stderr before a --direct command connects (SPEC.md §9.13.2). */
+export const DIRECT_WARNING = 'warning: --direct connects to the storage nodes without a circuit: they see your IP address.';
+
+/**
+ * The frame of a storage command: logger, the --direct warning, the session (opened with the
+ * options `prepare` returns; it may throw a usage error first), failures reported with their code
+ * (`onFailure` runs first, e.g. to stop a progress bar), and the session closed in every case.
+ */
+export async function runStorageCommand<T>(
+  command: string, a: StorageCommandArgs,
+  prepare: (log: Logger) => T & Partial<Parameters<typeof openStorageSession>[0]>,
+  run: (session: StorageSession, prepared: T) => Promise<number>,
+  onFailure?: () => void,
+): Promise<number> {
+  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
+  let session: StorageSession | null = null;
+  try {
+    const prepared = prepare(log);
+    if (a.direct) process.stderr.write(`bitcloud ${command}: ${DIRECT_WARNING}\n`);
+    session = await openStorageSession({ ...prepared, config: a.config, dataDir: a['data-dir'], direct: a.direct, log });
+    return await run(session, prepared);
+  } catch (e) {
+    onFailure?.();
+    return reportFailure(command, e, a.json);
+  } finally {
+    await session?.close();
+  }
+}
 
 /** Print a command's failure (plain on stderr, or JSON on stdout) and return its exit code. */
 export function reportFailure(command: string, e: unknown, json: boolean): number {

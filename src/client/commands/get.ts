@@ -2,22 +2,16 @@
 // chunk (fastest nodes first), verify hashes and AEAD tags, rebuild, and write the file atomically;
 // an interrupted get resumes from its part file. Wiring only.
 import type { CommandModule } from 'yargs';
-import { createLogger } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { getFile } from '../storage-client-get';
 import { progressMode, progressReporter } from '../storage-client-progress';
-import { openStorageSession, reportFailure } from '../storage-client-setup';
+import { runStorageCommand } from '../storage-client-setup';
 
 type Args = { cap: string; output?: string; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function getCommand(a: Args): Promise<number> {
-  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
-  let session: Awaited<ReturnType<typeof openStorageSession>> | null = null;
   const progress = progressReporter('get', progressMode(a.json));
-  try {
-    const cap = parseCapability(a.cap.trim());
-    if (a.direct) process.stderr.write('bitcloud get: warning: --direct connects to the storage nodes without a circuit: they see your IP address.\n');
-    session = await openStorageSession({ config: a.config, dataDir: a['data-dir'], direct: a.direct, log });
+  return runStorageCommand('get', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
     const t0 = Date.now();
     const r = await getFile(session.client, cap, { output: a.output, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
@@ -34,12 +28,7 @@ export async function getCommand(a: Args): Promise<number> {
       process.stdout.write(r.path + '\n');
     }
     return 0;
-  } catch (e) {
-    progress.stop();
-    return reportFailure('get', e, a.json);
-  } finally {
-    await session?.close();
-  }
+  }, () => progress.stop());
 }
 
 export const getCommandModule: CommandModule<object, Args> = {

@@ -3,11 +3,11 @@
 // through circuits by default, and print its read capability. Wiring only.
 import type { CommandModule } from 'yargs';
 import { err } from '../../errors';
-import { createLogger } from '../../ops/log';
 import { checkCoding, CODING_PROFILES, parseCoding, type Coding } from '../../storage/coding';
 import { putFile } from '../storage-client-put';
 import { progressMode, progressReporter } from '../storage-client-progress';
-import { openStorageSession, reportFailure } from '../storage-client-setup';
+import { runStorageCommand, type Network } from '../storage-client-setup';
+import type { StorageNode } from '../storage-client';
 import { checkContentClass } from '../../moderation/policy';
 import { selectNodesForClass } from '../../moderation/placement';
 import { authoritySource } from '../../moderation/sources';
@@ -17,7 +17,6 @@ type Args = {
   config?: string; 'data-dir'?: string; 'log-level'?: string; class: string;
 };
 
-export const DIRECT_WARNING = 'warning: --direct connects to the storage nodes without a circuit: they see your IP address (it reveals the uploader).';
 
 function codingOf(a: Args): Coding {
   if (a.k !== undefined || a.n !== undefined) {
@@ -29,20 +28,18 @@ function codingOf(a: Args): Coding {
 }
 
 export async function putCommand(a: Args): Promise<number> {
-  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
-  let session: Awaited<ReturnType<typeof openStorageSession>> | null = null;
   const progress = progressReporter('put', progressMode(a.json));
-  try {
+  return runStorageCommand('put', a, () => {
     const coding = codingOf(a);
-    if (a.direct) process.stderr.write(`bitcloud put: ${DIRECT_WARNING}\n`);
     // SPEC.md §10.8: only nodes whose moderators admit the class (policies from the authorities).
     const cls = checkContentClass(a.class, 'STORAGE_BAD_MANIFEST_INPUT');
-    session = await openStorageSession({
-      config: a.config, dataDir: a['data-dir'], direct: a.direct, log, contentClass: cls,
-      selectNodes: (nodes, net) => selectNodesForClass(nodes, cls, coding.n, net.dirCfg.authorities.map((x) => authoritySource(x.url))),
-    });
+    return {
+      coding, contentClass: cls,
+      selectNodes: (nodes: StorageNode[], net: Network) => selectNodesForClass(nodes, cls, coding.n, net.dirCfg.authorities.map((x) => authoritySource(x.url))),
+    };
+  }, async (session, { coding, contentClass }) => {
     const t0 = Date.now();
-    const r = await putFile(session.client, a.file, { coding, chunkSize: a['chunk-size'], contentClass: cls, onProgress: (d, t) => progress.update(d, t) });
+    const r = await putFile(session.client, a.file, { coding, chunkSize: a['chunk-size'], contentClass, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {
@@ -55,12 +52,7 @@ export async function putCommand(a: Args): Promise<number> {
       process.stdout.write(r.capability + '\n');
     }
     return 0;
-  } catch (e) {
-    progress.stop();
-    return reportFailure('put', e, a.json);
-  } finally {
-    await session?.close();
-  }
+  }, () => progress.stop());
 }
 
 export const putCommandModule: CommandModule<object, Args> = {

@@ -1,20 +1,14 @@
 // `bitcloud renew CAP [--lease-seconds N] [--json] [--direct]` (SPEC.md §9.6 RENEW): extend the
 // leases of every share of a file so the storage nodes keep it. Wiring only.
 import type { CommandModule } from 'yargs';
-import { createLogger } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { renewFile } from '../storage-client-renew';
-import { openStorageSession, reportFailure } from '../storage-client-setup';
+import { runStorageCommand } from '../storage-client-setup';
 
 type Args = { cap: string; 'lease-seconds': number; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function renewCommand(a: Args): Promise<number> {
-  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
-  let session: Awaited<ReturnType<typeof openStorageSession>> | null = null;
-  try {
-    const cap = parseCapability(a.cap.trim());
-    if (a.direct) process.stderr.write('bitcloud renew: warning: --direct connects to the storage nodes without a circuit: they see your IP address.\n');
-    session = await openStorageSession({ config: a.config, dataDir: a['data-dir'], direct: a.direct, log });
+  return runStorageCommand('renew', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
     const r = await renewFile(session.client, cap, a['lease-seconds']);
     if (a.json) {
       process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? new Date(r.expiresAt * 1000).toISOString() : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
@@ -23,11 +17,7 @@ export async function renewCommand(a: Args): Promise<number> {
       if (r.missing > 0) process.stderr.write(`bitcloud renew: ${r.missing} share(s) are held by no reachable node${r.unreadableChunks ? `; ${r.unreadableChunks} chunk(s) can no longer be read` : ' (every chunk can still be read)'}\n`);
     }
     return r.unreadableChunks > 0 ? 1 : 0;
-  } catch (e) {
-    return reportFailure('renew', e, a.json);
-  } finally {
-    await session?.close();
-  }
+  });
 }
 
 export const renewCommandModule: CommandModule<object, Args> = {
