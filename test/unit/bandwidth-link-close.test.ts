@@ -4,25 +4,15 @@
 // anonymous link, to the wrong role, malformed, or beyond 16 per epoch is ignored and counted.
 // Every listener and link is closed in afterEach; no test asserts on time.
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { Registry, type Counter } from 'prom-client';
-import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { connectLink, createLinkListener, counterValue, type Channel } from '../../src/link';
-import { CircuitSwitch } from '../../src/circuit/switch';
+import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { metric, relayLink as linkBetween, traffic, until } from '../helpers/bandwidth-link';
 import {
   CellCommand, RECEIPT_REQUEST_LEN, decodeReceiptRequest, encodeReceiptRequest,
 } from '../../src/wire/cell';
-import { encodeCreate2 } from '../../src/wire/messages';
-import { ReceiptExchange } from '../../src/bandwidth/exchange';
-import { NodeBandwidth } from '../../src/bandwidth/node-bandwidth';
-import { ReceiptMetrics } from '../../src/bandwidth/receipt-metrics';
-import { epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
-import { encodeReceipt, verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
+import { epochAt } from '../../src/bandwidth/link-receipts';
+import { encodeReceipt, verifyReceipt } from '../../src/bandwidth/receipt';
 import { codeOf } from '../helpers/errors';
 
-const HOST = '127.0.0.1';
 const P = 10;
 const NOW = 1_700_000_003_000;
 const CUR = epochAt(NOW, P); // the current epoch: closing proposals name it
@@ -33,76 +23,8 @@ let relayB: Ed25519KeyPair; // initiator
 beforeAll(() => { relayA = ed25519Generate(); relayB = ed25519Generate(); });
 afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
 
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 2000 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(await cond()).toBe(true);
-}
-
-interface Side {
-  ex: ReceiptExchange;
-  nb?: NodeBandwidth;
-  reg: Registry;
-  receipts: Receipt[];
-  disagreements: Disagreement[];
-  sw: CircuitSwitch;
-}
-
-/** `node`: run the whole NodeBandwidth (what the daemons hold) rather than the bare exchange. */
-async function side(identity: Ed25519KeyPair, o: { node?: boolean } = {}): Promise<Side> {
-  const reg = new Registry();
-  const receipts: Receipt[] = [];
-  const disagreements: Disagreement[] = [];
-  let ex: ReceiptExchange;
-  let nb: NodeBandwidth | undefined;
-  if (o.node) {
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bw-close-'));
-    cleanups.push(() => fs.rm(dataDir, { recursive: true, force: true }));
-    nb = new NodeBandwidth({
-      identity, dataDir, authorities: [], periodSeconds: () => P, now: () => NOW, registry: reg,
-      settings: { shutdownGraceMs: 10_000 },
-    });
-    ex = nb.exchange;
-    const origOnReceipt = nb.totals.add.bind(nb.totals);
-    nb.totals.add = (r: Receipt) => { receipts.push(r); origOnReceipt(r); };
-  } else {
-    ex = new ReceiptExchange({
-      identity, periodSeconds: () => P, now: () => NOW, metrics: ReceiptMetrics.for(reg),
-      onReceipt: (r) => receipts.push(r), onDisagreement: (d) => disagreements.push(d),
-    });
-  }
-  const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [x25519Generate()], onLinkCell: (ch, cell) => ex.onLinkCell(ch, cell) });
-  cleanups.push(() => { ex.stop(); sw.close(); });
-  return { ex, nb, reg, receipts, disagreements, sw };
-}
-
-async function metric(reg: Registry, name: string, labels: Record<string, string>): Promise<number> {
-  return counterValue(reg.getSingleMetric(name) as Counter<string>, labels);
-}
-
-/** B opens a link to A (B initiator, A responder). */
-async function relayLink(o: { anonymous?: boolean; nodeA?: boolean } = {}) {
-  const a = await side(relayA, { node: o.nodeA });
-  const b = await side(relayB);
-  let onInbound!: (ch: Channel) => void;
-  const inboundP = new Promise<Channel>((r) => { onInbound = r; });
-  const listener = await createLinkListener({
-    host: HOST, port: 0, identity: relayA,
-    onChannel: (ch) => { a.sw.attach(ch); a.ex.attach(ch); onInbound(ch); },
-  });
-  cleanups.push(() => listener.close());
-  const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: relayA.publicKey, identity: o.anonymous ? undefined : relayB });
-  cleanups.push(() => out.destroy());
-  b.sw.attach(out);
-  if (!o.anonymous) b.ex.attach(out);
-  const inbound = await inboundP;
-  return { a, b, inbound, out };
-}
-
-/** n CREATE2 cells the responder cannot answer (it sends DESTROY for each) and m RELAY cells to no circuit. */
-function traffic(out: Channel, n: number, m: number): void {
-  for (let i = 0; i < n; i++) out.send(out.allocateCircId(), CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(84, 7) }));
-  for (let i = 0; i < m; i++) out.send(0x8000_7777, CellCommand.RELAY, Buffer.alloc(509));
-}
+const clock = { periodSeconds: P, now: NOW };
+const relayLink = (o: { anonymous?: boolean; nodeA?: boolean } = {}) => linkBetween(relayA, relayB, clock, cleanups, o);
 
 const REQUEST = encodeReceiptRequest({ epoch: CUR, reason: 'CLOSING' });
 

@@ -3,18 +3,12 @@
 // same countersigned receipt, inflated counts refused, anonymous links never counted.
 // Every listener and link is closed in afterEach; no test asserts on time.
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
-import { Registry, type Counter } from 'prom-client';
-import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { connectLink, createLinkListener, counterValue, type Channel } from '../../src/link';
-import { CircuitSwitch } from '../../src/circuit/switch';
+import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { metric, relayLink as linkBetween, traffic, until } from '../helpers/bandwidth-link';
 import { CellCommand } from '../../src/wire/cell';
-import { encodeCreate2 } from '../../src/wire/messages';
-import { ReceiptExchange } from '../../src/bandwidth/exchange';
-import { ReceiptMetrics } from '../../src/bandwidth/receipt-metrics';
-import { epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
-import { encodeReceipt, verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
+import { epochAt } from '../../src/bandwidth/link-receipts';
+import { encodeReceipt, verifyReceipt } from '../../src/bandwidth/receipt';
 
-const HOST = '127.0.0.1';
 const P = 10;
 const NOW = 1_700_000_003_000;
 const E = epochAt(NOW, P) - 1; // the epoch that just ended
@@ -25,55 +19,8 @@ let relayB: Ed25519KeyPair; // initiator
 beforeAll(() => { relayA = ed25519Generate(); relayB = ed25519Generate(); });
 afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
 
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 2000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-  expect(cond()).toBe(true);
-}
-
-interface Side { ex: ReceiptExchange; reg: Registry; receipts: Receipt[]; disagreements: Disagreement[]; sw: CircuitSwitch }
-
-function side(identity: Ed25519KeyPair): Side {
-  const reg = new Registry();
-  const receipts: Receipt[] = [];
-  const disagreements: Disagreement[] = [];
-  const ex = new ReceiptExchange({
-    identity, periodSeconds: () => P, now: () => NOW, metrics: ReceiptMetrics.for(reg),
-    onReceipt: (r) => receipts.push(r), onDisagreement: (d) => disagreements.push(d),
-  });
-  // The real circuit switch, with the exchange on its link-level hook (as relay/circuits.ts wires it).
-  const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [x25519Generate()], onLinkCell: (ch, cell) => ex.onLinkCell(ch, cell) });
-  cleanups.push(() => { ex.stop(); sw.close(); });
-  return { ex, reg, receipts, disagreements, sw };
-}
-
-async function metric(reg: Registry, name: string, labels: Record<string, string>): Promise<number> {
-  return counterValue(reg.getSingleMetric(name) as Counter<string>, labels);
-}
-
-/** A → B link: B initiates with its identity (a relay extending), A answers. */
-async function relayLink(o: { anonymous?: boolean } = {}) {
-  const a = side(relayA);
-  const b = side(relayB);
-  let onInbound!: (ch: Channel) => void;
-  const inboundP = new Promise<Channel>((r) => { onInbound = r; });
-  const listener = await createLinkListener({
-    host: HOST, port: 0, identity: relayA,
-    onChannel: (ch) => { a.sw.attach(ch); a.ex.attach(ch); onInbound(ch); },
-  });
-  cleanups.push(() => listener.close());
-  const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: relayA.publicKey, identity: o.anonymous ? undefined : relayB });
-  cleanups.push(() => out.destroy());
-  b.sw.attach(out);
-  b.ex.attach(out);
-  const inbound = await inboundP;
-  return { a, b, inbound, out };
-}
-
-/** n CREATE2 cells the responder cannot answer (it sends DESTROY for each) and m RELAY cells to no circuit. */
-function traffic(out: Channel, n: number, m: number): void {
-  for (let i = 0; i < n; i++) out.send(out.allocateCircId(), CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(84, 7) }));
-  for (let i = 0; i < m; i++) out.send(0x8000_7777, CellCommand.RELAY, Buffer.alloc(509));
-}
+const clock = { periodSeconds: P, now: NOW };
+const relayLink = (o: { anonymous?: boolean; nodeA?: boolean } = {}) => linkBetween(relayA, relayB, clock, cleanups, o);
 
 describe('bandwidth on a real link (SPEC §8.1, §8.3)', () => {
   it('counts circuit cells both ways; at the boundary both ends hold the identical countersigned receipt', async () => {
@@ -137,9 +84,7 @@ describe('bandwidth on a real link (SPEC §8.1, §8.3)', () => {
     expect(() => inbound.attachCounter({ onSent() {}, onReceived() {}, onCircuitOpened() {}, onCircuitClosed() {} })).toThrow(/anonymous/);
     traffic(out, 2, 2);
     out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160, 1));
-    for (let i = 0; i < 2000 && await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_ANONYMOUS_LINK' }) === 0; i++) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await until(async () => await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_ANONYMOUS_LINK' }) > 0);
     expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_ANONYMOUS_LINK' })).toBe(1);
     expect(await metric(a.reg, 'bitcloud_receipt_cells_total', { direction: 'received' })).toBe(0);
     expect(inbound.closed).toBe(false);
