@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { EpochTotals } from '../../src/bandwidth/counters';
 import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
-import { LinkReceipts, epochAt, type Disagreement } from '../../relay/bandwidth';
+import { LinkReceipts, epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
 
 function pair() {
   const a = ed25519Generate(); const b = ed25519Generate();
@@ -16,7 +16,7 @@ function pair() {
   return { a, b, ta, tb, ini, res, got, rejects };
 }
 
-describe('relay/bandwidth LinkReceipts', () => {
+describe('LinkReceipts (src/bandwidth/link-receipts)', () => {
   it('initiator proposes, responder countersigns, both keep the same receipt', () => {
     const p = pair();
     p.ini.counter.onSent(10); p.res.counter.onReceived(10);
