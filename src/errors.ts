@@ -1,4 +1,4 @@
-// One error type for the whole project, with stable codes (STYLE.md §4).
+// One error type for the whole project, with stable codes (SPEC.md §0, §11.1).
 // Codes are what tests assert and what metrics count; messages are for people.
 
 export type ErrorLayer =
