@@ -38,6 +38,32 @@ export default tseslint.config(
       // `o += n` of a byte cursor.
       'no-useless-assignment': 'off',
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
+      // Which folder may import which (SPEC.md §11.3).
+      'import-x/no-restricted-paths': ['error', {
+        basePath: import.meta.dirname,
+        zones: [
+          { target: ['src/!(bin)/**', 'src/*.ts'], from: ['relay', 'directory', 'storage', 'scripts', 'test'],
+            message: 'src/ is shared code: what two roles share moves to src/, and only src/bin/ starts a daemon.' },
+          { target: 'src/bin', from: ['scripts', 'test'] },
+          { target: 'relay', from: ['directory', 'storage', 'scripts', 'test'], message: 'Daemons share code only through src/.' },
+          { target: 'directory', from: ['relay', 'storage', 'scripts', 'test'], message: 'Daemons share code only through src/.' },
+          { target: 'storage', from: ['relay', 'directory', 'scripts', 'test'], message: 'Daemons share code only through src/.' },
+          { target: 'test', from: ['scripts'], message: 'Tests start scripts as processes; they do not import them.' },
+        ],
+      }],
+    },
+  },
+  {
+    // One door for cryptography (SPEC.md §11.4): primitives only through src/crypto/.
+    files: ['{src,relay,directory,storage,scripts}/**/*.ts'],
+    ignores: ['src/crypto/**'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        paths: ['sodium-native', 'node:crypto', 'crypto', '@peculiar/x509'].map((name) => ({
+          name, message: 'Primitives come only from src/crypto/ (SPEC.md §11.4).',
+        })),
+        patterns: [{ group: ['@noble/*'], message: 'Primitives come only from src/crypto/ (SPEC.md §11.4).' }],
+      }],
     },
   },
 );
