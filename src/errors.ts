@@ -1,4 +1,4 @@
-// One error type for the whole project, with stable codes from a closed set (SPEC.md §1.4).
+// One error type for the whole project, with stable codes from a closed set (SPEC.md §0).
 // Codes are what tests assert, what metrics count and what operators read in logs; messages are
 // for people. Every code is declared once below, in the list of its layer, together with its
 // kind; docs/errors.md says what each one means and what to do about it.
@@ -32,13 +32,13 @@ export const ERROR_CODES = {
     CELL_UNEXPECTED: 'protocol_violation',
     CELL_UNKNOWN_COMMAND: 'protocol_violation',
   },
-  /** Message bodies carried in cells (SPEC.md §2.5–§2.7). */
+  /** Message bodies carried in cells (SPEC.md §2.3–§2.7, §2.8). */
   MSG: {
     MSG_MALFORMED: 'protocol_violation',
     MSG_TRUNCATED: 'protocol_violation',
     MSG_UNSUPPORTED: 'protocol_violation',
   },
-  /** Relay cells inside a circuit (SPEC.md §2.6). */
+  /** Relay cells inside a circuit (SPEC.md §2.5–§2.6, §7b.4). */
   RELAY: {
     RELAY_BAD_STREAM_ID: 'protocol_violation',
     RELAY_EARLY_LIMIT: 'protocol_violation',
@@ -47,7 +47,7 @@ export const ERROR_CODES = {
     RELAY_UNKNOWN_COMMAND: 'protocol_violation',
     RELAY_UNRECOGNIZED: 'protocol_violation',
   },
-  /** TLS links between nodes and their handshake (SPEC.md §3). */
+  /** TLS links between nodes and their handshake (SPEC.md §1, §1.7). */
   LINK: {
     LINK_AUTH_FAILED: 'integrity',
     LINK_CIRCID_EXHAUSTED: 'resource_limit',
@@ -65,14 +65,14 @@ export const ERROR_CODES = {
     LINK_PROTOCOL_VIOLATION: 'protocol_violation',
     LINK_TLS_FAILED: 'unreachable',
   },
-  /** Cryptographic primitives (SPEC.md §1.3). */
+  /** Cryptographic primitives (SPEC.md §4.8, §5.6). */
   CRYPTO: {
     CRYPTO_AEAD_FAILED: 'integrity',
     CRYPTO_BAD_LENGTH: 'internal',
     CRYPTO_INTERNAL: 'internal',
     CRYPTO_ZERO_SHARED_SECRET: 'protocol_violation',
   },
-  /** Key files and identity keys (SPEC.md §1.3). */
+  /** Key files and identity keys (SPEC.md §3). */
   KEY: {
     KEY_BAD_FINGERPRINT: 'bad_input',
     KEY_BAD_MODE: 'bad_input',
@@ -81,14 +81,14 @@ export const ERROR_CODES = {
     KEY_MALFORMED: 'bad_input',
     KEY_NOT_FOUND: 'not_found',
   },
-  /** The ntor circuit handshake (SPEC.md §4.2). */
+  /** The ntor circuit handshake (SPEC.md §4). */
   NTOR: {
     NTOR_BAD_AUTH: 'integrity',
     NTOR_MALFORMED: 'protocol_violation',
     NTOR_UNKNOWN_KEY: 'peer_refused',
     NTOR_WRONG_ID: 'protocol_violation',
   },
-  /** Circuits: creation, extension, destruction (SPEC.md §4–§5). */
+  /** Circuits: creation, extension, destruction, client building (SPEC.md §7.3, §7b). */
   CIRCUIT: {
     CIRCUIT_BAD_BUILD_TIME: 'internal',
     CIRCUIT_BUILD_FAILED: 'unreachable',
@@ -108,14 +108,14 @@ export const ERROR_CODES = {
     EXTEND_ADDRESS_MISMATCH: 'peer_refused',
     EXTEND_IDENTITY_UNKNOWN: 'peer_refused',
   },
-  /** Client path selection (SPEC.md §7.2). */
+  /** Client path selection (SPEC.md §7.1). */
   PATH: {
     PATH_NO_EXIT: 'unreachable',
     PATH_NO_GUARD: 'unreachable',
     PATH_NO_MIDDLE: 'unreachable',
     PATH_NO_RELAYS: 'unreachable',
   },
-  /** Flow control (SPEC.md §6). */
+  /** Flow control (SPEC.md §7.4). */
   SENDME: {
     SENDME_BAD_DIGEST: 'integrity',
     SENDME_DIGEST_MISSING: 'protocol_violation',
@@ -124,7 +124,7 @@ export const ERROR_CODES = {
     SENDME_WINDOW_EXCEEDED: 'protocol_violation',
     SENDME_WINDOW_EXHAUSTED: 'resource_limit',
   },
-  /** Streams inside circuits (SPEC.md §7b). */
+  /** Streams inside circuits (SPEC.md §7b.6). */
   STREAM: {
     STREAM_ABORTED: 'closed',
     STREAM_CLOSED: 'closed',
@@ -137,7 +137,7 @@ export const ERROR_CODES = {
     STREAM_REFUSED: 'peer_refused',
     STREAM_TIMEOUT: 'timeout',
   },
-  /** Exits and exit policies (SPEC.md §7b.7, §9.3). */
+  /** Exits and exit policies (SPEC.md §7.6, §7b.6, §7b.7). */
   EXIT: {
     EXIT_CONNECT_REFUSED: 'peer_refused',
     EXIT_NO_ROUTE: 'unreachable',
@@ -160,7 +160,7 @@ export const ERROR_CODES = {
     SOCKS_CONNECT_TIMEOUT: 'timeout',
     SOCKS_PUBLIC_BIND_REFUSED: 'bad_input',
   },
-  /** Signed documents: envelopes, certificates (SPEC.md §9.1). */
+  /** Signed documents: envelopes, certificates (SPEC.md §6.2–§6.3). */
   DOC: {
     DOC_BAD_SIGNATURE: 'integrity',
     DOC_EXPIRED: 'expired',
@@ -170,7 +170,7 @@ export const ERROR_CODES = {
     DOC_WRONG_SIGNER: 'integrity',
     DOC_WRONG_TYPE: 'protocol_violation',
   },
-  /** The directory: consensus, votes, fetching and serving them (SPEC.md §9). */
+  /** The directory: consensus, votes, fetching and serving them (SPEC.md §6). */
   DIR: {
     CACHE_EMPTY: 'not_found',
     CERT_NOT_AVAILABLE: 'not_found',
@@ -188,7 +188,7 @@ export const ERROR_CODES = {
     VOTE_UNKNOWN_AUTHORITY: 'peer_refused',
     VOTE_WRONG_PERIOD: 'peer_refused',
   },
-  /** JSON error answers of the HTTP endpoints, whatever the route (SPEC.md §9.6). */
+  /** JSON error answers of the HTTP endpoints, whatever the route (SPEC.md §6.10). */
   HTTP: {
     HTTP_METHOD: 'bad_input',
     NOT_FOUND: 'not_found',
@@ -205,7 +205,7 @@ export const ERROR_CODES = {
     IO_NOT_FOUND: 'bad_input',
     IO_STATE_UNREADABLE: 'bad_input',
   },
-  /** Bandwidth receipts: exchange on links and upload to authorities (SPEC.md §8). */
+  /** Bandwidth receipts: exchange on links and upload to authorities (SPEC.md §8.1–§8.5). */
   RECEIPT: {
     RECEIPT_ANONYMOUS_LINK: 'protocol_violation',
     RECEIPT_BAD_PARAMS: 'bad_input',
@@ -222,7 +222,7 @@ export const ERROR_CODES = {
     RECEIPT_UNKNOWN_RELAY: 'peer_refused',
     RECEIPT_WRONG_KEY: 'internal',
   },
-  /** The reward chain (SPEC.md §8.6). */
+  /** The reward chain (SPEC.md §8.6–§8.7). */
   REWARD: {
     REWARD_BAD_INPUT: 'bad_input',
     REWARD_BAD_QUERY: 'bad_input',
@@ -236,7 +236,7 @@ export const ERROR_CODES = {
     REWARD_SUM_MISMATCH: 'protocol_violation',
     REWARD_TOO_FEW_SIGNATURES: 'integrity',
   },
-  /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §10). */
+  /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
   STORAGE: {
     CAP_MALFORMED: 'bad_input',
     CHUNK_AUTH_FAILED: 'integrity',
@@ -270,16 +270,16 @@ export const ERROR_CODES = {
     STORAGE_REMOTE_UNKNOWN: 'protocol_violation',
     STORAGE_TIMEOUT: 'timeout',
   },
-  /** The DHT that storage nodes and moderators use (SPEC.md §10.5). */
+  /** The DHT that storage nodes and moderators use (SPEC.md §9.14, §10.7). */
   DHT: {
     DHT_ANNOUNCE_FAILED: 'unreachable',
     DHT_GET_FAILED: 'unreachable',
     DHT_LISTEN_FAILED: 'unreachable',
     DHT_NO_NODES: 'unreachable',
     DHT_PUT_FAILED: 'unreachable',
-    DHT_SEQ_STALE: 'peer_refused',
+    DHT_SEQ_STALE: 'bad_input',
   },
-  /** Moderation policies and their enforcement by storage nodes (SPEC.md §11). */
+  /** Moderation policies and their enforcement by storage nodes (SPEC.md §10). */
   MODERATION: {
     MODERATOR_KEY_EXISTS: 'bad_input',
     MODERATOR_NO_KEY: 'bad_input',
