@@ -78,6 +78,11 @@ export function endReasonForErrno(code: string | undefined): EndReasonValue {
   return EndReason[errnoInfo(code)?.end ?? 'MISC'];
 }
 
+/** The END reason an exit sends for a failed name lookup: TIMEOUT for a timeout, else RESOLVEFAILED. */
+export function endReasonForLookupErrno(code: string | undefined): EndReasonValue {
+  return errnoInfo(code)?.end === 'TIMEOUT' ? EndReason.TIMEOUT : EndReason.RESOLVEFAILED;
+}
+
 /** What a node that has no handler for a stream kind answers. */
 export const UNSERVED_STREAM_REFUSAL: Readonly<Record<IncomingStream['kind'], EndReasonValue>> = {
   begin: EndReason.EXITPOLICY,

@@ -5,7 +5,10 @@ import {
   ALL_ERROR_CODES, ERROR_CODES, ERROR_KINDS, declaredCode, err, errorCode, isBitcloudError, isErrorCode, kindOf, layerOf,
   type ErrorCode, type ErrorKind,
 } from '../../src/errors';
-import { END_REASONS, ERRNO, UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure, endReasonName } from '../../src/circuit/end-reasons';
+import {
+  END_REASONS, ERRNO, UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure, endReasonForErrno,
+  endReasonForLookupErrno, endReasonName,
+} from '../../src/circuit/end-reasons';
 import { SOCKS_REPLY_FOR_CODE, SocksReply, socksReplyFor } from '../../src/client/socks5';
 import { responseError } from '../../src/storage/protocol';
 import { DestroyReason, EndReason } from '../../src/wire/messages';
@@ -126,6 +129,14 @@ describe('reason tables', () => {
       // Every timeout gives "TTL expired"; nothing else does by its code alone.
       expect(want === SocksReply.TTL_EXPIRED, code).toBe(kindOf(code) === 'timeout');
     }
+  });
+
+  it('ERRNO gives the END reason of a failed connect and of a failed lookup', () => {
+    for (const [errno, row] of Object.entries(ERRNO)) expect(endReasonForErrno(errno)).toBe(EndReason[row.end]);
+    expect(endReasonForErrno('EWHATEVER')).toBe(EndReason.MISC);
+    expect(endReasonForErrno(undefined)).toBe(EndReason.MISC);
+    expect(endReasonForLookupErrno('ETIMEDOUT')).toBe(EndReason.TIMEOUT);
+    for (const c of ['ENOTFOUND', 'EAI_AGAIN', 'ECONNREFUSED', 'ESERVFAIL', undefined]) expect(endReasonForLookupErrno(c)).toBe(EndReason.RESOLVEFAILED);
   });
 
   it('refusals by stream kind, by failed BEGIN and by failed EXTEND2 come from tables', () => {
