@@ -5,8 +5,16 @@
 // storage nodes, prints the URLs, and runs until Ctrl-C, then stops every process it started
 // (by PID).
 //
+// With --hosts (`npm run testnet -- --hosts`, root only), every authority, relay and storage node
+// runs in its own network namespace with its own address in one of several /16s, joined by a bridge,
+// each relay capped by tc tbf (--caps, MB/s, cycled over the relays); the client proxy and the demo's
+// web server stay in the root namespace, on the bridge. Everything created (namespaces, links,
+// processes) is removed on exit, Ctrl-C, SIGTERM or a failed start, by name and PID; the launcher
+// prints what is left (nothing). See scripts/localnet/hosts.ts.
+//
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
 //                [--socks-port P] [--period S] [--exit-after-demo] [--no-demo]
+//   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -16,7 +24,8 @@ import { hideBin } from 'yargs/helpers';
 import { authorityKeygen } from '../directory/keygen';
 import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
-import { LocalNetProcesses } from './localnet/processes';
+import { LocalNetProcesses, type NodeSpec } from './localnet/processes';
+import { HostNet, hostsSupported, type Host } from './localnet/hosts';
 import { checkPortsFree, runDemo, runStorageDemo, waitForConsensus } from './localnet/demo';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,10 +43,15 @@ const argv = await yargs(hideBin(process.argv))
   .option('demo', { type: 'boolean', default: true, describe: 'Show a download through a 3-hop circuit (and a put/get)' })
   .option('exit-after-demo', { type: 'boolean', default: false, describe: 'Stop everything after the demo (for CI)' })
   .option('keep', { type: 'boolean', default: false, describe: 'Keep the data of an earlier run in --dir (default: start afresh)' })
+  .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
+  .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
+  .option('subnets', { type: 'number', default: 4, describe: 'With --hosts: how many /16s the nodes are spread over (at least 4)' })
   .check((a) => {
     if (a.relays < 3) throw new Error('--relays must be at least 3');
     if (a.exits < 1 || a.exits > a.relays - 2) throw new Error('--exits must be between 1 and relays - 2');
     if (a.storage < 0) throw new Error('--storage must be 0 or more');
+    if (a.subnets < 4) throw new Error('--subnets must be at least 4');
+    if (!String(a.caps).split(',').every((c) => Number.isFinite(Number(c)) && Number(c) >= 0)) throw new Error('--caps takes MB/s numbers, e.g. 2,5,10');
     return true;
   })
   .strict()
@@ -77,7 +91,8 @@ const ports = {
   storageMetrics: (i: number) => P + 52 + 3 * i,
   proxyMetrics: P + 99,
 };
-const wanted = [
+// With --hosts only the proxy's ports are on this namespace's 127.0.0.1.
+const wanted = argv.hosts ? [ports.proxyMetrics, argv['socks-port']] : [
   ...[0, 1, 2].map(ports.auth),
   ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i)]).flat(),
   ...Array.from({ length: argv.storage }, (_, i) => [ports.storageOr(i), ports.storagePort(i), ports.storageMetrics(i)]).flat(),
@@ -95,12 +110,21 @@ if (!argv.keep) {
   for (const e of await fsp.readdir(dir)) if (e !== 'localnet.pid') await fsp.rm(path.join(dir, e), { recursive: true, force: true });
 }
 const procs = new LocalNetProcesses(dir, REPO);
+let hostNet: HostNet | null = null;
 let stopping = false;
+function teardownHosts(): void {
+  if (!hostNet) return;
+  const left = hostNet.teardown();
+  const alive = procs.alivePids();
+  say(`teardown: ${left.namespaces.length} namespaces, ${left.links.length} links, ${alive.length} processes left`
+    + (left.namespaces.length + left.links.length + alive.length ? ` (${[...left.namespaces, ...left.links, ...alive.map(String)].join(', ')})` : ''));
+}
 async function shutdown(code: number): Promise<never> {
   if (!stopping) {
     stopping = true;
     say('\nstopping the local network...');
     await procs.stopAll();
+    teardownHosts();
     fs.rmSync(lockFile, { force: true });
     say('stopped.');
   }
@@ -108,20 +132,48 @@ async function shutdown(code: number): Promise<never> {
 }
 process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
+// Last resort (an exception nobody caught): kill by PID and remove namespaces synchronously.
+process.on('exit', () => { if (!stopping) { procs.killAllSync(); teardownHosts(); } });
+
+// --- with --hosts: one namespace per node; nodes' addresses and the wrapper that runs them there ---
+const caps = String(argv.caps).split(',').map((c) => Number(c) * 1_000_000);
+const hostOf = new Map<string, Host>();
+function placeNode(name: string, subnet: number, capBytesPerSec: number): string {
+  if (!hostNet) return '127.0.0.1';
+  const h = hostNet.add({ name, subnet, capBytesPerSec });
+  hostOf.set(name, h);
+  return h.address;
+}
+function inHost(name: string): Pick<NodeSpec, 'wrap' | 'host'> {
+  const h = hostOf.get(name);
+  if (!h || !hostNet) return {};
+  return { wrap: hostNet.exec(h, []), host: { ns: h.ns, address: h.address, veth: h.veth, capBytesPerSec: h.capBytesPerSec } };
+}
 
 try {
+  if (argv.hosts) {
+    const can = hostsSupported();
+    if (!can.ok) throw new Error(`--hosts needs root, ip netns, veth, a bridge and tc: ${can.why}`);
+    hostNet = new HostNet(argv.subnets);
+    hostNet.up();
+    say(`hosts: bridge ${hostNet.bridge}, /16s ${hostNet.octets.map((o) => `10.${o}.0.0/16`).join(' ')}, prefix ${hostNet.prefix}; `
+      + `latency ${hostNet.netem ? 'emulated (netem)' : 'not emulated (no netem in this kernel)'}`);
+  }
+  // Where the client and the demo's web server are: 127.0.0.1, or the bridge's address in /16 #0.
+  const rootAddr = hostNet ? hostNet.gateway(0) : '127.0.0.1';
   // --- authorities: keys, certificates and one shared list ---
   const auths = [];
   for (let i = 0; i < 3; i++) {
     const dataDir = path.join(dir, `auth${i + 1}`);
     const k = await authorityKeygen(dataDir);
-    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), dataDir });
+    const addr = placeNode(`auth${i + 1}`, 0, 0);
+    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), dataDir, addr });
   }
-  const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `127.0.0.1:${a.port}` }));
+  const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `${a.addr}:${a.port}` }));
   for (const a of auths) {
     const configFile = path.join(dir, `${a.name}.json`);
     writeFileAtomicSync(configFile, JSON.stringify({
-      identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period: argv.period,
+      identity: a.fingerprint, dataDir: a.dataDir, listen: { host: a.addr, port: a.port }, period: argv.period,
       authorities: authorityList, reachability: { timeoutMs: 3000 }, stableAfterSeconds: argv.period,
       // Proof of bandwidth on loopback (SPEC.md §8.5): only the family and declared-bandwidth bounds,
       // so reward blocks follow the countersigned counts exactly. Every relay declares 10 MB/s and
@@ -130,9 +182,10 @@ try {
       bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
-      ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
+      ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile], ...inHost(a.name) });
   }
 
+  const relayAddrs: string[] = [];
   // --- relays: the last `exits` are exits that allow 127.0.0.1 (the default policy rejects loopback) ---
   for (let i = 0; i < argv.relays; i++) {
     const name = `relay${i + 1}`;
@@ -140,14 +193,18 @@ try {
     const keys = await loadOrCreateNodeKeys(dataDir);
     const isExit = i >= argv.relays - argv.exits;
     const configFile = path.join(dir, `${name}.json`);
+    // With --hosts: relays over /16s #1..#(subnets-1), so some share a /16 (one per path, SPEC.md §7.3).
+    const cap = hostNet ? caps[i % caps.length] : 0;
+    const addr = placeNode(name, 1 + (i % (argv.subnets - 1)), cap);
+    relayAddrs.push(addr);
     writeFileAtomicSync(configFile, JSON.stringify({
-      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
+      dataDir, nickname: name, address: addr, orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
-      ...(isExit ? { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] } : {}),
+      ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
-      ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
+      ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile], ...inHost(name) });
   }
 
   // --- storage nodes: unmoderated (encrypted content over circuits only, SPEC.md §10). A declared
@@ -157,27 +214,29 @@ try {
     const dataDir = path.join(dir, name);
     const keys = await loadOrCreateNodeKeys(dataDir);
     const configFile = path.join(dir, `${name}.json`);
+    const addr = placeNode(name, 1 + (i % (argv.subnets - 1)), 0);
     writeFileAtomicSync(configFile, JSON.stringify({
-      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
+      dataDir, nickname: name, address: addr, orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
       metricsPort: ports.storageMetrics(i), quota: '1GiB', bandwidth: 100_000,
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
-      ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile] });
+      ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile], ...inHost(name) });
   }
 
   // --- the client: one config file that `bitcloud <command> --config FILE` and the proxy read ---
   const clientDir = path.join(dir, 'client');
   const clientConfig = path.join(dir, 'client.json');
-  const mirrors = Array.from({ length: Math.min(2, argv.relays) }, (_, i) => `127.0.0.1:${ports.relayDir(i)}`);
+  const mirrors = Array.from({ length: Math.min(2, argv.relays) }, (_, i) => `${relayAddrs[i]}:${ports.relayDir(i)}`);
   writeFileAtomicSync(clientConfig, JSON.stringify({
     authorities: authorityList, dataDir: clientDir,
     mirrors,
     socksPort: argv['socks-port'], metricsPort: ports.proxyMetrics,
-    // Every node here is 127.0.0.1: the one-relay-per-/16 rule would forbid every path.
-    enforceDistinctSubnets: false,
+    // On 127.0.0.1 the one-relay-per-/16 rule would forbid every path; with --hosts it holds.
+    enforceDistinctSubnets: !!hostNet,
   }, null, 2));
-  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false });
+  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false,
+    ...(hostNet ? { hosts: { prefix: hostNet.prefix, bridge: hostNet.bridge, subnets: hostNet.octets.map((o) => `10.${o}.0.0/16`), webAddress: rootAddr, latency: hostNet.netem ? 'netem' : 'not emulated' } } : {}) });
 
   say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes; waiting for a consensus...`);
   const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`), argv.storage);
@@ -189,7 +248,7 @@ try {
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: true });
 
   if (argv.demo) {
-    const r = await runDemo(argv['socks-port']);
+    const r = await runDemo(argv['socks-port'], rootAddr);
     say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
     if (argv.storage >= 6) {
       const s = await runStorageDemo(REPO, dir, clientConfig);
@@ -201,8 +260,8 @@ try {
   say('');
   say('The network is up:');
   say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} http://127.0.0.1:PORT/`);
-  for (const a of auths) say(`  status page      http://127.0.0.1:${a.port}/          (${a.name}; metrics at /metrics)`);
-  say(`  relay metrics    http://127.0.0.1:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
+  for (const a of auths) say(`  status page      http://${a.addr}:${a.port}/          (${a.name}; metrics at /metrics)`);
+  say(`  relay metrics    http://${relayAddrs[0]}:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);

@@ -60,19 +60,19 @@ export async function waitForConsensus(
   throw new Error(`no consensus listing ${relays} relays in time (${last})`);
 }
 
-/** Serve `size` random bytes on 127.0.0.1 and fetch them through the SOCKS proxy. */
-export async function runDemo(socksPort: number, size = 4 << 20): Promise<{ bytes: number; ms: number; sha256: string }> {
+/** Serve `size` random bytes on `host` (127.0.0.1, or the bridge with --hosts) and fetch them through the SOCKS proxy. */
+export async function runDemo(socksPort: number, host = '127.0.0.1', size = 4 << 20): Promise<{ bytes: number; ms: number; sha256: string }> {
   const body = randomBytes(size);
   const want = createHash('sha256').update(body).digest('hex');
   const server = http.createServer((_req, res) => { res.writeHead(200, { 'content-length': body.length }); res.end(body); });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(0, host, r));
   const port = (server.address() as net.AddressInfo).port;
   const t0 = Date.now();
   try {
     let lastErr: Error | null = null;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
-        const got = await fetchThroughSocks(socksPort, '127.0.0.1', port);
+        const got = await fetchThroughSocks(socksPort, host, port);
         const sha = createHash('sha256').update(got).digest('hex');
         if (sha !== want) throw new Error(`hash mismatch after ${got.length} bytes`);
         return { bytes: got.length, ms: Date.now() - t0, sha256: sha };

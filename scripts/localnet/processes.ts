@@ -14,6 +14,10 @@ export interface NodeSpec {
   ports: Record<string, number>;
   bin: string;
   args: string[];
+  /** Many-host network: the node's namespace, address, root-side veth and cap (bytes/s). */
+  host?: { ns: string; address: string; veth: string; capBytesPerSec: number };
+  /** Prefix of the command line (e.g. `ip netns exec NS`); `ip netns exec` execs, so the PID is the node's. */
+  wrap?: string[];
 }
 
 interface Running extends NodeSpec { child: ChildProcess; pid: number; log: string; exited: boolean }
@@ -31,7 +35,9 @@ export class LocalNetProcesses {
   start(spec: NodeSpec): Running {
     const log = path.join(this.dir, 'logs', `${spec.name}.log`);
     const fd = fs.openSync(log, 'a');
-    const child = spawn(process.execPath, [path.join(this.repo, 'bin', `${spec.bin}.js`), ...spec.args], {
+    const argv = [process.execPath, path.join(this.repo, 'bin', `${spec.bin}.js`), ...spec.args];
+    const cmd = [...(spec.wrap ?? []), ...argv];
+    const child = spawn(cmd[0], cmd.slice(1), {
       cwd: this.repo, stdio: ['ignore', fd, fd], env: { ...process.env },
     });
     fs.closeSync(fd);
@@ -55,7 +61,7 @@ export class LocalNetProcesses {
       ...this.extra,
       nodes: this.nodes.map((n) => ({
         role: n.role, name: n.name, identity: n.identity, ports: n.ports, pid: n.pid, running: !n.exited,
-        dataDir: n.dataDir, config: n.configFile, log: n.log,
+        dataDir: n.dataDir, config: n.configFile, log: n.log, ...(n.host ? { host: n.host } : {}),
       })),
     };
     writeFileAtomicSync(path.join(this.dir, 'network.json'), JSON.stringify(doc, null, 2) + '\n');
@@ -81,6 +87,17 @@ export class LocalNetProcesses {
   /** The names of nodes that have exited. */
   dead(): string[] {
     return this.nodes.filter((n) => n.exited).map((n) => n.name);
+  }
+
+  /** PIDs of nodes still alive (for the teardown report). */
+  alivePids(): number[] {
+    return this.nodes.filter((n) => { try { process.kill(n.pid, 0); return !n.exited; } catch { return false; } }).map((n) => n.pid);
+  }
+
+  /** SIGKILL every node still alive, by PID (an exit hook's last resort). */
+  killAllSync(): void {
+    this.stopping = true;
+    for (const n of this.nodes) if (!n.exited) { try { process.kill(n.pid, 'SIGKILL'); } catch { /* gone */ } }
   }
 
   onUnexpectedExit(cb: (name: string, code: number | string) => void): void {
