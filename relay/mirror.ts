@@ -14,6 +14,8 @@ export class ConsensusMirror {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private failing = false;
+  /** validAfter of the consensus last reported as not fresh (one warning per consensus). */
+  private staleWarned = -1;
   private cur: { info: VerifiedConsensus; served: ServedDocument } | null = null;
   private readonly listeners: ((c: VerifiedConsensus) => void)[] = [];
 
@@ -65,6 +67,13 @@ export class ConsensusMirror {
       if (r.consensus || r.notModified.length) this.failing = false;
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'consensus poll failed');
+    }
+    // SPEC.md §6.8: past fresh-until with nothing newer, keep serving the last valid consensus and say so.
+    const c = this.cur?.info;
+    if (c && Date.now() > c.freshUntil && this.staleWarned !== c.validAfter) {
+      this.staleWarned = c.validAfter;
+      this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
+        Date.now() > c.validUntil ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: serving the last valid one until it expires');
     }
     if (!this.stopped) this.timer = setTimeout(() => void this.poll(), this.intervalMs);
   }

@@ -28,6 +28,8 @@ export class DirKeeper {
   private current: VerifiedConsensus | null = null;
   private timer: NodeJS.Timeout | null = null;
   private fetching: Promise<void> | null = null;
+  /** validAfter of the consensus last reported as not fresh (one warning per consensus). */
+  private staleWarned = -1;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly cacheFile: string;
@@ -96,6 +98,21 @@ export class DirKeeper {
     } catch (e) {
       this.log.warn({ code: errorCode(e) }, 'consensus fetch failed');
     }
+    this.noteStale();
+  }
+
+  /**
+   * SPEC.md §6.8: past fresh-until with nothing newer to be had (e.g. the authorities cannot reach
+   * a majority), the client keeps using the last valid consensus until valid-until, and says so
+   * once per consensus (bitcloud_consensus_age_seconds shows the age meanwhile).
+   */
+  private noteStale(): void {
+    const c = this.current;
+    if (!c || this.now() <= c.freshUntil || this.staleWarned === c.validAfter) return;
+    this.staleWarned = c.validAfter;
+    const expired = this.now() > c.validUntil;
+    this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
+      expired ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: using the last valid one until it expires');
   }
 
   private schedule(): void {

@@ -1,0 +1,342 @@
+// The fault suite's scenarios (`npm run chaos`): each applies a real fault to real daemons of the
+// test network and judges what happened against SPEC.md (§7b.5 teardown, §7.2 guards, §6.8-6.9
+// consensus schedule, §8.7 reward chain). Each returns one row of the table.
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  addrOf, alive, authStatus, expected, fetchVia, httpGet, metric, poll, scrapeRelay, sha256, sleep, tcpPeers,
+  type ContentServer, type NetNode, type TestNet,
+} from './net';
+
+export interface Row {
+  id: string;
+  name: string;
+  done: string;
+  expected: string;
+  observed: string;
+  recoverySeconds: number | null;
+  bytesLost: number;
+  passed: boolean;
+  skipped?: boolean;
+}
+
+export interface Ctx { net: TestNet; web: ContentServer; period: number; log: (s: string) => void }
+
+type Outcome = Omit<Row, 'id' | 'name' | 'expected'>;
+
+export interface Scenario {
+  id: string;
+  name: string;
+  expected: string;
+  needsHosts: boolean;
+  run(ctx: Ctx): Promise<Outcome>;
+}
+
+const MiB = 1 << 20;
+const CELL_DATA = 498;
+const secs = (ms: number): number => Math.round(ms / 100) / 10;
+
+/** A download of `len` bytes that must arrive whole; its bytes count as lost when they do not. */
+async function wholeDownload(ctx: Ctx, len: number, user: string, maxMs = 120_000): Promise<{ ok: boolean; lost: number; why: string }> {
+  const r = await fetchVia(ctx.net.socksPort, `http://${ctx.net.webAddress}:${ctx.web.port}/bytes/0/${len}`, user, { maxMs });
+  if (r.code === 0 && r.sha256 === sha256(expected(len))) return { ok: true, lost: 0, why: '' };
+  // curl exit 0 with wrong bytes is data loss; an error is a refusal, not a loss.
+  return { ok: false, lost: r.code === 0 ? len : 0, why: r.timedOut ? `hung (killed after ${maxMs} ms)` : `curl ${r.code}: ${r.stderr.slice(0, 120)}` };
+}
+
+/** Retry a whole download (new credentials each time) until one succeeds or `ms` pass. */
+async function recovered(ctx: Ctx, len: number, tag: string, ms: number): Promise<{ ok: boolean; lost: number; tries: number; why: string }> {
+  const until = Date.now() + ms;
+  let lost = 0, tries = 0, why = '';
+  while (Date.now() < until) {
+    tries++;
+    const r = await wholeDownload(ctx, len, `${tag}-${tries}`, Math.max(5_000, until - Date.now()));
+    lost += r.lost;
+    if (r.ok) return { ok: true, lost, tries, why: '' };
+    why = r.why;
+    await sleep(1000);
+  }
+  return { ok: false, lost, tries, why };
+}
+
+function relays(ctx: Ctx): NetNode[] { return ctx.net.byRole('relay', 'exit'); }
+
+async function relayMetrics(ctx: Ctx, name: string): Promise<ReturnType<typeof metric> | null> {
+  const s = await scrapeRelay(ctx.net.node(name));
+  return s.length ? metric(s, 'bitcloud_circuits_destroyed_total') : null;
+}
+
+/** Wait until a restarted relay answers on its dir port and is listed Running again. */
+async function relayBack(ctx: Ctx, n: NetNode, ms: number): Promise<boolean> {
+  return !!await poll(async () => {
+    const s = await scrapeRelay(n);
+    if (!s.length) return false;
+    const st = await authStatus(ctx.net.byRole('authority')[0]);
+    return !!st?.consensus;
+  }, ms, 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const s1: Scenario = {
+  id: '1', name: 'middle relay SIGKILLed mid-download', needsHosts: false,
+  expected: 'stream ends with an error (no hang); the next request on the same proxy succeeds; guard and exit drop their circuits through it',
+  async run(ctx) {
+    const net = ctx.net;
+    const before = new Map(await Promise.all(relays(ctx).map(async (r) => [r.name, await scrapeRelay(r)] as const)));
+    let received = 0;
+    const url = `http://${net.webAddress}:${ctx.web.port}/raw/0/${2048 * MiB}`;
+    const transfer = fetchVia(net.socksPort, url, 'chaos-s1', { maxMs: 180_000, onBytes: (n) => { received = n; } });
+    if (!await poll(() => received >= 4 * MiB, 90_000, 100)) {
+      const t = await transfer;
+      return { done: 'download did not start', observed: `curl ${t.code}: ${t.stderr}`, recoverySeconds: null, bytesLost: 0, passed: false };
+    }
+    const mid = new Map(await Promise.all(relays(ctx).map(async (r) => [r.name, await scrapeRelay(r)] as const)));
+    const cells = (n: string): number => metric(mid.get(n) ?? [], 'bitcloud_cells_relayed_total') - metric(before.get(n) ?? [], 'bitcloud_cells_relayed_total');
+    const connects = (n: string): number => metric(mid.get(n) ?? [], 'bitcloud_exit_connects_total', { result: 'ok' }) - metric(before.get(n) ?? [], 'bitcloud_exit_connects_total', { result: 'ok' });
+    const carriers = relays(ctx).filter((r) => cells(r.name) >= 0.5 * (4 * MiB) / CELL_DATA);
+    const exit = carriers.filter((r) => connects(r.name) >= 1);
+    const proxyPeers = new Set(tcpPeers(null, net.pid('proxy')));
+    const guard = carriers.filter((r) => !exit.includes(r) && proxyPeers.has(`${addrOf(r)}:${r.ports.or}`));
+    const middle = carriers.find((r) => !exit.includes(r) && !guard.includes(r));
+    if (carriers.length !== 3 || exit.length !== 1 || guard.length !== 1 || !middle) {
+      return { done: 'could not tell the circuit\'s relays apart', observed: `carriers ${carriers.map((r) => r.name).join(',')}`, recoverySeconds: null, bytesLost: 0, passed: false };
+    }
+    const destroyed0 = await Promise.all([guard[0], exit[0]].map((r) => relayMetrics(ctx, r.name)));
+    const t0 = Date.now();
+    net.kill(middle.name, 'SIGKILL');
+    const cut = await transfer;
+    const streamOk = cut.code !== 0 && !cut.timedOut && cut.bytes < 2048 * MiB;
+    // Both neighbours drop the circuit (a closed link destroys its circuits, §7b.5).
+    const dropped = await poll(async () => {
+      const now = await Promise.all([guard[0], exit[0]].map((r) => relayMetrics(ctx, r.name)));
+      return now.every((v, i) => v !== null && destroyed0[i] !== null && v > destroyed0[i]!) ? Date.now() : null;
+    }, 60_000);
+    const proxyPid = net.pid('proxy');
+    const next = await wholeDownload(ctx, 8 * MiB, 'chaos-s1');
+    const recovery = secs(Date.now() - t0);
+    // Put the relay back for the scenarios after this one.
+    net.restart(middle.name);
+    await relayBack(ctx, middle, 60_000);
+    const passed = streamOk && next.ok && alive(proxyPid) && dropped !== null;
+    return {
+      done: `SIGKILL ${middle.name} (middle; guard ${guard[0].name}, exit ${exit[0].name}) after ${Math.round(received / MiB)} MiB`,
+      observed: `stream: curl ${cut.code}${cut.timedOut ? ' (HUNG)' : ''} "${cut.stderr.slice(0, 60)}" after ${Math.round(cut.bytes / MiB)} MiB; `
+        + `circuits dropped by guard and exit ${dropped ? `${secs(dropped - t0)} s after the kill` : 'NOT within 60 s'}; `
+        + `next request (same proxy, pid ${proxyPid}): ${next.ok ? '8 MiB intact' : next.why}`,
+      recoverySeconds: recovery, bytesLost: next.lost, passed,
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+interface GuardRec { fingerprint: string; failures: number; retryAt: number; lastSuccessAt: number | null; confirmed: boolean }
+
+function guardState(ctx: Ctx): GuardRec[] {
+  const proxy = ctx.net.node('proxy');
+  try {
+    const j = JSON.parse(fs.readFileSync(path.join(proxy.dataDir, 'state.json'), 'utf8')) as { guards?: { sampled?: GuardRec[] } };
+    return j.guards?.sampled ?? [];
+  } catch { return []; }
+}
+
+const s2: Scenario = {
+  id: '2', name: 'client\'s guard partitioned (link down), then back', needsHosts: true,
+  expected: 'requests succeed through the next guard; the partitioned guard stays sampled in its place with failures > 0 and a retryAt (SPEC.md §7.2); back: it is used again and its failures reset',
+  async run(ctx) {
+    const net = ctx.net;
+    const warm = await wholeDownload(ctx, 1 * MiB, 'chaos-s2-warm');
+    if (!warm.ok) return { done: 'warm-up download failed', observed: warm.why, recoverySeconds: null, bytesLost: warm.lost, passed: false };
+    const st0 = guardState(ctx);
+    const byFp = new Map(relays(ctx).map((r) => [r.identity!, r]));
+    const proxyPeers = new Set(tcpPeers(null, net.pid('proxy')));
+    const inUse = st0.find((g) => { const r = byFp.get(g.fingerprint); return r && proxyPeers.has(`${addrOf(r)}:${r.ports.or}`); });
+    const guard = inUse ? byFp.get(inUse.fingerprint)! : null;
+    if (!guard) return { done: 'no guard in use found', observed: JSON.stringify(st0), recoverySeconds: null, bytesLost: 0, passed: false };
+    const order0 = st0.map((g) => g.fingerprint);
+    const t0 = Date.now();
+    net.link(guard.name, false);
+    let lost = 0;
+    const r = await recovered(ctx, 1 * MiB, 'chaos-s2', 180_000);
+    lost += r.lost;
+    const recovery = secs(Date.now() - t0);
+    const st1 = guardState(ctx);
+    const rec1 = st1.find((g) => g.fingerprint === guard.identity);
+    const peers1 = new Set(tcpPeers(null, net.pid('proxy')));
+    const newGuard = relays(ctx).find((x) => x !== guard && st1.some((g) => g.fingerprint === x.identity) && peers1.has(`${addrOf(x)}:${x.ports.or}`));
+    // Back: link up; the guard is retried when its retryAt passes (base 60 s) and then used again.
+    net.link(guard.name, true);
+    const back = await poll(async () => {
+      const d = await wholeDownload(ctx, 256 * 1024, `chaos-s2-back-${Date.now()}`, 60_000);
+      lost += d.lost;
+      const g = guardState(ctx).find((x) => x.fingerprint === guard.identity);
+      return g && g.failures === 0 && g.retryAt === 0 && (g.lastSuccessAt ?? 0) > t0 ? Date.now() : null;
+    }, 200_000, 5000);
+    const st2 = guardState(ctx);
+    const kept = rec1 !== undefined && order0.indexOf(guard.identity!) === st1.map((g) => g.fingerprint).indexOf(guard.identity!);
+    const passed = r.ok && !!rec1 && rec1.failures > 0 && rec1.retryAt > t0 && kept && back !== null;
+    return {
+      done: `link down on ${guard.name} (the proxy's guard) until a request succeeded, then up`,
+      observed: `during: ${r.ok ? `request ${r.tries} succeeded via ${newGuard?.name ?? 'another guard'}` : `no request succeeded: ${r.why}`}; `
+        + `record ${rec1 ? `kept at position ${st1.map((g) => g.fingerprint).indexOf(guard.identity!) + 1} (was ${order0.indexOf(guard.identity!) + 1}), failures ${rec1.failures}, retryAt +${secs(rec1.retryAt - Date.now())} s` : 'REMOVED'}; `
+        + `sampled ${st0.length}→${st1.length}→${st2.length}; back: ${back ? `used again, failures reset ${secs(back - t0)} s after the fault` : 'NOT used again within 200 s'}`,
+      recoverySeconds: recovery, bytesLost: lost, passed,
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+async function statuses(ctx: Ctx): Promise<(Awaited<ReturnType<typeof authStatus>>)[]> {
+  return Promise.all(ctx.net.byRole('authority').map((a) => authStatus(a)));
+}
+
+/** Wait until every authority answers with the same newest consensus (digest) and reward height. */
+async function agreement(ctx: Ctx, ms: number): Promise<{ at: number; validAfter: number; height: number | null } | null> {
+  return poll(async () => {
+    const s = await statuses(ctx);
+    if (s.some((x) => !x?.consensus)) return null;
+    const va = s[0]!.consensus!.validAfter;
+    if (!s.every((x) => x!.consensus!.validAfter === va && x!.consensus!.digest === s[0]!.consensus!.digest)) return null;
+    const h = s[0]!.rewards?.height ?? null;
+    if (!s.every((x) => (x!.rewards?.height ?? null) === h)) return null;
+    return { at: Date.now(), validAfter: va, height: h };
+  }, ms, 1000);
+}
+
+/** The reward chains of all authorities, compared byte for byte (same blocks, same signatures). */
+async function rewardChainsEqual(ctx: Ctx): Promise<{ equal: boolean; sizes: number[] }> {
+  const bodies = await Promise.all(ctx.net.byRole('authority').map((a) => httpGet(addrOf(a), a.ports.http, '/bitcloud/rewards?from=0', 10_000).then((r) => r.body).catch(() => Buffer.alloc(0))));
+  return { equal: bodies.every((b) => b.equals(bodies[0])), sizes: bodies.map((b) => b.length) };
+}
+
+const s3: Scenario = {
+  id: '3', name: 'authorities partitioned: 1 of 3 for 5 periods, then 2 of 3, then all back', needsHosts: true,
+  expected: '1 down: a new consensus every period; 2 down: no new consensus, clients keep the last valid one (consensus age grows) and still work; all back: consensus resumes, all 3 agree, no restart',
+  async run(ctx) {
+    const net = ctx.net;
+    const [a1, a2, a3] = net.byRole('authority');
+    const P = ctx.period * 1000;
+    const first = await authStatus(a1);
+    if (!first?.consensus) return { done: 'no consensus to start from', observed: '', recoverySeconds: null, bytesLost: 0, passed: false };
+    // 1 of 3 down for 5 periods.
+    net.link(a3.name, false);
+    const seen = new Set<number>();
+    const until = Date.now() + 5 * P;
+    while (Date.now() < until) {
+      const s = await authStatus(a1);
+      if (s?.consensus) seen.add(s.consensus.validAfter);
+      await sleep(1000);
+    }
+    const newOnes = [...seen].filter((v) => v > first.consensus!.validAfter).length;
+    const oneDownOk = newOnes >= 4;
+    // 2 of 3 down for 3 periods: the remaining authority cannot reach a majority.
+    net.link(a2.name, false);
+    await sleep(P); // a consensus being signed when the links went down may still complete
+    const frozen = (await authStatus(a1))?.consensus?.validAfter ?? 0;
+    const age0 = metric(await scrapeClient(ctx), 'bitcloud_consensus_age_seconds');
+    await sleep(2 * P);
+    const frozenAfter = (await authStatus(a1))?.consensus?.validAfter ?? 0;
+    const age1 = metric(await scrapeClient(ctx), 'bitcloud_consensus_age_seconds');
+    let lost = 0;
+    const during = await wholeDownload(ctx, 1 * MiB, `chaos-s3-${Date.now()}`);
+    lost += during.lost;
+    const twoDownOk = frozenAfter === frozen && age1 > age0 && during.ok;
+    // All back.
+    const t0 = Date.now();
+    net.link(a2.name, true);
+    net.link(a3.name, true);
+    const agreed = await poll(async () => {
+      const g = await agreement(ctx, 0);
+      return g && g.validAfter > frozenAfter ? g : null;
+    }, 12 * P, 1000);
+    const s = await authStatus(a1);
+    const after = await wholeDownload(ctx, 1 * MiB, `chaos-s3-after-${Date.now()}`);
+    lost += after.lost;
+    const passed = oneDownOk && twoDownOk && agreed !== null && (s?.consensus?.signers.length ?? 0) >= 2 && after.ok;
+    return {
+      done: `link down ${a3.name} 5 periods; + ${a2.name} 3 periods; both up`,
+      observed: `1 down: ${newOnes} new consensuses in 5 periods; 2 down: consensus ${frozenAfter === frozen ? 'held' : 'CHANGED'}, client consensus age ${age0}→${age1} s, download ${during.ok ? 'ok' : during.why}; `
+        + `back: ${agreed ? `all 3 agree on a new consensus ${secs(agreed.at - t0)} s later (${s?.consensus?.signers.length} signers)` : 'NO agreement within 12 periods'}`,
+      recoverySeconds: agreed ? secs(agreed.at - t0) : null, bytesLost: lost, passed,
+    };
+  },
+};
+
+async function scrapeClient(ctx: Ctx): Promise<import('./net').Sample[]> {
+  const p = ctx.net.node('proxy');
+  const { scrape } = await import('./net');
+  return scrape('127.0.0.1', p.ports.metrics).catch(() => []);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const s4: Scenario = {
+  id: '4', name: 'an authority SIGKILLed during a vote, restarted', needsHosts: false,
+  expected: 'no fork: after restart all 3 authorities serve the same consensus and byte-identical reward chains (one signed block per height)',
+  async run(ctx) {
+    const net = ctx.net;
+    const a2 = net.byRole('authority')[1];
+    const P = ctx.period * 1000;
+    const start = await agreement(ctx, 6 * P);
+    if (!start) return { done: 'authorities did not agree before the fault', observed: '', recoverySeconds: null, bytesLost: 0, passed: false };
+    // Votes are exchanged early in each period (§6.9): kill a fifth of the way into one.
+    const now = Date.now();
+    const next = Math.ceil(now / P) * P;
+    await sleep(next - now + Math.floor(P / 5));
+    net.kill(a2.name, 'SIGKILL');
+    await sleep(P);
+    const t0 = Date.now();
+    net.restart(a2.name);
+    const agreed = await poll(async () => {
+      const g = await agreement(ctx, 0);
+      return g && g.validAfter > start.validAfter + P ? g : null;
+    }, 12 * P, 1000);
+    const chains = await rewardChainsEqual(ctx);
+    const passed = agreed !== null && chains.equal;
+    return {
+      done: `SIGKILL ${a2.name} ${Math.floor(P / 5)} ms into a period, restarted one period later`,
+      observed: `${agreed ? `all 3 agree on consensus ${new Date(agreed.validAfter).toISOString().slice(11, 19)} (reward height ${agreed.height ?? '-'}) ${secs(agreed.at - t0)} s after restart` : 'NO agreement within 12 periods'}; `
+        + `reward chains ${chains.equal ? 'byte-identical' : 'DIFFER'} (${chains.sizes.join('/')} bytes)`,
+      recoverySeconds: agreed ? secs(agreed.at - t0) : null, bytesLost: 0, passed,
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+const s8: Scenario = {
+  id: '8', name: 'relay frozen (SIGSTOP) past the circuit timeout, resumed', needsHosts: false,
+  expected: 'requests keep succeeding around it; its peers\' links to it are closed; resumed, it serves circuits again',
+  async run(ctx) {
+    const net = ctx.net;
+    // A middle-only relay (not an exit, so path choice can avoid it).
+    const victim = net.byRole('relay')[2];
+    const others = relays(ctx).filter((r) => r !== victim);
+    const t0 = Date.now();
+    net.kill(victim.name, 'SIGSTOP');
+    let lost = 0;
+    // Longer than the circuit build timeout (§7.3, at most 60 s).
+    const during = await recovered(ctx, 1 * MiB, 'chaos-s8', 90_000);
+    lost += during.lost;
+    const recovery = secs(Date.now() - t0);
+    await sleep(Math.max(0, 65_000 - (Date.now() - t0)));
+    const linked = (): string[] => others.filter((o) => tcpPeers(o, net.pid(o.name)).some((p) => p.startsWith(`${addrOf(victim)}:`))).map((o) => o.name);
+    const stillLinked = net.hosts ? linked() : [];
+    net.kill(victim.name, 'SIGCONT');
+    const back = await poll(async () => (await scrapeRelay(victim)).length > 0, 30_000, 1000);
+    const after = await wholeDownload(ctx, 1 * MiB, `chaos-s8-after-${Date.now()}`);
+    lost += after.lost;
+    const passed = during.ok && after.ok && !!back && stillLinked.length === 0;
+    return {
+      done: `SIGSTOP ${victim.name} for 65 s, then SIGCONT`,
+      observed: `during: ${during.ok ? `a request succeeded (try ${during.tries})` : during.why}; `
+        + `${net.hosts ? `peers still holding a link to it after 65 s: ${stillLinked.length ? stillLinked.join(',') : 'none'}` : 'links not checked on loopback'}; `
+        + `resumed: ${back ? 'answers again' : 'DOES NOT answer'}, next request ${after.ok ? 'ok' : after.why}`,
+      recoverySeconds: recovery, bytesLost: lost, passed,
+    };
+  },
+};
+
+export const SCENARIOS: Scenario[] = [s1, s2, s3, s4, s8];
