@@ -148,11 +148,16 @@ const s2: Scenario = {
     const net = ctx.net;
     const warm = await wholeDownload(ctx, 1 * MiB, 'chaos-s2-warm');
     if (!warm.ok) return { done: 'warm-up download failed', observed: warm.why, recoverySeconds: null, bytesLost: warm.lost, passed: false };
-    const st0 = guardState(ctx);
     const byFp = new Map(relays(ctx).map((r) => [r.identity!, r]));
-    const proxyPeers = new Set(tcpPeers(null, net.pid('proxy')));
-    const inUse = st0.find((g) => { const r = byFp.get(g.fingerprint); return r && proxyPeers.has(`${addrOf(r)}:${r.ports.or}`); });
-    const guard = inUse ? byFp.get(inUse.fingerprint)! : null;
+    // The guard in use: the first sampled guard the proxy holds a link to (the state file is saved
+    // shortly after a success).
+    let st0: GuardRec[] = [];
+    const guard = await poll(() => {
+      st0 = guardState(ctx);
+      const proxyPeers = new Set(tcpPeers(null, net.pid('proxy')));
+      const inUse = st0.find((g) => { const r = byFp.get(g.fingerprint); return g.confirmed && r && proxyPeers.has(`${addrOf(r)}:${r.ports.or}`); });
+      return inUse ? byFp.get(inUse.fingerprint)! : null;
+    }, 20_000, 1000);
     if (!guard) return { done: 'no guard in use found', observed: JSON.stringify(st0), recoverySeconds: null, bytesLost: 0, passed: false };
     const order0 = st0.map((g) => g.fingerprint);
     const t0 = Date.now();

@@ -1,0 +1,113 @@
+// The many-host test network and the fault suite, as a user runs them (root only; skipped where
+// network namespaces cannot be made): `npm run testnet -- --hosts` brings up every node in its own
+// namespace, shows a download and a put/get, and leaves no namespace, link or process behind — on
+// a normal stop and on Ctrl-C in the middle of its start. `npm run chaos` runs the scenarios that
+// fit CI's time (1: a middle relay killed mid-download; 4: an authority killed during a vote) on
+// real daemons and reports them as JSON.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../helpers/daemon';
+import { freePortRange } from '../helpers/localnet';
+
+// As scripts/localnet/hosts.ts names things: every namespace and link of a run starts with this.
+const runPrefix = (pid: number): string => `bcn${pid.toString(36)}-`;
+function leftovers(prefix: string): { namespaces: string[]; links: string[] } {
+  const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
+  const links = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout ?? '';
+  return {
+    namespaces: ns.split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(prefix)),
+    links: links.split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? '').filter((n) => n.startsWith(prefix)),
+  };
+}
+const can = { ok: process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0 };
+const dirs: string[] = [];
+afterAll(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+interface Run { code: number | null; out: string; pid: number }
+
+/** Run an npm script's target as npm would (node bin/run-ts.js SCRIPT ARGS); `onOutput` may signal it. */
+function runScript(script: string, args: string[], o: { timeoutMs: number; onOutput?: (out: string, pid: number) => void }): Promise<Run> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'run-ts.js'), path.join(REPO_ROOT, 'scripts', script), ...args],
+      { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const on = (d: Buffer): void => { out += d.toString('utf8'); o.onOutput?.(out, c.pid!); };
+    c.stdout!.on('data', on);
+    c.stderr!.on('data', on);
+    const t = setTimeout(() => { try { process.kill(c.pid!, 'SIGTERM'); } catch { /* gone */ } }, o.timeoutMs);
+    c.once('close', (code) => { clearTimeout(t); resolve({ code, out, pid: c.pid! }); });
+  });
+}
+
+function pidsOf(dir: string): number[] {
+  try {
+    const nj = JSON.parse(fs.readFileSync(path.join(dir, 'network.json'), 'utf8')) as { nodes: { pid: number }[] };
+    return nj.nodes.map((n) => n.pid);
+  } catch { return []; }
+}
+
+function isAlive(pid: number): boolean {
+  try { process.kill(pid, 0); } catch { return false; }
+  try { return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8')); } catch { return false; }
+}
+
+describe.skipIf(!can.ok)('many-host test network (npm run testnet -- --hosts)', () => {
+  it('brings every node up in its own namespace, downloads and stores through it, and leaves nothing behind', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-hosts-'));
+    dirs.push(dir);
+    const base = await freePortRange(100);
+    const r = await runScript('localnet.ts', ['--hosts', '--dir', dir, '--base-port', String(base), '--socks-port', String(base + 90),
+      '--period', '5', '--exit-after-demo'], { timeoutMs: 400_000 });
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/hosts: bridge bcn\w+-br, \/16s 10\.\d+\.0\.0\/16 10\.\d+\.0\.0\/16 10\.\d+\.0\.0\/16 10\.\d+\.0\.0\/16/);
+    expect(r.out).toMatch(/demo: downloaded 4194304 bytes through a 3-hop circuit/);
+    expect(r.out).toMatch(/demo: put 1048576 bytes .* sha256 matches/);
+    expect(r.out).toContain('teardown: 0 namespaces, 0 links, 0 processes left');
+    // Checked from outside too: nothing of this run's prefix, no node process.
+    const left = leftovers(runPrefix(r.pid));
+    expect(left).toEqual({ namespaces: [], links: [] });
+    const nj = JSON.parse(fs.readFileSync(path.join(dir, 'network.json'), 'utf8')) as { nodes: { name: string; host?: { address: string } }[] };
+    // Nodes were on their own addresses in 10/8 (the proxy stays in the launcher's namespace).
+    const addrs = nj.nodes.filter((n) => n.name !== 'proxy').map((n) => n.host?.address ?? '');
+    expect(addrs.every((a) => /^10\.\d+\.\d+\.\d+$/.test(a))).toBe(true);
+    expect(new Set(addrs).size).toBe(addrs.length);
+    expect(new Set(addrs.map((a) => a.split('.').slice(0, 2).join('.'))).size).toBeGreaterThanOrEqual(4);
+    expect(pidsOf(dir).filter(isAlive)).toEqual([]);
+  }, 420_000);
+
+  it('Ctrl-C during the start removes every namespace, link and process it had made', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-hosts-'));
+    dirs.push(dir);
+    const base = await freePortRange(100);
+    let sent = false;
+    const r = await runScript('localnet.ts', ['--hosts', '--dir', dir, '--base-port', String(base), '--socks-port', String(base + 90), '--period', '5', '--no-demo'], {
+      timeoutMs: 200_000,
+      onOutput: (out, pid) => {
+        // Interrupt while it waits for a consensus: namespaces and daemons exist by then.
+        if (!sent && out.includes('waiting for a consensus')) { sent = true; process.kill(pid, 'SIGINT'); }
+      },
+    });
+    expect(sent, r.out).toBe(true);
+    expect(r.out).toContain('teardown: 0 namespaces, 0 links, 0 processes left');
+    expect(leftovers(runPrefix(r.pid))).toEqual({ namespaces: [], links: [] });
+    expect(pidsOf(dir).length).toBeGreaterThan(0);
+    expect(pidsOf(dir).filter(isAlive)).toEqual([]);
+  }, 240_000);
+
+  it('npm run chaos: a middle relay killed mid-download and an authority killed during a vote, as JSON', async () => {
+    const r = await runScript('chaos.ts', ['--scenarios', '1,4', '--json'], { timeoutMs: 600_000 });
+    const lines = r.out.trim().split('\n');
+    expect(lines[lines.length - 1], r.out).toBe('chaos: 2 scenarios, 2 passed, 0 bytes lost');
+    const start = r.out.indexOf('{\n');
+    const doc = JSON.parse(r.out.slice(start, r.out.lastIndexOf('}') + 1)) as { hosts: boolean; scenarios: { id: string; passed: boolean; bytesLost: number; observed: string }[]; leftovers: Record<string, number> };
+    expect(doc.hosts).toBe(true);
+    expect(doc.scenarios.map((s) => [s.id, s.passed, s.bytesLost]), r.out).toEqual([['1', true, 0], ['4', true, 0]]);
+    expect(doc.scenarios[0].observed).toMatch(/stream: curl (?!0 )\d+/);
+    expect(doc.leftovers).toMatchObject({ namespaces: 0, links: 0, processes: 0 });
+    expect(r.code).toBe(0);
+    expect(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout).not.toContain(runPrefix(r.pid));
+  }, 620_000);
+});
