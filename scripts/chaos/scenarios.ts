@@ -149,15 +149,15 @@ const s2: Scenario = {
     const warm = await wholeDownload(ctx, 1 * MiB, 'chaos-s2-warm');
     if (!warm.ok) return { done: 'warm-up download failed', observed: warm.why, recoverySeconds: null, bytesLost: warm.lost, passed: false };
     const byFp = new Map(relays(ctx).map((r) => [r.identity!, r]));
-    // The guard in use: the first sampled guard the proxy holds a link to (the state file is saved
-    // shortly after a success).
+    // The guard in use: the first sampled guard the proxy holds a link to (the proxy saves its state
+    // file once a minute when it changed).
     let st0: GuardRec[] = [];
     const guard = await poll(() => {
       st0 = guardState(ctx);
       const proxyPeers = new Set(tcpPeers(null, net.pid('proxy')));
       const inUse = st0.find((g) => { const r = byFp.get(g.fingerprint); return g.confirmed && r && proxyPeers.has(`${addrOf(r)}:${r.ports.or}`); });
       return inUse ? byFp.get(inUse.fingerprint)! : null;
-    }, 20_000, 1000);
+    }, 75_000, 1000);
     if (!guard) return { done: 'no guard in use found', observed: JSON.stringify(st0), recoverySeconds: null, bytesLost: 0, passed: false };
     const order0 = st0.map((g) => g.fingerprint);
     const t0 = Date.now();
@@ -166,7 +166,9 @@ const s2: Scenario = {
     const r = await recovered(ctx, 1 * MiB, 'chaos-s2', 180_000);
     lost += r.lost;
     const recovery = secs(Date.now() - t0);
-    const st1 = guardState(ctx);
+    // The failure reaches the state file with the next save (at most a minute).
+    let st1: GuardRec[] = [];
+    await poll(() => { st1 = guardState(ctx); return (st1.find((g) => g.fingerprint === guard.identity)?.failures ?? 0) > 0; }, 75_000, 1000);
     const rec1 = st1.find((g) => g.fingerprint === guard.identity);
     const peers1 = new Set(tcpPeers(null, net.pid('proxy')));
     const newGuard = relays(ctx).find((x) => x !== guard && st1.some((g) => g.fingerprint === x.identity) && peers1.has(`${addrOf(x)}:${x.ports.or}`));
@@ -177,15 +179,15 @@ const s2: Scenario = {
       lost += d.lost;
       const g = guardState(ctx).find((x) => x.fingerprint === guard.identity);
       return g && g.failures === 0 && g.retryAt === 0 && (g.lastSuccessAt ?? 0) > t0 ? Date.now() : null;
-    }, 200_000, 5000);
+    }, 260_000, 5000);
     const st2 = guardState(ctx);
     const kept = rec1 !== undefined && order0.indexOf(guard.identity!) === st1.map((g) => g.fingerprint).indexOf(guard.identity!);
     const passed = r.ok && !!rec1 && rec1.failures > 0 && rec1.retryAt > t0 && kept && back !== null;
     return {
       done: `link down on ${guard.name} (the proxy's guard) until a request succeeded, then up`,
       observed: `during: ${r.ok ? `request ${r.tries} succeeded via ${newGuard?.name ?? 'another guard'}` : `no request succeeded: ${r.why}`}; `
-        + `record ${rec1 ? `kept at position ${st1.map((g) => g.fingerprint).indexOf(guard.identity!) + 1} (was ${order0.indexOf(guard.identity!) + 1}), failures ${rec1.failures}, retryAt +${secs(rec1.retryAt - Date.now())} s` : 'REMOVED'}; `
-        + `sampled ${st0.length}→${st1.length}→${st2.length}; back: ${back ? `used again, failures reset ${secs(back - t0)} s after the fault` : 'NOT used again within 200 s'}`,
+        + `record ${rec1 ? `kept at position ${st1.map((g) => g.fingerprint).indexOf(guard.identity!) + 1} (was ${order0.indexOf(guard.identity!) + 1}), failures ${rec1.failures}, retryAt ${secs(rec1.retryAt - t0)} s after the fault` : 'REMOVED'}; `
+        + `sampled ${st0.length}→${st1.length}→${st2.length}; back: ${back ? `used again, failures reset ${secs(back - t0)} s after the fault` : 'NOT used again within 260 s'}`,
       recoverySeconds: recovery, bytesLost: lost, passed,
     };
   },
