@@ -68,9 +68,10 @@ export class ConsensusMirror {
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'consensus poll failed');
     }
-    // SPEC.md §6.8: past fresh-until with nothing newer, keep serving the last valid consensus and say so.
+    // SPEC.md §6.8: a whole period past fresh-until with nothing newer (a consensus was missed, not
+    // merely not fetched yet), keep serving the last valid consensus and say so.
     const c = this.cur?.info;
-    if (c && Date.now() > c.freshUntil && this.staleWarned !== c.validAfter) {
+    if (c && Date.now() > c.freshUntil + c.periodSeconds * 1000 && this.staleWarned !== c.validAfter) {
       this.staleWarned = c.validAfter;
       this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
         Date.now() > c.validUntil ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: serving the last valid one until it expires');

@@ -102,13 +102,14 @@ export class DirKeeper {
   }
 
   /**
-   * SPEC.md §6.8: past fresh-until with nothing newer to be had (e.g. the authorities cannot reach
+   * SPEC.md §6.8: a period past fresh-until with nothing newer to be had (e.g. the authorities cannot reach
    * a majority), the client keeps using the last valid consensus until valid-until, and says so
    * once per consensus (bitcloud_consensus_age_seconds shows the age meanwhile).
    */
   private noteStale(): void {
     const c = this.current;
-    if (!c || this.now() <= c.freshUntil || this.staleWarned === c.validAfter) return;
+    // A whole period past fresh-until: a consensus was missed, not merely not fetched yet.
+    if (!c || this.now() <= c.freshUntil + c.periodSeconds * 1000 || this.staleWarned === c.validAfter) return;
     this.staleWarned = c.validAfter;
     const expired = this.now() > c.validUntil;
     this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
