@@ -1,11 +1,14 @@
 // The fault suite's scenarios (`npm run chaos`): each applies a real fault to real daemons of the
 // test network and judges what happened against SPEC.md (§7b.5 teardown, §7.2 guards, §6.8-6.9
 // consensus schedule, §8.7 reward chain). Each returns one row of the table.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import {
-  addrOf, alive, authStatus, expected, fetchVia, httpGet, metric, poll, scrapeRelay, sha256, sleep, tcpPeers,
-  type ContentServer, type NetNode, type TestNet,
+  addrOf, alive, authStatus, expected, fetchVia, httpGet, metric, poll, scrape, scrapeRelay, sha256, sleep, tcpPeers,
+  type ContentServer, type Sample, type NetNode, type TestNet,
 } from './net';
 
 export interface Row {
@@ -273,9 +276,8 @@ const s3: Scenario = {
   },
 };
 
-async function scrapeClient(ctx: Ctx): Promise<import('./net').Sample[]> {
+async function scrapeClient(ctx: Ctx): Promise<Sample[]> {
   const p = ctx.net.node('proxy');
-  const { scrape } = await import('./net');
   return scrape('127.0.0.1', p.ports.metrics).catch(() => []);
 }
 
@@ -348,4 +350,74 @@ const s8: Scenario = {
   },
 };
 
-export const SCENARIOS: Scenario[] = [s1, s2, s3, s4, s8];
+// ---------------------------------------------------------------------------------------------
+
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+/** libfaketime from Debian's packages, installed when missing (root). */
+function ensureFaketime(): string | null {
+  if (fs.existsSync(FAKETIME_LIB)) return FAKETIME_LIB;
+  const r = spawnSync('apt-get', ['install', '-y', '-qq', 'faketime'], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) spawnSync('bash', ['-c', 'apt-get update -qq && apt-get install -y -qq faketime'], { encoding: 'utf8', timeout: 300_000 });
+  return fs.existsSync(FAKETIME_LIB) ? FAKETIME_LIB : null;
+}
+
+/** The relay's descriptor-upload warnings written since byte `from` of its log. */
+function uploadRefusals(n: NetNode, from: number): string[] {
+  const text = fs.readFileSync(n.log, 'utf8').slice(from);
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.includes('descriptor upload failed')) continue;
+    try { out.push(String((JSON.parse(line) as { reason?: string }).reason)); } catch { /* partial line */ }
+  }
+  return out;
+}
+
+/** Whether the newest consensus every authority serves lists `fp` as Running (fetched and verified). */
+async function listedRunning(ctx: Ctx, fp: string, since: number): Promise<boolean> {
+  const cfg = JSON.parse(fs.readFileSync(ctx.net.nj.clientConfig, 'utf8')) as { authorities: unknown };
+  const auths = parseAuthorityList(cfg.authorities);
+  const got = await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 }).catch(() => null);
+  const c = got?.consensus;
+  if (!c || c.validAfter < since) return false;
+  return c.relays.some((r) => r.fingerprint === fp && r.flags.has('Running'));
+}
+
+const s9: Scenario = {
+  id: '9', name: 'a relay\'s clock off by +60 s, -60 s, +120 s (libfaketime)', needsHosts: false,
+  expected: 'within the authorities\' stated skew (clockSkewSeconds, default 60 s; SPEC.md §6.2 windows) the descriptor is accepted and the relay listed Running; beyond it, refused with a clear reason in the relay\'s log',
+  async run(ctx) {
+    const net = ctx.net;
+    const lib = ensureFaketime();
+    if (!lib) return { done: 'libfaketime not available', observed: 'apt-get install faketime failed', recoverySeconds: null, bytesLost: 0, passed: false };
+    const victim = net.byRole('relay')[1];
+    const P = ctx.period * 1000;
+    const results: string[] = [];
+    let ok = true;
+    for (const [offset, accept] of [['+60s', true], ['-60s', true], ['+120s', false]] as const) {
+      net.kill(victim.name, 'SIGTERM');
+      await poll(() => !alive(net.pid(victim.name)), 15_000, 200);
+      const from = fs.statSync(victim.log).size;
+      const t0 = Date.now();
+      net.restart(victim.name, { LD_PRELOAD: lib, FAKETIME: offset, DONT_FAKE_MONOTONIC: '1' });
+      // Listed Running in a consensus made after the restart, or refusals logged, within 6 periods.
+      const listed = await poll(() => listedRunning(ctx, victim.identity!, t0 + P), 6 * P, 1000);
+      const refusals = uploadRefusals(victim, from);
+      const good = accept ? !!listed : !listed && refusals.length > 0;
+      ok &&= good;
+      results.push(`${offset}: ${listed ? 'listed Running' : 'not listed'}${refusals.length ? ` (refused: ${refusals[0].slice(0, 80)})` : ''}${good ? '' : ' UNEXPECTED'}`);
+    }
+    net.kill(victim.name, 'SIGTERM');
+    await poll(() => !alive(net.pid(victim.name)), 15_000, 200);
+    const t1 = Date.now();
+    net.restart(victim.name);
+    const back = await poll(() => listedRunning(ctx, victim.identity!, t1 + P), 6 * P, 1000);
+    return {
+      done: `${victim.name} restarted under libfaketime at +60 s, -60 s, +120 s, then with the true clock`,
+      observed: `${results.join('; ')}; true clock again: ${back ? 'listed Running' : 'NOT listed'}`,
+      recoverySeconds: back ? secs(Date.now() - t1) : null, bytesLost: 0, passed: ok && !!back,
+    };
+  },
+};
+
+export const SCENARIOS: Scenario[] = [s1, s2, s3, s4, s8, s9];
