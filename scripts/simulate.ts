@@ -10,7 +10,9 @@
 // table goes to stdout. The model is described in SPEC §8.8.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_BOUNDS, applyRule, type BoundsParams } from '../src/bandwidth/rule';
+import {
+  DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, applyPairRule, applyRule, type BoundsParams, type OwedTable, type PairRuleParams, type PairRuleResult,
+} from '../src/bandwidth/rule';
 import { allocate, scheduledMint } from '../src/bandwidth/reward';
 import { CELL_LEN } from '../src/wire/cell';
 
@@ -20,6 +22,7 @@ interface Opts {
   json: boolean; relays: number; seeds: number[]; fractions: number[]; minEpochs: number; maxEpochs: number;
   scaleOf: number; rows: Set<string>; ampLinkSlack: number; sybilSize: number; onEpochs: number; offEpochs: number;
   workers: number; workerSeed?: number;
+  rule: string; dispersion: Partial<BoundsParams>; pair: Partial<PairRuleParams>;
 }
 
 function parseArgs(argv: string[]): Opts {
@@ -49,6 +52,16 @@ function parseArgs(argv: string[]): Opts {
     onEpochs: num('on-epochs', 12),
     offEpochs: num('off-epochs', 12),
     workers: num('workers', 2),
+    rule: get('rule') ?? 'pair',
+    dispersion: {
+      ...(get('kappa') !== undefined ? { peerCapFactor: num('kappa', 0) } : {}),
+      ...(get('slack') !== undefined ? { peerCapSlackCells: num('slack', 0) } : {}),
+    },
+    pair: {
+      ...(get('kappa') !== undefined ? { pairFactor: num('kappa', 0) } : {}),
+      ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
+      ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
+    },
     workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
   };
 }
@@ -219,32 +232,49 @@ function circuitPool(sigma: number): Pool {
 
 // ---------------------------------------------------------------- one strategy, epoch by epoch
 
-/** The state one authority keeps between epochs: last consensus weights and history (§8.5). */
+/** Which rule, with which parameters: the dispersion rule of §8.5.1 or the pair rule of §8.5.2. */
+type RuleChoice = { kind: 'dispersion'; params: BoundsParams } | { kind: 'pair'; params: PairRuleParams };
+
+/** The state one authority keeps between epochs: last consensus weights, history, what pairs owe (§8.5). */
 class Ledger {
   prev: Float64Array;
   history: Float64Array;
   declared: Float64Array;
+  owed?: OwedTable;
   cells!: Float64Array;
   gross!: Float64Array;
-  coins: number[] = [];
-  constructor(readonly net: Net, readonly params: BoundsParams, history: number[], declared: Float64Array) {
+  /** The last TAIL epochs' lost (removed for good, not owed) and gross cells per relay. */
+  ringCells: Float64Array[] = [];
+  ringGross: Float64Array[] = [];
+  constructor(readonly net: Net, readonly rule: RuleChoice, history: number[], declared: Float64Array) {
     // Before anything happens, weights reflect honest measurement: expected credit.
     this.prev = Float64Array.from(net.capacity, (c) => UTILISATION * 2 * c);
     this.history = Float64Array.from(history);
     this.declared = declared;
+    if (rule.kind === 'pair') this.owed = { owedA: new Float64Array(net.a.length), owedB: new Float64Array(net.a.length) };
   }
   /** Measure one epoch's pair counts; returns coins per relay (as numbers) for the epoch. */
   epoch(cells: Float64Array, height: number): Float64Array {
     const net = this.net;
-    const res = applyRule({ a: net.a, b: net.b, cells }, {
-      n: net.n, previousWeights: this.prev, declaredBandwidth: this.declared, history: this.history, subnet: net.subnet,
-    }, this.params);
+    const table = { n: net.n, previousWeights: this.prev, declaredBandwidth: this.declared, history: this.history, subnet: net.subnet };
+    const res = this.rule.kind === 'pair'
+      ? applyPairRule({ a: net.a, b: net.b, cells }, table, this.rule.params, this.owed)
+      : applyRule({ a: net.a, b: net.b, cells }, table, this.rule.params);
     this.cells = res.cells;
     this.gross = res.grossCells;
+    // Lost for good = gross − (proven − paid from earlier epochs) − newly owed.
+    const lost = new Float64Array(net.n);
+    const pr = res as Partial<PairRuleResult>;
+    const paid = pr.paidCells, owedNow = pr.owedCells;
+    for (let i = 0; i < net.n; i++) lost[i] = res.grossCells[i] - res.cells[i] + (paid ? paid[i] : 0) - (owedNow ? owedNow[i] : 0);
+    this.ringCells.push(lost);
+    this.ringGross.push(res.grossCells);
+    if (this.ringCells.length > TAIL) { this.ringCells.shift(); this.ringGross.shift(); }
     const proven = new Map<string, number>();
     for (let i = 0; i < net.n; i++) {
       if (res.cells[i] > 0) { proven.set(String(i).padStart(6, '0'), res.cells[i]); this.history[i]++; }
-      this.prev[i] = Math.floor((res.cells[i] * CELL_LEN) / EPOCH_SECONDS);
+      const w = pr.weightCells ? pr.weightCells[i] : res.cells[i];
+      this.prev[i] = Math.floor((w * CELL_LEN) / this.rule.params.epochSeconds);
     }
     const alloc = allocate(scheduledMint(height), proven);
     const coins = new Float64Array(net.n);
@@ -253,16 +283,40 @@ class Ledger {
   }
 }
 
+/** Median over honest relays of what is owed to them at the end, in epochs of their own mean gross. */
+function medianHonestOwedEpochs(l: Ledger, member: Uint8Array): number {
+  if (!l.owed) return 0;
+  const owed = new Float64Array(l.net.n);
+  for (let k = 0; k < l.net.a.length; k++) { owed[l.net.a[k]] += l.owed.owedA[k]; owed[l.net.b[k]] += l.owed.owedB[k]; }
+  const xs: number[] = [];
+  for (let i = 0; i < l.net.n; i++) {
+    if (member[i]) continue;
+    let g = 0;
+    for (let e = 0; e < l.ringGross.length; e++) g += l.ringGross[e][i];
+    if (g > 0) xs.push(owed[i] / (g / l.ringGross.length));
+  }
+  xs.sort((x, y) => x - y);
+  return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
+}
+
 function shareOf(v: Float64Array, member: Uint8Array): number {
   let s = 0, t = 0;
   for (let i = 0; i < v.length; i++) { t += v[i]; if (member[i]) s += v[i]; }
   return t > 0 ? s / t : 0;
 }
 
-/** Median over honest relays with gross credit of (1 − proven / gross). */
+/**
+ * Median over honest relays with gross credit of lost / gross, both summed over the last TAIL epochs;
+ * lost = removed for good (credit the pair rule owes and pays later is not lost).
+ */
 function medianHonestRemoved(l: Ledger, member: Uint8Array): number {
   const xs: number[] = [];
-  for (let i = 0; i < l.net.n; i++) if (!member[i] && l.gross[i] > 0) xs.push(1 - l.cells[i] / l.gross[i]);
+  for (let i = 0; i < l.net.n; i++) {
+    if (member[i]) continue;
+    let c = 0, g = 0;
+    for (let e = 0; e < l.ringCells.length; e++) { c += l.ringCells[e][i]; g += l.ringGross[e][i]; }
+    if (g > 0) xs.push(c / g);
+  }
   xs.sort((x, y) => x - y);
   return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
 }
@@ -290,10 +344,10 @@ function converged(xs: number[], minEpochs: number): boolean {
 
 interface Row {
   strategy: string; f: number; gain: number; gainWorst: number; medianHonestCreditRemoved: number;
-  medianHonestCreditRemovedWorst: number; epochs: number; perSeed: { seed: number; gain: number; removed: number; epochs: number }[];
+  medianHonestCreditRemovedWorst: number; medianHonestOwedEpochs: number; epochs: number; perSeed: { seed: number; gain: number; removed: number; epochs: number }[];
 }
 
-interface SeedResult { strategy: string; f: number; seed: number; gain: number; removed: number; epochs: number }
+interface SeedResult { strategy: string; f: number; seed: number; gain: number; removed: number; owed: number; epochs: number }
 
 function tailMean(xs: number[]): number {
   const t = xs.slice(-TAIL);
@@ -307,7 +361,7 @@ function tailMean(xs: number[]): number {
  * capacity re-listed as new identities of --sybil-size each). Heavy-tailed honest traffic (σ_c = 2.5)
  * runs on the same relays.
  */
-function runSeed(o: Opts, seed: number, params: BoundsParams): SeedResult[] {
+function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
   const out: SeedResult[] = [];
   const net = baseNetwork(o.relays, o.relays / o.scaleOf, rng(seed));
   const honestDeclared = Float64Array.from(net.capacity);
@@ -318,14 +372,14 @@ function runSeed(o: Opts, seed: number, params: BoundsParams): SeedResult[] {
   const attackerDeclared = coal.map((m) => Float64Array.from(net.capacity, (c, i) => (m[i] ? ATTACKER_DECLARED : c)));
 
   const want = (s: string) => o.rows.has(s);
-  const base = new Ledger(net, params, hist, honestDeclared);
+  const base = new Ledger(net, rule, hist, honestDeclared);
   const baseTrack = fs.map((): Track => ({ share: [], weightShare: [], removed: [] }));
   type Strat = { name: string; fi: number; l: Ledger; t: Track; onEpochs?: boolean[] };
   const strats: Strat[] = [];
   fs.forEach((_, fi) => {
     for (const name of ['fabricated', 'amplification', 'onoff']) {
       if (want(name) || (name === 'fabricated' && want('capture'))) {
-        strats.push({ name, fi, l: new Ledger(net, params, hist, attackerDeclared[fi]), t: { share: [], weightShare: [], removed: [] }, onEpochs: [] });
+        strats.push({ name, fi, l: new Ledger(net, rule, hist, attackerDeclared[fi]), t: { share: [], weightShare: [], removed: [] }, onEpochs: [] });
       }
     }
   });
@@ -375,6 +429,7 @@ function runSeed(o: Opts, seed: number, params: BoundsParams): SeedResult[] {
     }
   }
 
+  const m0 = (s: Strat) => coal[s.fi];
   for (const s of strats) {
     const b = baseTrack[s.fi];
     const f = fs[s.fi];
@@ -382,22 +437,22 @@ function runSeed(o: Opts, seed: number, params: BoundsParams): SeedResult[] {
       // Coins per epoch while present, against the same relays' honest coins in those epochs.
       let got = 0, fair = 0;
       s.onEpochs!.forEach((on, i) => { if (on) { got += s.t.share[i]; fair += b.share[i]; } });
-      if (want('onoff')) out.push({ strategy: 'onoff', f, seed, gain: got / fair, removed: tailMean(s.t.removed), epochs });
+      if (want('onoff')) out.push({ strategy: 'onoff', f, seed, gain: got / fair, removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
       continue;
     }
-    if (want(s.name)) out.push({ strategy: s.name, f, seed, gain: tailMean(s.t.share) / tailMean(b.share), removed: tailMean(s.t.removed), epochs });
+    if (want(s.name)) out.push({ strategy: s.name, f, seed, gain: tailMean(s.t.share) / tailMean(b.share), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
     if (s.name === 'fabricated' && want('capture')) {
       // Circuits whose guard and exit are both coalition relays, when both are chosen by weight: w_C².
       const w = tailMean(s.t.weightShare);
-      out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), epochs });
+      out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
     }
   }
   if (want('honest')) fs.forEach((f, fi) => out.push({
-    strategy: 'honest', f, seed, gain: tailMean(baseTrack[fi].share) / capShare[fi], removed: tailMean(baseTrack[fi].removed), epochs,
+    strategy: 'honest', f, seed, gain: tailMean(baseTrack[fi].share) / capShare[fi], removed: tailMean(baseTrack[fi].removed), owed: medianHonestOwedEpochs(base, coal[fi]), epochs,
   }));
 
-  if (want('sybil')) fs.forEach((f, fi) => out.push(runSybil(o, seed, f, net, coal[fi], params, baseTrack[fi])));
-  if (want('honest-heavy')) out.push(...runHeavy(o, seed, net, coal, capShare, params));
+  if (want('sybil')) fs.forEach((f, fi) => out.push(runSybil(o, seed, f, net, coal[fi], rule, baseTrack[fi])));
+  if (want('honest-heavy')) out.push(...runHeavy(o, seed, net, coal, capShare, rule));
   return out;
 }
 
@@ -406,7 +461,7 @@ function runSeed(o: Opts, seed: number, params: BoundsParams): SeedResult[] {
  * --sybil-size bytes/s each (same total capacity), each in its own /16, no declared family, all
  * fabricating among themselves. Warm-up and baseline share are those of the base network.
  */
-function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Array, params: BoundsParams, baseTrack: Track): SeedResult {
+function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Array, rule: RuleChoice, baseTrack: Track): SeedResult {
   const r = rng(seed * 131 + 17);
   const cap: number[] = [], sub: number[] = [], hist: number[] = [];
   let held = 0;
@@ -426,7 +481,7 @@ function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Arra
   const sm = new Uint8Array(net.n);
   for (let i = net.n - k; i < net.n; i++) sm[i] = 1;
   const declared = Float64Array.from(net.capacity, (c, i) => (sm[i] ? ATTACKER_DECLARED : c));
-  const l = new Ledger(net, params, hist, declared);
+  const l = new Ledger(net, rule, hist, declared);
   // Honest relays start at their expected credit (as in the warm-up); the new identities at 0.
   for (let i = net.n - k; i < net.n; i++) l.prev[i] = 0;
   const cells = new Float64Array(net.a.length);
@@ -440,14 +495,14 @@ function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Arra
     share.push(shareOf(c, sm));
     removed.push(medianHonestRemoved(l, sm));
     epochs = e + 1;
-    if (converged(share, Math.max(o.minEpochs, params.newRelayEpochs + 2 * TAIL))) break;
+    if (converged(share, Math.max(o.minEpochs, rule.params.newRelayEpochs + 2 * TAIL))) break;
   }
-  return { strategy: 'sybil', f, seed, gain: tailMean(share) / tailMean(baseTrack.share), removed: tailMean(removed), epochs };
+  return { strategy: 'sybil', f, seed, gain: tailMean(share) / tailMean(baseTrack.share), removed: tailMean(removed), owed: medianHonestOwedEpochs(l, sm), epochs };
 }
 
 /** Honest heavy-tailed traffic (σ_c = 2.5), no attack: what the bounds take from honest relays. */
-function runHeavy(o: Opts, seed: number, net: Net, coal: Uint8Array[], capShare: number[], params: BoundsParams): SeedResult[] {
-  const l = new Ledger(net, params, new Array<number>(net.n).fill(100), Float64Array.from(net.capacity));
+function runHeavy(o: Opts, seed: number, net: Net, coal: Uint8Array[], capShare: number[], rule: RuleChoice): SeedResult[] {
+  const l = new Ledger(net, rule, new Array<number>(net.n).fill(100), Float64Array.from(net.capacity));
   const cells = new Float64Array(net.a.length);
   const tr = rng(seed * 389 + 11);
   const share = coal.map((): number[] => []);
@@ -462,7 +517,7 @@ function runHeavy(o: Opts, seed: number, net: Net, coal: Uint8Array[], capShare:
     epochs = e - WARMUP + 1;
     if (share.every((s) => converged(s, o.minEpochs))) break;
   }
-  return coal.map((_, i) => ({ strategy: 'honest-heavy', f: o.fractions[i], seed, gain: tailMean(share[i]) / capShare[i], removed: tailMean(removed), epochs }));
+  return coal.map((_, i) => ({ strategy: 'honest-heavy', f: o.fractions[i], seed, gain: tailMean(share[i]) / capShare[i], removed: tailMean(removed), owed: medianHonestOwedEpochs(l, new Uint8Array(net.n)), epochs }));
 }
 
 // ---------------------------------------------------------------- main
@@ -497,9 +552,12 @@ async function main(): Promise<void> {
   // The scale model (SPEC §8.8): n relays standing for scaleOf; bandwidths (capacities, B_new, Sybil
   // size) × n / scaleOf, so that pair counts, and so every per-pair quantity of the rule, are those of
   // the full network.
-  const params: BoundsParams = { ...DEFAULT_BOUNDS, epochSeconds: EPOCH_SECONDS, newRelayBandwidth: DEFAULT_BOUNDS.newRelayBandwidth * (o.relays / o.scaleOf) };
+  const scale = o.relays / o.scaleOf;
+  const rule: RuleChoice = o.rule === 'dispersion'
+    ? { kind: 'dispersion', params: { ...DEFAULT_BOUNDS, epochSeconds: EPOCH_SECONDS, newRelayBandwidth: DEFAULT_BOUNDS.newRelayBandwidth * scale, ...o.dispersion } }
+    : { kind: 'pair', params: { ...DEFAULT_PAIR_RULE, epochSeconds: EPOCH_SECONDS, newRelayBandwidth: DEFAULT_PAIR_RULE.newRelayBandwidth * scale, ...o.pair } };
   if (o.workerSeed !== undefined) {
-    process.stdout.write(JSON.stringify(runSeed(o, o.workerSeed, params)));
+    process.stdout.write(JSON.stringify(runSeed(o, o.workerSeed, rule)));
     return;
   }
   const all: SeedResult[] = [];
@@ -515,7 +573,7 @@ async function main(): Promise<void> {
     for (const seed of o.seeds) all.push(...results.get(seed)!);
   } else {
     for (const seed of o.seeds) {
-      all.push(...runSeed(o, seed, params));
+      all.push(...runSeed(o, seed, rule));
       process.stderr.write(`seed ${seed} done\n`);
     }
   }
@@ -528,19 +586,20 @@ async function main(): Promise<void> {
       strategy: s, f,
       gain: mean((r) => r.gain), gainWorst: Math.max(...xs.map((r) => r.gain)),
       medianHonestCreditRemoved: mean((r) => r.removed), medianHonestCreditRemovedWorst: Math.max(...xs.map((r) => r.removed)),
+      medianHonestOwedEpochs: Math.max(...xs.map((r) => r.owed)),
       epochs: Math.max(...xs.map((r) => r.epochs)),
       perSeed: xs.map((r) => ({ seed: r.seed, gain: r.gain, removed: r.removed, epochs: r.epochs })),
     });
   }
   const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
   const table = [
-    `relays ${o.relays} (scale model of ${o.scaleOf}), seeds ${o.seeds.join(',')}, bounds ${JSON.stringify(params)}`,
-    '| strategy | f | gain (mean) | gain (worst seed) | median honest relay: credit removed (mean) | (worst seed) | epochs |',
-    '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${LABEL[r.strategy]} | ${pct(r.f)} | ${r.gain.toFixed(3)} | ${r.gainWorst.toFixed(3)} | ${pct(r.medianHonestCreditRemoved)} | ${pct(r.medianHonestCreditRemovedWorst)} | ${r.epochs} |`),
+    `relays ${o.relays} (scale model of ${o.scaleOf}), seeds ${o.seeds.join(',')}, rule ${rule.kind} ${JSON.stringify(rule.params)}`,
+    '| strategy | f | gain (mean) | gain (worst seed) | median honest relay: credit removed (mean) | (worst seed) | median honest relay: owed, epochs of its traffic (worst seed) | epochs |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${LABEL[r.strategy]} | ${pct(r.f)} | ${r.gain.toFixed(3)} | ${r.gainWorst.toFixed(3)} | ${pct(r.medianHonestCreditRemoved)} | ${pct(r.medianHonestCreditRemovedWorst)} | ${r.medianHonestOwedEpochs.toFixed(2)} | ${r.epochs} |`),
   ].join('\n') + '\n';
   if (o.json) {
-    process.stdout.write(JSON.stringify({ model: { relays: o.relays, scaleOf: o.scaleOf, seeds: o.seeds, epochSeconds: EPOCH_SECONDS, utilisation: UTILISATION, bounds: params }, rows }) + '\n');
+    process.stdout.write(JSON.stringify({ model: { relays: o.relays, scaleOf: o.scaleOf, seeds: o.seeds, epochSeconds: EPOCH_SECONDS, utilisation: UTILISATION, rule: rule.kind, params: rule.params }, rows }) + '\n');
     process.stderr.write(table);
   } else process.stdout.write(table);
 }

@@ -229,3 +229,144 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
   }
   return { grossCells, excludedCells, peerCappedCells, limitedBy, cells: out };
 }
+
+// ---------------------------------------------------------------------------------------------
+// SPEC §8.5.2: the pair rule. Each ordered pair (R, P) may credit R with at most the traffic that
+// weighted path selection predicts between them, times κ, plus σ; what an honest burst brings above
+// that is owed (per pair, at most H allowances) and paid in later epochs out of the same pair's unused
+// allowance. So over any run of epochs the credit a pair gives R is at most Σ (κ·E + σ), however much
+// its two ends claim, and honest traffic that averages below κ·E is paid in full, late.
+
+export interface PairRuleParams {
+  epochSeconds: number;
+  /** κ: allowance = κ × predicted cells + σ. */
+  pairFactor: number;
+  /** σ: cells per ordered pair and epoch above the prediction. */
+  pairSlackCells: number;
+  /**
+   * H: a pair may owe R at most H × max(allowance, one epoch of R's declared bandwidth); excess beyond is
+   * removed. 0 = nothing is owed. (Only a state bound: what is owed never lifts a pair above its allowance.)
+   */
+  owedEpochs: number;
+  /** Bounds 4–6 and bound 2's /16 rule, as in BoundsParams. */
+  growthFactor: number;
+  newRelayEpochs: number;
+  newRelayBandwidth: number;
+  sameSubnetRule: boolean;
+}
+
+export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
+  pairFactor: 1.1,
+  pairSlackCells: 100,
+  owedEpochs: 720,
+  growthFactor: 2,
+  newRelayEpochs: 24,
+  newRelayBandwidth: 250_000,
+  sameSubnetRule: true,
+};
+
+/**
+ * What each pair is owed, per direction: owedA[k] is owed to pairs.a[k] by its pair with pairs.b[k],
+ * owedB[k] to pairs.b[k]. Aligned with the pair table; updated in place by `applyPairRule`. A pair with
+ * something owed must stay in the table (with 0 cells) until it is paid or dropped.
+ */
+export interface OwedTable { owedA: Float64Array; owedB: Float64Array }
+
+export interface PairRuleResult extends RuleResult {
+  /** Cells paid this epoch out of what earlier epochs owed (included in `cells`). */
+  paidCells: Float64Array;
+  /** Cells newly owed this epoch (not in `cells`). */
+  owedCells: Float64Array;
+  /**
+   * The relay's weight for the next consensus, in cells: `cells` without what was paid from earlier
+   * epochs. Late payment earns coins but never raises a weight, so it cannot raise the allowances of
+   * the next epoch (no compounding through what is owed).
+   */
+  weightCells: Float64Array;
+}
+
+/**
+ * The pair allowance of R from P, cells: κ × cells(W_R) × W_P / (ΣW − W_R) + σ. Under path selection
+ * in proportion to weight, R's traffic is spread over the other relays in proportion to their weights,
+ * so cells(W_R) × W_P / (ΣW − W_R) is what R and P should exchange in an epoch.
+ */
+export function pairAllowance(wR: number, wP: number, totalW: number, p: Pick<PairRuleParams, 'pairFactor' | 'pairSlackCells' | 'epochSeconds'>): number {
+  const rest = totalW - wR;
+  const predicted = wR > 0 && wP > 0 && rest > 0 ? ((wR * p.epochSeconds) / CELL_LEN) * (wP / rest) : 0;
+  return p.pairFactor * predicted + p.pairSlackCells;
+}
+
+export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleParams, owed?: OwedTable): PairRuleResult {
+  checkParams({ ...p, peerCapFactor: 1, peerCapSlackCells: 0 });
+  if (!(p.pairFactor > 0) || !(p.pairSlackCells >= 0) || !Number.isFinite(p.pairSlackCells) || !(p.owedEpochs >= 0)) {
+    throw err('RECEIPT_BAD_PARAMS', 'pair rule parameters are invalid');
+  }
+  const n = relays.n;
+  const len = pairs.length ?? pairs.a.length;
+  const grossCells = new Float64Array(n), excludedCells = new Float64Array(n), peerCappedCells = new Float64Array(n);
+  const paidCells = new Float64Array(n), owedCells = new Float64Array(n), credit = new Float64Array(n);
+  const limitedBy = new Uint8Array(n), out = new Float64Array(n);
+  let totalW = relays.totalPreviousWeight ?? 0;
+  if (relays.totalPreviousWeight === undefined) {
+    for (let i = 0; i < n; i++) { const w = relays.previousWeights[i]; if (w > 0 && Number.isFinite(w)) totalW += w; }
+  }
+  const W = relays.previousWeights;
+  // One epoch of R's declared bandwidth, cells: the most an honest link of R can carry in an epoch.
+  const ownEpoch = (r: number) => cellsForBandwidth(Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
+  const side = (r: number, q: number, c: number, owedArr: Float64Array | undefined, k: number) => {
+    const a = pairAllowance(W[r] || 0, W[q] || 0, totalW, p);
+    let o = owedArr ? owedArr[k] : 0;
+    let got: number;
+    if (c >= a) {
+      got = a;
+      const add = Math.min(c - a, Math.max(0, p.owedEpochs * Math.max(a, ownEpoch(r)) - o));
+      o += add;
+      owedCells[r] += add;
+      peerCappedCells[r] += c - a;
+    } else {
+      const pay = Math.min(o, a - c);
+      got = c + pay;
+      o -= pay;
+      paidCells[r] += pay;
+    }
+    if (owedArr) owedArr[k] = o;
+    credit[r] += got;
+  };
+  for (let k = 0; k < len; k++) {
+    const i = pairs.a[k], j = pairs.b[k], c = pairs.cells[k] > 0 ? pairs.cells[k] : 0;
+    grossCells[i] += c;
+    grossCells[j] += c;
+    const fi = relays.family?.[i], fj = relays.family?.[j];
+    const sameNet = p.sameSubnetRule && relays.subnet[i] >= 0 && relays.subnet[i] === relays.subnet[j];
+    if (sameNet || fi?.has(j) || fj?.has(i)) {
+      excludedCells[i] += c;
+      excludedCells[j] += c;
+      if (owed) { owed.owedA[k] = 0; owed.owedB[k] = 0; }
+      continue;
+    }
+    if (c === 0 && !(owed && (owed.owedA[k] > 0 || owed.owedB[k] > 0))) continue;
+    side(i, j, c, owed?.owedA, k);
+    side(j, i, c, owed?.owedB, k);
+  }
+  const newRelayCap = cellsForBandwidth(p.newRelayBandwidth, p.epochSeconds);
+  const weightCells = new Float64Array(n);
+  for (let r = 0; r < n; r++) {
+    // Bound 4 applies to this epoch's traffic (the future weight); late payment is already bounded by
+    // the allowances and is added after it; bounds 5 and 6 apply to the total.
+    let w = Math.floor(credit[r] - paidCells[r]);
+    let lim = 0;
+    if (w <= 0 && paidCells[r] <= 0) continue;
+    if (p.growthFactor !== Infinity) {
+      const cap = cellsForBandwidth(p.growthFactor * Math.max(W[r] || 0, p.newRelayBandwidth), p.epochSeconds);
+      if (w > cap) { w = cap; lim = 1; }
+    }
+    let x = w + Math.floor(paidCells[r]);
+    if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && x > newRelayCap) { x = newRelayCap; lim = 2; }
+    const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
+    if (x > declaredCap) { x = declaredCap; lim = 3; }
+    out[r] = x;
+    limitedBy[r] = lim;
+    weightCells[r] = Math.min(w, x);
+  }
+  return { grossCells, excludedCells, peerCappedCells, limitedBy, cells: out, paidCells, owedCells, weightCells };
+}
