@@ -61,6 +61,7 @@ function parseArgs(argv: string[]): Opts {
       ...(get('kappa') !== undefined ? { pairFactor: num('kappa', 0) } : {}),
       ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
       ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
+      ...(argv.includes('--paid-is-weight') ? { paidIsWeight: true } : {}),
     },
     workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
   };
@@ -243,7 +244,7 @@ class Ledger {
   owed?: OwedTable;
   cells!: Float64Array;
   gross!: Float64Array;
-  /** The last TAIL epochs' lost (removed for good, not owed) and gross cells per relay. */
+  /** The last TAIL epochs' uncredited (gross − proven) and gross cells per relay. */
   ringCells: Float64Array[] = [];
   ringGross: Float64Array[] = [];
   constructor(readonly net: Net, readonly rule: RuleChoice, history: number[], declared: Float64Array) {
@@ -262,11 +263,11 @@ class Ledger {
       : applyRule({ a: net.a, b: net.b, cells }, table, this.rule.params);
     this.cells = res.cells;
     this.gross = res.grossCells;
-    // Lost for good = gross − (proven − paid from earlier epochs) − newly owed.
+    // Not credited this epoch = gross − proven (proven includes what earlier epochs owed and is paid now;
+    // what is owed and not yet paid counts as removed until it is paid).
     const lost = new Float64Array(net.n);
     const pr = res as Partial<PairRuleResult>;
-    const paid = pr.paidCells, owedNow = pr.owedCells;
-    for (let i = 0; i < net.n; i++) lost[i] = res.grossCells[i] - res.cells[i] + (paid ? paid[i] : 0) - (owedNow ? owedNow[i] : 0);
+    for (let i = 0; i < net.n; i++) lost[i] = res.grossCells[i] - res.cells[i];
     this.ringCells.push(lost);
     this.ringGross.push(res.grossCells);
     if (this.ringCells.length > TAIL) { this.ringCells.shift(); this.ringGross.shift(); }
@@ -306,8 +307,9 @@ function shareOf(v: Float64Array, member: Uint8Array): number {
 }
 
 /**
- * Median over honest relays with gross credit of lost / gross, both summed over the last TAIL epochs;
- * lost = removed for good (credit the pair rule owes and pays later is not lost).
+ * Median over honest relays with gross credit of 1 − proven / gross, both summed over the last TAIL
+ * epochs (late payments count in the epoch they are paid, so a steady owed stock costs nothing and a
+ * growing one counts as removed).
  */
 function medianHonestRemoved(l: Ledger, member: Uint8Array): number {
   const xs: number[] = [];

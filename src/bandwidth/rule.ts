@@ -248,6 +248,12 @@ export interface PairRuleParams {
    * removed. 0 = nothing is owed. (Only a state bound: what is owed never lifts a pair above its allowance.)
    */
   owedEpochs: number;
+  /**
+   * Variant: late payment counts as weight too (bound 4 then caps the whole total), and a pair owes
+   * only when both ends have a previous weight and R has left the new-relay cap (so a new identity
+   * cannot bank its start-up traffic and pump its weight with it later). Default false.
+   */
+  paidIsWeight?: boolean;
   /** Bounds 4–6 and bound 2's /16 rule, as in BoundsParams. */
   growthFactor: number;
   newRelayEpochs: number;
@@ -319,7 +325,8 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     let got: number;
     if (c >= a) {
       got = a;
-      const add = Math.min(c - a, Math.max(0, p.owedEpochs * Math.max(a, ownEpoch(r)) - o));
+      const mayOwe = !p.paidIsWeight || ((W[r] || 0) > 0 && (W[q] || 0) > 0 && !(p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs));
+      const add = mayOwe ? Math.min(c - a, Math.max(0, p.owedEpochs * Math.max(a, ownEpoch(r)) - o)) : 0;
       o += add;
       owedCells[r] += add;
       peerCappedCells[r] += c - a;
@@ -353,14 +360,15 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
   for (let r = 0; r < n; r++) {
     // Bound 4 applies to this epoch's traffic (the future weight); late payment is already bounded by
     // the allowances and is added after it; bounds 5 and 6 apply to the total.
-    let w = Math.floor(credit[r] - paidCells[r]);
+    const late = p.paidIsWeight ? 0 : Math.floor(paidCells[r]);
+    let w = Math.floor(credit[r]) - late;
     let lim = 0;
-    if (w <= 0 && paidCells[r] <= 0) continue;
+    if (w <= 0 && late <= 0) continue;
     if (p.growthFactor !== Infinity) {
       const cap = cellsForBandwidth(p.growthFactor * Math.max(W[r] || 0, p.newRelayBandwidth), p.epochSeconds);
       if (w > cap) { w = cap; lim = 1; }
     }
-    let x = w + Math.floor(paidCells[r]);
+    let x = w + late;
     if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && x > newRelayCap) { x = newRelayCap; lim = 2; }
     const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
     if (x > declaredCap) { x = declaredCap; lim = 3; }
