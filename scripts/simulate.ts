@@ -61,7 +61,7 @@ function parseArgs(argv: string[]): Opts {
       ...(get('kappa') !== undefined ? { pairFactor: num('kappa', 0) } : {}),
       ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
       ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
-      ...(argv.includes('--paid-is-weight') ? { paidIsWeight: true } : {}),
+      ...(argv.includes('--paid-not-weight') ? { paidIsWeight: false } : {}),
     },
     workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
   };

@@ -249,9 +249,10 @@ export interface PairRuleParams {
    */
   owedEpochs: number;
   /**
-   * Variant: late payment counts as weight too (bound 4 then caps the whole total), and a pair owes
-   * only when both ends have a previous weight and R has left the new-relay cap (so a new identity
-   * cannot bank its start-up traffic and pump its weight with it later). Default false.
+   * true (default): late payment counts as weight too (bound 4 then caps the whole total), and a pair
+   * owes only when both ends have a previous weight and R has left the new-relay cap (so a new
+   * identity cannot bank its start-up traffic and pump its weight with it later). false: late payment
+   * earns coins but never weight, and every pair may owe (simulated for comparison, SPEC §8.8).
    */
   paidIsWeight?: boolean;
   /** Bounds 4–6 and bound 2's /16 rule, as in BoundsParams. */
@@ -265,6 +266,7 @@ export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
   pairFactor: 1.1,
   pairSlackCells: 100,
   owedEpochs: 720,
+  paidIsWeight: true,
   growthFactor: 2,
   newRelayEpochs: 24,
   newRelayBandwidth: 250_000,
@@ -284,9 +286,8 @@ export interface PairRuleResult extends RuleResult {
   /** Cells newly owed this epoch (not in `cells`). */
   owedCells: Float64Array;
   /**
-   * The relay's weight for the next consensus, in cells: `cells` without what was paid from earlier
-   * epochs. Late payment earns coins but never raises a weight, so it cannot raise the allowances of
-   * the next epoch (no compounding through what is owed).
+   * The relay's weight for the next consensus, in cells: `cells` (with paidIsWeight false: `cells`
+   * without what was paid from earlier epochs).
    */
   weightCells: Float64Array;
 }
@@ -325,7 +326,8 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     let got: number;
     if (c >= a) {
       got = a;
-      const mayOwe = !p.paidIsWeight || ((W[r] || 0) > 0 && (W[q] || 0) > 0 && !(p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs));
+      const piw = p.paidIsWeight !== false;
+      const mayOwe = !piw || ((W[r] || 0) > 0 && (W[q] || 0) > 0 && !(p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs));
       const add = mayOwe ? Math.min(c - a, Math.max(0, p.owedEpochs * Math.max(a, ownEpoch(r)) - o)) : 0;
       o += add;
       owedCells[r] += add;
@@ -360,7 +362,7 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
   for (let r = 0; r < n; r++) {
     // Bound 4 applies to this epoch's traffic (the future weight); late payment is already bounded by
     // the allowances and is added after it; bounds 5 and 6 apply to the total.
-    const late = p.paidIsWeight ? 0 : Math.floor(paidCells[r]);
+    const late = p.paidIsWeight !== false ? 0 : Math.floor(paidCells[r]);
     let w = Math.floor(credit[r]) - late;
     let lim = 0;
     if (w <= 0 && late <= 0) continue;

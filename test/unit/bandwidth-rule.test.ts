@@ -62,6 +62,7 @@ describe('pair rule (SPEC §8.5.2)', () => {
     const owed = owedFor(1);
     const burst = Math.floor(3 * a);
     const e1 = applyPairRule(pairs([[0, 1, burst]]), table(w), P, owed);
+    expect(e1.weightCells[0]).toBe(Math.floor(a));
     expect(e1.cells[0]).toBe(Math.floor(a));
     expect(e1.owedCells[0]).toBeCloseTo(burst - a, 6);
     // Two quiet epochs: the pair carries nothing and pays what it owes, at most its allowance each.
@@ -70,9 +71,29 @@ describe('pair rule (SPEC §8.5.2)', () => {
     expect(e2.paidCells[0]).toBeCloseTo(a, 6);
     expect(e3.paidCells[0]).toBeCloseTo(burst - 2 * a, 6);
     expect(owed.owedA[0]).toBeCloseTo(0, 6);
-    // Late payment earns coins but is not weight: the next consensus weight is this epoch's traffic only.
-    expect(e2.weightCells[0]).toBe(0);
+    // By default late payment is weight too.
     expect(e2.cells[0]).toBe(Math.floor(a));
+    expect(e2.weightCells[0]).toBe(Math.floor(a));
+    // With paidIsWeight false it earns coins but no weight.
+    const o2 = owedFor(1);
+    const q = { ...P, paidIsWeight: false };
+    applyPairRule(pairs([[0, 1, burst]]), table(w), q, o2);
+    const f2 = applyPairRule(pairs([[0, 1, 0]]), table(w), q, o2);
+    expect(f2.cells[0]).toBe(Math.floor(a));
+    expect(f2.weightCells[0]).toBe(0);
+  });
+
+  it('a new relay, or a pair with a peer absent from the previous consensus, owes nothing (no banked start-up)', () => {
+    const w = [10 * MB, 10 * MB, 80 * MB];
+    const owed = owedFor(1);
+    const p = { ...P, newRelayEpochs: 24, newRelayBandwidth: 1e9 };
+    applyPairRule(pairs([[0, 1, 1e9]]), table(w, { history: Float64Array.from([3, 100, 100]) }), p, owed);
+    expect(owed.owedA[0]).toBe(0);
+    expect(owed.owedB[0]).toBeGreaterThan(0);
+    const o2 = owedFor(1);
+    applyPairRule(pairs([[0, 1, 1e9]]), table([0, 10 * MB, 80 * MB]), P, o2);
+    expect(o2.owedA[0]).toBe(0);
+    expect(o2.owedB[0]).toBe(0);
   });
 
   it('owes at most H × max(allowance, one epoch of declared bandwidth)', () => {
