@@ -16,20 +16,20 @@ import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
 import { verifyKeyCertificate } from '../src/dir/certificate';
 import { httpRequest, PATHS } from '../src/dir/fetch';
-import type { AuthorityInfo } from '../src/dir/authorities';
+import { majorityOf, type AuthorityInfo } from '../src/dir/authorities';
 import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
-  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, majorityOf, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
+  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
+import { MAX_SIGNED_BLOCK_BYTES } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
 import type { Signer } from './vote';
 
-/** Largest signed block: 1 000 000 allocations and 255 signatures (SPEC §8.7). */
-export const MAX_SIGNED_BLOCK_BYTES = 4 + 61 + 40 * MAX_ALLOCATIONS + 1 + 255 * 128;
+export { MAX_SIGNED_BLOCK_BYTES };
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
 

@@ -8,7 +8,7 @@ import { err, errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { currentConsensus } from '../../dir/consensus-cache';
 import type { VerifiedConsensus } from '../../dir/types';
-import { majorityOf } from '../../bandwidth/reward-chain';
+import { majorityOf } from '../../dir/authorities';
 import { fetchRewardChain, formatCoins, type RewardChainResult } from '../rewards';
 import type { Output } from './consensus';
 
