@@ -92,6 +92,13 @@ export class Reader {
     this.pos += n;
     return v;
   }
+  /** `n` bytes as lowercase hex (fingerprints), without copying them first. */
+  hex(n: number, field: string): string {
+    this.need(n, field);
+    const v = this.buf.toString('hex', this.pos, this.pos + n);
+    this.pos += n;
+    return v;
+  }
   /** A view, for bytes that are inspected and dropped at once. */
   view(n: number, field: string): Buffer {
     this.need(n, field);
@@ -179,6 +186,18 @@ export class Writer {
     this.room(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
+    return this;
+  }
+  /** `n` bytes given as 2n hex digits (fingerprints); the caller has checked the string. */
+  hex(s: string, n: number, field: string): this {
+    if (s.length !== 2 * n) {
+      throw err(this.malformedCode, `${this.what}: ${field} must be ${2 * n} hex digits`, { message: this.what, field, ...this.extra });
+    }
+    this.room(n);
+    if (this.buf.write(s, this.pos, 'hex') !== n) {
+      throw err(this.malformedCode, `${this.what}: ${field} is not hex`, { message: this.what, field, ...this.extra });
+    }
+    this.pos += n;
     return this;
   }
   finish(): Buffer {

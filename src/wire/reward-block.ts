@@ -102,7 +102,7 @@ export function encodeRewardBlock(b: RewardBlock): Buffer {
     if (!/^[0-9a-f]{64}$/.test(fp)) throw malformed(`allocation key ${fp} is not a fingerprint`);
     if (fp <= prev) throw malformed('allocations must be in strictly ascending fingerprint order');
     if (typeof amount !== 'bigint' || amount <= 0n) throw malformed(`allocation for ${fp} must be a positive u64`);
-    w.bytes(Buffer.from(fp, 'hex')).u64big(amount, `allocation for ${fp}`);
+    w.hex(fp, ED25519_PUBLIC_BYTES, 'allocation identity').u64big(amount, 'allocation units');
     sum += amount;
     prev = fp;
   }
@@ -127,7 +127,7 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
   let prev = '';
   let sum = 0n;
   for (let i = 0; i < count; i++) {
-    const fp = r.view(ED25519_PUBLIC_BYTES, 'allocation identity').toString('hex');
+    const fp = r.hex(ED25519_PUBLIC_BYTES, 'allocation identity');
     if (fp <= prev) throw malformed('allocations must be in strictly ascending fingerprint order');
     const amount = r.u64big('allocation units');
     if (amount === 0n) throw malformed(`zero allocation for ${fp}`);

@@ -61,6 +61,17 @@ describe('u64 codec', () => {
   });
 });
 
+describe('hex fields', () => {
+  it('round-trip, and a string of the wrong length or not hex is refused', () => {
+    const b = new Writer(2, 'T').hex('ab01', 2, 'id').finish();
+    expect(b).toEqual(Buffer.from([0xab, 0x01]));
+    expect(new Reader(b, 'T').hex(2, 'id')).toBe('ab01');
+    expect(isBitcloudError(caught(() => new Writer(2, 'T').hex('ab', 2, 'id')), 'MSG_MALFORMED')).toBe(true);
+    expect(isBitcloudError(caught(() => new Writer(2, 'T').hex('zzzz', 2, 'id')), 'MSG_MALFORMED')).toBe(true);
+    expect(isBitcloudError(caught(() => new Reader(b, 'T').hex(3, 'id')), 'MSG_TRUNCATED')).toBe(true);
+  });
+});
+
 describe('named offsets match the bytes written', () => {
   it('receipt body and RECEIPT_REJECT', () => {
     const body = encodeReceiptBody({ epoch: 11, initiator: Buffer.alloc(32, 1), responder: Buffer.alloc(32, 2), cellsI2R: 22, cellsR2I: 33, serial: 44 });
