@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../src/ops/fsutil';
 import { fingerprint } from '../src/crypto/keys';
 import { decodeDetachedSignatures, encodeDetachedSignatures, LIMITS, type SignatureMsg } from '../src/wire/docs';
 import { makeSignature, openEnvelope, DocType, sealEnvelope } from '../src/wire/envelope';
+import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
@@ -250,7 +251,7 @@ export class Authority {
     const { round, decision } = SigningRound.begin<ConsensusSignature>(held, {
       slot: ps, bodyId: computed.digest, authorities: this.cfg.authorities, self: this.self, timeoutMs: this.fetchTimeout(),
       hooks: {
-        fetch: (a, r, timeoutMs) => this.fetchSignatures(pending, a, timeoutMs),
+        fetch: (a, _round, timeoutMs) => this.fetchSignatures(pending, a, timeoutMs),
         publish: () => this.publish(pending),
         fetchFailed: (a, e) => this.log.debug({ from: a.name, code: errorCode(e) }, 'signature fetch failed'),
       },
@@ -276,7 +277,7 @@ export class Authority {
   }
 
   /** One peer's detached signatures (GET /bitcloud/consensus/signatures): those over our body that verify. */
-  private async fetchSignatures(p: Pending, a: AuthorityConfig['authorities'][number], timeoutMs: number): Promise<[string, ConsensusSignature][]> {
+  private async fetchSignatures(p: Pending, a: AuthorityInfo, timeoutMs: number): Promise<[string, ConsensusSignature][]> {
     const r = await httpRequest(a.url + PATHS.signatures, { maxBytes: LIMITS.signaturesBytes, timeoutMs });
     if (r.status !== 200) return [];
     return this.verifiedSignatures(p, r.body, a.name);

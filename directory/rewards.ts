@@ -30,7 +30,6 @@ import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
 
-export { MAX_SIGNED_BLOCK_BYTES };
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
 
@@ -253,8 +252,7 @@ export class RewardLedger {
   private hold(sb: SignedRewardBlock, save: boolean): Held {
     const byFp = sb.signatures.map((s) => [s.authority.toString('hex'), s] as const);
     const own = byFp.find(([fp]) => fp === this.self)![1];
-    const held: Held = { block: sb.block, body: sb.body, hash: sb.hash, round: null as unknown as SigningRound<RewardSignature> };
-    held.round = new SigningRound<RewardSignature>({
+    const round = new SigningRound<RewardSignature>({
       slot: sb.block.height, bodyId: sb.hash, authorities: this.o.authorities, self: this.self, own, held: byFp, timeoutMs: this.timeout(),
       hooks: {
         fetch: (a, _round, timeoutMs) => this.fetchPending(held, a, timeoutMs),
@@ -265,6 +263,7 @@ export class RewardLedger {
         },
       },
     });
+    const held: Held = { block: sb.block, body: sb.body, hash: sb.hash, round };
     this.pending = held;
     this.pendingEncoded = null;
     if (save) this.store.savePending(this.pendingBytes()!);
