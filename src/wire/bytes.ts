@@ -22,7 +22,8 @@ export interface CodecCodes {
 
 /** SPEC.md §0: a u64 read as a JS number must not exceed 2^53 − 1. */
 export const MAX_SAFE_U64 = Number.MAX_SAFE_INTEGER;
-const MAX_SAFE_U64_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+/** The high u32 of 2^53 − 1. */
+const MAX_SAFE_U64_HI = 0x1f_ffff;
 const U64_MAX_BIG = (1n << 64n) - 1n;
 
 export function asBuffer(b: Uint8Array): Buffer {
@@ -72,11 +73,15 @@ export class Reader {
   }
   /** A u64 as a number: refuses a value above 2^53 − 1 (SPEC.md §0) with the malformed code. */
   u64(field: string): number {
-    const v = this.u64big(field);
-    if (v > MAX_SAFE_U64_BIG) {
+    this.need(8, field);
+    // Two u32 halves, no bigint: receipts are decoded by the hundred thousand.
+    const hi = this.buf.readUInt32BE(this.pos);
+    if (hi > MAX_SAFE_U64_HI) {
       throw err(this.malformedCode, `${this.what}: ${field} exceeds 2^53-1`, { message: this.what, field, ...this.extra });
     }
-    return Number(v);
+    const v = hi * 0x1_0000_0000 + this.buf.readUInt32BE(this.pos + 4);
+    this.pos += 8;
+    return v;
   }
   /** A u64 as a bigint (the whole range). */
   u64big(field: string): bigint {
@@ -167,16 +172,17 @@ export class Writer {
   /** A u64 from a number: an integer in 0..2^53 − 1 (SPEC.md §0), else the malformed code. */
   u64(v: number, field: string): this {
     this.check(v, MAX_SAFE_U64, field);
-    return this.put64(BigInt(v));
+    this.room(8);
+    this.buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), this.pos);
+    this.buf.writeUInt32BE(v >>> 0, this.pos + 4);
+    this.pos += 8;
+    return this;
   }
   /** A u64 from a bigint: 0..2^64 − 1, else the malformed code. */
   u64big(v: bigint, field: string): this {
     if (typeof v !== 'bigint' || v < 0n || v > U64_MAX_BIG) {
       throw err(this.malformedCode, `${this.what}: ${field} must be a u64, got ${String(v)}`, { message: this.what, field, ...this.extra });
     }
-    return this.put64(v);
-  }
-  private put64(v: bigint): this {
     this.room(8);
     this.buf.writeBigUInt64BE(v, this.pos);
     this.pos += 8;
