@@ -1,5 +1,5 @@
 // SPEC.md §9.3: the erasure-coding parameters of an upload (k data shares of n, any k rebuild the chunk).
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 
 export interface Coding {
   /** Shares needed to rebuild a chunk. */
@@ -20,7 +20,7 @@ export type CodingProfile = keyof typeof CODING_PROFILES;
 export const DEFAULT_CODING: Coding = CODING_PROFILES.default;
 
 /** Parse a coding: 1 ≤ k ≤ n ≤ MAX_SHARES_PER_CHUNK, integers. Throws `code` (default STORAGE_CODING_INVALID). */
-export function checkCoding(k: unknown, n: unknown, code = 'STORAGE_CODING_INVALID'): Coding {
+export function checkCoding(k: unknown, n: unknown, code: ErrorCode = 'STORAGE_CODING_INVALID'): Coding {
   if (typeof k !== 'number' || typeof n !== 'number' || !Number.isInteger(k) || !Number.isInteger(n)) {
     throw err(code, 'coding k and n must be integers', { k, n });
   }
