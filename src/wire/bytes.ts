@@ -2,10 +2,7 @@
 // (receipts §8.2, reward blocks §8.7, key files §3.2, the lease journal §9.8.2). Every read checks
 // what is left before touching the buffer, so a short or hostile body raises MSG_TRUNCATED (or the
 // layer's own code), never a RangeError. Cold path: these allocate freely.
-import { err } from '../errors';
-
-/** An error code as `err()` takes it. */
-type Code = Parameters<typeof err>[0];
+import { err, type ErrorCode as Code } from '../errors';
 
 /**
  * The codes a layout's errors carry. Messages default to MSG_TRUNCATED / MSG_MALFORMED; a layer
