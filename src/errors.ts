@@ -1,4 +1,4 @@
-// One error type for the whole project, with stable codes from a closed set (SPEC.md §0).
+// One error type for the whole project, with stable codes from a closed set (SPEC.md §0, §11.1).
 // Codes are what tests assert, what metrics count and what operators read in logs; messages are
 // for people. Every code is declared once below, in the list of its layer, together with its
 // kind; docs/errors.md says what each one means and what to do about it.

@@ -1,4 +1,4 @@
-// SPEC.md §8.2–8.3 (docs/spec/08-bandwidth.md): signing and checking bandwidth receipts.
+// SPEC.md §8.2–8.3: signing and checking bandwidth receipts.
 // A receipt is what two relays sign about one link at an epoch boundary; the cells that carry it
 // (RECEIPT_PROPOSE / RECEIPT_COUNTERSIGN / RECEIPT_REJECT, src/wire/cell.ts) are link-level, circId 0.
 // The byte layouts are declared once in src/wire/receipt.ts (re-exported here for callers).
@@ -21,7 +21,7 @@ export {
 export const RECEIPT_DOMAIN_INITIATOR = Buffer.from('bitcloud receipt v1 initiator\0', 'ascii');
 export const RECEIPT_DOMAIN_RESPONDER = Buffer.from('bitcloud receipt v1 responder\0', 'ascii');
 
-/** SPEC §8.3: cells that may be in flight on one circuit (the circuit window, ARCHITECTURE §3). */
+/** SPEC §8.3: cells that may be in flight on one circuit (the circuit window, SPEC.md §7.4). */
 export const CIRCUIT_WINDOW_CELLS = 1000;
 
 /** SPEC §0: u64 fields of a receipt must not exceed 2^53 − 1 (they are exact JS numbers). */

@@ -1,6 +1,6 @@
-// SPEC.md §8.7 (docs/spec/08-bandwidth.md): reward blocks: building, signing, the hash chain and
-// its multi-signature check. The byte layouts (block body, signed block, chain bundle) are declared
-// once in src/wire/reward-block.ts (re-exported here for callers).
+// SPEC.md §8.7: reward blocks: building, signing, the hash chain and its multi-signature check.
+// The byte layouts (block body, signed block, chain bundle) are declared once in
+// src/wire/reward-block.ts (re-exported here for callers).
 import { err } from '../errors';
 import { ED25519_PUBLIC_BYTES, ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
 import { majorityOf } from '../dir/authorities';

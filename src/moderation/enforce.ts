@@ -2,7 +2,7 @@
 // §9.8.5). A node that subscribes to moderators enforces ALL of their policies, on store (put) and
 // on serve (get, audit); every refusal carries a stable code and names the moderator that caused
 // it. A node that subscribes to nobody is unmoderated: it stores only encrypted content, and only
-// from BEGIN_STORAGE streams on circuits (ARCHITECTURE §7).
+// from BEGIN_STORAGE streams on circuits (SPEC.md §10.6).
 import { err, type ErrorCode } from '../errors';
 import type { StorageRequest } from '../storage/protocol';
 import { admittingRule, type PolicyState } from './chain';

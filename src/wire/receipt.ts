@@ -1,4 +1,4 @@
-// SPEC.md §8.2–8.4 (docs/spec/08-bandwidth.md): the byte layouts of the bandwidth receipt, declared
+// SPEC.md §8.2–8.4: the byte layouts of the bandwidth receipt, declared
 // once: the body, the RECEIPT_PROPOSE and RECEIPT_COUNTERSIGN payloads (cells 140, 141), the upload
 // record and batch, and the RECEIPT_REJECT payload (cell 142). Signing and checking are in
 // src/bandwidth/receipt.ts. Every error here is RECEIPT_MALFORMED.

@@ -1,4 +1,4 @@
-// SPEC.md §8.7 (docs/spec/08-bandwidth.md): the byte layouts of the reward chain, declared once:
+// SPEC.md §8.7: the byte layouts of the reward chain, declared once:
 // the block body, the signed (stored and served) block and the chain bundle of GET /bitcloud/rewards.
 // A fixed layout, not protobuf: it is canonical by construction (one encoding per block), so the
 // hash of the bytes received is the hash every authority computed. Building, signing and verifying
