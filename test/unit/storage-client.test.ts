@@ -272,6 +272,36 @@ describe('refusals (SPEC.md §9.10)', () => {
   });
 });
 
+describe('shares placed on a subset of the nodes (SPEC.md §9.9, §10.8)', () => {
+  it('a reader over every node finds shares an uploader placed on one node, every time', async () => {
+    const only = nodes[2];
+    const up = new StorageClient({
+      nodes: storageNodesOf([only.relay]),
+      open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const f = path.join(root, `subset${i}.bin`);
+        const bytes = randomBytes(3000 + i * 701);
+        await fsp.writeFile(f, bytes);
+        const put = await putFile(up, f, { coding: { k: 1, n: 1 }, chunkSize: 2048 });
+        const cap = parseCapability(put.capability);
+        // Without knowing the class: every node is searched, and the holder is remembered.
+        const c1 = client();
+        const r1 = await getFile(c1, cap, { output: path.join(root, `subset${i}.a`) }).finally(() => c1.close());
+        expect((await fsp.readFile(r1.path)).equals(bytes)).toBe(true);
+        // Knowing where placement put data shares: each is asked of its holder first.
+        const c2 = client();
+        const r2 = await getFile(c2, cap, { output: path.join(root, `subset${i}.b`), placementFor: async () => [only.relay.fingerprint] }).finally(() => c2.close());
+        expect((await fsp.readFile(r2.path)).equals(bytes)).toBe(true);
+        expect(r2.sharesFetched).toBeLessThanOrEqual(r1.sharesFetched);
+      }
+    } finally {
+      await up.close();
+    }
+  });
+});
+
 describe('losing nodes (SPEC.md §9.3)', () => {
   it('still succeeds with two nodes holding shares gone', async () => {
     await stopNode(nodes[3]);
