@@ -35,7 +35,7 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
     const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
     const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
-    if (o.json) io.out(JSON.stringify(view, null, 2));
+    if (o.json) io.out(JSON.stringify(view));
     else printText(view, io);
     for (const f of chain.failures) io.err(`bitcloud rewards: refused the chain from ${f.source}: ${f.reason}`);
     return 0;
