@@ -42,7 +42,7 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
   } catch (e) {
     const code = errorCode(e);
     const failures = (e as { detail?: { failures?: unknown } }).detail?.failures ?? [];
-    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }, null, 2));
+    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
   }
