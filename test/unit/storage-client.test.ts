@@ -295,6 +295,13 @@ describe('shares placed on a subset of the nodes (SPEC.md §9.9, §10.8)', () =>
         const r2 = await getFile(c2, cap, { output: path.join(root, `subset${i}.b`), placementFor: async () => [only.relay.fingerprint] }).finally(() => c2.close());
         expect((await fsp.readFile(r2.path)).equals(bytes)).toBe(true);
         expect(r2.sharesFetched).toBeLessThanOrEqual(r1.sharesFetched);
+        if (i === 0) {
+          // renew finds them too (SPEC.md §9.9.2): every share renewed, none missing.
+          const c3 = client();
+          const rn = await renewFile(c3, cap).finally(() => c3.close());
+          expect(rn).toMatchObject({ missing: 0, unreadableChunks: 0 });
+          expect(rn.renewed).toBe(rn.shares);
+        }
       }
     } finally {
       await up.close();
