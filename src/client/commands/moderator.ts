@@ -1,5 +1,6 @@
 // `bitcloud moderator keygen | add-deny ID... | remove-deny ID... | deny-content CAP... |
-// content-ids CAP | allow CLASS | disallow CLASS | limit BYTES | show | publish`
+// content-ids CAP | approve CAP... --tag T | unapprove ID... | list [--moderator FP] [--tag T] |
+// allow CLASS | disallow CLASS | limit BYTES | show | publish`
 // (docs/moderators.md, SPEC.md §10). With --json every command prints exactly one JSON document
 // on one line on stdout (`"ok": false` with the error code on failure). The moderator key and the
 // working policy live in a data directory (default ~/.bitcloud/moderator, key file 0600);
@@ -11,7 +12,13 @@ import type { Argv, CommandModule } from 'yargs';
 import { err, errorCode } from '../../errors';
 import { createLogger } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
-import { allContentIds, contentIds, type ContentIds } from '../../moderation/content-ids';
+import { allContentIds, contentIds, fileContentIds, type ContentIds } from '../../moderation/content-ids';
+import { formatCapability } from '../../storage/capability';
+import { checkCoding, parseCoding } from '../../storage/coding';
+import { PUBLIC_CONTENT_KEY, checkContentClass, checkTag, parseModerator } from '../../moderation/policy';
+import { fetchModeratorPolicies } from '../../moderation/placement';
+import { authoritySource } from '../../moderation/sources';
+import type { PolicyState } from '../../moderation/chain';
 import { openStorageSession } from '../storage-client-setup';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
@@ -120,7 +127,7 @@ async function run(a: Args, f: () => Promise<number | void>): Promise<void> {
     const message = (e as Error).message.replace(/^[A-Z0-9_]+: /, '');
     if (a.json) stdio.out(JSON.stringify({ ok: false, error: { code, message } }));
     else stdio.err(`bitcloud moderator: ${code}: ${message}`);
-    process.exitCode = code === 'CONFIG_INVALID' || code === 'POLICY_BAD_ID' || code === 'CAP_MALFORMED' ? 2 : 1;
+    process.exitCode = ['CONFIG_INVALID', 'POLICY_BAD_ID', 'POLICY_BAD_TAG', 'POLICY_NOT_PUBLIC', 'CAP_MALFORMED', 'POLICY_BAD_MODERATOR'].includes(code) ? 2 : 1;
   }
 }
 
@@ -150,6 +157,14 @@ async function readContentIds(a: NetArgs, caps: string[]): Promise<ContentIds[]>
 }
 
 const hex = (ids: Buffer[]) => ids.map((b) => b.toString('hex'));
+
+/** SPEC.md §10.3.2: the approvals of a state, optionally only those carrying `tag`, as readers see them. */
+export function listApprovals(s: PolicyState, tag?: string): Array<{ capability: string; manifestId: string; contentClass: string; tags: string[] }> {
+  return [...s.approvals.values()]
+    .filter((a) => !tag || a.tags.includes(tag))
+    .map((a) => ({ capability: formatCapability({ manifestId: a.manifestId, fileKey: PUBLIC_CONTENT_KEY }), manifestId: a.manifestId.toString('hex'), contentClass: a.contentClass, tags: a.tags }))
+    .sort((x, y) => (x.manifestId < y.manifestId ? -1 : 1));
+}
 
 /** Options of the commands that read content from the network. */
 function netOptions<T>(c: Argv<T>): Argv<T> {
@@ -192,6 +207,62 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
         const view = { manifestId: f.manifestId.toString('hex'), manifestShares: hex(f.manifestShares), dataShares: hex(f.dataShares), contentClass: f.contentClass, chunkSize: f.chunkSize, coding: f.coding };
         say(x, view, [`manifest ${view.manifestId}`, ...view.manifestShares.map((h) => `manifest-share ${h}`), ...view.dataShares.map((h) => `data-share ${h}`)].join('\n'));
       }))
+    .command('approve [caps..]', 'Approve public files and tag them: listed for readers, and stored by nodes in allow-only mode (SPEC.md §10.3.2)', (c) => netOptions(c.positional('caps', { type: 'string', array: true })
+      .option('tag', { type: 'string', array: true, default: [], describe: 'A tag ([a-z0-9-], e.g. music, education); repeat for several' })
+      .option('file', { type: 'string', describe: 'Approve a local file before it is uploaded: its ids as `put FILE --class C` will make them' })
+      .option('class', { type: 'string', describe: 'With --file: the public class it will be uploaded as' })
+      .option('k', { type: 'number', describe: 'With --file: the -k it will be uploaded with' })
+      .option('n', { type: 'number', describe: 'With --file: the -n it will be uploaded with' })
+      .option('profile', { type: 'string', describe: 'With --file: the coding profile (default, durable)' })
+      .option('chunk-size', { type: 'number', describe: 'With --file: the chunk size (default 1 MiB)' })
+      .option('name', { type: 'string', describe: 'With --file: the stored name (default: the file name)' })),
+    (a) => run(a as Args, async () => {
+      const x = a as unknown as NetArgs & { caps?: string[]; tag: string[]; file?: string; class?: string; k?: number; n?: number; profile?: string; 'chunk-size'?: number; name?: string };
+      const tags = x.tag.map((t) => checkTag(String(t), 'POLICY_BAD_TAG'));
+      let found: ContentIds[];
+      if (x.file !== undefined) {
+        if (x.caps?.length) throw err('CONFIG_INVALID', 'give capabilities or --file, not both');
+        const cls = checkContentClass(x.class ?? '', 'CONFIG_INVALID');
+        const coding = x.k !== undefined || x.n !== undefined ? checkCoding(Number(x.k), Number(x.n)) : parseCoding(x.profile ?? 'default');
+        found = [await fileContentIds(x.file, { contentClass: cls, coding, chunkSize: x['chunk-size'], name: x.name })];
+      } else {
+        if (!x.caps?.length) throw err('CONFIG_INVALID', 'name the files to approve: capabilities, or --file FILE --class CLASS');
+        found = await readContentIds(x, x.caps);
+      }
+      return edit(x, (ws) => {
+        let added = 0;
+        for (const f of found) if (ws.approve(f.manifestId, f.contentClass, allContentIds(f), tags)) added++;
+        const caps = found.map((f) => formatCapability({ manifestId: f.manifestId, fileKey: PUBLIC_CONTENT_KEY }));
+        return { approved: caps, added, tags: [...new Set(tags)].sort(), text: `${found.length} file(s) approved${tags.length ? ` with tags ${tags.join(', ')}` : ''} (${added} new); ${ws.working.approved?.length ?? 0} approved\n${caps.join('\n')}` };
+      });
+    }))
+    .command('unapprove <ids..>', 'Withdraw approvals (capability, base32 or hex manifest id)', (c) => c.positional('ids', { type: 'string', array: true }),
+      (a) => run(a as Args, () => edit(a as Args, (ws) => { const removed = ws.unapprove(((a as { ids: string[] }).ids).map(parseDenyTarget)); return { removed, text: `${removed} approvals withdrawn; ${ws.working.approved?.length ?? 0} approved` }; })))
+    .command('list', 'List a moderator\'s approved files (optionally with one tag): its published policy, or with --moderator FP the one the authorities serve', (c) => c
+      .option('moderator', { type: 'string', describe: 'Fingerprint of the moderator to list (default: the one in --data-dir, as last published)' })
+      .option('tag', { type: 'string', describe: 'Only files carrying this tag' })
+      .option('config', { type: 'string', describe: 'Client config file (authorities), default $BITCLOUD_CONFIG or ~/.bitcloud/config.json' }),
+    (a) => run(a as Args, async () => {
+      const x = a as unknown as Args & { moderator?: string; tag?: string; config?: string };
+      const tag = x.tag === undefined ? undefined : checkTag(String(x.tag), 'POLICY_BAD_TAG');
+      let state: PolicyState | null;
+      let fp: string;
+      if (x.moderator !== undefined) {
+        fp = String(x.moderator);
+        parseModerator(fp);
+        const cfg = loadDirClientConfig(clientConfigPath(x.config));
+        state = (await fetchModeratorPolicies([fp], cfg.authorities.map((au) => authoritySource(au.url)))).get(fp) ?? null;
+        if (!state) throw err('POLICY_NOT_FOUND', `no authority serves a valid policy of moderator ${fp}`, { moderator: fp });
+      } else {
+        const ws = await ModeratorWorkspace.open(dirOf(x));
+        fp = ws.fingerprint;
+        state = ws.published;
+        if (!state) throw err('POLICY_NOT_FOUND', 'nothing published yet from this data directory', { moderator: fp });
+      }
+      const files = listApprovals(state, tag);
+      say(x, { moderator: fp, seq: state.seq, tag: tag ?? null, files },
+        files.length ? files.map((f) => `${f.capability}  ${f.contentClass}  ${f.tags.join(',') || '-'}`).join('\n') : `no approved files${tag ? ` tagged ${tag}` : ''} (moderator ${fp.slice(0, 16)}…, version ${state.seq})`);
+    }))
     .command('allow <class>', 'Admit a content class (encrypted-private, public-video, public-any, ...)', (c) => c.positional('class', { type: 'string' }).option('max-share-bytes', { type: 'number', default: 0, describe: 'Share size limit for this class (0 = none)' }),
       (a) => run(a as Args, () => edit(a as Args, (ws) => { const x = a as { class: string; 'max-share-bytes': number }; ws.allow(x.class, x['max-share-bytes']); return { class: x.class, allowed: true, text: `class ${x.class} allowed` }; })))
     .command('disallow <class>', 'Stop admitting a content class', (c) => c.positional('class', { type: 'string' }),
@@ -207,11 +278,11 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
       (a) => run(a as Args, async () => {
         const ws = await ModeratorWorkspace.open(dirOf(a as Args));
         const p = ws.published;
-        const view = { moderator: ws.fingerprint, working: ws.working, published: p ? { seq: p.seq, validUntil: new Date(p.validUntil).toISOString(), chain: p.chain.length, denied: p.deny.size } : null };
+        const view = { moderator: ws.fingerprint, working: ws.working, published: p ? { seq: p.seq, validUntil: new Date(p.validUntil).toISOString(), chain: p.chain.length, denied: p.deny.size, approved: p.approvals.size } : null };
         if ((a as Args).json) say(a as Args, view, '');
         else {
           stdio.out(`moderator ${ws.fingerprint}${ws.working.name ? ` (${ws.working.name})` : ''}`);
-          stdio.out(`classes: ${ws.working.classes.map((c) => (c.maxShareBytes ? `${c.name} (shares ≤ ${c.maxShareBytes} B)` : c.name)).join(', ') || 'none'}; share limit ${ws.working.maxShareBytes || 'none'}; ${ws.working.deny.length} denied`);
+          stdio.out(`classes: ${ws.working.classes.map((c) => (c.maxShareBytes ? `${c.name} (shares ≤ ${c.maxShareBytes} B)` : c.name)).join(', ') || 'none'}; share limit ${ws.working.maxShareBytes || 'none'}; ${ws.working.deny.length} denied; ${ws.working.approved?.length ?? 0} approved`);
           stdio.out(p ? `published: version ${p.seq}, ${p.deny.size} denied, valid until ${view.published!.validUntil}` : 'published: nothing yet');
         }
       }))
