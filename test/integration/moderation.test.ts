@@ -1,8 +1,9 @@
 // Moderation with real processes on 127.0.0.1: one authority (short period), four relays, seven
 // storage nodes (`bitcloud-storage run`) — three subscribed to moderator M (who allows
-// public-video), one to moderator P (encrypted-private only), two unmoderated, and one subscribed
-// to moderator Q (public-music only: the one node that admits that class) — and the `bitcloud` CLI
-// (moderator, put, get, consensus) as child processes. One network for the whole file. SPEC.md §10.
+// public-video), one to moderator P (encrypted-private only), two unmoderated, one subscribed to
+// moderator Q (public-music only: the one node that admits that class) and one subscribed to
+// publisher T in allow-only mode for public-lecture — and the `bitcloud` CLI (moderator, put, get,
+// consensus) as child processes. One network for the whole file. SPEC.md §10.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -40,11 +41,14 @@ let clientConfig: string;
 let M: Mod;
 let P: Mod;
 let Q: Mod;
+let T: Mod;
 const nodes: Node[] = [];
 const subscribedToM = () => nodes.slice(0, 3);
 const others = () => nodes.slice(3, 6);
 /** The only node that admits public-music (subscribed to Q). */
 const musicNode = () => nodes[6];
+/** Subscribed to T, storing public-lecture only when T approved it. */
+const lectureNode = () => nodes[7];
 
 const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', args, { timeoutMs });
 const lastJson = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -125,17 +129,19 @@ beforeAll(async () => {
   M = await moderator('modM', ['public-video']);
   P = await moderator('modP', []);
   Q = await moderator('modQ', ['public-music'], ['encrypted-private']);
+  T = await moderator('pubT', ['public-lecture'], ['encrypted-private']);
   for (let i = 0; i < 3; i++) nodes.push(await startStorageNode(i, { moderators: [M.fp] }));
   nodes.push(await startStorageNode(3, { moderators: [P.fp] }));
   for (let i = 4; i < 6; i++) nodes.push(await startStorageNode(i, { unmoderated: true }));
   nodes.push(await startStorageNode(6, { moderators: [Q.fp] }));
+  nodes.push(await startStorageNode(7, { moderators: [T.fp], approvedOnly: ['public-lecture'] }));
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
-  for (const n of [...nodes.slice(0, 4), musicNode()]) await n.daemon.waitForMsg('policy updated', {}, 60_000);
+  for (const n of [...nodes.slice(0, 4), musicNode(), lectureNode()]) await n.daemon.waitForMsg('policy updated', {}, 60_000);
   await eventually(async () => {
     const c = await consensus();
     if (!c) return false;
     const guards = c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length;
-      return guards >= 2 && storageNodesOf(c.relays).length === 7;
+      return guards >= 2 && storageNodesOf(c.relays).length === 8;
   }, 150_000, 1000);
 }, 240_000);
 
@@ -287,11 +293,11 @@ describe('a class only one node admits (SPEC.md §9.9, §10.8)', () => {
       await up.close();
     }
     const after = await Promise.all(nodes.map(shareCount));
-    for (let i = 0; i < 6; i++) expect(after[i]).toBe(before[i]);
+    for (const i of [0, 1, 2, 3, 4, 5, 7]) expect(after[i]).toBe(before[i]);
     expect(after[6]).toBe(before[6] + 20 * 3); // root, manifest share, data share of each
     const down = await openStorageSession({ config: clientConfig, direct: true });
     try {
-      expect(down.client.fingerprints).toHaveLength(7);
+      expect(down.client.fingerprints).toHaveLength(8);
       for (const [i, f] of files.entries()) {
         const r = await getFile(down.client, f.cap, { output: path.join(dnet.dir, `song${i}.out`) });
         expect(fs.readFileSync(r.path).equals(f.bytes)).toBe(true);
@@ -352,4 +358,63 @@ describe('deny by content (SPEC.md §10.3)', () => {
     const ok = await cli(['put', other, '--class', 'public-music', '--k', '1', '--n', '1', '--json', '--config', clientConfig]);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
   }, 240_000);
+});
+
+describe('approvals, tags and allow-only nodes (SPEC.md §10.3.2, §10.6)', () => {
+  it('an allow-only node stores only what its publisher approved; readers list approved files by tag and read them', async () => {
+    const file = path.join(dnet.dir, 'lecture.bin');
+    const bytes = randomBytes(30_000);
+    fs.writeFileSync(file, bytes);
+    const putArgs = ['put', file, '--class', 'public-lecture', '-k', '1', '-n', '1', '--json', '--config', clientConfig];
+    // Not approved yet: the only node admitting public-lecture refuses it.
+    const refused = await cli(putArgs);
+    expect(refused.code).toBe(1);
+    expect(lastJson(refused).error.message).toContain('POLICY_NOT_APPROVED');
+    expect(await shareCount(lectureNode())).toBe(0);
+
+    // The publisher approves its file ahead of the upload, from the bytes, with two tags.
+    const ap = await cli(['moderator', 'approve', '--file', file, '--class', 'public-lecture', '-k', '1', '-n', '1', '--tag', 'education', '--tag', 'physics', '--data-dir', T.dir, '--json']);
+    expect(ap.code, ap.stderr + ap.stdout).toBe(0);
+    expect(lastJson(ap)).toMatchObject({ ok: true, added: 1, tags: ['education', 'physics'] });
+    const approvedCap = lastJson(ap).approved[0] as string;
+    const pub = await cli(['moderator', 'publish', '--data-dir', T.dir, '--authority', authUrl, '--skip-dht', '--json']);
+    expect(pub.code, pub.stderr).toBe(0);
+    await lectureNode().daemon.waitForMsg('policy updated', { seq: 2 }, 10 * REFRESH_SECONDS * 1000);
+
+    const ok = await cli(putArgs);
+    expect(ok.code, ok.stderr + ok.stdout).toBe(0);
+    expect(lastJson(ok).capability).toBe(approvedCap); // the ids the publisher computed are the ones stored
+    expect(await shareCount(lectureNode())).toBe(3);
+    // Other content of the class is still refused there.
+    const other = path.join(dnet.dir, 'other-lecture.bin');
+    fs.writeFileSync(other, randomBytes(30_000));
+    const no = await cli(['put', other, '--class', 'public-lecture', '-k', '1', '-n', '1', '--json', '--config', clientConfig]);
+    expect(no.code).toBe(1);
+    expect(lastJson(no).error.message).toContain('POLICY_NOT_APPROVED');
+
+    // A reader lists the publisher's approved files by tag (from the authorities, verified) and reads one.
+    const list = await cli(['moderator', 'list', '--moderator', T.fp, '--tag', 'physics', '--config', clientConfig, '--json']);
+    expect(list.code, list.stderr + list.stdout).toBe(0);
+    expect(list.stdout.trim().split('\n')).toHaveLength(1);
+    expect(lastJson(list)).toMatchObject({ ok: true, moderator: T.fp, seq: 2, tag: 'physics' });
+    expect(lastJson(list).files).toEqual([{ capability: approvedCap, manifestId: parseCapability(approvedCap).manifestId.toString('hex'), contentClass: 'public-lecture', tags: ['education', 'physics'] }]);
+    const none = await cli(['moderator', 'list', '--moderator', T.fp, '--tag', 'music', '--config', clientConfig, '--json']);
+    expect(lastJson(none).files).toEqual([]);
+    const out = path.join(dnet.dir, 'lecture.out');
+    const g = await cli(['get', approvedCap, '-o', out, '--json', '--config', clientConfig]);
+    expect(g.code, g.stderr + g.stdout).toBe(0);
+    expect(fs.readFileSync(out).equals(bytes)).toBe(true);
+
+    // Retag from the network (approve CAP reads the stored file), then withdraw: the list follows.
+    const re = await cli(['moderator', 'approve', approvedCap, '--tag', 'music', '--data-dir', T.dir, '--config', clientConfig, '--json']);
+    expect(re.code, re.stderr + re.stdout).toBe(0);
+    expect(lastJson(re)).toMatchObject({ ok: true, added: 0 });
+    expect((await cli(['moderator', 'publish', '--data-dir', T.dir, '--authority', authUrl, '--skip-dht'])).code).toBe(0);
+    const music = await cli(['moderator', 'list', '--moderator', T.fp, '--tag', 'music', '--config', clientConfig, '--json']);
+    expect(lastJson(music).files.map((f: { capability: string }) => f.capability)).toEqual([approvedCap]);
+    expect((await cli(['moderator', 'unapprove', approvedCap, '--data-dir', T.dir])).code).toBe(0);
+    expect((await cli(['moderator', 'publish', '--data-dir', T.dir, '--authority', authUrl, '--skip-dht'])).code).toBe(0);
+    const gone = await cli(['moderator', 'list', '--moderator', T.fp, '--config', clientConfig, '--json']);
+    expect(lastJson(gone)).toMatchObject({ seq: 4, files: [] });
+  }, 300_000);
 });
