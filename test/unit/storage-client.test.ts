@@ -18,6 +18,7 @@ import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
+import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
@@ -305,6 +306,32 @@ describe('shares placed on a subset of the nodes (SPEC.md §9.9, §10.8)', () =>
       }
     } finally {
       await up.close();
+    }
+  });
+});
+
+describe('content ids (SPEC.md §10.3.1, §10.3.2)', () => {
+  it('fileContentIds computes, without sending, exactly the ids put stores for public content; contentIds reads them back', async () => {
+    const c = client();
+    try {
+      const f = path.join(root, 'public-talk.bin');
+      await fsp.writeFile(f, randomBytes(300_000));
+      const o = { coding: { k: 2, n: 3 }, chunkSize: 65_536, contentClass: 'public-lecture' };
+      const ahead = await fileContentIds(f, o);
+      const put = await putFile(c, f, o);
+      expect(ahead.manifestId.toString('hex')).toBe(put.manifestId);
+      const read = await contentIds(c, parseCapability(put.capability));
+      const hex = (x: { manifestShares: Buffer[]; dataShares: Buffer[] }) => [...x.manifestShares, ...x.dataShares].map((b) => b.toString('hex'));
+      expect(hex(read)).toEqual(hex(ahead));
+      expect(read.dataShares).toHaveLength(5 * 3); // 5 chunks of n = 3
+      expect(read).toMatchObject({ contentClass: 'public-lecture', chunkSize: 65_536, coding: { k: 2, n: 3 } });
+      // The same bytes under another name: another manifest id, the same data shares.
+      const renamed = await fileContentIds(f, { ...o, name: 'another-name.bin' });
+      expect(renamed.manifestId.equals(ahead.manifestId)).toBe(false);
+      expect(renamed.dataShares.map((b) => b.toString('hex'))).toEqual(ahead.dataShares.map((b) => b.toString('hex')));
+      await expect(fileContentIds(f, { ...o, contentClass: 'encrypted-private' })).rejects.toMatchObject({ code: 'POLICY_NOT_PUBLIC' });
+    } finally {
+      await c.close();
     }
   });
 });
