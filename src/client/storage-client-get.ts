@@ -92,11 +92,13 @@ async function tryNode(client: StorageClient, fp: string, id: Buffer, size: numb
 }
 
 /**
- * One share: from its expected holder, the run's off-place holders, then down its ranking over
- * every storage node — the first `depth` one by one, the rest searched with HAS, SEARCH_PARALLEL
- * nodes at a time. Null when no node has good bytes.
+ * One share. 'near': from its expected holder, the run's off-place holders, then the top of its
+ * ranking over every storage node, `depth` nodes in all, one by one. 'far': every other storage
+ * node, searched with HAS, SEARCH_PARALLEL nodes at a time (only when the near search of the
+ * chunk's shares left fewer than k: a node that is down must not cost a sweep of the network).
+ * Null when no node asked has good bytes.
  */
-async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats): Promise<Buffer | null> {
+async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats, reach: 'near' | 'far'): Promise<Buffer | null> {
   const hints = hintsOf(client);
   const ranking = rankNodes(id, client.fingerprints);
   const order: string[] = [];
@@ -112,11 +114,20 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
     return data;
   };
   const out: Buffer[] = [];
-  for (const fp of order) {
+  if (reach === 'near') {
+    for (const fp of order) {
+      if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
+    }
+    stats.missingShares++;
+    return null;
+  }
+  // Not where it was expected: the run's off-place holders (found since the near pass, perhaps),
+  // then HAS to every other storage node (SPEC.md §9.9, §10.8).
+  const hinted = [...hints.keys()].filter((fp) => fp !== expected);
+  for (const fp of hinted) {
     if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
   }
-  // Not where it was expected: search the rest of the ranking (SPEC.md §9.9, §10.8).
-  const rest = ranking.filter((fp) => !order.includes(fp) && !client.isDead(fp));
+  const rest = ranking.filter((fp) => fp !== expected && !hinted.includes(fp) && !client.isDead(fp));
   for (let i = 0; i < rest.length; i += SEARCH_PARALLEL) {
     const batch = rest.slice(i, i + SEARCH_PARALLEL);
     const present = await Promise.all(batch.map(async (fp) => {
@@ -132,7 +143,6 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
       if (present[j] && (await tryNode(client, batch[j], id, size, stats, out)) === 'good') return found(batch[j], out[0]);
     }
   }
-  stats.missingShares++;
   return null;
 }
 
@@ -155,16 +165,25 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   let good = 0;
   let next = 0;
   let failure: unknown = null;
+  let reach: 'near' | 'far' = 'near';
   const launch = (j: number) => {
-    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats)
+    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats, reach)
       .then((b) => { if (b) { shares[j] = b; good++; } }, (e) => { failure ??= e; })
       .finally(() => running.delete(p));
     running.add(p);
   };
-  while (good < k && !failure) {
-    while (running.size < k - good && next < n) launch(order[next++]);
-    if (running.size === 0) break;
-    await Promise.race(running);
+  for (const pass of ['near', 'far'] as const) {
+    // Near: every share where placement says it is. Far, only if that left fewer than k: the
+    // missing shares on every other storage node (an upload of a class few nodes admit, §10.8).
+    reach = pass;
+    next = 0;
+    const todo = order.filter((j) => !shares[j]);
+    while (good < k && !failure) {
+      while (running.size < k - good && next < todo.length) launch(todo[next++]);
+      if (running.size === 0) break;
+      await Promise.race(running);
+    }
+    if (good >= k || failure) break;
   }
   if (failure) throw failure;
   if (good < k) {
