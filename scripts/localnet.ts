@@ -153,7 +153,7 @@ try {
       const until = Date.now() + 30_000;
       for (;;) {
         try { await uploadPolicy(`http://127.0.0.1:${a.port}`, ws.fingerprint, bundle); break; } catch (e) {
-          if (Date.now() > until) throw new Error(`could not publish ${name}'s policy to ${a.name}: ${(e as Error).message}`);
+          if (Date.now() > until) throw new Error(`could not publish ${name}'s policy to ${a.name}: ${(e as Error).message}`, { cause: e });
           await new Promise((r) => setTimeout(r, 500));
         }
       }

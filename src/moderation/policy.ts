@@ -62,7 +62,7 @@ export interface Approval {
 const TAG_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
 /** Check a tag (`code` for a bad one). */
-export function checkTag(tag: unknown, code = 'POLICY_MALFORMED'): string {
+export function checkTag(tag: unknown, code: ErrorCode = 'POLICY_MALFORMED'): string {
   if (typeof tag !== 'string' || !TAG_RE.test(tag)) throw err(code, 'a tag matches [a-z0-9][a-z0-9-]{0,31}', { tag: String(tag).slice(0, 80) });
   return tag;
 }
