@@ -9,7 +9,7 @@ import {
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';
-import type { RelayHopCrypto } from '../crypto/relay-crypto';
+import type { RelayHopCrypto } from '../crypto/hop-crypto';
 import type { Channel } from '../link/channel';
 import { CellQueue, type QueueOwner } from './cell-queue';
 import { StreamEdge, type EdgeCircuit } from './edge';

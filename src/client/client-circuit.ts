@@ -12,7 +12,8 @@ import {
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../crypto/relay-crypto';
+import { createClientHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
+import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { Channel } from '../link/channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';

@@ -11,7 +11,8 @@ import {
   DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy,
 } from '../../src/wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../../src/crypto/ntor';
-import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../../src/crypto/relay-crypto';
+import { createClientHop, RELAY_CRYPTO_KEY_LEN } from '../../src/crypto/relay-crypto';
+import type { ClientHopCrypto } from '../../src/crypto/hop-crypto';
 import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
 import { CircIdAllocator } from '../../src/link/circ-ids';
 import { err } from '../../src/errors';
