@@ -7,7 +7,7 @@ import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
+  DestroyReason, EndReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
   encodeBegin, encodeBeginDir, encodeBeginStorage, encodeCreate2, encodeDestroy, encodeExtend2, encodeResolve,
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
@@ -205,7 +205,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
       const onClose = () => { done(); reject(err('STREAM_CLOSED', 'the stream closed before it opened')); };
       const timer = setTimeout(() => {
         done();
-        s.abort(7 /* END TIMEOUT */);
+        s.abort(EndReason.TIMEOUT);
         reject(err('STREAM_TIMEOUT', `no CONNECTED within ${timeoutMs} ms`));
       }, timeoutMs);
       s.on('connected', onConnected);
