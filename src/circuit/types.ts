@@ -41,9 +41,9 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
   allowCircuit?(ch: C): boolean;
   /**
    * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
-   * policy allows). Absent: this node never extends. Reject with a BitcloudError; codes
-   * containing IDENTITY or starting EXTEND_ map to DESTROY reason OR_IDENTITY, others to
-   * CONNECTFAILED.
+   * policy allows). Absent: this node never extends. Reject with a BitcloudError; its code
+   * picks the DESTROY reason (destroyReasonForExtendFailure in end-reasons.ts: OR_IDENTITY for
+   * the identity and address refusals, else CONNECTFAILED).
    */
   extend?(target: ExtendTarget, from: C): Promise<C>;
   /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
