@@ -10,10 +10,11 @@ import type { NodeKeys } from '../src/crypto/keys';
 import { fingerprint } from '../src/crypto/keys';
 import { parseExitPolicy, type ExitPolicy } from '../src/dir/exit-policy';
 import type { ConsensusRelay } from '../src/dir/types';
-import { CircuitSwitch, type ExtendTarget, type IncomingStream } from '../src/circuit/switch';
+import { CircuitSwitch } from '../src/circuit/switch';
+import type { ExtendTarget, IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
 import { QueueBudget } from '../src/circuit/cell-queue';
-import { EndReason } from '../src/wire/messages';
+import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
@@ -60,7 +61,7 @@ function ipOf(remote: string): string {
 }
 
 export class RelayCircuits {
-  readonly switch: CircuitSwitch;
+  readonly switch: CircuitSwitch<Channel>;
   readonly dos: DosGuard;
   readonly limits: RelayLimits;
   readonly metrics: CircuitMetrics;
@@ -88,7 +89,7 @@ export class RelayCircuits {
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
 
-    this.switch = new CircuitSwitch({
+    this.switch = new CircuitSwitch<Channel>({
       identity: this.keys().identity.publicKey,
       onionKeys: () => { const nk = this.keys(); return nk.previousOnion ? [nk.onion, nk.previousOnion] : [nk.onion]; },
       limits: this.limits,
@@ -102,7 +103,7 @@ export class RelayCircuits {
         onStream: (inc) => {
           const h = inc.kind === 'begin' ? exit : inc.kind === 'begin_dir' ? dir : storage;
           if (h) h(inc);
-          else inc.refuse(inc.kind === 'begin' ? EndReason.EXITPOLICY : inc.kind === 'begin_dir' ? EndReason.NOTDIRECTORY : EndReason.MISC);
+          else inc.refuse(UNSERVED_STREAM_REFUSAL[inc.kind]);
         },
         resolve: policy ? createResolver({ lookup: opts.lookup }) : undefined,
       },

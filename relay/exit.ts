@@ -6,8 +6,8 @@ import dns from 'node:dns';
 import { errorCode } from '../src/errors';
 import { EndReason, BeginFlag, type ResolvedAnswer } from '../src/wire/messages';
 import { exitPolicyAllows, exitPolicyAllowsAddress, parseIp, type ExitPolicy } from '../src/dir/exit-policy';
-import { endReasonForErrno } from '../src/circuit/end-reasons';
-import type { IncomingStream } from '../src/circuit/switch';
+import { endReasonForErrno, endReasonForLookupErrno } from '../src/circuit/end-reasons';
+import type { IncomingStream } from '../src/circuit/types';
 import type { CircuitStream } from '../src/circuit/stream';
 import type { CircuitMetrics } from '../src/circuit/metrics';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -79,7 +79,7 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
     }, (e: NodeJS.ErrnoException) => {
       if (inc.stream.state !== 'opening') return;
       log.debug({ code: e.code }, 'exit lookup failed');
-      refuse(inc, e.code === 'ETIMEDOUT' ? EndReason.TIMEOUT : EndReason.RESOLVEFAILED, 'resolve_failed');
+      refuse(inc, endReasonForLookupErrno(e.code), 'resolve_failed');
     });
   };
 }

@@ -1,5 +1,5 @@
-// SPEC.md §8.5 (docs/spec/08-bandwidth.md): accepted receipts → measured bandwidth per relay,
-// through the rule of src/bandwidth/rule.ts (§8.5.1),
+// SPEC.md §8.5: accepted receipts → measured bandwidth per relay, through the rule of
+// src/bandwidth/rule.ts (§8.5.1),
 // bounded so that receipts relays invent between themselves earn little. Pure and deterministic.
 import { err } from '../errors';
 import { CELL_LEN } from '../wire/cell';
