@@ -3,8 +3,10 @@
 // signed receipts); each epoch's counts go through `applyRule` (src/bandwidth/rule.ts), the same
 // function the authorities run after verifying receipts, and `allocate` (src/bandwidth/reward.ts).
 //
-//   npm run simulate -- [--json] [--relays 800] [--seeds 1,2,3] [--fractions 0.05,0.2] [--min-epochs 48]
-//        [--max-epochs 96] [--rows fabricated,amplification,sybil,onoff,capture,honest-heavy,honest]
+//   npm run simulate -- [--json] [--rule pair|dispersion] [--kappa K] [--slack S] [--owed-epochs H]
+//        [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3] [--fractions 0.05,0.2]
+//        [--min-epochs 48] [--max-epochs 96] [--workers 2] [--amp-link-slack 1000] [--sybil-size 5000000]
+//        [--on-epochs 12] [--off-epochs 12] [--rows fabricated,amplification,sybil,onoff,capture,honest-heavy,honest]
 //
 // With --json, stdout is one JSON object {"rows": [...]} and the table goes to stderr; without it the
 // table goes to stdout. The model is described in SPEC §8.8.
