@@ -3,7 +3,6 @@
 // file or folder the host names over circuits to the storage nodes. The host (which carries the
 // file key) is read here and never leaves the process: no exit, relay or storage node sees it, the
 // HTTP Host header is ignored, and the key is never logged.
-import { once } from 'node:events';
 import http from 'node:http';
 import { Duplex } from 'node:stream';
 import { err, errorCode, isBitcloudError, kindOf, isErrorCode, type BitcloudError } from '../../errors';
@@ -128,6 +127,15 @@ export function parseRequestPath(url: string): { path: string; dir: boolean } {
     return d;
   });
   return { path: parts.join('/'), dir };
+}
+
+/** Wait for 'drain' or 'close', removing both listeners after. */
+function drainOrClose(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function encodePath(p: string): string {
@@ -284,7 +292,7 @@ export class Gateway {
         sent += buf.length;
         this.metrics?.bytes.inc(buf.length);
         if (!res.write(buf)) {
-          await Promise.race([once(res, 'drain'), once(res, 'close')]);
+          await drainOrClose(res);
           if (res.destroyed) return;
         }
       }
