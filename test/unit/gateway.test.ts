@@ -93,7 +93,11 @@ beforeAll(async () => {
   await c.close();
   videoCap = await put(path.join(site, 'video.webm'), { chunkSize: 256 * KiB });
 
-  gateway = new Gateway({ makeClient: client, cacheBytes: 1024 * KiB, registry });
+  gateway = new Gateway({
+    nodes: () => storageNodesOf(stores.map((n) => n.relay)),
+    open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    cacheBytes: 1024 * KiB, registry,
+  });
   socks = await startSocks5Server({
     port: 0,
     onConnect: async (req) => {

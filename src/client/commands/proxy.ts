@@ -22,7 +22,7 @@ import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
 import { Gateway } from '../gateway/gateway';
 import { isBitcloudHost } from '../gateway/host';
-import { StorageClient, storageNodesOf } from '../storage-client';
+import { storageNodesOf } from '../storage-client';
 
 /** Observed circuit build times, in the client's data directory. */
 export const BUILD_TIMES_FILE = 'build-times.json';
@@ -111,13 +111,9 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
 
   // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
   const gateway = new Gateway({
-    makeClient: () => new StorageClient({
-      nodes: storageNodesOf(dir.relays() ?? []),
-      // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1).
-      open: async (n) => manager.openStream(await manager.buildCircuitTo(n), { kind: 'begin_storage' }),
-      requestTimeoutMs: 30_000,
-      log,
-    }),
+    nodes: () => storageNodesOf(dir.relays() ?? []),
+    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1).
+    open: async (n) => manager.openStream(await manager.buildCircuitTo(n), { kind: 'begin_storage' }),
     cacheBytes: o.gatewayCacheBytes ?? cfg.gatewayCacheBytes,
     log, registry,
   });

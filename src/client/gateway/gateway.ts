@@ -12,15 +12,19 @@ import type { Capability } from '../../storage/capability';
 import { lookupFolder, type FolderEntry } from '../../storage/folder';
 import type { Manifest } from '../../storage/manifest';
 import { isFolderManifest } from '../storage-client-folder';
-import type { StorageClient } from '../storage-client';
+import { StorageClient, type OpenStorageStream, type StorageNode } from '../storage-client';
 import { contentTypeFor } from './content-type';
 import { parseCapabilityHost } from './host';
 import { parseRange } from './http-range';
 import { BlobReader } from './reader';
 
 export interface GatewayOptions {
-  /** A fresh storage client over the current consensus (the gateway renews it, §9.16.4). */
-  makeClient: () => StorageClient;
+  /** The storage nodes of the current consensus. */
+  nodes: () => StorageNode[];
+  /** Opens a storage stream to a node (over a circuit ending at it, SPEC.md §9.13.1). */
+  open: OpenStorageStream;
+  /** Per storage request (default 30 s). */
+  requestTimeoutMs?: number;
   /** Bytes of decrypted chunks cached (default 256 MiB; 0 = none). */
   cacheBytes?: number;
   /** Renew the storage client (new circuits, forgotten dead nodes) this often. Default 10 min. */
@@ -175,10 +179,15 @@ export class Gateway {
     } : null;
   }
 
-  /** The storage client, renewed after its lifetime (new circuits; nodes marked dead get another chance). */
+  /**
+   * The storage client, renewed after its lifetime (new circuits; nodes marked dead get another
+   * chance) and whenever the consensus lists other storage nodes.
+   */
   private currentClient(): StorageClient {
     const life = this.o.clientLifetimeMs ?? 600_000;
-    if (this.client && Date.now() - this.clientBorn > life) {
+    const nodes = this.o.nodes();
+    const same = this.client && this.client.fingerprints.length === nodes.length && nodes.every((n, i) => this.client!.fingerprints[i] === n.fingerprint);
+    if (this.client && (!same || Date.now() - this.clientBorn > life)) {
       const old = this.client;
       // Requests still using it finish first (each has its own timeout).
       const t = setTimeout(() => { this.retired.delete(t); void old.close(); }, 150_000);
@@ -188,7 +197,7 @@ export class Gateway {
     }
     if (!this.client) {
       if (this.closed) throw err('STORAGE_CLIENT_CLOSED', 'the gateway is closed');
-      this.client = this.o.makeClient();
+      this.client = new StorageClient({ nodes, open: this.o.open, requestTimeoutMs: this.o.requestTimeoutMs ?? 30_000, log: this.log });
       this.clientBorn = Date.now();
     }
     return this.client;
