@@ -146,4 +146,30 @@ describe('the .bitcloud gateway of the real SOCKS proxy (SPEC.md §9.16)', () =>
     const after = metric(await scrape(net.proxy.ports.metrics), 'bitcloud_gateway_range_requests_total');
     expect(after).toBeGreaterThan(before);
   }, 300_000);
+
+  it('the authority status page draws its plots (uPlot served by the authority) and keeps its tables', async () => {
+    expect(browser).not.toBeNull();
+    const auth = net.authorities[0];
+    const page = await browser!.newPage();
+    page.setDefaultTimeout(180_000);
+    // Loopback addresses are not sent through the SOCKS proxy (Chromium's default bypass).
+    await page.goto(`http://127.0.0.1:${auth.ports.http}/`, { waitUntil: 'load', timeout: 180_000 });
+    await page.waitForFunction('document.querySelectorAll(\'[data-drawn="true"] canvas\').length >= 2', { timeout: 120_000 });
+    const drawn = await page.evaluate(`(() => {
+      const out = [];
+      for (const box of document.querySelectorAll('[data-drawn="true"]')) {
+        const c = box.querySelector('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let ink = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) ink++;
+        out.push({ id: box.id, w: c.width, ink });
+      }
+      return { plots: out, tables: document.querySelectorAll('table').length };
+    })()`) as { plots: Array<{ id: string; w: number; ink: number }>; tables: number };
+    expect(drawn.plots.map((p) => p.id)).toContain('plot-relays');
+    for (const p of drawn.plots) expect(p.ink, p.id).toBeGreaterThan(100); // lines, axes and labels were drawn
+    expect(drawn.tables).toBeGreaterThanOrEqual(3);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'status-page.png'), fullPage: true });
+    await page.close();
+  }, 300_000);
 });
