@@ -69,7 +69,7 @@ export function periodStartOf(now: number, periodSeconds: number): number {
 
 export class Authority {
   readonly store: DescriptorStore;
-  /** What the status page plots (SPEC.md §6.11). */
+  /** What the status page plots (SPEC.md §6.10). */
   readonly history: StatusHistory;
   private readonly cfg: AuthorityConfig;
   private readonly self: string;

@@ -10,7 +10,7 @@
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
-//   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.11)
+//   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
 //   GET  /static/{uplot.min.js,uplot.min.css,status-plots.js}  the page's plotting code (no CDN)
 //   GET  /                                HTML status page
 //   GET  /metrics                         Prometheus

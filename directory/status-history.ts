@@ -1,4 +1,4 @@
-// SPEC.md §6.11 (informative): the authority's own history for its status page plots. One sample
+// SPEC.md §6.10 (informative): the authority's own history for its status page plots. One sample
 // per newly published consensus (relays and storage nodes listed, each relay's weight and proven
 // cells), and one per reward block appended (height, epoch, units minted). Bounded (the newest
 // MAX_SAMPLES / MAX_BLOCKS), kept in `<dataDir>/status-history.json`, written atomically.

@@ -1,4 +1,4 @@
-// The authority status page's plots (SPEC.md §6.11), drawn with uPlot (served by the authority
+// The authority status page's plots (SPEC.md §6.10), drawn with uPlot (served by the authority
 // itself, no CDN) from GET /bitcloud/status/history. Without JavaScript the page's tables remain.
 (function () {
   'use strict';

@@ -140,7 +140,7 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.body.toString()).toContain('relay3');
     expect(page.body.toString()).toMatch(/Signed by [23] of 3/);
-    // SPEC.md §6.11: the history (tables without JavaScript; plots from the authority's own uPlot).
+    // SPEC.md §6.10: the history (tables without JavaScript; plots from the authority's own uPlot).
     expect(page.body.toString()).toContain('Last consensuses');
     expect(page.body.toString()).toContain('<script src="/static/uplot.min.js"');
     const hist = JSON.parse((await httpRequest(url(1, '/bitcloud/status/history'), { maxBytes: 1 << 20 })).body.toString()) as { samples: Array<{ relays: number }> };

@@ -1,4 +1,4 @@
-// SPEC.md §6.11: the authority's status history — one sample per new consensus, one per reward
+// SPEC.md §6.10: the authority's status history — one sample per new consensus, one per reward
 // block, bounded, saved atomically and read back after a restart.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
