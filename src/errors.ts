@@ -1,4 +1,4 @@
-// One error type for the whole project, with stable codes from a closed set (SPEC.md §0).
+// One error type for the whole project, with stable codes from a closed set (SPEC.md §0, §11.1).
 // Codes are what tests assert, what metrics count and what operators read in logs; messages are
 // for people. Every code is declared once below, in the list of its layer, together with its
 // kind; docs/errors.md says what each one means and what to do about it.
@@ -300,6 +300,7 @@ export const ERROR_CODES = {
     POLICY_BAD_ID: 'protocol_violation',
     POLICY_BAD_MODERATOR: 'bad_input',
     POLICY_BAD_SIGNATURE: 'integrity',
+    POLICY_BAD_TAG: 'bad_input',
     POLICY_CHAIN_BROKEN: 'protocol_violation',
     POLICY_CLASS_NOT_ALLOWED: 'peer_refused',
     POLICY_CONFLICT: 'integrity',
@@ -307,8 +308,10 @@ export const ERROR_CODES = {
     POLICY_EXPIRED: 'expired',
     POLICY_FETCH_FAILED: 'unreachable',
     POLICY_MALFORMED: 'protocol_violation',
+    POLICY_NOT_APPROVED: 'peer_refused',
     POLICY_NOT_ENCRYPTED: 'peer_refused',
     POLICY_NOT_FOUND: 'not_found',
+    POLICY_NOT_PUBLIC: 'bad_input',
     POLICY_NOT_YET_VALID: 'expired',
     POLICY_REPLAYED: 'peer_refused',
     POLICY_STORE_FULL: 'resource_limit',

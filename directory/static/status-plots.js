@@ -1,5 +1,6 @@
 // The authority status page's plots (SPEC.md §6.10), drawn with uPlot (served by the authority
 // itself, no CDN) from GET /bitcloud/status/history. Without JavaScript the page's tables remain.
+/* global document, uPlot */
 (function () {
   'use strict';
   var palette = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];

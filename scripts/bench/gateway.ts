@@ -5,10 +5,10 @@
 // seek latency in a 200 MiB file (a 64 KiB range at random offsets, each in a chunk not read
 // before). Baselines from the same run: TTFB of a page fetched through the same proxy and an exit
 // from a local web server, and the first byte of the large file (range 0-0).
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { BenchModule, BenchRow } from './types';
+import { randomBytes } from '../../src/crypto/primitives';
 import { curl, startContentServer, startLocalNet, viaSocks } from '../../test/helpers/localnet';
 import { runCli } from '../../test/helpers/daemon';
 
@@ -39,7 +39,7 @@ const mod: BenchModule = {
     const size = (quick ? 32 : 200) * MiB;
     say('starting the local network (npm start as a child process, six storage nodes)...');
     const net = await startLocalNet({ relays: 4, exits: 1, storage: 6, timeoutMs: 240_000 });
-    const web = await startContentServer(crypto.randomBytes(64 * 1024));
+    const web = await startContentServer(randomBytes(64 * 1024));
     const rows: BenchRow[] = [];
     try {
       const site = path.join(net.dir, 'bench-site');
@@ -50,7 +50,7 @@ const mod: BenchModule = {
       const { url } = await putJson(net.clientConfig, site);
       const big = path.join(net.dir, 'big.bin');
       const fd = fs.openSync(big, 'w');
-      for (let i = 0; i < size / MiB; i++) fs.writeSync(fd, crypto.randomBytes(MiB));
+      for (let i = 0; i < size / MiB; i++) fs.writeSync(fd, randomBytes(MiB));
       fs.closeSync(fd);
       say(`putting a ${size / MiB} MiB file through circuits...`);
       const t0 = performance.now();

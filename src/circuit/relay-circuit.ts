@@ -5,7 +5,7 @@ import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, EndReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
+  DestroyReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';

@@ -3,7 +3,7 @@
 // others, and the streams at the last hop (a StreamEdge). ClientLink dispatches the cells of
 // one guard link to the circuits on it.
 import { EventEmitter } from 'node:events';
-import { declaredCode, err, errorCode, type BitcloudError, type ErrorCode } from '../errors';
+import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {

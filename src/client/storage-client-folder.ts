@@ -11,7 +11,7 @@ import { parseCapability, type Capability } from '../storage/capability';
 import { ChunkKind } from '../storage/encode';
 import { decodeFolder, encodeFolder, FOLDER_CONTENT_TYPE, folderPathProblem, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES, type Folder, type FolderEntry } from '../storage/folder';
 import type { Manifest } from '../storage/manifest';
-import { fetchChunk, fetchManifest, getFile, type GetStats } from './storage-client-get';
+import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
 import { putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
 
@@ -87,7 +87,7 @@ export interface GetFolderResult {
 }
 
 /** Fetch a folder into `out` (created if missing). Every path stays inside `out` (FOLDER_PATH_INVALID). */
-export async function getFolder(client: StorageClient, cap: Capability, out: string, o: { manifest?: Manifest; onFile?: (p: string, i: number, total: number) => void } = {}): Promise<GetFolderResult> {
+export async function getFolder(client: StorageClient, cap: Capability, out: string, o: { manifest?: Manifest; onFile?: (p: string, i: number, total: number) => void; placementFor?: GetOptions['placementFor'] } = {}): Promise<GetFolderResult> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
   const m = o.manifest ?? await fetchManifest(client, cap, stats);
   const folder = await readFolderListing(client, cap, m, stats);
@@ -107,7 +107,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     const em = await fetchManifest(client, e.cap, stats);
     if (isFolderManifest(em)) throw err('FOLDER_NESTED', `${JSON.stringify(e.path)} names a folder; listings are flat`);
-    const r = await getFile(client, e.cap, { output: target });
+    const r = await getFile(client, e.cap, { output: target, placementFor: o.placementFor });
     size += r.size;
   }
   return { path: root, files: folder.entries.length, size };

@@ -11,7 +11,7 @@ export interface Coding {
 /** Upper bound on n: keeps manifests and placement bounded (the field itself allows 256). */
 export const MAX_SHARES_PER_CHUNK = 64;
 
-/** ARCHITECTURE §6: 4-of-6 by default; `durable` 3-of-10 survives the loss of 70% of the holders. */
+/** SPEC.md §9.3: 4-of-6 by default; `durable` 3-of-10 survives the loss of 70% of the holders. */
 export const CODING_PROFILES = {
   default: { k: 4, n: 6 },
   durable: { k: 3, n: 10 },

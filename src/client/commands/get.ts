@@ -7,6 +7,8 @@ import { fetchManifest, getFile } from '../storage-client-get';
 import { getFolder, isFolderManifest } from '../storage-client-folder';
 import { progressMode, progressReporter } from '../storage-client-progress';
 import { runStorageCommand } from '../storage-client-setup';
+import { nodesForClass } from '../../moderation/placement';
+import { authoritySource } from '../../moderation/sources';
 
 type Args = { cap: string; output?: string; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
@@ -14,17 +16,20 @@ export async function getCommand(a: Args): Promise<number> {
   const progress = progressReporter('get', progressMode(a.json));
   return runStorageCommand('get', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
     const t0 = Date.now();
+    // SPEC.md §10.8: shares of a class were placed over the nodes admitting it; ask those first.
+    const sources = session.network.dirCfg.authorities.map((x) => authoritySource(x.url));
+    const placementFor = (cls: string) => nodesForClass(session.client.nodes, cls, sources);
     // SPEC.md §9.15: a folder is fetched file by file into the folder -o names.
     const m = await fetchManifest(session.client, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
     if (isFolderManifest(m)) {
-      const f = await getFolder(session.client, cap, a.output ?? (m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${cap.manifestId.toString('hex').slice(0, 16)}`), { manifest: m });
+      const f = await getFolder(session.client, cap, a.output ?? (m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${cap.manifestId.toString('hex').slice(0, 16)}`), { manifest: m, placementFor });
       progress.stop();
       const seconds = (Date.now() - t0) / 1000;
       if (a.json) process.stdout.write(JSON.stringify({ ok: true, folder: true, path: f.path, files: f.files, size: f.size, transport: a.direct ? 'direct' : 'circuits', seconds }) + '\n');
       else process.stdout.write(f.path + '\n');
       return 0;
     }
-    const r = await getFile(session.client, cap, { output: a.output, onProgress: (d, t) => progress.update(d, t) });
+    const r = await getFile(session.client, cap, { output: a.output, placementFor, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {

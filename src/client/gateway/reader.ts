@@ -4,8 +4,8 @@
 // answered from what a right key decrypted. Concurrent requests for one chunk share one fetch.
 // A byte range is read chunk by chunk, a few chunks ahead, so memory stays bounded whatever the
 // file size and a seek fetches only the chunks it needs.
-import crypto from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { sha256 } from '../../crypto/primitives';
 import type { Capability } from '../../storage/capability';
 import { ChunkKind } from '../../storage/encode';
 import type { Folder } from '../../storage/folder';
@@ -31,7 +31,7 @@ interface OpenFile {
 }
 
 function secretKey(cap: Capability): string {
-  return crypto.createHash('sha256').update('bitcloud-gateway-cache-v1').update(cap.fileKey).update(cap.manifestId).digest('base64');
+  return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
 }
 
 export class BlobReader {
