@@ -71,6 +71,8 @@ export interface LinkCellCounter {
   onReceived(): void;
   onCircuitOpened(): void;
   onCircuitClosed(): void;
+  /** SPEC.md §8.1.7: this node wrote a circuit cell other than DESTROY on `circId`. */
+  onCircuitCarried?(circId: number): void;
 }
 
 type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed';
@@ -160,7 +162,11 @@ export class Channel extends EventEmitter {
   private count(received: boolean, circId: number, command: number): void {
     const counter = this.counter!;
     if (circId === 0) return;
-    if (received) counter.onReceived(); else counter.onSent();
+    if (received) counter.onReceived();
+    else {
+      counter.onSent();
+      if (command !== CellCommand.DESTROY) counter.onCircuitCarried?.(circId);
+    }
     if (command === CellCommand.CREATE2) counter.onCircuitOpened();
     else if (command === CellCommand.DESTROY) counter.onCircuitClosed();
   }
