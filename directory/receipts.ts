@@ -23,6 +23,7 @@ export const RECEIPT_REFUSAL_STATUS: Readonly<Record<ReceiptRefusalCode, number>
   RECEIPT_BAD_SIGNATURE: 400,
   RECEIPT_REPLAYED: 409,
   RECEIPT_CONFLICT: 409,
+  RECEIPT_COUNT_TOO_LARGE: 422,
 };
 
 export interface ReceiptRefusal { index: number; code: ReceiptRefusalCode; reason: string }

@@ -85,7 +85,16 @@ export interface MeasureInput {
   /** Bytes/s each relay had in the previous consensus (its weight; absent = 0). */
   previousWeights: ReadonlyMap<string, number>;
   params: BoundsParams;
+  /**
+   * Called for each receipt measurement skips because its counts are not non-negative integers
+   * within `maxReceiptCells` (SPEC §8.5: a bad receipt is skipped and counted, never fatal).
+   */
+  onSkip?: (rc: PairCounts, reason: string) => void;
 }
+
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** An exact sum brought back to a number; above 2^53 − 1 it saturates (bounds 4–6 cap far lower). */
+const toSafe = (b: bigint): number => Number(b > SAFE ? SAFE : b);
 
 function checkParams(p: BoundsParams): void {
   const bad = (k: string) => { throw err('RECEIPT_BAD_PARAMS', `bounds parameter ${k} is invalid`); };
@@ -95,6 +104,18 @@ function checkParams(p: BoundsParams): void {
   if (!(p.growthFactor > 0)) bad('growthFactor');
   if (!Number.isInteger(p.newRelayEpochs) || p.newRelayEpochs < 0) bad('newRelayEpochs');
   if (!(p.newRelayBandwidth >= 0) || !Number.isFinite(p.newRelayBandwidth)) bad('newRelayBandwidth');
+}
+
+/**
+ * SPEC §8.4 item 6: the fastest link a receipt may describe (100 Gbit/s, one direction). A count
+ * above what such a link carries in two epochs (a segment ends at the epoch boundary, §8.3, plus
+ * the proposal jitter) is physically impossible and refused at intake; measurement skips it.
+ */
+export const MAX_LINK_BYTES_PER_SECOND = 12_500_000_000;
+
+/** SPEC §8.4 item 6: the largest count, per direction, of one receipt in an epoch of `epochSeconds`. */
+export function maxReceiptCells(epochSeconds: number): number {
+  return Math.ceil((MAX_LINK_BYTES_PER_SECOND * 2 * epochSeconds) / CELL_LEN);
 }
 
 /** Cells a relay moving `bytesPerSecond` moves in one epoch. */
@@ -172,23 +193,29 @@ export function dispersionCredit(claims: readonly PeerClaim[], slack: number): n
 export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
   const p = input.params;
   checkParams(p);
-  // gross[r][peer] = cells r exchanged with peer over all receipts of the pair (both orientations).
-  const gross = new Map<string, Map<string, number>>();
-  const add = (r: string, peer: string, c: number) => {
-    let m = gross.get(r);
-    if (!m) gross.set(r, (m = new Map()));
-    m.set(peer, (m.get(peer) ?? 0) + c);
+  // gross[r][peer] = cells r exchanged with peer over all receipts of the pair (both orientations),
+  // summed exactly (SPEC §8.5: sums are exact; a relay pair may hold many receipts).
+  const exact = new Map<string, Map<string, bigint>>();
+  const add = (r: string, peer: string, c: bigint) => {
+    let m = exact.get(r);
+    if (!m) exact.set(r, (m = new Map()));
+    m.set(peer, (m.get(peer) ?? 0n) + c);
   };
+  const maxCells = maxReceiptCells(p.epochSeconds);
   for (const rc of input.receipts) {
     if (rc.initiator === rc.responder || !input.relays.has(rc.initiator) || !input.relays.has(rc.responder)) continue;
-    const c = rc.cellsI2R + rc.cellsR2I;
-    if (!Number.isSafeInteger(c) || c < 0 || !Number.isSafeInteger(rc.cellsI2R) || !Number.isSafeInteger(rc.cellsR2I)) {
-      throw err('RECEIPT_MALFORMED', 'receipt counts must be non-negative integers');
+    const okCount = (n: number) => Number.isSafeInteger(n) && n >= 0 && n <= maxCells;
+    if (!okCount(rc.cellsI2R) || !okCount(rc.cellsR2I)) {
+      input.onSkip?.(rc, `receipt counts must be integers in 0..${maxCells}`);
+      continue;
     }
-    if (c === 0) continue;
+    const c = BigInt(rc.cellsI2R) + BigInt(rc.cellsR2I);
+    if (c === 0n) continue;
     add(rc.initiator, rc.responder, c);
     add(rc.responder, rc.initiator, c);
   }
+  const gross = new Map<string, Map<string, number>>();
+  for (const [r, m] of exact) gross.set(r, new Map([...m].map(([peer, c]) => [peer, toSafe(c)])));
 
   let totalPrev = 0;
   for (const w of input.previousWeights.values()) if (w > 0 && Number.isFinite(w)) totalPrev += w;
@@ -209,18 +236,20 @@ export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
     const facts = input.relays.get(r)!;
     const myNet = subnet.get(r);
     const myFamily = family.get(r)!;
-    let grossCells = 0, excludedCells = 0, kept = 0;
+    let grossExact = 0n, excludedExact = 0n, keptExact = 0n;
     const claims: PeerClaim[] = [];
     for (const [peer, c] of gross.get(r)!) {
-      grossCells += c;
+      const cx = exact.get(r)!.get(peer)!;
+      grossExact += cx;
       // Bound 2 (same rule as pairExcluded, with the per-relay facts precomputed).
       if (myFamily.has(peer) || family.get(peer)!.has(r) || (myNet !== undefined && myNet === subnet.get(peer))) {
-        excludedCells += c;
+        excludedExact += cx;
         continue;
       }
-      kept += c;
+      keptExact += cx;
       claims.push({ cells: c, coefficient: coef.get(peer)! });
     }
+    const grossCells = toSafe(grossExact), excludedCells = toSafe(excludedExact), kept = toSafe(keptExact);
     let credit = Math.min(kept, Math.floor(dispersionCredit(claims, p.peerCapSlackCells)));
     const peerCappedCells = kept - credit;
     let limitedBy: RelayMeasurement['limitedBy'] = 'none';

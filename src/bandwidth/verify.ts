@@ -16,7 +16,8 @@ export type ReceiptRefusalCode =
   | 'RECEIPT_UNKNOWN_RELAY'
   | 'RECEIPT_BAD_SIGNATURE'
   | 'RECEIPT_REPLAYED'
-  | 'RECEIPT_CONFLICT';
+  | 'RECEIPT_CONFLICT'
+  | 'RECEIPT_COUNT_TOO_LARGE';
 
 declare const acceptedBrand: unique symbol;
 
@@ -61,6 +62,12 @@ export function epochAt(nowMs: number, p: { genesisMs: number; periodMs: number 
 export interface ReceiptVerifierOptions {
   membership: ConsensusMembership;
   window: UploadWindow;
+  /**
+   * SPEC §8.4 item 6: the largest count per direction one receipt may carry (what a link can
+   * physically carry in an epoch, `maxReceiptCells(period)`); above it RECEIPT_COUNT_TOO_LARGE.
+   * Absent: only the u64 bound of §8.2 applies.
+   */
+  maxCells?: number;
 }
 
 function refuse(code: ReceiptRefusalCode, reason: string): AcceptResult {
@@ -102,6 +109,11 @@ export class ReceiptVerifier {
     if (!w) return refuse('RECEIPT_UNKNOWN_EPOCH', `no upload window for epoch ${b.epoch}`);
     if (now < w.opens || now >= w.closes) {
       return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${new Date(w.opens).toISOString()} until ${new Date(w.closes).toISOString()}`);
+    }
+
+    const max = this.opts.maxCells;
+    if (max !== undefined && (b.cellsI2R > max || b.cellsR2I > max)) {
+      return refuse('RECEIPT_COUNT_TOO_LARGE', `a receipt counts at most ${max} cells each way (what a link can carry in an epoch); this one ${b.cellsI2R} and ${b.cellsR2I}`);
     }
 
     const initiator = b.initiator.toString('hex');
