@@ -30,7 +30,7 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
-import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload } from './receipts';
+import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -40,6 +40,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // Receipts too (SPEC.md §8.4): every node uploads every epoch, from shared addresses on a local network.
   const receiptLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   const receiptMetrics = createReceiptIntakeMetrics(reg);
+  const receiptGate = new UploadGate();
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -75,7 +76,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
-    if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics)];
+    if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
     if (p.startsWith(POLICY_PATH)) {
       // Moderator policies (SPEC.md §10.7.1): kept only when they verify and are newer.
       const fp = p.slice(POLICY_PATH.length);

@@ -20,7 +20,7 @@ import {
 import { verifyConsensus } from '../src/dir/consensus';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
-import { answerReceiptUpload, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
+import { answerReceiptUploadSliced, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
 import { provenSource, type BandwidthSource } from './bandwidth';
 
 export const RECEIPTS_DIR = 'receipts';
@@ -196,7 +196,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
    * before the answer goes out, so an accepted receipt survives a restart.
    */
   async accept(body: Uint8Array): Promise<ReceiptUploadAnswer> {
-    const ans = answerReceiptUpload(this.verifier, body, this.now());
+    const ans = await answerReceiptUploadSliced(this.verifier, body, this.now);
     if (ans.added.length === 0) return ans;
     const byEpoch = new Map<number, Uint8Array[]>();
     for (const a of ans.added) {

@@ -17,7 +17,15 @@ export type ReceiptRefusalCode =
   | 'RECEIPT_BAD_SIGNATURE'
   | 'RECEIPT_REPLAYED'
   | 'RECEIPT_CONFLICT'
-  | 'RECEIPT_COUNT_TOO_LARGE';
+  | 'RECEIPT_COUNT_TOO_LARGE'
+  | 'RECEIPT_TOO_MANY';
+
+/**
+ * SPEC §8.4: receipts accepted per (epoch, initiator, responder). A link proposes at most 16 times
+ * an epoch (§8.3 step 4); this leaves room for 16 links between one pair in an epoch, and bounds
+ * what any two relay identities can make an authority verify and keep.
+ */
+export const MAX_RECEIPTS_PER_PAIR_EPOCH = 256;
 
 declare const acceptedBrand: unique symbol;
 
@@ -87,6 +95,8 @@ function hasResponderSignature(r: Receipt | ReceiptProposal): r is Receipt {
  */
 export class ReceiptVerifier {
   private readonly seen = new Map<number, Map<string, AcceptedReceipt>>();
+  /** Accepted receipts per `${epoch}:${initiator}${responder}`. */
+  private readonly perPair = new Map<string, number>();
 
   constructor(private readonly opts: ReceiptVerifierOptions) {}
 
@@ -132,6 +142,11 @@ export class ReceiptVerifier {
       return refuse('RECEIPT_REPLAYED', `receipt (epoch ${b.epoch}, serial ${b.serial}) already accepted`);
     }
 
+    const pairKey = `${b.epoch}:${initiator}${responder}`;
+    if (!prior && (this.perPair.get(pairKey) ?? 0) >= MAX_RECEIPTS_PER_PAIR_EPOCH) {
+      return refuse('RECEIPT_TOO_MANY', `at most ${MAX_RECEIPTS_PER_PAIR_EPOCH} receipts per relay pair and epoch are accepted`);
+    }
+
     if (!verifyInitiatorSignature(r)) return refuse('RECEIPT_BAD_SIGNATURE', 'the initiator signature does not verify');
     if (!verifyResponderSignature(r)) return refuse('RECEIPT_BAD_SIGNATURE', 'the responder signature does not verify');
     if (prior) {
@@ -146,6 +161,7 @@ export class ReceiptVerifier {
     let m = this.seen.get(b.epoch);
     if (!m) this.seen.set(b.epoch, (m = new Map()));
     m.set(key, accepted);
+    this.perPair.set(pairKey, (this.perPair.get(pairKey) ?? 0) + 1);
     return { ok: true, receipt: accepted };
   }
 
@@ -184,6 +200,10 @@ export class ReceiptVerifier {
     for (const e of this.seen.keys()) {
       const w = this.opts.window(e);
       if (!w || now >= w.closes) { this.seen.delete(e); dropped.push(e); }
+    }
+    if (dropped.length) {
+      const gone = new Set(dropped.map(String));
+      for (const k of this.perPair.keys()) if (gone.has(k.slice(0, k.indexOf(':')))) this.perPair.delete(k);
     }
     return dropped;
   }
