@@ -11,13 +11,13 @@
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /                                HTML status page
-//   GET  /metrics                         Prometheus
+// Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
-import { serveMetrics, type Registry } from '../src/ops/metrics';
+import type { Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
@@ -135,9 +135,6 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         res.end(html);
         return ['status_page', 200];
       }
-      case '/metrics':
-        await serveMetrics(reg, req, res);
-        return ['metrics', 200];
       default:
         sendJsonError(res, 404, 'NOT_FOUND', `no such path: ${p.slice(0, 100)}`);
         return ['other', 404];

@@ -9,6 +9,7 @@ import {
 import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from './limits';
+import { DEFAULT_METRICS_HOST } from '../src/ops/metrics';
 
 export interface RelayConfig {
   dataDir: string;
@@ -36,11 +37,14 @@ export interface RelayConfig {
   limits: RelayLimits;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only; 0 = not served. */
+  metricsPort: number;
+  metricsHost: string;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
@@ -71,7 +75,7 @@ export function parseRelayLimits(v: unknown, key = 'limits'): RelayLimits {
   return out;
 }
 
-export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; nickname?: string }
+export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; metricsPort?: number; nickname?: string }
 
 export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
   noUnknownKeys(raw, KEYS, '');
@@ -116,6 +120,8 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     limits: parseRelayLimits(raw.limits),
     receipts: parseReceiptSettings(raw.receipts),
+    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
   };
 }
 

@@ -37,8 +37,9 @@ export interface StorageConfig {
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
   announceIntervalSeconds: number;
-  /** /metrics on 127.0.0.1:metricsPort; 0 = not served. */
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost (default 127.0.0.1):metricsPort; 0 = not served. */
   metricsPort: number;
+  metricsHost: string;
   maxDirectSessions: number;
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
@@ -47,7 +48,7 @@ export interface StorageConfig {
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
-  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
+  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'logLevel', 'receipts'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
@@ -105,6 +106,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     descriptorLifetimeSeconds,
     announceIntervalSeconds: int(raw.announceIntervalSeconds, 'announceIntervalSeconds', 5, 86_400, 900),
     metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsHost: str(raw.metricsHost, 'metricsHost', '127.0.0.1'),
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),

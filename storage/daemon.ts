@@ -85,7 +85,7 @@ export class StorageDaemon {
       announceIntervalMs: cfg.announceIntervalSeconds * 1000, registry: this.registry, log: this.log,
     });
     await this.dht.start();
-    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, '127.0.0.1');
+    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, cfg.metricsHost);
 
     this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),

@@ -21,7 +21,15 @@ export async function serveMetrics(reg: client.Registry, req: http.IncomingMessa
   return true;
 }
 
-/** A small HTTP server that serves only /metrics (for daemons without another HTTP port). */
+/**
+ * SPEC.md §6.10 "MetricsPort": every daemon serves /metrics only on its own MetricsPort, never on a
+ * public listener. `metricsPort` 0 (the default) serves none; `metricsHost` is 127.0.0.1 unless
+ * the operator opens it on purpose (as Tor's MetricsPort).
+ */
+export interface MetricsListen { port: number; host: string }
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
+/** A small HTTP server that serves only /metrics: the daemon's MetricsPort. */
 export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1'): Promise<http.Server> {
   const srv = http.createServer((req, res) => {
     serveMetrics(reg, req, res).then((handled) => {

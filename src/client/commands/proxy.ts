@@ -48,7 +48,9 @@ export interface ProxyHandle {
 export interface ProxyConfig {
   socksHost: string;
   socksPort: number;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost (default 127.0.0.1):metricsPort; 0 = none. */
   metricsPort: number;
+  metricsHost: string;
   enforceDistinctSubnets: boolean;
   maxCircuitDirtinessSeconds: number;
   preemptiveCircuits: number;
@@ -60,6 +62,7 @@ export function readProxyConfig(file: string): ProxyConfig {
     socksHost: typeof raw.socksHost === 'string' ? raw.socksHost : '127.0.0.1',
     socksPort: int(raw.socksPort, 'socksPort', 0, 65535, 9050),
     metricsPort: int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsHost: typeof raw.metricsHost === 'string' ? raw.metricsHost : '127.0.0.1',
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
@@ -111,7 +114,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   });
   const mp = o.metricsPort ?? cfg.metricsPort;
   let metrics: http.Server | null = null;
-  if (mp) metrics = await startMetricsServer(registry, mp, '127.0.0.1');
+  if (mp) metrics = await startMetricsServer(registry, mp, cfg.metricsHost); // SPEC.md §6.10 MetricsPort
   const metricsPort = metrics ? (metrics.address() as { port: number }).port : null;
   log.info({ socks: `${socks.address.host}:${socks.address.port}`, metricsPort }, 'SOCKS5 proxy listening');
 
