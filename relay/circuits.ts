@@ -17,7 +17,7 @@ import { EndReason } from '../src/wire/messages';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
-import { createExitHandler, createResolver, type Lookup } from './exit';
+import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
@@ -81,9 +81,11 @@ export class RelayCircuits {
     this.keys = typeof k === 'function' ? k : () => k;
     const policy: ExitPolicy | null = opts.exitPolicy == null ? null
       : Array.isArray(opts.exitPolicy) ? parseExitPolicy(opts.exitPolicy as string[], { ownAddresses: opts.ownAddresses }) : opts.exitPolicy as ExitPolicy;
+    // SPEC.md §7b.7: one bound on the name resolutions this exit runs at once, BEGIN and RESOLVE alike.
+    const gate = new ResolveGate(this.limits.maxConcurrentResolves);
     const exit = policy ? createExitHandler({
       policy, lookup: opts.lookup, connectTimeoutMs: this.limits.exitConnectTimeoutMs,
-      refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log,
+      refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log, gate,
     }) : null;
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
@@ -104,7 +106,7 @@ export class RelayCircuits {
           if (h) h(inc);
           else inc.refuse(inc.kind === 'begin' ? EndReason.EXITPOLICY : inc.kind === 'begin_dir' ? EndReason.NOTDIRECTORY : EndReason.MISC);
         },
-        resolve: policy ? createResolver({ lookup: opts.lookup }) : undefined,
+        resolve: policy ? createResolver({ lookup: opts.lookup, gate, refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics }) : undefined,
       },
     });
   }

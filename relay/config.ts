@@ -61,6 +61,8 @@ const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; inte
   maxQueuedBytes: { min: 1024 * 1024, max: 2 ** 40, integer: true },
   maxStreamsPerCircuit: { min: 1, max: 65535, integer: true },
   exitConnectTimeoutMs: { min: 100, max: 600_000, integer: true },
+  maxResolvesPerCircuit: { min: 1, max: 65535, integer: true },
+  maxConcurrentResolves: { min: 1, max: 1e6, integer: true },
 };
 
 /** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */

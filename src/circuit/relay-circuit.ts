@@ -68,8 +68,11 @@ export interface SwitchHooks {
   extend?(target: ExtendTarget, from: Channel): Promise<Channel>;
   /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
   onStream?(s: IncomingStream): void;
-  /** RESOLVE (exits only). Absent: answered with a non-transient error. */
-  resolve?(host: string): Promise<ResolvedAnswer[]>;
+  /**
+   * RESOLVE (exits only). Absent: answered with a non-transient error. `oneHop`: the circuit has
+   * a single hop from an anonymous client (SPEC.md §7b.7: refused, like BEGIN).
+   */
+  resolve?(host: string, ctx: { oneHop: boolean }): Promise<ResolvedAnswer[]>;
 }
 
 /** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
@@ -93,6 +96,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
 
   get isClosed(): boolean { return this.closed; }
   get streamCount(): number { return this.edge?.streams.size ?? 0; }
+  /** RESOLVE requests waiting for their answer (SPEC.md §7b.7). */
+  private resolving = 0;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
   /** True when a next hop exists (this node forwards). */
@@ -258,7 +263,17 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
     const hook = this.sw.hooks.resolve;
     if (!hook) { answer([{ type: 'error-nontransient', value: '', ttl: 0 }]); return; }
-    hook(host).then(answer, () => answer([{ type: 'error-transient', value: '', ttl: 0 }]));
+    // SPEC.md §7b.7: pending resolves are capped per circuit and count against its stream limit.
+    const l = this.sw.limits;
+    if (this.resolving >= l.maxResolvesPerCircuit || this.resolving + this.streamCount >= l.maxStreamsPerCircuit) {
+      this.sw.metrics.error('RESOLVE_LIMIT');
+      answer([{ type: 'error-transient', value: '', ttl: 0 }]);
+      return;
+    }
+    this.resolving++;
+    const done = (a: ResolvedAnswer[]) => { this.resolving--; answer(a); };
+    hook(host, { oneHop: this.prev.ch.peerIdentity === null && this.next === null })
+      .then(done, () => done([{ type: 'error-transient', value: '', ttl: 0 }]));
   }
 
   /** tor-spec 5.4: TRUNCATE drops the rest of the circuit; we answer TRUNCATED. */

@@ -26,12 +26,15 @@ export interface SwitchLimits {
   maxQueuedCellsPerCircuit: number;
   /** Streams one circuit may hold open at this node. */
   maxStreamsPerCircuit: number;
+  /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending at this node (they also count as streams). */
+  maxResolvesPerCircuit: number;
 }
 
 export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxCircuitsPerLink: 4096,
   maxQueuedCellsPerCircuit: 2000,
   maxStreamsPerCircuit: 512,
+  maxResolvesPerCircuit: 4,
 };
 
 export interface SwitchOptions {

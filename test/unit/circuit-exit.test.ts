@@ -27,3 +27,13 @@ describe('chooseExitAddress', () => {
     expect(chooseExitAddress(addrs.slice(1), BeginFlag.IPV6_OK, both, 80)?.family).toBe(4);
   });
 });
+
+describe('the exit\'s resolver (SPEC.md §7b.7)', () => {
+  it('localhost is loopback without a query; a name that does not exist is ENOTFOUND', async () => {
+    const { createDnsLookup } = await import('../../relay/exit');
+    const lookup = createDnsLookup({ timeoutMs: 1000, tries: 1 });
+    expect(await lookup('localhost')).toEqual([{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }]);
+    expect(await lookup('a.b.LOCALHOST.')).toHaveLength(2);
+    await expect(lookup('does-not-exist.invalid')).rejects.toMatchObject({ code: expect.stringMatching(/^(ENOTFOUND|ENODATA|ETIMEDOUT|ECONNREFUSED)$/) });
+  });
+});
