@@ -206,7 +206,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }
       const link = this.sw.attach(ch);
       if (link.closed) { this.destroy(DestroyReason.CONNECTFAILED, 'LINK_CLOSED'); return; }
-      this.nextId = ch.allocateCircId();
+      this.nextId = ch.allocateCircId((id) => link.circuits.has(id));
       this.next = link;
       link.circuits.set(this.nextId, this);
       this.sendOn(link, this.nextId, CellCommand.CREATE2, create2, this.qNext);

@@ -10,6 +10,7 @@ import { DestroyReason, HandshakeType, decodeCreate2, decodeDestroy, encodeCreat
 import { ntorServerRespond } from '../crypto/ntor';
 import { createRelayHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
 import type { Channel } from '../link/channel';
+import { CircIdAllocator } from '../link/circ-ids';
 import type { Logger } from '../ops/log';
 import { silentLogger } from '../ops/log';
 import { QueueBudget } from './cell-queue';
@@ -162,6 +163,13 @@ export class CircuitSwitch {
       // also ends the circuit that held the id, so both ends agree it is gone.
       this.metrics.error('CIRCUIT_ID_IN_USE');
       existing.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_ID_IN_USE');
+      return;
+    }
+    // SPEC.md §1.5: the peer may only open ids from its own half (the initiator's half has the
+    // high bit set). One from ours could collide with an id this node allocates later.
+    if (CircIdAllocator.isInitiatorId(circId) === link.ch.isInitiator) {
+      this.metrics.error('CIRCUIT_ID_WRONG_HALF');
+      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
       return;
     }
     if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }

@@ -122,7 +122,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
 
   /** Open a new circuit id on `link` (no cell sent yet). */
   static allocate(link: ClientLink): ClientCircuit {
-    return new ClientCircuit(link, link.ch.allocateCircId());
+    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)));
   }
 
   get isOpen(): boolean { return this.closedWith === null; }

@@ -396,7 +396,8 @@ export class Channel extends EventEmitter {
   }
 
   // ---- circuit ids (SPEC.md §1.5) ----
-  allocateCircId(): number { return this.circIds.allocate(); }
+  /** SPEC.md §1.5: a random free id of this end's half; `taken`: ids the owner holds on this link. */
+  allocateCircId(taken?: (id: number) => boolean): number { return this.circIds.allocate(taken); }
   releaseCircId(id: number): void { this.circIds.release(id); }
 
   // ---- closing (SPEC.md §1.7) ----
