@@ -100,6 +100,8 @@ export class RelayCircuits {
       onLinkCell: opts.bandwidth ? (ch, cell) => opts.bandwidth!.onLinkCell(ch, cell) : undefined,
       hooks: {
         allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        // SPEC.md §7b.7: "the previous hop is a relay" only for identities the consensus lists.
+        isListedRelay: opts.consensus ? (ch) => this.isKnownRelay(ch) : undefined,
         extend: (t, from) => this.extend(t, from),
         onStream: (inc) => {
           const h = inc.kind === 'begin' ? exit : inc.kind === 'begin_dir' ? dir : storage;

@@ -77,7 +77,7 @@ export class StorageDaemon {
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
-      bandwidth: this.bw,
+      bandwidth: this.bw, consensus: () => this.dir.consensus(),
     });
     await this.endpoint.start();
     this.dht = new NodeDht({

@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { NodeKeys } from '../src/crypto/keys';
 import { CircuitSwitch, type IncomingStream } from '../src/circuit/switch';
 import { CircuitMetrics } from '../src/circuit/metrics';
-import { createLinkListener, createLinkMetrics, type LinkListener } from '../src/link';
+import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import { createStorageDirectListener, type StorageDirectListener } from '../src/storage/direct';
 import { EndReason } from '../src/wire/messages';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -29,6 +29,11 @@ export interface StorageEndpointOptions {
   bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
   registry?: Registry;
   log?: Logger;
+  /**
+   * The node's verified consensus (SPEC.md §7b.7): a circuit counts as coming through a relay only
+   * when the previous hop's identity is listed in it. Absent: any proved identity counts (tests).
+   */
+  consensus?: () => { relays: readonly { identity: Buffer }[] } | null;
 }
 
 export class StorageEndpoint {
@@ -48,8 +53,20 @@ export class StorageEndpoint {
       log: this.log,
       onLinkCell: o.bandwidth ? (ch, cell) => o.bandwidth!.onLinkCell(ch, cell) : undefined,
       // No `extend` hook: a storage node never extends (SPEC.md §9.13); no exit, no directory.
-      hooks: { onStream: (inc) => this.onStream(inc) },
+      hooks: {
+        onStream: (inc) => this.onStream(inc),
+        isListedRelay: o.consensus ? (ch) => this.isListedRelay(ch) : undefined,
+      },
     });
+  }
+
+  private listedIndex: { of: object; ids: Set<string> } | null = null;
+  private isListedRelay(ch: Channel): boolean {
+    const id = ch.peerIdentity;
+    const c = this.o.consensus?.();
+    if (!id || !c) return false;
+    if (this.listedIndex?.of !== c) this.listedIndex = { of: c, ids: new Set(c.relays.map((r) => r.identity.toString('hex'))) };
+    return this.listedIndex.ids.has(id.toString('hex'));
   }
 
   get orPort(): number { return this.links?.port ?? 0; }

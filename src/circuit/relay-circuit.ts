@@ -60,6 +60,12 @@ export interface SwitchHooks {
   /** DoS: may this link create one more circuit now? */
   allowCircuit?(ch: Channel): boolean;
   /**
+   * SPEC.md §7b.7: is the peer of `ch` a relay — an identity listed in the node's consensus? An
+   * identity the peer proved is not enough: anyone can make one. Absent: any proved identity
+   * counts (only for nodes run without a consensus, e.g. in tests).
+   */
+  isListedRelay?(ch: Channel): boolean;
+  /**
    * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
    * policy allows). Absent: this node never extends. Reject with a BitcloudError; codes
    * containing IDENTITY or starting EXTEND_ map to DESTROY reason OR_IDENTITY, others to
@@ -240,7 +246,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     const hook = this.sw.hooks.onStream;
     const inc: IncomingStream = {
       kind, begin, stream,
-      oneHop: this.prev.ch.peerIdentity === null && this.next === null,
+      oneHop: this.isOneHop(),
       accept: (connected?: ConnectedBody) => {
         if (this.closed || stream.state !== 'opening') return;
         this.sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected(connected ?? {}));
@@ -258,6 +264,16 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     hook(inc);
   }
 
+  /**
+   * SPEC.md §7b.7: a single-hop circuit whose previous hop is not a relay listed in the consensus
+   * (an anonymous client, or one with a self-made identity).
+   */
+  private isOneHop(): boolean {
+    if (this.next !== null) return false;
+    const listed = this.sw.hooks.isListedRelay;
+    return listed ? !listed(this.prev.ch) : this.prev.ch.peerIdentity === null;
+  }
+
   private onResolve(streamId: number, data: Buffer): void {
     const host = decodeResolve(data);
     const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
@@ -272,7 +288,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     }
     this.resolving++;
     const done = (a: ResolvedAnswer[]) => { this.resolving--; answer(a); };
-    hook(host, { oneHop: this.prev.ch.peerIdentity === null && this.next === null })
+    hook(host, { oneHop: this.isOneHop() })
       .then(done, () => done([{ type: 'error-transient', value: '', ttl: 0 }]));
   }
 

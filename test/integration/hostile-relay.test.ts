@@ -6,16 +6,47 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CellCommand, type Cell } from '../../src/wire/cell';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import { ntorClientCreate } from '../../src/crypto/ntor';
-import { rawLink, startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import net from 'node:net';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { connectLink } from '../../src/link';
+import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { manualCircuit, rawLink, startRelay, type TestRelay } from '../helpers/inprocess-relays';
 
-let guard: TestRelay;
+let guard: TestRelay, middle: TestRelay, exit: TestRelay;
+const listed: ConsensusRelay[] = [];
+let echo: net.Server; let echoPort = 0;
 
 beforeAll(async () => {
   guard = await startRelay('guard', ['Guard']);
+  middle = await startRelay('middle', []);
+  // This exit knows a consensus: guard, middle and itself are the relays it lists.
+  exit = await startRelay('exit', ['Exit'], { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'], consensus: () => ({ relays: listed }) });
+  listed.push(guard.info, middle.info, exit.info);
+  echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  echoPort = (echo.address() as net.AddressInfo).port;
 });
 
 afterAll(async () => {
-  await guard?.stop();
+  for (const r of [guard, middle, exit]) await r?.stop();
+  await new Promise<void>((r) => echo?.close(() => r()));
+});
+
+describe('"the previous hop is a relay" needs an identity the consensus lists (SPEC.md §7b.7)', () => {
+  it('a client with a self-made identity on a one-hop circuit gets no BEGIN and no RESOLVE; through listed relays it does', async () => {
+    const selfMade = new ClientLink(await connectLink({ host: '127.0.0.1', port: exit.info.orPort, expectedIdentity: exit.info.identity, identity: ed25519Generate() }));
+    const c = ClientCircuit.allocate(selfMade);
+    await c.create(exit.info);
+    await expect(c.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort })).rejects.toMatchObject({ code: 'EXIT_POLICY_REJECTED' });
+    expect((await c.resolve('localhost'))[0].type).toBe('error-nontransient');
+    c.destroy();
+    selfMade.ch.close();
+    const ok = await manualCircuit([guard, middle, exit]);
+    const { stream } = await ok.openStream({ kind: 'begin', host: '127.0.0.1', port: echoPort });
+    stream.end();
+    ok.destroy();
+  });
 });
 
 describe('circuit ids (SPEC.md §1.5)', () => {
