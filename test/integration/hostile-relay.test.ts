@@ -4,6 +4,8 @@
 // hop (SPEC.md §7b.6).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CellCommand, type Cell } from '../../src/wire/cell';
+import { RelayCommand } from '../../src/wire/relay-msg';
+import { encodeConnected, encodeResolved } from '../../src/wire/messages';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import { ntorClientCreate } from '../../src/crypto/ntor';
 import net from 'node:net';
@@ -21,7 +23,11 @@ beforeAll(async () => {
   guard = await startRelay('guard', ['Guard']);
   middle = await startRelay('middle', []);
   // This exit knows a consensus: guard, middle and itself are the relays it lists.
-  exit = await startRelay('exit', ['Exit'], { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'], consensus: () => ({ relays: listed }) });
+  exit = await startRelay('exit', ['Exit'], {
+    exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'], consensus: () => ({ relays: listed }),
+    // Names under .slow.test never resolve: the client's RESOLVE stays pending at the exit.
+    lookup: (host) => (host.endsWith('.slow.test') ? new Promise(() => {}) : Promise.resolve([{ address: '127.0.0.1', family: 4 as const }])),
+  });
   listed.push(guard.info, middle.info, exit.info);
   echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
@@ -64,5 +70,32 @@ describe('circuit ids (SPEC.md §1.5)', () => {
     expect(await guard.registry.getSingleMetricAsString('bitcloud_circuit_errors_total')).toContain('code="CIRCUIT_ID_WRONG_HALF"');
     expect(link.ch.closed).toBe(false);
     link.ch.close();
+  });
+});
+
+describe('answers only from the last hop (SPEC.md §7b.6)', () => {
+  /** The middle relay's circuit for `c` (the only one it carries in this test). */
+  const middleCircuit = () => [...middle.rc.switch.circuits].find((x) => !x.isClosed)!;
+
+  it('a RESOLVED forged by a middle hop is a protocol violation: the circuit closes, the answer is never believed', async () => {
+    const c = await manualCircuit([guard, middle, exit]);
+    const answer = c.resolve('victim.slow.test');
+    const streamId = [...(c as unknown as { resolves: Map<number, unknown> }).resolves.keys()][0];
+    middleCircuit().sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved([{ type: 'ipv4', value: '6.6.6.6', ttl: 60 }]));
+    try {
+      await expect(answer).rejects.toMatchObject({ code: expect.stringMatching(/RELAY_PROTOCOL|CIRCUIT_/) });
+    } finally {
+      c.destroy();
+    }
+    for (let i = 0; i < 500 && middle.rc.switch.circuits.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  });
+
+  it('a CONNECTED forged by a middle hop closes the circuit too', async () => {
+    const c = await manualCircuit([guard, middle, exit]);
+    const opening = c.openStream({ kind: 'begin', host: 'x.slow.test', port: 80 });
+    const streamId = [...c.edge.streams.keys()][0];
+    middleCircuit().sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected({}));
+    await expect(opening).rejects.toBeTruthy();
+    c.destroy();
   });
 });
