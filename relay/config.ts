@@ -40,11 +40,13 @@ export interface RelayConfig {
   /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only; 0 = not served. */
   metricsPort: number;
   metricsHost: string;
+  /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
+  onionKeyRotationSeconds: number;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
@@ -124,6 +126,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     receipts: parseReceiptSettings(raw.receipts),
     metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
+    onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
   };
 }
 

@@ -7,8 +7,8 @@
 // `RelayHooks.onChannel` (extra per-link behaviour: a storage node, tests). An authority's
 // reachability test needs only the completed handshake.
 import http from 'node:http';
-import { err } from '../src/errors';
-import { loadOrCreateNodeKeys, type NodeKeys } from '../src/crypto/keys';
+import { err, errorCode } from '../src/errors';
+import { loadOrCreateNodeKeys, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import type { Logger } from '../src/ops/log';
 import { startMetricsServer, type Registry } from '../src/ops/metrics';
@@ -52,6 +52,7 @@ export class RelayDaemon {
   private listener: LinkListener | null = null;
   private http: http.Server | null = null;
   private metricsServer: http.Server | null = null;
+  private rotation: { stop(): void } | null = null;
   private publisher: DescriptorPublisher | null = null;
   private circuits: RelayCircuits | null = null;
   private bw: NodeBandwidth | null = null;
@@ -79,7 +80,19 @@ export class RelayDaemon {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
+    // SPEC.md §3.3: rotate the onion key while running (the previous one keeps answering CREATE2
+    // for one more period) and publish the new one at once.
+    this.rotation = startOnionRotation(cfg.dataDir, {
+      onionRotationMs, current: () => this.keys!,
+      onRotate: (k) => {
+        this.keys = k;
+        this.log.info({ createdAt: new Date(k.onionCreatedAt).toISOString() }, 'onion key rotated');
+        void this.publisher?.republishNow().catch(() => {});
+      },
+      onError: (e) => this.log.warn({ code: errorCode(e) }, 'onion key rotation failed; keeping the current key'),
+    });
     const ctx = this.context();
     // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
     const bw = this.bw = new NodeBandwidth({
@@ -115,6 +128,7 @@ export class RelayDaemon {
   }
 
   async stop(): Promise<void> {
+    this.rotation?.stop();
     this.publisher?.stop();
     this.mirror.stop();
     await this.hooks.onStop?.();

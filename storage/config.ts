@@ -37,6 +37,8 @@ export interface StorageConfig {
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
   announceIntervalSeconds: number;
+  /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
+  onionKeyRotationSeconds: number;
   /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost (default 127.0.0.1):metricsPort; 0 = not served. */
   metricsPort: number;
   metricsHost: string;
@@ -48,7 +50,7 @@ export interface StorageConfig {
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
-  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
+  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'logLevel', 'receipts'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
@@ -105,6 +107,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
     announceIntervalSeconds: int(raw.announceIntervalSeconds, 'announceIntervalSeconds', 5, 86_400, 900),
+    onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
     metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
     metricsHost: str(raw.metricsHost, 'metricsHost', '127.0.0.1'),
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),

@@ -3,7 +3,7 @@
 // (dht.ts), the consensus it follows (DirKeeper), the descriptor publisher and /metrics.
 // Protocol logic lives in the modules it starts.
 import type http from 'node:http';
-import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../src/crypto/keys';
+import { loadOrCreateNodeKeys, fingerprint, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
@@ -32,6 +32,7 @@ export class StorageDaemon {
   private dht: NodeDht | null = null;
   private publisher: DescriptorPublisher | null = null;
   private metricsServer: http.Server | null = null;
+  private rotation: { stop(): void } | null = null;
   readonly dir: DirKeeper;
 
   constructor(
@@ -57,7 +58,14 @@ export class StorageDaemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     // Keys on first start (mode 0600 in a 0700 data dir), never logged.
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
+    // SPEC.md §3.3: rotate the onion key while running and publish the new one at once.
+    this.rotation = startOnionRotation(cfg.dataDir, {
+      onionRotationMs, current: () => this.keys!,
+      onRotate: (k) => { this.keys = k; this.log.info({}, 'onion key rotated'); void this.publisher?.republishNow().catch(() => {}); },
+      onError: (e) => this.log.warn({ err: (e as Error).message }, 'onion key rotation failed; keeping the current key'),
+    });
     this.store = await ShareStore.open({
       dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,
@@ -110,6 +118,7 @@ export class StorageDaemon {
 
   /** SIGTERM: stop publishing and accepting, let in-flight writes reach the disk, close the store. */
   async stop(): Promise<void> {
+    this.rotation?.stop();
     this.publisher?.stop();
     this.dir.stop();
     await this.dht?.stop();

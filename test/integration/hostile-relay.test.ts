@@ -99,3 +99,47 @@ describe('answers only from the last hop (SPEC.md §7b.6)', () => {
     c.destroy();
   });
 });
+
+describe('onion keys rotate while the relay runs (SPEC.md §3.3)', () => {
+  it('a running relay makes a new onion key when the old one is due, and still answers CREATE2 for the previous one', async () => {
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const fsp = await import('node:fs/promises');
+    const { parseRelayConfig } = await import('../../relay/config');
+    const { RelayDaemon } = await import('../../relay/daemon');
+    const { loadOrCreateNodeKeys, fingerprint } = await import('../../src/crypto/keys');
+    const { silentLogger } = await import('../../src/ops/log');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-rotate-'));
+    const cfg = parseRelayConfig({
+      dataDir: dir, orPort: 0, onionKeyRotationSeconds: 2,
+      authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }],
+    }, dir);
+    const d = new RelayDaemon(cfg, silentLogger, createRegistry('relay-rotate'));
+    await d.start();
+    try {
+      const first = await loadOrCreateNodeKeys(dir);
+      let now = first;
+      for (let i = 0; i < 1000 && now.onion.publicKey.equals(first.onion.publicKey); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        now = await loadOrCreateNodeKeys(dir);
+      }
+      expect(now.onion.publicKey.equals(first.onion.publicKey)).toBe(false);
+      expect(now.previousOnion?.publicKey.equals(first.onion.publicKey)).toBe(true);
+      // Both the new key and the one just replaced open circuits at the running relay.
+      for (const onionKey of [now.onion.publicKey, first.onion.publicKey]) {
+        const target = {
+          identity: now.identity.publicKey, fingerprint: fingerprint(now.identity.publicKey), onionKey, address: '127.0.0.1', orPort: d.ports.orPort,
+        };
+        const link = new ClientLink(await connectLink({ host: '127.0.0.1', port: d.ports.orPort, expectedIdentity: now.identity.publicKey }));
+        const c = ClientCircuit.allocate(link);
+        await c.create(target);
+        c.destroy();
+        link.ch.close();
+      }
+    } finally {
+      await d.stop();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
