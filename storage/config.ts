@@ -1,5 +1,5 @@
 // The storage node's configuration: one JSON file plus flags; defaults in one place; every
-// refusal names the bad key (STYLE.md §11). See docs/spec/09-storage.md §9.13.1 for the meaning
+// refusal names the bad key (SPEC.md §11.5). See SPEC.md §9.13.3 for the meaning
 // of each setting.
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
@@ -29,10 +29,12 @@ export interface StorageConfig {
   bandwidth: number;
   family: string[];
   moderators: string[];
-  /** ARCHITECTURE §7: subscribe to nobody; store only encrypted content, only from circuits. */
+  /** SPEC.md §10.6: subscribe to nobody; store only encrypted content, only from circuits. */
   unmoderated: boolean;
   /** How often subscribed moderators' policies are fetched (SPEC.md §10.6.1). */
   policyRefreshSeconds: number;
+  /** Allow-only classes (SPEC.md §10.6): stored only when a subscribed moderator approved the content. */
+  approvedOnly: string[];
   authorities: AuthorityInfo[];
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
@@ -49,7 +51,7 @@ export interface StorageConfig {
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
-  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
+  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'logLevel', 'receipts'] as const;
 
@@ -103,6 +105,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     moderators: strList(raw.moderators, 'moderators').map((f, i) => fingerprintField(f, `moderators[${i}]`)),
     unmoderated: unmoderatedField(raw),
     policyRefreshSeconds: int(raw.policyRefreshSeconds, 'policyRefreshSeconds', 1, 86_400, 600),
+    approvedOnly: approvedOnlyField(raw),
     authorities: parseAuthorityList(raw.authorities, 'authorities'),
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
@@ -114,6 +117,15 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),
   };
+}
+
+/** Allow-only classes: valid class names, and only with moderators (someone must approve). */
+function approvedOnlyField(raw: Record<string, unknown>): string[] {
+  const list = strList(raw.approvedOnly, 'approvedOnly');
+  list.forEach((c, i) => { if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(c)) configError(`approvedOnly[${i}]`, 'a content class matches [a-z0-9][a-z0-9-]{0,63}'); });
+  const mods = Array.isArray(raw.moderators) ? raw.moderators.length : 0;
+  if (list.length > 0 && mods === 0) configError('approvedOnly', 'needs at least one entry in moderators (someone must approve the content)');
+  return list;
 }
 
 /** `unmoderated: true` and a non-empty `moderators` exclude each other; neither means unmoderated. */

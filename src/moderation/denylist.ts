@@ -7,7 +7,7 @@
 // so the published list does not advertise what it blocks: fetching content needs the id, and
 // the id cannot be recovered from the entry. A node that is asked for an id computes its entry
 // and looks it up. This is the construction of the IPFS compact denylist (hash of the CID).
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { base32Decode, parseCapability } from '../storage/capability';
 
@@ -20,6 +20,14 @@ const BASE32_52 = /^[a-z2-7]{52}$/;
 export function denyEntry(id: Uint8Array): Buffer {
   if (id.length !== 32) throw err('POLICY_BAD_ID', `a share or manifest id is 32 bytes, got ${id.length}`);
   return blake2b([LABEL, id], DENY_ENTRY_BYTES);
+}
+
+const ALLOW_LABEL = Buffer.from('bitcloud-allow-v1', 'ascii');
+
+/** SPEC.md §10.3.2: the allowlist entry of a share id of an approved file. */
+export function allowEntry(id: Uint8Array): Buffer {
+  if (id.length !== 32) throw err('POLICY_BAD_ID', `a share or manifest id is 32 bytes, got ${id.length}`);
+  return blake2b([ALLOW_LABEL, id], DENY_ENTRY_BYTES);
 }
 
 /**
@@ -45,7 +53,7 @@ export function parseDenyTarget(text: string): Buffer {
 }
 
 /** Concatenated 32-byte entries → sorted distinct list check. Used by the policy decoder. */
-export function splitEntries(packed: Buffer, field: string, code = 'POLICY_MALFORMED'): Buffer[] {
+export function splitEntries(packed: Buffer, field: string, code: ErrorCode = 'POLICY_MALFORMED'): Buffer[] {
   if (packed.length % DENY_ENTRY_BYTES !== 0) throw err(code, `${field}: length is not a multiple of ${DENY_ENTRY_BYTES}`, { field });
   const out: Buffer[] = [];
   for (let off = 0; off < packed.length; off += DENY_ENTRY_BYTES) {
@@ -70,21 +78,27 @@ export function packEntries(entries: Iterable<Uint8Array>): Buffer {
 export class DenySet {
   private readonly set: ReadonlySet<string>;
 
-  private constructor(set: ReadonlySet<string>) { this.set = set; }
+  private constructor(set: ReadonlySet<string>, private readonly entryOf: (id: Uint8Array) => Buffer) { this.set = set; }
 
-  static readonly EMPTY = new DenySet(new Set());
+  static readonly EMPTY = new DenySet(new Set(), denyEntry);
 
-  static of(entries: Iterable<Uint8Array>): DenySet {
+  /** A set of entries made with `entryOf` (denyEntry for denylists, allowEntry for allowlists). */
+  static of(entries: Iterable<Uint8Array>, entryOf: (id: Uint8Array) => Buffer = denyEntry): DenySet {
     const s = new Set<string>();
     for (const e of entries) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s);
+    return new DenySet(s, entryOf);
   }
 
   get size(): number { return this.set.size; }
 
-  /** True when the raw share or manifest id is denied. */
+  /** True when the raw share or manifest id is listed (denied, for a denylist). */
   deniesId(id: Uint8Array): boolean {
-    return this.set.size > 0 && this.set.has(denyEntry(id).toString('hex'));
+    return this.set.size > 0 && this.set.has(this.entryOf(id).toString('hex'));
+  }
+
+  /** True when the raw id is listed (allowed, for an allowlist). */
+  hasId(id: Uint8Array): boolean {
+    return this.deniesId(id);
   }
 
   /** True when the (already double-hashed) entry is listed. */
@@ -97,7 +111,7 @@ export class DenySet {
     const s = new Set(this.set);
     for (const e of remove) s.delete(Buffer.from(e).toString('hex'));
     for (const e of add) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s);
+    return new DenySet(s, this.entryOf);
   }
 
   /** Entries in ascending order (bytes). */
