@@ -47,6 +47,10 @@ export function createDnsLookup(o: { timeoutMs?: number; tries?: number } = {}):
   return async (host) => {
     const h = host.toLowerCase().replace(/\.$/, '');
     if (h === 'localhost' || h.endsWith('.localhost')) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+    // The numeric forms getaddrinfo accepts ("167772161", "0x7f.1", "10.1") are addresses, not
+    // names: answered as the address they stand for, which the exit policy then judges.
+    const numeric = inetAton(h);
+    if (numeric !== null) return [{ address: numeric, family: 4 }];
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(Object.assign(new Error('lookup timed out'), { code: 'ETIMEDOUT' })), DNS_TIMEOUT_MS);
@@ -65,6 +69,28 @@ export function createDnsLookup(o: { timeoutMs?: number; tries?: number } = {}):
       clearTimeout(timer);
     }
   };
+}
+
+/** inet_aton(3): 1 to 4 parts, each decimal, 0x-hex or 0-octal, the last filling the rest; else null. */
+export function inetAton(s: string): string | null {
+  if (!/^[0-9a-fx.]+$/i.test(s)) return null;
+  const parts = s.split('.');
+  if (parts.length > 4 || parts.some((p) => p === '')) return null;
+  const nums: number[] = [];
+  for (const p of parts) {
+    let n: number;
+    if (/^0x[0-9a-f]*$/i.test(p)) n = p.length === 2 ? 0 : parseInt(p.slice(2), 16);
+    else if (/^0[0-7]*$/.test(p)) n = parseInt(p, 8) || 0;
+    else if (/^[1-9][0-9]*$/.test(p)) n = Number(p);
+    else return null;
+    nums.push(n);
+  }
+  const last = nums.pop()!;
+  if (nums.some((n) => n > 255) || last >= 2 ** (8 * (4 - nums.length))) return null;
+  let v = 0;
+  for (const n of nums) v = v * 256 + n;
+  v = v * 2 ** (8 * (4 - nums.length)) + last;
+  return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
 }
 
 export const defaultLookup: Lookup = createDnsLookup();
