@@ -100,11 +100,14 @@ async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target:
   })();
   // Meanwhile an honest client on 127.0.0.2 builds circuits through the flooded relay and downloads.
   let honestOk = 0, honestFail = 0, honestBytes = 0;
+  const honestCodes = new Map<string, number>();
   const honest = (async () => {
     const end = Date.now() + (quick ? 10_000 : 30_000);
     while (Date.now() < end) {
+      let l: ClientLink | null = null;
       try {
-        const c = ClientCircuit.allocate(new ClientLink(await link(relay, '127.0.0.2')));
+        l = new ClientLink(await link(relay, '127.0.0.2'));
+        const c = ClientCircuit.allocate(l);
         await c.create(hopOf(relay));
         await c.extend(hopOf(middle));
         await c.extend(hopOf(exit));
@@ -119,8 +122,12 @@ async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target:
         honestBytes += got;
         if (got >= body.length) honestOk++; else honestFail++;
         c.destroy();
-      } catch {
+      } catch (e) {
         honestFail++;
+        const code = (e as { code?: string }).code ?? 'ERROR';
+        honestCodes.set(code, (honestCodes.get(code) ?? 0) + 1);
+      } finally {
+        l?.ch.close();
       }
     }
   })();
@@ -135,7 +142,7 @@ async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target:
     { group: G, name: 'CREATE2 flood: answered CREATED2 (within the bucket)', value: outcome.created, unit: 'circuits' },
     { group: G, name: 'CREATE2 flood: refused DESTROY(RESOURCELIMIT)', value: outcome.refused, unit: 'circuits' },
     { group: G, name: 'CREATE2 flood: relay RSS growth (peak − before)', value: (peakRss - rss0) / MiB, unit: 'MiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
-    { group: G, name: 'CREATE2 flood: honest client (127.0.0.2) 3-hop downloads completed', value: honestOk, unit: 'downloads', note: `${honestFail} failed, ${(honestBytes / MiB).toFixed(1)} MiB` },
+    { group: G, name: 'CREATE2 flood: honest client (127.0.0.2) 3-hop downloads completed', value: honestOk, unit: 'downloads', note: `${honestFail} failed (${[...honestCodes].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), ${(honestBytes / MiB).toFixed(1)} MiB` },
   );
 }
 
