@@ -8,7 +8,7 @@ import {
 } from '../src/dir/config-fields';
 import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
-import { DEFAULT_RELAY_LIMITS, type RelayLimits } from './limits';
+import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
 import { DEFAULT_METRICS_HOST } from '../src/ops/metrics';
 
 export interface RelayConfig {
@@ -49,7 +49,7 @@ const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort
   'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds'] as const;
 
 /**
- * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
+ * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, src/circuit/dos-limits.ts).
  * The per-circuit queue must hold more than one circuit window (1000 cells), or a sender that
  * fills its window toward a congested link would get its circuit killed.
  */

@@ -13,6 +13,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/circuit'),
   () => import('./bench/moderation'),
   () => import('./bench/hostile'),
+  () => import('./bench/gateway'),
 ];
 
 function arg(name: string): string | undefined {

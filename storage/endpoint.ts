@@ -5,7 +5,8 @@
 // sessions on the storage port (src/storage/direct.ts). Both feed the same handler.
 import type { Duplex } from 'node:stream';
 import type { NodeKeys } from '../src/crypto/keys';
-import { CircuitSwitch, type IncomingStream } from '../src/circuit/switch';
+import { CircuitSwitch } from '../src/circuit/switch';
+import type { IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import { createStorageDirectListener, type StorageDirectListener } from '../src/storage/direct';
@@ -16,7 +17,7 @@ import { allowAll, type PolicyCheck } from './handler';
 import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, resolveRelayLimits, type RelayLimits } from '../relay/limits';
+import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -48,7 +49,7 @@ function ipOf(remote: string): string {
 }
 
 export class StorageEndpoint {
-  readonly switch: CircuitSwitch;
+  readonly switch: CircuitSwitch<Channel>;
   private links: LinkListener | null = null;
   private direct: StorageDirectListener | null = null;
   private readonly sessions = new Set<Duplex>();
@@ -60,7 +61,7 @@ export class StorageEndpoint {
     this.log = o.log ?? silentLogger;
     const limits = resolveRelayLimits(o.limits);
     this.dos = new DosGuard(limits);
-    this.switch = new CircuitSwitch({
+    this.switch = new CircuitSwitch<Channel>({
       identity: o.keys().identity.publicKey,
       onionKeys: () => { const k = o.keys(); return k.previousOnion ? [k.onion, k.previousOnion] : [k.onion]; },
       metrics: o.registry ? CircuitMetrics.for(o.registry) : new CircuitMetrics(),

@@ -7,14 +7,13 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { BenchModule, BenchRow } from './types';
-import { randomBytes } from '../../src/crypto/primitives';
+import { randomBytes, sha256 } from '../../src/crypto/primitives';
 import { connectLink, type Channel } from '../../src/link';
 import { CellCommand, type Cell } from '../../src/wire/cell';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import { ntorClientCreate } from '../../src/crypto/ntor';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
 import type { ConsensusRelay } from '../../src/dir/types';
-import { createHash } from 'node:crypto';
 import {
   metric, rssBytes, scrape, startContentServer, startLocalNet, type LocalNet, type NetNode,
 } from '../../test/helpers/localnet';
@@ -80,7 +79,7 @@ async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target:
   for (const ch of links) {
     ch.on('cell', (c: Cell) => {
       if (c.command === CellCommand.CREATED2) outcome.created++;
-      else if (c.command === CellCommand.DESTROY) (decodeDestroy(c.payload) === DestroyReason.RESOURCELIMIT ? outcome.refused++ : outcome.other++);
+      else if (c.command === CellCommand.DESTROY) { if (decodeDestroy(c.payload) === DestroyReason.RESOURCELIMIT) outcome.refused++; else outcome.other++; }
     });
   }
   const perLink = quick ? 500 : 2000;
@@ -168,7 +167,7 @@ async function manyCircuits(consensus: ConsensusRelay[], target: NetNode, quick:
   const rss1 = rssBytes(target.pid);
   const open = metric(await scrape(target.ports.metrics), 'bitcloud_circuits_open');
   for (const c of circs) c.destroy();
-  for (const l of links) l.ch.destroy();
+  for (const l of links) l.ch.close();
   rows.push(
     { group: G, name: `${n} concurrent circuits through one relay: built`, value: circs.length, unit: 'circuits', note: `${failed} failed; ${open} open per the relay's metrics; ${(ms / 1000).toFixed(1)} s to build` },
     { group: G, name: 'memory per open circuit at the relay (RSS delta / circuits)', value: circs.length ? (rss1 - rss0) / circs.length / 1024 : 0, unit: 'KiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
@@ -289,7 +288,7 @@ const mod: BenchModule = {
     try {
       const consensus = (await net0.consensus()).relays;
       const plain = net0.relays.filter((r) => r.role === 'relay');
-      const sha = createHash('sha256').update(body).digest('hex').slice(0, 8);
+      const sha = sha256(body).toString('hex').slice(0, 8);
       process.stderr.write(`hostile: network up (${consensus.length} relays listed), body ${sha}\n`);
       const step = async (name: string, f: () => Promise<void>) => {
         try { await f(); } catch (e) { rows.push({ group: G, name: `${name}: not measured`, value: 0, unit: '', note: String((e as Error).message ?? e) }); }
