@@ -1,0 +1,134 @@
+// The fuzzing engine that runs inside one worker thread for one target: fast-check generates the
+// inputs (raw random bytes, and mutations of the target's valid seeds), each is decoded, and
+// every outcome that is not "returned" or "threw a BitcloudError" is reported as a finding.
+//
+// The allocation bound (SPEC.md §0 "bad input"): decoding an input of L bytes may grow the V8 heap
+// plus ArrayBuffer (external) memory by at most ALLOC_BOUND(L) = 8 MiB + 1024 × L, measured with
+// v8.getHeapStatistics() (used_heap_size + external_memory) immediately before the call and right
+// after it while the decoded result is still referenced. A decoder that sizes a buffer from a
+// length field in the input (4 GiB "because the header said so") exceeds it at once, or throws a
+// RangeError, which is a finding too. Garbage collection during the call can only lower the
+// measured growth, so the check has no false positives from GC; allocations that are made and
+// reclaimed inside one call are not seen.
+import v8 from 'node:v8';
+import fc from 'fast-check';
+import { isBitcloudError } from '../../src/errors';
+import type { FuzzTarget } from './targets';
+
+export const ALLOC_BOUND = (len: number): number => 8 * 1024 * 1024 + 1024 * len;
+
+export interface Finding {
+  kind: 'throw' | 'alloc' | 'hang';
+  /** Short and stable: the error's name and first line of message, or the bound that was passed. */
+  signature: string;
+  input: Buffer;
+  detail: string;
+}
+
+/** Values that make length fields and counters interesting. */
+const INTERESTING_U32 = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+const INTERESTING_U8 = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
+
+type Op =
+  | { k: 'flip'; at: number; bit: number }
+  | { k: 'set'; at: number; v: number }
+  | { k: 'u32'; at: number; v: number; le: boolean }
+  | { k: 'insert'; at: number; data: Uint8Array }
+  | { k: 'delete'; at: number; n: number }
+  | { k: 'dup'; at: number; n: number; to: number }
+  | { k: 'truncate'; at: number }
+  | { k: 'splice'; at: number; other: number; from: number; n: number }
+  | { k: 'varint'; at: number; n: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ k: fc.constant('flip' as const), at: fc.nat(), bit: fc.nat(7) }) },
+  { weight: 3, arbitrary: fc.record({ k: fc.constant('set' as const), at: fc.nat(), v: fc.oneof(fc.constantFrom(...INTERESTING_U8), fc.nat(255)) }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('u32' as const), at: fc.nat(), v: fc.constantFrom(...INTERESTING_U32), le: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('insert' as const), at: fc.nat(), data: fc.uint8Array({ minLength: 1, maxLength: 16 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('delete' as const), at: fc.nat(), n: fc.integer({ min: 1, max: 64 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('dup' as const), at: fc.nat(), n: fc.integer({ min: 1, max: 64 }), to: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('truncate' as const), at: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('splice' as const), at: fc.nat(), other: fc.nat(), from: fc.nat(), n: fc.integer({ min: 1, max: 256 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('varint' as const), at: fc.nat(), n: fc.integer({ min: 1, max: 10 }) }) },
+);
+
+function applyOps(seed: Uint8Array, ops: readonly Op[], seeds: readonly Uint8Array[], maxLen: number): Buffer {
+  let b = Buffer.from(seed);
+  for (const op of ops) {
+    const L = b.length;
+    const at = L === 0 ? 0 : op.at % L;
+    switch (op.k) {
+      case 'flip': if (L) b[at] ^= 1 << op.bit; break;
+      case 'set': if (L) b[at] = op.v; break;
+      case 'u32':
+        if (L >= 4) { const p = op.at % (L - 3); if (op.le) b.writeUInt32LE(op.v, p); else b.writeUInt32BE(op.v, p); }
+        break;
+      case 'insert': b = Buffer.concat([b.subarray(0, at), op.data, b.subarray(at)]); break;
+      case 'delete': b = Buffer.concat([b.subarray(0, at), b.subarray(at + op.n)]); break;
+      case 'dup': { const part = b.subarray(at, at + op.n); const to = L === 0 ? 0 : op.to % L; b = Buffer.concat([b.subarray(0, to), part, b.subarray(to)]); break; }
+      case 'truncate': b = b.subarray(0, at); break;
+      case 'splice': {
+        const o = seeds[op.other % seeds.length];
+        const from = o.length === 0 ? 0 : op.from % o.length;
+        b = Buffer.concat([b.subarray(0, at), o.subarray(from, from + op.n), b.subarray(at)]);
+        break;
+      }
+      case 'varint': // a protobuf varint that never ends (or ends late): 0xff…
+        b = Buffer.concat([b.subarray(0, at), Buffer.alloc(op.n, 0xff), b.subarray(at)]);
+        break;
+    }
+    if (b.length > maxLen) b = b.subarray(0, maxLen);
+  }
+  return b;
+}
+
+/** The input generator for one target: mostly mutated seeds, some raw bytes. */
+export function inputArbitrary(seeds: readonly Buffer[], maxLen: number): fc.Arbitrary<Buffer> {
+  const raw = fc.uint8Array({ maxLength: maxLen, size: 'medium' }).map((u) => Buffer.from(u.buffer, u.byteOffset, u.length));
+  if (seeds.length === 0) return raw;
+  const mutated = fc.tuple(fc.nat(seeds.length - 1), fc.array(opArb, { minLength: 1, maxLength: 8 }))
+    .map(([i, ops]) => applyOps(seeds[i], ops, seeds, maxLen));
+  const prefix = fc.tuple(fc.nat(seeds.length - 1), fc.uint8Array({ maxLength: 64 }))
+    .map(([i, tail]) => { const s = seeds[i]; return Buffer.concat([s.subarray(0, Math.min(s.length, 1 + (tail.length * 37) % (s.length + 1))), tail]).subarray(0, maxLen); });
+  return fc.oneof({ weight: 1, arbitrary: raw }, { weight: 6, arbitrary: mutated }, { weight: 1, arbitrary: prefix });
+}
+
+function describeError(e: unknown): { signature: string; detail: string } {
+  if (e instanceof Error) {
+    const first = (e.message || '').split('\n')[0].slice(0, 160);
+    // Numbers in messages (offsets, lengths) would make every input its own signature.
+    return { signature: `${e.name}: ${first.replace(/\d+/g, 'N')}`, detail: (e.stack ?? `${e.name}: ${e.message}`).split('\n').slice(0, 8).join('\n') };
+  }
+  return { signature: `non-error thrown: ${typeof e}`, detail: String(e) };
+}
+
+/**
+ * Decode one input and judge it. Returns null (fine) or a finding. `onStart` is called with the
+ * input right before the decoder runs (the watchdog's view of what is running).
+ */
+export async function runOne(t: FuzzTarget, input: Buffer): Promise<Finding | null> {
+  const h0 = v8.getHeapStatistics();
+  const before = h0.used_heap_size + h0.external_memory;
+  let result: unknown;
+  try {
+    result = t.decode(input);
+    if (result instanceof Promise) result = await result;
+  } catch (e) {
+    if (isBitcloudError(e)) return null;
+    const d = describeError(e);
+    return { kind: 'throw', signature: d.signature, input, detail: d.detail };
+  }
+  const h1 = v8.getHeapStatistics();
+  const grew = h1.used_heap_size + h1.external_memory - before;
+  keep(result);
+  if (grew > ALLOC_BOUND(input.length)) {
+    return { kind: 'alloc', signature: `allocation over bound`, input, detail: `decoding ${input.length} bytes grew heap+external memory by ${grew} bytes (bound ${ALLOC_BOUND(input.length)})` };
+  }
+  return null;
+}
+
+// Hold the last result until after the measurement (so the allocation is still referenced).
+let sink: unknown;
+function keep(v: unknown): void { sink = v; }
+export function dropSink(): void { sink = undefined; }
+void sink;
