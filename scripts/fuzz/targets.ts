@@ -256,10 +256,10 @@ function contentOf(raw: Buffer, max: number): Buffer {
 function rewardSeeds(): { block: Buffer; signed: Buffer; bundle: Buffer } {
   const allocations = new Map([[relayKey.publicKey.toString('hex'), 600n], [otherRelay.publicKey.toString('hex'), 400n]]);
   const sorted = new Map([...allocations].sort(([a], [b]) => (a < b ? -1 : 1)));
-  const block = encodeRewardBlock({ height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 30_000_000, minted: 1000n, allocations: sorted });
+  const block = encodeRewardBlock({ height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 30_000_000, minted: 1000n, allocations: sorted });
   const sigs = auths().map((a) => signRewardBlock(block, a.id.publicKey, a.signer.signingKey));
   const signed = encodeSignedRewardBlock(block, sigs);
-  const block2 = encodeRewardBlock({ height: 2, previousHash: rewardBlockHash(block), epoch: 30_000_001, minted: 0n, allocations: new Map() });
+  const block2 = encodeRewardBlock({ height: 1, previousHash: rewardBlockHash(block), epoch: 30_000_001, minted: 0n, allocations: new Map() });
   const signed2 = encodeSignedRewardBlock(block2, auths().map((a) => signRewardBlock(block2, a.id.publicKey, a.signer.signingKey)));
   const bundle = encodeRewardChainBundle(2, auths().map((a) => a.signer.certificate), [signed, signed2]);
   return { block, signed, bundle };
@@ -636,7 +636,6 @@ export const TARGETS: FuzzTarget[] = [
       if (bytes.length === 0) return null;
       const f = keyFile('k');
       fs.writeFileSync(f, bytes.subarray(1), { mode: 0o600 });
-      fs.chmodSync(f, 0o600);
       return bytes[0] & 1 ? await readX25519SecretFile(f) : await loadEd25519Secret(f);
     },
   },
