@@ -86,28 +86,37 @@ class FuzzWorker {
 
 /** Run `req` on the worker; resolves with what happened, or with a hang (the worker is then dead). */
 function runOn(w: FuzzWorker, req: RunRequest, hangMs: number, onFinding: (f: Finding) => void, onProgress: (n: number) => void):
-  Promise<{ kind: 'done'; inputs: number; failures: number; seconds: number } | { kind: 'hang'; input: Buffer; inputsBefore: number } | { kind: 'fatal'; error: string }> {
+  Promise<{ kind: 'done'; inputs: number; failures: number; seconds: number } | { kind: 'hang' | 'fatal'; input: Buffer; inputs: number; failures: number; error: string }> {
   return new Promise((resolve) => {
-    let lastSeq = Atomics.load(w.ctrl, 0), lastChange = performance.now(), progress = 0;
-    const seq0 = lastSeq;
+    let lastSeq = Atomics.load(w.ctrl, 0), lastChange = performance.now();
+    const seq0 = lastSeq, fail0 = Atomics.load(w.ctrl, 3);
+    // Inputs finished and failures counted since this request started (the hanging input is not finished).
+    const counts = () => ({ inputs: Atomics.load(w.ctrl, 0) - seq0 - Atomics.load(w.ctrl, 1), failures: Atomics.load(w.ctrl, 3) - fail0 });
     const timer = setInterval(() => {
       const seq = Atomics.load(w.ctrl, 0);
       const now = performance.now();
       if (seq !== lastSeq) { lastSeq = seq; lastChange = now; return; }
       if (Atomics.load(w.ctrl, 1) === 1 && now - lastChange > hangMs) {
         const input = w.currentInput();
+        const c = counts();
         finish();
         void w.worker.terminate();
-        resolve({ kind: 'hang', input, inputsBefore: Math.max(progress, seq - seq0 - 1) });
+        resolve({ kind: 'hang', input, ...c, error: '' });
       }
     }, Math.max(10, Math.min(100, hangMs / 5)));
     const onMsg = (m: WorkerMessage | { type: 'fatal'; error: string }) => {
       if (m.type === 'finding') onFinding({ ...m.finding, input: Buffer.from(m.finding.input) });
-      else if (m.type === 'progress') { progress = m.inputs; onProgress(m.inputs); }
+      else if (m.type === 'progress') onProgress(m.inputs);
       else if (m.type === 'done') { finish(); resolve({ kind: 'done', inputs: m.inputs, failures: m.failures, seconds: m.seconds }); }
-      else if (m.type === 'fatal') { finish(); resolve({ kind: 'fatal', error: m.error }); }
+      else if (m.type === 'fatal') { const c = counts(); finish(); resolve({ kind: 'fatal', input: Buffer.alloc(0), ...c, error: m.error }); }
     };
-    const onExit = (code: number) => { finish(); resolve({ kind: 'fatal', error: `worker exited with code ${code} (out of memory?) during input ${Atomics.load(w.ctrl, 0) - seq0}` }); };
+    const onExit = (code: number) => {
+      // The thread died under an input (out of memory, a native crash): that input is the finding.
+      const c = counts();
+      const input = w.currentInput();
+      finish();
+      resolve({ kind: 'fatal', input, ...c, error: `worker exited with code ${code} (out of memory?) during an input of ${input.length} bytes` });
+    };
     const finish = () => { clearInterval(timer); w.worker.off('message', onMsg); w.worker.off('exit', onExit); };
     w.worker.on('message', onMsg);
     w.worker.on('exit', onExit);
@@ -155,15 +164,15 @@ export async function fuzzMain(argv: string[]): Promise<number> {
         (n) => { if (!o.quick && process.stdout.isTTY) process.stdout.write(`\r  ${t.name}: ${row.inputs + n} inputs`); });
       busy += (performance.now() - r0) / 1000;
       if (r.kind === 'done') { row.inputs += r.inputs; row.failures += r.failures; break; }
+      row.inputs += r.inputs + 1;
+      row.failures += r.failures + 1;
       if (r.kind === 'fatal') {
-        row.failures++;
-        record({ kind: 'throw', signature: 'runner: worker failed', input: Buffer.alloc(0), detail: r.error });
+        record({ kind: 'throw', signature: 'runner: worker failed', input: r.input, detail: r.error });
+        void w.worker.terminate();
         w = null;
         break;
       }
       // A hang: the worker is gone. Count it, keep the input, carry on with a fresh worker and seed.
-      row.inputs += r.inputsBefore + 1;
-      row.failures++;
       hangs++;
       record({ kind: 'hang', signature: `no result within ${o.hangMs} ms`, input: r.input, detail: `one input ran longer than ${o.hangMs} ms` });
       w = null;

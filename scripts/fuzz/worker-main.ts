@@ -14,7 +14,7 @@ export type WorkerMessage =
   | { type: 'done'; target: string; inputs: number; failures: number; seconds: number };
 
 const { sab, maxInput } = workerData as { sab: SharedArrayBuffer; maxInput: number };
-const ctrl = new Int32Array(sab, 0, 4); // [0] seq, [1] busy, [2] input length
+const ctrl = new Int32Array(sab, 0, 4); // [0] inputs started, [1] busy, [2] input length, [3] failures
 const data = new Uint8Array(sab, 16, maxInput);
 const port = parentPort!;
 const BATCH = 500;
@@ -41,6 +41,7 @@ async function run(req: RunRequest): Promise<void> {
     n++;
     if (f) {
       failures++;
+      Atomics.add(ctrl, 3, 1);
       // Report each kind of failure once per run, with the shortest input seen so far for it.
       const best = shortest.get(f.signature);
       if (best === undefined || f.input.length < best) { shortest.set(f.signature, f.input.length); port.postMessage({ type: 'finding', target: t.name, finding: { ...f, input: Buffer.from(f.input) } } satisfies WorkerMessage); }
