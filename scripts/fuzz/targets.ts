@@ -68,6 +68,9 @@ import { decodeBundle, encodeBundle, advancePolicy } from '../../src/moderation/
 import { decodeHead, encodeHead } from '../../src/moderation/dht';
 import { packEntries, parseDenyTarget, splitEntries, denyEntry } from '../../src/moderation/denylist';
 import { PolicyStore } from '../../src/moderation/store';
+import { policyUploadAnswer } from '../../src/moderation/sources';
+import { uploadRefusals } from '../../src/bandwidth/receipt-upload';
+import { errorBodyReason } from '../../src/dir/fetch';
 
 export interface FuzzTarget {
   name: string;
@@ -514,6 +517,33 @@ export const TARGETS: FuzzTarget[] = [
         window: periodicUploadWindow({ genesisMs: 0, periodMs: PERIOD * 1000, graceMs: 60_000 }),
       });
       return answerReceiptUpload(v, bytes, 30_000_000 * PERIOD * 1000 + 1000);
+    },
+  },
+  {
+    name: 'authority-answer',
+    about: 'JSON answers of the authority HTTP API as nodes read them (receipt upload, policy upload, error bodies)',
+    seeds: () => {
+      const statuses = [200, 400, 413, 500];
+      const bodies = [
+        { status: 200, body: { accepted: 2, refused: [] } },
+        { status: 200, body: { accepted: 1, refused: [{ index: 1, code: 'RECEIPT_REPLAYED', reason: 'already accepted' }] } },
+        { status: 400, body: { code: 'RECEIPT_MALFORMED', reason: 'a receipt upload is a positive multiple of 224 bytes' } },
+        { status: 200, body: { accepted: true, result: 'updated', seq: 3 } },
+        { status: 400, body: { code: 'POLICY_REPLAYED', reason: 'older' } },
+      ];
+      const out: Buffer[] = [];
+      for (let sel = 0; sel < 3; sel++) for (const b of bodies) out.push(Buffer.concat([Buffer.from([sel, statuses.indexOf(b.status)]), Buffer.from(JSON.stringify(b.body))]));
+      return out;
+    },
+    maxLen: 1024,
+    decode(bytes) {
+      if (bytes.length < 2) return null;
+      const r = { status: [200, 400, 413, 500, 429, 404][bytes[1] % 6], headers: {}, body: bytes.subarray(2) };
+      switch (bytes[0] % 3) {
+        case 0: return uploadRefusals(r.status, r.body, 3);
+        case 1: return policyUploadAnswer('http://127.0.0.1:1', r);
+        default: return errorBodyReason(r);
+      }
     },
   },
   {
