@@ -39,8 +39,10 @@ type Op =
   | { k: 'dup'; at: number; n: number; to: number }
   | { k: 'truncate'; at: number }
   | { k: 'splice'; at: number; other: number; from: number; n: number }
-  | { k: 'varint'; at: number; n: number };
+  | { k: 'varint'; at: number; n: number }
+  | { k: 'pb'; pick: number; how: number; v: number; data: Uint8Array };
 
+const pbOpArb = fc.record({ k: fc.constant('pb' as const), pick: fc.nat(), how: fc.nat(), v: fc.nat(), data: fc.uint8Array({ maxLength: 40 }) });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ k: fc.constant('flip' as const), at: fc.nat(), bit: fc.nat(7) }) },
   { weight: 3, arbitrary: fc.record({ k: fc.constant('set' as const), at: fc.nat(), v: fc.oneof(fc.constantFrom(...INTERESTING_U8), fc.nat(255)) }) },
@@ -51,13 +53,104 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('truncate' as const), at: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('splice' as const), at: fc.nat(), other: fc.nat(), from: fc.nat(), n: fc.integer({ min: 1, max: 256 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('varint' as const), at: fc.nat(), n: fc.integer({ min: 1, max: 10 }) }) },
+  { weight: 2, arbitrary: pbOpArb },
 );
 
+// ---- protobuf-aware mutation: most of the formats are protobuf, and a byte flip in one mostly
+// stops at "not valid protobuf". These parse the wire format without a schema (SPEC.md §6 and
+// §9 formats), change one field (at any depth) and re-encode, so the decoders' field checks run.
+
+interface PbField { tag: number; wt: number; raw: Buffer; sub: PbField[] | null }
+
+function readVarint(b: Buffer, o: number): [bigint, number] | null {
+  let v = 0n, shift = 0n;
+  for (let i = 0; i < 10; i++) {
+    if (o >= b.length) return null;
+    const x = b[o++];
+    v |= BigInt(x & 0x7f) << shift;
+    if (!(x & 0x80)) return [v, o];
+    shift += 7n;
+  }
+  return null;
+}
+function writeVarint(v: bigint): Buffer {
+  const out: number[] = [];
+  v = BigInt.asUintN(64, v);
+  do { let x = Number(v & 0x7fn); v >>= 7n; if (v) x |= 0x80; out.push(x); } while (v);
+  return Buffer.from(out);
+}
+function parsePb(b: Buffer, depth: number): PbField[] | null {
+  const fields: PbField[] = [];
+  let o = 0;
+  while (o < b.length) {
+    const k = readVarint(b, o);
+    if (!k) return null;
+    const key = Number(k[0]);
+    o = k[1];
+    const tag = key >>> 3, wt = key & 7;
+    if (tag === 0) return null;
+    let raw: Buffer;
+    if (wt === 0) { const v = readVarint(b, o); if (!v) return null; raw = b.subarray(o, v[1]); o = v[1]; }
+    else if (wt === 1) { if (o + 8 > b.length) return null; raw = b.subarray(o, o + 8); o += 8; }
+    else if (wt === 5) { if (o + 4 > b.length) return null; raw = b.subarray(o, o + 4); o += 4; }
+    else if (wt === 2) {
+      const l = readVarint(b, o); if (!l) return null;
+      o = l[1]; const n = Number(l[0]); if (o + n > b.length) return null;
+      raw = b.subarray(o, o + n); o += n;
+    } else return null;
+    const sub = wt === 2 && depth < 4 && raw.length > 0 ? parsePb(raw, depth + 1) : null;
+    fields.push({ tag, wt, raw, sub });
+  }
+  return fields;
+}
+function encodePb(fields: PbField[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const f of fields) {
+    parts.push(writeVarint(BigInt((f.tag << 3) | f.wt)));
+    const raw = f.sub ? encodePb(f.sub) : f.raw;
+    if (f.wt === 2) parts.push(writeVarint(BigInt(raw.length)));
+    parts.push(raw);
+  }
+  return Buffer.concat(parts);
+}
+const INTERESTING_VARINTS = [0n, 1n, 2n, 0x7fn, 0x80n, 0xffffn, 0x10000n, 0xffffffffn, 0x100000000n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 63n - 1n, 2n ** 64n - 1n];
+/** Every field of the tree, with the list that holds it. */
+function allFields(fields: PbField[], out: [PbField[], number][] = []): [PbField[], number][] {
+  fields.forEach((f, i) => { out.push([fields, i]); if (f.sub) allFields(f.sub, out); });
+  return out;
+}
+function mutatePb(b: Buffer, op: { pick: number; how: number; v: number; data: Uint8Array }): Buffer {
+  const top = parsePb(b, 0);
+  if (!top || top.length === 0) return b;
+  const all = allFields(top);
+  const [list, i] = all[op.pick % all.length];
+  const f = list[i];
+  switch (op.how % 8) {
+    case 0: list.splice(i, 1); break; // drop the field
+    case 1: list.splice(i, 0, { ...f }); break; // repeat it
+    case 2: // a new value of the same wire type
+      if (f.wt === 0) f.raw = writeVarint(op.v % 3 === 0 ? BigInt(op.v) : INTERESTING_VARINTS[op.v % INTERESTING_VARINTS.length]);
+      else { f.sub = null; f.raw = Buffer.from(op.data); }
+      break;
+    case 3: // same bytes, one shorter or longer (lengths of keys, hashes, signatures)
+      f.sub = null;
+      f.raw = op.v & 1 ? f.raw.subarray(0, Math.max(0, f.raw.length - 1 - (op.v % 4))) : Buffer.concat([f.raw, Buffer.from(op.data.subarray(0, 1 + (op.v % 4)))]);
+      break;
+    case 4: f.tag = 1 + (op.v % 24); break; // another field number
+    case 5: { const j = op.v % list.length; [list[i], list[j]] = [list[j], list[i]]; break; } // order
+    case 6: list.splice(i, 0, { tag: 1 + (op.v % 24), wt: [0, 2, 5, 1][op.v % 4], raw: Buffer.from(op.data.length ? op.data : [1]), sub: null }); break;
+    default: // a string field: characters the formats refuse
+      f.sub = null;
+      f.raw = Buffer.from(['', ' ', 'A'.repeat(300), '\u0000', 'é', '..', '*:*', '0.0.0.0/0', '[::]', 'reject *:*'][op.v % 10], 'utf8');
+  }
+  return encodePb(top);
+}
+
 function applyOps(seed: Uint8Array, ops: readonly Op[], seeds: readonly Uint8Array[], maxLen: number): Buffer {
-  let b = Buffer.from(seed);
+  let b: Buffer = Buffer.from(seed);
   for (const op of ops) {
     const L = b.length;
-    const at = L === 0 ? 0 : op.at % L;
+    const at = L === 0 || !('at' in op) ? 0 : op.at % L;
     switch (op.k) {
       case 'flip': if (L) b[at] ^= 1 << op.bit; break;
       case 'set': if (L) b[at] = op.v; break;
@@ -74,6 +167,7 @@ function applyOps(seed: Uint8Array, ops: readonly Op[], seeds: readonly Uint8Arr
         b = Buffer.concat([b.subarray(0, at), o.subarray(from, from + op.n), b.subarray(at)]);
         break;
       }
+      case 'pb': b = mutatePb(b, op); break;
       case 'varint': // a protobuf varint that never ends (or ends late): 0xff…
         b = Buffer.concat([b.subarray(0, at), Buffer.alloc(op.n, 0xff), b.subarray(at)]);
         break;
@@ -91,7 +185,10 @@ export function inputArbitrary(seeds: readonly Buffer[], maxLen: number): fc.Arb
     .map(([i, ops]) => applyOps(seeds[i], ops, seeds, maxLen));
   const prefix = fc.tuple(fc.nat(seeds.length - 1), fc.uint8Array({ maxLength: 64 }))
     .map(([i, tail]) => { const s = seeds[i]; return Buffer.concat([s.subarray(0, Math.min(s.length, 1 + (tail.length * 37) % (s.length + 1))), tail]).subarray(0, maxLen); });
-  return fc.oneof({ weight: 1, arbitrary: raw }, { weight: 6, arbitrary: mutated }, { weight: 1, arbitrary: prefix });
+  // Field-level changes only: the input stays valid protobuf when the seed is (others ignore them).
+  const fields = fc.tuple(fc.nat(seeds.length - 1), fc.array(pbOpArb, { minLength: 1, maxLength: 4 }))
+    .map(([i, ops]) => applyOps(seeds[i], ops, seeds, maxLen));
+  return fc.oneof({ weight: 1, arbitrary: raw }, { weight: 5, arbitrary: mutated }, { weight: 1, arbitrary: prefix }, { weight: 3, arbitrary: fields });
 }
 
 function describeError(e: unknown): { signature: string; detail: string } {
