@@ -6,11 +6,11 @@
 //   npm run fuzz -- --inputs 50000        inputs per target
 //   npm run fuzz -- --seconds 30          time budget per target (stops at whichever comes first)
 //   npm run fuzz -- --seed 42             fast-check seed (default: from the clock, printed)
-//   npm run fuzz -- --hang-ms 1000        one input running longer than this is a hang (default 1000)
+//   npm run fuzz -- --hang-ms 1000        one input using more CPU time than this is a hang (default 1000)
 //   npm run fuzz -- --no-save             do not write findings under test/fuzz-corpus/
 //
-// Each target runs in a worker thread watched from this thread: an input that runs longer than
-// --hang-ms is reported as a hang and the worker is replaced. A failure is a throw that is not a
+// Each target runs in a worker thread watched from this thread: an input that uses more than
+// --hang-ms of CPU time (or waits 30 times that) is reported as a hang and the worker is replaced. A failure is a throw that is not a
 // BitcloudError, a hang, or an allocation beyond the bound documented in ./engine.ts. Every
 // distinct failure is written to test/fuzz-corpus/<target>/<sha256-prefix>.bin (with a .txt
 // beside it saying what happened); test/unit/fuzz-regressions.test.ts replays them all.
@@ -88,15 +88,21 @@ class FuzzWorker {
 function runOn(w: FuzzWorker, req: RunRequest, hangMs: number, onFinding: (f: Finding) => void, onProgress: (n: number) => void):
   Promise<{ kind: 'done'; inputs: number; failures: number; seconds: number } | { kind: 'hang' | 'fatal'; input: Buffer; inputs: number; failures: number; error: string }> {
   return new Promise((resolve) => {
-    let lastSeq = Atomics.load(w.ctrl, 0), lastChange = performance.now();
+    // A hang is an input that has used more than hangMs of CPU time (this process runs one worker;
+    // its own share is negligible), so a busy machine that starves the worker of CPU is not mistaken
+    // for a hang. An input that waits without using CPU (a promise that never settles) counts as
+    // hung after 30 × hangMs of wall-clock time.
+    let lastSeq = Atomics.load(w.ctrl, 0), lastChange = performance.now(), cpuAtChange = process.cpuUsage();
     const seq0 = lastSeq, fail0 = Atomics.load(w.ctrl, 3);
     // Inputs finished and failures counted since this request started (the hanging input is not finished).
     const counts = () => ({ inputs: Atomics.load(w.ctrl, 0) - seq0 - Atomics.load(w.ctrl, 1), failures: Atomics.load(w.ctrl, 3) - fail0 });
     const timer = setInterval(() => {
       const seq = Atomics.load(w.ctrl, 0);
       const now = performance.now();
-      if (seq !== lastSeq) { lastSeq = seq; lastChange = now; return; }
-      if (Atomics.load(w.ctrl, 1) === 1 && now - lastChange > hangMs) {
+      if (seq !== lastSeq) { lastSeq = seq; lastChange = now; cpuAtChange = process.cpuUsage(); return; }
+      const cpu = process.cpuUsage(cpuAtChange);
+      const cpuMs = (cpu.user + cpu.system) / 1000;
+      if (Atomics.load(w.ctrl, 1) === 1 && (cpuMs > hangMs || now - lastChange > 30 * hangMs)) {
         const input = w.currentInput();
         const c = counts();
         finish();
@@ -174,7 +180,7 @@ export async function fuzzMain(argv: string[]): Promise<number> {
       }
       // A hang: the worker is gone. Count it, keep the input, carry on with a fresh worker and seed.
       hangs++;
-      record({ kind: 'hang', signature: `no result within ${o.hangMs} ms`, input: r.input, detail: `one input ran longer than ${o.hangMs} ms` });
+      record({ kind: 'hang', signature: `no result within ${o.hangMs} ms of CPU time`, input: r.input, detail: `one input ran longer than ${o.hangMs} ms` });
       w = null;
       seed = (seed + 104_729) | 0;
       if (hangs >= 5) break; // something is badly wrong with this target; stop feeding it
