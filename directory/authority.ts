@@ -17,7 +17,7 @@ import { majorityOf } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
-import { httpRequest, errorBodyReason, PATHS } from '../src/dir/fetch';
+import { httpRequest, PATHS } from '../src/dir/fetch';
 import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { AuthorityConfig } from './config';

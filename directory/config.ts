@@ -1,5 +1,5 @@
 // The authority's configuration: one JSON file plus flags, defaults in one place, validated at
-// start with messages that name the bad key (STYLE.md §11). Documented in docs/operators-directory.md.
+// start with messages that name the bad key (SPEC.md §11.5). Documented in docs/operators-directory.md.
 import path from 'node:path';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {

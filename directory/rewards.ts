@@ -108,6 +108,7 @@ export class RewardLedger {
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
     };
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
     new prom.Gauge({ name: 'bitcloud_reward_height', help: 'Height of the reward chain tip (-1: empty)', registers: [reg], collect() { this.set(self.state.height); } });
   }

@@ -13,7 +13,7 @@ import type { ConsensusRelay } from '../src/dir/types';
 import { CircuitSwitch, type ExtendTarget, type IncomingStream } from '../src/circuit/switch';
 import { CircuitMetrics } from '../src/circuit/metrics';
 import { QueueBudget } from '../src/circuit/cell-queue';
-import { EndReason } from '../src/wire/messages';
+import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
@@ -102,7 +102,7 @@ export class RelayCircuits {
         onStream: (inc) => {
           const h = inc.kind === 'begin' ? exit : inc.kind === 'begin_dir' ? dir : storage;
           if (h) h(inc);
-          else inc.refuse(inc.kind === 'begin' ? EndReason.EXITPOLICY : inc.kind === 'begin_dir' ? EndReason.NOTDIRECTORY : EndReason.MISC);
+          else inc.refuse(UNSERVED_STREAM_REFUSAL[inc.kind]);
         },
         resolve: policy ? createResolver({ lookup: opts.lookup }) : undefined,
       },

@@ -1,5 +1,5 @@
 // The relay's configuration: one JSON file plus flags; defaults in one place; messages name the
-// bad key (STYLE.md §11).
+// bad key (SPEC.md §11.5).
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';

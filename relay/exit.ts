@@ -6,7 +6,7 @@ import dns from 'node:dns';
 import { errorCode } from '../src/errors';
 import { EndReason, BeginFlag, type ResolvedAnswer } from '../src/wire/messages';
 import { exitPolicyAllows, exitPolicyAllowsAddress, parseIp, type ExitPolicy } from '../src/dir/exit-policy';
-import { endReasonForErrno } from '../src/circuit/end-reasons';
+import { endReasonForErrno, endReasonForLookupErrno } from '../src/circuit/end-reasons';
 import type { IncomingStream } from '../src/circuit/switch';
 import type { CircuitStream } from '../src/circuit/stream';
 import type { CircuitMetrics } from '../src/circuit/metrics';
@@ -79,7 +79,7 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
     }, (e: NodeJS.ErrnoException) => {
       if (inc.stream.state !== 'opening') return;
       log.debug({ code: e.code }, 'exit lookup failed');
-      refuse(inc, e.code === 'ETIMEDOUT' ? EndReason.TIMEOUT : EndReason.RESOLVEFAILED, 'resolve_failed');
+      refuse(inc, endReasonForLookupErrno(e.code), 'resolve_failed');
     });
   };
 }

@@ -6,7 +6,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   // Each module is added here as it lands.
   () => import('./bench/crypto'),
   () => import('./bench/link'),
-  () => import('../storage/bench-storage'),
+  () => import('./bench/storage'),
   () => import('./bench/directory'),
   () => import('./bench/bandwidth'),
   () => import('./bench/circuits-inprocess'),

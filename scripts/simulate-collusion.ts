@@ -1,4 +1,4 @@
-// SPEC.md §8.8 (docs/spec/08-bandwidth.md): what a colluding coalition gains under the bounds of §8.5.
+// SPEC.md §8.8: what a colluding coalition gains under the bounds of §8.5.
 // Runs the real measurement (src/bandwidth/measure.ts) and reward allocation (src/bandwidth/reward.ts)
 // over a synthetic network; nothing here re-implements a rule.
 //

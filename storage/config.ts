@@ -1,5 +1,5 @@
 // The storage node's configuration: one JSON file plus flags; defaults in one place; every
-// refusal names the bad key (STYLE.md §11). See docs/spec/09-storage.md §9.13.1 for the meaning
+// refusal names the bad key (SPEC.md §11.5). See SPEC.md §9.13.3 for the meaning
 // of each setting.
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
@@ -29,7 +29,7 @@ export interface StorageConfig {
   bandwidth: number;
   family: string[];
   moderators: string[];
-  /** ARCHITECTURE §7: subscribe to nobody; store only encrypted content, only from circuits. */
+  /** SPEC.md §10.6: subscribe to nobody; store only encrypted content, only from circuits. */
   unmoderated: boolean;
   /** How often subscribed moderators' policies are fetched (SPEC.md §10.6.1). */
   policyRefreshSeconds: number;

@@ -20,7 +20,7 @@ import { ShareStore } from './share-store';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface StorageDaemonHooks {
-  /** Moderation (ARCHITECTURE §7) plugs in here; default: allow everything. */
+  /** Moderation (SPEC.md §9.8.5, §10.6) plugs in here; default: allow everything. */
   policyCheck?: PolicyCheck;
 }
 

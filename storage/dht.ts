@@ -32,6 +32,7 @@ export class NodeDht {
   constructor(private readonly o: NodeDhtOptions) {
     this.log = o.log ?? silentLogger;
     if (o.registry) {
+      // eslint-disable-next-line @typescript-eslint/no-this-alias
       const self = this;
       new prom.Gauge({ name: 'bitcloud_storage_dht_nodes', help: 'Nodes in the DHT routing table', registers: [o.registry], collect() { this.set(self.dht?.nodeCount ?? 0); } });
     }

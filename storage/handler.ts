@@ -10,7 +10,7 @@ export interface RequestContext {
 }
 
 /**
- * Moderation hook (ARCHITECTURE §7), called before every request touches the store. Refuse by
+ * Moderation hook (SPEC.md §9.8.5, §10.6), called before every request touches the store. Refuse by
  * throwing a BitcloudError with a stable code (e.g. POLICY_DENIED, detail naming the moderator);
  * the refusal goes back to the requester as an error response. The rule that unmoderated nodes take
  * uploads only on circuits also belongs here.

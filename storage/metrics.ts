@@ -1,4 +1,4 @@
-// The storage node's Prometheus metrics (ARCHITECTURE §9: storage bytes, errors by code).
+// The storage node's Prometheus metrics (SPEC.md §9.8.4: storage bytes, errors by code).
 import { prom, type Registry } from '../src/ops/metrics';
 
 export class StorageMetrics {

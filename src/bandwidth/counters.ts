@@ -1,4 +1,4 @@
-// SPEC.md §8.1 (docs/spec/08-bandwidth.md): what a relay counts for proof of bandwidth.
+// SPEC.md §8.1: what a relay counts for proof of bandwidth.
 // Per link to another relay and per segment (a segment ends at each receipt boundary, normally the
 // epoch boundary): cells sent, cells received, and how many circuits were open. Never per circuit:
 // no circuit id, client or path is stored, and receipts cannot reveal one.

@@ -2,7 +2,7 @@
 // relay–storage node). Transport-agnostic: the owner (exchange.ts) hands it a `send(command,
 // payload)` for circId-0 cells and feeds it the RECEIPT_* cells it reads; its LinkCounter is
 // attached to the Channel, which bumps it per circuit cell (src/link/channel.ts).
-// Lives in src/ because relays and storage nodes both run it (STYLE.md §6).
+// Lives in src/ because relays and storage nodes both run it (SPEC.md §11.3).
 import { err } from '../errors';
 import { CellCommand, decodeReceiptRequest, encodeReceiptRequest, type ReceiptRequest } from '../wire/cell';
 import type { Ed25519KeyPair } from '../crypto/primitives';

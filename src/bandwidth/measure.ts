@@ -1,4 +1,4 @@
-// SPEC.md §8.5 (docs/spec/08-bandwidth.md): accepted receipts → measured bandwidth per relay,
+// SPEC.md §8.5: accepted receipts → measured bandwidth per relay,
 // bounded so that receipts relays invent between themselves earn little. Pure and deterministic.
 import { err } from '../errors';
 import { CELL_LEN } from '../wire/cell';

@@ -1,4 +1,4 @@
-// SPEC.md §8.2 (docs/spec/08-bandwidth.md): the bandwidth receipt, declared once.
+// SPEC.md §8.2: the bandwidth receipt, declared once.
 // A receipt is what two relays sign about one link at an epoch boundary; the cells that carry it
 // (RECEIPT_PROPOSE / RECEIPT_COUNTERSIGN / RECEIPT_REJECT, src/wire/cell.ts) are link-level, circId 0.
 // Everything that knows a byte offset of a receipt is in this file.
@@ -28,7 +28,7 @@ export const RECEIPT_LEN = RECEIPT_PROPOSAL_LEN + ED25519_SIGNATURE_BYTES; // 22
 /** REJECT payload: epoch u64 | serial u64 | reason u8 | responder's cells i→r u64 | cells r→i u64 | tolerance u64. */
 export const RECEIPT_REJECT_LEN = 8 + 8 + 1 + 8 + 8 + 8; // 41
 
-/** SPEC §8.3: cells that may be in flight on one circuit (the circuit window, ARCHITECTURE §3). */
+/** SPEC §8.3: cells that may be in flight on one circuit (the circuit window, SPEC.md §7.4). */
 export const CIRCUIT_WINDOW_CELLS = 1000;
 
 /** SPEC §0: u64 fields of a receipt must not exceed 2^53 − 1 (they are exact JS numbers). */

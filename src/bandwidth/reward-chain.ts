@@ -1,4 +1,4 @@
-// SPEC.md §8.7 (docs/spec/08-bandwidth.md): reward blocks, their canonical bytes, hash chain and
+// SPEC.md §8.7: reward blocks, their canonical bytes, hash chain and
 // multi-signature. A fixed layout, not protobuf: it is canonical by construction (one encoding per
 // block), so the hash of the bytes received is the hash every authority computed.
 import { err } from '../errors';

@@ -1,4 +1,4 @@
-// SPEC.md §8.6 (docs/spec/08-bandwidth.md): how many cloudcoin units an epoch mints and how they
+// SPEC.md §8.6: how many cloudcoin units an epoch mints and how they
 // are split. Integer arithmetic only (BigInt), so every authority computes the same block.
 import { err } from '../errors';
 

@@ -1,4 +1,4 @@
-// SPEC.md §8.4 (docs/spec/08-bandwidth.md): what a directory authority accepts as a receipt.
+// SPEC.md §8.4: what a directory authority accepts as a receipt.
 // Pure: the consensus membership and the upload window are injected, and nothing here does I/O.
 // The HTTP layer maps a refusal to a 4xx carrying `code` and `reason`.
 import { isAllZero } from '../crypto/primitives';

@@ -5,7 +5,7 @@ import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, EndReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
+  DestroyReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';
@@ -13,6 +13,7 @@ import type { RelayHopCrypto } from '../crypto/relay-crypto';
 import type { Channel } from '../link/channel';
 import { CellQueue, type QueueOwner } from './cell-queue';
 import { StreamEdge, type EdgeCircuit } from './edge';
+import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
 import type { CircuitStream } from './stream';
 import type { CircuitSwitch } from './switch';
 
@@ -209,7 +210,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       if (this.closed) return;
       const code = errorCode(e);
       this.sw.metrics.error(code);
-      this.destroy(code.includes('IDENTITY') || code.startsWith('EXTEND_') ? DestroyReason.OR_IDENTITY : DestroyReason.CONNECTFAILED, code);
+      this.destroy(destroyReasonForExtendFailure(code), code);
     });
   }
 
@@ -226,7 +227,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     } catch (e) {
       const code = errorCode(e);
       this.sw.metrics.error(code);
-      this.sendRelay(RelayCommand.END, streamId, encodeEnd(code === 'STREAM_LIMIT' ? EndReason.RESOURCELIMIT : EndReason.TORPROTOCOL));
+      this.sendRelay(RelayCommand.END, streamId, encodeEnd(endReasonForBeginFailure(code)));
       return;
     }
     this.sw.metrics.streamOpened(kind);
@@ -247,7 +248,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       },
     };
     if (!hook) {
-      inc.refuse(kind === 'begin_dir' ? EndReason.NOTDIRECTORY : kind === 'begin' ? EndReason.EXITPOLICY : EndReason.MISC);
+      inc.refuse(UNSERVED_STREAM_REFUSAL[kind]);
       return;
     }
     hook(inc);

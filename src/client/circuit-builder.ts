@@ -1,7 +1,7 @@
 // Building client circuits (SPEC.md §7b.11): links to guards (one per guard, reused), paths
 // from path.ts, CREATE2 then EXTEND2 ×2, a timeout learned by BuildTimeoutEstimator, and
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
-import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError, layerOf, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import type { LinkMetrics } from '../link/metrics';
 import type { ConsensusRelay } from '../dir/types';
@@ -119,7 +119,7 @@ export class CircuitBuilder {
     } catch (e) {
       const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
       if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout();
-      if (hop === 0 && guardSet && (be.code.startsWith('LINK_') || be.code === 'CIRCUIT_BUILD_TIMEOUT')) guardSet.markFailure(path[0].fingerprint);
+      if (hop === 0 && guardSet && (layerOf(be.code) === 'LINK' || be.code === 'CIRCUIT_BUILD_TIMEOUT')) guardSet.markFailure(path[0].fingerprint);
       (circ as ClientCircuit | null)?.destroy(be);
       throw err(be.code, be.message, { ...be.detail, hop }, be.cause ?? be);
     } finally {

@@ -3,7 +3,7 @@
 // first stream and takes no new streams after maxDirtinessMs; clean circuits are kept ready
 // for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
 // another exit; a dead circuit is dropped and the next request builds a new one.
-import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError, layerOf, type BitcloudError, type ErrorCode } from '../errors';
 import { exitPolicyAllows } from '../dir/exit-policy';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
@@ -240,10 +240,12 @@ export class CircuitManager {
 }
 
 /** Failures worth another circuit: the circuit, not the target, was the problem. */
-function retryable(code: string): boolean {
-  return code === 'CIRCUIT_DESTROYED' || code === 'STREAM_TIMEOUT' || code === 'STREAM_REFUSED'
-    || code === 'EXIT_RESOURCE_LIMIT' || code === 'EXIT_POLICY_REJECTED' || code === 'CIRCUIT_BUILD_TIMEOUT'
-    || code.startsWith('LINK_') || code === 'STREAM_CLOSED';
+const RETRY_ON_ANOTHER_CIRCUIT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'CIRCUIT_DESTROYED', 'STREAM_TIMEOUT', 'STREAM_REFUSED', 'EXIT_RESOURCE_LIMIT', 'EXIT_POLICY_REJECTED',
+  'CIRCUIT_BUILD_TIMEOUT', 'STREAM_CLOSED',
+]);
+function retryable(code: ErrorCode): boolean {
+  return RETRY_ON_ANOTHER_CIRCUIT.has(code) || layerOf(code) === 'LINK';
 }
 
 function isIpLiteral(h: string): boolean {

@@ -3,7 +3,7 @@
 // others, and the streams at the last hop (a StreamEdge). ClientLink dispatches the cells of
 // one guard link to the circuits on it.
 import { EventEmitter } from 'node:events';
-import { err, errorCode, type BitcloudError } from '../errors';
+import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
@@ -250,7 +250,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
           throw err('CIRCUIT_PROTOCOL', `unexpected cell command ${command} on a client circuit`);
       }
     } catch (e) {
-      this.violation(errorCode(e), (e as Error).message);
+      this.violation(declaredCode(e), (e as Error).message);
     }
   }
 
@@ -314,7 +314,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
     return this.closedWith === null && this.link.writable(this);
   }
 
-  violation(code: string, message: string): void {
+  violation(code: ErrorCode, message: string): void {
     this.closeWith(err(code, message));
   }
 

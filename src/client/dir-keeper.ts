@@ -37,6 +37,7 @@ export class DirKeeper {
     this.log = opts.log ?? silentLogger;
     this.cacheFile = path.join(opts.dataDir, CONSENSUS_CACHE_FILE);
     if (opts.registry) {
+      // eslint-disable-next-line @typescript-eslint/no-this-alias
       const self = this;
       new prom.Gauge({
         name: 'bitcloud_consensus_age_seconds', help: 'Seconds since the valid-after time of the consensus in use (-1: none)',
@@ -100,7 +101,10 @@ export class DirKeeper {
   private schedule(): void {
     const period = this.current ? this.current.periodSeconds * 1000 : 0;
     const ms = this.opts.refreshMs ?? (this.consensus() ? Math.min(600_000, Math.max(5_000, period / 3)) : 5_000);
-    this.timer = setTimeout(() => { this.refresh().finally(() => { if (this.timer) this.schedule(); }); }, ms);
+    this.timer = setTimeout(() => {
+      // Fire and forget: refresh() never rejects (fetchOnce logs its own failures).
+      void this.refresh().finally(() => { if (this.timer) this.schedule(); });
+    }, ms);
     this.timer.unref();
   }
 }

@@ -3,7 +3,7 @@
 // a chain refused from one is reported and the next is tried. The threshold is more than half of
 // the CONFIGURED authorities, whatever a source says; signatures count only through key
 // certificates (src/dir/reward-authorities.ts), windows checked against the consensus period P.
-import { err, errorCode } from '../errors';
+import { err, errorCode, isErrorCode, layerOf } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, PATHS } from '../dir/fetch';
 import { certifiedRewardAuthorities } from '../dir/reward-authorities';
@@ -72,9 +72,9 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
     }
   }
   if (got) return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
-  const first = failures.find((f) => f.code.startsWith('REWARD_')) ?? failures[0];
+  const first = failures.find((f) => isErrorCode(f.code) && layerOf(f.code) === 'REWARD') ?? failures[0];
   const list = failures.map((f) => `${f.source}: ${f.reason}`).join('; ');
-  throw err(first?.code ?? 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
+  throw err(first && isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
 }
 
 interface ChainAccumulator { state: ChainState; blocks: VerifiedRewardBlock[]; certs: Buffer[] }

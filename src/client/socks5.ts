@@ -4,7 +4,8 @@
 // else gets a clear refusal. The server knows nothing of circuits: `onConnect` returns a stream.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { err, errorCode, type BitcloudError } from '../errors';
+import { err, errorCode, isErrorCode, type BitcloudError, type ErrorCode } from '../errors';
+import { END_REASONS, endReasonName, errnoInfo } from '../circuit/end-reasons';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
 import { formatIPv4, formatIPv6, parseIp } from '../dir/exit-policy';
@@ -16,43 +17,46 @@ export const SocksReply = {
 } as const;
 const REPLY_NAME = new Map<number, string>(Object.entries(SocksReply).map(([k, v]) => [v, k.toLowerCase()]));
 
-/** Tor's RELAY_END reasons (tor-spec §6.3), by number, and the SOCKS reply each maps to. */
-const END_REASONS = ['', 'MISC', 'RESOLVEFAILED', 'CONNECTREFUSED', 'EXITPOLICY', 'DESTROY', 'DONE', 'TIMEOUT', 'NOROUTE',
-  'HIBERNATING', 'INTERNAL', 'RESOURCELIMIT', 'CONNRESET', 'TORPROTOCOL', 'NOTDIRECTORY'];
-const REASON_REPLY: Record<string, number> = {
-  RESOLVEFAILED: 0x04, CONNECTREFUSED: 0x05, EXITPOLICY: 0x02, TIMEOUT: 0x06, NOROUTE: 0x04, CONNRESET: 0x05, NETUNREACHABLE: 0x03,
-};
-const ERRNO_REPLY: Record<string, number> = {
-  ECONNREFUSED: 0x05, ECONNRESET: 0x05, EHOSTUNREACH: 0x04, ENETUNREACH: 0x03, ETIMEDOUT: 0x06,
-  ENOTFOUND: 0x04, EAI_AGAIN: 0x04, EAI_NONAME: 0x04, EAI_FAIL: 0x04,
-};
-const norm = (s: string) => s.toUpperCase().replace(/[^A-Z0-9]/g, '');
+export type SocksReplyName = keyof typeof SocksReply;
 
 /**
- * SPEC §7.8.4: the SOCKS reply for a failed connect. Reads, in order: an END reason in
- * `detail.reason` / `detail.endReason` (number or name); a Node errno code; PATH_NO_EXIT (no
- * exit's policy allows the port: 0x02) and other PATH_* (0x03); then the error code by keyword
- * (EXITPOLICY 0x02, RESOLVE 0x04, NOROUTE/HOSTUNREACH 0x04, NETUNREACH 0x03,
- * CONNECTREFUSED/CONNREFUSED 0x05, TIMEOUT/TIMEDOUT 0x06); anything else 0x01.
+ * SPEC §7.8.4 step 3: the reply for a failure that carries no END reason nor system error code,
+ * by error code; a code not listed gets 0x01. (The replies for END reasons and system error codes
+ * are columns of the tables in src/circuit/end-reasons.ts.)
+ */
+export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReplyName>>> = {
+  PATH_NO_EXIT: 'NOT_ALLOWED', // no exit's policy allows the target
+  PATH_NO_RELAYS: 'NETWORK_UNREACHABLE', // the client cannot build a circuit
+  PATH_NO_GUARD: 'NETWORK_UNREACHABLE',
+  PATH_NO_MIDDLE: 'NETWORK_UNREACHABLE',
+  EXIT_POLICY_REJECTED: 'NOT_ALLOWED',
+  EXIT_POLICY_MALFORMED: 'NOT_ALLOWED',
+  EXIT_POLICY_BAD_ADDRESS: 'NOT_ALLOWED',
+  EXIT_RESOLVE_FAILED: 'HOST_UNREACHABLE',
+  EXIT_NO_ROUTE: 'HOST_UNREACHABLE',
+  EXIT_CONNECT_REFUSED: 'CONNECTION_REFUSED',
+  EXIT_TIMEOUT: 'TTL_EXPIRED',
+  STREAM_TIMEOUT: 'TTL_EXPIRED',
+  CIRCUIT_BUILD_TIMEOUT: 'TTL_EXPIRED',
+  LINK_HANDSHAKE_TIMEOUT: 'TTL_EXPIRED',
+  SOCKS_CONNECT_TIMEOUT: 'TTL_EXPIRED', // no stream within the connect timeout (§7.8.3)
+  STORAGE_TIMEOUT: 'TTL_EXPIRED',
+};
+
+/**
+ * SPEC §7.8.4: the SOCKS reply for a failed connect, first match wins: an END reason in
+ * `detail.reason` / `detail.endReason` (number or name; END_REASONS); a system error code
+ * (ERRNO); the error code (SOCKS_REPLY_FOR_CODE); else 0x01. Tables only, never words in codes.
  */
 export function socksReplyFor(e: unknown): number {
   const detail = (e as BitcloudError | undefined)?.detail;
-  const reason = detail?.reason ?? detail?.endReason;
-  const reasonName = typeof reason === 'number' ? END_REASONS[reason] : typeof reason === 'string' ? norm(reason) : undefined;
-  if (reasonName && REASON_REPLY[reasonName] !== undefined) return REASON_REPLY[reasonName];
-  if (reasonName && END_REASONS.includes(reasonName)) return SocksReply.GENERAL_FAILURE;
+  const reason = endReasonName(detail?.reason ?? detail?.endReason);
+  if (reason) return SocksReply[END_REASONS[reason].socks];
   const code = errorCode(e);
-  if (ERRNO_REPLY[code] !== undefined) return ERRNO_REPLY[code];
-  if (code === 'PATH_NO_EXIT') return SocksReply.NOT_ALLOWED;
-  if (code.startsWith('PATH_')) return SocksReply.NETWORK_UNREACHABLE;
-  const c = norm(code);
-  if (c.includes('EXITPOLICY')) return SocksReply.NOT_ALLOWED;
-  if (c.includes('RESOLVE')) return SocksReply.HOST_UNREACHABLE;
-  if (c.includes('NOROUTE') || c.includes('HOSTUNREACH')) return SocksReply.HOST_UNREACHABLE;
-  if (c.includes('NETUNREACH')) return SocksReply.NETWORK_UNREACHABLE;
-  if (c.includes('CONNECTREFUSED') || c.includes('CONNREFUSED')) return SocksReply.CONNECTION_REFUSED;
-  if (c.includes('TIMEOUT') || c.includes('TIMEDOUT')) return SocksReply.TTL_EXPIRED;
-  return SocksReply.GENERAL_FAILURE;
+  const errno = errnoInfo(code);
+  if (errno) return SocksReply[errno.socks];
+  const byCode = isErrorCode(code) ? SOCKS_REPLY_FOR_CODE[code] : undefined;
+  return SocksReply[byCode ?? 'GENERAL_FAILURE'];
 }
 
 export interface SocksConnectRequest {
@@ -86,7 +90,7 @@ export interface Socks5ServerOptions {
 
 export type Parsed<T> = { value: T; used: number } | null;
 
-function refuse(code: string, message: string, reply: number | null, reason: string): never {
+function refuse(code: ErrorCode, message: string, reply: number | null, reason: string): never {
   throw err(code, message, { reply, reason });
 }
 

@@ -6,6 +6,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
+import { MODERATION_REFUSALS } from '../moderation/enforce';
 import type { Capability } from '../storage/capability';
 import { ChunkKind, decodeChunk } from '../storage/encode';
 import { shareSizeFor } from '../storage/erasure';
@@ -126,7 +127,7 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
     } catch (e) {
       if (!isBitcloudError(e)) throw e;
       if (e.code === 'SHARE_CORRUPT') stats.corruptShares++;
-      if (e.code.startsWith('POLICY_')) refusal = e;
+      if (MODERATION_REFUSALS.has(e.code)) refusal = e;
       continue;
     }
     try {

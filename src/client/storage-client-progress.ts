@@ -1,4 +1,4 @@
-// How put and get report progress (ARCHITECTURE §8): a progress bar (cli-progress) on a terminal,
+// How put and get report progress (SPEC.md §11.6): a progress bar (cli-progress) on a terminal,
 // a plain line every 10% otherwise, nothing with --json (the result is one JSON object on stdout).
 // Progress goes to stderr, so stdout carries only the result (the capability, or the JSON).
 import cliProgress from 'cli-progress';

@@ -1,4 +1,4 @@
-// The named operations of src/crypto that the rest of Bitcloud uses (STYLE.md §7). Primitives
+// The named operations of src/crypto that the rest of Bitcloud uses (SPEC.md §11.4). Primitives
 // are imported from './primitives' directly; tor1 is reached only through relay-crypto.
 export * from './keys';
 export * from './ntor';

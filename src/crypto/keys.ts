@@ -1,5 +1,5 @@
 // SPEC.md §3 (keys and key files): Ed25519 identity keys, X25519 onion keys, fingerprints,
-// and the on-disk key file format. ARCHITECTURE §3: onion keys rotate (default weekly) and the
+// and the on-disk key file format. SPEC.md §3.3: onion keys rotate (default weekly) and the
 // previous one is kept for one rotation so that clients holding an older consensus still succeed.
 import fsp from 'node:fs/promises';
 import path from 'node:path';

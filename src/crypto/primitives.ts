@@ -1,4 +1,4 @@
-// The only door to cryptographic primitives (STYLE.md §7). Everything else in the
+// The only door to cryptographic primitives (SPEC.md §11.4). Everything else in the
 // project calls these named operations; only src/crypto/ imports sodium-native or node:crypto.
 import sodium from 'sodium-native';
 import * as nodeCrypto from 'node:crypto';
@@ -194,7 +194,7 @@ export function aes128Ctr(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16)): S
   };
 }
 
-// ---- TLS certificates (self-signed, made at start-up; identity never comes from them, ARCHITECTURE §2) ----
+// ---- TLS certificates (self-signed, made at start-up; identity never comes from them, SPEC.md §1.2) ----
 export function generateTlsKeyPair(): { keyPem: string; publicKeyDer: Buffer } {
   const { privateKey, publicKey } = nodeCrypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   return {

@@ -1,6 +1,6 @@
 // SPEC.md §5 (tor-spec 5.2.2, 6.1): relay cryptography behind one small interface, so that
 // tor1 (the only algorithm today) can be replaced by Counter Galois Onion by changing this file's
-// factories and nothing else (ARCHITECTURE §3; the shape follows Arti's tor-proto crypto/cell.rs).
+// factories and nothing else (SPEC.md §5, §11.4; the shape follows Arti's tor-proto crypto/cell.rs).
 //
 // Every method works IN PLACE on the 509-byte relay payload of a RELAY / RELAY_EARLY cell (a
 // view into the cell buffer). They run once per cell per hop: the hot path.

@@ -1,8 +1,8 @@
 // SPEC.md §1.2 (links: TLS) and §1.3 (identity binding): the TLS-side crypto of a link.
 // A link's certificate is a throw-away self-signed ECDSA P-256 certificate made at start-up;
-// identity NEVER comes from it (ARCHITECTURE §2). What the identity binding needs from TLS —
+// identity NEVER comes from it (SPEC.md §1.2, §1.3). What the identity binding needs from TLS —
 // certificate hashes and the RFC 5705 / RFC 8446 §7.5 keying-material exporter — lives here,
-// so that only src/crypto/ names a primitive (STYLE.md §7).
+// so that only src/crypto/ names a primitive (SPEC.md §11.4).
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { err } from '../errors';

@@ -1,4 +1,4 @@
-// Config validation helpers shared by every daemon's config (STYLE.md §11): each failure is a
+// Config validation helpers shared by every daemon's config (SPEC.md §11.5): each failure is a
 // CONFIG_INVALID error whose message names the bad key, e.g. `authorities[1].identity`.
 import fs from 'node:fs';
 import { err } from '../errors';

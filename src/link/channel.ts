@@ -1,5 +1,5 @@
 // SPEC.md §1: a link ("channel") — one authenticated TLS 1.3 connection carrying fixed cells.
-// The Channel has a lifetime (handshake, open, closed), so it is a class (STYLE.md §5); the
+// The Channel has a lifetime (handshake, open, closed), so it is a class (SPEC.md §11.2); the
 // byte layouts it uses are declared in handshake.ts, framing.ts and src/wire/cell.ts.
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';

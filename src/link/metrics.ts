@@ -1,4 +1,4 @@
-// Link metrics (ARCHITECTURE §9: cells, handshakes, errors by code). One set per registry.
+// Link metrics (SPEC.md §1.7, §11.6: cells, handshakes, errors by code). One set per registry.
 import { Counter, Gauge, Registry } from 'prom-client';
 
 export type LinkRole = 'initiator' | 'responder';

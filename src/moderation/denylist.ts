@@ -7,7 +7,7 @@
 // so the published list does not advertise what it blocks: fetching content needs the id, and
 // the id cannot be recovered from the entry. A node that is asked for an id computes its entry
 // and looks it up. This is the construction of the IPFS compact denylist (hash of the CID).
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { base32Decode, parseCapability } from '../storage/capability';
 
@@ -45,7 +45,7 @@ export function parseDenyTarget(text: string): Buffer {
 }
 
 /** Concatenated 32-byte entries → sorted distinct list check. Used by the policy decoder. */
-export function splitEntries(packed: Buffer, field: string, code = 'POLICY_MALFORMED'): Buffer[] {
+export function splitEntries(packed: Buffer, field: string, code: ErrorCode = 'POLICY_MALFORMED'): Buffer[] {
   if (packed.length % DENY_ENTRY_BYTES !== 0) throw err(code, `${field}: length is not a multiple of ${DENY_ENTRY_BYTES}`, { field });
   const out: Buffer[] = [];
   for (let off = 0; off < packed.length; off += DENY_ENTRY_BYTES) {

@@ -2,8 +2,8 @@
 // §9.8.5). A node that subscribes to moderators enforces ALL of their policies, on store (put) and
 // on serve (get, audit); every refusal carries a stable code and names the moderator that caused
 // it. A node that subscribes to nobody is unmoderated: it stores only encrypted content, and only
-// from BEGIN_STORAGE streams on circuits (ARCHITECTURE §7).
-import { err } from '../errors';
+// from BEGIN_STORAGE streams on circuits (SPEC.md §10.6).
+import { err, type ErrorCode } from '../errors';
 import type { StorageRequest } from '../storage/protocol';
 import { admittingRule, type PolicyState } from './chain';
 import { ContentClass } from './policy';
@@ -59,7 +59,13 @@ export function looksEncrypted(data: Uint8Array): boolean {
   return chi2 <= RANDOMNESS_CHI2_MAX;
 }
 
-function refuse(code: string, moderator: string, why: string, extra: Record<string, unknown> = {}): never {
+/** The codes a storage node refuses a request with by moderation (SPEC.md §10.6, §10.9). */
+export const MODERATION_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'POLICY_UNAVAILABLE', 'POLICY_DENIED', 'POLICY_CLASS_NOT_ALLOWED', 'POLICY_TOO_LARGE', 'POLICY_NOT_ENCRYPTED',
+  'UNMODERATED_CIRCUIT_ONLY', 'UNMODERATED_ENCRYPTED_ONLY',
+]);
+
+function refuse(code: ErrorCode, moderator: string, why: string, extra: Record<string, unknown> = {}): never {
   throw err(code, `${why} (moderator ${moderator})`, { moderator, ...extra });
 }
 

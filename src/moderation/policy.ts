@@ -5,7 +5,7 @@
 // enforcement by accident). Chains of versions (snapshots and deltas) are in chain.ts.
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
-import { err, isBitcloudError } from '../errors';
+import { err, isBitcloudError, type ErrorCode } from '../errors';
 import { blake2b, type Ed25519KeyPair } from '../crypto/primitives';
 import { fingerprint, parseFingerprint } from '../crypto/keys';
 import { checkWindow, DocType, openEnvelope, signDocument, verifyDigestSignature } from '../wire/envelope';
@@ -44,7 +44,7 @@ export function isPublicClass(cls: string): boolean {
 }
 
 /** Check a class name; `code` is the error for a bad one. */
-export function checkContentClass(cls: unknown, code = 'POLICY_MALFORMED'): string {
+export function checkContentClass(cls: unknown, code: ErrorCode = 'POLICY_MALFORMED'): string {
   if (typeof cls !== 'string' || !CLASS_RE.test(cls)) throw err(code, 'a content class matches [a-z0-9][a-z0-9-]{0,63}', { contentClass: String(cls).slice(0, 80) });
   return cls;
 }

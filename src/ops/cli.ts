@@ -16,7 +16,7 @@ export function makeCli(scriptName: string, description: string): Argv {
     .demandCommand(1, 'Name a command (see --help).')
     .recommendCommands()
     .wrap(Math.min(100, process.stdout.columns || 100))
-    .fail((msg, e, y) => {
+    .fail((msg, e) => {
       if (e instanceof BitcloudError) {
         console.error(`${scriptName}: ${e.message}`);
         process.exit(1);

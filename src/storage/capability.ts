@@ -1,7 +1,7 @@
 // SPEC.md §9.5: the read capability `bitcloud:<manifest id>#<file key>`, both parts 32 bytes in
 // RFC 4648 base32, lowercase, without padding (52 characters each). Parsing is strict and canonical:
 // one spelling per capability, anything else → CAP_MALFORMED.
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 import { FILE_KEY_BYTES } from './encode';
 import { SHARE_ID_BYTES } from './share';
 
@@ -37,7 +37,7 @@ export function base32Encode(data: Uint8Array): string {
  * Strict decoding: lowercase alphabet only, a length that some byte string encodes to, and zero
  * trailing bits (so every byte string has exactly one spelling). Violations throw `code`.
  */
-export function base32Decode(text: string, code = 'CAP_MALFORMED'): Buffer {
+export function base32Decode(text: string, code: ErrorCode = 'CAP_MALFORMED'): Buffer {
   const rem = text.length % 8;
   if (rem === 1 || rem === 3 || rem === 6) throw err(code, 'base32 text has an impossible length');
   const out = Buffer.allocUnsafe(Math.floor((text.length * 5) / 8));

@@ -1,5 +1,5 @@
 // SPEC.md §9.3: the erasure-coding parameters of an upload (k data shares of n, any k rebuild the chunk).
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 
 export interface Coding {
   /** Shares needed to rebuild a chunk. */
@@ -11,7 +11,7 @@ export interface Coding {
 /** Upper bound on n: keeps manifests and placement bounded (the field itself allows 256). */
 export const MAX_SHARES_PER_CHUNK = 64;
 
-/** ARCHITECTURE §6: 4-of-6 by default; `durable` 3-of-10 survives the loss of 70% of the holders. */
+/** SPEC.md §9.3: 4-of-6 by default; `durable` 3-of-10 survives the loss of 70% of the holders. */
 export const CODING_PROFILES = {
   default: { k: 4, n: 6 },
   durable: { k: 3, n: 10 },
@@ -20,7 +20,7 @@ export type CodingProfile = keyof typeof CODING_PROFILES;
 export const DEFAULT_CODING: Coding = CODING_PROFILES.default;
 
 /** Parse a coding: 1 ≤ k ≤ n ≤ MAX_SHARES_PER_CHUNK, integers. Throws `code` (default STORAGE_CODING_INVALID). */
-export function checkCoding(k: unknown, n: unknown, code = 'STORAGE_CODING_INVALID'): Coding {
+export function checkCoding(k: unknown, n: unknown, code: ErrorCode = 'STORAGE_CODING_INVALID'): Coding {
   if (typeof k !== 'number' || typeof n !== 'number' || !Number.isInteger(k) || !Number.isInteger(n)) {
     throw err(code, 'coding k and n must be integers', { k, n });
   }

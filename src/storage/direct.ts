@@ -3,7 +3,7 @@
 // identity exactly as a link responder does (SPEC.md §1.3: an AUTHENTICATE body signed over this
 // TLS session's exporter value and both certificate hashes), behind an 8-byte magic; after that the
 // TLS stream carries storage frames (§9.6.1) both ways. No cells, no circuit: the session is the
-// plain TLS link of ARCHITECTURE §6, and the identity binding is the one of ARCHITECTURE §2.
+// plain TLS session of SPEC.md §9.13.2, and the identity binding is the one of SPEC.md §1.3.
 import tls from 'node:tls';
 import type net from 'node:net';
 import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';

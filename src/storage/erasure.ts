@@ -2,9 +2,10 @@
 // Data shares are the (padded) encrypted chunk cut in k equal pieces; parity share j (k ≤ j < n) is
 // row j of the systematic Vandermonde matrix applied byte-wise to the data shares. Any k shares rebuild.
 //
-// Why not @ronomon/reed-solomon (installed): it is limited to m = n − k ≤ 6 parity shares, so it cannot
-// make the `durable` 3-of-10 profile, and its code (a Cauchy bit-matrix whose field size, polynomial and
-// byte interleaving change with k, m and shard size) cannot be written down as a short normative rule
+// Why not @ronomon/reed-solomon (no longer a dependency; see README "Why erasure coding is in-house"):
+// it is limited to m = n − k ≤ 6 parity shares, so it cannot make the `durable` 3-of-10 profile (7 parity
+// shares), and its code (a Cauchy bit-matrix whose field size, polynomial and byte interleaving change
+// with k, m and shard size) cannot be written down as a short normative rule
 // for a second implementation. This code is the one Backblaze, klauspost/reedsolomon and the Rust
 // reed-solomon-erasure crate implement, so other implementations exist already. Its WebAssembly
 // build (@subspace/reed-solomon-erasure.wasm) was tried as the library instead: its allocator

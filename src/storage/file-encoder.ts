@@ -10,7 +10,7 @@ import { MAX_CHUNK_SIZE } from './share';
 
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 
-/** A random per-file key (ARCHITECTURE §6). */
+/** A random per-file key (SPEC.md §9.2). */
 export function newFileKey(): Buffer {
   return randomBytes(FILE_KEY_BYTES);
 }

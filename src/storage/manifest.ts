@@ -1,6 +1,6 @@
 // SPEC.md §9.4: the manifest and the root record (storage.proto), with every rule checked on decode:
 // a decoded Manifest or Root is fully valid, and nothing downstream re-checks it.
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 import { checkCoding, type Coding } from './coding';
 import { CHUNK_OVERHEAD, type ChunkRef } from './encode';
 import { bytes, CODING_SCHEME_RS_GF256, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
@@ -56,7 +56,7 @@ export function chunkOffsets(layout: Layout): number[] {
 }
 
 /** The rules of a Layout (SPEC.md §9.4); `code` is the error for a violation. */
-export function checkLayout(l: Layout, code = BAD): Layout {
+export function checkLayout(l: Layout, code: ErrorCode = BAD): Layout {
   const coding = checkCoding(l.coding?.k, l.coding?.n, code);
   if (!Number.isInteger(l.chunkSize) || l.chunkSize < 1 || l.chunkSize > MAX_CHUNK_SIZE) {
     throw err(code, `chunk size must be 1..${MAX_CHUNK_SIZE}`, { chunkSize: l.chunkSize });
@@ -74,20 +74,20 @@ export function checkLayout(l: Layout, code = BAD): Layout {
   return { size: l.size, chunkSize: l.chunkSize, coding, chunks: l.chunks };
 }
 
-function textField(v: string, field: string, code: string): string {
+function textField(v: string, field: string, code: ErrorCode): string {
   if (Buffer.byteLength(v, 'utf8') > MAX_TEXT_BYTES) throw err(code, `${field} longer than ${MAX_TEXT_BYTES} bytes`);
   if (v.includes('\0')) throw err(code, `${field} contains NUL`);
   return v;
 }
 
 /** A name is a suggestion for a single path component: no separators, not "." or "..". */
-function checkName(v: string, code: string): string {
+function checkName(v: string, code: ErrorCode): string {
   textField(v, 'name', code);
   if (/[/\\]/.test(v) || v === '.' || v === '..') throw err(code, 'name must be a single file name');
   return v;
 }
 
-function checkContentClass(v: string, code: string): string {
+function checkContentClass(v: string, code: ErrorCode): string {
   if (!CONTENT_CLASS.test(v)) throw err(code, 'content class must match [a-z0-9][a-z0-9-]{0,63}', { contentClass: v });
   return v;
 }

@@ -12,7 +12,7 @@ const FINGERPRINT = /^[0-9a-f]{64}$/;
 
 /** A storage node, by fingerprint (64 lowercase hex of its Ed25519 identity key). */
 export type NodeFingerprint = string;
-/** Moderation and reachability choices of the uploader (ARCHITECTURE §7): false skips the node. */
+/** Moderation and reachability choices of the uploader (SPEC.md §9.7, §10.8): false skips the node. */
 export type NodeFilter = (node: NodeFingerprint) => boolean;
 
 export function placementWeight(shareId: Uint8Array, node: NodeFingerprint): Buffer {

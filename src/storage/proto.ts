@@ -2,7 +2,7 @@
 // `decodeProto`, which turns any protobufjs failure into one BitcloudError code chosen by the caller.
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./storage.proto', import.meta.url)));
 
@@ -22,7 +22,7 @@ export const CODING_SCHEME_RS_GF256 = 1;
 /** A decoded message, as loosely typed as protobufjs gives it: callers check every field they read. */
 export type Loose = Record<string, unknown>;
 
-export function decodeProto(t: protobuf.Type, bytes: Uint8Array, code: string): Loose {
+export function decodeProto(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode): Loose {
   try {
     return t.decode(bytes) as unknown as Loose;
   } catch (e) {
@@ -37,7 +37,7 @@ export function encodeProto(t: protobuf.Type, value: Loose): Buffer {
 }
 
 /** A uint64 field as a JS number; values beyond 2^53 − 1 are refused rather than rounded. */
-export function u64(v: unknown, code: string, field: string): number {
+export function u64(v: unknown, code: ErrorCode, field: string): number {
   if (typeof v === 'number') {
     if (!Number.isSafeInteger(v) || v < 0) throw err(code, `${field} is not a safe non-negative integer`);
     return v;
@@ -52,19 +52,19 @@ export function u64(v: unknown, code: string, field: string): number {
   throw err(code, `${field} is not an integer`);
 }
 
-export function u32(v: unknown, code: string, field: string): number {
+export function u32(v: unknown, code: ErrorCode, field: string): number {
   if (v === undefined || v === null) return 0;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw err(code, `${field} is not a uint32`);
   return v;
 }
 
-export function bytes(v: unknown, code: string, field: string): Buffer {
+export function bytes(v: unknown, code: ErrorCode, field: string): Buffer {
   if (v === undefined || v === null) return Buffer.alloc(0);
   if (!(v instanceof Uint8Array)) throw err(code, `${field} is not bytes`);
   return Buffer.from(v.buffer, v.byteOffset, v.length);
 }
 
-export function str(v: unknown, code: string, field: string): string {
+export function str(v: unknown, code: ErrorCode, field: string): string {
   if (v === undefined || v === null) return '';
   if (typeof v !== 'string') throw err(code, `${field} is not a string`);
   return v;

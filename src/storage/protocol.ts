@@ -1,6 +1,6 @@
 // SPEC.md §9.6: the storage protocol's requests and responses (storage.proto Request/Response), as
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
-import { err, isBitcloudError, BitcloudError } from '../errors';
+import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
@@ -52,19 +52,19 @@ export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
 
 const BAD_REQ = 'STORAGE_BAD_REQUEST';
 
-function id32(v: unknown, code: string, field = 'id'): Buffer {
+function id32(v: unknown, code: ErrorCode, field = 'id'): Buffer {
   const b = bytes(v, code, field);
   if (b.length !== SHARE_ID_BYTES) throw err(code, `${field} must be ${SHARE_ID_BYTES} bytes`);
   return b;
 }
 
-function idList(v: unknown, code: string): Buffer[] {
+function idList(v: unknown, code: ErrorCode): Buffer[] {
   const l = list(v);
   if (l.length < 1 || l.length > MAX_IDS_PER_REQUEST) throw err(code, `between 1 and ${MAX_IDS_PER_REQUEST} ids per request`, { count: l.length });
   return l.map((x) => id32(x, code, 'ids'));
 }
 
-function offsetField(v: unknown, code: string, field: string): number {
+function offsetField(v: unknown, code: ErrorCode, field: string): number {
   const n = u64(v, code, field);
   if (n > MAX_SHARE_BYTES) throw err(code, `${field} beyond the largest share`);
   return n;
@@ -198,7 +198,12 @@ export function errorResponse(e: unknown): StorageResponse & { type: 'error' } {
   return { type: 'error', code: 'STORAGE_INTERNAL', message: 'internal error' };
 }
 
-/** Client side: the error a remote error response stands for (same code, detail.remote = true). */
+/**
+ * Client side: the error a remote error response stands for (same code, detail.remote = true).
+ * A code outside the closed set (src/errors.ts; a node of another version) becomes
+ * STORAGE_REMOTE_UNKNOWN with the node's code in detail.remoteCode.
+ */
 export function responseError(res: StorageResponse & { type: 'error' }): BitcloudError {
+  if (!isErrorCode(res.code)) return err('STORAGE_REMOTE_UNKNOWN', `storage node: ${res.code}: ${res.message}`, { remote: true, remoteCode: res.code });
   return err(res.code, `storage node: ${res.message}`, { remote: true });
 }

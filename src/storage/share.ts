@@ -1,6 +1,6 @@
 // SPEC.md §9.1: a share is named by BLAKE2b-256 of its bytes, so a storage node checks what it
 // stores without any key, and a reader checks what it fetched against the manifest.
-import { err } from '../errors';
+import { err, type ErrorCode } from '../errors';
 import { blake2b, constantTimeEqual } from '../crypto/primitives';
 
 export const SHARE_ID_BYTES = 32;
@@ -31,7 +31,7 @@ export function shareIdHex(id: Uint8Array): string {
 }
 
 /** Parse a share id given as 32 bytes or as 64 lowercase hex characters. Throws `code`. */
-export function parseShareId(v: unknown, code = 'STORAGE_BAD_REQUEST'): Buffer {
+export function parseShareId(v: unknown, code: ErrorCode = 'STORAGE_BAD_REQUEST'): Buffer {
   if (typeof v === 'string') {
     if (!HEX_ID.test(v)) throw err(code, 'share id must be 64 lowercase hex characters');
     return Buffer.from(v, 'hex');

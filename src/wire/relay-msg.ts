@@ -26,7 +26,7 @@ export const RelayCommand = {
   BEGIN_DIR: 13,
   EXTEND2: 14,
   EXTENDED2: 15,
-  /** A storage-protocol stream to the node that ends the circuit (ARCHITECTURE §6). */
+  /** A storage-protocol stream to the node that ends the circuit (SPEC.md §9.13.1). */
   BEGIN_STORAGE: 40,
 } as const;
 export type RelayCommandName = keyof typeof RelayCommand;

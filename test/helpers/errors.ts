@@ -1,8 +1,8 @@
 // Shared by the codec tests: what a decoder threw, and "only typed errors" for property tests.
-import { BitcloudError } from '../../src/errors';
+import { BitcloudError, type ErrorCode } from '../../src/errors';
 
 /** The BitcloudError code `f` throws, or undefined when it returns; any other throw propagates. */
-export function codeOf(f: () => unknown): string | undefined {
+export function codeOf(f: () => unknown): ErrorCode | undefined {
   try {
     f();
   } catch (e) {

@@ -14,6 +14,7 @@ import {
 } from '../../src/link';
 import { encodeAuthenticate } from '../../src/link/handshake';
 import { encodeVersions } from '../../src/wire/messages';
+import type { ErrorCode } from '../../src/errors';
 
 const HOST = '127.0.0.1';
 let serverTls: TlsCredentials;
@@ -247,7 +248,7 @@ describe('links: a bad peer loses only its own link (SPEC.md §1.7)', () => {
     const relayOnZero = Buffer.alloc(CELL_LEN);
     relayOnZero[4] = CellCommand.RELAY;
 
-    const cases: Array<{ name: string; frames: Buffer[]; end?: boolean; cert?: TlsCredentials; code: string }> = [
+    const cases: Array<{ name: string; frames: Buffer[]; end?: boolean; cert?: TlsCredentials; code: ErrorCode }> = [
       { name: 'garbage after TLS', frames: [garbage], code: 'CELL_UNKNOWN_COMMAND' },
       { name: 'a truncated cell, then close', frames: [versionsCell(), encodeCell(5, CellCommand.RELAY, Buffer.alloc(9)).subarray(0, 200)], end: true, code: 'CELL_TRUNCATED' },
       { name: 'VERSIONS count beyond the payload', frames: [badVersions], code: 'MSG_MALFORMED' },

@@ -145,7 +145,7 @@ describe('subscriptions are public (SPEC.md §10.6)', () => {
   }, 300_000);
 });
 
-describe('unmoderated nodes (ARCHITECTURE §7)', () => {
+describe('unmoderated nodes (SPEC.md §10.6)', () => {
   it('refuse a direct PUT with UNMODERATED_CIRCUIT_ONLY; a moderated node takes it', async () => {
     const data = randomBytes(4096);
     const ch = await channelTo(nodes[4]);

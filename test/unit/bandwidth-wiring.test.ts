@@ -2,21 +2,20 @@ import { describe, it, expect } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { EpochTotals } from '../../src/bandwidth/counters';
 import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
-import { LinkReceipts, epochAt, type Disagreement } from '../../relay/bandwidth';
+import { LinkReceipts, epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
 
 function pair() {
   const a = ed25519Generate(); const b = ed25519Generate();
   const ta = new EpochTotals(a.publicKey.toString('hex')); const tb = new EpochTotals(b.publicKey.toString('hex'));
   const got: Receipt[] = []; const rejects: Disagreement[] = [];
-  let ini!: LinkReceipts; let res!: LinkReceipts;
-  ini = new LinkReceipts({ identity: a, peerIdentity: b.publicKey, isInitiator: true, totals: ta,
+  const ini: LinkReceipts = new LinkReceipts({ identity: a, peerIdentity: b.publicKey, isInitiator: true, totals: ta,
     send: (c, p) => res.onCell(c, p), onReceipt: (r) => got.push(r), onDisagreement: (r) => rejects.push(r) });
-  res = new LinkReceipts({ identity: b, peerIdentity: a.publicKey, isInitiator: false, totals: tb,
+  const res: LinkReceipts = new LinkReceipts({ identity: b, peerIdentity: a.publicKey, isInitiator: false, totals: tb,
     send: (c, p) => ini.onCell(c, p), onDisagreement: (r) => rejects.push(r) });
   return { a, b, ta, tb, ini, res, got, rejects };
 }
 
-describe('relay/bandwidth LinkReceipts', () => {
+describe('LinkReceipts (src/bandwidth/link-receipts)', () => {
   it('initiator proposes, responder countersigns, both keep the same receipt', () => {
     const p = pair();
     p.ini.counter.onSent(10); p.res.counter.onReceived(10);

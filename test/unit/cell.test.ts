@@ -2,7 +2,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
-import { BitcloudError } from '../../src/errors';
 import {
   CELL_LEN, CELL_PAYLOAD_LEN, CIRCID_INITIATOR_BIT, CellCommand, decodeCell, encodeCell, encodeCellInto,
   isInitiatorCircId, isLinkLevelCommand, isResponderCircId,

@@ -5,7 +5,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isBitcloudError } from '../../src/errors';
+import { isBitcloudError, type ErrorCode } from '../../src/errors';
 import {
   DEFAULT_ONION_ROTATION_MS, ED25519_SECRET_FILE_LEN, ED25519_SECRET_TAG, KEY_FILE_HEADER_LEN,
   X25519_SECRET_FILE_LEN, X25519_SECRET_TAG,
@@ -14,14 +14,14 @@ import {
 } from '../../src/crypto/keys';
 import { ed25519Generate, ed25519Sign, ed25519Verify, x25519, x25519Generate } from '../../src/crypto/primitives';
 
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<void> {
   let thrown: unknown;
   try { await p; } catch (e) { thrown = e; }
   expect(isBitcloudError(thrown), `expected ${code}, got ${String(thrown)}`).toBe(true);
   expect((thrown as { code: string }).code).toBe(code);
 }
 
-function expectCodeSync(fn: () => unknown, code: string): void {
+function expectCodeSync(fn: () => unknown, code: ErrorCode): void {
   let thrown: unknown;
   try { fn(); } catch (e) { thrown = e; }
   expect(isBitcloudError(thrown, code), `expected ${code}, got ${String(thrown)}`).toBe(true);

@@ -2,7 +2,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
-import { BitcloudError } from '../../src/errors';
 import { CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DATA_MAX } from '../../src/wire/relay-msg';
 import { formatIPv6, parseIPv4, parseIPv6 } from '../../src/wire/addr';

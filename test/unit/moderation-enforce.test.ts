@@ -43,7 +43,7 @@ const cipherId = shareId(cipher);
 const put = (data: Buffer, contentClass?: string): StorageRequest => ({ type: 'put', id: shareId(data), data, leaseSeconds: 0, ...(contentClass ? { contentClass } : {}) } as StorageRequest);
 const get = (id: Buffer): StorageRequest => ({ type: 'get', id, offset: 0, length: 0 });
 
-describe('unmoderated nodes (ARCHITECTURE §7)', () => {
+describe('unmoderated nodes (SPEC.md §10.6)', () => {
   const check = makePolicyCheck(staticSubscriptions('unmoderated'));
 
   it('refuse a direct put with UNMODERATED_CIRCUIT_ONLY', async () => {

@@ -2,7 +2,7 @@
 // (test/vectors/ntor.json, read unchanged) and runs Bitcloud's PROTOID end to end.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { isBitcloudError } from '../../src/errors';
+import { isBitcloudError, type ErrorCode } from '../../src/errors';
 import {
   NTOR_BITCLOUD_ONIONSKIN_LEN, NTOR_PROTOID_BITCLOUD, NTOR_PROTOID_TOR, NTOR_REPLY_LEN,
   ntorClientCreate, ntorClientFinish, ntorKdf, ntorServerRespond,
@@ -18,7 +18,7 @@ interface NtorVectors {
 const V: NtorVectors = JSON.parse(readFileSync(new URL('../vectors/ntor.json', import.meta.url), 'utf8'));
 const hex = (s: string) => Buffer.from(s, 'hex');
 
-function expectCode(fn: () => unknown, code: string): void {
+function expectCode(fn: () => unknown, code: ErrorCode): void {
   let thrown: unknown;
   try { fn(); } catch (e) { thrown = e; }
   expect(isBitcloudError(thrown), `expected ${code}, got ${String(thrown)}`).toBe(true);

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { isBitcloudError } from '../../src/errors';
+import { isBitcloudError, type ErrorCode } from '../../src/errors';
 import { scheduledMint, type IssuanceSchedule } from '../../src/bandwidth/reward';
 import {
   GENESIS_PREVIOUS_HASH, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock,
@@ -18,7 +18,7 @@ const authorities = staticAuthorities([
   { identity: ids[0].publicKey }, { identity: ids[1].publicKey }, { identity: ids[2].publicKey, signingKeys: [signer3.publicKey] },
 ]);
 
-function expectCode(f: () => unknown, code: string): void {
+function expectCode(f: () => unknown, code: ErrorCode): void {
   try {
     f();
   } catch (e) {

@@ -15,7 +15,6 @@ import { PATHS } from '../../src/dir/fetch';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { prom } from '../../src/ops/metrics';
-import { silentLogger } from '../../src/ops/log';
 import { decodeSignedRewardBlock } from '../../src/bandwidth/reward-chain';
 import { RewardLedger } from '../../directory/rewards';
 import { serveRewards } from '../../directory/reward-http';

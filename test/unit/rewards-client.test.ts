@@ -18,6 +18,7 @@ import {
   encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
+import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
 import { CONSENSUS_CACHE_FILE } from '../../src/dir/consensus-cache';
 
@@ -77,7 +78,7 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-async function failsWith(blocks: Buffer[], code: string, o: { certs?: Buffer[]; claim?: number } = {}): Promise<void> {
+async function failsWith(blocks: Buffer[], code: ErrorCode, o: { certs?: Buffer[]; claim?: number } = {}): Promise<void> {
   const bad = await chainServer(blocks, o);
   await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [bad.url] })).rejects.toMatchObject({ code });
 }

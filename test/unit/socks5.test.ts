@@ -33,10 +33,10 @@ function listen(s: net.Server): Promise<number> {
 }
 
 const failures: Record<string, () => Promise<Duplex>> = {
-  'policy.invalid': async () => { throw err('STREAM_END', 'exit refused', { reason: 'EXITPOLICY' }); },
-  'noresolve.invalid': async () => { throw err('STREAM_END', 'exit could not resolve', { reason: 2 }); },
-  'timeout.invalid': async () => { throw err('STREAM_END', 'exit timed out', { reason: 'TIMEOUT' }); },
-  'noroute.invalid': async () => { throw err('STREAM_END', 'no route', { reason: 'NOROUTE' }); },
+  'policy.invalid': async () => { throw err('STREAM_REFUSED', 'exit refused', { reason: 'EXITPOLICY' }); },
+  'noresolve.invalid': async () => { throw err('STREAM_REFUSED', 'exit could not resolve', { reason: 2 }); },
+  'timeout.invalid': async () => { throw err('STREAM_REFUSED', 'exit timed out', { reason: 'TIMEOUT' }); },
+  'noroute.invalid': async () => { throw err('STREAM_REFUSED', 'no route', { reason: 'NOROUTE' }); },
   'nopath.invalid': async () => { throw err('PATH_NO_RELAYS', 'empty consensus'); },
   'noexit.invalid': async () => { throw err('PATH_NO_EXIT', 'no exit for port'); },
   'general.invalid': async () => { throw new Error('boom'); },
@@ -282,10 +282,10 @@ describe('SOCKS5 reply codes (SPEC §7.8.4)', () => {
 
   it('socksReplyFor maps END reasons, errno codes and error codes', () => {
     const table: [unknown, number][] = [
-      [err('X', 'm', { reason: 'EXITPOLICY' }), 2], [err('X', 'm', { endReason: 4 }), 2], [err('X', 'm', { reason: 'RESOLVEFAILED' }), 4],
-      [err('X', 'm', { reason: 3 }), 5], [err('X', 'm', { reason: 'CONNRESET' }), 5], [err('X', 'm', { reason: 7 }), 6],
-      [err('X', 'm', { reason: 'NOROUTE' }), 4], [err('X', 'm', { reason: 'MISC' }), 1], [err('X', 'm', { reason: 'DESTROY' }), 1],
-      [err('STREAM_EXIT_POLICY', 'm'), 2], [err('STREAM_RESOLVE_FAILED', 'm'), 4], [err('STREAM_CONNECT_REFUSED', 'm'), 5],
+      [err('STREAM_REFUSED', 'm', { reason: 'EXITPOLICY' }), 2], [err('STREAM_REFUSED', 'm', { endReason: 4 }), 2], [err('STREAM_REFUSED', 'm', { reason: 'RESOLVEFAILED' }), 4],
+      [err('STREAM_REFUSED', 'm', { reason: 3 }), 5], [err('STREAM_REFUSED', 'm', { reason: 'CONNRESET' }), 5], [err('STREAM_REFUSED', 'm', { reason: 7 }), 6],
+      [err('STREAM_REFUSED', 'm', { reason: 'NOROUTE' }), 4], [err('STREAM_REFUSED', 'm', { reason: 'MISC' }), 1], [err('STREAM_REFUSED', 'm', { reason: 'DESTROY' }), 1],
+      [err('EXIT_POLICY_REJECTED', 'm'), 2], [err('EXIT_RESOLVE_FAILED', 'm'), 4], [err('EXIT_CONNECT_REFUSED', 'm'), 5],
       [err('CIRCUIT_BUILD_TIMEOUT', 'm'), 6], [err('PATH_NO_EXIT', 'm'), 2], [err('PATH_NO_GUARD', 'm'), 3],
       [Object.assign(new Error('x'), { code: 'ECONNREFUSED' }), 5], [Object.assign(new Error('x'), { code: 'ENOTFOUND' }), 4],
       [Object.assign(new Error('x'), { code: 'ENETUNREACH' }), 3], [Object.assign(new Error('x'), { code: 'ETIMEDOUT' }), 6],

@@ -1,4 +1,4 @@
-// Known answers printed in docs/spec/09-storage.md §9.11: a second implementation must reproduce them.
+// Known answers printed in SPEC.md §9.11: a second implementation must reproduce them.
 import { describe, it, expect } from 'vitest';
 import { encodeChunk, encryptChunk, ChunkKind } from '../../src/storage/encode';
 import { placeChunk, placementWeight, rankNodes } from '../../src/storage/placement';

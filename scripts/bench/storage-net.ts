@@ -1,27 +1,27 @@
 // Put and get throughput (SPEC.md §9.9) through 3-hop circuits and direct sessions, beside the raw
 // 3-hop circuit throughput (bare bytes on a BEGIN_STORAGE stream through the same relays) and the
 // raw disk write speed, all measured in the same run. The network (guard, middle, six storage
-// nodes) runs in a child process (bench-net-node.ts); the client runs here, so each side has a core.
+// nodes) runs in a child process (storage-net-node.ts); the client runs here, so each side has a core.
 import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchRow } from '../scripts/bench/types';
-import { fingerprint } from '../src/crypto/keys';
-import { blake2b, randomBytes } from '../src/crypto/primitives';
-import { connectLink } from '../src/link';
-import { ClientCircuit, ClientLink, type HopTarget } from '../src/client/client-circuit';
-import type { ConsensusRelay } from '../src/dir/types';
-import { connectStorageDirect } from '../src/storage/direct';
-import { parseCapability } from '../src/storage/capability';
-import { StorageClient, type OpenStorageStream } from '../src/client/storage-client';
-import { putFile } from '../src/client/storage-client-put';
-import { getFile } from '../src/client/storage-client-get';
+import type { BenchRow } from './types';
+import { fingerprint } from '../../src/crypto/keys';
+import { blake2b, randomBytes } from '../../src/crypto/primitives';
+import { connectLink } from '../../src/link';
+import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { connectStorageDirect } from '../../src/storage/direct';
+import { parseCapability } from '../../src/storage/capability';
+import { StorageClient, type OpenStorageStream } from '../../src/client/storage-client';
+import { putFile } from '../../src/client/storage-client-put';
+import { getFile } from '../../src/client/storage-client-get';
 
 const MiB = 1024 * 1024;
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 interface HopJson { identity: string; onionKey: string; port: number; storagePort: number }
 interface NetJson { guard: HopJson; middle: HopJson; raw: HopJson; nodes: HopJson[] }
@@ -42,7 +42,7 @@ function relayOf(h: HopJson): ConsensusRelay {
 async function startNetwork(): Promise<{ net: NetJson; stop: () => Promise<void> }> {
   // BITCLOUD_BENCH_NODE_ARGS: extra node flags for the network process (e.g. --cpu-prof).
   const extra = (process.env.BITCLOUD_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...extra, path.join(ROOT, 'bin/run-ts.js'), path.join(ROOT, 'storage/bench-net-node.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...extra, path.join(ROOT, 'bin/run-ts.js'), path.join(ROOT, 'scripts/bench/storage-net-node.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     let buf = '';
     child.stdout!.setEncoding('utf8').on('data', (c: string) => {

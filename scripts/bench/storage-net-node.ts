@@ -1,4 +1,4 @@
-// The network half of the storage bench (storage/bench-net.ts), in its own process so that the
+// The network half of the storage bench (storage-net.ts), in its own process so that the
 // client and the network each get a core: a guard and a middle relay (the circuit switch of src/
 // with an extend hook), six storage nodes (StorageEndpoint + ShareStore, no moderation), and a
 // "raw" circuit endpoint whose BEGIN_STORAGE streams carry bare bytes (the raw 3-hop baseline:
@@ -7,11 +7,11 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { loadOrCreateNodeKeys, type NodeKeys } from '../src/crypto/keys';
-import { connectLink, createLinkListener, type LinkListener } from '../src/link';
-import { CircuitSwitch, type IncomingStream } from '../src/circuit/switch';
-import { ShareStore } from './share-store';
-import { StorageEndpoint } from './endpoint';
+import { loadOrCreateNodeKeys, type NodeKeys } from '../../src/crypto/keys';
+import { connectLink, createLinkListener, type LinkListener } from '../../src/link';
+import { CircuitSwitch, type IncomingStream } from '../../src/circuit/switch';
+import { ShareStore } from '../../storage/share-store';
+import { StorageEndpoint } from '../../storage/endpoint';
 
 const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bench-net-'));
 const closers: Array<() => Promise<void> | void> = [];

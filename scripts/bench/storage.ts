@@ -1,16 +1,16 @@
 // `npm run bench -- --only storage`: chunk coding (SPEC.md §9.2–9.3) and share store (§9.8)
 // throughput, each beside a raw baseline measured in the same run on the same bytes; then put and
-// get through circuits and direct (bench-net.ts) beside the raw circuit and disk.
+// get through circuits and direct (storage-net.ts) beside the raw circuit and disk.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { BenchModule, BenchRow } from '../scripts/bench/types';
-import { blake2b, randomBytes, xchachaEncrypt } from '../src/crypto/primitives';
-import { writeFileAtomic } from '../src/ops/fsutil';
-import { decodeChunk, encodeChunk } from '../src/storage/encode';
-import { erasureEncodeInPlace, shareSizeFor } from '../src/storage/erasure';
-import { ShareStore } from './share-store';
-import { netRows } from './bench-net';
+import type { BenchModule, BenchRow } from './types';
+import { blake2b, randomBytes, xchachaEncrypt } from '../../src/crypto/primitives';
+import { writeFileAtomic } from '../../src/ops/fsutil';
+import { decodeChunk, encodeChunk } from '../../src/storage/encode';
+import { erasureEncodeInPlace, shareSizeFor } from '../../src/storage/erasure';
+import { ShareStore } from '../../storage/share-store';
+import { netRows } from './storage-net';
 
 const MIB = 1024 * 1024;
 
