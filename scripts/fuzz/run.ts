@@ -8,6 +8,8 @@
 //   npm run fuzz -- --seed 42             fast-check seed (default: from the clock, printed)
 //   npm run fuzz -- --hang-ms 1000        one input using more CPU time than this is a hang (default 1000)
 //   npm run fuzz -- --no-save             do not write findings under test/fuzz-corpus/
+//   npm run fuzz -- --replay              decode every kept finding (test/fuzz-corpus/) and every
+//                                         target's seeds once, one line each ("ok" or "FAIL")
 //
 // Each target runs in a worker thread watched from this thread: an input that uses more than
 // --hang-ms of CPU time (or waits 30 times that) is reported as a hang and the worker is replaced. A failure is a throw that is not a
@@ -16,12 +18,12 @@
 // beside it saying what happened); test/unit/fuzz-regressions.test.ts replays them all.
 // Output: a table (target, inputs, failures, seconds), then `fuzz: T targets, N inputs, F failures`.
 import { Worker } from 'node:worker_threads';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TARGETS } from './targets';
-import type { Finding } from './engine';
+import { sha256 } from '../../src/crypto/primitives';
+import { TARGETS, targetByName, prepareTargets, cleanupTargets } from './targets';
+import { runOne, type Finding } from './engine';
 import type { RunRequest, WorkerMessage } from './worker-main';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -29,16 +31,17 @@ const root = path.resolve(here, '..', '..');
 export const CORPUS_DIR = path.join(root, 'test', 'fuzz-corpus');
 const MAX_INPUT = 64 * 1024;
 
-interface Options { quick: boolean; targets: string[]; inputs: number; seconds: number; seed: number; hangMs: number; save: boolean }
+interface Options { replay: boolean; quick: boolean; targets: string[]; inputs: number; seconds: number; seed: number; hangMs: number; save: boolean }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, targets: [], inputs: 1_000_000, seconds: 0, seed: Date.now() % 2_147_483_647, hangMs: 1000, save: true };
+  const o: Options = { replay: false, quick: false, targets: [], inputs: 1_000_000, seconds: 0, seed: Date.now() % 2_147_483_647, hangMs: 1000, save: true };
   let inputsGiven = false, secondsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = (): string => { const v = argv[++i]; if (v === undefined) usage(`${a} needs a value`); return v; };
     const num = (): number => { const v = Number(val()); if (!Number.isFinite(v) || v < 0) usage(`${a} needs a non-negative number`); return v; };
     if (a === '--quick') o.quick = true;
+    else if (a === '--replay') o.replay = true;
     else if (a === '--target') o.targets.push(...val().split(',').filter(Boolean));
     else if (a === '--inputs') { o.inputs = Math.floor(num()); inputsGiven = true; }
     else if (a === '--seconds') { o.seconds = num(); secondsGiven = true; }
@@ -133,7 +136,7 @@ function runOn(w: FuzzWorker, req: RunRequest, hangMs: number, onFinding: (f: Fi
 function saveFinding(target: string, f: Finding): string {
   const dir = path.join(CORPUS_DIR, target);
   fs.mkdirSync(dir, { recursive: true });
-  const name = crypto.createHash('sha256').update(f.input).digest('hex').slice(0, 16);
+  const name = sha256(f.input).toString('hex').slice(0, 16);
   const file = path.join(dir, `${name}.bin`);
   if (!fs.existsSync(file)) {
     fs.writeFileSync(file, f.input);
@@ -142,8 +145,41 @@ function saveFinding(target: string, f: Finding): string {
   return path.relative(root, file);
 }
 
+/**
+ * Replay the kept findings and the seeds in this thread (they are known to finish quickly; the
+ * unit test that runs this has its own timeout). Prints `ok|FAIL <target>/<file>` per input, then
+ * `replay: N inputs, F failures`.
+ */
+async function replay(): Promise<number> {
+  await prepareTargets();
+  let n = 0, failed = 0;
+  const judge = async (target: string, label: string, input: Buffer) => {
+    const t = targetByName(target);
+    const f = t ? await runOne(t, input) : { kind: 'throw', detail: `no fuzz target ${target}` };
+    n++;
+    if (f) failed++;
+    console.log(`${f ? 'FAIL' : 'ok'} ${target}/${label}${f ? ` ${f.kind}: ${f.detail.split('\n').join(' | ')}` : ''}`);
+  };
+  const dirs = fs.existsSync(CORPUS_DIR) ? fs.readdirSync(CORPUS_DIR).sort() : [];
+  for (const d of dirs) {
+    if (!fs.statSync(path.join(CORPUS_DIR, d)).isDirectory()) continue;
+    for (const f of fs.readdirSync(path.join(CORPUS_DIR, d)).sort()) {
+      if (f.endsWith('.bin')) await judge(d, f, fs.readFileSync(path.join(CORPUS_DIR, d, f)));
+    }
+  }
+  for (const t of TARGETS) {
+    const seeds = t.seeds();
+    if (seeds.length === 0) { failed++; console.log(`FAIL ${t.name}/seeds none`); }
+    for (const [i, s] of seeds.entries()) await judge(t.name, `seed-${i}`, s);
+  }
+  cleanupTargets();
+  console.log(`replay: ${n} inputs, ${failed} failures`);
+  return failed === 0 ? 0 : 1;
+}
+
 export async function fuzzMain(argv: string[]): Promise<number> {
   const o = parseArgs(argv);
+  if (o.replay) return replay();
   const targets = o.targets.length ? TARGETS.filter((t) => o.targets.includes(t.name)) : TARGETS;
   console.log(`fuzz: ${targets.length} targets, up to ${o.inputs} inputs each${o.seconds ? `, up to ${o.seconds} s each` : ''}, seed ${o.seed}, hang limit ${o.hangMs} ms`);
   const rows: Row[] = [];

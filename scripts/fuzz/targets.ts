@@ -53,7 +53,7 @@ import {
 import { ReceiptVerifier, periodicUploadWindow } from '../../src/bandwidth/verify';
 import { answerReceiptUpload } from '../../directory/receipts';
 import {
-  applyRewardBlock, decodeRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock, emptyChainState,
+  applyRewardBlock, decodeRewardBlock, decodeRewardChainBundle, emptyChainState,
   encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, GENESIS_PREVIOUS_HASH, rewardBlockHash,
   signRewardBlock, staticAuthorities, verifyChain,
 } from '../../src/bandwidth/reward-chain';

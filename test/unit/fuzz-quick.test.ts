@@ -6,7 +6,6 @@ import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TARGETS } from '../../scripts/fuzz/targets';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -26,14 +25,13 @@ describe('npm run fuzz -- --quick', () => {
     const { code, out } = await runQuick();
     const lines = out.trim().split('\n');
     const last = lines[lines.length - 1];
-    expect(last, out).toMatch(/^fuzz: \d+ targets, \d+ inputs, 0 failures$/);
-    expect(last).toContain(`fuzz: ${TARGETS.length} targets`);
+    const m = /^fuzz: (\d+) targets, \d+ inputs, 0 failures$/.exec(last);
+    expect(m, out).not.toBeNull();
     expect(code, out).toBe(0);
-    // The table: one row per target, each with some inputs.
-    for (const t of TARGETS) {
-      const row = lines.find((l) => l.startsWith(`| ${t.name.padEnd(20)} |`));
-      expect(row, t.name).toBeDefined();
-      expect(Number(row!.split('|')[2].trim()), t.name).toBeGreaterThan(0);
-    }
+    // The table: one row per target (target | inputs | failures | seconds), each with some inputs.
+    const rows = lines.filter((l) => /^\| [a-z0-9-]+ +\| +\d+ \|/.test(l));
+    expect(rows.length, out).toBe(Number(m![1]));
+    expect(rows.length).toBeGreaterThan(20);
+    for (const row of rows) expect(Number(row.split('|')[2].trim()), row).toBeGreaterThan(0);
   }, 600_000);
 });
