@@ -13,7 +13,7 @@ import { writeFileAtomic } from '../src/ops/fsutil';
 import { fingerprint } from '../src/crypto/keys';
 import { decodeDetachedSignatures, encodeDetachedSignatures, LIMITS, type SignatureMsg } from '../src/wire/docs';
 import { makeSignature, openEnvelope, DocType, sealEnvelope } from '../src/wire/envelope';
-import { majorityOf } from '../src/dir/authorities';
+import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
@@ -28,6 +28,7 @@ import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
 import { linkReachabilityTest, ReachabilityQueue, type ReachabilityTester } from './reachability';
 import { DescriptorStore, type IntakeResult } from './store';
+import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
 
 export const CONSENSUS_FILE = 'consensus';
@@ -51,12 +52,13 @@ export interface AuthorityDeps {
   };
 }
 
+/** A detached signature on the consensus with the certificate of the key that made it. */
+interface ConsensusSignature { sig: SignatureMsg; cert: Buffer }
+
 interface Pending {
   periodStart: number;
   computed: ComputedConsensus;
-  sigs: Map<string, SignatureMsg>;
-  certs: Map<string, Buffer>;
-  mismatchLogged: Set<string>;
+  round: SigningRound<ConsensusSignature>;
 }
 
 export function periodStartOf(now: number, periodSeconds: number): number {
@@ -83,7 +85,6 @@ export class Authority {
   private fetchingVotes = false;
   private votesFetchedFor = 0;
   private ready = false;
-  private fetchingSigs = false;
   private storeDirty = false;
   /** The published consensus and its served form. */
   private current: { info: VerifiedConsensus; served: ServedDocument } | null = null;
@@ -176,7 +177,7 @@ export class Authority {
       // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
       if (t >= P / 4 && !allVotes && (t < P / 2 || !fetched)) void this.fetchVotes(ps);
       if (t >= P / 2 && fetched && (!this.pending || this.pending.periodStart !== ps)) this.computeAndSign(ps);
-      if (this.pending?.periodStart === ps && this.pending.sigs.size < this.cfg.authorities.length) void this.fetchSignatures(this.pending);
+      if (this.pending?.periodStart === ps && !this.pending.round.complete) void this.pending.round.fetchMissing();
     } catch (e) {
       this.m.errors.labels(errorCode(e)).inc();
       this.log.error({ err: (e as Error).message, code: errorCode(e) }, 'schedule step failed');
@@ -246,73 +247,72 @@ export class Authority {
       totalAuthorities: this.cfg.authorities.length, periodStart: ps,
       periodSeconds: this.cfg.periodSeconds, lifetimePeriods: this.cfg.consensusLifetimePeriods,
     });
-    const sig = makeSignature(computed.body, this.signer.identity, this.signer.signingKey);
-    this.pending = {
-      periodStart: ps, computed,
-      sigs: new Map([[this.self, sig]]), certs: new Map([[this.self, this.signer.certificate]]), mismatchLogged: new Set(),
-    };
+    const held = this.pending?.round ?? null;
+    const { round, decision } = SigningRound.begin<ConsensusSignature>(held, {
+      slot: ps, bodyId: computed.digest, authorities: this.cfg.authorities, self: this.self, timeoutMs: this.fetchTimeout(),
+      hooks: {
+        fetch: (a, _round, timeoutMs) => this.fetchSignatures(pending, a, timeoutMs),
+        publish: () => this.publish(pending),
+        fetchFailed: (a, e) => this.log.debug({ from: a.name, code: errorCode(e) }, 'signature fetch failed'),
+      },
+    }, () => ({ sig: makeSignature(computed.body, this.signer.identity, this.signer.signingKey), cert: this.signer.certificate }));
+    if (decision !== 'sign' || !round) {
+      // One body per period (SPEC.md §6.8): the schedule computes once per period, so this is a bug guard.
+      this.log.error({ period: new Date(ps).toISOString(), decision }, 'not signing a second consensus body for this period');
+      return;
+    }
+    const pending: Pending = { periodStart: ps, computed, round };
+    this.pending = pending;
     this.m.computed.inc();
     this.log.info({ period: new Date(ps).toISOString(), votes: votes.length, relays: computed.relayCount, digest: computed.digest.toString('hex') }, 'consensus computed and signed');
-    this.maybePublish(this.pending);
+    round.publish();
   }
 
   /** Detached signatures this authority holds for its pending consensus (GET /bitcloud/consensus/signatures). */
   detachedSignatures(): Buffer | null {
     const p = this.pending;
     if (!p) return null;
-    return encodeDetachedSignatures({ digest: p.computed.digest, signatures: [...p.sigs.values()], certificates: [...p.certs.values()] });
+    const held = p.round.signatures();
+    return encodeDetachedSignatures({ digest: p.computed.digest, signatures: held.map((x) => x.sig), certificates: held.map((x) => x.cert) });
   }
 
-  private async fetchSignatures(p: Pending): Promise<void> {
-    if (this.fetchingSigs) return;
-    this.fetchingSigs = true;
-    try {
-      const missing = this.cfg.authorities.filter((a) => !p.sigs.has(a.fingerprint));
-      await Promise.all(missing.map(async (a) => {
-        try {
-          const r = await httpRequest(a.url + PATHS.signatures, { maxBytes: LIMITS.signaturesBytes, timeoutMs: this.fetchTimeout() });
-          if (r.status !== 200) return;
-          this.addSignatures(p, r.body, a.name);
-        } catch (e) {
-          this.log.debug({ from: a.name, code: errorCode(e) }, 'signature fetch failed');
-        }
-      }));
-      this.maybePublish(p);
-    } finally {
-      this.fetchingSigs = false;
-    }
+  /** One peer's detached signatures (GET /bitcloud/consensus/signatures): those over our body that verify. */
+  private async fetchSignatures(p: Pending, a: AuthorityInfo, timeoutMs: number): Promise<[string, ConsensusSignature][]> {
+    const r = await httpRequest(a.url + PATHS.signatures, { maxBytes: LIMITS.signaturesBytes, timeoutMs });
+    if (r.status !== 200) return [];
+    return this.verifiedSignatures(p, r.body, a.name);
   }
 
-  private addSignatures(p: Pending, raw: Buffer, from: string): void {
+  private verifiedSignatures(p: Pending, raw: Buffer, from: string): [string, ConsensusSignature][] {
     const d = decodeDetachedSignatures(raw);
     if (!d.digest.equals(p.computed.digest)) {
       this.m.signatures.labels('digest_mismatch').inc();
-      if (!p.mismatchLogged.has(from)) {
-        p.mismatchLogged.add(from);
+      if (p.round.firstTime(from)) {
         this.log.warn({ from, theirs: d.digest.toString('hex'), ours: p.computed.digest.toString('hex') }, 'authority computed a different consensus (different votes?)');
       }
-      return;
+      return [];
     }
     const certs = indexCertificates(d.certificates, this.now(), this.skewMs);
+    const out = new Map<string, ConsensusSignature>();
     for (const s of d.signatures) {
       const fp = fingerprint(s.signer);
-      if (p.sigs.has(fp) || !s.key) continue;
+      if (p.round.has(fp) || out.has(fp) || !s.key) continue;
       // Verify each one through its certificate, exactly as a client will.
       const cert = certs.get(`${fp}/${s.key.toString('hex')}`);
       const c = countSignatures(p.computed.body, [s], cert ? [cert.raw] : [], this.cfg.authorities, this.now(), this.skewMs);
       if (!cert || c.valid.length !== 1) { this.m.signatures.labels('bad').inc(); continue; }
-      p.sigs.set(fp, s);
-      p.certs.set(fp, cert.raw);
+      out.set(fp, { sig: s, cert: cert.raw });
       this.m.signatures.labels('added').inc();
     }
+    return [...out];
   }
 
-  private maybePublish(p: Pending): void {
-    const need = majorityOf(this.cfg.authorities.length);
-    if (p.sigs.size < need) return;
+  /** Called by the round once a majority signed, and again when more signatures arrive. */
+  private publish(p: Pending): boolean {
     const cur = this.current;
-    if (cur && cur.info.digest.equals(p.computed.digest) && cur.info.signers.length >= p.sigs.size) return;
-    const raw = sealEnvelope(p.computed.body, [...p.sigs.values()], [...p.certs.values()]);
+    if (cur && cur.info.digest.equals(p.computed.digest) && cur.info.signers.length >= p.round.size) return true;
+    const held = p.round.signatures();
+    const raw = sealEnvelope(p.computed.body, held.map((x) => x.sig), held.map((x) => x.cert));
     const now = this.now();
     let info: VerifiedConsensus;
     try {
@@ -321,7 +321,7 @@ export class Authority {
     } catch (e) {
       this.m.errors.labels(errorCode(e)).inc();
       this.log.error({ code: errorCode(e), err: (e as Error).message }, 'assembled consensus does not verify; not publishing');
-      return;
+      return false;
     }
     const first = !cur || !cur.info.digest.equals(info.digest);
     this.current = { info, served: new ServedDocument(raw, now) };
@@ -330,6 +330,7 @@ export class Authority {
     if (first) this.deps.rewards?.onConsensus(info);
     if (first) this.measurement.onConsensus(info).catch((e) => this.log.warn({ err: e.message }, 'archiving consensus failed'));
     this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
+    return true;
   }
 
   private loadPublished(now: number): void {
@@ -346,7 +347,7 @@ export class Authority {
   }
 
   private fetchTimeout(): number {
-    return Math.max(1000, Math.min(10_000, this.cfg.periodSeconds * 1000 / 8));
+    return peerFetchTimeoutMs(this.cfg.periodSeconds);
   }
 
   /** For the status page: relays known with their reachability. */
@@ -357,7 +358,7 @@ export class Authority {
       running: all.filter((r) => r.reachable).length,
       votePeriod: this.currentVotePeriod,
       votesHeld: this.votesHeld,
-      pendingSigners: this.pending ? [...this.pending.sigs.keys()].sort() : [],
+      pendingSigners: this.pending ? this.pending.round.signers() : [],
     };
   }
 }

@@ -16,20 +16,20 @@ import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
 import { verifyKeyCertificate } from '../src/dir/certificate';
 import { httpRequest, PATHS } from '../src/dir/fetch';
-import type { AuthorityInfo } from '../src/dir/authorities';
+import { majorityOf, type AuthorityInfo } from '../src/dir/authorities';
 import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
-  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, majorityOf, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
+  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
+import { MAX_SIGNED_BLOCK_BYTES } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
+import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
 
-/** Largest signed block: 1 000 000 allocations and 255 signatures (SPEC §8.7). */
-export const MAX_SIGNED_BLOCK_BYTES = 4 + 61 + 40 * MAX_ALLOCATIONS + 1 + 255 * 128;
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
 
@@ -53,11 +53,8 @@ interface Held {
   block: RewardBlock;
   body: Buffer;
   hash: Buffer;
-  sigs: Map<string, RewardSignature>;
-  /** True once appended to the chain (then more signatures rewrite the stored file). */
-  published: boolean;
-  storedSigs: number;
-  mismatchLogged: Set<string>;
+  /** The signatures by authority fingerprint; published once appended to the chain (then more signatures rewrite the stored file). */
+  round: SigningRound<RewardSignature>;
 }
 
 /** Proven values of a consensus (SPEC §8.6): the input of the block for its proven epoch. */
@@ -80,12 +77,11 @@ export class RewardLedger {
   private readonly now: () => number;
   private state: ChainState = emptyChainState();
   private pending: Held | null = null;
-  private pendingEncoded: Buffer | null = null;
+  private pendingEncoded: { held: Held; size: number; bytes: Buffer } | null = null;
   private input: { epoch: number; proven: Map<string, number> } | null = null;
   /** Verified certificates of configured authorities, by `fp/signing key hex`. */
   private readonly certs = new Map<string, Buffer>();
   private verifierCache: CertifiedRewardAuthorities | null = null;
-  private exchanging = false;
   private catchingUp = false;
   private nextCatchUp = 0;
   private lastCatchUp = -Infinity;
@@ -118,7 +114,7 @@ export class RewardLedger {
   get chain(): Readonly<ChainState> { return this.state; }
   get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
     const p = this.pending;
-    return p && { height: p.block.height, epoch: p.block.epoch, signers: [...p.sigs.keys()].sort(), published: p.published };
+    return p && { height: p.block.height, epoch: p.block.epoch, signers: p.round.signers(), published: p.round.published };
   }
 
   /** Re-verify the stored chain and restore the pending block. Call once, before anything else. */
@@ -145,8 +141,7 @@ export class RewardLedger {
         // The file is not trusted: keep only signatures that verify through a known certificate.
         sb.signatures = sb.signatures.filter((s) => this.verifier().accepts(s.authority, s.signingKey, sb.block) && rewardSignatureVerifies(sb.body, s));
         if (sb.block.height === this.state.height + 1 && sb.block.previousHash.equals(this.state.tipHash) && sb.signatures.some((s) => s.authority.equals(this.o.signer.identity))) {
-          this.hold(sb, false);
-          this.maybePublish(this.pending!);
+          this.hold(sb, false).round.publish();
         }
       } catch (e) {
         this.o.log.warn({ code: errorCode(e) }, 'stored pending reward block not usable');
@@ -167,7 +162,7 @@ export class RewardLedger {
   tick(): void {
     if (this.closed) return;
     const p = this.pending;
-    if (p && p.sigs.size < this.o.authorities.length && !this.exchanging) this.track(this.exchange(p));
+    if (p && !p.round.complete && !p.round.fetchInFlight) this.track(p.round.fetchMissing());
     const now = this.now();
     // Periodically, and sooner (at most once a second) when an exchange showed we may be behind.
     if (!this.catchingUp && ((this.wantCatchUp && now >= this.lastCatchUp + 1000) || now >= this.nextCatchUp)) {
@@ -182,7 +177,11 @@ export class RewardLedger {
   pendingBytes(): Buffer | null {
     const p = this.pending;
     if (!p) return null;
-    return (this.pendingEncoded ??= encodeSignedRewardBlock(p.body, sortedSigs(p)));
+    const e = this.pendingEncoded;
+    if (e && e.held === p && e.size === p.round.size) return e.bytes;
+    const bytes = encodeSignedRewardBlock(p.body, sortedSigs(p));
+    this.pendingEncoded = { held: p, size: p.round.size, bytes };
+    return bytes;
   }
 
   /** GET /bitcloud/rewards?from=H: blocks from H (as many as fit the budget) and the certificates they need. */
@@ -234,43 +233,60 @@ export class RewardLedger {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
     }
-    if (p && !p.published && p.block.height === next.block.height) {
-      if (!p.mismatchLogged.has('self')) {
-        p.mismatchLogged.add('self');
-        this.o.log.warn({ height: p.block.height, signed: p.block.epoch, wanted: inp.epoch }, 'already signed another reward block at this height; waiting for the chain to move on');
+    // One body per height (SPEC §8.7): a different block at the height already signed is refused.
+    const decision = SigningRound.decide(p && { slot: p.block.height, bodyId: p.hash }, next.block.height, next.hash);
+    if (decision === 'refuse') {
+      if (p!.round.firstTime('self')) {
+        this.o.log.warn({ height: p!.block.height, signed: p!.block.epoch, wanted: inp.epoch }, 'already signed another reward block at this height; waiting for the chain to move on');
       }
       return;
     }
+    if (decision === 'already-signed') return;
     const own = signRewardBlock(next.body, this.o.signer.identity, this.o.signer.signingKey);
     const sb: SignedRewardBlock = { block: next.block, body: next.body, hash: next.hash, signatures: [own] };
-    this.hold(sb, true);
+    const held = this.hold(sb, true);
     this.o.log.info({ height: next.block.height, epoch: inp.epoch, minted: next.block.minted.toString(), allocations: next.block.allocations.size }, 'reward block computed and signed');
-    this.maybePublish(this.pending!);
+    held.round.publish();
   }
 
-  private hold(sb: SignedRewardBlock, save: boolean): void {
-    const sigs = new Map(sb.signatures.map((s) => [s.authority.toString('hex'), s] as const));
-    this.pending = { block: sb.block, body: sb.body, hash: sb.hash, sigs, published: false, storedSigs: 0, mismatchLogged: new Set() };
+  /** Hold `sb` as the pending block; its signatures must include this authority's own. */
+  private hold(sb: SignedRewardBlock, save: boolean): Held {
+    const byFp = sb.signatures.map((s) => [s.authority.toString('hex'), s] as const);
+    const own = byFp.find(([fp]) => fp === this.self)![1];
+    const round = new SigningRound<RewardSignature>({
+      slot: sb.block.height, bodyId: sb.hash, authorities: this.o.authorities, self: this.self, own, held: byFp, timeoutMs: this.timeout(),
+      hooks: {
+        fetch: (a, _round, timeoutMs) => this.fetchPending(held, a, timeoutMs),
+        publish: () => this.publish(held),
+        fetchFailed: (a, e) => {
+          this.m.sigs.labels(errorCode(e)).inc();
+          this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward signature fetch failed');
+        },
+      },
+    });
+    const held: Held = { block: sb.block, body: sb.body, hash: sb.hash, round };
+    this.pending = held;
     this.pendingEncoded = null;
     if (save) this.store.savePending(this.pendingBytes()!);
+    return held;
   }
 
-  private maybePublish(p: Held): void {
-    if (p.sigs.size < this.majority || p.sigs.size === p.storedSigs) return;
+  /** Called by the round once a majority signed, and again when more signatures arrive. */
+  private publish(p: Held): boolean {
+    if (this.pending !== p || this.closed) return false;
     const raw = encodeSignedRewardBlock(p.body, sortedSigs(p));
-    if (!p.published) {
+    if (!p.round.published) {
       try {
         // Self-check: append only what a client accepts.
         applyRewardBlock(this.state, raw, this.verifier(), this.majority, { schedule: this.schedule });
       } catch (e) {
         this.o.log.error({ height: p.block.height, code: errorCode(e), err: (e as Error).message }, 'assembled reward block does not verify; not publishing');
-        return;
+        return false;
       }
-      p.published = true;
-      this.appended(p.block, 'published', [...p.sigs.keys()]);
+      this.appended(p.block, 'published', p.round.entries().map(([fp]) => fp));
     }
-    p.storedSigs = p.sigs.size;
     this.store.saveBlock(p.block.height, raw);
+    return true;
   }
 
   private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
@@ -281,54 +297,41 @@ export class RewardLedger {
 
   // ---- exchange ----
 
-  private async exchange(p: Held): Promise<void> {
-    this.exchanging = true;
-    try {
-      const missing = this.o.authorities.filter((a) => !p.sigs.has(a.fingerprint));
-      await Promise.all(missing.map(async (a) => {
-        try {
-          const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs: this.timeout() });
-          if (r.status !== 200 || this.closed) return;
-          const theirs = decodeSignedRewardBlock(r.body);
-          const own = theirs.signatures.find((s) => s.authority.equals(a.identity));
-          if (own && !this.verifier().accepts(own.authority, own.signingKey, theirs.block)) await this.fetchCertificate(a);
-          this.merge(p, theirs, a.name);
-        } catch (e) {
-          this.m.sigs.labels(errorCode(e)).inc();
-          this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward signature fetch failed');
-        }
-      }));
-      if (this.pending === p && !this.closed) this.maybePublish(p);
-    } finally {
-      this.exchanging = false;
-    }
+  /** One peer's pending block (GET /bitcloud/rewards/pending): the signatures over our body that verify. */
+  private async fetchPending(p: Held, a: AuthorityInfo, timeoutMs: number): Promise<[string, RewardSignature][]> {
+    const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs });
+    if (r.status !== 200 || this.closed) return [];
+    const theirs = decodeSignedRewardBlock(r.body);
+    const own = theirs.signatures.find((s) => s.authority.equals(a.identity));
+    if (own && !this.verifier().accepts(own.authority, own.signingKey, theirs.block)) await this.fetchCertificate(a);
+    return this.merge(p, theirs, a.name);
   }
 
-  private merge(p: Held, theirs: SignedRewardBlock, from: string): void {
+  private merge(p: Held, theirs: SignedRewardBlock, from: string): [string, RewardSignature][] {
     if (!theirs.body.equals(p.body)) {
       const tb = theirs.block;
-      if (tb.height < p.block.height || (tb.height === p.block.height && tb.epoch < p.block.epoch)) { this.m.sigs.labels('stale').inc(); return; }
+      if (tb.height < p.block.height || (tb.height === p.block.height && tb.epoch < p.block.epoch)) { this.m.sigs.labels('stale').inc(); return []; }
       if (tb.height > this.state.height + 1) this.wantCatchUp = true;
       if (tb.height === p.block.height) {
         // Same height, another body: other proven values or another tip. Counted, never merged.
         this.m.sigs.labels('body_mismatch').inc();
         this.wantCatchUp = true;
-        if (!p.mismatchLogged.has(from)) {
-          p.mismatchLogged.add(from);
+        if (p.round.firstTime(from)) {
           this.o.log.warn({ from, height: tb.height, theirs: theirs.hash.toString('hex'), ours: p.hash.toString('hex'), theirEpoch: tb.epoch, ourEpoch: p.block.epoch }, 'authority holds a different reward block');
         }
       }
-      return;
+      return [];
     }
+    const out = new Map<string, RewardSignature>();
     for (const s of theirs.signatures) {
       const fp = s.authority.toString('hex');
-      if (p.sigs.has(fp)) continue;
+      if (p.round.has(fp) || out.has(fp)) continue;
       if (!this.verifier().accepts(s.authority, s.signingKey, p.block)) { this.m.sigs.labels('unknown_key').inc(); continue; }
       if (!rewardSignatureVerifies(p.body, s)) { this.m.sigs.labels('bad').inc(); continue; }
-      p.sigs.set(fp, s);
-      this.pendingEncoded = null;
+      out.set(fp, s);
       this.m.sigs.labels('added').inc();
     }
+    return [...out];
   }
 
   private async fetchCertificate(a: AuthorityInfo): Promise<void> {
@@ -397,21 +400,19 @@ export class RewardLedger {
       if (p && p.block.height === sb.block.height) {
         if (p.hash.equals(sb.hash)) {
           // Our own pending block, published elsewhere first: keep our signature on it too.
-          for (const s of sb.signatures) if (!p.sigs.has(s.authority.toString('hex'))) p.sigs.set(s.authority.toString('hex'), s);
-          p.published = true;
-          this.pendingEncoded = null;
+          for (const s of sb.signatures) p.round.add(s.authority.toString('hex'), s);
           signers = sortedSigs(p);
         } else {
           this.pending = null;
           this.pendingEncoded = null;
         }
-      } else if (p && p.block.height < sb.block.height && !p.published) {
+      } else if (p && p.block.height < sb.block.height && !p.round.published) {
         this.pending = null;
         this.pendingEncoded = null;
       }
       this.appended(sb.block, 'caught_up', signers.map((s) => s.authority.toString('hex')));
       this.store.saveBlock(sb.block.height, encodeSignedRewardBlock(sb.body, signers));
-      if (p && this.pending === p) p.storedSigs = p.sigs.size;
+      if (p && this.pending === p) p.round.markPublished();
     }
     return true;
   }
@@ -422,12 +423,12 @@ export class RewardLedger {
   }
 
   private timeout(): number {
-    return this.o.fetchTimeoutMs ?? Math.max(1000, Math.min(10_000, this.o.periodSeconds * 1000 / 8));
+    return this.o.fetchTimeoutMs ?? peerFetchTimeoutMs(this.o.periodSeconds);
   }
 }
 
 function sortedSigs(p: Held): RewardSignature[] {
-  return [...p.sigs.values()].sort((a, b) => Buffer.compare(a.authority, b.authority));
+  return p.round.signatures().sort((a, b) => Buffer.compare(a.authority, b.authority));
 }
 
 function shuffle<T>(a: T[]): T[] {

@@ -4,11 +4,17 @@
 // across concurrent callers); replay takes the last record per id; a torn or garbage tail is cut off.
 // The file is rewritten (atomically: temp, fsync, rename) with only live leases when it grows.
 import fsp from 'node:fs/promises';
+import { err } from '../src/errors';
 import { blake2b } from '../src/crypto/primitives';
 import { writeFileAtomic } from '../src/ops/fsutil';
+import { Reader, Writer } from '../src/wire/bytes';
 
 export const JOURNAL_MAGIC = Buffer.from('BCLEASE1', 'ascii');
-export const RECORD_BYTES = 56;
+const ID_BYTES = 32;
+const CHECK_BYTES = 16;
+/** What the check covers: id | expires_at. */
+const CHECKED_BYTES = ID_BYTES + 8; // 32 id + 8 expires_at = 40
+export const RECORD_BYTES = CHECKED_BYTES + CHECK_BYTES; // 40 + 16 check = 56
 
 export interface LeaseRecord {
   id: Buffer;
@@ -16,10 +22,25 @@ export interface LeaseRecord {
   expiresAt: number;
 }
 
+/** Share ids and expiry times come from the store, which checked them: a bad one is a bug here. */
+const RECORD_CODES = { truncated: 'STORAGE_INTERNAL', malformed: 'STORAGE_INTERNAL' } as const;
+
 function encodeRecord(r: LeaseRecord, out: Buffer, off: number): void {
-  r.id.copy(out, off);
-  out.writeBigUInt64BE(BigInt(r.expiresAt), off + 32);
-  blake2b(out.subarray(off, off + 40), 16).copy(out, off + 40);
+  if (r.id.length !== ID_BYTES) throw err('STORAGE_INTERNAL', `a lease record id is ${ID_BYTES} bytes, got ${r.id.length}`);
+  const checked = new Writer(CHECKED_BYTES, 'lease record', RECORD_CODES).bytes(r.id).u64(r.expiresAt, 'expires_at').finish();
+  out.set(checked, off);
+  blake2b(checked, CHECK_BYTES).copy(out, off + CHECKED_BYTES);
+}
+
+/** The record at `off` when its check holds, else null (a torn or damaged record). */
+function decodeRecord(data: Buffer, off: number): { hex: string; expiresAt: number } | null {
+  const r = new Reader(data.subarray(off, off + RECORD_BYTES), 'lease record', RECORD_CODES);
+  const checked = r.view(CHECKED_BYTES, 'record');
+  if (!blake2b(checked, CHECK_BYTES).equals(r.view(CHECK_BYTES, 'check'))) return null;
+  const fields = new Reader(checked, 'lease record', RECORD_CODES);
+  const hex = fields.view(ID_BYTES, 'id').toString('hex');
+  // Read as a bigint and converted as before: a checked record is one this code wrote.
+  return { hex, expiresAt: Number(fields.u64big('expires_at')) };
 }
 
 function encodeRecords(records: readonly LeaseRecord[]): Buffer {
@@ -57,12 +78,10 @@ export class LeaseJournal {
     } else {
       let off = JOURNAL_MAGIC.length;
       for (; off + RECORD_BYTES <= data.length; off += RECORD_BYTES) {
-        const body = data.subarray(off, off + 40);
-        if (!blake2b(body, 16).equals(data.subarray(off + 40, off + RECORD_BYTES))) break;
-        const hex = data.toString('hex', off, off + 32);
-        const exp = Number(data.readBigUInt64BE(off + 32));
-        if (exp === 0) leases.delete(hex);
-        else leases.set(hex, exp);
+        const rec = decodeRecord(data, off);
+        if (!rec) break;
+        if (rec.expiresAt === 0) leases.delete(rec.hex);
+        else leases.set(rec.hex, rec.expiresAt);
         good++;
       }
       if (off !== data.length) {

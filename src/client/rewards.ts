@@ -4,12 +4,12 @@
 // the CONFIGURED authorities, whatever a source says; signatures count only through key
 // certificates (src/dir/reward-authorities.ts), windows checked against the consensus period P.
 import { err, errorCode, isErrorCode, layerOf } from '../errors';
-import type { AuthorityInfo } from '../dir/authorities';
+import { majorityOf, type AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, PATHS } from '../dir/fetch';
 import { certifiedRewardAuthorities } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import {
-  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, emptyChainState, majorityOf,
+  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, emptyChainState,
   type ChainState, type RewardBlock,
 } from '../bandwidth/reward-chain';
 

@@ -5,6 +5,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, isBitcloudError } from '../errors';
 import { writeFileAtomic } from '../ops/fsutil';
+import { Reader, Writer } from '../wire/bytes';
 import {
   constantTimeEqual, ed25519FromSeed, ed25519Generate, wipe, x25519Generate, x25519Public,
   ED25519_PUBLIC_BYTES, ED25519_SEED_BYTES, X25519_BYTES,
@@ -40,9 +41,9 @@ export const KEY_FILE_HEADER_LEN = 32;
 export const ED25519_SECRET_TAG = '== bitcloud-ed25519v1-secret ==';
 export const X25519_SECRET_TAG = '== bitcloud-x25519v1-secret ==';
 /** header | seed (32) | public key (32) */
-export const ED25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES + ED25519_PUBLIC_BYTES;
+export const ED25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES + ED25519_PUBLIC_BYTES; // 32 + 32 + 32 = 96
 /** header | created-at (u64 BE, ms since the epoch) | secret scalar (32) | public key (32) */
-export const X25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + 8 + X25519_BYTES + X25519_BYTES;
+export const X25519_SECRET_FILE_LEN = KEY_FILE_HEADER_LEN + 8 + X25519_BYTES + X25519_BYTES; // 32 + 8 + 32 + 32 = 104
 /** Key files are written 0600; a file readable or writable by group or others is refused. */
 export const KEY_FILE_MODE = 0o600;
 export const DATA_DIR_MODE = 0o700;
@@ -96,7 +97,8 @@ function checkHeader(buf: Buffer, expected: Buffer, file: string): void {
 
 export async function saveEd25519Secret(file: string, kp: Ed25519KeyPair): Promise<void> {
   if (kp.secretKey.length !== 64 || kp.publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'not an Ed25519 key pair');
-  const body = Buffer.concat([ED25519_HEADER, kp.secretKey.subarray(0, ED25519_SEED_BYTES), kp.publicKey]);
+  const body = new Writer(ED25519_SECRET_FILE_LEN, 'Ed25519 key file', { malformed: 'KEY_MALFORMED' })
+    .bytes(ED25519_HEADER).bytes(kp.secretKey.subarray(0, ED25519_SEED_BYTES)).bytes(kp.publicKey).finish();
   try {
     await writeFileAtomic(file, body, KEY_FILE_MODE);
   } finally {
@@ -108,8 +110,10 @@ export async function loadEd25519Secret(file: string): Promise<Ed25519KeyPair> {
   const buf = await readKeyFile(file, ED25519_SECRET_FILE_LEN);
   try {
     checkHeader(buf, ED25519_HEADER, file);
-    const seed = buf.subarray(KEY_FILE_HEADER_LEN, KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES);
-    const storedPublic = buf.subarray(KEY_FILE_HEADER_LEN + ED25519_SEED_BYTES);
+    const r = new Reader(buf, `key file ${file}`, { truncated: 'KEY_CORRUPT', malformed: 'KEY_CORRUPT', detail: { file } });
+    r.view(KEY_FILE_HEADER_LEN, 'header');
+    const seed = r.view(ED25519_SEED_BYTES, 'seed');
+    const storedPublic = r.view(ED25519_PUBLIC_BYTES, 'public key');
     const kp = ed25519FromSeed(seed);
     // The stored public key is redundant; a mismatch means the file was damaged.
     if (!constantTimeEqual(kp.publicKey, storedPublic)) throw err('KEY_CORRUPT', `key file ${file}: public key does not match the secret seed`, { file });
@@ -123,9 +127,8 @@ export async function loadEd25519Secret(file: string): Promise<Ed25519KeyPair> {
 export async function saveX25519Secret(file: string, kp: X25519KeyPair, createdAt: number = Date.now()): Promise<void> {
   if (kp.secretKey.length !== X25519_BYTES || kp.publicKey.length !== X25519_BYTES) throw err('KEY_MALFORMED', 'not an X25519 key pair');
   if (!Number.isSafeInteger(createdAt) || createdAt < 0) throw err('KEY_MALFORMED', `bad key creation time ${createdAt}`);
-  const when = Buffer.alloc(8);
-  when.writeBigUInt64BE(BigInt(createdAt));
-  const body = Buffer.concat([X25519_HEADER, when, kp.secretKey, kp.publicKey]);
+  const body = new Writer(X25519_SECRET_FILE_LEN, 'X25519 key file', { malformed: 'KEY_MALFORMED' })
+    .bytes(X25519_HEADER).u64(createdAt, 'created-at').bytes(kp.secretKey).bytes(kp.publicKey).finish();
   try {
     await writeFileAtomic(file, body, KEY_FILE_MODE);
   } finally {
@@ -138,18 +141,16 @@ export async function readX25519SecretFile(file: string): Promise<{ keyPair: X25
   const buf = await readKeyFile(file, X25519_SECRET_FILE_LEN);
   try {
     checkHeader(buf, X25519_HEADER, file);
-    let off = KEY_FILE_HEADER_LEN;
-    const created = buf.readBigUInt64BE(off);
-    off += 8;
-    if (created > BigInt(Number.MAX_SAFE_INTEGER)) throw err('KEY_CORRUPT', `key file ${file}: creation time out of range`, { file });
-    const secretKey = Buffer.from(buf.subarray(off, off + X25519_BYTES));
-    off += X25519_BYTES;
+    const r = new Reader(buf, `key file ${file}`, { truncated: 'KEY_CORRUPT', malformed: 'KEY_CORRUPT', detail: { file } });
+    r.view(KEY_FILE_HEADER_LEN, 'header');
+    const createdAt = r.u64('creation time');
+    const secretKey = r.bytes(X25519_BYTES, 'secret key');
     const publicKey = x25519Public(secretKey);
-    if (!constantTimeEqual(publicKey, buf.subarray(off, off + X25519_BYTES))) {
+    if (!constantTimeEqual(publicKey, r.view(X25519_BYTES, 'public key'))) {
       wipe(secretKey);
       throw err('KEY_CORRUPT', `key file ${file}: public key does not match the secret key`, { file });
     }
-    return { keyPair: { publicKey, secretKey }, createdAt: Number(created) };
+    return { keyPair: { publicKey, secretKey }, createdAt };
   } finally {
     wipe(buf);
   }

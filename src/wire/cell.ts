@@ -1,6 +1,7 @@
 // SPEC.md §2 (cells): the one declaration of the fixed cell layout and the cell command numbers.
 // Every cell on a link is exactly CELL_LEN bytes: circId (u32 BE) | command (u8) | payload (509).
 import { err } from '../errors';
+import { Reader, Writer } from './bytes';
 
 export const CELL_LEN = 514;
 export const CIRCID_LEN = 4;
@@ -115,7 +116,7 @@ export function decodeCell(buf: Buffer, offset = 0): Cell {
 }
 
 /** SPEC.md §8.2.3: RECEIPT_REQUEST payload = epoch u64 | reason u8; the rest of the 509 bytes is zero. */
-export const RECEIPT_REQUEST_LEN = 9;
+export const RECEIPT_REQUEST_LEN = 8 + 1; // 8 epoch + 1 reason = 9
 /** RECEIPT_REQUEST reasons (SPEC.md §8.2.3). Any other value is RECEIPT_MALFORMED. */
 export const ReceiptRequestReason = { CLOSING: 1 } as const;
 export type ReceiptRequestReasonName = keyof typeof ReceiptRequestReason;
@@ -126,14 +127,13 @@ export interface ReceiptRequest {
   reason: ReceiptRequestReasonName;
 }
 
+const RECEIPT_CODES = { truncated: 'RECEIPT_MALFORMED', malformed: 'RECEIPT_MALFORMED' } as const;
+
 export function encodeReceiptRequest(r: ReceiptRequest): Buffer {
-  if (!Number.isSafeInteger(r.epoch) || r.epoch < 0) throw err('RECEIPT_MALFORMED', `epoch out of range: ${r.epoch}`);
   const code = ReceiptRequestReason[r.reason];
+  const w = new Writer(RECEIPT_REQUEST_LEN, 'RECEIPT_REQUEST', RECEIPT_CODES).u64(r.epoch, 'epoch');
   if (code === undefined) throw err('RECEIPT_MALFORMED', `unknown RECEIPT_REQUEST reason ${String(r.reason)}`);
-  const out = Buffer.alloc(RECEIPT_REQUEST_LEN);
-  out.writeBigUInt64BE(BigInt(r.epoch), 0);
-  out[8] = code;
-  return out;
+  return w.u8(code, 'reason').finish();
 }
 
 /**
@@ -142,10 +142,9 @@ export function encodeReceiptRequest(r: ReceiptRequest): Buffer {
  */
 export function decodeReceiptRequest(payload: Uint8Array): ReceiptRequest {
   if (payload.length < RECEIPT_REQUEST_LEN) throw err('RECEIPT_MALFORMED', `RECEIPT_REQUEST needs ${RECEIPT_REQUEST_LEN} bytes, got ${payload.length}`);
-  const b = Buffer.from(payload.buffer, payload.byteOffset, RECEIPT_REQUEST_LEN);
-  const epoch = b.readBigUInt64BE(0);
-  if (epoch > BigInt(Number.MAX_SAFE_INTEGER)) throw err('RECEIPT_MALFORMED', `RECEIPT_REQUEST epoch above 2^53 - 1: ${epoch}`);
-  const code = b[8];
+  const r = new Reader(payload, 'RECEIPT_REQUEST', RECEIPT_CODES);
+  const epoch = r.u64('epoch');
+  const code = r.u8('reason');
   if (code !== ReceiptRequestReason.CLOSING) throw err('RECEIPT_MALFORMED', `unknown RECEIPT_REQUEST reason ${code}`);
-  return { epoch: Number(epoch), reason: 'CLOSING' };
+  return { epoch, reason: 'CLOSING' };
 }

@@ -270,14 +270,15 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     const lastValid = (await status(0)).consensus!;
     const stuckFrom = Date.now();
     await auths[0]!.waitFor((l) => l.json?.msg === 'consensus computed and signed' && (l.json.time as number) > stuckFrom && l.json.votes === 1, 3 * P);
-    await new Promise((r) => setTimeout(r, P / 2));
+    // One more half period: the next consensus is now overdue (past fresh_until + P, §6.8), so stale.
+    await new Promise((r) => setTimeout(r, P));
     const st = await status(0);
     expect(st.consensus!.validAfter).toBe(lastValid.validAfter);
     // The first run may still fetch that last consensus from auth1; either way it is stale now.
     const prime = await client(['--json'], clientCfg);
     expect(prime.code).toBe(0);
     expect(prime.json!.validAfter).toBe(new Date(lastValid.validAfter).toISOString());
-    expect(prime.stderr).toMatch(/no longer fresh|last valid consensus kept on disk/);
+    expect(prime.stderr).toMatch(/consensus is stale|last valid consensus kept on disk/);
     const kept = await client(['--json'], clientCfg);
     expect(kept.code).toBe(0);
     expect(kept.json!.validAfter).toBe(new Date(lastValid.validAfter).toISOString());

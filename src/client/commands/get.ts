@@ -6,6 +6,8 @@ import { parseCapability } from '../../storage/capability';
 import { getFile } from '../storage-client-get';
 import { progressMode, progressReporter } from '../storage-client-progress';
 import { runStorageCommand } from '../storage-client-setup';
+import { nodesForClass } from '../../moderation/placement';
+import { authoritySource } from '../../moderation/sources';
 
 type Args = { cap: string; output?: string; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
@@ -13,7 +15,10 @@ export async function getCommand(a: Args): Promise<number> {
   const progress = progressReporter('get', progressMode(a.json));
   return runStorageCommand('get', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
     const t0 = Date.now();
-    const r = await getFile(session.client, cap, { output: a.output, onProgress: (d, t) => progress.update(d, t) });
+    // SPEC.md §10.8: shares of a class were placed over the nodes admitting it; ask those first.
+    const sources = session.network.dirCfg.authorities.map((x) => authoritySource(x.url));
+    const placementFor = (cls: string) => nodesForClass(session.client.nodes, cls, sources);
+    const r = await getFile(session.client, cap, { output: a.output, placementFor, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {

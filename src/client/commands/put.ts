@@ -1,4 +1,4 @@
-// `bitcloud put FILE [--json] [--direct] [--k K --n N | --profile durable] [--chunk-size BYTES]`
+// `bitcloud put FILE [--json] [--direct] [-k K -n N | --profile durable] [--chunk-size BYTES]`
 // (SPEC.md §9.9): store a file encrypted and erasure-coded on the storage nodes of the consensus,
 // through circuits by default, and print its read capability. Wiring only.
 import type { CommandModule } from 'yargs';
@@ -20,8 +20,8 @@ type Args = {
 
 function codingOf(a: Args): Coding {
   if (a.k !== undefined || a.n !== undefined) {
-    if (a.k === undefined || a.n === undefined) throw err('STORAGE_CODING_INVALID', '--k and --n go together');
-    if (a.profile !== undefined) throw err('STORAGE_CODING_INVALID', 'give --k/--n or --profile, not both');
+    if (a.k === undefined || a.n === undefined) throw err('STORAGE_CODING_INVALID', '-k and -n go together');
+    if (a.profile !== undefined) throw err('STORAGE_CODING_INVALID', 'give -k/-n or --profile, not both');
     return checkCoding(a.k, a.n);
   }
   return parseCoding(a.profile ?? 'default');
@@ -62,8 +62,8 @@ export const putCommandModule: CommandModule<object, Args> = {
     .positional('file', { type: 'string', describe: 'File to store (read chunk by chunk, never whole)' })
     .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
     .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (faster; reveals your address to them)' })
-    .option('k', { type: 'number', describe: 'Shares needed to rebuild a chunk (with --n)' })
-    .option('n', { type: 'number', describe: 'Shares made per chunk, on n distinct nodes (with --k)' })
+    .option('k', { type: 'number', describe: 'Shares needed to rebuild a chunk (with -n; --k works too)' })
+    .option('n', { type: 'number', describe: 'Shares made per chunk, on n distinct nodes (with -k; --n works too)' })
     .option('profile', { type: 'string', choices: Object.keys(CODING_PROFILES), describe: 'default = 4-of-6, durable = 3-of-10' })
     .option('chunk-size', { type: 'number', describe: 'Chunk size in bytes (default 1 MiB)' })
     .option('class', { type: 'string', default: 'encrypted-private', describe: 'Content class: encrypted-private, public-video, public-any… (public classes are readable by anyone with the id)' })

@@ -1,0 +1,244 @@
+// SPEC.md §8.7: the byte layouts of the reward chain, declared once:
+// the block body, the signed (stored and served) block and the chain bundle of GET /bitcloud/rewards.
+// A fixed layout, not protobuf: it is canonical by construction (one encoding per block), so the
+// hash of the bytes received is the hash every authority computed. Building, signing and verifying
+// the chain are in src/bandwidth/reward-chain.ts. Errors: REWARD_MALFORMED, REWARD_SUM_MISMATCH.
+import { err } from '../errors';
+import { ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, blake2b } from '../crypto/primitives';
+import { Reader, Writer, type CodecCodes } from './bytes';
+
+const CODES: CodecCodes = { truncated: 'REWARD_MALFORMED', malformed: 'REWARD_MALFORMED' };
+const malformed = (m: string) => err('REWARD_MALFORMED', m);
+
+export const REWARD_BLOCK_VERSION = 1;
+export const REWARD_HASH_BYTES = 32;
+export const GENESIS_PREVIOUS_HASH: Buffer = Buffer.alloc(REWARD_HASH_BYTES);
+export const MAX_ALLOCATIONS = 1_000_000;
+
+// ---- layouts (all integers big-endian) ----
+
+/** Body header: version u8 | height u64 | previous hash [32] | epoch u64 | minted u64 | count u32. */
+export const BLOCK_OFF_VERSION = 0;
+export const BLOCK_OFF_HEIGHT = 1; // 1 version
+export const BLOCK_OFF_PREVIOUS = BLOCK_OFF_HEIGHT + 8; // 1 + 8 height = 9
+export const BLOCK_OFF_EPOCH = BLOCK_OFF_PREVIOUS + REWARD_HASH_BYTES; // 9 + 32 previous hash = 41
+export const BLOCK_OFF_MINTED = BLOCK_OFF_EPOCH + 8; // 41 + 8 epoch = 49
+export const BLOCK_OFF_COUNT = BLOCK_OFF_MINTED + 8; // 49 + 8 minted = 57
+export const BLOCK_HEADER_LEN = BLOCK_OFF_COUNT + 4; // 57 + 4 count = 61
+/** Then count × allocation: relay identity [32] | units u64. */
+export const ALLOCATION_LEN = ED25519_PUBLIC_BYTES + 8; // 32 identity + 8 units = 40
+
+/** Signed block: body length u32 | body | signature count u8 | count × signature entry. */
+export const SIGNED_BLOCK_MIN_LEN = 4 + 1; // 4 body length + 1 signature count = 5 (plus the body)
+/** Signature entry: authority identity [32] | signing key [32] | signature [64]. */
+export const SIGNATURE_ENTRY_LEN = ED25519_PUBLIC_BYTES * 2 + ED25519_SIGNATURE_BYTES; // 32 + 32 + 64 = 128
+export const MAX_BLOCK_SIGNATURES = 255; // the count is a u8
+/** Largest signed block: 1 000 000 allocations and 255 signatures. */
+export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + ALLOCATION_LEN * MAX_ALLOCATIONS + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 32 640 = 40 032 706
+
+/**
+ * Bundle (SPEC §8.7.4): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
+ * count × (len u32 | certificate envelope) | block count u32 | count × (len u32 | signed block).
+ */
+export const REWARD_BUNDLE_MAGIC = Buffer.from('BCRW', 'ascii');
+export const REWARD_BUNDLE_VERSION = 1;
+export const BUNDLE_HEADER_LEN = 4 + 1 + 8 + 4; // 4 magic + 1 version + 8 chain length + 4 certificate count = 17
+/** A bundle carries at most this many certificates, each at most 512 bytes (SPEC §6.2.5). */
+export const MAX_BUNDLE_CERTIFICATES = 1024;
+export const MAX_CERTIFICATE_BYTES = 512;
+/** Largest response a verifier reads (a server sends fewer blocks per response, at least one). */
+export const MAX_REWARD_BUNDLE_BYTES = 64 * 1024 * 1024;
+
+export interface RewardBlock {
+  height: number;
+  previousHash: Buffer;
+  epoch: number;
+  minted: bigint;
+  /** Relay fingerprint → units, ascending fingerprint order, every amount > 0, summing to `minted`. */
+  allocations: ReadonlyMap<string, bigint>;
+}
+
+export interface RewardSignature {
+  /** Identity key of the authority. */
+  authority: Buffer;
+  /** The signing key that made the signature (its certificate is checked by `RewardAuthorities`). */
+  signingKey: Buffer;
+  signature: Buffer;
+}
+
+export interface SignedRewardBlock {
+  block: RewardBlock;
+  /** The exact body bytes received: what is hashed and what the signatures cover. */
+  body: Buffer;
+  hash: Buffer;
+  signatures: RewardSignature[];
+}
+
+export interface RewardChainBundle {
+  /** Number of blocks the server holds (its tip height + 1; 0 for an empty chain). */
+  chainLength: number;
+  /** Key-certificate envelopes (SPEC §6.3), unverified: each vouches only for itself. */
+  certificates: Buffer[];
+  /** Consecutive signed blocks, decoded (signatures not yet checked). */
+  blocks: SignedRewardBlock[];
+}
+
+// ---- body ----
+
+/** Canonical body bytes. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH for a block that breaks SPEC §8.7. */
+export function encodeRewardBlock(b: RewardBlock): Buffer {
+  if (b.previousHash.length !== REWARD_HASH_BYTES) throw malformed('previous hash must be 32 bytes');
+  if (b.allocations.size > MAX_ALLOCATIONS) throw malformed('too many allocations');
+  const w = new Writer(BLOCK_HEADER_LEN + ALLOCATION_LEN * b.allocations.size, 'reward block', CODES)
+    .u8(REWARD_BLOCK_VERSION, 'version')
+    .u64(b.height, 'height')
+    .bytes(b.previousHash)
+    .u64(b.epoch, 'epoch')
+    .u64big(b.minted, 'minted')
+    .u32(b.allocations.size, 'count');
+  let prev = '';
+  let sum = 0n;
+  for (const [fp, amount] of b.allocations) {
+    if (!/^[0-9a-f]{64}$/.test(fp)) throw malformed(`allocation key ${fp} is not a fingerprint`);
+    if (fp <= prev) throw malformed('allocations must be in strictly ascending fingerprint order');
+    if (typeof amount !== 'bigint' || amount <= 0n) throw malformed(`allocation for ${fp} must be a positive u64`);
+    w.hex(fp, ED25519_PUBLIC_BYTES, 'allocation identity').u64big(amount, 'allocation units');
+    sum += amount;
+    prev = fp;
+  }
+  if (sum !== b.minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${b.minted}`);
+  return w.finish();
+}
+
+/** Parses body bytes. Throws REWARD_MALFORMED or REWARD_SUM_MISMATCH, nothing else. */
+export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
+  if (!(bytes instanceof Uint8Array) || bytes.length < BLOCK_HEADER_LEN) throw malformed('reward block body too short');
+  const r = new Reader(bytes, 'reward block', CODES);
+  const version = r.u8('version');
+  if (version !== REWARD_BLOCK_VERSION) throw malformed(`unknown reward block version ${version}`);
+  const height = r.u64big('height');
+  const previousHash = r.bytes(REWARD_HASH_BYTES, 'previous hash');
+  const epoch = r.u64big('epoch');
+  const minted = r.u64big('minted');
+  const count = r.u32('count');
+  if (count > MAX_ALLOCATIONS) throw malformed('too many allocations');
+  if (bytes.length !== BLOCK_HEADER_LEN + count * ALLOCATION_LEN) throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations`);
+  const allocations = new Map<string, bigint>();
+  let prev = '';
+  let sum = 0n;
+  for (let i = 0; i < count; i++) {
+    const fp = r.hex(ED25519_PUBLIC_BYTES, 'allocation identity');
+    if (fp <= prev) throw malformed('allocations must be in strictly ascending fingerprint order');
+    const amount = r.u64big('allocation units');
+    if (amount === 0n) throw malformed(`zero allocation for ${fp}`);
+    allocations.set(fp, amount);
+    sum += amount;
+    prev = fp;
+  }
+  if (sum !== minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${minted}`);
+  // Height and epoch are checked last, as they always were: a bad allocation is reported first.
+  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations };
+}
+
+function safe(v: bigint, name: string): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(`${name} exceeds 2^53-1`);
+  return Number(v);
+}
+
+/** SPEC §8.7: a block's hash is BLAKE2b-256 of its body bytes; the next block names it. */
+export function rewardBlockHash(body: Uint8Array): Buffer {
+  return blake2b(body, REWARD_HASH_BYTES);
+}
+
+// ---- signed block (stored and served form) ----
+
+/** SPEC §8.7 stored/served form: body length u32 | body | signature count u8 | count × (authority [32] | signing key [32] | signature [64]). */
+export function encodeSignedRewardBlock(body: Uint8Array, signatures: readonly RewardSignature[]): Buffer {
+  if (signatures.length > MAX_BLOCK_SIGNATURES) throw malformed('at most 255 signatures');
+  const w = new Writer(SIGNED_BLOCK_MIN_LEN + body.length + signatures.length * SIGNATURE_ENTRY_LEN, 'signed reward block', CODES)
+    .u32(body.length, 'body length')
+    .bytes(body)
+    .u8(signatures.length, 'signature count');
+  const seen = new Set<string>();
+  for (const s of signatures) {
+    if (s.authority.length !== ED25519_PUBLIC_BYTES || s.signingKey.length !== ED25519_PUBLIC_BYTES || s.signature.length !== ED25519_SIGNATURE_BYTES) {
+      throw malformed('bad signature entry lengths');
+    }
+    const a = s.authority.toString('hex');
+    if (seen.has(a)) throw malformed(`two signatures by authority ${a}`);
+    seen.add(a);
+    w.bytes(s.authority).bytes(s.signingKey).bytes(s.signature);
+  }
+  return w.finish();
+}
+
+/** Parses the stored form. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH only; signatures are not checked here. */
+export function decodeSignedRewardBlock(bytes: Uint8Array): SignedRewardBlock {
+  if (!(bytes instanceof Uint8Array) || bytes.length < SIGNED_BLOCK_MIN_LEN) throw malformed('signed reward block too short');
+  const r = new Reader(bytes, 'signed reward block', CODES);
+  const bodyLen = r.u32('body length');
+  if (bytes.length < SIGNED_BLOCK_MIN_LEN + bodyLen) throw malformed('signed reward block truncated');
+  const body = r.bytes(bodyLen, 'body');
+  const n = r.u8('signature count');
+  if (bytes.length !== SIGNED_BLOCK_MIN_LEN + bodyLen + n * SIGNATURE_ENTRY_LEN) throw malformed(`length does not hold ${n} signatures`);
+  const block = decodeRewardBlock(body);
+  const signatures: RewardSignature[] = [];
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const authority = r.bytes(ED25519_PUBLIC_BYTES, 'authority');
+    const a = authority.toString('hex');
+    if (seen.has(a)) throw malformed(`two signatures by authority ${a}`);
+    seen.add(a);
+    signatures.push({ authority, signingKey: r.bytes(ED25519_PUBLIC_BYTES, 'signing key'), signature: r.bytes(ED25519_SIGNATURE_BYTES, 'signature') });
+  }
+  return { block, body, hash: rewardBlockHash(body), signatures };
+}
+
+// ---- chain bundle: what GET /bitcloud/rewards serves (SPEC §8.7.4) ----
+
+/** Builds a bundle (layout above). Throws REWARD_MALFORMED. */
+export function encodeRewardChainBundle(chainLength: number, certificates: readonly Uint8Array[], signedBlocks: readonly Uint8Array[]): Buffer {
+  if (certificates.length > MAX_BUNDLE_CERTIFICATES) throw malformed(`at most ${MAX_BUNDLE_CERTIFICATES} certificates in a bundle`);
+  for (const c of certificates) if (c.length === 0 || c.length > MAX_CERTIFICATE_BYTES) throw malformed('a certificate is 1 to 512 bytes');
+  const items = [...certificates, ...signedBlocks];
+  const w = new Writer(BUNDLE_HEADER_LEN + 4 + items.reduce((n, b) => n + 4 + b.length, 0), 'reward chain bundle', CODES)
+    .bytes(REWARD_BUNDLE_MAGIC)
+    .u8(REWARD_BUNDLE_VERSION, 'version')
+    .u64(chainLength, 'chain length')
+    .u32(certificates.length, 'certificate count');
+  for (const c of certificates) w.u32(c.length, 'certificate length').bytes(c);
+  w.u32(signedBlocks.length, 'block count');
+  for (const b of signedBlocks) w.u32(b.length, 'block length').bytes(b);
+  return w.finish();
+}
+
+/** Parses a bundle. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH only (never a RangeError). */
+export function decodeRewardChainBundle(bytes: Uint8Array): RewardChainBundle {
+  if (!(bytes instanceof Uint8Array) || bytes.length < BUNDLE_HEADER_LEN + 4) throw malformed('reward chain bundle too short');
+  if (bytes.length > MAX_REWARD_BUNDLE_BYTES) throw malformed(`reward chain bundle exceeds ${MAX_REWARD_BUNDLE_BYTES} bytes`);
+  const r = new Reader(bytes, 'reward chain bundle', CODES);
+  if (!r.view(REWARD_BUNDLE_MAGIC.length, 'magic').equals(REWARD_BUNDLE_MAGIC)) throw malformed('not a reward chain bundle (bad magic)');
+  const version = r.u8('version');
+  if (version !== REWARD_BUNDLE_VERSION) throw malformed(`unknown reward chain bundle version ${version}`);
+  const chainLength = r.u64('chain length');
+  const nCerts = r.u32('certificate count');
+  if (nCerts > MAX_BUNDLE_CERTIFICATES) throw malformed(`${nCerts} certificates, at most ${MAX_BUNDLE_CERTIFICATES}`);
+  // Each item: a u32 length that must fit in what is left.
+  const item = (what: string, min: number, max: number): Buffer => {
+    if (r.remaining < 4) throw malformed(`bundle truncated before a ${what} length`);
+    const len = r.u32(`${what} length`);
+    if (len < min || len > max) throw malformed(`${what} of ${len} bytes is outside [${min}, ${max}]`);
+    if (r.remaining < len) throw malformed(`bundle truncated inside a ${what}`);
+    return r.bytes(len, what);
+  };
+  const certificates: Buffer[] = [];
+  for (let i = 0; i < nCerts; i++) certificates.push(item('certificate', 1, MAX_CERTIFICATE_BYTES));
+  if (r.remaining < 4) throw malformed('bundle truncated before the block count');
+  const nBlocks = r.u32('block count');
+  // Each block takes at least 4 + 5 bytes: a count beyond that is a lie, refused before looping.
+  if (nBlocks > r.remaining / (4 + SIGNED_BLOCK_MIN_LEN)) throw malformed(`${nBlocks} blocks cannot fit in ${r.remaining} bytes`);
+  const blocks: SignedRewardBlock[] = [];
+  for (let i = 0; i < nBlocks; i++) blocks.push(decodeSignedRewardBlock(item('signed block', SIGNED_BLOCK_MIN_LEN, bytes.length)));
+  if (r.remaining !== 0) throw malformed(`${r.remaining} bytes after the last block`);
+  return { chainLength, certificates, blocks };
+}
