@@ -312,6 +312,8 @@ function policyContent(seq: number, previous: Buffer | null): Omit<PolicyContent
   return {
     seq, previous, classes: [{ name: 'public', maxShareBytes: 1 << 20 }, { name: 'encrypted-private', maxShareBytes: 0 }],
     maxShareBytes: 4 << 20, denyAdd: [denyEntry(Buffer.alloc(32, seq))], denyRemove: [], name: 'fuzz moderator',
+    approveAdd: [{ manifestId: Buffer.alloc(32, 20 + seq), contentClass: 'public', tags: ['art', 'video'] }], approveRemove: [],
+    allowAdd: [denyEntry(Buffer.alloc(32, 40 + seq))], allowRemove: [],
   };
 }
 const policyWindow = { validAfter: NOW - 3600_000, validUntil: NOW + 86_400_000 };
