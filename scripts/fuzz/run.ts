@@ -196,6 +196,7 @@ export async function fuzzMain(argv: string[]): Promise<number> {
     };
     let seed = o.seed;
     let hangs = 0;
+    let lastLine = performance.now(); // progress lines in a log (not a terminal): one a minute
     let busy = 0; // seconds spent fuzzing (worker start-up does not count against --seconds)
     while (row.inputs < o.inputs) {
       if (!w) { w = new FuzzWorker(); await w.ready; }
@@ -203,7 +204,11 @@ export async function fuzzMain(argv: string[]): Promise<number> {
       const r0 = performance.now();
       if (o.seconds > 0 && left <= 0) break;
       const r = await runOn(w, { target: t.name, inputs: o.inputs - row.inputs, seconds: o.seconds > 0 ? left : 0, seed }, o.hangMs, record,
-        (n) => { if (!o.quick && process.stdout.isTTY) process.stdout.write(`\r  ${t.name}: ${row.inputs + n} inputs`); });
+        (n) => {
+          if (o.quick) return;
+          if (process.stdout.isTTY) process.stdout.write(`\r  ${t.name}: ${row.inputs + n} inputs`);
+          else if (performance.now() - lastLine > 60_000) { lastLine = performance.now(); console.log(`  ${t.name}: ${row.inputs + n} inputs so far (${((performance.now() - t0) / 1000).toFixed(0)} s)`); }
+        });
       busy += (performance.now() - r0) / 1000;
       if (r.kind === 'done') { row.inputs += r.inputs; row.failures += r.failures; break; }
       row.inputs += r.inputs + 1;
