@@ -78,6 +78,12 @@ export interface ReceiptVerifierOptions {
   maxCells?: number;
 }
 
+/** A window edge for a refusal message; an epoch from the wire can put it beyond what Date can show. */
+function when(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `${ms} ms after the Unix epoch` : d.toISOString();
+}
+
 function refuse(code: ReceiptRefusalCode, reason: string): AcceptResult {
   return { ok: false, code, reason };
 }
@@ -118,7 +124,7 @@ export class ReceiptVerifier {
     const w = this.opts.window(b.epoch);
     if (!w) return refuse('RECEIPT_UNKNOWN_EPOCH', `no upload window for epoch ${b.epoch}`);
     if (now < w.opens || now >= w.closes) {
-      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${new Date(w.opens).toISOString()} until ${new Date(w.closes).toISOString()}`);
+      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${when(w.opens)} until ${when(w.closes)}`);
     }
 
     const max = this.opts.maxCells;
