@@ -6,7 +6,7 @@ import {
   bool, configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
-import { DEFAULT_METRICS_HOST } from '../src/ops/metrics';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface AuthorityConfig {
   /** Own identity fingerprint; must appear in `authorities`. */
@@ -39,6 +39,8 @@ export interface AuthorityConfig {
   logLevel: string;
   /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only, never on `listen`; 0 = not served. */
   metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
   metricsHost: string;
   /**
    * SPEC.md §6.3: this authority serves a test network (every node on loopback or a private
@@ -95,7 +97,8 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
     clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
-    metricsPort: overrides.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsPort: overrides.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.authority),
+    metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
   };

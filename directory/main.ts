@@ -1,7 +1,7 @@
 // bitcloud-dirauth wiring: config, keys, authority state, HTTP server, shutdown. No protocol logic.
 import type http from 'node:http';
 import { createLogger, type Logger } from '../src/ops/log';
-import { createRegistry, startMetricsServer } from '../src/ops/metrics';
+import { createRegistry, openMetricsPort } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
 import { err } from '../src/errors';
 import { Authority } from './authority';
@@ -47,7 +47,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   });
   const port = (server.address() as { port: number }).port;
   // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1 unless the operator opens it).
-  const metricsServer = cfg.metricsPort ? await startMetricsServer(reg, cfg.metricsPort, cfg.metricsHost) : null;
+  const metricsServer = await openMetricsPort(reg, cfg, log);
   const metricsPort = metricsServer ? (metricsServer.address() as { port: number }).port : null;
   authority.start();
   if (authority.published) rewards.onConsensus(authority.published.info);

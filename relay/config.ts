@@ -9,7 +9,7 @@ import {
 import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
-import { DEFAULT_METRICS_HOST } from '../src/ops/metrics';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface RelayConfig {
   dataDir: string;
@@ -39,6 +39,8 @@ export interface RelayConfig {
   receipts: ReceiptSettings;
   /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only; 0 = not served. */
   metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
   metricsHost: string;
   /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
   onionKeyRotationSeconds: number;
@@ -124,7 +126,8 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     limits: parseRelayLimits(raw.limits),
     receipts: parseReceiptSettings(raw.receipts),
-    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.relay),
+    metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
   };

@@ -11,7 +11,7 @@ import { err, errorCode } from '../src/errors';
 import { loadOrCreateNodeKeys, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import type { Logger } from '../src/ops/log';
-import { startMetricsServer, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { PATHS } from '../src/dir/fetch';
@@ -115,7 +115,7 @@ export class RelayDaemon {
     this.orPort = this.listener.port;
     if (cfg.dirPort !== 0) await this.startHttp();
     // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1 unless the operator opens it).
-    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, cfg.metricsHost);
+    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
     await this.mirror.start();
     await bw.start();
     await this.hooks.onStart?.(ctx);

@@ -8,7 +8,7 @@ import { buildDescriptor } from '../src/dir/descriptor';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
 import type { Logger } from '../src/ops/log';
-import { startMetricsServer, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
@@ -93,7 +93,7 @@ export class StorageDaemon {
       announceIntervalMs: cfg.announceIntervalSeconds * 1000, registry: this.registry, log: this.log,
     });
     await this.dht.start();
-    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, cfg.metricsHost);
+    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
 
     this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
