@@ -89,6 +89,9 @@ takeLock();
 const P = argv['base-port'];
 const ports = {
   auth: (i: number) => P + i,
+  // SPEC.md §6.10: every daemon serves /metrics only on its own MetricsPort (127.0.0.1).
+  authMetrics: (i: number) => P + 3 + i,
+  relayMetrics: (i: number) => P + 100 + i,
   relayOr: (i: number) => P + 10 + 2 * i,
   relayDir: (i: number) => P + 11 + 2 * i,
   storageOr: (i: number) => P + 50 + 3 * i,
@@ -98,8 +101,8 @@ const ports = {
 };
 // With --hosts only the proxy's ports are on this namespace's 127.0.0.1.
 const wanted = argv.hosts ? [ports.proxyMetrics, argv['socks-port']] : [
-  ...[0, 1, 2].map(ports.auth),
-  ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i)]).flat(),
+  ...[0, 1, 2].map(ports.auth), ...[0, 1, 2].map(ports.authMetrics),
+  ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i), ports.relayMetrics(i)]).flat(),
   ...Array.from({ length: argv.storage }, (_, i) => [ports.storageOr(i), ports.storagePort(i), ports.storageMetrics(i)]).flat(),
   ports.proxyMetrics, argv['socks-port'],
 ];
@@ -149,6 +152,12 @@ function placeNode(name: string, subnet: number, capBytesPerSec: number): string
   hostOf.set(name, h);
   return h.address;
 }
+/**
+ * Where a node's MetricsPort listens: 127.0.0.1 on loopback; with --hosts, the node's own address
+ * on the test bridge (reachable only from the launcher's namespace and the other test hosts), so
+ * the launcher and the fault suite can read it from outside the node's namespace.
+ */
+function metricsHostFor(addr: string): string { return hostNet ? addr : '127.0.0.1'; }
 function inHost(name: string): Pick<NodeSpec, 'wrap' | 'host'> {
   const h = hostOf.get(name);
   if (!h || !hostNet) return {};
@@ -172,7 +181,7 @@ try {
     const dataDir = path.join(dir, `auth${i + 1}`);
     const k = await authorityKeygen(dataDir);
     const addr = placeNode(`auth${i + 1}`, 0, 0);
-    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), dataDir, addr });
+    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), metricsPort: ports.authMetrics(i), dataDir, addr });
   }
   const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `${a.addr}:${a.port}` }));
   for (const a of auths) {
@@ -185,9 +194,12 @@ try {
       // is weighted at that: proofs decide rewards here, not path weights, so demo traffic does not
       // move the Guard threshold in the middle of a run.
       bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
+      metricsPort: a.metricsPort, metricsHost: metricsHostFor(a.addr),
+      // Every node of this network is on 127.0.0.1 or a private test address (SPEC.md §6.3): refused without this flag.
+      testNetwork: true,
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
-      ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile], ...inHost(a.name) });
+      ports: { http: a.port, metrics: a.metricsPort }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile], ...inHost(a.name) });
   }
 
   // --- moderators (SPEC.md §10): keys, a policy admitting encrypted-private and public-any, signed
@@ -228,12 +240,13 @@ try {
     relayAddrs.push(addr);
     writeFileAtomicSync(configFile, JSON.stringify({
       dataDir, nickname: name, address: addr, orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
+      metricsPort: ports.relayMetrics(i), metricsHost: metricsHostFor(addr),
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
       ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
-      ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile], ...inHost(name) });
+      ports: { or: ports.relayOr(i), dir: ports.relayDir(i), metrics: ports.relayMetrics(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile], ...inHost(name) });
   }
 
   // --- storage nodes: node I subscribes to moderator I when there is one, the others are
@@ -247,7 +260,7 @@ try {
     const addr = placeNode(name, 1 + (i % (argv.subnets - 1)), 0);
     writeFileAtomicSync(configFile, JSON.stringify({
       dataDir, nickname: name, address: addr, orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
-      metricsPort: ports.storageMetrics(i), quota: '1GiB', bandwidth: 100_000,
+      metricsPort: ports.storageMetrics(i), metricsHost: metricsHostFor(addr), quota: '1GiB', bandwidth: 100_000,
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
       ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
     }, null, 2));
@@ -300,8 +313,9 @@ try {
   say('');
   say('The network is up:');
   say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} http://127.0.0.1:PORT/`);
-  for (const a of auths) say(`  status page      http://${a.addr}:${a.port}/          (${a.name}; metrics at /metrics)`);
-  say(`  relay metrics    http://${relayAddrs[0]}:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
+  for (const a of auths) say(`  status page      http://${a.addr}:${a.port}/          (${a.name}; metrics at http://${metricsHostFor(a.addr)}:${a.metricsPort}/metrics)`);
+  say(`  relay metrics    http://${metricsHostFor(relayAddrs[0])}:${ports.relayMetrics(0)}/metrics  (each relay's MetricsPort: ${ports.relayMetrics(0)}..${ports.relayMetrics(argv.relays - 1)})`);
+  if (argv.storage > 0) say(`  storage metrics  each storage node's MetricsPort, ${ports.storageMetrics(0)} on`);
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);

@@ -225,9 +225,9 @@ export function metric(samples: Sample[], name: string, match: Record<string, st
   return v;
 }
 
-/** A relay's /metrics (its dir port); empty when it does not answer. */
+/** A relay's /metrics (its MetricsPort, on its own address with --hosts); empty when it does not answer. */
 export async function scrapeRelay(n: NetNode): Promise<Sample[]> {
-  return scrape(addrOf(n), n.ports.dir).catch(() => []);
+  return scrape(addrOf(n), n.ports.metrics).catch(() => []);
 }
 
 export interface AuthStatus {
