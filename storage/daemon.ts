@@ -14,6 +14,7 @@ import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
 import type { BitcloudDht } from '../src/storage/dht';
 import { StorageEndpoint } from './endpoint';
+import { NameService } from './name-service';
 import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
 import { ShareStore } from './share-store';
@@ -77,7 +78,7 @@ export class StorageDaemon {
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
-      bandwidth: this.bw,
+      bandwidth: this.bw, names: new NameService(() => this.dht?.instance ?? null),
     });
     await this.endpoint.start();
     this.dht = new NodeDht({
