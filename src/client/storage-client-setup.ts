@@ -11,7 +11,7 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
-import { BitcloudDht, dhtBootstrapList } from '../storage/dht';
+import { CircuitNames } from './circuit-names';
 import { GuardSet } from './guards';
 import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
@@ -22,7 +22,7 @@ export interface StorageClientConfig {
   enforceDistinctSubnets: boolean;
   /** Lease asked for on put, seconds (0 = each node's default). */
   leaseSeconds: number;
-  /** UDP port of the client's DHT node (0 = any). */
+  /** Accepted for old configs and unused: clients open no DHT socket (SPEC.md §9.14.1). */
   dhtPort: number;
 }
 
@@ -122,15 +122,31 @@ export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519
   }
 }
 
-/** A DHT node for this client, bootstrapped only from the consensus's storage nodes (SPEC.md §9.14). */
-export async function openClientDht(network: Network, log?: Logger): Promise<BitcloudDht> {
-  const bootstrap = dhtBootstrapList(network.dir.relays() ?? []);
-  if (bootstrap.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to reach the DHT through');
-  // Bind where the storage nodes are: loopback for a local network, all interfaces otherwise.
-  const host = bootstrap.every((b) => b.host.startsWith('127.')) ? '127.0.0.1' : '0.0.0.0';
-  const dht = await BitcloudDht.start({ bootstrap, host, port: network.cfg.dhtPort, log });
-  await dht.ready(5_000);
-  return dht;
+/**
+ * Names over circuits (SPEC.md §9.14.1): lookups and publications go as DhtGet / DhtPut on
+ * BEGIN_STORAGE streams (guard → middle → storage node); the client opens no DHT socket.
+ */
+export async function openCircuitNames(network: Network, log: Logger = silentLogger): Promise<{ names: CircuitNames; close(): Promise<void> }> {
+  const nodes = storageNodesOf(network.dir.relays() ?? []);
+  if (nodes.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to look names up through');
+  const guards = GuardSet.load(path.join(network.dirCfg.dataDir, 'state.json'));
+  for (const w of guards.warnings) log.warn(w);
+  const m = new CircuitManager({
+    relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
+    preemptiveCircuits: 0, log,
+  });
+  const names = new CircuitNames({
+    nodes, dataDir: network.dirCfg.dataDir, log,
+    open: async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' }),
+  });
+  return {
+    names,
+    async close() {
+      await names.close();
+      await m.close();
+      if (guards.dirty) await guards.save().catch(() => {});
+    },
+  };
 }
 
 /** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */
