@@ -16,11 +16,11 @@ export class NameService {
   constructor(private readonly dht: () => BitcloudDht | null, private readonly maxConcurrent = MAX_CONCURRENT_DHT_OPS) {}
 
   async handle(req: Extract<StorageRequest, { type: 'dhtGet' | 'dhtPut' }>): Promise<StorageResponse> {
-    const dht = this.dht();
-    if (!dht) throw err('DHT_NO_NODES', 'this node\'s DHT is not running');
     if (req.type === 'dhtPut' && !dhtItemSignatureValid(req.item)) {
       throw err('STORAGE_BAD_REQUEST', 'the item\'s signature does not verify under its publisher key');
     }
+    const dht = this.dht();
+    if (!dht) throw err('DHT_NO_NODES', 'this node\'s DHT is not running');
     if (this.inflight >= this.maxConcurrent) throw err('DHT_BUSY', `more than ${this.maxConcurrent} DHT operations at once; try later or another node`);
     this.inflight++;
     try {
