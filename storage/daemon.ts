@@ -41,7 +41,7 @@ export class StorageDaemon {
     private readonly registry: Registry,
     private readonly hooks: StorageDaemonHooks = {},
   ) {
-    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry });
+    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: 'node' });
   }
 
   get fingerprint(): string { return this.keys ? fingerprint(this.keys.identity.publicKey) : ''; }

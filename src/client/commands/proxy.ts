@@ -20,6 +20,7 @@ import { isolationKey } from '../isolation';
 import { startSocks5Server, type Socks5Server } from '../socks5';
 import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
+import { guardDirSources } from '../guard-dir';
 
 /** Observed circuit build times, in the client's data directory. */
 export const BUILD_TIMES_FILE = 'build-times.json';
@@ -75,9 +76,6 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const registry = createRegistry('client');
 
   const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log, registry });
-  await dir.start();
-  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
-
   const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
   // SPEC.md §7.3: learned build times survive restarts (as Tor keeps them in its state file).
   const buildTimesFile = path.join(dirCfg.dataDir, BUILD_TIMES_FILE);
@@ -95,6 +93,10 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     registry,
     log,
   });
+  // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only.
+  dir.useGuards(() => guardDirSources(manager.builder, guards, dir.relays()));
+  await dir.start();
+  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
   const saveGuards = setInterval(() => {
     if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
     void saveBuildTimes();
