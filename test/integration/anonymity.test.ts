@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import { storageNodesOf } from '../../src/client/storage-client';
-import { binPath, eventually, freePorts, REPO_ROOT, startDaemon, stopAll } from '../helpers/daemon';
+import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon, stopAll } from '../helpers/daemon';
 import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { metric, scrape } from '../helpers/localnet';
 
 const PERIOD = 4;
 const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
@@ -154,4 +155,35 @@ describe('names over circuits (SPEC.md §9.14.1)', () => {
     expect(json(r2).capability).toBe(capB);
     expect(r2.hook + p2.hook + stale.hook).toBe('');
   }, 240_000);
+});
+
+describe('the directory through the guard (SPEC.md §6.10.1)', () => {
+  // The authority counts direct consensus fetches by declared fetcher; relays say "mirror",
+  // storage nodes "node", this test process nothing ("other"). Only the client says "client".
+  const clientFetches = async () => metric(await scrape(dnet.authorities[0].port), 'bitcloud_dirauth_consensus_fetches_total', { fetcher: 'client' });
+
+  it('after bootstrap, `bitcloud consensus` and the proxy fetch only through their guard', async () => {
+    // The names test above bootstrapped this client directly and sampled its guards (state.json).
+    const before = await clientFetches();
+    expect(before).toBeGreaterThan(0); // the bootstrap was direct, and counted
+    const state = JSON.parse(fs.readFileSync(path.join(dnet.dir, 'client', 'state.json'), 'utf8')) as { sampled: unknown[] };
+    expect(state.sampled.length).toBeGreaterThan(0);
+
+    const c = await runCli('bitcloud', ['consensus', '--json', '--config', clientConfig], { timeoutMs: 120_000 });
+    expect(c.code, c.stderr).toBe(0);
+    expect((JSON.parse(c.stdout) as { source: string }).source).toMatch(/^(guard|cache)$/);
+    expect(c.stderr).not.toMatch(/no source gave a valid consensus/);
+    expect(await clientFetches()).toBe(before);
+
+    const [socksPort] = await freePorts(1);
+    const proxyConfig = path.join(dnet.dir, 'proxy.json');
+    fs.writeFileSync(proxyConfig, JSON.stringify({ ...JSON.parse(fs.readFileSync(clientConfig, 'utf8')) as object, socksPort, preemptiveCircuits: 0 }));
+    const proxy = startDaemon('bitcloud', ['proxy', '--config', proxyConfig, '--log-level', 'info']);
+    // A new consensus every PERIOD seconds: the proxy's refreshes bring newer ones, through a guard.
+    const viaGuard = () => proxy.logs.filter((l) => l.json?.msg === 'new consensus' && l.json.via === 'guard').length;
+    await proxy.waitFor(() => viaGuard() >= 2, 120_000);
+    expect(proxy.logs.filter((l) => l.json?.msg === 'new consensus' && l.json.via === 'direct')).toHaveLength(0);
+    expect(await clientFetches()).toBe(before);
+    await proxy.stop();
+  }, 300_000);
 });
