@@ -39,8 +39,8 @@ export function beginDirSource(builder: CircuitBuilder, guard: ConsensusRelay): 
       const circ = await builder.buildPath([guard]);
       try {
         const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
-        // The host part of the URL is never resolved: the request goes over `stream`.
-        return await fetchConsensusBytes('http://guard.invalid', { ...o, createConnection: () => stream as unknown as Duplex });
+        // The request goes over `stream`; the URL's host is an IP literal so nothing is ever resolved.
+        return await fetchConsensusBytes('http://127.0.0.1', { ...o, createConnection: () => stream as unknown as Duplex });
       } finally {
         circ.destroy();
       }

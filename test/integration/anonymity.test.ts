@@ -166,8 +166,8 @@ describe('the directory through the guard (SPEC.md §6.10.1)', () => {
     // The names test above bootstrapped this client directly and sampled its guards (state.json).
     const before = await clientFetches();
     expect(before).toBeGreaterThan(0); // the bootstrap was direct, and counted
-    const state = JSON.parse(fs.readFileSync(path.join(dnet.dir, 'client', 'state.json'), 'utf8')) as { sampled: unknown[] };
-    expect(state.sampled.length).toBeGreaterThan(0);
+    const state = JSON.parse(fs.readFileSync(path.join(dnet.dir, 'client', 'state.json'), 'utf8')) as { guards: { sampled: unknown[] } };
+    expect(state.guards.sampled.length).toBeGreaterThan(0);
 
     const c = await runCli('bitcloud', ['consensus', '--json', '--config', clientConfig], { timeoutMs: 120_000 });
     expect(c.code, c.stderr).toBe(0);
