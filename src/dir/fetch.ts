@@ -34,7 +34,7 @@ export function httpRequest(url: string, o: HttpRequestOptions): Promise<HttpRes
     const fail = (e: Error) => { if (!done) { done = true; clearTimeout(timer); req.destroy(); reject(e); } };
     const req = http.request(url, {
       method: o.method ?? 'GET',
-      ...(o.createConnection ? { createConnection: o.createConnection as unknown as http.RequestOptions['createConnection'], agent: false } : {}),
+      ...(o.createConnection ? { createConnection: o.createConnection as unknown as http.RequestOptions['createConnection'] } : {}),
       headers: { 'accept-encoding': 'gzip, br', ...(o.body ? { 'content-type': 'application/octet-stream', 'content-length': String(o.body.length) } : {}), ...o.headers },
     }, (res) => {
       const enc = String(res.headers['content-encoding'] ?? 'identity').toLowerCase();
