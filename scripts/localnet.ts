@@ -17,7 +17,10 @@ import { authorityKeygen } from '../directory/keygen';
 import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses } from './localnet/processes';
-import { checkPortsFree, runDemo, runStorageDemo, waitForConsensus } from './localnet/demo';
+import { checkPortsFree, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
+import { ModeratorWorkspace } from '../src/moderation/workspace';
+import { stateBundle } from '../src/moderation/chain';
+import { uploadPolicy } from '../src/moderation/sources';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -28,6 +31,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('relays', { type: 'number', default: 6, describe: 'Relays (at least 3)' })
   .option('exits', { type: 'number', default: 2, describe: 'How many of the relays are exits allowing 127.0.0.1' })
   .option('storage', { type: 'number', default: 6, describe: 'Storage nodes (0 for none; put stores 4-of-6, so at least 6 for the demo)' })
+  .option('moderators', { type: 'number', default: 0, describe: 'Moderators to make; storage node I subscribes to moderator I (at most --storage)' })
   .option('base-port', { type: 'number', default: 27000, describe: 'First port; the network uses the next ~100' })
   .option('socks-port', { type: 'number', default: 9050, describe: 'Client SOCKS5 port' })
   .option('period', { type: 'number', default: 15, describe: 'Consensus period, seconds' })
@@ -38,6 +42,7 @@ const argv = await yargs(hideBin(process.argv))
     if (a.relays < 3) throw new Error('--relays must be at least 3');
     if (a.exits < 1 || a.exits > a.relays - 2) throw new Error('--exits must be between 1 and relays - 2');
     if (a.storage < 0) throw new Error('--storage must be 0 or more');
+    if (a.moderators < 0 || a.moderators > a.storage) throw new Error('--moderators must be between 0 and --storage');
     return true;
   })
   .strict()
@@ -133,6 +138,30 @@ try {
       ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
   }
 
+  // --- moderators (SPEC.md §10): keys, a policy admitting encrypted-private and public-any, signed
+  // and uploaded to the authorities before the storage nodes that subscribe to them start ---
+  const moderators: { name: string; fingerprint: string; dir: string }[] = [];
+  for (let i = 0; i < argv.moderators; i++) {
+    const name = `mod${i + 1}`;
+    const modDir = path.join(dir, name);
+    const ws = await ModeratorWorkspace.create(modDir, `localnet ${name}`);
+    ws.allow('public-any');
+    await ws.saveWorking();
+    const state = await ws.signNext();
+    const bundle = stateBundle(state);
+    for (const a of auths) {
+      const until = Date.now() + 30_000;
+      for (;;) {
+        try { await uploadPolicy(`http://127.0.0.1:${a.port}`, ws.fingerprint, bundle); break; } catch (e) {
+          if (Date.now() > until) throw new Error(`could not publish ${name}'s policy to ${a.name}: ${(e as Error).message}`, { cause: e });
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    }
+    moderators.push({ name, fingerprint: ws.fingerprint, dir: modDir });
+  }
+  const policyRefreshSeconds = Math.max(2, Math.floor(argv.period / 3));
+
   // --- relays: the last `exits` are exits that allow 127.0.0.1 (the default policy rejects loopback) ---
   for (let i = 0; i < argv.relays; i++) {
     const name = `relay${i + 1}`;
@@ -150,8 +179,9 @@ try {
       ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
   }
 
-  // --- storage nodes: unmoderated (encrypted content over circuits only, SPEC.md §10). A declared
-  // bandwidth below the relays' keeps them from raising the Guard threshold (directory/flags.ts). ---
+  // --- storage nodes: node I subscribes to moderator I when there is one, the others are
+  // unmoderated (encrypted content over circuits only, SPEC.md §10). A declared bandwidth below
+  // the relays' keeps them from raising the Guard threshold (directory/flags.ts). ---
   for (let i = 0; i < argv.storage; i++) {
     const name = `store${i + 1}`;
     const dataDir = path.join(dir, name);
@@ -161,6 +191,7 @@ try {
       dataDir, nickname: name, address: '127.0.0.1', orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
       metricsPort: ports.storageMetrics(i), quota: '1GiB', bandwidth: 100_000,
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
+      ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile] });
@@ -177,15 +208,18 @@ try {
     // Every node here is 127.0.0.1: the one-relay-per-/16 rule would forbid every path.
     enforceDistinctSubnets: false,
   }, null, 2));
-  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: false });
+  const moderatorsJson = moderators.map((m, i) => ({ name: m.name, fingerprint: m.fingerprint, dir: m.dir, subscribers: [`store${i + 1}`] }));
+  procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, moderators: moderatorsJson, ready: false });
 
-  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes; waiting for a consensus...`);
+  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
   const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`), argv.storage);
   say(`consensus: ${consensus.relays} relays and ${consensus.storage} storage nodes listed, signed by ${consensus.signers} of 3 authorities.`);
 
   procs.start({ role: 'client', name: 'proxy', identity: null, dataDir: clientDir, configFile: clientConfig,
     ports: { socks: argv['socks-port'], metrics: ports.proxyMetrics }, bin: 'bitcloud', args: ['proxy', '--config', clientConfig] });
   await procs.waitForLog('proxy', 'SOCKS5 proxy listening', 60_000);
+  const moderatedLogs = moderators.map((_, i) => path.join(dir, 'logs', `store${i + 1}.log`));
+  if (moderators.length) await waitForPolicy(moderatedLogs, 1, 60_000);
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: true });
 
   if (argv.demo) {
@@ -195,6 +229,12 @@ try {
       const s = await runStorageDemo(REPO, dir, clientConfig);
       say(`demo: put ${s.bytes} bytes through circuits to the storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
       say(`      read capability: ${s.capability}`);
+    }
+    if (moderators.length) {
+      const m = await runModerationDemo(REPO, dir, clientConfig, moderators, moderatedLogs, policyRefreshSeconds * 1000);
+      say(`demo: a public file (class public-any) went to a moderated node; its moderators denied it by content (moderator deny-content, publish);`);
+      say(`      the same bytes under another name were refused: ${m.refusal}`);
+      say(`      and a get of the original: ${m.getRefusal}`);
     }
   }
 
@@ -212,6 +252,7 @@ try {
     say(`  fetch it         npx bitcloud get CAPABILITY -o OUT --config ${clientConfig}`);
     say(`  stop a node      npm run localnet:stop-node -- store1   (any node name in network.json)`);
   }
+  for (const [i, m] of moderators.entries()) say(`  moderator ${m.name}   ${m.fingerprint.slice(0, 16)}…  (store${i + 1} subscribes)  npx bitcloud moderator show --data-dir ${m.dir}`);
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
   if (argv['exit-after-demo']) await shutdown(0);
   say('\nPress Ctrl-C to stop everything.');

@@ -33,6 +33,8 @@ export interface StorageConfig {
   unmoderated: boolean;
   /** How often subscribed moderators' policies are fetched (SPEC.md §10.6.1). */
   policyRefreshSeconds: number;
+  /** Allow-only classes (SPEC.md §10.6): stored only when a subscribed moderator approved the content. */
+  approvedOnly: string[];
   authorities: AuthorityInfo[];
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
@@ -46,7 +48,7 @@ export interface StorageConfig {
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
-  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'authorities',
+  'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
   'logLevel', 'receipts'] as const;
 
@@ -100,6 +102,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     moderators: strList(raw.moderators, 'moderators').map((f, i) => fingerprintField(f, `moderators[${i}]`)),
     unmoderated: unmoderatedField(raw),
     policyRefreshSeconds: int(raw.policyRefreshSeconds, 'policyRefreshSeconds', 1, 86_400, 600),
+    approvedOnly: approvedOnlyField(raw),
     authorities: parseAuthorityList(raw.authorities, 'authorities'),
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
@@ -109,6 +112,15 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),
   };
+}
+
+/** Allow-only classes: valid class names, and only with moderators (someone must approve). */
+function approvedOnlyField(raw: Record<string, unknown>): string[] {
+  const list = strList(raw.approvedOnly, 'approvedOnly');
+  list.forEach((c, i) => { if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(c)) configError(`approvedOnly[${i}]`, 'a content class matches [a-z0-9][a-z0-9-]{0,63}'); });
+  const mods = Array.isArray(raw.moderators) ? raw.moderators.length : 0;
+  if (list.length > 0 && mods === 0) configError('approvedOnly', 'needs at least one entry in moderators (someone must approve the content)');
+  return list;
 }
 
 /** `unmoderated: true` and a non-empty `moderators` exclude each other; neither means unmoderated. */

@@ -18,7 +18,7 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   // Moderation (SPEC.md §10.6): the subscribed policies, fetched from the authorities (and the DHT
   // once it runs), enforced on every request.
   const subs = PolicySubscriptions.open({
-    moderators: cfg.moderators, unmoderated: cfg.unmoderated, sources: cfg.authorities.map((a) => authoritySource(a.url)),
+    moderators: cfg.moderators, unmoderated: cfg.unmoderated, approvedOnly: cfg.approvedOnly, sources: cfg.authorities.map((a) => authoritySource(a.url)),
     dataDir: cfg.dataDir, refreshMs: cfg.policyRefreshSeconds * 1000, log, registry,
   });
   const d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
@@ -26,7 +26,7 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   await d.start();
   const dht = d.dhtInstance?.raw;
   if (dht) subs.addSource(dhtSource(dht));
-  log.info({ unmoderated: subs.unmoderated, moderators: subs.moderators }, subs.unmoderated ? 'unmoderated: storing encrypted content from circuits only' : 'enforcing moderator policies');
+  log.info({ unmoderated: subs.unmoderated, moderators: subs.moderators, approvedOnly: subs.approvedOnly }, subs.unmoderated ? 'unmoderated: storing encrypted content from circuits only' : 'enforcing moderator policies');
   void subs.start();
   return d;
 }

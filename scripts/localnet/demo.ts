@@ -1,6 +1,7 @@
 // What the launcher checks and shows: free ports, a verified consensus, and a download through
 // the SOCKS proxy (so through a 3-hop circuit) from a local HTTP server, hash compared.
 import { execFile } from 'node:child_process';
+import fsSync from 'node:fs';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -146,4 +147,71 @@ function run(cmd: string, args: string[]): Promise<{ code: number; stdout: strin
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
+}
+
+/** The newest `policy updated` seq a node's log shows (0 when none). */
+function policySeqInLog(log: string): number {
+  let seq = 0;
+  let text = '';
+  try { text = fsSync.readFileSync(log, 'utf8'); } catch { return 0; }
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(line) as { msg?: string; seq?: number };
+      if (j.msg === 'policy updated' && typeof j.seq === 'number') seq = Math.max(seq, j.seq);
+    } catch { /* partial line */ }
+  }
+  return seq;
+}
+
+/** Wait until every log shows a policy of at least `seq` (SPEC.md §10.6.1). */
+export async function waitForPolicy(logs: string[], seq: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (logs.every((l) => policySeqInLog(l) >= seq)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`moderated storage nodes did not take policy version ${seq} within ${timeoutMs} ms`);
+}
+
+/**
+ * The moderation demo (SPEC.md §10.3, §10.8): a public file of class public-any stored with
+ * k = 1, n = 1 lands on a moderated node (unmoderated nodes take encrypted-private only); every
+ * moderator denies it by content and publishes; once the moderated nodes have the new policy, the
+ * same bytes under another name are refused, and so is the original.
+ */
+export async function runModerationDemo(repo: string, dir: string, clientConfig: string, moderators: { dir: string }[], moderatedLogs: string[], refreshMs: number): Promise<{ refusal: string; getRefusal: string; capability: string }> {
+  const demoDir = path.join(dir, 'demo');
+  await fsp.mkdir(demoDir, { recursive: true });
+  const body = randomBytes(64 * 1024);
+  const file = path.join(demoDir, 'public.bin');
+  const renamed = path.join(demoDir, 'same-bytes-other-name.bin');
+  await fsp.writeFile(file, body);
+  await fsp.writeFile(renamed, body);
+  const cli = path.join(repo, 'bin', 'bitcloud.js');
+  const json = (s: string) => JSON.parse(s.trim().split('\n').pop() || '{}') as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  let put = { code: 1, stdout: '', stderr: '' };
+  for (let attempt = 0; attempt < 4; attempt++) {
+    put = await run(process.execPath, [cli, 'put', file, '--class', 'public-any', '--k', '1', '--n', '1', '--json', '--config', clientConfig]);
+    if (put.code === 0) break;
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+  if (put.code !== 0) throw new Error(`moderation demo: put failed: ${put.stdout.trim() || put.stderr.trim()}`);
+  const capability = String(json(put.stdout).capability);
+  for (const m of moderators) {
+    const d = await run(process.execPath, [cli, 'moderator', 'deny-content', capability, '--data-dir', m.dir, '--config', clientConfig, '--json']);
+    if (d.code !== 0) throw new Error(`moderation demo: deny-content failed: ${d.stdout.trim() || d.stderr.trim()}`);
+    const p = await run(process.execPath, [cli, 'moderator', 'publish', '--data-dir', m.dir, '--config', clientConfig, '--skip-dht', '--json']);
+    if (p.code !== 0) throw new Error(`moderation demo: publish failed: ${p.stdout.trim() || p.stderr.trim()}`);
+  }
+  await waitForPolicy(moderatedLogs, 2, 10 * refreshMs + 30_000);
+  const again = await run(process.execPath, [cli, 'put', renamed, '--class', 'public-any', '--k', '1', '--n', '1', '--json', '--config', clientConfig]);
+  const e = json(again.stdout).error as { code?: string; message?: string } | undefined;
+  if (again.code === 0 || !e || !/POLICY_DENIED/.test(`${e.code} ${e.message}`)) {
+    throw new Error(`moderation demo: the denied bytes were not refused under another name: ${again.stdout.trim() || again.stderr.trim()}`);
+  }
+  const out = path.join(demoDir, 'public.out');
+  const g = await run(process.execPath, [cli, 'get', capability, '-o', out, '--json', '--config', clientConfig]);
+  const ge = json(g.stdout).error as { code?: string } | undefined;
+  return { refusal: `${e.code}: ${e.message}`, getRefusal: g.code === 0 ? 'served (another node holds a copy)' : String(ge?.code), capability };
 }

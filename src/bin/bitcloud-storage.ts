@@ -7,7 +7,7 @@ import { nodeStatusCommand } from '../client/commands/node-status';
 
 await makeCli('bitcloud-storage', 'Bitcloud storage node: keeps encrypted shares, serves them on circuits (BEGIN_STORAGE) and direct sessions, joins the private DHT.')
   .command('run', 'Run the storage node (keys are created in the data directory on first start).', (y) => y
-    .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/moderators.md and SPEC.md §9.13.1)' })
+    .option('config', { type: 'string', demandOption: true, describe: 'JSON config file: every setting and its default in SPEC.md §9.13.3' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
     .option('or-port', { type: 'number', describe: 'Overrides orPort (circuits end here)' })
     .option('storage-port', { type: 'number', describe: 'Overrides storagePort (TCP direct sessions, UDP DHT)' })

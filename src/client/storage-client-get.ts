@@ -3,6 +3,11 @@
 // Reed–Solomon work); a share that is missing, unreachable or fails its hash is replaced by another
 // share of the chunk. Several chunks are fetched at once, across nodes; each verified chunk is
 // written at its offset (storage-client-resume.ts), and the output appears only when complete.
+// Where a share is looked for (SPEC.md §9.9): its expected holder — by placement over the nodes
+// that admit the file's content class when the caller can tell (§10.8), since put placed it
+// there — then nodes that already held this file's shares off their expected place, then its
+// ranking over every storage node: the first n + 4 one by one, the rest with a few HAS requests
+// at a time, so a share is found wherever placement put it.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
@@ -23,8 +28,13 @@ export interface GetOptions {
   dir?: string;
   /** Chunks fetched at once (default 8). */
   window?: number;
-  /** How far down a share's ranking to look beyond its expected holder (default n + 4 nodes). */
+  /** Nodes asked one by one for a share (expected holder first; default n + 4); the other storage nodes are then searched with HAS. */
   searchDepth?: number;
+  /**
+   * The storage nodes an upload of this content class could use (SPEC.md §10.8), so that data
+   * shares are asked first of the node placement gave them; null or a failure: every node.
+   */
+  placementFor?: (contentClass: string) => Promise<readonly string[] | null>;
   onManifest?: (m: Manifest, output: string) => void;
   onProgress?: (done: number, total: number) => void;
 }
@@ -48,42 +58,102 @@ export interface GetResult extends GetStats {
   unreachableNodes: string[];
 }
 
-/** One share: from its expected holder, then down its ranking. Null when no node has good bytes. */
-async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats): Promise<Buffer | null> {
+/** Nodes asked at once (HAS) when a share is searched for beyond the top of its ranking. */
+export const SEARCH_PARALLEL = 4;
+
+/**
+ * Per run: nodes that held shares of this file away from their expected place, with how many.
+ * Uploads of a moderated class go only to the nodes that admit it (SPEC.md §10.8), so once one
+ * such share is found, its holder is the best guess for the next.
+ */
+const offPlace = new WeakMap<StorageClient, Map<string, number>>();
+
+function hintsOf(client: StorageClient): Map<string, number> {
+  let m = offPlace.get(client);
+  if (!m) offPlace.set(client, (m = new Map()));
+  return m;
+}
+
+type Try = 'good' | 'bad' | 'none';
+
+/** Ask one node for the share; 'good' fills `out[0]`. */
+async function tryNode(client: StorageClient, fp: string, id: Buffer, size: number, stats: GetStats, out: Buffer[]): Promise<Try> {
+  if (client.isDead(fp)) return 'none';
+  try {
+    const data = await client.getShare(fp, id);
+    stats.sharesFetched++;
+    if (data.length === size && checkShare(id, data)) { out[0] = data; return 'good'; }
+    stats.corruptShares++; // the node served bytes that are not the share: try the next holder
+    return 'bad';
+  } catch (e) {
+    if (isBitcloudError(e, 'SHARE_CORRUPT')) { stats.corruptShares++; return 'bad'; } // the node caught it itself
+    if (!isBitcloudError(e)) throw e;
+    return 'none';
+  }
+}
+
+/**
+ * One share. 'near': from its expected holder, the run's off-place holders, then the top of its
+ * ranking over every storage node, `depth` nodes in all, one by one. 'far': every other storage
+ * node, searched with HAS, SEARCH_PARALLEL nodes at a time (only when the near search of the
+ * chunk's shares left fewer than k: a node that is down must not cost a sweep of the network).
+ * Null when no node asked has good bytes.
+ */
+async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats, reach: 'near' | 'far'): Promise<Buffer | null> {
+  const hints = hintsOf(client);
+  const ranking = rankNodes(id, client.fingerprints);
   const order: string[] = [];
-  if (expected) order.push(expected);
-  for (const fp of rankNodes(id, client.fingerprints)) {
-    if (order.length >= depth) break;
-    if (!order.includes(fp)) order.push(fp);
-  }
-  let first = true;
-  for (const fp of order) {
-    if (client.isDead(fp)) { first = false; continue; }
-    try {
-      const data = await client.getShare(fp, id);
-      stats.sharesFetched++;
-      if (data.length === size && checkShare(id, data)) {
-        if (!first) stats.missingShares++;
-        return data;
-      }
-      stats.corruptShares++; // the node served bytes that are not the share: try the next holder
-    } catch (e) {
-      if (isBitcloudError(e, 'SHARE_CORRUPT')) stats.corruptShares++; // the node caught it itself
-      else if (!isBitcloudError(e)) throw e;
+  const add = (fp: string) => { if (!order.includes(fp)) order.push(fp); };
+  if (expected) add(expected);
+  for (const [fp] of [...hints].sort((a, b) => b[1] - a[1])) add(fp);
+  for (const fp of ranking) { if (order.length >= depth) break; add(fp); }
+  const found = (fp: string, data: Buffer): Buffer => {
+    if (fp !== order[0]) {
+      stats.missingShares++;
+      hints.set(fp, (hints.get(fp) ?? 0) + 1);
     }
-    first = false;
+    return data;
+  };
+  const out: Buffer[] = [];
+  if (reach === 'near') {
+    for (const fp of order) {
+      if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
+    }
+    stats.missingShares++;
+    return null;
   }
-  stats.missingShares++;
+  // Not where it was expected: the run's off-place holders (found since the near pass, perhaps),
+  // then HAS to every other storage node (SPEC.md §9.9, §10.8).
+  const hinted = [...hints.keys()].filter((fp) => fp !== expected);
+  for (const fp of hinted) {
+    if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
+  }
+  const rest = ranking.filter((fp) => fp !== expected && !hinted.includes(fp) && !client.isDead(fp));
+  for (let i = 0; i < rest.length; i += SEARCH_PARALLEL) {
+    const batch = rest.slice(i, i + SEARCH_PARALLEL);
+    const present = await Promise.all(batch.map(async (fp) => {
+      try {
+        const r = await client.request(fp, { type: 'has', ids: [id] });
+        return r.present[0] === true;
+      } catch (e) {
+        if (!isBitcloudError(e)) throw e;
+        return false;
+      }
+    }));
+    for (let j = 0; j < batch.length; j++) {
+      if (present[j] && (await tryNode(client, batch[j], id, size, stats, out)) === 'good') return found(batch[j], out[0]);
+    }
+  }
   return null;
 }
 
 /** Any k good shares of chunk `index` of `layout`, decoded and authenticated. */
-export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number): Promise<Buffer> {
+export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null): Promise<Buffer> {
   const ref = layout.chunks[index];
   const { k, n } = layout.coding;
   const size = shareSizeFor(ref.encLen, k);
   let expected: string[] | null = null;
-  try { expected = placeChunk(ref.shareIds, client.fingerprints); } catch { /* fewer nodes than n now: search rankings */ }
+  try { expected = placeChunk(ref.shareIds, placement ?? client.fingerprints); } catch { /* fewer nodes than n now: search rankings */ }
   // Fastest holders first; a data share counts 25% faster (no arithmetic to rebuild from it).
   const prior = client.medianSpeed();
   const weight = (j: number) => {
@@ -96,16 +166,25 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   let good = 0;
   let next = 0;
   let failure: unknown = null;
+  let reach: 'near' | 'far' = 'near';
   const launch = (j: number) => {
-    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats)
+    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats, reach)
       .then((b) => { if (b) { shares[j] = b; good++; } }, (e) => { failure ??= e; })
       .finally(() => running.delete(p));
     running.add(p);
   };
-  while (good < k && !failure) {
-    while (running.size < k - good && next < n) launch(order[next++]);
-    if (running.size === 0) break;
-    await Promise.race(running);
+  for (const pass of ['near', 'far'] as const) {
+    // Near: every share where placement says it is. Far, only if that left fewer than k: the
+    // missing shares on every other storage node (an upload of a class few nodes admit, §10.8).
+    reach = pass;
+    next = 0;
+    const todo = order.filter((j) => !shares[j]);
+    while (good < k && !failure) {
+      while (running.size < k - good && next < todo.length) launch(todo[next++]);
+      if (running.size === 0) break;
+      await Promise.race(running);
+    }
+    if (good >= k || failure) break;
   }
   if (failure) throw failure;
   if (good < k) {
@@ -163,6 +242,8 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
   const st = await fsp.stat(out).catch(() => null);
   if (st?.isDirectory()) throw err('IO_IS_A_DIRECTORY', `${out} is a directory`);
   o.onManifest?.(manifest, out);
+  // Data shares were placed over the nodes that admit the class (SPEC.md §10.8): ask those first.
+  const placement = o.placementFor ? await o.placementFor(manifest.contentClass).catch(() => null) : null;
 
   const output = await DownloadOutput.open(out, cap.manifestId.toString('hex'), layout.size, layout.chunks.length);
   const offsets = chunkOffsets(layout);
@@ -179,7 +260,7 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
       while (running.size >= window && !failure) await Promise.race(running);
       if (failure) break;
       const idx = i;
-      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth)
+      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null)
         .then((plain) => output.writeChunk(idx, offsets[idx], plain))
         .then(() => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); }, (e) => { failure ??= e; })
         .finally(() => running.delete(p));

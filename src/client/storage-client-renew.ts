@@ -57,25 +57,34 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
   }
 
   // Group by node, RENEW in batches of at most MAX_IDS_PER_REQUEST ids.
-  const byNode = new Map<string, string[]>();
-  for (const [hex, set] of candidates) for (const fp of set) {
-    let l = byNode.get(fp);
-    if (!l) byNode.set(fp, (l = []));
-    l.push(hex);
-  }
   const best = new Map<string, number>(); // share → latest expiry any node reported
-  await Promise.all([...byNode].map(async ([fp, ids]) => {
-    for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
-      const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
-      let r;
-      try {
-        r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds });
-      } catch {
-        return; // unreachable or refusing: its shares count only if another node holds them
-      }
-      batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+  const asked = new Set<string>();
+  const renewOn = async (pairs: Iterable<[string, Iterable<string>]>) => {
+    const byNode = new Map<string, string[]>();
+    for (const [hex, set] of pairs) for (const fp of set) {
+      asked.add(fp);
+      let l = byNode.get(fp);
+      if (!l) byNode.set(fp, (l = []));
+      l.push(hex);
     }
-  }));
+    await Promise.all([...byNode].map(async ([fp, ids]) => {
+      for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
+        const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
+        let r;
+        try {
+          r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds });
+        } catch {
+          return; // unreachable or refusing: its shares count only if another node holds them
+        }
+        batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+      }
+    }));
+  };
+  await renewOn(candidates);
+  // Shares no candidate holds: an upload of a class few nodes admit placed them over those few
+  // (SPEC.md §10.8). Ask every other storage node, as get searches them (§9.9).
+  const unfound = [...candidates].filter(([hex]) => !best.get(hex));
+  if (unfound.length) await renewOn(unfound.map(([hex, set]) => [hex, nodes.filter((fp) => !set.has(fp) && !client.isDead(fp))]));
 
   const renewedExpiries = [...best.values()].filter((x) => x > 0);
   const unreadableChunks = chunks.filter((c) => c.ids.filter((h) => (best.get(h) ?? 0) > 0).length < c.k).length;
@@ -88,7 +97,7 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
     missing: candidates.size - renewedExpiries.length,
     unreadableChunks,
     expiresAt: renewedExpiries.length ? Math.min(...renewedExpiries) : 0,
-    nodesAsked: byNode.size,
+    nodesAsked: asked.size,
     unreachableNodes: client.deadNodes().map((d) => d.fingerprint),
   };
 }

@@ -5,10 +5,10 @@
 // deltas in order. Sequence numbers only go up: a lower number is a replay, a different version
 // with the same number is a conflict, and both are refused.
 import { err } from '../errors';
-import { DenySet } from './denylist';
+import { allowEntry, DenySet } from './denylist';
 import {
   checkPolicyWindow, verifyPolicyVersion,
-  type ClassRule, type PolicyContent, type PolicyVersion,
+  type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
 export const BUNDLE_LIMITS = {
@@ -27,6 +27,10 @@ export interface PolicyState {
   classes: readonly ClassRule[];
   maxShareBytes: number;
   deny: DenySet;
+  /** Allowlist (SPEC.md §10.3.2): hashed share ids of approved files. */
+  allow: DenySet;
+  /** Approved files by manifest id (64 hex), with their class and tags. */
+  approvals: ReadonlyMap<string, Approval>;
   /** The versions since (and including) the last snapshot, oldest first: what a bundle carries. */
   chain: readonly PolicyVersion[];
 }
@@ -72,9 +76,13 @@ export function stateBundle(s: PolicyState): Buffer {
 function applyOne(prev: PolicyState | null, v: PolicyVersion): PolicyState {
   const c = v.content;
   let deny: DenySet;
+  let allow: DenySet;
+  let approvals: Map<string, Approval>;
   let chain: PolicyVersion[];
   if (c.previous === null) {
     deny = DenySet.of(c.denyAdd);
+    allow = DenySet.of(c.allowAdd, allowEntry);
+    approvals = new Map(c.approveAdd.map((a) => [a.manifestId.toString('hex'), a]));
     chain = [v];
   } else {
     if (!prev || prev.seq + 1 !== c.seq || !prev.digest.equals(c.previous)) {
@@ -83,11 +91,20 @@ function applyOne(prev: PolicyState | null, v: PolicyVersion): PolicyState {
     for (const e of c.denyAdd) if (prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an entry already listed`, { moderator: v.moderator });
     for (const e of c.denyRemove) if (!prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an entry not listed`, { moderator: v.moderator });
     deny = prev.deny.apply(c.denyAdd, c.denyRemove);
+    for (const e of c.allowAdd) if (prev.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an allowlist entry already listed`, { moderator: v.moderator });
+    for (const e of c.allowRemove) if (!prev.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an allowlist entry not listed`, { moderator: v.moderator });
+    allow = prev.allow.apply(c.allowAdd, c.allowRemove);
+    approvals = new Map(prev.approvals);
+    for (const id of c.approveRemove) {
+      if (!approvals.delete(id.toString('hex'))) throw err('POLICY_MALFORMED', `delta ${c.seq} withdraws an approval not held`, { moderator: v.moderator });
+    }
+    // An approval of a manifest id already approved replaces it (new tags).
+    for (const a of c.approveAdd) approvals.set(a.manifestId.toString('hex'), a);
     chain = [...prev.chain, v];
   }
   return {
     moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: v.validUntil,
-    name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes, deny, chain,
+    name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes, deny, allow, approvals, chain,
   };
 }
 
@@ -175,6 +192,14 @@ export interface DesiredPolicy {
   maxShareBytes: number;
   /** Double-hashed entries. */
   deny: Iterable<Uint8Array>;
+  /** Approved files (SPEC.md §10.3.2). */
+  approvals?: readonly Approval[];
+  /** Allowlist entries (allowEntry of the approved files' share ids). */
+  allow?: Iterable<Uint8Array>;
+}
+
+function sameApproval(a: Approval, b: Approval): boolean {
+  return a.contentClass === b.contentClass && a.tags.length === b.tags.length && a.tags.every((t, i) => t === b.tags[i]);
 }
 
 /**
@@ -183,13 +208,24 @@ export interface DesiredPolicy {
  */
 export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy, o: { maxChain?: number; snapshot?: boolean } = {}): Omit<PolicyContent, 'moderator'> {
   const wanted = DenySet.of(want.deny);
+  const wantedAllow = DenySet.of(want.allow ?? [], allowEntry);
+  const approvals = [...(want.approvals ?? [])].map((a) => ({ ...a, tags: [...new Set(a.tags)].sort() })).sort((x, y) => Buffer.compare(x.manifestId, y.manifestId));
   const base = { classes: want.classes, maxShareBytes: want.maxShareBytes, name: want.name, seq: (held?.seq ?? 0) + 1 };
-  const snapshot = { ...base, previous: null, denyAdd: wanted.entries(), denyRemove: [] };
+  const snapshot = {
+    ...base, previous: null, denyAdd: wanted.entries(), denyRemove: [],
+    approveAdd: approvals, approveRemove: [], allowAdd: wantedAllow.entries(), allowRemove: [],
+  };
   if (!held || o.snapshot || held.chain.length >= (o.maxChain ?? 32)) return snapshot;
   const add = wanted.entries().filter((e) => !held.deny.hasEntry(e));
   const remove = held.deny.entries().filter((e) => !wanted.hasEntry(e));
-  if (add.length + remove.length > wanted.size) return snapshot; // the delta would be larger
-  return { ...base, previous: held.digest, denyAdd: add, denyRemove: remove };
+  const allowAdd = wantedAllow.entries().filter((e) => !held.allow.hasEntry(e));
+  const allowRemove = held.allow.entries().filter((e) => !wantedAllow.hasEntry(e));
+  const wantedIds = new Set(approvals.map((a) => a.manifestId.toString('hex')));
+  const approveAdd = approvals.filter((a) => { const h = held.approvals.get(a.manifestId.toString('hex')); return !h || !sameApproval(h, a); });
+  const approveRemove = [...held.approvals.keys()].filter((h) => !wantedIds.has(h)).sort().map((h) => Buffer.from(h, 'hex'));
+  const deltaSize = add.length + remove.length + allowAdd.length + allowRemove.length + approveAdd.length + approveRemove.length;
+  if (deltaSize > wanted.size + wantedAllow.size + approvals.length) return snapshot; // the delta would be larger
+  return { ...base, previous: held.digest, denyAdd: add, denyRemove: remove, approveAdd, approveRemove, allowAdd, allowRemove };
 }
 
 /** SPEC.md §10.1: does this policy admit uploads of class `cls`? Returns the matching rule. */

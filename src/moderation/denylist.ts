@@ -22,6 +22,14 @@ export function denyEntry(id: Uint8Array): Buffer {
   return blake2b([LABEL, id], DENY_ENTRY_BYTES);
 }
 
+const ALLOW_LABEL = Buffer.from('bitcloud-allow-v1', 'ascii');
+
+/** SPEC.md §10.3.2: the allowlist entry of a share id of an approved file. */
+export function allowEntry(id: Uint8Array): Buffer {
+  if (id.length !== 32) throw err('POLICY_BAD_ID', `a share or manifest id is 32 bytes, got ${id.length}`);
+  return blake2b([ALLOW_LABEL, id], DENY_ENTRY_BYTES);
+}
+
 /**
  * Read what a moderator wants to deny: a share or manifest id as 64 lowercase hex, a manifest id
  * in the 52-character base32 of capabilities, or a whole `bitcloud:` capability (only its
@@ -70,21 +78,27 @@ export function packEntries(entries: Iterable<Uint8Array>): Buffer {
 export class DenySet {
   private readonly set: ReadonlySet<string>;
 
-  private constructor(set: ReadonlySet<string>) { this.set = set; }
+  private constructor(set: ReadonlySet<string>, private readonly entryOf: (id: Uint8Array) => Buffer) { this.set = set; }
 
-  static readonly EMPTY = new DenySet(new Set());
+  static readonly EMPTY = new DenySet(new Set(), denyEntry);
 
-  static of(entries: Iterable<Uint8Array>): DenySet {
+  /** A set of entries made with `entryOf` (denyEntry for denylists, allowEntry for allowlists). */
+  static of(entries: Iterable<Uint8Array>, entryOf: (id: Uint8Array) => Buffer = denyEntry): DenySet {
     const s = new Set<string>();
     for (const e of entries) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s);
+    return new DenySet(s, entryOf);
   }
 
   get size(): number { return this.set.size; }
 
-  /** True when the raw share or manifest id is denied. */
+  /** True when the raw share or manifest id is listed (denied, for a denylist). */
   deniesId(id: Uint8Array): boolean {
-    return this.set.size > 0 && this.set.has(denyEntry(id).toString('hex'));
+    return this.set.size > 0 && this.set.has(this.entryOf(id).toString('hex'));
+  }
+
+  /** True when the raw id is listed (allowed, for an allowlist). */
+  hasId(id: Uint8Array): boolean {
+    return this.deniesId(id);
   }
 
   /** True when the (already double-hashed) entry is listed. */
@@ -97,7 +111,7 @@ export class DenySet {
     const s = new Set(this.set);
     for (const e of remove) s.delete(Buffer.from(e).toString('hex'));
     for (const e of add) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s);
+    return new DenySet(s, this.entryOf);
   }
 
   /** Entries in ascending order (bytes). */

@@ -19,6 +19,18 @@ export interface SubscriptionView {
   readonly moderators: readonly string[];
   /** The moderator's current policy; null while none has been obtained. */
   policy(moderator: string): PolicyState | null;
+  /**
+   * Allow-only classes (SPEC.md §10.6): a put of one of these classes is stored only when a
+   * subscribed moderator approved it (its share id is on the policy's allowlist). "public-any"
+   * covers every public class.
+   */
+  readonly approvedOnly?: readonly string[];
+}
+
+/** Is class `cls` one of the allow-only classes? */
+export function isApprovedOnly(cls: string, approvedOnly: readonly string[] | undefined): boolean {
+  if (!approvedOnly?.length) return false;
+  return approvedOnly.includes(cls) || (cls.startsWith('public-') && approvedOnly.includes(ContentClass.PUBLIC_ANY));
 }
 
 /** The class a put declares (SPEC.md §9.6.3 `content_class`; empty or absent = encrypted-private). */
@@ -79,7 +91,8 @@ function sizeLimit(a: number, b: number): number {
 /**
  * Build the storage node's policy hook. Put: unmoderated rules, or, for each subscribed moderator
  * in order, POLICY_UNAVAILABLE (no policy yet), POLICY_DENIED, POLICY_CLASS_NOT_ALLOWED,
- * POLICY_TOO_LARGE. Get and audit: POLICY_DENIED for an id any subscribed policy lists. Other
+ * POLICY_TOO_LARGE; then, for an allow-only class, POLICY_NOT_APPROVED unless some subscribed
+ * policy's allowlist holds the share. Get and audit: POLICY_DENIED for an id any subscribed policy lists. Other
  * requests pass.
  */
 export function makePolicyCheck(subs: SubscriptionView): PolicyCheck {
@@ -109,6 +122,9 @@ export function makePolicyCheck(subs: SubscriptionView): PolicyCheck {
             refuse('POLICY_TOO_LARGE', m, `share of ${req.data.length} bytes exceeds the limit of ${limit} for ${cls}`, { size: req.data.length, limit });
           }
         }
+        if (isApprovedOnly(cls, subs.approvedOnly) && !subs.moderators.some((m) => subs.policy(m)?.allow.hasId(req.id))) {
+          throw err('POLICY_NOT_APPROVED', `this node stores ${cls} content only when a moderator it follows approved it (moderators ${subs.moderators.map((m) => m.slice(0, 16)).join(', ')})`, { contentClass: cls });
+        }
         return;
       }
       case 'get':
@@ -124,8 +140,8 @@ export function makePolicyCheck(subs: SubscriptionView): PolicyCheck {
 }
 
 /** A fixed view, for tests and tools: `unmoderated` or a map of moderator → policy. */
-export function staticSubscriptions(policies: ReadonlyMap<string, PolicyState | null> | 'unmoderated'): SubscriptionView {
+export function staticSubscriptions(policies: ReadonlyMap<string, PolicyState | null> | 'unmoderated', approvedOnly: readonly string[] = []): SubscriptionView {
   if (policies === 'unmoderated') return { unmoderated: true, moderators: [], policy: () => null };
   const moderators = [...policies.keys()];
-  return { unmoderated: moderators.length === 0, moderators, policy: (m) => policies.get(m) ?? null };
+  return { unmoderated: moderators.length === 0, moderators, policy: (m) => policies.get(m) ?? null, approvedOnly };
 }

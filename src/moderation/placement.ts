@@ -79,3 +79,16 @@ export async function selectNodesForClass<N extends ModeratedNode>(
   requireNodesForClass(cls, chosen.length, need, nodes.length);
   return chosen;
 }
+
+/**
+ * The reader's side of §10.8: the fingerprints of the nodes an upload of class `cls` could use,
+ * from the same policies (SPEC.md §9.9: data shares are asked first of the node placement over
+ * these gave them). Moderators whose policy cannot be fetched make their nodes count as not
+ * admitting, as they did for the uploader.
+ */
+export async function nodesForClass(nodes: readonly ModeratedNode[], cls: string, sources: readonly PolicySource[], now?: number): Promise<string[]> {
+  const moderators = nodes.flatMap((n) => n.moderators);
+  const policies = moderators.length ? await fetchModeratorPolicies(moderators, sources, now) : new Map<string, PolicyState | null>();
+  const ok = nodesAdmitting(nodes, cls, policies);
+  return nodes.filter((n) => ok.has(n.fingerprint)).map((n) => n.fingerprint);
+}

@@ -29,6 +29,7 @@ export const POLICY_LIMITS = {
   versionBytes: 4 * 1024 * 1024,
   classes: 64,
   nameChars: 64,
+  tagsPerApproval: 16,
 } as const;
 
 /**
@@ -49,6 +50,23 @@ export function checkContentClass(cls: unknown, code: ErrorCode = 'POLICY_MALFOR
   return cls;
 }
 
+/** SPEC.md §10.3.2: one approved (public) file, with the moderator's tags. */
+export interface Approval {
+  /** 32 bytes, in the clear. */
+  manifestId: Buffer;
+  contentClass: string;
+  /** Sorted, distinct, each matching TAG_RE; at most POLICY_LIMITS.tagsPerApproval. */
+  tags: string[];
+}
+
+const TAG_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+/** Check a tag (`code` for a bad one). */
+export function checkTag(tag: unknown, code: ErrorCode = 'POLICY_MALFORMED'): string {
+  if (typeof tag !== 'string' || !TAG_RE.test(tag)) throw err(code, 'a tag matches [a-z0-9][a-z0-9-]{0,31}', { tag: String(tag).slice(0, 80) });
+  return tag;
+}
+
 export interface ClassRule {
   name: string;
   /** 0 = no class-specific limit. */
@@ -66,6 +84,35 @@ export interface PolicyContent {
   denyAdd: Buffer[];
   denyRemove: Buffer[];
   name: string;
+  /** Approvals added (a snapshot: all of them), sorted by manifest id (SPEC.md §10.3.2). */
+  approveAdd: Approval[];
+  /** Manifest ids whose approval is withdrawn (a delta only). */
+  approveRemove: Buffer[];
+  /** Allowlist entries (hashed share ids of approved files) added / withdrawn. */
+  allowAdd: Buffer[];
+  allowRemove: Buffer[];
+}
+
+/** The approval fields of a version that carries none. */
+export const NO_APPROVALS = { approveAdd: [], approveRemove: [], allowAdd: [], allowRemove: [] } as const satisfies Pick<PolicyContent, 'approveAdd' | 'approveRemove' | 'allowAdd' | 'allowRemove'>;
+
+function checkApprovals(list: Approval[]): Approval[] {
+  for (let i = 0; i < list.length; i++) {
+    const a = list[i];
+    if (a.manifestId.length !== 32) bad(`approve_add[${i}].manifest_id`, 'must be 32 bytes');
+    if (i > 0 && Buffer.compare(list[i - 1].manifestId, a.manifestId) >= 0) bad('approve_add', 'must be sorted by manifest_id and distinct');
+    checkContentClass(a.contentClass);
+    if (a.tags.length > POLICY_LIMITS.tagsPerApproval) bad(`approve_add[${i}].tags`, `more than ${POLICY_LIMITS.tagsPerApproval}`);
+    for (let j = 0; j < a.tags.length; j++) {
+      checkTag(a.tags[j]);
+      if (j > 0 && !(a.tags[j - 1] < a.tags[j])) bad(`approve_add[${i}].tags`, 'must be sorted and distinct');
+    }
+  }
+  return list;
+}
+
+function canonicalApprovals(list: readonly Approval[]): Approval[] {
+  return [...list].map((a) => ({ ...a, tags: [...new Set(a.tags)].sort() })).sort((x, y) => Buffer.compare(x.manifestId, y.manifestId));
 }
 
 const BAD = 'POLICY_MALFORMED';
@@ -126,6 +173,12 @@ function checkContent(p: PolicyContent): PolicyContent {
   checkClasses(p.classes);
   const removed = new Set(p.denyRemove.map((e) => e.toString('hex')));
   for (const e of p.denyAdd) if (removed.has(e.toString('hex'))) bad('deny_add', 'an entry is both added and removed');
+  if (p.previous === null && (p.approveRemove.length > 0 || p.allowRemove.length > 0)) bad('approve_remove', 'a snapshot removes nothing');
+  checkApprovals(p.approveAdd);
+  const unapproved = new Set(p.approveRemove.map((e) => e.toString('hex')));
+  for (const a of p.approveAdd) if (unapproved.has(a.manifestId.toString('hex'))) bad('approve_add', 'a manifest id is both approved and withdrawn');
+  const disallowed = new Set(p.allowRemove.map((e) => e.toString('hex')));
+  for (const e of p.allowAdd) if (disallowed.has(e.toString('hex'))) bad('allow_add', 'an entry is both added and removed');
   return p;
 }
 
@@ -136,6 +189,10 @@ export function encodePolicyContent(p: PolicyContent): Buffer {
     classes: [...p.classes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
     denyAdd: splitEntries(packEntries(p.denyAdd), 'deny_add'),
     denyRemove: splitEntries(packEntries(p.denyRemove), 'deny_remove'),
+    approveAdd: canonicalApprovals(p.approveAdd),
+    approveRemove: splitEntries(packEntries(p.approveRemove), 'approve_remove'),
+    allowAdd: splitEntries(packEntries(p.allowAdd), 'allow_add'),
+    allowRemove: splitEntries(packEntries(p.allowRemove), 'allow_remove'),
   });
   const o: Record<string, unknown> = { moderator: c.moderator, seq: c.seq };
   if (c.previous) o.previous = c.previous;
@@ -144,6 +201,10 @@ export function encodePolicyContent(p: PolicyContent): Buffer {
   if (c.denyAdd.length) o.denyAdd = Buffer.concat(c.denyAdd);
   if (c.denyRemove.length) o.denyRemove = Buffer.concat(c.denyRemove);
   if (c.name) o.name = c.name;
+  if (c.approveAdd.length) o.approveAdd = c.approveAdd.map((a) => ({ manifestId: a.manifestId, contentClass: a.contentClass, ...(a.tags.length ? { tags: a.tags } : {}) }));
+  if (c.approveRemove.length) o.approveRemove = Buffer.concat(c.approveRemove);
+  if (c.allowAdd.length) o.allowAdd = Buffer.concat(c.allowAdd);
+  if (c.allowRemove.length) o.allowRemove = Buffer.concat(c.allowRemove);
   const u = PolicyType.encode(PolicyType.create(o)).finish();
   return Buffer.from(u.buffer, u.byteOffset, u.length);
 }
@@ -161,6 +222,8 @@ export function decodePolicyContent(buf: Uint8Array): PolicyContent {
   if (!Array.isArray(rawClasses)) bad('classes', 'not a list');
   if (rawClasses.length > POLICY_LIMITS.classes) bad('classes', `more than ${POLICY_LIMITS.classes}`);
   const previous = bytesField(m.previous, 'previous');
+  const rawApprovals = m.approveAdd == null ? [] : m.approveAdd;
+  if (!Array.isArray(rawApprovals)) bad('approve_add', 'not a list');
   return checkContent({
     moderator: bytesField(m.moderator, 'moderator'),
     seq: u64(m.seq, 'seq'),
@@ -173,6 +236,15 @@ export function decodePolicyContent(buf: Uint8Array): PolicyContent {
     denyAdd: splitEntries(bytesField(m.denyAdd, 'deny_add'), 'deny_add'),
     denyRemove: splitEntries(bytesField(m.denyRemove, 'deny_remove'), 'deny_remove'),
     name: strField(m.name, 'name'),
+    approveAdd: rawApprovals.map((x: unknown, i: number) => {
+      const r = (x ?? {}) as Record<string, unknown>;
+      const tags = r.tags == null ? [] : r.tags;
+      if (!Array.isArray(tags)) bad(`approve_add[${i}].tags`, 'not a list');
+      return { manifestId: bytesField(r.manifestId, `approve_add[${i}].manifest_id`), contentClass: strField(r.contentClass, `approve_add[${i}].content_class`), tags: tags.map((t: unknown, j: number) => strField(t, `approve_add[${i}].tags[${j}]`)) };
+    }),
+    approveRemove: splitEntries(bytesField(m.approveRemove, 'approve_remove'), 'approve_remove'),
+    allowAdd: splitEntries(bytesField(m.allowAdd, 'allow_add'), 'allow_add'),
+    allowRemove: splitEntries(bytesField(m.allowRemove, 'allow_remove'), 'allow_remove'),
   });
 }
 

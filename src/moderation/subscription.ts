@@ -22,6 +22,8 @@ export interface SubscriptionOptions {
   /** Moderator fingerprints. Empty (or `unmoderated`) = an unmoderated node. */
   moderators: readonly string[];
   unmoderated?: boolean;
+  /** Allow-only classes (SPEC.md §10.6): stored only when a subscribed moderator approved them. */
+  approvedOnly?: readonly string[];
   sources?: PolicySource[];
   /** Policies are kept in <dataDir>/policies/<fingerprint>.bundle. */
   dataDir?: string;
@@ -38,6 +40,7 @@ export interface ModeratorStatus {
   name: string;
   classes: string[];
   denylistEntries: number;
+  approvals: number;
   validUntil: number | null;
 }
 
@@ -56,6 +59,7 @@ function makeMetrics(reg: Registry): Metrics {
 export class PolicySubscriptions implements SubscriptionView {
   readonly unmoderated: boolean;
   readonly moderators: readonly string[];
+  readonly approvedOnly: readonly string[];
   private readonly held = new Map<string, PolicyState | null>();
   private readonly sources: PolicySource[];
   private readonly log: Logger;
@@ -70,6 +74,8 @@ export class PolicySubscriptions implements SubscriptionView {
     if (o.unmoderated && mods.length > 0) throw err('CONFIG_INVALID', 'a node is either unmoderated or subscribed to moderators, not both', { key: 'unmoderated' });
     this.unmoderated = mods.length === 0;
     this.moderators = Object.freeze(mods);
+    this.approvedOnly = Object.freeze([...(o.approvedOnly ?? [])]);
+    if (this.approvedOnly.length > 0 && mods.length === 0) throw err('CONFIG_INVALID', 'approvedOnly needs at least one moderator to approve content', { key: 'approvedOnly' });
     this.sources = [...(o.sources ?? [])];
     this.log = o.log ?? silentLogger;
     this.now = o.now ?? Date.now;
@@ -95,7 +101,7 @@ export class PolicySubscriptions implements SubscriptionView {
   status(): ModeratorStatus[] {
     return this.moderators.map((m) => {
       const p = this.held.get(m) ?? null;
-      return { moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0, validUntil: p?.validUntil ?? null };
+      return { moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0, approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null };
     });
   }
 

@@ -12,13 +12,23 @@ import { fingerprint, loadEd25519Secret, saveEd25519Secret, DATA_DIR_MODE } from
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type PolicyState } from './chain';
-import { denyEntry, DENY_ENTRY_BYTES } from './denylist';
-import { checkContentClass, ContentClass, signPolicy, type ClassRule } from './policy';
+import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
+import { checkContentClass, checkTag, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
 
 export const MODERATOR_KEY_FILE = 'moderator.key';
 export const WORKING_POLICY_FILE = 'policy.json';
 export const PUBLISHED_FILE = 'published.bundle';
 export const DEFAULT_LIFETIME_DAYS = 30;
+
+/** One approved file in the working policy (SPEC.md §10.3.2). */
+export interface WorkingApproval {
+  /** 64 hex. */
+  manifestId: string;
+  contentClass: string;
+  tags: string[];
+  /** Allowlist entries of the file's ids (allowEntry, 64 hex each). */
+  allow: string[];
+}
 
 export interface WorkingPolicy {
   name: string;
@@ -26,6 +36,8 @@ export interface WorkingPolicy {
   maxShareBytes: number;
   /** Double-hashed entries, 64 hex each, sorted. */
   deny: string[];
+  /** Approved files, by manifest id. */
+  approved?: WorkingApproval[];
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -49,7 +61,15 @@ function parseWorking(text: string, file: string): WorkingPolicy {
   const deny = (j.deny as unknown[]).map((d) => { if (typeof d !== 'string' || !HEX64.test(d)) bad(file, 'deny entries are 64 hex'); return d; });
   const maxShareBytes = Number(j.maxShareBytes ?? 0);
   if (!Number.isInteger(maxShareBytes) || maxShareBytes < 0 || maxShareBytes > 0xffff_ffff) bad(file, 'maxShareBytes must be 0..4294967295');
-  return { name, classes, maxShareBytes, deny };
+  if (j.approved !== undefined && !Array.isArray(j.approved)) bad(file, 'approved must be a list');
+  const approved = ((j.approved ?? []) as unknown[]).map((x) => {
+    const a = x as Record<string, unknown>;
+    if (typeof a.manifestId !== 'string' || !HEX64.test(a.manifestId)) bad(file, 'approved[].manifestId is 64 hex');
+    if (!Array.isArray(a.tags) || !Array.isArray(a.allow)) bad(file, 'approved[].tags and approved[].allow are lists');
+    const allow = (a.allow as unknown[]).map((e) => { if (typeof e !== 'string' || !HEX64.test(e)) bad(file, 'approved[].allow entries are 64 hex'); return e; });
+    return { manifestId: a.manifestId, contentClass: checkContentClass(a.contentClass, 'CONFIG_INVALID'), tags: (a.tags as unknown[]).map((t) => checkTag(t, 'CONFIG_INVALID')), allow };
+  });
+  return { name, classes, maxShareBytes, deny, approved };
 }
 
 /** A moderator's data directory. */
@@ -90,6 +110,7 @@ export class ModeratorWorkspace {
 
   async saveWorking(): Promise<void> {
     this.working.deny = [...new Set(this.working.deny)].sort();
+    this.working.approved?.sort((a, b) => (a.manifestId < b.manifestId ? -1 : a.manifestId > b.manifestId ? 1 : 0));
     this.working.classes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     await writeFileAtomic(path.join(this.dir, WORKING_POLICY_FILE), JSON.stringify(this.working, null, 2) + '\n', 0o600);
   }
@@ -107,6 +128,32 @@ export class ModeratorWorkspace {
     const n = this.working.deny.length;
     this.working.deny = this.working.deny.filter((e) => !drop.has(e));
     return n - this.working.deny.length;
+  }
+
+  /**
+   * Approve a public file (SPEC.md §10.3.2) with tags: its manifest id is listed in the clear with
+   * the tags, and the allowlist gets an entry for each of its ids (`ids`: manifest id, manifest
+   * shares, data shares). Approving again replaces the tags. Returns true when it was new.
+   */
+  approve(manifestId: Buffer, contentClass: string, ids: Buffer[], tags: string[]): boolean {
+    if (!isPublicClass(contentClass)) {
+      throw err('POLICY_NOT_PUBLIC', `only public content can be approved (its manifest id is published for anyone to read it); this file is ${contentClass}`, { contentClass });
+    }
+    tags.forEach((t) => checkTag(t, 'POLICY_BAD_TAG'));
+    const hex = manifestId.toString('hex');
+    const list = (this.working.approved ??= []);
+    const i = list.findIndex((a) => a.manifestId === hex);
+    const entry = { manifestId: hex, contentClass, tags: [...new Set(tags)].sort(), allow: [...new Set(ids.map((id) => allowEntry(id).toString('hex')))].sort() };
+    if (i >= 0) list[i] = entry; else list.push(entry);
+    return i < 0;
+  }
+
+  /** Withdraw approvals by manifest id; returns how many were listed. */
+  unapprove(manifestIds: Buffer[]): number {
+    const drop = new Set(manifestIds.map((b) => b.toString('hex')));
+    const n = this.working.approved?.length ?? 0;
+    this.working.approved = (this.working.approved ?? []).filter((a) => !drop.has(a.manifestId));
+    return n - this.working.approved.length;
   }
 
   allow(cls: string, maxShareBytes = 0): void {
@@ -130,6 +177,8 @@ export class ModeratorWorkspace {
     const content = nextPolicyContent(this.published, {
       name: this.working.name, classes: this.working.classes, maxShareBytes: this.working.maxShareBytes,
       deny: this.working.deny.map((h) => Buffer.from(h, 'hex')).filter((b) => b.length === DENY_ENTRY_BYTES),
+      approvals: (this.working.approved ?? []).map((a) => ({ manifestId: Buffer.from(a.manifestId, 'hex'), contentClass: a.contentClass, tags: a.tags })),
+      allow: [...new Set((this.working.approved ?? []).flatMap((a) => a.allow))].map((h) => Buffer.from(h, 'hex')),
     }, { snapshot: o.snapshot, maxChain: o.maxChain });
     const raw = signPolicy(content, this.key, { validAfter: now, validUntil: now + (o.lifetimeDays ?? DEFAULT_LIFETIME_DAYS) * 86_400_000 });
     const prior = this.published?.chain.map((v) => v.raw) ?? [];

@@ -68,6 +68,8 @@ export interface LocalNetOptions {
   exits?: number;
   /** Storage nodes (the launcher's --storage). Default 0: the circuit tests need none. */
   storage?: number;
+  /** Moderators (the launcher's --moderators): storage node I subscribes to moderator I. Default 0. */
+  moderators?: number;
   /** Run the launcher's demo (download, and put/get when there are 6 storage nodes) before ready. */
   demo?: boolean;
   /** Consensus period, seconds (the launcher's --period). Default 5: a quick start. */
@@ -149,7 +151,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
   const args = [
     path.join(REPO_ROOT, 'bin', 'run-ts.js'), path.join(REPO_ROOT, 'scripts', 'localnet.ts'),
     '--dir', dir, '--base-port', String(base), '--socks-port', String(socksPort),
-    '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', String(o.storage ?? 0),
+    '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', String(o.storage ?? 0), '--moderators', String(o.moderators ?? 0),
     '--period', String(o.period ?? 5), ...(o.demo ? [] : ['--no-demo']),
   ];
   const launcher = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });

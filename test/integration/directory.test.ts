@@ -140,6 +140,17 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.body.toString()).toContain('relay3');
     expect(page.body.toString()).toMatch(/Signed by [23] of 3/);
+    // SPEC.md §6.10: the history (tables without JavaScript; plots from the authority's own uPlot).
+    expect(page.body.toString()).toContain('Last consensuses');
+    expect(page.body.toString()).toContain('<script src="/static/uplot.min.js"');
+    const hist = JSON.parse((await httpRequest(url(1, '/bitcloud/status/history'), { maxBytes: 1 << 20 })).body.toString()) as { samples: Array<{ relays: number }> };
+    expect(hist.samples.length).toBeGreaterThan(0);
+    expect(hist.samples.at(-1)!.relays).toBeGreaterThan(0);
+    for (const asset of ['/static/uplot.min.js', '/static/uplot.min.css', '/static/status-plots.js']) {
+      const r = await httpRequest(url(1, asset), { maxBytes: 1 << 20 });
+      expect(r.status, asset).toBe(200);
+      expect(r.body.length, asset).toBeGreaterThan(1000);
+    }
     const metrics = await httpRequest(url(1, '/metrics'), { maxBytes: 1 << 20 });
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_age_seconds\{[^}]*\} \d/);
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_relays\{[^}]*\} 5/);
@@ -270,14 +281,15 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     const lastValid = (await status(0)).consensus!;
     const stuckFrom = Date.now();
     await auths[0]!.waitFor((l) => l.json?.msg === 'consensus computed and signed' && (l.json.time as number) > stuckFrom && l.json.votes === 1, 3 * P);
-    await new Promise((r) => setTimeout(r, P / 2));
+    // One more half period: the next consensus is now overdue (past fresh_until + P, §6.8), so stale.
+    await new Promise((r) => setTimeout(r, P));
     const st = await status(0);
     expect(st.consensus!.validAfter).toBe(lastValid.validAfter);
     // The first run may still fetch that last consensus from auth1; either way it is stale now.
     const prime = await client(['--json'], clientCfg);
     expect(prime.code).toBe(0);
     expect(prime.json!.validAfter).toBe(new Date(lastValid.validAfter).toISOString());
-    expect(prime.stderr).toMatch(/no longer fresh|last valid consensus kept on disk/);
+    expect(prime.stderr).toMatch(/consensus is stale|last valid consensus kept on disk/);
     const kept = await client(['--json'], clientCfg);
     expect(kept.code).toBe(0);
     expect(kept.json!.validAfter).toBe(new Date(lastValid.validAfter).toISOString());

@@ -1,7 +1,8 @@
 // Issue 6 "done when", as the README shows it: `npm start` brings up storage nodes and its demo
 // does a put/get round trip through circuits; an uploader `put`s a file, two storage nodes go
 // away (`npm run localnet:stop-node`), and a reader still `get`s the same bytes. Real processes:
-// the launcher, every daemon, and the `bitcloud` CLI, all on 127.0.0.1.
+// the launcher, every daemon, and the `bitcloud` CLI, all on 127.0.0.1. With `--moderators 1`
+// store1 subscribes to a moderator, and the demo shows it refusing content denied by content.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { randomBytes } from '../../src/crypto/primitives';
 let net: LocalNet;
 
 beforeAll(async () => {
-  net = await startLocalNet({ relays: 4, exits: 1, storage: 6, demo: true, timeoutMs: 240_000 });
+  net = await startLocalNet({ relays: 4, exits: 1, storage: 6, moderators: 1, demo: true, timeoutMs: 240_000 });
 }, 300_000);
 
 afterAll(async () => { await net?.stop(); }, 60_000);
@@ -25,6 +26,18 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     expect(net.output()).toMatch(/demo: put \d+ bytes through circuits to the storage nodes .* sha256 matches/);
     expect(net.output()).toMatch(/read capability: bitcloud:[a-z2-7]+#[a-z2-7]+/);
   }, 300_000);
+
+  it('npm start -- --moderators 1: store1 subscribes to mod1, and the demo shows it refusing denied content', async () => {
+    const nj = net.read() as unknown as { moderators: { name: string; fingerprint: string; subscribers: string[] }[] };
+    expect(nj.moderators).toHaveLength(1);
+    expect(nj.moderators[0]).toMatchObject({ name: 'mod1', subscribers: ['store1'] });
+    const c = await net.consensus();
+    const store1 = c.relays.find((r) => r.nickname === 'store1')!;
+    expect(store1.moderators).toEqual([nj.moderators[0].fingerprint]);
+    expect(c.relays.find((r) => r.nickname === 'store2')!.unmoderated).toBe(true);
+    expect(net.output()).toMatch(/the same bytes under another name were refused: STORAGE_PUT_FAILED: .*POLICY_DENIED/);
+    expect(net.output()).toMatch(/and a get of the original: POLICY_DENIED/);
+  }, 60_000);
 
   it('put, stop two storage nodes, get: identical bytes', async () => {
     const file = path.join(net.dir, 'mine.bin');

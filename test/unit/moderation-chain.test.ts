@@ -5,7 +5,7 @@ import { ed25519Generate } from '../../src/crypto/primitives';
 import { fingerprint } from '../../src/crypto/keys';
 import { isBitcloudError } from '../../src/errors';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
-import { denyEntry } from '../../src/moderation/denylist';
+import { allowEntry, denyEntry } from '../../src/moderation/denylist';
 import {
   admittingRule, advancePolicy, decodeBundle, encodeBundle, nextPolicyContent, stateBundle, versionsAfter,
   type PolicyState,
@@ -153,5 +153,45 @@ describe('policy chains', () => {
     expect(admittingRule(s, 'public-video')?.maxShareBytes).toBe(7);
     expect(admittingRule({ classes: [{ name: 'public-video', maxShareBytes: 0 }] }, 'public-any')).toBeNull();
     expect(admittingRule({ classes: [] }, 'encrypted-private')).toBeNull();
+  });
+});
+
+describe('approvals and allowlists through snapshots and deltas (SPEC.md §10.3.2)', () => {
+  const id = (i: number) => Buffer.alloc(32, i);
+  const ap = (i: number, tags: string[]) => ({ manifestId: id(i), contentClass: 'public-any', tags });
+  function step(held: PolicyState | null, approvals: ReturnType<typeof ap>[], allow: number[], o: { snapshot?: boolean } = {}): PolicyState {
+    const c = nextPolicyContent(held, { name: 'm', classes, maxShareBytes: 0, deny: [], approvals, allow: allow.map((i) => allowEntry(id(i))) }, o);
+    const raw = signPolicy(c, mod, W);
+    return advancePolicy(held, [...(held?.chain.map((v) => v.raw) ?? []), raw], opts).state;
+  }
+  it('adds, retags and withdraws approvals with deltas that carry only the change; a reader of the bundle agrees', () => {
+    const s1 = step(null, [ap(1, ['music'])], [1, 2]);
+    expect([...s1.approvals.values()].map((a) => a.tags)).toEqual([['music']]);
+    expect(s1.allow.hasId(id(1)) && s1.allow.hasId(id(2)) && !s1.allow.hasId(id(3))).toBe(true);
+    expect(s1.deny.deniesId(id(1))).toBe(false); // a separate list, with its own hash
+    const s2 = step(s1, [ap(1, ['music', 'education']), ap(3, ['education'])], [1, 2, 3]);
+    const d2 = s2.chain[1].content;
+    expect(d2.previous).not.toBeNull();
+    expect(d2.approveAdd.map((a) => a.manifestId[0])).toEqual([1, 3]); // 1 retagged, 3 new
+    expect(d2.allowAdd).toHaveLength(1);
+    const s3 = step(s2, [ap(3, ['education'])], [2, 3]);
+    const d3 = s3.chain[2].content;
+    expect(d3.approveRemove.map((b) => b[0])).toEqual([1]);
+    expect(d3.allowRemove).toHaveLength(1);
+    expect([...s3.approvals.keys()]).toEqual([id(3).toString('hex')]);
+    expect(s3.allow.hasId(id(1))).toBe(false);
+    // A fresh holder replaying the bundle reaches the same state.
+    const again = advancePolicy(null, stateBundle(s3), opts).state;
+    expect([...again.approvals.values()]).toEqual([...s3.approvals.values()]);
+    expect(again.allow.entries().map((e) => e.toString('hex'))).toEqual(s3.allow.entries().map((e) => e.toString('hex')));
+    // A snapshot carries them all.
+    const s4 = step(s3, [ap(3, ['education'])], [3], { snapshot: true });
+    expect(s4.chain).toHaveLength(1);
+    expect(s4.approvals.size).toBe(1);
+  });
+  it('a delta withdrawing an approval that is not held is POLICY_MALFORMED', () => {
+    const s1 = step(null, [ap(1, [])], []);
+    const bad = signPolicy({ ...nextPolicyContent(s1, { name: 'm', classes, maxShareBytes: 0, deny: [], approvals: [ap(1, [])] }), approveRemove: [id(9)] }, mod, W);
+    expect(code(() => advancePolicy(s1, [...s1.chain.map((v) => v.raw), bad], opts))).toBe('POLICY_MALFORMED');
   });
 });

@@ -11,18 +11,18 @@ import type { StorageRequest } from '../../src/storage/protocol';
 import { ShareStore } from '../../storage/share-store';
 import { handleRequest } from '../../storage/handler';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
-import { denyEntry } from '../../src/moderation/denylist';
+import { allowEntry, denyEntry } from '../../src/moderation/denylist';
 import { advancePolicy, nextPolicyContent, type PolicyState } from '../../src/moderation/chain';
 import { looksEncrypted, makePolicyCheck, staticSubscriptions, RANDOMNESS_MIN_BYTES } from '../../src/moderation/enforce';
 
 const NOW = Date.now();
 
-function policy(o: { classes?: ClassRule[]; maxShareBytes?: number; deny?: Buffer[] } = {}): { fp: string; state: PolicyState } {
+function policy(o: { classes?: ClassRule[]; maxShareBytes?: number; deny?: Buffer[]; allow?: Buffer[] } = {}): { fp: string; state: PolicyState } {
   const key = ed25519Generate();
   const fp = fingerprint(key.publicKey);
   const c = nextPolicyContent(null, {
     name: 'm', classes: o.classes ?? [{ name: 'encrypted-private', maxShareBytes: 0 }],
-    maxShareBytes: o.maxShareBytes ?? 0, deny: (o.deny ?? []).map(denyEntry),
+    maxShareBytes: o.maxShareBytes ?? 0, deny: (o.deny ?? []).map(denyEntry), allow: (o.allow ?? []).map(allowEntry),
   });
   const raw = signPolicy(c, key, { validAfter: NOW - 1000, validUntil: NOW + 3_600_000 });
   return { fp, state: advancePolicy(null, [raw], { moderator: fp, now: NOW }).state };
@@ -122,6 +122,27 @@ describe('moderated nodes enforce every subscribed policy', () => {
     const check = makePolicyCheck(staticSubscriptions(new Map([[p.fp, p.state]])));
     expect(await refusal(check, put(cipher), false)).toBeNull();
     expect((await refusal(check, put(Buffer.alloc(4096, 0x41))))?.code).toBe('POLICY_NOT_ENCRYPTED');
+  });
+});
+
+describe('allow-only mode (SPEC.md §10.6)', () => {
+  it('stores a class only when a subscribed moderator approved the share; other classes as before', async () => {
+    const approved = Buffer.from('approved public bytes '.repeat(100));
+    const other = Buffer.from('other public bytes '.repeat(100));
+    const a = policy({ classes: [{ name: 'public-any', maxShareBytes: 0 }, { name: 'encrypted-private', maxShareBytes: 0 }], allow: [shareId(approved)] });
+    const b = policy({ classes: [{ name: 'public-any', maxShareBytes: 0 }, { name: 'encrypted-private', maxShareBytes: 0 }] });
+    const check = makePolicyCheck(staticSubscriptions(new Map([[a.fp, a.state], [b.fp, b.state]]), ['public-any']));
+    expect(await refusal(check, put(approved, 'public-lecture'))).toBeNull();
+    expect((await refusal(check, put(other, 'public-lecture')))?.code).toBe('POLICY_NOT_APPROVED');
+    expect(await refusal(check, put(cipher))).toBeNull(); // encrypted-private is not allow-only here
+    expect(await refusal(check, get(shareId(other)))).toBeNull(); // serving is unaffected
+    // Without allow-only, unapproved public content is stored.
+    const open = makePolicyCheck(staticSubscriptions(new Map([[b.fp, b.state]])));
+    expect(await refusal(open, put(other, 'public-lecture'))).toBeNull();
+    // A deny still wins over an approval.
+    const both = policy({ classes: [{ name: 'public-any', maxShareBytes: 0 }], allow: [shareId(approved)], deny: [shareId(approved)] });
+    const c2 = makePolicyCheck(staticSubscriptions(new Map([[both.fp, both.state]]), ['public-any']));
+    expect((await refusal(c2, put(approved, 'public-lecture')))?.code).toBe('POLICY_DENIED');
   });
 });
 

@@ -8,9 +8,9 @@ import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, signDocum
 import { formatCapability } from '../../src/storage/capability';
 import {
   checkPolicyWindow, decodePolicyContent, encodePolicyContent, signPolicy, verifyPolicyVersion, parseModerator,
-  type PolicyContent,
+  type PolicyContent, NO_APPROVALS,
 } from '../../src/moderation/policy';
-import { denyEntry, DenySet, packEntries, parseDenyTarget, splitEntries } from '../../src/moderation/denylist';
+import { allowEntry, denyEntry, DenySet, packEntries, parseDenyTarget, splitEntries } from '../../src/moderation/denylist';
 
 const code = (f: () => unknown): string => {
   try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
@@ -24,7 +24,7 @@ const e1 = denyEntry(Buffer.alloc(32, 1));
 const e2 = denyEntry(Buffer.alloc(32, 2));
 
 function content(o: Partial<PolicyContent> = {}): Omit<PolicyContent, 'moderator'> {
-  return { seq: 1, previous: null, classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, denyAdd: [e1, e2], denyRemove: [], name: 'test mod', ...o };
+  return { seq: 1, previous: null, classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, denyAdd: [e1, e2], denyRemove: [], name: 'test mod', ...NO_APPROVALS, ...o } as Omit<PolicyContent, 'moderator'>;
 }
 
 describe('double-hashed denylist (SPEC.md §10.3)', () => {
@@ -86,6 +86,11 @@ describe('policy content (policy.proto)', () => {
       moderator: mod.publicKey, seq: 7, previous: Buffer.alloc(32, 9),
       classes: [{ name: 'public-video', maxShareBytes: 1000 }, { name: 'encrypted-private', maxShareBytes: 0 }],
       maxShareBytes: 5000, denyAdd: [e2, e1], denyRemove: [denyEntry(Buffer.alloc(32, 3))], name: 'Moderator A',
+      approveAdd: [
+        { manifestId: Buffer.alloc(32, 7), contentClass: 'public-any', tags: ['music', 'education'] },
+        { manifestId: Buffer.alloc(32, 5), contentClass: 'public-video', tags: [] },
+      ],
+      approveRemove: [Buffer.alloc(32, 6)], allowAdd: [allowEntry(Buffer.alloc(32, 1))], allowRemove: [allowEntry(Buffer.alloc(32, 2))],
     };
     const d = decodePolicyContent(encodePolicyContent(c));
     expect(d.seq).toBe(7);
@@ -97,6 +102,27 @@ describe('policy content (policy.proto)', () => {
     expect(Buffer.compare(d.denyAdd[0], d.denyAdd[1])).toBe(-1);
     expect(d.denyRemove).toHaveLength(1);
     expect(d.name).toBe('Moderator A');
+    // Approvals (SPEC.md §10.3.2): sorted by manifest id, tags sorted.
+    expect(d.approveAdd.map((a) => a.manifestId[0])).toEqual([5, 7]);
+    expect(d.approveAdd[1]).toMatchObject({ contentClass: 'public-any', tags: ['education', 'music'] });
+    expect(d.approveRemove[0].equals(Buffer.alloc(32, 6))).toBe(true);
+    expect(d.allowAdd[0].equals(allowEntry(Buffer.alloc(32, 1)))).toBe(true);
+    expect(d.allowRemove[0].equals(allowEntry(Buffer.alloc(32, 2)))).toBe(true);
+  });
+
+  it('refuses bad approvals with POLICY_MALFORMED', () => {
+    const base: PolicyContent = { ...content(), moderator: mod.publicKey, previous: Buffer.alloc(32, 1), seq: 2 };
+    const ap = (o: object) => ({ manifestId: Buffer.alloc(32, 1), contentClass: 'public-any', tags: ['music'], ...o });
+    const bad: Array<Partial<PolicyContent>> = [
+      { approveAdd: [ap({ manifestId: Buffer.alloc(31) })] },
+      { approveAdd: [ap({ contentClass: 'Bad Class' })] },
+      { approveAdd: [ap({ tags: ['No Caps'] })] },
+      { approveAdd: [ap({ tags: Array.from({ length: 17 }, (_, i) => `t${i}`) })] },
+      { approveAdd: [ap({})], approveRemove: [Buffer.alloc(32, 1)] },
+      { allowAdd: [Buffer.alloc(32, 1)], allowRemove: [Buffer.alloc(32, 1)] },
+      { previous: null, seq: 1, allowRemove: [Buffer.alloc(32, 1)] },
+    ];
+    for (const o of bad) expect(code(() => encodePolicyContent({ ...base, ...o }))).toBe('POLICY_MALFORMED');
   });
 
   it('refuses rule violations with POLICY_MALFORMED', () => {

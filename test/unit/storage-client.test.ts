@@ -18,6 +18,7 @@ import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
+import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
@@ -269,6 +270,69 @@ describe('refusals (SPEC.md §9.10)', () => {
     await c.putShare(full, shareId(small), small);
     expect((await c.getShare(full, shareId(small))).equals(small)).toBe(true);
     await c.close();
+  });
+});
+
+describe('shares placed on a subset of the nodes (SPEC.md §9.9, §10.8)', () => {
+  it('a reader over every node finds shares an uploader placed on one node, every time', async () => {
+    const only = nodes[2];
+    const up = new StorageClient({
+      nodes: storageNodesOf([only.relay]),
+      open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const f = path.join(root, `subset${i}.bin`);
+        const bytes = randomBytes(3000 + i * 701);
+        await fsp.writeFile(f, bytes);
+        const put = await putFile(up, f, { coding: { k: 1, n: 1 }, chunkSize: 2048 });
+        const cap = parseCapability(put.capability);
+        // Without knowing the class: every node is searched, and the holder is remembered.
+        const c1 = client();
+        const r1 = await getFile(c1, cap, { output: path.join(root, `subset${i}.a`) }).finally(() => c1.close());
+        expect((await fsp.readFile(r1.path)).equals(bytes)).toBe(true);
+        // Knowing where placement put data shares: each is asked of its holder first.
+        const c2 = client();
+        const r2 = await getFile(c2, cap, { output: path.join(root, `subset${i}.b`), placementFor: async () => [only.relay.fingerprint] }).finally(() => c2.close());
+        expect((await fsp.readFile(r2.path)).equals(bytes)).toBe(true);
+        expect(r2.sharesFetched).toBeLessThanOrEqual(r1.sharesFetched);
+        if (i === 0) {
+          // renew finds them too (SPEC.md §9.9.2): every share renewed, none missing.
+          const c3 = client();
+          const rn = await renewFile(c3, cap).finally(() => c3.close());
+          expect(rn).toMatchObject({ missing: 0, unreadableChunks: 0 });
+          expect(rn.renewed).toBe(rn.shares);
+        }
+      }
+    } finally {
+      await up.close();
+    }
+  });
+});
+
+describe('content ids (SPEC.md §10.3.1, §10.3.2)', () => {
+  it('fileContentIds computes, without sending, exactly the ids put stores for public content; contentIds reads them back', async () => {
+    const c = client();
+    try {
+      const f = path.join(root, 'public-talk.bin');
+      await fsp.writeFile(f, randomBytes(300_000));
+      const o = { coding: { k: 2, n: 3 }, chunkSize: 65_536, contentClass: 'public-lecture' };
+      const ahead = await fileContentIds(f, o);
+      const put = await putFile(c, f, o);
+      expect(ahead.manifestId.toString('hex')).toBe(put.manifestId);
+      const read = await contentIds(c, parseCapability(put.capability));
+      const hex = (x: { manifestShares: Buffer[]; dataShares: Buffer[] }) => [...x.manifestShares, ...x.dataShares].map((b) => b.toString('hex'));
+      expect(hex(read)).toEqual(hex(ahead));
+      expect(read.dataShares).toHaveLength(5 * 3); // 5 chunks of n = 3
+      expect(read).toMatchObject({ contentClass: 'public-lecture', chunkSize: 65_536, coding: { k: 2, n: 3 } });
+      // The same bytes under another name: another manifest id, the same data shares.
+      const renamed = await fileContentIds(f, { ...o, name: 'another-name.bin' });
+      expect(renamed.manifestId.equals(ahead.manifestId)).toBe(false);
+      expect(renamed.dataShares.map((b) => b.toString('hex'))).toEqual(ahead.dataShares.map((b) => b.toString('hex')));
+      await expect(fileContentIds(f, { ...o, contentClass: 'encrypted-private' })).rejects.toMatchObject({ code: 'POLICY_NOT_PUBLIC' });
+    } finally {
+      await c.close();
+    }
   });
 });
 

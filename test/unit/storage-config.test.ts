@@ -15,6 +15,8 @@ describe('storage node config', () => {
     expect(c.maxLeaseSeconds).toBe(90 * 86_400);
     expect(c.metricsPort).toBe(0);
     expect(c.authorities[0].url).toBe('http://127.0.0.1:7000');
+    expect(c.approvedOnly).toEqual([]);
+    expect(parseStorageConfig({ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['public-lecture'] }, '/x').approvedOnly).toEqual(['public-lecture']);
   });
 
   it('reads sizes as bytes or with units', () => {
@@ -34,6 +36,8 @@ describe('storage node config', () => {
       [{ ...base, address: 'example.org' }, /address: must be an IPv4 address/],
       [{ ...base, authorities: [] }, /authorities/],
       [{ ...base, orPort: undefined }, /orPort/],
+      [{ ...base, approvedOnly: ['public-lecture'] }, /approvedOnly: needs at least one entry in moderators/],
+      [{ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['Public Lecture'] }, /approvedOnly\[0\]: a content class/],
     ];
     for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
   });

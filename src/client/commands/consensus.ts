@@ -63,12 +63,12 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   } else {
     from = 'none';
   }
-  if (chosen && now() > chosen.freshUntil) {
-    warnings.push(`consensus is no longer fresh (fresh until ${iso(chosen.freshUntil)}); no newer one has been published`);
+  if (chosen && isStale(chosen, now())) {
+    warnings.push(`consensus is stale: fresh until ${iso(chosen.freshUntil)}, and the next one was due by ${iso(chosen.freshUntil + chosen.periodSeconds * 1000)}; no newer one has been published`);
   }
 
   if (o.json) {
-    io.out(JSON.stringify(chosen ? toJson(chosen, from, warnings, cfg.authorities.length) : { ok: false, source: null, warnings }, null, 2));
+    io.out(JSON.stringify(chosen ? toJson(chosen, from, warnings, cfg.authorities.length) : { ok: false, source: null, warnings, error: { code: 'CONSENSUS_NOT_AVAILABLE', message: 'no valid consensus available' } }));
   } else {
     if (chosen) printText(chosen, from, cfg.authorities.length, io);
   }
@@ -78,6 +78,16 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     return 1;
   }
   return 0;
+}
+
+/**
+ * SPEC.md §6.8, §6.9: the consensus of the period starting at T is fresh until T + P but its
+ * successor is only computed at T + P + P/2 and published by T + 2P, so a healthy network's newest
+ * consensus is past fresh_until for part of every period. It is stale only when the successor is
+ * overdue: after fresh_until + P.
+ */
+export function isStale(c: Pick<VerifiedConsensus, 'freshUntil' | 'periodSeconds'>, now: number): boolean {
+  return now > c.freshUntil + c.periodSeconds * 1000;
 }
 
 function stripCode(reason: string, code: string): string {
@@ -132,7 +142,7 @@ export const consensusCommandModule: CommandModule<object, { config?: string; js
   describe: 'Fetch, verify and print the network consensus (keeps the last valid one on disk).',
   builder: (y) => y
     .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document on one line' })
     .option('from', { type: 'string', array: true, describe: 'Fetch from this HOST:PORT or URL (a relay mirror or an authority) instead' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' }) as never,
   handler: async (a) => {

@@ -139,7 +139,7 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
 /** Prints the status; exit code 0 when the node's identity is known, 1 otherwise. */
 export async function nodeStatusCommand(o: NodeStatusOptions, io: Output = stdio): Promise<number> {
   const v = await nodeStatus(o);
-  if (o.json) io.out(JSON.stringify(v, null, 2));
+  if (o.json) io.out(JSON.stringify(v));
   else if (!v.fingerprint) io.err(`bitcloud: no identity key in ${o.dataDir} (has the ${o.kind} run yet?)`);
   else printText(v, o.kind, o.recent ?? 10, io);
   return v.ok ? 0 : 1;

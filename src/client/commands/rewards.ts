@@ -35,14 +35,14 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
     const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
     const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
-    if (o.json) io.out(JSON.stringify(view, null, 2));
+    if (o.json) io.out(JSON.stringify(view));
     else printText(view, io);
     for (const f of chain.failures) io.err(`bitcloud rewards: refused the chain from ${f.source}: ${f.reason}`);
     return 0;
   } catch (e) {
     const code = errorCode(e);
     const failures = (e as { detail?: { failures?: unknown } }).detail?.failures ?? [];
-    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }, null, 2));
+    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
   }
