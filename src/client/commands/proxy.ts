@@ -21,6 +21,7 @@ import { startSocks5Server, type Socks5Server } from '../socks5';
 import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
 import { guardDirSources } from '../guard-dir';
+import { CircuitBuilder } from '../circuit-builder';
 import { Gateway } from '../gateway/gateway';
 import { isBitcloudHost } from '../gateway/host';
 import { storageNodesOf } from '../storage-client';
@@ -101,8 +102,11 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     registry,
     log,
   });
-  // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only.
-  dir.useGuards(() => guardDirSources(manager.builder, guards, dir.relays()));
+  // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
+  // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
+  // with) the circuits that carry the user's streams.
+  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log });
+  dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
   await dir.start();
   if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
   const saveGuards = setInterval(() => {
@@ -145,6 +149,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await socks.close();
       await gateway.close();
       await manager.close();
+      await dirBuilder.close();
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       if (guards.dirty) guards.saveSync();
       await saveBuildTimes();
