@@ -158,9 +158,9 @@ describe('names over circuits (SPEC.md §9.14.1)', () => {
 });
 
 describe('the directory through the guard (SPEC.md §6.10.1)', () => {
-  // The authority counts direct consensus fetches by declared fetcher; relays say "mirror",
+  // The authority counts direct consensus fetches by declared fetcher (on its MetricsPort); relays say "mirror",
   // storage nodes "node", this test process nothing ("other"). Only the client says "client".
-  const clientFetches = async () => metric(await scrape(dnet.authorities[0].port), 'bitcloud_dirauth_consensus_fetches_total', { fetcher: 'client' });
+  const clientFetches = async () => metric(await scrape(dnet.authorities[0].metricsPort), 'bitcloud_dirauth_consensus_fetches_total', { fetcher: 'client' });
 
   it('after bootstrap, `bitcloud consensus` and the proxy fetch only through their guard', async () => {
     // The names test above bootstrapped this client directly and sampled its guards (state.json).
