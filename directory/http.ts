@@ -21,7 +21,7 @@ import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
-import { PATHS } from '../src/dir/fetch';
+import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
@@ -112,8 +112,13 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     const rw = await serveRewards(rewards, req, res, url);
     if (rw) return rw;
     switch (p) {
-      case PATHS.consensus:
+      case PATHS.consensus: {
+        // SPEC.md §6.10.1: direct fetches by kind of fetcher as it declares itself (clients that
+        // have a guard fetch through it, so "client" should only count bootstraps).
+        const f = String(req.headers[FETCHER_HEADER] ?? '');
+        m.consensusFetches.inc({ fetcher: f === 'client' || f === 'mirror' || f === 'node' ? f : 'other' });
         return ['consensus', serveDocument(req, res, a.published?.served ?? null, 'CONSENSUS_NOT_AVAILABLE', 'no consensus has been published yet')];
+      }
       case PATHS.signatures: {
         const sigs = a.detachedSignatures();
         if (!sigs) { sendJsonError(res, 404, 'SIGNATURES_NOT_AVAILABLE', 'no consensus computed for this period yet'); return ['signatures', 404]; }

@@ -55,7 +55,7 @@ export class ConsensusMirror {
       // Authorities in random order spread the load.
       const sources = [...this.authorities].sort(() => Math.random() - 0.5).map((a) => a.url);
       const have = this.current;
-      const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000 });
+      const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000, fetcher: 'mirror' });
       if (r.consensus && isBetterConsensus(have, r.consensus)) {
         this.install(r.consensus, Date.now(), true);
         this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, signers: r.consensus.signers.length }, 'consensus mirrored');

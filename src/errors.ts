@@ -253,9 +253,13 @@ export const ERROR_CODES = {
     FOLDER_TOO_LARGE: 'resource_limit',
     MANIFEST_MALFORMED: 'protocol_violation',
     MANIFEST_NOT_FOUND: 'not_found',
+    NAME_BAD_SIGNATURE: 'integrity',
     NAME_MALFORMED: 'bad_input',
     NAME_NOT_FOUND: 'not_found',
+    NAME_SEQ_ROLLBACK: 'integrity',
     NAME_VALUE_MALFORMED: 'protocol_violation',
+    NAME_WRONG_KEY: 'integrity',
+    NAME_WRONG_SALT: 'integrity',
     PLACEMENT_NODE_INVALID: 'protocol_violation',
     PLACEMENT_TOO_FEW_NODES: 'unreachable',
     SHARE_CORRUPT: 'integrity',
@@ -293,6 +297,7 @@ export const ERROR_CODES = {
   /** The DHT that storage nodes and moderators use (SPEC.md §9.14, §10.7). */
   DHT: {
     DHT_ANNOUNCE_FAILED: 'unreachable',
+    DHT_BUSY: 'resource_limit',
     DHT_GET_FAILED: 'unreachable',
     DHT_LISTEN_FAILED: 'unreachable',
     DHT_NO_NODES: 'unreachable',

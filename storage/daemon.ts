@@ -14,6 +14,7 @@ import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
 import type { BitcloudDht } from '../src/storage/dht';
 import { StorageEndpoint } from './endpoint';
+import { NameService } from './name-service';
 import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
 import { ShareStore } from './share-store';
@@ -41,7 +42,7 @@ export class StorageDaemon {
     private readonly registry: Registry,
     private readonly hooks: StorageDaemonHooks = {},
   ) {
-    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry });
+    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: 'node' });
   }
 
   get fingerprint(): string { return this.keys ? fingerprint(this.keys.identity.publicKey) : ''; }
@@ -86,6 +87,7 @@ export class StorageDaemon {
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
       bandwidth: this.bw, consensus: () => this.dir.consensus(),
+      names: new NameService(() => this.dht?.instance ?? null),
     });
     await this.endpoint.start();
     this.dht = new NodeDht({

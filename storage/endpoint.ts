@@ -16,6 +16,7 @@ import type { Registry } from '../src/ops/metrics';
 import { allowAll, type PolicyCheck } from './handler';
 import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
+import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 
@@ -26,6 +27,8 @@ export interface StorageEndpointOptions {
   orPort: number;
   storagePort: number;
   policyCheck?: PolicyCheck;
+  /** Name lookups for clients (SPEC.md §9.14.1). */
+  names?: NameService;
   maxDirectSessions?: number;
   /** Proof of bandwidth (SPEC.md §8.3, last paragraph): a storage node counts its links with relays like a relay. */
   bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
@@ -128,7 +131,7 @@ export class StorageEndpoint {
 
   private serve(stream: Duplex, viaCircuit: boolean): void {
     this.sessions.add(stream);
-    void serveStorageStream(stream, this.o.store, { ctx: { viaCircuit }, policyCheck: this.o.policyCheck ?? allowAll, log: this.log })
+    void serveStorageStream(stream, this.o.store, { ctx: { viaCircuit }, policyCheck: this.o.policyCheck ?? allowAll, names: this.o.names, log: this.log })
       .finally(() => this.sessions.delete(stream));
   }
 

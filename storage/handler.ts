@@ -1,8 +1,9 @@
 // SPEC.md §9.6: the storage protocol's request handler, independent of transport: BEGIN_STORAGE
 // streams on circuits and direct TLS links both feed it decoded requests and send back what it returns.
-import { errorCode } from '../src/errors';
+import { err, errorCode } from '../src/errors';
 import { errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import type { ShareStore } from './share-store';
+import type { NameService } from './name-service';
 
 export interface RequestContext {
   /** True on a BEGIN_STORAGE stream (the node does not know who asks); false on a direct link. */
@@ -21,7 +22,7 @@ export type PolicyCheck = (req: StorageRequest, ctx: RequestContext) => void | P
 export const allowAll: PolicyCheck = () => {};
 
 /** Answer one request. Never throws: every failure becomes an error response with a stable code. */
-export async function handleRequest(store: ShareStore, req: StorageRequest, ctx: RequestContext, policyCheck: PolicyCheck = allowAll): Promise<StorageResponse> {
+export async function handleRequest(store: ShareStore, req: StorageRequest, ctx: RequestContext, policyCheck: PolicyCheck = allowAll, names?: NameService): Promise<StorageResponse> {
   store.metrics.requests.inc({ op: req.type });
   try {
     await policyCheck(req, ctx);
@@ -42,6 +43,11 @@ export async function handleRequest(store: ShareStore, req: StorageRequest, ctx:
         return { type: 'stat', ...store.stat() };
       case 'renew':
         return { type: 'renew', expiresAt: await store.renew(req.ids, req.leaseSeconds) };
+      case 'dhtGet':
+      case 'dhtPut':
+        // SPEC.md §9.14.1: name lookups on the client's behalf; nodes without a DHT refuse them.
+        if (!names) throw err('DHT_NO_NODES', 'this node runs no DHT');
+        return await names.handle(req);
     }
   } catch (e) {
     store.metrics.errors.inc({ code: errorCode(e) });

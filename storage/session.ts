@@ -18,10 +18,13 @@ export const STORAGE_STREAM_IDLE_MS = 120_000;
 import { decodeRequest, encodeResponse, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
 import type { ShareStore } from './share-store';
+import type { NameService } from './name-service';
 
 export interface ServeOptions {
   ctx: RequestContext;
   policyCheck?: PolicyCheck;
+  /** DhtGet / DhtPut (SPEC.md §9.14.1); absent: refused. */
+  names?: NameService;
   maxFrameBytes?: number;
   /** Requests of one stream handled at once (default 8). */
   maxInflight?: number;
@@ -64,7 +67,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     }
   };
   const handle = (reqId: number, req: StorageRequest): void => {
-    const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll)
+    const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll, opts.names)
       .then((res) => send(reqId, res))
       .catch((e) => { log.debug({ code: errorCode(e) }, 'storage answer not sent'); })
       .finally(() => inflight.delete(p));

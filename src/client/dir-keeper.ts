@@ -5,7 +5,8 @@
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
-import { fetchVerifiedConsensus } from '../dir/consensus-fetch';
+import type { Fetcher } from '../dir/fetch';
+import { fetchVerifiedConsensus, type TunnelSource } from '../dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
@@ -22,6 +23,13 @@ export interface DirKeeperOptions {
   now?: () => number;
   log?: Logger;
   registry?: Registry;
+  /**
+   * SPEC.md §6.10.1: the guards' mirrors over BEGIN_DIR. When it returns sources and a valid
+   * consensus is in hand, refreshes use only them (never the authorities or configured mirrors).
+   */
+  guardSources?: () => TunnelSource[];
+  /** How direct fetches declare themselves (SPEC.md §6.10.1); default client. */
+  fetcher?: Fetcher;
 }
 
 export class DirKeeper {
@@ -33,11 +41,15 @@ export class DirKeeper {
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly cacheFile: string;
+  private guardSources: (() => TunnelSource[]) | null;
+  /** How the last fetch went out: through guards, direct (bootstrap), or none yet. */
+  lastVia: 'guard' | 'direct' | null = null;
 
   constructor(private readonly opts: DirKeeperOptions) {
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? silentLogger;
     this.cacheFile = path.join(opts.dataDir, CONSENSUS_CACHE_FILE);
+    this.guardSources = opts.guardSources ?? null;
     if (opts.registry) {
       // eslint-disable-next-line @typescript-eslint/no-this-alias
       const self = this;
@@ -75,6 +87,11 @@ export class DirKeeper {
     this.timer = null;
   }
 
+  /** Fetch through guards from now on (SPEC.md §6.10.1); set before start() to never go direct with a valid cache. */
+  useGuards(sources: () => TunnelSource[]): void {
+    this.guardSources = sources;
+  }
+
   /** Fetch now (one fetch at a time); keeps the better of what it has and what it got. */
   refresh(): Promise<void> {
     this.fetching ??= this.fetchOnce().finally(() => { this.fetching = null; });
@@ -82,18 +99,27 @@ export class DirKeeper {
   }
 
   private async fetchOnce(): Promise<void> {
-    const sources = [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))];
+    // SPEC.md §6.10.1: with a valid consensus and a guard, only the guards' mirrors are asked; a
+    // stale or unreachable one is followed by the next guard, and when all fail the consensus in
+    // hand is kept until the next refresh. Only without either (bootstrap, or the consensus
+    // expired) does the client contact configured mirrors and authorities directly.
+    const viaGuards = this.consensus() ? this.guardSources?.() ?? [] : [];
+    const via = viaGuards.length > 0 ? 'guard' : 'direct';
+    const sources = viaGuards.length > 0 ? viaGuards : [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))];
     try {
       const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
-        now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000,
+        now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
       });
+      this.lastVia = via;
       for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
       if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
         this.current = r.consensus;
-        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length }, 'new consensus');
+        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via }, 'new consensus');
         await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
       } else if (!this.current) {
         this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
+      } else if (via === 'guard' && !r.consensus && r.notModified.length === 0) {
+        this.log.warn({ failures: r.failures.length }, 'no guard mirror gave a consensus; keeping the one in hand, retrying later');
       }
     } catch (e) {
       this.log.warn({ code: errorCode(e) }, 'consensus fetch failed');

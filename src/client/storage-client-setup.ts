@@ -11,10 +11,12 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
-import { BitcloudDht, dhtBootstrapList } from '../storage/dht';
+import { CircuitNames } from './circuit-names';
 import { GuardSet } from './guards';
 import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
+import { CircuitBuilder } from './circuit-builder';
+import { guardDirSources } from './guard-dir';
 import { StorageClient, storageNodesOf, type OpenStorageStream, type StorageNode } from './storage-client';
 
 /** Storage settings read from the client config beside the directory ones (defaults in one place). */
@@ -22,7 +24,7 @@ export interface StorageClientConfig {
   enforceDistinctSubnets: boolean;
   /** Lease asked for on put, seconds (0 = each node's default). */
   leaseSeconds: number;
-  /** UDP port of the client's DHT node (0 = any). */
+  /** Accepted for old configs and unused: clients open no DHT socket (SPEC.md §9.14.1). */
   dhtPort: number;
 }
 
@@ -45,6 +47,8 @@ export interface Network {
   dirCfg: DirClientConfig;
   cfg: StorageClientConfig;
   dir: DirKeeper;
+  /** The guard set of state.json, shared by the directory fetches and the circuits. */
+  guards: GuardSet;
   close(): void;
 }
 
@@ -54,15 +58,21 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
   const dirCfg = loadDirClientConfig(file, { dataDir: o.dataDir });
   const cfg = readStorageClientConfig(file);
   const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log: o.log });
+  // SPEC.md §6.10.1: with a guard in state.json and a valid cached consensus, the directory is
+  // fetched through the guard's mirror (one-hop circuit, BEGIN_DIR); otherwise directly (bootstrap).
+  const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
+  for (const w of guards.warnings) (o.log ?? silentLogger).warn(w);
+  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: o.log });
+  dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
   await dir.start();
   // A cached consensus may predate storage nodes that joined since: ask once more, briefly.
   await Promise.race([dir.refresh(), new Promise((r) => setTimeout(r, 5_000).unref())]);
-  const close = () => dir.stop();
+  const close = () => { dir.stop(); void dirBuilder.close(); if (guards.dirty) guards.saveSync(); };
   if (!dir.consensus()) {
     close();
     throw err('CONSENSUS_NOT_AVAILABLE', 'no valid consensus from the authorities: cannot find storage nodes');
   }
-  return { dirCfg, cfg, dir, close };
+  return { dirCfg, cfg, dir, guards, close };
 }
 
 export interface StorageSession {
@@ -88,8 +98,7 @@ export async function openStorageSession(o: NetworkOptions & {
   if (o.direct) {
     open = (n) => connectStorageDirect({ host: n.address, port: n.storagePort, expectedIdentity: n.identity });
   } else {
-    guards = GuardSet.load(path.join(network.dirCfg.dataDir, 'state.json'));
-    for (const w of guards.warnings) log.warn(w);
+    guards = network.guards;
     const m = manager = new CircuitManager({
       relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
       preemptiveCircuits: 0, log,
@@ -122,15 +131,30 @@ export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519
   }
 }
 
-/** A DHT node for this client, bootstrapped only from the consensus's storage nodes (SPEC.md §9.14). */
-export async function openClientDht(network: Network, log?: Logger): Promise<BitcloudDht> {
-  const bootstrap = dhtBootstrapList(network.dir.relays() ?? []);
-  if (bootstrap.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to reach the DHT through');
-  // Bind where the storage nodes are: loopback for a local network, all interfaces otherwise.
-  const host = bootstrap.every((b) => b.host.startsWith('127.')) ? '127.0.0.1' : '0.0.0.0';
-  const dht = await BitcloudDht.start({ bootstrap, host, port: network.cfg.dhtPort, log });
-  await dht.ready(5_000);
-  return dht;
+/**
+ * Names over circuits (SPEC.md §9.14.1): lookups and publications go as DhtGet / DhtPut on
+ * BEGIN_STORAGE streams (guard → middle → storage node); the client opens no DHT socket.
+ */
+export async function openCircuitNames(network: Network, log: Logger = silentLogger): Promise<{ names: CircuitNames; close(): Promise<void> }> {
+  const nodes = storageNodesOf(network.dir.relays() ?? []);
+  if (nodes.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to look names up through');
+  const guards = network.guards;
+  const m = new CircuitManager({
+    relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
+    preemptiveCircuits: 0, log,
+  });
+  const names = new CircuitNames({
+    nodes, dataDir: network.dirCfg.dataDir, log,
+    open: async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' }),
+  });
+  return {
+    names,
+    async close() {
+      await names.close();
+      await m.close();
+      if (guards.dirty) await guards.save().catch(() => {});
+    },
+  };
 }
 
 /** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */

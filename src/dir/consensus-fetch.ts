@@ -5,8 +5,19 @@ import { errorCode } from '../errors';
 import { LIMITS } from '../wire/docs';
 import type { AuthorityInfo } from './authorities';
 import { verifyConsensus } from './consensus';
-import { fetchConsensusBytes } from './fetch';
+import { fetchConsensusBytes, type Fetcher } from './fetch';
 import type { VerifiedConsensus } from './types';
+
+/**
+ * A source that is not a plain URL: a relay's mirror reached over a BEGIN_DIR stream through a
+ * guard (SPEC.md §6.10.1). `label` names it in outcomes (never logged at info).
+ */
+export interface TunnelSource {
+  label: string;
+  fetch(o: { ifModifiedSince?: number; timeoutMs?: number; maxBytes: number }): Promise<Buffer | null>;
+}
+
+export type ConsensusSource = string | TunnelSource;
 
 export interface SourceFailure { source: string; code: string; reason: string }
 
@@ -24,14 +35,16 @@ export interface FetchOutcome {
  * (when given). With `ifModifiedSince`, a 304 counts as "nothing newer here".
  */
 export async function fetchVerifiedConsensus(
-  sources: readonly string[], authorities: readonly AuthorityInfo[],
-  o: { now?: () => number; have?: VerifiedConsensus | null; ifModifiedSince?: number; timeoutMs?: number; stopAtFirst?: boolean } = {},
+  sources: readonly ConsensusSource[], authorities: readonly AuthorityInfo[],
+  o: { now?: () => number; have?: VerifiedConsensus | null; ifModifiedSince?: number; timeoutMs?: number; stopAtFirst?: boolean; fetcher?: Fetcher } = {},
 ): Promise<FetchOutcome> {
   const now = o.now ?? Date.now;
   const out: FetchOutcome = { consensus: null, source: null, notModified: [], failures: [] };
-  for (const src of sources) {
+  for (const source of sources) {
+    const src = typeof source === 'string' ? source : source.label;
     try {
-      const raw = await fetchConsensusBytes(src, { ifModifiedSince: o.ifModifiedSince, timeoutMs: o.timeoutMs, maxBytes: LIMITS.consensusBytes });
+      const fo = { ifModifiedSince: o.ifModifiedSince, timeoutMs: o.timeoutMs, maxBytes: LIMITS.consensusBytes };
+      const raw = typeof source === 'string' ? await fetchConsensusBytes(source, { ...fo, fetcher: o.fetcher }) : await source.fetch(fo);
       if (raw === null) { out.notModified.push(src); continue; }
       const c = verifyConsensus(raw, authorities, now());
       if (!out.consensus || c.validAfter > out.consensus.validAfter) { out.consensus = c; out.source = src; }

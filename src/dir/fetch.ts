@@ -2,6 +2,7 @@
 // a timeout, and gzip/br decoding bounded by the same limit (a compressed bomb cannot grow
 // past it). Used by authorities (votes, signatures), relays (upload, mirror) and clients.
 import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { err } from '../errors';
 
@@ -18,6 +19,8 @@ export interface HttpRequestOptions {
   timeoutMs?: number;
   /** Refuse bodies (after decompression) larger than this. */
   maxBytes: number;
+  /** Speak HTTP over this stream instead of a TCP connection (a BEGIN_DIR stream, SPEC.md §6.10.1). */
+  createConnection?: () => Duplex;
 }
 
 /**
@@ -31,6 +34,7 @@ export function httpRequest(url: string, o: HttpRequestOptions): Promise<HttpRes
     const fail = (e: Error) => { if (!done) { done = true; clearTimeout(timer); req.destroy(); reject(e); } };
     const req = http.request(url, {
       method: o.method ?? 'GET',
+      ...(o.createConnection ? { createConnection: o.createConnection as unknown as http.RequestOptions['createConnection'] } : {}),
       headers: { 'accept-encoding': 'gzip, br', ...(o.body ? { 'content-type': 'application/octet-stream', 'content-length': String(o.body.length) } : {}), ...o.headers },
     }, (res) => {
       const enc = String(res.headers['content-encoding'] ?? 'identity').toLowerCase();
@@ -85,13 +89,21 @@ export const PATHS = {
 } as const;
 
 /**
+ * SPEC.md §6.10.1: who fetches, as the fetcher says (informative, for the authority's
+ * `bitcloud_dirauth_consensus_fetches_total`; nothing trusts it).
+ */
+export type Fetcher = 'client' | 'mirror' | 'node';
+export const FETCHER_HEADER = 'x-bitcloud-fetcher';
+
+/**
  * GET the consensus from a base URL (authority or relay mirror). `ifModifiedSince` (ms) sends
  * If-Modified-Since; a 304 resolves to null. Other non-200 statuses reject DIR_FETCH_FAILED.
  */
-export async function fetchConsensusBytes(baseUrl: string, o: { ifModifiedSince?: number; timeoutMs?: number; maxBytes: number }): Promise<Buffer | null> {
+export async function fetchConsensusBytes(baseUrl: string, o: { ifModifiedSince?: number; timeoutMs?: number; maxBytes: number; fetcher?: Fetcher; createConnection?: () => Duplex }): Promise<Buffer | null> {
   const headers: Record<string, string> = {};
   if (o.ifModifiedSince) headers['if-modified-since'] = new Date(o.ifModifiedSince).toUTCString();
-  const r = await httpRequest(baseUrl + PATHS.consensus, { headers, timeoutMs: o.timeoutMs, maxBytes: o.maxBytes });
+  if (o.fetcher) headers[FETCHER_HEADER] = o.fetcher;
+  const r = await httpRequest(baseUrl + PATHS.consensus, { headers, timeoutMs: o.timeoutMs, maxBytes: o.maxBytes, createConnection: o.createConnection });
   if (r.status === 304) return null;
   if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${baseUrl}: ${errorBodyReason(r)}`, { status: r.status });
   return r.body;

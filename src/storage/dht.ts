@@ -9,6 +9,8 @@ import { err, type BitcloudError } from '../errors';
 import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto/primitives';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from './capability';
+import type { DhtItem } from './protocol';
+import { dhtItemSignatureValid } from './name-record';
 import { checkSeq, decodeNameValue, encodeNameValue, MAX_SEQ, nameSalt } from './name';
 
 export interface DhtAddress { host: string; port: number }
@@ -171,6 +173,43 @@ export class BitcloudDht {
     return { seq, nodes };
   }
 
+  /**
+   * SPEC.md §9.14.1, the storage node's side of a DhtGet: the newest verified item under
+   * (publisher, salt) from the network or this node's own store, with its signature, or null.
+   */
+  async getSignedItem(publisher: Buffer, salt: Buffer): Promise<DhtItem | null> {
+    await this.ready();
+    const key = sha1(publisher, salt);
+    const fromNet = await new Promise<DhtItem | null>((resolve, reject) => {
+      this.dht.get(key, { salt, cache: false }, (e, res) => {
+        if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
+        resolve(res ? asItem(res, publisher, salt) : null);
+      });
+    });
+    // Items this node stores for others (it may be among the closest nodes itself). The library
+    // keeps them in `_values`; each is checked again before it is handed out.
+    const values = (this.dht as unknown as { _values?: { get(k: string): unknown } })._values;
+    const local = asItem(values?.get(key.toString('hex')), publisher, salt);
+    if (local && (!fromNet || local.seq > fromNet.seq)) return local;
+    return fromNet;
+  }
+
+  /** SPEC.md §9.14.1, a DhtPut: store an item signed by the requester. Errors as for publish(). */
+  async putSignedItem(item: DhtItem): Promise<number> {
+    await this.ready();
+    return new Promise<number>((resolve, reject) => {
+      try {
+        this.dht.put({ k: item.publisher, v: item.value, seq: item.seq, salt: item.salt.length ? item.salt : undefined, sig: item.sig }, (e, _hash, n) => {
+          if (e) reject(putError(e));
+          else if (n === 0) reject(err('DHT_PUT_FAILED', 'no DHT node stored the item'));
+          else resolve(n);
+        });
+      } catch (e) {
+        reject(err('DHT_PUT_FAILED', (e as Error).message));
+      }
+    });
+  }
+
   private async getItem(publisher: Buffer, salt: Buffer): Promise<{ v: Buffer; seq: number } | null> {
     await this.ready();
     const key = sha1(publisher, salt);
@@ -189,6 +228,15 @@ export class BitcloudDht {
     this.closed = true;
     await new Promise<void>((r) => this.dht.destroy(() => r()));
   }
+}
+
+/** A library value as a DhtItem when it is a signed item for (publisher, salt) that verifies; else null. */
+function asItem(v: unknown, publisher: Buffer, salt: Buffer): DhtItem | null {
+  const r = v as { k?: unknown; v?: unknown; seq?: unknown; sig?: unknown } | null | undefined;
+  if (!r || !Buffer.isBuffer(r.k) || !Buffer.isBuffer(r.v) || !Buffer.isBuffer(r.sig) || typeof r.seq !== 'number') return null;
+  if (!r.k.equals(publisher) || !Number.isSafeInteger(r.seq) || r.seq < 0) return null;
+  const item: DhtItem = { publisher, salt, value: r.v, seq: r.seq, sig: r.sig };
+  return dhtItemSignatureValid(item) ? item : null;
 }
 
 function putError(e: Error & { code?: number }): BitcloudError {

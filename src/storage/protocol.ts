@@ -9,6 +9,11 @@ export const MAX_IDS_PER_REQUEST = 1024;
 export const AUDIT_NONCE_MIN_BYTES = 16;
 export const AUDIT_NONCE_MAX_BYTES = 64;
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
+/** BEP 44 limits (SPEC.md §9.14.1): k 32 bytes, salt at most 64, v below 1000, sig 64. */
+export const DHT_KEY_BYTES = 32;
+export const DHT_MAX_SALT_BYTES = 64;
+export const DHT_MAX_VALUE_BYTES = 999;
+export const DHT_SIG_BYTES = 64;
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
 export type StorageRequest =
@@ -17,7 +22,12 @@ export type StorageRequest =
   | { type: 'has'; ids: Buffer[] }
   | { type: 'audit'; id: Buffer; nonce: Buffer }
   | { type: 'stat' }
-  | { type: 'renew'; ids: Buffer[]; leaseSeconds: number };
+  | { type: 'renew'; ids: Buffer[]; leaseSeconds: number }
+  | { type: 'dhtGet'; publisher: Buffer; salt: Buffer }
+  | { type: 'dhtPut'; item: DhtItem };
+
+/** A BEP 44 mutable item as it crosses a storage stream (SPEC.md §9.14.1). */
+export interface DhtItem { publisher: Buffer; salt: Buffer; value: Buffer; seq: number; sig: Buffer }
 
 export type StorageResponse =
   | { type: 'put'; expiresAt: number }
@@ -26,6 +36,8 @@ export type StorageResponse =
   | { type: 'audit'; proof: Buffer }
   | { type: 'stat'; capacity: number; used: number; shares: number; maxLeaseSeconds: number; maxShareBytes: number }
   | { type: 'renew'; expiresAt: number[] }
+  | { type: 'dhtGet'; item: DhtItem | null }
+  | { type: 'dhtPut'; nodes: number }
   | { type: 'error'; code: string; message: string };
 
 export type RequestType = StorageRequest['type'];
@@ -46,11 +58,38 @@ export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
     case 'audit': body.audit = { id: req.id, nonce: req.nonce }; break;
     case 'stat': body.stat = {}; break;
     case 'renew': body.renew = { ids: req.ids, leaseSeconds: req.leaseSeconds }; break;
+    case 'dhtGet': body.dhtGet = { publisher: req.publisher, salt: req.salt }; break;
+    case 'dhtPut': body.dhtPut = itemFields(req.item); break;
   }
   return encodeProto(pb.Request, body);
 }
 
 const BAD_REQ = 'STORAGE_BAD_REQUEST';
+
+function itemFields(i: DhtItem): Loose {
+  return { publisher: i.publisher, salt: i.salt, value: i.value, seq: i.seq, sig: i.sig };
+}
+
+function dhtKey(v: unknown, code: ErrorCode): Buffer {
+  const k = bytes(v, code, 'publisher');
+  if (k.length !== DHT_KEY_BYTES) throw err(code, `publisher must be ${DHT_KEY_BYTES} bytes`);
+  return k;
+}
+
+function dhtSalt(v: unknown, code: ErrorCode): Buffer {
+  const s = bytes(v, code, 'salt');
+  if (s.length > DHT_MAX_SALT_BYTES) throw err(code, `salt must be at most ${DHT_MAX_SALT_BYTES} bytes`);
+  return s;
+}
+
+/** The fields of a DhtPut or a found DhtGetOk, each within its BEP 44 limit. */
+function dhtItem(m: Loose, code: ErrorCode): DhtItem {
+  const value = bytes(m.value, code, 'value');
+  if (value.length < 1 || value.length > DHT_MAX_VALUE_BYTES) throw err(code, `value must be 1..${DHT_MAX_VALUE_BYTES} bytes`);
+  const sig = bytes(m.sig, code, 'sig');
+  if (sig.length !== DHT_SIG_BYTES) throw err(code, `sig must be ${DHT_SIG_BYTES} bytes`);
+  return { publisher: dhtKey(m.publisher, code), salt: dhtSalt(m.salt, code), value, seq: u64(m.seq, code, 'seq'), sig };
+}
 
 function id32(v: unknown, code: ErrorCode, field = 'id'): Buffer {
   const b = bytes(v, code, field);
@@ -116,6 +155,12 @@ function requestBody(m: Loose): StorageRequest {
       const r = msg(m.renew)!;
       return { type: 'renew', ids: idList(r.ids, BAD_REQ), leaseSeconds: u32(r.leaseSeconds, BAD_REQ, 'lease_seconds') };
     }
+    case 'dhtGet': {
+      const g = msg(m.dhtGet)!;
+      return { type: 'dhtGet', publisher: dhtKey(g.publisher, BAD_REQ), salt: dhtSalt(g.salt, BAD_REQ) };
+    }
+    case 'dhtPut':
+      return { type: 'dhtPut', item: dhtItem(msg(m.dhtPut)!, BAD_REQ) };
     default:
       throw err(BAD_REQ, 'request has no known body');
   }
@@ -132,6 +177,8 @@ export function encodeResponse(reqId: number, res: StorageResponse): Buffer {
     case 'audit': body.audit = { proof: res.proof }; break;
     case 'stat': body.stat = { capacity: res.capacity, used: res.used, shares: res.shares, maxLeaseSeconds: res.maxLeaseSeconds, maxShareBytes: res.maxShareBytes }; break;
     case 'renew': body.renew = { expiresAt: res.expiresAt }; break;
+    case 'dhtGet': body.dhtGet = res.item ? { found: true, ...itemFields(res.item) } : { found: false }; break;
+    case 'dhtPut': body.dhtPut = { nodes: res.nodes }; break;
     case 'error': body.error = { code: res.code, message: res.message }; break;
   }
   return encodeProto(pb.Response, body);
@@ -177,6 +224,12 @@ function responseBody(m: Loose): StorageResponse {
       if (l.length > MAX_IDS_PER_REQUEST) throw err(BAD_RES, 'bad RENEW answer');
       return { type: 'renew', expiresAt: l.map((x) => u64(x, BAD_RES, 'expires_at')) };
     }
+    case 'dhtGet': {
+      const g = msg(m.dhtGet)!;
+      return { type: 'dhtGet', item: g.found === true ? dhtItem(g, BAD_RES) : null };
+    }
+    case 'dhtPut':
+      return { type: 'dhtPut', nodes: u32(msg(m.dhtPut)!.nodes, BAD_RES, 'nodes') };
     case 'error': {
       const e = msg(m.error)!;
       const code = str(e.code, BAD_RES, 'code');

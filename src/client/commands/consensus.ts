@@ -6,7 +6,10 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
-import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
+import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
+import { CircuitBuilder } from '../circuit-builder';
+import { guardDirSources } from '../guard-dir';
+import { GuardSet } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 
@@ -29,9 +32,21 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   const warnings: string[] = [];
   if (!cached.consensus && cached.code !== 'CACHE_EMPTY') warnings.push(`saved consensus not usable: ${cached.reason}`);
 
-  const sources = o.from?.length ? o.from.map(normalizeSource) : [...cfg.mirrors, ...shuffle(cfg.authorities.map((a) => a.url))];
   const have = cached.consensus;
-  const r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, timeoutMs: 10_000 });
+  // SPEC.md §6.10.1: with a valid cached consensus and a guard in state.json, ask only the guards'
+  // mirrors (one-hop circuit, BEGIN_DIR); --from, or no guard/consensus yet, goes direct.
+  const guards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+  const builder = new CircuitBuilder({ relays: () => have?.relays ?? null, guards, enforceDistinctSubnets: false });
+  const viaGuards = o.from?.length || !have || now() > have.validUntil ? [] : guardDirSources(builder, guards, have.relays);
+  const sources: ConsensusSource[] = o.from?.length ? o.from.map(normalizeSource)
+    : viaGuards.length ? viaGuards : [...cfg.mirrors, ...shuffle(cfg.authorities.map((a) => a.url))];
+  let r: Awaited<ReturnType<typeof fetchVerifiedConsensus>>;
+  try {
+    r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, timeoutMs: 10_000, fetcher: 'client' });
+  } finally {
+    await builder.close();
+  }
+  if (viaGuards.length && r.source) r.source = 'guard';
   for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);
 
   let chosen: VerifiedConsensus | null = null;

@@ -20,6 +20,8 @@ import { isolationKey } from '../isolation';
 import { startSocks5Server, type Socks5Server } from '../socks5';
 import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
+import { guardDirSources } from '../guard-dir';
+import { CircuitBuilder } from '../circuit-builder';
 import { Gateway } from '../gateway/gateway';
 import { isBitcloudHost } from '../gateway/host';
 import { storageNodesOf } from '../storage-client';
@@ -89,9 +91,6 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const registry = createRegistry('client');
 
   const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log, registry });
-  await dir.start();
-  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
-
   const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
   // SPEC.md §7.3: learned build times survive restarts (as Tor keeps them in its state file).
   const buildTimesFile = path.join(dirCfg.dataDir, BUILD_TIMES_FILE);
@@ -109,6 +108,13 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     registry,
     log,
   });
+  // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
+  // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
+  // with) the circuits that carry the user's streams.
+  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log });
+  dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
+  await dir.start();
+  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
   const saveGuards = setInterval(() => {
     if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
     void saveBuildTimes();
@@ -151,6 +157,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       await socks.close();
       await gateway.close();
       await manager.close();
+      await dirBuilder.close();
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       if (guards.dirty) guards.saveSync();
       await saveBuildTimes();

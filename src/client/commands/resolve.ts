@@ -1,5 +1,5 @@
 // `bitcloud resolve NAME [--json]` (SPEC.md §9.14): find the newest signed item for NAME in the
-// private DHT and print the capability it holds. Wiring only.
+// private DHT, asked through storage nodes over circuits (§9.14.1), and print the capability. Wiring only.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
@@ -7,22 +7,22 @@ import { err } from '../../errors';
 import { createLogger } from '../../ops/log';
 import { formatCapability } from '../../storage/capability';
 import { formatName, parseName } from '../../storage/name';
-import { loadOrCreatePublisherKey, openClientDht, openNetwork, reportFailure } from '../storage-client-setup';
+import { loadOrCreatePublisherKey, openCircuitNames, openNetwork, reportFailure } from '../storage-client-setup';
 
 type Args = { name: string; json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function resolveCommand(a: Args): Promise<number> {
   const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
   let network: Awaited<ReturnType<typeof openNetwork>> | null = null;
-  let dht: Awaited<ReturnType<typeof openClientDht>> | null = null;
+  let session: Awaited<ReturnType<typeof openCircuitNames>> | null = null;
   try {
     network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
     // A bare label means one of our own names: only then is the publisher key read.
     const own = !a.name.includes('/') && fs.existsSync(path.join(network.dirCfg.dataDir, 'publisher.key'))
       ? (await loadOrCreatePublisherKey(network.dirCfg.dataDir)).publicKey : undefined;
     const ref = parseName(a.name, own);
-    dht = await openClientDht(network, log);
-    const r = await dht.resolve(ref.publisher, ref.label);
+    session = await openCircuitNames(network, log);
+    const r = await session.names.resolve(ref.publisher, ref.label);
     if (!r) throw err('NAME_NOT_FOUND', `nothing is published under ${formatName(ref)}`);
     const capability = formatCapability(r.cap);
     if (a.json) process.stdout.write(JSON.stringify({ ok: true, name: formatName(ref), seq: r.seq, capability }) + '\n');
@@ -31,7 +31,7 @@ export async function resolveCommand(a: Args): Promise<number> {
   } catch (e) {
     return reportFailure('resolve', e, a.json);
   } finally {
-    await dht?.close();
+    await session?.close();
     network?.close();
   }
 }

@@ -1,0 +1,190 @@
+// Anonymity of clients towards storage nodes (SPEC.md §9.14.1): real authority, relays and storage
+// nodes; `bitcloud publish` / `resolve` run as child processes that must not open a single UDP
+// socket. Two independent witnesses: (1) a preload hook that records every dgram.createSocket and
+// Socket#bind in the client process (checked to work by a positive control), (2) sampling
+// /proc/<pid>/fd while the command runs and matching its socket inodes against /proc/net/udp{,6}.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { storageNodesOf } from '../../src/client/storage-client';
+import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon, stopAll } from '../helpers/daemon';
+import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { metric, scrape } from '../helpers/localnet';
+
+const PERIOD = 4;
+const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
+
+let dnet: DirNet;
+let clientConfig: string;
+let hookFile: string;
+
+const HOOK = `
+const dgram = require('node:dgram');
+const fs = require('node:fs');
+const log = (what) => fs.appendFileSync(process.env.BC_DGRAM_LOG, what + ' pid=' + process.pid + '\\n');
+const create = dgram.createSocket;
+dgram.createSocket = function (...a) { log('createSocket'); return create.apply(this, a); };
+const bind = dgram.Socket.prototype.bind;
+dgram.Socket.prototype.bind = function (...a) { log('bind'); return bind.apply(this, a); };
+require('node:module').syncBuiltinESMExports();
+`;
+
+function udpInodes(): Set<string> {
+  const out = new Set<string>();
+  for (const f of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text = '';
+    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9) out.add(cols[9]);
+    }
+  }
+  return out;
+}
+
+function socketInodes(pid: number): string[] {
+  const out: string[] = [];
+  let fds: string[] = [];
+  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
+  for (const fd of fds) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) out.push(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+/** Run a bitcloud command with the dgram hook, sampling its sockets while it runs. */
+async function watched(bin: string, args: string[], logFile: string): Promise<{ code: number | string; stdout: string; stderr: string; udpSeen: number; samples: number; hook: string }> {
+  fs.writeFileSync(logFile, '');
+  const child = spawn(process.execPath, [binPath(bin), ...args], {
+    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: `--require ${hookFile}`, BC_DGRAM_LOG: logFile },
+  });
+  let stdout = '', stderr = '', udpSeen = 0, samples = 0;
+  child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
+  const sampler = setInterval(() => {
+    const mine = socketInodes(child.pid!);
+    if (mine.length === 0) return;
+    samples++;
+    const udp = udpInodes();
+    udpSeen += mine.filter((i) => udp.has(i)).length;
+  }, 5);
+  const killer = setTimeout(() => child.kill('SIGKILL'), 240_000);
+  const code = await new Promise<number | string>((r) => child.once('close', (c, s) => r(c ?? s ?? 'unknown')));
+  clearInterval(sampler);
+  clearTimeout(killer);
+  return { code, stdout, stderr, udpSeen, samples, hook: fs.readFileSync(logFile, 'utf8') };
+}
+
+const json = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+
+beforeAll(async () => {
+  dnet = await makeDirNet(1, PERIOD);
+  hookFile = path.join(dnet.dir, 'dgram-hook.cjs');
+  fs.writeFileSync(hookFile, HOOK);
+  startAuthority(dnet.authorities[0]);
+  for (let i = 0; i < 4; i++) startRelay(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
+  for (let i = 0; i < 3; i++) {
+    const name = `store${i + 1}`;
+    const [orPort, storagePort] = await freePorts(2);
+    const configFile = path.join(dnet.dir, `${name}.json`);
+    fs.writeFileSync(configFile, JSON.stringify({
+      dataDir: path.join(dnet.dir, name), nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '64MiB', bandwidth: 100_000,
+      authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 5,
+    }));
+    const d = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
+    await d.waitForMsg('storage node listening', {}, 60_000);
+  }
+  clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
+  const auths = parseAuthorityList(dnet.authorityList);
+  await eventually(async () => {
+    const c = (await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 })).consensus;
+    if (!c) return false;
+    return c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length >= 2 && storageNodesOf(c.relays).length === 3;
+  }, 120_000, 1000);
+}, 200_000);
+
+afterAll(async () => {
+  await stopAll();
+  if (dnet) await fsp.rm(dnet.dir, { recursive: true, force: true });
+}, 60_000);
+
+describe('names over circuits (SPEC.md §9.14.1)', () => {
+  it('the hook sees a UDP socket when one is made (positive control)', async () => {
+    const logFile = path.join(dnet.dir, 'control.log');
+    const script = path.join(dnet.dir, 'udp.mjs');
+    fs.writeFileSync(script, "import dgram from 'node:dgram'; const s = dgram.createSocket('udp4'); s.bind(0, '127.0.0.1', () => setTimeout(() => s.close(), 200));\n");
+    const r = await watched(script, [], logFile);
+    expect(r.code).toBe(0);
+    expect(r.hook).toMatch(/createSocket/);
+    expect(r.hook).toMatch(/bind/);
+  }, 30_000);
+
+  it('a name is published and resolved with no UDP socket in the client process', async () => {
+    const p = await watched('bitcloud', ['publish', 'site', CAP_A, '--json', '--config', clientConfig], path.join(dnet.dir, 'publish.log'));
+    expect(p.code, p.stderr + p.stdout).toBe(0);
+    const name = String(json(p).name);
+    expect(name).toMatch(/^[a-z2-7]{52}\/site$/);
+    expect(Number(json(p).nodes)).toBeGreaterThan(0);
+    expect(p.hook).toBe('');
+    expect(p.samples).toBeGreaterThan(0); // the sampler did see the process's (TCP) sockets
+    expect(p.udpSeen).toBe(0);
+
+    const r = await watched('bitcloud', ['resolve', name, '--json', '--config', clientConfig], path.join(dnet.dir, 'resolve.log'));
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(json(r).capability).toBe(CAP_A);
+    expect(r.hook).toBe('');
+    expect(r.udpSeen).toBe(0);
+
+    // A second publication wins; a stale --seq is refused before anything is sent.
+    const capB = `bitcloud:${'b'.repeat(51)}q#${'b'.repeat(51)}q`;
+    const p2 = await watched('bitcloud', ['publish', 'site', capB, '--json', '--config', clientConfig], path.join(dnet.dir, 'publish2.log'));
+    expect(p2.code, p2.stderr + p2.stdout).toBe(0);
+    expect(Number(json(p2).seq)).toBeGreaterThan(Number(json(p).seq));
+    const stale = await watched('bitcloud', ['publish', 'site', CAP_A, '--seq', String(json(p).seq), '--json', '--config', clientConfig], path.join(dnet.dir, 'stale.log'));
+    expect(stale.code).toBe(1);
+    expect((json(stale).error as { code: string }).code).toBe('DHT_SEQ_STALE');
+    const r2 = await watched('bitcloud', ['resolve', name, '--json', '--config', clientConfig], path.join(dnet.dir, 'resolve2.log'));
+    expect(json(r2).capability).toBe(capB);
+    expect(r2.hook + p2.hook + stale.hook).toBe('');
+  }, 240_000);
+});
+
+describe('the directory through the guard (SPEC.md §6.10.1)', () => {
+  // The authority counts direct consensus fetches by declared fetcher (on its MetricsPort); relays say "mirror",
+  // storage nodes "node", this test process nothing ("other"). Only the client says "client".
+  const clientFetches = async () => metric(await scrape(dnet.authorities[0].metricsPort), 'bitcloud_dirauth_consensus_fetches_total', { fetcher: 'client' });
+
+  it('after bootstrap, `bitcloud consensus` and the proxy fetch only through their guard', async () => {
+    // The names test above bootstrapped this client directly and sampled its guards (state.json).
+    const before = await clientFetches();
+    expect(before).toBeGreaterThan(0); // the bootstrap was direct, and counted
+    const state = JSON.parse(fs.readFileSync(path.join(dnet.dir, 'client', 'state.json'), 'utf8')) as { guards: { sampled: unknown[] } };
+    expect(state.guards.sampled.length).toBeGreaterThan(0);
+
+    const c = await runCli('bitcloud', ['consensus', '--json', '--config', clientConfig], { timeoutMs: 120_000 });
+    expect(c.code, c.stderr).toBe(0);
+    expect((JSON.parse(c.stdout) as { source: string }).source).toMatch(/^(guard|cache)$/);
+    expect(c.stderr).not.toMatch(/refused consensus from guard/);
+    expect(c.stderr).not.toMatch(/no source gave a valid consensus/);
+    expect(await clientFetches()).toBe(before);
+
+    const [socksPort] = await freePorts(1);
+    const proxyConfig = path.join(dnet.dir, 'proxy.json');
+    fs.writeFileSync(proxyConfig, JSON.stringify({ ...JSON.parse(fs.readFileSync(clientConfig, 'utf8')) as object, socksPort, preemptiveCircuits: 0 }));
+    const proxy = startDaemon('bitcloud', ['proxy', '--config', proxyConfig, '--log-level', 'info']);
+    // A new consensus every PERIOD seconds: the proxy's refreshes bring newer ones, through a guard.
+    const viaGuard = () => proxy.logs.filter((l) => l.json?.msg === 'new consensus' && l.json.via === 'guard').length;
+    await proxy.waitFor(() => viaGuard() >= 2, 120_000);
+    expect(proxy.logs.filter((l) => l.json?.msg === 'new consensus' && l.json.via === 'direct')).toHaveLength(0);
+    expect(await clientFetches()).toBe(before);
+    await proxy.stop();
+  }, 300_000);
+});

@@ -1,0 +1,149 @@
+// SPEC.md §9.14.1: names over circuits. The client checks every item a storage node hands back:
+// another key, another salt, a bad signature or a rolled-back seq is refused with its own code.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Duplex } from 'node:stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { CircuitNames } from '../../src/client/circuit-names';
+import type { StorageNode } from '../../src/client/storage-client';
+import type { Capability } from '../../src/storage/capability';
+import { FrameDecoder, frameHeader } from '../../src/storage/framing';
+import { encodeNameValue, nameSalt } from '../../src/storage/name';
+import { bep44SignedBytes, checkDhtAnswer, signDhtItem } from '../../src/storage/name-record';
+import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type DhtItem, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
+import { NameService } from '../../storage/name-service';
+
+/** Expect `x` (a function or a promise) to fail with a BitcloudError of `code`. */
+async function expectCode(x: Promise<unknown> | (() => unknown), code: string): Promise<void> {
+  try {
+    await (typeof x === 'function' ? x() : x);
+  } catch (e) {
+    expect((e as { code?: string }).code).toBe(code);
+    return;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+const CAP: Capability = { manifestId: Buffer.alloc(32, 1), fileKey: Buffer.alloc(32, 2) };
+const dirs: string[] = [];
+afterAll(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+function pair(): [Duplex, Duplex] {
+  // eslint-disable-next-line prefer-const
+  let b: Duplex;
+  const a = new Duplex({ read() {}, write(c, _e, cb) { b.push(c); cb(); }, final(cb) { b.push(null); cb(); } });
+  b = new Duplex({ read() {}, write(c, _e, cb) { a.push(c); cb(); }, final(cb) { a.push(null); cb(); } });
+  return [a, b];
+}
+
+/** A storage node that answers every request with `answer(req)`. */
+function fakeNode(answer: (req: StorageRequest) => StorageResponse): () => Promise<Duplex> {
+  return async () => {
+    const [client, node] = pair();
+    const dec = new FrameDecoder(1 << 20);
+    node.on('data', (c: Buffer) => {
+      for (const f of dec.push(c)) {
+        const { reqId, req } = decodeRequest(f);
+        const body = encodeResponse(reqId, answer(req));
+        node.write(frameHeader(body.length));
+        node.write(body);
+      }
+    });
+    return client;
+  };
+}
+
+const NODE = { fingerprint: 'f'.repeat(40) } as unknown as StorageNode;
+
+function names(answer: (req: StorageRequest) => StorageResponse, dataDir?: string): CircuitNames {
+  return new CircuitNames({ nodes: [NODE], open: fakeNode(answer), dataDir, lookupNodes: 1 });
+}
+
+describe('the DhtGet / DhtPut wire layout (SPEC.md §9.14.1)', () => {
+  it('round-trips and refuses fields beyond the BEP 44 limits', async () => {
+    const keys = ed25519Generate();
+    const item = signDhtItem(keys, nameSalt('site'), encodeNameValue(CAP), 7);
+    expect(decodeRequest(encodeRequest(3, { type: 'dhtPut', item })).req).toEqual({ type: 'dhtPut', item });
+    expect(decodeRequest(encodeRequest(4, { type: 'dhtGet', publisher: item.publisher, salt: item.salt })).req)
+      .toEqual({ type: 'dhtGet', publisher: item.publisher, salt: item.salt });
+    expect(decodeResponse(encodeResponse(5, { type: 'dhtGet', item })).res).toEqual({ type: 'dhtGet', item });
+    expect(decodeResponse(encodeResponse(6, { type: 'dhtGet', item: null })).res).toEqual({ type: 'dhtGet', item: null });
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', item: { ...item, sig: item.sig.subarray(0, 63) } })), 'STORAGE_BAD_REQUEST');
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtGet', publisher: item.publisher, salt: Buffer.alloc(65) })), 'STORAGE_BAD_REQUEST');
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', item: { ...item, value: Buffer.alloc(1000) } })), 'STORAGE_BAD_REQUEST');
+    await expectCode(() => decodeResponse(encodeResponse(1, { type: 'dhtGet', item: { ...item, publisher: Buffer.alloc(31) } })), 'STORAGE_BAD_RESPONSE');
+  });
+
+  it('the signed bytes are BEP 44\'s', () => {
+    expect(bep44SignedBytes(Buffer.from('foobar'), 1, Buffer.from('Hello World!')).toString())
+      .toBe('4:salt6:foobar3:seqi1e1:v12:Hello World!');
+    expect(bep44SignedBytes(Buffer.alloc(0), 1, Buffer.from('Hello World!')).toString()).toBe('3:seqi1e1:v12:Hello World!');
+  });
+});
+
+describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)', () => {
+  const keys = ed25519Generate();
+  const other = ed25519Generate();
+  const salt = nameSalt('site');
+  const good = signDhtItem(keys, salt, encodeNameValue(CAP), 10);
+  const get = (item: DhtItem | null) => (req: StorageRequest): StorageResponse => (req.type === 'dhtGet' ? { type: 'dhtGet', item } : { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' });
+
+  it('an honest answer resolves', async () => {
+    const n = names(get(good));
+    const r = await n.resolve(keys.publicKey, 'site');
+    expect(r?.seq).toBe(10);
+    await n.close();
+  });
+
+  it('a record signed by another key: NAME_WRONG_KEY; claimed for our key but signed by another: NAME_BAD_SIGNATURE', async () => {
+    await expectCode(names(get(signDhtItem(other, salt, encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_KEY');
+    const forged = { ...signDhtItem(other, salt, encodeNameValue(CAP), 11), publisher: Buffer.from(keys.publicKey) };
+    await expectCode(names(get(forged)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
+    const tampered = { ...good, seq: 12 };
+    await expectCode(names(get(tampered)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
+  });
+
+  it('a record under a wrong salt (another name): NAME_WRONG_SALT', async () => {
+    await expectCode(names(get(signDhtItem(keys, nameSalt('other'), encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_SALT');
+    expect(() => checkDhtAnswer({ publisher: Buffer.from(keys.publicKey), salt }, { ...good, salt: nameSalt('sit') })).toThrow(/NAME_WRONG_SALT/);
+  });
+
+  it('an older seq than one already verified: NAME_SEQ_ROLLBACK (remembered across runs)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-names-'));
+    dirs.push(dir);
+    expect((await names(get(good), dir).resolve(keys.publicKey, 'site'))?.seq).toBe(10);
+    const older = signDhtItem(keys, salt, encodeNameValue(CAP), 9);
+    await expectCode(names(get(older), dir).resolve(keys.publicKey, 'site'), 'NAME_SEQ_ROLLBACK');
+    expect((fs.statSync(path.join(dir, 'names-seen.json')).mode & 0o777)).toBe(0o600);
+  });
+
+  it('publish signs with the client key; a given stale seq is DHT_SEQ_STALE before anything is sent', async () => {
+    const puts: DhtItem[] = [];
+    const n = names((req) => {
+      if (req.type === 'dhtGet') return { type: 'dhtGet', item: good };
+      if (req.type === 'dhtPut') { puts.push(req.item); return { type: 'dhtPut', nodes: 3 }; }
+      return { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' };
+    });
+    await expectCode(n.publish(keys, 'site', CAP, { seq: 10 }), 'DHT_SEQ_STALE');
+    expect(puts).toHaveLength(0);
+    const r = await n.publish(keys, 'site', CAP);
+    expect(r.seq).toBeGreaterThan(10);
+    expect(puts).toHaveLength(1);
+    expect(() => checkDhtAnswer({ publisher: Buffer.from(keys.publicKey), salt }, puts[0])).not.toThrow();
+  });
+});
+
+describe('the storage node side', () => {
+  it('refuses a DhtPut whose signature does not verify before touching the DHT', async () => {
+    let touched = false;
+    const svc = new NameService(() => { touched = true; return null; });
+    const keys = ed25519Generate();
+    const item = signDhtItem(keys, nameSalt('x'), Buffer.from('v'), 1);
+    await expectCode(svc.handle({ type: 'dhtPut', item: { ...item, seq: 2 } }), 'STORAGE_BAD_REQUEST');
+    expect(touched).toBe(false);
+    await expectCode(svc.handle({ type: 'dhtPut', item }), 'DHT_NO_NODES');
+    expect(touched).toBe(true);
+  });
+});
