@@ -238,6 +238,9 @@ export const ERROR_CODES = {
   },
   /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
   STORAGE: {
+    AUDIT_ANSWER_MALFORMED: 'protocol_violation',
+    AUDIT_PROOF_INVALID: 'integrity',
+    AUDIT_REPLAYED: 'integrity',
     CAP_MALFORMED: 'bad_input',
     CHUNK_AUTH_FAILED: 'integrity',
     CHUNK_TOO_FEW_SHARES: 'unreachable',

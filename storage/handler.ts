@@ -42,6 +42,8 @@ export async function handleRequest(store: ShareStore, req: StorageRequest, ctx:
         return { type: 'stat', ...store.stat() };
       case 'renew':
         return { type: 'renew', expiresAt: await store.renew(req.ids, req.leaseSeconds) };
+      case 'challenge':
+        return { type: 'challenge', answer: await store.auditChallenge(req.id, req.nonce, req.blocks) };
     }
   } catch (e) {
     store.metrics.errors.inc({ code: errorCode(e) });

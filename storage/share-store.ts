@@ -12,6 +12,8 @@ import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { MAX_SHARE_BYTES, checkShare, shareIdHex } from '../src/storage/share';
 import { auditProof } from '../src/storage/protocol';
+import { auditBlockCount, proveBlocks } from '../src/storage/audit';
+import { encodeAuditAnswer } from '../src/wire/audit-answer';
 import { LeaseJournal, type LeaseRecord } from './lease-journal';
 import { StorageMetrics } from './metrics';
 
@@ -273,6 +275,18 @@ export class ShareStore {
   /** Proof of holding the share: BLAKE2b-256(nonce | share bytes), from verified bytes. */
   async audit(id: Buffer, nonce: Buffer): Promise<Buffer> {
     return auditProof(nonce, await this.read(id));
+  }
+
+  /**
+   * Answer an audit challenge (SPEC.md §9.15.2): the named blocks of the verified share with their
+   * Merkle paths and the challenge's nonce, in the layout of §9.15.3. A block past the end of the
+   * share is STORAGE_BAD_REQUEST.
+   */
+  async auditChallenge(id: Buffer, nonce: Buffer, blocks: readonly number[]): Promise<Buffer> {
+    const data = await this.read(id);
+    const count = auditBlockCount(data.length);
+    if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });
+    return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: proveBlocks(data, blocks) });
   }
 
   stat(): StoreStat {

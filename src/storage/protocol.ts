@@ -4,11 +4,14 @@ import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from
 import { blake2b } from '../crypto/primitives';
 import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
+import { MAX_AUDIT_BLOCKS } from './audit';
 
 export const MAX_IDS_PER_REQUEST = 1024;
 export const AUDIT_NONCE_MIN_BYTES = 16;
 export const AUDIT_NONCE_MAX_BYTES = 64;
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
+/** Largest audit answer: 16 blocks of 4096 bytes with 32-deep paths, plus headers (SPEC.md §9.15.3). */
+export const MAX_AUDIT_ANSWER_BYTES = 76 + MAX_AUDIT_BLOCKS * (4 + 2 + 4096 + 1 + 32 * 32);
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
 export type StorageRequest =
@@ -17,7 +20,8 @@ export type StorageRequest =
   | { type: 'has'; ids: Buffer[] }
   | { type: 'audit'; id: Buffer; nonce: Buffer }
   | { type: 'stat' }
-  | { type: 'renew'; ids: Buffer[]; leaseSeconds: number };
+  | { type: 'renew'; ids: Buffer[]; leaseSeconds: number }
+  | { type: 'challenge'; id: Buffer; nonce: Buffer; blocks: number[] };
 
 export type StorageResponse =
   | { type: 'put'; expiresAt: number }
@@ -26,6 +30,7 @@ export type StorageResponse =
   | { type: 'audit'; proof: Buffer }
   | { type: 'stat'; capacity: number; used: number; shares: number; maxLeaseSeconds: number; maxShareBytes: number }
   | { type: 'renew'; expiresAt: number[] }
+  | { type: 'challenge'; answer: Buffer }
   | { type: 'error'; code: string; message: string };
 
 export type RequestType = StorageRequest['type'];
@@ -46,6 +51,7 @@ export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
     case 'audit': body.audit = { id: req.id, nonce: req.nonce }; break;
     case 'stat': body.stat = {}; break;
     case 'renew': body.renew = { ids: req.ids, leaseSeconds: req.leaseSeconds }; break;
+    case 'challenge': body.auditChallenge = { id: req.id, nonce: req.nonce, blocks: req.blocks }; break;
   }
   return encodeProto(pb.Request, body);
 }
@@ -116,6 +122,18 @@ function requestBody(m: Loose): StorageRequest {
       const r = msg(m.renew)!;
       return { type: 'renew', ids: idList(r.ids, BAD_REQ), leaseSeconds: u32(r.leaseSeconds, BAD_REQ, 'lease_seconds') };
     }
+    case 'auditChallenge': {
+      // SPEC.md §9.15.2: the nonce as for `audit`; 1..16 strictly ascending block indices.
+      const a = msg(m.auditChallenge)!;
+      const nonce = bytes(a.nonce, BAD_REQ, 'nonce');
+      if (nonce.length < AUDIT_NONCE_MIN_BYTES || nonce.length > AUDIT_NONCE_MAX_BYTES) {
+        throw err(BAD_REQ, `audit nonce must be ${AUDIT_NONCE_MIN_BYTES}..${AUDIT_NONCE_MAX_BYTES} bytes`);
+      }
+      const blocks = list(a.blocks).map((x) => u32(x, BAD_REQ, 'blocks'));
+      if (blocks.length < 1 || blocks.length > MAX_AUDIT_BLOCKS) throw err(BAD_REQ, `an audit challenge names 1..${MAX_AUDIT_BLOCKS} blocks`);
+      if (blocks.some((b, j) => j > 0 && b <= blocks[j - 1])) throw err(BAD_REQ, 'audit blocks must be strictly ascending');
+      return { type: 'challenge', id: id32(a.id, BAD_REQ), nonce, blocks };
+    }
     default:
       throw err(BAD_REQ, 'request has no known body');
   }
@@ -132,6 +150,7 @@ export function encodeResponse(reqId: number, res: StorageResponse): Buffer {
     case 'audit': body.audit = { proof: res.proof }; break;
     case 'stat': body.stat = { capacity: res.capacity, used: res.used, shares: res.shares, maxLeaseSeconds: res.maxLeaseSeconds, maxShareBytes: res.maxShareBytes }; break;
     case 'renew': body.renew = { expiresAt: res.expiresAt }; break;
+    case 'challenge': body.auditChallenge = { answer: res.answer }; break;
     case 'error': body.error = { code: res.code, message: res.message }; break;
   }
   return encodeProto(pb.Response, body);
@@ -176,6 +195,11 @@ function responseBody(m: Loose): StorageResponse {
       const l = list(msg(m.renew)!.expiresAt);
       if (l.length > MAX_IDS_PER_REQUEST) throw err(BAD_RES, 'bad RENEW answer');
       return { type: 'renew', expiresAt: l.map((x) => u64(x, BAD_RES, 'expires_at')) };
+    }
+    case 'auditChallenge': {
+      const answer = bytes(msg(m.auditChallenge)!.answer, BAD_RES, 'answer');
+      if (answer.length < 1 || answer.length > MAX_AUDIT_ANSWER_BYTES) throw err(BAD_RES, 'audit answer empty or too large');
+      return { type: 'challenge', answer };
     }
     case 'error': {
       const e = msg(m.error)!;
