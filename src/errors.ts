@@ -244,6 +244,7 @@ export const ERROR_CODES = {
     CAP_MALFORMED: 'bad_input',
     CHUNK_AUTH_FAILED: 'integrity',
     CHUNK_TOO_FEW_SHARES: 'unreachable',
+    KEEPER_STATE_CORRUPT: 'integrity',
     MANIFEST_MALFORMED: 'protocol_violation',
     MANIFEST_NOT_FOUND: 'not_found',
     NAME_MALFORMED: 'bad_input',
@@ -271,6 +272,8 @@ export const ERROR_CODES = {
     STORAGE_MANIFEST_TOO_LARGE: 'bad_input',
     STORAGE_PUT_FAILED: 'unreachable',
     STORAGE_REMOTE_UNKNOWN: 'protocol_violation',
+    VERIFY_RECORD_MALFORMED: 'protocol_violation',
+    VERIFY_RECORD_NOT_FOUND: 'not_found',
     STORAGE_TIMEOUT: 'timeout',
   },
   /** The DHT that storage nodes and moderators use (SPEC.md §9.14, §10.7). */

@@ -44,7 +44,7 @@ export async function putCommand(a: Args): Promise<number> {
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {
       process.stdout.write(JSON.stringify({
-        ok: true, capability: r.capability, manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
+        ok: true, capability: r.capability, verifyCapability: r.verifyCapability, manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
         transport: a.direct ? 'direct' : 'circuits', shares: r.shares, bytesSent: r.bytesSent, relocated: r.relocated,
         seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001),
       }) + '\n');
