@@ -7,11 +7,9 @@ import path from 'node:path';
 import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
 import { DEFAULT_CODING, type Coding } from '../storage/coding';
 import { ChunkKind, type Share } from '../storage/encode';
-import { auditRoot } from '../storage/audit';
-import { deriveVerifyKey, formatVerifyCapability, sealVerifyRecord } from '../storage/verify-cap';
+import { formatVerifyCapability, sealWithVerifyRecord, verifyChunkOf } from '../storage/verify-cap';
 import type { VerifyChunk } from '../wire/verify-record';
 import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey } from '../storage/file-encoder';
-import { sealManifest } from '../storage/seal';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
 import { MAX_TEXT_BYTES } from '../storage/manifest';
@@ -133,15 +131,11 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   let done = 0;
   o.onProgress?.(0, st.size);
 
-  // SPEC.md §9.16: per chunk, the share ids and audit roots for the verify record.
+  // SPEC.md §9.16: per data chunk, the share ids and audit roots for the verify record.
   const verifyChunks: VerifyChunk[] = [];
-  const record = (kind: 1 | 2, index: number, shares: readonly Share[]) => {
-    verifyChunks.push({ kind, index, shareSize: shares[0].bytes.length, shareIds: shares.map((s) => s.id), auditRoots: shares.map((s) => auditRoot(s.bytes)) });
-  };
-  let dataIndex = 0;
 
   const dispatch = async (shares: Share[], plainLen: number): Promise<void> => {
-    record(ChunkKind.DATA, dataIndex++, shares);
+    verifyChunks.push(verifyChunkOf(ChunkKind.DATA, verifyChunks.length, shares));
     while (inflight.size >= window && !failure) await Promise.race(inflight);
     if (failure) throw failure;
     const p: Promise<void> = storeChunk(client, shares, tally).then(() => {
@@ -165,13 +159,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   }
 
   const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass });
-  // The manifest's chunks do not depend on the verify record: seal once to learn them, store the
-  // verify record, then seal the root with its id (the manifest chunks are deterministic, §9.2).
-  const first = sealManifest(fileKey, manifest);
-  first.chunks.forEach((c, i) => record(ChunkKind.MANIFEST, i, c.shares));
-  const verifyKey = deriveVerifyKey(fileKey);
-  const verify = sealVerifyRecord(verifyKey, { k: coding.k, n: coding.n, chunks: verifyChunks });
-  const sealed = sealManifest(fileKey, manifest, { verifyId: verify.id });
+  const { sealed, verify, verifyKey } = sealWithVerifyRecord(fileKey, manifest, verifyChunks);
   for (const c of sealed.chunks) await storeChunk(client, c.shares, tally);
   await storeRoot(client, verify, coding.n, tally);
   await storeRoot(client, sealed.root, coding.n, tally);

@@ -163,7 +163,7 @@ export function encodeRoot(r: Root): Buffer {
 /** Decode and check a root record. Anything invalid → MANIFEST_MALFORMED. */
 export function decodeRoot(b: Uint8Array): Root {
   const m = decodeProto(pb.Root, b, BAD);
-  const verifyId = bytes(m.verifyId, BAD, 'verify_id');
+  const verifyId = Object.prototype.hasOwnProperty.call(m, 'verifyId') ? bytes(m.verifyId, BAD, 'verify_id') : Buffer.alloc(0);
   if (verifyId.length !== 0 && verifyId.length !== 32) throw err(BAD, 'verify_id must be 32 bytes or absent');
   return { version: checkVersion(m.version), manifest: layoutFromProto(m.manifest), ...(verifyId.length ? { verifyId } : {}) };
 }

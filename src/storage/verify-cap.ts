@@ -7,7 +7,10 @@ import { blake2b } from '../crypto/primitives';
 import { base32Decode, base32Encode } from './capability';
 import { ChunkKind, decryptChunk, encryptChunk } from './encode';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES, shareId, verifyShare } from './share';
-import { decodeVerifyRecord, encodeVerifyRecord, type VerifyRecord } from '../wire/verify-record';
+import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk, type VerifyRecord } from '../wire/verify-record';
+import { auditRoot } from './audit';
+import type { Manifest } from './manifest';
+import { sealManifest, type SealedManifest } from './seal';
 
 export const VERIFY_CAP_SCHEME = 'bitcloud-verify:';
 const VERIFY_KEY_LABEL = Buffer.from('bitcloud-storage-verify-key-v1');
@@ -54,4 +57,24 @@ export function sealVerifyRecord(verifyKey: Uint8Array, r: VerifyRecord): { id: 
 export function openVerifyRecord(cap: VerifyCapability, share: Uint8Array): VerifyRecord {
   verifyShare(cap.verifyId, share);
   return decodeVerifyRecord(decryptChunk(cap.verifyKey, 0, share, ChunkKind.VERIFY));
+}
+
+/** The verify record's entry for one chunk's shares (SPEC.md §9.16.2). */
+export function verifyChunkOf(kind: 1 | 2, index: number, shares: ReadonlyArray<{ id: Buffer; bytes: Buffer }>): VerifyChunk {
+  return { kind, index, shareSize: shares[0].bytes.length, shareIds: shares.map((s) => s.id), auditRoots: shares.map((s) => auditRoot(s.bytes)) };
+}
+
+/**
+ * Seal a file's manifest with its verify record (SPEC.md §9.16.2): the manifest chunks do not
+ * depend on the verify record, so they are sealed first, added to the record, the record is
+ * sealed under the verify key, and the root is sealed naming the record's id.
+ */
+export function sealWithVerifyRecord(fileKey: Uint8Array, manifest: Manifest, dataChunks: readonly VerifyChunk[]): {
+  sealed: SealedManifest; verify: { id: Buffer; bytes: Buffer }; verifyKey: Buffer;
+} {
+  const first = sealManifest(fileKey, manifest);
+  const chunks = [...dataChunks, ...first.chunks.map((c, i) => verifyChunkOf(ChunkKind.MANIFEST, i, c.shares))];
+  const verifyKey = deriveVerifyKey(fileKey);
+  const verify = sealVerifyRecord(verifyKey, { k: manifest.layout.coding.k, n: manifest.layout.coding.n, chunks });
+  return { sealed: sealManifest(fileKey, manifest, { verifyId: verify.id }), verify, verifyKey };
 }
