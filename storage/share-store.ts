@@ -216,15 +216,15 @@ export class ShareStore {
   }
 
   /** The whole share, verified (from the cache, or read from disk and hashed). */
-  async read(id: Buffer): Promise<Buffer> {
+  async read(id: Buffer, opts: { fromDisk?: boolean } = {}): Promise<Buffer> {
     const hex = shareIdHex(id);
     if (!this.live(hex)) throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
-    const cached = this.cache?.get(hex);
+    const cached = opts.fromDisk ? undefined : this.cache?.get(hex);
     if (cached) {
       this.metrics.cacheLookups.inc({ result: 'hit' });
       return cached;
     }
-    if (this.cache) this.metrics.cacheLookups.inc({ result: 'miss' });
+    if (this.cache && !opts.fromDisk) this.metrics.cacheLookups.inc({ result: 'miss' });
     let data: Buffer;
     try {
       data = await fsp.readFile(this.sharePath(hex));
@@ -283,7 +283,8 @@ export class ShareStore {
    * share is STORAGE_BAD_REQUEST.
    */
   async auditChallenge(id: Buffer, nonce: Buffer, blocks: readonly number[]): Promise<Buffer> {
-    const data = await this.read(id);
+    // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.15.2).
+    const data = await this.read(id, { fromDisk: true });
     const count = auditBlockCount(data.length);
     if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });
     return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: proveBlocks(data, blocks) });

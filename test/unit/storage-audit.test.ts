@@ -178,6 +178,9 @@ describe('the node answers, the auditor checks (SPEC.md §9.15.2, §9.15.4)', ()
       if (res.type === 'error') throw Object.assign(new Error(res.message), { code: res.code });
       return res;
     };
+    // A passing audit reads the share (and may cache it); the next audit still goes to disk.
+    expect(await auditShare(send, commitment(a))).toMatchObject({ ok: true });
+    expect((await s.get(shareId(a))).data.equals(a)).toBe(true);
     const hexA = shareId(a).toString('hex');
     await fsp.rm(path.join(dir, 'shares', hexA.slice(0, 2), hexA.slice(2, 4), hexA));
     expect(await auditShare(send, commitment(a))).toMatchObject({ ok: false, code: 'SHARE_NOT_FOUND' });
