@@ -10,7 +10,8 @@ import type { NodeKeys } from '../src/crypto/keys';
 import { fingerprint } from '../src/crypto/keys';
 import { parseExitPolicy, type ExitPolicy } from '../src/dir/exit-policy';
 import type { ConsensusRelay } from '../src/dir/types';
-import { CircuitSwitch, type ExtendTarget, type IncomingStream } from '../src/circuit/switch';
+import { CircuitSwitch } from '../src/circuit/switch';
+import type { ExtendTarget, IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
 import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
@@ -60,7 +61,7 @@ function ipOf(remote: string): string {
 }
 
 export class RelayCircuits {
-  readonly switch: CircuitSwitch;
+  readonly switch: CircuitSwitch<Channel>;
   readonly dos: DosGuard;
   readonly limits: RelayLimits;
   readonly metrics: CircuitMetrics;
@@ -88,7 +89,7 @@ export class RelayCircuits {
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
 
-    this.switch = new CircuitSwitch({
+    this.switch = new CircuitSwitch<Channel>({
       identity: this.keys().identity.publicKey,
       onionKeys: () => { const nk = this.keys(); return nk.previousOnion ? [nk.onion, nk.previousOnion] : [nk.onion]; },
       limits: this.limits,

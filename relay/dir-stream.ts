@@ -5,7 +5,7 @@
 import net from 'node:net';
 import type http from 'node:http';
 import { EndReason } from '../src/wire/messages';
-import type { IncomingStream } from '../src/circuit/switch';
+import type { IncomingStream } from '../src/circuit/types';
 import { pipeStreamSocket } from './exit';
 
 export type DirTarget =

@@ -7,7 +7,7 @@ import { errorCode } from '../src/errors';
 import { EndReason, BeginFlag, type ResolvedAnswer } from '../src/wire/messages';
 import { exitPolicyAllows, exitPolicyAllowsAddress, parseIp, type ExitPolicy } from '../src/dir/exit-policy';
 import { endReasonForErrno, endReasonForLookupErrno } from '../src/circuit/end-reasons';
-import type { IncomingStream } from '../src/circuit/switch';
+import type { IncomingStream } from '../src/circuit/types';
 import type { CircuitStream } from '../src/circuit/stream';
 import type { CircuitMetrics } from '../src/circuit/metrics';
 import { silentLogger, type Logger } from '../src/ops/log';

@@ -5,9 +5,10 @@
 // sessions on the storage port (src/storage/direct.ts). Both feed the same handler.
 import type { Duplex } from 'node:stream';
 import type { NodeKeys } from '../src/crypto/keys';
-import { CircuitSwitch, type IncomingStream } from '../src/circuit/switch';
+import { CircuitSwitch } from '../src/circuit/switch';
+import type { IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
-import { createLinkListener, createLinkMetrics, type LinkListener } from '../src/link';
+import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import { createStorageDirectListener, type StorageDirectListener } from '../src/storage/direct';
 import { EndReason } from '../src/wire/messages';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -32,7 +33,7 @@ export interface StorageEndpointOptions {
 }
 
 export class StorageEndpoint {
-  readonly switch: CircuitSwitch;
+  readonly switch: CircuitSwitch<Channel>;
   private links: LinkListener | null = null;
   private direct: StorageDirectListener | null = null;
   private readonly sessions = new Set<Duplex>();
@@ -41,7 +42,7 @@ export class StorageEndpoint {
 
   constructor(private readonly o: StorageEndpointOptions) {
     this.log = o.log ?? silentLogger;
-    this.switch = new CircuitSwitch({
+    this.switch = new CircuitSwitch<Channel>({
       identity: o.keys().identity.publicKey,
       onionKeys: () => { const k = o.keys(); return k.previousOnion ? [k.onion, k.previousOnion] : [k.onion]; },
       metrics: o.registry ? CircuitMetrics.for(o.registry) : new CircuitMetrics(),

@@ -278,12 +278,12 @@ export class ShareStore {
   }
 
   /**
-   * Answer an audit challenge (SPEC.md §9.15.2): the named blocks of the verified share with their
-   * Merkle paths and the challenge's nonce, in the layout of §9.15.3. A block past the end of the
+   * Answer an audit challenge (SPEC.md §9.17.2): the named blocks of the verified share with their
+   * Merkle paths and the challenge's nonce, in the layout of §9.17.3. A block past the end of the
    * share is STORAGE_BAD_REQUEST.
    */
   async auditChallenge(id: Buffer, nonce: Buffer, blocks: readonly number[]): Promise<Buffer> {
-    // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.15.2).
+    // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.17.2).
     const data = await this.read(id, { fromDisk: true });
     const count = auditBlockCount(data.length);
     if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });

@@ -2,10 +2,8 @@
 // each beside a raw-primitive baseline measured in the same run on the same bytes.
 import type { BenchModule, BenchRow } from './types';
 import { ntorClientCreate, ntorClientFinish, ntorServerRespond, NTOR_PROTOID_BITCLOUD } from '../../src/crypto/ntor';
-import {
-  RELAY_CRYPTO_KEY_LEN, clientSealOutbound, createClientHop, createRelayHop,
-  type ClientHopCrypto, type RelayHopCrypto,
-} from '../../src/crypto/relay-crypto';
+import { RELAY_CRYPTO_KEY_LEN, clientSealOutbound, createClientHop, createRelayHop } from '../../src/crypto/relay-crypto';
+import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
 import { aes128Ctr, ed25519Generate, randomBytes, x25519, x25519Generate } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';

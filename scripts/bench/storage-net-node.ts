@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadOrCreateNodeKeys, type NodeKeys } from '../../src/crypto/keys';
 import { connectLink, createLinkListener, type LinkListener } from '../../src/link';
-import { CircuitSwitch, type IncomingStream } from '../../src/circuit/switch';
+import { CircuitSwitch } from '../../src/circuit/switch';
+import type { IncomingStream } from '../../src/circuit/types';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
 

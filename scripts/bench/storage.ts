@@ -98,7 +98,7 @@ async function storeRows(count: number): Promise<BenchRow[]> {
   }
 }
 
-/** SPEC.md §9.15, §9.16.3: audit cost per share (node and auditor) and repair (rebuild) throughput. */
+/** SPEC.md §9.17, §9.18.3: audit cost per share (node and auditor) and repair (rebuild) throughput. */
 export async function auditRows(ms: number): Promise<BenchRow[]> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bench-audit-'));
   const rows: BenchRow[] = [];

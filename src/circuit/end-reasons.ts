@@ -10,8 +10,8 @@
 // - EXTEND_FAILURE_DESTROY (SPEC.md §7b.3): the DESTROY reason for an extension failed by a code.
 import { err, isErrorCode, type BitcloudError, type ErrorCode } from '../errors';
 import { DestroyReason, EndReason, type DestroyReasonValue, type EndReasonValue } from '../wire/messages';
-import type { SocksReplyName } from '../client/socks5';
-import type { IncomingStream } from './relay-circuit';
+import type { SocksReplyName } from '../wire/socks';
+import type { IncomingStream } from './types';
 
 export type EndReasonName = keyof typeof EndReason;
 

@@ -1,6 +1,7 @@
 // One circuit as a relay (or any circuit-ending node) sees it (SPEC.md §7b.2–§7b.5): the
 // previous hop's link and circuit id, this hop's relay crypto, and either a next hop
-// (forwarding) or a StreamEdge (streams end here). Owned and dispatched by CircuitSwitch.
+// (forwarding) or a StreamEdge (streams end here). Owned and dispatched by CircuitSwitch, of
+// which it sees only the narrow RelayCircuitHost below.
 import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
@@ -9,24 +10,23 @@ import {
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';
-import type { RelayHopCrypto } from '../crypto/relay-crypto';
-import type { Channel } from '../link/channel';
-import { CellQueue, type QueueOwner } from './cell-queue';
+import type { RelayHopCrypto } from '../crypto/hop-crypto';
+import type { CellChannel } from '../link/cell-channel';
+import type { Logger } from '../ops/log';
+import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
+import { MAX_RELAY_EARLY } from './constants';
 import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
+import type { CircuitMetrics } from './metrics';
 import type { CircuitStream } from './stream';
-import type { CircuitSwitch } from './switch';
+import type { IncomingStream, SwitchHooks, SwitchLimits } from './types';
 
-export type { ResolvedAnswer } from '../wire/messages';
-
-/** tor-spec 5.6: at most 8 RELAY_EARLY cells per circuit (SPEC.md §7b.4). */
-export const MAX_RELAY_EARLY = 8;
 /** Cells flushed per circuit per round when a link drains (fairness between circuits). */
 const FLUSH_BATCH = 32;
 
 /** @internal A link as the switch serves it. */
-export interface LinkState {
-  ch: Channel;
+export interface LinkState<C extends CellChannel = CellChannel> {
+  ch: C;
   circuits: Map<number, RelayCircuit>;
   /** The link's write buffer passed its high-water mark; queue until 'drain'. */
   congested: boolean;
@@ -37,40 +37,21 @@ export interface LinkState {
   closed: boolean;
 }
 
-/** Where an EXTEND2 asks to go (SPEC.md §7b.3). */
-export interface ExtendTarget {
-  identity: Buffer;
-  addresses: Array<{ host: string; port: number }>;
-}
-
-/** A stream a client opened at this node (BEGIN, BEGIN_DIR, BEGIN_STORAGE). */
-export interface IncomingStream {
-  kind: 'begin' | 'begin_dir' | 'begin_storage';
-  /** For 'begin': where to connect. */
-  begin: BeginBody | null;
-  stream: CircuitStream;
-  /** The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. */
-  oneHop: boolean;
-  /** Send CONNECTED (optionally with the address connected to) and let data flow. */
-  accept(connected?: ConnectedBody): void;
-  /** Send END(reason) and drop the stream. */
-  refuse(reason: number): void;
-}
-
-export interface SwitchHooks {
-  /** DoS: may this link create one more circuit now? */
-  allowCircuit?(ch: Channel): boolean;
-  /**
-   * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
-   * policy allows). Absent: this node never extends. Reject with a BitcloudError; codes
-   * containing IDENTITY or starting EXTEND_ map to DESTROY reason OR_IDENTITY, others to
-   * CONNECTFAILED.
-   */
-  extend?(target: ExtendTarget, from: Channel): Promise<Channel>;
-  /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
-  onStream?(s: IncomingStream): void;
-  /** RESOLVE (exits only). Absent: answered with a non-transient error. */
-  resolve?(host: string): Promise<ResolvedAnswer[]>;
+/**
+ * What a RelayCircuit uses of the switch that owns it (CircuitSwitch implements it): the node's
+ * identity, the shared limits, budget, metrics, log and hooks; attaching the link to a next hop;
+ * DESTROY on a circuit id; forgetting a destroyed circuit.
+ */
+export interface RelayCircuitHost {
+  readonly identity: Buffer;
+  readonly limits: Readonly<SwitchLimits>;
+  readonly budget: QueueBudget;
+  readonly metrics: CircuitMetrics;
+  readonly log: Logger;
+  readonly hooks: SwitchHooks;
+  attach(ch: CellChannel): LinkState;
+  sendDestroy(link: LinkState, circId: number, reason: number): void;
+  forget(circ: RelayCircuit, reason: number, code?: string): void;
 }
 
 /** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
@@ -87,7 +68,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
   private closed = false;
   private readonly receivedDigest = (): Uint8Array => this.crypto.lastDigest();
 
-  constructor(private readonly sw: CircuitSwitch, readonly prev: LinkState, readonly prevId: number, private readonly crypto: RelayHopCrypto) {
+  constructor(private readonly sw: RelayCircuitHost, readonly prev: LinkState, readonly prevId: number, private readonly crypto: RelayHopCrypto) {
     this.qPrev = new CellQueue(sw.budget, this, sw.limits.maxQueuedCellsPerCircuit);
     this.qNext = new CellQueue(sw.budget, this, sw.limits.maxQueuedCellsPerCircuit);
   }
@@ -193,7 +174,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       else if (ls.type === 'ipv4' || ls.type === 'ipv6') addresses.push({ host: ls.addr, port: ls.port });
     }
     if (!identity) throw err('MSG_MALFORMED', 'EXTEND2 without an Ed25519 identity');
-    if (identity.equals(this.sw.opts.identity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 to this node itself');
+    if (identity.equals(this.sw.identity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 to this node itself');
     if (this.prev.ch.peerIdentity && identity.equals(this.prev.ch.peerIdentity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 back to the previous hop');
     this.extending = true;
     const create2 = encodeCreate2({ htype: ext.htype, hdata: ext.hdata });

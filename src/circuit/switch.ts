@@ -9,24 +9,14 @@ import { CellCommand, type Cell } from '../wire/cell';
 import { DestroyReason, HandshakeType, decodeCreate2, decodeDestroy, encodeCreated2, encodeDestroy } from '../wire/messages';
 import { ntorServerRespond } from '../crypto/ntor';
 import { createRelayHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
-import type { Channel } from '../link/channel';
+import type { CellChannel } from '../link/cell-channel';
 import type { Logger } from '../ops/log';
 import { silentLogger } from '../ops/log';
 import { QueueBudget } from './cell-queue';
 import { CircuitMetrics } from './metrics';
-import { RelayCircuit, type LinkState, type SwitchHooks } from './relay-circuit';
+import { RelayCircuit, type LinkState, type RelayCircuitHost } from './relay-circuit';
+import type { SwitchHooks, SwitchLimits } from './types';
 import type { X25519KeyPair } from '../crypto/primitives';
-
-export type { SwitchHooks, ExtendTarget, IncomingStream, ResolvedAnswer } from './relay-circuit';
-
-export interface SwitchLimits {
-  /** Circuits one link may hold open (as either side). */
-  maxCircuitsPerLink: number;
-  /** Cells one circuit may queue per direction while a link is congested. */
-  maxQueuedCellsPerCircuit: number;
-  /** Streams one circuit may hold open at this node. */
-  maxStreamsPerCircuit: number;
-}
 
 export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxCircuitsPerLink: 4096,
@@ -34,12 +24,13 @@ export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxStreamsPerCircuit: 512,
 };
 
-export interface SwitchOptions {
+/** `C`: the channel type of the node's links (Channel in the daemons, a fake in unit tests). */
+export interface SwitchOptions<C extends CellChannel = CellChannel> {
   /** This node's Ed25519 identity public key (the ntor ID). */
   identity: Buffer;
   /** Onion keys that may answer a CREATE2: the current one first, then the previous one. */
   onionKeys: () => X25519KeyPair[];
-  hooks?: SwitchHooks;
+  hooks?: SwitchHooks<C>;
   limits?: Partial<SwitchLimits>;
   /** Shared cap on queued cells (SPEC.md §7b.9); default 256 MiB. */
   budget?: QueueBudget;
@@ -50,7 +41,7 @@ export interface SwitchOptions {
    * handed to the node's owner of that protocol. Returns true when it took the cell; otherwise
    * the switch counts it as CELL_UNEXPECTED. Never closes the link by itself.
    */
-  onLinkCell?: (ch: Channel, cell: Cell) => boolean;
+  onLinkCell?: (ch: C, cell: Cell) => boolean;
 }
 
 const REASON_NAMES = new Map<number, string>(Object.entries(DestroyReason).map(([k, v]) => [v, k]));
@@ -58,18 +49,21 @@ export function destroyReasonName(r: number): string {
   return REASON_NAMES.get(r) ?? `UNKNOWN_${r}`;
 }
 
-export class CircuitSwitch {
+export class CircuitSwitch<C extends CellChannel = CellChannel> implements RelayCircuitHost {
+  /** This node's Ed25519 identity public key. */
+  readonly identity: Buffer;
   readonly limits: SwitchLimits;
   readonly budget: QueueBudget;
   readonly metrics: CircuitMetrics;
   readonly log: Logger;
-  readonly hooks: SwitchHooks;
-  private readonly links = new Map<Channel, LinkState>();
+  readonly hooks: SwitchHooks<C>;
+  private readonly links = new Map<C, LinkState<C>>();
   /** @internal every live circuit, for counting and shutdown */
   readonly circuits = new Set<RelayCircuit>();
   private closed = false;
 
-  constructor(readonly opts: SwitchOptions) {
+  constructor(readonly opts: SwitchOptions<C>) {
+    this.identity = opts.identity;
     this.limits = { ...DEFAULT_SWITCH_LIMITS, ...opts.limits };
     this.budget = opts.budget ?? new QueueBudget(256 * 1024 * 1024);
     this.metrics = opts.metrics ?? new CircuitMetrics();
@@ -87,10 +81,10 @@ export class CircuitSwitch {
    * Serve circuits on a link (accepted, or opened by us to extend). Idempotent. Must be
    * called in the tick the channel is handed over (Channel delivers cells from the next one).
    */
-  attach(ch: Channel): LinkState {
+  attach(ch: C): LinkState<C> {
     const have = this.links.get(ch);
     if (have) return have;
-    const link: LinkState = { ch, circuits: new Map(), congested: false, waiting: new Set(), blockedEdges: new Set(), closed: false };
+    const link: LinkState<C> = { ch, circuits: new Map(), congested: false, waiting: new Set(), blockedEdges: new Set(), closed: false };
     this.links.set(ch, link);
     ch.on('cell', (cell: Cell) => this.onCell(link, cell));
     ch.on('drain', () => this.onDrain(link));
@@ -100,7 +94,7 @@ export class CircuitSwitch {
   }
 
   /** The link state of a channel we already serve (for the extend hook's reuse). */
-  linkOf(ch: Channel): LinkState | undefined {
+  linkOf(ch: C): LinkState<C> | undefined {
     return this.links.get(ch);
   }
 
@@ -113,7 +107,7 @@ export class CircuitSwitch {
 
   // ---- per-link dispatch (hot path) ----
 
-  private onCell(link: LinkState, cell: Cell): void {
+  private onCell(link: LinkState<C>, cell: Cell): void {
     const { circId, command, payload } = cell;
     const circ = link.circuits.get(circId);
     try {
@@ -153,7 +147,7 @@ export class CircuitSwitch {
     }
   }
 
-  private onCreate2(link: LinkState, circId: number, payload: Buffer, existing: RelayCircuit | undefined): void {
+  private onCreate2(link: LinkState<C>, circId: number, payload: Buffer, existing: RelayCircuit | undefined): void {
     if (existing) {
       // SPEC.md §2.1: a CREATE2 on an id in use is refused with DESTROY PROTOCOL — which
       // also ends the circuit that held the id, so both ends agree it is gone.
@@ -202,7 +196,7 @@ export class CircuitSwitch {
     try { link.ch.send(circId, CellCommand.DESTROY, encodeDestroy(reason)); } catch { /* link closing */ }
   }
 
-  private onDrain(link: LinkState): void {
+  private onDrain(link: LinkState<C>): void {
     link.congested = false;
     // Round robin over circuits with queued cells, FLUSH_BATCH cells each per round, until the
     // queues are empty or the link pushes back again (then the next 'drain' continues).
@@ -221,7 +215,7 @@ export class CircuitSwitch {
     }
   }
 
-  private onLinkClosed(link: LinkState): void {
+  private onLinkClosed(link: LinkState<C>): void {
     if (link.closed) return;
     link.closed = true;
     this.links.delete(link.ch);

@@ -7,16 +7,17 @@ import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
+  DestroyReason, EndReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
   encodeBegin, encodeBeginDir, encodeBeginStorage, encodeCreate2, encodeDestroy, encodeExtend2, encodeResolve,
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../crypto/relay-crypto';
-import type { Channel } from '../link/channel';
+import { clientOpenInbound, clientSealOutbound, createClientHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
+import type { ClientHopCrypto } from '../crypto/hop-crypto';
+import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
-import { MAX_RELAY_EARLY } from '../circuit/relay-circuit';
+import { MAX_RELAY_EARLY } from '../circuit/constants';
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
@@ -46,7 +47,7 @@ export class ClientLink {
   closed = false;
   private readonly blocked = new Set<ClientCircuit>();
 
-  constructor(readonly ch: Channel) {
+  constructor(readonly ch: CellChannel) {
     ch.on('cell', (c: Cell) => {
       const circ = this.circuits.get(c.circId);
       if (circ) circ.onCell(c.command, c.payload);
@@ -103,6 +104,8 @@ interface Pending<T> {
  */
 export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   readonly hops: Hop[] = [];
+  /** hops[i].crypto, kept as one array for clientSealOutbound / clientOpenInbound (hot path). */
+  private readonly layers: ClientHopCrypto[] = [];
   readonly edge: StreamEdge;
   readonly createdAt = Date.now();
   /** When the first stream was attached (SPEC.md §7b.11: dirty circuits retire after a while). */
@@ -111,7 +114,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private earlyUsed = 0;
   private pendingHop: (Pending<Buffer> & { kind: 'create' | 'extend' }) | null = null;
   private readonly resolves = new Map<number, Pending<ResolvedAnswer[]>>();
-  private readonly receivedDigest = (): Uint8Array => this.hops[this.hops.length - 1].crypto.lastDigest();
+  private readonly receivedDigest = (): Uint8Array => this.layers[this.layers.length - 1].lastDigest();
 
   constructor(readonly link: ClientLink, readonly circId: number) {
     super();
@@ -157,8 +160,10 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   }
 
   private addHop(target: HopTarget, keys: Buffer): void {
-    this.hops.push({ target, crypto: createClientHop(keys) });
+    const crypto = createClientHop(keys);
     keys.fill(0);
+    this.hops.push({ target, crypto });
+    this.layers.push(crypto);
   }
 
   private awaitHop(kind: 'create' | 'extend', send: () => void): Promise<Buffer> {
@@ -200,7 +205,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
       const onClose = () => { done(); reject(err('STREAM_CLOSED', 'the stream closed before it opened')); };
       const timer = setTimeout(() => {
         done();
-        s.abort(7 /* END TIMEOUT */);
+        s.abort(EndReason.TIMEOUT);
         reject(err('STREAM_TIMEOUT', `no CONNECTED within ${timeoutMs} ms`));
       }, timeoutMs);
       s.on('connected', onConnected);
@@ -255,11 +260,8 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   }
 
   private onRelay(payload: Buffer): void {
-    const n = this.hops.length;
-    let hop = -1;
-    for (let i = 0; i < n; i++) {
-      if (this.hops[i].crypto.decryptInbound(payload)) { hop = i; break; }
-    }
+    const n = this.layers.length;
+    const hop = clientOpenInbound(this.layers, payload);
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
     const m = decodeRelayPayload(payload);
     if (hop === n - 1 && this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
@@ -301,13 +303,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
-    this.hops[hop].crypto.originate(SCRATCH);
-    for (let j = hop; j >= 0; j--) this.hops[j].crypto.encryptOutbound(SCRATCH);
+    clientSealOutbound(this.layers, hop, SCRATCH);
     this.link.send(this.circId, cellCommand, SCRATCH);
   }
 
   lastSentDigest(): Uint8Array {
-    return this.hops[this.hops.length - 1].crypto.lastDigest();
+    return this.layers[this.layers.length - 1].lastDigest();
   }
 
   writable(): boolean {

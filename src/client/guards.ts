@@ -7,7 +7,7 @@ import { err } from '../errors';
 import { writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
 import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
-} from './path';
+} from './weighting';
 
 /** The minimum a guard list entry needs (choosePath accepts a plain list too). */
 export interface Guard { fingerprint: string }

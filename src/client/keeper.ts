@@ -1,4 +1,4 @@
-// SPEC.md §9.17: the keeper's state — the files it keeps (by verify capability) and what the last
+// SPEC.md §9.19: the keeper's state — the files it keeps (by verify capability) and what the last
 // pass found — in <dataDir>/keeper.json, mode 0600, replaced atomically (temp, fsync, rename), so it
 // survives restarts and a crash leaves either the old or the new state.
 import fsp from 'node:fs/promises';

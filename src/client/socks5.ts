@@ -9,15 +9,9 @@ import { END_REASONS, endReasonName, errnoInfo } from '../circuit/end-reasons';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
 import { formatIPv4, formatIPv6, parseIp } from '../dir/exit-policy';
+import { SocksReply, type SocksReplyName } from '../wire/socks';
 
-/** RFC 1928 §6 reply codes. */
-export const SocksReply = {
-  SUCCEEDED: 0x00, GENERAL_FAILURE: 0x01, NOT_ALLOWED: 0x02, NETWORK_UNREACHABLE: 0x03, HOST_UNREACHABLE: 0x04,
-  CONNECTION_REFUSED: 0x05, TTL_EXPIRED: 0x06, COMMAND_NOT_SUPPORTED: 0x07, ADDRESS_TYPE_NOT_SUPPORTED: 0x08,
-} as const;
 const REPLY_NAME = new Map<number, string>(Object.entries(SocksReply).map(([k, v]) => [v, k.toLowerCase()]));
-
-export type SocksReplyName = keyof typeof SocksReply;
 
 /**
  * SPEC §7.8.4 step 3: the reply for a failure that carries no END reason nor system error code,

@@ -199,7 +199,7 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
   return (await fetchRootRecord(client, cap, stats)).manifest;
 }
 
-/** fetchRoot, returning the whole root record (with the verify record's id, SPEC.md §9.16). */
+/** fetchRoot, returning the whole root record (with the verify record's id, SPEC.md §9.18). */
 export async function fetchRootRecord(client: StorageClient, cap: Capability, stats: GetStats): Promise<Root> {
   let lastCorrupt: BitcloudError | null = null;
   let refusal: BitcloudError | null = null; // a moderation refusal (SPEC.md §10.6), reported if nothing else works

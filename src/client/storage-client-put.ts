@@ -34,7 +34,7 @@ export interface PutOptions {
 
 export interface PutResult {
   capability: string;
-  /** SPEC.md §9.16: the verify/repair capability (check, renew and repair without the read key). */
+  /** SPEC.md §9.18: the verify/repair capability (check, renew and repair without the read key). */
   verifyCapability: string;
   /** 64 hex: the manifest id. */
   manifestId: string;
@@ -131,7 +131,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   let done = 0;
   o.onProgress?.(0, st.size);
 
-  // SPEC.md §9.16: per data chunk, the share ids and audit roots for the verify record.
+  // SPEC.md §9.18: per data chunk, the share ids and audit roots for the verify record.
   const verifyChunks: VerifyChunk[] = [];
 
   const dispatch = async (shares: Share[], plainLen: number): Promise<void> => {

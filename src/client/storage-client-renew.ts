@@ -46,7 +46,7 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
     for (const fp of rankNodes(id, nodes).slice(0, depth)) set.add(fp);
   };
   ask(cap.manifestId, undefined, Math.min(nodes.length, 10));
-  // SPEC.md §9.16: the verify record is stored whole like the root.
+  // SPEC.md §9.18: the verify record is stored whole like the root.
   if (rootRecord.verifyId) ask(rootRecord.verifyId, undefined, Math.min(nodes.length, 10));
   const chunks: { ids: string[]; k: number }[] = [];
   for (const layout of layouts) {

@@ -1,6 +1,6 @@
-// SPEC.md §9.16.3: check and repair a file with its verify capability, without the read key.
+// SPEC.md §9.18.3: check and repair a file with its verify capability, without the read key.
 // For every share of the verify record: find the nodes holding it (HAS to its expected holder and
-// the top of its ranking, then to every other node when none has it), audit each holder (§9.15),
+// the top of its ranking, then to every other node when none has it), audit each holder (§9.17),
 // and, when a chunk has fewer than n good shares but at least k, fetch k good shares, rebuild the
 // missing ones from the erasure code (ciphertext only: nothing is decrypted), check that each
 // rebuilt share hashes to its id, and store it on a node of its ranking that holds no other share
@@ -42,7 +42,7 @@ export interface KeepReport {
   lost: number;
   /** Chunks with fewer than k good shares after this pass: the file cannot be read whole. */
   unrecoverableChunks: number;
-  /** Audits run (pass and fail); each can be rechecked with the audit root (§9.15.5). */
+  /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
   audits: number;
   failures: AuditFailure[];
   /** Earliest lease expiry over the shares renewed (0 when not renewed). */
@@ -164,7 +164,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       if (ok[j]) continue;
       const id = c.shareIds[j];
       const bytes = rebuilt[j];
-      // SPEC.md §9.16.3: a rebuilt share must hash to the id and prove against the audit root
+      // SPEC.md §9.18.3: a rebuilt share must hash to the id and prove against the audit root
       // the record names before it is written anywhere.
       if (!checkShare(id, bytes) || !auditRoot(bytes).equals(c.auditRoots[j])) {
         throw err('SHARE_HASH_MISMATCH', 'a rebuilt share does not match its id or audit root: the verify record and the shares disagree', { shareId: id.toString('hex') });

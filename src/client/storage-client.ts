@@ -101,7 +101,7 @@ export class StorageClient {
     return r.data;
   }
 
-  /** SPEC.md §9.15: audit one share held by `fp` against its audit root; never throws for the node's faults. */
+  /** SPEC.md §9.17: audit one share held by `fp` against its audit root; never throws for the node's faults. */
   auditShare(fp: string, c: AuditCommitment, opts: AuditOptions = {}): Promise<AuditResult> {
     return auditShare((req) => this.request(fp, req), c, opts);
   }

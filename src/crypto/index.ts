@@ -2,4 +2,5 @@
 // are imported from './primitives' directly; tor1 is reached only through relay-crypto.
 export * from './keys';
 export * from './ntor';
+export * from './hop-crypto';
 export * from './relay-crypto';

@@ -1,34 +1,11 @@
-// SPEC.md §5 (tor-spec 5.2.2, 6.1): relay cryptography behind one small interface, so that
-// tor1 (the only algorithm today) can be replaced by Counter Galois Onion by changing this file's
-// factories and nothing else (SPEC.md §5, §11.4; the shape follows Arti's tor-proto crypto/cell.rs).
+// SPEC.md §5 (tor-spec 5.2.2, 6.1): relay cryptography behind one small interface (hop-crypto.ts),
+// so that tor1 (the only algorithm today) can be replaced by Counter Galois Onion by changing this
+// file's factories and nothing else (SPEC.md §5, §11.4; the shape follows Arti's tor-proto crypto/cell.rs).
 //
 // Every method works IN PLACE on the 509-byte relay payload of a RELAY / RELAY_EARLY cell (a
 // view into the cell buffer). They run once per cell per hop: the hot path.
 import { createTor1ClientHop, createTor1RelayHop, TOR1_KEY_LEN, TOR1_DIGEST_LEN } from './tor1';
-
-/** The client's state for one hop of one circuit (both directions). */
-export interface ClientHopCrypto {
-  /** Set the integrity fields (recognized, digest) of a payload this client sends to this hop. */
-  originate(payload: Buffer): void;
-  /** Add this hop's layer to an outbound payload (the client applies the layers last hop first). */
-  encryptOutbound(payload: Buffer): void;
-  /** Remove this hop's layer from an inbound payload; true when this hop sent it (recognized). */
-  decryptInbound(payload: Buffer): boolean;
-  /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
-  lastDigest(): Buffer;
-}
-
-/** A relay's state for its own hop of one circuit (both directions). */
-export interface RelayHopCrypto {
-  /** Remove this hop's layer from an outbound payload; true when the cell is for this hop. */
-  decryptOutbound(payload: Buffer): boolean;
-  /** Set the integrity fields of a payload this relay sends back toward the client. */
-  originate(payload: Buffer): void;
-  /** Add this hop's layer to an inbound payload (originated here or passing through). */
-  encryptInbound(payload: Buffer): void;
-  /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
-  lastDigest(): Buffer;
-}
+import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
 
 /** Bytes of key material one hop needs from the circuit handshake (tor1: Df | Db | Kf | Kb). */
 export const RELAY_CRYPTO_KEY_LEN = TOR1_KEY_LEN;

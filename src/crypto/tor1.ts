@@ -8,7 +8,7 @@
 import { err } from '../errors';
 import { aes128CtrStream, RunningSha1, type StreamXor } from './primitives';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
-import type { ClientHopCrypto, RelayHopCrypto } from './relay-crypto';
+import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
 
 /** tor-spec 5.2.2: key material split Df(20) | Db(20) | Kf(16) | Kb(16). */
 export const TOR1_DIGEST_LEN = 20;

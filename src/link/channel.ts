@@ -16,6 +16,7 @@ import {
 } from './handshake';
 import { decodeVersions, encodeVersions } from '../wire/messages';
 import type { LinkMetrics } from './metrics';
+import type { CellChannel, CellChannelEvents } from './cell-channel';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
 export interface LinkTuning {
@@ -76,7 +77,7 @@ export interface LinkCellCounter {
 type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed';
 
 /**
- * An open link. Events:
+ * An open link. Events (CellChannelEvents, cell-channel.ts):
  *  - 'cell' (cell: Cell): every cell but PADDING and the handshake cells, in order. The Cell
  *    object and its payload are REUSED: they are valid only during the event; copy what you keep.
  *  - 'drain' (): after `send` returned false, the write buffer fell back below the high-water mark.
@@ -84,7 +85,7 @@ type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed'
  * Attach listeners in the same tick that connectLink resolves / onChannel runs: cells that
  * arrived with the handshake are delivered from the next macrotask on.
  */
-export class Channel extends EventEmitter {
+export class Channel extends EventEmitter<CellChannelEvents> implements CellChannel {
   readonly isInitiator: boolean;
   readonly remoteAddress: string;
 

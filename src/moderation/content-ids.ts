@@ -22,7 +22,7 @@ import { fetchManifest, fetchRootRecord, type GetStats } from '../client/storage
 export interface ContentIds {
   /** The manifest id (the id of the root share). */
   manifestId: Buffer;
-  /** Share ids of the manifest's chunks and of the verify record (SPEC.md §9.16; depend on the file name, like the manifest id). */
+  /** Share ids of the manifest's chunks and of the verify record (SPEC.md §9.18; depend on the file name, like the manifest id). */
   manifestShares: Buffer[];
   /** Share ids of the file's data chunks: what denies the bytes under any name. */
   dataShares: Buffer[];

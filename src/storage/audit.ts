@@ -1,4 +1,4 @@
-// SPEC.md §9.15: audits with Merkle proofs. A share is cut into AUDIT_BLOCK_BYTES blocks; the
+// SPEC.md §9.17: audits with Merkle proofs. A share is cut into AUDIT_BLOCK_BYTES blocks; the
 // *audit root* is a Merkle root over them, bound to the share's size. An auditor that keeps only
 // the audit root (32 bytes, from the uploader's records) names random blocks and a fresh nonce; the
 // node answers with those blocks and their Merkle paths (layout in src/wire/audit-answer.ts), and
@@ -9,7 +9,7 @@ import { decodeAuditAnswer, type AuditAnswer, type AuditAnswerBlock } from '../w
 import { MAX_SHARE_BYTES } from './share';
 
 export const AUDIT_BLOCK_BYTES = 4096;
-/** Blocks named by one challenge (SPEC.md §9.15.3). */
+/** Blocks named by one challenge (SPEC.md §9.17.3). */
 export const MAX_AUDIT_BLOCKS = 16;
 /** Blocks an auditor of this implementation names by default. */
 export const DEFAULT_AUDIT_BLOCKS = 4;
@@ -74,7 +74,7 @@ function checkSize(size: number): void {
   if (!Number.isSafeInteger(size) || size < 1 || size > MAX_SHARE_BYTES) throw err('STORAGE_BAD_REQUEST', `share must be 1..${MAX_SHARE_BYTES} bytes`, { size });
 }
 
-/** The audit root of a share (SPEC.md §9.15.1): what an auditor keeps instead of the share. */
+/** The audit root of a share (SPEC.md §9.17.1): what an auditor keeps instead of the share. */
 export function auditRoot(share: Uint8Array): Buffer {
   checkSize(share.length);
   const lv = levels(share);
@@ -124,7 +124,7 @@ function rootFromPath(size: number, i: number, block: Uint8Array, path: readonly
 }
 
 /**
- * The blocks a challenge with `nonce` names for a share of `size` bytes (SPEC.md §9.15.2):
+ * The blocks a challenge with `nonce` names for a share of `size` bytes (SPEC.md §9.17.2):
  * `count` distinct indices drawn from BLAKE2b keyed by the nonce, sorted. A published (nonce,
  * answer) pair can therefore be rechecked by anyone who holds the audit root.
  */

@@ -1,4 +1,4 @@
-// SPEC.md §9.15.4: the auditor's side of an audit. It holds, per share, only the audit root and the
+// SPEC.md §9.17.4: the auditor's side of an audit. It holds, per share, only the audit root and the
 // share's size; it draws a fresh nonce, derives the blocks from it, asks the node (over whatever
 // transport the caller gives: circuits by default, so the node never learns who audits), and
 // checks the answer. Every failure — an error answer, no answer, a malformed, replayed or forged
@@ -8,7 +8,7 @@ import { randomBytes } from '../crypto/primitives';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks, verifyAuditAnswer } from './audit';
 import type { StorageRequest, StorageResponse } from './protocol';
 
-/** What an auditor keeps per share instead of the share (SPEC.md §9.15.1). */
+/** What an auditor keeps per share instead of the share (SPEC.md §9.17.1). */
 export interface AuditCommitment {
   shareId: Buffer;
   /** Share size in bytes. */
@@ -60,7 +60,7 @@ export async function auditShare(send: ChallengeSender, c: AuditCommitment, opts
   }
 }
 
-/** Recheck a published result against the audit root (SPEC.md §9.15.5): true when it holds as published. */
+/** Recheck a published result against the audit root (SPEC.md §9.17.5): true when it holds as published. */
 export function recheckAuditResult(r: AuditResult, c: AuditCommitment): boolean {
   if (!r.answer) return !r.ok;
   const nonce = Buffer.from(r.nonce, 'hex');

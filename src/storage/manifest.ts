@@ -35,7 +35,7 @@ export interface Manifest {
 export interface Root {
   version: typeof MANIFEST_VERSION;
   manifest: Layout;
-  /** SPEC.md §9.16: the verify record's share id (absent in roots written before verify records). */
+  /** SPEC.md §9.18: the verify record's share id (absent in roots written before verify records). */
   verifyId?: Buffer;
 }
 

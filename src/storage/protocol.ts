@@ -10,7 +10,7 @@ export const MAX_IDS_PER_REQUEST = 1024;
 export const AUDIT_NONCE_MIN_BYTES = 16;
 export const AUDIT_NONCE_MAX_BYTES = 64;
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
-/** Largest audit answer: 16 blocks of 4096 bytes with 32-deep paths, plus headers (SPEC.md §9.15.3). */
+/** Largest audit answer: 16 blocks of 4096 bytes with 32-deep paths, plus headers (SPEC.md §9.17.3). */
 export const MAX_AUDIT_ANSWER_BYTES = 76 + MAX_AUDIT_BLOCKS * (4 + 2 + 4096 + 1 + 32 * 32);
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
@@ -123,7 +123,7 @@ function requestBody(m: Loose): StorageRequest {
       return { type: 'renew', ids: idList(r.ids, BAD_REQ), leaseSeconds: u32(r.leaseSeconds, BAD_REQ, 'lease_seconds') };
     }
     case 'auditChallenge': {
-      // SPEC.md §9.15.2: the nonce as for `audit`; 1..16 strictly ascending block indices.
+      // SPEC.md §9.17.2: the nonce as for `audit`; 1..16 strictly ascending block indices.
       const a = msg(m.auditChallenge)!;
       const nonce = bytes(a.nonce, BAD_REQ, 'nonce');
       if (nonce.length < AUDIT_NONCE_MIN_BYTES || nonce.length > AUDIT_NONCE_MAX_BYTES) {

@@ -50,7 +50,7 @@ export function openRoot(fileKey: Uint8Array, manifestId: Uint8Array, rootShare:
   return openRootRecord(fileKey, manifestId, rootShare).manifest;
 }
 
-/** openRoot, returning the whole root record (with the verify record's id, SPEC.md §9.16). */
+/** openRoot, returning the whole root record (with the verify record's id, SPEC.md §9.18). */
 export function openRootRecord(fileKey: Uint8Array, manifestId: Uint8Array, rootShare: Uint8Array): Root {
   verifyShare(manifestId, rootShare);
   return decodeRoot(decryptChunk(fileKey, 0, rootShare, ChunkKind.ROOT));

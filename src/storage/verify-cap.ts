@@ -1,4 +1,4 @@
-// SPEC.md §9.16: the verify/repair capability. It is derived one way from the read capability:
+// SPEC.md §9.18: the verify/repair capability. It is derived one way from the read capability:
 // the verify key is a keyed hash of the file key, so its holder can open the file's verify record
 // (share ids, sizes, audit roots, k/n) and check, renew and rebuild every share — but can never
 // recover the file key, decrypt a chunk, or read the manifest.
@@ -21,7 +21,7 @@ export interface VerifyCapability {
   verifyKey: Buffer;
 }
 
-/** verify_key = BLAKE2b-32(key = K; "bitcloud-storage-verify-key-v1") (SPEC.md §9.16.1). */
+/** verify_key = BLAKE2b-32(key = K; "bitcloud-storage-verify-key-v1") (SPEC.md §9.18.1). */
 export function deriveVerifyKey(fileKey: Uint8Array): Buffer {
   if (fileKey.length !== 32) throw err('STORAGE_KEY_INVALID', 'file key must be 32 bytes');
   return blake2b(VERIFY_KEY_LABEL, 32, fileKey);
@@ -59,13 +59,13 @@ export function openVerifyRecord(cap: VerifyCapability, share: Uint8Array): Veri
   return decodeVerifyRecord(decryptChunk(cap.verifyKey, 0, share, ChunkKind.VERIFY));
 }
 
-/** The verify record's entry for one chunk's shares (SPEC.md §9.16.2). */
+/** The verify record's entry for one chunk's shares (SPEC.md §9.18.2). */
 export function verifyChunkOf(kind: 1 | 2, index: number, shares: ReadonlyArray<{ id: Buffer; bytes: Buffer }>): VerifyChunk {
   return { kind, index, shareSize: shares[0].bytes.length, shareIds: shares.map((s) => s.id), auditRoots: shares.map((s) => auditRoot(s.bytes)) };
 }
 
 /**
- * Seal a file's manifest with its verify record (SPEC.md §9.16.2): the manifest chunks do not
+ * Seal a file's manifest with its verify record (SPEC.md §9.18.2): the manifest chunks do not
  * depend on the verify record, so they are sealed first, added to the record, the record is
  * sealed under the verify key, and the root is sealed naming the record's id.
  */

@@ -1,4 +1,4 @@
-// SPEC.md §9.15.3: the byte layout of an audit answer (AuditChallengeOk.answer). Integers big-endian.
+// SPEC.md §9.17.3: the byte layout of an audit answer (AuditChallengeOk.answer). Integers big-endian.
 //
 //   answer = version u8 (= 1) | share_size u64 | nonce_len u8 | nonce [nonce_len]
 //            | count u8 | count × entry

@@ -1,4 +1,4 @@
-// SPEC.md §9.16.2: the byte layout of a verify record (before encryption). Integers big-endian.
+// SPEC.md §9.18.2: the byte layout of a verify record (before encryption). Integers big-endian.
 //
 //   record = version u8 (= 1) | k u8 | n u8 | chunk_count u32 | chunk_count × chunk
 //   chunk  = kind u8 (1 DATA, 2 MANIFEST) | index u32 | share_size u32 | n × (share_id [32] | audit_root [32])

@@ -34,7 +34,7 @@ export interface Side {
   reg: Registry;
   receipts: Receipt[];
   disagreements: Disagreement[];
-  sw: CircuitSwitch;
+  sw: CircuitSwitch<Channel>;
 }
 
 /** `node`: run the whole NodeBandwidth (what the daemons hold) rather than the bare exchange. */
@@ -60,7 +60,7 @@ export async function side(identity: Ed25519KeyPair, clock: LinkClock, cleanups:
       onReceipt: (r) => receipts.push(r), onDisagreement: (d) => disagreements.push(d),
     });
   }
-  const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [x25519Generate()], onLinkCell: (ch, cell) => ex.onLinkCell(ch, cell) });
+  const sw = new CircuitSwitch<Channel>({ identity: identity.publicKey, onionKeys: () => [x25519Generate()], onLinkCell: (ch, cell) => ex.onLinkCell(ch, cell) });
   cleanups.push(() => { ex.stop(); sw.close(); });
   return { ex, nb, reg, receipts, disagreements, sw };
 }

@@ -11,8 +11,10 @@ import { createHash } from 'node:crypto';
 import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
 import { createLinkListener, connectLink, type LinkListener } from '../../src/link';
 import { createRegistry } from '../../src/ops/metrics';
-import { CellCommand } from '../../src/wire/cell';
-import { RelayCommand } from '../../src/wire/relay-msg';
+import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
+import { RelayCommand, encodeRelayPayloadInto } from '../../src/wire/relay-msg';
+import { clientSealOutbound } from '../../src/crypto/relay-crypto';
+import { MAX_RELAY_EARLY } from '../../src/circuit/constants';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { RelayCircuits } from '../../relay/circuits';
@@ -339,8 +341,13 @@ describe('circuits in process', () => {
     const other = ClientCircuit.allocate(link);
     await other.create(relays[0].info);
     const closed = new Promise<unknown>((r) => flood.once('close', r));
-    const sendTo = (flood as unknown as { sendTo(h: number, cc: number, rc: number, s: number, d: Buffer): void }).sendTo.bind(flood);
-    for (let i = 0; i < 9; i++) sendTo(0, CellCommand.RELAY_EARLY, RelayCommand.DROP, 0, Buffer.alloc(0));
+    // DROP messages to hop 1, sealed as the client does, each in a RELAY_EARLY cell: one too many.
+    const scratch = Buffer.alloc(CELL_PAYLOAD_LEN);
+    for (let i = 0; i < MAX_RELAY_EARLY + 1; i++) {
+      encodeRelayPayloadInto(scratch, RelayCommand.DROP, 0, Buffer.alloc(0));
+      clientSealOutbound(flood.hops.map((h) => h.crypto), 0, scratch);
+      link.send(flood.circId, CellCommand.RELAY_EARLY, scratch);
+    }
     expect(await closed).toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { destroyReason: DestroyReason.PROTOCOL } });
     expect(other.isOpen).toBe(true);
     await other.extend(relays[2].info);

@@ -12,7 +12,7 @@ import { DestroyReason, HandshakeType, decodeDestroy, encodeCreate2, encodeVersi
 import { RelayCommand, encodeRelayPayloadInto } from '../../src/wire/relay-msg';
 import { connectLink, SUPPORTED_LINK_VERSIONS, type Channel } from '../../src/link';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
-import { MAX_RELAY_EARLY } from '../../src/circuit/relay-circuit';
+import { MAX_RELAY_EARLY } from '../../src/circuit/constants';
 import type { Cell } from '../../src/wire/cell';
 import { eventually, freePort } from '../helpers/daemon';
 import {

@@ -368,7 +368,7 @@ describe('names in the private DHT (SPEC.md §9.14)', () => {
   }, 180_000);
 });
 
-describe('audits, repair and the keeper (SPEC.md §9.15, §9.16, §9.17)', () => {
+describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () => {
   it('keep add/run/status: renews, audits over circuits, catches a deleted share and rebuilds it on another node', async () => {
     const before = new Map<string, Set<string>>();
     for (const n of nodes) before.set(n.name, new Set((await shareFiles(n.dataDir)).map((f) => path.basename(f))));

@@ -5,7 +5,8 @@ import { StreamEdge, type EdgeCircuit } from '../../src/circuit/edge';
 import { RelayCommand, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
 import { EndReason, encodeConnected, encodeEnd, encodeSendme, decodeSendme, decodeEnd } from '../../src/wire/messages';
 import { endReasonError, endReasonForErrno } from '../../src/circuit/end-reasons';
-import { socksReplyFor, SocksReply } from '../../src/client/socks5';
+import { socksReplyFor } from '../../src/client/socks5';
+import { SocksReply } from '../../src/wire/socks';
 import { err } from '../../src/errors';
 
 interface Sent { command: number; streamId: number; data: Buffer; digest: Buffer }

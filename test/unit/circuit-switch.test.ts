@@ -5,21 +5,22 @@ import { describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { CircuitSwitch } from '../../src/circuit/switch';
 import { QueueBudget } from '../../src/circuit/cell-queue';
-import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN } from '../../src/wire/cell';
+import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN, type CellCommandValue } from '../../src/wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
 import {
   DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy,
 } from '../../src/wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../../src/crypto/ntor';
-import { createClientHop, RELAY_CRYPTO_KEY_LEN, type ClientHopCrypto } from '../../src/crypto/relay-crypto';
+import { createClientHop, RELAY_CRYPTO_KEY_LEN } from '../../src/crypto/relay-crypto';
+import type { ClientHopCrypto } from '../../src/crypto/hop-crypto';
 import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
 import { CircIdAllocator } from '../../src/link/circ-ids';
 import { err } from '../../src/errors';
-import type { Channel } from '../../src/link/channel';
+import type { CellChannel, CellChannelEvents } from '../../src/link/cell-channel';
 
 interface SentCell { circId: number; command: number; payload: Buffer }
 
-class FakeChannel extends EventEmitter {
+class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel {
   closed = false;
   full = false;
   sent: SentCell[] = [];
@@ -40,7 +41,7 @@ class FakeChannel extends EventEmitter {
   releaseCircId(id: number): void { this.ids.release(id); }
   close(): void { if (!this.closed) { this.closed = true; this.emit('close'); } }
   /** A cell arriving from the peer. */
-  deliver(circId: number, command: number, payload: Uint8Array): void {
+  deliver(circId: number, command: CellCommandValue, payload: Uint8Array): void {
     const p = Buffer.alloc(CELL_PAYLOAD_LEN);
     p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
     this.emit('cell', { circId, command, payload: p });
@@ -51,22 +52,21 @@ class FakeChannel extends EventEmitter {
     return out;
   }
 }
-const asChannel = (f: FakeChannel) => f as unknown as Channel;
 const tick = () => new Promise((r) => setImmediate(r));
 
-function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<Channel>; allow?: () => boolean } = {}) {
+function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean } = {}) {
   const identity = ed25519Generate();
   const onion = x25519Generate();
   const next = new FakeChannel(true, randomBytes(32));
   const sw = new CircuitSwitch({
     identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget,
     hooks: {
-      extend: o.extend ?? (async () => { sw.attach(asChannel(next)); return asChannel(next); }),
+      extend: o.extend ?? (async () => { sw.attach(next); return next; }),
       allowCircuit: o.allow,
     },
   });
   const prev = new FakeChannel(false, null);
-  sw.attach(asChannel(prev));
+  sw.attach(prev);
   /** CREATE2 from the client on `prev`; returns the client's hop crypto. */
   const create = (circId = 0x8000_0001): ClientHopCrypto => {
     const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
@@ -76,7 +76,7 @@ function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['lim
     return createClientHop(ntorClientFinish(state, decodeCreated2(c.payload).hdata, RELAY_CRYPTO_KEY_LEN));
   };
   /** Send a relay message to this hop from the client. */
-  const toHop = (hop: ClientHopCrypto, circId: number, cellCmd: number, cmd: number, streamId: number, data: Uint8Array) => {
+  const toHop = (hop: ClientHopCrypto, circId: number, cellCmd: CellCommandValue, cmd: number, streamId: number, data: Uint8Array) => {
     const p = encodeRelayPayload(cmd, streamId, data);
     hop.originate(p);
     hop.encryptOutbound(p);
@@ -290,7 +290,7 @@ describe('robustness (property)', () => {
     const fc = await import('fast-check');
     const t = setup();
     const bystander = new FakeChannel(false, null);
-    t.sw.attach(asChannel(bystander));
+    t.sw.attach(bystander);
     // A working circuit on the bystander link.
     const { state, onionskin } = ntorClientCreate({ id: t.identity.publicKey, onionKey: t.onion.publicKey });
     bystander.deliver(0x8000_0042, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));

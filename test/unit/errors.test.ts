@@ -9,7 +9,8 @@ import {
   END_REASONS, ERRNO, UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure, endReasonForErrno,
   endReasonForLookupErrno, endReasonName,
 } from '../../src/circuit/end-reasons';
-import { SOCKS_REPLY_FOR_CODE, SocksReply, socksReplyFor } from '../../src/client/socks5';
+import { SOCKS_REPLY_FOR_CODE, socksReplyFor } from '../../src/client/socks5';
+import { SocksReply } from '../../src/wire/socks';
 import { responseError } from '../../src/storage/protocol';
 import { DestroyReason, EndReason } from '../../src/wire/messages';
 import { RelayCommand } from '../../src/wire/relay-msg';

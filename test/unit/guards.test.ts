@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { GuardSet } from '../../src/client/guards';
-import type { Relay } from '../../src/client/path';
+import type { Relay } from '../../src/client/weighting';
 
 const fp = (i: number) => i.toString(16).padStart(64, '0');
 function relay(i: number, o: { flags?: string[]; weight?: number; roles?: string[] } = {}): Relay {

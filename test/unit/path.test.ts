@@ -1,9 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import {
-  choosePath, computeBandwidthWeights, positionWeight, weightedPick, relaysConflict, subnetKey, sameFamily,
-  relayExitPolicy, type Relay,
-} from '../../src/client/path';
+import { choosePath, relaysConflict, subnetKey, sameFamily, relayExitPolicy } from '../../src/client/path';
+import { computeBandwidthWeights, positionWeight, weightedPick, type Relay } from '../../src/client/weighting';
 import { GuardSet } from '../../src/client/guards';
 import { exitPolicyAllows, parseExitPolicy } from '../../src/dir/exit-policy';
 import { isBitcloudError } from '../../src/errors';

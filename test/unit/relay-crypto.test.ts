@@ -5,9 +5,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isBitcloudError } from '../../src/errors';
 import {
-  RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound,
-  createClientHop, createRelayHop, type ClientHopCrypto, type RelayHopCrypto,
+  RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop,
 } from '../../src/crypto/relay-crypto';
+import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
 import { RunningSha1, randomBytes, sha1, shake256 } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';

@@ -1,4 +1,4 @@
-// SPEC.md §9.15: audits with Merkle proofs — the tree, the answer layout, the node's answer and
+// SPEC.md §9.17: audits with Merkle proofs — the tree, the answer layout, the node's answer and
 // the auditor's checks (a forged, replayed or malformed answer is refused with its code).
 import { afterEach, describe, expect, it } from 'vitest';
 import fsp from 'node:fs/promises';
@@ -37,7 +37,7 @@ function answer(data: Buffer, nonce: Buffer, blocks: number[]): Buffer {
   return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: proveBlocks(data, blocks) });
 }
 
-describe('audit tree (SPEC.md §9.15.1)', () => {
+describe('audit tree (SPEC.md §9.17.1)', () => {
   it('known answer: the audit root of 10 000 bytes 0x61', () => {
     expect(auditRoot(Buffer.alloc(10_000, 0x61)).toString('hex')).toBe(KAT_ROOT);
   });
@@ -70,7 +70,7 @@ describe('audit tree (SPEC.md §9.15.1)', () => {
   });
 });
 
-describe('audit answers: bad input (SPEC.md §9.15.3, §9.15.4)', () => {
+describe('audit answers: bad input (SPEC.md §9.17.3, §9.17.4)', () => {
   const data = randomBytes(9 * 4096 + 100);
   const root = auditRoot(data);
   const nonce = randomBytes(32);
@@ -123,7 +123,7 @@ describe('audit answers: bad input (SPEC.md §9.15.3, §9.15.4)', () => {
   });
 });
 
-describe('challenge on the wire (SPEC.md §9.15.2)', () => {
+describe('challenge on the wire (SPEC.md §9.17.2)', () => {
   const id = randomBytes(32);
   it('request and response round-trip', () => {
     const req: StorageRequest = { type: 'challenge', id, nonce: randomBytes(16), blocks: [0, 3, 9] };
@@ -143,7 +143,7 @@ describe('challenge on the wire (SPEC.md §9.15.2)', () => {
   });
 });
 
-describe('the node answers, the auditor checks (SPEC.md §9.15.2, §9.15.4)', () => {
+describe('the node answers, the auditor checks (SPEC.md §9.17.2, §9.17.4)', () => {
   async function store(): Promise<{ s: ShareStore; dir: string }> {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-audit-'));
     dirs.push(dir);
@@ -214,5 +214,5 @@ describe('the node answers, the auditor checks (SPEC.md §9.15.2, §9.15.4)', ()
   });
 });
 
-// Checked independently (Python hashlib.blake2b over the rule of SPEC.md §9.15.1).
+// Checked independently (Python hashlib.blake2b over the rule of SPEC.md §9.17.1).
 const KAT_ROOT = '2c9ab7f5c77dbfbc551fea1d5ba9e512a3d2b1cf067f1b473e4a958c9365701e';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
 import { randomBytes } from '../../src/crypto/primitives';
-import { connectLink, createLinkListener, type LinkListener } from '../../src/link';
+import { connectLink, createLinkListener, type Channel, type LinkListener } from '../../src/link';
 import { CircuitSwitch } from '../../src/circuit/switch';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
 import { connectStorageDirect, DIRECT_HELLO_BYTES } from '../../src/storage/direct';
@@ -27,7 +27,7 @@ let node: HopTarget;
 const contexts: RequestContext[] = [];
 // A middle relay: a CircuitSwitch whose extend hook opens an authenticated link.
 let middleKeys: NodeKeys;
-let middleSwitch: CircuitSwitch;
+let middleSwitch: CircuitSwitch<Channel>;
 let middleListener: LinkListener;
 let middle: HopTarget;
 

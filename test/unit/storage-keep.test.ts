@@ -1,4 +1,4 @@
-// SPEC.md §9.16, §9.17: verify capabilities, the verify record, and check/repair/renew of a file
+// SPEC.md §9.18, §9.19: verify capabilities, the verify record, and check/repair/renew of a file
 // with real in-process storage nodes over direct sessions (TLS on 127.0.0.1): a node that deleted
 // or altered a share is caught by its audit and the share is rebuilt on another node from k good
 // ones, without the read key; the file then reads back after further node loss.
@@ -88,7 +88,7 @@ afterAll(async () => {
   await fsp.rm(root, { recursive: true, force: true });
 });
 
-describe('verify capability and record (SPEC.md §9.16.1, §9.16.2)', () => {
+describe('verify capability and record (SPEC.md §9.18.1, §9.18.2)', () => {
   it('round-trips; bad text is CAP_MALFORMED; a bad record is VERIFY_RECORD_MALFORMED', () => {
     const c = { manifestId: randomBytes(32), verifyId: randomBytes(32), verifyKey: randomBytes(32) };
     const text = formatVerifyCapability(c);
@@ -122,7 +122,7 @@ describe('verify capability and record (SPEC.md §9.16.1, §9.16.2)', () => {
   });
 });
 
-describe('keeper state (SPEC.md §9.17)', () => {
+describe('keeper state (SPEC.md §9.19)', () => {
   it('survives a restart (saved atomically, mode 0600); a damaged file is KEEPER_STATE_CORRUPT', async () => {
     const dir = path.join(root, 'keeper');
     const s = await loadKeeperState(dir);
@@ -143,7 +143,7 @@ describe('keeper state (SPEC.md §9.17)', () => {
   });
 });
 
-describe('check and repair with real storage nodes (SPEC.md §9.15, §9.16.3)', () => {
+describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', () => {
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {
     const data = randomBytes(300 * KiB + 17);
     const file = path.join(root, 'in.bin');

@@ -1,4 +1,4 @@
-// `bitcloud keep add CAP | status [--json] | run [--once]` (SPEC.md §9.17): a keeper of files.
+// `bitcloud keep add CAP | status [--json] | run [--once]` (SPEC.md §9.19): a keeper of files.
 // It holds verify capabilities (derived from read capabilities on `add`; the read key is never
 // stored), renews leases before they run out, audits every share and repairs lost ones. Wiring only.
 import type { CommandModule } from 'yargs';
@@ -24,7 +24,7 @@ function dataDirOf(a: Common): string {
   return loadDirClientConfig(clientConfigPath(a.config), { dataDir: a['data-dir'] }).dataDir;
 }
 
-/** The verify capability of a read capability: the root names the verify record (SPEC.md §9.16.1). */
+/** The verify capability of a read capability: the root names the verify record (SPEC.md §9.18.1). */
 async function verifyCapOf(client: StorageClient, readCap: string): Promise<string> {
   const cap = parseCapability(readCap);
   for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {

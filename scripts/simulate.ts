@@ -1,0 +1,611 @@
+// SPEC.md §8.8: what each strategy gains under the measurement rule of §8.5, to convergence, over
+// several seeds. The network is modelled at the level of per-pair cell counts in typed arrays (no
+// signed receipts); each epoch's counts go through `applyRule` (src/bandwidth/rule.ts), the same
+// function the authorities run after verifying receipts, and `allocate` (src/bandwidth/reward.ts).
+//
+//   npm run simulate -- [--json] [--rule pair|dispersion] [--kappa K] [--slack S] [--owed-epochs H]
+//        [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3] [--fractions 0.05,0.2]
+//        [--min-epochs 48] [--max-epochs 96] [--workers 2] [--amp-link-slack 1000] [--sybil-size 5000000]
+//        [--on-epochs 12] [--off-epochs 12] [--rows fabricated,amplification,sybil,onoff,capture,honest-heavy,honest]
+//
+// With --json, stdout is one JSON object {"rows": [...]} and the table goes to stderr; without it the
+// table goes to stdout. The model is described in SPEC §8.8.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, applyPairRule, applyRule, type BoundsParams, type OwedTable, type PairRuleParams, type PairRuleResult,
+} from '../src/bandwidth/rule';
+import { allocate, scheduledMint } from '../src/bandwidth/reward';
+import { CELL_LEN } from '../src/wire/cell';
+
+// ---------------------------------------------------------------- options
+
+interface Opts {
+  json: boolean; relays: number; seeds: number[]; fractions: number[]; minEpochs: number; maxEpochs: number;
+  scaleOf: number; rows: Set<string>; ampLinkSlack: number; sybilSize: number; onEpochs: number; offEpochs: number;
+  workers: number; workerSeed?: number;
+  rule: string; dispersion: Partial<BoundsParams>; pair: Partial<PairRuleParams>;
+}
+
+function parseArgs(argv: string[]): Opts {
+  const get = (name: string): string | undefined => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const num = (name: string, d: number): number => {
+    const v = get(name);
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number`);
+    return n;
+  };
+  const list = (name: string, d: string) => (get(name) ?? d).split(',').map(Number);
+  return {
+    json: argv.includes('--json'),
+    relays: num('relays', 500),
+    scaleOf: num('scale-of', 2000),
+    seeds: list('seeds', '1,2,3'),
+    fractions: list('fractions', '0.05,0.2'),
+    minEpochs: num('min-epochs', 48),
+    maxEpochs: num('max-epochs', 96),
+    rows: new Set((get('rows') ?? 'fabricated,amplification,sybil,onoff,capture,honest-heavy,honest').split(',')),
+    ampLinkSlack: num('amp-link-slack', 1000),
+    sybilSize: num('sybil-size', 5e6),
+    onEpochs: num('on-epochs', 12),
+    offEpochs: num('off-epochs', 12),
+    workers: num('workers', 2),
+    rule: get('rule') ?? 'pair',
+    dispersion: {
+      ...(get('kappa') !== undefined ? { peerCapFactor: num('kappa', 0) } : {}),
+      ...(get('slack') !== undefined ? { peerCapSlackCells: num('slack', 0) } : {}),
+    },
+    pair: {
+      ...(get('kappa') !== undefined ? { pairFactor: num('kappa', 0) } : {}),
+      ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
+      ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
+      ...(argv.includes('--paid-not-weight') ? { paidIsWeight: false } : {}),
+    },
+    workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
+  };
+}
+
+// ---------------------------------------------------------------- randomness
+
+/** sfc32: a small seeded generator, so every run of the table is reproducible. */
+function rng(seed: number): () => number {
+  let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
+  const next = () => {
+    a >>>= 0; b >>>= 0; c >>>= 0; d >>>= 0;
+    const t = (a + b) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    d = (d + 1) | 0;
+    const r = (t + d) | 0;
+    c = (c + r) | 0;
+    return (r >>> 0) / 4294967296;
+  };
+  for (let i = 0; i < 20; i++) next();
+  return next;
+}
+
+function normal(r: () => number): number {
+  const u = Math.max(r(), 1e-12), v = r();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}
+
+function poisson(r: () => number, lambda: number): number {
+  if (lambda > 50) return Math.max(0, Math.round(lambda + Math.sqrt(lambda) * normal(r)));
+  const l = Math.exp(-lambda);
+  let k = 0, p = r();
+  while (p > l) { k++; p *= r(); }
+  return k;
+}
+
+// ---------------------------------------------------------------- model
+
+const EPOCH_SECONDS = 3600;
+const UTILISATION = 0.5;
+const WARMUP = 4;
+/** Cells the coalition claims on every invented pair: far above any cap; sums stay exact. */
+const INVENTED_CELLS = 1e11;
+/** Absurd declared bandwidth of attacking relays (bound 6 never binds them). */
+const ATTACKER_DECLARED = 1e12;
+const CIRCUIT_MEDIAN = 200;
+const CIRCUIT_MAX = 4e6;
+/** Epochs over which a row's gain and honest loss are averaged, at the end of the run. */
+const TAIL = 8;
+
+interface Net {
+  n: number;
+  capacity: Float64Array;
+  subnet: Int32Array;
+  /** Pair k ↔ (a[k], b[k]), a < b, dense upper triangle. */
+  a: Int32Array;
+  b: Int32Array;
+}
+
+function densePairs(n: number): { a: Int32Array; b: Int32Array } {
+  const m = (n * (n - 1)) / 2;
+  const a = new Int32Array(m), b = new Int32Array(m);
+  let k = 0;
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) { a[k] = i; b[k] = j; k++; }
+  return { a, b };
+}
+
+function pairIndex(n: number, i: number, j: number): number {
+  if (i > j) [i, j] = [j, i];
+  return i * n - (i * (i + 1)) / 2 + (j - i - 1);
+}
+
+function randomSubnet(r: () => number): number {
+  return (1 + Math.floor(r() * 223)) * 256 + Math.floor(r() * 256);
+}
+
+function makeNet(capacity: number[], subnet: number[]): Net {
+  const n = capacity.length;
+  return { n, capacity: Float64Array.from(capacity), subnet: Int32Array.from(subnet), ...densePairs(n) };
+}
+
+function baseNetwork(relays: number, scale: number, r: () => number): Net {
+  const cap: number[] = [], sub: number[] = [];
+  for (let i = 0; i < relays; i++) {
+    cap.push(scale * Math.min(1e9, Math.max(5e4, 5e6 * Math.exp(1.3 * normal(r)))));
+    sub.push(randomSubnet(r));
+  }
+  return makeNet(cap, sub);
+}
+
+/** Relays drawn at random until they hold the fraction f of all capacity. */
+function pickCoalition(net: Net, f: number, r: () => number): Uint8Array {
+  const total = net.capacity.reduce((x, y) => x + y, 0);
+  const order = Array.from({ length: net.n }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [order[i], order[j]] = [order[j], order[i]]; }
+  const member = new Uint8Array(net.n);
+  let held = 0;
+  for (const i of order) {
+    if (held >= f * total) break;
+    member[i] = 1;
+    held += net.capacity[i];
+  }
+  return member;
+}
+
+/**
+ * One epoch of honest traffic into `out` (cells per pair). Clients pick the three hops of a circuit
+ * in proportion to capacity, so a circuit's links land on pair {i, j} 4·p_i·p_j times on average; the
+ * number of circuits per pair is Poisson and each carries a log-normal number of cells (median 200,
+ * σ_c). The circuit count is set so the network runs at UTILISATION of its capacity. `absent[i]` = 1
+ * drops relay i (its clients go elsewhere: its pairs carry nothing).
+ */
+function honestTraffic(net: Net, sigma: number, r: () => number, out: Float64Array, absent?: Uint8Array): void {
+  const { mean, sd, pool, pool16, pool256 } = circuitPool(sigma);
+  let total = 0;
+  for (let i = 0; i < net.n; i++) if (!absent?.[i]) total += net.capacity[i];
+  const circuits = (UTILISATION * total * EPOCH_SECONDS) / CELL_LEN / (2 * mean);
+  const p = new Float64Array(net.n);
+  for (let i = 0; i < net.n; i++) p[i] = absent?.[i] ? 0 : net.capacity[i] / total;
+  const m = net.a.length;
+  const mask = pool.length - 1, mask16 = pool16.length - 1, mask256 = pool256.length - 1;
+  for (let k = 0; k < m; k++) {
+    const lambda = 4 * circuits * p[net.a[k]] * p[net.b[k]];
+    const c = lambda > 0 ? poisson(r, lambda) : 0;
+    if (c === 0) { out[k] = 0; continue; }
+    let cells = 0;
+    if (c <= 4096) {
+      // c circuits = groups of 256 and of 16 (pre-summed draws) and single draws: the same law, fewer draws.
+      let q = c;
+      for (; q >= 256; q -= 256) cells += pool256[(r() * 4294967296) & mask256];
+      for (; q >= 16; q -= 16) cells += pool16[(r() * 4294967296) & mask16];
+      for (; q > 0; q--) cells += pool[(r() * 4294967296) & mask];
+    } else cells = Math.max(0, c * mean + Math.sqrt(c) * sd * normal(r));
+    out[k] = Math.round(cells);
+  }
+}
+
+/**
+ * 2^18 draws of the circuit size (log-normal, median CIRCUIT_MEDIAN, σ_c, clipped at CIRCUIT_MAX),
+ * 2^16 sums of 16 fresh draws and 2^12 sums of 256, made once per σ_c from a fixed seed; a pair's
+ * circuits are then drawn from the pools (fast, same law up to the pools' finite size).
+ */
+interface Pool { mean: number; sd: number; pool: Float64Array; pool16: Float64Array; pool256: Float64Array }
+const pools = new Map<number, Pool>();
+function circuitPool(sigma: number): Pool {
+  let x = pools.get(sigma);
+  if (!x) {
+    const r = rng(0x5eed + Math.round(sigma * 1000));
+    const pool = new Float64Array(1 << 18);
+    let s = 0, s2 = 0;
+    for (let i = 0; i < pool.length; i++) {
+      pool[i] = Math.min(CIRCUIT_MAX, CIRCUIT_MEDIAN * Math.exp(sigma * normal(r)));
+      s += pool[i]; s2 += pool[i] * pool[i];
+    }
+    const mean = s / pool.length;
+    const one = () => Math.min(CIRCUIT_MAX, CIRCUIT_MEDIAN * Math.exp(sigma * normal(r)));
+    const sums = (size: number, group: number) => {
+      const out = new Float64Array(size);
+      for (let i = 0; i < size; i++) { let t = 0; for (let g = 0; g < group; g++) t += one(); out[i] = t; }
+      return out;
+    };
+    x = { mean, sd: Math.sqrt(s2 / pool.length - mean * mean), pool, pool16: sums(1 << 16, 16), pool256: sums(1 << 12, 256) };
+    pools.set(sigma, x);
+  }
+  return x;
+}
+
+// ---------------------------------------------------------------- one strategy, epoch by epoch
+
+/** Which rule, with which parameters: the dispersion rule of §8.5.1 or the pair rule of §8.5.2. */
+type RuleChoice = { kind: 'dispersion'; params: BoundsParams } | { kind: 'pair'; params: PairRuleParams };
+
+/** The state one authority keeps between epochs: last consensus weights, history, what pairs owe (§8.5). */
+class Ledger {
+  prev: Float64Array;
+  history: Float64Array;
+  declared: Float64Array;
+  owed?: OwedTable;
+  cells!: Float64Array;
+  gross!: Float64Array;
+  /** The last TAIL epochs' uncredited (gross − proven) and gross cells per relay. */
+  ringCells: Float64Array[] = [];
+  ringGross: Float64Array[] = [];
+  constructor(readonly net: Net, readonly rule: RuleChoice, history: number[], declared: Float64Array) {
+    // Before anything happens, weights reflect honest measurement: expected credit.
+    this.prev = Float64Array.from(net.capacity, (c) => UTILISATION * 2 * c);
+    this.history = Float64Array.from(history);
+    this.declared = declared;
+    if (rule.kind === 'pair') this.owed = { owedA: new Float64Array(net.a.length), owedB: new Float64Array(net.a.length) };
+  }
+  /** Measure one epoch's pair counts; returns coins per relay (as numbers) for the epoch. */
+  epoch(cells: Float64Array, height: number): Float64Array {
+    const net = this.net;
+    const table = { n: net.n, previousWeights: this.prev, declaredBandwidth: this.declared, history: this.history, subnet: net.subnet };
+    const res = this.rule.kind === 'pair'
+      ? applyPairRule({ a: net.a, b: net.b, cells }, table, this.rule.params, this.owed)
+      : applyRule({ a: net.a, b: net.b, cells }, table, this.rule.params);
+    this.cells = res.cells;
+    this.gross = res.grossCells;
+    // Not credited this epoch = gross − proven (proven includes what earlier epochs owed and is paid now;
+    // what is owed and not yet paid counts as removed until it is paid).
+    const lost = new Float64Array(net.n);
+    const pr = res as Partial<PairRuleResult>;
+    for (let i = 0; i < net.n; i++) lost[i] = res.grossCells[i] - res.cells[i];
+    this.ringCells.push(lost);
+    this.ringGross.push(res.grossCells);
+    if (this.ringCells.length > TAIL) { this.ringCells.shift(); this.ringGross.shift(); }
+    const proven = new Map<string, number>();
+    for (let i = 0; i < net.n; i++) {
+      if (res.cells[i] > 0) { proven.set(String(i).padStart(6, '0'), res.cells[i]); this.history[i]++; }
+      const w = pr.weightCells ? pr.weightCells[i] : res.cells[i];
+      this.prev[i] = Math.floor((w * CELL_LEN) / this.rule.params.epochSeconds);
+    }
+    const alloc = allocate(scheduledMint(height), proven);
+    const coins = new Float64Array(net.n);
+    for (const [k, v] of alloc) coins[Number(k)] = Number(v);
+    return coins;
+  }
+}
+
+/** Median over honest relays of what is owed to them at the end, in epochs of their own mean gross. */
+function medianHonestOwedEpochs(l: Ledger, member: Uint8Array): number {
+  if (!l.owed) return 0;
+  const owed = new Float64Array(l.net.n);
+  for (let k = 0; k < l.net.a.length; k++) { owed[l.net.a[k]] += l.owed.owedA[k]; owed[l.net.b[k]] += l.owed.owedB[k]; }
+  const xs: number[] = [];
+  for (let i = 0; i < l.net.n; i++) {
+    if (member[i]) continue;
+    let g = 0;
+    for (let e = 0; e < l.ringGross.length; e++) g += l.ringGross[e][i];
+    if (g > 0) xs.push(owed[i] / (g / l.ringGross.length));
+  }
+  xs.sort((x, y) => x - y);
+  return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
+}
+
+function shareOf(v: Float64Array, member: Uint8Array): number {
+  let s = 0, t = 0;
+  for (let i = 0; i < v.length; i++) { t += v[i]; if (member[i]) s += v[i]; }
+  return t > 0 ? s / t : 0;
+}
+
+/**
+ * Median over honest relays with gross credit of 1 − proven / gross, both summed over the last TAIL
+ * epochs (late payments count in the epoch they are paid, so a steady owed stock costs nothing and a
+ * growing one counts as removed).
+ */
+function medianHonestRemoved(l: Ledger, member: Uint8Array): number {
+  const xs: number[] = [];
+  for (let i = 0; i < l.net.n; i++) {
+    if (member[i]) continue;
+    let c = 0, g = 0;
+    for (let e = 0; e < l.ringCells.length; e++) { c += l.ringCells[e][i]; g += l.ringGross[e][i]; }
+    if (g > 0) xs.push(c / g);
+  }
+  xs.sort((x, y) => x - y);
+  return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
+}
+
+/** Every pair of members in different /16s claims INVENTED_CELLS. */
+function fabricate(net: Net, member: Uint8Array, cells: Float64Array, present?: Uint8Array): void {
+  const ms: number[] = [];
+  for (let i = 0; i < net.n; i++) if (member[i] && (!present || present[i])) ms.push(i);
+  for (let x = 0; x < ms.length; x++) for (let y = x + 1; y < ms.length; y++) {
+    if (net.subnet[ms[x]] === net.subnet[ms[y]]) continue; // bound 2: not worth inventing
+    cells[pairIndex(net.n, ms[x], ms[y])] += INVENTED_CELLS;
+  }
+}
+
+interface Track { share: number[]; weightShare: number[]; removed: number[] }
+
+function converged(xs: number[], minEpochs: number): boolean {
+  if (xs.length < minEpochs) return false;
+  const mean = (s: number[]) => s.reduce((p, q) => p + q, 0) / s.length;
+  const now = mean(xs.slice(-4)), before = mean(xs.slice(-8, -4));
+  return Math.abs(now - before) / 4 < 0.001 * Math.max(now, 1e-12);
+}
+
+// ---------------------------------------------------------------- rows
+
+interface Row {
+  strategy: string; f: number; gain: number; gainWorst: number; medianHonestCreditRemoved: number;
+  medianHonestCreditRemovedWorst: number; medianHonestOwedEpochs: number; epochs: number; perSeed: { seed: number; gain: number; removed: number; epochs: number }[];
+}
+
+interface SeedResult { strategy: string; f: number; seed: number; gain: number; removed: number; owed: number; epochs: number }
+
+function tailMean(xs: number[]): number {
+  const t = xs.slice(-TAIL);
+  return t.reduce((p, q) => p + q, 0) / t.length;
+}
+
+/**
+ * One seed: the base network carries moderate traffic (σ_c = 1.5); the honest baseline, and for each
+ * f the fabricating, amplifying and on/off coalitions, all see the same traffic draws, so each gain is
+ * against the same coalition behaving honestly. The Sybil split has its own network (the coalition's
+ * capacity re-listed as new identities of --sybil-size each). Heavy-tailed honest traffic (σ_c = 2.5)
+ * runs on the same relays.
+ */
+function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
+  const out: SeedResult[] = [];
+  const net = baseNetwork(o.relays, o.relays / o.scaleOf, rng(seed));
+  const honestDeclared = Float64Array.from(net.capacity);
+  const hist = new Array<number>(net.n).fill(100);
+  const fs = o.fractions;
+  const coal = fs.map((f, i) => pickCoalition(net, f, rng(seed * 7919 + i + 1)));
+  const capShare = coal.map((m) => shareOf(net.capacity, m));
+  const attackerDeclared = coal.map((m) => Float64Array.from(net.capacity, (c, i) => (m[i] ? ATTACKER_DECLARED : c)));
+
+  const want = (s: string) => o.rows.has(s);
+  const base = new Ledger(net, rule, hist, honestDeclared);
+  const baseTrack = fs.map((): Track => ({ share: [], weightShare: [], removed: [] }));
+  type Strat = { name: string; fi: number; l: Ledger; t: Track; onEpochs?: boolean[] };
+  const strats: Strat[] = [];
+  fs.forEach((_, fi) => {
+    for (const name of ['fabricated', 'amplification', 'onoff']) {
+      if (want(name) || (name === 'fabricated' && want('capture'))) {
+        strats.push({ name, fi, l: new Ledger(net, rule, hist, attackerDeclared[fi]), t: { share: [], weightShare: [], removed: [] }, onEpochs: [] });
+      }
+    }
+  });
+
+  const traffic = new Float64Array(net.a.length);
+  const work = new Float64Array(net.a.length);
+  const tr = rng(seed * 31 + 5);
+  const cycle = o.onEpochs + o.offEpochs;
+  let epochs = 0;
+  for (let e = 0; e < WARMUP + o.maxEpochs; e++) {
+    const attack = e >= WARMUP;
+    const ae = e - WARMUP;
+    honestTraffic(net, 1.5, tr, traffic);
+    const bc = base.epoch(traffic, e);
+    if (attack) fs.forEach((_, fi) => {
+      baseTrack[fi].share.push(shareOf(bc, coal[fi]));
+      baseTrack[fi].removed.push(medianHonestRemoved(base, coal[fi]));
+    });
+    for (const s of strats) {
+      const m = coal[s.fi];
+      work.set(traffic);
+      let on = true;
+      if (attack && s.name === 'fabricated') fabricate(net, m, work);
+      if (attack && s.name === 'amplification') {
+        // Honest peers countersign only what they counted plus the link slack (§8.3): the amplifier
+        // gets at most ampLinkSlack extra cells on each link it has with an honest peer.
+        for (let k = 0; k < work.length; k++) {
+          if (work[k] > 0 && m[net.a[k]] !== m[net.b[k]]) work[k] += o.ampLinkSlack;
+        }
+      }
+      if (attack && s.name === 'onoff') {
+        on = ae % cycle < o.onEpochs;
+        if (on) fabricate(net, m, work);
+        else for (let k = 0; k < work.length; k++) if (m[net.a[k]] || m[net.b[k]]) work[k] = 0;
+      }
+      const c = s.l.epoch(work, e);
+      if (!attack) continue;
+      s.t.share.push(shareOf(c, m));
+      s.t.weightShare.push(shareOf(s.l.prev, m));
+      s.t.removed.push(medianHonestRemoved(s.l, m));
+      s.onEpochs!.push(on);
+    }
+    if (attack) {
+      epochs = ae + 1;
+      const done = strats.every((s) => s.name === 'onoff' ? epochs >= o.minEpochs && epochs % cycle === 0 : converged(s.t.share, o.minEpochs));
+      if (done && epochs >= o.minEpochs) break;
+    }
+  }
+
+  const m0 = (s: Strat) => coal[s.fi];
+  for (const s of strats) {
+    const b = baseTrack[s.fi];
+    const f = fs[s.fi];
+    if (s.name === 'onoff') {
+      // Coins per epoch while present, against the same relays' honest coins in those epochs.
+      let got = 0, fair = 0;
+      s.onEpochs!.forEach((on, i) => { if (on) { got += s.t.share[i]; fair += b.share[i]; } });
+      if (want('onoff')) out.push({ strategy: 'onoff', f, seed, gain: got / fair, removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+      continue;
+    }
+    if (want(s.name)) out.push({ strategy: s.name, f, seed, gain: tailMean(s.t.share) / tailMean(b.share), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+    if (s.name === 'fabricated' && want('capture')) {
+      // Circuits whose guard and exit are both coalition relays, when both are chosen by weight: w_C².
+      const w = tailMean(s.t.weightShare);
+      out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+    }
+  }
+  if (want('honest')) fs.forEach((f, fi) => out.push({
+    strategy: 'honest', f, seed, gain: tailMean(baseTrack[fi].share) / capShare[fi], removed: tailMean(baseTrack[fi].removed), owed: medianHonestOwedEpochs(base, coal[fi]), epochs,
+  }));
+
+  if (want('sybil')) fs.forEach((f, fi) => out.push(runSybil(o, seed, f, net, coal[fi], rule, baseTrack[fi])));
+  if (want('honest-heavy')) out.push(...runHeavy(o, seed, net, coal, capShare, rule));
+  return out;
+}
+
+/**
+ * Sybil split: after the warm-up, the coalition's relays are re-listed as new identities of
+ * --sybil-size bytes/s each (same total capacity), each in its own /16, no declared family, all
+ * fabricating among themselves. Warm-up and baseline share are those of the base network.
+ */
+function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Array, rule: RuleChoice, baseTrack: Track): SeedResult {
+  const r = rng(seed * 131 + 17);
+  const cap: number[] = [], sub: number[] = [], hist: number[] = [];
+  let held = 0;
+  for (let i = 0; i < base.n; i++) {
+    if (member[i]) { held += base.capacity[i]; continue; }
+    cap.push(base.capacity[i]); sub.push(base.subnet[i]); hist.push(100);
+  }
+  const used = new Set(sub);
+  const k = Math.max(2, Math.round(held / (o.sybilSize * (o.relays / o.scaleOf))));
+  for (let i = 0; i < k; i++) {
+    let s = randomSubnet(r);
+    while (used.has(s)) s = randomSubnet(r);
+    used.add(s);
+    cap.push(held / k); sub.push(s); hist.push(0);
+  }
+  const net = makeNet(cap, sub);
+  const sm = new Uint8Array(net.n);
+  for (let i = net.n - k; i < net.n; i++) sm[i] = 1;
+  const declared = Float64Array.from(net.capacity, (c, i) => (sm[i] ? ATTACKER_DECLARED : c));
+  const l = new Ledger(net, rule, hist, declared);
+  // Honest relays start at their expected credit (as in the warm-up); the new identities at 0.
+  for (let i = net.n - k; i < net.n; i++) l.prev[i] = 0;
+  const cells = new Float64Array(net.a.length);
+  const tr = rng(seed * 977 + 3);
+  const share: number[] = [], removed: number[] = [];
+  let epochs = 0;
+  for (let e = 0; e < o.maxEpochs; e++) {
+    honestTraffic(net, 1.5, tr, cells);
+    fabricate(net, sm, cells);
+    const c = l.epoch(cells, WARMUP + e);
+    share.push(shareOf(c, sm));
+    removed.push(medianHonestRemoved(l, sm));
+    epochs = e + 1;
+    if (converged(share, Math.max(o.minEpochs, rule.params.newRelayEpochs + 2 * TAIL))) break;
+  }
+  return { strategy: 'sybil', f, seed, gain: tailMean(share) / tailMean(baseTrack.share), removed: tailMean(removed), owed: medianHonestOwedEpochs(l, sm), epochs };
+}
+
+/** Honest heavy-tailed traffic (σ_c = 2.5), no attack: what the bounds take from honest relays. */
+function runHeavy(o: Opts, seed: number, net: Net, coal: Uint8Array[], capShare: number[], rule: RuleChoice): SeedResult[] {
+  const l = new Ledger(net, rule, new Array<number>(net.n).fill(100), Float64Array.from(net.capacity));
+  const cells = new Float64Array(net.a.length);
+  const tr = rng(seed * 389 + 11);
+  const share = coal.map((): number[] => []);
+  const removed: number[] = [];
+  let epochs = 0;
+  for (let e = 0; e < WARMUP + o.maxEpochs; e++) {
+    honestTraffic(net, 2.5, tr, cells);
+    const c = l.epoch(cells, e);
+    if (e < WARMUP) continue;
+    coal.forEach((m, i) => share[i].push(shareOf(c, m)));
+    removed.push(medianHonestRemoved(l, new Uint8Array(net.n)));
+    epochs = e - WARMUP + 1;
+    if (share.every((s) => converged(s, o.minEpochs))) break;
+  }
+  return coal.map((_, i) => ({ strategy: 'honest-heavy', f: o.fractions[i], seed, gain: tailMean(share[i]) / capShare[i], removed: tailMean(removed), owed: medianHonestOwedEpochs(l, new Uint8Array(net.n)), epochs }));
+}
+
+// ---------------------------------------------------------------- main
+
+const LABEL: Record<string, string> = {
+  fabricated: 'fabricated receipts among the coalition',
+  amplification: 'amplification (honest peers sign counted + link slack)',
+  sybil: 'Sybil split (one operator, many new identities)',
+  onoff: 'on/off (earn, vanish, return)',
+  capture: 'weight capture: coalition guard+exit circuits ÷ f²',
+  'honest-heavy': 'honest, heavy-tailed (σ_c = 2.5), no attack',
+  honest: 'honest, moderate (σ_c = 1.5), no attack',
+};
+const ORDER = ['fabricated', 'amplification', 'sybil', 'onoff', 'capture', 'honest-heavy', 'honest'];
+
+/** Run one seed in a child process (the seeds are independent; two cores run two at once). */
+function runChild(seed: number, argv: string[]): Promise<SeedResult[]> {
+  const runTs = fileURLToPath(new URL('../bin/run-ts.js', import.meta.url));
+  const self = fileURLToPath(import.meta.url);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [runTs, self, ...argv, '--worker-seed', String(seed)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.on('error', reject);
+    child.on('close', (code) => code === 0 ? resolve(JSON.parse(out) as SeedResult[]) : reject(new Error(`seed ${seed}: exit ${code}`)));
+  });
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const o = parseArgs(argv);
+  // The scale model (SPEC §8.8): n relays standing for scaleOf; bandwidths (capacities, B_new, Sybil
+  // size) × n / scaleOf, so that pair counts, and so every per-pair quantity of the rule, are those of
+  // the full network.
+  const scale = o.relays / o.scaleOf;
+  const rule: RuleChoice = o.rule === 'dispersion'
+    ? { kind: 'dispersion', params: { ...DEFAULT_BOUNDS, epochSeconds: EPOCH_SECONDS, newRelayBandwidth: DEFAULT_BOUNDS.newRelayBandwidth * scale, ...o.dispersion } }
+    : { kind: 'pair', params: { ...DEFAULT_PAIR_RULE, epochSeconds: EPOCH_SECONDS, newRelayBandwidth: DEFAULT_PAIR_RULE.newRelayBandwidth * scale, ...o.pair } };
+  if (o.workerSeed !== undefined) {
+    process.stdout.write(JSON.stringify(runSeed(o, o.workerSeed, rule)));
+    return;
+  }
+  const all: SeedResult[] = [];
+  if (o.workers > 1 && o.seeds.length > 1) {
+    const queue = [...o.seeds];
+    const results = new Map<number, SeedResult[]>();
+    await Promise.all(Array.from({ length: Math.min(o.workers, queue.length) }, async () => {
+      for (let seed = queue.shift(); seed !== undefined; seed = queue.shift()) {
+        results.set(seed, await runChild(seed, argv));
+        process.stderr.write(`seed ${seed} done\n`);
+      }
+    }));
+    for (const seed of o.seeds) all.push(...results.get(seed)!);
+  } else {
+    for (const seed of o.seeds) {
+      all.push(...runSeed(o, seed, rule));
+      process.stderr.write(`seed ${seed} done\n`);
+    }
+  }
+  const rows: Row[] = [];
+  for (const s of ORDER) for (const f of o.fractions) {
+    const xs = all.filter((r) => r.strategy === s && r.f === f);
+    if (!xs.length) continue;
+    const mean = (g: (r: SeedResult) => number) => xs.reduce((p, r) => p + g(r), 0) / xs.length;
+    rows.push({
+      strategy: s, f,
+      gain: mean((r) => r.gain), gainWorst: Math.max(...xs.map((r) => r.gain)),
+      medianHonestCreditRemoved: mean((r) => r.removed), medianHonestCreditRemovedWorst: Math.max(...xs.map((r) => r.removed)),
+      medianHonestOwedEpochs: Math.max(...xs.map((r) => r.owed)),
+      epochs: Math.max(...xs.map((r) => r.epochs)),
+      perSeed: xs.map((r) => ({ seed: r.seed, gain: r.gain, removed: r.removed, epochs: r.epochs })),
+    });
+  }
+  const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+  const table = [
+    `relays ${o.relays} (scale model of ${o.scaleOf}), seeds ${o.seeds.join(',')}, rule ${rule.kind} ${JSON.stringify(rule.params)}`,
+    '| strategy | f | gain (mean) | gain (worst seed) | median honest relay: credit removed (mean) | (worst seed) | median honest relay: owed, epochs of its traffic (worst seed) | epochs |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${LABEL[r.strategy]} | ${pct(r.f)} | ${r.gain.toFixed(3)} | ${r.gainWorst.toFixed(3)} | ${pct(r.medianHonestCreditRemoved)} | ${pct(r.medianHonestCreditRemovedWorst)} | ${r.medianHonestOwedEpochs.toFixed(2)} | ${r.epochs} |`),
+  ].join('\n') + '\n';
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ model: { relays: o.relays, scaleOf: o.scaleOf, seeds: o.seeds, epochSeconds: EPOCH_SECONDS, utilisation: UTILISATION, rule: rule.kind, params: rule.params }, rows }) + '\n');
+    process.stderr.write(table);
+  } else process.stdout.write(table);
+}
+
+main().catch((e: unknown) => { process.stderr.write(`${(e as Error).stack ?? String(e)}\n`); process.exit(1); });

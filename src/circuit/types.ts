@@ -1,0 +1,53 @@
+// The public types of the circuit switch (SPEC.md §7b): its limits, the hooks a node plugs into
+// it, and what those hooks are handed. Owned here so that the switch (switch.ts), the circuits it
+// dispatches to (relay-circuit.ts) and the nodes that run it (relay/, storage/) import them from
+// one place, and neither switch.ts nor relay-circuit.ts needs the other for them.
+import type { CellChannel } from '../link/cell-channel';
+import type { BeginBody, ConnectedBody, ResolvedAnswer } from '../wire/messages';
+import type { CircuitStream } from './stream';
+
+export interface SwitchLimits {
+  /** Circuits one link may hold open (as either side). */
+  maxCircuitsPerLink: number;
+  /** Cells one circuit may queue per direction while a link is congested. */
+  maxQueuedCellsPerCircuit: number;
+  /** Streams one circuit may hold open at this node. */
+  maxStreamsPerCircuit: number;
+}
+
+/** Where an EXTEND2 asks to go (SPEC.md §7b.3). */
+export interface ExtendTarget {
+  identity: Buffer;
+  addresses: Array<{ host: string; port: number }>;
+}
+
+/** A stream a client opened at this node (BEGIN, BEGIN_DIR, BEGIN_STORAGE). */
+export interface IncomingStream {
+  kind: 'begin' | 'begin_dir' | 'begin_storage';
+  /** For 'begin': where to connect. */
+  begin: BeginBody | null;
+  stream: CircuitStream;
+  /** The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. */
+  oneHop: boolean;
+  /** Send CONNECTED (optionally with the address connected to) and let data flow. */
+  accept(connected?: ConnectedBody): void;
+  /** Send END(reason) and drop the stream. */
+  refuse(reason: number): void;
+}
+
+/** What a node plugs into its circuit switch; `C` is the channel type the node's links use. */
+export interface SwitchHooks<C extends CellChannel = CellChannel> {
+  /** DoS: may this link create one more circuit now? */
+  allowCircuit?(ch: C): boolean;
+  /**
+   * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
+   * policy allows). Absent: this node never extends. Reject with a BitcloudError; its code
+   * picks the DESTROY reason (destroyReasonForExtendFailure in end-reasons.ts: OR_IDENTITY for
+   * the identity and address refusals, else CONNECTFAILED).
+   */
+  extend?(target: ExtendTarget, from: C): Promise<C>;
+  /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
+  onStream?(s: IncomingStream): void;
+  /** RESOLVE (exits only). Absent: answered with a non-transient error. */
+  resolve?(host: string): Promise<ResolvedAnswer[]>;
+}

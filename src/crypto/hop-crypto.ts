@@ -1,0 +1,30 @@
+// SPEC.md §5: the interface of relay cryptography, one hop of one circuit at a time. Its owner is
+// this module, so that an algorithm (tor1.ts today, Counter Galois Onion later) implements it
+// without importing the factories of relay-crypto.ts that choose the algorithm.
+//
+// Every method works IN PLACE on the 509-byte relay payload of a RELAY / RELAY_EARLY cell (a
+// view into the cell buffer). They run once per cell per hop: the hot path.
+
+/** The client's state for one hop of one circuit (both directions). */
+export interface ClientHopCrypto {
+  /** Set the integrity fields (recognized, digest) of a payload this client sends to this hop. */
+  originate(payload: Buffer): void;
+  /** Add this hop's layer to an outbound payload (the client applies the layers last hop first). */
+  encryptOutbound(payload: Buffer): void;
+  /** Remove this hop's layer from an inbound payload; true when this hop sent it (recognized). */
+  decryptInbound(payload: Buffer): boolean;
+  /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
+  lastDigest(): Buffer;
+}
+
+/** A relay's state for its own hop of one circuit (both directions). */
+export interface RelayHopCrypto {
+  /** Remove this hop's layer from an outbound payload; true when the cell is for this hop. */
+  decryptOutbound(payload: Buffer): boolean;
+  /** Set the integrity fields of a payload this relay sends back toward the client. */
+  originate(payload: Buffer): void;
+  /** Add this hop's layer to an inbound payload (originated here or passing through). */
+  encryptInbound(payload: Buffer): void;
+  /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
+  lastDigest(): Buffer;
+}
