@@ -244,6 +244,9 @@ export const ERROR_CODES = {
   },
   /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
   STORAGE: {
+    AUDIT_ANSWER_MALFORMED: 'protocol_violation',
+    AUDIT_PROOF_INVALID: 'integrity',
+    AUDIT_REPLAYED: 'integrity',
     CAP_MALFORMED: 'bad_input',
     CHUNK_AUTH_FAILED: 'integrity',
     CHUNK_TOO_FEW_SHARES: 'unreachable',
@@ -251,6 +254,7 @@ export const ERROR_CODES = {
     FOLDER_NESTED: 'protocol_violation',
     FOLDER_PATH_INVALID: 'bad_input',
     FOLDER_TOO_LARGE: 'resource_limit',
+    KEEPER_STATE_CORRUPT: 'integrity',
     MANIFEST_MALFORMED: 'protocol_violation',
     MANIFEST_NOT_FOUND: 'not_found',
     NAME_BAD_SIGNATURE: 'integrity',
@@ -284,6 +288,8 @@ export const ERROR_CODES = {
     STORAGE_MANIFEST_TOO_LARGE: 'bad_input',
     STORAGE_PUT_FAILED: 'unreachable',
     STORAGE_REMOTE_UNKNOWN: 'protocol_violation',
+    VERIFY_RECORD_MALFORMED: 'protocol_violation',
+    VERIFY_RECORD_NOT_FOUND: 'not_found',
     STORAGE_TIMEOUT: 'timeout',
   },
   /** The proxy's gateway answering HTTP for `.bitcloud` hosts from storage (SPEC.md §9.16). */

@@ -48,6 +48,8 @@ export async function handleRequest(store: ShareStore, req: StorageRequest, ctx:
         // SPEC.md §9.14.1: name lookups on the client's behalf; nodes without a DHT refuse them.
         if (!names) throw err('DHT_NO_NODES', 'this node runs no DHT');
         return await names.handle(req);
+      case 'challenge':
+        return { type: 'challenge', answer: await store.auditChallenge(req.id, req.nonce, req.blocks) };
     }
   } catch (e) {
     store.metrics.errors.inc({ code: errorCode(e) });

@@ -12,6 +12,8 @@ import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { MAX_SHARE_BYTES, checkShare, shareIdHex } from '../src/storage/share';
 import { auditProof } from '../src/storage/protocol';
+import { auditBlockCount, proveBlocks } from '../src/storage/audit';
+import { encodeAuditAnswer } from '../src/wire/audit-answer';
 import { LeaseJournal, type LeaseRecord } from './lease-journal';
 import { StorageMetrics } from './metrics';
 
@@ -214,15 +216,15 @@ export class ShareStore {
   }
 
   /** The whole share, verified (from the cache, or read from disk and hashed). */
-  async read(id: Buffer): Promise<Buffer> {
+  async read(id: Buffer, opts: { fromDisk?: boolean } = {}): Promise<Buffer> {
     const hex = shareIdHex(id);
     if (!this.live(hex)) throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
-    const cached = this.cache?.get(hex);
+    const cached = opts.fromDisk ? undefined : this.cache?.get(hex);
     if (cached) {
       this.metrics.cacheLookups.inc({ result: 'hit' });
       return cached;
     }
-    if (this.cache) this.metrics.cacheLookups.inc({ result: 'miss' });
+    if (this.cache && !opts.fromDisk) this.metrics.cacheLookups.inc({ result: 'miss' });
     let data: Buffer;
     try {
       data = await fsp.readFile(this.sharePath(hex));
@@ -273,6 +275,19 @@ export class ShareStore {
   /** Proof of holding the share: BLAKE2b-256(nonce | share bytes), from verified bytes. */
   async audit(id: Buffer, nonce: Buffer): Promise<Buffer> {
     return auditProof(nonce, await this.read(id));
+  }
+
+  /**
+   * Answer an audit challenge (SPEC.md §9.17.2): the named blocks of the verified share with their
+   * Merkle paths and the challenge's nonce, in the layout of §9.17.3. A block past the end of the
+   * share is STORAGE_BAD_REQUEST.
+   */
+  async auditChallenge(id: Buffer, nonce: Buffer, blocks: readonly number[]): Promise<Buffer> {
+    // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.17.2).
+    const data = await this.read(id, { fromDisk: true });
+    const count = auditBlockCount(data.length);
+    if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });
+    return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: proveBlocks(data, blocks) });
   }
 
   stat(): StoreStat {

@@ -11,6 +11,7 @@ await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, re
   .command((await import('../client/commands/put')).putCommandModule)
   .command((await import('../client/commands/get')).getCommandModule)
   .command((await import('../client/commands/renew')).renewCommandModule)
+  .command((await import('../client/commands/keep')).keepCommandModule)
   .command((await import('../client/commands/publish')).publishCommandModule)
   .command((await import('../client/commands/resolve')).resolveCommandModule)
   .command((await import('../client/commands/rewards')).rewardsCommandModule)

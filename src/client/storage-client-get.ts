@@ -15,8 +15,8 @@ import { MODERATION_REFUSALS } from '../moderation/enforce';
 import type { Capability } from '../storage/capability';
 import { ChunkKind, decodeChunk } from '../storage/encode';
 import { shareSizeFor } from '../storage/erasure';
-import { chunkOffsets, plainLen, type Layout, type Manifest } from '../storage/manifest';
-import { openManifest, openRoot } from '../storage/seal';
+import { chunkOffsets, plainLen, type Layout, type Manifest, type Root } from '../storage/manifest';
+import { openManifest, openRootRecord } from '../storage/seal';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { checkShare } from '../storage/share';
 import type { StorageClient } from './storage-client';
@@ -196,6 +196,11 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
 
 /** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. */
 export async function fetchRoot(client: StorageClient, cap: Capability, stats: GetStats): Promise<Layout> {
+  return (await fetchRootRecord(client, cap, stats)).manifest;
+}
+
+/** fetchRoot, returning the whole root record (with the verify record's id, SPEC.md §9.18). */
+export async function fetchRootRecord(client: StorageClient, cap: Capability, stats: GetStats): Promise<Root> {
   let lastCorrupt: BitcloudError | null = null;
   let refusal: BitcloudError | null = null; // a moderation refusal (SPEC.md §10.6), reported if nothing else works
   for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
@@ -210,7 +215,7 @@ export async function fetchRoot(client: StorageClient, cap: Capability, stats: G
       continue;
     }
     try {
-      return openRoot(cap.fileKey, cap.manifestId, data);
+      return openRootRecord(cap.fileKey, cap.manifestId, data);
     } catch (e) {
       if (isBitcloudError(e, 'SHARE_HASH_MISMATCH')) { stats.corruptShares++; lastCorrupt = e; continue; }
       throw e; // CHUNK_AUTH_FAILED (wrong key) or MANIFEST_MALFORMED: no other copy can differ

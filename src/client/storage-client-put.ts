@@ -6,9 +6,10 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
 import { DEFAULT_CODING, type Coding } from '../storage/coding';
-import type { Share } from '../storage/encode';
+import { ChunkKind, type Share } from '../storage/encode';
+import { formatVerifyCapability, sealWithVerifyRecord, verifyChunkOf } from '../storage/verify-cap';
+import type { VerifyChunk } from '../wire/verify-record';
 import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey } from '../storage/file-encoder';
-import { sealManifest } from '../storage/seal';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
 import { MAX_TEXT_BYTES } from '../storage/manifest';
@@ -33,6 +34,8 @@ export interface PutOptions {
 
 export interface PutResult {
   capability: string;
+  /** SPEC.md §9.18: the verify/repair capability (check, renew and repair without the read key). */
+  verifyCapability: string;
   /** 64 hex: the manifest id. */
   manifestId: string;
   size: number;
@@ -128,7 +131,11 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   let done = 0;
   o.onProgress?.(0, st.size);
 
+  // SPEC.md §9.18: per data chunk, the share ids and audit roots for the verify record.
+  const verifyChunks: VerifyChunk[] = [];
+
   const dispatch = async (shares: Share[], plainLen: number): Promise<void> => {
+    verifyChunks.push(verifyChunkOf(ChunkKind.DATA, verifyChunks.length, shares));
     while (inflight.size >= window && !failure) await Promise.race(inflight);
     if (failure) throw failure;
     const p: Promise<void> = storeChunk(client, shares, tally).then(() => {
@@ -152,11 +159,13 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   }
 
   const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass });
-  const sealed = sealManifest(fileKey, manifest);
+  const { sealed, verify, verifyKey } = sealWithVerifyRecord(fileKey, manifest, verifyChunks);
   for (const c of sealed.chunks) await storeChunk(client, c.shares, tally);
+  await storeRoot(client, verify, coding.n, tally);
   await storeRoot(client, sealed.root, coding.n, tally);
   return {
     capability: formatCapability({ manifestId: sealed.manifestId, fileKey }),
+    verifyCapability: formatVerifyCapability({ manifestId: sealed.manifestId, verifyId: verify.id, verifyKey }),
     manifestId: sealed.manifestId.toString('hex'),
     size: manifest.layout.size,
     chunks: manifest.layout.chunks.length,

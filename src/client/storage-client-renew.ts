@@ -11,7 +11,7 @@ import { MAX_IDS_PER_REQUEST } from '../storage/protocol';
 import { placeChunk, rankNodes } from '../storage/placement';
 import type { Layout } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
-import { fetchRoot, fetchManifest, type GetStats } from './storage-client-get';
+import { fetchRootRecord, fetchManifest, type GetStats } from './storage-client-get';
 
 export interface RenewResult {
   /** Distinct shares of the file (root, manifest and data shares). */
@@ -30,7 +30,8 @@ export interface RenewResult {
 
 export async function renewFile(client: StorageClient, cap: Capability, leaseSeconds = 0): Promise<RenewResult> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
-  const rootLayout = await fetchRoot(client, cap, stats);
+  const rootRecord = await fetchRootRecord(client, cap, stats);
+  const rootLayout = rootRecord.manifest;
   const manifest = await fetchManifest(client, cap, stats, rootLayout);
   const layouts: Layout[] = [rootLayout, manifest.layout];
   const nodes = client.fingerprints;
@@ -45,6 +46,8 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
     for (const fp of rankNodes(id, nodes).slice(0, depth)) set.add(fp);
   };
   ask(cap.manifestId, undefined, Math.min(nodes.length, 10));
+  // SPEC.md §9.18: the verify record is stored whole like the root.
+  if (rootRecord.verifyId) ask(rootRecord.verifyId, undefined, Math.min(nodes.length, 10));
   const chunks: { ids: string[]; k: number }[] = [];
   for (const layout of layouts) {
     const { k, n } = layout.coding;

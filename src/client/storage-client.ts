@@ -4,6 +4,7 @@
 // a node that cannot be reached is marked dead for the rest of the run. Per-node throughput is
 // measured so downloads can prefer the fastest nodes.
 import type { Duplex } from 'node:stream';
+import { auditShare, type AuditCommitment, type AuditOptions, type AuditResult } from '../storage/auditor';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
 import { silentLogger, type Logger } from '../ops/log';
 import type { ConsensusRelay } from '../dir/types';
@@ -98,6 +99,11 @@ export class StorageClient {
     const prev = this.speed.get(fp);
     this.speed.set(fp, prev === undefined ? s : 0.7 * prev + 0.3 * s);
     return r.data;
+  }
+
+  /** SPEC.md §9.17: audit one share held by `fp` against its audit root; never throws for the node's faults. */
+  auditShare(fp: string, c: AuditCommitment, opts: AuditOptions = {}): Promise<AuditResult> {
+    return auditShare((req) => this.request(fp, req), c, opts);
   }
 
   async stat(fp: string): Promise<Answer<'stat'>> {

@@ -11,16 +11,18 @@ import { err } from '../errors';
 import type { Capability } from '../storage/capability';
 import { DEFAULT_CODING, type Coding } from '../storage/coding';
 import { DEFAULT_CHUNK_SIZE, FileEncoder } from '../storage/file-encoder';
-import { sealManifest } from '../storage/seal';
+import { ChunkKind, type Share } from '../storage/encode';
+import { sealWithVerifyRecord, verifyChunkOf } from '../storage/verify-cap';
+import type { VerifyChunk } from '../wire/verify-record';
 import { isPublicClass, PUBLIC_CONTENT_KEY } from './policy';
 import { manifestName } from '../client/storage-client-put';
 import type { StorageClient } from '../client/storage-client';
-import { fetchManifest, fetchRoot, type GetStats } from '../client/storage-client-get';
+import { fetchManifest, fetchRootRecord, type GetStats } from '../client/storage-client-get';
 
 export interface ContentIds {
   /** The manifest id (the id of the root share). */
   manifestId: Buffer;
-  /** Share ids of the manifest's chunks (depend on the file name, like the manifest id). */
+  /** Share ids of the manifest's chunks and of the verify record (SPEC.md §9.18; depend on the file name, like the manifest id). */
   manifestShares: Buffer[];
   /** Share ids of the file's data chunks: what denies the bytes under any name. */
   dataShares: Buffer[];
@@ -32,12 +34,13 @@ export interface ContentIds {
 /** Every id a content deny lists for the file `cap` names (distinct, in file order). */
 export async function contentIds(client: StorageClient, cap: Capability): Promise<ContentIds> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
-  const root = await fetchRoot(client, cap, stats);
+  const rec = await fetchRootRecord(client, cap, stats);
+  const root = rec.manifest;
   const manifest = await fetchManifest(client, cap, stats, root);
   const distinct = (ids: Buffer[]) => [...new Map(ids.map((id) => [id.toString('hex'), id])).values()];
   return {
     manifestId: cap.manifestId,
-    manifestShares: distinct(root.chunks.flatMap((c) => c.shareIds)),
+    manifestShares: distinct([...root.chunks.flatMap((c) => c.shareIds), ...(rec.verifyId ? [rec.verifyId] : [])]),
     dataShares: distinct(manifest.layout.chunks.flatMap((c) => c.shareIds)),
     contentClass: manifest.contentClass,
     chunkSize: manifest.layout.chunkSize,
@@ -61,18 +64,23 @@ export async function fileContentIds(file: string, o: { contentClass: string; co
   const coding = o.coding ?? DEFAULT_CODING;
   const enc = new FileEncoder({ fileKey: PUBLIC_CONTENT_KEY, coding, chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE });
   const data: Buffer[] = [];
+  const verifyChunks: VerifyChunk[] = [];
+  const add = (shares: Share[]) => {
+    data.push(...shares.map((s) => s.id));
+    verifyChunks.push(verifyChunkOf(ChunkKind.DATA, verifyChunks.length, shares));
+  };
   try {
-    for await (const buf of fs.createReadStream(file)) for (const c of enc.push(buf as Buffer)) data.push(...c.shares.map((s) => s.id));
+    for await (const buf of fs.createReadStream(file)) for (const c of enc.push(buf as Buffer)) add(c.shares);
   } catch (e) {
     throw err('IO_NOT_FOUND', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, undefined, e);
   }
-  for (const c of enc.end()) data.push(...c.shares.map((s) => s.id));
+  for (const c of enc.end()) add(c.shares);
   const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass });
-  const sealed = sealManifest(PUBLIC_CONTENT_KEY, manifest);
+  const { sealed, verify } = sealWithVerifyRecord(PUBLIC_CONTENT_KEY, manifest, verifyChunks);
   const distinct = (ids: Buffer[]) => [...new Map(ids.map((id) => [id.toString('hex'), id])).values()];
   return {
     manifestId: sealed.manifestId,
-    manifestShares: distinct(sealed.chunks.flatMap((c) => c.shares.map((s) => s.id))),
+    manifestShares: distinct([...sealed.chunks.flatMap((c) => c.shares.map((s) => s.id)), verify.id]),
     dataShares: distinct(data),
     contentClass: o.contentClass,
     chunkSize: enc.chunkSize,

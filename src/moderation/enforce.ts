@@ -129,6 +129,7 @@ export function makePolicyCheck(subs: SubscriptionView): PolicyCheck {
       }
       case 'get':
       case 'audit':
+      case 'challenge':
         for (const m of subs.moderators) {
           if (subs.policy(m)?.deny.deniesId(req.id)) refuse('POLICY_DENIED', m, 'share is on the denylist');
         }

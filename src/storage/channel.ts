@@ -95,6 +95,7 @@ function answerMismatch(req: StorageRequest, res: StorageResponse): string | nul
   if (req.type !== res.type) return `asked ${req.type}, answered ${res.type}`;
   if (req.type === 'has' && res.type === 'has' && res.present.length !== req.ids.length) return 'HAS answer of the wrong length';
   if (req.type === 'renew' && res.type === 'renew' && res.expiresAt.length !== req.ids.length) return 'RENEW answer of the wrong length';
+  if (req.type === 'challenge' && res.type !== 'challenge') return 'not an audit answer';
   if (req.type === 'get' && res.type === 'get') {
     if (res.offset !== req.offset) return 'GET answer at another offset';
     if (req.length !== 0 && res.data.length !== req.length) return 'GET answer of the wrong length';

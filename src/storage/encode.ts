@@ -11,7 +11,7 @@ export const FILE_KEY_BYTES = XCHACHA_KEY_BYTES;
 export const CHUNK_OVERHEAD = XCHACHA_NONCE_BYTES + XCHACHA_TAG_BYTES;
 
 /** What a chunk belongs to; part of the nonce derivation and the AD so one can never pass for another. */
-export const ChunkKind = { DATA: 1, MANIFEST: 2, ROOT: 3 } as const;
+export const ChunkKind = { DATA: 1, MANIFEST: 2, ROOT: 3, VERIFY: 4 } as const;
 export type ChunkKind = (typeof ChunkKind)[keyof typeof ChunkKind];
 
 const NONCE_KEY_LABEL = Buffer.from('bitcloud-storage-nonce-key-v1', 'ascii');

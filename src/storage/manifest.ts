@@ -35,6 +35,8 @@ export interface Manifest {
 export interface Root {
   version: typeof MANIFEST_VERSION;
   manifest: Layout;
+  /** SPEC.md §9.18: the verify record's share id (absent in roots written before verify records). */
+  verifyId?: Buffer;
 }
 
 const BAD = 'MANIFEST_MALFORMED';
@@ -155,11 +157,13 @@ export function decodeManifest(b: Uint8Array): Manifest {
 }
 
 export function encodeRoot(r: Root): Buffer {
-  return encodeProto(pb.Root, { version: r.version, manifest: layoutToProto(r.manifest) });
+  return encodeProto(pb.Root, { version: r.version, manifest: layoutToProto(r.manifest), ...(r.verifyId ? { verifyId: r.verifyId } : {}) });
 }
 
 /** Decode and check a root record. Anything invalid → MANIFEST_MALFORMED. */
 export function decodeRoot(b: Uint8Array): Root {
   const m = decodeProto(pb.Root, b, BAD);
-  return { version: checkVersion(m.version), manifest: layoutFromProto(m.manifest) };
+  const verifyId = Object.prototype.hasOwnProperty.call(m, 'verifyId') ? bytes(m.verifyId, BAD, 'verify_id') : Buffer.alloc(0);
+  if (verifyId.length !== 0 && verifyId.length !== 32) throw err(BAD, 'verify_id must be 32 bytes or absent');
+  return { version: checkVersion(m.version), manifest: layoutFromProto(m.manifest), ...(verifyId.length ? { verifyId } : {}) };
 }

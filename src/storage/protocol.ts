@@ -4,6 +4,7 @@ import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from
 import { blake2b } from '../crypto/primitives';
 import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
+import { MAX_AUDIT_BLOCKS } from './audit';
 
 export const MAX_IDS_PER_REQUEST = 1024;
 export const AUDIT_NONCE_MIN_BYTES = 16;
@@ -14,6 +15,8 @@ export const DHT_KEY_BYTES = 32;
 export const DHT_MAX_SALT_BYTES = 64;
 export const DHT_MAX_VALUE_BYTES = 999;
 export const DHT_SIG_BYTES = 64;
+/** Largest audit answer: 16 blocks of 4096 bytes with 32-deep paths, plus headers (SPEC.md §9.17.3). */
+export const MAX_AUDIT_ANSWER_BYTES = 76 + MAX_AUDIT_BLOCKS * (4 + 2 + 4096 + 1 + 32 * 32);
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
 export type StorageRequest =
@@ -24,7 +27,8 @@ export type StorageRequest =
   | { type: 'stat' }
   | { type: 'renew'; ids: Buffer[]; leaseSeconds: number }
   | { type: 'dhtGet'; publisher: Buffer; salt: Buffer }
-  | { type: 'dhtPut'; item: DhtItem };
+  | { type: 'dhtPut'; item: DhtItem }
+  | { type: 'challenge'; id: Buffer; nonce: Buffer; blocks: number[] };
 
 /** A BEP 44 mutable item as it crosses a storage stream (SPEC.md §9.14.1). */
 export interface DhtItem { publisher: Buffer; salt: Buffer; value: Buffer; seq: number; sig: Buffer }
@@ -38,6 +42,7 @@ export type StorageResponse =
   | { type: 'renew'; expiresAt: number[] }
   | { type: 'dhtGet'; item: DhtItem | null }
   | { type: 'dhtPut'; nodes: number }
+  | { type: 'challenge'; answer: Buffer }
   | { type: 'error'; code: string; message: string };
 
 export type RequestType = StorageRequest['type'];
@@ -60,6 +65,7 @@ export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
     case 'renew': body.renew = { ids: req.ids, leaseSeconds: req.leaseSeconds }; break;
     case 'dhtGet': body.dhtGet = { publisher: req.publisher, salt: req.salt }; break;
     case 'dhtPut': body.dhtPut = itemFields(req.item); break;
+    case 'challenge': body.auditChallenge = { id: req.id, nonce: req.nonce, blocks: req.blocks }; break;
   }
   return encodeProto(pb.Request, body);
 }
@@ -161,6 +167,18 @@ function requestBody(m: Loose): StorageRequest {
     }
     case 'dhtPut':
       return { type: 'dhtPut', item: dhtItem(msg(m.dhtPut)!, BAD_REQ) };
+    case 'auditChallenge': {
+      // SPEC.md §9.17.2: the nonce as for `audit`; 1..16 strictly ascending block indices.
+      const a = msg(m.auditChallenge)!;
+      const nonce = bytes(a.nonce, BAD_REQ, 'nonce');
+      if (nonce.length < AUDIT_NONCE_MIN_BYTES || nonce.length > AUDIT_NONCE_MAX_BYTES) {
+        throw err(BAD_REQ, `audit nonce must be ${AUDIT_NONCE_MIN_BYTES}..${AUDIT_NONCE_MAX_BYTES} bytes`);
+      }
+      const blocks = list(a.blocks).map((x) => u32(x, BAD_REQ, 'blocks'));
+      if (blocks.length < 1 || blocks.length > MAX_AUDIT_BLOCKS) throw err(BAD_REQ, `an audit challenge names 1..${MAX_AUDIT_BLOCKS} blocks`);
+      if (blocks.some((b, j) => j > 0 && b <= blocks[j - 1])) throw err(BAD_REQ, 'audit blocks must be strictly ascending');
+      return { type: 'challenge', id: id32(a.id, BAD_REQ), nonce, blocks };
+    }
     default:
       throw err(BAD_REQ, 'request has no known body');
   }
@@ -179,6 +197,7 @@ export function encodeResponse(reqId: number, res: StorageResponse): Buffer {
     case 'renew': body.renew = { expiresAt: res.expiresAt }; break;
     case 'dhtGet': body.dhtGet = res.item ? { found: true, ...itemFields(res.item) } : { found: false }; break;
     case 'dhtPut': body.dhtPut = { nodes: res.nodes }; break;
+    case 'challenge': body.auditChallenge = { answer: res.answer }; break;
     case 'error': body.error = { code: res.code, message: res.message }; break;
   }
   return encodeProto(pb.Response, body);
@@ -230,6 +249,11 @@ function responseBody(m: Loose): StorageResponse {
     }
     case 'dhtPut':
       return { type: 'dhtPut', nodes: u32(msg(m.dhtPut)!.nodes, BAD_RES, 'nodes') };
+    case 'auditChallenge': {
+      const answer = bytes(msg(m.auditChallenge)!.answer, BAD_RES, 'answer');
+      if (answer.length < 1 || answer.length > MAX_AUDIT_ANSWER_BYTES) throw err(BAD_RES, 'audit answer empty or too large');
+      return { type: 'challenge', answer };
+    }
     case 'error': {
       const e = msg(m.error)!;
       const code = str(e.code, BAD_RES, 'code');

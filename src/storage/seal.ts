@@ -4,7 +4,7 @@
 import { err } from '../errors';
 import type { Coding } from './coding';
 import { ChunkKind, decodeChunk, decryptChunk, encodeChunk, encryptChunk, type EncodedChunk, type Share } from './encode';
-import { decodeManifest, decodeRoot, encodeManifest, encodeRoot, MANIFEST_VERSION, type Layout, type Manifest } from './manifest';
+import { decodeManifest, decodeRoot, encodeManifest, encodeRoot, MANIFEST_VERSION, type Layout, type Manifest, type Root } from './manifest';
 import { MAX_CHUNK_SIZE, MAX_SHARE_BYTES, shareId, verifyShare } from './share';
 
 export interface SealedManifest {
@@ -22,7 +22,7 @@ export interface SealedManifest {
 export const DEFAULT_MANIFEST_CHUNK_SIZE = 1024 * 1024;
 
 /** Encrypt and encode a manifest. Its chunks use `coding` (default: the file's) and `chunkSize`. */
-export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { coding?: Coding; chunkSize?: number } = {}): SealedManifest {
+export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { coding?: Coding; chunkSize?: number; verifyId?: Buffer } = {}): SealedManifest {
   const coding = opts.coding ?? manifest.layout.coding;
   const chunkSize = opts.chunkSize ?? DEFAULT_MANIFEST_CHUNK_SIZE;
   if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw err('STORAGE_BAD_MANIFEST_INPUT', `chunk size must be 1..${MAX_CHUNK_SIZE}`);
@@ -35,7 +35,7 @@ export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { co
     size: bytes.length, chunkSize, coding,
     chunks: chunks.map((c) => ({ encLen: c.encLen, shareIds: c.shares.map((s) => s.id) })),
   };
-  const rootBytes = encryptChunk(fileKey, 0, encodeRoot({ version: MANIFEST_VERSION, manifest: layout }), ChunkKind.ROOT);
+  const rootBytes = encryptChunk(fileKey, 0, encodeRoot({ version: MANIFEST_VERSION, manifest: layout, ...(opts.verifyId ? { verifyId: opts.verifyId } : {}) }), ChunkKind.ROOT);
   if (rootBytes.length > MAX_SHARE_BYTES) throw err('STORAGE_MANIFEST_TOO_LARGE', 'root record does not fit in one share; use a larger chunk size');
   const manifestId = shareId(rootBytes);
   return { manifestId, root: { id: manifestId, bytes: rootBytes }, layout, chunks };
@@ -47,8 +47,13 @@ export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { co
  * the manifest's chunks are.
  */
 export function openRoot(fileKey: Uint8Array, manifestId: Uint8Array, rootShare: Uint8Array): Layout {
+  return openRootRecord(fileKey, manifestId, rootShare).manifest;
+}
+
+/** openRoot, returning the whole root record (with the verify record's id, SPEC.md §9.18). */
+export function openRootRecord(fileKey: Uint8Array, manifestId: Uint8Array, rootShare: Uint8Array): Root {
   verifyShare(manifestId, rootShare);
-  return decodeRoot(decryptChunk(fileKey, 0, rootShare, ChunkKind.ROOT)).manifest;
+  return decodeRoot(decryptChunk(fileKey, 0, rootShare, ChunkKind.ROOT));
 }
 
 /** Decode manifest chunk `index` from its shares (any k good ones), like decodeChunk for data. */

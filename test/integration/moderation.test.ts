@@ -294,7 +294,7 @@ describe('a class only one node admits (SPEC.md §9.9, §10.8)', () => {
     }
     const after = await Promise.all(nodes.map(shareCount));
     for (const i of [0, 1, 2, 3, 4, 5, 7]) expect(after[i]).toBe(before[i]);
-    expect(after[6]).toBe(before[6] + 20 * 3); // root, manifest share, data share of each
+    expect(after[6]).toBe(before[6] + 20 * 4); // root, verify record (SPEC.md §9.18), manifest share, data share of each
     const down = await openStorageSession({ config: clientConfig, direct: true });
     try {
       expect(down.client.fingerprints).toHaveLength(8);
@@ -330,11 +330,11 @@ describe('deny by content (SPEC.md §10.3)', () => {
     const view = lastJson(ids);
     expect(view).toMatchObject({ ok: true, manifestId: parseCapability(cap).manifestId.toString('hex'), contentClass: 'public-music', coding: { k: 1, n: 1 } });
     expect(view.dataShares).toHaveLength(1);
-    expect(view.manifestShares).toHaveLength(1);
+    expect(view.manifestShares).toHaveLength(2); // the manifest's share and the verify record (SPEC.md §9.18)
 
     const d = await cli(['moderator', 'deny-content', cap, '--data-dir', Q.dir, '--config', clientConfig, '--json']);
     expect(d.code, d.stderr + d.stdout).toBe(0);
-    expect(lastJson(d)).toMatchObject({ ok: true, added: 3, ids: 3, dataShares: 1 });
+    expect(lastJson(d)).toMatchObject({ ok: true, added: 4, ids: 4, dataShares: 1 });
     // The working policy and the published list hold double hashes only, never the ids.
     const working = fs.readFileSync(path.join(Q.dir, 'policy.json'), 'utf8');
     for (const id of [view.manifestId, ...view.dataShares]) expect(working).not.toContain(id);
@@ -384,7 +384,7 @@ describe('approvals, tags and allow-only nodes (SPEC.md §10.3.2, §10.6)', () =
     const ok = await cli(putArgs);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
     expect(lastJson(ok).capability).toBe(approvedCap); // the ids the publisher computed are the ones stored
-    expect(await shareCount(lectureNode())).toBe(3);
+    expect(await shareCount(lectureNode())).toBe(4); // root, verify record, manifest share, data share
     // Other content of the class is still refused there.
     const other = path.join(dnet.dir, 'other-lecture.bin');
     fs.writeFileSync(other, randomBytes(30_000));

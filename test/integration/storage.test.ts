@@ -368,6 +368,68 @@ describe('names in the private DHT (SPEC.md §9.14)', () => {
   }, 180_000);
 });
 
+describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () => {
+  it('keep add/run/status: renews, audits over circuits, catches a deleted share and rebuilds it on another node', async () => {
+    const before = new Map<string, Set<string>>();
+    for (const n of nodes) before.set(n.name, new Set((await shareFiles(n.dataDir)).map((f) => path.basename(f))));
+    const file = path.join(dnet.dir, 'kept.bin');
+    const data = randomBytes(200 * 1024 + 3);
+    await fsp.writeFile(file, data);
+    // 2-of-4 on 6 nodes: two nodes hold no share of a chunk, so a lost share has somewhere to go.
+    const put = await cli(['put', file, '-k', '2', '-n', '4', '--chunk-size', '65536', '--json']);
+    expect(put.code, put.stderr).toBe(0);
+    const { capability, verifyCapability, manifestId } = json(put);
+    expect(verifyCapability).toMatch(/^bitcloud-verify:/);
+
+    // Added from the read capability: the keeper derives and stores only the verify capability.
+    const add = await cli(['keep', 'add', capability, '--json']);
+    expect(add.code, add.stderr).toBe(0);
+    expect(json(add)).toMatchObject({ ok: true, added: true, manifestId, verifyCapability });
+    const kept = fs.readFileSync(path.join(dnet.dir, 'client', 'keeper.json'), 'utf8');
+    expect(kept).not.toContain(capability.split('#')[1]);
+
+    const now = Math.floor(Date.now() / 1000);
+    const run1 = await cli(['keep', 'run', '--once', '--lease-seconds', String(30 * 86_400), '--json']);
+    expect(run1.code, run1.stderr).toBe(0);
+    const f1 = json(run1).files[0];
+    // 4 data chunks + 1 manifest chunk, 4 shares each, plus the root and the verify record.
+    expect(f1).toMatchObject({ manifestId, shares: 22, healthy: 22, repaired: 0, lost: 0, auditFailures: 0 });
+    expect(f1.expiresAt).toBeGreaterThanOrEqual(now + 30 * 86_400);
+
+    // A node deletes one of the file's chunk shares.
+    let victim: { node: StorageNodeSetup; file: string } | null = null;
+    for (const n of nodes) {
+      if (!n.daemon) continue;
+      const fresh = (await shareFiles(n.dataDir)).filter((f) => !before.get(n.name)!.has(path.basename(f)) && path.basename(f) !== manifestId);
+      // Skip the verify record: it is the one whole share besides the root; chunk shares come in 4s.
+      const chunkShare = fresh.find((f) => nodes.filter((m) => m.daemon).some((m) => m !== n && fs.existsSync(path.join(m.dataDir, path.relative(n.dataDir, f)))) === false);
+      if (chunkShare) { victim = { node: n, file: chunkShare }; break; }
+    }
+    expect(victim).not.toBeNull();
+    await fsp.rm(victim!.file);
+
+    const run2 = await cli(['keep', 'run', '--once', '--json']);
+    expect(run2.code, run2.stderr).toBe(0);
+    const f2 = json(run2).files[0];
+    expect(f2).toMatchObject({ healthy: 21, repaired: 1, lost: 0, unrecoverableChunks: 0 });
+    expect(f2.auditFailures).toBeGreaterThanOrEqual(1);
+    // Not due for renewal (30 days left, default margin 2 days): the expiry is the one of run 1.
+    expect(f2.expiresAt).toBe(f1.expiresAt);
+    const holders = nodes.filter((n) => fs.existsSync(path.join(n.dataDir, path.relative(victim!.node.dataDir, victim!.file))));
+    expect(holders.map((n) => n.name)).not.toContain(victim!.node.name);
+    expect(holders.length).toBe(1);
+
+    // State survives: status (a separate process) reads what run wrote.
+    const st = await cli(['keep', 'status', '--json']);
+    expect(st.code).toBe(0);
+    expect(json(st).files[0]).toMatchObject({ manifestId, healthy: 21, repaired: 1, repairedTotal: 1 });
+    const out = path.join(dnet.dir, 'kept.out');
+    const g = await cli(['get', capability, '-o', out, '--json']);
+    expect(g.code, g.stderr).toBe(0);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  }, 400_000);
+});
+
 describe('losing storage nodes (SPEC.md §9.3)', () => {
   it('with 2 of the 6 nodes holding shares stopped, get still succeeds', async () => {
     // Every node holds one share of every chunk (n = 6 nodes): any two will do.

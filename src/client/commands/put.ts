@@ -52,7 +52,7 @@ export async function putCommand(a: Args): Promise<number> {
     if (a.json) {
       process.stdout.write(JSON.stringify({
         ok: true, capability: r.capability, url, folder: folder !== null, ...(folder ? { files: folder.files, totalBytes: folder.totalBytes } : {}),
-        manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
+        ...(!folder && 'verifyCapability' in r ? { verifyCapability: r.verifyCapability } : {}), manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
         transport: a.direct ? 'direct' : 'circuits', shares: r.shares, bytesSent: r.bytesSent, relocated: r.relocated,
         seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001),
       }) + '\n');

@@ -1,0 +1,155 @@
+// `bitcloud keep add CAP | status [--json] | run [--once]` (SPEC.md §9.19): a keeper of files.
+// It holds verify capabilities (derived from read capabilities on `add`; the read key is never
+// stored), renews leases before they run out, audits every share and repairs lost ones. Wiring only.
+import type { CommandModule } from 'yargs';
+import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
+import { errorCode } from '../../errors';
+import { parseCapability } from '../../storage/capability';
+import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerifyCapability } from '../../storage/verify-cap';
+import { openRootRecord } from '../../storage/seal';
+import { rankNodes } from '../../storage/placement';
+import { err } from '../../errors';
+import { addKept, loadKeeperState, recordPass, renewDue, saveKeeperState, type KeeperState } from '../keeper';
+import { keepFile } from '../storage-client-verify';
+import { reportFailure, runStorageCommand, type StorageCommandArgs } from '../storage-client-setup';
+import type { StorageClient } from '../storage-client';
+
+type Common = StorageCommandArgs;
+type AddArgs = Common & { cap: string };
+type RunArgs = Common & { once: boolean; interval: number; 'renew-within': number; 'lease-seconds': number };
+
+const nowSec = () => Math.floor(Date.now() / 1000);
+
+function dataDirOf(a: Common): string {
+  return loadDirClientConfig(clientConfigPath(a.config), { dataDir: a['data-dir'] }).dataDir;
+}
+
+/** The verify capability of a read capability: the root names the verify record (SPEC.md §9.18.1). */
+async function verifyCapOf(client: StorageClient, readCap: string): Promise<string> {
+  const cap = parseCapability(readCap);
+  for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
+    let root;
+    try {
+      root = openRootRecord(cap.fileKey, cap.manifestId, await client.getShare(fp, cap.manifestId));
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'CHUNK_AUTH_FAILED' || code === 'MANIFEST_MALFORMED') throw e;
+      continue;
+    }
+    if (!root.verifyId) throw err('VERIFY_RECORD_NOT_FOUND', 'this file was stored without a verify record (an older client); it cannot be kept');
+    return formatVerifyCapability({ manifestId: cap.manifestId, verifyId: root.verifyId, verifyKey: deriveVerifyKey(cap.fileKey) });
+  }
+  throw err('MANIFEST_NOT_FOUND', 'no reachable storage node holds the root of this file');
+}
+
+async function addCommand(a: AddArgs): Promise<number> {
+  const text = a.cap.trim();
+  const finish = async (vcap: string) => {
+    const dir = dataDirOf(a);
+    const s = await loadKeeperState(dir);
+    const added = addKept(s, vcap, nowSec());
+    await saveKeeperState(dir, s);
+    const id = parseVerifyCapability(vcap).manifestId.toString('hex');
+    if (a.json) process.stdout.write(JSON.stringify({ ok: true, added, manifestId: id, verifyCapability: vcap }) + '\n');
+    else process.stdout.write(`${added ? 'keeping' : 'already keeping'} ${id.slice(0, 16)}…\n${vcap}\n`);
+    return 0;
+  };
+  if (isVerifyCapability(text)) {
+    try { return await finish(formatVerifyCapability(parseVerifyCapability(text))); } catch (e) { return reportFailure('keep add', e, a.json); }
+  }
+  return runStorageCommand('keep add', a, () => ({ readCap: (parseCapability(text), text) }), async (session, { readCap }) => finish(await verifyCapOf(session.client, readCap)));
+}
+
+function printStatus(s: KeeperState, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({ ok: true, files: s.files.map(({ verifyCap: _v, ...f }) => f) }) + '\n');
+    return;
+  }
+  if (!s.files.length) { process.stdout.write('no files kept\n'); return; }
+  for (const f of s.files) {
+    const exp = f.expiresAt ? new Date(f.expiresAt * 1000).toISOString() : 'not renewed yet';
+    const when = f.lastCheck ? new Date(f.lastCheck * 1000).toISOString() : 'never';
+    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  audit failures ${f.auditFailures}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
+  }
+}
+
+async function statusCommand(a: Common): Promise<number> {
+  try {
+    printStatus(await loadKeeperState(dataDirOf(a)), a.json);
+    return 0;
+  } catch (e) {
+    return reportFailure('keep status', e, a.json);
+  }
+}
+
+async function runCommand(a: RunArgs): Promise<number> {
+  return runStorageCommand('keep run', a, () => ({}), async (session) => {
+    const dir = session.network.dirCfg.dataDir;
+    let bad = false;
+    let stop = false;
+    const onSignal = () => { stop = true; };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+    try {
+      for (;;) {
+        const s = await loadKeeperState(dir); // re-read: `keep add` may have run meanwhile
+        bad = false;
+        for (const f of s.files) {
+          if (stop) break;
+          const renew = renewDue(f, nowSec(), a['renew-within']);
+          try {
+            const r = await keepFile(session.client, parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: a['lease-seconds'] });
+            recordPass(f, r, nowSec());
+            if (r.unrecoverableChunks) bad = true;
+          } catch (e) {
+            f.lastCheck = nowSec();
+            f.lastError = errorCode(e);
+            bad = true;
+          }
+          await saveKeeperState(dir, s);
+        }
+        if (a.once || stop) { printStatus(s, a.json); break; }
+        await new Promise((r) => setTimeout(r, a.interval * 1000));
+        if (stop) break;
+      }
+    } finally {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+    return bad ? 1 : 0;
+  });
+}
+
+const commonOptions = <T>(y: T): T => (y as unknown as import('yargs').Argv)
+  .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
+  .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (reveals your address to them)' })
+  .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+  .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+  .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as unknown as T;
+
+export const keepCommandModule: CommandModule = {
+  command: 'keep',
+  describe: 'Keep files alive: renew leases before they expire, audit shares, repair lost ones (verify capabilities only).',
+  builder: (y) => y
+    .command({
+      command: 'add <cap>', describe: 'Keep a file (a read capability is turned into its verify capability; the read key is not stored)',
+      builder: (yy) => commonOptions(yy.positional('cap', { type: 'string' })) as never,
+      handler: async (a) => { process.exitCode = await addCommand(a as unknown as AddArgs); },
+    })
+    .command({
+      command: 'status', describe: 'Per file: healthy shares, repaired, lost, lease expiry',
+      builder: (yy) => commonOptions(yy) as never,
+      handler: async (a) => { process.exitCode = await statusCommand(a as unknown as Common); },
+    })
+    .command({
+      command: 'run', describe: 'Audit, repair and renew every kept file, every --interval seconds (or once)',
+      builder: (yy) => commonOptions(yy
+        .option('once', { type: 'boolean', default: false, describe: 'One pass, then exit (1 if a file cannot be read whole)' })
+        .option('interval', { type: 'number', default: 3600, describe: 'Seconds between passes' })
+        .option('renew-within', { type: 'number', default: 2 * 86_400, describe: 'Renew a file whose leases expire within this many seconds' })
+        .option('lease-seconds', { type: 'number', default: 0, describe: 'Lease to ask for (0: each node\'s default)' })) as never,
+      handler: async (a) => { process.exitCode = await runCommand(a as unknown as RunArgs); },
+    })
+    .demandCommand(1),
+  handler: () => {},
+};

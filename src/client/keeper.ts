@@ -1,0 +1,96 @@
+// SPEC.md §9.19: the keeper's state — the files it keeps (by verify capability) and what the last
+// pass found — in <dataDir>/keeper.json, mode 0600, replaced atomically (temp, fsync, rename), so it
+// survives restarts and a crash leaves either the old or the new state.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { err } from '../errors';
+import { writeFileAtomic } from '../ops/fsutil';
+import { formatVerifyCapability, parseVerifyCapability } from '../storage/verify-cap';
+import type { KeepReport } from './storage-client-verify';
+
+export const KEEPER_STATE_VERSION = 1;
+
+export interface KeptFile {
+  /** The verify capability (it cannot decrypt the file, but it is still a bearer secret). */
+  verifyCap: string;
+  manifestId: string;
+  addedAt: number;
+  /** Unix seconds of the last pass over this file (0: never). */
+  lastCheck: number;
+  shares: number;
+  healthy: number;
+  /** Shares rebuilt over the file's whole life. */
+  repairedTotal: number;
+  /** Shares rebuilt in the last pass. */
+  repaired: number;
+  lost: number;
+  unrecoverableChunks: number;
+  auditFailures: number;
+  /** Earliest lease expiry after the last renewal (0: not renewed yet). */
+  expiresAt: number;
+  lastError: string | null;
+}
+
+export interface KeeperState {
+  version: number;
+  files: KeptFile[];
+}
+
+export function keeperStatePath(dataDir: string): string {
+  return path.join(dataDir, 'keeper.json');
+}
+
+export async function loadKeeperState(dataDir: string): Promise<KeeperState> {
+  let text: string;
+  try {
+    text = await fsp.readFile(keeperStatePath(dataDir), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: KEEPER_STATE_VERSION, files: [] };
+    throw err('STORAGE_IO_ERROR', 'cannot read the keeper state', { errno: (e as NodeJS.ErrnoException).code }, e);
+  }
+  let raw: unknown;
+  try { raw = JSON.parse(text); } catch (e) { throw err('KEEPER_STATE_CORRUPT', 'keeper.json is not JSON', undefined, e); }
+  const s = raw as KeeperState;
+  if (!s || s.version !== KEEPER_STATE_VERSION || !Array.isArray(s.files)) throw err('KEEPER_STATE_CORRUPT', 'keeper.json has an unknown layout');
+  for (const f of s.files) {
+    try { parseVerifyCapability(f.verifyCap); } catch (e) { throw err('KEEPER_STATE_CORRUPT', 'keeper.json holds a bad verify capability', undefined, e); }
+  }
+  return s;
+}
+
+export async function saveKeeperState(dataDir: string, s: KeeperState): Promise<void> {
+  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(keeperStatePath(dataDir), JSON.stringify(s, null, 2) + '\n', 0o600);
+}
+
+/** Add a file (idempotent: a file already kept is left as it is). Returns true when it was new. */
+export function addKept(s: KeeperState, verifyCap: string, now: number): boolean {
+  const c = parseVerifyCapability(verifyCap);
+  const text = formatVerifyCapability(c);
+  const manifestId = c.manifestId.toString('hex');
+  if (s.files.some((f) => f.manifestId === manifestId)) return false;
+  s.files.push({
+    verifyCap: text, manifestId, addedAt: now, lastCheck: 0, shares: 0, healthy: 0, repairedTotal: 0, repaired: 0, lost: 0,
+    unrecoverableChunks: 0, auditFailures: 0, expiresAt: 0, lastError: null,
+  });
+  return true;
+}
+
+/** Record one pass's report on a kept file. */
+export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
+  f.lastCheck = now;
+  f.shares = r.shares;
+  f.healthy = r.healthy;
+  f.repaired = r.repaired;
+  f.repairedTotal += r.repaired;
+  f.lost = r.lost;
+  f.unrecoverableChunks = r.unrecoverableChunks;
+  f.auditFailures = r.failures.length;
+  if (r.expiresAt) f.expiresAt = r.expiresAt;
+  f.lastError = null;
+}
+
+/** True when the file's leases are due: never renewed, or expiring within `withinSeconds`. */
+export function renewDue(f: KeptFile, now: number, withinSeconds: number): boolean {
+  return f.expiresAt === 0 || f.expiresAt - now <= withinSeconds;
+}

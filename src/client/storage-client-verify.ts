@@ -1,0 +1,250 @@
+// SPEC.md §9.18.3: check and repair a file with its verify capability, without the read key.
+// For every share of the verify record: find the nodes holding it (HAS to its expected holder and
+// the top of its ranking, then to every other node when none has it), audit each holder (§9.17),
+// and, when a chunk has fewer than n good shares but at least k, fetch k good shares, rebuild the
+// missing ones from the erasure code (ciphertext only: nothing is decrypted), check that each
+// rebuilt share hashes to its id, and store it on a node of its ranking that holds no other share
+// of the chunk (the n-distinct-nodes rule of §9.7). The two whole shares (root and verify record)
+// are copied from a good copy to more nodes until n nodes hold them. Optionally every share found is
+// renewed. Requests go over the client's transport (circuits by default).
+import { err, errorCode } from '../errors';
+import type { AuditResult } from '../storage/auditor';
+import { auditRoot } from '../storage/audit';
+import { erasureEncodeInPlace, erasureReconstruct } from '../storage/erasure';
+import { placeChunk, rankNodes } from '../storage/placement';
+import { MAX_IDS_PER_REQUEST } from '../storage/protocol';
+import { checkShare } from '../storage/share';
+import { openVerifyRecord, type VerifyCapability } from '../storage/verify-cap';
+import type { VerifyRecord } from '../wire/verify-record';
+import type { StorageClient } from './storage-client';
+
+export interface KeepOptions {
+  /** Rebuild missing or failed shares (default true). */
+  repair?: boolean;
+  /** Renew the leases of every share found (default false); 0 = each node's default lease. */
+  renew?: boolean;
+  leaseSeconds?: number;
+  /** Blocks named per audit (default 4). */
+  auditBlocks?: number;
+}
+
+/** A node caught not holding (or not proving) a share it was found with or expected to hold. */
+export interface AuditFailure { node: string; shareId: string; code: string }
+
+export interface KeepReport {
+  /** Shares of the file (n per chunk, plus the root and the verify record). */
+  shares: number;
+  /** Shares that passed an audit (or, for the whole shares, are held) before any repair. */
+  healthy: number;
+  /** Shares rebuilt (or copied) onto new nodes in this pass. */
+  repaired: number;
+  /** Shares neither held nor rebuildable. */
+  lost: number;
+  /** Chunks with fewer than k good shares after this pass: the file cannot be read whole. */
+  unrecoverableChunks: number;
+  /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
+  audits: number;
+  failures: AuditFailure[];
+  /** Earliest lease expiry over the shares renewed (0 when not renewed). */
+  expiresAt: number;
+}
+
+/** Fetch the verify record from rank(verify id), hash-checked (VERIFY_RECORD_NOT_FOUND when no node has it). */
+export async function fetchVerifyRecord(client: StorageClient, cap: VerifyCapability): Promise<VerifyRecord> {
+  let last: unknown = null;
+  for (const fp of rankNodes(cap.verifyId, client.fingerprints)) {
+    if (client.isDead(fp)) continue;
+    try {
+      return openVerifyRecord(cap, await client.getShare(fp, cap.verifyId));
+    } catch (e) {
+      last = e;
+      const code = errorCode(e);
+      if (code === 'CHUNK_AUTH_FAILED' || code === 'VERIFY_RECORD_MALFORMED') throw e; // wrong key: no copy differs
+    }
+  }
+  throw err('VERIFY_RECORD_NOT_FOUND', 'no reachable storage node holds the verify record', { last: last ? errorCode(last) : undefined });
+}
+
+/** Which of `ids` each node holds: HAS batched per node. Unreachable nodes hold nothing. */
+async function holders(client: StorageClient, asks: Map<string, Set<string>>): Promise<Map<string, Set<string>>> {
+  const byNode = new Map<string, string[]>();
+  for (const [hex, nodes] of asks) for (const fp of nodes) {
+    if (client.isDead(fp)) continue;
+    let l = byNode.get(fp);
+    if (!l) byNode.set(fp, (l = []));
+    l.push(hex);
+  }
+  const out = new Map<string, Set<string>>();
+  await Promise.all([...byNode].map(async ([fp, ids]) => {
+    for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
+      const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
+      let r;
+      try {
+        r = await client.request(fp, { type: 'has', ids: batch.map((h) => Buffer.from(h, 'hex')) });
+      } catch {
+        return;
+      }
+      batch.forEach((hex, j) => {
+        if (!r.present[j]) return;
+        let s = out.get(hex);
+        if (!s) out.set(hex, (s = new Set()));
+        s.add(fp);
+      });
+    }
+  }));
+  return out;
+}
+
+export async function keepFile(client: StorageClient, cap: VerifyCapability, o: KeepOptions = {}): Promise<KeepReport> {
+  const repair = o.repair ?? true;
+  const record = await fetchVerifyRecord(client, cap);
+  const nodes = client.fingerprints;
+  const { k, n } = record;
+  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, audits: 0, failures: [], expiresAt: 0 };
+
+  // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
+  const asks = new Map<string, Set<string>>();
+  const want = (id: Buffer, expected: string | undefined, depth: number) => {
+    const s = new Set(rankNodes(id, nodes).slice(0, depth));
+    if (expected) s.add(expected);
+    asks.set(id.toString('hex'), s);
+  };
+  const wholes = [cap.manifestId, cap.verifyId];
+  for (const id of wholes) want(id, undefined, Math.min(nodes.length, Math.max(10, n + 4)));
+  for (const c of record.chunks) {
+    let expected: string[] | null = null;
+    try { expected = placeChunk(c.shareIds, nodes); } catch { /* fewer nodes than n: rankings only */ }
+    c.shareIds.forEach((id, j) => want(id, expected?.[j], n + 4));
+  }
+  let held = await holders(client, asks);
+  const unfound = [...asks.keys()].filter((h) => !held.get(h)?.size);
+  if (unfound.length) {
+    const more = await holders(client, new Map(unfound.map((h) => [h, new Set(nodes.filter((fp) => !asks.get(h)!.has(fp)))])));
+    held = new Map([...held, ...more]);
+  }
+
+  // 2. Audit every holder of every chunk share; a share is good when one holder passes.
+  const good = new Map<string, string>(); // share hex → a node that proved it
+  await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
+    const hex = id.toString('hex');
+    for (const fp of held.get(hex) ?? []) {
+      const r: AuditResult = await client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks });
+      report.audits++;
+      if (r.ok) { if (!good.has(hex)) good.set(hex, fp); } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
+    }
+  })));
+
+  // 3. Chunks: count, and rebuild what is missing from any k good shares.
+  for (const c of record.chunks) {
+    report.shares += n;
+    const ok = c.shareIds.map((id) => good.has(id.toString('hex')));
+    const have = ok.filter(Boolean).length;
+    report.healthy += have;
+    if (have === n) continue;
+    if (have < k || !repair) {
+      report.lost += n - have;
+      if (have < k) report.unrecoverableChunks++;
+      continue;
+    }
+    const shares: (Buffer | null)[] = new Array<Buffer | null>(n).fill(null);
+    let fetched = 0;
+    for (let j = 0; j < n && fetched < k; j++) {
+      if (!ok[j]) continue;
+      const hex = c.shareIds[j].toString('hex');
+      try {
+        const b = await client.getShare(good.get(hex)!, c.shareIds[j]);
+        if (checkShare(c.shareIds[j], b) && b.length === c.shareSize) { shares[j] = b; fetched++; }
+      } catch { /* another good share may do */ }
+    }
+    if (fetched < k) { report.lost += n - have; report.unrecoverableChunks++; continue; }
+    const rebuilt = rebuildShares({ k, n }, shares, c.shareSize);
+    const taken = new Set<string>();
+    c.shareIds.forEach((id, j) => { if (ok[j]) taken.add(good.get(id.toString('hex'))!); });
+    for (let j = 0; j < n; j++) {
+      if (ok[j]) continue;
+      const id = c.shareIds[j];
+      const bytes = rebuilt[j];
+      // SPEC.md §9.18.3: a rebuilt share must hash to the id and prove against the audit root
+      // the record names before it is written anywhere.
+      if (!checkShare(id, bytes) || !auditRoot(bytes).equals(c.auditRoots[j])) {
+        throw err('SHARE_HASH_MISMATCH', 'a rebuilt share does not match its id or audit root: the verify record and the shares disagree', { shareId: id.toString('hex') });
+      }
+      const failedOn = new Set(report.failures.filter((f) => f.shareId === id.toString('hex')).map((f) => f.node));
+      let placed = false;
+      for (const fp of rankNodes(id, nodes)) {
+        if (taken.has(fp) || failedOn.has(fp) || client.isDead(fp)) continue;
+        try {
+          await client.putShare(fp, id, bytes);
+          taken.add(fp);
+          good.set(id.toString('hex'), fp);
+          placed = true;
+          break;
+        } catch { /* next node */ }
+      }
+      if (placed) report.repaired++; else report.lost++;
+    }
+  }
+
+  // 4. The whole shares: keep n copies.
+  for (const id of wholes) {
+    report.shares++;
+    const hex = id.toString('hex');
+    const have = [...(held.get(hex) ?? [])];
+    if (have.length) report.healthy++;
+    if (!have.length) { report.lost++; continue; }
+    if (!repair || have.length >= n) { good.set(hex, have[0]); continue; }
+    let copy: Buffer | null = null;
+    for (const fp of have) {
+      try {
+        const b = await client.getShare(fp, id);
+        if (checkShare(id, b)) { copy = b; good.set(hex, fp); break; }
+      } catch { /* next copy */ }
+    }
+    if (!copy) continue;
+    let count = have.length;
+    let added = 0;
+    for (const fp of rankNodes(id, nodes)) {
+      if (count >= n) break;
+      if (have.includes(fp) || client.isDead(fp)) continue;
+      try { await client.putShare(fp, id, copy); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
+    }
+    if (added) report.repaired++;
+  }
+
+  // 5. Renew every share where it is now held.
+  if (o.renew) {
+    const byNode = new Map<string, Set<string>>();
+    for (const [hex, set] of held) for (const fp of set) addTo(byNode, fp, hex);
+    for (const [hex, fp] of good) addTo(byNode, fp, hex);
+    const best = new Map<string, number>();
+    await Promise.all([...byNode].map(async ([fp, set]) => {
+      const ids = [...set];
+      for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
+        const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
+        try {
+          const r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds: o.leaseSeconds ?? 0 });
+          batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+        } catch { return; }
+      }
+    }));
+    const exp = [...best.values()].filter((x) => x > 0);
+    report.expiresAt = exp.length ? Math.min(...exp) : 0;
+  }
+  return report;
+}
+
+function addTo(m: Map<string, Set<string>>, key: string, v: string): void {
+  let s = m.get(key);
+  if (!s) m.set(key, (s = new Set()));
+  s.add(v);
+}
+
+/** All n shares of a chunk from any k of them (SPEC.md §9.3): reconstruct the data, re-encode. */
+export function rebuildShares(coding: { k: number; n: number }, shares: ReadonlyArray<Uint8Array | null>, size: number): Buffer[] {
+  const data = erasureReconstruct(coding, shares, size);
+  const buf = Buffer.alloc(coding.n * size);
+  data.copy(buf, 0, 0, coding.k * size);
+  erasureEncodeInPlace(coding, buf, size);
+  return Array.from({ length: coding.n }, (_, j) => buf.subarray(j * size, (j + 1) * size));
+}
+

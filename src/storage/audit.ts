@@ -1,0 +1,173 @@
+// SPEC.md §9.17: audits with Merkle proofs. A share is cut into AUDIT_BLOCK_BYTES blocks; the
+// *audit root* is a Merkle root over them, bound to the share's size. An auditor that keeps only
+// the audit root (32 bytes, from the uploader's records) names random blocks and a fresh nonce; the
+// node answers with those blocks and their Merkle paths (layout in src/wire/audit-answer.ts), and
+// the auditor checks them without holding the share.
+import { err } from '../errors';
+import { blake2b, constantTimeEqual } from '../crypto/primitives';
+import { decodeAuditAnswer, type AuditAnswer, type AuditAnswerBlock } from '../wire/audit-answer';
+import { MAX_SHARE_BYTES } from './share';
+
+export const AUDIT_BLOCK_BYTES = 4096;
+/** Blocks named by one challenge (SPEC.md §9.17.3). */
+export const MAX_AUDIT_BLOCKS = 16;
+/** Blocks an auditor of this implementation names by default. */
+export const DEFAULT_AUDIT_BLOCKS = 4;
+
+const LEAF = Buffer.from('bitcloud-audit-leaf-v1');
+const NODE = Buffer.from('bitcloud-audit-node-v1');
+const ROOT = Buffer.from('bitcloud-audit-root-v1');
+const INDEX = Buffer.from('bitcloud-audit-index-v1');
+
+function u32be(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
+}
+
+function u64be(v: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(v));
+  return b;
+}
+
+/** Number of audit blocks of a share of `size` bytes (size ≥ 1). */
+export function auditBlockCount(size: number): number {
+  return Math.ceil(size / AUDIT_BLOCK_BYTES);
+}
+
+/** Length of block `i` of a share of `size` bytes. */
+export function auditBlockLength(size: number, i: number): number {
+  return Math.min(AUDIT_BLOCK_BYTES, size - i * AUDIT_BLOCK_BYTES);
+}
+
+export function leafHash(i: number, block: Uint8Array): Buffer {
+  return blake2b([LEAF, u32be(i), block], 32);
+}
+
+function nodeHash(l: Uint8Array, r: Uint8Array): Buffer {
+  return blake2b([NODE, l, r], 32);
+}
+
+function rootHash(size: number, top: Uint8Array): Buffer {
+  return blake2b([ROOT, u64be(size), top], 32);
+}
+
+/** Every level of the tree, leaves first; a level of odd length promotes its last node unchanged. */
+function levels(share: Uint8Array): Buffer[][] {
+  const count = auditBlockCount(share.length);
+  const out: Buffer[][] = [];
+  let level: Buffer[] = [];
+  for (let i = 0; i < count; i++) level.push(leafHash(i, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES))));
+  out.push(level);
+  while (level.length > 1) {
+    const next: Buffer[] = [];
+    for (let j = 0; j + 1 < level.length; j += 2) next.push(nodeHash(level[j], level[j + 1]));
+    if (level.length % 2 === 1) next.push(level[level.length - 1]);
+    out.push(next);
+    level = next;
+  }
+  return out;
+}
+
+function checkSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size < 1 || size > MAX_SHARE_BYTES) throw err('STORAGE_BAD_REQUEST', `share must be 1..${MAX_SHARE_BYTES} bytes`, { size });
+}
+
+/** The audit root of a share (SPEC.md §9.17.1): what an auditor keeps instead of the share. */
+export function auditRoot(share: Uint8Array): Buffer {
+  checkSize(share.length);
+  const lv = levels(share);
+  return rootHash(share.length, lv[lv.length - 1][0]);
+}
+
+/** The sibling path of leaf `i`, bottom up; levels where the node is promoted have no sibling. */
+function pathOf(lv: Buffer[][], i: number): Buffer[] {
+  const out: Buffer[] = [];
+  let idx = i;
+  for (let d = 0; d < lv.length - 1; d++) {
+    const level = lv[d];
+    const sib = idx ^ 1;
+    if (sib < level.length) out.push(level[sib]);
+    idx >>= 1;
+  }
+  return out;
+}
+
+/** Node side: the blocks `indices` of `share` with their Merkle paths (indices already checked). */
+export function proveBlocks(share: Uint8Array, indices: readonly number[]): AuditAnswerBlock[] {
+  const lv = levels(share);
+  return indices.map((i) => ({
+    index: i,
+    block: Buffer.from(share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES))),
+    path: pathOf(lv, i),
+  }));
+}
+
+/** Recompute the audit root from one block and its path; null when the path has the wrong length. */
+function rootFromPath(size: number, i: number, block: Uint8Array, path: readonly Uint8Array[]): Buffer | null {
+  let width = auditBlockCount(size);
+  let idx = i;
+  let h = leafHash(i, block);
+  let used = 0;
+  while (width > 1) {
+    const sib = idx ^ 1;
+    if (sib < width) {
+      const s = path[used++];
+      if (!s) return null;
+      h = idx & 1 ? nodeHash(s, h) : nodeHash(h, s);
+    }
+    idx >>= 1;
+    width = Math.ceil(width / 2);
+  }
+  return used === path.length ? rootHash(size, h) : null;
+}
+
+/**
+ * The blocks a challenge with `nonce` names for a share of `size` bytes (SPEC.md §9.17.2):
+ * `count` distinct indices drawn from BLAKE2b keyed by the nonce, sorted. A published (nonce,
+ * answer) pair can therefore be rechecked by anyone who holds the audit root.
+ */
+export function challengeBlocks(nonce: Uint8Array, shareId: Uint8Array, size: number, count = DEFAULT_AUDIT_BLOCKS): number[] {
+  checkSize(size);
+  const total = auditBlockCount(size);
+  const want = Math.min(count, total, MAX_AUDIT_BLOCKS);
+  const picked = new Set<number>();
+  for (let j = 0; picked.size < want; j++) {
+    const h = blake2b([INDEX, shareId, u32be(j)], 8, nonce);
+    picked.add(Number(h.readBigUInt64BE(0) % BigInt(total)));
+  }
+  return [...picked].sort((a, b) => a - b);
+}
+
+/** What the auditor expects of an answer. */
+export interface AuditExpectation {
+  /** The audit root kept with the file's records. */
+  root: Uint8Array;
+  /** The share's size, kept with the root. */
+  size: number;
+  /** The nonce the challenge carried. */
+  nonce: Uint8Array;
+  /** The block indices the challenge named, ascending. */
+  blocks: readonly number[];
+}
+
+/**
+ * Auditor side: check an answer (the bytes of AuditChallengeOk.answer) against the challenge and
+ * the audit root. AUDIT_ANSWER_MALFORMED when it does not decode; AUDIT_REPLAYED when it carries
+ * another nonce; AUDIT_PROOF_INVALID when the size, the blocks or any path do not match.
+ */
+export function verifyAuditAnswer(answerBytes: Uint8Array, exp: AuditExpectation): AuditAnswer {
+  const a = decodeAuditAnswer(answerBytes);
+  if (!constantTimeEqual(a.nonce, exp.nonce)) throw err('AUDIT_REPLAYED', 'audit answer carries another nonce than the challenge (a replayed answer)');
+  if (a.shareSize !== exp.size) throw err('AUDIT_PROOF_INVALID', 'audit answer names another share size', { got: a.shareSize, want: exp.size });
+  if (a.blocks.length !== exp.blocks.length || a.blocks.some((b, j) => b.index !== exp.blocks[j])) {
+    throw err('AUDIT_PROOF_INVALID', 'audit answer does not answer the blocks named');
+  }
+  for (const b of a.blocks) {
+    if (b.block.length !== auditBlockLength(exp.size, b.index)) throw err('AUDIT_PROOF_INVALID', 'audit block of the wrong length', { index: b.index });
+    const r = rootFromPath(exp.size, b.index, b.block, b.path);
+    if (!r || !constantTimeEqual(r, exp.root)) throw err('AUDIT_PROOF_INVALID', 'audit block does not prove against the audit root', { index: b.index });
+  }
+  return a;
+}

@@ -1,0 +1,74 @@
+// SPEC.md §9.17.4: the auditor's side of an audit. It holds, per share, only the audit root and the
+// share's size; it draws a fresh nonce, derives the blocks from it, asks the node (over whatever
+// transport the caller gives: circuits by default, so the node never learns who audits), and
+// checks the answer. Every failure — an error answer, no answer, a malformed, replayed or forged
+// answer — is a failed audit with a stable code; nothing here throws for a bad node.
+import { errorCode } from '../errors';
+import { randomBytes } from '../crypto/primitives';
+import { DEFAULT_AUDIT_BLOCKS, challengeBlocks, verifyAuditAnswer } from './audit';
+import type { StorageRequest, StorageResponse } from './protocol';
+
+/** What an auditor keeps per share instead of the share (SPEC.md §9.17.1). */
+export interface AuditCommitment {
+  shareId: Buffer;
+  /** Share size in bytes. */
+  size: number;
+  /** Audit root (32 bytes). */
+  root: Buffer;
+}
+
+/** One audit's outcome: the challenge and, on failure, why. Enough for anyone to recheck it. */
+export interface AuditResult {
+  shareId: string;
+  ok: boolean;
+  /** AUDIT_PROOF_INVALID, AUDIT_REPLAYED, AUDIT_ANSWER_MALFORMED, SHARE_NOT_FOUND, STORAGE_TIMEOUT, … */
+  code?: string;
+  nonce: string;
+  blocks: number[];
+  /** The node's answer (hex), when it sent one: with the audit root, anyone can recheck it. */
+  answer?: string;
+}
+
+/** Sends a challenge and resolves with the node's successful answer (rejects with its error). */
+export type ChallengeSender = (req: StorageRequest & { type: 'challenge' }) => Promise<StorageResponse>;
+
+export interface AuditOptions {
+  /** Blocks named per challenge (default 4, at most 16). */
+  blocks?: number;
+  /** A given nonce (tests, rechecks); default 32 fresh random bytes. */
+  nonce?: Buffer;
+}
+
+/** Audit one share held by one node. Never throws for the node's faults. */
+export async function auditShare(send: ChallengeSender, c: AuditCommitment, opts: AuditOptions = {}): Promise<AuditResult> {
+  const nonce = opts.nonce ?? randomBytes(32);
+  const blocks = challengeBlocks(nonce, c.shareId, c.size, opts.blocks ?? DEFAULT_AUDIT_BLOCKS);
+  const base = { shareId: c.shareId.toString('hex'), nonce: nonce.toString('hex'), blocks };
+  let answer: Buffer;
+  try {
+    const res = await send({ type: 'challenge', id: c.shareId, nonce, blocks });
+    if (res.type !== 'challenge') return { ...base, ok: false, code: 'STORAGE_BAD_RESPONSE' };
+    answer = res.answer;
+  } catch (e) {
+    return { ...base, ok: false, code: errorCode(e) };
+  }
+  try {
+    verifyAuditAnswer(answer, { root: c.root, size: c.size, nonce, blocks });
+    return { ...base, ok: true, answer: answer.toString('hex') };
+  } catch (e) {
+    return { ...base, ok: false, code: errorCode(e), answer: answer.toString('hex') };
+  }
+}
+
+/** Recheck a published result against the audit root (SPEC.md §9.17.5): true when it holds as published. */
+export function recheckAuditResult(r: AuditResult, c: AuditCommitment): boolean {
+  if (!r.answer) return !r.ok;
+  const nonce = Buffer.from(r.nonce, 'hex');
+  if (r.blocks.join(',') !== challengeBlocks(nonce, c.shareId, c.size, r.blocks.length).join(',')) return false;
+  try {
+    verifyAuditAnswer(Buffer.from(r.answer, 'hex'), { root: c.root, size: c.size, nonce, blocks: r.blocks });
+    return r.ok;
+  } catch {
+    return !r.ok;
+  }
+}
