@@ -5,6 +5,7 @@ import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
   configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
+import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
 
 export interface AuthorityConfig {
@@ -36,10 +37,12 @@ export interface AuthorityConfig {
   stableAfterSeconds: number;
   clockSkewSeconds: number;
   logLevel: string;
+  /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
+  identityPow: PowParams;
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
-  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel'] as const;
+  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel', 'identityPow'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
@@ -85,6 +88,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
     clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
+    identityPow: parsePowParams(raw.identityPow),
   };
 }
 

@@ -10,6 +10,7 @@ export interface AuthorityMetrics {
   published: prom.Counter;
   http: prom.Counter<'route' | 'status'>;
   errors: prom.Counter<'code'>;
+  identityProofs: prom.Counter<'result'>;
 }
 
 export interface AuthorityGaugeSource {
@@ -28,6 +29,7 @@ export function createAuthorityMetrics(reg: Registry, src: AuthorityGaugeSource)
     published: new prom.Counter({ name: 'bitcloud_dirauth_consensus_published_total', help: 'Consensuses published with a majority of signatures', registers: [reg] }),
     http: new prom.Counter({ name: 'bitcloud_dirauth_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [reg] }),
     errors: new prom.Counter({ name: 'bitcloud_dirauth_errors_total', help: 'Errors by code', labelNames: ['code'], registers: [reg] }),
+    identityProofs: new prom.Counter({ name: 'bitcloud_dirauth_identity_proofs_total', help: 'Identity proof checks of uploaded descriptors by result (ok or the IDENTITY_POW_* code; SPEC.md §6.4.1)', labelNames: ['result'], registers: [reg] }),
   };
   new prom.Gauge({ name: 'bitcloud_dirauth_relays_known', help: 'Relays with a current descriptor', registers: [reg], collect() { this.set(src.relaysKnown()); } });
   new prom.Gauge({ name: 'bitcloud_dirauth_relays_running', help: 'Relays reachable at their last test', registers: [reg], collect() { this.set(src.relaysRunning()); } });

@@ -2,7 +2,12 @@
 // proof of work (argon2id) bound to its identity key and to a recent consensus; authorities check
 // it before they list the relay. One argon2id evaluation checks a proof; finding one costs
 // 2^difficulty evaluations on average.
+import fs from 'node:fs';
+import path from 'node:path';
 import { err } from '../errors';
+import type { Logger } from '../ops/log';
+import { writeFileAtomic } from '../ops/fsutil';
+import { configError, int, noUnknownKeys, obj } from './config-fields';
 import { argon2id, ARGON2_SALT_BYTES, sha256 } from '../crypto/primitives';
 import type { IdentityProofMsg } from '../wire/docs';
 
@@ -177,4 +182,100 @@ export class IdentityProofVerifier {
     const next = this.waiting.shift();
     if (next) next(); else this.running--;
   }
+}
+
+// ---- the relay side: keep a proof whose anchor is recent, re-mining in the background ----
+
+/** The consensus a relay holds, as far as anchoring is concerned. */
+export interface AnchorSource {
+  current(): { validAfter: number; digest: Buffer; periodSeconds: number } | null;
+}
+
+export const PROOF_FILE = 'identity-proof.json';
+
+/**
+ * SPEC.md §6.4.1 (relay side): a proof is made once per identity and anchor. While the held proof's
+ * anchor is younger than anchorPeriods/2 periods it is used as is; older (but still accepted) it is
+ * used while a new one is mined in the background; unusable (none, stale, or genesis once a consensus
+ * exists) the caller waits for a new one. Mining runs on the thread pool, never on the event loop.
+ * The proof is kept in the data directory so a restart does not mine again.
+ */
+export class IdentityProofKeeper {
+  private held: IdentityProofMsg | null = null;
+  private mining: { key: string; done: Promise<IdentityProofMsg> } | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: {
+    identity: Buffer; params: PowParams; anchors: AnchorSource; dataDir: string; log: Logger; now?: () => number;
+  }) {
+    try {
+      const j = JSON.parse(fs.readFileSync(path.join(o.dataDir, PROOF_FILE), 'utf8')) as Record<string, unknown>;
+      if (j.identity === o.identity.toString('hex')) {
+        this.held = {
+          anchorValidAfter: Number(j.anchorValidAfter), anchorDigest: Buffer.from(String(j.anchorDigest), 'hex'),
+          memoryKib: Number(j.memoryKib), ops: Number(j.ops), difficulty: Number(j.difficulty), nonce: Number(j.nonce),
+        };
+      }
+    } catch { /* none yet, or unreadable: mine a new one */ }
+  }
+
+  stop(): void { this.stopped = true; }
+
+  /** The proof to put in the next descriptor. */
+  async proof(): Promise<IdentityProofMsg> {
+    const now = (this.o.now ?? Date.now)();
+    const c = this.o.anchors.current();
+    const anchor: PowAnchor = c ? { validAfter: c.validAfter, digest: c.digest } : GENESIS_ANCHOR;
+    const h = this.held;
+    const p = this.o.params;
+    const strongEnough = h !== null && h.memoryKib >= p.memoryKib && h.ops >= p.ops && h.difficulty >= p.difficulty;
+    if (h && strongEnough) {
+      if (h.anchorValidAfter === 0 ? c === null : c !== null) {
+        const age = c ? now - h.anchorValidAfter : 0;
+        const periodMs = (c?.periodSeconds ?? 0) * 1000;
+        if (age <= (p.anchorPeriods / 2) * periodMs) return h;
+        if (age <= (p.anchorPeriods - 1) * periodMs) {
+          void this.mine(anchor).catch(() => {});
+          return h;
+        }
+      }
+    }
+    return this.mine(anchor);
+  }
+
+  private mine(anchor: PowAnchor): Promise<IdentityProofMsg> {
+    const key = `${anchor.validAfter}:${anchor.digest.toString('hex')}`;
+    if (this.mining?.key === key) return this.mining.done;
+    const started = (this.o.now ?? Date.now)();
+    const done = mineIdentityProof(this.o.identity, anchor, this.o.params, { aborted: () => this.stopped }).then(async (pr) => {
+      this.held = pr;
+      this.o.log.info({ anchorValidAfter: pr.anchorValidAfter, nonce: pr.nonce, ms: (this.o.now ?? Date.now)() - started }, 'identity proof made');
+      await writeFileAtomic(path.join(this.o.dataDir, PROOF_FILE), JSON.stringify({
+        identity: this.o.identity.toString('hex'), anchorValidAfter: pr.anchorValidAfter, anchorDigest: pr.anchorDigest.toString('hex'),
+        memoryKib: pr.memoryKib, ops: pr.ops, difficulty: pr.difficulty, nonce: pr.nonce,
+      }), 0o600).catch((e: Error) => this.o.log.warn({ err: e.message }, 'saving the identity proof failed'));
+      return pr;
+    }).finally(() => { if (this.mining?.done === done) this.mining = null; });
+    this.mining = { key, done };
+    return done;
+  }
+}
+
+/**
+ * The `identityPow` configuration key of authorities, relays and storage nodes: "default"
+ * (DEFAULT_POW_PARAMS, the public network), "local" (LOCAL_POW_PARAMS) or an object
+ * { memoryKib, ops, difficulty, anchorPeriods } (authorities raise the minimum this way).
+ */
+export function parsePowParams(v: unknown, field = 'identityPow'): PowParams {
+  if (v === undefined || v === 'default') return DEFAULT_POW_PARAMS;
+  if (v === 'local') return LOCAL_POW_PARAMS;
+  if (typeof v === 'string') configError(field, 'must be "default", "local" or an object');
+  const o = obj(v, field);
+  noUnknownKeys(o, ['memoryKib', 'ops', 'difficulty', 'anchorPeriods'], field);
+  return {
+    memoryKib: int(o.memoryKib, `${field}.memoryKib`, 8, 4 * 1024 * 1024, DEFAULT_POW_PARAMS.memoryKib),
+    ops: int(o.ops, `${field}.ops`, 1, 16, DEFAULT_POW_PARAMS.ops),
+    difficulty: int(o.difficulty, `${field}.difficulty`, 0, 32, DEFAULT_POW_PARAMS.difficulty),
+    anchorPeriods: int(o.anchorPeriods, `${field}.anchorPeriods`, 2, 24 * 30, DEFAULT_POW_PARAMS.anchorPeriods),
+  };
 }
