@@ -1,5 +1,6 @@
 // The relay's configuration: one JSON file plus flags; defaults in one place; messages name the
 // bad key (SPEC.md §11.5).
+import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
@@ -36,11 +37,13 @@ export interface RelayConfig {
   limits: RelayLimits;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
+  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
+  identityPow: PowParams;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'identityPow'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
@@ -116,6 +119,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     limits: parseRelayLimits(raw.limits),
     receipts: parseReceiptSettings(raw.receipts),
+    identityPow: parsePowParams(raw.identityPow),
   };
 }
 

@@ -133,6 +133,8 @@ try {
       // is weighted at that: proofs decide rewards here, not path weights, so demo traffic does not
       // move the Guard threshold in the middle of a run.
       bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
+      // SPEC.md §6.4.1: cheap identity proofs (8 MiB, one pass, 1 bit) so `npm start` stays fast.
+      identityPow: 'local',
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
       ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
@@ -174,6 +176,7 @@ try {
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
       ...(isExit ? { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
+      identityPow: 'local',
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
@@ -190,7 +193,7 @@ try {
     writeFileAtomicSync(configFile, JSON.stringify({
       dataDir, nickname: name, address: '127.0.0.1', orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
       metricsPort: ports.storageMetrics(i), quota: '1GiB', bandwidth: 100_000,
-      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
+      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30, identityPow: 'local',
       ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,

@@ -32,7 +32,8 @@ export async function makeDirNet(n: number, period: number, extra: Record<string
   for (const a of auths) {
     fs.writeFileSync(a.configFile, JSON.stringify({
       identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period,
-      authorities: authorityList, reachability: { timeoutMs: 2000 }, stableAfterSeconds: period, ...extra,
+      authorities: authorityList, reachability: { timeoutMs: 2000 }, stableAfterSeconds: period,
+      identityPow: 'local', ...extra, // SPEC.md §6.4.1: cheap proofs keep tests quick
     }, null, 2));
   }
   return { dir, period, authorities: auths, authorityList };
@@ -54,7 +55,7 @@ export async function makeRelay(net: DirNet, name: string, o: { authorities?: Di
     roles: o.roles ?? ['relay'], bandwidth: 500_000,
     authorities: o.authorities ?? net.authorityList,
     publishIntervalSeconds: o.publishIntervalSeconds ?? net.period, descriptorLifetimeSeconds: 3600,
-    mirrorIntervalSeconds: 1,
+    mirrorIntervalSeconds: 1, identityPow: 'local',
   }, null, 2));
   return { name, configFile, dataDir, orPort, dirPort: useDir ? dirPort : 0 };
 }
