@@ -29,6 +29,7 @@ import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
 import { linkReachabilityTest, ReachabilityQueue, type ReachabilityTester } from './reachability';
 import { DescriptorStore, type IntakeResult } from './store';
+import { StatusHistory } from './status-history';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
 
@@ -42,6 +43,8 @@ export interface AuthorityDeps {
   bandwidth?: BandwidthSource;
   reachabilityTest?: ReachabilityTester;
   now?: () => number;
+  /** The status page's history (default: loaded from the data dir). */
+  history?: StatusHistory;
   /** The reward ledger (directory/rewards.ts, SPEC.md §8.7): told of each newly published consensus, ticked with the schedule. */
   rewards?: {
     onConsensus(info: VerifiedConsensus): void;
@@ -69,6 +72,8 @@ export function periodStartOf(now: number, periodSeconds: number): number {
 
 export class Authority {
   readonly store: DescriptorStore;
+  /** What the status page plots (SPEC.md §6.10). */
+  readonly history: StatusHistory;
   private readonly cfg: AuthorityConfig;
   private readonly self: string;
   private readonly reach: ReachabilityQueue;
@@ -102,6 +107,7 @@ export class Authority {
     this.now = deps.now ?? Date.now;
     this.bandwidth = deps.bandwidth;
     this.store = new DescriptorStore(deps.config.dataDir);
+    this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
     this.measurement = new BandwidthMeasurement({
       dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
       skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
@@ -363,6 +369,7 @@ export class Authority {
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
     if (first) this.deps.rewards?.onConsensus(info);
+    if (first) this.history.onConsensus(info);
     if (first) this.measurement.onConsensus(info).catch((e) => this.log.warn({ err: e.message }, 'archiving consensus failed'));
     this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
     return true;

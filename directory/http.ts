@@ -10,6 +10,8 @@
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
+//   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
+//   GET  /static/{uplot.min.js,uplot.min.css,status-plots.js}  the page's plotting code (no CDN)
 //   GET  /                                HTML status page
 //   GET  /metrics                         Prometheus
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
@@ -27,7 +29,7 @@ import { RateLimiter } from './rate-limit';
 import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
-import { renderStatusPage, statusJson } from './status-page';
+import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload } from './receipts';
@@ -128,6 +130,18 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       case PATHS.status:
         sendJson(res, 200, statusJson(a));
         return ['status', 200];
+      case '/bitcloud/status/history':
+        sendJson(res, 200, a.history.toJSON());
+        return ['status_history', 200];
+      case '/static/uplot.min.js':
+      case '/static/uplot.min.css':
+      case '/static/status-plots.js': {
+        const f = STATIC_FILES()[p];
+        if (!f) { sendJsonError(res, 404, 'NOT_FOUND', 'asset missing from this installation'); return ['static', 404]; }
+        res.writeHead(200, { 'content-type': f.type, 'content-length': f.body.length, 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' });
+        res.end(req.method === 'HEAD' ? undefined : f.body);
+        return ['static', 200];
+      }
       case '/': {
         const html = renderStatusPage(a);
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' });

@@ -10,6 +10,7 @@ import { createAuthorityServer } from './http';
 import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
 import { createAuthorityMetrics } from './metrics';
 import { RewardLedger } from './rewards';
+import { StatusHistory } from './status-history';
 
 export interface RunOptions { config: string; dataDir?: string; period?: number; logLevel?: string }
 
@@ -35,8 +36,10 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
     },
   });
   const rewards = new RewardLedger({ dataDir: cfg.dataDir, signer, authorities: cfg.authorities, periodSeconds: cfg.periodSeconds, skewMs: cfg.clockSkewSeconds * 1000, log, registry: reg });
+  const history = new StatusHistory(cfg.dataDir, log).load();
+  rewards.onBlock = (b) => history.onBlock(b);
   rewards.load();
-  authority = new Authority({ config: cfg, signer, log, metrics, rewards });
+  authority = new Authority({ config: cfg, signer, log, metrics, rewards, history });
   const server = createAuthorityServer(authority, reg, metrics, log, rewards);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code ?? e.message}`)));
@@ -52,6 +55,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
     await a.stop();
     await rewards.close();
     await closeServer(server);
+    await history.flush();
   };
   return { stop, port, log };
 }

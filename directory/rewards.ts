@@ -89,6 +89,8 @@ export class RewardLedger {
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
   private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'> };
+  /** Told of every block of the chain held, loaded or appended (the status page's history). */
+  onBlock: ((b: { height: number; epoch: number; minted: bigint }) => void) | null = null;
 
   constructor(o: RewardLedgerOptions) {
     this.o = o;
@@ -126,6 +128,7 @@ export class RewardLedger {
       try {
         const sb = applyRewardBlock(this.state, raw, this.verifier(), this.majority, { schedule: this.schedule });
         this.m.minted.inc(Number(sb.block.minted));
+        this.onBlock?.(sb.block);
         loaded++;
       } catch (e) {
         const moved = this.store.rejectFromSync(height);
@@ -292,6 +295,7 @@ export class RewardLedger {
   private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
     this.m.blocks.labels(how).inc();
     this.m.minted.inc(Number(b.minted));
+    this.onBlock?.(b);
     this.o.log.info({ height: b.height, epoch: b.epoch, minted: b.minted.toString(), allocations: b.allocations.size, signers: signers.length, how }, 'reward block appended');
   }
 

@@ -3,6 +3,48 @@ import { escapeHtml } from '../src/dir/http-serve';
 import { ALL_FLAGS } from '../src/dir/types';
 import { VERSION } from '../src/ops/version';
 import type { Authority } from './authority';
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { HistoryJson } from './status-history';
+
+let statics: Record<string, { type: string; body: Buffer }> | null = null;
+/** The page's plotting code, read once: uPlot from its package, our script beside this file. */
+export function STATIC_FILES(): Record<string, { type: string; body: Buffer }> {
+  if (statics) return statics;
+  const out: Record<string, { type: string; body: Buffer }> = {};
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const read = (file: string) => { try { return fs.readFileSync(file); } catch { return null; } };
+  let dist: string | null = null;
+  try { dist = path.join(path.dirname(createRequire(import.meta.url).resolve('uplot')), '.'); } catch { /* not installed */ }
+  const add = (name: string, type: string, file: string | null) => { const b = file ? read(file) : null; if (b) out[name] = { type, body: b }; };
+  add('/static/uplot.min.js', 'text/javascript; charset=utf-8', dist && path.join(dist, 'uPlot.iife.min.js'));
+  add('/static/uplot.min.css', 'text/css; charset=utf-8', dist && path.join(dist, 'uPlot.min.css'));
+  add('/static/status-plots.js', 'text/javascript; charset=utf-8', path.join(here, 'static', 'status-plots.js'));
+  statics = out;
+  return out;
+}
+
+/** The history as tables (what the page shows with JavaScript off). */
+function historyTables(h: HistoryJson): string {
+  const last = h.samples.slice(-12).reverse();
+  const rows = last.map((s) => {
+    const total = Object.values(s.proven).reduce((a, b) => a + b, 0);
+    return `<tr><td>${new Date(s.t).toISOString()}</td><td>${s.relays}</td><td>${s.storage}</td><td>${s.provenEpoch ?? '–'}</td><td>${total}</td></tr>`;
+  }).join('\n');
+  const blocks = h.blocks.slice(-12).reverse().map((b) => `<tr><td>${b.height}</td><td>${b.epoch}</td><td>${b.minted}</td></tr>`).join('\n');
+  return `<h2>History</h2>
+<div id="plots"><p id="plots-error"></p><div id="plot-relays" class="plot"></div><div id="plot-proven" class="plot"></div><div id="plot-weights" class="plot"></div><div id="plot-share" class="plot"></div><div id="plot-minted" class="plot"></div></div>
+<h3>Last consensuses (of ${h.samples.length} kept)</h3>
+<table><tr><th>valid after</th><th>relays</th><th>storage nodes</th><th>proven epoch</th><th>total proven cells</th></tr>
+${rows}
+</table>
+<h3>Last reward blocks (of ${h.blocks.length} kept)</h3>
+<table><tr><th>height</th><th>epoch</th><th>units minted</th></tr>
+${blocks}
+</table>`;
+}
 
 export function statusJson(a: Authority): Record<string, unknown> {
   const c = a.published?.info;
@@ -84,7 +126,9 @@ export function renderStatusPage(a: Authority): string {
     : '<p><strong>No consensus published yet.</strong></p>';
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>Bitcloud directory authority</title>
-<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}code{font-size:90%}</style>
+<link rel="stylesheet" href="/static/uplot.min.css">
+<script src="/static/uplot.min.js" defer></script><script src="/static/status-plots.js" defer></script>
+<style>.plot{margin:1em 0}body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}code{font-size:90%}</style>
 </head><body>
 <h1>Bitcloud directory authority ${e(names.get(a.config.identity) ?? '')}</h1>
 <p>Identity <code>${a.config.identity}</code>, software ${e(VERSION)}, period ${a.config.periodSeconds} s.</p>
@@ -95,7 +139,8 @@ ${rewardsLine(a)}
 <table><tr><th>nickname</th><th>fingerprint</th><th>address</th><th>flags</th><th>weight (KB/s)</th><th title="proven cells in the consensus's proven epoch / as this authority measured its last epoch">proven (epoch ${c?.provenEpoch ?? '–'} / mine ${mine?.epoch ?? '–'})</th><th>roles</th><th>moderators</th><th>version</th></tr>
 ${rows}
 </table>
-<p><a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>
+${historyTables(a.history.toJSON())}
+<p><a href="/bitcloud/status/history">history JSON</a> · <a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>
 </body></html>
 `;
 }

@@ -12,6 +12,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/circuits-inprocess'),
   () => import('./bench/circuit'),
   () => import('./bench/moderation'),
+  () => import('./bench/gateway'),
 ];
 
 function arg(name: string): string | undefined {

@@ -247,6 +247,10 @@ export const ERROR_CODES = {
     CAP_MALFORMED: 'bad_input',
     CHUNK_AUTH_FAILED: 'integrity',
     CHUNK_TOO_FEW_SHARES: 'unreachable',
+    FOLDER_MALFORMED: 'protocol_violation',
+    FOLDER_NESTED: 'protocol_violation',
+    FOLDER_PATH_INVALID: 'bad_input',
+    FOLDER_TOO_LARGE: 'resource_limit',
     MANIFEST_MALFORMED: 'protocol_violation',
     MANIFEST_NOT_FOUND: 'not_found',
     NAME_MALFORMED: 'bad_input',
@@ -275,6 +279,14 @@ export const ERROR_CODES = {
     STORAGE_PUT_FAILED: 'unreachable',
     STORAGE_REMOTE_UNKNOWN: 'protocol_violation',
     STORAGE_TIMEOUT: 'timeout',
+  },
+  /** The proxy's gateway answering HTTP for `.bitcloud` hosts from storage (SPEC.md §9.16). */
+  GATEWAY: {
+    GATEWAY_HOST_MALFORMED: 'bad_input',
+    GATEWAY_METHOD_NOT_ALLOWED: 'bad_input',
+    GATEWAY_NOT_FOUND: 'not_found',
+    GATEWAY_PATH_INVALID: 'bad_input',
+    GATEWAY_RANGE_UNSATISFIABLE: 'bad_input',
   },
   /** The DHT that storage nodes and moderators use (SPEC.md §9.14, §10.7). */
   DHT: {

@@ -140,6 +140,17 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     expect(page.headers['content-type']).toMatch(/text\/html/);
     expect(page.body.toString()).toContain('relay3');
     expect(page.body.toString()).toMatch(/Signed by [23] of 3/);
+    // SPEC.md §6.10: the history (tables without JavaScript; plots from the authority's own uPlot).
+    expect(page.body.toString()).toContain('Last consensuses');
+    expect(page.body.toString()).toContain('<script src="/static/uplot.min.js"');
+    const hist = JSON.parse((await httpRequest(url(1, '/bitcloud/status/history'), { maxBytes: 1 << 20 })).body.toString()) as { samples: Array<{ relays: number }> };
+    expect(hist.samples.length).toBeGreaterThan(0);
+    expect(hist.samples.at(-1)!.relays).toBeGreaterThan(0);
+    for (const asset of ['/static/uplot.min.js', '/static/uplot.min.css', '/static/status-plots.js']) {
+      const r = await httpRequest(url(1, asset), { maxBytes: 1 << 20 });
+      expect(r.status, asset).toBe(200);
+      expect(r.body.length, asset).toBeGreaterThan(1000);
+    }
     const metrics = await httpRequest(url(1, '/metrics'), { maxBytes: 1 << 20 });
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_age_seconds\{[^}]*\} \d/);
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_relays\{[^}]*\} 5/);

@@ -3,7 +3,8 @@
 // an interrupted get resumes from its part file. Wiring only.
 import type { CommandModule } from 'yargs';
 import { parseCapability } from '../../storage/capability';
-import { getFile } from '../storage-client-get';
+import { fetchManifest, getFile } from '../storage-client-get';
+import { getFolder, isFolderManifest } from '../storage-client-folder';
 import { progressMode, progressReporter } from '../storage-client-progress';
 import { runStorageCommand } from '../storage-client-setup';
 import { nodesForClass } from '../../moderation/placement';
@@ -18,6 +19,16 @@ export async function getCommand(a: Args): Promise<number> {
     // SPEC.md §10.8: shares of a class were placed over the nodes admitting it; ask those first.
     const sources = session.network.dirCfg.authorities.map((x) => authoritySource(x.url));
     const placementFor = (cls: string) => nodesForClass(session.client.nodes, cls, sources);
+    // SPEC.md §9.15: a folder is fetched file by file into the folder -o names.
+    const m = await fetchManifest(session.client, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    if (isFolderManifest(m)) {
+      const f = await getFolder(session.client, cap, a.output ?? (m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${cap.manifestId.toString('hex').slice(0, 16)}`), { manifest: m, placementFor });
+      progress.stop();
+      const seconds = (Date.now() - t0) / 1000;
+      if (a.json) process.stdout.write(JSON.stringify({ ok: true, folder: true, path: f.path, files: f.files, size: f.size, transport: a.direct ? 'direct' : 'circuits', seconds }) + '\n');
+      else process.stdout.write(f.path + '\n');
+      return 0;
+    }
     const r = await getFile(session.client, cap, { output: a.output, placementFor, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
@@ -41,7 +52,7 @@ export const getCommandModule: CommandModule<object, Args> = {
   describe: 'Fetch a file by its capability (bitcloud:<id>#<key>), verify it and write it atomically; resumes.',
   builder: (y) => y
     .positional('cap', { type: 'string', describe: 'The read capability printed by put' })
-    .option('output', { alias: 'o', type: 'string', describe: 'Output file (default: the stored name, in the current folder)' })
+    .option('output', { alias: 'o', type: 'string', describe: 'Output file, or output folder for a stored folder (default: the stored name, in the current folder)' })
     .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
     .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (reveals your address to them)' })
     .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })

@@ -20,6 +20,9 @@ import { isolationKey } from '../isolation';
 import { startSocks5Server, type Socks5Server } from '../socks5';
 import { CircuitManager } from '../circuit-manager';
 import { DirKeeper } from '../dir-keeper';
+import { Gateway } from '../gateway/gateway';
+import { isBitcloudHost } from '../gateway/host';
+import { storageNodesOf } from '../storage-client';
 
 /** Observed circuit build times, in the client's data directory. */
 export const BUILD_TIMES_FILE = 'build-times.json';
@@ -31,6 +34,7 @@ export interface ProxyOptions {
   socksPort?: number;
   allowPublicBind?: boolean;
   metricsPort?: number;
+  gatewayCacheBytes?: number;
   logLevel?: string;
   log?: Logger;
 }
@@ -39,6 +43,7 @@ export interface ProxyHandle {
   socks: Socks5Server;
   manager: CircuitManager;
   dir: DirKeeper;
+  gateway: Gateway;
   registry: Registry;
   metricsPort: number | null;
   close(): Promise<void>;
@@ -52,6 +57,8 @@ export interface ProxyConfig {
   enforceDistinctSubnets: boolean;
   maxCircuitDirtinessSeconds: number;
   preemptiveCircuits: number;
+  /** Bytes of decrypted chunks the .bitcloud gateway caches (SPEC.md §9.16.4; 0 = none). */
+  gatewayCacheBytes: number;
 }
 
 export function readProxyConfig(file: string): ProxyConfig {
@@ -63,6 +70,7 @@ export function readProxyConfig(file: string): ProxyConfig {
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
+    gatewayCacheBytes: int(raw.gatewayCacheBytes, 'gatewayCacheBytes', 0, 64 * 1024 ** 3, 256 * 1024 * 1024),
   };
 }
 
@@ -101,11 +109,20 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   }, 60_000);
   saveGuards.unref();
 
+  // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
+  const gateway = new Gateway({
+    nodes: () => storageNodesOf(dir.relays() ?? []),
+    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1).
+    open: async (n) => manager.openStream(await manager.buildCircuitTo(n), { kind: 'begin_storage' }),
+    cacheBytes: o.gatewayCacheBytes ?? cfg.gatewayCacheBytes,
+    log, registry,
+  });
+
   const socks = await startSocks5Server({
     host: o.socksHost ?? cfg.socksHost,
     port: o.socksPort ?? cfg.socksPort,
     allowPublicBind: o.allowPublicBind,
-    onConnect: (req, ctx) => manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req) }, ctx.signal),
+    onConnect: async (req, ctx) => isBitcloudHost(req.host) ? gateway.connect(req.host) : manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req) }, ctx.signal),
     log,
     metrics: registry,
   });
@@ -117,13 +134,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
 
   let closed = false;
   return {
-    socks, manager, dir, registry, metricsPort,
+    socks, manager, dir, gateway, registry, metricsPort,
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(saveGuards);
       dir.stop();
       await socks.close();
+      await gateway.close();
       await manager.close();
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       if (guards.dirty) guards.saveSync();

@@ -5,6 +5,9 @@ import type { CommandModule } from 'yargs';
 import { err } from '../../errors';
 import { checkCoding, CODING_PROFILES, parseCoding, type Coding } from '../../storage/coding';
 import { putFile } from '../storage-client-put';
+import { isDirectory, putFolder } from '../storage-client-folder';
+import { parseCapability } from '../../storage/capability';
+import { capabilityUrl } from '../gateway/host';
 import { progressMode, progressReporter } from '../storage-client-progress';
 import { runStorageCommand, type Network } from '../storage-client-setup';
 import type { StorageNode } from '../storage-client';
@@ -39,17 +42,23 @@ export async function putCommand(a: Args): Promise<number> {
     };
   }, async (session, { coding, contentClass }) => {
     const t0 = Date.now();
-    const r = await putFile(session.client, a.file, { coding, chunkSize: a['chunk-size'], contentClass, onProgress: (d, t) => progress.update(d, t) });
+    const opts = { coding, chunkSize: a['chunk-size'], contentClass, onProgress: (d: number, t: number) => progress.update(d, t) };
+    // SPEC.md §9.15: a folder is stored file by file, then its listing; one capability for it all.
+    const folder = isDirectory(a.file) ? await putFolder(session.client, a.file, opts) : null;
+    const r = folder ?? await putFile(session.client, a.file, opts);
     progress.stop();
+    const url = capabilityUrl(parseCapability(r.capability));
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {
       process.stdout.write(JSON.stringify({
-        ok: true, capability: r.capability, manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
+        ok: true, capability: r.capability, url, folder: folder !== null, ...(folder ? { files: folder.files, totalBytes: folder.totalBytes } : {}),
+        manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
         transport: a.direct ? 'direct' : 'circuits', shares: r.shares, bytesSent: r.bytesSent, relocated: r.relocated,
         seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001),
       }) + '\n');
     } else {
       process.stdout.write(r.capability + '\n');
+      if (folder) process.stderr.write(`bitcloud put: stored ${folder.files} files; open ${url} through the SOCKS proxy\n`);
     }
     return 0;
   }, () => progress.stop());
@@ -57,9 +66,9 @@ export async function putCommand(a: Args): Promise<number> {
 
 export const putCommandModule: CommandModule<object, Args> = {
   command: 'put <file>',
-  describe: 'Store a file (encrypted, erasure-coded, uploaded through circuits) and print its capability.',
+  describe: 'Store a file or a folder (encrypted, erasure-coded, uploaded through circuits) and print its capability.',
   builder: (y) => y
-    .positional('file', { type: 'string', describe: 'File to store (read chunk by chunk, never whole)' })
+    .positional('file', { type: 'string', describe: 'File or folder to store (read chunk by chunk, never whole)' })
     .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
     .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (faster; reveals your address to them)' })
     .option('k', { type: 'number', describe: 'Shares needed to rebuild a chunk (with -n; --k works too)' })

@@ -1,0 +1,93 @@
+// SPEC.md §6.10 (informative): the authority's own history for its status page plots. One sample
+// per newly published consensus (relays and storage nodes listed, each relay's weight and proven
+// cells), and one per reward block appended (height, epoch, units minted). Bounded (the newest
+// MAX_SAMPLES / MAX_BLOCKS), kept in `<dataDir>/status-history.json`, written atomically.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { VerifiedConsensus } from '../src/dir/types';
+import { writeFileAtomic } from '../src/ops/fsutil';
+import type { Logger } from '../src/ops/log';
+
+export const HISTORY_FILE = 'status-history.json';
+export const MAX_SAMPLES = 720;
+export const MAX_BLOCKS = 720;
+
+export interface HistorySample {
+  /** validAfter of the consensus, ms. */
+  t: number;
+  relays: number;
+  storage: number;
+  provenEpoch: number | null;
+  /** fingerprint → consensus weight (KB/s). */
+  weights: Record<string, number>;
+  /** fingerprint → proven cells of provenEpoch (only relays with some). */
+  proven: Record<string, number>;
+}
+
+export interface HistoryBlock { t: number; height: number; epoch: number; minted: number }
+
+export interface HistoryJson {
+  samples: HistorySample[];
+  blocks: HistoryBlock[];
+  /** fingerprint → nickname, as last seen. */
+  names: Record<string, string>;
+}
+
+export class StatusHistory {
+  private samples: HistorySample[] = [];
+  private blocks: HistoryBlock[] = [];
+  private names: Record<string, string> = {};
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(private readonly dataDir: string, private readonly log?: Logger) {}
+
+  /** Read the saved history; a missing or unreadable file starts an empty one. */
+  load(): this {
+    try {
+      const j = JSON.parse(fs.readFileSync(path.join(this.dataDir, HISTORY_FILE), 'utf8')) as Partial<HistoryJson>;
+      if (Array.isArray(j.samples)) this.samples = j.samples.filter((s) => s && typeof s.t === 'number').slice(-MAX_SAMPLES);
+      if (Array.isArray(j.blocks)) this.blocks = j.blocks.filter((b) => b && typeof b.height === 'number').slice(-MAX_BLOCKS);
+      if (j.names && typeof j.names === 'object') this.names = j.names;
+    } catch { /* none yet */ }
+    return this;
+  }
+
+  onConsensus(info: VerifiedConsensus): void {
+    if (this.samples.length && this.samples[this.samples.length - 1].t >= info.validAfter) return;
+    const weights: Record<string, number> = {};
+    const proven: Record<string, number> = {};
+    for (const r of info.relays) {
+      weights[r.fingerprint] = r.weight;
+      if (r.proven > 0) proven[r.fingerprint] = r.proven;
+      this.names[r.fingerprint] = r.nickname;
+    }
+    this.samples.push({
+      t: info.validAfter, relays: info.relays.length,
+      storage: info.relays.filter((r) => r.flags.has('Storage')).length,
+      provenEpoch: info.provenEpoch, weights, proven,
+    });
+    if (this.samples.length > MAX_SAMPLES) this.samples.splice(0, this.samples.length - MAX_SAMPLES);
+    this.save();
+  }
+
+  onBlock(b: { height: number; epoch: number; minted: bigint | number }, t = Date.now()): void {
+    if (this.blocks.some((x) => x.height === b.height)) return;
+    this.blocks.push({ t, height: b.height, epoch: b.epoch, minted: Number(b.minted) });
+    this.blocks.sort((x, y) => x.height - y.height);
+    if (this.blocks.length > MAX_BLOCKS) this.blocks.splice(0, this.blocks.length - MAX_BLOCKS);
+    this.save();
+  }
+
+  toJSON(): HistoryJson {
+    return { samples: this.samples, blocks: this.blocks, names: this.names };
+  }
+
+  private save(): void {
+    const text = JSON.stringify(this.toJSON());
+    this.saving = this.saving.then(() => writeFileAtomic(path.join(this.dataDir, HISTORY_FILE), text, 0o644))
+      .catch((e) => this.log?.warn({ err: (e as Error).message }, 'saving the status history failed'));
+  }
+
+  /** Wait for pending writes (shutdown, tests). */
+  flush(): Promise<void> { return this.saving; }
+}

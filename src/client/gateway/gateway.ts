@@ -1,0 +1,355 @@
+// SPEC.md §9.16: the `.bitcloud` gateway of the SOCKS proxy. A SOCKS CONNECT to a host ending in
+// ".bitcloud" is not sent to an exit: the proxy answers HTTP/1.1 on it itself, reading the stored
+// file or folder the host names over circuits to the storage nodes. The host (which carries the
+// file key) is read here and never leaves the process: no exit, relay or storage node sees it, the
+// HTTP Host header is ignored, and the key is never logged.
+import http from 'node:http';
+import { Duplex } from 'node:stream';
+import { err, errorCode, isBitcloudError, kindOf, isErrorCode, type BitcloudError } from '../../errors';
+import { silentLogger, type Logger } from '../../ops/log';
+import { prom, type Registry } from '../../ops/metrics';
+import type { Capability } from '../../storage/capability';
+import { lookupFolder, type FolderEntry } from '../../storage/folder';
+import type { Manifest } from '../../storage/manifest';
+import { isFolderManifest } from '../storage-client-folder';
+import { StorageClient, type OpenStorageStream, type StorageNode } from '../storage-client';
+import { contentTypeFor } from './content-type';
+import { parseCapabilityHost } from './host';
+import { parseRange } from './http-range';
+import { BlobReader } from './reader';
+
+export interface GatewayOptions {
+  /** The storage nodes of the current consensus. */
+  nodes: () => StorageNode[];
+  /** Opens a storage stream to a node (over a circuit ending at it, SPEC.md §9.13.1). */
+  open: OpenStorageStream;
+  /** Per storage request (default 30 s). */
+  requestTimeoutMs?: number;
+  /** Bytes of decrypted chunks cached (default 256 MiB; 0 = none). */
+  cacheBytes?: number;
+  /** Renew the storage client (new circuits, forgotten dead nodes) this often. Default 10 min. */
+  clientLifetimeMs?: number;
+  log?: Logger;
+  registry?: Registry;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An in-memory socket pair: one end goes to the SOCKS client's relay, the other to the HTTP server.
+
+class Half extends Duplex {
+  other!: Half;
+  private waiting: (() => void) | null = null;
+  constructor() { super({ allowHalfOpen: true }); }
+  override _read(): void {
+    const w = this.other.waiting;
+    if (w) { this.other.waiting = null; w(); }
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    if (this.other.destroyed) { cb(); return; }
+    if (this.other.push(chunk)) cb(); else this.waiting = cb;
+  }
+  override _final(cb: (e?: Error | null) => void): void {
+    if (!this.other.destroyed) this.other.push(null);
+    cb();
+  }
+  override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    const w = this.waiting;
+    this.waiting = null;
+    w?.();
+    if (!this.other.destroyed) this.other.destroy();
+    cb(e);
+  }
+  // What node:http may call on a socket.
+  setTimeout(): this { return this; }
+  setNoDelay(): this { return this; }
+  setKeepAlive(): this { return this; }
+  destroySoon(): void { this.end(); }
+}
+
+export function duplexPair(): [Duplex, Duplex] {
+  const a = new Half(), b = new Half();
+  a.other = b; b.other = a;
+  return [a, b];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** SPEC.md §9.16.5: the HTTP status for a failure, by code (then by kind). */
+export function statusFor(e: unknown): number {
+  const code = errorCode(e);
+  const byCode: Record<string, number> = {
+    GATEWAY_HOST_MALFORMED: 400, GATEWAY_PATH_INVALID: 400, GATEWAY_METHOD_NOT_ALLOWED: 405, GATEWAY_NOT_FOUND: 404,
+    GATEWAY_RANGE_UNSATISFIABLE: 416, CAP_MALFORMED: 400, CHUNK_AUTH_FAILED: 403, MANIFEST_NOT_FOUND: 404,
+    MANIFEST_MALFORMED: 502, FOLDER_MALFORMED: 502, FOLDER_NESTED: 502, FOLDER_TOO_LARGE: 502,
+    CHUNK_TOO_FEW_SHARES: 503, STORAGE_TIMEOUT: 504, CONSENSUS_NOT_AVAILABLE: 503, PLACEMENT_TOO_FEW_NODES: 503,
+  };
+  if (byCode[code]) return byCode[code];
+  if (!isErrorCode(code)) return 500;
+  switch (kindOf(code)) {
+    case 'unreachable': case 'closed': return 503;
+    case 'timeout': return 504;
+    case 'peer_refused': return 451; // a moderation refusal by every node holding it (SPEC.md §10.6)
+    case 'integrity': case 'protocol_violation': return 502;
+    default: return 500;
+  }
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 416: 'Range Not Satisfiable',
+  451: 'Unavailable For Legal Reasons', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+const HINT: Record<number, string> = {
+  400: 'The address is not a valid Bitcloud URL. Check that it was copied whole.',
+  403: 'The key in this address does not open the stored file: the address is wrong or was altered.',
+  404: 'Nothing is stored at this address (or its leases expired).',
+  502: 'The stored data is not a valid Bitcloud file or folder.',
+  503: 'Too few storage nodes could be reached to read this file. Try again later.',
+  504: 'The storage nodes did not answer in time. Try again later.',
+};
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** Request path → folder path components (percent-decoded). GATEWAY_PATH_INVALID for anything unsafe. */
+export function parseRequestPath(url: string): { path: string; dir: boolean } {
+  let u = url;
+  if (/^https?:\/\//i.test(u)) { const i = u.indexOf('/', u.indexOf('//') + 2); u = i < 0 ? '/' : u.slice(i); }
+  const q = u.search(/[?#]/);
+  if (q >= 0) u = u.slice(0, q);
+  if (!u.startsWith('/')) throw err('GATEWAY_PATH_INVALID', 'a request path starts with "/"');
+  const raw = u.slice(1).split('/');
+  const dir = raw[raw.length - 1] === '';
+  if (dir) raw.pop();
+  const parts = raw.map((seg) => {
+    if (seg === '') throw err('GATEWAY_PATH_INVALID', 'empty path component');
+    let d: string;
+    try { d = decodeURIComponent(seg); } catch { throw err('GATEWAY_PATH_INVALID', 'bad percent-encoding'); }
+    // eslint-disable-next-line no-control-regex
+    if (d === '.' || d === '..' || /[/\\\u0000-\u001f\u007f]/.test(d)) throw err('GATEWAY_PATH_INVALID', '".", "..", an encoded slash, a backslash or a control character in the path');
+    return d;
+  });
+  return { path: parts.join('/'), dir };
+}
+
+/** Wait for 'drain' or 'close', removing both listeners after. */
+function drainOrClose(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+function encodePath(p: string): string {
+  return p.split('/').map(encodeURIComponent).join('/');
+}
+
+interface Metrics {
+  requests: prom.Counter<'status'>;
+  ranges: prom.Counter<string>;
+  bytes: prom.Counter<string>;
+}
+
+export class Gateway {
+  private readonly server: http.Server;
+  private readonly hosts = new WeakMap<object, string>();
+  readonly reader: BlobReader;
+  private client: StorageClient | null = null;
+  private clientBorn = 0;
+  private readonly retired = new Set<NodeJS.Timeout>();
+  private readonly log: Logger;
+  private readonly metrics: Metrics | null;
+  private closed = false;
+
+  constructor(private readonly o: GatewayOptions) {
+    this.log = o.log ?? silentLogger;
+    this.reader = new BlobReader({ client: () => this.currentClient(), cacheBytes: o.cacheBytes, registry: o.registry });
+    this.server = http.createServer({ keepAliveTimeout: 30_000 }, (req, res) => { void this.handle(req, res); });
+    this.server.on('clientError', (_e, sock) => { if (!sock.destroyed) sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'); });
+    const reg = o.registry;
+    this.metrics = reg ? {
+      requests: (reg.getSingleMetric('bitcloud_gateway_requests_total') as prom.Counter<'status'> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_requests_total', help: 'HTTP requests answered by the .bitcloud gateway, by status', labelNames: ['status'], registers: [reg] }),
+      ranges: (reg.getSingleMetric('bitcloud_gateway_range_requests_total') as prom.Counter<string> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_range_requests_total', help: 'Requests answered 206 (one byte range)', registers: [reg] }),
+      bytes: (reg.getSingleMetric('bitcloud_gateway_bytes_sent_total') as prom.Counter<string> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_bytes_sent_total', help: 'Body bytes sent by the .bitcloud gateway', registers: [reg] }),
+    } : null;
+  }
+
+  /**
+   * The storage client, renewed after its lifetime (new circuits; nodes marked dead get another
+   * chance) and whenever the consensus lists other storage nodes.
+   */
+  private currentClient(): StorageClient {
+    const life = this.o.clientLifetimeMs ?? 600_000;
+    const nodes = this.o.nodes();
+    const same = this.client && this.client.fingerprints.length === nodes.length && nodes.every((n, i) => this.client!.fingerprints[i] === n.fingerprint);
+    if (this.client && (!same || Date.now() - this.clientBorn > life)) {
+      const old = this.client;
+      // Requests still using it finish first (each has its own timeout).
+      const t = setTimeout(() => { this.retired.delete(t); void old.close(); }, 150_000);
+      t.unref();
+      this.retired.add(t);
+      this.client = null;
+    }
+    if (!this.client) {
+      if (this.closed) throw err('STORAGE_CLIENT_CLOSED', 'the gateway is closed');
+      this.client = new StorageClient({ nodes, open: this.o.open, requestTimeoutMs: this.o.requestTimeoutMs ?? 30_000, log: this.log });
+      this.clientBorn = Date.now();
+    }
+    return this.client;
+  }
+
+  /** A stream speaking HTTP for `host` (the SOCKS CONNECT target), to hand to the SOCKS client. */
+  connect(host: string): Duplex {
+    const [outer, inner] = duplexPair();
+    this.hosts.set(inner, host);
+    this.server.emit('connection', inner);
+    return outer;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.server.closeAllConnections();
+    for (const t of this.retired) clearTimeout(t);
+    await this.client?.close();
+    this.client = null;
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    res.setHeader('Referrer-Policy', 'no-referrer'); // a page's links must not carry its address (with the key) anywhere
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('Allow', 'GET, HEAD');
+        throw err('GATEWAY_METHOD_NOT_ALLOWED', `method ${req.method} is not served; only GET and HEAD`);
+      }
+      const cap = parseCapabilityHost(this.hosts.get(req.socket) ?? '');
+      const { path, dir } = parseRequestPath(req.url ?? '/');
+      const m = await this.reader.manifest(cap);
+      if (!isFolderManifest(m)) {
+        if (path !== '' && path !== m.name) throw err('GATEWAY_NOT_FOUND', 'this address names a single file, not a folder');
+        return await this.serveFile(req, res, cap, m, m.name);
+      }
+      const folder = await this.reader.folder(cap, m);
+      const hit = lookupFolder(folder, path);
+      if (!hit) throw err('GATEWAY_NOT_FOUND', 'no such file in this folder');
+      if ('entry' in hit) return await this.serveEntry(req, res, hit.entry);
+      if (!dir && path !== '') { // a folder without its trailing slash: relative links need it
+        res.statusCode = 301;
+        res.setHeader('Location', `/${encodePath(path)}/`);
+        res.setHeader('Content-Length', 0);
+        this.metrics?.requests.inc({ status: '301' });
+        res.end();
+        return;
+      }
+      const index = lookupFolder(folder, path ? `${path}/index.html` : 'index.html');
+      if (index && 'entry' in index) return await this.serveEntry(req, res, index.entry);
+      this.listing(req, res, path, folder.entries);
+    } catch (e) {
+      this.fail(res, e);
+    }
+  }
+
+  private async serveEntry(req: http.IncomingMessage, res: http.ServerResponse, e: FolderEntry): Promise<void> {
+    const fm = await this.reader.manifest(e.cap);
+    if (isFolderManifest(fm)) throw err('FOLDER_NESTED', 'a folder entry names another folder (listings are flat)');
+    await this.serveFile(req, res, e.cap, fm, e.path);
+  }
+
+  private async serveFile(req: http.IncomingMessage, res: http.ServerResponse, cap: Capability, m: Manifest, name: string): Promise<void> {
+    const size = m.layout.size;
+    const etag = `"${cap.manifestId.toString('hex')}"`;
+    res.setHeader('Content-Type', contentTypeFor(name, m.contentType));
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('ETag', etag);
+    res.setHeader('Cache-Control', 'private, max-age=31536000, immutable'); // a capability names fixed bytes
+    const inm = req.headers['if-none-match'];
+    if (inm && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+      res.statusCode = 304;
+      this.metrics?.requests.inc({ status: '304' });
+      res.end();
+      return;
+    }
+    const ifRange = req.headers['if-range'];
+    let range = parseRange(req.headers.range, size);
+    if (ifRange !== undefined && String(ifRange).trim() !== etag) range = { kind: 'none' };
+    if (range.kind === 'unsatisfiable') {
+      res.setHeader('Content-Range', `bytes */${size}`);
+      throw err('GATEWAY_RANGE_UNSATISFIABLE', `the range starts beyond the end of the file (${size} bytes)`);
+    }
+    let start = 0, end = size - 1;
+    if (range.kind === 'range') {
+      ({ start, end } = range);
+      res.statusCode = 206;
+      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+      this.metrics?.ranges.inc();
+    } else {
+      res.statusCode = 200;
+    }
+    res.setHeader('Content-Length', end - start + 1 > 0 ? end - start + 1 : 0);
+    this.metrics?.requests.inc({ status: String(res.statusCode) });
+    if (req.method === 'HEAD' || size === 0) { res.end(); return; }
+    // Headers go out with the first bytes: a failure before them is still a clean error page.
+    let sent = 0;
+    try {
+      for await (const buf of this.reader.range(cap, m, start, end)) {
+        if (res.destroyed) return;
+        sent += buf.length;
+        this.metrics?.bytes.inc(buf.length);
+        if (!res.write(buf)) {
+          await drainOrClose(res);
+          if (res.destroyed) return;
+        }
+      }
+      res.end();
+    } catch (e) {
+      if (sent === 0 && !res.headersSent) { res.removeHeader('Content-Range'); throw e; }
+      // Mid-body: the client must not take a cut body for a whole one, so the connection is reset.
+      this.log.warn({ code: errorCode(e) }, 'gateway: a read failed mid-body; connection reset');
+      res.destroy();
+    }
+  }
+
+  private listing(req: http.IncomingMessage, res: http.ServerResponse, path: string, entries: FolderEntry[]): void {
+    const prefix = path ? `${path}/` : '';
+    const names = new Map<string, number | null>();
+    for (const e of entries) {
+      if (!e.path.startsWith(prefix)) continue;
+      const rest = e.path.slice(prefix.length);
+      const slash = rest.indexOf('/');
+      if (slash < 0) names.set(rest, e.size); else names.set(rest.slice(0, slash) + '/', null);
+      if (names.size >= 10_000) break;
+    }
+    const rows = [...names].sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([n, s]) => `<li><a href="${escapeHtml(encodePath(n.replace(/\/$/, '')) + (n.endsWith('/') ? '/' : ''))}">${escapeHtml(n)}</a>${s === null ? '' : ` (${s} bytes)`}</li>`);
+    const body = Buffer.from(`<!doctype html><meta charset="utf-8"><title>/${escapeHtml(prefix)}</title><h1>/${escapeHtml(prefix)}</h1><ul>${rows.join('')}</ul>\n`);
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.setHeader('Content-Length', body.length);
+    this.metrics?.requests.inc({ status: '200' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  private fail(res: http.ServerResponse, e: unknown): void {
+    if (res.headersSent) { res.destroy(); return; }
+    const status = statusFor(e);
+    const code = errorCode(e);
+    if (!isBitcloudError(e)) this.log.error({ err: (e as Error)?.message }, 'gateway: unexpected failure');
+    else this.log.debug({ code, status }, 'gateway: request failed');
+    const msg = isBitcloudError(e) ? (e as BitcloudError).message.replace(/^[A-Z0-9_]+: /, '') : 'internal error';
+    const title = TITLES[status] ?? 'Error';
+    const body = Buffer.from(`<!doctype html><meta charset="utf-8"><title>${status} ${title}</title>`
+      + `<h1>${status} ${title}</h1><p>${escapeHtml(HINT[status] ?? '')}</p><p><code>${escapeHtml(code)}</code>: ${escapeHtml(msg)}</p>\n`);
+    res.statusCode = status;
+    for (const h of ['ETag', 'Accept-Ranges', 'Cache-Control']) res.removeHeader(h);
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.setHeader('Content-Length', body.length);
+    res.setHeader('Cache-Control', 'no-store');
+    this.metrics?.requests.inc({ status: String(status) });
+    res.end(res.req?.method === 'HEAD' ? undefined : body);
+  }
+}

@@ -1,0 +1,134 @@
+// SPEC.md §9.16.4: what the gateway reads from storage — manifests, folder listings and decrypted
+// chunks — with an LRU cache of decrypted chunks bounded in bytes (lru-cache). Cache keys bind the
+// file key as well as the manifest id (a hash of both), so a request with a wrong key can never be
+// answered from what a right key decrypted. Concurrent requests for one chunk share one fetch.
+// A byte range is read chunk by chunk, a few chunks ahead, so memory stays bounded whatever the
+// file size and a seek fetches only the chunks it needs.
+import { LRUCache } from 'lru-cache';
+import { sha256 } from '../../crypto/primitives';
+import type { Capability } from '../../storage/capability';
+import { ChunkKind } from '../../storage/encode';
+import type { Folder } from '../../storage/folder';
+import { chunkOffsets, plainLen, type Manifest } from '../../storage/manifest';
+import { prom, type Registry } from '../../ops/metrics';
+import { fetchChunk, fetchManifest, type GetStats } from '../storage-client-get';
+import { readFolderListing } from '../storage-client-folder';
+import type { StorageClient } from '../storage-client';
+
+export interface BlobReaderOptions {
+  /** The storage client to use now (the gateway may replace it, SPEC.md §9.16.4). */
+  client: () => StorageClient;
+  /** Bytes of decrypted chunks kept (0 = no cache). Default 256 MiB. */
+  cacheBytes?: number;
+  /** Chunks fetched ahead of the one being sent. Default 2. */
+  readAhead?: number;
+  registry?: Registry;
+}
+
+interface OpenFile {
+  manifest: Manifest;
+  offsets: number[];
+}
+
+function secretKey(cap: Capability): string {
+  return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
+}
+
+export class BlobReader {
+  private readonly chunks: LRUCache<string, Buffer> | null;
+  private readonly files = new LRUCache<string, Promise<OpenFile>>({ max: 1024 });
+  private readonly folders = new LRUCache<string, Promise<Folder>>({ max: 64 });
+  private readonly pending = new Map<string, Promise<Buffer>>();
+  private readonly lookups: prom.Counter<'result'> | null;
+  readonly stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+
+  constructor(private readonly o: BlobReaderOptions) {
+    const max = o.cacheBytes ?? 256 * 1024 * 1024;
+    this.chunks = max > 0 ? new LRUCache<string, Buffer>({ maxSize: max, sizeCalculation: (b) => Math.max(1, b.length) }) : null;
+    const reg = o.registry;
+    this.lookups = reg
+      ? (reg.getSingleMetric('bitcloud_gateway_cache_lookups_total') as prom.Counter<'result'> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_cache_lookups_total', help: 'Decrypted-chunk cache lookups of the .bitcloud gateway', labelNames: ['result'], registers: [reg] })
+      : null;
+  }
+
+  /** Bytes of decrypted chunks cached now. */
+  get cachedBytes(): number { return this.chunks?.calculatedSize ?? 0; }
+
+  /** The manifest a capability names (cached; a failure is not cached). */
+  async manifest(cap: Capability): Promise<Manifest> {
+    return (await this.open(cap)).manifest;
+  }
+
+  private open(cap: Capability): Promise<OpenFile> {
+    const key = secretKey(cap);
+    let p = this.files.get(key);
+    if (!p) {
+      p = fetchManifest(this.o.client(), cap, this.stats).then((manifest) => ({ manifest, offsets: chunkOffsets(manifest.layout) }));
+      p.catch(() => { if (this.files.get(key) === p) this.files.delete(key); });
+      this.files.set(key, p);
+    }
+    return p;
+  }
+
+  /** A folder's listing (SPEC.md §9.15), cached like manifests. */
+  folder(cap: Capability, m: Manifest): Promise<Folder> {
+    const key = secretKey(cap);
+    let p = this.folders.get(key);
+    if (!p) {
+      p = readFolderListing(this.o.client(), cap, m, this.stats, (i) => this.chunk(cap, m, i));
+      p.catch(() => { if (this.folders.get(key) === p) this.folders.delete(key); });
+      this.folders.set(key, p);
+    }
+    return p;
+  }
+
+  /** Decrypted data chunk `i` of the file. */
+  chunk(cap: Capability, m: Manifest, i: number): Promise<Buffer> {
+    const key = `${secretKey(cap)}:${i}`;
+    const hit = this.chunks?.get(key);
+    if (hit) { this.lookups?.inc({ result: 'hit' }); return Promise.resolve(hit); }
+    this.lookups?.inc({ result: 'miss' });
+    let p = this.pending.get(key);
+    if (!p) {
+      p = fetchChunk(this.o.client(), cap.fileKey, m.layout, i, ChunkKind.DATA, this.stats)
+        .then((b) => { this.chunks?.set(key, b); return b; })
+        .finally(() => this.pending.delete(key));
+      this.pending.set(key, p);
+    }
+    return p;
+  }
+
+  /**
+   * The plaintext bytes [start, end] (inclusive) of the file, chunk by chunk, `readAhead` chunks
+   * fetched ahead. Stopping the iteration early (client gone) stops further fetches.
+   */
+  async *range(cap: Capability, m: Manifest, start: number, end: number): AsyncGenerator<Buffer> {
+    if (end < start) return;
+    const { offsets } = await this.open(cap);
+    const chunks = m.layout.chunks;
+    // The first chunk holding `start`: binary search over the offsets.
+    let lo = 0, hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (offsets[mid] <= start) lo = mid; else hi = mid - 1;
+    }
+    const ahead = Math.max(0, this.o.readAhead ?? 2);
+    const queue: Promise<Buffer>[] = [];
+    let next = lo;
+    const fill = () => {
+      while (queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
+        const p = this.chunk(cap, m, next++);
+        p.catch(() => {}); // awaited in order below
+        queue.push(p);
+      }
+    };
+    for (let i = lo; i < chunks.length && offsets[i] <= end; i++) {
+      fill();
+      const plain = await queue.shift()!;
+      const from = Math.max(0, start - offsets[i]);
+      const to = Math.min(plainLen(chunks[i]), end - offsets[i] + 1);
+      yield plain.subarray(from, to);
+    }
+  }
+}

@@ -1,0 +1,119 @@
+// SPEC.md §9.15: putting and getting folders. `putFolder` stores every regular file under a folder
+// (each like `bitcloud put FILE`), then the listing that maps their paths to their capabilities,
+// itself stored as a file; the listing's capability names the whole folder. `getFolder` reads the
+// listing and fetches each file into the output folder, never outside it.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { err } from '../errors';
+import { parseCapability, type Capability } from '../storage/capability';
+import { ChunkKind } from '../storage/encode';
+import { decodeFolder, encodeFolder, FOLDER_CONTENT_TYPE, folderPathProblem, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES, type Folder, type FolderEntry } from '../storage/folder';
+import type { Manifest } from '../storage/manifest';
+import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
+import { putFile, type PutOptions, type PutResult } from './storage-client-put';
+import type { StorageClient } from './storage-client';
+
+export interface PutFolderResult extends PutResult {
+  /** Files stored (entries of the listing). */
+  files: number;
+  /** Plaintext bytes of all the files. */
+  totalBytes: number;
+}
+
+/** Every regular file under `dir`, as folder paths ("/"-joined), sorted. Symlinks and specials are skipped. */
+export async function listFolder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    const entries = await fsp.readdir(path.join(dir, rel), { withFileTypes: true });
+    for (const e of entries) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(r);
+      else if (e.isFile()) {
+        const bad = folderPathProblem(r);
+        if (bad) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(r)} cannot be stored in a folder: ${bad}`);
+        out.push(r);
+        if (out.length > MAX_FOLDER_ENTRIES) throw err('FOLDER_TOO_LARGE', `a folder holds at most ${MAX_FOLDER_ENTRIES} files`);
+      }
+    }
+  };
+  await walk('');
+  return out.sort();
+}
+
+/** Store a folder: each file, then the listing (SPEC.md §9.15). */
+export async function putFolder(client: StorageClient, dir: string, o: PutOptions & { onFile?: (p: string, i: number, total: number) => void } = {}): Promise<PutFolderResult> {
+  const files = await listFolder(dir);
+  const entries: FolderEntry[] = [];
+  let shares = 0, bytesSent = 0, relocated = 0, totalBytes = 0;
+  for (let i = 0; i < files.length; i++) {
+    o.onFile?.(files[i], i, files.length);
+    const r = await putFile(client, path.join(dir, ...files[i].split('/')), { ...o, name: undefined, contentType: undefined, fileKey: undefined });
+    entries.push({ path: files[i], cap: parseCapability(r.capability), size: r.size });
+    shares += r.shares; bytesSent += r.bytesSent; relocated += r.relocated; totalBytes += r.size;
+  }
+  const listing = encodeFolder({ entries });
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-folder-'));
+  try {
+    const file = path.join(tmp, 'listing.json');
+    await fsp.writeFile(file, listing, { mode: 0o600 });
+    const base = path.basename(path.resolve(dir));
+    const r = await putFile(client, file, { ...o, name: base && base !== '.' && base !== '..' ? base : '', contentType: FOLDER_CONTENT_TYPE, fileKey: undefined });
+    return { ...r, shares: r.shares + shares, bytesSent: r.bytesSent + bytesSent, relocated: r.relocated + relocated, files: entries.length, totalBytes };
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+export function isFolderManifest(m: Manifest): boolean {
+  return m.contentType === FOLDER_CONTENT_TYPE;
+}
+
+/** Read a folder's listing whole (it is at most MAX_FOLDER_BYTES, checked before any chunk is fetched). */
+export async function readFolderListing(client: StorageClient, cap: Capability, m: Manifest, stats: GetStats,
+  fetch: (i: number) => Promise<Buffer> = (i) => fetchChunk(client, cap.fileKey, m.layout, i, ChunkKind.DATA, stats)): Promise<Folder> {
+  if (!isFolderManifest(m)) throw err('FOLDER_MALFORMED', 'not a folder');
+  if (m.layout.size > MAX_FOLDER_BYTES) throw err('FOLDER_TOO_LARGE', `the listing exceeds ${MAX_FOLDER_BYTES} bytes`, { bytes: m.layout.size });
+  const parts: Buffer[] = [];
+  for (let i = 0; i < m.layout.chunks.length; i++) parts.push(await fetch(i));
+  return decodeFolder(Buffer.concat(parts));
+}
+
+export interface GetFolderResult {
+  path: string;
+  files: number;
+  size: number;
+}
+
+/** Fetch a folder into `out` (created if missing). Every path stays inside `out` (FOLDER_PATH_INVALID). */
+export async function getFolder(client: StorageClient, cap: Capability, out: string, o: { manifest?: Manifest; onFile?: (p: string, i: number, total: number) => void; placementFor?: GetOptions['placementFor'] } = {}): Promise<GetFolderResult> {
+  const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+  const m = o.manifest ?? await fetchManifest(client, cap, stats);
+  const folder = await readFolderListing(client, cap, m, stats);
+  const root = path.resolve(out);
+  await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+  let size = 0;
+  for (let i = 0; i < folder.entries.length; i++) {
+    const e = folder.entries[i];
+    const target = path.resolve(root, ...e.path.split('/'));
+    // decodeFolder refused ".." and separators already; this is the last line of defence.
+    if (!target.startsWith(root + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
+    o.onFile?.(e.path, i, folder.entries.length);
+    await fsp.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+    // A symlink planted in the output folder must not redirect a write outside it.
+    const real = await fsp.realpath(path.dirname(target));
+    const realRoot = await fsp.realpath(root);
+    if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
+    const em = await fetchManifest(client, e.cap, stats);
+    if (isFolderManifest(em)) throw err('FOLDER_NESTED', `${JSON.stringify(e.path)} names a folder; listings are flat`);
+    const r = await getFile(client, e.cap, { output: target, placementFor: o.placementFor });
+    size += r.size;
+  }
+  return { path: root, files: folder.entries.length, size };
+}
+
+/** Whether a local path is a folder (for `bitcloud put`). */
+export function isDirectory(p: string): boolean {
+  try { return fs.statSync(p).isDirectory(); } catch { return false; }
+}

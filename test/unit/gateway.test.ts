@@ -1,0 +1,330 @@
+// SPEC.md §9.15–§9.16: folders and the `.bitcloud` gateway, against real in-process storage nodes
+// (direct sessions) and a real SOCKS5 server on 127.0.0.1 driven by curl. The daemons-and-circuits
+// version is test/integration/gateway.test.ts.
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
+import { randomBytes } from '../../src/crypto/primitives';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { connectStorageDirect } from '../../src/storage/direct';
+import { base32Encode, formatCapability, parseCapability, type Capability } from '../../src/storage/capability';
+import { decodeFolder, encodeFolder, folderPathProblem, FOLDER_CONTENT_TYPE, lookupFolder, MAX_FOLDER_ENTRIES } from '../../src/storage/folder';
+import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
+import { putFile } from '../../src/client/storage-client-put';
+import { getFolder, putFolder } from '../../src/client/storage-client-folder';
+import { capabilityHost, capabilityUrl, isBitcloudHost, parseCapabilityHost } from '../../src/client/gateway/host';
+import { parseRange } from '../../src/client/gateway/http-range';
+import { contentTypeFor } from '../../src/client/gateway/content-type';
+import { Gateway, parseRequestPath } from '../../src/client/gateway/gateway';
+import { startSocks5Server, type Socks5Server } from '../../src/client/socks5';
+import { createRegistry } from '../../src/ops/metrics';
+import { ShareStore } from '../../storage/share-store';
+import { StorageEndpoint } from '../../storage/endpoint';
+import { curl, metric, parsePrometheus } from '../helpers/localnet';
+
+const KiB = 1024;
+let root: string;
+const stores: Array<{ store: ShareStore; endpoint: StorageEndpoint; relay: ConsensusRelay }> = [];
+let gateway: Gateway;
+let socks: Socks5Server;
+const registry = createRegistry('client');
+let site: string;
+let siteCap: Capability;
+let video: Buffer;
+let videoCap: Capability;
+
+function client(): StorageClient {
+  return new StorageClient({
+    nodes: storageNodesOf(stores.map((n) => n.relay)),
+    open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    requestTimeoutMs: 10_000,
+  });
+}
+
+async function put(file: string, o: Parameters<typeof putFile>[2] = {}): Promise<Capability> {
+  const c = client();
+  try { return parseCapability((await putFile(c, file, o)).capability); } finally { await c.close(); }
+}
+
+interface Reply { status: number; headers: Record<string, string>; body: Buffer }
+
+/** One request through the SOCKS proxy with curl (names resolved by the proxy), headers kept. */
+async function get(host: string, p: string, extra: string[] = []): Promise<Reply> {
+  const r = await curl(['-s', '-i', '--path-as-is', '--socks5-hostname', `127.0.0.1:${socks.address.port}`, ...extra, `http://${host}${p}`], { timeoutMs: 60_000 });
+  expect(r.code, r.stderr).toBe(0);
+  const sep = r.stdout.indexOf('\r\n\r\n');
+  const head = r.stdout.subarray(0, sep).toString('latin1').split('\r\n');
+  const headers: Record<string, string> = {};
+  for (const line of head.slice(1)) { const i = line.indexOf(':'); headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim(); }
+  return { status: Number(head[0].split(' ')[1]), headers, body: r.stdout.subarray(sep + 4) };
+}
+
+beforeAll(async () => {
+  root = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-gateway-'));
+  for (let i = 0; i < 6; i++) {
+    const dir = path.join(root, `node${i}`);
+    const keys = await loadOrCreateNodeKeys(dir);
+    const store = await ShareStore.open({ dir, quotaBytes: 256 * 1024 * KiB });
+    const endpoint = new StorageEndpoint({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0 });
+    await endpoint.start();
+    stores.push({
+      store, endpoint, relay: {
+        identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), nickname: `s${i}`, onionKey: keys.onion.publicKey,
+        address: '127.0.0.1', orPort: endpoint.orPort, dirPort: 0, storagePort: endpoint.storagePort,
+        flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, proven: 0, exitPolicy: [], family: [], roles: ['storage'],
+        moderators: [], unmoderated: true, version: 'test',
+      },
+    });
+  }
+  // A small site: a page with a stylesheet and an image, a sub-folder, and a "video" of 13 chunks.
+  site = path.join(root, 'site');
+  await fsp.mkdir(path.join(site, 'docs', 'deep'), { recursive: true });
+  await fsp.writeFile(path.join(site, 'index.html'), '<!doctype html><link rel="stylesheet" href="style.css"><img src="img/dot.png"><h1>hello</h1>');
+  await fsp.writeFile(path.join(site, 'style.css'), 'h1 { color: rgb(1, 2, 3); }');
+  await fsp.mkdir(path.join(site, 'img'));
+  await fsp.writeFile(path.join(site, 'img', 'dot.png'), randomBytes(300));
+  await fsp.writeFile(path.join(site, 'docs', 'deep', 'a b.txt'), 'spaced name');
+  video = randomBytes(3 * 1024 * KiB + 12_345);
+  await fsp.writeFile(path.join(site, 'video.webm'), video);
+  const c = client();
+  siteCap = parseCapability((await putFolder(c, site, { chunkSize: 256 * KiB })).capability);
+  await c.close();
+  videoCap = await put(path.join(site, 'video.webm'), { chunkSize: 256 * KiB });
+
+  gateway = new Gateway({
+    nodes: () => storageNodesOf(stores.map((n) => n.relay)),
+    open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
+    cacheBytes: 1024 * KiB, registry,
+  });
+  socks = await startSocks5Server({
+    port: 0,
+    onConnect: async (req) => {
+      if (isBitcloudHost(req.host)) return gateway.connect(req.host);
+      throw new Error('this test proxy serves .bitcloud hosts only');
+    },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await socks?.close();
+  await gateway?.close();
+  for (const n of stores) { await n.endpoint.close(); await n.store.close(); }
+  await fsp.rm(root, { recursive: true, force: true });
+});
+
+describe('folder listings (SPEC.md §9.15)', () => {
+  const cap = parseCapability(formatCapability({ manifestId: Buffer.alloc(32, 1), fileKey: Buffer.alloc(32, 2) }));
+
+  it('paths: no "..", ".", empty components, backslashes or control characters', () => {
+    expect(folderPathProblem('a/b.html')).toBeNull();
+    for (const bad of ['', '/a', 'a/', 'a//b', '../a', 'a/../b', './a', 'a\\b', 'a\u0000b', 'a\nb', 'x'.repeat(1025)]) expect(folderPathProblem(bad), bad).not.toBeNull();
+  });
+
+  it('round trip; malformed, duplicate, file-and-folder and oversized listings are refused', () => {
+    const f = { entries: [{ path: 'b/c.txt', cap, size: 3 }, { path: 'a.html', cap, size: 1 }] };
+    const back = decodeFolder(encodeFolder(f));
+    expect(back.entries.map((e) => e.path)).toEqual(['a.html', 'b/c.txt']);
+    expect(lookupFolder(back, 'b')).toEqual({ dir: true });
+    expect(lookupFolder(back, 'nope')).toBeNull();
+    const j = (entries: unknown[]) => Buffer.from(JSON.stringify({ version: 1, entries }));
+    const capText = formatCapability(cap);
+    expect(() => decodeFolder(Buffer.from('not json'))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(Buffer.from('{"version":2,"entries":[]}'))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(j([{ path: '../etc/passwd', cap: capText, size: 1 }]))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(j([{ path: 'a', cap: capText, size: 1 }, { path: 'a', cap: capText, size: 1 }]))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(j([{ path: 'a', cap: capText, size: 1 }, { path: 'a/b', cap: capText, size: 1 }]))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(j([{ path: 'a', cap: 'bitcloud:xyz', size: 1 }]))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(() => decodeFolder(j(new Array(MAX_FOLDER_ENTRIES + 1).fill(0)))).toThrow(expect.objectContaining({ code: 'FOLDER_TOO_LARGE' }));
+    expect(() => encodeFolder({ entries: [{ path: 'a/../b', cap, size: 1 }] })).toThrow(expect.objectContaining({ code: 'FOLDER_PATH_INVALID' }));
+  });
+});
+
+describe('host names, paths, ranges, content types (SPEC.md §9.16)', () => {
+  it('a capability is <file key>.<manifest id>.bitcloud, each label 52 characters (≤ 63)', () => {
+    const cap = { manifestId: randomBytes(32), fileKey: randomBytes(32) };
+    const host = capabilityHost(cap);
+    expect(host.split('.').map((l) => l.length)).toEqual([52, 52, 8]);
+    const back = parseCapabilityHost(host.toUpperCase() + '.');
+    expect(back.manifestId.equals(cap.manifestId) && back.fileKey.equals(cap.fileKey)).toBe(true);
+    expect(capabilityUrl(cap)).toBe(`http://${host}/`);
+    for (const bad of ['x.bitcloud', `${base32Encode(cap.fileKey)}.bitcloud`, `a.${host}`, host.replace(/^./, '1'), host.slice(0, 51) + 'z' + host.slice(52)]) {
+      expect(() => parseCapabilityHost(bad), bad).toThrow(expect.objectContaining({ code: 'GATEWAY_HOST_MALFORMED' }));
+    }
+    expect(isBitcloudHost('A.B.BITCLOUD')).toBe(true);
+    expect(isBitcloudHost('bitcloud.example')).toBe(false);
+  });
+
+  it('request paths: percent-decoded, and ".", "..", encoded slashes and NUL refused', () => {
+    expect(parseRequestPath('/')).toEqual({ path: '', dir: true });
+    expect(parseRequestPath('/docs/deep/a%20b.txt?x=1#f')).toEqual({ path: 'docs/deep/a b.txt', dir: false });
+    expect(parseRequestPath('/docs/')).toEqual({ path: 'docs', dir: true });
+    for (const bad of ['/../x', '/a/%2e%2e/x', '/a%2fb', '/a%5cb', '/a%00', '/a//b', '/%zz', 'x']) {
+      expect(() => parseRequestPath(bad), bad).toThrow(expect.objectContaining({ code: 'GATEWAY_PATH_INVALID' }));
+    }
+  });
+
+  it('ranges: one range served, suffixes, clamped ends, 416 past the end, the rest ignored', () => {
+    expect(parseRange(undefined, 100)).toEqual({ kind: 'none' });
+    expect(parseRange('bytes=10-19', 100)).toEqual({ kind: 'range', start: 10, end: 19 });
+    expect(parseRange('bytes=90-', 100)).toEqual({ kind: 'range', start: 90, end: 99 });
+    expect(parseRange('bytes=-5', 100)).toEqual({ kind: 'range', start: 95, end: 99 });
+    expect(parseRange('bytes=-500', 100)).toEqual({ kind: 'range', start: 0, end: 99 });
+    expect(parseRange('bytes=0-99999999999999999999', 100)).toEqual({ kind: 'range', start: 0, end: 99 });
+    expect(parseRange('bytes=100-', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(parseRange('bytes=99999999999999999999-', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(parseRange('bytes=-0', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(parseRange('bytes=0-10,5-20', 100)).toEqual({ kind: 'none' }); // several (overlapping) ranges: whole file
+    expect(parseRange('bytes=20-10', 100)).toEqual({ kind: 'none' });
+    expect(parseRange('items=0-1', 100)).toEqual({ kind: 'none' });
+    expect(parseRange('bytes=abc', 100)).toEqual({ kind: 'none' });
+  });
+
+  it('content types by extension, then a plain manifest type, else octet-stream', () => {
+    expect(contentTypeFor('a/index.html')).toBe('text/html; charset=utf-8');
+    expect(contentTypeFor('v.WEBM')).toBe('video/webm');
+    expect(contentTypeFor('noext', 'text/plain')).toBe('text/plain');
+    expect(contentTypeFor('noext', 'text/html\r\nX: y')).toBe('application/octet-stream');
+  });
+});
+
+describe('put DIR / get CAP -o DIR (SPEC.md §9.15)', () => {
+  it('a folder comes back byte for byte, sub-folders and odd names included', async () => {
+    const c = client();
+    const out = path.join(root, 'back');
+    const r = await getFolder(c, siteCap, out);
+    await c.close();
+    expect(r.files).toBe(5);
+    for (const f of ['index.html', 'style.css', 'img/dot.png', 'docs/deep/a b.txt', 'video.webm']) {
+      expect((await fsp.readFile(path.join(out, f))).equals(await fsp.readFile(path.join(site, f))), f).toBe(true);
+    }
+  });
+});
+
+describe('the gateway through a SOCKS5 proxy (SPEC.md §9.16)', () => {
+  const siteHost = () => capabilityHost(siteCap);
+
+  it('serves index.html for the folder, files with their content types, a listing, a redirect, 404', async () => {
+    const index = await get(siteHost(), '/');
+    expect(index.status).toBe(200);
+    expect(index.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(index.body.toString()).toContain('<h1>hello</h1>');
+    expect(index.headers['referrer-policy']).toBe('no-referrer');
+    const css = await get(siteHost(), '/style.css');
+    expect(css.headers['content-type']).toBe('text/css; charset=utf-8');
+    const png = await get(siteHost(), '/img/dot.png');
+    expect(png.headers['content-type']).toBe('image/png');
+    expect(png.body.equals(await fsp.readFile(path.join(site, 'img', 'dot.png')))).toBe(true);
+    const spaced = await get(siteHost(), '/docs/deep/a%20b.txt');
+    expect(spaced.body.toString()).toBe('spaced name');
+    const redirect = await get(siteHost(), '/docs');
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers.location).toBe('/docs/');
+    const listing = await get(siteHost(), '/docs/deep/');
+    expect(listing.status).toBe(200);
+    expect(listing.body.toString()).toContain('href="a%20b.txt"');
+    expect((await get(siteHost(), '/missing.html')).status).toBe(404);
+    expect((await get(siteHost(), '/style.css/x')).status).toBe(404);
+  });
+
+  it('ranges: exactly the bytes asked, 206 with Content-Range; 416 past the end; several ranges → 200 whole', async () => {
+    const host = siteHost();
+    const r = await get(host, '/video.webm', ['-r', '1000-1999']);
+    expect(r.status).toBe(206);
+    expect(r.headers['content-range']).toBe(`bytes 1000-1999/${video.length}`);
+    expect(r.body.equals(video.subarray(1000, 2000))).toBe(true);
+    // Across chunk boundaries (chunks are 256 KiB), and a suffix range.
+    const mid = Math.floor(video.length / 2);
+    const across = await get(host, '/video.webm', ['-r', `${mid - 300_000}-${mid + 300_000}`]);
+    expect(across.body.equals(video.subarray(mid - 300_000, mid + 300_001))).toBe(true);
+    const tail = await get(host, '/video.webm', ['-r', '-100']);
+    expect(tail.body.equals(video.subarray(video.length - 100))).toBe(true);
+    const huge = await get(host, '/video.webm', ['-H', 'Range: bytes=5-99999999999999999999']);
+    expect(huge.status).toBe(206);
+    expect(huge.body.equals(video.subarray(5))).toBe(true);
+    const past = await get(host, '/video.webm', ['-r', `${video.length}-`]);
+    expect(past.status).toBe(416);
+    expect(past.headers['content-range']).toBe(`bytes */${video.length}`);
+    const many = await get(host, '/video.webm', ['-r', '0-10,5-20']);
+    expect(many.status).toBe(200);
+    expect(many.body.equals(video)).toBe(true);
+  });
+
+  it('ETag from the content id, 304 on If-None-Match, HEAD without a body; a single-file capability too', async () => {
+    const host = capabilityHost(videoCap);
+    const head = await get(host, '/', ['-I']);
+    expect(head.status).toBe(200);
+    expect(head.headers.etag).toBe(`"${videoCap.manifestId.toString('hex')}"`);
+    expect(Number(head.headers['content-length'])).toBe(video.length);
+    expect(head.headers['accept-ranges']).toBe('bytes');
+    expect(head.headers['content-type']).toBe('video/webm');
+    const again = await get(host, '/', ['-H', `If-None-Match: ${head.headers.etag}`]);
+    expect(again.status).toBe(304);
+    const r = await get(host, '/', ['-r', '262140-262150']);
+    expect(r.body.equals(video.subarray(262_140, 262_151))).toBe(true);
+    expect((await get(host, '/other')).status).toBe(404);
+  });
+
+  it('bad input: malformed hosts 400, a wrong key 403, an unknown id 404, traversal 400, other methods 405', async () => {
+    expect((await get('nope.bitcloud', '/')).status).toBe(400);
+    expect((await get(`${'a'.repeat(52)}.bitcloud`, '/')).status).toBe(400);
+    const [, id] = siteHost().split('.');
+    expect((await get(`${'7'.repeat(52)}.${id}.bitcloud`, '/')).status).toBe(400); // non-zero trailing bits
+    const wrong = await get(`${base32Encode(randomBytes(32))}.${id}.bitcloud`, '/');
+    expect(wrong.status).toBe(403);
+    expect(wrong.body.toString()).toContain('CHUNK_AUTH_FAILED');
+    expect((await get(capabilityHost({ manifestId: randomBytes(32), fileKey: randomBytes(32) }), '/')).status).toBe(404);
+    for (const p of ['/../index.html', '/img/..%2f..%2findex.html', '/img%2fdot.png', '/%2e%2e/x', '/a%5cb', '/a%00b']) {
+      expect((await get(siteHost(), p)).status, p).toBe(400);
+    }
+    expect((await get(siteHost(), '/', ['-X', 'POST'])).status).toBe(405);
+  });
+
+  it('bad folders: a listing naming a folder (no nesting, no loops) and a malformed listing are 502', async () => {
+    const nested = path.join(root, 'nested.json');
+    await fsp.writeFile(nested, encodeFolder({ entries: [{ path: 'inner', cap: siteCap, size: 1 }, { path: 'self.txt', cap: videoCap, size: video.length }] }));
+    const nestedCap = await put(nested, { contentType: FOLDER_CONTENT_TYPE });
+    const r = await get(capabilityHost(nestedCap), '/inner');
+    expect(r.status).toBe(502);
+    expect(r.body.toString()).toContain('FOLDER_NESTED');
+    expect((await get(capabilityHost(nestedCap), '/self.txt', ['-r', '0-9'])).body.equals(video.subarray(0, 10))).toBe(true);
+    const broken = path.join(root, 'broken.json');
+    await fsp.writeFile(broken, JSON.stringify({ version: 1, entries: [{ path: '../../x', cap: formatCapability(videoCap), size: 1 }] }));
+    const brokenCap = await put(broken, { contentType: FOLDER_CONTENT_TYPE });
+    const b = await get(capabilityHost(brokenCap), '/');
+    expect(b.status).toBe(502);
+    expect(b.body.toString()).toContain('FOLDER_MALFORMED');
+  });
+
+  it('a listing of millions of entries is refused from its size alone (502 FOLDER_TOO_LARGE), never read whole', async () => {
+    const big = path.join(root, 'big.json');
+    const fh = await fsp.open(big, 'w');
+    await fh.truncate(17 * 1024 * KiB); // 17 MiB of zeros: larger than any valid listing
+    await fh.close();
+    const bigCap = await put(big, { contentType: FOLDER_CONTENT_TYPE, chunkSize: 4096 * KiB });
+    const before = gateway.reader.stats.sharesFetched;
+    const r = await get(capabilityHost(bigCap), '/');
+    expect(r.status).toBe(502);
+    expect(r.body.toString()).toContain('FOLDER_TOO_LARGE');
+    // Only the root and the manifest were read: no data chunk of the 17 MiB.
+    expect(gateway.reader.stats.sharesFetched - before).toBeLessThan(10);
+  }, 120_000);
+
+  it('the chunk cache: a repeated read hits it, its size stays within the bound, a seek fetches only its chunks', async () => {
+    const host = capabilityHost(videoCap);
+    const samples = async () => parsePrometheus(await registry.metrics());
+    const s0 = await samples();
+    await get(host, '/', ['-r', '2000000-2000099']);
+    const s1 = await samples();
+    await get(host, '/', ['-r', '2000000-2000099']);
+    const s2 = await samples();
+    const d = (a: typeof s0, b: typeof s0, result: string) => metric(b, 'bitcloud_gateway_cache_lookups_total', { result }) - metric(a, 'bitcloud_gateway_cache_lookups_total', { result });
+    expect(d(s1, s2, 'hit')).toBeGreaterThanOrEqual(1);
+    expect(d(s1, s2, 'miss')).toBe(0);
+    // The seek needed chunk 7 (and read ahead at most 2 more), not the 7 before it.
+    expect(d(s0, s1, 'miss') + d(s0, s1, 'hit')).toBeLessThanOrEqual(3);
+    expect(gateway.reader.cachedBytes).toBeLessThanOrEqual(1024 * KiB);
+    expect(metric(s2, 'bitcloud_gateway_range_requests_total')).toBeGreaterThan(0);
+  });
+});

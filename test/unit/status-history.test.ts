@@ -1,0 +1,40 @@
+// SPEC.md §6.10: the authority's status history — one sample per new consensus, one per reward
+// block, bounded, saved atomically and read back after a restart.
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { MAX_SAMPLES, StatusHistory } from '../../directory/status-history';
+import type { VerifiedConsensus } from '../../src/dir/types';
+
+function consensus(t: number, relays: Array<{ fp: string; weight: number; proven: number; storage?: boolean }>, provenEpoch: number | null): VerifiedConsensus {
+  return {
+    validAfter: t, provenEpoch,
+    relays: relays.map((r) => ({ fingerprint: r.fp, nickname: `n${r.fp}`, weight: r.weight, proven: r.proven, flags: new Set(r.storage ? ['Running', 'Storage'] : ['Running']) })),
+  } as unknown as VerifiedConsensus;
+}
+
+describe('status history', () => {
+  it('samples each new consensus once, keeps blocks by height, is bounded, and survives a restart', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-history-'));
+    const h = new StatusHistory(dir).load();
+    h.onConsensus(consensus(1000, [{ fp: 'a', weight: 10, proven: 5 }, { fp: 'b', weight: 20, proven: 0, storage: true }], 3));
+    h.onConsensus(consensus(1000, [{ fp: 'a', weight: 99, proven: 5 }], 3)); // same consensus again: ignored
+    h.onBlock({ height: 0, epoch: 3, minted: 100n });
+    h.onBlock({ height: 0, epoch: 3, minted: 100n });
+    const j = h.toJSON();
+    expect(j.samples).toEqual([{ t: 1000, relays: 2, storage: 1, provenEpoch: 3, weights: { a: 10, b: 20 }, proven: { a: 5 } }]);
+    expect(j.blocks.map((b) => [b.height, b.minted])).toEqual([[0, 100]]);
+    expect(j.names).toEqual({ a: 'na', b: 'nb' });
+    for (let i = 1; i <= MAX_SAMPLES + 5; i++) h.onConsensus(consensus(1000 + i, [{ fp: 'a', weight: i, proven: 0 }], null));
+    expect(h.toJSON().samples.length).toBe(MAX_SAMPLES);
+    await h.flush();
+    const again = new StatusHistory(dir).load().toJSON();
+    expect(again.samples.length).toBe(MAX_SAMPLES);
+    expect(again.samples.at(-1)!.t).toBe(1000 + MAX_SAMPLES + 5);
+    expect(again.blocks.length).toBe(1);
+    await fsp.writeFile(path.join(dir, 'status-history.json'), 'garbage');
+    expect(new StatusHistory(dir).load().toJSON().samples).toEqual([]);
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+});
