@@ -7,7 +7,8 @@
 //              configured authorities signed the same body; keep adding signatures after.
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorCode } from '../src/errors';
+import { err, errorCode } from '../src/errors';
+import { isPrivateAddress, parseIp } from '../src/dir/exit-policy';
 import type { Logger } from '../src/ops/log';
 import { writeFileAtomic } from '../src/ops/fsutil';
 import { fingerprint } from '../src/crypto/keys';
@@ -137,7 +138,7 @@ export class Authority {
   start(): void {
     const now = this.now();
     const loaded = this.store.load(now);
-    for (const r of this.store.all()) this.reach.enqueue(r.descriptor);
+    for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
     this.loadPublished(now);
     const kept = this.measurement.load();
     this.log.info({ descriptors: loaded, ...kept, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
@@ -161,6 +162,10 @@ export class Authority {
    */
   async acceptDescriptorWithProof(raw: Buffer): Promise<{ result: IntakeResult; descriptor: VerifiedDescriptor }> {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+    // The cheap checks first (check 7 of §6.4), then the argon2id evaluation.
+    if (!this.addressAllowed(d)) {
+      throw err('DOC_PRIVATE_ADDRESS', `descriptor address ${d.address} is not a public address (this authority does not run a test network)`);
+    }
     try {
       await this.powVerifier.verify(d.identity, d.identityProof, this.powContext());
     } catch (e) {
@@ -185,9 +190,23 @@ export class Authority {
     for (const va of this.anchors.keys()) if (va < oldest) this.anchors.delete(va);
   }
 
+  /**
+   * SPEC.md §6.4 check 7: a descriptor's address must be a public unicast address (§7.6.2's
+   * `private` classes are not), unless this authority runs a test network (`testNetwork`). An
+   * authority never connects to, nor lists, a relay at a loopback or private address otherwise.
+   */
+  private addressAllowed(d: VerifiedDescriptor): boolean {
+    if (this.cfg.testNetwork) return true;
+    const ip = parseIp(d.address);
+    return ip !== null && !isPrivateAddress(ip);
+  }
+
   /** Verify and keep a descriptor, without its identity proof (the HTTP intake uses acceptDescriptorWithProof). Throws DOC_* codes. */
   acceptDescriptor(raw: Buffer): { result: IntakeResult; descriptor: VerifiedDescriptor } {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+    if (!this.addressAllowed(d)) {
+      throw err('DOC_PRIVATE_ADDRESS', `descriptor address ${d.address} is not a public address (this authority does not run a test network)`);
+    }
     const result = this.store.add(d);
     if (result !== 'unchanged') {
       this.storeDirty = true;
@@ -253,7 +272,7 @@ export class Authority {
     this.m.votes.labels('own').inc();
     this.log.info({ period: new Date(ps).toISOString(), relays: entries.length }, 'vote signed');
     // Retest everyone during this period, so the next vote reflects who is up now.
-    for (const r of this.store.all()) this.reach.enqueue(r.descriptor);
+    for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
   }
 
   private async fetchVotes(ps: number): Promise<void> {

@@ -3,10 +3,11 @@
 import path from 'node:path';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
+  bool, configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface AuthorityConfig {
   /** Own identity fingerprint; must appear in `authorities`. */
@@ -37,17 +38,28 @@ export interface AuthorityConfig {
   stableAfterSeconds: number;
   clockSkewSeconds: number;
   logLevel: string;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only, never on `listen`; 0 = not served. */
+  metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
+  metricsHost: string;
+  /**
+   * SPEC.md §6.3: this authority serves a test network (every node on loopback or a private
+   * network): descriptors with such addresses are accepted. Off, they are refused.
+   */
+  testNetwork: boolean;
   /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
   identityPow: PowParams;
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
-  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel', 'identityPow'] as const;
+  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
+  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
 /** Validate a parsed config object. `overrides` come from command-line flags. */
-export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number } = {}): AuthorityConfig {
+export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {
   noUnknownKeys(raw, KEYS, '');
   const identity = fingerprintField(raw.identity, 'identity');
   const authorities = parseAuthorityList(raw.authorities, 'authorities');
@@ -88,10 +100,14 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
     clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
+    metricsPort: overrides.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.authority),
+    metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,
+    metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
+    testNetwork: bool(raw.testNetwork, 'testNetwork', false),
     identityPow: parsePowParams(raw.identityPow),
   };
 }
 
-export function loadAuthorityConfig(file: string, overrides: { dataDir?: string; period?: number } = {}): AuthorityConfig {
+export function loadAuthorityConfig(file: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {
   return parseAuthorityConfig(readJsonConfig(file), path.dirname(path.resolve(file)), overrides);
 }

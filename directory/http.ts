@@ -13,13 +13,13 @@
 //   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
 //   GET  /static/{uplot.min.js,uplot.min.css,status-plots.js}  the page's plotting code (no CDN)
 //   GET  /                                HTML status page
-//   GET  /metrics                         Prometheus
+// Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
-import { serveMetrics, type Registry } from '../src/ops/metrics';
+import type { Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
@@ -32,7 +32,7 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
-import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload } from './receipts';
+import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -42,6 +42,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // Receipts too (SPEC.md §8.4): every node uploads every epoch, from shared addresses on a local network.
   const receiptLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   const receiptMetrics = createReceiptIntakeMetrics(reg);
+  const receiptGate = new UploadGate();
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -77,7 +78,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
-    if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics)];
+    if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
     if (p.startsWith(POLICY_PATH)) {
       // Moderator policies (SPEC.md §10.7.1): kept only when they verify and are newer.
       const fp = p.slice(POLICY_PATH.length);
@@ -148,9 +149,6 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         res.end(html);
         return ['status_page', 200];
       }
-      case '/metrics':
-        await serveMetrics(reg, req, res);
-        return ['metrics', 200];
       default:
         sendJsonError(res, 404, 'NOT_FOUND', `no such path: ${p.slice(0, 100)}`);
         return ['other', 404];

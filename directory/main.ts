@@ -1,7 +1,7 @@
 // bitcloud-dirauth wiring: config, keys, authority state, HTTP server, shutdown. No protocol logic.
 import type http from 'node:http';
 import { createLogger, type Logger } from '../src/ops/log';
-import { createRegistry } from '../src/ops/metrics';
+import { createRegistry, openMetricsPort } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
 import { err } from '../src/errors';
 import { Authority } from './authority';
@@ -12,10 +12,10 @@ import { createAuthorityMetrics } from './metrics';
 import { RewardLedger } from './rewards';
 import { StatusHistory } from './status-history';
 
-export interface RunOptions { config: string; dataDir?: string; period?: number; logLevel?: string }
+export interface RunOptions { config: string; dataDir?: string; period?: number; metricsPort?: number; logLevel?: string }
 
 export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<void>; port: number; log: Logger }> {
-  const cfg = loadAuthorityConfig(o.config, { dataDir: o.dataDir, period: o.period });
+  const cfg = loadAuthorityConfig(o.config, { dataDir: o.dataDir, period: o.period, metricsPort: o.metricsPort });
   const log = createLogger('bitcloud-dirauth', { level: o.logLevel ?? cfg.logLevel });
   const signer = await loadAuthoritySigner(cfg.dataDir);
   const fp = signer.identity.toString('hex');
@@ -46,9 +46,12 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
     server.listen(cfg.listen.port, cfg.listen.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
+  // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1 unless the operator opens it).
+  const metricsServer = await openMetricsPort(reg, cfg, log);
+  const metricsPort = metricsServer ? (metricsServer.address() as { port: number }).port : null;
   authority.start();
   if (authority.published) rewards.onConsensus(authority.published.info);
-  log.info({ identity: fp, host: cfg.listen.host, port, periodSeconds: cfg.periodSeconds, authorities: cfg.authorities.length }, 'authority listening');
+  log.info({ identity: fp, host: cfg.listen.host, port, periodSeconds: cfg.periodSeconds, authorities: cfg.authorities.length, metricsPort }, 'authority listening');
 
   const a = authority;
   const stop = async () => {
@@ -56,6 +59,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
     await rewards.close();
     await closeServer(server);
     await history.flush();
+    if (metricsServer) await closeServer(metricsServer);
   };
   return { stop, port, log };
 }

@@ -15,12 +15,12 @@ import { writeFileAtomic, writeFileAtomicSync } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
 import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
 import {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, measure, type RelayFacts, type RelayMeasurement,
+  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, maxReceiptCells, measure, type RelayFacts, type RelayMeasurement,
 } from '../src/bandwidth/measure';
 import { verifyConsensus } from '../src/dir/consensus';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
-import { answerReceiptUpload, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
+import { answerReceiptUploadSliced, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
 import { provenSource, type BandwidthSource } from './bandwidth';
 
 export const RECEIPTS_DIR = 'receipts';
@@ -53,6 +53,8 @@ export interface EpochMeasurement {
   /** Relays that appear in an accepted receipt of the epoch, by fingerprint. */
   relays: ReadonlyMap<string, RelayMeasurement>;
   receipts: number;
+  /** Receipts measurement skipped as impossible (SPEC.md §8.5; intake refuses them already). */
+  skipped: number;
 }
 
 /** What the vote for one period carries (SPEC.md §6.5). */
@@ -86,6 +88,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
     this.window = periodicUploadWindow({ genesisMs: 0, periodMs: this.P, graceMs: this.P });
     this.verifier = new ReceiptVerifier({
       window: this.window,
+      maxCells: maxReceiptCells(o.periodSeconds),
       membership: (epoch, fp) => { const c = this.byEpoch.get(epoch); return c ? c.listed.has(fp) : undefined; },
     });
   }
@@ -193,7 +196,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
    * before the answer goes out, so an accepted receipt survives a restart.
    */
   async accept(body: Uint8Array): Promise<ReceiptUploadAnswer> {
-    const ans = answerReceiptUpload(this.verifier, body, this.now());
+    const ans = await answerReceiptUploadSliced(this.verifier, body, this.now);
     if (ans.added.length === 0) return ans;
     const byEpoch = new Map<number, Uint8Array[]>();
     for (const a of ans.added) {
@@ -262,7 +265,12 @@ export class BandwidthMeasurement implements ReceiptIntake {
     }
     const pairs = this.verifier.pairs(e);
     const bounds = this.o.bounds === 'local' ? LOCAL_NETWORK_BOUNDS : DEFAULT_BOUNDS;
-    const out = measure({ receipts: pairs, relays, previousWeights, params: { ...bounds, epochSeconds: this.o.periodSeconds } });
+    let skipped = 0;
+    const out = measure({
+      receipts: pairs, relays, previousWeights, params: { ...bounds, epochSeconds: this.o.periodSeconds },
+      onSkip: () => { skipped++; },
+    });
+    if (skipped > 0) this.o.log.warn({ epoch: e, skipped }, 'receipts with impossible counts skipped by measurement');
     let changed = false;
     for (const [fp, r] of out) {
       if (r.cells <= 0) continue;
@@ -275,7 +283,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
       if (h.last < e - HISTORY_FORGET_EPOCHS) { this.history.delete(fp); changed = true; }
     }
     if (changed) this.saveHistory();
-    this.last = { epoch: e, relays: out, receipts: pairs.length };
+    this.last = { epoch: e, relays: out, receipts: pairs.length, skipped };
     this.o.log.info({ epoch: e, receipts: pairs.length, relays: out.size, proven: [...out.values()].filter((r) => r.cells > 0).length }, 'bandwidth measured');
     return this.last;
   }

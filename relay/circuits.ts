@@ -17,8 +17,8 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, resolveRelayLimits, type RelayLimits } from './limits';
-import { createExitHandler, createResolver, type Lookup } from './exit';
+import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
@@ -82,9 +82,11 @@ export class RelayCircuits {
     this.keys = typeof k === 'function' ? k : () => k;
     const policy: ExitPolicy | null = opts.exitPolicy == null ? null
       : Array.isArray(opts.exitPolicy) ? parseExitPolicy(opts.exitPolicy as string[], { ownAddresses: opts.ownAddresses }) : opts.exitPolicy as ExitPolicy;
+    // SPEC.md §7b.7: one bound on the name resolutions this exit runs at once, BEGIN and RESOLVE alike.
+    const gate = new ResolveGate(this.limits.maxConcurrentResolves);
     const exit = policy ? createExitHandler({
       policy, lookup: opts.lookup, connectTimeoutMs: this.limits.exitConnectTimeoutMs,
-      refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log,
+      refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log, gate,
     }) : null;
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
@@ -99,13 +101,15 @@ export class RelayCircuits {
       onLinkCell: opts.bandwidth ? (ch, cell) => opts.bandwidth!.onLinkCell(ch, cell) : undefined,
       hooks: {
         allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        // SPEC.md §7b.7: "the previous hop is a relay" only for identities the consensus lists.
+        isListedRelay: opts.consensus ? (ch) => this.isKnownRelay(ch) : undefined,
         extend: (t, from) => this.extend(t, from),
         onStream: (inc) => {
           const h = inc.kind === 'begin' ? exit : inc.kind === 'begin_dir' ? dir : storage;
           if (h) h(inc);
           else inc.refuse(UNSERVED_STREAM_REFUSAL[inc.kind]);
         },
-        resolve: policy ? createResolver({ lookup: opts.lookup }) : undefined,
+        resolve: policy ? createResolver({ lookup: opts.lookup, gate, refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics }) : undefined,
       },
     });
   }

@@ -9,7 +9,8 @@ import {
 } from '../src/dir/config-fields';
 import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
-import { DEFAULT_RELAY_LIMITS, type RelayLimits } from './limits';
+import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
+import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface RelayConfig {
   dataDir: string;
@@ -37,16 +38,23 @@ export interface RelayConfig {
   limits: RelayLimits;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only; 0 = not served. */
+  metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
+  metricsHost: string;
+  /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
+  onionKeyRotationSeconds: number;
   /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
   identityPow: PowParams;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'identityPow'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow'] as const;
 
 /**
- * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, relay/limits.ts).
+ * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, src/circuit/dos-limits.ts).
  * The per-circuit queue must hold more than one circuit window (1000 cells), or a sender that
  * fills its window toward a congested link would get its circuit killed.
  */
@@ -60,6 +68,8 @@ const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; inte
   maxQueuedBytes: { min: 1024 * 1024, max: 2 ** 40, integer: true },
   maxStreamsPerCircuit: { min: 1, max: 65535, integer: true },
   exitConnectTimeoutMs: { min: 100, max: 600_000, integer: true },
+  maxResolvesPerCircuit: { min: 1, max: 65535, integer: true },
+  maxConcurrentResolves: { min: 1, max: 1e6, integer: true },
 };
 
 /** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */
@@ -74,7 +84,7 @@ export function parseRelayLimits(v: unknown, key = 'limits'): RelayLimits {
   return out;
 }
 
-export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; nickname?: string }
+export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; metricsPort?: number; nickname?: string }
 
 export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
   noUnknownKeys(raw, KEYS, '');
@@ -119,6 +129,10 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     limits: parseRelayLimits(raw.limits),
     receipts: parseReceiptSettings(raw.receipts),
+    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.relay),
+    metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
+    metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
+    onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
     identityPow: parsePowParams(raw.identityPow),
   };
 }

@@ -7,11 +7,11 @@
 // `RelayHooks.onChannel` (extra per-link behaviour: a storage node, tests). An authority's
 // reachability test needs only the completed handshake.
 import http from 'node:http';
-import { err } from '../src/errors';
-import { loadOrCreateNodeKeys, type NodeKeys } from '../src/crypto/keys';
+import { err, errorCode } from '../src/errors';
+import { loadOrCreateNodeKeys, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import type { Logger } from '../src/ops/log';
-import { serveMetrics, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
@@ -54,6 +54,8 @@ export class RelayDaemon {
   private listener: LinkListener | null = null;
   private http: http.Server | null = null;
   private pow: IdentityProofKeeper | null = null;
+  private metricsServer: http.Server | null = null;
+  private rotation: { stop(): void } | null = null;
   private publisher: DescriptorPublisher | null = null;
   private circuits: RelayCircuits | null = null;
   private bw: NodeBandwidth | null = null;
@@ -70,7 +72,10 @@ export class RelayDaemon {
     this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
   }
 
-  get ports(): { orPort: number; dirPort: number } { return { orPort: this.orPort, dirPort: this.dirPort }; }
+  get ports(): { orPort: number; dirPort: number; metricsPort: number } {
+    const m = this.metricsServer?.address();
+    return { orPort: this.orPort, dirPort: this.dirPort, metricsPort: m && typeof m === 'object' ? m.port : 0 };
+  }
   get fingerprint(): string { return this.keys ? this.keys.identity.publicKey.toString('hex') : ''; }
   get consensusMirror(): ConsensusMirror { return this.mirror; }
   /** Proof of bandwidth on this relay's links (SPEC.md §8); null before start. */
@@ -78,7 +83,19 @@ export class RelayDaemon {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
+    // SPEC.md §3.3: rotate the onion key while running (the previous one keeps answering CREATE2
+    // for one more period) and publish the new one at once.
+    this.rotation = startOnionRotation(cfg.dataDir, {
+      onionRotationMs, current: () => this.keys!,
+      onRotate: (k) => {
+        this.keys = k;
+        this.log.info({ createdAt: new Date(k.onionCreatedAt).toISOString() }, 'onion key rotated');
+        void this.publisher?.republishNow().catch(() => {});
+      },
+      onError: (e) => this.log.warn({ code: errorCode(e) }, 'onion key rotation failed; keeping the current key'),
+    });
     const ctx = this.context();
     // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
     const bw = this.bw = new NodeBandwidth({
@@ -100,6 +117,8 @@ export class RelayDaemon {
     });
     this.orPort = this.listener.port;
     if (cfg.dirPort !== 0) await this.startHttp();
+    // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1 unless the operator opens it).
+    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
     await this.mirror.start();
     await bw.start();
     await this.hooks.onStart?.(ctx);
@@ -113,10 +132,11 @@ export class RelayDaemon {
       retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
     });
     this.publisher.start();
-    this.log.info({ identity: this.fingerprint, orPort: this.orPort, dirPort: this.dirPort, nickname: cfg.nickname }, 'relay listening');
+    this.log.info({ identity: this.fingerprint, orPort: this.orPort, dirPort: this.dirPort, metricsPort: this.ports.metricsPort || null, nickname: cfg.nickname }, 'relay listening');
   }
 
   async stop(): Promise<void> {
+    this.rotation?.stop();
     this.publisher?.stop();
     this.pow?.stop();
     this.mirror.stop();
@@ -124,9 +144,8 @@ export class RelayDaemon {
     await this.circuits?.close(); // proposes on its outbound links first (SPEC.md §8.3 step 1)
     await this.listener?.close();
     await this.bw?.stop(); // bandwidth.json and the receipts not yet delivered
-    if (this.http) {
-      const s = this.http;
-      await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeAllConnections(); });
+    for (const s of [this.http, this.metricsServer]) {
+      if (s) await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeAllConnections(); });
     }
   }
 
@@ -152,7 +171,6 @@ export class RelayDaemon {
       const p = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
-      if (p === '/metrics') return void serveMetrics(this.registry, req, res).catch(() => res.destroy());
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });
@@ -162,7 +180,7 @@ export class RelayDaemon {
         const html = `<!doctype html><meta charset="utf-8"><title>Bitcloud relay</title><h1>Bitcloud relay ${escapeHtml(this.cfg.nickname)}</h1>`
           + `<p>Identity <code>${this.fingerprint}</code>, ORPort ${this.orPort}.</p>`
           + `<p>${c ? `Mirroring the consensus valid after ${new Date(c.validAfter).toISOString()} (${c.relays.length} relays, ${c.signers.length} signatures).` : 'No consensus yet.'}</p>`
-          + '<p><a href="/metrics">metrics</a></p>';
+          ;
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
         return void res.end(html);
       }

@@ -27,18 +27,85 @@ export interface ExitOptions {
   ttl?: number;
   metrics?: CircuitMetrics;
   log?: Logger;
+  /** Shared with the RESOLVE handler: name resolutions at once (SPEC.md §7b.7). */
+  gate?: ResolveGate;
 }
 
 const DNS_TIMEOUT_MS = 10_000;
 
-export const defaultLookup: Lookup = (host) => new Promise((resolve, reject) => {
-  const timer = setTimeout(() => reject(Object.assign(new Error('lookup timed out'), { code: 'ETIMEDOUT' })), DNS_TIMEOUT_MS);
-  dns.lookup(host, { all: true, verbatim: true }, (e, addrs) => {
-    clearTimeout(timer);
-    if (e) reject(e);
-    else resolve(addrs.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 })));
-  });
-});
+/**
+ * SPEC.md §7b.7: the exit resolves names with an asynchronous DNS client (c-ares via
+ * `dns.Resolver`), never `dns.lookup`, which runs on libuv's 4-thread pool shared with file I/O
+ * and crypto: a flood of slow names would starve the whole node. Each query is bounded
+ * (timeout × tries). `localhost` and `*.localhost` are loopback without a query (RFC 6761), as
+ * /etc/hosts has them; the exit policy then decides.
+ */
+export function createDnsLookup(o: { timeoutMs?: number; tries?: number } = {}): Lookup {
+  const r = new dns.Resolver({ timeout: o.timeoutMs ?? 2500, tries: o.tries ?? 2 });
+  const one = (f: (h: string, cb: (e: NodeJS.ErrnoException | null, a: string[]) => void) => void, host: string) =>
+    new Promise<string[]>((resolve, reject) => f.call(r, host, (e, a) => (e ? reject(e) : resolve(a))));
+  return async (host) => {
+    const h = host.toLowerCase().replace(/\.$/, '');
+    if (h === 'localhost' || h.endsWith('.localhost')) return [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }];
+    // The numeric forms getaddrinfo accepts ("167772161", "0x7f.1", "10.1") are addresses, not
+    // names: answered as the address they stand for, which the exit policy then judges.
+    const numeric = inetAton(h);
+    if (numeric !== null) return [{ address: numeric, family: 4 }];
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error('lookup timed out'), { code: 'ETIMEDOUT' })), DNS_TIMEOUT_MS);
+    });
+    try {
+      const [v4, v6] = await Promise.race([Promise.allSettled([one(r.resolve4, h), one(r.resolve6, h)]), timeout]);
+      const out: LookupResult[] = [];
+      if (v4.status === 'fulfilled') for (const a of v4.value) out.push({ address: a, family: 4 });
+      if (v6.status === 'fulfilled') for (const a of v6.value) out.push({ address: a, family: 6 });
+      if (out.length > 0) return out;
+      const e = (v4.status === 'rejected' ? v4.reason : (v6 as PromiseRejectedResult).reason) as NodeJS.ErrnoException;
+      // c-ares says ENODATA for a name with no record of that family, ETIMEOUT for no answer.
+      if (e.code === 'ETIMEOUT') e.code = 'ETIMEDOUT';
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+/** inet_aton(3): 1 to 4 parts, each decimal, 0x-hex or 0-octal, the last filling the rest; else null. */
+export function inetAton(s: string): string | null {
+  if (!/^[0-9a-fx.]+$/i.test(s)) return null;
+  const parts = s.split('.');
+  if (parts.length > 4 || parts.some((p) => p === '')) return null;
+  const nums: number[] = [];
+  for (const p of parts) {
+    let n: number;
+    if (/^0x[0-9a-f]*$/i.test(p)) n = p.length === 2 ? 0 : parseInt(p.slice(2), 16);
+    else if (/^0[0-7]*$/.test(p)) n = parseInt(p, 8) || 0;
+    else if (/^[1-9][0-9]*$/.test(p)) n = Number(p);
+    else return null;
+    nums.push(n);
+  }
+  const last = nums.pop()!;
+  if (nums.some((n) => n > 255) || last >= 2 ** (8 * (4 - nums.length))) return null;
+  let v = 0;
+  for (const n of nums) v = v * 256 + n;
+  v = v * 2 ** (8 * (4 - nums.length)) + last;
+  return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+}
+
+export const defaultLookup: Lookup = createDnsLookup();
+
+/**
+ * SPEC.md §7b.7: at most `max` name resolutions (RESOLVE, and BEGIN to a name) run at once at an
+ * exit; past it a RESOLVE is answered with a transient error and a BEGIN refused RESOURCELIMIT.
+ */
+export class ResolveGate {
+  private n = 0;
+  constructor(readonly max: number) {}
+  get active(): number { return this.n; }
+  tryEnter(): boolean { if (this.n >= this.max) return false; this.n++; return true; }
+  leave(): void { if (this.n > 0) this.n--; }
+}
 
 /** Pick the address to connect to: allowed by the policy and by the BEGIN flags (tor-spec 6.2). */
 export function chooseExitAddress(addrs: LookupResult[], flags: number, policy: ExitPolicy, port: number): LookupResult | null {
@@ -68,9 +135,11 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
     const literal = parseIp(b.host) !== null;
     // A name the policy refuses for every address is refused before any DNS query.
     if (!literal && exitPolicyAllows(opts.policy, null, b.port) === 'no') { refuse(inc, EndReason.EXITPOLICY, 'policy'); return; }
+    const gate = opts.gate;
+    if (!literal && gate && !gate.tryEnter()) { refuse(inc, EndReason.RESOURCELIMIT, 'resolve_limit'); return; }
     const resolved: Promise<LookupResult[]> = literal
       ? Promise.resolve([{ address: b.host, family: b.host.includes(':') ? 6 : 4 }])
-      : lookup(b.host);
+      : lookup(b.host).finally(() => gate?.leave());
     resolved.then((addrs) => {
       if (inc.stream.state !== 'opening') return; // the client gave up meanwhile
       const target = chooseExitAddress(addrs, literal ? BeginFlag.IPV6_OK : b.flags, opts.policy, b.port);
@@ -141,11 +210,25 @@ export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void 
   });
 }
 
-/** The RESOLVE handler (SPEC.md §7b.7): every address the name has, or an error answer. */
-export function createResolver(opts: { lookup?: Lookup; ttl?: number }): (host: string) => Promise<ResolvedAnswer[]> {
+/**
+ * The RESOLVE handler (SPEC.md §7b.7): every address the name has, or an error answer. Refused
+ * (non-transient error) on a one-hop circuit from an anonymous client unless `refuseOneHop` is
+ * false; a transient error when the exit already runs `gate.max` resolutions.
+ */
+export function createResolver(opts: { lookup?: Lookup; ttl?: number; gate?: ResolveGate; refuseOneHop?: boolean; metrics?: CircuitMetrics }):
+  (host: string, ctx?: { oneHop: boolean }) => Promise<ResolvedAnswer[]> {
   const lookup = opts.lookup ?? defaultLookup;
   const ttl = opts.ttl ?? 60;
-  return async (host) => {
+  return async (host, ctx) => {
+    if (ctx?.oneHop && opts.refuseOneHop !== false) {
+      opts.metrics?.exitConnect('one_hop');
+      return [{ type: 'error-nontransient', value: '', ttl: 0 }];
+    }
+    const gate = opts.gate;
+    if (gate && !gate.tryEnter()) {
+      opts.metrics?.exitConnect('resolve_limit');
+      return [{ type: 'error-transient', value: '', ttl: 0 }];
+    }
     try {
       const addrs = await lookup(host);
       if (addrs.length === 0) return [{ type: 'error-nontransient', value: '', ttl: 0 }];
@@ -153,6 +236,8 @@ export function createResolver(opts: { lookup?: Lookup; ttl?: number }): (host: 
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       return [{ type: code === 'ENOTFOUND' || code === 'ENODATA' ? 'error-nontransient' : 'error-transient', value: '', ttl: 0 }];
+    } finally {
+      gate?.leave();
     }
   };
 }

@@ -66,6 +66,20 @@ export class ConsensusMirror {
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'consensus poll failed');
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.poll(), this.intervalMs);
+    if (!this.stopped) this.timer = setTimeout(() => void this.poll(), this.nextPollDelay(Date.now()));
+  }
+
+  /**
+   * SPEC.md §6.10: poll again only when something new can be there. While the consensus held
+   * lacks signatures of some authorities (they may still add theirs) or there is none, every
+   * interval; once it is complete, not before its fresh-until (when the next one is due), plus a
+   * random spread of up to one interval so mirrors do not all ask at once. Past fresh-until,
+   * every interval until the next one arrives. Each poll is a conditional request.
+   */
+  nextPollDelay(now: number): number {
+    const c = this.current;
+    if (!c || c.signers.length < this.authorities.length) return this.intervalMs;
+    const due = c.freshUntil + Math.floor(Math.random() * this.intervalMs);
+    return Math.max(this.intervalMs, due - now);
   }
 }

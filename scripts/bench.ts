@@ -12,6 +12,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/circuits-inprocess'),
   () => import('./bench/circuit'),
   () => import('./bench/moderation'),
+  () => import('./bench/hostile'),
   () => import('./bench/gateway'),
 ];
 
@@ -31,16 +32,20 @@ async function main(): Promise<void> {
   const only = arg('--only')?.split(',');
   const quick = process.argv.includes('--quick');
   const rows: BenchRow[] = [];
+  const extra: Record<string, unknown> = {};
   for (const load of registry) {
     const mod = (await load()).default;
     if (only && !only.includes(mod.name)) continue;
     process.stderr.write(`bench: ${mod.name}...\n`);
-    rows.push(...(await mod.run({ quick })));
+    const r = await mod.run({ quick });
+    if (Array.isArray(r)) rows.push(...r);
+    else { rows.push(...r.rows); Object.assign(extra, r.json); }
   }
   const result = {
     machine: { node: process.version, platform: process.platform, arch: process.arch, cpus: (await import('node:os')).cpus().length },
     at: new Date().toISOString(),
     rows,
+    ...extra,
   };
   console.log(JSON.stringify(result, null, 2));
   if (process.argv.includes('--json-only')) return;

@@ -75,6 +75,9 @@ takeLock();
 const P = argv['base-port'];
 const ports = {
   auth: (i: number) => P + i,
+  // SPEC.md §6.10: every daemon serves /metrics only on its own MetricsPort (127.0.0.1).
+  authMetrics: (i: number) => P + 3 + i,
+  relayMetrics: (i: number) => P + 100 + i,
   relayOr: (i: number) => P + 10 + 2 * i,
   relayDir: (i: number) => P + 11 + 2 * i,
   storageOr: (i: number) => P + 50 + 3 * i,
@@ -83,8 +86,8 @@ const ports = {
   proxyMetrics: P + 99,
 };
 const wanted = [
-  ...[0, 1, 2].map(ports.auth),
-  ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i)]).flat(),
+  ...[0, 1, 2].map(ports.auth), ...[0, 1, 2].map(ports.authMetrics),
+  ...Array.from({ length: argv.relays }, (_, i) => [ports.relayOr(i), ports.relayDir(i), ports.relayMetrics(i)]).flat(),
   ...Array.from({ length: argv.storage }, (_, i) => [ports.storageOr(i), ports.storagePort(i), ports.storageMetrics(i)]).flat(),
   ports.proxyMetrics, argv['socks-port'],
 ];
@@ -120,7 +123,7 @@ try {
   for (let i = 0; i < 3; i++) {
     const dataDir = path.join(dir, `auth${i + 1}`);
     const k = await authorityKeygen(dataDir);
-    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), dataDir });
+    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports.auth(i), metricsPort: ports.authMetrics(i), dataDir });
   }
   const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `127.0.0.1:${a.port}` }));
   for (const a of auths) {
@@ -133,11 +136,14 @@ try {
       // is weighted at that: proofs decide rewards here, not path weights, so demo traffic does not
       // move the Guard threshold in the middle of a run.
       bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
+      metricsPort: a.metricsPort,
+      // Every node of this network is on 127.0.0.1 (SPEC.md §6.3): refused without this flag.
+      testNetwork: true,
       // SPEC.md §6.4.1: cheap identity proofs (8 MiB, one pass, 1 bit) so `npm start` stays fast.
       identityPow: 'local',
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
-      ports: { http: a.port }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
+      ports: { http: a.port, metrics: a.metricsPort }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile] });
   }
 
   // --- moderators (SPEC.md §10): keys, a policy admitting encrypted-private and public-any, signed
@@ -172,14 +178,14 @@ try {
     const isExit = i >= argv.relays - argv.exits;
     const configFile = path.join(dir, `${name}.json`);
     writeFileAtomicSync(configFile, JSON.stringify({
-      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
+      dataDir, nickname: name, address: '127.0.0.1', orPort: ports.relayOr(i), dirPort: ports.relayDir(i), metricsPort: ports.relayMetrics(i),
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
       ...(isExit ? { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
       identityPow: 'local',
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
-      ports: { or: ports.relayOr(i), dir: ports.relayDir(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
+      ports: { or: ports.relayOr(i), dir: ports.relayDir(i), metrics: ports.relayMetrics(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile] });
   }
 
   // --- storage nodes: node I subscribes to moderator I when there is one, the others are
@@ -244,8 +250,9 @@ try {
   say('');
   say('The network is up:');
   say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} http://127.0.0.1:PORT/`);
-  for (const a of auths) say(`  status page      http://127.0.0.1:${a.port}/          (${a.name}; metrics at /metrics)`);
-  say(`  relay metrics    http://127.0.0.1:${ports.relayDir(0)}/metrics  (each relay's dir port)`);
+  for (const a of auths) say(`  status page      http://127.0.0.1:${a.port}/          (${a.name}; metrics at http://127.0.0.1:${a.metricsPort}/metrics)`);
+  say(`  relay metrics    http://127.0.0.1:${ports.relayMetrics(0)}/metrics  (each relay's MetricsPort: ${ports.relayMetrics(0)}..${ports.relayMetrics(argv.relays - 1)})`);
+  if (argv.storage > 0) say(`  storage metrics  http://127.0.0.1:${ports.storageMetrics(0)}/metrics  (each storage node's MetricsPort)`);
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);

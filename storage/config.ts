@@ -2,6 +2,7 @@
 // refusal names the bad key (SPEC.md §11.5). See SPEC.md §9.13.3 for the meaning
 // of each setting.
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
+import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
@@ -40,8 +41,13 @@ export interface StorageConfig {
   publishIntervalSeconds: number;
   descriptorLifetimeSeconds: number;
   announceIntervalSeconds: number;
-  /** /metrics on 127.0.0.1:metricsPort; 0 = not served. */
+  /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
+  onionKeyRotationSeconds: number;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost (default 127.0.0.1):metricsPort; 0 = not served. */
   metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
+  metricsHost: string;
   maxDirectSessions: number;
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
@@ -52,7 +58,7 @@ export interface StorageConfig {
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
-  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'metricsPort', 'maxDirectSessions',
+  'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'logLevel', 'receipts', 'identityPow'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
@@ -110,7 +116,10 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
     announceIntervalSeconds: int(raw.announceIntervalSeconds, 'announceIntervalSeconds', 5, 86_400, 900),
-    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
+    metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.storage),
+    metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
+    metricsHost: str(raw.metricsHost, 'metricsHost', '127.0.0.1'),
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),

@@ -3,14 +3,14 @@
 // (dht.ts), the consensus it follows (DirKeeper), the descriptor publisher and /metrics.
 // Protocol logic lives in the modules it starts.
 import type http from 'node:http';
-import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../src/crypto/keys';
+import { loadOrCreateNodeKeys, fingerprint, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
 import type { Logger } from '../src/ops/log';
-import { startMetricsServer, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
@@ -35,6 +35,7 @@ export class StorageDaemon {
   private pow: IdentityProofKeeper | null = null;
   private publisher: DescriptorPublisher | null = null;
   private metricsServer: http.Server | null = null;
+  private rotation: { stop(): void } | null = null;
   readonly dir: DirKeeper;
 
   constructor(
@@ -60,7 +61,14 @@ export class StorageDaemon {
   async start(): Promise<void> {
     const cfg = this.cfg;
     // Keys on first start (mode 0600 in a 0700 data dir), never logged.
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir);
+    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
+    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
+    // SPEC.md §3.3: rotate the onion key while running and publish the new one at once.
+    this.rotation = startOnionRotation(cfg.dataDir, {
+      onionRotationMs, current: () => this.keys!,
+      onRotate: (k) => { this.keys = k; this.log.info({}, 'onion key rotated'); void this.publisher?.republishNow().catch(() => {}); },
+      onError: (e) => this.log.warn({ err: (e as Error).message }, 'onion key rotation failed; keeping the current key'),
+    });
     this.store = await ShareStore.open({
       dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,
@@ -80,7 +88,7 @@ export class StorageDaemon {
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
-      bandwidth: this.bw,
+      bandwidth: this.bw, consensus: () => this.dir.consensus(),
     });
     await this.endpoint.start();
     this.dht = new NodeDht({
@@ -88,7 +96,7 @@ export class StorageDaemon {
       announceIntervalMs: cfg.announceIntervalSeconds * 1000, registry: this.registry, log: this.log,
     });
     await this.dht.start();
-    if (cfg.metricsPort) this.metricsServer = await startMetricsServer(this.registry, cfg.metricsPort, '127.0.0.1');
+    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
 
     // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
     this.pow = new IdentityProofKeeper({
@@ -119,6 +127,7 @@ export class StorageDaemon {
 
   /** SIGTERM: stop publishing and accepting, let in-flight writes reach the disk, close the store. */
   async stop(): Promise<void> {
+    this.rotation?.stop();
     this.publisher?.stop();
     this.pow?.stop();
     this.dir.stop();

@@ -17,6 +17,7 @@ import { allowAll, type PolicyCheck } from './handler';
 import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -30,6 +31,21 @@ export interface StorageEndpointOptions {
   bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
   registry?: Registry;
   log?: Logger;
+  /**
+   * The node's verified consensus (SPEC.md §7b.7): a circuit counts as coming through a relay only
+   * when the previous hop's identity is listed in it. Absent: any proved identity counts (tests).
+   */
+  consensus?: () => { relays: readonly { identity: Buffer }[] } | null;
+  /**
+   * SPEC.md §7b.9 on the storage OR port too: the relay's per-address DoS limits (circuit-creation
+   * bucket, connections per address); listed relays are exempt. Defaults: the relay's.
+   */
+  limits?: Partial<RelayLimits>;
+}
+
+function ipOf(remote: string): string {
+  const i = remote.lastIndexOf(':');
+  return i > 0 ? remote.slice(0, i) : remote;
 }
 
 export class StorageEndpoint {
@@ -39,9 +55,12 @@ export class StorageEndpoint {
   private readonly sessions = new Set<Duplex>();
   private readonly log: Logger;
   private closed = false;
+  readonly dos: DosGuard;
 
   constructor(private readonly o: StorageEndpointOptions) {
     this.log = o.log ?? silentLogger;
+    const limits = resolveRelayLimits(o.limits);
+    this.dos = new DosGuard(limits);
     this.switch = new CircuitSwitch<Channel>({
       identity: o.keys().identity.publicKey,
       onionKeys: () => { const k = o.keys(); return k.previousOnion ? [k.onion, k.previousOnion] : [k.onion]; },
@@ -49,8 +68,23 @@ export class StorageEndpoint {
       log: this.log,
       onLinkCell: o.bandwidth ? (ch, cell) => o.bandwidth!.onLinkCell(ch, cell) : undefined,
       // No `extend` hook: a storage node never extends (SPEC.md §9.13); no exit, no directory.
-      hooks: { onStream: (inc) => this.onStream(inc) },
+      limits: { maxCircuitsPerLink: limits.maxCircuitsPerLink, maxStreamsPerCircuit: limits.maxStreamsPerCircuit },
+      hooks: {
+        // SPEC.md §7b.9: the relay's CREATE2 rate limit per address, listed relays exempt.
+        allowCircuit: (ch) => this.isListedRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        onStream: (inc) => this.onStream(inc),
+        isListedRelay: o.consensus ? (ch) => this.isListedRelay(ch) : undefined,
+      },
     });
+  }
+
+  private listedIndex: { of: object; ids: Set<string> } | null = null;
+  private isListedRelay(ch: Channel): boolean {
+    const id = ch.peerIdentity;
+    const c = this.o.consensus?.();
+    if (!id || !c) return false;
+    if (this.listedIndex?.of !== c) this.listedIndex = { of: c, ids: new Set(c.relays.map((r) => r.identity.toString('hex'))) };
+    return this.listedIndex.ids.has(id.toString('hex'));
   }
 
   get orPort(): number { return this.links?.port ?? 0; }
@@ -64,6 +98,11 @@ export class StorageEndpoint {
       host: this.o.host, port: this.o.orPort, identity,
       onChannel: (ch) => {
         if (this.closed) { ch.close('shutting down'); return; }
+        if (!this.isListedRelay(ch)) {
+          const addr = ipOf(ch.remoteAddress);
+          if (!this.dos.connectionOpened(addr)) { ch.close('too many connections from one address'); return; }
+          ch.once('close', () => this.dos.connectionClosed(addr));
+        }
         this.switch.attach(ch);
         this.o.bandwidth?.attach(ch); // counted only when the initiator (a relay) proved its identity
       },

@@ -8,7 +8,13 @@
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
-import { FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../src/storage/framing';
+import { FrameBudget, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../src/storage/framing';
+
+/** SPEC.md §9.6.1: bytes of partly received request frames this node holds over all its streams. */
+export const NODE_FRAME_BUDGET_BYTES = 256 * 1024 * 1024;
+const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
+/** SPEC.md §9.6.1: a storage stream on which nothing arrives and nothing is pending this long is closed. */
+export const STORAGE_STREAM_IDLE_MS = 120_000;
 import { decodeRequest, encodeResponse, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
 import type { ShareStore } from './share-store';
@@ -19,15 +25,33 @@ export interface ServeOptions {
   maxFrameBytes?: number;
   /** Requests of one stream handled at once (default 8). */
   maxInflight?: number;
+  /** Partly received frames of every stream of this node (default: one budget per process, 256 MiB). */
+  frameBudget?: FrameBudget;
+  /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in and no request pending. */
+  idleMs?: number;
   log?: Logger;
 }
 
 /** Serve requests from `stream` until it ends or fails. Resolves when done; never rejects. */
 export async function serveStorageStream(stream: Duplex, store: ShareStore, opts: ServeOptions): Promise<void> {
   const log = opts.log ?? silentLogger;
-  const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES);
+  const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES, opts.frameBudget ?? nodeFrameBudget);
   const maxInflight = Math.max(1, opts.maxInflight ?? 8);
   const inflight = new Set<Promise<void>>();
+  // SPEC.md §9.6.1: an idle stream (nothing arriving, nothing being answered) is closed.
+  const idleMs = opts.idleMs ?? STORAGE_STREAM_IDLE_MS;
+  let idle: NodeJS.Timeout | null = null;
+  const touch = (): void => {
+    if (idle) clearTimeout(idle);
+    idle = setTimeout(() => {
+      if (inflight.size > 0) { touch(); return; }
+      store.metrics.errors.inc({ code: 'STORAGE_IDLE_TIMEOUT' });
+      log.debug({ idleMs }, 'storage stream idle; closing');
+      stream.destroy();
+    }, idleMs);
+    idle.unref?.();
+  };
+  touch();
   // Header and body are written in one tick, so concurrent answers never interleave. Answers that
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
   let draining: Promise<void> | null = null;
@@ -50,6 +74,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     // destroyOnReturn: false — leaving the loop early must not destroy the stream before the
     // last response (the framing error below) has been flushed.
     for await (const chunk of stream.iterator({ destroyOnReturn: false })) {
+      touch();
       let frames: Buffer[];
       try {
         frames = decoder.push(chunk as Buffer);
@@ -82,6 +107,9 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     // The peer went away or the transport failed: nothing to answer.
     log.debug({ code: errorCode(e) }, 'storage stream ended with an error');
     stream.destroy();
+  } finally {
+    if (idle) clearTimeout(idle);
+    decoder.close();
   }
 }
 

@@ -11,5 +11,11 @@ export interface BenchRow {
 export interface BenchModule {
   /** Short name used by `npm run bench -- --only NAME`. */
   name: string;
-  run(opts: { quick: boolean }): Promise<BenchRow[]>;
+  /** Rows, or rows plus top-level fields for the JSON output (e.g. circuit's `compare`). */
+  run(opts: { quick: boolean }): Promise<BenchRow[] | BenchResult>;
+}
+
+export interface BenchResult {
+  rows: BenchRow[];
+  json?: Record<string, unknown>;
 }

@@ -5,7 +5,7 @@
 import { err } from '../errors';
 import { randomBytes } from '../crypto/primitives';
 import type { Receipt } from './receipt';
-import { receiptFingerprints } from './receipt';
+import { receiptFingerprints, MAX_SLACK_CIRCUITS as MAX_CARRIED_CIRCUITS } from './receipt';
 
 /** Which end of the link this relay is. The initiator proposes receipts; the responder countersigns. */
 export type LinkRole = 'initiator' | 'responder';
@@ -19,9 +19,19 @@ export function isCountedCell(circId: number): boolean {
 export interface SegmentCounts {
   cellsI2R: number;
   cellsR2I: number;
-  /** Circuits open on the link at some time during the segment (for the in-flight tolerance). */
+  /** Circuits open on the link at some time during the segment (CREATE2 seen, DESTROY not yet). */
   circuits: number;
+  /**
+   * SPEC §8.1.7: circuits this node really carried — it wrote a circuit cell other than DESTROY on
+   * them — during this segment or the previous one, at most MAX_CARRIED_CIRCUITS. This, not
+   * `circuits`, sets the in-flight tolerance of §8.3: a junk CREATE2 (answered by DESTROY) adds nothing.
+   */
+  carried: number;
+  /** Counted cells this node wrote on the link during the previous segment (what can have been in flight at its boundary). */
+  prevSent: number;
 }
+
+
 
 /**
  * The counter one link holds for its whole lifetime. The link calls `onSent`/`onReceived` for each
@@ -37,6 +47,10 @@ export class LinkCounter {
   received = 0;
   private openCircuits = 0;
   private segmentCircuits = 0;
+  /** Circuit ids this node wrote a non-DESTROY cell on, this segment and the previous one (bounded). */
+  private carriedNow = new Set<number>();
+  private carriedPrev = new Set<number>();
+  private prevSent = 0;
 
   constructor(readonly peer: string, readonly role: LinkRole) {
     if (!/^[0-9a-f]{64}$/.test(peer)) throw err('RECEIPT_MALFORMED', 'peer must be a 64-hex-character fingerprint');
@@ -54,12 +68,29 @@ export class LinkCounter {
     if (this.openCircuits > 0) this.openCircuits--;
   }
 
+  /**
+   * SPEC §8.1.7: this node wrote a circuit cell other than DESTROY on `circId` (a circuit it really
+   * carries). Bounded: beyond MAX_CARRIED_CIRCUITS the slack is at its cap anyway.
+   */
+  onCircuitCarried(circId: number): void {
+    if (this.carriedNow.size < MAX_CARRIED_CIRCUITS) this.carriedNow.add(circId);
+  }
+
   get circuitsOpen(): number { return this.openCircuits; }
+
+  private carriedCount(): number {
+    let n = this.carriedNow.size;
+    for (const id of this.carriedPrev) if (!this.carriedNow.has(id)) n++;
+    return Math.min(n, MAX_CARRIED_CIRCUITS);
+  }
 
   /** The current segment so far, oriented like a receipt body, without closing it. */
   peek(): SegmentCounts {
     const mine = this.role === 'initiator';
-    return { cellsI2R: mine ? this.sent : this.received, cellsR2I: mine ? this.received : this.sent, circuits: this.segmentCircuits };
+    return {
+      cellsI2R: mine ? this.sent : this.received, cellsR2I: mine ? this.received : this.sent, circuits: this.segmentCircuits,
+      carried: this.carriedCount(), prevSent: this.prevSent,
+    };
   }
 
   /**
@@ -68,6 +99,9 @@ export class LinkCounter {
    */
   cut(): SegmentCounts {
     const s = this.peek();
+    this.prevSent = this.sent;
+    this.carriedPrev = this.carriedNow;
+    this.carriedNow = new Set();
     this.sent = 0;
     this.received = 0;
     this.segmentCircuits = this.openCircuits;

@@ -154,7 +154,10 @@ export class LinkReceipts {
     // SPEC §8.3 step 2: the responder closes its segment on reading the PROPOSE, whatever it decides.
     const s = this.cut();
     this.read++;
-    const tolerance = inFlightTolerance(Math.max(1, s.circuits));
+    // SPEC §8.3 check 5: one window per circuit this node really carried (never a junk CREATE2),
+    // capped per link; never more i→r than it read, never more r→i than it wrote plus what it
+    // wrote in the previous segment.
+    const tolerance = inFlightTolerance(Math.max(1, s.carried));
     let p: ReceiptProposal;
     try {
       p = decodeReceiptProposal(payload);
@@ -164,7 +167,8 @@ export class LinkReceipts {
       this.o.send(CellCommand.RECEIPT_REJECT, encodeReceiptReject(reject));
       return;
     }
-    const res = countersign(p, { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I }, this.o.identity, tolerance,
+    const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: s.prevSent };
+    const res = countersign(p, mine, this.o.identity, tolerance,
       { initiator: this.o.peerIdentity, epochAccepted: this.o.epochAccepted });
     if (res.ok) {
       this.o.send(CellCommand.RECEIPT_COUNTERSIGN, encodeReceipt(res.receipt));

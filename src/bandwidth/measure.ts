@@ -1,7 +1,6 @@
 // SPEC.md §8.5: accepted receipts → measured bandwidth per relay, through the rule of
 // src/bandwidth/rule.ts (§8.5.1),
 // bounded so that receipts relays invent between themselves earn little. Pure and deterministic.
-import { err } from '../errors';
 import { CELL_LEN } from '../wire/cell';
 import { LIMITED_BY, applyRule, checkParams, type BoundsParams } from './rule';
 
@@ -51,7 +50,28 @@ export interface MeasureInput {
   /** Bytes/s each relay had in the previous consensus (its weight; absent = 0). */
   previousWeights: ReadonlyMap<string, number>;
   params: BoundsParams;
+  /**
+   * Called for each receipt measurement skips because its counts are not non-negative integers
+   * within `maxReceiptCells` (SPEC §8.5: a bad receipt is skipped and counted, never fatal).
+   */
+  onSkip?: (rc: PairCounts, reason: string) => void;
 }
+
+/**
+ * SPEC §8.4 item 6: the fastest link a receipt may describe (100 Gbit/s, one direction). A count
+ * above what such a link carries in two epochs (a segment ends at the epoch boundary, §8.3, plus
+ * the proposal jitter) is physically impossible and refused at intake; measurement skips it.
+ */
+export const MAX_LINK_BYTES_PER_SECOND = 12_500_000_000;
+
+/** SPEC §8.4 item 6: the largest count, per direction, of one receipt in an epoch of `epochSeconds`. */
+export function maxReceiptCells(epochSeconds: number): number {
+  return Math.ceil((MAX_LINK_BYTES_PER_SECOND * 2 * epochSeconds) / CELL_LEN);
+}
+
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** An exact sum brought back to a number; above 2^53 − 1 it saturates (bounds 4–6 cap far lower). */
+const toSafe = (b: bigint): number => Number(b > SAFE ? SAFE : b);
 
 /** The IPv4 /16 of a dotted quad ("a.b"), or undefined when it is not one. */
 export function slash16(ipv4: string | undefined): string | undefined {
@@ -89,19 +109,25 @@ export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
   const index = new Map<string, number>(fps.map((fp, i) => [fp, i]));
   const n = fps.length;
   const pairIndex = new Map<number, number>();
-  const pa: number[] = [], pb: number[] = [], pcells: number[] = [];
+  const pa: number[] = [], pb: number[] = [], exact: bigint[] = [];
+  const maxCells = maxReceiptCells(p.epochSeconds);
+  const okCount = (c: number) => Number.isSafeInteger(c) && c >= 0 && c <= maxCells;
   for (const rc of input.receipts) {
     const i = index.get(rc.initiator), j = index.get(rc.responder);
     if (i === undefined || j === undefined || i === j) continue;
-    const c = rc.cellsI2R + rc.cellsR2I;
-    if (!Number.isSafeInteger(c) || c < 0 || !Number.isSafeInteger(rc.cellsI2R) || !Number.isSafeInteger(rc.cellsR2I)) {
-      throw err('RECEIPT_MALFORMED', 'receipt counts must be non-negative integers');
+    // SPEC §8.5: a receipt with impossible counts is skipped and counted, never fatal.
+    if (!okCount(rc.cellsI2R) || !okCount(rc.cellsR2I)) {
+      input.onSkip?.(rc, `receipt counts must be integers in 0..${maxCells}`);
+      continue;
     }
-    if (c === 0) continue;
+    // Summed exactly (a pair may hold many receipts).
+    const c = BigInt(rc.cellsI2R) + BigInt(rc.cellsR2I);
+    if (c === 0n) continue;
     const lo = Math.min(i, j), hi = Math.max(i, j), key = lo * n + hi;
     const k = pairIndex.get(key);
-    if (k === undefined) { pairIndex.set(key, pa.length); pa.push(lo); pb.push(hi); pcells.push(c); } else pcells[k] += c;
+    if (k === undefined) { pairIndex.set(key, pa.length); pa.push(lo); pb.push(hi); exact.push(c); } else exact[k] += c;
   }
+  const pcells = exact.map(toSafe);
 
   let totalPrev = 0;
   for (const w of input.previousWeights.values()) if (w > 0 && Number.isFinite(w)) totalPrev += w;

@@ -62,6 +62,30 @@ export interface EpochUploadStatus {
 
 const KEEP_EPOCHS = 48;
 
+/**
+ * SPEC.md §6.10: what an authority's answer to a receipt upload of `count` records says about each
+ * record: undefined (accepted) or its refusal. The body is JSON from the network: anything that is
+ * not an object with the documented fields is judged by the status alone.
+ */
+export function uploadRefusals(status: number, body: Buffer, count: number): ({ code: string; reason?: string } | undefined)[] {
+  let j: { accepted?: number; refused?: { index: number; code: string; reason?: string }[]; code?: string; reason?: string } = {};
+  try {
+    const parsed: unknown = JSON.parse(body.toString('utf8'));
+    if (parsed !== null && typeof parsed === 'object') j = parsed as typeof j;
+  } catch { /* judged by status alone */ }
+  const refusedAt = new Map<number, { code: string; reason?: string }>();
+  let all: { code: string; reason?: string } | null = null;
+  if (Array.isArray(j.refused)) {
+    for (const r of j.refused) {
+      if (r && Number.isInteger(r.index) && r.index >= 0 && r.index < count) refusedAt.set(r.index, r);
+      else if (r && r.index === -1) all = r; // the batch as a whole
+    }
+  } else if (status !== 200) {
+    all = { code: typeof j.code === 'string' ? j.code : `HTTP_${status}`, reason: j.reason };
+  }
+  return Array.from({ length: count }, (_, k) => all ?? refusedAt.get(k));
+}
+
 export class ReceiptUploader {
   private readonly epochs = new Map<number, EpochState>();
   private readonly log: Logger;
@@ -179,22 +203,11 @@ export class ReceiptUploader {
 
   /** An answer other than 5xx: every record of the batch is settled at this authority. */
   private settle(e: EpochState, fp: string, a: AuthorityState, idx: number[], res: HttpResponse): void {
-    let j: { accepted?: number; refused?: { index: number; code: string; reason?: string }[]; code?: string; reason?: string } = {};
-    try { j = JSON.parse(res.body.toString('utf8')); } catch { /* judged by status alone */ }
-    const refusedAt = new Map<number, { code: string; reason?: string }>();
-    let all: { code: string; reason?: string } | null = null;
-    if (Array.isArray(j.refused)) {
-      for (const r of j.refused) {
-        if (r && Number.isInteger(r.index) && r.index >= 0 && r.index < idx.length) refusedAt.set(r.index, r);
-        else if (r && r.index === -1) all = r; // the batch as a whole
-      }
-    } else if (res.status !== 200) {
-      all = { code: typeof j.code === 'string' ? j.code : `HTTP_${res.status}`, reason: j.reason };
-    }
+    const refusals = uploadRefusals(res.status, res.body, idx.length);
     let accepted = 0, replayed = 0, refused = 0;
     const codes = new Map<string, number>();
     idx.forEach((recordIndex, k) => {
-      const r = all ?? refusedAt.get(k);
+      const r = refusals[k];
       if (!r) { a.status[recordIndex] = DELIVERED; accepted++; }
       else if (r.code === 'RECEIPT_REPLAYED') { a.status[recordIndex] = DELIVERED; replayed++; }
       else { a.status[recordIndex] = REFUSED; refused++; codes.set(r.code, (codes.get(r.code) ?? 0) + 1); }

@@ -23,6 +23,11 @@ export const RECEIPT_DOMAIN_RESPONDER = Buffer.from('bitcloud receipt v1 respond
 
 /** SPEC §8.3: cells that may be in flight on one circuit (the circuit window, SPEC.md §7.4). */
 export const CIRCUIT_WINDOW_CELLS = 1000;
+/**
+ * SPEC §8.3: the in-flight slack of one link is capped at this many circuit windows, whatever the
+ * number of circuits (about what a link's write buffer, 16 MiB, holds: 32 × 1000 cells × 514 bytes).
+ */
+export const MAX_SLACK_CIRCUITS = 32;
 
 /** SPEC §0: u64 fields of a receipt must not exceed 2^53 − 1 (they are exact JS numbers). */
 export const MAX_U64_SAFE = MAX_SAFE_U64;
@@ -77,11 +82,24 @@ export function verifyReceipt(r: Receipt): boolean {
 /** SPEC §8.3: the in-flight tolerance, per direction, for a segment on which `circuits` circuits were open. */
 export function inFlightTolerance(circuits: number): number {
   if (!Number.isSafeInteger(circuits) || circuits < 0) throw err('RECEIPT_MALFORMED', `circuit count must be a non-negative integer, got ${circuits}`);
-  return circuits * CIRCUIT_WINDOW_CELLS;
+  return Math.min(circuits, MAX_SLACK_CIRCUITS) * CIRCUIT_WINDOW_CELLS;
 }
 
 /** The responder's own view of the segment, oriented like the body (its received = i→r, its sent = r→i). */
-export interface ResponderCounts { cellsI2R: number; cellsR2I: number }
+export interface ResponderCounts {
+  cellsI2R: number;
+  cellsR2I: number;
+  /**
+   * SPEC §8.3 check 5: the most the proposal's cells_i2r may exceed the responder's own count
+   * (0 on a link: the i→r boundary is exact). Defaults to the tolerance.
+   */
+  maxExcessI2R?: number;
+  /**
+   * The most the proposal's cells_r2i may exceed the responder's own count: cells it wrote in the
+   * previous segment that were still in flight at its boundary, so at most those. Defaults to the tolerance.
+   */
+  maxExcessR2I?: number;
+}
 
 export interface CountersignExpect {
   /** The identity the link authenticated for the peer; the proposal's initiator must be it. */
@@ -111,7 +129,12 @@ export function countersign(
   if (expect.initiator && !constantTimeEqual(b.initiator, expect.initiator)) return reject('WRONG_IDENTITY');
   if (expect.epochAccepted && !expect.epochAccepted(b.epoch)) return reject('EPOCH_NOT_ACCEPTED');
   if (!verifyInitiatorSignature(proposal)) return reject('BAD_SIGNATURE');
-  if (Math.abs(b.cellsI2R - mine.cellsI2R) > tolerance || Math.abs(b.cellsR2I - mine.cellsR2I) > tolerance) {
+  // Never more than the responder counted plus what can really have been in flight (SPEC §8.3
+  // check 5); an under-count is bounded by the tolerance (it cheats the responder).
+  const overI2R = Math.min(tolerance, mine.maxExcessI2R ?? tolerance);
+  const overR2I = Math.min(tolerance, mine.maxExcessR2I ?? tolerance);
+  if (b.cellsI2R - mine.cellsI2R > overI2R || b.cellsR2I - mine.cellsR2I > overR2I
+    || mine.cellsI2R - b.cellsI2R > tolerance || mine.cellsR2I - b.cellsR2I > tolerance) {
     return reject('COUNTS_MISMATCH');
   }
   const responderSignature = ed25519Sign(Buffer.concat([RECEIPT_DOMAIN_RESPONDER, proposal.bodyBytes]), myKeyPair.secretKey);

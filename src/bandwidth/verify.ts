@@ -16,7 +16,16 @@ export type ReceiptRefusalCode =
   | 'RECEIPT_UNKNOWN_RELAY'
   | 'RECEIPT_BAD_SIGNATURE'
   | 'RECEIPT_REPLAYED'
-  | 'RECEIPT_CONFLICT';
+  | 'RECEIPT_CONFLICT'
+  | 'RECEIPT_COUNT_TOO_LARGE'
+  | 'RECEIPT_TOO_MANY';
+
+/**
+ * SPEC §8.4: receipts accepted per (epoch, initiator, responder). A link proposes at most 16 times
+ * an epoch (§8.3 step 4); this leaves room for 16 links between one pair in an epoch, and bounds
+ * what any two relay identities can make an authority verify and keep.
+ */
+export const MAX_RECEIPTS_PER_PAIR_EPOCH = 256;
 
 declare const acceptedBrand: unique symbol;
 
@@ -61,6 +70,18 @@ export function epochAt(nowMs: number, p: { genesisMs: number; periodMs: number 
 export interface ReceiptVerifierOptions {
   membership: ConsensusMembership;
   window: UploadWindow;
+  /**
+   * SPEC §8.4 item 6: the largest count per direction one receipt may carry (what a link can
+   * physically carry in an epoch, `maxReceiptCells(period)`); above it RECEIPT_COUNT_TOO_LARGE.
+   * Absent: only the u64 bound of §8.2 applies.
+   */
+  maxCells?: number;
+}
+
+/** A window edge for a refusal message; an epoch from the wire can put it beyond what Date can show. */
+function when(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `${ms} ms after the Unix epoch` : d.toISOString();
 }
 
 function refuse(code: ReceiptRefusalCode, reason: string): AcceptResult {
@@ -80,6 +101,8 @@ function hasResponderSignature(r: Receipt | ReceiptProposal): r is Receipt {
  */
 export class ReceiptVerifier {
   private readonly seen = new Map<number, Map<string, AcceptedReceipt>>();
+  /** Accepted receipts per `${epoch}:${initiator}${responder}`. */
+  private readonly perPair = new Map<string, number>();
 
   constructor(private readonly opts: ReceiptVerifierOptions) {}
 
@@ -101,7 +124,12 @@ export class ReceiptVerifier {
     const w = this.opts.window(b.epoch);
     if (!w) return refuse('RECEIPT_UNKNOWN_EPOCH', `no upload window for epoch ${b.epoch}`);
     if (now < w.opens || now >= w.closes) {
-      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${new Date(w.opens).toISOString()} until ${new Date(w.closes).toISOString()}`);
+      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${when(w.opens)} until ${when(w.closes)}`);
+    }
+
+    const max = this.opts.maxCells;
+    if (max !== undefined && (b.cellsI2R > max || b.cellsR2I > max)) {
+      return refuse('RECEIPT_COUNT_TOO_LARGE', `a receipt counts at most ${max} cells each way (what a link can carry in an epoch); this one ${b.cellsI2R} and ${b.cellsR2I}`);
     }
 
     const initiator = b.initiator.toString('hex');
@@ -120,6 +148,11 @@ export class ReceiptVerifier {
       return refuse('RECEIPT_REPLAYED', `receipt (epoch ${b.epoch}, serial ${b.serial}) already accepted`);
     }
 
+    const pairKey = `${b.epoch}:${initiator}${responder}`;
+    if (!prior && (this.perPair.get(pairKey) ?? 0) >= MAX_RECEIPTS_PER_PAIR_EPOCH) {
+      return refuse('RECEIPT_TOO_MANY', `at most ${MAX_RECEIPTS_PER_PAIR_EPOCH} receipts per relay pair and epoch are accepted`);
+    }
+
     if (!verifyInitiatorSignature(r)) return refuse('RECEIPT_BAD_SIGNATURE', 'the initiator signature does not verify');
     if (!verifyResponderSignature(r)) return refuse('RECEIPT_BAD_SIGNATURE', 'the responder signature does not verify');
     if (prior) {
@@ -134,6 +167,7 @@ export class ReceiptVerifier {
     let m = this.seen.get(b.epoch);
     if (!m) this.seen.set(b.epoch, (m = new Map()));
     m.set(key, accepted);
+    this.perPair.set(pairKey, (this.perPair.get(pairKey) ?? 0) + 1);
     return { ok: true, receipt: accepted };
   }
 
@@ -172,6 +206,10 @@ export class ReceiptVerifier {
     for (const e of this.seen.keys()) {
       const w = this.opts.window(e);
       if (!w || now >= w.closes) { this.seen.delete(e); dropped.push(e); }
+    }
+    if (dropped.length) {
+      const gone = new Set(dropped.map(String));
+      for (const k of this.perPair.keys()) if (gone.has(k.slice(0, k.indexOf(':')))) this.perPair.delete(k);
     }
     return dropped;
   }

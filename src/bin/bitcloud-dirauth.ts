@@ -14,6 +14,7 @@ await makeCli('bitcloud-dirauth', 'Bitcloud directory authority: accepts relay d
     .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/operators-directory.md)' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
     .option('period', { type: 'number', describe: 'Overrides the voting period (seconds)' })
+    .option('metrics-port', { type: 'number', describe: 'Overrides metricsPort (Prometheus /metrics on metricsHost, default 127.0.0.1; 0: none)' })
     .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
-  async (a) => { await runAuthorityMain({ config: a.config, dataDir: a['data-dir'], period: a.period, logLevel: a['log-level'] }); })
+  async (a) => { await runAuthorityMain({ config: a.config, dataDir: a['data-dir'], period: a.period, metricsPort: a['metrics-port'], logLevel: a['log-level'] }); })
   .parseAsync();

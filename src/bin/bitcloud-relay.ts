@@ -11,10 +11,11 @@ await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
     .option('or-port', { type: 'number', describe: 'Overrides orPort' })
     .option('dir-port', { type: 'number', describe: 'Overrides dirPort (0: no directory mirror)' })
+    .option('metrics-port', { type: 'number', describe: 'Overrides metricsPort (Prometheus /metrics on metricsHost, default 127.0.0.1; 0: none)' })
     .option('nickname', { type: 'string', describe: 'Overrides nickname' })
     .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
   async (a) => {
-    await runRelay({ config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], dirPort: a['dir-port'], nickname: a.nickname, logLevel: a['log-level'] });
+    await runRelay({ config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], dirPort: a['dir-port'], metricsPort: a['metrics-port'], nickname: a.nickname, logLevel: a['log-level'] });
   })
   .command('status', "Show this relay's countersigned cells, what the authorities proved, and its cloudcoin earnings.", (y) => y
     .option('config', { type: 'string', demandOption: true, describe: 'The relay\'s JSON config file' })

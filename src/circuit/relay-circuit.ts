@@ -75,6 +75,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
 
   get isClosed(): boolean { return this.closed; }
   get streamCount(): number { return this.edge?.streams.size ?? 0; }
+  /** RESOLVE requests waiting for their answer (SPEC.md §7b.7). */
+  private resolving = 0;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
   /** True when a next hop exists (this node forwards). */
@@ -183,7 +185,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }
       const link = this.sw.attach(ch);
       if (link.closed) { this.destroy(DestroyReason.CONNECTFAILED, 'LINK_CLOSED'); return; }
-      this.nextId = ch.allocateCircId();
+      this.nextId = ch.allocateCircId((id) => link.circuits.has(id));
       this.next = link;
       link.circuits.set(this.nextId, this);
       this.sendOn(link, this.nextId, CellCommand.CREATE2, create2, this.qNext);
@@ -217,7 +219,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     const hook = this.sw.hooks.onStream;
     const inc: IncomingStream = {
       kind, begin, stream,
-      oneHop: this.prev.ch.peerIdentity === null && this.next === null,
+      oneHop: this.isOneHop(),
       accept: (connected?: ConnectedBody) => {
         if (this.closed || stream.state !== 'opening') return;
         this.sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected(connected ?? {}));
@@ -235,12 +237,32 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     hook(inc);
   }
 
+  /**
+   * SPEC.md §7b.7: a single-hop circuit whose previous hop is not a relay listed in the consensus
+   * (an anonymous client, or one with a self-made identity).
+   */
+  private isOneHop(): boolean {
+    if (this.next !== null) return false;
+    const listed = this.sw.hooks.isListedRelay;
+    return listed ? !listed(this.prev.ch) : this.prev.ch.peerIdentity === null;
+  }
+
   private onResolve(streamId: number, data: Buffer): void {
     const host = decodeResolve(data);
     const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
     const hook = this.sw.hooks.resolve;
     if (!hook) { answer([{ type: 'error-nontransient', value: '', ttl: 0 }]); return; }
-    hook(host).then(answer, () => answer([{ type: 'error-transient', value: '', ttl: 0 }]));
+    // SPEC.md §7b.7: pending resolves are capped per circuit and count against its stream limit.
+    const l = this.sw.limits;
+    if (this.resolving >= l.maxResolvesPerCircuit || this.resolving + this.streamCount >= l.maxStreamsPerCircuit) {
+      this.sw.metrics.error('EXIT_RESOLVE_LIMIT');
+      answer([{ type: 'error-transient', value: '', ttl: 0 }]);
+      return;
+    }
+    this.resolving++;
+    const done = (a: ResolvedAnswer[]) => { this.resolving--; answer(a); };
+    hook(host, { oneHop: this.isOneHop() })
+      .then(done, () => done([{ type: 'error-transient', value: '', ttl: 0 }]));
   }
 
   /** tor-spec 5.4: TRUNCATE drops the rest of the circuit; we answer TRUNCATED. */

@@ -10,6 +10,7 @@ import { DestroyReason, HandshakeType, decodeCreate2, decodeDestroy, encodeCreat
 import { ntorServerRespond } from '../crypto/ntor';
 import { createRelayHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
 import type { CellChannel } from '../link/cell-channel';
+import { CircIdAllocator } from '../link/circ-ids';
 import type { Logger } from '../ops/log';
 import { silentLogger } from '../ops/log';
 import { QueueBudget } from './cell-queue';
@@ -22,6 +23,7 @@ export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxCircuitsPerLink: 4096,
   maxQueuedCellsPerCircuit: 2000,
   maxStreamsPerCircuit: 512,
+  maxResolvesPerCircuit: 4,
 };
 
 /** `C`: the channel type of the node's links (Channel in the daemons, a fake in unit tests). */
@@ -153,6 +155,13 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
       // also ends the circuit that held the id, so both ends agree it is gone.
       this.metrics.error('CIRCUIT_ID_IN_USE');
       existing.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_ID_IN_USE');
+      return;
+    }
+    // SPEC.md §1.5: the peer may only open ids from its own half (the initiator's half has the
+    // high bit set). One from ours could collide with an id this node allocates later.
+    if (CircIdAllocator.isInitiatorId(circId) === link.ch.isInitiator) {
+      this.metrics.error('CIRCUIT_ID_WRONG_HALF');
+      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
       return;
     }
     if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }

@@ -13,6 +13,8 @@ export interface SwitchLimits {
   maxQueuedCellsPerCircuit: number;
   /** Streams one circuit may hold open at this node. */
   maxStreamsPerCircuit: number;
+  /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending at this node (they also count as streams). */
+  maxResolvesPerCircuit: number;
 }
 
 /** Where an EXTEND2 asks to go (SPEC.md §7b.3). */
@@ -40,6 +42,12 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
   /** DoS: may this link create one more circuit now? */
   allowCircuit?(ch: C): boolean;
   /**
+   * SPEC.md §7b.7: is the peer of `ch` a relay — an identity listed in the node's consensus? An
+   * identity the peer proved is not enough: anyone can make one. Absent: any proved identity
+   * counts (only for nodes run without a consensus, e.g. in tests).
+   */
+  isListedRelay?(ch: C): boolean;
+  /**
    * EXTEND2: a link to `target` whose peer proved `target.identity` (and which the node's
    * policy allows). Absent: this node never extends. Reject with a BitcloudError; its code
    * picks the DESTROY reason (destroyReasonForExtendFailure in end-reasons.ts: OR_IDENTITY for
@@ -48,6 +56,9 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
   extend?(target: ExtendTarget, from: C): Promise<C>;
   /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
   onStream?(s: IncomingStream): void;
-  /** RESOLVE (exits only). Absent: answered with a non-transient error. */
-  resolve?(host: string): Promise<ResolvedAnswer[]>;
+  /**
+   * RESOLVE (exits only). Absent: answered with a non-transient error. `oneHop`: the circuit has
+   * a single hop from an anonymous client (SPEC.md §7b.7: refused, like BEGIN).
+   */
+  resolve?(host: string, ctx: { oneHop: boolean }): Promise<ResolvedAnswer[]>;
 }

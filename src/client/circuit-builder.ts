@@ -92,7 +92,7 @@ export class CircuitBuilder {
 
   /** Build through exactly these hops (first = guard). The error's detail.hop names the hop that failed. */
   async buildPath(path: readonly HopTarget[]): Promise<ClientCircuit> {
-    const started = Date.now();
+    const started = performance.now();
     const timeoutMs = this.buildTimeout.timeoutMs();
     const guardSet = this.guardSet();
     let hop = 0;
@@ -111,7 +111,7 @@ export class CircuitBuilder {
       })();
       work.catch(() => {});
       const c = await Promise.race([work, timedOut]);
-      const ms = Date.now() - started;
+      const ms = performance.now() - started;
       this.buildTimeout.record(ms);
       this.opts.onBuilt?.(ms);
       guardSet?.markSuccess(path[0].fingerprint);

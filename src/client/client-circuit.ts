@@ -125,7 +125,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
 
   /** Open a new circuit id on `link` (no cell sent yet). */
   static allocate(link: ClientLink): ClientCircuit {
-    return new ClientCircuit(link, link.ch.allocateCircId());
+    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)));
   }
 
   get isOpen(): boolean { return this.closedWith === null; }
@@ -280,6 +280,9 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
         return;
       }
       case RelayCommand.RESOLVED: {
+        // SPEC.md §7b.6: only the last hop (the exit we asked) answers RESOLVE; a middle hop that
+        // forges an answer is a protocol violation, like CONNECTED from a middle hop.
+        if (hop !== n - 1) throw err('RELAY_PROTOCOL', `RESOLVED from hop ${hop + 1} of ${n}: only the last hop answers`);
         const p = this.resolves.get(m.streamId);
         if (!p) return;
         this.resolves.delete(m.streamId);

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { err } from '../errors';
+import { secureRandom } from '../crypto/primitives';
 import { writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
 import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
@@ -60,7 +61,7 @@ export class GuardSet {
   constructor(readonly file: string | null, readonly now: () => number = Date.now, opts: GuardSetOptions = {}, records: GuardRecord[] = []) {
     this.opts = {
       sampleSize: opts.sampleSize ?? 3, maxSampleSize: opts.maxSampleSize ?? 10,
-      retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000, rng: opts.rng ?? Math.random,
+      retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000, rng: opts.rng ?? secureRandom, // SPEC.md §7.1: the CSPRNG
     };
     if (!(this.opts.sampleSize >= 1 && this.opts.maxSampleSize >= this.opts.sampleSize)) {
       throw err('CONFIG_INVALID', 'guard maxSampleSize must be >= sampleSize >= 1');

@@ -2,6 +2,7 @@
 // then the guard, then the middle; bandwidth-weighted with position weights; no relay twice,
 // no two relays in one IPv4 /16 (IPv6 /32) or one mutually declared family.
 import { err } from '../errors';
+import { secureRandom } from '../crypto/primitives';
 import { parseExitPolicy, exitPolicyAllows, parseIp, REJECT_ALL, type ExitPolicy } from '../dir/exit-policy';
 import type { Guard, GuardSet } from './guards';
 import {
@@ -18,7 +19,7 @@ export interface PathOptions {
   guards: readonly Guard[] | GuardSet;
   /** Fingerprints never to use (e.g. relays that just failed). */
   exclude?: ReadonlySet<string>;
-  /** Uniform [0,1) source; default Math.random. */
+  /** Uniform [0,1) source; default the CSPRNG (secureRandom): a path must not be predictable. */
   rng?: () => number;
   /** No two hops in one IPv4 /16 or IPv6 /32 (Tor's EnforceDistinctSubnets). Default true; the local network turns it off. */
   enforceDistinctSubnets?: boolean;
@@ -85,7 +86,7 @@ function chooseExit(pool: readonly Relay[], target: { host: string | null; ip?: 
  * or PATH_NO_MIDDLE when no path satisfies the rules.
  */
 export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay, Relay, Relay] {
-  const rng = opts.rng ?? Math.random;
+  const rng = opts.rng ?? secureRandom;
   const subnets = opts.enforceDistinctSubnets ?? true;
   const exclude = new Set([...(opts.exclude ?? [])].map(normFp));
   const usable = relays.filter((r) => isRunningValid(r) && canBeHop(r) && !exclude.has(normFp(r.fingerprint)));

@@ -186,6 +186,30 @@ async function loadOr<T>(load: () => Promise<T>): Promise<T | undefined> {
 }
 
 /**
+ * SPEC.md §3.3: rotate the onion key while the node runs. Every `checkMs` (default: a tenth of the
+ * rotation period, at most an hour) it calls loadOrCreateNodeKeys, which rotates a key that has
+ * reached `onionRotationMs`; when the onion key changed it hands the new keys to `onRotate` (the
+ * daemon swaps them in and republishes its descriptor). Errors are reported, never thrown.
+ */
+export function startOnionRotation(dataDir: string, o: {
+  onionRotationMs?: number; checkMs?: number; current: () => NodeKeys;
+  onRotate: (keys: NodeKeys) => void; onError?: (e: unknown) => void;
+}): { stop(): void } {
+  const rotation = o.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
+  const every = o.checkMs ?? Math.max(1000, Math.min(3_600_000, Math.floor(rotation / 10)));
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    loadOrCreateNodeKeys(dataDir, { onionRotationMs: rotation }).then((k) => {
+      if (!k.onion.publicKey.equals(o.current().onion.publicKey)) o.onRotate(k);
+    }, (e) => o.onError?.(e)).finally(() => { busy = false; });
+  }, every);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
+/**
  * Load a node's keys from `dataDir`, creating what is missing (the folder with mode 0700, key
  * files 0600). When the onion key is at least `onionRotationMs` old (default 7 days) it is
  * rotated: the current key moves to onion.key.old and a new one is made. A corrupt or

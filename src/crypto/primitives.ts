@@ -16,6 +16,17 @@ export function randomBytes(n: number): Buffer {
   return b;
 }
 
+/**
+ * A uniform number in [0, 1) from the CSPRNG (53 random bits, sodium): for choices an observer must
+ * not predict — path and guard selection (SPEC.md §7.1) — where Math.random's state could be
+ * recovered from a few outputs.
+ */
+export function secureRandom(): number {
+  const b = randomBytes(8);
+  // 21 high bits of the first word and 32 of the second: 53 bits, exactly representable.
+  return ((b.readUInt32BE(0) >>> 11) * 2 ** 32 + b.readUInt32BE(4)) / 2 ** 53;
+}
+
 /** Requests up to this size are served from the pool below; larger ones go straight to sodium. */
 const RANDOM_POOL_MAX_REQUEST = 1024;
 const randomPool = Buffer.alloc(16 * 1024);

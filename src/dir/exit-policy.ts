@@ -79,10 +79,17 @@ type Net6 = { family: 6; base: bigint; bits: number };
 const mask4 = (bits: number): number => (bits === 0 ? 0 : (0xffff_ffff << (32 - bits)) >>> 0);
 const mask6 = (bits: number): bigint => (bits === 0 ? 0n : (V6_ALL << BigInt(128 - bits)) & V6_ALL);
 
-/** SPEC.md §7.6.2: the address ranges the `private` keyword stands for. */
+/**
+ * SPEC.md §7.6.2: the address ranges the `private` keyword stands for — every address that is not
+ * a public unicast destination (as Tor's and Arti's exits treat them): unspecified, "this network",
+ * loopback, RFC 1918, shared (CGN), link-local, IETF protocol assignments, benchmarking,
+ * multicast, reserved and broadcast for IPv4; unspecified, loopback, IPv4-compatible, discard,
+ * local-use NAT64, unique-local, site-local, link-local and multicast for IPv6.
+ */
 const PRIVATE_NETS: readonly (Net4 | Net6)[] = [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-  ['192.168.0.0', 16], ['100.64.0.0', 10], ['::1', 128], ['fc00::', 7], ['fe80::', 10],
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
+  ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4],
+  ['::', 128], ['::1', 128], ['::', 96], ['100::', 64], ['64:ff9b:1::', 48], ['fc00::', 7], ['fec0::', 10], ['fe80::', 10], ['ff00::', 8],
 ].map(([a, bits]) => {
   const ip = parseIp(a as string)!;
   return ip.family === 4 ? { family: 4, base: ip.value, bits: bits as number } : { family: 6, base: ip.value, bits: bits as number };
@@ -94,9 +101,27 @@ function inNet(a: IpAddr, n: Net4 | Net6): boolean {
   return false;
 }
 
+const v4At = (v: bigint, shift: number): IpAddr => ({ family: 4, value: Number((v >> BigInt(shift)) & 0xffff_ffffn) });
+
+/**
+ * SPEC.md §7.6.2: the IPv4 addresses an IPv6 address carries towards an IPv4 host: NAT64
+ * 64:ff9b::/96 (last 32 bits), 6to4 2002::/16 (bits 16–47), Teredo 2001::/32 (the server, bits
+ * 32–63, and the client, the last 32 bits inverted). IPv4-mapped addresses are unmapped before.
+ */
+function embeddedIPv4(a: IpAddr): IpAddr[] {
+  if (a.family !== 6) return [];
+  const v = a.value;
+  if (v >> 32n === 0x0064_ff9b_0000_0000_0000_0000n) return [v4At(v, 0)];
+  if (v >> 112n === 0x2002n) return [v4At(v, 80)];
+  if (v >> 96n === 0x2001_0000n) return [v4At(v, 64), { family: 4, value: Number((v & 0xffff_ffffn) ^ 0xffff_ffffn) }];
+  return [];
+}
+
+/** SPEC.md §7.6.2: not a public unicast destination (the `private` keyword's ranges, embedded IPv4 included). */
 export function isPrivateAddress(a: IpAddr): boolean {
   const u = unmap(a);
-  return PRIVATE_NETS.some((n) => inNet(u, n));
+  if (PRIVATE_NETS.some((n) => inNet(u, n))) return true;
+  return embeddedIPv4(u).some((e) => PRIVATE_NETS.some((n) => inNet(e, n)));
 }
 
 function malformed(rule: string, why: string): never {

@@ -89,14 +89,18 @@ export function readBody(req: http.IncomingMessage, max: number): Promise<Buffer
       return;
     }
     const chunks: Buffer[] = [];
-    let size = 0, over = false;
-    req.on('data', (c: Buffer) => {
+    let size = 0, done = false;
+    // Checked while the body streams in: past `max` the answer is null at once, what was read is
+    // dropped, and the rest is discarded as it comes (the caller answers 413 and closes).
+    const onData = (c: Buffer) => {
+      if (done) return;
       size += c.length;
-      if (size > max) over = true;
-      else chunks.push(c);
-    });
-    req.on('end', () => resolve(over ? null : Buffer.concat(chunks)));
-    req.on('error', reject);
+      if (size > max) { done = true; chunks.length = 0; resolve(null); return; }
+      chunks.push(c);
+    };
+    req.on('data', onData);
+    req.on('end', () => { if (!done) { done = true; resolve(Buffer.concat(chunks)); } });
+    req.on('error', (e) => { if (!done) { done = true; reject(e); } });
   });
 }
 

@@ -28,8 +28,13 @@ export interface CellChannel {
    * queued, unless the link closed for overflow).
    */
   send(circId: number, command: number, payload: Uint8Array): boolean;
-  /** A free circuit id of this end's half (SPEC.md §1.5). */
-  allocateCircId(): number;
+  /**
+   * A free circuit id of this end's half (SPEC.md §1.5); `taken` names ids the caller still uses
+   * on this link, which are skipped.
+   */
+  allocateCircId(taken?: (id: number) => boolean): number;
+  /** True when this end opened the link (its circuit ids have the high bit set, SPEC.md §1.5). */
+  readonly isInitiator: boolean;
   releaseCircId(id: number): void;
   /** Close cleanly (queued cells are written first); emits 'close' without an error. */
   close(reason?: string): void;

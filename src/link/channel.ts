@@ -72,6 +72,8 @@ export interface LinkCellCounter {
   onReceived(): void;
   onCircuitOpened(): void;
   onCircuitClosed(): void;
+  /** SPEC.md §8.1.7: this node wrote a circuit cell other than DESTROY on `circId`. */
+  onCircuitCarried?(circId: number): void;
 }
 
 type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed';
@@ -161,7 +163,11 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private count(received: boolean, circId: number, command: number): void {
     const counter = this.counter!;
     if (circId === 0) return;
-    if (received) counter.onReceived(); else counter.onSent();
+    if (received) counter.onReceived();
+    else {
+      counter.onSent();
+      if (command !== CellCommand.DESTROY) counter.onCircuitCarried?.(circId);
+    }
     if (command === CellCommand.CREATE2) counter.onCircuitOpened();
     else if (command === CellCommand.DESTROY) counter.onCircuitClosed();
   }
@@ -391,7 +397,8 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   }
 
   // ---- circuit ids (SPEC.md §1.5) ----
-  allocateCircId(): number { return this.circIds.allocate(); }
+  /** SPEC.md §1.5: a random free id of this end's half; `taken`: ids the owner holds on this link. */
+  allocateCircId(taken?: (id: number) => boolean): number { return this.circIds.allocate(taken); }
   releaseCircId(id: number): void { this.circIds.release(id); }
 
   // ---- closing (SPEC.md §1.7) ----

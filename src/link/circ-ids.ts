@@ -16,11 +16,12 @@ export class CircIdAllocator {
    * A fresh id from this end's half, chosen at random (as Tor does, so ids do not count circuits).
    * Throws LINK_CIRCID_EXHAUSTED if no free id turns up.
    */
-  allocate(): number {
+  allocate(taken?: (id: number) => boolean): number {
     for (let i = 0; i < MAX_TRIES; i++) {
       const low = randomBytes(4).readUInt32BE(0) & 0x7fff_ffff;
       const id = this.isInitiator ? (low | CIRCID_INITIATOR_BIT) >>> 0 : low;
-      if (id === 0 || this.inUse.has(id)) continue;
+      // SPEC.md §1.5: never an id in use on the link, ours or (defensively) one the owner holds.
+      if (id === 0 || this.inUse.has(id) || taken?.(id)) continue;
       this.inUse.add(id);
       return id;
     }

@@ -19,6 +19,8 @@ export interface ConnectLinkOptions extends LinkTuning {
   tls?: TlsCredentials;
   /** Bound on TCP connect + TLS + link handshake. Default 10 s. */
   timeoutMs?: number;
+  /** Source address to connect from (tests and benches that play several clients). */
+  localAddress?: string;
   /** Versions to offer (tests); default SUPPORTED_LINK_VERSIONS. */
   versions?: readonly number[];
   metrics?: LinkMetrics;
@@ -56,6 +58,7 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
     const socket = tls.connect({
       host: opts.host,
       port: opts.port,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
       minVersion: LINK_TLS_MIN_VERSION,
       maxVersion: LINK_TLS_MAX_VERSION,
       // SPEC.md §1.2: the certificate chain is not checked; identity comes from AUTHENTICATE.

@@ -3,7 +3,7 @@
 // A source only transports bytes: every bundle is verified by advancePolicy, so a lying source
 // can withhold a policy but never change one.
 import { err } from '../errors';
-import { httpRequest, errorBodyReason } from '../dir/fetch';
+import { httpRequest, errorBodyReason, type HttpResponse } from '../dir/fetch';
 import { BUNDLE_LIMITS, type PolicyState } from './chain';
 
 /** A place to fetch a moderator's newest bundle. Resolves null when it has nothing newer. */
@@ -39,10 +39,18 @@ export function authoritySource(baseUrl: string, o: { timeoutMs?: number } = {})
 /** POST a bundle to an authority. Resolves with its answer; rejects POLICY_UPLOAD_REFUSED / DIR_FETCH_FAILED. */
 export async function uploadPolicy(baseUrl: string, moderator: string, bundle: Buffer, o: { timeoutMs?: number } = {}): Promise<{ result: string; seq: number }> {
   const r = await httpRequest(policyUrl(baseUrl, moderator), { method: 'POST', body: bundle, timeoutMs: o.timeoutMs ?? 10_000, maxBytes: 64 * 1024 });
+  return policyUploadAnswer(baseUrl, r);
+}
+
+/** An authority's answer to a policy upload (JSON from the network: anything else is judged by the status). */
+export function policyUploadAnswer(baseUrl: string, r: HttpResponse): { result: string; seq: number } {
   let j: { result?: unknown; seq?: unknown; code?: unknown } = {};
-  try { j = JSON.parse(r.body.toString('utf8')); } catch { /* not JSON */ }
+  try {
+    const parsed: unknown = JSON.parse(r.body.toString('utf8'));
+    if (parsed !== null && typeof parsed === 'object') j = parsed as typeof j;
+  } catch { /* not JSON */ }
   if (r.status !== 200) {
     throw err('POLICY_UPLOAD_REFUSED', `${baseUrl}: ${errorBodyReason(r)}`, { status: r.status, code: typeof j.code === 'string' ? j.code : undefined });
   }
-  return { result: String(j.result ?? 'updated'), seq: Number(j.seq ?? 0) };
+  return { result: typeof j.result === 'string' ? j.result : 'updated', seq: typeof j.seq === 'number' ? j.seq : 0 };
 }

@@ -42,17 +42,21 @@ export interface ModeratorStatus {
   denylistEntries: number;
   approvals: number;
   validUntil: number | null;
+  /** The policy enforced is past its valid_until (SPEC.md §10.6.1): still enforced, warned about. */
+  expired: boolean;
 }
 
 interface Metrics {
   seq: prom.Gauge<'moderator'>;
   updates: prom.Counter<'result'>;
+  expired: prom.Gauge<'moderator'>;
 }
 
 function makeMetrics(reg: Registry): Metrics {
   return {
     seq: new prom.Gauge({ name: 'bitcloud_moderation_policy_seq', help: 'Sequence number of the policy enforced, per subscribed moderator (0 = none yet)', labelNames: ['moderator'], registers: [reg] }),
     updates: new prom.Counter({ name: 'bitcloud_moderation_policy_fetches_total', help: 'Policy fetches by result (updated, unchanged, none, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+    expired: new prom.Gauge({ name: 'bitcloud_moderation_policy_expired', help: '1 when the policy enforced for a subscribed moderator is past its valid_until (still enforced; the moderator must publish a newer one)', labelNames: ['moderator'], registers: [reg] }),
   };
 }
 
@@ -101,7 +105,10 @@ export class PolicySubscriptions implements SubscriptionView {
   status(): ModeratorStatus[] {
     return this.moderators.map((m) => {
       const p = this.held.get(m) ?? null;
-      return { moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0, approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null };
+      return {
+        moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0,
+        approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null, expired: p !== null && p.validUntil <= this.now(),
+      };
     });
   }
 
@@ -125,6 +132,7 @@ export class PolicySubscriptions implements SubscriptionView {
     this.running ??= (async () => {
       try {
         for (const m of this.moderators) for (const src of this.sources) await this.fetchOne(m, src);
+        this.checkExpiry();
       } finally {
         this.running = null;
       }
@@ -151,6 +159,23 @@ export class PolicySubscriptions implements SubscriptionView {
       this.metrics?.updates.labels(code).inc();
       this.log.warn({ moderator, source, code, held: held?.seq ?? null, reason: (e as Error).message }, 'policy refused');
       return code;
+    }
+  }
+
+  /**
+   * SPEC.md §10.6.1: a policy past its valid_until stays enforced (dropping it would open the node
+   * to everything it denied) but never silently: a warning each refresh and a gauge per moderator.
+   */
+  private checkExpiry(): void {
+    const now = this.now();
+    for (const m of this.moderators) {
+      const p = this.held.get(m) ?? null;
+      const expired = p !== null && p.validUntil <= now;
+      this.metrics?.expired.labels(m).set(expired ? 1 : 0);
+      if (expired) {
+        this.log.warn({ moderator: m, seq: p.seq, validUntil: new Date(p.validUntil).toISOString() },
+          'moderator policy expired; still enforced until the moderator publishes a newer one');
+      }
     }
   }
 

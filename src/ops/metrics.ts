@@ -21,7 +21,18 @@ export async function serveMetrics(reg: client.Registry, req: http.IncomingMessa
   return true;
 }
 
-/** A small HTTP server that serves only /metrics (for daemons without another HTTP port). */
+/**
+ * SPEC.md §6.10 "MetricsPort": every daemon serves /metrics only on its own MetricsPort, never on a
+ * public listener. `metricsPort` absent: the daemon's default port below, on 127.0.0.1, served
+ * when free (when it is taken — a second daemon of the same kind on one host — a warning is logged
+ * and the daemon runs without metrics); a port given: that port, which must be free; 0: none.
+ * `metricsHost` is 127.0.0.1 unless the operator opens it on purpose (as Tor's MetricsPort).
+ */
+export const DEFAULT_METRICS_PORTS = { relay: 9035, storage: 9036, authority: 9037, client: 9038 } as const;
+export interface MetricsListen { port: number; host: string }
+export const DEFAULT_METRICS_HOST = '127.0.0.1';
+
+/** A small HTTP server that serves only /metrics: the daemon's MetricsPort. */
 export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1'): Promise<http.Server> {
   const srv = http.createServer((req, res) => {
     serveMetrics(reg, req, res).then((handled) => {
@@ -32,4 +43,25 @@ export function startMetricsServer(reg: client.Registry, port: number, host = '1
     srv.once('error', reject);
     srv.listen(port, host, () => { srv.off('error', reject); resolve(srv); });
   });
+}
+
+/** A daemon's MetricsPort setting: the port, and whether the operator chose it (SPEC.md §6.10). */
+export interface MetricsPortSetting { metricsPort: number; metricsHost: string; metricsPortExplicit: boolean }
+
+/**
+ * Open the MetricsPort of SPEC.md §6.10: null when it is off (0), or when the default port is taken
+ * (logged as a warning); a port the operator chose must be free (the error is thrown).
+ */
+export async function openMetricsPort(
+  reg: client.Registry, s: MetricsPortSetting, log: { warn(o: object, msg: string): void },
+): Promise<http.Server | null> {
+  if (!s.metricsPort) return null;
+  try {
+    return await startMetricsServer(reg, s.metricsPort, s.metricsHost);
+  } catch (e) {
+    if (s.metricsPortExplicit) throw e;
+    log.warn({ port: s.metricsPort, host: s.metricsHost, code: (e as NodeJS.ErrnoException).code },
+      'default MetricsPort unavailable; running without metrics (set metricsPort to choose one, 0 to turn it off)');
+    return null;
+  }
 }

@@ -24,6 +24,27 @@ export function encodeFrame(body: Uint8Array, max = MAX_FRAME_BYTES): Buffer {
 }
 
 /**
+ * SPEC.md §9.6.1: bytes of partly received frames one node holds over all its streams. A frame's
+ * memory is taken from it as its bytes arrive (never its declared length up front) and given
+ * back when the frame is complete or its stream ends; past the budget the stream fails with
+ * STORAGE_BUSY.
+ */
+export class FrameBudget {
+  private usedBytes = 0;
+  constructor(readonly maxBytes: number) {}
+  get used(): number { return this.usedBytes; }
+  take(n: number): boolean {
+    if (this.usedBytes + n > this.maxBytes) return false;
+    this.usedBytes += n;
+    return true;
+  }
+  give(n: number): void { this.usedBytes = Math.max(0, this.usedBytes - n); }
+}
+
+/** First allocation for a frame body; it grows by doubling as bytes arrive (linear overall). */
+const FIRST_BODY_ALLOC = 64 * 1024;
+
+/**
  * Streaming frame decoder: feed it whatever the transport delivers; it returns the complete frame
  * bodies. Each body is copied once into its own buffer (never a view of a transport buffer), and
  * accumulating a large frame is linear in its size. A length of 0 → STORAGE_FRAME_MALFORMED, above
@@ -36,8 +57,19 @@ export class FrameDecoder {
   private body: Buffer | null = null;
   private bodyFill = 0;
   private failed: Error | null = null;
+  /** Declared length of the frame being read (its body buffer may still be smaller). */
+  private want = 0;
+  /** Bytes taken from the budget for the frame being read. */
+  private held = 0;
 
-  constructor(private readonly maxFrame = MAX_FRAME_BYTES) {}
+  constructor(private readonly maxFrame = MAX_FRAME_BYTES, private readonly budget?: FrameBudget) {}
+
+  /** The stream ended: give back what the unfinished frame held. */
+  close(): void {
+    this.budget?.give(this.held);
+    this.held = 0;
+    this.body = null;
+  }
 
   /** Bytes received that are not yet part of a returned frame. */
   get buffered(): number {
@@ -58,15 +90,29 @@ export class FrameDecoder {
         const len = this.header.readUInt32BE(0);
         if (len === 0) throw this.fail(err('STORAGE_FRAME_MALFORMED', 'zero-length frame'));
         if (len > this.maxFrame) throw this.fail(err('STORAGE_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${this.maxFrame}`, { len, max: this.maxFrame }));
-        this.body = Buffer.allocUnsafe(len);
+        // Nothing is allocated for bytes that have not arrived (a peer could declare 16 MiB
+        // frames on many streams and send nothing).
+        this.want = len;
+        this.body = Buffer.allocUnsafe(Math.min(len, FIRST_BODY_ALLOC));
         this.bodyFill = 0;
       }
-      const take = Math.min(this.body.length - this.bodyFill, chunk.length - off);
+      const take = Math.min(this.want - this.bodyFill, chunk.length - off);
+      if (this.budget) {
+        if (!this.budget.take(take)) throw this.fail(err('STORAGE_BUSY', 'this node holds too many partly received frames; try again later', { budget: this.budget.maxBytes }));
+        this.held += take;
+      }
+      if (this.bodyFill + take > this.body.length) {
+        const grown = Buffer.allocUnsafe(Math.min(this.want, Math.max(this.body.length * 2, this.bodyFill + take)));
+        this.body.copy(grown, 0, 0, this.bodyFill);
+        this.body = grown;
+      }
       this.body.set(chunk.subarray(off, off + take), this.bodyFill);
       this.bodyFill += take;
       off += take;
-      if (this.bodyFill === this.body.length) {
+      if (this.bodyFill === this.want) {
         frames.push(this.body);
+        this.budget?.give(this.held);
+        this.held = 0;
         this.body = null;
         this.bodyFill = 0;
         this.headerFill = 0;
@@ -77,6 +123,7 @@ export class FrameDecoder {
 
   private fail(e: Error): Error {
     this.failed = e;
+    this.close();
     return e;
   }
 }

@@ -137,8 +137,8 @@ export function encodeRelayPayload(command: number, streamId: number, data: Uint
  * Hot path (per cell). Decode a relay payload that relay crypto has recognized. Checks the
  * size (exactly 509), the command, the stream id rule and length <= 498; `recognized` and
  * `digest` are returned as they are (relay crypto owns them). The padding is not checked:
- * it is random by design. The result object and its two views are the only allocations;
- * they escape to the caller, so they cannot be reused.
+ * it is random by design. The result object and its data view are the only allocations
+ * (`digest` is a view made when read); they escape to the caller, so they cannot be reused.
  * Throws RELAY_MALFORMED, RELAY_UNKNOWN_COMMAND or RELAY_BAD_STREAM_ID; nothing else.
  */
 export function decodeRelayPayload(payload: Buffer): RelayPayload {
@@ -150,11 +150,22 @@ export function decodeRelayPayload(payload: Buffer): RelayPayload {
   checkStreamId(command, rule, streamId);
   const len = payload.readUInt16BE(RELAY_LENGTH_OFFSET);
   if (len > RELAY_DATA_MAX) throw err('RELAY_MALFORMED', `relay length ${len} exceeds ${RELAY_DATA_MAX}`, { command, length: len });
-  return {
-    command: command as RelayCommandValue,
-    recognized: payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET),
-    streamId,
-    digest: payload.subarray(RELAY_DIGEST_OFFSET, RELAY_DIGEST_OFFSET + RELAY_DIGEST_LEN),
-    data: payload.subarray(RELAY_HEADER_LEN, RELAY_HEADER_LEN + len),
-  };
+  return new DecodedRelayPayload(command as RelayCommandValue, streamId, payload, payload.subarray(RELAY_HEADER_LEN, RELAY_HEADER_LEN + len));
+}
+
+/**
+ * The result of decodeRelayPayload. `recognized` and `digest` are read from the payload only
+ * when asked (relay crypto has already checked them; the hot path never reads them), so a
+ * decoded cell costs one object and one view.
+ */
+class DecodedRelayPayload implements RelayPayload {
+  constructor(
+    readonly command: RelayCommandValue,
+    readonly streamId: number,
+    private readonly payload: Buffer,
+    readonly data: Buffer,
+  ) {}
+
+  get recognized(): number { return this.payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET); }
+  get digest(): Buffer { return this.payload.subarray(RELAY_DIGEST_OFFSET, RELAY_DIGEST_OFFSET + RELAY_DIGEST_LEN); }
 }

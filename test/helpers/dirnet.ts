@@ -6,7 +6,8 @@ import path from 'node:path';
 import { authorityKeygen } from '../../directory/keygen';
 import { freePorts, startDaemon, type Daemon } from './daemon';
 
-export interface AuthoritySetup { name: string; fingerprint: string; port: number; dataDir: string; configFile: string }
+/** `metricsPort`: the authority's MetricsPort on 127.0.0.1 (SPEC.md §6.10). */
+export interface AuthoritySetup { name: string; fingerprint: string; port: number; metricsPort: number; dataDir: string; configFile: string }
 export interface DirNet {
   dir: string;
   period: number;
@@ -21,18 +22,20 @@ export function tempDir(prefix: string): string {
 
 export async function makeDirNet(n: number, period: number, extra: Record<string, unknown> = {}): Promise<DirNet> {
   const dir = tempDir('dirnet');
-  const ports = await freePorts(n);
+  const ports = await freePorts(2 * n);
   const auths: AuthoritySetup[] = [];
   for (let i = 0; i < n; i++) {
     const dataDir = path.join(dir, `auth${i + 1}`);
     const k = await authorityKeygen(dataDir);
-    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports[i], dataDir, configFile: path.join(dir, `auth${i + 1}.json`) });
+    auths.push({ name: `auth${i + 1}`, fingerprint: k.fingerprint, port: ports[i], metricsPort: ports[n + i], dataDir, configFile: path.join(dir, `auth${i + 1}.json`) });
   }
   const authorityList = auths.map((a) => ({ name: a.name, identity: a.fingerprint, address: `127.0.0.1:${a.port}` }));
   for (const a of auths) {
     fs.writeFileSync(a.configFile, JSON.stringify({
       identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period,
       authorities: authorityList, reachability: { timeoutMs: 2000 }, stableAfterSeconds: period,
+      // Every node here is on 127.0.0.1 (SPEC.md §6.3 test-network flag); metrics on the MetricsPort (§6.10).
+      testNetwork: true, metricsPort: a.metricsPort,
       identityPow: 'local', ...extra, // SPEC.md §6.4.1: cheap proofs keep tests quick
     }, null, 2));
   }
@@ -43,10 +46,10 @@ export function startAuthority(a: AuthoritySetup): Daemon {
   return startDaemon('bitcloud-dirauth', ['run', '--config', a.configFile]);
 }
 
-export interface RelaySetup { name: string; configFile: string; dataDir: string; orPort: number; dirPort: number }
+export interface RelaySetup { name: string; configFile: string; dataDir: string; orPort: number; dirPort: number; metricsPort: number }
 
 export async function makeRelay(net: DirNet, name: string, o: { authorities?: DirNet['authorityList']; roles?: string[]; dirPort?: boolean; publishIntervalSeconds?: number } = {}): Promise<RelaySetup> {
-  const [orPort, dirPort] = await freePorts(2);
+  const [orPort, dirPort, metricsPort] = await freePorts(3);
   const dataDir = path.join(net.dir, name);
   const configFile = path.join(net.dir, `${name}.json`);
   const useDir = o.dirPort ?? true;
@@ -55,9 +58,9 @@ export async function makeRelay(net: DirNet, name: string, o: { authorities?: Di
     roles: o.roles ?? ['relay'], bandwidth: 500_000,
     authorities: o.authorities ?? net.authorityList,
     publishIntervalSeconds: o.publishIntervalSeconds ?? net.period, descriptorLifetimeSeconds: 3600,
-    mirrorIntervalSeconds: 1, identityPow: 'local',
+    mirrorIntervalSeconds: 1, metricsPort, identityPow: 'local',
   }, null, 2));
-  return { name, configFile, dataDir, orPort, dirPort: useDir ? dirPort : 0 };
+  return { name, configFile, dataDir, orPort, dirPort: useDir ? dirPort : 0, metricsPort };
 }
 
 export function startRelay(r: RelaySetup): Daemon {

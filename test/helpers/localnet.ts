@@ -20,7 +20,7 @@ export interface NetNode {
   name: string;
   /** 64 hex characters, or null (the client). */
   identity: string | null;
-  /** {http} for authorities, {or, dir} for relays, {or, storage, metrics} for storage nodes, {socks, metrics} for the client. */
+  /** {http, metrics} for authorities, {or, dir, metrics} for relays, {or, storage, metrics} for storage nodes, {socks, metrics} for the client (metrics: the MetricsPort, SPEC.md §6.10). */
   ports: Record<string, number>;
   pid: number;
   running: boolean;
@@ -265,9 +265,9 @@ export function metric(samples: Sample[], name: string, match: Record<string, st
   return v;
 }
 
-/** Scrape every relay's /metrics (its dir port), by node name. */
+/** Scrape every relay's /metrics (its MetricsPort, SPEC.md §6.10), by node name. */
 export async function scrapeRelays(relays: NetNode[]): Promise<Map<string, Sample[]>> {
-  const got = await Promise.all(relays.map(async (r) => [r.name, await scrape(r.ports.dir)] as const));
+  const got = await Promise.all(relays.map(async (r) => [r.name, await scrape(r.ports.metrics)] as const));
   return new Map(got);
 }
 

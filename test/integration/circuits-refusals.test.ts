@@ -186,7 +186,7 @@ describe('abuse of a relay ORPort costs only that link or circuit (SPEC.md §7b.
   }, 60_000);
 
   const link = () => connectLink({ host: '127.0.0.1', port: target.ports.or, expectedIdentity: hop.identity });
-  const relayMetrics = () => scrape(target.ports.dir);
+  const relayMetrics = () => scrape(target.ports.metrics);
   const delta = (a: Sample[], b: Sample[], name: string, labels: Record<string, string> = {}) =>
     metric(b, name, labels) - metric(a, name, labels);
   /** The next DESTROY for `circId` on `ch`. */

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { decodeEnvelope, encodeEnvelope, LIMITS } from '../../src/wire/docs';
@@ -151,9 +152,18 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
       expect(r.status, asset).toBe(200);
       expect(r.body.length, asset).toBeGreaterThan(1000);
     }
-    const metrics = await httpRequest(url(1, '/metrics'), { maxBytes: 1 << 20 });
+    // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1), never on the public port.
+    const metrics = await httpRequest(`http://127.0.0.1:${net.authorities[1].metricsPort}/metrics`, { maxBytes: 1 << 20 });
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_age_seconds\{[^}]*\} \d/);
     expect(metrics.body.toString()).toMatch(/bitcloud_dirauth_consensus_relays\{[^}]*\} 5/);
+    expect((await httpRequest(url(1, '/metrics'), { maxBytes: 1 << 20 })).status).toBe(404);
+    // A relay's public DirPort serves no metrics either; its MetricsPort does, on 127.0.0.1 only.
+    const r0 = relays[0];
+    expect((await httpRequest(`http://127.0.0.1:${r0.dirPort}/metrics`, { maxBytes: 1 << 20 })).status).toBe(404);
+    const rm = await httpRequest(`http://127.0.0.1:${r0.metricsPort}/metrics`, { maxBytes: 1 << 20 });
+    expect(rm.body.toString()).toMatch(/bitcloud_link_/);
+    const listening = spawnSync('ss', ['-tlnH', `sport = :${r0.metricsPort}`], { encoding: 'utf8' }).stdout.trim();
+    expect(listening).toContain(`127.0.0.1:${r0.metricsPort}`);
     const missing = await httpRequest(url(1, '/nope'), { maxBytes: 1024 });
     expect(missing.status).toBe(404);
     expect(JSON.parse(missing.body.toString()).code).toBe('NOT_FOUND');

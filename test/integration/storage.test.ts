@@ -32,7 +32,7 @@ interface StorageNodeSetup { name: string; dataDir: string; configFile: string; 
 
 let dnet: DirNet;
 let clientConfig: string;
-const relays: Array<{ name: string; dirPort: number }> = [];
+const relays: Array<{ name: string; dirPort: number; metricsPort: number }> = [];
 const nodes: StorageNodeSetup[] = [];
 let big: { file: string; hash: Buffer; size: number; cap: string };
 let small: { file: string; data: Buffer; cap: string };
@@ -96,7 +96,7 @@ beforeAll(async () => {
   for (let i = 0; i < 4; i++) {
     const r = await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD });
     startRelay(r);
-    relays.push({ name: r.name, dirPort: r.dirPort });
+    relays.push({ name: r.name, dirPort: r.dirPort, metricsPort: r.metricsPort });
   }
   // The sixth node has a small quota: the over-quota case fills it.
   for (let i = 0; i < 6; i++) nodes.push(await startStorageNode(i, i === 5 ? '40MiB' : '1GiB'));
@@ -122,7 +122,7 @@ describe('100 MiB through circuits (SPEC.md §9.9, §9.13.1)', () => {
     const hash = await writeRandomFile(file, size);
     const relayCells = async () => {
       let n = 0;
-      for (const r of relays) n += metric(await scrape(r.dirPort), 'bitcloud_cells_relayed_total');
+      for (const r of relays) n += metric(await scrape(r.metricsPort), 'bitcloud_cells_relayed_total');
       return n;
     };
     const cells0 = await relayCells();

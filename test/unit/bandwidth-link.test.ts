@@ -67,14 +67,44 @@ describe('bandwidth on a real link (SPEC §8.1, §8.3)', () => {
     expect(await metric(b.reg, 'bitcloud_receipt_disagreements_total', { reason: 'COUNTS_MISMATCH' })).toBe(1);
   });
 
-  it('counts within the in-flight tolerance are countersigned as proposed', async () => {
+  it('counts short of the responder\'s by cells in flight are countersigned as proposed', async () => {
     const { a, b, inbound, out } = await relayLink();
     traffic(out, 1, 3);
-    await until(() => a.ex.linkReceipts(inbound)!.counter.received === 4);
-    b.ex.linkReceipts(out)!.counter.onSent(900);
+    const ca = a.ex.linkReceipts(inbound)!.counter;
+    await until(() => ca.received === 4 && b.ex.linkReceipts(out)!.counter.received === 1);
+    ca.onSent(900); // 900 r→i cells the initiator has not read yet at its boundary
     b.ex.boundary(E, { delay: false });
     await until(() => a.receipts.length === 1 && b.receipts.length === 1);
-    expect(a.receipts[0].body.cellsI2R).toBe(904);
+    expect(a.receipts[0].body).toMatchObject({ cellsI2R: 4, cellsR2I: 1 });
+  });
+
+  it('junk CREATE2 cells buy no tolerance: a responder never signs more than it counted (SPEC §8.3 check 5)', async () => {
+    const { a, b, inbound, out } = await relayLink();
+    traffic(out, 200, 0); // 200 CREATE2 the responder cannot answer: each gets a DESTROY
+    const ca = a.ex.linkReceipts(inbound)!.counter;
+    const cb = b.ex.linkReceipts(out)!.counter;
+    await until(() => ca.received === 200 && cb.received === 200);
+    cb.onSent(20_000); // i→r inflated by 100 windows
+    b.ex.boundary(E, { delay: false });
+    await until(() => b.disagreements.length === 1);
+    expect(a.receipts).toEqual([]);
+    expect(b.disagreements[0]).toMatchObject({ reason: 'COUNTS_MISMATCH', side: 'received', responder: { cellsI2R: 200, tolerance: 1000 } });
+
+    // Even a small i→r excess is refused (the i→r boundary is exact), and so is an r→i excess
+    // the responder never wrote in the segment before.
+    traffic(out, 1, 0);
+    await until(() => ca.received === 1 && cb.received === 1);
+    cb.onSent(5);
+    b.ex.boundary(E, { delay: false });
+    await until(() => b.disagreements.length === 2);
+    traffic(out, 1, 0);
+    await until(() => ca.received === 1 && cb.received === 1);
+    cb.onReceived(500);
+    b.ex.boundary(E, { delay: false });
+    await until(() => b.disagreements.length === 3);
+    expect(b.disagreements.map((d) => d.reason)).toEqual(['COUNTS_MISMATCH', 'COUNTS_MISMATCH', 'COUNTS_MISMATCH']);
+    expect(a.receipts).toEqual([]);
+    expect(inbound.closed).toBe(false);
   });
 
   it('an anonymous link is never counted, and RECEIPT cells on it are ignored and counted', async () => {

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, measure, pairExcluded, provenCells, slash16, type BoundsParams, type PairCounts, type RelayFacts,
+  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, maxReceiptCells, measure, pairExcluded, provenCells, slash16, type BoundsParams, type PairCounts, type RelayFacts,
 } from '../../src/bandwidth/measure';
 import { isBitcloudError } from '../../src/errors';
 
@@ -138,19 +138,35 @@ describe('measurement (SPEC §8.5)', () => {
     const r = relays([[A, {}], [B, {}], [C, { declaredBandwidth: 1e12 }], [D, { declaredBandwidth: 1e12 }]]);
     // C's real traffic is spread like the weights: 49 000 cells with each of A and B.
     const honest = 98_000;
-    const m = measure({ receipts: [pc(C, D, 1e12, 1e12), pc(A, C, 49_000, 0), pc(B, C, 0, 49_000)], relays: r, previousWeights: prev, params });
+    const m = measure({ receipts: [pc(C, D, 1e11, 1e11), pc(A, C, 49_000, 0), pc(B, C, 0, 49_000)], relays: r, previousWeights: prev, params });
     // X = honest + 1.5 % · X + σ: the invention is worth 1.5 % of the real credit plus the slack.
     expect(m.get(C)!.cells).toBe(Math.floor((honest + params.peerCapSlackCells) / (1 - 0.015)));
     expect(m.get(D)!.cells).toBe(Math.floor(params.peerCapSlackCells / (1 - 0.015)));
   });
 
-  it('refuses invalid parameters and counts', () => {
+  it('refuses invalid parameters', () => {
     const bad = () => measure({ receipts: [], relays: new Map(), previousWeights: new Map(), params: { ...off, epochSeconds: 0 } });
     expect(() => bad()).toThrow();
     try { bad(); } catch (e) { expect(isBitcloudError(e, 'RECEIPT_BAD_PARAMS')).toBe(true); }
-    try {
-      measure({ receipts: [pc(A, B, -5, 0)], relays: relays([[A, {}], [B, {}]]), previousWeights: new Map(), params: off });
-      throw new Error('expected a throw');
-    } catch (e) { expect(isBitcloudError(e, 'RECEIPT_MALFORMED')).toBe(true); }
+  });
+
+  it('skips and counts a receipt with impossible counts instead of failing the whole measurement; sums are exact', () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    const skipped: string[] = [];
+    const rs = relays([[A, {}], [B, {}], [C, {}], [D, {}]]);
+    const receipts = [pc(A, B, max, max), pc(B, A, max, 1), pc(A, B, -5, 0), pc(A, B, 0.5, 0), pc(C, D, 100, 300),
+      pc(A, B, maxReceiptCells(T) + 1, 0)];
+    const m = measure({ receipts, relays: rs, previousWeights: new Map(), params: off, onSkip: (rc) => skipped.push(rc.initiator) });
+    expect(skipped).toHaveLength(5);
+    expect(m.get(C)!.cells).toBe(400);
+    expect(m.has(A)).toBe(false);
+    // Many receipts at the per-receipt limit between one pair: the exact sum saturates at 2^53 − 1
+    // rather than losing precision or throwing, and bound 6 then caps the credit.
+    const big = maxReceiptCells(T);
+    const many = Array.from({ length: 60_000 }, () => pc(A, B, big, big));
+    const m2 = measure({ receipts: many, relays: rs, previousWeights: new Map(), params: off });
+    expect(m2.get(A)!.grossCells).toBe(max);
+    expect(m2.get(A)!.cells).toBe(cellsForBandwidth(2 * 100 * MB, T));
+    expect(Number.isSafeInteger(m2.get(A)!.bytesPerSecond)).toBe(true);
   });
 });

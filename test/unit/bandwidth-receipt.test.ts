@@ -6,7 +6,7 @@ import { CellCommand, decodeCell, encodeCell } from '../../src/wire/cell';
 import {
   RECEIPT_BODY_LEN, RECEIPT_LEN, RECEIPT_PROPOSAL_LEN, RECEIPT_REJECT_LEN, acceptCountersign, countersign, decodeReceipt, decodeReceiptBatch,
   decodeReceiptBody, decodeReceiptProposal, decodeReceiptReject, encodeReceipt, encodeReceiptBatch, encodeReceiptBody,
-  encodeReceiptProposal, encodeReceiptReject, inFlightTolerance, signReceipt, verifyReceipt, type ReceiptBody,
+  encodeReceiptProposal, encodeReceiptReject, inFlightTolerance, MAX_SLACK_CIRCUITS, signReceipt, verifyReceipt, type ReceiptBody,
 } from '../../src/bandwidth/receipt';
 import { EpochTotals, LinkCounter, SerialSource, isCountedCell } from '../../src/bandwidth/counters';
 
@@ -220,14 +220,26 @@ describe('link counters (SPEC §8.1)', () => {
     ini.onCircuitOpened(); res.onCircuitOpened();
     for (let i = 0; i < 10; i++) { ini.onSent(); res.onReceived(); }
     for (let i = 0; i < 4; i++) { res.onSent(); ini.onReceived(); }
-    expect(ini.cut()).toEqual({ cellsI2R: 10, cellsR2I: 4, circuits: 1 });
-    expect(res.cut()).toEqual({ cellsI2R: 10, cellsR2I: 4, circuits: 1 });
+    expect(ini.cut()).toEqual({ cellsI2R: 10, cellsR2I: 4, circuits: 1, carried: 0, prevSent: 0 });
+    expect(res.cut()).toEqual({ cellsI2R: 10, cellsR2I: 4, circuits: 1, carried: 0, prevSent: 0 });
     // The open circuit is counted in the next segment too; a closed one is not.
-    expect(ini.peek()).toEqual({ cellsI2R: 0, cellsR2I: 0, circuits: 1 });
+    expect(ini.peek()).toEqual({ cellsI2R: 0, cellsR2I: 0, circuits: 1, carried: 0, prevSent: 10 });
     ini.onCircuitClosed();
     ini.onCircuitOpened(); ini.onCircuitOpened();
     expect(ini.cut().circuits).toBe(3);
     expect(ini.cut().circuits).toBe(2);
+  });
+
+  it('carried circuits: those this node wrote a cell on, this segment or the previous one, capped (SPEC §8.1.7)', () => {
+    const res = new LinkCounter(fpA, 'responder');
+    for (let id = 1; id <= 100; id++) res.onCircuitCarried(id);
+    expect(res.cut().carried).toBe(MAX_SLACK_CIRCUITS);
+    expect(inFlightTolerance(100)).toBe(MAX_SLACK_CIRCUITS * 1000);
+    res.onCircuitCarried(1); res.onCircuitCarried(500);
+    expect(res.peek().carried).toBe(MAX_SLACK_CIRCUITS); // 32 from before ∪ {1, 500}, capped
+    res.cut();
+    expect(res.cut().carried).toBe(2); // the previous segment's {1, 500}
+    expect(res.cut().carried).toBe(0);
   });
 
   it('a full exchange: counters → proposal → countersign → totals per peer and epoch', () => {

@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { countersign, encodeReceipt, encodeReceiptProposal, signReceipt, type Receipt } from '../../src/bandwidth/receipt';
-import { ReceiptVerifier, epochAt, periodicUploadWindow } from '../../src/bandwidth/verify';
+import { MAX_RECEIPTS_PER_PAIR_EPOCH, ReceiptVerifier, epochAt, periodicUploadWindow } from '../../src/bandwidth/verify';
+import { uploaderKey } from '../../directory/receipts';
 
 const keys = [1, 2, 3, 4].map((i) => ed25519FromSeed(Buffer.alloc(32, i)));
 const [A, B, C, OUTSIDER] = keys;
@@ -23,6 +24,25 @@ function receipt(ini: Ed25519KeyPair, res: Ed25519KeyPair, epoch = 5, serial = 1
   if (!r.ok) throw new Error('setup');
   return r.receipt;
 }
+
+describe('authority intake limits (SPEC §8.4 "Intake limits")', () => {
+  it('accepts at most MAX_RECEIPTS_PER_PAIR_EPOCH receipts per pair and epoch, refusing more before their signatures', () => {
+    const v = new ReceiptVerifier({ membership, window });
+    for (let s = 1; s <= MAX_RECEIPTS_PER_PAIR_EPOCH; s++) expect(v.accept(receipt(A, B, 5, s), inEpoch(6)).ok).toBe(true);
+    const over = v.accept(receipt(A, B, 5, 100_000), inEpoch(6));
+    expect(over).toMatchObject({ ok: false, code: 'RECEIPT_TOO_MANY' });
+    // Other pairs, other epochs and the reverse orientation are not affected.
+    expect(v.accept(receipt(B, A, 5, 1), inEpoch(6)).ok).toBe(true);
+    expect(v.accept(receipt(A, B, 6, 1), inEpoch(6)).ok).toBe(true);
+  });
+
+  it('keys the upload rate limit per IPv4 address and per IPv6 /64', () => {
+    expect(uploaderKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(uploaderKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+    expect(uploaderKey('2001:db8:1:2::1')).toBe(uploaderKey('2001:db8:1:2:ffff:ffff:ffff:fffe'));
+    expect(uploaderKey('2001:db8:1:2::1')).not.toBe(uploaderKey('2001:db8:1:3::1'));
+  });
+});
 
 describe('authority receipt acceptance (SPEC §8.4)', () => {
   it('accepts a countersigned receipt by two listed relays inside the window, as bytes or decoded', () => {

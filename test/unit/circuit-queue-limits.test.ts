@@ -2,7 +2,7 @@
 // and the per-address DoS limits (token bucket, concurrent links).
 import { describe, expect, it } from 'vitest';
 import { CellQueue, QueueBudget, type QueueOwner } from '../../src/circuit/cell-queue';
-import { DosGuard, TokenBucket, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../relay/limits';
+import { DosGuard, TokenBucket, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
 import { CELL_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 
 class Owner implements QueueOwner {

@@ -73,7 +73,7 @@ export interface Fixture {
   relays: RelayKey[];
   clock: { now: number };
   consensus: { raw: Buffer; info: VerifiedConsensus };
-  makeAuthority(extra?: Record<string, unknown>): { authority: Authority; registry: ReturnType<typeof createRegistry>; metrics: ReturnType<typeof createAuthorityMetrics> };
+  makeAuthority(extra?: Record<string, unknown>): { authority: Authority; registry: ReturnType<typeof createRegistry>; metrics: ReturnType<typeof createAuthorityMetrics>; tested: string[] };
   cleanup(): void;
 }
 
@@ -89,15 +89,17 @@ export function makeFixture(): Fixture {
   const makeAuthority = (extra: Record<string, unknown> = {}) => {
     const config = parseAuthorityConfig({
       identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
-      authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], ...extra,
+      // The fixture's relays sit on 10.x addresses: a test network (SPEC.md §6.4 check 7).
+      authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true, ...extra,
     }, dir);
     const registry = createRegistry('dirauth-test');
     const metrics = createAuthorityMetrics(registry, { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
+    const tested: string[] = [];
     const authority = new Authority({
       config, signer, log: silentLog, metrics, now: () => clock.now,
-      reachabilityTest: async () => ({ ok: true as const }),
+      reachabilityTest: async (d: { address: string }) => { tested.push(d.address); return { ok: true as const }; },
     });
-    return { authority, registry, metrics };
+    return { authority, registry, metrics, tested };
   };
   return { dir, signer, relays, clock, consensus, makeAuthority, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }

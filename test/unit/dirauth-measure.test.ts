@@ -70,6 +70,22 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
     expect(hist).toEqual({ version: 1, relays: { [fx.relays[0].fp]: { epochs: 1, last: E }, [fx.relays[1].fp]: { epochs: 1, last: E } } });
   });
 
+  it('two listed relays cannot switch measurement off with impossible counts (SPEC.md §8.4 item 6, §8.5)', async () => {
+    const { authority } = await withReceipts({ bandwidthBounds: 'local' });
+    const m = authority.measurement;
+    const max = Number.MAX_SAFE_INTEGER;
+    for (const serial of [2, 3]) {
+      const ans = await m.accept(record(receipt(fx.relays[0], fx.relays[1], { cellsI2R: max, cellsR2I: max, serial })));
+      expect(ans.status).toBe(422);
+      expect(ans.body).toMatchObject({ code: 'RECEIPT_COUNT_TOO_LARGE' });
+      expect((ans.body as { reason: string }).reason).toMatch(/at most \d+ cells each way/);
+    }
+    fx.clock.now = epochStart(K) + 10;
+    const v = m.measureForVote(epochStart(K));
+    expect(v.provenEpoch).toBe(E);
+    expect([...v.proven.values()]).toEqual([3000, 3000]);
+  });
+
   it('a restart within the period measures the same receipts and does not count history twice', async () => {
     const { authority } = await withReceipts({ bandwidthBounds: 'local' });
     fx.clock.now = epochStart(K) + 10;

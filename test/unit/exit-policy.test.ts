@@ -79,10 +79,24 @@ describe('exit policy matching at the exit (SPEC §7.6.3)', () => {
     const priv = ['0.1.2.3', '10.9.9.9', '127.0.0.1', '169.254.1.1', '172.16.0.1', '172.31.255.255', '192.168.7.7',
       '100.64.0.1', '100.127.255.255', '::1', 'fc00::1', 'fdff::1', 'fe80::1', 'febf::1', '::ffff:10.0.0.1'];
     for (const a of priv) expect(exitPolicyAllowsAddress(DEFAULT_EXIT_POLICY, a, 80), a).toBe(false);
-    for (const a of ['8.8.8.8', '172.32.0.1', '100.128.0.1', '2001:db8::1', 'fec0::1']) expect(exitPolicyAllowsAddress(DEFAULT_EXIT_POLICY, a, 80), a).toBe(true);
+    for (const a of ['8.8.8.8', '172.32.0.1', '100.128.0.1', '2001:db8::1', 'ff0::1']) expect(exitPolicyAllowsAddress(DEFAULT_EXIT_POLICY, a, 80), a).toBe(true);
     const own = parseExitPolicy(['reject private:*', 'accept *:*'], { ownAddresses: ['203.0.113.5'] });
     expect(exitPolicyAllowsAddress(own, '203.0.113.5', 80)).toBe(false);
     expect(exitPolicyAllowsAddress(own, '203.0.113.6', 80)).toBe(true);
+  });
+  it('private covers every address that is not a public unicast destination, embedded IPv4 included (SPEC §7.6.2)', () => {
+    const priv = [
+      '0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0', '::1', '::0.0.0.1', '::127.0.0.1', '::8.8.8.8', // unspecified, loopback, IPv4-compatible
+      '192.0.0.8', '198.18.0.1', '198.19.255.255', '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255',
+      'ff02::1', 'ff05::2', 'fec0::1', '100::1', '64:ff9b:1::1',
+      '::ffff:127.0.0.1', '::ffff:0.0.0.0', '::ffff:169.254.169.254', // IPv4-mapped
+      '64:ff9b::7f00:1', '64:ff9b::a00:1', '64:ff9b::c0a8:101', // NAT64 of 127.0.0.1, 10.0.0.1, 192.168.1.1
+      '2002:7f00:1::', '2002:a9fe:a9fe::1', // 6to4 of 127.0.0.1, 169.254.169.254
+      '2001:0:7f00:1::1', '2001:0:4136:e378:8000:63bf:80ff:fffe', // Teredo: server 127.0.0.1; client 127.0.0.1 (inverted)
+    ];
+    for (const a of priv) expect(exitPolicyAllowsAddress(DEFAULT_EXIT_POLICY, a, 6379), a).toBe(false);
+    const pub = ['64:ff9b::808:808', '2002:808:808::1', '2001:0:4136:e378:8000:63bf:f7f7:f7f7', '2606:4700::1111', '1.1.1.1', '192.0.1.1', '198.20.0.1'];
+    for (const a of pub) expect(exitPolicyAllowsAddress(DEFAULT_EXIT_POLICY, a, 80), a).toBe(true);
   });
   it('IPv4-mapped IPv6 addresses are checked as IPv4', () => {
     expect(exitPolicyAllowsAddress(parseExitPolicy(['reject 8.8.8.0/24:*', 'accept *:*']), '::ffff:8.8.8.8', 80)).toBe(false);

@@ -151,6 +151,14 @@ describe('link circuit ids (SPEC.md §1.5)', () => {
       expect(a.size).toBe(0);
     }
   });
+
+  it('never picks an id the owner says is taken on the link (SPEC §1.5)', () => {
+    const a = new CircIdAllocator(true);
+    const taken = new Set<number>();
+    for (let i = 0; i < 500; i++) taken.add(a.allocate());
+    for (const id of taken) a.release(id);
+    for (let i = 0; i < 2000; i++) expect(taken.has(a.allocate((id) => taken.has(id)))).toBe(false);
+  });
 });
 
 describe('link tuning', () => {

@@ -90,6 +90,31 @@ describe('PolicySubscriptions', () => {
     expect(subs.status()[0]).toMatchObject({ moderator: m.fp, seq: 2, denylistEntries: 1 });
   });
 
+  it('an expired policy is still enforced, but warned about and shown on a gauge (SPEC.md §10.6.1)', async () => {
+    const { Registry } = await import('prom-client');
+    const m = moderator();
+    const src = fixedSource('auth');
+    const { log, lines } = captureLog();
+    const registry = new Registry();
+    let now = NOW;
+    const subs = PolicySubscriptions.open({ moderators: [m.fp], sources: [src], now: () => now, log, registry });
+    cleanup.push(() => subs.close());
+    src.bundle = m.publish([cipherId]);
+    await subs.refresh();
+    const gauge = async () => (await registry.getSingleMetric('bitcloud_moderation_policy_expired')!.get()).values.find((v) => v.labels.moderator === m.fp)?.value;
+    expect(await gauge()).toBe(0);
+    now = W.validUntil + 1;
+    src.bundle = null; // the moderator published nothing newer
+    await subs.refresh();
+    expect(await gauge()).toBe(1);
+    expect(lines.some((l) => l.msg === 'moderator policy expired; still enforced until the moderator publishes a newer one' && l.level === 40)).toBe(true);
+    expect(subs.status()[0]).toMatchObject({ seq: 1, expired: true });
+    // Still enforced.
+    try { await makePolicyCheck(subs)({ type: 'get', id: cipherId, offset: 0, length: 0 }, { viaCircuit: true }); expect.unreachable(); } catch (e) {
+      expect(isBitcloudError(e, 'POLICY_DENIED')).toBe(true);
+    }
+  });
+
   it('ignores a forged policy and a replayed older one, with a log line', async () => {
     const m = moderator();
     const { log, lines } = captureLog();

@@ -1,4 +1,5 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
+import { secureRandom } from '../../src/crypto/primitives';
 import fc from 'fast-check';
 import { choosePath, relaysConflict, subnetKey, sameFamily, relayExitPolicy } from '../../src/client/path';
 import { computeBandwidthWeights, positionWeight, weightedPick, type Relay } from '../../src/client/weighting';
@@ -33,6 +34,29 @@ function assertValidPath(path: Relay[], subnets = true): void {
   expect(new Set(path.map((r) => r.fingerprint)).size).toBe(3);
   for (let i = 0; i < 3; i++) for (let j = i + 1; j < 3; j++) expect(relaysConflict(path[i], path[j], subnets)).toBe(false);
 }
+
+describe('path and guard selection draw from the CSPRNG, never Math.random (SPEC §7.1)', () => {
+  it('choosePath and GuardSet without an rng never call Math.random, and still vary', () => {
+    const spy = vi.spyOn(Math, 'random').mockImplementation(() => { throw new Error('Math.random used'); });
+    try {
+      const net = [relay(1), relay(2), relay(3), relay(4), relay(7), exitRelay(5), exitRelay(6)];
+      const seen = new Set<string>();
+      for (let i = 0; i < 100; i++) seen.add(choosePath(net, { target: web, guards: [] }).map((r) => r.fingerprint.slice(-1)).join(''));
+      expect(seen.size).toBeGreaterThan(3);
+      const g = new GuardSet(null);
+      expect(g.pickGuard(net)).not.toBeNull();
+      expect(g.guards.length).toBeGreaterThan(0);
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+  it('secureRandom is uniform in [0, 1)', () => {
+    let sum = 0;
+    for (let i = 0; i < 20_000; i++) { const x = secureRandom(); expect(x >= 0 && x < 1).toBe(true); sum += x; }
+    expect(Math.abs(sum / 20_000 - 0.5)).toBeLessThan(0.02);
+  });
+});
 
 describe('path selection (SPEC §7.1)', () => {
   const net = [relay(1), relay(2), relay(3), relay(4, { flags: ['Running', 'Valid', 'Fast'] }), exitRelay(5), exitRelay(6)];

@@ -1,7 +1,7 @@
 // relay/config.ts `limits` (SPEC.md §7b.9 resource limits, docs/operators-directory.md).
 import { describe, expect, it } from 'vitest';
 import { parseRelayConfig, parseRelayLimits } from '../../relay/config';
-import { DEFAULT_RELAY_LIMITS } from '../../relay/limits';
+import { DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
 
 const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };

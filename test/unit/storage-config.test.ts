@@ -13,7 +13,9 @@ describe('storage node config', () => {
     expect(c.quotaBytes).toBe(10 * 2 ** 30);
     expect(c.defaultLeaseSeconds).toBe(7 * 86_400);
     expect(c.maxLeaseSeconds).toBe(90 * 86_400);
-    expect(c.metricsPort).toBe(0);
+    expect(c.metricsPort).toBe(9036); // SPEC.md §6.10: a local-only MetricsPort by default
+    expect(c.metricsPortExplicit).toBe(false);
+    expect(c.metricsHost).toBe('127.0.0.1');
     expect(c.authorities[0].url).toBe('http://127.0.0.1:7000');
     expect(c.approvedOnly).toEqual([]);
     expect(parseStorageConfig({ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['public-lecture'] }, '/x').approvedOnly).toEqual(['public-lecture']);

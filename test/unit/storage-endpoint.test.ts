@@ -174,3 +174,34 @@ describe('circuits ending at the storage node (SPEC.md §9.13.1)', () => {
     await expect(c.extend(middle)).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED' });
   });
 });
+
+describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.9)', () => {
+  it('past the per-address bucket a CREATE2 gets DESTROY(RESOURCELIMIT); the link stays', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { ntorClientCreate } = await import('../../src/crypto/ntor');
+    const { CellCommand } = await import('../../src/wire/cell');
+    const { encodeCreate2, decodeDestroy, DestroyReason } = await import('../../src/wire/messages');
+    const strict = new SE({
+      keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0,
+      limits: { circuitRate: 0, circuitBurst: 3, circuitMinConnections: 0 },
+    });
+    await strict.start();
+    try {
+      const ch = await connectLink({ host: '127.0.0.1', port: strict.orPort, expectedIdentity: keys.identity.publicKey });
+      const answers = new Map<number, number>();
+      ch.on('cell', (c) => { if (c.command === CellCommand.CREATED2) answers.set(c.circId, -1); else if (c.command === CellCommand.DESTROY) answers.set(c.circId, decodeDestroy(c.payload)); });
+      const ids: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const id = ch.allocateCircId();
+        ids.push(id);
+        ch.send(id, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: ntorClientCreate({ id: keys.identity.publicKey, onionKey: keys.onion.publicKey }).onionskin }));
+      }
+      for (let i = 0; i < 500 && answers.size < 6; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(ids.map((id) => answers.get(id))).toEqual([-1, -1, -1, DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
+      expect(ch.closed).toBe(false);
+      ch.close();
+    } finally {
+      await strict.close();
+    }
+  });
+});

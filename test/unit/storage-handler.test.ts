@@ -129,3 +129,44 @@ describe('storage stream serving over a real socket on 127.0.0.1', () => {
     ch.close();
   });
 });
+
+describe('hostile storage peers (SPEC.md §9.6.1)', () => {
+  it('a declared frame length allocates nothing before its bytes arrive', () => {
+    const before = process.memoryUsage().arrayBuffers;
+    const decoders: FrameDecoder[] = [];
+    const header = Buffer.alloc(5);
+    header.writeUInt32BE(16 * 1024 * 1024, 0); // 16 MiB declared, 1 byte sent
+    for (let i = 0; i < 64; i++) { const d = new FrameDecoder(); d.push(header); decoders.push(d); }
+    // 64 × 16 MiB would be 1 GiB; what is held is bounded by what arrived (one small first buffer each).
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * 1024 * 1024);
+    expect(decoders.every((d) => d.buffered === 5)).toBe(true);
+  });
+
+  it('partly received frames of all streams share a per-node budget; past it the stream fails with STORAGE_BUSY', async () => {
+    const { FrameBudget } = await import('../../src/storage/framing');
+    const budget = new FrameBudget(1000);
+    const a = new FrameDecoder(undefined, budget);
+    const b = new FrameDecoder(undefined, budget);
+    const h = Buffer.alloc(4); h.writeUInt32BE(800, 0);
+    a.push(Buffer.concat([h, Buffer.alloc(700)]));
+    expect(budget.used).toBe(700);
+    expect(() => b.push(Buffer.concat([h, Buffer.alloc(400)]))).toThrow(/STORAGE_BUSY/);
+    a.push(Buffer.alloc(100)); // a's frame completes: its bytes go back
+    expect(budget.used).toBe(0);
+    a.push(Buffer.concat([h, Buffer.alloc(10)]));
+    a.close(); // its stream ended
+    expect(budget.used).toBe(0);
+  });
+
+  it('a storage stream on which nothing happens is closed after the idle timeout', async () => {
+    const s = await store();
+    const srv = net.createServer((sock) => { void serveStorageStream(sock, s, { ctx: { viaCircuit: true }, idleMs: 200 }); });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    cleanup.push(() => new Promise((r) => srv.close(r)));
+    const sock = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+    sock.on('error', () => {});
+    cleanup.push(() => sock.destroy());
+    await new Promise<void>((r) => sock.once('close', () => r()));
+    expect(sock.destroyed).toBe(true);
+  });
+});

@@ -10,7 +10,7 @@ import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { bool, int, readJsonConfig } from '../../dir/config-fields';
 import { createLogger, type Logger } from '../../ops/log';
-import { createRegistry, startMetricsServer, type Registry } from '../../ops/metrics';
+import { DEFAULT_METRICS_PORTS, createRegistry, openMetricsPort, type Registry } from '../../ops/metrics';
 import { onShutdown } from '../../ops/daemon';
 import { createLinkMetrics } from '../../link';
 import { GuardSet } from '../guards';
@@ -53,7 +53,11 @@ export interface ProxyHandle {
 export interface ProxyConfig {
   socksHost: string;
   socksPort: number;
+  /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost (default 127.0.0.1):metricsPort; 0 = none. */
   metricsPort: number;
+  /** The operator set metricsPort (then it must be free; the default may be skipped when taken). */
+  metricsPortExplicit: boolean;
+  metricsHost: string;
   enforceDistinctSubnets: boolean;
   maxCircuitDirtinessSeconds: number;
   preemptiveCircuits: number;
@@ -66,7 +70,9 @@ export function readProxyConfig(file: string): ProxyConfig {
   return {
     socksHost: typeof raw.socksHost === 'string' ? raw.socksHost : '127.0.0.1',
     socksPort: int(raw.socksPort, 'socksPort', 0, 65535, 9050),
-    metricsPort: int(raw.metricsPort, 'metricsPort', 0, 65535, 0),
+    metricsPort: int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.client),
+    metricsPortExplicit: raw.metricsPort !== undefined,
+    metricsHost: typeof raw.metricsHost === 'string' ? raw.metricsHost : '127.0.0.1',
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
@@ -126,9 +132,11 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     log,
     metrics: registry,
   });
-  const mp = o.metricsPort ?? cfg.metricsPort;
-  let metrics: http.Server | null = null;
-  if (mp) metrics = await startMetricsServer(registry, mp, '127.0.0.1');
+  // SPEC.md §6.10 MetricsPort.
+  const metrics: http.Server | null = await openMetricsPort(registry, {
+    metricsPort: o.metricsPort ?? cfg.metricsPort, metricsHost: cfg.metricsHost,
+    metricsPortExplicit: o.metricsPort !== undefined || cfg.metricsPortExplicit,
+  }, log);
   const metricsPort = metrics ? (metrics.address() as { port: number }).port : null;
   log.info({ socks: `${socks.address.host}:${socks.address.port}`, metricsPort }, 'SOCKS5 proxy listening');
 

@@ -23,6 +23,10 @@ export interface RelayLimits {
   maxStreamsPerCircuit: number;
   /** Exit TCP connect timeout, ms. */
   exitConnectTimeoutMs: number;
+  /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending (they also count as streams). */
+  maxResolvesPerCircuit: number;
+  /** SPEC.md §7b.7: name resolutions (RESOLVE and BEGIN to a name) this exit runs at once. */
+  maxConcurrentResolves: number;
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -35,6 +39,8 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxQueuedBytes: 256 * 1024 * 1024,
   maxStreamsPerCircuit: 512,
   exitConnectTimeoutMs: 10_000,
+  maxResolvesPerCircuit: 4,
+  maxConcurrentResolves: 256,
 };
 
 /** Merge a partial config over the defaults, refusing nonsense with the key named. */

@@ -1,0 +1,45 @@
+// SPEC.md §6.10 MetricsPort: on by default on 127.0.0.1, a taken default is skipped with a warning,
+// a port the operator chose must be free, 0 turns it off.
+import http from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { createRegistry, openMetricsPort } from '../../src/ops/metrics';
+
+function listen(): Promise<http.Server> {
+  return new Promise((resolve) => { const s = http.createServer(); s.listen(0, '127.0.0.1', () => resolve(s)); });
+}
+const portOf = (s: http.Server) => (s.address() as { port: number }).port;
+const close = (s: http.Server) => new Promise<void>((r) => s.close(() => r()));
+
+describe('MetricsPort', () => {
+  it('serves /metrics on 127.0.0.1 and nothing else', async () => {
+    const probe = await listen(); const port = portOf(probe); await close(probe);
+    const warnings: object[] = [];
+    const srv = await openMetricsPort(createRegistry('t'), { metricsPort: port, metricsHost: '127.0.0.1', metricsPortExplicit: false }, { warn: (o) => warnings.push(o) });
+    expect(srv).not.toBeNull();
+    expect(srv!.address()).toMatchObject({ address: '127.0.0.1', port });
+    const get = (p: string) => fetch(`http://127.0.0.1:${port}${p}`);
+    expect((await get('/metrics')).status).toBe(200);
+    expect(await (await get('/metrics')).text()).toMatch(/process_cpu_user_seconds_total/);
+    expect((await get('/')).status).toBe(404);
+    await close(srv!);
+    expect(warnings).toEqual([]);
+  });
+
+  it('a taken default port: a warning, no metrics, no failure', async () => {
+    const busy = await listen();
+    const warnings: object[] = [];
+    const srv = await openMetricsPort(createRegistry('t'), { metricsPort: portOf(busy), metricsHost: '127.0.0.1', metricsPortExplicit: false }, { warn: (o) => warnings.push(o) });
+    expect(srv).toBeNull();
+    expect(warnings).toEqual([expect.objectContaining({ port: portOf(busy), code: 'EADDRINUSE' })]);
+    await close(busy);
+  });
+
+  it('a taken port the operator chose is an error; 0 is off', async () => {
+    const busy = await listen();
+    const log = { warn: () => undefined };
+    await expect(openMetricsPort(createRegistry('t'), { metricsPort: portOf(busy), metricsHost: '127.0.0.1', metricsPortExplicit: true }, log))
+      .rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await close(busy);
+    expect(await openMetricsPort(createRegistry('t'), { metricsPort: 0, metricsHost: '127.0.0.1', metricsPortExplicit: true }, log)).toBeNull();
+  });
+});
