@@ -18,6 +18,7 @@ import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
+import { IdentityProofVerifier, type PowVerifyContext } from '../src/dir/identity-pow';
 import { httpRequest, PATHS } from '../src/dir/fetch';
 import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -95,6 +96,9 @@ export class Authority {
   /** The published consensus and its served form. */
   private current: { info: VerifiedConsensus; served: ServedDocument } | null = null;
   private currentVoteDoc: ServedDocument | null = null;
+  /** SPEC.md §6.4.1: consensus valid_after → digest, the anchors identity proofs may name. */
+  private readonly anchors = new Map<number, Buffer>();
+  private readonly powVerifier = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32 });
 
   constructor(private readonly deps: AuthorityDeps) {
     this.cfg = deps.config;
@@ -152,7 +156,40 @@ export class Authority {
 
   // ---- descriptor intake (POST /bitcloud/descriptor) ----
 
-  /** Verify and keep a descriptor. Throws DOC_* codes; the store is untouched on refusal. */
+  /**
+   * SPEC.md §6.4, §6.4.1: verify a descriptor and its identity proof (one argon2id evaluation per
+   * identity and anchor, cached; IDENTITY_POW_* refusals), then keep it. The store is untouched on refusal.
+   */
+  async acceptDescriptorWithProof(raw: Buffer): Promise<{ result: IntakeResult; descriptor: VerifiedDescriptor }> {
+    const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+    // The cheap checks first (check 7 of §6.4), then the argon2id evaluation.
+    if (!this.addressAllowed(d)) {
+      throw err('DOC_PRIVATE_ADDRESS', `descriptor address ${d.address} is not a public address (this authority does not run a test network)`);
+    }
+    try {
+      await this.powVerifier.verify(d.identity, d.identityProof, this.powContext());
+    } catch (e) {
+      this.m.identityProofs.labels(errorCode(e)).inc();
+      throw e;
+    }
+    this.m.identityProofs.labels('ok').inc();
+    return this.acceptDescriptor(raw);
+  }
+
+  /** The anchors this authority accepts (SPEC.md §6.4.1): consensuses it published or loaded. */
+  private powContext(): PowVerifyContext {
+    return {
+      params: this.cfg.identityPow, periodSeconds: this.cfg.periodSeconds, now: this.now(),
+      anchorDigest: (va) => this.anchors.get(va), bootstrap: this.anchors.size === 0,
+    };
+  }
+
+  private rememberAnchor(info: VerifiedConsensus): void {
+    this.anchors.set(info.validAfter, info.digest);
+    const oldest = info.validAfter - this.cfg.identityPow.anchorPeriods * this.cfg.periodSeconds * 1000;
+    for (const va of this.anchors.keys()) if (va < oldest) this.anchors.delete(va);
+  }
+
   /**
    * SPEC.md §6.4 check 7: a descriptor's address must be a public unicast address (§7.6.2's
    * `private` classes are not), unless this authority runs a test network (`testNetwork`). An
@@ -164,6 +201,7 @@ export class Authority {
     return ip !== null && !isPrivateAddress(ip);
   }
 
+  /** Verify and keep a descriptor, without its identity proof (the HTTP intake uses acceptDescriptorWithProof). Throws DOC_* codes. */
   acceptDescriptor(raw: Buffer): { result: IntakeResult; descriptor: VerifiedDescriptor } {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
     if (!this.addressAllowed(d)) {
@@ -346,6 +384,7 @@ export class Authority {
     }
     const first = !cur || !cur.info.digest.equals(info.digest);
     this.current = { info, served: new ServedDocument(raw, now) };
+    this.rememberAnchor(info);
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
     if (first) this.deps.rewards?.onConsensus(info);
@@ -362,6 +401,7 @@ export class Authority {
     try {
       const info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
       this.current = { info, served: new ServedDocument(raw, fs.statSync(file).mtimeMs) };
+      this.rememberAnchor(info);
       void this.measurement.onConsensus(info).catch(() => {});
     } catch (e) {
       this.log.info({ code: errorCode(e) }, 'stored consensus not usable');

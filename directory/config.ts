@@ -5,6 +5,7 @@ import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
   bool, configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
+import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
@@ -47,11 +48,13 @@ export interface AuthorityConfig {
    * network): descriptors with such addresses are accepted. Off, they are refused.
    */
   testNetwork: boolean;
+  /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
+  identityPow: PowParams;
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
   'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
-  'metricsPort', 'metricsHost', 'testNetwork'] as const;
+  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
@@ -101,6 +104,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
+    identityPow: parsePowParams(raw.identityPow),
   };
 }
 

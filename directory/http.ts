@@ -66,7 +66,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', 413];
       }
       try {
-        const { result, descriptor } = a.acceptDescriptor(body);
+        const { result, descriptor } = await a.acceptDescriptorWithProof(body);
         m.uploads.labels(result).inc();
         log.debug({ relay: descriptor.fingerprint, result }, 'descriptor received');
         sendJson(res, 200, { accepted: true, result, fingerprint: descriptor.fingerprint });

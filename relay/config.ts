@@ -1,5 +1,6 @@
 // The relay's configuration: one JSON file plus flags; defaults in one place; messages name the
 // bad key (SPEC.md §11.5).
+import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
@@ -44,11 +45,13 @@ export interface RelayConfig {
   metricsHost: string;
   /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
   onionKeyRotationSeconds: number;
+  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
+  identityPow: PowParams;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, src/circuit/dos-limits.ts).
@@ -130,6 +133,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
+    identityPow: parsePowParams(raw.identityPow),
   };
 }
 

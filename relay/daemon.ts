@@ -14,6 +14,8 @@ import type { Logger } from '../src/ops/log';
 import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
+import { IdentityProofKeeper } from '../src/dir/identity-pow';
+import type { IdentityProofMsg } from '../src/wire/docs';
 import { PATHS } from '../src/dir/fetch';
 import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -51,6 +53,7 @@ export class RelayDaemon {
   private keys: NodeKeys | null = null;
   private listener: LinkListener | null = null;
   private http: http.Server | null = null;
+  private pow: IdentityProofKeeper | null = null;
   private metricsServer: http.Server | null = null;
   private rotation: { stop(): void } | null = null;
   private publisher: DescriptorPublisher | null = null;
@@ -119,7 +122,12 @@ export class RelayDaemon {
     await this.mirror.start();
     await bw.start();
     await this.hooks.onStart?.(ctx);
-    this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
+    // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
+    this.pow = new IdentityProofKeeper({
+      identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
+      anchors: { current: () => { const c = this.mirror.current; return c ? { validAfter: c.validAfter, digest: c.digest, periodSeconds: c.periodSeconds } : null; } },
+    });
+    this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000,
       retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
     });
@@ -130,6 +138,7 @@ export class RelayDaemon {
   async stop(): Promise<void> {
     this.rotation?.stop();
     this.publisher?.stop();
+    this.pow?.stop();
     this.mirror.stop();
     await this.hooks.onStop?.();
     await this.circuits?.close(); // proposes on its outbound links first (SPEC.md §8.3 step 1)
@@ -144,7 +153,7 @@ export class RelayDaemon {
     return { config: this.cfg, keys: this.keys!, log: this.log, registry: this.registry, consensus: () => this.mirror.current };
   }
 
-  private buildDescriptor(): Buffer {
+  private buildDescriptor(identityProof: IdentityProofMsg): Buffer {
     const k = this.keys!;
     const c = this.cfg;
     return buildDescriptor({
@@ -153,6 +162,7 @@ export class RelayDaemon {
       exitPolicy: c.roles.includes('exit') ? c.exitPolicy : [], family: c.family, roles: c.roles,
       moderators: c.moderators, version: `bitcloud-${VERSION}`, published: Date.now(),
       lifetimeMs: c.descriptorLifetimeSeconds * 1000,
+      identityProof,
     });
   }
 

@@ -197,6 +197,8 @@ try {
       metricsPort: a.metricsPort, metricsHost: metricsHostFor(a.addr),
       // Every node of this network is on 127.0.0.1 or a private test address (SPEC.md §6.3): refused without this flag.
       testNetwork: true,
+      // SPEC.md §6.4.1: cheap identity proofs (8 MiB, one pass, 1 bit) so `npm start` stays fast.
+      identityPow: 'local',
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
       ports: { http: a.port, metrics: a.metricsPort }, bin: 'bitcloud-dirauth', args: ['run', '--config', configFile], ...inHost(a.name) });
@@ -244,6 +246,7 @@ try {
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
       ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
+      identityPow: 'local',
     }, null, 2));
     procs.start({ role: isExit ? 'exit' : 'relay', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.relayOr(i), dir: ports.relayDir(i), metrics: ports.relayMetrics(i) }, bin: 'bitcloud-relay', args: ['run', '--config', configFile], ...inHost(name) });
@@ -261,7 +264,7 @@ try {
     writeFileAtomicSync(configFile, JSON.stringify({
       dataDir, nickname: name, address: addr, orPort: ports.storageOr(i), storagePort: ports.storagePort(i),
       metricsPort: ports.storageMetrics(i), metricsHost: metricsHostFor(addr), quota: '1GiB', bandwidth: 100_000,
-      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30,
+      authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30, identityPow: 'local',
       ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,

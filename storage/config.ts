@@ -1,6 +1,7 @@
 // The storage node's configuration: one JSON file plus flags; defaults in one place; every
 // refusal names the bad key (SPEC.md §11.5). See SPEC.md §9.13.3 for the meaning
 // of each setting.
+import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
@@ -51,12 +52,14 @@ export interface StorageConfig {
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
+  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
+  identityPow: PowParams;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
-  'logLevel', 'receipts'] as const;
+  'logLevel', 'receipts', 'identityPow'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
 
@@ -120,6 +123,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),
+    identityPow: parsePowParams(raw.identityPow),
   };
 }
 

@@ -5,6 +5,8 @@
 import type http from 'node:http';
 import { loadOrCreateNodeKeys, fingerprint, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { buildDescriptor } from '../src/dir/descriptor';
+import { IdentityProofKeeper } from '../src/dir/identity-pow';
+import type { IdentityProofMsg } from '../src/wire/docs';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
 import type { Logger } from '../src/ops/log';
@@ -31,6 +33,7 @@ export class StorageDaemon {
   private endpoint: StorageEndpoint | null = null;
   private bw: NodeBandwidth | null = null;
   private dht: NodeDht | null = null;
+  private pow: IdentityProofKeeper | null = null;
   private publisher: DescriptorPublisher | null = null;
   private metricsServer: http.Server | null = null;
   private rotation: { stop(): void } | null = null;
@@ -97,7 +100,12 @@ export class StorageDaemon {
     await this.dht.start();
     this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
 
-    this.publisher = new DescriptorPublisher(cfg.authorities, () => this.buildDescriptor(), this.log, {
+    // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
+    this.pow = new IdentityProofKeeper({
+      identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
+      anchors: { current: () => { const c = this.dir.consensus(); return c ? { validAfter: c.validAfter, digest: c.digest, periodSeconds: c.periodSeconds } : null; } },
+    });
+    this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
     });
     this.publisher.start();
@@ -106,7 +114,7 @@ export class StorageDaemon {
   }
 
   /** SPEC.md §6.4 with the storage role only: the node ends circuits, never extends or exits. */
-  private buildDescriptor(): Buffer {
+  private buildDescriptor(identityProof: IdentityProofMsg): Buffer {
     const k = this.keys!;
     const c = this.cfg;
     const p = this.ports;
@@ -115,6 +123,7 @@ export class StorageDaemon {
       orPort: p.orPort, dirPort: 0, storagePort: p.storagePort, declaredBandwidth: c.bandwidth,
       exitPolicy: [], family: c.family, roles: ['storage'], moderators: c.moderators,
       version: `bitcloud-${VERSION}`, published: Date.now(), lifetimeMs: c.descriptorLifetimeSeconds * 1000,
+      identityProof,
     });
   }
 
@@ -122,6 +131,7 @@ export class StorageDaemon {
   async stop(): Promise<void> {
     this.rotation?.stop();
     this.publisher?.stop();
+    this.pow?.stop();
     this.dir.stop();
     await this.dht?.stop();
     await this.endpoint?.close();

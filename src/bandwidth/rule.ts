@@ -21,6 +21,12 @@ export interface BoundsParams {
   newRelayBandwidth: number;
   /** Bound 2: receipts between relays in one IPv4 /16 earn nothing. Off only on a loopback network. */
   sameSubnetRule: boolean;
+  /**
+   * Bound 5a (SPEC §8.5): at most this many new relays per IPv4 /16 and per declared family earn in an
+   * epoch (longest history first, then lowest index = lowest fingerprint); the others earn nothing
+   * until they leave the new-relay cap. 0 or absent = no such cap.
+   */
+  newRelaysPerGroup?: number;
 }
 
 /** SPEC §8.5 defaults for the public network (scripts/simulate.ts measures them). */
@@ -31,6 +37,7 @@ export const DEFAULT_BOUNDS: Omit<BoundsParams, 'epochSeconds'> = {
   newRelayEpochs: 24,
   newRelayBandwidth: 250_000,
   sameSubnetRule: true,
+  newRelaysPerGroup: 4,
 };
 
 /**
@@ -54,6 +61,38 @@ export function checkParams(p: BoundsParams): void {
   if (!(p.growthFactor > 0)) bad('growthFactor');
   if (!Number.isInteger(p.newRelayEpochs) || p.newRelayEpochs < 0) bad('newRelayEpochs');
   if (!(p.newRelayBandwidth >= 0) || !Number.isFinite(p.newRelayBandwidth)) bad('newRelayBandwidth');
+  if (p.newRelaysPerGroup !== undefined && (!Number.isInteger(p.newRelaysPerGroup) || p.newRelaysPerGroup < 0)) bad('newRelaysPerGroup');
+}
+
+/**
+ * SPEC §8.5 bound 5a: which relays may earn this epoch under the per-/16 and per-family cap on new
+ * relays. 1 = may earn (an established relay, or one of the first `perGroup` new relays of its /16
+ * and of its declared family), 0 = a new relay beyond the cap. Order: longest history first, then
+ * lowest index (relays are indexed in fingerprint order). A relay's family group is itself and the
+ * relays it declares; it is refused when `perGroup` relays of that group already earn as new.
+ * perGroup 0 or newRelayEpochs 0 = everyone may earn.
+ */
+export function newRelayEarners(relays: Pick<RelayTable, 'n' | 'history' | 'subnet' | 'family'>, newRelayEpochs: number, perGroup: number): Uint8Array {
+  const n = relays.n;
+  const ok = new Uint8Array(n).fill(1);
+  if (!(perGroup > 0) || !(newRelayEpochs > 0)) return ok;
+  const fresh: number[] = [];
+  for (let r = 0; r < n; r++) if (relays.history[r] < newRelayEpochs) fresh.push(r);
+  fresh.sort((a, b) => relays.history[b] - relays.history[a] || a - b);
+  const perSubnet = new Map<number, number>();
+  const earning = new Uint8Array(n);
+  for (const r of fresh) {
+    const s = relays.subnet[r];
+    const inSubnet = s >= 0 ? perSubnet.get(s) ?? 0 : 0;
+    let inFamily = 0;
+    for (const q of relays.family?.[r] ?? []) if (earning[q]) inFamily++;
+    // The relays that declared r as family count too (a family need not be declared both ways).
+    if (relays.family) for (let q = 0; q < n; q++) if (earning[q] && q !== r && relays.family[q]?.has(r) && !relays.family[r]?.has(q)) inFamily++;
+    if (inSubnet >= perGroup || inFamily >= perGroup) { ok[r] = 0; continue; }
+    earning[r] = 1;
+    if (s >= 0) perSubnet.set(s, inSubnet + 1);
+  }
+  return ok;
 }
 
 /** Cells a relay moving `bytesPerSecond` moves in one epoch. */
@@ -211,6 +250,7 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
   const at = new Float64Array(deg[n]);
   const order: number[] = [];
   const newRelayCap = cellsForBandwidth(p.newRelayBandwidth, p.epochSeconds);
+  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0);
   for (let r = 0; r < n; r++) {
     if (grossCells[r] === 0) continue;
     const keptCells = grossCells[r] - excludedCells[r];
@@ -222,6 +262,7 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
       if (credit > cap) { credit = cap; lim = 1; }
     }
     if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && credit > newRelayCap) { credit = newRelayCap; lim = 2; }
+    if (!mayEarn[r] && credit > 0) { credit = 0; lim = 2; }
     const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
     if (credit > declaredCap) { credit = declaredCap; lim = 3; }
     out[r] = credit;
@@ -260,6 +301,8 @@ export interface PairRuleParams {
   newRelayEpochs: number;
   newRelayBandwidth: number;
   sameSubnetRule: boolean;
+  /** Bound 5a, as in BoundsParams. */
+  newRelaysPerGroup?: number;
 }
 
 export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
@@ -271,6 +314,7 @@ export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
   newRelayEpochs: 24,
   newRelayBandwidth: 250_000,
   sameSubnetRule: true,
+  newRelaysPerGroup: 4,
 };
 
 /**
@@ -358,6 +402,7 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     side(j, i, c, owed?.owedB, k);
   }
   const newRelayCap = cellsForBandwidth(p.newRelayBandwidth, p.epochSeconds);
+  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0);
   const weightCells = new Float64Array(n);
   for (let r = 0; r < n; r++) {
     // Bound 4 applies to this epoch's traffic (the future weight); late payment is already bounded by
@@ -372,6 +417,7 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     }
     let x = w + late;
     if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && x > newRelayCap) { x = newRelayCap; lim = 2; }
+    if (!mayEarn[r] && x > 0) { x = 0; w = 0; lim = 2; }
     const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
     if (x > declaredCap) { x = declaredCap; lim = 3; }
     out[r] = x;

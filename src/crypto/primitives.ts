@@ -135,6 +135,27 @@ export function sha256(...parts: Uint8Array[]): Buffer {
   return h.digest();
 }
 
+// ---- argon2id (memory-hard; SPEC.md §6.4.1) ----
+export const ARGON2_SALT_BYTES = sodium.crypto_pwhash_SALTBYTES;
+
+function argon2Check(out: Buffer, salt: Uint8Array, memoryKib: number, ops: number): void {
+  if (out.length < sodium.crypto_pwhash_BYTES_MIN || salt.length !== sodium.crypto_pwhash_SALTBYTES
+    || ops < sodium.crypto_pwhash_OPSLIMIT_MIN || memoryKib * 1024 < sodium.crypto_pwhash_MEMLIMIT_MIN) {
+    throw err('CRYPTO_BAD_LENGTH', 'argon2id: output, salt, ops or memory out of range');
+  }
+}
+
+/** argon2id (libsodium ALG_ARGON2ID13, one lane) off the event loop, on libuv's thread pool. */
+export function argon2id(input: Uint8Array, salt: Uint8Array, memoryKib: number, ops: number, outLen = 32): Promise<Buffer> {
+  const out = Buffer.alloc(outLen);
+  argon2Check(out, salt, memoryKib, ops);
+  return new Promise((resolve, reject) => {
+    sodium.crypto_pwhash_async(out, input, salt, ops, memoryKib * 1024, sodium.crypto_pwhash_ALG_ARGON2ID13, (e: Error | null) => {
+      if (e) reject(err('CRYPTO_INTERNAL', `argon2id failed: ${e.message}`, undefined, e)); else resolve(out);
+    });
+  });
+}
+
 export function sha1(...parts: Uint8Array[]): Buffer {
   const h = nodeCrypto.createHash('sha1');
   for (const p of parts) h.update(p);

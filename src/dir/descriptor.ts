@@ -4,7 +4,7 @@
 import { err } from '../errors';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { fingerprint } from '../crypto/keys';
-import { decodeRelayDescriptor, encodeRelayDescriptor, LIMITS } from '../wire/docs';
+import { decodeRelayDescriptor, encodeRelayDescriptor, LIMITS, type IdentityProofMsg } from '../wire/docs';
 import { checkWindow, DocType, openEnvelope, signDocument, verifyBodySignature } from '../wire/envelope';
 import { formatIPv4, parseExitPolicy, parseIPv4 } from './exit-policy';
 import { ROLE_BITS, rolesFromMask, rolesToMask, type Role } from './types';
@@ -34,6 +34,8 @@ export interface DescriptorInput {
   /** ms since the epoch; becomes valid_after. */
   published: number;
   lifetimeMs?: number;
+  /** SPEC.md §6.4.1: the identity's proof of work (src/dir/identity-pow.ts). */
+  identityProof?: IdentityProofMsg;
 }
 
 export interface VerifiedDescriptor {
@@ -60,6 +62,8 @@ export interface VerifiedDescriptor {
   digest: Buffer;
   /** Envelope bytes as received. */
   raw: Buffer;
+  /** SPEC.md §6.4.1: absent when the descriptor carries none (authorities that require one refuse it). */
+  identityProof?: IdentityProofMsg;
 }
 
 function fpBytes(fp: string, what: string): Buffer {
@@ -87,6 +91,7 @@ export function buildDescriptor(d: DescriptorInput): Buffer {
     roles: rolesToMask(d.roles),
     moderators: [...new Set(d.moderators ?? [])].sort().map((f) => fpBytes(f, 'moderators')),
     version: d.version,
+    identityProof: d.identityProof,
   });
   const lifetime = d.lifetimeMs ?? DESCRIPTOR_DEFAULT_LIFETIME_MS;
   const doc = { type: DocType.RELAY_DESCRIPTOR, validAfter: d.published, validUntil: d.published + lifetime, content };
@@ -145,5 +150,6 @@ export function verifyDescriptor(raw: Uint8Array, opts: { now?: number; skewMs?:
     expires: doc.validUntil,
     digest: doc.digest,
     raw: doc.raw,
+    identityProof: c.identityProof,
   };
 }

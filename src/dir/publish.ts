@@ -29,10 +29,11 @@ export class DescriptorPublisher {
   private lastRaw: Buffer | null = null;
   private lastFull = 0;
   private failed = new Set<string>();
+  private powRefused = false;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
-    private readonly build: () => Buffer,
+    private readonly build: () => Buffer | Promise<Buffer>,
     private readonly log: Logger,
     private readonly opts: { intervalMs: number; retryMs: number; now?: () => number },
   ) {}
@@ -53,11 +54,22 @@ export class DescriptorPublisher {
   private async round(): Promise<UploadResult[]> {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const now = (this.opts.now ?? Date.now)();
-    const full = !this.lastRaw || now - this.lastFull >= this.opts.intervalMs || this.failed.size === 0;
-    if (full) { this.lastRaw = this.build(); this.lastFull = now; }
+    // A refused identity proof (SPEC.md §6.4.1) is not retried as is: the next descriptor carries a new one.
+    const full = !this.lastRaw || now - this.lastFull >= this.opts.intervalMs || this.failed.size === 0 || this.powRefused;
+    if (full) {
+      try {
+        this.lastRaw = await this.build();
+      } catch (e) {
+        this.log.warn({ code: errorCode(e), err: (e as Error).message }, 'building the descriptor failed');
+        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, this.opts.retryMs));
+        return [];
+      }
+      this.lastFull = now;
+    }
     const targets = full ? this.authorities : this.authorities.filter((a) => this.failed.has(a.fingerprint));
     const results = await Promise.all(targets.map((a) => uploadDescriptor(a, this.lastRaw!)));
     this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
+    this.powRefused = results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_'));
     for (const r of results) {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
       else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');

@@ -20,6 +20,14 @@ declare module 'sodium-native' {
     crypto_aead_xchacha20poly1305_ietf_encrypt(c: B, m: B, ad: B | null, nsec: null, npub: B, k: B): number;
     crypto_aead_xchacha20poly1305_ietf_decrypt(m: B, nsec: null, c: B, ad: B | null, npub: B, k: B): number;
     crypto_stream_xor(c: B, m: B, n: B, k: B): void;
+    // argon2id (SPEC.md §6.4.1)
+    crypto_pwhash_SALTBYTES: number;
+    crypto_pwhash_BYTES_MIN: number;
+    crypto_pwhash_OPSLIMIT_MIN: number;
+    crypto_pwhash_MEMLIMIT_MIN: number;
+    crypto_pwhash_ALG_ARGON2ID13: number;
+    crypto_pwhash_async(out: Uint8Array, passwd: Uint8Array, salt: Uint8Array, opslimit: number, memlimit: number, alg: number,
+      callback: (error: Error | null) => void): void;
     [name: string]: unknown;
   };
   export default sodium;

@@ -52,6 +52,12 @@ export interface RelayDescriptorMsg {
   identity: Buffer; onionKey: Buffer; nickname: string; address: Buffer;
   orPort: number; dirPort: number; storagePort: number; declaredBandwidth: number;
   exitPolicy: string[]; family: Buffer[]; roles: number; moderators: Buffer[]; version: string;
+  /** SPEC.md §6.4.1; absent = the descriptor carries no identity proof. */
+  identityProof?: IdentityProofMsg;
+}
+/** SPEC.md §6.4.1: the identity's memory-hard proof of work. */
+export interface IdentityProofMsg {
+  anchorValidAfter: number; anchorDigest: Buffer; memoryKib: number; ops: number; difficulty: number; nonce: number;
 }
 /** `proven`: SPEC.md §8.5 proven cells in the vote's proven epoch (absent = 0). */
 export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number; proven?: number }
@@ -192,7 +198,21 @@ export function decodeKeyCertificate(buf: Uint8Array): KeyCertificateMsg {
 const key32 = (x: unknown, f: string) => bytes(x, f, KEY_BYTES);
 
 export function encodeRelayDescriptor(d: RelayDescriptorMsg): Buffer {
-  return encode(T.RelayDescriptor, { ...d });
+  return encode(T.RelayDescriptor, { ...d, identityProof: d.identityProof ? omitDefaults({ ...d.identityProof }) : undefined });
+}
+
+function identityProofOf(v: unknown): IdentityProofMsg | undefined {
+  if (v == null) return undefined;
+  const m = v as Record<string, unknown>;
+  const f = 'descriptor.identity_proof';
+  return {
+    anchorValidAfter: num(m.anchorValidAfter, `${f}.anchor_valid_after`),
+    anchorDigest: bytes(m.anchorDigest, `${f}.anchor_digest`, DIGEST_BYTES),
+    memoryKib: num(m.memoryKib, `${f}.memory_kib`, 8, 4 * 1024 * 1024),
+    ops: num(m.ops, `${f}.ops`, 1, 64),
+    difficulty: num(m.difficulty, `${f}.difficulty`, 0, 64),
+    nonce: num(m.nonce, `${f}.nonce`),
+  };
 }
 export function decodeRelayDescriptor(buf: Uint8Array): RelayDescriptorMsg {
   const m = decode(T.RelayDescriptor, buf, LIMITS.descriptorBytes, 'relay descriptor');
@@ -210,6 +230,7 @@ export function decodeRelayDescriptor(buf: Uint8Array): RelayDescriptorMsg {
     roles: num(m.roles, 'descriptor.roles', 1, 7),
     moderators: list(m.moderators, 'descriptor.moderators', LIMITS.moderatorsMax, key32),
     version: str(m.version, 'descriptor.version', LIMITS.versionMax),
+    identityProof: identityProofOf(m.identityProof),
   };
 }
 

@@ -35,7 +35,8 @@ export async function makeDirNet(n: number, period: number, extra: Record<string
       identity: a.fingerprint, dataDir: a.dataDir, listen: { host: '127.0.0.1', port: a.port }, period,
       authorities: authorityList, reachability: { timeoutMs: 2000 }, stableAfterSeconds: period,
       // Every node here is on 127.0.0.1 (SPEC.md §6.3 test-network flag); metrics on the MetricsPort (§6.10).
-      testNetwork: true, metricsPort: a.metricsPort, ...extra,
+      testNetwork: true, metricsPort: a.metricsPort,
+      identityPow: 'local', ...extra, // SPEC.md §6.4.1: cheap proofs keep tests quick
     }, null, 2));
   }
   return { dir, period, authorities: auths, authorityList };
@@ -57,7 +58,7 @@ export async function makeRelay(net: DirNet, name: string, o: { authorities?: Di
     roles: o.roles ?? ['relay'], bandwidth: 500_000,
     authorities: o.authorities ?? net.authorityList,
     publishIntervalSeconds: o.publishIntervalSeconds ?? net.period, descriptorLifetimeSeconds: 3600,
-    mirrorIntervalSeconds: 1, metricsPort,
+    mirrorIntervalSeconds: 1, metricsPort, identityPow: 'local',
   }, null, 2));
   return { name, configFile, dataDir, orPort, dirPort: useDir ? dirPort : 0, metricsPort };
 }

@@ -82,7 +82,7 @@ async function startStorageNode(i: number, moderation: Record<string, unknown>):
   fs.writeFileSync(configFile, JSON.stringify({
     dataDir, nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '256MiB', bandwidth: 100_000, // below the relays: they stay Guards
     authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600,
-    announceIntervalSeconds: 10, policyRefreshSeconds: REFRESH_SECONDS, ...moderation,
+    announceIntervalSeconds: 10, policyRefreshSeconds: REFRESH_SECONDS, identityPow: 'local', ...moderation,
   }, null, 2));
   const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
   const up = await daemon.waitForMsg('storage node listening', {}, 60_000);

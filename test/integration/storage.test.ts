@@ -71,7 +71,7 @@ async function startStorageNode(i: number, quota: string): Promise<StorageNodeSe
   fs.writeFileSync(configFile, JSON.stringify({
     // A declared bandwidth below the relays' keeps storage nodes from raising the Guard threshold.
     dataDir, nickname: name, address: '127.0.0.1', orPort, storagePort, metricsPort, quota, bandwidth: 100_000,
-    authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 10,
+    authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 10, identityPow: 'local',
   }, null, 2));
   const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
   const up = await daemon.waitForMsg('storage node listening', {}, 60_000);

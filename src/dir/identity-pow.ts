@@ -1,0 +1,281 @@
+// SPEC.md §6.4.1: identities that cost something. A relay's descriptor carries a memory-hard
+// proof of work (argon2id) bound to its identity key and to a recent consensus; authorities check
+// it before they list the relay. One argon2id evaluation checks a proof; finding one costs
+// 2^difficulty evaluations on average.
+import fs from 'node:fs';
+import path from 'node:path';
+import { err } from '../errors';
+import type { Logger } from '../ops/log';
+import { writeFileAtomic } from '../ops/fsutil';
+import { configError, int, noUnknownKeys, obj } from './config-fields';
+import { argon2id, ARGON2_SALT_BYTES, sha256 } from '../crypto/primitives';
+import type { IdentityProofMsg } from '../wire/docs';
+
+/** Domain separation of the argon2id input and salt (SPEC.md §6.4.1). */
+export const POW_TAG = Buffer.from('bitcloud identity pow v1', 'ascii');
+const SALT_TAG = Buffer.from('bitcloud identity pow salt v1', 'ascii');
+
+export interface PowParams {
+  /** argon2id memory, KiB. */
+  memoryKib: number;
+  /** argon2id passes. */
+  ops: number;
+  /** Leading zero bits the 32-byte output must have. */
+  difficulty: number;
+  /** A proof's anchor consensus may be at most this many voting periods old. */
+  anchorPeriods: number;
+}
+
+/** SPEC.md §6.4.1 public-network defaults: 64 MiB, 3 passes, 10 bits (≈1024 evaluations). */
+export const DEFAULT_POW_PARAMS: PowParams = { memoryKib: 64 * 1024, ops: 3, difficulty: 10, anchorPeriods: 24 };
+/** Local networks and tests: one cheap evaluation per proof. */
+export const LOCAL_POW_PARAMS: PowParams = { memoryKib: 8 * 1024, ops: 1, difficulty: 1, anchorPeriods: 24 };
+
+/** The consensus a proof is anchored to: its valid_after and digest (SHA-256 of its body). */
+export interface PowAnchor { validAfter: number; digest: Buffer }
+/** Before any consensus exists: valid_after 0, 32 zero bytes (SPEC.md §6.4.1 bootstrap). */
+export const GENESIS_ANCHOR: PowAnchor = { validAfter: 0, digest: Buffer.alloc(32) };
+
+function u64(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+}
+
+/** The argon2id password: TAG | identity (32) | anchor valid_after (u64 BE) | anchor digest (32) | nonce (u64 BE). */
+export function powInput(identity: Buffer, anchor: PowAnchor, nonce: number): Buffer {
+  return Buffer.concat([POW_TAG, identity, u64(anchor.validAfter), anchor.digest, u64(nonce)]);
+}
+
+/** The argon2id salt: the first 16 bytes of SHA-256(SALT_TAG | identity). */
+export function powSalt(identity: Buffer): Buffer {
+  return sha256(SALT_TAG, identity).subarray(0, ARGON2_SALT_BYTES);
+}
+
+/** Number of leading zero bits of `b`. */
+export function leadingZeroBits(b: Uint8Array): number {
+  let n = 0;
+  for (const x of b) {
+    if (x === 0) { n += 8; continue; }
+    return n + Math.clz32(x) - 24;
+  }
+  return n;
+}
+
+export interface MineOptions {
+  /** First nonce to try (default 0). */
+  startNonce?: number;
+  /** Give up after this many evaluations (default unbounded). */
+  maxAttempts?: number;
+  /** Checked between evaluations; true stops the search with POW_ABORTED. */
+  aborted?: () => boolean;
+}
+
+/**
+ * Search nonces until argon2id has `difficulty` leading zero bits. Each evaluation runs on the
+ * libuv thread pool, so the event loop never blocks.
+ */
+export async function mineIdentityProof(identity: Buffer, anchor: PowAnchor, p: PowParams, o: MineOptions = {}): Promise<IdentityProofMsg> {
+  const salt = powSalt(identity);
+  const start = o.startNonce ?? 0;
+  const max = o.maxAttempts ?? Number.MAX_SAFE_INTEGER;
+  for (let i = 0; i < max; i++) {
+    if (o.aborted?.()) throw err('IDENTITY_POW_ABORTED', 'identity proof search stopped');
+    const nonce = start + i;
+    const h = await argon2id(powInput(identity, anchor, nonce), salt, p.memoryKib, p.ops);
+    if (leadingZeroBits(h) >= p.difficulty) {
+      return { anchorValidAfter: anchor.validAfter, anchorDigest: Buffer.from(anchor.digest), memoryKib: p.memoryKib, ops: p.ops, difficulty: p.difficulty, nonce };
+    }
+  }
+  throw err('IDENTITY_POW_ABORTED', `no identity proof in ${max} attempts`);
+}
+
+/** What a verifier knows: the consensuses it accepts as anchors, and the minimum parameters. */
+export interface PowVerifyContext {
+  params: PowParams;
+  periodSeconds: number;
+  now: number;
+  /** Digest of the consensus with this valid_after, if the verifier knows it. */
+  anchorDigest(validAfter: number): Buffer | undefined;
+  /** True while the verifier knows no consensus at all: then only the genesis anchor is accepted. */
+  bootstrap: boolean;
+}
+
+/**
+ * SPEC.md §6.4.1: check the cheap parts of a proof (parameters, anchor). Throws IDENTITY_POW_MISSING,
+ * IDENTITY_POW_WEAK, IDENTITY_POW_STALE. The argon2id evaluation is `checkIdentityProofWork`.
+ */
+export function checkIdentityProofFields(proof: IdentityProofMsg | undefined, ctx: PowVerifyContext): IdentityProofMsg {
+  if (!proof) throw err('IDENTITY_POW_MISSING', 'descriptor carries no identity proof (SPEC.md §6.4.1)');
+  const p = ctx.params;
+  if (proof.memoryKib < p.memoryKib || proof.ops < p.ops || proof.difficulty < p.difficulty) {
+    throw err('IDENTITY_POW_WEAK', `identity proof parameters below the minimum: need memory ${p.memoryKib} KiB, ops ${p.ops}, difficulty ${p.difficulty}`, {
+      memoryKib: p.memoryKib, ops: p.ops, difficulty: p.difficulty,
+    });
+  }
+  // Above the minimum, a proof still must not cost the verifier more than 4× the minimum memory and ops.
+  if (proof.memoryKib > 4 * p.memoryKib || proof.ops > 4 * p.ops) {
+    throw err('IDENTITY_POW_WEAK', 'identity proof parameters exceed 4× the minimum; refusing to evaluate', { memoryKib: p.memoryKib, ops: p.ops });
+  }
+  const genesis = proof.anchorValidAfter === 0;
+  if (genesis) {
+    if (!ctx.bootstrap) throw err('IDENTITY_POW_STALE', 'identity proof anchored to genesis, but a consensus exists: re-mine on a recent consensus');
+    if (!proof.anchorDigest.equals(GENESIS_ANCHOR.digest)) throw err('IDENTITY_POW_INVALID', 'genesis anchor digest must be zero');
+    return proof;
+  }
+  const age = ctx.now - proof.anchorValidAfter;
+  if (age > p.anchorPeriods * ctx.periodSeconds * 1000) {
+    throw err('IDENTITY_POW_STALE', `identity proof anchor is older than ${p.anchorPeriods} periods`, { anchorValidAfter: proof.anchorValidAfter });
+  }
+  const known = ctx.anchorDigest(proof.anchorValidAfter);
+  if (!known) throw err('IDENTITY_POW_STALE', 'identity proof anchor names no consensus this authority knows', { anchorValidAfter: proof.anchorValidAfter });
+  if (!known.equals(proof.anchorDigest)) throw err('IDENTITY_POW_INVALID', 'identity proof anchor digest is not that consensus\'s digest');
+  return proof;
+}
+
+/** One argon2id evaluation: throws IDENTITY_POW_INVALID unless the output has the claimed difficulty. */
+export async function checkIdentityProofWork(identity: Buffer, proof: IdentityProofMsg): Promise<void> {
+  const anchor = { validAfter: proof.anchorValidAfter, digest: proof.anchorDigest };
+  const h = await argon2id(powInput(identity, anchor, proof.nonce), powSalt(identity), proof.memoryKib, proof.ops);
+  if (leadingZeroBits(h) < proof.difficulty) throw err('IDENTITY_POW_INVALID', 'identity proof does not meet its difficulty for this identity');
+}
+
+/** Cache key of a verified proof: identity, anchor, parameters and nonce. */
+export function proofKey(identity: Buffer, proof: IdentityProofMsg): string {
+  return [identity.toString('hex'), proof.anchorValidAfter, proof.anchorDigest.toString('hex'), proof.memoryKib, proof.ops, proof.difficulty, proof.nonce].join(':');
+}
+
+/**
+ * The authority side: checks proofs, remembering those that verified (per identity, so a flood of
+ * re-published descriptors costs one evaluation per identity and anchor) and evaluating at most
+ * `concurrency` at a time (further checks wait: IDENTITY_POW_BUSY past `maxQueued`).
+ */
+export class IdentityProofVerifier {
+  private readonly verified = new Map<string, string>(); // identity hex -> proofKey
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly o: { concurrency?: number; maxQueued?: number; maxEntries?: number } = {}) {}
+
+  /** Verify `proof` for `identity` under `ctx`; resolves when it is good, rejects with IDENTITY_POW_*. */
+  async verify(identity: Buffer, proof: IdentityProofMsg | undefined, ctx: PowVerifyContext): Promise<void> {
+    const p = checkIdentityProofFields(proof, ctx);
+    const id = identity.toString('hex');
+    const key = proofKey(identity, p);
+    if (this.verified.get(id) === key) return;
+    await this.slot();
+    try {
+      await checkIdentityProofWork(identity, p);
+    } finally {
+      this.release();
+    }
+    if (this.verified.size >= (this.o.maxEntries ?? 100_000)) this.verified.delete(this.verified.keys().next().value as string);
+    this.verified.set(id, key);
+  }
+
+  private async slot(): Promise<void> {
+    if (this.running < (this.o.concurrency ?? 1)) { this.running++; return; }
+    if (this.waiting.length >= (this.o.maxQueued ?? 64)) throw err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked; retry later');
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next(); else this.running--;
+  }
+}
+
+// ---- the relay side: keep a proof whose anchor is recent, re-mining in the background ----
+
+/** The consensus a relay holds, as far as anchoring is concerned. */
+export interface AnchorSource {
+  current(): { validAfter: number; digest: Buffer; periodSeconds: number } | null;
+}
+
+export const PROOF_FILE = 'identity-proof.json';
+
+/**
+ * SPEC.md §6.4.1 (relay side): a proof is made once per identity and anchor. While the held proof's
+ * anchor is younger than anchorPeriods/2 periods it is used as is; older (but still accepted) it is
+ * used while a new one is mined in the background; unusable (none, stale, or genesis once a consensus
+ * exists) the caller waits for a new one. Mining runs on the thread pool, never on the event loop.
+ * The proof is kept in the data directory so a restart does not mine again.
+ */
+export class IdentityProofKeeper {
+  private held: IdentityProofMsg | null = null;
+  private mining: { key: string; done: Promise<IdentityProofMsg> } | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: {
+    identity: Buffer; params: PowParams; anchors: AnchorSource; dataDir: string; log: Logger; now?: () => number;
+  }) {
+    try {
+      const j = JSON.parse(fs.readFileSync(path.join(o.dataDir, PROOF_FILE), 'utf8')) as Record<string, unknown>;
+      if (j.identity === o.identity.toString('hex')) {
+        this.held = {
+          anchorValidAfter: Number(j.anchorValidAfter), anchorDigest: Buffer.from(String(j.anchorDigest), 'hex'),
+          memoryKib: Number(j.memoryKib), ops: Number(j.ops), difficulty: Number(j.difficulty), nonce: Number(j.nonce),
+        };
+      }
+    } catch { /* none yet, or unreadable: mine a new one */ }
+  }
+
+  stop(): void { this.stopped = true; }
+
+  /** The proof to put in the next descriptor. */
+  async proof(): Promise<IdentityProofMsg> {
+    const now = (this.o.now ?? Date.now)();
+    const c = this.o.anchors.current();
+    const anchor: PowAnchor = c ? { validAfter: c.validAfter, digest: c.digest } : GENESIS_ANCHOR;
+    const h = this.held;
+    const p = this.o.params;
+    const strongEnough = h !== null && h.memoryKib >= p.memoryKib && h.ops >= p.ops && h.difficulty >= p.difficulty;
+    if (h && strongEnough) {
+      if (h.anchorValidAfter === 0 ? c === null : c !== null) {
+        const age = c ? now - h.anchorValidAfter : 0;
+        const periodMs = (c?.periodSeconds ?? 0) * 1000;
+        if (age <= (p.anchorPeriods / 2) * periodMs) return h;
+        if (age <= (p.anchorPeriods - 1) * periodMs) {
+          void this.mine(anchor).catch(() => {});
+          return h;
+        }
+      }
+    }
+    return this.mine(anchor);
+  }
+
+  private mine(anchor: PowAnchor): Promise<IdentityProofMsg> {
+    const key = `${anchor.validAfter}:${anchor.digest.toString('hex')}`;
+    if (this.mining?.key === key) return this.mining.done;
+    const started = (this.o.now ?? Date.now)();
+    const done = mineIdentityProof(this.o.identity, anchor, this.o.params, { aborted: () => this.stopped }).then(async (pr) => {
+      this.held = pr;
+      this.o.log.info({ anchorValidAfter: pr.anchorValidAfter, nonce: pr.nonce, ms: (this.o.now ?? Date.now)() - started }, 'identity proof made');
+      await writeFileAtomic(path.join(this.o.dataDir, PROOF_FILE), JSON.stringify({
+        identity: this.o.identity.toString('hex'), anchorValidAfter: pr.anchorValidAfter, anchorDigest: pr.anchorDigest.toString('hex'),
+        memoryKib: pr.memoryKib, ops: pr.ops, difficulty: pr.difficulty, nonce: pr.nonce,
+      }), 0o600).catch((e: Error) => this.o.log.warn({ err: e.message }, 'saving the identity proof failed'));
+      return pr;
+    }).finally(() => { if (this.mining?.done === done) this.mining = null; });
+    this.mining = { key, done };
+    return done;
+  }
+}
+
+/**
+ * The `identityPow` configuration key of authorities, relays and storage nodes: "default"
+ * (DEFAULT_POW_PARAMS, the public network), "local" (LOCAL_POW_PARAMS) or an object
+ * { memoryKib, ops, difficulty, anchorPeriods } (authorities raise the minimum this way).
+ */
+export function parsePowParams(v: unknown, field = 'identityPow'): PowParams {
+  if (v === undefined || v === 'default') return DEFAULT_POW_PARAMS;
+  if (v === 'local') return LOCAL_POW_PARAMS;
+  if (typeof v === 'string') configError(field, 'must be "default", "local" or an object');
+  const o = obj(v, field);
+  noUnknownKeys(o, ['memoryKib', 'ops', 'difficulty', 'anchorPeriods'], field);
+  return {
+    memoryKib: int(o.memoryKib, `${field}.memoryKib`, 8, 4 * 1024 * 1024, DEFAULT_POW_PARAMS.memoryKib),
+    ops: int(o.ops, `${field}.ops`, 1, 16, DEFAULT_POW_PARAMS.ops),
+    difficulty: int(o.difficulty, `${field}.difficulty`, 0, 32, DEFAULT_POW_PARAMS.difficulty),
+    anchorPeriods: int(o.anchorPeriods, `${field}.anchorPeriods`, 2, 24 * 30, DEFAULT_POW_PARAMS.anchorPeriods),
+  };
+}

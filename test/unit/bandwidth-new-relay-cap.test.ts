@@ -1,0 +1,50 @@
+// SPEC §8.5 bound 5a: at most M new relays per IPv4 /16 and per declared family earn in an epoch.
+import { describe, it, expect } from 'vitest';
+import { applyRule, newRelayEarners, type BoundsParams, type RelayTable } from '../../src/bandwidth/rule';
+
+function table(history: number[], subnet: number[], family?: (Set<number> | undefined)[]): RelayTable {
+  const n = history.length;
+  return {
+    n, history: Float64Array.from(history), subnet: Int32Array.from(subnet),
+    previousWeights: new Float64Array(n), declaredBandwidth: new Float64Array(n).fill(1e9), family,
+  };
+}
+
+describe('per-/16 and per-family cap on new relays', () => {
+  it('lets at most M new relays of one /16 earn: longest history first, then lowest fingerprint', () => {
+    // Relays 0..5 in /16 #7; relay 6 elsewhere; relay 5 is established (history 30 ≥ 24).
+    const t = table([0, 3, 0, 1, 0, 30, 0], [7, 7, 7, 7, 7, 7, 9]);
+    expect([...newRelayEarners(t, 24, 2)]).toEqual([0, 1, 0, 1, 0, 1, 1]);
+    expect([...newRelayEarners(t, 24, 3)]).toEqual([1, 1, 0, 1, 0, 1, 1]);
+    // 0 = no cap; newRelayEpochs 0 = no new relays at all.
+    expect([...newRelayEarners(t, 24, 0)]).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    expect([...newRelayEarners(t, 0, 2)]).toEqual([1, 1, 1, 1, 1, 1, 1]);
+  });
+
+  it('caps a declared family across /16s, whichever side declares it', () => {
+    const family = [new Set([1, 2, 3]), new Set([0, 2, 3]), new Set([0, 1, 3]), undefined];
+    const t = table([0, 0, 0, 0], [1, 2, 3, 4], family);
+    // Relay 3 declares nothing, but 0–2 declare it: with M = 2, only relays 0 and 1 earn.
+    expect([...newRelayEarners(t, 24, 2)]).toEqual([1, 1, 0, 0]);
+  });
+
+  it('an unknown /16 (−1) is not a group', () => {
+    const t = table([0, 0, 0], [-1, -1, -1]);
+    expect([...newRelayEarners(t, 24, 1)]).toEqual([1, 1, 1]);
+  });
+
+  it('applyRule credits nothing to the new relays beyond the cap', () => {
+    // Relays 0..3 new in /16 #1, relay 4 established in /16 #2; each new relay exchanged 1000 cells with relay 4.
+    const t = table([0, 0, 0, 0, 100], [1, 1, 1, 1, 2]);
+    t.previousWeights[4] = 1e6;
+    const p: BoundsParams = {
+      epochSeconds: 3600, peerCapFactor: Infinity, peerCapSlackCells: 0, growthFactor: Infinity,
+      newRelayEpochs: 24, newRelayBandwidth: 250_000, sameSubnetRule: true, newRelaysPerGroup: 2,
+    };
+    const pairs = { a: Int32Array.from([0, 1, 2, 3]), b: Int32Array.from([4, 4, 4, 4]), cells: Float64Array.from([1000, 1000, 1000, 1000]) };
+    const r = applyRule(pairs, t, p);
+    expect([...r.cells].slice(0, 4)).toEqual([1000, 1000, 0, 0]);
+    expect(r.limitedBy[2]).toBe(2);
+    expect([...applyRule(pairs, t, { ...p, newRelaysPerGroup: 0 }).cells].slice(0, 4)).toEqual([1000, 1000, 1000, 1000]);
+  });
+});
