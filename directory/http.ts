@@ -29,6 +29,7 @@ import { RateLimiter } from './rate-limit';
 import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
+import { serveStaticFile } from '../src/ops/static-files';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
@@ -142,10 +143,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       case '/static/uplot.min.js':
       case '/static/uplot.min.css':
       case '/static/status-plots.js': {
-        const f = STATIC_FILES()[p];
-        if (!f) { sendJsonError(res, 404, 'NOT_FOUND', 'asset missing from this installation'); return ['static', 404]; }
-        res.writeHead(200, { 'content-type': f.type, 'content-length': f.body.length, 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' });
-        res.end(req.method === 'HEAD' ? undefined : f.body);
+        if (!serveStaticFile(STATIC_FILES(), p, req, res)) { sendJsonError(res, 404, 'NOT_FOUND', 'asset missing from this installation'); return ['static', 404]; }
         return ['static', 200];
       }
       case '/': {

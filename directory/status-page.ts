@@ -5,23 +5,17 @@ import { VERSION } from '../src/ops/version';
 import type { Authority } from './authority';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { JS_TYPE, uplotFiles, type StaticFiles } from '../src/ops/static-files';
 import { fileURLToPath } from 'node:url';
 import type { HistoryJson } from './status-history';
 
-let statics: Record<string, { type: string; body: Buffer }> | null = null;
+let statics: StaticFiles | null = null;
 /** The page's plotting code, read once: uPlot from its package, our script beside this file. */
-export function STATIC_FILES(): Record<string, { type: string; body: Buffer }> {
+export function STATIC_FILES(): StaticFiles {
   if (statics) return statics;
-  const out: Record<string, { type: string; body: Buffer }> = {};
+  const out: StaticFiles = { ...uplotFiles() };
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const read = (file: string) => { try { return fs.readFileSync(file); } catch { return null; } };
-  let dist: string | null = null;
-  try { dist = path.join(path.dirname(createRequire(import.meta.url).resolve('uplot')), '.'); } catch { /* not installed */ }
-  const add = (name: string, type: string, file: string | null) => { const b = file ? read(file) : null; if (b) out[name] = { type, body: b }; };
-  add('/static/uplot.min.js', 'text/javascript; charset=utf-8', dist && path.join(dist, 'uPlot.iife.min.js'));
-  add('/static/uplot.min.css', 'text/css; charset=utf-8', dist && path.join(dist, 'uPlot.min.css'));
-  add('/static/status-plots.js', 'text/javascript; charset=utf-8', path.join(here, 'static', 'status-plots.js'));
+  try { out['/static/status-plots.js'] = { type: JS_TYPE, body: fs.readFileSync(path.join(here, 'static', 'status-plots.js')) }; } catch { /* missing */ }
   statics = out;
   return out;
 }

@@ -11,6 +11,8 @@ import { err, errorCode } from '../src/errors';
 import { loadOrCreateNodeKeys, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import type { Logger } from '../src/ops/log';
+import { fetchRewardChain } from '../src/client/rewards';
+import { RelayStatus } from './status-page';
 import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
@@ -55,6 +57,7 @@ export class RelayDaemon {
   private http: http.Server | null = null;
   private pow: IdentityProofKeeper | null = null;
   private metricsServer: http.Server | null = null;
+  private status: RelayStatus | null = null;
   private rotation: { stop(): void } | null = null;
   private publisher: DescriptorPublisher | null = null;
   private circuits: RelayCircuits | null = null;
@@ -118,7 +121,22 @@ export class RelayDaemon {
     this.orPort = this.listener.port;
     if (cfg.dirPort !== 0) await this.startHttp();
     // SPEC.md §6.10: metrics only on the MetricsPort (127.0.0.1 unless the operator opens it).
-    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
+    // The relay's own status page rides on it (SPEC.md §6.10): countersigned, proven, earned per epoch.
+    const status = this.status = new RelayStatus({
+      dataDir: cfg.dataDir, fingerprint: () => this.fingerprint, consensus: () => this.mirror.current, log: this.log,
+      rewards: async () => {
+        const c = this.mirror.current;
+        if (!c) throw new Error('no consensus yet');
+        const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: c.periodSeconds, timeoutMs: 5000 });
+        const fp = this.fingerprint;
+        return {
+          allocations: chain.blocks.filter((b) => b.block.allocations.has(fp)).map((b) => ({ height: b.block.height, epoch: b.block.epoch, units: b.block.allocations.get(fp)! })),
+          balance: chain.state.balances.get(fp) ?? 0n,
+        };
+      },
+    }).load();
+    this.mirror.onConsensus((c) => status.onConsensus(c));
+    this.metricsServer = await openMetricsPort(this.registry, cfg, this.log, status.pages);
     await this.mirror.start();
     await bw.start();
     await this.hooks.onStart?.(ctx);
@@ -147,6 +165,7 @@ export class RelayDaemon {
     for (const s of [this.http, this.metricsServer]) {
       if (s) await new Promise<void>((resolve) => { s.close(() => resolve()); s.closeAllConnections(); });
     }
+    await this.status?.flush();
   }
 
   private context(): RelayContext {

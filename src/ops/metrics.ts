@@ -32,12 +32,18 @@ export const DEFAULT_METRICS_PORTS = { relay: 9035, storage: 9036, authority: 90
 export interface MetricsListen { port: number; host: string }
 export const DEFAULT_METRICS_HOST = '127.0.0.1';
 
-/** A small HTTP server that serves only /metrics: the daemon's MetricsPort. */
-export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1'): Promise<http.Server> {
+/**
+ * More pages a daemon serves on its MetricsPort (the relay's own status page, SPEC.md §6.10);
+ * resolves true when it answered the request.
+ */
+export type MetricsPortPages = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<boolean>;
+
+/** A small HTTP server that serves /metrics (and `pages`, when given): the daemon's MetricsPort. */
+export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1', pages?: MetricsPortPages): Promise<http.Server> {
   const srv = http.createServer((req, res) => {
-    serveMetrics(reg, req, res).then((handled) => {
+    serveMetrics(reg, req, res).then((handled) => handled || (pages ? pages(req, res) : false)).then((handled) => {
       if (!handled) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('not found\n'); }
-    }, () => { res.writeHead(500); res.end(); });
+    }, () => { if (!res.headersSent) res.writeHead(500); res.end(); });
   });
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
@@ -53,11 +59,11 @@ export interface MetricsPortSetting { metricsPort: number; metricsHost: string; 
  * (logged as a warning); a port the operator chose must be free (the error is thrown).
  */
 export async function openMetricsPort(
-  reg: client.Registry, s: MetricsPortSetting, log: { warn(o: object, msg: string): void },
+  reg: client.Registry, s: MetricsPortSetting, log: { warn(o: object, msg: string): void }, pages?: MetricsPortPages,
 ): Promise<http.Server | null> {
   if (!s.metricsPort) return null;
   try {
-    return await startMetricsServer(reg, s.metricsPort, s.metricsHost);
+    return await startMetricsServer(reg, s.metricsPort, s.metricsHost, pages);
   } catch (e) {
     if (s.metricsPortExplicit) throw e;
     log.warn({ port: s.metricsPort, host: s.metricsHost, code: (e as NodeJS.ErrnoException).code },
