@@ -122,6 +122,20 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
     const before = BigInt(view.balances.find((b) => b.fingerprint === relay.identity)!.units);
     expect(BigInt(s.rewards.balance.units) >= before).toBe(true);
     expect(before >= credited!.allocations.get(relay.identity!)!).toBe(true);
+
+    // SPEC.md §6.10: the same relay's own status page on its MetricsPort (127.0.0.1).
+    const metricsPort = (JSON.parse(fs.readFileSync(relay.config, 'utf8')) as { metricsPort: number }).metricsPort;
+    const page = await httpRequest(`http://127.0.0.1:${metricsPort}/`, { maxBytes: 1 << 20, timeoutMs: 10_000 });
+    expect(page.status).toBe(200);
+    expect(String(page.headers['content-type'])).toMatch(/^text\/html/);
+    expect(page.body.toString('utf8')).toContain('<table id="epochs">');
+    const sj = await httpRequest(`http://127.0.0.1:${metricsPort}/status.json`, { maxBytes: 1 << 20, timeoutMs: 10_000 });
+    expect(sj.status).toBe(200);
+    const rs = JSON.parse(sj.body.toString('utf8')) as { fingerprint: string; balance: string | null; epochs: { epoch: number; countersigned: number | null; proven: number | null; earned: string | null }[] };
+    expect(rs.fingerprint).toBe(relay.identity);
+    expect(rs.epochs.some((e) => (e.countersigned ?? 0) > 0)).toBe(true);
+    expect(rs.epochs.some((e) => e.proven !== null)).toBe(true);
+    expect(rs.epochs.find((e) => e.epoch === credited!.epoch)?.earned).toBe(credited!.allocations.get(relay.identity!)!.toString());
   }, 120_000);
 });
 
