@@ -98,6 +98,7 @@ beforeAll(async () => {
     fs.writeFileSync(configFile, JSON.stringify({
       dataDir: path.join(dnet.dir, name), nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '64MiB', bandwidth: 100_000,
       authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 5,
+      identityPow: 'local', // SPEC.md §6.4.1: cheap proofs keep tests quick
     }));
     const d = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
     await d.waitForMsg('storage node listening', {}, 60_000);
