@@ -112,7 +112,7 @@ describe('onion keys rotate while the relay runs (SPEC.md §3.3)', () => {
     const { createRegistry } = await import('../../src/ops/metrics');
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-rotate-'));
     const cfg = parseRelayConfig({
-      dataDir: dir, orPort: 0, onionKeyRotationSeconds: 6, // long enough that a loaded machine opens both circuits before the next rotation
+      dataDir: dir, orPort: 0, metricsPort: 0, identityPow: 'local', onionKeyRotationSeconds: 6, // long enough that a loaded machine opens both circuits before the next rotation
       authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }],
     }, dir);
     const d = new RelayDaemon(cfg, silentLogger, createRegistry('relay-rotate'));
