@@ -22,6 +22,7 @@ import { storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { openStorageSession, type StorageSession } from '../../src/client/storage-client-setup';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
 import { eventually, freePorts, runCli, startDaemon, type Daemon } from '../helpers/daemon';
+import { shareFiles } from '../helpers/storage-nodes';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
 
@@ -49,18 +50,6 @@ async function hashFile(file: string): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of fs.createReadStream(file, { highWaterMark: 4 * MiB })) parts.push(blake2b(c as Buffer));
   return blake2b(Buffer.concat(parts));
-}
-
-async function shareFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p); else out.push(p);
-    }
-  };
-  await walk(path.join(dir, 'shares'));
-  return out;
 }
 
 async function startStorageNode(i: number, quota: string): Promise<StorageNodeSetup> {
