@@ -37,6 +37,9 @@ export interface GetOptions {
   placementFor?: (contentClass: string) => Promise<readonly string[] | null>;
   onManifest?: (m: Manifest, output: string) => void;
   onProgress?: (done: number, total: number) => void;
+  /** The manifest, when the caller already fetched it (with `stats`, the counters it fetched it with). */
+  manifest?: Manifest;
+  stats?: GetStats;
 }
 
 export interface GetStats {
@@ -240,8 +243,8 @@ export function defaultOutputName(m: Manifest, manifestId: Buffer): string {
 }
 
 export async function getFile(client: StorageClient, cap: Capability, o: GetOptions = {}): Promise<GetResult> {
-  const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
-  const manifest = await fetchManifest(client, cap, stats);
+  const stats: GetStats = o.stats ?? { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+  const manifest = o.manifest ?? await fetchManifest(client, cap, stats);
   const layout = manifest.layout;
   const out = path.resolve(o.dir ?? '.', o.output ?? defaultOutputName(manifest, cap.manifestId));
   const st = await fsp.stat(out).catch(() => null);

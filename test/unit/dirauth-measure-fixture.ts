@@ -14,6 +14,7 @@ import type { VerifiedConsensus } from '../../src/dir/types';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { FLAG_BITS } from '../../src/dir/types';
 import { makeSignature, sealEnvelope } from '../../src/wire/envelope';
+import type { IdentityProofMsg } from '../../src/wire/docs';
 import { countersign, encodeReceipt, signReceipt, type Receipt, type ReceiptBody } from '../../src/bandwidth/receipt';
 import { createRegistry } from '../../src/ops/metrics';
 import { Authority } from '../../directory/authority';
@@ -30,12 +31,12 @@ export const silentLog = pino({ level: 'silent' });
 
 export interface RelayKey { key: Ed25519KeyPair; fp: string; descriptor: VerifiedDescriptor }
 
-export function makeRelay(i: number, o: { address?: string; family?: string[]; bw?: number } = {}): RelayKey {
-  const key = ed25519Generate();
+export function makeRelay(i: number, o: { address?: string; family?: string[]; bw?: number; key?: Ed25519KeyPair; identityProof?: IdentityProofMsg } = {}): RelayKey {
+  const key = o.key ?? ed25519Generate();
   const descriptor = verifyDescriptor(buildDescriptor({
     identity: key, onionKey: x25519Generate().publicKey, nickname: `m${i}`, address: o.address ?? `10.${i}.0.1`, orPort: 9000 + i,
     declaredBandwidth: o.bw ?? 1_000_000, family: o.family ?? [], roles: ['relay'], version: 'bitcloud-0.1.0',
-    published: epochStart(E) - 60_000, lifetimeMs: 6 * 86_400_000,
+    published: epochStart(E) - 60_000, lifetimeMs: 6 * 86_400_000, identityProof: o.identityProof,
   }), { now: epochStart(E) });
   return { key, fp: key.publicKey.toString('hex'), descriptor };
 }

@@ -11,6 +11,8 @@ import { createAuthorityServer } from '../../directory/http';
 import { MAX_RECEIPT_BATCH, RECEIPTS_PATH } from '../../directory/receipts';
 import { consensusArchiveName, RECEIPTS_DIR } from '../../directory/measurement';
 import { PATHS } from '../../src/dir/fetch';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { GENESIS_ANCHOR, LOCAL_POW_PARAMS, mineIdentityProof } from '../../src/dir/identity-pow';
 import { E, epochStart, makeFixture, makeRelay, receipt, record, silentLog, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
@@ -37,23 +39,30 @@ afterEach(async () => {
   fx.cleanup();
 });
 
+/** A relay whose descriptor carries a cheap identity proof (SPEC.md §6.4.1), anchored at genesis. */
+async function provenRelay(i: number, address: string) {
+  const key = ed25519Generate();
+  const identityProof = await mineIdentityProof(key.publicKey, GENESIS_ANCHOR, LOCAL_POW_PARAMS);
+  return makeRelay(i, { address, key, identityProof });
+}
+
 describe('descriptors at private addresses (SPEC.md §6.4 check 7)', () => {
   it('an authority that does not run a test network refuses them and never connects to them', async () => {
-    const s = await serve({ testNetwork: false });
+    const s = await serve({ testNetwork: false, identityPow: 'local' });
     for (const address of ['127.0.0.1', '10.1.0.1', '192.168.3.4', '100.64.0.9']) {
       const r = makeRelay(7, { address });
       const res = await s.post(r.descriptor.raw, PATHS.descriptor);
       expect(res, address).toMatchObject({ status: 400, json: { code: 'DOC_PRIVATE_ADDRESS' } });
     }
-    const pub = makeRelay(8, { address: '198.51.100.20' });
+    const pub = await provenRelay(8, '198.51.100.20');
     expect((await s.post(pub.descriptor.raw, PATHS.descriptor)).status).toBe(200);
     for (let i = 0; i < 200 && s.tested.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
     expect(s.tested).toEqual(['198.51.100.20']);
   });
 
   it('with testNetwork they are accepted (the local network and the tests set it)', async () => {
-    const s = await serve({ testNetwork: true });
-    expect((await s.post(makeRelay(9, { address: '127.0.0.1' }).descriptor.raw, PATHS.descriptor)).status).toBe(200);
+    const s = await serve({ testNetwork: true, identityPow: 'local' });
+    expect((await s.post((await provenRelay(9, '127.0.0.1')).descriptor.raw, PATHS.descriptor)).status).toBe(200);
   });
 });
 

@@ -21,7 +21,8 @@ export async function getCommand(a: Args): Promise<number> {
     const sources = session.network.dirCfg.authorities.map((x) => authoritySource(x.url));
     const placementFor = (cls: string) => nodesForClass(session.client.nodes, cls, sources);
     // SPEC.md §9.15: a folder is fetched file by file into the folder -o names.
-    const m = await fetchManifest(session.client, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    const stats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+    const m = await fetchManifest(session.client, cap, stats);
     if (isFolderManifest(m)) {
       const f = await getFolder(session.client, cap, a.output ?? (m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${cap.manifestId.toString('hex').slice(0, 16)}`), { manifest: m, placementFor });
       progress.stop();
@@ -30,7 +31,7 @@ export async function getCommand(a: Args): Promise<number> {
       else process.stdout.write(f.path + '\n');
       return 0;
     }
-    const r = await getFile(session.client, cap, { output: a.output, placementFor, onProgress: (d, t) => progress.update(d, t) });
+    const r = await getFile(session.client, cap, { manifest: m, stats, output: a.output, placementFor, onProgress: (d, t) => progress.update(d, t) });
     progress.stop();
     const seconds = (Date.now() - t0) / 1000;
     if (a.json) {
