@@ -5,9 +5,9 @@ import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, fingerprintField, int, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
+  configError, descriptorTimingFields, fingerprintField, int, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
-import { parseExitPolicy, parseIPv4, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
+import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
@@ -88,10 +88,7 @@ export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: n
 
 export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
   noUnknownKeys(raw, KEYS, '');
-  const nickname = o.nickname ?? str(raw.nickname, 'nickname', 'Unnamed');
-  if (!/^[A-Za-z0-9]{1,19}$/.test(nickname)) configError('nickname', 'must be 1 to 19 letters or digits');
-  const address = str(raw.address, 'address', '127.0.0.1');
-  if (parseIPv4(address) === null) configError('address', 'must be an IPv4 address');
+  const names = nodeNameFields(raw, o.nickname);
   const roles = strList(raw.roles, 'roles', ['relay']).map((r, i) => {
     if (!(ALL_ROLES as string[]).includes(r)) configError(`roles[${i}]`, `must be one of ${ALL_ROLES.join(', ')}`);
     return r as Role;
@@ -106,14 +103,10 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
   }
   const storagePort = int(raw.storagePort, 'storagePort', 0, 65535, 0);
   if (roles.includes('storage') && storagePort === 0) configError('storagePort', 'the storage role needs a storage port');
-  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
-  const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
-  if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
+  const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);
   return {
     dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
-    nickname,
-    address,
-    listenHost: str(raw.listenHost, 'listenHost', address),
+    ...names,
     orPort: o.orPort ?? int(raw.orPort, 'orPort', 0, 65535),
     dirPort: o.dirPort ?? int(raw.dirPort, 'dirPort', 0, 65535, 0),
     storagePort,

@@ -6,8 +6,7 @@ import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
-import { configError, fingerprintField, int, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
-import { parseIPv4 } from '../src/dir/exit-policy';
+import { configError, descriptorTimingFields, fingerprintField, int, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
 
 export interface StorageConfig {
@@ -79,10 +78,7 @@ export function parseSize(v: unknown, key: string, def: number): number {
 
 export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string, o: StorageOverrides = {}): StorageConfig {
   noUnknownKeys(raw, KEYS, '');
-  const nickname = o.nickname ?? str(raw.nickname, 'nickname', 'Unnamed');
-  if (!/^[A-Za-z0-9]{1,19}$/.test(nickname)) configError('nickname', 'must be 1 to 19 letters or digits');
-  const address = str(raw.address, 'address', '127.0.0.1');
-  if (parseIPv4(address) === null) configError('address', 'must be an IPv4 address');
+  const names = nodeNameFields(raw, o.nickname);
   const orPort = o.orPort ?? int(raw.orPort, 'orPort', 1, 65535);
   const storagePort = o.storagePort ?? int(raw.storagePort, 'storagePort', 1, 65535);
   if (storagePort === orPort) configError('storagePort', 'must differ from orPort');
@@ -91,14 +87,10 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
   const maxLeaseSeconds = int(raw.maxLeaseSeconds, 'maxLeaseSeconds', 60, 10 * 365 * 86_400, 90 * 86_400);
   const defaultLeaseSeconds = int(raw.defaultLeaseSeconds, 'defaultLeaseSeconds', 60, 10 * 365 * 86_400, Math.min(7 * 86_400, maxLeaseSeconds));
   if (defaultLeaseSeconds > maxLeaseSeconds) configError('defaultLeaseSeconds', 'must not exceed maxLeaseSeconds');
-  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
-  const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
-  if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
+  const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);
   return {
     dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
-    nickname,
-    address,
-    listenHost: str(raw.listenHost, 'listenHost', address),
+    ...names,
     orPort,
     storagePort,
     quotaBytes,

@@ -3,9 +3,9 @@
 import { makeCli } from '../ops/cli';
 import { runRelay } from '../../relay/main';
 import { loadRelayConfig } from '../../relay/config';
-import { nodeStatusCommand } from '../client/commands/node-status';
+import { withNodeStatusCommand } from '../client/commands/node-status';
 
-await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor, answers links, mirrors the consensus.')
+await withNodeStatusCommand(makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor, answers links, mirrors the consensus.')
   .command('run', 'Run the relay (keys are created in the data directory on first start).', (y) => y
     .option('config', { type: 'string', demandOption: true, describe: 'JSON config file (see docs/operators-directory.md)' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
@@ -16,14 +16,6 @@ await makeCli('bitcloud-relay', 'Bitcloud relay daemon: publishes its descriptor
     .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
   async (a) => {
     await runRelay({ config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], dirPort: a['dir-port'], metricsPort: a['metrics-port'], nickname: a.nickname, logLevel: a['log-level'] });
-  })
-  .command('status', "Show this relay's countersigned cells, what the authorities proved, and its cloudcoin earnings.", (y) => y
-    .option('config', { type: 'string', demandOption: true, describe: 'The relay\'s JSON config file' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output' })
-    .option('recent', { type: 'number', default: 10, describe: 'Epochs and blocks to list' }),
-  async (a) => {
-    const cfg = loadRelayConfig(a.config, { dataDir: a['data-dir'] });
-    process.exitCode = await nodeStatusCommand({ kind: 'relay', dataDir: cfg.dataDir, authorities: cfg.authorities, json: a.json, recent: a.recent });
-  })
+  }), 'relay', "Show this relay's countersigned cells, what the authorities proved, and its cloudcoin earnings.",
+  'The relay\'s JSON config file', (file, dataDir) => loadRelayConfig(file, { dataDir }))
   .parseAsync();

@@ -3,9 +3,9 @@
 import { makeCli } from '../ops/cli';
 import { runStorage } from '../../storage/main';
 import { loadStorageConfig } from '../../storage/config';
-import { nodeStatusCommand } from '../client/commands/node-status';
+import { withNodeStatusCommand } from '../client/commands/node-status';
 
-await makeCli('bitcloud-storage', 'Bitcloud storage node: keeps encrypted shares, serves them on circuits (BEGIN_STORAGE) and direct sessions, joins the private DHT.')
+await withNodeStatusCommand(makeCli('bitcloud-storage', 'Bitcloud storage node: keeps encrypted shares, serves them on circuits (BEGIN_STORAGE) and direct sessions, joins the private DHT.')
   .command('run', 'Run the storage node (keys are created in the data directory on first start).', (y) => y
     .option('config', { type: 'string', demandOption: true, describe: 'JSON config file: every setting and its default in SPEC.md §9.13.3' })
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
@@ -19,14 +19,6 @@ await makeCli('bitcloud-storage', 'Bitcloud storage node: keeps encrypted shares
       config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], storagePort: a['storage-port'],
       metricsPort: a['metrics-port'], nickname: a.nickname, logLevel: a['log-level'],
     });
-  })
-  .command('status', "Show this node's countersigned cells (links with relays), what the authorities proved, and its cloudcoin earnings.", (y) => y
-    .option('config', { type: 'string', demandOption: true, describe: 'The storage node\'s JSON config file' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output' })
-    .option('recent', { type: 'number', default: 10, describe: 'Epochs and blocks to list' }),
-  async (a) => {
-    const cfg = loadStorageConfig(a.config, { dataDir: a['data-dir'] });
-    process.exitCode = await nodeStatusCommand({ kind: 'storage node', dataDir: cfg.dataDir, authorities: cfg.authorities, json: a.json, recent: a.recent });
-  })
+  }), 'storage node', "Show this node's countersigned cells (links with relays), what the authorities proved, and its cloudcoin earnings.",
+  'The storage node\'s JSON config file', (file, dataDir) => loadStorageConfig(file, { dataDir }))
   .parseAsync();

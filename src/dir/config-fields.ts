@@ -2,6 +2,7 @@
 // CONFIG_INVALID error whose message names the bad key, e.g. `authorities[1].identity`.
 import fs from 'node:fs';
 import { err } from '../errors';
+import { parseIPv4 } from './exit-policy';
 
 export function configError(key: string, why: string): never {
   throw err('CONFIG_INVALID', `${key}: ${why}`, { key });
@@ -85,4 +86,21 @@ export function hostPort(v: unknown, key: string): { host: string; port: number 
 /** Refuse keys a schema does not know (catches typos early). */
 export function noUnknownKeys(o: Record<string, unknown>, known: readonly string[], prefix: string): void {
   for (const k of Object.keys(o)) if (!known.includes(k)) configError(prefix ? `${prefix}.${k}` : k, 'unknown setting');
+}
+
+/** `nickname` (an override wins), `address` and `listenHost` (default: the address), as relays and storage nodes take them. */
+export function nodeNameFields(raw: Record<string, unknown>, nicknameOverride?: string): { nickname: string; address: string; listenHost: string } {
+  const nickname = nicknameOverride ?? str(raw.nickname, 'nickname', 'Unnamed');
+  if (!/^[A-Za-z0-9]{1,19}$/.test(nickname)) configError('nickname', 'must be 1 to 19 letters or digits');
+  const address = str(raw.address, 'address', '127.0.0.1');
+  if (parseIPv4(address) === null) configError('address', 'must be an IPv4 address');
+  return { nickname, address, listenHost: str(raw.listenHost, 'listenHost', address) };
+}
+
+/** How often a node publishes its descriptor and how long one lives (the lifetime must be longer). */
+export function descriptorTimingFields(raw: Record<string, unknown>): { publishIntervalSeconds: number; descriptorLifetimeSeconds: number } {
+  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
+  const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
+  if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
+  return { publishIntervalSeconds, descriptorLifetimeSeconds };
 }

@@ -4,7 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { authorityKeygen } from '../../directory/keygen';
-import { freePorts, startDaemon, type Daemon } from './daemon';
+import fsp from 'node:fs/promises';
+import { storageNodesOf } from '../../src/client/storage-client';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { freePorts, startDaemon, stopAll, type Daemon } from './daemon';
 
 /** `metricsPort`: the authority's MetricsPort on 127.0.0.1 (SPEC.md §6.10). */
 export interface AuthoritySetup { name: string; fingerprint: string; port: number; metricsPort: number; dataDir: string; configFile: string }
@@ -72,4 +75,17 @@ export function writeClientConfig(net: DirNet, name: string, extra: Record<strin
   const configFile = path.join(net.dir, `${name}.json`);
   fs.writeFileSync(configFile, JSON.stringify({ authorities: net.authorityList, dataDir, ...extra }, null, 2));
   return { configFile, dataDir };
+}
+
+/** True once consensus `c` lists two fast guards and exactly `storageNodes` storage nodes. */
+export function storageNetReady(c: { relays: readonly ConsensusRelay[] } | null | undefined, storageNodes: number): boolean {
+  if (!c) return false;
+  const guards = c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length;
+  return guards >= 2 && storageNodesOf(c.relays).length === storageNodes;
+}
+
+/** Stops every daemon the test started, then removes the network's folder. */
+export async function tearDownDirNet(net: DirNet | undefined): Promise<void> {
+  await stopAll();
+  if (net) await fsp.rm(net.dir, { recursive: true, force: true });
 }

@@ -5,14 +5,12 @@
 // /proc/<pid>/fd while the command runs and matching its socket inodes against /proc/net/udp{,6}.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
-import { storageNodesOf } from '../../src/client/storage-client';
-import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon, stopAll } from '../helpers/daemon';
-import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon } from '../helpers/daemon';
+import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
 
 const PERIOD = 4;
@@ -105,17 +103,10 @@ beforeAll(async () => {
   }
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   const auths = parseAuthorityList(dnet.authorityList);
-  await eventually(async () => {
-    const c = (await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 })).consensus;
-    if (!c) return false;
-    return c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length >= 2 && storageNodesOf(c.relays).length === 3;
-  }, 120_000, 1000);
+  await eventually(async () => storageNetReady((await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 })).consensus, 3), 120_000, 1000);
 }, 200_000);
 
-afterAll(async () => {
-  await stopAll();
-  if (dnet) await fsp.rm(dnet.dir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => tearDownDirNet(dnet), 60_000);
 
 describe('names over circuits (SPEC.md §9.14.1)', () => {
   it('the hook sees a UDP socket when one is made (positive control)', async () => {

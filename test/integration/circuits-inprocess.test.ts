@@ -3,43 +3,30 @@
 // The client side is the real client code (ClientCircuit, CircuitManager).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
 import { createHash } from 'node:crypto';
-import { loadOrCreateNodeKeys, fingerprint, type NodeKeys } from '../../src/crypto/keys';
-import { createLinkListener, connectLink, type LinkListener } from '../../src/link';
-import { createRegistry } from '../../src/ops/metrics';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RelayCommand, encodeRelayPayloadInto } from '../../src/wire/relay-msg';
 import { clientSealOutbound } from '../../src/crypto/relay-crypto';
 import { MAX_RELAY_EARLY } from '../../src/circuit/constants';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import type { ConsensusRelay } from '../../src/dir/types';
-import { RelayCircuits } from '../../relay/circuits';
-import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
+import { ClientCircuit } from '../../src/client/client-circuit';
 import { CircuitManager } from '../../src/client/circuit-manager';
 import { isolationKey } from '../../src/client/isolation';
 import type { CircuitStream } from '../../src/circuit/stream';
-
-interface TestRelay { keys: NodeKeys; rc: RelayCircuits; listener: LinkListener; info: ConsensusRelay; dir: string; registry: ReturnType<typeof createRegistry> }
+import { manualCircuit, rawLink, startRelay as startTestRelay, type TestRelay } from '../helpers/inprocess-relays';
 
 const EXIT_POLICY = ['reject 127.0.0.1:9', 'accept 127.0.0.1:*', 'reject *:*'];
 
 let dirHttp: http.Server | null = null;
 
 async function startRelay(name: string, flags: string[], consensus?: () => { relays: ConsensusRelay[] }): Promise<TestRelay> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `bitcloud-circ-${name}-`));
-  const keys = await loadOrCreateNodeKeys(dir);
-  const exit = flags.includes('Exit');
-  const registry = createRegistry(`relay-${name}`);
-  const rc = new RelayCircuits({
-    keys,
-    exitPolicy: exit ? EXIT_POLICY : null,
+  return startTestRelay(name, flags, {
+    exitPolicy: flags.includes('Exit') ? EXIT_POLICY : null,
     requireConsensusForExtend: !!consensus,
     consensus,
-    registry,
     // r2 mirrors a directory (an in-process HTTP server); r4 is also a storage endpoint (echo).
     dirTarget: name === 'r2' ? () => (dirHttp ? { server: dirHttp } : null) : undefined,
     onStorageStream: name === 'r4' ? (inc) => { inc.accept(); inc.stream.pipe(inc.stream); } : undefined,
@@ -48,16 +35,6 @@ async function startRelay(name: string, flags: string[], consensus?: () => { rel
       throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
     },
   });
-  const listener = await createLinkListener({ host: '127.0.0.1', port: 0, identity: keys.identity, onChannel: (ch) => rc.acceptChannel(ch) });
-  const id = keys.identity.publicKey;
-  const info: ConsensusRelay = {
-    identity: id, fingerprint: fingerprint(id), nickname: name, onionKey: keys.onion.publicKey,
-    address: '127.0.0.1', orPort: listener.port, dirPort: 0, storagePort: 0,
-    flags: new Set(['Running', 'Valid', 'Fast', ...flags]) as ConsensusRelay['flags'], weight: 1000, proven: 0,
-    exitPolicy: exit ? EXIT_POLICY : ['reject *:*'], family: [], roles: exit ? ['relay', 'exit'] : ['relay'],
-    moderators: [], unmoderated: true, version: 'test',
-  };
-  return { keys, rc, listener, info, dir, registry };
 }
 
 function sha(b: Buffer): string { return createHash('sha256').update(b).digest('hex'); }
@@ -89,17 +66,6 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-async function rawLink(r: TestRelay): Promise<ClientLink> {
-  return new ClientLink(await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity }));
-}
-
-async function manualCircuit(hops: TestRelay[]): Promise<ClientCircuit> {
-  const c = ClientCircuit.allocate(await rawLink(hops[0]));
-  await c.create(hops[0].info);
-  for (const h of hops.slice(1)) await c.extend(h.info);
-  return c;
 }
 
 describe('circuits in process', () => {

@@ -17,7 +17,6 @@ import { formatCapability, parseCapability } from '../../src/storage/capability'
 import { connectStorageDirect } from '../../src/storage/direct';
 import { StorageChannel } from '../../src/storage/channel';
 import { shareId } from '../../src/storage/share';
-import { storageNodesOf } from '../../src/client/storage-client';
 import { decodeBundle, encodeBundle } from '../../src/moderation/chain';
 import { openToolDht, publishPolicyToDht } from '../../src/moderation/dht';
 import { PUBLIC_CONTENT_KEY } from '../../src/moderation/policy';
@@ -26,8 +25,8 @@ import { authoritySource } from '../../src/moderation/sources';
 import { openStorageSession } from '../../src/client/storage-client-setup';
 import { putFile } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
-import { eventually, freePorts, runCli, startDaemon, stopAll, waitForPort, type Daemon } from '../helpers/daemon';
-import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { eventually, freePorts, runCli, startDaemon, waitForPort, type Daemon } from '../helpers/daemon';
+import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 
 const PERIOD = 4;
 const REFRESH_SECONDS = 2;
@@ -137,18 +136,10 @@ beforeAll(async () => {
   nodes.push(await startStorageNode(7, { moderators: [T.fp], approvedOnly: ['public-lecture'] }));
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   for (const n of [...nodes.slice(0, 4), musicNode(), lectureNode()]) await n.daemon.waitForMsg('policy updated', {}, 60_000);
-  await eventually(async () => {
-    const c = await consensus();
-    if (!c) return false;
-    const guards = c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length;
-      return guards >= 2 && storageNodesOf(c.relays).length === 8;
-  }, 150_000, 1000);
+  await eventually(async () => storageNetReady(await consensus(), 8), 150_000, 1000);
 }, 240_000);
 
-afterAll(async () => {
-  await stopAll();
-  if (dnet) await fsp.rm(dnet.dir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => tearDownDirNet(dnet), 60_000);
 
 describe('subscriptions are public (SPEC.md §10.6)', () => {
   it('the consensus, `bitcloud consensus` and the status page list each node\'s moderators', async () => {

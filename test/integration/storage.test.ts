@@ -21,8 +21,9 @@ import { storageNodesOf } from '../../src/client/storage-client';
 import { storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { openStorageSession, type StorageSession } from '../../src/client/storage-client-setup';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
-import { eventually, freePorts, runCli, startDaemon, stopAll, type Daemon } from '../helpers/daemon';
-import { makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { eventually, freePorts, runCli, startDaemon, type Daemon } from '../helpers/daemon';
+import { shareFiles } from '../helpers/storage-nodes';
+import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
 
 const MiB = 1024 * 1024;
@@ -49,18 +50,6 @@ async function hashFile(file: string): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of fs.createReadStream(file, { highWaterMark: 4 * MiB })) parts.push(blake2b(c as Buffer));
   return blake2b(Buffer.concat(parts));
-}
-
-async function shareFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p); else out.push(p);
-    }
-  };
-  await walk(path.join(dir, 'shares'));
-  return out;
 }
 
 async function startStorageNode(i: number, quota: string): Promise<StorageNodeSetup> {
@@ -102,18 +91,10 @@ beforeAll(async () => {
   for (let i = 0; i < 6; i++) nodes.push(await startStorageNode(i, i === 5 ? '40MiB' : '1GiB'));
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   // Wait for a consensus with guards (Stable after a period) and all six storage nodes.
-  await eventually(async () => {
-    const c = await consensus();
-    if (!c) return false;
-    const guards = c.relays.filter((r) => r.flags.has('Guard') && r.flags.has('Fast')).length;
-    return guards >= 2 && storageNodesOf(c.relays).length === 6;
-  }, 120_000, 1000);
+  await eventually(async () => storageNetReady(await consensus(), 6), 120_000, 1000);
 }, 200_000);
 
-afterAll(async () => {
-  await stopAll();
-  if (dnet) await fsp.rm(dnet.dir, { recursive: true, force: true });
-}, 60_000);
+afterAll(() => tearDownDirNet(dnet), 60_000);
 
 describe('100 MiB through circuits (SPEC.md §9.9, §9.13.1)', () => {
   it('put and get give identical bytes; relays carried it; no node holds a plaintext window', async () => {

@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { isBitcloudError, type ErrorCode } from '../../src/errors';
+import { isBitcloudError } from '../../src/errors';
+import { expectCode } from '../helpers/errors';
 import { CellCommand, decodeCell, encodeCell } from '../../src/wire/cell';
 import {
   RECEIPT_BODY_LEN, RECEIPT_LEN, RECEIPT_PROPOSAL_LEN, RECEIPT_REJECT_LEN, acceptCountersign, countersign, decodeReceipt, decodeReceiptBatch,
@@ -18,16 +19,6 @@ const fpB = keyB.publicKey.toString('hex');
 
 function body(over: Partial<ReceiptBody> = {}): ReceiptBody {
   return { epoch: 7, initiator: keyA.publicKey, responder: keyB.publicKey, cellsI2R: 5000, cellsR2I: 12000, serial: 42, ...over };
-}
-
-function expectCode(f: () => unknown, code: ErrorCode): void {
-  try {
-    f();
-  } catch (e) {
-    expect(isBitcloudError(e, code), String(e)).toBe(true);
-    return;
-  }
-  throw new Error(`expected ${code}`);
 }
 
 describe('receipt body layout (SPEC §8.2)', () => {

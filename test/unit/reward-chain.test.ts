@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { isBitcloudError, type ErrorCode } from '../../src/errors';
+import { isBitcloudError } from '../../src/errors';
+import { expectCode } from '../helpers/errors';
 import { scheduledMint, type IssuanceSchedule } from '../../src/bandwidth/reward';
 import {
   GENESIS_PREVIOUS_HASH, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock,
@@ -17,16 +18,6 @@ const signers: [Ed25519KeyPair, Ed25519KeyPair][] = [[ids[0], ids[0]], [ids[1], 
 const authorities = staticAuthorities([
   { identity: ids[0].publicKey }, { identity: ids[1].publicKey }, { identity: ids[2].publicKey, signingKeys: [signer3.publicKey] },
 ]);
-
-function expectCode(f: () => unknown, code: ErrorCode): void {
-  try {
-    f();
-  } catch (e) {
-    expect(isBitcloudError(e, code), String(e)).toBe(true);
-    return;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 /** A chain of `n` blocks, each signed by the authorities at `who` (indices). */
 function chain(n: number, who = [0, 1, 2]): Buffer[] {

@@ -6,9 +6,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
-import type { ConsensusRelay } from '../../src/dir/types';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { parseCapability, formatCapability } from '../../src/storage/capability';
 import { ChunkKind, encodeChunk, encryptChunk } from '../../src/storage/encode';
@@ -20,38 +18,15 @@ import { getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
 import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
-import { ShareStore } from '../../storage/share-store';
-import { StorageEndpoint } from '../../storage/endpoint';
+import { shareFiles, startNode as startStorageNode, stopNode, type TestNode } from '../helpers/storage-nodes';
 
-interface TestNode { dir: string; store: ShareStore; endpoint: StorageEndpoint; relay: ConsensusRelay; running: boolean }
 const KiB = 1024;
 let root: string;
 const nodes: TestNode[] = [];
 let file: string;
 let data: Buffer;
 
-async function startNode(i: number, quotaBytes = 256 * 1024 * KiB): Promise<TestNode> {
-  const dir = path.join(root, `node${i}`);
-  const keys = await loadOrCreateNodeKeys(dir);
-  // No share cache: every read below comes from disk, so a flipped byte is always seen.
-  const store = await ShareStore.open({ dir, quotaBytes, cacheBytes: 0 });
-  const endpoint = new StorageEndpoint({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0 });
-  await endpoint.start();
-  const relay: ConsensusRelay = {
-    identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), nickname: `s${i}`, onionKey: keys.onion.publicKey,
-    address: '127.0.0.1', orPort: endpoint.orPort, dirPort: 0, storagePort: endpoint.storagePort,
-    flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, proven: 0, exitPolicy: [], family: [], roles: ['storage'],
-    moderators: [], unmoderated: true, version: 'test',
-  };
-  return { dir, store, endpoint, relay, running: true };
-}
-
-async function stopNode(n: TestNode): Promise<void> {
-  if (!n.running) return;
-  n.running = false;
-  await n.endpoint.close();
-  await n.store.close();
-}
+const startNode = (i: number, quotaBytes = 256 * 1024 * KiB): Promise<TestNode> => startStorageNode(root, i, quotaBytes);
 
 function client(extra: Partial<ConstructorParameters<typeof StorageClient>[0]> = {}): StorageClient {
   return new StorageClient({
@@ -59,18 +34,6 @@ function client(extra: Partial<ConstructorParameters<typeof StorageClient>[0]> =
     open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
     ...extra,
   });
-}
-
-async function shareFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p); else out.push(p);
-    }
-  };
-  await walk(path.join(dir, 'shares'));
-  return out;
 }
 
 beforeAll(async () => {

@@ -6,9 +6,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
-import type { ConsensusRelay } from '../../src/dir/types';
 import { isBitcloudError } from '../../src/errors';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { parseCapability } from '../../src/storage/capability';
@@ -24,10 +22,8 @@ import { putFile } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
 import { keepFile, rebuildShares } from '../../src/client/storage-client-verify';
 import { addKept, loadKeeperState, recordPass, renewDue, saveKeeperState } from '../../src/client/keeper';
-import { ShareStore } from '../../storage/share-store';
-import { StorageEndpoint } from '../../storage/endpoint';
+import { shareFiles, startNode as startStorageNode, stopNode, type TestNode } from '../helpers/storage-nodes';
 
-interface TestNode { dir: string; store: ShareStore; endpoint: StorageEndpoint; relay: ConsensusRelay; running: boolean }
 const KiB = 1024;
 let root: string;
 const nodes: TestNode[] = [];
@@ -37,45 +33,13 @@ function codeOf(f: () => unknown): string | undefined {
   return undefined;
 }
 
-async function startNode(i: number): Promise<TestNode> {
-  const dir = path.join(root, `node${i}`);
-  const keys = await loadOrCreateNodeKeys(dir);
-  const store = await ShareStore.open({ dir, quotaBytes: 64 * 1024 * KiB, cacheBytes: 0 });
-  const endpoint = new StorageEndpoint({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0 });
-  await endpoint.start();
-  const relay: ConsensusRelay = {
-    identity: keys.identity.publicKey, fingerprint: fingerprint(keys.identity.publicKey), nickname: `s${i}`, onionKey: keys.onion.publicKey,
-    address: '127.0.0.1', orPort: endpoint.orPort, dirPort: 0, storagePort: endpoint.storagePort,
-    flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'], weight: 1, proven: 0, exitPolicy: [], family: [], roles: ['storage'],
-    moderators: [], unmoderated: true, version: 'test',
-  };
-  return { dir, store, endpoint, relay, running: true };
-}
-
-async function stopNode(n: TestNode): Promise<void> {
-  if (!n.running) return;
-  n.running = false;
-  await n.endpoint.close();
-  await n.store.close();
-}
+const startNode = (i: number): Promise<TestNode> => startStorageNode(root, i, 64 * 1024 * KiB);
 
 function client(): StorageClient {
   return new StorageClient({
     nodes: storageNodesOf(nodes.map((n) => n.relay)),
     open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
   });
-}
-
-async function shareFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string) => {
-    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p); else out.push(p);
-    }
-  };
-  await walk(path.join(dir, 'shares'));
-  return out;
 }
 
 beforeAll(async () => {

@@ -4,6 +4,7 @@
 // valid one is kept on disk and used until it expires, and the command says so.
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
+import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
 import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
@@ -141,10 +142,10 @@ export const consensusCommandModule: CommandModule<object, { config?: string; js
   command: 'consensus',
   describe: 'Fetch, verify and print the network consensus (keeps the last valid one on disk).',
   builder: (y) => y
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('config', CONFIG_OPTION)
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON document on one line' })
     .option('from', { type: 'string', array: true, describe: 'Fetch from this HOST:PORT or URL (a relay mirror or an authority) instead' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' }) as never,
+    .option('data-dir', DATA_DIR_OPTION) as never,
   handler: async (a) => {
     try {
       process.exitCode = await consensusCommand({ config: a.config, json: a.json, from: a.from, dataDir: a['data-dir'] });

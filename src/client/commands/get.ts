@@ -2,6 +2,7 @@
 // chunk (fastest nodes first), verify hashes and AEAD tags, rebuild, and write the file atomically;
 // an interrupted get resumes from its part file. Wiring only.
 import type { CommandModule } from 'yargs';
+import { fileOptions, JSON_OPTION, DIRECT_OPTION } from './options';
 import { parseCapability } from '../../storage/capability';
 import { fetchManifest, getFile } from '../storage-client-get';
 import { getFolder, isFolderManifest } from '../storage-client-folder';
@@ -51,13 +52,10 @@ export async function getCommand(a: Args): Promise<number> {
 export const getCommandModule: CommandModule<object, Args> = {
   command: 'get <cap>',
   describe: 'Fetch a file by its capability (bitcloud:<id>#<key>), verify it and write it atomically; resumes.',
-  builder: (y) => y
+  builder: (y) => fileOptions(y
     .positional('cap', { type: 'string', describe: 'The read capability printed by put' })
     .option('output', { alias: 'o', type: 'string', describe: 'Output file, or output folder for a stored folder (default: the stored name, in the current folder)' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
-    .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (reveals your address to them)' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+    .option('json', JSON_OPTION)
+    .option('direct', DIRECT_OPTION)) as never,
   handler: async (a) => { process.exitCode = await getCommand(a); },
 };

@@ -2,6 +2,7 @@
 // It holds verify capabilities (derived from read capabilities on `add`; the read key is never
 // stored), renews leases before they run out, audits every share and repairs lost ones. Wiring only.
 import type { CommandModule } from 'yargs';
+import { DIRECT_OPTION, fileOptions } from './options';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { errorCode } from '../../errors';
 import { parseCapability } from '../../storage/capability';
@@ -120,12 +121,9 @@ async function runCommand(a: RunArgs): Promise<number> {
   });
 }
 
-const commonOptions = <T>(y: T): T => (y as unknown as import('yargs').Argv)
+const commonOptions = <T>(y: T): T => fileOptions((y as unknown as import('yargs').Argv)
   .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
-  .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (reveals your address to them)' })
-  .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-  .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-  .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as unknown as T;
+  .option('direct', DIRECT_OPTION)) as unknown as T;
 
 export const keepCommandModule: CommandModule = {
   command: 'keep',

@@ -15,6 +15,7 @@ import { fingerprint, loadEd25519Secret, IDENTITY_KEY_FILE } from '../../crypto/
 import { CELL_LEN } from '../../wire/cell';
 import { fetchRewardChain, formatCoins } from '../rewards';
 import type { Output } from './consensus';
+import type { Argv } from 'yargs';
 
 export interface NodeStatusOptions {
   /** 'relay' or 'storage node', for the text. */
@@ -143,4 +144,20 @@ export async function nodeStatusCommand(o: NodeStatusOptions, io: Output = stdio
   else if (!v.fingerprint) io.err(`bitcloud: no identity key in ${o.dataDir} (has the ${o.kind} run yet?)`);
   else printText(v, o.kind, o.recent ?? 10, io);
   return v.ok ? 0 : 1;
+}
+
+/** Adds the `status` subcommand of a daemon's bin: `load` reads the daemon's config file. */
+export function withNodeStatusCommand<T>(
+  y: Argv<T>, kind: string, describe: string, configDescribe: string,
+  load: (file: string, dataDir: string | undefined) => { dataDir: string; authorities: readonly AuthorityInfo[] },
+): Argv<T> {
+  return y.command('status', describe, (yy) => yy
+    .option('config', { type: 'string', demandOption: true, describe: configDescribe })
+    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
+    .option('json', { type: 'boolean', default: false, describe: 'Machine-readable output' })
+    .option('recent', { type: 'number', default: 10, describe: 'Epochs and blocks to list' }),
+  async (a) => {
+    const cfg = load(a.config, a['data-dir']);
+    process.exitCode = await nodeStatusCommand({ kind, dataDir: cfg.dataDir, authorities: cfg.authorities, json: a.json, recent: a.recent });
+  });
 }

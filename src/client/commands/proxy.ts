@@ -6,6 +6,7 @@ import path from 'node:path';
 import fsp from 'node:fs/promises';
 import type http from 'node:http';
 import type { CommandModule } from 'yargs';
+import { CONFIG_OPTION } from './options';
 import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { bool, int, readJsonConfig } from '../../dir/config-fields';
@@ -172,7 +173,7 @@ export const proxyCommandModule: CommandModule<object, Args> = {
   command: 'proxy',
   describe: 'Run the SOCKS5 proxy: every connection leaves through a 3-hop circuit (use curl --socks5-hostname).',
   builder: (y) => y
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('config', CONFIG_OPTION)
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config (consensus cache, guard state)' })
     .option('socks-port', { type: 'number', describe: 'SOCKS5 port (default 9050; 0 = any free port)' })
     .option('socks-host', { type: 'string', describe: 'SOCKS5 address (default 127.0.0.1; others need --allow-public-bind)' })

@@ -1,6 +1,7 @@
 // `bitcloud publish NAME CAP [--seq N] [--json]` (SPEC.md §9.14): sign CAP under NAME with this
 // client's publisher key and store it in the private DHT as a BEP 44 mutable item, through a storage node over a circuit (§9.14.1). Wiring only.
 import type { CommandModule } from 'yargs';
+import { fileOptions, JSON_OPTION } from './options';
 import { createLogger } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { formatName, parseName } from '../../storage/name';
@@ -37,13 +38,10 @@ export async function publishCommand(a: Args): Promise<number> {
 export const publishCommandModule: CommandModule<object, Args> = {
   command: 'publish <name> <cap>',
   describe: 'Point a name (your publisher key / label) at a capability, signed, in the DHT; newer wins.',
-  builder: (y) => y
+  builder: (y) => fileOptions(y
     .positional('name', { type: 'string', describe: 'A label (a-z 0-9 . _ -, up to 56) under your publisher key' })
     .positional('cap', { type: 'string', describe: 'The capability the name points to' })
     .option('seq', { type: 'number', describe: 'Sequence number (default: above the current one); a stale one is refused' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config (publisher.key lives there)' })
-    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+    .option('json', JSON_OPTION), 'Overrides dataDir from the config (publisher.key lives there)') as never,
   handler: async (a) => { process.exitCode = await publishCommand(a); },
 };

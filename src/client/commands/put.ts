@@ -2,6 +2,7 @@
 // (SPEC.md §9.9): store a file encrypted and erasure-coded on the storage nodes of the consensus,
 // through circuits by default, and print its read capability. Wiring only.
 import type { CommandModule } from 'yargs';
+import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
 import { checkCoding, CODING_PROFILES, parseCoding, type Coding } from '../../storage/coding';
 import { putFile } from '../storage-client-put';
@@ -67,17 +68,14 @@ export async function putCommand(a: Args): Promise<number> {
 export const putCommandModule: CommandModule<object, Args> = {
   command: 'put <file>',
   describe: 'Store a file or a folder (encrypted, erasure-coded, uploaded through circuits) and print its capability.',
-  builder: (y) => y
+  builder: (y) => fileOptions(y
     .positional('file', { type: 'string', describe: 'File or folder to store (read chunk by chunk, never whole)' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
+    .option('json', JSON_OPTION)
     .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (faster; reveals your address to them)' })
     .option('k', { type: 'number', describe: 'Shares needed to rebuild a chunk (with -n; --k works too)' })
     .option('n', { type: 'number', describe: 'Shares made per chunk, on n distinct nodes (with -k; --n works too)' })
     .option('profile', { type: 'string', choices: Object.keys(CODING_PROFILES), describe: 'default = 4-of-6, durable = 3-of-10' })
     .option('chunk-size', { type: 'number', describe: 'Chunk size in bytes (default 1 MiB)' })
-    .option('class', { type: 'string', default: 'encrypted-private', describe: 'Content class: encrypted-private, public-video, public-any… (public classes are readable by anyone with the id)' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+    .option('class', { type: 'string', default: 'encrypted-private', describe: 'Content class: encrypted-private, public-video, public-any… (public classes are readable by anyone with the id)' })) as never,
   handler: async (a) => { process.exitCode = await putCommand(a); },
 };

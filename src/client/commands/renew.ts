@@ -1,6 +1,7 @@
 // `bitcloud renew CAP [--lease-seconds N] [--json] [--direct]` (SPEC.md §9.6 RENEW): extend the
 // leases of every share of a file so the storage nodes keep it. Wiring only.
 import type { CommandModule } from 'yargs';
+import { fileOptions, JSON_OPTION, DIRECT_OPTION } from './options';
 import { parseCapability } from '../../storage/capability';
 import { renewFile } from '../storage-client-renew';
 import { runStorageCommand } from '../storage-client-setup';
@@ -23,13 +24,10 @@ export async function renewCommand(a: Args): Promise<number> {
 export const renewCommandModule: CommandModule<object, Args> = {
   command: 'renew <cap>',
   describe: 'Extend the leases of every share of a file (root, manifest, data) so storage nodes keep it.',
-  builder: (y) => y
+  builder: (y) => fileOptions(y
     .positional('cap', { type: 'string', describe: 'The read capability printed by put' })
     .option('lease-seconds', { type: 'number', default: 0, describe: 'Lease to ask for (0: each node\'s default, 7 days unless configured)' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
-    .option('direct', { type: 'boolean', default: false, describe: 'Connect to storage nodes directly (reveals your address to them)' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+    .option('json', JSON_OPTION)
+    .option('direct', DIRECT_OPTION)) as never,
   handler: async (a) => { process.exitCode = await renewCommand(a); },
 };

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
+import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
 import { createLogger } from '../../ops/log';
 import { formatCapability } from '../../storage/capability';
@@ -39,11 +40,8 @@ export async function resolveCommand(a: Args): Promise<number> {
 export const resolveCommandModule: CommandModule<object, Args> = {
   command: 'resolve <name>',
   describe: 'Print the capability a name points to (the newest signed version in the DHT).',
-  builder: (y) => y
+  builder: (y) => fileOptions(y
     .positional('name', { type: 'string', describe: '<publisher key>/<label>, or a label of your own' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print the result as one JSON object' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
-    .option('log-level', { type: 'string', describe: 'pino level on stderr (default warn)' }) as never,
+    .option('json', JSON_OPTION)) as never,
   handler: async (a) => { process.exitCode = await resolveCommand(a); },
 };

@@ -4,6 +4,7 @@
 // of every relay (nicknames from the current consensus). The consensus is needed first: its
 // period P dates the certificate windows (src/dir/reward-authorities.ts).
 import type { CommandModule } from 'yargs';
+import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
 import { err, errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { currentConsensus } from '../../dir/consensus-cache';
@@ -136,9 +137,9 @@ export const rewardsCommandModule: CommandModule<object, { config?: string; json
   builder: (y) => y
     .option('relay', { type: 'string', describe: 'Show one relay (fingerprint or nickname) and its per-block allocations' })
     .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
-    .option('config', { type: 'string', describe: 'Client config file (default $BITCLOUD_CONFIG or ~/.bitcloud/config.json)' })
+    .option('config', CONFIG_OPTION)
     .option('from', { type: 'string', array: true, describe: 'Fetch the chain from this authority HOST:PORT or URL instead' })
-    .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' }) as never,
+    .option('data-dir', DATA_DIR_OPTION) as never,
   handler: async (a) => {
     try {
       process.exitCode = await rewardsCommand({ config: a.config, json: a.json, relay: a.relay, from: a.from, dataDir: a['data-dir'] });
