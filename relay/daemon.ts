@@ -7,8 +7,8 @@
 // `RelayHooks.onChannel` (extra per-link behaviour: a storage node, tests). An authority's
 // reachability test needs only the completed handshake.
 import http from 'node:http';
-import { err, errorCode } from '../src/errors';
-import { loadOrCreateNodeKeys, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
+import { err } from '../src/errors';
+import { startNodeKeys, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
 import type { Logger } from '../src/ops/log';
 import { fetchRewardChain } from '../src/client/rewards';
@@ -86,19 +86,9 @@ export class RelayDaemon {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
-    // SPEC.md §3.3: rotate the onion key while running (the previous one keeps answering CREATE2
-    // for one more period) and publish the new one at once.
-    this.rotation = startOnionRotation(cfg.dataDir, {
-      onionRotationMs, current: () => this.keys!,
-      onRotate: (k) => {
-        this.keys = k;
-        this.log.info({ createdAt: new Date(k.onionCreatedAt).toISOString() }, 'onion key rotated');
-        void this.publisher?.republishNow().catch(() => {});
-      },
-      onError: (e) => this.log.warn({ code: errorCode(e) }, 'onion key rotation failed; keeping the current key'),
-    });
+    // SPEC.md §3.3: keys, and the onion key rotated while running (the new one published at once).
+    ({ keys: this.keys, rotation: this.rotation } = await startNodeKeys(cfg.dataDir, cfg.onionKeyRotationSeconds, this.log,
+      (k) => { this.keys = k; void this.publisher?.republishNow().catch(() => {}); }));
     const ctx = this.context();
     // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
     const bw = this.bw = new NodeBandwidth({

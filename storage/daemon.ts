@@ -3,7 +3,7 @@
 // (dht.ts), the consensus it follows (DirKeeper), the descriptor publisher and /metrics.
 // Protocol logic lives in the modules it starts.
 import type http from 'node:http';
-import { loadOrCreateNodeKeys, fingerprint, startOnionRotation, type NodeKeys } from '../src/crypto/keys';
+import { fingerprint, startNodeKeys, type NodeKeys } from '../src/crypto/keys';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
@@ -61,15 +61,10 @@ export class StorageDaemon {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    // Keys on first start (mode 0600 in a 0700 data dir), never logged.
-    const onionRotationMs = cfg.onionKeyRotationSeconds * 1000;
-    this.keys = await loadOrCreateNodeKeys(cfg.dataDir, { onionRotationMs });
-    // SPEC.md §3.3: rotate the onion key while running and publish the new one at once.
-    this.rotation = startOnionRotation(cfg.dataDir, {
-      onionRotationMs, current: () => this.keys!,
-      onRotate: (k) => { this.keys = k; this.log.info({}, 'onion key rotated'); void this.publisher?.republishNow().catch(() => {}); },
-      onError: (e) => this.log.warn({ err: (e as Error).message }, 'onion key rotation failed; keeping the current key'),
-    });
+    // Keys on first start (mode 0600 in a 0700 data dir), never logged; SPEC.md §3.3: the onion
+    // key rotated while running and the new one published at once.
+    ({ keys: this.keys, rotation: this.rotation } = await startNodeKeys(cfg.dataDir, cfg.onionKeyRotationSeconds, this.log,
+      (k) => { this.keys = k; void this.publisher?.republishNow().catch(() => {}); }));
     this.store = await ShareStore.open({
       dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,

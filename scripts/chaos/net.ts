@@ -11,18 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from '../../src/crypto/primitives';
 
-export interface NetNode {
-  role: 'authority' | 'relay' | 'exit' | 'storage' | 'client';
-  name: string;
-  identity: string | null;
-  ports: Record<string, number>;
-  pid: number;
-  running: boolean;
-  dataDir: string;
-  config: string;
-  log: string;
-  host?: { ns: string; address: string; veth: string; capBytesPerSec: number };
-}
+import { metric, parsePrometheus, type NetNode, type Sample } from '../../test/helpers/localnet';
+export type { NetNode };
 
 export interface NetworkJson {
   launcherPid: number;
@@ -203,26 +193,12 @@ export function httpGet(host: string, port: number, p: string, timeoutMs = 8000)
   });
 }
 
-export interface Sample { name: string; labels: Record<string, string>; value: number }
+export type { Sample };
+export { metric };
 
 export async function scrape(host: string, port: number): Promise<Sample[]> {
   const { body } = await httpGet(host, port, '/metrics');
-  const out: Sample[] = [];
-  for (const line of body.toString('utf8').split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[4]) });
-  }
-  return out;
-}
-
-export function metric(samples: Sample[], name: string, match: Record<string, string> = {}): number {
-  let v = 0;
-  for (const s of samples) if (s.name === name && Object.entries(match).every(([k, x]) => s.labels[k] === x)) v += s.value;
-  return v;
+  return parsePrometheus(body.toString('utf8'));
 }
 
 /** A relay's /metrics (its MetricsPort, on its own address with --hosts); empty when it does not answer. */

@@ -3,7 +3,7 @@
 // previous one is kept for one rotation so that clients holding an older consensus still succeed.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { err, isBitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError } from '../errors';
 import { writeFileAtomic } from '../ops/fsutil';
 import { Reader, Writer } from '../wire/bytes';
 import {
@@ -250,4 +250,28 @@ export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotatio
     }
   }
   return { identity, onion: current.keyPair, previousOnion: previous, onionCreatedAt: current.createdAt };
+}
+
+/**
+ * A running node's keys (SPEC.md §3.3): load or create them, then rotate the onion key on schedule
+ * while the node runs (the previous key keeps answering CREATE2 for one more period). `onRotate`
+ * hears each new set, after it is logged; the node republishes its descriptor there.
+ */
+export async function startNodeKeys(
+  dataDir: string, rotationSeconds: number,
+  log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void },
+  onRotate: (keys: NodeKeys) => void,
+): Promise<{ keys: NodeKeys; rotation: { stop(): void } }> {
+  const onionRotationMs = rotationSeconds * 1000;
+  let keys = await loadOrCreateNodeKeys(dataDir, { onionRotationMs });
+  const rotation = startOnionRotation(dataDir, {
+    onionRotationMs, current: () => keys,
+    onRotate: (k) => {
+      keys = k;
+      log.info({ createdAt: new Date(k.onionCreatedAt).toISOString() }, 'onion key rotated');
+      onRotate(k);
+    },
+    onError: (e) => log.warn({ code: errorCode(e) }, 'onion key rotation failed; keeping the current key'),
+  });
+  return { keys, rotation };
 }

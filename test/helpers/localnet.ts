@@ -27,6 +27,8 @@ export interface NetNode {
   dataDir: string;
   config: string;
   log: string;
+  /** With --hosts: the node's own network namespace, address, link and bandwidth cap. */
+  host?: { ns: string; address: string; veth: string; capBytesPerSec: number };
 }
 
 export interface NetworkJson {
