@@ -2,8 +2,7 @@
 // each beside a raw-primitive baseline measured in the same run on the same bytes.
 import type { BenchModule, BenchRow } from './types';
 import { ntorClientCreate, ntorClientFinish, ntorServerRespond, NTOR_PROTOID_BITCLOUD } from '../../src/crypto/ntor';
-import { RELAY_CRYPTO_KEY_LEN, clientSealOutbound, createClientHop, createRelayHop } from '../../src/crypto/relay-crypto';
-import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
+import { RELAY_CRYPTO_KEY_LEN, clientSealOutbound, randomHopPairs } from '../../src/crypto/relay-crypto';
 import { aes128Ctr, ed25519Generate, randomBytes, x25519, x25519Generate } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
@@ -59,16 +58,6 @@ function ntorRows(ms: number): BenchRow[] {
   ];
 }
 
-function hops(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
-  const client: ClientHopCrypto[] = [];
-  const relays: RelayHopCrypto[] = [];
-  for (let i = 0; i < n; i++) {
-    const keys = randomBytes(RELAY_CRYPTO_KEY_LEN);
-    client.push(createClientHop(keys));
-    relays.push(createRelayHop(keys));
-  }
-  return { client, relays };
-}
 
 /**
  * One cell through `n` hops: the client originates it for the last hop and adds n layers, then
@@ -84,8 +73,8 @@ function tor1Rows(ms: number): BenchRow[] {
   encodeRelayPayloadInto(template, RelayCommand.DATA, 1, data);
   for (const n of [1, 3]) {
     // Separate circuits: sealing alone advances the client's state past what relays have seen.
-    const alone = hops(n).client;
-    const { client, relays } = hops(n);
+    const alone = randomHopPairs(n).client;
+    const { client, relays } = randomHopPairs(n);
     const seal = () => {
       template.copy(payload);
       clientSealOutbound(alone, n - 1, payload);

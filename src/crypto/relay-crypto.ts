@@ -6,6 +6,7 @@
 // view into the cell buffer). They run once per cell per hop: the hot path.
 import { createTor1ClientHop, createTor1RelayHop, TOR1_KEY_LEN, TOR1_DIGEST_LEN } from './tor1';
 import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
+import { randomBytes } from './primitives';
 
 /** Bytes of key material one hop needs from the circuit handshake (tor1: Df | Db | Kf | Kb). */
 export const RELAY_CRYPTO_KEY_LEN = TOR1_KEY_LEN;
@@ -41,4 +42,19 @@ export function clientOpenInbound(hops: readonly ClientHopCrypto[], payload: Buf
     if (hops[i].decryptInbound(payload)) return i;
   }
   return -1;
+}
+
+/**
+ * `n` hops of one circuit from fresh random keys: the client's crypto for each hop and each relay's
+ * (tests and benchmarks; a real circuit gets its keys from the handshake, SPEC.md §5).
+ */
+export function randomHopPairs(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
+  const client: ClientHopCrypto[] = [];
+  const relays: RelayHopCrypto[] = [];
+  for (let i = 0; i < n; i++) {
+    const keys = randomBytes(RELAY_CRYPTO_KEY_LEN);
+    client.push(createClientHop(keys));
+    relays.push(createRelayHop(keys));
+  }
+  return { client, relays };
 }

@@ -5,9 +5,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isBitcloudError } from '../../src/errors';
 import {
-  RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop,
+  RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop, randomHopPairs,
 } from '../../src/crypto/relay-crypto';
-import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
 import { RunningSha1, randomBytes, sha1, shake256 } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
@@ -60,16 +59,6 @@ describe('tor1 reproduces the published relay-crypto vectors', () => {
   });
 });
 
-function circuit(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
-  const client: ClientHopCrypto[] = [];
-  const relays: RelayHopCrypto[] = [];
-  for (let i = 0; i < n; i++) {
-    const keys = randomBytes(RELAY_CRYPTO_KEY_LEN);
-    client.push(createClientHop(keys));
-    relays.push(createRelayHop(keys));
-  }
-  return { client, relays };
-}
 
 function dataPayload(text: string, streamId = 7): Buffer {
   const p = payloadView();
@@ -79,7 +68,7 @@ function dataPayload(text: string, streamId = 7): Buffer {
 
 describe('tor1 layering over a 3-hop circuit', () => {
   it('outbound: each relay peels one layer and only the addressed hop recognizes', () => {
-    const { client, relays } = circuit(3);
+    const { client, relays } = randomHopPairs(3);
     for (let round = 0; round < 20; round++) {
       for (let target = 0; target < 3; target++) {
         const p = dataPayload(`round ${round} to hop ${target}`);
@@ -98,7 +87,7 @@ describe('tor1 layering over a 3-hop circuit', () => {
   });
 
   it('inbound: each relay adds a layer; the client finds which hop sent the cell', () => {
-    const { client, relays } = circuit(3);
+    const { client, relays } = randomHopPairs(3);
     for (let round = 0; round < 20; round++) {
       for (let origin = 0; origin < 3; origin++) {
         const p = dataPayload(`reply ${round} from hop ${origin}`);
@@ -112,7 +101,7 @@ describe('tor1 layering over a 3-hop circuit', () => {
   });
 
   it('both ends agree on the running digest (SENDME v1) in each direction', () => {
-    const { client, relays } = circuit(3);
+    const { client, relays } = randomHopPairs(3);
     const p = dataPayload('digest me');
     clientSealOutbound(client, 2, p);
     const sent = client[2].lastDigest();
@@ -133,7 +122,7 @@ describe('tor1 layering over a 3-hop circuit', () => {
   });
 
   it('a tampered cell is not recognized and leaves the running digest unchanged', () => {
-    const { client, relays } = circuit(1);
+    const { client, relays } = randomHopPairs(1);
     const p = dataPayload('tamper');
     clientSealOutbound(client, 0, p);
     p[100] ^= 0x01; // a tagging attack flips a ciphertext bit
@@ -143,7 +132,7 @@ describe('tor1 layering over a 3-hop circuit', () => {
   });
 
   it('recognized == 0 with a wrong digest: not recognized, state and bytes untouched', () => {
-    const { client, relays } = circuit(1);
+    const { client, relays } = randomHopPairs(1);
     // A cell the client did not originate for this hop, whose plaintext happens to have
     // recognized == 0 (as a cell for a later hop does with probability 2^-16).
     const junk = payloadView();
