@@ -201,6 +201,13 @@ export function dispersionCredit(claims: readonly PeerClaim[], slack: number): n
  * SPEC §8.5, steps 1–6, on per-pair counts. Every relay index gets a result (0 where it has no
  * pair). See `measure` for the steps; this is the function both the authorities and the simulator run.
  */
+/** Bound 2 (SPEC.md §8.5): relays `i` and `j` share a /16 (when the rule is on) or a declared family. */
+function sameOwner(relays: RelayTable, p: { sameSubnetRule: boolean }, i: number, j: number): boolean {
+  const fi = relays.family?.[i], fj = relays.family?.[j];
+  const sameNet = p.sameSubnetRule && relays.subnet[i] >= 0 && relays.subnet[i] === relays.subnet[j];
+  return sameNet || !!fi?.has(j) || !!fj?.has(i);
+}
+
 export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams): RuleResult {
   checkParams(p);
   const n = relays.n;
@@ -226,9 +233,7 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
     if (!(c > 0)) continue;
     grossCells[i] += c;
     grossCells[j] += c;
-    const fi = relays.family?.[i], fj = relays.family?.[j];
-    const sameNet = p.sameSubnetRule && relays.subnet[i] >= 0 && relays.subnet[i] === relays.subnet[j];
-    if (sameNet || fi?.has(j) || fj?.has(i)) {
+    if (sameOwner(relays, p, i, j)) {
       excludedCells[i] += c;
       excludedCells[j] += c;
       continue;
@@ -389,9 +394,7 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     const i = pairs.a[k], j = pairs.b[k], c = pairs.cells[k] > 0 ? pairs.cells[k] : 0;
     grossCells[i] += c;
     grossCells[j] += c;
-    const fi = relays.family?.[i], fj = relays.family?.[j];
-    const sameNet = p.sameSubnetRule && relays.subnet[i] >= 0 && relays.subnet[i] === relays.subnet[j];
-    if (sameNet || fi?.has(j) || fj?.has(i)) {
+    if (sameOwner(relays, p, i, j)) {
       excludedCells[i] += c;
       excludedCells[j] += c;
       if (owed) { owed.owedA[k] = 0; owed.owedB[k] = 0; }

@@ -13,7 +13,7 @@ import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
 import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
-import { checkSeq, decodeNameValue, encodeNameValue, formatName, MAX_SEQ, nameSalt } from '../storage/name';
+import { decodeNameValue, encodeNameValue, formatName, nameSalt, nextNameSeq } from '../storage/name';
 import type { DhtItem } from '../storage/protocol';
 import type { StorageNode } from './storage-client';
 
@@ -56,15 +56,7 @@ export class CircuitNames {
    */
   async publish(keys: Ed25519KeyPair, label: string, cap: Capability, o: { seq?: number } = {}): Promise<{ seq: number; nodes: number }> {
     const current = await this.lookup(keys.publicKey, label);
-    const cur = current ? current.item.seq : -1;
-    let seq: number;
-    if (o.seq !== undefined) {
-      seq = checkSeq(o.seq);
-      if (seq <= cur) throw err('DHT_SEQ_STALE', `sequence number ${seq} is not above the published ${cur}`, { seq, current: cur });
-    } else {
-      seq = Math.max(cur + 1, Math.floor(Date.now() / 1000));
-    }
-    if (seq > MAX_SEQ) throw err('NAME_MALFORMED', 'sequence number too large');
+    const seq = nextNameSeq(current ? current.item.seq : -1, o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     // The node that answered the lookup first, then the others.
     const order = current ? [current.node, ...this.shuffled().filter((n) => n !== current.node)] : this.shuffled();

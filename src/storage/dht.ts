@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from './capability';
 import type { DhtItem } from './protocol';
 import { dhtItemSignatureValid } from './name-record';
-import { checkSeq, decodeNameValue, encodeNameValue, MAX_SEQ, nameSalt } from './name';
+import { checkSeq, decodeNameValue, encodeNameValue, nameSalt, nextNameSeq } from './name';
 
 export interface DhtAddress { host: string; port: number }
 
@@ -148,17 +148,7 @@ export class BitcloudDht {
     const v = encodeNameValue(cap);
     let seq: number;
     if (o.skipSeqCheck && o.seq !== undefined) seq = checkSeq(o.seq);
-    else {
-      const current = await this.getItem(keys.publicKey, salt);
-      const cur = current ? current.seq : -1;
-      if (o.seq !== undefined) {
-        seq = checkSeq(o.seq);
-        if (seq <= cur) throw err('DHT_SEQ_STALE', `sequence number ${seq} is not above the published ${cur}`, { seq, current: cur });
-      } else {
-        seq = Math.max(cur + 1, Math.floor(Date.now() / 1000));
-      }
-    }
-    if (seq > MAX_SEQ) throw err('NAME_MALFORMED', 'sequence number too large');
+    else seq = nextNameSeq((await this.getItem(keys.publicKey, salt))?.seq ?? -1, o.seq);
     await this.ready();
     const nodes = await new Promise<number>((resolve, reject) => {
       try {

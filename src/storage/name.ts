@@ -70,3 +70,20 @@ export function checkSeq(seq: unknown): number {
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) throw err('NAME_MALFORMED', `a sequence number is an integer 0..${MAX_SEQ}`, { seq });
   return seq;
 }
+
+/**
+ * SPEC.md §9.14: the sequence number of the next publication over the published `current` (-1:
+ * none): the one asked for, which must be above it (DHT_SEQ_STALE), else the larger of current + 1
+ * and the clock in seconds.
+ */
+export function nextNameSeq(current: number, requested?: number): number {
+  let seq: number;
+  if (requested !== undefined) {
+    seq = checkSeq(requested);
+    if (seq <= current) throw err('DHT_SEQ_STALE', `sequence number ${seq} is not above the published ${current}`, { seq, current });
+  } else {
+    seq = Math.max(current + 1, Math.floor(Date.now() / 1000));
+  }
+  if (seq > MAX_SEQ) throw err('NAME_MALFORMED', 'sequence number too large');
+  return seq;
+}
