@@ -11,18 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from '../../src/crypto/primitives';
 
-import { metric, parsePrometheus, type NetNode, type Sample } from '../../test/helpers/localnet';
-export type { NetNode };
+import { metric, parsePrometheus, type NetNode, type NetworkJson, type Sample } from '../../test/helpers/localnet';
+export type { NetNode, NetworkJson };
 
-export interface NetworkJson {
-  launcherPid: number;
-  clientConfig: string;
-  socks: string;
-  period: number;
-  ready: boolean;
-  nodes: NetNode[];
-  hosts?: { prefix: string; bridge: string; subnets: string[]; webAddress: string; latency: string };
-}
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

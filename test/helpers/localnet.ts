@@ -38,6 +38,8 @@ export interface NetworkJson {
   period: number;
   ready: boolean;
   nodes: NetNode[];
+  /** With --hosts: the test network's name prefix, bridge, /16s, web server address and latency note. */
+  hosts?: { prefix: string; bridge: string; subnets: string[]; webAddress: string; latency: string };
 }
 
 export interface LocalNet {
