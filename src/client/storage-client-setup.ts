@@ -157,6 +157,27 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
   };
 }
 
+/**
+ * The frame of `bitcloud publish` and `resolve` (SPEC.md §9.14.1): open the network, let `body`
+ * open the name lookups over circuits when it needs them, report a failure, close both.
+ */
+export async function runNamesCommand(
+  command: string, a: { json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string },
+  body: (network: Network, names: () => Promise<CircuitNames>) => Promise<number>,
+): Promise<number> {
+  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
+  const held: { network?: Network; session?: Awaited<ReturnType<typeof openCircuitNames>> } = {};
+  try {
+    const net = held.network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
+    return await body(net, async () => (held.session = await openCircuitNames(net, log)).names);
+  } catch (e) {
+    return reportFailure(command, e, a.json);
+  } finally {
+    await held.session?.close();
+    held.network?.close();
+  }
+}
+
 /** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */
 const USAGE_CODES = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', 'IO_NOT_FOUND', 'IO_NOT_A_FILE', 'IO_IS_A_DIRECTORY']);
 

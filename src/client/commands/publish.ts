@@ -2,37 +2,26 @@
 // client's publisher key and store it in the private DHT as a BEP 44 mutable item, through a storage node over a circuit (§9.14.1). Wiring only.
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION } from './options';
-import { createLogger } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { formatName, parseName } from '../../storage/name';
 import { err } from '../../errors';
-import { loadOrCreatePublisherKey, openCircuitNames, openNetwork, reportFailure } from '../storage-client-setup';
+import { loadOrCreatePublisherKey, runNamesCommand } from '../storage-client-setup';
 
 type Args = { name: string; cap: string; seq?: number; json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function publishCommand(a: Args): Promise<number> {
-  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
-  let network: Awaited<ReturnType<typeof openNetwork>> | null = null;
-  let session: Awaited<ReturnType<typeof openCircuitNames>> | null = null;
-  try {
+  return runNamesCommand('publish', a, async (network, names) => {
     const cap = parseCapability(a.cap.trim());
-    network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
     const keys = await loadOrCreatePublisherKey(network.dirCfg.dataDir);
     const ref = parseName(a.name, keys.publicKey);
     if (!ref.publisher.equals(keys.publicKey)) throw err('NAME_MALFORMED', 'you can publish only under your own publisher key (give the label alone)');
-    session = await openCircuitNames(network, log);
-    const r = await session.names.publish(keys, ref.label, cap, { seq: a.seq });
+    const r = await (await names()).publish(keys, ref.label, cap, { seq: a.seq });
     const name = formatName(ref);
     if (a.json) process.stdout.write(JSON.stringify({ ok: true, name, seq: r.seq, nodes: r.nodes }) + '\n');
     else process.stdout.write(`${name}\n`);
     if (!a.json) process.stderr.write(`bitcloud publish: seq ${r.seq}, stored on ${r.nodes} DHT node(s)\n`);
     return 0;
-  } catch (e) {
-    return reportFailure('publish', e, a.json);
-  } finally {
-    await session?.close();
-    network?.close();
-  }
+  });
 }
 
 export const publishCommandModule: CommandModule<object, Args> = {

@@ -5,36 +5,25 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
-import { createLogger } from '../../ops/log';
 import { formatCapability } from '../../storage/capability';
 import { formatName, parseName } from '../../storage/name';
-import { loadOrCreatePublisherKey, openCircuitNames, openNetwork, reportFailure } from '../storage-client-setup';
+import { loadOrCreatePublisherKey, runNamesCommand } from '../storage-client-setup';
 
 type Args = { name: string; json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function resolveCommand(a: Args): Promise<number> {
-  const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
-  let network: Awaited<ReturnType<typeof openNetwork>> | null = null;
-  let session: Awaited<ReturnType<typeof openCircuitNames>> | null = null;
-  try {
-    network = await openNetwork({ config: a.config, dataDir: a['data-dir'], log });
+  return runNamesCommand('resolve', a, async (network, names) => {
     // A bare label means one of our own names: only then is the publisher key read.
     const own = !a.name.includes('/') && fs.existsSync(path.join(network.dirCfg.dataDir, 'publisher.key'))
       ? (await loadOrCreatePublisherKey(network.dirCfg.dataDir)).publicKey : undefined;
     const ref = parseName(a.name, own);
-    session = await openCircuitNames(network, log);
-    const r = await session.names.resolve(ref.publisher, ref.label);
+    const r = await (await names()).resolve(ref.publisher, ref.label);
     if (!r) throw err('NAME_NOT_FOUND', `nothing is published under ${formatName(ref)}`);
     const capability = formatCapability(r.cap);
     if (a.json) process.stdout.write(JSON.stringify({ ok: true, name: formatName(ref), seq: r.seq, capability }) + '\n');
     else process.stdout.write(capability + '\n');
     return 0;
-  } catch (e) {
-    return reportFailure('resolve', e, a.json);
-  } finally {
-    await session?.close();
-    network?.close();
-  }
+  });
 }
 
 export const resolveCommandModule: CommandModule<object, Args> = {
