@@ -1,18 +1,12 @@
 // SPEC.md §8.3–§8.4: what a relay or storage node exposes on /metrics about its receipts.
 // Cell counts are plain integers summed from closed segments plus the live counters, copied
 // into prom-client only at scrape time (the per-cell path bumps LinkCounter fields only).
-import { prom, type Registry } from '../ops/metrics';
+import { oncePerRegistry, prom, type Registry } from '../ops/metrics';
 import type { SegmentCounts } from './counters';
-
-const perRegistry = new WeakMap<Registry, ReceiptMetrics>();
 
 export class ReceiptMetrics {
   /** The metrics registered in `reg` (made once per registry). */
-  static for(reg: Registry): ReceiptMetrics {
-    let m = perRegistry.get(reg);
-    if (!m) { m = new ReceiptMetrics(reg); perRegistry.set(reg, m); }
-    return m;
-  }
+  static readonly for: (reg: Registry) => ReceiptMetrics = oncePerRegistry((reg) => new ReceiptMetrics(reg));
 
   /** Counted cells of closed segments (SPEC §8.1), from this node's point of view. */
   cellsSent = 0;

@@ -1,17 +1,11 @@
 // Metrics of the circuit engine (relay side and circuit endpoints), SPEC.md §7b.10.
 // Per-cell counts are plain integers bumped on the hot path and copied into prom-client
 // only when /metrics is scraped; everything else uses prom-client counters directly.
-import { prom, type Registry } from '../ops/metrics';
-
-const perRegistry = new WeakMap<Registry, CircuitMetrics>();
+import { oncePerRegistry, prom, type Registry } from '../ops/metrics';
 
 export class CircuitMetrics {
   /** The metrics registered in `reg` (made on first call; a registry can hold them once). */
-  static for(reg: Registry): CircuitMetrics {
-    let m = perRegistry.get(reg);
-    if (!m) { m = new CircuitMetrics(reg); perRegistry.set(reg, m); }
-    return m;
-  }
+  static readonly for: (reg: Registry) => CircuitMetrics = oncePerRegistry((reg) => new CircuitMetrics(reg));
 
   /** Hot path counters (cells forwarded or delivered, by direction). */
   cellsOutbound = 0;

@@ -5,6 +5,16 @@ import http from 'node:http';
 export { client as prom };
 export type Registry = client.Registry;
 
+/** `make` once per registry (a registry can hold a metric name once): later calls get the same object. */
+export function oncePerRegistry<T>(make: (reg: client.Registry) => T): (reg: client.Registry) => T {
+  const made = new WeakMap<client.Registry, T>();
+  return (reg) => {
+    let m = made.get(reg);
+    if (m === undefined) { m = make(reg); made.set(reg, m); }
+    return m;
+  };
+}
+
 export function createRegistry(daemon: string): client.Registry {
   const reg = new client.Registry();
   reg.setDefaultLabels({ daemon });
