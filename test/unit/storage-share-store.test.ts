@@ -45,6 +45,17 @@ function clock(startSeconds: number) {
   return { now: () => t, advance: (s: number) => { t += s * 1000; } };
 }
 
+/** A store at `t0` (seconds) that kept share 'alpha' with a 100 s lease, then closed (a restart follows). */
+async function alphaStoredThenClosed(t0: number) {
+  const c = clock(t0);
+  const dir = await tmpDir();
+  const s1 = await open({ dir, now: c.now });
+  const a = share('alpha');
+  await s1.put(a.id, a.data, 100);
+  await s1.close();
+  return { c, dir, a };
+}
+
 describe('share store (SPEC §9.8)', () => {
   it('stores shares in sharded folders, mode 0600 files and 0700 folders', async () => {
     const dir = await tmpDir();
@@ -123,12 +134,7 @@ describe('share store (SPEC §9.8)', () => {
   });
 
   it('leases survive a restart; a share with no lease gets a grace lease; crash leftovers are removed', async () => {
-    const c = clock(2_000_000);
-    const dir = await tmpDir();
-    const s1 = await open({ dir, now: c.now });
-    const a = share('alpha');
-    await s1.put(a.id, a.data, 100);
-    await s1.close();
+    const { c, dir, a } = await alphaStoredThenClosed(2_000_000);
     // A share written but never journaled (crash), and a temp file that never got renamed.
     const o = share('orphan');
     const odir = path.join(dir, 'shares', o.hex.slice(0, 2), o.hex.slice(2, 4));
@@ -143,12 +149,7 @@ describe('share store (SPEC §9.8)', () => {
   });
 
   it('a torn journal tail is cut off and the good records are kept', async () => {
-    const c = clock(3_000_000);
-    const dir = await tmpDir();
-    const s1 = await open({ dir, now: c.now });
-    const a = share('alpha');
-    await s1.put(a.id, a.data, 100);
-    await s1.close();
+    const { c, dir, a } = await alphaStoredThenClosed(3_000_000);
     fs.appendFileSync(path.join(dir, 'leases.journal'), Buffer.alloc(30, 0xee));
     const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1 });
     expect(await s2.renew([a.id], 1)).toEqual([3_000_100]);
