@@ -50,6 +50,8 @@ export class LinkCounter {
   /** Circuit ids this node wrote a non-DESTROY cell on, this segment and the previous one (bounded). */
   private carriedNow = new Set<number>();
   private carriedPrev = new Set<number>();
+  /** The circuit of the last call of onCircuitCarried in this segment (-1: none yet). */
+  private lastCarried = -1;
   private prevSent = 0;
 
   constructor(readonly peer: string, readonly role: LinkRole) {
@@ -73,6 +75,9 @@ export class LinkCounter {
    * carries). Bounded: beyond MAX_CARRIED_CIRCUITS the slack is at its cap anyway.
    */
   onCircuitCarried(circId: number): void {
+    // Per sent cell: consecutive cells of one circuit skip the set.
+    if (circId === this.lastCarried) return;
+    this.lastCarried = circId;
     if (this.carriedNow.size < MAX_CARRIED_CIRCUITS) this.carriedNow.add(circId);
   }
 
@@ -102,6 +107,7 @@ export class LinkCounter {
     this.prevSent = this.sent;
     this.carriedPrev = this.carriedNow;
     this.carriedNow = new Set();
+    this.lastCarried = -1;
     this.sent = 0;
     this.received = 0;
     this.segmentCircuits = this.openCircuits;
