@@ -1,6 +1,7 @@
 // SPEC.md §6.10: a relay mirrors the consensus so clients need not all ask the authorities.
 // It fetches from the authorities (If-Modified-Since), verifies exactly as a client does,
 // keeps the newest valid one on disk, and serves it on its directory port.
+import { isConsensusStale } from '../src/dir/consensus';
 import path from 'node:path';
 import type { Logger } from '../src/ops/log';
 import type { AuthorityInfo } from '../src/dir/authorities';
@@ -71,7 +72,7 @@ export class ConsensusMirror {
     // SPEC.md §6.8: a whole period past fresh-until with nothing newer (a consensus was missed, not
     // merely not fetched yet), keep serving the last valid consensus and say so.
     const c = this.cur?.info;
-    if (c && Date.now() > c.freshUntil + c.periodSeconds * 1000 && this.staleWarned !== c.validAfter) {
+    if (c && isConsensusStale(c, Date.now()) && this.staleWarned !== c.validAfter) {
       this.staleWarned = c.validAfter;
       this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
         Date.now() > c.validUntil ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: serving the last valid one until it expires');

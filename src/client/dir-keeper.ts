@@ -2,6 +2,7 @@
 // consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
 // refreshed periodically; only a consensus inside its validity window is handed to path
 // selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
+import { isConsensusStale } from '../dir/consensus';
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
@@ -135,7 +136,7 @@ export class DirKeeper {
   private noteStale(): void {
     const c = this.current;
     // A whole period past fresh-until: a consensus was missed, not merely not fetched yet.
-    if (!c || this.now() <= c.freshUntil + c.periodSeconds * 1000 || this.staleWarned === c.validAfter) return;
+    if (!c || !isConsensusStale(c, this.now()) || this.staleWarned === c.validAfter) return;
     this.staleWarned = c.validAfter;
     const expired = this.now() > c.validUntil;
     this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },

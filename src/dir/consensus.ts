@@ -154,3 +154,13 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
     envelopeBytes: d.raw,
   } as unknown as VerifiedConsensus;
 }
+
+/**
+ * SPEC.md §6.8, §6.9: the consensus of the period starting at T is fresh until T + P but its
+ * successor is only computed at T + P + P/2 and published by T + 2P, so a healthy network's newest
+ * consensus is past fresh_until for part of every period. It is stale only when the successor is
+ * overdue: after fresh_until + P.
+ */
+export function isConsensusStale(c: Pick<VerifiedConsensus, 'freshUntil' | 'periodSeconds'>, now: number): boolean {
+  return now > c.freshUntil + c.periodSeconds * 1000;
+}

@@ -2,6 +2,7 @@
 // fetch the consensus from a relay mirror or an authority, verify it against the configured
 // authorities, print its relays. A refused consensus is reported with its reason; the last
 // valid one is kept on disk and used until it expires, and the command says so.
+import { isConsensusStale } from '../../dir/consensus';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
@@ -64,7 +65,7 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   } else {
     from = 'none';
   }
-  if (chosen && isStale(chosen, now())) {
+  if (chosen && isConsensusStale(chosen, now())) {
     warnings.push(`consensus is stale: fresh until ${iso(chosen.freshUntil)}, and the next one was due by ${iso(chosen.freshUntil + chosen.periodSeconds * 1000)}; no newer one has been published`);
   }
 
@@ -81,15 +82,7 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   return 0;
 }
 
-/**
- * SPEC.md §6.8, §6.9: the consensus of the period starting at T is fresh until T + P but its
- * successor is only computed at T + P + P/2 and published by T + 2P, so a healthy network's newest
- * consensus is past fresh_until for part of every period. It is stale only when the successor is
- * overdue: after fresh_until + P.
- */
-export function isStale(c: Pick<VerifiedConsensus, 'freshUntil' | 'periodSeconds'>, now: number): boolean {
-  return now > c.freshUntil + c.periodSeconds * 1000;
-}
+export { isConsensusStale as isStale } from '../../dir/consensus';
 
 function stripCode(reason: string, code: string): string {
   return reason.startsWith(`${code}: `) ? reason.slice(code.length + 2) : reason;
