@@ -282,20 +282,29 @@ export function deltas(before: Map<string, Sample[]>, after: Map<string, Sample[
   return d;
 }
 
-/** Remote ports of the ESTABLISHED TCP connections owned by `pid` (from `ss -tnp`). */
-export function establishedPeerPorts(pid: number): number[] {
-  const r = spawnSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' });
+/**
+ * Bytes received by process `pid` on each established TCP connection, by peer port
+ * (`ss -i` bytes_received). Tells a busy link (the guard carrying a transfer) from an idle one.
+ */
+export function receivedBytesByPeerPort(pid: number): Map<number, number> {
+  const r = spawnSync('ss', ['-tnpiH', 'state', 'established'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
-  const ports: number[] = [];
+  const out = new Map<number, number>();
+  let port: number | undefined;
   for (const line of r.stdout.split('\n')) {
-    if (!line.includes(`pid=${pid},`)) continue;
-    const cols = line.trim().split(/\s+/);
-    // Recv-Q Send-Q Local:Port Peer:Port users:(...)
-    const peer = cols[3] ?? '';
-    const port = Number(peer.slice(peer.lastIndexOf(':') + 1));
-    if (Number.isInteger(port)) ports.push(port);
+    if (!/^\s/.test(line)) {
+      port = undefined;
+      if (!line.includes(`pid=${pid},`)) continue;
+      const peer = line.trim().split(/\s+/)[3] ?? '';
+      const p = Number(peer.slice(peer.lastIndexOf(':') + 1));
+      if (Number.isInteger(p)) port = p;
+      continue;
+    }
+    if (port === undefined) continue;
+    const m = /bytes_received:(\d+)/.exec(line);
+    out.set(port, (out.get(port) ?? 0) + (m ? Number(m[1]) : 0));
   }
-  return ports;
+  return out;
 }
 
 const CLK_TCK = (() => {
