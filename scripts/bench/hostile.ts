@@ -12,19 +12,16 @@ import { connectLink, type Channel } from '../../src/link';
 import { CellCommand, type Cell } from '../../src/wire/cell';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import { ntorClientCreate } from '../../src/crypto/ntor';
-import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import type { ConsensusRelay } from '../../src/dir/types';
 import {
-  metric, rssBytes, scrape, startContentServer, startLocalNet, type LocalNet, type NetNode,
+  cpuSeconds, metric, rssBytes, scrape, startContentServer, startLocalNet, type LocalNet, type NetNode,
 } from '../../test/helpers/localnet';
+import { honestDownload, hopOf, startFlooder } from '../../test/helpers/flood';
 
 const G = 'hostile';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
-
-function hopOf(r: ConsensusRelay): HopTarget {
-  return { identity: r.identity, fingerprint: r.fingerprint, onionKey: r.onionKey, address: r.address, orPort: r.orPort };
-}
 
 async function link(r: ConsensusRelay, localAddress?: string): Promise<Channel> {
   return connectLink({ host: '127.0.0.1', port: r.orPort, expectedIdentity: r.identity, localAddress, timeoutMs: 30_000 });
@@ -66,83 +63,55 @@ function oversized(port: number, p: string, bytes: number): Promise<{ status: nu
   });
 }
 
+/** Honest downloads one after another for `ms`: completed, failed (by code), mean ms per download. */
+async function honestFor(ms: number, run: () => Promise<{ ok: boolean; bytes: number; code?: string }>): Promise<{ ok: number; fail: number; codes: string; meanMs: number }> {
+  const end = Date.now() + ms;
+  let ok = 0, fail = 0, spent = 0;
+  const codes = new Map<string, number>();
+  while (Date.now() < end) {
+    const t = Date.now();
+    const r = await run();
+    spent += Date.now() - t;
+    if (r.ok) ok++;
+    else { fail++; codes.set(r.code ?? 'SHORT', (codes.get(r.code ?? 'SHORT') ?? 0) + 1); }
+  }
+  return { ok, fail, codes: [...codes].map(([k, v]) => `${k} ${v}`).join(', ') || 'none', meanMs: ok + fail ? spent / (ok + fail) : 0 };
+}
+
 async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target: NetNode, quick: boolean, rows: BenchRow[], body: Buffer, webPort: number): Promise<void> {
   const relay = consensus.find((r) => r.fingerprint === target.identity)!;
-  const others = consensus.filter((r) => r.fingerprint !== relay.fingerprint);
-  const exitNode = net0.exits[0];
-  const exit = consensus.find((r) => r.fingerprint === exitNode.identity)!;
-  const middle = others.find((r) => r.fingerprint !== exit.fingerprint)!;
-  const rss0 = rssBytes(target.pid);
-  // The attacker: 8 links from 127.0.0.1, CREATE2 with valid onionskins as fast as it can write.
-  const links = await Promise.all(Array.from({ length: 8 }, () => link(relay)));
-  const outcome = { created: 0, refused: 0, other: 0 };
-  for (const ch of links) {
-    ch.on('cell', (c: Cell) => {
-      if (c.command === CellCommand.CREATED2) outcome.created++;
-      else if (c.command === CellCommand.DESTROY) { if (decodeDestroy(c.payload) === DestroyReason.RESOURCELIMIT) outcome.refused++; else outcome.other++; }
-    });
+  const exit = consensus.find((r) => r.fingerprint === net0.exits[0].identity)!;
+  const middle = consensus.find((r) => r.fingerprint !== relay.fingerprint && r.fingerprint !== exit.fingerprint)!;
+  const window = quick ? 10_000 : 30_000;
+  const dl = () => honestDownload([relay, middle, exit], '127.0.0.2', webPort, body);
+  // Baseline: the same honest client, same relay, no flood.
+  const base = await honestFor(window, dl);
+  for (const { links, valid } of [{ links: 8, valid: true }, { links: 8, valid: false }, { links: 2, valid: true }]) {
+    const kind = `${links} links, ${valid ? 'valid ntor onionskins' : 'random onionskins'}`;
+    const rss0 = rssBytes(target.pid);
+    const cpu0 = cpuSeconds(target.pid);
+    const before = await scrape(target.ports.metrics);
+    // The attacker: its own process, links from 127.0.0.1, CREATE2 as fast as the links take them.
+    const flooder = startFlooder(relay, { localAddress: '127.0.0.1', links, valid });
+    await flooder.started;
+    let peakRss = rss0;
+    const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes(target.pid)); }, 250);
+    const t0 = Date.now();
+    const during = await honestFor(window, dl);
+    const secs = (Date.now() - t0) / 1000;
+    const counts = await flooder.stop();
+    clearInterval(sampler);
+    const after = await scrape(target.ports.metrics);
+    const cpu = cpuSeconds(target.pid) - cpu0;
+    const lag = metric(after, 'nodejs_eventloop_lag_p99_seconds');
+    const refusedRate = metric(after, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' }) - metric(before, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' });
+    rows.push(
+      { group: G, name: `CREATE2 flood from 127.0.0.1 (${kind}): CREATE2 sent`, value: counts.sent / secs, unit: 'cells/s', note: `${counts.sent} in ${secs.toFixed(1)} s; ${counts.created} CREATED2, ${counts.refused} DESTROY(RESOURCELIMIT) (relay counted ${refusedRate} circuit_rate refusals), ${counts.other} other` },
+      { group: G, name: `CREATE2 flood (${kind}): relay RSS growth (peak − before)`, value: (peakRss - rss0) / MiB, unit: 'MiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
+      { group: G, name: `CREATE2 flood (${kind}): relay CPU`, value: cpu / secs, unit: 'cores', note: `event-loop lag p99 ${(lag * 1000).toFixed(1)} ms` },
+      { group: G, name: `CREATE2 flood (${kind}): honest client (127.0.0.2) 3-hop ${(body.length / 1024).toFixed(0)} KiB downloads completed during the flood`, value: during.ok, unit: 'downloads', baseline: { name: 'same client, no flood, same time', value: base.ok, unit: 'downloads' }, note: `${during.fail} failed (${during.codes}); mean ${during.meanMs.toFixed(0)} ms per download vs ${base.meanMs.toFixed(0)} ms without flood` },
+    );
   }
-  const perLink = quick ? 500 : 2000;
-  const t0 = Date.now();
-  let sent = 0;
-  let peakRss = rss0;
-  const flood = (async () => {
-    for (let i = 0; i < perLink; i++) {
-      for (const ch of links) {
-        if (ch.closed) continue;
-        const { onionskin } = ntorClientCreate({ id: relay.identity, onionKey: relay.onionKey });
-        ch.send(ch.allocateCircId(), CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));
-        sent++;
-      }
-      if (i % 50 === 0) { peakRss = Math.max(peakRss, rssBytes(target.pid)); await sleep(1); }
-    }
-  })();
-  // Meanwhile an honest client on 127.0.0.2 builds circuits through the flooded relay and downloads.
-  let honestOk = 0, honestFail = 0, honestBytes = 0;
-  const honestCodes = new Map<string, number>();
-  const honest = (async () => {
-    const end = Date.now() + (quick ? 10_000 : 30_000);
-    while (Date.now() < end) {
-      let l: ClientLink | null = null;
-      try {
-        l = new ClientLink(await link(relay, '127.0.0.2'));
-        const c = ClientCircuit.allocate(l);
-        await c.create(hopOf(relay));
-        await c.extend(hopOf(middle));
-        await c.extend(hopOf(exit));
-        const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: webPort });
-        stream.write(`GET /bytes/0/${body.length} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-        const got = await new Promise<number>((resolve, reject) => {
-          let n = 0;
-          stream.on('data', (d: Buffer) => { n += d.length; });
-          stream.on('end', () => resolve(n));
-          stream.on('error', reject);
-        });
-        honestBytes += got;
-        if (got >= body.length) honestOk++; else honestFail++;
-        c.destroy();
-      } catch (e) {
-        honestFail++;
-        const code = (e as { code?: string }).code ?? 'ERROR';
-        honestCodes.set(code, (honestCodes.get(code) ?? 0) + 1);
-      } finally {
-        l?.ch.close();
-      }
-    }
-  })();
-  await flood;
-  await honest;
-  for (let i = 0; i < 100 && outcome.created + outcome.refused + outcome.other < sent; i++) await sleep(100);
-  const secs = (Date.now() - t0) / 1000;
-  peakRss = Math.max(peakRss, rssBytes(target.pid));
-  for (const ch of links) ch.destroy();
-  rows.push(
-    { group: G, name: 'CREATE2 flood from one address: CREATE2 sent', value: sent, unit: 'cells', note: `8 links, ${secs.toFixed(1)} s` },
-    { group: G, name: 'CREATE2 flood: answered CREATED2 (within the bucket)', value: outcome.created, unit: 'circuits' },
-    { group: G, name: 'CREATE2 flood: refused DESTROY(RESOURCELIMIT)', value: outcome.refused, unit: 'circuits' },
-    { group: G, name: 'CREATE2 flood: relay RSS growth (peak − before)', value: (peakRss - rss0) / MiB, unit: 'MiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
-    { group: G, name: 'CREATE2 flood: honest client (127.0.0.2) 3-hop downloads completed', value: honestOk, unit: 'downloads', note: `${honestFail} failed (${[...honestCodes].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), ${(honestBytes / MiB).toFixed(1)} MiB` },
-  );
 }
 
 async function manyCircuits(consensus: ConsensusRelay[], target: NetNode, quick: boolean, rows: BenchRow[]): Promise<void> {
@@ -290,7 +259,11 @@ const mod: BenchModule = {
       const plain = net0.relays.filter((r) => r.role === 'relay');
       const sha = sha256(body).toString('hex').slice(0, 8);
       process.stderr.write(`hostile: network up (${consensus.length} relays listed), body ${sha}\n`);
+      // `--steps create2,circuits,resolve,http,storage` runs some of them (default: all).
+      const si = process.argv.indexOf('--steps');
+      const steps = si >= 0 ? process.argv[si + 1].split(',') : null;
       const step = async (name: string, f: () => Promise<void>) => {
+        if (steps && !steps.some((k) => name.toLowerCase().includes(k))) return;
         try { await f(); } catch (e) { rows.push({ group: G, name: `${name}: not measured`, value: 0, unit: '', note: String((e as Error).message ?? e) }); }
       };
       await step('CREATE2 flood', () => create2Flood(net0, consensus, plain[0], quick, rows, body, web.port));
