@@ -9,9 +9,6 @@ import net from 'node:net';
 import type { BenchModule, BenchRow } from './types';
 import { randomBytes, sha256 } from '../../src/crypto/primitives';
 import { connectLink, type Channel } from '../../src/link';
-import { CellCommand, type Cell } from '../../src/wire/cell';
-import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
-import { ntorClientCreate } from '../../src/crypto/ntor';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import type { ConsensusRelay } from '../../src/dir/types';
 import {

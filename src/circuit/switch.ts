@@ -215,7 +215,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     let q = this.onionQueue.get(source);
     if (q && q.length >= this.limits.maxQueuedCreatesPerSource) {
       // Its source already has a full queue: refused unanswered, and the link is not read for a while.
-      this.metrics.refused('circuit_queue');
+      this.metrics.refused('onion_queue');
       this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
       link.ch.holdReading?.(this.limits.rateRefusalHoldMs);
       return;
@@ -266,7 +266,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
         job.link.pendingCreates!.delete(job.circId);
         if (this.closed) { this.sendDestroy(job.link, job.circId, DestroyReason.HIBERNATING); continue; }
         if (Date.now() - job.at > this.limits.maxOnionQueueDelayMs) {
-          this.metrics.refused('circuit_queue');
+          this.metrics.refused('onion_queue');
           this.sendDestroy(job.link, job.circId, DestroyReason.RESOURCELIMIT);
           continue;
         }

@@ -44,7 +44,7 @@ const HONEST_DOWNLOADS = 3;
 /** Refusals the relay counted: by the creation bucket and by a full onionskin queue. */
 async function refusals(): Promise<{ rate: number; queue: number }> {
   const s = await scrape(target.ports.metrics);
-  return { rate: metric(s, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' }), queue: metric(s, 'bitcloud_dos_refusals_total', { kind: 'circuit_queue' }) };
+  return { rate: metric(s, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' }), queue: metric(s, 'bitcloud_dos_refusals_total', { kind: 'onion_queue' }) };
 }
 
 /** A flood from `from` (a fresh address per flood: no bucket state carried over) during the honest downloads. */
