@@ -37,29 +37,6 @@ function get(port: number, p: string, localAddress?: string): Promise<{ status: 
   });
 }
 
-/** An oversized POST: how many bytes the server took before answering or closing, and the status. */
-function oversized(port: number, p: string, bytes: number): Promise<{ status: number; sent: number }> {
-  return new Promise((resolve) => {
-    let sent = 0;
-    let status = 0;
-    const req = http.request({ host: '127.0.0.1', port, path: p, method: 'POST', headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } }, (res) => {
-      status = res.statusCode ?? 0;
-      res.resume();
-    });
-    const chunk = Buffer.alloc(64 * 1024, 1);
-    const pump = () => {
-      while (sent < bytes) {
-        sent += chunk.length;
-        if (!req.write(chunk)) { req.once('drain', pump); return; }
-      }
-      req.end();
-    };
-    req.on('error', () => {});
-    req.on('close', () => resolve({ status, sent }));
-    pump();
-  });
-}
-
 /** Honest downloads one after another for `ms`: completed, failed (by code), mean ms per download. */
 async function honestFor(ms: number, run: () => Promise<{ ok: boolean; bytes: number; code?: string }>): Promise<{ ok: number; fail: number; codes: string; meanMs: number }> {
   const end = Date.now() + ms;
@@ -179,41 +156,136 @@ async function resolveFlood(consensus: ConsensusRelay[], exitNode: NetNode, quic
   );
 }
 
-/** Slow-loris (sockets that send half a header and then trickle) and oversized bodies. */
-async function httpAbuse(net0: LocalNet, quick: boolean, rows: BenchRow[]): Promise<void> {
-  const auth = net0.authorities[0];
-  const relay = net0.relays[0];
-  const targets: Array<{ name: string; port: number; path: string }> = [
-    { name: 'authority HTTP', port: auth.ports.http, path: '/bitcloud/status' },
-    { name: 'authority MetricsPort', port: auth.ports.metrics, path: '/metrics' },
-    { name: 'relay DirPort', port: relay.ports.dir, path: '/bitcloud/status' },
-    { name: 'relay MetricsPort', port: relay.ports.metrics, path: '/metrics' },
-    { name: 'client MetricsPort', port: net0.proxy.ports.metrics, path: '/metrics' },
-  ];
-  const loris = quick ? 100 : 400;
-  for (const t of targets) {
-    const before = await get(t.port, t.path);
-    const socks: net.Socket[] = [];
-    for (let i = 0; i < loris; i++) {
-      const s = net.connect(t.port, '127.0.0.1');
-      s.on('error', () => {});
-      s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\n`);
-      socks.push(s);
-    }
-    const trickle = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write('X-a: b\r\n'); }, 1000);
-    await sleep(2000);
-    const during = await get(t.port, t.path);
-    clearInterval(trickle);
-    const stillOpen = socks.filter((s) => !s.destroyed).length;
-    for (const s of socks) s.destroy();
-    rows.push({
-      group: G, name: `slow-loris (${loris} sockets) on ${t.name}: a normal request during it`, value: during.ms, unit: 'ms',
-      baseline: { name: 'same request before', value: before.ms, unit: 'ms' }, note: `status ${during.status}; ${stillOpen} slow sockets still open after 2 s`,
+/** A SOCKS5 CONNECT through the proxy to `host`:`port` (no auth); the socket once the proxy said yes. */
+function socksConnect(socksPort: number, host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socksPort, '127.0.0.1');
+    s.on('error', reject);
+    let stage = 0;
+    let buf = Buffer.alloc(0);
+    s.once('connect', () => s.write(Buffer.from([5, 1, 0])));
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (stage === 0 && buf.length >= 2) {
+        buf = buf.subarray(2);
+        stage = 1;
+        const h = Buffer.from(host);
+        s.write(Buffer.concat([Buffer.from([5, 1, 0, 3, h.length]), h, Buffer.from([port >> 8, port & 255])]));
+      }
+      if (stage === 1 && buf.length >= 10) {
+        s.off('data', onData);
+        if (buf[1] !== 0) { s.destroy(); reject(new Error(`SOCKS reply ${buf[1]}`)); return; }
+        s.removeAllListeners('error');
+        s.on('error', () => {});
+        resolve(s);
+      }
+    };
+    s.on('data', onData);
+  });
+}
+
+interface HttpTarget { name: string; path: string; open: () => Promise<net.Socket> | net.Socket; post: string }
+
+/** One request over a socket from `open`; status and milliseconds (0: no answer). */
+async function rawGet(t: HttpTarget): Promise<{ status: number; ms: number }> {
+  const t0 = Date.now();
+  try {
+    const s = await t.open();
+    return await new Promise((resolve) => {
+      let head = '';
+      const done = (status: number) => { s.destroy(); resolve({ status, ms: Date.now() - t0 }); };
+      const timer = setTimeout(() => done(0), 60_000);
+      s.on('data', (d: Buffer) => {
+        head += d.toString('latin1');
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+        if (m) { clearTimeout(timer); done(Number(m[1])); }
+      });
+      s.on('close', () => { clearTimeout(timer); resolve({ status: 0, ms: Date.now() - t0 }); });
+      s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     });
+  } catch {
+    return { status: 0, ms: Date.now() - t0 };
   }
-  for (const [name, port, p] of [['authority /bitcloud/receipts', auth.ports.http, '/bitcloud/receipts'], ['authority /bitcloud/descriptor', auth.ports.http, '/bitcloud/descriptor']] as const) {
-    const r = await oversized(port, p, 64 * MiB);
-    rows.push({ group: G, name: `oversized body (64 MiB offered) to ${name}: bytes written before the answer or close`, value: r.sent / MiB, unit: 'MiB', note: `status ${r.status}` });
+}
+
+/** An oversized chunked POST: bytes written before the server answered or closed, and the status. */
+async function rawOversized(t: HttpTarget, bytes: number): Promise<{ status: number; sent: number }> {
+  let s: net.Socket;
+  try { s = await t.open(); } catch { return { status: 0, sent: 0 }; }
+  return new Promise((resolve) => {
+    let sent = 0;
+    let status = 0;
+    let over = false;
+    const finish = () => { if (over) return; over = true; s.destroy(); resolve({ status, sent }); };
+    s.on('data', (d: Buffer) => {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(d.toString('latin1'));
+      if (m && !status) { status = Number(m[1]); setTimeout(finish, 200); }
+    });
+    s.on('close', finish);
+    s.on('error', finish);
+    s.write(`POST ${t.post} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    const chunk = Buffer.concat([Buffer.from(`${(64 * 1024).toString(16)}\r\n`), Buffer.alloc(64 * 1024, 1), Buffer.from('\r\n')]);
+    const pump = () => {
+      while (!over && sent < bytes) {
+        sent += 64 * 1024;
+        if (!s.write(chunk)) { s.once('drain', pump); return; }
+      }
+      if (!over) { s.write('0\r\n\r\n'); setTimeout(finish, 5000); }
+    };
+    pump();
+  });
+}
+
+/** Every HTTP port of the network: slow-loris (half a header, then a trickle) and an oversized body on each. */
+async function httpAbuse(net0: LocalNet, quick: boolean, rows: BenchRow[]): Promise<void> {
+  const tcp = (port: number) => () => { const s = net.connect(port, '127.0.0.1'); s.on('error', () => {}); return new Promise<net.Socket>((r, j) => { s.once('connect', () => r(s)); s.once('error', j); }); };
+  const auth = net0.authorities[0];
+  const relay = net0.relays.find((r) => r.role === 'relay')!;
+  const exit = net0.exits[0];
+  const store = net0.storage[0];
+  const targets: HttpTarget[] = [
+    { name: 'authority HTTP (receipts)', port: auth.ports.http, path: '/bitcloud/status', post: '/bitcloud/receipts' },
+    { name: 'authority HTTP (descriptor)', port: auth.ports.http, path: '/bitcloud/status', post: '/bitcloud/descriptor' },
+    { name: 'authority MetricsPort', port: auth.ports.metrics, path: '/metrics', post: '/metrics' },
+    { name: 'relay DirPort', port: relay.ports.dir, path: '/bitcloud/status', post: '/bitcloud/status' },
+    { name: 'relay MetricsPort (status page)', port: relay.ports.metrics, path: '/metrics', post: '/status.json' },
+    { name: 'exit DirPort', port: exit.ports.dir, path: '/bitcloud/status', post: '/bitcloud/status' },
+    { name: 'exit MetricsPort', port: exit.ports.metrics, path: '/metrics', post: '/metrics' },
+    ...(store ? [{ name: 'storage node MetricsPort', port: store.ports.metrics, path: '/metrics', post: '/metrics' }] : []),
+    { name: 'client MetricsPort', port: net0.proxy.ports.metrics, path: '/metrics', post: '/metrics' },
+  ].map((t) => ({ name: t.name, path: t.path, post: t.post, open: tcp(t.port) }));
+  // The .bitcloud gateway is served inside the proxy, reached by SOCKS CONNECT to a .bitcloud name
+  // (only with storage nodes: without them it has nothing to serve).
+  if (store) targets.push({ name: '.bitcloud gateway (through SOCKS)', path: '/', post: '/', open: () => socksConnect(net0.socksPort, 'aaaa.bbbb.bitcloud', 80) });
+  const loris = quick ? 100 : 400;
+  const seen = new Set<string>();
+  for (const t of targets) {
+    const key = t.name.replace(/ \(.*\)$/, '');
+    if (!seen.has(key)) {
+      seen.add(key);
+      const before = await rawGet(t);
+      const socks: net.Socket[] = [];
+      await Promise.all(Array.from({ length: loris }, async () => {
+        try {
+          const s = await t.open();
+          s.on('error', () => {});
+          s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\n`);
+          socks.push(s);
+        } catch { /* refused at connect: counted as not open below */ }
+      }));
+      const trickle = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write('X-a: b\r\n'); }, 1000);
+      await sleep(2000);
+      const during = await rawGet(t);
+      clearInterval(trickle);
+      const stillOpen = socks.filter((s) => !s.destroyed).length;
+      for (const s of socks) s.destroy();
+      rows.push({
+        group: G, name: `slow-loris (${loris} sockets) on ${key}: a normal request during it`, value: during.ms, unit: 'ms',
+        baseline: { name: 'same request before', value: before.ms, unit: 'ms' }, note: `status ${during.status}; ${stillOpen} slow sockets still open after 2 s`,
+      });
+    }
+    const r = await rawOversized(t, 64 * MiB);
+    rows.push({ group: G, name: `oversized body (64 MiB offered, chunked POST ${t.post}) to ${t.name}: bytes written before the answer or close`, value: r.sent / MiB, unit: 'MiB', note: `status ${r.status || 'none (closed)'}` });
   }
 }
 
