@@ -20,6 +20,8 @@ export interface Flooder {
   started: Promise<void>;
   /** The last counts the flooder reported (once a second). */
   counts(): FloodCounts;
+  /** The counts of the flooder's next report. */
+  nextReport(): Promise<FloodCounts>;
   /** SIGTERM, wait for exit; the final counts. */
   stop(): Promise<FloodCounts>;
 }
@@ -32,6 +34,7 @@ export function startFlooder(relay: ConsensusRelay, o: { localAddress?: string; 
   let last: FloodCounts = { sent: 0, created: 0, refused: 0, other: 0, closed: 0 };
   let buf = '';
   let firstLine: () => void = () => {};
+  let waiters: Array<(c: FloodCounts) => void> = [];
   const first = new Promise<void>((r) => { firstLine = r; });
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     buf += d;
@@ -39,6 +42,9 @@ export function startFlooder(relay: ConsensusRelay, o: { localAddress?: string; 
       last = JSON.parse(buf.slice(0, i)) as FloodCounts;
       buf = buf.slice(i + 1);
       firstLine();
+      const w = waiters;
+      waiters = [];
+      for (const f of w) f(last);
     }
   });
   let exited = false;
@@ -47,6 +53,7 @@ export function startFlooder(relay: ConsensusRelay, o: { localAddress?: string; 
     pid: child.pid!,
     started: Promise.race([first, exit.then(() => { throw new Error('the flooder exited before it started'); })]),
     counts: () => last,
+    nextReport: () => new Promise<FloodCounts>((r) => { if (exited) r(last); else waiters.push(r); }),
     async stop() {
       if (!exited) child.kill('SIGTERM');
       await exit;
