@@ -34,6 +34,7 @@ import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
+import { dropUnreadBody } from '../src/ops/http-body';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -159,6 +160,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   };
 
   return http.createServer((req, res) => {
+    dropUnreadBody(req, res);
     route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
       m.errors.labels(errorCode(e)).inc();
       log.error({ err: (e as Error).message }, 'HTTP handler failed');
