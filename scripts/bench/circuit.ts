@@ -30,7 +30,7 @@ import { randomBytes } from '../../src/crypto/primitives';
 import { connectLink } from '../../src/link';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
 import {
-  cpuSeconds, curl, establishedPeerPorts, freePortRange, metric, rssBytes, scrape, startContentServer, startExtraProxy,
+  cpuSeconds, curl, freePortRange, metric, rssBytes, receivedBytesByPeerPort, scrape, startContentServer, startExtraProxy,
   startLocalNet, viaSocks, type LocalNet,
 } from '../../test/helpers/localnet';
 
@@ -232,7 +232,7 @@ async function measure(net: LocalNet, quick: boolean): Promise<{ rows: BenchRow[
 
 /** A non-exit relay neither proxy holds a link to (so this process's circuits meet no per-address DoS bucket). */
 function pickGuard(net: LocalNet, leanPid: number) {
-  const used = new Set([...establishedPeerPorts(net.proxy.pid), ...establishedPeerPorts(leanPid)]);
+  const used = new Set([...receivedBytesByPeerPort(net.proxy.pid).keys(), ...receivedBytesByPeerPort(leanPid).keys()]);
   const free = net.relays.filter((r) => r.role === 'relay' && !used.has(r.ports.or));
   return free[0] ?? net.relays.filter((r) => r.role === 'relay')[0];
 }
