@@ -26,8 +26,12 @@ export interface StreamHost {
 
 export type StreamState = 'opening' | 'open' | 'closed';
 
-/** Most bytes of received DATA gathered before one push to the reader. */
-const RX_COALESCE = 32 * 1024;
+/**
+ * Most bytes of received DATA gathered before one push to the reader: one link read (a TCP read
+ * of up to 64 KiB, several TLS records) fits, so the socket behind the reader gets one write per
+ * read instead of one per TLS record.
+ */
+const RX_COALESCE = 64 * 1024;
 
 const END_REASON_MISC = EndReason.MISC;
 const END_REASON_DONE = EndReason.DONE;
@@ -137,14 +141,16 @@ export class CircuitStream extends Duplex {
       return;
     }
     if (this.readableEnded || this.destroyed) return;
-    // Hot path: cells that arrive in one burst (one link read) are gathered into one buffer
-    // and handed to the reader once, after the burst: one allocation and one push per burst
-    // instead of per 498 bytes, so the socket behind the reader gets large writes.
+    // Hot path: cells that arrive in one burst (one link read: every TLS record of it) are
+    // gathered into one buffer and handed to the reader once, at the end of the read (the
+    // event loop's check phase, where links flush their own writes too): one allocation and
+    // one push per read instead of per 498 bytes or per TLS record, so the socket behind the
+    // reader gets few large writes. Order is kept: a full buffer is pushed before the next.
     if (this.rx && this.rxLen + data.length > this.rx.length) this.flushRx();
     if (!this.rx) { this.rx = Buffer.allocUnsafe(RX_COALESCE); this.rxLen = 0; }
     data.copy(this.rx, this.rxLen);
     this.rxLen += data.length;
-    if (!this.rxScheduled) { this.rxScheduled = true; queueMicrotask(this.flushRxTask); }
+    if (!this.rxScheduled) { this.rxScheduled = true; setImmediate(this.flushRxTask); }
   }
 
   private readonly flushRxTask = (): void => { this.rxScheduled = false; this.flushRx(); };
