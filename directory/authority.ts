@@ -111,7 +111,7 @@ export class Authority {
     this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
     this.measurement = new BandwidthMeasurement({
       dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
-      skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
+      skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', rule: deps.config.bandwidthRule ?? 'pair', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
       declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
     });
     this.reach = new ReachabilityQueue(deps.reachabilityTest ?? linkReachabilityTest, (d, r) => {
