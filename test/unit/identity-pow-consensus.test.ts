@@ -8,12 +8,13 @@ import pino from 'pino';
 import { describe, it, expect, afterEach } from 'vitest';
 import { sha256 } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
-import { IdentityProofKeeper, LOCAL_POW_PARAMS, type PowParams } from '../../src/dir/identity-pow';
+import { DEFAULT_POW_PARAMS, IdentityProofKeeper, LOCAL_POW_PARAMS, type PowParams } from '../../src/dir/identity-pow';
 import { LIMITS, decodeConsensus, decodeVote, encodeConsensus, encodeVote, type ConsensusMsg } from '../../src/wire/docs';
 import { DocType, openEnvelope } from '../../src/wire/envelope';
 import { powVote } from '../../directory/compute';
 import type { VoteInput } from '../../directory/vote';
-import { E, consensusFor, makeRelay, makeSigner, voteOf } from './dirauth-measure-fixture';
+import { CONSENSUS_FILE } from '../../directory/authority';
+import { E, consensusFor, epochStart, makeFixture, makeRelay, makeSigner, voteOf } from './dirauth-measure-fixture';
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
@@ -48,6 +49,28 @@ describe('identity proof parameters in the consensus (SPEC.md §6.4.1, §6.7)', 
     const m: ConsensusMsg = decodeConsensus(encodeConsensus({ ...base, identityPow: pp(8, 16, 32, 720) }));
     expect(m.identityPow).toEqual(pp(8, 16, 32, 720));
     expect(codeOf(() => decodeConsensus(encodeConsensus({ ...m, identityPow: pp(8, 17, 1, 24) })))).toBe('DOC_MALFORMED');
+  });
+});
+
+describe('an authority checks against the consensus parameters (SPEC.md §6.4.1)', () => {
+  it('its own configuration until it holds a consensus with parameters, then the consensus\'s', async () => {
+    const fx = makeFixture();
+    try {
+      const { authority } = fx.makeAuthority({ identityPow: 'default' });
+      expect(authority.powParams).toEqual(DEFAULT_POW_PARAMS);
+      const c = consensusFor(fx.signer, E, [{ ...voteOf(fx.signer, fx.relays.slice(0, 2)), identityPow: LOCAL_POW_PARAMS }]);
+      fs.writeFileSync(path.join(fx.dir, CONSENSUS_FILE), c.raw);
+      fx.clock.now = epochStart(E) + 1000;
+      authority.start();
+      try {
+        expect(authority.published?.info.identityPow).toEqual(LOCAL_POW_PARAMS);
+        expect(authority.powParams).toEqual(LOCAL_POW_PARAMS);
+      } finally {
+        await authority.stop();
+      }
+    } finally {
+      fx.cleanup();
+    }
   });
 });
 
