@@ -90,7 +90,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       throw err('RELAY_EARLY_LIMIT', `more than ${MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit`);
     }
     this.sw.metrics.cellsOutbound++;
-    if (this.crypto.decryptOutbound(payload)) {
+    if (this.crypto.decryptOutbound(payload, command)) {
       this.deliver(command, payload);
       return;
     }
@@ -105,7 +105,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
   fromNext(command: number, payload: Buffer): void {
     if (command === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
     this.sw.metrics.cellsInbound++;
-    this.crypto.encryptInbound(payload);
+    this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
   }
 
@@ -291,7 +291,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     this.sw.metrics.cellsInbound++;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     this.crypto.originate(SCRATCH);
-    this.crypto.encryptInbound(SCRATCH);
+    this.crypto.encryptInbound(SCRATCH, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, SCRATCH, this.qPrev);
   }
 

@@ -306,7 +306,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
-    clientSealOutbound(this.layers, hop, SCRATCH);
+    clientSealOutbound(this.layers, hop, SCRATCH, cellCommand);
     this.link.send(this.circId, cellCommand, SCRATCH);
   }
 
