@@ -13,7 +13,7 @@
 import { err } from '../errors';
 import { aes128Block, aes128Ctr, PolyvalHash, constantTimeEqual, randomBytes, wipe, type Aes128Block } from './primitives';
 import { CellCommand } from '../wire/cell';
-import { relayPayloadFromCgo, relayPayloadToCgo } from '../wire/relay-msg';
+import { CGO_RELAY_DATA_MAX, relayPayloadFromCgo, relayPayloadToCgo } from '../wire/relay-msg';
 import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
 
 export const CGO_BLOCK_LEN = 16;
@@ -282,6 +282,7 @@ export function createCgoClientHop(keys: Buffer): ClientHopCrypto {
       return true;
     },
     lastDigest() { return Buffer.from(last); },
+    relayDataMax: CGO_RELAY_DATA_MAX,
   };
 }
 
@@ -313,6 +314,7 @@ export function createCgoRelayHop(keys: Buffer): RelayHopCrypto {
       }
     },
     lastDigest() { return Buffer.from(last); },
+    relayDataMax: CGO_RELAY_DATA_MAX,
   };
 }
 

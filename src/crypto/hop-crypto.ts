@@ -17,6 +17,8 @@ export interface ClientHopCrypto {
   decryptInbound(payload: Buffer, cmd?: number): boolean;
   /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
   lastDigest(): Buffer;
+  /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
+  readonly relayDataMax: number;
 }
 
 /** A relay's state for its own hop of one circuit (both directions). */
@@ -29,6 +31,8 @@ export interface RelayHopCrypto {
   encryptInbound(payload: Buffer, cmd?: number): void;
   /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
   lastDigest(): Buffer;
+  /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
+  readonly relayDataMax: number;
 }
 
 /** The relay crypto a circuit negotiated (SPEC.md §5.6): chosen once, at circuit creation. */

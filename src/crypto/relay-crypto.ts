@@ -9,6 +9,8 @@ import { createCgoClientHop, createCgoRelayHop, CGO_KEY_LEN } from './cgo';
 import type { ClientHopCrypto, RelayCryptoAlgorithm, RelayHopCrypto } from './hop-crypto';
 import { randomBytes } from './primitives';
 import { CellCommand } from '../wire/cell';
+import { HandshakeType } from '../wire/messages';
+import { NTOR_PROTOID_BITCLOUD, NTOR_PROTOID_BITCLOUD_CGO } from './ntor';
 
 /** Bytes of key material one tor1 hop needs from the circuit handshake (Df | Db | Kf | Kb). */
 export const RELAY_CRYPTO_KEY_LEN = TOR1_KEY_LEN;
@@ -18,6 +20,25 @@ export const RELAY_CRYPTO_DIGEST_LEN = TOR1_DIGEST_LEN;
 /** Bytes of key material one hop needs from the handshake for `alg` (SPEC.md §5.2, §5.6). */
 export function relayCryptoKeyLen(alg: RelayCryptoAlgorithm): number {
   return alg === 'cgo' ? CGO_KEY_LEN : TOR1_KEY_LEN;
+}
+
+/** How a hop negotiates `alg` (SPEC.md §5.6.1): the CREATE2 / EXTEND2 htype, the ntor PROTOID, the key length. */
+export interface RelayCryptoHandshake { htype: number; protoid: string; keyLength: number }
+
+const HANDSHAKES: Record<RelayCryptoAlgorithm, RelayCryptoHandshake> = {
+  tor1: { htype: HandshakeType.NTOR, protoid: NTOR_PROTOID_BITCLOUD, keyLength: TOR1_KEY_LEN },
+  cgo: { htype: HandshakeType.NTOR_CGO, protoid: NTOR_PROTOID_BITCLOUD_CGO, keyLength: CGO_KEY_LEN },
+};
+
+export function relayCryptoHandshake(alg: RelayCryptoAlgorithm): RelayCryptoHandshake {
+  return HANDSHAKES[alg];
+}
+
+/** The algorithm a CREATE2 / EXTEND2 htype negotiates, or null for one this node does not speak. */
+export function relayCryptoForHtype(htype: number): RelayCryptoAlgorithm | null {
+  if (htype === HandshakeType.NTOR) return 'tor1';
+  if (htype === HandshakeType.NTOR_CGO) return 'cgo';
+  return null;
 }
 
 /** Throws CRYPTO_BAD_LENGTH unless `keys` is exactly relayCryptoKeyLen(alg) bytes. */
