@@ -201,7 +201,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     keys.fill(0);
     link.circuits.set(circId, circ);
     this.circuits.add(circ);
-    this.metrics.circuitCreated();
+    this.metrics.circuitCreated(alg);
     circ.sendToPrev(CellCommand.CREATED2, encodeCreated2({ hdata: reply }));
   }
 
