@@ -64,7 +64,8 @@ export class EtCipher {
   constructor(keys: Uint8Array) {
     if (keys.length !== CGO_ET_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO ET needs ${CGO_ET_KEY_LEN} key bytes, got ${keys.length}`);
     this.kb = aes128Block(keys.subarray(0, 16));
-    this.ku = new PolyvalHash(keys.subarray(16, 32));
+    // Tables sized for the 512-byte tweak (a 4-bit window: every layer of every cell hashes one).
+    this.ku = new PolyvalHash(keys.subarray(16, 32), 2048);
   }
 
   private hashTweak(h: Uint8Array, ad: number, xr: Uint8Array): void {

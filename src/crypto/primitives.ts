@@ -256,9 +256,10 @@ export function aes128Block(key: Uint8Array): Aes128Block {
  * and each hash() starts from the zero accumulator. Every input is zero-padded to whole blocks.
  */
 export class PolyvalHash extends Polyval {
-  constructor(key: Uint8Array) {
+  /** `inputLength`: the usual input size; @noble/ciphers sizes its key tables by it (larger = faster hashing, slower keying). */
+  constructor(key: Uint8Array, inputLength?: number) {
     if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'POLYVAL key must be 16 bytes');
-    super(key);
+    super(key, inputLength);
   }
 
   /** POLYVAL(key, data zero-padded to 16-byte blocks) into out[0..16). */
