@@ -11,7 +11,7 @@ import {
 import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
 import { CGO_KEY_LEN } from '../../src/crypto/cgo';
 import { CELL_LEN, CELL_HEADER_LEN, CellCommand } from '../../src/wire/cell';
-import { CGO_RELAY_DATA_MAX, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto } from '../../src/wire/relay-msg';
+import { CGO_RELAY_DATA_MAX, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayPayloadFromCgo, relayPayloadToCgo } from '../../src/wire/relay-msg';
 
 function payloadView(): Buffer {
   return Buffer.alloc(CELL_LEN).subarray(CELL_HEADER_LEN);
@@ -96,6 +96,35 @@ describe('CGO layering over a 3-hop circuit', () => {
     const p = dataPayload('early?');
     clientSealOutbound(client, 0, p, CellCommand.RELAY);
     expect(relays[0].decryptOutbound(p, CellCommand.RELAY_EARLY)).toBe(false);
+  });
+
+  it('a recognized CGO cell whose length field is over 488 is refused by the decoder (RELAY_MALFORMED), not read past', () => {
+    const { client, relays } = randomHopPairs(1, 'cgo');
+    // A peer that speaks CGO badly: it seals a payload whose CGO length field says 489.
+    const p = dataPayload('x');
+    client[0].originate(p);
+    p.writeUInt16BE(CGO_RELAY_DATA_MAX + 1, 19); // SPEC.md §5.6.3: length at offset 19
+    client[0].encryptOutbound(p);
+    expect(relays[0].decryptOutbound(p)).toBe(true);
+    let thrown: unknown;
+    try { decodeRelayPayload(p); } catch (e) { thrown = e; }
+    expect(isBitcloudError(thrown, 'RELAY_MALFORMED')).toBe(true);
+  });
+
+  it('the CGO layout round-trips every data length 0..488 with the padding rule of SPEC.md §2.5', () => {
+    for (let len = 0; len <= CGO_RELAY_DATA_MAX; len++) {
+      const data = randomBytes(len);
+      const p = dataPayload(data, 3);
+      relayPayloadToCgo(p);
+      expect(p.readUInt16BE(19)).toBe(len);
+      expect(p.subarray(21, 21 + len).equals(data)).toBe(true);
+      const zeros = Math.min(4, 509 - 21 - len);
+      expect(p.subarray(21 + len, 21 + len + zeros).every((b) => b === 0)).toBe(true);
+      relayPayloadFromCgo(p);
+      const m = decodeRelayPayload(p);
+      expect(m.streamId).toBe(3);
+      expect(m.data.equals(data)).toBe(true);
+    }
   });
 
   it('key material of the wrong length is refused (CRYPTO_BAD_LENGTH)', () => {
