@@ -254,6 +254,8 @@ export function aes128Block(key: Uint8Array): Aes128Block {
 /**
  * POLYVAL (RFC 8452) from @noble/ciphers under one key, reusable: the key's tables are built once
  * and each hash() starts from the zero accumulator. Every input is zero-padded to whole blocks.
+ * The reset writes the accumulator GHASH keeps in protected fields (its whole per-message state), so
+ * package.json pins the minor version; the CGO known-answer vectors check it on every test run.
  */
 export class PolyvalHash extends Polyval {
   /** `inputLength`: the usual input size; @noble/ciphers sizes its key tables by it (larger = faster hashing, slower keying). */
