@@ -1,6 +1,7 @@
-// SPEC.md §5.6 (Tor proposal 359): CGO reproduces Arti's known-answer vectors, read from the
-// files copied unchanged into test/vectors/cgo/ (source named in test/vectors/cgo/README.md).
-import { readFileSync } from 'node:fs';
+// SPEC.md §5.6 (Tor proposal 359): CGO reproduces Arti's known-answer vectors, read from Arti's
+// files placed unchanged in test/vectors/cgo/ (source and how to get them: the README there).
+// The files are not part of this repository; without them these tests are skipped, and say so.
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CgoState, EtCipher, Prf, Uiv, cgoOps, CGO_PAYLOAD_LEN, CGO_CELL_LEN } from '../../src/crypto/cgo';
 
@@ -57,7 +58,11 @@ function expectState(st: CgoState, k: Token, n: Token, tprime: Token): void {
   expect(str(st.tag)).toBe(tprime);
 }
 
-describe('CGO reproduces Arti\'s vectors (test/vectors/cgo/)', () => {
+const VECTOR_FILES = ['cgo_et.rs', 'cgo_prf.rs', 'cgo_uiv.rs', 'cgo_relay.rs', 'cgo_client.rs'];
+const haveVectors = VECTOR_FILES.every((f) => existsSync(new URL(`../vectors/cgo/${f}`, import.meta.url)));
+if (!haveVectors) process.stderr.write('cgo-vectors: Arti\'s CGO vector files are not in test/vectors/cgo/ (see its README): skipped\n');
+
+describe.skipIf(!haveVectors)('CGO reproduces Arti\'s vectors (test/vectors/cgo/)', () => {
   it('ET: the tweakable block cipher, encrypt and decrypt', () => {
     const r = rows(readTables('cgo_et.rs'), 'ET_TEST_VECTORS', 5);
     for (const [encrypt, keys, tweak, input, output] of r) {
