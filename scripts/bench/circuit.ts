@@ -235,11 +235,38 @@ async function measure(net: LocalNet, quick: boolean): Promise<{ rows: BenchRow[
     const l1 = process.memoryUsage().rss;
     for (const l of links) l.close();
     rows.push({ group: 'circuit', name: `resident memory per idle 3-hop circuit (sum of the 3 relays' RSS, ${nBuilt} circuits)`, value: nBuilt > 0 ? (m1 - m0) / nBuilt / 1024 : NaN, unit: 'KiB', baseline: { name: `one idle link, client end (RSS of this process after GC, ${k} links)`, value: (l1 - l0) / k / 1024, unit: 'KiB' } });
+    // CGO beside tor1, end to end (SPEC.md §5.6), last so that it disturbs no figure above: the same
+    // download through a proxy configured for CGO and through the lean tor1 proxy, in this run.
+    rows.push(...await cgoBesideTor1(net, lean, url, relayPids, quick));
   } finally {
     await lean.daemon.stop();
     await web.close();
   }
   return { rows, ours };
+}
+
+async function cgoBesideTor1(
+  net: LocalNet, lean: { daemon: { pid: number }; socksPort: number }, url: (len: number, off?: number) => string, relayPids: number[], quick: boolean,
+): Promise<BenchRow[]> {
+  const cgo = await startExtraProxy(net, 'bench-cgo-proxy', { preemptiveCircuits: 0, relayCrypto: 'cgo' });
+  try {
+    const size = (quick ? 4 : 16) * MiB;
+    const one = async (socksPort: number, pid: number, user: string) => {
+      await timedCurl(viaSocks(socksPort, `${user}-warm`), url(MiB), 300);
+      const c0 = sumCpu([...relayPids, pid]);
+      const t = await timedCurl(viaSocks(socksPort, user), url(size, 7), 900);
+      return { rate: mibps(t), cpu: (sumCpu([...relayPids, pid]) - c0) / (t.size / GiB) };
+    };
+    const tor1 = await one(lean.socksPort, lean.daemon.pid, 'tor1-e2e');
+    const c = await one(cgo.socksPort, cgo.daemon.pid, 'cgo-e2e');
+    say(`CGO end to end: ${c.rate.toFixed(2)} MiB/s (tor1 ${tor1.rate.toFixed(2)}); CPU-s/GiB ${c.cpu.toFixed(0)} (tor1 ${tor1.cpu.toFixed(0)})`);
+    return [
+      { group: 'circuit', name: `CGO single-stream 3-hop download via SOCKS (${size / MiB} MiB)`, value: c.rate, unit: 'MiB/s', baseline: { name: 'tor1, the same download, same run', value: tor1.rate, unit: 'MiB/s' } },
+      { group: 'circuit', name: 'CGO CPU per GiB during it, relays + that proxy', value: c.cpu, unit: 'CPU-s/GiB', baseline: { name: 'tor1, the same download', value: tor1.cpu, unit: 'CPU-s/GiB' } },
+    ];
+  } finally {
+    await cgo.daemon.stop();
+  }
 }
 
 /** A non-exit relay neither proxy holds a link to (so this process's circuits meet no per-address DoS bucket). */

@@ -1,12 +1,11 @@
 // A stream on a circuit as a node Duplex (SPEC.md §7b.6, §7b.8): the same class at both
 // ends (client and exit / directory / storage endpoint). Writes become DATA messages of at
-// most RELAY_DATA_MAX bytes, sent only while the stream's and the circuit's package windows
+// most maxData bytes (RELAY_DATA_MAX, less on a CGO circuit), sent only while the stream's and the circuit's package windows
 // and the link allow; received DATA is pushed to the readable side and acknowledged with a
 // stream SENDME only once the reader has taken it, so a slow reader stops the sender after
 // one stream window (500 cells) instead of making anyone buffer without bound.
 import { Duplex } from 'node:stream';
 import { err, type BitcloudError } from '../errors';
-import { RELAY_DATA_MAX } from '../wire/relay-msg';
 import { EndReason } from '../wire/messages';
 import { DeliverWindow, PackageWindow } from './sendme';
 
@@ -14,7 +13,9 @@ import { DeliverWindow, PackageWindow } from './sendme';
 export interface StreamHost {
   /** The circuit can take one more DATA cell now (circuit package window and link). */
   canPackage(): boolean;
-  /** Send one DATA message (≤ RELAY_DATA_MAX bytes) for this stream. */
+  /** The most data one DATA message carries on this circuit (RELAY_DATA_MAX, less with CGO: SPEC.md §5.6.3). */
+  readonly maxData: number;
+  /** Send one DATA message (≤ maxData bytes) for this stream. */
   sendData(s: CircuitStream, data: Buffer): void;
   sendStreamSendme(s: CircuitStream): void;
   sendEnd(s: CircuitStream, reason: number): void;
@@ -92,7 +93,7 @@ export class CircuitStream extends Duplex {
       // Hot path: the chunk is walked by offset (one view per cell, none for a chunk that fits).
       const p = this.pending;
       const off = this.pendingOff;
-      const n = Math.min(RELAY_DATA_MAX, p.length - off);
+      const n = Math.min(this.host.maxData, p.length - off);
       this.packageWindow.onDataSent();
       this.host.sendData(this, off === 0 && n === p.length ? p : p.subarray(off, off + n));
       if (this.pending !== p) continue; // dropped while sending (the stream closed)
