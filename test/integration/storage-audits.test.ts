@@ -26,7 +26,7 @@ const PERIOD = 5;
 let dnet: DirNet;
 let auths: AuthorityInfo[];
 let clientConfig: string;
-const nodes: { name: string; dataDir: string; fingerprint: string }[] = [];
+const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string }[] = [];
 
 const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', [...args, '--config', clientConfig], { timeoutMs });
 const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -46,7 +46,7 @@ async function startStorageNode(i: number): Promise<void> {
   }, null, 2));
   const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
   const up = await daemon.waitForMsg('storage node listening', {}, 60_000);
-  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity) });
+  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile });
 }
 
 beforeAll(async () => {
@@ -110,6 +110,16 @@ describe('authorities audit contracted storage each epoch and pay only for passe
       expect(body.results.filter((x) => x.ok)).toHaveLength(8);
       for (const n of nodes) expect(body.stored[n.fingerprint]).toBe(shareSize);
     }
+
+    // The operator's view: `bitcloud-storage status` shows the audited bytes and the earnings.
+    const st = await runCli('bitcloud-storage', ['status', '--json', '--config', nodes[1].configFile], { timeoutMs: 60_000 });
+    expect(st.code, st.stderr).toBe(0);
+    const v = lastJson(st.stdout);
+    expect(v.fingerprint).toBe(nodes[1].fingerprint);
+    expect(v.consensus.listed).toBe(true);
+    expect(BigInt(v.rewards.balance.units)).toBeGreaterThan(0n);
+    const now = await consensus();
+    if (now && now.provenEpoch !== null && now.provenEpoch >= contractStart + 1) expect(v.consensus.storedBytes).toBe(shareSize);
   }, 300_000);
 
   it('a node that erased its shares is caught within an epoch and paid nothing after; the others keep being paid', async () => {
