@@ -247,6 +247,11 @@ export const ERROR_CODES = {
     REWARD_NOT_AVAILABLE: 'not_found',
     REWARD_SUM_MISMATCH: 'protocol_violation',
     REWARD_TOO_FEW_SIGNATURES: 'integrity',
+    TRANSFER_BAD_SIGNATURE: 'integrity',
+    TRANSFER_MALFORMED: 'bad_input',
+    TRANSFER_NONCE_GAP: 'peer_refused',
+    TRANSFER_OVERSPEND: 'peer_refused',
+    TRANSFER_REPLAYED: 'peer_refused',
   },
   /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
   STORAGE: {
