@@ -18,7 +18,7 @@ import { allocate } from '../../src/bandwidth/reward';
 import { decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, encodeRewardBlock } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, type RewardChainResult } from '../../src/client/rewards';
 import { eventually, runCli } from '../helpers/daemon';
-import { curl, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
+import { curl, metric, scrape, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
 
 const PERIOD = 5;
 let net: LocalNet;
@@ -136,6 +136,33 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
     expect(rs.epochs.some((e) => (e.countersigned ?? 0) > 0)).toBe(true);
     expect(rs.epochs.some((e) => e.proven !== null)).toBe(true);
     expect(rs.epochs.find((e) => e.epoch === credited!.epoch)?.earned).toBe(credited!.allocations.get(relay.identity!)!.toString());
+  }, 120_000);
+});
+
+describe('the reward chain through the guard (SPEC.md §6.10.1)', () => {
+  const clientFetches = async () => {
+    let n = 0;
+    for (const a of net.authorities) n += metric(await scrape(a.ports.metrics), 'bitcloud_dirauth_reward_fetches_total', { fetcher: 'client' });
+    return n;
+  };
+
+  it('a client with a guard reads the chain from its guard\'s mirror over BEGIN_DIR; no authority sees a direct fetch from it', async () => {
+    // The proxy of the local network shares the client's data directory: its state.json holds the sampled guards.
+    const clientDir = (JSON.parse(fs.readFileSync(net.clientConfig, 'utf8')) as { dataDir: string }).dataDir;
+    await eventually(() => fs.existsSync(path.join(clientDir, 'state.json')), 60_000, 500);
+    const before = await clientFetches();
+    const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
+    expect(out.code, out.stderr).toBe(0);
+    const view = JSON.parse(out.stdout) as { ok: boolean; source: string; height: number };
+    expect(view.ok).toBe(true);
+    expect(view.source).toMatch(/^guard:[0-9a-f]{64}$/);
+    expect(view.height).toBeGreaterThanOrEqual(0);
+    expect(await clientFetches()).toBe(before);
+    // ... while --from is a direct fetch by request, and the authority counts it.
+    const direct = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig, '--from', new URL(authorities[0].url).host], { timeoutMs: 60_000 });
+    expect(direct.code, direct.stderr).toBe(0);
+    expect((JSON.parse(direct.stdout) as { source: string }).source).toBe(authorities[0].url);
+    expect(await clientFetches()).toBeGreaterThan(before);
   }, 120_000);
 });
 
