@@ -11,8 +11,6 @@ import { recheckAuditResult, type AuditResult } from './auditor';
 
 export const AUDIT_REPORT_VERSION = 1;
 export const AUDIT_REPORT_SIG_PREFIX = Buffer.from('bitcloud storage audit report v1\0', 'ascii');
-/** A served report is at most this many bytes (64 audits per node, thousands of nodes). */
-export const MAX_AUDIT_REPORT_BYTES = 64 * 1024 * 1024;
 
 /** One audit of one (node, share) in the epoch. */
 export interface ReportedAudit extends AuditResult {
