@@ -1,7 +1,7 @@
 // SPEC.md §6.7: deterministic consensus computation. A pure function of the votes and the
 // network parameters: every authority holding the same votes produces byte-identical bytes.
 // No maps with undefined order reach the output, no floating point, relays sorted by identity.
-import { encodeConsensus, type ConsensusMsg } from '../src/wire/docs';
+import { encodeConsensus, type ConsensusMsg, type PowParamsMsg } from '../src/wire/docs';
 import { DocType, makeBody } from '../src/wire/envelope';
 import { sha256 } from '../src/crypto/primitives';
 import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
@@ -44,6 +44,7 @@ export interface ComputedConsensus {
  *    measured another epoch, or nothing, counts 0); otherwise proven_epoch = 0 and no column;
  *  - SPEC.md §9.20.2: `stored` likewise (low median of the listing votes' audited bytes), left out
  *    when every value is 0.
+ *  - SPEC.md §6.4.1: identity_pow per `powVote`.
  */
 export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
   const need = majorityOf(p.totalAuthorities);
@@ -81,6 +82,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
     policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
     provenEpoch, proven: [], stored: [],
+    identityPow: powVote(used, need),
   };
   // Tables in order of first use while walking relays by identity: deterministic.
   const policyIdx = new Map<string, number>();
@@ -124,6 +126,21 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
   const validUntil = p.periodStart + p.lifetimePeriods * p.periodSeconds * 1000;
   const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);
   return { content, body, digest: sha256(body), relayCount: n };
+}
+
+/**
+ * SPEC.md §6.7 / §6.4.1: the network's identity proof parameters: present iff at least a majority
+ * of ALL configured authorities voted parameters; each field is the low median of those votes.
+ */
+export function powVote(votes: readonly VoteInput[], need: number): PowParamsMsg | undefined {
+  const ps = votes.map((v) => v.identityPow).filter((p): p is PowParamsMsg => p !== undefined);
+  if (ps.length < need || ps.length === 0) return undefined;
+  return {
+    memoryKib: lowMedian(ps.map((p) => p.memoryKib)),
+    ops: lowMedian(ps.map((p) => p.ops)),
+    difficulty: lowMedian(ps.map((p) => p.difficulty)),
+    anchorPeriods: lowMedian(ps.map((p) => p.anchorPeriods)),
+  };
 }
 
 /** Newest published wins; ties broken by the lowest digest (SPEC.md §6.7). */

@@ -136,6 +136,7 @@ export class RelayDaemon {
     // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
     this.pow = new IdentityProofKeeper({
       identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
+      consensusParams: () => this.mirror.current?.identityPow ?? null,
       anchors: { current: () => { const c = this.mirror.current; return c ? { validAfter: c.validAfter, digest: c.digest, periodSeconds: c.periodSeconds } : null; } },
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
