@@ -1,6 +1,7 @@
 // A few relays in this process for the hostile-peer tests: the real RelayCircuits behind real TLS
 // link listeners on 127.0.0.1, real keys in temp dirs, a hand-made relay list (no authorities).
 // The client side is the real ClientCircuit. Every relay is closed by `stop()`.
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import fsp from 'node:fs/promises';
@@ -52,4 +53,11 @@ export async function manualCircuit(hops: TestRelay[], relayCrypto: RelayCryptoA
   await c.create(hops[0].info);
   for (const h of hops.slice(1)) await c.extend(h.info);
   return c;
+}
+
+/** A TCP echo server on 127.0.0.1 (an exit's target in circuit tests); `close()` stops it. */
+export async function startEchoServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const srv = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: (srv.address() as net.AddressInfo).port, close: () => new Promise<void>((r) => srv.close(() => r())) };
 }

@@ -6,27 +6,25 @@
 // bit of a cell toward the client: with CGO the client recognizes nothing and closes the circuit,
 // and no altered byte reaches the application.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import net from 'node:net';
 import { randomBytes } from '../../src/crypto/primitives';
 import type { BitcloudError } from '../../src/errors';
 import type { RelayCircuit } from '../../src/circuit/relay-circuit';
-import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import { manualCircuit, startRelay, startEchoServer, type TestRelay } from '../helpers/inprocess-relays';
 
 let guard: TestRelay, middle: TestRelay, exit: TestRelay;
-let echo: net.Server; let echoPort = 0;
+let echo: Awaited<ReturnType<typeof startEchoServer>>; let echoPort = 0;
 
 beforeAll(async () => {
   guard = await startRelay('cgo-guard', ['Guard']);
   middle = await startRelay('cgo-middle', []);
   exit = await startRelay('cgo-exit', ['Exit'], { exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'] });
-  echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
-  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-  echoPort = (echo.address() as net.AddressInfo).port;
+  echo = await startEchoServer();
+  echoPort = echo.port;
 });
 
 afterAll(async () => {
   for (const r of [guard, middle, exit]) await r?.stop();
-  await new Promise<void>((r) => echo?.close(() => r()));
+  await echo?.close();
 });
 
 /** The one open circuit of relay `r` (each test builds one circuit at a time). */

@@ -8,16 +8,15 @@ import { RelayCommand } from '../../src/wire/relay-msg';
 import { encodeConnected, encodeResolved } from '../../src/wire/messages';
 import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
 import { ntorClientCreate } from '../../src/crypto/ntor';
-import net from 'node:net';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { connectLink } from '../../src/link';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import type { ConsensusRelay } from '../../src/dir/types';
-import { manualCircuit, rawLink, startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import { manualCircuit, rawLink, startRelay, startEchoServer, type TestRelay } from '../helpers/inprocess-relays';
 
 let guard: TestRelay, middle: TestRelay, exit: TestRelay;
 const listed: ConsensusRelay[] = [];
-let echo: net.Server; let echoPort = 0;
+let echo: Awaited<ReturnType<typeof startEchoServer>>; let echoPort = 0;
 
 beforeAll(async () => {
   guard = await startRelay('guard', ['Guard']);
@@ -29,14 +28,13 @@ beforeAll(async () => {
     lookup: (host) => (host.endsWith('.slow.test') ? new Promise(() => {}) : Promise.resolve([{ address: '127.0.0.1', family: 4 as const }])),
   });
   listed.push(guard.info, middle.info, exit.info);
-  echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
-  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-  echoPort = (echo.address() as net.AddressInfo).port;
+  echo = await startEchoServer();
+  echoPort = echo.port;
 });
 
 afterAll(async () => {
   for (const r of [guard, middle, exit]) await r?.stop();
-  await new Promise<void>((r) => echo?.close(() => r()));
+  await echo?.close();
 });
 
 describe('"the previous hop is a relay" needs an identity the consensus lists (SPEC.md §7b.7)', () => {

@@ -21,6 +21,16 @@ const PERIOD = 4;
 let net: DirNet;
 const url = (p: string) => `http://127.0.0.1:${net.authorities[0].port}${p}`;
 
+/** Waits until the authorities' consensus lists relay `fp`. */
+async function listedEventually(fp: string): Promise<void> {
+  await eventually(async () => {
+    const rr = await httpRequest(url('/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
+    if (rr.status !== 200) return false;
+    const c = verifyConsensus(rr.body, parseAuthorityList(net.authorityList, 'authorities'), Date.now(), 60_000);
+    return c.relays.some((x) => x.fingerprint === fp);
+  }, 90_000, 500);
+}
+
 async function post(body: Buffer): Promise<{ status: number; code?: string }> {
   const r = await httpRequest(url('/bitcloud/descriptor'), { method: 'POST', body, maxBytes: 1 << 16, timeoutMs: 10_000 });
   const j = JSON.parse(r.body.toString('utf8')) as { code?: string };
@@ -90,12 +100,7 @@ describe('authority identity proof intake (SPEC.md §6.4.1)', () => {
     await d.waitForMsg('identity proof made', {}, 60_000);
     // The first proof may be mined before the relay holds a consensus (at its own parameters);
     // the one that gets it listed is at the consensus's.
-    await eventually(async () => {
-      const rr = await httpRequest(url('/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
-      if (rr.status !== 200) return false;
-      const cc = verifyConsensus(rr.body, parseAuthorityList(net.authorityList, 'authorities'), Date.now(), 60_000);
-      return cc.relays.some((x) => x.fingerprint === fp);
-    }, 90_000, 500);
+    await listedEventually(fp);
     const proof = JSON.parse(fs.readFileSync(path.join(r.dataDir, PROOF_FILE), 'utf8')) as { memoryKib: number; difficulty: number };
     expect([proof.memoryKib, proof.difficulty]).toEqual([LOCAL_POW_PARAMS.memoryKib, LOCAL_POW_PARAMS.difficulty]);
   }, 150_000);
@@ -106,11 +111,6 @@ describe('authority identity proof intake (SPEC.md §6.4.1)', () => {
     const up = await d.waitForMsg('relay listening', {}, 60_000);
     const fp = String(up.json!.identity);
     await d.waitForMsg('identity proof made', {}, 60_000);
-    await eventually(async () => {
-      const rr = await httpRequest(url('/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
-      if (rr.status !== 200) return false;
-      const c = verifyConsensus(rr.body, parseAuthorityList(net.authorityList, 'authorities'), Date.now(), 60_000);
-      return c.relays.some((x) => x.fingerprint === fp);
-    }, 90_000, 500);
+    await listedEventually(fp);
   }, 150_000);
 });
