@@ -63,6 +63,9 @@ export class LinkReceipts {
   private readonly serials: SerialSource;
   private readonly pending = new Map<number, ReceiptProposal>();
   private read = 0;
+  /** Responder: r→i cells written in the segments already cut, and r→i cells signed in receipts (SPEC §8.3 check 5). */
+  private writtenR2I = 0;
+  private signedR2I = 0;
 
   constructor(private readonly o: LinkReceiptsOptions) {
     this.counter = new LinkCounter(o.peerIdentity.toString('hex'), o.isInitiator ? 'initiator' : 'responder');
@@ -154,9 +157,14 @@ export class LinkReceipts {
     // SPEC §8.3 step 2: the responder closes its segment on reading the PROPOSE, whatever it decides.
     const s = this.cut();
     this.read++;
+    // Cells written before this segment and never signed for: the most a proposal may add to
+    // this segment's own count, so that over the link's life the responder never signs more r→i
+    // cells than it wrote (an amplifier cannot claim one segment's in-flight cells twice).
+    const backlog = Math.max(0, this.writtenR2I - this.signedR2I);
+    this.writtenR2I += s.cellsR2I;
     // SPEC §8.3 check 5: one window per circuit this node really carried (never a junk CREATE2),
     // capped per link; never more i→r than it read, never more r→i than it wrote plus what it
-    // wrote in the previous segment.
+    // wrote in the previous segment and has not signed for yet.
     const tolerance = inFlightTolerance(Math.max(1, s.carried));
     let p: ReceiptProposal;
     try {
@@ -167,10 +175,11 @@ export class LinkReceipts {
       this.o.send(CellCommand.RECEIPT_REJECT, encodeReceiptReject(reject));
       return;
     }
-    const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: s.prevSent };
+    const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: Math.min(s.prevSent, backlog) };
     const res = countersign(p, mine, this.o.identity, tolerance,
       { initiator: this.o.peerIdentity, epochAccepted: this.o.epochAccepted });
     if (res.ok) {
+      this.signedR2I += p.body.cellsR2I;
       this.o.send(CellCommand.RECEIPT_COUNTERSIGN, encodeReceipt(res.receipt));
       this.keep(res.receipt);
     } else {

@@ -27,6 +27,28 @@ describe('LinkReceipts (src/bandwidth/link-receipts)', () => {
     expect(p.ta.cells(42)).toBe(p.tb.cells(42));
     expect(p.rejects).toHaveLength(0);
   });
+  it('an initiator that claims the previous segment\'s in-flight cells twice gets no receipt; an honest late count is signed (SPEC §8.3 check 5)', () => {
+    // Honest: 40 of the 100 cells the responder wrote were in flight at the first cut; the initiator counts them in the next segment.
+    const h = pair();
+    h.res.counter.onSent(100); h.ini.counter.onReceived(60); h.ini.counter.onSent(1); h.res.counter.onReceived(1);
+    h.ini.propose(1);
+    h.res.counter.onSent(100); h.ini.counter.onReceived(140); h.ini.counter.onSent(1); h.res.counter.onReceived(1);
+    h.ini.propose(1);
+    expect(h.got.map((r) => r.body.cellsR2I)).toEqual([60, 140]);
+    // Amplifier: every segment it receives 100 but claims 100 more, the previous segment's cells again.
+    const a = pair();
+    a.res.counter.onSent(100); a.ini.counter.onReceived(100); a.ini.counter.onSent(1); a.res.counter.onReceived(1);
+    a.ini.propose(1);
+    for (let i = 0; i < 3; i++) {
+      a.res.counter.onSent(100); a.ini.counter.onReceived(200); a.ini.counter.onSent(1); a.res.counter.onReceived(1);
+      a.ini.propose(1);
+    }
+    // Over the link's life the responder signs no more r→i cells than it wrote (400): a refused
+    // segment's cells become claimable once, never twice (before: 100 + 3 × 200 = 700 signed).
+    expect(a.got.reduce((n, r) => n + r.body.cellsR2I, 0)).toBeLessThanOrEqual(400);
+    expect(a.got.map((r) => r.body.cellsR2I)).toEqual([100, 200]);
+    expect(a.rejects.filter((r) => r.reason === 'COUNTS_MISMATCH').length).toBe(4);
+  });
   it('counts beyond the tolerance are rejected on both sides', () => {
     const p = pair();
     p.ini.counter.onSent(5000); p.res.counter.onReceived(1);
