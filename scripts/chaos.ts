@@ -15,9 +15,11 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { hostsSupported } from './localnet/hosts';
-import { SCENARIOS, type Row, type Ctx } from './chaos/scenarios';
+import { SCENARIOS as BASE, type Row, type Ctx } from './chaos/scenarios';
+import { STORAGE_SCENARIOS } from './chaos/storage';
 import { startContentServer, startTestNet } from './chaos/net';
 
+const SCENARIOS = [...BASE, ...STORAGE_SCENARIOS].sort((a, b) => Number(a.id) - Number(b.id));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const argv = await yargs(hideBin(process.argv))
@@ -39,15 +41,20 @@ if (!hosts) log(`running on loopback (${argv.loopback ? '--loopback' : can.why})
 
 const rows: Row[] = [];
 let leftovers = { namespaces: 0, links: 0, processes: 0, teardown: '' };
-const net = await startTestNet(REPO, { hosts, period: argv.period, relays: 6, exits: 2, storage: 0 });
+// Storage nodes only when a storage scenario runs (8: placement needs n = 6 plus two to relocate to).
+const net = await startTestNet(REPO, { hosts, period: argv.period, relays: 6, exits: 2, storage: chosen.some((s) => s.storage) ? 8 : 0 });
 const stopAll = async (): Promise<void> => { leftovers = await net.stop(); };
 process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
 process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
 const web = await startContentServer(net.webAddress);
 try {
   log(`network up in ${net.dir} (${hosts ? `hosts: ${net.nj.hosts?.subnets.join(' ')}; latency ${net.nj.hosts?.latency}` : 'loopback'})`);
-  const ctx: Ctx = { net, web, period: argv.period, log };
+  const ctx: Ctx = { net, web, period: argv.period, log, repo: REPO };
   for (const s of chosen) {
+    if (s.needsRoot && process.getuid?.() !== 0) {
+      rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs root (mount)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
+      continue;
+    }
     if (s.needsHosts && !hosts) {
       rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs network namespaces (link faults)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
       continue;

@@ -3,6 +3,7 @@
 // consensus schedule, §8.7 reward chain). Each returns one row of the table.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
@@ -24,7 +25,7 @@ export interface Row {
   skipped?: boolean;
 }
 
-export interface Ctx { net: TestNet; web: ContentServer; period: number; log: (s: string) => void }
+export interface Ctx { net: TestNet; web: ContentServer; period: number; log: (s: string) => void; repo: string }
 
 type Outcome = Omit<Row, 'id' | 'name' | 'expected'>;
 
@@ -33,6 +34,10 @@ export interface Scenario {
   name: string;
   expected: string;
   needsHosts: boolean;
+  /** Needs storage nodes in the test network (started only when such a scenario is chosen). */
+  storage?: boolean;
+  /** Needs root (mounts); skipped, saying so, otherwise. */
+  needsRoot?: boolean;
   run(ctx: Ctx): Promise<Outcome>;
 }
 
@@ -464,4 +469,86 @@ const s9: Scenario = {
   },
 };
 
-export const SCENARIOS: Scenario[] = [s1, s2, s3, s4, s8, s9];
+// ---------------------------------------------------------------------------------------------
+
+/** POST raw receipt records to an authority (SPEC.md §8.4); its JSON answer, or null. */
+function postReceipts(a: NetNode, body: Buffer): Promise<{ status: number; json: { accepted?: number; refused?: Array<{ index: number; code: string }>; code?: string } | null }> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: addrOf(a), port: a.ports.http, path: '/bitcloud/receipts', method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': body.length }, timeout: 10_000 }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => { let json = null; try { json = JSON.parse(Buffer.concat(parts).toString('utf8')); } catch { /* not JSON */ } resolve({ status: res.statusCode ?? 0, json }); });
+    });
+    req.on('error', () => resolve({ status: 0, json: null }));
+    req.on('timeout', () => req.destroy());
+    req.end(body);
+  });
+}
+
+const RECEIPT_LEN = 224;
+
+const s7: Scenario = {
+  id: '7', name: 'a relay restarted mid-epoch', needsHosts: false,
+  expected: 'the receipts it had not delivered are kept at shutdown (receipts-held.bin, SPEC.md §8.4.1), reloaded at start and uploaded to every authority; nothing counted twice: each authority answers RECEIPT_REPLAYED to those records sent again',
+  async run(ctx) {
+    const net = ctx.net;
+    const P = ctx.period * 1000;
+    // Traffic through every relay while the restart happens: a long download on several circuits.
+    const transfers = [0, 1, 2].map((i) => fetchVia(net.socksPort, `http://${net.webAddress}:${ctx.web.port}/raw/${i}/${256 * MiB}`, `chaos-s7-${i}-${Date.now()}`, { maxMs: 6 * P + 20_000 }));
+    // The relay with the most counted cells (SPEC.md §8.1) a little into the traffic.
+    await sleep(Math.max(3000, P));
+    const counted = await Promise.all(relays(ctx).map(async (r) => [r, metric(await scrapeRelay(r), 'bitcloud_receipt_cells_total')] as const));
+    const victim = counted.sort((a, b) => b[1] - a[1])[0][0];
+    // A fifth of the way into an epoch (epochs are consensus periods, §8.1).
+    const now = Date.now();
+    await sleep(Math.ceil(now / P) * P - now + Math.floor(P / 5));
+    const logFrom = fs.statSync(victim.log).size;
+    const t0 = Date.now();
+    net.kill(victim.name, 'SIGTERM');
+    await poll(() => !alive(net.pid(victim.name)), 20_000, 100);
+    const heldFile = path.join(victim.dataDir, 'receipts-held.bin');
+    const held = fs.existsSync(heldFile) ? fs.readFileSync(heldFile) : Buffer.alloc(0);
+    const records = Math.floor(held.length / RECEIPT_LEN);
+    net.restart(victim.name);
+    const t1 = Date.now();
+    // Reloaded: the daemon says how many it took back.
+    const reloaded = await poll(() => {
+      const text = fs.readFileSync(victim.log, 'utf8').slice(logFrom);
+      const m = /"receipts":(\d+)[^\n]*held receipts reloaded for upload|held receipts reloaded for upload[^\n]*"receipts":(\d+)/.exec(text);
+      return m ? { n: Number(m[1] ?? m[2]) } : null;
+    }, 30_000, 250);
+    // Delivered: the restarted process has settled (accepted, replayed, refused or expired) at
+    // least as many records as it reloaded, at every authority (it uploads the reloaded ones first).
+    const auths = net.byRole('authority').length;
+    let last: Sample[] = [];
+    const up = (result: string): number => metric(last, 'bitcloud_receipts_uploaded_total', { result });
+    const settled = await poll(async () => {
+      const m = await scrapeRelay(victim);
+      if (!m.length) return null;
+      last = m;
+      return up('accepted') + up('replayed') + up('refused') + up('expired') >= records * auths ? Date.now() : null;
+    }, 4 * P + 20_000, 250);
+    // Sent again by us: every authority must answer that it already has them.
+    const again = records > 0 ? await Promise.all(net.byRole('authority').map((a) => postReceipts(a, held.subarray(0, records * RECEIPT_LEN)))) : [];
+    const codes = new Map<string, number>();
+    let reaccepted = 0;
+    for (const r of again) {
+      reaccepted += r.json?.accepted ?? 0;
+      for (const x of r.json?.refused ?? []) codes.set(x.code, (codes.get(x.code) ?? 0) + 1);
+      if (!r.json?.refused && r.json?.code) codes.set(r.json.code, (codes.get(r.json.code) ?? 0) + records);
+    }
+    const replayed = codes.get('RECEIPT_REPLAYED') ?? 0;
+    await Promise.all(transfers);
+    const passed = records > 0 && reloaded?.n === records && settled !== null && up('expired') === 0
+      && up('accepted') + up('replayed') >= records * auths && reaccepted === 0 && replayed === records * auths;
+    return {
+      done: `SIGTERM ${victim.name} (most counted cells) ${Math.floor(P / 5)} ms into an epoch under load from 3 downloads, restarted at once`,
+      observed: `kept ${records} undelivered receipt records at shutdown; reloaded ${reloaded ? reloaded.n : 'NOT (no log line)'} ${secs(t1 - t0)} s after the kill; `
+        + `${settled ? `settled at every authority ${secs(settled - t0)} s after the kill` : 'NOT settled'} (uploads since restart: accepted ${up('accepted')}, replayed ${up('replayed')}, refused ${up('refused')}, expired ${up('expired')}); `
+        + `sent again to ${auths} authorities: accepted ${reaccepted}, ${[...codes].map(([c, n]) => `${c} ${n}`).join(', ') || 'no refusals'}`,
+      recoverySeconds: settled ? secs(settled - t0) : null, bytesLost: 0, passed,
+    };
+  },
+};
+
+export const SCENARIOS: Scenario[] = [s1, s2, s3, s4, s7, s8, s9];
