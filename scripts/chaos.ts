@@ -17,9 +17,10 @@ import { hideBin } from 'yargs/helpers';
 import { hostsSupported } from './localnet/hosts';
 import { SCENARIOS as BASE, type Row, type Ctx } from './chaos/scenarios';
 import { STORAGE_SCENARIOS } from './chaos/storage';
+import { WEIGHT_SCENARIOS } from './chaos/weights';
 import { startContentServer, startTestNet } from './chaos/net';
 
-const SCENARIOS = [...BASE, ...STORAGE_SCENARIOS].sort((a, b) => Number(a.id) - Number(b.id));
+const SCENARIOS = [...BASE, ...STORAGE_SCENARIOS, ...WEIGHT_SCENARIOS].sort((a, b) => Number(a.id) - Number(b.id));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const argv = await yargs(hideBin(process.argv))

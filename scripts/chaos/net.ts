@@ -80,6 +80,8 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
   const args = [path.join(repo, 'bin', 'run-ts.js'), path.join(repo, 'scripts', 'localnet.ts'),
     '--dir', dir, '--base-port', String(base), '--socks-port', String(socksPort), '--period', String(o.period),
     '--relays', String(o.relays), '--exits', String(o.exits), '--storage', String(o.storage), '--no-demo',
+    // Storage nodes mine identity proofs (SPEC.md §6.4.1) at start, again once a consensus exists: give them time.
+    ...(o.storage > 0 ? ['--wait', String(Math.round((o.timeoutMs ?? 420_000) / 1000) - 30)] : []),
     ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : [])];
   const launcher: ChildProcess = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -118,7 +120,7 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
     if (!exited) { try { process.kill(launcher.pid!, 'SIGTERM'); } catch { /* gone */ } }
   });
 
-  const until = Date.now() + (o.timeoutMs ?? 240_000);
+  const until = Date.now() + (o.timeoutMs ?? (o.storage > 0 ? 420_000 : 240_000));
   let nj: NetworkJson | null = null;
   for (;;) {
     nj = readNj();

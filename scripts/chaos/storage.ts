@@ -60,7 +60,7 @@ function fileHash(file: string): string | null {
 
 const s5: Scenario = {
   id: '5', name: 'two of the storage nodes SIGKILLed during a put; a flipped byte in a stored share', needsHosts: false, storage: true,
-  expected: 'the put completes (shares relocated to live nodes, SPEC.md §9.7) or stops with STORAGE_PUT_FAILED and a rerun completes; every byte reads back; a flipped byte in a stored share is detected on read (quarantined, §9.8.3) and the file still reads back intact',
+  expected: 'the put completes (shares relocated to live nodes, SPEC.md §9.7) or stops with STORAGE_PUT_FAILED and a rerun completes; every byte reads back; a flipped byte in a stored share (holder restarted, so not in its cache) is detected on read (quarantined, §9.8.3) and the file still reads back intact',
   async run(ctx) {
     const net = ctx.net;
     const nodes = storageNodes(ctx);
@@ -123,7 +123,11 @@ const s5: Scenario = {
         const f = path.join(holder.dataDir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
         const b = fs.readFileSync(f);
         b[10] ^= 0x01;
+        // Restart the holder so that its share cache (SPEC.md §9.8.3) is empty: the read must come
+        // from the disk, where the flipped byte is.
+        await stopNode(ctx, holder, 'SIGTERM');
         fs.writeFileSync(f, b);
+        await startNode(ctx, holder);
         const q0 = metric(await scrapeRelay(holder), 'bitcloud_storage_quarantined_total');
         const out = path.join(net.dir, 'chaos-s5-flip.out');
         const g = await get(ctx, cap, out);
@@ -132,7 +136,7 @@ const s5: Scenario = {
         const q1 = metric(await scrapeRelay(holder), 'bitcloud_storage_quarantined_total');
         const corrupt = Number(lastJson(g.stdout)?.corruptShares ?? 0);
         flipOk = ok && corrupt >= 1 && q1 > q0;
-        flip = `flipped byte 10 of the root share on ${holder.name}: get ${g.code === 0 ? (ok ? 'intact' : 'WRONG BYTES') : `exit ${g.code}`}, corrupt shares reported ${corrupt}, ${holder.name} quarantined ${q1 - q0}`;
+        flip = `flipped byte 10 of the root share on ${holder.name} (restarted: empty cache): get ${g.code === 0 ? (ok ? 'intact' : 'WRONG BYTES') : `exit ${g.code}`}, corrupt shares reported ${corrupt}, ${holder.name} quarantined ${q1 - q0}`;
         fs.rmSync(out, { force: true });
       } else flip = 'no node holds the root share';
     }
