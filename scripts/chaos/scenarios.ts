@@ -520,6 +520,7 @@ const s7: Scenario = {
     // Sent by the suite too, at once (inside the records' upload window, §8.4): at each authority
     // a record is accepted at most once, whoever sends it first; later sends get RECEIPT_REPLAYED.
     const held1 = held.subarray(0, records * RECEIPT_LEN);
+    const auths = net.byRole('authority').length;
     const again = records > 0 ? await Promise.all(net.byRole('authority').map((a) => postReceipts(a, held1))) : [];
     const codes = new Map<string, number>();
     let ours = 0;
@@ -529,9 +530,13 @@ const s7: Scenario = {
       if (!r.json?.refused && r.json?.code) codes.set(r.json.code, (codes.get(r.json.code) ?? 0) + records);
       if (!r.json) codes.set(`HTTP_${r.status}`, (codes.get(`HTTP_${r.status}`) ?? 0) + records);
     }
+    // And once more, at once: now every authority has every record, so none may be accepted again.
+    const twice = records > 0 ? await Promise.all(net.byRole('authority').map((a) => postReceipts(a, held1))) : [];
+    const acceptedTwice = twice.reduce((a, r) => a + (r.json?.accepted ?? 0), 0);
+    const replayedTwice = twice.reduce((a, r) => a + (r.json?.refused ?? []).filter((x) => x.code === 'RECEIPT_REPLAYED').length, 0);
+    const once = acceptedTwice === 0 && replayedTwice === records * auths;
     // Delivered by the relay: the restarted process has settled (accepted, replayed, refused or
     // expired) at least as many records as it reloaded, at every authority.
-    const auths = net.byRole('authority').length;
     let last: Sample[] = [];
     const up = (result: string): number => metric(last, 'bitcloud_receipts_uploaded_total', { result });
     const settled = await poll(async () => {
@@ -542,11 +547,6 @@ const s7: Scenario = {
     }, 4 * P + 20_000, 250);
     await Promise.all(transfers);
     const oursOk = ours + (codes.get('RECEIPT_REPLAYED') ?? 0) === records * auths;
-    // And once more: now every authority has every record, so none may be accepted again.
-    const twice = records > 0 ? await Promise.all(net.byRole('authority').map((a) => postReceipts(a, held1))) : [];
-    const acceptedTwice = twice.reduce((a, r) => a + (r.json?.accepted ?? 0), 0);
-    const replayedTwice = twice.reduce((a, r) => a + (r.json?.refused ?? []).filter((x) => x.code === 'RECEIPT_REPLAYED').length, 0);
-    const once = acceptedTwice === 0 && replayedTwice === records * auths;
     const passed = records > 0 && reloaded?.n === records && settled !== null && up('expired') === 0 && up('refused') === 0
       && oursOk && once;
     return {
