@@ -46,7 +46,7 @@ const CELL_DATA = 498;
 const secs = (ms: number): number => Math.round(ms / 100) / 10;
 
 /** A download of `len` bytes that must arrive whole; its bytes count as lost when they do not. */
-async function wholeDownload(ctx: Ctx, len: number, user: string, maxMs = 120_000): Promise<{ ok: boolean; lost: number; why: string }> {
+export async function wholeDownload(ctx: Ctx, len: number, user: string, maxMs = 120_000): Promise<{ ok: boolean; lost: number; why: string }> {
   const r = await fetchVia(ctx.net.socksPort, `http://${ctx.net.webAddress}:${ctx.web.port}/bytes/0/${len}`, user, { maxMs });
   if (r.code === 0 && r.sha256 === sha256(expected(len))) return { ok: true, lost: 0, why: '' };
   // curl exit 0 with wrong bytes is data loss; an error is a refusal, not a loss.
@@ -230,7 +230,7 @@ async function agreement(ctx: Ctx, ms: number): Promise<{ at: number; validAfter
  * every signature valid (no double signature at a height). Signature sets may differ: a block is
  * final with a majority, and an authority may hold more or fewer of the others' signatures.
  */
-async function rewardChainsAgree(ctx: Ctx): Promise<{ ok: boolean; heights: number[]; why: string }> {
+export async function rewardChainsAgree(ctx: Ctx): Promise<{ ok: boolean; heights: number[]; why: string }> {
   const chains = await Promise.all(ctx.net.byRole('authority').map(async (a) => {
     try {
       const r = await httpGet(addrOf(a), a.ports.http, '/bitcloud/rewards?from=0', 10_000);

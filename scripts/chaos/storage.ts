@@ -19,15 +19,15 @@ const secs = (ms: number): number => Math.round(ms / 100) / 10;
 function storageNodes(ctx: Ctx): NetNode[] { return ctx.net.byRole('storage'); }
 
 /** `bitcloud put FILE --json` with the test network's client config and a data folder of its own. */
-function put(ctx: Ctx, file: string, onStart?: (c: ChildProcess) => void) {
+export function put(ctx: Ctx, file: string, onStart?: (c: ChildProcess) => void) {
   return runCli(ctx.repo, ['put', file, '--json', '--config', ctx.net.nj.clientConfig, '--data-dir', path.join(ctx.net.dir, 'chaos-cli')], { maxMs: 300_000, onStart });
 }
 
-function get(ctx: Ctx, cap: string, out: string) {
+export function get(ctx: Ctx, cap: string, out: string) {
   return runCli(ctx.repo, ['get', cap, '-o', out, '--json', '--config', ctx.net.nj.clientConfig, '--data-dir', path.join(ctx.net.dir, 'chaos-cli')], { maxMs: 300_000 });
 }
 
-function lastJson(s: string): Record<string, unknown> | null {
+export function lastJson(s: string): Record<string, unknown> | null {
   try { return JSON.parse(s.trim().split('\n').at(-1) ?? '') as Record<string, unknown>; } catch { return null; }
 }
 
@@ -35,24 +35,24 @@ function errorCodeOf(stderr: string, stdout: string): string {
   return /\b([A-Z]+(?:_[A-Z0-9]+)+)\b/.exec(`${stdout}\n${stderr}`)?.[1] ?? 'no code';
 }
 
-async function stopNode(ctx: Ctx, n: NetNode, signal: NodeJS.Signals): Promise<void> {
+export async function stopNode(ctx: Ctx, n: NetNode, signal: NodeJS.Signals): Promise<void> {
   ctx.net.kill(n.name, signal);
   await poll(() => !alive(ctx.net.pid(n.name)), 20_000, 200);
 }
 
 /** Restart a storage node and wait until it answers on its MetricsPort. */
-async function startNode(ctx: Ctx, n: NetNode): Promise<boolean> {
+export async function startNode(ctx: Ctx, n: NetNode): Promise<boolean> {
   ctx.net.restart(n.name);
   return !!await poll(async () => (await scrapeRelay(n)).length > 0, 60_000, 1000);
 }
 
-function writeRandom(file: string, size: number): string {
+export function writeRandom(file: string, size: number): string {
   const b = randomBytes(size);
   fs.writeFileSync(file, b);
   return sha256(b);
 }
 
-function fileHash(file: string): string | null {
+export function fileHash(file: string): string | null {
   try { return sha256(fs.readFileSync(file)); } catch { return null; }
 }
 
