@@ -300,7 +300,9 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
       if (this.state !== 'open') return;
       if (ka > 0 && this.sent + this.paddingSent === this.sentAtTick) this.sendPadding();
       this.sentAtTick = this.sent + this.paddingSent;
-      if (this.rxBytes !== this.receivedAtTick) {
+      // While this end holds reading (backpressure, §1.6) the peer's bytes wait in the kernel:
+      // silence then proves nothing.
+      if (this.rxBytes !== this.receivedAtTick || this.readPaused) {
         this.receivedAtTick = this.rxBytes;
         this.silentMs = 0;
       } else if (live > 0) {
