@@ -18,7 +18,7 @@ import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
-import { IdentityProofVerifier, type PowVerifyContext } from '../src/dir/identity-pow';
+import { IdentityProofVerifier, type PowParams, type PowVerifyContext } from '../src/dir/identity-pow';
 import { httpRequest, PATHS } from '../src/dir/fetch';
 import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -111,7 +111,7 @@ export class Authority {
     this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
     this.measurement = new BandwidthMeasurement({
       dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
-      skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
+      skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', rule: deps.config.bandwidthRule ?? 'pair', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
       declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
     });
     this.reach = new ReachabilityQueue(deps.reachabilityTest ?? linkReachabilityTest, (d, r) => {
@@ -179,14 +179,23 @@ export class Authority {
   /** The anchors this authority accepts (SPEC.md §6.4.1): consensuses it published or loaded. */
   private powContext(): PowVerifyContext {
     return {
-      params: this.cfg.identityPow, periodSeconds: this.cfg.periodSeconds, now: this.now(),
+      params: this.powParams, periodSeconds: this.cfg.periodSeconds, now: this.now(),
       anchorDigest: (va) => this.anchors.get(va), bootstrap: this.anchors.size === 0,
     };
   }
 
+  /**
+   * SPEC.md §6.4.1: the parameters descriptors are checked against: those of the newest consensus
+   * this authority published when it carries them (what the majority voted, and what relays read),
+   * else this authority's own configuration (bootstrap, or a network whose consensus has none).
+   */
+  get powParams(): PowParams {
+    return this.published?.info.identityPow ?? this.cfg.identityPow;
+  }
+
   private rememberAnchor(info: VerifiedConsensus): void {
     this.anchors.set(info.validAfter, info.digest);
-    const oldest = info.validAfter - this.cfg.identityPow.anchorPeriods * this.cfg.periodSeconds * 1000;
+    const oldest = info.validAfter - Math.max(this.cfg.identityPow.anchorPeriods, this.powParams.anchorPeriods) * this.cfg.periodSeconds * 1000;
     for (const va of this.anchors.keys()) if (va < oldest) this.anchors.delete(va);
   }
 
@@ -259,12 +268,12 @@ export class Authority {
     }));
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
     const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven }));
-    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch);
+    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow);
     const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
     this.ownVote = {
       authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
       entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0 })),
-      provenEpoch: vm.provenEpoch, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
+      provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
     };
     this.currentVoteDoc = new ServedDocument(raw, now);
     this.votes = new Map([[this.self, this.ownVote]]);

@@ -1,7 +1,7 @@
 // SPEC.md §6.7: deterministic consensus computation. A pure function of the votes and the
 // network parameters: every authority holding the same votes produces byte-identical bytes.
 // No maps with undefined order reach the output, no floating point, relays sorted by identity.
-import { encodeConsensus, type ConsensusMsg } from '../src/wire/docs';
+import { encodeConsensus, type ConsensusMsg, type PowParamsMsg } from '../src/wire/docs';
 import { DocType, makeBody } from '../src/wire/envelope';
 import { sha256 } from '../src/crypto/primitives';
 import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
@@ -41,7 +41,8 @@ export interface ComputedConsensus {
  *  - weight is the low median of the listing votes' measured values;
  *  - SPEC.md §8.6: proven_epoch = k − 2 (k = periodStart / P) when at least one listing vote
  *    measured that epoch, and each relay's proven = low median over its listing votes (a vote that
- *    measured another epoch, or nothing, counts 0); otherwise proven_epoch = 0 and no column.
+ *    measured another epoch, or nothing, counts 0); otherwise proven_epoch = 0 and no column;
+ *  - SPEC.md §6.4.1: identity_pow per `powVote`.
  */
 export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
   const need = majorityOf(p.totalAuthorities);
@@ -79,6 +80,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
     policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
     provenEpoch, proven: [],
+    identityPow: powVote(used, need),
   };
   // Tables in order of first use while walking relays by identity: deterministic.
   const policyIdx = new Map<string, number>();
@@ -119,6 +121,21 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
   const validUntil = p.periodStart + p.lifetimePeriods * p.periodSeconds * 1000;
   const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);
   return { content, body, digest: sha256(body), relayCount: n };
+}
+
+/**
+ * SPEC.md §6.7 / §6.4.1: the network's identity proof parameters: present iff at least a majority
+ * of ALL configured authorities voted parameters; each field is the low median of those votes.
+ */
+export function powVote(votes: readonly VoteInput[], need: number): PowParamsMsg | undefined {
+  const ps = votes.map((v) => v.identityPow).filter((p): p is PowParamsMsg => p !== undefined);
+  if (ps.length < need || ps.length === 0) return undefined;
+  return {
+    memoryKib: lowMedian(ps.map((p) => p.memoryKib)),
+    ops: lowMedian(ps.map((p) => p.ops)),
+    difficulty: lowMedian(ps.map((p) => p.difficulty)),
+    anchorPeriods: lowMedian(ps.map((p) => p.anchorPeriods)),
+  };
 }
 
 /** Newest published wins; ties broken by the lowest digest (SPEC.md §6.7). */

@@ -31,6 +31,12 @@ export interface AuthorityConfig {
    * LOCAL_NETWORK_BOUNDS (every node on 127.0.0.1, all new: only the family and declared bounds).
    */
   bandwidthBounds: 'default' | 'local';
+  /**
+   * SPEC.md §8.5: which rule turns receipts into proven cells: "pair" (§8.5.2, the default: per-pair
+   * allowances with owed state carried across epochs) or "dispersion" (§8.5.1, kept for comparison).
+   * Every authority of a network must run the same rule (the consensus takes the median of theirs).
+   */
+  bandwidthRule: 'pair' | 'dispersion';
   reachability: { timeoutMs: number; concurrency: number };
   /** KB/s cap for relays nobody has measured (SPEC.md §6.6). */
   unmeasuredCapKBps: number;
@@ -53,7 +59,7 @@ export interface AuthorityConfig {
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
-  'receiptRateLimit', 'bandwidthBounds', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
+  'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
   'metricsPort', 'metricsHost', 'testNetwork', 'identityPow'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
@@ -73,6 +79,8 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   noUnknownKeys(rr, ['uploadsPerMinute', 'burst'], 'receiptRateLimit');
   const bandwidthBounds = str(raw.bandwidthBounds, 'bandwidthBounds', 'default');
   if (bandwidthBounds !== 'default' && bandwidthBounds !== 'local') configError('bandwidthBounds', 'must be "default" or "local"');
+  const bandwidthRule = str(raw.bandwidthRule, 'bandwidthRule', 'pair');
+  if (bandwidthRule !== 'pair' && bandwidthRule !== 'dispersion') configError('bandwidthRule', 'must be "pair" or "dispersion"');
   const re = optObj(raw.reachability, 'reachability');
   noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
   const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
@@ -92,6 +100,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
       burst: int(rr.burst, 'receiptRateLimit.burst', 1, 1_000_000, 120),
     },
     bandwidthBounds,
+    bandwidthRule,
     reachability: {
       timeoutMs: int(re.timeoutMs, 'reachability.timeoutMs', 100, 120_000, 5000),
       concurrency: int(re.concurrency, 'reachability.concurrency', 1, 1024, 16),

@@ -110,14 +110,14 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       return ['policy', 200];
     }
     if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
+    if (p === PATHS.rewards) m.rewardFetches.inc({ fetcher: fetcherOf(req) });
     const rw = await serveRewards(rewards, req, res, url);
     if (rw) return rw;
     switch (p) {
       case PATHS.consensus: {
         // SPEC.md §6.10.1: direct fetches by kind of fetcher as it declares itself (clients that
         // have a guard fetch through it, so "client" should only count bootstraps).
-        const f = String(req.headers[FETCHER_HEADER] ?? '');
-        m.consensusFetches.inc({ fetcher: f === 'client' || f === 'mirror' || f === 'node' ? f : 'other' });
+        m.consensusFetches.inc({ fetcher: fetcherOf(req) });
         return ['consensus', serveDocument(req, res, a.published?.served ?? null, 'CONSENSUS_NOT_AVAILABLE', 'no consensus has been published yet')];
       }
       case PATHS.signatures: {
@@ -166,4 +166,10 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       else res.destroy();
     });
   });
+}
+
+/** The fetcher a request declares (SPEC.md §6.10.1), as a metric label; informative only. */
+function fetcherOf(req: http.IncomingMessage): string {
+  const f = String(req.headers[FETCHER_HEADER] ?? '');
+  return f === 'client' || f === 'mirror' || f === 'node' ? f : 'other';
 }

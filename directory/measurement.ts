@@ -5,6 +5,8 @@
 //   receipts/<epoch>.bin        accepted receipt records of an epoch, 224 bytes each, appended and
 //                               fsynced before the upload is answered
 //   bandwidth-history.json      per relay: epochs this authority measured it above 0 (§8.5 bound 5)
+//   pair-owed.bin               the pair rule's per-pair owed cells entering and leaving the last
+//                               epoch measured (§8.5.2), atomic (owed-store.ts)
 // The pure parts (verification, bounds) are src/bandwidth/verify.ts and measure.ts.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -15,8 +17,10 @@ import { writeFileAtomic, writeFileAtomicSync } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
 import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
 import {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, maxReceiptCells, measure, type RelayFacts, type RelayMeasurement,
+  DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, LOCAL_NETWORK_BOUNDS, LOCAL_PAIR_RULE, maxReceiptCells, measure, measurePairRule,
+  type OwedState, type RelayFacts, type RelayMeasurement,
 } from '../src/bandwidth/measure';
+import { OwedStore, type OwedSnapshot } from './owed-store';
 import { verifyConsensus } from '../src/dir/consensus';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -40,6 +44,8 @@ export interface MeasurementOptions {
   authorities: readonly AuthorityInfo[];
   skewMs: number;
   bounds: 'default' | 'local';
+  /** SPEC.md §8.5: which rule turns receipts into proven cells. Default "pair" (§8.5.2). */
+  rule?: 'pair' | 'dispersion';
   unmeasuredCapKBps: number;
   /** Declared bandwidth (bytes/s) of a relay from the descriptor the authority holds; undefined = none. */
   declared(fingerprint: string): number | undefined;
@@ -79,6 +85,8 @@ export class BandwidthMeasurement implements ReceiptIntake {
   private readonly byEpoch = new Map<number, { info: VerifiedConsensus; listed: Set<string> }>();
   private history = new Map<string, HistoryEntry>();
   private last: EpochMeasurement | null = null;
+  private readonly owedStore: OwedStore;
+  private owedState: OwedSnapshot | null = null;
 
   constructor(o: MeasurementOptions) {
     this.o = o;
@@ -91,7 +99,11 @@ export class BandwidthMeasurement implements ReceiptIntake {
       maxCells: maxReceiptCells(o.periodSeconds),
       membership: (epoch, fp) => { const c = this.byEpoch.get(epoch); return c ? c.listed.has(fp) : undefined; },
     });
+    this.owedStore = new OwedStore(o.dataDir, o.log);
   }
+
+  /** The pair rule's owed state leaving the last epoch measured (SPEC.md §8.5.2), or null. */
+  get owed(): Readonly<OwedSnapshot> | null { return this.owedState; }
 
   get lastMeasurement(): EpochMeasurement | null { return this.last; }
   /** Epochs whose consensus this authority holds (ascending). */
@@ -128,6 +140,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
     }
     const receipts = this.loadReceipts(Math.floor(now / this.P) - 2);
     this.loadHistory();
+    this.owedState = this.owedStore.load();
     return { consensuses, receipts };
   }
 
@@ -236,7 +249,8 @@ export class BandwidthMeasurement implements ReceiptIntake {
       try {
         const m = this.last?.epoch === e ? this.last : this.measureEpoch(e, c.info);
         const proven = new Map<string, number>(), bps = new Map<string, number>();
-        for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.bytesPerSecond); }
+        // Proven cells earn coins (§8.6); the weight counts only what §8.5.2 lets count as weight.
+        for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.weightBytesPerSecond); }
         result = { provenEpoch: e, proven, source: provenSource(bps, this.o.unmeasuredCapKBps) };
       } catch (x) {
         // A measurement that fails must not cost the vote: vote without one.
@@ -264,12 +278,25 @@ export class BandwidthMeasurement implements ReceiptIntake {
       previousWeights.set(r.fingerprint, r.weight * 1000);
     }
     const pairs = this.verifier.pairs(e);
-    const bounds = this.o.bounds === 'local' ? LOCAL_NETWORK_BOUNDS : DEFAULT_BOUNDS;
     let skipped = 0;
-    const out = measure({
-      receipts: pairs, relays, previousWeights, params: { ...bounds, epochSeconds: this.o.periodSeconds },
-      onSkip: () => { skipped++; },
-    });
+    const onSkip = () => { skipped++; };
+    let out: Map<string, RelayMeasurement>;
+    if ((this.o.rule ?? 'pair') === 'dispersion') {
+      const bounds = this.o.bounds === 'local' ? LOCAL_NETWORK_BOUNDS : DEFAULT_BOUNDS;
+      out = measure({ receipts: pairs, relays, previousWeights, params: { ...bounds, epochSeconds: this.o.periodSeconds }, onSkip });
+    } else {
+      const params = { ...(this.o.bounds === 'local' ? LOCAL_PAIR_RULE : DEFAULT_PAIR_RULE), epochSeconds: this.o.periodSeconds };
+      const entering = this.owedEntering(e);
+      const r = measurePairRule({
+        receipts: pairs, relays, previousWeights, params, owed: entering, onSkip,
+        // A pair whose relay is missing from this consensus keeps what it is owed while this
+        // authority still remembers both relays (§8.5 history, HISTORY_FORGET_EPOCHS).
+        keepUnlisted: (x, y) => this.history.has(x) && this.history.has(y),
+      });
+      out = r.relays;
+      this.owedState = { epoch: e, entering, leaving: r.owed };
+      this.owedStore.save(this.owedState);
+    }
     if (skipped > 0) this.o.log.warn({ epoch: e, skipped }, 'receipts with impossible counts skipped by measurement');
     let changed = false;
     for (const [fp, r] of out) {
@@ -286,6 +313,20 @@ export class BandwidthMeasurement implements ReceiptIntake {
     this.last = { epoch: e, relays: out, receipts: pairs.length, skipped };
     this.o.log.info({ epoch: e, receipts: pairs.length, relays: out.size, proven: [...out.values()].filter((r) => r.cells > 0).length }, 'bandwidth measured');
     return this.last;
+  }
+
+  /**
+   * SPEC.md §8.5.2: the owed state entering epoch e. Measuring e again (a restart within the period)
+   * starts from the same state as the first time, so what is owed is never paid or added twice.
+   */
+  private owedEntering(e: number): OwedState {
+    const s = this.owedState;
+    if (!s) return new Map();
+    if (s.epoch === e) return new Map(s.entering);
+    if (s.epoch < e) return new Map(s.leaving);
+    // State from a later epoch than the one measured (the clock went back): nothing to build on.
+    this.o.log.warn({ epoch: e, stateEpoch: s.epoch }, 'pair owed state is from a later epoch; measuring without it');
+    return new Map();
   }
 
   private saveHistory(): void {

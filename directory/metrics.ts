@@ -11,6 +11,7 @@ export interface AuthorityMetrics {
   http: prom.Counter<'route' | 'status'>;
   errors: prom.Counter<'code'>;
   consensusFetches: prom.Counter<'fetcher'>;
+  rewardFetches: prom.Counter<'fetcher'>;
   identityProofs: prom.Counter<'result'>;
 }
 
@@ -31,6 +32,7 @@ export function createAuthorityMetrics(reg: Registry, src: AuthorityGaugeSource)
     http: new prom.Counter({ name: 'bitcloud_dirauth_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [reg] }),
     errors: new prom.Counter({ name: 'bitcloud_dirauth_errors_total', help: 'Errors by code', labelNames: ['code'], registers: [reg] }),
     consensusFetches: new prom.Counter({ name: 'bitcloud_dirauth_consensus_fetches_total', help: 'Direct consensus fetches by declared fetcher (client, mirror, node, other; SPEC.md §6.10.1)', labelNames: ['fetcher'], registers: [reg] }),
+    rewardFetches: new prom.Counter({ name: 'bitcloud_dirauth_reward_fetches_total', help: 'Direct reward-chain fetches by declared fetcher (client, mirror, node, other; SPEC.md §6.10.1)', labelNames: ['fetcher'], registers: [reg] }),
     identityProofs: new prom.Counter({ name: 'bitcloud_dirauth_identity_proofs_total', help: 'Identity proof checks of uploaded descriptors by result (ok or the IDENTITY_POW_* code; SPEC.md §6.4.1)', labelNames: ['result'], registers: [reg] }),
   };
   new prom.Gauge({ name: 'bitcloud_dirauth_relays_known', help: 'Relays with a current descriptor', registers: [reg], collect() { this.set(src.relaysKnown()); } });

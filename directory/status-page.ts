@@ -74,7 +74,8 @@ function bandwidthStatus(a: Authority): Record<string, unknown> {
     lastMeasuredEpoch: m?.epoch ?? null,
     receiptsMeasured: m?.receipts ?? 0,
     epochsHeld: a.measurement.epochsHeld,
-    measured: m ? Object.fromEntries([...m.relays].map(([fp, r]) => [fp, { provenCells: r.cells, bytesPerSecond: r.bytesPerSecond, limitedBy: r.limitedBy }])) : {},
+    measured: m ? Object.fromEntries([...m.relays].map(([fp, r]) => [fp, { provenCells: r.cells, bytesPerSecond: r.bytesPerSecond, weightBytesPerSecond: r.weightBytesPerSecond, paidCells: r.paidCells, owedCells: r.owedCells, limitedBy: r.limitedBy }])) : {},
+    owedPairs: a.measurement.owed?.leaving.size ?? 0,
     consensusProven: c && c.provenEpoch !== null
       ? { epoch: c.provenEpoch, relays: Object.fromEntries(c.relays.filter((r) => r.proven > 0).map((r) => [r.fingerprint, r.proven])) }
       : null,

@@ -3,7 +3,7 @@
 import { err } from '../src/errors';
 import type { Ed25519KeyPair } from '../src/crypto/primitives';
 import { fingerprint } from '../src/crypto/keys';
-import { decodeVote, encodeVote, LIMITS } from '../src/wire/docs';
+import { decodeVote, encodeVote, LIMITS, type PowParamsMsg } from '../src/wire/docs';
 import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, verifyBodySignature } from '../src/wire/envelope';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { verifyKeyCertificate } from '../src/dir/certificate';
@@ -17,6 +17,8 @@ export interface VoteInput {
   entries: VoteInputEntry[];
   /** SPEC.md §6.5/§8.5: the epoch the entries' `proven` values measure; 0 or absent = no measurement. */
   provenEpoch?: number;
+  /** SPEC.md §6.4.1: the identity proof parameters this authority votes; absent = none. */
+  identityPow?: PowParamsMsg;
 }
 export interface VoteInputEntry {
   descriptor: VerifiedDescriptor;
@@ -56,10 +58,11 @@ export function buildVote(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
   entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number }[],
   provenEpoch = 0,
+  identityPow?: PowParamsMsg,
 ): Buffer {
   const sorted = [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity));
   const content = encodeVote({
-    authority: signer.identity, periodSeconds, knownFlags, provenEpoch,
+    authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow,
     entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0 })),
   });
   const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
@@ -107,6 +110,7 @@ export function verifyVote(
   }
   return {
     authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries, provenEpoch,
+    ...(v.identityPow ? { identityPow: v.identityPow } : {}),
     periodStart: doc.validAfter, periodSeconds: v.periodSeconds, digest: doc.digest, raw: doc.raw,
   };
 }

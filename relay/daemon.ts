@@ -23,6 +23,7 @@ import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/h
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
+import { RewardMirror } from './reward-mirror';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
@@ -63,6 +64,7 @@ export class RelayDaemon {
   private circuits: RelayCircuits | null = null;
   private bw: NodeBandwidth | null = null;
   private mirror: ConsensusMirror;
+  private readonly rewardMirror: RewardMirror;
   private orPort = 0;
   private dirPort = 0;
 
@@ -73,6 +75,7 @@ export class RelayDaemon {
     private readonly hooks: RelayHooks = idleChannelHooks,
   ) {
     this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
+    this.rewardMirror = new RewardMirror(cfg.authorities);
   }
 
   get ports(): { orPort: number; dirPort: number; metricsPort: number } {
@@ -133,6 +136,7 @@ export class RelayDaemon {
     // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
     this.pow = new IdentityProofKeeper({
       identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
+      consensusParams: () => this.mirror.current?.identityPow ?? null,
       anchors: { current: () => { const c = this.mirror.current; return c ? { validAfter: c.validAfter, digest: c.digest, periodSeconds: c.periodSeconds } : null; } },
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
@@ -175,11 +179,25 @@ export class RelayDaemon {
     });
   }
 
+  /** SPEC.md §8.7.4: GET /bitcloud/rewards?from=H, passed on from the authorities (relay/reward-mirror.ts). */
+  private async serveRewards(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const q = new URL(req.url ?? '/', 'http://mirror').searchParams.get('from');
+    if (q !== null && !/^\d{1,15}$/.test(q)) return sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)');
+    try {
+      const body = await this.rewardMirror.bundle(q === null ? 0 : Number(q));
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    } catch (e) {
+      sendJsonError(res, 503, 'REWARD_NOT_AVAILABLE', (e as Error).message);
+    }
+  }
+
   private async startHttp(): Promise<void> {
     const srv = http.createServer((req, res) => {
       const p = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
+      if (p === PATHS.rewards) return void this.serveRewards(req, res);
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });

@@ -128,16 +128,26 @@ function teardownHosts(): void {
   say(`teardown: ${left.namespaces.length} namespaces, ${left.links.length} links, ${alive.length} processes left`
     + (left.namespaces.length + left.links.length + alive.length ? ` (${[...left.namespaces, ...left.links, ...alive.map(String)].join(', ')})` : ''));
 }
+let stopped: Promise<void> | null = null;
+/**
+ * Stops everything, then exits. A second call (Ctrl-C kills the daemons, so the start-up wait
+ * fails and asks to shut down too) waits for the first to finish its teardown instead of exiting
+ * half way through it; the first caller's exit code wins.
+ */
 async function shutdown(code: number): Promise<never> {
-  if (!stopping) {
+  if (!stopped) {
     stopping = true;
-    say('\nstopping the local network...');
-    await procs.stopAll();
-    teardownHosts();
-    fs.rmSync(lockFile, { force: true });
-    say('stopped.');
+    stopped = (async () => {
+      say('\nstopping the local network...');
+      await procs.stopAll();
+      teardownHosts();
+      fs.rmSync(lockFile, { force: true });
+      say('stopped.');
+      process.exit(code);
+    })();
   }
-  process.exit(code);
+  await stopped;
+  return process.exit(code);
 }
 process.on('SIGINT', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
@@ -335,6 +345,7 @@ try {
   say('\nPress Ctrl-C to stop everything.');
   procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
 } catch (e) {
+  if (stopping) await shutdown(130); // interrupted: the daemons were stopped on purpose
   say(`bitcloud: the local network did not come up: ${(e as Error).message}`);
   say(`Logs are in ${path.join(dir, 'logs')}.`);
   await shutdown(1);

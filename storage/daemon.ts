@@ -98,6 +98,7 @@ export class StorageDaemon {
     // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
     this.pow = new IdentityProofKeeper({
       identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
+      consensusParams: () => this.dir.consensus()?.identityPow ?? null,
       anchors: { current: () => { const c = this.dir.consensus(); return c ? { validAfter: c.validAfter, digest: c.digest, periodSeconds: c.periodSeconds } : null; } },
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {

@@ -2,7 +2,9 @@
 // src/bandwidth/rule.ts (§8.5.1),
 // bounded so that receipts relays invent between themselves earn little. Pure and deterministic.
 import { CELL_LEN } from '../wire/cell';
-import { LIMITED_BY, applyRule, checkParams, type BoundsParams } from './rule';
+import {
+  LIMITED_BY, applyPairRule, applyRule, checkParams, type BoundsParams, type PairRuleParams, type PairRuleResult, type RelayTable, type RuleResult,
+} from './rule';
 
 /** The counts of one accepted receipt, by fingerprint (the input of measurement). */
 export interface PairCounts {
@@ -25,7 +27,8 @@ export interface RelayFacts {
 }
 
 export {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, type BoundsParams, type PeerClaim,
+  DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, LOCAL_NETWORK_BOUNDS, LOCAL_PAIR_RULE, cellsForBandwidth, dispersionCredit, pairAllowance,
+  type BoundsParams, type PairRuleParams, type PeerClaim,
 } from './rule';
 
 export interface RelayMeasurement {
@@ -39,8 +42,16 @@ export interface RelayMeasurement {
   limitedBy: 'none' | 'growth' | 'new-relay' | 'declared';
   /** Proven cells for the epoch: the input of the reward allocation. */
   cells: number;
-  /** cells × 514 / epoch seconds: the measured value an authority votes (SPEC §6). */
+  /** cells × 514 / epoch seconds. */
   bytesPerSecond: number;
+  /** Pair rule (SPEC §8.5.2): cells paid this epoch from what earlier epochs owed (in `cells`). */
+  paidCells: number;
+  /** Pair rule: cells above the allowance newly owed this epoch (not in `cells`). */
+  owedCells: number;
+  /** The cells that count as weight for the next consensus (the dispersion rule: `cells`). */
+  weightCells: number;
+  /** weightCells × 514 / epoch seconds: the measured value an authority votes (SPEC §6.6). */
+  weightBytesPerSecond: number;
 }
 
 export interface MeasureInput {
@@ -104,13 +115,28 @@ export function pairExcluded(a: string, fa: RelayFacts, b: string, fb: RelayFact
 export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
   const p = input.params;
   checkParams(p);
+  const t = tabulate(input, p.epochSeconds, p.sameSubnetRule);
+  const r = applyRule({ a: t.a, b: t.b, cells: t.cells }, t.relays, p);
+  return results(t.fps, r, p.epochSeconds);
+}
+
+/** Receipts summed per unordered pair, sorted by (lower index, higher index), and the relay table. */
+interface Tabulated {
+  fps: string[];
+  index: Map<string, number>;
+  a: Int32Array;
+  b: Int32Array;
+  cells: Float64Array;
+  relays: RelayTable;
+}
+
+function tabulate(input: Omit<MeasureInput, 'params'>, epochSeconds: number, sameSubnetRule: boolean, extraPairs: Iterable<[number, number]> = []): Tabulated {
   // Index the relays of the consensus; sum every receipt of a pair (either orientation) into one count.
   const fps = [...input.relays.keys()].sort();
   const index = new Map<string, number>(fps.map((fp, i) => [fp, i]));
   const n = fps.length;
-  const pairIndex = new Map<number, number>();
-  const pa: number[] = [], pb: number[] = [], exact: bigint[] = [];
-  const maxCells = maxReceiptCells(p.epochSeconds);
+  const exact = new Map<number, bigint>();
+  const maxCells = maxReceiptCells(epochSeconds);
   const okCount = (c: number) => Number.isSafeInteger(c) && c >= 0 && c <= maxCells;
   for (const rc of input.receipts) {
     const i = index.get(rc.initiator), j = index.get(rc.responder);
@@ -123,11 +149,18 @@ export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
     // Summed exactly (a pair may hold many receipts).
     const c = BigInt(rc.cellsI2R) + BigInt(rc.cellsR2I);
     if (c === 0n) continue;
-    const lo = Math.min(i, j), hi = Math.max(i, j), key = lo * n + hi;
-    const k = pairIndex.get(key);
-    if (k === undefined) { pairIndex.set(key, pa.length); pa.push(lo); pb.push(hi); exact.push(c); } else exact[k] += c;
+    const key = Math.min(i, j) * n + Math.max(i, j);
+    exact.set(key, (exact.get(key) ?? 0n) + c);
   }
-  const pcells = exact.map(toSafe);
+  for (const [i, j] of extraPairs) {
+    const key = Math.min(i, j) * n + Math.max(i, j);
+    if (i !== j && !exact.has(key)) exact.set(key, 0n);
+  }
+  // Pair order fixed by the relays' fingerprints, never by the order receipts arrived: every
+  // authority holding the same receipts adds the same numbers in the same order (SPEC §8.5.2).
+  const keys = [...exact.keys()].sort((x, y) => x - y);
+  const a = new Int32Array(keys.length), b = new Int32Array(keys.length), cells = new Float64Array(keys.length);
+  keys.forEach((key, k) => { a[k] = Math.floor(key / n); b[k] = key % n; cells[k] = toSafe(exact.get(key)!); });
 
   let totalPrev = 0;
   for (const w of input.previousWeights.values()) if (w > 0 && Number.isFinite(w)) totalPrev += w;
@@ -140,7 +173,7 @@ export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
     previousWeights[i] = w > 0 && Number.isFinite(w) ? w : 0;
     declaredBandwidth[i] = f.declaredBandwidth;
     history[i] = f.history;
-    const s16 = p.sameSubnetRule ? slash16(f.ipv4) : undefined;
+    const s16 = sameSubnetRule ? slash16(f.ipv4) : undefined;
     if (s16 !== undefined) { const [x, y] = s16.split('.').map(Number); subnet[i] = x * 256 + y; }
     if (f.family?.length) {
       const set = new Set<number>();
@@ -148,21 +181,80 @@ export function measure(input: MeasureInput): Map<string, RelayMeasurement> {
       family[i] = set;
     }
   }
-  const r = applyRule(
-    { a: Int32Array.from(pa), b: Int32Array.from(pb), cells: Float64Array.from(pcells) },
-    { n, previousWeights, totalPreviousWeight: totalPrev, declaredBandwidth, history, subnet, family },
-    p,
-  );
+  return { fps, index, a, b, cells, relays: { n, previousWeights, totalPreviousWeight: totalPrev, declaredBandwidth, history, subnet, family } };
+}
+
+function results(fps: readonly string[], r: RuleResult | PairRuleResult, epochSeconds: number): Map<string, RelayMeasurement> {
   const out = new Map<string, RelayMeasurement>();
-  for (let i = 0; i < n; i++) {
-    if (r.grossCells[i] === 0) continue;
+  const pr = 'paidCells' in r ? r : null;
+  for (let i = 0; i < fps.length; i++) {
+    if (r.grossCells[i] === 0 && !(pr && pr.paidCells[i] > 0)) continue;
+    const weightCells = pr ? pr.weightCells[i] : r.cells[i];
     out.set(fps[i], {
       grossCells: r.grossCells[i], excludedCells: r.excludedCells[i], peerCappedCells: r.peerCappedCells[i],
       limitedBy: LIMITED_BY[r.limitedBy[i]], cells: r.cells[i],
-      bytesPerSecond: Math.floor((r.cells[i] * CELL_LEN) / p.epochSeconds),
+      bytesPerSecond: Math.floor((r.cells[i] * CELL_LEN) / epochSeconds),
+      paidCells: pr ? Math.floor(pr.paidCells[i]) : 0,
+      owedCells: pr ? Math.floor(pr.owedCells[i]) : 0,
+      weightCells,
+      weightBytesPerSecond: Math.floor((weightCells * CELL_LEN) / epochSeconds),
     });
   }
   return out;
+}
+
+/**
+ * What pairs are owed across epochs (SPEC §8.5.2), keyed by `pairKey(x, y)` (the two fingerprints
+ * in ascending order): [owed to the lower fingerprint, owed to the higher]. Only pairs with
+ * something owed are held.
+ */
+export type OwedState = Map<string, [number, number]>;
+
+/** The key of the unordered pair {x, y} in an OwedState. */
+export function pairKey(x: string, y: string): string {
+  return x < y ? `${x}:${y}` : `${y}:${x}`;
+}
+
+export interface MeasurePairInput extends Omit<MeasureInput, 'params'> {
+  params: PairRuleParams;
+  /** What pairs were owed entering this epoch (not modified). */
+  owed: ReadonlyMap<string, readonly [number, number]>;
+  /**
+   * Whether an owed entry whose relays are not both listed this epoch is carried to the next
+   * epoch unchanged (true) or dropped (false). Default: dropped.
+   */
+  keepUnlisted?: (x: string, y: string) => boolean;
+}
+
+/**
+ * SPEC §8.5.2: the pair rule on accepted receipts, with the per-pair owed state carried across
+ * epochs. Pure and deterministic: the result and the new state depend only on the receipts (as a
+ * set), the relay facts, the weights and the state entering the epoch.
+ */
+export function measurePairRule(input: MeasurePairInput): { relays: Map<string, RelayMeasurement>; owed: OwedState } {
+  const p = input.params;
+  const fps = [...input.relays.keys()].sort();
+  const index = new Map<string, number>(fps.map((fp, i) => [fp, i]));
+  const carried: OwedState = new Map();
+  const extra: [number, number][] = [];
+  for (const [key, v] of input.owed) {
+    const [x, y] = key.split(':');
+    const i = index.get(x), j = index.get(y);
+    if (i !== undefined && j !== undefined && x < y) extra.push([i, j]);
+    else if (x < y && input.keepUnlisted?.(x, y)) carried.set(key, [v[0], v[1]]);
+  }
+  const t = tabulate(input, p.epochSeconds, p.sameSubnetRule, extra);
+  const len = t.a.length;
+  const owed = { owedA: new Float64Array(len), owedB: new Float64Array(len) };
+  for (let k = 0; k < len; k++) {
+    const v = input.owed.get(`${fps[t.a[k]]}:${fps[t.b[k]]}`);
+    if (v) { owed.owedA[k] = v[0]; owed.owedB[k] = v[1]; }
+  }
+  const r = applyPairRule({ a: t.a, b: t.b, cells: t.cells }, t.relays, p, owed);
+  for (let k = 0; k < len; k++) {
+    if (owed.owedA[k] > 0 || owed.owedB[k] > 0) carried.set(`${fps[t.a[k]]}:${fps[t.b[k]]}`, [owed.owedA[k], owed.owedB[k]]);
+  }
+  return { relays: results(fps, r, p.epochSeconds), owed: carried };
 }
 
 /** The proven cells of each relay with a non-zero measurement: the input of `allocate` (SPEC §8.6). */

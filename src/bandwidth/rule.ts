@@ -323,6 +323,24 @@ export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
 };
 
 /**
+ * The local network (SPEC.md §8.5.2): every relay on 127.0.0.1 (no /16 rule), all new (no growth or
+ * new-relay bounds), a handful of relays whose traffic follows a few test circuits rather than the
+ * weight shares: a generous allowance (κ = 2, σ = 20 000 cells per ordered pair and epoch, far above
+ * what a test download moves through one pair in one epoch) that still caps what two colluding relays
+ * can claim between themselves well below their declared bandwidth.
+ */
+export const LOCAL_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
+  pairFactor: 2,
+  pairSlackCells: 20_000,
+  owedEpochs: 720,
+  paidIsWeight: true,
+  growthFactor: Infinity,
+  newRelayEpochs: 0,
+  newRelayBandwidth: 0,
+  sameSubnetRule: false,
+};
+
+/**
  * What each pair is owed, per direction: owedA[k] is owed to pairs.a[k] by its pair with pairs.b[k],
  * owedB[k] to pairs.b[k]. Aligned with the pair table; updated in place by `applyPairRule`. A pair with
  * something owed must stay in the table (with 0 cells) until it is paid or dropped.
@@ -347,6 +365,7 @@ export interface PairRuleResult extends RuleResult {
  * so cells(W_R) × W_P / (ΣW − W_R) is what R and P should exchange in an epoch.
  */
 export function pairAllowance(wR: number, wP: number, totalW: number, p: Pick<PairRuleParams, 'pairFactor' | 'pairSlackCells' | 'epochSeconds'>): number {
+  if (p.pairFactor === Infinity) return Infinity;
   const rest = totalW - wR;
   const predicted = wR > 0 && wP > 0 && rest > 0 ? ((wR * p.epochSeconds) / CELL_LEN) * (wP / rest) : 0;
   return p.pairFactor * predicted + p.pairSlackCells;

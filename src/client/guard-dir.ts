@@ -5,10 +5,11 @@
 // it uses Bitcloud, so it learns nothing new.
 import type { Duplex } from 'node:stream';
 import type { TunnelSource } from '../dir/consensus-fetch';
-import { fetchConsensusBytes } from '../dir/fetch';
+import { fetchConsensusBytes, httpRequest, type HttpRequestOptions, type HttpResponse } from '../dir/fetch';
 import type { ConsensusRelay } from '../dir/types';
 import type { CircuitBuilder } from './circuit-builder';
 import type { GuardSet } from './guards';
+import type { ClientCircuit } from './client-circuit';
 
 /** Guards asked, in the order of the guard set, before giving up until the next refresh. */
 export const MAX_DIR_GUARDS = 3;
@@ -19,13 +20,51 @@ export const MAX_DIR_GUARDS = 3;
  * MAX_DIR_GUARDS. Empty when the client has no consensus or no sampled guard yet (bootstrap).
  */
 export function guardDirSources(builder: CircuitBuilder, guards: GuardSet, relays: readonly ConsensusRelay[] | null, max = MAX_DIR_GUARDS): TunnelSource[] {
+  return dirGuards(guards, relays, max).map((r) => beginDirSource(builder, r));
+}
+
+/**
+ * An HTTP GET to one guard's mirror over BEGIN_DIR: the request speaks the same HTTP it would to
+ * the mirror's port, the URL's host is an IP literal so nothing is ever resolved.
+ */
+export type GuardDirGet = (pathAndQuery: string, o: Omit<HttpRequestOptions, 'createConnection'>) => Promise<HttpResponse>;
+
+/**
+ * SPEC.md §6.10.1: one guard's mirror as a source of several requests (the reward chain is paged):
+ * the one-hop circuit is built on the first request and each request gets its own BEGIN_DIR
+ * stream on it; `close()` destroys the circuit.
+ */
+export function guardDirClient(builder: CircuitBuilder, guard: ConsensusRelay): { label: string; get: GuardDirGet; close(): void } {
+  let circ: ClientCircuit | null = null;
+  let building: Promise<ClientCircuit> | null = null;
+  return {
+    label: `guard:${guard.fingerprint}`,
+    async get(pathAndQuery, o) {
+      building ??= builder.buildPath([guard]).then((c) => { circ = c; return c; });
+      const c = await building;
+      const { stream } = await c.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
+      return httpRequest(`http://127.0.0.1${pathAndQuery}`, { ...o, createConnection: () => stream as unknown as Duplex });
+    },
+    close() {
+      if (circ) circ.destroy();
+      else void building?.then((c) => c.destroy(), () => {});
+    },
+  };
+}
+
+/** The sampled guards' mirrors as HTTP clients (same candidates and order as guardDirSources). */
+export function guardDirClients(builder: CircuitBuilder, guards: GuardSet, relays: readonly ConsensusRelay[] | null, max = MAX_DIR_GUARDS): ReturnType<typeof guardDirClient>[] {
+  return dirGuards(guards, relays, max).map((r) => guardDirClient(builder, r));
+}
+
+function dirGuards(guards: GuardSet, relays: readonly ConsensusRelay[] | null, max: number): ConsensusRelay[] {
   if (!relays) return [];
   const byFp = new Map(relays.map((r) => [r.fingerprint.toLowerCase(), r]));
-  const out: TunnelSource[] = [];
+  const out: ConsensusRelay[] = [];
   for (const g of guards.guards) {
     const r = byFp.get(g.fingerprint);
     if (!r || !r.flags.has('Guard') || !r.flags.has('Running') || !r.flags.has('Valid') || !(r.dirPort > 0)) continue;
-    out.push(beginDirSource(builder, r));
+    out.push(r);
     if (out.length >= max) break;
   }
   return out;

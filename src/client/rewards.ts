@@ -5,7 +5,7 @@
 // certificates (src/dir/reward-authorities.ts), windows checked against the consensus period P.
 import { err, errorCode, isErrorCode, layerOf } from '../errors';
 import { majorityOf, type AuthorityInfo } from '../dir/authorities';
-import { httpRequest, errorBodyReason, PATHS } from '../dir/fetch';
+import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type HttpResponse } from '../dir/fetch';
 import { certifiedRewardAuthorities } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import {
@@ -18,11 +18,22 @@ export interface FetchRewardChainOptions {
   authorities: readonly AuthorityInfo[];
   /** Consensus period P in seconds, from a verified consensus (certificate windows, SPEC §8.7.3). */
   periodSeconds: number;
-  /** Base URLs to try instead of the authorities (in this order). */
-  sources?: readonly string[];
+  /**
+   * Sources to try instead of the authorities (in this order): base URLs (direct), or guard
+   * mirrors reached over BEGIN_DIR (SPEC.md §6.10.1, src/client/guard-dir.ts).
+   */
+  sources?: readonly (string | RewardSource)[];
+  /** Declared in the fetcher header of direct requests (SPEC.md §6.10.1). */
+  fetcher?: Fetcher;
   skewMs?: number;
   timeoutMs?: number;
   schedule?: IssuanceSchedule;
+}
+
+/** A source reached some other way than a direct URL: a label and a GET of a path with its query. */
+export interface RewardSource {
+  label: string;
+  get(pathAndQuery: string, o: { maxBytes: number; timeoutMs?: number }): Promise<HttpResponse>;
 }
 
 /** One verified block, without its body bytes. */
@@ -47,14 +58,16 @@ export interface RewardChainResult {
  * or of the first transfer failure (DIR_FETCH_FAILED…) when no chain was received at all.
  */
 export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<RewardChainResult> {
-  const sources = o.sources?.length ? [...o.sources] : shuffle(o.authorities.map((a) => a.url));
+  const given = o.sources?.length ? [...o.sources] : shuffle(o.authorities.map((a) => a.url));
+  const sources = given.map((s) => (typeof s === 'string' ? directSource(s, o.fetcher) : s));
   const failures: RewardChainResult['failures'] = [];
   let got: { acc: ChainAccumulator; source: string } | null = null;
-  for (const source of sources) {
+  for (const src of sources) {
+    const source = src.label;
     if (!got) {
       const acc = newAccumulator();
       try {
-        await fetchFrom(source, o, acc);
+        await fetchFrom(src, o, acc);
         got = { acc, source };
       } catch (e) {
         failures.push({ source, code: errorCode(e), reason: (e as Error).message });
@@ -66,7 +79,7 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
     // (majority of the configured authorities), so any source may extend the chain; a source
     // that fails only loses its say (reported, not fatal).
     try {
-      await fetchFrom(source, o, got.acc);
+      await fetchFrom(src, o, got.acc);
     } catch (e) {
       failures.push({ source, code: errorCode(e), reason: (e as Error).message });
     }
@@ -83,14 +96,20 @@ function newAccumulator(): ChainAccumulator {
   return { state: emptyChainState(), blocks: [], certs: [] };
 }
 
-/** Fetches from `source` the blocks after `acc`'s tip, verifying and appending each (acc is extended in place). */
-async function fetchFrom(source: string, o: FetchRewardChainOptions, acc: ChainAccumulator): Promise<void> {
+function directSource(base: string, fetcher: Fetcher | undefined): RewardSource {
+  const headers: Record<string, string> = fetcher ? { [FETCHER_HEADER]: fetcher } : {};
+  return { label: base, get: (pq, ro) => httpRequest(base + pq, { ...ro, headers }) };
+}
+
+/** Fetches from `src` the blocks after `acc`'s tip, verifying and appending each (acc is extended in place). */
+async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: ChainAccumulator): Promise<void> {
+  const source = src.label;
   const { state, blocks, certs } = acc;
   const threshold = majorityOf(o.authorities.length);
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
   for (;;) {
     const from = state.height + 1;
-    const r = await httpRequest(`${source}${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? 30_000 });
+    const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? 30_000 });
     if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${source}: ${errorBodyReason(r)}`, { status: r.status });
     const bundle = decodeRewardChainBundle(r.body);
     if (bundle.blocks.length === 0) {

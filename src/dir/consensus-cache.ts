@@ -7,7 +7,8 @@ import { writeFileAtomic } from '../ops/fsutil';
 import type { AuthorityInfo } from './authorities';
 import { verifyConsensus } from './consensus';
 import type { VerifiedConsensus } from './types';
-import { fetchVerifiedConsensus } from './consensus-fetch';
+import { fetchVerifiedConsensus, type ConsensusSource } from './consensus-fetch';
+import type { Fetcher } from './fetch';
 
 /** The file, in a client's or a node's data folder, that holds the last valid consensus. */
 export const CONSENSUS_CACHE_FILE = 'cached-consensus';
@@ -48,14 +49,17 @@ export function isBetterConsensus(a: VerifiedConsensus | null, b: VerifiedConsen
  * expires. CONSENSUS_NOT_AVAILABLE when there is none at all.
  */
 export async function currentConsensus(o: {
-  dataDir: string; authorities: readonly AuthorityInfo[]; sources: readonly string[];
-  save?: boolean; now?: () => number; timeoutMs?: number;
+  dataDir: string; authorities: readonly AuthorityInfo[];
+  /** Where to fetch when the cached one is not fresh; a function gets the cached one (or null) to choose (SPEC.md §6.10.1). */
+  sources: readonly ConsensusSource[] | ((have: VerifiedConsensus | null) => readonly ConsensusSource[]);
+  save?: boolean; now?: () => number; timeoutMs?: number; fetcher?: Fetcher;
 }): Promise<VerifiedConsensus> {
   const now = o.now ?? Date.now;
   const cacheFile = path.join(o.dataDir, CONSENSUS_CACHE_FILE);
   const have = (await loadConsensusCache(cacheFile, o.authorities, now())).consensus;
   if (have && now() <= have.freshUntil) return have;
-  const r = await fetchVerifiedConsensus(o.sources, o.authorities, { now, have, timeoutMs: o.timeoutMs ?? 10_000 });
+  const sources = typeof o.sources === 'function' ? o.sources(have) : o.sources;
+  const r = await fetchVerifiedConsensus(sources, o.authorities, { now, have, timeoutMs: o.timeoutMs ?? 10_000, fetcher: o.fetcher });
   if (r.consensus && isBetterConsensus(have, r.consensus)) {
     if (o.save ?? true) await saveConsensusCache(cacheFile, r.consensus).catch(() => {});
     return r.consensus;

@@ -146,6 +146,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
     validUntil: d.validUntil,
     periodSeconds: m.periodSeconds,
     provenEpoch,
+    identityPow: m.identityPow ? { ...m.identityPow } : null,
     relays,
     signers,
     voters: m.voters.map(fingerprint),

@@ -206,7 +206,12 @@ export class IdentityProofKeeper {
   private stopped = false;
 
   constructor(private readonly o: {
-    identity: Buffer; params: PowParams; anchors: AnchorSource; dataDir: string; log: Logger; now?: () => number;
+    identity: Buffer;
+    /** The relay's configured parameters: used while the consensus held carries none. */
+    params: PowParams;
+    /** SPEC.md §6.4.1: the parameters of the consensus held, when it carries them (they win). */
+    consensusParams?: () => PowParams | null;
+    anchors: AnchorSource; dataDir: string; log: Logger; now?: () => number;
   }) {
     try {
       const j = JSON.parse(fs.readFileSync(path.join(o.dataDir, PROOF_FILE), 'utf8')) as Record<string, unknown>;
@@ -227,8 +232,11 @@ export class IdentityProofKeeper {
     const c = this.o.anchors.current();
     const anchor: PowAnchor = c ? { validAfter: c.validAfter, digest: c.digest } : GENESIS_ANCHOR;
     const h = this.held;
-    const p = this.o.params;
-    const strongEnough = h !== null && h.memoryKib >= p.memoryKib && h.ops >= p.ops && h.difficulty >= p.difficulty;
+    const p = this.params();
+    // Meets the minimum, and not above 4× it (authorities refuse to evaluate such a proof): the
+    // parameters may have changed with the consensus since the proof was made.
+    const strongEnough = h !== null && h.memoryKib >= p.memoryKib && h.ops >= p.ops && h.difficulty >= p.difficulty
+      && h.memoryKib <= 4 * p.memoryKib && h.ops <= 4 * p.ops;
     if (h && strongEnough) {
       if (h.anchorValidAfter === 0 ? c === null : c !== null) {
         const age = c ? now - h.anchorValidAfter : 0;
@@ -243,13 +251,19 @@ export class IdentityProofKeeper {
     return this.mine(anchor);
   }
 
+  /** The parameters to mine at: the consensus's when it carries them, else the configuration's. */
+  params(): PowParams {
+    return this.o.consensusParams?.() ?? this.o.params;
+  }
+
   private mine(anchor: PowAnchor): Promise<IdentityProofMsg> {
-    const key = `${anchor.validAfter}:${anchor.digest.toString('hex')}`;
+    const p = this.params();
+    const key = `${anchor.validAfter}:${anchor.digest.toString('hex')}:${p.memoryKib}:${p.ops}:${p.difficulty}`;
     if (this.mining?.key === key) return this.mining.done;
     const started = (this.o.now ?? Date.now)();
-    const done = mineIdentityProof(this.o.identity, anchor, this.o.params, { aborted: () => this.stopped }).then(async (pr) => {
+    const done = mineIdentityProof(this.o.identity, anchor, p, { aborted: () => this.stopped }).then(async (pr) => {
       this.held = pr;
-      this.o.log.info({ anchorValidAfter: pr.anchorValidAfter, nonce: pr.nonce, ms: (this.o.now ?? Date.now)() - started }, 'identity proof made');
+      this.o.log.info({ anchorValidAfter: pr.anchorValidAfter, nonce: pr.nonce, memoryKib: pr.memoryKib, ops: pr.ops, difficulty: pr.difficulty, ms: (this.o.now ?? Date.now)() - started }, 'identity proof made');
       await writeFileAtomic(path.join(this.o.dataDir, PROOF_FILE), JSON.stringify({
         identity: this.o.identity.toString('hex'), anchorValidAfter: pr.anchorValidAfter, anchorDigest: pr.anchorDigest.toString('hex'),
         memoryKib: pr.memoryKib, ops: pr.ops, difficulty: pr.difficulty, nonce: pr.nonce,

@@ -95,6 +95,11 @@ export interface VerifiedConsensus {
    * or null when this consensus carries no measurement (older consensuses included).
    */
   provenEpoch: number | null;
+  /**
+   * SPEC.md §6.4.1/§6.7: the identity proof parameters the authorities voted (what relays mine at
+   * and authorities check against), or null when the consensus carries none (older consensuses).
+   */
+  identityPow: { memoryKib: number; ops: number; difficulty: number; anchorPeriods: number } | null;
   relays: ConsensusRelay[];
   /** Fingerprints of the authorities whose signatures verified, sorted. */
   signers: string[];

@@ -62,7 +62,13 @@ export interface IdentityProofMsg {
 /** `proven`: SPEC.md §8.5 proven cells in the vote's proven epoch (absent = 0). */
 export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number; proven?: number }
 /** `provenEpoch`: the epoch the entries' `proven` values measure; 0 (or absent) = no measurement. */
-export interface VoteMsg { authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[]; provenEpoch?: number }
+/** SPEC.md §6.4.1: identity proof parameters as voted and as carried by the consensus. */
+export interface PowParamsMsg { memoryKib: number; ops: number; difficulty: number; anchorPeriods: number }
+export interface VoteMsg {
+  authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[]; provenEpoch?: number;
+  /** SPEC.md §6.4.1: the parameters this authority requires; absent = none voted. */
+  identityPow?: PowParamsMsg;
+}
 export interface ConsensusMsg {
   method: number; freshUntil: number; periodSeconds: number; voters: Buffer[];
   policies: string[][]; keyLists: Buffer[][]; versions: string[];
@@ -74,6 +80,8 @@ export interface ConsensusMsg {
   provenEpoch?: number;
   /** Proven cells per relay for provenEpoch: empty when provenEpoch is 0, else exactly n entries. */
   proven?: number[];
+  /** SPEC.md §6.4.1/§6.7: the network's identity proof parameters; absent in older consensuses. */
+  identityPow?: PowParamsMsg;
 }
 export interface DetachedSignaturesMsg { digest: Buffer; signatures: SignatureMsg[]; certificates: Buffer[] }
 
@@ -234,9 +242,28 @@ export function decodeRelayDescriptor(buf: Uint8Array): RelayDescriptorMsg {
   };
 }
 
+// ---- identity proof parameters (SPEC.md §6.4.1) ----
+/** The ranges an authority's configuration accepts (src/dir/identity-pow.ts parsePowParams). */
+export const POW_PARAM_RANGES = {
+  memoryKib: [8, 4 * 1024 * 1024], ops: [1, 16], difficulty: [0, 32], anchorPeriods: [2, 720],
+} as const;
+
+function powParamsOf(v: unknown, f: string): PowParamsMsg | undefined {
+  if (v == null) return undefined;
+  const m = v as Record<string, unknown>;
+  const R = POW_PARAM_RANGES;
+  return {
+    memoryKib: num(m.memoryKib, `${f}.memory_kib`, R.memoryKib[0], R.memoryKib[1]),
+    ops: num(m.ops, `${f}.ops`, R.ops[0], R.ops[1]),
+    difficulty: num(m.difficulty, `${f}.difficulty`, R.difficulty[0], R.difficulty[1]),
+    anchorPeriods: num(m.anchorPeriods, `${f}.anchor_periods`, R.anchorPeriods[0], R.anchorPeriods[1]),
+  };
+}
+const powParamsObj = (p: PowParamsMsg | undefined) => (p ? omitDefaults({ ...p }) : undefined);
+
 // ---- vote ----
 export function encodeVote(v: VoteMsg): Buffer {
-  return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })) });
+  return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })), identityPow: powParamsObj(v.identityPow) });
 }
 export function decodeVote(buf: Uint8Array): VoteMsg {
   const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote');
@@ -258,6 +285,8 @@ export function decodeVote(buf: Uint8Array): VoteMsg {
     }),
     provenEpoch,
   };
+  const pow = powParamsOf(m.identityPow, 'vote.identity_pow');
+  if (pow) out.identityPow = pow;
   return out;
 }
 
@@ -270,6 +299,7 @@ export function encodeConsensus(c: ConsensusMsg): Buffer {
     ...c,
     policies: c.policies.map((rules) => omitDefaults({ rules })),
     keyLists: c.keyLists.map((keys) => omitDefaults({ keys })),
+    identityPow: powParamsObj(c.identityPow),
   });
 }
 
@@ -329,6 +359,8 @@ export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
   const proven = new Array<number>(wantProven);
   for (let i = 0; i < wantProven; i++) proven[i] = num(provenRaw[i], `consensus.proven[${i}]`);
   out.proven = proven;
+  const pow = powParamsOf(m.identityPow, 'consensus.identity_pow');
+  if (pow) out.identityPow = pow;
   if (out.nicknames.length !== n) bad('consensus.nicknames', `has ${out.nicknames.length} entries for ${n} relays`);
   if (n > 0 && (policies.length === 0 || keyLists.length === 0 || versions.length === 0)) bad('consensus', 'a table referenced by relays is empty');
   return out;

@@ -51,7 +51,7 @@ export function startAuthority(a: AuthoritySetup): Daemon {
 
 export interface RelaySetup { name: string; configFile: string; dataDir: string; orPort: number; dirPort: number; metricsPort: number }
 
-export async function makeRelay(net: DirNet, name: string, o: { authorities?: DirNet['authorityList']; roles?: string[]; dirPort?: boolean; publishIntervalSeconds?: number } = {}): Promise<RelaySetup> {
+export async function makeRelay(net: DirNet, name: string, o: { authorities?: DirNet['authorityList']; roles?: string[]; dirPort?: boolean; publishIntervalSeconds?: number; identityPow?: unknown } = {}): Promise<RelaySetup> {
   const [orPort, dirPort, metricsPort] = await freePorts(3);
   const dataDir = path.join(net.dir, name);
   const configFile = path.join(net.dir, `${name}.json`);
@@ -61,7 +61,7 @@ export async function makeRelay(net: DirNet, name: string, o: { authorities?: Di
     roles: o.roles ?? ['relay'], bandwidth: 500_000,
     authorities: o.authorities ?? net.authorityList,
     publishIntervalSeconds: o.publishIntervalSeconds ?? net.period, descriptorLifetimeSeconds: 3600,
-    mirrorIntervalSeconds: 1, metricsPort, identityPow: 'local',
+    mirrorIntervalSeconds: 1, metricsPort, identityPow: o.identityPow ?? 'local',
   }, null, 2));
   return { name, configFile, dataDir, orPort, dirPort: useDir ? dirPort : 0, metricsPort };
 }

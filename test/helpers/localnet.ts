@@ -282,6 +282,22 @@ export function deltas(before: Map<string, Sample[]>, after: Map<string, Sample[
   return d;
 }
 
+/** Remote ports of the ESTABLISHED TCP connections owned by `pid` (from `ss -tnp`). */
+export function establishedPeerPorts(pid: number): number[] {
+  const r = spawnSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ss failed: ${r.stderr}`);
+  const ports: number[] = [];
+  for (const line of r.stdout.split('\n')) {
+    if (!line.includes(`pid=${pid},`)) continue;
+    const cols = line.trim().split(/\s+/);
+    // Recv-Q Send-Q Local:Port Peer:Port users:(...)
+    const peer = cols[3] ?? '';
+    const port = Number(peer.slice(peer.lastIndexOf(':') + 1));
+    if (Number.isInteger(port)) ports.push(port);
+  }
+  return ports;
+}
+
 /**
  * Bytes received by process `pid` on each established TCP connection, by peer port
  * (`ss -i` bytes_received). Tells a busy link (the guard carrying a transfer) from an idle one.

@@ -1,6 +1,8 @@
 // SPEC.md §6.4.1 against a real authority over HTTP: a descriptor without an identity proof, with a
 // forged one, with one below the minimum, or anchored to an unknown consensus is refused with its
 // IDENTITY_POW_* code; a good one is accepted; a real relay mines its own and gets listed.
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
 import { parseAuthorityList } from '../../src/dir/authorities';
@@ -8,7 +10,7 @@ import { verifyConsensus } from '../../src/dir/consensus';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { httpRequest } from '../../src/dir/fetch';
 import {
-  GENESIS_ANCHOR, LOCAL_POW_PARAMS, checkIdentityProofWork, mineIdentityProof, type PowAnchor,
+  GENESIS_ANCHOR, LOCAL_POW_PARAMS, PROOF_FILE, checkIdentityProofWork, mineIdentityProof, type PowAnchor,
 } from '../../src/dir/identity-pow';
 import { LIMITS, type IdentityProofMsg } from '../../src/wire/docs';
 import { isBitcloudError } from '../../src/errors';
@@ -72,6 +74,31 @@ describe('authority identity proof intake (SPEC.md §6.4.1)', () => {
       return true;
     }, 60_000, 500);
   }, 90_000);
+
+  it('the consensus carries the parameters the authorities voted; a relay configured otherwise mines at the consensus\'s and is listed', async () => {
+    const c = await eventually(async () => {
+      const rr = await httpRequest(url('/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
+      return rr.status === 200 ? verifyConsensus(rr.body, parseAuthorityList(net.authorityList, 'authorities'), Date.now(), 60_000) : null;
+    }, 60_000, 500);
+    expect(c.identityPow).toEqual(LOCAL_POW_PARAMS);
+    // Configured at 8× the network's memory: a proof at its own parameters would be refused
+    // (IDENTITY_POW_WEAK, above 4× the minimum). It reads the consensus and mines at those.
+    const r = await makeRelay(net, 'powreader', { identityPow: { memoryKib: 8 * LOCAL_POW_PARAMS.memoryKib, ops: 1, difficulty: 1 } });
+    const d = startRelay(r);
+    const up = await d.waitForMsg('relay listening', {}, 60_000);
+    const fp = String(up.json!.identity);
+    await d.waitForMsg('identity proof made', {}, 60_000);
+    // The first proof may be mined before the relay holds a consensus (at its own parameters);
+    // the one that gets it listed is at the consensus's.
+    await eventually(async () => {
+      const rr = await httpRequest(url('/bitcloud/consensus'), { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
+      if (rr.status !== 200) return false;
+      const cc = verifyConsensus(rr.body, parseAuthorityList(net.authorityList, 'authorities'), Date.now(), 60_000);
+      return cc.relays.some((x) => x.fingerprint === fp);
+    }, 90_000, 500);
+    const proof = JSON.parse(fs.readFileSync(path.join(r.dataDir, PROOF_FILE), 'utf8')) as { memoryKib: number; difficulty: number };
+    expect([proof.memoryKib, proof.difficulty]).toEqual([LOCAL_POW_PARAMS.memoryKib, LOCAL_POW_PARAMS.difficulty]);
+  }, 150_000);
 
   it('a real relay mines its proof and is listed', async () => {
     const r = await makeRelay(net, 'powrelay');

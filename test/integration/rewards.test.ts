@@ -2,7 +2,8 @@
 // SOCKS proxy. Traffic through the network → relays countersign cell counts on their links →
 // upload them to the authorities → the authorities measure them into the consensus → the next
 // reward block credits exactly the relays that carried cells, in proportion, with exact sums;
-// `bitcloud rewards` and `bitcloud-relay status` show it. Then forged receipts are refused by a
+// `bitcloud rewards` and `bitcloud-relay status` show it. Two relays that forge receipts between
+// themselves gain at most their pair allowance (§8.5.2). Then forged receipts are refused by a
 // real authority, and a tampered chain is refused by the real client. SPEC.md §8.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -17,8 +18,12 @@ import { signReceipt, countersign, encodeReceipt, type Receipt } from '../../src
 import { allocate } from '../../src/bandwidth/reward';
 import { decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, encodeRewardBlock } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, type RewardChainResult } from '../../src/client/rewards';
+import { verifyConsensus } from '../../src/dir/consensus';
+import type { VerifiedConsensus } from '../../src/dir/types';
+import { LIMITS } from '../../src/wire/docs';
+import { LOCAL_PAIR_RULE, cellsForBandwidth, pairAllowance } from '../../src/bandwidth/rule';
 import { eventually, runCli } from '../helpers/daemon';
-import { curl, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
+import { curl, metric, scrape, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
 
 const PERIOD = 5;
 let net: LocalNet;
@@ -139,6 +144,111 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
   }, 120_000);
 });
 
+describe('two relays that forge receipts between themselves gain no more than their pair allowance (SPEC.md §8.5.2)', () => {
+  // The authorities run the pair rule (their default; the local network's allowance is κ = 2,
+  // σ = 20 000 cells). Two listed relays hold both identity keys and upload a receipt claiming
+  // FORGED cells between them to every authority. Their proven cells for that epoch, in the
+  // majority-signed consensus, exceed what their honest peers countersigned by at most the pair's
+  // allowance, far below the claim and below their declared bandwidth (so bound 6 is not what
+  // stops it); the excess is owed and paid later only out of the same pair's unused allowance;
+  // the reward block of the epoch allocates over exactly those proven values.
+  const FORGED = 150_000;
+  const epochNow = () => Math.floor(Date.now() / (PERIOD * 1000));
+
+  async function consensusNow(): Promise<VerifiedConsensus> {
+    const r = await httpRequest(authorities[0].url + PATHS.consensus, { maxBytes: LIMITS.consensusBytes, timeoutMs: 5000 });
+    if (r.status !== 200) throw new Error(`consensus: HTTP ${r.status}`);
+    return verifyConsensus(r.body, authorities, Date.now(), 60_000);
+  }
+  /** The consensus whose proven values are those of epoch `e` (period e + 2), once published. */
+  async function provenOf(e: number): Promise<VerifiedConsensus> {
+    return eventually(async () => {
+      const c = await consensusNow().catch(() => null);
+      if (!c || c.provenEpoch === null || c.provenEpoch < e) return null;
+      if (c.provenEpoch > e) throw new Error(`missed the consensus carrying epoch ${e} (now ${c.provenEpoch})`);
+      return c;
+    }, 60_000, 250);
+  }
+
+  it('proven − countersigned ≤ the pair allowance in the forged epoch and after it; the reward block follows the proven values', async () => {
+    const [ra, rb] = [net.relays[2], net.relays[3]];
+    const ka = await loadEd25519Secret(path.join(ra.dataDir, IDENTITY_KEY_FILE));
+    const kb = await loadEd25519Secret(path.join(rb.dataDir, IDENTITY_KEY_FILE));
+    const before = await consensusNow();
+    const w = new Map(before.relays.map((r) => [r.fingerprint, r.weight * 1000]));
+    const total = [...w.values()].reduce((s, x) => s + x, 0);
+    const allowance = pairAllowance(w.get(ra.identity!)!, w.get(rb.identity!)!, total, { ...LOCAL_PAIR_RULE, epochSeconds: PERIOD });
+    const declaredCap = cellsForBandwidth(2 * 10_000_000, PERIOD);
+    expect(allowance).toBeLessThan(FORGED / 2);
+    expect(FORGED).toBeLessThan(declaredCap / 1.2);
+
+    // Epoch e just ended: every authority holds its consensus and takes its receipts for another period.
+    const e = epochNow() - 1;
+    const p = signReceipt({ epoch: e, initiator: ka.publicKey, responder: kb.publicKey, cellsI2R: FORGED, cellsR2I: 0, serial: 9_000_000 + Math.floor(Math.random() * 1e6) }, ka);
+    const c = countersign(p, { cellsI2R: FORGED, cellsR2I: 0 }, kb, 0);
+    if (!c.ok) throw new Error('countersign failed');
+    const rec = encodeReceipt(c.receipt);
+    for (const a of authorities) {
+      const r = await httpRequest(a.url + '/bitcloud/receipts', { method: 'POST', body: rec, maxBytes: 1 << 20, timeoutMs: 10_000 });
+      expect(r.status, r.body.toString('utf8')).toBe(200);
+    }
+
+    const provenByEpoch = new Map<number, Map<string, number>>();
+    for (const epoch of [e, e + 1, e + 2]) {
+      const cons = await provenOf(epoch);
+      provenByEpoch.set(epoch, new Map(cons.relays.filter((r) => r.proven > 0).map((r) => [r.fingerprint, r.proven])));
+      // The relays' own records of `epoch` are final once the next boundary's file is written.
+      const honest = (n: typeof ra) => countersigned(n.dataDir).get(epoch) ?? 0;
+      const proven = (n: typeof ra) => cons.relays.find((r) => r.fingerprint === n.identity)?.proven ?? 0;
+      for (const n of [ra, rb]) {
+        const gain = proven(n) - honest(n);
+        expect(gain, `relay ${n.identity} epoch ${epoch}`).toBeLessThanOrEqual(Math.floor(allowance) + 1);
+        if (epoch === e) {
+          // The claim was credited, up to the allowance: the rule, not the declared bound, stopped it.
+          expect(gain).toBeGreaterThan(0);
+          expect(proven(n)).toBeLessThan(declaredCap);
+          expect(gain).toBeLessThan(FORGED / 2);
+        }
+      }
+    }
+
+    // The reward block of e allocates over the consensus's proven values (the pair rule's output).
+    const block = await eventually(async () => {
+      const ch = await chain().catch(() => null);
+      return ch?.blocks.find((b) => b.block.epoch === e)?.block ?? null;
+    }, 60_000, 500);
+    expect(block.allocations.has(ra.identity!)).toBe(true);
+    expect(new Map(block.allocations)).toEqual(allocate(block.minted, provenByEpoch.get(e)!));
+  }, 180_000);
+});
+
+describe('the reward chain through the guard (SPEC.md §6.10.1)', () => {
+  const clientFetches = async () => {
+    let n = 0;
+    for (const a of net.authorities) n += metric(await scrape(a.ports.metrics), 'bitcloud_dirauth_reward_fetches_total', { fetcher: 'client' });
+    return n;
+  };
+
+  it('a client with a guard reads the chain from its guard\'s mirror over BEGIN_DIR; no authority sees a direct fetch from it', async () => {
+    // The proxy of the local network shares the client's data directory: its state.json holds the sampled guards.
+    const clientDir = (JSON.parse(fs.readFileSync(net.clientConfig, 'utf8')) as { dataDir: string }).dataDir;
+    await eventually(() => fs.existsSync(path.join(clientDir, 'state.json')), 60_000, 500);
+    const before = await clientFetches();
+    const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
+    expect(out.code, out.stderr).toBe(0);
+    const view = JSON.parse(out.stdout) as { ok: boolean; source: string; height: number };
+    expect(view.ok).toBe(true);
+    expect(view.source).toMatch(/^guard:[0-9a-f]{64}$/);
+    expect(view.height).toBeGreaterThanOrEqual(0);
+    expect(await clientFetches()).toBe(before);
+    // ... while --from is a direct fetch by request, and the authority counts it.
+    const direct = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig, '--from', new URL(authorities[0].url).host], { timeoutMs: 60_000 });
+    expect(direct.code, direct.stderr).toBe(0);
+    expect((JSON.parse(direct.stdout) as { source: string }).source).toBe(authorities[0].url);
+    expect(await clientFetches()).toBeGreaterThan(before);
+  }, 120_000);
+});
+
 describe('forged receipts are refused by a real authority (SPEC.md §8.4)', () => {
   const epochNow = () => Math.floor(Date.now() / (PERIOD * 1000));
   async function keysOf(i: number) { return loadEd25519Secret(path.join(net.relays[i].dataDir, IDENTITY_KEY_FILE)); }
@@ -165,10 +275,17 @@ describe('forged receipts are refused by a real authority (SPEC.md §8.4)', () =
   });
 
   it('one signature only, an unknown relay, counts altered after signing, a past epoch: each refused with its code', async () => {
-    const e = epochNow() - 1;
-    const one = encodeReceipt(await receipt(e));
-    one.fill(0, 160, 224); // the responder signature
-    expect(await post(one)).toMatchObject({ status: 400, json: { code: 'RECEIPT_ONE_SIGNATURE' } });
+    // The epoch just ended, once the authority holds its consensus (an epoch boundary may have
+    // passed since the test before: then 422 RECEIPT_OUTSIDE_WINDOW until it does).
+    let e = 0;
+    const one = await eventually(async () => {
+      e = epochNow() - 1;
+      const r1 = encodeReceipt(await receipt(e));
+      r1.fill(0, 160, 224); // the responder signature
+      const x = await post(r1);
+      return x.status === 422 ? null : x;
+    }, 30_000, 500);
+    expect(one).toMatchObject({ status: 400, json: { code: 'RECEIPT_ONE_SIGNATURE' } });
 
     const stranger = ed25519Generate();
     const b = await keysOf(1);

@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import {
-  DEFAULT_BOUNDS, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, maxReceiptCells, measure, pairExcluded, provenCells, slash16, type BoundsParams, type PairCounts, type RelayFacts,
+  DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, LOCAL_NETWORK_BOUNDS, cellsForBandwidth, dispersionCredit, maxReceiptCells, measure, measurePairRule, pairAllowance, pairExcluded, pairKey,
+  provenCells, slash16, type BoundsParams, type PairCounts, type PairRuleParams, type RelayFacts,
 } from '../../src/bandwidth/measure';
 import { isBitcloudError } from '../../src/errors';
 
@@ -168,5 +169,53 @@ describe('measurement (SPEC §8.5)', () => {
     expect(m2.get(A)!.grossCells).toBe(max);
     expect(m2.get(A)!.cells).toBe(cellsForBandwidth(2 * 100 * MB, T));
     expect(Number.isSafeInteger(m2.get(A)!.bytesPerSecond)).toBe(true);
+  });
+});
+
+describe('the pair rule on receipts, with owed state across epochs (SPEC §8.5.2)', () => {
+  const pp: PairRuleParams = { ...DEFAULT_PAIR_RULE, epochSeconds: T };
+  const weights = new Map([[A, 10 * MB], [B, 20 * MB], [C, 30 * MB], [D, 40 * MB]]);
+  const rel = relays([[A, {}], [B, {}], [C, {}], [D, {}]]);
+
+  it('is deterministic: the same receipts in any order give the same proven cells and the same owed state', () => {
+    fc.assert(fc.property(
+      fc.array(fc.tuple(fc.constantFrom(A, B, C, D), fc.constantFrom(A, B, C, D), fc.nat(3_000_000), fc.nat(3_000_000)), { minLength: 1, maxLength: 30 }),
+      fc.array(fc.tuple(fc.constantFrom(A, B, C, D), fc.constantFrom(A, B, C, D), fc.double({ min: 0, max: 1e6, noNaN: true }), fc.double({ min: 0, max: 1e6, noNaN: true })), { maxLength: 6 }),
+      (rs, ow) => {
+        const receipts = rs.map(([x, y, i, r]) => pc(x, y, i, r));
+        const owed = new Map<string, [number, number]>();
+        for (const [x, y, u, v] of ow) if (x !== y) owed.set(pairKey(x, y), [u, v]);
+        const one = measurePairRule({ receipts, relays: rel, previousWeights: weights, params: pp, owed });
+        const two = measurePairRule({ receipts: [...receipts].reverse(), relays: rel, previousWeights: weights, params: pp, owed: new Map([...owed].reverse()) });
+        expect([...two.relays]).toEqual([...one.relays]);
+        expect(new Map(two.owed)).toEqual(new Map(one.owed));
+      },
+    ), { numRuns: 200 });
+  });
+
+  it('a pair never credits an end more than its allowance in an epoch, owed or not; what it owes is paid back in later quiet epochs', () => {
+    const a = pairAllowance(10 * MB, 20 * MB, 100 * MB, pp);
+    let owed: Map<string, [number, number]> = new Map();
+    let total = 0;
+    const claims = [Math.floor(5 * a), 0, 0, 0, 0, 0];
+    for (const c of claims) {
+      const r = measurePairRule({ receipts: c ? [pc(A, B, c, 0)] : [], relays: rel, previousWeights: weights, params: pp, owed });
+      const got = r.relays.get(A)?.cells ?? 0;
+      expect(got).toBeLessThanOrEqual(Math.floor(a));
+      total += got;
+      owed = r.owed;
+    }
+    // 5 allowances claimed once: paid over five epochs, nothing left, never more than claimed.
+    expect(total).toBeGreaterThanOrEqual(Math.floor(5 * a) - claims.length);
+    expect(total).toBeLessThanOrEqual(5 * a);
+    expect(owed.size).toBe(0);
+  });
+
+  it('a pair whose relay left the consensus keeps what it is owed only when told to', () => {
+    const owed = new Map([[pairKey(A, E), [100, 200] as [number, number]]]);
+    const drop = measurePairRule({ receipts: [], relays: rel, previousWeights: weights, params: pp, owed });
+    expect(drop.owed.size).toBe(0);
+    const keep = measurePairRule({ receipts: [], relays: rel, previousWeights: weights, params: pp, owed, keepUnlisted: () => true });
+    expect(keep.owed).toEqual(owed);
   });
 });

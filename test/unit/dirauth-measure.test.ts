@@ -15,6 +15,8 @@ import { buildVote, provenEpochFor, verifyVote, type VoteInput } from '../../dir
 import { provenSource, cappedDeclaredSource } from '../../directory/bandwidth';
 import { parseAuthorityConfig } from '../../directory/config';
 import { HISTORY_FILE, HISTORY_FORGET_EPOCHS, RECEIPTS_DIR } from '../../directory/measurement';
+import { OWED_FILE, decodeOwed } from '../../directory/owed-store';
+import { LOCAL_PAIR_RULE, pairAllowance, pairKey } from '../../src/bandwidth/measure';
 import { statusJson } from '../../directory/status-page';
 import {
   E, P, epochStart, makeFixture, makeRelay, makeSigner, consensusFor, receipt, record, voteOf, type Fixture,
@@ -142,7 +144,7 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
   });
 
   it('default bounds: one peer vouches for at most κ·share of the credit plus σ; no descriptor, no credit', async () => {
-    const { authority } = fx.makeAuthority();
+    const { authority } = fx.makeAuthority({ bandwidthRule: 'dispersion' });
     authority.acceptDescriptor(fx.relays[0].descriptor.raw);
     await authority.measurement.onConsensus(fx.consensus.info);
     await authority.measurement.accept(record(receipt(fx.relays[0], fx.relays[1], { cellsI2R: 400_000, cellsR2I: 0 })));
@@ -151,6 +153,105 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
     // Bound 3: the partner holds half of the previous weight: X = min(400 000, 1.5 · 0.5 · X + 1000) = 4000.
     expect(vm.proven.get(fx.relays[0].fp)).toBe(4000);
     expect(vm.proven.has(fx.relays[1].fp)).toBe(false);
+  });
+});
+
+describe('the pair rule on an authority (SPEC.md §8.5.2)', () => {
+  // Both relays hold 500 KB/s of the consensus of E (half each): the allowance of each from the
+  // other is κ · cells(500 000) · 1 + σ.
+  const W = 500_000;
+  const local = { ...LOCAL_PAIR_RULE, epochSeconds: P };
+  const allowance = pairAllowance(W, W, 2 * W, local);
+  const FORGED = 400_000;
+
+  async function forged(extra: Record<string, unknown> = {}) {
+    const made = fx.makeAuthority({ bandwidthBounds: 'local', ...extra });
+    for (const r of fx.relays) made.authority.acceptDescriptor(r.descriptor.raw);
+    await made.authority.measurement.onConsensus(fx.consensus.info);
+    const ans = await made.authority.measurement.accept(record(receipt(fx.relays[0], fx.relays[1], { cellsI2R: FORGED, cellsR2I: 0 })));
+    expect(ans.status).toBe(200);
+    return made;
+  }
+  /** The authority after a restart: descriptors again, state from disk. */
+  function restarted(extra: Record<string, unknown> = {}) {
+    const a = fx.makeAuthority({ bandwidthBounds: 'local', ...extra }).authority;
+    for (const r of fx.relays) a.acceptDescriptor(r.descriptor.raw);
+    a.measurement.load();
+    return a;
+  }
+
+  it('is the default rule: a pair claiming far more than its allowance is credited the allowance; the excess is owed, on disk', async () => {
+    expect(parseAuthorityConfig({ identity: 'ab'.repeat(32), dataDir: '.', listen: { port: 0 }, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }, '/').bandwidthRule).toBe('pair');
+    const { authority } = await forged();
+    fx.clock.now = epochStart(K) + 10;
+    const vm = authority.measurement.measureForVote(epochStart(K));
+    expect(allowance).toBeLessThan(FORGED / 2);
+    expect(fx.relays.slice(0, 2).map((r) => vm.proven.get(r.fp))).toEqual([Math.floor(allowance), Math.floor(allowance)]);
+    // The vote's measured value is the weight of §8.5.2 (the proven cells here), within declared.
+    expect(vm.source.measuredKBps(fx.relays[0].fp, 1_000_000_000)).toBe(Math.floor(Math.floor((Math.floor(allowance) * 514) / P) / 1000));
+    const st = decodeOwed(fs.readFileSync(path.join(fx.dir, OWED_FILE)));
+    expect(st.epoch).toBe(E);
+    expect(st.entering.size).toBe(0);
+    const owed = FORGED - allowance;
+    expect(st.leaving.get(pairKey(fx.relays[0].fp, fx.relays[1].fp))).toEqual([owed, owed]);
+    expect((fs.statSync(path.join(fx.dir, OWED_FILE)).mode & 0o777)).toBe(0o600);
+    const sj = statusJson(authority) as { bandwidth: { owedPairs: number; measured: Record<string, { owedCells: number; paidCells: number }> } };
+    expect(sj.bandwidth.owedPairs).toBe(1);
+    expect(sj.bandwidth.measured[fx.relays[0].fp]).toMatchObject({ owedCells: Math.floor(owed), paidCells: 0 });
+  });
+
+  it('a restart within the period measures the same epoch from the same owed state (nothing owed twice); the next epoch pays at most the allowance', async () => {
+    const { authority } = await forged();
+    fx.clock.now = epochStart(K) + 10;
+    const first = authority.measurement.measureForVote(epochStart(K));
+    const bytes = fs.readFileSync(path.join(fx.dir, OWED_FILE));
+    const again = restarted();
+    expect(again.measurement.owed?.epoch).toBe(E);
+    const second = again.measurement.measureForVote(epochStart(K));
+    expect([...second.proven]).toEqual([...first.proven]);
+    expect(fs.readFileSync(path.join(fx.dir, OWED_FILE)).equals(bytes)).toBe(true);
+
+    // Epoch E + 1: the same relays listed, no receipt at all. After another restart the pair is
+    // paid out of its unused allowance: exactly the allowance, never more, and the rest stays owed.
+    const next = consensusFor(fx.signer, E + 1, [voteOf(fx.signer, fx.relays.slice(0, 2))]);
+    const third = restarted();
+    await third.measurement.onConsensus(next.info);
+    fx.clock.now = epochStart(K + 1) + 10;
+    const paid = third.measurement.measureForVote(epochStart(K + 1));
+    expect(paid.provenEpoch).toBe(E + 1);
+    expect(fx.relays.slice(0, 2).map((r) => paid.proven.get(r.fp))).toEqual([Math.floor(allowance), Math.floor(allowance)]);
+    const st = decodeOwed(fs.readFileSync(path.join(fx.dir, OWED_FILE)));
+    expect(st.epoch).toBe(E + 1);
+    const left = FORGED - 2 * allowance;
+    expect(st.leaving.get(pairKey(fx.relays[0].fp, fx.relays[1].fp))).toEqual([left, left]);
+    // Over the two epochs the pair credited each end 2 allowances: what claiming the allowance each
+    // epoch would have given, not the 400 000 claimed.
+  });
+
+  it('a corrupt owed file is set aside with IO_STATE_UNREADABLE logged; the authority measures with nothing owed', async () => {
+    const { authority } = await forged();
+    fx.clock.now = epochStart(K) + 10;
+    authority.measurement.measureForVote(epochStart(K));
+    const file = path.join(fx.dir, OWED_FILE);
+    const raw = fs.readFileSync(file);
+    raw[raw.length - 40] ^= 1;
+    fs.writeFileSync(file, raw);
+    expect(code(() => decodeOwed(raw))).toBe('IO_STATE_UNREADABLE');
+    expect(code(() => decodeOwed(Buffer.from('nonsense')))).toBe('IO_STATE_UNREADABLE');
+    const again = restarted();
+    expect(again.measurement.owed).toBeNull();
+    expect(fs.existsSync(`${file}.rejected`)).toBe(true);
+    const vm = again.measurement.measureForVote(epochStart(K));
+    expect(vm.proven.get(fx.relays[0].fp)).toBe(Math.floor(allowance));
+  });
+
+  it('bandwidthRule "dispersion" keeps the §8.5.1 rule (local bounds: the whole claim within declared) and writes no owed state', async () => {
+    const { authority } = await forged({ bandwidthRule: 'dispersion' });
+    fx.clock.now = epochStart(K) + 10;
+    const vm = authority.measurement.measureForVote(epochStart(K));
+    // Bound 6: 2 × declared 1 MB/s over 60 s.
+    expect(vm.proven.get(fx.relays[0].fp)).toBe(Math.min(FORGED, Math.floor((2 * 1_000_000 * P) / 514)));
+    expect(fs.existsSync(path.join(fx.dir, OWED_FILE))).toBe(false);
   });
 });
 

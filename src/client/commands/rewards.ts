@@ -12,6 +12,10 @@ import type { VerifiedConsensus } from '../../dir/types';
 import { majorityOf } from '../../dir/authorities';
 import { fetchRewardChain, formatCoins, type RewardChainResult } from '../rewards';
 import type { Output } from './consensus';
+import path from 'node:path';
+import { CircuitBuilder } from '../circuit-builder';
+import { guardDirClients, guardDirSources } from '../guard-dir';
+import { GuardSet } from '../guards';
 
 export interface RewardsCommandOptions {
   config?: string;
@@ -29,10 +33,28 @@ const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 /** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
 export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+  // SPEC.md §6.10.1: with a valid consensus on disk and a sampled guard (state.json), both the
+  // consensus and the reward chain come through the guards' mirrors (one-hop circuit, BEGIN_DIR);
+  // only a bootstrap (or --from) asks the mirrors and authorities directly.
+  const guards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+  let held: VerifiedConsensus | null = null;
+  const builder = new CircuitBuilder({ relays: () => held?.relays ?? null, guards, enforceDistinctSubnets: false });
+  const viaGuards = (c: VerifiedConsensus | null) => (c && now() <= c.validUntil ? guardDirSources(builder, guards, c.relays) : []);
+  const clients: ReturnType<typeof guardDirClients> = [];
   try {
     // The period P of a verified consensus dates the authorities' certificates (SPEC.md §8.7.3).
-    const consensus = await currentConsensus({ dataDir: cfg.dataDir, authorities: cfg.authorities, sources: [...cfg.mirrors, ...cfg.authorities.map((a) => a.url)], now });
-    const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources: o.from?.map(normalizeSource) });
+    const consensus = await currentConsensus({
+      dataDir: cfg.dataDir, authorities: cfg.authorities, now, fetcher: 'client',
+      sources: (have) => {
+        held = have;
+        const g = viaGuards(have);
+        return g.length ? g : [...cfg.mirrors, ...cfg.authorities.map((a) => a.url)];
+      },
+    });
+    held = consensus;
+    if (!o.from?.length) clients.push(...guardDirClients(builder, guards, consensus.relays));
+    const sources = o.from?.length ? o.from.map(normalizeSource) : clients.length ? clients : undefined;
+    const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources, fetcher: 'client' });
     const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
     const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
     const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
@@ -46,6 +68,9 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
+  } finally {
+    for (const c of clients) c.close();
+    await builder.close();
   }
 }
 

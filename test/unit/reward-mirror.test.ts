@@ -1,0 +1,50 @@
+// SPEC.md §6.10.1: a relay's mirror passes the reward chain on from the authorities, shares one
+// fetch among the clients asking within the TTL, and tries the next authority when one fails.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RewardMirror } from '../../relay/reward-mirror';
+import type { AuthorityInfo } from '../../src/dir/authorities';
+import { FETCHER_HEADER } from '../../src/dir/fetch';
+
+const servers: http.Server[] = [];
+afterEach(async () => { for (const s of servers.splice(0)) await new Promise((r) => s.close(r)); });
+
+async function authority(answer: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<{ info: AuthorityInfo; hits: string[] }> {
+  const hits: string[] = [];
+  const s = http.createServer((req, res) => { hits.push(`${req.url} ${String(req.headers[FETCHER_HEADER])}`); answer(req, res); });
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  servers.push(s);
+  const port = (s.address() as AddressInfo).port;
+  return { info: { name: `a${port}`, identity: Buffer.alloc(32), fingerprint: '00'.repeat(32), host: '127.0.0.1', port, url: `http://127.0.0.1:${port}` }, hits };
+}
+
+describe('RewardMirror', () => {
+  it('passes the bundle on unchanged, declares itself a mirror, and serves repeats within the TTL from one fetch', async () => {
+    const a = await authority((req, res) => { res.writeHead(200); res.end(Buffer.from(`bundle ${req.url}`)); });
+    let now = 1_000_000;
+    const m = new RewardMirror([a.info], { ttlMs: 10_000, now: () => now });
+    const [x, y] = await Promise.all([m.bundle(0), m.bundle(0)]);
+    expect(x.toString()).toBe('bundle /bitcloud/rewards?from=0');
+    expect(y).toBe(x);
+    expect(a.hits).toEqual(['/bitcloud/rewards?from=0 mirror']);
+    now += 9_999;
+    await m.bundle(0);
+    expect(a.hits).toHaveLength(1);
+    expect((await m.bundle(7)).toString()).toBe('bundle /bitcloud/rewards?from=7');
+    now += 2;
+    await m.bundle(0);
+    expect(a.hits).toHaveLength(3);
+  });
+
+  it('tries the next authority when one fails; with none, REWARD_NOT_AVAILABLE, and the failure is not kept', async () => {
+    let up = false;
+    const bad = await authority((_req, res) => { res.writeHead(500); res.end('{"code":"X","reason":"down"}'); });
+    const good = await authority((_req, res) => { if (!up) { res.writeHead(404); res.end('{}'); return; } res.writeHead(200); res.end('ok'); });
+    const m = new RewardMirror([bad.info, good.info]);
+    await expect(m.bundle(0)).rejects.toMatchObject({ code: 'REWARD_NOT_AVAILABLE' });
+    up = true;
+    expect((await m.bundle(0)).toString()).toBe('ok');
+    expect(bad.hits.length).toBeGreaterThanOrEqual(1);
+  });
+});
