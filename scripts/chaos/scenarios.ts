@@ -351,7 +351,7 @@ const s4: Scenario = {
 
 const s8: Scenario = {
   id: '8', name: 'relay frozen (SIGSTOP) past the circuit timeout, resumed', needsHosts: false,
-  expected: 'requests keep succeeding around it; its peers close their links to it as silent within the liveness timeout (SPEC.md §1.8, 45-55 s); resumed, it serves circuits again',
+  expected: 'requests keep succeeding around it; its peers close their links to it as silent within the liveness timeout (SPEC.md §1.8: 50 to 60 s after the last byte); resumed, it serves circuits again',
   async run(ctx) {
     const net = ctx.net;
     // A middle-only relay (not an exit, so path choice can avoid it): the one most peers hold a
