@@ -24,6 +24,7 @@ import { ServedDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { AuthorityConfig } from './config';
 import type { BandwidthSource } from './bandwidth';
+import type { StorageAudits } from './storage-audits';
 import { BandwidthMeasurement } from './measurement';
 import { computeConsensus, type ComputedConsensus } from './compute';
 import { assignFlags, KNOWN_FLAGS } from './flags';
@@ -44,6 +45,8 @@ export interface AuthorityDeps {
   bandwidth?: BandwidthSource;
   reachabilityTest?: ReachabilityTester;
   now?: () => number;
+  /** SPEC.md §9.20: storage contracts and the audits of every epoch (absent: no storage audits). */
+  storage?: StorageAudits;
   /** The status page's history (default: loaded from the data dir). */
   history?: StatusHistory;
   /** The reward ledger (directory/rewards.ts, SPEC.md §8.7): told of each newly published consensus, ticked with the schedule. */
@@ -233,6 +236,7 @@ export class Authority {
     const t = now - ps;
     try {
       this.deps.rewards?.tick();
+      this.deps.storage?.tick();
       if (!this.ownVote || this.ownVote.periodStart !== ps) {
         // After a restart, vote only once the relays loaded from disk were tested (or at P/4
         // at the latest): otherwise the first vote would list none of them.
@@ -260,19 +264,22 @@ export class Authority {
     // SPEC.md §8.5: the vote for period k carries the measurement of epoch k − 2.
     const vm = this.measurement.measureForVote(ps);
     const source = this.bandwidth ?? vm.source;
+    // SPEC.md §9.20.2: with the measurement of epoch k − 2 goes the storage audited in that epoch.
+    const stored = vm.provenEpoch ? this.deps.storage?.storedFor(vm.provenEpoch) ?? null : null;
     const inputs = running.map((r) => ({
       descriptor: r.descriptor,
       measured: source.measuredKBps(r.descriptor.fingerprint, r.descriptor.declaredBandwidth),
       proven: vm.proven.get(r.descriptor.fingerprint) ?? 0,
+      stored: stored?.get(r.descriptor.fingerprint) ?? 0,
       runningSince: r.runningSince,
     }));
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
-    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven }));
+    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
     const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow);
     const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
     this.ownVote = {
       authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
-      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0 })),
+      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0, stored: vm.provenEpoch ? x.stored : 0 })),
       provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
     };
     this.currentVoteDoc = new ServedDocument(raw, now);
@@ -396,6 +403,7 @@ export class Authority {
     this.rememberAnchor(info);
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
+    if (first) this.deps.storage?.onConsensus(info);
     if (first) this.deps.rewards?.onConsensus(info);
     if (first) this.history.onConsensus(info);
     if (first) this.measurement.onConsensus(info).catch((e) => this.log.warn({ err: e.message }, 'archiving consensus failed'));
@@ -411,6 +419,7 @@ export class Authority {
       const info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
       this.current = { info, served: new ServedDocument(raw, fs.statSync(file).mtimeMs) };
       this.rememberAnchor(info);
+      this.deps.storage?.onConsensus(info);
       void this.measurement.onConsensus(info).catch(() => {});
     } catch (e) {
       this.log.info({ code: errorCode(e) }, 'stored consensus not usable');

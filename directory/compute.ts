@@ -42,6 +42,8 @@ export interface ComputedConsensus {
  *  - SPEC.md §8.6: proven_epoch = k − 2 (k = periodStart / P) when at least one listing vote
  *    measured that epoch, and each relay's proven = low median over its listing votes (a vote that
  *    measured another epoch, or nothing, counts 0); otherwise proven_epoch = 0 and no column;
+ *  - SPEC.md §9.20.2: `stored` likewise (low median of the listing votes' audited bytes), left out
+ *    when every value is 0.
  *  - SPEC.md §6.4.1: identity_pow per `powVote`.
  */
 export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
@@ -79,7 +81,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     identities: Buffer.alloc(n * 32), onionKeys: Buffer.alloc(n * 32), addresses: Buffer.alloc(n * 4),
     orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
     policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
-    provenEpoch, proven: [],
+    provenEpoch, proven: [], stored: [],
     identityPow: powVote(used, need),
   };
   // Tables in order of first use while walking relays by identity: deterministic.
@@ -107,6 +109,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     m.flags.push(flagVote(g));
     m.weights.push(lowMedian(g.map((x) => x.entry.measured)));
     if (provenEpoch) m.proven!.push(lowMedian(g.map((x) => (x.measures ? x.entry.proven ?? 0 : 0))));
+    if (provenEpoch) m.stored!.push(lowMedian(g.map((x) => (x.measures ? x.entry.stored ?? 0 : 0))));
 
     const polKey = d.exitPolicy.join('\n');
     let pol = canonicalPolicy.get(polKey);
@@ -117,6 +120,8 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     m.versionIndex.push(tableIndex(versionIdx, m.versions, d.version, d.version));
   }
 
+  // SPEC.md §9.20.2: the stored column is left out when no node holds audited bytes.
+  if (!m.stored!.some((v) => v > 0)) m.stored = [];
   const content = encodeConsensus(m);
   const validUntil = p.periodStart + p.lifetimePeriods * p.periodSeconds * 1000;
   const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);

@@ -8,6 +8,8 @@
 //   GET  /bitcloud/status                 JSON status
 //   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.4)
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
+//   POST /bitcloud/storage/contracts      upload a storage contract (SPEC.md §9.20.1; rate limited)
+//   GET  /bitcloud/storage/audits[?epoch=E]  this authority's signed audit report (SPEC.md §9.20.3)
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
@@ -34,8 +36,10 @@ import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { serveRewards } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
+import type { StorageAudits } from './storage-audits';
+import { serveStorageAudits } from './storage-http';
 
-export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger): http.Server {
+export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
   // Policies have their own budget: descriptor traffic from a shared address cannot starve them.
@@ -43,6 +47,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // Receipts too (SPEC.md §8.4): every node uploads every epoch, from shared addresses on a local network.
   const receiptLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   const receiptMetrics = createReceiptIntakeMetrics(reg);
+  // Storage contracts (SPEC.md §9.20.1) have their own budget too.
+  const contractLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const receiptGate = new UploadGate();
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
@@ -79,6 +85,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
+    const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
+    if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
     if (p.startsWith(POLICY_PATH)) {
       // Moderator policies (SPEC.md §10.7.1): kept only when they verify and are newer.

@@ -10,6 +10,7 @@ import { createAuthorityServer } from './http';
 import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
 import { createAuthorityMetrics } from './metrics';
 import { RewardLedger } from './rewards';
+import { StorageAudits } from './storage-audits';
 import { StatusHistory } from './status-history';
 
 export interface RunOptions { config: string; dataDir?: string; period?: number; metricsPort?: number; logLevel?: string }
@@ -39,8 +40,12 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   const history = new StatusHistory(cfg.dataDir, log).load();
   rewards.onBlock = (b) => history.onBlock(b);
   rewards.load();
-  authority = new Authority({ config: cfg, signer, log, metrics, rewards, history });
-  const server = createAuthorityServer(authority, reg, metrics, log, rewards);
+  // SPEC.md §9.20: storage contracts and the audits of every epoch.
+  const storage = new StorageAudits({ dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg });
+  const held = storage.load();
+  log.info(held, 'storage contracts loaded');
+  authority = new Authority({ config: cfg, signer, log, metrics, rewards, history, storage });
+  const server = createAuthorityServer(authority, reg, metrics, log, rewards, storage);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${cfg.listen.host}:${cfg.listen.port}: ${e.code ?? e.message}`)));
     server.listen(cfg.listen.port, cfg.listen.host, () => resolve());
@@ -57,6 +62,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   const stop = async () => {
     await a.stop();
     await rewards.close();
+    await storage.close();
     await closeServer(server);
     await history.flush();
     if (metricsServer) await closeServer(metricsServer);

@@ -57,15 +57,20 @@ interface Held {
   round: SigningRound<RewardSignature>;
 }
 
-/** Proven values of a consensus (SPEC §8.6): the input of the block for its proven epoch. */
-export function provenInput(info: VerifiedConsensus): { epoch: number; proven: Map<string, number> } | null {
+/** What a block is computed from: its epoch, proven cells per relay, audited stored bytes per storage node. */
+export interface RewardInput { epoch: number; proven: Map<string, number>; stored: Map<string, number> }
+
+/** Proven values of a consensus (SPEC §8.6, §9.20.2): the input of the block for its proven epoch. */
+export function provenInput(info: VerifiedConsensus): RewardInput | null {
   const epoch = info.provenEpoch;
   if (epoch === null || !Number.isSafeInteger(epoch) || epoch < 0) return null;
   const proven = new Map<string, number>();
+  const stored = new Map<string, number>();
   for (const r of info.relays) {
     if (r.proven > 0) proven.set(r.fingerprint, r.proven);
+    if ((r.stored ?? 0) > 0) stored.set(r.fingerprint, r.stored!);
   }
-  return { epoch, proven };
+  return { epoch, proven, stored };
 }
 
 export class RewardLedger {
@@ -78,7 +83,7 @@ export class RewardLedger {
   private state: ChainState = emptyChainState();
   private pending: Held | null = null;
   private pendingEncoded: { held: Held; size: number; bytes: Buffer } | null = null;
-  private input: { epoch: number; proven: Map<string, number> } | null = null;
+  private input: RewardInput | null = null;
   /** Verified certificates of configured authorities, by `fp/signing key hex`. */
   private readonly certs = new Map<string, Buffer>();
   private verifierCache: CertifiedRewardAuthorities | null = null;
@@ -231,7 +236,7 @@ export class RewardLedger {
     const tip = this.state.height < 0 ? null : { height: this.state.height, hash: this.state.tipHash, epoch: this.state.epoch };
     let next: ReturnType<typeof nextRewardBlock>;
     try {
-      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule);
+      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;

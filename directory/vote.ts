@@ -27,6 +27,8 @@ export interface VoteInputEntry {
   measured: number;
   /** Proven cells in the vote's provenEpoch (absent = 0). */
   proven?: number;
+  /** SPEC.md §9.20.2: audited stored bytes in the vote's provenEpoch (absent = 0). */
+  stored?: number;
 }
 
 export interface VerifiedVote extends VoteInput {
@@ -56,14 +58,14 @@ export function provenEpochFor(periodStart: number, periodSeconds: number): numb
  */
 export function buildVote(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
-  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number }[],
+  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number; stored?: number }[],
   provenEpoch = 0,
   identityPow?: PowParamsMsg,
 ): Buffer {
   const sorted = [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity));
   const content = encodeVote({
     authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow,
-    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0 })),
+    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0, stored: provenEpoch ? e.stored ?? 0 : 0 })),
   });
   const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
   return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
@@ -106,7 +108,7 @@ export function verifyVote(
     }
     if (prev && Buffer.compare(prev, d.identity) >= 0) throw err('VOTE_MALFORMED', 'vote entries are not sorted by identity or repeat');
     prev = d.identity;
-    entries.push({ descriptor: d, flags: e.flags, measured: e.measured, proven: e.proven ?? 0 });
+    entries.push({ descriptor: d, flags: e.flags, measured: e.measured, proven: e.proven ?? 0, stored: e.stored ?? 0 });
   }
   return {
     authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries, provenEpoch,

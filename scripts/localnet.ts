@@ -13,7 +13,7 @@
 // prints what is left (nothing). See scripts/localnet/hosts.ts.
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
-//                [--socks-port P] [--period S] [--exit-after-demo] [--no-demo]
+//                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--exit-after-demo] [--no-demo]
 //   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -47,6 +47,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('demo', { type: 'boolean', default: true, describe: 'Show a download through a 3-hop circuit (and a put/get)' })
   .option('exit-after-demo', { type: 'boolean', default: false, describe: 'Stop everything after the demo (for CI)' })
   .option('keep', { type: 'boolean', default: false, describe: 'Keep the data of an earlier run in --dir (default: start afresh)' })
+  .option('relay-crypto', { choices: ['tor1', 'cgo'] as const, default: 'tor1' as const, describe: "The client proxy's relay crypto (SPEC.md §5.6.1)" })
   .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
   .option('subnets', { type: 'number', default: 4, describe: 'With --hosts: how many /16s the nodes are spread over (at least 4)' })
@@ -292,6 +293,7 @@ try {
     socksPort: argv['socks-port'], metricsPort: ports.proxyMetrics,
     // On 127.0.0.1 the one-relay-per-/16 rule would forbid every path; with --hosts it holds.
     enforceDistinctSubnets: !!hostNet,
+    relayCrypto: argv['relay-crypto'],
   }, null, 2));
   const moderatorsJson = moderators.map((m, i) => ({ name: m.name, fingerprint: m.fingerprint, dir: m.dir, subscribers: [`store${i + 1}`] }));
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, moderators: moderatorsJson, ready: false,

@@ -1,11 +1,13 @@
 // `npm run bench -- --only crypto`: circuit-handshake and relay-crypto throughput (SPEC.md §4, §5),
-// each beside a raw-primitive baseline measured in the same run on the same bytes.
+// each beside a raw-primitive baseline measured in the same run on the same bytes; CGO (SPEC.md §5.6)
+// per layer and through 1 and 3 hops beside tor1 doing the same work.
 import type { BenchModule, BenchRow } from './types';
 import { ntorClientCreate, ntorClientFinish, ntorServerRespond, NTOR_PROTOID_BITCLOUD } from '../../src/crypto/ntor';
 import { RELAY_CRYPTO_KEY_LEN, clientSealOutbound, randomHopPairs } from '../../src/crypto/relay-crypto';
 import { aes128Ctr, ed25519Generate, randomBytes, x25519, x25519Generate } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
-import { RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+import { CGO_RELAY_DATA_MAX, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+import type { RelayCryptoAlgorithm } from '../../src/crypto/hop-crypto';
 
 /** Run `op` (which does `perCall` operations) for about `ms` after a short warm-up; ops per second. */
 function rate(op: () => void, ms: number, perCall = 1): number {
@@ -118,11 +120,85 @@ function tor1Rows(ms: number): BenchRow[] {
   return rows;
 }
 
+/** A full DATA payload for `alg` (498 bytes of data with tor1, 488 with CGO). */
+function fullPayload(alg: RelayCryptoAlgorithm): Buffer {
+  const template = Buffer.alloc(CELL_PAYLOAD_LEN);
+  encodeRelayPayloadInto(template, RelayCommand.DATA, 1, randomBytes(alg === 'cgo' ? CGO_RELAY_DATA_MAX : RELAY_DATA_MAX));
+  return template;
+}
+
+/**
+ * CGO beside tor1 (SPEC.md §5.6): the same operations on the same circuits shape, each row with
+ * tor1 as its baseline. Per layer: a relay adding its layer to a cell it passes on (ENC_UIV / one
+ * AES-CTR pass), a relay originating a cell (CGO: plus its key update), the client sealing for hop 1;
+ * end to end: a cell through 1 and 3 hops (client seal, every relay peels), also in CPU time.
+ */
+function cgoRows(ms: number): BenchRow[] {
+  const rows: BenchRow[] = [];
+  const cell = Buffer.alloc(CELL_LEN);
+  const payload = cell.subarray(CELL_HEADER_LEN);
+  const tpl = { cgo: fullPayload('cgo'), tor1: fullPayload('tor1') };
+  const perLayer = (alg: RelayCryptoAlgorithm) => {
+    const { relays } = randomHopPairs(1, alg);
+    const sealer = randomHopPairs(1, alg).client;
+    return {
+      passOn: () => { tpl[alg].copy(payload); relays[0].encryptInbound(payload); },
+      originate: () => { tpl[alg].copy(payload); relays[0].originate(payload); relays[0].encryptInbound(payload); },
+      seal: () => { tpl[alg].copy(payload); clientSealOutbound(sealer, 0, payload); },
+    };
+  };
+  const c = perLayer('cgo');
+  const t = perLayer('tor1');
+  const mb = (r: number) => ((r * CELL_PAYLOAD_LEN) / 1e6).toFixed(1);
+  for (const [what, cgoOp, tor1Op] of [
+    ['relay adds its layer to a cell it passes on', c.passOn, t.passOn],
+    ['relay originates a cell (CGO: and updates its keys)', c.originate, t.originate],
+    ['client seals a cell for hop 1 (CGO: and updates its keys)', c.seal, t.seal],
+  ] as const) {
+    const tor1Rate = rate(tor1Op, ms);
+    const cgoRate = rate(cgoOp, ms);
+    rows.push({
+      group: 'crypto', name: `CGO one layer: ${what}`, value: cgoRate, unit: 'cells/s',
+      baseline: { name: 'tor1, the same operation', value: tor1Rate, unit: 'cells/s' },
+      note: `${mb(cgoRate)} MB/s of relay payload; CGO/tor1 = ${(cgoRate / tor1Rate).toFixed(2)}`,
+    });
+  }
+  for (const n of [1, 3]) {
+    const through = (alg: RelayCryptoAlgorithm) => {
+      const { client, relays } = randomHopPairs(n, alg);
+      return () => {
+        tpl[alg].copy(payload);
+        clientSealOutbound(client, n - 1, payload);
+        for (let i = 0; i < n; i++) if (relays[i].decryptOutbound(payload)) return;
+        throw new Error('bench: cell not recognized');
+      };
+    };
+    const cgoThrough = through('cgo');
+    const tor1Through = through('tor1');
+    const tor1Rate = rate(tor1Through, ms);
+    const cgoRate = rate(cgoThrough, ms);
+    rows.push({
+      group: 'crypto', name: `CGO cells through ${n} hop${n > 1 ? 's' : ''} (client seal + every relay peels)`, value: cgoRate, unit: 'cells/s',
+      baseline: { name: 'tor1, the same circuit', value: tor1Rate, unit: 'cells/s' },
+      note: `${mb(cgoRate)} MB/s of relay payload (${((cgoRate * CGO_RELAY_DATA_MAX) / 1e6).toFixed(1)} MB/s of stream data; tor1 ${((tor1Rate * RELAY_DATA_MAX) / 1e6).toFixed(1)})`,
+    });
+    const calls = Math.max(5_000, Math.round(ms * 20));
+    const tor1Cpu = cpuMicros(tor1Through, calls);
+    const cgoCpu = cpuMicros(cgoThrough, calls);
+    rows.push({
+      group: 'crypto', name: `CGO CPU per cell through ${n} hop${n > 1 ? 's' : ''}`, value: cgoCpu, unit: 'CPU-us/cell',
+      baseline: { name: 'tor1, the same circuit', value: tor1Cpu, unit: 'CPU-us/cell' },
+      note: `process CPU time over ${calls} cells each`,
+    });
+  }
+  return rows;
+}
+
 const bench: BenchModule = {
   name: 'crypto',
   async run({ quick }) {
     const ms = quick ? 300 : 2000;
-    return [...ntorRows(ms), ...tor1Rows(ms)];
+    return [...ntorRows(ms), ...tor1Rows(ms), ...cgoRows(ms)];
   },
 };
 export default bench;

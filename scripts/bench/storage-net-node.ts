@@ -1,9 +1,9 @@
-// The network half of the storage bench (storage-net.ts), in its own process so that the
-// client and the network each get a core: a guard and a middle relay (the circuit switch of src/
-// with an extend hook), six storage nodes (StorageEndpoint + ShareStore, no moderation), and a
-// "raw" circuit endpoint whose BEGIN_STORAGE streams carry bare bytes (the raw 3-hop baseline:
-// 'D' u32 → that many bytes back; 'U' u32 + bytes → one byte back). Prints one JSON line with the
-// hops, runs until stdin closes, then removes its folder.
+// One node of the storage bench's network (storage-net.ts), each in its own process as users run
+// them (`storage-net-node.ts ROLE`): `guard` or `middle` (the circuit switch of src/ with an
+// extend hook), `storage` (StorageEndpoint + ShareStore, no moderation), or `raw`, a circuit
+// endpoint whose BEGIN_STORAGE streams carry bare bytes (the raw 3-hop baseline: 'D' u32 → that
+// many bytes back; 'U' u32 + bytes → one byte back). Prints one JSON line with its hop, runs
+// until stdin closes or SIGTERM, then removes its folder.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,24 +70,32 @@ function rawEndpoint(inc: IncomingStream): void {
   s.on('error', () => {});
 }
 
-const guard = await relay('guard');
-const middle = await relay('middle');
-const raw = await relay('raw', rawEndpoint);
-const nodes = [];
-for (let i = 0; i < 6; i++) {
-  const keys = await loadOrCreateNodeKeys(path.join(dir, `node${i}`));
-  const store = await ShareStore.open({ dir: path.join(dir, `node${i}`), quotaBytes: 4 * 2 ** 30 });
+const role = process.argv[2];
+let info: ReturnType<typeof hopInfo>;
+if (role === 'guard' || role === 'middle') {
+  const r = await relay(role);
+  info = hopInfo(r.keys, r.listener.port);
+} else if (role === 'raw') {
+  const r = await relay('raw', rawEndpoint);
+  info = hopInfo(r.keys, r.listener.port);
+} else if (role === 'storage') {
+  const keys = await loadOrCreateNodeKeys(path.join(dir, 'node'));
+  const store = await ShareStore.open({ dir: path.join(dir, 'node'), quotaBytes: 4 * 2 ** 30 });
   const endpoint = new StorageEndpoint({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0 });
   await endpoint.start();
   closers.push(() => endpoint.close(), () => store.close());
-  nodes.push(hopInfo(keys, endpoint.orPort, endpoint.storagePort));
+  info = hopInfo(keys, endpoint.orPort, endpoint.storagePort);
+} else {
+  process.stderr.write('usage: storage-net-node.ts guard|middle|raw|storage\n');
+  await fsp.rm(dir, { recursive: true, force: true });
+  process.exit(2);
 }
+process.stdout.write(JSON.stringify(info) + '\n');
 
-process.stdout.write(JSON.stringify({
-  guard: hopInfo(guard.keys, guard.listener.port), middle: hopInfo(middle.keys, middle.listener.port), raw: hopInfo(raw.keys, raw.listener.port), nodes,
-}) + '\n');
-
+let stopping = false;
 const stop = async () => {
+  if (stopping) return;
+  stopping = true;
   for (const c of closers.reverse()) await c();
   await fsp.rm(dir, { recursive: true, force: true });
   process.exit(0);

@@ -14,6 +14,14 @@ import { netRows } from './storage-net';
 import { auditRoot, challengeBlocks, verifyAuditAnswer } from '../../src/storage/audit';
 import { rebuildShares } from '../../src/client/storage-client-verify';
 import { shareId } from '../../src/storage/share';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { silentLogger } from '../../src/ops/log';
+import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
+import { encodeContract, sortContractEntries } from '../../src/wire/storage-contract';
+import { handleRequest } from '../../storage/handler';
+import { responseError } from '../../src/storage/protocol';
+import { StorageAudits } from '../../directory/storage-audits';
 
 const MIB = 1024 * 1024;
 
@@ -146,10 +154,48 @@ export async function auditRows(ms: number): Promise<BenchRow[]> {
   return rows;
 }
 
+/**
+ * SPEC.md §9.20.2: an authority's audit of one epoch for one node at the per-node cap (64 shares
+ * of 256 KiB: a 1 MiB 4-of-6 chunk's share), with the node's store answering in process (no
+ * network): challenges, checks, the signed report.
+ */
+export async function authorityAuditRows(): Promise<BenchRow[]> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bench-epoch-'));
+  try {
+    const store = await ShareStore.open({ dir: path.join(dir, 'node'), quotaBytes: 64 * MIB, cacheBytes: 0 });
+    const key = ed25519Generate();
+    const entries = [];
+    for (let i = 0; i < 64; i++) {
+      const b = randomBytes(256 * 1024);
+      await store.put(shareId(b), b);
+      entries.push({ node: key.publicKey, shareId: shareId(b), shareSize: b.length, auditRoot: auditRoot(b) });
+    }
+    const id = ed25519Generate();
+    const sk = ed25519Generate();
+    const signer = { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, Date.now() - 3_600_000, Date.now() + 3_600_000) };
+    const audits = new StorageAudits({
+      dataDir: path.join(dir, 'auth'), signer, periodSeconds: 3600, log: silentLogger,
+      connect: async () => ({ close() {}, send: async (req) => { const r = await handleRequest(store, req, { viaCircuit: true }); if (r.type === 'error') throw responseError(r); return r; } }),
+    });
+    const e = audits.epochNow;
+    await audits.accept(encodeContract({ startEpoch: e, endEpoch: e + 1, entries: sortContractEntries(entries) }));
+    const relay = { identity: key.publicKey, fingerprint: key.publicKey.toString('hex'), address: '127.0.0.1', storagePort: 1, flags: new Set(['Storage']) } as unknown as ConsensusRelay;
+    audits.onConsensus({ validAfter: 0, relays: [relay] } as unknown as VerifiedConsensus);
+    const t0 = performance.now();
+    await audits.auditEpoch(e);
+    const ms = performance.now() - t0;
+    await store.close();
+    const reportBytes = JSON.stringify(audits.report(e)).length;
+    return [{ group: 'storage', name: 'authority audit of one epoch, one node at the cap (64 × 256 KiB shares, 4 blocks each, signed report)', value: ms, unit: 'ms', note: `report ${Math.round(reportBytes / 1024)} KiB; node and authority on one core, no network` }];
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
 const bench: BenchModule = {
   name: 'storage',
   async run({ quick }) {
-    return [...codingRows(quick ? 300 : 2000), ...(await storeRows(quick ? 8 : 64)), ...(await auditRows(quick ? 300 : 2000)), ...(await netRows(quick))];
+    return [...codingRows(quick ? 300 : 2000), ...(await storeRows(quick ? 8 : 64)), ...(await auditRows(quick ? 300 : 2000)), ...(await authorityAuditRows()), ...(await netRows(quick))];
   },
 };
 export default bench;

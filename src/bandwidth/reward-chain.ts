@@ -8,7 +8,7 @@ import {
   GENESIS_PREVIOUS_HASH, decodeSignedRewardBlock, encodeRewardBlock, rewardBlockHash,
   type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../wire/reward-block';
-import { type IssuanceSchedule, allocate, mintFor, scheduledMint } from './reward';
+import { type IssuanceSchedule, allocateWithStorage, mintFor, scheduledMint } from './reward';
 
 export {
   GENESIS_PREVIOUS_HASH, MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_CERTIFICATE_BYTES, MAX_REWARD_BUNDLE_BYTES,
@@ -31,15 +31,18 @@ export interface ChainTip { height: number; hash: Buffer; epoch: number }
 
 /**
  * The block for `epoch` on top of `tip` (null: genesis): mints the schedule's amount for its height,
- * or 0 when nothing was proven, allocated by `allocate`. Returns the block and its body bytes.
+ * or 0 when nothing was proven (bandwidth or, SPEC.md §9.20.2, audited storage), allocated by
+ * `allocateWithStorage`. Returns the block and its body bytes.
  */
 export function nextRewardBlock(
   tip: ChainTip | null, epoch: number, proven: ReadonlyMap<string, bigint | number>, schedule?: IssuanceSchedule,
+  stored: ReadonlyMap<string, bigint | number> = new Map(),
 ): { block: RewardBlock; body: Buffer; hash: Buffer } {
   const height = tip ? tip.height + 1 : 0;
   if (tip && epoch <= tip.epoch) throw err('REWARD_CHAIN_BAD_EPOCH', `epoch ${epoch} is not after the tip's ${tip.epoch}`);
-  const minted = mintFor(height, proven, schedule);
-  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocate(minted, proven) };
+  const fromBandwidth = mintFor(height, proven, schedule);
+  const minted = fromBandwidth > 0n ? fromBandwidth : mintFor(height, stored, schedule);
+  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocateWithStorage(minted, proven, stored) };
   const body = encodeRewardBlock(block);
   return { block, body, hash: rewardBlockHash(body) };
 }

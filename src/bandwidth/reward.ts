@@ -96,3 +96,27 @@ export function mintFor(height: number, proven: ReadonlyMap<string, bigint | num
   for (const [fp, v] of proven) if (toBig(fp, v) > 0n) return scheduledMint(height, s);
   return 0n;
 }
+
+/** SPEC.md §9.20.2: the part of a block's minted units that pays storage when both kinds were proven (1/5). */
+export const STORAGE_SHARE_NUM = 1n;
+export const STORAGE_SHARE_DEN = 5n;
+
+/**
+ * SPEC.md §8.6 with §9.20.2: a block's allocations over proven bandwidth and audited storage.
+ * With both, storage gets floor(minted × 1/5) allocated by stored bytes and bandwidth the rest by
+ * proven cells; with only one kind, it gets all of `minted`. Identities in both are summed (a
+ * node is either a relay or a storage node, so this does not happen on a well-formed network).
+ */
+export function allocateWithStorage(
+  minted: bigint, proven: ReadonlyMap<string, bigint | number>, stored: ReadonlyMap<string, bigint | number>,
+): Map<string, bigint> {
+  const any = (m: ReadonlyMap<string, bigint | number>) => [...m].some(([fp, v]) => toBig(fp, v) > 0n);
+  const hasBw = any(proven);
+  const hasSt = any(stored);
+  if (!hasSt) return allocate(minted, proven);
+  if (!hasBw) return allocate(minted, stored);
+  const st = (minted * STORAGE_SHARE_NUM) / STORAGE_SHARE_DEN;
+  const out = allocate(minted - st, proven);
+  for (const [fp, v] of allocate(st, stored)) out.set(fp, (out.get(fp) ?? 0n) + v);
+  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}

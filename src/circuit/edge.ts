@@ -4,7 +4,7 @@
 // (exit, directory mirror, storage node). It knows nothing of links or crypto: the owner
 // supplies an EdgeCircuit that originates relay messages and reports congestion.
 import { err, type BitcloudError } from '../errors';
-import { RelayCommand } from '../wire/relay-msg';
+import { RELAY_DATA_MAX, RelayCommand } from '../wire/relay-msg';
 import { decodeConnected, decodeEnd, decodeSendme, encodeEnd, encodeSendme, type Connected } from '../wire/messages';
 import { DeliverWindow, PackageWindow } from './sendme';
 import { CircuitStream, type StreamHost } from './stream';
@@ -25,6 +25,8 @@ export interface EdgeOptions {
   /** Streams open at once; further BEGINs are refused (default 512). */
   maxStreams?: number;
   readableHighWaterMark?: number;
+  /** The most data one DATA message carries (the circuit's relay crypto decides; default RELAY_DATA_MAX). */
+  maxData?: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -41,8 +43,12 @@ export class StreamEdge implements StreamHost {
   private rr = 0;
   private readonly maxStreams: number;
 
+  /** StreamHost: the most data per DATA message; a client sets it once its last hop is known. */
+  maxData: number;
+
   constructor(private readonly circ: EdgeCircuit, private readonly opts: EdgeOptions = {}) {
     this.maxStreams = opts.maxStreams ?? 512;
+    this.maxData = opts.maxData ?? RELAY_DATA_MAX;
   }
 
   get closed(): boolean { return this.closedWith !== null; }

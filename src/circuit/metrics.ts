@@ -15,7 +15,7 @@ export class CircuitMetrics {
   openStreams: () => number = () => 0;
   queuedCells: () => number = () => 0;
 
-  private readonly created?: prom.Counter;
+  private readonly created?: prom.Counter<'crypto'>;
   private readonly destroyed?: prom.Counter<'reason'>;
   private readonly streams?: prom.Counter<'kind'>;
   private readonly exits?: prom.Counter<'result'>;
@@ -39,7 +39,7 @@ export class CircuitMetrics {
     new prom.Gauge({ name: 'bitcloud_circuits_open', help: 'Circuits currently open through this node', registers: [reg], collect() { this.set(self.openCircuits()); } });
     new prom.Gauge({ name: 'bitcloud_streams_open', help: 'Streams currently open at this node', registers: [reg], collect() { this.set(self.openStreams()); } });
     new prom.Gauge({ name: 'bitcloud_queued_cells', help: 'Cells queued for congested links', registers: [reg], collect() { this.set(self.queuedCells()); } });
-    this.created = new prom.Counter({ name: 'bitcloud_circuits_created_total', help: 'Circuits created (CREATE2 answered)', registers: [reg] });
+    this.created = new prom.Counter({ name: 'bitcloud_circuits_created_total', help: 'Circuits created (CREATE2 answered), by the relay crypto negotiated (tor1, cgo)', labelNames: ['crypto'], registers: [reg] });
     this.destroyed = new prom.Counter({ name: 'bitcloud_circuits_destroyed_total', help: 'Circuits destroyed, by DESTROY reason', labelNames: ['reason'], registers: [reg] });
     this.streams = new prom.Counter({ name: 'bitcloud_streams_opened_total', help: 'Streams opened at this node, by kind', labelNames: ['kind'], registers: [reg] });
     this.exits = new prom.Counter({ name: 'bitcloud_exit_connects_total', help: 'Exit connection attempts, by result', labelNames: ['result'], registers: [reg] });
@@ -48,7 +48,7 @@ export class CircuitMetrics {
     this.oom = new prom.Counter({ name: 'bitcloud_oom_circuit_kills_total', help: 'Circuits killed by the queued-cell memory cap', registers: [reg] });
   }
 
-  circuitCreated(): void { this.created?.inc(); }
+  circuitCreated(crypto: string = 'tor1'): void { this.created?.inc({ crypto }); }
   circuitDestroyed(reason: string): void { this.destroyed?.inc({ reason }); }
   streamOpened(kind: string): void { this.streams?.inc({ kind }); }
   exitConnect(result: string): void { this.exits?.inc({ result }); }

@@ -6,11 +6,12 @@ import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, HandshakeType, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
+  DestroyReason, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
   encodeTruncated, type BeginBody, type ConnectedBody, type ResolvedAnswer,
 } from '../wire/messages';
 import type { RelayHopCrypto } from '../crypto/hop-crypto';
+import { relayCryptoForHtype } from '../crypto/relay-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
@@ -90,7 +91,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       throw err('RELAY_EARLY_LIMIT', `more than ${MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit`);
     }
     this.sw.metrics.cellsOutbound++;
-    if (this.crypto.decryptOutbound(payload)) {
+    if (this.crypto.decryptOutbound(payload, command)) {
       this.deliver(command, payload);
       return;
     }
@@ -105,7 +106,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
   fromNext(command: number, payload: Buffer): void {
     if (command === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
     this.sw.metrics.cellsInbound++;
-    this.crypto.encryptInbound(payload);
+    this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
   }
 
@@ -160,7 +161,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
   }
 
   private ensureEdge(): StreamEdge {
-    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit });
+    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax });
   }
 
   private onExtend2(data: Buffer): void {
@@ -168,7 +169,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     if (this.next || this.extending) throw err('RELAY_PROTOCOL', 'EXTEND2 on a circuit that already has a next hop');
     const ext = decodeExtend2(data);
     if (!hook) throw err('CIRCUIT_EXTEND_REFUSED', 'this node does not extend circuits');
-    if (ext.htype !== HandshakeType.NTOR) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `EXTEND2 handshake type ${ext.htype}`);
+    if (!relayCryptoForHtype(ext.htype)) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `EXTEND2 handshake type ${ext.htype}`);
     let identity: Buffer | null = null;
     const addresses: Array<{ host: string; port: number }> = [];
     for (const ls of ext.linkSpecifiers) {
@@ -291,7 +292,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     this.sw.metrics.cellsInbound++;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     this.crypto.originate(SCRATCH);
-    this.crypto.encryptInbound(SCRATCH);
+    this.crypto.encryptInbound(SCRATCH, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, SCRATCH, this.qPrev);
   }
 

@@ -1,12 +1,11 @@
 // A stream on a circuit as a node Duplex (SPEC.md §7b.6, §7b.8): the same class at both
 // ends (client and exit / directory / storage endpoint). Writes become DATA messages of at
-// most RELAY_DATA_MAX bytes, sent only while the stream's and the circuit's package windows
+// most maxData bytes (RELAY_DATA_MAX, less on a CGO circuit), sent only while the stream's and the circuit's package windows
 // and the link allow; received DATA is pushed to the readable side and acknowledged with a
 // stream SENDME only once the reader has taken it, so a slow reader stops the sender after
 // one stream window (500 cells) instead of making anyone buffer without bound.
 import { Duplex } from 'node:stream';
 import { err, type BitcloudError } from '../errors';
-import { RELAY_DATA_MAX } from '../wire/relay-msg';
 import { EndReason } from '../wire/messages';
 import { DeliverWindow, PackageWindow } from './sendme';
 
@@ -14,7 +13,9 @@ import { DeliverWindow, PackageWindow } from './sendme';
 export interface StreamHost {
   /** The circuit can take one more DATA cell now (circuit package window and link). */
   canPackage(): boolean;
-  /** Send one DATA message (≤ RELAY_DATA_MAX bytes) for this stream. */
+  /** The most data one DATA message carries on this circuit (RELAY_DATA_MAX, less with CGO: SPEC.md §5.6.3). */
+  readonly maxData: number;
+  /** Send one DATA message (≤ maxData bytes) for this stream. */
   sendData(s: CircuitStream, data: Buffer): void;
   sendStreamSendme(s: CircuitStream): void;
   sendEnd(s: CircuitStream, reason: number): void;
@@ -26,8 +27,12 @@ export interface StreamHost {
 
 export type StreamState = 'opening' | 'open' | 'closed';
 
-/** Most bytes of received DATA gathered before one push to the reader. */
-const RX_COALESCE = 32 * 1024;
+/**
+ * Most bytes of received DATA gathered before one push to the reader: one link read (a TCP read
+ * of up to 64 KiB, several TLS records) fits, so the socket behind the reader gets one write per
+ * read instead of one per TLS record.
+ */
+const RX_COALESCE = 64 * 1024;
 
 const END_REASON_MISC = EndReason.MISC;
 const END_REASON_DONE = EndReason.DONE;
@@ -88,7 +93,7 @@ export class CircuitStream extends Duplex {
       // Hot path: the chunk is walked by offset (one view per cell, none for a chunk that fits).
       const p = this.pending;
       const off = this.pendingOff;
-      const n = Math.min(RELAY_DATA_MAX, p.length - off);
+      const n = Math.min(this.host.maxData, p.length - off);
       this.packageWindow.onDataSent();
       this.host.sendData(this, off === 0 && n === p.length ? p : p.subarray(off, off + n));
       if (this.pending !== p) continue; // dropped while sending (the stream closed)
@@ -137,14 +142,16 @@ export class CircuitStream extends Duplex {
       return;
     }
     if (this.readableEnded || this.destroyed) return;
-    // Hot path: cells that arrive in one burst (one link read) are gathered into one buffer
-    // and handed to the reader once, after the burst: one allocation and one push per burst
-    // instead of per 498 bytes, so the socket behind the reader gets large writes.
+    // Hot path: cells that arrive in one burst (one link read: every TLS record of it) are
+    // gathered into one buffer and handed to the reader once, at the end of the read (the
+    // event loop's check phase, where links flush their own writes too): one allocation and
+    // one push per read instead of per 498 bytes or per TLS record, so the socket behind the
+    // reader gets few large writes. Order is kept: a full buffer is pushed before the next.
     if (this.rx && this.rxLen + data.length > this.rx.length) this.flushRx();
     if (!this.rx) { this.rx = Buffer.allocUnsafe(RX_COALESCE); this.rxLen = 0; }
     data.copy(this.rx, this.rxLen);
     this.rxLen += data.length;
-    if (!this.rxScheduled) { this.rxScheduled = true; queueMicrotask(this.flushRxTask); }
+    if (!this.rxScheduled) { this.rxScheduled = true; setImmediate(this.flushRxTask); }
   }
 
   private readonly flushRxTask = (): void => { this.rxScheduled = false; this.flushRx(); };

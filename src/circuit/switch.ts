@@ -6,9 +6,10 @@
 // nodes (no extend hook, a BEGIN_STORAGE hook). Per-circuit state is in relay-circuit.ts.
 import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, type Cell } from '../wire/cell';
-import { DestroyReason, HandshakeType, decodeCreate2, decodeDestroy, encodeCreated2, encodeDestroy } from '../wire/messages';
+import { DestroyReason, decodeCreate2, decodeDestroy, encodeCreated2, encodeDestroy } from '../wire/messages';
 import { ntorServerRespond } from '../crypto/ntor';
-import { createRelayHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
+import { createRelayHop, relayCryptoForHtype, relayCryptoHandshake } from '../crypto/relay-crypto';
+import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import { CircIdAllocator } from '../link/circ-ids';
 import type { Logger } from '../ops/log';
@@ -177,10 +178,15 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     }
     let reply: Buffer;
     let keys: Buffer;
+    let alg: RelayCryptoAlgorithm;
     try {
       const c2 = decodeCreate2(payload);
-      if (c2.htype !== HandshakeType.NTOR) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `CREATE2 handshake type ${c2.htype}`);
-      const r = ntorServerRespond({ onionskin: c2.hdata, id: this.opts.identity, onionKeys: this.opts.onionKeys(), keyLength: RELAY_CRYPTO_KEY_LEN });
+      // SPEC.md §5.6.1: the htype chooses the hop's relay crypto (tor1 or CGO) for this circuit.
+      const chosen = relayCryptoForHtype(c2.htype);
+      if (!chosen) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `CREATE2 handshake type ${c2.htype}`);
+      alg = chosen;
+      const hs = relayCryptoHandshake(alg);
+      const r = ntorServerRespond({ onionskin: c2.hdata, id: this.opts.identity, onionKeys: this.opts.onionKeys(), protoid: hs.protoid, keyLength: hs.keyLength });
       reply = r.reply;
       keys = r.keys;
     } catch (e) {
@@ -191,11 +197,11 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
       this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
       return;
     }
-    const circ = new RelayCircuit(this, link, circId, createRelayHop(keys));
+    const circ = new RelayCircuit(this, link, circId, createRelayHop(keys, alg));
     keys.fill(0);
     link.circuits.set(circId, circ);
     this.circuits.add(circ);
-    this.metrics.circuitCreated();
+    this.metrics.circuitCreated(alg);
     circ.sendToPrev(CellCommand.CREATED2, encodeCreated2({ hdata: reply }));
   }
 

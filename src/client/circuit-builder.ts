@@ -1,6 +1,7 @@
 // Building client circuits (SPEC.md §7b.11): links to guards (one per guard, reused), paths
 // from path.ts, CREATE2 then EXTEND2 ×2, a timeout learned by BuildTimeoutEstimator, and
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
+import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import type { LinkMetrics } from '../link/metrics';
@@ -22,6 +23,8 @@ export interface CircuitBuilderOptions {
   buildTimeout?: BuildTimeoutEstimator;
   /** Tor's EnforceDistinctSubnets; the local network turns it off. Default true. */
   enforceDistinctSubnets?: boolean;
+  /** The relay crypto every circuit negotiates (SPEC.md §5.6.1). Default tor1. */
+  relayCrypto?: RelayCryptoAlgorithm;
   /** Paths tried per build before giving up. Default 3. */
   maxAttempts?: number;
   /** Link handshake timeout. Default 10 s. */
@@ -104,7 +107,7 @@ export class CircuitBuilder {
     try {
       const work = (async () => {
         const link = await this.linkTo(path[0]);
-        circ = ClientCircuit.allocate(link);
+        circ = ClientCircuit.allocate(link, this.opts.relayCrypto);
         await circ.create(path[0]);
         for (hop = 1; hop < path.length; hop++) await circ.extend(path[hop]);
         return circ;

@@ -7,12 +7,13 @@ import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
-  DestroyReason, EndReason, HandshakeType, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
+  DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
   encodeBegin, encodeBeginDir, encodeBeginStorage, encodeCreate2, encodeDestroy, encodeExtend2, encodeResolve,
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { clientOpenInbound, clientSealOutbound, createClientHop, RELAY_CRYPTO_KEY_LEN } from '../crypto/relay-crypto';
+import { clientOpenInbound, clientSealOutbound, createClientHop, relayCryptoHandshake } from '../crypto/relay-crypto';
+import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
@@ -116,7 +117,11 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private readonly resolves = new Map<number, Pending<ResolvedAnswer[]>>();
   private readonly receivedDigest = (): Uint8Array => this.layers[this.layers.length - 1].lastDigest();
 
-  constructor(readonly link: ClientLink, readonly circId: number) {
+  /**
+   * @param relayCrypto the relay crypto every hop of this circuit negotiates (SPEC.md §5.6.1);
+   *   tor1 unless the client is configured for CGO.
+   */
+  constructor(readonly link: ClientLink, readonly circId: number, readonly relayCrypto: RelayCryptoAlgorithm = 'tor1') {
     super();
     this.edge = new StreamEdge(this, { maxStreams: 0xffff });
     link.circuits.set(circId, this);
@@ -124,8 +129,8 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   }
 
   /** Open a new circuit id on `link` (no cell sent yet). */
-  static allocate(link: ClientLink): ClientCircuit {
-    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)));
+  static allocate(link: ClientLink, relayCrypto: RelayCryptoAlgorithm = 'tor1'): ClientCircuit {
+    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)), relayCrypto);
   }
 
   get isOpen(): boolean { return this.closedWith === null; }
@@ -137,33 +142,36 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   /** CREATE2 to the guard this link reaches. */
   async create(guard: HopTarget): Promise<void> {
     if (this.hops.length !== 0) throw err('CIRCUIT_PROTOCOL', 'create() on a circuit that already has hops');
-    const { state, onionskin } = ntorClientCreate({ id: guard.identity, onionKey: guard.onionKey });
-    const reply = await this.awaitHop('create', () => this.link.send(this.circId, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin })));
-    this.addHop(guard, ntorClientFinish(state, reply, RELAY_CRYPTO_KEY_LEN));
+    const hs = relayCryptoHandshake(this.relayCrypto);
+    const { state, onionskin } = ntorClientCreate({ id: guard.identity, onionKey: guard.onionKey, protoid: hs.protoid });
+    const reply = await this.awaitHop('create', () => this.link.send(this.circId, CellCommand.CREATE2, encodeCreate2({ htype: hs.htype, hdata: onionskin })));
+    this.addHop(guard, ntorClientFinish(state, reply, hs.keyLength));
   }
 
   /** EXTEND2 (inside RELAY_EARLY) from the current last hop to `next`. */
   async extend(next: HopTarget): Promise<void> {
     if (this.hops.length === 0) throw err('CIRCUIT_PROTOCOL', 'extend() before create()');
     if (this.earlyUsed >= MAX_RELAY_EARLY) throw err('CIRCUIT_TOO_LONG', `no RELAY_EARLY cells left (${MAX_RELAY_EARLY} per circuit)`);
-    const { state, onionskin } = ntorClientCreate({ id: next.identity, onionKey: next.onionKey });
+    const hs = relayCryptoHandshake(this.relayCrypto);
+    const { state, onionskin } = ntorClientCreate({ id: next.identity, onionKey: next.onionKey, protoid: hs.protoid });
     const specs: LinkSpecifier[] = [
       { type: next.address.includes(':') ? 'ipv6' : 'ipv4', addr: next.address, port: next.orPort },
       { type: 'ed25519', id: next.identity },
     ];
-    const body = encodeExtend2({ linkSpecifiers: specs, htype: HandshakeType.NTOR, hdata: onionskin });
+    const body = encodeExtend2({ linkSpecifiers: specs, htype: hs.htype, hdata: onionskin });
     const reply = await this.awaitHop('extend', () => {
       this.earlyUsed++;
       this.sendTo(this.hops.length - 1, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, body);
     });
-    this.addHop(next, ntorClientFinish(state, reply, RELAY_CRYPTO_KEY_LEN));
+    this.addHop(next, ntorClientFinish(state, reply, hs.keyLength));
   }
 
   private addHop(target: HopTarget, keys: Buffer): void {
-    const crypto = createClientHop(keys);
+    const crypto = createClientHop(keys, this.relayCrypto);
     keys.fill(0);
     this.hops.push({ target, crypto });
     this.layers.push(crypto);
+    this.edge.maxData = crypto.relayDataMax;
   }
 
   private awaitHop(kind: 'create' | 'extend', send: () => void): Promise<Buffer> {
@@ -306,7 +314,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
-    clientSealOutbound(this.layers, hop, SCRATCH);
+    clientSealOutbound(this.layers, hop, SCRATCH, cellCommand);
     this.link.send(this.circId, cellCommand, SCRATCH);
   }
 

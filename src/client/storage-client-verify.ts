@@ -47,6 +47,11 @@ export interface KeepReport {
   failures: AuditFailure[];
   /** Earliest lease expiry over the shares renewed (0 when not renewed). */
   expiresAt: number;
+  /**
+   * After this pass, one node per chunk share that proved it by audit or received it by repair,
+   * with the share's commitment: what a storage contract lists (SPEC.md §9.20.1).
+   */
+  placed: { node: string; shareId: Buffer; size: number; root: Buffer }[];
 }
 
 /** Fetch the verify record from rank(verify id), hash-checked (VERIFY_RECORD_NOT_FOUND when no node has it). */
@@ -100,7 +105,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const record = await fetchVerifyRecord(client, cap);
   const nodes = client.fingerprints;
   const { k, n } = record;
-  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, audits: 0, failures: [], expiresAt: 0 };
+  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
 
   // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
   const asks = new Map<string, Set<string>>();
@@ -183,6 +188,13 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       }
       if (placed) report.repaired++; else report.lost++;
     }
+  }
+
+  for (const c of record.chunks) {
+    c.shareIds.forEach((id, j) => {
+      const fp = good.get(id.toString('hex'));
+      if (fp) report.placed.push({ node: fp, shareId: id, size: c.shareSize, root: c.auditRoots[j] });
+    });
   }
 
   // 4. The whole shares: keep n copies.

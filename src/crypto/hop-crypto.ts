@@ -1,30 +1,39 @@
 // SPEC.md §5: the interface of relay cryptography, one hop of one circuit at a time. Its owner is
-// this module, so that an algorithm (tor1.ts today, Counter Galois Onion later) implements it
-// without importing the factories of relay-crypto.ts that choose the algorithm.
+// this module, so that an algorithm (tor1.ts, cgo.ts) implements it without importing the
+// factories of relay-crypto.ts that choose the algorithm.
 //
 // Every method works IN PLACE on the 509-byte relay payload of a RELAY / RELAY_EARLY cell (a
-// view into the cell buffer). They run once per cell per hop: the hot path.
+// view into the cell buffer). They run once per cell per hop: the hot path. `cmd` is the cell
+// command (RELAY or RELAY_EARLY): CGO authenticates it (SPEC.md §5.6), tor1 ignores it.
+// originate() is always followed by the same hop's encryptOutbound / encryptInbound.
 
 /** The client's state for one hop of one circuit (both directions). */
 export interface ClientHopCrypto {
   /** Set the integrity fields (recognized, digest) of a payload this client sends to this hop. */
   originate(payload: Buffer): void;
   /** Add this hop's layer to an outbound payload (the client applies the layers last hop first). */
-  encryptOutbound(payload: Buffer): void;
+  encryptOutbound(payload: Buffer, cmd?: number): void;
   /** Remove this hop's layer from an inbound payload; true when this hop sent it (recognized). */
-  decryptInbound(payload: Buffer): boolean;
+  decryptInbound(payload: Buffer, cmd?: number): boolean;
   /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
   lastDigest(): Buffer;
+  /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
+  readonly relayDataMax: number;
 }
 
 /** A relay's state for its own hop of one circuit (both directions). */
 export interface RelayHopCrypto {
   /** Remove this hop's layer from an outbound payload; true when the cell is for this hop. */
-  decryptOutbound(payload: Buffer): boolean;
+  decryptOutbound(payload: Buffer, cmd?: number): boolean;
   /** Set the integrity fields of a payload this relay sends back toward the client. */
   originate(payload: Buffer): void;
   /** Add this hop's layer to an inbound payload (originated here or passing through). */
-  encryptInbound(payload: Buffer): void;
+  encryptInbound(payload: Buffer, cmd?: number): void;
   /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
   lastDigest(): Buffer;
+  /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
+  readonly relayDataMax: number;
 }
+
+/** The relay crypto a circuit negotiated (SPEC.md §5.6): chosen once, at circuit creation. */
+export type RelayCryptoAlgorithm = 'tor1' | 'cgo';

@@ -9,6 +9,8 @@ import {
 
 export const NTOR_PROTOID_TOR = 'ntor-curve25519-sha256-1';
 export const NTOR_PROTOID_BITCLOUD = 'bitcloud-ntor-curve25519-sha256-1';
+/** The PROTOID of htype NTOR_CGO (SPEC.md §5.6.1): the algorithm choice enters AUTH and the keys. */
+export const NTOR_PROTOID_BITCLOUD_CGO = 'bitcloud-ntor-cgo-curve25519-sha256-1';
 /** Length of AUTH (an HMAC-SHA256 output). */
 export const NTOR_AUTH_LEN = 32;
 /** SERVER_PK Y | AUTH */

@@ -2,6 +2,7 @@
 // project calls these named operations; only src/crypto/ imports sodium-native or node:crypto.
 import sodium from 'sodium-native';
 import * as nodeCrypto from 'node:crypto';
+import { Polyval } from '@noble/ciphers/_polyval.js';
 import { err } from '../errors';
 
 export const ED25519_PUBLIC_BYTES = 32;
@@ -224,6 +225,52 @@ export function aes128Ctr(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16)): S
     // Hot path (per cell): CTR output is the same length as its input, so copy back.
     updateInPlace: (data) => { const o = c.update(data); o.copy(data); },
   };
+}
+
+// ---- AES-128 single blocks and POLYVAL (Counter Galois Onion relay crypto, SPEC.md §5.6) ----
+
+/** One AES-128 key used one 16-byte block at a time (ECB, no padding), in place. */
+export interface Aes128Block { encryptBlock(block: Buffer): void; decryptBlock(block: Buffer): void }
+
+export function aes128Block(key: Uint8Array): Aes128Block {
+  if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
+  const k = Buffer.from(key);
+  // ECB keeps no state between blocks, so one cipher object serves every block; each direction
+  // is made on first use (CGO relays only encrypt, clients only decrypt).
+  let enc: nodeCrypto.Cipher | null = null;
+  let dec: nodeCrypto.Decipher | null = null;
+  return {
+    encryptBlock(block) {
+      if (!enc) { enc = nodeCrypto.createCipheriv('aes-128-ecb', k, null); enc.setAutoPadding(false); }
+      enc.update(block).copy(block);
+    },
+    decryptBlock(block) {
+      if (!dec) { dec = nodeCrypto.createDecipheriv('aes-128-ecb', k, null); dec.setAutoPadding(false); }
+      dec.update(block).copy(block);
+    },
+  };
+}
+
+/**
+ * POLYVAL (RFC 8452) from @noble/ciphers under one key, reusable: the key's tables are built once
+ * and each hash() starts from the zero accumulator. Every input is zero-padded to whole blocks.
+ * The reset writes the accumulator GHASH keeps in protected fields (its whole per-message state), so
+ * package.json pins the minor version; the CGO known-answer vectors check it on every test run.
+ */
+export class PolyvalHash extends Polyval {
+  /** `inputLength`: the usual input size; @noble/ciphers sizes its key tables by it (larger = faster hashing, slower keying). */
+  constructor(key: Uint8Array, inputLength?: number) {
+    if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'POLYVAL key must be 16 bytes');
+    super(key, inputLength);
+  }
+
+  /** POLYVAL(key, data zero-padded to 16-byte blocks) into out[0..16). */
+  hashInto(data: Uint8Array, out: Uint8Array): void {
+    this.s0 = 0; this.s1 = 0; this.s2 = 0; this.s3 = 0;
+    this.finished = false;
+    this.update(data);
+    this.digestInto(out);
+  }
 }
 
 // ---- TLS certificates (self-signed, made at start-up; identity never comes from them, SPEC.md §1.2) ----

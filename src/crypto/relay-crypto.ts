@@ -1,35 +1,63 @@
-// SPEC.md §5 (tor-spec 5.2.2, 6.1): relay cryptography behind one small interface (hop-crypto.ts),
-// so that tor1 (the only algorithm today) can be replaced by Counter Galois Onion by changing this
-// file's factories and nothing else (SPEC.md §5, §11.4; the shape follows Arti's tor-proto crypto/cell.rs).
+// SPEC.md §5 (tor-spec 5.2.2, 6.1): relay cryptography behind one small interface (hop-crypto.ts):
+// tor1 or Counter Galois Onion (SPEC.md §5.6), chosen per hop when the circuit is created (the
+// shape follows Arti's tor-proto crypto/cell.rs).
 //
 // Every method works IN PLACE on the 509-byte relay payload of a RELAY / RELAY_EARLY cell (a
 // view into the cell buffer). They run once per cell per hop: the hot path.
 import { createTor1ClientHop, createTor1RelayHop, TOR1_KEY_LEN, TOR1_DIGEST_LEN } from './tor1';
-import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
+import { createCgoClientHop, createCgoRelayHop, CGO_KEY_LEN } from './cgo';
+import type { ClientHopCrypto, RelayCryptoAlgorithm, RelayHopCrypto } from './hop-crypto';
 import { randomBytes } from './primitives';
+import { CellCommand } from '../wire/cell';
+import { HandshakeType } from '../wire/messages';
+import { NTOR_PROTOID_BITCLOUD, NTOR_PROTOID_BITCLOUD_CGO } from './ntor';
 
-/** Bytes of key material one hop needs from the circuit handshake (tor1: Df | Db | Kf | Kb). */
+/** Bytes of key material one tor1 hop needs from the circuit handshake (Df | Db | Kf | Kb). */
 export const RELAY_CRYPTO_KEY_LEN = TOR1_KEY_LEN;
-/** Length of lastDigest() (tor1: SHA-1). SENDME v1 carries it. */
+/** Length of lastDigest() (tor1: SHA-1; CGO: its 16-byte tag and 4 zero bytes). SENDME v1 carries it. */
 export const RELAY_CRYPTO_DIGEST_LEN = TOR1_DIGEST_LEN;
 
-/** Throws CRYPTO_BAD_LENGTH unless `keys` is exactly RELAY_CRYPTO_KEY_LEN bytes. */
-export function createClientHop(keys: Buffer): ClientHopCrypto {
-  return createTor1ClientHop(keys);
+/** Bytes of key material one hop needs from the handshake for `alg` (SPEC.md §5.2, §5.6). */
+export function relayCryptoKeyLen(alg: RelayCryptoAlgorithm): number {
+  return alg === 'cgo' ? CGO_KEY_LEN : TOR1_KEY_LEN;
 }
 
-/** Throws CRYPTO_BAD_LENGTH unless `keys` is exactly RELAY_CRYPTO_KEY_LEN bytes. */
-export function createRelayHop(keys: Buffer): RelayHopCrypto {
-  return createTor1RelayHop(keys);
+/** How a hop negotiates `alg` (SPEC.md §5.6.1): the CREATE2 / EXTEND2 htype, the ntor PROTOID, the key length. */
+export interface RelayCryptoHandshake { htype: number; protoid: string; keyLength: number }
+
+const HANDSHAKES: Record<RelayCryptoAlgorithm, RelayCryptoHandshake> = {
+  tor1: { htype: HandshakeType.NTOR, protoid: NTOR_PROTOID_BITCLOUD, keyLength: TOR1_KEY_LEN },
+  cgo: { htype: HandshakeType.NTOR_CGO, protoid: NTOR_PROTOID_BITCLOUD_CGO, keyLength: CGO_KEY_LEN },
+};
+
+export function relayCryptoHandshake(alg: RelayCryptoAlgorithm): RelayCryptoHandshake {
+  return HANDSHAKES[alg];
+}
+
+/** The algorithm a CREATE2 / EXTEND2 htype negotiates, or null for one this node does not speak. */
+export function relayCryptoForHtype(htype: number): RelayCryptoAlgorithm | null {
+  if (htype === HandshakeType.NTOR) return 'tor1';
+  if (htype === HandshakeType.NTOR_CGO) return 'cgo';
+  return null;
+}
+
+/** Throws CRYPTO_BAD_LENGTH unless `keys` is exactly relayCryptoKeyLen(alg) bytes. */
+export function createClientHop(keys: Buffer, alg: RelayCryptoAlgorithm = 'tor1'): ClientHopCrypto {
+  return alg === 'cgo' ? createCgoClientHop(keys) : createTor1ClientHop(keys);
+}
+
+/** Throws CRYPTO_BAD_LENGTH unless `keys` is exactly relayCryptoKeyLen(alg) bytes. */
+export function createRelayHop(keys: Buffer, alg: RelayCryptoAlgorithm = 'tor1'): RelayHopCrypto {
+  return alg === 'cgo' ? createCgoRelayHop(keys) : createTor1RelayHop(keys);
 }
 
 /**
  * Client, outbound (SPEC.md §5.3): originate a payload for hop `target` (0 = first hop) and
  * onion-encrypt it with the layers of hops target, target-1, ..., 0. Hot path.
  */
-export function clientSealOutbound(hops: readonly ClientHopCrypto[], target: number, payload: Buffer): void {
+export function clientSealOutbound(hops: readonly ClientHopCrypto[], target: number, payload: Buffer, cmd: number = CellCommand.RELAY): void {
   hops[target].originate(payload);
-  for (let i = target; i >= 0; i--) hops[i].encryptOutbound(payload);
+  for (let i = target; i >= 0; i--) hops[i].encryptOutbound(payload, cmd);
 }
 
 /**
@@ -38,8 +66,9 @@ export function clientSealOutbound(hops: readonly ClientHopCrypto[], target: num
  * Hot path.
  */
 export function clientOpenInbound(hops: readonly ClientHopCrypto[], payload: Buffer): number {
+  // Only RELAY travels toward the client (SPEC.md §5.4).
   for (let i = 0; i < hops.length; i++) {
-    if (hops[i].decryptInbound(payload)) return i;
+    if (hops[i].decryptInbound(payload, CellCommand.RELAY)) return i;
   }
   return -1;
 }
@@ -48,13 +77,13 @@ export function clientOpenInbound(hops: readonly ClientHopCrypto[], payload: Buf
  * `n` hops of one circuit from fresh random keys: the client's crypto for each hop and each relay's
  * (tests and benchmarks; a real circuit gets its keys from the handshake, SPEC.md §5).
  */
-export function randomHopPairs(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
+export function randomHopPairs(n: number, alg: RelayCryptoAlgorithm = 'tor1'): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
   const client: ClientHopCrypto[] = [];
   const relays: RelayHopCrypto[] = [];
   for (let i = 0; i < n; i++) {
-    const keys = randomBytes(RELAY_CRYPTO_KEY_LEN);
-    client.push(createClientHop(keys));
-    relays.push(createRelayHop(keys));
+    const keys = randomBytes(relayCryptoKeyLen(alg));
+    client.push(createClientHop(keys, alg));
+    relays.push(createRelayHop(keys, alg));
   }
   return { client, relays };
 }

@@ -7,7 +7,7 @@
 // Galois Onion replaces it later behind the interface in relay-crypto.ts.
 import { err } from '../errors';
 import { aes128CtrStream, RunningSha1, type StreamXor } from './primitives';
-import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
+import { RELAY_DATA_MAX, RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
 import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
 
 /** tor-spec 5.2.2: key material split Df(20) | Db(20) | Kf(16) | Kb(16). */
@@ -105,6 +105,7 @@ export function createTor1ClientHop(keys: Buffer): ClientHopCrypto {
       return true;
     },
     lastDigest() { return lastUsed.lastDigest(); },
+    relayDataMax: RELAY_DATA_MAX,
   };
 }
 
@@ -124,5 +125,6 @@ export function createTor1RelayHop(keys: Buffer): RelayHopCrypto {
     originate(payload) { back.originate(payload); lastUsed = back; },
     encryptInbound(payload) { back.crypt(payload); },
     lastDigest() { return lastUsed.lastDigest(); },
+    relayDataMax: RELAY_DATA_MAX,
   };
 }

@@ -61,6 +61,13 @@ export function bool(v: unknown, key: string, def: boolean): boolean {
   return v;
 }
 
+/** One of `allowed` (strings), or `def` when absent. */
+export function oneOf<T extends string>(v: unknown, key: string, allowed: readonly T[], def: T): T {
+  if (v === undefined) return def;
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) configError(key, `must be one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
 export function strList(v: unknown, key: string, def: string[] = []): string[] {
   if (v === undefined) return def;
   if (!Array.isArray(v)) configError(key, 'must be a list of strings');

@@ -113,6 +113,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
   const relays: ConsensusRelay[] = new Array(n);
   const provenEpoch = m.provenEpoch ? m.provenEpoch : null;
   const proven = provenEpoch !== null && m.proven && m.proven.length === n ? m.proven : null;
+  const stored = provenEpoch !== null && m.stored && m.stored.length === n ? m.stored : null;
   let prev: Buffer | null = null;
   for (let i = 0; i < n; i++) {
     const identity = m.identities.subarray(i * 32, i * 32 + 32);
@@ -138,6 +139,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
       unmoderated: moderators.length === 0,
       version: m.versions[m.versionIndex[i]],
       proven: proven ? proven[i] : 0,
+      stored: stored ? stored[i] : 0,
     };
   }
   return {

@@ -74,6 +74,8 @@ export interface ConsensusRelay {
    * the listing votes' measurements); 0 when the consensus carries no measurement.
    */
   proven: number;
+  /** SPEC.md §9.20.2: audited stored bytes of this storage node in `provenEpoch` (0 or absent: none). */
+  stored?: number;
 }
 
 declare const verifiedBrand: unique symbol;

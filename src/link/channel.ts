@@ -20,7 +20,7 @@ import type { CellChannel, CellChannelEvents } from './cell-channel';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
 export interface LinkTuning {
-  /** Cells gathered into one socket write. Default 64 (32,896 bytes). */
+  /** Cells gathered into one socket write. Default 128 (65,792 bytes: a whole 64 KiB read's worth). */
   batchCells?: number;
   /** `send` returns false once this many bytes wait to be written. Default 256 KiB. */
   highWaterMark?: number;
@@ -37,7 +37,7 @@ export interface LinkTuning {
    */
   livenessTimeoutMs?: number;
 }
-export const DEFAULT_BATCH_CELLS = 64;
+export const DEFAULT_BATCH_CELLS = 128;
 export const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;

@@ -55,8 +55,11 @@ export class CellAssembler {
   }
 }
 
-/** Batch buffers kept for reuse per link once the socket is done with them. */
-const POOL_MAX = 4;
+/**
+ * Batch buffers kept for reuse per link once the socket is done with them (2 × 64 KiB at the
+ * default batch size: what a busy link cycles through, and no more held by an idle one).
+ */
+const POOL_MAX = 2;
 
 /**
  * Write side: encodes cells straight into a large batch buffer (no per-cell allocation); the

@@ -60,7 +60,7 @@ export interface IdentityProofMsg {
   anchorValidAfter: number; anchorDigest: Buffer; memoryKib: number; ops: number; difficulty: number; nonce: number;
 }
 /** `proven`: SPEC.md §8.5 proven cells in the vote's proven epoch (absent = 0). */
-export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number; proven?: number }
+export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: number; proven?: number; stored?: number }
 /** `provenEpoch`: the epoch the entries' `proven` values measure; 0 (or absent) = no measurement. */
 /** SPEC.md §6.4.1: identity proof parameters as voted and as carried by the consensus. */
 export interface PowParamsMsg { memoryKib: number; ops: number; difficulty: number; anchorPeriods: number }
@@ -80,6 +80,8 @@ export interface ConsensusMsg {
   provenEpoch?: number;
   /** Proven cells per relay for provenEpoch: empty when provenEpoch is 0, else exactly n entries. */
   proven?: number[];
+  /** SPEC.md §9.20.2: audited stored bytes per node for provenEpoch: empty (none) or exactly n entries. */
+  stored?: number[];
   /** SPEC.md §6.4.1/§6.7: the network's identity proof parameters; absent in older consensuses. */
   identityPow?: PowParamsMsg;
 }
@@ -276,11 +278,13 @@ export function decodeVote(buf: Uint8Array): VoteMsg {
       const e = x as Record<string, unknown>;
       // SPEC.md §6.5: a vote without a measurement (proven_epoch = 0) has no proven values.
       const proven = num(e.proven, `${f}.proven`, 0, provenEpoch === 0 ? 0 : Number.MAX_SAFE_INTEGER);
+      const stored = num(e.stored, `${f}.stored`, 0, provenEpoch === 0 ? 0 : Number.MAX_SAFE_INTEGER);
       return {
         descriptor: bytes(e.descriptor, `${f}.descriptor`, undefined, LIMITS.descriptorBytes),
         flags: num(e.flags, `${f}.flags`, 0, 0x7f),
         measured: num(e.measured, `${f}.measured`, 0, 0xffff_ffff),
         proven,
+        stored,
       };
     }),
     provenEpoch,
@@ -294,6 +298,9 @@ export function decodeVote(buf: Uint8Array): VoteMsg {
 export function encodeConsensus(c: ConsensusMsg): Buffer {
   if ((c.provenEpoch ?? 0) === 0 ? (c.proven?.length ?? 0) !== 0 : c.proven?.length !== c.identities.length / KEY_BYTES) {
     bad('consensus.proven', 'must be empty without a proven epoch, else one entry per relay');
+  }
+  if ((c.stored?.length ?? 0) !== 0 && ((c.provenEpoch ?? 0) === 0 || c.stored!.length !== c.identities.length / KEY_BYTES)) {
+    bad('consensus.stored', 'must be empty without a proven epoch, else empty or one entry per relay');
   }
   return encode(T.Consensus, {
     ...c,
@@ -349,6 +356,7 @@ export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
     nicknames: list(m.nicknames, 'consensus.nicknames', n, (x, f) => str(x, f, LIMITS.nicknameMax, NICKNAME)),
     provenEpoch: num(m.provenEpoch, 'consensus.proven_epoch'),
     proven: [],
+    stored: [],
   };
   // SPEC.md §6.7.2: `proven` is empty without a proven epoch, else one entry per relay. uint64
   // values may arrive as Long objects: each goes through `num` (0..2^53-1).
@@ -359,6 +367,11 @@ export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
   const proven = new Array<number>(wantProven);
   for (let i = 0; i < wantProven; i++) proven[i] = num(provenRaw[i], `consensus.proven[${i}]`);
   out.proven = proven;
+  // SPEC.md §9.20.2: `stored` is empty, or (with a proven epoch) one entry per relay.
+  const storedRaw = m.stored == null ? [] : m.stored;
+  if (!Array.isArray(storedRaw)) bad('consensus.stored', 'not a list');
+  if (storedRaw.length !== 0 && (out.provenEpoch === 0 || storedRaw.length !== n)) bad('consensus.stored', `has ${storedRaw.length} entries, expected 0 or ${out.provenEpoch === 0 ? 0 : n}`);
+  out.stored = storedRaw.map((x, i) => num(x, `consensus.stored[${i}]`));
   const pow = powParamsOf(m.identityPow, 'consensus.identity_pow');
   if (pow) out.identityPow = pow;
   if (out.nicknames.length !== n) bad('consensus.nicknames', `has ${out.nicknames.length} entries for ${n} relays`);

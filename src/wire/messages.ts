@@ -62,7 +62,11 @@ export function decodeVersions(payload: Uint8Array): number[] {
 
 // ---- CREATE2 / CREATED2 / EXTENDED2 (SPEC.md §2.4, tor-spec 5.1) --------------------------
 /** Handshake types (tor-spec 5.1). The codec carries any htype; the circuit layer picks. */
-export const HandshakeType = { NTOR: 2 } as const;
+export const HandshakeType = {
+  NTOR: 2,
+  /** ntor with CGO relay crypto for the hop (SPEC.md §5.6.1): Bitcloud's own number. */
+  NTOR_CGO: 0x0102,
+} as const;
 
 export interface Create2Body { htype: number; hdata: Buffer }
 export interface Created2Body { hdata: Buffer }

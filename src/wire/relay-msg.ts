@@ -169,3 +169,55 @@ class DecodedRelayPayload implements RelayPayload {
   get recognized(): number { return this.payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET); }
   get digest(): Buffer { return this.payload.subarray(RELAY_DIGEST_OFFSET, RELAY_DIGEST_OFFSET + RELAY_DIGEST_LEN); }
 }
+
+// ---- The relay message inside a CGO cell (SPEC.md §5.6) ----
+//
+//   tag [16] | command u8 | stream id u16 | length u16 | data [length] | padding
+//
+// CGO authenticates the whole cell, so there is no recognized or digest field; the first 16
+// bytes are the CGO tag. Relay crypto converts in place between this layout and the one above,
+// so the message layer (encodeRelayPayloadInto / decodeRelayPayload) is the same for both.
+
+export const CGO_RELAY_COMMAND_OFFSET = 16;
+export const CGO_RELAY_STREAM_ID_OFFSET = 17;
+export const CGO_RELAY_LENGTH_OFFSET = 19;
+export const CGO_RELAY_HEADER_LEN = 21;
+/** 509 - 21: the most data one relay cell carries on a CGO circuit. */
+export const CGO_RELAY_DATA_MAX = CELL_PAYLOAD_LEN - CGO_RELAY_HEADER_LEN; // 488
+
+/**
+ * Hot path. A payload written by encodeRelayPayloadInto, rewritten in place to the CGO layout
+ * (the tag bytes are left for relay crypto to fill). Throws RELAY_MALFORMED when its data is
+ * longer than CGO_RELAY_DATA_MAX.
+ */
+export function relayPayloadToCgo(payload: Buffer): void {
+  const len = payload.readUInt16BE(RELAY_LENGTH_OFFSET);
+  if (len > CGO_RELAY_DATA_MAX) throw err('RELAY_MALFORMED', `relay data of ${len} bytes exceeds ${CGO_RELAY_DATA_MAX} on a CGO circuit`, { length: len });
+  const command = payload[RELAY_COMMAND_OFFSET];
+  const streamId = payload.readUInt16BE(RELAY_STREAM_ID_OFFSET);
+  payload.copyWithin(CGO_RELAY_HEADER_LEN, RELAY_HEADER_LEN, RELAY_HEADER_LEN + len);
+  payload[CGO_RELAY_COMMAND_OFFSET] = command;
+  payload.writeUInt16BE(streamId, CGO_RELAY_STREAM_ID_OFFSET);
+  payload.writeUInt16BE(len, CGO_RELAY_LENGTH_OFFSET);
+  // The padding keeps its zero run after the moved data (the random rest is already random).
+  const end = CGO_RELAY_HEADER_LEN + len;
+  payload.fill(0, end, Math.min(end + RELAY_PADDING_ZERO_LEN, CELL_PAYLOAD_LEN));
+}
+
+/**
+ * Hot path. A recognized CGO payload rewritten in place to the layout decodeRelayPayload reads
+ * (recognized and digest zero). A length over CGO_RELAY_DATA_MAX is left for decodeRelayPayload
+ * to refuse (it is written as 0xffff).
+ */
+export function relayPayloadFromCgo(payload: Buffer): void {
+  const command = payload[CGO_RELAY_COMMAND_OFFSET];
+  const streamId = payload.readUInt16BE(CGO_RELAY_STREAM_ID_OFFSET);
+  const len = payload.readUInt16BE(CGO_RELAY_LENGTH_OFFSET);
+  const ok = len <= CGO_RELAY_DATA_MAX;
+  if (ok) payload.copyWithin(RELAY_HEADER_LEN, CGO_RELAY_HEADER_LEN, CGO_RELAY_HEADER_LEN + len);
+  payload[RELAY_COMMAND_OFFSET] = command;
+  payload.writeUInt16BE(0, RELAY_RECOGNIZED_OFFSET);
+  payload.writeUInt16BE(streamId, RELAY_STREAM_ID_OFFSET);
+  payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
+  payload.writeUInt16BE(ok ? len : 0xffff, RELAY_LENGTH_OFFSET);
+}

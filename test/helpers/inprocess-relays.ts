@@ -10,6 +10,7 @@ import { createRegistry } from '../../src/ops/metrics';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { RelayCircuits, type RelayCircuitsOptions } from '../../relay/circuits';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
+import type { RelayCryptoAlgorithm } from '../../src/crypto/hop-crypto';
 
 export interface TestRelay {
   keys: NodeKeys; rc: RelayCircuits; listener: LinkListener; info: ConsensusRelay; dir: string;
@@ -46,8 +47,8 @@ export async function rawLink(r: TestRelay): Promise<ClientLink> {
 }
 
 /** A client circuit through `hops`, built by hand (CREATE2 to the first, EXTEND2 to the others). */
-export async function manualCircuit(hops: TestRelay[]): Promise<ClientCircuit> {
-  const c = ClientCircuit.allocate(await rawLink(hops[0]));
+export async function manualCircuit(hops: TestRelay[], relayCrypto: RelayCryptoAlgorithm = 'tor1'): Promise<ClientCircuit> {
+  const c = ClientCircuit.allocate(await rawLink(hops[0]), relayCrypto);
   await c.create(hops[0].info);
   for (const h of hops.slice(1)) await c.extend(h.info);
   return c;

@@ -162,6 +162,30 @@ describe('receiving: deliver windows and SENDMEs', () => {
     expect(early + streamSendmes()).toBe(8); // 400 / 50
   });
 
+  it('one read of interleaved DATA for 40 streams: each reader gets its bytes in order, unmodified, in one push per read', async () => {
+    // The cells of one link read are handled back to back (the data views are reused between
+    // cells, as a link's are); each stream gathers them and pushes once at the end of the read.
+    const edge = new StreamEdge(new FakeCircuit(), { maxStreams: 64 });
+    const streams = Array.from({ length: 40 }, (_, i) => { const s = edge.acceptStream(i + 1); s.markOpen(); return s; });
+    const got = streams.map(() => [] as Buffer[]);
+    streams.forEach((s, i) => s.on('data', (d: Buffer) => got[i].push(d)));
+    const expected = streams.map(() => [] as Buffer[]);
+    const cell = Buffer.alloc(RELAY_DATA_MAX);
+    for (let read = 0; read < 3; read++) {
+      for (let k = 0; k < 12; k++) {
+        for (let i = 0; i < streams.length; i++) {
+          const len = 1 + ((read * 977 + k * 131 + i * 37) % RELAY_DATA_MAX);
+          for (let j = 0; j < len; j++) cell[j] = (i * 7 + k * 3 + read * 11 + j) & 0xff;
+          expected[i].push(Buffer.from(cell.subarray(0, len)));
+          edge.handle(RelayCommand.DATA, i + 1, cell.subarray(0, len), rxDigest);
+        }
+      }
+      await tick();
+      for (let i = 0; i < streams.length; i++) expect(got[i]).toHaveLength(read + 1); // one push per read
+    }
+    for (let i = 0; i < streams.length; i++) expect(Buffer.concat(got[i]).equals(Buffer.concat(expected[i]))).toBe(true);
+  });
+
   it('DATA for an unknown stream is dropped but still counted against the circuit window', () => {
     const { circ, edge } = openPair();
     for (let i = 0; i < 100; i++) edge.handle(RelayCommand.DATA, 77, Buffer.alloc(1), rxDigest);

@@ -14,9 +14,11 @@ import { addKept, loadKeeperState, recordPass, renewDue, saveKeeperState, type K
 import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
+import { contractFromPass, uploadContract } from '../storage-contract';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
+type ContractArgs = Common & { cap: string; epochs: number };
 type RunArgs = Common & { once: boolean; interval: number; 'renew-within': number; 'lease-seconds': number };
 
 const nowSec = () => Math.floor(Date.now() / 1000);
@@ -121,6 +123,36 @@ async function runCommand(a: RunArgs): Promise<number> {
   });
 }
 
+/**
+ * `bitcloud keep contract CAP --epochs N` (SPEC.md §9.20.1): one keeper pass over the file (audit,
+ * repair, renew for the contract's span), then a contract listing a proven holder of every share
+ * for epochs [now, now + N), uploaded to every authority.
+ */
+async function contractCommand(a: ContractArgs): Promise<number> {
+  const text = a.cap.trim();
+  if (!Number.isSafeInteger(a.epochs) || a.epochs < 1) return reportFailure('keep contract', err('CONFIG_INVALID', '--epochs must be a positive integer'), a.json);
+  return runStorageCommand('keep contract', a, () => ({}), async (session) => {
+    const vcap = isVerifyCapability(text) ? text : await verifyCapOf(session.client, (parseCapability(text), text));
+    const c = session.network.dir.consensus()!;
+    const P = c.periodSeconds;
+    const r = await keepFile(session.client, parseVerifyCapability(vcap), { renew: true, leaseSeconds: (a.epochs + 2) * P });
+    if (!r.placed.length) throw err('VERIFY_RECORD_NOT_FOUND', 'no share of this file is held by any node: nothing to contract');
+    const start = Math.floor(Date.now() / (P * 1000));
+    const k = contractFromPass(r.placed, start, a.epochs);
+    const uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
+    const accepted = uploads.filter((u) => u.ok).length;
+    const ok = accepted * 2 > uploads.length;
+    if (a.json) {
+      process.stdout.write(JSON.stringify({ ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
+        bytes: k.contract.entries.reduce((s, e) => s + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads }) + '\n');
+    } else {
+      process.stdout.write(`contract ${k.id.slice(0, 16)}…: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}\n`);
+      for (const u of uploads) process.stdout.write(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}\n`);
+    }
+    return ok ? 0 : 1;
+  });
+}
+
 const commonOptions = <T>(y: T): T => fileOptions((y as unknown as import('yargs').Argv)
   .option('json', { type: 'boolean', default: false, describe: 'Print JSON' })
   .option('direct', DIRECT_OPTION)) as unknown as T;
@@ -138,6 +170,12 @@ export const keepCommandModule: CommandModule = {
       command: 'status', describe: 'Per file: healthy shares, repaired, lost, lease expiry',
       builder: (yy) => commonOptions(yy) as never,
       handler: async (a) => { process.exitCode = await statusCommand(a as unknown as Common); },
+    })
+    .command({
+      command: 'contract <cap>', describe: 'Audit the file, then ask the authorities to audit its holders every epoch (a storage contract, SPEC.md §9.20)',
+      builder: (yy) => commonOptions(yy.positional('cap', { type: 'string' })
+        .option('epochs', { type: 'number', default: 24, describe: 'Epochs (consensus periods) the contract lasts' })) as never,
+      handler: async (a) => { process.exitCode = await contractCommand(a as unknown as ContractArgs); },
     })
     .command({
       command: 'run', describe: 'Audit, repair and renew every kept file, every --interval seconds (or once)',

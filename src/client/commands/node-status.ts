@@ -41,7 +41,7 @@ export interface NodeStatusView {
   ok: boolean;
   fingerprint: string | null;
   countersigned: { file: string; available: boolean; periodSeconds: number | null; epochs: EpochLine[]; totalCells: number; disagreements: Record<string, number> };
-  consensus: { available: boolean; error?: string; validAfter?: string; listed?: boolean; nickname?: string; flags?: string[]; weightKBps?: number; provenEpoch?: number | null; provenCells?: number; provenKBps?: number };
+  consensus: { available: boolean; error?: string; validAfter?: string; listed?: boolean; nickname?: string; flags?: string[]; weightKBps?: number; provenEpoch?: number | null; provenCells?: number; provenKBps?: number; storedBytes?: number };
   rewards: { available: boolean; error?: string; height?: number; blocks?: number; balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[] };
 }
 
@@ -85,6 +85,8 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
       ...(me ? { nickname: me.nickname, flags: [...me.flags].sort(), weightKBps: me.weight } : {}),
       provenEpoch, provenCells,
       provenKBps: Math.floor(provenCells * CELL_LEN / consensus.periodSeconds / 1000),
+      // SPEC.md §9.20.2: a storage node's contracted bytes that passed the authorities' audits.
+      storedBytes: me?.stored ?? 0,
     };
   } catch (e) {
     view.consensus = { available: false, error: `${errorCode(e)}: ${(e as Error).message}` };
@@ -116,6 +118,7 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
     io.out(`consensus of ${c.validAfter}: listed, flags ${c.flags!.join(' ')}, weight ${c.weightKBps} KB/s`);
     if (c.provenEpoch === null) io.out('proven by the authorities: no measured epoch in this consensus yet');
     else io.out(`proven by the authorities for epoch ${c.provenEpoch}: ${c.provenCells} cells (${c.provenKBps} KB/s)`);
+    if (c.provenEpoch !== null && kind.includes('storage')) io.out(`storage audited by the authorities for epoch ${c.provenEpoch}: ${c.storedBytes ?? 0} bytes of contracted shares passed (SPEC.md §9.20)`);
   }
   const s = v.countersigned;
   if (!s.available) io.out(`countersigned by peers: ${s.file} not written yet (the node writes it at each epoch boundary)`);

@@ -9,7 +9,8 @@ import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION } from './options';
 import { errorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
-import { bool, int, readJsonConfig } from '../../dir/config-fields';
+import { bool, int, oneOf, readJsonConfig } from '../../dir/config-fields';
+import type { RelayCryptoAlgorithm } from '../../crypto/hop-crypto';
 import { createLogger, type Logger } from '../../ops/log';
 import { DEFAULT_METRICS_PORTS, createRegistry, openMetricsPort, type Registry } from '../../ops/metrics';
 import { onShutdown } from '../../ops/daemon';
@@ -66,6 +67,8 @@ export interface ProxyConfig {
   preemptiveCircuits: number;
   /** Bytes of decrypted chunks the .bitcloud gateway caches (SPEC.md §9.16.4; 0 = none). */
   gatewayCacheBytes: number;
+  /** SPEC.md §5.6.1: the relay crypto the client's circuits negotiate ("tor1" default, or "cgo"). */
+  relayCrypto: RelayCryptoAlgorithm;
 }
 
 export function readProxyConfig(file: string): ProxyConfig {
@@ -80,6 +83,7 @@ export function readProxyConfig(file: string): ProxyConfig {
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
     gatewayCacheBytes: int(raw.gatewayCacheBytes, 'gatewayCacheBytes', 0, 64 * 1024 ** 3, 256 * 1024 * 1024),
+    relayCrypto: oneOf(raw.relayCrypto, 'relayCrypto', ['tor1', 'cgo'] as const, 'tor1'),
   };
 }
 
@@ -103,6 +107,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     guards,
     buildTimeout,
     enforceDistinctSubnets: cfg.enforceDistinctSubnets,
+    relayCrypto: cfg.relayCrypto,
     maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
     preemptiveCircuits: cfg.preemptiveCircuits,
     linkMetrics: createLinkMetrics(registry),
@@ -112,7 +117,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
   // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
   // with) the circuits that carry the user's streams.
-  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log });
+  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log });
   dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
   await dir.start();
   if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');

@@ -1,0 +1,268 @@
+// SPEC.md §9.20 on an authority: storage contracts and the audits of every epoch. Owns (under
+// <dataDir>/storage/):
+//   contracts/<id hex>.bin   accepted contracts (§9.20.1), written atomically before the upload is
+//                            answered; removed once their last epoch has passed
+//   audits/<epoch>.json      this authority's signed report of each recent epoch (§9.20.3)
+// Each epoch e, once (at 3/10 of the period), the authority audits every (node, share) that an
+// active contract names (at most PER_NODE_AUDITS per node, chosen at random), over a direct
+// storage session to the node's storage port (§9.13.2: authorities are public, nothing to hide),
+// one challenge per share with a fresh nonce (§9.17). The vote for period k carries, per storage
+// node, the bytes its passing shares of epoch k − 2 hold (§6.5 `stored`).
+import fs from 'node:fs';
+import path from 'node:path';
+import { err, errorCode } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { prom, type Registry } from '../src/ops/metrics';
+import { writeFileAtomic } from '../src/ops/fsutil';
+import { blake2b, secureRandom } from '../src/crypto/primitives';
+import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
+import { connectStorageDirect } from '../src/storage/direct';
+import { StorageChannel } from '../src/storage/channel';
+import { auditShare, type ChallengeSender } from '../src/storage/auditor';
+import { signAuditReport, storedBytes, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
+import { decodeContract, type StorageContract } from '../src/wire/storage-contract';
+import type { Signer } from './vote';
+
+/** Contracts an authority holds at most (each up to 4096 entries). */
+export const MAX_CONTRACTS = 10_000;
+/** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch). */
+export const PER_NODE_AUDITS = 64;
+/** Reports kept (epochs k−3 … k: the vote for k reads k−2). */
+const KEPT_REPORTS = 6;
+/** When in the epoch the audits run (fraction of the period). */
+const AUDIT_AT = 0.3;
+
+/** How an audit reaches a node: a challenge sender and a way to close it. */
+export type AuditConnector = (node: ConsensusRelay, timeoutMs: number) => Promise<{ send: ChallengeSender; close(): void }>;
+
+export const directAuditConnector: AuditConnector = async (node, timeoutMs) => {
+  const socket = await connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs });
+  const ch = new StorageChannel(socket);
+  return { send: (req) => ch.request(req), close: () => ch.close() };
+};
+
+export interface StorageAuditsOptions {
+  dataDir: string;
+  signer: Signer;
+  periodSeconds: number;
+  log: Logger;
+  registry?: Registry;
+  now?: () => number;
+  connect?: AuditConnector;
+  /** Bound on one node's connection and on each challenge (default: P/4, clamped to 2–30 s). */
+  timeoutMs?: number;
+  perNodeAudits?: number;
+}
+
+interface Held { id: string; contract: StorageContract }
+
+export class StorageAudits {
+  private readonly o: StorageAuditsOptions;
+  private readonly P: number;
+  private readonly now: () => number;
+  private readonly dir: string;
+  private readonly contracts = new Map<string, Held>();
+  private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number> }>();
+  private consensus: VerifiedConsensus | null = null;
+  private running: Promise<void> | null = null;
+  private lastAudited = -1;
+  private closed = false;
+  private readonly m: { contracts: prom.Counter<'result'>; audits: prom.Counter<'result'> };
+
+  constructor(o: StorageAuditsOptions) {
+    this.o = o;
+    this.P = o.periodSeconds * 1000;
+    this.now = o.now ?? Date.now;
+    this.dir = path.join(o.dataDir, 'storage');
+    const reg = o.registry ?? new prom.Registry();
+    this.m = {
+      contracts: new prom.Counter({ name: 'bitcloud_storage_contracts_total', help: 'Storage contract uploads by result (accepted, unchanged, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+      audits: new prom.Counter({ name: 'bitcloud_storage_authority_audits_total', help: 'Audits this authority ran by result (ok or the failure code)', labelNames: ['result'], registers: [reg] }),
+    };
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    new prom.Gauge({ name: 'bitcloud_storage_contracts', help: 'Storage contracts held', registers: [reg], collect() { this.set(self.contracts.size); } });
+  }
+
+  get epochNow(): number { return Math.floor(this.now() / this.P); }
+  get contractCount(): number { return this.contracts.size; }
+
+  /** Load contracts and recent reports from disk. Call once, before anything else. */
+  load(): { contracts: number; reports: number } {
+    const e = this.epochNow;
+    const cdir = path.join(this.dir, 'contracts');
+    for (const name of safeReaddir(cdir)) {
+      const m = /^([0-9a-f]{64})\.bin$/.exec(name);
+      const file = path.join(cdir, name);
+      if (!m) continue;
+      try {
+        const raw = fs.readFileSync(file);
+        if (blake2b(raw).toString('hex') !== m[1]) throw err('CONTRACT_MALFORMED', 'file content does not match its name');
+        const c = decodeContract(raw);
+        if (c.endEpoch <= e) { fs.rmSync(file, { force: true }); continue; }
+        this.contracts.set(m[1], { id: m[1], contract: c });
+      } catch (x) {
+        this.o.log.warn({ file: name, code: errorCode(x) }, 'stored storage contract not usable; ignored');
+      }
+    }
+    const adir = path.join(this.dir, 'audits');
+    for (const name of safeReaddir(adir)) {
+      const m = /^(\d{1,16})\.json$/.exec(name);
+      if (!m) continue;
+      const epoch = Number(m[1]);
+      const file = path.join(adir, name);
+      if (epoch < e - KEPT_REPORTS) { fs.rmSync(file, { force: true }); continue; }
+      try {
+        const signed = JSON.parse(fs.readFileSync(file, 'utf8')) as SignedAuditReport;
+        const body = JSON.parse(signed.body) as { epoch: number; stored: Record<string, number> };
+        if (body.epoch !== epoch) throw new Error('epoch does not match the file name');
+        this.reports.set(epoch, { signed, stored: new Map(Object.entries(body.stored)) });
+        if (epoch > this.lastAudited) this.lastAudited = epoch;
+      } catch (x) {
+        this.o.log.warn({ file: name, err: (x as Error).message }, 'stored audit report not usable; ignored');
+      }
+    }
+    return { contracts: this.contracts.size, reports: this.reports.size };
+  }
+
+  /**
+   * POST /bitcloud/storage/contracts (SPEC.md §9.20.1): decode, refuse a contract whose last epoch
+   * has passed (CONTRACT_EXPIRED) or beyond the limit (CONTRACT_LIMIT), store it, then answer.
+   */
+  async accept(raw: Buffer): Promise<{ id: string; result: 'accepted' | 'unchanged'; startEpoch: number; endEpoch: number; entries: number }> {
+    let c: StorageContract;
+    try {
+      c = decodeContract(raw);
+      if (c.endEpoch <= this.epochNow) throw err('CONTRACT_EXPIRED', `the contract ended at epoch ${c.endEpoch}; the current epoch is ${this.epochNow}`);
+    } catch (e) {
+      this.m.contracts.labels(errorCode(e)).inc();
+      throw e;
+    }
+    const id = blake2b(raw).toString('hex');
+    const out = { id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length };
+    if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
+    if (this.contracts.size >= MAX_CONTRACTS) {
+      this.m.contracts.labels('CONTRACT_LIMIT').inc();
+      throw err('CONTRACT_LIMIT', `this authority holds ${MAX_CONTRACTS} contracts already`);
+    }
+    fs.mkdirSync(path.join(this.dir, 'contracts'), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
+    this.contracts.set(id, { id, contract: c });
+    this.m.contracts.labels('accepted').inc();
+    this.o.log.info({ contract: id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length }, 'storage contract accepted');
+    return { ...out, result: 'accepted' };
+  }
+
+  /** The newest published consensus: where the storage nodes are. */
+  onConsensus(info: VerifiedConsensus): void {
+    if (!this.consensus || info.validAfter >= this.consensus.validAfter) this.consensus = info;
+  }
+
+  /** Driven by the authority's schedule tick: run the audits of the current epoch once. */
+  tick(): void {
+    if (this.closed || this.running || !this.consensus) return;
+    const now = this.now();
+    const e = Math.floor(now / this.P);
+    if (e <= this.lastAudited || now - e * this.P < AUDIT_AT * this.P) return;
+    this.lastAudited = e;
+    this.running = this.auditEpoch(e).catch((x) => this.o.log.error({ epoch: e, err: (x as Error).message }, 'storage audits failed'))
+      .finally(() => { this.running = null; });
+  }
+
+  /** Bytes credited per node for `epoch` (null when this authority did not audit that epoch). */
+  storedFor(epoch: number): ReadonlyMap<string, number> | null {
+    return this.reports.get(epoch)?.stored ?? null;
+  }
+
+  /** GET /bitcloud/storage/audits?epoch=E: the signed report (null when none). */
+  report(epoch: number): SignedAuditReport | null {
+    return this.reports.get(epoch)?.signed ?? null;
+  }
+
+  /** Epochs with a report, ascending. */
+  get reportEpochs(): number[] { return [...this.reports.keys()].sort((a, b) => a - b); }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.running;
+  }
+
+  /** Run the audits of epoch `e` now (the tick calls this; tests may too). */
+  async auditEpoch(e: number): Promise<void> {
+    // (node, share) → the commitment and one contract naming it; the same pair in several
+    // contracts is audited (and credited) once.
+    const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
+    for (const [id, h] of this.contracts) {
+      const c = h.contract;
+      if (c.endEpoch <= e - KEPT_REPORTS) { this.contracts.delete(id); fs.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true }, () => {}); continue; }
+      if (c.startEpoch > e || c.endEpoch <= e) continue;
+      for (const x of c.entries) {
+        const fp = x.node.toString('hex');
+        let m = byNode.get(fp);
+        if (!m) byNode.set(fp, (m = new Map()));
+        const sh = x.shareId.toString('hex');
+        if (!m.has(sh)) m.set(sh, { contract: id, size: x.shareSize, root: x.auditRoot, shareId: x.shareId });
+      }
+    }
+    const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && r.storagePort > 0).map((r) => [r.fingerprint, r]));
+    const timeoutMs = this.o.timeoutMs ?? Math.min(30_000, Math.max(2000, this.P / 4));
+    const cap = this.o.perNodeAudits ?? PER_NODE_AUDITS;
+    const connect = this.o.connect ?? directAuditConnector;
+    const results: ReportedAudit[] = [];
+    await Promise.all([...byNode].map(async ([fp, shares]) => {
+      const node = nodes.get(fp);
+      if (!node) return; // not a storage node of the consensus: nothing to audit, nothing credited
+      const pick = shuffle([...shares.values()]).slice(0, cap);
+      const fail = (s: (typeof pick)[number], code: string): ReportedAudit =>
+        ({ node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex'), shareId: s.shareId.toString('hex'), ok: false, code, nonce: '', blocks: [] });
+      let conn: Awaited<ReturnType<AuditConnector>>;
+      try {
+        conn = await connect(node, timeoutMs);
+      } catch (x) {
+        for (const s of pick) results.push(fail(s, errorCode(x)));
+        return;
+      }
+      try {
+        for (const s of pick) {
+          if (this.closed) break;
+          const send: ChallengeSender = (req) => withTimeout(conn.send(req), timeoutMs);
+          const r = await auditShare(send, { shareId: s.shareId, size: s.size, root: s.root });
+          results.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });
+        }
+      } finally {
+        conn.close();
+      }
+    }));
+    results.sort((a, b) => a.node.localeCompare(b.node) || a.shareId.localeCompare(b.shareId));
+    for (const r of results) this.m.audits.labels(r.ok ? 'ok' : r.code ?? 'INTERNAL').inc();
+    const stored = storedBytes(results);
+    const signed = signAuditReport({
+      version: 1, authority: this.o.signer.identity.toString('hex'), epoch: e, results,
+      stored: Object.fromEntries([...stored].sort(([a], [b]) => a.localeCompare(b))),
+    }, this.o.signer);
+    this.reports.set(e, { signed, stored });
+    for (const k of this.reports.keys()) if (k < e - KEPT_REPORTS) this.reports.delete(k);
+    fs.mkdirSync(path.join(this.dir, 'audits'), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(path.join(this.dir, 'audits', `${e}.json`), JSON.stringify(signed), 0o644)
+      .catch((x) => this.o.log.warn({ err: (x as Error).message }, 'saving the audit report failed'));
+    const failed = results.filter((r) => !r.ok).length;
+    this.o.log.info({ epoch: e, audits: results.length, failed, nodesCredited: stored.size }, 'storage audits done');
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(err('STORAGE_TIMEOUT', `no answer within ${ms} ms`)), ms);
+    p.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
+  });
+}
+
+function safeReaddir(dir: string): string[] {
+  try { return fs.readdirSync(dir); } catch { return []; }
+}
+
+/** The node must not predict which of its shares are audited: a CSPRNG picks them. */
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(secureRandom() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
+  return a;
+}

@@ -1,0 +1,44 @@
+// The storage audit routes (SPEC.md §6.10, §9.20), served by directory/http.ts:
+//   POST /bitcloud/storage/contracts          upload a storage contract (§9.20.1; rate limited)
+//   GET  /bitcloud/storage/audits[?epoch=E]   this authority's signed audit report (§9.20.3);
+//                                             without `epoch`, the list of epochs it holds
+import type http from 'node:http';
+import { errorCode, isBitcloudError } from '../src/errors';
+import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
+import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
+import type { RateLimiter } from './rate-limit';
+import type { StorageAudits } from './storage-audits';
+
+export const CONTRACTS_PATH = '/bitcloud/storage/contracts';
+export const AUDITS_PATH = '/bitcloud/storage/audits';
+
+/** Returns null for other paths; [route, status] when answered. */
+export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter): Promise<[string, number] | null> {
+  const p = url.pathname;
+  if (p !== CONTRACTS_PATH && p !== AUDITS_PATH) return null;
+  const route = p === CONTRACTS_PATH ? 'storage_contracts' : 'storage_audits';
+  if (!audits) { req.resume(); sendJsonError(res, 404, 'NOT_FOUND', 'this authority does not audit storage'); return [route, 404]; }
+  if (p === CONTRACTS_PATH) {
+    if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return [route, 405]; }
+    if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return [route, 429]; }
+    const body = await readBody(req, MAX_CONTRACT_BYTES);
+    if (body === null) { sendJsonError(res, 413, 'CONTRACT_MALFORMED', `a contract is at most ${MAX_CONTRACT_BYTES} bytes`); return [route, 413]; }
+    try {
+      const r = await audits.accept(body);
+      sendJson(res, 200, { accepted: true, ...r });
+      return [route, 200];
+    } catch (e) {
+      const status = isBitcloudError(e) ? (errorCode(e) === 'CONTRACT_LIMIT' ? 503 : 400) : 500;
+      sendJsonError(res, status, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
+      return [route, status];
+    }
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return [route, 405]; }
+  const q = url.searchParams.get('epoch');
+  if (q === null) { sendJson(res, 200, { epochs: audits.reportEpochs, contracts: audits.contractCount }); return [route, 200]; }
+  if (!/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
+  const rep = audits.report(Number(q));
+  if (!rep) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report for epoch ${q} here`); return [route, 404]; }
+  sendJson(res, 200, rep);
+  return [route, 200];
+}

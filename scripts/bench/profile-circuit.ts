@@ -1,0 +1,78 @@
+// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--no-profile] [OUTDIR]`:
+// the local network as `npm run bench -- --only circuit` starts it (3 authorities, 6 relays,
+// the proxy; each its own process), N single-stream downloads of M MiB (default 1 × 256) through
+// SOCKS, each with its throughput and the CPU seconds per GiB of every process (/proc). Unless
+// --no-profile, every process runs the inspector's profiler during the downloads only
+// (cpu-prof-preload.mjs, started by SIGUSR2 after the warm-up) and writes OUTDIR/<pid>.cpuprofile
+// when it stops; the heaviest functions by self time are printed per busy process (open a file in
+// Chrome DevTools for the call tree). A quick A/B tool: run it on two commits, interleaved.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from '../../src/crypto/primitives';
+import { cpuSeconds, curl, startContentServer, startLocalNet, viaSocks } from '../../test/helpers/localnet';
+
+const MiB = 1 << 20;
+const argv = process.argv.slice(2);
+const opt = (name: string, def: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv.splice(i, 2)[1]) : def; };
+const runs = opt('--runs', 1);
+const size = opt('--mib', 256) * MiB;
+const profile = !argv.includes('--no-profile');
+const outArg = argv.find((a) => !a.startsWith('--'));
+const out = profile ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-prof-'))) : '';
+if (profile) {
+  fs.mkdirSync(out, { recursive: true });
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.mjs')}`.trim();
+  process.env.BITCLOUD_CPU_PROF_DIR = out;
+}
+const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });
+delete process.env.NODE_OPTIONS;
+delete process.env.BITCLOUD_CPU_PROF_DIR;
+const web = await startContentServer(randomBytes(size));
+const url = (len: number, off = 0) => `http://127.0.0.1:${web.port}/bytes/${off}/${len}`;
+const names = new Map<number, string>(net.nodes.map((n) => [n.pid, n.name]));
+const pids = net.nodes.map((n) => n.pid);
+const cpu = () => pids.map((p) => { try { return cpuSeconds(p); } catch { return 0; } });
+try {
+  await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), url(8 * MiB)]);
+  if (profile) for (const p of pids) { try { process.kill(p, 'SIGUSR2'); } catch { /* gone */ } }
+  for (let i = 0; i < runs; i++) {
+    const c0 = cpu();
+    const t = performance.now();
+    const r = await curl(['-sS', '-o', '/dev/null', '-w', '%{size_download}', ...viaSocks(net.socksPort, `run${i}`), url(size, i * 4099)]);
+    const secs = (performance.now() - t) / 1000;
+    const bytes = Number(r.stdout.toString());
+    const gib = bytes / 2 ** 30;
+    const per = cpu().map((c, j) => ({ name: names.get(pids[j]) ?? String(pids[j]), v: (c - c0[j]) / gib }));
+    const all = per.reduce((a, x) => a + x.v, 0);
+    const detail = per.filter((x) => x.v > 0.5).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(1)}`).join(', ');
+    console.log(`run ${i + 1}: ${(bytes / MiB / secs).toFixed(1)} MiB/s, ${all.toFixed(1)} CPU-s/GiB (${detail})`);
+  }
+} finally {
+  await net.stop();
+  await web.close();
+}
+if (profile) summarize(out, names);
+
+function summarize(dir: string, names: Map<number, string>): void {
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
+    const pid = Number(f.split('.')[0]);
+    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
+      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+      samples: number[]; timeDeltas: number[];
+    };
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    const self = new Map<string, number>();
+    p.samples.forEach((id, i) => {
+      const n = byId.get(id)!;
+      const key = `${n.callFrame.functionName || '(anon)'} ${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
+    });
+    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
+    const busy = busyList.reduce((a, [, v]) => a + v, 0);
+    if (busy < 0.5e6) continue;
+    console.log(`\n== ${names.get(pid) ?? 'pid ' + pid} (${f}): busy ${(busy / 1e6).toFixed(2)} s`);
+    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}`);
+  }
+}

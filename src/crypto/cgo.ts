@@ -1,0 +1,332 @@
+// SPEC.md §5.6 (Tor proposal 359): Counter Galois Onion (CGO) relay crypto, the UIV+ construction.
+// Primitives: AES-128 (node:crypto, ECB for single blocks and CTR for streams) and POLYVAL
+// (@noble/ciphers), both through primitives.ts. Names follow the proposal: ET is the tweakable
+// block cipher (LRW2 over AES with POLYVAL), PRF the tweaked CTR stream, UIV the wide-block cipher
+// on the 509-byte cell body T(16) | C(493), and per hop and direction a state (K, N, T').
+//
+// Clients only ever DEC_UIV and relays only ever ENC_UIV (proposal 359 §"Relay operations"):
+// encryption is non-malleable, so a bit flipped anywhere in a cell garbles the whole cell and
+// every cell after it (T' chains), and the hop it is for does not recognize it.
+//
+// Every layer method works IN PLACE on the 509-byte payload of a RELAY / RELAY_EARLY cell; the
+// cell command is the associated data (one byte of the UIV tweak).
+import { err } from '../errors';
+import { aes128Block, aes128Ctr, PolyvalHash, constantTimeEqual, randomBytes, wipe, type Aes128Block } from './primitives';
+import { CellCommand } from '../wire/cell';
+import { CGO_RELAY_DATA_MAX, relayPayloadFromCgo, relayPayloadToCgo } from '../wire/relay-msg';
+import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
+
+export const CGO_BLOCK_LEN = 16;
+export const CGO_TAG_LEN = 16;
+export const CGO_CELL_LEN = 509;
+/** The part of the cell body after the tag: C. */
+export const CGO_PAYLOAD_LEN = CGO_CELL_LEN - CGO_TAG_LEN; // 493
+/** ET key (KB | KU) and PRF key (K | B): 32 bytes each. */
+export const CGO_ET_KEY_LEN = 32;
+export const CGO_PRF_KEY_LEN = 32;
+/** UIV key (J | S). */
+export const CGO_UIV_KEY_LEN = CGO_ET_KEY_LEN + CGO_PRF_KEY_LEN; // 64
+/** One direction's seed: K (J | S) | N. */
+export const CGO_STATE_SEED_LEN = CGO_UIV_KEY_LEN + CGO_BLOCK_LEN; // 80
+/** Key material for one hop from the handshake: forward seed | backward seed (SPEC.md §5.6). */
+export const CGO_KEY_LEN = 2 * CGO_STATE_SEED_LEN; // 160
+/** lastDigest() length: the 16-byte SENDME tag padded with 4 zero bytes to tor1's 20. */
+export const CGO_DIGEST_LEN = 20;
+/** PRF_n1 starts 31 blocks into the stream (proposal 359: PRF(K, T, 1) offset). */
+const PRF_N1_BLOCKS = 31;
+
+/** Add `n` to a 16-byte big-endian counter in place (the CTR128-BE counter's own arithmetic). */
+function addToCounter(iv: Uint8Array, n: number): void {
+  let carry = n;
+  for (let i = 15; i >= 0 && carry !== 0; i--) {
+    const v = iv[i] + carry;
+    iv[i] = v & 0xff;
+    carry = v >>> 8;
+  }
+}
+
+/** A 16-byte buffer on its own (4-byte aligned) memory, as POLYVAL's digestInto requires. */
+function block(): Buffer {
+  return Buffer.from(new ArrayBuffer(CGO_BLOCK_LEN));
+}
+
+/**
+ * ET: the tweakable block cipher (LRW2): ENC_ET((KB,KU), T, M) = UH(KU,T) ^ AES(KB, M ^ UH(KU,T)),
+ * with the tweak T = H(16) | AD(1) | X_R(493) hashed by POLYVAL (zero-padded to 512 bytes).
+ */
+export class EtCipher {
+  private readonly kb: Aes128Block;
+  private readonly ku: PolyvalHash;
+  /** Tweak scratch: H | AD | X_R | 2 zero bytes. */
+  private readonly tweak = Buffer.alloc(CGO_TAG_LEN + 1 + CGO_PAYLOAD_LEN + 2);
+  private readonly mask = block();
+
+  constructor(keys: Uint8Array) {
+    if (keys.length !== CGO_ET_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO ET needs ${CGO_ET_KEY_LEN} key bytes, got ${keys.length}`);
+    this.kb = aes128Block(keys.subarray(0, 16));
+    // Tables sized for the 512-byte tweak (a 4-bit window: every layer of every cell hashes one).
+    this.ku = new PolyvalHash(keys.subarray(16, 32), 2048);
+  }
+
+  private hashTweak(h: Uint8Array, ad: number, xr: Uint8Array): void {
+    this.tweak.set(h, 0);
+    this.tweak[CGO_TAG_LEN] = ad;
+    this.tweak.set(xr, CGO_TAG_LEN + 1);
+    this.ku.hashInto(this.tweak, this.mask);
+  }
+
+  private xorMask(b: Buffer): void {
+    for (let i = 0; i < CGO_BLOCK_LEN; i++) b[i] ^= this.mask[i];
+  }
+
+  encrypt(h: Uint8Array, ad: number, xr: Uint8Array, b: Buffer): void {
+    this.hashTweak(h, ad, xr);
+    this.xorMask(b);
+    this.kb.encryptBlock(b);
+    this.xorMask(b);
+  }
+
+  decrypt(h: Uint8Array, ad: number, xr: Uint8Array, b: Buffer): void {
+    this.hashTweak(h, ad, xr);
+    this.xorMask(b);
+    this.kb.decryptBlock(b);
+    this.xorMask(b);
+  }
+}
+
+/**
+ * PRF((K, B), T, t) = CTR128-BE(K, IV + 31·t) with IV = POLYVAL(B, T) and the low six bits of
+ * its last byte cleared (so the counter never carries out of that byte for these lengths).
+ */
+export class Prf {
+  private readonly k: Buffer;
+  private readonly b: PolyvalHash;
+  private readonly iv = block();
+
+  constructor(keys: Uint8Array) {
+    if (keys.length !== CGO_PRF_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO PRF needs ${CGO_PRF_KEY_LEN} key bytes, got ${keys.length}`);
+    this.k = Buffer.from(keys.subarray(0, 16));
+    this.b = new PolyvalHash(keys.subarray(16, 32));
+  }
+
+  /** XOR the t=0 stream (tweak `t`) into `out` in place. */
+  private ivFor(t: Uint8Array): void {
+    this.b.hashInto(t, this.iv);
+    this.iv[15] &= 0xc0;
+  }
+
+  xorN0(t: Uint8Array, out: Buffer): void {
+    this.ivFor(t);
+    aes128Ctr(this.k, this.iv).updateInPlace(out);
+  }
+
+  /** `n` bytes of the t=1 stream for tweak `t`. */
+  n1(t: Uint8Array, n: number): Buffer {
+    this.ivFor(t);
+    addToCounter(this.iv, PRF_N1_BLOCKS);
+    return aes128Ctr(this.k, this.iv).update(Buffer.alloc(n));
+  }
+}
+
+/** UIV+: the wide-block cipher on a 509-byte cell body (X_L = first 16 bytes, X_R = the rest). */
+export class Uiv {
+  private j: EtCipher;
+  private s: Prf;
+  /** The current J | S (tests compare it with the vectors after an update). */
+  private current: Buffer;
+
+  constructor(keys: Uint8Array) {
+    if (keys.length !== CGO_UIV_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO UIV needs ${CGO_UIV_KEY_LEN} key bytes, got ${keys.length}`);
+    this.current = Buffer.from(keys);
+    this.j = new EtCipher(keys.subarray(0, CGO_ET_KEY_LEN));
+    this.s = new Prf(keys.subarray(CGO_ET_KEY_LEN));
+  }
+
+  /** ENC_UIV: Y_L = ENC_ET(J, H | AD | X_R, X_L); Y_R = X_R ^ PRF_n0(S, Y_L). */
+  encrypt(h: Uint8Array, ad: number, cell: Buffer): void {
+    const left = cell.subarray(0, CGO_TAG_LEN);
+    const right = cell.subarray(CGO_TAG_LEN, CGO_CELL_LEN);
+    this.j.encrypt(h, ad, right, left);
+    this.s.xorN0(left, right);
+  }
+
+  /** DEC_UIV: X_R = Y_R ^ PRF_n0(S, Y_L); X_L = DEC_ET(J, H | AD | X_R, Y_L). */
+  decrypt(h: Uint8Array, ad: number, cell: Buffer): void {
+    const left = cell.subarray(0, CGO_TAG_LEN);
+    const right = cell.subarray(CGO_TAG_LEN, CGO_CELL_LEN);
+    this.s.xorN0(left, right);
+    this.j.decrypt(h, ad, right, left);
+  }
+
+  /** UPDATE_UIV: (J', S', N') = PRF_n1(S, N); the keys change in place and N is overwritten. */
+  update(nonce: Buffer): void {
+    const seed = this.s.n1(nonce, CGO_UIV_KEY_LEN + CGO_BLOCK_LEN);
+    wipe(this.current);
+    this.current = Buffer.from(seed.subarray(0, CGO_UIV_KEY_LEN));
+    this.j = new EtCipher(this.current.subarray(0, CGO_ET_KEY_LEN));
+    this.s = new Prf(this.current.subarray(CGO_ET_KEY_LEN));
+    seed.copy(nonce, 0, CGO_UIV_KEY_LEN);
+    wipe(seed);
+  }
+
+  /** A copy of the current J | S (tests only). */
+  keys(): Buffer {
+    return Buffer.from(this.current);
+  }
+}
+
+/** One direction of one hop: the UIV key K, the nonce N and the previous tag T'. */
+export class CgoState {
+  readonly uiv: Uiv;
+  readonly nonce = block();
+  readonly tag = block();
+
+  /** `seed` is K | N (80 bytes); T' starts at zero. */
+  constructor(seed: Uint8Array) {
+    if (seed.length !== CGO_STATE_SEED_LEN) throw err('CRYPTO_BAD_LENGTH', `a CGO state needs ${CGO_STATE_SEED_LEN} seed bytes, got ${seed.length}`);
+    this.uiv = new Uiv(seed.subarray(0, CGO_UIV_KEY_LEN));
+    this.nonce.set(seed.subarray(CGO_UIV_KEY_LEN));
+  }
+}
+
+/**
+ * The operations of proposal 359 on one direction's state; `cmd` is the cell command (AD). Each
+ * takes the full 509-byte cell body and works in place.
+ */
+export const cgoOps = {
+  /** Client, a layer it adds going forward: DEC_UIV with T', then T' = the T it was given. */
+  clientEncryptOutbound(st: CgoState, cmd: number, cell: Buffer): void {
+    const tNew = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    st.uiv.decrypt(st.tag, cmd, cell);
+    st.tag.set(tNew);
+  },
+  /** Client, the hop a cell is for: T = N, encrypt, update. Returns the SENDME tag (the T sent at this layer). */
+  clientOriginate(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): void {
+    cell.set(st.nonce, 0);
+    cgoOps.clientEncryptOutbound(st, cmd, cell);
+    st.uiv.update(st.nonce);
+    sendmeTag.set(cell.subarray(0, CGO_TAG_LEN), 0);
+  },
+  /** Client, one layer inbound: DEC_UIV with T'; T' = the T received; recognized when the tag is N. */
+  clientDecryptInbound(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): boolean {
+    const tOrig = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    st.uiv.decrypt(st.tag, cmd, cell);
+    st.tag.set(tOrig);
+    if (!constantTimeEqual(cell.subarray(0, CGO_TAG_LEN), st.nonce)) return false;
+    st.uiv.update(tOrig);
+    st.nonce.set(tOrig);
+    sendmeTag.set(st.tag, 0);
+    return true;
+  },
+  /** Relay, forward: ENC_UIV with T'; T' = the T produced; recognized when it is N. */
+  relayDecryptOutbound(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): boolean {
+    const tIn = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    st.uiv.encrypt(st.tag, cmd, cell);
+    st.tag.set(cell.subarray(0, CGO_TAG_LEN));
+    if (!constantTimeEqual(st.tag, st.nonce)) return false;
+    st.uiv.update(st.nonce);
+    sendmeTag.set(tIn, 0);
+    return true;
+  },
+  /** Relay, backward, a cell passing through or originated here: ENC_UIV with T'; T' = the T produced. */
+  relayEncryptInbound(st: CgoState, cmd: number, cell: Buffer): void {
+    st.uiv.encrypt(st.tag, cmd, cell);
+    st.tag.set(cell.subarray(0, CGO_TAG_LEN));
+  },
+  /** Relay, backward, originated here: T = N, encrypt, N = T, update. */
+  relayOriginate(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): void {
+    cell.set(st.nonce, 0);
+    cgoOps.relayEncryptInbound(st, cmd, cell);
+    st.nonce.set(cell.subarray(0, CGO_TAG_LEN));
+    st.uiv.update(st.nonce);
+    sendmeTag.set(st.tag, 0);
+  },
+};
+
+function splitKeys(keys: Buffer): { fwd: CgoState; back: CgoState } {
+  if (keys.length !== CGO_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO needs ${CGO_KEY_LEN} bytes of key material, got ${keys.length}`);
+  return {
+    fwd: new CgoState(keys.subarray(0, CGO_STATE_SEED_LEN)),
+    back: new CgoState(keys.subarray(CGO_STATE_SEED_LEN, CGO_KEY_LEN)),
+  };
+}
+
+/**
+ * The client side of one hop (hop-crypto.ts). originate() marks the payload as this hop's and
+ * converts the relay message to the CGO layout (SPEC.md §5.6); the encryptOutbound() that
+ * clientSealOutbound calls next on the same hop then runs proposal 359's originate.
+ */
+export function createCgoClientHop(keys: Buffer): ClientHopCrypto {
+  const { fwd, back } = splitKeys(keys);
+  const sentTag = Buffer.alloc(CGO_DIGEST_LEN);
+  const receivedTag = Buffer.alloc(CGO_DIGEST_LEN);
+  let last = sentTag;
+  let originating = false;
+  return {
+    originate(payload) {
+      relayPayloadToCgo(payload);
+      originating = true;
+    },
+    encryptOutbound(payload, cmd = CellCommand.RELAY) {
+      if (originating) {
+        originating = false;
+        cgoOps.clientOriginate(fwd, cmd, payload, sentTag);
+        last = sentTag;
+      } else {
+        cgoOps.clientEncryptOutbound(fwd, cmd, payload);
+      }
+    },
+    decryptInbound(payload, cmd = CellCommand.RELAY) {
+      if (!cgoOps.clientDecryptInbound(back, cmd, payload, receivedTag)) return false;
+      relayPayloadFromCgo(payload);
+      last = receivedTag;
+      return true;
+    },
+    lastDigest() { return Buffer.from(last); },
+    relayDataMax: CGO_RELAY_DATA_MAX,
+  };
+}
+
+/** The relay side of one hop (hop-crypto.ts); originate() then encryptInbound() as for the client. */
+export function createCgoRelayHop(keys: Buffer): RelayHopCrypto {
+  const { fwd, back } = splitKeys(keys);
+  const sentTag = Buffer.alloc(CGO_DIGEST_LEN);
+  const receivedTag = Buffer.alloc(CGO_DIGEST_LEN);
+  let last = receivedTag;
+  let originating = false;
+  return {
+    decryptOutbound(payload, cmd = CellCommand.RELAY) {
+      if (!cgoOps.relayDecryptOutbound(fwd, cmd, payload, receivedTag)) return false;
+      relayPayloadFromCgo(payload);
+      last = receivedTag;
+      return true;
+    },
+    originate(payload) {
+      relayPayloadToCgo(payload);
+      originating = true;
+    },
+    encryptInbound(payload, cmd = CellCommand.RELAY) {
+      if (originating) {
+        originating = false;
+        cgoOps.relayOriginate(back, cmd, payload, sentTag);
+        last = sentTag;
+      } else {
+        cgoOps.relayEncryptInbound(back, cmd, payload);
+      }
+    },
+    lastDigest() { return Buffer.from(last); },
+    relayDataMax: CGO_RELAY_DATA_MAX,
+  };
+}
+
+/** `n` CGO hops from fresh random keys (tests and benchmarks). */
+export function randomCgoHopPairs(n: number): { client: ClientHopCrypto[]; relays: RelayHopCrypto[] } {
+  const client: ClientHopCrypto[] = [];
+  const relays: RelayHopCrypto[] = [];
+  for (let i = 0; i < n; i++) {
+    const keys = randomBytes(CGO_KEY_LEN);
+    client.push(createCgoClientHop(keys));
+    relays.push(createCgoRelayHop(keys));
+  }
+  return { client, relays };
+}

@@ -1,0 +1,154 @@
+// Issue 16 (a), with real processes on 127.0.0.1: three authorities, three relays, four storage
+// nodes (`bitcloud-storage run`) and the `bitcloud` CLI. A file is stored 2-of-4 through circuits;
+// `bitcloud keep contract` audits it and uploads a storage contract to every authority. Each epoch
+// every authority audits the contracted shares over direct sessions, publishes a signed report
+// (GET /bitcloud/storage/audits?epoch=E) that anyone rechecks, and votes the bytes that passed;
+// the consensus carries their low median, and the reward block pays storage for exactly those.
+// Then one node's shares are erased: within an epoch its audits fail and the following blocks pay
+// it nothing, while the honest nodes keep being paid. SPEC.md §9.20, §8.6.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from '../../src/crypto/primitives';
+import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
+import { httpRequest } from '../../src/dir/fetch';
+import type { VerifiedConsensus } from '../../src/dir/types';
+import { fetchRewardChain } from '../../src/client/rewards';
+import { verifyAuditReport } from '../../src/storage/audit-report';
+import { allocate } from '../../src/bandwidth/reward';
+import { STORAGE_SHARE_DEN, STORAGE_SHARE_NUM } from '../../src/bandwidth/reward';
+import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
+import { shareFiles } from '../helpers/storage-nodes';
+import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
+
+const PERIOD = 5;
+let dnet: DirNet;
+let auths: AuthorityInfo[];
+let clientConfig: string;
+const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string }[] = [];
+
+const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', [...args, '--config', clientConfig], { timeoutMs });
+const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function consensus(): Promise<VerifiedConsensus | null> {
+  return (await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 })).consensus;
+}
+
+async function startStorageNode(i: number): Promise<void> {
+  const name = `store${i + 1}`;
+  const [orPort, storagePort, metricsPort] = await freePorts(3);
+  const dataDir = path.join(dnet.dir, name);
+  const configFile = path.join(dnet.dir, `${name}.json`);
+  fs.writeFileSync(configFile, JSON.stringify({
+    dataDir, nickname: name, address: '127.0.0.1', orPort, storagePort, metricsPort, quota: '256MiB', bandwidth: 100_000,
+    authorities: dnet.authorityList, publishIntervalSeconds: PERIOD, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 10, identityPow: 'local',
+  }, null, 2));
+  const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
+  const up = await daemon.waitForMsg('storage node listening', {}, 60_000);
+  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile });
+}
+
+beforeAll(async () => {
+  dnet = await makeDirNet(3, PERIOD);
+  auths = parseAuthorityList(dnet.authorityList);
+  for (const a of dnet.authorities) startAuthority(a);
+  for (let i = 0; i < 3; i++) startRelay(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
+  for (let i = 0; i < 4; i++) await startStorageNode(i);
+  clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
+  await eventually(async () => storageNetReady(await consensus(), 4), 150_000, 1000);
+}, 240_000);
+
+afterAll(() => tearDownDirNet(dnet), 60_000);
+
+/** The storage part of a block: its allocations to the storage nodes. */
+function storagePay(allocations: ReadonlyMap<string, bigint>): Map<string, bigint> {
+  const fps = new Set(nodes.map((n) => n.fingerprint));
+  return new Map([...allocations].filter(([fp]) => fps.has(fp)));
+}
+
+describe('authorities audit contracted storage each epoch and pay only for passed audits (SPEC.md §9.20)', () => {
+  /** Bytes each node holds under the contract (its data share and its manifest share). */
+  let shareSize = 0;
+  let contractStart = 0;
+
+  it('a 2-of-4 file under contract: every node is audited, reported, put in the consensus and paid', async () => {
+    const file = path.join(dnet.dir, 'paid.bin');
+    fs.writeFileSync(file, randomBytes(200_000));
+    const put = await cli(['put', file, '-k', '2', '-n', '4', '--json']);
+    expect(put.code, put.stderr).toBe(0);
+    const cap = String(lastJson(put.stdout).capability);
+
+    const c = await cli(['keep', 'contract', cap, '--epochs', '200', '--json']);
+    expect(c.code, c.stderr + c.stdout).toBe(0);
+    const k = lastJson(c.stdout);
+    expect(k.ok).toBe(true);
+    // One data chunk and one manifest chunk, four shares each: every node holds one of each.
+    expect(k.entries).toBe(8);
+    expect(k.authorities.map((u: { ok: boolean; result: string }) => [u.ok, u.result])).toEqual([[true, 'accepted'], [true, 'accepted'], [true, 'accepted']]);
+    shareSize = k.bytes / 4;
+    contractStart = k.startEpoch;
+
+    // A block, after the contract began, that pays all four storage nodes.
+    const found = await eventually(async () => {
+      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+      return ch?.blocks.map((b) => b.block).find((b) => b.epoch >= contractStart && storagePay(b.allocations).size === 4) ?? null;
+    }, 120_000, 1000);
+    // Equal stored bytes: equal pay, exactly a fifth of the block (or all of it when no relay proved
+    // bandwidth that epoch), split by the allocation rule.
+    const pay = storagePay(found.allocations);
+    const total = [...pay.values()].reduce((s, v) => s + v, 0n);
+    const relaysPaid = found.allocations.size > pay.size;
+    expect(total).toBe(relaysPaid ? (found.minted * STORAGE_SHARE_NUM) / STORAGE_SHARE_DEN : found.minted);
+    expect(pay).toEqual(allocate(total, new Map(nodes.map((n) => [n.fingerprint, shareSize]))));
+
+    // Every authority's signed report of that epoch rechecks, and credits each node its share.
+    for (const a of auths) {
+      const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${found.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
+      expect(r.status).toBe(200);
+      const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, found.epoch);
+      expect(body.results.filter((x) => x.ok)).toHaveLength(8);
+      for (const n of nodes) expect(body.stored[n.fingerprint]).toBe(shareSize);
+    }
+
+    // The operator's view: `bitcloud-storage status` shows the audited bytes and the earnings.
+    const st = await runCli('bitcloud-storage', ['status', '--json', '--config', nodes[1].configFile], { timeoutMs: 60_000 });
+    expect(st.code, st.stderr).toBe(0);
+    const v = lastJson(st.stdout);
+    expect(v.fingerprint).toBe(nodes[1].fingerprint);
+    expect(v.consensus.listed).toBe(true);
+    expect(BigInt(v.rewards.balance.units)).toBeGreaterThan(0n);
+    const now = await consensus();
+    if (now && now.provenEpoch !== null && now.provenEpoch >= contractStart + 1) expect(v.consensus.storedBytes).toBe(shareSize);
+  }, 300_000);
+
+  it('a node that erased its shares is caught within an epoch and paid nothing after; the others keep being paid', async () => {
+    expect(shareSize).toBeGreaterThan(0);
+    const lazy = nodes[0];
+    for (const f of await shareFiles(lazy.dataDir)) fs.rmSync(f);
+    const erasedIn = Math.floor(Date.now() / (PERIOD * 1000));
+
+    // The first epoch wholly after the erasure: its block pays the three others and not the lazy node.
+    const after = await eventually(async () => {
+      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+      return ch?.blocks.map((b) => b.block).find((b) => b.epoch > erasedIn && storagePay(b.allocations).size > 0) ?? null;
+    }, 120_000, 1000);
+    const pay = storagePay(after.allocations);
+    expect(pay.has(lazy.fingerprint)).toBe(false);
+    expect([...pay.keys()].sort()).toEqual(nodes.slice(1).map((n) => n.fingerprint).sort());
+
+    // The published reports say why: its audit failed at every authority.
+    for (const a of auths) {
+      const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${after.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
+      const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, after.epoch);
+      const mine = body.results.filter((x) => x.node === lazy.fingerprint);
+      expect(mine.length).toBe(2);
+      expect(mine.every((x) => !x.ok)).toBe(true);
+      expect(body.stored[lazy.fingerprint]).toBeUndefined();
+    }
+    // And the consensus carrying that epoch lists 0 stored bytes for it.
+    const c = await eventually(async () => { const x = await consensus(); return x && x.provenEpoch !== null && x.provenEpoch > erasedIn ? x : null; }, 60_000, 1000);
+    expect(c.relays.find((r) => r.fingerprint === lazy.fingerprint)!.stored ?? 0).toBe(0);
+    expect(c.relays.find((r) => r.fingerprint === nodes[1].fingerprint)!.stored).toBe(shareSize);
+  }, 300_000);
+});

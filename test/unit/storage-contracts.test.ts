@@ -1,0 +1,256 @@
+// SPEC.md §9.20: storage contracts, the authorities' audits of every epoch, their signed reports,
+// the consensus `stored` column and the storage part of a reward block. Nodes here are real share
+// stores answering through the node's request handler (no sockets); the integration test
+// test/integration/storage-audits.test.ts runs the same with real daemons.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { blake2b, ed25519Generate, randomBytes } from '../../src/crypto/primitives';
+import { isBitcloudError } from '../../src/errors';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
+import { FLAG_BITS } from '../../src/dir/types';
+import { auditRoot, proveBlocks } from '../../src/storage/audit';
+import { shareId } from '../../src/storage/share';
+import { verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
+import { encodeAuditAnswer } from '../../src/wire/audit-answer';
+import { decodeContract, encodeContract, sortContractEntries, type ContractEntry } from '../../src/wire/storage-contract';
+import { decodeConsensus } from '../../src/wire/docs';
+import { allocate, allocateWithStorage } from '../../src/bandwidth/reward';
+import { nextRewardBlock } from '../../src/bandwidth/reward-chain';
+import { contractFromPass } from '../../src/client/storage-contract';
+import { handleRequest } from '../../storage/handler';
+import { ShareStore } from '../../storage/share-store';
+import { computeConsensus } from '../../directory/compute';
+import { StorageAudits, type AuditConnector } from '../../directory/storage-audits';
+import { provenInput } from '../../directory/rewards';
+import { E, P, epochStart, makeRelay, makeSigner, silentLog, consensusFor } from './dirauth-measure-fixture';
+
+const dirs: string[] = [];
+const stores: ShareStore[] = [];
+afterEach(async () => {
+  await Promise.all(stores.splice(0).map((s) => s.close().catch(() => {})));
+  await Promise.all(dirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
+});
+const tmp = () => { const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-contracts-')); dirs.push(d); return d; };
+const codeOf = async (f: () => unknown): Promise<string> => {
+  try { await f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
+  return 'NO_ERROR';
+};
+
+function entry(node: Buffer, share: Buffer): ContractEntry {
+  return { node, shareId: shareId(share), shareSize: share.length, auditRoot: auditRoot(share) };
+}
+
+describe('contract layout (SPEC.md §9.20.1)', () => {
+  const n1 = randomBytes(32), n2 = randomBytes(32);
+  const s1 = randomBytes(5000), s2 = randomBytes(100);
+  const c = { startEpoch: 10, endEpoch: 20, entries: sortContractEntries([entry(n1, s1), entry(n2, s2), entry(n1, s2)]) };
+
+  it('round-trips, one encoding', () => {
+    const b = encodeContract(c);
+    expect(b.length).toBe(25 + 3 * 100);
+    expect(b.subarray(0, 4).toString()).toBe('BCSC');
+    const d = decodeContract(b);
+    expect(d).toEqual(c);
+    expect(encodeContract(d).equals(b)).toBe(true);
+  });
+
+  it('refuses every malformed contract with CONTRACT_MALFORMED', async () => {
+    const b = encodeContract(c);
+    const bad = (f: (x: Buffer) => void) => { const x = Buffer.from(b); f(x); return x; };
+    for (const x of [
+      bad((x) => { x[0] = 0x41; }),                                       // magic
+      bad((x) => { x[4] = 2; }),                                          // version
+      bad((x) => { x.writeBigUInt64BE(20n, 5); }),                        // start = end
+      bad((x) => { x.writeUInt32BE(4, 21); }),                            // count says 4, 3 present
+      bad((x) => { x.writeUInt32BE(0, 25 + 64); }),                       // share size 0
+      Buffer.concat([b, Buffer.alloc(1)]),                                // trailing byte
+      b.subarray(0, b.length - 1),                                        // truncated
+      bad((x) => { x.copy(x, 25 + 100, 25, 125); }),                      // a repeated entry
+    ]) expect(await codeOf(() => decodeContract(x))).toBe('CONTRACT_MALFORMED');
+    expect(await codeOf(() => encodeContract({ ...c, entries: [...c.entries].reverse() }))).toBe('CONTRACT_MALFORMED');
+    expect(await codeOf(() => encodeContract({ ...c, entries: [] }))).toBe('CONTRACT_MALFORMED');
+  });
+
+  it('a keeper pass becomes a contract: distinct (node, share), sorted', () => {
+    const placed = [
+      { node: n2.toString('hex'), shareId: shareId(s2), size: s2.length, root: auditRoot(s2) },
+      { node: n1.toString('hex'), shareId: shareId(s1), size: s1.length, root: auditRoot(s1) },
+      { node: n1.toString('hex'), shareId: shareId(s1), size: s1.length, root: auditRoot(s1) },
+    ];
+    const k = contractFromPass(placed, 7, 3);
+    expect(k.contract.startEpoch).toBe(7);
+    expect(k.contract.endEpoch).toBe(10);
+    expect(k.contract.entries).toHaveLength(2);
+    expect(k.id).toBe(blake2b(k.bytes).toString('hex'));
+    expect(decodeContract(k.bytes)).toEqual(k.contract);
+  });
+});
+
+/** A storage node: a real share store answering through the node's handler. */
+async function node(opts: { forge?: boolean } = {}) {
+  const dir = tmp();
+  const store = await ShareStore.open({ dir, quotaBytes: 1 << 26, cacheBytes: 0 });
+  stores.push(store);
+  const key = ed25519Generate();
+  const fp = key.publicKey.toString('hex');
+  const relay = { identity: key.publicKey, fingerprint: fp, address: '127.0.0.1', storagePort: 1, flags: new Set(['Storage', 'Running', 'Valid']) } as unknown as ConsensusRelay;
+  return { dir, store, key, fp, relay, forge: opts.forge ?? false };
+}
+type Node = Awaited<ReturnType<typeof node>>;
+
+function connector(nodes: Node[], held: Map<string, Buffer>): AuditConnector {
+  return async (r) => {
+    const n = nodes.find((x) => x.fp === r.fingerprint)!;
+    return {
+      close() {},
+      async send(req) {
+        if (n.forge && req.type === 'challenge') {
+          // Answers with other bytes of the right size: the proof cannot match the root.
+          const real = held.get(req.id.toString('hex'))!;
+          const other = randomBytes(real.length);
+          return { type: 'challenge', answer: encodeAuditAnswer({ shareSize: other.length, nonce: req.nonce, blocks: proveBlocks(other, req.blocks) }) };
+        }
+        const res = await handleRequest(n.store, req, { viaCircuit: true });
+        if (res.type === 'error') { const e = new Error(res.message) as Error & { code: string }; throw Object.assign(e, { code: res.code }); }
+        return res;
+      },
+    };
+  };
+}
+
+describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
+  it('credits the bytes of passing shares only; a deleted share, a forged answer, a node outside the consensus earn nothing; the report rechecks', async () => {
+    const honest = await node(), lazy = await node(), forger = await node({ forge: true }), gone = await node();
+    const held = new Map<string, Buffer>();
+    const put = async (n: Node, size: number) => {
+      const b = randomBytes(size);
+      await n.store.put(shareId(b), b, 3600);
+      held.set(shareId(b).toString('hex'), b);
+      return b;
+    };
+    const h1 = await put(honest, 9000), h2 = await put(honest, 300);
+    const l1 = await put(lazy, 5000), l2 = await put(lazy, 7000);
+    const f1 = await put(forger, 4096);
+    const g1 = await put(gone, 100);
+    const signer = makeSigner();
+    let now = epochStart(E) + 1000;
+    const dataDir = tmp();
+    const audits = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now: () => now, connect: connector([honest, lazy, forger, gone], held) });
+    audits.load();
+    const contract = encodeContract({ startEpoch: E, endEpoch: E + 5, entries: sortContractEntries([
+      entry(honest.key.publicKey, h1), entry(honest.key.publicKey, h2), entry(lazy.key.publicKey, l1), entry(lazy.key.publicKey, l2),
+      entry(forger.key.publicKey, f1), entry(gone.key.publicKey, g1),
+    ]) });
+    expect((await audits.accept(contract)).result).toBe('accepted');
+    expect((await audits.accept(contract)).result).toBe('unchanged');
+    // The lazy node deletes one share's file (SPEC.md §9.8.1 layout).
+    const hex = shareId(l2).toString('hex');
+    fs.rmSync(path.join(lazy.dir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex));
+
+    audits.onConsensus({ validAfter: epochStart(E), relays: [honest.relay, lazy.relay, forger.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const stored = audits.storedFor(E)!;
+    expect(stored.get(honest.fp)).toBe(9300);
+    expect(stored.get(lazy.fp)).toBe(5000);
+    expect(stored.has(forger.fp)).toBe(false);
+    expect(stored.has(gone.fp)).toBe(false);
+
+    const rep = audits.report(E)!;
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(JSON.stringify(rep)), auths, E);
+    const codes = Object.fromEntries(body.results.map((r) => [`${r.node}/${r.shareId}`, r.ok ? 'ok' : r.code]));
+    expect(codes[`${lazy.fp}/${shareId(l2).toString('hex')}`]).toBe('SHARE_NOT_FOUND');
+    expect(codes[`${forger.fp}/${shareId(f1).toString('hex')}`]).toBe('AUDIT_PROOF_INVALID');
+    expect(body.results.some((r) => r.node === gone.fp)).toBe(false);
+
+    // Tampering with a report is caught.
+    const tamper = (f: (b: Record<string, any>) => void): SignedAuditReport => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      const b = JSON.parse(rep.body) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      f(b);
+      return { ...rep, body: JSON.stringify(b) };
+    };
+    expect(await codeOf(() => verifyAuditReport(tamper((b) => { b.stored[b.results[0].node] += 1; }), auths))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(() => verifyAuditReport({ ...rep, signature: '00'.repeat(64) }, auths))).toBe('AUDIT_REPORT_INVALID');
+    const other = makeSigner();
+    expect(await codeOf(() => verifyAuditReport(rep, parseAuthorityList([{ name: 'b', identity: other.identity.toString('hex'), address: '127.0.0.1:1' }])))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(() => verifyAuditReport(rep, auths, E + 1))).toBe('AUDIT_REPORT_INVALID');
+
+    // A report re-signed with a result flipped to "failed" while its answer proves the share: the
+    // recheck refuses it (an authority cannot withhold a node's pay while publishing its proof).
+    const { signAuditReport } = await import('../../src/storage/audit-report');
+    const flipped = JSON.parse(rep.body) as { results: { ok: boolean; code?: string; node: string }[]; stored: Record<string, number> };
+    const i = flipped.results.findIndex((r) => r.ok && r.node === honest.fp);
+    flipped.results[i].ok = false;
+    flipped.results[i].code = 'AUDIT_PROOF_INVALID';
+    expect(await codeOf(() => verifyAuditReport(signAuditReport(flipped as never, signer), auths))).toBe('AUDIT_REPORT_INVALID');
+
+    // Restart: contracts and the report come back from disk.
+    const again = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now: () => now });
+    expect(again.load()).toEqual({ contracts: 1, reports: 1 });
+    expect(again.storedFor(E)!.get(honest.fp)).toBe(9300);
+
+    // Once its last epoch has passed, a contract is refused.
+    now = epochStart(E + 6);
+    expect(await codeOf(() => again.accept(contract))).toBe('CONTRACT_EXPIRED');
+    expect(await codeOf(() => again.accept(Buffer.from('BCSC')))).toBe('CONTRACT_MALFORMED');
+  });
+
+  it('a contract outside its epochs is not audited', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E), connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E + 2, endEpoch: E + 4, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    expect(audits.storedFor(E)!.size).toBe(0);
+    await audits.auditEpoch(E + 2);
+    expect(audits.storedFor(E + 2)!.get(n.fp)).toBe(1000);
+  });
+});
+
+describe('the consensus stored column and the reward block (SPEC.md §9.20.2, §8.6)', () => {
+  it('stored is the low median of the listing votes; absent when all are 0; a block pays storage its fifth', () => {
+    const signers = [makeSigner(), makeSigner(), makeSigner()];
+    const relays = [makeRelay(1), makeRelay(2)];
+    const k = E + 2;
+    const vote = (s: ReturnType<typeof makeSigner>, stored: number[], proven: number[]) => ({
+      authority: s.identity, knownFlags: 0x7f, provenEpoch: E,
+      entries: relays.map((r, i) => ({ descriptor: r.descriptor, flags: FLAG_BITS.Running | FLAG_BITS.Valid, measured: 500, proven: proven[i], stored: stored[i] })),
+    });
+    const votes = [vote(signers[0], [1000, 0], [0, 50]), vote(signers[1], [3000, 0], [0, 70]), vote(signers[2], [0, 0], [0, 60])];
+    const c = computeConsensus(votes, { totalAuthorities: 3, periodStart: epochStart(k), periodSeconds: P, lifetimePeriods: 3 });
+    const m = decodeConsensus(c.content);
+    const order = relays.map((r) => r.fp).sort();
+    expect(m.stored).toEqual(order.map((fp) => (fp === relays[0].fp ? 1000 : 0)));
+    // All zero: no column, so a network without storage audits keeps its exact consensus bytes.
+    const none = computeConsensus(votes.map((v) => ({ ...v, entries: v.entries.map((e) => ({ ...e, stored: 0 })) })), { totalAuthorities: 3, periodStart: epochStart(k), periodSeconds: P, lifetimePeriods: 3 });
+    expect(decodeConsensus(none.content).stored).toEqual([]);
+
+    // The reward input and the block: 1/5 of minted to storage by stored bytes, the rest by proven cells.
+    const one = consensusFor(signers[0], k, [vote(signers[0], [1000, 0], [0, 50])]);
+    const inp = provenInput(one.info)!;
+    expect(inp.stored.get(relays[0].fp)).toBe(1000);
+    const b = nextRewardBlock(null, inp.epoch, inp.proven, undefined, inp.stored).block;
+    expect(b.minted).toBe(5_000_000_000n);
+    expect(b.allocations.get(relays[0].fp)).toBe(1_000_000_000n);
+    expect(b.allocations.get(relays[1].fp)).toBe(4_000_000_000n);
+  });
+
+  it('allocateWithStorage: exact sums, storage alone takes everything, nothing proven mints nothing', () => {
+    const [aa, bb, cc, dd] = ['aa', 'bb', 'cc', 'dd'].map((x) => x.repeat(32));
+    const bw = new Map([[aa, 3], [bb, 7]]);
+    const st = new Map([[cc, 1], [dd, 2]]);
+    const a = allocateWithStorage(1001n, bw, st);
+    expect([...a.values()].reduce((s, v) => s + v, 0n)).toBe(1001n);
+    expect(a.get(cc)! + a.get(dd)!).toBe(200n);
+    expect(allocateWithStorage(1001n, new Map(), st)).toEqual(allocate(1001n, st));
+    expect(allocateWithStorage(1001n, bw, new Map())).toEqual(allocate(1001n, bw));
+    expect(nextRewardBlock(null, 5, new Map(), undefined, new Map([[cc, 0]])).block.minted).toBe(0n);
+    expect(nextRewardBlock(null, 5, new Map(), undefined, st).block.minted).toBe(5_000_000_000n);
+  });
+});
