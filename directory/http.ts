@@ -38,6 +38,7 @@ import { serveRewards } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
+import { dropUnreadBody } from '../src/ops/http-body';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -167,6 +168,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   };
 
   return http.createServer((req, res) => {
+    dropUnreadBody(req, res);
     route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
       m.errors.labels(errorCode(e)).inc();
       log.error({ err: (e as Error).message }, 'HTTP handler failed');

@@ -17,7 +17,7 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, creationSource, ipOf, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
@@ -55,10 +55,6 @@ export interface RelayCircuitsOptions {
 
 const consensusIndex = new WeakMap<object, Map<string, ConsensusRelay>>();
 
-function ipOf(remote: string): string {
-  const i = remote.lastIndexOf(':');
-  return i > 0 ? remote.slice(0, i) : remote;
-}
 
 export class RelayCircuits {
   readonly switch: CircuitSwitch<Channel>;
@@ -102,6 +98,7 @@ export class RelayCircuits {
       hooks: {
         allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
         // SPEC.md §7b.7: "the previous hop is a relay" only for identities the consensus lists.
+        creationSource: (ch) => creationSource(ch.remoteAddress, this.isKnownRelay(ch) ? ch.peerIdentity : null),
         isListedRelay: opts.consensus ? (ch) => this.isKnownRelay(ch) : undefined,
         extend: (t, from) => this.extend(t, from),
         onStream: (inc) => {

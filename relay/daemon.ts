@@ -27,6 +27,7 @@ import { RewardMirror } from './reward-mirror';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import { dropUnreadBody } from '../src/ops/http-body';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -194,6 +195,7 @@ export class RelayDaemon {
 
   private async startHttp(): Promise<void> {
     const srv = http.createServer((req, res) => {
+      dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');

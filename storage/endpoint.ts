@@ -18,7 +18,7 @@ import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, creationSource, ipOf, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -46,10 +46,6 @@ export interface StorageEndpointOptions {
   limits?: Partial<RelayLimits>;
 }
 
-function ipOf(remote: string): string {
-  const i = remote.lastIndexOf(':');
-  return i > 0 ? remote.slice(0, i) : remote;
-}
 
 export class StorageEndpoint {
   readonly switch: CircuitSwitch<Channel>;
@@ -76,6 +72,7 @@ export class StorageEndpoint {
         // SPEC.md §7b.9: the relay's CREATE2 rate limit per address, listed relays exempt.
         allowCircuit: (ch) => this.isListedRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
         onStream: (inc) => this.onStream(inc),
+        creationSource: (ch) => creationSource(ch.remoteAddress, this.isListedRelay(ch) ? ch.peerIdentity : null),
         isListedRelay: o.consensus ? (ch) => this.isListedRelay(ch) : undefined,
       },
     });

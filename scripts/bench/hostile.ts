@@ -9,22 +9,16 @@ import net from 'node:net';
 import type { BenchModule, BenchRow } from './types';
 import { randomBytes, sha256 } from '../../src/crypto/primitives';
 import { connectLink, type Channel } from '../../src/link';
-import { CellCommand, type Cell } from '../../src/wire/cell';
-import { DestroyReason, decodeDestroy, encodeCreate2 } from '../../src/wire/messages';
-import { ntorClientCreate } from '../../src/crypto/ntor';
-import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import type { ConsensusRelay } from '../../src/dir/types';
 import {
-  metric, rssBytes, scrape, startContentServer, startLocalNet, type LocalNet, type NetNode,
+  cpuSeconds, metric, rssBytes, scrape, startContentServer, startLocalNet, type LocalNet, type NetNode,
 } from '../../test/helpers/localnet';
+import { honestDownload, hopOf, startFlooder } from '../../test/helpers/flood';
 
 const G = 'hostile';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
-
-function hopOf(r: ConsensusRelay): HopTarget {
-  return { identity: r.identity, fingerprint: r.fingerprint, onionKey: r.onionKey, address: r.address, orPort: r.orPort };
-}
 
 async function link(r: ConsensusRelay, localAddress?: string): Promise<Channel> {
   return connectLink({ host: '127.0.0.1', port: r.orPort, expectedIdentity: r.identity, localAddress, timeoutMs: 30_000 });
@@ -43,106 +37,55 @@ function get(port: number, p: string, localAddress?: string): Promise<{ status: 
   });
 }
 
-/** An oversized POST: how many bytes the server took before answering or closing, and the status. */
-function oversized(port: number, p: string, bytes: number): Promise<{ status: number; sent: number }> {
-  return new Promise((resolve) => {
-    let sent = 0;
-    let status = 0;
-    const req = http.request({ host: '127.0.0.1', port, path: p, method: 'POST', headers: { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } }, (res) => {
-      status = res.statusCode ?? 0;
-      res.resume();
-    });
-    const chunk = Buffer.alloc(64 * 1024, 1);
-    const pump = () => {
-      while (sent < bytes) {
-        sent += chunk.length;
-        if (!req.write(chunk)) { req.once('drain', pump); return; }
-      }
-      req.end();
-    };
-    req.on('error', () => {});
-    req.on('close', () => resolve({ status, sent }));
-    pump();
-  });
+/** Honest downloads one after another for `ms`: completed, failed (by code), mean ms per download. */
+async function honestFor(ms: number, run: () => Promise<{ ok: boolean; bytes: number; code?: string }>): Promise<{ ok: number; fail: number; codes: string; meanMs: number }> {
+  const end = Date.now() + ms;
+  let ok = 0, fail = 0, spent = 0;
+  const codes = new Map<string, number>();
+  while (Date.now() < end) {
+    const t = Date.now();
+    const r = await run();
+    spent += Date.now() - t;
+    if (r.ok) ok++;
+    else { fail++; codes.set(r.code ?? 'SHORT', (codes.get(r.code ?? 'SHORT') ?? 0) + 1); }
+  }
+  return { ok, fail, codes: [...codes].map(([k, v]) => `${k} ${v}`).join(', ') || 'none', meanMs: ok + fail ? spent / (ok + fail) : 0 };
 }
 
 async function create2Flood(net0: LocalNet, consensus: ConsensusRelay[], target: NetNode, quick: boolean, rows: BenchRow[], body: Buffer, webPort: number): Promise<void> {
   const relay = consensus.find((r) => r.fingerprint === target.identity)!;
-  const others = consensus.filter((r) => r.fingerprint !== relay.fingerprint);
-  const exitNode = net0.exits[0];
-  const exit = consensus.find((r) => r.fingerprint === exitNode.identity)!;
-  const middle = others.find((r) => r.fingerprint !== exit.fingerprint)!;
-  const rss0 = rssBytes(target.pid);
-  // The attacker: 8 links from 127.0.0.1, CREATE2 with valid onionskins as fast as it can write.
-  const links = await Promise.all(Array.from({ length: 8 }, () => link(relay)));
-  const outcome = { created: 0, refused: 0, other: 0 };
-  for (const ch of links) {
-    ch.on('cell', (c: Cell) => {
-      if (c.command === CellCommand.CREATED2) outcome.created++;
-      else if (c.command === CellCommand.DESTROY) { if (decodeDestroy(c.payload) === DestroyReason.RESOURCELIMIT) outcome.refused++; else outcome.other++; }
-    });
+  const exit = consensus.find((r) => r.fingerprint === net0.exits[0].identity)!;
+  const middle = consensus.find((r) => r.fingerprint !== relay.fingerprint && r.fingerprint !== exit.fingerprint)!;
+  const window = quick ? 10_000 : 30_000;
+  const dl = () => honestDownload([relay, middle, exit], '127.0.0.2', webPort, body);
+  // Baseline: the same honest client, same relay, no flood.
+  const base = await honestFor(window, dl);
+  for (const { links, valid } of [{ links: 8, valid: true }, { links: 8, valid: false }, { links: 2, valid: true }]) {
+    const kind = `${links} links, ${valid ? 'valid ntor onionskins' : 'random onionskins'}`;
+    const rss0 = rssBytes(target.pid);
+    const cpu0 = cpuSeconds(target.pid);
+    const before = await scrape(target.ports.metrics);
+    // The attacker: its own process, links from 127.0.0.1, CREATE2 as fast as the links take them.
+    const flooder = startFlooder(relay, { localAddress: '127.0.0.1', links, valid });
+    await flooder.started;
+    let peakRss = rss0;
+    const sampler = setInterval(() => { peakRss = Math.max(peakRss, rssBytes(target.pid)); }, 250);
+    const t0 = Date.now();
+    const during = await honestFor(window, dl);
+    const secs = (Date.now() - t0) / 1000;
+    const counts = await flooder.stop();
+    clearInterval(sampler);
+    const after = await scrape(target.ports.metrics);
+    const cpu = cpuSeconds(target.pid) - cpu0;
+    const lag = metric(after, 'nodejs_eventloop_lag_p99_seconds');
+    const refusedRate = metric(after, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' }) - metric(before, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' });
+    rows.push(
+      { group: G, name: `CREATE2 flood from 127.0.0.1 (${kind}): CREATE2 sent`, value: counts.sent / secs, unit: 'cells/s', note: `${counts.sent} in ${secs.toFixed(1)} s; ${counts.created} CREATED2, ${counts.refused} DESTROY(RESOURCELIMIT) (relay counted ${refusedRate} circuit_rate refusals), ${counts.other} other` },
+      { group: G, name: `CREATE2 flood (${kind}): relay RSS growth (peak − before)`, value: (peakRss - rss0) / MiB, unit: 'MiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
+      { group: G, name: `CREATE2 flood (${kind}): relay CPU`, value: cpu / secs, unit: 'cores', note: `event-loop lag p99 ${(lag * 1000).toFixed(1)} ms` },
+      { group: G, name: `CREATE2 flood (${kind}): honest client (127.0.0.2) 3-hop ${(body.length / 1024).toFixed(0)} KiB downloads completed during the flood`, value: during.ok, unit: 'downloads', baseline: { name: 'same client, no flood, same time', value: base.ok, unit: 'downloads' }, note: `${during.fail} failed (${during.codes}); mean ${during.meanMs.toFixed(0)} ms per download vs ${base.meanMs.toFixed(0)} ms without flood` },
+    );
   }
-  const perLink = quick ? 500 : 2000;
-  const t0 = Date.now();
-  let sent = 0;
-  let peakRss = rss0;
-  const flood = (async () => {
-    for (let i = 0; i < perLink; i++) {
-      for (const ch of links) {
-        if (ch.closed) continue;
-        const { onionskin } = ntorClientCreate({ id: relay.identity, onionKey: relay.onionKey });
-        ch.send(ch.allocateCircId(), CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));
-        sent++;
-      }
-      if (i % 50 === 0) { peakRss = Math.max(peakRss, rssBytes(target.pid)); await sleep(1); }
-    }
-  })();
-  // Meanwhile an honest client on 127.0.0.2 builds circuits through the flooded relay and downloads.
-  let honestOk = 0, honestFail = 0, honestBytes = 0;
-  const honestCodes = new Map<string, number>();
-  const honest = (async () => {
-    const end = Date.now() + (quick ? 10_000 : 30_000);
-    while (Date.now() < end) {
-      let l: ClientLink | null = null;
-      try {
-        l = new ClientLink(await link(relay, '127.0.0.2'));
-        const c = ClientCircuit.allocate(l);
-        await c.create(hopOf(relay));
-        await c.extend(hopOf(middle));
-        await c.extend(hopOf(exit));
-        const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: webPort });
-        stream.write(`GET /bytes/0/${body.length} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-        const got = await new Promise<number>((resolve, reject) => {
-          let n = 0;
-          stream.on('data', (d: Buffer) => { n += d.length; });
-          stream.on('end', () => resolve(n));
-          stream.on('error', reject);
-        });
-        honestBytes += got;
-        if (got >= body.length) honestOk++; else honestFail++;
-        c.destroy();
-      } catch (e) {
-        honestFail++;
-        const code = (e as { code?: string }).code ?? 'ERROR';
-        honestCodes.set(code, (honestCodes.get(code) ?? 0) + 1);
-      } finally {
-        l?.ch.close();
-      }
-    }
-  })();
-  await flood;
-  await honest;
-  for (let i = 0; i < 100 && outcome.created + outcome.refused + outcome.other < sent; i++) await sleep(100);
-  const secs = (Date.now() - t0) / 1000;
-  peakRss = Math.max(peakRss, rssBytes(target.pid));
-  for (const ch of links) ch.destroy();
-  rows.push(
-    { group: G, name: 'CREATE2 flood from one address: CREATE2 sent', value: sent, unit: 'cells', note: `8 links, ${secs.toFixed(1)} s` },
-    { group: G, name: 'CREATE2 flood: answered CREATED2 (within the bucket)', value: outcome.created, unit: 'circuits' },
-    { group: G, name: 'CREATE2 flood: refused DESTROY(RESOURCELIMIT)', value: outcome.refused, unit: 'circuits' },
-    { group: G, name: 'CREATE2 flood: relay RSS growth (peak − before)', value: (peakRss - rss0) / MiB, unit: 'MiB', baseline: { name: 'RSS before', value: rss0 / MiB, unit: 'MiB' } },
-    { group: G, name: 'CREATE2 flood: honest client (127.0.0.2) 3-hop downloads completed', value: honestOk, unit: 'downloads', note: `${honestFail} failed (${[...honestCodes].map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}), ${(honestBytes / MiB).toFixed(1)} MiB` },
-  );
 }
 
 async function manyCircuits(consensus: ConsensusRelay[], target: NetNode, quick: boolean, rows: BenchRow[]): Promise<void> {
@@ -213,41 +156,136 @@ async function resolveFlood(consensus: ConsensusRelay[], exitNode: NetNode, quic
   );
 }
 
-/** Slow-loris (sockets that send half a header and then trickle) and oversized bodies. */
-async function httpAbuse(net0: LocalNet, quick: boolean, rows: BenchRow[]): Promise<void> {
-  const auth = net0.authorities[0];
-  const relay = net0.relays[0];
-  const targets: Array<{ name: string; port: number; path: string }> = [
-    { name: 'authority HTTP', port: auth.ports.http, path: '/bitcloud/status' },
-    { name: 'authority MetricsPort', port: auth.ports.metrics, path: '/metrics' },
-    { name: 'relay DirPort', port: relay.ports.dir, path: '/bitcloud/status' },
-    { name: 'relay MetricsPort', port: relay.ports.metrics, path: '/metrics' },
-    { name: 'client MetricsPort', port: net0.proxy.ports.metrics, path: '/metrics' },
-  ];
-  const loris = quick ? 100 : 400;
-  for (const t of targets) {
-    const before = await get(t.port, t.path);
-    const socks: net.Socket[] = [];
-    for (let i = 0; i < loris; i++) {
-      const s = net.connect(t.port, '127.0.0.1');
-      s.on('error', () => {});
-      s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\n`);
-      socks.push(s);
-    }
-    const trickle = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write('X-a: b\r\n'); }, 1000);
-    await sleep(2000);
-    const during = await get(t.port, t.path);
-    clearInterval(trickle);
-    const stillOpen = socks.filter((s) => !s.destroyed).length;
-    for (const s of socks) s.destroy();
-    rows.push({
-      group: G, name: `slow-loris (${loris} sockets) on ${t.name}: a normal request during it`, value: during.ms, unit: 'ms',
-      baseline: { name: 'same request before', value: before.ms, unit: 'ms' }, note: `status ${during.status}; ${stillOpen} slow sockets still open after 2 s`,
+/** A SOCKS5 CONNECT through the proxy to `host`:`port` (no auth); the socket once the proxy said yes. */
+function socksConnect(socksPort: number, host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socksPort, '127.0.0.1');
+    s.on('error', reject);
+    let stage = 0;
+    let buf = Buffer.alloc(0);
+    s.once('connect', () => s.write(Buffer.from([5, 1, 0])));
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (stage === 0 && buf.length >= 2) {
+        buf = buf.subarray(2);
+        stage = 1;
+        const h = Buffer.from(host);
+        s.write(Buffer.concat([Buffer.from([5, 1, 0, 3, h.length]), h, Buffer.from([port >> 8, port & 255])]));
+      }
+      if (stage === 1 && buf.length >= 10) {
+        s.off('data', onData);
+        if (buf[1] !== 0) { s.destroy(); reject(new Error(`SOCKS reply ${buf[1]}`)); return; }
+        s.removeAllListeners('error');
+        s.on('error', () => {});
+        resolve(s);
+      }
+    };
+    s.on('data', onData);
+  });
+}
+
+interface HttpTarget { name: string; path: string; open: () => Promise<net.Socket> | net.Socket; post: string }
+
+/** One request over a socket from `open`; status and milliseconds (0: no answer). */
+async function rawGet(t: HttpTarget): Promise<{ status: number; ms: number }> {
+  const t0 = Date.now();
+  try {
+    const s = await t.open();
+    return await new Promise((resolve) => {
+      let head = '';
+      const done = (status: number) => { s.destroy(); resolve({ status, ms: Date.now() - t0 }); };
+      const timer = setTimeout(() => done(0), 60_000);
+      s.on('data', (d: Buffer) => {
+        head += d.toString('latin1');
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+        if (m) { clearTimeout(timer); done(Number(m[1])); }
+      });
+      s.on('close', () => { clearTimeout(timer); resolve({ status: 0, ms: Date.now() - t0 }); });
+      s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     });
+  } catch {
+    return { status: 0, ms: Date.now() - t0 };
   }
-  for (const [name, port, p] of [['authority /bitcloud/receipts', auth.ports.http, '/bitcloud/receipts'], ['authority /bitcloud/descriptor', auth.ports.http, '/bitcloud/descriptor']] as const) {
-    const r = await oversized(port, p, 64 * MiB);
-    rows.push({ group: G, name: `oversized body (64 MiB offered) to ${name}: bytes written before the answer or close`, value: r.sent / MiB, unit: 'MiB', note: `status ${r.status}` });
+}
+
+/** An oversized chunked POST: bytes written before the server answered or closed, and the status. */
+async function rawOversized(t: HttpTarget, bytes: number): Promise<{ status: number; sent: number }> {
+  let s: net.Socket;
+  try { s = await t.open(); } catch { return { status: 0, sent: 0 }; }
+  return new Promise((resolve) => {
+    let sent = 0;
+    let status = 0;
+    let over = false;
+    const finish = () => { if (over) return; over = true; s.destroy(); resolve({ status, sent }); };
+    s.on('data', (d: Buffer) => {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(d.toString('latin1'));
+      if (m && !status) { status = Number(m[1]); setTimeout(finish, 200); }
+    });
+    s.on('close', finish);
+    s.on('error', finish);
+    s.write(`POST ${t.post} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    const chunk = Buffer.concat([Buffer.from(`${(64 * 1024).toString(16)}\r\n`), Buffer.alloc(64 * 1024, 1), Buffer.from('\r\n')]);
+    const pump = () => {
+      while (!over && sent < bytes) {
+        sent += 64 * 1024;
+        if (!s.write(chunk)) { s.once('drain', pump); return; }
+      }
+      if (!over) { s.write('0\r\n\r\n'); setTimeout(finish, 5000); }
+    };
+    pump();
+  });
+}
+
+/** Every HTTP port of the network: slow-loris (half a header, then a trickle) and an oversized body on each. */
+async function httpAbuse(net0: LocalNet, quick: boolean, rows: BenchRow[]): Promise<void> {
+  const tcp = (port: number) => () => { const s = net.connect(port, '127.0.0.1'); s.on('error', () => {}); return new Promise<net.Socket>((r, j) => { s.once('connect', () => r(s)); s.once('error', j); }); };
+  const auth = net0.authorities[0];
+  const relay = net0.relays.find((r) => r.role === 'relay')!;
+  const exit = net0.exits[0];
+  const store = net0.storage[0];
+  const targets: HttpTarget[] = [
+    { name: 'authority HTTP (receipts)', port: auth.ports.http, path: '/bitcloud/status', post: '/bitcloud/receipts' },
+    { name: 'authority HTTP (descriptor)', port: auth.ports.http, path: '/bitcloud/status', post: '/bitcloud/descriptor' },
+    { name: 'authority MetricsPort', port: auth.ports.metrics, path: '/metrics', post: '/metrics' },
+    { name: 'relay DirPort', port: relay.ports.dir, path: '/bitcloud/status', post: '/bitcloud/status' },
+    { name: 'relay MetricsPort (status page)', port: relay.ports.metrics, path: '/metrics', post: '/status.json' },
+    { name: 'exit DirPort', port: exit.ports.dir, path: '/bitcloud/status', post: '/bitcloud/status' },
+    { name: 'exit MetricsPort', port: exit.ports.metrics, path: '/metrics', post: '/metrics' },
+    ...(store ? [{ name: 'storage node MetricsPort', port: store.ports.metrics, path: '/metrics', post: '/metrics' }] : []),
+    { name: 'client MetricsPort', port: net0.proxy.ports.metrics, path: '/metrics', post: '/metrics' },
+  ].map((t) => ({ name: t.name, path: t.path, post: t.post, open: tcp(t.port) }));
+  // The .bitcloud gateway is served inside the proxy, reached by SOCKS CONNECT to a .bitcloud name
+  // (only with storage nodes: without them it has nothing to serve).
+  if (store) targets.push({ name: '.bitcloud gateway (through SOCKS)', path: '/', post: '/', open: () => socksConnect(net0.socksPort, 'aaaa.bbbb.bitcloud', 80) });
+  const loris = quick ? 100 : 400;
+  const seen = new Set<string>();
+  for (const t of targets) {
+    const key = t.name.replace(/ \(.*\)$/, '');
+    if (!seen.has(key)) {
+      seen.add(key);
+      const before = await rawGet(t);
+      const socks: net.Socket[] = [];
+      await Promise.all(Array.from({ length: loris }, async () => {
+        try {
+          const s = await t.open();
+          s.on('error', () => {});
+          s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\n`);
+          socks.push(s);
+        } catch { /* refused at connect: counted as not open below */ }
+      }));
+      const trickle = setInterval(() => { for (const s of socks) if (!s.destroyed) s.write('X-a: b\r\n'); }, 1000);
+      await sleep(2000);
+      const during = await rawGet(t);
+      clearInterval(trickle);
+      const stillOpen = socks.filter((s) => !s.destroyed).length;
+      for (const s of socks) s.destroy();
+      rows.push({
+        group: G, name: `slow-loris (${loris} sockets) on ${key}: a normal request during it`, value: during.ms, unit: 'ms',
+        baseline: { name: 'same request before', value: before.ms, unit: 'ms' }, note: `status ${during.status}; ${stillOpen} slow sockets still open after 2 s`,
+      });
+    }
+    const r = await rawOversized(t, 64 * MiB);
+    rows.push({ group: G, name: `oversized body (64 MiB offered, chunked POST ${t.post}) to ${t.name}: bytes written before the answer or close`, value: r.sent / MiB, unit: 'MiB', note: `status ${r.status || 'none (closed)'}` });
   }
 }
 
@@ -290,7 +328,11 @@ const mod: BenchModule = {
       const plain = net0.relays.filter((r) => r.role === 'relay');
       const sha = sha256(body).toString('hex').slice(0, 8);
       process.stderr.write(`hostile: network up (${consensus.length} relays listed), body ${sha}\n`);
+      // `--steps create2,circuits,resolve,http,storage` runs some of them (default: all).
+      const si = process.argv.indexOf('--steps');
+      const steps = si >= 0 ? process.argv[si + 1].split(',') : null;
       const step = async (name: string, f: () => Promise<void>) => {
+        if (steps && !steps.some((k) => name.toLowerCase().includes(k))) return;
         try { await f(); } catch (e) { rows.push({ group: G, name: `${name}: not measured`, value: 0, unit: '', note: String((e as Error).message ?? e) }); }
       };
       await step('CREATE2 flood', () => create2Flood(net0, consensus, plain[0], quick, rows, body, web.port));

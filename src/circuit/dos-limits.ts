@@ -43,6 +43,20 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxConcurrentResolves: 256,
 };
 
+/** The address part of a link's "host:port" remote address (the per-address key, SPEC.md §7b.9). */
+export function ipOf(remote: string): string {
+  const i = remote.lastIndexOf(':');
+  return i > 0 ? remote.slice(0, i) : remote;
+}
+
+/**
+ * SPEC.md §7b.9: the onionskin-queue source of a link: a listed relay is its own source (it
+ * carries many clients' extends), anyone else is queued under its address.
+ */
+export function creationSource(remote: string, listedIdentity: Buffer | null): string {
+  return listedIdentity ? `relay:${listedIdentity.toString('hex')}` : `addr:${ipOf(remote)}`;
+}
+
 /** Merge a partial config over the defaults, refusing nonsense with the key named. */
 export function resolveRelayLimits(partial: Partial<RelayLimits> = {}): RelayLimits {
   const out = { ...DEFAULT_RELAY_LIMITS, ...partial };

@@ -36,6 +36,8 @@ export interface LinkState<C extends CellChannel = CellChannel> {
   /** Circuits whose streams wait for this link to take cells again. */
   blockedEdges: Set<RelayCircuit>;
   closed: boolean;
+  /** CREATE2 cells of this link waiting in the onionskin queue (SPEC.md §7b.9), by circuit id. */
+  pendingCreates?: Map<number, { cancelled: boolean }>;
 }
 
 /**

@@ -25,7 +25,20 @@ export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxQueuedCellsPerCircuit: 2000,
   maxStreamsPerCircuit: 512,
   maxResolvesPerCircuit: 4,
+  createsPerTurn: 16,
+  maxOnionQueueDelayMs: 1750,
+  maxQueuedCreatesPerSource: 64,
+  rateRefusalHoldMs: 500,
 };
+
+/** A CREATE2 waiting for its public-key work (SPEC.md §7b.9 onionskin queue). */
+interface CreateJob<C extends CellChannel> {
+  link: LinkState<C>;
+  circId: number;
+  payload: Buffer;
+  at: number;
+  cancelled: boolean;
+}
 
 /** `C`: the channel type of the node's links (Channel in the daemons, a fake in unit tests). */
 export interface SwitchOptions<C extends CellChannel = CellChannel> {
@@ -64,6 +77,13 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   /** @internal every live circuit, for counting and shutdown */
   readonly circuits = new Set<RelayCircuit>();
   private closed = false;
+  /** SPEC.md §7b.9 onionskin queue: FIFO per source, served round robin (Map order). */
+  private readonly onionQueue = new Map<unknown, Array<CreateJob<C>>>();
+  private queuedCreates = 0;
+  private onionScheduled = false;
+  /** CREATE2 handshakes done in the current event-loop turn. */
+  private turnCreates = 0;
+  private turnResetScheduled = false;
 
   constructor(readonly opts: SwitchOptions<C>) {
     this.identity = opts.identity;
@@ -129,7 +149,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
           circ.onCreated2(link, circId, payload);
           return;
         case CellCommand.DESTROY: {
-          if (!circ) return; // tor-spec 5.4: ignore DESTROY for circuits we do not know
+          if (!circ) { this.cancelPending(link, circId); return; } // tor-spec 5.4: ignore DESTROY for circuits we do not know
           const reason = decodeDestroy(payload);
           circ.onDestroy(link, circId, reason);
           return;
@@ -166,16 +186,108 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
       return;
     }
     if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }
-    if (link.circuits.size >= this.limits.maxCircuitsPerLink) {
+    const pending = link.pendingCreates;
+    if (link.circuits.size + (pending?.size ?? 0) >= this.limits.maxCircuitsPerLink) {
       this.metrics.refused('circuits_per_link');
       this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
       return;
     }
     if (this.hooks.allowCircuit && !this.hooks.allowCircuit(link.ch)) {
+      // SPEC.md §7b.9: refused before any public-key work, and the link is not read for a while,
+      // so that a flood from one address is pushed back by TCP instead of costing reads.
       this.metrics.refused('circuit_rate');
       this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
+      link.ch.holdReading?.(this.limits.rateRefusalHoldMs);
       return;
     }
+    // SPEC.md §7b.9 onionskin queue: answer at once while this turn's public-key budget lasts and
+    // nobody waits; else queue under the link's source (a flood waits behind its own cells only).
+    if (this.queuedCreates === 0 && this.turnCreates < this.limits.createsPerTurn) {
+      this.answerCreate2(link, circId, payload);
+      return;
+    }
+    if (pending?.has(circId)) {
+      this.metrics.error('CIRCUIT_ID_IN_USE');
+      this.cancelPending(link, circId);
+      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
+      return;
+    }
+    const source = this.hooks.creationSource?.(link.ch) ?? link;
+    let q = this.onionQueue.get(source);
+    if (q && q.length >= this.limits.maxQueuedCreatesPerSource) {
+      // Its source already has a full queue: refused unanswered, and the link is not read for a while.
+      this.metrics.refused('onion_queue');
+      this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
+      link.ch.holdReading?.(this.limits.rateRefusalHoldMs);
+      return;
+    }
+    if (!q) { q = []; this.onionQueue.set(source, q); }
+    // The cell's payload may be reused after this event: keep a copy.
+    const job: CreateJob<C> = { link, circId, payload: Buffer.from(payload), at: Date.now(), cancelled: false };
+    q.push(job);
+    (link.pendingCreates ??= new Map()).set(circId, job);
+    this.queuedCreates++;
+    this.scheduleOnionQueue();
+  }
+
+  /** CREATE2 cells waiting in the onionskin queue (for tests and metrics). */
+  get queuedCreateCount(): number { return this.queuedCreates; }
+
+  private cancelPending(link: LinkState<C>, circId: number): void {
+    const job = link.pendingCreates?.get(circId);
+    if (!job) return;
+    job.cancelled = true;
+    link.pendingCreates!.delete(circId);
+  }
+
+  private scheduleOnionQueue(): void {
+    if (this.onionScheduled) return;
+    this.onionScheduled = true;
+    setImmediate(this.runOnionQueue);
+  }
+
+  /**
+   * One turn of the onionskin queue: one CREATE2 per source in turn, until the turn's budget is
+   * used or the queue is empty; cells that waited past maxOnionQueueDelayMs are refused unanswered.
+   * Then yield to I/O (setImmediate) and go on.
+   */
+  private readonly runOnionQueue = (): void => {
+    this.onionScheduled = false;
+    this.turnCreates = 0;
+    const budget = this.limits.createsPerTurn;
+    while (this.queuedCreates > 0 && this.turnCreates < budget) {
+      for (const [source, q] of [...this.onionQueue]) {
+        if (this.turnCreates >= budget) break;
+        const job = q.shift()!;
+        this.queuedCreates--;
+        // Served: this source goes to the back of the round.
+        this.onionQueue.delete(source);
+        if (q.length > 0) this.onionQueue.set(source, q);
+        if (job.cancelled || job.link.closed) continue;
+        job.link.pendingCreates!.delete(job.circId);
+        if (this.closed) { this.sendDestroy(job.link, job.circId, DestroyReason.HIBERNATING); continue; }
+        if (Date.now() - job.at > this.limits.maxOnionQueueDelayMs) {
+          this.metrics.refused('onion_queue');
+          this.sendDestroy(job.link, job.circId, DestroyReason.RESOURCELIMIT);
+          continue;
+        }
+        this.answerCreate2(job.link, job.circId, job.payload);
+      }
+    }
+    if (this.queuedCreates > 0) this.scheduleOnionQueue();
+  };
+
+  /** The ntor handshake of one CREATE2 and the new circuit; it counts against the turn's budget. */
+  private answerCreate2(link: LinkState<C>, circId: number, payload: Buffer): void {
+    this.turnCreates++;
+    if (!this.turnResetScheduled) {
+      this.turnResetScheduled = true;
+      setImmediate(() => { this.turnResetScheduled = false; this.turnCreates = 0; });
+    }
+    this.create2Now(link, circId, payload);
+  }
+
+  private create2Now(link: LinkState<C>, circId: number, payload: Buffer): void {
     let reply: Buffer;
     let keys: Buffer;
     let alg: RelayCryptoAlgorithm;
@@ -238,6 +350,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     link.circuits.clear();
     link.waiting.clear();
     link.blockedEdges.clear();
+    if (link.pendingCreates) { for (const j of link.pendingCreates.values()) j.cancelled = true; link.pendingCreates.clear(); }
   }
 
   /** @internal */

@@ -15,6 +15,21 @@ export interface SwitchLimits {
   maxStreamsPerCircuit: number;
   /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending at this node (they also count as streams). */
   maxResolvesPerCircuit: number;
+  /**
+   * SPEC.md §7b.9 (Tor's onionskin queue): CREATE2 handshakes (public-key work) the node does in
+   * one event-loop turn; the rest wait in the queue, so relaying cells is never starved.
+   */
+  createsPerTurn: number;
+  /** A CREATE2 that waited longer than this in the queue is refused unanswered (Tor's MaxOnionQueueDelay). */
+  maxOnionQueueDelayMs: number;
+  /** CREATE2 cells one source (address, or listed relay) may have waiting; past it, refused at once. */
+  maxQueuedCreatesPerSource: number;
+  /**
+   * After a CREATE2 refused by the creation rate (allowCircuit false) or a full queue for its
+   * source, the link is not read for this long: a flood from one address is pushed back by TCP
+   * instead of costing reads.
+   */
+  rateRefusalHoldMs: number;
 }
 
 /** Where an EXTEND2 asks to go (SPEC.md §7b.3). */
@@ -41,6 +56,11 @@ export interface IncomingStream {
 export interface SwitchHooks<C extends CellChannel = CellChannel> {
   /** DoS: may this link create one more circuit now? */
   allowCircuit?(ch: C): boolean;
+  /**
+   * SPEC.md §7b.9: the source a CREATE2 on `ch` is queued under (the onionskin queue is served
+   * round robin by source). Absent: each link is its own source.
+   */
+  creationSource?(ch: C): string;
   /**
    * SPEC.md §7b.7: is the peer of `ch` a relay — an identity listed in the node's consensus? An
    * identity the peer proved is not enough: anyone can make one. Absent: any proved identity

@@ -36,6 +36,8 @@ export interface CellChannel {
   /** True when this end opened the link (its circuit ids have the high bit set, SPEC.md §1.5). */
   readonly isInitiator: boolean;
   releaseCircId(id: number): void;
+  /** Stop reading from the peer for `ms` (TCP pushes back); optional (in-memory test links lack it). */
+  holdReading?(ms: number): void;
   /** Close cleanly (queued cells are written first); emits 'close' without an error. */
   close(reason?: string): void;
   on<E extends keyof CellChannelEvents>(event: E, listener: (...args: CellChannelEvents[E]) => void): unknown;

@@ -140,6 +140,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private flushScheduled = false;
   private needDrain = false;
   private readPaused = false;
+  private holdTimer: NodeJS.Timeout | null = null;
   /** Set for one macrotask after the handshake so owners can attach listeners first. */
   private deferring = false;
   /** Chunks received but not yet parsed (reading paused or deferred), oldest first. */
@@ -399,6 +400,18 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     this.socket.pause();
   }
 
+  /**
+   * Pause reading for `ms`, then resume (SPEC.md §7b.9: a link over its circuit-creation rate).
+   * A hold while one runs extends it; closing the link clears it.
+   */
+  holdReading(ms: number): void {
+    if (this.state === 'closed') return;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.pauseReading();
+    this.holdTimer = setTimeout(() => { this.holdTimer = null; this.resumeReading(); }, ms);
+    this.holdTimer.unref();
+  }
+
   /** Undo pauseReading(). Held cells are emitted from the next macrotask, never inside this call. */
   resumeReading(): void {
     if (!this.readPaused || this.state === 'closed') return;
@@ -507,6 +520,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     this.state = 'closed';
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     if (this.liveTimer) { clearInterval(this.liveTimer); this.liveTimer = null; }
+    if (this.holdTimer) { clearTimeout(this.holdTimer); this.holdTimer = null; }
     this.pending = [];
     if (wasOpen) {
       const role = this.isInitiator ? 'initiator' : 'responder';

@@ -24,6 +24,8 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
   closed = false;
   full = false;
   sent: SentCell[] = [];
+  /** holdReading() calls (SPEC.md §7b.9), in ms. */
+  holds: number[] = [];
   readonly remoteAddress = '10.9.8.7:4444';
   private readonly ids: CircIdAllocator;
   constructor(readonly isInitiator: boolean, public peerIdentity: Buffer | null = null) {
@@ -39,6 +41,7 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
   }
   allocateCircId(): number { return this.ids.allocate(); }
   releaseCircId(id: number): void { this.ids.release(id); }
+  holdReading(ms: number): void { this.holds.push(ms); }
   close(): void { if (!this.closed) { this.closed = true; this.emit('close'); } }
   /** A cell arriving from the peer. */
   deliver(circId: number, command: CellCommandValue, payload: Uint8Array): void {
@@ -127,6 +130,87 @@ describe('CREATE2', () => {
     const u = setup({ allow: () => false });
     u.prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: Buffer.alloc(96) }));
     expect(decodeDestroy(u.prev.take(CellCommand.DESTROY)[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+    // SPEC.md §7b.9: a rate refusal also stops reading that link for the hold time.
+    expect(u.prev.holds).toEqual([500]);
+  });
+});
+
+describe('onionskin queue (SPEC.md §7b.9)', () => {
+  /** A switch with links from two sources, "flood" and "honest" (the creationSource hook). */
+  function queueSetup(limits: Partial<ConstructorParameters<typeof CircuitSwitch>[0]['limits']> = {}) {
+    const identity = ed25519Generate();
+    const onion = x25519Generate();
+    const source = new Map<FakeChannel, string>();
+    const sw = new CircuitSwitch<FakeChannel>({
+      identity: identity.publicKey, onionKeys: () => [onion], limits,
+      hooks: { creationSource: (ch) => source.get(ch)! },
+    });
+    const link = (name: string) => { const ch = new FakeChannel(false); source.set(ch, name); sw.attach(ch); return ch; };
+    const create2 = (ch: FakeChannel, circId: number) => {
+      const { onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
+      ch.deliver(circId, CellCommand.CREATE2, encodeCreate2({ htype: 2, hdata: onionskin }));
+    };
+    return { sw, link, create2 };
+  }
+  const ids = (n: number, from = 1) => Array.from({ length: n }, (_, i) => 0x8000_0000 + from + i);
+
+  it('past the per-turn budget CREATE2 waits; sources are served round robin, so one arriving behind a flood is answered in the next turn', async () => {
+    const t = queueSetup({ createsPerTurn: 4 });
+    const flood = t.link('flood');
+    const honest = t.link('honest');
+    for (const id of ids(20)) t.create2(flood, id);
+    t.create2(honest, 0x8000_0001);
+    expect(flood.take(CellCommand.CREATED2)).toHaveLength(4); // answered at once: this turn's budget
+    expect(honest.sent).toEqual([]);
+    expect(t.sw.queuedCreateCount).toBe(17);
+    await tick();
+    // Next turn: flood, honest, flood, flood — the honest CREATE2 did not wait behind 16 flood cells.
+    expect(honest.take(CellCommand.CREATED2).map((c) => c.circId)).toEqual([0x8000_0001]);
+    expect(flood.take(CellCommand.CREATED2)).toHaveLength(3);
+    for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
+    expect(flood.take(CellCommand.CREATED2)).toHaveLength(13);
+    expect(t.sw.circuitCount).toBe(21);
+  });
+
+  it('a source with a full queue is refused with RESOURCELIMIT before any handshake, and that link is held', async () => {
+    const t = queueSetup({ createsPerTurn: 2, maxQueuedCreatesPerSource: 3 });
+    const flood = t.link('flood');
+    for (const id of ids(8)) t.create2(flood, id);
+    const refused = flood.take(CellCommand.DESTROY);
+    expect(refused.map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
+    expect(flood.holds).toEqual([500, 500, 500]);
+    for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
+    expect(flood.take(CellCommand.CREATED2)).toHaveLength(5);
+  });
+
+  it('a CREATE2 that waited past the maximum wait is refused unanswered', async () => {
+    const t = queueSetup({ createsPerTurn: 1, maxOnionQueueDelayMs: 0 });
+    const a = t.link('a');
+    for (const id of ids(3)) t.create2(a, id);
+    const until = Date.now() + 3;
+    while (Date.now() < until) { /* let the queued ones age past 0 ms */ }
+    await tick();
+    expect(a.take(CellCommand.CREATED2)).toHaveLength(1);
+    expect(a.take(CellCommand.DESTROY).map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
+    expect(t.sw.circuitCount).toBe(1);
+  });
+
+  it('a DESTROY withdraws a waiting CREATE2; a CREATE2 on a waiting id is an id in use; a closed link\'s CREATE2s are dropped', async () => {
+    const t = queueSetup({ createsPerTurn: 1 });
+    const a = t.link('a');
+    const b = t.link('b');
+    t.create2(a, 0x8000_0001); // answered at once
+    t.create2(a, 0x8000_0002); // waits
+    t.create2(a, 0x8000_0003); // waits
+    t.create2(b, 0x8000_0001); // waits; its link closes
+    a.deliver(0x8000_0002, CellCommand.DESTROY, encodeDestroy(DestroyReason.FINISHED));
+    t.create2(a, 0x8000_0003); // the id is still waiting
+    expect(a.take(CellCommand.DESTROY).map((c) => [c.circId, decodeDestroy(c.payload)])).toEqual([[0x8000_0003, DestroyReason.PROTOCOL]]);
+    b.close();
+    for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
+    expect(a.take(CellCommand.CREATED2).map((c) => c.circId)).toEqual([0x8000_0001]);
+    expect(b.sent).toEqual([]);
+    expect(t.sw.circuitCount).toBe(1);
   });
 });
 

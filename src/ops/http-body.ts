@@ -1,0 +1,28 @@
+// HTTP request bodies nobody reads (SPEC.md §6.10): Node's HTTP server drains an unread body to
+// keep the connection alive, so a server that answers GET only (or refuses a body as too large)
+// would still read an unbounded upload. An answer sent while a body is still unread says
+// `Connection: close` (so no client reuses the connection); once it is sent the server stops
+// reading, ends the connection, and drops it if the peer has not closed within a moment.
+import type http from 'node:http';
+
+function hasBody(req: http.IncomingMessage): boolean {
+  const len = Number(req.headers['content-length'] ?? 0);
+  return req.headers['transfer-encoding'] !== undefined || (Number.isFinite(len) && len > 0);
+}
+
+/** Call first in a request handler. */
+export function dropUnreadBody(req: http.IncomingMessage, res: http.ServerResponse, graceMs = 1000): void {
+  if (!hasBody(req)) return;
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+    if (!req.complete && !this.headersSent) this.setHeader('connection', 'close');
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
+  res.once('finish', () => {
+    if (req.complete) return;
+    const s = req.socket;
+    req.pause();
+    s.end();
+    setTimeout(() => s.destroy(), graceMs).unref();
+  });
+}
