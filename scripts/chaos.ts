@@ -6,6 +6,7 @@
 // scenario that ran passed and nothing was left behind (namespaces, links, processes).
 //
 //   npm run chaos -- [--scenarios 1,3,4] [--json] [--loopback] [--period S]
+//   npm run chaos -- --soak MINUTES [--seed N]
 //
 // "Bytes lost" counts bytes the network accepted (a download it delivered as complete, a stored
 // file) that did not come back intact; a stream cut with an error is not a loss, it is reported.
@@ -15,9 +16,13 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { hostsSupported } from './localnet/hosts';
-import { SCENARIOS, type Row, type Ctx } from './chaos/scenarios';
+import { SCENARIOS as BASE, type Row, type Ctx } from './chaos/scenarios';
+import { STORAGE_SCENARIOS } from './chaos/storage';
+import { WEIGHT_SCENARIOS } from './chaos/weights';
+import { soak, type SoakResult } from './chaos/soak';
 import { startContentServer, startTestNet } from './chaos/net';
 
+const SCENARIOS = [...BASE, ...STORAGE_SCENARIOS, ...WEIGHT_SCENARIOS].sort((a, b) => Number(a.id) - Number(b.id));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const argv = await yargs(hideBin(process.argv))
@@ -26,6 +31,8 @@ const argv = await yargs(hideBin(process.argv))
   .option('json', { type: 'boolean', default: false, describe: 'Print the rows as JSON' })
   .option('loopback', { type: 'boolean', default: false, describe: 'Run on 127.0.0.1 even where namespaces work' })
   .option('period', { type: 'number', default: 5, describe: 'Consensus period, seconds' })
+  .option('soak', { type: 'number', describe: 'Instead of the scenarios: MINUTES of steady load with random faults, then the checks' })
+  .option('seed', { type: 'number', describe: 'With --soak: the seed of the fault sequence (default: random, printed)' })
   .strict()
   .help()
   .parseAsync();
@@ -38,16 +45,26 @@ const log = (s: string): void => { process.stderr.write(`chaos: ${s}\n`); };
 if (!hosts) log(`running on loopback (${argv.loopback ? '--loopback' : can.why}): scenarios that need link faults are skipped`);
 
 const rows: Row[] = [];
+let soakResult: SoakResult | null = null;
 let leftovers = { namespaces: 0, links: 0, processes: 0, teardown: '' };
-const net = await startTestNet(REPO, { hosts, period: argv.period, relays: 6, exits: 2, storage: 0 });
+// Storage nodes only when a storage scenario runs (8: placement needs n = 6 plus two to relocate to).
+const net = await startTestNet(REPO, { hosts, period: argv.period, relays: 6, exits: 2, storage: argv.soak !== undefined || chosen.some((s) => s.storage) ? 8 : 0 });
 const stopAll = async (): Promise<void> => { leftovers = await net.stop(); };
 process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
 process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
 const web = await startContentServer(net.webAddress);
 try {
   log(`network up in ${net.dir} (${hosts ? `hosts: ${net.nj.hosts?.subnets.join(' ')}; latency ${net.nj.hosts?.latency}` : 'loopback'})`);
-  const ctx: Ctx = { net, web, period: argv.period, log };
-  for (const s of chosen) {
+  const ctx: Ctx = { net, web, period: argv.period, log, repo: REPO };
+  if (argv.soak !== undefined) {
+    const seed = argv.seed ?? Math.floor(Math.random() * 2 ** 31);
+    soakResult = await soak(ctx, argv.soak, seed);
+  }
+  for (const s of argv.soak !== undefined ? [] : chosen) {
+    if (s.needsRoot && process.getuid?.() !== 0) {
+      rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs root (mount)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
+      continue;
+    }
     if (s.needsHosts && !hosts) {
       rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs network namespaces (link faults)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
       continue;
@@ -65,6 +82,20 @@ try {
 } finally {
   await web.close();
   await stopAll();
+}
+
+if (soakResult) {
+  const r = soakResult;
+  const clean0 = leftovers.namespaces + leftovers.links + leftovers.processes === 0;
+  if (argv.json) process.stdout.write(JSON.stringify({ hosts, soak: r, leftovers }, null, 2) + '\n');
+  else {
+    process.stdout.write(`soak: ${r.minutes} min, seed ${r.seed}; faults (${r.faults.length}): ${r.faults.join('; ')}\n`);
+    process.stdout.write(`soak: downloads ${r.downloads} (${r.downloadsFailed} failed, ${Math.round(r.bytesDownloaded / (1 << 20))} MiB whole); stored files read back ${r.filesReadBack}; daemons dead or not answering: ${r.deadDaemons.join(',') || 'none'}; reward chains ${r.rewardChains}\n`);
+    process.stdout.write(`soak: max RSS (MiB): ${r.maxRss.map((x) => `${x.name} ${x.mib}`).join(', ')}\n`);
+    process.stdout.write(`teardown: ${leftovers.namespaces} namespaces, ${leftovers.links} links, ${leftovers.processes} processes left\n`);
+  }
+  process.stdout.write(`chaos: soak ${r.passed ? 'passed' : 'FAILED'}, ${r.bytesLost} bytes lost\n`);
+  process.exit(r.passed && clean0 ? 0 : 1);
 }
 
 const ran = rows.filter((r) => !r.skipped);

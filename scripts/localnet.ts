@@ -51,6 +51,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
   .option('subnets', { type: 'number', default: 4, describe: 'With --hosts: how many /16s the nodes are spread over (at least 4)' })
+  .option('wait', { type: 'number', describe: 'Seconds to wait for the first full consensus (default 6 periods + 30 s; more on a busy machine)' })
   .check((a) => {
     if (a.relays < 3) throw new Error('--relays must be at least 3');
     if (a.exits < 1 || a.exits > a.relays - 2) throw new Error('--exits must be between 1 and relays - 2');
@@ -299,7 +300,7 @@ try {
     ...(hostNet ? { hosts: { prefix: hostNet.prefix, bridge: hostNet.bridge, subnets: hostNet.octets.map((o) => `10.${o}.0.0/16`), webAddress: rootAddr, latency: hostNet.netem ? 'netem' : 'not emulated' } } : {}) });
 
   say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
-  const consensus = await waitForConsensus(authorityList, argv.relays, procs, 6 * argv.period * 1000 + 30_000, mirrors.map((m) => `http://${m}`), argv.storage);
+  const consensus = await waitForConsensus(authorityList, argv.relays, procs, (argv.wait ?? 6 * argv.period + 30) * 1000, mirrors.map((m) => `http://${m}`), argv.storage);
   say(`consensus: ${consensus.relays} relays and ${consensus.storage} storage nodes listed, signed by ${consensus.signers} of 3 authorities.`);
 
   procs.start({ role: 'client', name: 'proxy', identity: null, dataDir: clientDir, configFile: clientConfig,

@@ -62,6 +62,7 @@ export const ERROR_CODES = {
     LINK_NOT_OPEN: 'closed',
     LINK_NO_COMMON_VERSION: 'protocol_violation',
     LINK_OUTPUT_OVERFLOW: 'resource_limit',
+    LINK_PEER_SILENT: 'timeout',
     LINK_PROTOCOL_VIOLATION: 'protocol_violation',
     LINK_TLS_FAILED: 'unreachable',
   },

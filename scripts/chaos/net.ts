@@ -80,6 +80,8 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
   const args = [path.join(repo, 'bin', 'run-ts.js'), path.join(repo, 'scripts', 'localnet.ts'),
     '--dir', dir, '--base-port', String(base), '--socks-port', String(socksPort), '--period', String(o.period),
     '--relays', String(o.relays), '--exits', String(o.exits), '--storage', String(o.storage), '--no-demo',
+    // Storage nodes mine identity proofs (SPEC.md §6.4.1) at start, again once a consensus exists: give them time.
+    ...(o.storage > 0 ? ['--wait', String(Math.round((o.timeoutMs ?? 420_000) / 1000) - 30)] : []),
     ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : [])];
   const launcher: ChildProcess = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -118,7 +120,7 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
     if (!exited) { try { process.kill(launcher.pid!, 'SIGTERM'); } catch { /* gone */ } }
   });
 
-  const until = Date.now() + (o.timeoutMs ?? 240_000);
+  const until = Date.now() + (o.timeoutMs ?? (o.storage > 0 ? 420_000 : 240_000));
   let nj: NetworkJson | null = null;
   for (;;) {
     nj = readNj();
@@ -315,5 +317,50 @@ export function tcpPeers(n: NetNode | null, pid: number): string[] {
     const cols = line.trim().split(/\s+/);
     if (cols[3]) out.push(cols[3]);
   }
+  return out;
+}
+
+/** Children started by runCli that are still running: killed by PID when this process exits. */
+const cliChildren = new Set<ChildProcess>();
+process.once('exit', () => { for (const c of cliChildren) { try { process.kill(c.pid!, 'SIGKILL'); } catch { /* gone */ } } });
+
+export interface CliRun { code: number; stdout: string; stderr: string; timedOut: boolean; pid: number }
+
+/**
+ * `bitcloud ARGS` (the client command line) as a child process, killed by PID after `maxMs`;
+ * `onStart` gets the child (to kill it mid-way). Resolves when it exits.
+ */
+export function runCli(repo: string, args: string[], o: { maxMs?: number; onStart?: (c: ChildProcess) => void } = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [path.join(repo, 'bin', 'bitcloud.js'), ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (!c.pid) { reject(new Error('could not start bitcloud')); return; }
+    cliChildren.add(c);
+    let stdout = '', stderr = '', timedOut = false;
+    c.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    c.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const t = setTimeout(() => { timedOut = true; try { process.kill(c.pid!, 'SIGKILL'); } catch { /* gone */ } }, o.maxMs ?? 300_000);
+    o.onStart?.(c);
+    c.once('close', (code, signal) => {
+      clearTimeout(t);
+      cliChildren.delete(c);
+      resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr, timedOut, pid: c.pid! });
+    });
+  });
+}
+
+/** Share files a storage node holds (`<dataDir>/shares/xx/yy/<id>`, SPEC.md §9.8); `tmp`: the temporary files of unfinished writes instead. */
+export function shareFilesOf(n: NetNode, tmp = false): string[] {
+  const root = path.join(n.dataDir, 'shares');
+  const out: string[] = [];
+  const walk = (d: string, depth: number): void => {
+    let ents: fs.Dirent[] = [];
+    try { ents = fs.readdirSync(d, { withFileTypes: true }); } catch { return; }
+    for (const e of ents) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory() && depth < 2) walk(p, depth + 1);
+      else if (e.isFile() && depth === 2 && (tmp ? e.name.endsWith('.tmp') : !e.name.startsWith('.'))) out.push(p);
+    }
+  };
+  walk(root, 0);
   return out;
 }

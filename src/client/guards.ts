@@ -23,6 +23,12 @@ export interface GuardRecord extends Guard {
   lastSuccessAt: number | null;
   /** A circuit through it has succeeded at least once. */
   confirmed: boolean;
+  /**
+   * Since when the consensus has not listed it (ms since epoch), or null while listed. An
+   * unlisted guard is kept in its place, skipped, and dropped only after `removeUnlistedAfterMs`
+   * (SPEC.md §7.2). Absent in state files written before this field existed (read as null).
+   */
+  unlistedSince?: number | null;
 }
 
 export interface GuardSetOptions {
@@ -34,6 +40,8 @@ export interface GuardSetOptions {
   retryBaseMs?: number;
   /** Backoff ceiling. Default 1 hour. */
   retryMaxMs?: number;
+  /** How long a sampled guard the consensus does not list is kept (Tor: 20 days). Default 20 days. */
+  removeUnlistedAfterMs?: number;
   rng?: () => number;
 }
 
@@ -47,7 +55,8 @@ function validRecord(x: unknown): x is GuardRecord {
   return !!r && typeof r.fingerprint === 'string' && FP_RE.test(r.fingerprint)
     && Number.isFinite(r.addedAt) && Number.isInteger(r.failures) && r.failures >= 0
     && Number.isFinite(r.retryAt) && (r.lastSuccessAt === null || Number.isFinite(r.lastSuccessAt))
-    && typeof r.confirmed === 'boolean';
+    && typeof r.confirmed === 'boolean'
+    && (r.unlistedSince === undefined || r.unlistedSince === null || Number.isFinite(r.unlistedSince));
 }
 
 export class GuardSet {
@@ -61,7 +70,8 @@ export class GuardSet {
   constructor(readonly file: string | null, readonly now: () => number = Date.now, opts: GuardSetOptions = {}, records: GuardRecord[] = []) {
     this.opts = {
       sampleSize: opts.sampleSize ?? 3, maxSampleSize: opts.maxSampleSize ?? 10,
-      retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000, rng: opts.rng ?? secureRandom, // SPEC.md §7.1: the CSPRNG
+      retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000,
+      removeUnlistedAfterMs: opts.removeUnlistedAfterMs ?? 20 * 86_400_000, rng: opts.rng ?? secureRandom, // SPEC.md §7.1: the CSPRNG
     };
     if (!(this.opts.sampleSize >= 1 && this.opts.maxSampleSize >= this.opts.sampleSize)) {
       throw err('CONFIG_INVALID', 'guard maxSampleSize must be >= sampleSize >= 1');
@@ -90,7 +100,7 @@ export class GuardSet {
     }
     const gs = (state as { guards?: Partial<GuardState> } | null)?.guards;
     const list = gs && gs.version === 1 && Array.isArray(gs.sampled) ? gs.sampled : [];
-    const records = list.filter(validRecord).map((r) => ({ ...r }));
+    const records = list.filter(validRecord).map((r) => ({ ...r, unlistedSince: r.unlistedSince ?? null }));
     const g = new GuardSet(file, now, opts, records);
     if (records.length !== list.length) g.warnings.push(`ignored ${list.length - records.length} malformed guard entries`);
     return g;
@@ -102,8 +112,10 @@ export class GuardSet {
   get dirty(): boolean { return this.dirtyFlag; }
 
   /**
-   * The guard to use for the next circuit, or null when the consensus offers none. Drops
-   * sampled guards the consensus no longer lists; keeps (but skips) listed ones that lost the
+   * The guard to use for the next circuit, or null when the consensus offers none. Keeps (but
+   * skips) sampled guards the consensus no longer lists, marking since when, and drops them only
+   * once unlisted for `removeUnlistedAfterMs` (a short partition must not rotate the guard); a
+   * guard listed again takes back its place. Keeps (but skips) listed ones that lost the
    * Guard, Running or Valid flag; samples new guards by guard-position weight until
    * `sampleSize` usable ones are not excluded (at most `maxSampleSize` in all). Returns the first
    * usable guard whose retry time has come; if all are backing off, the one that is due soonest
@@ -113,7 +125,12 @@ export class GuardSet {
     const now = this.now();
     const byFp = new Map(consensusRelays.map((r) => [r.fingerprint.toLowerCase(), r]));
     const before = this.records.length;
-    this.records = this.records.filter((g) => byFp.has(g.fingerprint));
+    for (const g of this.records) {
+      const listed = byFp.has(g.fingerprint);
+      if (listed && g.unlistedSince != null) { g.unlistedSince = null; this.dirtyFlag = true; }
+      if (!listed && g.unlistedSince == null) { g.unlistedSince = now; this.dirtyFlag = true; }
+    }
+    this.records = this.records.filter((g) => g.unlistedSince == null || now - g.unlistedSince < this.opts.removeUnlistedAfterMs);
     if (this.records.length !== before) this.dirtyFlag = true;
 
     const usable = (r: Relay | undefined): r is Relay => !!r && r.flags.has('Guard') && isRunningValid(r) && canBeHop(r);
@@ -127,7 +144,7 @@ export class GuardSet {
       while (candidates.length < this.opts.sampleSize && this.records.length < this.opts.maxSampleSize && pool.length > 0) {
         const r = weightedPick(pool, (x) => positionWeight(x, 'guard', w), this.opts.rng, (x) => x.weight)!;
         pool = pool.filter((x) => x !== r);
-        this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false });
+        this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null });
         this.dirtyFlag = true;
         candidates = eligible();
       }

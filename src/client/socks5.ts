@@ -33,6 +33,7 @@ export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReply
   STREAM_TIMEOUT: 'TTL_EXPIRED',
   CIRCUIT_BUILD_TIMEOUT: 'TTL_EXPIRED',
   LINK_HANDSHAKE_TIMEOUT: 'TTL_EXPIRED',
+  LINK_PEER_SILENT: 'TTL_EXPIRED', // the guard went silent (§1.8)
   SOCKS_CONNECT_TIMEOUT: 'TTL_EXPIRED', // no stream within the connect timeout (§7.8.3)
   STORAGE_TIMEOUT: 'TTL_EXPIRED',
 };

@@ -26,13 +26,33 @@ export interface LinkTuning {
   highWaterMark?: number;
   /** Hard cap on bytes waiting to be written; a send past it closes the link with LINK_OUTPUT_OVERFLOW. Default 16 MiB. */
   maxBufferedBytes?: number;
+  /**
+   * SPEC.md §1.8: an open link on which this end wrote nothing for a whole keepalive interval gets
+   * a PADDING cell. Default 10 s. 0 = never (only for tests that need a silent peer).
+   */
+  keepaliveMs?: number;
+  /**
+   * SPEC.md §1.8: an open link on which nothing at all (PADDING included) was received for this
+   * long is closed with LINK_PEER_SILENT. Default 45 s; 0 = never. Must exceed 2 × keepaliveMs.
+   */
+  livenessTimeoutMs?: number;
 }
 export const DEFAULT_BATCH_CELLS = 128;
 export const DEFAULT_HIGH_WATER_MARK = 256 * 1024;
 export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+export const DEFAULT_KEEPALIVE_MS = 10_000;
+export const DEFAULT_LIVENESS_TIMEOUT_MS = 45_000;
 /** Refuse bad tuning before any socket exists (CONFIG_INVALID), not inside a socket event. */
 export function checkLinkTuning(t: LinkTuning & { timeoutMs?: number }): void {
+  const nonNegativeInt = (v: number | undefined, name: string) => {
+    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw err('CONFIG_INVALID', `${name} must be a non-negative integer, got ${v}`);
+  };
+  nonNegativeInt(t.keepaliveMs, 'keepaliveMs');
+  nonNegativeInt(t.livenessTimeoutMs, 'livenessTimeoutMs');
+  const ka = t.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+  const live = t.livenessTimeoutMs ?? DEFAULT_LIVENESS_TIMEOUT_MS;
+  if (live > 0 && ka > 0 && live <= 2 * ka) throw err('CONFIG_INVALID', `livenessTimeoutMs (${live}) must exceed 2 × keepaliveMs (${ka})`);
   const positiveInt = (v: number | undefined, name: string) => {
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw err('CONFIG_INVALID', `${name} must be a positive integer, got ${v}`);
   };
@@ -41,6 +61,8 @@ export function checkLinkTuning(t: LinkTuning & { timeoutMs?: number }): void {
   positiveInt(t.maxBufferedBytes, 'maxBufferedBytes');
   positiveInt(t.timeoutMs, 'timeoutMs');
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** After a graceful close(), how long the TLS close may take before the socket is destroyed. */
 const GRACEFUL_CLOSE_MS = 2_000;
@@ -108,6 +130,13 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private readonly metrics: LinkMetrics;
   private readonly log: Logger;
   private timer: NodeJS.Timeout | null;
+  /** SPEC.md §1.8: the keepalive / liveness tick of an open link. */
+  private liveTimer: NodeJS.Timeout | null = null;
+  private sentAtTick = 0;
+  private receivedAtTick = 0;
+  private silentMs = 0;
+  /** Bytes read from the socket (parsed or held while reading is paused): proof the peer is alive. */
+  private rxBytes = 0;
   private flushScheduled = false;
   private needDrain = false;
   private readPaused = false;
@@ -249,13 +278,60 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     // channel by a resolved promise — has attached its 'cell' listener before they are emitted.
     this.deferring = true;
     setImmediate(() => { this.deferring = false; this.drainPending(); });
+    this.startLiveness();
     this.init.onOpen(this);
+  }
+
+  // ---- keepalive and liveness (SPEC.md §1.8) ----
+
+  /**
+   * One timer per open link, ticking every keepalive interval (or every liveness timeout / 4 when
+   * keepalives are off). Cheap on the hot path: it compares the cell counters with their values
+   * at the previous tick instead of stamping every cell with a clock.
+   */
+  private startLiveness(): void {
+    const ka = this.init.keepaliveMs ?? DEFAULT_KEEPALIVE_MS;
+    const live = this.init.livenessTimeoutMs ?? DEFAULT_LIVENESS_TIMEOUT_MS;
+    if (ka === 0 && live === 0) return;
+    const tick = ka > 0 ? ka : Math.max(1, Math.floor(live / 4));
+    this.sentAtTick = this.sent;
+    this.receivedAtTick = this.rxBytes;
+    this.paddingSent = 0;
+    this.liveTimer = setInterval(() => {
+      if (this.state !== 'open') return;
+      if (ka > 0 && this.sent + this.paddingSent === this.sentAtTick) this.sendPadding();
+      this.sentAtTick = this.sent + this.paddingSent;
+      // While this end holds reading (backpressure, §1.6) the peer's bytes wait in the kernel:
+      // silence then proves nothing.
+      if (this.rxBytes !== this.receivedAtTick || this.readPaused) {
+        this.receivedAtTick = this.rxBytes;
+        this.silentMs = 0;
+      } else if (live > 0) {
+        this.silentMs += tick;
+        if (this.silentMs >= live) {
+          this.log.info({ code: 'LINK_PEER_SILENT', silentMs: this.silentMs }, 'closing a link whose peer sent nothing');
+          this.fail(err('LINK_PEER_SILENT', `nothing received on the link for ${this.silentMs} ms`, { silentMs: this.silentMs }));
+        }
+      }
+    }, tick);
+    this.liveTimer.unref();
+  }
+
+  private paddingSent = 0;
+
+
+  private sendPadding(): void {
+    if (this.out.pendingBytes + this.socket.writableLength + CELL_LEN > this.maxBuffered) return;
+    if (this.out.append(0, CellCommand.PADDING, EMPTY)) this.flush();
+    else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
+    this.paddingSent++;
   }
 
   // ---- reading (SPEC.md §1.6) ----
 
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
+    this.rxBytes += chunk.length;
     this.metrics.bytesIn.inc(chunk.length);
     if (this.pending.length > 0 || this.readPaused || this.deferring) {
       this.pending.push(chunk);
@@ -443,6 +519,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     const wasOpen = this.state === 'open';
     this.state = 'closed';
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (this.liveTimer) { clearInterval(this.liveTimer); this.liveTimer = null; }
     if (this.holdTimer) { clearTimeout(this.holdTimer); this.holdTimer = null; }
     this.pending = [];
     if (wasOpen) {

@@ -113,6 +113,8 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
         handshakeTimeoutMs: Math.max(1, timeoutMs - (Date.now() - started)),
         batchCells: opts.batchCells,
         highWaterMark: opts.highWaterMark,
+        keepaliveMs: opts.keepaliveMs,
+        livenessTimeoutMs: opts.livenessTimeoutMs,
         maxBufferedBytes: opts.maxBufferedBytes,
         metrics,
         log,

@@ -126,6 +126,8 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
       handshakeTimeoutMs: timeoutMs,
       batchCells: opts.batchCells,
       highWaterMark: opts.highWaterMark,
+      keepaliveMs: opts.keepaliveMs,
+      livenessTimeoutMs: opts.livenessTimeoutMs,
       maxBufferedBytes: opts.maxBufferedBytes,
       metrics,
       log,

@@ -385,3 +385,53 @@ describe('links: backpressure (SPEC.md §1.6)', () => {
     expect(server).toBeDefined();
   });
 });
+
+describe('links: keepalive and liveness (SPEC.md §1.8)', () => {
+  it('a peer that goes silent after the handshake (frozen) is closed with LINK_PEER_SILENT; other links go on', async () => {
+    const metrics = createLinkMetrics(new Registry());
+    const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: echo });
+    const good = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 50, livenessTimeoutMs: 200 });
+    // An anonymous initiator: VERSIONS, then nothing more, ever (as a SIGSTOPped process).
+    await rawTlsPeer(l.port, [versionsCell()]);
+    expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(1);
+    expect(good.closed).toBe(false);
+    await roundTrip(good);
+  });
+
+  it('an idle link between two live ends stays open: each end sends PADDING, which the other discards', async () => {
+    const metrics = createLinkMetrics(new Registry());
+    const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: echo });
+    const ch = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 50, livenessTimeoutMs: 200 });
+    const appCells: Cell[] = [];
+    ch.on('cell', (c: Cell) => { appCells.push(c); });
+    // Many keepalives received: the link has been idle for several liveness timeouts.
+    await until(() => ch.cellsReceived >= 12, 4000);
+    expect(ch.cellsReceived).toBeGreaterThanOrEqual(12);
+    expect(appCells).toHaveLength(0);
+    expect(ch.closed).toBe(false);
+    expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(0);
+    await roundTrip(ch);
+  });
+
+  it('an end that holds reading (backpressure) does not count the held time as silence', async () => {
+    const metrics = createLinkMetrics(new Registry());
+    let server: Channel | null = null;
+    const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: (ch) => { server = ch; ch.pauseReading(); } });
+    // A client that sends no keepalives: only the server's liveness rule is at work.
+    await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 0, livenessTimeoutMs: 0 });
+    await until(() => server !== null);
+    await new Promise((r) => setTimeout(r, 1000)); // five liveness timeouts with reading held
+    expect(server!.closed).toBe(false);
+    expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(0);
+    // Reading again, the client's silence counts: the link is closed as silent.
+    const closed = once(server!, 'close');
+    server!.resumeReading();
+    const [e] = await closed as [{ code?: string } | undefined];
+    expect(e?.code).toBe('LINK_PEER_SILENT');
+  });
+
+  it('refuses a liveness timeout not above twice the keepalive interval (CONFIG_INVALID)', async () => {
+    expect(await codeOf(connectLink({ host: HOST, port: 1, keepaliveMs: 100, livenessTimeoutMs: 200 }))).toBe('CONFIG_INVALID');
+    await expect(createLinkListener({ host: HOST, port: 0, identity: relayA, tls: serverTls, keepaliveMs: -1, onChannel: echo })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  });
+});

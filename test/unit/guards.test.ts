@@ -86,15 +86,48 @@ describe('guard set (SPEC §7.2)', () => {
     expect(g.guards).toHaveLength(3);
   });
 
-  it('drops guards that leave the consensus and samples replacements', () => {
+  it('keeps an unlisted guard in its place, skipped, samples a replacement, and uses it again when listed again', () => {
     const g = new GuardSet(null, now, { rng: seededRng(5) });
-    g.pickGuard(consensus);
-    const gone = g.guards[0].fingerprint;
+    const first = g.pickGuard(consensus)!;
+    const gone = first.fingerprint;
     const next = consensus.filter((r) => r.fingerprint !== gone);
+    clock += 5_000;
     const chosen = g.pickGuard(next)!;
-    expect(g.guards.map((x) => x.fingerprint)).not.toContain(gone);
-    expect(g.guards).toHaveLength(3);
     expect(chosen.fingerprint).not.toBe(gone);
+    expect(g.guards[0]).toMatchObject({ fingerprint: gone, unlistedSince: clock });
+    expect(g.guards.filter((x) => x.unlistedSince === null)).toHaveLength(3);
+    // Listed again (a short partition): the first guard is used again, with its record unchanged.
+    clock += 60_000;
+    expect(g.pickGuard(consensus)!.fingerprint).toBe(gone);
+    expect(g.guards[0]).toMatchObject({ fingerprint: gone, unlistedSince: null, addedAt: 1_000_000 });
+  });
+
+  it('drops a guard unlisted for longer than removeUnlistedAfterMs (default 20 days)', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(5) });
+    const gone = g.pickGuard(consensus)!.fingerprint;
+    const next = consensus.filter((r) => r.fingerprint !== gone);
+    g.pickGuard(next);
+    clock += 20 * 86_400_000 - 1;
+    g.pickGuard(next);
+    expect(g.guards.map((x) => x.fingerprint)).toContain(gone);
+    clock += 1;
+    g.pickGuard(next);
+    expect(g.guards.map((x) => x.fingerprint)).not.toContain(gone);
+    expect(g.pickGuard(consensus)!.fingerprint).not.toBe(gone);
+  });
+
+  it('persists unlistedSince and reads state files written without it', () => {
+    const file = path.join(dir, 'state.json');
+    const g = new GuardSet(file, now, { rng: seededRng(5) });
+    const gone = g.pickGuard(consensus)!.fingerprint;
+    g.pickGuard(consensus.filter((r) => r.fingerprint !== gone));
+    g.saveSync();
+    expect(GuardSet.load(file, now).guards[0]).toMatchObject({ fingerprint: gone, unlistedSince: clock });
+    const old = { guards: { version: 1, sampled: [{ fingerprint: fp(1), addedAt: 1, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false }] } };
+    fs.writeFileSync(file, JSON.stringify(old));
+    const h = GuardSet.load(file, now);
+    expect(h.warnings).toEqual([]);
+    expect(h.guards[0].unlistedSince).toBeNull();
   });
 
   it('keeps but skips a listed guard that lost Running, and uses it again when it returns', () => {
@@ -168,7 +201,7 @@ describe('guard set (SPEC §7.2)', () => {
     const good = { fingerprint: fp(1), addedAt: 1, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false };
     fs.writeFileSync(file, JSON.stringify({ guards: { version: 1, sampled: [good, { fingerprint: 'zz' }, null] } }));
     const g = GuardSet.load(file, now);
-    expect(g.guards).toEqual([good]);
+    expect(g.guards).toEqual([{ ...good, unlistedSince: null }]);
     expect(g.warnings).toHaveLength(1);
   });
 });
