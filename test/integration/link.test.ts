@@ -336,7 +336,8 @@ describe('links: a bad peer loses only its own link (SPEC.md §1.7)', () => {
 });
 
 describe('links: backpressure (SPEC.md §1.6)', () => {
-  const HWM = 64 * 1024;
+  // Above one full batch (DEFAULT_BATCH_CELLS cells), which the mark never goes below (SPEC.md §1.6).
+  const HWM = 128 * 1024;
   const CAP = 512 * 1024;
 
   it('a slow reader makes send() return false; buffered bytes stay under the mark; all cells arrive after resume', async () => {
