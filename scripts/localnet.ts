@@ -255,7 +255,8 @@ try {
     writeFileAtomicSync(configFile, JSON.stringify({
       dataDir, nickname: name, address: addr, orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
       metricsPort: ports.relayMetrics(i), metricsHost: metricsHostFor(addr),
-      roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: 10_000_000,
+      // An operator declares what its link carries: with --hosts, the relay's cap (SPEC.md §8.5).
+      roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: cap > 0 ? cap : 10_000_000,
       ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
       identityPow: 'local',
