@@ -6,6 +6,7 @@
 import http from 'node:http';
 import { Duplex } from 'node:stream';
 import { err, errorCode, isBitcloudError, kindOf, isErrorCode, type BitcloudError } from '../../errors';
+import { dropUnreadBody } from '../../ops/http-body';
 import { silentLogger, type Logger } from '../../ops/log';
 import { prom, type Registry } from '../../ops/metrics';
 import type { Capability } from '../../storage/capability';
@@ -220,6 +221,7 @@ export class Gateway {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    dropUnreadBody(req, res); // GET and HEAD only: an upload is never read (SPEC.md §6.10)
     res.setHeader('Referrer-Policy', 'no-referrer'); // a page's links must not carry its address (with the key) anywhere
     res.setHeader('X-Content-Type-Options', 'nosniff');
     try {
