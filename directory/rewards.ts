@@ -29,6 +29,7 @@ import { MAX_SIGNED_BLOCK_BYTES } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
+import { shuffle } from '../src/crypto/primitives';
 
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
@@ -440,7 +441,3 @@ function sortedSigs(p: Held): RewardSignature[] {
   return p.round.signatures().sort((a, b) => Buffer.compare(a.authority, b.authority));
 }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}

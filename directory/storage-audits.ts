@@ -14,7 +14,7 @@ import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
 import { writeFileAtomic } from '../src/ops/fsutil';
-import { blake2b, secureRandom } from '../src/crypto/primitives';
+import { blake2b, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
 import { StorageChannel } from '../src/storage/channel';
@@ -262,7 +262,3 @@ function safeReaddir(dir: string): string[] {
 }
 
 /** The node must not predict which of its shares are audited: a CSPRNG picks them. */
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(secureRandom() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}

@@ -9,6 +9,7 @@ import { errorBodyReason, FETCHER_HEADER, httpRequest, PATHS } from '../src/dir/
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { MAX_REWARD_BUNDLE_BYTES } from '../src/bandwidth/reward-chain';
 import { err } from '../src/errors';
+import { shuffle } from '../src/crypto/primitives';
 
 /** How long one answer is served again without asking an authority (ms). */
 export const REWARD_MIRROR_TTL_MS = 10_000;
@@ -59,7 +60,3 @@ export class RewardMirror {
   }
 }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}

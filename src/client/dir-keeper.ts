@@ -12,6 +12,7 @@ import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsen
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
+import { shuffle } from '../crypto/primitives';
 
 
 export interface DirKeeperOptions {
@@ -154,7 +155,3 @@ export class DirKeeper {
   }
 }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}

@@ -8,6 +8,7 @@ import { majorityOf, type AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type HttpResponse } from '../dir/fetch';
 import { certifiedRewardAuthorities } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
+import { shuffle } from '../crypto/primitives';
 import {
   MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, emptyChainState,
   type ChainState, type RewardBlock,
@@ -127,10 +128,6 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
   }
 }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}
 
 /** Units as coins with 8 decimals ("12.34500000"). */
 export function formatCoins(units: bigint): string {

@@ -28,6 +28,12 @@ export function secureRandom(): number {
   return ((b.readUInt32BE(0) >>> 11) * 2 ** 32 + b.readUInt32BE(4)) / 2 ** 53;
 }
 
+/** Shuffles `a` in place (Fisher–Yates with secureRandom) and returns it. */
+export function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(secureRandom() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
+  return a;
+}
+
 /** Requests up to this size are served from the pool below; larger ones go straight to sodium. */
 const RANDOM_POOL_MAX_REQUEST = 1024;
 const randomPool = Buffer.alloc(16 * 1024);

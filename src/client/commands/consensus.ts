@@ -14,6 +14,7 @@ import { guardDirSources } from '../guard-dir';
 import { GuardSet } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
+import { shuffle } from '../../crypto/primitives';
 
 
 export interface ConsensusCommandOptions {
@@ -90,10 +91,6 @@ function stripCode(reason: string, code: string): string {
 
 function iso(ms: number): string { return new Date(ms).toISOString(); }
 
-function shuffle<T>(a: T[]): T[] {
-  for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-  return a;
-}
 
 function toJson(c: VerifiedConsensus, source: string, warnings: string[], total: number): Record<string, unknown> {
   return {
