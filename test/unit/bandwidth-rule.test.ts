@@ -9,7 +9,8 @@ import { isBitcloudError } from '../../src/errors';
 // SPEC §8.5.2: the pair rule, one test per bound.
 const T = 3600;
 const MB = 1_000_000;
-const P: PairRuleParams = { ...DEFAULT_PAIR_RULE, epochSeconds: T, newRelayEpochs: 0, growthFactor: Infinity, pairSlackCells: 0 };
+// The bounds one at a time: no bank (bankEpochs 0) unless a test turns it on.
+const P: PairRuleParams = { ...DEFAULT_PAIR_RULE, epochSeconds: T, newRelayEpochs: 0, growthFactor: Infinity, pairSlackCells: 0, bankEpochs: 0 };
 
 function table(weights: number[], over: Partial<RelayTable> = {}): RelayTable {
   const n = weights.length;
@@ -163,7 +164,7 @@ describe('pair rule (SPEC §8.5.2)', () => {
     const r = applyPairRule(pairs([[0, 1, Math.floor(5 * a)]]), table(w), p, owed);
     expect(r.cells[0]).toBe(Math.floor(4 * a));
     expect(owed.owedA[0]).toBeCloseTo(Math.floor(5 * a) - 4 * a, 6);
-    // Off by default: nothing is ever banked.
+    // B = 0: nothing is ever banked.
     const o0 = owedFor(1);
     applyPairRule(pairs([[0, 1, 1]]), table(w), P, o0);
     expect(o0.owedA[0]).toBe(0);
