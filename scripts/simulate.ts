@@ -1,12 +1,15 @@
 // SPEC.md §8.8: what each strategy gains under the measurement rule of §8.5, to convergence, over
 // several seeds. The network is modelled at the level of per-pair cell counts in typed arrays (no
-// signed receipts); each epoch's counts go through `applyRule` (src/bandwidth/rule.ts), the same
-// function the authorities run after verifying receipts, and `allocate` (src/bandwidth/reward.ts).
+// signed receipts); each epoch's counts go through `applyPairRule` or `applyRule`
+// (src/bandwidth/rule.ts), the functions the authorities run after verifying receipts
+// (measurePairRule), amplification goes through the responder's link bound (`r2iExcessAllowed`,
+// src/bandwidth/receipt.ts), and coins through `allocate` (src/bandwidth/reward.ts).
 //
 //   npm run simulate -- [--json] [--rule pair|dispersion] [--kappa K] [--slack S] [--owed-epochs H]
-//        [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3] [--fractions 0.05,0.2]
-//        [--min-epochs 48] [--max-epochs 96] [--workers 2] [--amp-link-slack 1000] [--sybil-size 5000000]
-//        [--on-epochs 12] [--off-epochs 12] [--rows fabricated,amplification,sybil,onoff,capture,honest-heavy,honest]
+//        [--bank-epochs B] [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3]
+//        [--fractions 0.05,0.2] [--min-epochs 48] [--max-epochs 96] [--workers 3] [--sybil-size 5000000]
+//        [--on-epochs 12] [--off-epochs 12]
+//        [--rows fabricated,amplification,sybil,sybil-costly,onoff,capture,honest-heavy,honest]
 //
 // With --json, stdout is one JSON object {"rows": [...]} and the table goes to stderr; without it the
 // table goes to stdout. The model is described in SPEC §8.8.
@@ -25,7 +28,7 @@ import { CELL_LEN } from '../src/wire/cell';
 
 interface Opts {
   json: boolean; relays: number; seeds: number[]; fractions: number[]; minEpochs: number; maxEpochs: number;
-  scaleOf: number; rows: Set<string>; ampLinkSlack: number; sybilSize: number; onEpochs: number; offEpochs: number;
+  scaleOf: number; rows: Set<string>; sybilSize: number; onEpochs: number; offEpochs: number;
   workers: number; workerSeed?: number;
   rule: string; dispersion: Partial<BoundsParams>; pair: Partial<PairRuleParams>;
 }
@@ -52,11 +55,11 @@ function parseArgs(argv: string[]): Opts {
     minEpochs: num('min-epochs', 48),
     maxEpochs: num('max-epochs', 96),
     rows: new Set((get('rows') ?? ORDER.join(',')).split(',')),
-    ampLinkSlack: num('amp-link-slack', 1000),
     sybilSize: num('sybil-size', 5e6),
     onEpochs: num('on-epochs', 12),
     offEpochs: num('off-epochs', 12),
-    workers: num('workers', 2),
+    // One child per seed by default (three seeds on two cores finish together instead of one after two).
+    workers: num('workers', 3),
     rule: get('rule') ?? 'pair',
     dispersion: {
       ...(get('kappa') !== undefined ? { peerCapFactor: num('kappa', 0) } : {}),
