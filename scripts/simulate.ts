@@ -613,6 +613,7 @@ function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
       out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), owed, epochs: n });
     }
   }
+  if (process.env.SIMULATE_TRACE) for (const y of sybs) process.stderr.write(`${y.name} f=${fs[y.fi]} share ${y.t.share.map((x) => x.toFixed(3)).join(' ')}\n  base ${baseTrack[y.fi].share.map((x) => x.toFixed(3)).join(' ')}\n`);
   for (const y of sybs) {
     let k = 0;
     for (let i = 0; i < y.net.n; i++) k += y.ids[i];
