@@ -251,6 +251,7 @@ export const ERROR_CODES = {
     REWARD_TOO_FEW_SIGNATURES: 'integrity',
     TRANSFER_BAD_SIGNATURE: 'integrity',
     TRANSFER_MALFORMED: 'bad_input',
+    TRANSFER_NOT_INCLUDED: 'timeout',
     TRANSFER_NONCE_GAP: 'peer_refused',
     TRANSFER_OVERSPEND: 'peer_refused',
     TRANSFER_POOL_FULL: 'resource_limit',
