@@ -133,6 +133,7 @@ export class RewardLedger {
   get height(): number { return this.state.height; }
   get tipEpoch(): number { return this.state.epoch; }
   get chain(): Readonly<ChainState> { return this.state; }
+  get pendingTransfers(): number { return this.pool.size; }
   get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
     const p = this.pending;
     return p && { height: p.block.height, epoch: p.block.epoch, signers: p.round.signers(), published: p.round.published };

@@ -103,6 +103,11 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     // Nonce 2 pending at the authority; a second nonce-2 spend elsewhere is the double spend the pool refuses.
     const first2 = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 2)));
     expect(first2.status).toBe(200);
+    // Passed on to the other authorities (asynchronously): wait until the second one holds it.
+    await eventually(async () => {
+      const r = await httpRequest(`${authorities[1].url}${PATHS.transfersPending}?from=${relayFp}`, { maxBytes: 1 << 16, timeoutMs: 5000 });
+      return r.status === 200 && r.body.length === 145;
+    }, 30_000, 100);
     const again2 = await post(authorities[1], encodeTransfer(signTransfer(relayKey, ed25519Generate().publicKey, 1n, 2)));
     expect([again2.status, codeOf(again2)]).toEqual([400, 'TRANSFER_REPLAYED']);
     const over = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 10n ** 15n, 3)));

@@ -120,6 +120,8 @@ export interface RewardsView {
   tipHash: string | null;
   periodSeconds: number;
   totalMinted: Amount;
+  /** Transfers carried by the chain (SPEC.md §8.11). */
+  transfers: number;
   balances: ({ fingerprint: string; nickname: string | null } & Amount)[];
   relay?: {
     fingerprint: string; nickname: string | null; balance: Amount;
@@ -144,6 +146,7 @@ export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map
     tipHash: tip ? tip.hash.toString('hex') : null,
     periodSeconds: c.periodSeconds,
     totalMinted: amount(s.totalMinted),
+    transfers: s.transfers,
     balances,
   };
   if (relay !== undefined) {
@@ -160,7 +163,7 @@ export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map
 function printText(v: RewardsView, io: Output): void {
   io.out(`reward chain: ${v.blocks} blocks (height ${v.height}), tip epoch ${v.tipEpoch ?? '-'}${v.tipEpochStart ? ` (began ${v.tipEpochStart})` : ''}; from ${v.source}`);
   io.out(`verified: every block signed by at least ${v.threshold} of ${v.authorities} configured authorities`);
-  io.out(`total minted: ${v.totalMinted.coins} coins (${v.totalMinted.units} units)`);
+  io.out(`total minted: ${v.totalMinted.coins} coins (${v.totalMinted.units} units); ${v.transfers} transfers`);
   if (v.relay) {
     const r = v.relay;
     io.out(`relay ${r.nickname ?? '(not in the consensus)'} ${r.fingerprint}`);
