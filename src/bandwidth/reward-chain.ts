@@ -44,7 +44,7 @@ export function nextRewardBlock(
   if (tip && epoch <= tip.epoch) throw err('REWARD_CHAIN_BAD_EPOCH', `epoch ${epoch} is not after the tip's ${tip.epoch}`);
   const fromBandwidth = mintFor(height, proven, schedule);
   const minted = fromBandwidth > 0n ? fromBandwidth : mintFor(height, stored, schedule);
-  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocateWithStorage(minted, proven, stored), transfers };
+  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocateWithStorage(minted, proven, stored), ...(transfers.length ? { transfers } : {}) };
   const body = encodeRewardBlock(block);
   return { block, body, hash: rewardBlockHash(body) };
 }

@@ -174,7 +174,8 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
     }
   }
   // Height and epoch are checked last, as they always were: a bad allocation is reported first.
-  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations, transfers };
+  // A version 1 body has no transfer field: the decoded block has none either.
+  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations, ...(transfers.length ? { transfers } : {}) };
 }
 
 function safe(v: bigint, name: string): number {
