@@ -6,6 +6,8 @@
 //   - exchange (as for the consensus, §6.8): serve the pending block with the signatures held,
 //     fetch the others' pending blocks, add each signature over a byte-identical body that
 //     verifies through a certificate of its authority; a different body is counted, never merged;
+//   - transfers (§8.11.3): a pool checked against the chain, passed on to the others; the proposer
+//     of a height puts its pool in the block, the others sign that body when it applies;
 //   - publish at a majority of ALL configured authorities: append, store atomically, keep adding
 //     late signatures to the stored block;
 //   - catch up: fetch missing blocks from the others, verify them as a client would, append.
@@ -21,12 +23,11 @@ import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, decodeRewardChainBundle, decodeSignedRewardBlock,
   emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
 import { MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, encodeRewardBlock } from '../src/wire/reward-block';
-import { blockLedger } from '../src/bandwidth/reward-chain';
 import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
 import { RewardStore } from './reward-store';
