@@ -338,7 +338,7 @@ try {
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);
-  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}   (the demo wallet: relays send it 1 coin once they earned 2)`);
+  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}${argv.demo ? '   (the demo wallet: a relay sends it 1 coin once it earned 2)' : ''}`);
   say(`  a relay's view   npx bitcloud-relay status --config ${path.join(dir, 'relay1.json')}   (proven bandwidth, earnings)`);
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
@@ -349,8 +349,9 @@ try {
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
   if (argv['exit-after-demo']) await shutdown(0);
   say('\nPress Ctrl-C to stop everything.');
-  // SPEC.md §8.11: once a relay has earned 2 coins, it pays 1 to the client's wallet (in the background).
-  void fundDemoWallet(authorityList, argv.period, clientDir, relayDirs, () => stopping).then((f) => {
+  // SPEC.md §8.11: once a relay has earned 2 coins, it pays 1 to the client's wallet (in the
+  // background; only with the demo, so tests' balances are the allocations alone).
+  if (argv.demo) void fundDemoWallet(authorityList, argv.period, clientDir, relayDirs, () => stopping).then((f) => {
     if (f) say(`demo: ${f.relay} sent 1 coin from its identity key to the demo wallet ${f.wallet.slice(0, 16)}… (block ${f.height}); see npx bitcloud wallet history --config ${clientConfig}`);
   }, (e) => say(`note: funding the demo wallet failed: ${(e as Error).message}`));
   procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
