@@ -57,6 +57,8 @@ export interface AuthorityDeps {
     readonly height?: number;
     readonly tipEpoch?: number;
     readonly pendingBlock?: { height: number; epoch: number; signers: string[]; published: boolean } | null;
+    /** Transfers waiting for a block (SPEC.md §8.11.3). */
+    readonly pendingTransfers?: number;
   };
 }
 
@@ -127,9 +129,9 @@ export class Authority {
 
   get signer(): Signer { return this.deps.signer; }
   /** The reward ledger's state for the status page (null when this authority keeps no chain). */
-  get rewardsStatus(): { height: number; tipEpoch: number; pending: { height: number; epoch: number; signers: string[]; published: boolean } | null } | null {
+  get rewardsStatus(): { height: number; tipEpoch: number; pending: { height: number; epoch: number; signers: string[]; published: boolean } | null; pendingTransfers: number } | null {
     const r = this.deps.rewards;
-    return r && r.height !== undefined ? { height: r.height, tipEpoch: r.tipEpoch ?? -1, pending: r.pendingBlock ?? null } : null;
+    return r && r.height !== undefined ? { height: r.height, tipEpoch: r.tipEpoch ?? -1, pending: r.pendingBlock ?? null, pendingTransfers: r.pendingTransfers ?? 0 } : null;
   }
   get config(): AuthorityConfig { return this.cfg; }
   get skewMs(): number { return this.cfg.clockSkewSeconds * 1000; }

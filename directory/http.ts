@@ -8,6 +8,8 @@
 //   GET  /bitcloud/status                 JSON status
 //   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.4)
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
+//   POST /bitcloud/transfers              submit a cloudcoin transfer (SPEC.md §8.11.3)
+//   GET  /bitcloud/transfers/pending[?from=KEY]  the transfers waiting for a block
 //   POST /bitcloud/storage/contracts      upload a storage contract (SPEC.md §9.20.1; rate limited)
 //   GET  /bitcloud/storage/audits[?epoch=E]  this authority's signed audit report (SPEC.md §9.20.3)
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
@@ -34,7 +36,7 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
-import { serveRewards } from './reward-http';
+import { serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
@@ -86,6 +88,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
+    const tr = await serveTransfers(rewards, req, res, url);
+    if (tr) return tr;
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
     if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];

@@ -26,7 +26,7 @@ import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses, type NodeSpec } from './localnet/processes';
 import { HostNet, hostsSupported, type Host } from './localnet/hosts';
-import { checkPortsFree, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
+import { checkPortsFree, fundDemoWallet, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
 import { ModeratorWorkspace } from '../src/moderation/workspace';
 import { stateBundle } from '../src/moderation/chain';
 import { uploadPolicy } from '../src/moderation/sources';
@@ -241,12 +241,14 @@ try {
   const policyRefreshSeconds = Math.max(2, Math.floor(argv.period / 3));
 
   const relayAddrs: string[] = [];
+  const relayDirs: { name: string; dataDir: string }[] = [];
   // --- relays: the last `exits` are exits that allow 127.0.0.1 (the default policy rejects loopback) ---
   for (let i = 0; i < argv.relays; i++) {
     const name = `relay${i + 1}`;
     const dataDir = path.join(dir, name);
     const keys = await loadOrCreateNodeKeys(dataDir);
     const isExit = i >= argv.relays - argv.exits;
+    relayDirs.push({ name, dataDir });
     const configFile = path.join(dir, `${name}.json`);
     // With --hosts: relays over /16s #1..#(subnets-1), so some share a /16 (one per path, SPEC.md §7.3).
     const cap = hostNet ? caps[i % caps.length] : 0;
@@ -336,6 +338,7 @@ try {
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);
+  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}${argv.demo ? '   (the demo wallet: a relay sends it 1 coin once it earned 2)' : ''}`);
   say(`  a relay's view   npx bitcloud-relay status --config ${path.join(dir, 'relay1.json')}   (proven bandwidth, earnings)`);
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
@@ -346,6 +349,11 @@ try {
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
   if (argv['exit-after-demo']) await shutdown(0);
   say('\nPress Ctrl-C to stop everything.');
+  // SPEC.md §8.11: once a relay has earned 2 coins, it pays 1 to the client's wallet (in the
+  // background; only with the demo, so tests' balances are the allocations alone).
+  if (argv.demo) void fundDemoWallet(authorityList, argv.period, clientDir, relayDirs, () => stopping).then((f) => {
+    if (f) say(`demo: ${f.relay} sent 1 coin from its identity key to the demo wallet ${f.wallet.slice(0, 16)}… (block ${f.height}); see npx bitcloud wallet history --config ${clientConfig}`);
+  }, (e) => say(`note: funding the demo wallet failed: ${(e as Error).message}`));
   procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
 } catch (e) {
   if (stopping) await shutdown(130); // interrupted: the daemons were stopped on purpose

@@ -240,6 +240,7 @@ export const ERROR_CODES = {
     REWARD_BAD_INPUT: 'bad_input',
     REWARD_BAD_QUERY: 'bad_input',
     REWARD_BAD_SIGNATURE: 'integrity',
+    REWARD_BAD_TRANSFER: 'protocol_violation',
     REWARD_CHAIN_BAD_EPOCH: 'protocol_violation',
     REWARD_CHAIN_BAD_HEIGHT: 'protocol_violation',
     REWARD_CHAIN_BROKEN_LINK: 'integrity',
@@ -250,8 +251,10 @@ export const ERROR_CODES = {
     REWARD_TOO_FEW_SIGNATURES: 'integrity',
     TRANSFER_BAD_SIGNATURE: 'integrity',
     TRANSFER_MALFORMED: 'bad_input',
+    TRANSFER_NOT_INCLUDED: 'timeout',
     TRANSFER_NONCE_GAP: 'peer_refused',
     TRANSFER_OVERSPEND: 'peer_refused',
+    TRANSFER_POOL_FULL: 'resource_limit',
     TRANSFER_REPLAYED: 'peer_refused',
   },
   /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
