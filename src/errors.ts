@@ -375,6 +375,7 @@ export const ERROR_CODES = {
     HIDDEN_INTRO_REFUSED: 'peer_refused',
     HIDDEN_INTRO_REPLAY: 'integrity',
     HIDDEN_NO_INTRO: 'unreachable',
+    HIDDEN_RELAY_LIMIT: 'resource_limit',
     HIDDEN_RENDEZVOUS_TIMEOUT: 'timeout',
     HIDDEN_RP_UNKNOWN: 'peer_refused',
   },
