@@ -368,6 +368,7 @@ export const ERROR_CODES = {
     HIDDEN_DESC_MALFORMED: 'protocol_violation',
     HIDDEN_DESC_NOT_FOUND: 'not_found',
     HIDDEN_DESC_STALE: 'peer_refused',
+    HIDDEN_DESC_UPLOAD_FAILED: 'unreachable',
     HIDDEN_DESC_WRONG_KEY: 'integrity',
     HIDDEN_DESC_WRONG_PERIOD: 'integrity',
     HIDDEN_ESTABLISH_INVALID: 'protocol_violation',
