@@ -10,7 +10,7 @@ import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
 import { relayCryptoHandshake } from '../crypto/relay-crypto';
 import { RelayCommand } from '../wire/relay-msg';
 import {
-  IntroduceAckStatus, RendezvousStatus, decodeRendezvous2, decodeStatus, encodeCookie, encodeIntroduce,
+  HS_DESC_MAX, IntroduceAckStatus, RendezvousStatus, decodeRendezvous2, decodeStatus, encodeCookie, encodeIntroduce,
   type HsIntroPoint,
 } from '../wire/hidden';
 import type { ConsensusRelay } from '../dir/types';
@@ -19,6 +19,9 @@ import type { CircuitStream } from '../circuit/stream';
 import { isRunningValid, canBeHop } from '../client/weighting';
 import { openHsDescriptor } from './descriptor';
 import { sealIntroduce } from './introduce';
+import { HS_DESC_PATH } from './store';
+import { httpRequest } from '../dir/fetch';
+import type { Duplex } from 'node:stream';
 import { newCookie } from './service';
 
 const WAIT_MS = 30_000;
@@ -33,6 +36,32 @@ export interface HiddenConnectOptions {
   fetchDescriptor: (blindedKeyHex: string) => Promise<Buffer>;
   now?: () => number;
   timeoutMs?: number;
+}
+
+/**
+ * SPEC.md §9.21.3: GET the descriptor over a 3-hop circuit whose last hop is a relay mirror
+ * (BEGIN_DIR there): neither the guard nor the authorities see which node the client wants.
+ */
+export function mirrorDescriptorFetcher(o: { relays: () => readonly ConsensusRelay[] | null; buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>; timeoutMs?: number }): (blindedKeyHex: string) => Promise<Buffer> {
+  return async (key) => {
+    const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
+    let last: unknown = err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
+    for (const m of mirrors.slice(0, 3)) {
+      let circ: ClientCircuit | null = null;
+      try {
+        circ = await o.buildTo(m);
+        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
+        const r = await httpRequest(`http://127.0.0.1${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex });
+        if (r.status === 200) return r.body;
+        last = err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
+      } catch (e) {
+        last = e;
+      } finally {
+        circ?.destroy();
+      }
+    }
+    throw last;
+  };
 }
 
 /** The descriptor's introduction points after the full check (SPEC.md §9.21.3). */
