@@ -10,7 +10,7 @@ import type { IdentityProofMsg } from '../src/wire/docs';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
 import type { Logger } from '../src/ops/log';
-import { openMetricsPort, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, prom, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
@@ -139,13 +139,15 @@ export class StorageDaemon {
     const cfg = this.cfg;
     const ntorKey = await loadOrCreateX25519(path.join(cfg.dataDir, 'hs-ntor.key'));
     const guards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+    // SPEC.md §9.21: introductions, rendezvous and refusals (HIDDEN_INTRO_FORGED, HIDDEN_INTRO_REPLAY, …) by code.
+    const events = new prom.Counter({ name: 'bitcloud_storage_hidden_events_total', help: 'Hidden service events and refused introductions, by event or error code', labelNames: ['event'], registers: [this.registry] });
     const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: this.log });
     const hs = this.hs = new HiddenService({
       identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder,
       onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
       publish: (d) => this.publishHsDescriptor(d),
       republishMs: Math.min(cfg.publishIntervalSeconds * 1000, 30 * 60_000),
-      onEvent: (code) => this.log.debug({ code }, 'hidden service event'),
+      onEvent: (code) => { events.inc({ event: code }); this.log.debug({ code }, 'hidden service event'); },
       log: this.log,
     });
     const attempt = (): void => {
