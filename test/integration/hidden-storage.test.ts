@@ -28,6 +28,8 @@ let c: VerifiedConsensus;
 let manager: CircuitManager;
 /** A cookie the forged/replay test spent at `spentAt` (a full rendezvous joined under it). */
 let spent: { cookie: Buffer; at: ConsensusRelay } | null = null;
+/** The capability the put/get test stored. */
+let storedCap = '';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
@@ -92,7 +94,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     fs.writeFileSync(file, body);
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(put.code, put.stderr).toBe(0);
-    const cap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
+    const cap = storedCap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(get.code, get.stderr).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
@@ -106,6 +108,29 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     }
     expect(stored).toBeGreaterThan(body.length);
     expect(rendezvous).toBeGreaterThanOrEqual(6);
+  }, 480_000);
+
+  it('the authorities\' storage audits reach the hidden nodes through rendezvous circuits and pass (SPEC.md §9.20, §9.21)', async () => {
+    expect(storedCap).not.toBe('');
+    const k = await runCli('bitcloud', ['keep', 'contract', storedCap, '--epochs', '100', '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
+    expect(k.code, k.stderr + k.stdout).toBe(0);
+    const kj = JSON.parse(k.stdout.trim().split('\n').pop()!) as { ok: boolean; startEpoch: number; entries: number };
+    expect(kj.ok).toBe(true);
+    const hiddenFps = new Set(hiddenNodes().map((r) => r.fingerprint));
+    const authority = net.authorities[0];
+    // An epoch whose signed report audited every contracted share, each at a hidden node, all passed.
+    const report = await eventually(async () => {
+      for (let e = kj.startEpoch; e < kj.startEpoch + 40; e++) {
+        const r = await httpRequest(`http://127.0.0.1:${authority.ports.http}/bitcloud/storage/audits?epoch=${e}`, { maxBytes: 64 << 20, timeoutMs: 5000 }).catch(() => null);
+        if (!r || r.status !== 200) continue;
+        const signed = JSON.parse(r.body.toString('utf8')) as { body: string };
+        const results = (JSON.parse(signed.body) as { results: { node: string; ok: boolean; code?: string }[] }).results;
+        if (results.length > 0 && results.every((x) => x.ok)) return results;
+      }
+      return null;
+    }, 180_000, 2000);
+    for (const r of report) expect(hiddenFps.has(r.node)).toBe(true);
+    expect(new Set(report.map((r) => r.node)).size).toBeGreaterThanOrEqual(4);
   }, 480_000);
 
   it('a forged introduction (not sealed to the introduction\'s key) and a replayed one are dropped by the node with their codes', async () => {
