@@ -146,7 +146,6 @@ export class StorageDaemon {
       identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder,
       onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
       publish: (d) => this.publishHsDescriptor(d),
-      republishMs: Math.min(cfg.publishIntervalSeconds * 1000, 30 * 60_000),
       onEvent: (code) => { events.inc({ event: code }); this.log.debug({ code }, 'hidden service event'); },
       log: this.log,
     });
