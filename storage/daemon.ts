@@ -27,6 +27,7 @@ import { loadX25519Secret, saveX25519Secret } from '../src/crypto/keys';
 import { x25519Generate, type X25519KeyPair } from '../src/crypto/primitives';
 import { CircuitBuilder } from '../src/client/circuit-builder';
 import { GuardSet } from '../src/client/guards';
+import { guardDirSources } from '../src/client/guard-dir';
 import { HiddenService } from '../src/hidden/service';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { httpRequest } from '../src/dir/fetch';
@@ -48,6 +49,7 @@ export class StorageDaemon {
   private rotation: { stop(): void } | null = null;
   private hs: HiddenService | null = null;
   private hsBuilder: CircuitBuilder | null = null;
+  private hsGuards: GuardSet | null = null;
   private hsRetry: NodeJS.Timeout | null = null;
   private stopping = false;
   readonly dir: DirKeeper;
@@ -138,10 +140,12 @@ export class StorageDaemon {
   private async startHidden(): Promise<void> {
     const cfg = this.cfg;
     const ntorKey = await loadOrCreateX25519(path.join(cfg.dataDir, 'hs-ntor.key'));
-    const guards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+    const guards = this.hsGuards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
     // SPEC.md §9.21: introductions, rendezvous and refusals (HIDDEN_INTRO_FORGED, HIDDEN_INTRO_REPLAY, …) by code.
     const events = new prom.Counter({ name: 'bitcloud_storage_hidden_events_total', help: 'Hidden service events and refused introductions, by event or error code', labelNames: ['event'], registers: [this.registry] });
     const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: this.log });
+    // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
+    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
     const hs = this.hs = new HiddenService({
       identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder,
       onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
@@ -192,6 +196,7 @@ export class StorageDaemon {
     if (this.hsRetry) clearTimeout(this.hsRetry);
     this.hs?.close();
     await this.hsBuilder?.close();
+    if (this.hsGuards?.dirty) await this.hsGuards.save().catch(() => {});
     this.rotation?.stop();
     this.publisher?.stop();
     this.pow?.stop();
