@@ -13,7 +13,7 @@
 // prints what is left (nothing). See scripts/localnet/hosts.ts.
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
-//                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--exit-after-demo] [--no-demo]
+//                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--hidden-storage] [--exit-after-demo] [--no-demo]
 //   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -47,6 +47,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('demo', { type: 'boolean', default: true, describe: 'Show a download through a 3-hop circuit (and a put/get)' })
   .option('exit-after-demo', { type: 'boolean', default: false, describe: 'Stop everything after the demo (for CI)' })
   .option('keep', { type: 'boolean', default: false, describe: 'Keep the data of an earlier run in --dir (default: start afresh)' })
+  .option('hidden-storage', { type: 'boolean', default: false, describe: 'Every storage node runs hidden: no address in the consensus, reached by rendezvous (SPEC.md §9.21)' })
   .option('relay-crypto', { choices: ['tor1', 'cgo'] as const, default: 'tor1' as const, describe: "The client proxy's relay crypto (SPEC.md §5.6.1)" })
   .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
@@ -281,6 +282,8 @@ try {
       metricsPort: ports.storageMetrics(i), metricsHost: metricsHostFor(addr), quota: '1GiB', bandwidth: 100_000,
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30, identityPow: 'local',
       ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
+      // SPEC.md §9.21: a hidden node binds no port (those above stay unused) and builds circuits.
+      ...(argv['hidden-storage'] ? { hidden: true, enforceDistinctSubnets: !!hostNet } : {}),
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile], ...inHost(name) });
@@ -302,7 +305,7 @@ try {
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, moderators: moderatorsJson, ready: false,
     ...(hostNet ? { hosts: { prefix: hostNet.prefix, bridge: hostNet.bridge, subnets: hostNet.octets.map((o) => `10.${o}.0.0/16`), webAddress: rootAddr, latency: hostNet.netem ? 'netem' : 'not emulated' } } : {}) });
 
-  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
+  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage}${argv['hidden-storage'] ? ' hidden' : ''} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
   const consensus = await waitForConsensus(authorityList, argv.relays, procs, (argv.wait ?? 6 * argv.period + 30) * 1000, mirrors.map((m) => `http://${m}`), argv.storage);
   say(`consensus: ${consensus.relays} relays and ${consensus.storage} storage nodes listed, signed by ${consensus.signers} of 3 authorities.`);
 
@@ -318,7 +321,7 @@ try {
     say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
     if (argv.storage >= 6) {
       const s = await runStorageDemo(REPO, dir, clientConfig);
-      say(`demo: put ${s.bytes} bytes through circuits to the storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
+      say(`demo: put ${s.bytes} bytes through ${argv['hidden-storage'] ? 'rendezvous circuits to the hidden' : 'circuits to the'} storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
       say(`      read capability: ${s.capability}`);
     }
     if (moderators.length) {

@@ -361,6 +361,28 @@ export const ERROR_CODES = {
     UNMODERATED_CIRCUIT_ONLY: 'peer_refused',
     UNMODERATED_ENCRYPTED_ONLY: 'peer_refused',
   },
+  /** Hidden storage nodes: blinded keys, descriptors, introduction and rendezvous (SPEC.md §9.21). */
+  HIDDEN: {
+    HIDDEN_BLIND_INVALID: 'integrity',
+    HIDDEN_COOKIE_REUSED: 'peer_refused',
+    HIDDEN_COOKIE_UNKNOWN: 'protocol_violation',
+    HIDDEN_DESC_BAD_SIGNATURE: 'integrity',
+    HIDDEN_DESC_EXPIRED: 'expired',
+    HIDDEN_DESC_MALFORMED: 'protocol_violation',
+    HIDDEN_DESC_NOT_FOUND: 'not_found',
+    HIDDEN_DESC_STALE: 'peer_refused',
+    HIDDEN_DESC_UPLOAD_FAILED: 'unreachable',
+    HIDDEN_DESC_WRONG_KEY: 'integrity',
+    HIDDEN_DESC_WRONG_PERIOD: 'integrity',
+    HIDDEN_ESTABLISH_INVALID: 'protocol_violation',
+    HIDDEN_INTRO_FORGED: 'integrity',
+    HIDDEN_INTRO_REFUSED: 'peer_refused',
+    HIDDEN_INTRO_REPLAY: 'integrity',
+    HIDDEN_NO_INTRO: 'unreachable',
+    HIDDEN_RELAY_LIMIT: 'resource_limit',
+    HIDDEN_RENDEZVOUS_TIMEOUT: 'timeout',
+    HIDDEN_RP_UNKNOWN: 'peer_refused',
+  },
   /** Not tied to a layer. */
   GENERAL: {
     INTERNAL: 'internal',
