@@ -57,6 +57,17 @@ export class CoinLedger {
     this.own.balances.set(tk, this.account(tk).balance + t.amount);
   }
 
+  /**
+   * Move units between two keys without a signature: only the chain's own rules do this (escrow
+   * payments and refunds, SPEC.md §9.20.4). TRANSFER_OVERSPEND when `from` holds less than `amount`.
+   */
+  move(from: string, to: string, amount: bigint): void {
+    const have = this.account(from).balance;
+    if (amount <= 0n || amount > have) throw err('TRANSFER_OVERSPEND', `account ${from.slice(0, 16)}… holds ${have} units, cannot move ${amount}`);
+    this.own.balances.set(from, have - amount);
+    this.own.balances.set(to, this.account(to).balance + amount);
+  }
+
   /** Copy this ledger's changes into `target` (by default the base it reads through to). */
   commit(target: LedgerMaps | undefined = this.base as LedgerMaps | undefined): void {
     if (!target) return;

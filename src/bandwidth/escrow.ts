@@ -1,0 +1,156 @@
+// SPEC.md §9.20.4: paying for storage from escrow. A payer funds a contract's escrow account (the
+// key is the contract id, which no one can sign for) with an ordinary transfer (§8.11); each epoch
+// of the contract, the nodes whose contracted shares passed the authorities' audit (§9.20.2, as a
+// signed report shows, §9.20.3) are paid their part of the epoch's budget from that account; after
+// the last epoch the rest returns to the payer. Pure arithmetic over a ledger (src/bandwidth/transfer.ts):
+// the same contract, funding, reports and epochs give the same amounts everywhere.
+import { err } from '../errors';
+import { blake2b } from '../crypto/primitives';
+import { encodeContract, type StorageContract } from '../wire/storage-contract';
+import type { Transfer } from '../wire/transfer';
+import type { ReportedAudit } from '../storage/audit-report';
+import type { CoinLedger } from './transfer';
+
+/** The state of one funded contract (SPEC.md §9.20.4). */
+export interface Escrow {
+  /** The contract id (64 hex), also the escrow account's key in the ledger. */
+  id: string;
+  /** The funding transfer's sender (64 hex): the refund goes back to it. */
+  payer: string;
+  startEpoch: number;
+  endEpoch: number;
+  /** Units the funding transfer moved into escrow. */
+  funded: bigint;
+  /** `floor(funded / (endEpoch − startEpoch))`: at most this much leaves escrow per epoch. */
+  perEpoch: bigint;
+  /** Sum of the contract's share sizes (each (node, share) once: entries are distinct). */
+  totalBytes: bigint;
+  /** The contract's entries by `node/shareId` (hex) → `{ size, root }`. */
+  entries: Map<string, { size: number; root: string }>;
+  /** The last epoch paid (startEpoch − 1 before the first). */
+  lastPaid: number;
+  /** Units paid out so far. */
+  paid: bigint;
+  /** Set once the rest went back to the payer. */
+  refunded: bigint | null;
+}
+
+/** One payment of an epoch: `amount` units from the escrow to `node`. */
+export interface EscrowPayment { node: string; amount: bigint }
+
+/** Every contract funded so far, by contract id (hex). */
+export type EscrowBook = Map<string, Escrow>;
+
+/** The contract id of SPEC.md §9.20.1: BLAKE2b-256 of the contract's bytes. */
+export function contractId(c: StorageContract): Buffer {
+  return blake2b(encodeContract(c));
+}
+
+/**
+ * Fund a contract's escrow: checks that `funding` pays the contract's id (ESCROW_MISMATCH), that the
+ * contract was not funded before (ESCROW_ALREADY_FUNDED: a second funding, replayed under a new nonce
+ * or not, is refused), that it buys at least one unit per epoch (ESCROW_UNDERFUNDED), then applies the
+ * transfer to `ledger` by SPEC.md §8.11.2 — so a contract for more than the payer holds is
+ * TRANSFER_OVERSPEND and the same transfer again TRANSFER_REPLAYED. A refusal changes nothing.
+ */
+export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: StorageContract, funding: Transfer): Escrow {
+  const idBuf = contractId(contract);
+  const id = idBuf.toString('hex');
+  if (!funding.to.equals(idBuf)) throw err('ESCROW_MISMATCH', `the funding transfer pays ${funding.to.toString('hex').slice(0, 16)}…, not the contract ${id.slice(0, 16)}…`);
+  if (book.has(id)) throw err('ESCROW_ALREADY_FUNDED', `contract ${id.slice(0, 16)}… is funded already`);
+  const epochs = BigInt(contract.endEpoch - contract.startEpoch);
+  if (funding.amount < epochs) throw err('ESCROW_UNDERFUNDED', `${funding.amount} units cannot pay ${epochs} epochs (at least one unit per epoch)`);
+  ledger.apply(funding);
+  const entries = new Map<string, { size: number; root: string }>();
+  let totalBytes = 0n;
+  for (const e of contract.entries) {
+    entries.set(`${e.node.toString('hex')}/${e.shareId.toString('hex')}`, { size: e.shareSize, root: e.auditRoot.toString('hex') });
+    totalBytes += BigInt(e.shareSize);
+  }
+  const escrow: Escrow = {
+    id, payer: funding.from.toString('hex'), startEpoch: contract.startEpoch, endEpoch: contract.endEpoch,
+    funded: funding.amount, perEpoch: funding.amount / epochs, totalBytes, entries,
+    lastPaid: contract.startEpoch - 1, paid: 0n, refunded: null,
+  };
+  book.set(id, escrow);
+  return escrow;
+}
+
+/**
+ * SPEC.md §9.20.4: per node, the bytes of its pairs in this contract that passed in one authority's
+ * report of an epoch. A result counts when it is `ok` and names a (node, share) of the contract with
+ * the contract's own size and audit root (whatever contract id the result names: a pair in several
+ * contracts is audited once, §9.20.2); each pair counts once.
+ */
+export function passingBytes(escrow: Pick<Escrow, 'entries'>, results: readonly ReportedAudit[]): Map<string, bigint> {
+  const seen = new Set<string>();
+  const out = new Map<string, bigint>();
+  for (const r of results) {
+    if (!r.ok) continue;
+    const k = `${r.node}/${r.shareId}`;
+    const e = escrow.entries.get(k);
+    if (!e || e.size !== r.size || e.root !== r.root || seen.has(k)) continue;
+    seen.add(k);
+    out.set(r.node, (out.get(r.node) ?? 0n) + BigInt(r.size));
+  }
+  return out;
+}
+
+/**
+ * SPEC.md §9.20.4: the payments of one epoch. Node n is paid `floor(perEpoch · passing_n / totalBytes)`;
+ * nodes paid 0 are left out; the list is in ascending order of node key. The sum never exceeds
+ * `perEpoch` (the floors' remainders, and the part of shares that were not audited or failed, stay in
+ * escrow and return to the payer at the end).
+ */
+export function epochPayments(escrow: Pick<Escrow, 'perEpoch' | 'totalBytes'>, passing: ReadonlyMap<string, bigint>): EscrowPayment[] {
+  const out: EscrowPayment[] = [];
+  for (const node of [...passing.keys()].sort()) {
+    const bytes = passing.get(node) ?? 0n;
+    const amount = (escrow.perEpoch * bytes) / escrow.totalBytes;
+    if (amount > 0n) out.push({ node, amount });
+  }
+  return out;
+}
+
+/**
+ * Pay epoch `epoch` of a contract: `startEpoch ≤ epoch < endEpoch` and after the last epoch paid
+ * (ESCROW_EPOCH: an epoch is paid at most once, in order), not refunded yet (ESCROW_CLOSED), the
+ * payments exactly those `epochPayments` gives for `passing` (ESCROW_PAYMENT_MISMATCH). Moves the units
+ * on `ledger`. Returns the payments made.
+ */
+export function payEpoch(
+  book: EscrowBook, ledger: CoinLedger, id: string, epoch: number, passing: ReadonlyMap<string, bigint>, claimed?: readonly EscrowPayment[],
+): EscrowPayment[] {
+  const escrow = book.get(id);
+  if (!escrow) throw err('ESCROW_UNKNOWN', `no escrow for contract ${id.slice(0, 16)}…`);
+  if (escrow.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… ended and was refunded`);
+  if (!Number.isSafeInteger(epoch) || epoch < escrow.startEpoch || epoch >= escrow.endEpoch) {
+    throw err('ESCROW_EPOCH', `epoch ${epoch} is outside the contract's ${escrow.startEpoch}..${escrow.endEpoch - 1}`);
+  }
+  if (epoch <= escrow.lastPaid) throw err('ESCROW_EPOCH', `epoch ${epoch} is paid already (the last paid is ${escrow.lastPaid})`);
+  const payments = epochPayments(escrow, passing);
+  if (claimed) {
+    const same = claimed.length === payments.length && claimed.every((p, i) => p.node === payments[i].node && p.amount === payments[i].amount);
+    if (!same) throw err('ESCROW_PAYMENT_MISMATCH', `the payments of epoch ${epoch} for contract ${id.slice(0, 16)}… are not those the audit report gives`);
+  }
+  for (const p of payments) ledger.move(id, p.node, p.amount);
+  escrow.lastPaid = epoch;
+  escrow.paid += payments.reduce((s, p) => s + p.amount, 0n);
+  return payments;
+}
+
+/**
+ * Close a contract once `epoch ≥ endEpoch` (ESCROW_NOT_ENDED before; ESCROW_CLOSED when done already):
+ * everything its escrow account holds on `ledger` (the rest of the funding and anything else sent to
+ * the contract id) goes to the payer. Returns the units refunded.
+ */
+export function refundEscrow(book: EscrowBook, ledger: CoinLedger, id: string, epoch: number): bigint {
+  const escrow = book.get(id);
+  if (!escrow) throw err('ESCROW_UNKNOWN', `no escrow for contract ${id.slice(0, 16)}…`);
+  if (escrow.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… was refunded already`);
+  if (epoch < escrow.endEpoch) throw err('ESCROW_NOT_ENDED', `contract ${id.slice(0, 16)}… runs until epoch ${escrow.endEpoch - 1}`);
+  const rest = ledger.account(id).balance;
+  if (rest > 0n) ledger.move(id, escrow.payer, rest);
+  escrow.refunded = rest;
+  return rest;
+}

@@ -1,0 +1,131 @@
+// SPEC.md §9.20.4: paid storage contracts. Funding a contract's escrow (and its refusals: a
+// contract for more than the payer holds, a replayed or second funding, a funding to another id,
+// too little for the epochs), the exact payments of each epoch from an audit report's passing
+// results, and the refund of the rest to the payer at the end.
+import { describe, expect, it } from 'vitest';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { isBitcloudError } from '../../src/errors';
+import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
+import {
+  contractId, epochPayments, fundEscrow, passingBytes, payEpoch, refundEscrow, type EscrowBook,
+} from '../../src/bandwidth/escrow';
+import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
+import type { ReportedAudit } from '../../src/storage/audit-report';
+
+const codeOf = (f: () => unknown): string => {
+  try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
+  return 'NO_ERROR';
+};
+
+const payer = ed25519Generate();
+const nodeA = Buffer.alloc(32, 0xa1);
+const nodeB = Buffer.alloc(32, 0xb2);
+const share = (n: number) => Buffer.alloc(32, n);
+const root = (n: number) => Buffer.alloc(32, 0x40 + n);
+
+// A has shares 1 (3000 B) and 2 (1000 B); B has share 3 (4000 B): 8000 bytes in all.
+const contract: StorageContract = {
+  startEpoch: 10, endEpoch: 14,
+  entries: sortContractEntries([
+    { node: nodeA, shareId: share(1), shareSize: 3000, auditRoot: root(1) },
+    { node: nodeA, shareId: share(2), shareSize: 1000, auditRoot: root(2) },
+    { node: nodeB, shareId: share(3), shareSize: 4000, auditRoot: root(3) },
+  ]),
+};
+const id = contractId(contract);
+const idHex = id.toString('hex');
+const A = nodeA.toString('hex');
+const B = nodeB.toString('hex');
+
+function result(node: Buffer, n: number, size: number, ok: boolean, contractHex = idHex): ReportedAudit {
+  return { node: node.toString('hex'), contract: contractHex, shareId: share(n).toString('hex'), size, root: root(n).toString('hex'), ok, nonce: '00', blocks: [0] };
+}
+
+function setup(balance: bigint): { maps: LedgerMaps; ledger: CoinLedger; book: EscrowBook } {
+  const maps: LedgerMaps = { balances: new Map([[payer.publicKey.toString('hex'), balance]]), nonces: new Map() };
+  return { maps, ledger: new CoinLedger(maps), book: new Map() };
+}
+
+describe('storage contract escrow (SPEC.md §9.20.4)', () => {
+  it('funds, pays each epoch exactly from passing results, and refunds the rest', () => {
+    const { ledger, book } = setup(1_000_003n);
+    const e = fundEscrow(book, ledger, contract, signTransfer(payer, id, 1_000_003n, 1));
+    expect(e.perEpoch).toBe(250_000n); // floor(1 000 003 / 4)
+    expect(e.totalBytes).toBe(8000n);
+    expect(ledger.account(idHex).balance).toBe(1_000_003n);
+    expect(ledger.account(payer.publicKey.toString('hex')).balance).toBe(0n);
+
+    // Epoch 10: everything passes. A: 250000·4000/8000 = 125000; B the same.
+    const all = [result(nodeA, 1, 3000, true), result(nodeA, 2, 1000, true), result(nodeB, 3, 4000, true)];
+    expect(payEpoch(book, ledger, idHex, 10, passingBytes(e, all))).toEqual([{ node: A, amount: 125_000n }, { node: B, amount: 125_000n }]);
+
+    // Epoch 11: A's share 2 failed, B was not reached. A: floor(250000·3000/8000) = 93750.
+    const some = [result(nodeA, 1, 3000, true), result(nodeA, 2, 1000, false), result(nodeB, 3, 4000, false)];
+    expect(payEpoch(book, ledger, idHex, 11, passingBytes(e, some))).toEqual([{ node: A, amount: 93_750n }]);
+
+    // Epoch 13 (12 skipped: no report): only B. Then the epoch before it cannot be paid any more.
+    expect(payEpoch(book, ledger, idHex, 13, passingBytes(e, [result(nodeB, 3, 4000, true)]))).toEqual([{ node: B, amount: 125_000n }]);
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 12, new Map()))).toBe('ESCROW_EPOCH');
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 13, new Map()))).toBe('ESCROW_EPOCH');
+
+    expect(ledger.account(A).balance).toBe(218_750n);
+    expect(ledger.account(B).balance).toBe(250_000n);
+    expect(codeOf(() => refundEscrow(book, ledger, idHex, 13))).toBe('ESCROW_NOT_ENDED');
+    expect(refundEscrow(book, ledger, idHex, 14)).toBe(1_000_003n - 218_750n - 250_000n);
+    expect(ledger.account(payer.publicKey.toString('hex')).balance).toBe(531_253n);
+    expect(ledger.account(idHex).balance).toBe(0n);
+    expect(codeOf(() => refundEscrow(book, ledger, idHex, 15))).toBe('ESCROW_CLOSED');
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 13, new Map()))).toBe('ESCROW_CLOSED');
+  });
+
+  it('counts a pair once, only with the contract\'s own size and root, whatever contract id the result names', () => {
+    const e = { entries: new Map([[`${A}/${share(1).toString('hex')}`, { size: 3000, root: root(1).toString('hex') }]]) };
+    const other = 'ff'.repeat(32);
+    const forged = { ...result(nodeA, 1, 3000, true), root: root(9).toString('hex') };
+    const resized = result(nodeA, 1, 2999, true);
+    const notInContract = result(nodeB, 3, 4000, true);
+    const got = passingBytes(e, [result(nodeA, 1, 3000, true, other), result(nodeA, 1, 3000, true), forged, resized, notInContract]);
+    expect([...got]).toEqual([[A, 3000n]]);
+  });
+
+  it('payments are floors by passing bytes; a node whose floor is 0 is left out; the sum never exceeds the budget', () => {
+    expect(epochPayments({ perEpoch: 10n, totalBytes: 3n }, new Map([[B, 1n], [A, 2n]]))).toEqual([{ node: A, amount: 6n }, { node: B, amount: 3n }]);
+    expect(epochPayments({ perEpoch: 1n, totalBytes: 8000n }, new Map([[A, 4000n]]))).toEqual([]);
+  });
+
+  it('refuses a contract for more than the payer holds (TRANSFER_OVERSPEND) and changes nothing', () => {
+    const { maps, ledger, book } = setup(999n);
+    expect(codeOf(() => fundEscrow(book, ledger, contract, signTransfer(payer, id, 1000n, 1)))).toBe('TRANSFER_OVERSPEND');
+    expect(book.size).toBe(0);
+    ledger.commit();
+    expect(maps.balances.get(payer.publicKey.toString('hex'))).toBe(999n);
+    expect(maps.balances.has(idHex)).toBe(false);
+  });
+
+  it('refuses a replayed funding, a second funding, a funding to another id, and too little for the epochs', () => {
+    const { ledger, book } = setup(10_000n);
+    const t = signTransfer(payer, id, 1000n, 1);
+    fundEscrow(book, ledger, contract, t);
+    expect(codeOf(() => fundEscrow(book, ledger, contract, t))).toBe('ESCROW_ALREADY_FUNDED');
+    expect(codeOf(() => fundEscrow(book, ledger, contract, signTransfer(payer, id, 1000n, 2)))).toBe('ESCROW_ALREADY_FUNDED');
+    // The same transfer bytes on a fresh book still meet the ledger's nonce rule.
+    expect(codeOf(() => fundEscrow(new Map(), ledger, contract, t))).toBe('TRANSFER_REPLAYED');
+    const other: StorageContract = { ...contract, endEpoch: 20 };
+    expect(codeOf(() => fundEscrow(book, ledger, other, signTransfer(payer, id, 1000n, 2)))).toBe('ESCROW_MISMATCH');
+    expect(codeOf(() => fundEscrow(book, ledger, other, signTransfer(payer, contractId(other), 9n, 2)))).toBe('ESCROW_UNDERFUNDED');
+    expect(ledger.account(payer.publicKey.toString('hex')).balance).toBe(9000n);
+  });
+
+  it('refuses payments other than those the report gives, epochs outside the contract, and unknown contracts', () => {
+    const { ledger, book } = setup(4000n);
+    const e = fundEscrow(book, ledger, contract, signTransfer(payer, id, 4000n, 1));
+    const passing = passingBytes(e, [result(nodeB, 3, 4000, true)]);
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 10, passing, [{ node: B, amount: 501n }]))).toBe('ESCROW_PAYMENT_MISMATCH');
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 10, passing, [{ node: A, amount: 500n }]))).toBe('ESCROW_PAYMENT_MISMATCH');
+    expect(payEpoch(book, ledger, idHex, 10, passing, [{ node: B, amount: 500n }])).toEqual([{ node: B, amount: 500n }]);
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 9, passing))).toBe('ESCROW_EPOCH');
+    expect(codeOf(() => payEpoch(book, ledger, idHex, 14, passing))).toBe('ESCROW_EPOCH');
+    expect(codeOf(() => payEpoch(book, ledger, 'ab'.repeat(32), 10, passing))).toBe('ESCROW_UNKNOWN');
+    expect(codeOf(() => refundEscrow(book, ledger, 'ab'.repeat(32), 20))).toBe('ESCROW_UNKNOWN');
+  });
+});
