@@ -240,6 +240,7 @@ export const ERROR_CODES = {
     REWARD_BAD_INPUT: 'bad_input',
     REWARD_BAD_QUERY: 'bad_input',
     REWARD_BAD_SIGNATURE: 'integrity',
+    REWARD_BAD_ESCROW: 'protocol_violation',
     REWARD_BAD_TRANSFER: 'protocol_violation',
     REWARD_CHAIN_BAD_EPOCH: 'protocol_violation',
     REWARD_CHAIN_BAD_HEIGHT: 'protocol_violation',

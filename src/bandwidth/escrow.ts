@@ -8,6 +8,7 @@ import { err } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { encodeContract, type StorageContract } from '../wire/storage-contract';
 import type { Transfer } from '../wire/transfer';
+import type { EscrowOp } from '../wire/reward-block';
 import type { ReportedAudit } from '../storage/audit-report';
 import type { CoinLedger } from './transfer';
 
@@ -25,14 +26,20 @@ export interface Escrow {
   perEpoch: bigint;
   /** Sum of the contract's share sizes (each (node, share) once: entries are distinct). */
   totalBytes: bigint;
-  /** The contract's entries by `node/shareId` (hex) → `{ size, root }`. */
-  entries: Map<string, { size: number; root: string }>;
+  /**
+   * The contract's entries by `node/shareId` (hex) → `{ size, root }`: known to whoever holds the
+   * contract (the authorities, the payer); absent in a chain verifier's book (§9.20.4).
+   */
+  entries?: Map<string, { size: number; root: string }>;
   /** The last epoch paid (startEpoch − 1 before the first). */
   lastPaid: number;
   /** Units paid out so far. */
   paid: bigint;
   /** Set once the rest went back to the payer. */
   refunded: bigint | null;
+  /** Units paid so far for the epoch `lastPaid` and the last node paid for it (a chain block pays an epoch's nodes in ascending order). */
+  paidLastEpoch?: bigint;
+  lastNode?: string;
 }
 
 /** One payment of an epoch: `amount` units from the escrow to `node`. */
@@ -53,7 +60,7 @@ export function contractId(c: StorageContract): Buffer {
  * transfer to `ledger` by SPEC.md §8.11.2 — so a contract for more than the payer holds is
  * TRANSFER_OVERSPEND and the same transfer again TRANSFER_REPLAYED. A refusal changes nothing.
  */
-export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: StorageContract, funding: Transfer): Escrow {
+export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: StorageContract, funding: Transfer): Escrow & { entries: Map<string, { size: number; root: string }> } {
   const idBuf = contractId(contract);
   const id = idBuf.toString('hex');
   if (!funding.to.equals(idBuf)) throw err('ESCROW_MISMATCH', `the funding transfer pays ${funding.to.toString('hex').slice(0, 16)}…, not the contract ${id.slice(0, 16)}…`);
@@ -67,7 +74,7 @@ export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: Stora
     entries.set(`${e.node.toString('hex')}/${e.shareId.toString('hex')}`, { size: e.shareSize, root: e.auditRoot.toString('hex') });
     totalBytes += BigInt(e.shareSize);
   }
-  const escrow: Escrow = {
+  const escrow = {
     id, payer: funding.from.toString('hex'), startEpoch: contract.startEpoch, endEpoch: contract.endEpoch,
     funded: funding.amount, perEpoch: funding.amount / epochs, totalBytes, entries,
     lastPaid: contract.startEpoch - 1, paid: 0n, refunded: null,
@@ -82,7 +89,7 @@ export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: Stora
  * the contract's own size and audit root (whatever contract id the result names: a pair in several
  * contracts is audited once, §9.20.2); each pair counts once.
  */
-export function passingBytes(escrow: Pick<Escrow, 'entries'>, results: readonly ReportedAudit[]): Map<string, bigint> {
+export function passingBytes(escrow: { entries: ReadonlyMap<string, { size: number; root: string }> }, results: readonly ReportedAudit[]): Map<string, bigint> {
   const seen = new Set<string>();
   const out = new Map<string, bigint>();
   for (const r of results) {
@@ -134,8 +141,11 @@ export function payEpoch(
     if (!same) throw err('ESCROW_PAYMENT_MISMATCH', `the payments of epoch ${epoch} for contract ${id.slice(0, 16)}… are not those the audit report gives`);
   }
   for (const p of payments) ledger.move(id, p.node, p.amount);
+  const sum = payments.reduce((s, p) => s + p.amount, 0n);
   escrow.lastPaid = epoch;
-  escrow.paid += payments.reduce((s, p) => s + p.amount, 0n);
+  escrow.paid += sum;
+  escrow.paidLastEpoch = sum;
+  escrow.lastNode = payments.length ? payments[payments.length - 1].node : undefined;
   return payments;
 }
 
@@ -153,4 +163,54 @@ export function refundEscrow(book: EscrowBook, ledger: CoinLedger, id: string, e
   if (rest > 0n) ledger.move(id, escrow.payer, rest);
   escrow.refunded = rest;
   return rest;
+}
+
+/**
+ * SPEC.md §9.20.4 (what a chain verifier checks): apply one of a block's escrow operations, after the
+ * block's allocations and transfers have been applied to `ledger`. Changes the record in `book` (pass
+ * a copy, `copyEscrowBook`, and keep it only when the whole block applies). Refusals: ESCROW_* or
+ * TRANSFER_OVERSPEND.
+ */
+export function applyEscrowOp(book: EscrowBook, ledger: CoinLedger, block: { epoch: number; transfers?: readonly Transfer[] }, op: EscrowOp): void {
+  if (op.kind === 'open') {
+    if (book.has(op.contract)) throw err('ESCROW_ALREADY_FUNDED', 'the contract is funded already');
+    const epochs = BigInt(op.endEpoch - op.startEpoch);
+    if (op.funded < epochs) throw err('ESCROW_UNDERFUNDED', `${op.funded} units cannot pay ${epochs} epochs`);
+    if (op.endEpoch <= block.epoch) throw err('ESCROW_EPOCH', `the contract ended before the block's epoch ${block.epoch}`);
+    const funding = (block.transfers ?? []).some((t) => t.from.toString('hex') === op.payer && t.to.toString('hex') === op.contract && t.amount === op.funded);
+    if (!funding) throw err('ESCROW_MISMATCH', 'the block carries no transfer of the funded amount from the payer to the contract id');
+    book.set(op.contract, {
+      id: op.contract, payer: op.payer, startEpoch: op.startEpoch, endEpoch: op.endEpoch, funded: op.funded,
+      perEpoch: op.funded / epochs, totalBytes: op.totalBytes, lastPaid: op.startEpoch - 1, paid: 0n, refunded: null,
+    });
+    return;
+  }
+  const e = book.get(op.contract);
+  if (!e) throw err('ESCROW_UNKNOWN', 'no escrow is open for the contract');
+  if (e.refunded !== null) throw err('ESCROW_CLOSED', 'the contract was refunded already');
+  if (op.kind === 'refund') {
+    if (block.epoch < e.endEpoch) throw err('ESCROW_NOT_ENDED', `the contract runs until epoch ${e.endEpoch - 1}`);
+    const rest = ledger.account(op.contract).balance;
+    if (op.amount !== rest) throw err('ESCROW_PAYMENT_MISMATCH', `a refund returns all ${rest} units the escrow holds, not ${op.amount}`);
+    if (rest > 0n) ledger.move(op.contract, e.payer, rest);
+    e.refunded = rest;
+    return;
+  }
+  if (op.epoch < e.startEpoch || op.epoch >= e.endEpoch || op.epoch > block.epoch) {
+    throw err('ESCROW_EPOCH', `epoch ${op.epoch} is outside the contract's ${e.startEpoch}..${e.endEpoch - 1} or after the block's ${block.epoch}`);
+  }
+  const continuing = op.epoch === e.lastPaid && e.lastNode !== undefined && op.node > e.lastNode;
+  if (op.epoch < e.lastPaid || (op.epoch === e.lastPaid && !continuing)) throw err('ESCROW_EPOCH', `epoch ${op.epoch} is paid already, or its nodes are out of order`);
+  const sofar = continuing ? e.paidLastEpoch ?? 0n : 0n;
+  if (sofar + op.amount > e.perEpoch) throw err('ESCROW_PAYMENT_MISMATCH', `epoch ${op.epoch} would pay ${sofar + op.amount} units, more than the ${e.perEpoch} per epoch`);
+  ledger.move(op.contract, op.node, op.amount);
+  e.lastPaid = op.epoch;
+  e.lastNode = op.node;
+  e.paidLastEpoch = sofar + op.amount;
+  e.paid += op.amount;
+}
+
+/** A copy of a book whose records can be changed without touching the original's. */
+export function copyEscrowBook(book: ReadonlyMap<string, Escrow>): EscrowBook {
+  return new Map([...book].map(([k, v]) => [k, { ...v }]));
 }

@@ -11,6 +11,7 @@ import {
 import { type IssuanceSchedule, allocateWithStorage, mintFor, scheduledMint } from './reward';
 import { CoinLedger, type LedgerMaps } from './transfer';
 import type { Transfer } from '../wire/transfer';
+import { applyEscrowOp, copyEscrowBook, type Escrow, type EscrowBook } from './escrow';
 
 export {
   GENESIS_PREVIOUS_HASH, MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_CERTIFICATE_BYTES, MAX_REWARD_BUNDLE_BYTES,
@@ -95,18 +96,33 @@ export interface ChainState {
   nonces: Map<string, number>;
   /** Number of transfers applied so far. */
   transfers: number;
+  /** SPEC §9.20.4: every storage contract escrow opened so far, by contract id (hex). */
+  escrows: EscrowBook;
 }
 
 export function emptyChainState(): ChainState {
-  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map(), nonces: new Map(), transfers: 0 };
+  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map(), nonces: new Map(), transfers: 0, escrows: new Map() };
 }
 
 /**
  * SPEC §8.7.3 item 7, §8.11.2: a block's allocations, then its transfers in order, over the ledger
  * `base` (not modified). Returns the ledger holding the result (commit it to keep it); throws
- * REWARD_BAD_TRANSFER naming the first transfer that does not apply and its TRANSFER_* reason.
+ * REWARD_BAD_TRANSFER naming the first transfer that does not apply and its TRANSFER_* reason, or
+ * REWARD_BAD_ESCROW naming the first escrow operation that does not apply (§9.20.4).
  */
-export function blockLedger(base: Readonly<LedgerMaps>, block: Pick<RewardBlock, 'height' | 'allocations' | 'transfers'>): CoinLedger {
+export function blockLedger(
+  base: Readonly<LedgerMaps> & { escrows?: ReadonlyMap<string, Escrow> }, block: Pick<RewardBlock, 'height' | 'epoch' | 'allocations' | 'transfers' | 'escrow'>,
+): CoinLedger {
+  return blockEffects(base, block).ledger;
+}
+
+/**
+ * `blockLedger`, also returning the escrow book after the block's escrow operations (SPEC §9.20.4):
+ * a copy of `base.escrows` when the block carries any (keep it only with the ledger), else null.
+ */
+export function blockEffects(
+  base: Readonly<LedgerMaps> & { escrows?: ReadonlyMap<string, Escrow> }, block: Pick<RewardBlock, 'height' | 'epoch' | 'allocations' | 'transfers' | 'escrow'>,
+): { ledger: CoinLedger; escrows: EscrowBook | null } {
   const l = new CoinLedger(base);
   l.credit(block.allocations);
   (block.transfers ?? []).forEach((t, i) => {
@@ -117,7 +133,17 @@ export function blockLedger(base: Readonly<LedgerMaps>, block: Pick<RewardBlock,
       throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${i} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ${code}: ${(e as Error).message}`, { transfer: i, reason: code });
     }
   });
-  return l;
+  if (!block.escrow?.length) return { ledger: l, escrows: null };
+  const escrows = copyEscrowBook(base.escrows ?? new Map());
+  block.escrow.forEach((op, i) => {
+    try {
+      applyEscrowOp(escrows, l, block, op);
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'ESCROW_UNKNOWN';
+      throw err('REWARD_BAD_ESCROW', `block ${block.height}: escrow operation ${i} (${op.kind}, contract ${op.contract.slice(0, 16)}…) does not apply: ${code}: ${(e as Error).message}`, { op: i, reason: code });
+    }
+  });
+  return { ledger: l, escrows };
 }
 
 export interface ChainOptions {
@@ -152,8 +178,9 @@ export function applyRewardBlock(
     valid++;
   }
   if (valid < threshold) throw err('REWARD_TOO_FEW_SIGNATURES', `block ${b.height} has ${valid} valid authority signatures, needs ${threshold}`);
-  const ledger = blockLedger(state, b);
+  const { ledger, escrows } = blockEffects(state, b);
   state.height = b.height;
+  if (escrows) state.escrows = escrows;
   state.tipHash = sb.hash;
   state.epoch = b.epoch;
   state.totalMinted += b.minted;

@@ -14,6 +14,10 @@ const malformed = (m: string) => err('REWARD_MALFORMED', m);
 export const REWARD_BLOCK_VERSION = 1;
 /** SPEC §8.7.1: a block that carries transfers is version 2 (one or more); one without is version 1, as before. */
 export const REWARD_BLOCK_VERSION_TRANSFERS = 2;
+/** SPEC §8.7.1, §9.20.4: a block that carries escrow operations is version 3 (transfers then optional). */
+export const REWARD_BLOCK_VERSION_ESCROW = 3;
+/** At most this many escrow operations in one block (SPEC §8.7.1). */
+export const MAX_BLOCK_ESCROW_OPS = 10_000;
 /** At most this many transfers in one block (SPEC §8.7.1). */
 export const MAX_BLOCK_TRANSFERS = 10_000;
 export const REWARD_HASH_BYTES = 32;
@@ -36,14 +40,36 @@ export const ALLOCATION_LEN = ED25519_PUBLIC_BYTES + 8; // 32 identity + 8 units
 /** Version 2 only, after the allocations: transfer count u32 (≥ 1) | count × transfer (SPEC §8.11.1, 145 bytes). */
 export const TRANSFER_COUNT_LEN = 4;
 
+/** Version 3 only, after the transfers: escrow operation count u32 (≥ 1) | count × operation (SPEC §9.20.4). */
+export const ESCROW_COUNT_LEN = 4;
+/** open: kind u8 = 1 | contract [32] | payer [32] | start_epoch u64 | end_epoch u64 | funded u64 | total_bytes u64. */
+export const ESCROW_OPEN_LEN = 1 + 32 + 32 + 8 + 8 + 8 + 8; // 97
+/** pay: kind u8 = 2 | contract [32] | epoch u64 | node [32] | amount u64. */
+export const ESCROW_PAY_LEN = 1 + 32 + 8 + 32 + 8; // 81
+/** refund: kind u8 = 3 | contract [32] | amount u64. */
+export const ESCROW_REFUND_LEN = 1 + 32 + 8; // 41
+
+/** SPEC §9.20.4: an operation on a storage contract's escrow account, carried by a version 3 block. Keys are 64 hex. */
+export type EscrowOp =
+  | { kind: 'open'; contract: string; payer: string; startEpoch: number; endEpoch: number; funded: bigint; totalBytes: bigint }
+  | { kind: 'pay'; contract: string; epoch: number; node: string; amount: bigint }
+  | { kind: 'refund'; contract: string; amount: bigint };
+
+const ESCROW_KIND = { open: 1, pay: 2, refund: 3 } as const;
+
+function escrowOpLen(op: EscrowOp): number {
+  return op.kind === 'open' ? ESCROW_OPEN_LEN : op.kind === 'pay' ? ESCROW_PAY_LEN : ESCROW_REFUND_LEN;
+}
+
 /** Signed block: body length u32 | body | signature count u8 | count × signature entry. */
 export const SIGNED_BLOCK_MIN_LEN = 4 + 1; // 4 body length + 1 signature count = 5 (plus the body)
 /** Signature entry: authority identity [32] | signing key [32] | signature [64]. */
 export const SIGNATURE_ENTRY_LEN = ED25519_PUBLIC_BYTES * 2 + ED25519_SIGNATURE_BYTES; // 32 + 32 + 64 = 128
 export const MAX_BLOCK_SIGNATURES = 255; // the count is a u8
-/** Largest signed block: 1 000 000 allocations, 10 000 transfers and 255 signatures. */
+/** Largest signed block: 1 000 000 allocations, 10 000 transfers, 10 000 escrow openings and 255 signatures. */
 export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + ALLOCATION_LEN * MAX_ALLOCATIONS
-  + TRANSFER_COUNT_LEN + TRANSFER_BYTES * MAX_BLOCK_TRANSFERS + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 32 640 = 41 482 710
+  + TRANSFER_COUNT_LEN + TRANSFER_BYTES * MAX_BLOCK_TRANSFERS + ESCROW_COUNT_LEN + ESCROW_OPEN_LEN * MAX_BLOCK_ESCROW_OPS
+  + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 4 + 970 000 + 32 640 = 42 452 714
 
 /**
  * Bundle (SPEC §8.7.4): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
@@ -70,6 +96,11 @@ export interface RewardBlock {
    * a version 1 body (no transfer field); one or more: version 2.
    */
   transfers?: readonly Transfer[];
+  /**
+   * SPEC §9.20.4: escrow operations applied after the transfers, in this order. Absent or empty:
+   * no escrow field; one or more: version 3 (the transfer count may then be 0).
+   */
+  escrow?: readonly EscrowOp[];
 }
 
 export interface RewardSignature {
@@ -105,9 +136,13 @@ export function encodeRewardBlock(b: RewardBlock): Buffer {
   if (b.allocations.size > MAX_ALLOCATIONS) throw malformed('too many allocations');
   const transfers = b.transfers ?? [];
   if (transfers.length > MAX_BLOCK_TRANSFERS) throw malformed(`at most ${MAX_BLOCK_TRANSFERS} transfers in a block`);
-  const tail = transfers.length ? TRANSFER_COUNT_LEN + TRANSFER_BYTES * transfers.length : 0;
+  const ops = b.escrow ?? [];
+  if (ops.length > MAX_BLOCK_ESCROW_OPS) throw malformed(`at most ${MAX_BLOCK_ESCROW_OPS} escrow operations in a block`);
+  const version = ops.length ? REWARD_BLOCK_VERSION_ESCROW : transfers.length ? REWARD_BLOCK_VERSION_TRANSFERS : REWARD_BLOCK_VERSION;
+  const tail = (version === REWARD_BLOCK_VERSION ? 0 : TRANSFER_COUNT_LEN + TRANSFER_BYTES * transfers.length)
+    + (ops.length ? ESCROW_COUNT_LEN + ops.reduce((n, op) => n + escrowOpLen(op), 0) : 0);
   const w = new Writer(BLOCK_HEADER_LEN + ALLOCATION_LEN * b.allocations.size + tail, 'reward block', CODES)
-    .u8(transfers.length ? REWARD_BLOCK_VERSION_TRANSFERS : REWARD_BLOCK_VERSION, 'version')
+    .u8(version, 'version')
     .u64(b.height, 'height')
     .bytes(b.previousHash)
     .u64(b.epoch, 'epoch')
@@ -124,9 +159,13 @@ export function encodeRewardBlock(b: RewardBlock): Buffer {
     prev = fp;
   }
   if (sum !== b.minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${b.minted}`);
-  if (transfers.length) {
+  if (version !== REWARD_BLOCK_VERSION) {
     w.u32(transfers.length, 'transfer count');
     for (const t of transfers) w.bytes(encodeTransfer(t));
+  }
+  if (ops.length) {
+    w.u32(ops.length, 'escrow operation count');
+    for (const op of ops) writeEscrowOp(w, op);
   }
   return w.finish();
 }
@@ -136,7 +175,7 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
   if (!(bytes instanceof Uint8Array) || bytes.length < BLOCK_HEADER_LEN) throw malformed('reward block body too short');
   const r = new Reader(bytes, 'reward block', CODES);
   const version = r.u8('version');
-  if (version !== REWARD_BLOCK_VERSION && version !== REWARD_BLOCK_VERSION_TRANSFERS) throw malformed(`unknown reward block version ${version}`);
+  if (version !== REWARD_BLOCK_VERSION && version !== REWARD_BLOCK_VERSION_TRANSFERS && version !== REWARD_BLOCK_VERSION_ESCROW) throw malformed(`unknown reward block version ${version}`);
   const height = r.u64big('height');
   const previousHash = r.bytes(REWARD_HASH_BYTES, 'previous hash');
   const epoch = r.u64big('epoch');
@@ -161,10 +200,15 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
   }
   if (sum !== minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${minted}`);
   const transfers: Transfer[] = [];
-  if (version === REWARD_BLOCK_VERSION_TRANSFERS) {
+  const escrow: EscrowOp[] = [];
+  if (version !== REWARD_BLOCK_VERSION) {
     const n = r.u32('transfer count');
-    if (n === 0 || n > MAX_BLOCK_TRANSFERS) throw malformed(`a version 2 block carries 1 to ${MAX_BLOCK_TRANSFERS} transfers, not ${n}`);
-    if (bytes.length !== allocEnd + TRANSFER_COUNT_LEN + n * TRANSFER_BYTES) throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations and ${n} transfers`);
+    if (version === REWARD_BLOCK_VERSION_TRANSFERS && n === 0) throw malformed('a version 2 block carries at least one transfer');
+    if (n > MAX_BLOCK_TRANSFERS) throw malformed(`a block carries at most ${MAX_BLOCK_TRANSFERS} transfers, not ${n}`);
+    const transfersEnd = allocEnd + TRANSFER_COUNT_LEN + n * TRANSFER_BYTES;
+    if (version === REWARD_BLOCK_VERSION_TRANSFERS ? bytes.length !== transfersEnd : bytes.length < transfersEnd + ESCROW_COUNT_LEN) {
+      throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations and ${n} transfers`);
+    }
     for (let i = 0; i < n; i++) {
       try {
         transfers.push(decodeTransfer(r.bytes(TRANSFER_BYTES, 'transfer')));
@@ -173,9 +217,59 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
       }
     }
   }
+  if (version === REWARD_BLOCK_VERSION_ESCROW) {
+    const n = r.u32('escrow operation count');
+    if (n === 0 || n > MAX_BLOCK_ESCROW_OPS) throw malformed(`a version 3 block carries 1 to ${MAX_BLOCK_ESCROW_OPS} escrow operations, not ${n}`);
+    for (let i = 0; i < n; i++) escrow.push(readEscrowOp(r, i));
+    r.end();
+  }
   // Height and epoch are checked last, as they always were: a bad allocation is reported first.
   // A version 1 body has no transfer field: the decoded block has none either.
-  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations, ...(transfers.length ? { transfers } : {}) };
+  return {
+    height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations,
+    ...(transfers.length ? { transfers } : {}), ...(escrow.length ? { escrow } : {}),
+  };
+}
+
+const HEX32 = /^[0-9a-f]{64}$/;
+
+function writeEscrowOp(w: Writer, op: EscrowOp): void {
+  if (!HEX32.test(op.contract)) throw malformed('an escrow operation names a contract by its 32-byte id');
+  w.u8(ESCROW_KIND[op.kind], 'escrow kind').hex(op.contract, 32, 'contract');
+  if (op.kind === 'open') {
+    if (!HEX32.test(op.payer)) throw malformed('an escrow payer is a 32-byte key');
+    if (!(op.endEpoch > op.startEpoch) || op.funded <= 0n || op.totalBytes <= 0n) throw malformed('an escrow opens for end > start epochs, funded > 0 and total bytes > 0');
+    w.hex(op.payer, 32, 'payer').u64(op.startEpoch, 'start_epoch').u64(op.endEpoch, 'end_epoch').u64big(op.funded, 'funded').u64big(op.totalBytes, 'total_bytes');
+  } else if (op.kind === 'pay') {
+    if (!HEX32.test(op.node)) throw malformed('an escrow payment names a 32-byte node key');
+    if (op.amount <= 0n) throw malformed('an escrow payment is > 0');
+    w.u64(op.epoch, 'epoch').hex(op.node, 32, 'node').u64big(op.amount, 'amount');
+  } else {
+    w.u64big(op.amount, 'amount');
+  }
+}
+
+function readEscrowOp(r: Reader, i: number): EscrowOp {
+  const kind = r.u8('escrow kind');
+  const contract = r.hex(32, 'contract');
+  if (kind === ESCROW_KIND.open) {
+    const payer = r.hex(32, 'payer');
+    const startEpoch = safe(r.u64big('start_epoch'), 'start_epoch');
+    const endEpoch = safe(r.u64big('end_epoch'), 'end_epoch');
+    const funded = r.u64big('funded');
+    const totalBytes = r.u64big('total_bytes');
+    if (!(endEpoch > startEpoch) || funded === 0n || totalBytes === 0n) throw malformed(`escrow operation ${i}: an escrow opens for end > start epochs, funded > 0 and total bytes > 0`);
+    return { kind: 'open', contract, payer, startEpoch, endEpoch, funded, totalBytes };
+  }
+  if (kind === ESCROW_KIND.pay) {
+    const epoch = safe(r.u64big('epoch'), 'epoch');
+    const node = r.hex(32, 'node');
+    const amount = r.u64big('amount');
+    if (amount === 0n) throw malformed(`escrow operation ${i}: a zero payment`);
+    return { kind: 'pay', contract, epoch, node, amount };
+  }
+  if (kind === ESCROW_KIND.refund) return { kind: 'refund', contract, amount: r.u64big('amount') };
+  throw malformed(`escrow operation ${i}: unknown kind ${kind}`);
 }
 
 function safe(v: bigint, name: string): number {

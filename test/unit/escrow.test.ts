@@ -11,6 +11,15 @@ import {
 } from '../../src/bandwidth/escrow';
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
+import { expectCode } from '../helpers/errors';
+import {
+  applyRewardBlock, signRewardBlock, staticAuthorities, verifyChain,
+} from '../../src/bandwidth/reward-chain';
+import {
+  GENESIS_PREVIOUS_HASH, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock, rewardBlockHash,
+  type EscrowOp, type RewardBlock,
+} from '../../src/wire/reward-block';
+import type { Transfer } from '../../src/wire/transfer';
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -127,5 +136,83 @@ describe('storage contract escrow (SPEC.md §9.20.4)', () => {
     expect(codeOf(() => payEpoch(book, ledger, idHex, 14, passing))).toBe('ESCROW_EPOCH');
     expect(codeOf(() => payEpoch(book, ledger, 'ab'.repeat(32), 10, passing))).toBe('ESCROW_UNKNOWN');
     expect(codeOf(() => refundEscrow(book, ledger, 'ab'.repeat(32), 20))).toBe('ESCROW_UNKNOWN');
+  });
+});
+
+describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.4)', () => {
+  const auth = ed25519Generate();
+  const authorities = staticAuthorities([{ identity: auth.publicKey }]);
+  const P = payer.publicKey.toString('hex');
+
+  /** Signed blocks for epochs 10, 11, …: block 0 mints 1 000 000 units to the payer, then each carries its transfers and escrow operations. */
+  function chain(perBlock: { transfers?: Transfer[]; escrow?: EscrowOp[] }[]): Buffer[] {
+    let prev = GENESIS_PREVIOUS_HASH;
+    return perBlock.map((x, h) => {
+      const block: RewardBlock = {
+        height: h, previousHash: prev, epoch: 10 + h, minted: h === 0 ? 1_000_000n : 0n,
+        allocations: h === 0 ? new Map([[P, 1_000_000n]]) : new Map(), ...x,
+      };
+      const body = encodeRewardBlock(block);
+      prev = rewardBlockHash(body);
+      return encodeSignedRewardBlock(body, [signRewardBlock(body, auth.publicKey, auth)]);
+    });
+  }
+  const open: EscrowOp = { kind: 'open', contract: idHex, payer: P, startEpoch: 10, endEpoch: 14, funded: 1_000_003n - 3n, totalBytes: 8000n };
+  const fund = signTransfer(payer, id, 1_000_000n, 1);
+
+  it('encodes version 3 (one encoding), opens, pays in exact amounts and refunds; every verifier gets the same balances', () => {
+    const blocks = chain([
+      { transfers: [fund], escrow: [open] },
+      { escrow: [{ kind: 'pay', contract: idHex, epoch: 10, node: A, amount: 125_000n }, { kind: 'pay', contract: idHex, epoch: 10, node: B, amount: 125_000n }] },
+      { escrow: [{ kind: 'pay', contract: idHex, epoch: 11, node: A, amount: 93_750n }] },
+      {},
+      { escrow: [{ kind: 'refund', contract: idHex, amount: 1_000_000n - 343_750n }] },
+    ]);
+    const body1 = decodeSignedRewardBlock(blocks[1]).body;
+    expect(body1[0]).toBe(3);
+    expect(body1.length).toBe(61 + 4 + 4 + 2 * 81);
+    expect(encodeRewardBlock(decodeRewardBlock(body1)).equals(body1)).toBe(true);
+    expectCode(() => decodeRewardBlock(Buffer.concat([body1, Buffer.alloc(1)])), 'REWARD_MALFORMED');
+    expectCode(() => decodeRewardBlock(Buffer.concat([body1.subarray(0, 65), Buffer.alloc(4)])), 'REWARD_MALFORMED');
+    const s = verifyChain(blocks, authorities);
+    expect(s.balances.get(A)).toBe(218_750n);
+    expect(s.balances.get(B)).toBe(125_000n);
+    expect(s.balances.get(P)).toBe(1_000_000n - 343_750n);
+    expect(s.balances.get(idHex)).toBe(0n);
+    expect(s.escrows.get(idHex)?.refunded).toBe(656_250n);
+  });
+
+  it('refuses, with REWARD_BAD_ESCROW and its reason, escrow operations that do not apply; the block changes nothing', () => {
+    const bad = (ops: { transfers?: Transfer[]; escrow?: EscrowOp[] }[], reason: string) => {
+      const blocks = chain(ops);
+      const st = verifyChain(blocks.slice(0, -1), authorities);
+      const before = new Map(st.balances);
+      try {
+        applyRewardBlock(st, blocks[blocks.length - 1], authorities, 1);
+        expect.unreachable();
+      } catch (e) {
+        expect(isBitcloudError(e) && e.code).toBe('REWARD_BAD_ESCROW');
+        expect((e as { detail?: { reason?: string } }).detail?.reason).toBe(reason);
+      }
+      expect(st.balances).toEqual(before);
+      expect(st.height).toBe(blocks.length - 2);
+    };
+    const pay = (epoch: number, node: string, amount: bigint): EscrowOp => ({ kind: 'pay', contract: idHex, epoch, node, amount });
+    // An opening without its funding transfer; a second opening (a replayed funding).
+    bad([{}, { escrow: [open] }], 'ESCROW_MISMATCH');
+    const small: EscrowOp = { ...open, funded: 400n };
+    bad([{ transfers: [signTransfer(payer, id, 400n, 1)], escrow: [small] }, { transfers: [signTransfer(payer, id, 400n, 2)], escrow: [small] }], 'ESCROW_ALREADY_FUNDED');
+    // A contract for more than the payer holds: the funding transfer itself is refused.
+    const tooMuch = signTransfer(payer, id, 2_000_000n, 1);
+    expect(() => verifyChain(chain([{ transfers: [tooMuch], escrow: [{ ...open, funded: 2_000_000n }] }]), authorities)).toThrow(/TRANSFER_OVERSPEND/);
+    // Paying more than the epoch's budget, an epoch twice, out of order, outside the contract, before it is open.
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [pay(10, A, 250_001n)] }], 'ESCROW_PAYMENT_MISMATCH');
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [pay(10, A, 100n)] }, { escrow: [pay(10, A, 100n)] }], 'ESCROW_EPOCH');
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [pay(11, B, 100n), pay(11, A, 100n)] }], 'ESCROW_EPOCH');
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [pay(12, A, 100n)] }], 'ESCROW_EPOCH');
+    bad([{}, { escrow: [pay(10, A, 100n)] }], 'ESCROW_UNKNOWN');
+    // A refund before the end, or of less than the escrow holds.
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [{ kind: 'refund', contract: idHex, amount: 1_000_000n }] }], 'ESCROW_NOT_ENDED');
+    bad([{ transfers: [fund], escrow: [open] }, {}, {}, {}, { escrow: [{ kind: 'refund', contract: idHex, amount: 1n }] }], 'ESCROW_PAYMENT_MISMATCH');
   });
 });
