@@ -30,6 +30,9 @@ import {
 import { MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, encodeRewardBlock } from '../src/wire/reward-block';
 import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
+import { escrowOpsFor, type ContractLookup } from '../src/bandwidth/escrow';
+import { verifyAuditReport, type AuditReportBody } from '../src/storage/audit-report';
+import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
@@ -66,6 +69,17 @@ interface Held {
 
 /** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
 interface Awaiting { height: number; epoch: number; base: ReturnType<typeof nextRewardBlock>; since: number; fetching: boolean }
+
+/**
+ * SPEC.md §9.20.4: what escrow payments are computed from on this authority: the storage contracts
+ * it holds and its own audit reports.
+ */
+export interface EscrowSource {
+  contract: ContractLookup;
+  ownReport(epoch: number): AuditReportBody | null;
+}
+
+const AUDITS_PATH = '/bitcloud/storage/audits';
 
 /** What a block is computed from: its epoch, proven cells per relay, audited stored bytes per storage node. */
 export interface RewardInput { epoch: number; proven: Map<string, number>; stored: Map<string, number> }
@@ -107,6 +121,8 @@ export class RewardLedger {
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
   readonly pool: TransferPool;
   private awaiting: Awaiting | null = null;
+  /** SPEC.md §9.20.4: contracts and audit reports for escrow operations (none: this authority carries none, and signs no block that does). */
+  escrow: EscrowSource | null = null;
   /** Told of every block of the chain held, loaded or appended (the status page's history). */
   onBlock: ((b: { height: number; epoch: number; minted: bigint }) => void) | null = null;
 
@@ -259,6 +275,7 @@ export class RewardLedger {
     let next: ReturnType<typeof nextRewardBlock>;
     try {
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
+      if (proposer && this.escrow) next = this.withEscrow(next, this.escrow.ownReport(inp.epoch));
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -272,6 +289,31 @@ export class RewardLedger {
       return;
     }
     this.signAndHold(next, inp.epoch);
+  }
+
+  /**
+   * SPEC.md §9.20.4: the escrow operations of a block (openings by its transfers, payments of its epoch
+   * by `report`, refunds of ended contracts) added to it.
+   */
+  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditReportBody | null): ReturnType<typeof nextRewardBlock> {
+    const src = this.escrow;
+    if (!src) return next;
+    const base = { ...next.block, escrow: [] };
+    const ops = escrowOpsFor(this.state.escrows, blockLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report);
+    if (!ops.length) return next;
+    const block = { ...next.block, escrow: ops };
+    blockLedger(this.state, block); // they apply by construction; a bug here must not be signed
+    const body = encodeRewardBlock(block);
+    return { block, body, hash: rewardBlockHash(body) };
+  }
+
+  /** The proposer's signed audit report of `epoch`, verified (SPEC.md §9.20.3), or an error. */
+  private async proposerReport(a: AuthorityInfo, epoch: number): Promise<AuditReportBody> {
+    const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: 64 * 1024 * 1024, timeoutMs: this.timeout() });
+    if (r.status !== 200) throw new Error(`no audit report of epoch ${epoch} (HTTP ${r.status})`);
+    const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), this.o.authorities, epoch);
+    if (body.authority !== a.fingerprint) throw new Error('the audit report is another authority\'s');
+    return body;
   }
 
   /** Sign `next` (one body per height) and hold it as the pending block. */
@@ -320,14 +362,21 @@ export class RewardLedger {
           const tb = theirs.block;
           if (tb.height > aw.height) this.wantCatchUp = true;
           else if (tb.height === aw.height) {
-            const sameBase = encodeRewardBlock({ ...tb, transfers: [] }).equals(aw.base.body);
+            const sameBase = encodeRewardBlock({ ...tb, transfers: [], escrow: [] }).equals(aw.base.body);
             if (!sameBase) fallback = 'the proposer holds another block at this height';
             else {
               try {
                 blockLedger(this.state, tb);
+                // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
+                // from the contracts it holds and, when the block pays, the proposer's own audit report.
+                if (tb.escrow?.length) {
+                  const report = tb.escrow.some((op) => op.kind === 'pay') ? await this.proposerReport(a, tb.epoch) : null;
+                  const want = this.escrow ? this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report).body : null;
+                  if (!want?.equals(theirs.body)) throw new Error('its escrow operations are not those the contracts and its audit report give');
+                }
                 chosen = { block: tb, body: theirs.body, hash: theirs.hash };
               } catch (e) {
-                fallback = `the proposer's transfers do not apply (${(e as Error).message})`;
+                fallback = `the proposer's transfers or escrow operations do not apply (${(e as Error).message})`;
               }
             }
           }

@@ -21,7 +21,7 @@ import { CircuitManager } from '../src/client/circuit-manager';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
 import { auditShare, type ChallengeSender } from '../src/storage/auditor';
-import { signAuditReport, storedBytes, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
+import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
 import { decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
 
@@ -108,6 +108,15 @@ export class StorageAudits {
 
   get epochNow(): number { return Math.floor(this.now() / this.P); }
   get contractCount(): number { return this.contracts.size; }
+
+  /** A contract held, by id (hex): what escrow payments are computed from (SPEC.md §9.20.4). */
+  contract(id: string): StorageContract | undefined { return this.contracts.get(id)?.contract; }
+
+  /** The body of this authority's own report of `epoch`, or null (SPEC.md §9.20.3, §9.20.4). */
+  reportBody(epoch: number): AuditReportBody | null {
+    const r = this.reports.get(epoch);
+    return r ? JSON.parse(r.signed.body) as AuditReportBody : null;
+  }
 
   /** Load contracts and recent reports from disk. Call once, before anything else. */
   load(): { contracts: number; reports: number } {

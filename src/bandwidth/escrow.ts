@@ -214,3 +214,51 @@ export function applyEscrowOp(book: EscrowBook, ledger: CoinLedger, block: { epo
 export function copyEscrowBook(book: ReadonlyMap<string, Escrow>): EscrowBook {
   return new Map([...book].map(([k, v]) => [k, { ...v }]));
 }
+
+/** What the authority building a block knows besides the chain: the contracts it holds. */
+export type ContractLookup = (id: string) => StorageContract | undefined;
+
+/**
+ * SPEC.md §9.20.4: the escrow operations of the block for `epoch`, computed by its proposer and
+ * recomputed by every other authority before it signs. `book` is the chain's escrow book before the
+ * block, `ledger` the chain state after the block's allocations and transfers, `report` the
+ * proposer's own audit report of `epoch` (null: none, and then nothing is paid). In this order:
+ * - **open** for each of the block's transfers, in order, that pays the id of a contract held,
+ *   not yet open and not ended at `epoch`, with at least one unit per epoch (the first such
+ *   transfer per contract; the sender is the payer);
+ * - **pay**, for each escrow open before the block, in ascending contract id, whose contract is
+ *   held, with `startEpoch ≤ epoch < endEpoch` and `epoch` not paid: `epochPayments` of the
+ *   report's passing bytes for its pairs;
+ * - **refund**, for each escrow open before the block and not refunded whose `endEpoch ≤ epoch`, in
+ *   ascending contract id: everything its account holds.
+ */
+export function escrowOpsFor(
+  book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], contracts: ContractLookup,
+  report: { epoch: number; results: readonly ReportedAudit[] } | null,
+): EscrowOp[] {
+  const ops: EscrowOp[] = [];
+  const opened = new Set<string>();
+  for (const t of transfers) {
+    const id = t.to.toString('hex');
+    const c = contracts(id);
+    if (!c || book.has(id) || opened.has(id) || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) continue;
+    opened.add(id);
+    const totalBytes = c.entries.reduce((s, e) => s + BigInt(e.shareSize), 0n);
+    ops.push({ kind: 'open', contract: id, payer: t.from.toString('hex'), startEpoch: c.startEpoch, endEpoch: c.endEpoch, funded: t.amount, totalBytes });
+  }
+  const ids = [...book.keys()].sort();
+  if (report && report.epoch === epoch) {
+    for (const id of ids) {
+      const e = book.get(id)!;
+      const c = contracts(id);
+      if (!c || e.refunded !== null || epoch < e.startEpoch || epoch >= e.endEpoch || epoch <= e.lastPaid) continue;
+      const entries = new Map(c.entries.map((x) => [`${x.node.toString('hex')}/${x.shareId.toString('hex')}`, { size: x.shareSize, root: x.auditRoot.toString('hex') }]));
+      for (const p of epochPayments(e, passingBytes({ entries }, report.results))) ops.push({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
+    }
+  }
+  for (const id of ids) {
+    const e = book.get(id)!;
+    if (e.refunded === null && e.endEpoch <= epoch) ops.push({ kind: 'refund', contract: id, amount: ledger.account(id).balance });
+  }
+  return ops;
+}

@@ -7,7 +7,7 @@ import { ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
 import {
-  contractId, epochPayments, fundEscrow, passingBytes, payEpoch, refundEscrow, type EscrowBook,
+  applyEscrowOp, contractId, epochPayments, escrowOpsFor, fundEscrow, passingBytes, payEpoch, refundEscrow, type EscrowBook,
 } from '../../src/bandwidth/escrow';
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
@@ -214,5 +214,31 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
     // A refund before the end, or of less than the escrow holds.
     bad([{ transfers: [fund], escrow: [open] }, { escrow: [{ kind: 'refund', contract: idHex, amount: 1_000_000n }] }], 'ESCROW_NOT_ENDED');
     bad([{ transfers: [fund], escrow: [open] }, {}, {}, {}, { escrow: [{ kind: 'refund', contract: idHex, amount: 1n }] }], 'ESCROW_PAYMENT_MISMATCH');
+  });
+});
+
+describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
+  it('opens on a funding transfer, pays the epoch from the report, refunds after the end; blocks built so verify', () => {
+    const P = payer.publicKey.toString('hex');
+    const held = (x: string) => (x === idHex ? contract : undefined);
+    const maps: LedgerMaps = { balances: new Map([[P, 5000n]]), nonces: new Map() };
+    const fund = signTransfer(payer, id, 4001n, 1);
+    const l0 = new CoinLedger(maps);
+    l0.apply(fund);
+    const ops0 = escrowOpsFor(new Map(), l0, 9, [fund, signTransfer(payer, id, 1n, 2)], held, null);
+    expect(ops0).toEqual([{ kind: 'open', contract: idHex, payer: P, startEpoch: 10, endEpoch: 14, funded: 4001n, totalBytes: 8000n }]);
+    // Not for a contract not held, nor one that ended.
+    expect(escrowOpsFor(new Map(), l0, 9, [fund], () => undefined, null)).toEqual([]);
+    expect(escrowOpsFor(new Map(), l0, 14, [fund], held, null)).toEqual([]);
+    const book: EscrowBook = new Map();
+    applyEscrowOp(book, l0, { epoch: 9, transfers: [fund] }, ops0[0]);
+    const report = { epoch: 10, results: [result(nodeA, 1, 3000, true), result(nodeB, 3, 4000, true), result(nodeA, 2, 1000, false)] };
+    // perEpoch = floor(4001 / 4) = 1000: A 1000·3000/8000 = 375, B 500.
+    expect(escrowOpsFor(book, l0, 10, [], held, report)).toEqual([
+      { kind: 'pay', contract: idHex, epoch: 10, node: A, amount: 375n }, { kind: 'pay', contract: idHex, epoch: 10, node: B, amount: 500n },
+    ]);
+    expect(escrowOpsFor(book, l0, 10, [], held, null)).toEqual([]);
+    expect(escrowOpsFor(book, l0, 11, [], held, report)).toEqual([]); // a report of another epoch pays nothing
+    expect(escrowOpsFor(book, l0, 14, [], held, null)).toEqual([{ kind: 'refund', contract: idHex, amount: 4001n }]);
   });
 });
