@@ -15,13 +15,17 @@ import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
 import { contractFromPass, uploadContract } from '../storage-contract';
+import { parseCoins } from '../wallet';
+import { walletSend } from './wallet';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
-type ContractArgs = Common & { cap: string; epochs: number };
+type ContractArgs = Common & { cap: string; epochs: number; pay?: string; key?: string; 'no-wait'?: boolean };
 type RunArgs = Common & { once: boolean; interval: number; 'renew-within': number; 'lease-seconds': number };
 
 const nowSec = () => Math.floor(Date.now() / 1000);
+/** Units as coins with 8 decimals (what `parseCoins` reads back exactly). */
+const formatUnits = (u: bigint) => `${u / 100_000_000n}.${(u % 100_000_000n).toString().padStart(8, '0')}`;
 
 function dataDirOf(a: Common): string {
   return loadDirClientConfig(clientConfigPath(a.config), { dataDir: a['data-dir'] }).dataDir;
@@ -131,6 +135,11 @@ async function runCommand(a: RunArgs): Promise<number> {
 async function contractCommand(a: ContractArgs): Promise<number> {
   const text = a.cap.trim();
   if (!Number.isSafeInteger(a.epochs) || a.epochs < 1) return reportFailure('keep contract', err('CONFIG_INVALID', '--epochs must be a positive integer'), a.json);
+  let pay: bigint | null = null;
+  if (a.pay !== undefined) {
+    try { pay = parseCoins(String(a.pay)); } catch (e) { return reportFailure('keep contract', e, a.json); }
+    if (pay < BigInt(a.epochs)) return reportFailure('keep contract', err('ESCROW_UNDERFUNDED', `--pay must buy at least one unit (10^-8 coin) per epoch: ${a.epochs} units`), a.json);
+  }
   return runStorageCommand('keep contract', a, () => ({}), async (session) => {
     const vcap = isVerifyCapability(text) ? text : await verifyCapOf(session.client, (parseCapability(text), text));
     const c = session.network.dir.consensus()!;
@@ -141,13 +150,34 @@ async function contractCommand(a: ContractArgs): Promise<number> {
     const k = contractFromPass(r.placed, start, a.epochs);
     const uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
     const accepted = uploads.filter((u) => u.ok).length;
-    const ok = accepted * 2 > uploads.length;
+    let ok = accepted * 2 > uploads.length;
+    // SPEC.md §9.20.4: a paid contract is funded only once every authority holds it (the proposer
+    // that carries the funding transfer must hold the contract to open its escrow).
+    let funding: unknown = null;
+    const lines: string[] = [];
+    if (pay !== null) {
+      if (accepted !== uploads.length) {
+        ok = false;
+        lines.push('not funded: not every authority took the contract');
+        funding = { ok: false, error: 'not every authority took the contract' };
+      } else {
+        const out: string[] = [];
+        const code = await walletSend(k.id, formatUnits(pay), { config: a.config, dataDir: a['data-dir'], key: a.key, json: true, noWait: a['no-wait'] ?? false },
+          { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
+        funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
+        if (code !== 0) ok = false;
+        const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; code?: string; error?: string } | null;
+        lines.push(f?.ok ? `funded with ${formatUnits(pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `not funded: ${f?.code ?? 'failed'} ${f?.error ?? ''}`);
+      }
+    }
     if (a.json) {
       process.stdout.write(JSON.stringify({ ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
-        bytes: k.contract.entries.reduce((s, e) => s + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads }) + '\n');
+        bytes: k.contract.entries.reduce((s, e) => s + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
+        ...(pay !== null ? { funding } : {}) }) + '\n');
     } else {
       process.stdout.write(`contract ${k.id.slice(0, 16)}…: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}\n`);
       for (const u of uploads) process.stdout.write(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}\n`);
+      for (const l of lines) process.stdout.write(`  ${l}\n`);
     }
     return ok ? 0 : 1;
   });
@@ -174,7 +204,10 @@ export const keepCommandModule: CommandModule = {
     .command({
       command: 'contract <cap>', describe: 'Audit the file, then ask the authorities to audit its holders every epoch (a storage contract, SPEC.md §9.20)',
       builder: (yy) => commonOptions(yy.positional('cap', { type: 'string' })
-        .option('epochs', { type: 'number', default: 24, describe: 'Epochs (consensus periods) the contract lasts' })) as never,
+        .option('epochs', { type: 'number', default: 24, describe: 'Epochs (consensus periods) the contract lasts' })
+        .option('pay', { type: 'string', describe: 'Coins to escrow for the contract from the wallet (SPEC.md §9.20.4): paid to the holders whose shares pass audit, the rest refunded' })
+        .option('key', { type: 'string', describe: 'The wallet key file that pays (default <dataDir>/wallet.key)' })
+        .option('no-wait', { type: 'boolean', default: false, describe: 'Do not wait for a block to carry the funding transfer' })) as never,
       handler: async (a) => { process.exitCode = await contractCommand(a as unknown as ContractArgs); },
     })
     .command({
