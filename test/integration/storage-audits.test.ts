@@ -5,7 +5,10 @@
 // (GET /bitcloud/storage/audits?epoch=E) that anyone rechecks, and votes the bytes that passed;
 // the consensus carries their low median, and the reward block pays storage for exactly those.
 // Then one node's shares are erased: within an epoch its audits fail and the following blocks pay
-// it nothing, while the honest nodes keep being paid. SPEC.md §9.20, §8.6.
+// it nothing, while the honest nodes keep being paid. Last, a storage node's operator pays for a
+// contract from the node's earnings (`keep contract --pay`): the chain opens its escrow, pays the
+// holders of passing shares each epoch in the exact amounts the proposer's published report gives,
+// and refunds the rest to the payer at the end. SPEC.md §9.20, §8.6.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +22,10 @@ import { verifyAuditReport } from '../../src/storage/audit-report';
 import { allocate } from '../../src/bandwidth/reward';
 import { STORAGE_SHARE_DEN, STORAGE_SHARE_NUM } from '../../src/bandwidth/reward';
 import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
+import { IDENTITY_KEY_FILE } from '../../src/crypto/keys';
+import { decodeContract } from '../../src/wire/storage-contract';
+import { epochPayments, passingBytes } from '../../src/bandwidth/escrow';
+import type { EscrowOp } from '../../src/wire/reward-block';
 import { shareFiles } from '../helpers/storage-nodes';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 
@@ -151,4 +158,67 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     expect(c.relays.find((r) => r.fingerprint === lazy.fingerprint)!.stored ?? 0).toBe(0);
     expect(c.relays.find((r) => r.fingerprint === nodes[1].fingerprint)!.stored).toBe(shareSize);
   }, 300_000);
+
+  it('a paid contract: escrow opened, each epoch\'s payments exact by the proposer\'s report, the rest refunded (SPEC.md §9.20.4)', async () => {
+    const file = path.join(dnet.dir, 'escrowed.bin');
+    fs.writeFileSync(file, randomBytes(100_000));
+    const put = await cli(['put', file, '-k', '2', '-n', '4', '--json']);
+    expect(put.code, put.stderr).toBe(0);
+    const cap = String(lastJson(put.stdout).capability);
+    const payer = nodes[1];
+    const keyFile = path.join(payer.dataDir, IDENTITY_KEY_FILE);
+
+    // More than the payer holds: refused before anything is sent.
+    const tooMuch = await cli(['keep', 'contract', cap, '--epochs', '4', '--pay', '1000000', '--key', keyFile, '--json']);
+    expect(tooMuch.code).toBe(1);
+    expect(lastJson(tooMuch.stdout).funding).toMatchObject({ ok: false, code: 'TRANSFER_OVERSPEND' });
+
+    const c = await cli(['keep', 'contract', cap, '--epochs', '4', '--pay', '1', '--key', keyFile, '--json']);
+    expect(c.code, c.stderr + c.stdout).toBe(0);
+    const k = lastJson(c.stdout);
+    expect(k.funding).toMatchObject({ ok: true, units: '100000000' });
+    const id = String(k.contract);
+    const contract = decodeContract(fs.readFileSync(path.join(dnet.authorities[0].dataDir, 'storage', 'contracts', `${id}.bin`)));
+    const entries = new Map(contract.entries.map((x) => [`${x.node.toString('hex')}/${x.shareId.toString('hex')}`, { size: x.shareSize, root: x.auditRoot.toString('hex') }]));
+    const totalBytes = contract.entries.reduce((sum, x) => sum + BigInt(x.shareSize), 0n);
+    const perEpoch = 100_000_000n / 4n;
+    const fps = auths.map((a) => a.fingerprint).sort();
+
+    // Follow the chain until the refund; recheck every payment against the proposer's published
+    // report of its epoch as soon as the block appears (reports are kept for 6 epochs).
+    const checked = new Set<number>();
+    let paid = 0n;
+    let payments = 0;
+    const refund = await eventually(async () => {
+      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+      if (!ch) return null;
+      for (const vb of ch.blocks) {
+        const b = vb.block;
+        const ops = (b.escrow ?? []).filter((op: EscrowOp) => op.contract === id);
+        if (!ops.length || checked.has(b.height)) continue;
+        const pays = ops.filter((op): op is Extract<EscrowOp, { kind: 'pay' }> => op.kind === 'pay');
+        if (pays.length) {
+          const proposer = auths.find((a) => a.fingerprint === fps[b.height % fps.length])!;
+          const r = await httpRequest(`${proposer.url}/bitcloud/storage/audits?epoch=${b.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
+          expect(r.status).toBe(200);
+          const report = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, b.epoch);
+          const want = epochPayments({ perEpoch, totalBytes }, passingBytes({ entries }, report.results));
+          expect(pays.map((p) => ({ node: p.node, amount: p.amount }))).toEqual(want);
+          for (const p of pays) expect(p.epoch).toBe(b.epoch);
+          paid += pays.reduce((sum, p) => sum + p.amount, 0n);
+          payments += pays.length;
+        }
+        checked.add(b.height);
+        const rf = ops.find((op) => op.kind === 'refund');
+        if (rf) return { block: b, amount: (rf as Extract<EscrowOp, { kind: 'refund' }>).amount, state: ch.state };
+      }
+      return null;
+    }, 180_000, 1000);
+    // Some epoch was paid, in whole units by the rule; what was not paid went back to the payer.
+    expect(payments).toBeGreaterThan(0);
+    expect(paid + refund.amount).toBe(100_000_000n);
+    expect(refund.block.epoch).toBeGreaterThanOrEqual(contract.endEpoch);
+    expect(refund.state.escrows.get(id)).toMatchObject({ payer: payer.fingerprint, funded: 100_000_000n, paid, refunded: refund.amount });
+    expect(refund.state.balances.get(id)).toBe(0n);
+  }, 400_000);
 });
