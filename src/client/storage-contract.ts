@@ -2,7 +2,7 @@
 // by audit, one node holding each share of a file, the contract lists those (node, share, size,
 // audit root) for epochs [start, end) and is uploaded to every authority, which audits them each
 // epoch (§9.20.2). The upload goes straight to the authorities (their addresses are public; the
-// uploader's address is seen by them: §9.20.4).
+// uploader's address is seen by them: §9.20.5).
 import { errorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { httpRequest, errorBodyReason } from '../dir/fetch';
