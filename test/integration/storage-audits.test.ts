@@ -220,5 +220,16 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     expect(refund.block.epoch).toBeGreaterThanOrEqual(contract.endEpoch);
     expect(refund.state.escrows.get(id)).toMatchObject({ payer: payer.fingerprint, funded: 100_000_000n, paid, refunded: refund.amount });
     expect(refund.state.balances.get(id)).toBe(0n);
+
+    // The operator of a paid node sees the contract and what it paid in `bitcloud-storage status`.
+    const perNode = new Map<string, bigint>();
+    for (const vb of (await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 })).blocks) {
+      for (const op of vb.block.escrow ?? []) if (op.kind === 'pay' && op.contract === id) perNode.set(op.node, (perNode.get(op.node) ?? 0n) + op.amount);
+    }
+    const earner = nodes.find((n) => perNode.has(n.fingerprint))!;
+    const st = await runCli('bitcloud-storage', ['status', '--json', '--config', earner.configFile], { timeoutMs: 60_000 });
+    expect(st.code, st.stderr).toBe(0);
+    const mine = (lastJson(st.stdout).rewards.contracts as { contract: string; units: string; refunded: boolean }[]).find((x) => x.contract === id);
+    expect(mine).toMatchObject({ units: perNode.get(earner.fingerprint)!.toString(), refunded: true });
   }, 400_000);
 });

@@ -46,7 +46,9 @@ export interface NodeStatusView {
     available: boolean; error?: string; height?: number; blocks?: number;
     /** Sum of the node's allocations; `balance` is that ± its transfers (SPEC.md §8.11). */
     earned?: { units: string; coins: string };
-    balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[] };
+    balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[];
+    /** SPEC.md §9.20.4: per paid contract that paid this node, what it paid and how far it runs. */
+    contracts?: { contract: string; units: string; coins: string; epochsPaid: number; endEpoch: number | null; refunded: boolean }[] };
 }
 
 async function readBandwidth(file: string): Promise<BandwidthFile | null> {
@@ -103,9 +105,21 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
         .filter((b) => b.block.allocations.has(fp!))
         .map((b) => ({ height: b.block.height, epoch: b.block.epoch, ...amount(b.block.allocations.get(fp!)!), blockMinted: b.block.minted.toString() }));
       const earned = chain.blocks.reduce((t, b) => t + (b.block.allocations.get(fp!) ?? 0n), 0n);
+      const paid = new Map<string, { units: bigint; epochs: number }>();
+      for (const b of chain.blocks) {
+        for (const op of b.block.escrow ?? []) {
+          if (op.kind !== 'pay' || op.node !== fp) continue;
+          const x = paid.get(op.contract) ?? { units: 0n, epochs: 0 };
+          paid.set(op.contract, { units: x.units + op.amount, epochs: x.epochs + 1 });
+        }
+      }
+      const contracts = [...paid].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, x]) => {
+        const e = chain.state.escrows.get(id);
+        return { contract: id, ...amount(x.units), epochsPaid: x.epochs, endEpoch: e?.endEpoch ?? null, refunded: e ? e.refunded !== null : false };
+      });
       view.rewards = {
         available: true, height: chain.state.height, blocks: chain.blocks.length,
-        earned: amount(earned), balance: amount(chain.state.balances.get(fp) ?? 0n), allocations,
+        earned: amount(earned), balance: amount(chain.state.balances.get(fp) ?? 0n), allocations, contracts,
       };
     } catch (e) {
       view.rewards = { available: false, error: `${errorCode(e)}: ${(e as Error).message}` };
@@ -143,6 +157,10 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
     io.out(`earnings: ${r.earned!.coins} coins (${r.earned!.units} units) from ${r.allocations!.length} of ${r.blocks} blocks (chain height ${r.height})`);
     io.out(`balance: ${r.balance!.coins} coins after transfers (spend it: bitcloud wallet send --key <data dir>/identity.key TO AMOUNT)`);
     for (const a of r.allocations!.slice(-recent)) io.out(`  block ${a.height} (epoch ${a.epoch}): +${a.coins} coins of ${formatCoins(BigInt(a.blockMinted))}`);
+    if (r.contracts?.length) {
+      io.out(`paid contracts (escrow, SPEC.md §9.20.4): ${r.contracts.length}`);
+      for (const c of r.contracts) io.out(`  ${c.contract.slice(0, 16)}…: +${c.coins} coins over ${c.epochsPaid} epochs${c.endEpoch !== null ? `, ${c.refunded ? 'ended' : 'runs until'} epoch ${c.endEpoch - 1}` : ''}`);
+    }
   }
 }
 
