@@ -54,11 +54,13 @@ export function contractId(c: StorageContract): Buffer {
 }
 
 /**
- * Fund a contract's escrow: checks that `funding` pays the contract's id (ESCROW_MISMATCH), that the
- * contract was not funded before (ESCROW_ALREADY_FUNDED: a second funding, replayed under a new nonce
- * or not, is refused), that it buys at least one unit per epoch (ESCROW_UNDERFUNDED), then applies the
- * transfer to `ledger` by SPEC.md §8.11.2 — so a contract for more than the payer holds is
- * TRANSFER_OVERSPEND and the same transfer again TRANSFER_REPLAYED. A refusal changes nothing.
+ * Fund a contract's escrow (what a block carrying the funding transfer and its **open** does, for
+ * whoever holds the contract): checks that `funding` pays the contract's id (ESCROW_MISMATCH), that
+ * the contract was not funded before (ESCROW_ALREADY_FUNDED: a second funding, replayed under a new
+ * nonce or not, is refused), that it buys at least one unit per epoch (ESCROW_UNDERFUNDED), then
+ * applies the transfer to `ledger` by SPEC.md §8.11.2 — so a contract for more than the payer holds
+ * is TRANSFER_OVERSPEND and the same transfer again TRANSFER_REPLAYED — and the open by
+ * `applyEscrowOp`. A refusal changes nothing.
  */
 export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: StorageContract, funding: Transfer): Escrow & { entries: Map<string, { size: number; root: string }> } {
   const idBuf = contractId(contract);
@@ -68,17 +70,12 @@ export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: Stora
   const epochs = BigInt(contract.endEpoch - contract.startEpoch);
   if (funding.amount < epochs) throw err('ESCROW_UNDERFUNDED', `${funding.amount} units cannot pay ${epochs} epochs (at least one unit per epoch)`);
   ledger.apply(funding);
-  const entries = new Map<string, { size: number; root: string }>();
-  let totalBytes = 0n;
-  for (const e of contract.entries) {
-    entries.set(`${e.node.toString('hex')}/${e.shareId.toString('hex')}`, { size: e.shareSize, root: e.auditRoot.toString('hex') });
-    totalBytes += BigInt(e.shareSize);
-  }
-  const escrow = {
-    id, payer: funding.from.toString('hex'), startEpoch: contract.startEpoch, endEpoch: contract.endEpoch,
-    funded: funding.amount, perEpoch: funding.amount / epochs, totalBytes, entries,
-    lastPaid: contract.startEpoch - 1, paid: 0n, refunded: null,
-  };
+  const totalBytes = contract.entries.reduce((sum, e) => sum + BigInt(e.shareSize), 0n);
+  applyEscrowOp(book, ledger, { epoch: contract.startEpoch, transfers: [funding] }, {
+    kind: 'open', contract: id, payer: funding.from.toString('hex'), startEpoch: contract.startEpoch, endEpoch: contract.endEpoch, funded: funding.amount, totalBytes,
+  });
+  const entries = new Map(contract.entries.map((e) => [`${e.node.toString('hex')}/${e.shareId.toString('hex')}`, { size: e.shareSize, root: e.auditRoot.toString('hex') }]));
+  const escrow = { ...book.get(id)!, entries };
   book.set(id, escrow);
   return escrow;
 }
@@ -120,10 +117,11 @@ export function epochPayments(escrow: Pick<Escrow, 'perEpoch' | 'totalBytes'>, p
 }
 
 /**
- * Pay epoch `epoch` of a contract: `startEpoch ≤ epoch < endEpoch` and after the last epoch paid
- * (ESCROW_EPOCH: an epoch is paid at most once, in order), not refunded yet (ESCROW_CLOSED), the
- * payments exactly those `epochPayments` gives for `passing` (ESCROW_PAYMENT_MISMATCH). Moves the units
- * on `ledger`. Returns the payments made.
+ * Pay epoch `epoch` of a contract from `passing` (what the **pay** operations of a block do, for
+ * whoever holds the report): `startEpoch ≤ epoch < endEpoch` and after the last epoch paid
+ * (ESCROW_EPOCH: an epoch is paid at most once, in order), not refunded yet (ESCROW_CLOSED), and,
+ * when `claimed` is given, the payments exactly those `epochPayments` gives (ESCROW_PAYMENT_MISMATCH).
+ * Moves the units on `ledger` by `applyEscrowOp`. Returns the payments made.
  */
 export function payEpoch(
   book: EscrowBook, ledger: CoinLedger, id: string, epoch: number, passing: ReadonlyMap<string, bigint>, claimed?: readonly EscrowPayment[],
@@ -140,28 +138,21 @@ export function payEpoch(
     const same = claimed.length === payments.length && claimed.every((p, i) => p.node === payments[i].node && p.amount === payments[i].amount);
     if (!same) throw err('ESCROW_PAYMENT_MISMATCH', `the payments of epoch ${epoch} for contract ${id.slice(0, 16)}… are not those the audit report gives`);
   }
-  for (const p of payments) ledger.move(id, p.node, p.amount);
-  const sum = payments.reduce((s, p) => s + p.amount, 0n);
-  escrow.lastPaid = epoch;
-  escrow.paid += sum;
-  escrow.paidLastEpoch = sum;
-  escrow.lastNode = payments.length ? payments[payments.length - 1].node : undefined;
+  const work = copyEscrowBook(book);
+  for (const p of payments) applyEscrowOp(work, ledger, { epoch }, { kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
+  const done = work.get(id)!;
+  Object.assign(escrow, done, { lastPaid: epoch, lastNode: done.lastPaid === epoch ? done.lastNode : undefined, paidLastEpoch: done.lastPaid === epoch ? done.paidLastEpoch : 0n });
   return payments;
 }
 
 /**
- * Close a contract once `epoch ≥ endEpoch` (ESCROW_NOT_ENDED before; ESCROW_CLOSED when done already):
- * everything its escrow account holds on `ledger` (the rest of the funding and anything else sent to
- * the contract id) goes to the payer. Returns the units refunded.
+ * Close a contract once `epoch ≥ endEpoch` (what a block's **refund** does): everything its escrow
+ * account holds on `ledger` (the rest of the funding and anything else sent to the contract id) goes
+ * to the payer, by `applyEscrowOp` (ESCROW_UNKNOWN, ESCROW_CLOSED, ESCROW_NOT_ENDED). Returns the units.
  */
 export function refundEscrow(book: EscrowBook, ledger: CoinLedger, id: string, epoch: number): bigint {
-  const escrow = book.get(id);
-  if (!escrow) throw err('ESCROW_UNKNOWN', `no escrow for contract ${id.slice(0, 16)}…`);
-  if (escrow.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… was refunded already`);
-  if (epoch < escrow.endEpoch) throw err('ESCROW_NOT_ENDED', `contract ${id.slice(0, 16)}… runs until epoch ${escrow.endEpoch - 1}`);
   const rest = ledger.account(id).balance;
-  if (rest > 0n) ledger.move(id, escrow.payer, rest);
-  escrow.refunded = rest;
+  applyEscrowOp(book, ledger, { epoch }, { kind: 'refund', contract: id, amount: rest });
   return rest;
 }
 
