@@ -33,7 +33,7 @@ const PERIOD = 5;
 let dnet: DirNet;
 let auths: AuthorityInfo[];
 let clientConfig: string;
-const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string }[] = [];
+const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string; daemon: ReturnType<typeof startDaemon> }[] = [];
 
 const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', [...args, '--config', clientConfig], { timeoutMs });
 const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -53,7 +53,7 @@ async function startStorageNode(i: number): Promise<void> {
   }, null, 2));
   const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
   const up = await daemon.waitForMsg('storage node listening', {}, 60_000);
-  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile });
+  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile, daemon });
 }
 
 beforeAll(async () => {
@@ -64,6 +64,12 @@ beforeAll(async () => {
   for (let i = 0; i < 4; i++) await startStorageNode(i);
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   await eventually(async () => storageNetReady(await consensus(), 4), 150_000, 1000);
+  // A storage node takes a put only over a circuit whose previous hop is a relay listed in the
+  // consensus *it* holds (SPEC.md §10.9: otherwise the stream counts as one hop and an unmoderated
+  // node refuses it, UNMODERATED_CIRCUIT_ONLY). A node that fetched its consensus before the relays
+  // were listed refuses the first put until its next fetch: wait until every node holds one listing
+  // the three relays and the four nodes.
+  await Promise.all(nodes.map((n) => n.daemon.waitFor((l) => l.json?.msg === 'new consensus' && Number(l.json.relays) >= 7, 120_000)));
 }, 240_000);
 
 afterAll(() => tearDownDirNet(dnet), 60_000);
