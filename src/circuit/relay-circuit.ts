@@ -15,6 +15,7 @@ import { relayCryptoForHtype } from '../crypto/relay-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
+import type { CellRun, RunOwner } from './cell-run';
 import { MAX_RELAY_EARLY } from './constants';
 import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
@@ -36,6 +37,8 @@ export interface LinkState<C extends CellChannel = CellChannel> {
   /** Circuits whose streams wait for this link to take cells again. */
   blockedEdges: Set<RelayCircuit>;
   closed: boolean;
+  /** The channel emits 'readEnd': its RELAY cells are gathered into runs (cell-run.ts). */
+  batched: boolean;
   /** CREATE2 cells of this link waiting in the onionskin queue (SPEC.md §7b.9), by circuit id. */
   pendingCreates?: Map<number, { cancelled: boolean }>;
 }
@@ -60,7 +63,11 @@ export interface RelayCircuitHost {
 /** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
 const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 
-export class RelayCircuit implements EdgeCircuit, QueueOwner {
+/** CellRun tags of a relay circuit's two directions. */
+export const RUN_FROM_PREV = 0;
+export const RUN_FROM_NEXT = 1;
+
+export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
   next: LinkState | null = null;
   nextId = 0;
   private earlyCells = 0;
@@ -110,6 +117,62 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     this.sw.metrics.cellsInbound++;
     this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
+  }
+
+  /**
+   * A run of consecutive RELAY / RELAY_EARLY cells of this circuit from one read (cell-run.ts),
+   * tagged RUN_FROM_PREV or RUN_FROM_NEXT: the same as fromPrev / fromNext on each cell in turn,
+   * with this hop's layer removed or added over the whole run in one cipher call. An error ends
+   * the circuit as one from the switch's per-cell dispatch does; the rest of the run is dropped.
+   */
+  flushRun(run: CellRun): void {
+    try {
+      if (run.tag === RUN_FROM_PREV) this.fromPrevRun(run);
+      else this.fromNextRun(run);
+    } catch (e) {
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      this.sw.log.debug({ code, msg: (e as Error).message }, 'circuit protocol error');
+      if (!this.closed) this.destroy(DestroyReason.PROTOCOL, code);
+    }
+  }
+
+  private fromPrevRun(run: CellRun): void {
+    const { n, views, commands } = run;
+    const c = this.crypto;
+    if (!c.cryptOutboundMany || !c.recognizeOutbound) {
+      for (let k = 0; k < n && !this.closed; k++) this.fromPrev(commands[k], views[k]);
+      return;
+    }
+    c.cryptOutboundMany(run.payloads);
+    for (let k = 0; k < n && !this.closed; k++) {
+      const command = commands[k];
+      const payload = views[k];
+      if (command === CellCommand.RELAY_EARLY && ++this.earlyCells > MAX_RELAY_EARLY) {
+        throw err('RELAY_EARLY_LIMIT', `more than ${MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit`);
+      }
+      this.sw.metrics.cellsOutbound++;
+      if (c.recognizeOutbound(payload)) { this.deliver(command, payload); continue; }
+      if (this.next && !this.extending) { this.sendOn(this.next, this.nextId, command, payload, this.qNext); continue; }
+      throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
+    }
+  }
+
+  private fromNextRun(run: CellRun): void {
+    const { n, views, commands } = run;
+    const c = this.crypto;
+    if (!c.encryptInboundMany) {
+      for (let k = 0; k < n && !this.closed; k++) this.fromNext(commands[k], views[k]);
+      return;
+    }
+    for (let k = 0; k < n; k++) {
+      if (commands[k] === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
+    }
+    c.encryptInboundMany(run.payloads);
+    for (let k = 0; k < n && !this.closed; k++) {
+      this.sw.metrics.cellsInbound++;
+      this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
+    }
   }
 
   onCreated2(link: LinkState, circId: number, payload: Buffer): void {

@@ -12,13 +12,14 @@ import {
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { clientOpenInbound, clientSealOutbound, createClientHop, relayCryptoHandshake } from '../crypto/relay-crypto';
+import { clientOpenInbound, clientOpenInboundMany, clientSealOutbound, createClientHop, relayCryptoHandshake } from '../crypto/relay-crypto';
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
 import { MAX_RELAY_EARLY } from '../circuit/constants';
+import { cellRun, flushCellRun, type CellRun, type RunOwner } from '../circuit/cell-run';
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
@@ -49,10 +50,16 @@ export class ClientLink {
   private readonly blocked = new Set<ClientCircuit>();
 
   constructor(readonly ch: CellChannel) {
+    // RELAY cells of a channel that batches reads are gathered per circuit (cell-run.ts) and
+    // handled at the end of the read; any other cell goes after the cells gathered before it.
+    const batched = ch.batchesReads === true;
     ch.on('cell', (c: Cell) => {
       const circ = this.circuits.get(c.circId);
+      if (c.command !== CellCommand.RELAY) cellRun.flush();
+      else if (batched && circ && cellRun.add(circ, 0, c.command, c.payload)) return;
       if (circ) circ.onCell(c.command, c.payload);
     });
+    if (batched) ch.on('readEnd', flushCellRun);
     ch.on('drain', () => {
       this.congested = false;
       for (const c of [...this.blocked]) {
@@ -62,6 +69,7 @@ export class ClientLink {
       }
     });
     ch.on('close', (e?: BitcloudError) => {
+      cellRun.flush();
       this.closed = true;
       for (const c of [...this.circuits.values()]) {
         c.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard closed', { destroyReason: DestroyReason.CHANNEL_CLOSED, link: e?.code }));
@@ -103,7 +111,7 @@ interface Pending<T> {
 /**
  * Events: 'close' (err: BitcloudError) once, when the circuit is gone for any reason.
  */
-export class ClientCircuit extends EventEmitter implements EdgeCircuit {
+export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner {
   readonly hops: Hop[] = [];
   /** hops[i].crypto, kept as one array for clientSealOutbound / clientOpenInbound (hot path). */
   private readonly layers: ClientHopCrypto[] = [];
@@ -267,9 +275,34 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
     }
   }
 
+  /**
+   * @internal A run of consecutive RELAY cells of this circuit from one read (cell-run.ts): the
+   * same as onCell on each in turn, with each hop's layer removed from the whole run at once.
+   */
+  flushRun(run: CellRun): void {
+    if (this.closedWith) return;
+    this.runViews = run.views;
+    try {
+      clientOpenInboundMany(this.layers, run.payloads, run.views, run.n, this.onOpened);
+    } catch (e) {
+      this.violation(declaredCode(e), (e as Error).message);
+    }
+  }
+
+  private runViews: readonly Buffer[] = [];
+  private readonly onOpened = (k: number, hop: number): boolean => {
+    if (this.closedWith) return false;
+    this.onRecognized(this.runViews[k], hop);
+    return this.closedWith === null;
+  };
+
   private onRelay(payload: Buffer): void {
+    this.onRecognized(payload, clientOpenInbound(this.layers, payload));
+  }
+
+  /** A RELAY payload with our layers removed, that `hop` sent (-1: none of ours). */
+  private onRecognized(payload: Buffer, hop: number): void {
     const n = this.layers.length;
-    const hop = clientOpenInbound(this.layers, payload);
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
     const m = decodeRelayPayload(payload);
     if (hop === n - 1 && this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
