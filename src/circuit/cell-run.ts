@@ -69,3 +69,79 @@ export class CellRun {
 export const cellRun = new CellRun();
 /** For 'readEnd' listeners. */
 export const flushCellRun = (): void => cellRun.flush();
+
+/** Who sends an origin run: a circuit, toward one link. */
+export interface OriginOwner {
+  flushOriginated(run: OriginRun): void;
+}
+
+/**
+ * Cells a circuit end originates in one go (an exit packaging DATA, a client uploading), in the
+ * order originated: each is encoded and digested (originate) at once, so SENDME v1 digests are
+ * exact, and the run gets each layer of encryption in one cipher call when it is handed on —
+ * before any other cell goes to the same link, when it is full, and at the latest at the end of
+ * the current task (a microtask: before the link's write of that turn).
+ */
+export class OriginRun {
+  private readonly buf = Buffer.alloc(RUN_MAX_CELLS * CELL_PAYLOAD_LEN);
+  readonly views: readonly Buffer[] = Array.from({ length: RUN_MAX_CELLS }, (_, k) => this.buf.subarray(k * CELL_PAYLOAD_LEN, (k + 1) * CELL_PAYLOAD_LEN));
+  /** Cells in the run. */
+  n = 0;
+  private owner: OriginOwner | null = null;
+  /** The link the run goes to (another cell for it sends the run first). */
+  private link: unknown = null;
+  private busy = false;
+  private scheduled = false;
+
+  get payloads(): Buffer { return this.buf.subarray(0, this.n * CELL_PAYLOAD_LEN); }
+
+  /**
+   * The payload buffer for `owner`'s next cell toward `link` (another owner's run is sent first),
+   * or null while a run is being sent (the caller then sends the cell itself). Fill it, then call
+   * commit().
+   */
+  slot(owner: OriginOwner, link: unknown): Buffer | null {
+    if (this.busy) return null;
+    if (this.n > 0 && this.owner !== owner) this.flush();
+    this.owner = owner;
+    this.link = link;
+    if (!this.scheduled) { this.scheduled = true; queueMicrotask(this.flushLater); }
+    return this.views[this.n];
+  }
+
+  commit(): void {
+    if (++this.n === RUN_MAX_CELLS) this.flush();
+  }
+
+  /** Send the run first if it goes to `link` (any other cell for that link goes after it). */
+  before(link: unknown): void {
+    if (this.n > 0 && this.link === link) this.flush();
+  }
+
+  /** Send the run now if it is `owner`'s (before the owner sends anything else). */
+  flushOwn(owner: OriginOwner): void {
+    if (this.n > 0 && this.owner === owner) this.flush();
+  }
+
+  flush(): void {
+    if (this.n === 0 || this.busy) return;
+    const owner = this.owner!;
+    this.busy = true;
+    try {
+      owner.flushOriginated(this);
+    } finally {
+      this.n = 0;
+      this.owner = null;
+      this.link = null;
+      this.busy = false;
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+}
+
+/** The process's one origin run. */
+export const originRun = new OriginRun();

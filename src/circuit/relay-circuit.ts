@@ -15,7 +15,7 @@ import { relayCryptoForHtype } from '../crypto/relay-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
-import type { CellRun, RunOwner } from './cell-run';
+import { originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from './cell-run';
 import { MAX_RELAY_EARLY } from './constants';
 import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
@@ -67,7 +67,7 @@ const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 export const RUN_FROM_PREV = 0;
 export const RUN_FROM_NEXT = 1;
 
-export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
+export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOwner {
   next: LinkState | null = null;
   nextId = 0;
   private earlyCells = 0;
@@ -114,6 +114,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
   /** RELAY from the next hop: add our layer and send it back toward the client. */
   fromNext(command: number, payload: Buffer): void {
     if (command === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
+    originRun.flushOwn(this); // cells originated here took the keystream first
     this.sw.metrics.cellsInbound++;
     this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
@@ -168,6 +169,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
     for (let k = 0; k < n; k++) {
       if (commands[k] === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
     }
+    originRun.flushOwn(this);
     c.encryptInboundMany(run.payloads);
     for (let k = 0; k < n && !this.closed; k++) {
       this.sw.metrics.cellsInbound++;
@@ -355,10 +357,28 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
     // SPEC.md §7b.10: cells this node originates toward the client (an exit's DATA) are relayed
     // cells too, or the exit of a transfer would look as if it carried nothing.
     this.sw.metrics.cellsInbound++;
+    // On a real link (tor1), the cell joins the origin run (cell-run.ts): digested now, encrypted
+    // with the rest of the run in one cipher call just before the run goes to the link.
+    const slot = this.prev.batched && this.crypto.encryptInboundMany ? originRun.slot(this, this.prev) : null;
+    if (slot) {
+      encodeRelayPayloadInto(slot, command, streamId, data);
+      this.crypto.originate(slot);
+      originRun.commit();
+      return;
+    }
+    originRun.flushOwn(this);
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     this.crypto.originate(SCRATCH);
     this.crypto.encryptInbound(SCRATCH, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, SCRATCH, this.qPrev);
+  }
+
+  /** @internal This circuit's origin run: one layer over all of it, then each cell toward the client. */
+  flushOriginated(run: OriginRun): void {
+    if (this.closed) return;
+    this.crypto.encryptInboundMany!(run.payloads);
+    const { n, views } = run;
+    for (let k = 0; k < n && !this.closed; k++) this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
   }
 
   lastSentDigest(): Uint8Array {
@@ -388,6 +408,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
   /** Hot path: send now, or queue behind a congested link (bounded; over the bound the circuit dies). */
   private sendOn(link: LinkState, circId: number, command: number, payload: Uint8Array, q: CellQueue): void {
     if (link.closed || link.ch.closed) return;
+    originRun.before(link);
     if (link.congested || q.length > 0) {
       if (!q.push(circId, command, payload)) {
         this.sw.metrics.refused('circuit_queue');
@@ -438,6 +459,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner {
    */
   destroy(reason: number, code?: string, from?: 'prev' | 'next'): void {
     if (this.closed) return;
+    originRun.flushOwn(this); // what was originated goes before the DESTROY, as it would cell by cell
     this.closed = true;
     this.qPrev.clear();
     this.qNext.clear();

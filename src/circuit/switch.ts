@@ -17,7 +17,7 @@ import { silentLogger } from '../ops/log';
 import { QueueBudget } from './cell-queue';
 import { CircuitMetrics } from './metrics';
 import { RelayCircuit, RUN_FROM_NEXT, RUN_FROM_PREV, type LinkState, type RelayCircuitHost } from './relay-circuit';
-import { cellRun, flushCellRun } from './cell-run';
+import { cellRun, flushCellRun, originRun } from './cell-run';
 import type { SwitchHooks, SwitchLimits } from './types';
 import type { X25519KeyPair } from '../crypto/primitives';
 
@@ -328,6 +328,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   /** DESTROY for a circuit id with no circuit behind it (refused CREATE2). */
   sendDestroy(link: LinkState, circId: number, reason: number): void {
     if (link.closed) return;
+    originRun.before(link);
     try { link.ch.send(circId, CellCommand.DESTROY, encodeDestroy(reason)); } catch { /* link closing */ }
   }
 

@@ -19,7 +19,7 @@ import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
 import { MAX_RELAY_EARLY } from '../circuit/constants';
-import { cellRun, flushCellRun, type CellRun, type RunOwner } from '../circuit/cell-run';
+import { cellRun, flushCellRun, originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from '../circuit/cell-run';
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
@@ -52,7 +52,7 @@ export class ClientLink {
   constructor(readonly ch: CellChannel) {
     // RELAY cells of a channel that batches reads are gathered per circuit (cell-run.ts) and
     // handled at the end of the read; any other cell goes after the cells gathered before it.
-    const batched = ch.batchesReads === true;
+    const batched = this.batched = ch.batchesReads === true;
     ch.on('cell', (c: Cell) => {
       const circ = this.circuits.get(c.circId);
       if (c.command !== CellCommand.RELAY) cellRun.flush();
@@ -78,9 +78,13 @@ export class ClientLink {
     });
   }
 
+  /** Cells originated on a channel that batches reads (a real link) may be gathered into runs. */
+  readonly batched: boolean;
+
   /** Hot path. */
   send(circId: number, command: number, payload: Uint8Array): void {
     if (this.closed || this.ch.closed) return;
+    originRun.before(this); // a gathered run for this link goes first
     if (!this.ch.send(circId, command, payload)) this.congested = true;
   }
 
@@ -111,7 +115,7 @@ interface Pending<T> {
 /**
  * Events: 'close' (err: BitcloudError) once, when the circuit is gone for any reason.
  */
-export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner {
+export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner, OriginOwner {
   readonly hops: Hop[] = [];
   /** hops[i].crypto, kept as one array for clientSealOutbound / clientOpenInbound (hot path). */
   private readonly layers: ClientHopCrypto[] = [];
@@ -346,9 +350,30 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
 
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
+    // RELAY to the last hop on a real link (tor1): the cell joins the origin run (cell-run.ts),
+    // digested now and encrypted with the rest of the run, one cipher call per layer.
+    const last = this.layers.length - 1;
+    if (hop === last && cellCommand === CellCommand.RELAY && this.link.batched && this.layers[last].encryptOutboundMany) {
+      const slot = originRun.slot(this, this.link);
+      if (slot) {
+        encodeRelayPayloadInto(slot, command, streamId, data);
+        this.layers[last].originate(slot);
+        originRun.commit();
+        return;
+      }
+    }
+    originRun.flushOwn(this);
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     clientSealOutbound(this.layers, hop, SCRATCH, cellCommand);
     this.link.send(this.circId, cellCommand, SCRATCH);
+  }
+
+  /** @internal This circuit's origin run: every layer over all of it (last hop first), then each cell to the guard. */
+  flushOriginated(run: OriginRun): void {
+    if (this.closedWith) return;
+    for (let i = this.layers.length - 1; i >= 0; i--) this.layers[i].encryptOutboundMany!(run.payloads);
+    const { n, views } = run;
+    for (let k = 0; k < n; k++) this.link.send(this.circId, CellCommand.RELAY, views[k]);
   }
 
   lastSentDigest(): Uint8Array {
@@ -375,6 +400,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
   /** @internal */
   closeWith(e: BitcloudError, sendDestroy = true): void {
     if (this.closedWith) return;
+    originRun.flushOwn(this); // what was originated goes before the DESTROY, as it would cell by cell
     this.closedWith = e;
     if (sendDestroy) this.link.send(this.circId, CellCommand.DESTROY, encodeDestroy(DestroyReason.NONE));
     this.link.forget(this);

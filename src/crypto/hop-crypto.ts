@@ -13,6 +13,8 @@ export interface ClientHopCrypto {
   originate(payload: Buffer): void;
   /** Add this hop's layer to an outbound payload (the client applies the layers last hop first). */
   encryptOutbound(payload: Buffer, cmd?: number): void;
+  /** Optional batch form (tor1): encryptOutbound over many RELAY payloads laid end to end, in one cipher call. */
+  encryptOutboundMany?(payloads: Buffer): void;
   /** Remove this hop's layer from an inbound payload; true when this hop sent it (recognized). */
   decryptInbound(payload: Buffer, cmd?: number): boolean;
   /**

@@ -321,6 +321,8 @@ export interface StreamXor {
 export const AES_CTR_BATCH_BYTES = 16 * 1024;
 /** First keystream batch of a hop direction (two cells); each refill doubles it up to the maximum. */
 export const AES_CTR_FIRST_BATCH_BYTES = 1024;
+/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~2 µs). */
+const XOR_MANY_MIN_BYTES = 2048;
 /** The plaintext for keystream batches: zeros, shared (Cipher.update only reads it). */
 const KEYSTREAM_ZEROS = Buffer.alloc(AES_CTR_BATCH_BYTES);
 
@@ -354,7 +356,8 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   const xs: StreamXor = {
     xorManyInPlace(data: Uint8Array): void {
       const left = ks.length - pos;
-      if (left >= data.length) { xs.xorInPlace(data); return; }
+      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few cells.
+      if (left >= data.length || data.length < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data); return; }
       // CTR is position-only: the keystream made so far covers the first `left` bytes, and the
       // cipher's counter stands exactly after it, so Cipher.update goes on from there.
       if (left > 0) xs.xorInPlace(data.subarray(0, left));

@@ -103,6 +103,7 @@ export function createTor1ClientHop(keys: Buffer): ClientHopCrypto {
   return {
     originate(payload) { fwd.originate(payload); lastUsed = fwd; },
     encryptOutbound(payload) { fwd.crypt(payload); },
+    encryptOutboundMany(payloads) { fwd.cryptMany(payloads); },
     decryptInbound(payload) {
       back.crypt(payload);
       if (!back.recognize(payload)) return false;
