@@ -376,9 +376,16 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
   /** @internal This circuit's origin run: one layer over all of it, then each cell toward the client. */
   flushOriginated(run: OriginRun): void {
     if (this.closed) return;
-    this.crypto.encryptInboundMany!(run.payloads);
-    const { n, views } = run;
-    for (let k = 0; k < n && !this.closed; k++) this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
+    try {
+      this.crypto.encryptInboundMany!(run.payloads);
+      const { n, views } = run;
+      for (let k = 0; k < n && !this.closed; k++) this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
+    } catch (e) {
+      // May run from a microtask: an error ends this circuit, never the node.
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      if (!this.closed) this.destroy(DestroyReason.INTERNAL, code);
+    }
   }
 
   lastSentDigest(): Uint8Array {

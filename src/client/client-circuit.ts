@@ -371,9 +371,14 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
   /** @internal This circuit's origin run: every layer over all of it (last hop first), then each cell to the guard. */
   flushOriginated(run: OriginRun): void {
     if (this.closedWith) return;
-    for (let i = this.layers.length - 1; i >= 0; i--) this.layers[i].encryptOutboundMany!(run.payloads);
-    const { n, views } = run;
-    for (let k = 0; k < n; k++) this.link.send(this.circId, CellCommand.RELAY, views[k]);
+    try {
+      for (let i = this.layers.length - 1; i >= 0; i--) this.layers[i].encryptOutboundMany!(run.payloads);
+      const { n, views } = run;
+      for (let k = 0; k < n; k++) this.link.send(this.circId, CellCommand.RELAY, views[k]);
+    } catch (e) {
+      // May run from a microtask: an error ends this circuit, never the process.
+      this.violation(declaredCode(e), (e as Error).message);
+    }
   }
 
   lastSentDigest(): Uint8Array {
