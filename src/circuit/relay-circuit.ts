@@ -21,7 +21,7 @@ import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
 import type { CircuitMetrics } from './metrics';
 import type { CircuitStream } from './stream';
-import type { IncomingStream, SwitchHooks, SwitchLimits } from './types';
+import type { IncomingStream, RendezvousCircuit, SwitchHooks, SwitchLimits } from './types';
 
 /** Cells flushed per circuit per round when a link drains (fairness between circuits). */
 const FLUSH_BATCH = 32;
@@ -67,8 +67,10 @@ const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 export const RUN_FROM_PREV = 0;
 export const RUN_FROM_NEXT = 1;
 
-export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOwner {
+export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit, RunOwner, OriginOwner {
   next: LinkState | null = null;
+  /** SPEC.md §9.21.5: the circuit this one is joined to at a rendezvous point. */
+  private joined: RelayCircuit | null = null;
   nextId = 0;
   private earlyCells = 0;
   private extending = false;
@@ -108,6 +110,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
       this.sendOn(this.next, this.nextId, command, payload, this.qNext);
       return;
     }
+    if (this.joined) { this.joined.fromJoined(payload); return; }
     throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
   }
 
@@ -155,6 +158,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
       this.sw.metrics.cellsOutbound++;
       if (c.recognizeOutbound(payload)) { this.deliver(command, payload); continue; }
       if (this.next && !this.extending) { this.sendOn(this.next, this.nextId, command, payload, this.qNext); continue; }
+      if (this.joined) { this.joined.fromJoined(payload); continue; }
       throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
     }
   }
@@ -175,6 +179,20 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
       this.sw.metrics.cellsInbound++;
       this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
     }
+  }
+
+  /** SPEC.md §9.21.5 step 4: a cell from the joined circuit gets our inbound layer, toward our origin. */
+  private fromJoined(payload: Buffer): void {
+    if (this.closed) return;
+    originRun.flushOwn(this); // cells originated here took the keystream first
+    this.sw.metrics.cellsInbound++;
+    this.crypto.encryptInbound(payload, CellCommand.RELAY);
+    this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
+  }
+
+  join(other: RendezvousCircuit): void {
+    if (this.joined || this.next || !(other instanceof RelayCircuit) || other === this) throw err('RELAY_PROTOCOL', 'this circuit cannot be joined');
+    this.joined = other;
   }
 
   onCreated2(link: LinkState, circId: number, payload: Buffer): void {
@@ -222,8 +240,11 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
         return;
       case RelayCommand.DROP:
         return; // long-range padding
-      default:
+      default: {
+        const rv = this.sw.hooks.rendezvous;
+        if (rv?.handles(m.command)) { rv.onMessage(this, m.command, Buffer.from(m.data)); return; }
         throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} is not a message a relay accepts`);
+      }
     }
   }
 
@@ -479,6 +500,10 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RunOwner, OriginOw
     this.detachNext();
     if (next && from !== 'next') this.sw.sendDestroy(next, nextId, reason);
     this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { destroyReason: reason, code }) as BitcloudError);
+    this.sw.hooks.rendezvous?.forget(this);
+    const joined = this.joined;
+    this.joined = null;
+    joined?.destroy(reason, code);
     this.sw.forget(this, reason, code);
   }
 }
