@@ -23,6 +23,7 @@ import type { Signer } from '../../directory/vote';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
+import { signAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
 
 const P = 5;
 const NOW = Date.now();
@@ -38,18 +39,23 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-'));
 const held: Map<string, StorageContract>[] = [new Map(), new Map(), new Map()];
 /** The ledgers' clock: each round moves it past the catch-up interval, so an authority that signed another body catches up. */
 let clock = NOW;
+/** The ledgers' warnings (pino JSON lines). */
+const warnings: string[] = [];
+/** What each authority's own report of an epoch says (used when it proposes), and what it serves signed (what the others recheck). */
+const claimed = new Map<number, AuditReportBody>();
+const served = new Map<number, AuditReportBody>();
 
 const consensus = (epoch: number): VerifiedConsensus =>
   ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
 
 function start(n: Node): RewardLedger {
   n.ledger = new RewardLedger({
-    dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log: pino({ level: 'silent' }),
+    dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log: pino({ level: 'warn' }, { write: (line: string) => { warnings.push(line); } }),
     registry: new prom.Registry(), fetchTimeoutMs: 2000, proposerWaitMs: 0, now: () => clock,
   });
   n.ledger.load();
   const i = nodes.indexOf(n);
-  n.ledger.escrow = { contract: (id) => held[i].get(id), ownReport: () => null };
+  n.ledger.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => claimed.get(e) ?? null };
   return n.ledger;
 }
 
@@ -73,6 +79,13 @@ beforeAll(async () => {
     n.server = http.createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname === PATHS.certificate) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
+      if (url.pathname === '/bitcloud/storage/audits') {
+        const body = served.get(Number(url.searchParams.get('epoch')));
+        if (!body) { res.writeHead(404); res.end(); return; }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(signAuditReport({ ...body, authority: signer.identity.toString('hex') }, signer)));
+        return;
+      }
       void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
         .then((r) => { if (!r) { res.writeHead(404); res.end(); } });
     });
@@ -143,6 +156,37 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       expect(l.chain.balances.get(ID)).toBe(0n);
       expect(l.chain.escrows.get(ID)?.refunded).toBe(1000n);
       expect(l.chain.balances.get(RELAY)).toBe(4n * minted);
+    }
+  });
+
+  it('a payment the proposer\'s signed report does not give is not signed: the block goes without it', async () => {
+    const c2: StorageContract = { ...contract, startEpoch: E0 + 6, endEpoch: E0 + 9 };
+    const id2 = contractId(c2);
+    const ID2 = id2.toString('hex');
+    for (const h of held) h.set(ID2, c2);
+    const node = c2.entries[0];
+    const result = { node: node.node.toString('hex'), contract: ID2, shareId: node.shareId.toString('hex'), size: node.shareSize, root: node.auditRoot.toString('hex'), nonce: '00'.repeat(32), blocks: [0] };
+    // Each authority tells itself the node passed, but publishes (signed) that it did not answer.
+    claimed.set(E0 + 7, { version: 1, authority: '', epoch: E0 + 7, results: [{ ...result, ok: true }], stored: {} });
+    served.set(E0 + 7, { version: 1, authority: '', epoch: E0 + 7, results: [{ ...result, ok: false, code: 'STORAGE_TIMEOUT' }], stored: {} });
+
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id2, 3000n, 2)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const l of running()) l.onConsensus(consensus(E0 + 6));
+    await rounds(6);
+    for (const l of running()) expect(l.chain.escrows.get(ID2)).toMatchObject({ funded: 3000n, perEpoch: 1000n, paid: 0n });
+
+    warnings.length = 0;
+    for (const l of running()) l.onConsensus(consensus(E0 + 7));
+    await rounds(6);
+    // The proposer did pay (its own report says the node passed); the two others refused that body.
+    const refused = warnings.map((w) => JSON.parse(w) as { msg: string; reason?: string }).filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''));
+    expect(refused).toHaveLength(2);
+    for (const l of running()) {
+      expect(l.chain.epoch).toBe(E0 + 7);
+      expect(l.chain.escrows.get(ID2)?.paid).toBe(0n);
+      expect(l.chain.balances.get(result.node)).toBeUndefined();
+      expect(l.chain.balances.get(ID2)).toBe(3000n);
     }
   });
 });
