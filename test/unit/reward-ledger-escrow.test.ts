@@ -2,7 +2,8 @@
 // paid contract's escrow. The proposer opens the escrow in the block that carries the funding
 // transfer; the others recompute the operations from the contracts they hold and sign only the
 // same ones (an authority that does not hold the contract signs the block without transfers and
-// escrow instead); after the contract's end the rest is refunded to the payer.
+// escrow instead); after the contract's end the rest is refunded to the payer. A payment that the
+// proposer's signed audit report (fetched from it and verified) does not give is not signed.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
