@@ -38,6 +38,11 @@ export interface Scenario {
   storage?: boolean;
   /** Needs root (mounts); skipped, saying so, otherwise. */
   needsRoot?: boolean;
+  /**
+   * Runs on a test network of its own, started after the shared one is stopped, with these
+   * launcher options (caps, declared bandwidth, weight floor, period); the rest as the shared one.
+   */
+  ownNet?: { caps?: string; declareMBps?: number; unmeasuredCapKBps?: number; period?: number };
   run(ctx: Ctx): Promise<Outcome>;
 }
 
@@ -498,7 +503,7 @@ const s7: Scenario = {
     const net = ctx.net;
     const P = ctx.period * 1000;
     // Traffic through every relay while the restart happens: a long download on several circuits.
-    const transfers = [0, 1, 2].map((i) => fetchVia(net.socksPort, `http://${net.webAddress}:${ctx.web.port}/raw/${i}/${256 * MiB}`, `chaos-s7-${i}-${Date.now()}`, { maxMs: 6 * P + 20_000 }));
+    const transfers = [0, 1, 2].map((i) => fetchVia(net.socksPort, `http://${net.webAddress}:${ctx.web.port}/raw/0/${256 * MiB}`, `chaos-s7-${i}-${Date.now()}`, { maxMs: 6 * P + 20_000 }));
     // The relay with the most counted cells (SPEC.md §8.1) a little into the traffic.
     await sleep(Math.max(3000, P));
     const counted = await Promise.all(relays(ctx).map(async (r) => [r, metric(await scrapeRelay(r), 'bitcloud_receipt_cells_total')] as const));

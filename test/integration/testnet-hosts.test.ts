@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../helpers/daemon';
 import { freePortRange } from '../helpers/localnet';
 
@@ -24,22 +24,71 @@ function leftovers(prefix: string): { namespaces: string[]; links: string[] } {
 }
 const can = { ok: process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0 };
 const dirs: string[] = [];
-afterAll(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
 
 interface Run { code: number | null; out: string; pid: number }
+
+/** Every script this file started, with its output so far: cleaned up after each test, even a failed or timed-out one. */
+const runs: Array<{ pid: number; out: string; exited: boolean; exit: Promise<void> }> = [];
+
+/** Processes (by PID, from /proc) whose command line names `dir`: the daemons and clients of one run. */
+function pidsNaming(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try { if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(dir)) out.push(Number(e)); } catch { /* gone */ }
+  }
+  return out;
+}
+
+/**
+ * Leave nothing of a run behind, whatever state it died in: the script by PID (SIGTERM, then
+ * SIGKILL), every process naming one of its network folders by PID, mounts under those folders by
+ * path, namespaces and links of its prefix by name, then the folders.
+ */
+async function cleanUp(run: (typeof runs)[number]): Promise<void> {
+  if (!run.exited) {
+    try { process.kill(run.pid, 'SIGTERM'); } catch { /* gone */ }
+    await Promise.race([run.exit, new Promise((r) => setTimeout(r, 45_000))]);
+    if (!run.exited) { try { process.kill(run.pid, 'SIGKILL'); } catch { /* gone */ } }
+  }
+  const netDirs = [...run.out.matchAll(/network up in (\S+)/g)].map((m) => m[1]);
+  for (const d of [...netDirs, ...dirs]) {
+    for (const pid of [...pidsOf(d), ...pidsNaming(d)]) {
+      try { process.kill(pid, 'SIGCONT'); process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m === d || m.startsWith(`${d}/`));
+    for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
+  }
+  // The launcher's prefix (a chaos run's launcher is its child), from its network.json; a launcher run's own.
+  const prefixes = [runPrefix(run.pid), ...netDirs.map(prefixOf).filter((p): p is string => !!p)];
+  for (const prefix of prefixes) {
+    for (const ns of leftovers(prefix).namespaces) spawnSync('ip', ['netns', 'del', ns]);
+    for (const l of leftovers(prefix).links) spawnSync('ip', ['link', 'del', l]);
+  }
+  for (const d of netDirs) fs.rmSync(d, { recursive: true, force: true });
+}
+
+afterEach(async () => { for (const r of runs.splice(0)) await cleanUp(r); }, 120_000);
+afterAll(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
 
 /** Run an npm script's target as npm would (node bin/run-ts.js SCRIPT ARGS); `onOutput` may signal it. */
 function runScript(script: string, args: string[], o: { timeoutMs: number; onOutput?: (out: string, pid: number) => void }): Promise<Run> {
   return new Promise((resolve) => {
     const c = spawn(process.execPath, [path.join(REPO_ROOT, 'bin', 'run-ts.js'), path.join(REPO_ROOT, 'scripts', script), ...args],
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const on = (d: Buffer): void => { out += d.toString('utf8'); o.onOutput?.(out, c.pid!); };
+    const run = { pid: c.pid!, out: '', exited: false, exit: Promise.resolve() };
+    run.exit = new Promise<void>((r) => c.once('exit', () => { run.exited = true; r(); }));
+    runs.push(run);
+    const on = (d: Buffer): void => { run.out += d.toString('utf8'); o.onOutput?.(run.out, c.pid!); };
     c.stdout!.on('data', on);
     c.stderr!.on('data', on);
     const t = setTimeout(() => { try { process.kill(c.pid!, 'SIGTERM'); } catch { /* gone */ } }, o.timeoutMs);
-    c.once('close', (code) => { clearTimeout(t); resolve({ code, out, pid: c.pid! }); });
+    c.once('close', (code) => { clearTimeout(t); resolve({ code, out: run.out, pid: c.pid! }); });
   });
+}
+
+function prefixOf(dir: string): string | undefined {
+  try { return (JSON.parse(fs.readFileSync(path.join(dir, 'network.json'), 'utf8')) as { hosts?: { prefix?: string } }).hosts?.prefix; } catch { return undefined; }
 }
 
 function pidsOf(dir: string): number[] {
