@@ -29,7 +29,12 @@ import { BandwidthMeasurement } from './measurement';
 import { computeConsensus, type ComputedConsensus } from './compute';
 import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
-import { linkReachabilityTest, ReachabilityQueue, type ReachabilityTester } from './reachability';
+import { linkReachabilityTest, ReachabilityQueue, type ReachabilityResult, type ReachabilityTester } from './reachability';
+import { HsDescriptorStore } from '../src/hidden/store';
+
+/** SPEC.md §9.21.1: a hidden node counts as reachable while its current descriptor was received this recently. */
+const HIDDEN_FRESH_MS = 2 * 3_600_000;
+import { blindPublicKey, hsPeriodOf } from '../src/crypto/blind';
 import { DescriptorStore, type IntakeResult } from './store';
 import { StatusHistory } from './status-history';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
@@ -57,6 +62,8 @@ export interface AuthorityDeps {
     readonly height?: number;
     readonly tipEpoch?: number;
     readonly pendingBlock?: { height: number; epoch: number; signers: string[]; published: boolean } | null;
+    /** Transfers waiting for a block (SPEC.md §8.11.3). */
+    readonly pendingTransfers?: number;
   };
 }
 
@@ -117,7 +124,11 @@ export class Authority {
       skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', rule: deps.config.bandwidthRule ?? 'pair', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
       declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
     });
-    this.reach = new ReachabilityQueue(deps.reachabilityTest ?? linkReachabilityTest, (d, r) => {
+    const linkTest = deps.reachabilityTest ?? linkReachabilityTest;
+    // SPEC.md §9.21.1: a hidden node cannot be reached by address; it counts as reachable while a
+    // valid hidden descriptor for its current blinded key is held here.
+    const test: ReachabilityTester = async (d, t) => (d.roles.includes('hidden') ? this.hiddenReachable(d) : linkTest(d, t));
+    this.reach = new ReachabilityQueue(test, (d, r) => {
       this.store.recordTest(d.fingerprint, r.ok, this.now(), r.ok ? undefined : r.code);
       this.m.reachability.labels(r.ok ? 'ok' : r.code).inc();
       // Relay addresses are public (they are in the consensus); still, keep per-relay lines at debug.
@@ -126,10 +137,21 @@ export class Authority {
   }
 
   get signer(): Signer { return this.deps.signer; }
+
+  /** SPEC.md §9.21.3: hidden descriptors uploaded here. */
+  // (HIDDEN_FRESH_MS: SPEC.md §9.21.1, a hidden node is reachable while its descriptor is this recent.)
+  readonly hsDescriptors = new HsDescriptorStore(() => this.now());
+
+  private hiddenReachable(d: VerifiedDescriptor): ReachabilityResult {
+    const now = this.now();
+    const at = this.hsDescriptors.receivedAt(blindPublicKey(d.identity, hsPeriodOf(now)).toString('hex'));
+    const fresh = at !== null && now - at <= HIDDEN_FRESH_MS;
+    return fresh ? { ok: true } : { ok: false, code: 'HIDDEN_DESC_NOT_FOUND' };
+  }
   /** The reward ledger's state for the status page (null when this authority keeps no chain). */
-  get rewardsStatus(): { height: number; tipEpoch: number; pending: { height: number; epoch: number; signers: string[]; published: boolean } | null } | null {
+  get rewardsStatus(): { height: number; tipEpoch: number; pending: { height: number; epoch: number; signers: string[]; published: boolean } | null; pendingTransfers: number } | null {
     const r = this.deps.rewards;
-    return r && r.height !== undefined ? { height: r.height, tipEpoch: r.tipEpoch ?? -1, pending: r.pendingBlock ?? null } : null;
+    return r && r.height !== undefined ? { height: r.height, tipEpoch: r.tipEpoch ?? -1, pending: r.pendingBlock ?? null, pendingTransfers: r.pendingTransfers ?? 0 } : null;
   }
   get config(): AuthorityConfig { return this.cfg; }
   get skewMs(): number { return this.cfg.clockSkewSeconds * 1000; }
@@ -209,6 +231,7 @@ export class Authority {
    */
   private addressAllowed(d: VerifiedDescriptor): boolean {
     if (this.cfg.testNetwork) return true;
+    if (d.roles.includes('hidden')) return true; // SPEC.md §9.21.1: no address at all
     const ip = parseIp(d.address);
     return ip !== null && !isPrivateAddress(ip);
   }

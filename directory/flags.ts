@@ -49,7 +49,7 @@ export function assignFlags(relays: readonly FlagInput[], p: FlagParams): number
       const pol = parseExitPolicy(d.exitPolicy);
       if (exitPolicyAllows(pol, null, 443) !== 'no' || exitPolicyAllows(pol, null, 80) !== 'no') f |= FLAG_BITS.Exit;
     }
-    if (d.rolesMask & ROLE_BITS.storage && d.storagePort > 0) f |= FLAG_BITS.Storage;
+    if (d.rolesMask & ROLE_BITS.storage && (d.storagePort > 0 || d.rolesMask & ROLE_BITS.hidden)) f |= FLAG_BITS.Storage;
     const fast = r.measured > 0 && r.measured >= fastMin;
     if (fast) f |= FLAG_BITS.Fast;
     const stable = p.now - r.runningSince >= p.stableAfterMs;

@@ -8,12 +8,16 @@
 //   GET  /bitcloud/status                 JSON status
 //   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.4)
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
+//   POST /bitcloud/transfers              submit a cloudcoin transfer (SPEC.md §8.11.3)
+//   GET  /bitcloud/transfers/pending[?from=KEY]  the transfers waiting for a block
 //   POST /bitcloud/storage/contracts      upload a storage contract (SPEC.md §9.20.1; rate limited)
 //   GET  /bitcloud/storage/audits[?epoch=E]  this authority's signed audit report (SPEC.md §9.20.3)
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
 //   GET  /static/{uplot.min.js,uplot.min.css,status-plots.js}  the page's plotting code (no CDN)
+//   POST /bitcloud/hs/desc                upload a hidden node's descriptor (SPEC.md §9.21.3; rate limited)
+//   GET  /bitcloud/hs/desc/<blinded key>  a hidden node's descriptor (SPEC.md §9.21.3)
 //   GET  /                                HTML status page
 // Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
@@ -34,11 +38,13 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
-import { serveRewards } from './reward-http';
+import { serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
 import { dropUnreadBody } from '../src/ops/http-body';
+import { HS_DESC_PATH } from '../src/hidden/store';
+import { HS_DESC_MAX } from '../src/wire/hidden';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -51,6 +57,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // Storage contracts (SPEC.md §9.20.1) have their own budget too.
   const contractLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const receiptGate = new UploadGate();
+  // Hidden descriptors (SPEC.md §9.21.3): every hidden node uploads two per round, maybe from a shared address.
+  const hsLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -86,6 +94,9 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
+    const tr = await serveTransfers(rewards, req, res, url);
+    if (tr) return tr;
+    if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter);
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
     if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
@@ -182,4 +193,32 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
 function fetcherOf(req: http.IncomingMessage): string {
   const f = String(req.headers[FETCHER_HEADER] ?? '');
   return f === 'client' || f === 'mirror' || f === 'node' ? f : 'other';
+}
+
+/** SPEC.md §9.21.3: hidden descriptors, uploaded by hidden nodes and fetched (through mirrors) by clients. */
+async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, p: string, limiter: RateLimiter): Promise<[string, number]> {
+  if (p === HS_DESC_PATH) {
+    if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs', 405]; }
+    if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs', 429]; }
+    const body = await readBody(req, HS_DESC_MAX);
+    if (body === null) { sendJsonError(res, 413, 'HIDDEN_DESC_MALFORMED', `a hidden descriptor is at most ${HS_DESC_MAX} bytes`); return ['hs', 413]; }
+    try {
+      const r = a.hsDescriptors.accept(body);
+      sendJson(res, 200, { accepted: true, ...r });
+      return ['hs', 200];
+    } catch (e) {
+      const code = errorCode(e);
+      const status = code === 'HIDDEN_DESC_STALE' ? 409 : code === 'HIDDEN_RELAY_LIMIT' ? 503 : isBitcloudError(e) ? 400 : 500;
+      sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
+      return ['hs', status];
+    }
+  }
+  if (req.method !== 'GET' && req.method !== 'HEAD') { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['hs', 405]; }
+  const key = p.slice(HS_DESC_PATH.length + 1);
+  if (!/^[0-9a-f]{64}$/.test(key)) { sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'expected /bitcloud/hs/desc/<64 lowercase hex>'); return ['hs', 404]; }
+  const d = a.hsDescriptors.get(key);
+  if (!d) { sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no descriptor for that blinded key'); return ['hs', 404]; }
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': d.length, 'cache-control': 'no-store' });
+  res.end(req.method === 'HEAD' ? undefined : d);
+  return ['hs', 200];
 }

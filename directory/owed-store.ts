@@ -7,6 +7,7 @@
 //   epoch                            u64
 //   n_entering, n_leaving            u32, u32
 //   n_entering + n_leaving records:  fp_low[32] fp_high[32] owed_low f64 owed_high f64
+//                                    (> 0 owed to that relay; < 0 its banked allowance)
 //                                    (fp_low < fp_high bytewise, ascending, each section)
 //   SHA-256 of everything above      32 bytes
 // A file that does not decode is set aside (pair-owed.bin.rejected) and the authority starts with
@@ -78,7 +79,8 @@ export function decodeOwed(buf: Buffer): OwedSnapshot {
       const a = buf.readDoubleBE(off + 64), b = buf.readDoubleBE(off + 72);
       const key = `${lo}:${hi}`;
       if (!(lo < hi) || !(key > prev)) bad('pairs out of order');
-      if (!(Number.isFinite(a) && a >= 0 && Number.isFinite(b) && b >= 0)) bad('owed cells out of range');
+      // A negative value is allowance banked by the pair (SPEC §8.5.2, bankEpochs > 0).
+      if (!(Number.isFinite(a) && Number.isFinite(b))) bad('owed cells out of range');
       s.set(key, [a, b]);
       prev = key;
     }

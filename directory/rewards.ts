@@ -6,6 +6,8 @@
 //   - exchange (as for the consensus, §6.8): serve the pending block with the signatures held,
 //     fetch the others' pending blocks, add each signature over a byte-identical body that
 //     verifies through a certificate of its authority; a different body is counted, never merged;
+//   - transfers (§8.11.3): a pool checked against the chain, passed on to the others; the proposer
+//     of a height puts its pool in the block, the others sign that body when it applies;
 //   - publish at a majority of ALL configured authorities: append, store atomically, keep adding
 //     late signatures to the stored block;
 //   - catch up: fetch missing blocks from the others, verify them as a client would, append.
@@ -21,11 +23,13 @@ import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, decodeRewardChainBundle, decodeSignedRewardBlock,
   emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
-import { MAX_SIGNED_BLOCK_BYTES } from '../src/wire/reward-block';
+import { MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, encodeRewardBlock } from '../src/wire/reward-block';
+import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { TransferPool } from './transfer-pool';
 import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
@@ -47,6 +51,8 @@ export interface RewardLedgerOptions {
   registry?: Registry;
   schedule?: IssuanceSchedule;
   fetchTimeoutMs?: number;
+  /** How long a non-proposer waits for the proposer's block (SPEC §8.11.3); default max(1 s, P/2). */
+  proposerWaitMs?: number;
   now?: () => number;
 }
 
@@ -57,6 +63,9 @@ interface Held {
   /** The signatures by authority fingerprint; published once appended to the chain (then more signatures rewrite the stored file). */
   round: SigningRound<RewardSignature>;
 }
+
+/** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
+interface Awaiting { height: number; epoch: number; base: ReturnType<typeof nextRewardBlock>; since: number; fetching: boolean }
 
 /** What a block is computed from: its epoch, proven cells per relay, audited stored bytes per storage node. */
 export interface RewardInput { epoch: number; proven: Map<string, number>; stored: Map<string, number> }
@@ -94,7 +103,10 @@ export class RewardLedger {
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
-  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'> };
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'> };
+  /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
+  readonly pool: TransferPool;
+  private awaiting: Awaiting | null = null;
   /** Told of every block of the chain held, loaded or appended (the status page's history). */
   onBlock: ((b: { height: number; epoch: number; minted: bigint }) => void) | null = null;
 
@@ -110,7 +122,9 @@ export class RewardLedger {
       blocks: new prom.Counter({ name: 'bitcloud_reward_blocks_total', help: 'Reward blocks appended to the chain (published here, caught_up from another authority, loaded from disk)', labelNames: ['how'], registers: [reg] }),
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
+      transfers: new prom.Counter({ name: 'bitcloud_transfers_total', help: 'Transfers received (POST /bitcloud/transfers, from clients and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
     };
+    this.pool = new TransferPool(this.state);
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
@@ -120,6 +134,7 @@ export class RewardLedger {
   get height(): number { return this.state.height; }
   get tipEpoch(): number { return this.state.epoch; }
   get chain(): Readonly<ChainState> { return this.state; }
+  get pendingTransfers(): number { return this.pool.size; }
   get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
     const p = this.pending;
     return p && { height: p.block.height, epoch: p.block.epoch, signers: p.round.signers(), published: p.round.published };
@@ -172,6 +187,8 @@ export class RewardLedger {
     if (this.closed) return;
     const p = this.pending;
     if (p && !p.round.complete && !p.round.fetchInFlight) this.track(p.round.fetchMissing());
+    const aw = this.awaiting;
+    if (aw && !aw.fetching) this.track(this.adopt(aw));
     const now = this.now();
     // Periodically, and sooner (at most once a second) when an exchange showed we may be behind.
     if (!this.catchingUp && ((this.wantCatchUp && now >= this.lastCatchUp + 1000) || now >= this.nextCatchUp)) {
@@ -235,18 +252,37 @@ export class RewardLedger {
     const p = this.pending;
     if (p && p.block.height === this.state.height + 1 && p.block.epoch >= inp.epoch) return;
     const tip = this.state.height < 0 ? null : { height: this.state.height, hash: this.state.tipHash, epoch: this.state.epoch };
+    // SPEC §8.11.3: the proposer of this height puts its pending transfers in the block; every
+    // other authority signs the proposer's body when it carries the same allocations and its
+    // transfers apply, else (no answer in time, another body) the block without transfers.
+    const proposer = this.proposerOf(this.state.height + 1) === this.self;
     let next: ReturnType<typeof nextRewardBlock>;
     try {
-      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored);
+      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
     }
+    if (!proposer) {
+      const aw = this.awaiting;
+      if (p && p.block.height === next.block.height) return; // signed at this height already
+      if (!aw || aw.height !== next.block.height || aw.epoch !== next.block.epoch) {
+        this.awaiting = { height: next.block.height, epoch: next.block.epoch, base: next, since: this.now(), fetching: false };
+      }
+      return;
+    }
+    this.signAndHold(next, inp.epoch);
+  }
+
+  /** Sign `next` (one body per height) and hold it as the pending block. */
+  private signAndHold(next: ReturnType<typeof nextRewardBlock>, epoch: number): void {
+    const p = this.pending;
+    this.awaiting = null;
     // One body per height (SPEC §8.7): a different block at the height already signed is refused.
     const decision = SigningRound.decide(p && { slot: p.block.height, bodyId: p.hash }, next.block.height, next.hash);
     if (decision === 'refuse') {
       if (p!.round.firstTime('self')) {
-        this.o.log.warn({ height: p!.block.height, signed: p!.block.epoch, wanted: inp.epoch }, 'already signed another reward block at this height; waiting for the chain to move on');
+        this.o.log.warn({ height: p!.block.height, signed: p!.block.epoch, wanted: epoch }, 'already signed another reward block at this height; waiting for the chain to move on');
       }
       return;
     }
@@ -254,8 +290,91 @@ export class RewardLedger {
     const own = signRewardBlock(next.body, this.o.signer.identity, this.o.signer.signingKey);
     const sb: SignedRewardBlock = { block: next.block, body: next.body, hash: next.hash, signatures: [own] };
     const held = this.hold(sb, true);
-    this.o.log.info({ height: next.block.height, epoch: inp.epoch, minted: next.block.minted.toString(), allocations: next.block.allocations.size }, 'reward block computed and signed');
+    this.o.log.info({ height: next.block.height, epoch, minted: next.block.minted.toString(), allocations: next.block.allocations.size, transfers: next.block.transfers?.length ?? 0 }, 'reward block computed and signed');
     held.round.publish();
+  }
+
+  /** SPEC §8.11.3: the authority that proposes the transfers of the block at `height`. */
+  proposerOf(height: number): string {
+    const fps = this.o.authorities.map((a) => a.fingerprint).sort();
+    return fps[height % fps.length]!;
+  }
+
+  /** How long a non-proposer waits for the proposer's block before signing one without transfers. */
+  private proposerWaitMs(): number {
+    return this.o.proposerWaitMs ?? Math.max(1000, this.o.periodSeconds * 500);
+  }
+
+  /** A non-proposer asks the proposer for its pending block and signs it, or, failing that, the block without transfers. */
+  private async adopt(aw: Awaiting): Promise<void> {
+    aw.fetching = true;
+    let chosen: ReturnType<typeof nextRewardBlock> | null = null;
+    let fallback: string | null = null;
+    try {
+      const fp = this.proposerOf(aw.height);
+      const a = this.o.authorities.find((x) => x.fingerprint === fp)!;
+      try {
+        const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs: this.timeout() });
+        if (r.status === 200) {
+          const theirs = decodeSignedRewardBlock(r.body);
+          const tb = theirs.block;
+          if (tb.height > aw.height) this.wantCatchUp = true;
+          else if (tb.height === aw.height) {
+            const sameBase = encodeRewardBlock({ ...tb, transfers: [] }).equals(aw.base.body);
+            if (!sameBase) fallback = 'the proposer holds another block at this height';
+            else {
+              try {
+                blockLedger(this.state, tb);
+                chosen = { block: tb, body: theirs.body, hash: theirs.hash };
+              } catch (e) {
+                fallback = `the proposer's transfers do not apply (${(e as Error).message})`;
+              }
+            }
+          }
+        }
+      } catch (e) {
+        this.o.log.debug({ from: a.name, code: errorCode(e) }, 'proposer\'s pending block fetch failed');
+      }
+      if (this.closed || this.awaiting !== aw || this.state.height + 1 !== aw.height) return;
+      if (!chosen && !fallback && this.now() - aw.since < this.proposerWaitMs()) return;
+      if (fallback) this.o.log.warn({ height: aw.height, reason: fallback }, 'signing the reward block without transfers');
+      else if (!chosen) this.o.log.info({ height: aw.height }, 'no block from the proposer in time; signing the reward block without transfers');
+      this.signAndHold(chosen ?? aw.base, aw.epoch);
+    } finally {
+      aw.fetching = false;
+    }
+  }
+
+  /**
+   * POST /bitcloud/transfers (SPEC §8.11.3): decode, check against the chain and the pool, keep,
+   * and pass a new transfer on to the other authorities. Throws TRANSFER_* on refusal.
+   */
+  submitTransfer(bytes: Buffer): { result: 'added' | 'held'; transfer: Transfer } {
+    let result: 'added' | 'held';
+    let t: Transfer;
+    try {
+      t = decodeTransfer(bytes);
+      result = this.pool.add(t);
+    } catch (e) {
+      this.m.transfers.labels(errorCode(e)).inc();
+      throw e;
+    }
+    this.m.transfers.labels(result).inc();
+    if (result === 'added') {
+      this.o.log.info({ from: t.from.toString('hex').slice(0, 16), nonce: t.nonce, amount: t.amount.toString(), pending: this.pool.size }, 'transfer pending');
+      for (const a of this.o.authorities) {
+        if (a.fingerprint === this.self) continue;
+        this.track(httpRequest(a.url + PATHS.transfers, { method: 'POST', body: bytes, maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
+          if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'transfer not taken by another authority');
+        }, (e) => this.o.log.debug({ to: a.name, code: errorCode(e) }, 'passing a transfer on failed')));
+      }
+    }
+    return { result, transfer: t };
+  }
+
+  /** GET /bitcloud/transfers/pending[?from=KEY]: the pool's transfers in order, 145 bytes each. */
+  pendingTransfersBytes(from?: string): Buffer {
+    return Buffer.concat(this.pool.pending(from).map(encodeTransfer));
   }
 
   /** Hold `sb` as the pending block; its signatures must include this authority's own. */
@@ -299,10 +418,12 @@ export class RewardLedger {
   }
 
   private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
+    const dropped = this.pool.rebase(this.state);
+    if (this.awaiting && this.awaiting.height <= this.state.height) this.awaiting = null;
     this.m.blocks.labels(how).inc();
     this.m.minted.inc(Number(b.minted));
     this.onBlock?.(b);
-    this.o.log.info({ height: b.height, epoch: b.epoch, minted: b.minted.toString(), allocations: b.allocations.size, signers: signers.length, how }, 'reward block appended');
+    this.o.log.info({ height: b.height, epoch: b.epoch, minted: b.minted.toString(), allocations: b.allocations.size, transfers: b.transfers?.length ?? 0, signers: signers.length, how, poolDropped: dropped }, 'reward block appended');
   }
 
   // ---- exchange ----

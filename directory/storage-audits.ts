@@ -17,6 +17,8 @@ import { writeFileAtomic } from '../src/ops/fsutil';
 import { blake2b, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
+import { CircuitManager } from '../src/client/circuit-manager';
+import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
 import { auditShare, type ChallengeSender } from '../src/storage/auditor';
 import { signAuditReport, storedBytes, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
@@ -40,6 +42,26 @@ export const directAuditConnector: AuditConnector = async (node, timeoutMs) => {
   const ch = new StorageChannel(socket);
   return { send: (req) => ch.request(req), close: () => ch.close() };
 };
+
+/**
+ * SPEC.md §9.21, §9.20.2: audits reach a hidden node over a rendezvous circuit the authority
+ * builds like a client (anonymous links, descriptor from a relay mirror over a 3-hop circuit);
+ * other nodes by a direct session. `relays`: the authority's current consensus.
+ */
+export function hiddenAwareAuditConnector(relays: () => readonly ConsensusRelay[] | null, o: { enforceDistinctSubnets: boolean; log?: Logger }): { connect: AuditConnector; close(): Promise<void> } {
+  const manager = new CircuitManager({ relays: () => relays(), enforceDistinctSubnets: o.enforceDistinctSubnets, preemptiveCircuits: 0, log: o.log });
+  const buildTo = (r: ConsensusRelay) => manager.buildCircuitTo(r);
+  const fetchDescriptor = mirrorDescriptorFetcher({ relays, buildTo });
+  return {
+    connect: async (node, timeoutMs) => {
+      if (!node.roles.includes('hidden')) return directAuditConnector(node, timeoutMs);
+      const stream = await openHiddenStorageStream({ node, relays, buildTo, fetchDescriptor, timeoutMs: Math.max(timeoutMs, 10_000) });
+      const ch = new StorageChannel(stream);
+      return { send: (req) => ch.request(req), close: () => { ch.close(); stream.destroy(); } };
+    },
+    close: () => manager.close(),
+  };
+}
 
 export interface StorageAuditsOptions {
   dataDir: string;
@@ -154,6 +176,9 @@ export class StorageAudits {
   }
 
   /** The newest published consensus: where the storage nodes are. */
+  /** The relays of the newest consensus seen (the rendezvous connector builds its paths from them). */
+  currentRelays(): readonly ConsensusRelay[] | null { return this.consensus?.relays ?? null; }
+
   onConsensus(info: VerifiedConsensus): void {
     if (!this.consensus || info.validAfter >= this.consensus.validAfter) this.consensus = info;
   }
@@ -204,7 +229,7 @@ export class StorageAudits {
         if (!m.has(sh)) m.set(sh, { contract: id, size: x.shareSize, root: x.auditRoot, shareId: x.shareId });
       }
     }
-    const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && r.storagePort > 0).map((r) => [r.fingerprint, r]));
+    const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && (r.storagePort > 0 || r.roles.includes('hidden'))).map((r) => [r.fingerprint, r]));
     const timeoutMs = this.o.timeoutMs ?? Math.min(30_000, Math.max(2000, this.P / 4));
     const cap = this.o.perNodeAudits ?? PER_NODE_AUDITS;
     const connect = this.o.connect ?? directAuditConnector;

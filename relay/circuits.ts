@@ -20,6 +20,7 @@ import type { Registry } from '../src/ops/metrics';
 import { DosGuard, creationSource, ipOf, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
+import { RendezvousRelay } from '../src/circuit/rendezvous';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 
 export interface RelayCircuitsOptions {
@@ -61,6 +62,8 @@ export class RelayCircuits {
   readonly dos: DosGuard;
   readonly limits: RelayLimits;
   readonly metrics: CircuitMetrics;
+  /** SPEC.md §9.21: this relay as introduction and rendezvous point. */
+  readonly rendezvous: RendezvousRelay;
   private readonly log: Logger;
   private readonly keys: () => NodeKeys;
   /** Open links by peer identity (fingerprint), inbound or outbound, for EXTEND2 reuse. */
@@ -86,6 +89,7 @@ export class RelayCircuits {
     }) : null;
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
+    this.rendezvous = new RendezvousRelay(() => this.keys().identity.publicKey, { onError: (code) => this.metrics.error(code) });
 
     this.switch = new CircuitSwitch<Channel>({
       identity: this.keys().identity.publicKey,
@@ -106,6 +110,7 @@ export class RelayCircuits {
           if (h) h(inc);
           else inc.refuse(UNSERVED_STREAM_REFUSAL[inc.kind]);
         },
+        rendezvous: this.rendezvous,
         resolve: policy ? createResolver({ lookup: opts.lookup, gate, refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics }) : undefined,
       },
     });

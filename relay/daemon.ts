@@ -18,12 +18,15 @@ import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
-import { PATHS } from '../src/dir/fetch';
+import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
 import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
 import { RewardMirror } from './reward-mirror';
+import { HS_DESC_PATH } from '../src/hidden/store';
+import { HS_DESC_MAX } from '../src/wire/hidden';
+import { shuffle } from '../src/crypto/primitives';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
@@ -193,6 +196,25 @@ export class RelayDaemon {
     }
   }
 
+  /**
+   * SPEC.md §9.21.3: GET /bitcloud/hs/desc/<blinded key>, passed on unchanged from an authority
+   * (random order, first 200 wins). Not trusted: the client checks the signature and the seal.
+   */
+  private async serveHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
+    const key = p.slice(HS_DESC_PATH.length + 1);
+    if (!/^[0-9a-f]{64}$/.test(key)) return sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'expected /bitcloud/hs/desc/<64 lowercase hex>');
+    for (const a of shuffle([...this.cfg.authorities])) {
+      try {
+        const r = await httpRequest(`${a.url}${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (r.status !== 200) continue;
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : r.body);
+        return;
+      } catch { /* next authority */ }
+    }
+    sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
+  }
+
   private async startHttp(): Promise<void> {
     const srv = http.createServer((req, res) => {
       dropUnreadBody(req, res);
@@ -200,6 +222,7 @@ export class RelayDaemon {
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);
+      if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.serveHsDescriptor(req, res, p);
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });

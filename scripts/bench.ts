@@ -14,6 +14,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/moderation'),
   () => import('./bench/hostile'),
   () => import('./bench/gateway'),
+  () => import('./bench/storage-hidden'),
 ];
 
 function arg(name: string): string | undefined {

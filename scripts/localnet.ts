@@ -13,7 +13,7 @@
 // prints what is left (nothing). See scripts/localnet/hosts.ts.
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
-//                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--exit-after-demo] [--no-demo]
+//                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--hidden-storage] [--exit-after-demo] [--no-demo]
 //   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--declare MBPS] [--unmeasured-cap KBPS] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -26,7 +26,7 @@ import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses, type NodeSpec } from './localnet/processes';
 import { HostNet, hostsSupported, type Host } from './localnet/hosts';
-import { checkPortsFree, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
+import { checkPortsFree, fundDemoWallet, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
 import { ModeratorWorkspace } from '../src/moderation/workspace';
 import { stateBundle } from '../src/moderation/chain';
 import { uploadPolicy } from '../src/moderation/sources';
@@ -47,6 +47,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('demo', { type: 'boolean', default: true, describe: 'Show a download through a 3-hop circuit (and a put/get)' })
   .option('exit-after-demo', { type: 'boolean', default: false, describe: 'Stop everything after the demo (for CI)' })
   .option('keep', { type: 'boolean', default: false, describe: 'Keep the data of an earlier run in --dir (default: start afresh)' })
+  .option('hidden-storage', { type: 'boolean', default: false, describe: 'Every storage node runs hidden: no address in the consensus, reached by rendezvous (SPEC.md §9.21)' })
   .option('relay-crypto', { choices: ['tor1', 'cgo'] as const, default: 'tor1' as const, describe: "The client proxy's relay crypto (SPEC.md §5.6.1)" })
   .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
@@ -246,12 +247,14 @@ try {
   const policyRefreshSeconds = Math.max(2, Math.floor(argv.period / 3));
 
   const relayAddrs: string[] = [];
+  const relayDirs: { name: string; dataDir: string }[] = [];
   // --- relays: the last `exits` are exits that allow 127.0.0.1 (the default policy rejects loopback) ---
   for (let i = 0; i < argv.relays; i++) {
     const name = `relay${i + 1}`;
     const dataDir = path.join(dir, name);
     const keys = await loadOrCreateNodeKeys(dataDir);
     const isExit = i >= argv.relays - argv.exits;
+    relayDirs.push({ name, dataDir });
     const configFile = path.join(dir, `${name}.json`);
     // With --hosts: relays over /16s #1..#(subnets-1), so some share a /16 (one per path, SPEC.md §7.3).
     const cap = hostNet ? caps[i % caps.length] : 0;
@@ -285,6 +288,8 @@ try {
       metricsPort: ports.storageMetrics(i), metricsHost: metricsHostFor(addr), quota: '1GiB', bandwidth: 100_000,
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, announceIntervalSeconds: 30, identityPow: 'local',
       ...(i < moderators.length ? { moderators: [moderators[i].fingerprint], policyRefreshSeconds } : { unmoderated: true }),
+      // SPEC.md §9.21: a hidden node binds no port (those above stay unused) and builds circuits.
+      ...(argv['hidden-storage'] ? { hidden: true, enforceDistinctSubnets: !!hostNet } : {}),
     }, null, 2));
     procs.start({ role: 'storage', name, identity: fingerprint(keys.identity.publicKey), dataDir, configFile,
       ports: { or: ports.storageOr(i), storage: ports.storagePort(i), metrics: ports.storageMetrics(i) }, bin: 'bitcloud-storage', args: ['run', '--config', configFile], ...inHost(name) });
@@ -306,7 +311,7 @@ try {
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, moderators: moderatorsJson, ready: false,
     ...(hostNet ? { hosts: { prefix: hostNet.prefix, bridge: hostNet.bridge, subnets: hostNet.octets.map((o) => `10.${o}.0.0/16`), webAddress: rootAddr, latency: hostNet.netem ? 'netem' : 'not emulated' } } : {}) });
 
-  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
+  say(`bitcloud local network in ${dir}: 3 authorities, ${argv.relays} relays (${argv.exits} exits), ${argv.storage}${argv['hidden-storage'] ? ' hidden' : ''} storage nodes${moderators.length ? ` (${moderators.length} moderated)` : ''}; waiting for a consensus...`);
   const consensus = await waitForConsensus(authorityList, argv.relays, procs, (argv.wait ?? 6 * argv.period + 30) * 1000, mirrors.map((m) => `http://${m}`), argv.storage);
   say(`consensus: ${consensus.relays} relays and ${consensus.storage} storage nodes listed, signed by ${consensus.signers} of 3 authorities.`);
 
@@ -322,7 +327,7 @@ try {
     say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
     if (argv.storage >= 6) {
       const s = await runStorageDemo(REPO, dir, clientConfig);
-      say(`demo: put ${s.bytes} bytes through circuits to the storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
+      say(`demo: put ${s.bytes} bytes through ${argv['hidden-storage'] ? 'rendezvous circuits to the hidden' : 'circuits to the'} storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
       say(`      read capability: ${s.capability}`);
     }
     if (moderators.length) {
@@ -342,6 +347,7 @@ try {
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);
+  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}${argv.demo ? '   (the demo wallet: a relay sends it 1 coin once it earned 2)' : ''}`);
   say(`  a relay's view   npx bitcloud-relay status --config ${path.join(dir, 'relay1.json')}   (proven bandwidth, earnings)`);
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
@@ -352,6 +358,11 @@ try {
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
   if (argv['exit-after-demo']) await shutdown(0);
   say('\nPress Ctrl-C to stop everything.');
+  // SPEC.md §8.11: once a relay has earned 2 coins, it pays 1 to the client's wallet (in the
+  // background; only with the demo, so tests' balances are the allocations alone).
+  if (argv.demo) void fundDemoWallet(authorityList, argv.period, clientDir, relayDirs, () => stopping).then((f) => {
+    if (f) say(`demo: ${f.relay} sent 1 coin from its identity key to the demo wallet ${f.wallet.slice(0, 16)}… (block ${f.height}); see npx bitcloud wallet history --config ${clientConfig}`);
+  }, (e) => say(`note: funding the demo wallet failed: ${(e as Error).message}`));
   procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
 } catch (e) {
   if (stopping) await shutdown(130); // interrupted: the daemons were stopped on purpose

@@ -1,12 +1,15 @@
 // SPEC.md §8.8: what each strategy gains under the measurement rule of §8.5, to convergence, over
 // several seeds. The network is modelled at the level of per-pair cell counts in typed arrays (no
-// signed receipts); each epoch's counts go through `applyRule` (src/bandwidth/rule.ts), the same
-// function the authorities run after verifying receipts, and `allocate` (src/bandwidth/reward.ts).
+// signed receipts); each epoch's counts go through `applyPairRule` or `applyRule`
+// (src/bandwidth/rule.ts), the functions the authorities run after verifying receipts
+// (measurePairRule), amplification goes through the responder's link bound (`r2iExcessAllowed`,
+// src/bandwidth/receipt.ts), and coins through `allocate` (src/bandwidth/reward.ts).
 //
 //   npm run simulate -- [--json] [--rule pair|dispersion] [--kappa K] [--slack S] [--owed-epochs H]
-//        [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3] [--fractions 0.05,0.2]
-//        [--min-epochs 48] [--max-epochs 96] [--workers 2] [--amp-link-slack 1000] [--sybil-size 5000000]
-//        [--on-epochs 12] [--off-epochs 12] [--rows fabricated,amplification,sybil,onoff,capture,honest-heavy,honest]
+//        [--bank-epochs B] [--paid-not-weight] [--relays 500] [--scale-of 2000] [--seeds 1,2,3]
+//        [--fractions 0.05,0.2] [--min-epochs 48] [--max-epochs 96] [--workers 3] [--sybil-size 5000000]
+//        [--on-epochs 12] [--off-epochs 12]
+//        [--rows fabricated,amplification,sybil,sybil-costly,onoff,capture,honest-heavy,honest]
 //
 // With --json, stdout is one JSON object {"rows": [...]} and the table goes to stderr; without it the
 // table goes to stdout. The model is described in SPEC §8.8.
@@ -16,13 +19,16 @@ import {
   DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, applyPairRule, applyRule, type BoundsParams, type OwedTable, type PairRuleParams, type PairRuleResult,
 } from '../src/bandwidth/rule';
 import { allocate, scheduledMint } from '../src/bandwidth/reward';
+import { inFlightTolerance, r2iExcessAllowed } from '../src/bandwidth/receipt';
+import { argon2id } from '../src/crypto/primitives';
+import { DEFAULT_POW_PARAMS, powSalt } from '../src/dir/identity-pow';
 import { CELL_LEN } from '../src/wire/cell';
 
 // ---------------------------------------------------------------- options
 
 interface Opts {
   json: boolean; relays: number; seeds: number[]; fractions: number[]; minEpochs: number; maxEpochs: number;
-  scaleOf: number; rows: Set<string>; ampLinkSlack: number; sybilSize: number; onEpochs: number; offEpochs: number;
+  scaleOf: number; rows: Set<string>; sybilSize: number; onEpochs: number; offEpochs: number;
   workers: number; workerSeed?: number;
   rule: string; dispersion: Partial<BoundsParams>; pair: Partial<PairRuleParams>;
 }
@@ -48,12 +54,12 @@ function parseArgs(argv: string[]): Opts {
     fractions: list('fractions', '0.05,0.2'),
     minEpochs: num('min-epochs', 48),
     maxEpochs: num('max-epochs', 96),
-    rows: new Set((get('rows') ?? 'fabricated,amplification,sybil,onoff,capture,honest-heavy,honest').split(',')),
-    ampLinkSlack: num('amp-link-slack', 1000),
+    rows: new Set((get('rows') ?? ORDER.join(',')).split(',')),
     sybilSize: num('sybil-size', 5e6),
     onEpochs: num('on-epochs', 12),
     offEpochs: num('off-epochs', 12),
-    workers: num('workers', 2),
+    // One child per seed by default (three seeds on two cores finish together instead of one after two).
+    workers: num('workers', 3),
     rule: get('rule') ?? 'pair',
     dispersion: {
       ...(get('kappa') !== undefined ? { peerCapFactor: num('kappa', 0) } : {}),
@@ -64,6 +70,7 @@ function parseArgs(argv: string[]): Opts {
       ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
       ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
       ...(argv.includes('--paid-not-weight') ? { paidIsWeight: false } : {}),
+      ...(get('bank-epochs') !== undefined ? { bankEpochs: num('bank-epochs', 0) } : {}),
     },
     workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
   };
@@ -96,9 +103,10 @@ function normal(r: () => number): number {
 
 function poisson(r: () => number, lambda: number): number {
   if (lambda > 50) return Math.max(0, Math.round(lambda + Math.sqrt(lambda) * normal(r)));
-  const l = Math.exp(-lambda);
-  let k = 0, p = r();
-  while (p > l) { k++; p *= r(); }
+  // Inversion: one uniform, then walk the CDF (same law as counting products of uniforms, one draw).
+  const u = r();
+  let k = 0, pk = Math.exp(-lambda), cdf = pk;
+  while (u > cdf && k < 1000) { k++; pk *= lambda / k; cdf += pk; }
   return k;
 }
 
@@ -172,65 +180,75 @@ function pickCoalition(net: Net, f: number, r: () => number): Uint8Array {
 }
 
 /**
- * One epoch of honest traffic into `out` (cells per pair). Clients pick the three hops of a circuit
- * in proportion to capacity, so a circuit's links land on pair {i, j} 4·p_i·p_j times on average; the
- * number of circuits per pair is Poisson and each carries a log-normal number of cells (median 200,
- * σ_c). The circuit count is set so the network runs at UTILISATION of its capacity. `absent[i]` = 1
- * drops relay i (its clients go elsewhere: its pairs carry nothing).
+ * One epoch of honest traffic into `out` (cells per pair) and `circ` (circuits per pair). Clients
+ * pick the three hops of a circuit in proportion to capacity, so a circuit's links land on pair
+ * {i, j} 4·p_i·p_j times on average; the number of circuits per pair is Poisson and each carries a
+ * log-normal number of cells (median 200, σ_c). The circuit count is set so the network runs at
+ * UTILISATION of its capacity. `absent[i]` = 1 drops relay i (its clients go elsewhere: its pairs
+ * carry nothing). With `reuse`, pair k takes the counts of pair reuse.map[k] of another network
+ * drawn this epoch whenever that is ≥ 0 (the same two relays with the same p_i, p_j: the same law).
  */
-function honestTraffic(net: Net, sigma: number, r: () => number, out: Float64Array, absent?: Uint8Array): void {
-  const { mean, sd, pool, pool16, pool256 } = circuitPool(sigma);
+function honestTraffic(
+  net: Net, sigma: number, r: () => number, out: Float64Array, circ: Float32Array, absent?: Uint8Array,
+  reuse?: { map: Int32Array; cells: Float64Array; circ: Float32Array },
+): void {
+  const cp = circuitPool(sigma);
+  const { mean, sd } = cp;
   let total = 0;
   for (let i = 0; i < net.n; i++) if (!absent?.[i]) total += net.capacity[i];
   const circuits = (UTILISATION * total * EPOCH_SECONDS) / CELL_LEN / (2 * mean);
   const p = new Float64Array(net.n);
   for (let i = 0; i < net.n; i++) p[i] = absent?.[i] ? 0 : net.capacity[i] / total;
   const m = net.a.length;
-  const mask = pool.length - 1, mask16 = pool16.length - 1, mask256 = pool256.length - 1;
+  const na = net.a, nb = net.b;
   for (let k = 0; k < m; k++) {
-    const lambda = 4 * circuits * p[net.a[k]] * p[net.b[k]];
+    if (reuse && reuse.map[k] >= 0) { out[k] = reuse.cells[reuse.map[k]]; circ[k] = reuse.circ[reuse.map[k]]; continue; }
+    const lambda = 4 * circuits * p[na[k]] * p[nb[k]];
     const c = lambda > 0 ? poisson(r, lambda) : 0;
+    circ[k] = c;
     if (c === 0) { out[k] = 0; continue; }
-    let cells = 0;
-    if (c <= 4096) {
-      // c circuits = groups of 256 and of 16 (pre-summed draws) and single draws: the same law, fewer draws.
-      let q = c;
-      for (; q >= 256; q -= 256) cells += pool256[(r() * 4294967296) & mask256];
-      for (; q >= 16; q -= 16) cells += pool16[(r() * 4294967296) & mask16];
-      for (; q > 0; q--) cells += pool[(r() * 4294967296) & mask];
-    } else cells = Math.max(0, c * mean + Math.sqrt(c) * sd * normal(r));
+    const cells = c <= 4096 ? drawCircuits(cp, c, r) : Math.max(0, c * mean + Math.sqrt(c) * sd * normal(r));
     out[k] = Math.round(cells);
   }
 }
 
 /**
- * 2^18 draws of the circuit size (log-normal, median CIRCUIT_MEDIAN, σ_c, clipped at CIRCUIT_MAX),
- * 2^16 sums of 16 fresh draws and 2^12 sums of 256, made once per σ_c from a fixed seed; a pair's
- * circuits are then drawn from the pools (fast, same law up to the pools' finite size).
+ * Draws of the circuit size (log-normal, median CIRCUIT_MEDIAN, σ_c, clipped at CIRCUIT_MAX), made
+ * once per σ_c from a fixed seed: 2^18 single draws, and pools of sums of 4^j fresh draws
+ * (j = 1 … 5); a pair's c circuits are then drawn as base-4 digits of c from the pools (at most
+ * three draws per level): the same law up to the pools' finite size, a few draws per pair.
  */
-interface Pool { mean: number; sd: number; pool: Float64Array; pool16: Float64Array; pool256: Float64Array }
+const LEVELS = [{ group: 1024, size: 1 << 11 }, { group: 256, size: 1 << 12 }, { group: 64, size: 1 << 14 }, { group: 16, size: 1 << 16 }, { group: 4, size: 1 << 16 }, { group: 1, size: 1 << 18 }];
+interface Pool { mean: number; sd: number; levels: Float64Array[] }
 const pools = new Map<number, Pool>();
 function circuitPool(sigma: number): Pool {
   let x = pools.get(sigma);
   if (!x) {
     const r = rng(0x5eed + Math.round(sigma * 1000));
-    const pool = new Float64Array(1 << 18);
-    let s = 0, s2 = 0;
-    for (let i = 0; i < pool.length; i++) {
-      pool[i] = Math.min(CIRCUIT_MAX, CIRCUIT_MEDIAN * Math.exp(sigma * normal(r)));
-      s += pool[i]; s2 += pool[i] * pool[i];
-    }
-    const mean = s / pool.length;
     const one = () => Math.min(CIRCUIT_MAX, CIRCUIT_MEDIAN * Math.exp(sigma * normal(r)));
-    const sums = (size: number, group: number) => {
+    const levels = LEVELS.map(({ group, size }) => {
       const out = new Float64Array(size);
       for (let i = 0; i < size; i++) { let t = 0; for (let g = 0; g < group; g++) t += one(); out[i] = t; }
       return out;
-    };
-    x = { mean, sd: Math.sqrt(s2 / pool.length - mean * mean), pool, pool16: sums(1 << 16, 16), pool256: sums(1 << 12, 256) };
+    });
+    const single = levels[levels.length - 1];
+    let s = 0, s2 = 0;
+    for (let i = 0; i < single.length; i++) { s += single[i]; s2 += single[i] * single[i]; }
+    const mean = s / single.length;
+    x = { mean, sd: Math.sqrt(s2 / single.length - mean * mean), levels };
     pools.set(sigma, x);
   }
   return x;
+}
+
+/** The cells of c circuits (c ≤ 4096), from the pools. */
+function drawCircuits(pool: Pool, c: number, r: () => number): number {
+  let cells = 0, q = c;
+  for (let l = 0; l < LEVELS.length; l++) {
+    const g = LEVELS[l].group, arr = pool.levels[l], mask = arr.length - 1;
+    for (; q >= g; q -= g) cells += arr[(r() * 4294967296) & mask];
+  }
+  return cells;
 }
 
 // ---------------------------------------------------------------- one strategy, epoch by epoch
@@ -290,13 +308,13 @@ class Ledger {
 function medianHonestOwedEpochs(l: Ledger, member: Uint8Array): number {
   if (!l.owed) return 0;
   const owed = new Float64Array(l.net.n);
-  for (let k = 0; k < l.net.a.length; k++) { owed[l.net.a[k]] += l.owed.owedA[k]; owed[l.net.b[k]] += l.owed.owedB[k]; }
+  for (let k = 0; k < l.net.a.length; k++) { owed[l.net.a[k]] += Math.max(0, l.owed.owedA[k]); owed[l.net.b[k]] += Math.max(0, l.owed.owedB[k]); }
   const xs: number[] = [];
   for (let i = 0; i < l.net.n; i++) {
     if (member[i]) continue;
     let g = 0;
     for (let e = 0; e < l.ringGross.length; e++) g += l.ringGross[e][i];
-    if (g > 0) xs.push(owed[i] / (g / l.ringGross.length));
+    if (g > 0) xs.push(Math.max(0, owed[i]) / (g / l.ringGross.length));
   }
   xs.sort((x, y) => x - y);
   return xs.length ? xs[Math.floor(xs.length / 2)] : 0;
@@ -348,22 +366,107 @@ function converged(xs: number[], minEpochs: number): boolean {
 
 interface Row {
   strategy: string; f: number; gain: number; gainWorst: number; medianHonestCreditRemoved: number;
-  medianHonestCreditRemovedWorst: number; medianHonestOwedEpochs: number; epochs: number; perSeed: { seed: number; gain: number; removed: number; epochs: number }[];
+  medianHonestCreditRemovedWorst: number; medianHonestOwedEpochs: number; epochs: number;
+  identities?: number; identityCoreSecondsPerDay?: number;
+  perSeed: { seed: number; gain: number; removed: number; epochs: number }[];
 }
 
-interface SeedResult { strategy: string; f: number; seed: number; gain: number; removed: number; owed: number; epochs: number }
+interface SeedResult {
+  strategy: string; f: number; seed: number; gain: number; removed: number; owed: number; epochs: number;
+  identities?: number;
+}
 
-function tailMean(xs: number[]): number {
-  const t = xs.slice(-TAIL);
+function tailMean(xs: number[], len = xs.length): number {
+  const t = xs.slice(Math.max(0, len - TAIL), len);
   return t.reduce((p, q) => p + q, 0) / t.length;
 }
 
 /**
- * One seed: the base network carries moderate traffic (σ_c = 1.5); the honest baseline, and for each
- * f the fabricating, amplifying and on/off coalitions, all see the same traffic draws, so each gain is
- * against the same coalition behaving honestly. The Sybil split has its own network (the coalition's
- * capacity re-listed as new identities of --sybil-size each). Heavy-tailed honest traffic (σ_c = 2.5)
- * runs on the same relays.
+ * A Sybil network: the honest relays of `base` (same order, same /16s) and the coalition's capacity
+ * re-listed as `subnets.length` new identities of equal capacity, identity i in /16 subnets[i].
+ * `reuse` maps each of its pairs between two honest relays to the same pair of `base`, so honest
+ * traffic between honest relays is the base network's draw of the epoch (same law, drawn once).
+ */
+function sybilNet(base: Net, member: Uint8Array, subnets: number[]): { net: Net; ids: Uint8Array; hist: number[]; map: Int32Array } {
+  const cap: number[] = [], sub: number[] = [], hist: number[] = [], baseIdx: number[] = [];
+  let held = 0;
+  for (let i = 0; i < base.n; i++) {
+    if (member[i]) { held += base.capacity[i]; continue; }
+    cap.push(base.capacity[i]); sub.push(base.subnet[i]); hist.push(100); baseIdx.push(i);
+  }
+  const k = subnets.length;
+  for (let i = 0; i < k; i++) { cap.push(held / k); sub.push(subnets[i]); hist.push(0); }
+  const net = makeNet(cap, sub);
+  const ids = new Uint8Array(net.n);
+  for (let i = net.n - k; i < net.n; i++) ids[i] = 1;
+  const map = new Int32Array(net.a.length).fill(-1);
+  for (let q = 0; q < net.a.length; q++) {
+    const i = net.a[q], j = net.b[q];
+    if (!ids[i] && !ids[j]) map[q] = pairIndex(base.n, baseIdx[i], baseIdx[j]);
+  }
+  return { net, ids, hist, map };
+}
+
+/**
+ * Amplification under the link backlog bound (SPEC §8.3 check 5). On every link between a member
+ * and an honest peer the member is the initiator (the worst case: only an initiator proposes
+ * figures) and the honest peer countersigns within `r2iExcessAllowed` (src/bandwidth/receipt.ts,
+ * the function the responder runs). Each link's cells go half each way. The member's best use of
+ * the bound is to shift cells between epochs: in even epochs it under-claims the r→i direction by
+ * the whole tolerance (allowed: it cheats only itself), leaving a backlog; in odd epochs it claims
+ * its own count plus everything the responder will still sign. Any claim above what the responder
+ * signs is rejected and the segment is unpaid, so it never claims more than that.
+ */
+class Amplifier {
+  written: Float64Array; signed: Float64Array; prevSent: Float64Array;
+  constructor(readonly net: Net, readonly member: Uint8Array) {
+    const m = net.a.length;
+    this.written = new Float64Array(m); this.signed = new Float64Array(m); this.prevSent = new Float64Array(m);
+  }
+  apply(cells: Float64Array, circ: Float32Array, epoch: number): void {
+    const { a, b } = this.net, m = this.member;
+    for (let k = 0; k < cells.length; k++) {
+      if (m[a[k]] === m[b[k]]) continue;
+      const c = cells[k];
+      const ownR2I = Math.floor(c / 2), ownI2R = c - ownR2I;
+      const writtenBefore = this.written[k];
+      this.written[k] += ownR2I;
+      const prev = this.prevSent[k];
+      this.prevSent[k] = ownR2I;
+      if (c === 0) continue; // no cell, no proposal (§8.3 step 1)
+      const t = inFlightTolerance(Math.max(1, circ[k]));
+      const claimR2I = epoch % 2 === 0
+        ? ownR2I - Math.min(t, ownR2I)
+        : ownR2I + r2iExcessAllowed(t, prev, writtenBefore, this.signed[k]);
+      this.signed[k] += claimR2I;
+      cells[k] = ownI2R + claimR2I;
+    }
+  }
+}
+
+/** Expected CPU seconds of one core to mine one identity at the default parameters (§6.4.1), measured once. */
+let identityCost: number | undefined;
+async function measureIdentityCost(): Promise<number> {
+  if (identityCost !== undefined) return identityCost;
+  const p = DEFAULT_POW_PARAMS;
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const c0 = process.cpuUsage();
+    await argon2id(Buffer.from(`simulate ${i}`), powSalt(Buffer.alloc(32, 7)), p.memoryKib, p.ops);
+    const c = process.cpuUsage(c0);
+    best = Math.min(best, (c.user + c.system) / 1e6);
+  }
+  identityCost = best * 2 ** p.difficulty;
+  return identityCost;
+}
+
+/**
+ * One seed, all rows in one epoch loop. The base network carries moderate traffic (σ_c = 1.5); the
+ * honest baseline and, for each f, the fabricating, amplifying and on/off coalitions see the same
+ * traffic draws, so each gain is against the same coalition behaving honestly. The two Sybil
+ * networks (free /16s, and costly: M_new identities on each /16 the coalition holds) reuse the base
+ * network's draws for every pair of honest relays and draw only the identities' pairs. Heavy-tailed
+ * honest traffic (σ_c = 2.5) runs on the base relays with its own draws.
  */
 function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
   const out: SeedResult[] = [];
@@ -374,46 +477,84 @@ function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
   const coal = fs.map((f, i) => pickCoalition(net, f, rng(seed * 7919 + i + 1)));
   const capShare = coal.map((m) => shareOf(net.capacity, m));
   const attackerDeclared = coal.map((m) => Float64Array.from(net.capacity, (c, i) => (m[i] ? ATTACKER_DECLARED : c)));
-
   const want = (s: string) => o.rows.has(s);
+  const newTrack = (): Track => ({ share: [], weightShare: [], removed: [] });
+
   const base = new Ledger(net, rule, hist, honestDeclared);
-  const baseTrack = fs.map((): Track => ({ share: [], weightShare: [], removed: [] }));
-  type Strat = { name: string; fi: number; l: Ledger; t: Track; onEpochs?: boolean[] };
+  const baseTrack = fs.map(newTrack);
+  interface Strat { name: string; fi: number; l: Ledger; t: Track; on: boolean[]; amp?: Amplifier; done?: number }
   const strats: Strat[] = [];
   fs.forEach((_, fi) => {
     for (const name of ['fabricated', 'amplification', 'onoff']) {
-      if (want(name) || (name === 'fabricated' && want('capture'))) {
-        strats.push({ name, fi, l: new Ledger(net, rule, hist, attackerDeclared[fi]), t: { share: [], weightShare: [], removed: [] }, onEpochs: [] });
-      }
+      if (!(want(name) || (name === 'fabricated' && want('capture')))) continue;
+      const l = new Ledger(net, rule, hist, name === 'amplification' ? honestDeclared : attackerDeclared[fi]);
+      strats.push({ name, fi, l, t: newTrack(), on: [], amp: name === 'amplification' ? new Amplifier(net, coal[fi]) : undefined });
     }
   });
 
+  // Sybil networks: built now, listed (identities with no history, no weight) when the attack starts.
+  interface Syb { name: string; fi: number; net: Net; ids: Uint8Array; map: Int32Array; l: Ledger; t: Track; cells: Float64Array; circ: Float32Array; r: () => number; done?: number }
+  const sybs: Syb[] = [];
+  fs.forEach((_, fi) => {
+    const m = coal[fi];
+    let held = 0;
+    const memberSubnets: number[] = [];
+    for (let i = 0; i < net.n; i++) if (m[i]) { held += net.capacity[i]; if (!memberSubnets.includes(net.subnet[i])) memberSubnets.push(net.subnet[i]); }
+    const variants: [string, number[]][] = [];
+    if (want('sybil')) {
+      // Free /16s: identities of --sybil-size each, each in a /16 no relay uses.
+      const r = rng(seed * 131 + 17 + fi);
+      const k = Math.max(2, Math.round(held / (o.sybilSize * (o.relays / o.scaleOf))));
+      const used = new Set(net.subnet);
+      const subs: number[] = [];
+      for (let i = 0; i < k; i++) { let s = randomSubnet(r); while (used.has(s)) s = randomSubnet(r); used.add(s); subs.push(s); }
+      variants.push(['sybil', subs]);
+    }
+    if (want('sybil-costly')) {
+      // Costly identities: the operator keeps the /16s it has (one per relay it ran) and lists on
+      // each the most identities that earn as new there (M_new, bound 5a); each identity is mined (§6.4.1).
+      const per = Math.max(1, rule.kind === 'pair' ? rule.params.newRelaysPerGroup ?? 1 : rule.params.newRelaysPerGroup ?? 1);
+      variants.push(['sybil-costly', memberSubnets.flatMap((s) => new Array<number>(per).fill(s))]);
+    }
+    for (const [name, subs] of variants) {
+      const sn = sybilNet(net, m, subs);
+      const declared = Float64Array.from(sn.net.capacity, (c, i) => (sn.ids[i] ? ATTACKER_DECLARED : c));
+      const l = new Ledger(sn.net, rule, sn.hist, declared);
+      sybs.push({ name, fi, net: sn.net, ids: sn.ids, map: sn.map, l, t: newTrack(), cells: new Float64Array(sn.net.a.length), circ: new Float32Array(sn.net.a.length), r: rng(seed * 977 + 3 + 10 * fi + (name === 'sybil' ? 0 : 5)) });
+    }
+  });
+
+  const heavy = want('honest-heavy') ? new Ledger(net, rule, hist, honestDeclared) : undefined;
+  const heavyShare = fs.map((): number[] => []);
+  const heavyRemoved: number[] = [];
+  const heavyCells = new Float64Array(net.a.length), heavyCirc = new Float32Array(net.a.length);
+  const hr = rng(seed * 389 + 11);
+  const noOne = new Uint8Array(net.n);
+  let heavyDone = 0, baseDone = 0;
+
   const traffic = new Float64Array(net.a.length);
+  const circ = new Float32Array(net.a.length);
   const work = new Float64Array(net.a.length);
   const tr = rng(seed * 31 + 5);
   const cycle = o.onEpochs + o.offEpochs;
+  const sybilMin = Math.max(o.minEpochs, (rule.params.newRelayEpochs ?? 0) + 2 * TAIL);
   let epochs = 0;
   for (let e = 0; e < WARMUP + o.maxEpochs; e++) {
     const attack = e >= WARMUP;
     const ae = e - WARMUP;
-    honestTraffic(net, 1.5, tr, traffic);
+    honestTraffic(net, 1.5, tr, traffic, circ);
     const bc = base.epoch(traffic, e);
     if (attack) fs.forEach((_, fi) => {
       baseTrack[fi].share.push(shareOf(bc, coal[fi]));
       baseTrack[fi].removed.push(medianHonestRemoved(base, coal[fi]));
     });
     for (const s of strats) {
+      if (s.done) continue; // converged: its figures are taken at that epoch
       const m = coal[s.fi];
       work.set(traffic);
       let on = true;
       if (attack && s.name === 'fabricated') fabricate(net, m, work);
-      if (attack && s.name === 'amplification') {
-        // Honest peers countersign only what they counted plus the link slack (§8.3): the amplifier
-        // gets at most ampLinkSlack extra cells on each link it has with an honest peer.
-        for (let k = 0; k < work.length; k++) {
-          if (work[k] > 0 && m[net.a[k]] !== m[net.b[k]]) work[k] += o.ampLinkSlack;
-        }
-      }
+      if (attack && s.amp) s.amp.apply(work, circ, ae);
       if (attack && s.name === 'onoff') {
         on = ae % cycle < o.onEpochs;
         if (on) fabricate(net, m, work);
@@ -424,118 +565,87 @@ function runSeed(o: Opts, seed: number, rule: RuleChoice): SeedResult[] {
       s.t.share.push(shareOf(c, m));
       s.t.weightShare.push(shareOf(s.l.prev, m));
       s.t.removed.push(medianHonestRemoved(s.l, m));
-      s.onEpochs!.push(on);
+      s.on.push(on);
     }
-    if (attack) {
-      epochs = ae + 1;
-      const done = strats.every((s) => s.name === 'onoff' ? epochs >= o.minEpochs && epochs % cycle === 0 : converged(s.t.share, o.minEpochs));
-      if (done && epochs >= o.minEpochs) break;
+    if (attack) for (const y of sybs) {
+      if (y.done) continue;
+      if (ae === 0) for (let i = 0; i < y.net.n; i++) if (y.ids[i]) y.l.prev[i] = 0; // new identities: no weight
+      honestTraffic(y.net, 1.5, y.r, y.cells, y.circ, undefined, { map: y.map, cells: traffic, circ });
+      fabricate(y.net, y.ids, y.cells);
+      const c = y.l.epoch(y.cells, e);
+      y.t.share.push(shareOf(c, y.ids));
+      y.t.removed.push(medianHonestRemoved(y.l, y.ids));
     }
+    if (heavy && !heavyDone) {
+      honestTraffic(net, 2.5, hr, heavyCells, heavyCirc);
+      const c = heavy.epoch(heavyCells, e);
+      if (attack) {
+        coal.forEach((m, i) => heavyShare[i].push(shareOf(c, m)));
+        heavyRemoved.push(medianHonestRemoved(heavy, noOne));
+      }
+    }
+    if (!attack) continue;
+    epochs = ae + 1;
+    // Each row stops at its own convergence (its figures are the last TAIL epochs before it).
+    for (const s of strats) if (!s.done && (s.name === 'onoff' ? epochs >= o.minEpochs && epochs % cycle === 0 : converged(s.t.share, o.minEpochs))) s.done = epochs;
+    for (const y of sybs) if (!y.done && converged(y.t.share, sybilMin)) y.done = epochs;
+    if (heavy && !heavyDone && heavyShare.every((x) => converged(x, o.minEpochs))) heavyDone = epochs;
+    if (!baseDone && baseTrack.every((t) => converged(t.share, o.minEpochs))) baseDone = epochs;
+    if (baseDone && (!heavy || heavyDone) && strats.every((s) => s.done) && sybs.every((y) => y.done)) break;
   }
 
-  const m0 = (s: Strat) => coal[s.fi];
   for (const s of strats) {
     const b = baseTrack[s.fi];
     const f = fs[s.fi];
+    const n = s.done ?? epochs;
+    const owed = medianHonestOwedEpochs(s.l, coal[s.fi]);
     if (s.name === 'onoff') {
       // Coins per epoch while present, against the same relays' honest coins in those epochs.
       let got = 0, fair = 0;
-      s.onEpochs!.forEach((on, i) => { if (on) { got += s.t.share[i]; fair += b.share[i]; } });
-      if (want('onoff')) out.push({ strategy: 'onoff', f, seed, gain: got / fair, removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+      s.on.forEach((on, i) => { if (on) { got += s.t.share[i]; fair += b.share[i]; } });
+      if (want('onoff')) out.push({ strategy: 'onoff', f, seed, gain: got / fair, removed: tailMean(s.t.removed), owed, epochs: n });
       continue;
     }
-    if (want(s.name)) out.push({ strategy: s.name, f, seed, gain: tailMean(s.t.share) / tailMean(b.share), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+    if (want(s.name)) out.push({ strategy: s.name, f, seed, gain: tailMean(s.t.share) / tailMean(b.share, n), removed: tailMean(s.t.removed), owed, epochs: n });
     if (s.name === 'fabricated' && want('capture')) {
       // Circuits whose guard and exit are both coalition relays, when both are chosen by weight: w_C².
       const w = tailMean(s.t.weightShare);
-      out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), owed: medianHonestOwedEpochs(s.l, m0(s)), epochs });
+      out.push({ strategy: 'capture', f, seed, gain: (w * w) / (capShare[s.fi] ** 2), removed: tailMean(s.t.removed), owed, epochs: n });
     }
   }
+  if (process.env.SIMULATE_TRACE) for (const y of sybs) process.stderr.write(`${y.name} f=${fs[y.fi]} share ${y.t.share.map((x) => x.toFixed(3)).join(' ')}\n  base ${baseTrack[y.fi].share.map((x) => x.toFixed(3)).join(' ')}\n`);
+  for (const y of sybs) {
+    let k = 0;
+    for (let i = 0; i < y.net.n; i++) k += y.ids[i];
+    const n = y.done ?? epochs;
+    out.push({
+      strategy: y.name, f: fs[y.fi], seed, gain: tailMean(y.t.share) / tailMean(baseTrack[y.fi].share, n), removed: tailMean(y.t.removed),
+      owed: medianHonestOwedEpochs(y.l, y.ids), epochs: n, identities: k,
+    });
+  }
+  const bn = baseDone || epochs;
   if (want('honest')) fs.forEach((f, fi) => out.push({
-    strategy: 'honest', f, seed, gain: tailMean(baseTrack[fi].share) / capShare[fi], removed: tailMean(baseTrack[fi].removed), owed: medianHonestOwedEpochs(base, coal[fi]), epochs,
+    strategy: 'honest', f, seed, gain: tailMean(baseTrack[fi].share, bn) / capShare[fi], removed: tailMean(baseTrack[fi].removed, bn), owed: medianHonestOwedEpochs(base, coal[fi]), epochs: bn,
   }));
-
-  if (want('sybil')) fs.forEach((f, fi) => out.push(runSybil(o, seed, f, net, coal[fi], rule, baseTrack[fi])));
-  if (want('honest-heavy')) out.push(...runHeavy(o, seed, net, coal, capShare, rule));
+  if (heavy) fs.forEach((f, i) => out.push({
+    strategy: 'honest-heavy', f, seed, gain: tailMean(heavyShare[i]) / capShare[i], removed: tailMean(heavyRemoved), owed: medianHonestOwedEpochs(heavy, noOne), epochs: heavyDone || epochs,
+  }));
   return out;
-}
-
-/**
- * Sybil split: after the warm-up, the coalition's relays are re-listed as new identities of
- * --sybil-size bytes/s each (same total capacity), each in its own /16, no declared family, all
- * fabricating among themselves. Warm-up and baseline share are those of the base network.
- */
-function runSybil(o: Opts, seed: number, f: number, base: Net, member: Uint8Array, rule: RuleChoice, baseTrack: Track): SeedResult {
-  const r = rng(seed * 131 + 17);
-  const cap: number[] = [], sub: number[] = [], hist: number[] = [];
-  let held = 0;
-  for (let i = 0; i < base.n; i++) {
-    if (member[i]) { held += base.capacity[i]; continue; }
-    cap.push(base.capacity[i]); sub.push(base.subnet[i]); hist.push(100);
-  }
-  const used = new Set(sub);
-  const k = Math.max(2, Math.round(held / (o.sybilSize * (o.relays / o.scaleOf))));
-  for (let i = 0; i < k; i++) {
-    let s = randomSubnet(r);
-    while (used.has(s)) s = randomSubnet(r);
-    used.add(s);
-    cap.push(held / k); sub.push(s); hist.push(0);
-  }
-  const net = makeNet(cap, sub);
-  const sm = new Uint8Array(net.n);
-  for (let i = net.n - k; i < net.n; i++) sm[i] = 1;
-  const declared = Float64Array.from(net.capacity, (c, i) => (sm[i] ? ATTACKER_DECLARED : c));
-  const l = new Ledger(net, rule, hist, declared);
-  // Honest relays start at their expected credit (as in the warm-up); the new identities at 0.
-  for (let i = net.n - k; i < net.n; i++) l.prev[i] = 0;
-  const cells = new Float64Array(net.a.length);
-  const tr = rng(seed * 977 + 3);
-  const share: number[] = [], removed: number[] = [];
-  let epochs = 0;
-  for (let e = 0; e < o.maxEpochs; e++) {
-    honestTraffic(net, 1.5, tr, cells);
-    fabricate(net, sm, cells);
-    const c = l.epoch(cells, WARMUP + e);
-    share.push(shareOf(c, sm));
-    removed.push(medianHonestRemoved(l, sm));
-    epochs = e + 1;
-    if (converged(share, Math.max(o.minEpochs, rule.params.newRelayEpochs + 2 * TAIL))) break;
-  }
-  return { strategy: 'sybil', f, seed, gain: tailMean(share) / tailMean(baseTrack.share), removed: tailMean(removed), owed: medianHonestOwedEpochs(l, sm), epochs };
-}
-
-/** Honest heavy-tailed traffic (σ_c = 2.5), no attack: what the bounds take from honest relays. */
-function runHeavy(o: Opts, seed: number, net: Net, coal: Uint8Array[], capShare: number[], rule: RuleChoice): SeedResult[] {
-  const l = new Ledger(net, rule, new Array<number>(net.n).fill(100), Float64Array.from(net.capacity));
-  const cells = new Float64Array(net.a.length);
-  const tr = rng(seed * 389 + 11);
-  const share = coal.map((): number[] => []);
-  const removed: number[] = [];
-  let epochs = 0;
-  for (let e = 0; e < WARMUP + o.maxEpochs; e++) {
-    honestTraffic(net, 2.5, tr, cells);
-    const c = l.epoch(cells, e);
-    if (e < WARMUP) continue;
-    coal.forEach((m, i) => share[i].push(shareOf(c, m)));
-    removed.push(medianHonestRemoved(l, new Uint8Array(net.n)));
-    epochs = e - WARMUP + 1;
-    if (share.every((s) => converged(s, o.minEpochs))) break;
-  }
-  return coal.map((_, i) => ({ strategy: 'honest-heavy', f: o.fractions[i], seed, gain: tailMean(share[i]) / capShare[i], removed: tailMean(removed), owed: medianHonestOwedEpochs(l, new Uint8Array(net.n)), epochs }));
 }
 
 // ---------------------------------------------------------------- main
 
 const LABEL: Record<string, string> = {
   fabricated: 'fabricated receipts among the coalition',
-  amplification: 'amplification (honest peers sign counted + link slack)',
-  sybil: 'Sybil split (one operator, many new identities)',
+  amplification: 'amplification (link backlog bound, §8.3)',
+  sybil: 'Sybil split (one operator, many new identities, free /16s)',
+  'sybil-costly': 'Sybil-costly identities (mined, M_new per own /16)',
   onoff: 'on/off (earn, vanish, return)',
   capture: 'weight capture: coalition guard+exit circuits ÷ f²',
   'honest-heavy': 'honest, heavy-tailed (σ_c = 2.5), no attack',
   honest: 'honest, moderate (σ_c = 1.5), no attack',
 };
-const ORDER = ['fabricated', 'amplification', 'sybil', 'onoff', 'capture', 'honest-heavy', 'honest'];
+const ORDER = ['fabricated', 'amplification', 'sybil', 'sybil-costly', 'onoff', 'capture', 'honest-heavy', 'honest'];
 
 /** Run one seed in a child process (the seeds are independent; two cores run two at once). */
 function runChild(seed: number, argv: string[]): Promise<SeedResult[]> {
@@ -581,6 +691,7 @@ async function main(): Promise<void> {
       process.stderr.write(`seed ${seed} done\n`);
     }
   }
+  const idCost = o.rows.has('sybil-costly') ? await measureIdentityCost() : 0;
   const rows: Row[] = [];
   for (const s of ORDER) for (const f of o.fractions) {
     const xs = all.filter((r) => r.strategy === s && r.f === f);
@@ -592,6 +703,11 @@ async function main(): Promise<void> {
       medianHonestCreditRemoved: mean((r) => r.removed), medianHonestCreditRemovedWorst: Math.max(...xs.map((r) => r.removed)),
       medianHonestOwedEpochs: Math.max(...xs.map((r) => r.owed)),
       epochs: Math.max(...xs.map((r) => r.epochs)),
+      ...(s === 'sybil-costly' ? {
+        identities: Math.max(...xs.map((r) => r.identities ?? 0)),
+        // Each identity's proof is re-mined once per anchor age limit (A periods of P = 1 h, §6.4.1).
+        identityCoreSecondsPerDay: Math.max(...xs.map((r) => r.identities ?? 0)) * idCost * (86400 / (DEFAULT_POW_PARAMS.anchorPeriods * EPOCH_SECONDS)),
+      } : {}),
       perSeed: xs.map((r) => ({ seed: r.seed, gain: r.gain, removed: r.removed, epochs: r.epochs })),
     });
   }
@@ -601,9 +717,11 @@ async function main(): Promise<void> {
     '| strategy | f | gain (mean) | gain (worst seed) | median honest relay: credit removed (mean) | (worst seed) | median honest relay: owed, epochs of its traffic (worst seed) | epochs |',
     '|---|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${LABEL[r.strategy]} | ${pct(r.f)} | ${r.gain.toFixed(3)} | ${r.gainWorst.toFixed(3)} | ${pct(r.medianHonestCreditRemoved)} | ${pct(r.medianHonestCreditRemovedWorst)} | ${r.medianHonestOwedEpochs.toFixed(2)} | ${r.epochs} |`),
+    ...(idCost > 0 ? [`identity cost (§6.4.1, default parameters, measured here): ${idCost.toFixed(0)} s of one core per identity (2^${DEFAULT_POW_PARAMS.difficulty} argon2id evaluations of ${DEFAULT_POW_PARAMS.memoryKib / 1024} MiB); `
+      + rows.filter((r) => r.strategy === 'sybil-costly').map((r) => `f = ${pct(r.f)}: ${r.identities} identities, ${((r.identityCoreSecondsPerDay ?? 0) / 3600).toFixed(1)} core-hours a day`).join('; ')] : []),
   ].join('\n') + '\n';
   if (o.json) {
-    process.stdout.write(JSON.stringify({ model: { relays: o.relays, scaleOf: o.scaleOf, seeds: o.seeds, epochSeconds: EPOCH_SECONDS, utilisation: UTILISATION, rule: rule.kind, params: rule.params }, rows }) + '\n');
+    process.stdout.write(JSON.stringify({ model: { relays: o.relays, scaleOf: o.scaleOf, seeds: o.seeds, epochSeconds: EPOCH_SECONDS, utilisation: UTILISATION, rule: rule.kind, params: rule.params, identityCoreSeconds: idCost || undefined }, rows }) + '\n');
     process.stderr.write(table);
   } else process.stdout.write(table);
 }

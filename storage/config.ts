@@ -6,7 +6,7 @@ import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
-import { configError, descriptorTimingFields, fingerprintField, int, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
+import { bool, configError, descriptorTimingFields, fingerprintField, int, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
 
 export interface StorageConfig {
@@ -53,12 +53,16 @@ export interface StorageConfig {
   receipts: ReceiptSettings;
   /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
   identityPow: PowParams;
+  /** SPEC.md §9.21: listed without address or ports, reached only through rendezvous circuits. */
+  hidden: boolean;
+  /** Hidden nodes build circuits: Tor's EnforceDistinctSubnets for their paths (the local network turns it off). */
+  enforceDistinctSubnets: boolean;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
-  'logLevel', 'receipts', 'identityPow'] as const;
+  'logLevel', 'receipts', 'identityPow', 'hidden', 'enforceDistinctSubnets'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
 
@@ -79,9 +83,11 @@ export function parseSize(v: unknown, key: string, def: number): number {
 export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string, o: StorageOverrides = {}): StorageConfig {
   noUnknownKeys(raw, KEYS, '');
   const names = nodeNameFields(raw, o.nickname);
-  const orPort = o.orPort ?? int(raw.orPort, 'orPort', 1, 65535);
-  const storagePort = o.storagePort ?? int(raw.storagePort, 'storagePort', 1, 65535);
-  if (storagePort === orPort) configError('storagePort', 'must differ from orPort');
+  const hidden = bool(raw.hidden, 'hidden', false);
+  // SPEC.md §9.21: a hidden node listens on no port, so none is required (any given is unused).
+  const orPort = o.orPort ?? int(raw.orPort, 'orPort', hidden ? 0 : 1, 65535, hidden ? 0 : undefined);
+  const storagePort = o.storagePort ?? int(raw.storagePort, 'storagePort', hidden ? 0 : 1, 65535, hidden ? 0 : undefined);
+  if (!hidden && storagePort === orPort) configError('storagePort', 'must differ from orPort');
   const quotaBytes = parseSize(raw.quota, 'quota', 10 * 2 ** 30);
   if (quotaBytes < MAX_SHARE_BYTES) configError('quota', `must be at least one maximal share (${MAX_SHARE_BYTES} bytes)`);
   const maxLeaseSeconds = int(raw.maxLeaseSeconds, 'maxLeaseSeconds', 60, 10 * 365 * 86_400, 90 * 86_400);
@@ -116,6 +122,8 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),
     identityPow: parsePowParams(raw.identityPow),
+    hidden,
+    enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
   };
 }
 

@@ -10,7 +10,7 @@ import type { IdentityProofMsg } from '../src/wire/docs';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { DirKeeper } from '../src/client/dir-keeper';
 import type { Logger } from '../src/ops/log';
-import { openMetricsPort, type Registry } from '../src/ops/metrics';
+import { openMetricsPort, prom, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import type { StorageConfig } from './config';
 import { NodeDht } from './dht';
@@ -21,6 +21,16 @@ import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
 import { ShareStore } from './share-store';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import path from 'node:path';
+import { err, isBitcloudError, errorCode } from '../src/errors';
+import { loadX25519Secret, saveX25519Secret } from '../src/crypto/keys';
+import { x25519Generate, type X25519KeyPair } from '../src/crypto/primitives';
+import { CircuitBuilder } from '../src/client/circuit-builder';
+import { GuardSet } from '../src/client/guards';
+import { guardDirSources } from '../src/client/guard-dir';
+import { HiddenService } from '../src/hidden/service';
+import { HS_DESC_PATH } from '../src/hidden/store';
+import { httpRequest } from '../src/dir/fetch';
 
 export interface StorageDaemonHooks {
   /** Moderation (SPEC.md §9.8.5, §10.6) plugs in here; default: allow everything. */
@@ -37,6 +47,11 @@ export class StorageDaemon {
   private publisher: DescriptorPublisher | null = null;
   private metricsServer: http.Server | null = null;
   private rotation: { stop(): void } | null = null;
+  private hs: HiddenService | null = null;
+  private hsBuilder: CircuitBuilder | null = null;
+  private hsGuards: GuardSet | null = null;
+  private hsRetry: NodeJS.Timeout | null = null;
+  private stopping = false;
   readonly dir: DirKeeper;
 
   constructor(
@@ -87,14 +102,28 @@ export class StorageDaemon {
       bandwidth: this.bw, consensus: () => this.dir.consensus(),
       names: new NameService(() => this.dht?.instance ?? null),
     });
-    await this.endpoint.start();
+    await this.endpoint.start({ listen: !cfg.hidden });
+    if (cfg.hidden) {
+      // SPEC.md §9.21: no listener, no DHT (its UDP port would be an address); reached only by rendezvous.
+      this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
+      this.startPublisher();
+      await this.startHidden();
+      this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, hidden: true, metricsPort: this.ports.metricsPort || null, quota: cfg.quotaBytes }, 'hidden storage node started');
+      return;
+    }
     this.dht = new NodeDht({
       host: cfg.listenHost, port: this.endpoint.storagePort, fingerprint: this.fingerprint, consensus: () => this.dir.consensus(),
       announceIntervalMs: cfg.announceIntervalSeconds * 1000, registry: this.registry, log: this.log,
     });
     await this.dht.start();
     this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
+    this.startPublisher();
+    const p = this.ports;
+    this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, orPort: p.orPort, storagePort: p.storagePort, metricsPort: p.metricsPort || null, quota: cfg.quotaBytes }, 'storage node listening');
+  }
 
+  private startPublisher(): void {
+    const cfg = this.cfg;
     // SPEC.md §6.4.1: the identity proof, anchored to the newest consensus held, mined off the event loop.
     this.pow = new IdentityProofKeeper({
       identity: this.keys!.identity.publicKey, params: cfg.identityPow, dataDir: cfg.dataDir, log: this.log,
@@ -105,8 +134,45 @@ export class StorageDaemon {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
     });
     this.publisher.start();
-    const p = this.ports;
-    this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, orPort: p.orPort, storagePort: p.storagePort, metricsPort: p.metricsPort || null, quota: cfg.quotaBytes }, 'storage node listening');
+  }
+
+  /** Introduction points and hidden descriptors (SPEC.md §9.21.4); retried until the consensus lists enough relays. */
+  private async startHidden(): Promise<void> {
+    const cfg = this.cfg;
+    const ntorKey = await loadOrCreateX25519(path.join(cfg.dataDir, 'hs-ntor.key'));
+    const guards = this.hsGuards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+    // SPEC.md §9.21: introductions, rendezvous and refusals (HIDDEN_INTRO_FORGED, HIDDEN_INTRO_REPLAY, …) by code.
+    const events = new prom.Counter({ name: 'bitcloud_storage_hidden_events_total', help: 'Hidden service events and refused introductions, by event or error code', labelNames: ['event'], registers: [this.registry] });
+    const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: this.log });
+    // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
+    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
+    const hs = this.hs = new HiddenService({
+      identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder,
+      onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
+      publish: (d) => this.publishHsDescriptor(d),
+      onEvent: (code) => { events.inc({ event: code }); this.log.debug({ code }, 'hidden service event'); },
+      log: this.log,
+    });
+    const attempt = (): void => {
+      this.hsRetry = null;
+      if (this.stopping) return;
+      hs.start().then(() => this.log.info({ introPoints: hs.introductionPoints.length }, 'hidden descriptor published'), (e: unknown) => {
+        this.log.warn({ code: errorCode(e) }, 'hidden service not up yet; retrying');
+        if (!this.stopping) this.hsRetry = setTimeout(attempt, 3_000);
+      });
+    };
+    attempt();
+  }
+
+  /** The hidden service's counters (tests, status): events and refusals by code. */
+  get hiddenService(): HiddenService | null { return this.hs; }
+
+  /** SPEC.md §9.21.3: POST the descriptor to every authority; resolves when at least one took it. */
+  private async publishHsDescriptor(d: Buffer): Promise<void> {
+    const results = await Promise.all(this.cfg.authorities.map((a) => httpRequest(`${a.url}${HS_DESC_PATH}`, {
+      method: 'POST', body: d, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { 'content-type': 'application/octet-stream' },
+    }).then((r) => r.status, () => 0)));
+    if (!results.includes(200)) throw err('HIDDEN_DESC_UPLOAD_FAILED', `no authority took the hidden descriptor (HTTP ${results.join(', ')})`);
   }
 
   /** SPEC.md §6.4 with the storage role only: the node ends circuits, never extends or exits. */
@@ -114,10 +180,11 @@ export class StorageDaemon {
     const k = this.keys!;
     const c = this.cfg;
     const p = this.ports;
+    // SPEC.md §9.21.1: a hidden node lists address 0.0.0.0 and no ports.
     return buildDescriptor({
-      identity: k.identity, onionKey: k.onion.publicKey, nickname: c.nickname, address: c.address,
-      orPort: p.orPort, dirPort: 0, storagePort: p.storagePort, declaredBandwidth: c.bandwidth,
-      exitPolicy: [], family: c.family, roles: ['storage'], moderators: c.moderators,
+      identity: k.identity, onionKey: k.onion.publicKey, nickname: c.nickname, address: c.hidden ? '0.0.0.0' : c.address,
+      orPort: c.hidden ? 0 : p.orPort, dirPort: 0, storagePort: c.hidden ? 0 : p.storagePort, declaredBandwidth: c.bandwidth,
+      exitPolicy: [], family: c.family, roles: c.hidden ? ['storage', 'hidden'] : ['storage'], moderators: c.moderators,
       version: `bitcloud-${VERSION}`, published: Date.now(), lifetimeMs: c.descriptorLifetimeSeconds * 1000,
       identityProof,
     });
@@ -125,6 +192,11 @@ export class StorageDaemon {
 
   /** SIGTERM: stop publishing and accepting, let in-flight writes reach the disk, close the store. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.hsRetry) clearTimeout(this.hsRetry);
+    this.hs?.close();
+    await this.hsBuilder?.close();
+    if (this.hsGuards?.dirty) await this.hsGuards.save().catch(() => {});
     this.rotation?.stop();
     this.publisher?.stop();
     this.pow?.stop();
@@ -138,5 +210,17 @@ export class StorageDaemon {
       await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
     }
     this.log.info('storage node stopped');
+  }
+}
+
+/** The hidden service's ntor key (SPEC.md §9.21.3), made on first start, mode 0600. */
+async function loadOrCreateX25519(file: string): Promise<X25519KeyPair> {
+  try {
+    return await loadX25519Secret(file);
+  } catch (e) {
+    if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
+    const kp = x25519Generate();
+    await saveX25519Secret(file, kp);
+    return kp;
   }
 }

@@ -92,7 +92,14 @@ export class StorageEndpoint {
   /** Storage streams being served now (circuit and direct). */
   get sessionCount(): number { return this.sessions.size; }
 
-  async start(): Promise<void> {
+  /** SPEC.md §9.21: a stream a client opened over a rendezvous circuit (hidden node). */
+  acceptHiddenStream(inc: IncomingStream): void {
+    this.onStream(inc);
+  }
+
+  /** `listen: false` (a hidden node, SPEC.md §9.21): no link or direct-session listener at all. */
+  async start(o: { listen?: boolean } = {}): Promise<void> {
+    if (o.listen === false) return;
     const identity = this.o.keys().identity;
     this.links = await createLinkListener({
       host: this.o.host, port: this.o.orPort, identity,

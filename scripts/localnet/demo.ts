@@ -215,3 +215,45 @@ export async function runModerationDemo(repo: string, dir: string, clientConfig:
   const ge = json(g.stdout).error as { code?: string } | undefined;
   return { refusal: `${e.code}: ${e.message}`, getRefusal: g.code === 0 ? 'served (another node holds a copy)' : String(ge?.code), capability };
 }
+
+/**
+ * SPEC.md §8.11: fund the client's demo wallet. Once some relay of the local network holds at
+ * least 2 coins in the verified reward chain, it sends 1 coin from its identity key to the wallet
+ * key in the client's data folder (made if missing) — what an operator does with
+ * `bitcloud wallet send --key <relay data dir>/identity.key`. Polls every period; resolves with
+ * the relay's name, the wallet address and the block height, or null when `stop()` says to give up.
+ */
+export async function fundDemoWallet(
+  list: { name: string; identity: string; address: string }[], periodSeconds: number, clientDir: string,
+  relays: readonly { name: string; dataDir: string }[], stop: () => boolean,
+): Promise<{ relay: string; wallet: string; height: number } | null> {
+  const authorities = parseAuthorityList(list);
+  const { fetchRewardChain } = await import('../../src/client/rewards');
+  const { loadWalletKey, submitTransfer, findTransfer } = await import('../../src/client/wallet');
+  const { loadEd25519Secret, IDENTITY_KEY_FILE } = await import('../../src/crypto/keys');
+  const { signTransfer } = await import('../../src/bandwidth/transfer');
+  const { key: wallet } = await loadWalletKey(clientDir);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  let sent: { t: ReturnType<typeof signTransfer>; relay: string } | null = null;
+  while (!stop()) {
+    await sleep(periodSeconds * 1000);
+    const c = await fetchRewardChain({ authorities, periodSeconds, timeoutMs: 10_000 }).catch(() => null);
+    if (!c) continue;
+    if (sent) {
+      const b = findTransfer(c.blocks, sent.t);
+      if (b) return { relay: sent.relay, wallet: wallet.publicKey.toString('hex'), height: b.block.height };
+      if ((c.state.nonces.get(sent.t.from.toString('hex')) ?? 0) >= sent.t.nonce) sent = null; // spent otherwise: try again
+      continue;
+    }
+    for (const r of relays) {
+      const key = await loadEd25519Secret(path.join(r.dataDir, IDENTITY_KEY_FILE)).catch(() => null);
+      if (!key) continue;
+      const fp = key.publicKey.toString('hex');
+      if ((c.state.balances.get(fp) ?? 0n) < 200_000_000n) continue;
+      const t = signTransfer(key, wallet.publicKey, 100_000_000n, (c.state.nonces.get(fp) ?? 0) + 1);
+      const res = await submitTransfer(authorities, t);
+      if (res.accepted.length) { sent = { t, relay: r.name }; break; }
+    }
+  }
+  return null;
+}

@@ -9,7 +9,7 @@ import type { Ed25519KeyPair } from '../crypto/primitives';
 import { LinkCounter, SerialSource, type EpochTotals, type SegmentCounts } from './counters';
 import {
   type Receipt, type ReceiptProposal, type RejectReasonName,
-  signReceipt, countersign, acceptCountersign, inFlightTolerance,
+  signReceipt, countersign, acceptCountersign, inFlightTolerance, r2iExcessAllowed,
   encodeReceiptProposal, decodeReceiptProposal, encodeReceipt, encodeReceiptReject, decodeReceiptReject,
 } from './receipt';
 
@@ -160,7 +160,7 @@ export class LinkReceipts {
     // Cells written before this segment and never signed for: the most a proposal may add to
     // this segment's own count, so that over the link's life the responder never signs more r→i
     // cells than it wrote (an amplifier cannot claim one segment's in-flight cells twice).
-    const backlog = Math.max(0, this.writtenR2I - this.signedR2I);
+    const writtenBefore = this.writtenR2I;
     this.writtenR2I += s.cellsR2I;
     // SPEC §8.3 check 5: one window per circuit this node really carried (never a junk CREATE2),
     // capped per link; never more i→r than it read, never more r→i than it wrote plus what it
@@ -175,7 +175,7 @@ export class LinkReceipts {
       this.o.send(CellCommand.RECEIPT_REJECT, encodeReceiptReject(reject));
       return;
     }
-    const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: Math.min(s.prevSent, backlog) };
+    const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: r2iExcessAllowed(tolerance, s.prevSent, writtenBefore, this.signedR2I) };
     const res = countersign(p, mine, this.o.identity, tolerance,
       { initiator: this.o.peerIdentity, epochAccepted: this.o.epochAccepted });
     if (res.ok) {

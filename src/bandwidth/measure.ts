@@ -252,7 +252,7 @@ export function measurePairRule(input: MeasurePairInput): { relays: Map<string, 
   }
   const r = applyPairRule({ a: t.a, b: t.b, cells: t.cells }, t.relays, p, owed);
   for (let k = 0; k < len; k++) {
-    if (owed.owedA[k] > 0 || owed.owedB[k] > 0) carried.set(`${fps[t.a[k]]}:${fps[t.b[k]]}`, [owed.owedA[k], owed.owedB[k]]);
+    if (owed.owedA[k] !== 0 || owed.owedB[k] !== 0) carried.set(`${fps[t.a[k]]}:${fps[t.b[k]]}`, [owed.owedA[k], owed.owedB[k]]);
   }
   return { relays: results(fps, r, p.epochSeconds), owed: carried };
 }

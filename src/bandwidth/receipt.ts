@@ -85,6 +85,17 @@ export function inFlightTolerance(circuits: number): number {
   return Math.min(circuits, MAX_SLACK_CIRCUITS) * CIRCUIT_WINDOW_CELLS;
 }
 
+/**
+ * SPEC §8.3 check 5 (the link backlog bound): the most a responder signs for r→i above its own
+ * count of the segment: never more than the tolerance, never more than it wrote in the previous
+ * segment (`prevSent`), and never more than it wrote in all earlier segments and has not yet
+ * signed for (`writtenBefore − signedBefore`), so that over a link's life it never signs more r→i
+ * cells than it wrote. The responder (link-receipts.ts) and the simulator of §8.8 both call it.
+ */
+export function r2iExcessAllowed(tolerance: number, prevSent: number, writtenBefore: number, signedBefore: number): number {
+  return Math.max(0, Math.min(tolerance, prevSent, writtenBefore - signedBefore));
+}
+
 /** The responder's own view of the segment, oriented like the body (its received = i→r, its sent = r→i). */
 export interface ResponderCounts {
   cellsI2R: number;

@@ -9,6 +9,8 @@ import {
   type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../wire/reward-block';
 import { type IssuanceSchedule, allocateWithStorage, mintFor, scheduledMint } from './reward';
+import { CoinLedger, type LedgerMaps } from './transfer';
+import type { Transfer } from '../wire/transfer';
 
 export {
   GENESIS_PREVIOUS_HASH, MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_CERTIFICATE_BYTES, MAX_REWARD_BUNDLE_BYTES,
@@ -36,13 +38,13 @@ export interface ChainTip { height: number; hash: Buffer; epoch: number }
  */
 export function nextRewardBlock(
   tip: ChainTip | null, epoch: number, proven: ReadonlyMap<string, bigint | number>, schedule?: IssuanceSchedule,
-  stored: ReadonlyMap<string, bigint | number> = new Map(),
+  stored: ReadonlyMap<string, bigint | number> = new Map(), transfers: readonly Transfer[] = [],
 ): { block: RewardBlock; body: Buffer; hash: Buffer } {
   const height = tip ? tip.height + 1 : 0;
   if (tip && epoch <= tip.epoch) throw err('REWARD_CHAIN_BAD_EPOCH', `epoch ${epoch} is not after the tip's ${tip.epoch}`);
   const fromBandwidth = mintFor(height, proven, schedule);
   const minted = fromBandwidth > 0n ? fromBandwidth : mintFor(height, stored, schedule);
-  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocateWithStorage(minted, proven, stored) };
+  const block: RewardBlock = { height, previousHash: tip ? tip.hash : GENESIS_PREVIOUS_HASH, epoch, minted, allocations: allocateWithStorage(minted, proven, stored), ...(transfers.length ? { transfers } : {}) };
   const body = encodeRewardBlock(block);
   return { block, body, hash: rewardBlockHash(body) };
 }
@@ -87,11 +89,35 @@ export interface ChainState {
   /** Epoch of the last verified block; -1 before genesis. */
   epoch: number;
   totalMinted: bigint;
+  /** Per key (hex): allocations received ± transfers (SPEC §8.11.2). */
   balances: Map<string, bigint>;
+  /** Per key (hex): the nonce of its last transfer in the chain (absent: 0). */
+  nonces: Map<string, number>;
+  /** Number of transfers applied so far. */
+  transfers: number;
 }
 
 export function emptyChainState(): ChainState {
-  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map() };
+  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map(), nonces: new Map(), transfers: 0 };
+}
+
+/**
+ * SPEC §8.7.3 item 7, §8.11.2: a block's allocations, then its transfers in order, over the ledger
+ * `base` (not modified). Returns the ledger holding the result (commit it to keep it); throws
+ * REWARD_BAD_TRANSFER naming the first transfer that does not apply and its TRANSFER_* reason.
+ */
+export function blockLedger(base: Readonly<LedgerMaps>, block: Pick<RewardBlock, 'height' | 'allocations' | 'transfers'>): CoinLedger {
+  const l = new CoinLedger(base);
+  l.credit(block.allocations);
+  (block.transfers ?? []).forEach((t, i) => {
+    try {
+      l.apply(t);
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'TRANSFER_MALFORMED';
+      throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${i} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ${code}: ${(e as Error).message}`, { transfer: i, reason: code });
+    }
+  });
+  return l;
 }
 
 export interface ChainOptions {
@@ -126,11 +152,13 @@ export function applyRewardBlock(
     valid++;
   }
   if (valid < threshold) throw err('REWARD_TOO_FEW_SIGNATURES', `block ${b.height} has ${valid} valid authority signatures, needs ${threshold}`);
+  const ledger = blockLedger(state, b);
   state.height = b.height;
   state.tipHash = sb.hash;
   state.epoch = b.epoch;
   state.totalMinted += b.minted;
-  for (const [fp, a] of b.allocations) state.balances.set(fp, (state.balances.get(fp) ?? 0n) + a);
+  state.transfers += b.transfers?.length ?? 0;
+  ledger.commit(state);
   return sb;
 }
 
@@ -138,7 +166,7 @@ export function applyRewardBlock(
  * Verifies a whole chain from genesis and returns the balances (SPEC §8.7). Throws a BitcloudError
  * naming the first bad block: REWARD_MALFORMED, REWARD_SUM_MISMATCH, REWARD_CHAIN_BAD_HEIGHT,
  * REWARD_CHAIN_BROKEN_LINK, REWARD_CHAIN_BAD_EPOCH, REWARD_MINT_MISMATCH, REWARD_BAD_SIGNATURE,
- * REWARD_TOO_FEW_SIGNATURES. `threshold` defaults to more than half of the configured authorities.
+ * REWARD_TOO_FEW_SIGNATURES, REWARD_BAD_TRANSFER. `threshold` defaults to more than half of the configured authorities.
  */
 export function verifyChain(
   blocks: Iterable<Uint8Array | SignedRewardBlock>, authorities: RewardAuthorities, threshold = majorityOf(authorities.configured), opts: ChainOptions = {},

@@ -301,6 +301,8 @@ export interface PairRuleParams {
    * earns coins but never weight, and every pair may owe (simulated for comparison, SPEC §8.8).
    */
   paidIsWeight?: boolean;
+  /** B: allowance a pair leaves unused is banked, up to B allowances, and spent on later bursts. 0 = off. */
+  bankEpochs?: number;
   /** Bounds 4–6 and bound 2's /16 rule, as in BoundsParams. */
   growthFactor: number;
   newRelayEpochs: number;
@@ -315,6 +317,7 @@ export const DEFAULT_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
   pairSlackCells: 100,
   owedEpochs: 720,
   paidIsWeight: true,
+  bankEpochs: 24,
   growthFactor: 2,
   newRelayEpochs: 24,
   newRelayBandwidth: 250_000,
@@ -334,6 +337,7 @@ export const LOCAL_PAIR_RULE: Omit<PairRuleParams, 'epochSeconds'> = {
   pairSlackCells: 20_000,
   owedEpochs: 720,
   paidIsWeight: true,
+  bankEpochs: 0,
   growthFactor: Infinity,
   newRelayEpochs: 0,
   newRelayBandwidth: 0,
@@ -388,38 +392,68 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
   const W = relays.previousWeights;
   // One epoch of R's declared bandwidth, cells: the most an honest link of R can carry in an epoch.
   const ownEpoch = (r: number) => cellsForBandwidth(Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
+  const B = p.bankEpochs ?? 0;
+  const piw = p.paidIsWeight !== false;
+  const kappa = p.pairFactor, sigma = p.pairSlackCells, H = p.owedEpochs;
+  // Per relay, hoisted out of the pair loop (the same operations, in the same order, as
+  // pairAllowance): cells(W_R) unfloored, ΣW − W_R, one epoch of declared bandwidth, and whether R
+  // has left the new-relay cap and has a weight.
+  const xR = new Float64Array(n), restR = new Float64Array(n), own = new Float64Array(n);
+  const settled = new Uint8Array(n);
+  for (let r = 0; r < n; r++) {
+    const w = W[r] || 0;
+    xR[r] = w > 0 ? (w * p.epochSeconds) / CELL_LEN : 0;
+    restR[r] = totalW - w;
+    own[r] = ownEpoch(r);
+    settled[r] = w > 0 && !(p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs) ? 1 : 0;
+  }
+  const allowance = (r: number, q: number): number => {
+    if (kappa === Infinity) return Infinity;
+    const wP = W[q] || 0;
+    const predicted = xR[r] > 0 && wP > 0 && restR[r] > 0 ? xR[r] * (wP / restR[r]) : 0;
+    return kappa * predicted + sigma;
+  };
   const side = (r: number, q: number, c: number, owedArr: Float64Array | undefined, k: number) => {
-    const a = pairAllowance(W[r] || 0, W[q] || 0, totalW, p);
-    let o = owedArr ? owedArr[k] : 0;
+    const a0 = allowance(r, q);
+    const s = owedArr ? owedArr[k] : 0;
+    // s > 0: owed to R; s < 0: allowance R's pair left unused in earlier epochs (banked), spendable now.
+    let o = s > 0 ? s : 0;
+    const a = s < 0 ? a0 - s : a0;
+    // Both ends weighted and R out of the new-relay cap (SPEC §8.5.2 bound 3).
+    const established = settled[r] === 1 && (W[q] || 0) > 0;
     let got: number;
+    let next: number;
     if (c >= a) {
       got = a;
-      const piw = p.paidIsWeight !== false;
-      const mayOwe = !piw || ((W[r] || 0) > 0 && (W[q] || 0) > 0 && !(p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs));
-      const add = mayOwe ? Math.min(c - a, Math.max(0, p.owedEpochs * Math.max(a, ownEpoch(r)) - o)) : 0;
+      const add = !piw || established ? Math.min(c - a, Math.max(0, H * Math.max(a0, own[r]) - o)) : 0;
       o += add;
       owedCells[r] += add;
       peerCappedCells[r] += c - a;
+      next = o;
     } else {
       const pay = Math.min(o, a - c);
       got = c + pay;
       o -= pay;
       paidCells[r] += pay;
+      next = o > 0 ? o : B > 0 && established ? -Math.min(a - got, B * a0) : 0;
     }
-    if (owedArr) owedArr[k] = o;
+    if (owedArr) owedArr[k] = next;
     credit[r] += got;
   };
+  const fam = relays.family, sub = relays.subnet, subnetRule = p.sameSubnetRule;
+  const pa = pairs.a, pb = pairs.b, pc = pairs.cells;
   for (let k = 0; k < len; k++) {
-    const i = pairs.a[k], j = pairs.b[k], c = pairs.cells[k] > 0 ? pairs.cells[k] : 0;
+    const i = pa[k], j = pb[k], c = pc[k] > 0 ? pc[k] : 0;
     grossCells[i] += c;
     grossCells[j] += c;
-    if (sameOwner(relays, p, i, j)) {
+    // Bound 2 (sameOwner, inlined).
+    if ((subnetRule && sub[i] >= 0 && sub[i] === sub[j]) || (fam && (!!fam[i]?.has(j) || !!fam[j]?.has(i)))) {
       excludedCells[i] += c;
       excludedCells[j] += c;
       if (owed) { owed.owedA[k] = 0; owed.owedB[k] = 0; }
       continue;
     }
-    if (c === 0 && !(owed && (owed.owedA[k] > 0 || owed.owedB[k] > 0))) continue;
+    if (c === 0 && !(owed && (owed.owedA[k] !== 0 || owed.owedB[k] !== 0))) continue;
     side(i, j, c, owed?.owedA, k);
     side(j, i, c, owed?.owedB, k);
   }

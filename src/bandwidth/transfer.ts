@@ -2,26 +2,36 @@
 // allocations) and per-sender nonces; a transfer applies when its signature verifies under its
 // sender's key, its nonce is the sender's next, and the sender holds the amount. Pure: the same
 // allocations and transfers in the same order give the same balances everywhere.
+//
+// A ledger may sit on top of another's maps (a block being checked over the chain state, an
+// authority's pending pool over its chain): it reads through to them and writes only its own,
+// until `commit()` copies its changes down. A refused block or transfer thus changes nothing.
 import { err } from '../errors';
 import { ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
 import { transferSignedBytes, type Transfer } from '../wire/transfer';
 
 export interface Account { balance: bigint; nonce: number }
 
+/** Balances and last nonces by key (hex): what the chain state holds (SPEC §8.7.3). */
+export interface LedgerMaps { balances: Map<string, bigint>; nonces: Map<string, number> }
+
 export class CoinLedger {
-  private readonly accounts = new Map<string, Account>();
+  private readonly own: LedgerMaps = { balances: new Map(), nonces: new Map() };
+
+  /** `base`: the maps read through to (never written until `commit`). */
+  constructor(private readonly base?: Readonly<LedgerMaps>) {}
 
   /** Balance and last nonce of a key (hex); zero for an unknown key. */
   account(key: string): Account {
-    return this.accounts.get(key) ?? { balance: 0n, nonce: 0 };
+    return {
+      balance: this.own.balances.get(key) ?? this.base?.balances.get(key) ?? 0n,
+      nonce: this.own.nonces.get(key) ?? this.base?.nonces.get(key) ?? 0,
+    };
   }
 
   /** Credit a block's allocations (SPEC.md §8.7.1). */
   credit(allocations: ReadonlyMap<string, bigint>): void {
-    for (const [k, v] of allocations) {
-      const a = this.account(k);
-      this.accounts.set(k, { ...a, balance: a.balance + v });
-    }
+    for (const [k, v] of allocations) this.own.balances.set(k, this.account(k).balance + v);
   }
 
   /**
@@ -42,10 +52,16 @@ export class CoinLedger {
     this.check(t);
     const fk = t.from.toString('hex');
     const tk = t.to.toString('hex');
-    const from = this.account(fk);
-    this.accounts.set(fk, { balance: from.balance - t.amount, nonce: t.nonce });
-    const to = this.account(tk);
-    this.accounts.set(tk, { ...to, balance: to.balance + t.amount });
+    this.own.balances.set(fk, this.account(fk).balance - t.amount);
+    this.own.nonces.set(fk, t.nonce);
+    this.own.balances.set(tk, this.account(tk).balance + t.amount);
+  }
+
+  /** Copy this ledger's changes into `target` (by default the base it reads through to). */
+  commit(target: LedgerMaps | undefined = this.base as LedgerMaps | undefined): void {
+    if (!target) return;
+    for (const [k, v] of this.own.balances) target.balances.set(k, v);
+    for (const [k, v] of this.own.nonces) target.nonces.set(k, v);
   }
 }
 

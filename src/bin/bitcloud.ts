@@ -4,7 +4,7 @@ import { makeCli } from '../ops/cli';
 import { consensusCommandModule } from '../client/commands/consensus';
 import { proxyCommandModule } from '../client/commands/proxy';
 
-await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards.')
+await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, rewards, wallet.')
   .command(consensusCommandModule)
   .command(proxyCommandModule)
   .command((await import('../client/commands/moderator')).moderatorCommandModule)
@@ -15,4 +15,5 @@ await makeCli('bitcloud', 'Bitcloud client: consensus, SOCKS5 proxy, put/get, re
   .command((await import('../client/commands/publish')).publishCommandModule)
   .command((await import('../client/commands/resolve')).resolveCommandModule)
   .command((await import('../client/commands/rewards')).rewardsCommandModule)
+  .command((await import('../client/commands/wallet')).walletCommandModule)
   .parseAsync();

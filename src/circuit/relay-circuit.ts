@@ -20,7 +20,7 @@ import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
 import type { CircuitMetrics } from './metrics';
 import type { CircuitStream } from './stream';
-import type { IncomingStream, SwitchHooks, SwitchLimits } from './types';
+import type { IncomingStream, RendezvousCircuit, SwitchHooks, SwitchLimits } from './types';
 
 /** Cells flushed per circuit per round when a link drains (fairness between circuits). */
 const FLUSH_BATCH = 32;
@@ -60,8 +60,10 @@ export interface RelayCircuitHost {
 /** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
 const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 
-export class RelayCircuit implements EdgeCircuit, QueueOwner {
+export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit {
   next: LinkState | null = null;
+  /** SPEC.md §9.21.5: the circuit this one is joined to at a rendezvous point. */
+  private joined: RelayCircuit | null = null;
   nextId = 0;
   private earlyCells = 0;
   private extending = false;
@@ -101,6 +103,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
       this.sendOn(this.next, this.nextId, command, payload, this.qNext);
       return;
     }
+    if (this.joined) { this.joined.fromJoined(payload); return; }
     throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
   }
 
@@ -110,6 +113,19 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     this.sw.metrics.cellsInbound++;
     this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
+  }
+
+  /** SPEC.md §9.21.5 step 4: a cell from the joined circuit gets our inbound layer, toward our origin. */
+  private fromJoined(payload: Buffer): void {
+    if (this.closed) return;
+    this.sw.metrics.cellsInbound++;
+    this.crypto.encryptInbound(payload, CellCommand.RELAY);
+    this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
+  }
+
+  join(other: RendezvousCircuit): void {
+    if (this.joined || this.next || !(other instanceof RelayCircuit) || other === this) throw err('RELAY_PROTOCOL', 'this circuit cannot be joined');
+    this.joined = other;
   }
 
   onCreated2(link: LinkState, circId: number, payload: Buffer): void {
@@ -157,8 +173,11 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
         return;
       case RelayCommand.DROP:
         return; // long-range padding
-      default:
+      default: {
+        const rv = this.sw.hooks.rendezvous;
+        if (rv?.handles(m.command)) { rv.onMessage(this, m.command, Buffer.from(m.data)); return; }
         throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} is not a message a relay accepts`);
+      }
     }
   }
 
@@ -387,6 +406,10 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner {
     this.detachNext();
     if (next && from !== 'next') this.sw.sendDestroy(next, nextId, reason);
     this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { destroyReason: reason, code }) as BitcloudError);
+    this.sw.hooks.rendezvous?.forget(this);
+    const joined = this.joined;
+    this.joined = null;
+    joined?.destroy(reason, code);
     this.sw.forget(this, reason, code);
   }
 }

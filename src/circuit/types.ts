@@ -81,4 +81,30 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
    * a single hop from an anonymous client (SPEC.md §7b.7: refused, like BEGIN).
    */
   resolve?(host: string, ctx: { oneHop: boolean }): Promise<ResolvedAnswer[]>;
+  /**
+   * SPEC.md §9.21: introduction and rendezvous messages (relay commands 32–39, 41) recognized at
+   * this hop. Absent: they are protocol violations, like any command a relay does not accept.
+   */
+  rendezvous?: RendezvousHook;
+}
+
+/** A circuit as the rendezvous code sees it (RelayCircuit implements it). */
+export interface RendezvousCircuit {
+  readonly isClosed: boolean;
+  /** A next hop exists (this node forwards). */
+  readonly extended: boolean;
+  /** Originate a relay message here, toward the circuit's origin. */
+  sendRelay(command: number, streamId: number, data: Uint8Array): void;
+  /** SPEC.md §9.21.5 step 4: from now on cells this hop does not recognize cross to `other`. */
+  join(other: RendezvousCircuit): void;
+  destroy(reason: number, code?: string): void;
+}
+
+export interface RendezvousHook {
+  /** True for the commands the hook takes. */
+  handles(command: number): boolean;
+  /** `data` is a copy (the cell buffer is reused). Throws a BitcloudError to destroy the circuit. */
+  onMessage(circ: RendezvousCircuit, command: number, data: Buffer): void;
+  /** The circuit is gone: forget what it held. */
+  forget(circ: RendezvousCircuit): void;
 }

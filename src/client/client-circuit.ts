@@ -12,8 +12,12 @@ import {
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { clientOpenInbound, clientSealOutbound, createClientHop, relayCryptoHandshake } from '../crypto/relay-crypto';
-import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
+import { clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop, relayCryptoHandshake } from '../crypto/relay-crypto';
+import type { RelayCryptoAlgorithm, RelayHopCrypto } from '../crypto/hop-crypto';
+import type { IncomingStream } from '../circuit/types';
+import { UNSERVED_STREAM_REFUSAL, endReasonForBeginFailure } from '../circuit/end-reasons';
+import { decodeBeginStorage, encodeConnected, encodeEnd } from '../wire/messages';
+import { errorCode } from '../errors';
 import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
@@ -115,7 +119,17 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private earlyUsed = 0;
   private pendingHop: (Pending<Buffer> & { kind: 'create' | 'extend' }) | null = null;
   private readonly resolves = new Map<number, Pending<ResolvedAnswer[]>>();
-  private readonly receivedDigest = (): Uint8Array => this.layers[this.layers.length - 1].lastDigest();
+  private readonly receivedDigest = (): Uint8Array => (this.serviceEnd ? this.serviceEnd.crypto.lastDigest() : this.layers[this.layers.length - 1].lastDigest());
+  /**
+   * SPEC.md §9.21.5: relay messages from the last hop that are not for streams or building
+   * (INTRO_ESTABLISHED, INTRODUCE2, RENDEZVOUS_ESTABLISHED, RENDEZVOUS2, INTRODUCE_ACK) go here.
+   */
+  onControl: ((command: number, data: Buffer) => void) | null = null;
+  /**
+   * SPEC.md §9.21.5 step 5, the hidden node's side: the relay end of the virtual hop after the
+   * rendezvous point, and where its incoming streams go.
+   */
+  private serviceEnd: { crypto: RelayHopCrypto; onStream: (s: IncomingStream) => void } | null = null;
 
   /**
    * @param relayCrypto the relay crypto every hop of this circuit negotiates (SPEC.md §5.6.1);
@@ -164,6 +178,26 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
       this.sendTo(this.hops.length - 1, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, body);
     });
     this.addHop(next, ntorClientFinish(state, reply, hs.keyLength));
+  }
+
+  /**
+   * SPEC.md §9.21.5 step 5 (client): the virtual hop to a hidden node after the rendezvous point,
+   * keyed by the ntor handshake carried in INTRODUCE1 / RENDEZVOUS2.
+   */
+  addVirtualHop(target: HopTarget, keys: Buffer): void {
+    if (this.serviceEnd || this.hops.length === 0) throw err('CIRCUIT_PROTOCOL', 'a virtual hop needs a built circuit');
+    this.addHop(target, keys);
+  }
+
+  /**
+   * SPEC.md §9.21.5 step 5 (hidden node): this circuit, built by the node to a rendezvous point,
+   * now ends at the node itself: cells from the client pass the node's layers unrecognized and
+   * are opened with the relay side of `keys`; BEGIN_STORAGE streams go to `onStream`.
+   */
+  attachServiceEnd(keys: Buffer, onStream: (s: IncomingStream) => void): void {
+    if (this.serviceEnd || this.hops.length === 0 || this.relayCrypto !== 'tor1') throw err('CIRCUIT_PROTOCOL', 'a service end needs a built tor1 circuit');
+    this.serviceEnd = { crypto: createRelayHop(keys, 'tor1'), onStream };
+    keys.fill(0);
   }
 
   private addHop(target: HopTarget, keys: Buffer): void {
@@ -270,6 +304,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private onRelay(payload: Buffer): void {
     const n = this.layers.length;
     const hop = clientOpenInbound(this.layers, payload);
+    if (hop < 0 && this.serviceEnd) { this.onServiceRelay(payload); return; }
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
     const m = decodeRelayPayload(payload);
     if (hop === n - 1 && this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
@@ -300,8 +335,49 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
       case RelayCommand.DROP:
         return;
       default:
+        if (this.onControl && hop === n - 1 && m.streamId === 0) { this.onControl(m.command, Buffer.from(m.data)); return; }
         throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} from hop ${hop + 1} is not expected by a client`);
     }
+  }
+
+  /** A cell that crossed the rendezvous point from the client, at the hidden node (SPEC.md §9.21.5). */
+  private onServiceRelay(payload: Buffer): void {
+    const end = this.serviceEnd!;
+    if (!end.crypto.decryptOutbound(payload, CellCommand.RELAY)) throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the hidden node');
+    const m = decodeRelayPayload(payload);
+    if (this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
+    switch (m.command) {
+      case RelayCommand.BEGIN_STORAGE: this.onServiceBegin(m.streamId, m.data); return;
+      case RelayCommand.BEGIN:
+      case RelayCommand.BEGIN_DIR: {
+        const kind = m.command === RelayCommand.BEGIN ? 'begin' : 'begin_dir';
+        this.sendRelay(RelayCommand.END, m.streamId, encodeEnd(UNSERVED_STREAM_REFUSAL[kind]));
+        return;
+      }
+      case RelayCommand.DROP: return;
+      default: throw err('RELAY_PROTOCOL', `${relayCommandName(m.command)} is not a message a hidden node accepts`);
+    }
+  }
+
+  private onServiceBegin(streamId: number, data: Buffer): void {
+    let stream: CircuitStream;
+    try {
+      decodeBeginStorage(data);
+      stream = this.edge.acceptStream(streamId);
+    } catch (e) {
+      this.sendRelay(RelayCommand.END, streamId, encodeEnd(endReasonForBeginFailure(errorCode(e))));
+      return;
+    }
+    stream.on('error', noop);
+    this.serviceEnd!.onStream({
+      kind: 'begin_storage', begin: null, stream, oneHop: false,
+      accept: (connected?: ConnectedBody) => {
+        if (this.closedWith || stream.state !== 'opening') return;
+        this.sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected(connected ?? {}));
+        stream.markOpen();
+      },
+      refuse: (reason: number) => { if (stream.state !== 'closed') stream.abort(reason); },
+    });
   }
 
   // ---- EdgeCircuit ----
@@ -314,13 +390,31 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
+    const end = this.serviceEnd;
+    if (end && hop === this.hops.length - 1 && cellCommand === CellCommand.RELAY) {
+      // SPEC.md §9.21.5 step 5: originate on the virtual hop's relay side, then add our own
+      // layers without originating at them; the rendezvous point does not recognize it.
+      end.crypto.originate(SCRATCH);
+      end.crypto.encryptInbound(SCRATCH, CellCommand.RELAY);
+      for (let i = this.layers.length - 1; i >= 0; i--) this.layers[i].encryptOutbound(SCRATCH, cellCommand);
+      this.link.send(this.circId, cellCommand, SCRATCH);
+      return;
+    }
     clientSealOutbound(this.layers, hop, SCRATCH, cellCommand);
     this.link.send(this.circId, cellCommand, SCRATCH);
   }
 
   lastSentDigest(): Uint8Array {
-    return this.layers[this.layers.length - 1].lastDigest();
+    return this.serviceEnd ? this.serviceEnd.crypto.lastDigest() : this.layers[this.layers.length - 1].lastDigest();
   }
+
+  /** A control message (stream id 0) to the last hop (SPEC.md §9.21). */
+  sendControl(command: number, data: Uint8Array): void {
+    this.sendTo(this.hops.length - 1, CellCommand.RELAY, command, 0, data);
+  }
+
+  /** SPEC.md §9.21: the hidden node's end of a rendezvous circuit is attached. */
+  get isServiceEnd(): boolean { return this.serviceEnd !== null; }
 
   writable(): boolean {
     return this.closedWith === null && this.link.writable(this);

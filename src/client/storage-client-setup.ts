@@ -18,6 +18,8 @@ import { DirKeeper } from './dir-keeper';
 import { CircuitBuilder } from './circuit-builder';
 import { guardDirSources } from './guard-dir';
 import { StorageClient, storageNodesOf, type OpenStorageStream, type StorageNode } from './storage-client';
+import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../hidden/client';
+import type { ConsensusRelay } from '../dir/types';
 
 /** Storage settings read from the client config beside the directory ones (defaults in one place). */
 export interface StorageClientConfig {
@@ -96,15 +98,18 @@ export async function openStorageSession(o: NetworkOptions & {
   let guards: GuardSet | null = null;
   let open: OpenStorageStream;
   if (o.direct) {
-    open = (n) => connectStorageDirect({ host: n.address, port: n.storagePort, expectedIdentity: n.identity });
+    open = (n) => (n.roles.includes('hidden')
+      ? Promise.reject(err('STORAGE_CONNECT_FAILED', 'a hidden storage node has no address: it is reached only over circuits (SPEC.md §9.21)'))
+      : connectStorageDirect({ host: n.address, port: n.storagePort, expectedIdentity: n.identity }));
   } else {
     guards = network.guards;
     const m = manager = new CircuitManager({
       relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
       preemptiveCircuits: 0, log,
     });
-    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE on it.
-    open = async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' });
+    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE on it;
+    // to a hidden node, a rendezvous circuit (SPEC.md §9.21.5).
+    open = circuitStorageOpener(m, () => network.dir.relays());
   }
   const client = new StorageClient({ nodes, open, leaseSeconds: network.cfg.leaseSeconds, contentClass: o.contentClass, log });
   return {
@@ -116,6 +121,18 @@ export async function openStorageSession(o: NetworkOptions & {
       network.close();
     },
   };
+}
+
+/**
+ * A BEGIN_STORAGE stream to a storage node over circuits: the node as last hop (SPEC.md §9.13.1),
+ * or, for a hidden node, a rendezvous circuit (SPEC.md §9.21.5).
+ */
+export function circuitStorageOpener(m: CircuitManager, relays: () => readonly ConsensusRelay[] | null): OpenStorageStream {
+  const buildTo = (r: ConsensusRelay) => m.buildCircuitTo(r);
+  const fetchDescriptor = mirrorDescriptorFetcher({ relays, buildTo });
+  return async (n) => (n.roles.includes('hidden')
+    ? openHiddenStorageStream({ node: n, relays, buildTo, fetchDescriptor })
+    : m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' }));
 }
 
 /** The publisher key for names (SPEC.md §9.14), made on first use in the data dir (mode 0600). */
@@ -145,7 +162,7 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
   });
   const names = new CircuitNames({
     nodes, dataDir: network.dirCfg.dataDir, log,
-    open: async (n) => m.openStream(await m.buildCircuitTo(n), { kind: 'begin_storage' }),
+    open: circuitStorageOpener(m, () => network.dir.relays()),
   });
   return {
     names,

@@ -38,7 +38,8 @@ interface Session {
 
 /** Storage nodes of a consensus: Running, Valid, Storage flag, a storage port. */
 export function storageNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
-  return relays.filter((r) => r.flags.has('Storage') && r.flags.has('Running') && r.flags.has('Valid') && r.storagePort > 0);
+  // SPEC.md §9.21.1: a hidden node has no storage port; it is reached by rendezvous.
+  return relays.filter((r) => r.flags.has('Storage') && r.flags.has('Running') && r.flags.has('Valid') && (r.storagePort > 0 || r.roles.includes('hidden')));
 }
 
 /** Errors of the node's store, sent as error responses: the session itself is fine. */

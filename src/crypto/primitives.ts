@@ -106,6 +106,68 @@ export function ed25519Verify(signature: Uint8Array, message: Uint8Array, public
   }
 }
 
+// ---- Ed25519 key blinding (SPEC.md §9.21.2): library group operations only ----
+export const ED25519_SCALAR_BYTES = 32;
+
+/** SHA-512 of the parts (64 bytes). */
+export function sha512(...parts: Uint8Array[]): Buffer {
+  const h = nodeCrypto.createHash('sha512');
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+/** A 64-byte value reduced mod ℓ (crypto_core_ed25519_scalar_reduce). */
+export function ed25519ScalarReduce(wide: Uint8Array): Buffer {
+  if (wide.length !== 64) throw err('CRYPTO_BAD_LENGTH', 'scalar_reduce takes 64 bytes');
+  const out = Buffer.alloc(ED25519_SCALAR_BYTES);
+  sodium.crypto_core_ed25519_scalar_reduce(out, Buffer.from(wide));
+  return out;
+}
+
+/**
+ * A + h·B for a valid point A and a scalar h (crypto_scalarmult_ed25519_base_noclamp,
+ * crypto_core_ed25519_add). Throws HIDDEN_BLIND_INVALID for an invalid point or an identity result.
+ */
+export function ed25519PointAddBase(point: Uint8Array, scalar: Uint8Array): Buffer {
+  if (point.length !== ED25519_PUBLIC_BYTES || scalar.length !== ED25519_SCALAR_BYTES) throw err('CRYPTO_BAD_LENGTH', 'ed25519 point and scalar are 32 bytes');
+  const p = Buffer.from(point);
+  if (!sodium.crypto_core_ed25519_is_valid_point(p)) throw err('HIDDEN_BLIND_INVALID', 'not a valid Ed25519 point');
+  const hb = Buffer.alloc(ED25519_PUBLIC_BYTES);
+  const out = Buffer.alloc(ED25519_PUBLIC_BYTES);
+  try {
+    sodium.crypto_scalarmult_ed25519_base_noclamp(hb, Buffer.from(scalar));
+    sodium.crypto_core_ed25519_add(out, p, hb);
+  } catch {
+    throw err('HIDDEN_BLIND_INVALID', 'blinding gave the identity point');
+  }
+  if (!sodium.crypto_core_ed25519_is_valid_point(out)) throw err('HIDDEN_BLIND_INVALID', 'blinding gave an invalid point');
+  return out;
+}
+
+/** The clamped secret scalar of an Ed25519 secret key (seed | public, 64 bytes). */
+export function ed25519SecretScalar(secretKey: Uint8Array): Buffer {
+  if (secretKey.length !== ED25519_SECRET_BYTES) throw err('KEY_MALFORMED', 'ed25519 secret key must be 64 bytes');
+  const out = Buffer.alloc(ED25519_SCALAR_BYTES);
+  sodium.extension_tweak_ed25519_sk_to_scalar(out, Buffer.from(secretKey));
+  return out;
+}
+
+/** (a + b) mod ℓ (crypto_core_ed25519_scalar_add). */
+export function ed25519ScalarAdd(a: Uint8Array, b: Uint8Array): Buffer {
+  if (a.length !== ED25519_SCALAR_BYTES || b.length !== ED25519_SCALAR_BYTES) throw err('CRYPTO_BAD_LENGTH', 'ed25519 scalars are 32 bytes');
+  const out = Buffer.alloc(ED25519_SCALAR_BYTES);
+  sodium.crypto_core_ed25519_scalar_add(out, Buffer.from(a), Buffer.from(b));
+  return out;
+}
+
+/** An Ed25519 signature with an expanded secret scalar (extension_tweak_ed25519_sign_detached). */
+export function ed25519SignWithScalar(message: Uint8Array, scalar: Uint8Array, publicKey: Uint8Array): Buffer {
+  if (scalar.length !== ED25519_SCALAR_BYTES || publicKey.length !== ED25519_PUBLIC_BYTES) throw err('CRYPTO_BAD_LENGTH', 'ed25519 scalar and key are 32 bytes');
+  const sig = Buffer.alloc(ED25519_SIGNATURE_BYTES);
+  sodium.extension_tweak_ed25519_sign_detached(sig, Buffer.from(message), Buffer.from(scalar), Buffer.from(publicKey));
+  return sig;
+}
+
 // ---- X25519 ----
 export interface X25519KeyPair { publicKey: Buffer; secretKey: Buffer }
 

@@ -126,7 +126,15 @@ export function verifyDescriptor(raw: Uint8Array, opts: { now?: number; skewMs?:
   if (new Set(family).size !== family.length) throw err('DOC_MALFORMED', 'descriptor.family: duplicate entry', { field: 'descriptor.family' });
   const moderators = c.moderators.map(fingerprint);
   if (new Set(moderators).size !== moderators.length) throw err('DOC_MALFORMED', 'descriptor.moderators: duplicate entry', { field: 'descriptor.moderators' });
-  if (c.roles & ROLE_BITS.storage && c.storagePort === 0) {
+  if (c.roles & ROLE_BITS.hidden) {
+    // SPEC.md §9.21.1: a hidden storage node names no address and no port.
+    if (c.roles !== (ROLE_BITS.storage | ROLE_BITS.hidden)) throw err('DOC_MALFORMED', 'descriptor.roles: hidden goes with storage only', { field: 'descriptor.roles' });
+    if (c.address.readUInt32BE(0) !== 0 || c.orPort !== 0 || c.dirPort !== 0 || c.storagePort !== 0) {
+      throw err('DOC_MALFORMED', 'descriptor: a hidden node lists address 0.0.0.0 and no ports', { field: 'descriptor.address' });
+    }
+  } else if (c.orPort === 0) {
+    throw err('DOC_MALFORMED', 'descriptor.or_port: must be 1..65535', { field: 'descriptor.or_port' });
+  } else if (c.roles & ROLE_BITS.storage && c.storagePort === 0) {
     throw err('DOC_MALFORMED', 'descriptor.storage_port: the storage role needs a storage port', { field: 'descriptor.storage_port' });
   }
   return {

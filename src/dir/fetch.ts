@@ -86,6 +86,9 @@ export const PATHS = {
   /** SPEC.md §8.7.4: the reward chain bundle (`?from=H`) and the block being signed. */
   rewards: '/bitcloud/rewards',
   rewardsPending: '/bitcloud/rewards/pending',
+  /** SPEC.md §8.11.3: submit a transfer (POST); the pending ones (GET …/pending). */
+  transfers: '/bitcloud/transfers',
+  transfersPending: '/bitcloud/transfers/pending',
 } as const;
 
 /**

@@ -16,7 +16,8 @@ export const ALL_FLAGS = Object.keys(FLAG_BITS) as Flag[];
 export const ALL_FLAGS_MASK = 0x7f;
 
 /** Role bits (SPEC.md §6.4). */
-export const ROLE_BITS = { relay: 1, exit: 2, storage: 4 } as const;
+/** `hidden` (8): a storage node listed without address or ports (SPEC.md §9.21.1). */
+export const ROLE_BITS = { relay: 1, exit: 2, storage: 4, hidden: 8 } as const;
 export type Role = keyof typeof ROLE_BITS;
 export const ALL_ROLES = Object.keys(ROLE_BITS) as Role[];
 

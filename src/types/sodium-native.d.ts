@@ -13,6 +13,14 @@ declare module 'sodium-native' {
     crypto_sign_ed25519_pk_to_curve25519(out: B, pk: B): void;
     crypto_sign_ed25519_sk_to_curve25519(out: B, sk: B): void;
     crypto_scalarmult(out: B, sk: B, pk: B): void;
+    // Key blinding (SPEC.md §9.21.2)
+    crypto_core_ed25519_scalar_reduce(out: B, wide: B): void;
+    crypto_core_ed25519_scalar_add(out: B, a: B, b: B): void;
+    crypto_core_ed25519_add(out: B, p: B, q: B): void;
+    crypto_core_ed25519_is_valid_point(p: B): boolean;
+    crypto_scalarmult_ed25519_base_noclamp(out: B, n: B): void;
+    extension_tweak_ed25519_sk_to_scalar(out: B, sk: B): void;
+    extension_tweak_ed25519_sign_detached(sig: B, msg: B, scalar: B, pk?: B): void;
     crypto_scalarmult_base(out: B, sk: B): void;
     crypto_generichash(out: B, input: B, key?: B | null): void;
     crypto_generichash_batch(out: B, inputs: B[], key?: B | null): void;

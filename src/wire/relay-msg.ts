@@ -26,8 +26,18 @@ export const RelayCommand = {
   BEGIN_DIR: 13,
   EXTEND2: 14,
   EXTENDED2: 15,
+  // Hidden storage nodes (SPEC.md §9.21): Tor's onion-service numbers, Bitcloud's bodies.
+  ESTABLISH_INTRO: 32,
+  ESTABLISH_RENDEZVOUS: 33,
+  INTRODUCE1: 34,
+  INTRODUCE2: 35,
+  RENDEZVOUS1: 36,
+  RENDEZVOUS2: 37,
+  INTRO_ESTABLISHED: 38,
+  RENDEZVOUS_ESTABLISHED: 39,
   /** A storage-protocol stream to the node that ends the circuit (SPEC.md §9.13.1). */
   BEGIN_STORAGE: 40,
+  INTRODUCE_ACK: 41,
 } as const;
 export type RelayCommandName = keyof typeof RelayCommand;
 export type RelayCommandValue = (typeof RelayCommand)[RelayCommandName];
@@ -52,6 +62,8 @@ export type StreamIdRule = 'zero' | 'nonzero' | 'any';
 const RULE_UNKNOWN = 0, RULE_ZERO = 1, RULE_NONZERO = 2, RULE_ANY = 3;
 const RULES = new Uint8Array(256);
 for (const c of [RelayCommand.EXTEND2, RelayCommand.EXTENDED2, RelayCommand.TRUNCATE, RelayCommand.TRUNCATED, RelayCommand.DROP]) RULES[c] = RULE_ZERO;
+for (let c: number = RelayCommand.ESTABLISH_INTRO; c <= RelayCommand.RENDEZVOUS_ESTABLISHED; c++) RULES[c] = RULE_ZERO;
+RULES[RelayCommand.INTRODUCE_ACK] = RULE_ZERO;
 for (const c of [RelayCommand.BEGIN, RelayCommand.DATA, RelayCommand.END, RelayCommand.CONNECTED, RelayCommand.RESOLVE,
   RelayCommand.RESOLVED, RelayCommand.BEGIN_DIR, RelayCommand.BEGIN_STORAGE]) RULES[c] = RULE_NONZERO;
 // SENDME: stream id 0 acknowledges circuit-level data, non-zero acknowledges one stream (tor-spec 7.3–7.4).

@@ -6,11 +6,16 @@
 import { err } from '../errors';
 import { ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, blake2b } from '../crypto/primitives';
 import { Reader, Writer, type CodecCodes } from './bytes';
+import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from './transfer';
 
 const CODES: CodecCodes = { truncated: 'REWARD_MALFORMED', malformed: 'REWARD_MALFORMED' };
 const malformed = (m: string) => err('REWARD_MALFORMED', m);
 
 export const REWARD_BLOCK_VERSION = 1;
+/** SPEC §8.7.1: a block that carries transfers is version 2 (one or more); one without is version 1, as before. */
+export const REWARD_BLOCK_VERSION_TRANSFERS = 2;
+/** At most this many transfers in one block (SPEC §8.7.1). */
+export const MAX_BLOCK_TRANSFERS = 10_000;
 export const REWARD_HASH_BYTES = 32;
 export const GENESIS_PREVIOUS_HASH: Buffer = Buffer.alloc(REWARD_HASH_BYTES);
 export const MAX_ALLOCATIONS = 1_000_000;
@@ -28,13 +33,17 @@ export const BLOCK_HEADER_LEN = BLOCK_OFF_COUNT + 4; // 57 + 4 count = 61
 /** Then count × allocation: relay identity [32] | units u64. */
 export const ALLOCATION_LEN = ED25519_PUBLIC_BYTES + 8; // 32 identity + 8 units = 40
 
+/** Version 2 only, after the allocations: transfer count u32 (≥ 1) | count × transfer (SPEC §8.11.1, 145 bytes). */
+export const TRANSFER_COUNT_LEN = 4;
+
 /** Signed block: body length u32 | body | signature count u8 | count × signature entry. */
 export const SIGNED_BLOCK_MIN_LEN = 4 + 1; // 4 body length + 1 signature count = 5 (plus the body)
 /** Signature entry: authority identity [32] | signing key [32] | signature [64]. */
 export const SIGNATURE_ENTRY_LEN = ED25519_PUBLIC_BYTES * 2 + ED25519_SIGNATURE_BYTES; // 32 + 32 + 64 = 128
 export const MAX_BLOCK_SIGNATURES = 255; // the count is a u8
-/** Largest signed block: 1 000 000 allocations and 255 signatures. */
-export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + ALLOCATION_LEN * MAX_ALLOCATIONS + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 32 640 = 40 032 706
+/** Largest signed block: 1 000 000 allocations, 10 000 transfers and 255 signatures. */
+export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + ALLOCATION_LEN * MAX_ALLOCATIONS
+  + TRANSFER_COUNT_LEN + TRANSFER_BYTES * MAX_BLOCK_TRANSFERS + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 32 640 = 41 482 710
 
 /**
  * Bundle (SPEC §8.7.4): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
@@ -56,6 +65,11 @@ export interface RewardBlock {
   minted: bigint;
   /** Relay fingerprint → units, ascending fingerprint order, every amount > 0, summing to `minted`. */
   allocations: ReadonlyMap<string, bigint>;
+  /**
+   * SPEC §8.7.1 / §8.11: transfers applied after the allocations, in this order. Absent or empty:
+   * a version 1 body (no transfer field); one or more: version 2.
+   */
+  transfers?: readonly Transfer[];
 }
 
 export interface RewardSignature {
@@ -89,8 +103,11 @@ export interface RewardChainBundle {
 export function encodeRewardBlock(b: RewardBlock): Buffer {
   if (b.previousHash.length !== REWARD_HASH_BYTES) throw malformed('previous hash must be 32 bytes');
   if (b.allocations.size > MAX_ALLOCATIONS) throw malformed('too many allocations');
-  const w = new Writer(BLOCK_HEADER_LEN + ALLOCATION_LEN * b.allocations.size, 'reward block', CODES)
-    .u8(REWARD_BLOCK_VERSION, 'version')
+  const transfers = b.transfers ?? [];
+  if (transfers.length > MAX_BLOCK_TRANSFERS) throw malformed(`at most ${MAX_BLOCK_TRANSFERS} transfers in a block`);
+  const tail = transfers.length ? TRANSFER_COUNT_LEN + TRANSFER_BYTES * transfers.length : 0;
+  const w = new Writer(BLOCK_HEADER_LEN + ALLOCATION_LEN * b.allocations.size + tail, 'reward block', CODES)
+    .u8(transfers.length ? REWARD_BLOCK_VERSION_TRANSFERS : REWARD_BLOCK_VERSION, 'version')
     .u64(b.height, 'height')
     .bytes(b.previousHash)
     .u64(b.epoch, 'epoch')
@@ -107,6 +124,10 @@ export function encodeRewardBlock(b: RewardBlock): Buffer {
     prev = fp;
   }
   if (sum !== b.minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${b.minted}`);
+  if (transfers.length) {
+    w.u32(transfers.length, 'transfer count');
+    for (const t of transfers) w.bytes(encodeTransfer(t));
+  }
   return w.finish();
 }
 
@@ -115,14 +136,17 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
   if (!(bytes instanceof Uint8Array) || bytes.length < BLOCK_HEADER_LEN) throw malformed('reward block body too short');
   const r = new Reader(bytes, 'reward block', CODES);
   const version = r.u8('version');
-  if (version !== REWARD_BLOCK_VERSION) throw malformed(`unknown reward block version ${version}`);
+  if (version !== REWARD_BLOCK_VERSION && version !== REWARD_BLOCK_VERSION_TRANSFERS) throw malformed(`unknown reward block version ${version}`);
   const height = r.u64big('height');
   const previousHash = r.bytes(REWARD_HASH_BYTES, 'previous hash');
   const epoch = r.u64big('epoch');
   const minted = r.u64big('minted');
   const count = r.u32('count');
   if (count > MAX_ALLOCATIONS) throw malformed('too many allocations');
-  if (bytes.length !== BLOCK_HEADER_LEN + count * ALLOCATION_LEN) throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations`);
+  const allocEnd = BLOCK_HEADER_LEN + count * ALLOCATION_LEN;
+  if (version === REWARD_BLOCK_VERSION ? bytes.length !== allocEnd : bytes.length < allocEnd + TRANSFER_COUNT_LEN) {
+    throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations`);
+  }
   const allocations = new Map<string, bigint>();
   let prev = '';
   let sum = 0n;
@@ -136,8 +160,22 @@ export function decodeRewardBlock(bytes: Uint8Array): RewardBlock {
     prev = fp;
   }
   if (sum !== minted) throw err('REWARD_SUM_MISMATCH', `allocations sum to ${sum}, minted is ${minted}`);
+  const transfers: Transfer[] = [];
+  if (version === REWARD_BLOCK_VERSION_TRANSFERS) {
+    const n = r.u32('transfer count');
+    if (n === 0 || n > MAX_BLOCK_TRANSFERS) throw malformed(`a version 2 block carries 1 to ${MAX_BLOCK_TRANSFERS} transfers, not ${n}`);
+    if (bytes.length !== allocEnd + TRANSFER_COUNT_LEN + n * TRANSFER_BYTES) throw malformed(`body of ${bytes.length} bytes does not hold ${count} allocations and ${n} transfers`);
+    for (let i = 0; i < n; i++) {
+      try {
+        transfers.push(decodeTransfer(r.bytes(TRANSFER_BYTES, 'transfer')));
+      } catch (e) {
+        throw malformed(`transfer ${i}: ${(e as Error).message}`);
+      }
+    }
+  }
   // Height and epoch are checked last, as they always were: a bad allocation is reported first.
-  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations };
+  // A version 1 body has no transfer field: the decoded block has none either.
+  return { height: safe(height, 'height'), previousHash, epoch: safe(epoch, 'epoch'), minted, allocations, ...(transfers.length ? { transfers } : {}) };
 }
 
 function safe(v: bigint, name: string): number {

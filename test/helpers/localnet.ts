@@ -76,6 +76,8 @@ export interface LocalNetOptions {
   moderators?: number;
   /** Run the launcher's demo (download, and put/get when there are 6 storage nodes) before ready. */
   demo?: boolean;
+  /** Every storage node hidden (the launcher's --hidden-storage, SPEC.md §9.21). */
+  hiddenStorage?: boolean;
   /** Consensus period, seconds (the launcher's --period). Default 5: a quick start. */
   period?: number;
   /** Until network.json says ready. Default 150 s. */
@@ -156,7 +158,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
     path.join(REPO_ROOT, 'bin', 'run-ts.js'), path.join(REPO_ROOT, 'scripts', 'localnet.ts'),
     '--dir', dir, '--base-port', String(base), '--socks-port', String(socksPort),
     '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', String(o.storage ?? 0), '--moderators', String(o.moderators ?? 0),
-    '--period', String(o.period ?? 5), ...(o.demo ? [] : ['--no-demo']),
+    '--period', String(o.period ?? 5), ...(o.demo ? [] : ['--no-demo']), ...(o.hiddenStorage ? ['--hidden-storage'] : []),
   ];
   const launcher = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
   if (!launcher.pid) throw new Error('could not start the launcher');

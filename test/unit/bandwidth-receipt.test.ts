@@ -7,7 +7,7 @@ import { CellCommand, decodeCell, encodeCell } from '../../src/wire/cell';
 import {
   RECEIPT_BODY_LEN, RECEIPT_LEN, RECEIPT_PROPOSAL_LEN, RECEIPT_REJECT_LEN, acceptCountersign, countersign, decodeReceipt, decodeReceiptBatch,
   decodeReceiptBody, decodeReceiptProposal, decodeReceiptReject, encodeReceipt, encodeReceiptBatch, encodeReceiptBody,
-  encodeReceiptProposal, encodeReceiptReject, inFlightTolerance, MAX_SLACK_CIRCUITS, signReceipt, verifyReceipt, type ReceiptBody,
+  encodeReceiptProposal, encodeReceiptReject, inFlightTolerance, MAX_SLACK_CIRCUITS, r2iExcessAllowed, signReceipt, verifyReceipt, type ReceiptBody,
 } from '../../src/bandwidth/receipt';
 import { EpochTotals, LinkCounter, SerialSource, isCountedCell } from '../../src/bandwidth/counters';
 
@@ -259,5 +259,31 @@ describe('link counters (SPEC §8.1)', () => {
 
   it('refuse a peer that is not a fingerprint', () => {
     expectCode(() => new LinkCounter('ABC', 'initiator'), 'RECEIPT_MALFORMED');
+  });
+});
+
+describe('link backlog bound (SPEC §8.3 check 5)', () => {
+  it('r2iExcessAllowed: at most the tolerance, the previous segment, and what was written and not yet signed', () => {
+    expect(r2iExcessAllowed(1000, 5000, 9000, 8500)).toBe(500);
+    expect(r2iExcessAllowed(1000, 300, 9000, 0)).toBe(300);
+    expect(r2iExcessAllowed(1000, 5000, 9000, 0)).toBe(1000);
+    expect(r2iExcessAllowed(1000, 5000, 100, 200)).toBe(0);
+  });
+
+  it('property: whatever a proposer claims within the bound, over a link\'s life the responder never signs more r→i than it wrote', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat({ max: 50_000 }), fc.nat({ max: 40 }), fc.integer({ min: -40_000, max: 40_000 })), { minLength: 1, maxLength: 40 }), (segs) => {
+      let written = 0, signed = 0, prev = 0;
+      for (const [own, circuits, want] of segs) {
+        const t = inFlightTolerance(Math.max(1, circuits));
+        const before = written;
+        written += own;
+        // The proposer asks for own + want; the responder signs only within [own − t, own + excess].
+        const claim = Math.max(0, Math.max(own - t, Math.min(own + want, own + r2iExcessAllowed(t, prev, before, signed))));
+        signed += claim;
+        prev = own;
+        if (signed > written) return false;
+      }
+      return true;
+    }));
   });
 });

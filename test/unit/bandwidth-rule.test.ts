@@ -9,7 +9,8 @@ import { isBitcloudError } from '../../src/errors';
 // SPEC §8.5.2: the pair rule, one test per bound.
 const T = 3600;
 const MB = 1_000_000;
-const P: PairRuleParams = { ...DEFAULT_PAIR_RULE, epochSeconds: T, newRelayEpochs: 0, growthFactor: Infinity, pairSlackCells: 0 };
+// The bounds one at a time: no bank (bankEpochs 0) unless a test turns it on.
+const P: PairRuleParams = { ...DEFAULT_PAIR_RULE, epochSeconds: T, newRelayEpochs: 0, growthFactor: Infinity, pairSlackCells: 0, bankEpochs: 0 };
 
 function table(weights: number[], over: Partial<RelayTable> = {}): RelayTable {
   const n = weights.length;
@@ -149,6 +150,49 @@ describe('pair rule (SPEC §8.5.2)', () => {
     const colluding = applyPairRule(pairs(list.map(([i, j, c]) => [i, j, i < 3 && j < 3 ? 1e12 : c])), table(w), p);
     const internal = pred(0, 1) + pred(0, 2);
     expect(colluding.cells[0] - honest.cells[0]).toBeLessThanOrEqual((p.pairFactor - 1) * internal + 2 * p.pairSlackCells + 2);
+  });
+
+  it('banked allowance (bankEpochs B): a quiet pair banks its unused allowance, at most B allowances, and a burst spends it', () => {
+    const w = [10 * MB, 10 * MB, 80 * MB];
+    const p = { ...P, bankEpochs: 3 };
+    const a = pairAllowance(10 * MB, 10 * MB, 100 * MB, p);
+    const owed = owedFor(1);
+    // Five quiet epochs (one cell each): the bank grows by a − 1 a time, never beyond 3 allowances.
+    for (let e = 0; e < 5; e++) applyPairRule(pairs([[0, 1, 1]]), table(w), p, owed);
+    expect(owed.owedA[0]).toBeCloseTo(-3 * a, 6);
+    // A burst of 5 allowances: credited a + 3a from the bank, the rest owed.
+    const r = applyPairRule(pairs([[0, 1, Math.floor(5 * a)]]), table(w), p, owed);
+    expect(r.cells[0]).toBe(Math.floor(4 * a));
+    expect(owed.owedA[0]).toBeCloseTo(Math.floor(5 * a) - 4 * a, 6);
+    // B = 0: nothing is ever banked.
+    const o0 = owedFor(1);
+    applyPairRule(pairs([[0, 1, 1]]), table(w), P, o0);
+    expect(o0.owedA[0]).toBe(0);
+  });
+
+  it('banked allowance: a new relay or a pair with a weightless end banks nothing', () => {
+    const p = { ...P, bankEpochs: 24, newRelayEpochs: 24, newRelayBandwidth: 0 };
+    const owed = owedFor(1);
+    applyPairRule(pairs([[0, 1, 1]]), table([10 * MB, 10 * MB, 80 * MB], { history: Float64Array.from([0, 100, 100]) }), p, owed);
+    expect(owed.owedA[0]).toBe(0);
+    expect(owed.owedB[0]).toBeLessThan(0);
+    const o2 = owedFor(1);
+    applyPairRule(pairs([[0, 1, 1]]), table([10 * MB, 0, 80 * MB]), { ...P, bankEpochs: 24 }, o2);
+    expect(o2.owedA[0]).toBe(0);
+  });
+
+  it('property: with a bank, over any run of epochs a pair credits R at most Σ allowances + the bank it started with', () => {
+    fc.assert(fc.property(fc.array(fc.nat({ max: 2_000_000 }), { minLength: 1, maxLength: 40 }), fc.nat({ max: 30 }), (claims, quiet) => {
+      const w = [5 * MB, 5 * MB, 90 * MB];
+      const p = { ...P, bankEpochs: 8 };
+      const a = pairAllowance(5 * MB, 5 * MB, 100 * MB, p);
+      const owed = owedFor(1);
+      for (let e = 0; e < quiet; e++) applyPairRule(pairs([[0, 1, 0]]), table(w), p, owed);
+      const bank = Math.max(0, -owed.owedA[0]);
+      let total = 0;
+      for (const c of claims) total += applyPairRule(pairs([[0, 1, c]]), table(w), p, owed).cells[0];
+      return bank <= 8 * a + 1e-6 && total <= claims.length * a + bank + 1e-6;
+    }));
   });
 
   it('refuses invalid parameters', () => {

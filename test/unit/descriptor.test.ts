@@ -110,3 +110,21 @@ describe('relay descriptor', () => {
     }), { numRuns: 1500 });
   });
 });
+
+describe('hidden storage node descriptors (SPEC.md §9.21.1)', () => {
+  const hidden = (o: Partial<DescriptorInput> = {}) => input({ address: '0.0.0.0', orPort: 0, dirPort: 0, storagePort: 0, exitPolicy: [], roles: ['storage', 'hidden'], ...o });
+  it('roles 12, address 0.0.0.0 and no port: valid, and read back as such', () => {
+    const d = verifyDescriptor(buildDescriptor(hidden()), { now: NOW + 1000 });
+    expect(d.roles).toEqual(['storage', 'hidden']);
+    expect(d.address).toBe('0.0.0.0');
+    expect([d.orPort, d.dirPort, d.storagePort]).toEqual([0, 0, 0]);
+  });
+  it('refuses a hidden node with an address or a port, hidden without storage or with relay, and or_port 0 when not hidden', () => {
+    expect(code(() => verifyDescriptor(buildDescriptor(hidden({ address: '10.1.2.3' }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(hidden({ orPort: 9001 }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(hidden({ storagePort: 7000 }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(hidden({ roles: ['hidden'] }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(hidden({ roles: ['relay', 'storage', 'hidden'] }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ orPort: 0 }))))).toBe('DOC_MALFORMED');
+  });
+});

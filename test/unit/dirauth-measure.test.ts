@@ -15,7 +15,7 @@ import { buildVote, provenEpochFor, verifyVote, type VoteInput } from '../../dir
 import { provenSource, cappedDeclaredSource } from '../../directory/bandwidth';
 import { parseAuthorityConfig } from '../../directory/config';
 import { HISTORY_FILE, HISTORY_FORGET_EPOCHS, RECEIPTS_DIR } from '../../directory/measurement';
-import { OWED_FILE, decodeOwed } from '../../directory/owed-store';
+import { OWED_FILE, decodeOwed, encodeOwed } from '../../directory/owed-store';
 import { LOCAL_PAIR_RULE, pairAllowance, pairKey } from '../../src/bandwidth/measure';
 import { statusJson } from '../../directory/status-page';
 import {
@@ -243,6 +243,14 @@ describe('the pair rule on an authority (SPEC.md §8.5.2)', () => {
     expect(fs.existsSync(`${file}.rejected`)).toBe(true);
     const vm = again.measurement.measureForVote(epochStart(K));
     expect(vm.proven.get(fx.relays[0].fp)).toBe(Math.floor(allowance));
+  });
+
+  it('the owed file carries banked allowance (negative values) exactly, and refuses values that are not finite', () => {
+    const lo = 'aa'.repeat(32), hi = 'bb'.repeat(32);
+    const snap = { epoch: 7, entering: new Map([[`${lo}:${hi}`, [-1234.5, 99] as [number, number]]]), leaving: new Map([[`${lo}:${hi}`, [-0.25, -3e9] as [number, number]]]) };
+    expect(decodeOwed(encodeOwed(snap))).toEqual(snap);
+    const bad = { ...snap, leaving: new Map([[`${lo}:${hi}`, [Number.NaN, 0] as [number, number]]]) };
+    expect(code(() => decodeOwed(encodeOwed(bad)))).toBe('IO_STATE_UNREADABLE');
   });
 
   it('bandwidthRule "dispersion" keeps the §8.5.1 rule (local bounds: the whole claim within declared) and writes no owed state', async () => {

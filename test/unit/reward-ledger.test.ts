@@ -49,7 +49,7 @@ function consensus(epoch: number, proven: [number, number][]): VerifiedConsensus
 function startLedger(n: Node): RewardLedger {
   n.reg = new prom.Registry();
   const log = pino({ level: 'info' }, { write: (s: string) => { n.logs.push(JSON.parse(s)); } });
-  n.ledger = new RewardLedger({ dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log, registry: n.reg, fetchTimeoutMs: 2000 });
+  n.ledger = new RewardLedger({ dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log, registry: n.reg, fetchTimeoutMs: 2000, proposerWaitMs: 0 });
   n.ledger.load();
   return n.ledger;
 }

@@ -48,4 +48,13 @@ describe('storage node config', () => {
     const c = parseStorageConfig(base, '/x', { orPort: 1, storagePort: 2, metricsPort: 3, dataDir: '/d', nickname: 'n1' });
     expect([c.orPort, c.storagePort, c.metricsPort, c.dataDir, c.nickname]).toEqual([1, 2, 3, '/d', 'n1']);
   });
+  it('"hidden": true needs no ports (SPEC.md §9.21); without it both are required and must differ', () => {
+    const h = parseStorageConfig({ dataDir: 'node', authorities: AUTH, hidden: true, enforceDistinctSubnets: false }, '/x');
+    expect(h.hidden).toBe(true);
+    expect([h.orPort, h.storagePort]).toEqual([0, 0]);
+    expect(h.enforceDistinctSubnets).toBe(false);
+    expect(parseStorageConfig(base, '/x').hidden).toBe(false);
+    expect(() => parseStorageConfig({ dataDir: 'node', authorities: AUTH }, '/x')).toThrow(/orPort/);
+    expect(() => parseStorageConfig({ ...base, hidden: 'yes' }, '/x')).toThrow(/hidden/);
+  });
 });

@@ -42,7 +42,11 @@ export interface NodeStatusView {
   fingerprint: string | null;
   countersigned: { file: string; available: boolean; periodSeconds: number | null; epochs: EpochLine[]; totalCells: number; disagreements: Record<string, number> };
   consensus: { available: boolean; error?: string; validAfter?: string; listed?: boolean; nickname?: string; flags?: string[]; weightKBps?: number; provenEpoch?: number | null; provenCells?: number; provenKBps?: number; storedBytes?: number };
-  rewards: { available: boolean; error?: string; height?: number; blocks?: number; balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[] };
+  rewards: {
+    available: boolean; error?: string; height?: number; blocks?: number;
+    /** Sum of the node's allocations; `balance` is that ± its transfers (SPEC.md §8.11). */
+    earned?: { units: string; coins: string };
+    balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[] };
 }
 
 async function readBandwidth(file: string): Promise<BandwidthFile | null> {
@@ -98,9 +102,10 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
       const allocations = chain.blocks
         .filter((b) => b.block.allocations.has(fp!))
         .map((b) => ({ height: b.block.height, epoch: b.block.epoch, ...amount(b.block.allocations.get(fp!)!), blockMinted: b.block.minted.toString() }));
+      const earned = chain.blocks.reduce((t, b) => t + (b.block.allocations.get(fp!) ?? 0n), 0n);
       view.rewards = {
         available: true, height: chain.state.height, blocks: chain.blocks.length,
-        balance: amount(chain.state.balances.get(fp) ?? 0n), allocations,
+        earned: amount(earned), balance: amount(chain.state.balances.get(fp) ?? 0n), allocations,
       };
     } catch (e) {
       view.rewards = { available: false, error: `${errorCode(e)}: ${(e as Error).message}` };
@@ -135,7 +140,8 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
   const r = v.rewards;
   if (!r.available) io.out(`earnings: not available (${r.error ?? 'no consensus'})`);
   else {
-    io.out(`earnings: ${r.balance!.coins} coins (${r.balance!.units} units) from ${r.allocations!.length} of ${r.blocks} blocks (chain height ${r.height})`);
+    io.out(`earnings: ${r.earned!.coins} coins (${r.earned!.units} units) from ${r.allocations!.length} of ${r.blocks} blocks (chain height ${r.height})`);
+    io.out(`balance: ${r.balance!.coins} coins after transfers (spend it: bitcloud wallet send --key <data dir>/identity.key TO AMOUNT)`);
     for (const a of r.allocations!.slice(-recent)) io.out(`  block ${a.height} (epoch ${a.epoch}): +${a.coins} coins of ${formatCoins(BigInt(a.blockMinted))}`);
   }
 }

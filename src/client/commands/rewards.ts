@@ -30,8 +30,22 @@ const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => 
 
 const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 
-/** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
-export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+/** What `withVerifiedChain` hands over: the verified chain, the consensus that dated it, the config. */
+export interface VerifiedChainContext {
+  chain: RewardChainResult;
+  consensus: VerifiedConsensus;
+  cfg: ReturnType<typeof loadDirClientConfig>;
+  /** Fetch and verify the chain again (the same sources), e.g. to see a transfer land. */
+  refetch(): Promise<RewardChainResult>;
+}
+
+/**
+ * SPEC.md §8.7.7 steps 1–2: read the config, get a verified consensus (its period P dates the
+ * certificates), then fetch and verify the whole reward chain — through the sampled guards'
+ * mirrors when the client has them (§6.10.1), else from the authorities or the `--from` sources —
+ * and run `fn` with it. Circuits are closed afterwards.
+ */
+export async function withVerifiedChain<T>(o: { config?: string; dataDir?: string; from?: string[] }, now: () => number, fn: (c: VerifiedChainContext) => Promise<T>): Promise<T> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
   // SPEC.md §6.10.1: with a valid consensus on disk and a sampled guard (state.json), both the
   // consensus and the reward chain come through the guards' mirrors (one-hop circuit, BEGIN_DIR);
@@ -54,23 +68,33 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     held = consensus;
     if (!o.from?.length) clients.push(...guardDirClients(builder, guards, consensus.relays));
     const sources = o.from?.length ? o.from.map(normalizeSource) : clients.length ? clients : undefined;
-    const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources, fetcher: 'client' });
-    const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
-    const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
-    const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
-    if (o.json) io.out(JSON.stringify(view));
-    else printText(view, io);
-    for (const f of chain.failures) io.err(`bitcloud rewards: refused the chain from ${f.source}: ${f.reason}`);
-    return 0;
+    const fetchChain = () => fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources, fetcher: 'client' });
+    const chain = await fetchChain();
+    return await fn({ chain, consensus, cfg, refetch: fetchChain });
+  } finally {
+    for (const c of clients) c.close();
+    await builder.close();
+  }
+}
+
+/** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
+export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  try {
+    return await withVerifiedChain(o, now, async ({ chain, consensus, cfg }) => {
+      const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
+      const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
+      const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
+      if (o.json) io.out(JSON.stringify(view));
+      else printText(view, io);
+      for (const f of chain.failures) io.err(`bitcloud rewards: refused the chain from ${f.source}: ${f.reason}`);
+      return 0;
+    });
   } catch (e) {
     const code = errorCode(e);
     const failures = (e as { detail?: { failures?: unknown } }).detail?.failures ?? [];
     if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
-  } finally {
-    for (const c of clients) c.close();
-    await builder.close();
   }
 }
 
@@ -96,6 +120,8 @@ export interface RewardsView {
   tipHash: string | null;
   periodSeconds: number;
   totalMinted: Amount;
+  /** Transfers carried by the chain (SPEC.md §8.11). */
+  transfers: number;
   balances: ({ fingerprint: string; nickname: string | null } & Amount)[];
   relay?: {
     fingerprint: string; nickname: string | null; balance: Amount;
@@ -120,6 +146,7 @@ export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map
     tipHash: tip ? tip.hash.toString('hex') : null,
     periodSeconds: c.periodSeconds,
     totalMinted: amount(s.totalMinted),
+    transfers: s.transfers,
     balances,
   };
   if (relay !== undefined) {
@@ -136,7 +163,7 @@ export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map
 function printText(v: RewardsView, io: Output): void {
   io.out(`reward chain: ${v.blocks} blocks (height ${v.height}), tip epoch ${v.tipEpoch ?? '-'}${v.tipEpochStart ? ` (began ${v.tipEpochStart})` : ''}; from ${v.source}`);
   io.out(`verified: every block signed by at least ${v.threshold} of ${v.authorities} configured authorities`);
-  io.out(`total minted: ${v.totalMinted.coins} coins (${v.totalMinted.units} units)`);
+  io.out(`total minted: ${v.totalMinted.coins} coins (${v.totalMinted.units} units); ${v.transfers} transfers`);
   if (v.relay) {
     const r = v.relay;
     io.out(`relay ${r.nickname ?? '(not in the consensus)'} ${r.fingerprint}`);

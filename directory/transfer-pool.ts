@@ -1,0 +1,66 @@
+// SPEC.md §8.11.3: an authority's pool of pending transfers. A transfer is taken into the pool
+// only when it applies (SPEC §8.11.2) to the chain state followed by the pool's transfers in
+// order, so the pool as a whole always applies on top of the chain tip. When the chain grows,
+// the pool is checked again from the new state: transfers the block carried (their nonce is now
+// used) and any that no longer apply are dropped. Memory only: a transfer not yet in a block is
+// lost when every authority holding it restarts (the wallet then sends it again).
+import { err } from '../src/errors';
+import { CoinLedger, type LedgerMaps } from '../src/bandwidth/transfer';
+import { encodeTransfer, type Transfer } from '../src/wire/transfer';
+
+/** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
+export const MAX_POOL_TRANSFERS = 10_000;
+
+export class TransferPool {
+  private list: { t: Transfer; id: string }[] = [];
+  private readonly ids = new Set<string>();
+  private ledger: CoinLedger;
+
+  constructor(private base: Readonly<LedgerMaps>, private readonly max = MAX_POOL_TRANSFERS) {
+    this.ledger = new CoinLedger(base);
+  }
+
+  get size(): number { return this.list.length; }
+
+  /**
+   * Take a transfer: 'held' when the identical transfer is already pending, 'added' when it is new
+   * and applies after the pool. Throws TRANSFER_BAD_SIGNATURE, TRANSFER_REPLAYED (its nonce is used
+   * in the chain or by another pending transfer: a replay or a double spend), TRANSFER_NONCE_GAP,
+   * TRANSFER_OVERSPEND (counting the sender's pending transfers), TRANSFER_POOL_FULL.
+   */
+  add(t: Transfer): 'added' | 'held' {
+    const id = encodeTransfer(t).toString('hex');
+    if (this.ids.has(id)) return 'held';
+    this.ledger.check(t);
+    if (this.list.length >= this.max) throw err('TRANSFER_POOL_FULL', `${this.max} transfers are waiting for a block already; send again later`);
+    this.ledger.apply(t);
+    this.list.push({ t, id });
+    this.ids.add(id);
+    return 'added';
+  }
+
+  /** The chain moved on: keep, in order, the pending transfers that still apply to `base`. Returns how many were dropped. */
+  rebase(base: Readonly<LedgerMaps>): number {
+    this.base = base;
+    const old = this.list;
+    this.list = [];
+    this.ids.clear();
+    this.ledger = new CoinLedger(base);
+    for (const e of old) {
+      try { this.ledger.apply(e.t); } catch { continue; }
+      this.list.push(e);
+      this.ids.add(e.id);
+    }
+    return old.length - this.list.length;
+  }
+
+  /** The first `n` pending transfers in order: they apply on top of the chain tip (a proposer's block, SPEC §8.11.3). */
+  take(n: number): Transfer[] {
+    return this.list.slice(0, n).map((e) => e.t);
+  }
+
+  /** Pending transfers, optionally only those sent by `from` (hex). */
+  pending(from?: string): Transfer[] {
+    return this.list.filter((e) => from === undefined || e.t.from.toString('hex') === from).map((e) => e.t);
+  }
+}

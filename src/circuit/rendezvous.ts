@@ -1,0 +1,175 @@
+// SPEC.md §9.21.4–§9.21.5, the relay's part of hidden storage nodes: an introduction point
+// (ESTABLISH_INTRO makes a circuit the introduction circuit of an auth key; INTRODUCE1 is relayed
+// unread as INTRODUCE2 down that circuit) and a rendezvous point (ESTABLISH_RENDEZVOUS parks a
+// client circuit under a cookie; RENDEZVOUS1 with that cookie joins the node's circuit to it).
+// Plugged into the circuit switch as its `rendezvous` hook; knows circuits only through
+// RendezvousCircuit.
+import { err } from '../errors';
+import { ed25519Verify } from '../crypto/primitives';
+import { RelayCommand } from '../wire/relay-msg';
+import { DestroyReason } from '../wire/messages';
+import {
+  IntroduceAckStatus, RendezvousStatus, decodeCookie, decodeEstablishIntro, decodeIntroduce, decodeRendezvous1,
+  encodeStatus, establishIntroSignedBytes,
+} from '../wire/hidden';
+import type { RendezvousCircuit, RendezvousHook } from './types';
+
+export interface RendezvousLimits {
+  /** Introduction circuits held at once. */
+  maxIntroCircuits: number;
+  /** Client circuits waiting under a cookie. */
+  maxPendingCookies: number;
+  /** How long a spent cookie is refused (ms). */
+  spentCookieMs: number;
+  /** ESTABLISH_INTRO timestamps accepted within this of the relay's clock (ms). */
+  maxClockSkewMs: number;
+}
+
+export const DEFAULT_RENDEZVOUS_LIMITS: RendezvousLimits = {
+  maxIntroCircuits: 1024, maxPendingCookies: 4096, spentCookieMs: 3_600_000, maxClockSkewMs: 600_000,
+};
+
+const HANDLED = new Set<number>([RelayCommand.ESTABLISH_INTRO, RelayCommand.INTRODUCE1, RelayCommand.ESTABLISH_RENDEZVOUS, RelayCommand.RENDEZVOUS1]);
+
+export class RendezvousRelay implements RendezvousHook {
+  private readonly intros = new Map<string, RendezvousCircuit>();
+  private readonly introKeyOf = new Map<RendezvousCircuit, string>();
+  private readonly pending = new Map<string, RendezvousCircuit>();
+  private readonly cookieOf = new Map<RendezvousCircuit, string>();
+  private readonly spent = new Map<string, number>();
+  private readonly limits: RendezvousLimits;
+  /** Counts by outcome (tests, metrics): established, introduced, joined, and refusals by code. */
+  readonly counts = new Map<string, number>();
+
+  constructor(
+    private readonly identity: () => Buffer,
+    o: { limits?: Partial<RendezvousLimits>; now?: () => number; onError?: (code: string) => void } = {},
+  ) {
+    this.limits = { ...DEFAULT_RENDEZVOUS_LIMITS, ...o.limits };
+    this.now = o.now ?? Date.now;
+    this.onError = o.onError ?? (() => {});
+  }
+  private readonly now: () => number;
+  private readonly onError: (code: string) => void;
+
+  get introCircuits(): number { return this.intros.size; }
+  get pendingCookies(): number { return this.pending.size; }
+
+  handles(command: number): boolean { return HANDLED.has(command); }
+
+  private count(k: string): void { this.counts.set(k, (this.counts.get(k) ?? 0) + 1); }
+
+  onMessage(circ: RendezvousCircuit, command: number, data: Buffer): void {
+    switch (command) {
+      case RelayCommand.ESTABLISH_INTRO: return this.establishIntro(circ, data);
+      case RelayCommand.INTRODUCE1: return this.introduce1(circ, data);
+      case RelayCommand.ESTABLISH_RENDEZVOUS: return this.establishRendezvous(circ, data);
+      case RelayCommand.RENDEZVOUS1: return this.rendezvous1(circ, data);
+      default: throw err('RELAY_PROTOCOL', `command ${command} is not a rendezvous message`);
+    }
+  }
+
+  private busy(circ: RendezvousCircuit): boolean {
+    return circ.extended || this.introKeyOf.has(circ) || this.cookieOf.has(circ);
+  }
+
+  /** SPEC.md §9.21.4. Any failure destroys the circuit (the switch does, on the thrown error). */
+  private establishIntro(circ: RendezvousCircuit, data: Buffer): void {
+    const bad = (why: string): never => { this.count('HIDDEN_ESTABLISH_INVALID'); throw err('HIDDEN_ESTABLISH_INVALID', why); };
+    let m;
+    try { m = decodeEstablishIntro(data); } catch (e) { return bad((e as Error).message); }
+    if (this.busy(circ)) bad('circuit does not end here or already has a role');
+    if (Math.abs(m.timestamp - this.now()) > this.limits.maxClockSkewMs) bad('timestamp too far from this relay\'s clock');
+    if (!ed25519Verify(m.signature, establishIntroSignedBytes(this.identity(), m.authKey, m.timestamp), m.authKey)) bad('signature does not verify');
+    const key = m.authKey.toString('hex');
+    const old = this.intros.get(key);
+    if (!old && this.intros.size >= this.limits.maxIntroCircuits) {
+      this.count('intro_limit');
+      throw err('HIDDEN_RELAY_LIMIT', 'too many introduction circuits');
+    }
+    if (old) { this.forget(old); old.destroy(DestroyReason.FINISHED); }
+    this.intros.set(key, circ);
+    this.introKeyOf.set(circ, key);
+    this.count('established');
+    circ.sendRelay(RelayCommand.INTRO_ESTABLISHED, 0, Buffer.alloc(0));
+  }
+
+  /** SPEC.md §9.21.5 step 2: relay unread as INTRODUCE2, answer INTRODUCE_ACK. */
+  private introduce1(circ: RendezvousCircuit, data: Buffer): void {
+    if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'INTRODUCE1 on a circuit with a role');
+    let authKey: Buffer;
+    try { authKey = decodeIntroduce(data).authKey; } catch {
+      this.count('ack_malformed');
+      circ.sendRelay(RelayCommand.INTRODUCE_ACK, 0, encodeStatus(IntroduceAckStatus.MALFORMED));
+      return;
+    }
+    const target = this.intros.get(authKey.toString('hex'));
+    if (!target || target.isClosed) {
+      this.count('ack_unknown');
+      circ.sendRelay(RelayCommand.INTRODUCE_ACK, 0, encodeStatus(IntroduceAckStatus.UNKNOWN_KEY));
+      return;
+    }
+    target.sendRelay(RelayCommand.INTRODUCE2, 0, data);
+    this.count('introduced');
+    circ.sendRelay(RelayCommand.INTRODUCE_ACK, 0, encodeStatus(IntroduceAckStatus.SENT));
+  }
+
+  private pruneSpent(): void {
+    const now = this.now();
+    for (const [k, until] of this.spent) { if (until > now) break; this.spent.delete(k); }
+  }
+
+  /** SPEC.md §9.21.5 step 1. */
+  private establishRendezvous(circ: RendezvousCircuit, data: Buffer): void {
+    const cookie = decodeCookie(data);
+    if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'ESTABLISH_RENDEZVOUS on a circuit with a role');
+    this.pruneSpent();
+    const key = cookie.toString('hex');
+    if (this.pending.has(key) || this.spent.has(key)) {
+      this.count('HIDDEN_COOKIE_REUSED');
+      this.onError('HIDDEN_COOKIE_REUSED');
+      circ.sendRelay(RelayCommand.RENDEZVOUS_ESTABLISHED, 0, encodeStatus(RendezvousStatus.COOKIE_REUSED));
+      circ.destroy(DestroyReason.PROTOCOL, 'HIDDEN_COOKIE_REUSED');
+      return;
+    }
+    if (this.pending.size >= this.limits.maxPendingCookies) {
+      this.count('cookie_limit');
+      throw err('HIDDEN_RELAY_LIMIT', 'too many rendezvous cookies pending');
+    }
+    this.pending.set(key, circ);
+    this.cookieOf.set(circ, key);
+    circ.sendRelay(RelayCommand.RENDEZVOUS_ESTABLISHED, 0, encodeStatus(RendezvousStatus.OK));
+  }
+
+  /** SPEC.md §9.21.5 step 4. */
+  private rendezvous1(circ: RendezvousCircuit, data: Buffer): void {
+    const m = decodeRendezvous1(data);
+    if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'RENDEZVOUS1 on a circuit with a role');
+    const key = m.cookie.toString('hex');
+    const client = this.pending.get(key);
+    if (!client || client.isClosed) {
+      this.count('HIDDEN_COOKIE_UNKNOWN');
+      throw err('HIDDEN_COOKIE_UNKNOWN', 'RENDEZVOUS1 with a cookie no circuit waits with');
+    }
+    this.pending.delete(key);
+    this.cookieOf.delete(client);
+    this.spent.set(key, this.now() + this.limits.spentCookieMs);
+    client.sendRelay(RelayCommand.RENDEZVOUS2, 0, m.reply);
+    client.join(circ);
+    circ.join(client);
+    this.count('joined');
+  }
+
+  forget(circ: RendezvousCircuit): void {
+    const ik = this.introKeyOf.get(circ);
+    if (ik !== undefined) {
+      this.introKeyOf.delete(circ);
+      if (this.intros.get(ik) === circ) this.intros.delete(ik);
+    }
+    const ck = this.cookieOf.get(circ);
+    if (ck !== undefined) {
+      this.cookieOf.delete(circ);
+      if (this.pending.get(ck) === circ) this.pending.delete(ck);
+    }
+  }
+}

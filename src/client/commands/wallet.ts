@@ -1,0 +1,185 @@
+// `bitcloud wallet address | balance | send TO AMOUNT | history [--json] | verify` (SPEC.md §8.11.4).
+// The wallet key is <dataDir>/wallet.key (made on first use, mode 0600, written atomically), or
+// the key file given with --key (e.g. a relay's identity.key: its operator spends its earnings).
+// Every balance is read from the reward chain after verifying it whole (SPEC §8.7.3), through the
+// guards' mirrors when the client has them; transfers go to the authorities directly.
+import type { CommandModule } from 'yargs';
+import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
+import { err, errorCode, isErrorCode } from '../../errors';
+import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
+import { signTransfer } from '../../bandwidth/transfer';
+import { formatCoins, type RewardChainResult } from '../rewards';
+import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitTransfer, walletHistory } from '../wallet';
+import { withVerifiedChain } from './rewards';
+import type { Output } from './consensus';
+
+export interface WalletOptions {
+  config?: string;
+  dataDir?: string;
+  json?: boolean;
+  /** A key file to use instead of <dataDir>/wallet.key. */
+  key?: string;
+  from?: string[];
+  /** send: do not wait for the transfer to be in a block. */
+  noWait?: boolean;
+  /** send: give up waiting after this many seconds (default: 12 consensus periods). */
+  waitSeconds?: number;
+}
+
+const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
+const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
+  const code = errorCode(e);
+  const detail = (e as { detail?: unknown }).detail;
+  if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, ...(detail && typeof detail === 'object' ? { detail } : {}) }));
+  io.err(`bitcloud wallet ${what}: ${(e as Error).message}`);
+  return code === 'CONFIG_INVALID' || code.startsWith('KEY_') ? 2 : 1;
+}
+
+/** Balance and last nonce of `key` in a verified chain. */
+function accountOf(chain: RewardChainResult, key: string): { balance: bigint; nonce: number } {
+  return { balance: chain.state.balances.get(key) ?? 0n, nonce: chain.state.nonces.get(key) ?? 0 };
+}
+
+export async function walletCommand(sub: 'address' | 'balance' | 'history' | 'verify', o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  try {
+    const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+    const { key, file, created } = await loadWalletKey(cfg.dataDir, o.key);
+    const hex = key.publicKey.toString('hex');
+    if (sub === 'address') {
+      if (o.json) io.out(JSON.stringify({ ok: true, address: hex, keyFile: file, created }));
+      else io.out(hex);
+      if (created) io.err(`bitcloud wallet: made a new wallet key in ${file}`);
+      return 0;
+    }
+    return await withVerifiedChain(o, now, async ({ chain }) => {
+      const acct = accountOf(chain, hex);
+      const pending = await pendingFrom(cfg.authorities, hex);
+      const history = walletHistory(chain.blocks, hex);
+      if (o.json) {
+        io.out(JSON.stringify({
+          ok: true, address: hex, source: chain.source, height: chain.state.height, balance: amount(acct.balance), nonce: acct.nonce,
+          ...(sub === 'verify' ? { blocks: chain.state.height + 1, transfers: chain.state.transfers, totalMinted: amount(chain.state.totalMinted) } : {}),
+          ...(sub === 'history' ? {
+            history: history.map((h) => ({ ...h, ...amount(h.units) })),
+            pending: pending.map((t) => ({ to: t.to.toString('hex'), nonce: t.nonce, ...amount(-t.amount) })),
+          } : {}),
+        }));
+        return 0;
+      }
+      if (sub === 'verify') {
+        io.out(`reward chain verified: ${chain.state.height + 1} blocks (height ${chain.state.height}), ${chain.state.transfers} transfers, ${formatCoins(chain.state.totalMinted)} coins minted; from ${chain.source}`);
+      }
+      io.out(`${hex}: ${formatCoins(acct.balance)} coins (${acct.balance} units) at height ${chain.state.height}`);
+      if (pending.length) io.out(`pending: ${pending.length} transfer(s) sent, not yet in a block (${formatCoins(pending.reduce((a, t) => a + t.amount, 0n))} coins)`);
+      if (sub === 'history') {
+        if (!history.length && !pending.length) io.out('no rewards or transfers yet');
+        for (const h of history) {
+          const what = h.kind === 'reward' ? 'reward' : h.kind === 'sent' ? `sent to ${h.counterparty} (nonce ${h.nonce})` : `received from ${h.counterparty}`;
+          io.out(`height ${h.height}  epoch ${h.epoch}  ${h.units > 0n ? '+' : ''}${formatCoins(h.units)}  ${what}`);
+        }
+        for (const t of pending) io.out(`pending  -${formatCoins(t.amount)}  sent to ${t.to.toString('hex')} (nonce ${t.nonce})`);
+      }
+      for (const f of chain.failures) io.err(`bitcloud wallet: refused the chain from ${f.source}: ${f.reason}`);
+      return 0;
+    });
+  } catch (e) {
+    return fail(sub, e, o, io);
+  }
+}
+
+/**
+ * `send TO AMOUNT`: the next nonce after the chain's and the authorities' pending ones; checked
+ * against the balance here first (TRANSFER_OVERSPEND); submitted to every authority; then the
+ * chain is fetched again until a block carries the transfer (unless --no-wait).
+ */
+export async function walletSend(to: string, coins: string, o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  try {
+    const toKey = parseKey(to);
+    const units = parseCoins(coins);
+    const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+    const { key } = await loadWalletKey(cfg.dataDir, o.key);
+    const hex = key.publicKey.toString('hex');
+    if (toKey.equals(key.publicKey)) throw err('TRANSFER_MALFORMED', 'a transfer to its own sender');
+    return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
+      const acct = accountOf(chain, hex);
+      const pending = (await pendingFrom(cfg.authorities, hex)).filter((t) => t.nonce > acct.nonce);
+      const nonce = acct.nonce + 1 + pending.length;
+      const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
+      if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
+      const t = signTransfer(key, toKey, units, nonce);
+      const sent = await submitTransfer(cfg.authorities, t);
+      if (!sent.accepted.length) {
+        const first = sent.refused[0];
+        if (first) throw err(isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `refused: ${first.reason}`, { refused: sent.refused });
+        throw err('DIR_FETCH_FAILED', `no authority could be reached (${sent.unreachable.map((u) => `${u.authority}: ${u.reason}`).join('; ')})`);
+      }
+      for (const r of sent.refused) io.err(`bitcloud wallet send: ${r.authority} refused: ${r.reason}`);
+      if (!o.json) io.out(`sent ${formatCoins(units)} coins to ${toKey.toString('hex')} (nonce ${nonce}); taken by ${sent.accepted.length} of ${cfg.authorities.length} authorities`);
+      const result = { ok: true, from: hex, to: toKey.toString('hex'), nonce, ...amount(units), accepted: sent.accepted, refused: sent.refused };
+      if (o.noWait) {
+        if (o.json) io.out(JSON.stringify({ ...result, included: null }));
+        return 0;
+      }
+      const P = consensus.periodSeconds * 1000;
+      const deadline = now() + (o.waitSeconds ?? 12 * consensus.periodSeconds) * 1000;
+      for (;;) {
+        const c = await refetch();
+        const b = findTransfer(c.blocks, t);
+        if (b) {
+          const bal = accountOf(c, hex).balance;
+          if (o.json) io.out(JSON.stringify({ ...result, included: { height: b.block.height, epoch: b.block.epoch }, balance: amount(bal) }));
+          else io.out(`included in block ${b.block.height} (epoch ${b.block.epoch}); balance now ${formatCoins(bal)} coins`);
+          return 0;
+        }
+        if (accountOf(c, hex).nonce >= nonce) throw err('TRANSFER_REPLAYED', `another transfer with nonce ${nonce} from this key is in the chain instead (sent from elsewhere at the same time?)`);
+        if (now() >= deadline) throw err('TRANSFER_NOT_INCLUDED', `no block carried the transfer within ${Math.round((o.waitSeconds ?? 12 * consensus.periodSeconds))} s; it is still pending at the authorities that took it (see \`bitcloud wallet history\`)`);
+        await sleep(Math.max(500, Math.min(P / 4, 5000)));
+      }
+    });
+  } catch (e) {
+    return fail('send', e, o, io);
+  }
+}
+
+type Args = { config?: string; 'data-dir'?: string; json: boolean; key?: string; from?: string[] };
+const common = <T>(y: T): T => (y as unknown as import('yargs').Argv)
+  .option('key', { type: 'string', describe: 'Use this key file (e.g. a relay\'s identity.key) instead of <dataDir>/wallet.key' })
+  .option('json', JSON_OPTION)
+  .option('config', CONFIG_OPTION)
+  .option('from', { type: 'string', array: true, describe: 'Fetch the chain from this authority HOST:PORT or URL instead' })
+  .option('data-dir', DATA_DIR_OPTION) as unknown as T;
+const opts = (a: Args): WalletOptions => ({ config: a.config, dataDir: a['data-dir'], json: a.json, key: a.key, from: a.from });
+
+function sub(name: 'address' | 'balance' | 'history' | 'verify', describe: string): CommandModule {
+  return {
+    command: name, describe,
+    builder: (y) => common(y) as never,
+    handler: async (a) => { process.exitCode = await walletCommand(name, opts(a as unknown as Args)); },
+  };
+}
+
+/** The yargs command, registered in src/bin/bitcloud.ts. */
+export const walletCommandModule: CommandModule = {
+  command: 'wallet',
+  describe: 'Cloudcoin wallet: address, balance, send, history, verify (SPEC.md §8.11).',
+  builder: (y) => y
+    .command(sub('address', 'Print the wallet\'s key (its address); makes the key on first use'))
+    .command(sub('balance', 'Verify the reward chain and print the balance'))
+    .command(sub('history', 'Rewards and transfers of this key, in chain order, and pending transfers'))
+    .command(sub('verify', 'Verify the whole reward chain (every block, signature and transfer) and print the balance'))
+    .command({
+      command: 'send <to> <amount>', describe: 'Send AMOUNT coins (up to 8 decimals) to the key TO; waits until a block carries it',
+      builder: (yy) => common(yy.positional('to', { type: 'string' }).positional('amount', { type: 'string' })
+        .option('wait', { type: 'boolean', default: true, describe: 'Wait until a block carries the transfer (--no-wait: return once submitted)' })
+        .option('wait-seconds', { type: 'number', describe: 'Give up waiting after this many seconds (default 12 consensus periods)' })) as never,
+      handler: async (a) => {
+        const x = a as unknown as Args & { to: string; amount: string; wait: boolean; 'wait-seconds'?: number };
+        process.exitCode = await walletSend(String(x.to), String(x.amount), { ...opts(x), noWait: !x.wait, waitSeconds: x['wait-seconds'] });
+      },
+    })
+    .demandCommand(1),
+  handler: () => {},
+};

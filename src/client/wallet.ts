@@ -1,0 +1,126 @@
+// SPEC.md §8.11.4: the client's wallet. A wallet is an Ed25519 key pair in the client's data
+// folder (`wallet.key`, the key-file format of SPEC §3.3, mode 0600, written atomically), or any
+// identity key file given with --key (a relay operator spends the relay's earnings that way).
+// Balances, nonces and history come from the verified reward chain; transfers are submitted to
+// the authorities (POST /bitcloud/transfers, SPEC §8.11.3), which carry them into the chain.
+import fs from 'node:fs';
+import path from 'node:path';
+import { err, errorCode, isBitcloudError } from '../errors';
+import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
+import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
+import { UNITS_PER_COIN } from '../bandwidth/reward';
+import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
+import type { AuthorityInfo } from '../dir/authorities';
+import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../wire/transfer';
+import type { VerifiedRewardBlock } from './rewards';
+
+export const WALLET_KEY_FILE = 'wallet.key';
+
+/** The wallet key: `keyFile` when given (it must exist), else `<dataDir>/wallet.key`, made on first use. */
+export async function loadWalletKey(dataDir: string, keyFile?: string): Promise<{ key: Ed25519KeyPair; file: string; created: boolean }> {
+  if (keyFile) return { key: await loadEd25519Secret(keyFile), file: keyFile, created: false };
+  const file = path.join(dataDir, WALLET_KEY_FILE);
+  try {
+    return { key: await loadEd25519Secret(file), file, created: false };
+  } catch (e) {
+    if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
+  }
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const key = ed25519Generate();
+  await saveEd25519Secret(file, key);
+  return { key, file, created: true };
+}
+
+/** "1.5" coins → 150 000 000 units; at most 8 decimals; 1 .. 2^53 − 1 units. Throws CONFIG_INVALID. */
+export function parseCoins(s: string): bigint {
+  const m = /^(\d{1,16})(?:\.(\d{1,8}))?$/.exec(s.trim());
+  if (!m) throw err('CONFIG_INVALID', `amount ${JSON.stringify(s)} is not a number of coins with at most 8 decimals`, { key: 'amount' });
+  const units = BigInt(m[1]) * UNITS_PER_COIN + BigInt((m[2] ?? '').padEnd(8, '0'));
+  if (units < 1n || units > BigInt(Number.MAX_SAFE_INTEGER)) throw err('CONFIG_INVALID', `amount must be 1 to ${Number.MAX_SAFE_INTEGER} units`, { key: 'amount' });
+  return units;
+}
+
+/** A key as 64 hex characters. Throws CONFIG_INVALID. */
+export function parseKey(s: string): Buffer {
+  if (!/^[0-9a-fA-F]{64}$/.test(s)) throw err('CONFIG_INVALID', `${JSON.stringify(s)} is not a key (64 hex characters)`, { key: 'to' });
+  return Buffer.from(s, 'hex');
+}
+
+export interface HistoryEntry {
+  height: number;
+  epoch: number;
+  kind: 'reward' | 'sent' | 'received';
+  /** Signed: + for rewards and transfers received, − for transfers sent. */
+  units: bigint;
+  /** The other side of a transfer (hex); null for a reward. */
+  counterparty: string | null;
+  nonce: number | null;
+}
+
+/** Every credit and debit of `key` (hex) in the verified chain, in chain order. */
+export function walletHistory(blocks: readonly VerifiedRewardBlock[], key: string): HistoryEntry[] {
+  const out: HistoryEntry[] = [];
+  for (const { block } of blocks) {
+    const a = block.allocations.get(key);
+    if (a) out.push({ height: block.height, epoch: block.epoch, kind: 'reward', units: a, counterparty: null, nonce: null });
+    for (const t of block.transfers ?? []) {
+      const from = t.from.toString('hex');
+      const to = t.to.toString('hex');
+      if (from === key) out.push({ height: block.height, epoch: block.epoch, kind: 'sent', units: -t.amount, counterparty: to, nonce: t.nonce });
+      if (to === key) out.push({ height: block.height, epoch: block.epoch, kind: 'received', units: t.amount, counterparty: from, nonce: t.nonce });
+    }
+  }
+  return out;
+}
+
+/** The first chain block that carries exactly `t` (its encoding), or null. */
+export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer): VerifiedRewardBlock | null {
+  const want = encodeTransfer(t);
+  return blocks.find((b) => (b.block.transfers ?? []).some((x) => encodeTransfer(x).equals(want))) ?? null;
+}
+
+/** GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold (union, by nonce). */
+export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, timeoutMs = 10_000): Promise<Transfer[]> {
+  const byNonce = new Map<number, Transfer>();
+  await Promise.all(authorities.map(async (a) => {
+    try {
+      const r = await httpRequest(`${a.url}${PATHS.transfersPending}?from=${key}`, { maxBytes: TRANSFER_BYTES * 10_000, timeoutMs });
+      if (r.status !== 200 || r.body.length % TRANSFER_BYTES !== 0) return;
+      for (let i = 0; i < r.body.length; i += TRANSFER_BYTES) {
+        const t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES));
+        if (t.from.toString('hex') === key && !byNonce.has(t.nonce)) byNonce.set(t.nonce, t);
+      }
+    } catch { /* an authority that does not answer holds nothing we can count on */ }
+  }));
+  return [...byNonce.values()].sort((x, y) => x.nonce - y.nonce);
+}
+
+export interface SubmitResult {
+  /** Authorities that hold the transfer now ('added' or 'held'). */
+  accepted: string[];
+  /** Authorities that refused it, with their code and reason. */
+  refused: { authority: string; code: string; reason: string }[];
+  /** Authorities that could not be reached. */
+  unreachable: { authority: string; reason: string }[];
+}
+
+/**
+ * POST the transfer to every authority (directly: SPEC §8.11.4 says what that reveals). Resolves
+ * with who took it and who refused; the caller fails when nobody took it.
+ */
+export async function submitTransfer(authorities: readonly AuthorityInfo[], t: Transfer, timeoutMs = 10_000): Promise<SubmitResult> {
+  const body = encodeTransfer(t);
+  const res: SubmitResult = { accepted: [], refused: [], unreachable: [] };
+  await Promise.all(authorities.map(async (a) => {
+    try {
+      const r = await httpRequest(a.url + PATHS.transfers, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs });
+      if (r.status === 200) { res.accepted.push(a.name); return; }
+      let code = `HTTP_${r.status}`;
+      try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? code); } catch { /* not JSON */ }
+      res.refused.push({ authority: a.name, code, reason: errorBodyReason(r) });
+    } catch (e) {
+      res.unreachable.push({ authority: a.name, reason: `${errorCode(e)}: ${(e as Error).message}` });
+    }
+  }));
+  return res;
+}

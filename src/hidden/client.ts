@@ -1,0 +1,179 @@
+// SPEC.md §9.21.5, the client's side of reaching a hidden storage node: fetch and open its
+// descriptor (through the guard, §9.21.3), park a circuit at a rendezvous point under a cookie,
+// introduce itself through one of the node's introduction points (sealed INTRODUCE1 carrying the
+// rendezvous point and an ntor handshake with the node), wait for RENDEZVOUS2, add the virtual
+// hop, and open BEGIN_STORAGE on the joined circuit.
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { shuffle } from '../crypto/primitives';
+import { blindPublicKey, hsPeriodOf } from '../crypto/blind';
+import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
+import { relayCryptoHandshake } from '../crypto/relay-crypto';
+import { RelayCommand } from '../wire/relay-msg';
+import {
+  HS_DESC_MAX, IntroduceAckStatus, RendezvousStatus, decodeRendezvous2, decodeStatus, encodeCookie, encodeIntroduce,
+  type HsIntroPoint,
+} from '../wire/hidden';
+import type { ConsensusRelay } from '../dir/types';
+import type { ClientCircuit } from '../client/client-circuit';
+import type { CircuitStream } from '../circuit/stream';
+import { isRunningValid, canBeHop } from '../client/weighting';
+import { openHsDescriptor } from './descriptor';
+import { sealIntroduce } from './introduce';
+import { HS_DESC_PATH } from './store';
+import { httpRequest } from '../dir/fetch';
+import type { Duplex } from 'node:stream';
+import { newCookie } from './service';
+
+const WAIT_MS = 30_000;
+
+export interface HiddenConnectOptions {
+  /** The hidden node (a consensus entry with the hidden role). */
+  node: ConsensusRelay;
+  relays: () => readonly ConsensusRelay[] | null;
+  /** Build a 3-hop circuit ending at `last` (guard → middle → last). */
+  buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>;
+  /** GET a descriptor by blinded key (hex) through the guard's mirror; its bytes. */
+  fetchDescriptor: (blindedKeyHex: string) => Promise<Buffer>;
+  now?: () => number;
+  timeoutMs?: number;
+}
+
+/**
+ * SPEC.md §9.21.3: GET the descriptor over a 3-hop circuit whose last hop is a relay mirror
+ * (BEGIN_DIR there): neither the guard nor the authorities see which node the client wants.
+ */
+export function mirrorDescriptorFetcher(o: { relays: () => readonly ConsensusRelay[] | null; buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>; timeoutMs?: number }): (blindedKeyHex: string) => Promise<Buffer> {
+  return async (key) => {
+    const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
+    let last: unknown = err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
+    for (const m of mirrors.slice(0, 3)) {
+      let circ: ClientCircuit | null = null;
+      try {
+        circ = await o.buildTo(m);
+        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
+        const r = await httpRequest(`http://127.0.0.1${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex });
+        if (r.status === 200) return r.body;
+        last = err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
+      } catch (e) {
+        last = e;
+      } finally {
+        circ?.destroy();
+      }
+    }
+    throw last;
+  };
+}
+
+/** The descriptor's introduction points after the full check (SPEC.md §9.21.3). */
+export async function fetchHiddenDescriptor(o: Pick<HiddenConnectOptions, 'node' | 'fetchDescriptor' | 'now'>): Promise<{ ntorKey: Buffer; intros: HsIntroPoint[] }> {
+  const now = (o.now ?? Date.now)();
+  const key = blindPublicKey(o.node.identity, hsPeriodOf(now)).toString('hex');
+  const bytes = await o.fetchDescriptor(key);
+  return openHsDescriptor(bytes, o.node.identity, now).inner;
+}
+
+/** Wait for one control message on `circ` that `pick` accepts (returns non-undefined). */
+function awaitControl<T>(circ: ClientCircuit, pick: (cmd: number, data: Buffer) => T | undefined, timeoutMs: number, timeoutCode: 'HIDDEN_RENDEZVOUS_TIMEOUT' | 'HIDDEN_NO_INTRO'): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const done = () => { clearTimeout(timer); circ.off('close', onClose); circ.onControl = null; };
+    const onClose = (e: BitcloudError) => { done(); reject(e); };
+    const timer = setTimeout(() => { done(); reject(err(timeoutCode, `no answer within ${timeoutMs} ms`)); }, timeoutMs);
+    circ.once('close', onClose);
+    circ.onControl = (cmd, data) => {
+      const v = pick(cmd, data);
+      if (v === undefined) throw err('RELAY_PROTOCOL', `unexpected relay command ${cmd}`);
+      done();
+      resolve(v);
+    };
+  });
+}
+
+/** ESTABLISH_RENDEZVOUS on `circ` with `cookie`; HIDDEN_COOKIE_REUSED if the RP refuses it. */
+export async function establishRendezvous(circ: ClientCircuit, cookie: Buffer, timeoutMs = WAIT_MS): Promise<void> {
+  const answer = awaitControl(circ, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS_ESTABLISHED ? decodeStatus(data, 'RENDEZVOUS_ESTABLISHED') : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
+  circ.sendControl(RelayCommand.ESTABLISH_RENDEZVOUS, encodeCookie(cookie));
+  const status = await answer;
+  if (status === RendezvousStatus.COOKIE_REUSED) throw err('HIDDEN_COOKIE_REUSED', 'the rendezvous point refused the cookie: in use or used before');
+  if (status !== RendezvousStatus.OK) throw err('MSG_MALFORMED', `RENDEZVOUS_ESTABLISHED status ${status}`);
+}
+
+/** INTRODUCE1 `body` on `circ` (ending at an introduction point); resolves with the ACK status. */
+export async function sendIntroduce1(circ: ClientCircuit, body: Buffer, timeoutMs = WAIT_MS): Promise<number> {
+  const ack = awaitControl(circ, (cmd, data) => (cmd === RelayCommand.INTRODUCE_ACK ? decodeStatus(data, 'INTRODUCE_ACK') : undefined), timeoutMs, 'HIDDEN_NO_INTRO');
+  circ.sendControl(RelayCommand.INTRODUCE1, body);
+  return ack;
+}
+
+function relayFor(ip: HsIntroPoint, relays: readonly ConsensusRelay[]): ConsensusRelay | null {
+  const id = ip.linkSpecifiers.find((s) => s.type === 'ed25519');
+  if (!id || id.type !== 'ed25519') return null;
+  return relays.find((r) => r.identity.equals(id.id)) ?? null;
+}
+
+/**
+ * A joined circuit to the hidden node (its virtual hop added), ready for streams. Tries the
+ * introduction points in random order; the last failure is thrown when none leads to a rendezvous.
+ */
+export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCircuit> {
+  const relays = o.relays() ?? [];
+  const desc = await fetchHiddenDescriptor(o);
+  const timeoutMs = o.timeoutMs ?? WAIT_MS;
+  const introRelays = new Set(desc.intros.map((i) => relayFor(i, relays)?.fingerprint).filter(Boolean));
+  const rpCandidates = shuffle(relays.filter((r) => isRunningValid(r) && canBeHop(r) && r.orPort > 0 && !introRelays.has(r.fingerprint)));
+  const rp = rpCandidates[0];
+  if (!rp) throw err('PATH_NO_RELAYS', 'no relay to use as a rendezvous point');
+  const rpCirc = await o.buildTo(rp);
+  try {
+    const cookie = newCookie();
+    await establishRendezvous(rpCirc, cookie, timeoutMs);
+    // One RENDEZVOUS2 waiter for the whole attempt: a control message on the rendezvous circuit
+    // is only ever RENDEZVOUS2 from here on.
+    const hs = relayCryptoHandshake('tor1');
+    let pendingState: ReturnType<typeof ntorClientCreate>['state'] | null = null;
+    let rendezvous2: Promise<Buffer> | null = null;
+    let last: unknown = err('HIDDEN_NO_INTRO', 'the descriptor names no usable introduction point');
+    for (const ip of shuffle([...desc.intros])) {
+      const ipRelay = relayFor(ip, relays);
+      if (!ipRelay) continue;
+      const { state, onionskin } = ntorClientCreate({ id: o.node.identity, onionKey: desc.ntorKey, protoid: hs.protoid });
+      const body = encodeIntroduce(sealIntroduce(ip.authKey, ip.encKey, {
+        cookie, onionskin, rpOnionKey: rp.onionKey,
+        rpLinkSpecifiers: [{ type: 'ipv4', addr: rp.address, port: rp.orPort }, { type: 'ed25519', id: rp.identity }],
+      }));
+      let ipCirc: ClientCircuit | null = null;
+      try {
+        ipCirc = await o.buildTo(ipRelay);
+        const waiting: Promise<Buffer> = rendezvous2 ?? awaitControl(rpCirc, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS2 ? decodeRendezvous2(data) : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
+        waiting.catch(() => {});
+        rendezvous2 = waiting;
+        const status = await sendIntroduce1(ipCirc, body, timeoutMs);
+        if (status !== IntroduceAckStatus.SENT) throw err('HIDDEN_INTRO_REFUSED', `introduction point answered status ${status}`);
+        pendingState = state;
+        break;
+      } catch (e) {
+        last = e;
+        if (!rpCirc.isOpen) throw e;
+      } finally {
+        ipCirc?.destroy();
+      }
+    }
+    if (!pendingState || !rendezvous2) throw last;
+    const reply = await rendezvous2;
+    rpCirc.addVirtualHop({ identity: o.node.identity, fingerprint: o.node.fingerprint, onionKey: desc.ntorKey, address: '0.0.0.0', orPort: 0 }, ntorClientFinish(pendingState, reply, hs.keyLength));
+    return rpCirc;
+  } catch (e) {
+    rpCirc.destroy();
+    throw e;
+  }
+}
+
+/** connectHidden, then one BEGIN_STORAGE stream on the joined circuit. */
+export async function openHiddenStorageStream(o: HiddenConnectOptions): Promise<CircuitStream> {
+  const circ = await connectHidden(o);
+  try {
+    return (await circ.openStream({ kind: 'begin_storage' }, o.timeoutMs ?? WAIT_MS)).stream;
+  } catch (e) {
+    circ.destroy();
+    throw isBitcloudError(e) ? e : err('STORAGE_CONNECT_FAILED', errorCode(e));
+  }
+}

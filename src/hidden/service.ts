@@ -1,0 +1,210 @@
+// SPEC.md §9.21.4–§9.21.5, the hidden storage node's side: introduction circuits to a few relays
+// (ESTABLISH_INTRO under a fresh auth key each), the descriptor that names them (signed under the
+// blinded key, published for periods N and N+1), and for each INTRODUCE2 that passes the checks
+// (auth key, seal, replay cache, listed rendezvous point) a circuit to the client's rendezvous
+// point, RENDEZVOUS1, and the virtual hop's relay end, whose BEGIN_STORAGE streams go to the node.
+// The node's links are those of a client (anonymous, no AUTHENTICATE).
+import { err, errorCode, isBitcloudError } from '../errors';
+import { ed25519Generate, ed25519Sign, randomBytes, shuffle, x25519Generate, type Ed25519KeyPair, type X25519KeyPair } from '../crypto/primitives';
+import { hsPeriodOf } from '../crypto/blind';
+import { ntorServerRespond } from '../crypto/ntor';
+import { relayCryptoHandshake } from '../crypto/relay-crypto';
+import { RelayCommand } from '../wire/relay-msg';
+import { decodeIntroduce, encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes } from '../wire/hidden';
+import type { ConsensusRelay } from '../dir/types';
+import type { IncomingStream } from '../circuit/types';
+import type { CircuitBuilder } from '../client/circuit-builder';
+import type { ClientCircuit } from '../client/client-circuit';
+import { isRunningValid, canBeHop } from '../client/weighting';
+import { silentLogger, type Logger } from '../ops/log';
+import { makeHsDescriptor } from './descriptor';
+import { IntroReplayCache, openIntroduce } from './introduce';
+
+export const DEFAULT_INTRO_POINTS = 3;
+const WAIT_MS = 30_000;
+
+interface Intro {
+  relay: ConsensusRelay;
+  circ: ClientCircuit;
+  auth: Ed25519KeyPair;
+  enc: X25519KeyPair;
+  replay: IntroReplayCache;
+}
+
+export interface HiddenServiceOptions {
+  identity: Ed25519KeyPair;
+  /** The service ntor key (SPEC.md §9.21.3), kept in dataDir/hs-ntor.key. */
+  ntorKey: X25519KeyPair;
+  relays: () => readonly ConsensusRelay[] | null;
+  /** Builds the node's circuits (anonymous links to its guards). */
+  builder: CircuitBuilder;
+  /** A BEGIN_STORAGE stream a client opened on a rendezvous circuit. */
+  onStream: (inc: IncomingStream) => void;
+  /** Upload one descriptor to every authority. */
+  publish: (descriptor: Buffer) => Promise<void>;
+  introPoints?: number;
+  /** Republish this often (ms); default 30 minutes. */
+  republishMs?: number;
+  /** Counts refusals and events by code (metrics). */
+  onEvent?: (code: string) => void;
+  log?: Logger;
+  now?: () => number;
+}
+
+export class HiddenService {
+  private readonly intros: Intro[] = [];
+  private readonly rendezvous = new Set<ClientCircuit>();
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+  private filling: Promise<void> | null = null;
+  private published = false;
+  /** Counts by event code (tests read them; metrics mirror them). */
+  readonly counts = new Map<string, number>();
+
+  constructor(private readonly o: HiddenServiceOptions) {
+    this.log = o.log ?? silentLogger;
+    this.now = o.now ?? Date.now;
+  }
+
+  get introductionPoints(): readonly ConsensusRelay[] { return this.intros.map((i) => i.relay); }
+  get rendezvousCircuits(): number { return this.rendezvous.size; }
+  get hasPublished(): boolean { return this.published; }
+
+  private event(code: string): void {
+    this.counts.set(code, (this.counts.get(code) ?? 0) + 1);
+    this.o.onEvent?.(code);
+  }
+
+  /** Establish the introduction points and publish; then keep both up. Resolves after the first publication. */
+  async start(): Promise<void> {
+    await this.fill();
+    const every = this.o.republishMs ?? 30 * 60_000;
+    const tick = () => {
+      if (this.closed) return;
+      void this.fill().catch(() => {}).finally(() => { if (!this.closed) this.timer = setTimeout(tick, every).unref(); });
+    };
+    this.timer = setTimeout(tick, every).unref();
+  }
+
+  /** Replace dead introduction points, then publish (always: fresh revision, current periods). */
+  private fill(): Promise<void> {
+    this.filling ??= (async () => {
+      try {
+        const want = this.o.introPoints ?? DEFAULT_INTRO_POINTS;
+        for (let attempt = 0; this.intros.length < want && attempt < want * 3 && !this.closed; attempt++) {
+          try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
+        }
+        if (this.intros.length === 0) throw err('HIDDEN_NO_INTRO', 'no introduction point could be established');
+        await this.publishNow();
+      } finally {
+        this.filling = null;
+      }
+    })();
+    return this.filling;
+  }
+
+  private candidates(): ConsensusRelay[] {
+    const used = new Set(this.intros.map((i) => i.relay.fingerprint));
+    const relays = this.o.relays() ?? [];
+    return shuffle(relays.filter((r) => isRunningValid(r) && canBeHop(r) && r.orPort > 0 && !used.has(r.fingerprint)));
+  }
+
+  private async establishOne(): Promise<void> {
+    const relay = this.candidates()[0];
+    if (!relay) throw err('HIDDEN_NO_INTRO', 'no relay left to use as an introduction point');
+    const { circ } = await this.o.builder.build({ storageNode: relay });
+    const auth = ed25519Generate();
+    const timestamp = this.now();
+    const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp), auth.secretKey);
+    const intro: Intro = { relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache() };
+    let onEarlyClose: (e: Error) => void = () => {};
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { circ.destroy(); reject(err('HIDDEN_NO_INTRO', 'no INTRO_ESTABLISHED in time')); }, WAIT_MS);
+      onEarlyClose = (e) => { clearTimeout(timer); reject(e); };
+      circ.once('close', onEarlyClose);
+      circ.onControl = (cmd, data) => {
+        if (cmd === RelayCommand.INTRO_ESTABLISHED) { clearTimeout(timer); resolve(); return; }
+        if (cmd === RelayCommand.INTRODUCE2) { this.onIntroduce2(intro, data); return; }
+        throw err('RELAY_PROTOCOL', `unexpected relay command ${cmd} on an introduction circuit`);
+      };
+      circ.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp, signature }));
+    });
+    this.intros.push(intro);
+    circ.off('close', onEarlyClose);
+    circ.once('close', () => {
+      const i = this.intros.indexOf(intro);
+      if (i >= 0) this.intros.splice(i, 1);
+      if (!this.closed) { this.event('intro_lost'); void this.fill().catch(() => {}); }
+    });
+    this.event('intro_established');
+  }
+
+  /** Sign and publish descriptors for the current and the next period. */
+  async publishNow(): Promise<void> {
+    const n = hsPeriodOf(this.now());
+    const inner = {
+      ntorKey: this.o.ntorKey.publicKey,
+      intros: this.intros.map((i) => ({
+        linkSpecifiers: [{ type: 'ipv4' as const, addr: i.relay.address, port: i.relay.orPort }, { type: 'ed25519' as const, id: i.relay.identity }],
+        authKey: i.auth.publicKey,
+        encKey: i.enc.publicKey,
+      })),
+    };
+    const revision = this.now();
+    for (const period of [n, n + 1]) {
+      await this.o.publish(makeHsDescriptor({ identity: this.o.identity, period, revision, inner }));
+    }
+    this.published = true;
+    this.event('published');
+  }
+
+  /** SPEC.md §9.21.5 step 3. A refused introduction is dropped (and counted by its code). */
+  private onIntroduce2(intro: Intro, data: Buffer): void {
+    try {
+      const m = decodeIntroduce(data);
+      if (!m.authKey.equals(intro.auth.publicKey)) throw err('HIDDEN_INTRO_FORGED', 'INTRODUCE2 under another auth key');
+      const p = openIntroduce(m, intro.enc);
+      intro.replay.check(data);
+      const rpId = p.rpLinkSpecifiers.find((s) => s.type === 'ed25519');
+      const rp = (this.o.relays() ?? []).find((r) => rpId && rpId.type === 'ed25519' && r.identity.equals(rpId.id));
+      if (!rp || !isRunningValid(rp) || !canBeHop(rp)) throw err('HIDDEN_RP_UNKNOWN', 'the rendezvous point is not a running relay of the consensus');
+      const hs = relayCryptoHandshake('tor1');
+      const { reply, keys } = ntorServerRespond({ onionskin: p.onionskin, id: this.o.identity.publicKey, onionKeys: [this.o.ntorKey], protoid: hs.protoid, keyLength: hs.keyLength });
+      this.event('introduced');
+      void this.meet(rp, p.cookie, reply, keys);
+    } catch (e) {
+      const code = isBitcloudError(e) ? e.code : 'HIDDEN_INTRO_FORGED';
+      this.event(code);
+      this.log.debug({ code }, 'introduction refused');
+    }
+  }
+
+  private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {
+    try {
+      const { circ } = await this.o.builder.build({ storageNode: rp });
+      if (this.closed) { circ.destroy(); return; }
+      circ.sendControl(RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply }));
+      circ.attachServiceEnd(keys, (inc) => this.o.onStream(inc));
+      this.rendezvous.add(circ);
+      circ.once('close', () => this.rendezvous.delete(circ));
+      this.event('rendezvous');
+    } catch (e) {
+      keys.fill(0);
+      this.event(errorCode(e));
+      this.log.debug({ code: errorCode(e) }, 'rendezvous circuit failed');
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const i of this.intros.splice(0)) i.circ.destroy();
+    for (const c of [...this.rendezvous]) c.destroy();
+    this.rendezvous.clear();
+  }
+}
+
+/** A cookie for ESTABLISH_RENDEZVOUS (SPEC.md §9.21.5). */
+export function newCookie(): Buffer { return randomBytes(20); }

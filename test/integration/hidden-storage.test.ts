@@ -1,0 +1,232 @@
+// Hidden storage nodes (SPEC.md §9.21) with real daemons: `npm start -- --hidden-storage` makes
+// every storage node hidden; the consensus and every descriptor a client sees name no address of
+// them; `bitcloud put` / `get` work through rendezvous circuits; and the attacks of issue 17 are
+// refused with their codes: a forged and a replayed introduction (counted by the node), a
+// rendezvous cookie reused (refused by the relay), a descriptor signed by another key or for
+// another period (refused by the authority and by the client).
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
+import { runCli, eventually } from '../helpers/daemon';
+import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import { CircuitManager } from '../../src/client/circuit-manager';
+import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
+import { connectHidden, establishRendezvous, fetchHiddenDescriptor, mirrorDescriptorFetcher, sendIntroduce1 } from '../../src/hidden/client';
+import { sealIntroduce } from '../../src/hidden/introduce';
+import { makeHsDescriptor, openHsDescriptor } from '../../src/hidden/descriptor';
+import { HS_DESC_PATH } from '../../src/hidden/store';
+import { blindPublicKey, hsPeriodOf } from '../../src/crypto/blind';
+import { ntorClientCreate } from '../../src/crypto/ntor';
+import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
+import { encodeIntroduce, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
+import { httpRequest } from '../../src/dir/fetch';
+import { isBitcloudError } from '../../src/errors';
+
+let net: LocalNet;
+let c: VerifiedConsensus;
+let manager: CircuitManager;
+/** A cookie the forged/replay test spent at `spentAt` (a full rendezvous joined under it). */
+let spent: { cookie: Buffer; at: ConsensusRelay } | null = null;
+/** The capability the put/get test stored. */
+let storedCap = '';
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
+}
+
+beforeAll(async () => {
+  net = await startLocalNet({ relays: 4, exits: 1, storage: 6, hiddenStorage: true, timeoutMs: 240_000 });
+  c = await net.consensus();
+  manager = new CircuitManager({ relays: () => c.relays, enforceDistinctSubnets: false, preemptiveCircuits: 0 });
+}, 300_000);
+
+afterAll(async () => {
+  await manager?.close();
+  await net?.stop();
+}, 60_000);
+
+const relaysOf = () => c.relays;
+const buildTo = (r: ConsensusRelay) => manager.buildCircuitTo(r);
+const hiddenNodes = () => c.relays.filter((r) => r.roles.includes('hidden'));
+/** Every port a storage node was configured with (none of them is ever used, or published). */
+const storagePorts = () => new Set(net.storage.flatMap((n) => Object.values(n.ports)));
+
+describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
+  it('the consensus lists every storage node hidden: identity, flags and capacity, but address 0.0.0.0 and no port', () => {
+    const hidden = hiddenNodes();
+    expect(hidden.map((r) => r.nickname).sort()).toEqual(['store1', 'store2', 'store3', 'store4', 'store5', 'store6']);
+    for (const r of hidden) {
+      expect(r.roles).toEqual(['storage', 'hidden']);
+      expect(r.address).toBe('0.0.0.0');
+      expect([r.orPort, r.dirPort, r.storagePort]).toEqual([0, 0, 0]);
+      expect(r.flags.has('Storage') && r.flags.has('Running') && r.flags.has('Valid')).toBe(true);
+      expect(r.identity.toString('hex')).toBe(net.storage.find((n) => n.name === r.nickname)!.identity);
+    }
+    const ports = storagePorts();
+    for (const r of c.relays) for (const p of [r.orPort, r.dirPort, r.storagePort]) expect(ports.has(p)).toBe(false);
+  });
+
+  it('every descriptor the client sees names only relays as introduction points, no address or port of a hidden node', async () => {
+    const fetchDescriptor = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
+    const relayIds = new Set(c.relays.filter((r) => !r.roles.includes('storage')).map((r) => r.fingerprint));
+    const ports = storagePorts();
+    for (const node of hiddenNodes()) {
+      const key = blindPublicKey(node.identity, hsPeriodOf(Date.now())).toString('hex');
+      const bytes = await fetchDescriptor(key);
+      // The store's view: a blinded key and a sealed blob; neither the identity nor a port in clear.
+      expect(bytes.includes(node.identity)).toBe(false);
+      const { inner } = openHsDescriptor(bytes, node.identity, Date.now());
+      expect(inner.intros.length).toBeGreaterThan(0);
+      for (const ip of inner.intros) {
+        for (const ls of ip.linkSpecifiers) {
+          if (ls.type === 'ed25519') expect(relayIds.has(ls.id.toString('hex'))).toBe(true);
+          if (ls.type === 'ipv4') expect(ports.has(ls.port)).toBe(false);
+        }
+      }
+    }
+  }, 120_000);
+
+  it('bitcloud put and get store and read a file through the hidden nodes', async () => {
+    const file = path.join(net.dir, 'hidden-in.bin');
+    const out = path.join(net.dir, 'hidden-out.bin');
+    const body = randomBytes(1536 * 1024 + 5);
+    fs.writeFileSync(file, body);
+    const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
+    expect(put.code, put.stderr).toBe(0);
+    const cap = storedCap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
+    const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
+    expect(get.code, get.stderr).toBe(0);
+    expect(fs.readFileSync(out).equals(body)).toBe(true);
+    // The hidden nodes hold the shares: bytes stored, and rendezvous circuits served.
+    let stored = 0;
+    let rendezvous = 0;
+    for (const n of net.storage) {
+      const s = await scrape(n.ports.metrics);
+      stored += metric(s, 'bitcloud_storage_bytes_stored');
+      rendezvous += metric(s, 'bitcloud_storage_hidden_events_total', { event: 'rendezvous' });
+    }
+    expect(stored).toBeGreaterThan(body.length);
+    expect(rendezvous).toBeGreaterThanOrEqual(6);
+  }, 480_000);
+
+  it('the authorities\' storage audits reach the hidden nodes through rendezvous circuits and pass (SPEC.md §9.20, §9.21)', async () => {
+    expect(storedCap).not.toBe('');
+    const k = await runCli('bitcloud', ['keep', 'contract', storedCap, '--epochs', '100', '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
+    expect(k.code, k.stderr + k.stdout).toBe(0);
+    const kj = JSON.parse(k.stdout.trim().split('\n').pop()!) as { ok: boolean; startEpoch: number; entries: number };
+    expect(kj.ok).toBe(true);
+    const hiddenFps = new Set(hiddenNodes().map((r) => r.fingerprint));
+    const authority = net.authorities[0];
+    // An epoch whose signed report audited every contracted share, each at a hidden node, all passed.
+    const report = await eventually(async () => {
+      for (let e = kj.startEpoch; e < kj.startEpoch + 40; e++) {
+        const r = await httpRequest(`http://127.0.0.1:${authority.ports.http}/bitcloud/storage/audits?epoch=${e}`, { maxBytes: 64 << 20, timeoutMs: 5000 }).catch(() => null);
+        if (!r || r.status !== 200) continue;
+        const signed = JSON.parse(r.body.toString('utf8')) as { body: string };
+        const results = (JSON.parse(signed.body) as { results: { node: string; ok: boolean; code?: string }[] }).results;
+        if (results.length > 0 && results.every((x) => x.ok)) return results;
+      }
+      return null;
+    }, 180_000, 2000);
+    for (const r of report) expect(hiddenFps.has(r.node)).toBe(true);
+    expect(new Set(report.map((r) => r.node)).size).toBeGreaterThanOrEqual(4);
+  }, 480_000);
+
+  it('a forged introduction (not sealed to the introduction\'s key) and a replayed one are dropped by the node with their codes', async () => {
+    const node = hiddenNodes().find((r) => r.nickname === 'store1')!;
+    const nodeMetrics = net.storage.find((n) => n.name === 'store1')!.ports.metrics;
+    const count = async (code: string) => metric(await scrape(nodeMetrics), 'bitcloud_storage_hidden_events_total', { event: code });
+    const fetchDescriptor = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
+    const desc = await fetchHiddenDescriptor({ node, fetchDescriptor });
+    const ip = desc.intros[0];
+    const ipRelay = c.relays.find((r) => ip.linkSpecifiers.some((s) => s.type === 'ed25519' && s.id.equals(r.identity)))!;
+    const rp = c.relays.find((r) => r.roles.includes('relay') && r.fingerprint !== ipRelay.fingerprint)!;
+    const hs = relayCryptoHandshake('tor1');
+    const plaintext = (cookie: Buffer) => ({
+      cookie, rpOnionKey: rp.onionKey, onionskin: ntorClientCreate({ id: node.identity, onionKey: desc.ntorKey, protoid: hs.protoid }).onionskin,
+      rpLinkSpecifiers: [{ type: 'ipv4' as const, addr: rp.address, port: rp.orPort }, { type: 'ed25519' as const, id: rp.identity }],
+    });
+    const introduce = async (body: Buffer) => {
+      const circ = await buildTo(ipRelay);
+      try { return await sendIntroduce1(circ, body); } finally { circ.destroy(); }
+    };
+
+    // Forged: the right auth key, sealed to a key that is not the introduction's.
+    const forgedBefore = await count('HIDDEN_INTRO_FORGED');
+    const forged = encodeIntroduce(sealIntroduce(ip.authKey, x25519Generate().publicKey, plaintext(randomBytes(20))));
+    expect(await introduce(forged)).toBe(IntroduceAckStatus.SENT); // the introduction point cannot tell
+    await eventually(async () => (await count('HIDDEN_INTRO_FORGED')) > forgedBefore, 30_000, 250);
+
+    // A genuine introduction: the node meets us at the rendezvous point…
+    const rpCirc = await buildTo(rp);
+    const cookie = randomBytes(20);
+    await establishRendezvous(rpCirc, cookie);
+    const genuine = encodeIntroduce(sealIntroduce(ip.authKey, ip.encKey, plaintext(cookie)));
+    const rendezvousBefore = await count('rendezvous');
+    expect(await introduce(genuine)).toBe(IntroduceAckStatus.SENT);
+    await eventually(async () => (await count('rendezvous')) > rendezvousBefore, 60_000, 250);
+    spent = { cookie, at: rp };
+    // …and the same INTRODUCE1 again (as a hostile introduction point would replay it) is refused.
+    const replayBefore = await count('HIDDEN_INTRO_REPLAY');
+    expect(await introduce(genuine)).toBe(IntroduceAckStatus.SENT);
+    await eventually(async () => (await count('HIDDEN_INTRO_REPLAY')) > replayBefore, 30_000, 250);
+    rpCirc.destroy();
+
+    // An unknown auth key: the introduction point itself answers status 1.
+    const unknown = encodeIntroduce(sealIntroduce(ed25519Generate().publicKey, ip.encKey, plaintext(randomBytes(20))));
+    expect(await introduce(unknown)).toBe(IntroduceAckStatus.UNKNOWN_KEY);
+  }, 240_000);
+
+  it('a rendezvous cookie reused (pending, or already spent) is refused with HIDDEN_COOKIE_REUSED', async () => {
+    const rp = c.relays.find((r) => r.roles.includes('relay'))!;
+    const cookie = randomBytes(20);
+    const a = await buildTo(rp);
+    await establishRendezvous(a, cookie);
+    const b = await buildTo(rp);
+    expect(await codeOf(establishRendezvous(b, cookie))).toBe('HIDDEN_COOKIE_REUSED');
+    a.destroy();
+    b.destroy();
+    // A cookie spent by a completed rendezvous is refused for an hour.
+    expect(spent).not.toBeNull();
+    const d = await buildTo(spent!.at);
+    expect(await codeOf(establishRendezvous(d, spent!.cookie))).toBe('HIDDEN_COOKIE_REUSED');
+    d.destroy();
+    // And a full connection in this process: rendezvous, virtual hop, BEGIN_STORAGE accepted.
+    const node = hiddenNodes()[1];
+    const joined = await connectHidden({ node, relays: relaysOf, buildTo, fetchDescriptor: mirrorDescriptorFetcher({ relays: relaysOf, buildTo }) });
+    const { stream } = await joined.openStream({ kind: 'begin_storage' });
+    stream.destroy();
+    joined.destroy();
+  }, 180_000);
+
+  it('an authority refuses a descriptor signed by another key or for another period; a client refuses another node\'s descriptor', async () => {
+    const node = hiddenNodes()[0];
+    const other = hiddenNodes()[1];
+    const authority = net.authorities[0];
+    const post = (body: Buffer) => eventually(async () => {
+      const r = await httpRequest(`http://127.0.0.1:${authority.ports.http}${HS_DESC_PATH}`, { method: 'POST', body, maxBytes: 65536, timeoutMs: 10_000 });
+      // The hidden nodes upload from the same address: wait out its rate limit.
+      return r.status === 429 ? null : { status: r.status, code: (JSON.parse(r.body.toString('utf8')) as { code?: string }).code };
+    }, 60_000, 1000);
+    const inner: HsDescriptorInner = {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    };
+    const n = hsPeriodOf(Date.now());
+    // Another key signs a descriptor, then claims the node's blinded key for it.
+    const forged = makeHsDescriptor({ identity: ed25519Generate(), period: n, revision: Date.now() + 60_000, inner });
+    blindPublicKey(node.identity, n).copy(forged, 6);
+    expect(await post(forged)).toEqual({ status: 400, code: 'HIDDEN_DESC_BAD_SIGNATURE' });
+    // A descriptor for a past period, properly signed by its own key.
+    const stale = makeHsDescriptor({ identity: ed25519Generate(), period: n - 1, revision: Date.now(), inner });
+    expect(await post(stale)).toEqual({ status: 400, code: 'HIDDEN_DESC_WRONG_PERIOD' });
+    // A mirror that hands out another node's (valid) descriptor: the client derives another key.
+    const fetchOther = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
+    const otherBytes = await fetchOther(blindPublicKey(other.identity, n).toString('hex'));
+    expect(await codeOf(fetchHiddenDescriptor({ node, fetchDescriptor: async () => otherBytes }))).toBe('HIDDEN_DESC_WRONG_KEY');
+    // The node's own descriptor is still the one served.
+    const mine = await fetchHiddenDescriptor({ node, fetchDescriptor: fetchOther });
+    expect(mine.intros.length).toBeGreaterThan(0);
+  }, 120_000);
+});

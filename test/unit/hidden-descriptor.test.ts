@@ -1,0 +1,132 @@
+import { describe, it, expect } from 'vitest';
+import { makeHsDescriptor, openHsDescriptor, checkHsDescriptorOuter } from '../../src/hidden/descriptor';
+import { sealIntroduce, openIntroduce, IntroReplayCache } from '../../src/hidden/introduce';
+import { blindPublicKey, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
+import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
+import { isBitcloudError } from '../../src/errors';
+import {
+  decodeEstablishIntro, decodeHsDescriptorOuter, decodeIntroduce, decodeRendezvous1, encodeEstablishIntro, encodeIntroduce,
+  encodeRendezvous1, ESTABLISH_INTRO_LEN, HS_DESC_MAX, decodeCookie, encodeCookie,
+} from '../../src/wire/hidden';
+import type { HsDescriptorInner } from '../../src/wire/hidden';
+
+function codeOf(f: () => unknown): string {
+  try { f(); return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
+}
+
+const DAY = HS_PERIOD_SECONDS * 1000;
+const now = 20_000 * DAY + 3_600_000;
+const period = 20_000;
+
+function inner(n = 3): HsDescriptorInner {
+  return {
+    ntorKey: x25519Generate().publicKey,
+    intros: Array.from({ length: n }, (_, i) => ({
+      linkSpecifiers: [{ type: 'ipv4' as const, addr: `10.0.0.${i + 1}`, port: 9000 + i }, { type: 'ed25519' as const, id: randomBytes(32) }],
+      authKey: ed25519Generate().publicKey,
+      encKey: x25519Generate().publicKey,
+    })),
+  };
+}
+
+describe('hidden descriptor (SPEC.md §9.21.3)', () => {
+  const id = ed25519Generate();
+  it('round-trips, within the size limit, and names the blinded key, not the identity', () => {
+    const inn = inner(8);
+    const d = makeHsDescriptor({ identity: id, period, revision: 5, inner: inn });
+    expect(d.length).toBeLessThanOrEqual(HS_DESC_MAX);
+    expect(d.includes(id.publicKey)).toBe(false);
+    const { outer, inner: got } = openHsDescriptor(d, id.publicKey, now);
+    expect(outer.blindedKey.equals(blindPublicKey(id.publicKey, period))).toBe(true);
+    expect(outer.revision).toBe(5);
+    expect(got.ntorKey.equals(inn.ntorKey)).toBe(true);
+    expect(got.intros.map((i) => i.authKey.toString('hex'))).toEqual(inn.intros.map((i) => i.authKey.toString('hex')));
+    // The introduction points' addresses are sealed: the store never sees them.
+    expect(d.includes(Buffer.from([10, 0, 0, 1]))).toBe(false);
+  });
+  it('a store checks the outer layer without the identity', () => {
+    const d = makeHsDescriptor({ identity: id, period, revision: 1, inner: inner() });
+    expect(checkHsDescriptorOuter(d, { nowMs: now }).period).toBe(period);
+  });
+  it('refuses a descriptor signed by another key', () => {
+    const other = ed25519Generate();
+    const d = makeHsDescriptor({ identity: other, period, revision: 1, inner: inner() });
+    expect(codeOf(() => openHsDescriptor(d, id.publicKey, now))).toBe('HIDDEN_DESC_WRONG_KEY');
+    // Same blinded key field, but the signature made by another key:
+    const mine = makeHsDescriptor({ identity: id, period, revision: 1, inner: inner() });
+    const forged = Buffer.from(mine);
+    d.subarray(d.length - 64).copy(forged, forged.length - 64);
+    expect(codeOf(() => openHsDescriptor(forged, id.publicKey, now))).toBe('HIDDEN_DESC_BAD_SIGNATURE');
+    expect(codeOf(() => checkHsDescriptorOuter(forged, { nowMs: now }))).toBe('HIDDEN_DESC_BAD_SIGNATURE');
+  });
+  it('refuses a descriptor for another period, or one whose period was rewritten', () => {
+    const old = makeHsDescriptor({ identity: id, period: period - 1, revision: 1, inner: inner() });
+    expect(codeOf(() => openHsDescriptor(old, id.publicKey, now))).toBe('HIDDEN_DESC_WRONG_PERIOD');
+    const rewritten = Buffer.from(old);
+    rewritten.writeBigUInt64BE(BigInt(period), 38);
+    expect(codeOf(() => openHsDescriptor(rewritten, id.publicKey, now))).toBe('HIDDEN_DESC_WRONG_KEY');
+    expect(codeOf(() => checkHsDescriptorOuter(rewritten, { nowMs: now }))).toBe('HIDDEN_DESC_BAD_SIGNATURE');
+    // The next period's descriptor is accepted (published ahead of the boundary).
+    const next = makeHsDescriptor({ identity: id, period: period + 1, revision: 1, inner: inner() });
+    expect(openHsDescriptor(next, id.publicKey, now).outer.period).toBe(period + 1);
+  });
+  it('refuses an expired, truncated, oversized or altered descriptor', () => {
+    const exp = makeHsDescriptor({ identity: id, period, revision: 1, validUntil: now - 1, inner: inner() });
+    expect(codeOf(() => openHsDescriptor(exp, id.publicKey, now))).toBe('HIDDEN_DESC_EXPIRED');
+    const d = makeHsDescriptor({ identity: id, period, revision: 1, inner: inner() });
+    expect(codeOf(() => decodeHsDescriptorOuter(d.subarray(0, d.length - 1)))).toBe('HIDDEN_DESC_MALFORMED');
+    expect(codeOf(() => decodeHsDescriptorOuter(Buffer.concat([d, Buffer.alloc(HS_DESC_MAX)])))).toBe('HIDDEN_DESC_MALFORMED');
+    const flipped = Buffer.from(d);
+    flipped[100] ^= 1;
+    expect(codeOf(() => openHsDescriptor(flipped, id.publicKey, now))).toBe('HIDDEN_DESC_BAD_SIGNATURE');
+  });
+});
+
+describe('hidden relay message bodies (SPEC.md §9.21.4–§9.21.5)', () => {
+  it('ESTABLISH_INTRO is 104 bytes: auth key, timestamp, signature', () => {
+    const m = { authKey: randomBytes(32), timestamp: 1_700_000_000_000, signature: randomBytes(64) };
+    const b = encodeEstablishIntro(m);
+    expect(b.length).toBe(ESTABLISH_INTRO_LEN);
+    expect(b.readBigUInt64BE(32)).toBe(1_700_000_000_000n);
+    expect(decodeEstablishIntro(b)).toEqual(m);
+    expect(codeOf(() => decodeEstablishIntro(b.subarray(0, 103)))).toBe('MSG_TRUNCATED');
+    expect(codeOf(() => decodeEstablishIntro(Buffer.concat([b, Buffer.alloc(1)])))).toBe('MSG_MALFORMED');
+  });
+  it('cookies are 20 bytes; RENDEZVOUS1 is cookie | 64-byte reply', () => {
+    expect(codeOf(() => decodeCookie(Buffer.alloc(19)))).toBe('MSG_TRUNCATED');
+    expect(decodeCookie(encodeCookie(Buffer.alloc(20, 7))).equals(Buffer.alloc(20, 7))).toBe(true);
+    const r = { cookie: randomBytes(20), reply: randomBytes(64) };
+    const b = encodeRendezvous1(r);
+    expect(b.length).toBe(84);
+    expect(decodeRendezvous1(b)).toEqual(r);
+  });
+  it('INTRODUCE1 opens only with the enc key, and the replay cache refuses a second copy', () => {
+    const enc = x25519Generate();
+    const authKey = ed25519Generate().publicKey;
+    const p = {
+      cookie: randomBytes(20), rpOnionKey: randomBytes(32), onionskin: randomBytes(96),
+      rpLinkSpecifiers: [{ type: 'ipv4' as const, addr: '127.0.0.1', port: 5000 }, { type: 'ed25519' as const, id: randomBytes(32) }],
+    };
+    const body = encodeIntroduce(sealIntroduce(authKey, enc.publicKey, p));
+    expect(body.length).toBeLessThanOrEqual(498);
+    // The cleartext header: auth key first; the cookie is not visible.
+    expect(body.subarray(0, 32).equals(authKey)).toBe(true);
+    expect(body.includes(p.cookie)).toBe(false);
+    const got = openIntroduce(decodeIntroduce(body), enc);
+    expect(got.cookie.equals(p.cookie)).toBe(true);
+    expect(got.onionskin.equals(p.onionskin)).toBe(true);
+    // Forged: another enc key, or one flipped bit.
+    expect(codeOf(() => openIntroduce(decodeIntroduce(body), x25519Generate()))).toBe('HIDDEN_INTRO_FORGED');
+    const flipped = Buffer.from(body);
+    flipped[flipped.length - 3] ^= 1;
+    expect(codeOf(() => openIntroduce(decodeIntroduce(flipped), enc))).toBe('HIDDEN_INTRO_FORGED');
+    const swapped = Buffer.from(body);
+    randomBytes(32).copy(swapped, 0);
+    expect(codeOf(() => openIntroduce(decodeIntroduce(swapped), enc))).toBe('HIDDEN_INTRO_FORGED');
+    const cache = new IntroReplayCache(2);
+    cache.check(body);
+    expect(codeOf(() => cache.check(body))).toBe('HIDDEN_INTRO_REPLAY');
+    cache.check(flipped);
+    expect(codeOf(() => cache.check(swapped))).toBe('HIDDEN_INTRO_REPLAY');
+  });
+});

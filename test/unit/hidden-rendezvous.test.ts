@@ -1,0 +1,129 @@
+// SPEC.md §9.21.4–§9.21.5 at one relay (RendezvousRelay) with fake circuits: which message each
+// circuit gets back, and each refusal by its code. The relay-crypto side (joined circuits, the
+// virtual hop) runs with real daemons in test/integration/hidden-storage.test.ts.
+import { describe, it, expect } from 'vitest';
+import { RendezvousRelay } from '../../src/circuit/rendezvous';
+import type { RendezvousCircuit } from '../../src/circuit/types';
+import { RelayCommand } from '../../src/wire/relay-msg';
+import { ed25519Generate, ed25519Sign, randomBytes } from '../../src/crypto/primitives';
+import { encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus } from '../../src/wire/hidden';
+import { isBitcloudError } from '../../src/errors';
+
+class FakeCircuit implements RendezvousCircuit {
+  isClosed = false;
+  extended = false;
+  sent: Array<{ command: number; data: Buffer }> = [];
+  joinedWith: RendezvousCircuit | null = null;
+  destroyedWith: string | undefined;
+  sendRelay(command: number, _streamId: number, data: Uint8Array): void { this.sent.push({ command, data: Buffer.from(data) }); }
+  join(other: RendezvousCircuit): void { this.joinedWith = other; }
+  destroy(_reason: number, code?: string): void { this.isClosed = true; this.destroyedWith = code; }
+}
+
+function codeOf(f: () => unknown): string {
+  try { f(); return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : 'other'; }
+}
+
+const relayId = ed25519Generate().publicKey;
+const NOW = 1_750_000_000_000;
+
+function establish(auth = ed25519Generate(), ts = NOW, ip = relayId): Buffer {
+  return encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(ip, auth.publicKey, ts), auth.secretKey) });
+}
+
+function introduceBody(authKey: Buffer): Buffer {
+  return Buffer.concat([authKey, randomBytes(32), randomBytes(24), randomBytes(60)]);
+}
+
+describe('introduction point (SPEC.md §9.21.4)', () => {
+  it('ESTABLISH_INTRO answered INTRO_ESTABLISHED; INTRODUCE1 relayed unchanged as INTRODUCE2, ACK 0', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    expect(svc.sent.map((s) => s.command)).toEqual([RelayCommand.INTRO_ESTABLISHED]);
+    const client = new FakeCircuit();
+    const body = introduceBody(auth.publicKey);
+    rv.onMessage(client, RelayCommand.INTRODUCE1, body);
+    expect(svc.sent[1]).toEqual({ command: RelayCommand.INTRODUCE2, data: body });
+    expect(client.sent).toEqual([{ command: RelayCommand.INTRODUCE_ACK, data: Buffer.from([IntroduceAckStatus.SENT]) }]);
+  });
+  it('refuses a bad signature, another relay\'s identity, a stale timestamp, a circuit that goes on', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const forged = establish();
+    forged[50] ^= 1;
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, forged))).toBe('HIDDEN_ESTABLISH_INVALID');
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(undefined, NOW, ed25519Generate().publicKey)))).toBe('HIDDEN_ESTABLISH_INVALID');
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(undefined, NOW - 11 * 60_000)))).toBe('HIDDEN_ESTABLISH_INVALID');
+    const onward = new FakeCircuit();
+    onward.extended = true;
+    expect(codeOf(() => rv.onMessage(onward, RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_ESTABLISH_INVALID');
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, Buffer.alloc(103)))).toBe('HIDDEN_ESTABLISH_INVALID');
+    expect(rv.introCircuits).toBe(0);
+  });
+  it('an unknown auth key gets ACK 1, a short body ACK 2; a forgotten circuit no longer introduces', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const client = new FakeCircuit();
+    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(randomBytes(32)));
+    rv.onMessage(client, RelayCommand.INTRODUCE1, Buffer.alloc(90));
+    expect(client.sent.map((s) => s.data[0])).toEqual([IntroduceAckStatus.UNKNOWN_KEY, IntroduceAckStatus.MALFORMED]);
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    rv.forget(svc);
+    const c2 = new FakeCircuit();
+    rv.onMessage(c2, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    expect(c2.sent[0].data[0]).toBe(IntroduceAckStatus.UNKNOWN_KEY);
+  });
+  it('a second ESTABLISH_INTRO for the same key replaces (and destroys) the first circuit', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const auth = ed25519Generate();
+    const first = new FakeCircuit();
+    const second = new FakeCircuit();
+    rv.onMessage(first, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    rv.onMessage(second, RelayCommand.ESTABLISH_INTRO, establish(auth, NOW + 1));
+    expect(first.isClosed).toBe(true);
+    expect(rv.introCircuits).toBe(1);
+  });
+  it('holds at most maxIntroCircuits', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW, limits: { maxIntroCircuits: 1 } });
+    rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish());
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_RELAY_LIMIT');
+  });
+});
+
+describe('rendezvous point (SPEC.md §9.21.5)', () => {
+  it('parks a cookie, joins on RENDEZVOUS1 and sends RENDEZVOUS2; the cookie is spent afterwards', () => {
+    let now = NOW;
+    const rv = new RendezvousRelay(() => relayId, { now: () => now });
+    const cookie = randomBytes(20);
+    const client = new FakeCircuit();
+    rv.onMessage(client, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(client.sent).toEqual([{ command: RelayCommand.RENDEZVOUS_ESTABLISHED, data: Buffer.from([RendezvousStatus.OK]) }]);
+    const svc = new FakeCircuit();
+    const reply = randomBytes(64);
+    rv.onMessage(svc, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply }));
+    expect(client.sent[1]).toEqual({ command: RelayCommand.RENDEZVOUS2, data: reply });
+    expect(client.joinedWith).toBe(svc);
+    expect(svc.joinedWith).toBe(client);
+    // Spent: refused for an hour, then forgotten.
+    const again = new FakeCircuit();
+    rv.onMessage(again, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(again.sent[0].data[0]).toBe(RendezvousStatus.COOKIE_REUSED);
+    expect(again.destroyedWith).toBe('HIDDEN_COOKIE_REUSED');
+    now += 3_600_001;
+    const later = new FakeCircuit();
+    rv.onMessage(later, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(later.sent[0].data[0]).toBe(RendezvousStatus.OK);
+  });
+  it('refuses a pending cookie twice, and a RENDEZVOUS1 with an unknown cookie', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const cookie = randomBytes(20);
+    rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    const dup = new FakeCircuit();
+    rv.onMessage(dup, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(dup.sent[0].data[0]).toBe(RendezvousStatus.COOKIE_REUSED);
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie: randomBytes(20), reply: randomBytes(64) })))).toBe('HIDDEN_COOKIE_UNKNOWN');
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, Buffer.alloc(19)))).toBe('MSG_TRUNCATED');
+  });
+});

@@ -1,0 +1,140 @@
+// SPEC.md §8.7.1, §8.7.3 item 7, §8.11: transfers carried by reward blocks and an authority's
+// pool of pending transfers. Balances are allocations ± transfers; a block whose transfers do not
+// apply is refused (REWARD_BAD_TRANSFER) and changes nothing; the pool refuses a bad signature, a
+// replay, a double spend, a nonce gap, an overspend, each with its code.
+import { describe, expect, it } from 'vitest';
+import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { expectCode } from '../helpers/errors';
+import type { IssuanceSchedule } from '../../src/bandwidth/reward';
+import {
+  applyRewardBlock, decodeRewardBlock, emptyChainState, encodeRewardBlock, encodeSignedRewardBlock, nextRewardBlock,
+  signRewardBlock, staticAuthorities, verifyChain, type ChainTip,
+} from '../../src/bandwidth/reward-chain';
+import { signTransfer } from '../../src/bandwidth/transfer';
+import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
+import { TransferPool } from '../../directory/transfer-pool';
+
+const schedule: IssuanceSchedule = { initialPerBlock: 1_000_000n, halvingInterval: 100 };
+const auth = ed25519FromSeed(Buffer.alloc(32, 5));
+const authorities = staticAuthorities([{ identity: auth.publicKey }]);
+const relay = ed25519FromSeed(Buffer.alloc(32, 1));
+const relay2 = ed25519FromSeed(Buffer.alloc(32, 2));
+const wallet = ed25519FromSeed(Buffer.alloc(32, 3));
+const other = ed25519FromSeed(Buffer.alloc(32, 4));
+const hex = (k: Ed25519KeyPair) => k.publicKey.toString('hex');
+
+/** Signed blocks: each mints 1 000 000 units split 3:1 between relay and relay2, then carries its transfers. */
+function chain(perBlock: Transfer[][]): Buffer[] {
+  const out: Buffer[] = [];
+  let tip: ChainTip | null = null;
+  perBlock.forEach((transfers, h) => {
+    const { block, body, hash } = nextRewardBlock(tip, 100 + h, new Map([[hex(relay), 3], [hex(relay2), 1]]), schedule, new Map(), transfers);
+    out.push(encodeSignedRewardBlock(body, [signRewardBlock(body, auth.publicKey, auth)]));
+    tip = { height: block.height, hash, epoch: block.epoch };
+  });
+  return out;
+}
+
+describe('transfers in reward blocks (SPEC §8.7.1, §8.11)', () => {
+  it('a block without transfers is version 1 as before; with transfers, version 2 with the 145-byte transfers after the allocations', () => {
+    const [b0] = chain([[]]);
+    const body0 = b0.subarray(4, 4 + b0.readUInt32BE(0));
+    expect(body0[0]).toBe(1);
+    expect(body0.length).toBe(61 + 2 * 40);
+    const t = signTransfer(relay, wallet.publicKey, 10n, 1);
+    const { body, block } = nextRewardBlock(null, 7, new Map([[hex(relay), 1]]), schedule, new Map(), [t]);
+    expect(body[0]).toBe(2);
+    expect(body.length).toBe(61 + 40 + 4 + 145);
+    expect(body.subarray(61 + 40 + 4).equals(encodeTransfer(t))).toBe(true);
+    expect(decodeRewardBlock(body)).toEqual(block);
+    expect(encodeRewardBlock(decodeRewardBlock(body)).equals(body)).toBe(true);
+    // One encoding per block: version 2 with zero transfers, a truncated or altered transfer, bytes after.
+    const zero = Buffer.concat([body.subarray(0, 61 + 40), Buffer.alloc(4)]);
+    expectCode(() => decodeRewardBlock(zero), 'REWARD_MALFORMED');
+    expectCode(() => decodeRewardBlock(body.subarray(0, body.length - 1)), 'REWARD_MALFORMED');
+    expectCode(() => decodeRewardBlock(Buffer.concat([body, Buffer.alloc(1)])), 'REWARD_MALFORMED');
+    const badVersion = Buffer.from(body); badVersion[61 + 40 + 4] = 9;
+    expectCode(() => decodeRewardBlock(badVersion), 'REWARD_MALFORMED');
+    const v1WithTail = Buffer.from(body); v1WithTail[0] = 1;
+    expectCode(() => decodeRewardBlock(v1WithTail), 'REWARD_MALFORMED');
+  });
+
+  it('balances are allocations ± transfers, in block order', () => {
+    const s = verifyChain(chain([
+      [],
+      [signTransfer(relay, wallet.publicKey, 500_000n, 1), signTransfer(wallet, other.publicKey, 100_000n, 1)],
+      [signTransfer(relay2, wallet.publicKey, 250_000n, 1), signTransfer(relay, other.publicKey, 1n, 2)],
+    ]), authorities, 1, { schedule });
+    expect(s.balances.get(hex(relay))).toBe(3n * 750_000n - 500_000n - 1n);
+    expect(s.balances.get(hex(relay2))).toBe(3n * 250_000n - 250_000n);
+    expect(s.balances.get(hex(wallet))).toBe(500_000n - 100_000n + 250_000n);
+    expect(s.balances.get(hex(other))).toBe(100_001n);
+    expect([...s.balances.values()].reduce((a, b) => a + b, 0n)).toBe(s.totalMinted);
+    expect(s.nonces.get(hex(relay))).toBe(2);
+    expect(s.transfers).toBe(4);
+  });
+
+  it('refuses a block whose transfers do not apply (REWARD_BAD_TRANSFER with the reason), changing nothing', () => {
+    const t1 = signTransfer(relay, wallet.publicKey, 700_000n, 1);
+    const cases: [string, Transfer[][]][] = [
+      ['TRANSFER_OVERSPEND', [[signTransfer(relay, wallet.publicKey, 750_001n, 1)]]],
+      ['TRANSFER_BAD_SIGNATURE', [[{ ...signTransfer(other, wallet.publicKey, 1n, 1), from: relay.publicKey }]]],
+      // The same transfer twice (a replay), or a second spend of one nonce in a later block (a double spend).
+      ['TRANSFER_REPLAYED', [[t1, t1]]],
+      ['TRANSFER_REPLAYED', [[t1], [signTransfer(relay, other.publicKey, 10n, 1)]]],
+      ['TRANSFER_NONCE_GAP', [[signTransfer(relay, wallet.publicKey, 1n, 2)]]],
+      // Spending what arrives only later in the same block.
+      ['TRANSFER_OVERSPEND', [[signTransfer(wallet, other.publicKey, 1n, 1), t1]]],
+    ];
+    for (const [reason, blocks] of cases) {
+      const raw = chain(blocks);
+      const state = emptyChainState();
+      for (const b of raw.slice(0, -1)) applyRewardBlock(state, b, authorities, 1, { schedule });
+      const before = { height: state.height, balances: new Map(state.balances), nonces: new Map(state.nonces) };
+      let detail: unknown = null;
+      expectCode(() => {
+        try { applyRewardBlock(state, raw[raw.length - 1], authorities, 1, { schedule }); } catch (e) { detail = (e as { detail?: unknown }).detail; throw e; }
+      }, 'REWARD_BAD_TRANSFER');
+      expect(detail).toMatchObject({ reason });
+      expect(state.height).toBe(before.height);
+      expect(state.balances).toEqual(before.balances);
+      expect(state.nonces).toEqual(before.nonces);
+    }
+  });
+});
+
+describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
+  const state = verifyChain(chain([[]]), authorities, 1, { schedule }); // relay 750 000, relay2 250 000
+
+  it('takes transfers that apply after the chain and the pool; refuses the rest with their codes', () => {
+    const pool = new TransferPool(state);
+    const t1 = signTransfer(relay, wallet.publicKey, 500_000n, 1);
+    expect(pool.add(t1)).toBe('added');
+    expect(pool.add(t1)).toBe('held'); // the same transfer again (another authority passing it on)
+    // A second spend of nonce 1, to someone else: a double spend.
+    expectCode(() => pool.add(signTransfer(relay, other.publicKey, 1n, 1)), 'TRANSFER_REPLAYED');
+    expectCode(() => pool.add(signTransfer(relay, other.publicKey, 1n, 3)), 'TRANSFER_NONCE_GAP');
+    // 250 000 left after the pending transfer.
+    expectCode(() => pool.add(signTransfer(relay, other.publicKey, 250_001n, 2)), 'TRANSFER_OVERSPEND');
+    expectCode(() => pool.add({ ...signTransfer(relay, other.publicKey, 5n, 2), amount: 6n }), 'TRANSFER_BAD_SIGNATURE');
+    // The wallet spends what the pending transfer gives it.
+    expect(pool.add(signTransfer(wallet, other.publicKey, 500_000n, 1))).toBe('added');
+    expect(pool.pending().length).toBe(2);
+    expect(pool.pending(hex(wallet)).length).toBe(1);
+    expect(pool.take(1)).toEqual([t1]);
+  });
+
+  it('a full pool refuses with TRANSFER_POOL_FULL; a new tip drops what the block carried or no longer applies', () => {
+    const pool = new TransferPool(state, 2);
+    const a = signTransfer(relay, wallet.publicKey, 1n, 1);
+    const b = signTransfer(relay, wallet.publicKey, 1n, 2);
+    pool.add(a);
+    pool.add(b);
+    expectCode(() => pool.add(signTransfer(relay2, wallet.publicKey, 1n, 1)), 'TRANSFER_POOL_FULL');
+    // A block carried `a` and another spend of nonce 2: both pending ones are gone.
+    const s2 = verifyChain(chain([[], [a, signTransfer(relay, other.publicKey, 7n, 2)]]), authorities, 1, { schedule });
+    expect(pool.rebase(s2)).toBe(2);
+    expect(pool.size).toBe(0);
+    expectCode(() => pool.add(a), 'TRANSFER_REPLAYED');
+  });
+});

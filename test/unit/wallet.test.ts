@@ -1,0 +1,59 @@
+// SPEC.md §8.11.4: the wallet's pieces: the key file (made once, mode 0600, kept), amounts in
+// coins, keys, and the history read from verified blocks.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { expectCode } from '../helpers/errors';
+import { signTransfer } from '../../src/bandwidth/transfer';
+import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
+import { findTransfer, loadWalletKey, parseCoins, parseKey, walletHistory } from '../../src/client/wallet';
+import type { VerifiedRewardBlock } from '../../src/client/rewards';
+
+describe('bitcloud wallet (SPEC §8.11.4)', () => {
+  it('makes the key once, mode 0600, and keeps it; --key reads another key file and never makes one', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-unit-'));
+    try {
+      const a = await loadWalletKey(path.join(dir, 'client'));
+      expect(a.created).toBe(true);
+      expect(fs.statSync(a.file).mode & 0o777).toBe(0o600);
+      const b = await loadWalletKey(path.join(dir, 'client'));
+      expect(b.created).toBe(false);
+      expect(b.key.publicKey.equals(a.key.publicKey)).toBe(true);
+      const c = await loadWalletKey(dir, a.file);
+      expect(c.key.publicKey.equals(a.key.publicKey)).toBe(true);
+      await expect(loadWalletKey(dir, path.join(dir, 'missing.key'))).rejects.toMatchObject({ code: 'KEY_NOT_FOUND' });
+      fs.writeFileSync(path.join(dir, 'client', 'wallet.key'), 'garbage', { mode: 0o600 });
+      await expect(loadWalletKey(path.join(dir, 'client'))).rejects.toHaveProperty('code');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('amounts are coins with at most 8 decimals; keys are 64 hex characters', () => {
+    expect(parseCoins('1')).toBe(100_000_000n);
+    expect(parseCoins('0.5')).toBe(50_000_000n);
+    expect(parseCoins('0.00000001')).toBe(1n);
+    expect(parseCoins('12.34567891')).toBe(1_234_567_891n);
+    for (const bad of ['0', '0.000000001', '-1', '1e3', 'abc', '', '1.', '99999999999']) expectCode(() => parseCoins(bad), 'CONFIG_INVALID');
+    expect(parseKey('ab'.repeat(32))).toHaveLength(32);
+    expectCode(() => parseKey('ab'), 'CONFIG_INVALID');
+  });
+
+  it('history lists rewards, transfers sent and received in chain order; a transfer is found by its bytes', () => {
+    const me = ed25519FromSeed(Buffer.alloc(32, 1));
+    const them = ed25519FromSeed(Buffer.alloc(32, 2));
+    const hex = me.publicKey.toString('hex');
+    const t1 = signTransfer(me, them.publicKey, 30n, 1);
+    const t2 = signTransfer(them, me.publicKey, 5n, 1);
+    const blk = (height: number, alloc: bigint, transfers: ReturnType<typeof signTransfer>[]): VerifiedRewardBlock => ({
+      block: { height, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10 + height, minted: alloc, allocations: new Map(alloc ? [[hex, alloc]] : []), transfers },
+      hash: Buffer.alloc(32), signers: [],
+    });
+    const blocks = [blk(0, 100n, []), blk(1, 0n, [t1, t2])];
+    expect(walletHistory(blocks, hex).map((h) => [h.height, h.kind, h.units])).toEqual([[0, 'reward', 100n], [1, 'sent', -30n], [1, 'received', 5n]]);
+    expect(findTransfer(blocks, t2)?.block.height).toBe(1);
+    expect(findTransfer(blocks, signTransfer(me, them.publicKey, 30n, 2))).toBeNull();
+  });
+});
