@@ -15,6 +15,7 @@ import { relayCryptoForHtype } from '../crypto/relay-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
+import { originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from './cell-run';
 import { MAX_RELAY_EARLY } from './constants';
 import { StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
@@ -36,6 +37,8 @@ export interface LinkState<C extends CellChannel = CellChannel> {
   /** Circuits whose streams wait for this link to take cells again. */
   blockedEdges: Set<RelayCircuit>;
   closed: boolean;
+  /** The channel emits 'readEnd': its RELAY cells are gathered into runs (cell-run.ts). */
+  batched: boolean;
   /** CREATE2 cells of this link waiting in the onionskin queue (SPEC.md §7b.9), by circuit id. */
   pendingCreates?: Map<number, { cancelled: boolean }>;
 }
@@ -60,7 +63,11 @@ export interface RelayCircuitHost {
 /** One payload buffer reused for every cell this node originates (single-threaded, sent at once). */
 const SCRATCH = Buffer.alloc(CELL_PAYLOAD_LEN);
 
-export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit {
+/** CellRun tags of a relay circuit's two directions. */
+export const RUN_FROM_PREV = 0;
+export const RUN_FROM_NEXT = 1;
+
+export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit, RunOwner, OriginOwner {
   next: LinkState | null = null;
   /** SPEC.md §9.21.5: the circuit this one is joined to at a rendezvous point. */
   private joined: RelayCircuit | null = null;
@@ -110,14 +117,74 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit 
   /** RELAY from the next hop: add our layer and send it back toward the client. */
   fromNext(command: number, payload: Buffer): void {
     if (command === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
+    originRun.flushOwn(this); // cells originated here took the keystream first
     this.sw.metrics.cellsInbound++;
     this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
   }
 
+  /**
+   * A run of consecutive RELAY / RELAY_EARLY cells of this circuit from one read (cell-run.ts),
+   * tagged RUN_FROM_PREV or RUN_FROM_NEXT: the same as fromPrev / fromNext on each cell in turn,
+   * with this hop's layer removed or added over the whole run in one cipher call. An error ends
+   * the circuit as one from the switch's per-cell dispatch does; the rest of the run is dropped.
+   */
+  flushRun(run: CellRun): void {
+    try {
+      if (run.tag === RUN_FROM_PREV) this.fromPrevRun(run);
+      else this.fromNextRun(run);
+    } catch (e) {
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      this.sw.log.debug({ code, msg: (e as Error).message }, 'circuit protocol error');
+      if (!this.closed) this.destroy(DestroyReason.PROTOCOL, code);
+    }
+  }
+
+  private fromPrevRun(run: CellRun): void {
+    const { n, views, commands } = run;
+    const c = this.crypto;
+    if (!c.cryptOutboundMany || !c.recognizeOutbound) {
+      for (let k = 0; k < n && !this.closed; k++) this.fromPrev(commands[k], views[k]);
+      return;
+    }
+    c.cryptOutboundMany(run.payloads);
+    for (let k = 0; k < n && !this.closed; k++) {
+      const command = commands[k];
+      const payload = views[k];
+      if (command === CellCommand.RELAY_EARLY && ++this.earlyCells > MAX_RELAY_EARLY) {
+        throw err('RELAY_EARLY_LIMIT', `more than ${MAX_RELAY_EARLY} RELAY_EARLY cells on one circuit`);
+      }
+      this.sw.metrics.cellsOutbound++;
+      if (c.recognizeOutbound(payload)) { this.deliver(command, payload); continue; }
+      if (this.next && !this.extending) { this.sendOn(this.next, this.nextId, command, payload, this.qNext); continue; }
+      if (this.joined) { this.joined.fromJoined(payload); continue; }
+      throw err('RELAY_UNRECOGNIZED', 'a relay cell nobody recognized reached the end of the circuit');
+    }
+  }
+
+  private fromNextRun(run: CellRun): void {
+    const { n, views, commands } = run;
+    const c = this.crypto;
+    if (!c.encryptInboundMany) {
+      for (let k = 0; k < n && !this.closed; k++) this.fromNext(commands[k], views[k]);
+      return;
+    }
+    for (let k = 0; k < n; k++) {
+      if (commands[k] === CellCommand.RELAY_EARLY) throw err('RELAY_PROTOCOL', 'RELAY_EARLY travelling toward the client');
+    }
+    originRun.flushOwn(this);
+    c.encryptInboundMany(run.payloads);
+    for (let k = 0; k < n && !this.closed; k++) {
+      this.sw.metrics.cellsInbound++;
+      this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
+    }
+  }
+
   /** SPEC.md §9.21.5 step 4: a cell from the joined circuit gets our inbound layer, toward our origin. */
   private fromJoined(payload: Buffer): void {
     if (this.closed) return;
+    originRun.flushOwn(this); // cells originated here took the keystream first
     this.sw.metrics.cellsInbound++;
     this.crypto.encryptInbound(payload, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, payload, this.qPrev);
@@ -311,10 +378,35 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit 
     // SPEC.md §7b.10: cells this node originates toward the client (an exit's DATA) are relayed
     // cells too, or the exit of a transfer would look as if it carried nothing.
     this.sw.metrics.cellsInbound++;
+    // On a real link (tor1), the cell joins the origin run (cell-run.ts): digested now, encrypted
+    // with the rest of the run in one cipher call just before the run goes to the link.
+    const slot = this.prev.batched && this.crypto.encryptInboundMany ? originRun.slot(this, this.prev) : null;
+    if (slot) {
+      encodeRelayPayloadInto(slot, command, streamId, data);
+      this.crypto.originate(slot);
+      originRun.commit();
+      return;
+    }
+    originRun.flushOwn(this);
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     this.crypto.originate(SCRATCH);
     this.crypto.encryptInbound(SCRATCH, CellCommand.RELAY);
     this.sendOn(this.prev, this.prevId, CellCommand.RELAY, SCRATCH, this.qPrev);
+  }
+
+  /** @internal This circuit's origin run: one layer over all of it, then each cell toward the client. */
+  flushOriginated(run: OriginRun): void {
+    if (this.closed) return;
+    try {
+      this.crypto.encryptInboundMany!(run.payloads);
+      const { n, views } = run;
+      for (let k = 0; k < n && !this.closed; k++) this.sendOn(this.prev, this.prevId, CellCommand.RELAY, views[k], this.qPrev);
+    } catch (e) {
+      // May run from a microtask: an error ends this circuit, never the node.
+      const code = errorCode(e);
+      this.sw.metrics.error(code);
+      if (!this.closed) this.destroy(DestroyReason.INTERNAL, code);
+    }
   }
 
   lastSentDigest(): Uint8Array {
@@ -344,6 +436,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit 
   /** Hot path: send now, or queue behind a congested link (bounded; over the bound the circuit dies). */
   private sendOn(link: LinkState, circId: number, command: number, payload: Uint8Array, q: CellQueue): void {
     if (link.closed || link.ch.closed) return;
+    originRun.before(link);
     if (link.congested || q.length > 0) {
       if (!q.push(circId, command, payload)) {
         this.sw.metrics.refused('circuit_queue');
@@ -394,6 +487,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit 
    */
   destroy(reason: number, code?: string, from?: 'prev' | 'next'): void {
     if (this.closed) return;
+    originRun.flushOwn(this); // what was originated goes before the DESTROY, as it would cell by cell
     this.closed = true;
     this.qPrev.clear();
     this.qNext.clear();

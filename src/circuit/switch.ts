@@ -16,7 +16,8 @@ import type { Logger } from '../ops/log';
 import { silentLogger } from '../ops/log';
 import { QueueBudget } from './cell-queue';
 import { CircuitMetrics } from './metrics';
-import { RelayCircuit, type LinkState, type RelayCircuitHost } from './relay-circuit';
+import { RelayCircuit, RUN_FROM_NEXT, RUN_FROM_PREV, type LinkState, type RelayCircuitHost } from './relay-circuit';
+import { cellRun, flushCellRun, originRun } from './cell-run';
 import type { SwitchHooks, SwitchLimits } from './types';
 import type { X25519KeyPair } from '../crypto/primitives';
 
@@ -107,9 +108,10 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   attach(ch: C): LinkState<C> {
     const have = this.links.get(ch);
     if (have) return have;
-    const link: LinkState<C> = { ch, circuits: new Map(), congested: false, waiting: new Set(), blockedEdges: new Set(), closed: false };
+    const link: LinkState<C> = { ch, circuits: new Map(), congested: false, waiting: new Set(), blockedEdges: new Set(), closed: false, batched: ch.batchesReads === true };
     this.links.set(ch, link);
     ch.on('cell', (cell: Cell) => this.onCell(link, cell));
+    if (link.batched) ch.on('readEnd', flushCellRun);
     ch.on('drain', () => this.onDrain(link));
     ch.on('close', () => this.onLinkClosed(link));
     if (ch.closed) this.onLinkClosed(link);
@@ -133,14 +135,20 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   private onCell(link: LinkState<C>, cell: Cell): void {
     const { circId, command, payload } = cell;
     const circ = link.circuits.get(circId);
+    // A RELAY cell of a link that batches reads joins the run (cell-run.ts); any other cell is
+    // handled after the cells gathered before it.
+    if (command !== CellCommand.RELAY && command !== CellCommand.RELAY_EARLY) cellRun.flush();
     try {
       switch (command) {
         case CellCommand.RELAY:
-        case CellCommand.RELAY_EARLY:
+        case CellCommand.RELAY_EARLY: {
           if (!circ) { this.metrics.error('CIRCUIT_UNKNOWN'); return; }
-          if (circ.prev === link && circ.prevId === circId) circ.fromPrev(command, payload);
+          const fromPrev = circ.prev === link && circ.prevId === circId;
+          if (link.batched && cellRun.add(circ, fromPrev ? RUN_FROM_PREV : RUN_FROM_NEXT, command, payload)) return;
+          if (fromPrev) circ.fromPrev(command, payload);
           else circ.fromNext(command, payload);
           return;
+        }
         case CellCommand.CREATE2:
           this.onCreate2(link, circId, payload, circ);
           return;
@@ -320,6 +328,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   /** DESTROY for a circuit id with no circuit behind it (refused CREATE2). */
   sendDestroy(link: LinkState, circId: number, reason: number): void {
     if (link.closed) return;
+    originRun.before(link);
     try { link.ch.send(circId, CellCommand.DESTROY, encodeDestroy(reason)); } catch { /* link closing */ }
   }
 
@@ -344,6 +353,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
 
   private onLinkClosed(link: LinkState<C>): void {
     if (link.closed) return;
+    cellRun.flush();
     link.closed = true;
     this.links.delete(link.ch);
     for (const circ of [...link.circuits.values()]) circ.onLinkClosed(link);

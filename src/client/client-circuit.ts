@@ -12,7 +12,7 @@ import {
   type ConnectedBody, type LinkSpecifier, type ResolvedAnswer,
 } from '../wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../crypto/ntor';
-import { clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop, relayCryptoHandshake } from '../crypto/relay-crypto';
+import { clientOpenInbound, clientOpenInboundMany, clientSealOutbound, createClientHop, createRelayHop, relayCryptoHandshake } from '../crypto/relay-crypto';
 import type { RelayCryptoAlgorithm, RelayHopCrypto } from '../crypto/hop-crypto';
 import type { IncomingStream } from '../circuit/types';
 import { UNSERVED_STREAM_REFUSAL, endReasonForBeginFailure } from '../circuit/end-reasons';
@@ -23,6 +23,7 @@ import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
 import { MAX_RELAY_EARLY } from '../circuit/constants';
+import { cellRun, flushCellRun, originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from '../circuit/cell-run';
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
@@ -53,10 +54,16 @@ export class ClientLink {
   private readonly blocked = new Set<ClientCircuit>();
 
   constructor(readonly ch: CellChannel) {
+    // RELAY cells of a channel that batches reads are gathered per circuit (cell-run.ts) and
+    // handled at the end of the read; any other cell goes after the cells gathered before it.
+    const batched = this.batched = ch.batchesReads === true;
     ch.on('cell', (c: Cell) => {
       const circ = this.circuits.get(c.circId);
+      if (c.command !== CellCommand.RELAY) cellRun.flush();
+      else if (batched && circ && cellRun.add(circ, 0, c.command, c.payload)) return;
       if (circ) circ.onCell(c.command, c.payload);
     });
+    if (batched) ch.on('readEnd', flushCellRun);
     ch.on('drain', () => {
       this.congested = false;
       for (const c of [...this.blocked]) {
@@ -66,6 +73,7 @@ export class ClientLink {
       }
     });
     ch.on('close', (e?: BitcloudError) => {
+      cellRun.flush();
       this.closed = true;
       for (const c of [...this.circuits.values()]) {
         c.closeWith(err('CIRCUIT_DESTROYED', 'the link to the guard closed', { destroyReason: DestroyReason.CHANNEL_CLOSED, link: e?.code }));
@@ -74,9 +82,13 @@ export class ClientLink {
     });
   }
 
+  /** Cells originated on a channel that batches reads (a real link) may be gathered into runs. */
+  readonly batched: boolean;
+
   /** Hot path. */
   send(circId: number, command: number, payload: Uint8Array): void {
     if (this.closed || this.ch.closed) return;
+    originRun.before(this); // a gathered run for this link goes first
     if (!this.ch.send(circId, command, payload)) this.congested = true;
   }
 
@@ -107,7 +119,7 @@ interface Pending<T> {
 /**
  * Events: 'close' (err: BitcloudError) once, when the circuit is gone for any reason.
  */
-export class ClientCircuit extends EventEmitter implements EdgeCircuit {
+export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner, OriginOwner {
   readonly hops: Hop[] = [];
   /** hops[i].crypto, kept as one array for clientSealOutbound / clientOpenInbound (hot path). */
   private readonly layers: ClientHopCrypto[] = [];
@@ -301,9 +313,34 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
     }
   }
 
+  /**
+   * @internal A run of consecutive RELAY cells of this circuit from one read (cell-run.ts): the
+   * same as onCell on each in turn, with each hop's layer removed from the whole run at once.
+   */
+  flushRun(run: CellRun): void {
+    if (this.closedWith) return;
+    this.runViews = run.views;
+    try {
+      clientOpenInboundMany(this.layers, run.payloads, run.views, run.n, this.onOpened);
+    } catch (e) {
+      this.violation(declaredCode(e), (e as Error).message);
+    }
+  }
+
+  private runViews: readonly Buffer[] = [];
+  private readonly onOpened = (k: number, hop: number): boolean => {
+    if (this.closedWith) return false;
+    this.onRecognized(this.runViews[k], hop);
+    return this.closedWith === null;
+  };
+
   private onRelay(payload: Buffer): void {
+    this.onRecognized(payload, clientOpenInbound(this.layers, payload));
+  }
+
+  /** A RELAY payload with our layers removed, that `hop` sent (-1: none of ours). */
+  private onRecognized(payload: Buffer, hop: number): void {
     const n = this.layers.length;
-    const hop = clientOpenInbound(this.layers, payload);
     if (hop < 0 && this.serviceEnd) { this.onServiceRelay(payload); return; }
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
     const m = decodeRelayPayload(payload);
@@ -389,6 +426,20 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
 
   private sendTo(hop: number, cellCommand: number, command: number, streamId: number, data: Uint8Array): void {
     if (this.closedWith) return;
+    // RELAY to the last hop on a real link (tor1): the cell joins the origin run (cell-run.ts),
+    // digested now and encrypted with the rest of the run, one cipher call per layer.
+    const last = this.layers.length - 1;
+    // (Not on a hidden node's end of a rendezvous circuit: its cells take the service end's layer, cell by cell.)
+    if (hop === last && cellCommand === CellCommand.RELAY && !this.serviceEnd && this.link.batched && this.layers[last].encryptOutboundMany) {
+      const slot = originRun.slot(this, this.link);
+      if (slot) {
+        encodeRelayPayloadInto(slot, command, streamId, data);
+        this.layers[last].originate(slot);
+        originRun.commit();
+        return;
+      }
+    }
+    originRun.flushOwn(this);
     encodeRelayPayloadInto(SCRATCH, command, streamId, data);
     const end = this.serviceEnd;
     if (end && hop === this.hops.length - 1 && cellCommand === CellCommand.RELAY) {
@@ -402,6 +453,19 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
     }
     clientSealOutbound(this.layers, hop, SCRATCH, cellCommand);
     this.link.send(this.circId, cellCommand, SCRATCH);
+  }
+
+  /** @internal This circuit's origin run: every layer over all of it (last hop first), then each cell to the guard. */
+  flushOriginated(run: OriginRun): void {
+    if (this.closedWith) return;
+    try {
+      for (let i = this.layers.length - 1; i >= 0; i--) this.layers[i].encryptOutboundMany!(run.payloads);
+      const { n, views } = run;
+      for (let k = 0; k < n; k++) this.link.send(this.circId, CellCommand.RELAY, views[k]);
+    } catch (e) {
+      // May run from a microtask: an error ends this circuit, never the process.
+      this.violation(declaredCode(e), (e as Error).message);
+    }
   }
 
   lastSentDigest(): Uint8Array {
@@ -436,6 +500,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit {
   /** @internal */
   closeWith(e: BitcloudError, sendDestroy = true): void {
     if (this.closedWith) return;
+    originRun.flushOwn(this); // what was originated goes before the DESTROY, as it would cell by cell
     this.closedWith = e;
     if (sendDestroy) this.link.send(this.circId, CellCommand.DESTROY, encodeDestroy(DestroyReason.NONE));
     this.link.forget(this);

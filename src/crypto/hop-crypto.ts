@@ -13,8 +13,18 @@ export interface ClientHopCrypto {
   originate(payload: Buffer): void;
   /** Add this hop's layer to an outbound payload (the client applies the layers last hop first). */
   encryptOutbound(payload: Buffer, cmd?: number): void;
+  /** Optional batch form (tor1): encryptOutbound over many RELAY payloads laid end to end, in one cipher call. */
+  encryptOutboundMany?(payloads: Buffer): void;
   /** Remove this hop's layer from an inbound payload; true when this hop sent it (recognized). */
   decryptInbound(payload: Buffer, cmd?: number): boolean;
+  /**
+   * Optional batch form (tor1): decryptInbound is exactly cryptInboundMany over the payload and
+   * then recognizeInbound. cryptInboundMany removes this hop's layer from the payloads of many
+   * RELAY cells laid end to end (509 bytes each, in arrival order) in one cipher call;
+   * recognizeInbound then tells, cell by cell in the same order, whether this hop sent it.
+   */
+  cryptInboundMany?(payloads: Buffer): void;
+  recognizeInbound?(payload: Buffer): boolean;
   /** The full running digest after the most recent originated or recognized cell (SENDME v1). */
   lastDigest(): Buffer;
   /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
@@ -25,6 +35,14 @@ export interface ClientHopCrypto {
 export interface RelayHopCrypto {
   /** Remove this hop's layer from an outbound payload; true when the cell is for this hop. */
   decryptOutbound(payload: Buffer, cmd?: number): boolean;
+  /**
+   * Optional batch forms (tor1), for the payloads of many cells of this circuit laid end to end
+   * (509 bytes each, in arrival order): decryptOutbound is exactly cryptOutboundMany over the
+   * payload and then recognizeOutbound; encryptInboundMany is encryptInbound over each.
+   */
+  cryptOutboundMany?(payloads: Buffer): void;
+  recognizeOutbound?(payload: Buffer): boolean;
+  encryptInboundMany?(payloads: Buffer): void;
   /** Set the integrity fields of a payload this relay sends back toward the client. */
   originate(payload: Buffer): void;
   /** Add this hop's layer to an inbound payload (originated here or passing through). */

@@ -365,7 +365,15 @@ export function wipe(b: Uint8Array): void {
 }
 
 /** A keystream XORed into data in place; the stream position advances by data.length. */
-export interface StreamXor { xorInPlace(data: Uint8Array): void }
+export interface StreamXor {
+  xorInPlace(data: Uint8Array): void;
+  /**
+   * Same bytes as xorInPlace(data), for a large buffer (the payloads of many cells, end to end):
+   * whatever keystream is already made is XORed in JavaScript, the rest is one Cipher.update over
+   * the data itself (OpenSSL does the XOR) copied back in place. Worth it from a few cells on.
+   */
+  xorManyInPlace(data: Uint8Array): void;
+}
 
 /**
  * Largest keystream batch. Cipher.update costs ~1-2 ns/byte at 4 KiB and ~0.5 ns/byte at 16 KiB
@@ -375,6 +383,8 @@ export interface StreamXor { xorInPlace(data: Uint8Array): void }
 export const AES_CTR_BATCH_BYTES = 16 * 1024;
 /** First keystream batch of a hop direction (two cells); each refill doubles it up to the maximum. */
 export const AES_CTR_FIRST_BATCH_BYTES = 1024;
+/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~2 µs). */
+const XOR_MANY_MIN_BYTES = 2048;
 /** The plaintext for keystream batches: zeros, shared (Cipher.update only reads it). */
 const KEYSTREAM_ZEROS = Buffer.alloc(AES_CTR_BATCH_BYTES);
 
@@ -405,7 +415,16 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   let pos = 0;
   let viewOf: ArrayBufferLike | null = null;
   let d32: Int32Array<ArrayBufferLike> = k32;
-  return {
+  const xs: StreamXor = {
+    xorManyInPlace(data: Uint8Array): void {
+      const left = ks.length - pos;
+      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few cells.
+      if (left >= data.length || data.length < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data); return; }
+      // CTR is position-only: the keystream made so far covers the first `left` bytes, and the
+      // cipher's counter stands exactly after it, so Cipher.update goes on from there.
+      if (left > 0) xs.xorInPlace(data.subarray(0, left));
+      data.set(c.update(data.subarray(left)), left);
+    },
     xorInPlace(data: Uint8Array): void {
       const n = data.length;
       if (data.buffer !== viewOf) { viewOf = data.buffer; d32 = new Int32Array(viewOf, 0, viewOf.byteLength >>> 2); }
@@ -442,6 +461,7 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
       }
     },
   };
+  return xs;
 }
 
 // ---- running SHA-1 for tor1 digests (hot path) ----

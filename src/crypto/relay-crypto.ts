@@ -8,7 +8,8 @@ import { createTor1ClientHop, createTor1RelayHop, TOR1_KEY_LEN, TOR1_DIGEST_LEN 
 import { createCgoClientHop, createCgoRelayHop, CGO_KEY_LEN } from './cgo';
 import type { ClientHopCrypto, RelayCryptoAlgorithm, RelayHopCrypto } from './hop-crypto';
 import { randomBytes } from './primitives';
-import { CellCommand } from '../wire/cell';
+import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
+import { RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
 import { HandshakeType } from '../wire/messages';
 import { NTOR_PROTOID_BITCLOUD, NTOR_PROTOID_BITCLOUD_CGO } from './ntor';
 
@@ -71,6 +72,63 @@ export function clientOpenInbound(hops: readonly ClientHopCrypto[], payload: Buf
     if (hops[i].decryptInbound(payload, CellCommand.RELAY)) return i;
   }
   return -1;
+}
+
+/**
+ * Client, inbound, many cells of one circuit (SPEC.md §5.4): exactly clientOpenInbound on each
+ * payload in turn, but each hop's layer comes off the whole run in one cipher call where it can.
+ * `payloads`: n payloads of 509 bytes end to end, `views[k]` payload k. `each(k, hop)` is called
+ * for k = 0..n-1 in order, right after cell k is recognized by `hop` (or -1), before the digest
+ * of any later cell is checked, so the hop's lastDigest() is that cell's; it returns false to
+ * stop (the circuit is gone). Hot path.
+ *
+ * A hop's layer goes over every cell that reaches that hop. A cell whose recognized field is
+ * non-zero after a hop's layer is not that hop's (tor-spec 6.1), so the next layer may go over
+ * the run at once; from the first cell with a zero field on, the rest of the run (a "tail") goes
+ * on cell by cell with the full check, in order, so every hop's keystream and digest still see
+ * the cells in arrival order.
+ */
+export function clientOpenInboundMany(hops: readonly ClientHopCrypto[], payloads: Buffer, views: readonly Buffer[], n: number, each: (k: number, hop: number) => boolean): void {
+  const last = hops.length - 1;
+  let batch = true;
+  for (const h of hops) if (!h.cryptInboundMany || !h.recognizeInbound) batch = false;
+  if (!batch) {
+    for (let k = 0; k < n; k++) if (!each(k, clientOpenInbound(hops, views[k]))) return;
+    return;
+  }
+  // tails[i] = [from, to): cells that got layers 0..i in the batch and go on from hop i's check.
+  const tailFrom: number[] = [];
+  const tailTo: number[] = [];
+  let end = n;
+  for (let i = 0; i <= last; i++) {
+    hops[i].cryptInboundMany!(payloads.subarray(0, end * CELL_PAYLOAD_LEN));
+    if (i === last) break;
+    let cut = end;
+    for (let k = 0; k < end; k++) {
+      if (views[k].readUInt16BE(RELAY_RECOGNIZED_OFFSET) === 0) { cut = k; break; }
+    }
+    tailFrom.push(cut);
+    tailTo.push(end);
+    end = cut;
+  }
+  const lastHop = hops[last];
+  for (let k = 0; k < end; k++) {
+    if (!each(k, lastHop.recognizeInbound!(views[k]) ? last : -1)) return;
+  }
+  // Tails from the deepest (lowest indices) to the shallowest: arrival order.
+  for (let i = tailFrom.length - 1; i >= 0; i--) {
+    for (let k = tailFrom[i]; k < tailTo[i]; k++) {
+      const p = views[k];
+      let hop = -1;
+      if (hops[i].recognizeInbound!(p)) hop = i;
+      else {
+        for (let j = i + 1; j <= last; j++) {
+          if (hops[j].decryptInbound(p, CellCommand.RELAY)) { hop = j; break; }
+        }
+      }
+      if (!each(k, hop)) return;
+    }
+  }
 }
 
 /**

@@ -34,6 +34,11 @@ class Tor1Direction {
     this.cipher.xorInPlace(payload);
   }
 
+  /** The payloads of many cells end to end: one OpenSSL call instead of a JavaScript XOR per cell. */
+  cryptMany(payloads: Buffer): void {
+    this.cipher.xorManyInPlace(payloads);
+  }
+
   /**
    * Hot path, allocation-free. tor-spec 6.1: recognized = 0, digest field = 0, hash the whole
    * payload into the running digest, then put the first 4 digest bytes in the digest field.
@@ -98,8 +103,15 @@ export function createTor1ClientHop(keys: Buffer): ClientHopCrypto {
   return {
     originate(payload) { fwd.originate(payload); lastUsed = fwd; },
     encryptOutbound(payload) { fwd.crypt(payload); },
+    encryptOutboundMany(payloads) { fwd.cryptMany(payloads); },
     decryptInbound(payload) {
       back.crypt(payload);
+      if (!back.recognize(payload)) return false;
+      lastUsed = back;
+      return true;
+    },
+    cryptInboundMany(payloads) { back.cryptMany(payloads); },
+    recognizeInbound(payload) {
       if (!back.recognize(payload)) return false;
       lastUsed = back;
       return true;
@@ -122,6 +134,13 @@ export function createTor1RelayHop(keys: Buffer): RelayHopCrypto {
       lastUsed = fwd;
       return true;
     },
+    cryptOutboundMany(payloads) { fwd.cryptMany(payloads); },
+    recognizeOutbound(payload) {
+      if (!fwd.recognize(payload)) return false;
+      lastUsed = fwd;
+      return true;
+    },
+    encryptInboundMany(payloads) { back.cryptMany(payloads); },
     originate(payload) { back.originate(payload); lastUsed = back; },
     encryptInbound(payload) { back.crypt(payload); },
     lastDigest() { return lastUsed.lastDigest(); },

@@ -14,6 +14,11 @@ export interface CellChannelEvents {
   cell: [cell: Cell];
   /** After `send` returned false, the write buffer fell back below the high-water mark. */
   drain: [];
+  /**
+   * The cells of one read from the peer have all been emitted (only from a channel whose
+   * `batchesReads` is true): a listener that gathered cells must handle them now.
+   */
+  readEnd: [];
   /** Once; `err` is absent for a clean close by either end. */
   close: [err?: BitcloudError];
 }
@@ -33,6 +38,12 @@ export interface CellChannel {
    * on this link, which are skipped.
    */
   allocateCircId(taken?: (id: number) => boolean): number;
+  /**
+   * True when the channel emits 'readEnd' after the cells of each read, so that a listener may
+   * gather consecutive cells and handle them together (src/circuit/cell-run.ts). A channel
+   * without it (in-memory test links) has every cell handled as it comes.
+   */
+  readonly batchesReads?: boolean;
   /** True when this end opened the link (its circuit ids have the high bit set, SPEC.md §1.5). */
   readonly isInitiator: boolean;
   releaseCircId(id: number): void;

@@ -112,6 +112,8 @@ type State = 'await-auth' | 'await-first' | 'await-versions' | 'open' | 'closed'
 export class Channel extends EventEmitter<CellChannelEvents> implements CellChannel {
   readonly isInitiator: boolean;
   readonly remoteAddress: string;
+  /** 'readEnd' follows the cells of every read (cell-channel.ts). */
+  readonly batchesReads = true;
 
   private state: State;
   private sent = 0;
@@ -364,6 +366,8 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     } finally {
       if (n > 0) { this.received += n; this.metrics.cellsIn.inc(n); }
     }
+    // Gathered cells are handled now, before anything else happens (no cell waits for a later read).
+    if (n > 0 && this.state === 'open') this.emit('readEnd');
     if (off < chunk.length && this.state !== 'closed') {
       this.pending.unshift(chunk.subarray(off)); // one view per pause, not per cell
       this.socket.pause();

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { CONSENSUS_CACHE_FILE, loadConsensusCache } from '../../src/dir/consensus-cache';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
 import { httpRequest } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
@@ -57,6 +58,16 @@ beforeAll(async () => {
   for (let i = 0; i < 4; i++) await startStorageNode(i);
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   await eventually(async () => storageNetReady(await consensus(), 4), 150_000, 1000);
+  // A storage node treats a circuit as coming from a relay only when its own consensus lists that
+  // relay (SPEC.md §9.13.1); until then an unmoderated node refuses the put as direct. Wait until
+  // every node's consensus lists the three relays, not only the client's.
+  await eventually(async () => {
+    for (const n of nodes) {
+      const c = (await loadConsensusCache(path.join(n.dataDir, CONSENSUS_CACHE_FILE), auths, Date.now())).consensus;
+      if (!c || c.relays.filter((r) => r.nickname.startsWith('relay')).length < 3) return false;
+    }
+    return true;
+  }, 150_000, 1000);
 }, 240_000);
 
 afterAll(() => tearDownDirNet(dnet), 60_000);
@@ -102,14 +113,19 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     expect(total).toBe(relaysPaid ? (found.minted * STORAGE_SHARE_NUM) / STORAGE_SHARE_DEN : found.minted);
     expect(pay).toEqual(allocate(total, new Map(nodes.map((n) => [n.fingerprint, shareSize]))));
 
-    // Every authority's signed report of that epoch rechecks, and credits each node its share.
+    // Every authority's signed report of that epoch rechecks. The consensus carries the low median
+    // of the authorities' audited bytes (SPEC.md §9.20.2), so a majority of reports credit each node
+    // its share; an authority whose audits timed out on a loaded machine may credit less, never more.
+    let full = 0;
     for (const a of auths) {
       const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${found.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
       expect(r.status).toBe(200);
       const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, found.epoch);
-      expect(body.results.filter((x) => x.ok)).toHaveLength(8);
-      for (const n of nodes) expect(body.stored[n.fingerprint]).toBe(shareSize);
+      for (const n of nodes) expect(body.stored[n.fingerprint] ?? 0).toBeLessThanOrEqual(shareSize);
+      if (body.results.filter((x) => x.ok).length === 8 && nodes.every((n) => body.stored[n.fingerprint] === shareSize)) full++;
+      else console.error(`authority ${a.url}: audits of epoch ${found.epoch}:`, body.results.filter((x) => !x.ok).map((x) => x.code ?? "failed"));
     }
+    expect(full).toBeGreaterThan(auths.length / 2);
 
     // The operator's view: `bitcloud-storage status` shows the audited bytes and the earnings.
     const st = await runCli('bitcloud-storage', ['status', '--json', '--config', nodes[1].configFile], { timeoutMs: 60_000 });

@@ -27,6 +27,8 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
   /** holdReading() calls (SPEC.md §7b.9), in ms. */
   holds: number[] = [];
   readonly remoteAddress = '10.9.8.7:4444';
+  /** When true, the switch gathers RELAY cells until 'readEnd' (see endRead()). */
+  batchesReads = false;
   private readonly ids: CircIdAllocator;
   constructor(readonly isInitiator: boolean, public peerIdentity: Buffer | null = null) {
     super();
@@ -49,6 +51,8 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
     p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
     this.emit('cell', { circId, command, payload: p });
   }
+  /** The end of one read from the peer (a channel that batches reads emits it). */
+  endRead(): void { this.emit('readEnd'); }
   take(command?: number): SentCell[] {
     const out = this.sent.filter((c) => command === undefined || c.command === command);
     this.sent = this.sent.filter((c) => !(command === undefined || c.command === command));
@@ -57,10 +61,11 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
 }
 const tick = () => new Promise((r) => setImmediate(r));
 
-function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean } = {}) {
+function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean; batched?: boolean } = {}) {
   const identity = ed25519Generate();
   const onion = x25519Generate();
   const next = new FakeChannel(true, randomBytes(32));
+  next.batchesReads = o.batched ?? false;
   const sw = new CircuitSwitch({
     identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget,
     hooks: {
@@ -69,6 +74,7 @@ function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['lim
     },
   });
   const prev = new FakeChannel(false, null);
+  prev.batchesReads = o.batched ?? false;
   sw.attach(prev);
   /** CREATE2 from the client on `prev`; returns the client's hop crypto. */
   const create = (circId = 0x8000_0001): ClientHopCrypto => {
@@ -84,6 +90,7 @@ function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['lim
     hop.originate(p);
     hop.encryptOutbound(p);
     prev.deliver(circId, cellCmd, p);
+    prev.endRead();
   };
   const extend = async (hop: ClientHopCrypto, circId = 0x8000_0001): Promise<number> => {
     toHop(hop, circId, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
@@ -93,6 +100,7 @@ function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['lim
     const [c2] = next.take(CellCommand.CREATE2);
     expect(c2).toBeDefined();
     next.deliver(c2.circId, CellCommand.CREATED2, encodeCreated2({ hdata: Buffer.alloc(64, 4) }));
+    await tick(); // on a link that batches reads, cells this relay originates go at the end of the task
     const [ext] = prev.take(CellCommand.RELAY);
     expect(hop.decryptInbound(ext.payload)).toBe(true);
     expect(decodeRelayPayload(ext.payload).command).toBe(RelayCommand.EXTENDED2);
@@ -228,6 +236,61 @@ describe('extending and forwarding', () => {
     const back = t.prev.take();
     expect(back.map((c) => [c.circId, c.command])).toEqual([[0x8000_0001, CellCommand.RELAY]]);
     expect(back[0].payload.equals(junk)).toBe(false); // our layer was added
+  });
+
+  it('links that batch reads: runs of interleaved circuits come out in arrival order with each layer exact, both ways', async () => {
+    const t = setup({ batched: true });
+    const ids = [0x8000_0001, 0x8000_0002, 0x8000_0003];
+    const hops: ClientHopCrypto[] = [];
+    const nextIds: number[] = [];
+    for (const id of ids) {
+      hops.push(t.create(id));
+      nextIds.push(await t.extend(hops[hops.length - 1], id));
+      t.prev.endRead();
+      t.next.endRead();
+    }
+    // Reads of 1..9 cells, each cell for a random circuit: runs end at every change of circuit.
+    const arrivals: Array<{ c: number; junk: Buffer }> = [];
+    for (let read = 0; read < 40; read++) {
+      const n = 1 + (read % 9);
+      for (let k = 0; k < n; k++) {
+        const c = randomBytes(1)[0] % 3;
+        const junk = randomBytes(CELL_PAYLOAD_LEN);
+        junk.writeUInt16BE(0xffff, 1); // recognized ≠ 0: for the next hop, forwarded
+        const p = Buffer.from(junk);
+        hops[c].encryptOutbound(p);
+        arrivals.push({ c, junk });
+        t.prev.deliver(ids[c], CellCommand.RELAY, p);
+      }
+      if (read === 20) t.prev.deliver(0x8000_0009, CellCommand.DESTROY, encodeDestroy(0)); // another command ends the run first
+      else {
+        // Earlier runs went when the circuit changed; the read's last run waits for its end.
+        let tail = 0;
+        while (tail < n && arrivals[arrivals.length - 1 - tail].c === arrivals[arrivals.length - 1].c) tail++;
+        expect(t.next.sent.length).toBe(arrivals.length - tail);
+      }
+      t.prev.endRead();
+    }
+    const fwd = t.next.take(CellCommand.RELAY);
+    expect(fwd.map((x) => x.circId)).toEqual(arrivals.map((a) => nextIds[a.c]));
+    fwd.forEach((x, i) => expect(x.payload.equals(arrivals[i].junk)).toBe(true));
+    // Backward: each relay cell gets exactly this hop's layer, in arrival order.
+    const back: Array<{ c: number; junk: Buffer }> = [];
+    for (let read = 0; read < 30; read++) {
+      for (let k = 0; k < 1 + (read % 7); k++) {
+        const c = (read + (k >> 1)) % 3;
+        const junk = randomBytes(CELL_PAYLOAD_LEN);
+        back.push({ c, junk });
+        t.next.deliver(nextIds[c], CellCommand.RELAY, junk);
+      }
+      t.next.endRead();
+    }
+    const got = t.prev.take(CellCommand.RELAY);
+    expect(got.map((x) => x.circId)).toEqual(back.map((b) => ids[b.c]));
+    got.forEach((x, i) => {
+      hops[back[i].c].decryptInbound(x.payload);
+      expect(x.payload.subarray(11).equals(back[i].junk.subarray(11))).toBe(true);
+    });
   });
 
   it('EXTEND2 in a plain RELAY cell destroys the circuit', () => {
