@@ -16,11 +16,11 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { hostsSupported } from './localnet/hosts';
-import { SCENARIOS as BASE, type Row, type Ctx } from './chaos/scenarios';
+import { SCENARIOS as BASE, type Row, type Ctx, type Scenario } from './chaos/scenarios';
 import { STORAGE_SCENARIOS } from './chaos/storage';
 import { WEIGHT_SCENARIOS } from './chaos/weights';
 import { soak, type SoakResult } from './chaos/soak';
-import { startContentServer, startTestNet } from './chaos/net';
+import { startContentServer, startTestNet, type StartOptions, type TestNet } from './chaos/net';
 
 const SCENARIOS = [...BASE, ...STORAGE_SCENARIOS, ...WEIGHT_SCENARIOS].sort((a, b) => Number(a.id) - Number(b.id));
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -45,43 +45,71 @@ const log = (s: string): void => { process.stderr.write(`chaos: ${s}\n`); };
 if (!hosts) log(`running on loopback (${argv.loopback ? '--loopback' : can.why}): scenarios that need link faults are skipped`);
 
 const rows: Row[] = [];
-let soakResult: SoakResult | null = null;
-let leftovers = { namespaces: 0, links: 0, processes: 0, teardown: '' };
-// Storage nodes only when a storage scenario runs (8: placement needs n = 6 plus two to relocate to).
-const net = await startTestNet(REPO, { hosts, period: argv.period, relays: 6, exits: 2, storage: argv.soak !== undefined || chosen.some((s) => s.storage) ? 8 : 0 });
-const stopAll = async (): Promise<void> => { leftovers = await net.stop(); };
-process.on('SIGINT', () => void stopAll().then(() => process.exit(130)));
-process.on('SIGTERM', () => void stopAll().then(() => process.exit(143)));
-const web = await startContentServer(net.webAddress);
-try {
-  log(`network up in ${net.dir} (${hosts ? `hosts: ${net.nj.hosts?.subnets.join(' ')}; latency ${net.nj.hosts?.latency}` : 'loopback'})`);
-  const ctx: Ctx = { net, web, period: argv.period, log, repo: REPO };
-  if (argv.soak !== undefined) {
-    const seed = argv.seed ?? Math.floor(Math.random() * 2 ** 31);
-    soakResult = await soak(ctx, argv.soak, seed);
+let soakResult = null as SoakResult | null;
+const leftovers = { namespaces: 0, links: 0, processes: 0, teardown: '' };
+const shared = argv.soak !== undefined ? [] : chosen.filter((s) => !s.ownNet);
+const own = argv.soak !== undefined ? [] : chosen.filter((s) => s.ownNet);
+let current: TestNet | null = null;
+const stopCurrent = async (): Promise<void> => {
+  const n = current;
+  current = null;
+  if (!n) return;
+  const l = await n.stop();
+  leftovers.namespaces += l.namespaces; leftovers.links += l.links; leftovers.processes += l.processes;
+  leftovers.teardown = [leftovers.teardown, l.teardown].filter(Boolean).join('; ');
+};
+process.on('SIGINT', () => void stopCurrent().then(() => process.exit(130)));
+process.on('SIGTERM', () => void stopCurrent().then(() => process.exit(143)));
+
+async function runOne(s: Scenario, ctx: Ctx): Promise<void> {
+  if (s.needsRoot && process.getuid?.() !== 0) {
+    rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs root (mount)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
+    return;
   }
-  for (const s of argv.soak !== undefined ? [] : chosen) {
-    if (s.needsRoot && process.getuid?.() !== 0) {
-      rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs root (mount)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
-      continue;
-    }
-    if (s.needsHosts && !hosts) {
-      rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs network namespaces (link faults)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
-      continue;
-    }
-    log(`scenario ${s.id}: ${s.name}`);
-    const t0 = Date.now();
-    try {
-      const r = await s.run(ctx);
-      rows.push({ id: s.id, name: s.name, expected: s.expected, ...r });
-    } catch (e) {
-      rows.push({ id: s.id, name: s.name, done: 'error', expected: s.expected, observed: `scenario error: ${(e as Error).message}`, recoverySeconds: null, bytesLost: 0, passed: false });
-    }
-    log(`scenario ${s.id}: ${rows[rows.length - 1].passed ? 'passed' : 'FAILED'} in ${Math.round((Date.now() - t0) / 1000)} s`);
+  if (s.needsHosts && !hosts) {
+    rows.push({ id: s.id, name: s.name, done: 'skipped', expected: s.expected, observed: 'skipped: needs network namespaces (link faults)', recoverySeconds: null, bytesLost: 0, passed: false, skipped: true });
+    return;
   }
-} finally {
-  await web.close();
-  await stopAll();
+  log(`scenario ${s.id}: ${s.name}`);
+  const t0 = Date.now();
+  try {
+    const r = await s.run(ctx);
+    rows.push({ id: s.id, name: s.name, expected: s.expected, ...r });
+  } catch (e) {
+    rows.push({ id: s.id, name: s.name, done: 'error', expected: s.expected, observed: `scenario error: ${(e as Error).message}`, recoverySeconds: null, bytesLost: 0, passed: false });
+  }
+  log(`scenario ${s.id}: ${rows[rows.length - 1].passed ? 'passed' : 'FAILED'} in ${Math.round((Date.now() - t0) / 1000)} s`);
+}
+
+/** Bring a network up, run `f` on it, always tear it down (and its web server). */
+async function withNet(o: StartOptions, f: (ctx: Ctx) => Promise<void>): Promise<void> {
+  current = await startTestNet(REPO, o);
+  const net = current;
+  const web = await startContentServer(net.webAddress);
+  try {
+    log(`network up in ${net.dir} (${hosts ? `hosts: ${net.nj.hosts?.subnets.join(' ')}; latency ${net.nj.hosts?.latency}` : 'loopback'})`);
+    await f({ net, web, period: o.period, log, repo: REPO });
+  } finally {
+    await web.close();
+    await stopCurrent();
+  }
+}
+
+if (argv.soak !== undefined || shared.length > 0) {
+  // Storage nodes only when a storage scenario runs (8: placement needs n = 6 plus two to relocate to).
+  await withNet({ hosts, period: argv.period, relays: 6, exits: 2, storage: argv.soak !== undefined || shared.some((s) => s.storage) ? 8 : 0 }, async (ctx) => {
+    if (argv.soak !== undefined) {
+      const seed = argv.seed ?? Math.floor(Math.random() * 2 ** 31);
+      soakResult = await soak(ctx, argv.soak, seed);
+    }
+    for (const s of shared) await runOne(s, ctx);
+  });
+}
+for (const s of own) {
+  if (s.needsHosts && !hosts) { await runOne(s, null as unknown as Ctx); continue; }
+  const o = s.ownNet!;
+  log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}, period ${o.period ?? argv.period} s)`);
+  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps }, (ctx) => runOne(s, ctx));
 }
 
 if (soakResult) {

@@ -14,7 +14,7 @@
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
 //                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--hidden-storage] [--exit-after-demo] [--no-demo]
-//   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--subnets 4] [same options]
+//   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--declare MBPS] [--unmeasured-cap KBPS] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -51,12 +51,16 @@ const argv = await yargs(hideBin(process.argv))
   .option('relay-crypto', { choices: ['tor1', 'cgo'] as const, default: 'tor1' as const, describe: "The client proxy's relay crypto (SPEC.md §5.6.1)" })
   .option('hosts', { type: 'boolean', default: false, describe: 'Each node in its own network namespace and address (root only)' })
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
+  .option('declare', { type: 'number', describe: 'With --hosts: the bandwidth every relay declares, MB/s (default: its cap)' })
+  .option('unmeasured-cap', { type: 'number', default: 10_000, describe: "The authorities' weight floor and cap for unmeasured relays, KB/s (SPEC.md §6.6)" })
   .option('subnets', { type: 'number', default: 4, describe: 'With --hosts: how many /16s the nodes are spread over (at least 4)' })
   .option('wait', { type: 'number', describe: 'Seconds to wait for the first full consensus (default 6 periods + 30 s; more on a busy machine)' })
   .check((a) => {
     if (a.relays < 3) throw new Error('--relays must be at least 3');
     if (a.exits < 1 || a.exits > a.relays - 2) throw new Error('--exits must be between 1 and relays - 2');
     if (a.storage < 0) throw new Error('--storage must be 0 or more');
+    if (a.declare !== undefined && !(a.declare > 0)) throw new Error('--declare takes MB/s, more than 0');
+    if (!Number.isInteger(a['unmeasured-cap']) || a['unmeasured-cap'] < 1) throw new Error('--unmeasured-cap takes a whole number of KB/s, at least 1');
     if (a.subnets < 4) throw new Error('--subnets must be at least 4');
     if (!String(a.caps).split(',').every((c) => Number.isFinite(Number(c)) && Number(c) >= 0)) throw new Error('--caps takes MB/s numbers, e.g. 2,5,10');
     if (a.moderators < 0 || a.moderators > a.storage) throw new Error('--moderators must be between 0 and --storage');
@@ -205,8 +209,9 @@ try {
       // Proof of bandwidth on loopback (SPEC.md §8.5): only the family and declared-bandwidth bounds,
       // so reward blocks follow the countersigned counts exactly. Every relay declares 10 MB/s and
       // is weighted at that: proofs decide rewards here, not path weights, so demo traffic does not
-      // move the Guard threshold in the middle of a run.
-      bandwidthBounds: 'local', unmeasuredCapKBps: 10_000,
+      // move the Guard threshold in the middle of a run. A lower --unmeasured-cap lets proofs decide
+      // the weights too (the fault suite's scenario 10).
+      bandwidthBounds: 'local', unmeasuredCapKBps: argv['unmeasured-cap'],
       metricsPort: a.metricsPort, metricsHost: metricsHostFor(a.addr),
       // Every node of this network is on 127.0.0.1 or a private test address (SPEC.md §6.3): refused without this flag.
       testNetwork: true,
@@ -259,7 +264,8 @@ try {
       dataDir, nickname: name, address: addr, orPort: ports.relayOr(i), dirPort: ports.relayDir(i),
       metricsPort: ports.relayMetrics(i), metricsHost: metricsHostFor(addr),
       // An operator declares what its link carries: with --hosts, the relay's cap (SPEC.md §8.5).
-      roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: cap > 0 ? cap : 10_000_000,
+      // --declare: every relay declares the same (over-stated) figure, so only proofs can order them.
+      roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: hostNet && argv.declare !== undefined ? Math.round(argv.declare * 1_000_000) : cap > 0 ? cap : 10_000_000,
       ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
       identityPow: 'local',

@@ -56,7 +56,13 @@ export interface TestNet {
   stop(): Promise<{ namespaces: number; links: number; processes: number; teardown: string }>;
 }
 
-export interface StartOptions { hosts: boolean; period: number; relays: number; exits: number; storage: number; caps?: string; timeoutMs?: number }
+export interface StartOptions {
+  hosts: boolean; period: number; relays: number; exits: number; storage: number; caps?: string; timeoutMs?: number;
+  /** With hosts: the bandwidth every relay declares, MB/s (default: its cap). */
+  declareMBps?: number;
+  /** The authorities' weight floor for unmeasured relays, KB/s (launcher default 10 000). */
+  unmeasuredCapKBps?: number;
+}
 
 async function portFree(p: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -82,7 +88,9 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
     '--relays', String(o.relays), '--exits', String(o.exits), '--storage', String(o.storage), '--no-demo',
     // Storage nodes mine identity proofs (SPEC.md §6.4.1) at start, again once a consensus exists: give them time.
     ...(o.storage > 0 ? ['--wait', String(Math.round((o.timeoutMs ?? 420_000) / 1000) - 30)] : []),
-    ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : [])];
+    ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : []),
+    ...(o.hosts && o.declareMBps !== undefined ? ['--declare', String(o.declareMBps)] : []),
+    ...(o.unmeasuredCapKBps !== undefined ? ['--unmeasured-cap', String(o.unmeasuredCapKBps)] : [])];
   const launcher: ChildProcess = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   launcher.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; });
@@ -233,7 +241,7 @@ export function expected(len: number): Buffer {
   return out;
 }
 
-/** GET /bytes/0/LEN (with a length) or /raw/0/LEN (close-delimited) on `host`. */
+/** GET /bytes/K/LEN (with a length) or /raw/K/LEN (close-delimited) on `host`; K (any number) only tells requests apart. */
 export async function startContentServer(host: string): Promise<ContentServer> {
   const sockets = new Set<net.Socket>();
   const srv = net.createServer((s) => {
@@ -245,7 +253,7 @@ export async function startContentServer(host: string): Promise<ContentServer> {
       head += d.toString('latin1');
       if (!head.includes('\r\n\r\n')) { if (head.length > 8192) s.destroy(); return; }
       s.off('data', onData);
-      const m = /^GET \/(bytes|raw)\/0\/(\d+) HTTP\/1\.[01]\r\n/.exec(head);
+      const m = /^GET \/(bytes|raw)\/\d+\/(\d+) HTTP\/1\.[01]\r\n/.exec(head);
       if (!m) { s.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'); return; }
       const len = Number(m[2]);
       s.write(m[1] === 'bytes'

@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { fetchVia, poll, runCli, sleep } from './net';
+import { fetchVia, metric, poll, runCli, scrapeRelay, sleep, type NetNode } from './net';
 import type { Ctx, Scenario } from './scenarios';
 
 const MiB = 1 << 20;
@@ -52,9 +52,42 @@ function spearman(a: number[], b: number[]): number {
   return da && db ? num / Math.sqrt(da * db) : 0;
 }
 
+/** Per relay: counted cells (both directions), unpaid segments by reason, receipt uploads by result. */
+async function receiptFigures(n: NetNode): Promise<{ counted: number; unpaid: Record<string, number>; uploads: Record<string, number> }> {
+  const s = await scrapeRelay(n);
+  const unpaid: Record<string, number> = {}, uploads: Record<string, number> = {};
+  for (const x of s) {
+    if (x.name === 'bitcloud_receipt_disagreements_total' && x.value > 0) unpaid[x.labels.reason] = (unpaid[x.labels.reason] ?? 0) + x.value;
+    if (x.name === 'bitcloud_receipts_uploaded_total' && x.value > 0) uploads[x.labels.result] = (uploads[x.labels.result] ?? 0) + x.value;
+  }
+  return { counted: metric(s, 'bitcloud_receipt_cells_total'), unpaid, uploads };
+}
+
+/**
+ * The caps of scenario 10's own network, MB/s, cycled over the 6 relays (1, 2, 4, 1, 2, 4). Two
+ * conditions make "every relay runs at its cap" possible at all: every payload byte crosses three
+ * relays, so no relay can run at its cap when its cap is above a third of the total (the 2, 5, 10,
+ * 20, 50 MB/s of the shared network: 50 > 89 / 3); and the whole must fit what this machine's
+ * cores can relay while other work shares them: at a load average of 15 on 2 cores the network
+ * relayed 0.5 MB/s of payload under caps of 0.5, 1, 2 MB/s, every relay at the same rate, its CPU
+ * share; 1.4 MB/s of relay output is under 0.5 MB/s of payload. The period is long because a
+ * receipt PROPOSE waits behind the circuit cells queued on its link (up to one circuit window per
+ * circuit, SPEC.md §8.1.7): at 0.2 MB/s and a 20 s period that took longer than the answer timeout
+ * (min(60 s, P), §8.3.7) and the slowest relays lost segments as NO_ANSWER.
+ */
+export const S10_CAPS = '0.1,0.2,0.4';
+/** Every relay declares this (MB/s, above every cap), so only proofs can order the weights. */
+const S10_DECLARE = 10;
+/** The authorities' weight for a relay with no proof (KB/s): far below every cap. */
+const S10_FLOOR = 10;
+const S10_PERIOD = 30;
+const S10_LOADED = 10;
+const S10_JUDGED = 4;
+
 const s10: Scenario = {
   id: '10', name: 'weights follow capacity', needsHosts: true,
-  expected: 'after a few loaded epochs the relays\' proven cells in the consensus (SPEC.md §8.5) rank them in the order of their tc caps (relays with equal caps in either order); reported: each relay\'s proven share against its cap share and the median relative error',
+  ownNet: { caps: S10_CAPS, declareMBps: S10_DECLARE, unmeasuredCapKBps: S10_FLOOR, period: S10_PERIOD },
+  expected: `on a network of its own (caps ${S10_CAPS} MB/s cycled over 6 relays, every relay declaring ${S10_DECLARE} MB/s, weight floor ${S10_FLOOR} KB/s, period ${S10_PERIOD} s) under a load above every cap, the proven cells of the last ${S10_JUDGED} of ${S10_LOADED} loaded epochs (SPEC.md §8.5, §8.6) and the weights of the last consensus rank the relays in the order of their tc caps (equal caps in either order); reported: each relay's proven share against its cap share, Spearman's rank correlation and the median relative error`,
   async run(ctx) {
     const n = ctx.net;
     const P = ctx.period * 1000;
@@ -62,7 +95,8 @@ const s10: Scenario = {
     // Extra clients, each with its own data folder (so its own sampled guards, SPEC.md §7.2).
     const base = JSON.parse(fs.readFileSync(n.nj.clientConfig, 'utf8')) as Record<string, unknown>;
     const proxies: Array<{ socksPort: number; child: ChildProcess | null; done: Promise<unknown> }> = [];
-    for (let i = 0; i < 3; i++) {
+    const EXTRA = 3, PARALLEL = 3, PER_DOWNLOAD = 64 * MiB, BUDGET = 4096 * MiB;
+    for (let i = 0; i < EXTRA; i++) {
       const socksPort = await freePort();
       const file = path.join(n.dir, `chaos-s10-client${i}.json`);
       fs.writeFileSync(file, JSON.stringify({ ...base, dataDir: path.join(n.dir, `chaos-s10-client${i}`), socksPort, metricsPort: await freePort() }, null, 2));
@@ -77,20 +111,26 @@ const s10: Scenario = {
     };
     try {
       const ports = [n.socksPort, ...proxies.map((p) => p.socksPort)];
-      const up = await Promise.all(ports.map((port, i) => poll(async () => (await fetchVia(port, `http://${n.webAddress}:${ctx.web.port}/bytes/0/1024`, `chaos-s10-warm-${i}-${Date.now()}`, { maxMs: 30_000 })).code === 0, 90_000, 2000)));
+      const up = await Promise.all(ports.map((port, i) => poll(async () => (await fetchVia(port, `http://${n.webAddress}:${ctx.web.port}/bytes/0/1024`, `chaos-s10-warm-${i}-${Date.now()}`, { maxMs: 30_000 })).code === 0, 120_000, 2000)));
       if (up.some((x) => !x)) return { done: 'extra clients did not come up', observed: `clients answering: ${up.filter(Boolean).length} of ${ports.length}`, recoverySeconds: null, bytesLost: 0, passed: false };
-      // Load: per client 3 downloads at a time, each at most 128 MiB and at most until the end,
-      // for 8 periods; every download on fresh credentials (a new circuit, so paths spread).
-      const loadMs = 8 * P;
+      const before = await Promise.all(relays.map(receiptFigures));
+      // Load: per client PARALLEL downloads at a time, each at most PER_DOWNLOAD bytes and one
+      // period, for S10_LOADED periods, all of them together at most BUDGET bytes; every
+      // download on fresh credentials (a new circuit, so paths spread).
+      const loadMs = S10_LOADED * P;
       const t0 = Date.now();
       const end = t0 + loadMs;
-      let bytes = 0, downloads = 0;
+      let bytes = 0, downloads = 0, failed = 0;
       const worker = async (port: number, w: number): Promise<void> => {
-        for (let k = 0; Date.now() < end - 1000; k++) {
-          const r = await fetchVia(port, `http://${n.webAddress}:${ctx.web.port}/raw/${k}/${128 * MiB}`, `chaos-s10-${port}-${w}-${k}`, { maxMs: Math.max(1000, end - Date.now()) });
+        for (let k = 0; Date.now() < end - 1000 && bytes < BUDGET; k++) {
+          // At most one period per download: the next one builds a new circuit on the newest
+          // consensus, so the load follows the weights as they change (a download held for the
+          // whole load would pin the paths chosen on the first, unmeasured weights).
+          // (The content server serves /raw/0/LEN only: another path is a 404 of no bytes.)
+          const r = await fetchVia(port, `http://${n.webAddress}:${ctx.web.port}/raw/0/${PER_DOWNLOAD}`, `chaos-s10-${port}-${w}-${k}`, { maxMs: Math.max(1000, Math.min(P, end - Date.now())) });
           bytes += r.bytes;
           downloads++;
-          if (r.code !== 0 && !r.timedOut) await sleep(500);
+          if ((r.code !== 0 && !r.timedOut) || r.bytes === 0) { failed++; await sleep(500); }
         }
       };
       // Consensuses seen during and after the load (proven_epoch lags valid_after by two periods).
@@ -102,29 +142,42 @@ const s10: Scenario = {
           await sleep(1000);
         }
       })();
-      await Promise.all(ports.flatMap((port) => [0, 1, 2].map((w) => worker(port, w))));
+      await Promise.all(ports.flatMap((port) => Array.from({ length: PARALLEL }, (_, w) => worker(port, w))));
+      const after = await Promise.all(relays.map(receiptFigures));
       await watch;
       const firstEpoch = Math.floor(t0 / P) + 1, lastEpoch = Math.floor(end / P) - 1;
-      const loaded = [...seen.values()].filter((c) => c.provenEpoch! >= firstEpoch && c.provenEpoch! <= lastEpoch);
-      if (loaded.length === 0) return { done: `load ${Math.round(bytes / MiB)} MiB`, observed: `no consensus measured a loaded epoch (epochs seen: ${[...seen.keys()].join(',')})`, recoverySeconds: null, bytesLost: 0, passed: false };
+      const judgedFrom = Math.max(firstEpoch, lastEpoch - S10_JUDGED + 1);
+      const loaded = [...seen.values()].filter((c) => c.provenEpoch! >= judgedFrom && c.provenEpoch! <= lastEpoch).sort((a, b) => a.provenEpoch! - b.provenEpoch!);
+      const doneText = `${ports.length} clients × ${PARALLEL} downloads (≤ ${PER_DOWNLOAD / MiB} MiB and ≤ 1 period each, ≤ ${BUDGET / MiB} MiB in all) for ${loadMs / 1000} s: ${downloads} downloads (${failed} failed), ${Math.round(bytes / MiB)} MiB (${(bytes / 1e6 / (loadMs / 1000)).toFixed(1)} MB/s); judged: proven cells of epochs ${judgedFrom}..${lastEpoch} from ${loaded.length} consensuses, weights of the last`;
+      if (loaded.length === 0) return { done: doneText, observed: `no consensus measured a judged epoch (epochs seen: ${[...seen.keys()].join(',')})`, recoverySeconds: null, bytesLost: 0, passed: false };
       const proven = relays.map((r) => loaded.reduce((a, c) => a + (c.relays.find((x) => x.fingerprint === r.identity)?.proven ?? 0), 0));
-      const weight = relays.map((r) => loaded.at(-1)!.relays.find((x) => x.fingerprint === r.identity)?.weight ?? 0);
+      // The weights of the consensus that measured the last loaded epoch (a weight comes from one
+      // epoch's measurement: after the load, relays fall back to the floor).
+      const last = loaded[loaded.length - 1];
+      const weight = relays.map((r) => last.relays.find((x) => x.fingerprint === r.identity)?.weight ?? 0);
       const caps = relays.map((r) => r.host?.capBytesPerSec ?? 0);
       const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
       const provenShare = proven.map((v) => v / Math.max(1, sum(proven)));
       const capShare = caps.map((v) => v / Math.max(1, sum(caps)));
       const relErr = provenShare.map((s, i) => Math.abs(s - capShare[i]) / capShare[i]).sort((a, b) => a - b);
       const median = relErr.length % 2 ? relErr[(relErr.length - 1) / 2] : (relErr[relErr.length / 2 - 1] + relErr[relErr.length / 2]) / 2;
-      // In cap order: every relay with a larger cap has more proven cells.
-      const inOrder = relays.every((_, i) => relays.every((__, j) => !(caps[i] > caps[j]) || proven[i] > proven[j]));
-      const rho = spearman(proven, caps);
+      // In cap order: every relay with a larger cap has more (proven cells, weight).
+      const ordered = (v: number[]): boolean => relays.every((_, i) => relays.every((__, j) => !(caps[i] > caps[j]) || v[i] > v[j]));
+      const provenOk = ordered(proven), weightOk = ordered(weight);
+      const rho = spearman(proven, caps), rhoW = spearman(weight, caps);
       const cellBytes = 514;
-      const table = relays.map((r, i) => `${r.name} cap ${caps[i] / 1e6} MB/s (${(capShare[i] * 100).toFixed(0)}%) proven ${Math.round(proven[i] * cellBytes / MiB)} MiB (${(provenShare[i] * 100).toFixed(0)}%) weight ${weight[i]}`).join('; ');
+      const judgedSeconds = loaded.length * ctx.period;
+      const table = relays.map((r, i) => {
+        const d = after[i].counted - before[i].counted;
+        const unpaid = Object.entries(after[i].unpaid).map(([k, v]) => [k, v - (before[i].unpaid[k] ?? 0)] as const).filter(([, v]) => v > 0);
+        const up = Object.entries(after[i].uploads).map(([k, v]) => [k, v - (before[i].uploads[k] ?? 0)] as const).filter(([, v]) => v > 0);
+        return `${r.name}${r.role === 'exit' ? ' (exit)' : ''} cap ${caps[i] / 1e6} MB/s (${(capShare[i] * 100).toFixed(0)}%) proven ${Math.round(proven[i] * cellBytes / MiB)} MiB = ${(proven[i] * cellBytes / 1e6 / judgedSeconds).toFixed(2)} MB/s (${(provenShare[i] * 100).toFixed(0)}%) weight ${weight[i]} KB/s; during the load counted ${Math.round(d * cellBytes / MiB)} MiB, unpaid segments ${unpaid.map(([k, v]) => `${k} ${v}`).join(' ') || '0'}, uploads ${up.map(([k, v]) => `${k} ${v}`).join(' ') || '0'}`;
+      }).join('; ');
       ctx.log(`scenario 10 table: ${table}`);
       return {
-        done: `${ports.length} clients × 3 downloads for ${loadMs / 1000} s (${downloads} downloads, ${Math.round(bytes / MiB)} MiB); proven cells of epochs ${firstEpoch}..${lastEpoch} from ${loaded.length} consensuses`,
-        observed: `${table}; Spearman(proven, cap) ${rho.toFixed(2)}; median relative error of proven share against cap share ${(median * 100).toFixed(0)}%; ranking ${inOrder ? 'in cap order' : 'NOT in cap order'}`,
-        recoverySeconds: null, bytesLost: 0, passed: inOrder,
+        done: doneText,
+        observed: `${table}; Spearman(proven, cap) ${rho.toFixed(2)}, Spearman(weight, cap) ${rhoW.toFixed(2)}; median relative error of proven share against cap share ${(median * 100).toFixed(0)}%; proven ${provenOk ? 'in cap order' : 'NOT in cap order'}, weights ${weightOk ? 'in cap order' : 'NOT in cap order'}`,
+        recoverySeconds: null, bytesLost: 0, passed: provenOk && weightOk,
       };
     } finally {
       await stopProxies();
