@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import type { BitcloudError } from '../../src/errors';
-import type { RelayCircuit } from '../../src/circuit/relay-circuit';
+import { RUN_FROM_PREV, type RelayCircuit } from '../../src/circuit/relay-circuit';
 import { manualCircuit, startRelay, startEchoServer, type TestRelay } from '../helpers/inprocess-relays';
 
 let guard: TestRelay, middle: TestRelay, exit: TestRelay;
@@ -54,12 +54,25 @@ describe('tagging by a hostile guard, seen by a colluding exit', () => {
         }
         gFromPrev(command, payload);
       };
+      // tor1 cells from one link read reach a relay as a run (SPEC §5.4, one cipher call per
+      // layer): the hostile guard tags the first cell of the first run the same way.
+      const gFlushRun = g.flushRun.bind(g);
+      g.flushRun = (run) => {
+        if (!tagged && run.tag === RUN_FROM_PREV && run.n > 0) { tagged = true; run.views[0][dataOffset + 200] ^= 0x01; }
+        gFlushRun(run);
+      };
       // The exit records what it decrypts, recognized or not.
       const x = circuitAt(exit);
       const xFromPrev = x.fromPrev.bind(x);
       const seen: Buffer[] = [];
       x.fromPrev = (command, payload) => {
         try { xFromPrev(command, payload); } finally { seen.push(Buffer.from(payload)); }
+      };
+      const xFlushRun = x.flushRun.bind(x);
+      x.flushRun = (run) => {
+        // Without a per-cell fallback the run is decrypted in place, cell by cell in order.
+        const n = run.n;
+        try { xFlushRun(run); } finally { if (run.tag === RUN_FROM_PREV) for (let k = 0; k < n; k++) seen.push(Buffer.from(run.views[k])); }
       };
       stream.write(Buffer.alloc(DATA_LEN, DATA_BYTE));
       const why = await closed;
@@ -101,6 +114,11 @@ describe('tagging toward the client (CGO)', () => {
     m.fromNext = (command, payload) => {
       if (!tagged) { tagged = true; payload[100] ^= 0x10; }
       mFromNext(command, payload);
+    };
+    const mFlushRun = m.flushRun.bind(m);
+    m.flushRun = (run) => {
+      if (!tagged && run.tag !== RUN_FROM_PREV && run.n > 0) { tagged = true; run.views[0][100] ^= 0x10; }
+      mFlushRun(run);
     };
     const closed = new Promise<BitcloudError>((r) => c.once('close', r));
     stream.write(Buffer.alloc(DATA_LEN, DATA_BYTE));
