@@ -26,7 +26,7 @@ import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses, type NodeSpec } from './localnet/processes';
 import { HostNet, hostsSupported, type Host } from './localnet/hosts';
-import { checkPortsFree, fundDemoWallet, runDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
+import { checkPortsFree, fundDemoWallet, runDemo, runPaidContractDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
 import { ModeratorWorkspace } from '../src/moderation/workspace';
 import { stateBundle } from '../src/moderation/chain';
 import { uploadPolicy } from '../src/moderation/sources';
@@ -322,11 +322,13 @@ try {
   if (moderators.length) await waitForPolicy(moderatedLogs, 1, 60_000);
   procs.writeNetworkJson({ clientConfig, socks: `127.0.0.1:${argv['socks-port']}`, period: argv.period, ready: true });
 
+  let demoCapability: string | null = null;
   if (argv.demo) {
     const r = await runDemo(argv['socks-port'], rootAddr);
     say(`demo: downloaded ${r.bytes} bytes through a 3-hop circuit in ${r.ms} ms; sha256 matches (${r.sha256.slice(0, 16)}...).`);
     if (argv.storage >= 6) {
       const s = await runStorageDemo(REPO, dir, clientConfig);
+      demoCapability = s.capability;
       say(`demo: put ${s.bytes} bytes through ${argv['hidden-storage'] ? 'rendezvous circuits to the hidden' : 'circuits to the'} storage nodes in ${s.putMs} ms, got them back in ${s.getMs} ms; sha256 matches.`);
       say(`      read capability: ${s.capability}`);
     }
@@ -347,7 +349,7 @@ try {
   say(`  client metrics   http://127.0.0.1:${ports.proxyMetrics}/metrics`);
   say(`  client commands  bitcloud consensus --config ${clientConfig}`);
   say(`  rewards          npx bitcloud rewards --config ${clientConfig}`);
-  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}${argv.demo ? '   (the demo wallet: a relay sends it 1 coin once it earned 2)' : ''}`);
+  say(`  wallet           npx bitcloud wallet balance --config ${clientConfig}${argv.demo ? '   (the demo wallet: a relay sends it 1 coin once it earned 2; 0.5 of it then pays to store the demo file)' : ''}`);
   say(`  a relay's view   npx bitcloud-relay status --config ${path.join(dir, 'relay1.json')}   (proven bandwidth, earnings)`);
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
@@ -362,6 +364,12 @@ try {
   // background; only with the demo, so tests' balances are the allocations alone).
   if (argv.demo) void fundDemoWallet(authorityList, argv.period, clientDir, relayDirs, () => stopping).then((f) => {
     if (f) say(`demo: ${f.relay} sent 1 coin from its identity key to the demo wallet ${f.wallet.slice(0, 16)}… (block ${f.height}); see npx bitcloud wallet history --config ${clientConfig}`);
+    // SPEC.md §9.20.4: the demo file's storage, paid from that coin (escrow, paid per passed audit).
+    if (f && demoCapability && !stopping) {
+      return runPaidContractDemo(REPO, clientConfig, demoCapability).then((p) => say(p.ok
+        ? `demo: paid upload: contract ${p.contract.slice(0, 16)}… escrows ${p.pay} coin for ${p.epochs} epochs (${p.detail}); the holders are paid per passed audit, the rest comes back: npx bitcloud wallet history --config ${clientConfig}`
+        : `note: the paid-contract demo failed: ${p.detail}`));
+    }
   }, (e) => say(`note: funding the demo wallet failed: ${(e as Error).message}`));
   procs.onUnexpectedExit((name, code) => say(`note: ${name} exited (${code}); see its log in ${path.join(dir, 'logs')}`));
 } catch (e) {

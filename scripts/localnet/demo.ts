@@ -140,6 +140,21 @@ export async function runStorageDemo(repo: string, dir: string, clientConfig: st
   throw new Error(`storage demo failed: ${lastErr}`);
 }
 
+/**
+ * SPEC.md §9.20.4: a paid upload. `bitcloud keep contract CAP --pay 0.5 --epochs 12` audits the demo
+ * file, hands the contract to every authority and funds its escrow from the demo wallet; it returns
+ * once a block carries the funding.
+ */
+export async function runPaidContractDemo(repo: string, clientConfig: string, capability: string, pay = '0.5', epochs = 12): Promise<{ ok: boolean; contract: string; pay: string; epochs: number; detail: string }> {
+  const cli = path.join(repo, 'bin', 'bitcloud.js');
+  const r = await run(process.execPath, [cli, 'keep', 'contract', capability, '--pay', pay, '--epochs', String(epochs), '--json', '--config', clientConfig]);
+  let j: { ok?: boolean; contract?: string; funding?: { ok?: boolean; included?: { height: number } | null; code?: string; error?: string } | null } = {};
+  try { j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as typeof j; } catch { /* reported below */ }
+  const f = j.funding;
+  const detail = f?.ok ? (f.included ? `funding in block ${f.included.height}` : 'funding pending') : `${f?.code ?? `exit ${r.code}`} ${f?.error ?? r.stderr.trim().split('\n').pop() ?? ''}`.trim();
+  return { ok: r.code === 0 && j.ok === true && f?.ok === true, contract: j.contract ?? '', pay, epochs, detail };
+}
+
 function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { maxBuffer: 16 << 20, timeout: 180_000 }, (e, stdout, stderr) => {
