@@ -467,38 +467,90 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
 // ---- running SHA-1 for tor1 digests (hot path) ----
 
 /**
- * A running SHA-1 (node:crypto / OpenSSL) that can be read without ending it, saved and restored:
- * tor1 (tor-spec 6.1) updates one running digest per hop and direction with every cell and must
- * read it, or try an update and take it back. Reading or saving copies the OpenSSL state
- * (Hash.copy()), which allocates a native handle; that happens once per cell originated and once
- * per cell whose `recognized` field is zero (digestWithInto, at the hop that recognizes it), never
- * on cells a middle hop merely forwards. The project never hand-writes a hash (DEVELOPERS non-negotiable 2).
- * SHA-1 is used only because tor1 requires it; nothing new may use it.
+ * A running SHA-1 (node:crypto / OpenSSL) that can be read without ending it, and whose last
+ * update can be taken back: tor1 (tor-spec 6.1) updates one running digest per hop and direction
+ * with every cell and must read it after each. Reading copies the OpenSSL state (Hash.copy(),
+ * a native handle) — once per cell originated and once per cell whose `recognized` field is zero,
+ * never on cells a middle hop merely forwards. Digests are read as 20-character latin1 strings
+ * (one char per byte): node:crypto makes a fresh ArrayBuffer for a Buffer digest, which costs
+ * more than the hash of a cell.
+ *
+ * Taking an update back (tryUpdate / undo): a cell is hashed into the running state at once and
+ * undone in the rare case its digest does not match, instead of being tried on a copy and hashed
+ * again. Undo replays from a checkpoint (a state copy taken every UNDO_SPAN tried updates) the
+ * updates made since, kept in a journal; so a tried cell costs one hash and one copy of its bytes.
+ * The project never hand-writes a hash (SPEC.md §5: tor1 from node:crypto). SHA-1 is used only
+ * because tor1 requires it; nothing new may use it.
  */
 export class RunningSha1 {
   static readonly DIGEST_LEN = 20;
+  /** Tried updates between checkpoints (a longer span copies the state less, undoes slower). */
+  static readonly UNDO_SPAN = 16;
   private h: nodeCrypto.Hash = nodeCrypto.createHash('sha1');
   private saved: nodeCrypto.Hash | null = null;
+  /** The state before the journal's updates (null: none; the next tryUpdate takes one). */
+  private base: nodeCrypto.Hash | null = null;
+  /** The tried updates since `base`, end to end, with their lengths (allocated on first use). */
+  private journal: Buffer | null = null;
+  private readonly lens: number[] = [];
+  private journalBytes = 0;
 
   update(data: Uint8Array): this {
     this.h.update(data);
+    this.base = null; // the journal no longer leads from the checkpoint to the state
     return this;
+  }
+
+  /** The digest of everything hashed so far as a latin1 string (20 chars); the state goes on. */
+  digestString(): string {
+    return this.h.copy().digest('binary');
   }
 
   /** Write the digest of everything hashed so far into out[offset..offset+20); the state goes on. */
   digestInto(out: Uint8Array, offset = 0): void {
-    const d = this.h.copy().digest();
-    out.set(d, offset);
+    out.set(this.h.copy().digest(), offset);
+  }
+
+  /**
+   * Hash `data` into the state and return the new digest (latin1, 20
+   * chars); undo() takes this update back until the next one. Hot path: no allocation but the
+   * state copy the digest needs, and a checkpoint every UNDO_SPAN calls.
+   */
+  tryUpdate(data: Uint8Array): string {
+    if (this.base === null || this.lens.length === RunningSha1.UNDO_SPAN) {
+      this.base = this.h.copy();
+      this.lens.length = 0;
+      this.journalBytes = 0;
+    }
+    let j = this.journal;
+    if (j === null || this.journalBytes + data.length > j.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(RunningSha1.UNDO_SPAN * 512, 2 * (this.journalBytes + data.length)));
+      if (j !== null) j.copy(bigger, 0, 0, this.journalBytes);
+      j = this.journal = bigger;
+    }
+    j.set(data, this.journalBytes);
+    this.journalBytes += data.length;
+    this.lens.push(data.length);
+    this.h.update(data);
+    return this.h.copy().digest('binary');
+  }
+
+  /** Take back the last tryUpdate (throws CRYPTO_INTERNAL when the last change was not one). */
+  undo(): void {
+    if (this.base === null || this.lens.length === 0) throw err('CRYPTO_INTERNAL', 'RunningSha1.undo without tryUpdate');
+    const last = this.lens.pop()!;
+    this.journalBytes -= last;
+    const h = this.base.copy();
+    for (let i = 0, off = 0; i < this.lens.length; off += this.lens[i++]) h.update(this.journal!.subarray(off, off + this.lens[i]));
+    this.h = h;
   }
 
   /**
    * Write the digest of everything hashed so far followed by `data` into out[offset..offset+20),
-   * leaving the state as it was (one state copy; hashing `data` again with update() is cheaper
-   * than the second copy a save()/restore() pair would need).
+   * leaving the state as it was.
    */
   digestWithInto(data: Uint8Array, out: Uint8Array, offset = 0): void {
-    const d = this.h.copy().update(data).digest();
-    out.set(d, offset);
+    out.set(this.h.copy().update(data).digest(), offset);
   }
 
   /** Remember the current state (one level). */
@@ -511,5 +563,11 @@ export class RunningSha1 {
     if (!this.saved) throw err('CRYPTO_INTERNAL', 'RunningSha1.restore without save');
     this.h = this.saved;
     this.saved = null;
+    this.base = null;
   }
+}
+
+/** The first 4 bytes of a latin1 digest string as a big-endian uint32. */
+export function latin1Word(s: string): number {
+  return ((s.charCodeAt(0) << 24) | (s.charCodeAt(1) << 16) | (s.charCodeAt(2) << 8) | s.charCodeAt(3)) >>> 0;
 }

@@ -6,7 +6,7 @@
 // tor1 is malleable (a hop can tag a cell by XOR and see the tag at the other end); Counter
 // Galois Onion replaces it later behind the interface in relay-crypto.ts.
 import { err } from '../errors';
-import { aes128CtrStream, RunningSha1, type StreamXor } from './primitives';
+import { aes128CtrStream, latin1Word, RunningSha1, type StreamXor } from './primitives';
 import { RELAY_DATA_MAX, RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
 import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
 
@@ -19,10 +19,8 @@ export const TOR1_KEY_LEN = 2 * TOR1_DIGEST_LEN + 2 * TOR1_CIPHER_KEY_LEN; // 72
 class Tor1Direction {
   private readonly cipher: StreamXor;
   private readonly digest = new RunningSha1();
-  /** The full digest after the last originated/recognized cell. */
-  private readonly last = Buffer.alloc(TOR1_DIGEST_LEN);
-  /** Scratch for a candidate digest (reused). */
-  private readonly candidate = Buffer.alloc(TOR1_DIGEST_LEN);
+  /** The full digest after the last originated/recognized cell (latin1, one char per byte). */
+  private last = '\0'.repeat(TOR1_DIGEST_LEN);
 
   constructor(digestSeed: Buffer, cipherKey: Buffer) {
     this.cipher = aes128CtrStream(cipherKey);
@@ -47,9 +45,8 @@ class Tor1Direction {
     payload.writeUInt16BE(0, RELAY_RECOGNIZED_OFFSET);
     payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
     this.digest.update(payload);
-    this.digest.digestInto(this.last);
-    // Not last.copy(payload, …, 0, 4): a partial Buffer.copy allocates a view in Node 20.
-    payload.writeUInt32BE(this.last.readUInt32BE(0), RELAY_DIGEST_OFFSET);
+    this.last = this.digest.digestString();
+    payload.writeUInt32BE(latin1Word(this.last), RELAY_DIGEST_OFFSET);
   }
 
   /**
@@ -62,24 +59,23 @@ class Tor1Direction {
     if (payload.readUInt16BE(RELAY_RECOGNIZED_OFFSET) !== 0) return false;
     const received = payload.readUInt32BE(RELAY_DIGEST_OFFSET);
     payload.writeUInt32BE(0, RELAY_DIGEST_OFFSET);
-    // One state copy per candidate: the digest is tried on a copy, and the running state takes
-    // the payload only once it matched (hashing 509 bytes again costs less than a second copy).
-    this.digest.digestWithInto(payload, this.candidate);
-    if (this.candidate.readUInt32BE(0) !== received) {
-      payload.writeUInt32BE(received, RELAY_DIGEST_OFFSET);
+    // The payload goes into the running digest at once and is taken back on a mismatch (rare: a
+    // zero `recognized` field almost always means the cell is this hop's), so a recognized cell
+    // is hashed once and the state copied once (RunningSha1.tryUpdate).
+    const d = this.digest.tryUpdate(payload);
+    payload.writeUInt32BE(received, RELAY_DIGEST_OFFSET);
+    if (latin1Word(d) !== received) {
+      this.digest.undo();
       return false;
     }
-    this.digest.update(payload);
-    payload.writeUInt32BE(received, RELAY_DIGEST_OFFSET);
-    this.candidate.copy(this.last);
+    this.last = d;
     return true;
   }
 
   lastDigest(): Buffer {
-    return Buffer.from(this.last);
+    return Buffer.from(this.last, 'latin1');
   }
 }
-
 function split(keys: Buffer): { df: Buffer; db: Buffer; kf: Buffer; kb: Buffer } {
   if (keys.length !== TOR1_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `tor1 needs ${TOR1_KEY_LEN} bytes of key material, got ${keys.length}`);
   let o = 0;

@@ -7,7 +7,7 @@ import { isBitcloudError } from '../../src/errors';
 import {
   RELAY_CRYPTO_DIGEST_LEN, RELAY_CRYPTO_KEY_LEN, clientOpenInbound, clientOpenInboundMany, clientSealOutbound, createClientHop, createRelayHop, randomHopPairs,
 } from '../../src/crypto/relay-crypto';
-import { RunningSha1, aes128CtrStream, randomBytes, sha1, shake256 } from '../../src/crypto/primitives';
+import { RunningSha1, aes128CtrStream, latin1Word, randomBytes, sha1, shake256 } from '../../src/crypto/primitives';
 import { CELL_LEN, CELL_HEADER_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET, RelayCommand, encodeRelayPayloadInto, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
 
@@ -188,6 +188,36 @@ describe('the running SHA-1 under tor1', () => {
       h.digestInto(after);
       expect(after.equals(before)).toBe(true);
     }));
+  });
+  it('tryUpdate returns the digest with the data hashed in, and undo() takes exactly that update back', () => {
+    // Ops: [kind, bytes]: 0 = tryUpdate kept, 1 = tryUpdate then undo, 2 = plain update. Long
+    // enough runs to cross several checkpoints (RunningSha1.UNDO_SPAN).
+    const op = fc.tuple(fc.integer({ min: 0, max: 2 }), fc.uint8Array({ maxLength: 600 }));
+    fc.assert(fc.property(fc.array(op, { maxLength: 3 * RunningSha1.UNDO_SPAN + 5 }), (ops) => {
+      const h = new RunningSha1();
+      const kept: Uint8Array[] = [];
+      for (const [kind, data] of ops) {
+        if (kind === 2) { h.update(data); kept.push(data); continue; }
+        const d = h.tryUpdate(data);
+        expect(Buffer.from(d, 'latin1').equals(sha1(...kept, data))).toBe(true);
+        expect(latin1Word(d)).toBe(sha1(...kept, data).readUInt32BE(0));
+        if (kind === 1) h.undo();
+        else kept.push(data);
+        expect(Buffer.from(h.digestString(), 'latin1').equals(sha1(...kept))).toBe(true);
+      }
+    }), { numRuns: 60 });
+  });
+
+  it('undo() without a tryUpdate to take back is CRYPTO_INTERNAL', () => {
+    const h = new RunningSha1();
+    let thrown: unknown;
+    try { h.undo(); } catch (e) { thrown = e; }
+    expect(isBitcloudError(thrown, 'CRYPTO_INTERNAL')).toBe(true);
+    h.tryUpdate(Buffer.alloc(3));
+    h.update(Buffer.alloc(1));
+    thrown = undefined;
+    try { h.undo(); } catch (e) { thrown = e; }
+    expect(isBitcloudError(thrown, 'CRYPTO_INTERNAL')).toBe(true);
   });
 });
 
