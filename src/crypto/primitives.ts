@@ -490,7 +490,8 @@ export class RunningSha1 {
   private saved: nodeCrypto.Hash | null = null;
   /** The state before the journal's updates (null: none; the next tryUpdate takes one). */
   private base: nodeCrypto.Hash | null = null;
-  /** The tried updates since `base`, end to end, with their lengths (allocated on first use). */
+  /** The tried updates since `base`, end to end, with their lengths (grown on demand: a circuit
+   * that recognizes a few control cells keeps a small one). */
   private journal: Buffer | null = null;
   private readonly lens: number[] = [];
   private journalBytes = 0;
@@ -524,7 +525,7 @@ export class RunningSha1 {
     }
     let j = this.journal;
     if (j === null || this.journalBytes + data.length > j.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(RunningSha1.UNDO_SPAN * 512, 2 * (this.journalBytes + data.length)));
+      const bigger = Buffer.allocUnsafeSlow(2 * (this.journalBytes + data.length)); // own memory: long-lived
       if (j !== null) j.copy(bigger, 0, 0, this.journalBytes);
       j = this.journal = bigger;
     }
