@@ -19,7 +19,7 @@ import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authoritie
 import { httpRequest } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { fetchRewardChain } from '../../src/client/rewards';
-import { verifyAuditReport } from '../../src/storage/audit-report';
+import { verifyAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
 import { allocate } from '../../src/bandwidth/reward';
 import { STORAGE_SHARE_DEN, STORAGE_SHARE_NUM } from '../../src/bandwidth/reward';
 import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
@@ -27,6 +27,7 @@ import { IDENTITY_KEY_FILE } from '../../src/crypto/keys';
 import { decodeContract } from '../../src/wire/storage-contract';
 import { epochPayments, passingBytes } from '../../src/bandwidth/escrow';
 import type { EscrowOp } from '../../src/wire/reward-block';
+import type { RewardBlock } from '../../src/bandwidth/reward-chain';
 import { shareFiles } from '../helpers/storage-nodes';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 
@@ -85,6 +86,21 @@ function storagePay(allocations: ReadonlyMap<string, bigint>): Map<string, bigin
   return new Map([...allocations].filter(([fp]) => fps.has(fp)));
 }
 
+/** Waits for the first block of the verified chain, in chain order, that `want` takes. */
+async function blockThatPaysStorage(want: (b: RewardBlock, storage: Map<string, bigint>) => boolean): Promise<RewardBlock> {
+  return eventually(async () => {
+    const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+    return ch?.blocks.map((b) => b.block).find((b) => want(b, storagePay(b.allocations))) ?? null;
+  }, 120_000, 1000);
+}
+
+/** An authority's signed audit report of `epoch`, verified (SPEC.md §9.20.3). */
+async function auditReport(a: AuthorityInfo, epoch: number): Promise<AuditReportBody> {
+  const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
+  expect(r.status).toBe(200);
+  return verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, epoch);
+}
+
 describe('authorities audit contracted storage each epoch and pay only for passed audits (SPEC.md §9.20)', () => {
   /** Bytes each node holds under the contract (its data share and its manifest share). */
   let shareSize = 0;
@@ -108,10 +124,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     contractStart = k.startEpoch;
 
     // A block, after the contract began, that pays all four storage nodes.
-    const found = await eventually(async () => {
-      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
-      return ch?.blocks.map((b) => b.block).find((b) => b.epoch >= contractStart && storagePay(b.allocations).size === 4) ?? null;
-    }, 120_000, 1000);
+    const found = await blockThatPaysStorage((b, pay) => b.epoch >= contractStart && pay.size === 4);
     // Equal stored bytes: equal pay, exactly a fifth of the block (or all of it when no relay proved
     // bandwidth that epoch), split by the allocation rule.
     const pay = storagePay(found.allocations);
@@ -125,9 +138,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     // its share; an authority whose audits timed out on a loaded machine may credit less, never more.
     let full = 0;
     for (const a of auths) {
-      const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${found.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
-      expect(r.status).toBe(200);
-      const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, found.epoch);
+      const body = await auditReport(a, found.epoch);
       for (const n of nodes) expect(body.stored[n.fingerprint] ?? 0).toBeLessThanOrEqual(shareSize);
       if (body.results.filter((x) => x.ok).length === 8 && nodes.every((n) => body.stored[n.fingerprint] === shareSize)) full++;
       else console.error(`authority ${a.url}: audits of epoch ${found.epoch}:`, body.results.filter((x) => !x.ok).map((x) => x.code ?? "failed"));
@@ -152,18 +163,14 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     const erasedIn = Math.floor(Date.now() / (PERIOD * 1000));
 
     // The first epoch wholly after the erasure: its block pays the three others and not the lazy node.
-    const after = await eventually(async () => {
-      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
-      return ch?.blocks.map((b) => b.block).find((b) => b.epoch > erasedIn && storagePay(b.allocations).size > 0) ?? null;
-    }, 120_000, 1000);
+    const after = await blockThatPaysStorage((b, pay) => b.epoch > erasedIn && pay.size > 0);
     const pay = storagePay(after.allocations);
     expect(pay.has(lazy.fingerprint)).toBe(false);
     expect([...pay.keys()].sort()).toEqual(nodes.slice(1).map((n) => n.fingerprint).sort());
 
     // The published reports say why: its audit failed at every authority.
     for (const a of auths) {
-      const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${after.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
-      const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, after.epoch);
+      const body = await auditReport(a, after.epoch);
       const mine = body.results.filter((x) => x.node === lazy.fingerprint);
       expect(mine.length).toBe(2);
       expect(mine.every((x) => !x.ok)).toBe(true);
@@ -215,9 +222,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
         const pays = ops.filter((op): op is Extract<EscrowOp, { kind: 'pay' }> => op.kind === 'pay');
         if (pays.length) {
           const proposer = auths.find((a) => a.fingerprint === fps[b.height % fps.length])!;
-          const r = await httpRequest(`${proposer.url}/bitcloud/storage/audits?epoch=${b.epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
-          expect(r.status).toBe(200);
-          const report = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, b.epoch);
+          const report = await auditReport(proposer, b.epoch);
           const want = epochPayments({ perEpoch, totalBytes }, passingBytes({ entries }, report.results));
           expect(pays.map((p) => ({ node: p.node, amount: p.amount }))).toEqual(want);
           for (const p of pays) expect(p.epoch).toBe(b.epoch);
