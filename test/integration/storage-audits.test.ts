@@ -1,7 +1,8 @@
 // Issue 16 (a), with real processes on 127.0.0.1: three authorities, three relays, four storage
 // nodes (`bitcloud-storage run`) and the `bitcloud` CLI. A file is stored 2-of-4 through circuits;
 // `bitcloud keep contract` audits it and uploads a storage contract to every authority. Each epoch
-// every authority audits the contracted shares over direct sessions, publishes a signed report
+// every authority audits the contracted shares over 3-hop circuits that end at the node (the
+// node's metrics count the challenges as arrived over a circuit, none directly), publishes a signed report
 // (GET /bitcloud/storage/audits?epoch=E) that anyone rechecks, and votes the bytes that passed;
 // the consensus carries their low median, and the reward block pays storage for exactly those.
 // Then one node's shares are erased: within an epoch its audits fail and the following blocks pay
@@ -29,13 +30,14 @@ import { epochPayments, passingBytes } from '../../src/bandwidth/escrow';
 import type { EscrowOp } from '../../src/wire/reward-block';
 import type { RewardBlock } from '../../src/bandwidth/reward-chain';
 import { shareFiles } from '../helpers/storage-nodes';
+import { metric, scrape } from '../helpers/localnet';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 
 const PERIOD = 5;
 let dnet: DirNet;
 let auths: AuthorityInfo[];
 let clientConfig: string;
-const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string }[] = [];
+const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string; metricsPort: number }[] = [];
 
 const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', [...args, '--config', clientConfig], { timeoutMs });
 const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -55,7 +57,7 @@ async function startStorageNode(i: number): Promise<void> {
   }, null, 2));
   const daemon = startDaemon('bitcloud-storage', ['run', '--config', configFile]);
   const up = await daemon.waitForMsg('storage node listening', {}, 60_000);
-  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile });
+  nodes.push({ name, dataDir, fingerprint: String(up.json!.identity), configFile, metricsPort });
 }
 
 beforeAll(async () => {
@@ -86,6 +88,15 @@ function storagePay(allocations: ReadonlyMap<string, bigint>): Map<string, bigin
   return new Map([...allocations].filter(([fp]) => fps.has(fp)));
 }
 
+/** A storage node's audit challenges answered so far, by how they arrived (SPEC.md §9.8.4). */
+async function challenges(n: (typeof nodes)[number]): Promise<{ circuit: number; direct: number }> {
+  const samples = await scrape(n.metricsPort);
+  return {
+    circuit: metric(samples, 'bitcloud_storage_requests_total', { op: 'challenge', via: 'circuit' }),
+    direct: metric(samples, 'bitcloud_storage_requests_total', { op: 'challenge', via: 'direct' }),
+  };
+}
+
 /** Waits for the first block of the verified chain, in chain order, that `want` takes. */
 async function blockThatPaysStorage(want: (b: RewardBlock, storage: Map<string, bigint>) => boolean): Promise<RewardBlock> {
   return eventually(async () => {
@@ -105,6 +116,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
   /** Bytes each node holds under the contract (its data share and its manifest share). */
   let shareSize = 0;
   let contractStart = 0;
+  let afterKeeper: { circuit: number; direct: number }[] = [];
 
   it('a 2-of-4 file under contract: every node is audited, reported, put in the consensus and paid', async () => {
     const file = path.join(dnet.dir, 'paid.bin');
@@ -122,6 +134,8 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     expect(k.authorities.map((u: { ok: boolean; result: string }) => [u.ok, u.result])).toEqual([[true, 'accepted'], [true, 'accepted'], [true, 'accepted']]);
     shareSize = k.bytes / 4;
     contractStart = k.startEpoch;
+    // What the keeper's own pass asked (over circuits too); the authorities' audits come on top.
+    afterKeeper = await Promise.all(nodes.map((n) => challenges(n)));
 
     // A block, after the contract began, that pays all four storage nodes.
     const found = await blockThatPaysStorage((b, pay) => b.epoch >= contractStart && pay.size === 4);
@@ -155,6 +169,18 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     const now = await consensus();
     if (now && now.provenEpoch !== null && now.provenEpoch >= contractStart + 1) expect(v.consensus.storedBytes).toBe(shareSize);
   }, 300_000);
+
+  it('the authorities\' audits reach every node over circuits, never by a direct session (SPEC.md §9.20.2)', async () => {
+    expect(afterKeeper).toHaveLength(4);
+    // Each authority audits both of a node's contracted shares every epoch: within a few epochs
+    // every node has answered at least one authority's full round over circuits, and no challenge
+    // ever arrived directly (nothing in this test puts with --direct).
+    const now = await eventually(async () => {
+      const got = await Promise.all(nodes.map((n) => challenges(n)));
+      return got.every((c, i) => c.circuit >= afterKeeper[i].circuit + 2) ? got : null;
+    }, 120_000, 1000);
+    for (const c of now) expect(c.direct).toBe(0);
+  }, 180_000);
 
   it('a node that erased its shares is caught within an epoch and paid nothing after; the others keep being paid', async () => {
     expect(shareSize).toBeGreaterThan(0);
