@@ -13,7 +13,7 @@ import { httpRequest, PATHS } from '../../src/dir/fetch';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { prom } from '../../src/ops/metrics';
 import { RewardLedger } from '../../directory/rewards';
-import { serveRewards, serveTransfers } from '../../directory/reward-http';
+import { serveEscrowCancel, serveRewards, serveTransfers } from '../../directory/reward-http';
 import type { Signer } from '../../directory/vote';
 
 export interface TrioNode {
@@ -62,6 +62,8 @@ export interface LedgerTrio {
   running(): RewardLedger[];
   /** POST /bitcloud/transfers to a node. */
   postTransfer(n: TrioNode, body: Buffer): ReturnType<typeof httpRequest>;
+  /** POST /bitcloud/escrow/cancel to a node. */
+  postCancel(n: TrioNode, body: Buffer): ReturnType<typeof httpRequest>;
   /** Close the ledgers and servers and remove the folder. */
   close(): Promise<void>;
 }
@@ -100,6 +102,7 @@ export async function startLedgerTrio(o: LedgerTrioOptions): Promise<LedgerTrio>
     },
     running: () => nodes.filter((n) => n.ledger).map((n) => n.ledger!),
     postTransfer: (n, body) => httpRequest(`http://127.0.0.1:${n.port}${PATHS.transfers}`, { method: 'POST', body, maxBytes: 4096, timeoutMs: 5000 }),
+    postCancel: (n, body) => httpRequest(`http://127.0.0.1:${n.port}${PATHS.escrowCancel}`, { method: 'POST', body, maxBytes: 4096, timeoutMs: 5000 }),
     async close() {
       for (const n of nodes) {
         await n.ledger?.close();
@@ -117,7 +120,7 @@ export async function startLedgerTrio(o: LedgerTrioOptions): Promise<LedgerTrio>
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname === PATHS.certificate && n.ledger) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
       if (o.route?.(n, url, req, res)) return;
-      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
+      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveEscrowCancel(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
         .then((r) => { if (!r) { res.writeHead(404); res.end(); } });
     });
     await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));

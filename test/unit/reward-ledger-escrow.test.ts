@@ -13,6 +13,7 @@ import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
 import { signAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
+import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
 const P = 5;
@@ -141,5 +142,50 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       expect(l.chain.balances.get(result.node)).toBeUndefined();
       expect(l.chain.balances.get(ID2)).toBe(3000n);
     }
+  });
+
+  it('the payer\'s cancel, passed among the authorities, returns the rest at once; another key\'s cancel and a second one are refused', async () => {
+    const c3: StorageContract = { ...contract, startEpoch: E0 + 10, endEpoch: E0 + 20 };
+    const id3 = contractId(c3);
+    const ID3 = id3.toString('hex');
+    for (const h of held) h.set(ID3, c3);
+    // Unknown before it is funded.
+    const early = await trio.postCancel(nodes[0], encodeEscrowCancel(signEscrowCancel(relay, ID3)));
+    expect([early.status, JSON.parse(early.body.toString('utf8')).code]).toEqual([404, 'ESCROW_UNKNOWN']);
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id3, 5000n, 3)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const l of running()) l.onConsensus(consensus(E0 + 10));
+    await rounds(6);
+    for (const l of running()) expect(l.chain.escrows.get(ID3)).toMatchObject({ funded: 5000n, perEpoch: 500n, paid: 0n });
+    const before = running()[0].chain.balances.get(RELAY)!;
+
+    // Someone else's cancel: refused with its reason. The payer's: taken, passed on to the others.
+    const other = await trio.postCancel(nodes[1], encodeEscrowCancel(signEscrowCancel(ed25519FromSeed(Buffer.alloc(32, 99)), ID3)));
+    expect([other.status, JSON.parse(other.body.toString('utf8')).code]).toEqual([400, 'ESCROW_NOT_PAYER']);
+    const bad = await trio.postCancel(nodes[1], Buffer.alloc(12));
+    expect([bad.status, JSON.parse(bad.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CANCEL_MALFORMED']);
+    const mine = encodeEscrowCancel(signEscrowCancel(relay, ID3));
+    const r = await trio.postCancel(nodes[1], mine);
+    expect([r.status, JSON.parse(r.body.toString('utf8'))]).toEqual([200, expect.objectContaining({ accepted: true, result: 'added', contract: ID3, payer: RELAY })]);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    expect(running().map((l) => l.pendingCancels)).toEqual([1, 1, 1]);
+
+    // The next block (whoever proposes it) carries the cancel: all 5000 units back to the payer.
+    for (const l of running()) l.onConsensus(consensus(E0 + 11));
+    await rounds(6);
+    for (const l of running()) {
+      expect(l.chain.epoch).toBe(E0 + 11);
+      expect(l.chain.escrows.get(ID3)).toMatchObject({ refunded: 5000n, cancelledAt: E0 + 11, paid: 0n });
+      expect(l.chain.balances.get(ID3)).toBe(0n);
+      expect(l.pendingCancels).toBe(0);
+    }
+    const chain = await fetchRewardChain({ authorities, periodSeconds: P, timeoutMs: 5000 });
+    const ops = chain.blocks.at(-1)!.block.escrow ?? [];
+    expect(ops.filter((op) => op.contract === ID3).map((op) => [op.kind, (op as { amount?: bigint }).amount])).toEqual([['cancel', 5000n]]);
+    expect(chain.state.balances.get(RELAY)).toBe(before + [...chain.blocks.at(-1)!.block.allocations.values()].reduce((a, b) => a + b, 0n) + 5000n);
+
+    // A second cancel: the escrow is closed.
+    const again = await trio.postCancel(nodes[2], mine);
+    expect([again.status, JSON.parse(again.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
   });
 });
