@@ -13,6 +13,7 @@ import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
 import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../wire/transfer';
 import type { VerifiedRewardBlock } from './rewards';
+import { encodeEscrowCancel, type EscrowCancel } from '../wire/escrow-cancel';
 
 export const WALLET_KEY_FILE = 'wallet.key';
 
@@ -109,11 +110,19 @@ export interface SubmitResult {
  * with who took it and who refused; the caller fails when nobody took it.
  */
 export async function submitTransfer(authorities: readonly AuthorityInfo[], t: Transfer, timeoutMs = 10_000): Promise<SubmitResult> {
-  const body = encodeTransfer(t);
+  return submitToAuthorities(authorities, PATHS.transfers, encodeTransfer(t), timeoutMs);
+}
+
+/** POST a payer's escrow cancel (SPEC.md §9.20.4) to every authority, as `submitTransfer` does. */
+export async function submitEscrowCancel(authorities: readonly AuthorityInfo[], c: EscrowCancel, timeoutMs = 10_000): Promise<SubmitResult> {
+  return submitToAuthorities(authorities, PATHS.escrowCancel, encodeEscrowCancel(c), timeoutMs);
+}
+
+async function submitToAuthorities(authorities: readonly AuthorityInfo[], route: string, body: Buffer, timeoutMs: number): Promise<SubmitResult> {
   const res: SubmitResult = { accepted: [], refused: [], unreachable: [] };
   await Promise.all(authorities.map(async (a) => {
     try {
-      const r = await httpRequest(a.url + PATHS.transfers, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs });
+      const r = await httpRequest(a.url + route, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs });
       if (r.status === 200) { res.accepted.push(a.name); return; }
       let code = `HTTP_${r.status}`;
       try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? code); } catch { /* not JSON */ }

@@ -9,7 +9,10 @@
 // it nothing, while the honest nodes keep being paid. Last, a storage node's operator pays for a
 // contract from the node's earnings (`keep contract --pay`): the chain opens its escrow, pays the
 // holders of passing shares each epoch in the exact amounts the proposer's published report gives,
-// and refunds the rest to the payer at the end. SPEC.md §9.20, §8.6.
+// and refunds the rest to the payer at the end. Then `put --pay` stores a file and opens a paid
+// contract in one command, and the payer's cancel (`keep cancel`) returns the unspent escrow in
+// the block that carries it, exactly, with another key's cancel, a second cancel and an
+// unfundable funding transfer refused. SPEC.md §9.20, §8.6.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +20,11 @@ import { randomBytes } from '../../src/crypto/primitives';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, loadConsensusCache } from '../../src/dir/consensus-cache';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
-import { httpRequest } from '../../src/dir/fetch';
+import { httpRequest, PATHS } from '../../src/dir/fetch';
+import { loadEd25519Secret } from '../../src/crypto/keys';
+import { signTransfer } from '../../src/bandwidth/transfer';
+import { encodeTransfer } from '../../src/wire/transfer';
+import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { verifyAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
@@ -278,5 +285,71 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     expect(st.code, st.stderr).toBe(0);
     const mine = (lastJson(st.stdout).rewards.contracts as { contract: string; units: string; refunded: boolean }[]).find((x) => x.contract === id);
     expect(mine).toMatchObject({ units: perNode.get(earner.fingerprint)!.toString(), refunded: true });
+  }, 400_000);
+
+  it('put --pay opens a paid contract in one command; the payer\'s cancel returns the rest at once, exactly; other keys, a second cancel and an unfundable funding are refused (SPEC.md §9.20.4)', async () => {
+    const file = path.join(dnet.dir, 'cancelled.bin');
+    fs.writeFileSync(file, randomBytes(100_000));
+    const payer = nodes[2];
+    const keyFile = path.join(payer.dataDir, IDENTITY_KEY_FILE);
+    const put = await cli(['put', file, '-k', '2', '-n', '4', '--pay', '2', '--epochs', '100', '--key', keyFile, '--json']);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
+    const out = lastJson(put.stdout);
+    expect(out.capability).toMatch(/^bitcloud:/);
+    expect(out.contract).toMatchObject({ ok: true, entries: 8, funding: { ok: true, units: '200000000' } });
+    const id = String(out.contract.contract);
+
+    // A funding transfer for more than the payer holds, sent straight to an authority (no CLI
+    // check in the way): refused when the authority takes it, so no block can carry it.
+    const chain0 = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 });
+    const held = chain0.state.balances.get(payer.fingerprint) ?? 0n;
+    const key = await loadEd25519Secret(keyFile);
+    const nonce = (chain0.state.nonces.get(payer.fingerprint) ?? 0) + 1;
+    const over = await httpRequest(`${auths[0].url}${PATHS.transfers}`, { method: 'POST', body: encodeTransfer(signTransfer(key, Buffer.alloc(32, 0x77), held + 1n, nonce)), maxBytes: 4096, timeoutMs: 5000 });
+    expect([over.status, JSON.parse(over.body.toString('utf8')).code]).toEqual([400, 'TRANSFER_OVERSPEND']);
+
+    // Let some epoch of the contract be paid first.
+    await eventually(async () => {
+      const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+      return ch && (ch.state.escrows.get(id)?.paid ?? 0n) > 0n ? ch : null;
+    }, 120_000, 1000);
+
+    // Another key cannot cancel: the CLI refuses before sending, an authority refuses the forged cancel.
+    const otherKey = path.join(nodes[3].dataDir, IDENTITY_KEY_FILE);
+    const notMine = await cli(['keep', 'cancel', id, '--key', otherKey, '--json']);
+    expect(notMine.code).toBe(1);
+    expect(lastJson(notMine.stdout)).toMatchObject({ ok: false, code: 'ESCROW_NOT_PAYER' });
+    const forged = await httpRequest(`${auths[1].url}${PATHS.escrowCancel}`, { method: 'POST', body: encodeEscrowCancel(signEscrowCancel(await loadEd25519Secret(otherKey), id)), maxBytes: 4096, timeoutMs: 5000 });
+    expect([forged.status, JSON.parse(forged.body.toString('utf8')).code]).toEqual([400, 'ESCROW_NOT_PAYER']);
+
+    // The payer cancels (the file is deleted): one block carries the cancel and the rest goes back.
+    const c = await cli(['keep', 'cancel', id, '--key', keyFile, '--json']);
+    expect(c.code, c.stderr + c.stdout).toBe(0);
+    const k = lastJson(c.stdout);
+    expect(k).toMatchObject({ ok: true, how: 'cancelled', contract: id, payer: payer.fingerprint });
+    const ch = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 });
+    const e = ch.state.escrows.get(id)!;
+    expect(e.funded).toBe(200_000_000n);
+    expect(e.paid + e.refunded!).toBe(200_000_000n);
+    expect(BigInt(k.refunded.units)).toBe(e.refunded);
+    expect(e.cancelledAt).toBe(k.included.epoch);
+    const block = ch.blocks.find((b) => b.block.height === k.included.height)!.block;
+    expect((block.escrow ?? []).filter((op) => op.contract === id && op.kind === 'cancel').map((op) => (op as { amount: bigint }).amount)).toEqual([e.refunded]);
+    expect(ch.state.balances.get(id)).toBe(0n);
+
+    // A second cancel is refused, by the CLI and by an authority; and no later block pays the contract.
+    const again = await cli(['keep', 'cancel', id, '--key', keyFile, '--json']);
+    expect(again.code).toBe(1);
+    expect(lastJson(again.stdout)).toMatchObject({ ok: false, code: 'ESCROW_CLOSED' });
+    const twice = await httpRequest(`${auths[2].url}${PATHS.escrowCancel}`, { method: 'POST', body: encodeEscrowCancel(signEscrowCancel(key, id)), maxBytes: 4096, timeoutMs: 5000 });
+    expect([twice.status, JSON.parse(twice.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
+    const later = await eventually(async () => {
+      const x = await fetchRewardChain({ authorities: auths, periodSeconds: PERIOD, timeoutMs: 5000 }).catch(() => null);
+      return x && x.state.height >= k.included.height + 2 ? x : null;
+    }, 120_000, 1000);
+    for (const b of later.blocks.filter((vb) => vb.block.height > k.included.height)) {
+      expect((b.block.escrow ?? []).filter((op) => op.contract === id)).toEqual([]);
+    }
+    expect(later.state.escrows.get(id)).toMatchObject({ paid: e.paid, refunded: e.refunded });
   }, 400_000);
 });
