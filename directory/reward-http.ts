@@ -33,7 +33,7 @@ export async function serveTransfers(ledger: RewardLedger | null | undefined, re
     sendJson(res, 200, { accepted: true, result, from: transfer.from.toString('hex'), nonce: transfer.nonce, height: ledger.height });
     return ['transfers', 200];
   } catch (e) {
-    const status = isBitcloudError(e) ? (errorCode(e) === 'TRANSFER_POOL_FULL' ? 503 : 400) : 500;
+    const status = isBitcloudError(e) ? (errorCode(e) === 'TRANSFER_POOL_FULL' ? 503 : errorCode(e) === 'TRANSFER_RATE_LIMITED' ? 429 : 400) : 500;
     sendJsonError(res, status, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
     return ['transfers', status];
   }
