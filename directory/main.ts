@@ -44,7 +44,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   // Audits go over 3-hop circuits that end at the node (rendezvous circuits to hidden nodes), SPEC.md
   // §9.20.2; the local test network runs every node on one address, so it turns off the
   // distinct-subnet rule for those paths.
-  const auditConnector = circuitAuditConnector(() => storage.currentRelays(), { enforceDistinctSubnets: !cfg.testNetwork, log });
+  const auditConnector = circuitAuditConnector(() => storage.currentRelays(), { enforceDistinctSubnets: !cfg.testNetwork, log, registry: reg });
   const storage: StorageAudits = new StorageAudits({ dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg, connect: auditConnector.connect });
   const held = storage.load();
   // SPEC.md §9.20.4: escrow payments are computed from the contracts held and the own audit reports.

@@ -57,8 +57,11 @@ export const directAuditConnector: AuditConnector = async (node, timeoutMs) => {
  * current consensus. A circuit not built within the connection bound fails the node's audits with
  * STORAGE_TIMEOUT (and is destroyed when it completes later).
  */
-export function circuitAuditConnector(relays: () => readonly ConsensusRelay[] | null, o: { enforceDistinctSubnets: boolean; log?: Logger }): { connect: AuditConnector; close(): Promise<void> } {
-  const manager = new CircuitManager({ relays: () => relays(), enforceDistinctSubnets: o.enforceDistinctSubnets, preemptiveCircuits: 0, log: o.log });
+export function circuitAuditConnector(
+  relays: () => readonly ConsensusRelay[] | null, o: { enforceDistinctSubnets: boolean; log?: Logger; registry?: Registry },
+): { connect: AuditConnector; close(): Promise<void> } {
+  // With a registry, the authority's /metrics count these circuits (bitcloud_client_circuits_built_total, …).
+  const manager = new CircuitManager({ relays: () => relays(), enforceDistinctSubnets: o.enforceDistinctSubnets, preemptiveCircuits: 0, log: o.log, registry: o.registry });
   const buildTo = (r: ConsensusRelay) => manager.buildCircuitTo(r);
   const fetchDescriptor = mirrorDescriptorFetcher({ relays, buildTo });
   return {

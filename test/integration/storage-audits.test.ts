@@ -187,6 +187,8 @@ describe('authorities audit contracted storage each epoch and pay only for passe
       return got.every((c, i) => c.circuit >= afterKeeper[i].circuit + 2) ? got : null;
     }, 120_000, 1000);
     for (const c of now) expect(c.direct).toBe(0);
+    // And each authority counts the circuits it built for them on its own /metrics.
+    for (const a of dnet.authorities) expect(metric(await scrape(a.metricsPort), 'bitcloud_client_circuits_built_total')).toBeGreaterThan(0);
   }, 180_000);
 
   it('a node that erased its shares is caught within an epoch and paid nothing after; the others keep being paid', async () => {
