@@ -50,7 +50,8 @@ export function parseKey(s: string): Buffer {
 export interface HistoryEntry {
   height: number;
   epoch: number;
-  kind: 'reward' | 'sent' | 'received';
+  /** `escrow_pay`: a storage contract's escrow paid this node; `escrow_back`: the rest of an escrow this key funded came back (refund at the end, or its cancel). SPEC.md §9.20.4. */
+  kind: 'reward' | 'sent' | 'received' | 'escrow_pay' | 'escrow_back';
   /** Signed: + for rewards and transfers received, − for transfers sent. */
   units: bigint;
   /** The other side of a transfer (hex); null for a reward. */
@@ -58,9 +59,10 @@ export interface HistoryEntry {
   nonce: number | null;
 }
 
-/** Every credit and debit of `key` (hex) in the verified chain, in chain order. */
+/** Every credit and debit of `key` (hex) in the verified chain, in chain order (escrow payments and returns included). */
 export function walletHistory(blocks: readonly VerifiedRewardBlock[], key: string): HistoryEntry[] {
   const out: HistoryEntry[] = [];
+  const payers = new Map<string, string>();
   for (const { block } of blocks) {
     const a = block.allocations.get(key);
     if (a) out.push({ height: block.height, epoch: block.epoch, kind: 'reward', units: a, counterparty: null, nonce: null });
@@ -69,6 +71,13 @@ export function walletHistory(blocks: readonly VerifiedRewardBlock[], key: strin
       const to = t.to.toString('hex');
       if (from === key) out.push({ height: block.height, epoch: block.epoch, kind: 'sent', units: -t.amount, counterparty: to, nonce: t.nonce });
       if (to === key) out.push({ height: block.height, epoch: block.epoch, kind: 'received', units: t.amount, counterparty: from, nonce: t.nonce });
+    }
+    for (const op of block.escrow ?? []) {
+      if (op.kind === 'open') payers.set(op.contract, op.payer);
+      else if (op.kind === 'pay' && op.node === key) out.push({ height: block.height, epoch: block.epoch, kind: 'escrow_pay', units: op.amount, counterparty: op.contract, nonce: null });
+      else if ((op.kind === 'refund' || op.kind === 'cancel') && op.amount > 0n && payers.get(op.contract) === key) {
+        out.push({ height: block.height, epoch: block.epoch, kind: 'escrow_back', units: op.amount, counterparty: op.contract, nonce: null });
+      }
     }
   }
   return out;

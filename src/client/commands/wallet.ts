@@ -78,7 +78,8 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
       if (sub === 'history') {
         if (!history.length && !pending.length) io.out('no rewards or transfers yet');
         for (const h of history) {
-          const what = h.kind === 'reward' ? 'reward' : h.kind === 'sent' ? `sent to ${h.counterparty} (nonce ${h.nonce})` : `received from ${h.counterparty}`;
+          const what = h.kind === 'reward' ? 'reward' : h.kind === 'sent' ? `sent to ${h.counterparty} (nonce ${h.nonce})`
+            : h.kind === 'escrow_pay' ? `paid by contract ${h.counterparty}` : h.kind === 'escrow_back' ? `back from contract ${h.counterparty}` : `received from ${h.counterparty}`;
           io.out(`height ${h.height}  epoch ${h.epoch}  ${h.units > 0n ? '+' : ''}${formatCoins(h.units)}  ${what}`);
         }
         for (const t of pending) io.out(`pending  -${formatCoins(t.amount)}  sent to ${t.to.toString('hex')} (nonce ${t.nonce})`);
