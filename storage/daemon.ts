@@ -132,6 +132,7 @@ export class StorageDaemon {
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+      onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
   }
