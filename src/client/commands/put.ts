@@ -1,6 +1,7 @@
 // `bitcloud put FILE [--json] [--direct] [-k K -n N | --profile durable] [--chunk-size BYTES]
-// [--pay COINS --epochs N [--key FILE]]` (SPEC.md §9.9, §9.20.4): store a file encrypted and erasure-coded on the storage nodes of the consensus,
-// through circuits by default, and print its read capability. Wiring only.
+// [--pay COINS [--epochs N] [--key FILE]]` (SPEC.md §9.9, §9.20.4): store a file encrypted and
+// erasure-coded on the storage nodes of the consensus, through circuits by default, and print its
+// read capability; with --pay, also open a paid storage contract for it. Wiring only.
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
