@@ -104,7 +104,9 @@ export class CapacityProbes {
   }
 
   private slot(s: number): void {
-    if (this.running > 0) return; // the previous slot's probes have not finished: skip this one
+    // A probe whose circuit took long to build may still run: start this slot's anyway (other
+    // relays), unless two slots' worth are still running.
+    if (this.running >= 2 * this.o.config.parallel) return;
     for (const d of this.pick(s, this.o.relays())) void this.probe(d);
   }
 
