@@ -12,7 +12,7 @@ import { CapacityProbes, DEFAULT_PROBE_CONFIG } from '../../directory/probes';
 import { silentLogger } from '../../src/ops/log';
 import { RelayCircuit } from '../../src/circuit/relay-circuit';
 import type { VerifiedDescriptor } from '../../src/dir/descriptor';
-import { startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
 
 const relays: TestRelay[] = [];
 afterEach(async () => { for (const r of relays.splice(0)) await r.stop(); });
@@ -119,6 +119,30 @@ describe('runProbe against a real relay (SPEC §8.12)', () => {
     } finally {
       RelayCircuit.prototype.sendRelay = orig;
     }
+  });
+
+  it('a relay that echoes short data (saving its bandwidth) is refused with PROBE_REPLY_MALFORMED', async () => {
+    const r = await startRelay('short', ['Running']);
+    relays.push(r);
+    const orig = RelayCircuit.prototype.sendRelay;
+    RelayCircuit.prototype.sendRelay = function (this: RelayCircuit, command: number, streamId: number, data: Uint8Array) {
+      return orig.call(this, command, streamId, command === RelayCommand.PROBE_ECHO ? data.subarray(0, 16) : data);
+    };
+    try {
+      await expect(runProbe(r.info, { durationMs: 60_000, maxBytes: 50 * CELL_LEN, inFlight: 4 })).rejects.toMatchObject({ code: 'PROBE_REPLY_MALFORMED' });
+    } finally {
+      RelayCircuit.prototype.sendRelay = orig;
+    }
+  });
+
+  it('the relay refuses a PROBE_ECHO of the wrong length (RELAY_PROTOCOL ends the circuit)', async () => {
+    const r = await startRelay('strict', ['Running']);
+    relays.push(r);
+    const c = await manualCircuit([r]);
+    const closed = new Promise<unknown>((res) => c.once('close', res));
+    c.sendControl(RelayCommand.PROBE_ECHO, Buffer.alloc(10));
+    await closed;
+    expect(c.isOpen).toBe(false);
   });
 
   it('bad probe bounds are PROBE_BAD_PARAMS', async () => {
