@@ -99,7 +99,7 @@ export class StorageDaemon {
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
-      bandwidth: this.bw, consensus: () => this.dir.consensus(),
+      bandwidth: this.bw, consensus: () => this.dir.consensus(), refreshConsensus: () => this.dir.refresh(),
       names: new NameService(() => this.dht?.instance ?? null),
     });
     await this.endpoint.start({ listen: !cfg.hidden });
@@ -132,6 +132,7 @@ export class StorageDaemon {
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+      onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
   }

@@ -35,7 +35,11 @@ export class DescriptorPublisher {
     private readonly authorities: readonly AuthorityInfo[],
     private readonly build: () => Buffer | Promise<Buffer>,
     private readonly log: Logger,
-    private readonly opts: { intervalMs: number; retryMs: number; now?: () => number },
+    private readonly opts: {
+      intervalMs: number; retryMs: number; now?: () => number;
+      /** Called when an authority refused the identity proof as IDENTITY_POW_STALE, before the next build. */
+      onPowStale?: () => void;
+    },
   ) {}
 
   start(): void { void this.round(); }
@@ -70,6 +74,7 @@ export class DescriptorPublisher {
     const results = await Promise.all(targets.map((a) => uploadDescriptor(a, this.lastRaw!)));
     this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
     this.powRefused = results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_'));
+    if (results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_STALE'))) this.opts.onPowStale?.();
     for (const r of results) {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
       else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');
