@@ -235,6 +235,13 @@ export const ERROR_CODES = {
     RECEIPT_UNKNOWN_RELAY: 'peer_refused',
     RECEIPT_WRONG_KEY: 'internal',
   },
+  /** The capacity probe (SPEC.md §8.12). */
+  PROBE: {
+    PROBE_BAD_PARAMS: 'bad_input',
+    PROBE_REPLY_MALFORMED: 'protocol_violation',
+    PROBE_REPLY_MISMATCH: 'integrity',
+    PROBE_TIMEOUT: 'timeout',
+  },
   /** The reward chain (SPEC.md §8.6–§8.7). */
   REWARD: {
     REWARD_BAD_INPUT: 'bad_input',
