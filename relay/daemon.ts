@@ -31,6 +31,7 @@ import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody } from '../src/ops/http-body';
+import { forwardMetric, UploadForwarder } from './upload-forward';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -69,6 +70,8 @@ export class RelayDaemon {
   private bw: NodeBandwidth | null = null;
   private mirror: ConsensusMirror;
   private readonly rewardMirror: RewardMirror;
+  /** SPEC.md §9.21.8: hidden nodes' uploads, passed on to the authorities. */
+  readonly uploads: UploadForwarder;
   private orPort = 0;
   private dirPort = 0;
 
@@ -80,6 +83,8 @@ export class RelayDaemon {
   ) {
     this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
     this.rewardMirror = new RewardMirror(cfg.authorities);
+    const forwarded = forwardMetric(registry);
+    this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }));
   }
 
   get ports(): { orPort: number; dirPort: number; metricsPort: number } {
@@ -219,6 +224,7 @@ export class RelayDaemon {
     const srv = http.createServer((req, res) => {
       dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
+      if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);

@@ -20,7 +20,7 @@ import { isRunningValid, canBeHop } from '../client/weighting';
 import { openHsDescriptor } from './descriptor';
 import { sealIntroduce } from './introduce';
 import { HS_DESC_PATH } from './store';
-import { httpRequest } from '../dir/fetch';
+import { httpRequest, type HttpResponse } from '../dir/fetch';
 import type { Duplex } from 'node:stream';
 import { newCookie } from './service';
 
@@ -38,29 +38,52 @@ export interface HiddenConnectOptions {
   timeoutMs?: number;
 }
 
+export interface MirrorCircuitOptions {
+  relays: () => readonly ConsensusRelay[] | null;
+  /** Build a 3-hop circuit ending at `last` (guard → middle → last). */
+  buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>;
+  timeoutMs?: number;
+  /** Mirrors tried (each on a new circuit); default 3. */
+  tries?: number;
+}
+
+/**
+ * One HTTP request to a relay's directory mirror over a 3-hop circuit ending there (BEGIN_DIR
+ * at the mirror, SPEC.md §9.21.3, §9.21.8): the mirror sees the request, not who sent it.
+ * `accept` turns an answer into a result, or throws to try the next mirror (random order).
+ */
+export async function overMirrorCircuit<T>(o: MirrorCircuitOptions, req: { method: 'GET' | 'POST'; path: string; body?: Buffer; maxBytes: number }, accept: (r: HttpResponse) => T): Promise<T> {
+  const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
+  let last: unknown = err('DIR_FETCH_FAILED', 'no relay mirror to ask');
+  for (const m of mirrors.slice(0, o.tries ?? 3)) {
+    let circ: ClientCircuit | null = null;
+    try {
+      circ = await o.buildTo(m);
+      const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
+      const r = await httpRequest(`http://127.0.0.1${req.path}`, {
+        method: req.method, body: req.body, maxBytes: req.maxBytes, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex,
+      });
+      return accept(r);
+    } catch (e) {
+      last = e;
+    } finally {
+      circ?.destroy();
+    }
+  }
+  throw last;
+}
+
 /**
  * SPEC.md §9.21.3: GET the descriptor over a 3-hop circuit whose last hop is a relay mirror
  * (BEGIN_DIR there): neither the guard nor the authorities see which node the client wants.
  */
-export function mirrorDescriptorFetcher(o: { relays: () => readonly ConsensusRelay[] | null; buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>; timeoutMs?: number }): (blindedKeyHex: string) => Promise<Buffer> {
+export function mirrorDescriptorFetcher(o: MirrorCircuitOptions): (blindedKeyHex: string) => Promise<Buffer> {
   return async (key) => {
-    const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
-    let last: unknown = err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
-    for (const m of mirrors.slice(0, 3)) {
-      let circ: ClientCircuit | null = null;
-      try {
-        circ = await o.buildTo(m);
-        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
-        const r = await httpRequest(`http://127.0.0.1${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex });
-        if (r.status === 200) return r.body;
-        last = err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
-      } catch (e) {
-        last = e;
-      } finally {
-        circ?.destroy();
-      }
-    }
-    throw last;
+    if ((o.relays() ?? []).every((r) => !(isRunningValid(r) && canBeHop(r) && r.dirPort > 0))) throw err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
+    return overMirrorCircuit(o, { method: 'GET', path: `${HS_DESC_PATH}/${key}`, maxBytes: HS_DESC_MAX }, (r) => {
+      if (r.status === 200) return r.body;
+      throw err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
+    });
   };
 }
 

@@ -5,6 +5,7 @@
 // rendezvous cookie reused (refused by the relay), a descriptor signed by another key or for
 // another period (refused by the authority and by the client).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
@@ -35,8 +36,49 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
   try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
 }
 
+/**
+ * SPEC.md §9.21.8 witness: a preload hook in every storage node process records each TCP connect
+ * (port) and each HTTP request it makes (method, port, path, and whether it went over a TCP
+ * connection of its own or a circuit stream). Relays and authorities log nothing.
+ */
+const HOOK = `
+const fs = require('node:fs');
+const net = require('node:net');
+const http = require('node:http');
+if (process.argv.some((a) => a.includes('bitcloud-storage'))) {
+  const log = (o) => fs.appendFileSync(process.env.BC_NET_LOG, JSON.stringify({ pid: process.pid, ...o }) + '\\n');
+  const connect = net.Socket.prototype.connect;
+  net.Socket.prototype.connect = function (...a) {
+    const o = a[0];
+    const port = typeof o === 'object' && o !== null ? (Array.isArray(o) ? o[0] && o[0].port : o.port) : o;
+    if (port !== undefined) log({ what: 'connect', port: Number(port) });
+    return connect.apply(this, a);
+  };
+  const request = http.request;
+  http.request = function (url, opts, ...rest) {
+    try {
+      const u = typeof url === 'string' ? new URL(url) : null;
+      const o = (u ? opts : url) || {};
+      log({ what: 'http', method: o.method || 'GET', port: Number(u ? u.port || 80 : o.port), path: u ? u.pathname : o.path, via: o.createConnection ? 'stream' : 'tcp' });
+    } catch { /* never break the daemon */ }
+    return request.call(this, url, opts, ...rest);
+  };
+}
+`;
+let netLog = '';
+interface NetEvent { pid: number; what: 'connect' | 'http'; port: number; method?: string; path?: string; via?: string }
+const netEvents = (): NetEvent[] => fs.readFileSync(netLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as NetEvent);
+
 beforeAll(async () => {
-  net = await startLocalNet({ relays: 4, exits: 1, storage: 6, hiddenStorage: true, timeoutMs: 240_000 });
+  const hookDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-hook-'));
+  const hookFile = path.join(hookDir, 'net-hook.cjs');
+  netLog = path.join(hookDir, 'net.log');
+  fs.writeFileSync(hookFile, HOOK);
+  fs.writeFileSync(netLog, '');
+  net = await startLocalNet({
+    relays: 4, exits: 1, storage: 6, hiddenStorage: true, timeoutMs: 240_000,
+    env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${hookFile}`.trim(), BC_NET_LOG: netLog },
+  });
   c = await net.consensus();
   manager = new CircuitManager({ relays: () => c.relays, enforceDistinctSubnets: false, preemptiveCircuits: 0 });
 }, 300_000);
@@ -44,6 +86,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await manager?.close();
   await net?.stop();
+  if (netLog) fs.rmSync(path.dirname(netLog), { recursive: true, force: true });
 }, 60_000);
 
 const relaysOf = () => c.relays;
@@ -66,6 +109,35 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     const ports = storagePorts();
     for (const r of c.relays) for (const p of [r.orPort, r.dirPort, r.storagePort]) expect(ports.has(p)).toBe(false);
   });
+
+  it('a hidden node uploads its relay and hidden descriptors only through relay mirrors over circuits: no upload from it reaches an authority, nor any connection after bootstrap (SPEC.md §9.21.8)', async () => {
+    const authPorts = new Set(net.authorities.map((a) => a.ports.http));
+    const pids = new Set(net.storage.map((n) => n.pid));
+    const sources = async (kind: string, via: string) => {
+      let n = 0;
+      for (const a of net.authorities) n += metric(await scrape(a.ports.metrics), 'bitcloud_dirauth_upload_sources_total', { kind, via });
+      return n;
+    };
+    // The hook works: the nodes' own requests are there (bootstrap consensus GETs, uploads over streams).
+    const all = netEvents().filter((e) => pids.has(e.pid));
+    expect(all.some((e) => e.what === 'http' && e.method === 'POST' && e.via === 'stream' && e.path === HS_DESC_PATH)).toBe(true);
+    expect(all.some((e) => e.what === 'http' && e.method === 'POST' && e.via === 'stream' && e.path === '/bitcloud/descriptor')).toBe(true);
+    // Not one request to an authority's port carried an upload; those that went there were consensus GETs (bootstrap).
+    const toAuthorities = all.filter((e) => e.what === 'http' && e.via === 'tcp' && authPorts.has(e.port));
+    for (const e of toAuthorities) expect([e.method, e.path]).toEqual(['GET', '/bitcloud/consensus']);
+    // The authorities agree: every hidden node's upload came from a mirror.
+    expect(await sources('hidden_descriptor', 'mirror')).toBeGreaterThanOrEqual(6);
+    expect(await sources('hs_desc', 'mirror')).toBeGreaterThanOrEqual(12); // six nodes, periods N and N+1
+    expect(await sources('hidden_descriptor', 'direct')).toBe(0);
+    expect(await sources('hs_desc', 'direct')).toBe(0);
+    // From now on, while the nodes republish (through mirrors), no connection at all from them reaches an authority.
+    const mark = netEvents().length;
+    const before = await sources('hidden_descriptor', 'mirror');
+    await eventually(async () => ((await sources('hidden_descriptor', 'mirror')) >= before + 2 * 6 * net.authorities.length ? true : null), 120_000, 1000);
+    const later = netEvents().slice(mark).filter((e) => pids.has(e.pid));
+    expect(later.some((e) => e.what === 'http' && e.path === '/bitcloud/descriptor' && e.via === 'stream')).toBe(true);
+    expect(later.filter((e) => authPorts.has(e.port))).toEqual([]);
+  }, 180_000);
 
   it('every descriptor the client sees names only relays as introduction points, no address or port of a hidden node', async () => {
     const fetchDescriptor = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
