@@ -10,7 +10,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
 import { runCli, eventually } from '../helpers/daemon';
-import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import { randomBytes, x25519Generate, ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
+import { IDENTITY_KEY_FILE, loadEd25519Secret } from '../../src/crypto/keys';
+import { RelayCommand } from '../../src/wire/relay-msg';
 import { CircuitManager } from '../../src/client/circuit-manager';
 import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { connectHidden, establishRendezvous, fetchHiddenDescriptor, mirrorDescriptorFetcher, sendIntroduce1 } from '../../src/hidden/client';
@@ -20,7 +22,7 @@ import { HS_DESC_PATH } from '../../src/hidden/store';
 import { blindPublicKey, hsPeriodOf } from '../../src/crypto/blind';
 import { ntorClientCreate } from '../../src/crypto/ntor';
 import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
-import { encodeIntroduce, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
+import { encodeEstablishIntro, encodeIntroduce, establishIntroSignedBytes, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
 import { httpRequest } from '../../src/dir/fetch';
 import { isBitcloudError } from '../../src/errors';
 
@@ -271,6 +273,54 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     stream.destroy();
     joined.destroy();
   }, 180_000);
+
+  it('an introduction the node drops costs the client one introduction wait, not the whole attempt: the next introduction point is tried (SPEC.md §9.21.5)', async () => {
+    // A hostile (or broken) introduction point: this process establishes one at a relay, answers
+    // nothing to the INTRODUCE2s it gets, and a descriptor signed by the node's own identity key
+    // (read from its data dir) lists it beside one of the node's genuine introduction points.
+    const node = hiddenNodes().find((r) => r.nickname === 'store3')!;
+    const identity = await loadEd25519Secret(path.join(net.storage.find((n) => n.name === 'store3')!.dataDir, IDENTITY_KEY_FILE));
+    const real = await fetchHiddenDescriptor({ node, fetchDescriptor: mirrorDescriptorFetcher({ relays: relaysOf, buildTo }) });
+    const realIds = new Set(real.intros.map((ip) => ip.linkSpecifiers.find((l) => l.type === 'ed25519')!.id.toString('hex')));
+    const dropper = c.relays.find((r) => r.roles.includes('relay') && !realIds.has(r.fingerprint))!;
+    const auth = ed25519Generate();
+    const ipCirc = await buildTo(dropper);
+    let dropped = 0;
+    await new Promise<void>((resolve) => {
+      ipCirc.onControl = (cmd) => {
+        if (cmd === RelayCommand.INTRO_ESTABLISHED) resolve();
+        if (cmd === RelayCommand.INTRODUCE2) dropped++;
+      };
+      const ts = Date.now();
+      ipCirc.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(dropper.identity, auth.publicKey, ts), auth.secretKey) }));
+    });
+    const fake = { linkSpecifiers: [{ type: 'ipv4' as const, addr: dropper.address, port: dropper.orPort }, { type: 'ed25519' as const, id: dropper.identity }], authKey: auth.publicKey, encKey: x25519Generate().publicKey };
+    const n = hsPeriodOf(Date.now());
+    const desc = makeHsDescriptor({ identity, period: n, revision: Date.now(), inner: { ntorKey: real.ntorKey, intros: [fake, real.intros[0]] } });
+    // The order is random: connect until the dropping introduction point was tried first (each try
+    // halves the chance it never was). A 60 s whole-attempt bound and a 4 s wait per introduction:
+    // without the fallback, a dropped introduction ends the attempt with HIDDEN_RENDEZVOUS_TIMEOUT.
+    let viaFallback = 0;
+    for (let i = 0; i < 12 && viaFallback === 0; i++) {
+      const tried: string[] = [];
+      const joined = await connectHidden({
+        node, relays: relaysOf, buildTo, fetchDescriptor: async () => desc, timeoutMs: 60_000, introWaitMs: 4_000,
+        onIntroduced: (ip) => tried.push(ip.fingerprint),
+      });
+      const { stream } = await joined.openStream({ kind: 'begin_storage' });
+      stream.destroy();
+      joined.destroy();
+      if (tried[0] === dropper.fingerprint) {
+        expect(tried).toHaveLength(2); // then the genuine one, which joined
+        viaFallback++;
+      } else {
+        expect(tried).toHaveLength(1);
+      }
+    }
+    expect(viaFallback).toBe(1);
+    expect(dropped).toBeGreaterThanOrEqual(1);
+    ipCirc.destroy();
+  }, 600_000);
 
   it('an authority refuses a descriptor signed by another key or for another period; a client refuses another node\'s descriptor', async () => {
     const node = hiddenNodes()[0];
