@@ -322,6 +322,43 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     ipCirc.destroy();
   }, 600_000);
 
+  it('an introduction point enforces the rate the service asked for in ESTABLISH_INTRO: INTRODUCE1s past the burst get ACK 3 and never reach the service (SPEC.md §9.21.4)', async () => {
+    const relay = c.relays.find((r) => r.roles.includes('relay'))!;
+    const relayMetrics = net.relays.find((n) => n.identity === relay.fingerprint)!.ports.metrics;
+    const refusedBefore = metric(await scrape(relayMetrics), 'bitcloud_dos_refusals_total', { kind: 'intro_rate_limited' });
+    const auth = ed25519Generate();
+    const dos = { ratePerSec: 1, burst: 2 };
+    const svcCirc = await buildTo(relay);
+    let introduce2 = 0;
+    await new Promise<void>((resolve) => {
+      svcCirc.onControl = (cmd) => {
+        if (cmd === RelayCommand.INTRO_ESTABLISHED) resolve();
+        if (cmd === RelayCommand.INTRODUCE2) introduce2++;
+      };
+      const ts = Date.now();
+      svcCirc.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, ts, dos), auth.secretKey), dos }));
+    });
+    // Eight INTRODUCE1s in one burst on one circuit (a flooding client): the relay handles them
+    // within one read; only the burst (2, plus what the rate refilled meanwhile) goes through.
+    const client = await buildTo(relay);
+    const acks: number[] = [];
+    const all = new Promise<void>((resolve) => {
+      client.onControl = (cmd, data) => { if (cmd === RelayCommand.INTRODUCE_ACK) { acks.push(data[0]); if (acks.length === 8) resolve(); } };
+    });
+    const body = Buffer.concat([auth.publicKey, randomBytes(32), randomBytes(24), randomBytes(80)]);
+    for (let i = 0; i < 8; i++) client.sendControl(RelayCommand.INTRODUCE1, body);
+    await all;
+    expect(acks.slice(0, 2)).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.SENT]);
+    const limited = acks.filter((a) => a === IntroduceAckStatus.RATE_LIMITED).length;
+    expect(limited).toBeGreaterThan(0);
+    expect(limited + acks.filter((a) => a === IntroduceAckStatus.SENT).length).toBe(8);
+    // The service got exactly the introductions acknowledged as sent; the relay counted the rest.
+    await eventually(async () => (introduce2 === 8 - limited ? true : null), 30_000, 100);
+    await eventually(async () => (metric(await scrape(relayMetrics), 'bitcloud_dos_refusals_total', { kind: 'intro_rate_limited' }) >= refusedBefore + limited ? true : null), 30_000, 250);
+    client.destroy();
+    svcCirc.destroy();
+  }, 120_000);
+
   it('an authority refuses a descriptor signed by another key or for another period; a client refuses another node\'s descriptor', async () => {
     const node = hiddenNodes()[0];
     const other = hiddenNodes()[1];
