@@ -151,6 +151,7 @@ export class RelayDaemon {
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000,
       retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+      onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
     this.log.info({ identity: this.fingerprint, orPort: this.orPort, dirPort: this.dirPort, metricsPort: this.ports.metricsPort || null, nickname: cfg.nickname }, 'relay listening');

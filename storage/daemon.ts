@@ -102,7 +102,7 @@ export class StorageDaemon {
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
       policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
-      bandwidth: this.bw, consensus: () => this.dir.consensus(),
+      bandwidth: this.bw, consensus: () => this.dir.consensus(), refreshConsensus: () => this.dir.refresh(),
       names: new NameService(() => this.dht?.instance ?? null),
     });
     await this.endpoint.start({ listen: !cfg.hidden });
@@ -138,6 +138,7 @@ export class StorageDaemon {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
       // SPEC.md §9.21.8: a hidden node uploads through a relay mirror over a circuit, never directly.
       ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits(), PATHS.descriptor, raw)) } : {}),
+      onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
   }

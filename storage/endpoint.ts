@@ -44,6 +44,11 @@ export interface StorageEndpointOptions {
    * bucket, connections per address); listed relays are exempt. Defaults: the relay's.
    */
   limits?: Partial<RelayLimits>;
+  /**
+   * Fetch the consensus now (SPEC.md §9.13): called when a peer that proved a relay identity not in
+   * the consensus held opens a link (a relay newer than that consensus), at most every 5 s.
+   */
+  refreshConsensus?: () => Promise<void>;
 }
 
 
@@ -106,6 +111,7 @@ export class StorageEndpoint {
       onChannel: (ch) => {
         if (this.closed) { ch.close('shutting down'); return; }
         if (!this.isListedRelay(ch)) {
+          if (ch.peerIdentity) this.refreshForUnknownRelay();
           const addr = ipOf(ch.remoteAddress);
           if (!this.dos.connectionOpened(addr)) { ch.close('too many connections from one address'); return; }
           ch.once('close', () => this.dos.connectionClosed(addr));
@@ -130,7 +136,29 @@ export class StorageEndpoint {
     }
     inc.accept();
     // A one-hop circuit (an anonymous client's CREATE2 straight to us) is as direct as the storage port.
-    this.serve(inc.stream, !inc.oneHop);
+    // While a refresh prompted by an unknown relay is under way, wait for it (bounded) before judging:
+    // the relay that built this circuit may be in the newer consensus.
+    const pending = inc.oneHop ? this.refreshing : null;
+    if (!pending) { this.serve(inc.stream, !inc.oneHop); return; }
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((r) => { timer = setTimeout(r, 10_000); timer.unref(); });
+    void Promise.race([pending, bound]).finally(() => {
+      clearTimeout(timer);
+      if (this.closed) { inc.stream.destroy(); return; }
+      this.serve(inc.stream, !inc.oneHop);
+    });
+  }
+
+  private refreshing: Promise<void> | null = null;
+  private lastUnknownRefresh = 0;
+  private refreshForUnknownRelay(): void {
+    const refresh = this.o.refreshConsensus;
+    const now = Date.now();
+    if (!refresh || this.refreshing || now - this.lastUnknownRefresh < 5_000) return;
+    this.lastUnknownRefresh = now;
+    this.log.debug('a relay not in the consensus held opened a link; fetching the consensus');
+    const p = refresh().catch(() => {}).finally(() => { if (this.refreshing === p) this.refreshing = null; });
+    this.refreshing = p;
   }
 
   private serve(stream: Duplex, viaCircuit: boolean): void {

@@ -306,9 +306,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     // A stream's errors are the handler's business; an unheard one must never crash the node.
     stream.on('error', () => {});
     const hook = this.sw.hooks.onStream;
+    const isOneHop = (): boolean => this.isOneHop();
     const inc: IncomingStream = {
       kind, begin, stream,
-      oneHop: this.isOneHop(),
+      // Read when asked: the consensus that decides it may be refreshed meanwhile (a storage node
+      // that does not yet know a new relay, SPEC.md §9.13).
+      get oneHop() { return isOneHop(); },
       accept: (connected?: ConnectedBody) => {
         if (this.closed || stream.state !== 'opening') return;
         this.sendRelay(RelayCommand.CONNECTED, streamId, encodeConnected(connected ?? {}));

@@ -44,8 +44,11 @@ export interface IncomingStream {
   /** For 'begin': where to connect. */
   begin: BeginBody | null;
   stream: CircuitStream;
-  /** The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. */
-  oneHop: boolean;
+  /**
+   * The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. Judged
+   * against the consensus held when read.
+   */
+  readonly oneHop: boolean;
   /** Send CONNECTED (optionally with the address connected to) and let data flow. */
   accept(connected?: ConnectedBody): void;
   /** Send END(reason) and drop the stream. */

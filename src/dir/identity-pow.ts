@@ -204,6 +204,8 @@ export class IdentityProofKeeper {
   private held: IdentityProofMsg | null = null;
   private mining: { key: string; done: Promise<IdentityProofMsg> } | null = null;
   private stopped = false;
+  /** An authority answered IDENTITY_POW_STALE to the held proof: the next proof is mined on the newest anchor. */
+  private staleRefused = false;
 
   constructor(private readonly o: {
     identity: Buffer;
@@ -226,6 +228,13 @@ export class IdentityProofKeeper {
 
   stop(): void { this.stopped = true; }
 
+  /**
+   * An authority refused the held proof as IDENTITY_POW_STALE (SPEC.md §6.4.1): it does not know the
+   * anchor (it may have missed publishing that consensus) or finds it too old. The next `proof()`
+   * mines on the newest consensus held unless the held proof is already anchored there.
+   */
+  refusedAsStale(): void { this.staleRefused = true; }
+
   /** The proof to put in the next descriptor. */
   async proof(): Promise<IdentityProofMsg> {
     const now = (this.o.now ?? Date.now)();
@@ -237,6 +246,9 @@ export class IdentityProofKeeper {
     // parameters may have changed with the consensus since the proof was made.
     const strongEnough = h !== null && h.memoryKib >= p.memoryKib && h.ops >= p.ops && h.difficulty >= p.difficulty
       && h.memoryKib <= 4 * p.memoryKib && h.ops <= 4 * p.ops;
+    const staleRefused = this.staleRefused;
+    this.staleRefused = false;
+    if (h && strongEnough && staleRefused && h.anchorValidAfter !== anchor.validAfter) return this.mine(anchor);
     if (h && strongEnough) {
       if (h.anchorValidAfter === 0 ? c === null : c !== null) {
         const age = c ? now - h.anchorValidAfter : 0;

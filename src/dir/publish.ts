@@ -39,6 +39,8 @@ export class DescriptorPublisher {
       intervalMs: number; retryMs: number; now?: () => number;
       /** Upload to these authorities some other way (a hidden node: through a mirror, SPEC.md §9.21.8). Default: POST to each. */
       upload?: (targets: readonly AuthorityInfo[], raw: Buffer) => Promise<UploadResult[]>;
+      /** Called when an authority refused the identity proof as IDENTITY_POW_STALE, before the next build. */
+      onPowStale?: () => void;
     },
   ) {}
 
@@ -77,6 +79,7 @@ export class DescriptorPublisher {
       : await Promise.all(targets.map((a) => uploadDescriptor(a, raw)));
     this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
     this.powRefused = results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_'));
+    if (results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_STALE'))) this.opts.onPowStale?.();
     for (const r of results) {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
       else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');

@@ -97,4 +97,29 @@ describe('a relay mines at the consensus parameters (SPEC.md §6.4.1)', () => {
     expect([second.memoryKib, second.ops, second.difficulty]).toEqual([LOCAL_POW_PARAMS.memoryKib, LOCAL_POW_PARAMS.ops, LOCAL_POW_PARAMS.difficulty]);
     keeper.stop();
   });
+
+  it('re-mines on the newest consensus when an authority refuses the held proof as stale (it missed that consensus)', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-pow-keeper-'));
+    dirs.push(dataDir);
+    const first = { validAfter: 1_800_000_000_000, digest: sha256(Buffer.from('a')), periodSeconds: 5 };
+    let current = first;
+    const keeper = new IdentityProofKeeper({
+      identity: Buffer.alloc(32, 9), params: LOCAL_POW_PARAMS, dataDir, log: pino({ level: 'silent' }),
+      anchors: { current: () => current }, now: () => current.validAfter + 1000,
+    });
+    const held = await keeper.proof();
+    expect(held.anchorValidAfter).toBe(first.validAfter);
+    // The next consensus arrives; the held proof is young enough to keep using...
+    current = { validAfter: first.validAfter + 5000, digest: sha256(Buffer.from('b')), periodSeconds: 5 };
+    expect(await keeper.proof()).toBe(held);
+    // ...until an authority that never published the first consensus refuses it.
+    keeper.refusedAsStale();
+    const fresh = await keeper.proof();
+    expect(fresh.anchorValidAfter).toBe(current.validAfter);
+    expect(fresh.anchorDigest.equals(current.digest)).toBe(true);
+    // Refused again while already on the newest anchor: nothing newer to mine on, the proof stays.
+    keeper.refusedAsStale();
+    expect(await keeper.proof()).toBe(fresh);
+    keeper.stop();
+  });
 });

@@ -162,6 +162,39 @@ describe('circuits ending at the storage node (SPEC.md §9.13.1)', () => {
     c.destroy();
   });
 
+  it('a relay newer than the node\'s consensus: the node fetches the consensus and then counts the circuit as a circuit', async () => {
+    // A second node whose consensus does not list the middle relay yet; the refresh brings one that does.
+    const keys2 = await loadOrCreateNodeKeys(path.join(dir, 'node2'));
+    const store2 = await ShareStore.open({ dir: path.join(dir, 'node2'), quotaBytes: 16 * 1024 * 1024 });
+    const ctx2: RequestContext[] = [];
+    let listed: { identity: Buffer }[] = [];
+    let refreshes = 0;
+    const ep2 = new StorageEndpoint({
+      keys: () => keys2, store: store2, host: '127.0.0.1', orPort: 0, storagePort: 0,
+      policyCheck: (_req, ctx) => { ctx2.push(ctx); },
+      consensus: () => ({ relays: listed }),
+      refreshConsensus: async () => {
+        refreshes++;
+        await new Promise((r) => setTimeout(r, 50));
+        listed = [{ identity: middleKeys.identity.publicKey }];
+      },
+    });
+    await ep2.start();
+    try {
+      const c = await circuitTo([middle, hop(keys2, ep2.orPort)]);
+      const { stream } = await c.openStream({ kind: 'begin_storage' });
+      const ch = new StorageChannel(stream);
+      await ch.request({ type: 'stat' });
+      expect(refreshes).toBe(1);
+      expect(ctx2).toEqual([{ viaCircuit: true }]);
+      ch.close();
+      c.destroy();
+    } finally {
+      await ep2.close();
+      await store2.close();
+    }
+  });
+
   it('BEGIN and BEGIN_DIR are refused: a storage node is no exit and no directory', async () => {
     const c = await circuitTo([middle, node]);
     await expect(c.openStream({ kind: 'begin', host: '127.0.0.1', port: 80 }, 5000)).rejects.toMatchObject({ code: expect.stringMatching(/EXIT/) });
