@@ -32,6 +32,8 @@ import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody } from '../src/ops/http-body';
 import { forwardMetric, UploadForwarder } from './upload-forward';
+import { POLICY_PATH } from '../src/moderation/sources';
+import { BUNDLE_LIMITS } from '../src/moderation/chain';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -221,6 +223,33 @@ export class RelayDaemon {
     sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
   }
 
+  /**
+   * SPEC.md §10.7.1, §9.21.8: GET /bitcloud/policy/<moderator>[?after=&digest=], passed on from an
+   * authority (random order; 200 or 304 wins, 404 tries the next). Not trusted: the subscriber
+   * verifies every bundle. Hidden nodes fetch their moderators' policies this way over circuits.
+   */
+  private async servePolicy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://mirror');
+    const fp = url.pathname.slice(POLICY_PATH.length);
+    const after = url.searchParams.get('after');
+    const digest = url.searchParams.get('digest');
+    if (!/^[0-9a-f]{64}$/.test(fp) || (after !== null && !/^\d{1,15}$/.test(after)) || (digest !== null && !/^[0-9a-f]{64}$/.test(digest))) {
+      return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
+    }
+    const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
+    for (const a of shuffle([...this.cfg.authorities])) {
+      try {
+        const r = await httpRequest(`${a.url}${POLICY_PATH}${fp}${q}`, { maxBytes: BUNDLE_LIMITS.bytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (r.status === 304) { res.writeHead(304); res.end(); return; }
+        if (r.status !== 200) continue;
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : r.body);
+        return;
+      } catch { /* next authority */ }
+    }
+    sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no authority holds a policy of that moderator');
+  }
+
   private async startHttp(): Promise<void> {
     const srv = http.createServer((req, res) => {
       dropUnreadBody(req, res);
@@ -230,6 +259,7 @@ export class RelayDaemon {
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);
       if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.serveHsDescriptor(req, res, p);
+      if (p.startsWith(POLICY_PATH)) return void this.servePolicy(req, res);
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });

@@ -137,7 +137,7 @@ export class StorageDaemon {
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
       // SPEC.md §9.21.8: a hidden node uploads through a relay mirror over a circuit, never directly.
-      ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits(), PATHS.descriptor, raw)) } : {}),
+      ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits()!, PATHS.descriptor, raw)) } : {}),
       onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
@@ -151,8 +151,9 @@ export class StorageDaemon {
     this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
   }
 
-  /** 3-hop circuits to relay mirrors (SPEC.md §9.21.8) for a hidden node's uploads. */
-  private mirrorCircuits(): MirrorCircuitOptions {
+  /** 3-hop circuits to relay mirrors (SPEC.md §9.21.8) for a hidden node's uploads and policy fetches; null before start. */
+  mirrorCircuits(): MirrorCircuitOptions | null {
+    if (!this.hsBuilder) return null;
     return { relays: () => this.dir.relays(), buildTo: async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ, timeoutMs: 20_000 };
   }
 
@@ -191,7 +192,7 @@ export class StorageDaemon {
   private async publishHsDescriptor(d: Buffer): Promise<void> {
     let results: { status: number; code?: string }[];
     try {
-      results = await uploadOverCircuit(this.mirrorCircuits(), HS_DESC_PATH, d);
+      results = await uploadOverCircuit(this.mirrorCircuits()!, HS_DESC_PATH, d);
     } catch (e) {
       throw err('HIDDEN_DESC_UPLOAD_FAILED', `no mirror passed the hidden descriptor on (${errorCode(e)})`);
     }

@@ -78,7 +78,8 @@ beforeAll(async () => {
   fs.writeFileSync(hookFile, HOOK);
   fs.writeFileSync(netLog, '');
   net = await startLocalNet({
-    relays: 4, exits: 1, storage: 6, hiddenStorage: true, timeoutMs: 240_000,
+    // store1 is moderated (it follows mod1): its policy fetches must not reach an authority either.
+    relays: 4, exits: 1, storage: 6, moderators: 1, hiddenStorage: true, timeoutMs: 240_000,
     env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${hookFile}`.trim(), BC_NET_LOG: netLog },
   });
   c = await net.consensus();
@@ -126,7 +127,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(all.some((e) => e.what === 'http' && e.method === 'POST' && e.via === 'stream' && e.path === '/bitcloud/descriptor')).toBe(true);
     // Not one request to an authority's port carried an upload; those that went there were consensus GETs (bootstrap).
     const toAuthorities = all.filter((e) => e.what === 'http' && e.via === 'tcp' && authPorts.has(e.port));
-    for (const e of toAuthorities) expect([e.method, e.path]).toEqual(['GET', '/bitcloud/consensus']);
+    for (const e of toAuthorities) expect([e.method, e.path]).toEqual(['GET', '/bitcloud/consensus']); // no policy fetch either
     // The authorities agree: every hidden node's upload came from a mirror.
     expect(await sources('hidden_descriptor', 'mirror')).toBeGreaterThanOrEqual(6);
     expect(await sources('hs_desc', 'mirror')).toBeGreaterThanOrEqual(12); // six nodes, periods N and N+1
@@ -138,6 +139,9 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     await eventually(async () => ((await sources('hidden_descriptor', 'mirror')) >= before + 2 * 6 * net.authorities.length ? true : null), 120_000, 1000);
     const later = netEvents().slice(mark).filter((e) => pids.has(e.pid));
     expect(later.some((e) => e.what === 'http' && e.path === '/bitcloud/descriptor' && e.via === 'stream')).toBe(true);
+    // The moderated node's policy refreshes went through mirrors too (and found its moderator's policy: the launcher waited for it).
+    const store1 = net.storage.find((n) => n.name === 'store1')!.pid;
+    expect(all.concat(later).some((e) => e.pid === store1 && e.what === 'http' && e.method === 'GET' && e.via === 'stream' && (e.path ?? '').startsWith('/bitcloud/policy/'))).toBe(true);
     expect(later.filter((e) => authPorts.has(e.port))).toEqual([]);
   }, 180_000);
 
