@@ -38,7 +38,7 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
-import { serveRewards, serveTransfers } from './reward-http';
+import { serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
@@ -99,7 +99,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
-    const tr = await serveTransfers(rewards, req, res, url);
+    const tr = (await serveTransfers(rewards, req, res, url)) ?? (await serveEscrowCancel(rewards, req, res, url));
     if (tr) return tr;
     if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter, () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter);

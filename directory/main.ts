@@ -10,7 +10,7 @@ import { createAuthorityServer } from './http';
 import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
 import { createAuthorityMetrics } from './metrics';
 import { RewardLedger } from './rewards';
-import { StorageAudits, hiddenAwareAuditConnector } from './storage-audits';
+import { StorageAudits, circuitAuditConnector } from './storage-audits';
 import { StatusHistory } from './status-history';
 
 export interface RunOptions { config: string; dataDir?: string; period?: number; metricsPort?: number; logLevel?: string }
@@ -41,9 +41,10 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   rewards.onBlock = (b) => history.onBlock(b);
   rewards.load();
   // SPEC.md §9.20: storage contracts and the audits of every epoch.
-  // Hidden storage nodes (SPEC.md §9.21) are audited over rendezvous circuits; the local test network
-  // runs every node on one address, so it turns off the distinct-subnet rule for those paths.
-  const auditConnector = hiddenAwareAuditConnector(() => storage.currentRelays(), { enforceDistinctSubnets: !cfg.testNetwork, log });
+  // Audits go over 3-hop circuits that end at the node (rendezvous circuits to hidden nodes), SPEC.md
+  // §9.20.2; the local test network runs every node on one address, so it turns off the
+  // distinct-subnet rule for those paths.
+  const auditConnector = circuitAuditConnector(() => storage.currentRelays(), { enforceDistinctSubnets: !cfg.testNetwork, log, registry: reg });
   const storage: StorageAudits = new StorageAudits({ dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg, connect: auditConnector.connect });
   const held = storage.load();
   // SPEC.md §9.20.4: escrow payments are computed from the contracts held and the own audit reports.

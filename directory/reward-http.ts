@@ -4,6 +4,7 @@ import { PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { TRANSFER_BYTES } from '../src/wire/transfer';
+import { ESCROW_CANCEL_BYTES } from '../src/wire/escrow-cancel';
 import type { RewardLedger } from './rewards';
 
 /**
@@ -32,9 +33,31 @@ export async function serveTransfers(ledger: RewardLedger | null | undefined, re
     sendJson(res, 200, { accepted: true, result, from: transfer.from.toString('hex'), nonce: transfer.nonce, height: ledger.height });
     return ['transfers', 200];
   } catch (e) {
-    const status = isBitcloudError(e) ? (errorCode(e) === 'TRANSFER_POOL_FULL' ? 503 : 400) : 500;
+    const status = isBitcloudError(e) ? (errorCode(e) === 'TRANSFER_POOL_FULL' ? 503 : errorCode(e) === 'TRANSFER_RATE_LIMITED' ? 429 : 400) : 500;
     sendJsonError(res, status, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
     return ['transfers', status];
+  }
+}
+
+/**
+ * SPEC.md §9.20.4: POST /bitcloud/escrow/cancel (one 97-byte cancel, signed by the contract's
+ * payer). Returns null for other paths.
+ */
+export async function serveEscrowCancel(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<[string, number] | null> {
+  if (url.pathname !== PATHS.escrowCancel) return null;
+  if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['escrow_cancel', 405]; }
+  if (!ledger) { req.resume(); sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return ['escrow_cancel', 404]; }
+  const body = await readBody(req, ESCROW_CANCEL_BYTES);
+  if (body === null) { sendJsonError(res, 400, 'ESCROW_CANCEL_MALFORMED', `a cancel is ${ESCROW_CANCEL_BYTES} bytes`); return ['escrow_cancel', 400]; }
+  try {
+    const { result, cancel, payer } = ledger.submitCancel(body);
+    sendJson(res, 200, { accepted: true, result, contract: cancel.contract, payer, height: ledger.height });
+    return ['escrow_cancel', 200];
+  } catch (e) {
+    const code = errorCode(e);
+    const status = !isBitcloudError(e) ? 500 : code === 'TRANSFER_POOL_FULL' ? 503 : code === 'ESCROW_UNKNOWN' ? 404 : 400;
+    sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
+    return ['escrow_cancel', status];
   }
 }
 

@@ -30,6 +30,8 @@ import {
 import { MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, encodeRewardBlock } from '../src/wire/reward-block';
 import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
+import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
+import { err } from '../src/errors';
 import { escrowOpsFor, type ContractLookup } from '../src/bandwidth/escrow';
 import { verifyAuditReport, type AuditReportBody } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
@@ -121,6 +123,8 @@ export class RewardLedger {
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
   readonly pool: TransferPool;
   private awaiting: Awaiting | null = null;
+  /** SPEC.md §9.20.4: payers' cancels waiting for a block, by contract id (hex). */
+  private readonly cancels = new Map<string, EscrowCancel>();
   /** SPEC.md §9.20.4: contracts and audit reports for escrow operations (none: this authority carries none, and signs no block that does). */
   escrow: EscrowSource | null = null;
   /** Told of every block of the chain held, loaded or appended (the status page's history). */
@@ -275,7 +279,7 @@ export class RewardLedger {
     let next: ReturnType<typeof nextRewardBlock>;
     try {
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
-      if (proposer && this.escrow) next = this.withEscrow(next, this.escrow.ownReport(inp.epoch));
+      if (proposer && this.escrow) next = this.withEscrow(next, this.escrow.ownReport(inp.epoch), [...this.cancels.values()]);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -293,13 +297,13 @@ export class RewardLedger {
 
   /**
    * SPEC.md §9.20.4: the escrow operations of a block (openings by its transfers, payments of its epoch
-   * by `report`, refunds of ended contracts) added to it.
+   * by `report`, refunds of ended contracts, `cancels` of the payers) added to it.
    */
-  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditReportBody | null): ReturnType<typeof nextRewardBlock> {
+  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditReportBody | null, cancels: readonly EscrowCancel[]): ReturnType<typeof nextRewardBlock> {
     const src = this.escrow;
     if (!src) return next;
     const base = { ...next.block, escrow: [] };
-    const ops = escrowOpsFor(this.state.escrows, blockLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report);
+    const ops = escrowOpsFor(this.state.escrows, blockLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report, cancels);
     if (!ops.length) return next;
     const block = { ...next.block, escrow: ops };
     blockLedger(this.state, block); // they apply by construction; a bug here must not be signed
@@ -371,7 +375,10 @@ export class RewardLedger {
                 // from the contracts it holds and, when the block pays, the proposer's own audit report.
                 if (tb.escrow?.length) {
                   const report = tb.escrow.some((op) => op.kind === 'pay') ? await this.proposerReport(a, tb.epoch) : null;
-                  const want = this.escrow ? this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report).body : null;
+                  // The payers' cancels are self-authenticating (signed by the payer the chain names): the
+                  // proposer's are taken as they are, and checked by blockLedger above.
+                  const cancels = tb.escrow.flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));
+                  const want = this.escrow ? this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report, cancels).body : null;
                   if (!want?.equals(theirs.body)) throw new Error('its escrow operations are not those the contracts and its audit report give');
                 }
                 chosen = { block: tb, body: theirs.body, hash: theirs.hash };
@@ -421,6 +428,33 @@ export class RewardLedger {
     return { result, transfer: t };
   }
 
+  /**
+   * POST /bitcloud/escrow/cancel (SPEC.md §9.20.4): decode, check against the chain's escrow book
+   * (ESCROW_UNKNOWN, ESCROW_CLOSED: cancelled or refunded already, ESCROW_NOT_PAYER), keep it for
+   * the next block this authority proposes, and pass a new one on to the other authorities.
+   */
+  submitCancel(bytes: Buffer): { result: 'added' | 'held'; cancel: EscrowCancel; payer: string } {
+    const c = decodeEscrowCancel(bytes);
+    const e = this.state.escrows.get(c.contract);
+    if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${c.contract.slice(0, 16)}…`);
+    if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${c.contract.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already`);
+    if (!escrowCancelSignedBy(c, e.payer)) throw err('ESCROW_NOT_PAYER', `the cancel is not signed by the payer of contract ${c.contract.slice(0, 16)}…`);
+    if (this.cancels.has(c.contract)) return { result: 'held', cancel: c, payer: e.payer };
+    if (this.cancels.size >= MAX_BLOCK_TRANSFERS) throw err('TRANSFER_POOL_FULL', 'too many cancels are waiting for a block already; send again later');
+    this.cancels.set(c.contract, c);
+    this.o.log.info({ contract: c.contract.slice(0, 16), pending: this.cancels.size }, 'escrow cancel pending');
+    for (const a of this.o.authorities) {
+      if (a.fingerprint === this.self) continue;
+      this.track(httpRequest(a.url + PATHS.escrowCancel, { method: 'POST', body: encodeEscrowCancel(c), maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
+        if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'escrow cancel not taken by another authority');
+      }, (x) => this.o.log.debug({ to: a.name, code: errorCode(x) }, 'passing an escrow cancel on failed')));
+    }
+    return { result: 'added', cancel: c, payer: e.payer };
+  }
+
+  /** Cancels waiting for a block. */
+  get pendingCancels(): number { return this.cancels.size; }
+
   /** GET /bitcloud/transfers/pending[?from=KEY]: the pool's transfers in order, 145 bytes each. */
   pendingTransfersBytes(from?: string): Buffer {
     return Buffer.concat(this.pool.pending(from).map(encodeTransfer));
@@ -468,6 +502,7 @@ export class RewardLedger {
 
   private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
     const dropped = this.pool.rebase(this.state);
+    for (const [id] of this.cancels) if (this.state.escrows.get(id)?.refunded !== null) this.cancels.delete(id);
     if (this.awaiting && this.awaiting.height <= this.state.height) this.awaiting = null;
     this.m.blocks.labels(how).inc();
     this.m.minted.inc(Number(b.minted));

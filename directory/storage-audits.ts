@@ -4,9 +4,9 @@
 //                            answered; removed once their last epoch has passed
 //   audits/<epoch>.json      this authority's signed report of each recent epoch (§9.20.3)
 // Each epoch e, once (at 3/10 of the period), the authority audits every (node, share) that an
-// active contract names (at most PER_NODE_AUDITS per node, chosen at random), over a direct
-// storage session to the node's storage port (§9.13.2: authorities are public, nothing to hide),
-// one challenge per share with a fresh nonce (§9.17). The vote for period k carries, per storage
+// active contract names (at most PER_NODE_AUDITS per node, chosen at random), over a 3-hop circuit
+// that ends at the node (§9.13.1; a rendezvous circuit to a hidden node, §9.21.5), one challenge
+// per share with a fresh nonce (§9.17). The vote for period k carries, per storage
 // node, the bytes its passing shares of epoch k − 2 hold (§6.5 `stored`).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import { blake2b, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
 import { CircuitManager } from '../src/client/circuit-manager';
+import type { ClientCircuit } from '../src/client/client-circuit';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
 import { auditShare, type ChallengeSender } from '../src/storage/auditor';
@@ -37,6 +38,10 @@ const AUDIT_AT = 0.3;
 /** How an audit reaches a node: a challenge sender and a way to close it. */
 export type AuditConnector = (node: ConsensusRelay, timeoutMs: number) => Promise<{ send: ChallengeSender; close(): void }>;
 
+/**
+ * A direct storage session to the node's storage port (SPEC.md §9.13.2). Not what authorities use
+ * (§9.20.2: audits go over circuits); kept for tests and benchmarks that run without relays.
+ */
 export const directAuditConnector: AuditConnector = async (node, timeoutMs) => {
   const socket = await connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs });
   const ch = new StorageChannel(socket);
@@ -44,20 +49,46 @@ export const directAuditConnector: AuditConnector = async (node, timeoutMs) => {
 };
 
 /**
- * SPEC.md §9.21, §9.20.2: audits reach a hidden node over a rendezvous circuit the authority
- * builds like a client (anonymous links, descriptor from a relay mirror over a 3-hop circuit);
- * other nodes by a direct session. `relays`: the authority's current consensus.
+ * SPEC.md §9.20.2: audits reach every node over circuits the authority builds like a client
+ * (anonymous links, no guard state): a fresh 3-hop circuit guard → middle → node with one
+ * BEGIN_STORAGE stream (§9.13.1), destroyed after the node's audits, so the node sees a circuit from
+ * a middle relay and never the authority's address; a hidden node over a rendezvous circuit
+ * (§9.21.5, its descriptor from a relay mirror over a 3-hop circuit). `relays`: the authority's
+ * current consensus. A circuit not built within the connection bound fails the node's audits with
+ * STORAGE_TIMEOUT (and is destroyed when it completes later).
  */
-export function hiddenAwareAuditConnector(relays: () => readonly ConsensusRelay[] | null, o: { enforceDistinctSubnets: boolean; log?: Logger }): { connect: AuditConnector; close(): Promise<void> } {
-  const manager = new CircuitManager({ relays: () => relays(), enforceDistinctSubnets: o.enforceDistinctSubnets, preemptiveCircuits: 0, log: o.log });
+export function circuitAuditConnector(
+  relays: () => readonly ConsensusRelay[] | null, o: { enforceDistinctSubnets: boolean; log?: Logger; registry?: Registry },
+): { connect: AuditConnector; close(): Promise<void> } {
+  // With a registry, the authority's /metrics count these circuits (bitcloud_client_circuits_built_total, …).
+  const manager = new CircuitManager({ relays: () => relays(), enforceDistinctSubnets: o.enforceDistinctSubnets, preemptiveCircuits: 0, log: o.log, registry: o.registry });
   const buildTo = (r: ConsensusRelay) => manager.buildCircuitTo(r);
   const fetchDescriptor = mirrorDescriptorFetcher({ relays, buildTo });
   return {
     connect: async (node, timeoutMs) => {
-      if (!node.roles.includes('hidden')) return directAuditConnector(node, timeoutMs);
-      const stream = await openHiddenStorageStream({ node, relays, buildTo, fetchDescriptor, timeoutMs: Math.max(timeoutMs, 10_000) });
-      const ch = new StorageChannel(stream);
-      return { send: (req) => ch.request(req), close: () => { ch.close(); stream.destroy(); } };
+      if (node.roles.includes('hidden')) {
+        const stream = await openHiddenStorageStream({ node, relays, buildTo, fetchDescriptor, timeoutMs: Math.max(timeoutMs, 10_000) });
+        const ch = new StorageChannel(stream);
+        return { send: (req) => ch.request(req), close: () => { ch.close(); stream.destroy(); } };
+      }
+      let late = false;
+      const building = manager.buildCircuitTo(node);
+      building.then((c) => { if (late) c.destroy(); }, () => {});
+      let circ: ClientCircuit;
+      try {
+        circ = await withTimeout(building, timeoutMs);
+      } catch (e) {
+        late = true;
+        throw e;
+      }
+      try {
+        const stream = await withTimeout(manager.openStream(circ, { kind: 'begin_storage' }), timeoutMs);
+        const ch = new StorageChannel(stream);
+        return { send: (req) => ch.request(req), close: () => { ch.close(); stream.destroy(); circ.destroy(); } };
+      } catch (e) {
+        circ.destroy();
+        throw e;
+      }
     },
     close: () => manager.close(),
   };

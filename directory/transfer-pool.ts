@@ -10,13 +10,17 @@ import { encodeTransfer, type Transfer } from '../src/wire/transfer';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
+/** At most this many of one sender's transfers wait for a block (SPEC §8.11.3); more: TRANSFER_RATE_LIMITED. */
+export const MAX_PENDING_PER_SENDER = 16;
 
 export class TransferPool {
   private list: { t: Transfer; id: string }[] = [];
   private readonly ids = new Set<string>();
+  /** Pending transfers per sender (hex). */
+  private readonly bySender = new Map<string, number>();
   private ledger: CoinLedger;
 
-  constructor(private base: Readonly<LedgerMaps>, private readonly max = MAX_POOL_TRANSFERS) {
+  constructor(private base: Readonly<LedgerMaps>, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
     this.ledger = new CoinLedger(base);
   }
 
@@ -26,16 +30,21 @@ export class TransferPool {
    * Take a transfer: 'held' when the identical transfer is already pending, 'added' when it is new
    * and applies after the pool. Throws TRANSFER_BAD_SIGNATURE, TRANSFER_REPLAYED (its nonce is used
    * in the chain or by another pending transfer: a replay or a double spend), TRANSFER_NONCE_GAP,
-   * TRANSFER_OVERSPEND (counting the sender's pending transfers), TRANSFER_POOL_FULL.
+   * TRANSFER_OVERSPEND (counting the sender's pending transfers), TRANSFER_RATE_LIMITED (the sender
+   * has `perSender` transfers waiting already), TRANSFER_POOL_FULL.
    */
   add(t: Transfer): 'added' | 'held' {
     const id = encodeTransfer(t).toString('hex');
     if (this.ids.has(id)) return 'held';
     this.ledger.check(t);
+    const from = t.from.toString('hex');
+    const mine = this.bySender.get(from) ?? 0;
+    if (mine >= this.perSender) throw err('TRANSFER_RATE_LIMITED', `${from.slice(0, 16)}… has ${mine} transfers waiting for a block already (at most ${this.perSender}); send again after the next block`);
     if (this.list.length >= this.max) throw err('TRANSFER_POOL_FULL', `${this.max} transfers are waiting for a block already; send again later`);
     this.ledger.apply(t);
     this.list.push({ t, id });
     this.ids.add(id);
+    this.bySender.set(from, mine + 1);
     return 'added';
   }
 
@@ -45,11 +54,14 @@ export class TransferPool {
     const old = this.list;
     this.list = [];
     this.ids.clear();
+    this.bySender.clear();
     this.ledger = new CoinLedger(base);
     for (const e of old) {
       try { this.ledger.apply(e.t); } catch { continue; }
       this.list.push(e);
       this.ids.add(e.id);
+      const from = e.t.from.toString('hex');
+      this.bySender.set(from, (this.bySender.get(from) ?? 0) + 1);
     }
     return old.length - this.list.length;
   }

@@ -23,7 +23,7 @@ export const allowAll: PolicyCheck = () => {};
 
 /** Answer one request. Never throws: every failure becomes an error response with a stable code. */
 export async function handleRequest(store: ShareStore, req: StorageRequest, ctx: RequestContext, policyCheck: PolicyCheck = allowAll, names?: NameService): Promise<StorageResponse> {
-  store.metrics.requests.inc({ op: req.type });
+  store.metrics.requests.inc({ op: req.type, via: ctx.viaCircuit ? 'circuit' : 'direct' });
   try {
     await policyCheck(req, ctx);
     switch (req.type) {

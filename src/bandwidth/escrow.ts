@@ -11,6 +11,7 @@ import type { Transfer } from '../wire/transfer';
 import type { EscrowOp } from '../wire/reward-block';
 import type { ReportedAudit } from '../storage/audit-report';
 import type { CoinLedger } from './transfer';
+import { escrowCancelSignedBy, type EscrowCancel } from '../wire/escrow-cancel';
 
 /** The state of one funded contract (SPEC.md §9.20.4). */
 export interface Escrow {
@@ -35,8 +36,10 @@ export interface Escrow {
   lastPaid: number;
   /** Units paid out so far. */
   paid: bigint;
-  /** Set once the rest went back to the payer. */
+  /** Set once the rest went back to the payer (at the end, or by the payer's cancel). */
   refunded: bigint | null;
+  /** The epoch of the block that carried the payer's cancel, when the contract was cancelled. */
+  cancelledAt?: number;
   /** Units paid so far for the epoch `lastPaid` and the last node paid for it (a chain block pays an epoch's nodes in ascending order). */
   paidLastEpoch?: bigint;
   lastNode?: string;
@@ -179,6 +182,16 @@ export function applyEscrowOp(book: EscrowBook, ledger: CoinLedger, block: { epo
   const e = book.get(op.contract);
   if (!e) throw err('ESCROW_UNKNOWN', 'no escrow is open for the contract');
   if (e.refunded !== null) throw err('ESCROW_CLOSED', 'the contract was refunded already');
+  if (op.kind === 'cancel') {
+    if (block.epoch >= e.endEpoch) throw err('ESCROW_EPOCH', `the contract ended at epoch ${e.endEpoch}: its rest is refunded, not cancelled`);
+    if (!escrowCancelSignedBy(op, e.payer)) throw err('ESCROW_NOT_PAYER', 'the cancel is not signed by the contract\'s payer');
+    const rest = ledger.account(op.contract).balance;
+    if (op.amount !== rest) throw err('ESCROW_PAYMENT_MISMATCH', `a cancel returns all ${rest} units the escrow holds, not ${op.amount}`);
+    if (rest > 0n) ledger.move(op.contract, e.payer, rest);
+    e.refunded = rest;
+    e.cancelledAt = block.epoch;
+    return;
+  }
   if (op.kind === 'refund') {
     if (block.epoch < e.endEpoch) throw err('ESCROW_NOT_ENDED', `the contract runs until epoch ${e.endEpoch - 1}`);
     const rest = ledger.account(op.contract).balance;
@@ -221,11 +234,13 @@ export type ContractLookup = (id: string) => StorageContract | undefined;
  *   held, with `startEpoch ≤ epoch < endEpoch` and `epoch` not paid: `epochPayments` of the
  *   report's passing bytes for its pairs;
  * - **refund**, for each escrow open before the block and not refunded whose `endEpoch ≤ epoch`, in
- *   ascending contract id: everything its account holds.
+ *   ascending contract id: everything its account holds; else **cancel**, for each such escrow with
+ *   `endEpoch > epoch` that one of `cancels` names with the payer's signature: everything its
+ *   account holds after this block's payments.
  */
 export function escrowOpsFor(
   book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], contracts: ContractLookup,
-  report: { epoch: number; results: readonly ReportedAudit[] } | null,
+  report: { epoch: number; results: readonly ReportedAudit[] } | null, cancels: readonly EscrowCancel[] = [],
 ): EscrowOp[] {
   const ops: EscrowOp[] = [];
   const opened = new Set<string>();
@@ -247,9 +262,16 @@ export function escrowOpsFor(
       for (const p of epochPayments(e, passingBytes({ entries }, report.results))) ops.push({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
     }
   }
+  const cancelOf = new Map<string, EscrowCancel>();
+  for (const c of cancels) if (!cancelOf.has(c.contract)) cancelOf.set(c.contract, c);
   for (const id of ids) {
     const e = book.get(id)!;
-    if (e.refunded === null && e.endEpoch <= epoch) ops.push({ kind: 'refund', contract: id, amount: ledger.account(id).balance });
+    if (e.refunded !== null) continue;
+    if (e.endEpoch <= epoch) { ops.push({ kind: 'refund', contract: id, amount: ledger.account(id).balance }); continue; }
+    const c = cancelOf.get(id);
+    if (!c || !escrowCancelSignedBy(c, e.payer)) continue;
+    const paidNow = ops.reduce((sum, op) => sum + (op.kind === 'pay' && op.contract === id ? op.amount : 0n), 0n);
+    ops.push({ kind: 'cancel', contract: id, amount: ledger.account(id).balance - paidNow, signature: c.signature });
   }
   return ops;
 }

@@ -37,6 +37,7 @@ export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReply
   SOCKS_CONNECT_TIMEOUT: 'TTL_EXPIRED', // no stream within the connect timeout (§7.8.3)
   STORAGE_TIMEOUT: 'TTL_EXPIRED',
   TRANSFER_NOT_INCLUDED: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
+  ESCROW_CANCEL_NOT_INCLUDED: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
   HIDDEN_RENDEZVOUS_TIMEOUT: 'TTL_EXPIRED',
 };
 

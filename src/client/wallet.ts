@@ -13,6 +13,7 @@ import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
 import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../wire/transfer';
 import type { VerifiedRewardBlock } from './rewards';
+import { encodeEscrowCancel, type EscrowCancel } from '../wire/escrow-cancel';
 
 export const WALLET_KEY_FILE = 'wallet.key';
 
@@ -49,7 +50,8 @@ export function parseKey(s: string): Buffer {
 export interface HistoryEntry {
   height: number;
   epoch: number;
-  kind: 'reward' | 'sent' | 'received';
+  /** `escrow_pay`: a storage contract's escrow paid this node; `escrow_back`: the rest of an escrow this key funded came back (refund at the end, or its cancel). SPEC.md §9.20.4. */
+  kind: 'reward' | 'sent' | 'received' | 'escrow_pay' | 'escrow_back';
   /** Signed: + for rewards and transfers received, − for transfers sent. */
   units: bigint;
   /** The other side of a transfer (hex); null for a reward. */
@@ -57,9 +59,10 @@ export interface HistoryEntry {
   nonce: number | null;
 }
 
-/** Every credit and debit of `key` (hex) in the verified chain, in chain order. */
+/** Every credit and debit of `key` (hex) in the verified chain, in chain order (escrow payments and returns included). */
 export function walletHistory(blocks: readonly VerifiedRewardBlock[], key: string): HistoryEntry[] {
   const out: HistoryEntry[] = [];
+  const payers = new Map<string, string>();
   for (const { block } of blocks) {
     const a = block.allocations.get(key);
     if (a) out.push({ height: block.height, epoch: block.epoch, kind: 'reward', units: a, counterparty: null, nonce: null });
@@ -68,6 +71,13 @@ export function walletHistory(blocks: readonly VerifiedRewardBlock[], key: strin
       const to = t.to.toString('hex');
       if (from === key) out.push({ height: block.height, epoch: block.epoch, kind: 'sent', units: -t.amount, counterparty: to, nonce: t.nonce });
       if (to === key) out.push({ height: block.height, epoch: block.epoch, kind: 'received', units: t.amount, counterparty: from, nonce: t.nonce });
+    }
+    for (const op of block.escrow ?? []) {
+      if (op.kind === 'open') payers.set(op.contract, op.payer);
+      else if (op.kind === 'pay' && op.node === key) out.push({ height: block.height, epoch: block.epoch, kind: 'escrow_pay', units: op.amount, counterparty: op.contract, nonce: null });
+      else if ((op.kind === 'refund' || op.kind === 'cancel') && op.amount > 0n && payers.get(op.contract) === key) {
+        out.push({ height: block.height, epoch: block.epoch, kind: 'escrow_back', units: op.amount, counterparty: op.contract, nonce: null });
+      }
     }
   }
   return out;
@@ -109,11 +119,19 @@ export interface SubmitResult {
  * with who took it and who refused; the caller fails when nobody took it.
  */
 export async function submitTransfer(authorities: readonly AuthorityInfo[], t: Transfer, timeoutMs = 10_000): Promise<SubmitResult> {
-  const body = encodeTransfer(t);
+  return submitToAuthorities(authorities, PATHS.transfers, encodeTransfer(t), timeoutMs);
+}
+
+/** POST a payer's escrow cancel (SPEC.md §9.20.4) to every authority, as `submitTransfer` does. */
+export async function submitEscrowCancel(authorities: readonly AuthorityInfo[], c: EscrowCancel, timeoutMs = 10_000): Promise<SubmitResult> {
+  return submitToAuthorities(authorities, PATHS.escrowCancel, encodeEscrowCancel(c), timeoutMs);
+}
+
+async function submitToAuthorities(authorities: readonly AuthorityInfo[], route: string, body: Buffer, timeoutMs: number): Promise<SubmitResult> {
   const res: SubmitResult = { accepted: [], refused: [], unreachable: [] };
   await Promise.all(authorities.map(async (a) => {
     try {
-      const r = await httpRequest(a.url + PATHS.transfers, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs });
+      const r = await httpRequest(a.url + route, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs });
       if (r.status === 200) { res.accepted.push(a.name); return; }
       let code = `HTTP_${r.status}`;
       try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? code); } catch { /* not JSON */ }

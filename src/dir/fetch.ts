@@ -89,6 +89,7 @@ export const PATHS = {
   /** SPEC.md §8.11.3: submit a transfer (POST); the pending ones (GET …/pending). */
   transfers: '/bitcloud/transfers',
   transfersPending: '/bitcloud/transfers/pending',
+  escrowCancel: '/bitcloud/escrow/cancel',
 } as const;
 
 /**

@@ -48,17 +48,20 @@ export const ESCROW_OPEN_LEN = 1 + 32 + 32 + 8 + 8 + 8 + 8; // 97
 export const ESCROW_PAY_LEN = 1 + 32 + 8 + 32 + 8; // 81
 /** refund: kind u8 = 3 | contract [32] | amount u64. */
 export const ESCROW_REFUND_LEN = 1 + 32 + 8; // 41
+/** cancel: kind u8 = 4 | contract [32] | amount u64 | signature [64] (the payer's, SPEC §9.20.4). */
+export const ESCROW_CANCEL_LEN = 1 + 32 + 8 + 64; // 105
 
 /** SPEC §9.20.4: an operation on a storage contract's escrow account, carried by a version 3 block. Keys are 64 hex. */
 export type EscrowOp =
   | { kind: 'open'; contract: string; payer: string; startEpoch: number; endEpoch: number; funded: bigint; totalBytes: bigint }
   | { kind: 'pay'; contract: string; epoch: number; node: string; amount: bigint }
-  | { kind: 'refund'; contract: string; amount: bigint };
+  | { kind: 'refund'; contract: string; amount: bigint }
+  | { kind: 'cancel'; contract: string; amount: bigint; signature: Buffer };
 
-const ESCROW_KIND = { open: 1, pay: 2, refund: 3 } as const;
+const ESCROW_KIND = { open: 1, pay: 2, refund: 3, cancel: 4 } as const;
 
 function escrowOpLen(op: EscrowOp): number {
-  return op.kind === 'open' ? ESCROW_OPEN_LEN : op.kind === 'pay' ? ESCROW_PAY_LEN : ESCROW_REFUND_LEN;
+  return op.kind === 'open' ? ESCROW_OPEN_LEN : op.kind === 'pay' ? ESCROW_PAY_LEN : op.kind === 'cancel' ? ESCROW_CANCEL_LEN : ESCROW_REFUND_LEN;
 }
 
 /** Signed block: body length u32 | body | signature count u8 | count × signature entry. */
@@ -66,10 +69,10 @@ export const SIGNED_BLOCK_MIN_LEN = 4 + 1; // 4 body length + 1 signature count 
 /** Signature entry: authority identity [32] | signing key [32] | signature [64]. */
 export const SIGNATURE_ENTRY_LEN = ED25519_PUBLIC_BYTES * 2 + ED25519_SIGNATURE_BYTES; // 32 + 32 + 64 = 128
 export const MAX_BLOCK_SIGNATURES = 255; // the count is a u8
-/** Largest signed block: 1 000 000 allocations, 10 000 transfers, 10 000 escrow openings and 255 signatures. */
+/** Largest signed block: 1 000 000 allocations, 10 000 transfers, 10 000 escrow cancels (the longest operation) and 255 signatures. */
 export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + ALLOCATION_LEN * MAX_ALLOCATIONS
-  + TRANSFER_COUNT_LEN + TRANSFER_BYTES * MAX_BLOCK_TRANSFERS + ESCROW_COUNT_LEN + ESCROW_OPEN_LEN * MAX_BLOCK_ESCROW_OPS
-  + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 4 + 970 000 + 32 640 = 42 452 714
+  + TRANSFER_COUNT_LEN + TRANSFER_BYTES * MAX_BLOCK_TRANSFERS + ESCROW_COUNT_LEN + ESCROW_CANCEL_LEN * MAX_BLOCK_ESCROW_OPS
+  + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 4 + 1 050 000 + 32 640 = 42 532 714
 
 /**
  * Bundle (SPEC §8.7.4): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
@@ -244,6 +247,9 @@ function writeEscrowOp(w: Writer, op: EscrowOp): void {
     if (!HEX32.test(op.node)) throw malformed('an escrow payment names a 32-byte node key');
     if (op.amount <= 0n) throw malformed('an escrow payment is > 0');
     w.u64(op.epoch, 'epoch').hex(op.node, 32, 'node').u64big(op.amount, 'amount');
+  } else if (op.kind === 'cancel') {
+    if (op.signature.length !== ED25519_SIGNATURE_BYTES) throw malformed('an escrow cancel carries a 64-byte signature');
+    w.u64big(op.amount, 'amount').bytes(op.signature);
   } else {
     w.u64big(op.amount, 'amount');
   }
@@ -269,6 +275,7 @@ function readEscrowOp(r: Reader, i: number): EscrowOp {
     return { kind: 'pay', contract, epoch, node, amount };
   }
   if (kind === ESCROW_KIND.refund) return { kind: 'refund', contract, amount: r.u64big('amount') };
+  if (kind === ESCROW_KIND.cancel) return { kind: 'cancel', contract, amount: r.u64big('amount'), signature: r.bytes(ED25519_SIGNATURE_BYTES, 'signature') };
   throw malformed(`escrow operation ${i}: unknown kind ${kind}`);
 }
 

@@ -20,6 +20,7 @@ import {
   type EscrowOp, type RewardBlock,
 } from '../../src/wire/reward-block';
 import type { Transfer } from '../../src/wire/transfer';
+import { ESCROW_CANCEL_BYTES, decodeEscrowCancel, encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -214,6 +215,40 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
     // A refund before the end, or of less than the escrow holds.
     bad([{ transfers: [fund], escrow: [open] }, { escrow: [{ kind: 'refund', contract: idHex, amount: 1_000_000n }] }], 'ESCROW_NOT_ENDED');
     bad([{ transfers: [fund], escrow: [open] }, {}, {}, {}, { escrow: [{ kind: 'refund', contract: idHex, amount: 1n }] }], 'ESCROW_PAYMENT_MISMATCH');
+    // Cancels: by someone else, twice, after the end (the refund's job), of less than the escrow holds.
+    const mine = signEscrowCancel(payer, idHex);
+    const cancel = (amount: bigint, c = mine): EscrowOp => ({ kind: 'cancel', contract: idHex, amount, signature: c.signature });
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [cancel(1_000_000n, signEscrowCancel(ed25519Generate(), idHex))] }], 'ESCROW_NOT_PAYER');
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [cancel(1_000_000n)] }, { escrow: [cancel(0n)] }], 'ESCROW_CLOSED');
+    bad([{ transfers: [fund], escrow: [open] }, {}, {}, {}, { escrow: [cancel(1_000_000n)] }], 'ESCROW_EPOCH');
+    bad([{ transfers: [fund], escrow: [open] }, { escrow: [cancel(999_999n)] }], 'ESCROW_PAYMENT_MISMATCH');
+  });
+
+  it('a payer\'s cancel: the epoch of its block is still paid, the rest returns to the payer at once, nothing is paid after', () => {
+    const c = signEscrowCancel(payer, idHex);
+    expect(encodeEscrowCancel(c)).toHaveLength(ESCROW_CANCEL_BYTES);
+    expect(decodeEscrowCancel(encodeEscrowCancel(c))).toEqual(c);
+    expectCode(() => decodeEscrowCancel(Buffer.alloc(96)), 'ESCROW_CANCEL_MALFORMED');
+    expectCode(() => decodeEscrowCancel(Buffer.concat([Buffer.from([2]), encodeEscrowCancel(c).subarray(1)])), 'ESCROW_CANCEL_MALFORMED');
+    const blocks = chain([
+      { transfers: [fund], escrow: [open] },
+      { escrow: [{ kind: 'pay', contract: idHex, epoch: 11, node: A, amount: 100_000n }, { kind: 'cancel', contract: idHex, amount: 900_000n, signature: c.signature }] },
+    ]);
+    const body1 = decodeSignedRewardBlock(blocks[1]).body;
+    expect(body1.length).toBe(61 + 4 + 4 + 81 + 105);
+    expect(encodeRewardBlock(decodeRewardBlock(body1)).equals(body1)).toBe(true);
+    const s = verifyChain(blocks, authorities);
+    expect(s.balances.get(P)).toBe(900_000n);
+    expect(s.balances.get(A)).toBe(100_000n);
+    expect(s.balances.get(idHex)).toBe(0n);
+    expect(s.escrows.get(idHex)).toMatchObject({ refunded: 900_000n, cancelledAt: 11, paid: 100_000n });
+    // After the cancel no payment applies (the nodes stop being paid from the next epoch).
+    const after = chain([
+      { transfers: [fund], escrow: [open] },
+      { escrow: [{ kind: 'cancel', contract: idHex, amount: 1_000_000n, signature: c.signature }] },
+      { escrow: [{ kind: 'pay', contract: idHex, epoch: 12, node: A, amount: 1n }] },
+    ]);
+    expect(() => verifyChain(after, authorities)).toThrow(/ESCROW_CLOSED/);
   });
 });
 
@@ -240,5 +275,14 @@ describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
     expect(escrowOpsFor(book, l0, 10, [], held, null)).toEqual([]);
     expect(escrowOpsFor(book, l0, 11, [], held, report)).toEqual([]); // a report of another epoch pays nothing
     expect(escrowOpsFor(book, l0, 14, [], held, null)).toEqual([{ kind: 'refund', contract: idHex, amount: 4001n }]);
+    // A payer's cancel: after the epoch's payments, the rest; one by another key is left out; after
+    // the end the refund comes instead.
+    const c = signEscrowCancel(payer, idHex);
+    expect(escrowOpsFor(book, l0, 10, [], held, report, [c])).toEqual([
+      { kind: 'pay', contract: idHex, epoch: 10, node: A, amount: 375n }, { kind: 'pay', contract: idHex, epoch: 10, node: B, amount: 500n },
+      { kind: 'cancel', contract: idHex, amount: 4001n - 875n, signature: c.signature },
+    ]);
+    expect(escrowOpsFor(book, l0, 10, [], held, null, [signEscrowCancel(ed25519Generate(), idHex)])).toEqual([]);
+    expect(escrowOpsFor(book, l0, 14, [], held, null, [c])).toEqual([{ kind: 'refund', contract: idHex, amount: 4001n }]);
   });
 });

@@ -5,26 +5,16 @@
 // escrow instead); after the contract's end the rest is refunded to the payer. A payment that the
 // proposer's signed audit report (fetched from it and verified) does not give is not signed.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import pino from 'pino';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
-import { httpRequest, PATHS } from '../../src/dir/fetch';
-import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { prom } from '../../src/ops/metrics';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
-import { RewardLedger } from '../../directory/rewards';
-import { serveRewards, serveTransfers } from '../../directory/reward-http';
-import type { Signer } from '../../directory/vote';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
 import { signAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
+import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
+import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
 const P = 5;
 const NOW = Date.now();
@@ -32,16 +22,11 @@ const E0 = Math.floor(NOW / (P * 1000)) - 2;
 const relay = ed25519FromSeed(Buffer.alloc(32, 90));
 const RELAY = relay.publicKey.toString('hex');
 
-interface Node { signer: Signer; dir: string; server: http.Server; port: number; ledger: RewardLedger | null }
-const nodes: Node[] = [];
-let authorities: AuthorityInfo[] = [];
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-'));
+let trio: LedgerTrio;
+let nodes: TrioNode[];
+let authorities: LedgerTrio['authorities'];
 /** The contracts each authority holds (index as in `nodes`). */
 const held: Map<string, StorageContract>[] = [new Map(), new Map(), new Map()];
-/** The ledgers' clock: each round moves it past the catch-up interval, so an authority that signed another body catches up. */
-let clock = NOW;
-/** The ledgers' warnings (pino JSON lines). */
-const warnings: string[] = [];
 /** What each authority's own report of an epoch says (used when it proposes), and what it serves signed (what the others recheck). */
 const claimed = new Map<number, AuditReportBody>();
 const served = new Map<number, AuditReportBody>();
@@ -49,64 +34,32 @@ const served = new Map<number, AuditReportBody>();
 const consensus = (epoch: number): VerifiedConsensus =>
   ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
 
-function start(n: Node): RewardLedger {
-  n.ledger = new RewardLedger({
-    dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log: pino({ level: 'warn' }, { write: (line: string) => { warnings.push(line); } }),
-    registry: new prom.Registry(), fetchTimeoutMs: 2000, proposerWaitMs: 0, now: () => clock,
-  });
-  n.ledger.load();
-  const i = nodes.indexOf(n);
-  n.ledger.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => claimed.get(e) ?? null };
-  return n.ledger;
-}
+/** The ledgers' warnings, parsed. */
+const warnings = () => nodes.flatMap((n) => n.logs) as { msg: string; reason?: string }[];
 
-async function rounds(times = 3): Promise<void> {
-  for (let i = 0; i < times; i++) {
-    clock += P * 1000;
-    for (const n of nodes) n.ledger?.tick();
-    await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));
-  }
-}
-
-const running = () => nodes.filter((n) => n.ledger).map((n) => n.ledger!);
-const post = (n: Node, body: Buffer) => httpRequest(`http://127.0.0.1:${n.port}${PATHS.transfers}`, { method: 'POST', body, maxBytes: 4096, timeoutMs: 5000 });
+// The ledgers' clock moves one period each round, past the catch-up interval, so an authority
+// that signed another body catches up.
+const rounds = (times = 3) => trio.rounds(times);
+const running = () => trio.running();
+const post = (n: TrioNode, body: Buffer) => trio.postTransfer(n, body);
 
 beforeAll(async () => {
-  for (let i = 0; i < 3; i++) {
-    const id = ed25519FromSeed(Buffer.alloc(32, 40 + i));
-    const sk = ed25519FromSeed(Buffer.alloc(32, 50 + i));
-    const signer: Signer = { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, NOW - 86_400_000, NOW + 86_400_000) };
-    const n: Node = { signer, dir: path.join(root, `a${i}`), server: null as unknown as http.Server, port: 0, ledger: null };
-    n.server = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      if (url.pathname === PATHS.certificate) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
-      if (url.pathname === '/bitcloud/storage/audits') {
-        const body = served.get(Number(url.searchParams.get('epoch')));
-        if (!body) { res.writeHead(404); res.end(); return; }
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(signAuditReport({ ...body, authority: signer.identity.toString('hex') }, signer)));
-        return;
-      }
-      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
-        .then((r) => { if (!r) { res.writeHead(404); res.end(); } });
-    });
-    await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));
-    n.port = (n.server.address() as { port: number }).port;
-    nodes.push(n);
-  }
-  authorities = nodes.map((n, i) => ({
-    name: `auth${i}`, identity: n.signer.identity, fingerprint: n.signer.identity.toString('hex'), host: '127.0.0.1', port: n.port, url: `http://127.0.0.1:${n.port}`,
-  }));
-  for (const n of nodes) start(n);
+  trio = await startLedgerTrio({
+    seed: 40, periodSeconds: P, tmpPrefix: 'bitcloud-escrow-', logLevel: 'warn', clock: NOW,
+    onStart: (n, i) => { n.ledger!.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => claimed.get(e) ?? null }; },
+    route: (n, url, _req, res) => {
+      if (url.pathname !== '/bitcloud/storage/audits') return false;
+      const body = served.get(Number(url.searchParams.get('epoch')));
+      if (!body) { res.writeHead(404); res.end(); return true; }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(signAuditReport({ ...body, authority: n.signer.identity.toString('hex') }, n.signer)));
+      return true;
+    },
+  });
+  ({ nodes, authorities } = trio);
 });
 
-afterAll(async () => {
-  for (const n of nodes) {
-    await n.ledger?.close();
-    await new Promise<void>((r) => { n.server.close(() => r()); n.server.closeAllConnections(); });
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => trio.close());
 
 describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
   const contract: StorageContract = {
@@ -177,11 +130,11 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     await rounds(6);
     for (const l of running()) expect(l.chain.escrows.get(ID2)).toMatchObject({ funded: 3000n, perEpoch: 1000n, paid: 0n });
 
-    warnings.length = 0;
+    for (const n of nodes) n.logs.length = 0;
     for (const l of running()) l.onConsensus(consensus(E0 + 7));
     await rounds(6);
     // The proposer did pay (its own report says the node passed); the two others refused that body.
-    const refused = warnings.map((w) => JSON.parse(w) as { msg: string; reason?: string }).filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''));
+    const refused = warnings().filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''));
     expect(refused).toHaveLength(2);
     for (const l of running()) {
       expect(l.chain.epoch).toBe(E0 + 7);
@@ -189,5 +142,50 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       expect(l.chain.balances.get(result.node)).toBeUndefined();
       expect(l.chain.balances.get(ID2)).toBe(3000n);
     }
+  });
+
+  it('the payer\'s cancel, passed among the authorities, returns the rest at once; another key\'s cancel and a second one are refused', async () => {
+    const c3: StorageContract = { ...contract, startEpoch: E0 + 10, endEpoch: E0 + 20 };
+    const id3 = contractId(c3);
+    const ID3 = id3.toString('hex');
+    for (const h of held) h.set(ID3, c3);
+    // Unknown before it is funded.
+    const early = await trio.postCancel(nodes[0], encodeEscrowCancel(signEscrowCancel(relay, ID3)));
+    expect([early.status, JSON.parse(early.body.toString('utf8')).code]).toEqual([404, 'ESCROW_UNKNOWN']);
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id3, 5000n, 3)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const l of running()) l.onConsensus(consensus(E0 + 10));
+    await rounds(6);
+    for (const l of running()) expect(l.chain.escrows.get(ID3)).toMatchObject({ funded: 5000n, perEpoch: 500n, paid: 0n });
+    const before = running()[0].chain.balances.get(RELAY)!;
+
+    // Someone else's cancel: refused with its reason. The payer's: taken, passed on to the others.
+    const other = await trio.postCancel(nodes[1], encodeEscrowCancel(signEscrowCancel(ed25519FromSeed(Buffer.alloc(32, 99)), ID3)));
+    expect([other.status, JSON.parse(other.body.toString('utf8')).code]).toEqual([400, 'ESCROW_NOT_PAYER']);
+    const bad = await trio.postCancel(nodes[1], Buffer.alloc(12));
+    expect([bad.status, JSON.parse(bad.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CANCEL_MALFORMED']);
+    const mine = encodeEscrowCancel(signEscrowCancel(relay, ID3));
+    const r = await trio.postCancel(nodes[1], mine);
+    expect([r.status, JSON.parse(r.body.toString('utf8'))]).toEqual([200, expect.objectContaining({ accepted: true, result: 'added', contract: ID3, payer: RELAY })]);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    expect(running().map((l) => l.pendingCancels)).toEqual([1, 1, 1]);
+
+    // The next block (whoever proposes it) carries the cancel: all 5000 units back to the payer.
+    for (const l of running()) l.onConsensus(consensus(E0 + 11));
+    await rounds(6);
+    for (const l of running()) {
+      expect(l.chain.epoch).toBe(E0 + 11);
+      expect(l.chain.escrows.get(ID3)).toMatchObject({ refunded: 5000n, cancelledAt: E0 + 11, paid: 0n });
+      expect(l.chain.balances.get(ID3)).toBe(0n);
+      expect(l.pendingCancels).toBe(0);
+    }
+    const chain = await fetchRewardChain({ authorities, periodSeconds: P, timeoutMs: 5000 });
+    const ops = chain.blocks.at(-1)!.block.escrow ?? [];
+    expect(ops.filter((op) => op.contract === ID3).map((op) => [op.kind, (op as { amount?: bigint }).amount])).toEqual([['cancel', 5000n]]);
+    expect(chain.state.balances.get(RELAY)).toBe(before + [...chain.blocks.at(-1)!.block.allocations.values()].reduce((a, b) => a + b, 0n) + 5000n);
+
+    // A second cancel: the escrow is closed.
+    const again = await trio.postCancel(nodes[2], mine);
+    expect([again.status, JSON.parse(again.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
   });
 });

@@ -3,23 +3,13 @@
 // height carries them in the block the majority signs. With the proposer down the others sign
 // the block without transfers, and the next height's proposer carries them.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import pino from 'pino';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
 import { httpRequest, PATHS } from '../../src/dir/fetch';
-import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { prom } from '../../src/ops/metrics';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
-import { RewardLedger } from '../../directory/rewards';
-import { serveRewards, serveTransfers } from '../../directory/reward-http';
-import type { Signer } from '../../directory/vote';
 import { fetchRewardChain } from '../../src/client/rewards';
+import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
 const P = 5;
 const NOW = Date.now();
@@ -28,62 +18,23 @@ const relay = ed25519FromSeed(Buffer.alloc(32, 90));
 const wallet = ed25519FromSeed(Buffer.alloc(32, 91));
 const RELAY = relay.publicKey.toString('hex');
 
-interface Node { signer: Signer; dir: string; server: http.Server; port: number; ledger: RewardLedger | null }
-const nodes: Node[] = [];
-let authorities: AuthorityInfo[] = [];
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-transfers-'));
+let trio: LedgerTrio;
+let nodes: TrioNode[];
+let authorities: LedgerTrio['authorities'];
 
 const consensus = (epoch: number): VerifiedConsensus =>
   ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
 
-function start(n: Node): RewardLedger {
-  n.ledger = new RewardLedger({
-    dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log: pino({ level: 'silent' }),
-    registry: new prom.Registry(), fetchTimeoutMs: 2000, proposerWaitMs: 0,
-  });
-  n.ledger.load();
-  return n.ledger;
-}
-
-async function rounds(times = 3): Promise<void> {
-  for (let i = 0; i < times; i++) {
-    for (const n of nodes) n.ledger?.tick();
-    await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));
-  }
-}
-
-const running = () => nodes.filter((n) => n.ledger).map((n) => n.ledger!);
-const post = (n: Node, body: Buffer) => httpRequest(`http://127.0.0.1:${n.port}${PATHS.transfers}`, { method: 'POST', body, maxBytes: 4096, timeoutMs: 5000 });
+const rounds = (times = 3) => trio.rounds(times);
+const running = () => trio.running();
+const post = (n: TrioNode, body: Buffer) => trio.postTransfer(n, body);
 
 beforeAll(async () => {
-  for (let i = 0; i < 3; i++) {
-    const id = ed25519FromSeed(Buffer.alloc(32, 40 + i));
-    const sk = ed25519FromSeed(Buffer.alloc(32, 50 + i));
-    const signer: Signer = { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, NOW - 86_400_000, NOW + 86_400_000) };
-    const n: Node = { signer, dir: path.join(root, `a${i}`), server: null as unknown as http.Server, port: 0, ledger: null };
-    n.server = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      if (url.pathname === PATHS.certificate) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
-      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
-        .then((r) => { if (!r) { res.writeHead(404); res.end(); } });
-    });
-    await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));
-    n.port = (n.server.address() as { port: number }).port;
-    nodes.push(n);
-  }
-  authorities = nodes.map((n, i) => ({
-    name: `auth${i}`, identity: n.signer.identity, fingerprint: n.signer.identity.toString('hex'), host: '127.0.0.1', port: n.port, url: `http://127.0.0.1:${n.port}`,
-  }));
-  for (const n of nodes) start(n);
+  trio = await startLedgerTrio({ seed: 40, periodSeconds: P, tmpPrefix: 'bitcloud-transfers-', logLevel: 'silent' });
+  ({ nodes, authorities } = trio);
 });
 
-afterAll(async () => {
-  for (const n of nodes) {
-    await n.ledger?.close();
-    await new Promise<void>((r) => { n.server.close(() => r()); n.server.closeAllConnections(); });
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => trio.close());
 
 describe('transfers through three authorities (SPEC §8.7.4, §8.11.3)', () => {
   it('a transfer taken by one authority reaches the others and the proposer\'s block carries it', async () => {
@@ -128,8 +79,7 @@ describe('transfers through three authorities (SPEC §8.7.4, §8.11.3)', () => {
   it('with the proposer down the others sign the block without transfers; the next proposer carries them', async () => {
     const proposer2 = running()[0].proposerOf(2);
     const down = nodes.find((n) => n.signer.identity.toString('hex') === proposer2)!;
-    await down.ledger!.close();
-    down.ledger = null;
+    await trio.stop(down);
     const up = nodes.filter((n) => n !== down);
     const t = signTransfer(relay, wallet.publicKey, 1n, 2);
     expect((await post(up[0], encodeTransfer(t))).status).toBe(200);

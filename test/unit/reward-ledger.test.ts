@@ -5,95 +5,42 @@
 // aside and fetched again.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
-import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
 import { PATHS } from '../../src/dir/fetch';
-import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { prom } from '../../src/ops/metrics';
 import { decodeSignedRewardBlock } from '../../src/bandwidth/reward-chain';
-import { RewardLedger } from '../../directory/rewards';
-import { serveRewards } from '../../directory/reward-http';
+import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
-import type { Signer } from '../../directory/vote';
 import { fetchRewardChain } from '../../src/client/rewards';
+import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
 const P = 5;
 const NOW = Date.now();
 const E0 = Math.floor(NOW / (P * 1000)) - 2;
 const fp = (n: number) => n.toString(16).padStart(64, '0');
 
-interface Node {
-  name: string;
-  signer: Signer;
-  dir: string;
-  server: http.Server;
-  port: number;
-  ledger: RewardLedger | null;
-  reg: prom.Registry;
-  logs: Record<string, unknown>[];
-}
-
-const nodes: Node[] = [];
-let authorities: AuthorityInfo[] = [];
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-rewards-'));
+let trio: LedgerTrio;
+let nodes: TrioNode[];
+let authorities: LedgerTrio['authorities'];
 
 function consensus(epoch: number, proven: [number, number][]): VerifiedConsensus {
   return { provenEpoch: epoch, relays: proven.map(([n, p]) => ({ fingerprint: fp(n), nickname: `r${n}`, proven: p })), periodSeconds: P } as unknown as VerifiedConsensus;
 }
 
-function startLedger(n: Node): RewardLedger {
-  n.reg = new prom.Registry();
-  const log = pino({ level: 'info' }, { write: (s: string) => { n.logs.push(JSON.parse(s)); } });
-  n.ledger = new RewardLedger({ dataDir: n.dir, signer: n.signer, authorities, periodSeconds: P, skewMs: 60_000, log, registry: n.reg, fetchTimeoutMs: 2000, proposerWaitMs: 0 });
-  n.ledger.load();
-  return n.ledger;
-}
+const startLedger = (n: TrioNode): RewardLedger => trio.start(n);
+const rounds = (times = 3) => trio.rounds(times);
 
-/** Ticks every running ledger and waits for the fetches it started, `times` times. */
-async function rounds(times = 3): Promise<void> {
-  for (let i = 0; i < times; i++) {
-    for (const n of nodes) n.ledger?.tick();
-    await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));
-  }
-}
-
-async function metric(n: Node, name: string): Promise<number> {
+async function metric(n: TrioNode, name: string): Promise<number> {
   const m = await n.reg.getSingleMetric(name)!.get();
   return m.values.reduce((a, v) => a + v.value, 0);
 }
 
 beforeAll(async () => {
-  for (let i = 0; i < 3; i++) {
-    const id = ed25519FromSeed(Buffer.alloc(32, 60 + i));
-    const sk = ed25519FromSeed(Buffer.alloc(32, 70 + i));
-    const signer: Signer = { identity: id.publicKey, signingKey: sk, certificate: makeKeyCertificate(id, sk.publicKey, NOW - 86_400_000, NOW + 86_400_000) };
-    const n: Node = { name: `auth${i}`, signer, dir: path.join(root, `a${i}`), server: null as unknown as http.Server, port: 0, ledger: null, reg: new prom.Registry(), logs: [] };
-    n.server = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      if (url.pathname === PATHS.certificate && n.ledger) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
-      void serveRewards(n.ledger, req, res, url).then((r) => { if (!r) { res.writeHead(404); res.end(); } });
-    });
-    await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));
-    n.port = (n.server.address() as { port: number }).port;
-    nodes.push(n);
-  }
-  authorities = nodes.map((n) => ({
-    name: n.name, identity: n.signer.identity, fingerprint: n.signer.identity.toString('hex'), host: '127.0.0.1', port: n.port, url: `http://127.0.0.1:${n.port}`,
-  }));
+  trio = await startLedgerTrio({ seed: 60, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-', startAll: false });
+  ({ nodes, authorities } = trio);
 });
 
-afterAll(async () => {
-  for (const n of nodes) {
-    await n.ledger?.close();
-    await new Promise<void>((r) => { n.server.close(() => r()); n.server.closeAllConnections(); });
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => trio.close());
 
 describe('reward ledgers of three authorities (SPEC §8.7)', () => {
   it('two authorities agree on a block and publish it at 2 of 3', async () => {
@@ -193,8 +140,7 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
   it('a different body at the same height is counted and never merged', async () => {
     const [a, b] = [nodes[0].ledger!, nodes[1].ledger!];
     // C is down: its ledger stops answering.
-    await nodes[2].ledger!.close();
-    nodes[2].ledger = null;
+    await trio.stop(nodes[2]);
     a.onConsensus(consensus(E0 + 2, [[1, 1]]));
     b.onConsensus(consensus(E0 + 2, [[1, 2], [2, 1]]));
     await rounds(2);

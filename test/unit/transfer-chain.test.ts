@@ -12,7 +12,7 @@ import {
 } from '../../src/bandwidth/reward-chain';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
-import { TransferPool } from '../../directory/transfer-pool';
+import { MAX_PENDING_PER_SENDER, TransferPool } from '../../directory/transfer-pool';
 
 const schedule: IssuanceSchedule = { initialPerBlock: 1_000_000n, halvingInterval: 100 };
 const auth = ed25519FromSeed(Buffer.alloc(32, 5));
@@ -136,5 +136,19 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     expect(pool.rebase(s2)).toBe(2);
     expect(pool.size).toBe(0);
     expectCode(() => pool.add(a), 'TRANSFER_REPLAYED');
+  });
+
+  it('at most 16 of one sender\'s transfers wait for a block (TRANSFER_RATE_LIMITED); others still get in; a block frees the sender', () => {
+    const pool = new TransferPool(state);
+    const mine = Array.from({ length: MAX_PENDING_PER_SENDER }, (_, i) => signTransfer(relay, wallet.publicKey, 1n, i + 1));
+    for (const t of mine) expect(pool.add(t)).toBe('added');
+    expect(pool.add(mine[3])).toBe('held');
+    expectCode(() => pool.add(signTransfer(relay, wallet.publicKey, 1n, MAX_PENDING_PER_SENDER + 1)), 'TRANSFER_RATE_LIMITED');
+    expect(pool.add(signTransfer(relay2, wallet.publicKey, 1n, 1))).toBe('added');
+    expect(pool.size).toBe(MAX_PENDING_PER_SENDER + 1);
+    // Once a block carried the sender's transfers, it may send again.
+    const s2 = verifyChain(chain([[], mine]), authorities, 1, { schedule });
+    pool.rebase(s2);
+    expect(pool.add(signTransfer(relay, wallet.publicKey, 1n, MAX_PENDING_PER_SENDER + 1))).toBe('added');
   });
 });

@@ -55,5 +55,25 @@ describe('bitcloud wallet (SPEC §8.11.4)', () => {
     expect(walletHistory(blocks, hex).map((h) => [h.height, h.kind, h.units])).toEqual([[0, 'reward', 100n], [1, 'sent', -30n], [1, 'received', 5n]]);
     expect(findTransfer(blocks, t2)?.block.height).toBe(1);
     expect(findTransfer(blocks, signTransfer(me, them.publicKey, 30n, 2))).toBeNull();
+    // Escrow (SPEC.md §9.20.4): a contract this key funded pays a node, then its cancel returns the rest.
+    const C = 'cc'.repeat(32);
+    const node = them.publicKey.toString('hex');
+    const escrowBlock: VerifiedRewardBlock = {
+      block: {
+        height: 2, previousHash: GENESIS_PREVIOUS_HASH, epoch: 12, minted: 0n, allocations: new Map(), transfers: [signTransfer(me, Buffer.from(C, 'hex'), 40n, 2)],
+        escrow: [{ kind: 'open', contract: C, payer: hex, startEpoch: 12, endEpoch: 16, funded: 40n, totalBytes: 10n }],
+      },
+      hash: Buffer.alloc(32), signers: [],
+    };
+    const later: VerifiedRewardBlock = {
+      block: {
+        height: 3, previousHash: GENESIS_PREVIOUS_HASH, epoch: 13, minted: 0n, allocations: new Map(),
+        escrow: [{ kind: 'pay', contract: C, epoch: 13, node, amount: 10n }, { kind: 'cancel', contract: C, amount: 30n, signature: Buffer.alloc(64) }],
+      },
+      hash: Buffer.alloc(32), signers: [],
+    };
+    const all = [...blocks, escrowBlock, later];
+    expect(walletHistory(all, hex).slice(3).map((h) => [h.height, h.kind, h.units])).toEqual([[2, 'sent', -40n], [3, 'escrow_back', 30n]]);
+    expect(walletHistory(all, node).slice(-1).map((h) => [h.height, h.kind, h.units, h.counterparty])).toEqual([[3, 'escrow_pay', 10n, C]]);
   });
 });

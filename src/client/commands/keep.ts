@@ -1,4 +1,4 @@
-// `bitcloud keep add CAP | status [--json] | run [--once]` (SPEC.md §9.19): a keeper of files.
+// `bitcloud keep add CAP | status [--json] | run [--once] | contract CAP | cancel CONTRACT` (SPEC.md §9.19): a keeper of files.
 // It holds verify capabilities (derived from read capabilities on `add`; the read key is never
 // stored), renews leases before they run out, audits every share and repairs lost ones. Wiring only.
 import type { CommandModule } from 'yargs';
@@ -12,11 +12,11 @@ import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
 import { addKept, loadKeeperState, recordPass, renewDue, saveKeeperState, type KeeperState } from '../keeper';
 import { keepFile } from '../storage-client-verify';
-import { reportFailure, runStorageCommand, type StorageCommandArgs } from '../storage-client-setup';
+import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
 import { contractFromPass, uploadContract } from '../storage-contract';
 import { parseCoins } from '../wallet';
-import { walletSend } from './wallet';
+import { walletCancel, walletSend } from './wallet';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
@@ -127,58 +127,83 @@ async function runCommand(a: RunArgs): Promise<number> {
   });
 }
 
-/**
- * `bitcloud keep contract CAP --epochs N` (SPEC.md §9.20.1): one keeper pass over the file (audit,
- * repair, renew for the contract's span), then a contract listing a proven holder of every share
- * for epochs [now, now + N), uploaded to every authority.
- */
-async function contractCommand(a: ContractArgs): Promise<number> {
-  const text = a.cap.trim();
-  if (!Number.isSafeInteger(a.epochs) || a.epochs < 1) return reportFailure('keep contract', err('CONFIG_INVALID', '--epochs must be a positive integer'), a.json);
+/** What `keep contract` (and `put --pay`) was asked for. */
+export interface ContractRequest {
+  epochs: number;
+  /** Units to escrow (null: a free contract). */
+  pay: bigint | null;
+  config?: string;
+  dataDir?: string;
+  key?: string;
+  noWait: boolean;
+}
+
+/** Checks --epochs and --pay before anything is sent (CONFIG_INVALID, ESCROW_UNDERFUNDED, the coins' parse errors). */
+export function contractRequest(a: { epochs: number; pay?: string; key?: string; 'no-wait'?: boolean; config?: string; 'data-dir'?: string }): ContractRequest {
+  if (!Number.isSafeInteger(a.epochs) || a.epochs < 1) throw err('CONFIG_INVALID', '--epochs must be a positive integer');
   let pay: bigint | null = null;
   if (a.pay !== undefined) {
-    try { pay = parseCoins(String(a.pay)); } catch (e) { return reportFailure('keep contract', e, a.json); }
-    if (pay < BigInt(a.epochs)) return reportFailure('keep contract', err('ESCROW_UNDERFUNDED', `--pay must buy at least one unit (10^-8 coin) per epoch: ${a.epochs} units`), a.json);
+    pay = parseCoins(String(a.pay));
+    if (pay < BigInt(a.epochs)) throw err('ESCROW_UNDERFUNDED', `--pay must buy at least one unit (10^-8 coin) per epoch: ${a.epochs} units`);
   }
+  return { epochs: a.epochs, pay, config: a.config, dataDir: a['data-dir'], key: a.key, noWait: a['no-wait'] ?? false };
+}
+
+/**
+ * SPEC.md §9.20.1, §9.20.4: one keeper pass over the file of `vcap` (audit, repair, renew for the
+ * contract's span), then a contract listing a proven holder of every share for epochs
+ * [now, now + N), uploaded to every authority, and, with `pay`, funded from the wallet once every
+ * authority holds it. Returns the JSON object `keep contract --json` prints, the text lines, and
+ * whether it succeeded.
+ */
+export async function openContract(session: StorageSession, vcap: string, q: ContractRequest): Promise<{ ok: boolean; json: Record<string, unknown>; lines: string[] }> {
+  const c = session.network.dir.consensus()!;
+  const P = c.periodSeconds;
+  const r = await keepFile(session.client, parseVerifyCapability(vcap), { renew: true, leaseSeconds: (q.epochs + 2) * P });
+  if (!r.placed.length) throw err('VERIFY_RECORD_NOT_FOUND', 'no share of this file is held by any node: nothing to contract');
+  const start = Math.floor(Date.now() / (P * 1000));
+  const k = contractFromPass(r.placed, start, q.epochs);
+  const uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
+  const accepted = uploads.filter((u) => u.ok).length;
+  let ok = accepted * 2 > uploads.length;
+  // SPEC.md §9.20.4: a paid contract is funded only once every authority holds it (the proposer
+  // that carries the funding transfer must hold the contract to open its escrow).
+  let funding: unknown = null;
+  const lines = [`contract ${k.id}: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}`];
+  for (const u of uploads) lines.push(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}`);
+  if (q.pay !== null) {
+    if (accepted !== uploads.length) {
+      ok = false;
+      lines.push('  not funded: not every authority took the contract');
+      funding = { ok: false, error: 'not every authority took the contract' };
+    } else {
+      const out: string[] = [];
+      const code = await walletSend(k.id, formatUnits(q.pay), { config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait },
+        { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
+      funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
+      if (code !== 0) ok = false;
+      const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; code?: string; error?: string } | null;
+      lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `  not funded: ${f?.code ?? 'failed'} ${f?.error ?? ''}`);
+    }
+  }
+  const json = {
+    ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
+    bytes: k.contract.entries.reduce((sum, e) => sum + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
+    ...(q.pay !== null ? { funding } : {}),
+  };
+  return { ok, json, lines };
+}
+
+/** `bitcloud keep contract CAP --epochs N [--pay COINS]` (SPEC.md §9.20.1, §9.20.4). */
+async function contractCommand(a: ContractArgs): Promise<number> {
+  const text = a.cap.trim();
+  let q: ContractRequest;
+  try { q = contractRequest(a); } catch (e) { return reportFailure('keep contract', e, a.json); }
   return runStorageCommand('keep contract', a, () => ({}), async (session) => {
     const vcap = isVerifyCapability(text) ? text : await verifyCapOf(session.client, (parseCapability(text), text));
-    const c = session.network.dir.consensus()!;
-    const P = c.periodSeconds;
-    const r = await keepFile(session.client, parseVerifyCapability(vcap), { renew: true, leaseSeconds: (a.epochs + 2) * P });
-    if (!r.placed.length) throw err('VERIFY_RECORD_NOT_FOUND', 'no share of this file is held by any node: nothing to contract');
-    const start = Math.floor(Date.now() / (P * 1000));
-    const k = contractFromPass(r.placed, start, a.epochs);
-    const uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
-    const accepted = uploads.filter((u) => u.ok).length;
-    let ok = accepted * 2 > uploads.length;
-    // SPEC.md §9.20.4: a paid contract is funded only once every authority holds it (the proposer
-    // that carries the funding transfer must hold the contract to open its escrow).
-    let funding: unknown = null;
-    const lines: string[] = [];
-    if (pay !== null) {
-      if (accepted !== uploads.length) {
-        ok = false;
-        lines.push('not funded: not every authority took the contract');
-        funding = { ok: false, error: 'not every authority took the contract' };
-      } else {
-        const out: string[] = [];
-        const code = await walletSend(k.id, formatUnits(pay), { config: a.config, dataDir: a['data-dir'], key: a.key, json: true, noWait: a['no-wait'] ?? false },
-          { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
-        funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
-        if (code !== 0) ok = false;
-        const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; code?: string; error?: string } | null;
-        lines.push(f?.ok ? `funded with ${formatUnits(pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `not funded: ${f?.code ?? 'failed'} ${f?.error ?? ''}`);
-      }
-    }
-    if (a.json) {
-      process.stdout.write(JSON.stringify({ ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
-        bytes: k.contract.entries.reduce((s, e) => s + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
-        ...(pay !== null ? { funding } : {}) }) + '\n');
-    } else {
-      process.stdout.write(`contract ${k.id.slice(0, 16)}…: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}\n`);
-      for (const u of uploads) process.stdout.write(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}\n`);
-      for (const l of lines) process.stdout.write(`  ${l}\n`);
-    }
+    const { ok, json, lines } = await openContract(session, vcap, q);
+    if (a.json) process.stdout.write(JSON.stringify(json) + '\n');
+    else for (const l of lines) process.stdout.write(l + '\n');
     return ok ? 0 : 1;
   });
 }
@@ -209,6 +234,17 @@ export const keepCommandModule: CommandModule = {
         .option('key', { type: 'string', describe: 'The wallet key file that pays (default <dataDir>/wallet.key)' })
         .option('no-wait', { type: 'boolean', default: false, describe: 'Do not wait for a block to carry the funding transfer' })) as never,
       handler: async (a) => { process.exitCode = await contractCommand(a as unknown as ContractArgs); },
+    })
+    .command({
+      command: 'cancel <contract>', describe: 'End a paid contract early (the file is deleted): the payer\'s signed cancel returns the unspent escrow (SPEC.md §9.20.4)',
+      builder: (yy) => commonOptions(yy.positional('contract', { type: 'string', describe: 'The contract id (64 hex), as `keep contract` printed it' })
+        .option('key', { type: 'string', describe: 'The wallet key file that paid (default <dataDir>/wallet.key)' })
+        .option('no-wait', { type: 'boolean', default: false, describe: 'Do not wait for a block to carry the cancel' })
+        .option('wait-seconds', { type: 'number', describe: 'Give up waiting after this many seconds (default 12 consensus periods)' })) as never,
+      handler: async (a) => {
+        const x = a as unknown as Common & { contract: string; key?: string; 'no-wait'?: boolean; 'wait-seconds'?: number };
+        process.exitCode = await walletCancel(String(x.contract), { config: x.config, dataDir: x['data-dir'], key: x.key, json: x.json, noWait: x['no-wait'] ?? false, waitSeconds: x['wait-seconds'] });
+      },
     })
     .command({
       command: 'run', describe: 'Audit, repair and renew every kept file, every --interval seconds (or once)',

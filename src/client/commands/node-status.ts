@@ -48,7 +48,7 @@ export interface NodeStatusView {
     earned?: { units: string; coins: string };
     balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[];
     /** SPEC.md §9.20.4: per paid contract that paid this node, what it paid and how far it runs. */
-    contracts?: { contract: string; units: string; coins: string; epochsPaid: number; endEpoch: number | null; refunded: boolean }[] };
+    contracts?: { contract: string; units: string; coins: string; epochsPaid: number; endEpoch: number | null; refunded: boolean; cancelledAt: number | null }[] };
 }
 
 async function readBandwidth(file: string): Promise<BandwidthFile | null> {
@@ -115,7 +115,7 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
       }
       const contracts = [...paid].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, x]) => {
         const e = chain.state.escrows.get(id);
-        return { contract: id, ...amount(x.units), epochsPaid: x.epochs, endEpoch: e?.endEpoch ?? null, refunded: e ? e.refunded !== null : false };
+        return { contract: id, ...amount(x.units), epochsPaid: x.epochs, endEpoch: e?.endEpoch ?? null, refunded: e ? e.refunded !== null : false, cancelledAt: e?.cancelledAt ?? null };
       });
       view.rewards = {
         available: true, height: chain.state.height, blocks: chain.blocks.length,
@@ -159,7 +159,7 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
     for (const a of r.allocations!.slice(-recent)) io.out(`  block ${a.height} (epoch ${a.epoch}): +${a.coins} coins of ${formatCoins(BigInt(a.blockMinted))}`);
     if (r.contracts?.length) {
       io.out(`paid contracts (escrow, SPEC.md §9.20.4): ${r.contracts.length}`);
-      for (const c of r.contracts) io.out(`  ${c.contract.slice(0, 16)}…: +${c.coins} coins over ${c.epochsPaid} epochs${c.endEpoch !== null ? `, ${c.refunded ? 'ended' : 'runs until'} epoch ${c.endEpoch - 1}` : ''}`);
+      for (const c of r.contracts) io.out(`  ${c.contract.slice(0, 16)}…: +${c.coins} coins over ${c.epochsPaid} epochs${c.cancelledAt !== null ? `, cancelled by its payer at epoch ${c.cancelledAt}` : c.endEpoch !== null ? `, ${c.refunded ? 'ended' : 'runs until'} epoch ${c.endEpoch - 1}` : ''}`);
     }
   }
 }

@@ -1,6 +1,7 @@
-// `bitcloud put FILE [--json] [--direct] [-k K -n N | --profile durable] [--chunk-size BYTES]`
-// (SPEC.md §9.9): store a file encrypted and erasure-coded on the storage nodes of the consensus,
-// through circuits by default, and print its read capability. Wiring only.
+// `bitcloud put FILE [--json] [--direct] [-k K -n N | --profile durable] [--chunk-size BYTES]
+// [--pay COINS [--epochs N] [--key FILE]]` (SPEC.md §9.9, §9.20.4): store a file encrypted and
+// erasure-coded on the storage nodes of the consensus, through circuits by default, and print its
+// read capability; with --pay, also open a paid storage contract for it. Wiring only.
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
@@ -15,10 +16,12 @@ import type { StorageNode } from '../storage-client';
 import { checkContentClass } from '../../moderation/policy';
 import { selectNodesForClass } from '../../moderation/placement';
 import { authoritySource } from '../../moderation/sources';
+import { contractRequest, openContract, type ContractRequest } from './keep';
 
 type Args = {
   file: string; json: boolean; direct: boolean; k?: number; n?: number; profile?: string; 'chunk-size'?: number;
   config?: string; 'data-dir'?: string; 'log-level'?: string; class: string;
+  pay?: string; epochs?: number; key?: string; 'no-wait'?: boolean;
 };
 
 
@@ -35,13 +38,18 @@ export async function putCommand(a: Args): Promise<number> {
   const progress = progressReporter('put', progressMode(a.json));
   return runStorageCommand('put', a, () => {
     const coding = codingOf(a);
+    // SPEC.md §9.20.4: `--pay COINS --epochs N` also opens a paid contract for the file (as
+    // `keep contract CAP --epochs N --pay COINS` does), checked before anything is stored.
+    if (a.pay === undefined && (a.epochs !== undefined || a.key !== undefined)) throw err('CONFIG_INVALID', '--epochs and --key go with --pay');
+    const contract: ContractRequest | null = a.pay === undefined ? null : contractRequest({ ...a, epochs: a.epochs ?? 24 });
+    if (contract && isDirectory(a.file)) throw err('CONFIG_INVALID', '--pay contracts a file; a folder\'s files are contracted one by one (keep contract)');
     // SPEC.md §10.8: only nodes whose moderators admit the class (policies from the authorities).
     const cls = checkContentClass(a.class, 'STORAGE_BAD_MANIFEST_INPUT');
     return {
-      coding, contentClass: cls,
+      coding, contentClass: cls, contract,
       selectNodes: (nodes: StorageNode[], net: Network) => selectNodesForClass(nodes, cls, coding.n, net.dirCfg.authorities.map((x) => authoritySource(x.url))),
     };
-  }, async (session, { coding, contentClass }) => {
+  }, async (session, { coding, contentClass, contract }) => {
     const t0 = Date.now();
     const opts = { coding, chunkSize: a['chunk-size'], contentClass, onProgress: (d: number, t: number) => progress.update(d, t) };
     // SPEC.md §9.15: a folder is stored file by file, then its listing; one capability for it all.
@@ -50,18 +58,20 @@ export async function putCommand(a: Args): Promise<number> {
     progress.stop();
     const url = capabilityUrl(parseCapability(r.capability));
     const seconds = (Date.now() - t0) / 1000;
+    const paid = contract && 'verifyCapability' in r && r.verifyCapability ? await openContract(session, r.verifyCapability, contract) : null;
     if (a.json) {
       process.stdout.write(JSON.stringify({
         ok: true, capability: r.capability, url, folder: folder !== null, ...(folder ? { files: folder.files, totalBytes: folder.totalBytes } : {}),
         ...(!folder && 'verifyCapability' in r ? { verifyCapability: r.verifyCapability } : {}), manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
         transport: a.direct ? 'direct' : 'circuits', shares: r.shares, bytesSent: r.bytesSent, relocated: r.relocated,
-        seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001),
+        seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001), ...(paid ? { ok: paid.ok, contract: paid.json } : {}),
       }) + '\n');
     } else {
       process.stdout.write(r.capability + '\n');
       if (folder) process.stderr.write(`bitcloud put: stored ${folder.files} files; open ${url} through the SOCKS proxy\n`);
+      for (const l of paid?.lines ?? []) process.stderr.write(`bitcloud put: ${l.trim()}\n`);
     }
-    return 0;
+    return paid && !paid.ok ? 1 : 0;
   }, () => progress.stop());
 }
 
@@ -76,6 +86,10 @@ export const putCommandModule: CommandModule<object, Args> = {
     .option('n', { type: 'number', describe: 'Shares made per chunk, on n distinct nodes (with -k; --n works too)' })
     .option('profile', { type: 'string', choices: Object.keys(CODING_PROFILES), describe: 'default = 4-of-6, durable = 3-of-10' })
     .option('chunk-size', { type: 'number', describe: 'Chunk size in bytes (default 1 MiB)' })
+    .option('pay', { type: 'string', describe: 'Also open a paid storage contract: escrow these coins from the wallet (SPEC.md §9.20.4)' })
+    .option('epochs', { type: 'number', describe: 'With --pay: epochs the contract lasts (default 24)' })
+    .option('key', { type: 'string', describe: 'With --pay: the wallet key file that pays (default <dataDir>/wallet.key)' })
+    .option('no-wait', { type: 'boolean', default: false, describe: 'With --pay: do not wait for a block to carry the funding transfer' })
     .option('class', { type: 'string', default: 'encrypted-private', describe: 'Content class: encrypted-private, public-video, public-any… (public classes are readable by anyone with the id)' })) as never,
   handler: async (a) => { process.exitCode = await putCommand(a); },
 };

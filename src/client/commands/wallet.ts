@@ -9,7 +9,8 @@ import { err, errorCode, isErrorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { signTransfer } from '../../bandwidth/transfer';
 import { formatCoins, type RewardChainResult } from '../rewards';
-import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitTransfer, walletHistory } from '../wallet';
+import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitEscrowCancel, submitTransfer, walletHistory } from '../wallet';
+import { signEscrowCancel } from '../../wire/escrow-cancel';
 import { withVerifiedChain } from './rewards';
 import type { Output } from './consensus';
 
@@ -77,7 +78,8 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
       if (sub === 'history') {
         if (!history.length && !pending.length) io.out('no rewards or transfers yet');
         for (const h of history) {
-          const what = h.kind === 'reward' ? 'reward' : h.kind === 'sent' ? `sent to ${h.counterparty} (nonce ${h.nonce})` : `received from ${h.counterparty}`;
+          const what = h.kind === 'reward' ? 'reward' : h.kind === 'sent' ? `sent to ${h.counterparty} (nonce ${h.nonce})`
+            : h.kind === 'escrow_pay' ? `paid by contract ${h.counterparty}` : h.kind === 'escrow_back' ? `back from contract ${h.counterparty}` : `received from ${h.counterparty}`;
           io.out(`height ${h.height}  epoch ${h.epoch}  ${h.units > 0n ? '+' : ''}${formatCoins(h.units)}  ${what}`);
         }
         for (const t of pending) io.out(`pending  -${formatCoins(t.amount)}  sent to ${t.to.toString('hex')} (nonce ${t.nonce})`);
@@ -141,6 +143,61 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     });
   } catch (e) {
     return fail('send', e, o, io);
+  }
+}
+
+/**
+ * SPEC.md §9.20.4: cancel a paid contract (the file is deleted or no longer wanted). Checks the
+ * verified chain first (ESCROW_UNKNOWN, ESCROW_CLOSED, ESCROW_NOT_PAYER: the key is not the
+ * payer's), signs the cancel with the payer's key, submits it to every authority, then, unless
+ * --no-wait, fetches the chain until a block returned the rest (ESCROW_CANCEL_NOT_INCLUDED after the wait).
+ */
+export async function walletCancel(contract: string, o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  try {
+    const id = parseKey(contract).toString('hex');
+    const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
+    const { key } = await loadWalletKey(cfg.dataDir, o.key);
+    const hex = key.publicKey.toString('hex');
+    return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
+      const e = chain.state.escrows.get(id);
+      if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${id.slice(0, 16)}… in the chain (height ${chain.state.height})`);
+      if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already (${formatCoins(e.refunded)} coins back to the payer)`);
+      if (e.payer !== hex) throw err('ESCROW_NOT_PAYER', `contract ${id.slice(0, 16)}… was paid by ${e.payer.slice(0, 16)}…, not by this key ${hex.slice(0, 16)}…`);
+      const sent = await submitEscrowCancel(cfg.authorities, signEscrowCancel(key, id));
+      if (!sent.accepted.length) {
+        const first = sent.refused[0];
+        if (first) throw err(isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `refused: ${first.reason}`, { refused: sent.refused });
+        throw err('DIR_FETCH_FAILED', `no authority could be reached (${sent.unreachable.map((u) => `${u.authority}: ${u.reason}`).join('; ')})`);
+      }
+      for (const r of sent.refused) io.err(`bitcloud keep cancel: ${r.authority} refused: ${r.reason}`);
+      const result = { ok: true, contract: id, payer: hex, accepted: sent.accepted, refused: sent.refused };
+      if (o.noWait) {
+        if (o.json) io.out(JSON.stringify({ ...result, included: null }));
+        else io.out(`cancel of ${id.slice(0, 16)}… taken by ${sent.accepted.length} of ${cfg.authorities.length} authorities`);
+        return 0;
+      }
+      const P = consensus.periodSeconds * 1000;
+      const wait = o.waitSeconds ?? 12 * consensus.periodSeconds;
+      const deadline = now() + wait * 1000;
+      for (;;) {
+        const c = await refetch();
+        const x = c.state.escrows.get(id);
+        if (x && x.refunded !== null) {
+          const b = c.blocks.find((vb) => (vb.block.escrow ?? []).some((op) => op.contract === id && (op.kind === 'cancel' || op.kind === 'refund')))!;
+          const how = x.cancelledAt !== undefined ? 'cancelled' : 'ended';
+          if (o.json) {
+            io.out(JSON.stringify({ ...result, how, refunded: amount(x.refunded), paid: amount(x.paid), included: { height: b.block.height, epoch: b.block.epoch }, balance: amount(c.state.balances.get(hex) ?? 0n) }));
+          } else {
+            io.out(`contract ${id.slice(0, 16)}… ${how} in block ${b.block.height} (epoch ${b.block.epoch}): ${formatCoins(x.refunded)} coins back to ${hex.slice(0, 16)}…, ${formatCoins(x.paid)} paid to storage nodes`);
+          }
+          return 0;
+        }
+        if (now() >= deadline) throw err('ESCROW_CANCEL_NOT_INCLUDED', `no block carried the cancel within ${Math.round(wait)} s; the authorities that took it still hold it`);
+        await sleep(Math.max(500, Math.min(P / 4, 5000)));
+      }
+    });
+  } catch (e) {
+    return fail('cancel', e, o, io);
   }
 }
 
