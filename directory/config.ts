@@ -90,7 +90,8 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods'], 'probe');
   const D = DEFAULT_PROBE_CONFIG;
   const probe: ProbeConfig = {
-    enabled: bool(pr.enabled, 'probe.enabled', D.enabled),
+    // SPEC.md §8.12: on by default on the public network; a test network (`testNetwork`) probes only when asked.
+    enabled: bool(pr.enabled, 'probe.enabled', !bool(raw.testNetwork, 'testNetwork', false)),
     seconds: int(pr.seconds, 'probe.seconds', 1, 600, D.seconds),
     maxBytes: int(pr.maxBytes, 'probe.maxBytes', 514, 2 ** 40, D.maxBytes),
     inFlight: int(pr.inFlight, 'probe.inFlight', 1, 4096, D.inFlight),

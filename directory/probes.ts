@@ -22,6 +22,7 @@ export interface ProbeConfig {
   keepPeriods: number;
 }
 
+/** `enabled` here is the test network's default; the public network's is true (SPEC.md §8.12). */
 export const DEFAULT_PROBE_CONFIG: ProbeConfig = { enabled: false, seconds: 10, maxBytes: 64 << 20, inFlight: 256, parallel: 1, keepPeriods: 3 };
 /** Between two slots: the previous probe's circuit is torn down before the next one starts. */
 export const PROBE_SLOT_GAP_MS = 500;

@@ -186,6 +186,7 @@ export const ERROR_CODES = {
     DIR_FETCH_FAILED: 'unreachable',
     DIR_LISTEN_FAILED: 'unreachable',
     DIR_RESPONSE_TOO_LARGE: 'resource_limit',
+    DIR_UPLOAD_NOT_HIDDEN: 'peer_refused',
     IDENTITY_POW_ABORTED: 'closed',
     IDENTITY_POW_BUSY: 'resource_limit',
     IDENTITY_POW_INVALID: 'integrity',
