@@ -76,6 +76,7 @@ class Tor1Direction {
     return Buffer.from(this.last, 'latin1');
   }
 }
+
 function split(keys: Buffer): { df: Buffer; db: Buffer; kf: Buffer; kb: Buffer } {
   if (keys.length !== TOR1_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `tor1 needs ${TOR1_KEY_LEN} bytes of key material, got ${keys.length}`);
   let o = 0;
