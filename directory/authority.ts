@@ -39,6 +39,7 @@ import { DescriptorStore, type IntakeResult } from './store';
 import { StatusHistory } from './status-history';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
+import { CapacityProbes, type Prober } from './probes';
 
 export const CONSENSUS_FILE = 'consensus';
 
@@ -49,6 +50,8 @@ export interface AuthorityDeps {
   metrics: AuthorityMetrics;
   bandwidth?: BandwidthSource;
   reachabilityTest?: ReachabilityTester;
+  /** SPEC.md §8.12: the capacity probe (tests substitute their own); default runProbe. */
+  prober?: Prober;
   now?: () => number;
   /** SPEC.md §9.20: storage contracts and the audits of every epoch (absent: no storage audits). */
   storage?: StorageAudits;
@@ -92,6 +95,8 @@ export class Authority {
   private readonly bandwidth: BandwidthSource | undefined;
   /** SPEC.md §8.4–8.5: receipt intake (POST /bitcloud/receipts) and measurement at vote time. */
   readonly measurement: BandwidthMeasurement;
+  /** SPEC.md §8.12: the capacity probes this authority runs (idle unless configured). */
+  readonly probes: CapacityProbes;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly m: AuthorityMetrics;
@@ -123,6 +128,13 @@ export class Authority {
       dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
       skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', rule: deps.config.bandwidthRule ?? 'pair', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
       declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
+      probed: deps.config.probe.enabled ? (fp) => this.probes.figure(fp) : undefined,
+    });
+    this.probes = new CapacityProbes({
+      config: deps.config.probe, periodSeconds: deps.config.periodSeconds, self: deps.config.identity,
+      authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober,
+      relays: () => this.store.all().filter((r) => r.reachable && r.descriptor.roles.includes('relay') && !r.descriptor.roles.includes('hidden') && this.addressAllowed(r.descriptor)).map((r) => r.descriptor),
+      onResult: (result) => this.m.probes.labels(result).inc(),
     });
     const linkTest = deps.reachabilityTest ?? linkReachabilityTest;
     // SPEC.md §9.21.1: a hidden node cannot be reached by address; it counts as reachable while a
@@ -170,11 +182,13 @@ export class Authority {
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();
+    this.probes.start();
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.probes.stop();
     this.reach.close();
     if (this.storeDirty) await this.store.save().catch(() => {});
   }

@@ -41,3 +41,32 @@ export function provenSource(provenBytesPerSecond: ReadonlyMap<string, number>, 
     },
   };
 }
+
+/**
+ * SPEC.md §8.12 "Weight": for a relay this authority has probed (figure `M` bytes/s, its own count),
+ *   capacity = M + min(floor(proven / 2), floor(M / 3))
+ *   measured = max(1, min(floor(declared / 1000), floor(capacity / 1000)))
+ * `proven` is the relay's weight bytes/s from receipts (§8.5, both directions of its relay links, so
+ * half of it is its output there): client traffic the relay carried beside the probe, which took
+ * that much of its capacity from the probe, counted only up to a third of what the probe saw
+ * (FlashFlow's bound: the weight never exceeds 4/3 of what the measurer itself counted). A relay
+ * with no probe figure keeps the rule of provenSource.
+ */
+export function probedSource(
+  provenBytesPerSecond: ReadonlyMap<string, number>, probed: (fp: string) => number | undefined, capKBps = DEFAULT_UNMEASURED_CAP_KBPS,
+): BandwidthSource {
+  const fallback = provenSource(provenBytesPerSecond, capKBps);
+  return {
+    measuredKBps: (fp, declared) => {
+      const m = probed(fp);
+      if (m === undefined || !(m > 0)) return fallback.measuredKBps(fp, declared);
+      return Math.max(1, Math.min(Math.floor(declared / 1000), Math.floor(probeCapacity(m, provenBytesPerSecond.get(fp) ?? 0) / 1000)));
+    },
+  };
+}
+
+/** SPEC.md §8.12: the capacity a probe figure `m` and the receipts' `proven` bytes/s support (at most 4/3 · m). */
+export function probeCapacity(m: number, proven: number): number {
+  const M = Math.max(0, Math.floor(m));
+  return M + Math.min(Math.floor(Math.max(0, proven) / 2), Math.floor(M / 3));
+}

@@ -7,6 +7,7 @@ import {
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
+import { DEFAULT_PROBE_CONFIG, type ProbeConfig } from './probes';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface AuthorityConfig {
@@ -56,11 +57,13 @@ export interface AuthorityConfig {
   testNetwork: boolean;
   /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
   identityPow: PowParams;
+  /** SPEC.md §8.12: the capacity probes this authority runs (off unless `probe.enabled`). */
+  probe: ProbeConfig;
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
   'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
-  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow'] as const;
+  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'probe'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
@@ -83,6 +86,18 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   if (bandwidthRule !== 'pair' && bandwidthRule !== 'dispersion') configError('bandwidthRule', 'must be "pair" or "dispersion"');
   const re = optObj(raw.reachability, 'reachability');
   noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
+  const pr = optObj(raw.probe, 'probe');
+  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods'], 'probe');
+  const D = DEFAULT_PROBE_CONFIG;
+  const probe: ProbeConfig = {
+    // SPEC.md §8.12: on by default on the public network; a test network (`testNetwork`) probes only when asked.
+    enabled: bool(pr.enabled, 'probe.enabled', !bool(raw.testNetwork, 'testNetwork', false)),
+    seconds: int(pr.seconds, 'probe.seconds', 1, 600, D.seconds),
+    maxBytes: int(pr.maxBytes, 'probe.maxBytes', 514, 2 ** 40, D.maxBytes),
+    inFlight: int(pr.inFlight, 'probe.inFlight', 1, 4096, D.inFlight),
+    parallel: int(pr.parallel, 'probe.parallel', 1, 64, D.parallel),
+    keepPeriods: int(pr.keepPeriods, 'probe.keepPeriods', 1, 24, D.keepPeriods),
+  };
   const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
   return {
     identity,
@@ -114,6 +129,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
     identityPow: parsePowParams(raw.identityPow),
+    probe,
   };
 }
 

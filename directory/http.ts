@@ -25,7 +25,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
-import type { Registry } from '../src/ops/metrics';
+import { oncePerRegistry, prom, type Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
@@ -59,6 +59,10 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const receiptGate = new UploadGate();
   // Hidden descriptors (SPEC.md §9.21.3): every hidden node uploads two per round, maybe from a shared address.
   const hsLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
+  // SPEC.md §9.21.8: accepted uploads by kind and by how they came (a mirror passing on a hidden
+  // node's upload says so in its fetcher header; anything else counts as direct).
+  const uploadSources = uploadSourceMetric(reg);
+  const viaOf = (req: http.IncomingMessage) => (fetcherOf(req) === 'mirror' ? 'mirror' : 'direct');
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -85,6 +89,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         const { result, descriptor } = await a.acceptDescriptorWithProof(body);
         m.uploads.labels(result).inc();
         log.debug({ relay: descriptor.fingerprint, result }, 'descriptor received');
+        uploadSources.inc({ kind: descriptor.roles.includes('hidden') ? 'hidden_descriptor' : 'descriptor', via: viaOf(req) });
         sendJson(res, 200, { accepted: true, result, fingerprint: descriptor.fingerprint });
         return ['descriptor', 200];
       } catch (e) {
@@ -96,7 +101,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     const tr = (await serveTransfers(rewards, req, res, url)) ?? (await serveEscrowCancel(rewards, req, res, url));
     if (tr) return tr;
-    if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter);
+    if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter, () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
     if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
@@ -189,6 +194,11 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   });
 }
 
+const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc) and source (mirror, direct)',
+  labelNames: ['kind', 'via'], registers: [reg],
+}));
+
 /** The fetcher a request declares (SPEC.md §6.10.1), as a metric label; informative only. */
 function fetcherOf(req: http.IncomingMessage): string {
   const f = String(req.headers[FETCHER_HEADER] ?? '');
@@ -196,7 +206,7 @@ function fetcherOf(req: http.IncomingMessage): string {
 }
 
 /** SPEC.md §9.21.3: hidden descriptors, uploaded by hidden nodes and fetched (through mirrors) by clients. */
-async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, p: string, limiter: RateLimiter): Promise<[string, number]> {
+async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, p: string, limiter: RateLimiter, onAccepted: () => void): Promise<[string, number]> {
   if (p === HS_DESC_PATH) {
     if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs', 405]; }
     if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs', 429]; }
@@ -204,6 +214,7 @@ async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: h
     if (body === null) { sendJsonError(res, 413, 'HIDDEN_DESC_MALFORMED', `a hidden descriptor is at most ${HS_DESC_MAX} bytes`); return ['hs', 413]; }
     try {
       const r = a.hsDescriptors.accept(body);
+      onAccepted();
       sendJson(res, 200, { accepted: true, ...r });
       return ['hs', 200];
     } catch (e) {

@@ -25,7 +25,7 @@ import { verifyConsensus } from '../src/dir/consensus';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { answerReceiptUploadSliced, type ReceiptIntake, type ReceiptUploadAnswer } from './receipts';
-import { provenSource, type BandwidthSource } from './bandwidth';
+import { probedSource, provenSource, type BandwidthSource } from './bandwidth';
 
 export const RECEIPTS_DIR = 'receipts';
 export const HISTORY_FILE = 'bandwidth-history.json';
@@ -49,6 +49,8 @@ export interface MeasurementOptions {
   unmeasuredCapKBps: number;
   /** Declared bandwidth (bytes/s) of a relay from the descriptor the authority holds; undefined = none. */
   declared(fingerprint: string): number | undefined;
+  /** SPEC.md §8.12: this authority's capacity probe figure of a relay (bytes/s), if any. */
+  probed?: (fingerprint: string) => number | undefined;
   log: Logger;
   now?: () => number;
 }
@@ -244,22 +246,28 @@ export class BandwidthMeasurement implements ReceiptIntake {
     const c = e > 0 ? this.byEpoch.get(e) : undefined;
     let result: VoteMeasurement;
     if (!c) {
-      result = { provenEpoch: 0, proven: new Map(), source: provenSource(new Map(), this.o.unmeasuredCapKBps) };
+      result = { provenEpoch: 0, proven: new Map(), source: this.source(new Map()) };
     } else {
       try {
         const m = this.last?.epoch === e ? this.last : this.measureEpoch(e, c.info);
         const proven = new Map<string, number>(), bps = new Map<string, number>();
         // Proven cells earn coins (§8.6); the weight counts only what §8.5.2 lets count as weight.
         for (const [fp, r] of m.relays) { if (r.cells > 0) proven.set(fp, r.cells); bps.set(fp, r.weightBytesPerSecond); }
-        result = { provenEpoch: e, proven, source: provenSource(bps, this.o.unmeasuredCapKBps) };
+        result = { provenEpoch: e, proven, source: this.source(bps) };
       } catch (x) {
         // A measurement that fails must not cost the vote: vote without one.
         this.o.log.error({ epoch: e, code: errorCode(x), err: (x as Error).message }, 'bandwidth measurement failed');
-        result = { provenEpoch: 0, proven: new Map(), source: provenSource(new Map(), this.o.unmeasuredCapKBps) };
+        result = { provenEpoch: 0, proven: new Map(), source: this.source(new Map()) };
       }
     }
     this.prune(e);
     return result;
+  }
+
+  /** SPEC.md §6.6 with §8.5 proofs, and §8.12 probes when this authority runs them. */
+  private source(bps: ReadonlyMap<string, number>): BandwidthSource {
+    const probed = this.o.probed;
+    return probed ? probedSource(bps, probed, this.o.unmeasuredCapKBps) : provenSource(bps, this.o.unmeasuredCapKBps);
   }
 
   private measureEpoch(e: number, info: VerifiedConsensus): EpochMeasurement {

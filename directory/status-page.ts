@@ -76,6 +76,8 @@ function bandwidthStatus(a: Authority): Record<string, unknown> {
     epochsHeld: a.measurement.epochsHeld,
     measured: m ? Object.fromEntries([...m.relays].map(([fp, r]) => [fp, { provenCells: r.cells, bytesPerSecond: r.bytesPerSecond, weightBytesPerSecond: r.weightBytesPerSecond, paidCells: r.paidCells, owedCells: r.owedCells, limitedBy: r.limitedBy }])) : {},
     owedPairs: a.measurement.owed?.leaving.size ?? 0,
+    // SPEC.md §8.12: this authority's capacity probes (the figure its weights use, and the probes).
+    probes: a.config.probe.enabled ? a.probes.status() : null,
     consensusProven: c && c.provenEpoch !== null
       ? { epoch: c.provenEpoch, relays: Object.fromEntries(c.relays.filter((r) => r.proven > 0).map((r) => [r.fingerprint, r.proven])) }
       : null,

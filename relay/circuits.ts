@@ -89,7 +89,7 @@ export class RelayCircuits {
     }) : null;
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;
-    this.rendezvous = new RendezvousRelay(() => this.keys().identity.publicKey, { onError: (code) => this.metrics.error(code) });
+    this.rendezvous = new RendezvousRelay(() => this.keys().identity.publicKey, { onError: (code) => this.metrics.error(code), onRefused: (kind) => this.metrics.refused(kind) });
 
     this.switch = new CircuitSwitch<Channel>({
       identity: this.keys().identity.publicKey,

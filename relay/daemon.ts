@@ -31,6 +31,9 @@ import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody } from '../src/ops/http-body';
+import { forwardMetric, UploadForwarder } from './upload-forward';
+import { POLICY_PATH } from '../src/moderation/sources';
+import { BUNDLE_LIMITS } from '../src/moderation/chain';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -69,6 +72,8 @@ export class RelayDaemon {
   private bw: NodeBandwidth | null = null;
   private mirror: ConsensusMirror;
   private readonly rewardMirror: RewardMirror;
+  /** SPEC.md §9.21.8: hidden nodes' uploads, passed on to the authorities. */
+  readonly uploads: UploadForwarder;
   private orPort = 0;
   private dirPort = 0;
 
@@ -80,6 +85,8 @@ export class RelayDaemon {
   ) {
     this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
     this.rewardMirror = new RewardMirror(cfg.authorities);
+    const forwarded = forwardMetric(registry);
+    this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }));
   }
 
   get ports(): { orPort: number; dirPort: number; metricsPort: number } {
@@ -216,14 +223,43 @@ export class RelayDaemon {
     sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
   }
 
+  /**
+   * SPEC.md §10.7.1, §9.21.8: GET /bitcloud/policy/<moderator>[?after=&digest=], passed on from an
+   * authority (random order; 200 or 304 wins, 404 tries the next). Not trusted: the subscriber
+   * verifies every bundle. Hidden nodes fetch their moderators' policies this way over circuits.
+   */
+  private async servePolicy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://mirror');
+    const fp = url.pathname.slice(POLICY_PATH.length);
+    const after = url.searchParams.get('after');
+    const digest = url.searchParams.get('digest');
+    if (!/^[0-9a-f]{64}$/.test(fp) || (after !== null && !/^\d{1,15}$/.test(after)) || (digest !== null && !/^[0-9a-f]{64}$/.test(digest))) {
+      return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
+    }
+    const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
+    for (const a of shuffle([...this.cfg.authorities])) {
+      try {
+        const r = await httpRequest(`${a.url}${POLICY_PATH}${fp}${q}`, { maxBytes: BUNDLE_LIMITS.bytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (r.status === 304) { res.writeHead(304); res.end(); return; }
+        if (r.status !== 200) continue;
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : r.body);
+        return;
+      } catch { /* next authority */ }
+    }
+    sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no authority holds a policy of that moderator');
+  }
+
   private async startHttp(): Promise<void> {
     const srv = http.createServer((req, res) => {
       dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
+      if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);
       if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.serveHsDescriptor(req, res, p);
+      if (p.startsWith(POLICY_PATH)) return void this.servePolicy(req, res);
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });

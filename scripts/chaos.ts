@@ -5,7 +5,7 @@
 // The last line reads `chaos: S scenarios, P passed, B bytes lost`. Exit status 0 only when every
 // scenario that ran passed and nothing was left behind (namespaces, links, processes).
 //
-//   npm run chaos -- [--scenarios 1,3,4] [--json] [--loopback] [--period S]
+//   npm run chaos -- [--scenarios 1,3,4 | --only 10] [--json] [--loopback] [--period S]
 //   npm run chaos -- --soak MINUTES [--seed N]
 //
 // "Bytes lost" counts bytes the network accepted (a download it delivered as complete, a stored
@@ -27,7 +27,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const argv = await yargs(hideBin(process.argv))
   .scriptName('npm run chaos --')
-  .option('scenarios', { type: 'string', default: SCENARIOS.map((s) => s.id).join(','), describe: 'Which scenarios, by number' })
+  .option('scenarios', { type: 'string', alias: 'only', default: SCENARIOS.map((s) => s.id).join(','), describe: 'Which scenarios, by number (alias --only)' })
   .option('json', { type: 'boolean', default: false, describe: 'Print the rows as JSON' })
   .option('loopback', { type: 'boolean', default: false, describe: 'Run on 127.0.0.1 even where namespaces work' })
   .option('period', { type: 'number', default: 5, describe: 'Consensus period, seconds' })
@@ -108,8 +108,8 @@ if (argv.soak !== undefined || shared.length > 0) {
 for (const s of own) {
   if (s.needsHosts && !hosts) { await runOne(s, null as unknown as Ctx); continue; }
   const o = s.ownNet!;
-  log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}, period ${o.period ?? argv.period} s)`);
-  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps }, (ctx) => runOne(s, ctx));
+  log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}${o.probeSeconds !== undefined ? `, capacity probes of ${o.probeSeconds} s` : ''}, period ${o.period ?? argv.period} s)`);
+  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps, probeSeconds: o.probeSeconds }, (ctx) => runOne(s, ctx));
 }
 
 if (soakResult) {

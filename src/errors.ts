@@ -186,6 +186,7 @@ export const ERROR_CODES = {
     DIR_FETCH_FAILED: 'unreachable',
     DIR_LISTEN_FAILED: 'unreachable',
     DIR_RESPONSE_TOO_LARGE: 'resource_limit',
+    DIR_UPLOAD_NOT_HIDDEN: 'peer_refused',
     IDENTITY_POW_ABORTED: 'closed',
     IDENTITY_POW_BUSY: 'resource_limit',
     IDENTITY_POW_INVALID: 'integrity',
@@ -234,6 +235,13 @@ export const ERROR_CODES = {
     RECEIPT_UNKNOWN_EPOCH: 'peer_refused',
     RECEIPT_UNKNOWN_RELAY: 'peer_refused',
     RECEIPT_WRONG_KEY: 'internal',
+  },
+  /** The capacity probe (SPEC.md §8.12). */
+  PROBE: {
+    PROBE_BAD_PARAMS: 'bad_input',
+    PROBE_REPLY_MALFORMED: 'protocol_violation',
+    PROBE_REPLY_MISMATCH: 'integrity',
+    PROBE_TIMEOUT: 'timeout',
   },
   /** The reward chain (SPEC.md §8.6–§8.7). */
   REWARD: {

@@ -8,6 +8,7 @@ import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/nod
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import { bool, configError, descriptorTimingFields, fingerprintField, int, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
+import { DEFAULT_INTRO_DOS, INTRO_DOS_MAX, type IntroDosParams } from '../src/wire/hidden';
 
 export interface StorageConfig {
   dataDir: string;
@@ -57,12 +58,14 @@ export interface StorageConfig {
   hidden: boolean;
   /** Hidden nodes build circuits: Tor's EnforceDistinctSubnets for their paths (the local network turns it off). */
   enforceDistinctSubnets: boolean;
+  /** SPEC.md §9.21.4: the INTRODUCE1 rate and burst a hidden node asks its introduction points to enforce. */
+  introDos: IntroDosParams;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
-  'logLevel', 'receipts', 'identityPow', 'hidden', 'enforceDistinctSubnets'] as const;
+  'logLevel', 'receipts', 'identityPow', 'hidden', 'enforceDistinctSubnets', 'introRatePerSecond', 'introBurst'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
 
@@ -124,7 +127,16 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     identityPow: parsePowParams(raw.identityPow),
     hidden,
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
+    introDos: introDosFields(raw),
   };
+}
+
+/** introRatePerSecond (1..) ≤ introBurst (..2^31 − 1); defaults Tor's 25 and 200. */
+function introDosFields(raw: Record<string, unknown>): IntroDosParams {
+  const ratePerSec = int(raw.introRatePerSecond, 'introRatePerSecond', 1, INTRO_DOS_MAX, DEFAULT_INTRO_DOS.ratePerSec);
+  const burst = int(raw.introBurst, 'introBurst', 1, INTRO_DOS_MAX, Math.max(ratePerSec, DEFAULT_INTRO_DOS.burst));
+  if (burst < ratePerSec) configError('introBurst', 'must be at least introRatePerSecond');
+  return { ratePerSec, burst };
 }
 
 /** Allow-only classes: valid class names, and only with moderators (someone must approve). */

@@ -30,7 +30,9 @@ import { GuardSet } from '../src/client/guards';
 import { guardDirSources } from '../src/client/guard-dir';
 import { HiddenService } from '../src/hidden/service';
 import { HS_DESC_PATH } from '../src/hidden/store';
-import { httpRequest } from '../src/dir/fetch';
+import { PATHS } from '../src/dir/fetch';
+import { asUploadResults, uploadOverCircuit } from '../src/hidden/upload';
+import type { MirrorCircuitOptions } from '../src/hidden/client';
 
 export interface StorageDaemonHooks {
   /** Moderation (SPEC.md §9.8.5, §10.6) plugs in here; default: allow everything. */
@@ -60,7 +62,8 @@ export class StorageDaemon {
     private readonly registry: Registry,
     private readonly hooks: StorageDaemonHooks = {},
   ) {
-    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: 'node' });
+    // A hidden node's bootstrap fetch says "client", as any client's does (SPEC.md §9.21.8).
+    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: cfg.hidden ? 'client' : 'node' });
   }
 
   get fingerprint(): string { return this.keys ? fingerprint(this.keys.identity.publicKey) : ''; }
@@ -106,6 +109,7 @@ export class StorageDaemon {
     if (cfg.hidden) {
       // SPEC.md §9.21: no listener, no DHT (its UDP port would be an address); reached only by rendezvous.
       this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
+      this.startHiddenCircuits();
       this.startPublisher();
       await this.startHidden();
       this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, hidden: true, metricsPort: this.ports.metricsPort || null, quota: cfg.quotaBytes }, 'hidden storage node started');
@@ -132,23 +136,36 @@ export class StorageDaemon {
     });
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
+      // SPEC.md §9.21.8: a hidden node uploads through a relay mirror over a circuit, never directly.
+      ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits()!, PATHS.descriptor, raw)) } : {}),
       onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
+  }
+
+  /** A hidden node's guards and circuit builder (anonymous links, SPEC.md §9.21.4). */
+  private startHiddenCircuits(): void {
+    const guards = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'));
+    const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log });
+    // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
+    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
+  }
+
+  /** 3-hop circuits to relay mirrors (SPEC.md §9.21.8) for a hidden node's uploads and policy fetches; null before start. */
+  mirrorCircuits(): MirrorCircuitOptions | null {
+    if (!this.hsBuilder) return null;
+    return { relays: () => this.dir.relays(), buildTo: async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ, timeoutMs: 20_000 };
   }
 
   /** Introduction points and hidden descriptors (SPEC.md §9.21.4); retried until the consensus lists enough relays. */
   private async startHidden(): Promise<void> {
     const cfg = this.cfg;
     const ntorKey = await loadOrCreateX25519(path.join(cfg.dataDir, 'hs-ntor.key'));
-    const guards = this.hsGuards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
     // SPEC.md §9.21: introductions, rendezvous and refusals (HIDDEN_INTRO_FORGED, HIDDEN_INTRO_REPLAY, …) by code.
     const events = new prom.Counter({ name: 'bitcloud_storage_hidden_events_total', help: 'Hidden service events and refused introductions, by event or error code', labelNames: ['event'], registers: [this.registry] });
-    const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: this.log });
-    // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
-    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
+    const builder = this.hsBuilder!;
     const hs = this.hs = new HiddenService({
-      identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder,
+      identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder, introDos: cfg.introDos,
       onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
       publish: (d) => this.publishHsDescriptor(d),
       onEvent: (code) => { events.inc({ event: code }); this.log.debug({ code }, 'hidden service event'); },
@@ -168,12 +185,18 @@ export class StorageDaemon {
   /** The hidden service's counters (tests, status): events and refusals by code. */
   get hiddenService(): HiddenService | null { return this.hs; }
 
-  /** SPEC.md §9.21.3: POST the descriptor to every authority; resolves when at least one took it. */
+  /**
+   * SPEC.md §9.21.3, §9.21.8: the descriptor to every authority through a relay mirror over a
+   * circuit; resolves when at least one authority took it.
+   */
   private async publishHsDescriptor(d: Buffer): Promise<void> {
-    const results = await Promise.all(this.cfg.authorities.map((a) => httpRequest(`${a.url}${HS_DESC_PATH}`, {
-      method: 'POST', body: d, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { 'content-type': 'application/octet-stream' },
-    }).then((r) => r.status, () => 0)));
-    if (!results.includes(200)) throw err('HIDDEN_DESC_UPLOAD_FAILED', `no authority took the hidden descriptor (HTTP ${results.join(', ')})`);
+    let results: { status: number; code?: string }[];
+    try {
+      results = await uploadOverCircuit(this.mirrorCircuits()!, HS_DESC_PATH, d);
+    } catch (e) {
+      throw err('HIDDEN_DESC_UPLOAD_FAILED', `no mirror passed the hidden descriptor on (${errorCode(e)})`);
+    }
+    if (!results.some((r) => r.status === 200)) throw err('HIDDEN_DESC_UPLOAD_FAILED', `no authority took the hidden descriptor (${results.map((r) => r.code ?? r.status).join(', ')})`);
   }
 
   /** SPEC.md §6.4 with the storage role only: the node ends circuits, never extends or exits. */

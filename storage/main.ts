@@ -8,6 +8,7 @@ import { makePolicyCheck } from '../src/moderation/enforce';
 import { PolicySubscriptions } from '../src/moderation/subscription';
 import { authoritySource } from '../src/moderation/sources';
 import { dhtSource } from '../src/moderation/dht';
+import { mirrorPolicySource } from '../src/hidden/policy-source';
 
 export interface StorageRunOptions extends StorageOverrides { config: string; logLevel?: string }
 
@@ -17,11 +18,14 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   const registry = createRegistry('storage');
   // Moderation (SPEC.md §10.6): the subscribed policies, fetched from the authorities (and the DHT
   // once it runs), enforced on every request.
+  // A hidden node asks relay mirrors over circuits instead (SPEC.md §9.21.8): no connection of its own to an authority.
+  const holder: { d: StorageDaemon | null } = { d: null };
+  const sources = cfg.hidden ? [mirrorPolicySource(() => holder.d?.mirrorCircuits() ?? null)] : cfg.authorities.map((a) => authoritySource(a.url));
   const subs = PolicySubscriptions.open({
-    moderators: cfg.moderators, unmoderated: cfg.unmoderated, approvedOnly: cfg.approvedOnly, sources: cfg.authorities.map((a) => authoritySource(a.url)),
+    moderators: cfg.moderators, unmoderated: cfg.unmoderated, approvedOnly: cfg.approvedOnly, sources,
     dataDir: cfg.dataDir, refreshMs: cfg.policyRefreshSeconds * 1000, log, registry,
   });
-  const d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
+  const d = holder.d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
   onShutdown(log, async () => { subs.close(); await d.stop(); });
   await d.start();
   const dht = d.dhtInstance?.raw;

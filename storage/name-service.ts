@@ -16,7 +16,7 @@ export class NameService {
   constructor(private readonly dht: () => BitcloudDht | null, private readonly maxConcurrent = MAX_CONCURRENT_DHT_OPS) {}
 
   async handle(req: Extract<StorageRequest, { type: 'dhtGet' | 'dhtPut' }>): Promise<StorageResponse> {
-    if (req.type === 'dhtPut' && !dhtItemSignatureValid(req.item)) {
+    if (req.type === 'dhtPut' && 'item' in req && !dhtItemSignatureValid(req.item)) {
       throw err('STORAGE_BAD_REQUEST', 'the item\'s signature does not verify under its publisher key');
     }
     const dht = this.dht();
@@ -25,6 +25,7 @@ export class NameService {
     this.inflight++;
     try {
       if (req.type === 'dhtGet') return { type: 'dhtGet', item: await dht.getSignedItem(req.publisher, req.salt) };
+      if ('immutable' in req) return { type: 'dhtPut', nodes: await dht.putImmutableItem(req.immutable) };
       return { type: 'dhtPut', nodes: await dht.putSignedItem(req.item) };
     } finally {
       this.inflight--;

@@ -62,6 +62,8 @@ export interface StartOptions {
   declareMBps?: number;
   /** The authorities' weight floor for unmeasured relays, KB/s (launcher default 10 000). */
   unmeasuredCapKBps?: number;
+  /** The authorities' capacity probes, seconds per probe (SPEC.md §8.12); absent = none. */
+  probeSeconds?: number;
 }
 
 async function portFree(p: number): Promise<boolean> {
@@ -90,7 +92,8 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
     ...(o.storage > 0 ? ['--wait', String(Math.round((o.timeoutMs ?? 420_000) / 1000) - 30)] : []),
     ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : []),
     ...(o.hosts && o.declareMBps !== undefined ? ['--declare', String(o.declareMBps)] : []),
-    ...(o.unmeasuredCapKBps !== undefined ? ['--unmeasured-cap', String(o.unmeasuredCapKBps)] : [])];
+    ...(o.unmeasuredCapKBps !== undefined ? ['--unmeasured-cap', String(o.unmeasuredCapKBps)] : []),
+    ...(o.probeSeconds !== undefined ? ['--probe-seconds', String(o.probeSeconds)] : [])];
   const launcher: ChildProcess = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   launcher.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; });

@@ -102,13 +102,19 @@ export class LinkCounter {
    * Close the segment: returns its counts and starts the next one at zero, with the circuits that
    * are still open already counted in it (they were open during the next segment too).
    */
-  cut(): SegmentCounts {
+  /**
+   * `deferSent`: cells counted as sent that still wait in the link's queue behind the boundary cell
+   * (SPEC §8.3 step 12: a RECEIPT_PROPOSE is written ahead of them); they belong to the next segment.
+   */
+  cut(deferSent = 0): SegmentCounts {
+    const d = Math.max(0, Math.min(this.sent, Math.floor(deferSent)));
+    this.sent -= d;
     const s = this.peek();
     this.prevSent = this.sent;
     this.carriedPrev = this.carriedNow;
     this.carriedNow = new Set();
     this.lastCarried = -1;
-    this.sent = 0;
+    this.sent = d;
     this.received = 0;
     this.segmentCircuits = this.openCircuits;
     return s;

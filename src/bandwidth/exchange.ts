@@ -101,6 +101,7 @@ export class ReceiptExchange {
     const lr = new LinkReceipts({
       identity: this.o.identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
       send: (command, payload) => { ch.send(0, command, payload); },
+      queuedSent: () => ch.queuedCountedCells(),
       epochAccepted: (e) => this.epochAccepted(e),
       onReceipt: (r) => {
         this.metrics.receipt(isInitiator ? 'initiator' : 'responder');

@@ -55,6 +55,11 @@ export interface LinkReceiptsOptions {
   onDisagreement?: (d: Disagreement) => void;
   /** Every closed segment (both roles), for the cell counters of /metrics. */
   onSegment?: (s: SegmentCounts) => void;
+  /**
+   * SPEC §8.3 step 12: counted cells sent but still queued in the link behind a RECEIPT_* cell sent
+   * now (Channel.queuedCountedCells); the initiator's cut leaves them to the next segment. Absent = 0.
+   */
+  queuedSent?: () => number;
 }
 
 /** One link's receipt state: its counter, the proposals awaiting an answer. */
@@ -81,8 +86,8 @@ export class LinkReceipts {
   /** The current segment counted at least one cell (SPEC §8.3 step 1: otherwise nothing to prove). */
   get segmentCounted(): boolean { return this.counter.sent > 0 || this.counter.received > 0; }
 
-  private cut(): SegmentCounts {
-    const s = this.counter.cut();
+  private cut(deferSent = 0): SegmentCounts {
+    const s = this.counter.cut(deferSent);
     this.o.onSegment?.(s);
     return s;
   }
@@ -93,7 +98,8 @@ export class LinkReceipts {
    */
   propose(epoch: number): ReceiptProposal | null {
     if (!this.o.isInitiator) return null;
-    const s = this.cut();
+    // The PROPOSE is written ahead of the circuit cells still queued (§8.3 step 12): they follow it.
+    const s = this.cut(this.o.queuedSent?.() ?? 0);
     if (s.cellsI2R === 0 && s.cellsR2I === 0) return null; // nothing carried: nothing to prove
     const p = signReceipt({
       epoch, initiator: this.o.identity.publicKey, responder: this.o.peerIdentity,

@@ -4,7 +4,7 @@
 // which it sees only the narrow RelayCircuitHost below.
 import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
-import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
+import { PROBE_ECHO_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
 import {
   DestroyReason, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
@@ -240,6 +240,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
         return;
       case RelayCommand.DROP:
         return; // long-range padding
+      case RelayCommand.PROBE_ECHO:
+        // SPEC.md §8.12: the capacity probe; the last hop sends the body back as it came. (A cell
+        // recognized here is for this hop; nothing of it is counted: the measurer's link is anonymous.)
+        if (m.data.length !== PROBE_ECHO_LEN) throw err('RELAY_PROTOCOL', `PROBE_ECHO of ${m.data.length} bytes`);
+        this.sendRelay(RelayCommand.PROBE_ECHO, 0, Buffer.from(m.data));
+        return;
       default: {
         const rv = this.sw.hooks.rendezvous;
         if (rv?.handles(m.command)) { rv.onMessage(this, m.command, Buffer.from(m.data)); return; }

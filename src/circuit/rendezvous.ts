@@ -10,7 +10,7 @@ import { RelayCommand } from '../wire/relay-msg';
 import { DestroyReason } from '../wire/messages';
 import {
   IntroduceAckStatus, RendezvousStatus, decodeCookie, decodeEstablishIntro, decodeIntroduce, decodeRendezvous1,
-  encodeStatus, establishIntroSignedBytes,
+  encodeStatus, establishIntroSignedBytes, DEFAULT_INTRO_DOS, type IntroDosParams,
 } from '../wire/hidden';
 import type { RendezvousCircuit, RendezvousHook } from './types';
 
@@ -37,18 +37,22 @@ export class RendezvousRelay implements RendezvousHook {
   private readonly pending = new Map<string, RendezvousCircuit>();
   private readonly cookieOf = new Map<RendezvousCircuit, string>();
   private readonly spent = new Map<string, number>();
+  /** SPEC.md §9.21.4 DoS extension: each introduction circuit's INTRODUCE1 token bucket. */
+  private readonly buckets = new Map<RendezvousCircuit, { tokens: number; at: number; dos: IntroDosParams }>();
   private readonly limits: RendezvousLimits;
   /** Counts by outcome (tests, metrics): established, introduced, joined, and refusals by code. */
   readonly counts = new Map<string, number>();
 
   constructor(
     private readonly identity: () => Buffer,
-    o: { limits?: Partial<RendezvousLimits>; now?: () => number; onError?: (code: string) => void } = {},
+    o: { limits?: Partial<RendezvousLimits>; now?: () => number; onError?: (code: string) => void; onRefused?: (kind: string) => void } = {},
   ) {
     this.limits = { ...DEFAULT_RENDEZVOUS_LIMITS, ...o.limits };
     this.now = o.now ?? Date.now;
     this.onError = o.onError ?? (() => {});
+    this.onRefused = o.onRefused ?? (() => {});
   }
+  private readonly onRefused: (kind: string) => void;
   private readonly now: () => number;
   private readonly onError: (code: string) => void;
 
@@ -80,7 +84,7 @@ export class RendezvousRelay implements RendezvousHook {
     try { m = decodeEstablishIntro(data); } catch (e) { return bad((e as Error).message); }
     if (this.busy(circ)) bad('circuit does not end here or already has a role');
     if (Math.abs(m.timestamp - this.now()) > this.limits.maxClockSkewMs) bad('timestamp too far from this relay\'s clock');
-    if (!ed25519Verify(m.signature, establishIntroSignedBytes(this.identity(), m.authKey, m.timestamp), m.authKey)) bad('signature does not verify');
+    if (!ed25519Verify(m.signature, establishIntroSignedBytes(this.identity(), m.authKey, m.timestamp, m.dos), m.authKey)) bad('signature does not verify');
     const key = m.authKey.toString('hex');
     const old = this.intros.get(key);
     if (!old && this.intros.size >= this.limits.maxIntroCircuits) {
@@ -90,6 +94,8 @@ export class RendezvousRelay implements RendezvousHook {
     if (old) { this.forget(old); old.destroy(DestroyReason.FINISHED); }
     this.intros.set(key, circ);
     this.introKeyOf.set(circ, key);
+    const dos = m.dos ?? DEFAULT_INTRO_DOS;
+    this.buckets.set(circ, { tokens: dos.burst, at: this.now(), dos });
     this.count('established');
     circ.sendRelay(RelayCommand.INTRO_ESTABLISHED, 0, Buffer.alloc(0));
   }
@@ -107,6 +113,13 @@ export class RendezvousRelay implements RendezvousHook {
     if (!target || target.isClosed) {
       this.count('ack_unknown');
       circ.sendRelay(RelayCommand.INTRODUCE_ACK, 0, encodeStatus(IntroduceAckStatus.UNKNOWN_KEY));
+      return;
+    }
+    if (!this.takeToken(target)) {
+      // SPEC.md §9.21.4: over the service's rate, refused here; the service never sees it.
+      this.count('ack_rate_limited');
+      this.onRefused('intro_rate_limited');
+      circ.sendRelay(RelayCommand.INTRODUCE_ACK, 0, encodeStatus(IntroduceAckStatus.RATE_LIMITED));
       return;
     }
     target.sendRelay(RelayCommand.INTRODUCE2, 0, data);
@@ -160,7 +173,20 @@ export class RendezvousRelay implements RendezvousHook {
     this.count('joined');
   }
 
+  /** One token from the introduction circuit's bucket (refilled at rate_per_sec up to burst). */
+  private takeToken(target: RendezvousCircuit): boolean {
+    const b = this.buckets.get(target);
+    if (!b) return true;
+    const now = this.now();
+    b.tokens = Math.min(b.dos.burst, b.tokens + ((now - b.at) / 1000) * b.dos.ratePerSec);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
   forget(circ: RendezvousCircuit): void {
+    this.buckets.delete(circ);
     const ik = this.introKeyOf.get(circ);
     if (ik !== undefined) {
       this.introKeyOf.delete(circ);

@@ -76,6 +76,25 @@ export class CircuitNames {
   }
 
   /**
+   * One DhtPut (a signed item, or an immutable value) through a storage node over a circuit: up to
+   * 3 nodes in random order until one stores it. Resolves with the DHT nodes that took it.
+   * DHT_SEQ_STALE is final (another node would answer the same).
+   */
+  async put(req: { item: DhtItem } | { immutable: Buffer }): Promise<number> {
+    let last: unknown = null;
+    for (const node of this.shuffled().slice(0, 3)) {
+      try {
+        return (await (await this.channel(node)).request({ type: 'dhtPut', ...req })).nodes;
+      } catch (e) {
+        if (isBitcloudError(e, 'DHT_SEQ_STALE')) throw e;
+        last = e;
+        this.log.debug({ code: isBitcloudError(e) ? e.code : 'INTERNAL' }, 'DHT put through a storage node failed; trying another');
+      }
+    }
+    throw last ?? err('DHT_PUT_FAILED', 'no storage node took the item');
+  }
+
+  /**
    * Ask up to `lookupNodes` storage nodes at once; keep the verified item with the highest seq.
    * Answers that fail a check are refused with their code; when no node gave a valid item and one
    * gave a bad one, that error is thrown (else null: not found).

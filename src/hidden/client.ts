@@ -20,11 +20,13 @@ import { isRunningValid, canBeHop } from '../client/weighting';
 import { openHsDescriptor } from './descriptor';
 import { sealIntroduce } from './introduce';
 import { HS_DESC_PATH } from './store';
-import { httpRequest } from '../dir/fetch';
+import { httpRequest, type HttpResponse } from '../dir/fetch';
 import type { Duplex } from 'node:stream';
 import { newCookie } from './service';
 
 const WAIT_MS = 30_000;
+/** How long one introduction may go unanswered before the next introduction point is tried (SPEC.md §9.21.5). */
+export const INTRO_WAIT_MS = 8_000;
 
 export interface HiddenConnectOptions {
   /** The hidden node (a consensus entry with the hidden role). */
@@ -35,32 +37,60 @@ export interface HiddenConnectOptions {
   /** GET a descriptor by blinded key (hex) through the guard's mirror; its bytes. */
   fetchDescriptor: (blindedKeyHex: string) => Promise<Buffer>;
   now?: () => number;
+  /** The whole attempt's bound (RENDEZVOUS2 after the first introduction); default 30 s. */
   timeoutMs?: number;
+  /** One introduction's wait for RENDEZVOUS2 before the next introduction point; default INTRO_WAIT_MS. */
+  introWaitMs?: number;
+  /** Called for each introduction an introduction point accepted (ACK 0). */
+  onIntroduced?: (ip: ConsensusRelay) => void;
+}
+
+export interface MirrorCircuitOptions {
+  relays: () => readonly ConsensusRelay[] | null;
+  /** Build a 3-hop circuit ending at `last` (guard → middle → last). */
+  buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>;
+  timeoutMs?: number;
+  /** Mirrors tried (each on a new circuit); default 3. */
+  tries?: number;
+}
+
+/**
+ * One HTTP request to a relay's directory mirror over a 3-hop circuit ending there (BEGIN_DIR
+ * at the mirror, SPEC.md §9.21.3, §9.21.8): the mirror sees the request, not who sent it.
+ * `accept` turns an answer into a result, or throws to try the next mirror (random order).
+ */
+export async function overMirrorCircuit<T>(o: MirrorCircuitOptions, req: { method: 'GET' | 'POST'; path: string; body?: Buffer; maxBytes: number }, accept: (r: HttpResponse) => T): Promise<T> {
+  const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
+  let last: unknown = err('DIR_FETCH_FAILED', 'no relay mirror to ask');
+  for (const m of mirrors.slice(0, o.tries ?? 3)) {
+    let circ: ClientCircuit | null = null;
+    try {
+      circ = await o.buildTo(m);
+      const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
+      const r = await httpRequest(`http://127.0.0.1${req.path}`, {
+        method: req.method, body: req.body, maxBytes: req.maxBytes, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex,
+      });
+      return accept(r);
+    } catch (e) {
+      last = e;
+    } finally {
+      circ?.destroy();
+    }
+  }
+  throw last;
 }
 
 /**
  * SPEC.md §9.21.3: GET the descriptor over a 3-hop circuit whose last hop is a relay mirror
  * (BEGIN_DIR there): neither the guard nor the authorities see which node the client wants.
  */
-export function mirrorDescriptorFetcher(o: { relays: () => readonly ConsensusRelay[] | null; buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>; timeoutMs?: number }): (blindedKeyHex: string) => Promise<Buffer> {
+export function mirrorDescriptorFetcher(o: MirrorCircuitOptions): (blindedKeyHex: string) => Promise<Buffer> {
   return async (key) => {
-    const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
-    let last: unknown = err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
-    for (const m of mirrors.slice(0, 3)) {
-      let circ: ClientCircuit | null = null;
-      try {
-        circ = await o.buildTo(m);
-        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? WAIT_MS);
-        const r = await httpRequest(`http://127.0.0.1${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex });
-        if (r.status === 200) return r.body;
-        last = err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
-      } catch (e) {
-        last = e;
-      } finally {
-        circ?.destroy();
-      }
-    }
-    throw last;
+    if ((o.relays() ?? []).every((r) => !(isRunningValid(r) && canBeHop(r) && r.dirPort > 0))) throw err('HIDDEN_DESC_NOT_FOUND', 'no relay mirror to ask');
+    return overMirrorCircuit(o, { method: 'GET', path: `${HS_DESC_PATH}/${key}`, maxBytes: HS_DESC_MAX }, (r) => {
+      if (r.status === 200) return r.body;
+      throw err('HIDDEN_DESC_NOT_FOUND', `mirror answered HTTP ${r.status}`);
+    });
   };
 }
 
@@ -129,8 +159,14 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
     // One RENDEZVOUS2 waiter for the whole attempt: a control message on the rendezvous circuit
     // is only ever RENDEZVOUS2 from here on.
     const hs = relayCryptoHandshake('tor1');
-    let pendingState: ReturnType<typeof ntorClientCreate>['state'] | null = null;
-    let rendezvous2: Promise<Buffer> | null = null;
+    const rendezvous2 = awaitControl(rpCirc, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS2 ? decodeRendezvous2(data) : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
+    rendezvous2.catch(() => {});
+    // SPEC.md §9.21.5: an introduction the node drops (or never gets) is given up after
+    // introWaitMs and the next introduction point is tried on the same rendezvous circuit; the
+    // handshakes of earlier introductions stay valid, so a late answer to one of them still joins.
+    const introWaitMs = Math.min(o.introWaitMs ?? INTRO_WAIT_MS, timeoutMs);
+    const pending: ReturnType<typeof ntorClientCreate>['state'][] = [];
+    let reply: Buffer | null = null;
     let last: unknown = err('HIDDEN_NO_INTRO', 'the descriptor names no usable introduction point');
     for (const ip of shuffle([...desc.intros])) {
       const ipRelay = relayFor(ip, relays);
@@ -143,28 +179,45 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
       let ipCirc: ClientCircuit | null = null;
       try {
         ipCirc = await o.buildTo(ipRelay);
-        const waiting: Promise<Buffer> = rendezvous2 ?? awaitControl(rpCirc, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS2 ? decodeRendezvous2(data) : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
-        waiting.catch(() => {});
-        rendezvous2 = waiting;
         const status = await sendIntroduce1(ipCirc, body, timeoutMs);
         if (status !== IntroduceAckStatus.SENT) throw err('HIDDEN_INTRO_REFUSED', `introduction point answered status ${status}`);
-        pendingState = state;
-        break;
+        pending.push(state);
+        o.onIntroduced?.(ipRelay);
       } catch (e) {
         last = e;
         if (!rpCirc.isOpen) throw e;
+        continue;
       } finally {
         ipCirc?.destroy();
       }
+      reply = await waitAtMost(rendezvous2, introWaitMs);
+      if (reply) break;
+      last = err('HIDDEN_RENDEZVOUS_TIMEOUT', `no RENDEZVOUS2 within ${introWaitMs} ms of an introduction; trying the next introduction point`);
     }
-    if (!pendingState || !rendezvous2) throw last;
-    const reply = await rendezvous2;
-    rpCirc.addVirtualHop({ identity: o.node.identity, fingerprint: o.node.fingerprint, onionKey: desc.ntorKey, address: '0.0.0.0', orPort: 0 }, ntorClientFinish(pendingState, reply, hs.keyLength));
+    if (pending.length === 0) throw last;
+    // Every introduction point tried: the whole attempt's bound (timeoutMs) for a late answer.
+    reply ??= await rendezvous2;
+    rpCirc.addVirtualHop({ identity: o.node.identity, fingerprint: o.node.fingerprint, onionKey: desc.ntorKey, address: '0.0.0.0', orPort: 0 }, finishAny(pending, reply, hs.keyLength));
     return rpCirc;
   } catch (e) {
     rpCirc.destroy();
     throw e;
   }
+}
+
+/** The keys of whichever pending handshake `reply` answers (NTOR_BAD_AUTH when none). */
+function finishAny(pending: readonly ReturnType<typeof ntorClientCreate>['state'][], reply: Buffer, keyLength: number): Buffer {
+  let last: unknown = err('NTOR_BAD_AUTH', 'no introduction is waiting for this answer');
+  for (const state of [...pending].reverse()) {
+    try { return ntorClientFinish(state, reply, keyLength); } catch (e) { last = e; }
+  }
+  throw last;
+}
+
+/** `p`'s value, or null when it has not settled within `ms` (its rejection is passed on). */
+function waitAtMost<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<null>((r) => { timer = setTimeout(() => r(null), ms); })]).finally(() => clearTimeout(timer));
 }
 
 /** connectHidden, then one BEGIN_STORAGE stream on the joined circuit. */

@@ -10,7 +10,7 @@ import { hsPeriodOf } from '../crypto/blind';
 import { ntorServerRespond } from '../crypto/ntor';
 import { relayCryptoHandshake } from '../crypto/relay-crypto';
 import { RelayCommand } from '../wire/relay-msg';
-import { decodeIntroduce, encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes } from '../wire/hidden';
+import { DEFAULT_INTRO_DOS, decodeIntroduce, encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, type IntroDosParams } from '../wire/hidden';
 import type { ConsensusRelay } from '../dir/types';
 import type { IncomingStream } from '../circuit/types';
 import type { CircuitBuilder } from '../client/circuit-builder';
@@ -43,6 +43,8 @@ export interface HiddenServiceOptions {
   /** Upload one descriptor to every authority. */
   publish: (descriptor: Buffer) => Promise<void>;
   introPoints?: number;
+  /** SPEC.md §9.21.4: the INTRODUCE1 rate each introduction point enforces for this node (default 25/s, burst 200). */
+  introDos?: IntroDosParams;
   /** Republish this often (ms); default 30 minutes. */
   republishMs?: number;
   /** Counts refusals and events by code (metrics). */
@@ -117,7 +119,8 @@ export class HiddenService {
     const { circ } = await this.o.builder.build({ storageNode: relay });
     const auth = ed25519Generate();
     const timestamp = this.now();
-    const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp), auth.secretKey);
+    const dos = this.o.introDos ?? DEFAULT_INTRO_DOS;
+    const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp, dos), auth.secretKey);
     const intro: Intro = { relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache() };
     let onEarlyClose: (e: Error) => void = () => {};
     await new Promise<void>((resolve, reject) => {
@@ -129,7 +132,7 @@ export class HiddenService {
         if (cmd === RelayCommand.INTRODUCE2) { this.onIntroduce2(intro, data); return; }
         throw err('RELAY_PROTOCOL', `unexpected relay command ${cmd} on an introduction circuit`);
       };
-      circ.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp, signature }));
+      circ.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp, signature, dos }));
     });
     this.intros.push(intro);
     circ.off('close', onEarlyClose);

@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import { BitcloudError, err } from '../errors';
-import { CELL_LEN, CellCommand, type Cell } from '../wire/cell';
+import { CELL_LEN, CellCommand, encodeCell, type Cell } from '../wire/cell';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { exportLinkAuthValue, NO_CERT_HASH, peerCertificateHash } from '../crypto/tls';
 import type { Logger } from '../ops/log';
@@ -43,6 +43,17 @@ export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_KEEPALIVE_MS = 10_000;
 export const DEFAULT_LIVENESS_TIMEOUT_MS = 45_000;
+/**
+ * SPEC.md §8.3 step 12: bytes handed to the socket before further batches wait in the channel's
+ * own queue, where a RECEIPT_* cell can still overtake them. Two default batches.
+ */
+export const SOCKET_WINDOW_BYTES = 2 * DEFAULT_BATCH_CELLS * CELL_LEN;
+/** SPEC.md §8.3 step 12: the link-level cells written ahead of queued circuit cells. */
+const AHEAD = new Set<number>([
+  CellCommand.RECEIPT_PROPOSE, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_REJECT, CellCommand.RECEIPT_REQUEST,
+]);
+/** A batch taken from the batcher (or a cell sent ahead) that waits for room in the socket window. */
+interface Held { buf: Buffer; counted: number; ahead: boolean }
 /** Refuse bad tuning before any socket exists (CONFIG_INVALID), not inside a socket event. */
 export function checkLinkTuning(t: LinkTuning & { timeoutMs?: number }): void {
   const nonNegativeInt = (v: number | undefined, name: string) => {
@@ -154,6 +165,12 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
    * relative to the RECEIPT_PROPOSE boundary cell (§8.1.4).
    */
   private counter: LinkCellCounter | null = null;
+  /** SPEC.md §8.3 step 12: batches not yet handed to the socket, oldest first (cells sent ahead at the front). */
+  private held: Held[] = [];
+  private heldBytes = 0;
+  /** Counted circuit cells (§8.1) in the open batch, and in the open batch plus `held`. */
+  private batchCounted = 0;
+  private queuedCounted = 0;
 
   /** @internal Use connectLink or createLinkListener. */
   constructor(init: ChannelInit) {
@@ -211,7 +228,18 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   /** The negotiated link protocol version (SPEC.md §1.4); 0 before the handshake ends. */
   get linkVersion(): number { return this.version; }
   /** Bytes waiting to be written: the open batch plus the socket's own buffer. */
-  get bufferedBytes(): number { return this.out.pendingBytes + this.socket.writableLength; }
+  get bufferedBytes(): number { return this.out.pendingBytes + this.heldBytes + this.socket.writableLength; }
+  /**
+   * SPEC.md §8.3 step 12: counted circuit cells (§8.1) this end has counted as sent but that still
+   * wait in the channel's queue beyond the socket window (the open batch is handed on first), so
+   * that a RECEIPT_* cell sent now is written before them. The
+   * initiator's segment cut moves them to the next segment (they follow the PROPOSE on the wire).
+   */
+  queuedCountedCells(): number {
+    // What fits the socket window goes out first (as sendAhead would write it), then count.
+    if (this.state === 'open') this.flush();
+    return this.queuedCounted;
+  }
 
   // ---- handshake (SPEC.md §1.1, §1.3, §1.4) ----
 
@@ -453,15 +481,22 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     if (command === CellCommand.VERSIONS || command === CellCommand.AUTHENTICATE) throw err('LINK_PROTOCOL_VIOLATION', 'handshake cells are sent by the channel itself');
     // SPEC.md §1.3: nobody builds a circuit towards an anonymous initiator.
     if (command === CellCommand.CREATE2 && !this.isInitiator && this.peerId === null) throw err('LINK_PROTOCOL_VIOLATION', 'CREATE2 towards an anonymous initiator');
-    const waiting = this.out.pendingBytes + this.socket.writableLength;
+    const waiting = this.out.pendingBytes + this.heldBytes + this.socket.writableLength;
     if (waiting + CELL_LEN > this.maxBuffered) {
       this.fail(err('LINK_OUTPUT_OVERFLOW', `more than ${this.maxBuffered} bytes waiting to be written`, { waiting }));
       return false;
     }
+    if (circId === 0 && AHEAD.has(command)) {
+      this.sendAhead(command, payload);
+      this.sent++;
+      if (waiting + CELL_LEN > this.highWater) { this.needDrain = true; return false; }
+      return true;
+    }
+    // SPEC.md §8.1: a circuit cell counts as sent once it is in the link's byte order (the batch).
+    if (this.counter !== null && circId !== 0) { this.batchCounted++; this.queuedCounted++; }
     if (this.out.append(circId, command, payload)) this.flush();
     else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
     this.sent++;
-    // SPEC.md §8.1: a circuit cell counts as sent once it is in the link's byte order (the batch).
     if (this.counter !== null) this.count(false, circId, command);
     if (waiting + CELL_LEN > this.highWater) { this.needDrain = true; return false; }
     return true;
@@ -470,16 +505,57 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private readonly flushSoon = (): void => { this.flushScheduled = false; this.flush(); };
   // Per batch: recycle the buffer, and report 'drain' as soon as the backlog is under the mark
   // (the socket's own 'drain' only fires when its buffer empties after a refused write).
-  private readonly onWritten = (): void => { this.out.written(); this.maybeDrain(); };
+  private readonly onWritten = (): void => { this.out.written(); this.pump(); this.maybeDrain(); };
+  private readonly onAheadWritten = (): void => { this.pump(); this.maybeDrain(); };
 
-  /** One socket write per batch. `handshake`: the flight of SPEC.md §1.1, not counted as cells. */
-  private flush(handshake = false): void {
+  /**
+   * Close the open batch and queue it; `pump` hands queued batches to the socket, one write per
+   * batch. `handshake`: the flight of SPEC.md §1.1, not counted as cells.
+   */
+  private flush(handshake = false, all = false): void {
     if (this.state === 'closed' && !this.socket.writable) return;
     const batch = this.out.take();
-    if (!batch) return;
-    if (!handshake) this.metrics.cellsOut.inc(batch.length / CELL_LEN);
-    this.metrics.bytesOut.inc(batch.length);
-    this.socket.write(batch, this.onWritten);
+    if (batch) {
+      if (!handshake) this.metrics.cellsOut.inc(batch.length / CELL_LEN);
+      this.metrics.bytesOut.inc(batch.length);
+      this.held.push({ buf: batch, counted: this.batchCounted, ahead: false });
+      this.heldBytes += batch.length;
+      this.batchCounted = 0;
+    }
+    this.pump(all);
+  }
+
+  /**
+   * SPEC.md §8.3 step 12: the socket holds at most SOCKET_WINDOW_BYTES of ours (Node's buffer);
+   * the rest waits in `held`, where a RECEIPT_* cell can go ahead of it. `all`: hand over
+   * everything (a graceful close writes what is queued, then close_notify).
+   */
+  private pump(all = false): void {
+    while (this.held.length > 0 && (all || this.socket.writableLength < SOCKET_WINDOW_BYTES)) {
+      if (this.state === 'closed' && !this.socket.writable) return;
+      const h = this.held.shift()!;
+      this.heldBytes -= h.buf.length;
+      this.queuedCounted -= h.counted;
+      this.socket.write(h.buf, h.ahead ? this.onAheadWritten : this.onWritten);
+    }
+  }
+
+  /**
+   * SPEC.md §8.3 step 12: a RECEIPT_* cell goes ahead of every circuit cell still waiting in the
+   * channel beyond the socket window; only what the socket holds (at most the window) precedes it.
+   */
+  private sendAhead(command: number, payload: Uint8Array): void {
+    const cell = encodeCell(0, command, payload);
+    // The open batch is queued and what fits the socket window written first: the cell overtakes
+    // only what would otherwise wait in the channel.
+    this.flush();
+    let i = 0;
+    while (i < this.held.length && this.held[i].ahead) i++; // after cells sent ahead before it
+    this.held.splice(i, 0, { buf: cell, counted: 0, ahead: true });
+    this.heldBytes += cell.length;
+    this.metrics.cellsOut.inc(1);
+    this.metrics.bytesOut.inc(cell.length);
+    this.pump();
   }
 
   private maybeDrain(): void {
@@ -536,7 +612,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
       this.init.onFail(he);
     }
     if (graceful && this.socket.writable) {
-      this.flush();
+      this.flush(false, true);
       this.socket.end();
       setTimeout(() => this.socket.destroy(), GRACEFUL_CLOSE_MS).unref();
     } else {

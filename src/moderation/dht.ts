@@ -17,6 +17,8 @@ import { ed25519Sign, ed25519Verify, sha1, sha256, type Ed25519KeyPair } from '.
 import { BUNDLE_LIMITS, decodeBundle, type PolicyState } from './chain';
 import { parseModerator } from './policy';
 import type { PolicySource } from './sources';
+import { signDhtItem } from '../storage/name-record';
+import type { DhtItem } from '../storage/protocol';
 
 export const DHT_SALT = Buffer.from('bitcloud-policy-v1', 'ascii');
 export const PART_BYTES = 960;
@@ -96,6 +98,23 @@ export async function publishPolicyToDht(dht: DhtLike, key: Ed25519KeyPair, bund
   const { head, parts } = splitBundle(bundle);
   await Promise.all(parts.map((p) => put(dht, { v: p })));
   return put(dht, { k: key.publicKey, salt: DHT_SALT, seq, v: encodeHead(head), sign: (m: Buffer) => ed25519Sign(m, key.secretKey) });
+}
+
+/** Where a policy's items go (SPEC.md §10.7.2): a client sends them as DhtPuts over circuits (§9.14.1). */
+export interface PolicyPutter {
+  immutable(value: Buffer): Promise<number>;
+  signed(item: DhtItem): Promise<number>;
+}
+
+/**
+ * Publish a bundle without a DHT socket: every part as an immutable item, then the head signed
+ * here by the moderator key (BEP 44 signed bytes, seq = the newest version's seq), each through
+ * `putter`. Resolves with the number of DHT nodes that took the head.
+ */
+export async function publishPolicyVia(putter: PolicyPutter, key: Ed25519KeyPair, bundle: Buffer, seq: number): Promise<number> {
+  const { head, parts } = splitBundle(bundle);
+  for (const p of parts) await putter.immutable(p);
+  return putter.signed(signDhtItem(key, DHT_SALT, encodeHead(head), seq));
 }
 
 /**

@@ -200,6 +200,22 @@ export class BitcloudDht {
     });
   }
 
+  /** SPEC.md §9.14.1, an immutable DhtPut (a policy part, §10.7.2): its target is SHA-1 of its bencoding. */
+  async putImmutableItem(value: Buffer): Promise<number> {
+    await this.ready();
+    return new Promise<number>((resolve, reject) => {
+      try {
+        this.dht.put({ v: value }, (e, _hash, n) => {
+          if (e) reject(err('DHT_PUT_FAILED', `no DHT node stored the item: ${e.message}`));
+          else if (n === 0) reject(err('DHT_PUT_FAILED', 'no DHT node stored the item'));
+          else resolve(n);
+        });
+      } catch (e) {
+        reject(err('DHT_PUT_FAILED', (e as Error).message));
+      }
+    });
+  }
+
   private async getItem(publisher: Buffer, salt: Buffer): Promise<{ v: Buffer; seq: number } | null> {
     await this.ready();
     const key = sha1(publisher, salt);

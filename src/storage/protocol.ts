@@ -28,6 +28,8 @@ export type StorageRequest =
   | { type: 'renew'; ids: Buffer[]; leaseSeconds: number }
   | { type: 'dhtGet'; publisher: Buffer; salt: Buffer }
   | { type: 'dhtPut'; item: DhtItem }
+  /** SPEC.md §9.14.1: a BEP 44 immutable item (target = SHA-1 of its bencoding), e.g. a policy part (§10.7.2). */
+  | { type: 'dhtPut'; immutable: Buffer }
   | { type: 'challenge'; id: Buffer; nonce: Buffer; blocks: number[] };
 
 /** A BEP 44 mutable item as it crosses a storage stream (SPEC.md §9.14.1). */
@@ -64,7 +66,7 @@ export function encodeRequest(reqId: number, req: StorageRequest): Buffer {
     case 'stat': body.stat = {}; break;
     case 'renew': body.renew = { ids: req.ids, leaseSeconds: req.leaseSeconds }; break;
     case 'dhtGet': body.dhtGet = { publisher: req.publisher, salt: req.salt }; break;
-    case 'dhtPut': body.dhtPut = itemFields(req.item); break;
+    case 'dhtPut': body.dhtPut = 'immutable' in req ? { value: req.immutable } : itemFields(req.item); break;
     case 'challenge': body.auditChallenge = { id: req.id, nonce: req.nonce, blocks: req.blocks }; break;
   }
   return encodeProto(pb.Request, body);
@@ -165,8 +167,19 @@ function requestBody(m: Loose): StorageRequest {
       const g = msg(m.dhtGet)!;
       return { type: 'dhtGet', publisher: dhtKey(g.publisher, BAD_REQ), salt: dhtSalt(g.salt, BAD_REQ) };
     }
-    case 'dhtPut':
-      return { type: 'dhtPut', item: dhtItem(msg(m.dhtPut)!, BAD_REQ) };
+    case 'dhtPut': {
+      const d = msg(m.dhtPut)!;
+      // No publisher and no signature: an immutable item (SPEC.md §9.14.1); then no salt or seq either.
+      // (protobufjs gives an absent bytes field as an empty array.)
+      const absent = (v: unknown) => v === undefined || v === null || (Array.isArray(v) && v.length === 0) || (v instanceof Uint8Array && v.length === 0);
+      if (absent(d.publisher) && absent(d.sig)) {
+        if (!absent(d.salt) || u64(d.seq, BAD_REQ, 'seq') !== 0) throw err(BAD_REQ, 'an immutable DhtPut carries no salt or seq');
+        const value = bytes(d.value, BAD_REQ, 'value');
+        if (value.length < 1 || value.length > DHT_MAX_VALUE_BYTES) throw err(BAD_REQ, `value must be 1..${DHT_MAX_VALUE_BYTES} bytes`);
+        return { type: 'dhtPut', immutable: value };
+      }
+      return { type: 'dhtPut', item: dhtItem(d, BAD_REQ) };
+    }
     case 'auditChallenge': {
       // SPEC.md §9.17.2: the nonce as for `audit`; 1..16 strictly ascending block indices.
       const a = msg(m.auditChallenge)!;

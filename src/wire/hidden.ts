@@ -19,7 +19,7 @@ export const ESTABLISH_INTRO_LEN = HS_KEY_LEN + 8 + HS_SIG_LEN;
 export const INTRODUCE_HEADER_LEN = HS_KEY_LEN + HS_KEY_LEN + HS_NONCE_LEN;
 
 /** INTRODUCE_ACK status (SPEC.md §9.21.5). */
-export const IntroduceAckStatus = { SENT: 0, UNKNOWN_KEY: 1, MALFORMED: 2 } as const;
+export const IntroduceAckStatus = { SENT: 0, UNKNOWN_KEY: 1, MALFORMED: 2, RATE_LIMITED: 3 } as const;
 /** RENDEZVOUS_ESTABLISHED status (SPEC.md §9.21.5). */
 export const RendezvousStatus = { OK: 0, COOKIE_REUSED: 1 } as const;
 
@@ -31,23 +31,52 @@ function exactKey(b: Uint8Array, n: number, field: string): void {
 
 // ---- ESTABLISH_INTRO (32) ----
 
-export interface EstablishIntro { authKey: Buffer; timestamp: number; signature: Buffer }
+/**
+ * SPEC.md §9.21.4: the optional DoS extension (as Tor's ESTABLISH_INTRO DoS parameters): the
+ * introduction point lets at most `burst` INTRODUCE1s through at once and `ratePerSec` a second.
+ */
+export interface IntroDosParams { ratePerSec: number; burst: number }
+export const INTRO_DOS_MAX = 0x7fffffff;
+/** The introduction point's defaults when ESTABLISH_INTRO carries no extension (Tor's: 25/s, burst 200). */
+export const DEFAULT_INTRO_DOS: IntroDosParams = { ratePerSec: 25, burst: 200 };
 
-export function establishIntroSignedBytes(ipIdentity: Uint8Array, authKey: Uint8Array, timestamp: number): Buffer {
+export interface EstablishIntro { authKey: Buffer; timestamp: number; signature: Buffer; dos?: IntroDosParams }
+
+function dosBytes(dos: IntroDosParams | undefined): Buffer {
+  if (!dos) return Buffer.alloc(0);
+  return new Writer(8, 'ESTABLISH_INTRO').u32(dos.ratePerSec, 'rate_per_sec').u32(dos.burst, 'burst').finish();
+}
+
+/** The signed bytes: with the extension, its 8 bytes too. */
+export function establishIntroSignedBytes(ipIdentity: Uint8Array, authKey: Uint8Array, timestamp: number, dos?: IntroDosParams): Buffer {
   const t = Buffer.alloc(8);
   t.writeBigUInt64BE(BigInt(timestamp));
-  return Buffer.concat([Buffer.from('bitcloud-hs-establish-intro-v1', 'ascii'), ipIdentity, authKey, t]);
+  return Buffer.concat([Buffer.from('bitcloud-hs-establish-intro-v1', 'ascii'), ipIdentity, authKey, t, dosBytes(dos)]);
+}
+
+function checkDos(dos: IntroDosParams): void {
+  if (!Number.isInteger(dos.ratePerSec) || !Number.isInteger(dos.burst) || dos.ratePerSec < 1 || dos.burst < dos.ratePerSec || dos.burst > INTRO_DOS_MAX) {
+    throw err('MSG_MALFORMED', `ESTABLISH_INTRO: DoS parameters need 1 <= rate_per_sec <= burst <= ${INTRO_DOS_MAX}`);
+  }
 }
 
 export function encodeEstablishIntro(m: EstablishIntro): Buffer {
   exactKey(m.authKey, HS_KEY_LEN, 'auth_key');
   exactKey(m.signature, HS_SIG_LEN, 'signature');
-  return new Writer(ESTABLISH_INTRO_LEN, 'ESTABLISH_INTRO').bytes(m.authKey).u64(m.timestamp, 'timestamp').bytes(m.signature).finish();
+  if (m.dos) checkDos(m.dos);
+  const w = new Writer(ESTABLISH_INTRO_LEN + (m.dos ? 8 : 0), 'ESTABLISH_INTRO').bytes(m.authKey).u64(m.timestamp, 'timestamp').bytes(m.signature);
+  if (m.dos) w.u32(m.dos.ratePerSec, 'rate_per_sec').u32(m.dos.burst, 'burst');
+  return w.finish();
 }
 
 export function decodeEstablishIntro(b: Uint8Array): EstablishIntro {
   const r = new Reader(b, 'ESTABLISH_INTRO');
-  const m = { authKey: r.bytes(HS_KEY_LEN, 'auth_key'), timestamp: r.u64('timestamp'), signature: r.bytes(HS_SIG_LEN, 'signature') };
+  const m: EstablishIntro = { authKey: r.bytes(HS_KEY_LEN, 'auth_key'), timestamp: r.u64('timestamp'), signature: r.bytes(HS_SIG_LEN, 'signature') };
+  if (r.remaining !== 0 && r.remaining !== 8) throw err('MSG_MALFORMED', `ESTABLISH_INTRO: ${r.remaining} bytes after the signature (0, or the 8-byte DoS extension)`);
+  if (r.remaining === 8) {
+    m.dos = { ratePerSec: r.u32('rate_per_sec'), burst: r.u32('burst') };
+    checkDos(m.dos);
+  }
   r.end();
   return m;
 }

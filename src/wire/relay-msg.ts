@@ -38,6 +38,8 @@ export const RelayCommand = {
   /** A storage-protocol stream to the node that ends the circuit (SPEC.md §9.13.1). */
   BEGIN_STORAGE: 40,
   INTRODUCE_ACK: 41,
+  /** The capacity probe (SPEC.md §8.12): the last hop sends the body back unchanged. */
+  PROBE_ECHO: 42,
 } as const;
 export type RelayCommandName = keyof typeof RelayCommand;
 export type RelayCommandValue = (typeof RelayCommand)[RelayCommandName];
@@ -51,6 +53,8 @@ export const RELAY_LENGTH_OFFSET = 9;
 export const RELAY_HEADER_LEN = 11;
 /** 509 - 11: the most data one relay cell carries. */
 export const RELAY_DATA_MAX = CELL_PAYLOAD_LEN - RELAY_HEADER_LEN; // 498
+/** SPEC.md §8.12: a PROBE_ECHO body is exactly this long (a whole cell of data, echoed unchanged). */
+export const PROBE_ECHO_LEN = RELAY_DATA_MAX;
 /** Zero bytes that open the padding when there is room for them (tor-spec 6.1). */
 export const RELAY_PADDING_ZERO_LEN = 4;
 
@@ -64,6 +68,7 @@ const RULES = new Uint8Array(256);
 for (const c of [RelayCommand.EXTEND2, RelayCommand.EXTENDED2, RelayCommand.TRUNCATE, RelayCommand.TRUNCATED, RelayCommand.DROP]) RULES[c] = RULE_ZERO;
 for (let c: number = RelayCommand.ESTABLISH_INTRO; c <= RelayCommand.RENDEZVOUS_ESTABLISHED; c++) RULES[c] = RULE_ZERO;
 RULES[RelayCommand.INTRODUCE_ACK] = RULE_ZERO;
+RULES[RelayCommand.PROBE_ECHO] = RULE_ZERO;
 for (const c of [RelayCommand.BEGIN, RelayCommand.DATA, RelayCommand.END, RelayCommand.CONNECTED, RelayCommand.RESOLVE,
   RelayCommand.RESOLVED, RelayCommand.BEGIN_DIR, RelayCommand.BEGIN_STORAGE]) RULES[c] = RULE_NONZERO;
 // SENDME: stream id 0 acknowledges circuit-level data, non-zero acknowledges one stream (tor-spec 7.3–7.4).

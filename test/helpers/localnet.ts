@@ -84,6 +84,8 @@ export interface LocalNetOptions {
   timeoutMs?: number;
   /** Keep the folder after stop() (debugging). */
   keep?: boolean;
+  /** Extra environment for the launcher and every node it starts (e.g. NODE_OPTIONS with a preload hook). */
+  env?: Record<string, string>;
 }
 
 const live = new Map<number, { launcher: ChildProcess; dir: string }>();
@@ -160,7 +162,7 @@ async function launch(base: number, o: LocalNetOptions): Promise<LocalNet> {
     '--relays', String(o.relays ?? 6), '--exits', String(o.exits ?? 2), '--storage', String(o.storage ?? 0), '--moderators', String(o.moderators ?? 0),
     '--period', String(o.period ?? 5), ...(o.demo ? [] : ['--no-demo']), ...(o.hiddenStorage ? ['--hidden-storage'] : []),
   ];
-  const launcher = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  const launcher = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
   if (!launcher.pid) throw new Error('could not start the launcher');
   const launcherPid = launcher.pid;
   live.set(launcherPid, { launcher, dir });

@@ -12,6 +12,7 @@ import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon } from '../helpers/daemon';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
+import { dhtSource, openToolDht } from '../../src/moderation/dht';
 
 const PERIOD = 4;
 const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
@@ -19,6 +20,8 @@ const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
 let dnet: DirNet;
 let clientConfig: string;
 let hookFile: string;
+/** The storage nodes' DHT ports (their storage ports). */
+const dhtPorts: number[] = [];
 
 const HOOK = `
 const dgram = require('node:dgram');
@@ -92,6 +95,7 @@ beforeAll(async () => {
   for (let i = 0; i < 3; i++) {
     const name = `store${i + 1}`;
     const [orPort, storagePort] = await freePorts(2);
+    dhtPorts.push(storagePort);
     const configFile = path.join(dnet.dir, `${name}.json`);
     fs.writeFileSync(configFile, JSON.stringify({
       dataDir: path.join(dnet.dir, name), nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '64MiB', bandwidth: 100_000,
@@ -146,6 +150,32 @@ describe('names over circuits (SPEC.md §9.14.1)', () => {
     const r2 = await watched('bitcloud', ['resolve', name, '--json', '--config', clientConfig], path.join(dnet.dir, 'resolve2.log'));
     expect(json(r2).capability).toBe(capB);
     expect(r2.hook + p2.hook + stale.hook).toBe('');
+  }, 240_000);
+});
+
+describe('moderator publish over circuits (SPEC.md §9.14.1, §10.7.2)', () => {
+  it('`bitcloud moderator publish` stores the policy in the DHT with no UDP socket in its process', async () => {
+    const modDir = path.join(dnet.dir, 'moderator');
+    const k = await runCli('bitcloud', ['moderator', 'keygen', '--data-dir', modDir, '--name', 'anon', '--json']);
+    expect(k.code, k.stderr + k.stdout).toBe(0);
+    expect((await runCli('bitcloud', ['moderator', 'add-deny', 'aa'.repeat(32), '--data-dir', modDir, '--json'])).code).toBe(0);
+    const p = await watched('bitcloud', ['moderator', 'publish', '--data-dir', modDir, '--config', clientConfig, '--json'], path.join(dnet.dir, 'modpub.log'));
+    expect(p.code, p.stderr + p.stdout).toBe(0);
+    const results = json(p).results as { target: string; ok: boolean; detail: string }[];
+    const dht = results.find((r) => r.target === 'dht');
+    expect(dht?.ok, JSON.stringify(results)).toBe(true);
+    expect(p.hook).toBe('');
+    expect(p.samples).toBeGreaterThan(0);
+    expect(p.udpSeen).toBe(0);
+    // The items are really in the DHT: a reader (this test process, with its own DHT socket) gets the bundle back.
+    const fp = String(json(p).moderator);
+    const reader = await openToolDht(dhtPorts.map((port) => ({ host: '127.0.0.1', port })));
+    try {
+      const bundle = await eventually(() => dhtSource(reader).fetch(fp, null), 60_000, 1000);
+      expect(bundle.equals(fs.readFileSync(path.join(modDir, 'published.bundle')))).toBe(true);
+    } finally {
+      await reader.close();
+    }
   }, 240_000);
 });
 

@@ -5,11 +5,14 @@
 // rendezvous cookie reused (refused by the relay), a descriptor signed by another key or for
 // another period (refused by the authority and by the client).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
 import { runCli, eventually } from '../helpers/daemon';
-import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import { randomBytes, x25519Generate, ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
+import { IDENTITY_KEY_FILE, loadEd25519Secret } from '../../src/crypto/keys';
+import { RelayCommand } from '../../src/wire/relay-msg';
 import { CircuitManager } from '../../src/client/circuit-manager';
 import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { connectHidden, establishRendezvous, fetchHiddenDescriptor, mirrorDescriptorFetcher, sendIntroduce1 } from '../../src/hidden/client';
@@ -19,7 +22,7 @@ import { HS_DESC_PATH } from '../../src/hidden/store';
 import { blindPublicKey, hsPeriodOf } from '../../src/crypto/blind';
 import { ntorClientCreate } from '../../src/crypto/ntor';
 import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
-import { encodeIntroduce, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
+import { encodeEstablishIntro, encodeIntroduce, establishIntroSignedBytes, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
 import { httpRequest } from '../../src/dir/fetch';
 import { isBitcloudError } from '../../src/errors';
 
@@ -35,8 +38,50 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
   try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
 }
 
+/**
+ * SPEC.md §9.21.8 witness: a preload hook in every storage node process records each TCP connect
+ * (port) and each HTTP request it makes (method, port, path, and whether it went over a TCP
+ * connection of its own or a circuit stream). Relays and authorities log nothing.
+ */
+const HOOK = `
+const fs = require('node:fs');
+const net = require('node:net');
+const http = require('node:http');
+if (process.argv.some((a) => a.includes('bitcloud-storage'))) {
+  const log = (o) => fs.appendFileSync(process.env.BC_NET_LOG, JSON.stringify({ pid: process.pid, ...o }) + '\\n');
+  const connect = net.Socket.prototype.connect;
+  net.Socket.prototype.connect = function (...a) {
+    const o = a[0];
+    const port = typeof o === 'object' && o !== null ? (Array.isArray(o) ? o[0] && o[0].port : o.port) : o;
+    if (port !== undefined) log({ what: 'connect', port: Number(port) });
+    return connect.apply(this, a);
+  };
+  const request = http.request;
+  http.request = function (url, opts, ...rest) {
+    try {
+      const u = typeof url === 'string' ? new URL(url) : null;
+      const o = (u ? opts : url) || {};
+      log({ what: 'http', method: o.method || 'GET', port: Number(u ? u.port || 80 : o.port), path: u ? u.pathname : o.path, via: o.createConnection ? 'stream' : 'tcp' });
+    } catch { /* never break the daemon */ }
+    return request.call(this, url, opts, ...rest);
+  };
+}
+`;
+let netLog = '';
+interface NetEvent { pid: number; what: 'connect' | 'http'; port: number; method?: string; path?: string; via?: string }
+const netEvents = (): NetEvent[] => fs.readFileSync(netLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as NetEvent);
+
 beforeAll(async () => {
-  net = await startLocalNet({ relays: 4, exits: 1, storage: 6, hiddenStorage: true, timeoutMs: 240_000 });
+  const hookDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-hook-'));
+  const hookFile = path.join(hookDir, 'net-hook.cjs');
+  netLog = path.join(hookDir, 'net.log');
+  fs.writeFileSync(hookFile, HOOK);
+  fs.writeFileSync(netLog, '');
+  net = await startLocalNet({
+    // store1 is moderated (it follows mod1): its policy fetches must not reach an authority either.
+    relays: 4, exits: 1, storage: 6, moderators: 1, hiddenStorage: true, timeoutMs: 240_000,
+    env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${hookFile}`.trim(), BC_NET_LOG: netLog },
+  });
   c = await net.consensus();
   manager = new CircuitManager({ relays: () => c.relays, enforceDistinctSubnets: false, preemptiveCircuits: 0 });
 }, 300_000);
@@ -44,6 +89,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await manager?.close();
   await net?.stop();
+  if (netLog) fs.rmSync(path.dirname(netLog), { recursive: true, force: true });
 }, 60_000);
 
 const relaysOf = () => c.relays;
@@ -66,6 +112,38 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     const ports = storagePorts();
     for (const r of c.relays) for (const p of [r.orPort, r.dirPort, r.storagePort]) expect(ports.has(p)).toBe(false);
   });
+
+  it('a hidden node uploads its relay and hidden descriptors only through relay mirrors over circuits: no upload from it reaches an authority, nor any connection after bootstrap (SPEC.md §9.21.8)', async () => {
+    const authPorts = new Set(net.authorities.map((a) => a.ports.http));
+    const pids = new Set(net.storage.map((n) => n.pid));
+    const sources = async (kind: string, via: string) => {
+      let n = 0;
+      for (const a of net.authorities) n += metric(await scrape(a.ports.metrics), 'bitcloud_dirauth_upload_sources_total', { kind, via });
+      return n;
+    };
+    // The hook works: the nodes' own requests are there (bootstrap consensus GETs, uploads over streams).
+    const all = netEvents().filter((e) => pids.has(e.pid));
+    expect(all.some((e) => e.what === 'http' && e.method === 'POST' && e.via === 'stream' && e.path === HS_DESC_PATH)).toBe(true);
+    expect(all.some((e) => e.what === 'http' && e.method === 'POST' && e.via === 'stream' && e.path === '/bitcloud/descriptor')).toBe(true);
+    // Not one request to an authority's port carried an upload; those that went there were consensus GETs (bootstrap).
+    const toAuthorities = all.filter((e) => e.what === 'http' && e.via === 'tcp' && authPorts.has(e.port));
+    for (const e of toAuthorities) expect([e.method, e.path]).toEqual(['GET', '/bitcloud/consensus']); // no policy fetch either
+    // The authorities agree: every hidden node's upload came from a mirror.
+    expect(await sources('hidden_descriptor', 'mirror')).toBeGreaterThanOrEqual(6);
+    expect(await sources('hs_desc', 'mirror')).toBeGreaterThanOrEqual(12); // six nodes, periods N and N+1
+    expect(await sources('hidden_descriptor', 'direct')).toBe(0);
+    expect(await sources('hs_desc', 'direct')).toBe(0);
+    // From now on, while the nodes republish (through mirrors), no connection at all from them reaches an authority.
+    const mark = netEvents().length;
+    const before = await sources('hidden_descriptor', 'mirror');
+    await eventually(async () => ((await sources('hidden_descriptor', 'mirror')) >= before + 2 * 6 * net.authorities.length ? true : null), 120_000, 1000);
+    const later = netEvents().slice(mark).filter((e) => pids.has(e.pid));
+    expect(later.some((e) => e.what === 'http' && e.path === '/bitcloud/descriptor' && e.via === 'stream')).toBe(true);
+    // The moderated node's policy refreshes went through mirrors too (and found its moderator's policy: the launcher waited for it).
+    const store1 = net.storage.find((n) => n.name === 'store1')!.pid;
+    expect(all.concat(later).some((e) => e.pid === store1 && e.what === 'http' && e.method === 'GET' && e.via === 'stream' && (e.path ?? '').startsWith('/bitcloud/policy/'))).toBe(true);
+    expect(later.filter((e) => authPorts.has(e.port))).toEqual([]);
+  }, 180_000);
 
   it('every descriptor the client sees names only relays as introduction points, no address or port of a hidden node', async () => {
     const fetchDescriptor = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
@@ -199,6 +277,91 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     stream.destroy();
     joined.destroy();
   }, 180_000);
+
+  it('an introduction the node drops costs the client one introduction wait, not the whole attempt: the next introduction point is tried (SPEC.md §9.21.5)', async () => {
+    // A hostile (or broken) introduction point: this process establishes one at a relay, answers
+    // nothing to the INTRODUCE2s it gets, and a descriptor signed by the node's own identity key
+    // (read from its data dir) lists it beside one of the node's genuine introduction points.
+    const node = hiddenNodes().find((r) => r.nickname === 'store3')!;
+    const identity = await loadEd25519Secret(path.join(net.storage.find((n) => n.name === 'store3')!.dataDir, IDENTITY_KEY_FILE));
+    const real = await fetchHiddenDescriptor({ node, fetchDescriptor: mirrorDescriptorFetcher({ relays: relaysOf, buildTo }) });
+    const realIds = new Set(real.intros.map((ip) => ip.linkSpecifiers.find((l) => l.type === 'ed25519')!.id.toString('hex')));
+    const dropper = c.relays.find((r) => r.roles.includes('relay') && !realIds.has(r.fingerprint))!;
+    const auth = ed25519Generate();
+    const ipCirc = await buildTo(dropper);
+    let dropped = 0;
+    await new Promise<void>((resolve) => {
+      ipCirc.onControl = (cmd) => {
+        if (cmd === RelayCommand.INTRO_ESTABLISHED) resolve();
+        if (cmd === RelayCommand.INTRODUCE2) dropped++;
+      };
+      const ts = Date.now();
+      ipCirc.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(dropper.identity, auth.publicKey, ts), auth.secretKey) }));
+    });
+    const fake = { linkSpecifiers: [{ type: 'ipv4' as const, addr: dropper.address, port: dropper.orPort }, { type: 'ed25519' as const, id: dropper.identity }], authKey: auth.publicKey, encKey: x25519Generate().publicKey };
+    const n = hsPeriodOf(Date.now());
+    const desc = makeHsDescriptor({ identity, period: n, revision: Date.now(), inner: { ntorKey: real.ntorKey, intros: [fake, real.intros[0]] } });
+    // The order is random: connect until the dropping introduction point was tried first (each try
+    // halves the chance it never was). A 60 s whole-attempt bound and a 4 s wait per introduction:
+    // without the fallback, a dropped introduction ends the attempt with HIDDEN_RENDEZVOUS_TIMEOUT.
+    let viaFallback = 0;
+    for (let i = 0; i < 12 && viaFallback === 0; i++) {
+      const tried: string[] = [];
+      const joined = await connectHidden({
+        node, relays: relaysOf, buildTo, fetchDescriptor: async () => desc, timeoutMs: 60_000, introWaitMs: 4_000,
+        onIntroduced: (ip) => tried.push(ip.fingerprint),
+      });
+      const { stream } = await joined.openStream({ kind: 'begin_storage' });
+      stream.destroy();
+      joined.destroy();
+      if (tried[0] === dropper.fingerprint) {
+        expect(tried).toHaveLength(2); // then the genuine one, which joined
+        viaFallback++;
+      } else {
+        expect(tried).toHaveLength(1);
+      }
+    }
+    expect(viaFallback).toBe(1);
+    expect(dropped).toBeGreaterThanOrEqual(1);
+    ipCirc.destroy();
+  }, 600_000);
+
+  it('an introduction point enforces the rate the service asked for in ESTABLISH_INTRO: INTRODUCE1s past the burst get ACK 3 and never reach the service (SPEC.md §9.21.4)', async () => {
+    const relay = c.relays.find((r) => r.roles.includes('relay'))!;
+    const relayMetrics = net.relays.find((n) => n.identity === relay.fingerprint)!.ports.metrics;
+    const refusedBefore = metric(await scrape(relayMetrics), 'bitcloud_dos_refusals_total', { kind: 'intro_rate_limited' });
+    const auth = ed25519Generate();
+    const dos = { ratePerSec: 1, burst: 2 };
+    const svcCirc = await buildTo(relay);
+    let introduce2 = 0;
+    await new Promise<void>((resolve) => {
+      svcCirc.onControl = (cmd) => {
+        if (cmd === RelayCommand.INTRO_ESTABLISHED) resolve();
+        if (cmd === RelayCommand.INTRODUCE2) introduce2++;
+      };
+      const ts = Date.now();
+      svcCirc.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, ts, dos), auth.secretKey), dos }));
+    });
+    // Eight INTRODUCE1s in one burst on one circuit (a flooding client): the relay handles them
+    // within one read; only the burst (2, plus what the rate refilled meanwhile) goes through.
+    const client = await buildTo(relay);
+    const acks: number[] = [];
+    const all = new Promise<void>((resolve) => {
+      client.onControl = (cmd, data) => { if (cmd === RelayCommand.INTRODUCE_ACK) { acks.push(data[0]); if (acks.length === 8) resolve(); } };
+    });
+    const body = Buffer.concat([auth.publicKey, randomBytes(32), randomBytes(24), randomBytes(80)]);
+    for (let i = 0; i < 8; i++) client.sendControl(RelayCommand.INTRODUCE1, body);
+    await all;
+    expect(acks.slice(0, 2)).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.SENT]);
+    const limited = acks.filter((a) => a === IntroduceAckStatus.RATE_LIMITED).length;
+    expect(limited).toBeGreaterThan(0);
+    expect(limited + acks.filter((a) => a === IntroduceAckStatus.SENT).length).toBe(8);
+    // The service got exactly the introductions acknowledged as sent; the relay counted the rest.
+    await eventually(async () => (introduce2 === 8 - limited ? true : null), 30_000, 100);
+    await eventually(async () => (metric(await scrape(relayMetrics), 'bitcloud_dos_refusals_total', { kind: 'intro_rate_limited' }) >= refusedBefore + limited ? true : null), 30_000, 250);
+    client.destroy();
+    svcCirc.destroy();
+  }, 120_000);
 
   it('an authority refuses a descriptor signed by another key or for another period; a client refuses another node\'s descriptor', async () => {
     const node = hiddenNodes()[0];

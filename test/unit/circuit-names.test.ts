@@ -76,6 +76,16 @@ describe('the DhtGet / DhtPut wire layout (SPEC.md §9.14.1)', () => {
     await expectCode(() => decodeResponse(encodeResponse(1, { type: 'dhtGet', item: { ...item, publisher: Buffer.alloc(31) } })), 'STORAGE_BAD_RESPONSE');
   });
 
+  it('an immutable DhtPut is a value alone; with a salt or seq, or an empty or oversized value, it is refused', async () => {
+    const value = Buffer.from('a policy part');
+    expect(decodeRequest(encodeRequest(7, { type: 'dhtPut', immutable: value })).req).toEqual({ type: 'dhtPut', immutable: value });
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', immutable: Buffer.alloc(1000) })), 'STORAGE_BAD_REQUEST');
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', item: { publisher: Buffer.alloc(0), salt: Buffer.from('x'), value, seq: 0, sig: Buffer.alloc(0) } })), 'STORAGE_BAD_REQUEST');
+    await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', item: { publisher: Buffer.alloc(0), salt: Buffer.alloc(0), value, seq: 3, sig: Buffer.alloc(0) } })), 'STORAGE_BAD_REQUEST');
+    // A node without a DHT refuses it as it refuses a mutable one.
+    await expectCode(new NameService(() => null).handle({ type: 'dhtPut', immutable: value }), 'DHT_NO_NODES');
+  });
+
   it('the signed bytes are BEP 44\'s', () => {
     expect(bep44SignedBytes(Buffer.from('foobar'), 1, Buffer.from('Hello World!')).toString())
       .toBe('4:salt6:foobar3:seqi1e1:v12:Hello World!');
@@ -123,7 +133,7 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     const puts: DhtItem[] = [];
     const n = names((req) => {
       if (req.type === 'dhtGet') return { type: 'dhtGet', item: good };
-      if (req.type === 'dhtPut') { puts.push(req.item); return { type: 'dhtPut', nodes: 3 }; }
+      if (req.type === 'dhtPut' && 'item' in req) { puts.push(req.item); return { type: 'dhtPut', nodes: 3 }; }
       return { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' };
     });
     await expectCode(n.publish(keys, 'site', CAP, { seq: 10 }), 'DHT_SEQ_STALE');

@@ -92,6 +92,18 @@ describe('hidden relay message bodies (SPEC.md §9.21.4–§9.21.5)', () => {
     expect(codeOf(() => decodeEstablishIntro(b.subarray(0, 103)))).toBe('MSG_TRUNCATED');
     expect(codeOf(() => decodeEstablishIntro(Buffer.concat([b, Buffer.alloc(1)])))).toBe('MSG_MALFORMED');
   });
+  it('ESTABLISH_INTRO with the DoS extension is 112 bytes: rate_per_sec u32 | burst u32 after the signature, 1 <= rate <= burst', () => {
+    const m = { authKey: randomBytes(32), timestamp: 1_700_000_000_000, signature: randomBytes(64), dos: { ratePerSec: 5, burst: 40 } };
+    const b = encodeEstablishIntro(m);
+    expect(b.length).toBe(ESTABLISH_INTRO_LEN + 8);
+    expect([b.readUInt32BE(104), b.readUInt32BE(108)]).toEqual([5, 40]);
+    expect(decodeEstablishIntro(b)).toEqual(m);
+    const zeroRate = Buffer.from(b); zeroRate.writeUInt32BE(0, 104);
+    expect(codeOf(() => decodeEstablishIntro(zeroRate))).toBe('MSG_MALFORMED');
+    const burstBelow = Buffer.from(b); burstBelow.writeUInt32BE(4, 108);
+    expect(codeOf(() => decodeEstablishIntro(burstBelow))).toBe('MSG_MALFORMED');
+    expect(codeOf(() => decodeEstablishIntro(b.subarray(0, 108)))).toBe('MSG_MALFORMED');
+  });
   it('cookies are 20 bytes; RENDEZVOUS1 is cookie | 64-byte reply', () => {
     expect(codeOf(() => decodeCookie(Buffer.alloc(19)))).toBe('MSG_TRUNCATED');
     expect(decodeCookie(encodeCookie(Buffer.alloc(20, 7))).equals(Buffer.alloc(20, 7))).toBe(true);

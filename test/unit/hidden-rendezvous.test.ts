@@ -6,7 +6,7 @@ import { RendezvousRelay } from '../../src/circuit/rendezvous';
 import type { RendezvousCircuit } from '../../src/circuit/types';
 import { RelayCommand } from '../../src/wire/relay-msg';
 import { ed25519Generate, ed25519Sign, randomBytes } from '../../src/crypto/primitives';
-import { encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus } from '../../src/wire/hidden';
+import { encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams } from '../../src/wire/hidden';
 import { isBitcloudError } from '../../src/errors';
 
 class FakeCircuit implements RendezvousCircuit {
@@ -27,8 +27,8 @@ function codeOf(f: () => unknown): string {
 const relayId = ed25519Generate().publicKey;
 const NOW = 1_750_000_000_000;
 
-function establish(auth = ed25519Generate(), ts = NOW, ip = relayId): Buffer {
-  return encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(ip, auth.publicKey, ts), auth.secretKey) });
+function establish(auth = ed25519Generate(), ts = NOW, ip = relayId, dos?: IntroDosParams): Buffer {
+  return encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(ip, auth.publicKey, ts, dos), auth.secretKey), dos });
 }
 
 function introduceBody(authKey: Buffer): Buffer {
@@ -74,6 +74,35 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
     const c2 = new FakeCircuit();
     rv.onMessage(c2, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
     expect(c2.sent[0].data[0]).toBe(IntroduceAckStatus.UNKNOWN_KEY);
+  });
+  it('the DoS extension: INTRODUCE1s past the burst get ACK 3 and are not passed on; the bucket refills at the rate (SPEC.md §9.21.4)', () => {
+    let now = NOW;
+    const rv = new RendezvousRelay(() => relayId, { now: () => now });
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth, NOW, relayId, { ratePerSec: 2, burst: 3 }));
+    const client = new FakeCircuit();
+    for (let i = 0; i < 5; i++) rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    expect(client.sent.map((s) => s.data[0])).toEqual([0, 0, 0, IntroduceAckStatus.RATE_LIMITED, IntroduceAckStatus.RATE_LIMITED]);
+    expect(svc.sent.filter((s) => s.command === RelayCommand.INTRODUCE2)).toHaveLength(3);
+    expect(rv.counts.get('ack_rate_limited')).toBe(2);
+    now += 500; // one more token at 2 a second
+    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    expect(client.sent.slice(5).map((s) => s.data[0])).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.RATE_LIMITED]);
+    // Parameters the signature does not cover are refused: the extension is signed.
+    const tampered = establish(ed25519Generate(), NOW, relayId, { ratePerSec: 2, burst: 3 });
+    tampered.writeUInt32BE(1000, 108);
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, tampered))).toBe('HIDDEN_ESTABLISH_INVALID');
+  });
+  it('without the extension the defaults apply (25 a second, burst 200)', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const auth = ed25519Generate();
+    rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(auth));
+    const client = new FakeCircuit();
+    for (let i = 0; i < 201; i++) rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    expect(client.sent.filter((s) => s.data[0] === IntroduceAckStatus.SENT)).toHaveLength(200);
+    expect(client.sent[200].data[0]).toBe(IntroduceAckStatus.RATE_LIMITED);
   });
   it('a second ESTABLISH_INTRO for the same key replaces (and destroys) the first circuit', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });

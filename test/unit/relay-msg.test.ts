@@ -48,12 +48,13 @@ describe('relay payload layout (SPEC.md §2.5)', () => {
     expect(RELAY_DATA_MAX).toBe(498);
   });
 
-  it('keeps Tor\'s relay command numbers, its onion-service numbers, BEGIN_STORAGE = 40 and INTRODUCE_ACK = 41', () => {
+  it('keeps Tor\'s relay command numbers, its onion-service numbers, BEGIN_STORAGE = 40, INTRODUCE_ACK = 41 and PROBE_ECHO = 42', () => {
     expect(RelayCommand).toEqual({
       BEGIN: 1, DATA: 2, END: 3, CONNECTED: 4, SENDME: 5, TRUNCATE: 8, TRUNCATED: 9, DROP: 10,
       RESOLVE: 11, RESOLVED: 12, BEGIN_DIR: 13, EXTEND2: 14, EXTENDED2: 15,
       ESTABLISH_INTRO: 32, ESTABLISH_RENDEZVOUS: 33, INTRODUCE1: 34, INTRODUCE2: 35, RENDEZVOUS1: 36,
       RENDEZVOUS2: 37, INTRO_ESTABLISHED: 38, RENDEZVOUS_ESTABLISHED: 39, BEGIN_STORAGE: 40, INTRODUCE_ACK: 41,
+      PROBE_ECHO: 42,
     });
   });
 
@@ -109,7 +110,7 @@ describe('stream id rules (SPEC.md §2.6)', () => {
 
 describe('refusals', () => {
   it('RELAY_UNKNOWN_COMMAND for a command not in the table', () => {
-    for (const c of [0, 6, 7, 16, 31, 42, 255]) {
+    for (const c of [0, 6, 7, 16, 31, 43, 255]) {
       expect(isKnownRelayCommand(c)).toBe(false);
       expect(codeOf(() => encodeRelayPayload(c, 1, Buffer.alloc(0)))).toBe('RELAY_UNKNOWN_COMMAND');
       const p = encodeRelayPayload(RelayCommand.DATA, 1, Buffer.alloc(0));

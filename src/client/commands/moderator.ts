@@ -19,14 +19,12 @@ import { PUBLIC_CONTENT_KEY, checkContentClass, checkTag, parseModerator } from 
 import { fetchModeratorPolicies } from '../../moderation/placement';
 import { authoritySource } from '../../moderation/sources';
 import type { PolicyState } from '../../moderation/chain';
-import { openStorageSession } from '../storage-client-setup';
+import { openCircuitNames, openNetwork, openStorageSession, type Network } from '../storage-client-setup';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
-import { fetchVerifiedConsensus } from '../../dir/consensus-fetch';
-import { hostPort } from '../../dir/config-fields';
-import { dhtBootstrapList, type DhtAddress } from '../../storage/dht';
 import { stateBundle } from '../../moderation/chain';
 import { parseDenyTarget } from '../../moderation/denylist';
-import { openToolDht, publishPolicyToDht } from '../../moderation/dht';
+import { publishPolicyVia } from '../../moderation/dht';
+import type { Ed25519KeyPair } from '../../crypto/primitives';
 import { uploadPolicy } from '../../moderation/sources';
 import { ModeratorWorkspace } from '../../moderation/workspace';
 
@@ -38,7 +36,6 @@ const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => 
 export interface PublishOptions {
   authority?: string[];
   config?: string;
-  dht?: string[];
   noDht?: boolean;
   snapshot?: boolean;
   lifetimeDays?: number;
@@ -55,17 +52,33 @@ function authorityUrls(o: PublishOptions): { urls: string[]; warning?: string } 
   }
 }
 
-/** DHT bootstrap nodes: --dht, else the storage nodes of the verified consensus. */
-async function dhtBootstrap(o: PublishOptions): Promise<{ nodes: DhtAddress[]; warning?: string }> {
-  if (o.noDht) return { nodes: [] };
-  if (o.dht?.length) return { nodes: o.dht.map((d, i) => hostPort(d, `--dht[${i}]`)) };
+/**
+ * SPEC.md §10.7.2 over circuits (§9.14.1): the policy's parts and head go as DhtPuts to storage
+ * nodes reached over circuits; this process opens no DHT socket. Needs a client config (its
+ * consensus names the storage nodes).
+ */
+async function publishThroughCircuits(o: PublishOptions, key: Ed25519KeyPair, bundle: Buffer, seq: number): Promise<{ target: string; ok: boolean; detail: string } | { warning: string }> {
+  let cfgFile: string;
   try {
-    const cfg = loadDirClientConfig(clientConfigPath(o.config));
-    const r = await fetchVerifiedConsensus(cfg.authorities.map((a) => a.url), cfg.authorities, { now: Date.now, have: null, timeoutMs: 10_000 });
-    if (!r.consensus) return { nodes: [], warning: 'no valid consensus: not publishing to the DHT' };
-    return { nodes: dhtBootstrapList(r.consensus.relays) };
+    cfgFile = clientConfigPath(o.config);
+    loadDirClientConfig(cfgFile);
   } catch (e) {
-    return { nodes: [], warning: `not publishing to the DHT: ${(e as Error).message}` };
+    return { warning: `not publishing to the DHT: no client config (${(e as Error).message}); use --config` };
+  }
+  const log = createLogger('bitcloud', { level: 'warn' });
+  let network: Network | null = null;
+  let session: Awaited<ReturnType<typeof openCircuitNames>> | null = null;
+  try {
+    network = await openNetwork({ config: cfgFile, log });
+    session = await openCircuitNames(network, log);
+    const names = session.names;
+    const n = await publishPolicyVia({ immutable: (v) => names.put({ immutable: v }), signed: (item) => names.put({ item }) }, key, bundle, seq);
+    return { target: 'dht', ok: true, detail: `head stored on ${n} nodes (through a storage node over a circuit)` };
+  } catch (e) {
+    return { target: 'dht', ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` };
+  } finally {
+    await session?.close();
+    network?.close();
   }
 }
 
@@ -86,18 +99,10 @@ export async function publishCommand(dir: string, o: PublishOptions, io: Output 
       results.push({ target: url, ok: false, detail: (e as Error).message });
     }
   }
-  const boot = await dhtBootstrap(o);
-  if (boot.warning) io.err(`bitcloud moderator: ${boot.warning}`);
-  if (boot.nodes.length > 0) {
-    const dht = await openToolDht(boot.nodes);
-    try {
-      const n = await publishPolicyToDht(dht, ws.key, bundle, state.seq);
-      results.push({ target: 'dht', ok: true, detail: `head stored on ${n} nodes` });
-    } catch (e) {
-      results.push({ target: 'dht', ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` });
-    } finally {
-      await dht.close();
-    }
+  if (!o.noDht) {
+    const r = await publishThroughCircuits(o, ws.key, bundle, state.seq);
+    if ('warning' in r) io.err(`bitcloud moderator: ${r.warning}`);
+    else results.push(r);
   }
   const kind = head.previous ? 'delta' : 'snapshot';
   if (o.json) {
@@ -288,14 +293,13 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
       }))
     .command('publish', 'Sign the next version and publish it to the authorities and the DHT', (c) => c
       .option('authority', { type: 'string', array: true, describe: 'Authority base URL or HOST:PORT (default: the client config\'s authorities)' })
-      .option('config', { type: 'string', describe: 'Client config file (authorities; consensus for the DHT bootstrap)' })
-      .option('dht', { type: 'string', array: true, describe: 'DHT bootstrap HOST:PORT (default: storage nodes of the consensus)' })
+      .option('config', { type: 'string', describe: 'Client config file (authorities; the consensus whose storage nodes take the DHT items over circuits)' })
       .option('skip-dht', { type: 'boolean', default: false, describe: 'Do not publish to the DHT' })
       .option('snapshot', { type: 'boolean', default: false, describe: 'Publish a full snapshot instead of a delta' })
       .option('lifetime-days', { type: 'number', default: 30, describe: 'Validity of this version, days' }),
     (a) => run(a as Args, () => {
-      const x = a as unknown as Args & { authority?: string[]; config?: string; dht?: string[]; 'skip-dht': boolean; snapshot: boolean; 'lifetime-days': number };
-      return publishCommand(dirOf(x), { authority: x.authority, config: x.config, dht: x.dht, noDht: x['skip-dht'], snapshot: x.snapshot, lifetimeDays: x['lifetime-days'], json: x.json });
+      const x = a as unknown as Args & { authority?: string[]; config?: string; 'skip-dht': boolean; snapshot: boolean; 'lifetime-days': number };
+      return publishCommand(dirOf(x), { authority: x.authority, config: x.config, noDht: x['skip-dht'], snapshot: x.snapshot, lifetimeDays: x['lifetime-days'], json: x.json });
     }))
     .demandCommand(1, 'Name a moderator command (see --help).') as never,
   handler: () => {},

@@ -1,0 +1,85 @@
+// SPEC.md §9.21.8: a relay's directory mirror passes a hidden node's uploads on to the
+// authorities. The node reaches the mirror over a 3-hop circuit (BEGIN_DIR at the mirror), so
+// the authorities see the mirror's address, never the node's:
+//   POST /bitcloud/descriptor   a relay descriptor with the hidden role (SPEC.md §9.21.1) only
+//   POST /bitcloud/hs/desc      a hidden descriptor (SPEC.md §9.21.3)
+// The mirror checks the layout and signature (never forwards junk under its own address), sends
+// the body unchanged to every authority, and answers 200 with each authority's status.
+import type http from 'node:http';
+import { err, errorCode, isBitcloudError } from '../src/errors';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { verifyDescriptor } from '../src/dir/descriptor';
+import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
+import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
+import { checkHsDescriptorOuter } from '../src/hidden/descriptor';
+import { HS_DESC_PATH } from '../src/hidden/store';
+import { HS_DESC_MAX } from '../src/wire/hidden';
+import type { ForwardedResult } from '../src/hidden/upload';
+import { LIMITS } from '../src/wire/docs';
+import { oncePerRegistry, prom } from '../src/ops/metrics';
+
+/** Uploads passed on at the same time; more are answered 503 (the node tries another mirror). */
+export const FORWARD_MAX_IN_FLIGHT = 16;
+
+export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result',
+  labelNames: ['kind', 'result'], registers: [reg],
+}));
+
+
+export class UploadForwarder {
+  private inFlight = 0;
+  constructor(
+    private readonly authorities: () => readonly AuthorityInfo[],
+    private readonly now: () => number = Date.now,
+    /** Counts by kind (descriptor, hs_desc) and result (forwarded, refused, or the mirror's refusal code). */
+    private readonly onResult: (kind: string, result: string) => void = () => {},
+  ) {}
+
+  /** True when `p` is an upload path this mirror forwards. */
+  static handles(method: string | undefined, p: string): boolean {
+    return method === 'POST' && (p === PATHS.descriptor || p === HS_DESC_PATH);
+  }
+
+
+  async serve(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
+    const kind = p === HS_DESC_PATH ? 'hs_desc' : 'descriptor';
+    if (this.inFlight >= FORWARD_MAX_IN_FLIGHT) {
+      req.resume();
+      this.onResult(kind, 'RATE_LIMITED');
+      return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many uploads as it may; try another');
+    }
+    this.inFlight++;
+    try {
+      const body = await readBody(req, kind === 'hs_desc' ? HS_DESC_MAX : LIMITS.descriptorBytes);
+      if (body === null) { this.onResult(kind, 'too_large'); return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large'); }
+      try {
+        if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
+        else {
+          const d = verifyDescriptor(body, { now: this.now() });
+          if (!d.roles.includes('hidden')) throw err('DIR_UPLOAD_NOT_HIDDEN', 'not a hidden storage node');
+        }
+      } catch (e) {
+        const code = errorCode(e);
+        this.onResult(kind, code);
+        return sendJsonError(res, 400, code, code === 'DIR_UPLOAD_NOT_HIDDEN'
+          ? 'a mirror passes on relay descriptors of hidden storage nodes only; others upload directly'
+          : isBitcloudError(e) ? e.message : 'malformed upload');
+      }
+      const forwarded = await Promise.all(this.authorities().map(async (a): Promise<ForwardedResult> => {
+        try {
+          const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+          let code: string | undefined;
+          if (r.status !== 200) { try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? '') || undefined; } catch { /* not JSON */ } }
+          return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}) };
+        } catch (e) {
+          return { authority: a.fingerprint, status: 0, code: errorCode(e) };
+        }
+      }));
+      this.onResult(kind, forwarded.some((f) => f.status === 200) ? 'forwarded' : 'refused');
+      sendJson(res, 200, { forwarded });
+    } finally {
+      this.inFlight--;
+    }
+  }
+}

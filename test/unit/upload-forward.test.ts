@@ -1,0 +1,83 @@
+// SPEC.md §9.21.8: a relay mirror passes hidden nodes' uploads on to every authority (with the
+// fetcher header "mirror", body unchanged) and reports each authority's status; it refuses relay
+// descriptors without the hidden role and hidden descriptors that do not parse. Loopback HTTP.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UploadForwarder } from '../../relay/upload-forward';
+import { buildDescriptor } from '../../src/dir/descriptor';
+import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
+import { httpRequest } from '../../src/dir/fetch';
+import { HS_DESC_PATH } from '../../src/hidden/store';
+import { makeHsDescriptor } from '../../src/hidden/descriptor';
+import { hsPeriodOf } from '../../src/crypto/blind';
+import type { Role } from '../../src/dir/types';
+
+const servers: http.Server[] = [];
+const got: { path: string; fetcher: string | undefined; body: Buffer }[] = [];
+let mirror = '';
+const authorityFp = 'ab'.repeat(32);
+
+async function listen(handler: http.RequestListener): Promise<string> {
+  const s = http.createServer(handler);
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+beforeAll(async () => {
+  const authority = await listen((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      got.push({ path: req.url ?? '', fetcher: req.headers['x-bitcloud-fetcher'] as string | undefined, body: Buffer.concat(chunks) });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"accepted":true}');
+    });
+  });
+  const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }, { name: 'gone', fingerprint: 'cd'.repeat(32), url: 'http://127.0.0.1:1' }] as never);
+  mirror = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+});
+
+afterAll(async () => { for (const s of servers) await new Promise<void>((r) => s.close(() => r())); });
+
+const descriptor = (roles: Role[]) => buildDescriptor({
+  identity: ed25519Generate(), onionKey: x25519Generate().publicKey, nickname: 'n', address: roles.includes('hidden') ? '0.0.0.0' : '127.0.0.1',
+  orPort: roles.includes('hidden') ? 0 : 9001, declaredBandwidth: 1000, roles, version: 'bitcloud-test', published: Date.now(),
+});
+const post = (path: string, body: Buffer) => httpRequest(`${mirror}${path}`, { method: 'POST', body, maxBytes: 65536, timeoutMs: 10_000 });
+const json = (b: Buffer) => JSON.parse(b.toString('utf8')) as Record<string, unknown>;
+
+describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => {
+  it('passes a hidden node\'s relay descriptor and hidden descriptor on unchanged, and reports each authority', async () => {
+    const d = descriptor(['storage', 'hidden']);
+    const r = await post('/bitcloud/descriptor', d);
+    expect(r.status).toBe(200);
+    const f = json(r.body).forwarded as { authority: string; status: number; code?: string }[];
+    expect(f.find((x) => x.authority === authorityFp)).toEqual({ authority: authorityFp, status: 200 });
+    expect(f.find((x) => x.authority !== authorityFp)?.status).toBe(0); // unreachable
+    expect(got.at(-1)).toEqual({ path: '/bitcloud/descriptor', fetcher: 'mirror', body: d });
+
+    const hs = makeHsDescriptor({ identity: ed25519Generate(), period: hsPeriodOf(Date.now()), revision: Date.now(), inner: {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    } });
+    const r2 = await post(HS_DESC_PATH, hs);
+    expect(r2.status).toBe(200);
+    expect(got.at(-1)).toEqual({ path: HS_DESC_PATH, fetcher: 'mirror', body: hs });
+  });
+
+  it('refuses a relay descriptor without the hidden role (DIR_UPLOAD_NOT_HIDDEN) and a hidden descriptor that does not parse, passing neither on', async () => {
+    const before = got.length;
+    const r = await post('/bitcloud/descriptor', descriptor(['relay']));
+    expect([r.status, json(r.body).code]).toEqual([400, 'DIR_UPLOAD_NOT_HIDDEN']);
+    const r2 = await post(HS_DESC_PATH, randomBytes(300));
+    expect(r2.status).toBe(400);
+    expect(String(json(r2.body).code)).toMatch(/^HIDDEN_DESC_/);
+    const d = descriptor(['storage', 'hidden']);
+    d[d.length - 5] ^= 1; // the signature no longer verifies
+    const r3 = await post('/bitcloud/descriptor', d);
+    expect(r3.status).toBe(400);
+    expect(got.length).toBe(before);
+  });
+});
