@@ -61,6 +61,8 @@ export class ShareStore {
   readonly maxShareBytes: number;
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /** Share folders (shares/ab/cd) known to exist: created once per run, not looked up per put. */
+  private readonly dirs = new Set<string>();
   private readonly cache: LRUCache<string, Buffer> | null;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -110,6 +112,7 @@ export class ShareStore {
       for (const b of await fsp.readdir(da)) {
         const db = path.join(da, b);
         if (!/^[0-9a-f]{2}$/.test(b)) { this.log.warn({ entry: `${a}/${b}` }, 'unexpected entry in shares/'); continue; }
+        this.dirs.add(db);
         for (const name of await fsp.readdir(db)) {
           const file = path.join(db, name);
           if (name.startsWith('.') && name.endsWith('.tmp')) {
@@ -196,10 +199,16 @@ export class ShareStore {
       }
       this.reserved += data.length;
       try {
-        const file = this.sharePath(hex);
-        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-        await writeFileAtomic(file, data, 0o600);
-        await this.journal.append([{ id, expiresAt: until }]);
+        // SPEC.md §9.8.2: the share (temp, fsync, rename, folder fsync) and its lease record are
+        // made durable side by side; the put is answered only when both are. A crash between the
+        // two leaves either a lease for a share that is not there (dropped when the store opens)
+        // or a share without a lease (given the grace lease): never an acknowledged share lost.
+        // Concurrent puts share the journal's write and fsync (group commit).
+        const written = this.writeShare(hex, data);
+        const journaled = this.journal.append([{ id, expiresAt: until }]);
+        const [w, j] = await Promise.allSettled([written, journaled]);
+        if (w.status === 'rejected') throw w.reason;
+        if (j.status === 'rejected') throw j.reason;
       } catch (e) {
         if (isBitcloudError(e)) throw e;
         const code = (e as NodeJS.ErrnoException).code;
@@ -213,6 +222,26 @@ export class ShareStore {
       this.updateGauges();
       return { expiresAt: until, stored: true };
     });
+  }
+
+  /** Write one share atomically (temp, fsync, rename, folder fsync), creating its folder once. */
+  private async writeShare(hex: string, data: Buffer): Promise<void> {
+    const file = this.sharePath(hex);
+    const dir = path.dirname(file);
+    if (!this.dirs.has(dir)) {
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      this.dirs.add(dir);
+    }
+    try {
+      await writeFileAtomic(file, data, 0o600, { mkdir: false });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      // The folder went away under us (removed by hand): make it again, once.
+      this.dirs.delete(dir);
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      this.dirs.add(dir);
+      await writeFileAtomic(file, data, 0o600, { mkdir: false });
+    }
   }
 
   /** The whole share, verified (from the cache, or read from disk and hashed). */

@@ -117,6 +117,42 @@ async function rawCircuit(link: ClientLink, n: NetJson, bytes: number): Promise<
   return { down, up };
 }
 
+/**
+ * Bare bytes up through `k` 3-hop circuits at once (guard → middle → raw endpoint, all on the same
+ * guard link), `total` bytes split evenly: what the circuits alone carry when a put spreads its
+ * shares over k nodes, with nothing of the storage protocol or the node's disk.
+ */
+async function rawCircuitsUp(link: ClientLink, n: NetJson, k: number, total: number): Promise<number> {
+  const per = Math.floor(total / k);
+  const circuits = await Promise.all(Array.from({ length: k }, async () => {
+    const c = ClientCircuit.allocate(link);
+    await c.create(hop(n.guard));
+    await c.extend(hop(n.middle));
+    await c.extend(hop(n.raw));
+    return { c, stream: (await c.openStream({ kind: 'begin_storage' })).stream };
+  }));
+  const block = Buffer.alloc(256 * 1024, 0x33);
+  const t0 = performance.now();
+  await Promise.all(circuits.map(async ({ stream }) => {
+    const done = new Promise<void>((resolve, reject) => {
+      stream.on('data', () => {});
+      stream.on('end', () => resolve());
+      stream.on('error', reject);
+    });
+    const head = Buffer.alloc(5);
+    head[0] = 'U'.charCodeAt(0);
+    head.writeUInt32BE(per, 1);
+    stream.write(head);
+    for (let sent = 0; sent < per; sent += block.length) {
+      if (!stream.write(block.subarray(0, Math.min(block.length, per - sent)))) await new Promise((r) => stream.once('drain', r));
+    }
+    await done;
+  }));
+  const v = mbps(per * k, performance.now() - t0);
+  for (const { c } of circuits) c.destroy();
+  return v;
+}
+
 /** Loopback TCP, the floor under everything else. */
 async function rawTcp(bytes: number): Promise<number> {
   const block = Buffer.alloc(256 * 1024, 1);
@@ -229,7 +265,7 @@ export async function netRows(quick: boolean): Promise<BenchRow[]> {
     const direct: OpenStorageStream = (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity });
     // The machine may be shared: every measure runs `rounds` times, interleaved with the others,
     // and the best of each is kept, so a burst of load elsewhere hits baselines and storage alike.
-    const best = { tcp: 0, disk: 0, rawDown: 0, rawUp: 0, cPut: 0, cGet: 0, dPut: 0, dGet: 0 };
+    const best = { tcp: 0, disk: 0, rawDown: 0, rawUp: 0, rawUp6: 0, cPut: 0, cGet: 0, dPut: 0, dGet: 0 };
     const rounds = 2;
     for (let r = 0; r < rounds; r++) {
       best.tcp = Math.max(best.tcp, await rawTcp(bytes));
@@ -237,6 +273,8 @@ export async function netRows(quick: boolean): Promise<BenchRow[]> {
       const raw = await rawCircuit(guardLink, n, bytes);
       best.rawDown = Math.max(best.rawDown, raw.down);
       best.rawUp = Math.max(best.rawUp, raw.up);
+      // A put of the file sends 1.5× its bytes (4-of-6) over 6 circuits at once.
+      best.rawUp6 = Math.max(best.rawUp6, await rawCircuitsUp(guardLink, n, nodes.length, Math.round(bytes * 1.5)));
       const c = await putGet(nodes, viaCircuits, file, dir, bytes);
       const d = await putGet(nodes, direct, file, dir, bytes);
       if (!c.ok || !d.ok) throw new Error('storage bench: a get returned different bytes');
@@ -266,6 +304,8 @@ export async function netRows(quick: boolean): Promise<BenchRow[]> {
       { group: 'storage', name: `raw disk write (${label}, then fsync)`, value: disk, unit: 'MB/s', baseline: { name: 'loopback TCP', value: tcp, unit: 'MB/s' } },
       { group: 'storage', name: `get ${label} through circuits (4-of-6, 6 nodes)`, value: circ.get, unit: 'MB/s', baseline: rawDown, note: 'ratio = get ÷ raw circuit down, target ≥ 0.8; best of 2 interleaved runs' },
       { group: 'storage', name: `put ${label} through circuits (4-of-6, 6 nodes)`, value: circ.put, unit: 'MB/s', baseline: rawUp, note: 'ratio = put ÷ raw circuit up, target ≥ 0.6; shares are 1.5× the file' },
+      { group: 'storage', name: `raw 3-hop circuits up, ${nodes.length} at once (${label} × 1.5 split over them, as a put sends)`, value: best.rawUp6, unit: 'MB/s', baseline: rawUp, note: 'the circuit layer alone: ratio = aggregate of 6 circuits ÷ one circuit' },
+      { group: 'storage', name: `put ${label} through circuits, beside ${nodes.length} raw circuits at once`, value: circ.put, unit: 'MB/s', baseline: { name: `${nodes.length} raw circuits up at once ÷ 1.5 (file bytes they carry)`, value: best.rawUp6 / 1.5, unit: 'MB/s' }, note: 'what the storage protocol and the nodes cost on top of the circuits (1.0 = nothing)' },
       { group: 'storage', name: `get ${label} direct (4-of-6, 6 nodes)`, value: dir_.get, unit: 'MB/s', baseline: rawDown },
       { group: 'storage', name: `put ${label} direct (4-of-6, 6 nodes)`, value: dir_.put, unit: 'MB/s', baseline: diskBase, note: 'every share fsynced on its node' },
       { group: 'storage', name: 'authority audit over a circuit: build guard → middle → node + BEGIN_STORAGE (once per node per epoch)', value: audit.buildMs, unit: 'ms', note: 'best of 2; SPEC.md §9.20.2' },

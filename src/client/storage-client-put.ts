@@ -22,7 +22,11 @@ export interface PutOptions {
   /** Suggested file name stored in the manifest (default: the file's base name). */
   name?: string;
   contentType?: string;
-  /** Chunks being stored at once (default 4). */
+  /**
+   * Chunks being stored at once. Default: as many as fit in PUT_WINDOW_BYTES of shares, between 4
+   * and 16 (16 for the default 1 MiB 4-of-6 chunks), so every node has several shares in flight
+   * and an acknowledgement's round trip (the node's fsync) never idles its stream.
+   */
   window?: number;
   /** Plaintext bytes stored so far, of `total`. */
   onProgress?: (done: number, total: number) => void;
@@ -50,6 +54,15 @@ export interface PutResult {
 }
 
 interface Tally { shares: number; bytes: number; relocated: number }
+
+/** Share bytes a put keeps in flight by default (SPEC.md §9.9): bounds the client's memory. */
+export const PUT_WINDOW_BYTES = 24 * 1024 * 1024;
+
+/** Chunks in flight by default: PUT_WINDOW_BYTES of shares, at least 4 and at most 16 chunks. */
+export function defaultWindow(chunkSize: number, coding: Coding): number {
+  const shareBytesPerChunk = Math.ceil(chunkSize / coding.k) * coding.n;
+  return Math.min(16, Math.max(4, Math.floor(PUT_WINDOW_BYTES / shareBytesPerChunk)));
+}
 
 /** A manifest name: the base name, if it is a valid one; else none. */
 export function manifestName(file: string): string {
@@ -111,7 +124,7 @@ export async function storeRoot(client: StorageClient, root: Share, copies: numb
 export async function putFile(client: StorageClient, file: string, o: PutOptions = {}): Promise<PutResult> {
   const coding = o.coding ?? DEFAULT_CODING;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const window = Math.max(1, o.window ?? 4);
+  const window = Math.max(1, o.window ?? defaultWindow(chunkSize, coding));
   let st: fs.Stats;
   try {
     st = await fsp.stat(file);

@@ -8,8 +8,9 @@ function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
-export async function writeFileAtomic(file: string, data: Uint8Array | string, mode = 0o644): Promise<void> {
-  await fsp.mkdir(path.dirname(file), { recursive: true });
+/** `opts.mkdir: false`: the caller knows the folder exists (saves a look-up per write on hot paths). */
+export async function writeFileAtomic(file: string, data: Uint8Array | string, mode = 0o644, opts: { mkdir?: boolean } = {}): Promise<void> {
+  if (opts.mkdir !== false) await fsp.mkdir(path.dirname(file), { recursive: true });
   const tmp = tmpName(file);
   const fh = await fsp.open(tmp, 'wx', mode);
   try {

@@ -36,8 +36,12 @@ export class StorageChannel {
     const body = encodeRequest(reqId, req);
     return new Promise<Answer<T['type']>>((resolve, reject) => {
       this.pending.set(reqId, { req, resolve: resolve as (r: StorageResponse) => void, reject });
+      // Header and body leave in one write (writev where the transport has it): a 4-byte header
+      // alone would cost a DATA cell of its own on a circuit stream.
+      this.stream.cork();
       this.stream.write(frameHeader(body.length));
       this.stream.write(body);
+      this.stream.uncork();
     });
   }
 
