@@ -104,6 +104,13 @@ async function challenges(n: (typeof nodes)[number]): Promise<{ circuit: number;
   };
 }
 
+/** Stores `bytes` random bytes as a 2-of-4 file with `bitcloud put` (extra options appended); returns the CLI's result. */
+async function putRandomFile(name: string, bytes: number, extra: string[] = []): Promise<Awaited<ReturnType<typeof cli>>> {
+  const file = path.join(dnet.dir, name);
+  fs.writeFileSync(file, randomBytes(bytes));
+  return cli(['put', file, '-k', '2', '-n', '4', ...extra, '--json']);
+}
+
 /** Waits for the first block of the verified chain, in chain order, that `want` takes. */
 async function blockThatPaysStorage(want: (b: RewardBlock, storage: Map<string, bigint>) => boolean): Promise<RewardBlock> {
   return eventually(async () => {
@@ -126,9 +133,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
   let afterKeeper: { circuit: number; direct: number }[] = [];
 
   it('a 2-of-4 file under contract: every node is audited, reported, put in the consensus and paid', async () => {
-    const file = path.join(dnet.dir, 'paid.bin');
-    fs.writeFileSync(file, randomBytes(200_000));
-    const put = await cli(['put', file, '-k', '2', '-n', '4', '--json']);
+    const put = await putRandomFile('paid.bin', 200_000);
     expect(put.code, put.stderr).toBe(0);
     const cap = String(lastJson(put.stdout).capability);
 
@@ -218,9 +223,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
   }, 300_000);
 
   it('a paid contract: escrow opened, each epoch\'s payments exact by the proposer\'s report, the rest refunded (SPEC.md §9.20.4)', async () => {
-    const file = path.join(dnet.dir, 'escrowed.bin');
-    fs.writeFileSync(file, randomBytes(100_000));
-    const put = await cli(['put', file, '-k', '2', '-n', '4', '--json']);
+    const put = await putRandomFile('escrowed.bin', 100_000);
     expect(put.code, put.stderr).toBe(0);
     const cap = String(lastJson(put.stdout).capability);
     const payer = nodes[1];
@@ -290,11 +293,9 @@ describe('authorities audit contracted storage each epoch and pay only for passe
   }, 400_000);
 
   it('put --pay opens a paid contract in one command; the payer\'s cancel returns the rest at once, exactly; other keys, a second cancel and an unfundable funding are refused (SPEC.md §9.20.4)', async () => {
-    const file = path.join(dnet.dir, 'cancelled.bin');
-    fs.writeFileSync(file, randomBytes(100_000));
     const payer = nodes[2];
     const keyFile = path.join(payer.dataDir, IDENTITY_KEY_FILE);
-    const put = await cli(['put', file, '-k', '2', '-n', '4', '--pay', '2', '--epochs', '100', '--key', keyFile, '--json']);
+    const put = await putRandomFile('cancelled.bin', 100_000, ['--pay', '2', '--epochs', '100', '--key', keyFile]);
     expect(put.code, put.stderr + put.stdout).toBe(0);
     const out = lastJson(put.stdout);
     expect(out.capability).toMatch(/^bitcloud:/);
