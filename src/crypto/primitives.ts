@@ -369,8 +369,8 @@ export interface StreamXor {
   xorInPlace(data: Uint8Array): void;
   /**
    * Same bytes as xorInPlace(data), for a large buffer (the payloads of many cells, end to end):
-   * whatever keystream is already made is XORed in JavaScript, the rest is one Cipher.update over
-   * the data itself (OpenSSL does the XOR) copied back in place. Worth it from a few cells on.
+   * whatever keystream is already made is XORed in JavaScript, the rest (from two cells on) is
+   * one Cipher.update over the data itself (OpenSSL does the XOR) copied back in place.
    */
   xorManyInPlace(data: Uint8Array): void;
 }
@@ -383,8 +383,8 @@ export interface StreamXor {
 export const AES_CTR_BATCH_BYTES = 16 * 1024;
 /** First keystream batch of a hop direction (two cells); each refill doubles it up to the maximum. */
 export const AES_CTR_FIRST_BATCH_BYTES = 1024;
-/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~2 µs). */
-const XOR_MANY_MIN_BYTES = 2048;
+/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~1-2 µs). */
+const XOR_MANY_MIN_BYTES = 1024;
 /** The plaintext for keystream batches: zeros, shared (Cipher.update only reads it). */
 const KEYSTREAM_ZEROS = Buffer.alloc(AES_CTR_BATCH_BYTES);
 
@@ -418,12 +418,18 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   const xs: StreamXor = {
     xorManyInPlace(data: Uint8Array): void {
       const left = ks.length - pos;
-      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few cells.
-      if (left >= data.length || data.length < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data); return; }
+      if (left >= data.length) { xs.xorInPlace(data); return; }
       // CTR is position-only: the keystream made so far covers the first `left` bytes, and the
-      // cipher's counter stands exactly after it, so Cipher.update goes on from there.
+      // cipher's counter stands exactly after it, so Cipher.update goes on from there. Only that
+      // leftover is XORed in JavaScript (no new keystream batch is made for it).
       if (left > 0) xs.xorInPlace(data.subarray(0, left));
+      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few
+      // cells: a short rest takes a keystream batch.
+      if (data.length - left < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data.subarray(left)); return; }
       data.set(c.update(data.subarray(left)), left);
+      // A direction that goes by runs keeps its keystream batches small, so that the leftover a
+      // short run leaves (XORed in JavaScript by the next run) stays small too.
+      batch = Math.min(AES_CTR_FIRST_BATCH_BYTES, batchBytes);
     },
     xorInPlace(data: Uint8Array): void {
       const n = data.length;
