@@ -135,6 +135,11 @@ export class CircuitStream extends Duplex {
 
   /** A DATA message for this stream; `data` is a view valid only now, so it is copied. */
   onData(data: Buffer): void {
+    this.onDataFrom(data, 0, data.length);
+  }
+
+  /** Hot path: onData(src.subarray(start, start + len)) without making the view. */
+  onDataFrom(src: Buffer, start: number, len: number): void {
     try {
       this.deliverWindow.onDataReceived();
     } catch (e) {
@@ -147,10 +152,10 @@ export class CircuitStream extends Duplex {
     // event loop's check phase, where links flush their own writes too): one allocation and
     // one push per read instead of per 498 bytes or per TLS record, so the socket behind the
     // reader gets few large writes. Order is kept: a full buffer is pushed before the next.
-    if (this.rx && this.rxLen + data.length > this.rx.length) this.flushRx();
+    if (this.rx && this.rxLen + len > this.rx.length) this.flushRx();
     if (!this.rx) { this.rx = Buffer.allocUnsafe(RX_COALESCE); this.rxLen = 0; }
-    data.copy(this.rx, this.rxLen);
-    this.rxLen += data.length;
+    src.copy(this.rx, this.rxLen, start, start + len);
+    this.rxLen += len;
     if (!this.rxScheduled) { this.rxScheduled = true; setImmediate(this.flushRxTask); }
   }
 
