@@ -141,6 +141,7 @@ export class HiddenReceipts {
       }
       this.o.log.debug({ accepted: p.accepted.size, of: keys.size }, 'pseudonym registration sent');
     } catch (e) {
+      if (this.stopped) return;
       this.events.inc({ event: `register_${errorCode(e)}` });
       this.o.log.warn({ code: errorCode(e) }, 'pseudonym registration failed; retrying');
     }
