@@ -201,7 +201,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
 }
 
 const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({
-  name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc) and source (mirror, direct)',
+  name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc, hs_pseudonym) and source (mirror, direct)',
   labelNames: ['kind', 'via'], registers: [reg],
 }));
 
