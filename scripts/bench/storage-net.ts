@@ -29,15 +29,15 @@ import { getFile } from '../../src/client/storage-client-get';
 const MiB = 1024 * 1024;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-interface HopJson { identity: string; onionKey: string; port: number; storagePort: number }
-interface NetJson { guard: HopJson; middle: HopJson; raw: HopJson; nodes: HopJson[] }
+export interface HopJson { identity: string; onionKey: string; port: number; storagePort: number }
+export interface NetJson { guard: HopJson; middle: HopJson; raw: HopJson; nodes: HopJson[] }
 
-function hop(h: HopJson): HopTarget {
+export function hop(h: HopJson): HopTarget {
   const identity = Buffer.from(h.identity, 'hex');
   return { identity, fingerprint: fingerprint(identity), onionKey: Buffer.from(h.onionKey, 'hex'), address: '127.0.0.1', orPort: h.port };
 }
 
-function relayOf(h: HopJson): ConsensusRelay {
+export function relayOf(h: HopJson): ConsensusRelay {
   const t = hop(h);
   return {
     ...t, nickname: 'bench', dirPort: 0, storagePort: h.storagePort, flags: new Set(['Running', 'Valid', 'Storage']) as ConsensusRelay['flags'],
@@ -46,7 +46,7 @@ function relayOf(h: HopJson): ConsensusRelay {
 }
 
 /** One node of the network in its own process; resolves with the hop it printed. */
-function startNode(role: 'guard' | 'middle' | 'raw' | 'storage'): Promise<{ hop: HopJson; stop: () => Promise<void> }> {
+export function startNode(role: 'guard' | 'middle' | 'raw' | 'storage'): Promise<{ hop: HopJson; pid: number; stop: () => Promise<void> }> {
   // BITCLOUD_BENCH_NODE_ARGS: extra node flags for the network's processes (e.g. --cpu-prof).
   const extra = (process.env.BITCLOUD_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const child = spawn(process.execPath, [...extra, path.join(ROOT, 'bin/run-ts.js'), path.join(ROOT, 'scripts/bench/storage-net-node.ts'), role], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -63,13 +63,14 @@ function startNode(role: 'guard' | 'middle' | 'raw' | 'storage'): Promise<{ hop:
     child.stdout!.setEncoding('utf8').on('data', (c: string) => {
       buf += c;
       const i = buf.indexOf('\n');
-      if (i >= 0) resolve({ hop: JSON.parse(buf.slice(0, i)) as HopJson, stop });
+      if (i >= 0) resolve({ hop: JSON.parse(buf.slice(0, i)) as HopJson, pid: child.pid!, stop });
     });
     child.once('exit', (code) => reject(new Error(`bench ${role} node exited (${code})`)));
   });
 }
 
-async function startNetwork(): Promise<{ net: NetJson; stop: () => Promise<void> }> {
+/** The bench network, each node its own process; `pids` in the order guard, middle, raw, nodes. */
+export async function startNetwork(): Promise<{ net: NetJson; pids: number[]; stop: () => Promise<void> }> {
   const started = await Promise.allSettled([
     startNode('guard'), startNode('middle'), startNode('raw'),
     ...Array.from({ length: 6 }, () => startNode('storage')),
@@ -79,13 +80,13 @@ async function startNetwork(): Promise<{ net: NetJson; stop: () => Promise<void>
   const failed = started.find((r) => r.status === 'rejected');
   if (failed) { await stop(); throw (failed as PromiseRejectedResult).reason; }
   const [guard, middle, raw, ...nodes] = up.map((n) => n.hop);
-  return { net: { guard, middle, raw, nodes }, stop };
+  return { net: { guard, middle, raw, nodes }, pids: up.map((u) => u.pid), stop };
 }
 
 const mbps = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000);
 
 /** Bare bytes through one 3-hop circuit, each way. */
-async function rawCircuit(link: ClientLink, n: NetJson, bytes: number): Promise<{ down: number; up: number }> {
+export async function rawCircuit(link: ClientLink, n: NetJson, bytes: number): Promise<{ down: number; up: number }> {
   const c = ClientCircuit.allocate(link);
   await c.create(hop(n.guard));
   await c.extend(hop(n.middle));
@@ -122,7 +123,7 @@ async function rawCircuit(link: ClientLink, n: NetJson, bytes: number): Promise<
  * guard link), `total` bytes split evenly: what the circuits alone carry when a put spreads its
  * shares over k nodes, with nothing of the storage protocol or the node's disk.
  */
-async function rawCircuitsUp(link: ClientLink, n: NetJson, k: number, total: number): Promise<number> {
+export async function rawCircuitsUp(link: ClientLink, n: NetJson, k: number, total: number): Promise<number> {
   const per = Math.floor(total / k);
   const circuits = await Promise.all(Array.from({ length: k }, async () => {
     const c = ClientCircuit.allocate(link);
