@@ -10,7 +10,7 @@ import { ChunkKind, type Share } from '../storage/encode';
 import { formatVerifyCapability, sealWithVerifyRecord } from '../storage/verify-cap';
 import type { VerifyChunk } from '../wire/verify-record';
 import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey, type PlainChunk } from '../storage/file-encoder';
-import { ChunkCoderPool, encodeInline, type CodedChunk } from '../storage/coder-pool';
+import { ChunkCoderPool, CODER_POOL_MIN_BYTES, encodeInline, type CodedChunk } from '../storage/coder-pool';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
 import { MAX_TEXT_BYTES } from '../storage/manifest';
@@ -42,8 +42,6 @@ export interface PutOptions {
   workers?: boolean;
 }
 
-/** Chunks smaller than this are encoded on the calling thread (a round trip to a worker costs more). */
-export const CODER_POOL_MIN_BYTES = 64 * 1024;
 
 export interface PutResult {
   capability: string;

@@ -7,11 +7,20 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { err, isErrorCode } from '../errors';
 import type { Coding } from './coding';
-import { ChunkKind, encodeChunk, type EncodedChunk } from './encode';
+import { ChunkKind, decodeChunk, encodeChunk, type ChunkRef, type EncodedChunk } from './encode';
 import { auditRoot } from './audit';
 
-/** Sent to a worker: encode chunk `index` of kind `kind` (plaintext transferred). */
-export interface CoderTask { id: number; key: Uint8Array; index: number; plain: Uint8Array; k: number; n: number; kind: number; auditRoots: boolean }
+/** Chunks smaller than this are coded on the calling thread (a round trip to a worker costs more). */
+export const CODER_POOL_MIN_BYTES = 64 * 1024;
+
+/**
+ * Sent to a worker: encode chunk `index` of kind `kind` (plaintext in `plain`, transferred), or
+ * decode it from the shares `present` (packed in `plain`, `size` bytes each, already checked
+ * against their ids).
+ */
+export type CoderTask = { id: number; key: Uint8Array; index: number; plain: Uint8Array; k: number; n: number; kind: number } & (
+  | { op: 'encode'; auditRoots: boolean }
+  | { op: 'decode'; present: number[]; size: number; encLen: number; shareIds: Uint8Array[] });
 /** A worker's answer: the n shares in one buffer (each `size` bytes, share i at i·size), ids and audit roots 32 bytes each. */
 export type CoderReply =
   | { id: number; ok: true; buf: ArrayBufferLike; size: number; encLen: number; ids: Uint8Array; roots: Uint8Array }
@@ -59,17 +68,7 @@ export class ChunkCoderPool {
       copy = new Uint8Array(plain.length);
       copy.set(plain);
     }
-    const id = this.nextId++;
-    const task: CoderTask = { id, key, index, plain: copy, k: coding.k, n: coding.n, kind, auditRoots: withRoots };
-    const reply = await new Promise<CoderReply>((resolve, reject) => {
-      this.pending.set(id, { slot, resolve, reject });
-      if (slot.busy++ === 0) slot.worker.ref();
-      slot.worker.postMessage(task, [copy.buffer as ArrayBuffer]);
-    });
-    if (!reply.ok) {
-      if (isErrorCode(reply.code)) throw err(reply.code, reply.message, reply.detail);
-      throw err('STORAGE_INTERNAL', `chunk encoder failed: ${reply.message}`);
-    }
+    const reply = await this.run(slot, { op: 'encode', id: 0, key, index, plain: copy, k: coding.k, n: coding.n, kind, auditRoots: withRoots });
     const all = Buffer.from(reply.buf as ArrayBuffer);
     const shares = [];
     for (let i = 0; i < coding.n; i++) {
@@ -77,6 +76,43 @@ export class ChunkCoderPool {
     }
     const auditRoots = withRoots ? shares.map((_, i) => Buffer.from(reply.roots.buffer, reply.roots.byteOffset + i * 32, 32)) : null;
     return { shares, encLen: reply.encLen, auditRoots };
+  }
+
+  /**
+   * decodeChunk(…, { screened: true }) on a worker: `shares` (null = not fetched) were already
+   * checked against `ref` (length and hash). They are copied to the worker; the plaintext comes back.
+   */
+  async decode(key: Uint8Array, index: number, shares: ReadonlyArray<Uint8Array | null>, coding: Coding, ref: ChunkRef, kind: ChunkKind): Promise<Buffer> {
+    const slot = await this.pick();
+    if (!slot) return decodeChunk(key, index, shares, coding, ref, kind, { screened: true });
+    const present: number[] = [];
+    shares.forEach((s, i) => { if (s) present.push(i); });
+    const size = present.length ? shares[present[0]]!.length : 0;
+    if (present.some((i) => shares[i]!.length !== size)) return decodeChunk(key, index, shares, coding, ref, kind, { screened: true });
+    const packed = new Uint8Array(present.length * size);
+    present.forEach((i, j) => packed.set(shares[i]!, j * size));
+    const reply = await this.run(slot, {
+      op: 'decode', id: 0, key, index, plain: packed, k: coding.k, n: coding.n, kind, present, size, encLen: ref.encLen,
+      shareIds: ref.shareIds.map((x) => Uint8Array.from(x)),
+    });
+    return Buffer.from(reply.buf as ArrayBuffer, 0, reply.size);
+  }
+
+  /** One task on one worker; a worker's error is thrown as the same typed error. */
+  private async run(slot: Slot, task: CoderTask): Promise<CoderReply & { ok: true }> {
+    const id = this.nextId++;
+    task.id = id;
+    task.key = Uint8Array.from(task.key); // a view would take its whole underlying buffer along
+    const reply = await new Promise<CoderReply>((resolve, reject) => {
+      this.pending.set(id, { slot, resolve, reject });
+      if (slot.busy++ === 0) slot.worker.ref();
+      slot.worker.postMessage(task, [task.plain.buffer as ArrayBuffer]);
+    });
+    if (!reply.ok) {
+      if (isErrorCode(reply.code)) throw err(reply.code, reply.message, reply.detail);
+      throw err('STORAGE_INTERNAL', `chunk coder failed: ${reply.message}`);
+    }
+    return reply;
   }
 
   /** Start the workers now (they are otherwise started by the first encode); resolves when they are up. */

@@ -3,13 +3,25 @@
 // the client's circuits never waits for encryption, Reed–Solomon or hashing.
 import { parentPort } from 'node:worker_threads';
 import { errorCode, isBitcloudError } from '../errors';
-import { encodeChunk, type ChunkKind } from './encode';
+import { decodeChunk, encodeChunk, type ChunkKind } from './encode';
 import { auditRoot } from './audit';
 import type { CoderReply, CoderTask } from './coder-pool';
 
 const port = parentPort!;
 port.on('message', (t: CoderTask) => {
   try {
+    if (t.op === 'decode') {
+      // Shares packed one after another in `plain`, share `present[j]` at j·size.
+      const shares: (Buffer | null)[] = new Array(t.n).fill(null);
+      t.present.forEach((i, j) => { shares[i] = Buffer.from(t.plain.buffer, t.plain.byteOffset + j * t.size, t.size); });
+      const ref = { encLen: t.encLen, shareIds: t.shareIds };
+      const out = decodeChunk(t.key, t.index, shares, { k: t.k, n: t.n }, ref, t.kind as ChunkKind, { screened: true });
+      const whole = out.byteOffset === 0 && out.buffer.byteLength === out.length;
+      const buf = whole ? out.buffer : new Uint8Array(out.buffer, out.byteOffset, out.length).slice().buffer;
+      const reply: CoderReply = { id: t.id, ok: true, buf, size: out.length, encLen: t.encLen, ids: new Uint8Array(0), roots: new Uint8Array(0) };
+      port.postMessage(reply, [buf as ArrayBuffer]);
+      return;
+    }
     const plain = Buffer.from(t.plain.buffer, t.plain.byteOffset, t.plain.byteLength);
     const enc = encodeChunk(t.key, t.index, plain, { k: t.k, n: t.n }, t.kind as ChunkKind);
     const n = enc.shares.length;

@@ -51,3 +51,24 @@ describe('chunk coder pool', () => {
     expect(got.shares).toHaveLength(3);
   });
 });
+
+describe('chunk coder pool: decode', () => {
+  const dpool = new ChunkCoderPool(1);
+  afterAll(() => dpool.close());
+
+  it('decodes from the data shares, from parity (Reed–Solomon), and reports a wrong key as CHUNK_AUTH_FAILED', async () => {
+    expect(await dpool.warm()).toBe(true); // on the worker, not inline while it starts
+    const key = randomBytes(32);
+    const coding = { k: 4, n: 6 };
+    const plain = randomBytes(700_001);
+    const enc = encodeChunk(key, 3, plain, coding, ChunkKind.DATA);
+    const ref = { encLen: enc.encLen, shareIds: enc.shares.map((s) => s.id) };
+    const all = enc.shares.map((s) => s.bytes);
+    expect((await dpool.decode(key, 3, [...all.slice(0, 4), null, null], coding, ref, ChunkKind.DATA)).equals(plain)).toBe(true);
+    expect((await dpool.decode(key, 3, [null, all[1], null, all[3], all[4], all[5]], coding, ref, ChunkKind.DATA)).equals(plain)).toBe(true);
+    await expect(dpool.decode(randomBytes(32), 3, all, coding, ref, ChunkKind.DATA)).rejects.toMatchObject({ code: 'CHUNK_AUTH_FAILED' });
+    await expect(dpool.decode(key, 3, [all[0], null, null, null, null, all[5]], coding, ref, ChunkKind.DATA)).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
+    // the caller's shares are copied, not moved
+    expect(all[0].length).toBe(enc.shares[0].bytes.length);
+  });
+});
