@@ -29,6 +29,8 @@ const opt = (name: string, def: string) => { const i = argv.indexOf(name); retur
 const size = Number(opt('--mib', '64')) * MiB;
 const runs = Number(opt('--runs', '1'));
 const profilePhase = opt('--profile', '');
+/** --workers off: code chunks on the main thread (coder-pool.ts not used), for A/B. */
+const workers = opt('--workers', 'on') !== 'off';
 const outArg = argv.find((a) => !a.startsWith('--'));
 const out = profilePhase ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-prof-'))) : '';
 if (profilePhase) {
@@ -134,7 +136,7 @@ try {
     let put = 0;
     await phase('put', async () => {
       const t0 = performance.now();
-      const r = await putFile(up, file);
+      const r = await putFile(up, file, { workers });
       put = size / 1e6 / ((performance.now() - t0) / 1000);
       cap = r.capability;
     });
@@ -145,7 +147,7 @@ try {
     const outFile = path.join(dir, 'out.bin');
     await phase('get', async () => {
       const t0 = performance.now();
-      await getFile(downC, parseCapability(cap), { output: outFile });
+      await getFile(downC, parseCapability(cap), { output: outFile, workers });
       get = size / 1e6 / ((performance.now() - t0) / 1000);
     });
     await downC.close();
