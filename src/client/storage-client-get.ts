@@ -27,7 +27,7 @@ export interface GetOptions {
   /** Output file; default: the manifest's name (or bitcloud-<id>) in `dir`. */
   output?: string;
   dir?: string;
-  /** Chunks fetched at once (default 8). */
+  /** Chunks fetched at once (default 16). */
   window?: number;
   /** Nodes asked one by one for a share (expected holder first; default n + 4); the other storage nodes are then searched with HAS. */
   searchDepth?: number;
