@@ -118,7 +118,14 @@ export class ChunkCoderPool {
   /** Start the workers now (they are otherwise started by the first encode); resolves when they are up. */
   async warm(): Promise<boolean> {
     await this.pick();
-    return (await Promise.all((this.slots ?? []).map((s) => s.ready))).some(Boolean);
+    const slots = this.slots ?? [];
+    // Held while we wait for them (an idle worker never keeps the process alive).
+    for (const s of slots) s.worker.ref();
+    try {
+      return (await Promise.all(slots.map((s) => s.ready))).some(Boolean);
+    } finally {
+      for (const s of slots) if (s.busy === 0) s.worker.unref();
+    }
   }
 
   /** Stop the workers (tests; a process exits without it, idle workers do not hold it). */
@@ -147,7 +154,6 @@ export class ChunkCoderPool {
 
   private start(): Slot {
     const worker = new Worker(new URL('./coder-worker.mjs', import.meta.url));
-    worker.unref();
     const slot: Slot = { worker, busy: 0, started: false, ready: Promise.resolve(false) };
     slot.ready = new Promise<boolean>((resolve) => {
       worker.once('message', () => { slot.started = true; resolve(true); });
@@ -175,6 +181,8 @@ export class ChunkCoderPool {
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exit ${code}`)));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    worker.unref();
     return slot;
   }
 }

@@ -1,6 +1,11 @@
 // SPEC.md §9.2–9.3, §9.18.2: chunks encoded on the coder pool's worker threads are byte for byte
 // what encodeChunk and the audit roots give on the calling thread, with an owned (moved) or a
 // copied plaintext; a worker's error comes back as the same typed error.
+import { spawn } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { ChunkCoderPool, encodeInline } from '../../src/storage/coder-pool';
@@ -71,4 +76,42 @@ describe('chunk coder pool: decode', () => {
     // the caller's shares are copied, not moved
     expect(all[0].length).toBe(enc.shares[0].bytes.length);
   });
+});
+
+describe('chunk coder pool: process exit', () => {
+  const children: ReturnType<typeof spawn>[] = [];
+  // A program that hangs (the bug this guards against) is stopped when the test gives up on it.
+  afterAll(() => { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); });
+  it('never keeps a process alive: a program that used it (workers starting or idle) exits by itself', async () => {
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-pool-exit-'));
+    const mod = (p: string) => JSON.stringify(path.join(root, p));
+    const head = [
+      `import { ChunkCoderPool } from ${mod('src/storage/coder-pool.ts')};`,
+      `import { randomBytes } from ${mod('src/crypto/primitives.ts')};`,
+      'const pool = ChunkCoderPool.shared();',
+    ];
+    const programs = {
+      // one chunk, encoded inline while the workers start; then nothing left to do
+      starting: ['await pool.encode(randomBytes(32), 0, randomBytes(1 << 20), { k: 4, n: 6 }, 1, true);'],
+      // workers up and used, then idle
+      idle: ['await pool.warm();', 'await pool.encode(randomBytes(32), 1, randomBytes(1 << 20), { k: 4, n: 6 }, 1, true);'],
+    };
+    try {
+      for (const [name, body] of Object.entries(programs)) {
+        const script = path.join(dir, `${name}.mts`);
+        await fsp.writeFile(script, [...head, ...body, "console.log('done');"].join('\n'));
+        const child = spawn(process.execPath, [path.join(root, 'bin/run-ts.js'), script], { stdio: ['ignore', 'pipe', 'pipe'] });
+        children.push(child);
+        let out = '';
+        let errOut = '';
+        child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
+        child.stderr.setEncoding('utf8').on('data', (c: string) => { errOut += c; });
+        const code = await new Promise<number | null>((resolve) => child.once('close', resolve)); // after its output is read
+        expect({ name, out: out.trim(), code }, errOut).toEqual({ name, out: 'done', code: 0 });
+      }
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
