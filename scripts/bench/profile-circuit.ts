@@ -1,4 +1,4 @@
-// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--no-profile] [OUTDIR]`:
+// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--ttfb N] [--no-profile] [OUTDIR]`:
 // the local network as `npm run bench -- --only circuit` starts it (3 authorities, 6 relays,
 // the proxy; each its own process), N single-stream downloads of M MiB (default 1 × 256) through
 // SOCKS, each with its throughput and the CPU seconds per GiB of every process (/proc). Unless
@@ -17,6 +17,9 @@ const MiB = 1 << 20;
 const argv = process.argv.slice(2);
 const opt = (name: string, def: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv.splice(i, 2)[1]) : def; };
 const runs = opt('--runs', 1);
+// --ttfb N: instead of downloads, N requests of 1 KiB on one existing circuit (the latency path:
+// BEGIN, CONNECTED, a request and its answer), with the CPU milliseconds each process spent per request.
+const ttfb = opt('--ttfb', 0);
 const size = opt('--mib', 256) * MiB;
 const profile = !argv.includes('--no-profile');
 const outArg = argv.find((a) => !a.startsWith('--'));
@@ -37,7 +40,18 @@ const cpu = () => pids.map((p) => { try { return cpuSeconds(p); } catch { return
 try {
   await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), url(8 * MiB)]);
   if (profile) for (const p of pids) { try { process.kill(p, 'SIGUSR2'); } catch { /* gone */ } }
-  for (let i = 0; i < runs; i++) {
+  if (ttfb > 0) {
+    const c0 = cpu();
+    const ms: number[] = [];
+    for (let i = 0; i < ttfb; i++) {
+      const r = await curl(['-sS', '-o', '/dev/null', '-w', '%{time_starttransfer}', ...viaSocks(net.socksPort, 'ttfb'), url(1024, i)]);
+      ms.push(Number(r.stdout.toString()) * 1000);
+    }
+    ms.sort((a, b) => a - b);
+    const per = cpu().map((c, j) => ({ name: names.get(pids[j]) ?? String(pids[j]), v: (c - c0[j]) / ttfb * 1000 }));
+    console.log(`${ttfb} requests of 1 KiB on one circuit: TTFB median ${ms[ms.length >> 1].toFixed(2)} ms; CPU ms per request: ${per.filter((x) => x.v > 0.05).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(2)}`).join(', ')}`);
+  }
+  for (let i = 0; i < (ttfb > 0 ? 0 : runs); i++) {
     const c0 = cpu();
     const t = performance.now();
     const r = await curl(['-sS', '-o', '/dev/null', '-w', '%{size_download}', ...viaSocks(net.socksPort, `run${i}`), url(size, i * 4099)]);
