@@ -145,7 +145,10 @@ export class RelayCircuits {
         circuitsOn: (ch) => this.switch.linkOf(ch)?.circuits.size ?? 0,
         closeIdle: async (ch) => {
           await opts.bandwidth?.beforeClosing?.(ch); // SPEC.md §8.3 step 10: propose first
+          // An EXTEND2 may have put a circuit on it meanwhile: then it is not idle any more.
+          if (ch.closed || (this.switch.linkOf(ch)?.circuits.size ?? 0) > 0) return false;
           ch.close('idle relay link');
+          return true;
         },
       }, s, warmingMetrics(reg), { log: this.log });
       this.warmer.start();

@@ -3,12 +3,14 @@
 // the missing ones, and the idle timeout that closes links nobody needs. The circuit engine
 // (relay/circuits.ts) owns the links; this file decides, and is pure enough to test without
 // sockets: it sees links through the small `WarmingHost` interface.
-import { randomInt } from 'node:crypto';
 import type { ConsensusRelay } from '../src/dir/types';
 import { configError, int, noUnknownKeys, optObj } from '../src/dir/config-fields';
 import { weightedPick } from '../src/client/weighting';
 import { silentLogger, type Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
+
+/** Jitter for timers (not a secret: scheduling only). */
+const randomInt = (n: number): number => Math.floor(Math.random() * n);
 
 export interface LinkWarmingSettings {
   /** At most this many relays in the warm set (0: no warming; the idle timeout still applies). */
@@ -77,8 +79,8 @@ export interface WarmingHost<L> {
   outboundLinks(): Iterable<{ link: L; fp: string }>;
   /** Circuits with an entry on the link now. */
   circuitsOn(link: L): number;
-  /** Close a link on purpose (receipts first, §8.3 step 10). */
-  closeIdle(link: L): Promise<void>;
+  /** Close a link on purpose (receipts first, §8.3 step 10), unless a circuit took it meanwhile; true if closed. */
+  closeIdle(link: L): Promise<boolean>;
 }
 
 export interface WarmingMetrics {
@@ -194,7 +196,8 @@ export class LinkWarmer<L> {
 
   /**
    * Close the relay links this relay opened that carried no circuit for their idle timeout,
-   * except the one link kept to each warm-set relay. Returns how many it closed.
+   * except the one link kept to each warm-set relay. Returns how many it closed (a link that an
+   * EXTEND2 took while its receipt was being proposed stays open).
    */
   async sweep(): Promise<number> {
     const now = this.now();
@@ -215,11 +218,11 @@ export class LinkWarmer<L> {
       closing.push(link);
     }
     for (const l of this.idle.keys()) if (!seen.has(l)) this.idle.delete(l);
+    let closed = 0;
     for (const l of closing) {
       this.idle.delete(l);
-      this.metrics.idleClosed();
-      await this.host.closeIdle(l);
+      if (await this.host.closeIdle(l)) { closed++; this.metrics.idleClosed(); }
     }
-    return closing.length;
+    return closed;
   }
 }

@@ -31,7 +31,7 @@ function fakeHost(self: string, unreachable = new Set<string>()) {
     },
     outboundLinks: () => links.filter((l) => l.outbound && !l.closed).map((l) => ({ link: l, fp: l.fp })),
     circuitsOn: (l) => l.circuits,
-    closeIdle: async (l) => { l.closed = true; },
+    closeIdle: async (l) => { if (l.circuits > 0) return false; l.closed = true; return true; },
   };
   return { host, links, opened };
 }
