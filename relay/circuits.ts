@@ -130,7 +130,7 @@ export class RelayCircuits {
       const self = this;
       this.extendLinks = new prom.Counter({ name: 'bitcloud_relay_extend_links_total', help: 'Links EXTEND2 went out on: reused (open), waited (an attempt under way), opened (for it) (SPEC.md §7b.3, §1.9)', labelNames: ['link'], registers: [reg] });
       new prom.Gauge({
-        name: 'bitcloud_relay_links_open', help: 'Open links whose peer proved a relay identity, by who opened them', labelNames: ['direction'], registers: [reg],
+        name: 'bitcloud_relay_links_open', help: 'Open links whose peer proved an identity (relays, storage nodes), by who opened them (SPEC.md §1.9)', labelNames: ['direction'], registers: [reg],
         collect() { const n = self.relayLinkCounts(); this.set({ direction: 'outbound' }, n.outbound); this.set({ direction: 'inbound' }, n.inbound); },
       });
     }
