@@ -81,6 +81,12 @@ export class RelayCircuits {
   /** SPEC.md §1.9; null without `linkWarming`. */
   readonly warmer: LinkWarmer<Channel> | null = null;
   private readonly extendLinks?: prom.Counter<'link'>;
+  /**
+   * Accepted links counted against their address's connection limit (SPEC.md §7b.9), with the
+   * address. A relay that links to us before our consensus lists it (§1.9) is counted at first;
+   * a later consensus that lists it takes it off the count.
+   */
+  private readonly countedLinks = new Map<Channel, string>();
 
   constructor(private readonly opts: RelayCircuitsOptions) {
     this.log = opts.log ?? silentLogger;
@@ -157,7 +163,11 @@ export class RelayCircuits {
 
   /** A new verified consensus (SPEC.md §1.9): choose the warm set, open missing links in the background. */
   onConsensus(c: { relays: readonly ConsensusRelay[] }): void {
-    if (!this.closed) this.warmer?.onConsensus(c.relays);
+    if (this.closed) return;
+    for (const [ch, addr] of this.countedLinks) {
+      if (this.isKnownRelay(ch)) { this.countedLinks.delete(ch); this.dos.connectionClosed(addr); }
+    }
+    this.warmer?.onConsensus(c.relays);
   }
 
   private relayLinkCounts(): { outbound: number; inbound: number } {
@@ -185,7 +195,8 @@ export class RelayCircuits {
         ch.close('too many connections from one address');
         return;
       }
-      ch.once('close', () => this.dos.connectionClosed(addr));
+      this.countedLinks.set(ch, addr);
+      ch.once('close', () => { if (this.countedLinks.delete(ch)) this.dos.connectionClosed(addr); });
     }
     this.track(ch);
     this.switch.attach(ch);

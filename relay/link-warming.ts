@@ -97,6 +97,9 @@ export function warmingMetrics(reg?: Registry): WarmingMetrics {
   return { warmed: (result) => warmed.inc({ result }), idleClosed: () => idle.inc(), warmSetSize: (n) => set.set(n) };
 }
 
+/** What a follower waits beyond the leaders' pace: the link handshake bound (connectTo's timeout). */
+export const FOLLOW_GRACE_MS = 10_000;
+
 /** After a failed attempt, a relay is not tried again by the warmer for this long. */
 export const WARM_RETRY_MS = 60_000;
 
@@ -164,7 +167,7 @@ export class LinkWarmer<L> {
     const lead = targets.filter((r) => self < r.fingerprint);
     const follow = targets.filter((r) => self > r.fingerprint);
     const gen = ++this.generation;
-    const graceMs = this.settings.paceMs * (lead.length + 4);
+    const graceMs = this.settings.paceMs * (lead.length + 4) + FOLLOW_GRACE_MS;
     this.passDone = this.pass(gen, lead).then(() => this.waitGrace(gen, graceMs)).then(() => this.pass(gen, follow));
   }
 
