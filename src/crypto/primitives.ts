@@ -197,6 +197,42 @@ export function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Buffer {
   return out;
 }
 
+// ---- sealed boxes to an Ed25519 key (SPEC.md §9.21.7) ----
+
+/** libsodium's sealed-box overhead: an ephemeral X25519 key and a Poly1305 tag. */
+export const SEALED_BOX_OVERHEAD = sodium.crypto_box_SEALBYTES; // 48
+
+/**
+ * `crypto_box_seal` to the X25519 form of an Ed25519 public key (`crypto_sign_ed25519_pk_to_curve25519`):
+ * anyone can seal, only the holder of the Ed25519 secret opens. Throws KEY_MALFORMED for a key
+ * that is not a valid Ed25519 point.
+ */
+export function sealToEd25519(publicKey: Uint8Array, message: Uint8Array): Buffer {
+  if (publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'ed25519 public key must be 32 bytes');
+  const xpk = Buffer.alloc(X25519_BYTES);
+  try { sodium.crypto_sign_ed25519_pk_to_curve25519(xpk, Buffer.from(publicKey)); } catch { throw err('KEY_MALFORMED', 'not an ed25519 public key'); }
+  const out = Buffer.alloc(message.length + SEALED_BOX_OVERHEAD);
+  sodium.crypto_box_seal(out, Buffer.from(message), xpk);
+  return out;
+}
+
+/** Open a sealed box made by `sealToEd25519` for `keyPair`; null when it does not open (not for this key, or altered). */
+export function openSealedEd25519(keyPair: Ed25519KeyPair, sealed: Uint8Array): Buffer | null {
+  if (sealed.length < SEALED_BOX_OVERHEAD) return null;
+  const xpk = Buffer.alloc(X25519_BYTES);
+  const xsk = sodium.sodium_malloc(X25519_BYTES);
+  try {
+    sodium.crypto_sign_ed25519_pk_to_curve25519(xpk, keyPair.publicKey);
+    sodium.crypto_sign_ed25519_sk_to_curve25519(xsk, keyPair.secretKey);
+    const out = Buffer.alloc(sealed.length - SEALED_BOX_OVERHEAD);
+    return sodium.crypto_box_seal_open(out, Buffer.from(sealed), xpk, xsk) ? out : null;
+  } catch {
+    return null;
+  } finally {
+    xsk.fill(0);
+  }
+}
+
 // ---- hashes, MACs, KDF ----
 export function sha256(...parts: Uint8Array[]): Buffer {
   const h = nodeCrypto.createHash('sha256');
