@@ -22,6 +22,8 @@ import { createExitHandler, createResolver, ResolveGate, type Lookup } from './e
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import { RendezvousRelay } from '../src/circuit/rendezvous';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import { prom } from '../src/ops/metrics';
+import { DEFAULT_LINK_WARMING, LinkWarmer, warmingMetrics, type LinkWarmingSettings } from './link-warming';
 
 export interface RelayCircuitsOptions {
   /** The node's keys; a function so that onion key rotation is picked up. */
@@ -47,7 +49,12 @@ export interface RelayCircuitsOptions {
   /** Refuse BEGIN on one-hop circuits from anonymous clients. Default true. */
   refuseOneHopExit?: boolean;
   /** Proof of bandwidth (SPEC.md §8): counts authenticated links, routes RECEIPT_* cells. Absent = not counted. */
-  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
+  bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'> & Partial<Pick<NodeBandwidth, 'beforeClosing'>>;
+  /**
+   * SPEC.md §1.9: relay links kept warm ahead of circuits, and the idle timeout. Absent: no
+   * warming and no idle timeout (links stay until they fail, as in tests without a consensus).
+   */
+  linkWarming?: LinkWarmingSettings;
   linkTuning?: LinkTuning;
   linkMetrics?: LinkMetrics;
   registry?: Registry;
@@ -66,11 +73,20 @@ export class RelayCircuits {
   readonly rendezvous: RendezvousRelay;
   private readonly log: Logger;
   private readonly keys: () => NodeKeys;
-  /** Open links by peer identity (fingerprint), inbound or outbound, for EXTEND2 reuse. */
-  private readonly byPeer = new Map<string, Channel>();
+  /** Open links by peer identity (fingerprint), inbound or outbound, for EXTEND2 reuse; the first opened first. */
+  private readonly byPeer = new Map<string, Channel[]>();
   private readonly connecting = new Map<string, Promise<Channel>>();
   private readonly outbound = new Set<Channel>();
   private closed = false;
+  /** SPEC.md §1.9; null without `linkWarming`. */
+  readonly warmer: LinkWarmer<Channel> | null = null;
+  private readonly extendLinks?: prom.Counter<'link'>;
+  /**
+   * Accepted links counted against their address's connection limit (SPEC.md §7b.9), with the
+   * address. A relay that links to us before our consensus lists it (§1.9) is counted at first;
+   * a later consensus that lists it takes it off the count.
+   */
+  private readonly countedLinks = new Map<Channel, string>();
 
   constructor(private readonly opts: RelayCircuitsOptions) {
     this.log = opts.log ?? silentLogger;
@@ -114,6 +130,58 @@ export class RelayCircuits {
         resolve: policy ? createResolver({ lookup: opts.lookup, gate, refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics }) : undefined,
       },
     });
+    const reg = opts.registry;
+    if (reg) {
+      // eslint-disable-next-line @typescript-eslint/no-this-alias
+      const self = this;
+      this.extendLinks = new prom.Counter({ name: 'bitcloud_relay_extend_links_total', help: 'Links EXTEND2 went out on: reused (open), waited (an attempt under way), opened (for it) (SPEC.md §7b.3, §1.9)', labelNames: ['link'], registers: [reg] });
+      new prom.Gauge({
+        name: 'bitcloud_relay_links_open', help: 'Open links whose peer proved an identity (relays, storage nodes), by who opened them (SPEC.md §1.9)', labelNames: ['direction'], registers: [reg],
+        collect() { const n = self.relayLinkCounts(); this.set({ direction: 'outbound' }, n.outbound); this.set({ direction: 'inbound' }, n.inbound); },
+      });
+    }
+    if (opts.linkWarming) {
+      const s = { ...DEFAULT_LINK_WARMING, ...opts.linkWarming };
+      this.warmer = new LinkWarmer<Channel>({
+        self: () => fingerprint(this.keys().identity.publicKey),
+        linkTo: (fp) => this.openLinkTo(fp),
+        connecting: (fp) => this.connecting.has(fp),
+        open: (r) => this.connectTo(r.fingerprint, r.identity, r.address, r.orPort),
+        outboundLinks: () => [...this.outbound].filter((ch) => ch.peerIdentity).map((ch) => ({ link: ch, fp: fingerprint(ch.peerIdentity!) })),
+        circuitsOn: (ch) => this.switch.linkOf(ch)?.circuits.size ?? 0,
+        closeIdle: async (ch) => {
+          await opts.bandwidth?.beforeClosing?.(ch); // SPEC.md §8.3 step 10: propose first
+          // An EXTEND2 may have put a circuit on it meanwhile: then it is not idle any more.
+          if (ch.closed || (this.switch.linkOf(ch)?.circuits.size ?? 0) > 0) return false;
+          ch.close('idle relay link');
+          return true;
+        },
+      }, s, warmingMetrics(reg), { log: this.log });
+      this.warmer.start();
+    }
+  }
+
+  /** A new verified consensus (SPEC.md §1.9): choose the warm set, open missing links in the background. */
+  onConsensus(c: { relays: readonly ConsensusRelay[] }): void {
+    if (this.closed) return;
+    for (const [ch, addr] of this.countedLinks) {
+      if (this.isKnownRelay(ch)) { this.countedLinks.delete(ch); this.dos.connectionClosed(addr); }
+    }
+    this.warmer?.onConsensus(c.relays);
+  }
+
+  private relayLinkCounts(): { outbound: number; inbound: number } {
+    let outbound = 0, inbound = 0;
+    for (const list of this.byPeer.values()) for (const ch of list) { if (this.outbound.has(ch)) outbound++; else inbound++; }
+    return { outbound, inbound };
+  }
+
+  /** An open link to this identity, either direction (the oldest), or null. */
+  private openLinkTo(fp: string): Channel | null {
+    const list = this.byPeer.get(fp);
+    if (!list) return null;
+    for (const ch of list) if (!ch.closed) return ch;
+    return null;
   }
 
   /** Serve a link the listener accepted. Links over the per-address cap are closed at once. */
@@ -127,7 +195,8 @@ export class RelayCircuits {
         ch.close('too many connections from one address');
         return;
       }
-      ch.once('close', () => this.dos.connectionClosed(addr));
+      this.countedLinks.set(ch, addr);
+      ch.once('close', () => { if (this.countedLinks.delete(ch)) this.dos.connectionClosed(addr); });
     }
     this.track(ch);
     this.switch.attach(ch);
@@ -143,6 +212,7 @@ export class RelayCircuits {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.warmer?.stop();
     this.switch.close();
     await this.opts.bandwidth?.beforeClose([...this.outbound]);
     for (const ch of this.outbound) ch.close('relay shutting down');
@@ -151,8 +221,15 @@ export class RelayCircuits {
   private track(ch: Channel): void {
     if (!ch.peerIdentity) return;
     const fp = fingerprint(ch.peerIdentity);
-    if (!this.byPeer.has(fp)) this.byPeer.set(fp, ch);
-    ch.once('close', () => { if (this.byPeer.get(fp) === ch) this.byPeer.delete(fp); });
+    const list = this.byPeer.get(fp);
+    if (list) list.push(ch); else this.byPeer.set(fp, [ch]);
+    ch.once('close', () => {
+      const l = this.byPeer.get(fp);
+      if (!l) return;
+      const i = l.indexOf(ch);
+      if (i >= 0) l.splice(i, 1);
+      if (l.length === 0) this.byPeer.delete(fp);
+    });
   }
 
   private isKnownRelay(ch: Channel): boolean {
@@ -192,12 +269,23 @@ export class RelayCircuits {
       host = a.host;
       port = a.port;
     }
-    const open = this.byPeer.get(fp);
-    if (open && !open.closed) return open;
+    const open = this.openLinkTo(fp);
+    const pending = open ? null : this.connecting.get(fp);
+    this.extendLinks?.inc({ link: open ? 'reused' : pending ? 'waited' : 'opened' });
+    if (open) return open;
+    if (pending) return pending;
+    return this.connectTo(fp, t.identity, host, port);
+  }
+
+  /**
+   * Open a link to a relay as an authenticated initiator insisting on its identity (SPEC.md
+   * §7b.3 item 3, §1.9); concurrent callers for one identity share the attempt.
+   */
+  private connectTo(fp: string, identity: Buffer, host: string, port: number): Promise<Channel> {
     const pending = this.connecting.get(fp);
     if (pending) return pending;
     const p = connectLink({
-      host, port, expectedIdentity: t.identity, identity: this.keys().identity,
+      host, port, expectedIdentity: identity, identity: this.keys().identity,
       timeoutMs: 10_000, metrics: this.opts.linkMetrics, log: this.log, ...this.opts.linkTuning,
     }).then((ch) => {
       this.connecting.delete(fp);

@@ -11,6 +11,7 @@ import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } fr
 import { ALL_ROLES, type Role } from '../src/dir/types';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
+import { parseLinkWarming, type LinkWarmingSettings } from './link-warming';
 
 export interface RelayConfig {
   dataDir: string;
@@ -47,11 +48,13 @@ export interface RelayConfig {
   onionKeyRotationSeconds: number;
   /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
   identityPow: PowParams;
+  /** SPEC.md §1.9: relay links opened ahead of circuits, and the idle timeout of relay links. */
+  linkWarming: LinkWarmingSettings;
 }
 
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
-  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow'] as const;
+  'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow', 'linkWarming'] as const;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, src/circuit/dos-limits.ts).
@@ -127,6 +130,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
     identityPow: parsePowParams(raw.identityPow),
+    linkWarming: parseLinkWarming(raw.linkWarming),
   };
 }
 

@@ -115,8 +115,10 @@ export class RelayDaemon {
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
       dirTarget: () => (this.dirPort ? { port: this.dirPort, host: cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : cfg.listenHost } : null),
       consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
-      limits: cfg.limits, bandwidth: bw,
+      limits: cfg.limits, bandwidth: bw, linkWarming: cfg.linkWarming,
     });
+    // SPEC.md §1.9: each new consensus renews the warm set and opens missing relay links, in the background.
+    this.mirror.onConsensus((c) => circuits.onConsensus(c));
     this.listener = await createLinkListener({
       host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,
       onChannel: (ch) => { circuits.acceptChannel(ch); this.hooks.onChannel(ch, ctx); },

@@ -1,4 +1,4 @@
-// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--par P] [--no-profile] [OUTDIR]`:
+// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--par P] [--ttfb N] [--no-profile] [OUTDIR]`:
 // the local network as `npm run bench -- --only circuit` starts it (3 authorities, 6 relays,
 // the proxy; each its own process), N downloads of M MiB (default 1 × 256) through SOCKS, each
 // run P streams at once on P circuits (distinct credentials; default 1, the bench's 4-circuit
@@ -18,6 +18,9 @@ const MiB = 1 << 20;
 const argv = process.argv.slice(2);
 const opt = (name: string, def: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv.splice(i, 2)[1]) : def; };
 const runs = opt('--runs', 1);
+// --ttfb N: instead of downloads, N requests of 1 KiB on one existing circuit (the latency path:
+// BEGIN, CONNECTED, a request and its answer), with the CPU milliseconds each process spent per request.
+const ttfb = opt('--ttfb', 0);
 const size = opt('--mib', 256) * MiB;
 const par = opt('--par', 1);
 const profile = !argv.includes('--no-profile');
@@ -43,7 +46,18 @@ const sys = () => pids.reduce((a, p) => {
 try {
   await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), url(8 * MiB)]);
   if (profile) for (const p of pids) { try { process.kill(p, 'SIGUSR2'); } catch { /* gone */ } }
-  for (let i = 0; i < runs; i++) {
+  if (ttfb > 0) {
+    const c0 = cpu();
+    const ms: number[] = [];
+    for (let i = 0; i < ttfb; i++) {
+      const r = await curl(['-sS', '-o', '/dev/null', '-w', '%{time_starttransfer}', ...viaSocks(net.socksPort, 'ttfb'), url(1024, i)]);
+      ms.push(Number(r.stdout.toString()) * 1000);
+    }
+    ms.sort((a, b) => a - b);
+    const per = cpu().map((c, j) => ({ name: names.get(pids[j]) ?? String(pids[j]), v: (c - c0[j]) / ttfb * 1000 }));
+    console.log(`${ttfb} requests of 1 KiB on one circuit: TTFB median ${ms[ms.length >> 1].toFixed(2)} ms; CPU ms per request: ${per.filter((x) => x.v > 0.05).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(2)}`).join(', ')}`);
+  }
+  for (let i = 0; i < (ttfb > 0 ? 0 : runs); i++) {
     const c0 = cpu();
     const s0 = sys();
     const t = performance.now();

@@ -134,6 +134,14 @@ export class NodeBandwidth {
     await this.exchange.settleBeforeClose(this.settings.shutdownGraceMs, channels);
   }
 
+  /**
+   * Before closing one link it opened on purpose (an idle relay link, SPEC.md §1.9): SPEC §8.3
+   * step 10, propose for the current epoch on it and wait for the answer at most `shutdownGraceMs`.
+   */
+  async beforeClosing(ch: Channel): Promise<void> {
+    await this.exchange.proposeBeforeClose(this.settings.shutdownGraceMs, [ch]);
+  }
+
   /** Stop timers; keep undelivered receipts and write bandwidth.json one last time. */
   async stop(): Promise<void> {
     this.exchange.stop();

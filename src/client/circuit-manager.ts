@@ -53,6 +53,12 @@ interface Managed {
 
 const DEFAULT_PORT = 80;
 
+/**
+ * Build-time histogram buckets: fine in the milliseconds a build takes on a warm network (so a
+ * median can be read from it, as Tor's EXTENDCIRCUIT→BUILT figures are medians), coarse above.
+ */
+export const BUILD_SECONDS_BUCKETS = [0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30];
+
 export class CircuitManager {
   readonly builder: CircuitBuilder;
   private readonly pool = new Set<Managed>();
@@ -69,7 +75,7 @@ export class CircuitManager {
       this.m = {
         built: new prom.Counter({ name: 'bitcloud_client_circuits_built_total', help: 'Circuits built by this client', registers }),
         failed: new prom.Counter({ name: 'bitcloud_client_circuit_build_failures_total', help: 'Failed circuit build attempts, by code', labelNames: ['code'], registers }),
-        buildTime: new prom.Histogram({ name: 'bitcloud_client_circuit_build_seconds', help: 'Circuit build time', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers }),
+        buildTime: new prom.Histogram({ name: 'bitcloud_client_circuit_build_seconds', help: 'Circuit build time', buckets: BUILD_SECONDS_BUCKETS, registers }),
         streams: new prom.Counter({ name: 'bitcloud_client_streams_total', help: 'Stream requests, by result code', labelNames: ['result'], registers }),
       };
       const circuits = () => this.circuits().length;

@@ -312,7 +312,9 @@ export class Socks5Server {
     sock.on('error', (e) => this.log.debug({ code: errorCode(e) }, 'SOCKS client socket error'));
     sock.on('close', () => {
       clearTimeout(timer);
-      abort.abort();
+      // Only a CONNECT still waiting for its stream listens; once the stream is open, aborting
+      // would cost a DOMException and an event dispatch per connection for nothing.
+      if (phase === 'connecting') abort.abort();
       this.sockets.delete(sock);
       this.metrics?.open.dec();
     });

@@ -1,0 +1,72 @@
+// SPEC.md §1.9 with the real circuit engine (RelayCircuits) behind real TLS listeners in this
+// process: a consensus makes two relays link once, in the background; an EXTEND2 then reuses
+// that link; and a relay that linked to us before our consensus listed it leaves the
+// per-address connection count (§7b.9) once a consensus lists it.
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ConsensusRelay } from '../../src/dir/types';
+import { metric, parsePrometheus } from '../helpers/localnet';
+import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import { DEFAULT_LINK_WARMING } from '../../relay/link-warming';
+
+let relays: TestRelay[] = [];
+afterEach(async () => { for (const r of relays) await r.stop(); relays = []; });
+
+const warming = { ...DEFAULT_LINK_WARMING, paceMs: 10 };
+async function scrapeOf(r: TestRelay) { return parsePrometheus(await r.registry.metrics()); }
+
+/** Two relays, each reading its consensus from `views[i]`. */
+async function pair(views: Array<{ relays: ConsensusRelay[] }>) {
+  const a = await startRelay('a', ['Guard'], { linkWarming: warming, consensus: () => views[0] });
+  const b = await startRelay('b', [], { linkWarming: warming, consensus: () => views[1] });
+  relays.push(a, b);
+  return [a, b] as const;
+}
+
+describe('relay link warming with the real circuit engine', () => {
+  it('a consensus links the two relays once; an EXTEND2 between them reuses that link', async () => {
+    const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
+    const [a, b] = await pair(views);
+    // A new consensus object each time, as the mirror installs them.
+    views[0] = { relays: [a.info, b.info] };
+    views[1] = { relays: [a.info, b.info] };
+    // The relay whose fingerprint sorts lower opens the link; the other, given the consensus
+    // after that, finds the link open and opens none.
+    const [first, second] = a.info.fingerprint < b.info.fingerprint ? [a, b] : [b, a];
+    first.rc.onConsensus(views[first === a ? 0 : 1]);
+    await first.rc.warmer!.idlePass;
+    second.rc.onConsensus(views[second === a ? 0 : 1]);
+    await second.rc.warmer!.idlePass;
+    const [ma, mb] = [await scrapeOf(a), await scrapeOf(b)];
+    // One link between them: opened by whichever fingerprint sorts lower, accepted by the other.
+    const lead = a.info.fingerprint < b.info.fingerprint ? ma : mb;
+    const other = lead === ma ? mb : ma;
+    expect(metric(lead, 'bitcloud_relay_links_warmed_total', { result: 'opened' })).toBe(1);
+    expect(metric(other, 'bitcloud_relay_links_warmed_total')).toBe(0);
+    expect(metric(lead, 'bitcloud_relay_links_open', { direction: 'outbound' })).toBe(1);
+    expect(metric(other, 'bitcloud_relay_links_open', { direction: 'inbound' })).toBe(1);
+
+    const c = await manualCircuit([a, b]);
+    const after = await scrapeOf(a);
+    expect(metric(after, 'bitcloud_relay_extend_links_total', { link: 'reused' })).toBe(1);
+    expect(metric(after, 'bitcloud_relay_extend_links_total', { link: 'opened' })).toBe(0);
+    c.destroy();
+  });
+
+  it('a relay counted as a client (our consensus did not list it yet) leaves the count when a consensus lists it', async () => {
+    const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
+    const [a, b] = await pair(views);
+    // The relay whose fingerprint sorts lower (the one that opens the link) lists both; the other's
+    // consensus lists only itself, so it takes the incoming link for a client's.
+    const [warmer, accepter] = a.info.fingerprint < b.info.fingerprint ? [a, b] : [b, a];
+    const wi = warmer === a ? 0 : 1;
+    views[wi] = { relays: [a.info, b.info] };
+    views[1 - wi] = { relays: [accepter.info] };
+    warmer.rc.onConsensus(views[wi]);
+    await warmer.rc.warmer!.idlePass;
+    expect(metric(await scrapeOf(warmer), 'bitcloud_relay_links_warmed_total', { result: 'opened' })).toBe(1);
+    expect(accepter.rc.dos.size).toBe(1); // counted as one connection from 127.0.0.1
+    views[1 - wi] = { relays: [a.info, b.info] }; // a new consensus object, as the mirror installs
+    accepter.rc.onConsensus(views[1 - wi]);
+    expect(accepter.rc.dos.size).toBe(0);
+  });
+});
