@@ -132,9 +132,9 @@ export class Authority {
     });
     this.probes = new CapacityProbes({
       config: deps.config.probe, periodSeconds: deps.config.periodSeconds, self: deps.config.identity,
-      authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober,
+      authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober, dataDir: deps.config.dataDir,
       relays: () => this.store.all().filter((r) => r.reachable && r.descriptor.roles.includes('relay') && !r.descriptor.roles.includes('hidden') && this.addressAllowed(r.descriptor)).map((r) => r.descriptor),
-      onResult: (result) => this.m.probes.labels(result).inc(),
+      onResult: (result, seconds) => { this.m.probes.labels(result).inc(); this.m.probeSeconds.labels(result).observe(seconds); },
     });
     const linkTest = deps.reachabilityTest ?? linkReachabilityTest;
     // SPEC.md §9.21.1: a hidden node cannot be reached by address; it counts as reachable while a
@@ -178,7 +178,8 @@ export class Authority {
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
     this.loadPublished(now);
     const kept = this.measurement.load();
-    this.log.info({ descriptors: loaded, ...kept, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    const probeFigures = this.cfg.probe.enabled ? this.probes.load() : 0;
+    this.log.info({ descriptors: loaded, ...kept, probeFigures, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();
@@ -189,6 +190,7 @@ export class Authority {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.probes.stop();
+    await this.probes.flush();
     this.reach.close();
     if (this.storeDirty) await this.store.save().catch(() => {});
   }

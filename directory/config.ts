@@ -87,7 +87,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   const re = optObj(raw.reachability, 'reachability');
   noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
   const pr = optObj(raw.probe, 'probe');
-  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods'], 'probe');
+  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods', 'holdPeriods'], 'probe');
   const D = DEFAULT_PROBE_CONFIG;
   const probe: ProbeConfig = {
     // SPEC.md §8.12: on by default on the public network; a test network (`testNetwork`) probes only when asked.
@@ -97,6 +97,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     inFlight: int(pr.inFlight, 'probe.inFlight', 1, 4096, D.inFlight),
     parallel: int(pr.parallel, 'probe.parallel', 1, 64, D.parallel),
     keepPeriods: int(pr.keepPeriods, 'probe.keepPeriods', 1, 24, D.keepPeriods),
+    holdPeriods: int(pr.holdPeriods, 'probe.holdPeriods', 1, 168, D.holdPeriods),
   };
   const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
   return {
