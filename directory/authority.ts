@@ -134,7 +134,7 @@ export class Authority {
       config: deps.config.probe, periodSeconds: deps.config.periodSeconds, self: deps.config.identity,
       authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober, dataDir: deps.config.dataDir,
       relays: () => this.store.all().filter((r) => r.reachable && r.descriptor.roles.includes('relay') && !r.descriptor.roles.includes('hidden') && this.addressAllowed(r.descriptor)).map((r) => r.descriptor),
-      onResult: (result, seconds) => { this.m.probes.labels(result).inc(); this.m.probeSeconds.labels(result).observe(seconds); },
+      onResult: (result, seconds) => { this.m.probes.labels(result).inc(); if (seconds !== null) this.m.probeSeconds.labels(result).observe(seconds); },
     });
     const linkTest = deps.reachabilityTest ?? linkReachabilityTest;
     // SPEC.md §9.21.1: a hidden node cannot be reached by address; it counts as reachable while a

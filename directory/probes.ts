@@ -24,7 +24,10 @@ export interface ProbeConfig {
   seconds: number;
   /** Most bytes credited per probe. */
   maxBytes: number;
-  /** Echo cells kept in flight. */
+  /**
+   * Echo cells kept in flight (at most PROBE_MAX_IN_FLIGHT). The figure can never exceed
+   * inFlight × 514 bytes per round trip, and a loaded relay's round trip includes its queues.
+   */
   inFlight: number;
   /** Probes this authority runs at once (on different relays). */
   parallel: number;
@@ -41,6 +44,17 @@ export interface ProbeConfig {
 export const DEFAULT_PROBE_CONFIG: ProbeConfig = { enabled: false, seconds: 10, maxBytes: 64 << 20, inFlight: 256, parallel: 1, keepPeriods: 3, holdPeriods: 12 };
 /** Between two slots: the previous probe's circuit is torn down before the next one starts. */
 export const PROBE_SLOT_GAP_MS = 500;
+/**
+ * SPEC.md §8.12: most echo cells in flight: the smallest per-circuit queue a relay may configure
+ * (`maxQueuedCellsPerCircuit`, §7b.9), so a relay whose link to the measurer is busy queues the
+ * echoes instead of destroying the circuit (CIRCUIT_QUEUE_FULL).
+ */
+export const PROBE_MAX_IN_FLIGHT = 1000;
+/**
+ * SPEC.md §8.12: the bound on the link handshake and, again, on CREATE2 of a probe, whatever the
+ * slot length (a loaded relay, or a measurer on a busy machine, can take seconds to answer).
+ */
+export const PROBE_SETUP_TIMEOUT_MS = 10_000;
 
 export type Prober = (d: VerifiedDescriptor, o: ProbeOptions) => Promise<ProbeResult>;
 
@@ -57,8 +71,8 @@ export interface CapacityProbesOptions {
   log: Logger;
   /** Where capacity-probes.json lives (the authority's data directory); none = figures in memory only. */
   dataDir?: string;
-  /** Each probe's outcome (ok or the error code) and its duration in seconds (link, circuit and burst). */
-  onResult?: (result: string, seconds: number) => void;
+  /** Each probe's outcome (ok or the error code) and its duration in seconds (link, circuit and burst); `skipped` with null for a relay whose slot was skipped. */
+  onResult?: (result: string, seconds: number | null) => void;
   prober?: Prober;
   now?: () => number;
 }
@@ -125,8 +139,13 @@ export class CapacityProbes {
   private slot(s: number): void {
     // A probe whose circuit took long to build may still run: start this slot's anyway (other
     // relays), unless two slots' worth are still running.
-    if (this.running >= 2 * this.o.config.parallel) return;
-    for (const d of this.pick(s, this.o.relays())) void this.probe(d);
+    const picked = this.pick(s, this.o.relays());
+    if (this.running >= 2 * this.o.config.parallel) {
+      for (let k = 0; k < picked.length; k++) this.count('skipped', null);
+      this.o.log.info({ relays: picked.map((d) => d.fingerprint), running: this.running }, 'capacity probe slot skipped: earlier probes still running');
+      return;
+    }
+    for (const d of picked) void this.probe(d);
   }
 
   /** Probe one relay now and record the figure (also used by tests). */
@@ -156,14 +175,14 @@ export class CapacityProbes {
     }
   }
 
-  /** SPEC.md §8.12: the bound on the link handshake and on CREATE2, each. */
+  /** SPEC.md §8.12: the bound on the link handshake and on CREATE2, each (not tied to the slot). */
   connectTimeoutMs(): number {
-    return Math.min(10_000, this.slotMs);
+    return PROBE_SETUP_TIMEOUT_MS;
   }
 
-  private count(result: string, ms: number): void {
+  private count(result: string, ms: number | null): void {
     this.counts.set(result, (this.counts.get(result) ?? 0) + 1);
-    this.o.onResult?.(result, ms / 1000);
+    this.o.onResult?.(result, ms === null ? null : ms / 1000);
   }
 
   private keepMs(): number { return this.o.config.keepPeriods * this.o.periodSeconds * 1000; }

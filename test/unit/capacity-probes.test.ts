@@ -7,8 +7,9 @@ import { describe, it, expect, afterEach } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CapacityProbes, DEFAULT_PROBE_CONFIG, PROBES_FILE, type ProbeConfig, type Prober } from '../../directory/probes';
-import { err } from '../../src/errors';
+import { CapacityProbes, DEFAULT_PROBE_CONFIG, PROBE_MAX_IN_FLIGHT, PROBE_SETUP_TIMEOUT_MS, PROBES_FILE, type ProbeConfig, type Prober } from '../../directory/probes';
+import { parseAuthorityConfig } from '../../directory/config';
+import { err, isBitcloudError } from '../../src/errors';
 import { silentLogger } from '../../src/ops/log';
 import type { VerifiedDescriptor } from '../../src/dir/descriptor';
 import type { ProbeResult } from '../../src/bandwidth/probe';
@@ -106,7 +107,7 @@ describe('probe figure retention (SPEC §8.12)', () => {
   it('counts every outcome with its duration', async () => {
     let t = 1_000 * P;
     const s = scripted();
-    const seen: Array<[string, number]> = [];
+    const seen: Array<[string, number | null]> = [];
     const p = new CapacityProbes({ config: cfg, periodSeconds: PERIOD, self: 'aa', authorities: ['aa'], relays: () => [relay], log: silentLogger, now: () => t,
       prober: (d, o) => { t += 2500; return s.prober(d, o); }, onResult: (r, sec) => seen.push([r, sec]) });
     s.next.push(100_000, 'LINK_TIMEOUT');
@@ -162,5 +163,38 @@ describe('probe figures on disk (SPEC §8.12, capacity-probes.json)', () => {
     }
     // No file at all: nothing, silently.
     expect(probes({ now: () => 1_000 * P, prober: scripted().prober, dataDir: tmpDir() }).load()).toBe(0);
+  });
+});
+
+describe('probe set-up, window and slots (SPEC §8.12)', () => {
+  it('the link and CREATE2 bound is PROBE_SETUP_TIMEOUT_MS whatever the slot length', async () => {
+    let bound = -1;
+    const p = probes({ now: () => 1_000 * P, config: { ...cfg, seconds: 3 }, prober: (_d, o) => { bound = o.connectTimeoutMs ?? -1; return Promise.reject(err('PROBE_TIMEOUT', 'x')); } });
+    await p.probe(relay);
+    expect(bound).toBe(PROBE_SETUP_TIMEOUT_MS);
+    expect(PROBE_SETUP_TIMEOUT_MS).toBeGreaterThan(3 * 1000 + 500);
+  });
+
+  it('inFlight is refused above the smallest per-circuit queue a relay may have (1000 cells)', () => {
+    expect(DEFAULT_PROBE_CONFIG.inFlight).toBeLessThanOrEqual(PROBE_MAX_IN_FLIGHT);
+    const FP2 = 'ab'.repeat(32);
+    const parse = (probe: Record<string, unknown>) => parseAuthorityConfig({ identity: FP2, dataDir: 'd', listen: { port: 1 }, authorities: [{ name: 'a', identity: FP2, address: '127.0.0.1:1' }], probe }, '/');
+    expect(parse({ inFlight: PROBE_MAX_IN_FLIGHT }).probe.inFlight).toBe(PROBE_MAX_IN_FLIGHT);
+    expect(parse({ holdPeriods: 24 }).probe.holdPeriods).toBe(24);
+    for (const bad of [{ inFlight: PROBE_MAX_IN_FLIGHT + 1 }, { holdPeriods: 0 }]) {
+      try { parse(bad); expect.unreachable(); } catch (e) { expect(isBitcloudError(e, 'CONFIG_INVALID')).toBe(true); }
+    }
+  });
+
+  it('a slot skipped because two probes still run is counted and logged as skipped for its relays', () => {
+    const seen: string[] = [];
+    const p = new CapacityProbes({ config: cfg, periodSeconds: PERIOD, self: 'aa', authorities: ['aa'], relays: () => [relay], log: silentLogger, now: () => 1_000 * P,
+      prober: () => new Promise<ProbeResult>(() => {}), onResult: (r) => seen.push(r) });
+    const slot = (s: number) => (p as unknown as { slot(s: number): void }).slot(s);
+    slot(1);
+    slot(2);
+    slot(3);
+    expect(seen).toEqual(['skipped']);
+    expect(p.counts.get('skipped')).toBe(1);
   });
 });
