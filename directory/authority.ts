@@ -26,6 +26,7 @@ import type { AuthorityConfig } from './config';
 import type { BandwidthSource } from './bandwidth';
 import type { StorageAudits } from './storage-audits';
 import { BandwidthMeasurement } from './measurement';
+import { PseudonymStore } from './pseudonyms';
 import { computeConsensus, type ComputedConsensus } from './compute';
 import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
@@ -95,6 +96,8 @@ export class Authority {
   private readonly bandwidth: BandwidthSource | undefined;
   /** SPEC.md §8.4–8.5: receipt intake (POST /bitcloud/receipts) and measurement at vote time. */
   readonly measurement: BandwidthMeasurement;
+  /** SPEC.md §9.21.7: hidden nodes' pseudonym registrations (POST /bitcloud/hs/pseudonym). */
+  readonly pseudonyms: PseudonymStore;
   /** SPEC.md §8.12: the capacity probes this authority runs (idle unless configured). */
   readonly probes: CapacityProbes;
   private readonly now: () => number;
@@ -124,7 +127,14 @@ export class Authority {
     this.bandwidth = deps.bandwidth;
     this.store = new DescriptorStore(deps.config.dataDir);
     this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
+    this.pseudonyms = new PseudonymStore({
+      dataDir: deps.config.dataDir, signingKey: () => this.signer.signingKey, now: this.now, log: deps.log,
+      // A hidden node is known here by its relay descriptor with the hidden role (it may not be listed yet).
+      isHiddenNode: (fp) => this.store.get(fp)?.descriptor.roles.includes('hidden') === true,
+      isListedRelay: (key) => this.store.get(key) !== undefined || this.current?.info.relays.some((r) => r.fingerprint === key) === true,
+    });
     this.measurement = new BandwidthMeasurement({
+      pseudonymIdentity: (p, period) => this.pseudonyms.identityOf(p, period),
       dataDir: deps.config.dataDir, periodSeconds: deps.config.periodSeconds, authorities: deps.config.authorities,
       skewMs: this.skewMs, bounds: deps.config.bandwidthBounds ?? 'default', rule: deps.config.bandwidthRule ?? 'pair', unmeasuredCapKBps: deps.config.unmeasuredCapKBps,
       declared: (fp) => this.store.get(fp)?.descriptor.declaredBandwidth, log: deps.log, now: this.now,
@@ -177,9 +187,11 @@ export class Authority {
     const loaded = this.store.load(now);
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
     this.loadPublished(now);
+    // SPEC.md §9.21.7: registrations before the stored receipts that name pseudonyms are re-judged.
+    const pseudonyms = this.pseudonyms.load();
     const kept = this.measurement.load();
     const probeFigures = this.cfg.probe.enabled ? this.probes.load() : 0;
-    this.log.info({ descriptors: loaded, ...kept, probeFigures, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    this.log.info({ descriptors: loaded, ...kept, pseudonyms, probeFigures, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();

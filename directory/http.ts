@@ -18,6 +18,7 @@
 //   GET  /static/{uplot.min.js,uplot.min.css,status-plots.js}  the page's plotting code (no CDN)
 //   POST /bitcloud/hs/desc                upload a hidden node's descriptor (SPEC.md §9.21.3; rate limited)
 //   GET  /bitcloud/hs/desc/<blinded key>  a hidden node's descriptor (SPEC.md §9.21.3)
+//   POST /bitcloud/hs/pseudonym           a hidden node's pseudonym registration (SPEC.md §9.21.7; rate limited)
 //   GET  /                                HTML status page
 // Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
@@ -44,6 +45,9 @@ import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
 import { dropUnreadBody } from '../src/ops/http-body';
 import { HS_DESC_PATH } from '../src/hidden/store';
+import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
+import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
+import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
@@ -62,6 +66,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // SPEC.md §9.21.8: accepted uploads by kind and by how they came (a mirror passing on a hidden
   // node's upload says so in its fetcher header; anything else counts as direct).
   const uploadSources = uploadSourceMetric(reg);
+  const pseudonymResults = pseudonymMetric(reg);
   const viaOf = (req: http.IncomingMessage) => (fetcherOf(req) === 'mirror' ? 'mirror' : 'direct');
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
@@ -101,6 +106,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     const tr = (await serveTransfers(rewards, req, res, url)) ?? (await serveEscrowCancel(rewards, req, res, url));
     if (tr) return tr;
+    if (p === HS_PSEUDONYM_PATH) return servePseudonym(a, req, res, hsLimiter, pseudonymResults, () => uploadSources.inc({ kind: 'hs_pseudonym', via: viaOf(req) }));
     if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter, () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
     if (st) return st;
@@ -195,7 +201,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
 }
 
 const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({
-  name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc) and source (mirror, direct)',
+  name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc, hs_pseudonym) and source (mirror, direct)',
   labelNames: ['kind', 'via'], registers: [reg],
 }));
 
@@ -203,6 +209,32 @@ const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({
 function fetcherOf(req: http.IncomingMessage): string {
   const f = String(req.headers[FETCHER_HEADER] ?? '');
   return f === 'client' || f === 'mirror' || f === 'node' ? f : 'other';
+}
+
+const pseudonymMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_dirauth_pseudonym_registrations_total', help: 'Hidden nodes\' pseudonym registrations (SPEC.md §9.21.7) by result (new, unchanged, or the refusal code)',
+  labelNames: ['result'], registers: [reg],
+}));
+
+/** SPEC.md §9.21.7: a hidden node's pseudonym registration, sealed to this authority, usually passed on by a mirror. */
+async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, limiter: RateLimiter, results: prom.Counter<'result'>, onAccepted: () => void): Promise<[string, number]> {
+  if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs_pseudonym', 405]; }
+  if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs_pseudonym', 429]; }
+  const body = await readBody(req, PSEUDONYM_UPLOAD_MAX);
+  if (body === null) { results.inc({ result: 'HIDDEN_PSEUDONYM_MALFORMED' }); sendJsonError(res, 413, 'HIDDEN_PSEUDONYM_MALFORMED', `a registration upload is at most ${PSEUDONYM_UPLOAD_MAX} bytes`); return ['hs_pseudonym', 413]; }
+  try {
+    const r = await a.pseudonyms.accept(body);
+    results.inc({ result: r.result });
+    onAccepted();
+    sendJson(res, 200, { accepted: true, ...r });
+    return ['hs_pseudonym', 200];
+  } catch (e) {
+    const code = errorCode(e);
+    const status = PSEUDONYM_REFUSAL_STATUS[code] ?? 500;
+    results.inc({ result: code });
+    sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
+    return ['hs_pseudonym', status];
+  }
 }
 
 /** SPEC.md §9.21.3: hidden descriptors, uploaded by hidden nodes and fetched (through mirrors) by clients. */

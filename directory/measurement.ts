@@ -15,6 +15,7 @@ import { errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { writeFileAtomic, writeFileAtomicSync } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
+import { hsPeriodOf } from '../src/crypto/blind';
 import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
 import {
   DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, LOCAL_NETWORK_BOUNDS, LOCAL_PAIR_RULE, maxReceiptCells, measure, measurePairRule,
@@ -49,6 +50,11 @@ export interface MeasurementOptions {
   unmeasuredCapKBps: number;
   /** Declared bandwidth (bytes/s) of a relay from the descriptor the authority holds; undefined = none. */
   declared(fingerprint: string): number | undefined;
+  /**
+   * SPEC.md §9.21.7: the identity (hex) a pseudonym key (hex) stands for in hidden period `period`
+   * (a registration for it or the one before), or undefined. Absent: no pseudonyms.
+   */
+  pseudonymIdentity?: (pseudonym: string, period: number) => string | undefined;
   /** SPEC.md §8.12: this authority's capacity probe figure of a relay (bytes/s), if any. */
   probed?: (fingerprint: string) => number | undefined;
   log: Logger;
@@ -84,7 +90,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
   private readonly window: UploadWindow;
   private readonly now: () => number;
   /** Consensus of each recent epoch, and who it lists. */
-  private readonly byEpoch = new Map<number, { info: VerifiedConsensus; listed: Set<string> }>();
+  private readonly byEpoch = new Map<number, { info: VerifiedConsensus; listed: Set<string>; hidden: Set<string> }>();
   private history = new Map<string, HistoryEntry>();
   private last: EpochMeasurement | null = null;
   private readonly owedStore: OwedStore;
@@ -100,6 +106,12 @@ export class BandwidthMeasurement implements ReceiptIntake {
       window: this.window,
       maxCells: maxReceiptCells(o.periodSeconds),
       membership: (epoch, fp) => { const c = this.byEpoch.get(epoch); return c ? c.listed.has(fp) : undefined; },
+      // SPEC.md §9.21.7 (§8.4 check 4): a registered pseudonym of a hidden node listed in the consensus of e.
+      pseudonymOf: o.pseudonymIdentity ? (epoch, key) => {
+        const c = this.byEpoch.get(epoch);
+        const id = c ? o.pseudonymIdentity!(key, hsPeriodOf(epoch * this.P)) : undefined;
+        return id !== undefined && c!.hidden.has(id) ? id : undefined;
+      } : undefined,
     });
     this.owedStore = new OwedStore(o.dataDir, o.log);
   }
@@ -188,7 +200,10 @@ export class BandwidthMeasurement implements ReceiptIntake {
   private remember(info: VerifiedConsensus): void {
     const e = this.epochOf(info.validAfter);
     if (e === null || info.periodSeconds !== this.o.periodSeconds) return;
-    this.byEpoch.set(e, { info, listed: new Set(info.relays.map((r) => r.fingerprint)) });
+    this.byEpoch.set(e, {
+      info, listed: new Set(info.relays.map((r) => r.fingerprint)),
+      hidden: new Set(info.relays.filter((r) => r.roles.includes('hidden')).map((r) => r.fingerprint)),
+    });
   }
 
   /** A consensus this authority published (first time): the membership of its epoch. Kept on disk. */

@@ -3,6 +3,8 @@
 // the authorities see the mirror's address, never the node's:
 //   POST /bitcloud/descriptor   a relay descriptor with the hidden role (SPEC.md §9.21.1) only
 //   POST /bitcloud/hs/desc      a hidden descriptor (SPEC.md §9.21.3)
+//   POST /bitcloud/hs/pseudonym a pseudonym registration, sealed to each authority (SPEC.md §9.21.7):
+//                               the mirror checks its layout only (it cannot open it)
 // The mirror checks the layout and signature (never forwards junk under its own address), sends
 // the body unchanged to every authority, and answers 200 with each authority's status.
 import type http from 'node:http';
@@ -14,6 +16,8 @@ import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { checkHsDescriptorOuter } from '../src/hidden/descriptor';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_DESC_MAX } from '../src/wire/hidden';
+import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
+import { PSEUDONYM_UPLOAD_MAX, decodePseudonymUpload } from '../src/wire/pseudonym';
 import type { ForwardedResult } from '../src/hidden/upload';
 import { LIMITS } from '../src/wire/docs';
 import { oncePerRegistry, prom } from '../src/ops/metrics';
@@ -38,12 +42,12 @@ export class UploadForwarder {
 
   /** True when `p` is an upload path this mirror forwards. */
   static handles(method: string | undefined, p: string): boolean {
-    return method === 'POST' && (p === PATHS.descriptor || p === HS_DESC_PATH);
+    return method === 'POST' && (p === PATHS.descriptor || p === HS_DESC_PATH || p === HS_PSEUDONYM_PATH);
   }
 
 
   async serve(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
-    const kind = p === HS_DESC_PATH ? 'hs_desc' : 'descriptor';
+    const kind = p === HS_DESC_PATH ? 'hs_desc' : p === HS_PSEUDONYM_PATH ? 'hs_pseudonym' : 'descriptor';
     if (this.inFlight >= FORWARD_MAX_IN_FLIGHT) {
       req.resume();
       this.onResult(kind, 'RATE_LIMITED');
@@ -51,10 +55,14 @@ export class UploadForwarder {
     }
     this.inFlight++;
     try {
-      const body = await readBody(req, kind === 'hs_desc' ? HS_DESC_MAX : LIMITS.descriptorBytes);
-      if (body === null) { this.onResult(kind, 'too_large'); return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large'); }
+      const body = await readBody(req, kind === 'hs_desc' ? HS_DESC_MAX : kind === 'hs_pseudonym' ? PSEUDONYM_UPLOAD_MAX : LIMITS.descriptorBytes);
+      if (body === null) {
+        this.onResult(kind, 'too_large');
+        return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : kind === 'hs_pseudonym' ? 'HIDDEN_PSEUDONYM_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large');
+      }
       try {
         if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
+        else if (kind === 'hs_pseudonym') decodePseudonymUpload(body);
         else {
           const d = verifyDescriptor(body, { now: this.now() });
           if (!d.roles.includes('hidden')) throw err('DIR_UPLOAD_NOT_HIDDEN', 'not a hidden storage node');

@@ -33,6 +33,7 @@ import { HS_DESC_PATH } from '../src/hidden/store';
 import { PATHS } from '../src/dir/fetch';
 import { asUploadResults, uploadOverCircuit } from '../src/hidden/upload';
 import type { MirrorCircuitOptions } from '../src/hidden/client';
+import { HiddenReceipts } from './hidden-receipts';
 
 export interface StorageDaemonHooks {
   /** Moderation (SPEC.md §9.8.5, §10.6) plugs in here; default: allow everything. */
@@ -53,6 +54,7 @@ export class StorageDaemon {
   private hsBuilder: CircuitBuilder | null = null;
   private hsGuards: GuardSet | null = null;
   private hsRetry: NodeJS.Timeout | null = null;
+  private hsReceipts: HiddenReceipts | null = null;
   private stopping = false;
   readonly dir: DirKeeper;
 
@@ -109,7 +111,7 @@ export class StorageDaemon {
     if (cfg.hidden) {
       // SPEC.md §9.21: no listener, no DHT (its UDP port would be an address); reached only by rendezvous.
       this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
-      this.startHiddenCircuits();
+      await this.startHiddenCircuits();
       this.startPublisher();
       await this.startHidden();
       this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, hidden: true, metricsPort: this.ports.metricsPort || null, quota: cfg.quotaBytes }, 'hidden storage node started');
@@ -143,10 +145,23 @@ export class StorageDaemon {
     this.publisher.start();
   }
 
-  /** A hidden node's guards and circuit builder (anonymous links, SPEC.md §9.21.4). */
-  private startHiddenCircuits(): void {
+  /**
+   * A hidden node's guards and circuit builder. Its links to its guards are authenticated under
+   * its period's pseudonym, never its identity, so receipts run on them (SPEC.md §9.21.4, §9.21.7).
+   */
+  private async startHiddenCircuits(): Promise<void> {
     const guards = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'));
-    const builder = this.hsBuilder = new CircuitBuilder({ relays: () => this.dir.relays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log });
+    const receipts = this.hsReceipts = new HiddenReceipts({
+      identity: this.keys!.identity, authorities: this.cfg.authorities, consensus: () => this.dir.consensus(),
+      periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null, mirrorCircuits: () => this.mirrorCircuits(),
+      closeLinksExcept: (keep) => this.hsBuilder?.closeLinksExcept(keep), settings: this.cfg.receipts,
+      registry: this.registry, log: this.log,
+    });
+    await receipts.start();
+    const builder = this.hsBuilder = new CircuitBuilder({
+      relays: () => this.dir.relays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log,
+      linkIdentity: () => receipts.linkIdentity(), onLink: (ch, key) => receipts.onLink(ch, key),
+    });
     // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
     this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
   }
@@ -174,7 +189,11 @@ export class StorageDaemon {
     const attempt = (): void => {
       this.hsRetry = null;
       if (this.stopping) return;
-      hs.start().then(() => this.log.info({ introPoints: hs.introductionPoints.length }, 'hidden descriptor published'), (e: unknown) => {
+      hs.start().then(() => {
+        this.log.info({ introPoints: hs.introductionPoints.length }, 'hidden descriptor published');
+        // SPEC.md §9.21.7: its relay descriptor is at the authorities by now; register the pseudonym.
+        void this.hsReceipts?.registerNow();
+      }, (e: unknown) => {
         this.log.warn({ code: errorCode(e) }, 'hidden service not up yet; retrying');
         if (!this.stopping) this.hsRetry = setTimeout(attempt, 3_000);
       });
@@ -219,6 +238,7 @@ export class StorageDaemon {
     this.stopping = true;
     if (this.hsRetry) clearTimeout(this.hsRetry);
     this.hs?.close();
+    await this.hsReceipts?.stop(await this.hsBuilder?.channels() ?? []);
     await this.hsBuilder?.close();
     if (this.hsGuards?.dirty) await this.hsGuards.save().catch(() => {});
     this.rotation?.stop();

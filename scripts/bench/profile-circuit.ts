@@ -1,7 +1,8 @@
-// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--no-profile] [OUTDIR]`:
+// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--par P] [--no-profile] [OUTDIR]`:
 // the local network as `npm run bench -- --only circuit` starts it (3 authorities, 6 relays,
-// the proxy; each its own process), N single-stream downloads of M MiB (default 1 × 256) through
-// SOCKS, each with its throughput and the CPU seconds per GiB of every process (/proc). Unless
+// the proxy; each its own process), N downloads of M MiB (default 1 × 256) through SOCKS, each
+// run P streams at once on P circuits (distinct credentials; default 1, the bench's 4-circuit
+// figure is --par 4 --mib 64), each run with its aggregate throughput and the CPU seconds per GiB of every process (/proc). Unless
 // --no-profile, every process runs the inspector's profiler during the downloads only
 // (cpu-prof-preload.mjs, started by SIGUSR2 after the warm-up) and writes OUTDIR/<pid>.cpuprofile
 // when it stops; the heaviest functions by self time are printed per busy process (open a file in
@@ -18,6 +19,7 @@ const argv = process.argv.slice(2);
 const opt = (name: string, def: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv.splice(i, 2)[1]) : def; };
 const runs = opt('--runs', 1);
 const size = opt('--mib', 256) * MiB;
+const par = opt('--par', 1);
 const profile = !argv.includes('--no-profile');
 const outArg = argv.find((a) => !a.startsWith('--'));
 const out = profile ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-prof-'))) : '';
@@ -34,20 +36,26 @@ const url = (len: number, off = 0) => `http://127.0.0.1:${web.port}/bytes/${off}
 const names = new Map<number, string>(net.nodes.map((n) => [n.pid, n.name]));
 const pids = net.nodes.map((n) => n.pid);
 const cpu = () => pids.map((p) => { try { return cpuSeconds(p); } catch { return 0; } });
+/** Kernel time of every process (/proc/PID/stat stime): the share of the total spent in system calls. */
+const sys = () => pids.reduce((a, p) => {
+  try { const st = fs.readFileSync(`/proc/${p}/stat`, 'utf8'); return a + Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[12]) / 100; } catch { return a; }
+}, 0);
 try {
   await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), url(8 * MiB)]);
   if (profile) for (const p of pids) { try { process.kill(p, 'SIGUSR2'); } catch { /* gone */ } }
   for (let i = 0; i < runs; i++) {
     const c0 = cpu();
+    const s0 = sys();
     const t = performance.now();
-    const r = await curl(['-sS', '-o', '/dev/null', '-w', '%{size_download}', ...viaSocks(net.socksPort, `run${i}`), url(size, i * 4099)]);
+    const got = await Promise.all(Array.from({ length: par }, (_, j) =>
+      curl(['-sS', '-o', '/dev/null', '-w', '%{size_download}', ...viaSocks(net.socksPort, `run${i}-${j}`), url(size, i * 4099 + j * 7919)])));
     const secs = (performance.now() - t) / 1000;
-    const bytes = Number(r.stdout.toString());
+    const bytes = got.reduce((a, r) => a + Number(r.stdout.toString()), 0);
     const gib = bytes / 2 ** 30;
     const per = cpu().map((c, j) => ({ name: names.get(pids[j]) ?? String(pids[j]), v: (c - c0[j]) / gib }));
     const all = per.reduce((a, x) => a + x.v, 0);
     const detail = per.filter((x) => x.v > 0.5).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(1)}`).join(', ');
-    console.log(`run ${i + 1}: ${(bytes / MiB / secs).toFixed(1)} MiB/s, ${all.toFixed(1)} CPU-s/GiB (${detail})`);
+    console.log(`run ${i + 1}: ${(bytes / MiB / secs).toFixed(1)} MiB/s, ${all.toFixed(1)} CPU-s/GiB, of which kernel ${((sys() - s0) / gib).toFixed(1)} (${detail})`);
   }
 } finally {
   await net.stop();

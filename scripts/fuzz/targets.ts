@@ -51,6 +51,8 @@ import {
   verifyReceipt, acceptCountersign, type Receipt, type ReceiptBody,
 } from '../../src/bandwidth/receipt';
 import { ReceiptVerifier, periodicUploadWindow } from '../../src/bandwidth/verify';
+import { makePseudonymRegistration, openPseudonymUpload, sealPseudonymUpload } from '../../src/hidden/pseudonym';
+import { decodePseudonymUpload, encodePseudonymRegistration } from '../../src/wire/pseudonym';
 import { answerReceiptUpload } from '../../directory/receipts';
 import {
   applyRewardBlock, decodeRewardBlock, decodeRewardChainBundle, emptyChainState,
@@ -546,6 +548,20 @@ export const TARGETS: FuzzTarget[] = [
         case 1: return policyUploadAnswer('http://127.0.0.1:1', r);
         default: return errorBodyReason(r);
       }
+    },
+  },
+  {
+    name: 'hs-pseudonym',
+    about: 'hidden nodes\' pseudonym registration uploads, as a mirror checks and an authority opens them (decodePseudonymUpload + openPseudonymUpload, SPEC.md §9.21.7)',
+    seeds: () => {
+      const auth = ed25519FromSeed(Buffer.alloc(32, 0x51));
+      const reg = makePseudonymRegistration(ed25519FromSeed(Buffer.alloc(32, 0x52)), ed25519FromSeed(Buffer.alloc(32, 0x53)), 20_000);
+      return [sealPseudonymUpload(reg, [auth.publicKey]), sealPseudonymUpload(reg, [ed25519FromSeed(Buffer.alloc(32, 0x54)).publicKey, auth.publicKey]), encodePseudonymRegistration(reg)];
+    },
+    maxLen: 1200,
+    decode(bytes) {
+      decodePseudonymUpload(bytes);
+      return openPseudonymUpload(bytes, ed25519FromSeed(Buffer.alloc(32, 0x51)));
     },
   },
   {

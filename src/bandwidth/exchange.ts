@@ -93,13 +93,15 @@ export class ReceiptExchange {
   /**
    * SPEC §8.1.1: count this link if both ends proved an identity; anonymous initiators (clients,
    * reachability tests) never are. Call in the tick the link is handed over. Returns true if counted.
+   * `identity`: the key this end proved on the link, when not the node's identity (a hidden node's
+   * pseudonym, SPEC.md §9.21.7).
    */
-  attach(ch: Channel): boolean {
+  attach(ch: Channel, identity: Ed25519KeyPair = this.o.identity): boolean {
     if (this.stopped || ch.closed || ch.peerIdentity === null) return false;
     if (this.links.has(ch)) return true;
     const isInitiator = ch.isInitiator;
     const lr = new LinkReceipts({
-      identity: this.o.identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
+      identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
       send: (command, payload) => { ch.send(0, command, payload); },
       queuedSent: () => ch.queuedCountedCells(),
       epochAccepted: (e) => this.epochAccepted(e),

@@ -76,6 +76,12 @@ export interface ReceiptVerifierOptions {
    * Absent: only the u64 bound of §8.2 applies.
    */
   maxCells?: number;
+  /**
+   * SPEC.md §9.21.7: for a key the consensus of `epoch` does not list, the listed hidden node it is
+   * a registered pseudonym of (fingerprint), or undefined. The receipt is then checked as that
+   * node's and its pair counts carry the node's fingerprint (§8.5). Absent: no pseudonyms.
+   */
+  pseudonymOf?: (epoch: number, key: string) => string | undefined;
 }
 
 /** A window edge for a refusal message; an epoch from the wire can put it beyond what Date can show. */
@@ -134,11 +140,17 @@ export class ReceiptVerifier {
 
     const initiator = b.initiator.toString('hex');
     const responder = b.responder.toString('hex');
+    // Who each end is for measurement: itself when listed, else the hidden node it is a registered
+    // pseudonym of (SPEC.md §9.21.7).
+    const who: string[] = [];
     for (const fp of [initiator, responder]) {
       const listed = this.opts.membership(b.epoch, fp);
       if (listed === undefined) return refuse('RECEIPT_UNKNOWN_EPOCH', `no consensus known for epoch ${b.epoch}`);
-      if (!listed) return refuse('RECEIPT_UNKNOWN_RELAY', `relay ${fp} is not in the consensus of epoch ${b.epoch}`);
+      const as = listed ? fp : this.opts.pseudonymOf?.(b.epoch, fp);
+      if (as === undefined) return refuse('RECEIPT_UNKNOWN_RELAY', `relay ${fp} is not in the consensus of epoch ${b.epoch}`);
+      who.push(as);
     }
+    if (who[0] === who[1]) return refuse('RECEIPT_MALFORMED', 'both ends of the receipt stand for the same relay');
 
     const key = `${initiator}${responder}${b.serial}`;
     const prior = this.seen.get(b.epoch)?.get(key);
@@ -162,7 +174,7 @@ export class ReceiptVerifier {
 
     const accepted = {
       ...r,
-      pair: { initiator, responder, cellsI2R: b.cellsI2R, cellsR2I: b.cellsR2I },
+      pair: { initiator: who[0], responder: who[1], cellsI2R: b.cellsI2R, cellsR2I: b.cellsR2I },
     } as AcceptedReceipt;
     let m = this.seen.get(b.epoch);
     if (!m) this.seen.set(b.epoch, (m = new Map()));

@@ -123,23 +123,9 @@ export class StreamEdge implements StreamHost {
   handle(command: number, streamId: number, data: Buffer, receivedDigest: () => Uint8Array): boolean {
     if (this.closedWith) return true;
     switch (command) {
-      case RelayCommand.DATA: {
-        if (streamId === 0) { this.circ.violation('RELAY_PROTOCOL', 'DATA on stream 0'); return true; }
-        try {
-          this.deliverWindow.onDataReceived(this.deliverWindow.nextNeedsDigest() ? receivedDigest() : undefined);
-        } catch (e) {
-          this.circ.violation((e as BitcloudError).code ?? 'SENDME_WINDOW_EXCEEDED', (e as Error).message);
-          return true;
-        }
-        // tor-spec §7.3: a circuit SENDME goes back as soon as 100 cells arrived.
-        while (this.deliverWindow.sendmeDue()) {
-          const d = this.deliverWindow.takeSendme();
-          this.circ.sendRelay(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: d! }));
-        }
-        // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
-        this.streams.get(streamId)?.onData(data);
+      case RelayCommand.DATA:
+        this.handleData(streamId, data, 0, data.length, receivedDigest);
         return true;
-      }
       case RelayCommand.SENDME: {
         if (streamId !== 0) { this.streams.get(streamId)?.onSendme(); return true; }
         try {
@@ -176,6 +162,28 @@ export class StreamEdge implements StreamHost {
       default:
         return false;
     }
+  }
+
+  /**
+   * Hot path: a recognized DATA message whose data is src[start, start + len) (a view valid only
+   * now), as handle(DATA, ...) takes it, without a view of its own.
+   */
+  handleData(streamId: number, src: Buffer, start: number, len: number, receivedDigest: () => Uint8Array): void {
+    if (this.closedWith) return;
+    if (streamId === 0) { this.circ.violation('RELAY_PROTOCOL', 'DATA on stream 0'); return; }
+    try {
+      this.deliverWindow.onDataReceived(this.deliverWindow.nextNeedsDigest() ? receivedDigest() : undefined);
+    } catch (e) {
+      this.circ.violation((e as BitcloudError).code ?? 'SENDME_WINDOW_EXCEEDED', (e as Error).message);
+      return;
+    }
+    // tor-spec §7.3: a circuit SENDME goes back as soon as 100 cells arrived.
+    while (this.deliverWindow.sendmeDue()) {
+      const d = this.deliverWindow.takeSendme();
+      this.circ.sendRelay(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: d! }));
+    }
+    // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
+    this.streams.get(streamId)?.onDataFrom(src, start, len);
   }
 
   /** The link drained or the circuit window opened: let waiting streams send, round robin. */

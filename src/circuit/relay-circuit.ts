@@ -4,7 +4,7 @@
 // which it sees only the narrow RelayCircuitHost below.
 import { err, errorCode, type BitcloudError } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
-import { PROBE_ECHO_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
+import { PROBE_ECHO_LEN, RELAY_COMMAND_OFFSET, RELAY_HEADER_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName, relayDataLength } from '../wire/relay-msg';
 import {
   DestroyReason, decodeBegin, decodeBeginDir, decodeBeginStorage, decodeCreated2,
   decodeExtend2, decodeResolve, decodeTruncate, encodeConnected, encodeCreate2, encodeEnd, encodeExtended2, encodeResolved,
@@ -214,6 +214,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   // ---- recognized relay messages ----
 
   private deliver(cellCommand: number, payload: Buffer): void {
+    if (payload[RELAY_COMMAND_OFFSET] === RelayCommand.DATA) {
+      // Hot path (uploads): DATA goes to its stream without a decoded object or a view of its own.
+      const h = relayDataLength(payload);
+      this.ensureEdge().handleData(h.streamId, payload, RELAY_HEADER_LEN, h.length, this.receivedDigest);
+      return;
+    }
     const m = decodeRelayPayload(payload);
     switch (m.command) {
       case RelayCommand.DATA:

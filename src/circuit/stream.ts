@@ -33,6 +33,15 @@ export type StreamState = 'opening' | 'open' | 'closed';
  * read instead of one per TLS record.
  */
 const RX_COALESCE = 64 * 1024;
+/**
+ * Gather buffers (RX_COALESCE bytes each) shared by every stream of the process (one thread): a
+ * stream takes one when the first DATA of a read arrives and gives it back when it pushes, and
+ * what it pushes is an exact-size copy. A fresh 64 KiB buffer per push (most reads bring one TLS
+ * record, ~16 KiB) made four times the received bytes in short-lived ArrayBuffers, which V8 counts
+ * as external memory and answers with full collections.
+ */
+const GATHER_POOL: Buffer[] = [];
+const GATHER_POOL_MAX = 4;
 
 const END_REASON_MISC = EndReason.MISC;
 const END_REASON_DONE = EndReason.DONE;
@@ -135,6 +144,11 @@ export class CircuitStream extends Duplex {
 
   /** A DATA message for this stream; `data` is a view valid only now, so it is copied. */
   onData(data: Buffer): void {
+    this.onDataFrom(data, 0, data.length);
+  }
+
+  /** Hot path: onData(src.subarray(start, start + len)) without making the view. */
+  onDataFrom(src: Buffer, start: number, len: number): void {
     try {
       this.deliverWindow.onDataReceived();
     } catch (e) {
@@ -147,10 +161,10 @@ export class CircuitStream extends Duplex {
     // event loop's check phase, where links flush their own writes too): one allocation and
     // one push per read instead of per 498 bytes or per TLS record, so the socket behind the
     // reader gets few large writes. Order is kept: a full buffer is pushed before the next.
-    if (this.rx && this.rxLen + data.length > this.rx.length) this.flushRx();
-    if (!this.rx) { this.rx = Buffer.allocUnsafe(RX_COALESCE); this.rxLen = 0; }
-    data.copy(this.rx, this.rxLen);
-    this.rxLen += data.length;
+    if (this.rx && this.rxLen + len > this.rx.length) this.flushRx();
+    if (!this.rx) { this.rx = GATHER_POOL.pop() ?? Buffer.allocUnsafeSlow(RX_COALESCE); this.rxLen = 0; }
+    src.copy(this.rx, this.rxLen, start, start + len);
+    this.rxLen += len;
     if (!this.rxScheduled) { this.rxScheduled = true; setImmediate(this.flushRxTask); }
   }
 
@@ -160,8 +174,11 @@ export class CircuitStream extends Duplex {
     const b = this.rx;
     if (!b || this.rxLen === 0 || this.destroyed || this.readableEnded) return;
     this.rx = null;
-    this.push(b.subarray(0, this.rxLen));
+    const out = Buffer.allocUnsafe(this.rxLen);
+    b.copy(out, 0, 0, this.rxLen);
+    if (GATHER_POOL.length < GATHER_POOL_MAX) GATHER_POOL.push(b);
     this.rxLen = 0;
+    this.push(out);
     this.maybeSendSendme();
   }
 

@@ -4,6 +4,9 @@
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
+import { Channel } from '../link/channel';
+import type { Ed25519KeyPair } from '../crypto/primitives';
+import type { TlsCredentials } from '../crypto/tls';
 import type { LinkMetrics } from '../link/metrics';
 import type { ConsensusRelay } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
@@ -36,7 +39,18 @@ export interface CircuitBuilderOptions {
   onBuilt?: (ms: number) => void;
   /** Called with the code of each failed attempt (metrics). */
   onBuildFailed?: (code: string) => void;
+  /**
+   * SPEC.md §9.21.7: the key a hidden storage node authenticates its links to its guards under (its
+   * current pseudonym, with a TLS certificate of its own), or undefined for anonymous links (the
+   * default, a client's). Links are kept per guard and key, so a new key opens new links.
+   */
+  linkIdentity?: () => LinkIdentity | undefined;
+  /** Called in the tick an authenticated link (linkIdentity) is handed over, with the key it proved. */
+  onLink?: (ch: Channel, identity: Ed25519KeyPair) => void;
 }
+
+/** What an authenticated initiator presents (SPEC.md §1.3). */
+export interface LinkIdentity { key: Ed25519KeyPair; tls: TlsCredentials }
 
 export class CircuitBuilder {
   readonly buildTimeout: BuildTimeoutEstimator;
@@ -130,15 +144,21 @@ export class CircuitBuilder {
     }
   }
 
-  /** One anonymous link per guard, reused by every circuit through it (SPEC.md §7b.11). */
+  /**
+   * One anonymous link per guard, reused by every circuit through it (SPEC.md §7b.11); with
+   * `linkIdentity`, one per guard and key, authenticated under the key (SPEC.md §9.21.7).
+   */
   linkTo(guard: HopTarget): Promise<ClientLink> {
-    const key = guard.fingerprint;
+    const id = this.opts.linkIdentity?.();
+    const key = id ? `${guard.fingerprint}/${id.key.publicKey.toString('hex')}` : guard.fingerprint;
     const have = this.links.get(key);
     if (have) return have;
     const p = connectLink({
       host: guard.address, port: guard.orPort, expectedIdentity: guard.identity,
+      ...(id ? { identity: id.key, tls: id.tls } : {}),
       timeoutMs: this.opts.linkTimeoutMs ?? 10_000, metrics: this.opts.linkMetrics, log: this.log, ...this.opts.linkTuning,
     }).then((ch) => {
+      if (id) this.opts.onLink?.(ch, id.key);
       const link = new ClientLink(ch);
       ch.once('close', () => { if (this.links.get(key) === p) this.links.delete(key); });
       if (this.closed) ch.close('client closing');
@@ -169,6 +189,27 @@ export class CircuitBuilder {
         }
       }, () => {});
     }
+  }
+
+  /**
+   * SPEC.md §9.21.7: close the links authenticated under a key not in `keep` (hex public keys):
+   * a retired pseudonym's receipts would no longer be accepted. Their circuits end; a hidden node
+   * replaces its introduction circuits.
+   */
+  closeLinksExcept(keep: ReadonlySet<string>): void {
+    for (const [key, p] of this.links) {
+      const slash = key.indexOf('/');
+      if (slash < 0 || keep.has(key.slice(slash + 1))) continue;
+      this.links.delete(key);
+      p.then((l) => l.ch.close('pseudonym retired'), () => {});
+    }
+  }
+
+  /** The open authenticated links (for settling receipts before a shutdown). */
+  async channels(): Promise<Channel[]> {
+    const out: Channel[] = [];
+    for (const p of this.links.values()) { try { const l = await p; if (l.ch instanceof Channel) out.push(l.ch); } catch { /* failed link */ } }
+    return out;
   }
 
   /** Close every link (their circuits end with CIRCUIT_DESTROYED). */

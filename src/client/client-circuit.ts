@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors';
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
-import { RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName } from '../wire/relay-msg';
+import { RELAY_COMMAND_OFFSET, RELAY_HEADER_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName, relayDataLength } from '../wire/relay-msg';
 import {
   DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeExtended2, decodeResolved, decodeTruncated,
   encodeBegin, encodeBeginDir, encodeBeginStorage, encodeCreate2, encodeDestroy, encodeExtend2, encodeResolve,
@@ -343,6 +343,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     const n = this.layers.length;
     if (hop < 0 && this.serviceEnd) { this.onServiceRelay(payload); return; }
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
+    if (hop === n - 1 && payload[RELAY_COMMAND_OFFSET] === RelayCommand.DATA) {
+      // Hot path: DATA goes to its stream without a decoded object or a view of its own.
+      const h = relayDataLength(payload);
+      this.edge.handleData(h.streamId, payload, RELAY_HEADER_LEN, h.length, this.receivedDigest);
+      return;
+    }
     const m = decodeRelayPayload(payload);
     if (hop === n - 1 && this.edge.handle(m.command, m.streamId, m.data, this.receivedDigest)) return;
     switch (m.command) {

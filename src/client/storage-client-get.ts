@@ -20,13 +20,14 @@ import { openManifest, openRootRecord } from '../storage/seal';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { checkShare } from '../storage/share';
 import type { StorageClient } from './storage-client';
+import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
 import { DownloadOutput } from './storage-client-resume';
 
 export interface GetOptions {
   /** Output file; default: the manifest's name (or bitcloud-<id>) in `dir`. */
   output?: string;
   dir?: string;
-  /** Chunks fetched at once (default 8). */
+  /** Chunks fetched at once (default 16). */
   window?: number;
   /** Nodes asked one by one for a share (expected holder first; default n + 4); the other storage nodes are then searched with HAS. */
   searchDepth?: number;
@@ -40,6 +41,8 @@ export interface GetOptions {
   /** The manifest, when the caller already fetched it (with `stats`, the counters it fetched it with). */
   manifest?: Manifest;
   stats?: GetStats;
+  /** Decode data chunks on worker threads (coder-pool.ts; default true). */
+  workers?: boolean;
 }
 
 export interface GetStats {
@@ -151,7 +154,7 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
 }
 
 /** Any k good shares of chunk `index` of `layout`, decoded and authenticated. */
-export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null): Promise<Buffer> {
+export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null, workers = false): Promise<Buffer> {
   const ref = layout.chunks[index];
   const { k, n } = layout.coding;
   const size = shareSizeFor(ref.encLen, k);
@@ -193,7 +196,9 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   if (good < k) {
     throw err('CHUNK_TOO_FEW_SHARES', `chunk ${index}: only ${good} of the ${k} shares needed could be fetched`, { index, good, k, n, kind });
   }
-  // fetchShare checked every share's length and hash already.
+  // fetchShare checked every share's length and hash already. A large chunk is decoded on a
+  // worker (coder-pool.ts), so this thread keeps reading the streams meanwhile.
+  if (workers && size * k >= CODER_POOL_MIN_BYTES) return ChunkCoderPool.shared().decode(fileKey, index, shares, layout.coding, ref, kind);
   return decodeChunk(fileKey, index, shares, layout.coding, ref, kind, { screened: true });
 }
 
@@ -268,7 +273,7 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
       while (running.size >= window && !failure) await Promise.race(running);
       if (failure) break;
       const idx = i;
-      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null)
+      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false)
         .then((plain) => output.writeChunk(idx, offsets[idx], plain))
         .then(() => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); }, (e) => { failure ??= e; })
         .finally(() => running.delete(p));

@@ -7,9 +7,10 @@ import path from 'node:path';
 import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
 import { DEFAULT_CODING, type Coding } from '../storage/coding';
 import { ChunkKind, type Share } from '../storage/encode';
-import { formatVerifyCapability, sealWithVerifyRecord, verifyChunkOf } from '../storage/verify-cap';
+import { formatVerifyCapability, sealWithVerifyRecord } from '../storage/verify-cap';
 import type { VerifyChunk } from '../wire/verify-record';
-import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey } from '../storage/file-encoder';
+import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey, type PlainChunk } from '../storage/file-encoder';
+import { ChunkCoderPool, CODER_POOL_MIN_BYTES, encodeInline, type CodedChunk } from '../storage/coder-pool';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
 import { MAX_TEXT_BYTES } from '../storage/manifest';
@@ -34,7 +35,13 @@ export interface PutOptions {
   fileKey?: Buffer;
   /** Moderation class written in the manifest (SPEC.md §10.1); public classes use the public key. */
   contentClass?: string;
+  /**
+   * Encode data chunks on worker threads (coder-pool.ts) so the event loop keeps the streams to
+   * the nodes busy meanwhile (default true; chunks below CODER_POOL_MIN_BYTES are encoded inline).
+   */
+  workers?: boolean;
 }
+
 
 export interface PutResult {
   capability: string;
@@ -146,12 +153,25 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
 
   // SPEC.md §9.18: per data chunk, the share ids and audit roots for the verify record.
   const verifyChunks: VerifyChunk[] = [];
+  const pool = o.workers === false ? null : ChunkCoderPool.shared();
+  const encode = (c: PlainChunk): Promise<CodedChunk> | CodedChunk => (pool && c.plain.length >= CODER_POOL_MIN_BYTES
+    ? pool.encode(fileKey, c.index, c.plain, coding, ChunkKind.DATA, true, true)
+    : encodeInline(fileKey, c.index, c.plain, coding, ChunkKind.DATA, true));
 
-  const dispatch = async (shares: Share[], plainLen: number): Promise<void> => {
-    verifyChunks.push(verifyChunkOf(ChunkKind.DATA, verifyChunks.length, shares));
+  // A chunk counts against the window from the moment it is cut until its shares are stored:
+  // encoding (on a worker) and storing overlap, chunk after chunk.
+  const dispatch = async (c: PlainChunk): Promise<void> => {
     while (inflight.size >= window && !failure) await Promise.race(inflight);
     if (failure) throw failure;
-    const p: Promise<void> = storeChunk(client, shares, tally).then(() => {
+    const plainLen = c.plain.length;
+    const p: Promise<void> = Promise.resolve(encode(c)).then((coded) => {
+      enc.record(c.index, coded);
+      verifyChunks[c.index] = {
+        kind: ChunkKind.DATA, index: c.index, shareSize: coded.shares[0].bytes.length,
+        shareIds: coded.shares.map((sh) => sh.id), auditRoots: coded.auditRoots!,
+      };
+      return storeChunk(client, coded.shares, tally);
+    }).then(() => {
       done += plainLen;
       o.onProgress?.(done, st.size);
     }, (e) => { failure ??= e; }).finally(() => inflight.delete(p));
@@ -162,9 +182,9 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   const input = fs.createReadStream(file, { highWaterMark: Math.min(chunkSize, 4 * 1024 * 1024) });
   try {
     for await (const buf of input) {
-      for (const c of enc.push(buf as Buffer)) await dispatch(c.shares, c.plainLen);
+      for (const c of enc.cut(buf as Buffer)) await dispatch(c);
     }
-    for (const c of enc.end()) await dispatch(c.shares, c.plainLen);
+    for (const c of enc.endCut()) await dispatch(c);
     await Promise.all(inflight);
     if (failure) throw failure;
   } finally {

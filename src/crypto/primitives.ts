@@ -197,6 +197,42 @@ export function x25519(secretKey: Uint8Array, publicKey: Uint8Array): Buffer {
   return out;
 }
 
+// ---- sealed boxes to an Ed25519 key (SPEC.md §9.21.7) ----
+
+/** libsodium's sealed-box overhead: an ephemeral X25519 key and a Poly1305 tag. */
+export const SEALED_BOX_OVERHEAD = sodium.crypto_box_SEALBYTES; // 48
+
+/**
+ * `crypto_box_seal` to the X25519 form of an Ed25519 public key (`crypto_sign_ed25519_pk_to_curve25519`):
+ * anyone can seal, only the holder of the Ed25519 secret opens. Throws KEY_MALFORMED for a key
+ * that is not a valid Ed25519 point.
+ */
+export function sealToEd25519(publicKey: Uint8Array, message: Uint8Array): Buffer {
+  if (publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'ed25519 public key must be 32 bytes');
+  const xpk = Buffer.alloc(X25519_BYTES);
+  try { sodium.crypto_sign_ed25519_pk_to_curve25519(xpk, Buffer.from(publicKey)); } catch { throw err('KEY_MALFORMED', 'not an ed25519 public key'); }
+  const out = Buffer.alloc(message.length + SEALED_BOX_OVERHEAD);
+  sodium.crypto_box_seal(out, Buffer.from(message), xpk);
+  return out;
+}
+
+/** Open a sealed box made by `sealToEd25519` for `keyPair`; null when it does not open (not for this key, or altered). */
+export function openSealedEd25519(keyPair: Ed25519KeyPair, sealed: Uint8Array): Buffer | null {
+  if (sealed.length < SEALED_BOX_OVERHEAD) return null;
+  const xpk = Buffer.alloc(X25519_BYTES);
+  const xsk = sodium.sodium_malloc(X25519_BYTES);
+  try {
+    sodium.crypto_sign_ed25519_pk_to_curve25519(xpk, keyPair.publicKey);
+    sodium.crypto_sign_ed25519_sk_to_curve25519(xsk, keyPair.secretKey);
+    const out = Buffer.alloc(sealed.length - SEALED_BOX_OVERHEAD);
+    return sodium.crypto_box_seal_open(out, Buffer.from(sealed), xpk, xsk) ? out : null;
+  } catch {
+    return null;
+  } finally {
+    xsk.fill(0);
+  }
+}
+
 // ---- hashes, MACs, KDF ----
 export function sha256(...parts: Uint8Array[]): Buffer {
   const h = nodeCrypto.createHash('sha256');
@@ -369,8 +405,8 @@ export interface StreamXor {
   xorInPlace(data: Uint8Array): void;
   /**
    * Same bytes as xorInPlace(data), for a large buffer (the payloads of many cells, end to end):
-   * whatever keystream is already made is XORed in JavaScript, the rest is one Cipher.update over
-   * the data itself (OpenSSL does the XOR) copied back in place. Worth it from a few cells on.
+   * whatever keystream is already made is XORed in JavaScript, the rest (from two cells on) is
+   * one Cipher.update over the data itself (OpenSSL does the XOR) copied back in place.
    */
   xorManyInPlace(data: Uint8Array): void;
 }
@@ -383,8 +419,8 @@ export interface StreamXor {
 export const AES_CTR_BATCH_BYTES = 16 * 1024;
 /** First keystream batch of a hop direction (two cells); each refill doubles it up to the maximum. */
 export const AES_CTR_FIRST_BATCH_BYTES = 1024;
-/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~2 µs). */
-const XOR_MANY_MIN_BYTES = 2048;
+/** Below this, xorManyInPlace uses the keystream batches (a lone Cipher.update costs ~1-2 µs). */
+const XOR_MANY_MIN_BYTES = 1024;
 /** The plaintext for keystream batches: zeros, shared (Cipher.update only reads it). */
 const KEYSTREAM_ZEROS = Buffer.alloc(AES_CTR_BATCH_BYTES);
 
@@ -418,12 +454,18 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   const xs: StreamXor = {
     xorManyInPlace(data: Uint8Array): void {
       const left = ks.length - pos;
-      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few cells.
-      if (left >= data.length || data.length < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data); return; }
+      if (left >= data.length) { xs.xorInPlace(data); return; }
       // CTR is position-only: the keystream made so far covers the first `left` bytes, and the
-      // cipher's counter stands exactly after it, so Cipher.update goes on from there.
+      // cipher's counter stands exactly after it, so Cipher.update goes on from there. Only that
+      // leftover is XORed in JavaScript (no new keystream batch is made for it).
       if (left > 0) xs.xorInPlace(data.subarray(0, left));
+      // One Cipher.update allocates its output and costs more than a JavaScript XOR below a few
+      // cells: a short rest takes a keystream batch.
+      if (data.length - left < XOR_MANY_MIN_BYTES) { xs.xorInPlace(data.subarray(left)); return; }
       data.set(c.update(data.subarray(left)), left);
+      // A direction that goes by runs keeps its keystream batches small, so that the leftover a
+      // short run leaves (XORed in JavaScript by the next run) stays small too.
+      batch = Math.min(AES_CTR_FIRST_BATCH_BYTES, batchBytes);
     },
     xorInPlace(data: Uint8Array): void {
       const n = data.length;

@@ -167,3 +167,20 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
 export function isConsensusStale(c: Pick<VerifiedConsensus, 'freshUntil' | 'periodSeconds'>, now: number): boolean {
   return now > c.freshUntil + c.periodSeconds * 1000;
 }
+
+/**
+ * SPEC.md §6.3, §9.21.7: the signing keys a verified consensus certifies for the configured
+ * authorities that signed it (certificates valid at `now`), by authority fingerprint. A hidden
+ * node seals its pseudonym registration to these.
+ */
+export function authoritySigningKeys(c: VerifiedConsensus, authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS): Map<string, Buffer> {
+  const doc = openEnvelope(c.envelopeBytes, DocType.CONSENSUS, LIMITS.consensusBytes);
+  const known = new Set(authorities.map((a) => a.fingerprint));
+  const signed = new Map<string, string>();
+  for (const s of doc.signatures) if (s.key) signed.set(fingerprint(s.signer), s.key.toString('hex'));
+  const out = new Map<string, Buffer>();
+  for (const cert of indexCertificates(doc.certificates, now, skewMs).values()) {
+    if (known.has(cert.fingerprint) && signed.get(cert.fingerprint) === cert.signingKey.toString('hex')) out.set(cert.fingerprint, cert.signingKey);
+  }
+  return out;
+}

@@ -18,11 +18,18 @@ export interface LinkMetrics {
   errors: Counter<'code'>;
   /** bitcloud_link_handshake_failures_total{code}: links that never opened (TLS, auth, versions, timeout). */
   handshakeFailures: Counter<'code'>;
-  // Pre-bound children for the hot path: a label lookup per chunk or batch is not free.
-  cellsIn: Counter.Internal;
-  cellsOut: Counter.Internal;
-  bytesIn: Counter.Internal;
-  bytesOut: Counter.Internal;
+  // Hot path (per read and per write): plain integers, copied into `cells` / `bytes` only when
+  // the registry is scraped (a prom-client inc() per chunk is not free).
+  cellsIn: HotCount;
+  cellsOut: HotCount;
+  bytesIn: HotCount;
+  bytesOut: HotCount;
+}
+
+/** A running total bumped on the hot path; a counter's collect() reads it at scrape time. */
+export class HotCount {
+  value = 0;
+  inc(n = 1): void { this.value += n; }
 }
 
 const perRegistry = new WeakMap<Registry, LinkMetrics>();
@@ -32,8 +39,18 @@ export function createLinkMetrics(registry: Registry): LinkMetrics {
   const had = perRegistry.get(registry);
   if (had) return had;
   const registers = [registry];
-  const cells = new Counter({ name: 'bitcloud_link_cells_total', help: 'Cells sent and received on links', labelNames: ['direction'] as const, registers });
-  const bytes = new Counter({ name: 'bitcloud_link_bytes_total', help: 'Cell bytes sent and received on links', labelNames: ['direction'] as const, registers });
+  const cellsIn = new HotCount();
+  const cellsOut = new HotCount();
+  const bytesIn = new HotCount();
+  const bytesOut = new HotCount();
+  const cells = new Counter({
+    name: 'bitcloud_link_cells_total', help: 'Cells sent and received on links', labelNames: ['direction'] as const, registers,
+    collect() { this.reset(); this.inc({ direction: 'in' }, cellsIn.value); this.inc({ direction: 'out' }, cellsOut.value); },
+  });
+  const bytes = new Counter({
+    name: 'bitcloud_link_bytes_total', help: 'Cell bytes sent and received on links', labelNames: ['direction'] as const, registers,
+    collect() { this.reset(); this.inc({ direction: 'in' }, bytesIn.value); this.inc({ direction: 'out' }, bytesOut.value); },
+  });
   const m: LinkMetrics = {
     cells,
     bytes,
@@ -42,10 +59,10 @@ export function createLinkMetrics(registry: Registry): LinkMetrics {
     open: new Gauge({ name: 'bitcloud_link_open', help: 'Links open now', labelNames: ['role'] as const, registers }),
     errors: new Counter({ name: 'bitcloud_link_errors_total', help: 'Links closed by an error, by error code', labelNames: ['code'] as const, registers }),
     handshakeFailures: new Counter({ name: 'bitcloud_link_handshake_failures_total', help: 'Link handshakes that failed, by error code', labelNames: ['code'] as const, registers }),
-    cellsIn: cells.labels('in'),
-    cellsOut: cells.labels('out'),
-    bytesIn: bytes.labels('in'),
-    bytesOut: bytes.labels('out'),
+    cellsIn,
+    cellsOut,
+    bytesIn,
+    bytesOut,
   };
   perRegistry.set(registry, m);
   return m;

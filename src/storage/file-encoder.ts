@@ -22,11 +22,18 @@ export interface EncodedDataChunk extends EncodedChunk {
   plainLen: number;
 }
 
+/** A chunk's plaintext, cut but not encoded yet (FileEncoder.cut): `plain` owns its memory. */
+export interface PlainChunk {
+  index: number;
+  offset: number;
+  plain: Buffer;
+}
+
 export class FileEncoder {
   readonly coding: Coding;
   readonly chunkSize: number;
   private readonly key: Buffer;
-  private readonly pending: Buffer;
+  private pending: Buffer;
   private fill = 0;
   private size = 0;
   private ended = false;
@@ -40,7 +47,7 @@ export class FileEncoder {
     }
     if (opts.fileKey.length !== FILE_KEY_BYTES) throw err('STORAGE_KEY_INVALID', `file key must be ${FILE_KEY_BYTES} bytes`);
     this.key = Buffer.from(opts.fileKey);
-    this.pending = Buffer.allocUnsafe(this.chunkSize);
+    this.pending = Buffer.allocUnsafeSlow(this.chunkSize);
   }
 
   /** Add bytes; returns the chunks completed by them (possibly none). */
@@ -58,6 +65,47 @@ export class FileEncoder {
     return out;
   }
 
+  /**
+   * Cut bytes into plaintext chunks without encoding them: the caller encodes each (perhaps on
+   * another thread, coder-pool.ts) and records it with `record` before layout(). Each chunk's
+   * buffer is its own (never reused), so it can be handed to another thread. Not mixed with push.
+   */
+  cut(data: Uint8Array): PlainChunk[] {
+    if (this.ended) throw err('STORAGE_INTERNAL', 'push after end');
+    const out: PlainChunk[] = [];
+    let off = 0;
+    while (off < data.length) {
+      const take = Math.min(this.chunkSize - this.fill, data.length - off);
+      this.pending.set(data.subarray(off, off + take), this.fill);
+      this.fill += take;
+      off += take;
+      if (this.fill === this.chunkSize) out.push(this.handOut());
+    }
+    return out;
+  }
+
+  /** cut() is done: the last, partial chunk if any. */
+  endCut(): PlainChunk[] {
+    if (this.ended) return [];
+    this.ended = true;
+    return this.fill > 0 ? [this.handOut()] : [];
+  }
+
+  /** Record the encoding of a chunk handed out by cut()/endCut() (any order). */
+  record(index: number, enc: EncodedChunk): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.handedOut) throw err('STORAGE_INTERNAL', 'record of a chunk never cut', { index });
+    this.entries[index] = { encLen: enc.encLen, shareIds: enc.shares.map((s) => s.id) };
+  }
+
+  private handedOut = 0;
+  private handOut(): PlainChunk {
+    const chunk: PlainChunk = { index: this.handedOut++, offset: this.size, plain: this.pending.subarray(0, this.fill) };
+    this.size += this.fill;
+    this.fill = 0;
+    this.pending = Buffer.allocUnsafeSlow(this.chunkSize);
+    return chunk;
+  }
+
   /** No more data: returns the last, partial chunk if any. A zero-length file has no chunks. */
   end(): EncodedDataChunk[] {
     if (this.ended) return [];
@@ -68,6 +116,9 @@ export class FileEncoder {
   /** The file's layout; only after end(). */
   layout(): Layout {
     if (!this.ended) throw err('STORAGE_INTERNAL', 'layout before end');
+    for (let i = 0; i < this.entries.length || i < this.handedOut; i++) {
+      if (!this.entries[i]) throw err('STORAGE_INTERNAL', 'layout before every chunk was recorded', { index: i });
+    }
     return checkLayout({ size: this.size, chunkSize: this.chunkSize, coding: this.coding, chunks: this.entries }, 'STORAGE_INTERNAL');
   }
 

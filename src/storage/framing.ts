@@ -102,7 +102,10 @@ export class FrameDecoder {
         this.held += take;
       }
       if (this.bodyFill + take > this.body.length) {
-        const grown = Buffer.allocUnsafe(Math.min(this.want, Math.max(this.body.length * 2, this.bodyFill + take)));
+        // Doubling, but straight to the declared length once that is at most twice what has
+        // arrived (a 256 KiB share: 64 KiB, 128 KiB, then its size; never 256 KiB on the way).
+        const need = this.bodyFill + take;
+        const grown = Buffer.allocUnsafe(this.want <= 2 * need ? this.want : Math.min(this.want, Math.max(this.body.length * 2, need)));
         this.body.copy(grown, 0, 0, this.bodyFill);
         this.body = grown;
       }

@@ -13,6 +13,10 @@ declare module 'sodium-native' {
     crypto_sign_ed25519_pk_to_curve25519(out: B, pk: B): void;
     crypto_sign_ed25519_sk_to_curve25519(out: B, sk: B): void;
     crypto_scalarmult(out: B, sk: B, pk: B): void;
+    // Sealed boxes (SPEC.md §9.21.7 pseudonym registrations)
+    crypto_box_SEALBYTES: number;
+    crypto_box_seal(c: B, m: B, pk: B): void;
+    crypto_box_seal_open(m: B, c: B, pk: B, sk: B): boolean;
     // Key blinding (SPEC.md §9.21.2)
     crypto_core_ed25519_scalar_reduce(out: B, wide: B): void;
     crypto_core_ed25519_scalar_add(out: B, a: B, b: B): void;

@@ -171,6 +171,35 @@ export function decodeRelayPayload(payload: Buffer): RelayPayload {
 }
 
 /**
+ * Hot path: the data length of a DATA payload (command byte RelayCommand.DATA), checked exactly
+ * as decodeRelayPayload checks it (same codes), without making the decoded object or the data
+ * view: the data is payload[RELAY_HEADER_LEN, RELAY_HEADER_LEN + length).
+ */
+export function relayDataLength(payload: Buffer): { streamId: number; length: number } {
+  const m = decodeRelayPayloadHeader(payload);
+  if (m.command !== RelayCommand.DATA) throw err('RELAY_MALFORMED', `relayDataLength on ${relayCommandName(m.command)}`);
+  return m;
+}
+
+/** One header object reused by relayDataLength (single-threaded; read it before the next call). */
+const HEADER = { command: 0, streamId: 0, length: 0 };
+
+function decodeRelayPayloadHeader(payload: Buffer): typeof HEADER {
+  if (payload.length !== CELL_PAYLOAD_LEN) throw err('RELAY_MALFORMED', `relay payload must be ${CELL_PAYLOAD_LEN} bytes, got ${payload.length}`);
+  const command = payload[RELAY_COMMAND_OFFSET];
+  const rule = RULES[command];
+  if (rule === RULE_UNKNOWN) throw err('RELAY_UNKNOWN_COMMAND', `unknown relay command ${command}`, { command });
+  const streamId = payload.readUInt16BE(RELAY_STREAM_ID_OFFSET);
+  checkStreamId(command, rule, streamId);
+  const len = payload.readUInt16BE(RELAY_LENGTH_OFFSET);
+  if (len > RELAY_DATA_MAX) throw err('RELAY_MALFORMED', `relay length ${len} exceeds ${RELAY_DATA_MAX}`, { command, length: len });
+  HEADER.command = command;
+  HEADER.streamId = streamId;
+  HEADER.length = len;
+  return HEADER;
+}
+
+/**
  * The result of decodeRelayPayload. `recognized` and `digest` are read from the payload only
  * when asked (relay crypto has already checked them; the hot path never reads them), so a
  * decoded cell costs one object and one view.

@@ -5,7 +5,7 @@ import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
 import { CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import {
   RELAY_DATA_MAX, RELAY_DIGEST_OFFSET, RELAY_HEADER_LEN, RELAY_RECOGNIZED_OFFSET, RelayCommand,
-  decodeRelayPayload, encodeRelayPayload, encodeRelayPayloadInto, isKnownRelayCommand, streamIdRule,
+  decodeRelayPayload, encodeRelayPayload, encodeRelayPayloadInto, isKnownRelayCommand, relayDataLength, streamIdRule,
 } from '../../src/wire/relay-msg';
 
 
@@ -160,5 +160,23 @@ describe('properties', () => {
         for (const [i, v] of flips) p[i] = v;
         return onlyBitcloudErrors(() => decodeRelayPayload(p));
       }), { numRuns: 1000 });
+  });
+});
+
+describe('relayDataLength (the DATA hot path)', () => {
+  it('reads what decodeRelayPayload reads from a DATA payload, and refuses with the same code', () => {
+    fc.assert(fc.property(fc.uint8Array({ minLength: CELL_PAYLOAD_LEN, maxLength: CELL_PAYLOAD_LEN }), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 0, max: 0xffff }), (bytes, streamId, len) => {
+      const p = Buffer.from(bytes);
+      p[0] = RelayCommand.DATA;
+      p.writeUInt16BE(streamId, 3);
+      p.writeUInt16BE(len % 3 === 0 ? len : len % (RELAY_DATA_MAX + 1), 9);
+      const want = codeOf(() => decodeRelayPayload(p));
+      expect(codeOf(() => relayDataLength(p))).toBe(want);
+      if (want === undefined) {
+        const m = decodeRelayPayload(p);
+        const h = relayDataLength(p);
+        expect({ streamId: h.streamId, length: h.length }).toEqual({ streamId: m.streamId, length: m.data.length });
+      }
+    }), { numRuns: 300 });
   });
 });

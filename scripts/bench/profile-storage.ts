@@ -1,0 +1,187 @@
+// `node bin/run-ts.js scripts/bench/profile-storage.ts [--mib M] [--runs N] [--profile PHASE] [OUTDIR]`:
+// the storage bench's network (storage-net.ts: guard, middle, raw endpoint, six storage nodes,
+// each its own process; the client here), then per run the phases raw-down, raw-up, raw6-up,
+// put, get over circuits, each with its throughput (file bytes/s, and share bytes/s for put)
+// and the CPU seconds of every process during it (/proc; the client's own from
+// process.cpuUsage, worker threads included). With --profile PHASE (put, get, raw-up, …) every
+// process runs the inspector's profiler during that phase only (cpu-prof-preload.mjs in the
+// nodes, started by SIGUSR2; an inspector session here) and the heaviest functions by self time
+// are printed per busy process. A quick A/B tool beside `npm run bench -- --only storage`.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import inspector from 'node:inspector';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from '../../src/crypto/primitives';
+import { connectLink } from '../../src/link';
+import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
+import { StorageClient, type OpenStorageStream } from '../../src/client/storage-client';
+import { putFile } from '../../src/client/storage-client-put';
+import { getFile } from '../../src/client/storage-client-get';
+import { parseCapability } from '../../src/storage/capability';
+import { cpuSeconds } from '../../test/helpers/localnet';
+import { hop, rawCircuit, rawCircuitsUp, relayOf, startNetwork, startNode, type HopJson } from './storage-net';
+
+const MiB = 1 << 20;
+const argv = process.argv.slice(2);
+const opt = (name: string, def: string) => { const i = argv.indexOf(name); return i >= 0 ? argv.splice(i, 2)[1] : def; };
+const size = Number(opt('--mib', '64')) * MiB;
+const runs = Number(opt('--runs', '1'));
+const profilePhase = opt('--profile', '');
+/** --workers off: code chunks on the main thread (coder-pool.ts not used), for A/B. */
+const workers = opt('--workers', 'on') !== 'off';
+const outArg = argv.find((a) => !a.startsWith('--'));
+const out = profilePhase ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-prof-'))) : '';
+if (profilePhase) {
+  fs.mkdirSync(out, { recursive: true });
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.mjs')}`.trim();
+  process.env.BITCLOUD_CPU_PROF_DIR = out;
+}
+const { net: n, pids, stop } = await startNetwork();
+delete process.env.NODE_OPTIONS;
+delete process.env.BITCLOUD_CPU_PROF_DIR;
+// Six more raw endpoints, each its own process: bare bytes over 6 circuits to 6 processes, as a
+// put spreads them, with nothing of the storage protocol (what the circuit layer costs per node).
+const raws = await Promise.all(Array.from({ length: 6 }, () => startNode('raw')));
+pids.push(...raws.map((r) => r.pid));
+const names = ['guard', 'middle', 'raw', ...n.nodes.map((_, i) => `node${i}`), ...raws.map((_, i) => `raw${i}`)];
+const session = new inspector.Session();
+if (profilePhase) {
+  session.connect();
+  await new Promise((r) => session.post('Profiler.enable', () => session.post('Profiler.setSamplingInterval', { interval: 250 }, r)));
+}
+const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-prof-client-'));
+const file = path.join(dir, 'input.bin');
+await fsp.writeFile(file, randomBytes(size));
+const guardLink = new ClientLink(await connectLink({ host: '127.0.0.1', port: n.guard.port, expectedIdentity: Buffer.from(n.guard.identity, 'hex') }));
+const nodes = n.nodes.map(relayOf);
+const viaCircuits: OpenStorageStream = async (node) => {
+  const c = ClientCircuit.allocate(guardLink);
+  await c.create(hop(n.guard));
+  await c.extend(hop(n.middle));
+  await c.extend(node);
+  return (await c.openStream({ kind: 'begin_storage' })).stream;
+};
+
+const cpu = () => pids.map((p) => { try { return cpuSeconds(p); } catch { return 0; } });
+/** System (kernel) CPU seconds of a process: fsync, socket and file syscalls. */
+const sysSeconds = (pid: number) => { try { const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[12]) / 100; } catch { return 0; } };
+const sys = () => pids.map(sysSeconds);
+async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const prof = name === profilePhase;
+  if (prof) {
+    for (const p of pids) process.kill(p, 'SIGUSR2');
+    await new Promise((r) => session.post('Profiler.start', r));
+  }
+  const c0 = cpu();
+  const s0 = sys();
+  const u0 = process.cpuUsage();
+  const t0 = performance.now();
+  const r = await fn();
+  const secs = (performance.now() - t0) / 1000;
+  const u = process.cpuUsage(u0);
+  const s1 = sys();
+  const per = cpu().map((c, j) => ({ name: names[j], v: c - c0[j], s: s1[j] - s0[j] }));
+  const own = (u.user + u.system) / 1e6;
+  const detail = per.filter((x) => x.v >= 0.05).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(2)} (sys ${x.s.toFixed(2)})`).join(', ');
+  console.log(`  ${name.padEnd(8)} ${secs.toFixed(2)} s wall; CPU-s: client ${own.toFixed(2)} (sys ${(u.system / 1e6).toFixed(2)}; ${(100 * own / secs).toFixed(0)}%), ${detail}`);
+  if (prof) {
+    const p = await new Promise<object>((resolve, reject) => session.post('Profiler.stop', (e, res) => (e ? reject(e) : resolve(res.profile))));
+    fs.writeFileSync(path.join(out, `client-${process.pid}.cpuprofile`), JSON.stringify(p));
+  }
+  return r;
+}
+
+/** Bare bytes up through one circuit to each of `ends` at once, `total` split evenly. */
+async function rawUpMany(ends: HopJson[], total: number): Promise<number> {
+  const per = Math.floor(total / ends.length);
+  const streams = await Promise.all(ends.map(async (e) => {
+    const c = ClientCircuit.allocate(guardLink);
+    await c.create(hop(n.guard));
+    await c.extend(hop(n.middle));
+    await c.extend(hop(e));
+    return { c, stream: (await c.openStream({ kind: 'begin_storage' })).stream };
+  }));
+  const block = Buffer.alloc(256 * 1024, 0x33);
+  const t0 = performance.now();
+  await Promise.all(streams.map(async ({ stream }) => {
+    const done = new Promise<void>((resolve, reject) => { stream.on('data', () => {}); stream.on('end', () => resolve()); stream.on('error', reject); });
+    const head = Buffer.alloc(5);
+    head[0] = 0x55;
+    head.writeUInt32BE(per, 1);
+    stream.write(head);
+    for (let sent = 0; sent < per; sent += block.length) {
+      if (!stream.write(block.subarray(0, Math.min(block.length, per - sent)))) await new Promise((r) => stream.once('drain', r));
+    }
+    await done;
+  }));
+  const v = (per * ends.length) / 1e6 / ((performance.now() - t0) / 1000);
+  for (const { c } of streams) c.destroy();
+  return v;
+}
+
+try {
+  for (let i = 0; i < runs; i++) {
+    console.log(`run ${i + 1} (${size / MiB} MiB):`);
+    const down = await phase('raw-down', async () => (await rawCircuit(guardLink, n, size)).down);
+    void down;
+    const raw = await phase('raw-up', async () => rawCircuit(guardLink, n, size));
+    const raw6 = await phase('raw6-up', () => rawCircuitsUp(guardLink, n, nodes.length, Math.round(size * 1.5)));
+    const raw6p = await phase('raw6p-up', () => rawUpMany(raws.map((r) => r.hop), Math.round(size * 1.5)));
+    // The nodes' profilers run until they exit: nothing after the profiled phase.
+    if (profilePhase.startsWith('raw')) break;
+    const up = new StorageClient({ nodes, open: viaCircuits });
+    let cap = '';
+    let put = 0;
+    await phase('put', async () => {
+      const t0 = performance.now();
+      const r = await putFile(up, file, { workers });
+      put = size / 1e6 / ((performance.now() - t0) / 1000);
+      cap = r.capability;
+    });
+    await up.close();
+    if (profilePhase === 'put') break;
+    const downC = new StorageClient({ nodes, open: viaCircuits });
+    let get = 0;
+    const outFile = path.join(dir, 'out.bin');
+    await phase('get', async () => {
+      const t0 = performance.now();
+      await getFile(downC, parseCapability(cap), { output: outFile, workers });
+      get = size / 1e6 / ((performance.now() - t0) / 1000);
+    });
+    await downC.close();
+    await fsp.rm(outFile, { force: true });
+    console.log(`  raw down ${raw.down.toFixed(1)} MB/s, raw up ${raw.up.toFixed(1)}, 6 raw up ${raw6.toFixed(1)}, 6 raw up to 6 processes ${raw6p.toFixed(1)} (share bytes)`);
+    console.log(`  get ${get.toFixed(1)} MB/s file bytes (÷ raw down ${(get / raw.down).toFixed(2)}); put ${put.toFixed(1)} MB/s file bytes, ${(put * 1.5).toFixed(1)} share bytes (÷ raw up ${(put / raw.up).toFixed(2)})`);
+  }
+} finally {
+  guardLink.ch.close('done');
+  await stop();
+  await Promise.all(raws.map((r) => r.stop()));
+  await fsp.rm(dir, { recursive: true, force: true });
+}
+if (profilePhase) summarize(out);
+
+function summarize(dir: string): void {
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
+    const pid = Number(f.replace('client-', '').split('.')[0]);
+    const who = f.startsWith('client-') ? 'client' : names[pids.indexOf(pid)] ?? `pid ${pid}`;
+    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
+      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+      samples: number[]; timeDeltas: number[];
+    };
+    const byId = new Map(p.nodes.map((x) => [x.id, x]));
+    const self = new Map<string, number>();
+    p.samples.forEach((id, i) => {
+      const x = byId.get(id)!;
+      const key = `${x.callFrame.functionName || '(anon)'} ${path.basename(x.callFrame.url)}:${x.callFrame.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
+    });
+    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
+    const busy = busyList.reduce((a, [, v]) => a + v, 0);
+    if (busy < 0.2e6) continue;
+    console.log(`\n== ${who} (${f}): busy ${(busy / 1e6).toFixed(2)} s`);
+    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}`);
+  }
+}
