@@ -142,9 +142,9 @@ export class Authority {
     });
     this.probes = new CapacityProbes({
       config: deps.config.probe, periodSeconds: deps.config.periodSeconds, self: deps.config.identity,
-      authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober,
+      authorities: deps.config.authorities.map((a) => a.fingerprint), log: deps.log, now: this.now, prober: deps.prober, dataDir: deps.config.dataDir,
       relays: () => this.store.all().filter((r) => r.reachable && r.descriptor.roles.includes('relay') && !r.descriptor.roles.includes('hidden') && this.addressAllowed(r.descriptor)).map((r) => r.descriptor),
-      onResult: (result) => this.m.probes.labels(result).inc(),
+      onResult: (result, seconds) => { this.m.probes.labels(result).inc(); if (seconds !== null) this.m.probeSeconds.labels(result).observe(seconds); },
     });
     const linkTest = deps.reachabilityTest ?? linkReachabilityTest;
     // SPEC.md §9.21.1: a hidden node cannot be reached by address; it counts as reachable while a
@@ -190,7 +190,8 @@ export class Authority {
     // SPEC.md §9.21.7: registrations before the stored receipts that name pseudonyms are re-judged.
     const pseudonyms = this.pseudonyms.load();
     const kept = this.measurement.load();
-    this.log.info({ descriptors: loaded, ...kept, pseudonyms, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    const probeFigures = this.cfg.probe.enabled ? this.probes.load() : 0;
+    this.log.info({ descriptors: loaded, ...kept, pseudonyms, probeFigures, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();
@@ -201,6 +202,7 @@ export class Authority {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.probes.stop();
+    await this.probes.flush();
     this.reach.close();
     if (this.storeDirty) await this.store.save().catch(() => {});
   }

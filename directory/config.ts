@@ -7,7 +7,7 @@ import {
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
-import { DEFAULT_PROBE_CONFIG, type ProbeConfig } from './probes';
+import { DEFAULT_PROBE_CONFIG, PROBE_MAX_IN_FLIGHT, type ProbeConfig } from './probes';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 
 export interface AuthorityConfig {
@@ -87,16 +87,17 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
   const re = optObj(raw.reachability, 'reachability');
   noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
   const pr = optObj(raw.probe, 'probe');
-  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods'], 'probe');
+  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods', 'holdPeriods'], 'probe');
   const D = DEFAULT_PROBE_CONFIG;
   const probe: ProbeConfig = {
     // SPEC.md §8.12: on by default on the public network; a test network (`testNetwork`) probes only when asked.
     enabled: bool(pr.enabled, 'probe.enabled', !bool(raw.testNetwork, 'testNetwork', false)),
     seconds: int(pr.seconds, 'probe.seconds', 1, 600, D.seconds),
     maxBytes: int(pr.maxBytes, 'probe.maxBytes', 514, 2 ** 40, D.maxBytes),
-    inFlight: int(pr.inFlight, 'probe.inFlight', 1, 4096, D.inFlight),
+    inFlight: int(pr.inFlight, 'probe.inFlight', 1, PROBE_MAX_IN_FLIGHT, D.inFlight),
     parallel: int(pr.parallel, 'probe.parallel', 1, 64, D.parallel),
     keepPeriods: int(pr.keepPeriods, 'probe.keepPeriods', 1, 24, D.keepPeriods),
+    holdPeriods: int(pr.holdPeriods, 'probe.holdPeriods', 1, 168, D.holdPeriods),
   };
   const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
   return {

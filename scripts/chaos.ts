@@ -108,8 +108,8 @@ if (argv.soak !== undefined || shared.length > 0) {
 for (const s of own) {
   if (s.needsHosts && !hosts) { await runOne(s, null as unknown as Ctx); continue; }
   const o = s.ownNet!;
-  log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}${o.probeSeconds !== undefined ? `, capacity probes of ${o.probeSeconds} s` : ''}, period ${o.period ?? argv.period} s)`);
-  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps, probeSeconds: o.probeSeconds }, (ctx) => runOne(s, ctx));
+  log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}${o.probeSeconds !== undefined ? `, capacity probes of ${o.probeSeconds} s` : ''}${o.probeKeepPeriods !== undefined ? ` (figure: best of ${o.probeKeepPeriods} periods)` : ''}, period ${o.period ?? argv.period} s)`);
+  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps, probeSeconds: o.probeSeconds, probeKeepPeriods: o.probeKeepPeriods }, (ctx) => runOne(s, ctx));
 }
 
 if (soakResult) {

@@ -14,7 +14,7 @@
 //
 //   npm start -- [--dir DIR] [--relays N] [--exits N] [--storage N] [--base-port P]
 //                [--socks-port P] [--period S] [--relay-crypto tor1|cgo] [--hidden-storage] [--exit-after-demo] [--no-demo]
-//   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--declare MBPS] [--unmeasured-cap KBPS] [--probe-seconds S] [--subnets 4] [same options]
+//   npm run testnet -- --hosts [--caps 2,5,10,20,50] [--declare MBPS] [--unmeasured-cap KBPS] [--probe-seconds S] [--probe-keep-periods K] [--subnets 4] [same options]
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -53,6 +53,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('caps', { type: 'string', default: '2,5,10,20,50', describe: 'With --hosts: relay bandwidth caps, MB/s, cycled over the relays (0 = none)' })
   .option('declare', { type: 'number', describe: 'With --hosts: the bandwidth every relay declares, MB/s (default: its cap)' })
   .option('probe-seconds', { type: 'number', default: 0, describe: "The authorities' capacity probes (SPEC.md §8.12): seconds per probe; 0 = no probes" })
+  .option('probe-keep-periods', { type: 'number', default: 3, describe: "With --probe-seconds: a relay's figure is its highest probe of this many periods (SPEC.md §8.12 keepPeriods)" })
   .option('unmeasured-cap', { type: 'number', default: 10_000, describe: "The authorities' weight floor and cap for unmeasured relays, KB/s (SPEC.md §6.6)" })
   .option('subnets', { type: 'number', default: 4, describe: 'With --hosts: how many /16s the nodes are spread over (at least 4)' })
   .option('wait', { type: 'number', describe: 'Seconds to wait for the first full consensus (default 6 periods + 30 s; more on a busy machine)' })
@@ -64,6 +65,7 @@ const argv = await yargs(hideBin(process.argv))
     if (!Number.isInteger(a['unmeasured-cap']) || a['unmeasured-cap'] < 1) throw new Error('--unmeasured-cap takes a whole number of KB/s, at least 1');
     if (a.subnets < 4) throw new Error('--subnets must be at least 4');
     if (!Number.isInteger(a['probe-seconds']) || a['probe-seconds'] < 0) throw new Error('--probe-seconds takes a whole number of seconds, 0 for none');
+    if (!Number.isInteger(a['probe-keep-periods']) || a['probe-keep-periods'] < 1 || a['probe-keep-periods'] > 24) throw new Error('--probe-keep-periods takes a whole number of periods, 1 to 24');
     if (!String(a.caps).split(',').every((c) => Number.isFinite(Number(c)) && Number(c) >= 0)) throw new Error('--caps takes MB/s numbers, e.g. 2,5,10');
     if (a.moderators < 0 || a.moderators > a.storage) throw new Error('--moderators must be between 0 and --storage');
     return true;
@@ -215,7 +217,7 @@ try {
       // the weights too (the fault suite's scenario 10).
       bandwidthBounds: 'local', unmeasuredCapKBps: argv['unmeasured-cap'],
       // SPEC.md §8.12: with --probe-seconds the authorities measure each relay's capacity themselves.
-      ...(argv['probe-seconds'] > 0 ? { probe: { enabled: true, seconds: argv['probe-seconds'], maxBytes: 64 << 20, inFlight: 256 } } : {}),
+      ...(argv['probe-seconds'] > 0 ? { probe: { enabled: true, seconds: argv['probe-seconds'], maxBytes: 64 << 20, inFlight: 256, keepPeriods: argv['probe-keep-periods'] } } : {}),
       metricsPort: a.metricsPort, metricsHost: metricsHostFor(a.addr),
       // Every node of this network is on 127.0.0.1 or a private test address (SPEC.md §6.3): refused without this flag.
       testNetwork: true,

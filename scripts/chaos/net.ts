@@ -64,6 +64,8 @@ export interface StartOptions {
   unmeasuredCapKBps?: number;
   /** The authorities' capacity probes, seconds per probe (SPEC.md §8.12); absent = none. */
   probeSeconds?: number;
+  /** Their `keepPeriods` (SPEC.md §8.12); absent = the launcher's 3. */
+  probeKeepPeriods?: number;
 }
 
 async function portFree(p: number): Promise<boolean> {
@@ -93,7 +95,8 @@ export async function startTestNet(repo: string, o: StartOptions): Promise<TestN
     ...(o.hosts ? ['--hosts', '--caps', o.caps ?? '2,5,10,20,50'] : []),
     ...(o.hosts && o.declareMBps !== undefined ? ['--declare', String(o.declareMBps)] : []),
     ...(o.unmeasuredCapKBps !== undefined ? ['--unmeasured-cap', String(o.unmeasuredCapKBps)] : []),
-    ...(o.probeSeconds !== undefined ? ['--probe-seconds', String(o.probeSeconds)] : [])];
+    ...(o.probeSeconds !== undefined ? ['--probe-seconds', String(o.probeSeconds)] : []),
+    ...(o.probeKeepPeriods !== undefined ? ['--probe-keep-periods', String(o.probeKeepPeriods)] : [])];
   const launcher: ChildProcess = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   launcher.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; });

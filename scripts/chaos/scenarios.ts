@@ -42,7 +42,7 @@ export interface Scenario {
    * Runs on a test network of its own, started after the shared one is stopped, with these
    * launcher options (caps, declared bandwidth, weight floor, period); the rest as the shared one.
    */
-  ownNet?: { caps?: string; declareMBps?: number; unmeasuredCapKBps?: number; period?: number; probeSeconds?: number };
+  ownNet?: { caps?: string; declareMBps?: number; unmeasuredCapKBps?: number; period?: number; probeSeconds?: number; probeKeepPeriods?: number };
   run(ctx: Ctx): Promise<Outcome>;
 }
 

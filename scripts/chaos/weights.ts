@@ -82,6 +82,14 @@ const S10_FLOOR = 10;
 const S10_PERIOD = 30;
 /** Seconds per probe: with 6 relays each authority probes every relay once per 6 × 3.5 s = 21 s < one period. */
 const S10_PROBE_SECONDS = 3;
+/**
+ * A relay's figure is its best probe of this many periods (SPEC.md §8.12 keepPeriods): 6 × 30 s =
+ * 180 s, about 8 probes of each relay by each authority, all inside the 240 s of load. Probes of a
+ * loaded relay on this shared 2-core machine read as low as a third of its cap (bound by CPU, not
+ * by the link: docs/chaos.md), so the best of 4 (the default 3 periods) sometimes ranked a 1 MB/s
+ * exit beside the 0.5 MB/s relays.
+ */
+const S10_PROBE_KEEP = 6;
 const S10_LOADED = 8;
 const S10_JUDGED = 4;
 
@@ -103,8 +111,8 @@ async function probeFigures(ctx: Ctx, relays: NetNode[]): Promise<number[]> {
 
 const s10: Scenario = {
   id: '10', name: 'weights follow capacity', needsHosts: true,
-  ownNet: { caps: S10_CAPS, declareMBps: S10_DECLARE, unmeasuredCapKBps: S10_FLOOR, period: S10_PERIOD, probeSeconds: S10_PROBE_SECONDS },
-  expected: `on a network of its own (caps ${S10_CAPS} MB/s cycled over 6 relays, every relay declaring ${S10_DECLARE} MB/s, weight floor ${S10_FLOOR} KB/s, period ${S10_PERIOD} s, the authorities' capacity probes of ${S10_PROBE_SECONDS} s, SPEC.md §8.12) under client load, the weights of the consensus that measured the last loaded epoch (probe figures combined with the receipts, §8.12) rank the relays in the order of their tc caps (equal caps in either order); reported: each relay's measured (weight) share and probe figure against its cap share, Spearman's rank correlation and the median relative error, and beside them the proven cells of the last ${S10_JUDGED} of ${S10_LOADED} loaded epochs (§8.5, §8.6: coins, from client traffic only)`,
+  ownNet: { caps: S10_CAPS, declareMBps: S10_DECLARE, unmeasuredCapKBps: S10_FLOOR, period: S10_PERIOD, probeSeconds: S10_PROBE_SECONDS, probeKeepPeriods: S10_PROBE_KEEP },
+  expected: `on a network of its own (caps ${S10_CAPS} MB/s cycled over 6 relays, every relay declaring ${S10_DECLARE} MB/s, weight floor ${S10_FLOOR} KB/s, period ${S10_PERIOD} s, the authorities' capacity probes of ${S10_PROBE_SECONDS} s, a relay's figure the best of its probes of ${S10_PROBE_KEEP} periods, SPEC.md §8.12) under client load, the weights of the consensus that measured the last loaded epoch (probe figures combined with the receipts, §8.12) rank the relays in the order of their tc caps (equal caps in either order); reported: each relay's measured (weight) share and probe figure against its cap share, Spearman's rank correlation and the median relative error, and beside them the proven cells of the last ${S10_JUDGED} of ${S10_LOADED} loaded epochs (§8.5, §8.6: coins, from client traffic only)`,
   async run(ctx) {
     const n = ctx.net;
     const P = ctx.period * 1000;

@@ -84,6 +84,17 @@ export interface ProbeOptions {
   /** Link handshake and CREATE2 bound, ms. */
   connectTimeoutMs?: number;
   now?: () => number;
+  /** Filled in as the probe goes (for the measurer's log, SPEC.md §8.12): where it is, and how long each step took. */
+  trace?: ProbeTrace;
+}
+
+/** How far a probe got: `link` (TLS link handshake), `circuit` (CREATE2), `burst` (the echo cells). */
+export interface ProbeTrace {
+  phase?: 'link' | 'circuit' | 'burst';
+  /** ms for the link handshake. */
+  linkMs?: number;
+  /** ms for CREATE2 / CREATED2. */
+  circuitMs?: number;
 }
 
 export interface ProbeResult extends ProbeFigures {
@@ -109,11 +120,19 @@ export async function runProbe(target: HopTarget, o: ProbeOptions): Promise<Prob
     throw err('PROBE_BAD_PARAMS', 'probe needs durationMs > 0, maxBytes ≥ one cell and inFlight ≥ 1');
   }
   const now = o.now ?? Date.now;
+  const trace = o.trace ?? {};
+  trace.phase = 'link';
+  const tLink = now();
   const ch = await connectLink({ host: target.address, port: target.orPort, expectedIdentity: target.identity, timeoutMs: o.connectTimeoutMs ?? 10_000 });
   const link = new ClientLink(ch);
   const circ = ClientCircuit.allocate(link);
+  trace.linkMs = now() - tLink;
+  trace.phase = 'circuit';
   try {
+    const tCirc = now();
     await withTimeout(circ.create(target), o.connectTimeoutMs ?? 10_000);
+    trace.circuitMs = now() - tCirc;
+    trace.phase = 'burst';
     const acct = new ProbeAccount();
     const maxCells = Math.floor(o.maxBytes / CELL_LEN);
     const t0 = now();
