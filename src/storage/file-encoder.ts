@@ -52,17 +52,7 @@ export class FileEncoder {
 
   /** Add bytes; returns the chunks completed by them (possibly none). */
   push(data: Uint8Array): EncodedDataChunk[] {
-    if (this.ended) throw err('STORAGE_INTERNAL', 'push after end');
-    const out: EncodedDataChunk[] = [];
-    let off = 0;
-    while (off < data.length) {
-      const take = Math.min(this.chunkSize - this.fill, data.length - off);
-      this.pending.set(data.subarray(off, off + take), this.fill);
-      this.fill += take;
-      off += take;
-      if (this.fill === this.chunkSize) out.push(this.flush());
-    }
-    return out;
+    return this.fillChunks(data, () => this.flush());
   }
 
   /**
@@ -71,15 +61,20 @@ export class FileEncoder {
    * buffer is its own (never reused), so it can be handed to another thread. Not mixed with push.
    */
   cut(data: Uint8Array): PlainChunk[] {
+    return this.fillChunks(data, () => this.handOut());
+  }
+
+  /** Copy `data` into the pending chunk; each time it fills, `full()` takes it (push and cut). */
+  private fillChunks<T>(data: Uint8Array, full: () => T): T[] {
     if (this.ended) throw err('STORAGE_INTERNAL', 'push after end');
-    const out: PlainChunk[] = [];
+    const out: T[] = [];
     let off = 0;
     while (off < data.length) {
       const take = Math.min(this.chunkSize - this.fill, data.length - off);
       this.pending.set(data.subarray(off, off + take), this.fill);
       this.fill += take;
       off += take;
-      if (this.fill === this.chunkSize) out.push(this.handOut());
+      if (this.fill === this.chunkSize) out.push(full());
     }
     return out;
   }

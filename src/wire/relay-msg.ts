@@ -159,15 +159,8 @@ export function encodeRelayPayload(command: number, streamId: number, data: Uint
  * Throws RELAY_MALFORMED, RELAY_UNKNOWN_COMMAND or RELAY_BAD_STREAM_ID; nothing else.
  */
 export function decodeRelayPayload(payload: Buffer): RelayPayload {
-  if (payload.length !== CELL_PAYLOAD_LEN) throw err('RELAY_MALFORMED', `relay payload must be ${CELL_PAYLOAD_LEN} bytes, got ${payload.length}`);
-  const command = payload[RELAY_COMMAND_OFFSET];
-  const rule = RULES[command];
-  if (rule === RULE_UNKNOWN) throw err('RELAY_UNKNOWN_COMMAND', `unknown relay command ${command}`, { command });
-  const streamId = payload.readUInt16BE(RELAY_STREAM_ID_OFFSET);
-  checkStreamId(command, rule, streamId);
-  const len = payload.readUInt16BE(RELAY_LENGTH_OFFSET);
-  if (len > RELAY_DATA_MAX) throw err('RELAY_MALFORMED', `relay length ${len} exceeds ${RELAY_DATA_MAX}`, { command, length: len });
-  return new DecodedRelayPayload(command as RelayCommandValue, streamId, payload, payload.subarray(RELAY_HEADER_LEN, RELAY_HEADER_LEN + len));
+  const { command, streamId, length } = decodeRelayPayloadHeader(payload);
+  return new DecodedRelayPayload(command as RelayCommandValue, streamId, payload, payload.subarray(RELAY_HEADER_LEN, RELAY_HEADER_LEN + length));
 }
 
 /**
