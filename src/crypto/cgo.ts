@@ -11,7 +11,7 @@
 // Every layer method works IN PLACE on the 509-byte payload of a RELAY / RELAY_EARLY cell; the
 // cell command is the associated data (one byte of the UIV tweak).
 import { err } from '../errors';
-import { aes128Block, aes128Ctr, PolyvalHash, constantTimeEqual, randomBytes, wipe, type Aes128Block } from './primitives';
+import { aes128Block, PolyvalHash, constantTimeEqual, randomBytes, wipe, type Aes128Block } from './primitives';
 import { CellCommand } from '../wire/cell';
 import { CGO_RELAY_DATA_MAX, relayPayloadFromCgo, relayPayloadToCgo } from '../wire/relay-msg';
 import type { ClientHopCrypto, RelayHopCrypto } from './hop-crypto';
@@ -35,20 +35,33 @@ export const CGO_DIGEST_LEN = 20;
 /** PRF_n1 starts 31 blocks into the stream (proposal 359: PRF(K, T, 1) offset). */
 const PRF_N1_BLOCKS = 31;
 
-/** Add `n` to a 16-byte big-endian counter in place (the CTR128-BE counter's own arithmetic). */
-function addToCounter(iv: Uint8Array, n: number): void {
-  let carry = n;
-  for (let i = 15; i >= 0 && carry !== 0; i--) {
-    const v = iv[i] + carry;
-    iv[i] = v & 0xff;
-    carry = v >>> 8;
-  }
-}
-
 /** A 16-byte buffer on its own (4-byte aligned) memory, as POLYVAL's digestInto requires. */
 function block(): Buffer {
   return Buffer.from(new ArrayBuffer(CGO_BLOCK_LEN));
 }
+
+// Scratch shared by every CGO state: each operation fills and consumes it before it returns
+// (single-threaded), so a key update allocates no per-state buffers.
+/** ET tweak: H | AD | X_R | 2 zero bytes (POLYVAL pads to 512 anyway; the tail stays zero). */
+const tweakScratch = Buffer.alloc(CGO_TAG_LEN + 1 + CGO_PAYLOAD_LEN + 2);
+/** ET mask UH(KU, T). */
+const maskScratch = block();
+/** PRF counter IV. */
+const ivScratch = block();
+/** A tag kept across one UIV operation (the T a client or relay remembers as T'). */
+const tagScratch = Buffer.alloc(CGO_TAG_LEN);
+
+/**
+ * POLYVAL tables for KU by how long the key has lived. A key at a hop that originates or
+ * recognizes every cell is replaced after one cell, so it starts with @noble/ciphers' cheapest
+ * tables (2-bit window: ~3 µs to build, ~5 µs per 512-byte tweak); a key that outlives
+ * KU_WIDE_AFTER cells (a hop passing cells on) gets 4-bit tables (~6 µs to build, ~3.5 µs per
+ * tweak, ~32 KB).
+ */
+const KU_WIDE_AFTER = 8;
+/** Input-length hints that select those windows in @noble/ciphers (≤ 1 KiB: 2 bits; ≤ 64 KiB: 4). */
+const POLYVAL_NARROW_HINT = 512;
+const POLYVAL_WIDE_HINT = 2048;
 
 /**
  * ET: the tweakable block cipher (LRW2): ENC_ET((KB,KU), T, M) = UH(KU,T) ^ AES(KB, M ^ UH(KU,T)),
@@ -56,75 +69,82 @@ function block(): Buffer {
  */
 export class EtCipher {
   private readonly kb: Aes128Block;
-  private readonly ku: PolyvalHash;
-  /** Tweak scratch: H | AD | X_R | 2 zero bytes. */
-  private readonly tweak = Buffer.alloc(CGO_TAG_LEN + 1 + CGO_PAYLOAD_LEN + 2);
-  private readonly mask = block();
+  private ku: PolyvalHash;
+  /** KU, kept until its tables are widened. */
+  private kuKey: Buffer | null;
+  private uses = 0;
 
   constructor(keys: Uint8Array) {
     if (keys.length !== CGO_ET_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO ET needs ${CGO_ET_KEY_LEN} key bytes, got ${keys.length}`);
     this.kb = aes128Block(keys.subarray(0, 16));
-    // Tables sized for the 512-byte tweak (a 4-bit window: every layer of every cell hashes one).
-    this.ku = new PolyvalHash(keys.subarray(16, 32), 2048);
+    this.kuKey = Buffer.from(keys.subarray(16, 32));
+    this.ku = new PolyvalHash(this.kuKey, POLYVAL_NARROW_HINT);
   }
 
   private hashTweak(h: Uint8Array, ad: number, xr: Uint8Array): void {
-    this.tweak.set(h, 0);
-    this.tweak[CGO_TAG_LEN] = ad;
-    this.tweak.set(xr, CGO_TAG_LEN + 1);
-    this.ku.hashInto(this.tweak, this.mask);
-  }
-
-  private xorMask(b: Buffer): void {
-    for (let i = 0; i < CGO_BLOCK_LEN; i++) b[i] ^= this.mask[i];
+    if (this.kuKey !== null && ++this.uses > KU_WIDE_AFTER) {
+      this.ku.destroy();
+      this.ku = new PolyvalHash(this.kuKey, POLYVAL_WIDE_HINT);
+      wipe(this.kuKey);
+      this.kuKey = null;
+    }
+    tweakScratch.set(h, 0);
+    tweakScratch[CGO_TAG_LEN] = ad;
+    tweakScratch.set(xr, CGO_TAG_LEN + 1);
+    this.ku.hashInto(tweakScratch, maskScratch);
   }
 
   encrypt(h: Uint8Array, ad: number, xr: Uint8Array, b: Buffer): void {
     this.hashTweak(h, ad, xr);
-    this.xorMask(b);
+    xorBlock(b, maskScratch);
     this.kb.encryptBlock(b);
-    this.xorMask(b);
+    xorBlock(b, maskScratch);
   }
 
   decrypt(h: Uint8Array, ad: number, xr: Uint8Array, b: Buffer): void {
     this.hashTweak(h, ad, xr);
-    this.xorMask(b);
+    xorBlock(b, maskScratch);
     this.kb.decryptBlock(b);
-    this.xorMask(b);
+    xorBlock(b, maskScratch);
   }
+}
+
+function xorBlock(b: Uint8Array, mask: Uint8Array): void {
+  for (let i = 0; i < CGO_BLOCK_LEN; i++) b[i] ^= mask[i];
 }
 
 /**
  * PRF((K, B), T, t) = CTR128-BE(K, IV + 31·t) with IV = POLYVAL(B, T) and the low six bits of
- * its last byte cleared (so the counter never carries out of that byte for these lengths).
+ * its last byte cleared (so the counter never carries out of that byte for these lengths). K
+ * keeps one AES context for every cell (primitives.ts ctrXorInPlace), not one per cell.
  */
 export class Prf {
-  private readonly k: Buffer;
+  private readonly k: Aes128Block;
   private readonly b: PolyvalHash;
-  private readonly iv = block();
 
   constructor(keys: Uint8Array) {
     if (keys.length !== CGO_PRF_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO PRF needs ${CGO_PRF_KEY_LEN} key bytes, got ${keys.length}`);
-    this.k = Buffer.from(keys.subarray(0, 16));
-    this.b = new PolyvalHash(keys.subarray(16, 32));
+    this.k = aes128Block(keys.subarray(0, 16));
+    // B hashes one 16-byte block per use: the smallest tables.
+    this.b = new PolyvalHash(keys.subarray(16, 32), POLYVAL_NARROW_HINT);
+  }
+
+  private ivFor(t: Uint8Array): Buffer {
+    this.b.hashInto(t, ivScratch);
+    ivScratch[15] &= 0xc0;
+    return ivScratch;
   }
 
   /** XOR the t=0 stream (tweak `t`) into `out` in place. */
-  private ivFor(t: Uint8Array): void {
-    this.b.hashInto(t, this.iv);
-    this.iv[15] &= 0xc0;
-  }
-
-  xorN0(t: Uint8Array, out: Buffer): void {
-    this.ivFor(t);
-    aes128Ctr(this.k, this.iv).updateInPlace(out);
+  xorN0(t: Uint8Array, out: Uint8Array): void {
+    this.k.ctrXorInPlace(this.ivFor(t), out, 0);
   }
 
   /** `n` bytes of the t=1 stream for tweak `t`. */
   n1(t: Uint8Array, n: number): Buffer {
-    this.ivFor(t);
-    addToCounter(this.iv, PRF_N1_BLOCKS);
-    return aes128Ctr(this.k, this.iv).update(Buffer.alloc(n));
+    const out = Buffer.alloc(n);
+    this.k.ctrXorInPlace(this.ivFor(t), out, PRF_N1_BLOCKS);
+    return out;
   }
 }
 
@@ -161,8 +181,7 @@ export class Uiv {
   /** UPDATE_UIV: (J', S', N') = PRF_n1(S, N); the keys change in place and N is overwritten. */
   update(nonce: Buffer): void {
     const seed = this.s.n1(nonce, CGO_UIV_KEY_LEN + CGO_BLOCK_LEN);
-    wipe(this.current);
-    this.current = Buffer.from(seed.subarray(0, CGO_UIV_KEY_LEN));
+    this.current.set(seed.subarray(0, CGO_UIV_KEY_LEN));
     this.j = new EtCipher(this.current.subarray(0, CGO_ET_KEY_LEN));
     this.s = new Prf(this.current.subarray(CGO_ET_KEY_LEN));
     seed.copy(nonce, 0, CGO_UIV_KEY_LEN);
@@ -196,9 +215,9 @@ export class CgoState {
 export const cgoOps = {
   /** Client, a layer it adds going forward: DEC_UIV with T', then T' = the T it was given. */
   clientEncryptOutbound(st: CgoState, cmd: number, cell: Buffer): void {
-    const tNew = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    tagScratch.set(cell.subarray(0, CGO_TAG_LEN));
     st.uiv.decrypt(st.tag, cmd, cell);
-    st.tag.set(tNew);
+    st.tag.set(tagScratch);
   },
   /** Client, the hop a cell is for: T = N, encrypt, update. Returns the SENDME tag (the T sent at this layer). */
   clientOriginate(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): void {
@@ -209,23 +228,24 @@ export const cgoOps = {
   },
   /** Client, one layer inbound: DEC_UIV with T'; T' = the T received; recognized when the tag is N. */
   clientDecryptInbound(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): boolean {
-    const tOrig = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    tagScratch.set(cell.subarray(0, CGO_TAG_LEN));
     st.uiv.decrypt(st.tag, cmd, cell);
-    st.tag.set(tOrig);
+    st.tag.set(tagScratch);
     if (!constantTimeEqual(cell.subarray(0, CGO_TAG_LEN), st.nonce)) return false;
-    st.uiv.update(tOrig);
-    st.nonce.set(tOrig);
+    // UPDATE(K, T): the new N is written over the copy of T, then kept.
+    st.uiv.update(tagScratch);
+    st.nonce.set(tagScratch);
     sendmeTag.set(st.tag, 0);
     return true;
   },
   /** Relay, forward: ENC_UIV with T'; T' = the T produced; recognized when it is N. */
   relayDecryptOutbound(st: CgoState, cmd: number, cell: Buffer, sendmeTag: Buffer): boolean {
-    const tIn = Buffer.from(cell.subarray(0, CGO_TAG_LEN));
+    tagScratch.set(cell.subarray(0, CGO_TAG_LEN));
     st.uiv.encrypt(st.tag, cmd, cell);
     st.tag.set(cell.subarray(0, CGO_TAG_LEN));
     if (!constantTimeEqual(st.tag, st.nonce)) return false;
     st.uiv.update(st.nonce);
-    sendmeTag.set(tIn, 0);
+    sendmeTag.set(tagScratch, 0);
     return true;
   },
   /** Relay, backward, a cell passing through or originated here: ENC_UIV with T'; T' = the T produced. */

@@ -333,47 +333,118 @@ export function aes128Ctr(key: Uint8Array, iv: Uint8Array = Buffer.alloc(16)): S
 
 // ---- AES-128 single blocks and POLYVAL (Counter Galois Onion relay crypto, SPEC.md §5.6) ----
 
-/** One AES-128 key used one 16-byte block at a time (ECB, no padding), in place. */
-export interface Aes128Block { encryptBlock(block: Buffer): void; decryptBlock(block: Buffer): void }
+/**
+ * One AES-128 key, long-lived: single 16-byte blocks in place (ECB, no padding) and short
+ * CTR128-BE keystreams from any counter (CGO's PRF, SPEC.md §5.6).
+ */
+export interface Aes128Block {
+  encryptBlock(block: Buffer): void;
+  decryptBlock(block: Buffer): void;
+  /**
+   * XOR into `data` (at most AES128_CTR_SHORT_MAX bytes) the AES-128-CTR keystream (128-bit
+   * big-endian counter, as OpenSSL's aes-128-ctr) that starts at counter `iv` + `firstBlock`.
+   * Same bytes as createCipheriv('aes-128-ctr', key, iv + firstBlock) on `data`, without a new
+   * cipher context per call: the counter blocks are written out and encrypted by this key's one
+   * ECB context in a single update.
+   */
+  ctrXorInPlace(iv: Uint8Array, data: Uint8Array, firstBlock?: number): void;
+}
+
+/** Longest keystream ctrXorInPlace makes in one call (a CGO cell body is 509 bytes). */
+export const AES128_CTR_SHORT_MAX = 1024;
+/** Counter blocks for ctrXorInPlace: shared (single-threaded, filled and consumed in one call). */
+const ctrCounters = Buffer.alloc(AES128_CTR_SHORT_MAX);
+const ctrView = new DataView(ctrCounters.buffer, ctrCounters.byteOffset, ctrCounters.length);
+
+/**
+ * Write `blocks` consecutive 128-bit big-endian counters, the first `iv` + `first` (wrapping
+ * mod 2^128), into ctrCounters.
+ */
+function fillCounters(iv: Uint8Array, first: number, blocks: number): void {
+  const v = new DataView(iv.buffer, iv.byteOffset, 16);
+  let c0 = v.getUint32(0), c1 = v.getUint32(4), c2 = v.getUint32(8), c3 = v.getUint32(12);
+  // + first (first < 2^32 here: at most a few thousand).
+  const s = c3 + first;
+  c3 = s >>> 0;
+  if (s > 0xffffffff) { c2 = (c2 + 1) >>> 0; if (c2 === 0) { c1 = (c1 + 1) >>> 0; if (c1 === 0) c0 = (c0 + 1) >>> 0; } }
+  for (let off = 0, end = blocks << 4; off < end; off += 16) {
+    ctrView.setUint32(off, c0); ctrView.setUint32(off + 4, c1); ctrView.setUint32(off + 8, c2); ctrView.setUint32(off + 12, c3);
+    c3 = (c3 + 1) >>> 0;
+    if (c3 === 0) { c2 = (c2 + 1) >>> 0; if (c2 === 0) { c1 = (c1 + 1) >>> 0; if (c1 === 0) c0 = (c0 + 1) >>> 0; } }
+  }
+}
 
 export function aes128Block(key: Uint8Array): Aes128Block {
   if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
   const k = Buffer.from(key);
-  // ECB keeps no state between blocks, so one cipher object serves every block; each direction
-  // is made on first use (CGO relays only encrypt, clients only decrypt).
+  // ECB keeps no state between blocks, so one cipher object serves every block and every
+  // keystream; each direction is made on first use (CGO relays only encrypt, clients only decrypt).
   let enc: nodeCrypto.Cipher | null = null;
   let dec: nodeCrypto.Decipher | null = null;
+  const encryptor = (): nodeCrypto.Cipher => {
+    if (!enc) { enc = nodeCrypto.createCipheriv('aes-128-ecb', k, null); enc.setAutoPadding(false); }
+    return enc;
+  };
   return {
     encryptBlock(block) {
-      if (!enc) { enc = nodeCrypto.createCipheriv('aes-128-ecb', k, null); enc.setAutoPadding(false); }
-      enc.update(block).copy(block);
+      block.set(encryptor().update(block));
     },
     decryptBlock(block) {
       if (!dec) { dec = nodeCrypto.createDecipheriv('aes-128-ecb', k, null); dec.setAutoPadding(false); }
-      dec.update(block).copy(block);
+      block.set(dec.update(block));
+    },
+    ctrXorInPlace(iv, data, firstBlock = 0) {
+      if (iv.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128-ctr iv must be 16 bytes');
+      const n = data.length;
+      if (n > AES128_CTR_SHORT_MAX) throw err('CRYPTO_BAD_LENGTH', `short CTR keystream is at most ${AES128_CTR_SHORT_MAX} bytes`);
+      if (n === 0) return;
+      const blocks = (n + 15) >>> 4;
+      if (!Number.isInteger(firstBlock) || firstBlock < 0 || firstBlock > 0xffffffff) throw err('CRYPTO_BAD_LENGTH', 'CTR block offset out of range');
+      fillCounters(iv, firstBlock, blocks);
+      const ks = encryptor().update(ctrCounters.subarray(0, blocks << 4));
+      for (let i = 0; i < n; i++) data[i] ^= ks[i];
     },
   };
 }
 
+/** The per-message state @noble/ciphers' GHASH keeps in protected fields (see PolyvalHash). */
+interface PolyvalAccumulator { s0: number; s1: number; s2: number; s3: number; finished: boolean }
+
 /**
  * POLYVAL (RFC 8452) from @noble/ciphers under one key, reusable: the key's tables are built once
- * and each hash() starts from the zero accumulator. Every input is zero-padded to whole blocks.
+ * and each hashInto() starts from the zero accumulator. Every input is zero-padded to whole blocks.
  * The reset writes the accumulator GHASH keeps in protected fields (its whole per-message state), so
- * package.json pins the minor version; the CGO known-answer vectors check it on every test run.
+ * package.json pins the minor version; the CGO unit tests compare it with fresh @noble instances.
+ * It holds a Polyval rather than extending it: under the TypeScript loader (which keeps class
+ * names with a static block) constructing a subclass of Polyval takes about 2.5 times as long.
  */
-export class PolyvalHash extends Polyval {
-  /** `inputLength`: the usual input size; @noble/ciphers sizes its key tables by it (larger = faster hashing, slower keying). */
+export class PolyvalHash {
+  private readonly p: Polyval;
+  private readonly acc: PolyvalAccumulator;
+
+  /**
+   * `inputLength`: the usual input size; @noble/ciphers sizes its key tables by it (a window of 2
+   * bits up to 1 KiB, 4 bits up to 64 KiB, 8 above: larger = faster hashing, slower keying and
+   * more memory — about 16, 32 and 96 KB).
+   */
   constructor(key: Uint8Array, inputLength?: number) {
     if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'POLYVAL key must be 16 bytes');
-    super(key, inputLength);
+    this.p = new Polyval(key, inputLength);
+    this.acc = this.p as unknown as PolyvalAccumulator;
   }
 
-  /** POLYVAL(key, data zero-padded to 16-byte blocks) into out[0..16). */
+  /** POLYVAL(key, data zero-padded to 16-byte blocks) into out[0..16) (out 4-byte aligned). */
   hashInto(data: Uint8Array, out: Uint8Array): void {
-    this.s0 = 0; this.s1 = 0; this.s2 = 0; this.s3 = 0;
-    this.finished = false;
-    this.update(data);
-    this.digestInto(out);
+    const acc = this.acc;
+    acc.s0 = 0; acc.s1 = 0; acc.s2 = 0; acc.s3 = 0;
+    acc.finished = false;
+    this.p.update(data);
+    this.p.digestInto(out);
+  }
+
+  /** Zero the key's tables; the object is unusable afterwards. */
+  destroy(): void {
+    this.p.destroy();
   }
 }
 
