@@ -374,37 +374,50 @@ function fillCounters(iv: Uint8Array, first: number, blocks: number): void {
   }
 }
 
+/**
+ * ECB keeps no state between blocks, so one cipher object serves every block and every keystream;
+ * each direction is made on first use (CGO relays only encrypt, clients only decrypt). A class,
+ * not a closure: a CGO endpoint makes two of these per cell (its keys change with every cell).
+ */
+class Aes128Key implements Aes128Block {
+  private readonly k: Buffer;
+  private enc: nodeCrypto.Cipher | null = null;
+  private dec: nodeCrypto.Decipher | null = null;
+
+  constructor(key: Uint8Array) {
+    if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
+    this.k = Buffer.from(key);
+  }
+
+  private encryptor(): nodeCrypto.Cipher {
+    if (this.enc === null) { this.enc = nodeCrypto.createCipheriv('aes-128-ecb', this.k, null); this.enc.setAutoPadding(false); }
+    return this.enc;
+  }
+
+  encryptBlock(block: Buffer): void {
+    block.set(this.encryptor().update(block));
+  }
+
+  decryptBlock(block: Buffer): void {
+    if (this.dec === null) { this.dec = nodeCrypto.createDecipheriv('aes-128-ecb', this.k, null); this.dec.setAutoPadding(false); }
+    block.set(this.dec.update(block));
+  }
+
+  ctrXorInPlace(iv: Uint8Array, data: Uint8Array, firstBlock = 0): void {
+    if (iv.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128-ctr iv must be 16 bytes');
+    const n = data.length;
+    if (n > AES128_CTR_SHORT_MAX) throw err('CRYPTO_BAD_LENGTH', `short CTR keystream is at most ${AES128_CTR_SHORT_MAX} bytes`);
+    if (!Number.isInteger(firstBlock) || firstBlock < 0 || firstBlock > 0xffffffff) throw err('CRYPTO_BAD_LENGTH', 'CTR block offset out of range');
+    if (n === 0) return;
+    const blocks = (n + 15) >>> 4;
+    fillCounters(iv, firstBlock, blocks);
+    const ks = this.encryptor().update(ctrCounters.subarray(0, blocks << 4));
+    for (let i = 0; i < n; i++) data[i] ^= ks[i];
+  }
+}
+
 export function aes128Block(key: Uint8Array): Aes128Block {
-  if (key.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128 key must be 16 bytes');
-  const k = Buffer.from(key);
-  // ECB keeps no state between blocks, so one cipher object serves every block and every
-  // keystream; each direction is made on first use (CGO relays only encrypt, clients only decrypt).
-  let enc: nodeCrypto.Cipher | null = null;
-  let dec: nodeCrypto.Decipher | null = null;
-  const encryptor = (): nodeCrypto.Cipher => {
-    if (!enc) { enc = nodeCrypto.createCipheriv('aes-128-ecb', k, null); enc.setAutoPadding(false); }
-    return enc;
-  };
-  return {
-    encryptBlock(block) {
-      block.set(encryptor().update(block));
-    },
-    decryptBlock(block) {
-      if (!dec) { dec = nodeCrypto.createDecipheriv('aes-128-ecb', k, null); dec.setAutoPadding(false); }
-      block.set(dec.update(block));
-    },
-    ctrXorInPlace(iv, data, firstBlock = 0) {
-      if (iv.length !== 16) throw err('CRYPTO_BAD_LENGTH', 'aes-128-ctr iv must be 16 bytes');
-      const n = data.length;
-      if (n > AES128_CTR_SHORT_MAX) throw err('CRYPTO_BAD_LENGTH', `short CTR keystream is at most ${AES128_CTR_SHORT_MAX} bytes`);
-      if (n === 0) return;
-      const blocks = (n + 15) >>> 4;
-      if (!Number.isInteger(firstBlock) || firstBlock < 0 || firstBlock > 0xffffffff) throw err('CRYPTO_BAD_LENGTH', 'CTR block offset out of range');
-      fillCounters(iv, firstBlock, blocks);
-      const ks = encryptor().update(ctrCounters.subarray(0, blocks << 4));
-      for (let i = 0; i < n; i++) data[i] ^= ks[i];
-    },
-  };
+  return new Aes128Key(key);
 }
 
 /** The per-message state @noble/ciphers' GHASH keeps in protected fields (see PolyvalHash). */
