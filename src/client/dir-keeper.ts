@@ -7,7 +7,7 @@ import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { Fetcher } from '../dir/fetch';
-import { fetchVerifiedConsensus, type TunnelSource } from '../dir/consensus-fetch';
+import { fetchVerifiedConsensus, type ConsensusSource, type TunnelSource } from '../dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
@@ -32,6 +32,16 @@ export interface DirKeeperOptions {
   guardSources?: () => TunnelSource[];
   /** How direct fetches declare themselves (SPEC.md §6.10.1); default client. */
   fetcher?: Fetcher;
+  /**
+   * SPEC.md §9.21.1: a hidden storage node. While it holds a valid consensus it never fetches
+   * directly, not even when it has no guard yet or every guard mirror failed: it asks its guards'
+   * mirrors, then `circuitSources` (relay mirrors over 3-hop circuits), and otherwise keeps the
+   * consensus in hand until the next refresh. Only with no valid consensus (first bootstrap, or
+   * the cached one expired) does it go direct.
+   */
+  tunnelOnly?: boolean;
+  /** SPEC.md §9.21.1: relay mirrors over 3-hop circuits, asked after the guards' mirrors (tunnelOnly). */
+  circuitSources?: () => TunnelSource[];
 }
 
 export class DirKeeper {
@@ -44,8 +54,10 @@ export class DirKeeper {
   private readonly log: Logger;
   private readonly cacheFile: string;
   private guardSources: (() => TunnelSource[]) | null;
-  /** How the last fetch went out: through guards, direct (bootstrap), or none yet. */
-  lastVia: 'guard' | 'direct' | null = null;
+  /** How the last fetch went out: through guards, over 3-hop circuits to relay mirrors, direct (bootstrap), or none yet. */
+  lastVia: 'guard' | 'circuit' | 'direct' | null = null;
+  /** Fetches by way out (SPEC.md §6.10.1, §9.21.1); `none` when a tunnel-only keeper had no way but direct and did not go. */
+  private readonly fetchCounter: InstanceType<typeof prom.Counter> | null = null;
 
   constructor(private readonly opts: DirKeeperOptions) {
     this.now = opts.now ?? Date.now;
@@ -58,6 +70,10 @@ export class DirKeeper {
       new prom.Gauge({
         name: 'bitcloud_consensus_age_seconds', help: 'Seconds since the valid-after time of the consensus in use (-1: none)',
         registers: [opts.registry], collect() { this.set(self.current ? (self.now() - self.current.validAfter) / 1000 : -1); },
+      });
+      this.fetchCounter = new prom.Counter({
+        name: 'bitcloud_consensus_fetches_total', help: 'Consensus fetches by way out: guard, circuit (relay mirror over 3 hops), direct (bootstrap), none (nothing to ask)',
+        labelNames: ['via'], registers: [opts.registry],
       });
     }
   }
@@ -104,24 +120,48 @@ export class DirKeeper {
     // SPEC.md §6.10.1: with a valid consensus and a guard, only the guards' mirrors are asked; a
     // stale or unreachable one is followed by the next guard, and when all fail the consensus in
     // hand is kept until the next refresh. Only without either (bootstrap, or the consensus
-    // expired) does the client contact configured mirrors and authorities directly.
-    const viaGuards = this.consensus() ? this.guardSources?.() ?? [] : [];
-    const via = viaGuards.length > 0 ? 'guard' : 'direct';
-    const sources = viaGuards.length > 0 ? viaGuards : [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))];
+    // expired) does the client contact configured mirrors and authorities directly; a hidden
+    // node (tunnelOnly) only without a valid consensus.
+    const held = this.consensus() !== null;
+    const viaGuards = held ? this.guardSources?.() ?? [] : [];
+    // SPEC.md §9.21.1: a hidden node with a valid consensus never goes direct: when its guards'
+    // mirrors gave nothing (none, all down, all stale), relay mirrors over 3-hop circuits are next.
+    const tunnelOnly = held && this.opts.tunnelOnly === true;
+    const stages: { via: 'guard' | 'circuit' | 'direct'; sources: () => ConsensusSource[] }[] = [];
+    if (viaGuards.length > 0) stages.push({ via: 'guard', sources: () => viaGuards });
+    if (tunnelOnly) stages.push({ via: 'circuit', sources: () => this.opts.circuitSources?.() ?? [] });
+    else if (viaGuards.length === 0) stages.push({ via: 'direct', sources: () => [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))] });
+    let asked = false;
     try {
-      const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
-        now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
-      });
-      this.lastVia = via;
-      for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
-      if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
-        this.current = r.consensus;
-        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via }, 'new consensus');
-        await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
-      } else if (!this.current) {
-        this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
-      } else if (via === 'guard' && !r.consensus && r.notModified.length === 0) {
-        this.log.warn({ failures: r.failures.length }, 'no guard mirror gave a consensus; keeping the one in hand, retrying later');
+      for (const stage of stages) {
+        const sources = stage.sources();
+        if (sources.length === 0) continue;
+        asked = true;
+        this.fetchCounter?.inc({ via: stage.via });
+        const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
+          now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
+        });
+        this.lastVia = stage.via;
+        for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
+        if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
+          this.current = r.consensus;
+          this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via: stage.via }, 'new consensus');
+          await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
+          break;
+        }
+        if (!this.current) {
+          this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
+        } else if (stage.via !== 'direct' && r.notModified.length === 0) {
+          // Every mirror of this stage down or stale: the next stage, else keep the one in hand.
+          if (r.consensus) this.log.debug({ via: stage.via }, 'the mirrors had nothing newer');
+          else this.log.warn({ failures: r.failures.length, via: stage.via }, 'no mirror gave a consensus; keeping the one in hand, retrying later');
+          continue;
+        }
+        break; // nothing newer to be had (304 or stale): the next stage would answer the same
+      }
+      if (!asked) {
+        this.fetchCounter?.inc({ via: 'none' });
+        this.log.warn('no guard mirror and no relay mirror to fetch the consensus through; keeping the one in hand, retrying later');
       }
     } catch (e) {
       this.log.warn({ code: errorCode(e) }, 'consensus fetch failed');
