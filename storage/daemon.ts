@@ -68,7 +68,7 @@ export class StorageDaemon {
     // valid consensus it never fetches directly: its guards' mirrors, then relay mirrors over 3-hop circuits.
     this.dir = new DirKeeper({
       authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: cfg.hidden ? 'client' : 'node',
-      ...(cfg.hidden ? { tunnelOnly: true, circuitSources: () => this.hsBuilder ? mirrorCircuitSources(this.dir.relays(), async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ) : [] } : {}),
+      ...(cfg.hidden ? { tunnelOnly: true, circuitSources: () => this.hsBuilder ? mirrorCircuitSources(this.dir.tunnelRelays(), async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ) : [] } : {}),
     });
   }
 
@@ -165,11 +165,12 @@ export class StorageDaemon {
     });
     await receipts.start();
     const builder = this.hsBuilder = new CircuitBuilder({
-      relays: () => this.dir.relays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log,
+      // SPEC.md §9.21.1: a cached consensus expired less than a day ago still builds the directory circuits.
+      relays: () => this.dir.tunnelRelays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log,
       linkIdentity: () => receipts.linkIdentity(), onLink: (ch, key) => receipts.onLink(ch, key),
     });
     // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
-    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
+    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.tunnelRelays()));
   }
 
   /** 3-hop circuits to relay mirrors (SPEC.md §9.21.8) for a hidden node's uploads and policy fetches; null before start. */

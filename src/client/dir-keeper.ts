@@ -2,7 +2,8 @@
 // consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
 // refreshed periodically; only a consensus inside its validity window is handed to path
 // selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
-import { isConsensusStale } from '../dir/consensus';
+import { isConsensusStale, UncheckedConsensus } from '../dir/consensus';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
@@ -44,8 +45,16 @@ export interface DirKeeperOptions {
   circuitSources?: () => TunnelSource[];
 }
 
+/**
+ * SPEC.md §9.21.1: how long past its valid-until a cached consensus still lets a hidden node build
+ * circuits to fetch a new one (Tor's "reasonably live" bound for bootstrapping from a cache).
+ */
+export const REASONABLY_LIVE_MS = 24 * 3_600_000;
+
 export class DirKeeper {
   private current: VerifiedConsensus | null = null;
+  /** tunnelOnly: the cached consensus when it had expired at start (less than REASONABLY_LIVE_MS ago). */
+  private reasonablyLive: VerifiedConsensus | null = null;
   private timer: NodeJS.Timeout | null = null;
   private fetching: Promise<void> | null = null;
   /** validAfter of the consensus last reported as not fresh (one warning per consensus). */
@@ -89,12 +98,40 @@ export class DirKeeper {
   }
 
   /**
+   * SPEC.md §9.21.1: the relays a hidden node builds its directory circuits from: those of the
+   * valid consensus, else (tunnelOnly) of a cached one expired less than REASONABLY_LIVE_MS ago.
+   */
+  tunnelRelays(): readonly ConsensusRelay[] | null {
+    return this.relays() ?? this.liveEnough()?.relays ?? null;
+  }
+
+  private liveEnough(): VerifiedConsensus | null {
+    // The consensus in hand once it expired (the node ran on), or the one expired in the cache at start.
+    const c = this.current ?? this.reasonablyLive;
+    if (!this.opts.tunnelOnly || !c || this.now() - c.validUntil > REASONABLY_LIVE_MS) return null;
+    return c;
+  }
+
+  /** A cached consensus that verifies as of its own valid-until and expired less than REASONABLY_LIVE_MS ago. */
+  private async loadReasonablyLive(): Promise<void> {
+    try {
+      const u = UncheckedConsensus.parse(await fsp.readFile(this.cacheFile));
+      const now = this.now();
+      if (now <= u.validUntil || now - u.validUntil > REASONABLY_LIVE_MS) return;
+      this.reasonablyLive = u.check(this.opts.authorities, u.validUntil);
+    } catch {
+      // none, or it does not verify: a direct bootstrap
+    }
+  }
+
+  /**
    * Load the cache, then fetch: in the background when the cache gave a valid consensus,
    * otherwise waiting for the first fetch. Then refresh periodically.
    */
   async start(): Promise<void> {
     const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now());
     if (cached.consensus) this.current = cached.consensus;
+    else if (this.opts.tunnelOnly) await this.loadReasonablyLive();
     const first = this.refresh();
     if (!this.consensus()) await first;
     this.schedule();
@@ -123,14 +160,17 @@ export class DirKeeper {
     // expired) does the client contact configured mirrors and authorities directly; a hidden
     // node (tunnelOnly) only without a valid consensus.
     const held = this.consensus() !== null;
-    const viaGuards = held ? this.guardSources?.() ?? [] : [];
     // SPEC.md §9.21.1: a hidden node with a valid consensus never goes direct: when its guards'
     // mirrors gave nothing (none, all down, all stale), relay mirrors over 3-hop circuits are next.
-    const tunnelOnly = held && this.opts.tunnelOnly === true;
+    // With only a reasonably live one (expired, cached) it tries both before a direct bootstrap.
+    const live = this.opts.tunnelOnly === true && (held || this.liveEnough() !== null);
+    const viaGuards = held || live ? this.guardSources?.() ?? [] : [];
     const stages: { via: 'guard' | 'circuit' | 'direct'; sources: () => ConsensusSource[] }[] = [];
     if (viaGuards.length > 0) stages.push({ via: 'guard', sources: () => viaGuards });
-    if (tunnelOnly) stages.push({ via: 'circuit', sources: () => this.opts.circuitSources?.() ?? [] });
-    else if (viaGuards.length === 0) stages.push({ via: 'direct', sources: () => [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))] });
+    if (live) stages.push({ via: 'circuit', sources: () => this.opts.circuitSources?.() ?? [] });
+    if (this.opts.tunnelOnly ? !held : viaGuards.length === 0) {
+      stages.push({ via: 'direct', sources: () => [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))] });
+    }
     let asked = false;
     try {
       for (const stage of stages) {
@@ -149,14 +189,13 @@ export class DirKeeper {
           await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
           break;
         }
-        if (!this.current) {
-          this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
-        } else if (stage.via !== 'direct' && r.notModified.length === 0) {
+        if (stage.via !== 'direct' && r.notModified.length === 0) {
           // Every mirror of this stage down or stale: the next stage, else keep the one in hand.
           if (r.consensus) this.log.debug({ via: stage.via }, 'the mirrors had nothing newer');
           else this.log.warn({ failures: r.failures.length, via: stage.via }, 'no mirror gave a consensus; keeping the one in hand, retrying later');
           continue;
         }
+        if (!this.current) this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
         break; // nothing newer to be had (304 or stale): the next stage would answer the same
       }
       if (!asked) {

@@ -118,5 +118,25 @@ describe('DirKeeper of a hidden storage node (tunnelOnly, SPEC.md §9.21.1)', ()
     expect(calls[0]).toEqual([AUTH.url]);
     expect(k.lastVia).toBe('direct');
   });
-});
 
+  it('its consensus expired while it ran (less than a day ago): guards, then circuits, then a direct bootstrap', async () => {
+    cached = fake(NOW - 60_000);
+    let now = NOW;
+    const k = new DirKeeper({
+      authorities: [AUTH as never], dataDir: '/nonexistent', now: () => now, refreshMs: 3_600_000,
+      guardSources: () => [guard], tunnelOnly: true, circuitSources: () => [circuit],
+    });
+    answer = { consensus: null, source: null, notModified: ['guard:x'], failures: [] };
+    await k.start();
+    await k.refresh();
+    calls.length = 0;
+    now = NOW + 2 * 3_600_000; // past valid-until (validAfter + 1 h)
+    expect(k.consensus()).toBe(null);
+    expect(k.tunnelRelays()).toEqual([]);
+    answer = { consensus: null, source: null, notModified: [], failures: [{ source: 'x', code: 'DIR_FETCH_FAILED', reason: 'down' }] };
+    await k.refresh();
+    k.stop();
+    expect(calls).toEqual([[guard], [circuit], [AUTH.url]]);
+    expect(k.lastVia).toBe('direct');
+  });
+});
