@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
+import { startLocalNet, scrape, metric, curl, viaSocks, type LocalNet } from '../helpers/localnet';
 import { runCli, eventually, startDaemon, type Daemon } from '../helpers/daemon';
 import { randomBytes, x25519Generate, ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
 import { IDENTITY_KEY_FILE, loadEd25519Secret } from '../../src/crypto/keys';
@@ -32,8 +32,10 @@ let c: VerifiedConsensus;
 let manager: CircuitManager;
 /** A cookie the forged/replay test spent at `spentAt` (a full rendezvous joined under it). */
 let spent: { cookie: Buffer; at: ConsensusRelay } | null = null;
-/** The capability the put/get test stored. */
+/** The capability the put/get test stored, its bytes and its .bitcloud url. */
 let storedCap = '';
+let storedBody: Buffer | null = null;
+let storedUrl = '';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
@@ -212,7 +214,10 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     fs.writeFileSync(file, body);
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(put.code, put.stderr).toBe(0);
-    const cap = storedCap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
+    const pj = JSON.parse(put.stdout.trim().split('\n').pop()!) as { capability: string; url: string };
+    const cap = storedCap = pj.capability;
+    storedUrl = pj.url;
+    storedBody = body;
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(get.code, get.stderr).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
@@ -227,6 +232,13 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(stored).toBeGreaterThan(body.length);
     expect(rendezvous).toBeGreaterThanOrEqual(6);
   }, 480_000);
+
+  it('the SOCKS proxy\'s .bitcloud gateway serves the file from the hidden nodes (rendezvous, SPEC.md §9.16, §9.21.5)', async () => {
+    expect(storedUrl).toMatch(/\.bitcloud\/$/);
+    const r = await curl(['-sS', '-f', ...viaSocks(net.socksPort), storedUrl], { timeoutMs: 240_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.equals(storedBody!)).toBe(true);
+  }, 300_000);
 
   it('the authorities\' storage audits reach the hidden nodes through rendezvous circuits and pass (SPEC.md §9.20, §9.21)', async () => {
     expect(storedCap).not.toBe('');
