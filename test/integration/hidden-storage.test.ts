@@ -459,6 +459,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
   it('a hidden node restarted with its cached consensus fetches the next one through its guards or relay mirrors over circuits, never from an authority (SPEC.md §9.21.1)', async () => {
     const n = net.storage.find((x) => x.name === 'store2')!;
     const authPorts = authorityPorts();
+    const client0 = await clientFetchesAtAuthorities();
     process.kill(n.pid, 'SIGTERM');
     await eventually(() => (isAlive(n.pid) ? null : true), 60_000, 200);
     expect(fs.existsSync(path.join(n.dataDir, 'cached-consensus'))).toBe(true);
@@ -471,5 +472,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     // Not one connection to an authority, not even at start: the cached consensus built the circuits.
     expect(mine.filter((e) => authPorts.has(e.port))).toEqual([]);
     expect(await nodeFetches(me, 'direct')).toBe(0);
+    // The authorities agree: no direct fetch declared `client` reached them meanwhile.
+    expect(await clientFetchesAtAuthorities()).toBe(client0);
   }, 400_000);
 });
