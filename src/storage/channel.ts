@@ -3,8 +3,8 @@
 // checked against what was asked. An error response rejects with its code (detail.remote = true).
 import type { Duplex } from 'node:stream';
 import { err, BitcloudError } from '../errors';
-import { FrameDecoder, frameHeader, MAX_FRAME_BYTES } from './framing';
-import { decodeResponse, encodeRequest, responseError, type StorageRequest, type StorageResponse } from './protocol';
+import { FrameDecoder, MAX_FRAME_BYTES } from './framing';
+import { decodeResponse, encodeRequestFrame, responseError, type StorageRequest, type StorageResponse } from './protocol';
 
 type Answer<T extends StorageRequest['type']> = Extract<StorageResponse, { type: T }>;
 
@@ -33,15 +33,12 @@ export class StorageChannel {
     if (this.closed) return Promise.reject(this.closed);
     const reqId = this.nextId;
     this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1;
-    const body = encodeRequest(reqId, req);
+    // Header and body in one buffer, one write (a 4-byte header alone would cost a DATA cell of
+    // its own on a circuit stream); a put's share is copied into it once.
+    const frame = encodeRequestFrame(reqId, req);
     return new Promise<Answer<T['type']>>((resolve, reject) => {
       this.pending.set(reqId, { req, resolve: resolve as (r: StorageResponse) => void, reject });
-      // Header and body leave in one write (writev where the transport has it): a 4-byte header
-      // alone would cost a DATA cell of its own on a circuit stream.
-      this.stream.cork();
-      this.stream.write(frameHeader(body.length));
-      this.stream.write(body);
-      this.stream.uncork();
+      this.stream.write(frame);
     });
   }
 
