@@ -123,6 +123,19 @@ describe('framing (SPEC §9.6.1)', () => {
     }
   });
 
+  it('a requester\'s decoder takes a frame\'s whole buffer at once up to its bound, and still cuts frames at every boundary', () => {
+    const bodies = [Buffer.from('a'), Buffer.alloc(300_000, 2), Buffer.alloc(70_000, 3), Buffer.from('xyz')];
+    const wire = Buffer.concat(bodies.map((b) => encodeFrame(b)));
+    for (const step of [1, 7, 498, 65_536, wire.length]) {
+      const d = new FrameDecoder(MAX_FRAME_BYTES, undefined, 100_000);
+      const out: Buffer[] = [];
+      for (let i = 0; i < wire.length; i += step) out.push(...d.push(wire.subarray(i, i + step)));
+      expect(out).toEqual(bodies);
+      // Within the bound, the body is the buffer allocated for it (never a grown copy).
+      expect(out[2].buffer.byteLength).toBe(70_000);
+    }
+  });
+
   it('oversized and zero lengths are refused, and the decoder stays failed', () => {
     const d = new FrameDecoder(100);
     expect(codeOf(() => d.push(Buffer.from([0, 0, 0, 101])))).toBe('STORAGE_FRAME_TOO_LARGE');
