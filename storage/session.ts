@@ -8,14 +8,14 @@
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
-import { FrameBudget, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../src/storage/framing';
+import { FrameBudget, FrameDecoder, MAX_FRAME_BYTES } from '../src/storage/framing';
 
 /** SPEC.md §9.6.1: bytes of partly received request frames this node holds over all its streams. */
 export const NODE_FRAME_BUDGET_BYTES = 256 * 1024 * 1024;
 const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
 /** SPEC.md §9.6.1: a storage stream on which nothing arrives and nothing is pending this long is closed. */
 export const STORAGE_STREAM_IDLE_MS = 120_000;
-import { decodeRequest, encodeResponse, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
+import { decodeRequest, encodeResponseFrame, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
@@ -55,13 +55,12 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     idle.unref?.();
   };
   touch();
-  // Header and body are written in one tick, so concurrent answers never interleave. Answers that
+  // Header and body leave in one write (one buffer; a get's data copied into it once), so
+  // concurrent answers never interleave and no DATA cell carries a header alone. Answers that
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
   let draining: Promise<void> | null = null;
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
-    const body = encodeResponse(reqId, res);
-    stream.write(frameHeader(body.length));
-    if (!stream.write(body)) {
+    if (!stream.write(encodeResponseFrame(reqId, res))) {
       draining ??= waitDrain(stream).finally(() => { draining = null; });
       await draining;
     }

@@ -59,8 +59,9 @@ export class CircuitStream extends Duplex {
   readonly deliverWindow = new DeliverWindow('stream');
   /** Set when the peer sent END; its reason. */
   remoteEndReason: number | null = null;
-  private pending: Buffer | null = null;
-  /** Bytes of `pending` already sent. */
+  /** Written chunks not yet packaged, in order (one write, or a writev's chunks). */
+  private pending: Buffer[] = [];
+  /** Bytes of `pending[0]` already sent. */
   private pendingOff = 0;
   private pendingCb: ((e?: Error | null) => void) | null = null;
   private endSent = false;
@@ -84,36 +85,69 @@ export class CircuitStream extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     if (this.remoteEndReason !== null) { cb(); return; } // peer closed the stream: Tor drops late data
-    this.pending = chunk;
+    this.pending = [chunk];
     this.pendingOff = 0;
     this.pendingCb = cb;
     this.pump();
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
-    // Coalesce small writes so DATA cells go out full.
-    this._write(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'buffer' as BufferEncoding, cb);
+    // The chunks are walked in place (never concatenated: a writer of large frames would copy
+    // them all once more); where one ends inside a cell, that cell is filled from the next ones.
+    if (this.remoteEndReason !== null) { cb(); return; }
+    const bufs = chunks.map((c) => c.chunk).filter((b) => b.length > 0);
+    this.pending = bufs.length ? bufs : [chunks[0].chunk];
+    this.pendingOff = 0;
+    this.pendingCb = cb;
+    this.pump();
   }
 
   /** Send as much pending data as the windows and the link allow. Called again on SENDME / drain. */
   pump(): void {
-    while (this.pending && this.state === 'open') {
+    while (this.pending.length && this.state === 'open') {
       if (!this.packageWindow.canSend() || !this.host.canPackage()) return;
       // Hot path: the chunk is walked by offset (one view per cell, none for a chunk that fits).
-      const p = this.pending;
+      const q = this.pending;
+      const p = q[0];
       const off = this.pendingOff;
-      const n = Math.min(this.host.maxData, p.length - off);
+      const max = this.host.maxData;
+      let data: Buffer;
+      if (p.length - off >= max || q.length === 1) {
+        const n = Math.min(max, p.length - off);
+        data = off === 0 && n === p.length ? p : p.subarray(off, off + n);
+        this.pendingOff = off + n;
+        if (this.pendingOff === p.length) { q.shift(); this.pendingOff = 0; }
+      } else {
+        data = this.fillCell(q, max);
+      }
       this.packageWindow.onDataSent();
-      this.host.sendData(this, off === 0 && n === p.length ? p : p.subarray(off, off + n));
-      if (this.pending !== p) continue; // dropped while sending (the stream closed)
-      this.pendingOff = off + n;
-      if (this.pendingOff === p.length) this.pending = null;
+      this.host.sendData(this, data);
     }
-    if (!this.pending && this.pendingCb) {
+    if (!this.pending.length && this.pendingCb) {
       const cb = this.pendingCb;
       this.pendingCb = null;
       cb();
     }
+  }
+
+  /**
+   * One cell's data from the tail of `q[0]` (shorter than a cell) and the heads of the chunks
+   * after it (a small copy), so DATA cells go out full across write boundaries.
+   */
+  private fillCell(q: Buffer[], max: number): Buffer {
+    let total = 0;
+    for (let i = 0; i < q.length && total < max; i++) total += q[i].length - (i === 0 ? this.pendingOff : 0);
+    const out = Buffer.allocUnsafe(Math.min(max, total));
+    let fill = 0;
+    while (fill < out.length) {
+      const c = q[0];
+      const take = Math.min(out.length - fill, c.length - this.pendingOff);
+      c.copy(out, fill, this.pendingOff, this.pendingOff + take);
+      fill += take;
+      this.pendingOff += take;
+      if (this.pendingOff === c.length) { q.shift(); this.pendingOff = 0; }
+    }
+    return out;
   }
 
   override _final(cb: (e?: Error | null) => void): void {
@@ -200,7 +234,8 @@ export class CircuitStream extends Duplex {
     this.flushRx();
     this.push(null);
     // Writes after the peer's END are dropped; release a writer waiting on windows.
-    this.pending = null;
+    this.pending = [];
+    this.pendingOff = 0;
     this.pump();
   }
 
@@ -256,7 +291,7 @@ export class CircuitStream extends Duplex {
       this.host.sendEnd(this, e ? END_REASON_MISC : END_REASON_DONE);
     }
     this.state = 'closed';
-    if (this.pendingCb) { const c = this.pendingCb; this.pendingCb = null; this.pending = null; c(e); }
+    if (this.pendingCb) { const c = this.pendingCb; this.pendingCb = null; this.pending = []; this.pendingOff = 0; c(e); }
     this.host.release(this);
     cb(e);
   }

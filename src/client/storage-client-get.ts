@@ -198,7 +198,9 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   }
   // fetchShare checked every share's length and hash already. A large chunk is decoded on a
   // worker (coder-pool.ts), so this thread keeps reading the streams meanwhile.
-  if (workers && size * k >= CODER_POOL_MIN_BYTES) return ChunkCoderPool.shared().decode(fileKey, index, shares, layout.coding, ref, kind);
+  // The shares are this call's own (fresh answers from the nodes): their buffers are moved to the
+  // worker, not copied.
+  if (workers && size * k >= CODER_POOL_MIN_BYTES) return ChunkCoderPool.shared().decode(fileKey, index, shares, layout.coding, ref, kind, { move: true });
   return decodeChunk(fileKey, index, shares, layout.coding, ref, kind, { screened: true });
 }
 

@@ -15,12 +15,12 @@ export const CODER_POOL_MIN_BYTES = 64 * 1024;
 
 /**
  * Sent to a worker: encode chunk `index` of kind `kind` (plaintext in `plain`, transferred), or
- * decode it from the shares `present` (packed in `plain`, `size` bytes each, already checked
- * against their ids).
+ * decode it from the shares `present` (packed in `plain`, `size` bytes each, or moved one by one
+ * in `parts`; already checked against their ids).
  */
 export type CoderTask = { id: number; key: Uint8Array; index: number; plain: Uint8Array; k: number; n: number; kind: number } & (
   | { op: 'encode'; auditRoots: boolean }
-  | { op: 'decode'; present: number[]; size: number; encLen: number; shareIds: Uint8Array[] });
+  | { op: 'decode'; present: number[]; size: number; encLen: number; shareIds: Uint8Array[]; parts?: Uint8Array[] });
 /** A worker's answer: the n shares in one buffer (each `size` bytes, share i at i·size), ids and audit roots 32 bytes each. */
 export type CoderReply =
   | { id: number; ok: true; buf: ArrayBufferLike; size: number; encLen: number; ids: Uint8Array; roots: Uint8Array }
@@ -30,6 +30,20 @@ export type CoderReply =
 export interface CodedChunk extends EncodedChunk { auditRoots: Buffer[] | null }
 
 interface Slot { worker: Worker; ready: Promise<boolean>; started: boolean; busy: number }
+
+/**
+ * Shares whose buffers can be moved to a worker: each the only view of its own ArrayBuffer (at
+ * most a frame's few header bytes around it), never one of Node's pooled small buffers (those are
+ * at most 4 KiB; a moved pool would take other buffers' bytes with it), no two sharing one.
+ */
+function movable(parts: readonly Uint8Array[]): boolean {
+  const seen = new Set<ArrayBufferLike>();
+  for (const p of parts) {
+    if (p.byteLength < 16 * 1024 || p.buffer.byteLength > p.byteLength + 4096 || seen.has(p.buffer)) return false;
+    seen.add(p.buffer);
+  }
+  return true;
+}
 
 /** Encode inline, on this thread (small chunks, or no worker). */
 export function encodeInline(key: Uint8Array, index: number, plain: Uint8Array, coding: Coding, kind: ChunkKind, withRoots: boolean): CodedChunk {
@@ -80,33 +94,43 @@ export class ChunkCoderPool {
 
   /**
    * decodeChunk(…, { screened: true }) on a worker: `shares` (null = not fetched) were already
-   * checked against `ref` (length and hash). They are copied to the worker; the plaintext comes back.
+   * checked against `ref` (length and hash). They are copied to the worker, unless `move` and each
+   * is the sole view of its own buffer (movable): then those buffers are moved there and the
+   * caller's shares are empty afterwards. The plaintext comes back.
    */
-  async decode(key: Uint8Array, index: number, shares: ReadonlyArray<Uint8Array | null>, coding: Coding, ref: ChunkRef, kind: ChunkKind): Promise<Buffer> {
+  async decode(key: Uint8Array, index: number, shares: ReadonlyArray<Uint8Array | null>, coding: Coding, ref: ChunkRef, kind: ChunkKind, opts: { move?: boolean } = {}): Promise<Buffer> {
     const slot = await this.pick();
     if (!slot) return decodeChunk(key, index, shares, coding, ref, kind, { screened: true });
     const present: number[] = [];
     shares.forEach((s, i) => { if (s) present.push(i); });
     const size = present.length ? shares[present[0]]!.length : 0;
     if (present.some((i) => shares[i]!.length !== size)) return decodeChunk(key, index, shares, coding, ref, kind, { screened: true });
-    const packed = new Uint8Array(present.length * size);
-    present.forEach((i, j) => packed.set(shares[i]!, j * size));
-    const reply = await this.run(slot, {
-      op: 'decode', id: 0, key, index, plain: packed, k: coding.k, n: coding.n, kind, present, size, encLen: ref.encLen,
+    const task = {
+      op: 'decode' as const, id: 0, key, index, plain: new Uint8Array(0), k: coding.k, n: coding.n, kind, present, size, encLen: ref.encLen,
       shareIds: ref.shareIds.map((x) => Uint8Array.from(x)),
-    });
+    };
+    const parts = present.map((i) => shares[i]!);
+    let reply;
+    if (opts.move && movable(parts)) {
+      // Each share's buffer goes to the worker as it is: no packing copy.
+      reply = await this.run(slot, { ...task, parts }, parts.map((p) => p.buffer as ArrayBuffer));
+    } else {
+      const packed = new Uint8Array(present.length * size);
+      present.forEach((i, j) => packed.set(shares[i]!, j * size));
+      reply = await this.run(slot, { ...task, plain: packed });
+    }
     return Buffer.from(reply.buf as ArrayBuffer, 0, reply.size);
   }
 
   /** One task on one worker; a worker's error is thrown as the same typed error. */
-  private async run(slot: Slot, task: CoderTask): Promise<CoderReply & { ok: true }> {
+  private async run(slot: Slot, task: CoderTask, moved: ArrayBuffer[] = [task.plain.buffer as ArrayBuffer]): Promise<CoderReply & { ok: true }> {
     const id = this.nextId++;
     task.id = id;
     task.key = Uint8Array.from(task.key); // a view would take its whole underlying buffer along
     const reply = await new Promise<CoderReply>((resolve, reject) => {
       this.pending.set(id, { slot, resolve, reject });
       if (slot.busy++ === 0) slot.worker.ref();
-      slot.worker.postMessage(task, [task.plain.buffer as ArrayBuffer]);
+      slot.worker.postMessage(task, moved);
     });
     if (!reply.ok) {
       if (isErrorCode(reply.code)) throw err(reply.code, reply.message, reply.detail);

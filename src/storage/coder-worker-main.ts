@@ -11,9 +11,12 @@ const port = parentPort!;
 port.on('message', (t: CoderTask) => {
   try {
     if (t.op === 'decode') {
-      // Shares packed one after another in `plain`, share `present[j]` at j·size.
+      // Share `present[j]` is `parts[j]` (moved here), or packed in `plain` at j·size.
       const shares: (Buffer | null)[] = new Array(t.n).fill(null);
-      t.present.forEach((i, j) => { shares[i] = Buffer.from(t.plain.buffer, t.plain.byteOffset + j * t.size, t.size); });
+      t.present.forEach((i, j) => {
+        const part = t.parts?.[j];
+        shares[i] = part ? Buffer.from(part.buffer, part.byteOffset, part.byteLength) : Buffer.from(t.plain.buffer, t.plain.byteOffset + j * t.size, t.size);
+      });
       const ref = { encLen: t.encLen, shareIds: t.shareIds };
       const out = decodeChunk(t.key, t.index, shares, { k: t.k, n: t.n }, ref, t.kind as ChunkKind, { screened: true });
       const whole = out.byteOffset === 0 && out.buffer.byteLength === out.length;

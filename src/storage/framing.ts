@@ -62,7 +62,13 @@ export class FrameDecoder {
   /** Bytes taken from the budget for the frame being read. */
   private held = 0;
 
-  constructor(private readonly maxFrame = MAX_FRAME_BYTES, private readonly budget?: FrameBudget) {}
+  /**
+   * `wholeUpTo`: a frame declaring at most this many bytes gets its buffer at its declared length
+   * at once (one allocation, no copy as it grows). Only for a requester, whose peer is the node it
+   * chose and sends one frame at a time per stream; a node keeps the default 0 and never allocates
+   * before the bytes arrive (SPEC.md §9.6.1).
+   */
+  constructor(private readonly maxFrame = MAX_FRAME_BYTES, private readonly budget?: FrameBudget, private readonly wholeUpTo = 0) {}
 
   /** The stream ended: give back what the unfinished frame held. */
   close(): void {
@@ -91,9 +97,9 @@ export class FrameDecoder {
         if (len === 0) throw this.fail(err('STORAGE_FRAME_MALFORMED', 'zero-length frame'));
         if (len > this.maxFrame) throw this.fail(err('STORAGE_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${this.maxFrame}`, { len, max: this.maxFrame }));
         // Nothing is allocated for bytes that have not arrived (a peer could declare 16 MiB
-        // frames on many streams and send nothing).
+        // frames on many streams and send nothing), unless the owner allows it (wholeUpTo).
         this.want = len;
-        this.body = Buffer.allocUnsafe(Math.min(len, FIRST_BODY_ALLOC));
+        this.body = Buffer.allocUnsafe(len <= this.wholeUpTo ? len : Math.min(len, FIRST_BODY_ALLOC));
         this.bodyFill = 0;
       }
       const take = Math.min(this.want - this.bodyFill, chunk.length - off);

@@ -15,7 +15,15 @@ export const pb = {
   Root: type('Root'),
   Request: type('Request'),
   Response: type('Response'),
+  PutShare: type('PutShare'),
+  GetOk: type('GetOk'),
 };
+
+/** A protobuf varint (the length prefix of a length-delimited field). */
+export function varint(n: number): Buffer {
+  const u8 = protobuf.Writer.create().uint32(n).finish();
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.length);
+}
 
 export const CODING_SCHEME_RS_GF256 = 1;
 

@@ -2,7 +2,9 @@
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
 import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
-import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
+import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, varint, type Loose } from './proto';
+import type { Type } from 'protobufjs';
+import { encodeFrame, FRAME_HEADER_BYTES, frameHeader } from './framing';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
 import { MAX_AUDIT_BLOCKS } from './audit';
 
@@ -217,6 +219,47 @@ export function encodeResponse(reqId: number, res: StorageResponse): Buffer {
 }
 
 const BAD_RES = 'STORAGE_BAD_RESPONSE';
+
+/**
+ * One frame (SPEC.md §9.6.1: u32 length | body) of a message whose body has a large `data` field
+ * (field 2 of `inner`, itself field `outerField` of Request/Response), built with a single copy of
+ * the data (not empty: protobufjs leaves empty bytes out): the same bytes as encodeFrame(encodeProto(…)), where protobufjs would copy the data
+ * into its buffer and the stream would copy header and body once more into one buffer.
+ */
+function dataFrame(outer: Loose, outerType: Type, outerField: number, innerType: Type, before: Loose, data: Buffer, after: Loose): Buffer {
+  // Fields are written in field-number order, so the message is head | field 2 | tail.
+  const head = encodeProto(outerType, outer);
+  const innerHead = encodeProto(innerType, before);
+  const dataLen = varint(data.length);
+  const innerTail = encodeProto(innerType, after);
+  const innerLen = innerHead.length + 1 + dataLen.length + data.length + innerTail.length;
+  const innerLenV = varint(innerLen);
+  const bodyLen = head.length + 1 + innerLenV.length + innerLen;
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyLen);
+  let o = frameHeader(bodyLen).copy(out, 0);
+  o += head.copy(out, o);
+  out[o++] = (outerField << 3) | 2;
+  o += innerLenV.copy(out, o);
+  o += innerHead.copy(out, o);
+  out[o++] = (2 << 3) | 2;
+  o += dataLen.copy(out, o);
+  o += data.copy(out, o);
+  innerTail.copy(out, o);
+  return out;
+}
+
+/** A request as one whole frame: header and encodeRequest's body; a put's share is copied once. */
+export function encodeRequestFrame(reqId: number, req: StorageRequest): Buffer {
+  if (req.type !== 'put' || req.data.length === 0) return encodeFrame(encodeRequest(reqId, req));
+  return dataFrame({ id: reqId }, pb.Request, 2, pb.PutShare, { id: req.id }, req.data,
+    { leaseSeconds: req.leaseSeconds, ...(req.contentClass ? { contentClass: req.contentClass } : {}) });
+}
+
+/** A response as one whole frame: header and encodeResponse's body; a get's data is copied once. */
+export function encodeResponseFrame(reqId: number, res: StorageResponse): Buffer {
+  if (res.type !== 'get' || res.data.length === 0) return encodeFrame(encodeResponse(reqId, res));
+  return dataFrame({ id: reqId }, pb.Response, 3, pb.GetOk, { offset: res.offset }, res.data, { totalSize: res.totalSize });
+}
 
 /** Decode a response (client side). Anything invalid → STORAGE_BAD_RESPONSE. */
 export function decodeResponse(b: Uint8Array): { reqId: number; res: StorageResponse } {

@@ -50,6 +50,48 @@ describe('sending: DATA cells under the windows', () => {
     expect(cells.every((c) => c.streamId === s.id)).toBe(true);
   });
 
+  it('writes queued while one is sent go out in order, unmodified, in full cells, without joining them first', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(9);
+    s.markOpen();
+    circ.congested = true; // the link pushes back: the writes below queue up and come as one writev
+    const parts = [Buffer.alloc(5, 1), Buffer.alloc(3000, 2), Buffer.alloc(0), Buffer.alloc(1, 3), Buffer.alloc(700, 4), Buffer.alloc(2, 5), Buffer.alloc(996, 6)]
+      .map((b) => { for (let i = 0; i < b.length; i++) b[i] = (b[i] + i) & 0xff; return b; });
+    s.cork();
+    for (const p of parts) s.write(p);
+    s.uncork();
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(0);
+    circ.congested = false;
+    edge.pumpAll();
+    await tick();
+    const cells = circ.take(RelayCommand.DATA);
+    const total = parts.reduce((a, b) => a + b.length, 0);
+    expect(Buffer.concat(cells.map((c) => c.data)).equals(Buffer.concat(parts))).toBe(true);
+    expect(cells).toHaveLength(Math.ceil(total / RELAY_DATA_MAX));
+    expect(cells.slice(0, -1).every((c) => c.data.length === RELAY_DATA_MAX)).toBe(true);
+  });
+
+  it('a large chunk queued behind another is sent from its own bytes (views), not from a joined copy', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(10);
+    s.markOpen();
+    circ.congested = true;
+    const big = Buffer.alloc(300 * RELAY_DATA_MAX, 9);
+    s.cork();
+    s.write(Buffer.alloc(RELAY_DATA_MAX, 1));
+    s.write(big);
+    s.uncork();
+    const seen: Buffer[] = [];
+    const send = edge.sendData.bind(edge);
+    edge.sendData = (st, data) => { seen.push(data); send(st, data); };
+    circ.congested = false;
+    edge.pumpAll();
+    await tick();
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(301);
+    expect(seen.slice(1).every((d) => d.buffer === big.buffer)).toBe(true);
+  });
+
   it('stops at the stream window (500 cells) and resumes on a stream SENDME', async () => {
     const { circ, edge } = openPair();
     const s = edge.acceptStream(5);

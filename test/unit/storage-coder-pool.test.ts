@@ -76,6 +76,24 @@ describe('chunk coder pool: decode', () => {
     // the caller's shares are copied, not moved
     expect(all[0].length).toBe(enc.shares[0].bytes.length);
   });
+
+  it('with move, shares that own their buffers go to the worker without a copy; others are copied', async () => {
+    const key = randomBytes(32);
+    const coding = { k: 4, n: 6 };
+    const plain = randomBytes(300_000);
+    const enc = encodeChunk(key, 5, plain, coding, ChunkKind.DATA);
+    const ref = { encLen: enc.encLen, shareIds: enc.shares.map((s) => s.id) };
+    // As a storage answer holds a share: a view a few bytes into a buffer of its own.
+    const own = enc.shares.map((s) => { const b = Buffer.allocUnsafe(s.bytes.length + 12); s.bytes.copy(b, 9); return b.subarray(9, 9 + s.bytes.length); });
+    const got = await dpool.decode(key, 5, [own[0], null, own[2], own[3], own[4], null], coding, ref, ChunkKind.DATA, { move: true });
+    expect(got.equals(plain)).toBe(true);
+    expect(own[0].length).toBe(0); // moved
+    expect(own[1].length).toBe(enc.shares[1].bytes.length); // not asked for: untouched
+    // Views of one shared buffer (encodeChunk's shares) are never moved.
+    const shared = enc.shares.map((s) => s.bytes);
+    expect((await dpool.decode(key, 5, [...shared.slice(0, 4), null, null], coding, ref, ChunkKind.DATA, { move: true })).equals(plain)).toBe(true);
+    expect(shared[0].length).toBe(enc.shares[0].bytes.length);
+  });
 });
 
 describe('chunk coder pool: process exit', () => {

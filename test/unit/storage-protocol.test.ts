@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
+import { decodeRequest, decodeResponse, encodeRequest, encodeRequestFrame, encodeResponse, encodeResponseFrame, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { encodeFrame, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../../src/storage/framing';
 import { encodeProto, pb } from '../../src/storage/proto';
 import { err, isBitcloudError } from '../../src/errors';
@@ -11,6 +11,31 @@ function codeOf(f: () => unknown): string | undefined {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
   return undefined;
 }
+
+describe('whole frames built with one copy of the data (SPEC §9.6.1)', () => {
+  it('a put frame is exactly the header and encodeRequest\'s bytes, whatever the sizes and ids', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 0, max: 0xffff_ffff }), fc.integer({ min: 0, max: 300_000 }), fc.integer({ min: 0, max: 0xffff_ffff }),
+      fc.constantFrom(undefined, 'public-video', 'x'),
+      (reqId, len, leaseSeconds, contentClass) => {
+        const req: StorageRequest = { type: 'put', id, data: Buffer.alloc(len, len & 0xff), leaseSeconds, ...(contentClass ? { contentClass } : {}) };
+        expect(encodeRequestFrame(reqId, req).equals(encodeFrame(encodeRequest(reqId, req)))).toBe(true);
+      }), { numRuns: 60 });
+  });
+  it('a get answer frame is exactly the header and encodeResponse\'s bytes', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 0, max: 0xffff_ffff }), fc.integer({ min: 0, max: 300_000 }), fc.integer({ min: 0, max: 2 ** 40 }),
+      (reqId, len, offset) => {
+        const res: StorageResponse = { type: 'get', offset, data: Buffer.alloc(len, 5), totalSize: offset + len };
+        expect(encodeResponseFrame(reqId, res).equals(encodeFrame(encodeResponse(reqId, res)))).toBe(true);
+      }), { numRuns: 60 });
+  });
+  it('other messages are framed as they were', () => {
+    expect(encodeRequestFrame(9, { type: 'stat' }).equals(encodeFrame(encodeRequest(9, { type: 'stat' })))).toBe(true);
+    const e = { type: 'error', code: 'STORAGE_FULL', message: 'full' } as const;
+    expect(encodeResponseFrame(0, e).equals(encodeFrame(encodeResponse(0, e)))).toBe(true);
+  });
+});
 
 describe('storage protocol messages (SPEC §9.6)', () => {
   const requests: StorageRequest[] = [
@@ -95,6 +120,19 @@ describe('framing (SPEC §9.6.1)', () => {
       for (let i = 0; i < wire.length; i += step) out.push(...d.push(wire.subarray(i, i + step)));
       expect(out).toEqual(bodies);
       expect(d.buffered).toBe(0);
+    }
+  });
+
+  it('a requester\'s decoder takes a frame\'s whole buffer at once up to its bound, and still cuts frames at every boundary', () => {
+    const bodies = [Buffer.from('a'), Buffer.alloc(300_000, 2), Buffer.alloc(70_000, 3), Buffer.from('xyz')];
+    const wire = Buffer.concat(bodies.map((b) => encodeFrame(b)));
+    for (const step of [1, 7, 498, 65_536, wire.length]) {
+      const d = new FrameDecoder(MAX_FRAME_BYTES, undefined, 100_000);
+      const out: Buffer[] = [];
+      for (let i = 0; i < wire.length; i += step) out.push(...d.push(wire.subarray(i, i + step)));
+      expect(out).toEqual(bodies);
+      // Within the bound, the body is the buffer allocated for it (never a grown copy).
+      expect(out[2].buffer.byteLength).toBe(70_000);
     }
   });
 
