@@ -1,23 +1,41 @@
-// `node bin/run-ts.js scripts/bench/latency.ts [--n N] [--rounds R] [--trace]`: the latency rows of
-// the circuit bench alone (SPEC.md §7b.11), measured as scripts/bench/circuit.ts measures them —
-// curl through a proxy that keeps no circuit ready, the proxy's own build-time histogram — on
-// a fresh local network, with medians printed. Small enough to run interleaved against another
-// commit on a busy machine. --trace sets BITCLOUD_LAT_TRACE for every process (src/ops/lat-trace.ts)
-// and prints, per event of the request's path, the median time since curl started.
+// `node bin/run-ts.js scripts/bench/latency.ts [--n N] [--hot N] [--direct N] [--trace] [--profile DIR]`:
+// the latency rows of the circuit bench alone (SPEC.md §7b.11), measured as scripts/bench/circuit.ts
+// measures them — curl through a proxy that keeps no circuit ready (N circuits built on demand, N
+// requests on them), the proxy's own build-time histogram — on a fresh local network, medians
+// printed. Small enough to run interleaved against another commit on a busy machine.
+//   --hot N     N more rounds (a request on new credentials, so a build on demand, then one more on that circuit) from this process's own SOCKS
+//               client, back to back, with the proxy's and the relays' CPU time per round (CPU time
+//               moves far less with the machine's load than wall time: the figure to compare commits by).
+//   --direct N  N circuits built from this process on one open link, back to back, then 40 one per
+//               50 ms (circuit.ts's "open link" row, and the same code spaced out as the proxy's builds are).
+//   --trace     sets BITCLOUD_LAT_TRACE for every process (src/ops/lat-trace.ts) and prints, per event
+//               of the request's path, the median time since the proxy accepted the SOCKS connection.
+//   --profile DIR  every process runs the inspector's profiler during the --hot rounds only
+//               (cpu-prof-preload.mjs, as profile-circuit.ts); the heaviest functions per process.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { connectLink } from '../../src/link';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import { randomBytes } from '../../src/crypto/primitives';
-import { curl, metric, scrape, startContentServer, startExtraProxy, startLocalNet, viaSocks, type Sample } from '../../test/helpers/localnet';
+import { cpuSeconds, curl, metric, scrape, startContentServer, startExtraProxy, startLocalNet, viaSocks, type Sample } from '../../test/helpers/localnet';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, dflt: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv[i + 1]) : dflt; };
 const N = opt('--n', 20);
 const traceFile = argv.includes('--trace') ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-lat-')), 'trace') : null;
 if (traceFile) process.env.BITCLOUD_LAT_TRACE = traceFile;
+// --profile DIR: every process runs the inspector's profiler during the --hot loop only (cpu-prof-preload.mjs,
+// as profile-circuit.ts does); the heaviest functions by self time are printed per busy process.
+const profIdx = argv.indexOf('--profile');
+const profDir = profIdx >= 0 ? path.resolve(argv[profIdx + 1]) : null;
+if (profDir) {
+  fs.mkdirSync(profDir, { recursive: true });
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.mjs')}`.trim();
+  process.env.BITCLOUD_CPU_PROF_DIR = profDir;
+}
 
 // (This process imported lat-trace.ts before the variable was set: it marks its own lines.)
 const latTrace = (ev: string, d: string) => { if (traceFile) fs.appendFileSync(traceFile, `${process.hrtime.bigint()} ${process.pid} ${ev} ${d}\n`); };
@@ -63,6 +81,8 @@ async function main(): Promise<void> {
   const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });
   const web = await startContentServer(randomBytes(1 << 20));
   const lean = await startExtraProxy(net, 'lat-lean-proxy', { preemptiveCircuits: 0 });
+  delete process.env.NODE_OPTIONS;
+  delete process.env.BITCLOUD_CPU_PROF_DIR;
   const url = (off: number) => `http://127.0.0.1:${web.port}/bytes/${off}/1024`;
   try {
     await ttfb(viaSocks(lean.socksPort, 'warm'), url(0));
@@ -85,14 +105,21 @@ async function main(): Promise<void> {
     const hot = opt('--hot', 0);
     if (hot > 0) {
       const g0 = await scrape(lean.metricsPort);
+      // CPU time moves little with the machine's load: the proxy's and the relays' per iteration.
+      const pids = [lean.daemon.pid, ...net.relays.map((r) => r.pid)];
+      const cpu = () => pids.reduce((a, p) => { try { return a + cpuSeconds(p); } catch { return a; } }, 0);
+      if (profDir) for (const p of pids) { try { process.kill(p, 'SIGUSR2'); } catch { /* gone */ } }
+      const p0 = cpuSeconds(lean.daemon.pid), c0 = cpu();
       const hb2: number[] = [], hb1: number[] = [];
       for (let i = 0; i < hot; i++) {
         hb2.push(await socksTtfb(lean.socksPort, `hot${i}`, web.port, i));
         hb1.push(await socksTtfb(lean.socksPort, `hot${i}`, web.port, i + 1));
       }
+      const pc = (cpuSeconds(lean.daemon.pid) - p0) * 1000 / hot, cc = (cpu() - c0) * 1000 / hot;
       const g1 = await scrape(lean.metricsPort);
       process.stdout.write(`back to back from this process (n=${hot}): build median ${f(histMedian(g0, g1, 'bitcloud_client_circuit_build_seconds'))} ms; `
-        + `TTFB on demand ${f(median(hb2))} ms; TTFB existing ${f(median(hb1))} ms\n`);
+        + `TTFB on demand ${f(median(hb2))} ms; TTFB existing ${f(median(hb1))} ms; `
+        + `CPU per iteration (a build and two requests): proxy ${f(pc)} ms, proxy + relays ${f(cc)} ms\n`);
     }
     const direct3 = opt('--direct', 0);
     if (direct3 > 0) {
@@ -111,8 +138,13 @@ async function main(): Promise<void> {
         return ms;
       };
       const hotMs: number[] = [], sparseMs: number[] = [];
-      for (let i = 0; i < direct3; i++) hotMs.push(await one());
-      for (let i = 0; i < Math.min(direct3, 40); i++) { await new Promise((r) => setTimeout(r, 50)); sparseMs.push(await one()); }
+      // A guard's per-address circuit rate limit (SPEC.md §7b.9) may refuse some: keep what was built.
+      try {
+        for (let i = 0; i < direct3; i++) hotMs.push(await one());
+        for (let i = 0; i < Math.min(direct3, 40); i++) { await new Promise((r) => setTimeout(r, 50)); sparseMs.push(await one()); }
+      } catch (e) {
+        process.stderr.write(`open link: stopped after ${hotMs.length} + ${sparseMs.length} circuits (${(e as Error).message})\n`);
+      }
       link.ch.close();
       process.stdout.write(`open link from this process: build median back to back ${f(median(hotMs))} ms (n=${hotMs.length}), one per 50 ms ${f(median(sparseMs))} ms (n=${sparseMs.length})\n`);
     }
@@ -121,6 +153,29 @@ async function main(): Promise<void> {
     await lean.daemon.stop();
     await web.close();
     await net.stop();
+  }
+  if (profDir) summarize(profDir, new Map([...net.nodes.map((n) => [n.pid, n.name] as const), [lean.daemon.pid, 'lean']]));
+}
+
+function summarize(dir: string, names: Map<number, string>): void {
+  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
+    const pid = Number(f.split('.')[0]);
+    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
+      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+      samples: number[]; timeDeltas: number[];
+    };
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    const self = new Map<string, number>();
+    p.samples.forEach((id, i) => {
+      const n = byId.get(id)!;
+      const key = `${n.callFrame.functionName || '(anon)'} ${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
+    });
+    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
+    const busy = busyList.reduce((a, [, v]) => a + v, 0);
+    if (busy < 0.2e6) continue;
+    process.stdout.write(`\n== ${names.get(pid) ?? 'pid ' + pid} (${f}): busy ${(busy / 1e6).toFixed(2)} s\n`);
+    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 25)) process.stdout.write(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}\n`);
   }
 }
 
