@@ -347,6 +347,7 @@ export const ERROR_CODES = {
     DHT_GET_FAILED: 'unreachable',
     DHT_LISTEN_FAILED: 'unreachable',
     DHT_NO_NODES: 'unreachable',
+    DHT_ONLY_HIDDEN_NODES: 'unreachable',
     DHT_PUT_FAILED: 'unreachable',
     DHT_SEQ_STALE: 'bad_input',
   },

@@ -27,7 +27,7 @@ import { loadX25519Secret, saveX25519Secret } from '../src/crypto/keys';
 import { x25519Generate, type X25519KeyPair } from '../src/crypto/primitives';
 import { CircuitBuilder } from '../src/client/circuit-builder';
 import { GuardSet } from '../src/client/guards';
-import { guardDirSources } from '../src/client/guard-dir';
+import { guardDirSources, mirrorCircuitSources } from '../src/client/guard-dir';
 import { HiddenService } from '../src/hidden/service';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { PATHS } from '../src/dir/fetch';
@@ -64,8 +64,12 @@ export class StorageDaemon {
     private readonly registry: Registry,
     private readonly hooks: StorageDaemonHooks = {},
   ) {
-    // A hidden node's bootstrap fetch says "client", as any client's does (SPEC.md §9.21.8).
-    this.dir = new DirKeeper({ authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: cfg.hidden ? 'client' : 'node' });
+    // A hidden node's bootstrap fetch says "client", as any client's does (SPEC.md §9.21.1); with a
+    // valid consensus it never fetches directly: its guards' mirrors, then relay mirrors over 3-hop circuits.
+    this.dir = new DirKeeper({
+      authorities: cfg.authorities, dataDir: cfg.dataDir, log, registry, fetcher: cfg.hidden ? 'client' : 'node',
+      ...(cfg.hidden ? { tunnelOnly: true, circuitSources: () => this.hsBuilder ? mirrorCircuitSources(this.dir.tunnelRelays(), async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ) : [] } : {}),
+    });
   }
 
   get fingerprint(): string { return this.keys ? fingerprint(this.keys.identity.publicKey) : ''; }
@@ -90,6 +94,9 @@ export class StorageDaemon {
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,
     });
     this.store.startGc(cfg.gcIntervalSeconds * 1000);
+    // SPEC.md §9.21.1: a hidden node's circuits first, so that even the first refresh of a cached
+    // consensus goes through its guards (or relay mirrors over circuits), never to an authority.
+    if (cfg.hidden) await this.startHiddenCircuits();
     // The consensus gives the DHT its bootstrap list. Do not hold start-up hostage to slow authorities.
     await Promise.race([this.dir.start(), new Promise((r) => setTimeout(r, 3_000).unref())]);
 
@@ -111,7 +118,6 @@ export class StorageDaemon {
     if (cfg.hidden) {
       // SPEC.md §9.21: no listener, no DHT (its UDP port would be an address); reached only by rendezvous.
       this.metricsServer = await openMetricsPort(this.registry, cfg, this.log);
-      await this.startHiddenCircuits();
       this.startPublisher();
       await this.startHidden();
       this.log.info({ identity: this.fingerprint, nickname: cfg.nickname, hidden: true, metricsPort: this.ports.metricsPort || null, quota: cfg.quotaBytes }, 'hidden storage node started');
@@ -159,11 +165,12 @@ export class StorageDaemon {
     });
     await receipts.start();
     const builder = this.hsBuilder = new CircuitBuilder({
-      relays: () => this.dir.relays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log,
+      // SPEC.md §9.21.1: a cached consensus expired less than a day ago still builds the directory circuits.
+      relays: () => this.dir.tunnelRelays(), guards, enforceDistinctSubnets: this.cfg.enforceDistinctSubnets, log: this.log,
       linkIdentity: () => receipts.linkIdentity(), onLink: (ch, key) => receipts.onLink(ch, key),
     });
     // SPEC.md §6.10.1 as for clients: once it has guards, newer consensuses come through their mirrors.
-    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.relays()));
+    this.dir.useGuards(() => guardDirSources(builder, guards, this.dir.tunnelRelays()));
   }
 
   /** 3-hop circuits to relay mirrors (SPEC.md §9.21.8) for a hidden node's uploads and policy fetches; null before start. */

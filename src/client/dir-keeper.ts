@@ -2,12 +2,13 @@
 // consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
 // refreshed periodically; only a consensus inside its validity window is handed to path
 // selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
-import { isConsensusStale } from '../dir/consensus';
+import { isConsensusStale, UncheckedConsensus } from '../dir/consensus';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { Fetcher } from '../dir/fetch';
-import { fetchVerifiedConsensus, type TunnelSource } from '../dir/consensus-fetch';
+import { fetchVerifiedConsensus, type ConsensusSource, type TunnelSource } from '../dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
@@ -32,10 +33,28 @@ export interface DirKeeperOptions {
   guardSources?: () => TunnelSource[];
   /** How direct fetches declare themselves (SPEC.md §6.10.1); default client. */
   fetcher?: Fetcher;
+  /**
+   * SPEC.md §9.21.1: a hidden storage node. While it holds a valid consensus it never fetches
+   * directly, not even when it has no guard yet or every guard mirror failed: it asks its guards'
+   * mirrors, then `circuitSources` (relay mirrors over 3-hop circuits), and otherwise keeps the
+   * consensus in hand until the next refresh. Only with no valid consensus (first bootstrap, or
+   * the cached one expired) does it go direct.
+   */
+  tunnelOnly?: boolean;
+  /** SPEC.md §9.21.1: relay mirrors over 3-hop circuits, asked after the guards' mirrors (tunnelOnly). */
+  circuitSources?: () => TunnelSource[];
 }
+
+/**
+ * SPEC.md §9.21.1: how long past its valid-until a cached consensus still lets a hidden node build
+ * circuits to fetch a new one (Tor's "reasonably live" bound for bootstrapping from a cache).
+ */
+export const REASONABLY_LIVE_MS = 24 * 3_600_000;
 
 export class DirKeeper {
   private current: VerifiedConsensus | null = null;
+  /** tunnelOnly: the cached consensus when it had expired at start (less than REASONABLY_LIVE_MS ago). */
+  private reasonablyLive: VerifiedConsensus | null = null;
   private timer: NodeJS.Timeout | null = null;
   private fetching: Promise<void> | null = null;
   /** validAfter of the consensus last reported as not fresh (one warning per consensus). */
@@ -44,8 +63,10 @@ export class DirKeeper {
   private readonly log: Logger;
   private readonly cacheFile: string;
   private guardSources: (() => TunnelSource[]) | null;
-  /** How the last fetch went out: through guards, direct (bootstrap), or none yet. */
-  lastVia: 'guard' | 'direct' | null = null;
+  /** How the last fetch went out: through guards, over 3-hop circuits to relay mirrors, direct (bootstrap), or none yet. */
+  lastVia: 'guard' | 'circuit' | 'direct' | null = null;
+  /** Fetches by way out (SPEC.md §6.10.1, §9.21.1); `none` when a tunnel-only keeper had no way but direct and did not go. */
+  private readonly fetchCounter: InstanceType<typeof prom.Counter> | null = null;
 
   constructor(private readonly opts: DirKeeperOptions) {
     this.now = opts.now ?? Date.now;
@@ -58,6 +79,10 @@ export class DirKeeper {
       new prom.Gauge({
         name: 'bitcloud_consensus_age_seconds', help: 'Seconds since the valid-after time of the consensus in use (-1: none)',
         registers: [opts.registry], collect() { this.set(self.current ? (self.now() - self.current.validAfter) / 1000 : -1); },
+      });
+      this.fetchCounter = new prom.Counter({
+        name: 'bitcloud_consensus_fetches_total', help: 'Consensus fetches by way out: guard, circuit (relay mirror over 3 hops), direct (bootstrap), none (nothing to ask)',
+        labelNames: ['via'], registers: [opts.registry],
       });
     }
   }
@@ -73,12 +98,40 @@ export class DirKeeper {
   }
 
   /**
+   * SPEC.md §9.21.1: the relays a hidden node builds its directory circuits from: those of the
+   * valid consensus, else (tunnelOnly) of a cached one expired less than REASONABLY_LIVE_MS ago.
+   */
+  tunnelRelays(): readonly ConsensusRelay[] | null {
+    return this.relays() ?? this.liveEnough()?.relays ?? null;
+  }
+
+  private liveEnough(): VerifiedConsensus | null {
+    // The consensus in hand once it expired (the node ran on), or the one expired in the cache at start.
+    const c = this.current ?? this.reasonablyLive;
+    if (!this.opts.tunnelOnly || !c || this.now() - c.validUntil > REASONABLY_LIVE_MS) return null;
+    return c;
+  }
+
+  /** A cached consensus that verifies as of its own valid-until and expired less than REASONABLY_LIVE_MS ago. */
+  private async loadReasonablyLive(): Promise<void> {
+    try {
+      const u = UncheckedConsensus.parse(await fsp.readFile(this.cacheFile));
+      const now = this.now();
+      if (now <= u.validUntil || now - u.validUntil > REASONABLY_LIVE_MS) return;
+      this.reasonablyLive = u.check(this.opts.authorities, u.validUntil);
+    } catch {
+      // none, or it does not verify: a direct bootstrap
+    }
+  }
+
+  /**
    * Load the cache, then fetch: in the background when the cache gave a valid consensus,
    * otherwise waiting for the first fetch. Then refresh periodically.
    */
   async start(): Promise<void> {
     const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now());
     if (cached.consensus) this.current = cached.consensus;
+    else if (this.opts.tunnelOnly) await this.loadReasonablyLive();
     const first = this.refresh();
     if (!this.consensus()) await first;
     this.schedule();
@@ -104,24 +157,50 @@ export class DirKeeper {
     // SPEC.md §6.10.1: with a valid consensus and a guard, only the guards' mirrors are asked; a
     // stale or unreachable one is followed by the next guard, and when all fail the consensus in
     // hand is kept until the next refresh. Only without either (bootstrap, or the consensus
-    // expired) does the client contact configured mirrors and authorities directly.
-    const viaGuards = this.consensus() ? this.guardSources?.() ?? [] : [];
-    const via = viaGuards.length > 0 ? 'guard' : 'direct';
-    const sources = viaGuards.length > 0 ? viaGuards : [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))];
+    // expired) does the client contact configured mirrors and authorities directly; a hidden
+    // node (tunnelOnly) only without a valid consensus.
+    const held = this.consensus() !== null;
+    // SPEC.md §9.21.1: a hidden node with a valid consensus never goes direct: when its guards'
+    // mirrors gave nothing (none, all down, all stale), relay mirrors over 3-hop circuits are next.
+    // With only a reasonably live one (expired, cached) it tries both before a direct bootstrap.
+    const live = this.opts.tunnelOnly === true && (held || this.liveEnough() !== null);
+    const viaGuards = held || live ? this.guardSources?.() ?? [] : [];
+    const stages: { via: 'guard' | 'circuit' | 'direct'; sources: () => ConsensusSource[] }[] = [];
+    if (viaGuards.length > 0) stages.push({ via: 'guard', sources: () => viaGuards });
+    if (live) stages.push({ via: 'circuit', sources: () => this.opts.circuitSources?.() ?? [] });
+    if (this.opts.tunnelOnly ? !held : viaGuards.length === 0) {
+      stages.push({ via: 'direct', sources: () => [...(this.opts.mirrors ?? []), ...shuffle(this.opts.authorities.map((a) => a.url))] });
+    }
+    let asked = false;
     try {
-      const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
-        now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
-      });
-      this.lastVia = via;
-      for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
-      if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
-        this.current = r.consensus;
-        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via }, 'new consensus');
-        await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
-      } else if (!this.current) {
-        this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
-      } else if (via === 'guard' && !r.consensus && r.notModified.length === 0) {
-        this.log.warn({ failures: r.failures.length }, 'no guard mirror gave a consensus; keeping the one in hand, retrying later');
+      for (const stage of stages) {
+        const sources = stage.sources();
+        if (sources.length === 0) continue;
+        asked = true;
+        this.fetchCounter?.inc({ via: stage.via });
+        const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
+          now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
+        });
+        this.lastVia = stage.via;
+        for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
+        if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
+          this.current = r.consensus;
+          this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via: stage.via }, 'new consensus');
+          await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
+          break;
+        }
+        if (stage.via !== 'direct' && r.notModified.length === 0) {
+          // Every mirror of this stage down or stale: the next stage, else keep the one in hand.
+          if (r.consensus) this.log.debug({ via: stage.via }, 'the mirrors had nothing newer');
+          else this.log.warn({ failures: r.failures.length, via: stage.via }, 'no mirror gave a consensus; keeping the one in hand, retrying later');
+          continue;
+        }
+        if (!this.current) this.log.warn({ failures: r.failures.length }, 'no valid consensus yet; will retry');
+        break; // nothing newer to be had (304 or stale): the next stage would answer the same
+      }
+      if (!asked) {
+        this.fetchCounter?.inc({ via: 'none' });
+        this.log.warn('no guard mirror and no relay mirror to fetch the consensus through; keeping the one in hand, retrying later');
       }
     } catch (e) {
       this.log.warn({ code: errorCode(e) }, 'consensus fetch failed');

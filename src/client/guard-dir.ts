@@ -10,6 +10,8 @@ import type { ConsensusRelay } from '../dir/types';
 import type { CircuitBuilder } from './circuit-builder';
 import type { GuardSet } from './guards';
 import type { ClientCircuit } from './client-circuit';
+import { shuffle } from '../crypto/primitives';
+import { canBeHop, isRunningValid } from './weighting';
 
 /** Guards asked, in the order of the guard set, before giving up until the next refresh. */
 export const MAX_DIR_GUARDS = 3;
@@ -85,4 +87,31 @@ export function beginDirSource(builder: CircuitBuilder, guard: ConsensusRelay): 
       }
     },
   };
+}
+
+/** Relay mirrors asked over 3-hop circuits by a hidden node when its guards' mirrors gave nothing. */
+export const MAX_CIRCUIT_MIRRORS = 3;
+
+/**
+ * SPEC.md §9.21.1: relay mirrors over 3-hop circuits (guard → middle → mirror, BEGIN_DIR at the
+ * mirror) as consensus sources, for a hidden node whose guards' mirrors gave nothing: the mirror
+ * sees a circuit, not the node's address. Up to `max` running, valid relays with a directory
+ * port, in random order; each fetch builds its own circuit and destroys it after the answer.
+ */
+export function mirrorCircuitSources(
+  relays: readonly ConsensusRelay[] | null, buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>, max = MAX_CIRCUIT_MIRRORS,
+): TunnelSource[] {
+  const mirrors = shuffle((relays ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0)).slice(0, max);
+  return mirrors.map((m) => ({
+    label: `circuit:${m.fingerprint}`,
+    async fetch(o) {
+      const circ = await buildTo(m);
+      try {
+        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
+        return await fetchConsensusBytes('http://127.0.0.1', { ...o, createConnection: () => stream as unknown as Duplex });
+      } finally {
+        circ.destroy();
+      }
+    },
+  }));
 }

@@ -17,7 +17,7 @@ import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
 import { CircuitBuilder } from './circuit-builder';
 import { guardDirSources } from './guard-dir';
-import { StorageClient, storageNodesOf, type OpenStorageStream, type StorageNode } from './storage-client';
+import { StorageClient, nameNodesOf, storageNodesOf, type OpenStorageStream, type StorageNode } from './storage-client';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../hidden/client';
 import type { ConsensusRelay } from '../dir/types';
 
@@ -153,8 +153,8 @@ export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519
  * BEGIN_STORAGE streams (guard → middle → storage node); the client opens no DHT socket.
  */
 export async function openCircuitNames(network: Network, log: Logger = silentLogger): Promise<{ names: CircuitNames; close(): Promise<void> }> {
-  const nodes = storageNodesOf(network.dir.relays() ?? []);
-  if (nodes.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to look names up through');
+  // SPEC.md §9.21.1: hidden nodes run no DHT; only nodes with a storage port are asked.
+  const nodes = nameNodesOf(network.dir.relays() ?? []);
   const guards = network.guards;
   const m = new CircuitManager({
     relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,

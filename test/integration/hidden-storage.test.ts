@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalNet, scrape, metric, type LocalNet } from '../helpers/localnet';
-import { runCli, eventually } from '../helpers/daemon';
+import { startLocalNet, scrape, metric, curl, viaSocks, type LocalNet } from '../helpers/localnet';
+import { runCli, eventually, startDaemon, type Daemon } from '../helpers/daemon';
 import { randomBytes, x25519Generate, ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
 import { IDENTITY_KEY_FILE, loadEd25519Secret } from '../../src/crypto/keys';
 import { RelayCommand } from '../../src/wire/relay-msg';
@@ -25,14 +25,17 @@ import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
 import { encodeEstablishIntro, encodeIntroduce, establishIntroSignedBytes, IntroduceAckStatus, type HsDescriptorInner } from '../../src/wire/hidden';
 import { httpRequest } from '../../src/dir/fetch';
 import { isBitcloudError } from '../../src/errors';
+import { formatName } from '../../src/storage/name';
 
 let net: LocalNet;
 let c: VerifiedConsensus;
 let manager: CircuitManager;
 /** A cookie the forged/replay test spent at `spentAt` (a full rendezvous joined under it). */
 let spent: { cookie: Buffer; at: ConsensusRelay } | null = null;
-/** The capability the put/get test stored. */
+/** The capability the put/get test stored, its bytes and its .bitcloud url. */
 let storedCap = '';
+let storedBody: Buffer | null = null;
+let storedUrl = '';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   try { await p; return 'none'; } catch (e) { return isBitcloudError(e) ? e.code : `other: ${(e as Error).message}`; }
@@ -68,6 +71,9 @@ if (process.argv.some((a) => a.includes('bitcloud-storage'))) {
 }
 `;
 let netLog = '';
+let hookEnv: Record<string, string> = {};
+/** store2 started again by the restart test (stopped in afterAll). */
+let restarted: Daemon | null = null;
 interface NetEvent { pid: number; what: 'connect' | 'http'; port: number; method?: string; path?: string; via?: string }
 const netEvents = (): NetEvent[] => fs.readFileSync(netLog, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as NetEvent);
 
@@ -77,16 +83,18 @@ beforeAll(async () => {
   netLog = path.join(hookDir, 'net.log');
   fs.writeFileSync(hookFile, HOOK);
   fs.writeFileSync(netLog, '');
+  hookEnv = { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${hookFile}`.trim(), BC_NET_LOG: netLog };
   net = await startLocalNet({
     // store1 is moderated (it follows mod1): its policy fetches must not reach an authority either.
     relays: 4, exits: 1, storage: 6, moderators: 1, hiddenStorage: true, timeoutMs: 240_000,
-    env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${hookFile}`.trim(), BC_NET_LOG: netLog },
+    env: hookEnv,
   });
   c = await net.consensus();
   manager = new CircuitManager({ relays: () => c.relays, enforceDistinctSubnets: false, preemptiveCircuits: 0 });
 }, 300_000);
 
 afterAll(async () => {
+  await restarted?.stop(15_000);
   await manager?.close();
   await net?.stop();
   if (netLog) fs.rmSync(path.dirname(netLog), { recursive: true, force: true });
@@ -97,6 +105,20 @@ const buildTo = (r: ConsensusRelay) => manager.buildCircuitTo(r);
 const hiddenNodes = () => c.relays.filter((r) => r.roles.includes('hidden'));
 /** Every port a storage node was configured with (none of them is ever used, or published). */
 const storagePorts = () => new Set(net.storage.flatMap((n) => Object.values(n.ports)));
+const authorityPorts = () => new Set(net.authorities.map((a) => a.ports.http));
+/** A hidden node's consensus fetches by way out (SPEC.md §9.21.1): guard, circuit, direct, none. */
+async function nodeFetches(nodes: readonly { ports: Record<string, number> }[], via: string): Promise<number> {
+  let n = 0;
+  for (const s of nodes) n += metric(await scrape(s.ports.metrics), 'bitcloud_consensus_fetches_total', { via });
+  return n;
+}
+/** Direct consensus fetches that declared themselves `client`, as the authorities count them (SPEC.md §6.10.1). */
+async function clientFetchesAtAuthorities(): Promise<number> {
+  let n = 0;
+  for (const a of net.authorities) n += metric(await scrape(a.ports.metrics), 'bitcloud_dirauth_consensus_fetches_total', { fetcher: 'client' });
+  return n;
+}
+const isAlive = (pid: number): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
 describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
   it('the consensus lists every storage node hidden: identity, flags and capacity, but address 0.0.0.0 and no port', () => {
@@ -145,6 +167,26 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(later.filter((e) => authPorts.has(e.port))).toEqual([]);
   }, 180_000);
 
+  it('after bootstrap a hidden node fetches the consensus only through its guards\' mirrors over circuits: no fetch of it reaches an authority (SPEC.md §6.10.1, §9.21.1)', async () => {
+    const authPorts = authorityPorts();
+    const pids = new Set(net.storage.map((n) => n.pid));
+    const tunnelled = async () => (await nodeFetches(net.storage, 'guard')) + (await nodeFetches(net.storage, 'circuit'));
+    const mark = netEvents().length;
+    const direct0 = await nodeFetches(net.storage, 'direct');
+    const client0 = await clientFetchesAtAuthorities();
+    const t0 = await tunnelled();
+    // Every node refreshes a few times (the consensus period is short here).
+    await eventually(async () => ((await tunnelled()) >= t0 + 3 * net.storage.length ? true : null), 150_000, 1000);
+    const later = netEvents().slice(mark).filter((e) => pids.has(e.pid));
+    // The hook saw the fetches: GET /bitcloud/consensus on circuit streams (BEGIN_DIR), none over a TCP connection of their own.
+    expect(later.some((e) => e.what === 'http' && e.method === 'GET' && e.path === '/bitcloud/consensus' && e.via === 'stream')).toBe(true);
+    expect(later.filter((e) => e.what === 'http' && e.path === '/bitcloud/consensus' && e.via === 'tcp')).toEqual([]);
+    expect(later.filter((e) => authPorts.has(e.port))).toEqual([]);
+    // The nodes' own counters: no direct fetch since bootstrap. The authorities': no direct client fetch meanwhile.
+    expect(await nodeFetches(net.storage, 'direct')).toBe(direct0);
+    expect(await clientFetchesAtAuthorities()).toBe(client0);
+  }, 200_000);
+
   it('every descriptor the client sees names only relays as introduction points, no address or port of a hidden node', async () => {
     const fetchDescriptor = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
     const relayIds = new Set(c.relays.filter((r) => !r.roles.includes('storage')).map((r) => r.fingerprint));
@@ -172,7 +214,10 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     fs.writeFileSync(file, body);
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(put.code, put.stderr).toBe(0);
-    const cap = storedCap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
+    const pj = JSON.parse(put.stdout.trim().split('\n').pop()!) as { capability: string; url: string };
+    const cap = storedCap = pj.capability;
+    storedUrl = pj.url;
+    storedBody = body;
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
     expect(get.code, get.stderr).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
@@ -187,6 +232,13 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(stored).toBeGreaterThan(body.length);
     expect(rendezvous).toBeGreaterThanOrEqual(6);
   }, 480_000);
+
+  it('the SOCKS proxy\'s .bitcloud gateway serves the file from the hidden nodes (rendezvous, SPEC.md §9.16, §9.21.5)', async () => {
+    expect(storedUrl).toMatch(/\.bitcloud\/$/);
+    const r = await curl(['-sS', '-f', ...viaSocks(net.socksPort), storedUrl], { timeoutMs: 240_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.equals(storedBody!)).toBe(true);
+  }, 300_000);
 
   it('the authorities\' storage audits reach the hidden nodes through rendezvous circuits and pass (SPEC.md §9.20, §9.21)', async () => {
     expect(storedCap).not.toBe('');
@@ -392,4 +444,35 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     const mine = await fetchHiddenDescriptor({ node, fetchDescriptor: fetchOther });
     expect(mine.intros.length).toBeGreaterThan(0);
   }, 120_000);
+
+  it('on a network of hidden nodes only, bitcloud publish and resolve fail at once with DHT_ONLY_HIDDEN_NODES: hidden nodes run no DHT (SPEC.md §9.21.9)', async () => {
+    expect(storedCap).not.toBe('');
+    const dataDir = path.join(net.dir, 'names-client');
+    for (const args of [['publish', 'site', storedCap], ['resolve', formatName({ publisher: randomBytes(32), label: 'site' })]]) {
+      const r = await runCli('bitcloud', [...args, '--json', '--config', net.clientConfig, '--data-dir', dataDir], { timeoutMs: 120_000 });
+      expect(r.code, r.stderr + r.stdout).toBe(1);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok: boolean; error: { code: string } };
+      expect(out).toMatchObject({ ok: false, error: { code: 'DHT_ONLY_HIDDEN_NODES' } });
+    }
+  }, 300_000);
+
+  it('a hidden node restarted with its cached consensus fetches the next one through its guards or relay mirrors over circuits, never from an authority (SPEC.md §9.21.1)', async () => {
+    const n = net.storage.find((x) => x.name === 'store2')!;
+    const authPorts = authorityPorts();
+    const client0 = await clientFetchesAtAuthorities();
+    process.kill(n.pid, 'SIGTERM');
+    await eventually(() => (isAlive(n.pid) ? null : true), 60_000, 200);
+    expect(fs.existsSync(path.join(n.dataDir, 'cached-consensus'))).toBe(true);
+    restarted = startDaemon('bitcloud-storage', ['run', '--config', n.config], { env: hookEnv });
+    await restarted.waitForMsg('hidden descriptor published', {}, 240_000);
+    const me = [{ ports: n.ports }];
+    await eventually(async () => ((await nodeFetches(me, 'guard')) + (await nodeFetches(me, 'circuit')) >= 1 ? true : null), 120_000, 1000);
+    const mine = netEvents().filter((e) => e.pid === restarted!.pid);
+    expect(mine.some((e) => e.what === 'http' && e.method === 'GET' && e.path === '/bitcloud/consensus' && e.via === 'stream')).toBe(true);
+    // Not one connection to an authority, not even at start: the cached consensus built the circuits.
+    expect(mine.filter((e) => authPorts.has(e.port))).toEqual([]);
+    expect(await nodeFetches(me, 'direct')).toBe(0);
+    // The authorities agree: no direct fetch declared `client` reached them meanwhile.
+    expect(await clientFetchesAtAuthorities()).toBe(client0);
+  }, 400_000);
 });

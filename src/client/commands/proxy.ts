@@ -27,6 +27,7 @@ import { CircuitBuilder } from '../circuit-builder';
 import { Gateway } from '../gateway/gateway';
 import { isBitcloudHost } from '../gateway/host';
 import { storageNodesOf } from '../storage-client';
+import { circuitStorageOpener } from '../storage-client-setup';
 
 /** Observed circuit build times, in the client's data directory. */
 export const BUILD_TIMES_FILE = 'build-times.json';
@@ -130,8 +131,9 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
   const gateway = new Gateway({
     nodes: () => storageNodesOf(dir.relays() ?? []),
-    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1).
-    open: async (n) => manager.openStream(await manager.buildCircuitTo(n), { kind: 'begin_storage' }),
+    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1);
+    // a hidden node (§9.21) by rendezvous, as for `bitcloud get`.
+    open: circuitStorageOpener(manager, () => dir.relays()),
     cacheBytes: o.gatewayCacheBytes ?? cfg.gatewayCacheBytes,
     log, registry,
   });
