@@ -2,6 +2,7 @@
 // timeout → CONNECTED or END with the reason that says why; then bytes both ways between the
 // stream and the socket with backpressure on both sides. RESOLVE → RESOLVED.
 import net from 'node:net';
+import { LAT_TRACE, latTrace } from '../src/ops/lat-trace';
 import dns from 'node:dns';
 import { errorCode } from '../src/errors';
 import { EndReason, BeginFlag, type ResolvedAnswer } from '../src/wire/messages';
@@ -131,6 +132,7 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
 
   return (inc) => {
     const b = inc.begin!;
+    if (LAT_TRACE) latTrace('exit.begin');
     if (inc.oneHop && opts.refuseOneHop !== false) { refuse(inc, EndReason.EXITPOLICY, 'one_hop'); return; }
     const literal = parseIp(b.host) !== null;
     // A name the policy refuses for every address is refused before any DNS query.
@@ -156,6 +158,7 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
 function connectTarget(inc: IncomingStream, target: LookupResult, port: number, timeoutMs: number, ttl: number,
   metrics: CircuitMetrics | undefined, log: Logger): void {
   const stream = inc.stream;
+  if (LAT_TRACE) latTrace('exit.connect');
   const sock = net.connect({ host: target.address, port, family: target.family });
   let connected = false;
   const timer = setTimeout(() => {
@@ -182,6 +185,7 @@ function connectTarget(inc: IncomingStream, target: LookupResult, port: number, 
     connected = true;
     metrics?.exitConnect('ok');
     sock.setNoDelay(true);
+    if (LAT_TRACE) { latTrace('exit.connected'); sock.once('data', () => latTrace('exit.target-data')); stream.once('data', () => latTrace('exit.stream-data')); }
     inc.accept({ addr: target.address, ttl });
     pipeStreamSocket(stream, sock);
   });

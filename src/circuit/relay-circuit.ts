@@ -3,6 +3,7 @@
 // (forwarding) or a StreamEdge (streams end here). Owned and dispatched by CircuitSwitch, of
 // which it sees only the narrow RelayCircuitHost below.
 import { err, errorCode, type BitcloudError } from '../errors';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../wire/cell';
 import { PROBE_ECHO_LEN, RELAY_COMMAND_OFFSET, RELAY_HEADER_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName, relayDataLength } from '../wire/relay-msg';
 import {
@@ -266,6 +267,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
 
   private onExtend2(data: Buffer): void {
     const hook = this.sw.hooks.extend;
+    if (LAT_TRACE) latTrace('relay.extend2');
     if (this.next || this.extending) throw err('RELAY_PROTOCOL', 'EXTEND2 on a circuit that already has a next hop');
     const ext = decodeExtend2(data);
     if (!hook) throw err('CIRCUIT_EXTEND_REFUSED', 'this node does not extend circuits');
@@ -281,7 +283,9 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     if (this.prev.ch.peerIdentity && identity.equals(this.prev.ch.peerIdentity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 back to the previous hop');
     this.extending = true;
     const create2 = encodeCreate2({ htype: ext.htype, hdata: ext.hdata });
+    if (LAT_TRACE) latTrace('relay.extend2-hook');
     hook({ identity, addresses }, this.prev.ch).then((ch) => {
+      if (LAT_TRACE) latTrace('relay.extend2-link');
       if (this.closed) return;
       if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }
       const link = this.sw.attach(ch);

@@ -5,6 +5,7 @@
 // circuits runs it: relays (with the extend and exit hooks of relay/circuits.ts) and storage
 // nodes (no extend hook, a BEGIN_STORAGE hook). Per-circuit state is in relay-circuit.ts.
 import { err, errorCode, type BitcloudError } from '../errors';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import { CellCommand, type Cell } from '../wire/cell';
 import { DestroyReason, decodeCreate2, decodeDestroy, encodeCreated2, encodeDestroy } from '../wire/messages';
 import { ntorServerRespond } from '../crypto/ntor';
@@ -306,7 +307,9 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
       if (!chosen) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `CREATE2 handshake type ${c2.htype}`);
       alg = chosen;
       const hs = relayCryptoHandshake(alg);
+      if (LAT_TRACE) latTrace('relay.ntor-start');
       const r = ntorServerRespond({ onionskin: c2.hdata, id: this.opts.identity, onionKeys: this.opts.onionKeys(), protoid: hs.protoid, keyLength: hs.keyLength });
+      if (LAT_TRACE) latTrace('relay.ntor-done');
       reply = r.reply;
       keys = r.keys;
     } catch (e) {
@@ -318,6 +321,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
       return;
     }
     const circ = new RelayCircuit(this, link, circId, createRelayHop(keys, alg));
+    if (LAT_TRACE) latTrace('relay.circuit-made');
     keys.fill(0);
     link.circuits.set(circId, circ);
     this.circuits.add(circ);

@@ -2,6 +2,7 @@
 // from path.ts, CREATE2 then EXTEND2 ×2, a timeout learned by BuildTimeoutEstimator, and
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import { Channel } from '../link/channel';
@@ -110,6 +111,7 @@ export class CircuitBuilder {
   /** Build through exactly these hops (first = guard). The error's detail.hop names the hop that failed. */
   async buildPath(path: readonly HopTarget[]): Promise<ClientCircuit> {
     const started = performance.now();
+    if (LAT_TRACE) latTrace('build.start');
     const timeoutMs = this.buildTimeout.timeoutMs();
     const guardSet = this.guardSet();
     let hop = 0;
@@ -121,14 +123,17 @@ export class CircuitBuilder {
     try {
       const work = (async () => {
         const link = await this.linkTo(path[0]);
+        if (LAT_TRACE) latTrace('build.link');
         circ = ClientCircuit.allocate(link, this.opts.relayCrypto);
         await circ.create(path[0]);
-        for (hop = 1; hop < path.length; hop++) await circ.extend(path[hop]);
+        if (LAT_TRACE) latTrace('build.created');
+        for (hop = 1; hop < path.length; hop++) { await circ.extend(path[hop]); if (LAT_TRACE) latTrace('build.extended', hop); }
         return circ;
       })();
       work.catch(() => {});
       const c = await Promise.race([work, timedOut]);
       const ms = performance.now() - started;
+      if (LAT_TRACE) latTrace('build.done', ms.toFixed(3));
       this.buildTimeout.record(ms);
       this.opts.onBuilt?.(ms);
       guardSet?.markSuccess(path[0].fingerprint);

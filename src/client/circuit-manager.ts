@@ -4,6 +4,7 @@
 // for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
 // another exit; a dead circuit is dropped and the next request builds a new one.
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError, type ErrorCode } from '../errors';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import { exitPolicyAllows } from '../dir/exit-policy';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
@@ -121,8 +122,10 @@ export class CircuitManager {
       tried.add(m);
       try {
         const circ = await m.ready;
+        if (LAT_TRACE) latTrace('manager.circuit', m.circ ? 'ready' : '?');
         const { stream } = await circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? 15_000);
         if (signal?.aborted) { stream.destroy(); throw err('STREAM_ABORTED', 'the request was abandoned'); }
+        if (LAT_TRACE) latTrace('manager.stream-open');
         this.m?.streams.inc({ result: 'ok' });
         return stream;
       } catch (e) {

@@ -3,6 +3,7 @@
 // username/password accepted whatever they are and used only for stream isolation. Everything
 // else gets a clear refusal. The server knows nothing of circuits: `onConnect` returns a stream.
 import net from 'node:net';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import type { Duplex } from 'node:stream';
 import { err, errorCode, isErrorCode, type BitcloudError, type ErrorCode } from '../errors';
 import { END_REASONS, endReasonName, errnoInfo } from '../circuit/end-reasons';
@@ -236,6 +237,7 @@ export class Socks5Server {
   }
 
   private serve(sock: net.Socket): void {
+    if (LAT_TRACE) latTrace('socks.accept');
     this.sockets.add(sock);
     this.metrics?.connections.inc();
     this.metrics?.open.inc();
@@ -331,12 +333,14 @@ export class Socks5Server {
       abort.signal.addEventListener('abort', () => reject(abort.signal.reason ?? err('SOCKS_CLIENT_GONE', 'client closed')), { once: true });
     });
     timedOut.catch(() => {});
+    if (LAT_TRACE) latTrace('socks.request');
     const pending = this.opts.onConnect(req, { signal: abort.signal });
     Promise.race([pending, timedOut]).then((stream) => {
       clearTimeout(connectTimer);
       if (sock.destroyed) { stream.destroy(); return; }
       this.metrics?.replies.inc({ reply: 'succeeded' });
       setPhase('open');
+      if (LAT_TRACE) { latTrace('socks.reply'); sock.once('data', () => latTrace('socks.client-data')); stream.once('data', () => latTrace('socks.stream-data')); }
       sock.write(replyBytes(SocksReply.SUCCEEDED));
       this.pipe(sock, stream);
     }, (e) => {

@@ -16,6 +16,7 @@ import {
 } from './handshake';
 import { decodeVersions, encodeVersions } from '../wire/messages';
 import type { LinkMetrics } from './metrics';
+import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import type { CellChannel, CellChannelEvents } from './cell-channel';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
@@ -406,6 +407,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private onOpenCell(cell: Cell): void {
     const cmd = cell.command;
     if (cmd === CellCommand.PADDING) return;
+    if (LAT_TRACE) latTrace('link.rx', `${cell.circId}:${cmd}`);
     if (cmd === CellCommand.VERSIONS || cmd === CellCommand.AUTHENTICATE) {
       throw err('LINK_PROTOCOL_VIOLATION', `handshake cell ${cmd} on an open link`);
     }
@@ -494,6 +496,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     }
     // SPEC.md §8.1: a circuit cell counts as sent once it is in the link's byte order (the batch).
     if (this.counter !== null && circId !== 0) { this.batchCounted++; this.queuedCounted++; }
+    if (LAT_TRACE) latTrace('link.send', `${circId}:${command}`);
     if (this.out.append(circId, command, payload)) this.flush();
     else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
     this.sent++;
@@ -536,6 +539,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
       const h = this.held.shift()!;
       this.heldBytes -= h.buf.length;
       this.queuedCounted -= h.counted;
+      if (LAT_TRACE) latTrace('link.write', h.buf.length);
       this.socket.write(h.buf, h.ahead ? this.onAheadWritten : this.onWritten);
     }
   }
