@@ -21,6 +21,7 @@ import { connectLink } from '../../src/link';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import { randomBytes } from '../../src/crypto/primitives';
 import { cpuSeconds, curl, metric, scrape, startContentServer, startExtraProxy, startLocalNet, viaSocks, type Sample } from '../../test/helpers/localnet';
+import { summarizeProfiles } from './cpuprofile-summary';
 
 const argv = process.argv.slice(2);
 const opt = (name: string, dflt: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv[i + 1]) : dflt; };
@@ -154,30 +155,12 @@ async function main(): Promise<void> {
     await web.close();
     await net.stop();
   }
-  if (profDir) summarize(profDir, new Map([...net.nodes.map((n) => [n.pid, n.name] as const), [lean.daemon.pid, 'lean']]));
-}
-
-function summarize(dir: string, names: Map<number, string>): void {
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
-    const pid = Number(f.split('.')[0]);
-    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
-      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-      samples: number[]; timeDeltas: number[];
-    };
-    const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    const self = new Map<string, number>();
-    p.samples.forEach((id, i) => {
-      const n = byId.get(id)!;
-      const key = `${n.callFrame.functionName || '(anon)'} ${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
-      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
-    });
-    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
-    const busy = busyList.reduce((a, [, v]) => a + v, 0);
-    if (busy < 0.2e6) continue;
-    process.stdout.write(`\n== ${names.get(pid) ?? 'pid ' + pid} (${f}): busy ${(busy / 1e6).toFixed(2)} s\n`);
-    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 25)) process.stdout.write(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}\n`);
+  if (profDir) {
+    const names = new Map([...net.nodes.map((n) => [n.pid, n.name] as const), [lean.daemon.pid, 'lean']]);
+    summarizeProfiles(profDir, { label: (_f, pid) => names.get(pid) ?? `pid ${pid}`, minBusySeconds: 0.2, top: 25 });
   }
 }
+
 
 /** Per kind of request (b1, b2): each event's median offset from the curl start, in ms, in time order. */
 function report(file: string, names: Array<{ pid: number; name: string }>): void {

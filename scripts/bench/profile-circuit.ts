@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from '../../src/crypto/primitives';
 import { cpuSeconds, curl, startContentServer, startLocalNet, viaSocks } from '../../test/helpers/localnet';
+import { summarizeProfiles } from './cpuprofile-summary';
 
 const MiB = 1 << 20;
 const argv = process.argv.slice(2);
@@ -75,26 +76,5 @@ try {
   await net.stop();
   await web.close();
 }
-if (profile) summarize(out, names);
+if (profile) summarizeProfiles(out, { label: (_f, pid) => names.get(pid) ?? `pid ${pid}`, minBusySeconds: 0.5, top: 20 });
 
-function summarize(dir: string, names: Map<number, string>): void {
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
-    const pid = Number(f.split('.')[0]);
-    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
-      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-      samples: number[]; timeDeltas: number[];
-    };
-    const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    const self = new Map<string, number>();
-    p.samples.forEach((id, i) => {
-      const n = byId.get(id)!;
-      const key = `${n.callFrame.functionName || '(anon)'} ${path.basename(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
-      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
-    });
-    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
-    const busy = busyList.reduce((a, [, v]) => a + v, 0);
-    if (busy < 0.5e6) continue;
-    console.log(`\n== ${names.get(pid) ?? 'pid ' + pid} (${f}): busy ${(busy / 1e6).toFixed(2)} s`);
-    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}`);
-  }
-}

@@ -22,6 +22,7 @@ import { getFile } from '../../src/client/storage-client-get';
 import { parseCapability } from '../../src/storage/capability';
 import { cpuSeconds } from '../../test/helpers/localnet';
 import { hop, rawCircuit, rawCircuitsUp, relayOf, startNetwork, startNode, type HopJson } from './storage-net';
+import { summarizeProfiles } from './cpuprofile-summary';
 
 const MiB = 1 << 20;
 const argv = process.argv.slice(2);
@@ -161,27 +162,10 @@ try {
   await Promise.all(raws.map((r) => r.stop()));
   await fsp.rm(dir, { recursive: true, force: true });
 }
-if (profilePhase) summarize(out);
-
-function summarize(dir: string): void {
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.cpuprofile'))) {
-    const pid = Number(f.replace('client-', '').split('.')[0]);
-    const who = f.startsWith('client-') ? 'client' : names[pids.indexOf(pid)] ?? `pid ${pid}`;
-    const p = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as {
-      nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-      samples: number[]; timeDeltas: number[];
-    };
-    const byId = new Map(p.nodes.map((x) => [x.id, x]));
-    const self = new Map<string, number>();
-    p.samples.forEach((id, i) => {
-      const x = byId.get(id)!;
-      const key = `${x.callFrame.functionName || '(anon)'} ${path.basename(x.callFrame.url)}:${x.callFrame.lineNumber + 1}`;
-      self.set(key, (self.get(key) ?? 0) + (p.timeDeltas[i] ?? 0));
-    });
-    const busyList = [...self].filter(([k]) => !k.startsWith('(idle)'));
-    const busy = busyList.reduce((a, [, v]) => a + v, 0);
-    if (busy < 0.2e6) continue;
-    console.log(`\n== ${who} (${f}): busy ${(busy / 1e6).toFixed(2)} s`);
-    for (const [k, v] of busyList.sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${(100 * v / busy).toFixed(1).padStart(5)}%  ${k}`);
-  }
+if (profilePhase) {
+  summarizeProfiles(out, {
+    label: (f, pid) => f.startsWith('client-') ? 'client' : names[pids.indexOf(pid)] ?? `pid ${pid}`,
+    minBusySeconds: 0.2, top: 25,
+  });
 }
+
