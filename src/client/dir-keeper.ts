@@ -2,8 +2,7 @@
 // consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
 // refreshed periodically; only a consensus inside its validity window is handed to path
 // selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
-import { isConsensusStale, UncheckedConsensus } from '../dir/consensus';
-import fsp from 'node:fs/promises';
+import { isConsensusStale } from '../dir/consensus';
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
@@ -112,26 +111,15 @@ export class DirKeeper {
     return c;
   }
 
-  /** A cached consensus that verifies as of its own valid-until and expired less than REASONABLY_LIVE_MS ago. */
-  private async loadReasonablyLive(): Promise<void> {
-    try {
-      const u = UncheckedConsensus.parse(await fsp.readFile(this.cacheFile));
-      const now = this.now();
-      if (now <= u.validUntil || now - u.validUntil > REASONABLY_LIVE_MS) return;
-      this.reasonablyLive = u.check(this.opts.authorities, u.validUntil);
-    } catch {
-      // none, or it does not verify: a direct bootstrap
-    }
-  }
-
   /**
    * Load the cache, then fetch: in the background when the cache gave a valid consensus,
    * otherwise waiting for the first fetch. Then refresh periodically.
    */
   async start(): Promise<void> {
-    const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now());
+    // A hidden node (tunnelOnly) also takes a cached consensus expired less than REASONABLY_LIVE_MS ago.
+    const cached = await loadConsensusCache(this.cacheFile, this.opts.authorities, this.now(), this.opts.tunnelOnly ? REASONABLY_LIVE_MS : 0);
     if (cached.consensus) this.current = cached.consensus;
-    else if (this.opts.tunnelOnly) await this.loadReasonablyLive();
+    else this.reasonablyLive = cached.expired ?? null;
     const first = this.refresh();
     if (!this.consensus()) await first;
     this.schedule();

@@ -74,10 +74,15 @@ function dirGuards(guards: GuardSet, relays: readonly ConsensusRelay[] | null, m
 
 /** One guard's mirror: a one-hop circuit to it, BEGIN_DIR, one HTTP GET, then the circuit is torn down. */
 export function beginDirSource(builder: CircuitBuilder, guard: ConsensusRelay): TunnelSource {
+  return circuitDirSource(`guard:${guard.fingerprint}`, () => builder.buildPath([guard]));
+}
+
+/** A mirror reached over a circuit built for each fetch: BEGIN_DIR at its last hop, one HTTP GET, then the circuit is torn down. */
+function circuitDirSource(label: string, build: () => Promise<ClientCircuit>): TunnelSource {
   return {
-    label: `guard:${guard.fingerprint}`,
+    label,
     async fetch(o) {
-      const circ = await builder.buildPath([guard]);
+      const circ = await build();
       try {
         const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
         // The request goes over `stream`; the URL's host is an IP literal so nothing is ever resolved.
@@ -102,16 +107,5 @@ export function mirrorCircuitSources(
   relays: readonly ConsensusRelay[] | null, buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>, max = MAX_CIRCUIT_MIRRORS,
 ): TunnelSource[] {
   const mirrors = shuffle((relays ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0)).slice(0, max);
-  return mirrors.map((m) => ({
-    label: `circuit:${m.fingerprint}`,
-    async fetch(o) {
-      const circ = await buildTo(m);
-      try {
-        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
-        return await fetchConsensusBytes('http://127.0.0.1', { ...o, createConnection: () => stream as unknown as Duplex });
-      } finally {
-        circ.destroy();
-      }
-    },
-  }));
+  return mirrors.map((m) => circuitDirSource(`circuit:${m.fingerprint}`, () => buildTo(m)));
 }

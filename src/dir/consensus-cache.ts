@@ -5,7 +5,7 @@ import path from 'node:path';
 import { err, errorCode } from '../errors';
 import { writeFileAtomic } from '../ops/fsutil';
 import type { AuthorityInfo } from './authorities';
-import { verifyConsensus } from './consensus';
+import { UncheckedConsensus } from './consensus';
 import type { VerifiedConsensus } from './types';
 import { fetchVerifiedConsensus, type ConsensusSource } from './consensus-fetch';
 import type { Fetcher } from './fetch';
@@ -15,9 +15,10 @@ export const CONSENSUS_CACHE_FILE = 'cached-consensus';
 
 export type CacheLoad =
   | { consensus: VerifiedConsensus; savedAt: number }
-  | { consensus: null; reason: string; code: string };
+  /** `expired`: with `liveForMs`, a cached consensus that verifies as of its own valid-until and expired less than that long ago. */
+  | { consensus: null; reason: string; code: string; expired?: VerifiedConsensus };
 
-export async function loadConsensusCache(file: string, authorities: readonly AuthorityInfo[], now: number): Promise<CacheLoad> {
+export async function loadConsensusCache(file: string, authorities: readonly AuthorityInfo[], now: number, liveForMs = 0): Promise<CacheLoad> {
   let raw: Buffer, savedAt: number;
   try {
     raw = await fsp.readFile(file);
@@ -25,10 +26,16 @@ export async function loadConsensusCache(file: string, authorities: readonly Aut
   } catch {
     return { consensus: null, reason: 'no consensus saved yet', code: 'CACHE_EMPTY' };
   }
+  let u: UncheckedConsensus | null = null;
   try {
-    return { consensus: verifyConsensus(raw, authorities, now), savedAt };
+    u = UncheckedConsensus.parse(raw);
+    return { consensus: u.check(authorities, now), savedAt };
   } catch (e) {
-    return { consensus: null, reason: (e as Error).message, code: errorCode(e) };
+    const miss = { consensus: null, reason: (e as Error).message, code: errorCode(e) };
+    if (u && liveForMs > 0 && now > u.validUntil && now - u.validUntil <= liveForMs) {
+      try { return { ...miss, expired: u.check(authorities, u.validUntil) }; } catch { /* it does not verify */ }
+    }
+    return miss;
   }
 }
 
