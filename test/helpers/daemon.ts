@@ -3,6 +3,7 @@
 // process started here is tracked; call stopAll() in afterAll (and a process-exit hook kills
 // anything left, so a crashed test run never leaves daemons behind).
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -137,8 +138,46 @@ export function runCli(bin: string, args: string[], opts: { env?: Record<string,
   });
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
+// Ports handed out by this test process: never handed out twice.
+const handedOut = new Set<number>();
+
+/** The kernel's ephemeral range ("32768 60999" on Linux): source ports of outgoing connections. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi) && lo > 0 && hi >= lo) return [lo, hi];
+  } catch { /* not Linux: use the usual range */ }
+  return [32768, 60999];
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A TCP port that was free a moment ago on 127.0.0.1, chosen outside the kernel's ephemeral
+ * range. A port from `listen(0)` is an ephemeral one: between our check and the daemon's bind,
+ * any outgoing connection on the machine (a relay dialling an authority, say) may take it as its
+ * source port, and the daemon then fails with EADDRINUSE. Above the ephemeral range
+ * (61000-65535 on Linux) only listeners compete, and those the check sees. Below 32768 the
+ * local network launcher picks its ranges (localnet.ts), so this stays above.
+ */
+export async function freePort(): Promise<number> {
+  const [, hi] = ephemeralRange();
+  const lo = hi + 1;
+  const span = 65_535 - lo + 1;
+  if (span >= 256) {
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const p = lo + Math.floor(Math.random() * span);
+      if (handedOut.has(p)) continue;
+      if (await canListen(p)) { handedOut.add(p); return p; }
+    }
+  }
+  // No room above the ephemeral range: fall back to the kernel's choice.
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
