@@ -4,12 +4,12 @@
 // bytes; the consensus's `proven` cells (SPEC.md §8.5, §8.6) over the loaded epochs are then set
 // against each relay's tc cap. Needs --hosts (the caps are tc tbf on each relay's link).
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
+import { freePort } from '../../test/helpers/daemon';
 import { addrOf, fetchVia, httpGet, metric, poll, runCli, scrapeRelay, sleep, type NetNode } from './net';
 import type { Ctx, Scenario } from './scenarios';
 
@@ -20,14 +20,6 @@ async function consensusNow(ctx: Ctx): Promise<VerifiedConsensus | null> {
   const auths = parseAuthorityList(cfg.authorities);
   const got = await fetchVerifiedConsensus(auths.map((a) => a.url), auths, { timeoutMs: 5000 }).catch(() => null);
   return got?.consensus ?? null;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
-  });
 }
 
 /** Ranks (1 = largest), ties sharing their mean rank. */
