@@ -24,6 +24,7 @@ import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
 import { RewardMirror } from './reward-mirror';
+import { NameMirror, nameMirrorMetric } from './name-mirror';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 import { shuffle } from '../src/crypto/primitives';
@@ -74,6 +75,8 @@ export class RelayDaemon {
   private readonly rewardMirror: RewardMirror;
   /** SPEC.md §9.21.8: hidden nodes' uploads, passed on to the authorities. */
   readonly uploads: UploadForwarder;
+  /** SPEC.md §9.14.2: the name records this mirror keeps. */
+  readonly names: NameMirror;
   private orPort = 0;
   private dirPort = 0;
 
@@ -87,6 +90,8 @@ export class RelayDaemon {
     this.rewardMirror = new RewardMirror(cfg.authorities);
     const forwarded = forwardMetric(registry);
     this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }));
+    const named = nameMirrorMetric(registry);
+    this.names = new NameMirror(undefined, (result) => named.inc({ result }));
   }
 
   get ports(): { orPort: number; dirPort: number; metricsPort: number } {
@@ -257,6 +262,7 @@ export class RelayDaemon {
       dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
       if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
+      if (NameMirror.handles(p)) return void this.names.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);

@@ -3,12 +3,9 @@
 // circuit per node) and the node runs the BEP 44 operation in the private DHT. The node is not
 // trusted with the answer: every item is checked here (key, salt, signature, and a seq not below
 // the newest this client already verified for that name, kept in `names-seen.json`).
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
 import type { Ed25519KeyPair } from '../crypto/primitives';
-import { writeFileAtomic } from '../ops/fsutil';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
@@ -16,8 +13,9 @@ import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
 import { decodeNameValue, encodeNameValue, formatName, nameSalt, nextNameSeq } from '../storage/name';
 import type { DhtItem } from '../storage/protocol';
 import type { StorageNode } from './storage-client';
+import { NamesSeen } from './names-seen';
 
-export const NAMES_SEEN_FILE = 'names-seen.json';
+export { NAMES_SEEN_FILE } from './names-seen';
 /** Storage nodes asked for one lookup, at once (each over its own circuit). */
 export const DEFAULT_LOOKUP_NODES = 2;
 
@@ -33,13 +31,30 @@ export interface CircuitNamesOptions {
 
 export interface ResolvedItem { item: DhtItem; node: StorageNode }
 
-export class CircuitNames {
+/**
+ * Names for the commands (SPEC.md §9.14.1, §9.14.2): through storage nodes over circuits
+ * (CircuitNames), or through relays' name mirrors when the consensus has no public storage node
+ * (MirrorNames, src/client/name-mirrors.ts).
+ */
+export interface NameLookups {
+  /** Where publications go: 'dht' (through a storage node) or 'mirrors' (name mirrors). */
+  readonly via: 'dht' | 'mirrors';
+  resolve(publisher: Buffer, label: string): Promise<{ cap: Capability; seq: number } | null>;
+  /** `nodes`: the DHT nodes (via 'dht') or the mirrors (via 'mirrors') that took the record. */
+  publish(keys: Ed25519KeyPair, label: string, cap: Capability, o?: { seq?: number }): Promise<{ seq: number; nodes: number }>;
+  put(req: { item: DhtItem } | { immutable: Buffer }): Promise<number>;
+  close(): Promise<void>;
+}
+
+export class CircuitNames implements NameLookups {
+  readonly via = 'dht';
   private readonly channels = new Map<string, StorageChannel>();
   private readonly log: Logger;
-  private seen: Record<string, number> | null = null;
+  private readonly seen: NamesSeen;
 
   constructor(private readonly o: CircuitNamesOptions) {
     this.log = o.log ?? silentLogger;
+    this.seen = new NamesSeen(o.dataDir, this.log);
     if (o.nodes.length === 0) throw err('DHT_NO_NODES', 'the consensus lists no storage node to look names up through');
   }
 
@@ -64,7 +79,7 @@ export class CircuitNames {
     for (const node of order.slice(0, 3)) {
       try {
         const r = await (await this.channel(node)).request({ type: 'dhtPut', item });
-        await this.remember(formatName({ publisher: keys.publicKey, label }), seq);
+        await this.seen.remember(formatName({ publisher: keys.publicKey, label }), seq);
         return { seq, nodes: r.nodes };
       } catch (e) {
         if (isBitcloudError(e, 'DHT_SEQ_STALE')) throw e;
@@ -102,7 +117,7 @@ export class CircuitNames {
   async lookup(publisher: Buffer, label: string): Promise<ResolvedItem | null> {
     const salt = nameSalt(label);
     const name = formatName({ publisher, label });
-    const minSeq = (await this.seenSeqs())[name] ?? -1;
+    const minSeq = await this.seen.min(name);
     const nodes = this.shuffled().slice(0, Math.max(1, this.o.lookupNodes ?? DEFAULT_LOOKUP_NODES));
     const answers = await Promise.allSettled(nodes.map(async (node) => {
       const r = await (await this.channel(node)).request({ type: 'dhtGet', publisher, salt });
@@ -122,7 +137,7 @@ export class CircuitNames {
         else if (failures === answers.length) refused ??= isBitcloudError(e) ? e : err('DHT_GET_FAILED', String(e));
       }
     }
-    if (best) { await this.remember(name, best.item.seq); return best; }
+    if (best) { await this.seen.remember(name, best.item.seq); return best; }
     if (refused) throw refused;
     return null;
   }
@@ -146,27 +161,5 @@ export class CircuitNames {
     const a = [...this.o.nodes];
     for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
     return a;
-  }
-
-  private async seenSeqs(): Promise<Record<string, number>> {
-    if (this.seen) return this.seen;
-    this.seen = {};
-    if (!this.o.dataDir) return this.seen;
-    try {
-      const j = JSON.parse(await fs.promises.readFile(path.join(this.o.dataDir, NAMES_SEEN_FILE), 'utf8')) as unknown;
-      if (j && typeof j === 'object') {
-        for (const [k, v] of Object.entries(j as Record<string, unknown>)) if (typeof v === 'number' && Number.isSafeInteger(v)) this.seen[k] = v;
-      }
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (e as Error).message }, `${NAMES_SEEN_FILE} unreadable; starting afresh`);
-    }
-    return this.seen;
-  }
-
-  private async remember(name: string, seq: number): Promise<void> {
-    const seen = await this.seenSeqs();
-    if ((seen[name] ?? -1) >= seq) return;
-    seen[name] = seq;
-    if (this.o.dataDir) await writeFileAtomic(path.join(this.o.dataDir, NAMES_SEEN_FILE), JSON.stringify(seen), 0o600);
   }
 }

@@ -11,7 +11,8 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
-import { CircuitNames } from './circuit-names';
+import { CircuitNames, type NameLookups } from './circuit-names';
+import { MirrorNames } from './name-mirrors';
 import { GuardSet } from './guards';
 import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
@@ -149,10 +150,12 @@ export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519
 }
 
 /**
- * Names over circuits (SPEC.md §9.14.1): lookups and publications go as DhtGet / DhtPut on
- * BEGIN_STORAGE streams (guard → middle → storage node); the client opens no DHT socket.
+ * Names over circuits (SPEC.md §9.14.1, §9.14.2): lookups and publications go as DhtGet / DhtPut
+ * on BEGIN_STORAGE streams (guard → middle → storage node) when the consensus lists a public
+ * storage node, else to the name's 3 relay mirrors (guard → middle → mirror, BEGIN_DIR). Either
+ * way the client opens no DHT socket.
  */
-export async function openCircuitNames(network: Network, log: Logger = silentLogger): Promise<{ names: CircuitNames; close(): Promise<void> }> {
+export async function openCircuitNames(network: Network, log: Logger = silentLogger): Promise<{ names: NameLookups; close(): Promise<void> }> {
   // SPEC.md §9.21.1: hidden nodes run no DHT; only nodes with a storage port are asked.
   const nodes = nameNodesOf(network.dir.relays() ?? []);
   const guards = network.guards;
@@ -160,10 +163,15 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
     relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
     preemptiveCircuits: 0, log,
   });
-  const names = new CircuitNames({
-    nodes, dataDir: network.dirCfg.dataDir, log,
-    open: circuitStorageOpener(m, () => network.dir.relays()),
-  });
+  let names: NameLookups;
+  try {
+    names = nodes.length > 0
+      ? new CircuitNames({ nodes, dataDir: network.dirCfg.dataDir, log, open: circuitStorageOpener(m, () => network.dir.relays()) })
+      : new MirrorNames({ relays: () => network.dir.relays(), buildTo: (r) => m.buildCircuitTo(r), dataDir: network.dirCfg.dataDir, log });
+  } catch (e) {
+    await m.close();
+    throw e;
+  }
   return {
     names,
     async close() {
@@ -180,7 +188,7 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
  */
 export async function runNamesCommand(
   command: string, a: { json: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string },
-  body: (network: Network, names: () => Promise<CircuitNames>) => Promise<number>,
+  body: (network: Network, names: () => Promise<NameLookups>) => Promise<number>,
 ): Promise<number> {
   const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
   const held: { network?: Network; session?: Awaited<ReturnType<typeof openCircuitNames>> } = {};

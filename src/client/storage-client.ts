@@ -45,15 +45,11 @@ export function storageNodesOf(relays: readonly ConsensusRelay[]): StorageNode[]
 /**
  * SPEC.md §9.14.1, §9.21.1: the storage nodes that serve name lookups (DhtGet / DhtPut): those
  * with a storage port. A hidden node runs no DHT (its UDP port would be an address), so it is
- * never asked; when the consensus lists storage nodes but every one is hidden, DHT_ONLY_HIDDEN_NODES
- * at once (nothing is sent), else DHT_NO_NODES when it lists none.
+ * never asked. Empty when the consensus lists no public storage node: names then go to relays'
+ * name mirrors instead (§9.14.2).
  */
 export function nameNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
-  const all = storageNodesOf(relays);
-  const public_ = all.filter((r) => !r.roles.includes('hidden') && r.storagePort > 0);
-  if (public_.length > 0) return public_;
-  if (all.length > 0) throw err('DHT_ONLY_HIDDEN_NODES', 'every storage node of the consensus is hidden, and hidden nodes run no DHT: names cannot be published or resolved on this network (SPEC.md §9.21.9)');
-  throw err('DHT_NO_NODES', 'the consensus lists no storage node to look names up through');
+  return storageNodesOf(relays).filter((r) => !r.roles.includes('hidden') && r.storagePort > 0);
 }
 
 /** Errors of the node's store, sent as error responses: the session itself is fine. */

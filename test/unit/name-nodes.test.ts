@@ -1,8 +1,10 @@
 // SPEC.md §9.14.1, §9.21.1: name lookups go only to storage nodes with a storage port; hidden
-// nodes run no DHT and are never asked; a consensus of hidden nodes only is DHT_ONLY_HIDDEN_NODES.
+// nodes run no DHT and are never asked; a consensus of hidden nodes only has none, and names go to
+// relays' name mirrors (§9.14.2); with no mirror either, NAME_NO_MIRRORS.
 import { describe, expect, it } from 'vitest';
 import { nameNodesOf, storageNodesOf } from '../../src/client/storage-client';
 import { isBitcloudError } from '../../src/errors';
+import { MirrorNames } from '../../src/client/name-mirrors';
 import type { ConsensusRelay } from '../../src/dir/types';
 
 const node = (nickname: string, hidden: boolean): ConsensusRelay => ({
@@ -21,8 +23,10 @@ describe('storage nodes that serve name lookups (SPEC.md §9.21.1)', () => {
     expect(nameNodesOf(relays).map((n) => n.nickname)).toEqual(['b', 'd']);
   });
 
-  it('every storage node hidden: DHT_ONLY_HIDDEN_NODES at once; none at all: DHT_NO_NODES', () => {
-    expect(codeOf(() => nameNodesOf([node('a', true), node('b', true)]))).toBe('DHT_ONLY_HIDDEN_NODES');
-    expect(codeOf(() => nameNodesOf([]))).toBe('DHT_NO_NODES');
+  it('every storage node hidden, or none: no node to ask (names go to mirrors); no mirror either: NAME_NO_MIRRORS', () => {
+    expect(nameNodesOf([node('a', true), node('b', true)])).toEqual([]);
+    expect(nameNodesOf([])).toEqual([]);
+    const relays = [node('a', true), node('b', true)];
+    expect(codeOf(() => new MirrorNames({ relays: () => relays, buildTo: () => Promise.reject(new Error('not reached')) }))).toBe('NAME_NO_MIRRORS');
   });
 });

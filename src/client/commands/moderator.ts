@@ -55,7 +55,8 @@ function authorityUrls(o: PublishOptions): { urls: string[]; warning?: string } 
 /**
  * SPEC.md §10.7.2 over circuits (§9.14.1): the policy's parts and head go as DhtPuts to storage
  * nodes reached over circuits; this process opens no DHT socket. Needs a client config (its
- * consensus names the storage nodes).
+ * consensus names the storage nodes). A consensus with no public storage node has no DHT: the
+ * step is skipped with a warning (§9.14.2).
  */
 async function publishThroughCircuits(o: PublishOptions, key: Ed25519KeyPair, bundle: Buffer, seq: number): Promise<{ target: string; ok: boolean; detail: string } | { warning: string }> {
   let cfgFile: string;
@@ -72,6 +73,10 @@ async function publishThroughCircuits(o: PublishOptions, key: Ed25519KeyPair, bu
     network = await openNetwork({ config: cfgFile, log });
     session = await openCircuitNames(network, log);
     const names = session.names;
+    // SPEC.md §9.14.2: with no public storage node there is no DHT; name mirrors keep signed
+    // names only, and subscribers (hidden nodes included) read policies from the authorities
+    // through mirrors (§10.7.1).
+    if (names.via === 'mirrors') return { warning: 'not publishing to the DHT: the consensus lists no storage node with a public address (subscribers read the policy from the authorities)' };
     const n = await publishPolicyVia({ immutable: (v) => names.put({ immutable: v }), signed: (item) => names.put({ item }) }, key, bundle, seq);
     return { target: 'dht', ok: true, detail: `head stored on ${n} nodes (through a storage node over a circuit)` };
   } catch (e) {

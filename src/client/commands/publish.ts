@@ -15,11 +15,12 @@ export async function publishCommand(a: Args): Promise<number> {
     const keys = await loadOrCreatePublisherKey(network.dirCfg.dataDir);
     const ref = parseName(a.name, keys.publicKey);
     if (!ref.publisher.equals(keys.publicKey)) throw err('NAME_MALFORMED', 'you can publish only under your own publisher key (give the label alone)');
-    const r = await (await names()).publish(keys, ref.label, cap, { seq: a.seq });
+    const lookups = await names();
+    const r = await lookups.publish(keys, ref.label, cap, { seq: a.seq });
     const name = formatName(ref);
-    if (a.json) process.stdout.write(JSON.stringify({ ok: true, name, seq: r.seq, nodes: r.nodes }) + '\n');
+    if (a.json) process.stdout.write(JSON.stringify({ ok: true, name, seq: r.seq, nodes: r.nodes, via: lookups.via }) + '\n');
     else process.stdout.write(`${name}\n`);
-    if (!a.json) process.stderr.write(`bitcloud publish: seq ${r.seq}, stored on ${r.nodes} DHT node(s)\n`);
+    if (!a.json) process.stderr.write(`bitcloud publish: seq ${r.seq}, stored on ${r.nodes} ${lookups.via === 'dht' ? 'DHT node(s)' : 'name mirror(s) (SPEC.md §9.14.2)'}\n`);
     return 0;
   });
 }

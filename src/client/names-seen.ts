@@ -1,0 +1,43 @@
+// SPEC.md §9.14.1, §9.14.2: the highest seq this client has verified per name, kept in
+// `<client dataDir>/names-seen.json` (mode 0600, written atomically), so that a storage node or a
+// name mirror that answers with an older record is refused (NAME_SEQ_ROLLBACK).
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from '../ops/fsutil';
+import type { Logger } from '../ops/log';
+
+export const NAMES_SEEN_FILE = 'names-seen.json';
+
+export class NamesSeen {
+  private seen: Record<string, number> | null = null;
+
+  /** `dataDir` absent: nothing is remembered across runs. */
+  constructor(private readonly dataDir: string | undefined, private readonly log: Logger) {}
+
+  /** The highest verified seq for `name` (its text form), or -1. */
+  async min(name: string): Promise<number> {
+    return (await this.all())[name] ?? -1;
+  }
+
+  async remember(name: string, seq: number): Promise<void> {
+    const seen = await this.all();
+    if ((seen[name] ?? -1) >= seq) return;
+    seen[name] = seq;
+    if (this.dataDir) await writeFileAtomic(path.join(this.dataDir, NAMES_SEEN_FILE), JSON.stringify(seen), 0o600);
+  }
+
+  private async all(): Promise<Record<string, number>> {
+    if (this.seen) return this.seen;
+    this.seen = {};
+    if (!this.dataDir) return this.seen;
+    try {
+      const j = JSON.parse(await fs.promises.readFile(path.join(this.dataDir, NAMES_SEEN_FILE), 'utf8')) as unknown;
+      if (j && typeof j === 'object') {
+        for (const [k, v] of Object.entries(j as Record<string, unknown>)) if (typeof v === 'number' && Number.isSafeInteger(v)) this.seen[k] = v;
+      }
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (e as Error).message }, `${NAMES_SEEN_FILE} unreadable; starting afresh`);
+    }
+    return this.seen;
+  }
+}

@@ -1,0 +1,90 @@
+// SPEC.md §9.14.2: the small name store a relay's directory mirror keeps ("name mirror"). Records
+// are BEP 44 mutable items (src/wire/name-record.ts) keyed by their target SHA-1(key ‖ salt); the
+// store keeps the highest seq per target, forgets a record NAME_RECORD_TTL_MS after it was last
+// stored (a republication of the same record renews it), and holds at most NAME_STORE_MAX_RECORDS.
+// It lives in memory: a restarted mirror has lost its names until they are republished, exactly
+// as BEP 44 nodes lose theirs (§9.14).
+import { err } from '../errors';
+import { decodeNameRecord, encodeNameRecord, nameTarget, type NameRecord } from '../wire/name-record';
+
+/** SPEC.md §9.14.2: POST a record here; GET `${NAME_MIRROR_PATH}/<40 hex target>`. */
+export const NAME_MIRROR_PATH = '/bitcloud/name';
+
+/** A record is forgotten 2 hours after it was last stored (SPEC.md §9.14.2). */
+export const NAME_RECORD_TTL_MS = 2 * 60 * 60 * 1000;
+/** At most this many records (SPEC.md §9.14.2); beyond that NAME_STORE_FULL. */
+export const NAME_STORE_MAX_RECORDS = 16_384;
+
+interface Held { rec: NameRecord; bytes: Buffer; expiresAt: number }
+
+export interface NameMirrorStoreOptions {
+  now?: () => number;
+  ttlMs?: number;
+  maxRecords?: number;
+}
+
+export class NameMirrorStore {
+  private readonly byTarget = new Map<string, Held>();
+  private readonly now: () => number;
+  private readonly ttlMs: number;
+  private readonly max: number;
+
+  constructor(o: NameMirrorStoreOptions = {}) {
+    this.now = o.now ?? Date.now;
+    this.ttlMs = o.ttlMs ?? NAME_RECORD_TTL_MS;
+    this.max = o.maxRecords ?? NAME_STORE_MAX_RECORDS;
+  }
+
+  /** Records held and not expired. */
+  get size(): number {
+    this.sweep();
+    return this.byTarget.size;
+  }
+
+  /**
+   * Store the record `bytes` (decoded and its signature checked here). Resolves with its target
+   * (40 hex). Errors: NAME_RECORD_MALFORMED, NAME_RECORD_TOO_LARGE, NAME_BAD_SIGNATURE; a seq
+   * below the one held, or the same seq with other bytes, DHT_SEQ_STALE; a new target when the
+   * store is full, NAME_STORE_FULL.
+   */
+  put(bytes: Uint8Array): { target: string; seq: number } {
+    const rec = decodeNameRecord(bytes);
+    const target = nameTarget(rec.publisher, rec.salt).toString('hex');
+    const now = this.now();
+    const held = this.live(target, now);
+    const canonical = encodeNameRecord(rec);
+    if (held) {
+      if (rec.seq < held.rec.seq || (rec.seq === held.rec.seq && !canonical.equals(held.bytes))) {
+        throw err('DHT_SEQ_STALE', `sequence number ${rec.seq} is not above the ${held.rec.seq} held for this target`, { seq: rec.seq, current: held.rec.seq });
+      }
+    } else {
+      if (this.byTarget.size >= this.max) this.sweep();
+      if (this.byTarget.size >= this.max) throw err('NAME_STORE_FULL', `this name mirror holds ${this.max} records`, { max: this.max });
+    }
+    // Re-inserted so that the map's order stays oldest-stored first (sweep stops early).
+    this.byTarget.delete(target);
+    this.byTarget.set(target, { rec, bytes: canonical, expiresAt: now + this.ttlMs });
+    return { target, seq: rec.seq };
+  }
+
+  /** The record bytes held for `target` (20 bytes as 40 hex), or null. */
+  get(targetHex: string): Buffer | null {
+    return this.live(targetHex.toLowerCase(), this.now())?.bytes ?? null;
+  }
+
+  private live(target: string, now: number): Held | null {
+    const h = this.byTarget.get(target);
+    if (!h) return null;
+    if (h.expiresAt <= now) { this.byTarget.delete(target); return null; }
+    return h;
+  }
+
+  /** Drop expired records (the map is in order of storing, so the first live one ends the sweep). */
+  private sweep(): void {
+    const now = this.now();
+    for (const [t, h] of this.byTarget) {
+      if (h.expiresAt > now) break;
+      this.byTarget.delete(t);
+    }
+  }
+}
