@@ -3,13 +3,13 @@
 // socket. Two independent witnesses: (1) a preload hook that records every dgram.createSocket and
 // Socket#bind in the client process (checked to work by a positive control), (2) sampling
 // /proc/<pid>/fd while the command runs and matching its socket inodes against /proc/net/udp{,6}.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
-import { binPath, eventually, freePorts, REPO_ROOT, runCli, startDaemon } from '../helpers/daemon';
+import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
+import { DGRAM_HOOK, watchedCommand, type Watched } from '../helpers/udp-watch';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
 import { dhtSource, openToolDht } from '../../src/moderation/dht';
@@ -23,73 +23,15 @@ let hookFile: string;
 /** The storage nodes' DHT ports (their storage ports). */
 const dhtPorts: number[] = [];
 
-const HOOK = `
-const dgram = require('node:dgram');
-const fs = require('node:fs');
-const log = (what) => fs.appendFileSync(process.env.BC_DGRAM_LOG, what + ' pid=' + process.pid + '\\n');
-const create = dgram.createSocket;
-dgram.createSocket = function (...a) { log('createSocket'); return create.apply(this, a); };
-const bind = dgram.Socket.prototype.bind;
-dgram.Socket.prototype.bind = function (...a) { log('bind'); return bind.apply(this, a); };
-require('node:module').syncBuiltinESMExports();
-`;
-
-function udpInodes(): Set<string> {
-  const out = new Set<string>();
-  for (const f of ['/proc/net/udp', '/proc/net/udp6']) {
-    let text = '';
-    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
-    for (const line of text.split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols.length > 9) out.add(cols[9]);
-    }
-  }
-  return out;
-}
-
-function socketInodes(pid: number): string[] {
-  const out: string[] = [];
-  let fds: string[] = [];
-  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
-  for (const fd of fds) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m) out.push(m[1]);
-    } catch { /* closed meanwhile */ }
-  }
-  return out;
-}
-
-/** Run a bitcloud command with the dgram hook, sampling its sockets while it runs. */
-async function watched(bin: string, args: string[], logFile: string): Promise<{ code: number | string; stdout: string; stderr: string; udpSeen: number; samples: number; hook: string }> {
-  fs.writeFileSync(logFile, '');
-  const child = spawn(process.execPath, [binPath(bin), ...args], {
-    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NODE_OPTIONS: `--require ${hookFile}`, BC_DGRAM_LOG: logFile },
-  });
-  let stdout = '', stderr = '', udpSeen = 0, samples = 0;
-  child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-  child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-  const sampler = setInterval(() => {
-    const mine = socketInodes(child.pid!);
-    if (mine.length === 0) return;
-    samples++;
-    const udp = udpInodes();
-    udpSeen += mine.filter((i) => udp.has(i)).length;
-  }, 5);
-  const killer = setTimeout(() => child.kill('SIGKILL'), 240_000);
-  const code = await new Promise<number | string>((r) => child.once('close', (c, s) => r(c ?? s ?? 'unknown')));
-  clearInterval(sampler);
-  clearTimeout(killer);
-  return { code, stdout, stderr, udpSeen, samples, hook: fs.readFileSync(logFile, 'utf8') };
-}
+/** Run a command with the dgram hook (test/helpers/udp-watch.ts). */
+const watched = (bin: string, args: string[], logFile: string): Promise<Watched> => watchedCommand(hookFile, bin, args, logFile);
 
 const json = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
 
 beforeAll(async () => {
   dnet = await makeDirNet(1, PERIOD);
   hookFile = path.join(dnet.dir, 'dgram-hook.cjs');
-  fs.writeFileSync(hookFile, HOOK);
+  fs.writeFileSync(hookFile, DGRAM_HOOK);
   startAuthority(dnet.authorities[0]);
   for (let i = 0; i < 4; i++) startRelay(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
   for (let i = 0; i < 3; i++) {

@@ -3,7 +3,8 @@
 // them; `bitcloud put` / `get` work through rendezvous circuits; and the attacks of issue 17 are
 // refused with their codes: a forged and a replayed introduction (counted by the node), a
 // rendezvous cookie reused (refused by the relay), a descriptor signed by another key or for
-// another period (refused by the authority and by the client).
+// another period (refused by the authority and by the client). Names work on such a network
+// through relays' name mirrors (SPEC.md §9.14.2), with no UDP socket in the client process.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +27,7 @@ import { encodeEstablishIntro, encodeIntroduce, establishIntroSignedBytes, Intro
 import { httpRequest } from '../../src/dir/fetch';
 import { isBitcloudError } from '../../src/errors';
 import { formatName } from '../../src/storage/name';
+import { DGRAM_HOOK, watchedCommand, type Watched } from '../helpers/udp-watch';
 
 let net: LocalNet;
 let c: VerifiedConsensus;
@@ -445,16 +447,52 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(mine.intros.length).toBeGreaterThan(0);
   }, 120_000);
 
-  it('on a network of hidden nodes only, bitcloud publish and resolve fail at once with DHT_ONLY_HIDDEN_NODES: hidden nodes run no DHT (SPEC.md §9.21.9)', async () => {
+  it('on a network of hidden nodes only, bitcloud publish then resolve work through the name mirrors of relays, with no UDP socket in the client process (SPEC.md §9.14.2)', async () => {
     expect(storedCap).not.toBe('');
     const dataDir = path.join(net.dir, 'names-client');
-    for (const args of [['publish', 'site', storedCap], ['resolve', formatName({ publisher: randomBytes(32), label: 'site' })]]) {
-      const r = await runCli('bitcloud', [...args, '--json', '--config', net.clientConfig, '--data-dir', dataDir], { timeoutMs: 120_000 });
-      expect(r.code, r.stderr + r.stdout).toBe(1);
-      const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { ok: boolean; error: { code: string } };
-      expect(out).toMatchObject({ ok: false, error: { code: 'DHT_ONLY_HIDDEN_NODES' } });
-    }
-  }, 300_000);
+    const hookFile = path.join(net.dir, 'dgram-hook.cjs');
+    fs.writeFileSync(hookFile, DGRAM_HOOK);
+    const run = (args: string[], log: string): Promise<Watched> => watchedCommand(hookFile, 'bitcloud', [...args, '--json', '--config', net.clientConfig, '--data-dir', dataDir], path.join(net.dir, log));
+    const last = (r: Watched) => JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+    const stored = async (): Promise<number> => {
+      let n = 0;
+      for (const r of net.relays) n += metric(await scrape(r.ports.metrics), 'bitcloud_relay_name_records_total', { result: 'stored' });
+      return n;
+    };
+    const stored0 = await stored();
+
+    const p = await run(['publish', 'site', storedCap], 'names-publish.log');
+    expect(p.code, p.stderr + p.stdout).toBe(0);
+    expect(last(p)).toMatchObject({ ok: true, via: 'mirrors', nodes: 3 });
+    const name = String(last(p).name);
+    expect(p.hook).toBe('');
+    expect(p.samples).toBeGreaterThan(0); // the sampler saw the process's (TCP) sockets
+    expect(p.udpSeen).toBe(0);
+    // Three relays' mirrors took the record.
+    expect(await stored()).toBe(stored0 + 3);
+
+    const r = await run(['resolve', name], 'names-resolve.log');
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(last(r)).toMatchObject({ ok: true, name, capability: storedCap, seq: last(p).seq });
+    expect(r.hook).toBe('');
+    expect(r.udpSeen).toBe(0);
+
+    // A newer publication wins; a stale --seq is refused; a name never published is NAME_NOT_FOUND.
+    const capB = `bitcloud:${'b'.repeat(51)}q#${'b'.repeat(51)}q`;
+    const p2 = await run(['publish', 'site', capB], 'names-publish2.log');
+    expect(p2.code, p2.stderr + p2.stdout).toBe(0);
+    expect(Number(last(p2).seq)).toBeGreaterThan(Number(last(p).seq));
+    const stale = await run(['publish', 'site', storedCap, '--seq', String(last(p).seq)], 'names-stale.log');
+    expect(stale.code).toBe(1);
+    expect(last(stale)).toMatchObject({ ok: false, error: { code: 'DHT_SEQ_STALE' } });
+    const r2 = await run(['resolve', name], 'names-resolve2.log');
+    expect(last(r2)).toMatchObject({ ok: true, capability: capB });
+    const none = await run(['resolve', formatName({ publisher: randomBytes(32), label: 'site' })], 'names-none.log');
+    expect(none.code).toBe(1);
+    expect(last(none)).toMatchObject({ ok: false, error: { code: 'NAME_NOT_FOUND' } });
+    expect(p2.hook + stale.hook + r2.hook + none.hook).toBe('');
+    expect(p2.udpSeen + stale.udpSeen + r2.udpSeen + none.udpSeen).toBe(0);
+  }, 400_000);
 
   it('a hidden node restarted with its cached consensus fetches the next one through its guards or relay mirrors over circuits, never from an authority (SPEC.md §9.21.1)', async () => {
     const n = net.storage.find((x) => x.name === 'store2')!;
