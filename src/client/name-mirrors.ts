@@ -164,8 +164,21 @@ export class MirrorNames implements NameLookups {
     return m;
   }
 
-  /** One HTTP request to `mirror` over a fresh 3-hop circuit ending there (BEGIN_DIR), then the circuit is destroyed. */
+  /**
+   * One HTTP request to `mirror` over a fresh 3-hop circuit ending there (BEGIN_DIR), then the
+   * circuit is destroyed. A circuit or stream that fails before an answer is tried once more on a
+   * new circuit (another guard or middle may carry it); an HTTP answer is final.
+   */
   private async request(mirror: ConsensusRelay, req: { method: 'GET' | 'POST'; path: string; body?: Buffer }): Promise<HttpResponse> {
+    try {
+      return await this.requestOnce(mirror, req);
+    } catch (e) {
+      this.log.debug({ code: errorCode(e), mirror: mirror.fingerprint.slice(0, 16) }, 'name mirror not reached; one more circuit');
+      return this.requestOnce(mirror, req);
+    }
+  }
+
+  private async requestOnce(mirror: ConsensusRelay, req: { method: 'GET' | 'POST'; path: string; body?: Buffer }): Promise<HttpResponse> {
     const circ = await this.o.buildTo(mirror);
     try {
       const ms = this.o.timeoutMs ?? WAIT_MS;

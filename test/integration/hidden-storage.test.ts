@@ -461,9 +461,9 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     };
     const stored0 = await stored();
 
-    const p = await run(['publish', 'site', storedCap], 'names-publish.log');
+    const p = await run(['publish', 'site', storedCap, '--log-level', 'debug'], 'names-publish.log');
     expect(p.code, p.stderr + p.stdout).toBe(0);
-    expect(last(p)).toMatchObject({ ok: true, via: 'mirrors', nodes: 3 });
+    expect(last(p), p.stderr).toMatchObject({ ok: true, via: 'mirrors', nodes: 3 });
     const name = String(last(p).name);
     expect(p.hook).toBe('');
     expect(p.samples).toBeGreaterThan(0); // the sampler saw the process's (TCP) sockets
