@@ -139,20 +139,20 @@ export class MirrorNames implements NameLookups {
     }));
     let best: DhtItem | null = null;
     let refused: BitcloudError | null = null;
-    let failures = 0;
+    const failed: string[] = [];
     for (const a of answers) {
       if (a.status === 'fulfilled') {
         if (a.value && (!best || a.value.seq > best.seq)) best = a.value;
         continue;
       }
-      failures++;
       const e = a.reason as unknown;
+      failed.push(errorCode(e));
       this.log.debug({ code: errorCode(e) }, 'name mirror answer refused');
       if (isBitcloudError(e) && e.code.startsWith('NAME_') && e.code !== 'NAME_MIRROR_FAILED') refused ??= e;
     }
     if (best) { await this.seen.remember(name, best.seq); return best; }
     if (refused) throw refused;
-    if (failures === answers.length) throw err('NAME_MIRROR_FAILED', 'no name mirror of this name answered');
+    if (failed.length === answers.length) throw err('NAME_MIRROR_FAILED', `no name mirror of this name answered (${failed.join(', ')})`, { codes: failed });
     return null;
   }
 

@@ -487,9 +487,9 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(last(stale)).toMatchObject({ ok: false, error: { code: 'DHT_SEQ_STALE' } });
     const r2 = await run(['resolve', name], 'names-resolve2.log');
     expect(last(r2)).toMatchObject({ ok: true, capability: capB });
-    const none = await run(['resolve', formatName({ publisher: randomBytes(32), label: 'site' })], 'names-none.log');
+    const none = await run(['resolve', formatName({ publisher: randomBytes(32), label: 'site' }), '--log-level', 'debug'], 'names-none.log');
     expect(none.code).toBe(1);
-    expect(last(none)).toMatchObject({ ok: false, error: { code: 'NAME_NOT_FOUND' } });
+    expect(last(none), none.stdout + none.stderr).toMatchObject({ ok: false, error: { code: 'NAME_NOT_FOUND' } });
     expect(p2.hook + stale.hook + r2.hook + none.hook).toBe('');
     expect(p2.udpSeen + stale.udpSeen + r2.udpSeen + none.udpSeen).toBe(0);
   }, 400_000);
