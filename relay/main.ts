@@ -2,6 +2,7 @@
 import { createLogger } from '../src/ops/log';
 import { createRegistry } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
+import { keepYoungGenerationSmall } from '../src/ops/young-gen';
 import { loadRelayConfig, type RelayOverrides } from './config';
 import { RelayDaemon, idleChannelHooks, type RelayHooks } from './daemon';
 
@@ -9,6 +10,8 @@ export interface RelayRunOptions extends RelayOverrides { config: string; logLev
 
 export async function runRelay(o: RelayRunOptions, hooks: RelayHooks = idleChannelHooks): Promise<RelayDaemon> {
   const cfg = loadRelayConfig(o.config, o);
+  // SPEC.md §11.6: a forwarding relay keeps V8's young generation at its starting size.
+  if (!cfg.roles.includes('exit')) keepYoungGenerationSmall();
   const log = createLogger('bitcloud-relay', { level: o.logLevel ?? cfg.logLevel });
   const d = new RelayDaemon(cfg, log, createRegistry('relay'), hooks);
   await d.start();
