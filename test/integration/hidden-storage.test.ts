@@ -494,6 +494,21 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     expect(p2.udpSeen + stale.udpSeen + r2.udpSeen + none.udpSeen).toBe(0);
   }, 400_000);
 
+  it('on a network of hidden nodes only, `bitcloud moderator publish` skips its DHT step with a warning (no DHT; name mirrors keep signed names only) and opens no UDP socket (SPEC.md §9.14.2)', async () => {
+    const modDir = path.join(net.dir, 'moderator-names');
+    const k = await runCli('bitcloud', ['moderator', 'keygen', '--data-dir', modDir, '--name', 'hid', '--json']);
+    expect(k.code, k.stderr + k.stdout).toBe(0);
+    expect((await runCli('bitcloud', ['moderator', 'add-deny', 'aa'.repeat(32), '--data-dir', modDir, '--json'])).code).toBe(0);
+    const hookFile = path.join(net.dir, 'dgram-hook.cjs');
+    fs.writeFileSync(hookFile, DGRAM_HOOK);
+    const p = await watchedCommand(hookFile, 'bitcloud', ['moderator', 'publish', '--data-dir', modDir, '--config', net.clientConfig, '--json'], path.join(net.dir, 'names-modpub.log'));
+    expect(p.stderr).toMatch(/not publishing to the DHT: the consensus lists no storage node with a public address/);
+    const out = JSON.parse(p.stdout.trim().split('\n').pop()!) as { results: { target: string }[] };
+    expect(out.results.some((r) => r.target === 'dht')).toBe(false);
+    expect(p.hook).toBe('');
+    expect(p.udpSeen).toBe(0);
+  }, 200_000);
+
   it('a hidden node restarted with its cached consensus fetches the next one through its guards or relay mirrors over circuits, never from an authority (SPEC.md §9.21.1)', async () => {
     const n = net.storage.find((x) => x.name === 'store2')!;
     const authPorts = authorityPorts();
