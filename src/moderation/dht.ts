@@ -17,7 +17,7 @@ import { ed25519Sign, ed25519Verify, sha1, sha256, type Ed25519KeyPair } from '.
 import { BUNDLE_LIMITS, decodeBundle, type PolicyState } from './chain';
 import { parseModerator } from './policy';
 import type { PolicySource } from './sources';
-import { signDhtItem } from '../storage/name-record';
+import { nameTarget, signDhtItem } from '../storage/name-record';
 import type { DhtItem } from '../storage/protocol';
 
 export const DHT_SALT = Buffer.from('bitcloud-policy-v1', 'ascii');
@@ -41,7 +41,7 @@ export function immutableTarget(v: Uint8Array): Buffer {
 }
 
 export function headTarget(moderatorKey: Uint8Array): Buffer {
-  return sha1(moderatorKey, DHT_SALT);
+  return nameTarget(moderatorKey, DHT_SALT);
 }
 
 export interface PolicyHead { digest: Buffer; length: number; parts: Buffer[] }

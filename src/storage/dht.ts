@@ -10,7 +10,7 @@ import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from './capability';
 import type { DhtItem } from './protocol';
-import { dhtItemSignatureValid } from './name-record';
+import { dhtItemSignatureValid, nameTarget } from './name-record';
 import { checkSeq, decodeNameValue, encodeNameValue, nameSalt, nextNameSeq } from './name';
 
 export interface DhtAddress { host: string; port: number }
@@ -169,7 +169,7 @@ export class BitcloudDht {
    */
   async getSignedItem(publisher: Buffer, salt: Buffer): Promise<DhtItem | null> {
     await this.ready();
-    const key = sha1(publisher, salt);
+    const key = nameTarget(publisher, salt);
     const fromNet = await new Promise<DhtItem | null>((resolve, reject) => {
       this.dht.get(key, { salt, cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
@@ -218,7 +218,7 @@ export class BitcloudDht {
 
   private async getItem(publisher: Buffer, salt: Buffer): Promise<{ v: Buffer; seq: number } | null> {
     await this.ready();
-    const key = sha1(publisher, salt);
+    const key = nameTarget(publisher, salt);
     return new Promise((resolve, reject) => {
       this.dht.get(key, { salt, cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }

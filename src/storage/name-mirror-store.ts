@@ -5,7 +5,7 @@
 // It lives in memory: a restarted mirror has lost its names until they are republished, exactly
 // as BEP 44 nodes lose theirs (§9.14).
 import { err } from '../errors';
-import { decodeNameRecord, encodeNameRecord, nameTarget, type NameRecord } from '../wire/name-record';
+import { decodeNameRecord, nameTarget, type NameRecord } from '../wire/name-record';
 
 /** SPEC.md §9.14.2: POST a record here; GET `${NAME_MIRROR_PATH}/<40 hex target>`. */
 export const NAME_MIRROR_PATH = '/bitcloud/name';
@@ -52,7 +52,8 @@ export class NameMirrorStore {
     const target = nameTarget(rec.publisher, rec.salt).toString('hex');
     const now = this.now();
     const held = this.live(target, now);
-    const canonical = encodeNameRecord(rec);
+    // The layout has one encoding and decodeNameRecord checks it to the last byte: the bytes are canonical.
+    const canonical = Buffer.from(bytes);
     if (held) {
       if (rec.seq < held.rec.seq || (rec.seq === held.rec.seq && !canonical.equals(held.bytes))) {
         throw err('DHT_SEQ_STALE', `sequence number ${rec.seq} is not above the ${held.rec.seq} held for this target`, { seq: rec.seq, current: held.rec.seq });

@@ -3,9 +3,14 @@
 // about, that its signature verifies under that key, and that its seq is not below the newest one
 // this client has already seen for the name. Each failure has its own code.
 import { err } from '../errors';
-import { ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
+import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto/primitives';
 import type { DhtItem } from './protocol';
 import { MAX_SEQ } from './name';
+
+/** BEP 44: the target of a mutable item, SHA-1(public key ‖ salt) (SPEC.md §9.14). */
+export function nameTarget(publisher: Uint8Array, salt: Uint8Array): Buffer {
+  return sha1(publisher, salt);
+}
 
 /**
  * The BEP 44 signed bytes: the bencoded dictionary {salt, seq, v} without its outer `d`…`e`

@@ -10,7 +10,6 @@
 // NAME_RECORD_TOO_LARGE (value above 1000 bytes, or more bytes than the largest record),
 // NAME_BAD_SIGNATURE (the signature does not verify under the record's key).
 import { err } from '../errors';
-import { sha1 } from '../crypto/primitives';
 import { dhtItemSignatureValid } from '../storage/name-record';
 import type { DhtItem } from '../storage/protocol';
 import { Reader, Writer, type CodecCodes } from './bytes';
@@ -32,10 +31,8 @@ const CODES: CodecCodes = { truncated: 'NAME_RECORD_MALFORMED', malformed: 'NAME
 /** A name record is the BEP 44 item itself (publisher = the ed25519 key). */
 export type NameRecord = DhtItem;
 
-/** SPEC.md §9.14.2: the BEP 44 target of a mutable item, SHA-1(public key ‖ salt). */
-export function nameTarget(publisher: Uint8Array, salt: Uint8Array): Buffer {
-  return sha1(publisher, salt);
-}
+/** SPEC.md §9.14.2: a record is stored under its BEP 44 target (one definition, beside the signature check). */
+export { nameTarget } from '../storage/name-record';
 
 function checkShape(rec: NameRecord): void {
   if (rec.value.length > NAME_RECORD_MAX_VALUE) {
