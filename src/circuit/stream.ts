@@ -85,6 +85,9 @@ export class CircuitStream extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     if (this.remoteEndReason !== null) { cb(); return; } // peer closed the stream: Tor drops late data
+    // An empty write carries nothing: no DATA cell (an empty one would spend a window slot and
+    // stand out on the wire as a cell with no bytes).
+    if (chunk.length === 0) { cb(); return; }
     this.pending = [chunk];
     this.pendingOff = 0;
     this.pendingCb = cb;
@@ -96,7 +99,8 @@ export class CircuitStream extends Duplex {
     // them all once more); where one ends inside a cell, that cell is filled from the next ones.
     if (this.remoteEndReason !== null) { cb(); return; }
     const bufs = chunks.map((c) => c.chunk).filter((b) => b.length > 0);
-    this.pending = bufs.length ? bufs : [chunks[0].chunk];
+    if (bufs.length === 0) { cb(); return; } // only empty writes: nothing to send (see _write)
+    this.pending = bufs;
     this.pendingOff = 0;
     this.pendingCb = cb;
     this.pump();

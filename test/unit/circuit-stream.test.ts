@@ -50,6 +50,30 @@ describe('sending: DATA cells under the windows', () => {
     expect(cells.every((c) => c.streamId === s.id)).toBe(true);
   });
 
+  it('an empty write sends no DATA cell and spends no window (alone, and as the whole of a writev)', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(8);
+    s.markOpen();
+    const window0 = s.packageWindow.window;
+    let done = 0;
+    s.write(Buffer.alloc(0), () => { done++; });
+    await tick();
+    expect(done).toBe(1);
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(0);
+    circ.congested = true; // two empty writes queue up and come as one writev
+    s.write(Buffer.alloc(0));
+    s.write(Buffer.alloc(0), () => { done++; });
+    circ.congested = false;
+    edge.pumpAll();
+    await tick();
+    expect(done).toBe(2);
+    expect(circ.take(RelayCommand.DATA)).toHaveLength(0);
+    expect(s.packageWindow.window).toBe(window0);
+    s.write(Buffer.from('after'));
+    await tick();
+    expect(circ.take(RelayCommand.DATA).map((c) => c.data.toString())).toEqual(['after']);
+  });
+
   it('writes queued while one is sent go out in order, unmodified, in full cells, without joining them first', async () => {
     const { circ, edge } = openPair();
     const s = edge.acceptStream(9);
