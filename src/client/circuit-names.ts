@@ -5,7 +5,7 @@
 // the newest this client already verified for that name, kept in `names-seen.json`).
 import type { Duplex } from 'node:stream';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
-import type { Ed25519KeyPair } from '../crypto/primitives';
+import { shuffle, type Ed25519KeyPair } from '../crypto/primitives';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
@@ -157,9 +157,8 @@ export class CircuitNames implements NameLookups {
     return c;
   }
 
+  /** The nodes in an order from the CSPRNG: which nodes hear a lookup is not predictable. */
   private shuffled(): StorageNode[] {
-    const a = [...this.o.nodes];
-    for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(Math.random() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
-    return a;
+    return shuffle([...this.o.nodes]);
   }
 }

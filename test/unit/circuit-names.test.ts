@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Duplex } from 'node:stream';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { CircuitNames } from '../../src/client/circuit-names';
 import type { StorageNode } from '../../src/client/storage-client';
@@ -155,5 +155,27 @@ describe('the storage node side', () => {
     expect(touched).toBe(false);
     await expectCode(svc.handle({ type: 'dhtPut', item }), 'DHT_NO_NODES');
     expect(touched).toBe(true);
+  });
+});
+
+describe('which storage nodes a lookup goes to (SPEC.md §9.14.1)', () => {
+  it('is drawn from the CSPRNG, not Math.random (whose state can be predicted)', async () => {
+    const keys = ed25519Generate();
+    const item = signDhtItem(keys, nameSalt('site'), encodeNameValue(CAP), 1);
+    const nodes = Array.from({ length: 8 }, (_, i) => ({ fingerprint: String(i).repeat(40) }) as unknown as StorageNode);
+    const asked = new Set<string>();
+    const answer = fakeNode((req) => (req.type === 'dhtGet' ? { type: 'dhtGet', item } : { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' }));
+    const spy = vi.spyOn(Math, 'random').mockReturnValue(0); // a Math.random an observer knows
+    try {
+      for (let i = 0; i < 40; i++) {
+        const n = new CircuitNames({ nodes, open: (node) => { asked.add(node.fingerprint); return answer(); }, lookupNodes: 1 });
+        expect((await n.resolve(keys.publicKey, 'site'))?.seq).toBe(1);
+        await n.close();
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    // 40 draws of one node in 8: all the same with probability 8^-39.
+    expect(asked.size).toBeGreaterThan(1);
   });
 });
