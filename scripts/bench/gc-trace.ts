@@ -23,7 +23,6 @@ const preload = path.join(path.dirname(fileURLToPath(import.meta.url)), 'trace-g
 process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`.trim();
 const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });
 delete process.env.NODE_OPTIONS;
-const web = await startContentServer(randomBytes(size));
 const logOf = (name: string) => path.join(net.dir, 'logs', `${name}.log`);
 const sizeOf = (f: string) => { try { return fs.statSync(f).size; } catch { return 0; } };
 
@@ -43,24 +42,22 @@ function tally(text: string, kind: 'Scavenge' | 'Mark-Compact'): Gc {
 }
 const fmt = (g: Gc) => g.n === 0 ? '-' : `${g.n} × ${(g.ms / g.n).toFixed(1)} ms = ${g.ms.toFixed(0)} ms (embedder ${g.embedderMs.toFixed(0)}; ${[...g.why].sort((a, b) => b[1] - a[1]).slice(0, 2).map(([w, c]) => `${c} ${w}`).join(', ')})`;
 
+let web: Awaited<ReturnType<typeof startContentServer>> | null = null;
 try {
-  await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), `http://127.0.0.1:${web.port}/bytes/0/${8 * MiB}`]);
+  web = await startContentServer(randomBytes(size));
+  const port = web.port;
+  await curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, 'warm'), `http://127.0.0.1:${port}/bytes/0/${8 * MiB}`]);
   const marks = net.nodes.map((n) => sizeOf(logOf(n.name)));
   const cpu0 = net.nodes.map((n) => { try { return cpuSeconds(n.pid); } catch { return 0; } });
   const t = performance.now();
   await Promise.all(Array.from({ length: par }, (_, j) =>
-    curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, `gc${j}`), `http://127.0.0.1:${web.port}/bytes/${j * 7919}/${size - j * 7919}`])));
+    curl(['-sS', '-o', '/dev/null', ...viaSocks(net.socksPort, `gc${j}`), `http://127.0.0.1:${port}/bytes/${j * 7919}/${size - j * 7919}`])));
   const secs = (performance.now() - t) / 1000;
   console.log(`${par} × ${size / MiB} MiB in ${secs.toFixed(1)} s`);
   console.log('process  CPU-s  scavenges (count × mean pause = total; embedder part; cause)  |  full collections');
   net.nodes.forEach((n, i) => {
-    const f = logOf(n.name);
-    const fd = fs.openSync(f, 'r');
-    const len = sizeOf(f) - marks[i];
-    const buf = Buffer.alloc(Math.max(0, len));
-    fs.readSync(fd, buf, 0, buf.length, marks[i]);
-    fs.closeSync(fd);
-    const text = buf.toString('utf8');
+    let text = '';
+    try { text = fs.readFileSync(logOf(n.name)).subarray(marks[i]).toString('utf8'); } catch { /* no log */ }
     let cpu = 0;
     try { cpu = cpuSeconds(n.pid) - cpu0[i]; } catch { /* gone */ }
     if (cpu < 0.2) return;
@@ -68,5 +65,5 @@ try {
   });
 } finally {
   await net.stop();
-  await web.close();
+  await web?.close();
 }
