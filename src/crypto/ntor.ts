@@ -123,8 +123,9 @@ export function ntorServerRespond(opts: {
   if (!Buffer.from(id.buffer, id.byteOffset, id.length).equals(opts.id)) throw err('NTOR_WRONG_ID', 'onionskin is addressed to another node');
   const key = opts.onionKeys.find((k) => Buffer.from(B.buffer, B.byteOffset, B.length).equals(k.publicKey));
   if (!key) throw err('NTOR_UNKNOWN_KEY', 'onionskin names an onion key this node does not hold (rotated out?)');
-  const ephemeral = opts.ephemeral ?? x25519Generate();
-  const Y = x25519Public(ephemeral.secretKey);
+  // A fresh pair already holds Y; a given one (test vectors) has its public half recomputed.
+  const ephemeral = opts.ephemeral ? { secretKey: opts.ephemeral.secretKey, publicKey: x25519Public(opts.ephemeral.secretKey) } : x25519Generate();
+  const Y = ephemeral.publicKey;
   // Both throw CRYPTO_ZERO_SHARED_SECRET when X is a low-order point (tor-spec 5.1.4: "check").
   const xy = x25519(ephemeral.secretKey, X);
   const xb = x25519(key.secretKey, X);
