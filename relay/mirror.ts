@@ -8,8 +8,17 @@ import type { AuthorityInfo } from '../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../src/dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
 import { ServedDocument } from '../src/dir/http-serve';
+import { shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus } from '../src/dir/types';
 
+/**
+ * The order a mirror asks the authorities in: a uniform shuffle from the CSPRNG, so that every
+ * authority is asked first equally often and the load spreads (a sort with a random comparator
+ * is biased, and constant under a fixed Math.random).
+ */
+export function authorityFetchOrder(authorities: readonly AuthorityInfo[]): string[] {
+  return shuffle([...authorities]).map((a) => a.url);
+}
 
 export class ConsensusMirror {
   private timer: NodeJS.Timeout | null = null;
@@ -53,8 +62,7 @@ export class ConsensusMirror {
 
   private async poll(): Promise<void> {
     try {
-      // Authorities in random order spread the load.
-      const sources = [...this.authorities].sort(() => Math.random() - 0.5).map((a) => a.url);
+      const sources = authorityFetchOrder(this.authorities);
       const have = this.current;
       const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000, fetcher: 'mirror' });
       if (r.consensus && isBetterConsensus(have, r.consensus)) {

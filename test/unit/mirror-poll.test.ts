@@ -1,6 +1,6 @@
 // SPEC.md §6.10: a relay mirror polls the authorities only when something new can be there.
 import { describe, expect, it } from 'vitest';
-import { ConsensusMirror } from '../../relay/mirror';
+import { authorityFetchOrder, ConsensusMirror } from '../../relay/mirror';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { silentLogger } from '../../src/ops/log';
@@ -34,5 +34,25 @@ describe('consensus mirror poll schedule', () => {
   it('past fresh-until, polls every interval until the next one arrives', () => {
     const m = mirrorHolding({ signers: ['a', 'b'], freshUntil: 60_000 });
     expect(m.nextPollDelay(90_000)).toBe(2000);
+  });
+});
+
+describe('consensus mirror fetch order', () => {
+  it('puts each authority first about equally often, whatever Math.random does', () => {
+    const three = [{ url: 'http://a' }, { url: 'http://b' }, { url: 'http://c' }] as unknown as AuthorityInfo[];
+    const real = Math.random;
+    Math.random = () => 0.25; // the order must come from the CSPRNG, not from Math.random
+    try {
+      const first = new Map<string, number>();
+      for (let i = 0; i < 300; i++) {
+        const o = authorityFetchOrder(three);
+        expect([...o].sort()).toEqual(['http://a', 'http://b', 'http://c']);
+        first.set(o[0], (first.get(o[0]) ?? 0) + 1);
+      }
+      // 100 expected each; below 50 is about 7 standard deviations off.
+      for (const u of ['http://a', 'http://b', 'http://c']) expect(first.get(u) ?? 0).toBeGreaterThan(50);
+    } finally {
+      Math.random = real;
+    }
   });
 });
