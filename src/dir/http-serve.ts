@@ -5,14 +5,14 @@ import type http from 'node:http';
 import zlib from 'node:zlib';
 
 /**
- * A document served as-is, with its compressed forms made once, on first request. Brotli at
- * quality 5: on a consensus or vote of a few KiB, quality 9 spent 20–25 ms per document for
- * 3% fewer bytes than 5 does in about 1 ms (docs/cpu.md, "Authorities"), and a new document
- * comes every period at every authority and mirror.
+ * Brotli quality for served documents (0–11): 5, because on a consensus or vote of a few KiB
+ * quality 9 spent 20–25 ms per document for 3% fewer bytes than 5 does in about 1 ms
+ * (docs/cpu.md, "Authorities"), and a new document comes every period at every authority and
+ * mirror.
  */
-/** Brotli quality for served documents (0–11). */
 export const BROTLI_QUALITY = 5;
 
+/** A document served as-is, with its compressed forms made once, on first request. */
 export class ServedDocument {
   private gz: Buffer | null = null;
   private brotli: Buffer | null = null;
