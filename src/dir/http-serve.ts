@@ -10,7 +10,7 @@ import zlib from 'node:zlib';
  * (docs/cpu.md, "Authorities"), and a new document comes every period at every authority and
  * mirror.
  */
-export const BROTLI_QUALITY = 5;
+const BROTLI_QUALITY = 5;
 
 /** A document served as-is, with its compressed forms made once, on first request. */
 export class ServedDocument {
