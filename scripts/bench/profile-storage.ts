@@ -1,7 +1,9 @@
 // `node bin/run-ts.js scripts/bench/profile-storage.ts [--mib M] [--runs N] [--profile PHASE] [OUTDIR]`:
 // the storage bench's network (storage-net.ts: guard, middle, raw endpoint, six storage nodes,
-// each its own process; the client here), then per run the phases raw-down, raw-up, raw6-up,
-// put, get over circuits, each with its throughput (file bytes/s, and share bytes/s for put)
+// six more raw endpoints, each its own process; the client here), then per run the phases
+// raw-down, raw-up (each one circuit, both ways), raw6-up (6 circuits to one endpoint), raw6p-up
+// (6 circuits to 6 endpoint processes, as a put spreads), raw4p-down (4 from 4, as a get
+// fetches), put, get over circuits, each with its throughput (file bytes/s, and share bytes/s for put)
 // and the CPU seconds of every process during it (/proc; the client's own from
 // process.cpuUsage, worker threads included). With --profile PHASE (put, get, raw-up, …) every
 // process runs the inspector's profiler during that phase only (cpu-prof-preload.mjs in the
@@ -21,7 +23,7 @@ import { putFile } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
 import { parseCapability } from '../../src/storage/capability';
 import { cpuSeconds } from '../../test/helpers/localnet';
-import { hop, rawCircuit, rawCircuitsUp, relayOf, startNetwork, startNode, type HopJson } from './storage-net';
+import { hop, rawCircuit, rawCircuitsMany, relayOf, startNetwork } from './storage-net';
 import { summarizeProfiles } from './cpuprofile-summary';
 
 const MiB = 1 << 20;
@@ -42,11 +44,7 @@ if (profilePhase) {
 const { net: n, pids, stop } = await startNetwork();
 delete process.env.NODE_OPTIONS;
 delete process.env.BITCLOUD_CPU_PROF_DIR;
-// Six more raw endpoints, each its own process: bare bytes over 6 circuits to 6 processes, as a
-// put spreads them, with nothing of the storage protocol (what the circuit layer costs per node).
-const raws = await Promise.all(Array.from({ length: 6 }, () => startNode('raw')));
-pids.push(...raws.map((r) => r.pid));
-const names = ['guard', 'middle', 'raw', ...n.nodes.map((_, i) => `node${i}`), ...raws.map((_, i) => `raw${i}`)];
+const names = ['guard', 'middle', 'raw', ...n.nodes.map((_, i) => `node${i}`), ...n.raws.map((_, i) => `raw${i}`)];
 const session = new inspector.Session();
 if (profilePhase) {
   session.connect();
@@ -94,42 +92,15 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   return r;
 }
 
-/** Bare bytes up through one circuit to each of `ends` at once, `total` split evenly. */
-async function rawUpMany(ends: HopJson[], total: number): Promise<number> {
-  const per = Math.floor(total / ends.length);
-  const streams = await Promise.all(ends.map(async (e) => {
-    const c = ClientCircuit.allocate(guardLink);
-    await c.create(hop(n.guard));
-    await c.extend(hop(n.middle));
-    await c.extend(hop(e));
-    return { c, stream: (await c.openStream({ kind: 'begin_storage' })).stream };
-  }));
-  const block = Buffer.alloc(256 * 1024, 0x33);
-  const t0 = performance.now();
-  await Promise.all(streams.map(async ({ stream }) => {
-    const done = new Promise<void>((resolve, reject) => { stream.on('data', () => {}); stream.on('end', () => resolve()); stream.on('error', reject); });
-    const head = Buffer.alloc(5);
-    head[0] = 0x55;
-    head.writeUInt32BE(per, 1);
-    stream.write(head);
-    for (let sent = 0; sent < per; sent += block.length) {
-      if (!stream.write(block.subarray(0, Math.min(block.length, per - sent)))) await new Promise((r) => stream.once('drain', r));
-    }
-    await done;
-  }));
-  const v = (per * ends.length) / 1e6 / ((performance.now() - t0) / 1000);
-  for (const { c } of streams) c.destroy();
-  return v;
-}
-
 try {
   for (let i = 0; i < runs; i++) {
     console.log(`run ${i + 1} (${size / MiB} MiB):`);
     const down = await phase('raw-down', async () => (await rawCircuit(guardLink, n, size)).down);
     void down;
     const raw = await phase('raw-up', async () => rawCircuit(guardLink, n, size));
-    const raw6 = await phase('raw6-up', () => rawCircuitsUp(guardLink, n, nodes.length, Math.round(size * 1.5)));
-    const raw6p = await phase('raw6p-up', () => rawUpMany(raws.map((r) => r.hop), Math.round(size * 1.5)));
+    const raw6 = await phase('raw6-up', () => rawCircuitsMany(guardLink, n, n.raws.map(() => n.raw), Math.round(size * 1.5), 'U'));
+    const raw6p = await phase('raw6p-up', () => rawCircuitsMany(guardLink, n, n.raws, Math.round(size * 1.5), 'U'));
+    const raw4p = await phase('raw4p-down', () => rawCircuitsMany(guardLink, n, n.raws.slice(0, 4), size, 'D'));
     // The nodes' profilers run until they exit: nothing after the profiled phase.
     if (profilePhase.startsWith('raw')) break;
     const up = new StorageClient({ nodes, open: viaCircuits });
@@ -153,13 +124,12 @@ try {
     });
     await downC.close();
     await fsp.rm(outFile, { force: true });
-    console.log(`  raw down ${raw.down.toFixed(1)} MB/s, raw up ${raw.up.toFixed(1)}, 6 raw up ${raw6.toFixed(1)}, 6 raw up to 6 processes ${raw6p.toFixed(1)} (share bytes)`);
+    console.log(`  raw down ${raw.down.toFixed(1)} MB/s, raw up ${raw.up.toFixed(1)}, 6 raw up ${raw6.toFixed(1)}, 6 raw up to 6 processes ${raw6p.toFixed(1)} (share bytes; ÷ 1.5 ÷ raw up ${(raw6p / 1.5 / raw.up).toFixed(2)}), 4 raw down from 4 processes ${raw4p.toFixed(1)} (÷ raw down ${(raw4p / raw.down).toFixed(2)})`);
     console.log(`  get ${get.toFixed(1)} MB/s file bytes (÷ raw down ${(get / raw.down).toFixed(2)}); put ${put.toFixed(1)} MB/s file bytes, ${(put * 1.5).toFixed(1)} share bytes (÷ raw up ${(put / raw.up).toFixed(2)})`);
   }
 } finally {
   guardLink.ch.close('done');
   await stop();
-  await Promise.all(raws.map((r) => r.stop()));
   await fsp.rm(dir, { recursive: true, force: true });
 }
 if (profilePhase) {
