@@ -3,6 +3,7 @@ import { createLogger } from '../src/ops/log';
 import { createRegistry } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
 import { keepYoungGenerationSmall } from '../src/ops/young-gen';
+import { keepOldGenerationHeadroom } from '../src/ops/old-gen';
 import { loadRelayConfig, type RelayOverrides } from './config';
 import { RelayDaemon, idleChannelHooks, type RelayHooks } from './daemon';
 
@@ -12,6 +13,8 @@ export async function runRelay(o: RelayRunOptions, hooks: RelayHooks = idleChann
   const cfg = loadRelayConfig(o.config, o);
   // SPEC.md §11.6: a forwarding relay keeps V8's young generation at its starting size.
   if (!cfg.roles.includes('exit')) keepYoungGenerationSmall();
+  // SPEC.md §11.6: and its old generation room to grow (no full collection every few MB).
+  keepOldGenerationHeadroom();
   const log = createLogger('bitcloud-relay', { level: o.logLevel ?? cfg.logLevel });
   const d = new RelayDaemon(cfg, log, createRegistry('relay'), hooks);
   await d.start();

@@ -2,6 +2,7 @@
 import { createLogger } from '../src/ops/log';
 import { createRegistry } from '../src/ops/metrics';
 import { onShutdown } from '../src/ops/daemon';
+import { keepOldGenerationHeadroom } from '../src/ops/old-gen';
 import { loadStorageConfig, type StorageOverrides } from './config';
 import { StorageDaemon } from './daemon';
 import { makePolicyCheck } from '../src/moderation/enforce';
@@ -14,6 +15,8 @@ export interface StorageRunOptions extends StorageOverrides { config: string; lo
 
 export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   const cfg = loadStorageConfig(o.config, o);
+  // SPEC.md §11.6: room for the old generation to grow (no full collection every few MB moved).
+  keepOldGenerationHeadroom();
   const log = createLogger('bitcloud-storage', { level: o.logLevel ?? cfg.logLevel });
   const registry = createRegistry('storage');
   // Moderation (SPEC.md §10.6): the subscribed policies, fetched from the authorities (and the DHT

@@ -25,6 +25,7 @@ import { parseCapability } from '../../src/storage/capability';
 import { cpuSeconds } from '../../test/helpers/localnet';
 import { hop, rawCircuit, rawCircuitsMany, relayOf, startNetwork } from './storage-net';
 import { summarizeProfiles } from './cpuprofile-summary';
+import { keepOldGenerationHeadroom } from '../../src/ops/old-gen';
 
 const MiB = 1 << 20;
 const argv = process.argv.slice(2);
@@ -34,6 +35,8 @@ const runs = Number(opt('--runs', '1'));
 const profilePhase = opt('--profile', '');
 /** --workers off: code chunks on the main thread (coder-pool.ts not used), for A/B. */
 const workers = opt('--workers', 'on') !== 'off';
+// The client runs here, standing in for `bitcloud put` / `get`, which start with this (SPEC.md §11.6).
+keepOldGenerationHeadroom();
 const outArg = argv.find((a) => !a.startsWith('--'));
 const out = profilePhase ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-prof-'))) : '';
 if (profilePhase) {

@@ -13,6 +13,10 @@ import { CircuitSwitch } from '../../src/circuit/switch';
 import type { IncomingStream } from '../../src/circuit/types';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
+import { keepOldGenerationHeadroom } from '../../src/ops/old-gen';
+
+// As the relay and storage daemons do at start (SPEC.md §11.6).
+keepOldGenerationHeadroom();
 
 const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bench-net-'));
 const closers: Array<() => Promise<void> | void> = [];

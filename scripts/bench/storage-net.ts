@@ -28,6 +28,7 @@ import { parseCapability } from '../../src/storage/capability';
 import { StorageClient, type OpenStorageStream } from '../../src/client/storage-client';
 import { putFile } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
+import { keepOldGenerationHeadroom } from '../../src/ops/old-gen';
 
 const MiB = 1024 * 1024;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -253,6 +254,8 @@ async function auditOverCircuit(guardLink: ClientLink, n: NetJson, node: Consens
 export async function netRows(quick: boolean): Promise<BenchRow[]> {
   const bytes = (quick ? 16 : 100) * MiB;
   const label = `${bytes / MiB} MiB`;
+  // The client runs here, standing in for `bitcloud put` / `get`, which start with this (SPEC.md §11.6).
+  keepOldGenerationHeadroom();
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bench-client-'));
   const { net: n, stop } = await startNetwork();
   try {
