@@ -91,36 +91,10 @@ export async function startNetwork(): Promise<{ net: NetJson; pids: number[]; st
 
 const mbps = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000);
 
-/** Bare bytes through one 3-hop circuit, each way. */
+/** Bare bytes through one 3-hop circuit to the raw endpoint, each way (a fresh circuit per way). */
 export async function rawCircuit(link: ClientLink, n: NetJson, bytes: number): Promise<{ down: number; up: number }> {
-  const c = ClientCircuit.allocate(link);
-  await c.create(hop(n.guard));
-  await c.extend(hop(n.middle));
-  await c.extend(hop(n.raw));
-  const measure = async (mode: 'D' | 'U'): Promise<number> => {
-    const { stream } = await c.openStream({ kind: 'begin_storage' });
-    const head = Buffer.alloc(5);
-    head[0] = mode.charCodeAt(0);
-    head.writeUInt32BE(bytes, 1);
-    const t0 = performance.now();
-    const done = new Promise<void>((resolve, reject) => {
-      stream.on('data', () => {});
-      stream.on('end', () => resolve());
-      stream.on('error', reject);
-    });
-    stream.write(head);
-    if (mode === 'U') {
-      const block = Buffer.alloc(256 * 1024, 0x33);
-      for (let sent = 0; sent < bytes; sent += block.length) {
-        if (!stream.write(block.subarray(0, Math.min(block.length, bytes - sent)))) await new Promise((r) => stream.once('drain', r));
-      }
-    }
-    await done;
-    return mbps(bytes, performance.now() - t0);
-  };
-  const down = await measure('D');
-  const up = await measure('U');
-  c.destroy();
+  const down = await rawCircuitsMany(link, n, [n.raw], bytes, 'D');
+  const up = await rawCircuitsMany(link, n, [n.raw], bytes, 'U');
   return { down, up };
 }
 
