@@ -18,6 +18,7 @@ let suites = ['unit', 'integration'];
 if (args[0] === 'unit' || args[0] === 'integration') { suites = [args[0]]; args = args.slice(1); }
 
 let passed = 0, failed = 0, skipped = 0, ran = 0;
+const failures = [];
 for (const suite of suites) {
   const out = path.join(root, `.vitest-${suite}.json`);
   fs.rmSync(out, { force: true });
@@ -30,12 +31,28 @@ for (const suite of suites) {
     passed += j.numPassedTests; failed += j.numFailedTests; skipped += (j.numPendingTests || 0) + (j.numTodoTests || 0);
     ran += j.numTotalTests;
     // A file that failed to load counts no tests: count it as one failure.
-    for (const f of j.testResults || []) if (f.status === 'failed' && !(f.assertionResults || []).length) failed++;
+    for (const f of j.testResults || []) {
+      const file = path.relative(root, f.name || '');
+      if (f.status === 'failed' && !(f.assertionResults || []).length) { failed++; failures.push(`${file}: ${firstLine(f.message)}`); }
+      for (const a of f.assertionResults || []) {
+        if (a.status === 'failed') failures.push(`${file} > ${a.fullName || a.title}: ${firstLine((a.failureMessages || [])[0])}`);
+      }
+    }
   } catch {
     failed++;
     console.error(`no results from the ${suite} run (vitest exit ${r.status})`);
   }
   if (r.status !== 0 && failed === 0) failed++;
 }
+// The failures again, right above the closing line, so a log cut to its tail still names them.
+if (failures.length) {
+  console.log(`\nfailed (${failures.length}):`);
+  for (const f of failures) console.log(`  ${f}`);
+}
 console.log(`${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ''));
 process.exit(failed > 0 || ran === 0 ? 1 : 0);
+
+function firstLine(msg) {
+  const line = String(msg || '').split('\n').find((l) => l.trim()) || '(no message)';
+  return line.length > 300 ? line.slice(0, 300) + '…' : line;
+}
