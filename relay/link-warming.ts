@@ -119,6 +119,8 @@ export class LinkWarmer<L> {
   private stopped = false;
   private passDone: Promise<void> = Promise.resolve();
   private readonly log: Logger;
+  /** What a follower waits beyond the leaders' pace before its own pass (tests shorten it). */
+  followGraceMs = FOLLOW_GRACE_MS;
 
   constructor(private readonly host: WarmingHost<L>, readonly settings: LinkWarmingSettings, private readonly metrics: WarmingMetrics,
     o: { log?: Logger; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}) {
@@ -167,7 +169,7 @@ export class LinkWarmer<L> {
     const lead = targets.filter((r) => self < r.fingerprint);
     const follow = targets.filter((r) => self > r.fingerprint);
     const gen = ++this.generation;
-    const graceMs = this.settings.paceMs * (lead.length + 4) + FOLLOW_GRACE_MS;
+    const graceMs = this.settings.paceMs * (lead.length + 4) + this.followGraceMs;
     this.passDone = this.pass(gen, lead).then(() => this.waitGrace(gen, graceMs)).then(() => this.pass(gen, follow));
   }
 

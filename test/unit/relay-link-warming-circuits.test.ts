@@ -19,6 +19,9 @@ async function pair(views: Array<{ relays: ConsensusRelay[] }>) {
   const a = await startRelay('a', ['Guard'], { linkWarming: warming, consensus: () => views[0] });
   const b = await startRelay('b', [], { linkWarming: warming, consensus: () => views[1] });
   relays.push(a, b);
+  // A follower's pass waits out the link handshake bound (10 s) after the leaders'; these links
+  // open in milliseconds, so every idlePass here needs only a little of it.
+  for (const r of [a, b]) r.rc.warmer!.followGraceMs = 200;
   return [a, b] as const;
 }
 
