@@ -61,6 +61,10 @@ describe('a hidden node\'s guard link under its pseudonym (SPEC.md §9.21.7)', (
     traffic(link.ch as Channel, 3, 7);
     const cg = guard.ex.linkReceipts(inbound[0])!.counter;
     await until(() => cg.received === 10);
+    // The guard answers the 3 CREATE2s; the node proposes what it has received by the boundary,
+    // so it waits for those answers too (otherwise it rightly proposes, and gets signed, fewer).
+    const cn = node.linkReceipts(link.ch as Channel)!.counter;
+    await until(() => cn.received === 3);
     expect(node.boundary(E, { delay: false })).toBe(1);
     await until(() => guard.receipts.length === 1 && mine.length === 1);
     const r = guard.receipts[0];
