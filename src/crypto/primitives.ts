@@ -290,6 +290,20 @@ export function blake2b(data: Uint8Array | Uint8Array[], outLen = 32, key?: Uint
   return out;
 }
 
+/** One BLAKE2b state, reused by blake2bInto (calls are synchronous, so never shared by two at once). */
+const B2_STATE = Buffer.alloc(sodium.crypto_generichash_STATEBYTES);
+
+/**
+ * Unkeyed BLAKE2b of the concatenation of `parts`, written into `out` (its length, 16..64, is the
+ * digest length). Nothing is allocated: for the thousands of small hashes of a Merkle tree
+ * (src/storage/audit.ts), where a new array and output buffer per hash cost as much as the hash.
+ */
+export function blake2bInto(out: Uint8Array, ...parts: Uint8Array[]): void {
+  sodium.crypto_generichash_init(B2_STATE, null, out.length);
+  for (const p of parts) sodium.crypto_generichash_update(B2_STATE, p);
+  sodium.crypto_generichash_final(B2_STATE, out);
+}
+
 /** Incremental SHA-256 / SHA-1 hashers for streaming use. */
 export function createHash(alg: 'sha256' | 'sha1'): nodeCrypto.Hash {
   return nodeCrypto.createHash(alg);
@@ -300,8 +314,15 @@ export const XCHACHA_KEY_BYTES = 32;
 export const XCHACHA_NONCE_BYTES = 24;
 export const XCHACHA_TAG_BYTES = 16;
 
-export function xchachaEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad?: Uint8Array): Buffer {
-  const out = Buffer.alloc(plaintext.length + XCHACHA_TAG_BYTES);
+/**
+ * Ciphertext and tag (plaintext + 16 bytes), written into `into` when given (exactly that long, not
+ * overlapping the plaintext), else into a new buffer. Every byte of the output is written, so it is
+ * never zeroed first: on this machine zeroing a fresh 1 MiB costs more than encrypting it.
+ */
+export function xchachaEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad?: Uint8Array, into?: Uint8Array): Buffer {
+  const len = plaintext.length + XCHACHA_TAG_BYTES;
+  if (into && into.length !== len) throw err('CRYPTO_BAD_LENGTH', 'AEAD output must be the plaintext length plus the tag');
+  const out = into ? Buffer.from(into.buffer, into.byteOffset, len) : Buffer.allocUnsafe(len);
   sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out, Buffer.from(plaintext.buffer, plaintext.byteOffset, plaintext.length), ad ? Buffer.from(ad) : null, null, Buffer.from(nonce), Buffer.from(key));
   return out;
 }
@@ -309,7 +330,8 @@ export function xchachaEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Ui
 /** Throws CRYPTO_AEAD_FAILED when the tag does not verify. */
 export function xchachaDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, ad?: Uint8Array): Buffer {
   if (ciphertext.length < XCHACHA_TAG_BYTES) throw err('CRYPTO_AEAD_FAILED', 'ciphertext shorter than the tag');
-  const out = Buffer.alloc(ciphertext.length - XCHACHA_TAG_BYTES);
+  // Not zeroed: libsodium writes every byte when the tag verifies, and nothing is returned when not.
+  const out = Buffer.allocUnsafe(ciphertext.length - XCHACHA_TAG_BYTES);
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(out, null, Buffer.from(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length), ad ? Buffer.from(ad) : null, Buffer.from(nonce), Buffer.from(key));
   } catch {

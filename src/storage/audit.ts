@@ -4,7 +4,7 @@
 // node answers with those blocks and their Merkle paths (layout in src/wire/audit-answer.ts), and
 // the auditor checks them without holding the share.
 import { err } from '../errors';
-import { blake2b, constantTimeEqual } from '../crypto/primitives';
+import { blake2b, blake2bInto, constantTimeEqual } from '../crypto/primitives';
 import { decodeAuditAnswer, type AuditAnswer, type AuditAnswerBlock } from '../wire/audit-answer';
 import { MAX_SHARE_BYTES } from './share';
 
@@ -53,16 +53,34 @@ function rootHash(size: number, top: Uint8Array): Buffer {
   return blake2b([ROOT, u64be(size), top], 32);
 }
 
-/** Every level of the tree, leaves first; a level of odd length promotes its last node unchanged. */
+/**
+ * Every level of the tree, leaves first; a level of odd length promotes its last node unchanged.
+ * The same hashes as leafHash and nodeHash, computed into one buffer per level with one reused
+ * header (a 256 KiB share has 127 of them; allocating per hash cost as much as hashing).
+ */
 function levels(share: Uint8Array): Buffer[][] {
   const count = auditBlockCount(share.length);
   const out: Buffer[][] = [];
+  const leaves = Buffer.allocUnsafe(count * 32);
+  const head = Buffer.alloc(LEAF.length + 4);
+  LEAF.copy(head, 0);
   let level: Buffer[] = [];
-  for (let i = 0; i < count; i++) level.push(leafHash(i, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES))));
+  for (let i = 0; i < count; i++) {
+    head.writeUInt32BE(i, LEAF.length);
+    const h = leaves.subarray(i * 32, (i + 1) * 32);
+    blake2bInto(h, head, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES)));
+    level.push(h);
+  }
   out.push(level);
   while (level.length > 1) {
+    const pairs = level.length >> 1;
+    const hashes = Buffer.allocUnsafe(pairs * 32);
     const next: Buffer[] = [];
-    for (let j = 0; j + 1 < level.length; j += 2) next.push(nodeHash(level[j], level[j + 1]));
+    for (let j = 0; j < pairs; j++) {
+      const h = hashes.subarray(j * 32, (j + 1) * 32);
+      blake2bInto(h, NODE, level[2 * j], level[2 * j + 1]);
+      next.push(h);
+    }
     if (level.length % 2 === 1) next.push(level[level.length - 1]);
     out.push(next);
     level = next;

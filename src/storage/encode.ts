@@ -50,14 +50,18 @@ function chunkHeader(kind: ChunkKind, index: number): Buffer {
 /** Encrypt one chunk: nonce = BLAKE2b-192(nonceKey; AD | plaintext), a synthetic nonce (SPEC.md §9.2). */
 export function encryptChunk(fileKey: Uint8Array, index: number, plaintext: Uint8Array, kind: ChunkKind = ChunkKind.DATA): Buffer {
   if (plaintext.length > MAX_CHUNK_SIZE) throw err('STORAGE_CHUNK_TOO_LARGE', `chunk larger than ${MAX_CHUNK_SIZE} bytes`, { len: plaintext.length });
+  const out = Buffer.allocUnsafe(plaintext.length + CHUNK_OVERHEAD);
+  encryptChunkInto(out, fileKey, index, plaintext, kind);
+  return out;
+}
+
+/** encryptChunk, written into `out` (exactly plaintext + CHUNK_OVERHEAD bytes): no buffer of its own. */
+function encryptChunkInto(out: Buffer, fileKey: Uint8Array, index: number, plaintext: Uint8Array, kind: ChunkKind): void {
   const { nonceKey, aeadKey } = subkeys(fileKey);
   const ad = chunkHeader(kind, index);
   const nonce = blake2b([ad, plaintext], XCHACHA_NONCE_BYTES, nonceKey);
-  const ct = xchachaEncrypt(aeadKey, nonce, plaintext, ad);
-  const out = Buffer.allocUnsafe(XCHACHA_NONCE_BYTES + ct.length);
   nonce.copy(out, 0);
-  ct.copy(out, XCHACHA_NONCE_BYTES);
-  return out;
+  xchachaEncrypt(aeadKey, nonce, plaintext, ad, out.subarray(XCHACHA_NONCE_BYTES));
 }
 
 /** Decrypt one encrypted chunk. A wrong key, index, kind or any altered byte → CHUNK_AUTH_FAILED. */
@@ -78,18 +82,21 @@ export function decryptChunk(fileKey: Uint8Array, index: number, encrypted: Uint
  * zero-padded to k·ceil(encLen/k) bytes; the padding is implied by encLen and is never sent apart.
  */
 export function encodeChunk(fileKey: Uint8Array, index: number, plaintext: Uint8Array, coding: Coding, kind: ChunkKind = ChunkKind.DATA): EncodedChunk {
-  const enc = encryptChunk(fileKey, index, plaintext, kind);
-  const size = shareSizeFor(enc.length, coding.k);
+  if (plaintext.length > MAX_CHUNK_SIZE) throw err('STORAGE_CHUNK_TOO_LARGE', `chunk larger than ${MAX_CHUNK_SIZE} bytes`, { len: plaintext.length });
+  const encLen = plaintext.length + CHUNK_OVERHEAD;
+  const size = shareSizeFor(encLen, coding.k);
+  // One buffer for everything: the chunk is encrypted straight into the data shares' place (a
+  // fresh buffer per step cost more in page faults and zeroing than the cipher itself).
   const buf = Buffer.allocUnsafe(coding.n * size);
-  enc.copy(buf, 0);
-  buf.fill(0, enc.length, coding.k * size);
+  encryptChunkInto(buf.subarray(0, encLen), fileKey, index, plaintext, kind);
+  buf.fill(0, encLen, coding.k * size);
   erasureEncodeInPlace(coding, buf, size);
   const shares: Share[] = [];
   for (let i = 0; i < coding.n; i++) {
     const bytes = buf.subarray(i * size, (i + 1) * size);
     shares.push({ id: shareId(bytes), bytes });
   }
-  return { shares, encLen: enc.length };
+  return { shares, encLen };
 }
 
 /** What the manifest says about one chunk. */

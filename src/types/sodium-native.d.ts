@@ -29,6 +29,9 @@ declare module 'sodium-native' {
     crypto_generichash(out: B, input: B, key?: B | null): void;
     crypto_generichash_batch(out: B, inputs: B[], key?: B | null): void;
     crypto_generichash_STATEBYTES: number;
+    crypto_generichash_init(state: B, key: B | null, outLen: number): void;
+    crypto_generichash_update(state: B, input: Uint8Array): void;
+    crypto_generichash_final(state: B, out: Uint8Array): void;
     crypto_aead_xchacha20poly1305_ietf_encrypt(c: B, m: B, ad: B | null, nsec: null, npub: B, k: B): number;
     crypto_aead_xchacha20poly1305_ietf_decrypt(m: B, nsec: null, c: B, ad: B | null, npub: B, k: B): number;
     crypto_stream_xor(c: B, m: B, n: B, k: B): void;
