@@ -37,38 +37,43 @@ export function shareSizeFor(encLen: number, k: number): number {
 
 /**
  * out = Σ coefs[j] · inputs[j], byte-wise: the inner loop of encoding and decoding (per chunk byte).
- * Two inputs per pass halve the reads and writes of `out`; table rows 0 and 1 are the zero and
- * identity maps, so no coefficient needs a special case. No allocation.
+ * Inputs are taken four at a time (then two, then one), so `out` is read and written once per four
+ * inputs: one pass for the default 4-of-6. Table rows 0 and 1 are the zero and identity maps, so
+ * no coefficient needs a special case. No allocation.
  */
 function combine(out: Uint8Array, inputs: readonly Uint8Array[], coefs: ArrayLike<number>): void {
   const len = out.length;
   const cnt = inputs.length;
-  let j: number;
-  if (cnt === 1) {
-    const a = inputs[0];
-    const ta = MUL_ROWS[coefs[0]];
-    for (let i = 0; i < len; i++) out[i] = ta[a[i]];
-    return;
+  let j = 0;
+  let first = true;
+  for (; j + 3 < cnt; j += 4) {
+    const a = inputs[j];
+    const b = inputs[j + 1];
+    const c = inputs[j + 2];
+    const d = inputs[j + 3];
+    const ta = MUL_ROWS[coefs[j]];
+    const tb = MUL_ROWS[coefs[j + 1]];
+    const tc = MUL_ROWS[coefs[j + 2]];
+    const td = MUL_ROWS[coefs[j + 3]];
+    if (first) for (let i = 0; i < len; i++) out[i] = ta[a[i]] ^ tb[b[i]] ^ tc[c[i]] ^ td[d[i]];
+    else for (let i = 0; i < len; i++) out[i] ^= ta[a[i]] ^ tb[b[i]] ^ tc[c[i]] ^ td[d[i]];
+    first = false;
   }
-  {
-    const a = inputs[0];
-    const b = inputs[1];
-    const ta = MUL_ROWS[coefs[0]];
-    const tb = MUL_ROWS[coefs[1]];
-    for (let i = 0; i < len; i++) out[i] = ta[a[i]] ^ tb[b[i]];
-    j = 2;
-  }
-  for (; j + 1 < cnt; j += 2) {
+  if (j + 1 < cnt) {
     const a = inputs[j];
     const b = inputs[j + 1];
     const ta = MUL_ROWS[coefs[j]];
     const tb = MUL_ROWS[coefs[j + 1]];
-    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]] ^ tb[b[i]];
+    if (first) for (let i = 0; i < len; i++) out[i] = ta[a[i]] ^ tb[b[i]];
+    else for (let i = 0; i < len; i++) out[i] ^= ta[a[i]] ^ tb[b[i]];
+    first = false;
+    j += 2;
   }
   if (j < cnt) {
     const a = inputs[j];
     const ta = MUL_ROWS[coefs[j]];
-    for (let i = 0; i < len; i++) out[i] ^= ta[a[i]];
+    if (first) for (let i = 0; i < len; i++) out[i] = ta[a[i]];
+    else for (let i = 0; i < len; i++) out[i] ^= ta[a[i]];
   }
 }
 
