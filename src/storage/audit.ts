@@ -41,12 +41,31 @@ export function auditBlockLength(size: number, i: number): number {
   return Math.min(AUDIT_BLOCK_BYTES, size - i * AUDIT_BLOCK_BYTES);
 }
 
+/** "bitcloud-audit-leaf-v1" | i (u32): rewritten for each leaf (hashing is synchronous). */
+const LEAF_HEAD = Buffer.alloc(LEAF.length + 4);
+LEAF.copy(LEAF_HEAD, 0);
+
+/** leaf_i of SPEC.md §9.17.1, written into `out` (32 bytes). */
+function leafHashInto(out: Uint8Array, i: number, block: Uint8Array): void {
+  LEAF_HEAD.writeUInt32BE(i, LEAF.length);
+  blake2bInto(out, LEAF_HEAD, block);
+}
+
+/** An inner node of SPEC.md §9.17.1, written into `out` (32 bytes). */
+function nodeHashInto(out: Uint8Array, l: Uint8Array, r: Uint8Array): void {
+  blake2bInto(out, NODE, l, r);
+}
+
 export function leafHash(i: number, block: Uint8Array): Buffer {
-  return blake2b([LEAF, u32be(i), block], 32);
+  const out = Buffer.alloc(32);
+  leafHashInto(out, i, block);
+  return out;
 }
 
 function nodeHash(l: Uint8Array, r: Uint8Array): Buffer {
-  return blake2b([NODE, l, r], 32);
+  const out = Buffer.alloc(32);
+  nodeHashInto(out, l, r);
+  return out;
 }
 
 function rootHash(size: number, top: Uint8Array): Buffer {
@@ -55,20 +74,17 @@ function rootHash(size: number, top: Uint8Array): Buffer {
 
 /**
  * Every level of the tree, leaves first; a level of odd length promotes its last node unchanged.
- * The same hashes as leafHash and nodeHash, computed into one buffer per level with one reused
- * header (a 256 KiB share has 127 of them; allocating per hash cost as much as hashing).
+ * The hashes go into one buffer per level (a 256 KiB share has 127 of them; allocating per hash
+ * cost as much as hashing).
  */
 function levels(share: Uint8Array): Buffer[][] {
   const count = auditBlockCount(share.length);
   const out: Buffer[][] = [];
   const leaves = Buffer.allocUnsafe(count * 32);
-  const head = Buffer.alloc(LEAF.length + 4);
-  LEAF.copy(head, 0);
   let level: Buffer[] = [];
   for (let i = 0; i < count; i++) {
-    head.writeUInt32BE(i, LEAF.length);
     const h = leaves.subarray(i * 32, (i + 1) * 32);
-    blake2bInto(h, head, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES)));
+    leafHashInto(h, i, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES)));
     level.push(h);
   }
   out.push(level);
@@ -78,7 +94,7 @@ function levels(share: Uint8Array): Buffer[][] {
     const next: Buffer[] = [];
     for (let j = 0; j < pairs; j++) {
       const h = hashes.subarray(j * 32, (j + 1) * 32);
-      blake2bInto(h, NODE, level[2 * j], level[2 * j + 1]);
+      nodeHashInto(h, level[2 * j], level[2 * j + 1]);
       next.push(h);
     }
     if (level.length % 2 === 1) next.push(level[level.length - 1]);

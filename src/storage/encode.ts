@@ -47,9 +47,13 @@ function chunkHeader(kind: ChunkKind, index: number): Buffer {
   return h;
 }
 
+function checkChunkSize(plaintext: Uint8Array): void {
+  if (plaintext.length > MAX_CHUNK_SIZE) throw err('STORAGE_CHUNK_TOO_LARGE', `chunk larger than ${MAX_CHUNK_SIZE} bytes`, { len: plaintext.length });
+}
+
 /** Encrypt one chunk: nonce = BLAKE2b-192(nonceKey; AD | plaintext), a synthetic nonce (SPEC.md §9.2). */
 export function encryptChunk(fileKey: Uint8Array, index: number, plaintext: Uint8Array, kind: ChunkKind = ChunkKind.DATA): Buffer {
-  if (plaintext.length > MAX_CHUNK_SIZE) throw err('STORAGE_CHUNK_TOO_LARGE', `chunk larger than ${MAX_CHUNK_SIZE} bytes`, { len: plaintext.length });
+  checkChunkSize(plaintext);
   const out = Buffer.allocUnsafe(plaintext.length + CHUNK_OVERHEAD);
   encryptChunkInto(out, fileKey, index, plaintext, kind);
   return out;
@@ -82,7 +86,7 @@ export function decryptChunk(fileKey: Uint8Array, index: number, encrypted: Uint
  * zero-padded to k·ceil(encLen/k) bytes; the padding is implied by encLen and is never sent apart.
  */
 export function encodeChunk(fileKey: Uint8Array, index: number, plaintext: Uint8Array, coding: Coding, kind: ChunkKind = ChunkKind.DATA): EncodedChunk {
-  if (plaintext.length > MAX_CHUNK_SIZE) throw err('STORAGE_CHUNK_TOO_LARGE', `chunk larger than ${MAX_CHUNK_SIZE} bytes`, { len: plaintext.length });
+  checkChunkSize(plaintext);
   const encLen = plaintext.length + CHUNK_OVERHEAD;
   const size = shareSizeFor(encLen, coding.k);
   // One buffer for everything: the chunk is encrypted straight into the data shares' place (a
