@@ -1,4 +1,4 @@
-// `node bin/run-ts.js scripts/bench/profile-storage.ts [--mib M] [--runs N] [--profile PHASE] [OUTDIR]`:
+// `node bin/run-ts.js scripts/bench/profile-storage.ts [--mib M] [--runs N] [--profile PHASE | --perf PHASE] [OUTDIR]`:
 // the storage bench's network (storage-net.ts: guard, middle, raw endpoint, six storage nodes,
 // six more raw endpoints, each its own process; the client here), then per run the phases
 // raw-down, raw-up (each one circuit, both ways), raw6-up (6 circuits to one endpoint), raw6p-up
@@ -8,7 +8,10 @@
 // process.cpuUsage, worker threads included). With --profile PHASE (put, get, raw-up, …) every
 // process runs the inspector's profiler during that phase only (cpu-prof-preload.mjs in the
 // nodes, started by SIGUSR2; an inspector session here) and the heaviest functions by self time
-// are printed per busy process. A quick A/B tool beside `npm run bench -- --only storage`.
+// are printed per busy process. With --perf PHASE instead, Linux perf samples the whole machine
+// during that phase (perf-summary.ts: on-CPU time only, kernel, native code and every thread
+// included; start this script with `node --perf-basic-prof` to name the client's JavaScript too).
+// A quick A/B tool beside `npm run bench -- --only storage`.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import inspector from 'node:inspector';
@@ -26,6 +29,7 @@ import { cpuSeconds } from '../../test/helpers/localnet';
 import { hop, rawCircuit, rawCircuitsMany, relayOf, startNetwork } from './storage-net';
 import { summarizeProfiles } from './cpuprofile-summary';
 import { keepOldGenerationHeadroom } from '../../src/ops/old-gen';
+import { monoSeconds, perfAvailable, PERF_NODE_OPTIONS, removePerfMaps, startPerf, summarizePerf, type PerfRecording } from './perf-summary';
 
 const MiB = 1 << 20;
 const argv = process.argv.slice(2);
@@ -33,6 +37,8 @@ const opt = (name: string, def: string) => { const i = argv.indexOf(name); retur
 const size = Number(opt('--mib', '64')) * MiB;
 const runs = Number(opt('--runs', '1'));
 const profilePhase = opt('--profile', '');
+const perfPhase = opt('--perf', '');
+if (perfPhase && !perfAvailable()) { console.error('profile-storage: --perf needs the perf binary (Debian: apt-get install linux-perf)'); process.exit(2); }
 /** --workers off: code chunks on the main thread (coder-pool.ts not used), for A/B. */
 const workers = opt('--workers', 'on') !== 'off';
 // The client runs here, standing in for `bitcloud put` / `get`, which start with this (SPEC.md §11.6).
@@ -44,6 +50,7 @@ if (profilePhase) {
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.mjs')}`.trim();
   process.env.BITCLOUD_CPU_PROF_DIR = out;
 }
+if (perfPhase) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} ${PERF_NODE_OPTIONS}`.trim();
 const { net: n, pids, stop } = await startNetwork();
 delete process.env.NODE_OPTIONS;
 delete process.env.BITCLOUD_CPU_PROF_DIR;
@@ -70,6 +77,9 @@ const cpu = () => pids.map((p) => { try { return cpuSeconds(p); } catch { return
 /** System (kernel) CPU seconds of a process: fsync, socket and file syscalls. */
 const sysSeconds = (pid: number) => { try { const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8'); return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[12]) / 100; } catch { return 0; } };
 const sys = () => pids.map(sysSeconds);
+const perfOut = perfPhase ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-perf-'))) : '';
+const perfWindows: Array<{ label: string; start: number; end: number }> = [];
+let rec = null as PerfRecording | null;
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const prof = name === profilePhase;
   if (prof) {
@@ -78,9 +88,12 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
   const c0 = cpu();
   const s0 = sys();
+  if (name === perfPhase && !rec) { fs.mkdirSync(perfOut, { recursive: true }); rec = await startPerf(path.join(perfOut, 'perf.data')); }
   const u0 = process.cpuUsage();
   const t0 = performance.now();
+  const m0 = monoSeconds();
   const r = await fn();
+  if (name === perfPhase) perfWindows.push({ label: `${name}, run ${perfWindows.length + 1}`, start: m0, end: monoSeconds() });
   const secs = (performance.now() - t0) / 1000;
   const u = process.cpuUsage(u0);
   const s1 = sys();
@@ -131,9 +144,16 @@ try {
     console.log(`  get ${get.toFixed(1)} MB/s file bytes (÷ raw down ${(get / raw.down).toFixed(2)}); put ${put.toFixed(1)} MB/s file bytes, ${(put * 1.5).toFixed(1)} share bytes (÷ raw up ${(put / raw.up).toFixed(2)})`);
   }
 } finally {
+  await rec?.stop();
   guardLink.ch.close('done');
   await stop();
   await fsp.rm(dir, { recursive: true, force: true });
+}
+if (rec) {
+  const labels = new Map<number, string>(pids.map((p, j) => [p, names[j]]));
+  labels.set(process.pid, 'client');
+  for (const w of perfWindows) summarizePerf(rec.file, w, labels);
+  removePerfMaps(pids);
 }
 if (profilePhase) {
   summarizeProfiles(out, {
