@@ -22,6 +22,20 @@ export const HOST = '127.0.0.1';
 
 export interface LinkClock { periodSeconds: number; now: number }
 
+/**
+ * A bare link from `initiator` to a listener of `responder` on 127.0.0.1 (no circuit switch):
+ * `out` is the initiator's end, `inbound` the responder's. Both are closed by `cleanups`.
+ */
+export async function bareLink(responder: Ed25519KeyPair, initiator: Ed25519KeyPair, cleanups: Array<() => unknown>): Promise<{ out: Channel; inbound: Channel }> {
+  let onInbound!: (ch: Channel) => void;
+  const inboundP = new Promise<Channel>((r) => { onInbound = r; });
+  const listener = await createLinkListener({ host: HOST, port: 0, identity: responder, onChannel: (ch) => onInbound(ch) });
+  cleanups.push(() => listener.close());
+  const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: responder.publicKey, identity: initiator });
+  cleanups.push(() => out.destroy());
+  return { out, inbound: await inboundP };
+}
+
 /** Polls `cond` (every 5 ms, at most 10 s), then asserts it. */
 export async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 2000 && !(await cond()); i++) await new Promise((r) => setTimeout(r, 5));

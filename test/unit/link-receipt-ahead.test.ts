@@ -3,10 +3,9 @@
 // TLS links on 127.0.0.1; the reading end is paused so the writer's queue fills; no test asserts on time.
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { connectLink, createLinkListener, type Channel } from '../../src/link';
 import { CellCommand, encodeReceiptRequest, type Cell } from '../../src/wire/cell';
 import { epochAt } from '../../src/bandwidth/link-receipts';
-import { HOST, relayLink, until } from '../helpers/bandwidth-link';
+import { bareLink, relayLink, until } from '../helpers/bandwidth-link';
 
 const P = 10;
 const NOW = 1_700_000_003_000;
@@ -23,13 +22,7 @@ const N = 8000;
 
 describe('receipt cells overtake queued circuit cells (SPEC §8.3 step 12)', () => {
   it('a RECEIPT_* cell sent behind a full queue is read before the queued circuit cells', async () => {
-    let onInbound!: (ch: Channel) => void;
-    const inboundP = new Promise<Channel>((r) => { onInbound = r; });
-    const listener = await createLinkListener({ host: HOST, port: 0, identity: relayA, onChannel: (ch) => onInbound(ch) });
-    cleanups.push(() => listener.close());
-    const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: relayA.publicKey, identity: relayB });
-    cleanups.push(() => out.destroy());
-    const inbound = await inboundP;
+    const { out, inbound } = await bareLink(relayA, relayB, cleanups);
     const seen: number[] = [];
     inbound.on('cell', (c: Cell) => { seen.push(c.command); });
     inbound.pauseReading(); // nothing is read: the writer's queue fills

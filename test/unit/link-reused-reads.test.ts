@@ -4,10 +4,10 @@
 // each with its own bytes, and must all arrive in order and unmodified however reading is paused.
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { ed25519Generate, randomBytes, type Ed25519KeyPair } from '../../src/crypto/primitives';
-import { connectLink, createLinkListener, type Channel } from '../../src/link';
+import type { Channel } from '../../src/link';
 import { LinkReader, LINK_READ_BUFFER_BYTES } from '../../src/link/reader';
 import { CELL_PAYLOAD_LEN, CellCommand, type Cell } from '../../src/wire/cell';
-import { HOST, until } from '../helpers/bandwidth-link';
+import { bareLink, until } from '../helpers/bandwidth-link';
 
 const cleanups: Array<() => unknown> = [];
 let relayA: Ed25519KeyPair;
@@ -19,15 +19,7 @@ afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c();
 const N = 6000;
 const CIRCUITS = 64;
 
-async function link(): Promise<{ out: Channel; inbound: Channel }> {
-  let onInbound!: (ch: Channel) => void;
-  const inboundP = new Promise<Channel>((r) => { onInbound = r; });
-  const listener = await createLinkListener({ host: HOST, port: 0, identity: relayA, onChannel: (ch) => onInbound(ch) });
-  cleanups.push(() => listener.close());
-  const out = await connectLink({ host: HOST, port: listener.port, expectedIdentity: relayA.publicKey, identity: relayB });
-  cleanups.push(() => out.destroy());
-  return { out, inbound: await inboundP };
-}
+const link = () => bareLink(relayA, relayB, cleanups);
 
 /** N RELAY cells with random payloads on CIRCUITS circuits, sent by the responder. */
 function sendMany(from: Channel): Array<{ circId: number; payload: Buffer }> {
