@@ -18,7 +18,6 @@ import { decodeVersions, encodeVersions } from '../wire/messages';
 import type { LinkMetrics } from './metrics';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import type { CellChannel, CellChannelEvents } from './cell-channel';
-import type { LinkReader } from './reader';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
 export interface LinkTuning {
@@ -83,8 +82,6 @@ const GRACEFUL_CLOSE_MS = 2_000;
 /** @internal What connectLink / LinkListener hand a new Channel. */
 export interface ChannelInit extends LinkTuning {
   socket: TLSSocket;
-  /** The socket reads into a reused buffer (reader.ts; sockets tls.connect made): else 'data' events. */
-  reader?: LinkReader;
   isInitiator: boolean;
   /** Present ⇒ this end sends AUTHENTICATE (a responder always; a relay initiator). */
   identity?: Ed25519KeyPair;
@@ -193,8 +190,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     this.timer = setTimeout(() => this.fail(err('LINK_HANDSHAKE_TIMEOUT', `link handshake not done in ${init.handshakeTimeoutMs} ms`)), init.handshakeTimeoutMs);
 
     const s = this.socket;
-    if (init.reader) init.reader.attach((chunk, reused) => this.onData(chunk, reused), (e) => this.fail(e));
-    else s.on('data', (chunk: Buffer) => this.onData(chunk, false));
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('end', () => this.onEnd());
     s.on('error', (e: NodeJS.ErrnoException) => this.fail(err(this.state === 'open' ? 'LINK_IO' : 'LINK_HANDSHAKE_FAILED', `socket error: ${e.code ?? e.message}`, { errno: e.code }, e)));
     s.on('close', () => this.onSocketClose());
@@ -364,17 +360,16 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
 
   // ---- reading (SPEC.md §1.6) ----
 
-  /** `reused`: the chunk is the reader's buffer (reader.ts), overwritten by the next read: copy what is kept. */
-  private onData(chunk: Buffer, reused: boolean): void {
+  private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.rxBytes += chunk.length;
     this.metrics.bytesIn.inc(chunk.length);
     if (this.pending.length > 0 || this.readPaused || this.deferring) {
-      this.pending.push(reused ? Buffer.from(chunk) : chunk);
+      this.pending.push(chunk);
       this.socket.pause();
       return;
     }
-    this.consume(chunk, reused);
+    this.consume(chunk);
   }
 
   private get blocked(): boolean {
@@ -382,7 +377,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   }
 
   /** Hot path: parse whole cells out of `chunk`; keeps the rest pending if reading stops. */
-  private consume(chunk: Buffer, reused = false): void {
+  private consume(chunk: Buffer): void {
     let off = 0;
     let n = 0;
     try {
@@ -403,8 +398,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     // Gathered cells are handled now, before anything else happens (no cell waits for a later read).
     if (n > 0 && this.state === 'open') this.emit('readEnd');
     if (off < chunk.length && this.state !== 'closed') {
-      // One view (or copy, of a reused read buffer) per pause, not per cell.
-      this.pending.unshift(reused ? Buffer.from(chunk.subarray(off)) : chunk.subarray(off));
+      this.pending.unshift(chunk.subarray(off)); // one view per pause, not per cell
       this.socket.pause();
     }
   }
