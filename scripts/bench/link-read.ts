@@ -1,5 +1,6 @@
 // `node bin/run-ts.js scripts/bench/link-read.ts [--cells N] [--runs R]`: the CPU of the end that
-// opened a link (connectLink) while it receives N RELAY cells on 4 circuits from a relay's listener in another process, as
+// opened a link (connectLink, which reads into one reused buffer: SPEC.md §1.6, src/link/reader.ts)
+// while it receives N RELAY cells on 4 circuits from a relay's listener in another process, as
 // the client reads a download from its guard. Prints MiB/s and that end's CPU-s per GiB
 // (process.cpuUsage from its first cell to its last), per run. Compare two commits interleaved.
 import { fork } from 'node:child_process';

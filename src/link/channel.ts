@@ -18,6 +18,7 @@ import { decodeVersions, encodeVersions } from '../wire/messages';
 import type { LinkMetrics } from './metrics';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import type { CellChannel, CellChannelEvents } from './cell-channel';
+import type { LinkReader } from './reader';
 
 /** Write-side limits of one link (SPEC.md §1.6). */
 export interface LinkTuning {
@@ -82,6 +83,8 @@ const GRACEFUL_CLOSE_MS = 2_000;
 /** @internal What connectLink / LinkListener hand a new Channel. */
 export interface ChannelInit extends LinkTuning {
   socket: TLSSocket;
+  /** The socket reads into a reused buffer (reader.ts; sockets tls.connect made): else 'data' events. */
+  reader?: LinkReader;
   isInitiator: boolean;
   /** Present ⇒ this end sends AUTHENTICATE (a responder always; a relay initiator). */
   identity?: Ed25519KeyPair;
@@ -190,12 +193,16 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     this.timer = setTimeout(() => this.fail(err('LINK_HANDSHAKE_TIMEOUT', `link handshake not done in ${init.handshakeTimeoutMs} ms`)), init.handshakeTimeoutMs);
 
     const s = this.socket;
-    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!init.reader) s.on('data', (chunk: Buffer) => this.onData(chunk, false));
     s.on('end', () => this.onEnd());
     s.on('error', (e: NodeJS.ErrnoException) => this.fail(err(this.state === 'open' ? 'LINK_IO' : 'LINK_HANDSHAKE_FAILED', `socket error: ${e.code ?? e.message}`, { errno: e.code }, e)));
     s.on('close', () => this.onSocketClose());
     s.on('drain', () => this.maybeDrain());
     this.startHandshake();
+    // Only now, with the peer's certificate hash read and our own flight sent: the reader hands
+    // over at once what it held (the peer's first flight can be read before this Channel exists),
+    // as 'data' events would only have come after this constructor.
+    if (init.reader) init.reader.attach((chunk, reused) => this.onData(chunk, reused), (e) => this.fail(e));
   }
 
   get closed(): boolean { return this.state === 'closed'; }
@@ -360,16 +367,17 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
 
   // ---- reading (SPEC.md §1.6) ----
 
-  private onData(chunk: Buffer): void {
+  /** `reused`: the chunk is the reader's buffer (reader.ts), overwritten by the next read: copy what is kept. */
+  private onData(chunk: Buffer, reused: boolean): void {
     if (this.state === 'closed') return;
     this.rxBytes += chunk.length;
     this.metrics.bytesIn.inc(chunk.length);
     if (this.pending.length > 0 || this.readPaused || this.deferring) {
-      this.pending.push(chunk);
+      this.pending.push(reused ? Buffer.from(chunk) : chunk);
       this.socket.pause();
       return;
     }
-    this.consume(chunk);
+    this.consume(chunk, reused);
   }
 
   private get blocked(): boolean {
@@ -377,7 +385,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   }
 
   /** Hot path: parse whole cells out of `chunk`; keeps the rest pending if reading stops. */
-  private consume(chunk: Buffer): void {
+  private consume(chunk: Buffer, reused = false): void {
     let off = 0;
     let n = 0;
     try {
@@ -398,7 +406,8 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     // Gathered cells are handled now, before anything else happens (no cell waits for a later read).
     if (n > 0 && this.state === 'open') this.emit('readEnd');
     if (off < chunk.length && this.state !== 'closed') {
-      this.pending.unshift(chunk.subarray(off)); // one view per pause, not per cell
+      // One view (or copy, of a reused read buffer) per pause, not per cell.
+      this.pending.unshift(reused ? Buffer.from(chunk.subarray(off)) : chunk.subarray(off));
       this.socket.pause();
     }
   }

@@ -1,4 +1,5 @@
 // SPEC.md §1.1–§1.2: the initiator's side of a link: TCP, TLS 1.3, then the link handshake.
+import type { OnReadOpts } from 'node:net';
 import tls from 'node:tls';
 import { BitcloudError, err } from '../errors';
 import type { Ed25519KeyPair } from '../crypto/primitives';
@@ -7,6 +8,7 @@ import { silentLogger, type Logger } from '../ops/log';
 import { Channel, checkLinkTuning, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning } from './channel';
 import { SUPPORTED_LINK_VERSIONS } from './handshake';
 import { discardLinkMetrics, type LinkMetrics } from './metrics';
+import { LinkReader } from './reader';
 
 export interface ConnectLinkOptions extends LinkTuning {
   host: string;
@@ -55,7 +57,10 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
   };
 
   return new Promise<Channel>((resolve, reject) => {
-    const socket = tls.connect({
+    const reader = new LinkReader();
+    // node:tls documents `onread` for tls.connect (used when it makes the socket itself), but
+    // @types/node leaves it out of ConnectionOptions.
+    const tlsOpts: tls.ConnectionOptions & { onread: OnReadOpts } = {
       host: opts.host,
       port: opts.port,
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
@@ -64,7 +69,10 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
       // SPEC.md §1.2: the certificate chain is not checked; identity comes from AUTHENTICATE.
       rejectUnauthorized: false,
       ...(creds ? { key: creds.keyPem, cert: creds.certPem } : {}),
-    });
+      // SPEC.md §1.6: every read into one reused buffer (reader.ts), not a new Buffer per record.
+      onread: reader.onread,
+    };
+    const socket = tls.connect(tlsOpts);
     // SPEC.md §1.6: the channel gathers cells into large writes itself; Nagle would only hold
     // back the small ones (CREATE2, EXTEND2, SENDME) for a delayed ACK, ~40 ms on Linux.
     socket.setNoDelay(true);
@@ -105,6 +113,7 @@ export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
     const startInitiator = (): void => {
       new Channel({
         socket,
+        reader,
         isInitiator: true,
         identity: opts.identity,
         expectedIdentity: opts.expectedIdentity,

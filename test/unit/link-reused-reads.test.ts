@@ -1,0 +1,142 @@
+// SPEC.md §1.6: the initiator of a link reads into one reused buffer (src/link/reader.ts), so
+// everything the Channel keeps past a read (the bytes of a paused link, a cell split between two
+// reads) must be its own copy. Real TLS links on 127.0.0.1; the cells are many, on many circuits,
+// each with its own bytes, and must all arrive in order and unmodified however reading is paused.
+import { describe, it, expect, beforeAll, afterEach } from 'vitest';
+import { ed25519Generate, randomBytes, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import tls from 'node:tls';
+import { once } from 'node:events';
+import { Channel, createLinkListener, discardLinkMetrics, SUPPORTED_LINK_VERSIONS } from '../../src/link';
+import { silentLogger } from '../../src/ops/log';
+import { LinkReader, LINK_READ_BUFFER_BYTES } from '../../src/link/reader';
+import { CELL_PAYLOAD_LEN, CellCommand, type Cell } from '../../src/wire/cell';
+import { bareLink, HOST, until } from '../helpers/bandwidth-link';
+
+const cleanups: Array<() => unknown> = [];
+let relayA: Ed25519KeyPair;
+let relayB: Ed25519KeyPair;
+beforeAll(() => { relayA = ed25519Generate(); relayB = ed25519Generate(); });
+afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
+
+/** Well over the reader's buffer and the socket's window, so reads refill the buffer many times. */
+const N = 6000;
+const CIRCUITS = 64;
+
+const link = () => bareLink(relayA, relayB, cleanups);
+
+/** N RELAY cells with random payloads on CIRCUITS circuits, sent by the responder. */
+function sendMany(from: Channel): Array<{ circId: number; payload: Buffer }> {
+  const sent = Array.from({ length: N }, (_, i) => ({ circId: 0x8000_0000 + (i % CIRCUITS) + 1, payload: randomBytes(CELL_PAYLOAD_LEN) }));
+  for (const c of sent) from.send(c.circId, CellCommand.RELAY, c.payload);
+  return sent;
+}
+
+/** The cells `ch` emits (copied), until N or the link closes (a corrupted read closes it). */
+function record(ch: Channel, onCell?: (n: number) => void): Array<{ circId: number; payload: Buffer }> & { done: () => boolean } {
+  let closed = false;
+  ch.once('close', () => { closed = true; });
+  const got = Object.assign([] as Array<{ circId: number; payload: Buffer }>, { done: () => closed || got.length >= N });
+  ch.on('cell', (c: Cell) => {
+    got.push({ circId: c.circId, payload: Buffer.from(c.payload) });
+    onCell?.(got.length);
+  });
+  return got;
+}
+
+function expectSame(got: Array<{ circId: number; payload: Buffer }>, sent: Array<{ circId: number; payload: Buffer }>): void {
+  expect(got.length).toBe(sent.length);
+  const bad = got.findIndex((g, i) => g.circId !== sent[i].circId || !g.payload.equals(sent[i].payload));
+  expect(bad).toBe(-1);
+}
+
+describe('a link read into a reused buffer (SPEC.md §1.6)', () => {
+  it('the buffer is one TLS record long', () => {
+    expect(LINK_READ_BUFFER_BYTES).toBe(16 * 1024);
+    expect(new LinkReader().onread.buffer.length).toBe(LINK_READ_BUFFER_BYTES);
+  });
+
+  it('delivers every cell in order and unmodified while reading flows', async () => {
+    const { out, inbound } = await link();
+    const got = record(out);
+    const sent = sendMany(inbound);
+    await until(got.done);
+    expectSame(got, sent);
+  });
+
+  it('keeps its own copy of what arrives while the link is paused', async () => {
+    const { out, inbound } = await link();
+    const got = record(out);
+    out.pauseReading();
+    const sent = sendMany(inbound);
+    // Let the socket deliver what it can into the paused link (several reads of the one buffer).
+    await new Promise((r) => setTimeout(r, 50));
+    out.resumeReading();
+    await until(got.done);
+    expectSame(got, sent);
+  });
+
+  it('keeps its own copy of the rest of a read when a cell handler pauses the link mid-read', async () => {
+    const { out, inbound } = await link();
+    // Pause after every 37th cell (mid-record), resume from a later macrotask.
+    const got = record(out, (n) => {
+      if (n % 37 === 0) { out.pauseReading(); setImmediate(() => out.resumeReading()); }
+    });
+    const sent = sendMany(inbound);
+    await until(got.done);
+    expectSame(got, sent);
+  });
+
+  it('holds the bytes that come before the Channel attaches, as its own memory', () => {
+    const r = new LinkReader();
+    const buf = r.onread.buffer;
+    buf.fill(7, 0, 100);
+    r.onread.callback(100, buf);
+    buf.fill(9, 0, 100); // the next read overwrites the buffer
+    const seen: Array<{ b: Buffer; reused: boolean }> = [];
+    r.attach((b, reused) => seen.push({ b: Buffer.from(b), reused }), () => { throw new Error('no fault expected'); });
+    expect(seen).toHaveLength(1);
+    expect(seen[0].reused).toBe(false);
+    expect(seen[0].b.equals(Buffer.alloc(100, 7))).toBe(true);
+    r.onread.callback(50, buf);
+    expect(seen[1].reused).toBe(true);
+    expect(seen[1].b.equals(Buffer.alloc(50, 9))).toBe(true);
+  });
+
+  it('fails the link, not the process, if a read ever came while the buffer was in use', () => {
+    const r = new LinkReader();
+    const faults: string[] = [];
+    r.attach(() => { r.onread.callback(10, r.onread.buffer); }, (e) => faults.push(e.code));
+    expect(r.onread.callback(10, r.onread.buffer)).toBe(true);
+    expect(faults).toEqual(['LINK_INTERNAL']);
+  });
+
+  it("handles the responder's first flight that came before the Channel attached (held by the reader)", async () => {
+    // The responder sends AUTHENTICATE and VERSIONS as soon as its TLS handshake is done (§1.1),
+    // so on a loaded machine they can be read before the initiator's Channel exists. They must be
+    // handled as if they came after: checked against the TLS binding, after our own flight.
+    const accepted: Channel[] = [];
+    const listener = await createLinkListener({ host: HOST, port: 0, identity: relayA, onChannel: (ch) => accepted.push(ch) });
+    cleanups.push(() => listener.close());
+    const reader = new LinkReader();
+    const socket = tls.connect({ host: HOST, port: listener.port, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', rejectUnauthorized: false, onread: reader.onread } as tls.ConnectionOptions);
+    cleanups.push(() => socket.destroy());
+    await once(socket, 'secureConnect');
+    await until(() => reader.earlyBytes > 0);
+    const ch = await new Promise<Channel>((resolve, reject) => {
+      new Channel({
+        socket, reader, isInitiator: true, expectedIdentity: relayA.publicKey, ownCertHash: null,
+        versions: SUPPORTED_LINK_VERSIONS, handshakeTimeoutMs: 5_000, metrics: discardLinkMetrics(), log: silentLogger,
+        onOpen: resolve, onFail: reject,
+      });
+    });
+    cleanups.push(() => ch.destroy());
+    expect(ch.peerIdentity?.equals(relayA.publicKey)).toBe(true);
+    await until(() => accepted.length === 1 && !accepted[0].closed);
+    // And cells flow both ways on it.
+    const got = record(ch);
+    const sent = sendMany(accepted[0]);
+    await until(got.done);
+    expectSame(got, sent);
+  });
+});
+
