@@ -16,10 +16,18 @@ export function oncePerRegistry<T>(make: (reg: client.Registry) => T): (reg: cli
   };
 }
 
+/**
+ * How often the event-loop delay histogram (`nodejs_eventloop_lag_{min,max,mean,p50,p90,p99}_seconds`)
+ * samples, in ms (SPEC.md §11.6 "Idle wakeups"). prom-client's default, 10 ms, is a libuv timer that
+ * wakes every idle daemon 100 times a second; once a second still records any stall that spans a
+ * tick, and `nodejs_eventloop_lag_seconds` is measured at each scrape regardless.
+ */
+export const EVENT_LOOP_SAMPLE_MS = 1000;
+
 export function createRegistry(daemon: string): client.Registry {
   const reg = new client.Registry();
   reg.setDefaultLabels({ daemon });
-  client.collectDefaultMetrics({ register: reg });
+  client.collectDefaultMetrics({ register: reg, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   return reg;
 }
 

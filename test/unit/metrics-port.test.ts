@@ -1,8 +1,9 @@
 // SPEC.md §6.10 MetricsPort: on by default on 127.0.0.1, a taken default is skipped with a warning,
 // a port the operator chose must be free, 0 turns it off.
 import http from 'node:http';
-import { describe, expect, it } from 'vitest';
-import { createRegistry, openMetricsPort } from '../../src/ops/metrics';
+import perfHooks from 'node:perf_hooks';
+import { describe, expect, it, vi } from 'vitest';
+import { createRegistry, EVENT_LOOP_SAMPLE_MS, openMetricsPort } from '../../src/ops/metrics';
 
 function listen(): Promise<http.Server> {
   return new Promise((resolve) => { const s = http.createServer(); s.listen(0, '127.0.0.1', () => resolve(s)); });
@@ -41,5 +42,16 @@ describe('MetricsPort', () => {
       .rejects.toMatchObject({ code: 'EADDRINUSE' });
     await close(busy);
     expect(await openMetricsPort(createRegistry('t'), { metricsPort: 0, metricsHost: '127.0.0.1', metricsPortExplicit: true }, log)).toBeNull();
+  });
+
+  it('samples the event loop delay once a second, not 100 times (SPEC.md §11.6 "Idle wakeups")', () => {
+    // prom-client's default sampler is a 10 ms libuv timer: every idle daemon would wake 100 times a second.
+    const spy = vi.spyOn(perfHooks, 'monitorEventLoopDelay');
+    try {
+      createRegistry('t');
+      expect(spy).toHaveBeenCalled();
+      for (const [opts] of spy.mock.calls) expect(opts?.resolution).toBe(EVENT_LOOP_SAMPLE_MS);
+      expect(EVENT_LOOP_SAMPLE_MS).toBeGreaterThanOrEqual(1000);
+    } finally { spy.mockRestore(); }
   });
 });
