@@ -30,3 +30,18 @@ export class RateLimiter {
     for (const [k, b] of this.buckets) if (b.tokens + (now - b.at) * this.perMs >= this.burst) this.buckets.delete(k);
   }
 }
+
+/**
+ * The descriptor upload bucket for `nodes` uploaders that share one address, each uploading once
+ * every `periodSeconds` (SPEC.md §6.10 "Rate limits"): what a local network's launcher gives its
+ * authorities. The default (60 a minute, burst 20) is for one operator's nodes per address; on a
+ * loopback network every relay and storage node uploads from 127.0.0.1, all in step after each
+ * new consensus (14 nodes at a 5 s period are 168 uploads a minute), and with the default bucket
+ * the same late nodes find it empty round after round and are never listed. Four times the
+ * steady rate leaves room for the extra uploads (a new signing key, a re-mined identity proof,
+ * policies, contracts); never below the default.
+ */
+export function sharedAddressUploadLimit(nodes: number, periodSeconds: number): { uploadsPerMinute: number; burst: number } {
+  const perMinute = nodes * Math.ceil(60 / Math.max(1, periodSeconds));
+  return { uploadsPerMinute: Math.max(60, 4 * perMinute), burst: Math.max(20, 4 * nodes) };
+}

@@ -26,6 +26,7 @@ import { loadOrCreateNodeKeys, fingerprint } from '../src/crypto/keys';
 import { writeFileAtomicSync } from '../src/ops/fsutil';
 import { LocalNetProcesses, type NodeSpec } from './localnet/processes';
 import { HostNet, hostsSupported, type Host } from './localnet/hosts';
+import { sharedAddressUploadLimit } from '../directory/rate-limit';
 import { checkPortsFree, fundDemoWallet, runDemo, runPaidContractDemo, runModerationDemo, runStorageDemo, waitForConsensus, waitForPolicy } from './localnet/demo';
 import { ModeratorWorkspace } from '../src/moderation/workspace';
 import { stateBundle } from '../src/moderation/chain';
@@ -221,6 +222,8 @@ try {
       metricsPort: a.metricsPort, metricsHost: metricsHostFor(a.addr),
       // Every node of this network is on 127.0.0.1 or a private test address (SPEC.md §6.3): refused without this flag.
       testNetwork: true,
+      // On loopback every node uploads from 127.0.0.1: a per-address bucket sized for all of them.
+      rateLimit: sharedAddressUploadLimit(argv.relays + argv.storage, argv.period),
       // SPEC.md §6.4.1: cheap identity proofs (8 MiB, one pass, 1 bit) so `npm start` stays fast.
       identityPow: 'local',
     }, null, 2));
