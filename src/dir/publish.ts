@@ -1,6 +1,8 @@
 // SPEC.md §6.4: a relay or storage node signs a fresh descriptor and uploads it to every
 // authority, at start and every publish interval; failed uploads are retried sooner (an
-// authority may be restarting). Shared by relay/ and storage/.
+// authority may be restarting). Both waits are randomized (§6.10 "Descriptor upload timing") so
+// that nodes which started together, or were refused together, do not stay in step. Shared by
+// relay/ and storage/.
 import { errorCode } from '../errors';
 import type { Logger } from '../ops/log';
 import type { AuthorityInfo } from './authorities';
@@ -41,6 +43,8 @@ export class DescriptorPublisher {
       upload?: (targets: readonly AuthorityInfo[], raw: Buffer) => Promise<UploadResult[]>;
       /** Called when an authority refused the identity proof as IDENTITY_POW_STALE, before the next build. */
       onPowStale?: () => void;
+      /** Uniform in [0, 1); tests pass their own. Default Math.random (timing only, not a secret). */
+      random?: () => number;
     },
   ) {}
 
@@ -84,11 +88,37 @@ export class DescriptorPublisher {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
       else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');
     }
-    if (full) this.log.info({ accepted: results.filter((r) => r.ok).length, authorities: targets.length }, 'descriptor published');
+    if (full) {
+      const accepted = results.filter((r) => r.ok).length;
+      if (accepted > 0) this.log.info({ accepted, authorities: targets.length }, 'descriptor published');
+      else this.log.warn({ accepted, authorities: targets.length }, 'descriptor refused by every authority; will retry');
+    }
     if (!this.stopped) {
-      const wait = this.failed.size ? Math.min(this.opts.retryMs, this.opts.intervalMs) : this.opts.intervalMs - (now - this.lastFull);
+      const wait = this.failed.size
+        ? retryDelayMs(Math.min(this.opts.retryMs, this.opts.intervalMs), this.random())
+        : intervalDelayMs(this.opts.intervalMs, this.random()) - (now - this.lastFull);
       this.timer = setTimeout(() => void this.round(), Math.max(100, wait));
     }
     return results;
   }
+
+  private random(): number { return (this.opts.random ?? Math.random)(); }
+}
+
+/**
+ * SPEC.md §6.10 "Descriptor upload timing": a failed upload is retried after a random wait in
+ * [retry/2, retry), so that nodes refused together (an authority restarting, a shared address's
+ * upload bucket drained) come back spread out rather than all at once, round after round.
+ */
+export function retryDelayMs(retryMs: number, u: number): number {
+  return retryMs / 2 + (retryMs / 2) * u;
+}
+
+/**
+ * SPEC.md §6.10 "Descriptor upload timing": the next full round comes at a random point in the
+ * last tenth of the publish interval (never later than the interval, which the descriptor's
+ * lifetime is sized for), so that nodes started together drift apart.
+ */
+export function intervalDelayMs(intervalMs: number, u: number): number {
+  return intervalMs - (intervalMs / 10) * u;
 }

@@ -1,11 +1,28 @@
 // SPEC.md §6.4 / §6.4.1: the descriptor publisher retries failed authorities and, when one refuses
 // the identity proof as stale, tells the proof keeper before signing the next descriptor.
+// §6.10 "Descriptor upload timing": its waits are randomized, and a round nobody accepted is a warning.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
-import { DescriptorPublisher } from '../../src/dir/publish';
+import { DescriptorPublisher, intervalDelayMs, retryDelayMs } from '../../src/dir/publish';
 import type { AuthorityInfo } from '../../src/dir/authorities';
+
+/** An authority that answers every upload as a drained shared-address bucket does. */
+async function refusingAuthority(servers: http.Server[]): Promise<AuthorityInfo> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(429, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ code: 'RATE_LIMITED', reason: 'too many uploads from this address; slow down' }));
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return { name: 'auth1', fingerprint: 'f'.repeat(40), url: `http://127.0.0.1:${port}` } as unknown as AuthorityInfo;
+}
 
 describe('DescriptorPublisher', () => {
   const servers: http.Server[] = [];
@@ -45,5 +62,47 @@ describe('DescriptorPublisher', () => {
     pub.stop();
     expect(second[0].ok).toBe(true);
     expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 2 (stale reported 1)']);
+  });
+
+  it('retries refused uploads after a random wait in [retry/2, retry), not all at the same moment', async () => {
+    const auth = await refusingAuthority(servers);
+    const delays: number[] = [];
+    const spy = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      for (const u of [0, 0.5]) {
+        const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
+          intervalMs: 60_000, retryMs: 1000, random: () => u,
+        });
+        spy.mockClear();
+        const r = await pub.republishNow();
+        // (the upload's own 10 s request timeout is a setTimeout too: only the retry falls in 100–1000)
+        delays.push(...spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d <= 1000));
+        pub.stop();
+        expect(r[0].detail).toContain('RATE_LIMITED');
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    // Two nodes refused together come back 250 ms apart instead of in the same instant.
+    expect(delays).toEqual([500, 750]);
+  });
+
+  it('logs a round that no authority accepted as a warning, not as published', async () => {
+    const auth = await refusingAuthority(servers);
+    const lines: { level: number; msg: string }[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _enc, cb) { lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string }); cb(); } });
+    const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'info' }, sink), { intervalMs: 60_000, retryMs: 1000 });
+    await pub.republishNow();
+    pub.stop();
+    await new Promise((r) => setImmediate(r));
+    expect(lines.map((l) => l.msg)).not.toContain('descriptor published');
+    expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'descriptor refused by every authority; will retry' }));
+  });
+
+  it('keeps the randomized waits within their bounds', () => {
+    expect(retryDelayMs(30_000, 0)).toBe(15_000);
+    expect(retryDelayMs(30_000, 0.999_999)).toBeLessThan(30_000);
+    expect(intervalDelayMs(3_600_000, 0)).toBe(3_600_000);
+    expect(intervalDelayMs(3_600_000, 0.999_999)).toBeGreaterThan(3_240_000);
   });
 });
