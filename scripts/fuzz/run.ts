@@ -19,10 +19,11 @@
 // Output: a table (target, inputs, failures, seconds), then `fuzz: T targets, N inputs, F failures`.
 import { Worker } from 'node:worker_threads';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sha256 } from '../../src/crypto/primitives';
-import { TARGETS, targetByName, prepareTargets, cleanupTargets } from './targets';
+import { TARGETS, targetByName, prepareTargets, cleanupTargets, FUZZ_TMP_ENV } from './targets';
 import { runOne, type Finding } from './engine';
 import type { RunRequest, WorkerMessage } from './worker-main';
 
@@ -180,6 +181,19 @@ async function replay(): Promise<number> {
 export async function fuzzMain(argv: string[]): Promise<number> {
   const o = parseArgs(argv);
   if (o.replay) return replay();
+  // Every worker's temporary files (key-file target) go in one folder, removed when the run ends
+  // however its workers ended (workerData's environment is a copy of this one).
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-fuzz-'));
+  process.env[FUZZ_TMP_ENV] = tmp;
+  try {
+    return await fuzzTargets(o);
+  } finally {
+    delete process.env[FUZZ_TMP_ENV];
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+async function fuzzTargets(o: ReturnType<typeof parseArgs>): Promise<number> {
   const targets = o.targets.length ? TARGETS.filter((t) => o.targets.includes(t.name)) : TARGETS;
   console.log(`fuzz: ${targets.length} targets, up to ${o.inputs} inputs each${o.seconds ? `, up to ${o.seconds} s each` : ''}, seed ${o.seed}, hang limit ${o.hangMs} ms`);
   const rows: Row[] = [];

@@ -332,8 +332,14 @@ function signPolicyContent(content: Buffer): Buffer {
 // ---- key files: written to a private temporary folder, read back by the real loaders ----
 
 let keyDir: string | null = null;
+/**
+ * The folder a run's key files go in: inside FUZZ_TMP_ENV when the runner set it (run.ts makes
+ * one per run and removes it at the end, whatever happened to the workers: a worker replaced
+ * after a hang is terminated before it can clean up), else a folder of its own.
+ */
+export const FUZZ_TMP_ENV = 'BITCLOUD_FUZZ_TMP';
 function keyFile(name: string): string {
-  keyDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-fuzz-keys-'));
+  keyDir ??= fs.mkdtempSync(path.join(process.env[FUZZ_TMP_ENV] || os.tmpdir(), 'bitcloud-fuzz-keys-'));
   return path.join(keyDir, name);
 }
 async function keyFileSeeds(): Promise<Buffer[]> {
