@@ -130,7 +130,9 @@ async function runTorTestnet(mode: TorMode): Promise<Record<string, TorFigure> |
   const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
   clearTimeout(guard);
   try {
-    return JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as Record<string, TorFigure>;
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) as Record<string, TorFigure>;
+    fs.rmSync(out, { recursive: true, force: true }); // its logs are kept only when something went wrong
+    return summary;
   } catch {
     say(`tor-testnet wrote no summary.json (exit ${code}); its logs are in ${out}`);
     return null;

@@ -19,7 +19,7 @@ export interface DirNet {
   authorityList: { name: string; identity: string; address: string }[];
 }
 
-export function tempDir(prefix: string): string {
+function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `bitcloud-${prefix}-`));
 }
 

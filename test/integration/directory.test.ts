@@ -15,7 +15,7 @@ import { makeKeyCertificate } from '../../src/dir/certificate';
 import { httpRequest } from '../../src/dir/fetch';
 import { eventually, runCli, stopAll, type Daemon } from '../helpers/daemon';
 import {
-  makeDirNet, makeRelay, startAuthority, startRelay, tempDir, writeClientConfig,
+  makeDirNet, makeRelay, startAuthority, startRelay, writeClientConfig,
   type DirNet, type RelaySetup,
 } from '../helpers/dirnet';
 
@@ -262,7 +262,7 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const port = (srv.address() as { port: number }).port;
     try {
-      const run = (name: string) => client(['--from', `http://127.0.0.1:${port}/${name}`, '--data-dir', tempDir(`client-${name}`)], clientCfg);
+      const run = (name: string) => client(['--from', `http://127.0.0.1:${port}/${name}`, '--data-dir', path.join(net.dir, `client-${name}`)], clientCfg);
       const [f, w, u, g] = await Promise.all([run('flipped'), run('fewer'), run('unknown'), run('good')]);
       expect(f.code).toBe(1);
       expect(f.stderr).toMatch(/refused consensus .*(CONSENSUS_TOO_FEW_SIGNATURES|DOC_MALFORMED)/);

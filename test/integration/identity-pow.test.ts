@@ -14,8 +14,8 @@ import {
 } from '../../src/dir/identity-pow';
 import { LIMITS, type IdentityProofMsg } from '../../src/wire/docs';
 import { isBitcloudError } from '../../src/errors';
-import { eventually, stopAll } from '../helpers/daemon';
-import { makeDirNet, makeRelay, startAuthority, startRelay, type DirNet } from '../helpers/dirnet';
+import { eventually } from '../helpers/daemon';
+import { makeDirNet, makeRelay, startAuthority, startRelay, tearDownDirNet, type DirNet } from '../helpers/dirnet';
 
 const PERIOD = 4;
 let net: DirNet;
@@ -56,7 +56,7 @@ beforeAll(async () => {
   await a.waitForMsg('authority listening', {}, 60_000);
 }, 90_000);
 
-afterAll(async () => { await stopAll(); }, 30_000);
+afterAll(() => tearDownDirNet(net), 30_000);
 
 describe('authority identity proof intake (SPEC.md §6.4.1)', () => {
   it('refuses a descriptor without a proof', async () => {
