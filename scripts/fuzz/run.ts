@@ -182,7 +182,7 @@ export async function fuzzMain(argv: string[]): Promise<number> {
   const o = parseArgs(argv);
   if (o.replay) return replay();
   // Every worker's temporary files (key-file target) go in one folder, removed when the run ends
-  // however its workers ended (workerData's environment is a copy of this one).
+  // however its workers ended (a worker's process.env starts as a copy of this one).
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-fuzz-'));
   process.env[FUZZ_TMP_ENV] = tmp;
   try {
