@@ -29,7 +29,8 @@ export class DescriptorPublisher {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private lastRaw: Buffer | null = null;
-  private lastFull = 0;
+  /** When the next full round is due: drawn once per full round (intervalDelayMs). */
+  private nextFullAt = 0;
   private failed = new Set<string>();
   private powRefused = false;
 
@@ -65,16 +66,16 @@ export class DescriptorPublisher {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const now = (this.opts.now ?? Date.now)();
     // A refused identity proof (SPEC.md §6.4.1) is not retried as is: the next descriptor carries a new one.
-    const full = !this.lastRaw || now - this.lastFull >= this.opts.intervalMs || this.failed.size === 0 || this.powRefused;
+    const full = !this.lastRaw || now >= this.nextFullAt || this.failed.size === 0 || this.powRefused;
     if (full) {
       try {
         this.lastRaw = await this.build();
       } catch (e) {
         this.log.warn({ code: errorCode(e), err: (e as Error).message }, 'building the descriptor failed');
-        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, this.opts.retryMs));
+        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, retryDelayMs(this.opts.retryMs, this.random())));
         return [];
       }
-      this.lastFull = now;
+      this.nextFullAt = now + intervalDelayMs(this.opts.intervalMs, this.random());
     }
     const targets = full ? this.authorities : this.authorities.filter((a) => this.failed.has(a.fingerprint));
     const raw = this.lastRaw!;
@@ -94,9 +95,9 @@ export class DescriptorPublisher {
       else this.log.warn({ accepted, authorities: targets.length }, 'descriptor refused by every authority; will retry');
     }
     if (!this.stopped) {
-      const wait = this.failed.size
-        ? retryDelayMs(Math.min(this.opts.retryMs, this.opts.intervalMs), this.random())
-        : intervalDelayMs(this.opts.intervalMs, this.random()) - (now - this.lastFull);
+      // A retry due after the next full round is that round (one upload per authority, not two).
+      const untilFull = this.nextFullAt - now;
+      const wait = this.failed.size ? Math.min(retryDelayMs(Math.min(this.opts.retryMs, this.opts.intervalMs), this.random()), untilFull) : untilFull;
       this.timer = setTimeout(() => void this.round(), Math.max(100, wait));
     }
     return results;
@@ -107,11 +108,12 @@ export class DescriptorPublisher {
 
 /**
  * SPEC.md §6.10 "Descriptor upload timing": a failed upload is retried after a random wait in
- * [retry/2, retry), so that nodes refused together (an authority restarting, a shared address's
- * upload bucket drained) come back spread out rather than all at once, round after round.
+ * [retry/2, 3·retry/2), so that nodes refused together (an authority restarting, a shared
+ * address's upload bucket drained) come back spread out rather than all at once, round after
+ * round. The mean stays `retry`: a refusing authority sees no more retries than without the jitter.
  */
 export function retryDelayMs(retryMs: number, u: number): number {
-  return retryMs / 2 + (retryMs / 2) * u;
+  return retryMs / 2 + retryMs * u;
 }
 
 /**

@@ -64,7 +64,7 @@ describe('DescriptorPublisher', () => {
     expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 2 (stale reported 1)']);
   });
 
-  it('retries refused uploads after a random wait in [retry/2, retry), not all at the same moment', async () => {
+  it('retries refused uploads after a random wait in [retry/2, 3·retry/2), not all at the same moment', async () => {
     const auth = await refusingAuthority(servers);
     const delays: number[] = [];
     const spy = vi.spyOn(globalThis, 'setTimeout');
@@ -75,16 +75,35 @@ describe('DescriptorPublisher', () => {
         });
         spy.mockClear();
         const r = await pub.republishNow();
-        // (the upload's own 10 s request timeout is a setTimeout too: only the retry falls in 100–1000)
-        delays.push(...spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d <= 1000));
+        // (the upload's own 10 s request timeout is a setTimeout too: only the retry falls in 100–1500)
+        delays.push(...spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d < 1500));
         pub.stop();
         expect(r[0].detail).toContain('RATE_LIMITED');
       }
     } finally {
       spy.mockRestore();
     }
-    // Two nodes refused together come back 250 ms apart instead of in the same instant.
-    expect(delays).toEqual([500, 750]);
+    // Two nodes refused together come back 500 ms apart instead of in the same instant.
+    expect(delays).toEqual([500, 1000]);
+  });
+
+  it('makes a retry due after the next full round that round, so a refusing authority gets one upload, not two', async () => {
+    const auth = await refusingAuthority(servers);
+    const spy = vi.spyOn(globalThis, 'setTimeout');
+    let delays: number[];
+    try {
+      // Interval 1 s, so the next full round is due 0.901 s on (u = 0.99); the retry would be 1.49 s.
+      const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
+        intervalMs: 1000, retryMs: 1000, random: () => 0.99, now: () => 1_000_000,
+      });
+      spy.mockClear();
+      await pub.republishNow();
+      pub.stop();
+      delays = spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d < 5000);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(delays).toEqual([901]);
   });
 
   it('logs a round that no authority accepted as a warning, not as published', async () => {
@@ -101,7 +120,8 @@ describe('DescriptorPublisher', () => {
 
   it('keeps the randomized waits within their bounds', () => {
     expect(retryDelayMs(30_000, 0)).toBe(15_000);
-    expect(retryDelayMs(30_000, 0.999_999)).toBeLessThan(30_000);
+    expect(retryDelayMs(30_000, 0.5)).toBe(30_000);
+    expect(retryDelayMs(30_000, 0.999_999)).toBeLessThan(45_000);
     expect(intervalDelayMs(3_600_000, 0)).toBe(3_600_000);
     expect(intervalDelayMs(3_600_000, 0.999_999)).toBeGreaterThan(3_240_000);
   });
