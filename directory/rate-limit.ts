@@ -36,8 +36,8 @@ export class RateLimiter {
  * every `periodSeconds` (SPEC.md §6.10 "Rate limits"): what a local network's launcher gives its
  * authorities. The default (60 a minute, burst 20) is for one operator's nodes per address; on a
  * loopback network every relay and storage node uploads from 127.0.0.1, all in step after each
- * new consensus (14 nodes at a 5 s period are 168 uploads a minute), and with the default bucket
- * the same late nodes find it empty round after round and are never listed. Four times the
+ * new consensus (14 nodes at a 5 s period are 168 uploads a minute); with the default bucket a
+ * late node can find it empty round after round, past the launcher's deadline. Four times the
  * steady rate leaves room for the extra uploads (a new signing key, a re-mined identity proof,
  * policies, contracts); never below the default.
  */

@@ -23,10 +23,11 @@ function refusedRounds(limit: { uploadsPerMinute: number; burst: number }, nodes
 }
 
 describe('local network upload limit', () => {
-  it('with the default bucket (60 a minute, burst 20), 14 nodes at a 5 s period starve the late ones', () => {
+  it('with the default bucket (60 a minute, burst 20), 14 nodes in lockstep at a 5 s period starve the late ones', () => {
     const refused = refusedRounds({ uploadsPerMinute: 60, burst: 20 }, 14, 5);
-    // The nodes that upload last in each round are refused in every round after the second:
-    // never listed, and the network never comes up (what the launcher saw before it sized the bucket).
+    // In this model's strict lockstep the nodes that upload last are refused in every round after
+    // the second. Real nodes drift (and now jitter, src/dir/publish.ts), so most real starts get
+    // through; one CI run did not before the launcher sized the bucket.
     expect(refused.filter((n) => n >= 10).length).toBeGreaterThan(0);
   });
 
