@@ -24,6 +24,20 @@ async function refusingAuthority(servers: http.Server[]): Promise<AuthorityInfo>
   return { name: 'auth1', fingerprint: 'f'.repeat(40), url: `http://127.0.0.1:${port}` } as unknown as AuthorityInfo;
 }
 
+/**
+ * The delays of the timers set while `run` runs that fall in [100, below): the publisher's next
+ * round (the upload's own 10 s request timeout is a setTimeout too, and lies above every `below` used).
+ */
+async function timersSetDuring(run: () => Promise<unknown>, below: number): Promise<number[]> {
+  const spy = vi.spyOn(globalThis, 'setTimeout');
+  try {
+    await run();
+    return spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d < below);
+  } finally {
+    spy.mockRestore();
+  }
+}
+
 describe('DescriptorPublisher', () => {
   const servers: http.Server[] = [];
   afterEach(async () => { await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r)))); });
@@ -67,21 +81,15 @@ describe('DescriptorPublisher', () => {
   it('retries refused uploads after a random wait in [retry/2, 3·retry/2), not all at the same moment', async () => {
     const auth = await refusingAuthority(servers);
     const delays: number[] = [];
-    const spy = vi.spyOn(globalThis, 'setTimeout');
-    try {
-      for (const u of [0, 0.5]) {
-        const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
-          intervalMs: 60_000, retryMs: 1000, random: () => u,
-        });
-        spy.mockClear();
+    for (const u of [0, 0.5]) {
+      const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
+        intervalMs: 60_000, retryMs: 1000, random: () => u,
+      });
+      delays.push(...await timersSetDuring(async () => {
         const r = await pub.republishNow();
-        // (the upload's own 10 s request timeout is a setTimeout too: only the retry falls in 100–1500)
-        delays.push(...spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d < 1500));
-        pub.stop();
         expect(r[0].detail).toContain('RATE_LIMITED');
-      }
-    } finally {
-      spy.mockRestore();
+      }, 1500));
+      pub.stop();
     }
     // Two nodes refused together come back 500 ms apart instead of in the same instant.
     expect(delays).toEqual([500, 1000]);
@@ -89,20 +97,12 @@ describe('DescriptorPublisher', () => {
 
   it('makes a retry due after the next full round that round, so a refusing authority gets one upload, not two', async () => {
     const auth = await refusingAuthority(servers);
-    const spy = vi.spyOn(globalThis, 'setTimeout');
-    let delays: number[];
-    try {
-      // Interval 1 s, so the next full round is due 0.901 s on (u = 0.99); the retry would be 1.49 s.
-      const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
-        intervalMs: 1000, retryMs: 1000, random: () => 0.99, now: () => 1_000_000,
-      });
-      spy.mockClear();
-      await pub.republishNow();
-      pub.stop();
-      delays = spy.mock.calls.map((c) => c[1] as number).filter((d) => d >= 100 && d < 5000);
-    } finally {
-      spy.mockRestore();
-    }
+    // Interval 1 s, so the next full round is due 0.901 s on (u = 0.99); the retry would be 1.49 s.
+    const pub = new DescriptorPublisher([auth], () => Buffer.from('descriptor'), pino({ level: 'silent' }), {
+      intervalMs: 1000, retryMs: 1000, random: () => 0.99, now: () => 1_000_000,
+    });
+    const delays = await timersSetDuring(() => pub.republishNow(), 5000);
+    pub.stop();
     expect(delays).toEqual([901]);
   });
 
