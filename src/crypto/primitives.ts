@@ -216,11 +216,17 @@ export function sealToEd25519(publicKey: Uint8Array, message: Uint8Array): Buffe
   return out;
 }
 
-/** Open a sealed box made by `sealToEd25519` for `keyPair`; null when it does not open (not for this key, or altered). */
+/**
+ * Open a sealed box made by `sealToEd25519` for `keyPair`; null when it does not open (not for this key, or altered).
+ * The X25519 secret lives in an ordinary buffer, zeroed before return, as the Ed25519 secret it
+ * comes from does. Not `sodium_malloc`: each of those is four memory mappings that Node unmaps
+ * only after a collection and a later turn of the event loop, so about 16,000 openings in one go
+ * exhausted the kernel's mapping limit and aborted the process (found by `npm run fuzz`).
+ */
 export function openSealedEd25519(keyPair: Ed25519KeyPair, sealed: Uint8Array): Buffer | null {
   if (sealed.length < SEALED_BOX_OVERHEAD) return null;
   const xpk = Buffer.alloc(X25519_BYTES);
-  const xsk = sodium.sodium_malloc(X25519_BYTES);
+  const xsk = Buffer.alloc(X25519_BYTES);
   try {
     sodium.crypto_sign_ed25519_pk_to_curve25519(xpk, keyPair.publicKey);
     sodium.crypto_sign_ed25519_sk_to_curve25519(xsk, keyPair.secretKey);

@@ -5,7 +5,6 @@ declare module 'sodium-native' {
     randombytes_buf(b: B): void;
     sodium_memcmp(a: B, b: B): boolean;
     sodium_is_zero(b: B, len?: number): boolean;
-    sodium_malloc(n: number): B;
     crypto_sign_keypair(pk: B, sk: B): void;
     crypto_sign_seed_keypair(pk: B, sk: B, seed: B): void;
     crypto_sign_detached(sig: B, msg: B, sk: B): void;
