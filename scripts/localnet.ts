@@ -351,7 +351,9 @@ try {
 
   say('');
   say('The network is up:');
-  say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} http://127.0.0.1:PORT/`);
+  // The exits allow rootAddr only: on loopback the first authority's status page is there to fetch.
+  const example = auths[0].addr === rootAddr ? `http://${rootAddr}:${auths[0].port}/` : `http://${rootAddr}:PORT/   (a web server of yours on ${rootAddr}: the exits allow no other address)`;
+  say(`  SOCKS5 proxy     127.0.0.1:${argv['socks-port']}   e.g. curl --socks5-hostname 127.0.0.1:${argv['socks-port']} ${example}`);
   for (const a of auths) say(`  status page      http://${a.addr}:${a.port}/          (${a.name}; metrics at http://${metricsHostFor(a.addr)}:${a.metricsPort}/metrics)`);
   say(`  relay metrics    http://${metricsHostFor(relayAddrs[0])}:${ports.relayMetrics(0)}/metrics  (each relay's MetricsPort: ${ports.relayMetrics(0)}..${ports.relayMetrics(argv.relays - 1)})`);
   if (argv.storage > 0) say(`  storage metrics  each storage node's MetricsPort, ${ports.storageMetrics(0)} on`);
@@ -363,7 +365,7 @@ try {
   if (argv.storage > 0) {
     say(`  store a file     npx bitcloud put FILE --config ${clientConfig}`);
     say(`  fetch it         npx bitcloud get CAPABILITY -o OUT --config ${clientConfig}`);
-    say(`  stop a node      npm run localnet:stop-node -- store1   (any node name in network.json)`);
+    say(`  stop a node      npm run localnet:stop-node -- ${dir === path.join(REPO, '.localnet') ? '' : `--dir ${dir} `}store1   (any node name in network.json)`);
   }
   for (const [i, m] of moderators.entries()) say(`  moderator ${m.name}   ${m.fingerprint.slice(0, 16)}…  (store${i + 1} subscribes)  npx bitcloud moderator show --data-dir ${m.dir}`);
   say(`  every node       ${path.join(dir, 'network.json')}   logs in ${path.join(dir, 'logs')}`);
