@@ -14,7 +14,7 @@ export async function renewCommand(a: Args): Promise<number> {
     if (a.json) {
       process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? new Date(r.expiresAt * 1000).toISOString() : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
     } else {
-      process.stdout.write(`renewed ${r.renewed} of ${r.shares} shares on ${r.nodesAsked} nodes; leases now run until at least ${new Date(r.expiresAt * 1000).toISOString()}\n`);
+      process.stdout.write(`renewed ${r.renewed} of ${r.shares} shares (${r.nodesAsked} nodes asked); leases now run until at least ${new Date(r.expiresAt * 1000).toISOString()}\n`);
       if (r.missing > 0) process.stderr.write(`bitcloud renew: ${r.missing} share(s) are held by no reachable node${r.unreadableChunks ? `; ${r.unreadableChunks} chunk(s) can no longer be read` : ' (every chunk can still be read)'}\n`);
     }
     return r.unreadableChunks > 0 ? 1 : 0;

@@ -31,11 +31,12 @@ const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => 
 const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** `what`: the command as the user typed it after `bitcloud` (`wallet send`, `keep cancel`). */
 function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
   const code = errorCode(e);
   const detail = (e as { detail?: unknown }).detail;
   if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, ...(detail && typeof detail === 'object' ? { detail } : {}) }));
-  io.err(`bitcloud wallet ${what}: ${(e as Error).message}`);
+  io.err(`bitcloud ${what}: ${(e as Error).message}`);
   return code === 'CONFIG_INVALID' || code.startsWith('KEY_') ? 2 : 1;
 }
 
@@ -88,7 +89,7 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
       return 0;
     });
   } catch (e) {
-    return fail(sub, e, o, io);
+    return fail(`wallet ${sub}`, e, o, io);
   }
 }
 
@@ -142,7 +143,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       }
     });
   } catch (e) {
-    return fail('send', e, o, io);
+    return fail('wallet send', e, o, io);
   }
 }
 
@@ -197,7 +198,7 @@ export async function walletCancel(contract: string, o: WalletOptions, io: Outpu
       }
     });
   } catch (e) {
-    return fail('cancel', e, o, io);
+    return fail('keep cancel', e, o, io);
   }
 }
 
