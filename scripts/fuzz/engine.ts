@@ -11,6 +11,14 @@
 // measured growth; the heap's own bookkeeping can raise it now and then, so an input over the
 // bound is decoded a second time and reported only if it is over the bound again. Allocations
 // that are made and reclaimed inside one call are not seen.
+//
+// The resource bound: over one target's run the process's memory mappings may grow by at most
+// MAX_MAPS_GROWTH and its open file descriptors by at most MAX_FDS_GROWTH (Linux /proc/self). The
+// run never yields to the event loop, so a native resource that is freed late (after a collection
+// and a later turn of the loop, as Node frees a native addon's external buffers) or never piles up
+// there: one mapping or descriptor per input shows at once, where a daemon would only run out
+// under a long flood.
+import fs from 'node:fs';
 import v8 from 'node:v8';
 import fc from 'fast-check';
 import { isBitcloudError } from '../../src/errors';
@@ -18,8 +26,31 @@ import type { FuzzTarget } from './targets';
 
 export const ALLOC_BOUND = (len: number): number => 16 * 1024 * 1024 + 1024 * len;
 
+/** A run's growth past these is a finding (see the file comment); normal runs grow by under 100 mappings. */
+export const MAX_MAPS_GROWTH = 4096;
+export const MAX_FDS_GROWTH = 256;
+
+export interface OsResources { maps: number; fds: number }
+
+/** The process's memory mappings and open file descriptors, or null where /proc/self is missing. */
+export function osResources(): OsResources | null {
+  try {
+    return { maps: fs.readFileSync('/proc/self/maps', 'utf8').split('\n').length - 1, fds: fs.readdirSync('/proc/self/fd').length };
+  } catch {
+    return null;
+  }
+}
+
+/** What a run's growth in resources says: null when within the bounds (or not measured). */
+export function resourceGrowthFinding(before: OsResources | null, after: OsResources | null, inputs: number): string | null {
+  if (!before || !after) return null;
+  const maps = after.maps - before.maps, fds = after.fds - before.fds;
+  if (maps <= MAX_MAPS_GROWTH && fds <= MAX_FDS_GROWTH) return null;
+  return `over ${inputs} inputs the process's memory mappings grew by ${maps} (bound ${MAX_MAPS_GROWTH}) and its open file descriptors by ${fds} (bound ${MAX_FDS_GROWTH}): a native resource freed late or never`;
+}
+
 export interface Finding {
-  kind: 'throw' | 'alloc' | 'hang';
+  kind: 'throw' | 'alloc' | 'hang' | 'leak';
   /** Short and stable: the error's name and first line of message, or the bound that was passed. */
   signature: string;
   input: Buffer;

@@ -13,7 +13,9 @@
 //
 // Each target runs in a worker thread watched from this thread: an input that uses more than
 // --hang-ms of CPU time (or waits 30 times that) is reported as a hang and the worker is replaced. A failure is a throw that is not a
-// BitcloudError, a hang, or an allocation beyond the bound documented in ./engine.ts. Every
+// BitcloudError, a hang, an allocation beyond the bound documented in ./engine.ts, or a target's
+// run growing the process's memory mappings or open descriptors beyond the bounds there (a leak:
+// a finding of the run, not of one input, so nothing is written for it). Every other
 // distinct failure is written to test/fuzz-corpus/<target>/<sha256-prefix>.bin (with a .txt
 // beside it saying what happened); test/unit/fuzz-regressions.test.ts replays them all.
 // Output: a table (target, inputs, failures, seconds), then `fuzz: T targets, N inputs, F failures`.
@@ -90,7 +92,7 @@ class FuzzWorker {
 
 /** Run `req` on the worker; resolves with what happened, or with a hang (the worker is then dead). */
 function runOn(w: FuzzWorker, req: RunRequest, hangMs: number, onFinding: (f: Finding) => void, onProgress: (n: number) => void):
-  Promise<{ kind: 'done'; inputs: number; failures: number; seconds: number } | { kind: 'hang' | 'fatal'; input: Buffer; inputs: number; failures: number; error: string }> {
+  Promise<{ kind: 'done'; inputs: number; failures: number; seconds: number; leak: string | null } | { kind: 'hang' | 'fatal'; input: Buffer; inputs: number; failures: number; error: string }> {
   return new Promise((resolve) => {
     // A hang is an input that has used more than hangMs of CPU time (this process runs one worker;
     // its own share is negligible), so a busy machine that starves the worker of CPU is not mistaken
@@ -117,7 +119,7 @@ function runOn(w: FuzzWorker, req: RunRequest, hangMs: number, onFinding: (f: Fi
     const onMsg = (m: WorkerMessage | { type: 'fatal'; error: string }) => {
       if (m.type === 'finding') onFinding({ ...m.finding, input: Buffer.from(m.finding.input) });
       else if (m.type === 'progress') onProgress(m.inputs);
-      else if (m.type === 'done') { finish(); resolve({ kind: 'done', inputs: m.inputs, failures: m.failures, seconds: m.seconds }); }
+      else if (m.type === 'done') { finish(); resolve({ kind: 'done', inputs: m.inputs, failures: m.failures, seconds: m.seconds, leak: m.leak }); }
       else if (m.type === 'fatal') { const c = counts(); finish(); resolve({ kind: 'fatal', input: Buffer.alloc(0), ...c, error: m.error }); }
     };
     const onExit = (code: number) => {
@@ -204,7 +206,8 @@ async function fuzzTargets(o: ReturnType<typeof parseArgs>): Promise<number> {
     const t0 = performance.now();
     const record = (f: Finding) => {
       row.findings.push(f);
-      const where = o.save ? ` → ${saveFinding(t.name, f)}` : '';
+      // A leak belongs to the whole run, not to one input: nothing to keep.
+      const where = o.save && f.kind !== 'leak' ? ` → ${saveFinding(t.name, f)}` : '';
       console.log(`  ${t.name}: ${f.kind}: ${f.signature} (${f.input.length} bytes)${where}`);
       if (f.signature.startsWith('runner:')) console.log(f.detail.split('\n').map((l) => `    ${l}`).join('\n'));
     };
@@ -224,7 +227,12 @@ async function fuzzTargets(o: ReturnType<typeof parseArgs>): Promise<number> {
           else if (performance.now() - lastLine > 60_000) { lastLine = performance.now(); console.log(`  ${t.name}: ${row.inputs + n} inputs so far (${((performance.now() - t0) / 1000).toFixed(0)} s)`); }
         });
       busy += (performance.now() - r0) / 1000;
-      if (r.kind === 'done') { row.inputs += r.inputs; row.failures += r.failures; break; }
+      if (r.kind === 'done') {
+        row.inputs += r.inputs;
+        row.failures += r.failures;
+        if (r.leak) { row.failures++; record({ kind: 'leak', signature: 'runner: process resources grew', input: Buffer.alloc(0), detail: r.leak }); }
+        break;
+      }
       row.inputs += r.inputs + 1;
       row.failures += r.failures + 1;
       if (r.kind === 'fatal') {

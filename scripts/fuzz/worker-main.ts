@@ -5,13 +5,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import fc from 'fast-check';
 import { prepareTargets, targetByName, cleanupTargets } from './targets';
-import { inputArbitrary, runOne, dropSink, type Finding } from './engine';
+import { inputArbitrary, runOne, dropSink, osResources, resourceGrowthFinding, type Finding } from './engine';
 
 export interface RunRequest { target: string; inputs: number; seconds: number; seed: number }
 export type WorkerMessage =
   | { type: 'finding'; target: string; finding: Finding }
   | { type: 'progress'; target: string; inputs: number }
-  | { type: 'done'; target: string; inputs: number; failures: number; seconds: number };
+  | { type: 'done'; target: string; inputs: number; failures: number; seconds: number; leak: string | null };
 
 const { sab, maxInput } = workerData as { sab: SharedArrayBuffer; maxInput: number };
 const ctrl = new Int32Array(sab, 0, 4); // [0] inputs started, [1] busy, [2] input length, [3] failures
@@ -26,6 +26,7 @@ async function run(req: RunRequest): Promise<void> {
   const seeds = t.seeds();
   const maxLen = Math.min(t.maxLen ?? 4096, maxInput);
   const arb = inputArbitrary(seeds, maxLen);
+  const resources0 = osResources();
   const start = performance.now();
   const stopAt = req.seconds > 0 ? start + req.seconds * 1000 : Infinity;
   let n = 0, failures = 0, lastProgress = start;
@@ -57,7 +58,9 @@ async function run(req: RunRequest): Promise<void> {
     const now = performance.now();
     if (now - lastProgress > 2000) { lastProgress = now; port.postMessage({ type: 'progress', target: t.name, inputs: n } satisfies WorkerMessage); }
   }
-  port.postMessage({ type: 'done', target: t.name, inputs: n, failures, seconds: (performance.now() - start) / 1000 } satisfies WorkerMessage);
+  // Measured before this run yields to the event loop (see engine.ts, the resource bound).
+  const leak = resourceGrowthFinding(resources0, osResources(), n);
+  port.postMessage({ type: 'done', target: t.name, inputs: n, failures, seconds: (performance.now() - start) / 1000, leak } satisfies WorkerMessage);
 }
 
 port.on('message', (m: RunRequest | { cmd: 'exit' }) => {
