@@ -4,13 +4,16 @@
 // scenario: what was done, what was expected, what was observed, recovery time and bytes lost.
 // The last line reads `chaos: S scenarios, P passed, B bytes lost`. Exit status 0 only when every
 // scenario that ran passed and nothing was left behind (namespaces, links, processes).
+// Each network's folder (configs, data, logs) is removed after it when what ran on it passed and
+// its teardown left nothing; otherwise, or with --keep, it stays and its path is printed.
 //
-//   npm run chaos -- [--scenarios 1,3,4 | --only 10] [--json] [--loopback] [--period S]
+//   npm run chaos -- [--scenarios 1,3,4 | --only 10] [--json] [--loopback] [--period S] [--keep]
 //   npm run chaos -- --soak MINUTES [--seed N]
 //
 // "Bytes lost" counts bytes the network accepted (a download it delivered as complete, a stored
 // file) that did not come back intact; a stream cut with an error is not a loss, it is reported.
 // See docs/chaos.md for the scenarios and the latest table.
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
@@ -33,6 +36,7 @@ const argv = await yargs(hideBin(process.argv))
   .option('period', { type: 'number', default: 5, describe: 'Consensus period, seconds' })
   .option('soak', { type: 'number', describe: 'Instead of the scenarios: MINUTES of steady load with random faults, then the checks' })
   .option('seed', { type: 'number', describe: 'With --soak: the seed of the fault sequence (default: random, printed)' })
+  .option('keep', { type: 'boolean', default: false, describe: 'Keep every network\'s folder (configs, data, logs), not only those of a failure' })
   .strict()
   .help()
   .parseAsync();
@@ -50,13 +54,15 @@ const leftovers = { namespaces: 0, links: 0, processes: 0, teardown: '' };
 const shared = argv.soak !== undefined ? [] : chosen.filter((s) => !s.ownNet);
 const own = argv.soak !== undefined ? [] : chosen.filter((s) => s.ownNet);
 let current: TestNet | null = null;
-const stopCurrent = async (): Promise<void> => {
+/** Stop the current network; true when its teardown left no namespace, link or process. */
+const stopCurrent = async (): Promise<boolean> => {
   const n = current;
   current = null;
-  if (!n) return;
+  if (!n) return true;
   const l = await n.stop();
   leftovers.namespaces += l.namespaces; leftovers.links += l.links; leftovers.processes += l.processes;
   leftovers.teardown = [leftovers.teardown, l.teardown].filter(Boolean).join('; ');
+  return l.namespaces + l.links + l.processes === 0;
 };
 process.on('SIGINT', () => void stopCurrent().then(() => process.exit(130)));
 process.on('SIGTERM', () => void stopCurrent().then(() => process.exit(143)));
@@ -81,17 +87,26 @@ async function runOne(s: Scenario, ctx: Ctx): Promise<void> {
   log(`scenario ${s.id}: ${rows[rows.length - 1].passed ? 'passed' : 'FAILED'} in ${Math.round((Date.now() - t0) / 1000)} s`);
 }
 
-/** Bring a network up, run `f` on it, always tear it down (and its web server). */
-async function withNet(o: StartOptions, f: (ctx: Ctx) => Promise<void>): Promise<void> {
+/**
+ * Bring a network up, run `f` on it, always tear it down (and its web server). Its folder goes
+ * too when `f` says everything on it passed and the teardown was clean (unless --keep).
+ */
+async function withNet(o: StartOptions, f: (ctx: Ctx) => Promise<boolean>): Promise<void> {
   current = await startTestNet(REPO, o);
   const net = current;
   const web = await startContentServer(net.webAddress);
+  let passed = false;
   try {
     log(`network up in ${net.dir} (${hosts ? `hosts: ${net.nj.hosts?.subnets.join(' ')}; latency ${net.nj.hosts?.latency}` : 'loopback'})`);
-    await f({ net, web, period: o.period, log, repo: REPO });
+    passed = await f({ net, web, period: o.period, log, repo: REPO });
   } finally {
     await web.close();
-    await stopCurrent();
+    const clean = await stopCurrent();
+    let removed = false;
+    if (passed && clean && !argv.keep) {
+      try { fs.rmSync(net.dir, { recursive: true, force: true }); removed = true; } catch (e) { log(`could not remove ${net.dir}: ${(e as Error).message}`); }
+    }
+    if (!removed) log(`configs, data and logs kept in ${net.dir}`);
   }
 }
 
@@ -102,14 +117,20 @@ if (argv.soak !== undefined || shared.length > 0) {
       const seed = argv.seed ?? Math.floor(Math.random() * 2 ** 31);
       soakResult = await soak(ctx, argv.soak, seed);
     }
+    const before = rows.length;
     for (const s of shared) await runOne(s, ctx);
+    return (soakResult?.passed ?? true) && rows.slice(before).every((r) => r.passed || r.skipped);
   });
 }
 for (const s of own) {
   if (s.needsHosts && !hosts) { await runOne(s, null as unknown as Ctx); continue; }
   const o = s.ownNet!;
   log(`scenario ${s.id} runs on a network of its own (caps ${o.caps ?? 'default'} MB/s${o.declareMBps !== undefined ? `, every relay declaring ${o.declareMBps} MB/s` : ''}${o.unmeasuredCapKBps !== undefined ? `, weight floor ${o.unmeasuredCapKBps} KB/s` : ''}${o.probeSeconds !== undefined ? `, capacity probes of ${o.probeSeconds} s` : ''}${o.probeKeepPeriods !== undefined ? ` (figure: best of ${o.probeKeepPeriods} periods)` : ''}, period ${o.period ?? argv.period} s)`);
-  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps, probeSeconds: o.probeSeconds, probeKeepPeriods: o.probeKeepPeriods }, (ctx) => runOne(s, ctx));
+  await withNet({ hosts, period: o.period ?? argv.period, relays: 6, exits: 2, storage: s.storage ? 8 : 0, caps: o.caps, declareMBps: o.declareMBps, unmeasuredCapKBps: o.unmeasuredCapKBps, probeSeconds: o.probeSeconds, probeKeepPeriods: o.probeKeepPeriods }, async (ctx) => {
+    await runOne(s, ctx);
+    const r = rows[rows.length - 1];
+    return r.passed || r.skipped === true;
+  });
 }
 
 if (soakResult) {

@@ -159,7 +159,8 @@ describe.skipIf(!can.ok)('many-host test network (npm run testnet -- --hosts)', 
   }, 240_000);
 
   it(`npm run chaos: the scenarios that fit CI's time (${CI_SCENARIOS.join(', ')}), as JSON`, async () => {
-    const r = await runScript('chaos.ts', ['--scenarios', CI_SCENARIOS.join(','), '--json'], { timeoutMs: 900_000 });
+    // --keep: its folder is read below (network.json names the launcher's prefix); cleanUp removes it.
+    const r = await runScript('chaos.ts', ['--scenarios', CI_SCENARIOS.join(','), '--json', '--keep'], { timeoutMs: 900_000 });
     const lines = r.out.trim().split('\n');
     expect(lines[lines.length - 1], r.out).toBe(`chaos: ${CI_SCENARIOS.length} scenarios, ${CI_SCENARIOS.length} passed, 0 bytes lost`);
     const start = r.out.indexOf('{\n');
