@@ -1,22 +1,28 @@
 // Issue 6 "done when", as the README shows it: `npm start` brings up storage nodes and its demo
 // does a put/get round trip through circuits; an uploader `put`s a file, two storage nodes go
-// away (`npm run localnet:stop-node`), and a reader still `get`s the same bytes. Real processes:
+// away (`npm run localnet:stop-node`), and a reader still `get`s the same bytes; started again by
+// hand (`bitcloud-storage run --config`), they are listed and a put takes all six. Real processes:
 // the launcher, every daemon, and the `bitcloud` CLI, all on 127.0.0.1. With `--moderators 1`
 // store1 subscribes to a moderator, and the demo shows it refusing content denied by content.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalNet, type LocalNet } from '../helpers/localnet';
-import { runCli, eventually, REPO_ROOT } from '../helpers/daemon';
+import { runCli, eventually, startDaemon, REPO_ROOT, type Daemon } from '../helpers/daemon';
 import { randomBytes } from '../../src/crypto/primitives';
 
 let net: LocalNet;
+/** store1 and store2 started again by hand, as the README says (not the launcher's: stopped here). */
+const restarted: Daemon[] = [];
 
 beforeAll(async () => {
   net = await startLocalNet({ relays: 4, exits: 1, storage: 6, moderators: 1, demo: true, timeoutMs: 240_000 });
 }, 300_000);
 
-afterAll(async () => { await net?.stop(); }, 60_000);
+afterAll(async () => {
+  await Promise.all(restarted.map((d) => d.stop()));
+  await net?.stop();
+}, 60_000);
 
 describe('npm start with storage nodes (README "store a file, lose two nodes, read it back")', () => {
   it('the launcher started six storage nodes and its demo stored and read back a file', async () => {
@@ -69,4 +75,17 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     expect(rj.unreadableChunks).toBe(0);
     expect(rj.expiresAt).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + 29 * 86_400);
   }, 420_000);
+
+  it('README: the two stopped nodes, started again by hand (bitcloud-storage run --config), are listed again and a put works', async () => {
+    for (const name of ['store1', 'store2']) restarted.push(startDaemon('bitcloud-storage', ['run', '--config', path.join(net.dir, `${name}.json`)]));
+    await eventually(async () => {
+      const c = await net.consensus();
+      return ['store1', 'store2'].every((n) => c.relays.some((r) => r.nickname === n && r.flags.has('Running')));
+    }, 120_000, 1000);
+    const file = path.join(net.dir, 'after.bin');
+    fs.writeFileSync(file, randomBytes(1024 * 1024 + 5));
+    const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
+    expect(put.code, put.stderr).toBe(0);
+    expect(restarted.every((d) => d.running)).toBe(true);
+  }, 320_000);
 });
