@@ -113,7 +113,7 @@ export async function publishCommand(dir: string, o: PublishOptions, io: Output 
   if (o.json) {
     io.out(JSON.stringify({ ok: results.some((r) => r.ok), moderator: ws.fingerprint, seq: state.seq, kind, denylist: state.deny.size, bundleBytes: bundle.length, results }));
   } else {
-    io.out(`signed policy version ${state.seq} (${kind}: +${head.denyAdd.length} -${head.denyRemove.length} entries; ${state.deny.size} denied; classes ${state.classes.map((c) => c.name).join(', ') || 'none'})`);
+    io.out(`signed policy version ${state.seq} (${kind}: denylist +${head.denyAdd.length} -${head.denyRemove.length}, allowlist +${head.allowAdd.length} -${head.allowRemove.length}, approvals +${head.approveAdd.length} -${head.approveRemove.length}; ${state.deny.size} denied; classes ${state.classes.map((c) => c.name).join(', ') || 'none'})`);
     for (const r of results) io.out(`  ${r.ok ? 'published to' : 'FAILED    '} ${r.target}: ${r.detail}`);
     if (results.length === 0) io.out('  not published anywhere (saved locally; run publish again with --authority or --config)');
   }
