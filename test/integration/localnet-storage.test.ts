@@ -8,19 +8,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalNet, type LocalNet } from '../helpers/localnet';
-import { runCli, eventually, startDaemon, REPO_ROOT, type Daemon } from '../helpers/daemon';
+import { runCli, eventually, startDaemon, stopAll, REPO_ROOT } from '../helpers/daemon';
 import { randomBytes } from '../../src/crypto/primitives';
 
 let net: LocalNet;
-/** store1 and store2 started again by hand, as the README says (not the launcher's: stopped here). */
-const restarted: Daemon[] = [];
 
 beforeAll(async () => {
   net = await startLocalNet({ relays: 4, exits: 1, storage: 6, moderators: 1, demo: true, timeoutMs: 240_000 });
 }, 300_000);
 
 afterAll(async () => {
-  await Promise.all(restarted.map((d) => d.stop()));
+  await stopAll(); // store1 and store2 started again by hand in the last test: not the launcher's
   await net?.stop();
 }, 60_000);
 
@@ -77,7 +75,7 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
   }, 420_000);
 
   it('README: the two stopped nodes, started again by hand (bitcloud-storage run --config), are listed again and a put works', async () => {
-    for (const name of ['store1', 'store2']) restarted.push(startDaemon('bitcloud-storage', ['run', '--config', path.join(net.dir, `${name}.json`)]));
+    const restarted = ['store1', 'store2'].map((name) => startDaemon('bitcloud-storage', ['run', '--config', path.join(net.dir, `${name}.json`)]));
     await eventually(async () => {
       const c = await net.consensus();
       return ['store1', 'store2'].every((n) => c.relays.some((r) => r.nickname === n && r.flags.has('Running')));
