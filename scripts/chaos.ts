@@ -119,7 +119,7 @@ if (argv.soak !== undefined || shared.length > 0) {
     }
     const before = rows.length;
     for (const s of shared) await runOne(s, ctx);
-    return (soakResult?.passed ?? true) && rows.slice(before).every((r) => r.passed || r.skipped);
+    return (soakResult?.passed ?? true) && rows.slice(before).every((r) => r.passed || r.skipped === true);
   });
 }
 for (const s of own) {
