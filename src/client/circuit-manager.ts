@@ -3,6 +3,7 @@
 // first stream and takes no new streams after maxDirtinessMs; clean circuits are kept ready
 // for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
 // another exit; a dead circuit is dropped and the next request builds a new one.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError, type ErrorCode } from '../errors';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
 import { exitPolicyAllows } from '../dir/exit-policy';
@@ -26,6 +27,15 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   streamTimeoutMs?: number;
   /** Circuits tried per stream request. Default 3. */
   streamAttempts?: number;
+  /**
+   * SPEC.md §7.1: with no path yet (CIRCUIT_NO_CONSENSUS, PATH_NO_RELAYS, PATH_NO_GUARD,
+   * PATH_NO_MIDDLE), a stream
+   * request waits this long at most (or until its signal), choosing again every `pathRetryMs`.
+   * Default 30 s; 0 = fail at once.
+   */
+  pathWaitMs?: number;
+  /** Default 1 s. */
+  pathRetryMs?: number;
   /** How often to retire old circuits and top up preemptive ones. Default 5 s. */
   maintenanceMs?: number;
   /** A clean circuit nobody used for this long is closed (Tor's CircuitsAvailableTimeout). Default 1 hour. */
@@ -109,6 +119,7 @@ export class CircuitManager {
     const attempts = this.opts.streamAttempts ?? 3;
     let last: BitcloudError | null = null;
     const tried = new Set<Managed>();
+    const pathDeadline = Date.now() + (this.opts.pathWaitMs ?? 30_000);
     for (let i = 0; i < attempts; i++) {
       if (signal?.aborted) throw err('STREAM_ABORTED', 'the request was abandoned');
       let m: Managed;
@@ -117,6 +128,7 @@ export class CircuitManager {
       } catch (e) {
         // No other path: the previous attempt's answer is the one that explains the failure.
         if (last) break;
+        if (await this.waitForPath(e, pathDeadline, signal)) { i--; continue; }
         throw e;
       }
       tried.add(m);
@@ -132,12 +144,35 @@ export class CircuitManager {
         last = isBitcloudError(e) ? e : err('STREAM_FAILED', String((e as Error)?.message ?? e));
         if (last.code === 'EXIT_POLICY_REJECTED') m.refused.add(`${req.host.toLowerCase()}:${req.port}`);
         else if (last.code === 'STREAM_TIMEOUT') this.retire(m);
-        if (!retryable(last.code)) break;
+        if (!retryable(last.code)) {
+          // The build chose its path again after a failure and found none: wait as above.
+          if (await this.waitForPath(last, pathDeadline, signal)) { last = null; i--; continue; }
+          break;
+        }
         this.log.debug({ code: last.code, attempt: i + 1 }, 'stream attempt failed; trying another circuit');
       }
     }
     this.m?.streams.inc({ result: last?.code ?? 'unknown' });
     throw last ?? err('STREAM_FAILED', 'no attempt made');
+  }
+
+  /**
+   * SPEC.md §7.1: whether a "no path yet" failure may wait for a better consensus: true after
+   * `pathRetryMs` when the deadline allows and the request is still wanted; false at once for any
+   * other failure.
+   */
+  private async waitForPath(e: unknown, deadline: number, signal?: AbortSignal): Promise<boolean> {
+    const code = errorCode(e);
+    if (!NO_PATH_YET.has(code as ErrorCode)) return false;
+    const pause = this.opts.pathRetryMs ?? 1000;
+    if (this.closed || signal?.aborted || Date.now() + pause > deadline) return false;
+    this.log.debug({ code }, 'no path yet; the stream request waits for the consensus to allow one');
+    try {
+      await sleep(pause, undefined, { signal });
+    } catch {
+      return false; // abandoned
+    }
+    return !this.closed && !signal?.aborted;
   }
 
   /** For the storage client: a fresh circuit whose last hop is `lastHop` (guard, middle, lastHop). */
@@ -247,6 +282,9 @@ export class CircuitManager {
     }
   }
 }
+
+/** SPEC.md §7.1: failures that a newer consensus may cure (none yet, or one without a path). */
+const NO_PATH_YET: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE']);
 
 /** Failures worth another circuit: the circuit, not the target, was the problem. */
 const RETRY_ON_ANOTHER_CIRCUIT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([

@@ -1,7 +1,7 @@
 // SPEC.md §7.1 (path selection): three hops, chosen exit first (by policy for the target),
 // then the guard, then the middle; bandwidth-weighted with position weights; no relay twice,
 // no two relays in one IPv4 /16 (IPv6 /32) or one mutually declared family.
-import { err } from '../errors';
+import { err, type BitcloudError } from '../errors';
 import { secureRandom } from '../crypto/primitives';
 import { parseExitPolicy, exitPolicyAllows, parseIp, REJECT_ALL, type ExitPolicy } from '../dir/exit-policy';
 import type { Guard, GuardSet } from './guards';
@@ -95,29 +95,52 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
   const pickBy = (pos: Position) => (xs: Relay[]) => weightedPick(xs, (r) => positionWeight(r, pos, w), rng, (r) => r.weight);
 
   const target = opts.target;
-  const last = target && 'storageNode' in target
-    ? target.storageNode
-    : chooseExit(usable, target, pickBy('exit'));
+  const storage = target !== undefined && 'storageNode' in target;
+  // SPEC §7.1 step 4: an exit that leaves no guard or no middle is set aside and another one
+  // chosen (a young or small network may have a single guard, which may be the exit drawn).
+  const setAside = new Set<string>();
+  let firstFailure: BitcloudError | null = null;
+  for (;;) {
+    let last: Relay;
+    try {
+      last = storage ? target.storageNode : chooseExit(usable.filter((r) => !setAside.has(normFp(r.fingerprint))), target, pickBy('exit'));
+    } catch (e) {
+      if (firstFailure) throw firstFailure; // every exit was set aside: the first reason explains it
+      throw e;
+    }
+    const hops = guardAndMiddle(relays, usable, last, exclude, subnets, opts.guards, pickBy);
+    if (Array.isArray(hops)) return [hops[0], hops[1], last];
+    if (storage) throw hops;
+    firstFailure ??= hops;
+    setAside.add(normFp(last.fingerprint));
+  }
+}
 
+/** Steps 2 and 3 of SPEC §7.1 for a chosen last hop: [guard, middle], or the PATH_NO_GUARD / PATH_NO_MIDDLE error. */
+function guardAndMiddle(
+  relays: readonly Relay[], usable: readonly Relay[], last: Relay, exclude: ReadonlySet<string>, subnets: boolean,
+  guards: PathOptions['guards'], pickBy: (pos: Position) => (xs: Relay[]) => Relay | null,
+): [Relay, Relay] | BitcloudError {
   let guard: Relay | null;
-  if (!Array.isArray(opts.guards)) {
+  if (!Array.isArray(guards)) {
     const guardExclude = new Set(exclude);
     for (const r of relays) if (relaysConflict(r, last, subnets)) guardExclude.add(normFp(r.fingerprint));
-    guard = (opts.guards as GuardSet).pickGuard(relays, guardExclude);
-  } else if (opts.guards.length > 0) {
+    guard = (guards as GuardSet).pickGuard(relays, guardExclude);
+  } else if (guards.length > 0) {
     const byFp = new Map(usable.map((r) => [normFp(r.fingerprint), r]));
     guard = null;
-    for (const g of opts.guards as readonly Guard[]) {
+    for (const g of guards as readonly Guard[]) {
       const r = byFp.get(normFp(g.fingerprint));
       if (r && r.flags.has('Guard') && !relaysConflict(r, last, subnets)) { guard = r; break; }
     }
   } else {
     guard = pickBy('guard')(usable.filter((r) => r.flags.has('Guard') && !relaysConflict(r, last, subnets)));
   }
-  if (!guard) throw err('PATH_NO_GUARD', 'no usable guard that does not conflict with the last hop');
+  if (!guard) return err('PATH_NO_GUARD', 'no usable guard that does not conflict with the last hop');
 
+  const g = guard;
   const middle = pickBy('middle')(usable.filter((r) => r.flags.has('Fast')
-    && !relaysConflict(r, guard!, subnets) && !relaysConflict(r, last, subnets)));
-  if (!middle) throw err('PATH_NO_MIDDLE', 'no Fast relay distinct from the guard and the last hop (family, subnet)');
-  return [guard, middle, last];
+    && !relaysConflict(r, g, subnets) && !relaysConflict(r, last, subnets)));
+  if (!middle) return err('PATH_NO_MIDDLE', 'no Fast relay distinct from the guard and the last hop (family, subnet)');
+  return [guard, middle];
 }

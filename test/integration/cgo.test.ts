@@ -68,7 +68,7 @@ describe('a client configured for CGO (SPEC.md §5.6.1)', () => {
     const p = await startExtraProxy(net0, 'cgo-client', { relayCrypto: 'cgo', preemptiveCircuits: 0 });
     try {
       const r = await curl([...viaSocks(p.socksPort, 'cgo'), '-sS', '--max-time', '120', `http://127.0.0.1:${web.port}/bytes/0/${body.length}`], { timeoutMs: 130_000 });
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.code, `${r.stderr}\nproxy log:\n${p.daemon.logs.slice(-20).map((l) => l.text).join('\n')}`).toBe(0);
       expect(sha(r.stdout)).toBe(sha(body));
       const after = await scrapeRelays(net0.relays);
       const cgo = deltas(before, after, 'bitcloud_circuits_created_total', { crypto: 'cgo' });

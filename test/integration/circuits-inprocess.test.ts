@@ -219,6 +219,56 @@ describe('circuits in process', () => {
     }
   });
 
+  it('a stream request waits while the consensus allows no path, then goes through; an exit that is the only guard is set aside (SPEC.md §7.1)', async () => {
+    // First no consensus at all (CIRCUIT_NO_CONSENSUS), then one whose only guard is the exit r3: the
+    // request waits for the second, and its path is r3 → a middle → r4, never "no guard" for exit r3.
+    let phase = 0;
+    let asked = 0;
+    type Flag = ConsensusRelay['flags'] extends ReadonlySet<infer F> ? F : never;
+    const reflag = (r: TestRelay, add: Flag[], drop: Flag[]): ConsensusRelay =>
+      ({ ...r.info, flags: new Set([...r.info.flags].filter((f) => !drop.includes(f)).concat(add)) });
+    const young = [reflag(relays[0], [], ['Guard']), reflag(relays[1], [], ['Guard']), relays[2].info, reflag(relays[3], ['Guard'], []), relays[4].info];
+    const m3 = new CircuitManager({
+      relays: () => { asked++; return phase === 0 ? [] : young; },
+      enforceDistinctSubnets: false, preemptiveCircuits: 0, pathRetryMs: 50,
+    });
+    try {
+      const pending = m3.connect({ host: '127.0.0.1', port: echoPort, isolation: key('young') });
+      await until(() => asked >= 3, 'the manager to choose a path again');
+      phase = 1;
+      const s = await pending;
+      const data = pattern(256 * 1024, 3);
+      expect(sha(await echoRoundTrip(s, data))).toBe(sha(data));
+      const circ = m3.circuits().find((c) => [...c.edge.streams.values()].includes(s)) ?? m3.circuits()[0];
+      const hops = circ.hops.map((h) => h.target.fingerprint);
+      expect([hops[0], hops[2]]).toEqual([relays[3].info.fingerprint, relays[4].info.fingerprint]);
+      // Every later request too: exit r3 always leaves no guard, so r4 is the exit each time.
+      for (let i = 0; i < 6; i++) {
+        const t = await m3.connect({ host: '127.0.0.1', port: echoPort, isolation: key(`young-${i}`) });
+        const c = m3.circuits().find((x) => [...x.edge.streams.values()].includes(t))!;
+        expect(c.lastHop?.fingerprint).toBe(relays[4].info.fingerprint);
+        t.destroy();
+      }
+      s.destroy();
+    } finally {
+      await m3.close();
+    }
+    // With no consensus ever, the request fails once pathWaitMs is over, having asked again meanwhile.
+    let asked2 = 0;
+    const m4 = new CircuitManager({ relays: () => { asked2++; return []; }, enforceDistinctSubnets: false, preemptiveCircuits: 0, pathRetryMs: 50, pathWaitMs: 300 });
+    try {
+      await expect(m4.connect({ host: '127.0.0.1', port: echoPort, isolation: key('never') })).rejects.toMatchObject({ code: 'CIRCUIT_NO_CONSENSUS' });
+      expect(asked2).toBeGreaterThan(2);
+      // A request whose caller gives up (the SOCKS client left, or its connect timeout) stops waiting.
+      const gone = new AbortController();
+      const p = m4.connect({ host: '127.0.0.1', port: echoPort, isolation: key('gone') }, gone.signal);
+      gone.abort();
+      await expect(p).rejects.toMatchObject({ code: expect.stringMatching(/^(CIRCUIT_NO_CONSENSUS|STREAM_ABORTED)$/) });
+    } finally {
+      await m4.close();
+    }
+  });
+
   it('a slow reader stalls the exit after one stream window instead of making it buffer', async () => {
     const c = await manualCircuit([relays[1], relays[2], relays[4]]);
     const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: sourcePort });

@@ -133,6 +133,32 @@ describe('path selection (SPEC §7.1)', () => {
     expect(codeOf(() => choosePath(relays, { target: web, guards: [] }))).toBe('PATH_NO_GUARD');
   });
 
+  it('an exit that leaves no guard or no middle is set aside for another exit (SPEC §7.1 step 4)', () => {
+    // A young network: the only Guard is exit 5. Drawing exit 5 leaves no guard, so exit 6 is used.
+    const exitGuard = exitRelay(5, { flags: ['Running', 'Valid', 'Fast', 'Exit', 'Guard'] });
+    const noGuards = [relay(1, { flags: ['Running', 'Valid', 'Fast'] }), exitGuard, exitRelay(6)];
+    // Exit 5 weighs 100× exit 6, so it is drawn first almost every time.
+    const heavy = [noGuards[0], { ...exitGuard, weight: 10_000 }, noGuards[2]];
+    for (const [relays, how] of [[noGuards, 'equal weights'], [heavy, 'exit 5 heavy']] as const) {
+      for (const guards of [[], new GuardSet(null)]) {
+        const rng = seededRng(11);
+        for (let i = 0; i < 50; i++) {
+          const p = choosePath(relays, { target: web, guards, rng });
+          expect(p.map((r) => r.fingerprint), how).toEqual([fp(5), fp(1), fp(6)]);
+        }
+      }
+    }
+    // Every exit set aside: the first exit's reason stands (here the only exit is the only guard).
+    const lone = [relay(1, { flags: ['Running', 'Valid', 'Fast'] }), exitGuard];
+    expect(codeOf(() => choosePath(lone, { target: web, guards: [] }))).toBe('PATH_NO_GUARD');
+    const onlyMiddleIsExit = [relay(1), exitRelay(5, { flags: ['Running', 'Valid', 'Exit', 'Fast'] }), exitRelay(6, { flags: ['Running', 'Valid', 'Exit'] })];
+    // Exit 6 drawn: guard 1, middle 5. Exit 5 drawn: guard 1, no middle (6 is not Fast) → set aside → exit 6.
+    const rng2 = seededRng(13);
+    for (let i = 0; i < 50; i++) expect(choosePath(onlyMiddleIsExit, { target: web, guards: [], rng: rng2 }).map((r) => r.fingerprint)).toEqual([fp(1), fp(5), fp(6)]);
+    // A storage target has one last hop: no other is tried.
+    expect(codeOf(() => choosePath(noGuards, { target: { storageNode: exitGuard }, guards: [] }))).toBe('PATH_NO_GUARD');
+  });
+
   it('never puts two relays of one IPv4 /16 in a path', () => {
     const relays = [relay(1, { address: '10.1.0.1' }), relay(2, { address: '10.1.200.7' }), relay(3, { address: '10.2.0.1' }), exitRelay(5, { address: '10.3.0.1' })];
     const rng = seededRng(5);

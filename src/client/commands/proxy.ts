@@ -121,7 +121,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log });
   dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
   await dir.start();
-  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests fail until one arrives');
+  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests wait up to 30 s for one (SPEC.md §7.1), then fail');
   const saveGuards = setInterval(() => {
     if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
     void saveBuildTimes();
