@@ -54,7 +54,7 @@ describe('folders through the CLI (SPEC.md §9.15)', () => {
   it('put DIR prints one capability and a .bitcloud url; get CAP -o DIR gives the folder back', async () => {
     // Small chunks, so the video spans many chunks and seeking has something to skip.
     const put = await runCli('bitcloud', ['put', site, '--json', '--chunk-size', String(64 * 1024), '--config', net.clientConfig], { timeoutMs: 240_000 });
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const j = JSON.parse(put.stdout.trim().split('\n').pop()!) as { capability: string; url: string; folder: boolean; files: number };
     expect(j.folder).toBe(true);
     expect(j.files).toBe(5);
@@ -63,7 +63,7 @@ describe('folders through the CLI (SPEC.md §9.15)', () => {
 
     const out = path.join(net.dir, 'site-back');
     const get = await runCli('bitcloud', ['get', j.capability, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
-    expect(get.code, get.stderr).toBe(0);
+    expect(get.code, get.stderr + get.stdout).toBe(0);
     for (const f of ['index.html', 'style.css', 'img/logo.png', 'watch/index.html', 'video.webm']) {
       expect(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(site, f))), f).toBe(true);
     }
@@ -74,7 +74,7 @@ describe('the .bitcloud gateway of the real SOCKS proxy (SPEC.md §9.16)', () =>
   it('curl --socks5-hostname -r 1000-1999 returns exactly those bytes; bad hosts and paths get their statuses', async () => {
     const video = fs.readFileSync(path.join(site, 'video.webm'));
     const r = await curl(['-sS', '-f', ...viaSocks(net.socksPort), '-r', '1000-1999', `${url}video.webm`], { timeoutMs: 180_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout.equals(video.subarray(1000, 2000))).toBe(true);
     const whole = await curl(['-sS', '-f', ...viaSocks(net.socksPort), url], { timeoutMs: 180_000 });
     expect(whole.stdout.toString()).toContain('Stored on Bitcloud');

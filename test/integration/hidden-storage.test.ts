@@ -215,13 +215,13 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     const body = randomBytes(1536 * 1024 + 5);
     fs.writeFileSync(file, body);
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const pj = JSON.parse(put.stdout.trim().split('\n').pop()!) as { capability: string; url: string };
     const cap = storedCap = pj.capability;
     storedUrl = pj.url;
     storedBody = body;
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 240_000 });
-    expect(get.code, get.stderr).toBe(0);
+    expect(get.code, get.stderr + get.stdout).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
     // The hidden nodes hold the shares: bytes stored, and rendezvous circuits served.
     let stored = 0;
@@ -238,7 +238,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
   it('the SOCKS proxy\'s .bitcloud gateway serves the file from the hidden nodes (rendezvous, SPEC.md §9.16, §9.21.5)', async () => {
     expect(storedUrl).toMatch(/\.bitcloud\/$/);
     const r = await curl(['-sS', '-f', ...viaSocks(net.socksPort), storedUrl], { timeoutMs: 240_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout.equals(storedBody!)).toBe(true);
   }, 300_000);
 

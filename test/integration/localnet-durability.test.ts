@@ -26,7 +26,7 @@ async function filesByNode(): Promise<Map<string, Set<string>>> {
 
 async function stopNodes(names: string[]): Promise<void> {
   const r = await runCli(path.join(REPO_ROOT, 'bin', 'run-ts.js'), [path.join(REPO_ROOT, 'scripts', 'localnet-stop-node.ts'), '--dir', net.dir, ...names], { timeoutMs: 60_000 });
-  expect(r.code, r.stderr).toBe(0);
+  expect(r.code, r.stderr + r.stdout).toBe(0);
   for (const n of names) stopped.add(n);
   await eventually(() => net.read().nodes.filter((n) => n.role === 'storage' && !n.running).length === stopped.size, 30_000, 200);
 }
@@ -43,7 +43,7 @@ async function getSame(cap: string, body: Buffer, name: string): Promise<number>
   const out = path.join(net.dir, `${name}.out`);
   const t0 = Date.now();
   const g = await cli(['get', cap, '-o', out, '--json']);
-  expect(g.code, g.stderr).toBe(0);
+  expect(g.code, g.stderr + g.stdout).toBe(0);
   expect(fs.readFileSync(out).equals(body)).toBe(true);
   return Date.now() - t0;
 }
@@ -65,19 +65,19 @@ describe('durability on ten real storage nodes (issue 16 item 6)', () => {
     fs.writeFileSync(path.join(net.dir, 'durable.bin'), durable);
     fs.writeFileSync(path.join(net.dir, 'kept.bin'), kept);
     const p1 = await cli(['put', path.join(net.dir, 'durable.bin'), '--profile', 'durable', '--json']);
-    expect(p1.code, p1.stderr).toBe(0);
+    expect(p1.code, p1.stderr + p1.stdout).toBe(0);
     durableCap = String(lastJson(p1.stdout).capability);
     const before = await filesByNode();
     const p2 = await cli(['put', path.join(net.dir, 'kept.bin'), '--json']);
-    expect(p2.code, p2.stderr).toBe(0);
+    expect(p2.code, p2.stderr + p2.stdout).toBe(0);
     keptCap = String(lastJson(p2.stdout).capability);
     const after = await filesByNode();
     keptIds = new Set([...after].flatMap(([name, files]) => [...files].filter((f) => !before.get(name)!.has(f))));
     expect(keptIds.size).toBeGreaterThan(6);
     const add = await cli(['keep', 'add', keptCap, '--json']);
-    expect(add.code, add.stderr).toBe(0);
+    expect(add.code, add.stderr + add.stdout).toBe(0);
     const first = await cli(['keep', 'run', '--once', '--json']);
-    expect(first.code, first.stderr).toBe(0);
+    expect(first.code, first.stderr + first.stdout).toBe(0);
     const f = lastJson(first.stdout).files[0];
     expect(f.healthy).toBe(f.shares);
     expect(f.lost).toBe(0);

@@ -49,23 +49,23 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     const body = randomBytes(3 * 1024 * 1024 + 17);
     fs.writeFileSync(file, body);
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const cap = String(JSON.parse(put.stdout.trim().split('\n').pop()!).capability);
 
     const stop = await runCli(path.join(REPO_ROOT, 'bin', 'run-ts.js'),
       [path.join(REPO_ROOT, 'scripts', 'localnet-stop-node.ts'), '--dir', net.dir, 'store1', 'store2'], { timeoutMs: 60_000 });
-    expect(stop.code, stop.stderr).toBe(0);
+    expect(stop.code, stop.stderr + stop.stdout).toBe(0);
     expect(stop.stdout).toMatch(/stopped store1/);
     await eventually(() => net.read().nodes.filter((n) => n.role === 'storage' && !n.running).length === 2, 30_000, 200);
 
     const get = await runCli('bitcloud', ['get', cap, '-o', out, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
-    expect(get.code, get.stderr).toBe(0);
+    expect(get.code, get.stderr + get.stdout).toBe(0);
     expect(fs.readFileSync(out).equals(body)).toBe(true);
 
     // The reader keeps the file alive: renew every share's lease on the nodes still up. The shares
     // on the two stopped nodes are missing, yet every chunk keeps k renewed shares.
     const renew = await runCli('bitcloud', ['renew', cap, '--lease-seconds', String(30 * 86_400), '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
-    expect(renew.code, renew.stderr).toBe(0);
+    expect(renew.code, renew.stderr + renew.stdout).toBe(0);
     const rj = JSON.parse(renew.stdout.trim().split('\n').pop()!) as { ok: boolean; renewed: number; missing: number; unreadableChunks: number; expiresAt: number };
     expect(rj.ok).toBe(true);
     expect(rj.renewed).toBeGreaterThan(0);
@@ -76,6 +76,9 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
 
   it('README: the two stopped nodes, started again by hand (bitcloud-storage run --config), are listed again and a put works', async () => {
     const restarted = ['store1', 'store2'].map((name) => startDaemon('bitcloud-storage', ['run', '--config', path.join(net.dir, `${name}.json`)]));
+    // The consensus may still list them Running from before they stopped (the authorities have not
+    // voted since): the put must not race their start-up, so first wait until both listen again.
+    await Promise.all(restarted.map((d) => d.waitForMsg('storage node listening', {}, 120_000)));
     await eventually(async () => {
       const c = await net.consensus();
       return ['store1', 'store2'].every((n) => c.relays.some((r) => r.nickname === n && r.flags.has('Running')));
@@ -83,7 +86,7 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     const file = path.join(net.dir, 'after.bin');
     fs.writeFileSync(file, randomBytes(1024 * 1024 + 5));
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     expect(restarted.every((d) => d.running)).toBe(true);
   }, 320_000);
 });

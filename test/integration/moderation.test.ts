@@ -60,7 +60,7 @@ async function consensus(): Promise<VerifiedConsensus | null> {
 async function moderator(name: string, classes: string[], disallow: string[] = []): Promise<Mod> {
   const dir = path.join(dnet.dir, name);
   const k = await cli(['moderator', 'keygen', '--data-dir', dir, '--name', name, '--json']);
-  expect(k.code, k.stderr).toBe(0);
+  expect(k.code, k.stderr + k.stdout).toBe(0);
   for (const c of classes) {
     const r = await cli(['moderator', 'allow', c, '--data-dir', dir, '--json']);
     expect(r.code).toBe(0);
@@ -144,7 +144,7 @@ afterAll(() => tearDownDirNet(dnet), 60_000);
 describe('subscriptions are public (SPEC.md §10.6)', () => {
   it('the consensus, `bitcloud consensus` and the status page list each node\'s moderators', async () => {
     const r = await cli(['consensus', '--json', '--config', clientConfig]);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout.trim().split('\n')).toHaveLength(1); // one JSON document on one line
     const relays = JSON.parse(r.stdout).relays;
     const by = (name: string) => relays.find((x: { nickname: string }) => x.nickname === name);
@@ -220,7 +220,7 @@ describe('denylists (SPEC.md §10.3, §10.6)', () => {
     firstBundle = fs.readFileSync(path.join(M.dir, 'published.bundle'));
     expect((await cli(['moderator', 'add-deny', cap, '--data-dir', M.dir])).code).toBe(0);
     const pub = await cli(['moderator', 'publish', '--data-dir', M.dir, '--authority', authUrl, '--skip-dht', '--json']);
-    expect(pub.code, pub.stderr).toBe(0);
+    expect(pub.code, pub.stderr + pub.stdout).toBe(0);
     expect(lastJson(pub)).toMatchObject({ seq: 2, kind: 'delta' });
     // A newer version takes effect at the next refresh of every subscribed node.
     for (const n of subscribedToM()) await n.daemon.waitForMsg('policy updated', { seq: 2 }, 10 * REFRESH_SECONDS * 1000);
@@ -330,7 +330,7 @@ describe('deny by content (SPEC.md §10.3)', () => {
     const working = fs.readFileSync(path.join(Q.dir, 'policy.json'), 'utf8');
     for (const id of [view.manifestId, ...view.dataShares]) expect(working).not.toContain(id);
     const pub = await cli(['moderator', 'publish', '--data-dir', Q.dir, '--authority', authUrl, '--skip-dht', '--json']);
-    expect(pub.code, pub.stderr).toBe(0);
+    expect(pub.code, pub.stderr + pub.stdout).toBe(0);
     await musicNode().daemon.waitForMsg('policy updated', { seq: 2 }, 10 * REFRESH_SECONDS * 1000);
     expect((await getCode(musicNode(), Buffer.from(view.dataShares[0], 'hex'))).code).toBe('POLICY_DENIED');
 
@@ -369,7 +369,7 @@ describe('approvals, tags and allow-only nodes (SPEC.md §10.3.2, §10.6)', () =
     expect(lastJson(ap)).toMatchObject({ ok: true, added: 1, tags: ['education', 'physics'] });
     const approvedCap = lastJson(ap).approved[0] as string;
     const pub = await cli(['moderator', 'publish', '--data-dir', T.dir, '--authority', authUrl, '--skip-dht', '--json']);
-    expect(pub.code, pub.stderr).toBe(0);
+    expect(pub.code, pub.stderr + pub.stdout).toBe(0);
     await lectureNode().daemon.waitForMsg('policy updated', { seq: 2 }, 10 * REFRESH_SECONDS * 1000);
 
     const ok = await cli(putArgs);

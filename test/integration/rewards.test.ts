@@ -61,7 +61,7 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
   it('the next reward block credits exactly the relays that carried cells, in proportion to their countersigned counts; sums are exact', async () => {
     // 6 MiB through a 3-hop circuit: thousands of cells on two relay↔relay links.
     const r = await curl([...viaSocks(net.socksPort), '-sS', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${content.port}/bytes/0/${6 << 20}`], { timeoutMs: 120_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(Number(r.stdout)).toBe(6 << 20);
 
     // The block of epoch e comes from the consensus of period e+2 (SPEC §8.6): wait for a block that
@@ -109,7 +109,7 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
   it('`bitcloud rewards --json` and `bitcloud-relay status --json` show the same balances', async () => {
     expect(credited).not.toBeNull();
     const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
-    expect(out.code, out.stderr).toBe(0);
+    expect(out.code, out.stderr + out.stdout).toBe(0);
     const view = JSON.parse(out.stdout) as { ok: boolean; balances: { fingerprint: string; units: string }[]; totalMinted: { units: string } };
     expect(view.ok).toBe(true);
     const sum = view.balances.reduce((s, b) => s + BigInt(b.units), 0n);
@@ -117,7 +117,7 @@ describe('traffic becomes a reward block (SPEC.md §8.1–8.7)', () => {
 
     const relay = net.relays.find((n) => credited!.allocations.has(n.identity!))!;
     const st = await runCli('bitcloud-relay', ['status', '--json', '--config', relay.config], { timeoutMs: 60_000 });
-    expect(st.code, st.stderr).toBe(0);
+    expect(st.code, st.stderr + st.stdout).toBe(0);
     const s = JSON.parse(st.stdout) as { fingerprint: string; countersigned: { totalCells: number }; consensus: { listed: boolean }; rewards: { available: boolean; balance: { units: string } } };
     expect(s.fingerprint).toBe(relay.identity);
     expect(s.consensus.listed).toBe(true);
@@ -235,7 +235,7 @@ describe('the reward chain through the guard (SPEC.md §6.10.1)', () => {
     await eventually(() => fs.existsSync(path.join(clientDir, 'state.json')), 60_000, 500);
     const before = await clientFetches();
     const out = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
-    expect(out.code, out.stderr).toBe(0);
+    expect(out.code, out.stderr + out.stdout).toBe(0);
     const view = JSON.parse(out.stdout) as { ok: boolean; source: string; height: number };
     expect(view.ok).toBe(true);
     expect(view.source).toMatch(/^guard:[0-9a-f]{64}$/);
@@ -243,7 +243,7 @@ describe('the reward chain through the guard (SPEC.md §6.10.1)', () => {
     expect(await clientFetches()).toBe(before);
     // ... while --from is a direct fetch by request, and the authority counts it.
     const direct = await runCli('bitcloud', ['rewards', '--json', '--config', net.clientConfig, '--from', new URL(authorities[0].url).host], { timeoutMs: 60_000 });
-    expect(direct.code, direct.stderr).toBe(0);
+    expect(direct.code, direct.stderr + direct.stdout).toBe(0);
     expect((JSON.parse(direct.stdout) as { source: string }).source).toBe(authorities[0].url);
     expect(await clientFetches()).toBeGreaterThan(before);
   }, 120_000);

@@ -134,7 +134,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
 
   it('a 2-of-4 file under contract: every node is audited, reported, put in the consensus and paid', async () => {
     const put = await putRandomFile('paid.bin', 200_000);
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const cap = String(lastJson(put.stdout).capability);
 
     const c = await cli(['keep', 'contract', cap, '--epochs', '200', '--json']);
@@ -173,7 +173,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
 
     // The operator's view: `bitcloud-storage status` shows the audited bytes and the earnings.
     const st = await runCli('bitcloud-storage', ['status', '--json', '--config', nodes[1].configFile], { timeoutMs: 60_000 });
-    expect(st.code, st.stderr).toBe(0);
+    expect(st.code, st.stderr + st.stdout).toBe(0);
     const v = lastJson(st.stdout);
     expect(v.fingerprint).toBe(nodes[1].fingerprint);
     expect(v.consensus.listed).toBe(true);
@@ -224,7 +224,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
 
   it('a paid contract: escrow opened, each epoch\'s payments exact by the proposer\'s report, the rest refunded (SPEC.md §9.20.4)', async () => {
     const put = await putRandomFile('escrowed.bin', 100_000);
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const cap = String(lastJson(put.stdout).capability);
     const payer = nodes[1];
     const keyFile = path.join(payer.dataDir, IDENTITY_KEY_FILE);
@@ -287,7 +287,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     }
     const earner = nodes.find((n) => perNode.has(n.fingerprint))!;
     const st = await runCli('bitcloud-storage', ['status', '--json', '--config', earner.configFile], { timeoutMs: 60_000 });
-    expect(st.code, st.stderr).toBe(0);
+    expect(st.code, st.stderr + st.stdout).toBe(0);
     const mine = (lastJson(st.stdout).rewards.contracts as { contract: string; units: string; refunded: boolean }[]).find((x) => x.contract === id);
     expect(mine).toMatchObject({ units: perNode.get(earner.fingerprint)!.toString(), refunded: true });
   }, 400_000);

@@ -109,7 +109,7 @@ describe('100 MiB through circuits (SPEC.md §9.9, §9.13.1)', () => {
     const cells0 = await relayCells();
 
     const put = await cli(['put', file, '--json']);
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const p = json(put);
     expect(p.ok).toBe(true);
     expect(p.transport).toBe('circuits');
@@ -125,7 +125,7 @@ describe('100 MiB through circuits (SPEC.md §9.9, §9.13.1)', () => {
 
     const out = path.join(dnet.dir, 'big.out');
     const get = await cli(['get', big.cap, '-o', out, '--json']);
-    expect(get.code, get.stderr).toBe(0);
+    expect(get.code, get.stderr + get.stdout).toBe(0);
     const g = json(get);
     expect(g.size).toBe(size);
     expect((await hashFile(out)).equals(hash)).toBe(true);
@@ -158,7 +158,7 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
     const data = randomBytes(4 * MiB + 777);
     await fsp.writeFile(file, data);
     const put = await cli(['put', file, '--json']);
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     small = { file, data, cap: json(put).capability };
 
     // The root share is read from rank(manifest id) in order: flip a byte in the first copy.
@@ -175,7 +175,7 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
 
     const out = path.join(dnet.dir, 'small.out');
     const get = await cli(['get', small.cap, '-o', out, '--json']);
-    expect(get.code, get.stderr).toBe(0);
+    expect(get.code, get.stderr + get.stdout).toBe(0);
     expect(json(get).corruptShares).toBeGreaterThanOrEqual(1);
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
     expect(metric(await scrape(first.metricsPort), 'bitcloud_storage_quarantined_total')).toBe(q0 + 1);
@@ -183,7 +183,7 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
     // The same without --json and with --direct: a warning about the address, the path on stdout.
     await fsp.rm(out);
     const direct = await cli(['get', small.cap, '-o', out, '--direct']);
-    expect(direct.code, direct.stderr).toBe(0);
+    expect(direct.code, direct.stderr + direct.stdout).toBe(0);
     expect(direct.stderr).toContain('they see your IP address');
     expect(direct.stdout.trim()).toBe(out);
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
@@ -210,7 +210,7 @@ describe('resume (SPEC.md §9.9.1)', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
 
     const again = await cli(['get', big.cap, '-o', out, '--json']);
-    expect(again.code, again.stderr).toBe(0);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
     const g = json(again);
     expect(g.resumedChunks).toBeGreaterThanOrEqual(before);
     expect((await hashFile(out)).equals(big.hash)).toBe(true);
@@ -312,7 +312,7 @@ describe('bad input gets clear errors, no partial output, and the nodes keep ser
     ch.close();
     expect(n.daemon!.running).toBe(true);
     const r = await cli(['get', small.cap, '-o', out(), '--json']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     await fsp.rm(out());
   }, 180_000);
 
@@ -336,7 +336,7 @@ describe('names in the private DHT (SPEC.md §9.14)', () => {
     expect(json(r).capability).toBe(capA);
 
     const p2 = await cli(['publish', 'site', capB, '--json']);
-    expect(p2.code, p2.stderr).toBe(0);
+    expect(p2.code, p2.stderr + p2.stdout).toBe(0);
     expect(json(p2).seq).toBeGreaterThan(json(p1).seq);
     r = await cli(['resolve', name, '--json']);
     expect(json(r).capability).toBe(capB);
@@ -358,20 +358,20 @@ describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () =>
     await fsp.writeFile(file, data);
     // 2-of-4 on 6 nodes: two nodes hold no share of a chunk, so a lost share has somewhere to go.
     const put = await cli(['put', file, '-k', '2', '-n', '4', '--chunk-size', '65536', '--json']);
-    expect(put.code, put.stderr).toBe(0);
+    expect(put.code, put.stderr + put.stdout).toBe(0);
     const { capability, verifyCapability, manifestId } = json(put);
     expect(verifyCapability).toMatch(/^bitcloud-verify:/);
 
     // Added from the read capability: the keeper derives and stores only the verify capability.
     const add = await cli(['keep', 'add', capability, '--json']);
-    expect(add.code, add.stderr).toBe(0);
+    expect(add.code, add.stderr + add.stdout).toBe(0);
     expect(json(add)).toMatchObject({ ok: true, added: true, manifestId, verifyCapability });
     const kept = fs.readFileSync(path.join(dnet.dir, 'client', 'keeper.json'), 'utf8');
     expect(kept).not.toContain(capability.split('#')[1]);
 
     const now = Math.floor(Date.now() / 1000);
     const run1 = await cli(['keep', 'run', '--once', '--lease-seconds', String(30 * 86_400), '--json']);
-    expect(run1.code, run1.stderr).toBe(0);
+    expect(run1.code, run1.stderr + run1.stdout).toBe(0);
     const f1 = json(run1).files[0];
     // 4 data chunks + 1 manifest chunk, 4 shares each, plus the root and the verify record.
     expect(f1).toMatchObject({ manifestId, shares: 22, healthy: 22, repaired: 0, lost: 0, auditFailures: 0 });
@@ -390,7 +390,7 @@ describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () =>
     await fsp.rm(victim!.file);
 
     const run2 = await cli(['keep', 'run', '--once', '--json']);
-    expect(run2.code, run2.stderr).toBe(0);
+    expect(run2.code, run2.stderr + run2.stdout).toBe(0);
     const f2 = json(run2).files[0];
     expect(f2).toMatchObject({ healthy: 21, repaired: 1, lost: 0, unrecoverableChunks: 0 });
     expect(f2.auditFailures).toBeGreaterThanOrEqual(1);
@@ -406,7 +406,7 @@ describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () =>
     expect(json(st).files[0]).toMatchObject({ manifestId, healthy: 21, repaired: 1, repairedTotal: 1 });
     const out = path.join(dnet.dir, 'kept.out');
     const g = await cli(['get', capability, '-o', out, '--json']);
-    expect(g.code, g.stderr).toBe(0);
+    expect(g.code, g.stderr + g.stdout).toBe(0);
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
   }, 400_000);
 });
@@ -421,7 +421,7 @@ describe('losing storage nodes (SPEC.md §9.3)', () => {
     }
     const out = path.join(dnet.dir, 'after-loss.out');
     const r = await cli(['get', small.cap, '-o', out, '--json']);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect((await fsp.readFile(out)).equals(small.data)).toBe(true);
   }, 240_000);
 });

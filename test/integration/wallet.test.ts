@@ -50,7 +50,7 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
 
   it('a relay earns; its operator sends 0.5 coins to a new wallet; every balance is exact', async () => {
     const r = await curl([...viaSocks(net.socksPort), '-sS', '-o', '/dev/null', '-w', '%{size_download}', `http://127.0.0.1:${content.port}/bytes/0/${4 << 20}`], { timeoutMs: 120_000 });
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     // Wait for a relay holding more than one coin.
     const rich = await eventually(async () => {
       const c = await chain().catch(() => null);
@@ -61,7 +61,7 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     relayKeyFile = path.join(rich.dataDir, IDENTITY_KEY_FILE);
 
     const addr = await wallet(['address', '--json']);
-    expect(addr.code, addr.stderr).toBe(0);
+    expect(addr.code, addr.stderr + addr.stdout).toBe(0);
     walletAddr = (JSON.parse(addr.stdout) as { address: string }).address;
     expect(walletAddr).toMatch(/^[0-9a-f]{64}$/);
     expect(fs.statSync(path.join(walletDir, 'wallet.key')).mode & 0o777).toBe(0o600);
@@ -69,7 +69,7 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     expect((await wallet(['address'])).stdout.trim()).toBe(walletAddr);
 
     const sent = await wallet(['send', walletAddr, '0.5', '--key', relayKeyFile, '--json']);
-    expect(sent.code, sent.stderr).toBe(0);
+    expect(sent.code, sent.stderr + sent.stdout).toBe(0);
     const s = JSON.parse(sent.stdout) as { ok: boolean; nonce: number; units: string; included: { height: number } };
     expect(s).toMatchObject({ ok: true, nonce: 1, units: '50000000' });
     expect(s.included.height).toBeGreaterThanOrEqual(0);
@@ -85,7 +85,7 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     expect(carrying.block.transfers).toHaveLength(1);
 
     const bal = await wallet(['balance', '--json']);
-    expect(bal.code, bal.stderr).toBe(0);
+    expect(bal.code, bal.stderr + bal.stdout).toBe(0);
     expect(JSON.parse(bal.stdout)).toMatchObject({ ok: true, address: walletAddr, balance: { units: '50000000', coins: '0.50000000' } });
   }, 400_000);
 
@@ -129,18 +129,18 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
   it('the wallet spends what it received; history and verify agree with the chain', async () => {
     const other = ed25519Generate().publicKey.toString('hex');
     const sent = await wallet(['send', other, '0.2', '--json']);
-    expect(sent.code, sent.stderr).toBe(0);
+    expect(sent.code, sent.stderr + sent.stdout).toBe(0);
     expect(JSON.parse(sent.stdout)).toMatchObject({ ok: true, nonce: 1, units: '20000000', balance: { units: '30000000' } });
     const c = await chain();
     expect(c.state.balances.get(other)).toBe(20_000_000n);
     expect(c.state.balances.get(walletAddr)).toBe(30_000_000n);
 
     const h = await wallet(['history', '--json']);
-    expect(h.code, h.stderr).toBe(0);
+    expect(h.code, h.stderr + h.stdout).toBe(0);
     const hist = JSON.parse(h.stdout) as { history: { kind: string; units: string; counterparty: string }[] };
     expect(hist.history.map((x) => [x.kind, x.units, x.counterparty])).toEqual([['received', '50000000', relayFp], ['sent', '-20000000', other]]);
     const v = await wallet(['verify']);
-    expect(v.code, v.stderr).toBe(0);
+    expect(v.code, v.stderr + v.stdout).toBe(0);
     expect(v.stdout).toMatch(/reward chain verified: \d+ blocks/);
     expect(v.stdout).toContain('0.30000000 coins');
   }, 200_000);
