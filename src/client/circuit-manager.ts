@@ -2,7 +2,8 @@
 // shared by streams of one isolation key only (isolation.ts); a circuit becomes dirty at its
 // first stream and takes no new streams after maxDirtinessMs; clean circuits are kept ready
 // for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
-// another exit; a dead circuit is dropped and the next request builds a new one.
+// another exit; a dead circuit is dropped and the next request builds a new one; a request with
+// no path yet (no consensus, or one without a guard or middle for it) waits for one (§7.1).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { err, errorCode, isBitcloudError, layerOf, type BitcloudError, type ErrorCode } from '../errors';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';

@@ -83,7 +83,8 @@ function chooseExit(pool: readonly Relay[], target: { host: string | null; ip?: 
 
 /**
  * Choose [guard, middle, last] (SPEC §7.1). Throws PATH_NO_RELAYS, PATH_NO_EXIT, PATH_NO_GUARD
- * or PATH_NO_MIDDLE when no path satisfies the rules.
+ * or PATH_NO_MIDDLE when no path satisfies the rules, after setting aside each exit that leaves
+ * no guard or no middle (step 4).
  */
 export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay, Relay, Relay] {
   const rng = opts.rng ?? secureRandom;
