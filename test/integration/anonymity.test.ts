@@ -29,7 +29,9 @@ const watched = (bin: string, args: string[], logFile: string): Promise<Watched>
 const json = (r: { stdout: string }) => JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
 
 beforeAll(async () => {
-  dnet = await makeDirNet(1, PERIOD);
+  // A consensus lives 24 periods (96 s), not 3 (12 s): the cache the names test leaves must still be
+  // valid when the guard test starts, or the client rightly bootstraps directly (SPEC.md §6.10.1).
+  dnet = await makeDirNet(1, PERIOD, { consensusLifetimePeriods: 24 });
   hookFile = path.join(dnet.dir, 'dgram-hook.cjs');
   fs.writeFileSync(hookFile, DGRAM_HOOK);
   startAuthority(dnet.authorities[0]);

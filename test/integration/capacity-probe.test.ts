@@ -76,5 +76,5 @@ describe('capacity probes (SPEC §8.12, real daemons)', () => {
     // Counted in the authorities' metrics.
     const m = await httpRequest(`http://127.0.0.1:${net.authorities[0].metricsPort}/metrics`, { maxBytes: 1 << 22, timeoutMs: 5000 });
     expect(m.body.toString()).toMatch(/bitcloud_dirauth_capacity_probes_total\{result="ok"[^}]*\} [1-9]/);
-  });
+  }, 300_000);
 });

@@ -99,7 +99,7 @@ describe('SOCKS reply codes for failures at the exit (SPEC.md §7.8.4)', () => {
     expect(await socksReply('10.255.255.1', 80)).toBe(0x02);
     const after = await exitCounters();
     // Refused by the client's path selection: no exit's published policy allows it.
-    expect([...deltas(before, after, 'bitcloud_streams_opened_total').values()].every((v) => v === 0)).toBe(true);
+    expect([...deltas(before, after, 'bitcloud_streams_opened_total', { kind: 'begin' }).values()].every((v) => v === 0)).toBe(true);
     const r = await curl([...viaSocks(net0.socksPort), '-sS', '--max-time', '60', 'http://10.255.255.1:80/'], { timeoutMs: 70_000 });
     expect(r.code).toBe(97); // CURLE_PROXY
     expect(r.stderr).toMatch(/\(2\)/);

@@ -78,22 +78,23 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
   let firstDigest = '';
   let clientCfg: { configFile: string; dataDir: string };
 
-  it('reaches a consensus signed by all 3 within two periods of the relays publishing, byte-identical everywhere', async () => {
+  it('reaches a consensus signed by all 3 within three periods of the relays publishing, byte-identical everywhere', async () => {
     const published = await Promise.all(relayDaemons.slice(0, 5).map((d) => d.waitFor((l) => l.json?.msg === 'descriptor published' && l.json.accepted === 3)));
     const lastPublish = Math.max(...published.map((l) => l.json!.time as number));
     const s = await eventually(async () => {
       const st = await status(0);
       return st.consensus && st.consensus.relays >= 5 && st.consensus.signers.length === 3 ? st : null;
     }, 8 * P);
-    // Logical time, from the documents themselves: the period after the uploads, or the next.
-    expect(s.consensus!.validAfter).toBeLessThanOrEqual(Math.floor(lastPublish / P) * P + 2 * P);
+    // Logical time, from the documents themselves: the period after the uploads, or the next; or
+    // one more when a reachability test (2 s timeout) was lost to a busy machine.
+    expect(s.consensus!.validAfter).toBeLessThanOrEqual(Math.floor(lastPublish / P) * P + 3 * P);
     const same = await eventually(async () => {
       const b = await Promise.all([0, 1, 2].map(consensusBytes));
       return b[0].equals(b[1]) && b[1].equals(b[2]) && decodeEnvelope(b[0], LIMITS.consensusBytes).signatures.length === 3 ? b : null;
     }, 4 * P);
     firstDigest = s.consensus!.digest;
     expect(same[0].length).toBeGreaterThan(0);
-  });
+  }, 180_000);
 
   it('leaves out a relay listed by only one authority', async () => {
     const vote = await httpRequest(url(0, '/bitcloud/vote/current'), { maxBytes: LIMITS.voteBytes, timeoutMs: 5000 });
@@ -325,5 +326,5 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
     expect(Date.parse(fresh.json!.validAfter as string)).toBeGreaterThan(lastValid.validAfter);
     expect(fresh.json!.source).not.toBe('cache');
     expect(firstDigest).not.toBe('');
-  });
+  }, 300_000);
 });

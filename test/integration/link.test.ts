@@ -390,8 +390,8 @@ describe('links: backpressure (SPEC.md §1.6)', () => {
 describe('links: keepalive and liveness (SPEC.md §1.8)', () => {
   it('a peer that goes silent after the handshake (frozen) is closed with LINK_PEER_SILENT; other links go on', async () => {
     const metrics = createLinkMetrics(new Registry());
-    const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: echo });
-    const good = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 50, livenessTimeoutMs: 200 });
+    const l = await listen({ metrics, keepaliveMs: 100, livenessTimeoutMs: 1000, onChannel: echo });
+    const good = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 100, livenessTimeoutMs: 1000 });
     // An anonymous initiator: VERSIONS, then nothing more, ever (as a SIGSTOPped process).
     await rawTlsPeer(l.port, [versionsCell()]);
     expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(1);
@@ -401,13 +401,14 @@ describe('links: keepalive and liveness (SPEC.md §1.8)', () => {
 
   it('an idle link between two live ends stays open: each end sends PADDING, which the other discards', async () => {
     const metrics = createLinkMetrics(new Registry());
-    const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: echo });
-    const ch = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 50, livenessTimeoutMs: 200 });
+    const l = await listen({ metrics, keepaliveMs: 100, livenessTimeoutMs: 1000, onChannel: echo });
+    const ch = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 100, livenessTimeoutMs: 1000 });
     const appCells: Cell[] = [];
     ch.on('cell', (c: Cell) => { appCells.push(c); });
-    // Many keepalives received: the link has been idle for several liveness timeouts.
-    await until(() => ch.cellsReceived >= 12, 4000);
-    expect(ch.cellsReceived).toBeGreaterThanOrEqual(12);
+    // Many keepalives received: the link has been idle for several liveness timeouts. (A liveness
+    // timeout of 1 s, not less: both ends share this process, and a loaded machine can stall it.)
+    await until(() => ch.cellsReceived >= 30, 20_000);
+    expect(ch.cellsReceived).toBeGreaterThanOrEqual(30);
     expect(appCells).toHaveLength(0);
     expect(ch.closed).toBe(false);
     expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(0);
