@@ -165,9 +165,11 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
     const c = (await consensus())!;
     const fps = storageNodesOf(c.relays).map((r) => r.fingerprint);
     const { manifestId } = parseCapability(small.cap);
-    const first = nodes.find((n) => n.fingerprint === rankNodes(manifestId, fps)[0])!;
     const hex = manifestId.toString('hex');
-    const rootFile = path.join(first.dataDir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
+    const rootFileOf = (n: { dataDir: string }) => path.join(n.dataDir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
+    // The first in rank order that holds a copy (a node missing from the put's consensus holds none).
+    const first = rankNodes(manifestId, fps).map((fp) => nodes.find((n) => n.fingerprint === fp)!).find((n) => fs.existsSync(rootFileOf(n)))!;
+    const rootFile = rootFileOf(first);
     const b = await fsp.readFile(rootFile);
     b[10] ^= 0x01;
     await fsp.writeFile(rootFile, b);
