@@ -30,9 +30,8 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   streamAttempts?: number;
   /**
    * SPEC.md §7.1: with no path yet (CIRCUIT_NO_CONSENSUS, PATH_NO_RELAYS, PATH_NO_GUARD,
-   * PATH_NO_MIDDLE), a stream
-   * request waits this long at most (or until its signal), choosing again every `pathRetryMs`.
-   * Default 30 s; 0 = fail at once.
+   * PATH_NO_MIDDLE), a stream request waits this long at most (or until its signal), choosing
+   * again every `pathRetryMs`. Default 30 s; 0 = fail at once.
    */
   pathWaitMs?: number;
   /** Default 1 s. */

@@ -21,7 +21,8 @@ const REPLY_NAME = new Map<number, string>(Object.entries(SocksReply).map(([k, v
  */
 export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReplyName>>> = {
   PATH_NO_EXIT: 'NOT_ALLOWED', // no exit's policy allows the target
-  PATH_NO_RELAYS: 'NETWORK_UNREACHABLE', // the client cannot build a circuit
+  CIRCUIT_NO_CONSENSUS: 'NETWORK_UNREACHABLE', // the client cannot build a circuit
+  PATH_NO_RELAYS: 'NETWORK_UNREACHABLE',
   PATH_NO_GUARD: 'NETWORK_UNREACHABLE',
   PATH_NO_MIDDLE: 'NETWORK_UNREACHABLE',
   EXIT_POLICY_REJECTED: 'NOT_ALLOWED',

@@ -130,6 +130,10 @@ describe('reason tables', () => {
       // Every timeout gives "TTL expired"; nothing else does by its code alone.
       expect(want === SocksReply.TTL_EXPIRED, code).toBe(kindOf(code) === 'timeout');
     }
+    // SPEC.md §7.8.4: every "the client cannot build a circuit" code is "network unreachable".
+    for (const code of ['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE'] as const) {
+      expect(socksReplyFor(err(code, 'm')), code).toBe(SocksReply.NETWORK_UNREACHABLE);
+    }
   });
 
   it('ERRNO gives the END reason of a failed connect and of a failed lookup', () => {
