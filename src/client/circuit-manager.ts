@@ -11,7 +11,7 @@ import { exitPolicyAllows } from '../dir/exit-policy';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
 import type { CircuitStream } from '../circuit/stream';
-import { relayExitPolicy, type PathTarget } from './path';
+import { NO_PATH_YET, relayExitPolicy, type PathTarget } from './path';
 import type { IsolationKey } from './isolation';
 import { canAttach } from './isolation';
 import { CircuitBuilder, type CircuitBuilderOptions, type ClientRelay } from './circuit-builder';
@@ -282,9 +282,6 @@ export class CircuitManager {
     }
   }
 }
-
-/** SPEC.md §7.1: failures that a newer consensus may cure (none yet, or one without a path). */
-const NO_PATH_YET: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE']);
 
 /** Failures worth another circuit: the circuit, not the target, was the problem. */
 const RETRY_ON_ANOTHER_CIRCUIT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([

@@ -1,7 +1,7 @@
 // SPEC.md §7.1 (path selection): three hops, chosen exit first (by policy for the target),
 // then the guard, then the middle; bandwidth-weighted with position weights; no relay twice,
 // no two relays in one IPv4 /16 (IPv6 /32) or one mutually declared family.
-import { err, type BitcloudError } from '../errors';
+import { err, type BitcloudError, type ErrorCode } from '../errors';
 import { secureRandom } from '../crypto/primitives';
 import { parseExitPolicy, exitPolicyAllows, parseIp, REJECT_ALL, type ExitPolicy } from '../dir/exit-policy';
 import type { Guard, GuardSet } from './guards';
@@ -9,6 +9,12 @@ import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop,
   type BandwidthWeights, type Position, type Relay,
 } from './weighting';
+
+/**
+ * SPEC.md §7.1: "no path yet", failures a newer consensus may cure (none in hand, or one without a
+ * guard or middle for any exit). A stream request waits on these; PATH_NO_EXIT is not one.
+ */
+export const NO_PATH_YET: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE']);
 
 export type PathTarget = { host: string | null; ip?: string; port: number } | { storageNode: Relay };
 

@@ -237,9 +237,9 @@ describe('circuits in process', () => {
       await until(() => asked >= 3, 'the manager to choose a path again');
       phase = 1;
       const s = await pending;
+      const circ = m3.circuits().find((c) => [...c.edge.streams.values()].includes(s))!; // before the round trip ends s
       const data = pattern(256 * 1024, 3);
       expect(sha(await echoRoundTrip(s, data))).toBe(sha(data));
-      const circ = m3.circuits().find((c) => [...c.edge.streams.values()].includes(s)) ?? m3.circuits()[0];
       const hops = circ.hops.map((h) => h.target.fingerprint);
       expect([hops[0], hops[2]]).toEqual([relays[3].info.fingerprint, relays[4].info.fingerprint]);
       // Every later request too: exit r3 always leaves no guard, so r4 is the exit each time.
@@ -264,11 +264,12 @@ describe('circuits in process', () => {
     }
     // A request whose caller gives up (the SOCKS client left, or its connect timeout) stops waiting
     // at once: here the wait would otherwise outlast the test's own timeout.
-    const m5 = new CircuitManager({ relays: () => [], enforceDistinctSubnets: false, preemptiveCircuits: 0, pathRetryMs: 50, pathWaitMs: 600_000 });
+    let asked5 = 0;
+    const m5 = new CircuitManager({ relays: () => { asked5++; return []; }, enforceDistinctSubnets: false, preemptiveCircuits: 0, pathRetryMs: 50, pathWaitMs: 600_000 });
     try {
       const gone = new AbortController();
       const p = m5.connect({ host: '127.0.0.1', port: echoPort, isolation: key('gone') }, gone.signal);
-      await new Promise((r) => setTimeout(r, 120)); // a couple of retries first
+      await until(() => asked5 >= 2, 'a retry before the abort');
       gone.abort();
       await expect(p).rejects.toMatchObject({ code: 'CIRCUIT_NO_CONSENSUS' });
     } finally {

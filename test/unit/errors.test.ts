@@ -10,6 +10,7 @@ import {
   endReasonForLookupErrno, endReasonName,
 } from '../../src/circuit/end-reasons';
 import { SOCKS_REPLY_FOR_CODE, socksReplyFor } from '../../src/client/socks5';
+import { NO_PATH_YET } from '../../src/client/path';
 import { SocksReply } from '../../src/wire/socks';
 import { responseError } from '../../src/storage/protocol';
 import { DestroyReason, EndReason } from '../../src/wire/messages';
@@ -131,7 +132,8 @@ describe('reason tables', () => {
       expect(want === SocksReply.TTL_EXPIRED, code).toBe(kindOf(code) === 'timeout');
     }
     // SPEC.md §7.8.4: every "the client cannot build a circuit" code is "network unreachable".
-    for (const code of ['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE'] as const) {
+    expect([...NO_PATH_YET].sort()).toEqual(['CIRCUIT_NO_CONSENSUS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE', 'PATH_NO_RELAYS']);
+    for (const code of NO_PATH_YET) {
       expect(socksReplyFor(err(code, 'm')), code).toBe(SocksReply.NETWORK_UNREACHABLE);
     }
   });
