@@ -74,16 +74,19 @@ const s5: Scenario = {
     const t0 = Date.now();
     // Kill the two nodes that have taken the most new shares once a third of the put has landed
     // (6 shares per MiB chunk at 4-of-6 over the nodes: about 2 per chunk per node).
+    // The watcher stops when the put ends, so a late kill cannot land in the get below.
+    let putEnded = false;
     const p1 = put(ctx, file, () => {
       void (async () => {
-        const landed = await poll(() => nodes.reduce((a, n) => a + stored(n), 0) >= (size / MiB) * 6 / 3, 240_000, 200);
-        if (!landed) return;
+        const landed = await poll(() => putEnded || nodes.reduce((a, n) => a + stored(n), 0) >= (size / MiB) * 6 / 3, 240_000, 200);
+        if (!landed || putEnded) return;
         victims = [...nodes].sort((a, b) => stored(b) - stored(a)).slice(0, 2);
         killedAt = Date.now();
         for (const v of victims) net.kill(v.name, 'SIGKILL');
       })();
     });
     const r1 = await p1;
+    putEnded = true;
     const j1 = r1.code === 0 ? lastJson(r1.stdout) : null;
     let cap = j1?.capability as string | undefined;
     let firstPut = r1.code === 0 ? `completed (${String(j1?.relocated ?? '?')} shares relocated)` : `stopped: exit ${r1.code}${r1.timedOut ? ' (HUNG)' : ''}, ${errorCodeOf(r1.stderr, r1.stdout)}`;

@@ -143,7 +143,7 @@ const s10: Scenario = {
           // At most one period per download: the next one builds a new circuit on the newest
           // consensus, so the load follows the weights as they change (a download held for the
           // whole load would pin the paths chosen on the first, unmeasured weights).
-          // (The content server serves /raw/0/LEN only: another path is a 404 of no bytes.)
+          // (The content server answers /raw/K/LEN for any K; K only tells requests apart.)
           const r = await fetchVia(port, `http://${n.webAddress}:${ctx.web.port}/raw/0/${PER_DOWNLOAD}`, `chaos-s10-${port}-${w}-${k}`, { maxMs: Math.max(1000, Math.min(P, end - Date.now())) });
           bytes += r.bytes;
           downloads++;
