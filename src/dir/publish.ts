@@ -72,7 +72,7 @@ export class DescriptorPublisher {
         this.lastRaw = await this.build();
       } catch (e) {
         this.log.warn({ code: errorCode(e), err: (e as Error).message }, 'building the descriptor failed');
-        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, retryDelayMs(this.opts.retryMs, this.random())));
+        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, retryDelayMs(this.retryBaseMs(), this.random())));
         return [];
       }
       this.nextFullAt = now + intervalDelayMs(this.opts.intervalMs, this.random());
@@ -97,11 +97,14 @@ export class DescriptorPublisher {
     if (!this.stopped) {
       // A retry due after the next full round is that round (one upload per authority, not two).
       const untilFull = this.nextFullAt - now;
-      const wait = this.failed.size ? Math.min(retryDelayMs(Math.min(this.opts.retryMs, this.opts.intervalMs), this.random()), untilFull) : untilFull;
+      const wait = this.failed.size ? Math.min(retryDelayMs(this.retryBaseMs(), this.random()), untilFull) : untilFull;
       this.timer = setTimeout(() => void this.round(), Math.max(100, wait));
     }
     return results;
   }
+
+  /** A retry (a refused upload, or a descriptor that failed to build) never waits longer than a publish interval would. */
+  private retryBaseMs(): number { return Math.min(this.opts.retryMs, this.opts.intervalMs); }
 
   private random(): number { return (this.opts.random ?? Math.random)(); }
 }

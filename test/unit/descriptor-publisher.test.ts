@@ -106,6 +106,17 @@ describe('DescriptorPublisher', () => {
     expect(delays).toEqual([901]);
   });
 
+  it('retries a descriptor that failed to build within the publish interval, as it retries a refused upload', async () => {
+    const auth = await refusingAuthority(servers);
+    // retryMs above the interval (an operator's short interval): the wait is the interval's [1/2, 3/2), not retryMs's.
+    const pub = new DescriptorPublisher([auth], () => { throw new Error('no consensus yet'); }, pino({ level: 'silent' }), {
+      intervalMs: 1000, retryMs: 30_000, random: () => 0.5,
+    });
+    const delays = await timersSetDuring(() => pub.republishNow(), 60_000);
+    pub.stop();
+    expect(delays).toEqual([1000]);
+  });
+
   it('logs a round that no authority accepted as a warning, not as published', async () => {
     const auth = await refusingAuthority(servers);
     const lines: { level: number; msg: string }[] = [];
