@@ -24,6 +24,17 @@ import { cpuSeconds, curl, metric, scrape, startContentServer, startExtraProxy, 
 import { summarizeProfiles } from './cpuprofile-summary';
 
 const argv = process.argv.slice(2);
+const USAGE = 'usage: node bin/run-ts.js scripts/bench/latency.ts [--n N] [--hot N] [--direct N] [--trace] [--profile DIR]';
+if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); process.exit(0); }
+// Options are checked before the network starts: an unknown flag or a count that is not a whole number stops here.
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  if (a === '--trace') continue;
+  if (a === '--profile' && argv[i + 1] !== undefined) { i++; continue; }
+  if (['--n', '--hot', '--direct'].includes(a) && /^\d+$/.test(argv[i + 1] ?? '')) { i++; continue; }
+  console.error(`latency: bad option ${JSON.stringify(a)}${a.startsWith('--') ? ' (or its value)' : ''}\n${USAGE}`);
+  process.exit(2);
+}
 const opt = (name: string, dflt: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv[i + 1]) : dflt; };
 const N = opt('--n', 20);
 const traceFile = argv.includes('--trace') ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-lat-')), 'trace') : null;
