@@ -8,6 +8,8 @@
 // (Debian: linux-perf); the scripts say so and go on without it.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export const PERF_HZ = 997;
 
@@ -103,7 +105,23 @@ export function summarizePerf(file: string, window: { label: string; start: numb
   }
 }
 
-/** Remove the JIT symbol maps --perf-basic-prof left for these processes. */
+/**
+ * Remove the JIT symbol maps and V8 event logs --perf-basic-prof left for these processes, and for
+ * any other process started since this one that has exited (the local network's launcher).
+ */
 export function removePerfMaps(pids: readonly number[]): void {
-  for (const pid of pids) fs.rmSync(`/tmp/perf-${pid}.map`, { force: true });
+  const ours = new Set(pids.map(String));
+  const alive = (pid: string): boolean => { try { process.kill(Number(pid), 0); return true; } catch { return false; } };
+  const left = (pid: string, file: string): boolean => ours.has(pid)
+    || (!alive(pid) && (fs.statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0) >= performance.timeOrigin);
+  // --perf-basic-prof also starts V8's event log, one isolate-<address>-<pid>-v8.log per isolate (worker
+  // threads included) in the process's working folder, the repository for the local network's
+  // processes; Node refuses --logfile in NODE_OPTIONS, so they are removed here.
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+  for (const [dir, re] of [['/tmp', /^perf-(\d+)\.map$/], [root, /^isolate-0x[0-9a-f]+-(\d+)-v8\.log$/]] as const) {
+    for (const f of fs.readdirSync(dir)) {
+      const m = re.exec(f);
+      if (m && left(m[1], path.join(dir, f))) fs.rmSync(path.join(dir, f), { force: true });
+    }
+  }
 }
