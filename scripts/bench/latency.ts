@@ -30,7 +30,7 @@ if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); proces
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   if (a === '--trace') continue;
-  if (a === '--profile' && argv[i + 1] !== undefined) { i++; continue; }
+  if (a === '--profile' && argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) { i++; continue; }
   if (['--n', '--hot', '--direct'].includes(a) && /^\d+$/.test(argv[i + 1] ?? '')) { i++; continue; }
   console.error(`latency: bad option ${JSON.stringify(a)}${a.startsWith('--') ? ' (or its value)' : ''}\n${USAGE}`);
   process.exit(2);

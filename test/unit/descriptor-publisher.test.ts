@@ -109,7 +109,7 @@ describe('DescriptorPublisher', () => {
   it('retries a descriptor that failed to build within the publish interval, as it retries a refused upload', async () => {
     const auth = await refusingAuthority(servers);
     // retryMs above the interval (an operator's short interval): the wait is the interval's [1/2, 3/2), not retryMs's.
-    const pub = new DescriptorPublisher([auth], () => { throw new Error('no consensus yet'); }, pino({ level: 'silent' }), {
+    const pub = new DescriptorPublisher([auth], () => { throw new Error('identity proof mining failed'); }, pino({ level: 'silent' }), {
       intervalMs: 1000, retryMs: 30_000, random: () => 0.5,
     });
     const delays = await timersSetDuring(() => pub.republishNow(), 60_000);
