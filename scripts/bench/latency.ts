@@ -13,6 +13,8 @@
 //   --profile DIR  every process runs the inspector's profiler during the --hot rounds only
 //               (cpu-prof-preload.mjs, as profile-circuit.ts); the heaviest functions per process.
 import fs from 'node:fs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,26 +25,28 @@ import { randomBytes } from '../../src/crypto/primitives';
 import { cpuSeconds, curl, metric, scrape, startContentServer, startExtraProxy, startLocalNet, viaSocks, type Sample } from '../../test/helpers/localnet';
 import { summarizeProfiles } from './cpuprofile-summary';
 
-const argv = process.argv.slice(2);
-const USAGE = 'usage: node bin/run-ts.js scripts/bench/latency.ts [--n N] [--hot N] [--direct N] [--trace] [--profile DIR]';
-if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); process.exit(0); }
-// Options are checked before the network starts: an unknown flag or a count that is not a whole number stops here.
-for (let i = 0; i < argv.length; i++) {
-  const a = argv[i];
-  if (a === '--trace') continue;
-  if (a === '--profile' && argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) { i++; continue; }
-  if (['--n', '--hot', '--direct'].includes(a) && /^\d+$/.test(argv[i + 1] ?? '')) { i++; continue; }
-  console.error(`latency: bad option ${JSON.stringify(a)}${a.startsWith('--') ? ' (or its value)' : ''}\n${USAGE}`);
-  process.exit(2);
-}
-const opt = (name: string, dflt: number) => { const i = argv.indexOf(name); return i >= 0 ? Number(argv[i + 1]) : dflt; };
-const N = opt('--n', 20);
-const traceFile = argv.includes('--trace') ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-lat-')), 'trace') : null;
+const count = (describe: string, dflt: number) => ({ type: 'number', default: dflt, requiresArg: true, describe }) as const;
+// Checked before the network starts: an unknown option or a count that is not a whole number stops here.
+const argv = yargs(hideBin(process.argv))
+  .scriptName('node bin/run-ts.js scripts/bench/latency.ts')
+  .option('n', count('Circuits built on demand, and requests on them', 20))
+  .option('hot', count('More rounds from this process\'s own SOCKS client, with CPU time per round', 0))
+  .option('direct', count('Circuits built from this process on one open link', 0))
+  .option('trace', { type: 'boolean', default: false, describe: 'Stamp each event of a request\'s path in every process' })
+  .option('profile', { type: 'string', requiresArg: true, describe: 'Profile every process during the --hot rounds into this folder' })
+  .check((a) => {
+    for (const k of ['n', 'hot', 'direct'] as const) if (!Number.isInteger(a[k]) || a[k] < 0) throw new Error(`--${k} wants a whole number`);
+    return true;
+  })
+  .strict()
+  .help()
+  .parseSync();
+const N = argv.n;
+const traceFile = argv.trace ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-lat-')), 'trace') : null;
 if (traceFile) process.env.BITCLOUD_LAT_TRACE = traceFile;
 // --profile DIR: every process runs the inspector's profiler during the --hot loop only (cpu-prof-preload.mjs,
 // as profile-circuit.ts does); the heaviest functions by self time are printed per busy process.
-const profIdx = argv.indexOf('--profile');
-const profDir = profIdx >= 0 ? path.resolve(argv[profIdx + 1]) : null;
+const profDir = argv.profile !== undefined ? path.resolve(argv.profile) : null;
 if (profDir) {
   fs.mkdirSync(profDir, { recursive: true });
   process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.mjs')}`.trim();
@@ -114,7 +118,7 @@ async function main(): Promise<void> {
     const f = (x: number) => x.toFixed(2);
     process.stdout.write(`latency (n=${N}): build median ${f(histMedian(h0, h1, 'bitcloud_client_circuit_build_seconds'))} ms (mean ${f(sum / built * 1000)}, ${built} builds); `
       + `TTFB on demand ${f(median(b2))} ms; TTFB existing ${f(median(b1))} ms; direct ${f(median(direct))} ms\n`);
-    const hot = opt('--hot', 0);
+    const hot = argv.hot;
     if (hot > 0) {
       const g0 = await scrape(lean.metricsPort);
       // CPU time moves little with the machine's load: the proxy's and the relays' per iteration.
@@ -133,7 +137,7 @@ async function main(): Promise<void> {
         + `TTFB on demand ${f(median(hb2))} ms; TTFB existing ${f(median(hb1))} ms; `
         + `CPU per iteration (a build and two requests): proxy ${f(pc)} ms, proxy + relays ${f(cc)} ms\n`);
     }
-    const direct3 = opt('--direct', 0);
+    const direct3 = argv.direct;
     if (direct3 > 0) {
       // As circuit.ts's "open link" row: circuits built from this process on one open link, back to back, and sparse (one per 50 ms).
       const c = await net.consensus();
