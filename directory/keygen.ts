@@ -9,7 +9,7 @@ import { ed25519Generate, type Ed25519KeyPair } from '../src/crypto/primitives';
 import {
   DATA_DIR_MODE, fingerprint, IDENTITY_KEY_FILE, loadEd25519Secret, saveEd25519Secret,
 } from '../src/crypto/keys';
-import { writeFileAtomic } from '../src/ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../src/ops/fsutil';
 import { makeKeyCertificate, verifyKeyCertificate } from '../src/dir/certificate';
 import type { Signer } from './vote';
 
@@ -30,7 +30,7 @@ export interface KeygenResult {
 export async function authorityKeygen(dataDir: string, opts: { certDays?: number; identityFile?: string; now?: number } = {}): Promise<KeygenResult> {
   const now = opts.now ?? Date.now();
   const days = opts.certDays ?? DEFAULT_CERT_DAYS;
-  await fsp.mkdir(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+  await mkdirDurable(dataDir, DATA_DIR_MODE);
   const idFile = opts.identityFile ?? path.join(dataDir, IDENTITY_KEY_FILE);
   let identity: Ed25519KeyPair;
   let createdIdentity = false;

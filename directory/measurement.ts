@@ -13,7 +13,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
-import { writeFileAtomic, writeFileAtomicSync } from '../src/ops/fsutil';
+import { writeFileAtomic, writeFileAtomicSync, mkdirDurable } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
 import { hsPeriodOf } from '../src/crypto/blind';
 import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
@@ -235,7 +235,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
     }
     const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
     try {
-      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      await mkdirDurable(dir, 0o700);
       for (const [e, recs] of byEpoch) {
         // One write() of whole records on an O_APPEND file: concurrent uploads never interleave.
         const fh = await fsp.open(path.join(dir, `${e}.bin`), 'a', 0o600);

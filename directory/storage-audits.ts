@@ -13,7 +13,7 @@ import path from 'node:path';
 import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
-import { writeFileAtomic } from '../src/ops/fsutil';
+import { writeFileAtomic, mkdirDurableSync } from '../src/ops/fsutil';
 import { blake2b, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
@@ -207,7 +207,7 @@ export class StorageAudits {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
       throw err('CONTRACT_LIMIT', `this authority holds ${MAX_CONTRACTS} contracts already`);
     }
-    fs.mkdirSync(path.join(this.dir, 'contracts'), { recursive: true, mode: 0o700 });
+    mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
     await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
     this.contracts.set(id, { id, contract: c });
     this.m.contracts.labels('accepted').inc();
@@ -307,7 +307,7 @@ export class StorageAudits {
     }, this.o.signer);
     this.reports.set(e, { signed, stored });
     for (const k of this.reports.keys()) if (k < e - KEPT_REPORTS) this.reports.delete(k);
-    fs.mkdirSync(path.join(this.dir, 'audits'), { recursive: true, mode: 0o700 });
+    mkdirDurableSync(path.join(this.dir, 'audits'), 0o700);
     await writeFileAtomic(path.join(this.dir, 'audits', `${e}.json`), JSON.stringify(signed), 0o644)
       .catch((x) => this.o.log.warn({ err: (x as Error).message }, 'saving the audit report failed'));
     const failed = results.filter((r) => !r.ok).length;

@@ -4,7 +4,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err } from '../errors';
-import { writeFileAtomic } from '../ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { formatVerifyCapability, parseVerifyCapability } from '../storage/verify-cap';
 import type { KeepReport } from './storage-client-verify';
 
@@ -59,7 +59,7 @@ export async function loadKeeperState(dataDir: string): Promise<KeeperState> {
 }
 
 export async function saveKeeperState(dataDir: string, s: KeeperState): Promise<void> {
-  await fsp.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await mkdirDurable(dataDir, 0o700);
   await writeFileAtomic(keeperStatePath(dataDir), JSON.stringify(s, null, 2) + '\n', 0o600);
 }
 

@@ -14,6 +14,7 @@ import type { Manifest } from '../storage/manifest';
 import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
 import { putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
+import { mkdirDurable } from '../ops/fsutil';
 
 export interface PutFolderResult extends PutResult {
   /** Files stored (entries of the listing). */
@@ -92,7 +93,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const m = o.manifest ?? await fetchManifest(client, cap, stats);
   const folder = await readFolderListing(client, cap, m, stats);
   const root = path.resolve(out);
-  await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+  await mkdirDurable(root, 0o700);
   let size = 0;
   for (let i = 0; i < folder.entries.length; i++) {
     const e = folder.entries[i];
@@ -100,7 +101,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     // decodeFolder refused ".." and separators already; this is the last line of defence.
     if (!target.startsWith(root + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     o.onFile?.(e.path, i, folder.entries.length);
-    await fsp.mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
+    await mkdirDurable(path.dirname(target), 0o700);
     // A symlink planted in the output folder must not redirect a write outside it.
     const real = await fsp.realpath(path.dirname(target));
     const realRoot = await fsp.realpath(root);

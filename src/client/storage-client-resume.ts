@@ -5,7 +5,7 @@
 // the output path holds the whole verified file or nothing.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomic } from '../ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 
 export const PART_SUFFIX = '.bitcloud-part';
 export const PROGRESS_SUFFIX = '.bitcloud-progress';
@@ -66,7 +66,7 @@ export class DownloadOutput {
       }
     }
     if (!fh) {
-      await fsp.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+      await mkdirDurable(path.dirname(path.resolve(out)));
       fh = await fsp.open(part, 'w+', 0o600);
       await fh.truncate(size);
       resumed = 0;

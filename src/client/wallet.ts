@@ -3,7 +3,6 @@
 // identity key file given with --key (a relay operator spends the relay's earnings that way).
 // Balances, nonces and history come from the verified reward chain; transfers are submitted to
 // the authorities (POST /bitcloud/transfers, SPEC §8.11.3), which carry them into the chain.
-import fs from 'node:fs';
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
@@ -14,6 +13,7 @@ import type { AuthorityInfo } from '../dir/authorities';
 import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../wire/transfer';
 import type { VerifiedRewardBlock } from './rewards';
 import { encodeEscrowCancel, type EscrowCancel } from '../wire/escrow-cancel';
+import { mkdirDurableSync } from '../ops/fsutil';
 
 export const WALLET_KEY_FILE = 'wallet.key';
 
@@ -26,7 +26,7 @@ export async function loadWalletKey(dataDir: string, keyFile?: string): Promise<
   } catch (e) {
     if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
   }
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  mkdirDurableSync(dataDir, 0o700);
   const key = ed25519Generate();
   await saveEd25519Secret(file, key);
   return { key, file, created: true };

@@ -4,7 +4,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
-import { writeFileAtomic } from '../ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { Reader, Writer } from '../wire/bytes';
 import {
   constantTimeEqual, ed25519FromSeed, ed25519Generate, wipe, x25519Generate, x25519Public,
@@ -220,7 +220,7 @@ export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotatio
   const rotation = opts.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
   const now = opts.now ?? Date.now();
   if (!(rotation > 0)) throw err('KEY_MALFORMED', `onion key rotation period must be positive, got ${rotation}`);
-  await fsp.mkdir(dataDir, { recursive: true, mode: DATA_DIR_MODE });
+  await mkdirDurable(dataDir, DATA_DIR_MODE);
 
   const idFile = path.join(dataDir, IDENTITY_KEY_FILE);
   const onionFile = path.join(dataDir, ONION_KEY_FILE);

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { err } from '../errors';
-import { writeFileAtomicSync } from '../ops/fsutil';
+import { writeFileAtomicSync, mkdirDurableSync } from '../ops/fsutil';
 import { advancePolicy, encodeBundle, stateBundle, versionsAfter, type PolicyState } from './chain';
 import { parseModerator } from './policy';
 
@@ -52,7 +52,7 @@ export class PolicyStore {
     const r = advancePolicy(held, bundle, { moderator, now: this.now(), skewMs: this.o.skewMs });
     if (r.result === 'updated') {
       if (this.dir) {
-        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        mkdirDurableSync(this.dir, 0o700);
         writeFileAtomicSync(path.join(this.dir, `${moderator}.bundle`), stateBundle(r.state), 0o644);
       }
       this.states.set(moderator, r.state);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { err, errorCode } from '../errors';
 import { silentLogger, type Logger } from '../ops/log';
-import { writeFileAtomic } from '../ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { prom, type Registry } from '../ops/metrics';
 import { advancePolicy, stateBundle, type PolicyState } from './chain';
 import type { SubscriptionView } from './enforce';
@@ -204,7 +204,7 @@ export class PolicySubscriptions implements SubscriptionView {
     const f = this.file(s.moderator);
     if (!f) return;
     try {
-      await fs.promises.mkdir(path.dirname(f), { recursive: true, mode: 0o700 });
+      await mkdirDurable(path.dirname(f), 0o700);
       await writeFileAtomic(f, stateBundle(s), 0o600);
     } catch (e) {
       this.log.warn({ moderator: s.moderator, code: errorCode(e) }, 'could not save a policy');

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { err, isBitcloudError } from '../errors';
 import { fingerprint, loadEd25519Secret, saveEd25519Secret, DATA_DIR_MODE } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
-import { writeFileAtomic } from '../ops/fsutil';
+import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type PolicyState } from './chain';
 import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
 import { checkContentClass, checkTag, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
@@ -80,7 +80,7 @@ export class ModeratorWorkspace {
 
   /** Make a new key and a working policy admitting encrypted-private. Refuses to replace a key (MODERATOR_KEY_EXISTS). */
   static async create(dir: string, name = ''): Promise<ModeratorWorkspace> {
-    await fsp.mkdir(dir, { recursive: true, mode: DATA_DIR_MODE });
+    await mkdirDurable(dir, DATA_DIR_MODE);
     const keyFile = path.join(dir, MODERATOR_KEY_FILE);
     if (fs.existsSync(keyFile)) throw err('MODERATOR_KEY_EXISTS', `${keyFile} exists; a moderator key is never replaced (nodes subscribe to it)`, { file: keyFile });
     const key = ed25519Generate();

@@ -1,4 +1,6 @@
-// Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
+// Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder. Folders made
+// on the way are made durable too (mkdirDurable): POSIX records a new folder only in its parent,
+// which must be fsynced like any folder whose entries changed (SPEC.md §3.2.3, §9.8.1).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -8,9 +10,13 @@ function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
 
-/** `opts.mkdir: false`: the caller knows the folder exists (saves a look-up per write on hot paths). */
-export async function writeFileAtomic(file: string, data: Uint8Array | string, mode = 0o644, opts: { mkdir?: boolean } = {}): Promise<void> {
-  if (opts.mkdir !== false) await fsp.mkdir(path.dirname(file), { recursive: true });
+/**
+ * `opts.mkdir: false`: the caller knows the folder exists (saves a look-up per write on hot paths).
+ * `opts.syncAlso`: more fsyncs the write waits for, started beside the folder's own fsync so that
+ * the filesystem can commit them together (the share store's parent folder, §9.8.1).
+ */
+export async function writeFileAtomic(file: string, data: Uint8Array | string, mode = 0o644, opts: { mkdir?: boolean; syncAlso?: () => Promise<void> } = {}): Promise<void> {
+  if (opts.mkdir !== false) await mkdirDurable(path.dirname(file));
   const tmp = tmpName(file);
   const fh = await fsp.open(tmp, 'wx', mode);
   try {
@@ -29,11 +35,12 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
     await fsp.rm(tmp, { force: true });
     throw e;
   }
-  await fsyncDir(path.dirname(file));
+  if (opts.syncAlso) await Promise.all([fsyncDir(path.dirname(file)), opts.syncAlso()]);
+  else await fsyncDir(path.dirname(file));
 }
 
 export function writeFileAtomicSync(file: string, data: Uint8Array | string, mode = 0o644): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  mkdirDurableSync(path.dirname(file));
   const tmp = tmpName(file);
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
@@ -52,10 +59,62 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string, mod
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  try { const d = fs.openSync(path.dirname(file), 'r'); try { fs.fsyncSync(d); } finally { fs.closeSync(d); } } catch { /* some filesystems refuse fsync on dirs */ }
+  fsyncDirSync(path.dirname(file));
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/**
+ * `mkdir -p` that survives a power loss: each folder it creates is an entry in its parent, so
+ * the parent of every created folder is fsynced before this resolves. It also waits for such
+ * fsyncs still under way for `dir` or a folder above it (another call made them a moment
+ * earlier), so no caller goes on while its folder could still be lost. A folder that already
+ * existed costs a look-up. Resolves whether this call created anything. The new folder's own
+ * entries are the caller's to sync (writeFileAtomic does, after its rename).
+ */
+export async function mkdirDurable(dir: string, mode?: number): Promise<boolean> {
+  const first = await fsp.mkdir(dir, { recursive: true, mode });
+  if (first !== undefined) {
+    const made = createdFolders(first, dir);
+    const synced = Promise.all(made.map((d) => fsyncDir(path.dirname(d)))).then(() => {});
+    for (const d of made) parentSyncs.set(d, synced);
+    try { await synced; } finally { for (const d of made) if (parentSyncs.get(d) === synced) parentSyncs.delete(d); }
+  }
+  if (parentSyncs.size > 0) {
+    for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+      const pending = parentSyncs.get(d);
+      if (pending) await pending;
+      if (path.dirname(d) === d) break;
+    }
+  }
+  return first !== undefined;
+}
+
+/** Folders made by mkdirDurable whose parent's fsync is under way, with that fsync. */
+const parentSyncs = new Map<string, Promise<void>>();
+
+export function mkdirDurableSync(dir: string, mode?: number): boolean {
+  const first = fs.mkdirSync(dir, { recursive: true, mode });
+  if (first === undefined) return false;
+  for (const d of createdFolders(first, dir)) fsyncDirSync(path.dirname(d));
+  return true;
+}
+
+/** The folders from `first` (the first one mkdir -p created) down to `last`, inclusive. */
+function createdFolders(first: string, last: string): string[] {
+  const top = path.resolve(first);
+  const out: string[] = [];
+  for (let d = path.resolve(last); ; d = path.dirname(d)) {
+    out.push(d);
+    if (d === top || path.dirname(d) === d) break;
+  }
+  return out;
+}
+
+function fsyncDirSync(dir: string): void {
+  try { const d = fs.openSync(dir, 'r'); try { fs.fsyncSync(d); } finally { fs.closeSync(d); } } catch { /* some filesystems refuse fsync on dirs */ }
+}
+
+/** fsync a folder (its entries); filesystems that refuse it are let be. */
+export async function fsyncDir(dir: string): Promise<void> {
   try {
     const d = await fsp.open(dir, 'r');
     try { await d.sync(); } finally { await d.close(); }

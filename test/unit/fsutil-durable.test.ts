@@ -1,0 +1,92 @@
+// SPEC.md §3.2.3: a file written atomically into a folder made on the way is not done until the
+// parent of each folder made is fsynced (a new folder is only an entry in its parent). A power
+// loss cannot be made in a test, so these watch the fsyncs.
+import { describe, it, expect, afterEach, vi } from 'vitest';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../../src/ops/fsutil';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await Promise.all(dirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
+});
+
+async function tmp(): Promise<string> {
+  const d = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-fsutil-'));
+  dirs.push(d);
+  return d;
+}
+
+/** Record every fsync made through fsp.open handles (its path); `hold(p)` delays the fsync of p. */
+function watchSyncs(hold?: (p: string) => Promise<void> | undefined): string[] {
+  const synced: string[] = [];
+  const realOpen = fsp.open.bind(fsp);
+  vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+    const fh = await realOpen(...args);
+    const where = path.resolve(String(args[0]));
+    const sync = fh.sync.bind(fh);
+    fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); };
+    return fh;
+  });
+  return synced;
+}
+
+describe('mkdirDurable', () => {
+  it('fsyncs the parent of every folder it creates, and nothing when the folder exists', async () => {
+    const root = await tmp();
+    const synced = watchSyncs();
+    expect(await mkdirDurable(path.join(root, 'a', 'b', 'c'), 0o700)).toBe(true);
+    expect(synced.sort()).toEqual([root, path.join(root, 'a'), path.join(root, 'a', 'b')].sort());
+    expect((await fsp.stat(path.join(root, 'a', 'b', 'c'))).mode & 0o777).toBe(0o700);
+    synced.length = 0;
+    expect(await mkdirDurable(path.join(root, 'a', 'b', 'c'))).toBe(false);
+    expect(synced).toEqual([]);
+  });
+
+  it('a second caller whose folder is already made waits for the first caller\'s fsyncs', async () => {
+    const root = await tmp();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    let held!: () => void;
+    const holding = new Promise<void>((r) => { held = r; });
+    const synced = watchSyncs((p) => { if (p === root) { held(); return gate; } return undefined; });
+    const first = mkdirDurable(path.join(root, 'a', 'b'));
+    await holding; // the first call made root/a and root/a/b; root's fsync (holding root/a) is held
+    let secondDone = false;
+    const second = mkdirDurable(path.join(root, 'a', 'c')).then((made) => { secondDone = true; return made; });
+    // Both calls' fsyncs of root/a (holding b, then c) finish; root's is still held.
+    const a = path.join(root, 'a');
+    while (synced.filter((p) => p === a).length < 2) await new Promise((r) => setTimeout(r, 2));
+    await new Promise((r) => setTimeout(r, 20));
+    // root/a/c is made and root/a synced, but root/a itself may still vanish: not done yet.
+    expect(secondDone).toBe(false);
+    release();
+    expect(await first).toBe(true);
+    expect(await second).toBe(true);
+  });
+
+  it('the sync form fsyncs the same folders', async () => {
+    const root = await tmp();
+    const opened: string[] = [];
+    const fs = await import('node:fs');
+    const realOpen = fs.default.openSync;
+    vi.spyOn(fs.default, 'openSync').mockImplementation((p, ...rest) => { opened.push(path.resolve(String(p))); return realOpen(p, ...rest); });
+    expect(mkdirDurableSync(path.join(root, 'x', 'y'), 0o700)).toBe(true);
+    expect(opened.sort()).toEqual([root, path.join(root, 'x')].sort());
+  });
+});
+
+describe('writeFileAtomic into a new folder', () => {
+  it('makes the folder durable as well as the file', async () => {
+    const root = await tmp();
+    const synced = watchSyncs();
+    const file = path.join(root, 'data', 'keys', 'secret_id_key');
+    await writeFileAtomic(file, Buffer.from('k'), 0o600);
+    expect(synced).toEqual(expect.arrayContaining([root, path.join(root, 'data'), path.join(root, 'data', 'keys')]));
+    expect(await fsp.readFile(file, 'utf8')).toBe('k');
+    writeFileAtomicSync(path.join(root, 'sync', 'f'), 'v', 0o600);
+    expect(await fsp.readFile(path.join(root, 'sync', 'f'), 'utf8')).toBe('v');
+  });
+});
