@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { err, errorCode, isBitcloudError } from '../src/errors';
-import { writeFileAtomic } from '../src/ops/fsutil';
+import { writeFileAtomic, mkdirDurable, fsyncDir } from '../src/ops/fsutil';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { MAX_SHARE_BYTES, checkShare, shareIdHex } from '../src/storage/share';
@@ -61,8 +61,12 @@ export class ShareStore {
   readonly maxShareBytes: number;
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new Map<string, Promise<unknown>>();
-  /** Share folders (shares/ab/cd) known to exist: created once per run, not looked up per put. */
-  private readonly dirs = new Set<string>();
+  /**
+   * Share folders (shares/ab/cd) known to exist, created once per run and not looked up per put:
+   * each with the fsync of its parent that makes it durable (SPEC.md §9.8.1), started by the
+   * first put that finishes writing into it and awaited by every put into it until it is done.
+   */
+  private readonly dirs = new Map<string, ShareFolder>();
   private readonly cache: LRUCache<string, Buffer> | null;
   private readonly now: () => number;
   private readonly log: Logger;
@@ -85,8 +89,8 @@ export class ShareStore {
   /** Open a store: scan shares/ (removing temp files a crash left), replay the lease journal. */
   static async open(opts: ShareStoreOptions): Promise<ShareStore> {
     if (!Number.isSafeInteger(opts.quotaBytes) || opts.quotaBytes < 0) throw err('CONFIG_INVALID', 'quotaBytes must be a non-negative integer');
-    await fsp.mkdir(path.join(opts.dir, 'shares'), { recursive: true, mode: 0o700 });
-    await fsp.mkdir(path.join(opts.dir, 'quarantine'), { recursive: true, mode: 0o700 });
+    await mkdirDurable(path.join(opts.dir, 'shares'), 0o700);
+    await mkdirDurable(path.join(opts.dir, 'quarantine'), 0o700);
     const { journal, leases, repaired } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
     const store = new ShareStore(opts, journal);
     if (repaired) store.log.warn('lease journal was damaged; kept the records that check out');
@@ -112,7 +116,7 @@ export class ShareStore {
       for (const b of await fsp.readdir(da)) {
         const db = path.join(da, b);
         if (!/^[0-9a-f]{2}$/.test(b)) { this.log.warn({ entry: `${a}/${b}` }, 'unexpected entry in shares/'); continue; }
-        this.dirs.add(db);
+        this.dirs.set(db, EXISTING_FOLDER);
         for (const name of await fsp.readdir(db)) {
           const file = path.join(db, name);
           if (name.startsWith('.') && name.endsWith('.tmp')) {
@@ -132,10 +136,28 @@ export class ShareStore {
         }
       }
     }
+    await this.makeTopFolders(root);
     // Leases of shares that are gone are dropped; the journal is rewritten with what is live.
     await this.journal.compact(this.liveRecords());
     if (orphans.length) this.log.warn({ count: orphans.length }, 'shares without a lease got a grace lease');
     this.updateGauges();
+  }
+
+  /**
+   * Make the 256 folders shares/00 … shares/ff that are missing, and make every one durable
+   * (one fsync of shares/; and of each that was there already, which a process that crashed
+   * may have left unsynced): a put then makes at most its shares/ab/cd folder and syncs shares/ab.
+   */
+  private async makeTopFolders(root: string): Promise<void> {
+    const have = new Set((await fsp.readdir(root)).filter((a) => /^[0-9a-f]{2}$/.test(a)));
+    const missing: string[] = [];
+    for (let i = 0; i < 256; i++) {
+      const a = i.toString(16).padStart(2, '0');
+      if (!have.has(a)) missing.push(a);
+    }
+    for (const a of missing) await fsp.mkdir(path.join(root, a), { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+    await Promise.all([...have].map((a) => fsyncDir(path.join(root, a))));
+    await fsyncDir(root);
   }
 
   private liveRecords(): LeaseRecord[] {
@@ -224,22 +246,33 @@ export class ShareStore {
     });
   }
 
-  /** Write one share atomically (temp, fsync, rename, folder fsync), creating its folder once. */
+  /**
+   * Write one share atomically (temp, fsync, rename, folder fsync), creating its folder once; a
+   * folder made by this run is durable once shares/ab is fsynced, which runs beside the share
+   * folder's own fsync (one journal commit for both on most filesystems).
+   */
   private async writeShare(hex: string, data: Buffer): Promise<void> {
     const file = this.sharePath(hex);
     const dir = path.dirname(file);
-    if (!this.dirs.has(dir)) {
-      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-      this.dirs.add(dir);
+    let folder = this.dirs.get(dir);
+    if (!folder) {
+      folder = newShareFolder(dir);
+      this.dirs.set(dir, folder);
     }
     try {
-      await writeFileAtomic(file, data, 0o600, { mkdir: false });
+      await folder.made;
+    } catch (e) {
+      if (this.dirs.get(dir) === folder) this.dirs.delete(dir);
+      throw e;
+    }
+    try {
+      await writeFileAtomic(file, data, 0o600, { mkdir: false, syncAlso: folder.durable });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      // The folder went away under us (removed by hand): make it again, once.
+      // The folder went away under us (removed by hand): make it again, durably, once.
       this.dirs.delete(dir);
-      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-      this.dirs.add(dir);
+      await mkdirDurable(dir, 0o700);
+      this.dirs.set(dir, EXISTING_FOLDER);
       await writeFileAtomic(file, data, 0o600, { mkdir: false });
     }
   }
@@ -400,4 +433,26 @@ export class ShareStore {
     this.metrics.quarantined.inc();
     this.log.warn({ id: hex }, 'corrupt share quarantined');
   }
+}
+
+/** A share folder: made (mkdir under way or done), and made durable (its parent's fsync, once). */
+interface ShareFolder {
+  made: Promise<unknown>;
+  durable: () => Promise<void>;
+}
+
+const NOTHING_TO_SYNC = (): Promise<void> => Promise.resolve();
+/** A folder found on disk at open (its parent was fsynced then). */
+const EXISTING_FOLDER: ShareFolder = { made: Promise.resolve(), durable: NOTHING_TO_SYNC };
+
+function newShareFolder(dir: string): ShareFolder {
+  // shares/ab exists (made at open), so mkdir makes shares/ab/cd only; if it was there already
+  // (made by hand, or by a run that crashed after its mkdir) shares/ab is synced all the same.
+  const made = fsp.mkdir(dir, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return mkdirDurable(dir, 0o700); // shares/ab was removed by hand
+    if (e.code !== 'EEXIST') throw e;
+    return undefined;
+  });
+  let syncing: Promise<void> | null = null;
+  return { made, durable: () => (syncing ??= fsyncDir(path.dirname(dir))) };
 }

@@ -136,3 +136,75 @@ describe('when a put is answered', () => {
     }
   });
 });
+
+describe('a share in a folder the put creates', () => {
+  // A new folder is an entry in its parent: until the parent is fsynced a power loss may drop
+  // the folder, and with it a share whose put was answered (SPEC.md §9.8.1). A power loss cannot
+  // be made in a test, so this watches the fsyncs: every folder whose entries a put changed is
+  // synced before the put resolves.
+  const watchSyncs = (hold?: (p: string) => Promise<void> | undefined): string[] => {
+    const synced: string[] = [];
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      const where = path.resolve(String(args[0]));
+      const sync = fh.sync.bind(fh);
+      fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); };
+      return fh;
+    });
+    return synced;
+  };
+
+  it('makes shares/00 … shares/ff at open, then fsyncs shares/ab and shares/ab/cd before a put is answered', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-crash-'));
+    dirs.push(dir);
+    const synced = watchSyncs();
+    const store = await ShareStore.open({ dir, quotaBytes: 2 ** 24 });
+    try {
+      const shares = path.join(dir, 'shares');
+      expect((await fsp.readdir(shares)).length).toBe(256);
+      expect(synced).toContain(shares);
+      synced.length = 0;
+      const data = randomBytes(4096);
+      const id = shareId(data);
+      const hex = id.toString('hex');
+      await expect(fsp.access(path.join(shares, hex.slice(0, 2), hex.slice(2, 4)))).rejects.toThrow();
+      expect((await store.put(id, data, 3600)).stored).toBe(true);
+      expect(synced).toContain(path.join(shares, hex.slice(0, 2))); // holds the new shares/ab/cd
+      expect(synced).toContain(path.join(shares, hex.slice(0, 2), hex.slice(2, 4))); // holds the share
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a second put into the same new folder waits for the first one\'s fsync of shares/ab', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-crash-'));
+    dirs.push(dir);
+    const store = await ShareStore.open({ dir, quotaBytes: 2 ** 24 });
+    try {
+      // Two shares whose ids start with the same two bytes: one folder shares/ab/cd.
+      const a = randomBytes(64);
+      const ha = shareId(a).toString('hex');
+      let b: Buffer;
+      do b = randomBytes(64); while (shareId(b).toString('hex').slice(0, 4) !== ha.slice(0, 4));
+      const ab = path.join(dir, 'shares', ha.slice(0, 2));
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      const synced = watchSyncs((p) => (p === ab ? gate : undefined));
+      const first = store.put(shareId(a), a, 3600);
+      const leaf = path.join(ab, ha.slice(2, 4));
+      while (!synced.includes(leaf)) await new Promise((r) => setTimeout(r, 2));
+      let secondDone = false;
+      const second = store.put(shareId(b), b, 3600).then((r) => { secondDone = true; return r; });
+      while (synced.filter((p) => p === leaf).length < 2) await new Promise((r) => setTimeout(r, 2));
+      await new Promise((r) => setTimeout(r, 20));
+      // Both shares are in shares/ab/cd and that folder is synced; shares/ab is not yet.
+      expect(secondDone).toBe(false);
+      release();
+      expect((await first).stored).toBe(true);
+      expect((await second).stored).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -77,7 +77,10 @@ describe('share store (SPEC §9.8)', () => {
     const a = share('alpha');
     expect(await codeOf(s.put(a.id, Buffer.from('alphA')))).toBe('SHARE_HASH_MISMATCH');
     expect(s.has([a.id])).toEqual([false]);
-    expect(fs.readdirSync(path.join(dir, 'shares'))).toEqual([]);
+    // Only the 256 empty shares/ab folders made at open.
+    const top = fs.readdirSync(path.join(dir, 'shares'));
+    expect(top.length).toBe(256);
+    for (const a of top) expect(fs.readdirSync(path.join(dir, 'shares', a))).toEqual([]);
   });
 
   it('serves byte ranges; a range past the end → STORAGE_BAD_REQUEST', async () => {
@@ -178,8 +181,12 @@ describe('share store (SPEC §9.8)', () => {
     const s = await open({ dir });
     const a = share('a share that will not fit on the disk');
     const realOpen = fsp.open.bind(fsp);
-    vi.spyOn(fsp, 'open').mockImplementationOnce(async (...args: Parameters<typeof fsp.open>) => {
+    let failed = false;
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
       const fh = await realOpen(...args);
+      // The share's temp file (not a folder opened for its fsync), once.
+      if (failed || !String(args[0]).endsWith('.tmp')) return fh;
+      failed = true;
       // Half the bytes reach the temp file, then the disk is full.
       return new Proxy(fh, {
         get(t, prop) {
