@@ -13,7 +13,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
-import { writeFileAtomic, writeFileAtomicSync, mkdirDurable } from '../src/ops/fsutil';
+import { writeFileAtomic, writeFileAtomicSync, mkdirDurable, fsyncDir } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
 import { hsPeriodOf } from '../src/crypto/blind';
 import { ReceiptVerifier, periodicUploadWindow, type UploadWindow } from '../src/bandwidth/verify';
@@ -94,6 +94,8 @@ export class BandwidthMeasurement implements ReceiptIntake {
   private history = new Map<string, HistoryEntry>();
   private last: EpochMeasurement | null = null;
   private readonly owedStore: OwedStore;
+  /** Epochs whose receipt file this process has made durable in receipts/ (its folder fsynced). */
+  private readonly receiptFilesInFolder = new Set<number>();
   private owedState: OwedSnapshot | null = null;
 
   constructor(o: MeasurementOptions) {
@@ -240,6 +242,12 @@ export class BandwidthMeasurement implements ReceiptIntake {
         // One write() of whole records on an O_APPEND file: concurrent uploads never interleave.
         const fh = await fsp.open(path.join(dir, `${e}.bin`), 'a', 0o600);
         try { await fh.write(Buffer.concat(recs)); await fh.sync(); } finally { await fh.close(); }
+        // A new file is only an entry in receipts/: fsync the folder once per file and process,
+        // or a power loss could drop the file whose records were just fsynced.
+        if (!this.receiptFilesInFolder.has(e)) {
+          await fsyncDir(dir);
+          this.receiptFilesInFolder.add(e);
+        }
       }
     } catch (x) {
       // Still counted in memory (the uploader will be told they were accepted); only a restart
@@ -369,6 +377,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
    */
   private prune(e: number): void {
     this.verifier.prune(this.now());
+    for (const old of this.receiptFilesInFolder) if (old < e) this.receiptFilesInFolder.delete(old);
     const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
     let names: string[] = [];
     try { names = fs.readdirSync(dir); } catch { return; }

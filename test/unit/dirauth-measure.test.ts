@@ -2,8 +2,9 @@
 // epoch k − 2 (proven cells, and measured values raised by proofs within the declared bandwidth);
 // the consensus carries the low median of the votes' proven values; the wire fields decode
 // strictly and old consensuses still decode; history and receipts survive a restart.
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
@@ -31,7 +32,7 @@ const listOf = (s: ReturnType<typeof makeSigner>) => parseAuthorityList([{ name:
 
 let fx: Fixture;
 beforeEach(() => { fx = makeFixture(); });
-afterEach(() => fx.cleanup());
+afterEach(() => { vi.restoreAllMocks(); fx.cleanup(); });
 
 /** Receipts of epoch E accepted during E + 1: relay 0 ↔ relay 1, 3000 cells each way in total. */
 async function withReceipts(extra: Record<string, unknown> = {}) {
@@ -44,6 +45,28 @@ async function withReceipts(extra: Record<string, unknown> = {}) {
   expect(ans.status).toBe(200);
   return made;
 }
+
+describe('accepted receipts on disk (SPEC.md §8.4)', () => {
+  it('a new epoch file is made durable in receipts/ (the folder fsynced) before the upload is answered, once per file', async () => {
+    const synced: string[] = [];
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      const where = path.resolve(String(args[0]));
+      const sync = fh.sync.bind(fh);
+      fh.sync = async () => { await sync(); synced.push(where); };
+      return fh;
+    });
+    const made = await withReceipts();
+    const dir = path.join(fx.dir, RECEIPTS_DIR);
+    expect(synced).toContain(path.join(dir, `${E}.bin`));
+    expect(synced).toContain(dir);
+    synced.length = 0;
+    const again = await made.authority.measurement.accept(record(receipt(fx.relays[0], fx.relays[1], { serial: 2 })));
+    expect(again.status).toBe(200);
+    expect(synced).toEqual([path.join(dir, `${E}.bin`)]);
+  });
+});
 
 describe('measurement at vote time (SPEC.md §8.5)', () => {
   it('the vote for period k carries the proven cells of epoch k − 2 and measured values raised by proofs', async () => {
