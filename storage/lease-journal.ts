@@ -53,9 +53,12 @@ export class LeaseJournal {
   private queue: LeaseRecord[] = [];
   private flushing: Promise<void> | null = null;
   private records: number;
+  /** The file's length: where the next record goes, and where a failed write is cut back to. */
+  private size: number;
 
-  private constructor(private readonly file: string, private fh: fsp.FileHandle, records: number) {
+  private constructor(private readonly file: string, private fh: fsp.FileHandle, records: number, size: number) {
     this.records = records;
+    this.size = size;
   }
 
   /** Open (creating if absent) and replay: the last lease per id, removals already applied. */
@@ -70,6 +73,7 @@ export class LeaseJournal {
     }
     const leases = new Map<string, number>();
     let good = 0;
+    let size = JOURNAL_MAGIC.length;
     let repaired = false;
     if (data.length < JOURNAL_MAGIC.length || !data.subarray(0, JOURNAL_MAGIC.length).equals(JOURNAL_MAGIC)) {
       // Not a journal: start a fresh one; the store gives every share on disk a grace lease.
@@ -89,9 +93,10 @@ export class LeaseJournal {
         await fsp.truncate(file, off);
         repaired = true;
       }
+      size = off;
     }
     const fh = await fsp.open(file, 'a', 0o600);
-    return { journal: new LeaseJournal(file, fh, good), leases, repaired };
+    return { journal: new LeaseJournal(file, fh, good, size), leases, repaired };
   }
 
   /** Records appended since the last rewrite (live or not): the store compacts when this grows. */
@@ -107,7 +112,9 @@ export class LeaseJournal {
 
   /** Rewrite the journal with exactly `live` (atomic), after all pending appends. */
   async compact(live: readonly LeaseRecord[]): Promise<void> {
-    await this.drain();
+    // An append may start a write between drain's end and this code running again: drain until
+    // none is under way here, synchronously with taking `flushing` below.
+    do await this.drain(); while (this.flushing || this.queue.length);
     const body = Buffer.concat([JOURNAL_MAGIC, encodeRecords(live)]);
     // Appends that arrive while we rewrite wait on `flushing` and land in the new file.
     this.flushing = (async () => {
@@ -115,6 +122,7 @@ export class LeaseJournal {
       await this.fh.close();
       this.fh = await fsp.open(this.file, 'a', 0o600);
       this.records = live.length;
+      this.size = body.length;
     })();
     try {
       await this.flushing;
@@ -142,8 +150,18 @@ export class LeaseJournal {
     this.queue = [];
     if (batch.length === 0) return Promise.resolve();
     this.flushing = (async () => {
-      await this.fh.write(encodeRecords(batch));
-      await this.fh.datasync();
+      const bytes = encodeRecords(batch);
+      const at = this.size;
+      try {
+        // A short write (a nearly full disk) goes on from where it stopped.
+        for (let off = 0; off < bytes.length;) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+        await this.fh.datasync();
+      } catch (e) {
+        // Cut a partial record off, or replay would stop there and drop every later record.
+        await this.fh.truncate(at).catch(() => {});
+        throw e;
+      }
+      this.size = at + bytes.length;
       this.records += batch.length;
     })();
     const p = this.flushing;

@@ -271,6 +271,45 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('a failed append cuts its partial record off, so later records still replay', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const id1 = Buffer.alloc(32, 1);
+    const id2 = Buffer.alloc(32, 2);
+    const id3 = Buffer.alloc(32, 3);
+    await journal.append([{ id: id1, expiresAt: 5 }]);
+    // The disk fills in the middle of the next record: half of it reaches the file.
+    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
+    const realWrite = fh.write.bind(fh) as (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
+    vi.spyOn(fh, 'write').mockImplementationOnce((async (b: Buffer, o = 0, l = b.length - o) => {
+      await realWrite(b, o, l >> 1);
+      throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    }) as never);
+    await expect(journal.append([{ id: id2, expiresAt: 6 }])).rejects.toMatchObject({ code: 'ENOSPC' });
+    // Room again: the next record is kept, and so is everything before the failure.
+    await journal.append([{ id: id3, expiresAt: 7 }]);
+    await journal.close();
+    expect(fs.statSync(file).size).toBe(8 + 2 * RECORD_BYTES);
+    const { journal: j2, leases, repaired } = await LeaseJournal.open(file);
+    expect(repaired).toBe(false);
+    expect([...leases].sort()).toEqual([[id1.toString('hex'), 5], [id3.toString('hex'), 7]]);
+    await j2.close();
+  });
+
+  it('a short write goes on from where it stopped', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
+    const realWrite = fh.write.bind(fh) as (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
+    vi.spyOn(fh, 'write').mockImplementationOnce((async (b: Buffer, o = 0, l = b.length - o) => realWrite(b, o, Math.min(l, 10))) as never);
+    const ids = [Buffer.alloc(32, 4), Buffer.alloc(32, 5)];
+    await journal.append(ids.map((id, i) => ({ id, expiresAt: 10 + i })));
+    await journal.close();
+    const { journal: j2, leases } = await LeaseJournal.open(file);
+    expect([...leases].sort()).toEqual([[ids[0].toString('hex'), 10], [ids[1].toString('hex'), 11]]);
+    await j2.close();
+  });
+
   it('a file that is not a journal is replaced, and says so', async () => {
     const file = path.join(await tmpDir(), 'j');
     fs.writeFileSync(file, 'garbage!garbage!');
