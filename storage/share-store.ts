@@ -74,6 +74,14 @@ export class ShareStore {
   private reserved = 0;
   private gcTimer: NodeJS.Timeout | null = null;
   private gcRunning: Promise<{ removed: number; bytes: number }> | null = null;
+  /**
+   * Puts and renewals under way between their lease record and the in-memory entry it stands
+   * for. A rewrite of the journal (compactJournal) waits until there is none, and new ones wait
+   * for the rewrite: the live leases it writes then match every record written before it.
+   */
+  private leaseWriters = 0;
+  private leaseWritersDone: (() => void) | null = null;
+  private compacting: Promise<void> | null = null;
 
   private constructor(private readonly opts: ShareStoreOptions, private readonly journal: LeaseJournal) {
     this.metrics = opts.metrics ?? new StorageMetrics(opts.registry);
@@ -208,8 +216,10 @@ export class ShareStore {
       if (have) {
         // Same id, so same bytes (the hash says so): only the lease can change.
         if (until > have.expiresAt) {
-          await this.journal.append([{ id, expiresAt: until }]);
-          have.expiresAt = until;
+          await this.writingLeases(async () => {
+            await this.journal.append([{ id, expiresAt: until }]).catch((e: unknown) => { throw ioError(e, 'could not write the lease'); });
+            have.expiresAt = Math.max(have.expiresAt, until);
+          });
         }
         return { expiresAt: have.expiresAt, stored: false };
       }
@@ -226,21 +236,24 @@ export class ShareStore {
         // two leaves either a lease for a share that is not there (dropped when the store opens)
         // or a share without a lease (given the grace lease): never an acknowledged share lost.
         // Concurrent puts share the journal's write and fsync (group commit).
-        const written = this.writeShare(hex, data);
-        const journaled = this.journal.append([{ id, expiresAt: until }]);
-        const [w, j] = await Promise.allSettled([written, journaled]);
-        if (w.status === 'rejected') throw w.reason;
-        if (j.status === 'rejected') throw j.reason;
+        await this.writingLeases(async () => {
+          const written = this.writeShare(hex, data);
+          const journaled = this.journal.append([{ id, expiresAt: until }]);
+          const [w, j] = await Promise.allSettled([written, journaled]);
+          if (w.status === 'rejected') throw w.reason;
+          if (j.status === 'rejected') {
+            // Not held, so not on disk either (it would sit outside the quota until a restart).
+            await fsp.rm(this.sharePath(hex), { force: true }).catch(() => {});
+            throw j.reason;
+          }
+          this.entries.set(hex, { size: data.length, expiresAt: until });
+          this.used += data.length;
+        });
       } catch (e) {
-        if (isBitcloudError(e)) throw e;
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ENOSPC' || code === 'EDQUOT') throw err('STORAGE_FULL', 'disk full', { errno: code }, e);
-        throw err('STORAGE_IO_ERROR', 'could not write the share', { errno: code }, e);
+        throw ioError(e, 'could not write the share');
       } finally {
         this.reserved -= data.length;
       }
-      this.entries.set(hex, { size: data.length, expiresAt: until });
-      this.used += data.length;
       this.updateGauges();
       return { expiresAt: until, stored: true };
     });
@@ -320,18 +333,39 @@ export class ShareStore {
   /** Extend leases (never shorten). Returns each share's expiry, or 0 for shares not held. */
   async renew(ids: readonly Buffer[], leaseSeconds = 0): Promise<number[]> {
     const until = this.nowSeconds() + this.leaseSeconds(leaseSeconds);
-    const changed: LeaseRecord[] = [];
-    const out = ids.map((id) => {
-      const e = this.live(shareIdHex(id));
-      if (!e) return 0;
-      if (until > e.expiresAt) {
-        e.expiresAt = until;
-        changed.push({ id, expiresAt: until });
-      }
-      return e.expiresAt;
+    return this.writingLeases(async () => {
+      const held = ids.map((id) => this.live(shareIdHex(id)));
+      const changed: LeaseRecord[] = [];
+      ids.forEach((id, i) => { const e = held[i]; if (e && until > e.expiresAt) changed.push({ id, expiresAt: until }); });
+      // The longer leases count only once they are on disk: a failed write changes nothing.
+      if (changed.length) await this.journal.append(changed).catch((e: unknown) => { throw ioError(e, 'could not write the leases'); });
+      return held.map((e) => {
+        if (!e) return 0;
+        e.expiresAt = Math.max(e.expiresAt, until);
+        return e.expiresAt;
+      });
     });
-    if (changed.length) await this.journal.append(changed);
-    return out;
+  }
+
+  /** Run `fn` (lease records and the entries they stand for) outside any rewrite of the journal. */
+  private async writingLeases<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.compacting) await this.compacting.catch(() => {});
+    this.leaseWriters++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.leaseWriters === 0) this.leaseWritersDone?.();
+    }
+  }
+
+  /** Rewrite the journal with the live leases, once no put or renewal is half done (one at a time). */
+  private compactJournal(): Promise<void> {
+    this.compacting ??= (async () => {
+      while (this.leaseWriters > 0) await new Promise<void>((r) => { this.leaseWritersDone = r; });
+      this.leaseWritersDone = null;
+      await this.journal.compact(this.liveRecords());
+    })().finally(() => { this.compacting = null; });
+    return this.compacting;
   }
 
   /** Proof of holding the share: BLAKE2b-256(nonce | share bytes), from verified bytes. */
@@ -383,7 +417,7 @@ export class ShareStore {
       this.metrics.gcRemoved.inc(gone.length);
       this.log.info({ removed: gone.length, bytes }, 'expired shares removed');
     }
-    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.journal.compact(this.liveRecords());
+    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal();
     return { removed: gone.length, bytes };
   }
 
@@ -455,4 +489,12 @@ function newShareFolder(dir: string): ShareFolder {
   });
   let syncing: Promise<void> | null = null;
   return { made, durable: () => (syncing ??= fsyncDir(path.dirname(dir))) };
+}
+
+/** A failed share or lease write as the store reports it: STORAGE_FULL for a full disk, else STORAGE_IO_ERROR. */
+function ioError(e: unknown, what: string): unknown {
+  if (isBitcloudError(e)) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return err('STORAGE_FULL', 'disk full', { errno: code }, e);
+  return err('STORAGE_IO_ERROR', what, { errno: code }, e);
 }

@@ -128,6 +128,9 @@ describe('when a put is answered', () => {
       const id = shareId(data);
       await expect(store.put(id, data, 3600)).rejects.toMatchObject({ code: 'STORAGE_IO_ERROR' });
       expect(store.has([id])).toEqual([false]);
+      // Nor is its file left on disk, outside the quota.
+      const hex = id.toString('hex');
+      await expect(fsp.access(path.join(dir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex))).rejects.toThrow();
       // A second put of the same share goes through the whole path again and is kept.
       expect((await store.put(id, data, 3600)).stored).toBe(true);
       expect(store.has([id])).toEqual([true]);
@@ -205,6 +208,63 @@ describe('a share in a folder the put creates', () => {
       expect((await second).stored).toBe(true);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('rewriting the lease journal while puts are under way', () => {
+  // SPEC.md §9.8.2: the journal is rewritten with the live leases after a GC run once it holds
+  // many records. A put whose lease record is already written but whose share file is still being
+  // synced is not among the live leases yet: the rewrite must wait for it, or its lease is lost and
+  // the share, whose put was answered, gets the grace lease after a restart and is then deleted.
+  it('keeps the lease of a put whose share was still being written', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-crash-'));
+    dirs.push(dir);
+    const clock = { ms: Date.now() };
+    const store = await ShareStore.open({ dir, quotaBytes: 2 ** 24, now: () => clock.ms });
+    const journalOf = (s: ShareStore) => (s as unknown as { journal: LeaseJournal }).journal;
+    let reopened: ShareStore | null = null;
+    try {
+      // More than 1024 records for one share: renewals, each a second later than the last.
+      const a = randomBytes(256);
+      await store.put(shareId(a), a, 3600);
+      const renewals: Promise<number[]>[] = [];
+      for (let i = 0; i < 1100; i++) { clock.ms += 1000; renewals.push(store.renew([shareId(a)], 3600)); }
+      await Promise.all(renewals);
+      expect(journalOf(store).recordCount).toBeGreaterThan(1024);
+
+      // A put of b whose share file's fsync is held: its lease record is written first.
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      const realOpen = fsp.open.bind(fsp);
+      vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+        const fh = await realOpen(...args);
+        if (String(args[0]).endsWith('.tmp')) {
+          const sync = fh.sync.bind(fh);
+          fh.sync = async () => { await gate; await sync(); };
+        }
+        return fh;
+      });
+      const b = randomBytes(256);
+      const before = journalOf(store).recordCount;
+      const put = store.put(shareId(b), b, 30 * 86_400);
+      while (journalOf(store).recordCount === before) await new Promise((r) => setTimeout(r, 2));
+      // A GC run now rewrites the journal (far more records than leases).
+      const gc = store.gc();
+      await new Promise((r) => setTimeout(r, 20));
+      release();
+      expect((await put).stored).toBe(true);
+      await gc;
+      await store.close();
+      vi.restoreAllMocks();
+
+      reopened = await ShareStore.open({ dir, quotaBytes: 2 ** 24, now: () => clock.ms });
+      // b keeps its 30-day lease (renew never shortens and reports the lease held), not the
+      // one-hour grace lease of a share found without one.
+      const [exp] = await reopened.renew([shareId(b)], 1);
+      expect(exp).toBeGreaterThan(Math.floor(clock.ms / 1000) + 29 * 86_400);
+    } finally {
+      await (reopened ?? store).close().catch(() => {});
     }
   });
 });

@@ -256,6 +256,30 @@ describe('share store (SPEC §9.8)', () => {
   });
 });
 
+describe('a lease write that fails (SPEC.md §9.8.2)', () => {
+  const failNextAppend = (code: string) => vi.spyOn(LeaseJournal.prototype, 'append').mockRejectedValueOnce(Object.assign(new Error(code), { code }));
+
+  it('a put of a share already held: STORAGE_FULL on a full disk, and the lease stays as it was', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), now: c.now });
+    const a = share('alpha');
+    const first = await s.put(a.id, a.data, 100);
+    failNextAppend('ENOSPC');
+    expect(await codeOf(s.put(a.id, a.data, 1000))).toBe('STORAGE_FULL');
+    expect(await s.renew([a.id], 1)).toEqual([first.expiresAt]);
+  });
+
+  it('a renewal: STORAGE_IO_ERROR, and no lease is longer in memory than on disk', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), now: c.now });
+    const a = share('alpha');
+    const first = await s.put(a.id, a.data, 100);
+    failNextAppend('EIO');
+    expect(await codeOf(s.renew([a.id], 1000))).toBe('STORAGE_IO_ERROR');
+    expect(await s.renew([a.id], 1)).toEqual([first.expiresAt]);
+  });
+});
+
 describe('lease journal', () => {
   it('replays the last record per id; removals delete', async () => {
     const file = path.join(await tmpDir(), 'j');
