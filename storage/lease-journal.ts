@@ -154,7 +154,11 @@ export class LeaseJournal {
       const at = this.size;
       try {
         // A short write (a nearly full disk) goes on from where it stopped.
-        for (let off = 0; off < bytes.length;) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+        for (let off = 0; off < bytes.length;) {
+          const n = (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+          if (n <= 0) throw Object.assign(new Error('lease journal write made no progress'), { code: 'EIO' });
+          off += n;
+        }
         await this.fh.datasync();
       } catch (e) {
         // Cut a partial record off, or replay would stop there and drop every later record.
