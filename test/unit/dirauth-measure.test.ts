@@ -4,7 +4,6 @@
 // strictly and old consensuses still decode; history and receipts survive a restart.
 import { describe, it, expect, beforeEach, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
@@ -22,6 +21,7 @@ import { statusJson } from '../../directory/status-page';
 import {
   E, P, epochStart, makeFixture, makeRelay, makeSigner, consensusFor, receipt, record, voteOf, type Fixture,
 } from './dirauth-measure-fixture';
+import { watchSyncs } from '../helpers/fsync-watch';
 
 const code = (f: () => unknown): string => {
   try { f(); } catch (e) { if (isBitcloudError(e)) return e.code; throw e; }
@@ -48,15 +48,7 @@ async function withReceipts(extra: Record<string, unknown> = {}) {
 
 describe('accepted receipts on disk (SPEC.md §8.4)', () => {
   it('a new epoch file is made durable in receipts/ (the folder fsynced) before the upload is answered, once per file', async () => {
-    const synced: string[] = [];
-    const realOpen = fsp.open.bind(fsp);
-    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-      const fh = await realOpen(...args);
-      const where = path.resolve(String(args[0]));
-      const sync = fh.sync.bind(fh);
-      fh.sync = async () => { await sync(); synced.push(where); };
-      return fh;
-    });
+    const synced = watchSyncs();
     const made = await withReceipts();
     const dir = path.join(fx.dir, RECEIPTS_DIR);
     expect(synced).toContain(path.join(dir, `${E}.bin`));

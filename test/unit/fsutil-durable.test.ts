@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../../src/ops/fsutil';
+import { watchSyncs } from '../helpers/fsync-watch';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -17,20 +18,6 @@ async function tmp(): Promise<string> {
   const d = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-fsutil-'));
   dirs.push(d);
   return d;
-}
-
-/** Record every fsync made through fsp.open handles (its path); `hold(p)` delays the fsync of p. */
-function watchSyncs(hold?: (p: string) => Promise<void> | undefined): string[] {
-  const synced: string[] = [];
-  const realOpen = fsp.open.bind(fsp);
-  vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-    const fh = await realOpen(...args);
-    const where = path.resolve(String(args[0]));
-    const sync = fh.sync.bind(fh);
-    fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); };
-    return fh;
-  });
-  return synced;
 }
 
 describe('mkdirDurable', () => {

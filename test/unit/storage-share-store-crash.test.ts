@@ -15,6 +15,7 @@ import { ShareStore } from '../../storage/share-store';
 import { checkShare, shareId } from '../../src/storage/share';
 import { LeaseJournal } from '../../storage/lease-journal';
 import { randomBytes } from '../../src/crypto/primitives';
+import { watchSyncs } from '../helpers/fsync-watch';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children: ChildProcess[] = [];
@@ -145,19 +146,6 @@ describe('a share in a folder the put creates', () => {
   // the folder, and with it a share whose put was answered (SPEC.md §9.8.1). A power loss cannot
   // be made in a test, so this watches the fsyncs: every folder whose entries a put changed is
   // synced before the put resolves.
-  const watchSyncs = (hold?: (p: string) => Promise<void> | undefined): string[] => {
-    const synced: string[] = [];
-    const realOpen = fsp.open.bind(fsp);
-    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-      const fh = await realOpen(...args);
-      const where = path.resolve(String(args[0]));
-      const sync = fh.sync.bind(fh);
-      fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); };
-      return fh;
-    });
-    return synced;
-  };
-
   it('makes shares/00 … shares/ff at open, then fsyncs shares/ab and shares/ab/cd before a put is answered', async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-crash-'));
     dirs.push(dir);
@@ -236,15 +224,7 @@ describe('rewriting the lease journal while puts are under way', () => {
       // A put of b whose share file's fsync is held: its lease record is written first.
       let release!: () => void;
       const gate = new Promise<void>((r) => { release = r; });
-      const realOpen = fsp.open.bind(fsp);
-      vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-        const fh = await realOpen(...args);
-        if (String(args[0]).endsWith('.tmp')) {
-          const sync = fh.sync.bind(fh);
-          fh.sync = async () => { await gate; await sync(); };
-        }
-        return fh;
-      });
+      watchSyncs((p) => (p.endsWith('.tmp') ? gate : undefined));
       const b = randomBytes(256);
       const before = journalOf(store).recordCount;
       const put = store.put(shareId(b), b, 30 * 86_400);
