@@ -229,9 +229,16 @@ describe('rewriting the lease journal while puts are under way', () => {
       const before = journalOf(store).recordCount;
       const put = store.put(shareId(b), b, 30 * 86_400);
       while (journalOf(store).recordCount === before) await new Promise((r) => setTimeout(r, 2));
-      // A GC run now rewrites the journal (far more records than leases).
+      // A GC run now rewrites the journal (far more records than leases): wait until the rewrite
+      // is asked for (the journal's compact called, or the store waiting to call it).
+      let compactAsked = false;
+      const realCompact = LeaseJournal.prototype.compact;
+      vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementation(function (this: LeaseJournal, live) {
+        compactAsked = true;
+        return realCompact.call(this, live);
+      });
       const gc = store.gc();
-      await new Promise((r) => setTimeout(r, 20));
+      while (!compactAsked && !(store as unknown as { compacting: unknown }).compacting) await new Promise((r) => setTimeout(r, 2));
       release();
       expect((await put).stored).toBe(true);
       await gc;

@@ -280,6 +280,14 @@ describe('a lease write that fails (SPEC.md §9.8.2)', () => {
   });
 });
 
+type JournalWrite = (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
+/** The journal's next write to its file goes through `f` (given the real write) instead. */
+function onceOnJournalWrite(journal: LeaseJournal, f: (realWrite: JournalWrite, b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>): void {
+  const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
+  const realWrite = fh.write.bind(fh) as JournalWrite;
+  vi.spyOn(fh, 'write').mockImplementationOnce((async (b: Buffer, o = 0, l = b.length - o) => f(realWrite, b, o, l)) as never);
+}
+
 describe('lease journal', () => {
   it('replays the last record per id; removals delete', async () => {
     const file = path.join(await tmpDir(), 'j');
@@ -303,12 +311,10 @@ describe('lease journal', () => {
     const id3 = Buffer.alloc(32, 3);
     await journal.append([{ id: id1, expiresAt: 5 }]);
     // The disk fills in the middle of the next record: half of it reaches the file.
-    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
-    const realWrite = fh.write.bind(fh) as (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
-    vi.spyOn(fh, 'write').mockImplementationOnce((async (b: Buffer, o = 0, l = b.length - o) => {
+    onceOnJournalWrite(journal, async (realWrite, b, o, l) => {
       await realWrite(b, o, l >> 1);
       throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
-    }) as never);
+    });
     await expect(journal.append([{ id: id2, expiresAt: 6 }])).rejects.toMatchObject({ code: 'ENOSPC' });
     // Room again: the next record is kept, and so is everything before the failure.
     await journal.append([{ id: id3, expiresAt: 7 }]);
@@ -323,9 +329,7 @@ describe('lease journal', () => {
   it('a short write goes on from where it stopped', async () => {
     const file = path.join(await tmpDir(), 'j');
     const { journal } = await LeaseJournal.open(file);
-    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
-    const realWrite = fh.write.bind(fh) as (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
-    vi.spyOn(fh, 'write').mockImplementationOnce((async (b: Buffer, o = 0, l = b.length - o) => realWrite(b, o, Math.min(l, 10))) as never);
+    onceOnJournalWrite(journal, (realWrite, b, o, l) => realWrite(b, o, Math.min(l, 10)));
     const ids = [Buffer.alloc(32, 4), Buffer.alloc(32, 5)];
     await journal.append(ids.map((id, i) => ({ id, expiresAt: 10 + i })));
     await journal.close();
