@@ -53,7 +53,7 @@ export const RANDOMNESS_CHI2_MAX = 553;
 const histogram = new Uint32Array(256); // reused: one put at a time runs this synchronously
 
 /**
- * SPEC.md §10.6.2: a sanity check that a share is ciphertext: the byte histogram of its first
+ * SPEC.md §10.6 (randomness check): a sanity check that a share is ciphertext: the byte histogram of its first
  * 64 KiB must be consistent with uniform bytes. It catches plaintext sent as encrypted-private; it
  * cannot tell ciphertext from compressed data, so it is a check, not a proof.
  */
@@ -92,7 +92,7 @@ function sizeLimit(a: number, b: number): number {
  * Build the storage node's policy hook. Put: unmoderated rules, or, for each subscribed moderator
  * in order, POLICY_UNAVAILABLE (no policy yet), POLICY_DENIED, POLICY_CLASS_NOT_ALLOWED,
  * POLICY_TOO_LARGE; then, for an allow-only class, POLICY_NOT_APPROVED unless some subscribed
- * policy's allowlist holds the share. Get and audit: POLICY_DENIED for an id any subscribed policy lists. Other
+ * policy's allowlist holds the share. Get, audit and challenge: POLICY_DENIED for an id any subscribed policy lists. Other
  * requests pass.
  */
 export function makePolicyCheck(subs: SubscriptionView): PolicyCheck {
