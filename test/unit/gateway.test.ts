@@ -13,6 +13,7 @@ import { base32Encode, formatCapability, parseCapability, type Capability } from
 import { decodeFolder, encodeFolder, folderPathProblem, FOLDER_CONTENT_TYPE, lookupFolder, MAX_FOLDER_ENTRIES } from '../../src/storage/folder';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile } from '../../src/client/storage-client-put';
+import { fetchManifest } from '../../src/client/storage-client-get';
 import { getFolder, putFolder } from '../../src/client/storage-client-folder';
 import { capabilityHost, capabilityUrl, isBitcloudHost, parseCapabilityHost } from '../../src/client/gateway/host';
 import { parseRange } from '../../src/client/gateway/http-range';
@@ -179,6 +180,12 @@ describe('host names, paths, ranges, content types (SPEC.md §9.16)', () => {
     expect(parseRange('bytes=20-10', 100)).toEqual({ kind: 'none' });
     expect(parseRange('items=0-1', 100)).toEqual({ kind: 'none' });
     expect(parseRange('bytes=abc', 100)).toEqual({ kind: 'none' });
+    // Numbers of any length: a huge end is clamped, a huge start is 416, b < a is compared exactly.
+    expect(parseRange('bytes=0-999999999999999999999', 100)).toEqual({ kind: 'range', start: 0, end: 99 });
+    expect(parseRange(`bytes=5-${'9'.repeat(400)}`, 100)).toEqual({ kind: 'range', start: 5, end: 99 });
+    expect(parseRange('bytes=999999999999999999999-', 100)).toEqual({ kind: 'unsatisfiable' });
+    expect(parseRange('bytes=10000000000000000000001-10000000000000000000000', 100)).toEqual({ kind: 'none' });
+    expect(parseRange(`bytes=-${'9'.repeat(30)}`, 100)).toEqual({ kind: 'range', start: 0, end: 99 });
   });
 
   it('content types by extension, then a plain manifest type, else octet-stream', () => {
@@ -327,4 +334,28 @@ describe('the gateway through a SOCKS5 proxy (SPEC.md §9.16)', () => {
     expect(gateway.reader.cachedBytes).toBeLessThanOrEqual(1024 * KiB);
     expect(metric(s2, 'bitcloud_gateway_range_requests_total')).toBeGreaterThan(0);
   });
+
+  it('a request that fails before its first body byte is counted once, under the status it was answered with', async () => {
+    const file = path.join(root, 'lost.bin');
+    await fsp.writeFile(file, randomBytes(100 * KiB));
+    const cap = await put(file, { chunkSize: 256 * KiB });
+    // Every share of the one data chunk disappears from the disks: the root and manifest still read.
+    const c = client();
+    const m = await fetchManifest(c, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    await c.close();
+    for (const id of m.layout.chunks[0].shareIds) {
+      const hex = id.toString('hex');
+      for (let i = 0; i < stores.length; i++) await fsp.rm(path.join(root, `node${i}`, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex), { force: true });
+    }
+    const samples = async () => parsePrometheus(await registry.metrics());
+    const count = (s: Awaited<ReturnType<typeof samples>>, status: string) => metric(s, 'bitcloud_gateway_requests_total', { status });
+    const s0 = await samples();
+    const r = await get(capabilityHost(cap), '/', ['-r', '0-99']);
+    expect(r.status).toBe(503);
+    const s1 = await samples();
+    expect(count(s1, '503') - count(s0, '503')).toBe(1);
+    expect(count(s1, '200') - count(s0, '200')).toBe(0);
+    expect(count(s1, '206') - count(s0, '206')).toBe(0);
+    expect(metric(s1, 'bitcloud_gateway_range_requests_total') - metric(s0, 'bitcloud_gateway_range_requests_total')).toBe(0);
+  }, 60_000);
 });

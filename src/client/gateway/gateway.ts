@@ -288,18 +288,23 @@ export class Gateway {
       ({ start, end } = range);
       res.statusCode = 206;
       res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
-      this.metrics?.ranges.inc();
     } else {
       res.statusCode = 200;
     }
     res.setHeader('Content-Length', end - start + 1 > 0 ? end - start + 1 : 0);
-    this.metrics?.requests.inc({ status: String(res.statusCode) });
-    if (req.method === 'HEAD' || size === 0) { res.end(); return; }
+    // Counted once the status is committed (headers out): a failure before the first byte is
+    // answered, and counted, by fail() with its own status instead.
+    const committed = () => {
+      this.metrics?.requests.inc({ status: String(res.statusCode) });
+      if (res.statusCode === 206) this.metrics?.ranges.inc();
+    };
+    if (req.method === 'HEAD' || size === 0) { committed(); res.end(); return; }
     // Headers go out with the first bytes: a failure before them is still a clean error page.
     let sent = 0;
     try {
       for await (const buf of this.reader.range(cap, m, start, end)) {
         if (res.destroyed) return;
+        if (sent === 0) committed();
         sent += buf.length;
         this.metrics?.bytes.inc(buf.length);
         if (!res.write(buf)) {
@@ -307,6 +312,7 @@ export class Gateway {
           if (res.destroyed) return;
         }
       }
+      if (sent === 0) committed();
       res.end();
     } catch (e) {
       if (sent === 0 && !res.headersSent) { res.removeHeader('Content-Range'); throw e; }

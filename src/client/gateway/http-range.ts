@@ -6,7 +6,9 @@ export type RangeResult =
   | { kind: 'range'; start: number; end: number } // inclusive end, start <= end < size
   | { kind: 'unsatisfiable' };
 
-const DIGITS = /^\d{1,20}$/;
+// Any number of digits: a number too large for a double becomes Infinity (a huge end is clamped, a
+// huge start is 416); b < a is compared exactly.
+const DIGITS = /^\d+$/;
 
 export function parseRange(header: string | undefined, size: number): RangeResult {
   if (header === undefined) return { kind: 'none' };
@@ -26,7 +28,7 @@ export function parseRange(header: string | undefined, size: number): RangeResul
   }
   if (!DIGITS.test(a) || (b !== '' && !DIGITS.test(b))) return { kind: 'none' };
   const start = Number(a);
-  if (b !== '' && Number(b) < start) return { kind: 'none' }; // invalid range: ignored (RFC 9110 §14.1.1)
+  if (b !== '' && BigInt(b) < BigInt(a)) return { kind: 'none' }; // invalid range: ignored (RFC 9110 §14.1.1)
   if (start >= size) return { kind: 'unsatisfiable' }; // also for huge numbers beyond 2^53
   const end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
   return { kind: 'range', start, end };
