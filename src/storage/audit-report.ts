@@ -8,6 +8,9 @@ import { ed25519Sign, ed25519Verify } from '../crypto/primitives';
 import { verifyKeyCertificate } from '../dir/certificate';
 import type { AuthorityInfo } from '../dir/authorities';
 import { recheckAuditResult, type AuditResult } from './auditor';
+import { MAX_AUDIT_BLOCKS } from './audit';
+import { MAX_SHARE_BYTES } from './share';
+import { AUDIT_NONCE_MAX_BYTES, AUDIT_NONCE_MIN_BYTES } from './protocol';
 
 export const AUDIT_REPORT_VERSION = 1;
 export const AUDIT_REPORT_SIG_PREFIX = Buffer.from('bitcloud storage audit report v1\0', 'ascii');
@@ -64,6 +67,8 @@ export function signAuditReport(body: AuditReportBody, signer: { signingKey: { p
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** A challenge nonce as §9.17.2 allows it: 16..64 bytes, in hex. */
+const NONCE_HEX = new RegExp(`^(?:[0-9a-f]{2}){${AUDIT_NONCE_MIN_BYTES},${AUDIT_NONCE_MAX_BYTES}}$`);
 
 function bad(reason: string): never {
   throw err('AUDIT_REPORT_INVALID', reason);
@@ -93,7 +98,9 @@ export function verifyAuditReport(doc: unknown, authorities: readonly AuthorityI
   if (!Array.isArray(body.results) || typeof body.stored !== 'object' || body.stored === null) bad('results or stored missing');
   for (const [i, r] of body.results.entries()) {
     if (!r || !HEX64.test(r.node) || !HEX64.test(r.shareId) || !HEX64.test(r.root) || !HEX64.test(r.contract) || !Number.isSafeInteger(r.size) || r.size < 1
-      || typeof r.ok !== 'boolean' || typeof r.nonce !== 'string' || !Array.isArray(r.blocks)) bad(`result ${i} is malformed`);
+      || r.size > MAX_SHARE_BYTES || typeof r.ok !== 'boolean' || typeof r.nonce !== 'string' || !NONCE_HEX.test(r.nonce) || !Array.isArray(r.blocks)
+      || r.blocks.length > MAX_AUDIT_BLOCKS || !r.blocks.every((b) => Number.isSafeInteger(b) && b >= 0)
+      || (r.answer !== undefined && (typeof r.answer !== 'string' || !/^(?:[0-9a-f]{2})*$/.test(r.answer)))) bad(`result ${i} is malformed`);
     if (!recheckAuditResult(r, { shareId: Buffer.from(r.shareId, 'hex'), size: r.size, root: Buffer.from(r.root, 'hex') })) {
       bad(`result ${i} (node ${r.node.slice(0, 16)}…, share ${r.shareId.slice(0, 16)}…) does not recheck: its answer ${r.ok ? 'does not prove' : 'proves'} the share`);
     }

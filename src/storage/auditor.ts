@@ -64,7 +64,13 @@ export async function auditShare(send: ChallengeSender, c: AuditCommitment, opts
 export function recheckAuditResult(r: AuditResult, c: AuditCommitment): boolean {
   if (!r.answer) return !r.ok;
   const nonce = Buffer.from(r.nonce, 'hex');
-  if (r.blocks.join(',') !== challengeBlocks(nonce, c.shareId, c.size, r.blocks.length).join(',')) return false;
+  let blocks: number[];
+  try {
+    blocks = challengeBlocks(nonce, c.shareId, c.size, r.blocks.length);
+  } catch {
+    return false; // a nonce or size no challenge could carry (§9.17.2): it cannot hold as published
+  }
+  if (r.blocks.join(',') !== blocks.join(',')) return false;
   try {
     verifyAuditAnswer(Buffer.from(r.answer, 'hex'), { root: c.root, size: c.size, nonce, blocks: r.blocks });
     return r.ok;

@@ -188,6 +188,24 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     flipped.results[i].code = 'AUDIT_PROOF_INVALID';
     expect(await codeOf(() => verifyAuditReport(signAuditReport(flipped as never, signer), auths))).toBe('AUDIT_REPORT_INVALID');
 
+    // A signed result no challenge could carry (a nonce over 64 bytes or not hex, a share over the
+    // largest, blocks that are not indices) is AUDIT_REPORT_INVALID, never another error.
+    const resigned = (f: (r: Record<string, unknown>) => void): SignedAuditReport => {
+      const b = JSON.parse(rep.body) as { results: Record<string, unknown>[] };
+      f(b.results[0]);
+      return signAuditReport(b as never, signer);
+    };
+    for (const f of [
+      (r: Record<string, unknown>) => { r.nonce = 'ab'.repeat(65); },
+      (r: Record<string, unknown>) => { r.nonce = 'zz'.repeat(32); },
+      (r: Record<string, unknown>) => { r.size = 2 ** 31; },
+      (r: Record<string, unknown>) => { r.blocks = [-1]; },
+      (r: Record<string, unknown>) => { r.blocks = [0.5]; },
+      (r: Record<string, unknown>) => { r.answer = 'x'; },
+    ]) {
+      expect(await codeOf(() => verifyAuditReport(resigned(f), auths)), String(f)).toBe('AUDIT_REPORT_INVALID');
+    }
+
     // Restart: contracts and the report come back from disk.
     const again = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now: () => now });
     expect(again.load()).toEqual({ contracts: 1, reports: 1 });
