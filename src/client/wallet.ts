@@ -5,12 +5,12 @@
 // the authorities (POST /bitcloud/transfers, SPEC §8.11.3), which carry them into the chain.
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
-import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
+import { ed25519Generate, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
 import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
 import { UNITS_PER_COIN } from '../bandwidth/reward';
 import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
-import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../wire/transfer';
+import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, transferSignedBytes, type Transfer } from '../wire/transfer';
 import type { VerifiedRewardBlock } from './rewards';
 import { encodeEscrowCancel, type EscrowCancel } from '../wire/escrow-cancel';
 import { mkdirDurableSync } from '../ops/fsutil';
@@ -89,20 +89,31 @@ export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer
   return blocks.find((b) => (b.block.transfers ?? []).some((x) => encodeTransfer(x).equals(want))) ?? null;
 }
 
-/** GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold (union, by nonce). */
-export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, timeoutMs = 10_000): Promise<Transfer[]> {
+/**
+ * GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold
+ * that can follow the chain, whose last nonce for the key is `chainNonce` (SPEC.md §8.11.4). Only
+ * transfers whose signature verifies under `key` count (an authority cannot invent one), one per
+ * nonce, and only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
+ * a transfer the chain already carries, or one past a gap, is left out.
+ */
+export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, chainNonce: number, timeoutMs = 10_000): Promise<Transfer[]> {
   const byNonce = new Map<number, Transfer>();
   await Promise.all(authorities.map(async (a) => {
     try {
       const r = await httpRequest(`${a.url}${PATHS.transfersPending}?from=${key}`, { maxBytes: TRANSFER_BYTES * 10_000, timeoutMs });
       if (r.status !== 200 || r.body.length % TRANSFER_BYTES !== 0) return;
       for (let i = 0; i < r.body.length; i += TRANSFER_BYTES) {
-        const t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES));
-        if (t.from.toString('hex') === key && !byNonce.has(t.nonce)) byNonce.set(t.nonce, t);
+        let t: Transfer;
+        try { t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES)); } catch { continue; }
+        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || byNonce.has(t.nonce)) continue;
+        if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) continue;
+        byNonce.set(t.nonce, t);
       }
     } catch { /* an authority that does not answer holds nothing we can count on */ }
   }));
-  return [...byNonce.values()].sort((x, y) => x.nonce - y.nonce);
+  const run: Transfer[] = [];
+  for (let n = chainNonce + 1; byNonce.has(n); n++) run.push(byNonce.get(n)!);
+  return run;
 }
 
 export interface SubmitResult {

@@ -1,6 +1,8 @@
 // SPEC.md §8.11.4: the wallet's pieces: the key file (made once, mode 0600, kept), amounts in
 // coins, keys, and the history read from verified blocks.
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,7 +10,11 @@ import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
-import { findTransfer, loadWalletKey, parseCoins, parseKey, walletHistory } from '../../src/client/wallet';
+import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, walletHistory } from '../../src/client/wallet';
+import { walletCancel, walletSend } from '../../src/client/commands/wallet';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { PATHS } from '../../src/dir/fetch';
+import { encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
 import type { VerifiedRewardBlock } from '../../src/client/rewards';
 
 describe('bitcloud wallet (SPEC §8.11.4)', () => {
@@ -75,5 +81,58 @@ describe('bitcloud wallet (SPEC §8.11.4)', () => {
     const all = [...blocks, escrowBlock, later];
     expect(walletHistory(all, hex).slice(3).map((h) => [h.height, h.kind, h.units])).toEqual([[2, 'sent', -40n], [3, 'escrow_back', 30n]]);
     expect(walletHistory(all, node).slice(-1).map((h) => [h.height, h.kind, h.units, h.counterparty])).toEqual([[3, 'escrow_pay', 10n, C]]);
+  });
+});
+
+describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () => {
+  it('counts only transfers signed by the key, after the chain\'s nonce and without a gap: an authority cannot invent one', async () => {
+    const me = ed25519FromSeed(Buffer.alloc(32, 7));
+    const other = ed25519FromSeed(Buffer.alloc(32, 8));
+    const to = Buffer.alloc(32, 9);
+    const key = me.publicKey.toString('hex');
+    const genuine = [3, 4].map((n) => signTransfer(me, to, 10n, n));
+    // Forged: from the key, signed by another (nonce 5), or a real signature over other bytes.
+    const forged = { ...signTransfer(other, to, 10n, 5), from: me.publicKey };
+    const altered = { ...signTransfer(me, to, 10n, 5), amount: 1_000_000n };
+    const served = [
+      signTransfer(me, to, 10n, 2), // carried by the chain already (its last nonce is 2)
+      ...genuine, forged, altered,
+      signTransfer(me, to, 10n, 7), // past a gap: no pool could hold it
+    ];
+    const body = Buffer.concat([...served.map(encodeTransfer), Buffer.alloc(TRANSFER_BYTES, 0xff)]);
+    const server = http.createServer((req, res) => {
+      if (req.url === `${PATHS.transfersPending}?from=${key}`) { res.writeHead(200); res.end(body); } else { res.writeHead(404); res.end(); }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const auths = parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]);
+      const pending = await pendingFrom(auths, key, 2, 5000);
+      expect(pending.map((t) => t.nonce)).toEqual([3, 4]);
+      expect(pending.every((t) => t.amount === 10n)).toBe(true);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('send and cancel refuse a --wait-seconds that is not a number of seconds ≥ 0 (exit 2) before anything is sent', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-wait-'));
+    try {
+      // A real config whose one authority cannot be reached: a command that went on would fail
+      // fetching the chain (exit 1), not on its argument.
+      const config = path.join(dir, 'client.json');
+      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+      for (const w of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+        const out: string[] = [];
+        const io = { out: (s: string) => out.push(s), err: () => {} };
+        expect(await walletSend('ab'.repeat(32), '1', { json: true, waitSeconds: w, config }, io)).toBe(2);
+        expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+        out.length = 0;
+        expect(await walletCancel('cd'.repeat(32), { json: true, waitSeconds: w, config }, io)).toBe(2);
+        expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

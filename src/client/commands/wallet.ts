@@ -40,6 +40,13 @@ function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
   return code === 'CONFIG_INVALID' || code.startsWith('KEY_') ? 2 : 1;
 }
 
+/** --wait-seconds, checked before anything is sent: a finite number of seconds ≥ 0 (CONFIG_INVALID). */
+function checkWaitSeconds(o: WalletOptions): void {
+  if (o.waitSeconds !== undefined && !(Number.isFinite(o.waitSeconds) && o.waitSeconds >= 0)) {
+    throw err('CONFIG_INVALID', `--wait-seconds must be a number of seconds ≥ 0, not ${String(o.waitSeconds)}`, { key: 'wait-seconds' });
+  }
+}
+
 /** Balance and last nonce of `key` in a verified chain. */
 function accountOf(chain: RewardChainResult, key: string): { balance: bigint; nonce: number } {
   return { balance: chain.state.balances.get(key) ?? 0n, nonce: chain.state.nonces.get(key) ?? 0 };
@@ -58,7 +65,7 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
     }
     return await withVerifiedChain(o, now, async ({ chain }) => {
       const acct = accountOf(chain, hex);
-      const pending = await pendingFrom(cfg.authorities, hex);
+      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const history = walletHistory(chain.blocks, hex);
       if (o.json) {
         io.out(JSON.stringify({
@@ -102,13 +109,14 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
   try {
     const toKey = parseKey(to);
     const units = parseCoins(coins);
+    checkWaitSeconds(o);
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
     if (toKey.equals(key.publicKey)) throw err('TRANSFER_MALFORMED', 'a transfer to its own sender');
     return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
-      const pending = (await pendingFrom(cfg.authorities, hex)).filter((t) => t.nonce > acct.nonce);
+      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const nonce = acct.nonce + 1 + pending.length;
       const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
       if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
@@ -156,6 +164,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
 export async function walletCancel(contract: string, o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
   try {
     const id = parseKey(contract).toString('hex');
+    checkWaitSeconds(o);
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
