@@ -79,14 +79,25 @@ describe('npm start with storage nodes (README "store a file, lose two nodes, re
     // The consensus may still list them Running from before they stopped (the authorities have not
     // voted since): the put must not race their start-up, so first wait until both listen again.
     await Promise.all(restarted.map((d) => d.waitForMsg('storage node listening', {}, 120_000)));
+    const listening = Date.now();
+    // Then wait for the client's own view, not the authorities': with a valid cached consensus and
+    // a guard, the client asks only its guards' mirrors (SPEC.md §6.10.1), and `bitcloud consensus`
+    // fetches the way `put` does, keeping what it gets in the client's cache, where the put starts.
+    // A consensus that lists the two Running proves nothing until it is built on reachability tests
+    // run after they listen again: one valid after `listening + 2P` is (SPEC.md §6.9: its votes are
+    // signed at validAfter − P from tests started a period before), else an older one could list
+    // them from before they stopped while the next, from tests while they were down, drops them.
     await eventually(async () => {
-      const c = await net.consensus();
-      return ['store1', 'store2'].every((n) => c.relays.some((r) => r.nickname === n && r.flags.has('Running')));
-    }, 120_000, 1000);
+      const r = await runCli('bitcloud', ['consensus', '--json', '--config', net.clientConfig], { timeoutMs: 60_000 });
+      if (r.code !== 0) return false;
+      const c = JSON.parse(r.stdout.trim().split('\n').pop()!) as { validAfter: string; periodSeconds: number; relays: { nickname: string; flags: string[] }[] };
+      if (Date.parse(c.validAfter) < listening + 2 * c.periodSeconds * 1000) return false;
+      return ['store1', 'store2'].every((n) => c.relays.some((x) => x.nickname === n && ['Running', 'Valid', 'Storage'].every((f) => x.flags.includes(f))));
+    }, 180_000, 1000);
     const file = path.join(net.dir, 'after.bin');
     fs.writeFileSync(file, randomBytes(1024 * 1024 + 5));
     const put = await runCli('bitcloud', ['put', file, '--json', '--config', net.clientConfig], { timeoutMs: 180_000 });
     expect(put.code, put.stderr + put.stdout).toBe(0);
     expect(restarted.every((d) => d.running)).toBe(true);
-  }, 320_000);
+  }, 500_000);
 });
