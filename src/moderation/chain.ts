@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { allowEntry, DenySet } from './denylist';
 import {
-  checkPolicyWindow, verifyPolicyVersion,
+  checkPolicyWindow, encodePolicyContent, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
@@ -15,6 +15,15 @@ export const BUNDLE_LIMITS = {
   bytes: 16 * 1024 * 1024,
   versions: 256,
 } as const;
+
+/** The limits a chain (hence its bundle) keeps to; tests pass smaller ones. */
+export interface BundleLimits {
+  bytes: number;
+  versions: number;
+}
+
+/** SPEC.md §10.2: an envelope is at most this much larger than its content (4 MiB + 1024). */
+const ENVELOPE_MARGIN = 1024;
 
 /** A moderator's policy as of its newest verified version. Immutable. */
 export interface PolicyState {
@@ -71,9 +80,16 @@ export function stateBundle(s: PolicyState): Buffer {
   return encodeBundle(s.chain.map((v) => v.raw));
 }
 
+/** SPEC.md §10.5: the length of the bundle of these versions (a u32 length and the envelope each). */
+export function chainBundleBytes(chain: readonly { raw: Uint8Array }[]): number {
+  let n = 0;
+  for (const v of chain) n += 4 + v.raw.length;
+  return n;
+}
+
 // ---- applying versions ----
 
-function applyOne(prev: PolicyState | null, v: PolicyVersion): PolicyState {
+function applyOne(prev: PolicyState | null, v: PolicyVersion, limits: BundleLimits): PolicyState {
   const c = v.content;
   let deny: DenySet;
   let allow: DenySet;
@@ -87,6 +103,14 @@ function applyOne(prev: PolicyState | null, v: PolicyVersion): PolicyState {
   } else {
     if (!prev || prev.seq + 1 !== c.seq || !prev.digest.equals(c.previous)) {
       throw err('POLICY_CHAIN_BROKEN', `delta ${c.seq} of moderator ${v.moderator} does not follow the version held (${prev ? prev.seq : 'none'}); a snapshot is needed`, { moderator: v.moderator, seq: c.seq });
+    }
+    // SPEC.md §10.5: the chain a holder keeps is its bundle, so it stays within a bundle's limits;
+    // a delta that would take it past them is refused, and the moderator must publish a snapshot.
+    const versions = prev.chain.length + 1;
+    const bytes = chainBundleBytes(prev.chain) + 4 + v.raw.length;
+    if (versions > limits.versions || bytes > limits.bytes) {
+      throw err('POLICY_CHAIN_TOO_LONG', `delta ${c.seq} of moderator ${v.moderator} would make the chain since the last snapshot ${versions} versions and ${bytes} bytes as a bundle (at most ${limits.versions} and ${limits.bytes}); a snapshot is needed`,
+        { moderator: v.moderator, seq: c.seq, versions, bytes });
     }
     for (const e of c.denyAdd) if (prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an entry already listed`, { moderator: v.moderator });
     for (const e of c.denyRemove) if (!prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an entry not listed`, { moderator: v.moderator });
@@ -115,6 +139,8 @@ export interface AdvanceOptions {
   skewMs?: number;
   /** Check the newest version's validity window (default true; false when reloading from disk). */
   checkWindow?: boolean;
+  /** The limits of the chain held (default BUNDLE_LIMITS, SPEC.md §10.5). */
+  limits?: BundleLimits;
 }
 
 export interface AdvanceResult {
@@ -129,7 +155,8 @@ export interface AdvanceResult {
  * Refusals: POLICY_MALFORMED, POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR (one forged or foreign
  * version refuses the whole bundle), POLICY_REPLAYED (newest seq below the held one),
  * POLICY_CONFLICT (another version under a seq already held), POLICY_CHAIN_BROKEN (a delta that
- * does not continue what is held), POLICY_EXPIRED / POLICY_NOT_YET_VALID.
+ * does not continue what is held), POLICY_CHAIN_TOO_LONG (a delta that would take the chain held
+ * past a bundle's limits, §10.5), POLICY_EXPIRED / POLICY_NOT_YET_VALID.
  */
 export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | readonly Uint8Array[], o: AdvanceOptions): AdvanceResult {
   const raws = bundle instanceof Uint8Array ? decodeBundle(bundle) : [...bundle];
@@ -170,7 +197,7 @@ export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | rea
     }
     state = held;
   }
-  for (let i = start; i < versions.length; i++) state = applyOne(state, versions[i]);
+  for (let i = start; i < versions.length; i++) state = applyOne(state, versions[i], o.limits ?? BUNDLE_LIMITS);
   return { state: state!, result: 'updated' };
 }
 
@@ -202,20 +229,38 @@ function sameApproval(a: Approval, b: Approval): boolean {
   return a.contentClass === b.contentClass && a.tags.length === b.tags.length && a.tags.every((t, i) => t === b.tags[i]);
 }
 
+/** The length of a version's encoded content (the moderator key, not yet set, takes 32 bytes). */
+function contentBytes(c: Omit<PolicyContent, 'moderator'>): number {
+  return encodePolicyContent({ ...c, moderator: Buffer.alloc(32) }).length;
+}
+
 /**
  * The content of the next version after `held`: a delta when one exists and the chain is shorter
- * than `maxChain` and the delta is smaller than a snapshot; else a snapshot.
+ * than `maxChain` and the delta is smaller than a snapshot and the chain with it stays within a
+ * bundle's limits (SPEC.md §10.5, sizes measured encoded); else a snapshot. A snapshot that does
+ * not fit in one version (§10.2) or one bundle is POLICY_LIST_TOO_LARGE, before anything is signed.
  */
-export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy, o: { maxChain?: number; snapshot?: boolean } = {}): Omit<PolicyContent, 'moderator'> {
+export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy, o: { maxChain?: number; snapshot?: boolean; limits?: BundleLimits } = {}): Omit<PolicyContent, 'moderator'> {
+  const limits = o.limits ?? BUNDLE_LIMITS;
   const wanted = DenySet.of(want.deny);
   const wantedAllow = DenySet.of(want.allow ?? [], allowEntry);
   const approvals = [...(want.approvals ?? [])].map((a) => ({ ...a, tags: [...new Set(a.tags)].sort() })).sort((x, y) => Buffer.compare(x.manifestId, y.manifestId));
   const base = { classes: want.classes, maxShareBytes: want.maxShareBytes, name: want.name, seq: (held?.seq ?? 0) + 1 };
-  const snapshot = {
-    ...base, previous: null, denyAdd: wanted.entries(), denyRemove: [],
-    approveAdd: approvals, approveRemove: [], allowAdd: wantedAllow.entries(), allowRemove: [],
+  const snapshot = (): Omit<PolicyContent, 'moderator'> => {
+    const c = {
+      ...base, previous: null, denyAdd: wanted.entries(), denyRemove: [],
+      approveAdd: approvals, approveRemove: [], allowAdd: wantedAllow.entries(), allowRemove: [],
+    };
+    const bytes = contentBytes(c);
+    const limit = Math.min(POLICY_LIMITS.versionBytes, limits.bytes - 4 - ENVELOPE_MARGIN);
+    if (bytes > limit) {
+      throw err('POLICY_LIST_TOO_LARGE', `the policy lists ${wanted.size} denylist entries, ${wantedAllow.size} allowlist entries and ${approvals.length} approvals: `
+        + `${bytes} bytes as a snapshot, over the limit of ${limit} bytes for one version (about ${Math.floor(limit / 32)} entries); remove entries before publishing`,
+      { deny: wanted.size, allow: wantedAllow.size, approvals: approvals.length, bytes, limit });
+    }
+    return c;
   };
-  if (!held || o.snapshot || held.chain.length >= (o.maxChain ?? 32)) return snapshot;
+  if (!held || o.snapshot || held.chain.length >= Math.min(o.maxChain ?? 32, limits.versions)) return snapshot();
   const add = wanted.entries().filter((e) => !held.deny.hasEntry(e));
   const remove = held.deny.entries().filter((e) => !wanted.hasEntry(e));
   const allowAdd = wantedAllow.entries().filter((e) => !held.allow.hasEntry(e));
@@ -224,8 +269,14 @@ export function nextPolicyContent(held: PolicyState | null, want: DesiredPolicy,
   const approveAdd = approvals.filter((a) => { const h = held.approvals.get(a.manifestId.toString('hex')); return !h || !sameApproval(h, a); });
   const approveRemove = [...held.approvals.keys()].filter((h) => !wantedIds.has(h)).sort().map((h) => Buffer.from(h, 'hex'));
   const deltaSize = add.length + remove.length + allowAdd.length + allowRemove.length + approveAdd.length + approveRemove.length;
-  if (deltaSize > wanted.size + wantedAllow.size + approvals.length) return snapshot; // the delta would be larger
-  return { ...base, previous: held.digest, denyAdd: add, denyRemove: remove, approveAdd, approveRemove, allowAdd, allowRemove };
+  if (deltaSize > wanted.size + wantedAllow.size + approvals.length) return snapshot(); // the delta would be larger
+  const delta = { ...base, previous: held.digest, denyAdd: add, denyRemove: remove, approveAdd, approveRemove, allowAdd, allowRemove };
+  // SPEC.md §10.5: holders refuse a delta that takes the chain past a bundle's limits
+  // (POLICY_CHAIN_TOO_LONG), so such a version is a snapshot. The envelope is counted at its
+  // largest (content + 1024 bytes).
+  const bytes = contentBytes(delta);
+  if (bytes > POLICY_LIMITS.versionBytes || chainBundleBytes(held.chain) + 4 + bytes + ENVELOPE_MARGIN > limits.bytes) return snapshot();
+  return delta;
 }
 
 /** SPEC.md §10.1: does this policy admit uploads of class `cls`? Returns the matching rule. */

@@ -11,7 +11,7 @@ import { err, isBitcloudError } from '../errors';
 import { fingerprint, loadEd25519Secret, saveEd25519Secret, DATA_DIR_MODE } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
-import { advancePolicy, nextPolicyContent, stateBundle, type PolicyState } from './chain';
+import { advancePolicy, nextPolicyContent, stateBundle, type BundleLimits, type PolicyState } from './chain';
 import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
 import { checkContentClass, checkTag, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
 
@@ -169,20 +169,22 @@ export class ModeratorWorkspace {
   }
 
   /**
-   * Sign the next version from the working policy (a delta on the published chain when possible),
-   * check it as a node would, and save the new chain. Returns the new state.
+   * Sign the next version from the working policy (a delta on the published chain when possible,
+   * a snapshot when a delta would take the chain past a bundle's limits, SPEC.md §10.5), check it
+   * as a node would, and save the new chain. Returns the new state. A policy too large for one
+   * version is POLICY_LIST_TOO_LARGE, before anything is signed or saved.
    */
-  async signNext(o: { now?: number; lifetimeDays?: number; snapshot?: boolean; maxChain?: number } = {}): Promise<PolicyState> {
+  async signNext(o: { now?: number; lifetimeDays?: number; snapshot?: boolean; maxChain?: number; limits?: BundleLimits } = {}): Promise<PolicyState> {
     const now = o.now ?? Date.now();
     const content = nextPolicyContent(this.published, {
       name: this.working.name, classes: this.working.classes, maxShareBytes: this.working.maxShareBytes,
       deny: this.working.deny.map((h) => Buffer.from(h, 'hex')).filter((b) => b.length === DENY_ENTRY_BYTES),
       approvals: (this.working.approved ?? []).map((a) => ({ manifestId: Buffer.from(a.manifestId, 'hex'), contentClass: a.contentClass, tags: a.tags })),
       allow: [...new Set((this.working.approved ?? []).flatMap((a) => a.allow))].map((h) => Buffer.from(h, 'hex')),
-    }, { snapshot: o.snapshot, maxChain: o.maxChain });
+    }, { snapshot: o.snapshot, maxChain: o.maxChain, limits: o.limits });
     const raw = signPolicy(content, this.key, { validAfter: now, validUntil: now + (o.lifetimeDays ?? DEFAULT_LIFETIME_DAYS) * 86_400_000 });
     const prior = this.published?.chain.map((v) => v.raw) ?? [];
-    const { state } = advancePolicy(this.published, [...(content.previous ? prior : []), raw], { moderator: this.fingerprint, now });
+    const { state } = advancePolicy(this.published, [...(content.previous ? prior : []), raw], { moderator: this.fingerprint, now, limits: o.limits });
     await writeFileAtomic(path.join(this.dir, PUBLISHED_FILE), stateBundle(state), 0o600);
     this.published = state;
     return state;

@@ -7,7 +7,7 @@ import { isBitcloudError } from '../../src/errors';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
 import { allowEntry, denyEntry } from '../../src/moderation/denylist';
 import {
-  admittingRule, advancePolicy, decodeBundle, encodeBundle, nextPolicyContent, stateBundle, versionsAfter,
+  admittingRule, advancePolicy, BUNDLE_LIMITS, decodeBundle, encodeBundle, nextPolicyContent, stateBundle, versionsAfter,
   type PolicyState,
 } from '../../src/moderation/chain';
 
@@ -193,5 +193,84 @@ describe('approvals and allowlists through snapshots and deltas (SPEC.md §10.3.
     const s1 = step(null, [ap(1, [])], []);
     const bad = signPolicy({ ...nextPolicyContent(s1, { name: 'm', classes, maxShareBytes: 0, deny: [], approvals: [ap(1, [])] }), approveRemove: [id(9)] }, mod, W);
     expect(code(() => advancePolicy(s1, [...s1.chain.map((v) => v.raw), bad], opts))).toBe('POLICY_MALFORMED');
+  });
+});
+
+describe('a chain stays within a bundle\'s limits (SPEC.md §10.5)', () => {
+  const N = (i: number) => { const b = Buffer.alloc(32); b.writeUInt32BE(i); return denyEntry(b); };
+  const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => N(from + i));
+  /** A version signed directly (no tool rule), applied alone to what is held. */
+  function sign(held: PolicyState | null, denyAdd: Buffer[]) {
+    return signPolicy({
+      seq: (held?.seq ?? 0) + 1, previous: held?.digest ?? null, classes, maxShareBytes: 0, name: 'm',
+      denyAdd, denyRemove: [], approveAdd: [], approveRemove: [], allowAdd: [], allowRemove: [],
+    }, mod, W);
+  }
+
+  it('a delta that would make the chain 257 versions is refused (POLICY_CHAIN_TOO_LONG); a snapshot is taken; the held bundle reloads', () => {
+    let s = advancePolicy(null, [sign(null, [N(0)])], opts).state;
+    for (let i = 1; i < 256; i++) s = advancePolicy(s, [sign(s, [N(i)])], opts).state;
+    expect(s.chain).toHaveLength(256);
+    expect(code(() => advancePolicy(s, [sign(s, [N(256)])], opts))).toBe('POLICY_CHAIN_TOO_LONG');
+    // What is held is a valid bundle: a restart (or a new node) reloads it.
+    expect(advancePolicy(null, stateBundle(s), { ...opts, checkWindow: false }).state.seq).toBe(256);
+    const snap = signPolicy({ ...nextPolicyContent(s, { name: 'm', classes, maxShareBytes: 0, deny: range(0, 257) }, { snapshot: true }) }, mod, W);
+    const t = advancePolicy(s, [snap], opts).state;
+    expect(t.seq).toBe(257);
+    expect(t.chain).toHaveLength(1);
+  });
+
+  it('a delta that would make the chain\'s bundle larger than the byte limit is refused', () => {
+    const limits = { bytes: 16 * 1024, versions: 256 };
+    let s = advancePolicy(null, [sign(null, range(0, 100))], { ...opts, limits }).state;
+    let i = 100;
+    const grow = () => { const raw = sign(s, range(i, 100)); i += 100; return raw; };
+    for (;;) {
+      const raw = grow();
+      let next: PolicyState;
+      try { next = advancePolicy(s, [raw], { ...opts, limits }).state; } catch (e) {
+        expect(isBitcloudError(e, 'POLICY_CHAIN_TOO_LONG')).toBe(true);
+        expect(stateBundle(s).length + 4 + raw.length).toBeGreaterThan(limits.bytes);
+        break;
+      }
+      s = next;
+      expect(s.chain.length).toBeLessThan(20);
+    }
+    expect(stateBundle(s).length).toBeLessThanOrEqual(limits.bytes);
+    expect(advancePolicy(null, stateBundle(s), { ...opts, limits, checkWindow: false }).state.digest.equals(s.digest)).toBe(true);
+  });
+
+  it('the moderator tool makes a snapshot instead of a delta that would pass the limits', () => {
+    const limits = { bytes: 12 * 1024, versions: 256 };
+    let s: PolicyState | null = null;
+    const kinds: string[] = [];
+    for (let n = 40; n <= 320; n += 40) {
+      const c = nextPolicyContent(s, { name: 'm', classes, maxShareBytes: 0, deny: range(0, n) }, { limits });
+      kinds.push(c.previous ? 'delta' : 'snapshot');
+      s = advancePolicy(s, [signPolicy(c, mod, W)], { ...opts, limits }).state;
+      expect(stateBundle(s).length).toBeLessThanOrEqual(limits.bytes);
+      expect(s.deny.size).toBe(n);
+    }
+    expect(kinds[0]).toBe('snapshot');
+    expect(kinds.slice(1)).toContain('snapshot');
+    expect(kinds.slice(1)).toContain('delta');
+    // The versions limit too: with a chain of `versions` the next version is a snapshot.
+    const few = { bytes: BUNDLE_LIMITS.bytes, versions: 3 };
+    let t: PolicyState | null = null;
+    for (let n = 1; n <= 4; n++) {
+      const c = nextPolicyContent(t, { name: 'm', classes, maxShareBytes: 0, deny: range(0, n) }, { limits: few });
+      t = advancePolicy(t, [signPolicy(c, mod, W)], { ...opts, limits: few }).state;
+    }
+    expect(t!.chain).toHaveLength(1);
+    expect(t!.seq).toBe(4);
+  });
+
+  it('a list too large even for a snapshot is POLICY_LIST_TOO_LARGE, naming the entry count and the limit', () => {
+    const limits = { bytes: 8 * 1024, versions: 256 };
+    let e: unknown = null;
+    try { nextPolicyContent(null, { name: 'm', classes, maxShareBytes: 0, deny: range(0, 300) }, { limits }); } catch (x) { e = x; }
+    expect(isBitcloudError(e, 'POLICY_LIST_TOO_LARGE')).toBe(true);
+    expect((e as Error).message).toMatch(/300 denylist entries/);
+    expect((e as Error).message).toMatch(/limit of 7164 bytes/);
   });
 });

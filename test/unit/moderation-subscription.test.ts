@@ -201,6 +201,44 @@ describe('PolicyStore (authority side)', () => {
   });
 });
 
+describe('chain limits at the holders (SPEC.md §10.5)', () => {
+  it('an authority refuses a delta past 256 versions (POLICY_CHAIN_TOO_LONG) and reloads what it holds after a restart', () => {
+    const dir = tmp();
+    const m = moderator();
+    const store = new PolicyStore(dir);
+    let held: PolicyState | null = null;
+    const entry = (i: number) => { const b = Buffer.alloc(32); b.writeUInt32BE(i); return denyEntry(b); };
+    const sign = (i: number) => signPolicy({
+      seq: i, previous: held?.digest ?? null, classes: [], maxShareBytes: 0, name: 'm',
+      denyAdd: [entry(i)], denyRemove: [], approveAdd: [], approveRemove: [], allowAdd: [], allowRemove: [],
+    }, m.key, W);
+    for (let i = 1; i <= 256; i++) {
+      const raw = sign(i);
+      expect(store.accept(m.fp, encodeBundle([raw])).result).toBe('updated');
+      held = advancePolicy(held, [raw], { moderator: m.fp, now: NOW }).state;
+    }
+    let code = '';
+    try { store.accept(m.fp, encodeBundle([sign(257)])); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('POLICY_CHAIN_TOO_LONG');
+    expect(store.get(m.fp)?.seq).toBe(256);
+    expect(new PolicyStore(dir).get(m.fp)?.seq).toBe(256);
+  });
+
+  it('publish refuses a policy too large for one version (POLICY_LIST_TOO_LARGE) before signing or saving anything', async () => {
+    const dir = tmp();
+    const ws = await ModeratorWorkspace.create(dir, 'Mod');
+    const n = 135_000;
+    ws.working.deny = Array.from({ length: n }, (_, i) => { const b = Buffer.alloc(32); b.writeUInt32BE(i); return denyEntry(b).toString('hex'); });
+    let e: unknown = null;
+    try { await ws.signNext(); } catch (x) { e = x; }
+    expect(isBitcloudError(e, 'POLICY_LIST_TOO_LARGE')).toBe(true);
+    expect((e as Error).message).toContain(`${n} denylist entries`);
+    expect((e as Error).message).toContain(`limit of ${4 * 1024 * 1024} bytes`);
+    expect(fs.existsSync(path.join(dir, 'published.bundle'))).toBe(false);
+    expect(ws.published).toBeNull();
+  });
+});
+
 describe('policies on the DHT (BEP 44)', () => {
   it('head encoding round-trips; oversized bundles are refused', () => {
     const { head } = splitBundle(randomBytes(2000));
