@@ -156,8 +156,12 @@ export class ModeratorWorkspace {
     return n - this.working.approved.length;
   }
 
+  /** Admit a class (SPEC.md §10.1), with a share size limit for it: 0..2^32−1 (§10.2), checked before anything changes. */
   allow(cls: string, maxShareBytes = 0): void {
     checkContentClass(cls, 'POLICY_BAD_CLASS');
+    if (!Number.isInteger(maxShareBytes) || maxShareBytes < 0 || maxShareBytes > 0xffff_ffff) {
+      throw err('CONFIG_INVALID', 'max-share-bytes must be 0..4294967295 bytes', { maxShareBytes: String(maxShareBytes) });
+    }
     this.working.classes = this.working.classes.filter((c) => c.name !== cls);
     this.working.classes.push({ name: cls, maxShareBytes });
   }

@@ -307,4 +307,18 @@ describe('ModeratorWorkspace', () => {
     expect(s3.deny.deniesId(cipherId)).toBe(false);
     await expect(ModeratorWorkspace.open(tmp())).rejects.toMatchObject({ code: 'MODERATOR_NO_KEY' });
   });
+
+  it('allow refuses a share limit that is not 0..4294967295 before saving it (CONFIG_INVALID)', async () => {
+    const dir = tmp();
+    const ws = await ModeratorWorkspace.create(dir, 'Mod');
+    for (const bad of [-1, 1.5, 5e9, NaN]) {
+      expect(() => ws.allow('public-any', bad)).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
+    }
+    await ws.saveWorking();
+    const again = await ModeratorWorkspace.open(dir);
+    expect(again.working.classes.map((c) => c.name)).toEqual(['encrypted-private']);
+    again.allow('public-any', 0xffff_ffff);
+    await again.saveWorking();
+    expect((await ModeratorWorkspace.open(dir)).working.classes.find((c) => c.name === 'public-any')?.maxShareBytes).toBe(0xffff_ffff);
+  });
 });
