@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { err } from '../errors';
 import { parseIPv4 } from './exit-policy';
+import { LIMITS } from '../wire/docs';
 
 export function configError(key: string, why: string): never {
   throw err('CONFIG_INVALID', `${key}: ${why}`, { key });
@@ -78,6 +79,17 @@ const FP = /^[0-9a-f]{64}$/;
 export function fingerprintField(v: unknown, key: string): string {
   if (typeof v !== 'string' || !FP.test(v)) configError(key, 'must be a fingerprint: 64 lowercase hex characters');
   return v;
+}
+
+/**
+ * `moderators`: fingerprints, at most 16 distinct (SPEC.md §6.4: a descriptor lists 0..16 moderator
+ * keys, and authorities refuse one with more, so such a node would never enter the consensus).
+ */
+export function moderatorsField(v: unknown, key = 'moderators'): string[] {
+  const list = strList(v, key).map((f, i) => fingerprintField(f, `${key}[${i}]`));
+  const n = new Set(list).size;
+  if (n > LIMITS.moderatorsMax) configError(key, `at most ${LIMITS.moderatorsMax} moderators (a descriptor lists at most ${LIMITS.moderatorsMax}), ${n} given`);
+  return list;
 }
 
 /** "HOST:PORT" with a port 1..65535. */

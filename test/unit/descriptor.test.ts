@@ -90,6 +90,10 @@ describe('relay descriptor', () => {
     expect(code(() => verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex')] }))))).toBe('DOC_MALFORMED');
     expect(code(() => verifyDescriptor(buildDescriptor(input({ roles: ['storage'], storagePort: 0 }))))).toBe('DOC_MALFORMED');
     expect(code(() => buildDescriptor(input({ address: '::1' })))).toBe('DOC_MALFORMED');
+    // SPEC.md §6.4: 0..16 moderators; the builder refuses a descriptor no reader would take.
+    const mods = (n: number) => Array.from({ length: n }, () => ed25519Generate().publicKey.toString('hex'));
+    expect(verifyDescriptor(buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(16) })), { now: NOW + 1000 }).moderators).toHaveLength(16);
+    expect(code(() => buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(17) })))).toBe('DOC_MALFORMED');
   });
 
   it('verification only ever throws DOC_* codes on arbitrary bytes (property)', () => {

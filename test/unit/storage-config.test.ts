@@ -40,8 +40,15 @@ describe('storage node config', () => {
       [{ ...base, orPort: undefined }, /orPort/],
       [{ ...base, approvedOnly: ['public-lecture'] }, /approvedOnly: needs at least one entry in moderators/],
       [{ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['Public Lecture'] }, /approvedOnly\[0\]: a content class/],
+      [{ ...base, moderators: Array.from({ length: 17 }, (_, i) => i.toString(16).padStart(64, '0')) }, /moderators: at most 16 moderators/],
     ];
     for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
+  });
+
+  it('takes up to 16 moderators, as many as a descriptor lists (SPEC.md §6.4)', () => {
+    const mods = Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(64, '0'));
+    expect(parseStorageConfig({ ...base, moderators: mods }, '/x').moderators).toEqual(mods);
+    expect(() => parseStorageConfig({ ...base, moderators: [...mods, 'f'.repeat(64)] }, '/x')).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
   });
 
   it('flags override the file', () => {
