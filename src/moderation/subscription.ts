@@ -60,6 +60,11 @@ function makeMetrics(reg: Registry): Metrics {
   };
 }
 
+/** SPEC.md §6.2.4: a version is valid up to and including valid_until; expired only after it. */
+function isExpired(p: PolicyState, now: number): boolean {
+  return now > p.validUntil;
+}
+
 export class PolicySubscriptions implements SubscriptionView {
   readonly unmoderated: boolean;
   readonly moderators: readonly string[];
@@ -107,7 +112,7 @@ export class PolicySubscriptions implements SubscriptionView {
       const p = this.held.get(m) ?? null;
       return {
         moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0,
-        approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null, expired: p !== null && p.validUntil <= this.now(),
+        approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null, expired: p !== null && isExpired(p, this.now()),
       };
     });
   }
@@ -170,7 +175,7 @@ export class PolicySubscriptions implements SubscriptionView {
     const now = this.now();
     for (const m of this.moderators) {
       const p = this.held.get(m) ?? null;
-      const expired = p !== null && p.validUntil <= now;
+      const expired = p !== null && isExpired(p, now);
       this.metrics?.expired.labels(m).set(expired ? 1 : 0);
       if (expired) {
         this.log.warn({ moderator: m, seq: p.seq, validUntil: new Date(p.validUntil).toISOString() },

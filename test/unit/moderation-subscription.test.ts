@@ -103,8 +103,13 @@ describe('PolicySubscriptions', () => {
     await subs.refresh();
     const gauge = async () => (await registry.getSingleMetric('bitcloud_moderation_policy_expired')!.get()).values.find((v) => v.labels.moderator === m.fp)?.value;
     expect(await gauge()).toBe(0);
-    now = W.validUntil + 1;
+    // SPEC.md §6.2.4: valid_until itself is inside the window.
+    now = W.validUntil;
     src.bundle = null; // the moderator published nothing newer
+    await subs.refresh();
+    expect(await gauge()).toBe(0);
+    expect(subs.status()[0]).toMatchObject({ seq: 1, expired: false });
+    now = W.validUntil + 1;
     await subs.refresh();
     expect(await gauge()).toBe(1);
     expect(lines.some((l) => l.msg === 'moderator policy expired; still enforced until the moderator publishes a newer one' && l.level === 40)).toBe(true);
