@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, descriptorTimingFields, fingerprintField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
+  configError, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
 import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
@@ -116,7 +116,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
     roles,
     exitPolicy,
-    family: strList(raw.family, 'family').map((f, i) => fingerprintField(f, `family[${i}]`)),
+    family: familyField(raw.family),
     moderators: moderatorsField(raw.moderators),
     authorities: parseAuthorityList(raw.authorities, 'authorities'),
     publishIntervalSeconds,

@@ -6,7 +6,7 @@ import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
-import { bool, configError, descriptorTimingFields, fingerprintField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
+import { bool, configError, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
 import { DEFAULT_INTRO_DOS, INTRO_DOS_MAX, type IntroDosParams } from '../src/wire/hidden';
 
@@ -108,7 +108,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     maxLeaseSeconds,
     gcIntervalSeconds: int(raw.gcIntervalSeconds, 'gcIntervalSeconds', 1, 86_400, 600),
     bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
-    family: strList(raw.family, 'family').map((f, i) => fingerprintField(f, `family[${i}]`)),
+    family: familyField(raw.family),
     moderators: moderatorsField(raw.moderators),
     unmoderated: unmoderatedField(raw),
     policyRefreshSeconds: int(raw.policyRefreshSeconds, 'policyRefreshSeconds', 1, 86_400, 600),

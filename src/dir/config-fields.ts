@@ -92,6 +92,17 @@ export function moderatorsField(v: unknown, key = 'moderators'): string[] {
   return list;
 }
 
+/**
+ * `family`: fingerprints of the operator's other nodes, at most 32 distinct (SPEC.md §6.4: a
+ * descriptor lists 0..32 family keys, and authorities refuse one with more).
+ */
+export function familyField(v: unknown, key = 'family'): string[] {
+  const list = strList(v, key).map((f, i) => fingerprintField(f, `${key}[${i}]`));
+  const n = new Set(list).size;
+  if (n > LIMITS.familyMax) configError(key, `at most ${LIMITS.familyMax} family members (a descriptor lists at most ${LIMITS.familyMax}), ${n} given`);
+  return list;
+}
+
 /** "HOST:PORT" with a port 1..65535. */
 export function hostPort(v: unknown, key: string): { host: string; port: number } {
   const s = str(v, key);

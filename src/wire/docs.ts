@@ -210,6 +210,7 @@ const key32 = (x: unknown, f: string) => bytes(x, f, KEY_BYTES);
 export function encodeRelayDescriptor(d: RelayDescriptorMsg): Buffer {
   // SPEC.md §6.4: 0..16 moderator keys; a descriptor with more would be refused by every reader.
   if (d.moderators.length > LIMITS.moderatorsMax) throw err('DOC_MALFORMED', `descriptor.moderators: at most ${LIMITS.moderatorsMax}, got ${d.moderators.length}`);
+  if (d.family.length > LIMITS.familyMax) throw err('DOC_MALFORMED', `descriptor.family: at most ${LIMITS.familyMax}, got ${d.family.length}`);
   return encode(T.RelayDescriptor, { ...d, identityProof: d.identityProof ? omitDefaults({ ...d.identityProof }) : undefined });
 }
 

@@ -94,6 +94,9 @@ describe('relay descriptor', () => {
     const mods = (n: number) => Array.from({ length: n }, () => ed25519Generate().publicKey.toString('hex'));
     expect(verifyDescriptor(buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(16) })), { now: NOW + 1000 }).moderators).toHaveLength(16);
     expect(code(() => buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(17) })))).toBe('DOC_MALFORMED');
+    // 0..32 family keys, likewise.
+    expect(verifyDescriptor(buildDescriptor(input({ family: mods(32) })), { now: NOW + 1000 }).family).toHaveLength(32);
+    expect(code(() => buildDescriptor(input({ family: mods(33) })))).toBe('DOC_MALFORMED');
   });
 
   it('verification only ever throws DOC_* codes on arbitrary bytes (property)', () => {

@@ -24,4 +24,10 @@ describe('relay config limits', () => {
     expect(message(() => parseRelayLimits({ circuitRate: 'fast' }))).toMatch(/limits\.circuitRate: must be a number/);
     expect(message(() => parseRelayLimits([1]))).toMatch(/CONFIG_INVALID: limits/);
   });
+  it('family and moderators: at most as many as a descriptor lists (32 and 16, SPEC.md §6.4)', () => {
+    const fps = (n: number) => Array.from({ length: n }, (_, i) => (i + 1).toString(16).padStart(64, '0'));
+    expect(parseRelayConfig({ ...base, family: fps(32), moderators: fps(16) }, '/x').family).toHaveLength(32);
+    expect(message(() => parseRelayConfig({ ...base, family: fps(33) }, '/x'))).toMatch(/CONFIG_INVALID: family: at most 32 family members/);
+    expect(message(() => parseRelayConfig({ ...base, moderators: fps(17) }, '/x'))).toMatch(/CONFIG_INVALID: moderators: at most 16 moderators/);
+  });
 });

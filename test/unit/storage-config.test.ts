@@ -41,6 +41,7 @@ describe('storage node config', () => {
       [{ ...base, approvedOnly: ['public-lecture'] }, /approvedOnly: needs at least one entry in moderators/],
       [{ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['Public Lecture'] }, /approvedOnly\[0\]: a content class/],
       [{ ...base, moderators: Array.from({ length: 17 }, (_, i) => i.toString(16).padStart(64, '0')) }, /moderators: at most 16 moderators/],
+      [{ ...base, family: Array.from({ length: 33 }, (_, i) => i.toString(16).padStart(64, '0')) }, /family: at most 32 family members/],
     ];
     for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
   });
