@@ -44,7 +44,7 @@ export interface ReceiptUploadAnswer {
 
 /**
  * SPEC.md §8.4 "Answer". A body that is not a positive multiple of 224 bytes is refused whole
- * (400 RECEIPT_MALFORMED), one of more than 100 000 records too (413 RECEIPT_MALFORMED). Otherwise
+ * (400 RECEIPT_MALFORMED), one of more than 10 000 records too (413 RECEIPT_MALFORMED). Otherwise
  * each record is judged on its own: 200 `{accepted, refused: [{index, code, reason}]}` — even when
  * every record was refused, since a batch's records have nothing in common — except that an upload
  * of a single refused record is answered with that refusal's own 4xx and `{code, reason}`.

@@ -12,8 +12,8 @@ import { ReceiptMetrics } from './receipt-metrics';
 /** SPEC §6.10 / §8.4: the receipts endpoint of an authority. */
 export const RECEIPT_UPLOAD_PATH = '/bitcloud/receipts';
 /**
- * Records per request. SPEC §8.4 allows up to 100 000; 10 000 (2.2 MB) keeps one request short,
- * so a retry after a transport error resends little.
+ * Records per request: SPEC §8.4 allows at most 10 000 (2.24 MB; an authority answers more with
+ * 413); a node with more splits them over several requests.
  */
 export const DEFAULT_UPLOAD_BATCH = 10_000;
 
