@@ -3,8 +3,9 @@
 //   record = version u8 (= 1) | k u8 | n u8 | chunk_count u32 | chunk_count × chunk
 //   chunk  = kind u8 (1 DATA, 2 MANIFEST) | index u32 | share_size u32 | n × (share_id [32] | audit_root [32])
 //
-// Decoding failures are VERIFY_RECORD_MALFORMED.
+// share_size is 1..MAX_SHARE_BYTES (SPEC.md §9.17.1). Decoding failures are VERIFY_RECORD_MALFORMED.
 import { err } from '../errors';
+import { MAX_SHARE_BYTES } from '../storage/share';
 import { Reader, Writer, type CodecCodes } from './bytes';
 
 export const VERIFY_RECORD_VERSION = 1;
@@ -55,7 +56,7 @@ export function decodeVerifyRecord(b: Uint8Array): VerifyRecord {
     if (kind !== 1 && kind !== 2) throw err('VERIFY_RECORD_MALFORMED', `chunk kind ${kind} is not DATA or MANIFEST`);
     const index = r.u32('index');
     const shareSize = r.u32('share_size');
-    if (shareSize < 1) throw err('VERIFY_RECORD_MALFORMED', 'share size 0');
+    if (shareSize < 1 || shareSize > MAX_SHARE_BYTES) throw err('VERIFY_RECORD_MALFORMED', `share size ${shareSize} is not 1..${MAX_SHARE_BYTES}`);
     const shareIds: Buffer[] = [];
     const auditRoots: Buffer[] = [];
     for (let j = 0; j < n; j++) {
