@@ -51,11 +51,28 @@ export async function loadKeeperState(dataDir: string): Promise<KeeperState> {
   let raw: unknown;
   try { raw = JSON.parse(text); } catch (e) { throw err('KEEPER_STATE_CORRUPT', 'keeper.json is not JSON', undefined, e); }
   const s = raw as KeeperState;
-  if (!s || s.version !== KEEPER_STATE_VERSION || !Array.isArray(s.files)) throw err('KEEPER_STATE_CORRUPT', 'keeper.json has an unknown layout');
-  for (const f of s.files) {
-    try { parseVerifyCapability(f.verifyCap); } catch (e) { throw err('KEEPER_STATE_CORRUPT', 'keeper.json holds a bad verify capability', undefined, e); }
-  }
+  if (!s || typeof s !== 'object' || s.version !== KEEPER_STATE_VERSION || !Array.isArray(s.files)) throw err('KEEPER_STATE_CORRUPT', 'keeper.json has an unknown layout');
+  s.files.forEach(checkKept);
   return s;
+}
+
+/** The counters and times of a kept file: finite numbers ≥ 0 (Unix seconds or counts). */
+const COUNTS = ['addedAt', 'lastCheck', 'shares', 'healthy', 'repairedTotal', 'repaired', 'lost', 'unrecoverableChunks', 'auditFailures', 'expiresAt'] as const;
+
+/** SPEC.md §9.19: every field of a kept file has its type, else the state is KEEPER_STATE_CORRUPT. */
+function checkKept(f: KeptFile, i: number): void {
+  const bad = (why: string, cause?: unknown) => err('KEEPER_STATE_CORRUPT', `keeper.json file ${i}: ${why}`, { index: i }, cause);
+  if (!f || typeof f !== 'object' || Array.isArray(f)) throw bad('not an object');
+  if (typeof f.verifyCap !== 'string') throw bad('verifyCap is not a string');
+  let cap;
+  try { cap = parseVerifyCapability(f.verifyCap); } catch (e) { throw bad('a bad verify capability', e); }
+  if (typeof f.manifestId !== 'string' || !/^[0-9a-f]{64}$/.test(f.manifestId)) throw bad('manifestId is not 64 hex digits');
+  if (f.manifestId !== cap.manifestId.toString('hex')) throw bad('manifestId is not that of the verify capability');
+  for (const k of COUNTS) {
+    const v = f[k] as unknown;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(`${k} is not a finite number ≥ 0`);
+  }
+  if (f.lastError !== null && typeof f.lastError !== 'string') throw bad('lastError is neither a string nor null');
 }
 
 export async function saveKeeperState(dataDir: string, s: KeeperState): Promise<void> {

@@ -1,0 +1,45 @@
+// SPEC.md §9.19: the keeper's state file and its passes (`bitcloud keep run`), with a stand-in
+// for the per-file check (§9.18.3) so that no storage node is needed.
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from '../../src/crypto/primitives';
+import { formatVerifyCapability } from '../../src/storage/verify-cap';
+import { addKept, loadKeeperState, saveKeeperState } from '../../src/client/keeper';
+
+let root: string;
+let seq = 0;
+const freshDir = () => path.join(root, `d${seq++}`);
+const newCap = () => formatVerifyCapability({ manifestId: randomBytes(32), verifyId: randomBytes(32), verifyKey: randomBytes(32) });
+
+beforeAll(async () => { root = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-keeper-')); });
+afterAll(async () => { await fsp.rm(root, { recursive: true, force: true }); });
+
+describe('keeper state fields (SPEC.md §9.19)', () => {
+  it('an entry with a field missing or of the wrong type is KEEPER_STATE_CORRUPT', async () => {
+    const dir = freshDir();
+    const s = await loadKeeperState(dir);
+    addKept(s, newCap(), 100);
+    await saveKeeperState(dir, s);
+    expect(await loadKeeperState(dir)).toEqual(s);
+    const good = s.files[0] as unknown as Record<string, unknown>;
+    const variants: Record<string, unknown>[] = [
+      { ...good, expiresAt: undefined },
+      { ...good, manifestId: undefined },
+      { ...good, manifestId: 'ab' },
+      { ...good, manifestId: randomBytes(32).toString('hex') },
+      { ...good, lastCheck: -1 },
+      { ...good, healthy: '3' },
+      { ...good, repairedTotal: null },
+      { ...good, lastError: 7 },
+      { ...good, verifyCap: 5 },
+    ];
+    for (const v of variants) {
+      await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [v] }));
+      await expect(loadKeeperState(dir)).rejects.toMatchObject({ code: 'KEEPER_STATE_CORRUPT' });
+    }
+    await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [{ ...good, lastError: 'SHARE_NOT_FOUND' }] }));
+    expect((await loadKeeperState(dir)).files[0].lastError).toBe('SHARE_NOT_FOUND');
+  });
+});
