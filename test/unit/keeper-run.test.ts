@@ -3,10 +3,11 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
-import { addKept, loadKeeperState, saveKeeperState } from '../../src/client/keeper';
+import { addKept, loadKeeperState, recordPass, saveKeeperState } from '../../src/client/keeper';
+import { printStatus } from '../../src/client/commands/keep';
 
 let root: string;
 let seq = 0;
@@ -41,5 +42,21 @@ describe('keeper state fields (SPEC.md §9.19)', () => {
     }
     await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [{ ...good, lastError: 'SHARE_NOT_FOUND' }] }));
     expect((await loadKeeperState(dir)).files[0].lastError).toBe('SHARE_NOT_FOUND');
+  });
+});
+
+describe('keep status (SPEC.md §9.19)', () => {
+  it('the text line names the unrecoverable chunks, as the JSON does', async () => {
+    const s = await loadKeeperState(freshDir());
+    addKept(s, newCap(), 100);
+    recordPass(s.files[0], { shares: 8, healthy: 3, repaired: 0, lost: 5, unrecoverableChunks: 2, audits: 6, failures: [], expiresAt: 1000, placed: [] }, 200);
+    const out: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((x: string | Uint8Array) => { out.push(String(x)); return true; });
+    try {
+      printStatus(s, true);
+      printStatus(s, false);
+    } finally { spy.mockRestore(); }
+    expect(JSON.parse(out[0]).files[0].unrecoverableChunks).toBe(2);
+    expect(out[1]).toMatch(/unrecoverable chunks 2\b/);
   });
 });

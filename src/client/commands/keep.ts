@@ -67,7 +67,8 @@ async function addCommand(a: AddArgs): Promise<number> {
   return runStorageCommand('keep add', a, () => ({ readCap: (parseCapability(text), text) }), async (session, { readCap }) => finish(await verifyCapOf(session.client, readCap)));
 }
 
-function printStatus(s: KeeperState, json: boolean): void {
+/** SPEC.md §9.19: `keep status`, per file (the text line and the JSON carry the same fields). */
+export function printStatus(s: KeeperState, json: boolean): void {
   if (json) {
     process.stdout.write(JSON.stringify({ ok: true, files: s.files.map(({ verifyCap: _v, ...f }) => f) }) + '\n');
     return;
@@ -76,7 +77,7 @@ function printStatus(s: KeeperState, json: boolean): void {
   for (const f of s.files) {
     const exp = f.expiresAt ? new Date(f.expiresAt * 1000).toISOString() : 'not renewed yet';
     const when = f.lastCheck ? new Date(f.lastCheck * 1000).toISOString() : 'never';
-    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  audit failures ${f.auditFailures}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
+    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
   }
 }
 
