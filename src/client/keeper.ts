@@ -3,9 +3,9 @@
 // survives restarts and a crash leaves either the old or the new state.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { err } from '../errors';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
-import { formatVerifyCapability, parseVerifyCapability } from '../storage/verify-cap';
+import { err, errorCode } from '../errors';
+import { formatVerifyCapability, parseVerifyCapability, type VerifyCapability } from '../storage/verify-cap';
 import type { KeepReport } from './storage-client-verify';
 
 export const KEEPER_STATE_VERSION = 1;
@@ -110,4 +110,62 @@ export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
 /** True when the file's leases are due: never renewed, or expiring within `withinSeconds`. */
 export function renewDue(f: KeptFile, now: number, withinSeconds: number): boolean {
   return f.expiresAt === 0 || f.expiresAt - now <= withinSeconds;
+}
+
+/** What `bitcloud keep run` was asked for (SPEC.md §9.19). */
+export interface KeeperRun {
+  once: boolean;
+  /** Seconds between passes. */
+  interval: number;
+  /** Renew a file whose earliest known lease expiry is within this many seconds. */
+  renewWithin: number;
+  /** Lease to ask for (0: each node's default). */
+  leaseSeconds: number;
+}
+
+/** One file's check and repair (SPEC.md §9.18.3): `keepFile` over the session's client. */
+export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds: number }) => Promise<KeepReport>;
+
+const nowSec = () => Math.floor(Date.now() / 1000);
+
+/**
+ * SPEC.md §9.19: passes over the kept files — each file checked, repaired and (when due) renewed,
+ * the state saved after each file — once, or every `interval` seconds until SIGTERM/SIGINT (a pass
+ * under way stops after its current file). Resolves the last state and whether every file of the
+ * last pass could be read whole.
+ */
+export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass): Promise<{ ok: boolean; state: KeeperState }> {
+  let bad = false;
+  let stop = false;
+  const onSignal = () => { stop = true; };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  let s: KeeperState;
+  try {
+    for (;;) {
+      s = await loadKeeperState(dataDir); // re-read: `keep add` may have run meanwhile
+      bad = false;
+      for (const f of s.files) {
+        if (stop) break;
+        const renew = renewDue(f, nowSec(), q.renewWithin);
+        try {
+          const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
+          recordPass(f, r, nowSec());
+          if (r.unrecoverableChunks) bad = true;
+        } catch (e) {
+          f.lastCheck = nowSec();
+          f.lastError = errorCode(e);
+          bad = true;
+        }
+        await saveKeeperState(dataDir, s);
+      }
+      if (q.once || stop) break;
+      await new Promise((r) => setTimeout(r, q.interval * 1000));
+      if (stop) break;
+    }
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  return { ok: !bad, state: s };
 }

@@ -10,7 +10,7 @@ import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerif
 import { openRootRecord } from '../../storage/seal';
 import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
-import { addKept, loadKeeperState, recordPass, renewDue, saveKeeperState, type KeeperState } from '../keeper';
+import { addKept, loadKeeperState, runKeeper, saveKeeperState, type KeeperState } from '../keeper';
 import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
@@ -92,39 +92,10 @@ async function statusCommand(a: Common): Promise<number> {
 
 async function runCommand(a: RunArgs): Promise<number> {
   return runStorageCommand('keep run', a, () => ({}), async (session) => {
-    const dir = session.network.dirCfg.dataDir;
-    let bad = false;
-    let stop = false;
-    const onSignal = () => { stop = true; };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    try {
-      for (;;) {
-        const s = await loadKeeperState(dir); // re-read: `keep add` may have run meanwhile
-        bad = false;
-        for (const f of s.files) {
-          if (stop) break;
-          const renew = renewDue(f, nowSec(), a['renew-within']);
-          try {
-            const r = await keepFile(session.client, parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: a['lease-seconds'] });
-            recordPass(f, r, nowSec());
-            if (r.unrecoverableChunks) bad = true;
-          } catch (e) {
-            f.lastCheck = nowSec();
-            f.lastError = errorCode(e);
-            bad = true;
-          }
-          await saveKeeperState(dir, s);
-        }
-        if (a.once || stop) { printStatus(s, a.json); break; }
-        await new Promise((r) => setTimeout(r, a.interval * 1000));
-        if (stop) break;
-      }
-    } finally {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-    }
-    return bad ? 1 : 0;
+    const q = { once: a.once, interval: a.interval, renewWithin: a['renew-within'], leaseSeconds: a['lease-seconds'] };
+    const { ok, state } = await runKeeper(session.network.dirCfg.dataDir, q, (cap, o) => keepFile(session.client, cap, o));
+    printStatus(state, a.json);
+    return ok ? 0 : 1;
   });
 }
 
