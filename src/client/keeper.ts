@@ -123,6 +123,18 @@ export interface KeeperRun {
   leaseSeconds: number;
 }
 
+/**
+ * SPEC.md §9.19: checks `keep run`'s numbers before anything is sent (CONFIG_INVALID): the
+ * interval a whole number of seconds ≥ 1, renew-within a finite number ≥ 0, the lease a whole
+ * number ≥ 0 (a NaN interval would run passes back to back; a NaN renew-within never renews).
+ */
+export function checkKeeperRun(q: KeeperRun): KeeperRun {
+  if (!Number.isSafeInteger(q.interval) || q.interval < 1) throw err('CONFIG_INVALID', '--interval must be a whole number of seconds ≥ 1', { interval: q.interval });
+  if (typeof q.renewWithin !== 'number' || !Number.isFinite(q.renewWithin) || q.renewWithin < 0) throw err('CONFIG_INVALID', '--renew-within must be a number of seconds ≥ 0', { renewWithin: q.renewWithin });
+  if (!Number.isSafeInteger(q.leaseSeconds) || q.leaseSeconds < 0 || q.leaseSeconds > 0xffff_ffff) throw err('CONFIG_INVALID', '--lease-seconds must be a whole number of seconds ≥ 0 (0: each node\'s default)', { leaseSeconds: q.leaseSeconds });
+  return q;
+}
+
 /** One file's check and repair (SPEC.md §9.18.3): `keepFile` over the session's client. */
 export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds: number }) => Promise<KeepReport>;
 
@@ -135,6 +147,7 @@ const nowSec = () => Math.floor(Date.now() / 1000);
  * last pass could be read whole.
  */
 export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass): Promise<{ ok: boolean; state: KeeperState }> {
+  checkKeeperRun(q);
   let bad = false;
   let stop = false;
   const onSignal = () => { stop = true; };

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
-import { addKept, loadKeeperState, recordPass, saveKeeperState } from '../../src/client/keeper';
+import { addKept, loadKeeperState, recordPass, runKeeper, saveKeeperState, type KeepPass, type KeeperRun } from '../../src/client/keeper';
+import type { KeepReport } from '../../src/client/storage-client-verify';
 import { printStatus } from '../../src/client/commands/keep';
 
 let root: string;
@@ -58,5 +59,39 @@ describe('keep status (SPEC.md §9.19)', () => {
     } finally { spy.mockRestore(); }
     expect(JSON.parse(out[0]).files[0].unrecoverableChunks).toBe(2);
     expect(out[1]).toMatch(/unrecoverable chunks 2\b/);
+  });
+});
+
+const report = (o: Partial<KeepReport> = {}): KeepReport => ({ shares: 8, healthy: 8, repaired: 0, lost: 0, unrecoverableChunks: 0, audits: 6, failures: [], expiresAt: 0, placed: [], ...o });
+const RUN: KeeperRun = { once: true, interval: 3600, renewWithin: 60, leaseSeconds: 0 };
+
+async function keeperWith(n: number): Promise<string> {
+  const dir = freshDir();
+  const s = await loadKeeperState(dir);
+  for (let i = 0; i < n; i++) addKept(s, newCap(), 100);
+  await saveKeeperState(dir, s);
+  return dir;
+}
+
+describe('keep run options (SPEC.md §9.19)', () => {
+  it('a bad --interval, --renew-within or --lease-seconds is CONFIG_INVALID before any pass', async () => {
+    const dir = await keeperWith(1);
+    let calls = 0;
+    const pass: KeepPass = async () => {
+      // Without the check the passes run back to back: end them as a signal would.
+      if (++calls >= 3) process.emit('SIGTERM');
+      return report();
+    };
+    const bad: Partial<KeeperRun>[] = [
+      { once: false, interval: NaN }, { once: false, interval: -5 }, { once: false, interval: 0 }, { once: false, interval: 0.5 },
+      { renewWithin: NaN }, { renewWithin: -1 }, { renewWithin: Infinity },
+      { leaseSeconds: NaN }, { leaseSeconds: -1 }, { leaseSeconds: 1.5 },
+    ];
+    for (const b of bad) {
+      await expect(runKeeper(dir, { ...RUN, ...b }, pass), JSON.stringify(b)).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    }
+    expect(calls).toBe(0);
+    await expect(runKeeper(dir, { ...RUN, renewWithin: 0, leaseSeconds: 0 }, pass)).resolves.toMatchObject({ ok: true });
+    expect(calls).toBe(1);
   });
 });

@@ -10,7 +10,7 @@ import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerif
 import { openRootRecord } from '../../storage/seal';
 import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
-import { addKept, loadKeeperState, runKeeper, saveKeeperState, type KeeperState } from '../keeper';
+import { addKept, checkKeeperRun, loadKeeperState, runKeeper, saveKeeperState, type KeeperRun, type KeeperState } from '../keeper';
 import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
@@ -91,8 +91,11 @@ async function statusCommand(a: Common): Promise<number> {
 }
 
 async function runCommand(a: RunArgs): Promise<number> {
+  let q: KeeperRun;
+  try {
+    q = checkKeeperRun({ once: a.once, interval: a.interval, renewWithin: a['renew-within'], leaseSeconds: a['lease-seconds'] });
+  } catch (e) { return reportFailure('keep run', e, a.json); }
   return runStorageCommand('keep run', a, () => ({}), async (session) => {
-    const q = { once: a.once, interval: a.interval, renewWithin: a['renew-within'], leaseSeconds: a['lease-seconds'] };
     const { ok, state } = await runKeeper(session.network.dirCfg.dataDir, q, (cap, o) => keepFile(session.client, cap, o));
     printStatus(state, a.json);
     return ok ? 0 : 1;
