@@ -3,6 +3,7 @@
 // survives restarts and a crash leaves either the old or the new state.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { err, errorCode } from '../errors';
 import { formatVerifyCapability, parseVerifyCapability, type VerifyCapability } from '../storage/verify-cap';
@@ -142,24 +143,28 @@ const nowSec = () => Math.floor(Date.now() / 1000);
 
 /**
  * SPEC.md §9.19: passes over the kept files — each file checked, repaired and (when due) renewed,
- * the state saved after each file — once, or every `interval` seconds until SIGTERM/SIGINT (a pass
- * under way stops after its current file). Resolves the last state and whether every file of the
+ * the state saved after each file — once, or every `interval` seconds until SIGTERM/SIGINT or
+ * `o.signal` (the sleep between passes ends at once; a pass under way stops after its current file). Resolves the last state and whether every file of the
  * last pass could be read whole.
  */
-export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass): Promise<{ ok: boolean; state: KeeperState }> {
+export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o: { signal?: AbortSignal } = {}): Promise<{ ok: boolean; state: KeeperState }> {
   checkKeeperRun(q);
   let bad = false;
-  let stop = false;
-  const onSignal = () => { stop = true; };
+  // A signal ends the sleep between passes at once; a pass under way ends after its file.
+  const ac = new AbortController();
+  const onSignal = () => { ac.abort(); };
+  if (o.signal?.aborted) ac.abort();
+  o.signal?.addEventListener('abort', onSignal, { once: true });
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  const stopped = () => ac.signal.aborted;
   let s: KeeperState;
   try {
     for (;;) {
       s = await loadKeeperState(dataDir); // re-read: `keep add` may have run meanwhile
       bad = false;
       for (const f of s.files) {
-        if (stop) break;
+        if (stopped()) break;
         const renew = renewDue(f, nowSec(), q.renewWithin);
         try {
           const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
@@ -172,13 +177,14 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass): 
         }
         await saveKeeperState(dataDir, s);
       }
-      if (q.once || stop) break;
-      await new Promise((r) => setTimeout(r, q.interval * 1000));
-      if (stop) break;
+      if (q.once || stopped()) break;
+      await sleep(q.interval * 1000, undefined, { signal: ac.signal }).catch(() => {});
+      if (stopped()) break;
     }
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    o.signal?.removeEventListener('abort', onSignal);
   }
   return { ok: !bad, state: s };
 }

@@ -95,3 +95,30 @@ describe('keep run options (SPEC.md §9.19)', () => {
     expect(calls).toBe(1);
   });
 });
+
+describe('keep run stops on a signal (SPEC.md §9.19)', () => {
+  it('SIGTERM between passes ends the command at once, not after --interval', async () => {
+    const dir = await keeperWith(1);
+    const listeners = process.listenerCount('SIGTERM');
+    let calls = 0;
+    const run = runKeeper(dir, { ...RUN, once: false, interval: 3600 }, async () => { calls++; return report(); });
+    // Wait for the first pass to be saved, and for the keeper to be asleep.
+    while ((await loadKeeperState(dir)).files[0].lastCheck === 0) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200));
+    process.emit('SIGTERM');
+    await expect(run).resolves.toMatchObject({ ok: true });
+    expect(calls).toBe(1);
+    expect(process.listenerCount('SIGTERM')).toBe(listeners);
+  }, 10_000);
+
+  it('an aborted signal ends it the same way', async () => {
+    const dir = await keeperWith(2);
+    const ac = new AbortController();
+    let calls = 0;
+    const run = runKeeper(dir, { ...RUN, once: false, interval: 3600 }, async () => { calls++; return report(); }, { signal: ac.signal });
+    while ((await loadKeeperState(dir)).files.some((f) => f.lastCheck === 0)) await new Promise((r) => setTimeout(r, 10));
+    ac.abort();
+    await expect(run).resolves.toMatchObject({ ok: true });
+    expect(calls).toBe(2);
+  }, 10_000);
+});
