@@ -295,6 +295,7 @@ export const ERROR_CODES = {
     FOLDER_PATH_INVALID: 'bad_input',
     FOLDER_TOO_LARGE: 'resource_limit',
     KEEPER_STATE_CORRUPT: 'integrity',
+    KEEPER_STATE_LOCKED: 'resource_limit',
     MANIFEST_MALFORMED: 'protocol_violation',
     MANIFEST_NOT_FOUND: 'not_found',
     NAME_BAD_SIGNATURE: 'integrity',

@@ -1,10 +1,13 @@
 // SPEC.md §9.19: the keeper's state — the files it keeps (by verify capability) and what the last
 // pass found — in <dataDir>/keeper.json, mode 0600, replaced atomically (temp, fsync, rename), so it
-// survives restarts and a crash leaves either the old or the new state.
+// survives restarts and a crash leaves either the old or the new state. Every change is a
+// read-modify-write under <dataDir>/keeper.json.lock (updateKeeperState), so processes do not
+// overwrite each other's changes.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
+import { withFileLock } from '../ops/file-lock';
 import { err, errorCode } from '../errors';
 import { formatVerifyCapability, parseVerifyCapability, type VerifyCapability } from '../storage/verify-cap';
 import type { KeepReport } from './storage-client-verify';
@@ -79,6 +82,21 @@ function checkKept(f: KeptFile, i: number): void {
 export async function saveKeeperState(dataDir: string, s: KeeperState): Promise<void> {
   await mkdirDurable(dataDir, 0o700);
   await writeFileAtomic(keeperStatePath(dataDir), JSON.stringify(s, null, 2) + '\n', 0o600);
+}
+
+/**
+ * SPEC.md §9.19: read, change and write keeper.json while holding `keeper.json.lock`, so that
+ * `keep add` and `keep run` (other processes) never write over each other's changes.
+ * KEEPER_STATE_LOCKED when another live process holds the lock for `timeoutMs`.
+ */
+export async function updateKeeperState<T>(dataDir: string, change: (s: KeeperState) => T, o: { timeoutMs?: number } = {}): Promise<T> {
+  await mkdirDurable(dataDir, 0o700);
+  return withFileLock(keeperStatePath(dataDir) + '.lock', async () => {
+    const s = await loadKeeperState(dataDir);
+    const out = change(s);
+    await saveKeeperState(dataDir, s);
+    return out;
+  }, { code: 'KEEPER_STATE_LOCKED', timeoutMs: o.timeoutMs });
 }
 
 /** Add a file (idempotent: a file already kept is left as it is). Returns true when it was new. */
@@ -158,24 +176,29 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   const stopped = () => ac.signal.aborted;
-  let s: KeeperState;
   try {
     for (;;) {
-      s = await loadKeeperState(dataDir); // re-read: `keep add` may have run meanwhile
+      const files = (await loadKeeperState(dataDir)).files; // re-read: `keep add` may have run meanwhile
       bad = false;
-      for (const f of s.files) {
+      for (const f of files) {
         if (stopped()) break;
         const renew = renewDue(f, nowSec(), q.renewWithin);
+        let record: (g: KeptFile) => void;
         try {
           const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
-          recordPass(f, r, nowSec());
+          record = (g) => recordPass(g, r, nowSec());
           if (r.unrecoverableChunks) bad = true;
         } catch (e) {
-          f.lastCheck = nowSec();
-          f.lastError = errorCode(e);
+          const code = errorCode(e);
+          record = (g) => { g.lastCheck = nowSec(); g.lastError = code; };
           bad = true;
         }
-        await saveKeeperState(dataDir, s);
+        // Only this file's record is merged into the state as it is now on disk: a file added
+        // meanwhile stays, and one removed meanwhile is not brought back.
+        await updateKeeperState(dataDir, (cur) => {
+          const g = cur.files.find((x) => x.manifestId === f.manifestId);
+          if (g) record(g);
+        });
       }
       if (q.once || stopped()) break;
       await sleep(q.interval * 1000, undefined, { signal: ac.signal }).catch(() => {});
@@ -186,5 +209,5 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
     process.off('SIGINT', onSignal);
     o.signal?.removeEventListener('abort', onSignal);
   }
-  return { ok: !bad, state: s };
+  return { ok: !bad, state: await loadKeeperState(dataDir) };
 }

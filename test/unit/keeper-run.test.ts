@@ -1,12 +1,14 @@
 // SPEC.md §9.19: the keeper's state file and its passes (`bitcloud keep run`), with a stand-in
 // for the per-file check (§9.18.3) so that no storage node is needed.
+import { spawnSync } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
-import { addKept, loadKeeperState, recordPass, runKeeper, saveKeeperState, type KeepPass, type KeeperRun } from '../../src/client/keeper';
+import { addKept, loadKeeperState, recordPass, runKeeper, saveKeeperState, updateKeeperState, type KeepPass, type KeeperRun } from '../../src/client/keeper';
+import { withFileLock } from '../../src/ops/file-lock';
 import type { KeepReport } from '../../src/client/storage-client-verify';
 import { printStatus } from '../../src/client/commands/keep';
 
@@ -121,4 +123,70 @@ describe('keep run stops on a signal (SPEC.md §9.19)', () => {
     await expect(run).resolves.toMatchObject({ ok: true });
     expect(calls).toBe(2);
   }, 10_000);
+});
+
+describe('keep add during a pass (SPEC.md §9.19)', () => {
+  it('a file added by another process while a pass runs is kept; one removed meanwhile is not brought back', async () => {
+    const dir = await keeperWith(2);
+    const [a, b] = (await loadKeeperState(dir)).files;
+    const added = newCap();
+    const pass: KeepPass = async (cap) => {
+      const me = cap.manifestId.toString('hex');
+      // Another process's `keep add` (read, add, write) while the keeper works on a file.
+      const s = await loadKeeperState(dir);
+      if (me === a.manifestId) addKept(s, added, 150);
+      // ... and a file taken out of keeper.json by hand.
+      if (me === b.manifestId) s.files = s.files.filter((f) => f.manifestId !== a.manifestId);
+      await saveKeeperState(dir, s);
+      return report({ repaired: 1, expiresAt: 5000 });
+    };
+    const { ok, state } = await runKeeper(dir, RUN, pass);
+    expect(ok).toBe(true);
+    const after = await loadKeeperState(dir);
+    expect(after).toEqual(state);
+    expect(after.files.map((f) => f.verifyCap)).toEqual([b.verifyCap, added]);
+    expect(after.files[0]).toMatchObject({ repaired: 1, repairedTotal: 1, expiresAt: 5000 });
+    expect(after.files[0].lastCheck).toBeGreaterThan(0);
+    expect(after.files[1]).toMatchObject({ lastCheck: 0, addedAt: 150 });
+  });
+});
+
+describe('the keeper.json lock (SPEC.md §9.19)', () => {
+  it('a lock left by a process that is gone is taken over', async () => {
+    const dir = await keeperWith(1);
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    await fsp.writeFile(path.join(dir, 'keeper.json.lock'), String(dead));
+    const cap = newCap();
+    expect(await updateKeeperState(dir, (s) => addKept(s, cap, 1), { timeoutMs: 5000 })).toBe(true);
+    expect((await loadKeeperState(dir)).files).toHaveLength(2);
+    await expect(fsp.stat(path.join(dir, 'keeper.json.lock'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await fsp.readdir(dir)).filter((x) => x.includes('.lock'))).toEqual([]);
+  });
+
+  it('a live holder is waited for, then KEEPER_STATE_LOCKED; the lock is released even when the work throws', async () => {
+    const dir = await keeperWith(1);
+    const lock = path.join(dir, 'keeper.json.lock');
+    await fsp.writeFile(lock, String(process.pid));
+    await expect(updateKeeperState(dir, () => {}, { timeoutMs: 200 })).rejects.toMatchObject({ code: 'KEEPER_STATE_LOCKED' });
+    await fsp.rm(lock);
+    await expect(updateKeeperState(dir, () => { throw new Error('boom'); })).rejects.toThrow('boom');
+    await expect(fsp.stat(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('holders take turns: a second caller runs only after the first released the lock', async () => {
+    const dir = freshDir();
+    await fsp.mkdir(dir, { recursive: true });
+    const lock = path.join(dir, 'x.lock');
+    const order: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const first = withFileLock(lock, async () => { order.push('first in'); await held; order.push('first out'); }, { code: 'KEEPER_STATE_LOCKED' });
+    while (!order.length) await new Promise((r) => setTimeout(r, 5));
+    const second = withFileLock(lock, async () => { order.push('second'); }, { code: 'KEEPER_STATE_LOCKED', retryMs: 5 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(order).toEqual(['first in']);
+    release();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['first in', 'first out', 'second']);
+  });
 });

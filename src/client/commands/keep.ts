@@ -10,7 +10,7 @@ import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerif
 import { openRootRecord } from '../../storage/seal';
 import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
-import { addKept, checkKeeperRun, loadKeeperState, runKeeper, saveKeeperState, type KeeperRun, type KeeperState } from '../keeper';
+import { addKept, checkKeeperRun, loadKeeperState, runKeeper, updateKeeperState, type KeeperRun, type KeeperState } from '../keeper';
 import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
@@ -53,9 +53,7 @@ async function addCommand(a: AddArgs): Promise<number> {
   const text = a.cap.trim();
   const finish = async (vcap: string) => {
     const dir = dataDirOf(a);
-    const s = await loadKeeperState(dir);
-    const added = addKept(s, vcap, nowSec());
-    await saveKeeperState(dir, s);
+    const added = await updateKeeperState(dir, (s) => addKept(s, vcap, nowSec()));
     const id = parseVerifyCapability(vcap).manifestId.toString('hex');
     if (a.json) process.stdout.write(JSON.stringify({ ok: true, added, manifestId: id, verifyCapability: vcap }) + '\n');
     else process.stdout.write(`${added ? 'keeping' : 'already keeping'} ${id.slice(0, 16)}…\n${vcap}\n`);

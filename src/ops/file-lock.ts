@@ -1,0 +1,100 @@
+// A lock between processes on a state file that several commands read, change and write back
+// (the keeper's keeper.json, SPEC.md §9.19): `<file>.lock`, created exclusively ('wx') and holding
+// the holder's PID. A lock whose PID is no longer alive (a holder that crashed) is stale and taken
+// over; otherwise the caller retries every `retryMs` and gives up after `timeoutMs` with the code
+// it names. The lock is always removed when the work ends, whether it succeeded or threw.
+import fsp from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { randomBytes } from '../crypto/primitives';
+import { err, type ErrorCode } from '../errors';
+
+export interface FileLockOptions {
+  /** The code thrown when the lock stays held for `timeoutMs`. */
+  code: ErrorCode;
+  /** Give up after this long (default 30 s). */
+  timeoutMs?: number;
+  /** Wait between tries (default 50 ms). */
+  retryMs?: number;
+}
+
+/** A lock file without a PID yet is its holder between create and write; older than this, it is stale. */
+const EMPTY_LOCK_STALE_MS = 10_000;
+
+/** Run `fn` while holding `lockPath`. */
+export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, o: FileLockOptions): Promise<T> {
+  await acquire(lockPath, o);
+  try {
+    return await fn();
+  } finally {
+    await fsp.rm(lockPath, { force: true });
+  }
+}
+
+async function acquire(lockPath: string, o: FileLockOptions): Promise<void> {
+  const deadline = Date.now() + (o.timeoutMs ?? 30_000);
+  for (;;) {
+    let fh;
+    try {
+      fh = await fsp.open(lockPath, 'wx', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (fh) {
+      try { await fh.writeFile(String(process.pid)); } catch (e) {
+        await fh.close().catch(() => {});
+        await fsp.rm(lockPath, { force: true });
+        throw e;
+      }
+      await fh.close();
+      return;
+    }
+    if (await removeIfStale(lockPath)) continue;
+    if (Date.now() >= deadline) {
+      const holder = await fsp.readFile(lockPath, 'utf8').catch(() => '');
+      throw err(o.code, `${lockPath} is held by process ${holder.trim() || '?'}; if no such process runs, remove the file`, { holder: holder.trim() });
+    }
+    await sleep(o.retryMs ?? 50);
+  }
+}
+
+/** True when `pid` names a process that runs (EPERM: it runs, as another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+}
+
+/** Removes the lock when its holder is gone; true when the caller should try again at once. */
+async function removeIfStale(lockPath: string): Promise<boolean> {
+  let text: string;
+  try {
+    text = await fsp.readFile(lockPath, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // released meanwhile
+    throw e;
+  }
+  const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (Number.isSafeInteger(pid) && pid > 0) {
+    if (alive(pid)) return false;
+  } else {
+    const st = await fsp.stat(lockPath).catch(() => null);
+    if (!st) return true;
+    if (Date.now() - st.mtimeMs < EMPTY_LOCK_STALE_MS) return false;
+  }
+  // Move the stale lock aside (atomic), and delete it only if it is still the dead holder's: two
+  // processes that both found it stale must not remove a lock a third one took meanwhile.
+  const aside = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
+  try {
+    await fsp.rename(lockPath, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw e;
+  }
+  const moved = await fsp.readFile(aside, 'utf8').catch(() => null);
+  if (moved !== text) await fsp.link(aside, lockPath).catch(() => {}); // a live holder's: put it back
+  await fsp.rm(aside, { force: true });
+  return true;
+}
