@@ -112,7 +112,10 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
   return true;
 }
 
-/** Record one pass's report on a kept file. */
+/**
+ * Record one pass's report on a kept file. A chunk whose rebuilt shares disagree with the verify
+ * record leaves SHARE_HASH_MISMATCH as the file's last error (SPEC.md §9.18.3, §9.19).
+ */
 export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
   f.lastCheck = now;
   f.shares = r.shares;
@@ -123,7 +126,7 @@ export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
   f.unrecoverableChunks = r.unrecoverableChunks;
   f.auditFailures = r.failures.length;
   if (r.expiresAt) f.expiresAt = r.expiresAt;
-  f.lastError = null;
+  f.lastError = r.mismatchedChunks ? 'SHARE_HASH_MISMATCH' : null;
 }
 
 /** True when the file's leases are due: never renewed, or expiring within `withinSeconds`. */
@@ -187,7 +190,7 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
         try {
           const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
           record = (g) => recordPass(g, r, nowSec());
-          if (r.unrecoverableChunks) bad = true;
+          if (r.unrecoverableChunks || r.mismatchedChunks) bad = true;
         } catch (e) {
           const code = errorCode(e);
           record = (g) => { g.lastCheck = nowSec(); g.lastError = code; };

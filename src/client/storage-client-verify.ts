@@ -42,6 +42,11 @@ export interface KeepReport {
   lost: number;
   /** Chunks with fewer than k good shares after this pass: the file cannot be read whole. */
   unrecoverableChunks: number;
+  /**
+   * Chunks whose rebuilt shares do not match the verify record (SHARE_HASH_MISMATCH, SPEC.md
+   * §9.18.3 step 4): nothing of them was written, their missing shares count as lost.
+   */
+  mismatchedChunks: number;
   /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
   audits: number;
   failures: AuditFailure[];
@@ -105,7 +110,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const record = await fetchVerifyRecord(client, cap);
   const nodes = client.fingerprints;
   const { k, n } = record;
-  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
+  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
 
   // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
   const asks = new Map<string, Set<string>>();
@@ -130,12 +135,16 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
 
   // 2. Audit every holder of every chunk share; a share is good when one holder passes.
   const good = new Map<string, string>(); // share hex → a node that proved it
+  const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
   await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
     const hex = id.toString('hex');
     for (const fp of held.get(hex) ?? []) {
       const r: AuditResult = await client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks });
       report.audits++;
-      if (r.ok) { if (!good.has(hex)) good.set(hex, fp); } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
+      if (r.ok) {
+        if (!good.has(hex)) good.set(hex, fp);
+        addTo(proven, hex, fp);
+      } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
     }
   })));
 
@@ -163,17 +172,24 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     }
     if (fetched < k) { report.lost += n - have; report.unrecoverableChunks++; continue; }
     const rebuilt = rebuildShares({ k, n }, shares, c.shareSize);
+    // SPEC.md §9.18.3 step 4: every rebuilt share must hash to its id and prove against the audit
+    // root the record names before any of them is written: when one does not, the record and the
+    // shares disagree (SHARE_HASH_MISMATCH), nothing of this chunk is written, its missing shares
+    // count as lost, and the pass goes on with the other chunks.
+    const mismatch = c.shareIds.findIndex((id, j) => !ok[j] && (!checkShare(id, rebuilt[j]) || !auditRoot(rebuilt[j]).equals(c.auditRoots[j])));
+    if (mismatch >= 0) {
+      report.mismatchedChunks++;
+      report.lost += n - have;
+      continue;
+    }
+    // The first node of the ranking that holds no good share of the chunk: every node that proved
+    // any of its shares is taken, not only the first found per share (SPEC.md §9.7, §9.18.3).
     const taken = new Set<string>();
-    c.shareIds.forEach((id, j) => { if (ok[j]) taken.add(good.get(id.toString('hex'))!); });
+    c.shareIds.forEach((id) => { for (const fp of proven.get(id.toString('hex')) ?? []) taken.add(fp); });
     for (let j = 0; j < n; j++) {
       if (ok[j]) continue;
       const id = c.shareIds[j];
       const bytes = rebuilt[j];
-      // SPEC.md §9.18.3: a rebuilt share must hash to the id and prove against the audit root
-      // the record names before it is written anywhere.
-      if (!checkShare(id, bytes) || !auditRoot(bytes).equals(c.auditRoots[j])) {
-        throw err('SHARE_HASH_MISMATCH', 'a rebuilt share does not match its id or audit root: the verify record and the shares disagree', { shareId: id.toString('hex') });
-      }
       const failedOn = new Set(report.failures.filter((f) => f.shareId === id.toString('hex')).map((f) => f.node));
       let placed = false;
       for (const fp of rankNodes(id, nodes)) {

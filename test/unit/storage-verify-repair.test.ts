@@ -3,9 +3,17 @@
 // with the record does, and the leases repaired shares are stored with.
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
-import { isBitcloudError } from '../../src/errors';
-import { MAX_SHARE_BYTES } from '../../src/storage/share';
-import { decodeVerifyRecord, encodeVerifyRecord } from '../../src/wire/verify-record';
+import { err, isBitcloudError } from '../../src/errors';
+import { auditRoot } from '../../src/storage/audit';
+import { encodeChunk } from '../../src/storage/encode';
+import { rankNodes } from '../../src/storage/placement';
+import type { StorageRequest } from '../../src/storage/protocol';
+import { MAX_SHARE_BYTES, shareId } from '../../src/storage/share';
+import { sealVerifyRecord, type VerifyCapability } from '../../src/storage/verify-cap';
+import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk } from '../../src/wire/verify-record';
+import type { AuditCommitment } from '../../src/storage/auditor';
+import type { StorageClient } from '../../src/client/storage-client';
+import { keepFile } from '../../src/client/storage-client-verify';
 
 function codeOf(f: () => unknown): string | undefined {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -19,5 +27,122 @@ describe('verify record bounds (SPEC.md §9.18.2)', () => {
     expect(decodeVerifyRecord(encodeVerifyRecord(ok))).toEqual(ok);
     expect(codeOf(() => decodeVerifyRecord(encodeVerifyRecord(rec(MAX_SHARE_BYTES + 1))))).toBe('VERIFY_RECORD_MALFORMED');
     expect(codeOf(() => decodeVerifyRecord(encodeVerifyRecord(rec(0xffff_ffff))))).toBe('VERIFY_RECORD_MALFORMED');
+  });
+});
+
+/** The default lease of the stand-in client (what `putShare` uses without a lease). */
+const CLIENT_DEFAULT = 111;
+/** What a node grants for lease 0. */
+const NODE_DEFAULT = 10_000;
+
+/** Storage nodes in memory, behind the few StorageClient calls keepFile makes. */
+class Nodes {
+  readonly fps: string[];
+  readonly held = new Map<string, Map<string, Buffer>>(); // node → share hex → bytes
+  readonly puts: { node: string; id: string; lease: number }[] = [];
+  readonly renews: { node: string; ids: string[]; lease: number }[] = [];
+  now = 1_000_000;
+
+  constructor(count: number) {
+    this.fps = Array.from({ length: count }, () => randomBytes(32).toString('hex'));
+    for (const fp of this.fps) this.held.set(fp, new Map());
+  }
+
+  place(node: string, bytes: Buffer): void { this.held.get(node)!.set(shareId(bytes).toString('hex'), bytes); }
+  holders(id: Buffer): string[] { return this.fps.filter((fp) => this.held.get(fp)!.has(id.toString('hex'))); }
+  granted(lease: number): number { return this.now + (lease || NODE_DEFAULT); }
+
+  client(): StorageClient {
+    const c = {
+      fingerprints: this.fps,
+      isDead: () => false,
+      request: async (fp: string, req: StorageRequest) => {
+        if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => this.held.get(fp)!.has(id.toString('hex'))) };
+        if (req.type === 'renew') {
+          this.renews.push({ node: fp, ids: req.ids.map((i) => i.toString('hex')), lease: req.leaseSeconds });
+          return { type: 'renew', expiresAt: req.ids.map((id) => (this.held.get(fp)!.has(id.toString('hex')) ? this.granted(req.leaseSeconds) : 0)) };
+        }
+        throw new Error(`unexpected ${req.type}`);
+      },
+      getShare: async (fp: string, id: Buffer) => {
+        const b = this.held.get(fp)!.get(id.toString('hex'));
+        if (!b) throw err('SHARE_NOT_FOUND', 'no such share', { remote: true });
+        return b;
+      },
+      putShare: async (fp: string, id: Buffer, data: Buffer, leaseSeconds?: number) => {
+        const lease = leaseSeconds ?? CLIENT_DEFAULT;
+        this.puts.push({ node: fp, id: id.toString('hex'), lease });
+        this.held.get(fp)!.set(id.toString('hex'), data);
+        return this.granted(lease);
+      },
+      auditShare: async (fp: string, cm: AuditCommitment) => {
+        const b = this.held.get(fp)!.get(cm.shareId.toString('hex'));
+        const ok = !!b && auditRoot(b).equals(cm.root);
+        return { shareId: cm.shareId.toString('hex'), ok, ...(ok ? {} : { code: 'SHARE_NOT_FOUND' }), nonce: '', blocks: [] };
+      },
+    };
+    return c as unknown as StorageClient;
+  }
+}
+
+const K = 2;
+const N = 4;
+
+/** A file of `count` chunks (k = 2, n = 4) with its root and verify record held by the first n nodes. */
+function file(nodes: Nodes, count: number): { cap: VerifyCapability; chunks: VerifyChunk[]; shares: Buffer[][]; seal: (chunks: VerifyChunk[]) => VerifyCapability } {
+  const fileKey = randomBytes(32);
+  const shares: Buffer[][] = [];
+  const chunks: VerifyChunk[] = [];
+  for (let i = 0; i < count; i++) {
+    const enc = encodeChunk(fileKey, i, randomBytes(3000), { k: K, n: N });
+    shares.push(enc.shares.map((x) => x.bytes));
+    chunks.push({ kind: 1, index: i, shareSize: enc.shares[0].bytes.length, shareIds: enc.shares.map((x) => x.id), auditRoots: enc.shares.map((x) => auditRoot(x.bytes)) });
+  }
+  const root = randomBytes(200);
+  const verifyKey = randomBytes(32);
+  const seal = (cs: VerifyChunk[]) => {
+    const sealed = sealVerifyRecord(verifyKey, { k: K, n: N, chunks: cs });
+    for (const fp of nodes.fps.slice(0, N)) { nodes.place(fp, root); nodes.place(fp, sealed.bytes); }
+    return { manifestId: shareId(root), verifyId: sealed.id, verifyKey };
+  };
+  return { cap: seal(chunks), chunks, shares, seal };
+}
+
+describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
+  it('a rebuilt share goes to a node holding no good share of the chunk, counting every holder that passed', async () => {
+    const nodes = new Nodes(8);
+    const { cap, chunks, shares } = file(nodes, 1);
+    const [id0, , , id3] = chunks[0].shareIds;
+    // Share 0 is held (and proven) by the first two nodes of share 3's ranking; 1 and 2 by the next.
+    const r3 = rankNodes(id3, nodes.fps);
+    nodes.place(r3[0], shares[0][0]);
+    nodes.place(r3[1], shares[0][0]);
+    nodes.place(r3[2], shares[0][1]);
+    nodes.place(r3[3], shares[0][2]);
+    const r = await keepFile(nodes.client(), cap);
+    expect(r).toMatchObject({ healthy: 3 + 2, repaired: 1, lost: 0, unrecoverableChunks: 0, failures: [] });
+    expect(nodes.puts.filter((p) => p.id === id3.toString('hex')).map((p) => p.node)).toEqual([r3[4]]);
+    expect(nodes.holders(id0)).toEqual(expect.arrayContaining([r3[0], r3[1]]));
+    // Every node holds at most one share of the chunk (besides the second copy of share 0).
+    for (const fp of [r3[0], r3[1]]) expect(chunks[0].shareIds.filter((id) => nodes.holders(id).includes(fp))).toHaveLength(1);
+  });
+
+  it('a chunk whose rebuilt shares disagree with the record writes nothing; the pass goes on and renews', async () => {
+    const nodes = new Nodes(8);
+    const f = file(nodes, 2);
+    // Chunk 0: shares 2 and 3 missing, and the record names a wrong audit root for share 3.
+    const bad = { ...f.chunks[0], auditRoots: [...f.chunks[0].auditRoots.slice(0, 3), randomBytes(32)] };
+    const cap = f.seal([bad, f.chunks[1]]);
+    nodes.place(nodes.fps[4], f.shares[0][0]);
+    nodes.place(nodes.fps[5], f.shares[0][1]);
+    // Chunk 1: share 3 missing, rebuildable.
+    for (let j = 0; j < 3; j++) nodes.place(nodes.fps[4 + j], f.shares[1][j]);
+    const r = await keepFile(nodes.client(), cap, { renew: true });
+    expect(r).toMatchObject({ mismatchedChunks: 1, repaired: 1, lost: 2, unrecoverableChunks: 0 });
+    const ids0 = new Set(f.chunks[0].shareIds.map((i) => i.toString('hex')));
+    expect(nodes.puts.filter((p) => ids0.has(p.id))).toEqual([]);
+    expect(nodes.puts.map((p) => p.id)).toEqual([f.chunks[1].shareIds[3].toString('hex')]);
+    expect(nodes.renews.length).toBeGreaterThan(0);
+    expect(r.expiresAt).toBeGreaterThan(nodes.now);
   });
 });
