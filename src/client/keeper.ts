@@ -113,10 +113,12 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
 }
 
 /**
- * Record one pass's report on a kept file. A chunk whose rebuilt shares disagree with the verify
- * record leaves SHARE_HASH_MISMATCH as the file's last error (SPEC.md §9.18.3, §9.19).
+ * Record one pass's report on a kept file. `renewed`: the pass renewed the file's leases, so its
+ * earliest expiry replaces the one recorded; otherwise the expiry of shares the pass stored is
+ * folded in (the earlier one counts). A chunk whose rebuilt shares disagree with the verify record
+ * leaves SHARE_HASH_MISMATCH as the file's last error (SPEC.md §9.18.3, §9.19).
  */
-export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
+export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = true): void {
   f.lastCheck = now;
   f.shares = r.shares;
   f.healthy = r.healthy;
@@ -125,7 +127,7 @@ export function recordPass(f: KeptFile, r: KeepReport, now: number): void {
   f.lost = r.lost;
   f.unrecoverableChunks = r.unrecoverableChunks;
   f.auditFailures = r.failures.length;
-  if (r.expiresAt) f.expiresAt = r.expiresAt;
+  if (r.expiresAt) f.expiresAt = renewed || !f.expiresAt ? r.expiresAt : Math.min(f.expiresAt, r.expiresAt);
   f.lastError = r.mismatchedChunks ? 'SHARE_HASH_MISMATCH' : null;
 }
 
@@ -189,7 +191,7 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
         let record: (g: KeptFile) => void;
         try {
           const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
-          record = (g) => recordPass(g, r, nowSec());
+          record = (g) => recordPass(g, r, nowSec(), renew);
           if (r.unrecoverableChunks || r.mismatchedChunks) bad = true;
         } catch (e) {
           const code = errorCode(e);

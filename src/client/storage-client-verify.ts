@@ -21,8 +21,12 @@ import type { StorageClient } from './storage-client';
 export interface KeepOptions {
   /** Rebuild missing or failed shares (default true). */
   repair?: boolean;
-  /** Renew the leases of every share found (default false); 0 = each node's default lease. */
+  /** Renew the leases of every share found (default false). */
   renew?: boolean;
+  /**
+   * The lease (seconds; 0 = each node's default) of renewals and, when renewing or given, of the
+   * shares this pass stores (rebuilt or copied); otherwise those get the client's lease.
+   */
   leaseSeconds?: number;
   /** Blocks named per audit (default 4). */
   auditBlocks?: number;
@@ -50,7 +54,10 @@ export interface KeepReport {
   /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
   audits: number;
   failures: AuditFailure[];
-  /** Earliest lease expiry over the shares renewed (0 when not renewed). */
+  /**
+   * Earliest lease expiry over the shares renewed or stored (rebuilt, copied) in this pass, each
+   * share counted at its latest expiry (0 when none was renewed or stored).
+   */
   expiresAt: number;
   /**
    * After this pass, one node per chunk share that proved it by audit or received it by repair,
@@ -110,6 +117,10 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const record = await fetchVerifyRecord(client, cap);
   const nodes = client.fingerprints;
   const { k, n } = record;
+  // SPEC.md §9.18.3 step 4, §9.19: shares this pass stores get the lease it renews with.
+  const lease = o.renew || o.leaseSeconds !== undefined ? o.leaseSeconds ?? 0 : undefined;
+  const expiry = new Map<string, number>(); // share hex → latest expiry learned (put or renew)
+  const learn = (hex: string, at: number) => { if (at > (expiry.get(hex) ?? 0)) expiry.set(hex, at); };
   const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
 
   // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
@@ -195,7 +206,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       for (const fp of rankNodes(id, nodes)) {
         if (taken.has(fp) || failedOn.has(fp) || client.isDead(fp)) continue;
         try {
-          await client.putShare(fp, id, bytes);
+          learn(id.toString('hex'), await client.putShare(fp, id, bytes, lease));
           taken.add(fp);
           good.set(id.toString('hex'), fp);
           placed = true;
@@ -234,7 +245,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     for (const fp of rankNodes(id, nodes)) {
       if (count >= n) break;
       if (have.includes(fp) || client.isDead(fp)) continue;
-      try { await client.putShare(fp, id, copy); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
+      try { learn(hex, await client.putShare(fp, id, copy, lease)); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
     }
     if (added) report.repaired++;
   }
@@ -244,20 +255,19 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     const byNode = new Map<string, Set<string>>();
     for (const [hex, set] of held) for (const fp of set) addTo(byNode, fp, hex);
     for (const [hex, fp] of good) addTo(byNode, fp, hex);
-    const best = new Map<string, number>();
     await Promise.all([...byNode].map(async ([fp, set]) => {
       const ids = [...set];
       for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
         const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
         try {
           const r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds: o.leaseSeconds ?? 0 });
-          batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+          batch.forEach((hex, j) => learn(hex, r.expiresAt[j]));
         } catch { return; }
       }
     }));
-    const exp = [...best.values()].filter((x) => x > 0);
-    report.expiresAt = exp.length ? Math.min(...exp) : 0;
   }
+  const exp = [...expiry.values()].filter((x) => x > 0);
+  report.expiresAt = exp.length ? Math.min(...exp) : 0;
   return report;
 }
 

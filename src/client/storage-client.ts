@@ -95,8 +95,9 @@ export class StorageClient {
     return v.length ? v[Math.floor(v.length / 2)] : 1;
   }
 
-  async putShare(fp: string, id: Buffer, data: Buffer): Promise<number> {
-    const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: this.o.leaseSeconds ?? 0, ...(this.o.contentClass ? { contentClass: this.o.contentClass } : {}) });
+  /** Store a share (SPEC.md §9.6.3 `put`) with `leaseSeconds` (default: the client's lease; 0 = the node's default). Resolves its expiry. */
+  async putShare(fp: string, id: Buffer, data: Buffer, leaseSeconds?: number): Promise<number> {
+    const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: leaseSeconds ?? this.o.leaseSeconds ?? 0, ...(this.o.contentClass ? { contentClass: this.o.contentClass } : {}) });
     return r.expiresAt;
   }
 

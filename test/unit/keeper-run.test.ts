@@ -199,3 +199,18 @@ describe('a pass with a chunk that disagrees with its verify record (SPEC.md §9
     expect(state.files[0]).toMatchObject({ lastError: 'SHARE_HASH_MISMATCH', lost: 2 });
   });
 });
+
+describe('the expiry of shares a pass stored (SPEC.md §9.18.3 step 4, §9.19)', () => {
+  it('a pass that did not renew keeps the earlier of the recorded expiry and that of the shares it stored', async () => {
+    const s = await loadKeeperState(freshDir());
+    addKept(s, newCap(), 100);
+    const f = s.files[0];
+    recordPass(f, report({ expiresAt: 500 }), 200);
+    recordPass(f, report({ repaired: 1, expiresAt: 600 }), 300, false);
+    expect(f.expiresAt).toBe(500);
+    recordPass(f, report({ repaired: 1, expiresAt: 400 }), 300, false);
+    expect(f.expiresAt).toBe(400);
+    recordPass(f, report({ expiresAt: 900 }), 400, true);
+    expect(f.expiresAt).toBe(900);
+  });
+});

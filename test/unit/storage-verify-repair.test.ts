@@ -145,4 +145,28 @@ describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
     expect(nodes.renews.length).toBeGreaterThan(0);
     expect(r.expiresAt).toBeGreaterThan(nodes.now);
   });
+
+  it('repaired and copied shares get the lease the pass renews with, and their expiry counts', async () => {
+    const nodes = new Nodes(8);
+    const { cap, chunks, shares } = file(nodes, 1);
+    for (let j = 0; j < 3; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    // The root is held by one node only: copied to n − 1 more.
+    for (const fp of nodes.fps.slice(1, N)) nodes.held.get(fp)!.delete(cap.manifestId.toString('hex'));
+    const renewing = await keepFile(nodes.client(), cap, { renew: true, leaseSeconds: 777 });
+    expect(renewing.repaired).toBe(2);
+    expect(nodes.puts.length).toBe(1 + (N - 1));
+    expect(nodes.puts.every((p) => p.lease === 777)).toBe(true);
+    expect(renewing.expiresAt).toBe(nodes.now + 777);
+
+    // Without renewal, a given lease still applies, and the repaired share's expiry is reported.
+    nodes.puts.length = 0;
+    nodes.renews.length = 0;
+    nodes.now += 50;
+    const id3 = chunks[0].shareIds[3];
+    for (const fp of nodes.holders(id3)) nodes.held.get(fp)!.delete(id3.toString('hex'));
+    const plain = await keepFile(nodes.client(), cap, { leaseSeconds: 500 });
+    expect(nodes.renews).toEqual([]);
+    expect(nodes.puts).toEqual([expect.objectContaining({ id: id3.toString('hex'), lease: 500 })]);
+    expect(plain.expiresAt).toBe(nodes.now + 500);
+  });
 });
