@@ -75,6 +75,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   nextId = 0;
   private earlyCells = 0;
   private extending = false;
+  /**
+   * Which extension is current: a TRUNCATE (or a later EXTEND2) makes a pending one stale, and a
+   * stale one's link, once it comes, is left alone (SPEC.md §7b.3, §7b.5): else its circuit id on
+   * the next link would be overwritten by the next extension's and never released or destroyed.
+   */
+  private extendGen = 0;
   private edge: StreamEdge | null = null;
   private readonly qPrev: CellQueue;
   private readonly qNext: CellQueue;
@@ -282,11 +288,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     if (identity.equals(this.sw.identity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 to this node itself');
     if (this.prev.ch.peerIdentity && identity.equals(this.prev.ch.peerIdentity)) throw err('CIRCUIT_EXTEND_REFUSED', 'EXTEND2 back to the previous hop');
     this.extending = true;
+    const gen = ++this.extendGen;
     const create2 = encodeCreate2({ htype: ext.htype, hdata: ext.hdata });
     if (LAT_TRACE) latTrace('relay.extend2-hook');
     hook({ identity, addresses }, this.prev.ch).then((ch) => {
       if (LAT_TRACE) latTrace('relay.extend2-link');
-      if (this.closed) return;
+      if (this.closed || gen !== this.extendGen) return; // closed, or truncated meanwhile
       if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }
       const link = this.sw.attach(ch);
       if (link.closed) { this.destroy(DestroyReason.CONNECTFAILED, 'LINK_CLOSED'); return; }
@@ -295,7 +302,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
       link.circuits.set(this.nextId, this);
       this.sendOn(link, this.nextId, CellCommand.CREATE2, create2, this.qNext);
     }, (e: unknown) => {
-      if (this.closed) return;
+      if (this.closed || gen !== this.extendGen) return;
       const code = errorCode(e);
       this.sw.metrics.error(code);
       this.destroy(destroyReasonForExtendFailure(code), code);
@@ -382,6 +389,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
       this.sw.sendDestroy(next, nextId, DestroyReason.REQUESTED);
     }
     this.extending = false;
+    this.extendGen++; // an extension still waiting for its link is dropped with the rest
     this.sendRelay(RelayCommand.TRUNCATED, 0, encodeTruncated(DestroyReason.REQUESTED));
   }
 

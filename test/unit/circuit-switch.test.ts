@@ -8,7 +8,7 @@ import { QueueBudget } from '../../src/circuit/cell-queue';
 import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN, type CellCommandValue } from '../../src/wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
 import {
-  DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy,
+  DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy, encodeTruncate,
 } from '../../src/wire/messages';
 import { ntorClientCreate, ntorClientFinish } from '../../src/crypto/ntor';
 import { createClientHop, RELAY_CRYPTO_KEY_LEN } from '../../src/crypto/relay-crypto';
@@ -313,6 +313,51 @@ describe('extending and forwarding', () => {
       await tick();
       expect(decodeDestroy(t.prev.take(CellCommand.DESTROY)[0].payload)).toBe(reason);
     }
+  });
+
+  it('a TRUNCATE while an extension waits for its link drops that extension: one CREATE2 onward, and teardown leaves no circuit on the next link', async () => {
+    // EXTEND2, TRUNCATE, EXTEND2 in one read, before the first extension's link is there.
+    let release!: () => void;
+    const ready = new Promise<void>((r) => { release = r; });
+    const t = setup({ extend: async () => { await ready; t.sw.attach(t.next); return t.next; } });
+    const hop = t.create();
+    const extend2 = () => t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+      linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: t.next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
+    }));
+    extend2();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.TRUNCATE, 0, encodeTruncate());
+    extend2();
+    const [truncated] = t.prev.take(CellCommand.RELAY);
+    expect(hop.decryptInbound(truncated.payload)).toBe(true);
+    expect(decodeRelayPayload(truncated.payload).command).toBe(RelayCommand.TRUNCATED);
+    release();
+    await tick();
+    await tick();
+    const creates = t.next.take(CellCommand.CREATE2);
+    expect(creates).toHaveLength(1);
+    const link = t.sw.attach(t.next);
+    expect([...link.circuits.keys()]).toEqual([creates[0].circId]);
+    // The client goes away: the one circuit onward is destroyed, and nothing is left on that link.
+    t.prev.deliver(0x8000_0001, CellCommand.DESTROY, encodeDestroy(DestroyReason.REQUESTED));
+    expect(t.next.take(CellCommand.DESTROY).map((c) => c.circId)).toEqual([creates[0].circId]);
+    expect(link.circuits.size).toBe(0);
+    expect(t.sw.circuitCount).toBe(0);
+  });
+
+  it('a TRUNCATE while an extension waits: that extension failing later does not destroy the circuit', async () => {
+    let fail!: () => void;
+    const failed = new Promise<void>((r) => { fail = r; });
+    const t = setup({ extend: async () => { await failed; throw err('LINK_CONNECT_FAILED', 'no'); } });
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+      linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: t.next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
+    }));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.TRUNCATE, 0, encodeTruncate());
+    fail();
+    await tick();
+    await tick();
+    expect(t.prev.take(CellCommand.DESTROY)).toHaveLength(0);
+    expect(t.sw.circuitCount).toBe(1);
   });
 
   it('a ninth RELAY_EARLY cell destroys the circuit; RELAY_EARLY travelling inbound too', async () => {
