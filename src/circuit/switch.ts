@@ -196,6 +196,14 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     }
     if (this.closed) { this.sendDestroy(link, circId, DestroyReason.HIBERNATING); return; }
     const pending = link.pendingCreates;
+    // SPEC.md §7b.1, §7b.9: an id whose CREATE2 still waits is in use, whatever the limits say
+    // of this one: both are withdrawn, so the waiting one is never answered on a refused id.
+    if (pending?.has(circId)) {
+      this.metrics.error('CIRCUIT_ID_IN_USE');
+      this.cancelPending(link, circId);
+      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
+      return;
+    }
     if (link.circuits.size + (pending?.size ?? 0) >= this.limits.maxCircuitsPerLink) {
       this.metrics.refused('circuits_per_link');
       this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
@@ -213,12 +221,6 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     // nobody waits; else queue under the link's source (a flood waits behind its own cells only).
     if (this.queuedCreates === 0 && this.turnCreates < this.limits.createsPerTurn) {
       this.answerCreate2(link, circId, payload);
-      return;
-    }
-    if (pending?.has(circId)) {
-      this.metrics.error('CIRCUIT_ID_IN_USE');
-      this.cancelPending(link, circId);
-      this.sendDestroy(link, circId, DestroyReason.PROTOCOL);
       return;
     }
     const source = this.hooks.creationSource?.(link.ch) ?? link;

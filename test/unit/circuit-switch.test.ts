@@ -220,6 +220,19 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
     expect(b.sent).toEqual([]);
     expect(t.sw.circuitCount).toBe(1);
   });
+
+  it('a CREATE2 on a waiting id withdraws the waiting one even when the link is at its circuit cap (never answered on a refused id)', async () => {
+    const t = queueSetup({ createsPerTurn: 1, maxCircuitsPerLink: 2 });
+    const a = t.link('a');
+    t.create2(a, 0x8000_0001); // answered at once
+    t.create2(a, 0x8000_0002); // waits: the link is now at its cap of 2
+    t.create2(a, 0x8000_0002); // the same id again
+    expect(a.take(CellCommand.DESTROY).map((c) => [c.circId, decodeDestroy(c.payload)])).toEqual([[0x8000_0002, DestroyReason.PROTOCOL]]);
+    for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
+    expect(t.sw.queuedCreateCount).toBe(0);
+    expect(a.take(CellCommand.CREATED2).map((c) => c.circId)).toEqual([0x8000_0001]);
+    expect(t.sw.circuitCount).toBe(1);
+  });
 });
 
 describe('extending and forwarding', () => {
