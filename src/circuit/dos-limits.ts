@@ -93,16 +93,29 @@ interface AddressState {
   bucket?: TokenBucket;
 }
 
-/** Per-address accounting for links from clients and unknown peers. */
+/** How often addresses left with no link and a refilling bucket are looked at again, in ms. */
+const SWEEP_MS = 10_000;
+
+/**
+ * Per-address accounting for links from clients and unknown peers. An address is forgotten once
+ * it has no link and its bucket is full again: at once when its last link closes with a full
+ * bucket, else by a sweep (at most every 10 s, when a link opens) once the bucket has refilled,
+ * so the map never keeps addresses that are gone (SPEC.md §7b.9).
+ */
 export class DosGuard {
   private readonly byAddr = new Map<string, AddressState>();
+  /** Addresses with no link whose bucket is still refilling. */
+  private readonly idle = new Set<string>();
+  private lastSweep = 0;
   constructor(private readonly limits: RelayLimits, private readonly now: () => number = Date.now) {}
 
   /** A link from `addr` was accepted; false = over the concurrent-connection cap (close it). */
   connectionOpened(addr: string): boolean {
+    this.sweep();
     const s = this.state(addr);
     if (s.connections >= this.limits.maxConnectionsPerAddress) return false;
     s.connections++;
+    this.idle.delete(addr);
     return true;
   }
 
@@ -115,8 +128,8 @@ export class DosGuard {
 
   /** May `addr` create one more circuit now? */
   allowCircuit(addr: string): boolean {
-    const s = this.state(addr);
-    if (s.connections < this.limits.circuitMinConnections) return true;
+    const s = this.byAddr.get(addr);
+    if (!s || s.connections < this.limits.circuitMinConnections) return true;
     s.bucket ??= new TokenBucket(this.limits.circuitRate, this.limits.circuitBurst, this.now());
     return s.bucket.take(this.now());
   }
@@ -133,6 +146,24 @@ export class DosGuard {
   }
 
   private maybeForget(addr: string, s: AddressState): void {
-    if (s.connections === 0 && (!s.bucket || s.bucket.full(this.now()))) this.byAddr.delete(addr);
+    if (s.connections !== 0) return;
+    if (!s.bucket || s.bucket.full(this.now())) {
+      this.byAddr.delete(addr);
+      this.idle.delete(addr);
+    } else {
+      this.idle.add(addr);
+    }
+  }
+
+  /** Forget the idle addresses whose buckets have refilled (at most every SWEEP_MS). */
+  private sweep(): void {
+    const now = this.now();
+    if (this.idle.size === 0 || now - this.lastSweep < SWEEP_MS) return;
+    this.lastSweep = now;
+    for (const addr of this.idle) {
+      const s = this.byAddr.get(addr);
+      if (!s || s.connections !== 0) { this.idle.delete(addr); continue; }
+      if (!s.bucket || s.bucket.full(now)) { this.byAddr.delete(addr); this.idle.delete(addr); }
+    }
   }
 }

@@ -117,6 +117,25 @@ describe('TokenBucket and DosGuard (as Tor DoS)', () => {
     expect(g.size).toBe(0);
   });
 
+  it('forgets an address whose last link closed while its bucket was still refilling, once it has refilled', () => {
+    let now = 1_000_000;
+    const g = new DosGuard(resolveRelayLimits({ circuitRate: 1, circuitBurst: 3, circuitMinConnections: 2 }), () => now);
+    // Many addresses each open 3 links, spend their bucket, and close: none is full when it goes.
+    for (let i = 0; i < 100; i++) {
+      const a = `10.1.${i >> 8}.${i & 255}`;
+      for (let j = 0; j < 3; j++) g.connectionOpened(a);
+      for (let j = 0; j < 3; j++) g.allowCircuit(a);
+      for (let j = 0; j < 3; j++) g.connectionClosed(a);
+    }
+    expect(g.size).toBe(100);
+    now += 60_000; // buckets refilled; the next accepted link sweeps them
+    expect(g.connectionOpened('10.2.0.1')).toBe(true);
+    expect(g.size).toBe(1);
+    // Asking about an address that has no link leaves nothing behind.
+    expect(g.allowCircuit('10.3.0.1')).toBe(true);
+    expect(g.size).toBe(1);
+  });
+
   it('limits config names the bad key', () => {
     expect(() => resolveRelayLimits({ circuitRate: -1 })).toThrow(/limits.circuitRate/);
     expect(resolveRelayLimits()).toEqual(DEFAULT_RELAY_LIMITS);
