@@ -113,7 +113,11 @@ export class StorageEndpoint {
         if (!this.isListedRelay(ch)) {
           if (ch.peerIdentity) this.refreshForUnknownRelay();
           const addr = ipOf(ch.remoteAddress);
-          if (!this.dos.connectionOpened(addr)) { ch.close('too many connections from one address'); return; }
+          if (!this.dos.connectionOpened(addr)) {
+            this.switch.metrics.refused('connections_per_address'); // SPEC.md §7b.9, as a relay counts it
+            ch.close('too many connections from one address');
+            return;
+          }
           ch.once('close', () => this.dos.connectionClosed(addr));
         }
         this.switch.attach(ch);

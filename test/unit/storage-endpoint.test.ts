@@ -237,4 +237,25 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
       await strict.close();
     }
   });
+
+  it('a link past the per-address cap is closed and counted, as a relay counts it', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    const capped = new SE({ keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0, limits: { maxConnectionsPerAddress: 1 }, registry });
+    await capped.start();
+    const refused = async () => (await registry.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values
+      .filter((v) => v.labels.kind === 'connections_per_address').reduce((a, v) => a + v.value, 0);
+    try {
+      const first = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
+      const second = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
+      for (let i = 0; i < 500 && !second.closed; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(second.closed).toBe(true);
+      expect(first.closed).toBe(false);
+      expect(await refused()).toBe(1);
+      first.close();
+    } finally {
+      await capped.close();
+    }
+  });
 });
