@@ -391,12 +391,14 @@ describe('audits, repair and the keeper (SPEC.md §9.17, §9.18, §9.19)', () =>
     expect(victim).not.toBeNull();
     await fsp.rm(victim!.file);
 
-    const run2 = await cli(['keep', 'run', '--once', '--json']);
+    const run2 = await cli(['keep', 'run', '--once', '--lease-seconds', String(30 * 86_400), '--json']);
     expect(run2.code, run2.stderr + run2.stdout).toBe(0);
     const f2 = json(run2).files[0];
     expect(f2).toMatchObject({ healthy: 21, repaired: 1, lost: 0, unrecoverableChunks: 0 });
     expect(f2.auditFailures).toBeGreaterThanOrEqual(1);
-    // Not due for renewal (30 days left, default margin 2 days): the expiry is the one of run 1.
+    // Not due for renewal (30 days left, default margin 2 days): the expiry is the one of run 1. The
+    // rebuilt share is stored with the pass's lease (30 days from now), so it does not bring the
+    // file's earliest expiry forward (SPEC.md §9.18.3 step 4, §9.19).
     expect(f2.expiresAt).toBe(f1.expiresAt);
     const holders = nodes.filter((n) => fs.existsSync(path.join(n.dataDir, path.relative(victim!.node.dataDir, victim!.file))));
     expect(holders.map((n) => n.name)).not.toContain(victim!.node.name);
