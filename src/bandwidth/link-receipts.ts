@@ -218,12 +218,19 @@ export class LinkReceipts {
 
   private onReject(payload: Buffer): void {
     const r = decodeReceiptReject(payload);
-    const sent = this.pending.get(r.serial);
-    if (!sent && r.serial !== 0) throw err('RECEIPT_MISMATCH', `REJECT for no pending proposal (serial ${r.serial})`);
-    if (sent) this.pending.delete(r.serial);
+    // SPEC §8.3 step 8: a REJECT answers a pending proposal, by its serial; one with serial 0 that
+    // matches none answers the oldest pending proposal (the responder could not parse it, so it
+    // could not name it; it answers PROPOSE cells in the order they come). With nothing pending
+    // it answers nothing: ignored and counted (RECEIPT_MISMATCH), never logged as a disagreement,
+    // so a peer cannot flood the log or the disagreement counter.
+    let serial = r.serial;
+    if (!this.pending.has(serial) && serial === 0) serial = this.pending.keys().next().value ?? 0;
+    const sent = this.pending.get(serial);
+    if (!sent) throw err('RECEIPT_MISMATCH', `REJECT for no pending proposal (serial ${r.serial})`);
+    this.pending.delete(serial);
     this.o.onDisagreement?.({
-      epoch: sent?.body.epoch ?? r.epoch, serial: r.serial, reason: r.reason, side: 'received',
-      proposed: sent ? countsOf(sent) : null, responder: { cellsI2R: r.cellsI2R, cellsR2I: r.cellsR2I, tolerance: r.tolerance },
+      epoch: sent.body.epoch, serial, reason: r.reason, side: 'received',
+      proposed: countsOf(sent), responder: { cellsI2R: r.cellsI2R, cellsR2I: r.cellsR2I, tolerance: r.tolerance },
     });
   }
 }

@@ -56,6 +56,26 @@ describe('LinkReceipts (src/bandwidth/link-receipts)', () => {
     expect(p.got).toHaveLength(0);
     expect(p.rejects.map((r) => r.reason)).toEqual(['COUNTS_MISMATCH', 'COUNTS_MISMATCH']);
   });
+  it('a REJECT with serial 0 answers only a pending proposal; with none pending it is refused as RECEIPT_MISMATCH, not a disagreement (SPEC §8.3 step 8)', async () => {
+    const { CellCommand } = await import('../../src/wire/cell');
+    const { encodeReceiptReject } = await import('../../src/bandwidth/receipt');
+    const p = pair();
+    const reject = encodeReceiptReject({ epoch: 0, serial: 0, reason: 'MALFORMED', cellsI2R: 0, cellsR2I: 0, tolerance: 1000 });
+    for (let i = 0; i < 3; i++) {
+      expect(() => p.ini.onCell(CellCommand.RECEIPT_REJECT, reject)).toThrow(expect.objectContaining({ code: 'RECEIPT_MISMATCH' }));
+    }
+    expect(p.rejects).toHaveLength(0);
+    // A proposal the responder could not parse (it never reaches the responder here): the serial-0
+    // REJECT answers it, once; the next one answers nothing.
+    const held = new LinkReceipts({ identity: p.a, peerIdentity: p.b.publicKey, isInitiator: true, send: () => {}, onDisagreement: (r) => p.rejects.push(r) });
+    held.counter.onSent(10);
+    const sent = held.propose(7)!;
+    held.onCell(CellCommand.RECEIPT_REJECT, reject);
+    expect(held.pendingCount).toBe(0);
+    expect(p.rejects).toMatchObject([{ epoch: 7, serial: sent.body.serial, reason: 'MALFORMED', side: 'received', proposed: { cellsI2R: 10, cellsR2I: 0 } }]);
+    expect(() => held.onCell(CellCommand.RECEIPT_REJECT, reject)).toThrow(expect.objectContaining({ code: 'RECEIPT_MISMATCH' }));
+    expect(p.rejects).toHaveLength(1);
+  });
   it('an idle link proposes nothing; epochAt follows the period', () => {
     const p = pair();
     expect(p.ini.propose(1)).toBeNull();
