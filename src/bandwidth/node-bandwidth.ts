@@ -13,7 +13,7 @@ import type { Registry } from '../ops/metrics';
 import { writeFileAtomic } from '../ops/fsutil';
 import { int, noUnknownKeys, optObj } from '../dir/config-fields';
 import { EpochTotals } from './counters';
-import { decodeReceiptBatch, verifyReceipt, RECEIPT_LEN } from './receipt';
+import { decodeReceipt, verifyReceipt, RECEIPT_LEN } from './receipt';
 import { ReceiptExchange } from './exchange';
 import { ReceiptUploader } from './receipt-upload';
 import { ReceiptMetrics } from './receipt-metrics';
@@ -195,24 +195,31 @@ export class NodeBandwidth {
     }
   }
 
-  /** Receipts kept at the last shutdown go back to the uploader (replays count as delivered). */
+  /**
+   * Receipts kept at the last shutdown go back to the uploader (replays count as delivered).
+   * SPEC §8.4.1 restart: the file is fixed-size records back to back, so each record is judged on
+   * its own; one that does not parse, whose signatures do not verify, or that this node is not
+   * party to is dropped (and counted in the log), never the records around it. A torn tail (fewer
+   * than 224 bytes) is dropped too.
+   */
   private async loadHeld(): Promise<void> {
     const file = path.join(this.o.dataDir, HELD_RECEIPTS_FILE);
     let bytes: Buffer;
     try { bytes = await fs.readFile(file); } catch { return; }
-    try {
-      const usable = bytes.subarray(0, bytes.length - (bytes.length % RECEIPT_LEN));
-      if (usable.length === 0) return;
-      let n = 0;
-      for (const r of decodeReceiptBatch(usable)) {
-        if (!verifyReceipt(r)) continue;
-        this.totals.add(r);
+    const n = Math.floor(bytes.length / RECEIPT_LEN);
+    let kept = 0, dropped = bytes.length % RECEIPT_LEN === 0 ? 0 : 1;
+    for (let i = 0; i < n; i++) {
+      try {
+        const r = decodeReceipt(bytes.subarray(i * RECEIPT_LEN, (i + 1) * RECEIPT_LEN));
+        if (!verifyReceipt(r)) { dropped++; continue; }
+        this.totals.add(r); // throws RECEIPT_WRONG_KEY for a receipt this node is not party to
         this.uploader.add(r);
-        n++;
+        kept++;
+      } catch {
+        dropped++;
       }
-      this.log.info({ receipts: n }, 'held receipts reloaded for upload');
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'held receipts unreadable; ignored');
     }
+    if (dropped > 0) this.log.warn({ receipts: kept, dropped }, 'held receipts: unusable records dropped');
+    if (kept > 0) this.log.info({ receipts: kept }, 'held receipts reloaded for upload');
   }
 }

@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs/promises';
 import { ed25519Generate } from '../../src/crypto/primitives';
-import { signReceipt, countersign, decodeReceiptBatch, RECEIPT_LEN, type Receipt } from '../../src/bandwidth/receipt';
+import { signReceipt, countersign, decodeReceiptBatch, encodeReceipt, RECEIPT_LEN, type Receipt } from '../../src/bandwidth/receipt';
+import { silentLogger, type Logger } from '../../src/ops/log';
 import { ReceiptUploader, RECEIPT_UPLOAD_PATH } from '../../src/bandwidth/receipt-upload';
 import { NodeBandwidth, parseReceiptSettings, type BandwidthStatus } from '../../src/bandwidth/node-bandwidth';
 
@@ -162,6 +163,34 @@ describe('NodeBandwidth status file and settings', () => {
     await again.stop();
     expect(x.uploads.map((u) => u.length)).toEqual([2]);
     await expect(fs.stat(path.join(dir, 'receipts-held.bin'))).rejects.toThrow();
+  });
+
+  it('drops only the unusable records of receipts-held.bin, never the records around them (SPEC §8.4.1 restart)', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'bitcloud-bw-'));
+    cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+    const x = await authority(accept);
+    const auth = { name: 'x', identity: Buffer.alloc(32), fingerprint: x.fingerprint, host: '127.0.0.1', port: 0, url: x.url };
+    const clock = { now: E * P * 1000 + 5 };
+    // A receipt between two other nodes: it verifies, but this node (b) is not party to it.
+    const c = ed25519Generate();
+    const fp = signReceipt({ epoch: E, initiator: a.publicKey, responder: c.publicKey, cellsI2R: 1, cellsR2I: 1, serial: 9 }, a);
+    const foreign = countersign(fp, { cellsI2R: 1, cellsR2I: 1 }, c, 1000);
+    if (!foreign.ok) throw new Error('countersign failed');
+    const forged = encodeReceipt(receipt(3)); forged[RECEIPT_LEN - 1] ^= 1;
+    const unparsable = Buffer.alloc(RECEIPT_LEN, 0xff);
+    await fs.writeFile(path.join(dir, 'receipts-held.bin'), Buffer.concat([
+      unparsable, encodeReceipt(receipt(1)), encodeReceipt(foreign.receipt), forged, encodeReceipt(receipt(2)), Buffer.alloc(7),
+    ]));
+    const warned: unknown[] = [];
+    const log = Object.assign(Object.create(silentLogger) as Logger, { warn: (o: unknown) => { warned.push(o); } });
+    const nb = new NodeBandwidth({ identity: b, dataDir: dir, authorities: [auth], periodSeconds: () => P, now: () => clock.now, log });
+    await nb.start();
+    clock.now = ended();
+    await nb.uploader.pump();
+    await nb.stop();
+    expect(x.uploads.map((u) => u.map((r) => r.body.serial))).toEqual([[1, 2]]);
+    expect(nb.totals.peers(E).get(a.publicKey.toString('hex'))).toMatchObject({ receipts: 2 });
+    expect(warned).toContainEqual({ receipts: 2, dropped: 4 });
   });
 
   it('parses the receipts config object, naming bad keys', () => {
