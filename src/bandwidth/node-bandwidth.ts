@@ -32,8 +32,10 @@ export interface ReceiptSettings {
   answerTimeoutSeconds: number;
   /** At shutdown, how long to wait for the answers to the closing proposals. Default 2000 ms. */
   shutdownGraceMs: number;
+  /** Max random delay of an epoch's first upload to an authority, seconds (capped at P/4, SPEC §8.4.1). Default 60. */
+  uploadJitterSeconds: number;
 }
-export const DEFAULT_RECEIPT_SETTINGS: ReceiptSettings = { jitterSeconds: 30, answerTimeoutSeconds: 60, shutdownGraceMs: 2000 };
+export const DEFAULT_RECEIPT_SETTINGS: ReceiptSettings = { jitterSeconds: 30, answerTimeoutSeconds: 60, shutdownGraceMs: 2000, uploadJitterSeconds: 60 };
 
 /** The `receipts` config object of a relay or storage node; absent keys take their defaults, bad ones are named. */
 export function parseReceiptSettings(v: unknown, key = 'receipts'): ReceiptSettings {
@@ -44,6 +46,7 @@ export function parseReceiptSettings(v: unknown, key = 'receipts'): ReceiptSetti
     jitterSeconds: int(raw.jitterSeconds, `${key}.jitterSeconds`, 0, 3600, d.jitterSeconds),
     answerTimeoutSeconds: int(raw.answerTimeoutSeconds, `${key}.answerTimeoutSeconds`, 1, 3600, d.answerTimeoutSeconds),
     shutdownGraceMs: int(raw.shutdownGraceMs, `${key}.shutdownGraceMs`, 0, 60_000, d.shutdownGraceMs),
+    uploadJitterSeconds: int(raw.uploadJitterSeconds, `${key}.uploadJitterSeconds`, 0, 3600, d.uploadJitterSeconds),
   };
 }
 
@@ -100,6 +103,7 @@ export class NodeBandwidth {
     this.totals = new EpochTotals(this.self);
     this.uploader = new ReceiptUploader({
       authorities: () => o.authorities, periodSeconds: o.periodSeconds, now: o.now, metrics: this.metrics, log: this.log,
+      startJitterMs: this.settings.uploadJitterSeconds * 1000,
     });
     this.metrics.heldReceipts = () => this.uploader.heldCount;
     this.exchange = new ReceiptExchange({

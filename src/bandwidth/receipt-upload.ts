@@ -1,7 +1,8 @@
 // SPEC.md §8.4: both ends of a receipt upload it to every authority once the epoch it names has
 // ended, in batches of 224-byte records, retried with backoff on transport errors and 5xx until
 // the epoch's upload window [e·P, (e+2)·P) closes. RECEIPT_REPLAYED means delivered (uploads are
-// idempotent); any other refusal is final for that record at that authority.
+// idempotent); any other refusal is final for that record at that authority, except the
+// authority's rate limit (429 RATE_LIMITED), which is retried like a 5xx (SPEC.md §8.4.1).
 // Relays and storage nodes both run it (src/ because relay/ and storage/ share nothing else).
 import { err, errorCode } from '../errors';
 import { httpRequest, type HttpResponse } from '../dir/fetch';
@@ -24,20 +25,38 @@ export interface ReceiptUploaderOptions {
   /** The consensus period P in seconds, or null before this node holds a consensus. */
   periodSeconds: () => number | null;
   now?: () => number;
-  /** Backoff after a transport error or 5xx: doubles from min to max, with jitter. */
+  /** Backoff after a transport error, a 5xx or a 429 RATE_LIMITED: doubles from min to max, with jitter. */
   retryMinMs?: number;
   retryMaxMs?: number;
   maxBatch?: number;
   timeoutMs?: number;
+  /**
+   * SPEC.md §8.4.1: the first upload of an epoch to an authority waits a random delay in
+   * [0, min(startJitterMs, P/4)] after the epoch ends. Default UPLOAD_START_JITTER_MS.
+   */
+  startJitterMs?: number;
+  /** Uniform in [0, 1) (tests may substitute); default Math.random. */
+  random?: () => number;
   metrics?: ReceiptMetrics;
   log?: Logger;
   /** The HTTP POST (tests may substitute); default src/dir/fetch.ts httpRequest. */
   post?: (url: string, body: Buffer, timeoutMs: number) => Promise<HttpResponse>;
 }
 
+/**
+ * SPEC.md §8.4.1: the most an epoch's first upload to an authority waits after the epoch ended
+ * (capped at P/4), so that the nodes behind one address, or a whole network, do not all upload in
+ * the same second and drain an authority's rate limit or its verification slots.
+ */
+export const UPLOAD_START_JITTER_MS = 60_000;
+
 const PENDING = 0, DELIVERED = 1, REFUSED = 2, EXPIRED = 3;
 
-interface AuthorityState { status: number[]; nextTryAt: number; failures: number; busy: boolean }
+interface AuthorityState {
+  status: number[]; nextTryAt: number; failures: number; busy: boolean;
+  /** Where in [0, min(startJitterMs, P/4)] this epoch's first upload here starts (a fraction). */
+  startAt: number;
+}
 
 interface EpochState {
   epoch: number;
@@ -84,6 +103,24 @@ export function uploadRefusals(status: number, body: Buffer, count: number): ({ 
     all = { code: typeof j.code === 'string' ? j.code : `HTTP_${status}`, reason: j.reason };
   }
   return Array.from({ length: count }, (_, k) => all ?? refusedAt.get(k));
+}
+
+/**
+ * SPEC.md §8.4.1: an answer that says "later" rather than judging the records: a 5xx, or a 429 that
+ * is not a refusal of the records themselves (the authority's rate limit, RATE_LIMITED; a 429
+ * `RECEIPT_TOO_MANY` or a 429 with a `refused` list judges them and is settled as any 4xx).
+ */
+export function retryLater(status: number, body: Buffer): boolean {
+  if (status >= 500) return true;
+  if (status !== 429) return false;
+  try {
+    const j: unknown = JSON.parse(body.toString('utf8'));
+    if (j !== null && typeof j === 'object') {
+      const o = j as { code?: unknown; refused?: unknown };
+      if (Array.isArray(o.refused) || o.code === 'RECEIPT_TOO_MANY') return false;
+    }
+  } catch { /* no JSON: the rate limit of some server on the way */ }
+  return true;
 }
 
 export class ReceiptUploader {
@@ -163,8 +200,9 @@ export class ReceiptUploader {
       const closes = (e.epoch + 2) * P * 1000;
       if (now >= closes) { this.closeWindow(e); continue; }
       if (now < opens) continue;
+      const jitter = Math.min(this.o.startJitterMs ?? UPLOAD_START_JITTER_MS, P * 250); // ≤ P/4, ms
       for (const [fp, a] of this.withAuthorities(e)) {
-        if (a.busy || now < a.nextTryAt) continue;
+        if (a.busy || now < a.nextTryAt || now < opens + Math.floor(a.startAt * jitter)) continue;
         const url = this.o.authorities().find((x) => x.fingerprint === fp)?.url;
         if (!url) continue;
         const idx: number[] = [];
@@ -183,14 +221,15 @@ export class ReceiptUploader {
     const timeoutMs = this.o.timeoutMs ?? 10_000;
     try {
       const res = await (this.o.post ?? defaultPost)(url + RECEIPT_UPLOAD_PATH, body, timeoutMs);
-      if (res.status >= 500) throw err('DIR_FETCH_FAILED', `${url}: HTTP ${res.status}`, { status: res.status });
+      // SPEC.md §8.4.1: a 5xx or the authority's rate limit keeps every record pending here.
+      if (retryLater(res.status, res.body)) throw err('DIR_FETCH_FAILED', `${url}: HTTP ${res.status}`, { status: res.status });
       this.metrics.attempt('answered');
       this.settle(ep, fp, a, idx, res);
       a.failures = 0;
     } catch (e) {
       const code = errorCode(e);
       const status = (e as { detail?: { status?: number } }).detail?.status;
-      this.metrics.attempt(status !== undefined ? 'http_5xx' : 'transport');
+      this.metrics.attempt(status === 429 ? 'rate_limited' : status !== undefined ? 'http_5xx' : 'transport');
       a.failures++;
       const min = this.o.retryMinMs ?? 1000, max = this.o.retryMaxMs ?? 60_000;
       const backoff = Math.min(max, min * 2 ** Math.min(a.failures - 1, 20));
@@ -201,7 +240,7 @@ export class ReceiptUploader {
     }
   }
 
-  /** An answer other than 5xx: every record of the batch is settled at this authority. */
+  /** An answer other than 5xx or RATE_LIMITED: every record of the batch is settled at this authority. */
   private settle(e: EpochState, fp: string, a: AuthorityState, idx: number[], res: HttpResponse): void {
     const refusals = uploadRefusals(res.status, res.body, idx.length);
     let accepted = 0, replayed = 0, refused = 0;
@@ -247,7 +286,10 @@ export class ReceiptUploader {
   private withAuthorities(e: EpochState): Map<string, AuthorityState> {
     for (const { fingerprint } of this.o.authorities()) {
       if (!e.byAuthority.has(fingerprint)) {
-        e.byAuthority.set(fingerprint, { status: e.records.map(() => (e.closed ? EXPIRED : PENDING)), nextTryAt: 0, failures: 0, busy: false });
+        e.byAuthority.set(fingerprint, {
+          status: e.records.map(() => (e.closed ? EXPIRED : PENDING)), nextTryAt: 0, failures: 0, busy: false,
+          startAt: (this.o.random ?? Math.random)(),
+        });
       }
     }
     return e.byAuthority;

@@ -51,7 +51,7 @@ async function authority(answer: Answer) {
 }
 
 function uploader(auths: { url: string; fingerprint: string }[], clock: { now: number }) {
-  return new ReceiptUploader({ authorities: () => auths, periodSeconds: () => P, now: () => clock.now, retryMinMs: 1000, retryMaxMs: 4000 });
+  return new ReceiptUploader({ authorities: () => auths, periodSeconds: () => P, now: () => clock.now, retryMinMs: 1000, retryMaxMs: 4000, startJitterMs: 0 });
 }
 const ended = (e = E) => (e + 1) * P * 1000 + 1; // just after the epoch ended
 const accept: Answer = (rs) => ({ status: 200, body: { accepted: rs.length, refused: [] } });
@@ -117,6 +117,38 @@ describe('ReceiptUploader (SPEC §8.4)', () => {
     expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, pending: 0 });
   });
 
+  it('the authority\'s rate limit (429 RATE_LIMITED) keeps the records and is retried with backoff; 429 RECEIPT_TOO_MANY is final', async () => {
+    let limited = 2;
+    const x = await authority((rs) => (limited-- > 0 ? { status: 429, body: { code: 'RATE_LIMITED', reason: 'slow down' } } : accept(rs)));
+    const y = await authority(() => ({ status: 429, body: { code: 'RECEIPT_TOO_MANY', reason: '256 already' } }));
+    const clock = { now: ended() };
+    const u = uploader([x, y], clock);
+    u.add(receipt(1));
+    await u.pump();
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 0 }, refused: { [x.fingerprint]: 0, [y.fingerprint]: 1 }, pending: 1 });
+    await u.pump(); // backoff not over: no request
+    expect(x.uploads).toHaveLength(1);
+    clock.now += 1000; await u.pump();
+    clock.now += 2000; await u.pump();
+    expect(x.uploads).toHaveLength(3);
+    expect(y.uploads).toHaveLength(1);
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, refused: { [x.fingerprint]: 0 }, pending: 0 });
+  });
+
+  it('an epoch\'s first upload to an authority waits a random delay of at most min(startJitterMs, P/4) after the epoch ends', async () => {
+    const x = await authority(accept);
+    const clock = { now: ended() };
+    const draws = [0.5];
+    const u = new ReceiptUploader({ authorities: () => [x], periodSeconds: () => P, now: () => clock.now, startJitterMs: 60_000, random: () => draws.shift() ?? 0 });
+    u.add(receipt(1));
+    await u.pump();
+    // P = 10 s caps the delay at 2.5 s; the draw 0.5 puts it at 1.25 s after the epoch's end.
+    clock.now = (E + 1) * P * 1000 + 1249; await u.pump();
+    expect(x.uploads).toHaveLength(0);
+    clock.now = (E + 1) * P * 1000 + 1250; await u.pump();
+    expect(x.uploads).toHaveLength(1);
+  });
+
   it('transport errors are retried; the window closing stops the retries and expires the records', async () => {
     const dead = { url: 'http://127.0.0.1:9', fingerprint: 'ab'.repeat(32) }; // discard port: refused
     const x = await authority(() => ({ status: 500, body: {} }));
@@ -143,7 +175,7 @@ describe('NodeBandwidth status file and settings', () => {
     const x = await authority(accept);
     const auth = { name: 'x', identity: Buffer.alloc(32), fingerprint: x.fingerprint, host: '127.0.0.1', port: 0, url: x.url };
     const clock = { now: E * P * 1000 + 5 };
-    const make = () => new NodeBandwidth({ identity: b, dataDir: dir, authorities: [auth], periodSeconds: () => P, now: () => clock.now });
+    const make = () => new NodeBandwidth({ identity: b, dataDir: dir, authorities: [auth], periodSeconds: () => P, now: () => clock.now, settings: { uploadJitterSeconds: 0 } });
     const nb = make();
     for (const s of [1, 2]) { const r = receipt(s); nb.totals.add(r); nb.uploader.add(r); }
     await nb.stop();
@@ -183,7 +215,7 @@ describe('NodeBandwidth status file and settings', () => {
     ]));
     const warned: unknown[] = [];
     const log = Object.assign(Object.create(silentLogger) as Logger, { warn: (o: unknown) => { warned.push(o); } });
-    const nb = new NodeBandwidth({ identity: b, dataDir: dir, authorities: [auth], periodSeconds: () => P, now: () => clock.now, log });
+    const nb = new NodeBandwidth({ identity: b, dataDir: dir, authorities: [auth], periodSeconds: () => P, now: () => clock.now, log, settings: { uploadJitterSeconds: 0 } });
     await nb.start();
     clock.now = ended();
     await nb.uploader.pump();
@@ -194,7 +226,7 @@ describe('NodeBandwidth status file and settings', () => {
   });
 
   it('parses the receipts config object, naming bad keys', () => {
-    expect(parseReceiptSettings(undefined)).toEqual({ jitterSeconds: 30, answerTimeoutSeconds: 60, shutdownGraceMs: 2000 });
+    expect(parseReceiptSettings(undefined)).toEqual({ jitterSeconds: 30, answerTimeoutSeconds: 60, shutdownGraceMs: 2000, uploadJitterSeconds: 60 });
     expect(parseReceiptSettings({ jitterSeconds: 2 }).jitterSeconds).toBe(2);
     expect(() => parseReceiptSettings({ jitterSeconds: -1 })).toThrow(/receipts\.jitterSeconds/);
     expect(() => parseReceiptSettings({ nope: 1 })).toThrow(/receipts\.nope/);
