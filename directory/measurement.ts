@@ -225,7 +225,10 @@ export class BandwidthMeasurement implements ReceiptIntake {
 
   /**
    * SPEC.md §8.4: judge an upload; what was accepted is appended to its epoch's file and fsynced
-   * before the answer goes out, so an accepted receipt survives a restart.
+   * before the answer goes out, so an accepted receipt survives a restart. When that fails the
+   * upload is answered 503 RECEIPT_NOT_SAVED and the records of every epoch whose file was not
+   * saved are forgotten again, so that the uploader's retry is accepted (not refused as a replay);
+   * those of an epoch already saved stay accepted (the retry is answered RECEIPT_REPLAYED).
    */
   async accept(body: Uint8Array): Promise<ReceiptUploadAnswer> {
     const ans = await answerReceiptUploadSliced(this.verifier, body, this.now);
@@ -236,6 +239,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
       if (l) l.push(a.record); else byEpoch.set(a.receipt.body.epoch, [a.record]);
     }
     const dir = path.join(this.o.dataDir, RECEIPTS_DIR);
+    const saved = new Set<number>();
     try {
       await mkdirDurable(dir, 0o700);
       for (const [e, recs] of byEpoch) {
@@ -248,11 +252,17 @@ export class BandwidthMeasurement implements ReceiptIntake {
           await fsyncDir(dir);
           this.receiptFilesInFolder.add(e);
         }
+        saved.add(e);
       }
     } catch (x) {
-      // Still counted in memory (the uploader will be told they were accepted); only a restart
-      // before measurement would lose them.
-      this.o.log.error({ err: (x as Error).message }, 'saving accepted receipts failed');
+      // SPEC.md §8.4 "Persistence": nothing is acknowledged that was not fsynced. What was not
+      // saved is forgotten, and the uploader keeps the records and retries (a 5xx, §8.4.1).
+      for (const a of ans.added) if (!saved.has(a.receipt.body.epoch)) this.verifier.forget(a.receipt);
+      this.o.log.error({ code: errorCode(x), err: (x as Error).message }, 'saving accepted receipts failed; upload answered 503');
+      return {
+        status: 503, added: ans.added.filter((a) => saved.has(a.receipt.body.epoch)),
+        body: { code: 'RECEIPT_NOT_SAVED', reason: 'the authority could not save the receipts; retry later' },
+      };
     }
     return ans;
   }

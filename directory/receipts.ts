@@ -36,8 +36,11 @@ export interface ReceiptRefusal { index: number; code: ReceiptRefusalCode; reaso
 
 export interface ReceiptUploadAnswer {
   status: number;
-  /** 200: `{accepted, refused}`; a refused single record or a refused batch: `{code, reason}`. */
-  body: { accepted: number; refused: ReceiptRefusal[] } | { code: ReceiptRefusalCode; reason: string };
+  /**
+   * 200: `{accepted, refused}`; a refused single record or a refused batch: `{code, reason}`;
+   * 503 RECEIPT_NOT_SAVED when the accepted records could not be saved (directory/measurement.ts).
+   */
+  body: { accepted: number; refused: ReceiptRefusal[] } | { code: ReceiptRefusalCode | 'RECEIPT_NOT_SAVED'; reason: string };
   /** What this upload added (for persistence): the record bytes and the accepted receipt. */
   added: { record: Uint8Array; receipt: AcceptedReceipt }[];
 }

@@ -227,6 +227,7 @@ export const ERROR_CODES = {
     RECEIPT_LINK_NOT_COUNTED: 'protocol_violation',
     RECEIPT_MALFORMED: 'protocol_violation',
     RECEIPT_MISMATCH: 'protocol_violation',
+    RECEIPT_NOT_SAVED: 'internal',
     RECEIPT_ONE_SIGNATURE: 'peer_refused',
     RECEIPT_OUTSIDE_WINDOW: 'expired',
     RECEIPT_REPLAYED: 'peer_refused',

@@ -183,6 +183,23 @@ export class ReceiptVerifier {
     return { ok: true, receipt: accepted };
   }
 
+  /**
+   * Undo the acceptance of `r` (SPEC.md §8.4 "Persistence": the authority could not save it, so the
+   * upload is answered 503 and the uploader sends it again, which must then be accepted, not
+   * refused as a replay). A receipt not held (or a different one under its key) is left alone.
+   */
+  forget(r: AcceptedReceipt): void {
+    const b = r.body;
+    const initiator = b.initiator.toString('hex'), responder = b.responder.toString('hex');
+    const m = this.seen.get(b.epoch);
+    const key = `${initiator}${responder}${b.serial}`;
+    if (m?.get(key) !== r) return;
+    m.delete(key);
+    const pairKey = `${b.epoch}:${initiator}${responder}`;
+    const n = (this.perPair.get(pairKey) ?? 0) - 1;
+    if (n > 0) this.perPair.set(pairKey, n); else this.perPair.delete(pairKey);
+  }
+
   /** Accepts each record of an upload on its own; the upload as a whole never fails for one bad receipt. */
   acceptAll(receipts: readonly (Receipt | Uint8Array)[], now: number): { accepted: number; refused: { index: number; code: ReceiptRefusalCode; reason: string }[] } {
     let accepted = 0;

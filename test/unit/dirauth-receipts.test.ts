@@ -173,6 +173,22 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
     expect(again.authority.measurement.verifier.accept(bytes, fx.clock.now)).toMatchObject({ ok: false, code: 'RECEIPT_REPLAYED' });
   });
 
+  it('answers 503 RECEIPT_NOT_SAVED when the accepted receipts cannot be saved, keeps none of them, and accepts the retry (SPEC.md §8.4 "Persistence")', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    const bytes = record(receipt(a, b));
+    // The epoch's file cannot be opened for appending: a folder stands at its path.
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    fs.mkdirSync(file, { recursive: true });
+    expect(await s.post(bytes)).toMatchObject({ status: 503, json: { code: 'RECEIPT_NOT_SAVED' } });
+    expect(s.authority.measurement.verifier.pairs(E)).toEqual([]);
+    expect(await s.registry.metrics()).not.toMatch(/^bitcloud_receipts_accepted_total\{daemon="dirauth-test"\} [1-9]/m);
+    fs.rmSync(file, { recursive: true });
+    // The uploader retries (a 5xx, §8.4.1): accepted now, not refused as a replay.
+    expect(await s.post(bytes)).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
+    expect(fs.statSync(file).size).toBe(RECEIPT_LEN);
+  });
+
   it('ignores a torn last record and records that no longer verify when reloading', async () => {
     const s = await serve();
     await s.post(record(receipt(fx.relays[0], fx.relays[1])));
