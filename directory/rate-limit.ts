@@ -6,12 +6,12 @@ export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly perMs: number;
 
-  constructor(private readonly perMinute: number, private readonly burst: number, private readonly maxAddresses = 100_000) {
+  constructor(private readonly perMinute: number, readonly burst: number, private readonly maxAddresses = 100_000) {
     this.perMs = perMinute / 60_000;
   }
 
-  /** Take one token for `key`; false when its bucket is empty. */
-  take(key: string, now: number): boolean {
+  /** Take `n` tokens (default one) for `key`; false, taking none, when its bucket holds fewer. */
+  take(key: string, now: number, n = 1): boolean {
     let b = this.buckets.get(key);
     if (!b) {
       if (this.buckets.size >= this.maxAddresses) this.sweep(now);
@@ -20,8 +20,8 @@ export class RateLimiter {
     }
     b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
     b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
+    if (b.tokens < n) return false;
+    b.tokens -= n;
     return true;
   }
 

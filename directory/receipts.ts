@@ -17,6 +17,17 @@ export const MAX_RECEIPT_UPLOAD_BYTES = MAX_RECEIPT_BATCH * RECEIPT_LEN;
 export const RECEIPT_VERIFY_SLICE = 128;
 /** SPEC.md §8.4: uploads verified at once; more are answered 503 RECEIPT_BUSY (the uploader retries). */
 export const MAX_CONCURRENT_RECEIPT_UPLOADS = 2;
+/**
+ * SPEC.md §8.4: the whole body of an upload arrives within this, or the upload is answered 408
+ * RECEIPT_UPLOAD_TIMEOUT and its connection closed (an uploader gives up on a request after 10 s
+ * itself, §8.4.1, so no honest upload is slower).
+ */
+export const RECEIPT_BODY_TIMEOUT_MS = 10_000;
+/** SPEC.md §8.4: upload bodies read at once from one uploader key (IPv4 address, IPv6 /64), and in all. */
+export const MAX_RECEIPT_READS_PER_ADDRESS = 8;
+export const MAX_RECEIPT_READS = 64;
+/** SPEC.md §8.4: an upload costs one token of the receipt rate limit per this many records (rounded up). */
+export const RECEIPTS_PER_TOKEN = 1000;
 
 /** SPEC.md §8.4 table: the status of a single-record upload refused with each code. */
 export const RECEIPT_REFUSAL_STATUS: Readonly<Record<ReceiptRefusalCode, number>> = {
@@ -116,12 +127,49 @@ export function uploaderKey(remote: string | undefined): string {
   return `${(ip.value >> 64n).toString(16)}::/64`;
 }
 
-/** At most `max` uploads verified at once (SPEC.md §8.4); one gate per authority server. */
+/**
+ * SPEC.md §8.4 intake limits, one gate per authority server: at most `max` uploads verified at
+ * once; bodies are read before that (never while holding a verification slot), each within
+ * `bodyTimeoutMs`, at most `readsPerAddress` at once per uploader key and `reads` in all.
+ */
 export class UploadGate {
   private active = 0;
-  constructor(readonly max = MAX_CONCURRENT_RECEIPT_UPLOADS) {}
+  private reading = 0;
+  private readonly readingBy = new Map<string, number>();
+  constructor(
+    readonly max = MAX_CONCURRENT_RECEIPT_UPLOADS,
+    readonly o: { bodyTimeoutMs?: number; readsPerAddress?: number; reads?: number } = {},
+  ) {}
   tryEnter(): boolean { if (this.active >= this.max) return false; this.active++; return true; }
   leave(): void { if (this.active > 0) this.active--; }
+
+  get bodyTimeoutMs(): number { return this.o.bodyTimeoutMs ?? RECEIPT_BODY_TIMEOUT_MS; }
+
+  /** A body read slot for uploader `key`; false when that key, or the server, reads enough already. */
+  tryRead(key: string): boolean {
+    const n = this.readingBy.get(key) ?? 0;
+    if (n >= (this.o.readsPerAddress ?? MAX_RECEIPT_READS_PER_ADDRESS) || this.reading >= (this.o.reads ?? MAX_RECEIPT_READS)) return false;
+    this.readingBy.set(key, n + 1);
+    this.reading++;
+    return true;
+  }
+
+  doneReading(key: string): void {
+    const n = this.readingBy.get(key) ?? 0;
+    if (n <= 1) this.readingBy.delete(key); else this.readingBy.set(key, n - 1);
+    if (n > 0) this.reading--;
+  }
+}
+
+/**
+ * The body of an upload within `ms`: null when larger than `max` (readBody), 'timeout' when too
+ * slow, 'aborted' when the uploader went away first.
+ */
+function readUploadBody(req: http.IncomingMessage, max: number, ms: number): Promise<Buffer | null | 'timeout' | 'aborted'> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve('timeout'), ms);
+    readBody(req, max).then((b) => { clearTimeout(t); resolve(b); }, () => { clearTimeout(t); resolve('aborted'); });
+  });
 }
 
 export interface ReceiptIntakeMetrics {
@@ -147,7 +195,9 @@ export interface ReceiptIntake {
 
 /**
  * POST /bitcloud/receipts (SPEC.md §6.10). Rate limited per address by its own bucket (receipt
- * batches from every node each epoch must not eat the descriptor budget, nor the reverse).
+ * batches from every node each epoch must not eat the descriptor budget, nor the reverse), one
+ * token per RECEIPTS_PER_TOKEN records. SPEC.md §8.4 intake limits: the body is read in full, within
+ * the gate's deadline, before a verification slot is taken, so that slow uploaders hold no slot.
  * Returns the status sent, for the HTTP request metric.
  */
 export async function serveReceiptUpload(
@@ -160,16 +210,40 @@ export async function serveReceiptUpload(
     sendJsonError(res, status, code, reason);
     return status;
   };
-  if (!limiter.take(uploaderKey(req.socket.remoteAddress), Date.now())) {
+  const key = uploaderKey(req.socket.remoteAddress);
+  if (!limiter.take(key, Date.now())) {
     return refuseEarly(429, 'RATE_LIMITED', 'too many receipt uploads from this address; slow down');
   }
-  if (!gate.tryEnter()) return refuseEarly(503, 'RECEIPT_BUSY', 'other receipt uploads are being verified; retry later');
+  if (!gate.tryRead(key)) return refuseEarly(503, 'RECEIPT_BUSY', 'too many receipt uploads are being read; retry later');
+  let body: Buffer | null | 'timeout' | 'aborted';
   try {
-    const body = await readBody(req, MAX_RECEIPT_UPLOAD_BYTES);
-    if (body === null) {
-      m.refused.labels('RECEIPT_MALFORMED').inc();
-      return refuseEarly(413, 'RECEIPT_MALFORMED', `an upload holds at most ${MAX_RECEIPT_BATCH} receipts of ${RECEIPT_LEN} bytes`);
-    }
+    body = await readUploadBody(req, MAX_RECEIPT_UPLOAD_BYTES, gate.bodyTimeoutMs);
+  } finally {
+    gate.doneReading(key);
+  }
+  if (body === 'aborted') {
+    // Nobody to answer; the status only labels the HTTP request metric ("client closed request").
+    res.destroy();
+    return 499;
+  }
+  if (body === 'timeout') {
+    // The connection is closed once the answer is sent (the body was not read in full, §6.10).
+    m.refused.labels('RECEIPT_UPLOAD_TIMEOUT').inc();
+    return refuseEarly(408, 'RECEIPT_UPLOAD_TIMEOUT', `an upload's body must arrive within ${gate.bodyTimeoutMs / 1000} s`);
+  }
+  if (body === null) {
+    m.refused.labels('RECEIPT_MALFORMED').inc();
+    return refuseEarly(413, 'RECEIPT_MALFORMED', `an upload holds at most ${MAX_RECEIPT_BATCH} receipts of ${RECEIPT_LEN} bytes`);
+  }
+  // The first token was taken above; a large upload pays one more per RECEIPTS_PER_TOKEN records
+  // (at most a full bucket in all, so that a small bucket still lets the largest upload through).
+  const extra = Math.min(Math.ceil(body.length / RECEIPT_LEN / RECEIPTS_PER_TOKEN), limiter.burst) - 1;
+  if (extra > 0 && !limiter.take(key, Date.now(), extra)) {
+    sendJsonError(res, 429, 'RATE_LIMITED', 'too many receipts uploaded from this address; slow down');
+    return 429;
+  }
+  if (!gate.tryEnter()) { sendJsonError(res, 503, 'RECEIPT_BUSY', 'other receipt uploads are being verified; retry later'); return 503; }
+  try {
     const ans = await intake.accept(body);
     if (ans.added.length) m.accepted.inc(ans.added.length);
     if ('refused' in ans.body) for (const r of ans.body.refused) m.refused.labels(r.code).inc();

@@ -235,6 +235,7 @@ export const ERROR_CODES = {
     RECEIPT_TOO_MANY_REQUESTS: 'resource_limit',
     RECEIPT_UNKNOWN_EPOCH: 'peer_refused',
     RECEIPT_UNKNOWN_RELAY: 'peer_refused',
+    RECEIPT_UPLOAD_TIMEOUT: 'timeout',
     RECEIPT_WRONG_KEY: 'internal',
   },
   /** The capacity probe (SPEC.md §8.12). */

@@ -42,6 +42,7 @@ export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReply
   ESCROW_CANCEL_NOT_INCLUDED: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
   HIDDEN_RENDEZVOUS_TIMEOUT: 'TTL_EXPIRED',
   PROBE_TIMEOUT: 'TTL_EXPIRED',
+  RECEIPT_UPLOAD_TIMEOUT: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
 };
 
 /**

@@ -6,6 +6,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
+import net from 'node:net';
 import { encodeReceiptBody, RECEIPT_BODY_LEN, RECEIPT_LEN } from '../../src/bandwidth/receipt';
 import { createAuthorityServer } from '../../directory/http';
 import { MAX_RECEIPT_BATCH, RECEIPTS_PATH } from '../../directory/receipts';
@@ -29,7 +30,7 @@ async function serve(extra: Record<string, unknown> = {}) {
     const res = await fetch(url + p, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } });
     return { status: res.status, json: await res.json() as Record<string, unknown> };
   };
-  return { ...made, url, post };
+  return { ...made, url, post, server };
 }
 
 beforeEach(() => { fx = makeFixture(); });
@@ -156,6 +157,24 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
     expect(await s.post(one)).toMatchObject({ status: 429, json: { code: 'RATE_LIMITED' } });
     // The descriptor bucket is untouched: its one token still answers (400: not a descriptor).
     expect((await s.post(Buffer.from('x'), '/bitcloud/descriptor')).status).toBe(400);
+  });
+
+  it('two uploaders that send their body slowly do not make an honest upload RECEIPT_BUSY; the server bounds every request\'s time (SPEC.md §8.4, §6.10)', async () => {
+    const s = await serve();
+    let requests = 0;
+    s.server.on('request', () => { requests++; });
+    const port = (s.server.address() as { port: number }).port;
+    for (let i = 0; i < 2; i++) {
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', () => {});
+      c.write(`POST ${RECEIPTS_PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${1000 * RECEIPT_LEN}\r\n\r\n`);
+      c.write(Buffer.alloc(10)); // then nothing
+    }
+    while (requests < 2) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); // the handlers reach their body read
+    expect(await s.post(record(receipt(fx.relays[0], fx.relays[1])))).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
+    expect(s.server.headersTimeout).toBe(10_000);
+    expect(s.server.requestTimeout).toBe(30_000);
   });
 
   it('keeps accepted receipts across a restart (file per epoch, consensus archive)', async () => {
