@@ -98,8 +98,9 @@ describe('a receipt-upload flood during vote rounds (SPEC.md §8.4)', () => {
     for (let t = from; t < to; t += P) if (!seen.some((x) => x.at < t + P && x.validAfter >= t)) late.push(t);
     expect(late, JSON.stringify(seen.map((x) => [x.at - first.validAfter, x.validAfter - first.validAfter]))).toEqual([]);
     // The flood was served and refused (413 for the old maximum, or a reset when the
-    // authority closes before reading it; 200 / 429 / 503 for the rest).
+    // authority closes before reading it; 200 / 429 / 503 for the rest, 408 for a body that took
+    // longer than the intake's deadline on a loaded machine, §8.4).
     expect(statuses.get(413) ?? 0).toBeGreaterThan(0);
-    expect([...statuses.keys()].filter((k) => ![0, 200, 413, 429, 503].includes(k)), JSON.stringify([...statuses])).toEqual([]);
+    expect([...statuses.keys()].filter((k) => ![0, 200, 408, 413, 429, 503].includes(k)), JSON.stringify([...statuses])).toEqual([]);
   }, 180_000);
 });
