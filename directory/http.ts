@@ -43,7 +43,7 @@ import { serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
-import { dropUnreadBody } from '../src/ops/http-body';
+import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
@@ -56,8 +56,8 @@ import { HS_DESC_MAX } from '../src/wire/hidden';
  * is closed (408) instead of being held for minutes. Receipt uploads have their own, shorter body
  * deadline (SPEC.md §8.4, directory/receipts.ts).
  */
-export const AUTHORITY_HEADERS_TIMEOUT_MS = 10_000;
-export const AUTHORITY_REQUEST_TIMEOUT_MS = 30_000;
+export const AUTHORITY_HEADERS_TIMEOUT_MS = HTTP_SERVER_TIMEOUTS.headersTimeout;
+export const AUTHORITY_REQUEST_TIMEOUT_MS = HTTP_SERVER_TIMEOUTS.requestTimeout;
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);

@@ -31,7 +31,7 @@ import { shuffle } from '../src/crypto/primitives';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { dropUnreadBody } from '../src/ops/http-body';
+import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { forwardMetric, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
@@ -258,7 +258,7 @@ export class RelayDaemon {
   }
 
   private async startHttp(): Promise<void> {
-    const srv = http.createServer((req, res) => {
+    const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
       dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
       if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });

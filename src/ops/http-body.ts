@@ -5,6 +5,13 @@
 // reading, ends the connection, and drops it if the peer has not closed within a moment.
 import type http from 'node:http';
 
+/**
+ * SPEC.md §6.10: every daemon's HTTP server gives a request's headers at most 10 s and the whole
+ * request (headers and body) at most 30 s (Node's defaults are 60 s and 300 s): a connection that
+ * sends a request slowly is answered 408 and closed instead of being held for minutes.
+ */
+export const HTTP_SERVER_TIMEOUTS = { headersTimeout: 10_000, requestTimeout: 30_000 } as const;
+
 function hasBody(req: http.IncomingMessage): boolean {
   const len = Number(req.headers['content-length'] ?? 0);
   return req.headers['transfer-encoding'] !== undefined || (Number.isFinite(len) && len > 0);

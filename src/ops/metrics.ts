@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client). Each daemon owns one Registry and serves it on /metrics.
 import client from 'prom-client';
 import http from 'node:http';
-import { dropUnreadBody } from './http-body';
+import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from './http-body';
 
 export { client as prom };
 export type Registry = client.Registry;
@@ -59,7 +59,7 @@ export type MetricsPortPages = (req: http.IncomingMessage, res: http.ServerRespo
 
 /** A small HTTP server that serves /metrics (and `pages`, when given): the daemon's MetricsPort. */
 export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1', pages?: MetricsPortPages): Promise<http.Server> {
-  const srv = http.createServer((req, res) => {
+  const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
     dropUnreadBody(req, res);
     serveMetrics(reg, req, res).then((handled) => handled || (pages ? pages(req, res) : false)).then((handled) => {
       if (!handled) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('not found\n'); }

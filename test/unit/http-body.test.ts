@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import type http from 'node:http';
 import { createRegistry, startMetricsServer } from '../../src/ops/metrics';
+import { HTTP_SERVER_TIMEOUTS } from '../../src/ops/http-body';
 
 function post(port: number, total: number): Promise<{ sent: number; status: number }> {
   return new Promise((resolve) => {
@@ -32,5 +33,15 @@ describe('unread request bodies are not drained', () => {
     await new Promise<void>((res) => srv.close(() => res()));
     expect(r.status).toBe(404);
     expect(r.sent).toBeLessThan(32 * 1024 * 1024);
+  });
+
+  it('a MetricsPort gives a request\'s headers 10 s and the whole request 30 s, as every daemon\'s HTTP port does (SPEC.md §6.10)', async () => {
+    const srv: http.Server = await startMetricsServer(createRegistry('http-timeouts-test'), 0);
+    try {
+      expect([srv.headersTimeout, srv.requestTimeout]).toEqual([HTTP_SERVER_TIMEOUTS.headersTimeout, HTTP_SERVER_TIMEOUTS.requestTimeout]);
+      expect(HTTP_SERVER_TIMEOUTS).toEqual({ headersTimeout: 10_000, requestTimeout: 30_000 });
+    } finally {
+      await new Promise<void>((res) => srv.close(() => res()));
+    }
   });
 });

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import { Duplex } from 'node:stream';
 import { err, errorCode, isBitcloudError, kindOf, isErrorCode, type BitcloudError } from '../../errors';
-import { dropUnreadBody } from '../../ops/http-body';
+import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../../ops/http-body';
 import { silentLogger, type Logger } from '../../ops/log';
 import { prom, type Registry } from '../../ops/metrics';
 import type { Capability } from '../../storage/capability';
@@ -167,7 +167,7 @@ export class Gateway {
   constructor(private readonly o: GatewayOptions) {
     this.log = o.log ?? silentLogger;
     this.reader = new BlobReader({ client: () => this.currentClient(), cacheBytes: o.cacheBytes, registry: o.registry });
-    this.server = http.createServer({ keepAliveTimeout: 30_000 }, (req, res) => { void this.handle(req, res); });
+    this.server = http.createServer({ keepAliveTimeout: 30_000, ...HTTP_SERVER_TIMEOUTS }, (req, res) => { void this.handle(req, res); });
     this.server.on('clientError', (_e, sock) => { if (!sock.destroyed) sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'); });
     const reg = o.registry;
     this.metrics = reg ? {
