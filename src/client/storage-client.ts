@@ -135,7 +135,10 @@ export class StorageClient {
       try {
         return await this.timed(s, s.channel.request(req)) as Answer<T['type']>;
       } catch (e) {
-        if (isRemote(e)) throw e;
+        // A node's error answer leaves the session usable, unless it came as the node's framing
+        // error (reqId 0: STORAGE_BUSY, …), which ends the stream: then the next request opens a
+        // new session instead of failing at once with the same error (SPEC.md §9.6.1).
+        if (isRemote(e)) { if (s.channel.isClosed) this.drop(fp, s); throw e; }
         this.drop(fp, s);
         const be = isBitcloudError(e) ? e : err('STORAGE_CHANNEL_CLOSED', String(e));
         if (attempt >= 1 || this.closed) { this.kill(fp, be); throw be; }

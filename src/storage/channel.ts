@@ -22,6 +22,8 @@ export class StorageChannel {
   private readonly decoder: FrameDecoder;
   private nextId = 1;
   private closed: BitcloudError | null = null;
+  /** True once the channel failed or its stream closed: no request will be answered on it again. */
+  get isClosed(): boolean { return this.closed !== null; }
 
   constructor(private readonly stream: Duplex, opts: { maxFrameBytes?: number } = {}) {
     // An answer's buffer is taken at its declared length (a share of a 1 MiB chunk: one
@@ -75,8 +77,10 @@ export class StorageChannel {
       }
       const p = this.pending.get(reqId);
       if (!p) {
-        // reqId 0: the node could not read our framing and is closing; anything else is a protocol error.
-        this.fail(res.type === 'error' ? responseError(res) : err('STORAGE_BAD_RESPONSE', 'response to no pending request', { reqId }));
+        // SPEC.md §9.6.1–§9.6.2: an error on reqId 0 is the node's framing error (it is closing, or
+        // over its frame budget: STORAGE_BUSY); anything else answering no pending request is a
+        // protocol error of the node.
+        this.fail(res.type === 'error' && reqId === 0 ? responseError(res) : err('STORAGE_BAD_RESPONSE', 'response to no pending request', { reqId }));
         this.stream.destroy();
         return;
       }
