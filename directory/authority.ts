@@ -351,7 +351,7 @@ export class Authority {
         try {
           const r = await httpRequest(`${a.url}${PATHS.vote}?period=${ps}`, { maxBytes: LIMITS.voteBytes, timeoutMs: this.fetchTimeout() });
           if (r.status !== 200) { this.m.votes.labels(`http_${r.status}`).inc(); return; }
-          const v = verifyVote(r.body, this.cfg.authorities, { periodStart: ps, periodSeconds: this.cfg.periodSeconds }, this.skewMs);
+          const v = verifyVote(r.body, this.cfg.authorities, { periodStart: ps, periodSeconds: this.cfg.periodSeconds });
           if (v.fingerprint !== a.fingerprint || this.ownVote?.periodStart !== ps) return;
           this.votes.set(v.fingerprint, v);
           this.m.votes.labels('fetched').inc();

@@ -72,13 +72,22 @@ export function buildVote(
 }
 
 /**
+ * SPEC.md §6.5: the clock skew a vote's certificate and descriptors are judged with at the period
+ * start: the largest `clockSkewSeconds` an authority may set (1 h), the same on every authority.
+ * Judged with each authority's own setting, a descriptor published 90 s ahead would be in one
+ * authority's vote and refuse that whole vote at another with a smaller skew, so the two would hold
+ * different votes and compute different consensuses.
+ */
+export const VOTE_CHECK_SKEW_MS = 3_600_000;
+
+/**
  * SPEC.md §6.5: verify a vote for the expected period. Refusals: DOC_* codes, VOTE_UNKNOWN_AUTHORITY,
  * VOTE_WRONG_PERIOD, VOTE_MALFORMED. Each descriptor inside is verified (its own signature) and
  * must be valid at the period start; a vote carrying a bad one is refused whole.
  */
 export function verifyVote(
   raw: Uint8Array, authorities: readonly AuthorityInfo[],
-  expect: { periodStart: number; periodSeconds: number }, skewMs = 60_000,
+  expect: { periodStart: number; periodSeconds: number }, skewMs = VOTE_CHECK_SKEW_MS,
 ): VerifiedVote {
   const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
   const v = decodeVote(doc.content);

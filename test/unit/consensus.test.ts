@@ -172,6 +172,15 @@ describe('votes', () => {
     expect(v.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual(rs.map((r) => r.fingerprint).sort());
   });
 
+  it('a vote is judged with the same skew on every authority (1 h), not each one\'s own: a descriptor 90 s ahead does not split them', () => {
+    const ahead = relay(9, { published: PS + 90_000 });
+    const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, [{ descriptorRaw: ahead.raw, identity: ahead.identity, flags: base, measured: 50 }]);
+    expect(verifyVote(raw, list, { periodStart: PS, periodSeconds: PERIOD }).entries).toHaveLength(1);
+    const far = relay(10, { published: PS + 2 * 3_600_000 });
+    const bad = buildVote(auths[0].signer, PS, PERIOD, 0x7f, [{ descriptorRaw: far.raw, identity: far.identity, flags: base, measured: 50 }]);
+    expect(code(() => verifyVote(bad, list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('VOTE_MALFORMED');
+  });
+
   it('refuse the wrong period, an unknown authority, and a bad signature', () => {
     const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, entries);
     expect(code(() => verifyVote(raw, list, { periodStart: PS + PERIOD * 1000, periodSeconds: PERIOD }))).toBe('VOTE_WRONG_PERIOD');
