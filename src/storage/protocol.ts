@@ -51,7 +51,7 @@ export type StorageResponse =
 
 export type RequestType = StorageRequest['type'];
 
-/** The audit proof (SPEC.md §9.6.4): BLAKE2b-256(nonce | share bytes). */
+/** The audit proof (SPEC.md §9.6.3): BLAKE2b-256(nonce | share bytes). */
 export function auditProof(nonce: Uint8Array, share: Uint8Array): Buffer {
   return blake2b([nonce, share], 32);
 }
