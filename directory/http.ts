@@ -50,15 +50,6 @@ import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 
-/**
- * SPEC.md §6.10: an authority's HTTP server gives a request's headers 10 s and the whole request
- * 30 s (Node's defaults are 60 s and 300 s): a connection that sends a request slowly, on any route,
- * is closed (408) instead of being held for minutes. Receipt uploads have their own, shorter body
- * deadline (SPEC.md §8.4, directory/receipts.ts).
- */
-export const AUTHORITY_HEADERS_TIMEOUT_MS = HTTP_SERVER_TIMEOUTS.headersTimeout;
-export const AUTHORITY_REQUEST_TIMEOUT_MS = HTTP_SERVER_TIMEOUTS.requestTimeout;
-
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
@@ -198,7 +189,9 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
   };
 
-  return http.createServer({ headersTimeout: AUTHORITY_HEADERS_TIMEOUT_MS, requestTimeout: AUTHORITY_REQUEST_TIMEOUT_MS }, (req, res) => {
+  // SPEC.md §6.10: the shared header and request deadlines; receipt uploads have their own,
+  // shorter body deadline (SPEC.md §8.4, directory/receipts.ts).
+  return http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
     dropUnreadBody(req, res);
     route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
       m.errors.labels(errorCode(e)).inc();
