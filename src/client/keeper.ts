@@ -162,7 +162,8 @@ export function checkKeeperRun(q: KeeperRun): KeeperRun {
 /** One file's check and repair (SPEC.md §9.18.3): `keepFile` over the session's client. */
 export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds: number }) => Promise<KeepReport>;
 
-const nowSec = () => Math.floor(Date.now() / 1000);
+/** Unix seconds now (the keeper's times are whole seconds). */
+export const nowSec = () => Math.floor(Date.now() / 1000);
 
 /**
  * SPEC.md §9.19: passes over the kept files — each file checked, repaired and (when due) renewed,

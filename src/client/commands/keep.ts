@@ -10,7 +10,7 @@ import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerif
 import { openRootRecord } from '../../storage/seal';
 import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
-import { addKept, checkKeeperRun, loadKeeperState, runKeeper, updateKeeperState, type KeeperRun, type KeeperState } from '../keeper';
+import { addKept, checkKeeperRun, loadKeeperState, nowSec, runKeeper, updateKeeperState, type KeeperRun, type KeeperState } from '../keeper';
 import { keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
@@ -23,7 +23,6 @@ type AddArgs = Common & { cap: string };
 type ContractArgs = Common & { cap: string; epochs: number; pay?: string; key?: string; 'no-wait'?: boolean };
 type RunArgs = Common & { once: boolean; interval: number; 'renew-within': number; 'lease-seconds': number };
 
-const nowSec = () => Math.floor(Date.now() / 1000);
 /** Units as coins with 8 decimals (what `parseCoins` reads back exactly). */
 const formatUnits = (u: bigint) => `${u / 100_000_000n}.${(u % 100_000_000n).toString().padStart(8, '0')}`;
 
