@@ -553,9 +553,23 @@ const s7: Scenario = {
       if (!r.json?.refused && r.json?.code) codes.set(r.json.code, (codes.get(r.json.code) ?? 0) + records);
       if (!r.json) codes.set(`HTTP_${r.status}`, (codes.get(`HTTP_${r.status}`) ?? 0) + records);
     }
-    // And once more, at once: now every authority has every record, so none may be accepted again.
+    // And once more, at once: a record the first send found held (accepted then, or
+    // RECEIPT_REPLAYED) must not be accepted again. One the first send found refused for another
+    // reason (RECEIPT_UNKNOWN_EPOCH while that authority had not opened the epoch yet) may be
+    // accepted now, once: that is its first acceptance, not a second.
     const twice = records > 0 ? await Promise.all(net.byRole('authority').map((a) => postReceipts(a, held1))) : [];
-    const acceptedTwice = twice.reduce((a, r) => a + (r.json?.accepted ?? 0), 0);
+    const heldAfterFirst = (r: (typeof again)[number], i: number): boolean => {
+      if (!r.json || (r.json.accepted === undefined && r.json.code !== 'RECEIPT_REPLAYED')) return false;
+      const refusal = r.json.refused?.find((x) => x.index === i);
+      return !refusal || refusal.code === 'RECEIPT_REPLAYED';
+    };
+    let acceptedTwice = 0;
+    twice.forEach((r, k) => {
+      if (r.json?.accepted === undefined) return;
+      for (let i = 0; i < records; i++) {
+        if (!r.json.refused?.some((x) => x.index === i) && heldAfterFirst(again[k], i)) acceptedTwice++;
+      }
+    });
     const replayedTwice = twice.reduce((a, r) => a + (r.json?.refused ?? []).filter((x) => x.code === 'RECEIPT_REPLAYED').length, 0);
     // Delivered by the relay: the restarted process has settled (accepted, replayed, refused or
     // expired) at least as many records as it reloaded, at every authority.
