@@ -64,6 +64,15 @@ export class UncheckedConsensus {
     if (pe !== 0 && pe * msg.periodSeconds * 1000 !== doc.validAfter - 2 * msg.periodSeconds * 1000) {
       throw err('DOC_MALFORMED', `consensus proven_epoch ${pe} is not valid_after / period − 2`, { field: 'consensus.proven_epoch' });
     }
+    // SPEC.md §6.7.2: relays strictly ascending by identity is a decoding rule, so it is checked
+    // here, before signatures and the window: an unsorted consensus is CONSENSUS_MALFORMED
+    // whoever signed it and whenever it is read.
+    const ids = msg.identities;
+    for (let off = 32; off < ids.length; off += 32) {
+      if (Buffer.compare(ids.subarray(off - 32, off), ids.subarray(off, off + 32)) >= 0) {
+        throw err('CONSENSUS_MALFORMED', 'relays are not sorted by identity or repeat', { index: off / 32 });
+      }
+    }
     return new UncheckedConsensus(doc, msg);
   }
 
@@ -114,12 +123,8 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
   const provenEpoch = m.provenEpoch ? m.provenEpoch : null;
   const proven = provenEpoch !== null && m.proven && m.proven.length === n ? m.proven : null;
   const stored = provenEpoch !== null && m.stored && m.stored.length === n ? m.stored : null;
-  let prev: Buffer | null = null;
   for (let i = 0; i < n; i++) {
     const identity = m.identities.subarray(i * 32, i * 32 + 32);
-    // SPEC.md §6.7: relays strictly ascending by identity; anything else is not canonical.
-    if (prev && Buffer.compare(prev, identity) >= 0) throw err('CONSENSUS_MALFORMED', 'relays are not sorted by identity or repeat');
-    prev = identity;
     const moderators = keyListFps[m.moderatorIndex[i]];
     relays[i] = {
       identity,

@@ -252,5 +252,9 @@ describe('client verification', () => {
     ids.copy(m.identities, 32, 0, 32);
     const body = makeBody(DocType.CONSENSUS, PS, PS + 3 * PERIOD * 1000, encodeConsensus(m));
     expect(code(() => verifyConsensus(signAll(body, auths), list, NOW))).toBe('CONSENSUS_MALFORMED');
+    // SPEC.md §6.7.2: the order is a decoding rule, so decoding alone refuses it: unsigned, or
+    // before its window, the answer is the same CONSENSUS_MALFORMED.
+    expect(code(() => UncheckedConsensus.parse(encodeEnvelope({ body, signatures: [], certificates: [] })))).toBe('CONSENSUS_MALFORMED');
+    expect(code(() => verifyConsensus(signAll(body, auths), list, PS - 10 * PERIOD * 1000))).toBe('CONSENSUS_MALFORMED');
   });
 });
