@@ -4,7 +4,8 @@
 // does not hold up the next; past that bound the stream is not read, and the sender's window closes.
 // A request that cannot be decoded gets an error response and the stream goes on; a framing error
 // (bad length) gets one error response, then the stream is ended, because the frame boundaries are
-// lost. One bad stream never affects another.
+// lost. One bad stream never affects another. A stream idle for STORAGE_STREAM_IDLE_MS (no byte in,
+// no request being handled, none of its answers taken) is closed.
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -41,13 +42,17 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   const decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES, opts.frameBudget ?? nodeFrameBudget);
   const maxInflight = Math.max(1, opts.maxInflight ?? 8);
   const inflight = new Set<Promise<void>>();
-  // SPEC.md §9.6.1: an idle stream (nothing arriving, nothing being answered) is closed.
+  // SPEC.md §9.6.1: an idle stream (nothing arriving, nothing being worked on, no answer taken by
+  // the requester) is closed. `working` counts requests the node is still handling; an answer
+  // that only waits for the requester to read it is not work: a requester that sends requests
+  // and never reads would otherwise hold their answers (up to maxInflight frames) for ever.
   const idleMs = opts.idleMs ?? STORAGE_STREAM_IDLE_MS;
+  let working = 0;
   let idle: NodeJS.Timeout | null = null;
   const touch = (): void => {
     if (idle) clearTimeout(idle);
     idle = setTimeout(() => {
-      if (inflight.size > 0) { touch(); return; }
+      if (working > 0) { touch(); return; }
       store.metrics.errors.inc({ code: 'STORAGE_IDLE_TIMEOUT' });
       log.debug({ idleMs }, 'storage stream idle; closing');
       stream.destroy();
@@ -61,12 +66,15 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   let draining: Promise<void> | null = null;
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
     if (!stream.write(encodeResponseFrame(reqId, res))) {
-      draining ??= waitDrain(stream).finally(() => { draining = null; });
+      // The requester taking what was written is progress; until it does, the stream may idle out.
+      draining ??= waitDrain(stream).then(touch).finally(() => { draining = null; });
       await draining;
     }
   };
   const handle = (reqId: number, req: StorageRequest): void => {
+    working++;
     const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll, opts.names)
+      .finally(() => { working--; })
       .then((res) => send(reqId, res))
       .catch((e) => { log.debug({ code: errorCode(e) }, 'storage answer not sent'); })
       .finally(() => inflight.delete(p));

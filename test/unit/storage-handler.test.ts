@@ -1,6 +1,7 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { ShareStore } from '../../storage/share-store';
@@ -168,5 +169,22 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     cleanup.push(() => sock.destroy());
     await new Promise<void>((r) => sock.once('close', () => r()));
     expect(sock.destroyed).toBe(true);
+  });
+
+  it('a requester that never reads its answers is closed after the idle timeout (an answer waiting for it is not work)', async () => {
+    const s = await store();
+    const big = Buffer.alloc(64 * 1024, 7);
+    const bigId = shareId(big);
+    await handleRequest(s, { type: 'put', id: bigId, data: big, leaseSeconds: 60 }, ctx);
+    // The peer's side: requests arrive, answers are never taken (the write callback never runs),
+    // as on a circuit whose client sends no SENDME.
+    const stream = new Duplex({ read() {}, write() {}, writableHighWaterMark: 1024 });
+    const served = serveStorageStream(stream, s, { ctx, idleMs: 200 });
+    for (let reqId = 1; reqId <= 8; reqId++) stream.push(encodeFrame(encodeRequest(reqId, { type: 'get', id: bigId, offset: 0, length: 0 })));
+    const closed = new Promise<string>((r) => stream.once('close', () => r('closed')));
+    const stuck = new Promise<string>((r) => { const t = setTimeout(() => r('still open'), 5_000); cleanup.push(() => clearTimeout(t)); });
+    expect(await Promise.race([closed, stuck])).toBe('closed');
+    await served;
+    cleanup.push(() => stream.destroy());
   });
 });
