@@ -23,7 +23,7 @@ export const CellCommand = {
   CREATED2: 11,
   /** Link identity binding (SPEC.md §1.3). */
   AUTHENTICATE: 131,
-  /** Proof of bandwidth, link level (SPEC.md §5). */
+  /** Proof of bandwidth, link level (SPEC.md §8.2.3). */
   RECEIPT_PROPOSE: 140,
   RECEIPT_COUNTERSIGN: 141,
   RECEIPT_REJECT: 142,
