@@ -212,10 +212,6 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   get cellsReceived(): number { return this.received; }
   /** The Ed25519 identity the peer proved (SPEC.md §1.3); null for an anonymous initiator. */
   get peerIdentity(): Buffer | null { return this.peerId; }
-  /**
-   * SPEC.md §8.1.1: count circuit cells on this link from now on. Refused (LINK_PROTOCOL_VIOLATION)
-   * on a link whose peer stayed anonymous: the client-to-guard hop is never counted.
-   */
   /** SPEC.md §8.1: circuit cells only (circId ≠ 0); CREATE2 opens and DESTROY closes a circuit. Integer bumps only. */
   private count(received: boolean, circId: number, command: number): void {
     const counter = this.counter!;
@@ -229,6 +225,10 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     else if (command === CellCommand.DESTROY) counter.onCircuitClosed();
   }
 
+  /**
+   * SPEC.md §8.1.1: count circuit cells on this link from now on. Refused (LINK_PROTOCOL_VIOLATION)
+   * on a link whose peer stayed anonymous: the client-to-guard hop is never counted.
+   */
   attachCounter(counter: LinkCellCounter): void {
     if (this.peerId === null) throw err('LINK_PROTOCOL_VIOLATION', 'an anonymous link is never counted');
     this.counter = counter;
