@@ -187,8 +187,8 @@ async function loadOr<T>(load: () => Promise<T>): Promise<T | undefined> {
 
 /**
  * SPEC.md §3.3: rotate the onion key while the node runs. Every `checkMs` (default: a tenth of the
- * rotation period, at most an hour) it calls loadOrCreateNodeKeys, which rotates a key that has
- * reached `onionRotationMs`; when the onion key changed it hands the new keys to `onRotate` (the
+ * rotation period, at most an hour and at least a second) it calls loadOrCreateNodeKeys, which
+ * rotates a key that has reached `onionRotationMs`; when the onion key changed it hands the new keys to `onRotate` (the
  * daemon swaps them in and republishes its descriptor). Errors are reported, never thrown.
  */
 export function startOnionRotation(dataDir: string, o: {
