@@ -18,7 +18,7 @@ export const RELAY_CRYPTO_KEY_LEN = TOR1_KEY_LEN;
 /** Length of lastDigest() (tor1: SHA-1; CGO: its 16-byte tag and 4 zero bytes). SENDME v1 carries it. */
 export const RELAY_CRYPTO_DIGEST_LEN = TOR1_DIGEST_LEN;
 
-/** Bytes of key material one hop needs from the handshake for `alg` (SPEC.md §5.2, §5.6). */
+/** Bytes of key material one hop needs from the handshake for `alg` (SPEC.md §5.1, §5.6.2). */
 export function relayCryptoKeyLen(alg: RelayCryptoAlgorithm): number {
   return alg === 'cgo' ? CGO_KEY_LEN : TOR1_KEY_LEN;
 }

@@ -3,8 +3,9 @@
 // seeded with Df (forward) or Db (backward) over every payload originated at or recognized by
 // that hop, hashed with its digest field zeroed.
 //
-// tor1 is malleable (a hop can tag a cell by XOR and see the tag at the other end); Counter
-// Galois Onion replaces it later behind the interface in relay-crypto.ts.
+// tor1 is malleable (a hop can tag a cell by XOR and see the tag at the other end); a circuit
+// that negotiates Counter Galois Onion (cgo.ts, SPEC.md §5.6) uses that instead, behind the same
+// interface (hop-crypto.ts, chosen by relay-crypto.ts).
 import { err } from '../errors';
 import { aes128CtrStream, latin1Word, RunningSha1, type StreamXor } from './primitives';
 import { RELAY_DATA_MAX, RELAY_DIGEST_OFFSET, RELAY_RECOGNIZED_OFFSET } from '../wire/relay-msg';
