@@ -66,7 +66,7 @@ export const ERROR_CODES = {
     LINK_PROTOCOL_VIOLATION: 'protocol_violation',
     LINK_TLS_FAILED: 'unreachable',
   },
-  /** Cryptographic primitives (SPEC.md §4.8, §5.6). */
+  /** Cryptographic primitives (SPEC.md §4.8, §5.7). */
   CRYPTO: {
     CRYPTO_AEAD_FAILED: 'integrity',
     CRYPTO_BAD_LENGTH: 'internal',
