@@ -265,7 +265,7 @@ try {
     const isExit = i >= argv.relays - argv.exits;
     relayDirs.push({ name, dataDir });
     const configFile = path.join(dir, `${name}.json`);
-    // With --hosts: relays over /16s #1..#(subnets-1), so some share a /16 (one per path, SPEC.md §7.3).
+    // With --hosts: relays over /16s #1..#(subnets-1), so some share a /16 (one per path, SPEC.md §7.1.3).
     const cap = hostNet ? caps[i % caps.length] : 0;
     const addr = placeNode(name, 1 + (i % (argv.subnets - 1)), cap);
     relayAddrs.push(addr);
