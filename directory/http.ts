@@ -6,7 +6,7 @@
 //   GET  /bitcloud/vote/current[?period=] this authority's vote for the current period
 //   GET  /bitcloud/keys/certificate       this authority's key certificate
 //   GET  /bitcloud/status                 JSON status
-//   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.4)
+//   GET  /bitcloud/rewards[?from=H]       the reward chain bundle (SPEC.md §8.7.5)
 //   GET  /bitcloud/rewards/pending        the reward block being signed, with its signatures
 //   POST /bitcloud/transfers              submit a cloudcoin transfer (SPEC.md §8.11.3)
 //   GET  /bitcloud/transfers/pending[?from=KEY]  the transfers waiting for a block

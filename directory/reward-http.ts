@@ -62,7 +62,7 @@ export async function serveEscrowCancel(ledger: RewardLedger | null | undefined,
 }
 
 /**
- * SPEC.md §6.10 / §8.7.4: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending.
+ * SPEC.md §6.10 / §8.7.5: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending.
  * Returns null for other paths (the caller routes them); [route, status] when answered.
  */
 export async function serveRewards(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<[string, number] | null> {

@@ -1,4 +1,4 @@
-// SPEC.md §8.7.2: the reward chain on an authority's disk, under <dataDir>/rewards/:
+// SPEC.md §8.7.6: the reward chain on an authority's disk, under <dataDir>/rewards/:
 //   blocks/<height, 10 decimal digits>.blk   one signed block per file (SPEC §8.7.2 stored form)
 //   certs/<identity fp>-<signing key hex>.cert  key certificates that vouch for stored signatures
 //   pending.blk                              the block this authority signed and is collecting

@@ -198,7 +198,7 @@ export class RelayDaemon {
     });
   }
 
-  /** SPEC.md §8.7.4: GET /bitcloud/rewards?from=H, passed on from the authorities (relay/reward-mirror.ts). */
+  /** SPEC.md §8.7.5: GET /bitcloud/rewards?from=H, passed on from the authorities (relay/reward-mirror.ts). */
   private async serveRewards(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const q = new URL(req.url ?? '/', 'http://mirror').searchParams.get('from');
     if (q !== null && !/^\d{1,15}$/.test(q)) return sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)');

@@ -1,4 +1,4 @@
-// SPEC.md §6.10.1, §8.7.4: a relay's directory mirror also answers GET /bitcloud/rewards?from=H,
+// SPEC.md §6.10.1, §8.7.5: a relay's directory mirror also answers GET /bitcloud/rewards?from=H,
 // so clients with a guard read the reward chain through it (BEGIN_DIR) and the authorities never
 // see their addresses. The mirror asks the authorities (in random order, the first 200 wins),
 // keeps each answer for a short while (one fetch serves every client asking in that time) and

@@ -1,4 +1,4 @@
-// SPEC.md §8.7.3–8.7.4: a client fetches the whole reward chain from an authority and verifies
+// SPEC.md §8.7.3, §8.7.7: a client fetches the whole reward chain from an authority and verifies
 // every block from height 0 before reading a balance. The authorities are tried in random order;
 // a chain refused from one is reported and the next is tried. The threshold is more than half of
 // the CONFIGURED authorities, whatever a source says; signatures count only through key

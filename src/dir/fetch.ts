@@ -83,7 +83,7 @@ export const PATHS = {
   vote: '/bitcloud/vote/current',
   certificate: '/bitcloud/keys/certificate',
   status: '/bitcloud/status',
-  /** SPEC.md §8.7.4: the reward chain bundle (`?from=H`) and the block being signed. */
+  /** SPEC.md §8.7.5: the reward chain bundle (`?from=H`) and the block being signed. */
   rewards: '/bitcloud/rewards',
   rewardsPending: '/bitcloud/rewards/pending',
   /** SPEC.md §8.11.3: submit a transfer (POST); the pending ones (GET …/pending). */

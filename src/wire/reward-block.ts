@@ -75,7 +75,7 @@ export const MAX_SIGNED_BLOCK_BYTES = SIGNED_BLOCK_MIN_LEN + BLOCK_HEADER_LEN + 
   + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES; // 5 + 61 + 40 000 000 + 4 + 1 450 000 + 4 + 1 050 000 + 32 640 = 42 532 714
 
 /**
- * Bundle (SPEC §8.7.4): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
+ * Bundle (SPEC §8.7.5): magic "BCRW" | version u8 = 1 | chain length u64 | certificate count u32 |
  * count × (len u32 | certificate envelope) | block count u32 | count × (len u32 | signed block).
  */
 export const REWARD_BUNDLE_MAGIC = Buffer.from('BCRW', 'ascii');
@@ -333,7 +333,7 @@ export function decodeSignedRewardBlock(bytes: Uint8Array): SignedRewardBlock {
   return { block, body, hash: rewardBlockHash(body), signatures };
 }
 
-// ---- chain bundle: what GET /bitcloud/rewards serves (SPEC §8.7.4) ----
+// ---- chain bundle: what GET /bitcloud/rewards serves (SPEC §8.7.5) ----
 
 /** Builds a bundle (layout above). Throws REWARD_MALFORMED. */
 export function encodeRewardChainBundle(chainLength: number, certificates: readonly Uint8Array[], signedBlocks: readonly Uint8Array[]): Buffer {

@@ -1,4 +1,4 @@
-// SPEC.md §8.7.3–8.7.4: the chain bundle codec (GET /bitcloud/rewards) and the certificate-based
+// SPEC.md §8.7.3, §8.7.5: the chain bundle codec (GET /bitcloud/rewards) and the certificate-based
 // verifier: which signatures count, and how certificate windows apply to old blocks.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
@@ -30,7 +30,7 @@ function chain(n: number, who = [0, 1, 2], firstEpoch = 120): Buffer[] {
   return out;
 }
 
-describe('reward chain bundle codec (SPEC §8.7.4)', () => {
+describe('reward chain bundle codec (SPEC §8.7.5)', () => {
   it('round-trips certificates, blocks and the chain length', () => {
     const blocks = chain(3);
     const certs = [cert(0), cert(1)];

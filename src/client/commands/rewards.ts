@@ -1,5 +1,5 @@
 // `bitcloud rewards [--relay FP|NICKNAME] [--json] [--config FILE] [--from HOST:PORT]...`
-// (SPEC.md §8.7.3): fetch the whole reward chain from an authority, verify every block against
+// (SPEC.md §8.7.7): fetch the whole reward chain from an authority, verify every block against
 // the configured authorities, print the height, the tip epoch, the total minted and the balance
 // of every relay (nicknames from the current consensus). The consensus is needed first: its
 // period P dates the certificate windows (src/dir/reward-authorities.ts).
@@ -107,7 +107,7 @@ function resolveRelay(q: string, c: VerifiedConsensus): string {
 
 interface Amount { units: string; coins: string }
 
-/** The --json object (documented in SPEC.md §8.7.5). Units are decimal strings. */
+/** The --json object (documented in SPEC.md §8.7.7). Units are decimal strings. */
 export interface RewardsView {
   ok: true;
   source: string;
