@@ -11,7 +11,7 @@
 //        [--on-epochs 12] [--off-epochs 12]
 //        [--rows fabricated,amplification,sybil,sybil-costly,onoff,capture,honest-heavy,honest]
 //
-// With --json, stdout is one JSON object {"rows": [...]} and the table goes to stderr; without it the
+// With --json, stdout is one JSON object {"model": {...}, "rows": [...]} and the table goes to stderr; without it the
 // table goes to stdout. The model is described in SPEC §8.8.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
