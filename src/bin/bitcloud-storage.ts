@@ -11,7 +11,7 @@ await withNodeStatusCommand(makeCli('bitcloud-storage', 'Bitcloud storage node: 
     .option('data-dir', { type: 'string', describe: 'Overrides dataDir from the config' })
     .option('or-port', { type: 'number', describe: 'Overrides orPort (circuits end here)' })
     .option('storage-port', { type: 'number', describe: 'Overrides storagePort (TCP direct sessions, UDP DHT)' })
-    .option('metrics-port', { type: 'number', describe: 'Overrides metricsPort (/metrics on 127.0.0.1; 0 = off)' })
+    .option('metrics-port', { type: 'number', describe: 'Overrides metricsPort (/metrics on metricsHost, default 127.0.0.1; 0 = off)' })
     .option('nickname', { type: 'string', describe: 'Overrides nickname' })
     .option('log-level', { type: 'string', describe: 'pino level: debug, info, warn, error' }),
   async (a) => {
