@@ -29,7 +29,7 @@ function encodingMatrix(c: Coding): Matrix {
   return m;
 }
 
-/** Bytes per share for an encrypted chunk of `encLen` bytes: ceil(encLen / k). Never 0 (encLen ≥ 16). */
+/** Bytes per share for an encrypted chunk of `encLen` bytes: ceil(encLen / k). Never 0 (encLen ≥ 40, SPEC.md §9.3). */
 export function shareSizeFor(encLen: number, k: number): number {
   if (!(encLen >= 1) || !Number.isSafeInteger(encLen)) throw err('STORAGE_INTERNAL', 'encrypted length must be a positive integer', { encLen });
   return Math.ceil(encLen / k);
