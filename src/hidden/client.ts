@@ -1,5 +1,5 @@
 // SPEC.md §9.21.5, the client's side of reaching a hidden storage node: fetch and open its
-// descriptor (through the guard, §9.21.3), park a circuit at a rendezvous point under a cookie,
+// descriptor (over a 3-hop circuit to a relay mirror, §9.21.3), park a circuit at a rendezvous point under a cookie,
 // introduce itself through one of the node's introduction points (sealed INTRODUCE1 carrying the
 // rendezvous point and an ntor handshake with the node), wait for RENDEZVOUS2, add the virtual
 // hop, and open BEGIN_STORAGE on the joined circuit.
@@ -34,7 +34,7 @@ export interface HiddenConnectOptions {
   relays: () => readonly ConsensusRelay[] | null;
   /** Build a 3-hop circuit ending at `last` (guard → middle → last). */
   buildTo: (last: ConsensusRelay) => Promise<ClientCircuit>;
-  /** GET a descriptor by blinded key (hex) through the guard's mirror; its bytes. */
+  /** GET a descriptor by blinded key (hex) over a 3-hop circuit to a relay mirror (§9.21.3); its bytes. */
   fetchDescriptor: (blindedKeyHex: string) => Promise<Buffer>;
   now?: () => number;
   /** The whole attempt's bound (RENDEZVOUS2 after the first introduction); default 30 s. */

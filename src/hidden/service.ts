@@ -3,7 +3,8 @@
 // blinded key, published for periods N and N+1), and for each INTRODUCE2 that passes the checks
 // (auth key, seal, replay cache, listed rendezvous point) a circuit to the client's rendezvous
 // point, RENDEZVOUS1, and the virtual hop's relay end, whose BEGIN_STORAGE streams go to the node.
-// The node's links are those of a client (anonymous, no AUTHENTICATE).
+// The node's links to its guards are authenticated under the period's pseudonym key, never its
+// identity (§9.21.4, §9.21.7).
 import { err, errorCode, isBitcloudError } from '../errors';
 import { ed25519Generate, ed25519Sign, randomBytes, shuffle, x25519Generate, type Ed25519KeyPair, type X25519KeyPair } from '../crypto/primitives';
 import { hsPeriodOf } from '../crypto/blind';
