@@ -36,7 +36,7 @@ export class UploadForwarder {
   constructor(
     private readonly authorities: () => readonly AuthorityInfo[],
     private readonly now: () => number = Date.now,
-    /** Counts by kind (descriptor, hs_desc) and result (forwarded, refused, or the mirror's refusal code). */
+    /** Counts by kind (descriptor, hs_desc, hs_pseudonym) and result (forwarded, refused, or the mirror's refusal code). */
     private readonly onResult: (kind: string, result: string) => void = () => {},
   ) {}
 

@@ -1,6 +1,6 @@
 // SPEC.md §9.21.3: where hidden descriptors are kept (authorities) — by blinded key, the highest
 // revision that passes the outer checks, dropped when expired. Memory only: a node republishes
-// at every directory publication, so a restarted authority has them again within an interval.
+// every 30 minutes (SPEC.md §9.21.1), so a restarted authority has them again within that.
 import { err } from '../errors';
 import { checkHsDescriptorOuter } from './descriptor';
 

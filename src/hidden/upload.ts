@@ -1,6 +1,7 @@
-// SPEC.md §9.21.8: a hidden node's uploads (its relay descriptor and its hidden descriptors) go
-// over a 3-hop circuit to a relay's directory mirror, which passes them on to every authority and
-// answers with each authority's status. The authorities see the mirror's address, not the node's.
+// SPEC.md §9.21.8: a hidden node's uploads (its relay descriptor, its hidden descriptors and its
+// pseudonym registrations, §9.21.7) go over a 3-hop circuit to a relay's directory mirror, which passes
+// them on to every authority and answers with each authority's status. The authorities see the
+// mirror's address, not the node's.
 import { err } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { UploadResult } from '../dir/publish';
@@ -24,7 +25,7 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
 }
 
 /**
- * POST `body` to `path` (PATHS.descriptor or HS_DESC_PATH) at a mirror over a circuit. Resolves
+ * POST `body` to `path` (PATHS.descriptor, HS_DESC_PATH or HS_PSEUDONYM_PATH) at a mirror over a circuit. Resolves
  * with what each authority answered once a mirror passed it on; a mirror that refuses it (4xx,
  * 5xx) or cannot be reached is followed by another (up to 3). Never contacts an authority itself.
  */
