@@ -30,7 +30,7 @@ import type { Signer } from './vote';
 export const MAX_CONTRACTS = 10_000;
 /** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch). */
 export const PER_NODE_AUDITS = 64;
-/** Reports kept (epochs k−3 … k: the vote for k reads k−2). */
+/** Reports of epochs before the current one that are kept (SPEC.md §9.20.3; the vote for k reads k − 2). */
 const KEPT_REPORTS = 6;
 /** When in the epoch the audits run (fraction of the period). */
 const AUDIT_AT = 0.3;
