@@ -51,7 +51,7 @@ export interface AuthorityConfig {
   metricsPortExplicit: boolean;
   metricsHost: string;
   /**
-   * SPEC.md §6.3: this authority serves a test network (every node on loopback or a private
+   * SPEC.md §6.4: this authority serves a test network (every node on loopback or a private
    * network): descriptors with such addresses are accepted. Off, they are refused.
    */
   testNetwork: boolean;
