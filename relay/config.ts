@@ -46,7 +46,7 @@ export interface RelayConfig {
   metricsHost: string;
   /** SPEC.md §3.3: onion key lifetime; rotated while running. Default 7 days. */
   onionKeyRotationSeconds: number;
-  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
+  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object) while the consensus held carries none (its parameters win). */
   identityPow: PowParams;
   /** SPEC.md §1.9: relay links opened ahead of circuits, and the idle timeout of relay links. */
   linkWarming: LinkWarmingSettings;

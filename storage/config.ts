@@ -52,7 +52,7 @@ export interface StorageConfig {
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
-  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object); at least the authorities' minimum. */
+  /** SPEC.md §6.4.1: identity proof parameters to mine with ("default" | "local" | object) while the consensus held carries none (its parameters win). */
   identityPow: PowParams;
   /** SPEC.md §9.21: listed without address or ports, reached only through rendezvous circuits. */
   hidden: boolean;
