@@ -17,7 +17,7 @@ const T = {
   DetachedSignatures: root.lookupType('bitcloud.dir.DetachedSignatures'),
 };
 
-/** SPEC.md §6.9: size limits. Every decoder checks the total size first. */
+/** SPEC.md §6.2.5: size limits. Every decoder checks the total size first. */
 export const LIMITS = {
   descriptorBytes: 4096,
   certificateBytes: 512,
