@@ -1,4 +1,4 @@
-// SPEC.md §6.5: an authority votes only for relays it reached itself. It opens a link to the
+// SPEC.md §6.9 (reachability test), §6.5: an authority votes only for relays it reached itself. It opens a link to the
 // relay's ORPort as an anonymous client, expecting the identity the descriptor names
 // (LINK_IDENTITY_MISMATCH otherwise), and closes it again.
 import { connectLink } from '../src/link';

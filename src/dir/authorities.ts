@@ -31,7 +31,7 @@ export function parseAuthorityList(v: unknown, key = 'authorities'): AuthorityIn
   });
 }
 
-/** SPEC.md §6.7: more than half of ALL configured authorities. */
+/** SPEC.md §6.1: the majority, more than half of ALL configured authorities. */
 export function majorityOf(total: number): number {
   return Math.floor(total / 2) + 1;
 }
