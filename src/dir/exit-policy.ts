@@ -156,6 +156,10 @@ function parseRuleAddress(s: string, rule: string): ExitRuleAddress {
     if (v6 === null) malformed(rule, `bad IPv6 address "${addr}"`);
     const bits = bitsText === null ? 128 : parseBits(bitsText, 128, rule);
     if ((v6 & ~mask6(bits) & V6_ALL) !== 0n) malformed(rule, `address has bits set beyond /${bits}`);
+    // SPEC.md §7.6.2: an IPv4-mapped address is the IPv4 address for every rule. Targets are
+    // unmapped before matching, so a rule inside ::ffff:0:0/96 is kept as the IPv4 rule it
+    // means; kept as IPv6 it would never match, and a reject written that way would do nothing.
+    if (bits >= 96 && v6 >> 32n === 0xffffn) return { kind: 'net', family: 4, base: Number(v6 & 0xffff_ffffn), bits: bits - 96 };
     return { kind: 'net', family: 6, base: v6, bits };
   }
   const slash = s.indexOf('/');
