@@ -117,17 +117,30 @@ export class CircuitBuilder {
     let hop = 0;
     let circ: ClientCircuit | null = null;
     let timer: NodeJS.Timeout | undefined;
+    // SPEC.md §7.3: a build that timed out is abandoned. The work below stops at its next step:
+    // a guard link that opens late carries no circuit, and a circuit allocated meanwhile is destroyed.
+    let abandoned: BitcloudError | null = null;
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(err('CIRCUIT_BUILD_TIMEOUT', `circuit not built within ${timeoutMs} ms`, { hop, timeoutMs })), timeoutMs);
+      timer = setTimeout(() => {
+        abandoned = err('CIRCUIT_BUILD_TIMEOUT', `circuit not built within ${timeoutMs} ms`, { hop, timeoutMs });
+        reject(abandoned);
+      }, timeoutMs);
     });
+    const stopIfAbandoned = (): void => {
+      if (!abandoned) return;
+      (circ as ClientCircuit | null)?.destroy(abandoned);
+      throw abandoned;
+    };
     try {
       const work = (async () => {
         const link = await this.linkTo(path[0]);
+        stopIfAbandoned();
         if (LAT_TRACE) latTrace('build.link');
         circ = ClientCircuit.allocate(link, this.opts.relayCrypto);
         await circ.create(path[0]);
+        stopIfAbandoned();
         if (LAT_TRACE) latTrace('build.created');
-        for (hop = 1; hop < path.length; hop++) { await circ.extend(path[hop]); if (LAT_TRACE) latTrace('build.extended', hop); }
+        for (hop = 1; hop < path.length; hop++) { await circ.extend(path[hop]); stopIfAbandoned(); if (LAT_TRACE) latTrace('build.extended', hop); }
         return circ;
       })();
       work.catch(() => {});

@@ -1,0 +1,81 @@
+// SPEC.md §7.2, §7.3, §7b.11: the client's circuit builder over in-memory guard links (the link
+// opener is replaced, so each test decides when and how a guard answers).
+import { EventEmitter } from 'node:events';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { err, type BitcloudError } from '../../src/errors';
+import type { Cell } from '../../src/wire/cell';
+import type { CellChannel } from '../../src/link/cell-channel';
+import { BuildTimeoutEstimator } from '../../src/client/build-timeout';
+import { CircuitBuilder } from '../../src/client/circuit-builder';
+import { GuardSet } from '../../src/client/guards';
+import type { HopTarget } from '../../src/client/client-circuit';
+
+/** What the replaced connectLink does; each test sets it. */
+let connectImpl: () => Promise<CellChannel> = () => Promise.reject(err('LINK_CONNECT_FAILED', 'no link in this test'));
+vi.mock('../../src/link', async (importOriginal) => ({
+  ...await importOriginal<typeof import('../../src/link')>(),
+  connectLink: () => connectImpl(),
+}));
+
+/** An in-memory link end: records what the client sends; `onSend` answers. */
+class FakeChannel extends EventEmitter implements CellChannel {
+  closed = false;
+  readonly peerIdentity = null;
+  readonly isInitiator = true;
+  readonly sent: { circId: number; command: number }[] = [];
+  onSend: (circId: number, command: number) => void = () => {};
+  private nextId = 0x80000001;
+  send(circId: number, command: number): boolean {
+    this.sent.push({ circId, command });
+    this.onSend(circId, command);
+    return true;
+  }
+  allocateCircId(): number { return this.nextId++; }
+  releaseCircId(): void {}
+  close(): void { this.fail(); }
+  fail(e?: BitcloudError): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close', e);
+  }
+  deliver(circId: number, command: number, payload: Buffer): void {
+    const p = Buffer.alloc(509);
+    payload.copy(p);
+    this.emit('cell', { circId, command, payload: p } as Cell);
+  }
+}
+
+const fp = (i: number) => i.toString(16).padStart(64, '0');
+function hop(i: number): HopTarget {
+  return { identity: Buffer.alloc(32, i), fingerprint: fp(i), onionKey: Buffer.alloc(32, 100 + i), address: `10.0.0.${i}`, orPort: 9000 + i };
+}
+const path = [hop(1), hop(2), hop(3)];
+const clock = 1_000_000;
+function guardSetOf(...ids: number[]): GuardSet {
+  return new GuardSet(null, () => clock, { retryBaseMs: 60_000 }, ids.map((i) => ({
+    fingerprint: fp(i), addedAt: 0, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null,
+  })));
+}
+const ticks = async (n = 5) => { for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r)); };
+
+afterEach(() => { connectImpl = () => Promise.reject(err('LINK_CONNECT_FAILED', 'no link in this test')); });
+
+describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
+  it('a build that timed out while the guard link was opening allocates nothing when the link comes up late', async () => {
+    const ch = new FakeChannel();
+    let openLink!: (c: CellChannel) => void;
+    connectImpl = () => new Promise<CellChannel>((r) => { openLink = r; });
+    const builder = new CircuitBuilder({
+      relays: () => [], guards: guardSetOf(1),
+      buildTimeout: new BuildTimeoutEstimator({ initialTimeoutMs: 20, minTimeoutMs: 1 }),
+    });
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ code: 'CIRCUIT_BUILD_TIMEOUT', detail: { hop: 0 } });
+    openLink(ch);
+    await ticks();
+    expect(ch.sent).toEqual([]);
+    const link = await builder.linkTo(path[0]);
+    expect(link.circuits.size).toBe(0);
+    expect(link.idleSince).not.toBeNull(); // closeIdleLinks may close it
+    await builder.close();
+  });
+});
