@@ -3,7 +3,7 @@
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
-import { err, errorCode, isBitcloudError, layerOf, type BitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import { Channel } from '../link/channel';
 import type { Ed25519KeyPair } from '../crypto/primitives';
@@ -116,6 +116,7 @@ export class CircuitBuilder {
     const guardSet = this.guardSet();
     let hop = 0;
     let circ: ClientCircuit | null = null;
+    let guardLink: ClientLink | null = null;
     let timer: NodeJS.Timeout | undefined;
     // SPEC.md §7.3: a build that timed out is abandoned. The work below stops at its next step:
     // a guard link that opens late carries no circuit, and a circuit allocated meanwhile is destroyed.
@@ -133,7 +134,7 @@ export class CircuitBuilder {
     };
     try {
       const work = (async () => {
-        const link = await this.linkTo(path[0]);
+        const link = guardLink = await this.linkTo(path[0]);
         stopIfAbandoned();
         if (LAT_TRACE) latTrace('build.link');
         circ = ClientCircuit.allocate(link, this.opts.relayCrypto);
@@ -154,7 +155,11 @@ export class CircuitBuilder {
     } catch (e) {
       const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
       if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout();
-      if (hop === 0 && guardSet && (layerOf(be.code) === 'LINK' || be.code === 'CIRCUIT_BUILD_TIMEOUT')) guardSet.markFailure(path[0].fingerprint);
+      // SPEC.md §7.2: any failure of the first hop counts against the guard (no link, no answer in
+      // time, CREATE2 refused with DESTROY or answered with a bad CREATED2). A link that closed
+      // under the build is counted where it closes; closing the client counts nothing.
+      const linkClosed = (guardLink as ClientLink | null)?.closed ?? false;
+      if (hop === 0 && guardSet && !this.closed && !linkClosed) guardSet.markFailure(path[0].fingerprint);
       (circ as ClientCircuit | null)?.destroy(be);
       throw err(be.code, be.message, { ...be.detail, hop }, be.cause ?? be);
     } finally {

@@ -3,7 +3,8 @@
 import { EventEmitter } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { err, type BitcloudError } from '../../src/errors';
-import type { Cell } from '../../src/wire/cell';
+import { CellCommand, type Cell } from '../../src/wire/cell';
+import { DestroyReason, encodeDestroy } from '../../src/wire/messages';
 import type { CellChannel } from '../../src/link/cell-channel';
 import { BuildTimeoutEstimator } from '../../src/client/build-timeout';
 import { CircuitBuilder } from '../../src/client/circuit-builder';
@@ -77,5 +78,44 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     expect(link.circuits.size).toBe(0);
     expect(link.idleSince).not.toBeNull(); // closeIdleLinks may close it
     await builder.close();
+  });
+
+  it('a guard that refuses CREATE2 (DESTROY) counts a guard failure (SPEC.md §7.2)', async () => {
+    const ch = new FakeChannel();
+    ch.onSend = (circId, command) => {
+      if (command === CellCommand.CREATE2) queueMicrotask(() => ch.deliver(circId, CellCommand.DESTROY, encodeDestroy(DestroyReason.RESOURCELIMIT)));
+    };
+    connectImpl = () => Promise.resolve(ch);
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { hop: 0 } });
+    expect(guards.guards[0].failures).toBe(1);
+    expect(guards.guards[0].retryAt).toBeGreaterThan(clock);
+    await builder.close();
+  });
+
+  it('a guard that answers CREATE2 with a bad CREATED2 counts a guard failure (SPEC.md §7.2)', async () => {
+    const ch = new FakeChannel();
+    ch.onSend = (circId, command) => {
+      if (command === CellCommand.CREATE2) queueMicrotask(() => ch.deliver(circId, CellCommand.CREATED2, Buffer.from([0, 64])));
+    };
+    connectImpl = () => Promise.resolve(ch);
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ detail: { hop: 0 } });
+    expect(guards.guards[0].failures).toBe(1);
+    await builder.close();
+  });
+
+  it('closing the client during a build counts no guard failure', async () => {
+    const ch = new FakeChannel();
+    connectImpl = () => Promise.resolve(ch);
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    const b = builder.buildPath(path);
+    await ticks();
+    await builder.close();
+    await expect(b).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { hop: 0 } });
+    expect(guards.guards[0].failures).toBe(0);
   });
 });
