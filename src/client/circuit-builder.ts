@@ -3,7 +3,7 @@
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
-import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError, type BitcloudError, type ErrorCode } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import { Channel } from '../link/channel';
 import type { Ed25519KeyPair } from '../crypto/primitives';
@@ -49,6 +49,9 @@ export interface CircuitBuilderOptions {
   /** Called in the tick an authenticated link (linkIdentity) is handed over, with the key it proved. */
   onLink?: (ch: Channel, identity: Ed25519KeyPair) => void;
 }
+
+/** SPEC.md §1.8, §7.2: how a guard link may close that counts a failure of the guard. */
+const GUARD_LINK_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['LINK_PEER_SILENT', 'LINK_IO']);
 
 /** What an authenticated initiator presents (SPEC.md §1.3). */
 export interface LinkIdentity { key: Ed25519KeyPair; tls: TlsCredentials }
@@ -183,7 +186,12 @@ export class CircuitBuilder {
     }).then((ch) => {
       if (id) this.opts.onLink?.(ch, id.key);
       const link = new ClientLink(ch);
-      ch.once('close', () => { if (this.links.get(key) === p) this.links.delete(key); });
+      ch.once('close', (e?: BitcloudError) => {
+        if (this.links.get(key) === p) this.links.delete(key);
+        // SPEC.md §1.8, §7.2: a guard link that went silent or failed is a guard failure (a
+        // relay not in the guard set is ignored by markFailure).
+        if (e && GUARD_LINK_FAILURES.has(e.code)) this.guardSet()?.markFailure(guard.fingerprint);
+      });
       if (this.closed) ch.close('client closing');
       return link;
     }, (e: unknown) => {

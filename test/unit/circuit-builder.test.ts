@@ -118,4 +118,41 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     await expect(b).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { hop: 0 } });
     expect(guards.guards[0].failures).toBe(0);
   });
+
+  it('a guard link that goes silent or fails counts one guard failure; a clean close none (SPEC.md §1.8, §7.2)', async () => {
+    for (const [code, want] of [['LINK_PEER_SILENT', 1], ['LINK_IO', 1], [undefined, 0]] as const) {
+      const ch = new FakeChannel();
+      connectImpl = () => Promise.resolve(ch);
+      const guards = guardSetOf(1);
+      const builder = new CircuitBuilder({ relays: () => [], guards });
+      await builder.linkTo(path[0]);
+      ch.fail(code ? err(code, 'test') : undefined);
+      expect(guards.guards[0].failures).toBe(want);
+      await builder.close();
+    }
+  });
+
+  it('a guard link that goes silent under a build counts one guard failure, not two', async () => {
+    const ch = new FakeChannel();
+    ch.onSend = (_circId, command) => {
+      if (command === CellCommand.CREATE2) queueMicrotask(() => ch.fail(err('LINK_PEER_SILENT', 'test')));
+    };
+    connectImpl = () => Promise.resolve(ch);
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED', detail: { hop: 0 } });
+    expect(guards.guards[0].failures).toBe(1);
+    await builder.close();
+  });
+
+  it('a link to a relay that is not a sampled guard marks nothing', async () => {
+    const ch = new FakeChannel();
+    connectImpl = () => Promise.resolve(ch);
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    await builder.linkTo(hop(7));
+    ch.fail(err('LINK_PEER_SILENT', 'test'));
+    expect(guards.guards.map((g) => g.failures)).toEqual([0]);
+    await builder.close();
+  });
 });
