@@ -2,7 +2,7 @@
 // build times, after Tor's CBT (path-spec "Learning when to give up"): keep the last 1000 build
 // times, fit a Pareto tail (Xm from the histogram modes, alpha by maximum likelihood with timed-out
 // builds as right-censored observations), and time out at the 80% quantile. Pure state: the
-// circuit manager measures, calls record()/recordTimeout(), and asks timeoutMs().
+// circuit manager measures, calls record()/recordTimeout(ms), and asks timeoutMs().
 import { err } from '../errors';
 
 export interface BuildTimeoutOptions {
@@ -30,7 +30,7 @@ export interface BuildTimeoutOptions {
 
 export interface BuildTimeoutState {
   version: 1;
-  /** Observed build times in ms; a timed-out build is recorded as {ms: timeout in force, timedOut: true}. */
+  /** Observed build times in ms; a timed-out build is recorded as {ms: the timeout it ran under, timedOut: true}. */
   samples: { ms: number; timedOut?: boolean }[];
   fallbackMs: number;
 }
@@ -83,14 +83,16 @@ export class BuildTimeoutEstimator {
   }
 
   /**
-   * A build was abandoned at the timeout in force. It counts as a right-censored observation
-   * ("took at least timeoutMs()"). Too many timeouts among recent builds means the network
-   * changed under us: forget the history and fall back to max(initial, 2 × current) until
-   * enough new samples arrive (path-spec "Detecting Changing Network Conditions").
+   * A build was abandoned at `ms`, the timeout it ran under (read when it started: other builds
+   * may have moved the timeout since). It counts as a right-censored observation ("took at least
+   * ms", SPEC.md §7.3). Too many timeouts among recent builds means the network changed under
+   * us: forget the history and fall back to max(initial, 2 × current) until enough new samples
+   * arrive (path-spec "Detecting Changing Network Conditions").
    */
-  recordTimeout(): void {
+  recordTimeout(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw err('CIRCUIT_BAD_BUILD_TIME', `build timeout must be a finite non-negative number, got ${ms}`);
     const current = this.timeoutMs();
-    this.push(current, true);
+    this.push(ms, true);
     this.pushRecent(true);
     let timeouts = 0;
     for (let i = 0; i < this.recentFilled; i++) timeouts += this.recent[i];

@@ -157,7 +157,7 @@ export class CircuitBuilder {
       return c;
     } catch (e) {
       const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
-      if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout();
+      if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout(timeoutMs);
       // SPEC.md §7.2: any failure of the first hop counts against the guard (no link, no answer in
       // time, CREATE2 refused with DESTROY or answered with a bad CREATED2). A link that closed
       // under the build is counted where it closes; closing the client counts nothing.

@@ -62,7 +62,7 @@ describe('circuit build timeout (SPEC §7.3)', () => {
     const a = new BuildTimeoutEstimator({ maxRecentTimeouts: 1000, recentCount: 20, minTimeoutMs: 10 });
     const b = new BuildTimeoutEstimator({ maxRecentTimeouts: 1000, recentCount: 20, minTimeoutMs: 10 });
     for (let i = 0; i < 300; i++) { const t = pareto(rng, 500, 3); a.record(t); b.record(t); }
-    for (let i = 0; i < 30; i++) b.recordTimeout();
+    for (let i = 0; i < 30; i++) b.recordTimeout(b.timeoutMs());
     expect(b.timeoutMs()).toBeGreaterThan(a.timeoutMs());
   });
 
@@ -71,13 +71,13 @@ describe('circuit build timeout (SPEC §7.3)', () => {
     for (let i = 0; i < 200; i++) e.record(2000 + (i % 50));
     const learned = e.timeoutMs();
     expect(learned).toBeLessThan(10_000);
-    for (let i = 0; i < 17; i++) e.recordTimeout();
+    for (let i = 0; i < 17; i++) e.recordTimeout(e.timeoutMs());
     expect(e.sampleCount).toBe(217);
-    e.recordTimeout(); // the 18th of the last 20
+    e.recordTimeout(e.timeoutMs()); // the 18th of the last 20
     expect(e.sampleCount).toBe(0);
     expect(e.timeoutMs()).toBe(60_000);
     // A second collapse doubles the fallback.
-    for (let i = 0; i < 18; i++) e.recordTimeout();
+    for (let i = 0; i < 18; i++) e.recordTimeout(e.timeoutMs());
     expect(e.timeoutMs()).toBe(120_000);
   });
 
@@ -93,17 +93,29 @@ describe('circuit build timeout (SPEC §7.3)', () => {
     const rng = lcg(5);
     const e = new BuildTimeoutEstimator({ maxRecentTimeouts: 100 });
     for (let i = 0; i < 150; i++) e.record(pareto(rng, 300, 2));
-    e.recordTimeout();
+    e.recordTimeout(e.timeoutMs());
     const copy = BuildTimeoutEstimator.fromJSON(JSON.parse(JSON.stringify(e.toJSON())));
     expect(copy.sampleCount).toBe(151);
     expect(copy.timeoutMs()).toBe(e.timeoutMs());
     expect(BuildTimeoutEstimator.fromJSON({ garbage: true }).timeoutMs()).toBe(60_000);
   });
 
+  it('records a timed-out build at the timeout it ran under, not the one in force after', () => {
+    const e = new BuildTimeoutEstimator();
+    for (let i = 0; i < 99; i++) e.record(300);
+    const t0 = e.timeoutMs(); // the build starts under the fallback
+    expect(t0).toBe(60_000);
+    e.record(300); // another build completes meanwhile: the learned timeout takes over
+    expect(e.timeoutMs()).toBeLessThan(60_000);
+    e.recordTimeout(t0);
+    expect(e.toJSON().samples.at(-1)).toEqual({ ms: 60_000, timedOut: true });
+  });
+
   it('refuses a nonsense build time with CIRCUIT_BAD_BUILD_TIME', () => {
     const e = new BuildTimeoutEstimator();
     for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
       try { e.record(bad); expect.unreachable(); } catch (x) { expect(isBitcloudError(x, 'CIRCUIT_BAD_BUILD_TIME')).toBe(true); }
+      try { e.recordTimeout(bad); expect.unreachable(); } catch (x) { expect(isBitcloudError(x, 'CIRCUIT_BAD_BUILD_TIME')).toBe(true); }
     }
   });
 });
