@@ -5,7 +5,8 @@
 import { sha256, randomBytes } from '../crypto/primitives';
 
 export interface IsolationRequest {
-  isolation: { username?: string; password?: string };
+  /** SOCKS credentials as sent (bytes), or text standing for its UTF-8 bytes. */
+  isolation: { username?: string | Uint8Array; password?: string | Uint8Array };
   host?: string;
   port?: number;
 }
@@ -24,16 +25,18 @@ export type IsolationKey = string & { readonly __isolationKey: true };
 // that leaked into a log must not be reversible by guessing, and keys never need to persist.
 const SALT = randomBytes(16);
 
-function field(s: string | undefined): Buffer {
-  const b = Buffer.from(s ?? '', 'utf8');
+/** SPEC.md §7.7: a u32 length then the bytes (bytes as sent; text as UTF-8). */
+function field(s: string | Uint8Array | undefined): Buffer {
+  const b = typeof s === 'string' || s === undefined ? Buffer.from(s ?? '', 'utf8') : Buffer.from(s);
   const len = Buffer.allocUnsafe(4);
   len.writeUInt32BE(b.length, 0);
   return Buffer.concat([len, b]);
 }
 
 /**
- * The isolation key of a stream. Absent and empty credentials are the same (no isolation
- * beyond the default group), as in Tor. Fields are length-prefixed so ("a:b","c") and
+ * The isolation key of a stream. Credentials are compared as the bytes the application sent
+ * (never decoded: two invalid UTF-8 names must not become the same text). Absent and empty
+ * credentials are the same (no isolation beyond the default group), as in Tor. Fields are length-prefixed so ("a:b","c") and
  * ("a","b:c") differ.
  */
 export function isolationKey(req: IsolationRequest, opts: IsolationOptions = {}): IsolationKey {

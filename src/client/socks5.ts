@@ -66,7 +66,8 @@ export interface SocksConnectRequest {
   host: string;
   addrType: 'ipv4' | 'ipv6' | 'domain';
   port: number;
-  isolation: { username?: string; password?: string };
+  /** RFC 1929 credentials, the bytes as sent (SPEC.md §7.7: not decoded, so no two collide). */
+  isolation: { username?: Buffer; password?: Buffer };
 }
 
 export interface Socks5ServerOptions {
@@ -104,8 +105,12 @@ export function parseGreeting(b: Buffer): Parsed<{ methods: number[] }> {
   return { value: { methods: [...b.subarray(2, 2 + b[1])] }, used: 2 + b[1] };
 }
 
-/** RFC 1929 §2: VER(1) ULEN UNAME PLEN PASSWD. Empty fields are accepted (isolation only). */
-export function parseUserPass(b: Buffer): Parsed<{ username: string; password: string }> {
+/**
+ * RFC 1929 §2: VER(1) ULEN UNAME PLEN PASSWD. Empty fields are accepted (isolation only). The
+ * fields are copies of the bytes as sent: RFC 1929 names no encoding, and decoding them would
+ * make different credentials equal (SPEC.md §7.7).
+ */
+export function parseUserPass(b: Buffer): Parsed<{ username: Buffer; password: Buffer }> {
   if (b.length < 2) return null;
   if (b[0] !== 1) refuse('SOCKS_AUTH_MALFORMED', `username/password version ${b[0]}, expected 1`, null, 'auth_malformed');
   const ulen = b[1];
@@ -113,7 +118,7 @@ export function parseUserPass(b: Buffer): Parsed<{ username: string; password: s
   const plen = b[2 + ulen];
   if (b.length < 3 + ulen + plen) return null;
   return {
-    value: { username: b.toString('utf8', 2, 2 + ulen), password: b.toString('utf8', 3 + ulen, 3 + ulen + plen) },
+    value: { username: Buffer.from(b.subarray(2, 2 + ulen)), password: Buffer.from(b.subarray(3 + ulen, 3 + ulen + plen)) },
     used: 3 + ulen + plen,
   };
 }

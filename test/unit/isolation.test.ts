@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { isolationKey, canAttach } from '../../src/client/isolation';
+import { parseUserPass } from '../../src/client/socks5';
 
 const k = (username?: string, password?: string, port = 80, host = 'example.com', opts = {}) =>
   isolationKey({ isolation: { username, password }, port, host }, opts);
@@ -27,6 +28,18 @@ describe('stream isolation (SPEC §7.7)', () => {
     expect(k('a', 'b', 80, 'x', { isolateDestPort: true })).not.toBe(k('a', 'b', 443, 'x', { isolateDestPort: true }));
     expect(k('a', 'b', 80, 'x.org', { isolateDestAddr: true })).not.toBe(k('a', 'b', 80, 'y.org', { isolateDestAddr: true }));
     expect(k('a', 'b', 80, 'X.org', { isolateDestAddr: true })).toBe(k('a', 'b', 80, 'x.org', { isolateDestAddr: true }));
+  });
+  it('SOCKS credentials are told apart by their bytes as sent, valid UTF-8 or not', () => {
+    const fromSocks = (user: number[], pass: number[] = []) => {
+      const a = parseUserPass(Buffer.from([1, user.length, ...user, pass.length, ...pass]))!;
+      return isolationKey({ isolation: a.value });
+    };
+    expect(fromSocks([0xff])).not.toBe(fromSocks([0xfe]));
+    expect(fromSocks([0x61], [0xc3])).not.toBe(fromSocks([0x61], [0xc4]));
+    expect(fromSocks([0xff])).toBe(fromSocks([0xff]));
+    // Text given to the API stands for its UTF-8 bytes.
+    expect(fromSocks([...Buffer.from('alice')], [...Buffer.from('tab1')])).toBe(k('alice', 'tab1'));
+    expect(fromSocks([])).toBe(k());
   });
   it('keys do not contain the credentials', () => {
     expect(k('supersecretname', 'pw')).not.toContain('supersecret');

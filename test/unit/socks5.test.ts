@@ -153,7 +153,9 @@ describe('SOCKS5 CONNECT (SPEC §7.8)', () => {
     const port = await start();
     await socksClient(port, 'a.example', 80, { userId: 'alice', password: 'tab1' });
     await socksClient(port, 'a.example', 80, { userId: 'bob', password: '' });
-    expect(requests.map((r) => r.isolation)).toEqual([{ username: 'alice', password: 'tab1' }, { username: 'bob', password: '' }]);
+    expect(requests.map((r) => r.isolation)).toEqual([
+      { username: Buffer.from('alice'), password: Buffer.from('tab1') }, { username: Buffer.from('bob'), password: Buffer.alloc(0) },
+    ]);
   });
 
   it('prefers username/password when the client offers both methods', async () => {
