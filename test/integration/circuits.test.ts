@@ -135,6 +135,31 @@ describe('stream isolation by SOCKS credentials (SPEC.md §7.7)', () => {
   }, 120_000);
 });
 
+describe('stream isolation by destination port, when the config enables it (SPEC.md §7.7)', () => {
+  it('with "isolateDestPort": true, one host\'s two ports get two circuits and each port reuses its own', async () => {
+    const web2 = await startContentServer(body);
+    const iso = await startExtraProxy(net, 'isolate-port-proxy', { preemptiveCircuits: 0, isolateDestPort: true });
+    try {
+      const built = async () => metric(await scrape(iso.metricsPort), 'bitcloud_client_circuits_built_total');
+      const want = sha(expectedBytes(body, 3, 4096));
+      const step = async (port: number) => {
+        const b0 = await built();
+        const r = await curl([...viaSocks(iso.socksPort, 'same-user'), '-sS', '--max-time', '120', `http://127.0.0.1:${port}/bytes/3/4096`], { timeoutMs: 130_000 });
+        expect(r.code, r.stderr).toBe(0);
+        expect(sha(r.stdout)).toBe(want);
+        return (await built()) - b0;
+      };
+      expect(await step(web.port)).toBe(1);
+      expect(await step(web2.port)).toBe(1); // same credentials, another port: another circuit
+      expect(await step(web.port)).toBe(0);
+      expect(await step(web2.port)).toBe(0);
+    } finally {
+      await iso.daemon.stop();
+      await web2.close();
+    }
+  }, 180_000);
+});
+
 describe('a relay dies under a transfer', () => {
   it('killing the middle relay ends the stream with an error; the next request succeeds on a new circuit', async () => {
     const proxyPid = net.proxy.pid;

@@ -70,6 +70,10 @@ export interface ProxyConfig {
   gatewayCacheBytes: number;
   /** SPEC.md §5.6.1: the relay crypto the client's circuits negotiate ("tor1" default, or "cgo"). */
   relayCrypto: RelayCryptoAlgorithm;
+  /** SPEC.md §7.7: streams to different destination ports never share a circuit (default false). */
+  isolateDestPort: boolean;
+  /** SPEC.md §7.7: streams to different destination hosts never share a circuit (default false). */
+  isolateDestAddr: boolean;
 }
 
 export function readProxyConfig(file: string): ProxyConfig {
@@ -85,6 +89,8 @@ export function readProxyConfig(file: string): ProxyConfig {
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
     gatewayCacheBytes: int(raw.gatewayCacheBytes, 'gatewayCacheBytes', 0, 64 * 1024 ** 3, 256 * 1024 * 1024),
     relayCrypto: oneOf(raw.relayCrypto, 'relayCrypto', ['tor1', 'cgo'] as const, 'tor1'),
+    isolateDestPort: bool(raw.isolateDestPort, 'isolateDestPort', false),
+    isolateDestAddr: bool(raw.isolateDestAddr, 'isolateDestAddr', false),
   };
 }
 
@@ -138,11 +144,14 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     log, registry,
   });
 
+  // SPEC.md §7.7: besides the SOCKS credentials, what else separates streams (Tor's
+  // IsolateDestPort / IsolateDestAddr; both off by default, as there).
+  const isolateBy = { isolateDestPort: cfg.isolateDestPort, isolateDestAddr: cfg.isolateDestAddr };
   const socks = await startSocks5Server({
     host: o.socksHost ?? cfg.socksHost,
     port: o.socksPort ?? cfg.socksPort,
     allowPublicBind: o.allowPublicBind,
-    onConnect: async (req, ctx) => isBitcloudHost(req.host) ? gateway.connect(req.host) : manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req) }, ctx.signal),
+    onConnect: async (req, ctx) => isBitcloudHost(req.host) ? gateway.connect(req.host) : manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req, isolateBy) }, ctx.signal),
     log,
     metrics: registry,
   });
