@@ -79,18 +79,19 @@ export class RewardStore {
   /** Store (or rewrite, with more signatures) the block at `height`. */
   saveBlock(height: number, raw: Buffer): void {
     this.unsaved.set(height, raw);
-    this.enqueue(`block ${height}`, async () => {
+    void this.enqueue(`block ${height}`, async () => {
       await writeFileAtomic(path.join(this.blocksDir, blockFileName(height)), raw, 0o644);
       if (this.unsaved.get(height) === raw) this.unsaved.delete(height);
     });
   }
 
   saveCertificate(identityFp: string, signingKeyHex: string, raw: Buffer): void {
-    this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, `${identityFp}-${signingKeyHex}.cert`), raw, 0o644));
+    void this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, `${identityFp}-${signingKeyHex}.cert`), raw, 0o644));
   }
 
-  savePending(raw: Buffer): void {
-    this.enqueue('pending block', () => writeFileAtomic(path.join(this.dir, 'pending.blk'), raw, 0o644));
+  /** Resolves true once pending.blk holds `raw` durably, false when the write failed (reported). */
+  savePending(raw: Buffer): Promise<boolean> {
+    return this.enqueue('pending block', () => writeFileAtomic(path.join(this.dir, 'pending.blk'), raw, 0o644));
   }
 
   /** Resolves when every write queued so far has finished (or failed and been reported). */
@@ -98,7 +99,10 @@ export class RewardStore {
     return this.queue;
   }
 
-  private enqueue(what: string, job: () => Promise<void>): void {
-    this.queue = this.queue.then(job).catch((e: Error) => this.onWriteError(what, e));
+  /** Queue a write; resolves true when it succeeded, false when it failed (and was reported). */
+  private enqueue(what: string, job: () => Promise<void>): Promise<boolean> {
+    const done = this.queue.then(job).then(() => true, (e: Error) => { this.onWriteError(what, e); return false; });
+    this.queue = done.then(() => undefined);
+    return done;
   }
 }

@@ -67,6 +67,12 @@ interface Held {
   hash: Buffer;
   /** The signatures by authority fingerprint; published once appended to the chain (then more signatures rewrite the stored file). */
   round: SigningRound<RewardSignature>;
+  /**
+   * pending.blk holds this block (SPEC §8.7.4: stored before it is served). Until then neither the
+   * pending route nor a published block carries this authority's signature, so a crash before the
+   * write cannot leave a signature out there that a restart would not know of.
+   */
+  stored: boolean;
 }
 
 /** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
@@ -222,7 +228,8 @@ export class RewardLedger {
   /** GET /bitcloud/rewards/pending: the block being signed with the signatures held, or null. */
   pendingBytes(): Buffer | null {
     const p = this.pending;
-    if (!p) return null;
+    // SPEC §8.7.4: served only once pending.blk holds it.
+    if (!p?.stored) return null;
     const e = this.pendingEncoded;
     if (e && e.held === p && e.size === p.round.size) return e.bytes;
     const bytes = encodeSignedRewardBlock(p.body, sortedSigs(p));
@@ -468,17 +475,23 @@ export class RewardLedger {
       slot: sb.block.height, bodyId: sb.hash, authorities: this.o.authorities, self: this.self, own, held: byFp, timeoutMs: this.timeout(),
       hooks: {
         fetch: (a, _round, timeoutMs) => this.fetchPending(held, a, timeoutMs),
-        publish: () => this.publish(held),
+        publish: () => held.stored && this.publish(held),
         fetchFailed: (a, e) => {
           this.m.sigs.labels(errorCode(e)).inc();
           this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward signature fetch failed');
         },
       },
     });
-    const held: Held = { block: sb.block, body: sb.body, hash: sb.hash, round };
+    const held: Held = { block: sb.block, body: sb.body, hash: sb.hash, round, stored: !save };
     this.pending = held;
     this.pendingEncoded = null;
-    if (save) this.store.savePending(this.pendingBytes()!);
+    if (save) {
+      this.track(this.store.savePending(encodeSignedRewardBlock(sb.body, sb.signatures)).then((ok) => {
+        if (!ok) return; // reported by the store; this block is never served, the chain moves on without it
+        held.stored = true;
+        if (this.pending === held) held.round.publish();
+      }));
+    }
     return held;
   }
 

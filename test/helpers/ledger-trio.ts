@@ -57,7 +57,7 @@ export interface LedgerTrio {
   start(n: TrioNode): RewardLedger;
   /** Stop a node's ledger; its server stays and answers 404. */
   stop(n: TrioNode): Promise<void>;
-  /** Ticks every running ledger and waits for the fetches it started, `times` times. */
+  /** Waits for writes queued so far, ticks every running ledger and waits for the fetches it started, `times` times. */
   rounds(times?: number): Promise<void>;
   running(): RewardLedger[];
   /** POST /bitcloud/transfers to a node. */
@@ -95,6 +95,8 @@ export async function startLedgerTrio(o: LedgerTrioOptions): Promise<LedgerTrio>
     },
     async rounds(times = 3) {
       for (let i = 0; i < times; i++) {
+        // Writes queued since the last round (a pending.blk is served only once stored) land first.
+        await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));
         if (o.clock !== undefined) trio.clock += P * 1000;
         for (const n of nodes) n.ledger?.tick();
         await Promise.all(nodes.map((n) => n.ledger?.whenIdle()));

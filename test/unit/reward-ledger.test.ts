@@ -3,7 +3,7 @@
 // /bitcloud/keys/certificate). Two agree on a block and publish it at 2 of 3; the third, started
 // later, catches up; blocks are stored atomically and survive a restart; a bad stored block is set
 // aside and fetched again.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
@@ -13,6 +13,19 @@ import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
+
+// Writes of pending.blk wait for `pendingGate` while it is set (to see what is served meanwhile).
+const gate = vi.hoisted(() => ({ pendingGate: null as Promise<void> | null, file: '' }));
+vi.mock('../../src/ops/fsutil', async (orig) => {
+  const real = await orig<typeof import('../../src/ops/fsutil')>();
+  return {
+    ...real,
+    writeFileAtomic: async (...args: Parameters<typeof real.writeFileAtomic>) => {
+      if (gate.pendingGate && String(args[0]) === gate.file) await gate.pendingGate;
+      return real.writeFileAtomic(...args);
+    },
+  };
+});
 
 const P = 5;
 const NOW = Date.now();
@@ -174,5 +187,45 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
     expect(beyond.status).toBe(200);
     const { decodeRewardChainBundle } = await import('../../src/bandwidth/reward-chain');
     expect(decodeRewardChainBundle(Buffer.from(await beyond.arrayBuffer()))).toMatchObject({ chainLength: 2, blocks: [] });
+  });
+});
+
+describe('pending block durability (SPEC §8.7.4)', () => {
+  it('serves its pending block (and its signature) only once pending.blk is on disk', async () => {
+    const t = await startLedgerTrio({ seed: 90, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-pending-', startAll: false, logLevel: 'silent' });
+    try {
+      const ls = t.nodes.map((n) => t.start(n));
+      // The proposer of height 0 signs its block at once; its pending.blk write is held back.
+      const i = ls.findIndex((l, k) => l.proposerOf(0) === t.nodes[k].signer.identity.toString('hex'));
+      const [a, n] = [ls[i], t.nodes[i]];
+      const others = ls.filter((l) => l !== a);
+      let release!: () => void;
+      gate.file = path.join(n.dir, 'rewards', 'pending.blk');
+      gate.pendingGate = new Promise<void>((r) => { release = r; });
+      a.onConsensus(consensus(E0, [[1, 300]]));
+      expect(a.pendingBlock).toMatchObject({ height: 0 });
+      expect(fs.existsSync(gate.file)).toBe(false);
+      expect(a.pendingBytes()).toBeNull();
+      expect((await fetch(`http://127.0.0.1:${n.port}${PATHS.rewardsPending}`)).status).toBe(404);
+      // The others sign the same body and ask for A's signature meanwhile: they do not get it.
+      for (const l of others) l.onConsensus(consensus(E0, [[1, 300]]));
+      for (let r = 0; r < 3; r++) {
+        for (const l of others) l.tick();
+        await Promise.all(others.map((l) => l.whenIdle()));
+      }
+      for (const l of others) expect(l.pendingBlock!.signers).not.toContain(n.signer.identity.toString('hex'));
+      release();
+      gate.pendingGate = null;
+      await a.whenIdle();
+      expect(a.pendingBytes()!.equals(fs.readFileSync(gate.file))).toBe(true);
+      await t.rounds(3);
+      for (const l of ls) {
+        expect(l.height).toBe(0);
+        expect(l.pendingBlock!.signers).toContain(n.signer.identity.toString('hex'));
+      }
+    } finally {
+      gate.pendingGate = null;
+      await t.close();
+    }
   });
 });
