@@ -6,7 +6,7 @@
 import { err, errorCode, isErrorCode, layerOf } from '../errors';
 import { majorityOf, type AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type HttpResponse } from '../dir/fetch';
-import { certifiedRewardAuthorities } from '../dir/reward-authorities';
+import { RewardCertificateSet } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import { shuffle } from '../crypto/primitives';
 import {
@@ -66,7 +66,7 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
   for (const src of sources) {
     const source = src.label;
     if (!got) {
-      const acc = newAccumulator();
+      const acc = newAccumulator(o);
       try {
         await fetchFrom(src, o, acc);
         got = { acc, source };
@@ -91,10 +91,11 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
   throw err(first && isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
 }
 
-interface ChainAccumulator { state: ChainState; blocks: VerifiedRewardBlock[]; certs: Buffer[] }
+/** `certs`: every distinct certificate of the bundles read, each checked once (SPEC §8.7.5: a source may repeat them on every page). */
+interface ChainAccumulator { state: ChainState; blocks: VerifiedRewardBlock[]; certs: RewardCertificateSet }
 
-function newAccumulator(): ChainAccumulator {
-  return { state: emptyChainState(), blocks: [], certs: [] };
+function newAccumulator(o: FetchRewardChainOptions): ChainAccumulator {
+  return { state: emptyChainState(), blocks: [], certs: new RewardCertificateSet(o.authorities, { periodSeconds: o.periodSeconds, skewMs: o.skewMs }) };
 }
 
 function directSource(base: string, fetcher: Fetcher | undefined): RewardSource {
@@ -118,8 +119,9 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       if (bundle.chainLength > from) throw err('REWARD_MALFORMED', `${source} claims ${bundle.chainLength} blocks but sent none from height ${from}`);
       break;
     }
-    certs.push(...bundle.certificates);
-    const verifier = certifiedRewardAuthorities(o.authorities, certs, { periodSeconds: o.periodSeconds, skewMs: o.skewMs });
+    // A certificate kept already is not checked again; one that failed is checked once per page.
+    for (const c of new Map(bundle.certificates.map((c) => [c.toString('hex'), c])).values()) certs.add(c);
+    const verifier = certs.verifier;
     for (const sb of bundle.blocks) {
       applyRewardBlock(state, sb, verifier, threshold, { schedule });
       blocks.push({ block: sb.block, hash: sb.hash, signers: sb.signatures.map((s) => s.authority.toString('hex')).sort() });

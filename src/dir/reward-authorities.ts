@@ -40,30 +40,57 @@ export function certifiedRewardAuthorities(
   authorities: readonly { identity: Uint8Array }[], certificates: readonly Uint8Array[],
   o: { periodSeconds: number; skewMs?: number },
 ): CertifiedRewardAuthorities {
-  if (!Number.isSafeInteger(o.periodSeconds) || o.periodSeconds <= 0) throw err('REWARD_BAD_INPUT', `period must be a positive number of seconds, got ${o.periodSeconds}`);
-  const skew = o.skewMs ?? 60_000;
-  const configured = new Set(authorities.map((a) => Buffer.from(a.identity).toString('hex')));
-  // identity fp / signing key hex → every certificate for that pair (keys may be re-certified).
-  const byKey = new Map<string, VerifiedCertificate[]>();
-  for (const raw of certificates) {
-    let c: VerifiedCertificate;
-    try { c = verifyKeyCertificate(raw); } catch { continue; }
-    if (!configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) continue;
-    const k = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
-    const list = byKey.get(k) ?? [];
-    if (!list.some((x) => x.raw.equals(c.raw))) list.push(c);
-    byKey.set(k, list);
+  const set = new RewardCertificateSet(authorities, o);
+  for (const raw of certificates) set.add(raw);
+  return set.verifier;
+}
+
+/**
+ * Certificates gathered over several chain bundles (SPEC §8.7.5: up to 1024 per bundle, unsigned
+ * helper data): each distinct envelope is checked once, and only those that verify and name a
+ * configured authority are kept. `verifier` always reads the certificates added so far.
+ */
+export class RewardCertificateSet {
+  readonly verifier: CertifiedRewardAuthorities;
+  /** identity fp / signing key hex → every certificate for that pair (keys may be re-certified). */
+  private readonly byKey = new Map<string, VerifiedCertificate[]>();
+  /** The envelopes kept (hex), so a repeated one is not checked again. */
+  private readonly kept = new Set<string>();
+  private readonly configured: Set<string>;
+
+  constructor(authorities: readonly { identity: Uint8Array }[], o: { periodSeconds: number; skewMs?: number }) {
+    if (!Number.isSafeInteger(o.periodSeconds) || o.periodSeconds <= 0) throw err('REWARD_BAD_INPUT', `period must be a positive number of seconds, got ${o.periodSeconds}`);
+    const skew = o.skewMs ?? 60_000;
+    this.configured = new Set(authorities.map((a) => Buffer.from(a.identity).toString('hex')));
+    const certificateFor = (authority: Buffer, signingKey: Buffer, epoch: number): VerifiedCertificate | null => {
+      if (authority.length !== 32 || signingKey.equals(authority)) return null; // identity-key signatures do not count
+      const list = this.byKey.get(`${fingerprint(authority)}/${signingKey.toString('hex')}`);
+      if (!list) return null;
+      const [from, to] = rewardSigningSpan(epoch, o.periodSeconds);
+      return list.find((c) => c.validAfter - skew <= to && c.validUntil >= from) ?? null;
+    };
+    this.verifier = {
+      configured: this.configured.size,
+      accepts: (authority: Buffer, signingKey: Buffer, block: RewardBlock) => certificateFor(authority, signingKey, block.epoch) !== null,
+      certificateFor,
+    };
   }
-  const certificateFor = (authority: Buffer, signingKey: Buffer, epoch: number): VerifiedCertificate | null => {
-    if (authority.length !== 32 || signingKey.equals(authority)) return null; // identity-key signatures do not count
-    const list = byKey.get(`${fingerprint(authority)}/${signingKey.toString('hex')}`);
-    if (!list) return null;
-    const [from, to] = rewardSigningSpan(epoch, o.periodSeconds);
-    return list.find((c) => c.validAfter - skew <= to && c.validUntil >= from) ?? null;
-  };
-  return {
-    configured: configured.size,
-    accepts: (authority: Buffer, signingKey: Buffer, block: RewardBlock) => certificateFor(authority, signingKey, block.epoch) !== null,
-    certificateFor,
-  };
+
+  /** Number of certificates kept. */
+  get size(): number { return this.kept.size; }
+
+  /** Adds one envelope; true when it is new, verifies and vouches for a configured authority's signing key. */
+  add(raw: Uint8Array): boolean {
+    const hex = Buffer.from(raw).toString('hex');
+    if (this.kept.has(hex)) return false;
+    let c: VerifiedCertificate;
+    try { c = verifyKeyCertificate(raw); } catch { return false; }
+    if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
+    const k = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
+    const list = this.byKey.get(k) ?? [];
+    list.push(c);
+    this.byKey.set(k, list);
+    this.kept.add(hex);
+    return true;
+  }
 }

@@ -1,7 +1,7 @@
 // SPEC.md §8.7.3: the client fetches the whole reward chain and refuses it on an altered block, a
 // missing signature or a broken hash link, trying the next source; `bitcloud rewards` prints the
 // verified balances (text and --json) and exits non-zero with the REWARD_* code on a bad chain.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -21,6 +21,13 @@ import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
 import { CONSENSUS_CACHE_FILE } from '../../src/dir/consensus-cache';
+
+// Counts key-certificate checks (the real check runs).
+const certChecks = vi.hoisted(() => ({ n: 0 }));
+vi.mock('../../src/dir/certificate', async (orig) => {
+  const real = await orig<typeof import('../../src/dir/certificate')>();
+  return { ...real, verifyKeyCertificate: (...a: Parameters<typeof real.verifyKeyCertificate>) => { certChecks.n++; return real.verifyKeyCertificate(...a); } };
+});
 
 const P = 60;
 const NOW = Date.now();
@@ -147,6 +154,24 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
     const r2 = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [behind.url, bad.url] });
     expect(r2.state.height).toBe(2);
     expect(r2.failures.map((f) => f.source)).toEqual([bad.url]);
+  });
+
+  it('checks each distinct certificate once, however many pages repeat it (SPEC §8.7.5)', async () => {
+    const blocks = chain(12);
+    // A hostile source: one block per page, each page with 1024 certificates (the three, repeated).
+    const many = Array.from({ length: 1024 }, (_, i) => certs[i % 3]);
+    const src = {
+      label: 'hostile mirror',
+      get: (pq: string) => {
+        const from = Number(new URL(pq, 'http://x').searchParams.get('from'));
+        const body = encodeRewardChainBundle(blocks.length, many, blocks.slice(from, from + 1));
+        return Promise.resolve({ status: 200, headers: {}, body });
+      },
+    };
+    certChecks.n = 0;
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src] });
+    expect(r.state.height).toBe(11);
+    expect(certChecks.n).toBeLessThanOrEqual(3);
   });
 
   it('formats coins with 8 decimals', () => {
