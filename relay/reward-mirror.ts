@@ -15,32 +15,90 @@ import { shuffle } from '../src/crypto/primitives';
 export const REWARD_MIRROR_TTL_MS = 10_000;
 /** Distinct `from` heights kept at once (the oldest is dropped). */
 const MAX_ENTRIES = 64;
+/** Bytes of answers held at once, all `from` heights together (the oldest are dropped): one largest bundle. */
+export const REWARD_MIRROR_MAX_BYTES = MAX_REWARD_BUNDLE_BYTES;
 
-interface Entry { at: number; body: Promise<Buffer> }
+/** `bytes`: the answer's length once it arrived (0 while the fetch runs). */
+interface Entry { at: number; body: Promise<Buffer>; bytes: number }
 
 export class RewardMirror {
+  /** By `from`, oldest first. */
   private readonly cache = new Map<number, Entry>();
+  private bytes = 0;
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
     private readonly o: { ttlMs?: number; timeoutMs?: number; now?: () => number } = {},
   ) {}
 
+  /** What is held now: answers (or fetches in flight) and the bytes of the answers. */
+  get held(): { entries: number; bytes: number } {
+    return { entries: this.cache.size, bytes: this.bytes };
+  }
+
   /**
    * The bundle from height `from` as an authority serves it. Concurrent and repeated requests
    * within the TTL share one fetch. Rejects with REWARD_NOT_AVAILABLE when no authority answered.
    */
   bundle(from: number): Promise<Buffer> {
-    const now = (this.o.now ?? Date.now)();
+    const now = this.now();
+    this.sweep(now);
     const hit = this.cache.get(from);
-    if (hit && now - hit.at < (this.o.ttlMs ?? REWARD_MIRROR_TTL_MS)) return hit.body;
+    if (hit) return hit.body;
     const body = this.fetch(from);
-    this.cache.delete(from);
-    this.cache.set(from, { at: now, body });
-    while (this.cache.size > MAX_ENTRIES) this.cache.delete(this.cache.keys().next().value as number);
-    // A failure is not kept: the next client asks again.
-    body.catch(() => { if (this.cache.get(from)?.body === body) this.cache.delete(from); });
+    const entry: Entry = { at: now, body, bytes: 0 };
+    this.cache.set(from, entry);
+    while (this.cache.size > MAX_ENTRIES) this.drop(this.cache.keys().next().value as number);
+    body.then((b) => {
+      if (this.cache.get(from) !== entry) return;
+      entry.bytes = b.length;
+      this.bytes += b.length;
+      // Within the byte budget, the oldest answers go first (this one last).
+      for (const k of [...this.cache.keys()]) {
+        if (this.bytes <= REWARD_MIRROR_MAX_BYTES) break;
+        if (k !== from) this.drop(k);
+      }
+      if (this.bytes > REWARD_MIRROR_MAX_BYTES) this.drop(from);
+    }, () => {
+      // A failure is not kept: the next client asks again.
+      if (this.cache.get(from) === entry) this.drop(from);
+    });
+    this.armSweeper();
     return body;
+  }
+
+  private now(): number {
+    return (this.o.now ?? Date.now)();
+  }
+
+  private ttl(): number {
+    return this.o.ttlMs ?? REWARD_MIRROR_TTL_MS;
+  }
+
+  private drop(from: number): void {
+    const e = this.cache.get(from);
+    if (!e) return;
+    this.bytes -= e.bytes;
+    this.cache.delete(from);
+  }
+
+  /** SPEC §6.10.1: an answer is served for the TTL and then let go, asked for again or not. */
+  private sweep(now: number): void {
+    for (const [k, e] of this.cache) if (now - e.at >= this.ttl()) this.drop(k);
+  }
+
+  /** While anything is held, a timer (which keeps no process alive) lets expired answers go. */
+  private armSweeper(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      this.sweep(this.now());
+      if (this.cache.size === 0 && this.sweeper) {
+        clearInterval(this.sweeper);
+        this.sweeper = null;
+      }
+    }, this.ttl());
+    this.sweeper.unref();
   }
 
   private async fetch(from: number): Promise<Buffer> {

@@ -2,8 +2,8 @@
 // fetch among the clients asking within the TTL, and tries the next authority when one fails.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { RewardMirror } from '../../relay/reward-mirror';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { REWARD_MIRROR_MAX_BYTES, RewardMirror } from '../../relay/reward-mirror';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { FETCHER_HEADER } from '../../src/dir/fetch';
 
@@ -35,6 +35,26 @@ describe('RewardMirror', () => {
     now += 2;
     await m.bundle(0);
     expect(a.hits).toHaveLength(3);
+  });
+
+  it('drops answers once they are past the TTL, without waiting for the same `from` (SPEC §6.10.1)', async () => {
+    const a = await authority((req, res) => { res.writeHead(200); res.end(Buffer.alloc(1000, 1)); });
+    let now = 1_000_000;
+    const m = new RewardMirror([a.info], { ttlMs: 20, now: () => now });
+    await Promise.all(Array.from({ length: 64 }, (_, i) => m.bundle(i)));
+    expect(m.held).toEqual({ entries: 64, bytes: 64_000 });
+    now += 21;
+    // Nobody asks again: the expired answers go on their own.
+    await vi.waitFor(() => expect(m.held).toEqual({ entries: 0, bytes: 0 }), { timeout: 5000 });
+  });
+
+  it('keeps the answers held within a byte budget (REWARD_MIRROR_MAX_BYTES)', async () => {
+    const size = 8 * 1024 * 1024;
+    const a = await authority((req, res) => { res.writeHead(200); res.end(Buffer.alloc(size, 2)); });
+    const m = new RewardMirror([a.info], { now: () => 1_000_000 });
+    for (let i = 0; i < 12; i++) expect((await m.bundle(i)).length).toBe(size);
+    expect(m.held.bytes).toBeLessThanOrEqual(REWARD_MIRROR_MAX_BYTES);
+    expect(m.held.entries).toBe(REWARD_MIRROR_MAX_BYTES / size);
   });
 
   it('tries the next authority when one fails; with none, REWARD_NOT_AVAILABLE, and the failure is not kept', async () => {
