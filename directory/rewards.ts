@@ -627,8 +627,10 @@ export class RewardLedger {
       let signers = sb.signatures;
       if (p && p.block.height === sb.block.height) {
         if (p.hash.equals(sb.hash)) {
-          // Our own pending block, published elsewhere first: keep our signature on it too.
-          for (const s of sb.signatures) p.round.add(s.authority.toString('hex'), s);
+          // Our own pending block, published elsewhere first: keep our signature on it too. Its other
+          // signatures are merged as the exchange merges them (SPEC §8.7.4: those that count and
+          // verify): an entry that does not count must not stand in for its authority's real one.
+          for (const [fp, s] of this.merge(p, sb, from)) p.round.add(fp, s);
           signers = sortedSigs(p);
         } else {
           this.pending = null;

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { decodeSignedRewardBlock } from '../../src/bandwidth/reward-chain';
+import { decodeSignedRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
 import { fetchRewardChain } from '../../src/client/rewards';
@@ -225,6 +225,54 @@ describe('pending block durability (SPEC §8.7.4)', () => {
       }
     } finally {
       gate.pendingGate = null;
+      await t.close();
+    }
+  });
+});
+
+describe('catch-up of the own pending block (SPEC §8.7.4)', () => {
+  it('merges only the signatures that count and verify; a bogus entry does not stand in for an authority', async () => {
+    let crafted: Buffer | null = null;
+    const t = await startLedgerTrio({
+      seed: 110, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-catchup-', startAll: false, logLevel: 'silent',
+      // While `crafted` is set, B and C serve it as their chain and hold no pending block.
+      route: (n, url, _req, res) => {
+        if (!crafted || n === t.nodes[ia]) return false;
+        if (url.pathname === PATHS.rewardsPending) { res.writeHead(404); res.end('{}'); return true; }
+        if (url.pathname === PATHS.rewards) { res.writeHead(200, { 'content-length': crafted.length }); res.end(crafted); return true; }
+        return false;
+      },
+    });
+    const ls = t.nodes.map((n) => t.start(n));
+    const fps = t.nodes.map((n) => n.signer.identity.toString('hex'));
+    // A proposes height 0; B and C sign its body.
+    const ia = ls.findIndex((l, k) => l.proposerOf(0) === fps[k]);
+    const [ib, ic] = [0, 1, 2].filter((k) => k !== ia);
+    const [a, b, c] = [ls[ia], ls[ib], ls[ic]];
+    try {
+      for (const l of ls) l.onConsensus(consensus(E0, [[1, 300]]));
+      await a.whenIdle();
+      for (const l of [b, c]) { l.tick(); await l.whenIdle(); }
+      const theirs = decodeSignedRewardBlock(b.pendingBytes()!);
+      expect(theirs.hash.equals(decodeSignedRewardBlock(a.pendingBytes()!).hash)).toBe(true);
+      const sigA = decodeSignedRewardBlock(a.pendingBytes()!).signatures.find((s) => s.authority.equals(t.nodes[ia].signer.identity))!;
+      const sigB = theirs.signatures.find((s) => s.authority.equals(t.nodes[ib].signer.identity))!;
+      // A majority (A, B) and an entry under C's identity that does not count (a key C never certified).
+      const bogusC = { authority: t.nodes[ic].signer.identity, signingKey: Buffer.alloc(32, 7), signature: Buffer.alloc(64, 9) };
+      const sigs = [sigA, sigB, bogusC].sort((x, y) => Buffer.compare(x.authority, y.authority));
+      crafted = encodeRewardChainBundle(1, [t.nodes[ia].signer.certificate, t.nodes[ib].signer.certificate], [encodeSignedRewardBlock(theirs.body, sigs)]);
+      a.tick();
+      await a.whenIdle();
+      expect(a.height).toBe(0);
+      expect(a.pendingBlock!.signers).toEqual([fps[ia], fps[ib]].sort());
+      // C's real signature is still fetched, and the stored block carries it.
+      crafted = null;
+      await t.rounds(2);
+      expect(a.pendingBlock!.signers).toEqual([...fps].sort());
+      const stored = decodeSignedRewardBlock(fs.readFileSync(path.join(t.nodes[ia].dir, 'rewards', 'blocks', blockFileName(0))));
+      const sigC = stored.signatures.find((s) => s.authority.equals(t.nodes[ic].signer.identity))!;
+      expect(rewardSignatureVerifies(stored.body, sigC)).toBe(true);
+    } finally {
       await t.close();
     }
   });
