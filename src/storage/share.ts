@@ -6,8 +6,11 @@ import { blake2b, constantTimeEqual } from '../crypto/primitives';
 export const SHARE_ID_BYTES = 32;
 /** Largest chunk plaintext (SPEC.md §9.2). */
 export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
-/** Largest share: a whole maximal encrypted chunk (k = 1). Nodes refuse anything larger. */
-export const MAX_SHARE_BYTES = MAX_CHUNK_SIZE + 16;
+/**
+ * Largest share: a whole maximal encrypted chunk (k = 1), its plaintext plus the 24-byte nonce and
+ * 16-byte tag (SPEC.md §9.1, §9.2). Nodes refuse anything larger.
+ */
+export const MAX_SHARE_BYTES = MAX_CHUNK_SIZE + 40;
 
 const HEX_ID = /^[0-9a-f]{64}$/;
 

@@ -8,6 +8,7 @@
 // its id, BLAKE2b-32 of the bytes, names it. Decoding failures are CONTRACT_MALFORMED.
 import { err } from '../errors';
 import { Reader, Writer, MAX_SAFE_U64, type CodecCodes } from './bytes';
+import { MAX_SHARE_BYTES } from '../storage/share';
 
 export const CONTRACT_MAGIC = Buffer.from('BCSC', 'ascii');
 export const CONTRACT_VERSION = 1;
@@ -18,8 +19,6 @@ export const MAX_CONTRACT_EPOCHS = 100_000;
 export const CONTRACT_ENTRY_BYTES = 32 + 32 + 4 + 32;
 export const CONTRACT_HEADER_BYTES = 4 + 1 + 8 + 8 + 4;
 export const MAX_CONTRACT_BYTES = CONTRACT_HEADER_BYTES + MAX_CONTRACT_ENTRIES * CONTRACT_ENTRY_BYTES;
-/** MAX_SHARE_BYTES (SPEC.md §9.1). */
-const MAX_SHARE = 16 * 1024 * 1024 + 16;
 const CODES: CodecCodes = { truncated: 'CONTRACT_MALFORMED', malformed: 'CONTRACT_MALFORMED' };
 
 export interface ContractEntry {
@@ -61,7 +60,7 @@ export function encodeContract(c: StorageContract): Buffer {
   let prev: ContractEntry | null = null;
   for (const e of c.entries) {
     if (e.node.length !== 32 || e.shareId.length !== 32 || e.auditRoot.length !== 32) throw err('CONTRACT_MALFORMED', 'node, share id and audit root are 32 bytes');
-    if (!Number.isInteger(e.shareSize) || e.shareSize < 1 || e.shareSize > MAX_SHARE) throw err('CONTRACT_MALFORMED', `share size ${e.shareSize} outside 1..${MAX_SHARE}`);
+    if (!Number.isInteger(e.shareSize) || e.shareSize < 1 || e.shareSize > MAX_SHARE_BYTES) throw err('CONTRACT_MALFORMED', `share size ${e.shareSize} outside 1..${MAX_SHARE_BYTES}`);
     if (prev && compareEntries(prev, e) >= 0) throw err('CONTRACT_MALFORMED', 'entries are not in ascending (node, share id) order or repeat');
     prev = e;
     w.bytes(e.node).bytes(e.shareId).u32(e.shareSize, 'share_size').bytes(e.auditRoot);
@@ -86,7 +85,7 @@ export function decodeContract(b: Uint8Array): StorageContract {
   let prev: ContractEntry | null = null;
   for (let i = 0; i < count; i++) {
     const e: ContractEntry = { node: r.bytes(32, 'node'), shareId: r.bytes(32, 'share_id'), shareSize: r.u32('share_size'), auditRoot: r.bytes(32, 'audit_root') };
-    if (e.shareSize < 1 || e.shareSize > MAX_SHARE) throw err('CONTRACT_MALFORMED', `entry ${i}: share size ${e.shareSize} outside 1..${MAX_SHARE}`);
+    if (e.shareSize < 1 || e.shareSize > MAX_SHARE_BYTES) throw err('CONTRACT_MALFORMED', `entry ${i}: share size ${e.shareSize} outside 1..${MAX_SHARE_BYTES}`);
     if (prev && compareEntries(prev, e) >= 0) throw err('CONTRACT_MALFORMED', `entry ${i}: not after the previous entry in (node, share id) order`);
     prev = e;
     entries.push(e);

@@ -4,6 +4,8 @@ import { decodeRequest, decodeResponse, encodeRequest, encodeRequestFrame, encod
 import { encodeFrame, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../../src/storage/framing';
 import { encodeProto, pb } from '../../src/storage/proto';
 import { err, isBitcloudError } from '../../src/errors';
+import { encodeChunk } from '../../src/storage/encode';
+import { MAX_CHUNK_SIZE, MAX_SHARE_BYTES } from '../../src/storage/share';
 
 const id = Buffer.alloc(32, 7);
 
@@ -38,6 +40,17 @@ describe('whole frames built with one copy of the data (SPEC §9.6.1)', () => {
 });
 
 describe('storage protocol messages (SPEC §9.6)', () => {
+  it('a 1-of-n share of a maximal chunk is a valid put (SPEC §9.1, §9.2, §9.3)', () => {
+    const { shares } = encodeChunk(Buffer.alloc(32, 1), 0, Buffer.alloc(MAX_CHUNK_SIZE, 3), { k: 1, n: 2 });
+    expect(shares[0].bytes.length).toBe(MAX_CHUNK_SIZE + 40);
+    const req: StorageRequest = { type: 'put', id: shares[0].id, data: shares[0].bytes, leaseSeconds: 60 };
+    const frame = encodeRequestFrame(1, req);
+    expect(frame.length - 4).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    const got = decodeRequest(frame.subarray(4));
+    expect(got.req.type).toBe('put');
+    expect(got.req.type === 'put' && got.req.data.length).toBe(MAX_CHUNK_SIZE + 40);
+    expect(codeOf(() => decodeRequest(encodeRequest(1, { ...req, data: Buffer.alloc(MAX_SHARE_BYTES + 1) })))).toBe('STORAGE_BAD_REQUEST');
+  });
   const requests: StorageRequest[] = [
     { type: 'put', id, data: Buffer.from('share bytes'), leaseSeconds: 3600 },
     { type: 'get', id, offset: 10, length: 0 },
