@@ -81,14 +81,29 @@ export function decodeFolder(b: Uint8Array): Folder {
     try { cap = parseCapability(x.cap); } catch { throw err('FOLDER_MALFORMED', `entry ${i}: not a capability`, { index: i }); }
     return { path: x.path, cap, size: x.size as number };
   });
-  // A file and a folder of the same name ("a" and "a/b") cannot both exist.
-  for (const p of seen) {
-    const parts = p.split('/');
-    for (let j = 1; j < parts.length; j++) {
-      if (seen.has(parts.slice(0, j).join('/'))) throw err('FOLDER_MALFORMED', `${JSON.stringify(parts.slice(0, j).join('/'))} is both a file and a folder`);
-    }
-  }
+  const clash = fileAndFolder(seen);
+  if (clash !== null) throw err('FOLDER_MALFORMED', `${JSON.stringify(clash)} is both a file and a folder`);
   return { entries };
+}
+
+/**
+ * A path of `paths` that is also a folder of another ("a" beside "a/b"), or null. SPEC.md §9.15: no
+ * path is a prefix-folder of another. Linear in the listing's size bar the sort (a hostile listing
+ * of deep paths cannot stall the reader): the paths are compared as UTF-8 with "/" turned into the
+ * lowest byte, 0 (paths hold no control characters). In that order every path between p and
+ * p + "/" + x starts with p + "/", so if p is a folder of any path it is a folder of the next one.
+ */
+function fileAndFolder(paths: Iterable<string>): string | null {
+  const sorted = Array.from(paths, (path) => {
+    const key = Buffer.from(path, 'utf8');
+    for (let i = key.indexOf(0x2f); i !== -1; i = key.indexOf(0x2f, i + 1)) key[i] = 0;
+    return { path, key };
+  }).sort((a, b) => Buffer.compare(a.key, b.key));
+  for (let i = 0; i + 1 < sorted.length; i++) {
+    const p = sorted[i].key, q = sorted[i + 1].key;
+    if (q.length > p.length && q[p.length] === 0 && q.subarray(0, p.length).equals(p)) return sorted[i].path;
+  }
+  return null;
 }
 
 /** Look a path up: the entry, or whether it names a folder inside the listing (a prefix). */

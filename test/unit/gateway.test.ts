@@ -10,7 +10,7 @@ import { randomBytes } from '../../src/crypto/primitives';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { base32Encode, formatCapability, parseCapability, type Capability } from '../../src/storage/capability';
-import { decodeFolder, encodeFolder, folderPathProblem, FOLDER_CONTENT_TYPE, lookupFolder, MAX_FOLDER_ENTRIES } from '../../src/storage/folder';
+import { decodeFolder, encodeFolder, folderPathProblem, FOLDER_CONTENT_TYPE, lookupFolder, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES } from '../../src/storage/folder';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile } from '../../src/client/storage-client-put';
 import { fetchManifest } from '../../src/client/storage-client-get';
@@ -140,6 +140,38 @@ describe('folder listings (SPEC.md §9.15)', () => {
     expect(() => decodeFolder(j(new Array(MAX_FOLDER_ENTRIES + 1).fill(0)))).toThrow(expect.objectContaining({ code: 'FOLDER_TOO_LARGE' }));
     expect(() => encodeFolder({ entries: [{ path: 'a/../b', cap, size: 1 }] })).toThrow(expect.objectContaining({ code: 'FOLDER_PATH_INVALID' }));
   });
+
+  it('a file that is also a folder is refused wherever it sorts; names that only share a start are not', () => {
+    const capText = formatCapability(cap);
+    const j = (paths: string[]) => Buffer.from(JSON.stringify({ version: 1, entries: paths.map((path) => ({ path, cap: capText, size: 1 })) }));
+    const ok = (paths: string[]) => decodeFolder(j(paths)).entries.map((e) => e.path);
+    const refused = (paths: string[]) => expect(() => decodeFolder(j(paths)), paths.join(' ')).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    expect(ok(['a/b', 'a/bc'])).toEqual(['a/b', 'a/bc']);
+    expect(ok(['a/b-c', 'a/b', 'a/b.c', 'a/b c', 'a/bc/d', 'a/b!/e'])).toHaveLength(6);
+    refused(['a/b', 'a/b/c']);
+    refused(['a/b/c', 'a/b']);
+    // Names that sort between "a/b" and "a/b/c" when "/" is an ordinary character.
+    refused(['a/b', 'a/b-c', 'a/b.c', 'a/b c', 'a/b!', 'a/b/c']);
+    refused(['x', 'a/b/c/d/e', 'a/b/c', 'y']);
+    refused(['a', 'a/b/c/d/e/f']);
+  });
+
+  it('a listing of deep paths as large as the limit decodes without stalling (SPEC.md §9.15)', () => {
+    const capText = formatCapability(cap);
+    const deep = 'a/'.repeat(498);
+    const paths: string[] = [];
+    let bytes = 0;
+    for (let i = 0; bytes < MAX_FOLDER_BYTES - 2048; i++) {
+      const path = deep + i.toString(36);
+      paths.push(path);
+      bytes += path.length + capText.length + 32;
+    }
+    const listing = Buffer.from(JSON.stringify({ version: 1, entries: paths.map((path) => ({ path, cap: capText, size: 1 })) }));
+    expect(listing.length).toBeLessThanOrEqual(MAX_FOLDER_BYTES);
+    expect(decodeFolder(listing).entries).toHaveLength(paths.length);
+    const clash = Buffer.from(JSON.stringify({ version: 1, entries: [...paths, deep.slice(0, -1)].map((path) => ({ path, cap: capText, size: 1 })) }));
+    expect(() => decodeFolder(clash)).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+  }, 20_000);
 });
 
 describe('host names, paths, ranges, content types (SPEC.md §9.16)', () => {
