@@ -171,7 +171,8 @@ export class BitcloudDht {
     await this.ready();
     const key = nameTarget(publisher, salt);
     const fromNet = await new Promise<DhtItem | null>((resolve, reject) => {
-      this.dht.get(key, { salt, cache: false }, (e, res) => {
+      // An empty salt is no salt (BEP 44 signs no salt entry then); the library would sign "4:salt0:".
+      this.dht.get(key, { salt: salt.length ? salt : undefined, cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
         resolve(res ? asItem(res, publisher, salt) : null);
       });
@@ -220,7 +221,7 @@ export class BitcloudDht {
     await this.ready();
     const key = nameTarget(publisher, salt);
     return new Promise((resolve, reject) => {
-      this.dht.get(key, { salt, cache: false }, (e, res) => {
+      this.dht.get(key, { salt: salt.length ? salt : undefined, cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
         // The library checked the signature (our verify) and that the key matches k | salt.
         if (!res || !res.k || !res.k.equals(publisher) || typeof res.seq !== 'number') { resolve(null); return; }

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../src/storage/dht';
 import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
+import { bep44SignedBytes } from '../../src/storage/name-record';
 import { randomBytes } from '../../src/crypto/primitives';
 import type { Capability } from '../../src/storage/capability';
 
@@ -146,6 +147,17 @@ describe('a private DHT of four storage nodes and a client', () => {
     await client.publish({ publicKey: keys.publicKey, secretKey: other.secretKey }, 'mine', forged, { seq: 2 ** 40, skipSeqCheck: true }).catch(() => {});
     const got = await client.resolve(keys.publicKey, 'mine');
     expect(got!.cap).not.toEqual(forged);
+  });
+
+  it('a DhtPut and DhtGet of an item without salt (0 bytes) and with one find it (SPEC.md §9.14.1)', async () => {
+    for (const salt of [Buffer.alloc(0), Buffer.from('some-salt')]) {
+      const keys = ed25519Generate();
+      const value = Buffer.from('a signed value');
+      const item = { publisher: keys.publicKey, salt, value, seq: 7, sig: ed25519Sign(bep44SignedBytes(salt, 7, value), keys.secretKey) };
+      expect(await client.putSignedItem(item)).toBeGreaterThan(0);
+      // The client stores no copy of its own put: what it gets comes from the nodes.
+      expect(await client.getSignedItem(keys.publicKey, salt), `salt of ${salt.length} bytes`).toEqual(item);
+    }
   });
 
   it('no datagram went anywhere but 127.0.0.1', () => {
