@@ -94,6 +94,9 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const folder = await readFolderListing(client, cap, m, stats);
   const root = path.resolve(out);
   await mkdirDurable(root, 0o700);
+  const realRoot = await fsp.realpath(root);
+  const insideRoot = (real: string) => real === realRoot || real.startsWith(realRoot + path.sep);
+  const checked = new Set<string>([root]);
   let size = 0;
   for (let i = 0; i < folder.entries.length; i++) {
     const e = folder.entries[i];
@@ -101,17 +104,48 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     // decodeFolder refused ".." and separators already; this is the last line of defence.
     if (!target.startsWith(root + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     o.onFile?.(e.path, i, folder.entries.length);
+    // A symlink planted in the output folder must not redirect a write outside it, nor the making of
+    // the folders on the way (SPEC.md §9.15: nothing is written there): each folder that exists
+    // already must lie inside the output folder before any is made below it.
+    await checkFoldersInside(root, path.dirname(target), checked, insideRoot, e.path);
     await mkdirDurable(path.dirname(target), 0o700);
-    // A symlink planted in the output folder must not redirect a write outside it.
     const real = await fsp.realpath(path.dirname(target));
-    const realRoot = await fsp.realpath(root);
-    if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
+    if (!insideRoot(real)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     const em = await fetchManifest(client, e.cap, stats);
     if (isFolderManifest(em)) throw err('FOLDER_NESTED', `${JSON.stringify(e.path)} names a folder; listings are flat`);
     const r = await getFile(client, e.cap, { output: target, placementFor: o.placementFor });
     size += r.size;
   }
   return { path: root, files: folder.entries.length, size };
+}
+
+/**
+ * FOLDER_PATH_INVALID unless every folder on the way from `root` down to `dir` that exists already
+ * resolves (through any symlink) inside the output folder; a dangling symlink is refused too. The
+ * first missing one ends the walk: what lies below it is made fresh. `checked` holds folders
+ * already found inside (they are added here), so each is looked at once.
+ */
+async function checkFoldersInside(root: string, dir: string, checked: Set<string>, insideRoot: (real: string) => boolean, entry: string): Promise<void> {
+  let cur = root;
+  for (const part of path.relative(root, dir).split(path.sep)) {
+    if (part === '') continue;
+    cur = path.join(cur, part);
+    if (checked.has(cur)) continue;
+    try {
+      await fsp.lstat(cur);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    let real: string;
+    try {
+      real = await fsp.realpath(cur);
+    } catch {
+      throw err('FOLDER_PATH_INVALID', `${JSON.stringify(entry)} goes through a broken link in ${root}`);
+    }
+    if (!insideRoot(real)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(entry)} would leave ${root}`);
+    checked.add(cur);
+  }
 }
 
 /** Whether a local path is a folder (for `bitcloud put`). */

@@ -239,6 +239,29 @@ describe('put DIR / get CAP -o DIR (SPEC.md §9.15)', () => {
       expect((await fsp.readFile(path.join(out, f))).equals(await fsp.readFile(path.join(site, f))), f).toBe(true);
     }
   });
+
+  it('a symlink in the output folder to elsewhere is refused before anything is made there', async () => {
+    const listing = path.join(root, 'through-link.json');
+    await fsp.writeFile(listing, encodeFolder({ entries: [{ path: 'x/y/z', cap: videoCap, size: video.length }] }));
+    const cap = await put(listing, { contentType: FOLDER_CONTENT_TYPE });
+    const out = path.join(root, 'linked-out');
+    const elsewhere = path.join(root, 'elsewhere');
+    await fsp.mkdir(out);
+    await fsp.mkdir(elsewhere);
+    await fsp.symlink(elsewhere, path.join(out, 'x'));
+    const c = client();
+    try {
+      await expect(getFolder(c, cap, out)).rejects.toMatchObject({ code: 'FOLDER_PATH_INVALID' });
+    } finally { await c.close(); }
+    expect(await fsp.readdir(elsewhere)).toEqual([]);
+    // A symlink that stays inside the output folder is followed as before.
+    const inner = path.join(root, 'linked-in');
+    await fsp.mkdir(path.join(inner, 'real'), { recursive: true });
+    await fsp.symlink(path.join(inner, 'real'), path.join(inner, 'x'));
+    const c2 = client();
+    try { expect((await getFolder(c2, cap, inner)).files).toBe(1); } finally { await c2.close(); }
+    expect((await fsp.readFile(path.join(inner, 'real', 'y', 'z'))).equals(video)).toBe(true);
+  });
 });
 
 describe('the gateway through a SOCKS5 proxy (SPEC.md §9.16)', () => {
