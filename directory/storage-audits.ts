@@ -14,7 +14,7 @@ import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
 import { writeFileAtomic, mkdirDurableSync } from '../src/ops/fsutil';
-import { blake2b, shuffle } from '../src/crypto/primitives';
+import { blake2b, randomBytes, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
 import { CircuitManager } from '../src/client/circuit-manager';
@@ -22,6 +22,7 @@ import type { ClientCircuit } from '../src/client/client-circuit';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
 import { auditShare, type ChallengeSender } from '../src/storage/auditor';
+import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
 import { decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
@@ -277,13 +278,18 @@ export class StorageAudits {
     await Promise.all([...byNode].map(async ([fp, shares]) => {
       const node = nodes.get(fp);
       if (!node) return; // not a storage node of the consensus: nothing to audit, nothing credited
-      const pick = shuffle([...shares.values()]).slice(0, cap);
-      const fail = (s: (typeof pick)[number], code: string): ReportedAudit =>
-        ({ node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex'), shareId: s.shareId.toString('hex'), ok: false, code, nonce: '', blocks: [] });
+      // SPEC.md §9.20.3: every result carries a nonce and the blocks it derives, a pair the node was
+      // never asked too, so each pair's challenge is drawn before the node is reached.
+      const pick = shuffle([...shares.values()]).slice(0, cap).map((s) => ({ ...s, nonce: randomBytes(32) }));
+      const fail = (s: (typeof pick)[number], code: string): ReportedAudit => ({
+        node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex'), shareId: s.shareId.toString('hex'), ok: false, code,
+        nonce: s.nonce.toString('hex'), blocks: challengeBlocks(s.nonce, s.shareId, s.size, DEFAULT_AUDIT_BLOCKS),
+      });
       let conn: Awaited<ReturnType<AuditConnector>>;
       try {
         conn = await connect(node, timeoutMs);
       } catch (x) {
+        // §9.20.2: a node that cannot be reached fails every pair, with the connection's code.
         for (const s of pick) results.push(fail(s, errorCode(x)));
         return;
       }
@@ -291,7 +297,7 @@ export class StorageAudits {
         for (const s of pick) {
           if (this.closed) break;
           const send: ChallengeSender = (req) => withTimeout(conn.send(req), timeoutMs);
-          const r = await auditShare(send, { shareId: s.shareId, size: s.size, root: s.root });
+          const r = await auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS });
           results.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });
         }
       } finally {

@@ -12,7 +12,7 @@ import { isBitcloudError } from '../../src/errors';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { FLAG_BITS } from '../../src/dir/types';
-import { auditRoot, proveBlocks } from '../../src/storage/audit';
+import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit';
 import { shareId } from '../../src/storage/share';
 import { verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
 import { encodeAuditAnswer } from '../../src/wire/audit-answer';
@@ -215,6 +215,38 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     now = epochStart(E + 6);
     expect(await codeOf(() => again.accept(contract))).toBe('CONTRACT_EXPIRED');
     expect(await codeOf(() => again.accept(Buffer.from('BCSC')))).toBe('CONTRACT_MALFORMED');
+  });
+
+  it('a contracted node that cannot be reached fails every pair with the connection code, and the report still verifies', async () => {
+    const up = await node(), down = await node();
+    const held = new Map<string, Buffer>();
+    const a = randomBytes(2000), b1 = randomBytes(3000), b2 = randomBytes(700);
+    await up.store.put(shareId(a), a, 3600);
+    const inner = connector([up], held);
+    const connect: AuditConnector = async (r, t) => {
+      if (r.fingerprint === down.fp) throw Object.assign(new Error('unreachable'), { code: 'STORAGE_TIMEOUT' });
+      return inner(r, t);
+    };
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([
+      entry(up.key.publicKey, a), entry(down.key.publicKey, b1), entry(down.key.publicKey, b2),
+    ]) }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [up.relay, down.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
+    const failed = body.results.filter((r) => r.node === down.fp);
+    expect(failed).toHaveLength(2);
+    for (const r of failed) {
+      expect(r.ok).toBe(false);
+      expect(r.code).toBe('STORAGE_TIMEOUT');
+      expect(r.nonce).toMatch(/^[0-9a-f]{64}$/);
+      expect(r.blocks.length).toBeGreaterThan(0);
+      expect(r.blocks).toEqual(challengeBlocks(Buffer.from(r.nonce, 'hex'), Buffer.from(r.shareId, 'hex'), r.size));
+    }
+    expect(new Set(failed.map((r) => r.nonce)).size).toBe(2);
+    expect(body.stored).toEqual({ [up.fp]: 2000 });
   });
 
   it('a contract outside its epochs is not audited', async () => {
