@@ -49,7 +49,7 @@ export function makeHsDescriptor(o: MakeDescriptorOptions): Buffer {
 
 /**
  * The outer checks a store makes (SPEC.md §9.21.3, all but the sealed body): layout, period
- * N or N+1 of `nowMs`, signature under the blinded key, not expired. `expectKey` (a client's
+ * N or N+1 of `nowMs`, valid_until at most the end of the descriptor's period + 1, signature under the blinded key, not expired. `expectKey` (a client's
  * derived blinded key) adds the key check.
  */
 export function checkHsDescriptorOuter(bytes: Uint8Array, o: { nowMs: number; expectKey?: Uint8Array }): HsDescriptorOuter {
@@ -58,6 +58,9 @@ export function checkHsDescriptorOuter(bytes: Uint8Array, o: { nowMs: number; ex
   if (d.periodLength !== HS_PERIOD_SECONDS || (d.period !== n && d.period !== n + 1)) {
     throw err('HIDDEN_DESC_WRONG_PERIOD', `descriptor for period ${d.period} (length ${d.periodLength}); current period is ${n}`);
   }
+  // SPEC.md §9.21.3: valid_until is at most the end of period N+1 (else a store would keep it for good).
+  const last = (d.period + 2) * HS_PERIOD_SECONDS * 1000;
+  if (d.validUntil > last) throw err('HIDDEN_DESC_MALFORMED', `valid_until ${d.validUntil} is after the end of period ${d.period + 1} (${last})`);
   if (o.expectKey && !d.blindedKey.equals(Buffer.from(o.expectKey))) throw err('HIDDEN_DESC_WRONG_KEY', 'descriptor is for another blinded key');
   if (!verifyBlinded(d.signature, Buffer.concat([SIG_TAG, d.signedPart]), d.blindedKey)) {
     throw err('HIDDEN_DESC_BAD_SIGNATURE', 'descriptor signature does not verify under its blinded key');

@@ -1,7 +1,10 @@
 // SPEC.md §9.21.3: where hidden descriptors are kept (authorities) — by blinded key, the highest
-// revision that passes the outer checks, dropped when expired. Memory only: a node republishes
-// every 30 minutes (SPEC.md §9.21.1), so a restarted authority has them again within that.
+// revision that passes the outer checks, dropped when expired or once its period has passed (no
+// reader asks for it then: a client fetches the blinded key of its current period). Memory only: a
+// node republishes every 30 minutes (SPEC.md §9.21.1), so a restarted authority has them again
+// within that.
 import { err } from '../errors';
+import { hsPeriodOf } from '../crypto/blind';
 import { checkHsDescriptorOuter } from './descriptor';
 
 export const HS_STORE_MAX = 4096;
@@ -32,7 +35,7 @@ export class HsDescriptorStore {
   get(blindedKeyHex: string): Buffer | null {
     const h = this.held.get(blindedKeyHex);
     if (!h) return null;
-    if (h.validUntil < this.now()) { this.held.delete(blindedKeyHex); return null; }
+    if (gone(h, this.now())) { this.held.delete(blindedKeyHex); return null; }
     return h.bytes;
   }
 
@@ -44,6 +47,11 @@ export class HsDescriptorStore {
   get size(): number { return this.held.size; }
 
   private prune(now: number): void {
-    for (const [k, h] of this.held) if (h.validUntil < now) this.held.delete(k);
+    for (const [k, h] of this.held) if (gone(h, now)) this.held.delete(k);
   }
+}
+
+/** SPEC.md §9.21.3: expired, or for a period before the current one. */
+function gone(h: Held, now: number): boolean {
+  return h.validUntil < now || h.period < hsPeriodOf(now);
 }

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { makeHsDescriptor, openHsDescriptor, checkHsDescriptorOuter } from '../../src/hidden/descriptor';
+import { HsDescriptorStore } from '../../src/hidden/store';
 import { sealIntroduce, openIntroduce, IntroReplayCache } from '../../src/hidden/introduce';
 import { blindPublicKey, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
@@ -79,6 +80,35 @@ describe('hidden descriptor (SPEC.md §9.21.3)', () => {
     const flipped = Buffer.from(d);
     flipped[100] ^= 1;
     expect(codeOf(() => openHsDescriptor(flipped, id.publicKey, now))).toBe('HIDDEN_DESC_BAD_SIGNATURE');
+  });
+});
+
+describe('hidden descriptor store (SPEC.md §9.21.3)', () => {
+  it('refuses a valid_until beyond the end of period N+1, so throwaway identities cannot hold the store for good', () => {
+    const store = new HsDescriptorStore(() => now, 2);
+    const far = (validUntil: number) => makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, validUntil, inner: inner() });
+    expect(codeOf(() => store.accept(far(Number.MAX_SAFE_INTEGER)))).toBe('HIDDEN_DESC_MALFORMED');
+    expect(codeOf(() => store.accept(far((period + 2) * DAY + 1)))).toBe('HIDDEN_DESC_MALFORMED');
+    expect(codeOf(() => checkHsDescriptorOuter(far((period + 2) * DAY + 1), { nowMs: now }))).toBe('HIDDEN_DESC_MALFORMED');
+    expect(store.size).toBe(0);
+    // The end of period N+1 itself is allowed (the default).
+    store.accept(far((period + 2) * DAY));
+    expect(store.size).toBe(1);
+  });
+  it('drops a descriptor once its period has passed, so a fresh one is accepted', () => {
+    let t = now;
+    const store = new HsDescriptorStore(() => t, 2);
+    const a = makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() });
+    const b = makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() });
+    const ka = store.accept(a).blindedKey;
+    store.accept(b);
+    expect(codeOf(() => store.accept(makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() })))).toBe('HIDDEN_RELAY_LIMIT');
+    // Period N+1 begins: the period-N descriptors (valid until the end of N+1) no longer serve anyone.
+    t = (period + 1) * DAY + 1000;
+    expect(store.get(ka)).toBeNull();
+    const fresh = makeHsDescriptor({ identity: ed25519Generate(), period: period + 1, revision: 1, inner: inner() });
+    expect(store.accept(fresh).revision).toBe(1);
+    expect(store.size).toBe(1);
   });
 });
 
