@@ -31,8 +31,13 @@ import type { Signer } from './vote';
 export const MAX_CONTRACTS = 10_000;
 /** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch). */
 export const PER_NODE_AUDITS = 64;
-/** Reports of epochs before the current one that are kept (SPEC.md §9.20.3; the vote for k reads k − 2). */
+/**
+ * Reports kept, in memory and on disk: those of the last 6 epochs, e − 5..e when the newest is e
+ * (SPEC.md §9.20.3; the vote for k reads k − 2).
+ */
 const KEPT_REPORTS = 6;
+/** Whether the report of `epoch` is still kept when the newest epoch is `e`. */
+const reportKept = (epoch: number, e: number): boolean => epoch > e - KEPT_REPORTS;
 /** When in the epoch the audits run (fraction of the period). */
 const AUDIT_AT = 0.3;
 
@@ -174,7 +179,7 @@ export class StorageAudits {
       if (!m) continue;
       const epoch = Number(m[1]);
       const file = path.join(adir, name);
-      if (epoch < e - KEPT_REPORTS) { fs.rmSync(file, { force: true }); continue; }
+      if (!reportKept(epoch, e)) { fs.rmSync(file, { force: true }); continue; }
       try {
         const signed = JSON.parse(fs.readFileSync(file, 'utf8')) as SignedAuditReport;
         const body = JSON.parse(signed.body) as { epoch: number; stored: Record<string, number> };
@@ -312,7 +317,11 @@ export class StorageAudits {
       stored: Object.fromEntries([...stored].sort(([a], [b]) => a.localeCompare(b))),
     }, this.o.signer);
     this.reports.set(e, { signed, stored });
-    for (const k of this.reports.keys()) if (k < e - KEPT_REPORTS) this.reports.delete(k);
+    for (const k of this.reports.keys()) {
+      if (reportKept(k, e)) continue;
+      this.reports.delete(k);
+      fs.rm(path.join(this.dir, 'audits', `${k}.json`), { force: true }, () => {});
+    }
     mkdirDurableSync(path.join(this.dir, 'audits'), 0o700);
     await writeFileAtomic(path.join(this.dir, 'audits', `${e}.json`), JSON.stringify(signed), 0o644)
       .catch((x) => this.o.log.warn({ err: (x as Error).message }, 'saving the audit report failed'));

@@ -249,6 +249,23 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(body.stored).toEqual({ [up.fp]: 2000 });
   });
 
+  it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const dataDir = tmp(), signer = makeSigner();
+    const now = () => epochStart(E + 9) + 1000;
+    const audits = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 20, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    for (let e = E; e <= E + 9; e++) await audits.auditEpoch(e);
+    const last6 = Array.from({ length: 6 }, (_, i) => E + 4 + i);
+    expect(audits.reportEpochs).toEqual(last6);
+    const again = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now });
+    expect(again.load().reports).toBe(6);
+    expect(again.reportEpochs).toEqual(last6);
+  });
+
   it('a contract outside its epochs is not audited', async () => {
     const n = await node();
     const b = randomBytes(1000);
