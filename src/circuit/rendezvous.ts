@@ -37,6 +37,8 @@ export class RendezvousRelay implements RendezvousHook {
   private readonly pending = new Map<string, RendezvousCircuit>();
   private readonly cookieOf = new Map<RendezvousCircuit, string>();
   private readonly spent = new Map<string, number>();
+  /** SPEC.md §9.21.5 step 4: circuits joined here (each may be joined once; a joined circuit has a role). */
+  private readonly joined = new Set<RendezvousCircuit>();
   /** SPEC.md §9.21.4 DoS extension: each introduction circuit's INTRODUCE1 token bucket. */
   private readonly buckets = new Map<RendezvousCircuit, { tokens: number; at: number; dos: IntroDosParams }>();
   private readonly limits: RendezvousLimits;
@@ -73,8 +75,9 @@ export class RendezvousRelay implements RendezvousHook {
     }
   }
 
+  /** SPEC.md §9.21.4–§9.21.5: the circuit goes on, or is already an introduction, waiting or joined circuit. */
   private busy(circ: RendezvousCircuit): boolean {
-    return circ.extended || this.introKeyOf.has(circ) || this.cookieOf.has(circ);
+    return circ.extended || this.introKeyOf.has(circ) || this.cookieOf.has(circ) || this.joined.has(circ);
   }
 
   /** SPEC.md §9.21.4. Any failure destroys the circuit (the switch does, on the thrown error). */
@@ -160,7 +163,9 @@ export class RendezvousRelay implements RendezvousHook {
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'RENDEZVOUS1 on a circuit with a role');
     const key = m.cookie.toString('hex');
     const client = this.pending.get(key);
-    if (!client || client.isClosed) {
+    // Both sides are checked before either is joined: a waiting circuit that has since gone on
+    // cannot be joined, and is no circuit waiting with the cookie.
+    if (!client || client.isClosed || client.extended || this.joined.has(client)) {
       this.count('HIDDEN_COOKIE_UNKNOWN');
       throw err('HIDDEN_COOKIE_UNKNOWN', 'RENDEZVOUS1 with a cookie no circuit waits with');
     }
@@ -170,6 +175,8 @@ export class RendezvousRelay implements RendezvousHook {
     client.sendRelay(RelayCommand.RENDEZVOUS2, 0, m.reply);
     client.join(circ);
     circ.join(client);
+    this.joined.add(client);
+    this.joined.add(circ);
     this.count('joined');
   }
 
@@ -187,6 +194,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   forget(circ: RendezvousCircuit): void {
     this.buckets.delete(circ);
+    this.joined.delete(circ);
     const ik = this.introKeyOf.get(circ);
     if (ik !== undefined) {
       this.introKeyOf.delete(circ);

@@ -155,4 +155,38 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie: randomBytes(20), reply: randomBytes(64) })))).toBe('HIDDEN_COOKIE_UNKNOWN');
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, Buffer.alloc(19)))).toBe('MSG_TRUNCATED');
   });
+  it('a joined circuit has a role: no ESTABLISH_INTRO, ESTABLISH_RENDEZVOUS or second RENDEZVOUS1 on it, and nothing is joined one way', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const client = new FakeCircuit(), svc = new FakeCircuit();
+    const cookie = randomBytes(20);
+    rv.onMessage(client, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    rv.onMessage(svc, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply: randomBytes(64) }));
+    expect(svc.joinedWith).toBe(client);
+    for (const c of [client, svc]) {
+      expect(codeOf(() => rv.onMessage(c, RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_ESTABLISH_INVALID');
+      expect(codeOf(() => rv.onMessage(c, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20)))).toBe('RELAY_PROTOCOL');
+    }
+    expect(rv.introCircuits).toBe(0);
+    expect(rv.pendingCookies).toBe(0);
+    // A second RENDEZVOUS1 on the joined node circuit: refused before the waiting client is touched.
+    const other = new FakeCircuit();
+    const cookie2 = randomBytes(20);
+    rv.onMessage(other, RelayCommand.ESTABLISH_RENDEZVOUS, cookie2);
+    expect(codeOf(() => rv.onMessage(svc, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie: cookie2, reply: randomBytes(64) })))).toBe('RELAY_PROTOCOL');
+    expect(other.joinedWith).toBeNull();
+    expect(other.sent).toHaveLength(1);
+    expect(svc.joinedWith).toBe(client);
+    expect(rv.pendingCookies).toBe(1);
+  });
+  it('RENDEZVOUS1 for a waiting circuit that has since gone on joins neither side', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const client = new FakeCircuit(), svc = new FakeCircuit();
+    const cookie = randomBytes(20);
+    rv.onMessage(client, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    client.extended = true;
+    expect(codeOf(() => rv.onMessage(svc, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply: randomBytes(64) })))).toBe('HIDDEN_COOKIE_UNKNOWN');
+    expect(client.joinedWith).toBeNull();
+    expect(svc.joinedWith).toBeNull();
+    expect(client.sent).toHaveLength(1);
+  });
 });
