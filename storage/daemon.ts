@@ -187,7 +187,7 @@ export class StorageDaemon {
     const events = new prom.Counter({ name: 'bitcloud_storage_hidden_events_total', help: 'Hidden service events and refused introductions, by event or error code', labelNames: ['event'], registers: [this.registry] });
     const builder = this.hsBuilder!;
     const hs = this.hs = new HiddenService({
-      identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder, introDos: cfg.introDos,
+      identity: this.keys!.identity, ntorKey, relays: () => this.dir.relays(), builder, introDos: cfg.introDos, family: cfg.family,
       onStream: (inc) => this.endpoint!.acceptHiddenStream(inc),
       publish: (d) => this.publishHsDescriptor(d),
       onEvent: (code) => { events.inc({ event: code }); this.log.debug({ code }, 'hidden service event'); },

@@ -44,6 +44,8 @@ export interface HiddenServiceOptions {
   /** Upload one descriptor to every authority. */
   publish: (descriptor: Buffer) => Promise<void>;
   introPoints?: number;
+  /** SPEC.md §9.21.4: the node's declared family (fingerprints); never introduction points. */
+  family?: readonly string[];
   /** SPEC.md §9.21.4: the INTRODUCE1 rate each introduction point enforces for this node (default 25/s, burst 200). */
   introDos?: IntroDosParams;
   /** Republish this often (ms); default 30 minutes. */
@@ -108,8 +110,11 @@ export class HiddenService {
     return this.filling;
   }
 
+  /** SPEC.md §9.21.4: Running, Valid, relay role, distinct, not the node itself nor in its family. */
   private candidates(): ConsensusRelay[] {
     const used = new Set(this.intros.map((i) => i.relay.fingerprint));
+    used.add(this.o.identity.publicKey.toString('hex'));
+    for (const f of this.o.family ?? []) used.add(f.toLowerCase());
     const relays = this.o.relays() ?? [];
     return shuffle(relays.filter((r) => isRunningValid(r) && canBeHop(r) && r.orPort > 0 && !used.has(r.fingerprint)));
   }

@@ -8,6 +8,10 @@ import { RelayCommand } from '../../src/wire/relay-msg';
 import { ed25519Generate, ed25519Sign, randomBytes } from '../../src/crypto/primitives';
 import { encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams } from '../../src/wire/hidden';
 import { isBitcloudError } from '../../src/errors';
+import { HiddenService } from '../../src/hidden/service';
+import type { ConsensusRelay } from '../../src/dir/types';
+import type { CircuitBuilder } from '../../src/client/circuit-builder';
+import { x25519Generate } from '../../src/crypto/primitives';
 
 class FakeCircuit implements RendezvousCircuit {
   isClosed = false;
@@ -188,5 +192,34 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     expect(client.joinedWith).toBeNull();
     expect(svc.joinedWith).toBeNull();
     expect(client.sent).toHaveLength(1);
+  });
+});
+
+describe('the hidden node\'s introduction points (SPEC.md §9.21.4)', () => {
+  const relay = (key = ed25519Generate().publicKey): ConsensusRelay => ({
+    identity: key, fingerprint: key.toString('hex'), address: '10.1.2.3', orPort: 9001, roles: ['relay'], family: [],
+    flags: new Set(['Running', 'Valid', 'Fast']),
+  }) as unknown as ConsensusRelay;
+  async function tried(relays: ConsensusRelay[], family: string[], identity = ed25519Generate()) {
+    const asked: string[] = [];
+    const builder = { build: (o: { storageNode: ConsensusRelay }) => { asked.push(o.storageNode.fingerprint); return Promise.reject(new Error('no circuit here')); } } as unknown as CircuitBuilder;
+    const hs = new HiddenService({
+      identity, ntorKey: x25519Generate(), relays: () => relays, builder, family, onStream: () => {}, publish: () => Promise.resolve(), introPoints: 1,
+    });
+    let code = 'none';
+    try { await hs.start(); } catch (e) { code = isBitcloudError(e) ? e.code : 'other'; }
+    hs.close();
+    return { asked, code };
+  }
+  it('never picks a relay of its family, nor itself: HIDDEN_NO_INTRO when those are the only candidates', async () => {
+    const me = ed25519Generate();
+    const x = relay();
+    const { asked, code } = await tried([x, relay(me.publicKey)], [x.fingerprint], me);
+    expect(asked).toEqual([]);
+    expect(code).toBe('HIDDEN_NO_INTRO');
+    // Another relay outside the family is tried.
+    const y = relay();
+    const r2 = await tried([x, y, relay(me.publicKey)], [x.fingerprint], me);
+    expect(new Set(r2.asked)).toEqual(new Set([y.fingerprint]));
   });
 });
