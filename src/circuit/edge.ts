@@ -127,9 +127,18 @@ export class StreamEdge implements StreamHost {
         this.handleData(streamId, data, 0, data.length, receivedDigest);
         return true;
       case RelayCommand.SENDME: {
+        let m;
+        try {
+          m = decodeSendme(data);
+          // SPEC.md §2.7.5: stream-level SENDMEs are always version 0; a higher version, or
+          // stray bytes, destroy the circuit (§2.8) and open no window.
+          if (streamId !== 0 && m.version !== 0) throw err('MSG_MALFORMED', `stream-level SENDME of version ${m.version}`, { message: 'SENDME', version: m.version });
+        } catch (e) {
+          this.circ.violation((e as BitcloudError).code ?? 'MSG_MALFORMED', (e as Error).message);
+          return true;
+        }
         if (streamId !== 0) { this.streams.get(streamId)?.onSendme(); return true; }
         try {
-          const m = decodeSendme(data);
           this.packageWindow.onSendme(m.version === 1 ? m.digest : null);
         } catch (e) {
           this.circ.violation((e as BitcloudError).code ?? 'SENDME_BAD_DIGEST', (e as Error).message);

@@ -178,6 +178,38 @@ describe('sending: DATA cells under the windows', () => {
     expect(circ.violations).toEqual(['SENDME_UNEXPECTED']);
   });
 
+  it('a stream SENDME body is version 0 (SPEC.md §2.7.5): a higher version, a v1 digest or stray bytes destroy the circuit and open no window', async () => {
+    const bodies: [number[], string][] = [
+      [[0x02, 0, 0], 'MSG_UNSUPPORTED'],
+      [[0x01, 0, 20, ...new Array<number>(20).fill(0)], 'MSG_MALFORMED'],
+      [[0x00, 0, 0, 7], 'MSG_MALFORMED'],
+      [[0x00, 0, 5], 'MSG_TRUNCATED'],
+    ];
+    for (const [body, code] of bodies) {
+      const { circ, edge } = openPair();
+      const s = edge.acceptStream(5); s.markOpen();
+      s.write(Buffer.alloc(600 * RELAY_DATA_MAX));
+      await tick();
+      expect(circ.take(RelayCommand.DATA)).toHaveLength(500);
+      edge.handle(RelayCommand.SENDME, 5, Buffer.from(body), rxDigest);
+      await tick();
+      expect(circ.violations).toEqual([code]);
+      expect(circ.take(RelayCommand.DATA)).toHaveLength(0);
+    }
+    // The empty body and a versioned body of version 0 (its data ignored) are accepted.
+    for (const body of [[], [0x00, 0, 2, 9, 9]]) {
+      const { circ, edge } = openPair();
+      const s = edge.acceptStream(5); s.markOpen();
+      s.write(Buffer.alloc(600 * RELAY_DATA_MAX));
+      await tick();
+      circ.take();
+      edge.handle(RelayCommand.SENDME, 5, Buffer.from(body), rxDigest);
+      await tick();
+      expect(circ.violations).toEqual([]);
+      expect(circ.take(RelayCommand.DATA)).toHaveLength(50);
+    }
+  });
+
   it('does not send while the link is congested; pumpAll resumes', async () => {
     const { circ, edge } = openPair();
     const s = edge.acceptStream(1); s.markOpen();
