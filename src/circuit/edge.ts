@@ -148,10 +148,15 @@ export class StreamEdge implements StreamHost {
         return true;
       }
       case RelayCommand.END: {
+        // SPEC.md §2.7.2, §2.8: a malformed END body (data after a reason other than
+        // EXITPOLICY, a bad address length) destroys the circuit, even for a stream already gone.
+        let reason: number;
+        try { reason = decodeEnd(data).reason; } catch (e) {
+          this.circ.violation((e as BitcloudError).code ?? 'MSG_MALFORMED', (e as Error).message);
+          return true;
+        }
         const s = this.streams.get(streamId);
         if (!s) return true;
-        let reason: number;
-        try { reason = decodeEnd(data).reason; } catch { reason = 1; }
         s.onEnd(reason, endReasonError(reason, s.state === 'opening'));
         return true;
       }

@@ -332,6 +332,24 @@ describe('END and closing', () => {
     expect(await e3).toMatchObject({ code: 'STREAM_CONNRESET' });
   });
 
+  it('an END body with bytes after a reason other than EXITPOLICY destroys the circuit; the stream does not end as MISC (SPEC.md §2.7.2, §2.8)', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.newStream();
+    edge.handle(RelayCommand.CONNECTED, s.id, Buffer.alloc(0), rxDigest);
+    let ended = false;
+    s.on('end', () => { ended = true; });
+    s.on('error', () => { ended = true; });
+    s.resume();
+    edge.handle(RelayCommand.END, s.id, Buffer.from([EndReason.DONE, 1, 2, 3]), rxDigest);
+    await tick();
+    expect(circ.violations).toEqual(['MSG_MALFORMED']);
+    expect(ended).toBe(false);
+    expect(edge.streams.get(s.id)).toBe(s);
+    // The same body on a stream id this end does not know is still a malformed message.
+    edge.handle(RelayCommand.END, 999, Buffer.from([EndReason.MISC, 0]), rxDigest);
+    expect(circ.violations).toEqual(['MSG_MALFORMED', 'MSG_MALFORMED']);
+  });
+
   it('ending the writer sends END(DONE) once, after the data', async () => {
     const { circ, edge } = openPair();
     const s = edge.acceptStream(3); s.markOpen();
