@@ -1,6 +1,7 @@
 // SPEC.md §3 (keys and key files): Ed25519 identity keys, X25519 onion keys, fingerprints,
 // and the on-disk key file format. SPEC.md §3.3: onion keys rotate (default weekly) and the
 // previous one is kept for one rotation so that clients holding an older consensus still succeed.
+import { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
@@ -64,7 +65,10 @@ const X25519_HEADER = header(X25519_SECRET_TAG);
 async function readKeyFile(file: string, expectedLen: number): Promise<Buffer> {
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(file, 'r');
+    // SPEC.md §3.2.3: O_NONBLOCK so that a FIFO (or a device) opens at once and is refused as
+    // not a regular file below, instead of blocking until a writer appears. It changes nothing
+    // for a regular file.
+    fh = await fsp.open(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw err('KEY_NOT_FOUND', `no key file at ${file}`, { file }, e);

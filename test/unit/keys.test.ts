@@ -1,5 +1,6 @@
 // SPEC.md §3: fingerprints, key files (format, mode 0600, refusal of corrupt or exposed files)
 // and a node's keys in its data directory, with onion key rotation.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -129,6 +130,27 @@ describe('key files', () => {
     // A directory where a key file should be.
     fs.mkdirSync(path.join(dir, 'adir.key'), { mode: 0o700 });
     await expectCode(loadEd25519Secret(path.join(dir, 'adir.key')), 'KEY_CORRUPT');
+  });
+
+  it.skipIf(process.platform === 'win32')('a FIFO where a key file should be is KEY_CORRUPT at once, without waiting for a writer (SPEC.md §3.2.3)', async () => {
+    const fifo = path.join(dir, 'identity.key');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    let settled = false;
+    const load = loadEd25519Secret(fifo).finally(() => { settled = true; });
+    let timer: NodeJS.Timeout | undefined;
+    const hang = new Promise<'hang'>((r) => { timer = setTimeout(() => r('hang'), 3000); });
+    try {
+      const first = await Promise.race([load.then(() => 'loaded', (e: unknown) => e), hang]);
+      expect(first, 'the load waited for a writer').not.toBe('hang');
+      expect(isBitcloudError(first, 'KEY_CORRUPT'), String(first)).toBe(true);
+      expect(fs.statSync(fifo).isFIFO()).toBe(true);
+    } finally {
+      clearTimeout(timer);
+      if (!settled) { // release the blocked open so the worker thread is not left waiting
+        fs.closeSync(fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK));
+        await load.catch(() => undefined);
+      }
+    }
   });
 });
 
