@@ -190,23 +190,36 @@ async function loadOr<T>(load: () => Promise<T>): Promise<T | undefined> {
 }
 
 /**
+ * What a running node found at identity.key (SPEC.md §3.3): the identity it loaded at start
+ * ('same'), no file, a valid file holding another key, or a file refused by §3.2.3.
+ */
+export type IdentityFileState = 'same' | 'missing' | 'changed' | 'refused';
+
+/**
  * SPEC.md §3.3: rotate the onion key while the node runs. Every `checkMs` (default: a tenth of the
- * rotation period, at most an hour and at least a second) it calls loadOrCreateNodeKeys, which
+ * rotation period, at most an hour and at least a second) it calls recheckNodeKeys, which
  * rotates a key that has reached `onionRotationMs`; when the onion key changed it hands the new keys to `onRotate` (the
- * daemon swaps them in and republishes its descriptor). Errors are reported, never thrown.
+ * daemon swaps them in and republishes its descriptor). The identity is always the one in
+ * `current()`: identity.key is never created or replaced while running (SPEC.md §3.2.3); when it
+ * is missing, changed or refused, `onIdentityFile` hears so, once per change of what was found.
+ * Errors are reported, never thrown.
  */
 export function startOnionRotation(dataDir: string, o: {
   onionRotationMs?: number; checkMs?: number; current: () => NodeKeys;
   onRotate: (keys: NodeKeys) => void; onError?: (e: unknown) => void;
+  onIdentityFile?: (state: IdentityFileState, e?: unknown) => void;
 }): { stop(): void } {
   const rotation = o.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
   const every = o.checkMs ?? Math.max(1000, Math.min(3_600_000, Math.floor(rotation / 10)));
   let busy = false;
+  let lastState: IdentityFileState = 'same';
   const timer = setInterval(() => {
     if (busy) return;
     busy = true;
-    loadOrCreateNodeKeys(dataDir, { onionRotationMs: rotation }).then((k) => {
-      if (!k.onion.publicKey.equals(o.current().onion.publicKey)) o.onRotate(k);
+    const cur = o.current();
+    recheckNodeKeys(dataDir, cur.identity, { onionRotationMs: rotation }).then(({ keys: k, identityFile, identityError }) => {
+      if (identityFile !== lastState) { lastState = identityFile; o.onIdentityFile?.(identityFile, identityError); }
+      if (!k.onion.publicKey.equals(cur.onion.publicKey)) o.onRotate(k);
     }, (e) => o.onError?.(e)).finally(() => { busy = false; });
   }, every);
   timer.unref();
@@ -214,11 +227,11 @@ export function startOnionRotation(dataDir: string, o: {
 }
 
 /**
- * Load a node's keys from `dataDir`, creating what is missing (the folder with mode 0700, key
- * files 0600). When the onion key is at least `onionRotationMs` old (default 7 days) it is
- * rotated: the current key moves to onion.key.old and a new one is made. A corrupt or
- * wrong-mode key file is an error, never silently replaced. Idempotent: a daemon may call it
- * periodically to rotate while running.
+ * Load a node's keys from `dataDir` at start, creating what is missing (the folder with mode
+ * 0700, key files 0600). When the onion key is at least `onionRotationMs` old (default 7 days) it
+ * is rotated: the current key moves to onion.key.old and a new one is made. A corrupt or
+ * wrong-mode key file is an error, never silently replaced. A running node checks again with
+ * recheckNodeKeys, which never makes an identity.
  */
 export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotationMs?: number; now?: number } = {}): Promise<NodeKeys> {
   const rotation = opts.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
@@ -227,15 +240,45 @@ export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotatio
   await mkdirDurable(dataDir, DATA_DIR_MODE);
 
   const idFile = path.join(dataDir, IDENTITY_KEY_FILE);
-  const onionFile = path.join(dataDir, ONION_KEY_FILE);
-  const oldFile = path.join(dataDir, PREVIOUS_ONION_KEY_FILE);
-
   let identity = await loadOr(() => loadEd25519Secret(idFile));
   if (!identity) {
     identity = ed25519Generate();
     await saveEd25519Secret(idFile, identity);
   }
+  return { identity, ...await loadOrRotateOnion(dataDir, rotation, now) };
+}
 
+/**
+ * SPEC.md §3.3, while the node runs: the periodic check. It keeps `identity` (the one the node
+ * loaded at start) whatever identity.key now holds and never writes identity.key (SPEC.md
+ * §3.2.3: a running node does not change its fingerprint), reporting what it found there. The
+ * onion key is loaded and rotated as at start.
+ */
+export async function recheckNodeKeys(dataDir: string, identity: Ed25519KeyPair, opts: { onionRotationMs?: number; now?: number } = {}): Promise<{
+  keys: NodeKeys; identityFile: IdentityFileState; identityError?: unknown;
+}> {
+  const rotation = opts.onionRotationMs ?? DEFAULT_ONION_ROTATION_MS;
+  const now = opts.now ?? Date.now();
+  if (!(rotation > 0)) throw err('KEY_MALFORMED', `onion key rotation period must be positive, got ${rotation}`);
+  await mkdirDurable(dataDir, DATA_DIR_MODE);
+  let identityFile: IdentityFileState;
+  let identityError: unknown;
+  try {
+    const onDisk = await loadEd25519Secret(path.join(dataDir, IDENTITY_KEY_FILE));
+    identityFile = constantTimeEqual(onDisk.publicKey, identity.publicKey) ? 'same' : 'changed';
+    wipe(onDisk.secretKey);
+  } catch (e) {
+    if (!isBitcloudError(e)) throw e;
+    identityFile = isBitcloudError(e, 'KEY_NOT_FOUND') ? 'missing' : 'refused';
+    identityError = e;
+  }
+  return { keys: { identity, ...await loadOrRotateOnion(dataDir, rotation, now) }, identityFile, identityError };
+}
+
+/** SPEC.md §3.3 steps 3–4: load onion.key.old and onion.key, creating or rotating onion.key. */
+async function loadOrRotateOnion(dataDir: string, rotation: number, now: number): Promise<Omit<NodeKeys, 'identity'>> {
+  const onionFile = path.join(dataDir, ONION_KEY_FILE);
+  const oldFile = path.join(dataDir, PREVIOUS_ONION_KEY_FILE);
   let current = await loadOr(() => readX25519SecretFile(onionFile));
   let previous = (await loadOr(() => readX25519SecretFile(oldFile)))?.keyPair;
   if (!current) {
@@ -253,13 +296,20 @@ export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotatio
       await saveX25519Secret(onionFile, current.keyPair, now);
     }
   }
-  return { identity, onion: current.keyPair, previousOnion: previous, onionCreatedAt: current.createdAt };
+  return { onion: current.keyPair, previousOnion: previous, onionCreatedAt: current.createdAt };
 }
+
+const IDENTITY_FILE_WARNING: Record<Exclude<IdentityFileState, 'same'>, string> = {
+  missing: 'identity.key is missing; serving on with the identity loaded at start (restore the file before the next start, or the node starts with a new identity)',
+  changed: 'identity.key now holds another identity; serving on with the identity loaded at start (the file takes effect at the next start)',
+  refused: 'identity.key cannot be loaded; serving on with the identity loaded at start (the node will not start until it is repaired)',
+};
 
 /**
  * A running node's keys (SPEC.md §3.3): load or create them, then rotate the onion key on schedule
  * while the node runs (the previous key keeps answering CREATE2 for one more period). `onRotate`
- * hears each new set, after it is logged; the node republishes its descriptor there.
+ * hears each new set, after it is logged; the node republishes its descriptor there. The identity
+ * stays the one loaded here for as long as the node runs (SPEC.md §3.2.3).
  */
 export async function startNodeKeys(
   dataDir: string, rotationSeconds: number,
@@ -276,6 +326,10 @@ export async function startNodeKeys(
       onRotate(k);
     },
     onError: (e) => log.warn({ code: errorCode(e) }, 'onion key rotation failed; keeping the current key'),
+    onIdentityFile: (state, e) => {
+      if (state === 'same') log.info({}, 'identity.key again holds the identity this node serves with');
+      else log.warn({ state, code: e === undefined ? undefined : errorCode(e) }, IDENTITY_FILE_WARNING[state]);
+    },
   });
   return { keys, rotation };
 }

@@ -11,7 +11,7 @@ import {
   DEFAULT_ONION_ROTATION_MS, ED25519_SECRET_FILE_LEN, ED25519_SECRET_TAG, KEY_FILE_HEADER_LEN,
   X25519_SECRET_FILE_LEN, X25519_SECRET_TAG,
   fingerprint, loadEd25519Secret, loadOrCreateNodeKeys, loadX25519Secret, parseFingerprint,
-  readX25519SecretFile, saveEd25519Secret, saveX25519Secret,
+  readX25519SecretFile, saveEd25519Secret, saveX25519Secret, startNodeKeys, type NodeKeys,
 } from '../../src/crypto/keys';
 import { ed25519Generate, ed25519Sign, ed25519Verify, x25519, x25519Generate } from '../../src/crypto/primitives';
 
@@ -215,5 +215,28 @@ describe('loadOrCreateNodeKeys', () => {
     fs.truncateSync(onionFile, 10);
     await expectCode(loadOrCreateNodeKeys(dir, { now: 2000 }), 'KEY_CORRUPT');
     expect(fs.statSync(onionFile).size).toBe(10);
+  });
+
+  it('a running node never makes a new identity: with identity.key deleted, the periodic check keeps the loaded one and warns (SPEC.md §3.2.3, §3.3)', async () => {
+    const warnings: string[] = [];
+    const log = { info: () => undefined, warn: (_o: object, msg: string) => { warnings.push(msg); } };
+    const rotated: NodeKeys[] = [];
+    let onRotate: () => void = () => undefined;
+    const { keys, rotation } = await startNodeKeys(dir, 1, log, (k) => { rotated.push(k); onRotate(); });
+    try {
+      const idFile = path.join(dir, 'identity.key');
+      fs.unlinkSync(idFile);
+      // The onion key (period 1 s) rotates at the next check, every second.
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no periodic check within 5 s')), 5000);
+        onRotate = () => { clearTimeout(t); resolve(); };
+      });
+      expect(fs.existsSync(idFile)).toBe(false);
+      expect(rotated[0].identity.publicKey.equals(keys.identity.publicKey)).toBe(true);
+      expect(rotated[0].onion.publicKey.equals(keys.onion.publicKey)).toBe(false);
+      expect(warnings.some((w) => w.includes('identity.key'))).toBe(true);
+    } finally {
+      rotation.stop();
+    }
   });
 });
