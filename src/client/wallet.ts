@@ -41,9 +41,9 @@ export function parseCoins(s: string): bigint {
   return units;
 }
 
-/** A key as 64 hex characters. Throws CONFIG_INVALID. */
+/** A key as 64 lowercase hex characters (SPEC.md §3.1: one spelling, never normalised). Throws CONFIG_INVALID. */
 export function parseKey(s: string): Buffer {
-  if (!/^[0-9a-fA-F]{64}$/.test(s)) throw err('CONFIG_INVALID', `${JSON.stringify(s)} is not a key (64 hex characters)`, { key: 'to' });
+  if (!/^[0-9a-f]{64}$/.test(s)) throw err('CONFIG_INVALID', `${JSON.stringify(s)} is not a key: 64 lowercase hexadecimal characters (upper case is refused, not converted)`, { key: 'to' });
   return Buffer.from(s, 'hex');
 }
 

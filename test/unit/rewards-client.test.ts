@@ -231,6 +231,13 @@ describe('bitcloud rewards', () => {
     expect(t.out).toMatch(/balance: \d+\.\d{8} coins \(\d+ units\) from 2 blocks/);
   });
 
+  it('--relay takes a fingerprint only in its one spelling: upper case is refused, not converted (SPEC.md §3.1)', async () => {
+    const r = await run({ config, json: true, relay: relayFp[2].toUpperCase() });
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+    expect(r.err).toContain('lowercase');
+  });
+
   it('prints a table of balances', async () => {
     const t = await run({ config });
     expect(t.out).toContain('total minted: 150.00000000 coins (15000000000 units)');

@@ -45,6 +45,9 @@ describe('bitcloud wallet (SPEC §8.11.4)', () => {
     for (const bad of ['0', '0.000000001', '-1', '1e3', 'abc', '', '1.', '99999999999']) expectCode(() => parseCoins(bad), 'CONFIG_INVALID');
     expect(parseKey('ab'.repeat(32))).toHaveLength(32);
     expectCode(() => parseKey('ab'), 'CONFIG_INVALID');
+    // SPEC.md §3.1: one spelling per key; upper case is refused, never normalised.
+    expectCode(() => parseKey('A'.repeat(64)), 'CONFIG_INVALID');
+    expectCode(() => parseKey('ab'.repeat(31) + 'aB'), 'CONFIG_INVALID');
   });
 
   it('history lists rewards, transfers sent and received in chain order; a transfer is found by its bytes', () => {

@@ -99,7 +99,9 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
 }
 
 function resolveRelay(q: string, c: VerifiedConsensus): string {
-  if (/^[0-9a-f]{64}$/i.test(q)) return q.toLowerCase();
+  // SPEC.md §3.1: a fingerprint has one spelling; other case is refused, never normalised.
+  if (/^[0-9a-f]{64}$/.test(q)) return q;
+  if (/^[0-9a-f]{64}$/i.test(q)) throw err('CONFIG_INVALID', `--relay: ${q} is not a fingerprint: a fingerprint is 64 lowercase hexadecimal characters (upper case is refused, not converted)`, { key: 'relay' });
   const byNick = c.relays.filter((r) => r.nickname === q);
   if (byNick.length === 1) return byNick[0].fingerprint;
   throw err('CONFIG_INVALID', `--relay: ${q} is neither a fingerprint (64 hex characters) nor the nickname of exactly one relay in the consensus`, { key: 'relay' });
