@@ -111,6 +111,8 @@ export interface StorageAuditsOptions {
   /** Bound on one node's connection and on each challenge (default: P/4, clamped to 2–30 s). */
   timeoutMs?: number;
   perNodeAudits?: number;
+  /** Contracts held at most (default MAX_CONTRACTS). */
+  maxContracts?: number;
 }
 
 interface Held { id: string; contract: StorageContract }
@@ -121,6 +123,8 @@ export class StorageAudits {
   private readonly now: () => number;
   private readonly dir: string;
   private readonly contracts = new Map<string, Held>();
+  /** Ids being written to disk: counted against the limit while their write is awaited. */
+  private readonly writing = new Set<string>();
   private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number> }>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
@@ -208,13 +212,21 @@ export class StorageAudits {
     }
     const id = blake2b(raw).toString('hex');
     const out = { id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length };
-    if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
-    if (this.contracts.size >= MAX_CONTRACTS) {
+    if (this.contracts.has(id) || this.writing.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
+    // SPEC.md §9.20.1: the limit counts the contracts whose write is still under way, so
+    // uploads that arrive together cannot all pass the check before any of them is held.
+    const max = this.o.maxContracts ?? MAX_CONTRACTS;
+    if (this.contracts.size + this.writing.size >= max) {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
-      throw err('CONTRACT_LIMIT', `this authority holds ${MAX_CONTRACTS} contracts already`);
+      throw err('CONTRACT_LIMIT', `this authority holds ${max} contracts already`);
     }
-    mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
-    await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
+    this.writing.add(id);
+    try {
+      mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
+      await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
+    } finally {
+      this.writing.delete(id);
+    }
     this.contracts.set(id, { id, contract: c });
     this.m.contracts.labels('accepted').inc();
     this.o.log.info({ contract: id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length }, 'storage contract accepted');

@@ -122,6 +122,21 @@ function connector(nodes: Node[], held: Map<string, Buffer>): AuditConnector {
   };
 }
 
+describe('the contract limit (SPEC.md §9.20.1)', () => {
+  it('uploads that arrive together cannot pass the limit while their writes are under way', async () => {
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2 });
+    const n = await node();
+    const contracts = Array.from({ length: 5 }, () => encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, randomBytes(64))] }));
+    const results = await Promise.allSettled(contracts.map((c) => audits.accept(c)));
+    expect(results.filter((r) => r.status === 'fulfilled' && r.value.result === 'accepted')).toHaveLength(2);
+    expect(results.filter((r) => r.status === 'rejected' && isBitcloudError(r.reason, 'CONTRACT_LIMIT'))).toHaveLength(3);
+    // The same contract twice at once is accepted once.
+    const other = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
+    const twice = await Promise.all([other.accept(contracts[0]), other.accept(contracts[0])]);
+    expect(twice.map((r) => r.result).sort()).toEqual(['accepted', 'unchanged']);
+  });
+});
+
 describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   it('credits the bytes of passing shares only; a deleted share, a forged answer, a node outside the consensus earn nothing; the report rechecks', async () => {
     const honest = await node(), lazy = await node(), forger = await node({ forge: true }), gone = await node();
