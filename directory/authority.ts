@@ -151,7 +151,7 @@ export class Authority {
     // valid hidden descriptor for its current blinded key is held here.
     const test: ReachabilityTester = async (d, t) => (d.roles.includes('hidden') ? this.hiddenReachable(d) : linkTest(d, t));
     this.reach = new ReachabilityQueue(test, (d, r) => {
-      this.store.recordTest(d.fingerprint, r.ok, this.now(), r.ok ? undefined : r.code);
+      this.store.recordTest(d, r.ok, this.now(), r.ok ? undefined : r.code);
       this.m.reachability.labels(r.ok ? 'ok' : r.code).inc();
       // Relay addresses are public (they are in the consensus); still, keep per-relay lines at debug.
       this.log.debug({ relay: d.fingerprint, ok: r.ok, code: r.ok ? undefined : r.code }, 'reachability test');

@@ -18,11 +18,18 @@ export const linkReachabilityTest: ReachabilityTester = async (d, timeoutMs) => 
   }
 };
 
-/** Runs tests with bounded concurrency; one test per relay at a time. */
+/**
+ * Runs tests with bounded concurrency; one test per relay at a time. A relay waiting in the queue
+ * is tested with the newest descriptor enqueued for it; one enqueued while its test runs is tested
+ * again afterwards (SPEC.md §6.9: a changed descriptor is tested), unless it is the one running.
+ */
 export class ReachabilityQueue {
-  private readonly queue: VerifiedDescriptor[] = [];
-  private readonly queued = new Set<string>();
-  private running = 0;
+  /** Fingerprints waiting, in order, with the descriptor each will be tested with. */
+  private readonly waiting = new Map<string, VerifiedDescriptor>();
+  /** Fingerprints under test, with the descriptor being tested. */
+  private readonly testing = new Map<string, VerifiedDescriptor>();
+  /** Descriptors that arrived while their relay was under test, to test next. */
+  private readonly again = new Map<string, VerifiedDescriptor>();
   private closed = false;
 
   constructor(
@@ -32,26 +39,36 @@ export class ReachabilityQueue {
   ) {}
 
   enqueue(d: VerifiedDescriptor): void {
-    if (this.closed || this.queued.has(d.fingerprint)) return;
-    this.queued.add(d.fingerprint);
-    this.queue.push(d);
+    if (this.closed) return;
+    const fp = d.fingerprint;
+    const running = this.testing.get(fp);
+    if (running) {
+      if (running.digest.equals(d.digest)) this.again.delete(fp);
+      else this.again.set(fp, d);
+      return;
+    }
+    this.waiting.set(fp, d);
     this.pump();
   }
 
-  get pending(): number { return this.queue.length + this.running; }
+  get pending(): number { return this.waiting.size + this.testing.size; }
 
-  close(): void { this.closed = true; this.queue.length = 0; }
+  close(): void { this.closed = true; this.waiting.clear(); this.again.clear(); }
 
   private pump(): void {
-    while (!this.closed && this.running < this.opts.concurrency && this.queue.length) {
-      const d = this.queue.shift()!;
-      this.running++;
-      this.test(d, this.opts.timeoutMs).then((r) => {
-        this.running--;
-        this.queued.delete(d.fingerprint);
-        if (!this.closed) this.onResult(d, r);
-        this.pump();
-      }, () => { this.running--; this.queued.delete(d.fingerprint); this.pump(); });
+    while (!this.closed && this.testing.size < this.opts.concurrency && this.waiting.size) {
+      const [fp, d] = this.waiting.entries().next().value as [string, VerifiedDescriptor];
+      this.waiting.delete(fp);
+      this.testing.set(fp, d);
+      const done = (r: ReachabilityResult | null): void => {
+        this.testing.delete(fp);
+        if (r && !this.closed) this.onResult(d, r);
+        const next = this.again.get(fp);
+        this.again.delete(fp);
+        if (next) this.enqueue(next);
+        else this.pump();
+      };
+      this.test(d, this.opts.timeoutMs).then(done, () => done(null));
     }
   }
 }

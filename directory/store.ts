@@ -21,6 +21,11 @@ export type IntakeResult = 'new' | 'updated' | 'unchanged';
 
 const FILE = 'descriptors.bin';
 
+/** SPEC.md §6.9: whether two descriptors of one relay name the same address, port and onion key. */
+export function sameEndpoint(a: VerifiedDescriptor, b: VerifiedDescriptor): boolean {
+  return a.address === b.address && a.orPort === b.orPort && a.onionKey.equals(b.onionKey);
+}
+
 export class DescriptorStore {
   private readonly relays = new Map<string, RelayRecord>();
 
@@ -41,16 +46,20 @@ export class DescriptorStore {
       return 'new';
     }
     if (d.published < old.descriptor.published || d.digest.equals(old.descriptor.digest)) return 'unchanged';
-    const o = old.descriptor;
-    const moved = o.address !== d.address || o.orPort !== d.orPort || !o.onionKey.equals(d.onionKey);
+    const moved = !sameEndpoint(old.descriptor, d);
     old.descriptor = d;
     if (moved) { old.lastTested = 0; old.reachable = false; old.runningSince = 0; }
     return 'updated';
   }
 
-  recordTest(fp: string, ok: boolean, now: number, code?: string): void {
-    const r = this.relays.get(fp);
-    if (!r) return;
+  /**
+   * The result of a test of `tested`. SPEC.md §6.9: it counts only while the relay's current
+   * descriptor names the address, port and onion key that were tested; a result for an
+   * endpoint the relay has since left is dropped (the new one is tested on its own).
+   */
+  recordTest(tested: VerifiedDescriptor, ok: boolean, now: number, code?: string): void {
+    const r = this.relays.get(tested.fingerprint);
+    if (!r || !sameEndpoint(r.descriptor, tested)) return;
     r.lastTested = now;
     if (ok) {
       if (!r.reachable) r.runningSince = now;

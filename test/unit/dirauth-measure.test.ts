@@ -64,7 +64,7 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
   it('the vote for period k carries the proven cells of epoch k − 2 and measured values raised by proofs', async () => {
     const { authority } = await withReceipts({ bandwidthBounds: 'local', unmeasuredCapKBps: 10 });
     fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1; // ready to vote at once, before the compute step
-    for (const r of fx.relays.slice(0, 2)) authority.store.recordTest(r.fp, true, fx.clock.now);
+    for (const r of fx.relays.slice(0, 2)) authority.store.recordTest(r.descriptor, true, fx.clock.now);
     authority.start();
     try {
       const raw = authority.currentVote!.raw;

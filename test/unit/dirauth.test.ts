@@ -11,6 +11,13 @@ import { parseRelayConfig } from '../../relay/config';
 import { chooseEncoding } from '../../src/dir/http-serve';
 import { cappedDeclaredSource } from '../../directory/bandwidth';
 import { isBitcloudError } from '../../src/errors';
+import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
+import { buildDescriptor } from '../../src/dir/descriptor';
+import { createRegistry } from '../../src/ops/metrics';
+import { Authority } from '../../directory/authority';
+import { createAuthorityMetrics } from '../../directory/metrics';
+import type { ReachabilityResult } from '../../directory/reachability';
+import { makeSigner, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
 
 const FP = 'ab'.repeat(32);
 const good = () => ({
@@ -101,6 +108,50 @@ describe('authority keys', () => {
       expect(s2.signingKey.publicKey.equals(s.signingKey.publicKey)).toBe(false);
       // Expired certificate: refused with a hint.
       await expect(loadAuthoritySigner(dir, Date.now() + 2 * 86_400_000)).rejects.toMatchObject({ code: 'KEY_CERT_INVALID' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('reachability of a relay that moves (SPEC.md §6.9)', () => {
+  it('a test of the old address does not make the new address reachable; the new one is tested', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-dirauth-move-'));
+    try {
+      const signer = makeSigner();
+      const fp = signer.identity.toString('hex');
+      const config = parseAuthorityConfig({
+        identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
+        authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true,
+      }, dir);
+      const metrics = createAuthorityMetrics(createRegistry('dirauth-move'), { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
+      const now = epochStart(E) + 5000;
+      // Each test waits until the test releases it.
+      const tests: { address: string; release: (r: ReachabilityResult) => void }[] = [];
+      const authority = new Authority({
+        config, signer, log: silentLog, metrics, now: () => now,
+        reachabilityTest: (d) => new Promise((resolve) => { tests.push({ address: d.address, release: resolve }); }),
+      });
+      const key = ed25519Generate();
+      const onionKey = x25519Generate().publicKey;
+      const desc = (address: string, published: number): Buffer => buildDescriptor({
+        identity: key, onionKey, nickname: 'mover', address, orPort: 9001, declaredBandwidth: 1_000_000,
+        roles: ['relay'], version: 'bitcloud-0.1.0', published, lifetimeMs: 86_400_000,
+      });
+      authority.acceptDescriptor(desc('10.0.0.1', now - 2000));
+      await new Promise((r) => setImmediate(r));
+      expect(tests.map((t) => t.address)).toEqual(['10.0.0.1']);
+      // The relay moves while its test at the old address is still running.
+      expect(authority.acceptDescriptor(desc('10.0.0.2', now - 1000)).result).toBe('updated');
+      tests[0].release({ ok: true });
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      const fpRelay = key.publicKey.toString('hex');
+      const rec = authority.store.get(fpRelay);
+      expect(rec?.reachable).toBe(false);
+      expect(tests.map((t) => t.address)).toEqual(['10.0.0.1', '10.0.0.2']);
+      tests[1].release({ ok: true });
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      expect(authority.store.get(fpRelay)?.reachable).toBe(true);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
