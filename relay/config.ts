@@ -9,6 +9,7 @@ import {
 } from '../src/dir/config-fields';
 import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
+import { LIMITS } from '../src/wire/docs';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import { parseLinkWarming, type LinkWarmingSettings } from './link-warming';
@@ -104,6 +105,8 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
   } catch (e) {
     configError('exitPolicy', (e as Error).message);
   }
+  // SPEC.md §6.4: a descriptor lists at most 64 rules; authorities would refuse one with more.
+  if (exitPolicy.length > LIMITS.exitPolicyRules) configError('exitPolicy', `at most ${LIMITS.exitPolicyRules} rules (a descriptor lists at most ${LIMITS.exitPolicyRules}), ${exitPolicy.length} given`);
   const storagePort = int(raw.storagePort, 'storagePort', 0, 65535, 0);
   if (roles.includes('storage') && storagePort === 0) configError('storagePort', 'the storage role needs a storage port');
   const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);

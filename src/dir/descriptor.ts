@@ -77,6 +77,7 @@ export function buildDescriptor(d: DescriptorInput): Buffer {
   if (addr === null) throw err('DOC_MALFORMED', `descriptor address must be IPv4: ${d.address}`);
   const addrBytes = Buffer.alloc(4);
   addrBytes.writeUInt32BE(addr >>> 0);
+  const self = d.identity.publicKey.toString('hex');
   const content = encodeRelayDescriptor({
     identity: d.identity.publicKey,
     onionKey: d.onionKey,
@@ -87,7 +88,9 @@ export function buildDescriptor(d: DescriptorInput): Buffer {
     storagePort: d.storagePort ?? 0,
     declaredBandwidth: d.declaredBandwidth,
     exitPolicy: d.exitPolicy ?? [],
-    family: [...new Set(d.family ?? [])].sort().map((f) => fpBytes(f, 'family')),
+    // SPEC.md §6.4: a node leaves itself out of its family (readers refuse a family naming the
+    // relay itself), so an operator can give every node the same list.
+    family: [...new Set(d.family ?? [])].filter((f) => f !== self).sort().map((f) => fpBytes(f, 'family')),
     roles: rolesToMask(d.roles),
     moderators: [...new Set(d.moderators ?? [])].sort().map((f) => fpBytes(f, 'moderators')),
     version: d.version,

@@ -208,9 +208,10 @@ export function decodeKeyCertificate(buf: Uint8Array): KeyCertificateMsg {
 const key32 = (x: unknown, f: string) => bytes(x, f, KEY_BYTES);
 
 export function encodeRelayDescriptor(d: RelayDescriptorMsg): Buffer {
-  // SPEC.md §6.4: 0..16 moderator keys; a descriptor with more would be refused by every reader.
+  // SPEC.md §6.4: 0..16 moderator keys, 0..32 family keys, 0..64 exit rules; a descriptor with more would be refused by every reader.
   if (d.moderators.length > LIMITS.moderatorsMax) throw err('DOC_MALFORMED', `descriptor.moderators: at most ${LIMITS.moderatorsMax}, got ${d.moderators.length}`);
   if (d.family.length > LIMITS.familyMax) throw err('DOC_MALFORMED', `descriptor.family: at most ${LIMITS.familyMax}, got ${d.family.length}`);
+  if (d.exitPolicy.length > LIMITS.exitPolicyRules) throw err('DOC_MALFORMED', `descriptor.exit_policy: at most ${LIMITS.exitPolicyRules} rules, got ${d.exitPolicy.length}`);
   return encode(T.RelayDescriptor, { ...d, identityProof: d.identityProof ? omitDefaults({ ...d.identityProof }) : undefined });
 }
 

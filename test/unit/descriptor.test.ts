@@ -38,6 +38,13 @@ describe('relay descriptor', () => {
     expect(d.expires).toBeGreaterThan(NOW);
   });
 
+  it('leaves the relay itself out of its family, so one family list serves every node (SPEC.md §6.4)', () => {
+    const other = ed25519Generate().publicKey.toString('hex');
+    const d = verifyDescriptor(buildDescriptor(input({ family: [other, id.publicKey.toString('hex')] })), { now: NOW + 1000 });
+    expect(d.family).toEqual([other]);
+    expect(verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex')] })), { now: NOW + 1000 }).family).toEqual([]);
+  });
+
   it('refuses a bad signature', () => {
     const raw = buildDescriptor(input());
     const env = decodeEnvelope(raw, LIMITS.descriptorBytes);
@@ -87,7 +94,12 @@ describe('relay descriptor', () => {
     const fam = Array.from({ length: 33 }, () => ed25519Generate().publicKey.toString('hex'));
     expect(code(() => verifyDescriptor(buildDescriptor(input({ family: fam }))))).toBe('DOC_MALFORMED');
     expect(code(() => verifyDescriptor(buildDescriptor(input({ exitPolicy: ['accept *:99999'] }))))).toBe('DOC_MALFORMED');
-    expect(code(() => verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex')] }))))).toBe('DOC_MALFORMED');
+    // A reader refuses a family that lists the relay itself (the builder leaves it out, below).
+    const selfFamily = encodeRelayDescriptor({
+      identity: id.publicKey, onionKey: Buffer.alloc(32, 1), nickname: 'x', address: Buffer.from([1, 2, 3, 4]), orPort: 1, dirPort: 0,
+      storagePort: 0, declaredBandwidth: 0, exitPolicy: [], family: [id.publicKey], roles: 1, moderators: [], version: 'v',
+    });
+    expect(code(() => verifyDescriptor(signDocument({ type: DocType.RELAY_DESCRIPTOR, validAfter: NOW, validUntil: NOW + 1000, content: selfFamily }, { identity: id.publicKey, keyPair: id })))).toBe('DOC_MALFORMED');
     expect(code(() => verifyDescriptor(buildDescriptor(input({ roles: ['storage'], storagePort: 0 }))))).toBe('DOC_MALFORMED');
     expect(code(() => buildDescriptor(input({ address: '::1' })))).toBe('DOC_MALFORMED');
     // SPEC.md §6.4: 0..16 moderators; the builder refuses a descriptor no reader would take.
@@ -97,6 +109,10 @@ describe('relay descriptor', () => {
     // 0..32 family keys, likewise.
     expect(verifyDescriptor(buildDescriptor(input({ family: mods(32) })), { now: NOW + 1000 }).family).toHaveLength(32);
     expect(code(() => buildDescriptor(input({ family: mods(33) })))).toBe('DOC_MALFORMED');
+    // 0..64 exit rules, likewise.
+    const rules = (n: number) => Array.from({ length: n }, (_, i) => `accept *:${i + 1}`);
+    expect(verifyDescriptor(buildDescriptor(input({ exitPolicy: rules(64) })), { now: NOW + 1000 }).exitPolicy).toHaveLength(64);
+    expect(code(() => buildDescriptor(input({ exitPolicy: rules(65) })))).toBe('DOC_MALFORMED');
   });
 
   it('verification only ever throws DOC_* codes on arbitrary bytes (property)', () => {

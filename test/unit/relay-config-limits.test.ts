@@ -30,4 +30,11 @@ describe('relay config limits', () => {
     expect(message(() => parseRelayConfig({ ...base, family: fps(33) }, '/x'))).toMatch(/CONFIG_INVALID: family: at most 32 family members/);
     expect(message(() => parseRelayConfig({ ...base, moderators: fps(17) }, '/x'))).toMatch(/CONFIG_INVALID: moderators: at most 16 moderators/);
   });
+  it('exitPolicy: at most 64 rules, as many as a descriptor lists (SPEC.md §6.4)', () => {
+    const rules = (n: number) => Array.from({ length: n }, (_, i) => `accept *:${i + 1}`);
+    expect(parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(64) }, '/x').exitPolicy).toHaveLength(64);
+    expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(65) }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
+    // Rules a line separates with commas count one by one.
+    expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: [rules(65).join(',')] }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
+  });
 });
