@@ -1,6 +1,6 @@
 // SPEC.md §6.1: the list of directory authorities every relay, client and authority ships with.
 // The same shape everywhere: [{ name, identity (fingerprint), address "HOST:PORT" (HTTP) }].
-import { configError, fingerprintField, hostPort, noUnknownKeys, obj, str } from './config-fields';
+import { configError, fingerprintField, hostPort, httpBase, noUnknownKeys, obj, str } from './config-fields';
 
 export interface AuthorityInfo {
   name: string;
@@ -27,7 +27,7 @@ export function parseAuthorityList(v: unknown, key = 'authorities'): AuthorityIn
     seen.add(fingerprint);
     const { host, port } = hostPort(o.address, `${k}.address`);
     const name = str(o.name ?? `auth${i}`, `${k}.name`);
-    return { name, identity: Buffer.from(fingerprint, 'hex'), fingerprint, host, port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+    return { name, identity: Buffer.from(fingerprint, 'hex'), fingerprint, host, port, url: httpBase(host, port) };
   });
 }
 

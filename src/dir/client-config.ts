@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { err } from '../errors';
 import { parseAuthorityList, type AuthorityInfo } from './authorities';
-import { hostPort, readJsonConfig, str } from './config-fields';
+import { hostPort, httpBase, readJsonConfig, str } from './config-fields';
 
 export interface DirClientConfig {
   authorities: AuthorityInfo[];
@@ -32,7 +32,7 @@ export function loadDirClientConfig(file: string, overrides: { dataDir?: string 
   let mirrors: string[] = [];
   if (raw.mirrors !== undefined) {
     if (!Array.isArray(raw.mirrors)) throw err('CONFIG_INVALID', 'mirrors: must be a list of "HOST:PORT"', { key: 'mirrors' });
-    mirrors = raw.mirrors.map((m, i) => { const { host, port } = hostPort(m, `mirrors[${i}]`); return `http://${host}:${port}`; });
+    mirrors = raw.mirrors.map((m, i) => { const { host, port } = hostPort(m, `mirrors[${i}]`); return httpBase(host, port); });
   }
   return { authorities, dataDir, mirrors, file };
 }
@@ -41,5 +41,5 @@ export function loadDirClientConfig(file: string, overrides: { dataDir?: string 
 export function normalizeSource(s: string): string {
   if (/^https?:\/\//.test(s)) return s.replace(/\/+$/, '');
   const { host, port } = hostPort(s, '--from');
-  return `http://${host}:${port}`;
+  return httpBase(host, port);
 }

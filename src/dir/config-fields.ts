@@ -2,7 +2,7 @@
 // CONFIG_INVALID error whose message names the bad key, e.g. `authorities[1].identity`.
 import fs from 'node:fs';
 import { err } from '../errors';
-import { parseIPv4 } from './exit-policy';
+import { parseIPv4, parseIPv6 } from './exit-policy';
 import { LIMITS } from '../wire/docs';
 
 export function configError(key: string, why: string): never {
@@ -103,14 +103,32 @@ export function familyField(v: unknown, key = 'family'): string[] {
   return list;
 }
 
-/** "HOST:PORT" with a port 1..65535. */
+/**
+ * "HOST:PORT" or "[IPv6]:PORT" with a port 1..65535. The host comes back without brackets;
+ * `httpBase` puts them back for a URL.
+ */
 export function hostPort(v: unknown, key: string): { host: string; port: number } {
   const s = str(v, key);
-  const i = s.lastIndexOf(':');
-  const host = i > 0 ? s.slice(0, i) : '';
-  const port = Number(s.slice(i + 1));
-  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) configError(key, `must be HOST:PORT, is ${JSON.stringify(s)}`);
+  const bad = (): never => configError(key, `must be HOST:PORT or [IPv6]:PORT, is ${JSON.stringify(s)}`);
+  let host: string, portText: string;
+  if (s.startsWith('[')) {
+    const m = /^\[([^\]]*)\]:([^:]*)$/.exec(s);
+    if (!m || parseIPv6(m[1]) === null) return bad();
+    [, host, portText] = m;
+  } else {
+    const i = s.lastIndexOf(':');
+    host = i > 0 ? s.slice(0, i) : '';
+    portText = s.slice(i + 1);
+    if (/[[\]]/.test(host)) bad();
+  }
+  const port = Number(portText);
+  if (!host || !/^\d+$/.test(portText) || port < 1 || port > 65535) bad();
   return { host, port };
+}
+
+/** The base URL of an HTTP server at `host` (an IPv6 address goes in brackets). */
+export function httpBase(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** Refuse keys a schema does not know (catches typos early). */

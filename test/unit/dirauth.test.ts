@@ -11,6 +11,7 @@ import { parseRelayConfig } from '../../relay/config';
 import { chooseEncoding } from '../../src/dir/http-serve';
 import { cappedDeclaredSource } from '../../directory/bandwidth';
 import { isBitcloudError } from '../../src/errors';
+import { parseAuthorityList } from '../../src/dir/authorities';
 import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { createRegistry } from '../../src/ops/metrics';
@@ -44,6 +45,21 @@ describe('authority config', () => {
     expect(message(() => parseAuthorityConfig({ ...good(), identity: 'cd'.repeat(32) }, '/'))).toMatch(/identity: this authority is not in the authorities list/);
     expect(message(() => parseAuthorityConfig({ ...good(), perod: 5 }, '/'))).toMatch(/perod: unknown setting/);
     expect(message(() => parseAuthorityConfig({ ...good(), rateLimit: { burst: 0 } }, '/'))).toMatch(/rateLimit\.burst/);
+  });
+});
+
+describe('authority list addresses (SPEC.md §6.1, §11.5)', () => {
+  it('takes a bracketed IPv6 address and gives a URL that parses', () => {
+    const [a] = parseAuthorityList([{ name: 'a', identity: FP, address: '[::1]:7000' }]);
+    expect(a.host).toBe('::1');
+    expect(a.port).toBe(7000);
+    expect(new URL('/tor/status', a.url).href).toBe('http://[::1]:7000/tor/status');
+    expect(parseAuthorityList([{ name: 'a', identity: FP, address: '127.0.0.1:7000' }])[0].url).toBe('http://127.0.0.1:7000');
+  });
+  it('refuses a bracketed address that is not IPv6, naming the key', () => {
+    for (const address of ['[]:7000', '[::1:7000', '[nohost]:7000', '[::1]7000', '::1]:7000']) {
+      expect(message(() => parseAuthorityList([{ name: 'a', identity: FP, address }]))).toMatch(/^CONFIG_INVALID: authorities\[0\]\.address/);
+    }
   });
 });
 
