@@ -71,7 +71,16 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
-    const url = new URL(req.url ?? '/', 'http://x');
+    // SPEC.md §6.10: Node's parser passes targets the URL parser refuses (`GET http://[ HTTP/1.1`);
+    // such a request is the client's fault, answered 400 and logged at debug only.
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://x');
+    } catch {
+      log.debug({ target: (req.url ?? '').slice(0, 100) }, 'request target is not a valid URL');
+      sendJsonError(res, 400, 'HTTP_BAD_REQUEST', 'the request target is not a valid path or URL');
+      return ['bad_request', 400];
+    }
     const p = url.pathname;
     const get = req.method === 'GET' || req.method === 'HEAD';
 

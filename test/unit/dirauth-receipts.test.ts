@@ -47,6 +47,22 @@ async function provenRelay(i: number, address: string) {
   return makeRelay(i, { address, key, identityProof });
 }
 
+describe('a request target that is not a path (SPEC.md §6.10)', () => {
+  it('is 400 HTTP_BAD_REQUEST, not 500', async () => {
+    const s = await serve();
+    const port = (s.server.address() as { port: number }).port;
+    const c = net.connect(port, '127.0.0.1');
+    c.on('error', () => {});
+    let reply = '';
+    c.on('data', (d: Buffer) => { reply += d.toString('latin1'); });
+    const closed = new Promise<void>((r) => c.on('close', () => r()));
+    c.write('GET http://[ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    await closed;
+    expect(reply).toMatch(/^HTTP\/1\.1 400 /);
+    expect(reply).toMatch(/"code":"HTTP_BAD_REQUEST"/);
+  });
+});
+
 describe('descriptors at private addresses (SPEC.md §6.4 check 7)', () => {
   it('an authority that does not run a test network refuses them and never connects to them', async () => {
     const s = await serve({ testNetwork: false, identityPow: 'local' });
