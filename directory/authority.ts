@@ -20,7 +20,7 @@ import { indexCertificates } from '../src/dir/certificate';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { IdentityProofVerifier, type PowParams, type PowVerifyContext } from '../src/dir/identity-pow';
 import { httpRequest, PATHS } from '../src/dir/fetch';
-import { ServedDocument } from '../src/dir/http-serve';
+import { ServedDocument, servedConsensus } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { AuthorityConfig } from './config';
 import type { BandwidthSource } from './bandwidth';
@@ -450,7 +450,7 @@ export class Authority {
       return false;
     }
     const first = !cur || !cur.info.digest.equals(info.digest);
-    this.current = { info, served: new ServedDocument(raw, now) };
+    this.current = { info, served: servedConsensus(raw, info, now) };
     this.rememberAnchor(info);
     void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     if (first) this.m.published.inc();
@@ -468,7 +468,7 @@ export class Authority {
     try { raw = fs.readFileSync(file); } catch { return; }
     try {
       const info = verifyConsensus(raw, this.cfg.authorities, now, this.skewMs);
-      this.current = { info, served: new ServedDocument(raw, fs.statSync(file).mtimeMs) };
+      this.current = { info, served: servedConsensus(raw, info, fs.statSync(file).mtimeMs) };
       this.rememberAnchor(info);
       this.deps.storage?.onConsensus(info);
       void this.measurement.onConsensus(info).catch(() => {});

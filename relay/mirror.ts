@@ -7,7 +7,7 @@ import type { Logger } from '../src/ops/log';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../src/dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
-import { ServedDocument } from '../src/dir/http-serve';
+import { servedConsensus, type ServedDocument } from '../src/dir/http-serve';
 import { shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus } from '../src/dir/types';
 
@@ -55,7 +55,7 @@ export class ConsensusMirror {
   }
 
   private install(c: VerifiedConsensus, at: number, save: boolean): void {
-    this.cur = { info: c, served: new ServedDocument(c.envelopeBytes, at) };
+    this.cur = { info: c, served: servedConsensus(c.envelopeBytes, c, at) };
     if (save) void saveConsensusCache(path.join(this.dataDir, CONSENSUS_CACHE_FILE), c).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     for (const f of this.listeners) f(c);
   }
@@ -64,6 +64,8 @@ export class ConsensusMirror {
     try {
       const sources = authorityFetchOrder(this.authorities);
       const have = this.current;
+      // SPEC.md §6.10: the time it took this one in, at most its fresh_until: an authority that adds
+      // signatures republishes before then and dates the fuller one later; the next one is later still.
       const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000, fetcher: 'mirror' });
       if (r.consensus && isBetterConsensus(have, r.consensus)) {
         this.install(r.consensus, Date.now(), true);

@@ -2,7 +2,7 @@
 // consensus, loaded from the disk cache at start, fetched from mirrors or authorities, and
 // refreshed periodically; only a consensus inside its validity window is handed to path
 // selection. (Arti splits this into tor-dirmgr and tor-netdir; one small class is enough here.)
-import { isConsensusStale } from '../dir/consensus';
+import { consensusIfModifiedSince, isConsensusStale } from '../dir/consensus';
 import path from 'node:path';
 import { errorCode } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
@@ -167,7 +167,7 @@ export class DirKeeper {
         asked = true;
         this.fetchCounter?.inc({ via: stage.via });
         const r = await fetchVerifiedConsensus(sources, this.opts.authorities, {
-          now: this.now, have: this.current, ifModifiedSince: this.current?.validAfter, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
+          now: this.now, have: this.current, ifModifiedSince: this.current ? consensusIfModifiedSince(this.current) : undefined, timeoutMs: 10_000, fetcher: this.opts.fetcher ?? 'client',
         });
         this.lastVia = stage.via;
         for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');

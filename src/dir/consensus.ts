@@ -189,3 +189,12 @@ export function authoritySigningKeys(c: VerifiedConsensus, authorities: readonly
   }
   return out;
 }
+
+/**
+ * SPEC.md §6.10: the If-Modified-Since a holder of consensus `c` sends when asking for a newer one,
+ * its fresh_until: servers never date that consensus later (servedConsensus, src/dir/http-serve.ts),
+ * and date the next one later still.
+ */
+export function consensusIfModifiedSince(c: { freshUntil: number }): number {
+  return c.freshUntil;
+}

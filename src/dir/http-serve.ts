@@ -31,6 +31,17 @@ export class ServedDocument {
   }
 }
 
+/**
+ * SPEC.md §6.10: the consensus `raw` (verified as `info`) as published (or, at a mirror, taken in)
+ * at `publishedMs`. Its Last-Modified is that time but never later than the consensus's
+ * fresh_until: the consensus of the period starting at T is published between T + P/2 and T + P
+ * (= fresh_until, §6.9) and the next one after T + P + P/2, so a holder that sends fresh_until as
+ * If-Modified-Since gets 304 from every server holding the same one, and the next one in full.
+ */
+export function servedConsensus(raw: Buffer, info: { freshUntil: number }, publishedMs: number): ServedDocument {
+  return new ServedDocument(raw, Math.min(publishedMs, info.freshUntil));
+}
+
 export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {
   const body = JSON.stringify({ code, reason });
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });

@@ -4,6 +4,12 @@ import { authorityFetchOrder, ConsensusMirror } from '../../relay/mirror';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { silentLogger } from '../../src/ops/log';
+import http from 'node:http';
+import { parseAuthorityList } from '../../src/dir/authorities';
+import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { consensusIfModifiedSince } from '../../src/dir/consensus';
+import { servedConsensus, serveDocument } from '../../src/dir/http-serve';
+import { consensusFor, E, epochStart, makeRelay, makeSigner, P, voteOf } from './dirauth-measure-fixture';
 
 const auths = [{ url: 'http://a' }, { url: 'http://b' }] as unknown as AuthorityInfo[];
 
@@ -53,6 +59,36 @@ describe('consensus mirror fetch order', () => {
       for (const u of ['http://a', 'http://b', 'http://c']) expect(first.get(u) ?? 0).toBeGreaterThan(50);
     } finally {
       Math.random = real;
+    }
+  });
+});
+
+describe('conditional GET of the consensus (SPEC.md §6.10)', () => {
+  it('a holder of the consensus gets 304 from a server that published it mid-period; a holder of the previous one gets it', async () => {
+    const signer = makeSigner();
+    const auth = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const relays = [makeRelay(1), makeRelay(2)];
+    const prev = consensusFor(signer, E - 1, [voteOf(signer, relays)]);
+    const c = consensusFor(signer, E, [voteOf(signer, relays)]);
+    const now = () => epochStart(E) + 1000;
+    const fetchFrom = async (publishedMs: number, have: VerifiedConsensus) => {
+      // An authority publishes at P/2 into the period, a late signature top-up just before the next one.
+      const doc = servedConsensus(c.raw, c.info, publishedMs);
+      const server = http.createServer((req, res) => { serveDocument(req, res, doc, 'CONSENSUS_NOT_AVAILABLE', 'none'); });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      try {
+        const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+        return await fetchVerifiedConsensus([url], auth, { now, have, ifModifiedSince: consensusIfModifiedSince(have) });
+      } finally {
+        await new Promise<void>((r) => server.close(() => r()));
+      }
+    };
+    for (const published of [epochStart(E) + (P * 1000) / 2, epochStart(E + 1) - 1, epochStart(E + 1) + 5000]) {
+      const same = await fetchFrom(published, c.info);
+      expect(same.notModified).toHaveLength(1);
+      expect(same.consensus).toBeNull();
+      const older = await fetchFrom(published, prev.info);
+      expect(older.consensus?.digest.equals(c.info.digest)).toBe(true);
     }
   });
 });
