@@ -138,7 +138,7 @@ describe('key files', () => {
     let settled = false;
     const load = loadEd25519Secret(fifo).finally(() => { settled = true; });
     let timer: NodeJS.Timeout | undefined;
-    const hang = new Promise<'hang'>((r) => { timer = setTimeout(() => r('hang'), 3000); });
+    const hang = new Promise<'hang'>((r) => { timer = setTimeout(() => r('hang'), 20_000); });
     try {
       const first = await Promise.race([load.then(() => 'loaded', (e: unknown) => e), hang]);
       expect(first, 'the load waited for a writer').not.toBe('hang');
@@ -228,7 +228,7 @@ describe('loadOrCreateNodeKeys', () => {
       fs.unlinkSync(idFile);
       // The onion key (period 1 s) rotates at the next check, every second.
       await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error('no periodic check within 5 s')), 5000);
+        const t = setTimeout(() => reject(new Error('no periodic check within 30 s')), 30_000);
         onRotate = () => { clearTimeout(t); resolve(); };
       });
       expect(fs.existsSync(idFile)).toBe(false);
