@@ -14,7 +14,7 @@ import { FrameBudget, FrameDecoder, MAX_FRAME_BYTES } from '../src/storage/frami
 /** SPEC.md §9.6.1: bytes of partly received request frames this node holds over all its streams. */
 export const NODE_FRAME_BUDGET_BYTES = 256 * 1024 * 1024;
 const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
-/** SPEC.md §9.6.1: a storage stream on which nothing arrives and nothing is pending this long is closed. */
+/** SPEC.md §9.6.1: a storage stream on which nothing arrives, nothing is handled and no answer is taken this long is closed. */
 export const STORAGE_STREAM_IDLE_MS = 120_000;
 import { decodeRequest, encodeResponseFrame, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
@@ -31,7 +31,7 @@ export interface ServeOptions {
   maxInflight?: number;
   /** Partly received frames of every stream of this node (default: one budget per process, 256 MiB). */
   frameBudget?: FrameBudget;
-  /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in and no request pending. */
+  /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in, no request being handled, no answer taken. */
   idleMs?: number;
   log?: Logger;
 }
@@ -49,7 +49,9 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   const idleMs = opts.idleMs ?? STORAGE_STREAM_IDLE_MS;
   let working = 0;
   let idle: NodeJS.Timeout | null = null;
+  let served = false;
   const touch = (): void => {
+    if (served) return;
     if (idle) clearTimeout(idle);
     idle = setTimeout(() => {
       if (working > 0) { touch(); return; }
@@ -59,15 +61,17 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     }, idleMs);
     idle.unref?.();
   };
+  const taken = (e?: Error | null): void => { if (!e) touch(); };
   touch();
   // Header and body leave in one write (one buffer; a get's data copied into it once), so
   // concurrent answers never interleave and no DATA cell carries a header alone. Answers that
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
   let draining: Promise<void> | null = null;
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
-    if (!stream.write(encodeResponseFrame(reqId, res))) {
-      // The requester taking what was written is progress; until it does, the stream may idle out.
-      draining ??= waitDrain(stream).then(touch).finally(() => { draining = null; });
+    // The requester taking an answer is progress (each one, not only the last of those queued);
+    // until it takes one, the stream may idle out.
+    if (!stream.write(encodeResponseFrame(reqId, res), taken)) {
+      draining ??= waitDrain(stream).finally(() => { draining = null; });
       await draining;
     }
   };
@@ -118,6 +122,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     log.debug({ code: errorCode(e) }, 'storage stream ended with an error');
     stream.destroy();
   } finally {
+    served = true;
     if (idle) clearTimeout(idle);
     decoder.close();
   }

@@ -1,4 +1,4 @@
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -186,5 +186,36 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(await Promise.race([closed, stuck])).toBe('closed');
     await served;
     cleanup.push(() => stream.destroy());
+  });
+
+  it('a requester that takes its answers one at a time, each within the idle timeout, keeps its stream (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const big = Buffer.alloc(64 * 1024, 7);
+    const bigId = shareId(big);
+    await handleRequest(s, { type: 'put', id: bigId, data: big, leaseSeconds: 60 }, ctx);
+    // Only the idle timer is driven by hand (the store's disk work runs for real).
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cleanup.push(() => vi.useRealTimers());
+    // The peer's side: each answer is taken when the test calls its write callback.
+    const waiting: Array<() => void> = [];
+    const stream = new Duplex({ read() {}, write(_chunk, _enc, cb) { waiting.push(cb); }, writableHighWaterMark: 1024 });
+    cleanup.push(() => stream.destroy());
+    const served = serveStorageStream(stream, s, { ctx, idleMs: 200 });
+    for (let reqId = 1; reqId <= 3; reqId++) stream.push(encodeFrame(encodeRequest(reqId, { type: 'get', id: bigId, offset: 0, length: 0 })));
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    // All three answers handled and written, none taken yet.
+    while (stream.writableLength < 3 * big.length) await tick();
+    for (let i = 0; i < 3; i++) {
+      vi.advanceTimersByTime(150);
+      expect(stream.destroyed, `before answer ${i + 1} is taken`).toBe(false);
+      expect(waiting).toHaveLength(1);
+      waiting.shift()!(); // the requester takes one answer (on a circuit: its SENDMEs came back)
+      await tick();
+    }
+    expect(stream.writableLength).toBe(0);
+    // Then nothing more happens: the stream idles out.
+    vi.advanceTimersByTime(200);
+    await served;
+    expect(stream.destroyed).toBe(true);
   });
 });
