@@ -51,7 +51,14 @@ export class HsDescriptorStore {
   }
 }
 
-/** SPEC.md §9.21.3: expired, or for a period before the current one. */
+/**
+ * SPEC.md §9.21.3: a descriptor whose period ended more than this long ago is dropped even
+ * before it expires. A client asks for the blinded key of its own period, so the grace serves
+ * only clients whose clock runs behind the authority's across a period boundary.
+ */
+export const HS_PERIOD_GRACE_MS = 3_600_000;
+
+/** SPEC.md §9.21.3: expired, or for a period that ended more than HS_PERIOD_GRACE_MS ago. */
 function gone(h: Held, now: number): boolean {
-  return h.validUntil < now || h.period < hsPeriodOf(now);
+  return h.validUntil < now || h.period < hsPeriodOf(now - HS_PERIOD_GRACE_MS);
 }

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { makeHsDescriptor, openHsDescriptor, checkHsDescriptorOuter } from '../../src/hidden/descriptor';
-import { HsDescriptorStore } from '../../src/hidden/store';
+import { HS_PERIOD_GRACE_MS, HsDescriptorStore } from '../../src/hidden/store';
 import { sealIntroduce, openIntroduce, IntroReplayCache } from '../../src/hidden/introduce';
 import { blindPublicKey, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
@@ -103,8 +103,11 @@ describe('hidden descriptor store (SPEC.md §9.21.3)', () => {
     const ka = store.accept(a).blindedKey;
     store.accept(b);
     expect(codeOf(() => store.accept(makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() })))).toBe('HIDDEN_RELAY_LIMIT');
-    // Period N+1 begins: the period-N descriptors (valid until the end of N+1) no longer serve anyone.
+    // Period N+1 begins: for an hour the period-N descriptors still serve clients whose clock
+    // runs behind; then they serve no one (though valid until the end of N+1) and are dropped.
     t = (period + 1) * DAY + 1000;
+    expect(store.get(ka)).not.toBeNull();
+    t = (period + 1) * DAY + HS_PERIOD_GRACE_MS + 1000;
     expect(store.get(ka)).toBeNull();
     const fresh = makeHsDescriptor({ identity: ed25519Generate(), period: period + 1, revision: 1, inner: inner() });
     expect(store.accept(fresh).revision).toBe(1);
