@@ -38,8 +38,11 @@ export class ServedDocument {
  * (= fresh_until, §6.9) and the next one after T + P + P/2, so a holder that sends fresh_until as
  * If-Modified-Since gets 304 from every server holding the same one, and the next one in full.
  */
-export function servedConsensus(raw: Buffer, info: { freshUntil: number }, publishedMs: number): ServedDocument {
-  return new ServedDocument(raw, Math.min(publishedMs, info.freshUntil));
+export function servedConsensus(raw: Buffer, info: { validAfter: number; freshUntil: number }, publishedMs: number): ServedDocument {
+  // Never before valid_after + 1 s either: valid_after is the previous consensus's fresh_until,
+  // so a server whose clock runs far behind (a mirror dates by intake) still dates the new one
+  // after what holders of the previous one send (HTTP dates have whole seconds).
+  return new ServedDocument(raw, Math.max(info.validAfter + 1000, Math.min(publishedMs, info.freshUntil)));
 }
 
 export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {

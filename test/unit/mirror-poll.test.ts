@@ -83,7 +83,8 @@ describe('conditional GET of the consensus (SPEC.md §6.10)', () => {
         await new Promise<void>((r) => server.close(() => r()));
       }
     };
-    for (const published of [epochStart(E) + (P * 1000) / 2, epochStart(E + 1) - 1, epochStart(E + 1) + 5000]) {
+    // The last: a mirror whose clock runs ten periods behind dates its intake before the period began.
+    for (const published of [epochStart(E) + (P * 1000) / 2, epochStart(E + 1) - 1, epochStart(E + 1) + 5000, epochStart(E) - 10 * P * 1000]) {
       const same = await fetchFrom(published, c.info);
       expect(same.notModified).toHaveLength(1);
       expect(same.consensus).toBeNull();
