@@ -54,10 +54,11 @@ export class RewardMirror {
       if (this.cache.get(from) !== entry) return;
       entry.bytes = b.length;
       this.bytes += b.length;
-      // Within the byte budget, the oldest answers go first (this one last).
-      for (const k of [...this.cache.keys()]) {
+      // Within the byte budget, the oldest answers go first (this one last). A fetch still in
+      // flight holds no bytes here and stays, shared by the clients asking meanwhile.
+      for (const [k, e] of [...this.cache]) {
         if (this.bytes <= REWARD_MIRROR_MAX_BYTES) break;
-        if (k !== from) this.drop(k);
+        if (k !== from && e.bytes > 0) this.drop(k);
       }
       if (this.bytes > REWARD_MIRROR_MAX_BYTES) this.drop(from);
     }, () => {

@@ -57,6 +57,30 @@ describe('RewardMirror', () => {
     expect(m.held.entries).toBe(REWARD_MIRROR_MAX_BYTES / size);
   });
 
+  it('keeps a fetch in flight shared when answers that arrived are dropped for the byte budget', async () => {
+    const mib = 1024 * 1024;
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const a = await authority((req, res) => {
+      const from = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('from'));
+      if (from === 0) { void held.then(() => { res.writeHead(200); res.end('slow'); }); return; }
+      res.writeHead(200);
+      res.end(Buffer.alloc((from === 1 ? 40 : 30) * mib, from));
+    });
+    const m = new RewardMirror([a.info], { now: () => 1_000_000 });
+    const slow = m.bundle(0);
+    try {
+      await m.bundle(1);
+      await m.bundle(2); // over the budget: the answer of from=1 goes, the fetch of from=0 stays
+      expect(m.held).toEqual({ entries: 2, bytes: 30 * mib });
+    } finally {
+      release();
+    }
+    expect((await slow).toString()).toBe('slow');
+    expect((await m.bundle(0)).toString()).toBe('slow');
+    expect(a.hits.filter((h) => h.startsWith('/bitcloud/rewards?from=0 '))).toHaveLength(1);
+  });
+
   it('tries the next authority when one fails; with none, REWARD_NOT_AVAILABLE, and the failure is not kept', async () => {
     let up = false;
     const bad = await authority((_req, res) => { res.writeHead(500); res.end('{"code":"X","reason":"down"}'); });
