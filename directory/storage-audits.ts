@@ -123,8 +123,8 @@ export class StorageAudits {
   private readonly now: () => number;
   private readonly dir: string;
   private readonly contracts = new Map<string, Held>();
-  /** Ids being written to disk: counted against the limit while their write is awaited. */
-  private readonly writing = new Set<string>();
+  /** Ids being written to disk, with the write: counted against the limit while it is awaited. */
+  private readonly writing = new Map<string, Promise<void>>();
   private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number> }>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
@@ -212,7 +212,11 @@ export class StorageAudits {
     }
     const id = blake2b(raw).toString('hex');
     const out = { id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length };
-    if (this.contracts.has(id) || this.writing.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
+    // SPEC.md §9.20.1: stored before answered; the same contract uploaded while its write is under
+    // way is unchanged once that write completed, and fails with it.
+    const inFlight = this.writing.get(id);
+    if (inFlight) await inFlight;
+    if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
     // SPEC.md §9.20.1: the limit counts the contracts whose write is still under way, so
     // uploads that arrive together cannot all pass the check before any of them is held.
     const max = this.o.maxContracts ?? MAX_CONTRACTS;
@@ -220,14 +224,19 @@ export class StorageAudits {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
       throw err('CONTRACT_LIMIT', `this authority holds ${max} contracts already`);
     }
-    this.writing.add(id);
-    try {
+    const write = (async () => {
       mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
       await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
-    } finally {
+      // Held and no longer being written at once: counted once against the limit.
+      this.contracts.set(id, { id, contract: c });
       this.writing.delete(id);
+    })();
+    this.writing.set(id, write);
+    try {
+      await write;
+    } finally {
+      if (this.writing.get(id) === write) this.writing.delete(id);
     }
-    this.contracts.set(id, { id, contract: c });
     this.m.contracts.labels('accepted').inc();
     this.o.log.info({ contract: id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length }, 'storage contract accepted');
     return { ...out, result: 'accepted' };

@@ -137,6 +137,21 @@ describe('the contract limit (SPEC.md §9.20.1)', () => {
   });
 });
 
+describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
+  it('is answered unchanged only once it is stored; when the write fails, both uploads fail', async () => {
+    const dataDir = tmp();
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
+    const n = await node();
+    const c = encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    const id = blake2b(c).toString('hex');
+    // The contract's file cannot be written: its name is taken by a directory.
+    fs.mkdirSync(path.join(dataDir, 'storage', 'contracts', `${id}.bin`, 'x'), { recursive: true });
+    const results = await Promise.allSettled([audits.accept(c), audits.accept(c)]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(audits.contract(id)).toBeUndefined();
+  });
+});
+
 describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   it('credits the bytes of passing shares only; a deleted share, a forged answer, a node outside the consensus earn nothing; the report rechecks', async () => {
     const honest = await node(), lazy = await node(), forger = await node({ forge: true }), gone = await node();
