@@ -50,11 +50,20 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   let working = 0;
   let idle: NodeJS.Timeout | null = null;
   let served = false;
+  // A stream that reports the bytes it has sent (a circuit stream: DATA cells) shows progress
+  // inside one large answer too, whose write completes only with its last cell: a 16 MiB answer
+  // read slowly but steadily is not idle.
+  const sentBytes = (): number | undefined => {
+    const v = (stream as Duplex & { sentBytes?: unknown }).sentBytes;
+    return typeof v === 'number' ? v : undefined;
+  };
+  let sentAtArm = sentBytes();
   const touch = (): void => {
     if (served) return;
     if (idle) clearTimeout(idle);
+    sentAtArm = sentBytes();
     idle = setTimeout(() => {
-      if (working > 0) { touch(); return; }
+      if (working > 0 || sentBytes() !== sentAtArm) { touch(); return; }
       store.metrics.errors.inc({ code: 'STORAGE_IDLE_TIMEOUT' });
       log.debug({ idleMs }, 'storage stream idle; closing');
       stream.destroy();

@@ -64,6 +64,7 @@ export class CircuitStream extends Duplex {
   /** Bytes of `pending[0]` already sent. */
   private pendingOff = 0;
   private pendingCb: ((e?: Error | null) => void) | null = null;
+  private sent = 0;
   private endSent = false;
   /** Received data not yet pushed to the reader (see onData). */
   private rx: Buffer | null = null;
@@ -73,6 +74,13 @@ export class CircuitStream extends Duplex {
   constructor(readonly id: number, private readonly host: StreamHost, opts: CircuitStreamOptions = {}) {
     super({ readableHighWaterMark: opts.readableHighWaterMark ?? 64 * 1024, allowHalfOpen: true });
   }
+
+  /**
+   * Bytes of written data sent in DATA cells so far: progress within one large write, which
+   * completes (its callback) only when its last cell is sent. The storage node's idle rule reads
+   * it (SPEC.md §9.6.1).
+   */
+  get sentBytes(): number { return this.sent; }
 
   /** The peer accepted the stream (CONNECTED sent or received): data may flow. */
   markOpen(): void {
@@ -126,6 +134,7 @@ export class CircuitStream extends Duplex {
       }
       this.packageWindow.onDataSent();
       this.host.sendData(this, data);
+      this.sent += data.length;
     }
     if (!this.pending.length && this.pendingCb) {
       const cb = this.pendingCb;

@@ -124,6 +124,8 @@ describe('sending: DATA cells under the windows', () => {
     await tick();
     expect(circ.take(RelayCommand.DATA)).toHaveLength(500);
     expect(done).toBe(false);
+    // Progress inside the one write, before its callback (the storage node's idle rule reads it).
+    expect(s.sentBytes).toBe(500 * RELAY_DATA_MAX);
     edge.handle(RelayCommand.SENDME, 5, Buffer.alloc(0), rxDigest);
     await tick();
     expect(circ.take(RelayCommand.DATA)).toHaveLength(50);
@@ -131,6 +133,7 @@ describe('sending: DATA cells under the windows', () => {
     await tick();
     expect(circ.take(RelayCommand.DATA)).toHaveLength(50);
     expect(done).toBe(true);
+    expect(s.sentBytes).toBe(600 * RELAY_DATA_MAX);
   });
 
   it('shares the circuit window (1000) between streams; a circuit SENDME must carry the v1 digest of the 100th cell', async () => {

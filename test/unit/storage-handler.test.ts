@@ -218,4 +218,34 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     await served;
     expect(stream.destroyed).toBe(true);
   });
+
+  it('one large answer read slowly but steadily keeps its stream: the bytes a circuit stream has sent are progress (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const big = Buffer.alloc(64 * 1024, 9);
+    const bigId = shareId(big);
+    await handleRequest(s, { type: 'put', id: bigId, data: big, leaseSeconds: 60 }, ctx);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cleanup.push(() => vi.useRealTimers());
+    // As a circuit stream: a write completes only with its last DATA cell; sentBytes counts the cells' bytes.
+    let take: (() => void) | null = null;
+    const stream = new Duplex({ read() {}, write(_chunk, _enc, cb) { take = cb; } }) as Duplex & { sentBytes: number };
+    stream.sentBytes = 0;
+    cleanup.push(() => stream.destroy());
+    const served = serveStorageStream(stream, s, { ctx, idleMs: 200 });
+    stream.push(encodeFrame(encodeRequest(1, { type: 'get', id: bigId, offset: 0, length: 0 })));
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    while (!take) await tick();
+    for (let i = 0; i < 10; i++) {
+      vi.advanceTimersByTime(150);
+      stream.sentBytes += 498; // one cell's worth taken by the requester
+      expect(stream.destroyed, `after ${i + 1} slow steps`).toBe(false);
+    }
+    (take as () => void)(); // the last cell: the answer is taken
+    await tick();
+    // Then nothing more moves: the stream idles out.
+    vi.advanceTimersByTime(200);
+    vi.advanceTimersByTime(200);
+    await served;
+    expect(stream.destroyed).toBe(true);
+  });
 });
