@@ -48,6 +48,9 @@ export function encodeFolder(f: Folder): Buffer {
     seen.add(e.path);
   }
   if (f.entries.length > MAX_FOLDER_ENTRIES) throw err('FOLDER_TOO_LARGE', `a folder holds at most ${MAX_FOLDER_ENTRIES} files`, { entries: f.entries.length });
+  // SPEC.md §9.15: the encoder refuses what every reader would (a file beside a folder of its name).
+  const clash = fileAndFolder(seen);
+  if (clash !== null) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(clash)} is both a file and a folder`);
   const entries = [...f.entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
     .map((e) => ({ path: e.path, cap: formatCapability(e.cap), size: e.size }));
   const out = Buffer.from(JSON.stringify({ version: FOLDER_VERSION, entries }), 'utf8');

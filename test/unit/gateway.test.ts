@@ -139,6 +139,9 @@ describe('folder listings (SPEC.md §9.15)', () => {
     expect(() => decodeFolder(j([{ path: 'a', cap: 'bitcloud:xyz', size: 1 }]))).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
     expect(() => decodeFolder(j(new Array(MAX_FOLDER_ENTRIES + 1).fill(0)))).toThrow(expect.objectContaining({ code: 'FOLDER_TOO_LARGE' }));
     expect(() => encodeFolder({ entries: [{ path: 'a/../b', cap, size: 1 }] })).toThrow(expect.objectContaining({ code: 'FOLDER_PATH_INVALID' }));
+    // The encoder refuses a listing every reader would refuse (a file beside a folder of its name).
+    expect(() => encodeFolder({ entries: [{ path: 'a/b', cap, size: 1 }, { path: 'a', cap, size: 1 }] })).toThrow(expect.objectContaining({ code: 'FOLDER_PATH_INVALID' }));
+    expect(decodeFolder(encodeFolder({ entries: [{ path: 'a/b', cap, size: 1 }, { path: 'a/bc', cap, size: 1 }] })).entries).toHaveLength(2);
   });
 
   it('a file that is also a folder is refused wherever it sorts; names that only share a start are not', () => {
