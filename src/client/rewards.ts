@@ -119,8 +119,8 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       if (bundle.chainLength > from) throw err('REWARD_MALFORMED', `${source} claims ${bundle.chainLength} blocks but sent none from height ${from}`);
       break;
     }
-    // A certificate kept already is not checked again; one that failed is checked once per page.
-    for (const c of new Map(bundle.certificates.map((c) => [c.toString('hex'), c])).values()) certs.add(c);
+    // Each distinct certificate is checked once, however many pages repeat it.
+    for (const c of bundle.certificates) certs.add(c);
     const verifier = certs.verifier;
     for (const sb of bundle.blocks) {
       applyRewardBlock(state, sb, verifier, threshold, { schedule });

@@ -54,8 +54,9 @@ export class RewardCertificateSet {
   readonly verifier: CertifiedRewardAuthorities;
   /** identity fp / signing key hex → every certificate for that pair (keys may be re-certified). */
   private readonly byKey = new Map<string, VerifiedCertificate[]>();
-  /** The envelopes kept (hex), so a repeated one is not checked again. */
-  private readonly kept = new Set<string>();
+  /** Every distinct envelope added (hex), kept or refused, so a repeated one is not checked again. */
+  private readonly seen = new Set<string>();
+  private keptCount = 0;
   private readonly configured: Set<string>;
 
   constructor(authorities: readonly { identity: Uint8Array }[], o: { periodSeconds: number; skewMs?: number }) {
@@ -77,12 +78,13 @@ export class RewardCertificateSet {
   }
 
   /** Number of certificates kept. */
-  get size(): number { return this.kept.size; }
+  get size(): number { return this.keptCount; }
 
   /** Adds one envelope; true when it is new, verifies and vouches for a configured authority's signing key. */
   add(raw: Uint8Array): boolean {
     const hex = Buffer.from(raw).toString('hex');
-    if (this.kept.has(hex)) return false;
+    if (this.seen.has(hex)) return false;
+    this.seen.add(hex);
     let c: VerifiedCertificate;
     try { c = verifyKeyCertificate(raw); } catch { return false; }
     if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
@@ -90,7 +92,7 @@ export class RewardCertificateSet {
     const list = this.byKey.get(k) ?? [];
     list.push(c);
     this.byKey.set(k, list);
-    this.kept.add(hex);
+    this.keptCount++;
     return true;
   }
 }
