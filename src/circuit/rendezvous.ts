@@ -165,7 +165,7 @@ export class RendezvousRelay implements RendezvousHook {
     const client = this.pending.get(key);
     // Both sides are checked before either is joined: a waiting circuit that has since gone on
     // cannot be joined, and is no circuit waiting with the cookie.
-    if (!client || client.isClosed || client.extended || this.joined.has(client)) {
+    if (!client || client.isClosed || client.extended) {
       this.count('HIDDEN_COOKIE_UNKNOWN');
       throw err('HIDDEN_COOKIE_UNKNOWN', 'RENDEZVOUS1 with a cookie no circuit waits with');
     }

@@ -114,7 +114,7 @@ export class HiddenService {
   private candidates(): ConsensusRelay[] {
     const used = new Set(this.intros.map((i) => i.relay.fingerprint));
     used.add(this.o.identity.publicKey.toString('hex'));
-    for (const f of this.o.family ?? []) used.add(f.toLowerCase());
+    for (const f of this.o.family ?? []) used.add(f);
     const relays = this.o.relays() ?? [];
     return shuffle(relays.filter((r) => isRunningValid(r) && canBeHop(r) && r.orPort > 0 && !used.has(r.fingerprint)));
   }

@@ -1,6 +1,6 @@
 // SPEC.md §9.21.3: where hidden descriptors are kept (authorities) — by blinded key, the highest
-// revision that passes the outer checks, dropped when expired or once its period has passed (no
-// reader asks for it then: a client fetches the blinded key of its current period). Memory only: a
+// revision that passes the outer checks, dropped when expired or an hour after its period ended
+// (a client fetches the blinded key of its current period). Memory only: a
 // node republishes every 30 minutes (SPEC.md §9.21.1), so a restarted authority has them again
 // within that.
 import { err } from '../errors';

@@ -171,8 +171,7 @@ export class BitcloudDht {
     await this.ready();
     const key = nameTarget(publisher, salt);
     const fromNet = await new Promise<DhtItem | null>((resolve, reject) => {
-      // An empty salt is no salt (BEP 44 signs no salt entry then); the library would sign "4:salt0:".
-      this.dht.get(key, { salt: salt.length ? salt : undefined, cache: false }, (e, res) => {
+      this.dht.get(key, { salt: bep44Salt(salt), cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
         resolve(res ? asItem(res, publisher, salt) : null);
       });
@@ -190,7 +189,7 @@ export class BitcloudDht {
     await this.ready();
     return new Promise<number>((resolve, reject) => {
       try {
-        this.dht.put({ k: item.publisher, v: item.value, seq: item.seq, salt: item.salt.length ? item.salt : undefined, sig: item.sig }, (e, _hash, n) => {
+        this.dht.put({ k: item.publisher, v: item.value, seq: item.seq, salt: bep44Salt(item.salt), sig: item.sig }, (e, _hash, n) => {
           if (e) reject(putError(e));
           else if (n === 0) reject(err('DHT_PUT_FAILED', 'no DHT node stored the item'));
           else resolve(n);
@@ -221,7 +220,7 @@ export class BitcloudDht {
     await this.ready();
     const key = nameTarget(publisher, salt);
     return new Promise((resolve, reject) => {
-      this.dht.get(key, { salt: salt.length ? salt : undefined, cache: false }, (e, res) => {
+      this.dht.get(key, { salt: bep44Salt(salt), cache: false }, (e, res) => {
         if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
         // The library checked the signature (our verify) and that the key matches k | salt.
         if (!res || !res.k || !res.k.equals(publisher) || typeof res.seq !== 'number') { resolve(null); return; }
@@ -250,4 +249,9 @@ function putError(e: Error & { code?: number }): BitcloudError {
   if (e.code === 302) return err('DHT_SEQ_STALE', 'the DHT nodes hold a newer sequence number for this name', { bep44: 302 });
   if (e.code === 301) return err('DHT_SEQ_STALE', 'compare-and-swap mismatch', { bep44: 301 });
   return err('DHT_PUT_FAILED', `no DHT node stored the item: ${e.message}`, { bep44: e.code });
+}
+
+/** An empty salt is no salt (BEP 44 signs no salt entry then); the library would sign "4:salt0:". */
+function bep44Salt(salt: Buffer): Buffer | undefined {
+  return salt.length ? salt : undefined;
 }
