@@ -182,7 +182,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     const served = serveStorageStream(stream, s, { ctx, idleMs: 200 });
     for (let reqId = 1; reqId <= 8; reqId++) stream.push(encodeFrame(encodeRequest(reqId, { type: 'get', id: bigId, offset: 0, length: 0 })));
     const closed = new Promise<string>((r) => stream.once('close', () => r('closed')));
-    const stuck = new Promise<string>((r) => { const t = setTimeout(() => r('still open'), 5_000); cleanup.push(() => clearTimeout(t)); });
+    const stuck = new Promise<string>((r) => { const t = setTimeout(() => r('still open'), 30_000); cleanup.push(() => clearTimeout(t)); });
     expect(await Promise.race([closed, stuck])).toBe('closed');
     await served;
     cleanup.push(() => stream.destroy());
