@@ -1,10 +1,11 @@
-// `bitcloud renew CAP` (SPEC.md §9.6 RENEW, §9.11 leases): extend the leases of every share of a
-// file — the root, the manifest chunks and the data chunks — so the storage nodes keep it past
-// its first lease (GC removes expired shares). Anyone holding the capability can renew; requests
-// go over the same transport as get (circuits by default), so a node learns nothing about who asks.
-// Each share id is sent to the nodes that may hold it: its expected holder and the top of its
-// ranking (put moves a share down its ranking when a node is full). A node that does not hold an
-// id answers 0 for it.
+// `bitcloud renew CAP` (SPEC.md §9.9.2; RENEW §9.6.3, leases §9.8.2): extend the leases of every
+// share of a file — the root, the verify record, the manifest chunks and the data chunks — so the
+// storage nodes keep it past its first lease (GC removes expired shares). Anyone holding the
+// capability can renew; requests go over the same transport as get (circuits by default), so a
+// node learns nothing about who asks. Each share id is sent to the nodes that may hold it: its
+// expected holder and the top of its ranking (put moves a share down its ranking when a node is
+// full), then, for an id none of those renewed, every other storage node. A node that does not
+// hold an id answers 0 for it.
 import { err } from '../errors';
 import type { Capability } from '../storage/capability';
 import { MAX_IDS_PER_REQUEST } from '../storage/protocol';

@@ -1,5 +1,5 @@
-// `bitcloud renew CAP [--lease-seconds N] [--json] [--direct]` (SPEC.md §9.6 RENEW): extend the
-// leases of every share of a file so the storage nodes keep it. Wiring only.
+// `bitcloud renew CAP [--lease-seconds N] [--json] [--direct]` (SPEC.md §9.9.2, RENEW §9.6.3): extend
+// the leases of every share of a file so the storage nodes keep it. Wiring only.
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION, DIRECT_OPTION } from './options';
 import { parseCapability } from '../../storage/capability';
