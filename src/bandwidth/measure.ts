@@ -69,13 +69,13 @@ export interface MeasureInput {
 }
 
 /**
- * SPEC §8.4 item 6: the fastest link a receipt may describe (100 Gbit/s, one direction). A count
+ * SPEC §8.4 (the count bound, checked before check 4): the fastest link a receipt may describe (100 Gbit/s, one direction). A count
  * above what such a link carries in two epochs (a segment ends at the epoch boundary, §8.3, plus
  * the proposal jitter) is physically impossible and refused at intake; measurement skips it.
  */
 export const MAX_LINK_BYTES_PER_SECOND = 12_500_000_000;
 
-/** SPEC §8.4 item 6: the largest count, per direction, of one receipt in an epoch of `epochSeconds`. */
+/** SPEC §8.4 (the count bound before check 4): the largest count, per direction, of one receipt in an epoch of `epochSeconds`. */
 export function maxReceiptCells(epochSeconds: number): number {
   return Math.ceil((MAX_LINK_BYTES_PER_SECOND * 2 * epochSeconds) / CELL_LEN);
 }

@@ -71,7 +71,7 @@ export interface ReceiptVerifierOptions {
   membership: ConsensusMembership;
   window: UploadWindow;
   /**
-   * SPEC §8.4 item 6: the largest count per direction one receipt may carry (what a link can
+   * SPEC §8.4 (the count bound, checked before check 4): the largest count per direction one receipt may carry (what a link can
    * physically carry in an epoch, `maxReceiptCells(period)`); above it RECEIPT_COUNT_TOO_LARGE.
    * Absent: only the u64 bound of §8.2 applies.
    */

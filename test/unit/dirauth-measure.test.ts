@@ -87,7 +87,7 @@ describe('measurement at vote time (SPEC.md §8.5)', () => {
     expect(hist).toEqual({ version: 1, relays: { [fx.relays[0].fp]: { epochs: 1, last: E }, [fx.relays[1].fp]: { epochs: 1, last: E } } });
   });
 
-  it('two listed relays cannot switch measurement off with impossible counts (SPEC.md §8.4 item 6, §8.5)', async () => {
+  it('two listed relays cannot switch measurement off with impossible counts (SPEC.md §8.4 count bound, §8.5)', async () => {
     const { authority } = await withReceipts({ bandwidthBounds: 'local' });
     const m = authority.measurement;
     const max = Number.MAX_SAFE_INTEGER;
