@@ -207,7 +207,8 @@ export class RelayCircuits {
 
   /**
    * Destroy every circuit and close the links this relay opened — after proposing a receipt on
-   * each for the current epoch and giving the answers a bounded moment (SPEC.md §8.3 step 1).
+   * each for the current epoch and sending RECEIPT_REQUEST on the links it accepted, giving the
+   * answers one bounded moment (SPEC.md §8.3 steps 10–11).
    */
   async close(): Promise<void> {
     if (this.closed) return;

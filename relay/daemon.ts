@@ -172,7 +172,7 @@ export class RelayDaemon {
     this.pow?.stop();
     this.mirror.stop();
     await this.hooks.onStop?.();
-    await this.circuits?.close(); // proposes on its outbound links first (SPEC.md §8.3 step 1)
+    await this.circuits?.close(); // settles receipts on its links first (SPEC.md §8.3 steps 10–11)
     await this.listener?.close();
     await this.bw?.stop(); // bandwidth.json and the receipts not yet delivered
     for (const s of [this.http, this.metricsServer]) {

@@ -101,8 +101,6 @@ export class LinkCounter {
   /**
    * Close the segment: returns its counts and starts the next one at zero, with the circuits that
    * are still open already counted in it (they were open during the next segment too).
-   */
-  /**
    * `deferSent`: cells counted as sent that still wait in the link's queue behind the boundary cell
    * (SPEC §8.3 step 12: a RECEIPT_PROPOSE is written ahead of them); they belong to the next segment.
    */
