@@ -15,6 +15,11 @@ import { shuffle } from '../src/crypto/primitives';
 export const REWARD_MIRROR_TTL_MS = 10_000;
 /** Distinct `from` heights kept at once (the oldest is dropped). */
 const MAX_ENTRIES = 64;
+/**
+ * Authority fetches running at once, all `from` heights together (SPEC §6.10.1). A fetch dropped
+ * from the cache (entry cap, byte budget) still runs and still counts until it ends.
+ */
+export const REWARD_MIRROR_MAX_FETCHES = 4;
 /** Bytes of answers held at once, all `from` heights together (the oldest are dropped): one largest bundle. */
 export const REWARD_MIRROR_MAX_BYTES = MAX_REWARD_BUNDLE_BYTES;
 
@@ -25,6 +30,8 @@ export class RewardMirror {
   /** By `from`, oldest first. */
   private readonly cache = new Map<number, Entry>();
   private bytes = 0;
+  /** Authority fetches started and not yet ended, whether or not their entry is still held. */
+  private fetching = 0;
   private sweeper: NodeJS.Timeout | null = null;
 
   constructor(
@@ -39,14 +46,21 @@ export class RewardMirror {
 
   /**
    * The bundle from height `from` as an authority serves it. Concurrent and repeated requests
-   * within the TTL share one fetch. Rejects with REWARD_NOT_AVAILABLE when no authority answered.
+   * within the TTL share one fetch. Rejects with REWARD_NOT_AVAILABLE when no authority answered,
+   * and at once, without asking one, when REWARD_MIRROR_MAX_FETCHES fetches are running already.
    */
   bundle(from: number): Promise<Buffer> {
     const now = this.now();
     this.sweep(now);
     const hit = this.cache.get(from);
     if (hit) return hit.body;
-    const body = this.fetch(from);
+    // SPEC §6.10.1: a busy mirror answers 503 at once (as a busy Tor directory does) rather than
+    // start one more authority fetch of up to MAX_REWARD_BUNDLE_BYTES for each new `from`.
+    if (this.fetching >= REWARD_MIRROR_MAX_FETCHES) {
+      return Promise.reject(err('REWARD_NOT_AVAILABLE', `the mirror is busy: ${this.fetching} reward chain fetches running`, { fetching: this.fetching }));
+    }
+    this.fetching++;
+    const body = this.fetch(from).finally(() => { this.fetching--; });
     const entry: Entry = { at: now, body, bytes: 0 };
     this.cache.set(from, entry);
     while (this.cache.size > MAX_ENTRIES) this.drop(this.cache.keys().next().value as number);

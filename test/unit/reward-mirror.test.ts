@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { REWARD_MIRROR_MAX_BYTES, RewardMirror } from '../../relay/reward-mirror';
+import { REWARD_MIRROR_MAX_BYTES, REWARD_MIRROR_MAX_FETCHES, RewardMirror } from '../../relay/reward-mirror';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { FETCHER_HEADER } from '../../src/dir/fetch';
 
@@ -41,7 +41,7 @@ describe('RewardMirror', () => {
     const a = await authority((req, res) => { res.writeHead(200); res.end(Buffer.alloc(1000, 1)); });
     let now = 1_000_000;
     const m = new RewardMirror([a.info], { ttlMs: 20, now: () => now });
-    await Promise.all(Array.from({ length: 64 }, (_, i) => m.bundle(i)));
+    for (let i = 0; i < 64; i++) await m.bundle(i);
     expect(m.held).toEqual({ entries: 64, bytes: 64_000 });
     now += 21;
     // Nobody asks again: the expired answers go on their own.
@@ -90,5 +90,26 @@ describe('RewardMirror', () => {
     up = true;
     expect((await m.bundle(0)).toString()).toBe('ok');
     expect(bad.hits.length).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('RewardMirror fetches in flight', () => {
+  it(`starts at most REWARD_MIRROR_MAX_FETCHES authority fetches at once; a client asking more distinct \`from\` values meanwhile gets REWARD_NOT_AVAILABLE at once (SPEC §6.10.1)`, async () => {
+    const waiting: http.ServerResponse[] = [];
+    const a = await authority((_req, res) => { waiting.push(res); });
+    const m = new RewardMirror([a.info], { now: () => 1_000_000 });
+    const results = Array.from({ length: 100 }, (_, i) => m.bundle(i).then(() => 'ok', (e: { code?: string }) => e.code));
+    const early = await Promise.race([Promise.all(results.slice(REWARD_MIRROR_MAX_FETCHES)), new Promise((r) => setTimeout(() => r('pending'), 2000))]);
+    expect(early).toEqual(Array(100 - REWARD_MIRROR_MAX_FETCHES).fill('REWARD_NOT_AVAILABLE'));
+    await vi.waitFor(() => expect(waiting).toHaveLength(REWARD_MIRROR_MAX_FETCHES), { timeout: 5000 });
+    for (const res of waiting) { res.writeHead(200); res.end('late'); }
+    expect(await Promise.all(results.slice(0, REWARD_MIRROR_MAX_FETCHES))).toEqual(Array(REWARD_MIRROR_MAX_FETCHES).fill('ok'));
+    expect(a.hits).toHaveLength(REWARD_MIRROR_MAX_FETCHES);
+    // The fetches are done: the next distinct `from` is fetched again.
+    const next = m.bundle(500);
+    await vi.waitFor(() => expect(waiting).toHaveLength(REWARD_MIRROR_MAX_FETCHES + 1), { timeout: 5000 });
+    waiting[REWARD_MIRROR_MAX_FETCHES].writeHead(200);
+    waiting[REWARD_MIRROR_MAX_FETCHES].end('next');
+    expect((await next).toString()).toBe('next');
   });
 });
