@@ -91,7 +91,7 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
   throw err(first && isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
 }
 
-/** `certs`: every distinct certificate of the bundles read, each checked once (SPEC §8.7.5: a source may repeat them on every page). */
+/** `certs`: every distinct certificate of the bundles read, each checked at most once and only when a signature names it (SPEC §8.7.5). */
 interface ChainAccumulator { state: ChainState; blocks: VerifiedRewardBlock[]; certs: RewardCertificateSet }
 
 function newAccumulator(o: FetchRewardChainOptions): ChainAccumulator {
@@ -119,7 +119,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       if (bundle.chainLength > from) throw err('REWARD_MALFORMED', `${source} claims ${bundle.chainLength} blocks but sent none from height ${from}`);
       break;
     }
-    // Each distinct certificate is checked once, however many pages repeat it.
+    // Each distinct certificate is taken once, however many pages repeat it, and checked only when a block signature names it.
     for (const c of bundle.certificates) certs.add(c);
     const verifier = certs.verifier;
     for (const sb of bundle.blocks) {

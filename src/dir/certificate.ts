@@ -24,18 +24,34 @@ export function makeKeyCertificate(identity: Ed25519KeyPair, signingKey: Buffer,
 }
 
 /**
+ * A certificate's layout, without checking its signature: what it claims, for a reader that checks
+ * the signature only once the certificate is needed (SPEC §8.7.5). Throws DOC_* codes only; a
+ * certificate this refuses, verifyKeyCertificate refuses too.
+ */
+export function readKeyCertificate(raw: Uint8Array): { identity: Buffer; fingerprint: string; signingKey: Buffer } {
+  const { c } = openKeyCertificate(raw);
+  return { identity: c.identity, fingerprint: fingerprint(c.identity), signingKey: c.signingKey };
+}
+
+/**
  * Check a certificate's own signature (by the identity it names). With `now`, also check its
  * window (DOC_EXPIRED / DOC_NOT_YET_VALID). Throws DOC_* codes only.
  */
 export function verifyKeyCertificate(raw: Uint8Array, now?: number, skewMs = 0): VerifiedCertificate {
+  const { doc, c } = openKeyCertificate(raw);
+  if (!verifyBodySignature(doc.body, doc.signatures[0].signature, c.identity)) throw err('DOC_BAD_SIGNATURE', 'key certificate signature does not verify');
+  if (now !== undefined) checkWindow(doc, now, skewMs, 'key certificate');
+  return { identity: c.identity, fingerprint: fingerprint(c.identity), signingKey: c.signingKey, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw };
+}
+
+/** The envelope and content of a certificate with one signature, by the identity it names (not yet checked). */
+function openKeyCertificate(raw: Uint8Array) {
   const doc = openEnvelope(raw, DocType.KEY_CERTIFICATE, LIMITS.certificateBytes);
   const c = decodeKeyCertificate(doc.content);
   if (doc.signatures.length !== 1) throw err('DOC_BAD_SIGNATURE', 'a key certificate carries exactly one signature');
   const s = doc.signatures[0];
   if (!s.signer.equals(c.identity) || s.key !== null) throw err('DOC_WRONG_SIGNER', 'a key certificate must be signed by the identity it names');
-  if (!verifyBodySignature(doc.body, s.signature, c.identity)) throw err('DOC_BAD_SIGNATURE', 'key certificate signature does not verify');
-  if (now !== undefined) checkWindow(doc, now, skewMs, 'key certificate');
-  return { identity: c.identity, fingerprint: fingerprint(c.identity), signingKey: c.signingKey, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw };
+  return { doc, c };
 }
 
 /**

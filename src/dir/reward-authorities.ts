@@ -14,7 +14,7 @@
 import type { RewardAuthorities, RewardBlock } from '../bandwidth/reward-chain';
 import { fingerprint } from '../crypto/keys';
 import { err } from '../errors';
-import { verifyKeyCertificate, type VerifiedCertificate } from './certificate';
+import { readKeyCertificate, verifyKeyCertificate, type VerifiedCertificate } from './certificate';
 
 /** A block of epoch e is signed between e·P and (e + this)·P (SPEC §8.7.3). */
 export const REWARD_SIGNING_SPAN_PERIODS = 4;
@@ -45,18 +45,25 @@ export function certifiedRewardAuthorities(
   return set.verifier;
 }
 
+/** Envelopes waiting for their check, per (identity, signing key) pair (SPEC §8.7.5). */
+export const MAX_PENDING_CERTIFICATES_PER_KEY = 16;
+
 /**
  * Certificates gathered over several chain bundles (SPEC §8.7.5: up to 1024 per bundle, unsigned
- * helper data): each distinct envelope is checked once, and only those that verify and name a
- * configured authority are kept. `verifier` always reads the certificates added so far.
+ * helper data). add() only reads an envelope's layout and keeps it under the (configured identity,
+ * signing key) pair it claims; its signature is checked when a block signature names that pair and
+ * no certificate checked before vouches, each envelope once. So a source sending many forged
+ * certificates costs a signature check only for the pairs its blocks' signatures name, at most
+ * MAX_PENDING_CERTIFICATES_PER_KEY each. `verifier` always reads the certificates added so far.
  */
 export class RewardCertificateSet {
   readonly verifier: CertifiedRewardAuthorities;
-  /** identity fp / signing key hex → every certificate for that pair (keys may be re-certified). */
+  /** identity fp / signing key hex → the certificates checked and kept for that pair (keys may be re-certified). */
   private readonly byKey = new Map<string, VerifiedCertificate[]>();
-  /** Every distinct envelope added (hex), kept or refused, so a repeated one is not checked again. */
+  /** identity fp / signing key hex → envelopes added and not checked yet. */
+  private readonly pending = new Map<string, Buffer[]>();
+  /** Every distinct envelope taken (hex), checked or not, kept or refused, so a repeated one costs nothing. */
   private readonly seen = new Set<string>();
-  private keptCount = 0;
   private readonly configured: Set<string>;
 
   constructor(authorities: readonly { identity: Uint8Array }[], o: { periodSeconds: number; skewMs?: number }) {
@@ -65,10 +72,13 @@ export class RewardCertificateSet {
     this.configured = new Set(authorities.map((a) => Buffer.from(a.identity).toString('hex')));
     const certificateFor = (authority: Buffer, signingKey: Buffer, epoch: number): VerifiedCertificate | null => {
       if (authority.length !== 32 || signingKey.equals(authority)) return null; // identity-key signatures do not count
-      const list = this.byKey.get(`${fingerprint(authority)}/${signingKey.toString('hex')}`);
-      if (!list) return null;
+      const k = `${fingerprint(authority)}/${signingKey.toString('hex')}`;
       const [from, to] = rewardSigningSpan(epoch, o.periodSeconds);
-      return list.find((c) => c.validAfter - skew <= to && c.validUntil >= from) ?? null;
+      const vouches = (c: VerifiedCertificate) => c.validAfter - skew <= to && c.validUntil >= from;
+      const found = this.byKey.get(k)?.find(vouches);
+      if (found) return found;
+      this.check(k);
+      return this.byKey.get(k)?.find(vouches) ?? null;
     };
     this.verifier = {
       configured: this.configured.size,
@@ -77,22 +87,46 @@ export class RewardCertificateSet {
     };
   }
 
-  /** Number of certificates kept. */
-  get size(): number { return this.keptCount; }
+  /** Number of certificates checked and kept so far. */
+  get size(): number {
+    let n = 0;
+    for (const list of this.byKey.values()) n += list.length;
+    return n;
+  }
 
-  /** Adds one envelope; true when it is new, verifies and vouches for a configured authority's signing key. */
+  /**
+   * Takes one envelope for a later check; true when it is new and claims to certify a signing key
+   * (other than the identity key) of a configured authority. Its signature is not checked here.
+   */
   add(raw: Uint8Array): boolean {
     const hex = Buffer.from(raw).toString('hex');
     if (this.seen.has(hex)) return false;
     this.seen.add(hex);
-    let c: VerifiedCertificate;
-    try { c = verifyKeyCertificate(raw); } catch { return false; }
+    let c: { fingerprint: string; identity: Buffer; signingKey: Buffer };
+    try { c = readKeyCertificate(raw); } catch { return false; }
     if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
     const k = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
-    const list = this.byKey.get(k) ?? [];
-    list.push(c);
-    this.byKey.set(k, list);
-    this.keptCount++;
+    const list = this.pending.get(k) ?? [];
+    if (list.length >= MAX_PENDING_CERTIFICATES_PER_KEY) {
+      this.seen.delete(hex); // not taken: a later page may bring it again once the pair was checked
+      return false;
+    }
+    list.push(Buffer.from(raw));
+    this.pending.set(k, list);
     return true;
+  }
+
+  /** Checks the envelopes waiting for pair `k`, once each; those that verify are kept. */
+  private check(k: string): void {
+    const list = this.pending.get(k);
+    if (!list) return;
+    this.pending.delete(k);
+    for (const raw of list) {
+      let c: VerifiedCertificate;
+      try { c = verifyKeyCertificate(raw); } catch { continue; }
+      const kept = this.byKey.get(k) ?? [];
+      kept.push(c);
+      this.byKey.set(k, kept);
+    }
   }
 }

@@ -1,10 +1,10 @@
 // SPEC.md §8.7.3, §8.7.5: the chain bundle codec (GET /bitcloud/rewards) and the certificate-based
 // verifier: which signatures count, and how certificate windows apply to old blocks.
-import { describe, it, expect } from 'vitest';
+import { afterEach, describe, it, expect, vi } from 'vitest';
 import fc from 'fast-check';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
-import { certifiedRewardAuthorities, REWARD_SIGNING_SPAN_PERIODS } from '../../src/dir/reward-authorities';
+import * as certificate from '../../src/dir/certificate';
+import { certifiedRewardAuthorities, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet } from '../../src/dir/reward-authorities';
 import {
   decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
   type ChainTip,
@@ -17,7 +17,7 @@ const ids = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, i)));
 const sks = [1, 2, 3].map((i) => ed25519FromSeed(Buffer.alloc(32, 40 + i)));
 const configured = ids.map((k) => ({ identity: k.publicKey }));
 // Certificates valid for epochs 100..199 (ms window).
-const cert = (i: number, fromEpoch = 100, toEpoch = 200) => makeKeyCertificate(ids[i], sks[i].publicKey, fromEpoch * P * 1000, toEpoch * P * 1000);
+const cert = (i: number, fromEpoch = 100, toEpoch = 200) => certificate.makeKeyCertificate(ids[i], sks[i].publicKey, fromEpoch * P * 1000, toEpoch * P * 1000);
 
 function chain(n: number, who = [0, 1, 2], firstEpoch = 120): Buffer[] {
   const out: Buffer[] = [];
@@ -101,7 +101,7 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
     const { body } = nextRewardBlock(null, 120, new Map([[fp(1), 1]]));
     const direct = encodeSignedRewardBlock(body, [0, 1].map((i) => signRewardBlock(body, ids[i].publicKey, ids[i])));
     // Even a certificate that "certifies" the identity key itself does not make it count.
-    const selfCert = makeKeyCertificate(ids[0], ids[0].publicKey, 0, 300 * P * 1000);
+    const selfCert = certificate.makeKeyCertificate(ids[0], ids[0].publicKey, 0, 300 * P * 1000);
     expect(codeOf(() => verifyChain([direct], verifier([selfCert, cert(0), cert(1)])))).toBe('REWARD_TOO_FEW_SIGNATURES');
   });
 
@@ -122,6 +122,34 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
     expect(at(100 - REWARD_SIGNING_SPAN_PERIODS - 1)).toBe(false); // certified only after the block was signed
     // Verification does not depend on the wall clock: the same chain verifies "years later".
     expect(verifyChain(chain(2, [0, 1, 2], 150), verifier([cert(0), cert(1), cert(2)])).height).toBe(1);
+  });
+
+  describe('certificates are checked only when a signature names them (SPEC §8.7.5)', () => {
+    afterEach(() => { vi.restoreAllMocks(); });
+    const forger = ed25519FromSeed(Buffer.alloc(32, 99));
+    /** Decodes as a certificate of configured identity `i` for `signingKey`, but `i` never signed it. */
+    const forged = (i: number, signingKey: Buffer) => certificate.makeKeyCertificate({ publicKey: ids[i].publicKey, secretKey: forger.secretKey }, signingKey, 100 * P * 1000, 200 * P * 1000);
+    const key = (n: number) => { const k = Buffer.alloc(32, 0xee); k.writeUInt32BE(n); return k; };
+
+    it('1024 forged certificates of configured identities for keys no block names cost no signature check', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      const bundle = [...Array.from({ length: 1024 }, (_, n) => forged(n % 3, key(n))), cert(0), cert(1), cert(2)];
+      const checks = vi.spyOn(certificate, 'verifyKeyCertificate');
+      for (const c of bundle) set.add(c);
+      for (const c of bundle) set.add(c); // the next page repeats them
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
+      expect(checks).toHaveBeenCalledTimes(3); // one per (identity, signing key) pair the signatures name, once
+    });
+
+    it('a forged certificate for a pair a signature names is checked and does not vouch; the real one beside it does', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      for (const c of [forged(0, sks[0].publicKey), forged(2, sks[2].publicKey), cert(0)]) set.add(c);
+      expect(set.verifier.certificateFor(ids[2].publicKey, sks[2].publicKey, 120)).toBeNull();
+      expect(codeOf(() => verifyChain(chain(1), set.verifier))).toBe('REWARD_TOO_FEW_SIGNATURES');
+      set.add(cert(1)); // a later page brings the missing certificate
+      expect(verifyChain(chain(1), set.verifier).height).toBe(0);
+      expect(set.verifier.certificateFor(ids[0].publicKey, sks[0].publicKey, 120)?.raw.equals(cert(0))).toBe(true);
+    });
   });
 
   it('a certified key whose signature does not verify fails the block (REWARD_BAD_SIGNATURE)', () => {
