@@ -489,7 +489,10 @@ export class RewardLedger {
       this.track(this.store.savePending(encodeSignedRewardBlock(sb.body, sb.signatures)).then((ok) => {
         if (!ok) return; // reported by the store; this block is never served, the chain moves on without it
         held.stored = true;
-        if (this.pending === held) held.round.publish();
+        if (this.pending !== held) return;
+        // Caught up meanwhile (published elsewhere): the stored block now takes the own signature too.
+        if (held.round.published) this.publish(held);
+        else held.round.publish();
       }));
     }
     return held;
@@ -631,7 +634,9 @@ export class RewardLedger {
           // signatures are merged as the exchange merges them (SPEC §8.7.4: those that count and
           // verify): an entry that does not count must not stand in for its authority's real one.
           for (const [fp, s] of this.merge(p, sb, from)) p.round.add(fp, s);
-          signers = sortedSigs(p);
+          // SPEC §8.7.4: the own signature goes out only once pending.blk holds the block; the
+          // fetched block has a majority without it, and hold() adds it when the write is done.
+          signers = p.stored ? sortedSigs(p) : sortedSigs(p).filter((s) => s.authority.toString('hex') !== this.self);
         } else {
           this.pending = null;
           this.pendingEncoded = null;

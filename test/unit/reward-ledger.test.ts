@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { decodeSignedRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
+import { decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
 import { fetchRewardChain } from '../../src/client/rewards';
@@ -185,7 +185,6 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
     expect(bad.status).toBe(400);
     const beyond = await fetch(`http://127.0.0.1:${nodes[0].port}${PATHS.rewards}?from=99`);
     expect(beyond.status).toBe(200);
-    const { decodeRewardChainBundle } = await import('../../src/bandwidth/reward-chain');
     expect(decodeRewardChainBundle(Buffer.from(await beyond.arrayBuffer()))).toMatchObject({ chainLength: 2, blocks: [] });
   });
 });
@@ -273,6 +272,50 @@ describe('catch-up of the own pending block (SPEC §8.7.4)', () => {
       const sigC = stored.signatures.find((s) => s.authority.equals(t.nodes[ic].signer.identity))!;
       expect(rewardSignatureVerifies(stored.body, sigC)).toBe(true);
     } finally {
+      await t.close();
+    }
+  });
+
+  it('catching up its own pending block from a peer, serves that block without its signature until pending.blk is on disk', async () => {
+    const t = await startLedgerTrio({ seed: 91, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-catchup-', startAll: false, logLevel: 'silent' });
+    let release = () => {};
+    try {
+      const ls = t.nodes.map((n) => t.start(n));
+      const i = ls.findIndex((l, k) => l.proposerOf(0) === t.nodes[k].signer.identity.toString('hex'));
+      const [a, n] = [ls[i], t.nodes[i]];
+      const self = n.signer.identity.toString('hex');
+      const others = ls.filter((l) => l !== a);
+      gate.file = path.join(n.dir, 'rewards', 'pending.blk');
+      gate.pendingGate = new Promise<void>((r) => { release = r; });
+      a.onConsensus(consensus(E0, [[1, 300]]));
+      // The others sign the same body and publish it at 2 of 3 while A's pending.blk is held back.
+      for (const l of others) l.onConsensus(consensus(E0, [[1, 300]]));
+      for (let r = 0; r < 3; r++) {
+        for (const l of others) l.tick();
+        await Promise.all(others.map((l) => l.whenIdle()));
+      }
+      for (const l of others) expect(l.height).toBe(0);
+      // A catches the block up: the same body as its pending one, which it has signed.
+      a.tick();
+      await vi.waitFor(() => expect(a.height).toBe(0), { timeout: 10_000 });
+      const served = async () => {
+        const r = await fetch(`http://127.0.0.1:${n.port}${PATHS.rewards}?from=0`);
+        expect(r.status).toBe(200);
+        return decodeRewardChainBundle(Buffer.from(await r.arrayBuffer())).blocks[0].signatures.map((s) => s.authority.toString('hex'));
+      };
+      expect(fs.existsSync(gate.file)).toBe(false);
+      expect(await served()).not.toContain(self);
+      expect((await fetch(`http://127.0.0.1:${n.port}${PATHS.rewardsPending}`)).status).toBe(404);
+      release();
+      gate.pendingGate = null;
+      await a.whenIdle();
+      // Once stored, the block carries A's signature too, served and on disk.
+      expect(await served()).toContain(self);
+      const stored = decodeSignedRewardBlock(fs.readFileSync(path.join(n.dir, 'rewards', 'blocks', blockFileName(0))));
+      expect(stored.signatures.map((s) => s.authority.toString('hex'))).toContain(self);
+    } finally {
+      gate.pendingGate = null;
+      release();
       await t.close();
     }
   });
