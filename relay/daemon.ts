@@ -171,6 +171,7 @@ export class RelayDaemon {
     this.publisher?.stop();
     this.pow?.stop();
     this.mirror.stop();
+    this.rewardMirror.close();
     await this.hooks.onStop?.();
     await this.circuits?.close(); // settles receipts on its links first (SPEC.md §8.3 steps 10–11)
     await this.listener?.close();

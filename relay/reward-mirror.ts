@@ -33,6 +33,7 @@ export class RewardMirror {
   /** Authority fetches started and not yet ended, whether or not their entry is still held. */
   private fetching = 0;
   private sweeper: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
@@ -50,6 +51,7 @@ export class RewardMirror {
    * and at once, without asking one, when REWARD_MIRROR_MAX_FETCHES fetches are running already.
    */
   bundle(from: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(err('REWARD_NOT_AVAILABLE', 'the relay is stopping: its reward mirror is closed'));
     const now = this.now();
     this.sweep(now);
     const hit = this.cache.get(from);
@@ -81,6 +83,18 @@ export class RewardMirror {
     });
     this.armSweeper();
     return body;
+  }
+
+  /**
+   * The relay stops: the sweeper is cleared and the answers let go. Fetches still running end on
+   * their own (their answers are not kept); bundle() rejects with REWARD_NOT_AVAILABLE from now on.
+   */
+  close(): void {
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
+    this.cache.clear();
+    this.bytes = 0;
   }
 
   private now(): number {

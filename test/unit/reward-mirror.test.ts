@@ -113,3 +113,22 @@ describe('RewardMirror fetches in flight', () => {
     expect((await next).toString()).toBe('next');
   });
 });
+
+describe('RewardMirror.close', () => {
+  afterEach(() => { vi.useRealTimers(); });
+
+  it('clears the sweeper and the answers held; a later bundle() rejects with REWARD_NOT_AVAILABLE without asking an authority', async () => {
+    const a = await authority((_req, res) => { res.writeHead(200); res.end('ok'); });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const m = new RewardMirror([a.info]);
+    expect((await m.bundle(0)).toString()).toBe('ok');
+    expect(vi.getTimerCount()).toBe(1); // the sweeper
+    m.close();
+    expect(vi.getTimerCount()).toBe(0);
+    expect(m.held).toEqual({ entries: 0, bytes: 0 });
+    await expect(m.bundle(0)).rejects.toMatchObject({ code: 'REWARD_NOT_AVAILABLE' });
+    await expect(m.bundle(1)).rejects.toMatchObject({ code: 'REWARD_NOT_AVAILABLE' });
+    expect(vi.getTimerCount()).toBe(0);
+    expect(a.hits).toHaveLength(1);
+  });
+});
