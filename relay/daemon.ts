@@ -16,6 +16,7 @@ import { RelayStatus } from './status-page';
 import { openMetricsPort, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
+import { familyWithoutSelf } from '../src/dir/config-fields';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
 import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
@@ -108,6 +109,8 @@ export class RelayDaemon {
     // SPEC.md §3.3: keys, and the onion key rotated while running (the new one published at once).
     ({ keys: this.keys, rotation: this.rotation } = await startNodeKeys(cfg.dataDir, cfg.onionKeyRotationSeconds, this.log,
       (k) => { this.keys = k; void this.publisher?.republishNow().catch(() => {}); }));
+    // SPEC.md §6.4: the config takes the node's own fingerprint in its family; the rest must fit a descriptor.
+    familyWithoutSelf(cfg.family, this.keys.identity.publicKey.toString('hex'));
     const ctx = this.context();
     // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
     const bw = this.bw = new NodeBandwidth({

@@ -5,6 +5,7 @@
 import type http from 'node:http';
 import { fingerprint, startNodeKeys, type NodeKeys } from '../src/crypto/keys';
 import { buildDescriptor } from '../src/dir/descriptor';
+import { familyWithoutSelf } from '../src/dir/config-fields';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
 import { DescriptorPublisher } from '../src/dir/publish';
@@ -89,6 +90,8 @@ export class StorageDaemon {
     // key rotated while running and the new one published at once.
     ({ keys: this.keys, rotation: this.rotation } = await startNodeKeys(cfg.dataDir, cfg.onionKeyRotationSeconds, this.log,
       (k) => { this.keys = k; void this.publisher?.republishNow().catch(() => {}); }));
+    // SPEC.md §6.4: the config takes the node's own fingerprint in its family; the rest must fit a descriptor.
+    familyWithoutSelf(cfg.family, fingerprint(this.keys.identity.publicKey));
     this.store = await ShareStore.open({
       dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,

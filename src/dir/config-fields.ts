@@ -93,14 +93,25 @@ export function moderatorsField(v: unknown, key = 'moderators'): string[] {
 }
 
 /**
- * `family`: fingerprints of the operator's other nodes, at most 32 distinct (SPEC.md §6.4: a
- * descriptor lists 0..32 family keys, and authorities refuse one with more).
+ * `family`: fingerprints of the operator's nodes, at most 33 distinct (SPEC.md §6.4: a descriptor
+ * lists 0..32 family keys and leaves the node itself out, so one list of 33 serves every node).
+ * Whether the list without the node has at most 32 is known once its keys load: `familyWithoutSelf`.
  */
 export function familyField(v: unknown, key = 'family'): string[] {
   const list = strList(v, key).map((f, i) => fingerprintField(f, `${key}[${i}]`));
   const n = new Set(list).size;
-  if (n > LIMITS.familyMax) configError(key, `at most ${LIMITS.familyMax} family members (a descriptor lists at most ${LIMITS.familyMax}), ${n} given`);
+  if (n > LIMITS.familyMax + 1) configError(key, `at most ${LIMITS.familyMax + 1} entries (a descriptor lists at most ${LIMITS.familyMax} besides the node itself), ${n} given`);
   return list;
+}
+
+/**
+ * SPEC.md §6.4: the family a node publishes, its configured list without itself; CONFIG_INVALID
+ * when more than 32 remain (authorities would refuse every descriptor it publishes).
+ */
+export function familyWithoutSelf(family: readonly string[], self: string, key = 'family'): string[] {
+  const others = [...new Set(family)].filter((f) => f !== self);
+  if (others.length > LIMITS.familyMax) configError(key, `at most ${LIMITS.familyMax} family members besides this node (${self}), ${others.length} given`);
+  return others;
 }
 
 /**

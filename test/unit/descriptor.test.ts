@@ -43,6 +43,9 @@ describe('relay descriptor', () => {
     const d = verifyDescriptor(buildDescriptor(input({ family: [other, id.publicKey.toString('hex')] })), { now: NOW + 1000 });
     expect(d.family).toEqual([other]);
     expect(verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex')] })), { now: NOW + 1000 }).family).toEqual([]);
+    // One list of 33: the node itself and the 32 a descriptor lists.
+    const others = Array.from({ length: 32 }, () => ed25519Generate().publicKey.toString('hex')).sort();
+    expect(verifyDescriptor(buildDescriptor(input({ family: [id.publicKey.toString('hex'), ...others] })), { now: NOW + 1000 }).family).toEqual(others);
   });
 
   it('refuses a bad signature', () => {

@@ -2,6 +2,14 @@
 import { describe, expect, it } from 'vitest';
 import { parseRelayConfig, parseRelayLimits } from '../../relay/config';
 import { DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { RelayDaemon } from '../../relay/daemon';
+import { loadOrCreateNodeKeys } from '../../src/crypto/keys';
+import { familyWithoutSelf } from '../../src/dir/config-fields';
+import { silentLogger } from '../../src/ops/log';
+import { Registry } from 'prom-client';
 
 const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
@@ -27,8 +35,25 @@ describe('relay config limits', () => {
   it('family and moderators: at most as many as a descriptor lists (32 and 16, SPEC.md §6.4)', () => {
     const fps = (n: number) => Array.from({ length: n }, (_, i) => (i + 1).toString(16).padStart(64, '0'));
     expect(parseRelayConfig({ ...base, family: fps(32), moderators: fps(16) }, '/x').family).toHaveLength(32);
-    expect(message(() => parseRelayConfig({ ...base, family: fps(33) }, '/x'))).toMatch(/CONFIG_INVALID: family: at most 32 family members/);
+    // One more than a descriptor lists: the node's own fingerprint may be among them.
+    expect(parseRelayConfig({ ...base, family: fps(33) }, '/x').family).toHaveLength(33);
+    expect(message(() => parseRelayConfig({ ...base, family: fps(34) }, '/x'))).toMatch(/CONFIG_INVALID: family: at most 33 entries/);
     expect(message(() => parseRelayConfig({ ...base, moderators: fps(17) }, '/x'))).toMatch(/CONFIG_INVALID: moderators: at most 16 moderators/);
+  });
+  it('family: one list of 33 serves every node, as each leaves itself out; 33 others is CONFIG_INVALID at start (SPEC.md §6.4)', async () => {
+    const fps = (n: number) => Array.from({ length: n }, (_, i) => (i + 1).toString(16).padStart(64, '0'));
+    const self = 'ff'.repeat(32);
+    expect(familyWithoutSelf([...fps(32), self], self)).toEqual(fps(32));
+    expect(message(() => familyWithoutSelf(fps(33), self))).toMatch(/CONFIG_INVALID: family: at most 32 family members besides this node/);
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-family-'));
+    try {
+      await loadOrCreateNodeKeys(dataDir);
+      const d = new RelayDaemon(parseRelayConfig({ ...base, dataDir, family: fps(33) }, '/x'), silentLogger, new Registry());
+      await expect(d.start()).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+      await d.stop();
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
   });
   it('exitPolicy: at most 64 rules, as many as a descriptor lists (SPEC.md §6.4)', () => {
     const rules = (n: number) => Array.from({ length: n }, (_, i) => `accept *:${i + 1}`);

@@ -1,6 +1,13 @@
 // The storage node's config (storage/config.ts): defaults, sizes, and refusals that name the key.
 import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Registry } from 'prom-client';
 import { parseSize, parseStorageConfig } from '../../storage/config';
+import { StorageDaemon } from '../../storage/daemon';
+import { loadOrCreateNodeKeys } from '../../src/crypto/keys';
+import { silentLogger } from '../../src/ops/log';
 
 const AUTH = [{ name: 'a1', identity: 'a'.repeat(64), address: '127.0.0.1:7000' }];
 const base = { dataDir: 'node', orPort: 9001, storagePort: 9002, authorities: AUTH };
@@ -41,9 +48,23 @@ describe('storage node config', () => {
       [{ ...base, approvedOnly: ['public-lecture'] }, /approvedOnly: needs at least one entry in moderators/],
       [{ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['Public Lecture'] }, /approvedOnly\[0\]: a content class/],
       [{ ...base, moderators: Array.from({ length: 17 }, (_, i) => i.toString(16).padStart(64, '0')) }, /moderators: at most 16 moderators/],
-      [{ ...base, family: Array.from({ length: 33 }, (_, i) => i.toString(16).padStart(64, '0')) }, /family: at most 32 family members/],
+      [{ ...base, family: Array.from({ length: 34 }, (_, i) => i.toString(16).padStart(64, '0')) }, /family: at most 33 entries/],
     ];
     for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
+  });
+
+  it('family: 33 load; 33 besides the node itself is CONFIG_INVALID at start (SPEC.md §6.4)', async () => {
+    const fps = Array.from({ length: 33 }, (_, i) => (i + 1).toString(16).padStart(64, '0'));
+    expect(parseStorageConfig({ ...base, family: fps }, '/x').family).toHaveLength(33);
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-family-'));
+    try {
+      await loadOrCreateNodeKeys(dataDir);
+      const d = new StorageDaemon(parseStorageConfig({ ...base, dataDir, family: fps }, '/x'), silentLogger, new Registry());
+      await expect(d.start()).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+      await d.stop();
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('takes up to 16 moderators, as many as a descriptor lists (SPEC.md §6.4)', () => {
