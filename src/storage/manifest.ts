@@ -9,6 +9,12 @@ import { MAX_CHUNK_SIZE, SHARE_ID_BYTES } from './share';
 export const MANIFEST_VERSION = 1;
 export const DEFAULT_CONTENT_CLASS = 'encrypted-private';
 export const MAX_TEXT_BYTES = 255;
+/**
+ * SPEC.md §9.4: the largest encoded Manifest a reader fetches (a Root's `manifest.size`), so a
+ * hostile capability cannot make a reader fetch and hold an unbounded manifest. About 213 bytes
+ * a chunk at 4-of-6: files up to about 300 GiB with 1 MiB chunks, 4.8 TiB with 16 MiB chunks.
+ */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 const CONTENT_CLASS = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** Where one blob's bytes are: its chunks in order. */
@@ -165,5 +171,7 @@ export function decodeRoot(b: Uint8Array): Root {
   const m = decodeProto(pb.Root, b, BAD);
   const verifyId = Object.prototype.hasOwnProperty.call(m, 'verifyId') ? bytes(m.verifyId, BAD, 'verify_id') : Buffer.alloc(0);
   if (verifyId.length !== 0 && verifyId.length !== 32) throw err(BAD, 'verify_id must be 32 bytes or absent');
-  return { version: checkVersion(m.version), manifest: layoutFromProto(m.manifest), ...(verifyId.length ? { verifyId } : {}) };
+  const manifest = layoutFromProto(m.manifest);
+  if (manifest.size > MAX_MANIFEST_BYTES) throw err(BAD, `the manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, { size: manifest.size });
+  return { version: checkVersion(m.version), manifest, ...(verifyId.length ? { verifyId } : {}) };
 }

@@ -4,7 +4,7 @@
 import { err } from '../errors';
 import type { Coding } from './coding';
 import { ChunkKind, decodeChunk, decryptChunk, encodeChunk, encryptChunk, type EncodedChunk, type Share } from './encode';
-import { decodeManifest, decodeRoot, encodeManifest, encodeRoot, MANIFEST_VERSION, type Layout, type Manifest, type Root } from './manifest';
+import { decodeManifest, decodeRoot, encodeManifest, encodeRoot, MANIFEST_VERSION, MAX_MANIFEST_BYTES, type Layout, type Manifest, type Root } from './manifest';
 import { MAX_CHUNK_SIZE, MAX_SHARE_BYTES, shareId, verifyShare } from './share';
 
 export interface SealedManifest {
@@ -27,6 +27,8 @@ export function sealManifest(fileKey: Uint8Array, manifest: Manifest, opts: { co
   const chunkSize = opts.chunkSize ?? DEFAULT_MANIFEST_CHUNK_SIZE;
   if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw err('STORAGE_BAD_MANIFEST_INPUT', `chunk size must be 1..${MAX_CHUNK_SIZE}`);
   const bytes = encodeManifest(manifest);
+  // SPEC.md §9.5: no reader fetches a manifest over MAX_MANIFEST_BYTES (§9.4).
+  if (bytes.length > MAX_MANIFEST_BYTES) throw err('STORAGE_MANIFEST_TOO_LARGE', `the manifest takes ${bytes.length} bytes, more than ${MAX_MANIFEST_BYTES}; use a larger chunk size`, { size: bytes.length });
   const chunks: EncodedChunk[] = [];
   for (let i = 0, off = 0; off < bytes.length; i++, off += chunkSize) {
     chunks.push(encodeChunk(fileKey, i, bytes.subarray(off, off + chunkSize), coding, ChunkKind.MANIFEST));

@@ -2,8 +2,12 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { FileEncoder, newFileKey } from '../../src/storage/file-encoder';
 import { decodeChunk } from '../../src/storage/encode';
-import { chunkOffsets, decodeManifest, decodeRoot, encodeManifest, makeManifest, type Layout } from '../../src/storage/manifest';
+import { chunkOffsets, decodeManifest, decodeRoot, encodeManifest, encodeRoot, makeManifest, MANIFEST_VERSION, MAX_MANIFEST_BYTES, type Layout } from '../../src/storage/manifest';
 import { decodeManifestChunk, openManifest, openRoot, sealManifest } from '../../src/storage/seal';
+import { ChunkKind, encryptChunk } from '../../src/storage/encode';
+import { MAX_CHUNK_SIZE, shareId } from '../../src/storage/share';
+import { fetchManifest } from '../../src/client/storage-client-get';
+import type { StorageClient } from '../../src/client/storage-client';
 import { encodeProto, pb } from '../../src/storage/proto';
 import { isBitcloudError } from '../../src/errors';
 
@@ -103,6 +107,37 @@ describe('file encoder and manifest (SPEC §9.2, §9.4)', () => {
       }
       return true;
     }), { numRuns: 2000 });
+  });
+
+  it('a root naming a manifest over MAX_MANIFEST_BYTES is refused before any manifest chunk is fetched (SPEC.md §9.4)', async () => {
+    expect(MAX_MANIFEST_BYTES).toBe(64 * 1024 * 1024);
+    // A hostile uploader's root: a few 16 MiB manifest chunks that add up to one byte over the limit.
+    const coding = { k: 1, n: 1 };
+    const lens = [...Array<number>(MAX_MANIFEST_BYTES / MAX_CHUNK_SIZE).fill(MAX_CHUNK_SIZE), 1];
+    const huge: Layout = { size: MAX_MANIFEST_BYTES + 1, chunkSize: MAX_CHUNK_SIZE, coding, chunks: lens.map((l) => ({ encLen: l + 40, shareIds: [Buffer.alloc(32, 7)] })) };
+    expect(codeOf(() => decodeRoot(encodeRoot({ version: MANIFEST_VERSION, manifest: huge })))).toBe('MANIFEST_MALFORMED');
+    const atLimit: Layout = { ...huge, size: MAX_MANIFEST_BYTES, chunks: huge.chunks.slice(0, -1) };
+    expect(decodeRoot(encodeRoot({ version: MANIFEST_VERSION, manifest: atLimit })).manifest.size).toBe(MAX_MANIFEST_BYTES);
+
+    const key = newFileKey();
+    const root = encryptChunk(key, 0, encodeRoot({ version: MANIFEST_VERSION, manifest: huge }), ChunkKind.ROOT);
+    const cap = { manifestId: shareId(root), fileKey: key };
+    const asked: string[] = [];
+    const client = {
+      fingerprints: ['aa'.repeat(32), 'bb'.repeat(32)],
+      isDead: () => false,
+      getShare: (_fp: string, id: Buffer) => { asked.push(id.toString('hex')); return Promise.resolve(root); },
+    } as unknown as StorageClient;
+    await expect(fetchManifest(client, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 })).rejects.toMatchObject({ code: 'MANIFEST_MALFORMED' });
+    expect(asked).toEqual([cap.manifestId.toString('hex')]); // the root share only
+  });
+
+  it('sealManifest refuses a manifest over MAX_MANIFEST_BYTES: STORAGE_MANIFEST_TOO_LARGE (SPEC.md §9.5)', () => {
+    // 64 share ids a chunk, about 2.2 kB of manifest each: 31 000 chunks pass the limit.
+    const ids = Array.from({ length: 64 }, () => Buffer.alloc(32, 1));
+    const n = 31_000;
+    const layout: Layout = { size: n, chunkSize: 1, coding: { k: 1, n: 64 }, chunks: Array.from({ length: n }, () => ({ encLen: 41, shareIds: ids })) };
+    expect(codeOf(() => sealManifest(newFileKey(), makeManifest(layout)))).toBe('STORAGE_MANIFEST_TOO_LARGE');
   });
 
   it('makeManifest refuses bad metadata', () => {
