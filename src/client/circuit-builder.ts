@@ -3,7 +3,7 @@
 // retries on other relays when a hop fails. Knows nothing of streams or SOCKS.
 import type { RelayCryptoAlgorithm } from '../crypto/hop-crypto';
 import { LAT_TRACE, latTrace } from '../ops/lat-trace';
-import { err, errorCode, isBitcloudError, type BitcloudError, type ErrorCode } from '../errors';
+import { err, errorCode, isBitcloudError, kindOf, type BitcloudError } from '../errors';
 import { connectLink, type LinkTuning } from '../link';
 import { Channel } from '../link/channel';
 import type { Ed25519KeyPair } from '../crypto/primitives';
@@ -50,8 +50,11 @@ export interface CircuitBuilderOptions {
   onLink?: (ch: Channel, identity: Ed25519KeyPair) => void;
 }
 
-/** SPEC.md §1.8, §7.2: how a guard link may close that counts a failure of the guard. */
-const GUARD_LINK_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['LINK_PEER_SILENT', 'LINK_IO']);
+/**
+ * SPEC.md §1.8, §7.2: a guard link that closes with an error counts a failure of the guard
+ * (silence, I/O, a protocol violation, TLS), unless the error is our own (kind internal).
+ */
+const isGuardLinkFailure = (e: BitcloudError | undefined): boolean => e !== undefined && kindOf(e.code) !== 'internal';
 
 /** What an authenticated initiator presents (SPEC.md §1.3). */
 export interface LinkIdentity { key: Ed25519KeyPair; tls: TlsCredentials }
@@ -188,9 +191,9 @@ export class CircuitBuilder {
       const link = new ClientLink(ch);
       ch.once('close', (e?: BitcloudError) => {
         if (this.links.get(key) === p) this.links.delete(key);
-        // SPEC.md §1.8, §7.2: a guard link that went silent or failed is a guard failure (a
-        // relay not in the guard set is ignored by markFailure).
-        if (e && GUARD_LINK_FAILURES.has(e.code)) this.guardSet()?.markFailure(guard.fingerprint);
+        // SPEC.md §1.8, §7.2: a guard link that closed with an error is a guard failure; a clean
+        // close is not (a relay not in the guard set is ignored by markFailure).
+        if (isGuardLinkFailure(e)) this.guardSet()?.markFailure(guard.fingerprint);
       });
       if (this.closed) ch.close('client closing');
       return link;

@@ -119,15 +119,19 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     expect(guards.guards[0].failures).toBe(0);
   });
 
-  it('a guard link that goes silent or fails counts one guard failure; a clean close none (SPEC.md §1.8, §7.2)', async () => {
-    for (const [code, want] of [['LINK_PEER_SILENT', 1], ['LINK_IO', 1], [undefined, 0]] as const) {
+  it('a guard link that closes with an error of the guard counts one guard failure; a clean close or our own fault none (SPEC.md §1.8, §7.2)', async () => {
+    const cases = [
+      ['LINK_PEER_SILENT', 1], ['LINK_IO', 1], ['LINK_PROTOCOL_VIOLATION', 1], ['CELL_MALFORMED', 1], ['CELL_TRUNCATED', 1],
+      ['CELL_UNKNOWN_COMMAND', 1], ['LINK_TLS_FAILED', 1], ['LINK_OUTPUT_OVERFLOW', 1], ['LINK_INTERNAL', 0], [undefined, 0],
+    ] as const;
+    for (const [code, want] of cases) {
       const ch = new FakeChannel();
       connectImpl = () => Promise.resolve(ch);
       const guards = guardSetOf(1);
       const builder = new CircuitBuilder({ relays: () => [], guards });
       await builder.linkTo(path[0]);
       ch.fail(code ? err(code, 'test') : undefined);
-      expect(guards.guards[0].failures).toBe(want);
+      expect({ code, failures: guards.guards[0].failures }).toEqual({ code, failures: want });
       await builder.close();
     }
   });
