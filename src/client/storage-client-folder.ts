@@ -14,7 +14,7 @@ import type { Manifest } from '../storage/manifest';
 import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
 import { putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
-import { mkdirDurable } from '../ops/fsutil';
+import { mkdirOutput } from './storage-client-resume';
 
 export interface PutFolderResult extends PutResult {
   /** Files stored (entries of the listing). */
@@ -93,7 +93,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const m = o.manifest ?? await fetchManifest(client, cap, stats);
   const folder = await readFolderListing(client, cap, m, stats);
   const root = path.resolve(out);
-  await mkdirDurable(root, 0o700);
+  await mkdirOutput(root, 0o700);
   const realRoot = await fsp.realpath(root);
   const insideRoot = (real: string) => real === realRoot || real.startsWith(realRoot + path.sep);
   const checked = new Set<string>([root]);
@@ -108,7 +108,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     // the folders on the way (SPEC.md §9.15: nothing is written there): each folder that exists
     // already must lie inside the output folder before any is made below it.
     await checkFoldersInside(root, path.dirname(target), checked, insideRoot, e.path);
-    await mkdirDurable(path.dirname(target), 0o700);
+    await mkdirOutput(path.dirname(target), 0o700);
     const real = await fsp.realpath(path.dirname(target));
     if (!insideRoot(real)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     const em = await fetchManifest(client, e.cap, stats);
@@ -134,7 +134,9 @@ async function checkFoldersInside(root: string, dir: string, checked: Set<string
     try {
       await fsp.lstat(cur);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      // Missing, or below a file (mkdirOutput then names the file: IO_NOT_A_DIRECTORY).
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
       throw e;
     }
     let real: string;

@@ -5,6 +5,7 @@
 // the output path holds the whole verified file or nothing.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { err } from '../errors';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 
 export const PART_SUFFIX = '.bitcloud-part';
@@ -66,7 +67,7 @@ export class DownloadOutput {
       }
     }
     if (!fh) {
-      await mkdirDurable(path.dirname(path.resolve(out)));
+      await mkdirOutput(path.dirname(path.resolve(out)));
       fh = await fsp.open(part, 'w+', 0o600);
       await fh.truncate(size);
       resumed = 0;
@@ -132,6 +133,31 @@ export class DownloadOutput {
     await this.fh.close().catch(() => {});
     await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
     await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+  }
+}
+
+/**
+ * mkdirDurable for a folder the output needs (SPEC.md §9.9.1): a file, or anything but a folder,
+ * standing on the way is IO_NOT_A_DIRECTORY naming it.
+ */
+export async function mkdirOutput(dir: string, mode?: number): Promise<void> {
+  try {
+    await mkdirDurable(dir, mode);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTDIR' && code !== 'EEXIST') throw e;
+    const blocking = await firstNonFolder(dir);
+    throw err('IO_NOT_A_DIRECTORY', `${blocking} is not a folder, and the output needs a folder there`, { path: blocking }, e);
+  }
+}
+
+/** The deepest existing path on the way to `dir` when it is not a folder (else `dir` itself). */
+async function firstNonFolder(dir: string): Promise<string> {
+  const want = path.resolve(dir);
+  for (let d = want; ; d = path.dirname(d)) {
+    const st = await fsp.stat(d).catch(() => null);
+    if (st) return st.isDirectory() ? want : d;
+    if (path.dirname(d) === d) return want;
   }
 }
 

@@ -267,6 +267,27 @@ describe('put DIR / get CAP -o DIR (SPEC.md §9.15)', () => {
   });
 });
 
+describe('get CAP -o DIR where a file stands in the way (SPEC.md §9.15)', () => {
+  it('a file named by -o, or on an entry\'s way, is IO_NOT_A_DIRECTORY naming it', async () => {
+    const listing = path.join(root, 'file-in-way.json');
+    await fsp.writeFile(listing, encodeFolder({ entries: [{ path: 'x/y/z', cap: videoCap, size: video.length }] }));
+    const cap = await put(listing, { contentType: FOLDER_CONTENT_TYPE });
+    const asFile = path.join(root, 'out-is-a-file');
+    await fsp.writeFile(asFile, 'x');
+    const out = path.join(root, 'out-with-file');
+    await fsp.mkdir(out);
+    await fsp.writeFile(path.join(out, 'x'), 'x');
+    const c = client();
+    try {
+      for (const [o, blocking] of [[asFile, asFile], [path.join(asFile, 'sub'), asFile], [out, path.join(out, 'x')]]) {
+        const e = await getFolder(c, cap, o).then(() => null, (x: unknown) => x);
+        expect(e).toMatchObject({ code: 'IO_NOT_A_DIRECTORY' });
+        expect((e as Error).message).toContain(blocking);
+      }
+    } finally { await c.close(); }
+  });
+});
+
 describe('the gateway through a SOCKS5 proxy (SPEC.md §9.16)', () => {
   const siteHost = () => capabilityHost(siteCap);
 

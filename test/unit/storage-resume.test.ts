@@ -51,6 +51,17 @@ describe('DownloadOutput', () => {
     }
   });
 
+  it('a file where the output needs a folder is IO_NOT_A_DIRECTORY naming that file (SPEC.md §9.9.1)', async () => {
+    const file = path.join(dir, 'plain-file');
+    await fsp.writeFile(file, 'x');
+    for (const out of [path.join(file, 'out.bin'), path.join(file, 'sub', 'deeper', 'out.bin')]) {
+      const e = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+      expect(e).toMatchObject({ code: 'IO_NOT_A_DIRECTORY' });
+      expect((e as Error).message).toContain(file);
+    }
+    expect(await fsp.readFile(file, 'utf8')).toBe('x');
+  });
+
   it('a damaged record or a part file of the wrong size is ignored', async () => {
     const out = path.join(dir, 'c.bin');
     const o = await DownloadOutput.open(out, ID, 10, 3);
