@@ -51,7 +51,10 @@ export function countSignatures(
 export class UncheckedConsensus {
   private constructor(private readonly doc: OpenedDocument, private readonly msg: ConsensusMsg) {}
 
-  /** Decode; throws DOC_* codes for anything malformed. Verifies nothing. */
+  /**
+   * Decode (SPEC.md §6.7.2); throws DOC_* codes for anything malformed, and CONSENSUS_MALFORMED
+   * when the relays are not strictly ascending by identity. Verifies no signature.
+   */
   static parse(raw: Uint8Array): UncheckedConsensus {
     const doc = openEnvelope(raw, DocType.CONSENSUS, LIMITS.consensusBytes);
     const msg = decodeConsensus(doc.content);
@@ -82,8 +85,8 @@ export class UncheckedConsensus {
 
   /**
    * SPEC.md §6.8: accept only when more than half of the configured authorities signed and
-   * `now` lies inside [valid_after - skew, valid_until]. Throws CONSENSUS_TOO_FEW_SIGNATURES,
-   * CONSENSUS_NOT_YET_VALID, CONSENSUS_EXPIRED or CONSENSUS_MALFORMED.
+   * `now` lies inside [valid_after - skew, valid_until]. Throws CONSENSUS_NOT_YET_VALID,
+   * CONSENSUS_EXPIRED or CONSENSUS_TOO_FEW_SIGNATURES (CONSENSUS_MALFORMED is parse's).
    */
   check(authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS): VerifiedConsensus {
     const d = this.doc;
