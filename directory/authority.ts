@@ -383,7 +383,7 @@ export class Authority {
       },
     }, () => ({ sig: makeSignature(computed.body, this.signer.identity, this.signer.signingKey), cert: this.signer.certificate }));
     if (decision !== 'sign' || !round) {
-      // One body per period (SPEC.md §6.8): the schedule computes once per period, so this is a bug guard.
+      // One body per period: the schedule (SPEC.md §6.9) computes once per period, so this is a bug guard.
       this.log.error({ period: new Date(ps).toISOString(), decision }, 'not signing a second consensus body for this period');
       return;
     }

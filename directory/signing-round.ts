@@ -59,8 +59,10 @@ export class SigningRound<Sig> {
   private readonly logged = new Set<string>();
 
   /**
-   * SPEC §6.8, §8.7: an authority signs at most one body per slot, so two bodies at one slot can
-   * both reach a majority only if some authority signed both. `held` is the round in progress.
+   * SPEC.md §8.7.4 ("One body per height"): an authority signs at most one body per slot, so two
+   * bodies at one slot can both reach a majority only if some authority signed both. The consensus
+   * follows the same rule because its schedule (§6.9) computes and signs once per period; §6.8 does
+   * not state it. `held` is the round in progress.
    */
   static decide(held: { slot: number; bodyId: Buffer } | null, slot: number, bodyId: Buffer): SignDecision {
     if (!held || held.slot !== slot) return 'sign';
