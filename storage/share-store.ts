@@ -10,9 +10,9 @@ import { err, errorCode, isBitcloudError } from '../src/errors';
 import { writeFileAtomic, mkdirDurable, fsyncDir } from '../src/ops/fsutil';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { MAX_SHARE_BYTES, checkShare, shareIdHex } from '../src/storage/share';
-import { auditProof } from '../src/storage/protocol';
-import { auditBlockCount, proveBlocks } from '../src/storage/audit';
+import { MAX_SHARE_BYTES, checkShare, checkShareInPieces, shareIdHex } from '../src/storage/share';
+import { auditProofInPieces } from '../src/storage/protocol';
+import { auditBlockCount, proveBlocksInPieces } from '../src/storage/audit';
 import { encodeAuditAnswer } from '../src/wire/audit-answer';
 import { LeaseJournal, type LeaseRecord } from './lease-journal';
 import { StorageMetrics } from './metrics';
@@ -35,6 +35,10 @@ export interface ShareStoreOptions {
   orphanGraceSeconds?: number;
   /** Largest share accepted (default MAX_SHARE_BYTES). */
   maxShareBytes?: number;
+  /** Audits (`audit`, `audit_challenge`) computing at once, node-wide (SPEC.md §9.17.2; default 2). */
+  auditConcurrency?: number;
+  /** Audits waiting for a turn beyond those; one more is refused with STORAGE_BUSY (default 32). */
+  auditQueue?: number;
   /** Clock in milliseconds (tests). */
   now?: () => number;
   metrics?: StorageMetrics;
@@ -68,6 +72,7 @@ export class ShareStore {
    */
   private readonly dirs = new Map<string, ShareFolder>();
   private readonly cache: LRUCache<string, Buffer> | null;
+  private readonly audits: WorkGate;
   private readonly now: () => number;
   private readonly log: Logger;
   private used = 0;
@@ -91,6 +96,7 @@ export class ShareStore {
     this.cache = cacheBytes > 0 ? new LRUCache<string, Buffer>({ maxSize: cacheBytes, sizeCalculation: (b) => b.length }) : null;
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? silentLogger;
+    this.audits = new WorkGate(opts.auditConcurrency ?? 2, opts.auditQueue ?? 32);
     this.metrics.quotaBytes.set(opts.quotaBytes);
   }
 
@@ -310,7 +316,8 @@ export class ShareStore {
       }
       throw err('STORAGE_IO_ERROR', 'could not read the share', { errno: (e as NodeJS.ErrnoException).code }, e);
     }
-    if (!checkShare(id, data)) {
+    // Hashed in pieces: a 16 MiB share does not hold up other requests (SPEC.md §9.17.2).
+    if (!await checkShareInPieces(id, data)) {
       await this.quarantine(hex, id);
       throw err('SHARE_CORRUPT', 'share on disk no longer matches its id; quarantined', { id: hex });
     }
@@ -370,7 +377,7 @@ export class ShareStore {
 
   /** Proof of holding the share: BLAKE2b-256(nonce | share bytes), from verified bytes. */
   async audit(id: Buffer, nonce: Buffer): Promise<Buffer> {
-    return auditProof(nonce, await this.read(id));
+    return this.audits.run(async () => auditProofInPieces(nonce, await this.read(id)));
   }
 
   /**
@@ -379,11 +386,18 @@ export class ShareStore {
    * share is STORAGE_BAD_REQUEST.
    */
   async auditChallenge(id: Buffer, nonce: Buffer, blocks: readonly number[]): Promise<Buffer> {
-    // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.17.2).
-    const data = await this.read(id, { fromDisk: true });
-    const count = auditBlockCount(data.length);
-    if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });
-    return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: proveBlocks(data, blocks) });
+    return this.audits.run(async () => {
+      // From disk, never the cache: the audit is about what the node keeps (SPEC.md §9.17.2).
+      const data = await this.read(id, { fromDisk: true });
+      const count = auditBlockCount(data.length);
+      if (blocks.some((b) => b >= count)) throw err('STORAGE_BAD_REQUEST', 'audit block beyond the end of the share', { blocks: count });
+      return encodeAuditAnswer({ shareSize: data.length, nonce, blocks: await proveBlocksInPieces(data, blocks) });
+    });
+  }
+
+  /** Audits computing and waiting now, and the most that ever computed at once. */
+  auditLoad(): { running: number; waiting: number; peak: number } {
+    return { running: this.audits.running, waiting: this.audits.waiting, peak: this.audits.peak };
   }
 
   stat(): StoreStat {
@@ -466,6 +480,34 @@ export class ShareStore {
     });
     this.metrics.quarantined.inc();
     this.log.warn({ id: hex }, 'corrupt share quarantined');
+  }
+}
+
+/**
+ * SPEC.md §9.17.2: the node-wide bound on audit work. An audit reads a whole share from disk and
+ * hashes it twice for a request of about 100 bytes, so at most `limit` run at once and at most
+ * `queue` wait for a turn; one more is refused at once with STORAGE_BUSY.
+ */
+class WorkGate {
+  running = 0;
+  peak = 0;
+  private readonly queued: Array<() => void> = [];
+
+  constructor(private readonly limit: number, private readonly queue: number) {}
+
+  get waiting(): number { return this.queued.length; }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running < this.limit) this.running++;
+    else if (this.queued.length >= this.queue) throw err('STORAGE_BUSY', 'too many audits under way at this node; try again later', { running: this.running, waiting: this.queued.length });
+    else await new Promise<void>((r) => this.queued.push(r)); // the slot is handed over by the one that ends
+    this.peak = Math.max(this.peak, this.running);
+    try {
+      return await fn();
+    } finally {
+      const next = this.queued.shift();
+      if (next) next(); else this.running--;
+    }
   }
 }
 

@@ -310,6 +310,29 @@ export function blake2bInto(out: Uint8Array, ...parts: Uint8Array[]): void {
   sodium.crypto_generichash_final(B2_STATE, out);
 }
 
+/**
+ * An incremental BLAKE2b (digest length 16..64): for hashing a large buffer in pieces, with other
+ * work in between (src/storage/share.ts, hashInPieces).
+ */
+export class Blake2bHasher {
+  private readonly state = Buffer.alloc(sodium.crypto_generichash_STATEBYTES);
+
+  constructor(private readonly outLen = 32) {
+    sodium.crypto_generichash_init(this.state, null, outLen);
+  }
+
+  update(part: Uint8Array): this {
+    sodium.crypto_generichash_update(this.state, part);
+    return this;
+  }
+
+  digest(): Buffer {
+    const out = Buffer.alloc(this.outLen);
+    sodium.crypto_generichash_final(this.state, out);
+    return out;
+  }
+}
+
 /** Incremental SHA-256 / SHA-1 hashers for streaming use. */
 export function createHash(alg: 'sha256' | 'sha1'): nodeCrypto.Hash {
   return nodeCrypto.createHash(alg);

@@ -6,7 +6,7 @@
 import { err } from '../errors';
 import { blake2b, blake2bInto, constantTimeEqual } from '../crypto/primitives';
 import { decodeAuditAnswer, type AuditAnswer, type AuditAnswerBlock } from '../wire/audit-answer';
-import { MAX_SHARE_BYTES } from './share';
+import { HASH_PIECE_BYTES, MAX_SHARE_BYTES, yieldToLoop } from './share';
 
 export const AUDIT_BLOCK_BYTES = 4096;
 /** Blocks named by one challenge (SPEC.md §9.17.3). */
@@ -72,6 +72,15 @@ function rootHash(size: number, top: Uint8Array): Buffer {
   return blake2b([ROOT, u64be(size), top], 32);
 }
 
+/** Leaves `from` .. `to` - 1 of `share`, each written into `leaves` and pushed on `level`. */
+function hashLeaves(share: Uint8Array, leaves: Buffer, level: Buffer[], from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const h = leaves.subarray(i * 32, (i + 1) * 32);
+    leafHashInto(h, i, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES)));
+    level.push(h);
+  }
+}
+
 /**
  * Every level of the tree, leaves first; a level of odd length promotes its last node unchanged.
  * The hashes go into one buffer per level (a 256 KiB share has 127 of them; allocating per hash
@@ -79,15 +88,28 @@ function rootHash(size: number, top: Uint8Array): Buffer {
  */
 function levels(share: Uint8Array): Buffer[][] {
   const count = auditBlockCount(share.length);
-  const out: Buffer[][] = [];
+  const level: Buffer[] = [];
+  hashLeaves(share, Buffer.allocUnsafe(count * 32), level, 0, count);
+  return levelsAbove(level);
+}
+
+/** levels(), hashing the leaves HASH_PIECE_BYTES of the share at a time with turns of the event loop between. */
+async function levelsInPieces(share: Uint8Array): Promise<Buffer[][]> {
+  const count = auditBlockCount(share.length);
+  const per = HASH_PIECE_BYTES / AUDIT_BLOCK_BYTES;
   const leaves = Buffer.allocUnsafe(count * 32);
-  let level: Buffer[] = [];
-  for (let i = 0; i < count; i++) {
-    const h = leaves.subarray(i * 32, (i + 1) * 32);
-    leafHashInto(h, i, share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES)));
-    level.push(h);
+  const level: Buffer[] = [];
+  for (let from = 0; from < count; from += per) {
+    if (from > 0) await yieldToLoop();
+    hashLeaves(share, leaves, level, from, Math.min(count, from + per));
   }
-  out.push(level);
+  return levelsAbove(level);
+}
+
+/** The tree over a level of leaves (a 16 MiB share: 4095 small hashes above its 4096 leaves). */
+function levelsAbove(leaves: Buffer[]): Buffer[][] {
+  const out: Buffer[][] = [leaves];
+  let level = leaves;
   while (level.length > 1) {
     const pairs = level.length >> 1;
     const hashes = Buffer.allocUnsafe(pairs * 32);
@@ -130,7 +152,15 @@ function pathOf(lv: Buffer[][], i: number): Buffer[] {
 
 /** Node side: the blocks `indices` of `share` with their Merkle paths (indices already checked). */
 export function proveBlocks(share: Uint8Array, indices: readonly number[]): AuditAnswerBlock[] {
-  const lv = levels(share);
+  return blocksWithPaths(share, levels(share), indices);
+}
+
+/** proveBlocks, hashing the share in pieces with turns of the event loop between them (SPEC.md §9.17.2). */
+export async function proveBlocksInPieces(share: Uint8Array, indices: readonly number[]): Promise<AuditAnswerBlock[]> {
+  return blocksWithPaths(share, await levelsInPieces(share), indices);
+}
+
+function blocksWithPaths(share: Uint8Array, lv: Buffer[][], indices: readonly number[]): AuditAnswerBlock[] {
   return indices.map((i) => ({
     index: i,
     block: Buffer.from(share.subarray(i * AUDIT_BLOCK_BYTES, Math.min(share.length, (i + 1) * AUDIT_BLOCK_BYTES))),

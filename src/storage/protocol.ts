@@ -1,11 +1,11 @@
 // SPEC.md §9.6: the storage protocol's requests and responses (storage.proto Request/Response), as
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
 import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
-import { blake2b } from '../crypto/primitives';
+import { Blake2bHasher, blake2b } from '../crypto/primitives';
 import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, varint, type Loose } from './proto';
 import type { Type } from 'protobufjs';
 import { encodeFrame, FRAME_HEADER_BYTES, frameHeader } from './framing';
-import { MAX_SHARE_BYTES, SHARE_ID_BYTES } from './share';
+import { MAX_SHARE_BYTES, SHARE_ID_BYTES, hashInPieces } from './share';
 import { MAX_AUDIT_BLOCKS } from './audit';
 
 export const MAX_IDS_PER_REQUEST = 1024;
@@ -54,6 +54,13 @@ export type RequestType = StorageRequest['type'];
 /** The audit proof (SPEC.md §9.6.3): BLAKE2b-256(nonce | share bytes). */
 export function auditProof(nonce: Uint8Array, share: Uint8Array): Buffer {
   return blake2b([nonce, share], 32);
+}
+
+/** auditProof, hashing the share in pieces with turns of the event loop between them (a node's side, SPEC.md §9.17.2). */
+export async function auditProofInPieces(nonce: Uint8Array, share: Uint8Array): Promise<Buffer> {
+  const h = new Blake2bHasher(32).update(nonce);
+  await hashInPieces(h, share);
+  return h.digest();
 }
 
 // ---- requests ----

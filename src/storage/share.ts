@@ -1,7 +1,8 @@
 // SPEC.md §9.1: a share is named by BLAKE2b-256 of its bytes, so a storage node checks what it
 // stores without any key, and a reader checks what it fetched against the manifest.
 import { err, type ErrorCode } from '../errors';
-import { blake2b, constantTimeEqual } from '../crypto/primitives';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { Blake2bHasher, blake2b, constantTimeEqual } from '../crypto/primitives';
 
 export const SHARE_ID_BYTES = 32;
 /** Largest chunk plaintext (SPEC.md §9.2). */
@@ -21,6 +22,34 @@ export function shareId(bytes: Uint8Array): Buffer {
 /** True when `bytes` hash to `id` (a wrong-length id never matches). */
 export function checkShare(id: Uint8Array, bytes: Uint8Array): boolean {
   return id.length === SHARE_ID_BYTES && constantTimeEqual(shareId(bytes), id);
+}
+
+/**
+ * Bytes hashed between two turns of the event loop when a node checks a share it read
+ * (SPEC.md §9.17.2): a 16 MiB share is hashed in 16 pieces, and other requests are served
+ * between them.
+ */
+export const HASH_PIECE_BYTES = 1 << 20;
+
+/** Let the event loop run (I/O, other requests) before going on. */
+export function yieldToLoop(): Promise<void> {
+  return nextTurn();
+}
+
+/** Feed `bytes` to `h` in pieces of HASH_PIECE_BYTES, letting the event loop run between them. */
+export async function hashInPieces(h: Blake2bHasher, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length; at += HASH_PIECE_BYTES) {
+    if (at > 0) await yieldToLoop();
+    h.update(bytes.subarray(at, Math.min(bytes.length, at + HASH_PIECE_BYTES)));
+  }
+}
+
+/** checkShare, hashing in pieces (hashInPieces): what a node runs on a share it read from disk. */
+export async function checkShareInPieces(id: Uint8Array, bytes: Uint8Array): Promise<boolean> {
+  if (id.length !== SHARE_ID_BYTES) return false;
+  const h = new Blake2bHasher(SHARE_ID_BYTES);
+  await hashInPieces(h, bytes);
+  return constantTimeEqual(h.digest(), id);
 }
 
 /** Throws SHARE_HASH_MISMATCH unless `bytes` hash to `id`. */

@@ -12,6 +12,7 @@ import { shareId } from '../../src/storage/share';
 import { auditProof, decodeResponse, encodeRequest } from '../../src/storage/protocol';
 import { encodeFrame, FrameDecoder } from '../../src/storage/framing';
 import { err, isBitcloudError } from '../../src/errors';
+import { randomBytes } from 'node:crypto';
 
 const cleanup: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
@@ -247,5 +248,38 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     vi.advanceTimersByTime(200);
     await served;
     expect(stream.destroyed).toBe(true);
+  });
+});
+
+describe('audit work at a node is bounded (SPEC.md §9.17.2)', () => {
+  it('64 pipelined challenges: at most 2 compute at once, 32 wait, the rest get STORAGE_BUSY; other requests are answered meanwhile', async () => {
+    const s = await store(64 << 20);
+    const big = randomBytes(3 << 20);
+    const bigId = shareId(big);
+    await s.put(bigId, big, 600);
+    const order: string[] = [];
+    let outstanding = 64;
+    const answers = Array.from({ length: 64 }, (_, i) => handleRequest(s, { type: 'challenge', id: bigId, nonce: Buffer.alloc(32, i), blocks: [0, 700] }, ctx).then((r) => {
+      order.push(r.type === 'error' ? r.code : r.type);
+      outstanding--;
+      return r;
+    }));
+    // A requester that asks `has` at every turn of the event loop while the audits run: it is
+    // answered between them, not only once they are all done.
+    while (outstanding > 0) {
+      await new Promise<void>((r) => setImmediate(r));
+      const r = await handleRequest(s, { type: 'has', ids: [bigId] }, ctx);
+      if (outstanding > 0) order.push(r.type);
+    }
+    const res = await Promise.all(answers);
+    expect(res.filter((r) => r.type === 'error').map((r) => r.type === 'error' && r.code)).toEqual(new Array(30).fill('STORAGE_BUSY'));
+    expect(res.filter((r) => r.type === 'challenge')).toHaveLength(34);
+    expect(s.auditLoad()).toEqual({ running: 0, waiting: 0, peak: 2 });
+    // Answers of `has` come between the first and the last audit answer: the node was not
+    // busy hashing for the whole run of audits.
+    const first = order.indexOf('challenge');
+    const last = order.lastIndexOf('challenge');
+    const between = order.slice(first, last).filter((t) => t === 'has').length;
+    expect(between).toBeGreaterThan(34);
   });
 });
