@@ -18,6 +18,13 @@ import { openVerifyRecord, type VerifyCapability } from '../storage/verify-cap';
 import type { VerifyRecord } from '../wire/verify-record';
 import type { StorageClient } from './storage-client';
 
+/**
+ * Audits of one pass in flight to one node at once (SPEC.md §9.18.3 step 3). A node handles 8
+ * requests of a stream at a time (§9.6.2) and each request's STORAGE_TIMEOUT runs from when it is
+ * sent (§9.9): sent all at once, the later audits of a large file would time out at a healthy node.
+ */
+export const KEEP_AUDITS_PER_NODE = 16;
+
 export interface KeepOptions {
   /** Rebuild missing or failed shares (default true). */
   repair?: boolean;
@@ -147,10 +154,11 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // 2. Audit every holder of every chunk share; a share is good when one holder passes.
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
+  const slots = new NodeSlots(KEEP_AUDITS_PER_NODE);
   await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
     const hex = id.toString('hex');
     for (const fp of held.get(hex) ?? []) {
-      const r: AuditResult = await client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks });
+      const r: AuditResult = await slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }));
       report.audits++;
       if (r.ok) {
         if (!good.has(hex)) good.set(hex, fp);
@@ -269,6 +277,27 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const exp = [...expiry.values()].filter((x) => x > 0);
   report.expiresAt = exp.length ? Math.min(...exp) : 0;
   return report;
+}
+
+/** At most `limit` tasks per node at once; the others wait their turn, in order. */
+class NodeSlots {
+  private readonly nodes = new Map<string, { running: number; queued: Array<() => void> }>();
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(fp: string, fn: () => Promise<T>): Promise<T> {
+    let n = this.nodes.get(fp);
+    if (!n) this.nodes.set(fp, (n = { running: 0, queued: [] }));
+    if (n.running < this.limit) n.running++;
+    else await new Promise<void>((r) => n.queued.push(r)); // the slot is handed over by the one that ends
+    try {
+      return await fn();
+    } finally {
+      const next = n.queued.shift();
+      if (next) next();
+      else if (--n.running === 0) this.nodes.delete(fp);
+    }
+  }
 }
 
 function addTo(m: Map<string, Set<string>>, key: string, v: string): void {

@@ -1,10 +1,14 @@
 // SPEC.md §9.18.2, §9.18.3: the verify record's bounds, and check/repair against an in-memory
 // set of storage nodes (no sockets): where rebuilt shares go, what a rebuilt share that disagrees
 // with the record does, and the leases repaired shares are stored with.
+import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { err, isBitcloudError } from '../../src/errors';
-import { auditRoot } from '../../src/storage/audit';
+import { auditRoot, proveBlocks } from '../../src/storage/audit';
+import { FrameDecoder } from '../../src/storage/framing';
+import { decodeRequest, encodeResponseFrame, type StorageResponse } from '../../src/storage/protocol';
+import { encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { encodeChunk } from '../../src/storage/encode';
 import { rankNodes } from '../../src/storage/placement';
 import type { StorageRequest } from '../../src/storage/protocol';
@@ -12,7 +16,7 @@ import { MAX_SHARE_BYTES, shareId } from '../../src/storage/share';
 import { sealVerifyRecord, type VerifyCapability } from '../../src/storage/verify-cap';
 import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk } from '../../src/wire/verify-record';
 import type { AuditCommitment } from '../../src/storage/auditor';
-import type { StorageClient } from '../../src/client/storage-client';
+import { StorageClient, type StorageNode } from '../../src/client/storage-client';
 import { keepFile } from '../../src/client/storage-client-verify';
 
 function codeOf(f: () => unknown): string | undefined {
@@ -169,4 +173,76 @@ describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
     expect(nodes.puts).toEqual([expect.objectContaining({ id: id3.toString('hex'), lease: 500 })]);
     expect(plain.expiresAt).toBe(nodes.now + 500);
   });
+});
+
+describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => {
+  it('a file with 2,000 shares on one healthy node that handles 8 requests at a time: every audit passes, at most 16 in flight', async () => {
+    const fp = randomBytes(32).toString('hex');
+    const held = new Map<string, Buffer>();
+    const chunks: VerifyChunk[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const pair = [randomBytes(64), randomBytes(64)];
+      for (const b of pair) held.set(shareId(b).toString('hex'), b);
+      chunks.push({ kind: 1, index: i, shareSize: 64, shareIds: pair.map((b) => shareId(b)), auditRoots: pair.map((b) => auditRoot(b)) });
+    }
+    const verifyKey = randomBytes(32);
+    const sealed = sealVerifyRecord(verifyKey, { k: 1, n: 2, chunks });
+    held.set(sealed.id.toString('hex'), sealed.bytes);
+    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey };
+
+    // The node: 8 requests of its stream handled at once (SPEC.md §9.6.2), each a few ms.
+    let inFlight = 0;
+    let peak = 0;
+    const answer = (req: StorageRequest): StorageResponse => {
+      if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => held.has(id.toString('hex'))) };
+      if (req.type === 'get') { const b = held.get(req.id.toString('hex'))!; return { type: 'get', offset: 0, data: b, totalSize: b.length }; }
+      if (req.type === 'challenge') {
+        const b = held.get(req.id.toString('hex'))!;
+        return { type: 'challenge', answer: encodeAuditAnswer({ shareSize: b.length, nonce: req.nonce, blocks: proveBlocks(b, req.blocks) }) };
+      }
+      throw new Error(`unexpected ${req.type}`);
+    };
+    const open = () => {
+      const decoder = new FrameDecoder();
+      const queue: { reqId: number; req: StorageRequest }[] = [];
+      let working = 0;
+      const client = new Duplex({
+        read() {},
+        write(chunk: Buffer, _enc, cb) {
+          for (const f of decoder.push(chunk)) {
+            const r = decodeRequest(f);
+            queue.push(r);
+            inFlight++;
+            peak = Math.max(peak, inFlight);
+          }
+          work();
+          cb();
+        },
+      });
+      const work = () => {
+        while (working < 8 && queue.length) {
+          const { reqId, req } = queue.shift()!;
+          working++;
+          setTimeout(() => {
+            working--;
+            inFlight--;
+            if (!client.destroyed) client.push(encodeResponseFrame(reqId, answer(req)));
+            work();
+          }, 5);
+        }
+      };
+      return Promise.resolve(client);
+    };
+    const client = new StorageClient({ nodes: [{ fingerprint: fp } as unknown as StorageNode], open, requestTimeoutMs: 1000 });
+    try {
+      const r = await keepFile(client, cap, { repair: false });
+      expect(r.failures).toEqual([]);
+      expect(r.audits).toBe(2000);
+      expect(r.healthy).toBe(2000 + 1);
+      expect(client.isDead(fp)).toBe(false);
+      expect(peak).toBeLessThanOrEqual(16);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
 });
