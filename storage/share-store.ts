@@ -306,23 +306,44 @@ export class ShareStore {
       return cached;
     }
     if (this.cache && !opts.fromDisk) this.metrics.cacheLookups.inc({ result: 'miss' });
+    const first = await this.readFromDisk(hex, id);
+    if (Buffer.isBuffer(first)) {
+      this.cache?.set(hex, first);
+      return first;
+    }
+    // Missing or corrupt. What to do is decided under the per-share lock, on what is on disk then:
+    // since this read, another reader may have quarantined the file and a put stored a good copy
+    // again, which must be neither quarantined nor forgotten (SPEC.md §9.8).
+    return this.withLock(hex, async () => {
+      if (!this.live(hex)) {
+        if (first === 'corrupt') throw err('SHARE_CORRUPT', 'share on disk no longer matches its id; quarantined', { id: hex });
+        throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
+      }
+      const now = await this.readFromDisk(hex, id);
+      if (Buffer.isBuffer(now)) {
+        this.cache?.set(hex, now);
+        return now;
+      }
+      if (now === 'missing') {
+        await this.forget(hex, id);
+        throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
+      }
+      await this.quarantine(hex, id);
+      throw err('SHARE_CORRUPT', 'share on disk no longer matches its id; quarantined', { id: hex });
+    });
+  }
+
+  /** The share's file, checked against its id: its bytes, or that it is missing or corrupt. */
+  private async readFromDisk(hex: string, id: Buffer): Promise<Buffer | 'missing' | 'corrupt'> {
     let data: Buffer;
     try {
       data = await fsp.readFile(this.sharePath(hex));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        await this.forget(hex, id);
-        throw err('SHARE_NOT_FOUND', 'share not held', { id: hex });
-      }
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
       throw err('STORAGE_IO_ERROR', 'could not read the share', { errno: (e as NodeJS.ErrnoException).code }, e);
     }
     // Hashed in pieces: a 16 MiB share does not hold up other requests (SPEC.md §9.17.2).
-    if (!await checkShareInPieces(id, data)) {
-      await this.quarantine(hex, id);
-      throw err('SHARE_CORRUPT', 'share on disk no longer matches its id; quarantined', { id: hex });
-    }
-    this.cache?.set(hex, data);
-    return data;
+    return await checkShareInPieces(id, data) ? data : 'corrupt';
   }
 
   /** A byte range of a share: length 0 means to the end. A range past the end → STORAGE_BAD_REQUEST. */
@@ -472,12 +493,11 @@ export class ShareStore {
     if (this.drop(hex)) await this.journal.append([{ id, expiresAt: 0 }]);
   }
 
+  /** Move a corrupt share's file to quarantine/ and forget it; the caller holds the share's lock. */
   private async quarantine(hex: string, id: Buffer): Promise<void> {
-    await this.withLock(hex, async () => {
-      const dest = path.join(this.opts.dir, 'quarantine', `${hex}.${this.now()}`);
-      await fsp.rename(this.sharePath(hex), dest).catch(() => fsp.rm(this.sharePath(hex), { force: true }));
-      await this.forget(hex, id);
-    });
+    const dest = path.join(this.opts.dir, 'quarantine', `${hex}.${this.now()}`);
+    await fsp.rename(this.sharePath(hex), dest).catch(() => fsp.rm(this.sharePath(hex), { force: true }));
+    await this.forget(hex, id);
     this.metrics.quarantined.inc();
     this.log.warn({ id: hex }, 'corrupt share quarantined');
   }

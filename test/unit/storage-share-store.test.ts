@@ -176,6 +176,37 @@ describe('share store (SPEC §9.8)', () => {
     expect((await s.put(a.id, a.data)).stored).toBe(true);
   });
 
+  it('a reader that read a corrupt copy does not quarantine a good copy stored again meanwhile (SPEC.md §9.8)', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir, cacheBytes: 0 });
+    const a = share('alpha');
+    await s.put(a.id, a.data);
+    const file = path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex);
+    fs.writeFileSync(file, 'alphA');
+    // The second reader's disk read returns the corrupt bytes, but only once released.
+    const readFile = fsp.readFile.bind(fsp);
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let reads = 0;
+    vi.spyOn(fsp, 'readFile').mockImplementation((async (...args: Parameters<typeof fsp.readFile>) => {
+      const n = ++reads;
+      const bytes = await readFile(...args);
+      if (n === 2) await held;
+      return bytes;
+    }) as typeof fsp.readFile);
+    const first = s.get(a.id);
+    const second = s.get(a.id);
+    expect(await codeOf(first)).toBe('SHARE_CORRUPT');
+    // The client stores a good copy again; then the slow reader gets to its corrupt bytes.
+    expect((await s.put(a.id, a.data)).stored).toBe(true);
+    release();
+    const r = await second.catch((e: unknown) => e);
+    expect(r).toEqual({ data: a.data, totalSize: a.data.length });
+    expect(s.has([a.id])).toEqual([true]);
+    expect(fs.readFileSync(file)).toEqual(a.data);
+    expect((await s.metrics.quarantined.get()).values[0].value).toBe(1);
+  });
+
   it('a failed write leaves no partial file and no accounting', async () => {
     const dir = await tmpDir();
     const s = await open({ dir });
