@@ -77,6 +77,10 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
   let draining: Promise<void> | null = null;
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
+    // A requester that ended or destroyed its stream takes no answer: a write would return false
+    // and the 'drain' or 'close' it waits for may already have happened (the serve would never
+    // settle, and its partial frame's bytes never go back to the node's budget, SPEC.md §9.6.1).
+    if (gone(stream)) return;
     // The requester taking an answer is progress (each one, not only the last of those queued);
     // until it takes one, the stream may idle out.
     if (!stream.write(encodeResponseFrame(reqId, res), taken)) {
@@ -137,8 +141,15 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   }
 }
 
+/** The stream can take no more writes: destroyed, closed or ended (no 'drain' will come). */
+function gone(stream: Duplex): boolean {
+  return stream.destroyed || stream.closed || stream.writableEnded;
+}
+
 function waitDrain(stream: Duplex): Promise<void> {
   return new Promise((resolve, reject) => {
+    // A 'close' that already happened is not emitted again.
+    if (gone(stream)) { reject(new Error('stream closed')); return; }
     const done = (e?: Error) => {
       stream.off('drain', ok);
       stream.off('close', closed);

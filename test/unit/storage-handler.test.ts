@@ -220,6 +220,36 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(stream.destroyed).toBe(true);
   });
 
+  it('a requester that ends and destroys its stream while a put is being handled still lets the serve finish and give back its partial frame\'s bytes (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const { FrameBudget } = await import('../../src/storage/framing');
+    const budget = new FrameBudget(1 << 20);
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let seen!: () => void;
+    const reached = new Promise<void>((r) => { seen = r; });
+    const policyCheck: PolicyCheck = async (req) => { if (req.type === 'put') { seen(); await held; } };
+    const stream = new Duplex({ read() {}, write(_chunk, _enc, cb) { cb(); } });
+    stream.on('error', () => {});
+    cleanup.push(() => stream.destroy());
+    const served = serveStorageStream(stream, s, { ctx, policyCheck, frameBudget: budget, idleMs: 60_000 });
+    stream.push(encodeFrame(encodeRequest(1, { type: 'put', id, data, leaseSeconds: 60 })));
+    // Then the first 100000 bytes of a frame that never completes.
+    const partial = encodeFrame(encodeRequest(2, { type: 'put', id, data: Buffer.alloc(200_000), leaseSeconds: 60 })).subarray(0, 100_000);
+    stream.push(partial);
+    await reached;
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    while (budget.used === 0) await tick();
+    stream.push(null);
+    await tick();
+    stream.destroy();
+    await tick();
+    release();
+    const hung = new Promise<string>((r) => { const t = setTimeout(() => r('hung'), 5_000); cleanup.push(() => clearTimeout(t)); });
+    expect(await Promise.race([served.then(() => 'settled'), hung])).toBe('settled');
+    expect(budget.used).toBe(0);
+  });
+
   it('one large answer read slowly but steadily keeps its stream: the bytes a circuit stream has sent are progress (SPEC.md §9.6.1)', async () => {
     const s = await store();
     const big = Buffer.alloc(64 * 1024, 9);
