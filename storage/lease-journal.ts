@@ -49,8 +49,25 @@ function encodeRecords(records: readonly LeaseRecord[]): Buffer {
   return b;
 }
 
+/** Records waiting for the next write, and what their appenders wait on: that write and its fsync. */
+interface Batch {
+  records: LeaseRecord[];
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (e: unknown) => void;
+  const done = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+  return { records: [], done, resolve, reject };
+}
+
 export class LeaseJournal {
-  private queue: LeaseRecord[] = [];
+  /** The batch appends join until its write starts. */
+  private pending: Batch | null = null;
+  /** The write (or rewrite) under way; the pending batch starts when it ends. */
   private flushing: Promise<void> | null = null;
   private records: number;
   /** The file's length: where the next record goes, and where a failed write is cut back to. */
@@ -104,19 +121,25 @@ export class LeaseJournal {
     return this.records;
   }
 
-  /** Append and make durable; concurrent appends share one write and one fsync. */
+  /**
+   * Append and make durable; concurrent appends share one write and one fsync. SPEC.md §9.8.2: each
+   * appender waits for the fsync of the batch that holds its own records (and sees it fail), never
+   * only for a write that was under way when it came.
+   */
   append(records: readonly LeaseRecord[]): Promise<void> {
-    this.queue.push(...records);
-    return this.flush();
+    const batch = (this.pending ??= newBatch());
+    batch.records.push(...records);
+    this.flush();
+    return batch.done;
   }
 
   /** Rewrite the journal with exactly `live` (atomic), after all pending appends. */
   async compact(live: readonly LeaseRecord[]): Promise<void> {
     // An append may start a write between drain's end and this code running again: drain until
     // none is under way here, synchronously with taking `flushing` below.
-    do await this.drain(); while (this.flushing || this.queue.length);
+    do await this.drain(); while (this.flushing || this.pending);
     const body = Buffer.concat([JOURNAL_MAGIC, encodeRecords(live)]);
-    // Appends that arrive while we rewrite wait on `flushing` and land in the new file.
+    // Appends that arrive while we rewrite join the pending batch, written to the new file after it.
     this.flushing = (async () => {
       await writeFileAtomic(this.file, body, 0o600);
       await this.fh.close();
@@ -128,8 +151,8 @@ export class LeaseJournal {
       await this.flushing;
     } finally {
       this.flushing = null;
+      this.flush();
     }
-    if (this.queue.length) await this.flush();
   }
 
   async close(): Promise<void> {
@@ -138,18 +161,18 @@ export class LeaseJournal {
   }
 
   private async drain(): Promise<void> {
-    while (this.flushing || this.queue.length) {
-      if (this.flushing) await this.flushing.catch(() => {});
-      else await this.flush();
+    while (this.flushing || this.pending) {
+      this.flush();
+      await this.flushing?.catch(() => {});
     }
   }
 
-  private flush(): Promise<void> {
-    if (this.flushing) return this.flushing.catch(() => {}).then(() => (this.queue.length ? this.flush() : undefined));
-    const batch = this.queue;
-    this.queue = [];
-    if (batch.length === 0) return Promise.resolve();
-    this.flushing = (async () => {
+  /** Start writing the pending batch, unless a write is under way (its end starts the batch). */
+  private flush(): void {
+    if (this.flushing || !this.pending) return;
+    const { records: batch, resolve, reject } = this.pending;
+    this.pending = null;
+    const p = (async () => {
       const bytes = encodeRecords(batch);
       const at = this.size;
       try {
@@ -168,9 +191,10 @@ export class LeaseJournal {
       this.size = at + bytes.length;
       this.records += batch.length;
     })();
-    const p = this.flushing;
-    return p.finally(() => {
+    this.flushing = p;
+    void p.then(resolve, reject).finally(() => {
       if (this.flushing === p) this.flushing = null;
+      this.flush();
     });
   }
 }

@@ -369,6 +369,32 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('appends that arrive while a write is under way each wait for the fsync of their own batch, and see it fail (SPEC.md §9.8.2)', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
+    const realDatasync = fh.datasync.bind(fh);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    let synced!: () => void;
+    const inFirstSync = new Promise<void>((r) => { synced = r; });
+    vi.spyOn(fh, 'datasync')
+      .mockImplementationOnce(async () => { synced(); await gate; return realDatasync(); })
+      .mockImplementationOnce(() => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
+    const settled = (p: Promise<void>) => p.then(() => 'written', (e: { code?: string }) => e.code ?? 'failed');
+    const a = settled(journal.append([{ id: Buffer.alloc(32, 1), expiresAt: 5 }]));
+    await inFirstSync;
+    // Two appends while the first batch's fsync is under way: both go in the next batch.
+    const b = settled(journal.append([{ id: Buffer.alloc(32, 2), expiresAt: 6 }]));
+    const c = settled(journal.append([{ id: Buffer.alloc(32, 3), expiresAt: 7 }]));
+    release();
+    expect(await Promise.all([a, b, c])).toEqual(['written', 'ENOSPC', 'ENOSPC']);
+    await journal.close();
+    const { journal: j2, leases } = await LeaseJournal.open(file);
+    expect([...leases]).toEqual([[Buffer.alloc(32, 1).toString('hex'), 5]]);
+    await j2.close();
+  });
+
   it('a file that is not a journal is replaced, and says so', async () => {
     const file = path.join(await tmpDir(), 'j');
     fs.writeFileSync(file, 'garbage!garbage!');
