@@ -165,6 +165,16 @@ export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds
 /** Unix seconds now (the keeper's times are whole seconds). */
 export const nowSec = () => Math.floor(Date.now() / 1000);
 
+/** Node fires a timer of more than 2^31−1 ms after 1 ms: a longer sleep is taken in such steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Sleep `ms` (any length, e.g. a 30-day --interval) or until `signal` aborts; never rejects. */
+async function sleepLong(ms: number, signal: AbortSignal): Promise<void> {
+  for (let left = ms; left > 0 && !signal.aborted; left -= MAX_TIMER_MS) {
+    await sleep(Math.min(left, MAX_TIMER_MS), undefined, { signal }).catch(() => {});
+  }
+}
+
 /**
  * SPEC.md §9.19: passes over the kept files — each file checked, repaired and (when due) renewed,
  * the state saved after each file — once, or every `interval` seconds until SIGTERM/SIGINT or
@@ -207,7 +217,7 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
         });
       }
       if (q.once || stopped()) break;
-      await sleep(q.interval * 1000, undefined, { signal: ac.signal }).catch(() => {});
+      await sleepLong(q.interval * 1000, ac.signal);
       if (stopped()) break;
     }
   } finally {

@@ -125,6 +125,22 @@ describe('keep run stops on a signal (SPEC.md §9.19)', () => {
   }, 10_000);
 });
 
+describe('keep run with a long interval (SPEC.md §9.19)', () => {
+  it('an --interval above 2^31−1 ms (30 days) sleeps between passes, not 1 ms', async () => {
+    const dir = await keeperWith(1);
+    const ac = new AbortController();
+    let calls = 0;
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const run = runKeeper(dir, { ...RUN, once: false, interval: 2_592_000 }, async () => { calls++; return report(); }, { signal: ac.signal });
+    while ((await loadKeeperState(dir)).files[0].lastCheck === 0) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    ac.abort();
+    await expect(run).resolves.toMatchObject({ ok: true });
+    warn.mockRestore();
+    expect(calls).toBe(1);
+  }, 10_000);
+});
+
 describe('keep add during a pass (SPEC.md §9.19)', () => {
   it('a file added by another process while a pass runs is kept; one removed meanwhile is not brought back', async () => {
     const dir = await keeperWith(2);
