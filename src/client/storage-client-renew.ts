@@ -13,6 +13,7 @@ import { placeChunk, rankNodes } from '../storage/placement';
 import type { Layout } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
 import { fetchRootRecord, fetchManifest, type GetStats } from './storage-client-get';
+import { earliestExpiry } from './lease-expiry';
 
 export interface RenewResult {
   /** Distinct shares of the file (root, manifest and data shares). */
@@ -100,7 +101,7 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
     renewed: renewedExpiries.length,
     missing: candidates.size - renewedExpiries.length,
     unreadableChunks,
-    expiresAt: renewedExpiries.length ? Math.min(...renewedExpiries) : 0,
+    expiresAt: earliestExpiry(renewedExpiries),
     nodesAsked: asked.size,
     unreachableNodes: client.deadNodes().map((d) => d.fingerprint),
   };

@@ -17,6 +17,7 @@ import { checkShare } from '../storage/share';
 import { openVerifyRecord, type VerifyCapability } from '../storage/verify-cap';
 import type { VerifyRecord } from '../wire/verify-record';
 import type { StorageClient } from './storage-client';
+import { earliestExpiry } from './lease-expiry';
 
 /**
  * Audits of one pass in flight to one node at once (SPEC.md §9.18.3 step 3). A node handles 8
@@ -274,8 +275,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       }
     }));
   }
-  const exp = [...expiry.values()].filter((x) => x > 0);
-  report.expiresAt = exp.length ? Math.min(...exp) : 0;
+  report.expiresAt = earliestExpiry(expiry.values());
   return report;
 }
 

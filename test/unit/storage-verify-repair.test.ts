@@ -18,6 +18,7 @@ import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk } from '../../
 import type { AuditCommitment } from '../../src/storage/auditor';
 import { StorageClient, type StorageNode } from '../../src/client/storage-client';
 import { keepFile } from '../../src/client/storage-client-verify';
+import { earliestExpiry } from '../../src/client/lease-expiry';
 
 function codeOf(f: () => unknown): string | undefined {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -245,4 +246,16 @@ describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => 
       await client.close();
     }
   }, 60_000);
+});
+
+describe('the expiry a pass reports (SPEC.md §9.9.2, §9.18.3)', () => {
+  it('is the earliest non-zero expiry, also over more shares than a call takes arguments', () => {
+    expect(earliestExpiry([])).toBe(0);
+    expect(earliestExpiry([0, 0])).toBe(0);
+    expect(earliestExpiry([9, 0, 5, 7])).toBe(5);
+    // 200 000 shares: a 21 GiB file at 1 MiB chunks, 4-of-6.
+    const many = Array.from({ length: 200_000 }, (_, i) => 2_000_000 + ((i * 7919) % 200_000));
+    expect(earliestExpiry(many)).toBe(2_000_000);
+    expect(earliestExpiry(new Map(many.map((x, i) => [String(i), x])).values())).toBe(2_000_000);
+  });
 });
