@@ -9,3 +9,17 @@ export function earliestExpiry(expiries: Iterable<number>): number {
   for (const x of expiries) if (x > 0 && (min === 0 || x < min)) min = x;
   return min;
 }
+
+/** Unix seconds now. */
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/**
+ * SPEC.md §9.9.2: what a node's answered expiry (`put`, `renew`, §9.6.3) counts for. With a lease
+ * asked for, at most the time the request was sent plus that lease: a node answering more may
+ * hold the share longer (a lease is never shortened) or may be lying, and the client cannot tell
+ * which, so it counts the share as held only as long as it asked for and renews it again in
+ * time. With 0 (each node's default, which the client does not know) the answer counts as it is.
+ */
+export function boundedExpiry(answered: number, sentAt: number, leaseSeconds: number | undefined): number {
+  return leaseSeconds ? Math.min(answered, sentAt + leaseSeconds) : answered;
+}

@@ -13,7 +13,7 @@ import { placeChunk, rankNodes } from '../storage/placement';
 import type { Layout } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
 import { fetchRootRecord, fetchManifest, type GetStats } from './storage-client-get';
-import { earliestExpiry } from './lease-expiry';
+import { boundedExpiry, earliestExpiry, nowSeconds } from './lease-expiry';
 
 export interface RenewResult {
   /** Distinct shares of the file (root, manifest and data shares). */
@@ -62,7 +62,7 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
   }
 
   // Group by node, RENEW in batches of at most MAX_IDS_PER_REQUEST ids.
-  const best = new Map<string, number>(); // share → latest expiry any node reported
+  const best = new Map<string, number>(); // share → latest expiry any node reported (bounded, §9.9.2)
   const asked = new Set<string>();
   const renewOn = async (pairs: Iterable<[string, Iterable<string>]>) => {
     const byNode = new Map<string, string[]>();
@@ -76,12 +76,17 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
       for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
         const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
         let r;
+        const sentAt = nowSeconds();
         try {
           r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds });
         } catch {
           return; // unreachable or refusing: its shares count only if another node holds them
         }
-        batch.forEach((hex, j) => { if (r.expiresAt[j] > (best.get(hex) ?? 0)) best.set(hex, r.expiresAt[j]); });
+        // SPEC.md §9.9.2: an answer counts at most until sentAt + the lease asked for.
+        batch.forEach((hex, j) => {
+          const at = boundedExpiry(r.expiresAt[j], sentAt, leaseSeconds);
+          if (at > (best.get(hex) ?? 0)) best.set(hex, at);
+        });
       }
     }));
   };

@@ -17,7 +17,7 @@ import { checkShare } from '../storage/share';
 import { openVerifyRecord, type VerifyCapability } from '../storage/verify-cap';
 import type { VerifyRecord } from '../wire/verify-record';
 import type { StorageClient } from './storage-client';
-import { earliestExpiry } from './lease-expiry';
+import { boundedExpiry, earliestExpiry, nowSeconds } from './lease-expiry';
 
 /**
  * Audits of one pass in flight to one node at once (SPEC.md §9.18.3 step 3). A node handles 8
@@ -128,7 +128,11 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // SPEC.md §9.18.3 step 4, §9.19: shares this pass stores get the lease it renews with.
   const lease = o.renew || o.leaseSeconds !== undefined ? o.leaseSeconds ?? 0 : undefined;
   const expiry = new Map<string, number>(); // share hex → latest expiry learned (put or renew)
-  const learn = (hex: string, at: number) => { if (at > (expiry.get(hex) ?? 0)) expiry.set(hex, at); };
+  // SPEC.md §9.9.2: a node's answer counts at most until the request was sent plus the lease asked for.
+  const learn = (hex: string, answered: number, sentAt: number, leaseSeconds: number | undefined) => {
+    const at = boundedExpiry(answered, sentAt, leaseSeconds);
+    if (at > (expiry.get(hex) ?? 0)) expiry.set(hex, at);
+  };
   const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
 
   // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
@@ -215,7 +219,8 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       for (const fp of rankNodes(id, nodes)) {
         if (taken.has(fp) || failedOn.has(fp) || client.isDead(fp)) continue;
         try {
-          learn(id.toString('hex'), await client.putShare(fp, id, bytes, lease));
+          const sentAt = nowSeconds();
+          learn(id.toString('hex'), await client.putShare(fp, id, bytes, lease), sentAt, lease);
           taken.add(fp);
           good.set(id.toString('hex'), fp);
           placed = true;
@@ -254,7 +259,8 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     for (const fp of rankNodes(id, nodes)) {
       if (count >= n) break;
       if (have.includes(fp) || client.isDead(fp)) continue;
-      try { learn(hex, await client.putShare(fp, id, copy, lease)); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
+      const sentAt = nowSeconds();
+      try { learn(hex, await client.putShare(fp, id, copy, lease), sentAt, lease); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
     }
     if (added) report.repaired++;
   }
@@ -269,8 +275,9 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
         const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
         try {
+          const sentAt = nowSeconds();
           const r = await client.request(fp, { type: 'renew', ids: batch.map((h) => Buffer.from(h, 'hex')), leaseSeconds: o.leaseSeconds ?? 0 });
-          batch.forEach((hex, j) => learn(hex, r.expiresAt[j]));
+          batch.forEach((hex, j) => learn(hex, r.expiresAt[j], sentAt, o.leaseSeconds));
         } catch { return; }
       }
     }));

@@ -109,6 +109,22 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(seen.size).toBe(r.shares);
   });
 
+  it('renew counts a share at most until the time it asked plus the lease it asked for, whatever a node answers (SPEC.md §9.9.2)', async () => {
+    const c = client();
+    const real = c.request.bind(c);
+    // Every node answers RENEW with an expiry some 35 000 years away.
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      const res = await real(fp, req);
+      return res.type === 'renew' ? { ...res, expiresAt: res.expiresAt.map((x) => (x > 0 ? 2 ** 40 : 0)) } : res;
+    }) as typeof c.request;
+    const before = Math.floor(Date.now() / 1000);
+    const r = await renewFile(c, parseCapability(shared.cap), 86_400).finally(() => c.close());
+    const after = Math.floor(Date.now() / 1000);
+    expect(r.renewed).toBe(r.shares);
+    expect(r.expiresAt).toBeGreaterThanOrEqual(before + 86_400);
+    expect(r.expiresAt).toBeLessThanOrEqual(after + 86_400);
+  });
+
   it('renew of an unknown file is MANIFEST_NOT_FOUND', async () => {
     const c = client();
     const cap = parseCapability(shared.cap);

@@ -259,3 +259,21 @@ describe('the expiry a pass reports (SPEC.md §9.9.2, §9.18.3)', () => {
     expect(earliestExpiry(new Map(many.map((x, i) => [String(i), x])).values())).toBe(2_000_000);
   });
 });
+
+describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () => {
+  it('a keep pass counts a renewed share at most until the time it asked plus the lease it asked for', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 2);
+    for (let c = 0; c < 2; c++) for (let j = 0; j < N; j++) nodes.place(nodes.fps[(c + j) % 8], shares[c][j]);
+    const base = nodes.client();
+    // Every node answers RENEW with an expiry some 35 000 years away.
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      request: async (fp: string, req: StorageRequest) => (req.type === 'renew' ? { type: 'renew', expiresAt: req.ids.map(() => 2 ** 40) } : base.request(fp, req)),
+    });
+    const before = Math.floor(Date.now() / 1000);
+    const r = await keepFile(client, cap, { renew: true, leaseSeconds: 3600 });
+    const after = Math.floor(Date.now() / 1000);
+    expect(r.expiresAt).toBeGreaterThanOrEqual(before + 3600);
+    expect(r.expiresAt).toBeLessThanOrEqual(after + 3600);
+  });
+});
