@@ -1,5 +1,6 @@
-// SPEC.md §9.14: the private DHT (BEP 5 Kademlia over UDP, bittorrent-dht) that storage nodes and
-// clients run. It is bootstrapped ONLY from the storage nodes of the verified consensus (their
+// SPEC.md §9.14: the private DHT (BEP 5 Kademlia over UDP, bittorrent-dht) that storage nodes
+// run; clients open no DHT socket and reach it through a storage node over a circuit (§9.14.1).
+// It is bootstrapped ONLY from the storage nodes of the verified consensus (their
 // address and storage port, UDP) — never from the public BitTorrent routers, which the library
 // uses whenever its `bootstrap` option is left undefined: this wrapper always sets it (a list, or
 // false for the first node). Storage nodes announce themselves under one swarm key; BEP 44 mutable
