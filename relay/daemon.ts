@@ -19,7 +19,7 @@ import { buildDescriptor } from '../src/dir/descriptor';
 import { familyWithoutSelf } from '../src/dir/config-fields';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
-import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
+import { PATHS } from '../src/dir/fetch';
 import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
@@ -27,15 +27,13 @@ import { ConsensusMirror } from './mirror';
 import { RewardMirror } from './reward-mirror';
 import { NameMirror, nameMirrorMetric } from './name-mirror';
 import { HS_DESC_PATH } from '../src/hidden/store';
-import { HS_DESC_MAX } from '../src/wire/hidden';
-import { shuffle } from '../src/crypto/primitives';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { forwardMetric, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
-import { BUNDLE_LIMITS } from '../src/moderation/chain';
+import { DirPassThrough } from './dir-pass';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -78,6 +76,8 @@ export class RelayDaemon {
   readonly uploads: UploadForwarder;
   /** SPEC.md §9.14.2: the name records this mirror keeps. */
   readonly names: NameMirror;
+  /** SPEC.md §9.21.3, §9.21.8: hidden descriptors and policies passed on from the authorities. */
+  private readonly dirPass: DirPassThrough;
   private orPort = 0;
   private dirPort = 0;
 
@@ -89,6 +89,7 @@ export class RelayDaemon {
   ) {
     this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
     this.rewardMirror = new RewardMirror(cfg.authorities);
+    this.dirPass = new DirPassThrough(() => cfg.authorities);
     const forwarded = forwardMetric(registry);
     this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }));
     const named = nameMirrorMetric(registry);
@@ -215,52 +216,6 @@ export class RelayDaemon {
     }
   }
 
-  /**
-   * SPEC.md §9.21.3: GET /bitcloud/hs/desc/<blinded key>, passed on unchanged from an authority
-   * (random order, first 200 wins). Not trusted: the client checks the signature and the seal.
-   */
-  private async serveHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
-    const key = p.slice(HS_DESC_PATH.length + 1);
-    if (!/^[0-9a-f]{64}$/.test(key)) return sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'expected /bitcloud/hs/desc/<64 lowercase hex>');
-    for (const a of shuffle([...this.cfg.authorities])) {
-      try {
-        const r = await httpRequest(`${a.url}${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
-        if (r.status !== 200) continue;
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
-        res.end(req.method === 'HEAD' ? undefined : r.body);
-        return;
-      } catch { /* next authority */ }
-    }
-    sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
-  }
-
-  /**
-   * SPEC.md §10.7.1, §9.21.8: GET /bitcloud/policy/<moderator>[?after=&digest=], passed on from an
-   * authority (random order; 200 or 304 wins, 404 tries the next). Not trusted: the subscriber
-   * verifies every bundle. Hidden nodes fetch their moderators' policies this way over circuits.
-   */
-  private async servePolicy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://mirror');
-    const fp = url.pathname.slice(POLICY_PATH.length);
-    const after = url.searchParams.get('after');
-    const digest = url.searchParams.get('digest');
-    if (!/^[0-9a-f]{64}$/.test(fp) || (after !== null && !/^\d{1,15}$/.test(after)) || (digest !== null && !/^[0-9a-f]{64}$/.test(digest))) {
-      return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
-    }
-    const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
-    for (const a of shuffle([...this.cfg.authorities])) {
-      try {
-        const r = await httpRequest(`${a.url}${POLICY_PATH}${fp}${q}`, { maxBytes: BUNDLE_LIMITS.bytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
-        if (r.status === 304) { res.writeHead(304); res.end(); return; }
-        if (r.status !== 200) continue;
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
-        res.end(req.method === 'HEAD' ? undefined : r.body);
-        return;
-      } catch { /* next authority */ }
-    }
-    sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no authority holds a policy of that moderator');
-  }
-
   private async startHttp(): Promise<void> {
     const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
       dropUnreadBody(req, res);
@@ -270,8 +225,8 @@ export class RelayDaemon {
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);
-      if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.serveHsDescriptor(req, res, p);
-      if (p.startsWith(POLICY_PATH)) return void this.servePolicy(req, res);
+      if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.dirPass.serveHsDescriptor(req, res, p);
+      if (p.startsWith(POLICY_PATH)) return void this.dirPass.servePolicy(req, res);
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });

@@ -5,6 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UploadForwarder } from '../../relay/upload-forward';
+import { DirPassThrough, PASS_MAX_IN_FLIGHT } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
 import { httpRequest } from '../../src/dir/fetch';
@@ -79,5 +80,40 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     const r3 = await post('/bitcloud/descriptor', d);
     expect(r3.status).toBe(400);
     expect(got.length).toBe(before);
+  });
+});
+
+describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3, §9.21.8)', () => {
+  it(`asks the authorities for at most ${PASS_MAX_IN_FLIGHT} requests at a time, hidden descriptors and policies together; past that 503 RATE_LIMITED`, async () => {
+    const held: http.ServerResponse[] = [];
+    let asked = 0;
+    let waiting: (() => void) | null = null;
+    let answering = false;
+    const authority = await listen((_req, res) => { // answers nothing until `answering`, then 404
+      asked++;
+      if (answering) { res.writeHead(404); res.end(); return; }
+      held.push(res);
+      waiting?.();
+    });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+    const dirMirror = await listen((req, res) => {
+      const p = (req.url ?? '').split('?')[0];
+      void (p.startsWith(`${HS_DESC_PATH}/`) ? pass.serveHsDescriptor(req, res, p) : pass.servePolicy(req, res));
+    });
+    const get = (path: string) => httpRequest(`${dirMirror}${path}`, { maxBytes: 65536, timeoutMs: 10_000 });
+    const pending = Array.from({ length: PASS_MAX_IN_FLIGHT }, (_, i) => get(i % 2 ? `${HS_DESC_PATH}/${'ab'.repeat(32)}` : `/bitcloud/policy/${'cd'.repeat(32)}`));
+    await new Promise<void>((r) => { waiting = () => { if (asked >= PASS_MAX_IN_FLIGHT) r(); }; waiting(); });
+    const over = await get(`/bitcloud/policy/${'cd'.repeat(32)}`);
+    expect([over.status, json(over.body).code]).toEqual([503, 'RATE_LIMITED']);
+    const over2 = await get(`${HS_DESC_PATH}/${'ab'.repeat(32)}`);
+    expect(over2.status).toBe(503);
+    expect(asked).toBe(PASS_MAX_IN_FLIGHT);
+    // The authority answers 404: each request is answered 404 and frees its place.
+    answering = true;
+    for (const res of held) { res.writeHead(404); res.end(); }
+    for (const r of await Promise.all(pending)) expect(r.status).toBe(404);
+    const again = await get(`/bitcloud/policy/${'cd'.repeat(32)}`);
+    expect(again.status).toBe(404);
+    expect(asked).toBe(PASS_MAX_IN_FLIGHT + 1);
   });
 });

@@ -1,0 +1,93 @@
+// SPEC.md §9.21.3, §9.21.8, §6.10.1: what a relay's directory mirror passes on from the
+// authorities on request (GET, unchanged, not trusted: the fetcher verifies what it gets):
+//   GET /bitcloud/hs/desc/<blinded key>          a hidden descriptor (random order, first 200 wins)
+//   GET /bitcloud/policy/<moderator>[?after=&digest=]  a moderator's policy (first 200 or 304 wins)
+// Anyone may ask (over a circuit, the mirror cannot tell who), so the requests under way at once
+// are bounded, both paths together, as the uploads it passes on are (relay/upload-forward.ts).
+import type http from 'node:http';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { FETCHER_HEADER, httpRequest } from '../src/dir/fetch';
+import { sendJsonError } from '../src/dir/http-serve';
+import { HS_DESC_PATH } from '../src/hidden/store';
+import { HS_DESC_MAX } from '../src/wire/hidden';
+import { shuffle } from '../src/crypto/primitives';
+import { POLICY_PATH } from '../src/moderation/sources';
+import { BUNDLE_LIMITS } from '../src/moderation/chain';
+
+/**
+ * SPEC.md §9.21.8: requests passed on at the same time (hidden descriptors and policies together);
+ * more are answered 503 `RATE_LIMITED` (the fetcher tries another mirror).
+ */
+export const PASS_MAX_IN_FLIGHT = 16;
+
+export class DirPassThrough {
+  private inFlight = 0;
+  constructor(private readonly authorities: () => readonly AuthorityInfo[]) {}
+
+  /** Run `ask` if a place is free, else answer 503 RATE_LIMITED. */
+  private async bounded(res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
+    if (this.inFlight >= PASS_MAX_IN_FLIGHT) {
+      return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
+    }
+    this.inFlight++;
+    try {
+      await ask();
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /**
+   * SPEC.md §9.21.3: GET /bitcloud/hs/desc/<blinded key>, passed on unchanged from an authority
+   * (random order, first 200 wins). Not trusted: the client checks the signature and the seal.
+   */
+  async serveHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
+    const key = p.slice(HS_DESC_PATH.length + 1);
+    if (!/^[0-9a-f]{64}$/.test(key)) return sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'expected /bitcloud/hs/desc/<64 lowercase hex>');
+    return this.bounded(res, () => this.passHsDescriptor(req, res, key));
+  }
+
+  private async passHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
+    for (const a of shuffle([...this.authorities()])) {
+      try {
+        const r = await httpRequest(`${a.url}${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (r.status !== 200) continue;
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : r.body);
+        return;
+      } catch { /* next authority */ }
+    }
+    sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
+  }
+
+  /**
+   * SPEC.md §10.7.1, §9.21.8: GET /bitcloud/policy/<moderator>[?after=&digest=], passed on from an
+   * authority (random order; 200 or 304 wins, 404 tries the next). Not trusted: the subscriber
+   * verifies every bundle. Hidden nodes fetch their moderators' policies this way over circuits.
+   */
+  async servePolicy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://mirror');
+    const fp = url.pathname.slice(POLICY_PATH.length);
+    const after = url.searchParams.get('after');
+    const digest = url.searchParams.get('digest');
+    if (!/^[0-9a-f]{64}$/.test(fp) || (after !== null && !/^\d{1,15}$/.test(after)) || (digest !== null && !/^[0-9a-f]{64}$/.test(digest))) {
+      return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
+    }
+    const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
+    return this.bounded(res, () => this.passPolicy(req, res, `${fp}${q}`));
+  }
+
+  private async passPolicy(req: http.IncomingMessage, res: http.ServerResponse, target: string): Promise<void> {
+    for (const a of shuffle([...this.authorities()])) {
+      try {
+        const r = await httpRequest(`${a.url}${POLICY_PATH}${target}`, { maxBytes: BUNDLE_LIMITS.bytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (r.status === 304) { res.writeHead(304); res.end(); return; }
+        if (r.status !== 200) continue;
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : r.body);
+        return;
+      } catch { /* next authority */ }
+    }
+    sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no authority holds a policy of that moderator');
+  }
+}
