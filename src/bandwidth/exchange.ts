@@ -17,6 +17,8 @@ import { ReceiptMetrics } from './receipt-metrics';
 
 /** SPEC §8.3 step 4: more PROPOSE cells than this in one epoch MAY close the link. */
 export const MAX_PROPOSALS_PER_EPOCH = 16;
+/** SPEC §8.3 step 9: without a consensus (no epoch) PROPOSE cells are counted per this much of the clock. */
+export const NO_EPOCH_PROPOSE_WINDOW_MS = 60_000;
 /** SPEC §8.3 step 11: an initiator honours at most this many RECEIPT_REQUEST per link and epoch. */
 export const MAX_REQUESTS_PER_EPOCH = 16;
 /** SPEC §8.3 step 1: the boundary PROPOSE is delayed by a random 0–30 s (never beyond P/4 here). */
@@ -45,7 +47,7 @@ export interface ReceiptExchangeOptions {
 interface LinkEntry {
   ch: Channel;
   lr: LinkReceipts;
-  /** Responder side: PROPOSE cells read in `proposeEpoch` (SPEC §8.3 step 4). */
+  /** Responder side: PROPOSE cells read in `proposeEpoch` (SPEC §8.3 step 4; without a consensus, a negative minute key). */
   proposeEpoch: number;
   proposals: number;
   /** Initiator side: RECEIPT_REQUEST cells read in `requestEpoch` (SPEC §8.3 step 11). */
@@ -306,13 +308,19 @@ export class ReceiptExchange {
     return e === cur || e === cur - 1;
   }
 
+  /**
+   * SPEC §8.3 steps 4 and 9: PROPOSE cells are counted per link per the responder's current epoch.
+   * Without a consensus there is no epoch (every PROPOSE is REJECTed, step 6): they are counted per
+   * minute of the node's clock instead (negative keys, never an epoch), so that a flood is still
+   * bounded and an initiator proposing once per its epoch keeps its link however long we wait.
+   */
   private tooManyProposals(e: LinkEntry): boolean {
     const P = this.o.periodSeconds();
-    const cur = P ? epochAt(this.now(), P) : 0;
+    const cur = P ? epochAt(this.now(), P) : -1 - Math.floor(this.now() / NO_EPOCH_PROPOSE_WINDOW_MS);
     if (cur !== e.proposeEpoch) { e.proposeEpoch = cur; e.proposals = 0; }
     if (++e.proposals <= MAX_PROPOSALS_PER_EPOCH) return false;
     this.metrics.cellError('LINK_PROTOCOL_VIOLATION');
-    this.log.warn({ peer: e.lr.peer, epoch: cur }, `more than ${MAX_PROPOSALS_PER_EPOCH} RECEIPT_PROPOSE in one epoch: closing the link`);
+    this.log.warn({ peer: e.lr.peer, epoch: P ? cur : null }, `more than ${MAX_PROPOSALS_PER_EPOCH} RECEIPT_PROPOSE in one ${P ? 'epoch' : 'minute (no consensus)'}: closing the link`);
     e.ch.close('LINK_PROTOCOL_VIOLATION: too many RECEIPT_PROPOSE');
     return true;
   }

@@ -138,6 +138,22 @@ describe('bandwidth on a real link (SPEC §8.1, §8.3)', () => {
     expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'LINK_PROTOCOL_VIOLATION' })).toBe(1);
   });
 
+  it('without a consensus the 16-PROPOSE limit is counted per minute: one PROPOSE every 5 s keeps the link, 17 in one minute close it', async () => {
+    const noConsensus = { periodSeconds: null as unknown as number, now: NOW };
+    const { a, b, inbound, out } = await linkBetween(relayA, relayB, noConsensus, cleanups);
+    for (let i = 1; i <= 17; i++) {
+      out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160));
+      // Each is answered (REJECT, serial 0, matching no proposal of B's): read before the next is sent.
+      await until(async () => (await metric(b.reg, 'bitcloud_receipt_cell_errors_total', { code: 'RECEIPT_MISMATCH' })) === i);
+      noConsensus.now += 5_000;
+    }
+    expect(inbound.closed).toBe(false);
+    expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'LINK_PROTOCOL_VIOLATION' })).toBe(0);
+    for (let i = 0; i < 17; i++) out.send(0, CellCommand.RECEIPT_PROPOSE, Buffer.alloc(160));
+    await until(() => inbound.closed);
+    expect(await metric(a.reg, 'bitcloud_receipt_cell_errors_total', { code: 'LINK_PROTOCOL_VIOLATION' })).toBe(1);
+  });
+
   it('before closing on purpose the initiator proposes for the current epoch and waits for the answer', async () => {
     const { a, b, out } = await relayLink();
     traffic(out, 2, 2);
