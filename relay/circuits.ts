@@ -150,9 +150,11 @@ export class RelayCircuits {
         outboundLinks: () => [...this.outbound].filter((ch) => ch.peerIdentity).map((ch) => ({ link: ch, fp: fingerprint(ch.peerIdentity!) })),
         circuitsOn: (ch) => this.switch.linkOf(ch)?.circuits.size ?? 0,
         closeIdle: async (ch) => {
-          await opts.bandwidth?.beforeClosing?.(ch); // SPEC.md §8.3 step 10: propose first
+          // SPEC.md §8.3 step 10: propose first. Cells counted after the proposal's cut (a circuit
+          // opened and closed again during the wait) would be lost with the link: not idle then.
+          const settled = await opts.bandwidth?.beforeClosing?.(ch) ?? true;
           // An EXTEND2 may have put a circuit on it meanwhile: then it is not idle any more.
-          if (ch.closed || (this.switch.linkOf(ch)?.circuits.size ?? 0) > 0) return false;
+          if (!settled || ch.closed || (this.switch.linkOf(ch)?.circuits.size ?? 0) > 0) return false;
           ch.close('idle relay link');
           return true;
         },

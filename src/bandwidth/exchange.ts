@@ -92,6 +92,9 @@ export class ReceiptExchange {
   /** The LinkReceipts of a counted link (tests, status). */
   linkReceipts(ch: Channel): LinkReceipts | undefined { return this.links.get(ch)?.lr; }
 
+  /** The current segment of a counted link counted at least one cell (false for a link not counted). */
+  segmentCounted(ch: Channel): boolean { return this.links.get(ch)?.lr.segmentCounted ?? false; }
+
   /**
    * SPEC §8.1.1: count this link if both ends proved an identity; anonymous initiators (clients,
    * reachability tests) never are. Call in the tick the link is handed over. Returns true if counted.

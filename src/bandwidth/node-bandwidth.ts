@@ -141,9 +141,12 @@ export class NodeBandwidth {
   /**
    * Before closing one link it opened on purpose (an idle relay link, SPEC.md §1.9): SPEC §8.3
    * step 10, propose for the current epoch on it and wait for the answer at most `shutdownGraceMs`.
+   * Resolves true when the link may close now: no cell was counted on it since the proposal's cut
+   * (false: a circuit carried cells meanwhile, a segment that closing would leave unpaid).
    */
-  async beforeClosing(ch: Channel): Promise<void> {
+  async beforeClosing(ch: Channel): Promise<boolean> {
     await this.exchange.proposeBeforeClose(this.settings.shutdownGraceMs, [ch]);
+    return !this.exchange.segmentCounted(ch);
   }
 
   /** Stop timers; keep undelivered receipts and write bandwidth.json one last time. */

@@ -6,7 +6,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { metric, parsePrometheus } from '../helpers/localnet';
 import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
-import { DEFAULT_LINK_WARMING } from '../../relay/link-warming';
+import { DEFAULT_LINK_WARMING, type WarmingHost } from '../../relay/link-warming';
+import { NodeBandwidth } from '../../src/bandwidth/node-bandwidth';
+import type { Channel } from '../../src/link';
+import { CellCommand } from '../../src/wire/cell';
+import { Registry } from 'prom-client';
 
 let relays: TestRelay[] = [];
 afterEach(async () => { for (const r of relays) await r.stop(); relays = []; });
@@ -14,10 +18,16 @@ afterEach(async () => { for (const r of relays) await r.stop(); relays = []; });
 const warming = { ...DEFAULT_LINK_WARMING, paceMs: 10 };
 async function scrapeOf(r: TestRelay) { return parsePrometheus(await r.registry.metrics()); }
 
-/** Two relays, each reading its consensus from `views[i]`. */
-async function pair(views: Array<{ relays: ConsensusRelay[] }>) {
-  const a = await startRelay('a', ['Guard'], { linkWarming: warming, consensus: () => views[0] });
-  const b = await startRelay('b', [], { linkWarming: warming, consensus: () => views[1] });
+/** Two relays, each reading its consensus from `views[i]`; `bandwidth[i]`, when given, counts relay i's links. */
+async function pair(views: Array<{ relays: ConsensusRelay[] }>, bandwidth: Array<() => NodeBandwidth> = []) {
+  const bw = (i: number) => bandwidth[i] && {
+    attach: (ch: Channel) => bandwidth[i]().attach(ch),
+    onLinkCell: (ch: Channel, c: Parameters<NodeBandwidth['onLinkCell']>[1]) => bandwidth[i]().onLinkCell(ch, c),
+    beforeClose: (chs?: Iterable<Channel>) => bandwidth[i]().beforeClose(chs),
+    beforeClosing: (ch: Channel) => bandwidth[i]().beforeClosing(ch),
+  };
+  const a = await startRelay('a', ['Guard'], { linkWarming: warming, consensus: () => views[0], bandwidth: bw(0) });
+  const b = await startRelay('b', [], { linkWarming: warming, consensus: () => views[1], bandwidth: bw(1) });
   relays.push(a, b);
   // A follower's pass waits out the link handshake bound (10 s) after the leaders'; these links
   // open in milliseconds, so every idlePass here needs only a little of it.
@@ -71,5 +81,30 @@ describe('relay link warming with the real circuit engine', () => {
     views[1 - wi] = { relays: [a.info, b.info] }; // a new consensus object, as the mirror installs
     accepter.rc.onConsensus(views[1 - wi]);
     expect(accepter.rc.dos.size).toBe(0);
+  });
+
+  it('an idle link on which a cell was counted after the closing proposal\'s cut is not closed (SPEC.md §1.9, §8.3 step 10)', async () => {
+    const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
+    const nbs: NodeBandwidth[] = [];
+    const [a, b] = await pair(views, [() => nbs[0], () => nbs[1]]);
+    for (const r of [a, b]) {
+      nbs.push(new NodeBandwidth({ identity: r.keys.identity, dataDir: r.dir, authorities: [], periodSeconds: () => 10, registry: new Registry(), settings: { shutdownGraceMs: 2000 } }));
+    }
+    const [lead, li] = a.info.fingerprint < b.info.fingerprint ? [a, 0] : [b, 1];
+    views[0] = views[1] = { relays: [a.info, b.info] };
+    lead.rc.onConsensus(views[li]);
+    await lead.rc.warmer!.idlePass;
+    const host = (lead.rc.warmer as unknown as { host: WarmingHost<Channel> }).host;
+    const [{ link }] = host.outboundLinks();
+    link.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); // the segment the proposal will close
+    // While the proposal waits for its answer, a circuit carries a cell (opened and gone again).
+    const nb = nbs[li];
+    const propose = nb.beforeClosing.bind(nb);
+    nb.beforeClosing = (ch) => { const p = propose(ch); ch.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); return p; };
+    expect(await host.closeIdle(link)).toBe(false);
+    expect(link.closed).toBe(false);
+    nb.beforeClosing = propose; // nothing more is carried: the next proposal settles it and the link closes
+    expect(await host.closeIdle(link)).toBe(true);
+    expect(link.closed).toBe(true);
   });
 });
