@@ -42,7 +42,7 @@ export class ReceiptMetrics {
     this.disagreements = new prom.Counter({ name: 'bitcloud_receipt_disagreements_total', help: 'Unpaid segments (REJECT sent or received, no answer, bad countersignature), by reason', labelNames: ['reason'], registers: [reg] });
     this.cellErrors = new prom.Counter({ name: 'bitcloud_receipt_cell_errors_total', help: 'RECEIPT_* cells ignored or refused, by error code', labelNames: ['code'], registers: [reg] });
     this.uploaded = new prom.Counter({ name: 'bitcloud_receipts_uploaded_total', help: 'Receipt records settled at an authority, by result (accepted, replayed, refused, expired)', labelNames: ['result'], registers: [reg] });
-    this.attempts = new prom.Counter({ name: 'bitcloud_receipt_upload_attempts_total', help: 'Receipt upload requests, by outcome (answered, http_5xx, rate_limited, transport)', labelNames: ['outcome'], registers: [reg] });
+    this.attempts = new prom.Counter({ name: 'bitcloud_receipt_upload_attempts_total', help: 'Receipt upload requests, by outcome (answered, http_5xx, rate_limited, bad_answer, transport)', labelNames: ['outcome'], registers: [reg] });
   }
 
   /** A closed segment, oriented like a receipt body; `initiator`: this node's role on the link. */
@@ -54,5 +54,5 @@ export class ReceiptMetrics {
   disagreement(reason: string): void { this.disagreements?.inc({ reason }); }
   cellError(code: string): void { this.cellErrors?.inc({ code }); }
   upload(result: 'accepted' | 'replayed' | 'refused' | 'expired', n = 1): void { if (n > 0) this.uploaded?.inc({ result }, n); }
-  attempt(outcome: 'answered' | 'http_5xx' | 'rate_limited' | 'transport'): void { this.attempts?.inc({ outcome }); }
+  attempt(outcome: 'answered' | 'http_5xx' | 'rate_limited' | 'bad_answer' | 'transport'): void { this.attempts?.inc({ outcome }); }
 }

@@ -106,6 +106,20 @@ export function uploadRefusals(status: number, body: Buffer, count: number): ({ 
 }
 
 /**
+ * SPEC.md §8.4.1: a 200 judges the records only with the JSON upload answer
+ * `{"accepted": n, "refused": [...]}`. Returns why `body` is not that answer (a web page from a
+ * mistyped authority URL, a proxy's page), or null when it is.
+ */
+export function notAnUploadAnswer(body: Buffer): string | null {
+  let j: unknown;
+  try { j = JSON.parse(body.toString('utf8')); } catch { return 'the body is not JSON'; }
+  if (j === null || typeof j !== 'object' || Array.isArray(j)) return 'the body is not a JSON object';
+  const o = j as { accepted?: unknown; refused?: unknown };
+  if (!Number.isInteger(o.accepted) || !Array.isArray(o.refused)) return 'the body has no "accepted" count or no "refused" list';
+  return null;
+}
+
+/**
  * SPEC.md §8.4.1: an answer that says "later" rather than judging the records: a 5xx, or a 429 that
  * is not a refusal of the records themselves (the authority's rate limit, RATE_LIMITED; a 429
  * `RECEIPT_TOO_MANY` or a 429 with a `refused` list judges them and is settled as any 4xx).
@@ -223,13 +237,20 @@ export class ReceiptUploader {
       const res = await (this.o.post ?? defaultPost)(url + RECEIPT_UPLOAD_PATH, body, timeoutMs);
       // SPEC.md §8.4.1: a 5xx or the authority's rate limit keeps every record pending here.
       if (retryLater(res.status, res.body)) throw err('DIR_FETCH_FAILED', `${url}: HTTP ${res.status}`, { status: res.status });
+      // A 200 without the upload answer judged nothing: the records stay pending, as after a 5xx.
+      const bad = res.status === 200 ? notAnUploadAnswer(res.body) : null;
+      if (bad !== null) {
+        this.log.warn({ authority: fp, epoch: ep.epoch, records: idx.length, reason: bad, contentType: res.headers['content-type'] },
+          'receipt upload answered 200 without the upload answer (is the authority URL right?); will retry');
+        throw err('DIR_FETCH_FAILED', `${url}: HTTP 200 but ${bad}`, { status: res.status });
+      }
       this.metrics.attempt('answered');
       this.settle(ep, fp, a, idx, res);
       a.failures = 0;
     } catch (e) {
       const code = errorCode(e);
       const status = (e as { detail?: { status?: number } }).detail?.status;
-      this.metrics.attempt(status === 429 ? 'rate_limited' : status !== undefined ? 'http_5xx' : 'transport');
+      this.metrics.attempt(status === 429 ? 'rate_limited' : status === 200 ? 'bad_answer' : status !== undefined ? 'http_5xx' : 'transport');
       a.failures++;
       const min = this.o.retryMinMs ?? 1000, max = this.o.retryMaxMs ?? 60_000;
       const backoff = Math.min(max, min * 2 ** Math.min(a.failures - 1, 20));

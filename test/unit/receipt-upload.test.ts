@@ -26,7 +26,8 @@ function receipt(serial: number, epoch = E): Receipt {
   return r.receipt;
 }
 
-type Answer = (records: Receipt[]) => { status: number; body: unknown };
+/** `html`: the body is sent as it is, as text/html (a web server that is not an authority). */
+type Answer = (records: Receipt[]) => { status: number; body: unknown; html?: boolean };
 /** An authority stub: records every upload, answers with `answer`. */
 async function authority(answer: Answer) {
   const uploads: Receipt[][] = [];
@@ -39,9 +40,9 @@ async function authority(answer: Answer) {
       expect(req.headers['content-type']).toBe('application/octet-stream');
       const records = decodeReceiptBatch(Buffer.concat(chunks));
       uploads.push(records);
-      const { status, body } = answer(records);
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
+      const { status, body, html } = answer(records);
+      res.writeHead(status, { 'content-type': html ? 'text/html' : 'application/json' });
+      res.end(html ? String(body) : JSON.stringify(body));
     });
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
@@ -133,6 +134,24 @@ describe('ReceiptUploader (SPEC §8.4)', () => {
     expect(x.uploads).toHaveLength(3);
     expect(y.uploads).toHaveLength(1);
     expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, refused: { [x.fingerprint]: 0 }, pending: 0 });
+  });
+
+  it('a 200 without the JSON upload answer (an HTML page, another object) keeps the records and is retried', async () => {
+    const answers: ReturnType<Answer>[] = [
+      { status: 200, body: '<!doctype html><title>Welcome</title>', html: true },
+      { status: 200, body: { ok: true } },
+    ];
+    const x = await authority((rs) => answers.shift() ?? accept(rs));
+    const clock = { now: ended() };
+    const u = uploader([x], clock);
+    u.add(receipt(1));
+    await u.pump();
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 0 }, refused: { [x.fingerprint]: 0 }, pending: 1 });
+    clock.now += 1000; await u.pump();
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 0 }, pending: 1 });
+    clock.now += 2000; await u.pump();
+    expect(x.uploads).toHaveLength(3);
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, pending: 0 });
   });
 
   it('an epoch\'s first upload to an authority waits a random delay of at most min(startJitterMs, P/4) after the epoch ends', async () => {
