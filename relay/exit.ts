@@ -183,10 +183,20 @@ function connectTarget(inc: IncomingStream, target: LookupResult, port: number, 
     clearTimeout(timer);
     if (stream.state !== 'opening') { sock.destroy(); return; }
     connected = true;
-    metrics?.exitConnect('ok');
     sock.setNoDelay(true);
     if (LAT_TRACE) { latTrace('exit.connected'); sock.once('data', () => latTrace('exit.target-data')); stream.once('data', () => latTrace('exit.stream-data')); }
-    inc.accept({ addr: target.address, ttl });
+    // An event listener: whatever fails here ends this stream, never the node.
+    try {
+      inc.accept({ addr: target.address, ttl });
+    } catch (e) {
+      const code = errorCode(e);
+      metrics?.exitConnect(code.toLowerCase());
+      log.debug({ code }, 'exit could not answer CONNECTED');
+      sock.destroy();
+      inc.refuse(EndReason.INTERNAL);
+      return;
+    }
+    metrics?.exitConnect('ok');
     pipeStreamSocket(stream, sock);
   });
 }

@@ -255,14 +255,17 @@ function addrMatches(r: ExitRuleAddress, a: IpAddr, own: readonly IpAddr[]): boo
 
 /**
  * The exit's check at connect time, on the resolved address (SPEC.md §7.6.3): first matching
- * rule wins, no match rejects, port 0 is never allowed. Throws EXIT_POLICY_BAD_ADDRESS when
- * `ip` is not an IP address (resolve first).
+ * rule wins, no match rejects, port 0 and the unspecified address are never allowed. Throws
+ * EXIT_POLICY_BAD_ADDRESS when `ip` is not an IP address (resolve first).
  */
 export function exitPolicyAllowsAddress(p: ExitPolicy, ip: string, port: number): boolean {
   const parsed = parseIp(ip);
   if (!parsed) throw err('EXIT_POLICY_BAD_ADDRESS', 'exit policy check needs an IP address, not a name');
   if (!validPort(port)) return false;
   const a = unmap(parsed);
+  // SPEC.md §7.6.3: the unspecified address (0.0.0.0, [::]) is no destination; connecting to it
+  // reaches this host's own loopback. Never allowed, whatever the rules (Tor does the same).
+  if (a.family === 4 ? a.value === 0 : a.value === 0n) return false;
   for (const r of p.rules) {
     if (port < r.portLo || port > r.portHi) continue;
     if (addrMatches(r.addr, a, p.ownAddresses)) return r.action === 'accept';

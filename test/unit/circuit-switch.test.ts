@@ -17,6 +17,11 @@ import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/p
 import { CircIdAllocator } from '../../src/link/circ-ids';
 import { err } from '../../src/errors';
 import type { CellChannel, CellChannelEvents } from '../../src/link/cell-channel';
+import type { SwitchHooks } from '../../src/circuit/types';
+import { CircuitMetrics } from '../../src/circuit/metrics';
+import { createExitHandler } from '../../relay/exit';
+import { parseExitPolicy } from '../../src/dir/exit-policy';
+import net from 'node:net';
 
 interface SentCell { circId: number; command: number; payload: Buffer }
 
@@ -61,16 +66,20 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
 }
 const tick = () => new Promise((r) => setImmediate(r));
 
-function setup(o: { limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean; batched?: boolean } = {}) {
+function setup(o: {
+  limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean; batched?: boolean;
+  hooks?: Partial<SwitchHooks<FakeChannel>>; metrics?: CircuitMetrics;
+} = {}) {
   const identity = ed25519Generate();
   const onion = x25519Generate();
   const next = new FakeChannel(true, randomBytes(32));
   next.batchesReads = o.batched ?? false;
   const sw = new CircuitSwitch({
-    identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget,
+    identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget, metrics: o.metrics,
     hooks: {
       extend: o.extend ?? (async () => { sw.attach(next); return next; }),
       allowCircuit: o.allow,
+      ...o.hooks,
     },
   });
   const prev = new FakeChannel(false, null);
@@ -487,6 +496,36 @@ describe('streams at a node without handlers', () => {
     });
     expect(ends).toEqual([[RelayCommand.END, 1, EndReason.EXITPOLICY], [RelayCommand.END, 2, EndReason.NOTDIRECTORY]]);
     expect(t.sw.circuitCount).toBe(1);
+  });
+});
+
+describe('exit streams (SPEC.md §7b.7)', () => {
+  /** The relay messages the client reads back on `prev`, decrypted. */
+  const inbound = (t: ReturnType<typeof setup>, hop: ClientHopCrypto) => t.prev.take(CellCommand.RELAY).map((c) => {
+    expect(hop.decryptInbound(c.payload)).toBe(true);
+    return decodeRelayPayload(c.payload);
+  });
+  const waitFor = async (cond: () => boolean) => { for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 2)); };
+
+  it('a BEGIN to the unspecified address (0.0.0.0, 0, 0x0, [::]) is refused EXITPOLICY before connecting, even under accept *:*', async () => {
+    let accepted = 0;
+    const srv = net.createServer((s) => { accepted++; s.destroy(); });
+    await new Promise<void>((r) => srv.listen(0, r));
+    const port = (srv.address() as net.AddressInfo).port;
+    try {
+      const onStream = createExitHandler({ policy: parseExitPolicy(['accept *:*']), refuseOneHop: false });
+      const t = setup({ hooks: { onStream } });
+      const hop = t.create();
+      const hosts = ['0.0.0.0', '0', '0x0', '::', '::ffff:0.0.0.0'];
+      hosts.forEach((host, i) => t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, i + 1, encodeBegin({ host, port })));
+      const got: Array<[number, number, number]> = [];
+      await waitFor(() => { for (const m of inbound(t, hop)) got.push([m.command, m.streamId, m.command === RelayCommand.END ? decodeEnd(m.data).reason : -1]); return got.length >= hosts.length; });
+      expect(got.sort((a, b) => a[1] - b[1])).toEqual(hosts.map((_, i) => [RelayCommand.END, i + 1, EndReason.EXITPOLICY]));
+      expect(accepted).toBe(0);
+      expect(t.sw.circuitCount).toBe(1);
+    } finally {
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
   });
 });
 

@@ -58,9 +58,12 @@ describe('exit policy matching at the exit (SPEC §7.6.3)', () => {
     expect(exitPolicyAllowsAddress(parseExitPolicy(['accept *:80']), '8.8.8.8', 443)).toBe(false);
     expect(exitPolicyAllowsAddress(parseExitPolicy([]), '8.8.8.8', 80)).toBe(false);
   });
-  it('never allows port 0 or out-of-range ports', () => {
+  it('never allows port 0, out-of-range ports or the unspecified address', () => {
     expect(exitPolicyAllowsAddress(parseExitPolicy(['accept *:*']), '8.8.8.8', 0)).toBe(false);
     expect(exitPolicyAllowsAddress(parseExitPolicy(['accept *:*']), '8.8.8.8', 70000)).toBe(false);
+    // SPEC.md §7.6.3: the unspecified address reaches the host's own loopback; never allowed.
+    for (const a of ['0.0.0.0', '::', '::ffff:0.0.0.0']) expect(exitPolicyAllowsAddress(parseExitPolicy(['accept *:*']), a, 80), a).toBe(false);
+    expect(exitPolicyAllows(parseExitPolicy(['accept *:*']), '0.0.0.0', 80)).toBe('no');
   });
   it('*4 and *6 match only their family', () => {
     const p = parseExitPolicy(['accept *4:*']);
