@@ -46,7 +46,7 @@ export interface RelayCircuitsOptions {
   limits?: Partial<RelayLimits>;
   /** DNS at the exit (tests substitute their own). */
   lookup?: Lookup;
-  /** Refuse BEGIN on one-hop circuits from anonymous clients. Default true. */
+  /** Refuse BEGIN and RESOLVE on circuits that came from a client link, not a listed relay. Default true. */
   refuseOneHopExit?: boolean;
   /** Proof of bandwidth (SPEC.md §8): counts authenticated links, routes RECEIPT_* cells. Absent = not counted. */
   bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'> & Partial<Pick<NodeBandwidth, 'beforeClosing'>>;

@@ -22,7 +22,7 @@ export interface ExitOptions {
   connectTimeoutMs?: number;
   /** Name resolution at the exit; default node:dns lookup (all addresses). */
   lookup?: Lookup;
-  /** Refuse BEGIN on one-hop circuits from anonymous clients (tor-spec 5.5). Default true. */
+  /** Refuse BEGIN on circuits that came from a client link, not a listed relay (tor-spec 5.5). Default true. */
   refuseOneHop?: boolean;
   /** TTL reported in CONNECTED / RESOLVED, seconds. Default 60. */
   ttl?: number;
@@ -226,7 +226,7 @@ export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void 
 
 /**
  * The RESOLVE handler (SPEC.md §7b.7): every address the name has, or an error answer. Refused
- * (non-transient error) on a one-hop circuit from an anonymous client unless `refuseOneHop` is
+ * (non-transient error) on a circuit that came from a client link unless `refuseOneHop` is
  * false; a transient error when the exit already runs `gate.max` resolutions.
  */
 export function createResolver(opts: { lookup?: Lookup; ttl?: number; gate?: ResolveGate; refuseOneHop?: boolean; metrics?: CircuitMetrics }):

@@ -353,11 +353,12 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   }
 
   /**
-   * SPEC.md §7b.7: a single-hop circuit whose previous hop is not a relay listed in the consensus
-   * (an anonymous client, or one with a self-made identity).
+   * SPEC.md §7b.7: the circuit came from a client link: its previous hop is not a relay listed in
+   * the consensus (an anonymous client, or one with a self-made identity). Whether it goes on to a
+   * next hop does not matter: a client that extends elsewhere and sends BEGIN for this hop alone
+   * still uses this node as a one-hop proxy (Tor decides on the previous channel only).
    */
   private isOneHop(): boolean {
-    if (this.next !== null) return false;
     const listed = this.sw.hooks.isListedRelay;
     return listed ? !listed(this.prev.ch) : this.prev.ch.peerIdentity === null;
   }

@@ -45,8 +45,8 @@ export interface IncomingStream {
   begin: BeginBody | null;
   stream: CircuitStream;
   /**
-   * The previous hop is an anonymous client and no hop follows: this is a one-hop circuit. Judged
-   * against the consensus held when read.
+   * The previous hop is a client, not a listed relay (SPEC.md §7b.7): to this node the circuit is
+   * one hop long, whether or not it goes on elsewhere. Judged against the consensus held when read.
    */
   readonly oneHop: boolean;
   /** Send CONNECTED (optionally with the address connected to) and let data flow. */
@@ -80,8 +80,8 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
   /** A stream was opened here; the hook answers with accept() or refuse(). Absent: all refused. */
   onStream?(s: IncomingStream): void;
   /**
-   * RESOLVE (exits only). Absent: answered with a non-transient error. `oneHop`: the circuit has
-   * a single hop from an anonymous client (SPEC.md §7b.7: refused, like BEGIN).
+   * RESOLVE (exits only). Absent: answered with a non-transient error. `oneHop`: the circuit
+   * came from a client, not a listed relay (SPEC.md §7b.7: refused, like BEGIN).
    */
   resolve?(host: string, ctx: { oneHop: boolean }): Promise<ResolvedAnswer[]>;
   /**

@@ -19,7 +19,8 @@ import { err } from '../../src/errors';
 import type { CellChannel, CellChannelEvents } from '../../src/link/cell-channel';
 import type { SwitchHooks } from '../../src/circuit/types';
 import { CircuitMetrics } from '../../src/circuit/metrics';
-import { createExitHandler } from '../../relay/exit';
+import { createExitHandler, createResolver } from '../../relay/exit';
+import { decodeResolved, encodeResolve } from '../../src/wire/messages';
 import { parseExitPolicy } from '../../src/dir/exit-policy';
 import net from 'node:net';
 
@@ -526,6 +527,34 @@ describe('exit streams (SPEC.md §7b.7)', () => {
     } finally {
       await new Promise<void>((r) => srv.close(() => r()));
     }
+  });
+
+  it('a circuit from a client is refused BEGIN and RESOLVE here, before and after it extends elsewhere; BEGIN_DIR stays allowed', async () => {
+    let dirStreams = 0;
+    const exit = createExitHandler({ policy: parseExitPolicy(['accept *:*']), lookup: () => Promise.resolve([{ address: '192.0.2.1', family: 4 }]) });
+    const resolve = createResolver({ lookup: () => Promise.resolve([{ address: '192.0.2.1', family: 4 }]) });
+    const onStream: SwitchHooks['onStream'] = (inc) => { if (inc.kind === 'begin_dir') { dirStreams++; inc.accept(); } else exit(inc); };
+    // The previous hop (the client) proved no listed identity; the next one is a listed relay.
+    const t = setup({ hooks: { onStream, resolve, isListedRelay: (ch) => ch !== t.prev } });
+    const hop = t.create();
+    const ask = async (sid: number) => {
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, sid, encodeBegin({ host: '192.0.2.1', port: 80 }));
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, sid + 1, encodeBegin({ host: 'example.com', port: 80 }));
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, sid + 2, encodeResolve('example.com'));
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, sid + 3, Buffer.alloc(0));
+      await tick(); await tick();
+      return inbound(t, hop).map((m) => [m.command, m.streamId,
+        m.command === RelayCommand.END ? decodeEnd(m.data).reason : m.command === RelayCommand.RESOLVED ? decodeResolved(m.data)[0].type : null]).sort((a, b) => Number(a[1]) - Number(b[1]));
+    };
+    const refused = (sid: number) => [
+      [RelayCommand.END, sid, EndReason.EXITPOLICY], [RelayCommand.END, sid + 1, EndReason.EXITPOLICY],
+      [RelayCommand.RESOLVED, sid + 2, 'error-nontransient'], [RelayCommand.CONNECTED, sid + 3, null],
+    ];
+    expect(await ask(1)).toEqual(refused(1));
+    await t.extend(hop);
+    expect(await ask(5)).toEqual(refused(5));
+    expect(dirStreams).toBe(2);
+    expect(t.sw.circuitCount).toBe(1);
   });
 });
 
