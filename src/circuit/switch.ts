@@ -226,10 +226,12 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     const source = this.hooks.creationSource?.(link.ch) ?? link;
     let q = this.onionQueue.get(source);
     if (q && q.length >= this.limits.maxQueuedCreatesPerSource) {
-      // Its source already has a full queue: refused unanswered, and the link is not read for a while.
+      // Its source already has a full queue: refused unanswered, and the link is not read for a
+      // while — unless it is a listed relay's: that link carries many clients' circuits, and one
+      // client's burst of extends must not stall the others' cells on it (SPEC.md §7b.9).
       this.metrics.refused('onion_queue');
       this.sendDestroy(link, circId, DestroyReason.RESOURCELIMIT);
-      link.ch.holdReading?.(this.limits.rateRefusalHoldMs);
+      if (this.hooks.isListedRelay?.(link.ch) !== true) link.ch.holdReading?.(this.limits.rateRefusalHoldMs);
       return;
     }
     if (!q) { q = []; this.onionQueue.set(source, q); }

@@ -27,7 +27,7 @@ export interface SwitchLimits {
   /**
    * After a CREATE2 refused by the creation rate (allowCircuit false) or a full queue for its
    * source, the link is not read for this long: a flood from one address is pushed back by TCP
-   * instead of costing reads.
+   * instead of costing reads. A listed relay's link is never held for a full queue.
    */
   rateRefusalHoldMs: number;
 }

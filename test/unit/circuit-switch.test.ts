@@ -161,7 +161,8 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
     const source = new Map<FakeChannel, string>();
     const sw = new CircuitSwitch<FakeChannel>({
       identity: identity.publicKey, onionKeys: () => [onion], limits,
-      hooks: { creationSource: (ch) => source.get(ch)! },
+      // Sources named relay:<id> stand for links from relays the consensus lists.
+      hooks: { creationSource: (ch) => source.get(ch)!, isListedRelay: (ch) => source.get(ch)!.startsWith('relay:') },
     });
     const link = (name: string) => { const ch = new FakeChannel(false); source.set(ch, name); sw.attach(ch); return ch; };
     const create2 = (ch: FakeChannel, circId: number) => {
@@ -199,6 +200,16 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
     expect(flood.holds).toEqual([500, 500, 500]);
     for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
     expect(flood.take(CellCommand.CREATED2)).toHaveLength(5);
+  });
+
+  it('a listed relay\'s link with a full queue is refused RESOURCELIMIT but never held: it carries other clients\' circuits', async () => {
+    const t = queueSetup({ createsPerTurn: 2, maxQueuedCreatesPerSource: 3 });
+    const relay = t.link(`relay:${'ab'.repeat(32)}`);
+    for (const id of ids(8)) t.create2(relay, id);
+    expect(relay.take(CellCommand.DESTROY).map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
+    expect(relay.holds).toEqual([]);
+    for (let i = 0; i < 10 && t.sw.queuedCreateCount > 0; i++) await tick();
+    expect(relay.take(CellCommand.CREATED2)).toHaveLength(5);
   });
 
   it('a CREATE2 that waited past the maximum wait is refused unanswered', async () => {
