@@ -137,11 +137,17 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
     const literal = parseIp(b.host) !== null;
     // A name the policy refuses for every address is refused before any DNS query.
     if (!literal && exitPolicyAllows(opts.policy, null, b.port) === 'no') { refuse(inc, EndReason.EXITPOLICY, 'policy'); return; }
+    // SPEC.md §7b.7: a lookup takes one of the circuit's pending resolutions, then one of the exit's.
     const gate = opts.gate;
-    if (!literal && gate && !gate.tryEnter()) { refuse(inc, EndReason.RESOURCELIMIT, 'resolve_limit'); return; }
+    let release: (() => void) | null = null;
+    if (!literal) {
+      release = inc.resolveSlot ? inc.resolveSlot() : () => {};
+      if (!release) { refuse(inc, EndReason.RESOURCELIMIT, 'resolve_limit'); return; }
+      if (gate && !gate.tryEnter()) { release(); refuse(inc, EndReason.RESOURCELIMIT, 'resolve_limit'); return; }
+    }
     const resolved: Promise<LookupResult[]> = literal
       ? Promise.resolve([{ address: b.host, family: b.host.includes(':') ? 6 : 4 }])
-      : lookup(b.host).finally(() => gate?.leave());
+      : lookup(b.host).finally(() => { gate?.leave(); release?.(); });
     resolved.then((addrs) => {
       if (inc.stream.state !== 'opening') return; // the client gave up meanwhile
       const target = chooseExitAddress(addrs, literal ? BeginFlag.IPV6_OK : b.flags, opts.policy, b.port);

@@ -23,7 +23,7 @@ export interface RelayLimits {
   maxStreamsPerCircuit: number;
   /** Exit TCP connect timeout, ms. */
   exitConnectTimeoutMs: number;
-  /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending (they also count as streams). */
+  /** SPEC.md §7b.7: name resolutions (RESOLVE and BEGIN to a name) one circuit may have pending. */
   maxResolvesPerCircuit: number;
   /** SPEC.md §7b.7: name resolutions (RESOLVE and BEGIN to a name) this exit runs at once. */
   maxConcurrentResolves: number;

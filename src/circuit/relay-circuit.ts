@@ -94,7 +94,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
 
   get isClosed(): boolean { return this.closed; }
   get streamCount(): number { return this.edge?.streams.size ?? 0; }
-  /** RESOLVE requests waiting for their answer (SPEC.md §7b.7). */
+  /** Name resolutions waiting for their answer, RESOLVE and BEGIN to a name (SPEC.md §7b.7). */
   private resolving = 0;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
@@ -344,6 +344,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
         if (stream.state === 'closed') return;
         stream.abort(reason);
       },
+      resolveSlot: () => this.takeResolveSlot(),
     };
     if (!hook) {
       inc.refuse(UNSERVED_STREAM_REFUSAL[kind]);
@@ -361,6 +362,17 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   private isOneHop(): boolean {
     const listed = this.sw.hooks.isListedRelay;
     return listed ? !listed(this.prev.ch) : this.prev.ch.peerIdentity === null;
+  }
+
+  /**
+   * SPEC.md §7b.7: one of the circuit's pending name resolutions for a BEGIN to a name, or null
+   * when it already has maxResolvesPerCircuit; the returned function gives it back (once).
+   */
+  private takeResolveSlot(): (() => void) | null {
+    if (this.resolving >= this.sw.limits.maxResolvesPerCircuit) return null;
+    this.resolving++;
+    let held = true;
+    return () => { if (held) { held = false; this.resolving--; } };
   }
 
   private onResolve(streamId: number, data: Buffer): void {

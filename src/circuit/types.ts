@@ -13,7 +13,10 @@ export interface SwitchLimits {
   maxQueuedCellsPerCircuit: number;
   /** Streams one circuit may hold open at this node. */
   maxStreamsPerCircuit: number;
-  /** SPEC.md §7b.7: RESOLVE requests one circuit may have pending at this node (they also count as streams). */
+  /**
+   * SPEC.md §7b.7: name resolutions one circuit may have pending at this node, RESOLVE and BEGIN
+   * to a name together (a pending RESOLVE also counts as a stream).
+   */
   maxResolvesPerCircuit: number;
   /**
    * SPEC.md §7b.9 (Tor's onionskin queue): CREATE2 handshakes (public-key work) the node does in
@@ -53,6 +56,12 @@ export interface IncomingStream {
   accept(connected?: ConnectedBody): void;
   /** Send END(reason) and drop the stream. */
   refuse(reason: number): void;
+  /**
+   * SPEC.md §7b.7: take one of the circuit's pending name resolutions (RESOLVE and BEGIN to a
+   * name together, at most maxResolvesPerCircuit); null when none is left. Call the returned
+   * function once the lookup settles. Absent: the stream's circuit sets no such limit.
+   */
+  resolveSlot?(): (() => void) | null;
 }
 
 /** What a node plugs into its circuit switch; `C` is the channel type the node's links use. */

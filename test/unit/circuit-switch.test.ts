@@ -19,7 +19,7 @@ import { err } from '../../src/errors';
 import type { CellChannel, CellChannelEvents } from '../../src/link/cell-channel';
 import type { SwitchHooks } from '../../src/circuit/types';
 import { CircuitMetrics } from '../../src/circuit/metrics';
-import { createExitHandler, createResolver } from '../../relay/exit';
+import { createExitHandler, createResolver, ResolveGate } from '../../relay/exit';
 import { decodeResolved, encodeResolve } from '../../src/wire/messages';
 import { parseExitPolicy } from '../../src/dir/exit-policy';
 import net from 'node:net';
@@ -566,6 +566,27 @@ describe('exit streams (SPEC.md §7b.7)', () => {
     expect(await ask(5)).toEqual(refused(5));
     expect(dirStreams).toBe(2);
     expect(t.sw.circuitCount).toBe(1);
+  });
+
+  it('BEGINs to names count against the circuit\'s pending resolutions: one circuit cannot take every resolver slot of the exit', async () => {
+    const started: string[] = [];
+    const gate = new ResolveGate(256);
+    const lookup = (host: string) => { started.push(host); return new Promise<never>(() => {}); }; // never settles
+    const t = setup({ hooks: { onStream: createExitHandler({ policy: parseExitPolicy(['accept *:*']), refuseOneHop: false, lookup, gate }) } });
+    const a = t.create(0x8000_0001);
+    for (let sid = 1; sid <= 256; sid++) t.toHop(a, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, sid, encodeBegin({ host: `slow${sid}.example`, port: 80 }));
+    await tick();
+    expect(started).toHaveLength(4);
+    expect(gate.active).toBe(4);
+    const ends = inbound(t, a).map((m) => [m.command, m.command === RelayCommand.END ? decodeEnd(m.data).reason : null]);
+    expect(ends).toHaveLength(252);
+    expect(ends.every(([cmd, reason]) => cmd === RelayCommand.END && reason === EndReason.RESOURCELIMIT)).toBe(true);
+    // Another circuit's BEGIN to a name still gets a resolver.
+    const b = t.create(0x8000_0002);
+    t.toHop(b, 0x8000_0002, CellCommand.RELAY, RelayCommand.BEGIN, 1, encodeBegin({ host: 'other.example', port: 80 }));
+    await tick();
+    expect(started.at(-1)).toBe('other.example');
+    expect(t.prev.take(CellCommand.RELAY)).toEqual([]);
   });
 });
 
