@@ -27,7 +27,15 @@ export interface EdgeOptions {
   readableHighWaterMark?: number;
   /** The most data one DATA message carries (the circuit's relay crypto decides; default RELAY_DATA_MAX). */
   maxData?: number;
+  /**
+   * SPEC.md §7b.9: while the streams together hold more than this many received bytes their
+   * readers have not taken, no circuit SENDME is sent (default: no bound).
+   */
+  maxBufferedBytes?: number;
 }
+
+/** SPEC.md §7b.9: the bound a relay that ends circuits sets on its streams' unread bytes per circuit. */
+export const RELAY_EDGE_MAX_BUFFERED = 1024 * 1024;
 
 const EMPTY = Buffer.alloc(0);
 const MAX_STREAM_ID = 0xffff;
@@ -42,6 +50,9 @@ export class StreamEdge implements StreamHost {
   private nextId = 1;
   private rr = 0;
   private readonly maxStreams: number;
+  private readonly maxBuffered: number;
+  /** Circuit SENDMEs are due but withheld: the streams hold more than maxBuffered unread. */
+  private withheld = false;
 
   /** StreamHost: the most data per DATA message; a client sets it once its last hop is known. */
   maxData: number;
@@ -49,6 +60,7 @@ export class StreamEdge implements StreamHost {
   constructor(private readonly circ: EdgeCircuit, private readonly opts: EdgeOptions = {}) {
     this.maxStreams = opts.maxStreams ?? 512;
     this.maxData = opts.maxData ?? RELAY_DATA_MAX;
+    this.maxBuffered = opts.maxBufferedBytes ?? Infinity;
   }
 
   get closed(): boolean { return this.closedWith !== null; }
@@ -78,6 +90,11 @@ export class StreamEdge implements StreamHost {
 
   release(s: CircuitStream): void {
     if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+    if (this.withheld) this.sendCircuitSendmes();
+  }
+
+  readerProgress(): void {
+    if (this.withheld) this.sendCircuitSendmes();
   }
 
   violation(code: string, message: string): void {
@@ -192,12 +209,29 @@ export class StreamEdge implements StreamHost {
       return;
     }
     // tor-spec §7.3: a circuit SENDME goes back as soon as 100 cells arrived.
-    while (this.deliverWindow.sendmeDue()) {
+    if (this.deliverWindow.sendmeDue()) this.sendCircuitSendmes();
+    // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
+    this.streams.get(streamId)?.onDataFrom(src, start, len);
+  }
+
+  /**
+   * The circuit SENDMEs that are due, unless the streams hold more than maxBuffered bytes their
+   * readers have not taken (SPEC.md §7b.9): then they wait until a reader takes some or a stream
+   * goes, and the peer stops at the circuit window.
+   */
+  private sendCircuitSendmes(): void {
+    while (this.deliverWindow.sendmeDue() && !this.closedWith) {
+      if (this.maxBuffered !== Infinity && this.unreadBytes() > this.maxBuffered) { this.withheld = true; return; }
       const d = this.deliverWindow.takeSendme();
       this.circ.sendRelay(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: d! }));
     }
-    // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
-    this.streams.get(streamId)?.onDataFrom(src, start, len);
+    this.withheld = false;
+  }
+
+  private unreadBytes(): number {
+    let n = 0;
+    for (const s of this.streams.values()) n += s.unreadBytes;
+    return n;
   }
 
   /** The link drained or the circuit window opened: let waiting streams send, round robin. */

@@ -18,7 +18,7 @@ import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
 import { originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from './cell-run';
 import { MAX_RELAY_EARLY } from './constants';
-import { StreamEdge, type EdgeCircuit } from './edge';
+import { RELAY_EDGE_MAX_BUFFERED, StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
 import type { CircuitMetrics } from './metrics';
 import type { CircuitStream } from './stream';
@@ -268,7 +268,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   }
 
   private ensureEdge(): StreamEdge {
-    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax });
+    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED });
   }
 
   private onExtend2(data: Buffer): void {

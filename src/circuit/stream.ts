@@ -23,6 +23,8 @@ export interface StreamHost {
   release(s: CircuitStream): void;
   /** A peer broke the stream protocol: the whole circuit goes (tor-spec §7.4). */
   violation(code: string, message: string): void;
+  /** The reader took data: what the circuit's streams hold unread shrank (SPEC.md §7b.9). */
+  readerProgress(): void;
 }
 
 export type StreamState = 'opening' | 'open' | 'closed';
@@ -81,6 +83,9 @@ export class CircuitStream extends Duplex {
    * it (SPEC.md §9.6.1).
    */
   get sentBytes(): number { return this.sent; }
+
+  /** Received bytes the reader has not taken yet (SPEC.md §7b.9). */
+  get unreadBytes(): number { return this.readableLength + this.rxLen; }
 
   /** The peer accepted the stream (CONNECTED sent or received): data may flow. */
   markOpen(): void {
@@ -286,6 +291,7 @@ export class CircuitStream extends Duplex {
   override read(size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any
     const chunk = super.read(size);
     if (this.deliverWindow.sendmeDue()) this.maybeSendSendme();
+    if (chunk !== null) this.host.readerProgress();
     return chunk;
   }
 

@@ -262,6 +262,46 @@ describe('receiving: deliver windows and SENDMEs', () => {
     expect(early + streamSendmes()).toBe(8); // 400 / 50
   });
 
+  it('circuit SENDMEs are withheld while the circuit\'s streams hold more than the bound unread (SPEC.md §7b.9), and resume once readers take it', async () => {
+    const circ = new FakeCircuit();
+    const bound = 1024 * 1024;
+    const edge = new StreamEdge(circ, { maxBufferedBytes: bound });
+    // 20 streams whose targets never read (or never connect): each could hold a stream window.
+    const streams = Array.from({ length: 20 }, (_, i) => edge.acceptStream(i + 1));
+    streams.slice(10).forEach((st) => st.markOpen());
+    // The peer sends as fast as the circuit and stream windows let it.
+    let circWin = 1000;
+    const streamWin = new Map(streams.map((st) => [st.id, 500]));
+    const peerReads = () => {
+      for (const c of circ.take(RelayCommand.SENDME)) {
+        if (c.streamId === 0) circWin += 100; else streamWin.set(c.streamId, streamWin.get(c.streamId)! + 50);
+      }
+    };
+    const buffered = () => streams.reduce((n, st) => n + st.readableLength, 0);
+    for (let round = 0; round < 200; round++) {
+      let sent = 0;
+      for (const st of streams) {
+        for (let k = 0; k < 25 && circWin > 0 && streamWin.get(st.id)! > 0; k++) {
+          edge.handle(RelayCommand.DATA, st.id, Buffer.alloc(RELAY_DATA_MAX), rxDigest);
+          circWin--; streamWin.set(st.id, streamWin.get(st.id)! - 1); sent++;
+        }
+      }
+      await tick();
+      peerReads();
+      if (sent === 0) break;
+    }
+    expect(circ.violations).toEqual([]);
+    expect(buffered()).toBeLessThanOrEqual(bound + 1000 * RELAY_DATA_MAX);
+    expect(buffered()).toBeGreaterThan(bound); // the peer did fill up to the bound
+    expect(circWin).toBe(0);
+    // The readers take it all: the withheld circuit SENDMEs go out.
+    for (const st of streams) st.resume();
+    await tick(); await tick();
+    peerReads();
+    expect(buffered()).toBe(0);
+    expect(circWin).toBeGreaterThan(0);
+  });
+
   it('one read of interleaved DATA for 40 streams: each reader gets its bytes in order, unmodified, in one push per read', async () => {
     // The cells of one link read are handled back to back (the data views are reused between
     // cells, as a link's are); each stream gathers them and pushes once at the end of the read.
