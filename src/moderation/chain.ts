@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { allowEntry, DenySet } from './denylist';
 import {
-  checkPolicyWindow, encodePolicyContent, POLICY_LIMITS, verifyPolicyVersion,
+  checkPolicyWindow, encodePolicyContent, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
@@ -161,6 +161,20 @@ export interface AdvanceResult {
 export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | readonly Uint8Array[], o: AdvanceOptions): AdvanceResult {
   const raws = bundle instanceof Uint8Array ? decodeBundle(bundle) : [...bundle];
   if (raws.length === 0) throw err('POLICY_MALFORMED', 'no policy versions');
+  if (held) {
+    if (held.moderator !== o.moderator) throw err('POLICY_WRONG_MODERATOR', 'held state is of another moderator');
+    // SPEC.md §10.4 step 3, answered before step 1: a bundle whose newest version is, byte for
+    // byte, the one held leaves S unchanged, and one whose newest version claims (for this
+    // moderator) a seq below S's is refused, without opening a version (re-uploads cost a comparison, not a verification).
+    const newestRaw = raws[raws.length - 1];
+    if (Buffer.from(newestRaw.buffer, newestRaw.byteOffset, newestRaw.length).equals(held.chain[held.chain.length - 1].raw)) {
+      return { state: held, result: 'unchanged' };
+    }
+    const claimed = peekPolicyVersion(newestRaw);
+    if (claimed !== null && claimed.moderator === o.moderator && claimed.seq < held.seq) {
+      throw err('POLICY_REPLAYED', `policy version ${claimed.seq} of moderator ${o.moderator} is older than the version held (${held.seq})`, { moderator: o.moderator, seq: claimed.seq, held: held.seq });
+    }
+  }
   const versions = raws.map((r) => verifyPolicyVersion(r, { moderator: o.moderator }));
   for (let i = 1; i < versions.length; i++) {
     const a = versions[i - 1].content, b = versions[i].content;

@@ -9,6 +9,7 @@ import { err, isBitcloudError, type ErrorCode } from '../errors';
 import { blake2b, type Ed25519KeyPair } from '../crypto/primitives';
 import { fingerprint, parseFingerprint } from '../crypto/keys';
 import { checkWindow, DocType, openEnvelope, signDocument, verifyDigestSignature } from '../wire/envelope';
+import { decodeDocumentBody, decodeEnvelope } from '../wire/docs';
 import { DENY_ENTRY_BYTES, packEntries, splitEntries } from './denylist';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./policy.proto', import.meta.url)));
@@ -302,6 +303,33 @@ export function verifyPolicyVersion(raw: Uint8Array, opts: { moderator?: string 
     throw err('POLICY_BAD_SIGNATURE', `policy signature of moderator ${fp} does not verify`, { moderator: fp });
   }
   return { moderator: fp, content, digest: doc.digest, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw } as PolicyVersion;
+}
+
+/**
+ * The moderator and `seq` a version claims, read without checking its signature or decoding its
+ * lists (the envelope's framing and the content's fields are skipped over, not copied); null when
+ * the bytes are not a policy envelope naming both. Unverified: only for refusing a version that
+ * could not be newer than one held (SPEC.md §10.4 step 3) before paying for verifyPolicyVersion.
+ */
+export function peekPolicyVersion(raw: Uint8Array): { moderator: string; seq: number } | null {
+  try {
+    const max = POLICY_LIMITS.versionBytes + 1024;
+    const body = decodeDocumentBody(decodeEnvelope(raw, max).body, max);
+    if (body.type !== DocType.POLICY) return null;
+    const r = protobuf.Reader.create(body.content);
+    let seq: number | null = null;
+    let key: Uint8Array | null = null;
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      // policy.proto: bytes moderator = 1, uint64 seq = 2; every other field is skipped.
+      if (tag === (1 << 3 | 2)) key = r.bytes();
+      else if (tag === (2 << 3 | 0)) seq = u64(r.uint64(), 'seq');
+      else r.skipType(tag & 7);
+    }
+    return key && key.length === 32 && seq !== null ? { moderator: fingerprint(Buffer.from(key)), seq } : null;
+  } catch {
+    return null;
+  }
 }
 
 /** SPEC.md §10.4: a version is taken only inside [valid_after − skew, valid_until]. */

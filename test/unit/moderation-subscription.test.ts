@@ -1,6 +1,6 @@
 // SPEC.md §10.6.1, §10.7: the node's subscription manager, the authority-side store, the DHT
 // transport, and the moderator's workspace.
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { fingerprint } from '../../src/crypto/keys';
 import { isBitcloudError } from '../../src/errors';
 import { dhtOptions } from '../../src/storage/dht';
 import { shareId } from '../../src/storage/share';
+import * as policyModule from '../../src/moderation/policy';
 import { signPolicy } from '../../src/moderation/policy';
 import { denyEntry } from '../../src/moderation/denylist';
 import { advancePolicy, encodeBundle, nextPolicyContent, stateBundle, type PolicyState } from '../../src/moderation/chain';
@@ -203,6 +204,21 @@ describe('PolicyStore (authority side)', () => {
     try { store.accept(m.fp, encodeBundle([m.versions[0]])); } catch (e) { code = (e as { code: string }).code; }
     expect(code).toBe('POLICY_REPLAYED');
     expect(new PolicyStore(dir).get(m.fp)?.seq).toBe(2);
+  });
+
+  it('answers a re-upload of the bundle held, or of an older one, before opening any version (SPEC.md §10.7.1)', () => {
+    const m = moderator();
+    const store = new PolicyStore(null, { now: () => NOW });
+    const first = m.publish([]);
+    const second = m.publish([cipherId]);
+    expect(store.accept(m.fp, second).result).toBe('updated');
+    const spy = vi.spyOn(policyModule, 'verifyPolicyVersion');
+    cleanup.push(() => spy.mockRestore());
+    expect(store.accept(m.fp, second)).toEqual({ result: 'unchanged', seq: 2 });
+    let code = '';
+    try { store.accept(m.fp, first); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('POLICY_REPLAYED');
+    expect(spy).not.toHaveBeenCalled();
   });
 });
 
