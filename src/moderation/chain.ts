@@ -150,6 +150,26 @@ export interface AdvanceResult {
 }
 
 /**
+ * SPEC.md §10.4 step 3, answered before step 1: a bundle (its envelopes, framing decoded) whose
+ * newest version is, byte for byte, the one held leaves `held` unchanged, and one whose newest
+ * version claims (for this moderator) a seq below the held one is POLICY_REPLAYED, without
+ * opening a version (re-uploads cost a comparison, not a verification). Null: the full steps decide.
+ */
+export function answerFromHeld(held: PolicyState, raws: readonly Uint8Array[], moderator: string): AdvanceResult | null {
+  if (held.moderator !== moderator) throw err('POLICY_WRONG_MODERATOR', 'held state is of another moderator');
+  if (raws.length === 0) return null;
+  const newestRaw = raws[raws.length - 1];
+  if (Buffer.from(newestRaw.buffer, newestRaw.byteOffset, newestRaw.length).equals(held.chain[held.chain.length - 1].raw)) {
+    return { state: held, result: 'unchanged' };
+  }
+  const claimed = peekPolicyVersion(newestRaw);
+  if (claimed !== null && claimed.moderator === moderator && claimed.seq < held.seq) {
+    throw err('POLICY_REPLAYED', `policy version ${claimed.seq} of moderator ${moderator} is older than the version held (${held.seq})`, { moderator, seq: claimed.seq, held: held.seq });
+  }
+  return null;
+}
+
+/**
  * SPEC.md §10.4: take a bundle (or a list of envelopes) and return the newer state, or refuse it.
  * The bundle either starts with a snapshot, or with versions that continue the held chain.
  * Refusals: POLICY_MALFORMED, POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR (one forged or foreign
@@ -162,18 +182,8 @@ export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | rea
   const raws = bundle instanceof Uint8Array ? decodeBundle(bundle) : [...bundle];
   if (raws.length === 0) throw err('POLICY_MALFORMED', 'no policy versions');
   if (held) {
-    if (held.moderator !== o.moderator) throw err('POLICY_WRONG_MODERATOR', 'held state is of another moderator');
-    // SPEC.md §10.4 step 3, answered before step 1: a bundle whose newest version is, byte for
-    // byte, the one held leaves S unchanged, and one whose newest version claims (for this
-    // moderator) a seq below S's is refused, without opening a version (re-uploads cost a comparison, not a verification).
-    const newestRaw = raws[raws.length - 1];
-    if (Buffer.from(newestRaw.buffer, newestRaw.byteOffset, newestRaw.length).equals(held.chain[held.chain.length - 1].raw)) {
-      return { state: held, result: 'unchanged' };
-    }
-    const claimed = peekPolicyVersion(newestRaw);
-    if (claimed !== null && claimed.moderator === o.moderator && claimed.seq < held.seq) {
-      throw err('POLICY_REPLAYED', `policy version ${claimed.seq} of moderator ${o.moderator} is older than the version held (${held.seq})`, { moderator: o.moderator, seq: claimed.seq, held: held.seq });
-    }
+    const quick = answerFromHeld(held, raws, o.moderator);
+    if (quick) return quick;
   }
   const versions = raws.map((r) => verifyPolicyVersion(r, { moderator: o.moderator }));
   for (let i = 1; i < versions.length; i++) {

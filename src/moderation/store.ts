@@ -1,31 +1,49 @@
 // SPEC.md §10.7.1: the policies an authority keeps and serves. Anyone may upload a moderator's
 // bundle; it is kept only if it verifies and is newer than what is held (advancePolicy), so an
 // authority can be made to serve nothing false. Kept on disk, one file per moderator, reloaded
-// at start. Bounded: at most `maxModerators` moderators.
+// at start. Bounded: at most `maxModerators` moderators and `maxBytes` of bundles in all, the
+// budget checked before an upload is opened.
 import fs from 'node:fs';
 import path from 'node:path';
 import { err } from '../errors';
 import { writeFileAtomicSync, mkdirDurableSync } from '../ops/fsutil';
-import { advancePolicy, encodeBundle, stateBundle, versionsAfter, type PolicyState } from './chain';
+import {
+  advancePolicy, answerFromHeld, BUNDLE_LIMITS, chainBundleBytes, decodeBundle, encodeBundle, stateBundle, versionsAfter, type PolicyState,
+} from './chain';
 import { parseModerator } from './policy';
 
 export const DEFAULT_MAX_MODERATORS = 10_000;
+/** SPEC.md §10.7.1: the bundles of all the moderators an authority keeps, at most 256 MiB in all. */
+export const DEFAULT_MAX_POLICY_BYTES = 256 * 1024 * 1024;
 
 export type ServeAnswer = { status: 200; bundle: Buffer; seq: number } | { status: 304 } | { status: 404 };
 
 export class PolicyStore {
   private readonly states = new Map<string, PolicyState>();
+  /** The sum over the states held of their bundles' lengths (SPEC.md §10.5). */
+  private total = 0;
 
-  constructor(private readonly dir: string | null, private readonly o: { maxModerators?: number; skewMs?: number; now?: () => number } = {}) {
+  constructor(private readonly dir: string | null, private readonly o: { maxModerators?: number; maxBytes?: number; skewMs?: number; now?: () => number } = {}) {
     if (!dir || !fs.existsSync(dir)) return;
-    for (const f of fs.readdirSync(dir)) {
+    for (const f of fs.readdirSync(dir).sort()) {
       const m = /^([0-9a-f]{64})\.bundle$/.exec(f);
       if (!m) continue;
       try {
-        this.states.set(m[1], advancePolicy(null, fs.readFileSync(path.join(dir, f)), { moderator: m[1], now: this.now(), checkWindow: false }).state);
+        // A restart keeps to the same bounds: files past them are left unread (and unserved).
+        const file = path.join(dir, f);
+        if (this.states.size >= this.maxModerators || this.total + fs.statSync(file).size > this.maxBytes) continue;
+        const state = advancePolicy(null, fs.readFileSync(file), { moderator: m[1], now: this.now(), checkWindow: false }).state;
+        this.states.set(m[1], state);
+        this.total += chainBundleBytes(state.chain);
       } catch { /* a damaged file is dropped; the moderator uploads again */ }
     }
   }
+
+  private get maxModerators(): number { return this.o.maxModerators ?? DEFAULT_MAX_MODERATORS; }
+  private get maxBytes(): number { return this.o.maxBytes ?? DEFAULT_MAX_POLICY_BYTES; }
+
+  /** The bytes of bundles held, over all moderators. */
+  get bytes(): number { return this.total; }
 
   private now(): number { return (this.o.now ?? Date.now)(); }
 
@@ -46,16 +64,29 @@ export class PolicyStore {
   accept(moderator: string, bundle: Buffer): { result: 'updated' | 'unchanged'; seq: number } {
     parseModerator(moderator);
     const held = this.states.get(moderator) ?? null;
-    if (!held && this.states.size >= (this.o.maxModerators ?? DEFAULT_MAX_MODERATORS)) {
+    const raws = decodeBundle(bundle);
+    if (held) {
+      const quick = answerFromHeld(held, raws, moderator);
+      if (quick) return { result: quick.result, seq: quick.state.seq };
+    }
+    if (!held && this.states.size >= this.maxModerators) {
       throw err('POLICY_STORE_FULL', 'this authority keeps no more moderators');
     }
-    const r = advancePolicy(held, bundle, { moderator, now: this.now(), skewMs: this.o.skewMs });
+    // SPEC.md §10.7.1: before anything is opened, the new state's bundle is counted at its
+    // largest: the held chain with the whole upload appended, within a bundle's limits (§10.5).
+    const heldBytes = held ? chainBundleBytes(held.chain) : 0;
+    const largest = Math.min(BUNDLE_LIMITS.bytes, heldBytes + bundle.length);
+    if (this.total - heldBytes + largest > this.maxBytes) {
+      throw err('POLICY_STORE_FULL', `this authority keeps at most ${this.maxBytes} bytes of policy bundles; ${this.total} are held`, { held: this.total, max: this.maxBytes, bundle: bundle.length });
+    }
+    const r = advancePolicy(held, raws, { moderator, now: this.now(), skewMs: this.o.skewMs });
     if (r.result === 'updated') {
       if (this.dir) {
         mkdirDurableSync(this.dir, 0o700);
         writeFileAtomicSync(path.join(this.dir, `${moderator}.bundle`), stateBundle(r.state), 0o644);
       }
       this.states.set(moderator, r.state);
+      this.total += chainBundleBytes(r.state.chain) - heldBytes;
     }
     return { result: r.result, seq: r.state.seq };
   }

@@ -220,6 +220,30 @@ describe('PolicyStore (authority side)', () => {
     expect(code).toBe('POLICY_REPLAYED');
     expect(spy).not.toHaveBeenCalled();
   });
+
+  it('keeps at most maxBytes of bundles in all: the moderator that would pass it is POLICY_STORE_FULL, before its bundle is opened, and a restart loads no more (SPEC.md §10.7.1)', () => {
+    const dir = tmp();
+    const a = moderator(), b = moderator();
+    const bundleA = a.publish([cipherId]);
+    const bundleB = b.publish([cipherId]);
+    const store = new PolicyStore(dir, { now: () => NOW, maxBytes: bundleA.length + bundleB.length - 1 });
+    expect(store.accept(a.fp, bundleA).result).toBe('updated');
+    expect(store.bytes).toBe(bundleA.length);
+    const spy = vi.spyOn(policyModule, 'verifyPolicyVersion');
+    cleanup.push(() => spy.mockRestore());
+    let code = '';
+    try { store.accept(b.fp, bundleB); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('POLICY_STORE_FULL');
+    expect(spy).not.toHaveBeenCalled();
+    expect(store.accept(a.fp, bundleA).result).toBe('unchanged');
+    expect(store.moderators()).toEqual([a.fp]);
+    spy.mockRestore();
+    // Both bundles saved (as by an authority with a larger budget): a restart keeps within its own.
+    expect(new PolicyStore(dir, { now: () => NOW }).accept(b.fp, bundleB).result).toBe('updated');
+    const reloaded = new PolicyStore(dir, { now: () => NOW, maxBytes: bundleA.length + bundleB.length - 1 });
+    expect(reloaded.size).toBe(1);
+    expect(reloaded.bytes).toBeLessThanOrEqual(bundleA.length + bundleB.length - 1);
+  });
 });
 
 describe('chain limits at the holders (SPEC.md §10.5)', () => {
