@@ -20,6 +20,11 @@ export type ServeAnswer = { status: 200; bundle: Buffer; seq: number } | { statu
 
 export class PolicyStore {
   private readonly states = new Map<string, PolicyState>();
+  /**
+   * The bundle of each state held, built once per accepted state and handed to every GET of the
+   * whole bundle (slow readers share one Buffer instead of pinning a copy each).
+   */
+  private readonly bundles = new Map<string, Buffer>();
   /** The sum over the states held of their bundles' lengths (SPEC.md §10.5). */
   private total = 0;
 
@@ -32,8 +37,11 @@ export class PolicyStore {
         // A restart keeps to the same bounds: files past them are left unread (and unserved).
         const file = path.join(dir, f);
         if (this.states.size >= this.maxModerators || this.total + fs.statSync(file).size > this.maxBytes) continue;
-        const state = advancePolicy(null, fs.readFileSync(file), { moderator: m[1], now: this.now(), checkWindow: false }).state;
+        const saved = fs.readFileSync(file);
+        const state = advancePolicy(null, saved, { moderator: m[1], now: this.now(), checkWindow: false }).state;
         this.states.set(m[1], state);
+        // The versions held are views of `saved`; when it is exactly their bundle, it is served.
+        if (saved.length === chainBundleBytes(state.chain)) this.bundles.set(m[1], saved);
         this.total += chainBundleBytes(state.chain);
       } catch { /* a damaged file is dropped; the moderator uploads again */ }
     }
@@ -81,11 +89,13 @@ export class PolicyStore {
     }
     const r = advancePolicy(held, raws, { moderator, now: this.now(), skewMs: this.o.skewMs });
     if (r.result === 'updated') {
+      const full = stateBundle(r.state);
       if (this.dir) {
         mkdirDurableSync(this.dir, 0o700);
-        writeFileAtomicSync(path.join(this.dir, `${moderator}.bundle`), stateBundle(r.state), 0o644);
+        writeFileAtomicSync(path.join(this.dir, `${moderator}.bundle`), full, 0o644);
       }
       this.states.set(moderator, r.state);
+      this.bundles.set(moderator, full);
       this.total += chainBundleBytes(r.state.chain) - heldBytes;
     }
     return { result: r.result, seq: r.state.seq };
@@ -97,6 +107,9 @@ export class PolicyStore {
     if (!s) return { status: 404 };
     if (after !== undefined && after >= s.seq) return { status: 304 };
     const versions = versionsAfter(s, after, afterDigest);
-    return { status: 200, bundle: encodeBundle(versions.map((v) => v.raw)), seq: s.seq };
+    if (versions.length < s.chain.length) return { status: 200, bundle: encodeBundle(versions.map((v) => v.raw)), seq: s.seq };
+    let full = this.bundles.get(moderator);
+    if (!full) { full = stateBundle(s); this.bundles.set(moderator, full); }
+    return { status: 200, bundle: full, seq: s.seq };
   }
 }

@@ -221,6 +221,21 @@ describe('PolicyStore (authority side)', () => {
     expect(spy).not.toHaveBeenCalled();
   });
 
+  it('serves one bundle Buffer per state held, built again only after an update (SPEC.md §10.7.1)', () => {
+    const m = moderator();
+    const store = new PolicyStore(null, { now: () => NOW });
+    store.accept(m.fp, m.publish([]));
+    const a = store.serve(m.fp), b = store.serve(m.fp);
+    expect(a.status === 200 && b.status === 200 && a.bundle === b.bundle).toBe(true);
+    store.accept(m.fp, m.publish([cipherId]));
+    const c = store.serve(m.fp), d = store.serve(m.fp, 5_000);
+    expect(c.status === 200 && a.status === 200 && c.bundle !== a.bundle && c.bundle.equals(stateBundle(m.state))).toBe(true);
+    // An `after` the chain does not hold answers the whole bundle: the same Buffer.
+    expect(d.status).toBe(304);
+    const e = store.serve(m.fp, 1, Buffer.alloc(32));
+    expect(e.status === 200 && c.status === 200 && e.bundle === c.bundle).toBe(true);
+  });
+
   it('keeps at most maxBytes of bundles in all: the moderator that would pass it is POLICY_STORE_FULL, before its bundle is opened, and a restart loads no more (SPEC.md §10.7.1)', () => {
     const dir = tmp();
     const a = moderator(), b = moderator();
