@@ -97,6 +97,14 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const realRoot = await fsp.realpath(root);
   const insideRoot = (real: string) => real === realRoot || real.startsWith(realRoot + path.sep);
   const checked = new Set<string>([root]);
+  // SPEC.md §10.8: the nodes admitting a class come from every moderator's policy; a folder asks
+  // once per class for all its files, not once per file.
+  const placements = new Map<string, Promise<readonly string[] | null>>();
+  const placementFor = o.placementFor && ((cls: string): Promise<readonly string[] | null> => {
+    let p = placements.get(cls);
+    if (!p) { p = o.placementFor!(cls); placements.set(cls, p); }
+    return p;
+  });
   let size = 0;
   for (let i = 0; i < folder.entries.length; i++) {
     const e = folder.entries[i];
@@ -113,7 +121,7 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     if (!insideRoot(real)) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(e.path)} would leave ${root}`);
     const em = await fetchManifest(client, e.cap, stats);
     if (isFolderManifest(em)) throw err('FOLDER_NESTED', `${JSON.stringify(e.path)} names a folder; listings are flat`);
-    const r = await getFile(client, e.cap, { output: target, placementFor: o.placementFor });
+    const r = await getFile(client, e.cap, { output: target, placementFor });
     size += r.size;
   }
   return { path: root, files: folder.entries.length, size };

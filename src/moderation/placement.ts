@@ -43,24 +43,45 @@ export function requireNodesForClass(cls: string, have: number, need: number, to
   }
 }
 
+/** SPEC.md §10.8: policy fetches a client keeps in flight at once. */
+export const POLICY_FETCHES_IN_FLIGHT = 4;
+/**
+ * SPEC.md §10.8: the distinct moderators a client considers for one placement (4 × the 16 a node
+ * may list, §10.6): those listed by the most nodes, ties by fingerprint. The nodes of the others
+ * count as not admitting, like nodes whose moderator's policy cannot be obtained.
+ */
+export const MAX_PLACEMENT_MODERATORS = 64;
+
 /**
  * Fetch the current policy of each moderator from the sources (first verified answer wins; newer
  * answers from later sources replace it). Unreachable or refused → null (its nodes are skipped).
+ * `moderators` lists each moderator once per node that names it; at most MAX_PLACEMENT_MODERATORS
+ * of them are fetched (the most listed), POLICY_FETCHES_IN_FLIGHT at a time.
  */
 export async function fetchModeratorPolicies(moderators: Iterable<string>, sources: readonly PolicySource[], now: number = Date.now()): Promise<Map<string, PolicyState | null>> {
+  const listings = new Map<string, number>();
+  for (const m of moderators) listings.set(m, (listings.get(m) ?? 0) + 1);
+  const chosen = [...listings.keys()]
+    .sort((a, b) => listings.get(b)! - listings.get(a)! || (a < b ? -1 : a > b ? 1 : 0))
+    .slice(0, MAX_PLACEMENT_MODERATORS);
   const out = new Map<string, PolicyState | null>();
-  await Promise.all([...new Set(moderators)].map(async (m) => {
-    let held: PolicyState | null = null;
-    for (const src of sources) {
-      try {
-        const b = await src.fetch(m, held);
-        if (b) held = advancePolicy(held, b, { moderator: m, now }).state;
-      } catch {
-        // An unreachable or lying source: the next one may answer.
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < chosen.length) {
+      const m = chosen[next++];
+      let held: PolicyState | null = null;
+      for (const src of sources) {
+        try {
+          const b = await src.fetch(m, held);
+          if (b) held = advancePolicy(held, b, { moderator: m, now }).state;
+        } catch {
+          // An unreachable or lying source: the next one may answer.
+        }
       }
+      out.set(m, held);
     }
-    out.set(m, held);
-  }));
+  };
+  await Promise.all(Array.from({ length: Math.min(POLICY_FETCHES_IN_FLIGHT, chosen.length) }, worker));
   return out;
 }
 

@@ -232,6 +232,15 @@ describe('host names, paths, ranges, content types (SPEC.md §9.16)', () => {
 });
 
 describe('put DIR / get CAP -o DIR (SPEC.md §9.15)', () => {
+  it('a folder get asks placementFor once per content class, not once per file (SPEC.md §10.8)', async () => {
+    const c = client();
+    const calls: string[] = [];
+    const r = await getFolder(c, siteCap, path.join(root, 'back-placement'), { placementFor: async (cls) => { calls.push(cls); return null; } });
+    await c.close();
+    expect(r.files).toBe(5);
+    expect(calls).toHaveLength(1);
+  });
+
   it('a folder comes back byte for byte, sub-folders and odd names included', async () => {
     const c = client();
     const out = path.join(root, 'back');

@@ -13,6 +13,7 @@ import { handleRequest } from '../../storage/handler';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
 import { allowEntry, denyEntry } from '../../src/moderation/denylist';
 import { advancePolicy, nextPolicyContent, type PolicyState } from '../../src/moderation/chain';
+import { fetchModeratorPolicies, MAX_PLACEMENT_MODERATORS, POLICY_FETCHES_IN_FLIGHT } from '../../src/moderation/placement';
 import { looksEncrypted, makePolicyCheck, staticSubscriptions, RANDOMNESS_MIN_BYTES } from '../../src/moderation/enforce';
 
 const NOW = Date.now();
@@ -211,5 +212,28 @@ describe('client placement by class (SPEC.md §10.8)', () => {
     try { requireNodesForClass('public-video', 1, 6, 4); } catch (x) { e = x; }
     expect(isBitcloudError(e, 'PLACEMENT_TOO_FEW_NODES')).toBe(true);
     expect((e as Error).message).toContain('public-video');
+  });
+});
+
+describe('fetching moderators\' policies for placement (SPEC.md §10.8)', () => {
+  it('keeps at most POLICY_FETCHES_IN_FLIGHT fetches in flight, and considers at most MAX_PLACEMENT_MODERATORS moderators', async () => {
+    const mods = Array.from({ length: MAX_PLACEMENT_MODERATORS + 32 }, (_, i) => fingerprint(Buffer.alloc(32, i + 1)));
+    let inFlight = 0, most = 0, calls = 0;
+    const src = {
+      name: 'stub',
+      fetch: async () => {
+        calls++; inFlight++; most = Math.max(most, inFlight);
+        await new Promise((r) => setTimeout(r, 1));
+        inFlight--;
+        return null;
+      },
+    };
+    // The first moderators are listed by two nodes each: they are the ones considered.
+    const listed = [...mods.slice(0, MAX_PLACEMENT_MODERATORS), ...mods];
+    const out = await fetchModeratorPolicies(listed, [src]);
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(POLICY_FETCHES_IN_FLIGHT);
+    expect(calls).toBe(MAX_PLACEMENT_MODERATORS);
+    expect([...out.keys()].sort()).toEqual(mods.slice(0, MAX_PLACEMENT_MODERATORS).sort());
   });
 });
