@@ -5,13 +5,16 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, walletHistory } from '../../src/client/wallet';
 import { walletCancel, walletSend } from '../../src/client/commands/wallet';
+import * as rewardsCommands from '../../src/client/commands/rewards';
+import * as walletModule from '../../src/client/wallet';
+import { err } from '../../src/errors';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { PATHS } from '../../src/dir/fetch';
 import { encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
@@ -135,6 +138,45 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
         expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
       }
     } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bitcloud wallet send: waiting for the block (SPEC §8.11.4)', () => {
+  it('a chain fetch that fails while waiting is passed over: the wait goes on and the transfer is reported included (exit 0)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-refetch-'));
+    const spies: Array<{ mockRestore(): void }> = [];
+    try {
+      const config = path.join(dir, 'client.json');
+      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+      const { key } = await loadWalletKey(path.join(dir, 'data'));
+      const hex = key.publicKey.toString('hex');
+      const to = Buffer.alloc(32, 9);
+      const t = signTransfer(key, to, 100_000_000n, 1); // Ed25519 is deterministic: the bytes send makes
+      const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, balance: bigint) => ({
+        source: 'test', blocks, state: { height: blocks.length - 1, balances: new Map([[hex, balance]]), nonces: new Map(nonce ? [[hex, nonce]] : []) },
+      }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
+      const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
+      const carrying: VerifiedRewardBlock = { block: { height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 11, minted: 0n, allocations: new Map(), transfers: [t] }, hash: Buffer.alloc(32), signers: [] };
+      let fetches = 0;
+      const refetch = async () => {
+        fetches++;
+        if (fetches === 1) throw err('DIR_FETCH_FAILED', 'no source answered');
+        return chainWith([genesis, carrying], 1, 400_000_000n);
+      };
+      spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+      spies.push(vi.spyOn(walletModule, 'submitTransfer').mockResolvedValue({ accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>));
+      spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+        chain: chainWith([genesis], 0, 500_000_000n), consensus: { periodSeconds: 2 }, refetch,
+      } as unknown as rewardsCommands.VerifiedChainContext) as never));
+      const out: string[] = [];
+      const code = await walletSend(to.toString('hex'), '1', { json: true, config, waitSeconds: 60 }, { out: (x) => out.push(x), err: () => {} });
+      expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1, epoch: 11 } });
+      expect(code).toBe(0);
+      expect(fetches).toBe(2);
+    } finally {
+      for (const s of spies) s.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -5,7 +5,7 @@
 // guards' mirrors when the client has them; transfers go to the authorities directly.
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
-import { err, errorCode, isErrorCode } from '../../errors';
+import { err, errorCode, isBitcloudError, isErrorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { signTransfer } from '../../bandwidth/transfer';
 import { formatCoins, type RewardChainResult } from '../rewards';
@@ -44,6 +44,21 @@ function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
 function checkWaitSeconds(o: WalletOptions): void {
   if (o.waitSeconds !== undefined && !(Number.isFinite(o.waitSeconds) && o.waitSeconds >= 0)) {
     throw err('CONFIG_INVALID', `--wait-seconds must be a number of seconds ≥ 0, not ${String(o.waitSeconds)}`, { key: 'wait-seconds' });
+  }
+}
+
+/**
+ * SPEC.md §8.11.4: once the authorities took it, the chain is fetched again every min(5 s, P/4)
+ * until a block carries it or the wait ends. A fetch that fails meanwhile is reported and the wait
+ * goes on (null): the transfer was accepted, and failing here would invite a second one.
+ */
+async function refetchWhileWaiting(refetch: () => Promise<RewardChainResult>, what: string, io: Output): Promise<RewardChainResult | null> {
+  try {
+    return await refetch();
+  } catch (e) {
+    if (!isBitcloudError(e)) throw e;
+    io.err(`bitcloud ${what}: fetching the chain failed (${e.message}); still waiting`);
+    return null;
   }
 }
 
@@ -137,15 +152,15 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       const P = consensus.periodSeconds * 1000;
       const deadline = now() + (o.waitSeconds ?? 12 * consensus.periodSeconds) * 1000;
       for (;;) {
-        const c = await refetch();
-        const b = findTransfer(c.blocks, t);
+        const c = await refetchWhileWaiting(refetch, 'wallet send', io);
+        const b = c && findTransfer(c.blocks, t);
         if (b) {
           const bal = accountOf(c, hex).balance;
           if (o.json) io.out(JSON.stringify({ ...result, included: { height: b.block.height, epoch: b.block.epoch }, balance: amount(bal) }));
           else io.out(`included in block ${b.block.height} (epoch ${b.block.epoch}); balance now ${formatCoins(bal)} coins`);
           return 0;
         }
-        if (accountOf(c, hex).nonce >= nonce) throw err('TRANSFER_REPLAYED', `another transfer with nonce ${nonce} from this key is in the chain instead (sent from elsewhere at the same time?)`);
+        if (c && accountOf(c, hex).nonce >= nonce) throw err('TRANSFER_REPLAYED', `another transfer with nonce ${nonce} from this key is in the chain instead (sent from elsewhere at the same time?)`);
         if (now() >= deadline) throw err('TRANSFER_NOT_INCLUDED', `no block carried the transfer within ${Math.round((o.waitSeconds ?? 12 * consensus.periodSeconds))} s; it is still pending at the authorities that took it (see \`bitcloud wallet history\`)`);
         await sleep(Math.max(500, Math.min(P / 4, 5000)));
       }
@@ -190,9 +205,9 @@ export async function walletCancel(contract: string, o: WalletOptions, io: Outpu
       const wait = o.waitSeconds ?? 12 * consensus.periodSeconds;
       const deadline = now() + wait * 1000;
       for (;;) {
-        const c = await refetch();
-        const x = c.state.escrows.get(id);
-        if (x && x.refunded !== null) {
+        const c = await refetchWhileWaiting(refetch, 'keep cancel', io);
+        const x = c?.state.escrows.get(id);
+        if (c && x && x.refunded !== null) {
           const b = c.blocks.find((vb) => (vb.block.escrow ?? []).some((op) => op.contract === id && (op.kind === 'cancel' || op.kind === 'refund')))!;
           const how = x.cancelledAt !== undefined ? 'cancelled' : 'ended';
           if (o.json) {
