@@ -72,6 +72,9 @@ describe('envelope', () => {
     expect(code(() => checkWindow({ validAfter: 1000, validUntil: 2000 }, 500, 100))).toBe('DOC_NOT_YET_VALID');
     expect(code(() => checkWindow({ validAfter: 1000, validUntil: 2000 }, 950, 100))).toBe('NO_ERROR');
     expect(code(() => checkWindow({ validAfter: 1000, validUntil: 2000 }, 2001, 100))).toBe('DOC_EXPIRED');
+    // Times past what a Date can hold (8.64e15 ms) are printed as numbers, not a RangeError.
+    expect(code(() => checkWindow({ validAfter: 2 ** 53 - 2, validUntil: 2 ** 53 - 1 }, 1000, 100))).toBe('DOC_NOT_YET_VALID');
+    expect(code(() => checkWindow({ validAfter: 0, validUntil: 1000 }, 2 ** 53 - 1, 100))).toBe('DOC_EXPIRED');
   });
 
   it('records a separate signing key and sorts signatures canonically', () => {

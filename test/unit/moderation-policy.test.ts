@@ -201,6 +201,12 @@ describe('signed policy versions (SPEC.md §10.2)', () => {
     expect(code(() => checkPolicyWindow(v, 900_000, 0))).toBe('POLICY_NOT_YET_VALID');
   });
 
+  it('a window past the dates JavaScript can print is still POLICY_NOT_YET_VALID, not a RangeError', () => {
+    const far = signPolicy(content(), mod, { validAfter: 2 ** 53 - 2, validUntil: 2 ** 53 - 1 });
+    const v = verifyPolicyVersion(far);
+    expect(code(() => checkPolicyWindow(v, 1_500_000, 60_000))).toBe('POLICY_NOT_YET_VALID');
+  });
+
   it('property: random bytes as an envelope give POLICY_MALFORMED or POLICY_BAD_SIGNATURE only', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
       expect(['POLICY_MALFORMED', 'POLICY_BAD_SIGNATURE']).toContain(code(() => verifyPolicyVersion(b)));
