@@ -7,12 +7,12 @@ import path from 'node:path';
 import { randomBytes } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import {
-  AUDIT_BLOCK_BYTES, auditBlockCount, auditRoot, challengeBlocks, proveBlocks, verifyAuditAnswer,
+  AUDIT_BLOCK_BYTES, auditBlockCount, auditRoot, challengeBlocks, proveBlocks, proveBlocksInPieces, verifyAuditAnswer,
 } from '../../src/storage/audit';
 import { auditShare, recheckAuditResult, type AuditCommitment } from '../../src/storage/auditor';
-import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type StorageRequest } from '../../src/storage/protocol';
+import { auditProof, auditProofInPieces, decodeRequest, decodeResponse, encodeRequest, encodeResponse, type StorageRequest } from '../../src/storage/protocol';
 import { encodeProto, pb } from '../../src/storage/proto';
-import { shareId } from '../../src/storage/share';
+import { HASH_PIECE_BYTES, checkShare, checkShareInPieces, shareId } from '../../src/storage/share';
 import { decodeAuditAnswer, encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { handleRequest } from '../../storage/handler';
 import { ShareStore } from '../../storage/share-store';
@@ -67,6 +67,56 @@ describe('audit tree (SPEC.md §9.17.1)', () => {
     expect(b.every((i) => i >= 0 && i < 100)).toBe(true);
     expect(challengeBlocks(nonce, id, 100 * AUDIT_BLOCK_BYTES, 8)).toEqual(b);
     expect(challengeBlocks(nonce, id, 10, 8)).toEqual([0]); // one block only
+  });
+});
+
+describe('a node hashes a share in pieces (SPEC.md §9.17.2)', () => {
+  /** Turns of the event loop that ran while `work` did: a callback re-armed on every turn. */
+  async function turnsDuring<T>(work: () => Promise<T>): Promise<{ value: T; turns: number }> {
+    let turns = 0;
+    let done = false;
+    const tick = (): void => { if (!done) { turns++; setImmediate(tick); } };
+    setImmediate(tick);
+    const value = await work();
+    done = true;
+    return { value, turns };
+  }
+
+  it('the id check, the proof and the tree agree with hashing at once, across piece boundaries', async () => {
+    for (const size of [1, 4096, HASH_PIECE_BYTES - 1, HASH_PIECE_BYTES, HASH_PIECE_BYTES + 1, 2 * HASH_PIECE_BYTES + 4097]) {
+      const data = randomBytes(size);
+      const id = shareId(data);
+      expect(await checkShareInPieces(id, data)).toBe(true);
+      const bad = Buffer.from(data);
+      bad[size - 1] ^= 1; // in the last piece
+      expect(await checkShareInPieces(id, bad)).toBe(checkShare(id, bad));
+      expect(await checkShareInPieces(id, bad)).toBe(false);
+      expect(await checkShareInPieces(id.subarray(0, 31), data)).toBe(false);
+      const nonce = randomBytes(32);
+      expect((await auditProofInPieces(nonce, data)).equals(auditProof(nonce, data))).toBe(true);
+      const count = auditBlockCount(size);
+      // The first and last block, and those on each side of every piece boundary.
+      const per = HASH_PIECE_BYTES / AUDIT_BLOCK_BYTES;
+      const blocks = [...new Set([0, per - 1, per, 2 * per - 1, 2 * per, count - 1].filter((b) => b >= 0 && b < count))].sort((x, y) => x - y);
+      const pieced = await proveBlocksInPieces(data, blocks);
+      expect(pieced).toEqual(proveBlocks(data, blocks));
+      verifyAuditAnswer(encodeAuditAnswer({ shareSize: size, nonce, blocks: pieced }), { root: auditRoot(data), size, nonce, blocks });
+    }
+  });
+
+  it('a 3 MiB share is hashed in 3 pieces with turns of the event loop between them, for each of the three hashes', async () => {
+    const data = randomBytes(3 * HASH_PIECE_BYTES);
+    const id = shareId(data);
+    const nonce = randomBytes(32);
+    const check = await turnsDuring(() => checkShareInPieces(id, data));
+    expect(check.value).toBe(true);
+    expect(check.turns).toBeGreaterThanOrEqual(2);
+    const proof = await turnsDuring(() => auditProofInPieces(nonce, data));
+    expect(proof.value.equals(auditProof(nonce, data))).toBe(true);
+    expect(proof.turns).toBeGreaterThanOrEqual(2);
+    const tree = await turnsDuring(() => proveBlocksInPieces(data, [0, 767]));
+    expect(tree.value).toEqual(proveBlocks(data, [0, 767]));
+    expect(tree.turns).toBeGreaterThanOrEqual(2);
   });
 });
 

@@ -9,6 +9,7 @@ import { handleRequest, type PolicyCheck } from '../../storage/handler';
 import { serveStorageStream } from '../../storage/session';
 import { StorageChannel } from '../../src/storage/channel';
 import { shareId } from '../../src/storage/share';
+import { auditRoot, verifyAuditAnswer } from '../../src/storage/audit';
 import { auditProof, decodeResponse, encodeRequest } from '../../src/storage/protocol';
 import { encodeFrame, FrameDecoder } from '../../src/storage/framing';
 import { err, isBitcloudError } from '../../src/errors';
@@ -304,6 +305,11 @@ describe('audit work at a node is bounded (SPEC.md §9.17.2)', () => {
     const res = await Promise.all(answers);
     expect(res.filter((r) => r.type === 'error').map((r) => r.type === 'error' && r.code)).toEqual(new Array(30).fill('STORAGE_BUSY'));
     expect(res.filter((r) => r.type === 'challenge')).toHaveLength(34);
+    // Each answer proves its blocks against the share's audit root (the tree hashed in pieces).
+    const root = auditRoot(big);
+    res.forEach((r, i) => {
+      if (r.type === 'challenge') verifyAuditAnswer(r.answer, { root, size: big.length, nonce: Buffer.alloc(32, i), blocks: [0, 700] });
+    });
     expect(s.auditLoad()).toEqual({ running: 0, waiting: 0, peak: 2 });
     // Answers of `has` come between the first and the last audit answer: the node was not
     // busy hashing for the whole run of audits.
