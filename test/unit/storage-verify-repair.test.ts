@@ -234,7 +234,10 @@ describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => 
       };
       return Promise.resolve(client);
     };
-    const client = new StorageClient({ nodes: [{ fingerprint: fp } as unknown as StorageNode], open, requestTimeoutMs: 1000 });
+    // A timeout far above an answer's few ms (a loaded machine must not make this node look
+    // dead); the pacing itself is what the peak below measures: sent all at once, the 2000 audits
+    // would all be in flight at the node.
+    const client = new StorageClient({ nodes: [{ fingerprint: fp } as unknown as StorageNode], open, requestTimeoutMs: 20_000 });
     try {
       const r = await keepFile(client, cap, { repair: false });
       expect(r.failures).toEqual([]);
