@@ -1,7 +1,7 @@
 // SPEC.md §6.7: deterministic consensus computation. A pure function of the votes and the
 // network parameters: every authority holding the same votes produces byte-identical bytes.
 // No maps with undefined order reach the output, no floating point, relays sorted by identity.
-import { encodeConsensus, type ConsensusMsg, type PowParamsMsg } from '../src/wire/docs';
+import { encodeConsensus, LIMITS, type ConsensusMsg, type PowParamsMsg } from '../src/wire/docs';
 import { DocType, makeBody } from '../src/wire/envelope';
 import { sha256 } from '../src/crypto/primitives';
 import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
@@ -57,7 +57,8 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
 
   // Group entries by relay identity. Entries of each vote are distinct by identity.
   const wantEpoch = provenEpochFor(p.periodStart, p.periodSeconds);
-  const groups = new Map<string, { entry: VoteInputEntry; known: number; measures: boolean }[]>();
+  type Group = { entry: VoteInputEntry; known: number; measures: boolean }[];
+  const groups = new Map<string, Group>();
   for (const v of used) {
     const measures = wantEpoch > 0 && v.provenEpoch === wantEpoch;
     for (const e of v.entries) {
@@ -67,11 +68,31 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
       g.push({ entry: e, known: v.knownFlags, measures });
     }
   }
+  // SPEC.md §6.7.1: a relay's exit policy is listed in canonical text, one rule per element, under
+  // the limits of §6.7.2. Intake keeps descriptors inside them (§6.4); one that is not anyway is
+  // left out rather than making the whole consensus undecodable.
+  const canonicalPolicy = new Map<string, string[] | null>();
+  const policyOf = (d: VerifiedDescriptor): string[] | null => {
+    const key = d.exitPolicy.join('\n');
+    let pol = canonicalPolicy.get(key);
+    if (pol === undefined) {
+      const text = formatExitPolicy(parseExitPolicy(d.exitPolicy));
+      pol = text.length <= LIMITS.exitPolicyRules && text.every((r) => r.length <= LIMITS.exitPolicyRuleChars) ? text : null;
+      canonicalPolicy.set(key, pol);
+    }
+    return pol;
+  };
   // Lowercase hex sorts exactly as the bytes do.
-  const listed = [...groups.keys()].filter((k) => groups.get(k)!.length >= need).sort();
+  const listed: { g: Group; d: VerifiedDescriptor; pol: string[] }[] = [];
+  for (const k of [...groups.keys()].filter((k) => groups.get(k)!.length >= need).sort()) {
+    const g = groups.get(k)!;
+    const d = chooseDescriptor(g.map((x) => x.entry.descriptor));
+    const pol = policyOf(d);
+    if (pol) listed.push({ g, d, pol });
+  }
 
   const n = listed.length;
-  const provenEpoch = listed.some((k) => groups.get(k)!.some((x) => x.measures)) ? wantEpoch : 0;
+  const provenEpoch = listed.some((x) => x.g.some((y) => y.measures)) ? wantEpoch : 0;
   const m: ConsensusMsg = {
     method: CONSENSUS_METHOD,
     freshUntil: p.periodStart + p.periodSeconds * 1000,
@@ -88,7 +109,6 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
   const policyIdx = new Map<string, number>();
   const listIdx = new Map<string, number>();
   const versionIdx = new Map<string, number>();
-  const canonicalPolicy = new Map<string, string[]>();
   const tableIndex = <T>(map: Map<string, number>, table: T[], key: string, value: T): number => {
     let i = map.get(key);
     if (i === undefined) { i = table.length; table.push(value); map.set(key, i); }
@@ -96,8 +116,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
   };
 
   for (let i = 0; i < n; i++) {
-    const g = groups.get(listed[i])!;
-    const d = chooseDescriptor(g.map((x) => x.entry.descriptor));
+    const { g, d, pol } = listed[i];
     d.identity.copy(m.identities, i * 32);
     d.onionKey.copy(m.onionKeys, i * 32);
     d.addressBytes.copy(m.addresses, i * 4);
@@ -111,9 +130,6 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     if (provenEpoch) m.proven!.push(lowMedian(g.map((x) => (x.measures ? x.entry.proven ?? 0 : 0))));
     if (provenEpoch) m.stored!.push(lowMedian(g.map((x) => (x.measures ? x.entry.stored ?? 0 : 0))));
 
-    const polKey = d.exitPolicy.join('\n');
-    let pol = canonicalPolicy.get(polKey);
-    if (!pol) canonicalPolicy.set(polKey, (pol = formatExitPolicy(parseExitPolicy(d.exitPolicy))));
     m.policyIndex.push(tableIndex(policyIdx, m.policies, pol.join('\n'), pol));
     m.familyIndex.push(tableIndex(listIdx, m.keyLists, d.family.join(','), d.family.map((f) => Buffer.from(f, 'hex'))));
     m.moderatorIndex.push(tableIndex(listIdx, m.keyLists, d.moderators.join(','), d.moderators.map((f) => Buffer.from(f, 'hex'))));

@@ -119,10 +119,16 @@ export function verifyDescriptor(raw: Uint8Array, opts: { now?: number; skewMs?:
     throw err('DOC_MALFORMED', 'descriptor lifetime exceeds 7 days', { field: 'body.valid_until' });
   }
   if (opts.now !== undefined) checkWindow(doc, opts.now, opts.skewMs ?? 0, 'descriptor');
+  let rules: number;
   try {
-    parseExitPolicy(c.exitPolicy);
+    rules = parseExitPolicy(c.exitPolicy).rules.length;
   } catch (e) {
     throw err('DOC_MALFORMED', `descriptor.exit_policy: ${(e as Error).message}`, { field: 'descriptor.exit_policy' }, e);
+  }
+  // SPEC.md §6.4, §7.6.1: the limit is on rules, and an element may hold several; the consensus
+  // lists the policy one rule per element under the same limit (§6.7.2).
+  if (rules > LIMITS.exitPolicyRules) {
+    throw err('DOC_MALFORMED', `descriptor.exit_policy: ${rules} rules, at most ${LIMITS.exitPolicyRules}`, { field: 'descriptor.exit_policy', rules });
   }
   const family = c.family.map(fingerprint);
   if (family.includes(fingerprint(c.identity))) throw err('DOC_MALFORMED', 'descriptor.family: lists the relay itself', { field: 'descriptor.family' });

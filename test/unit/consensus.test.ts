@@ -68,6 +68,19 @@ describe('consensus computation (pure, deterministic)', () => {
     expect(encodeConsensus(decodeConsensus(c.content)).equals(c.content)).toBe(true);
   });
 
+  it('a relay whose canonical policy breaks the consensus limits is left out, not the whole consensus (SPEC.md §6.7.1, §6.7.2)', () => {
+    const five = 'reject *:1,reject *:2,reject *:3,reject *:4,reject *:5';
+    // Past the descriptor check (which refuses it, SPEC.md §6.4): 320 rules once canonical.
+    const big: VerifiedDescriptor = { ...relay(90, { exit: true }), exitPolicy: Array.from({ length: 64 }, () => five) };
+    const full: VerifiedDescriptor = { ...relay(91, { exit: true }), exitPolicy: Array.from({ length: 64 }, (_, i) => `reject *:${i + 1}`) };
+    const c = computeConsensus(auths.map((a) => vote(a, [...rs, big, full].map((d) => ({ d })))), params);
+    const m = decodeConsensus(c.content);
+    expect(c.relayCount).toBe(7);
+    const listed = Array.from({ length: c.relayCount }, (_, i) => m.identities.subarray(32 * i, 32 * i + 32).toString('hex'));
+    expect(listed).not.toContain(big.fingerprint);
+    expect(listed).toContain(full.fingerprint);
+  });
+
   it('lists a relay only when more than half of ALL configured authorities list it', () => {
     const [r0, r1, r2] = rs;
     const votes = [vote(auths[0], [{ d: r0 }, { d: r1 }, { d: r2 }]), vote(auths[1], [{ d: r0 }, { d: r1 }]), vote(auths[2], [{ d: r0 }])];

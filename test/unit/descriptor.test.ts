@@ -118,6 +118,18 @@ describe('relay descriptor', () => {
     expect(code(() => buildDescriptor(input({ exitPolicy: rules(65) })))).toBe('DOC_MALFORMED');
   });
 
+  it('counts exit rules, not elements: 64 elements of five comma-separated rules are refused (SPEC.md §6.4, §7.6.1)', () => {
+    const five = 'reject *:1,reject *:2,reject *:3,reject *:4,reject *:5';
+    const raw = buildDescriptor(input({ family: [], exitPolicy: Array.from({ length: 64 }, () => five) }));
+    expect(raw.length).toBeLessThanOrEqual(LIMITS.descriptorBytes);
+    let e: unknown;
+    try { verifyDescriptor(raw, { now: NOW + 1000 }); } catch (x) { e = x; }
+    expect(e).toMatchObject({ code: 'DOC_MALFORMED', message: expect.stringMatching(/exit_policy.*320 rules/) });
+    // 64 rules in fewer elements are fine.
+    const d = verifyDescriptor(buildDescriptor(input({ exitPolicy: Array.from({ length: 12 }, () => five).concat(['reject *:61,reject *:62', 'reject *:63,accept *:*']) })), { now: NOW + 1000 });
+    expect(d.exitPolicy).toHaveLength(14);
+  });
+
   it('verification only ever throws DOC_* codes on arbitrary bytes (property)', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 600 }), (b) => {
       try { verifyDescriptor(b); } catch (e) { return isBitcloudError(e) && e.code.startsWith('DOC_'); }
