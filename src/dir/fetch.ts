@@ -31,17 +31,32 @@ export function httpRequest(url: string, o: HttpRequestOptions): Promise<HttpRes
   const timeoutMs = o.timeoutMs ?? 10_000;
   return new Promise((resolve, reject) => {
     let done = false;
-    const fail = (e: Error) => { if (!done) { done = true; clearTimeout(timer); req.destroy(); reject(e); } };
+    let response: http.IncomingMessage | null = null;
+    let decoder: zlib.Gunzip | zlib.BrotliDecompress | null = null;
+    const fail = (e: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      // SPEC.md §6.10: past the limit nothing more is read or inflated; the decoder would
+      // otherwise go on inflating the input it already holds (a bomb of a few hundred bytes
+      // grows to gigabytes).
+      if (response && decoder) response.unpipe(decoder);
+      decoder?.destroy();
+      response?.destroy();
+      req.destroy();
+      reject(e);
+    };
     const req = http.request(url, {
       method: o.method ?? 'GET',
       ...(o.createConnection ? { createConnection: o.createConnection as unknown as http.RequestOptions['createConnection'] } : {}),
       headers: { 'accept-encoding': 'gzip, br', ...(o.body ? { 'content-type': 'application/octet-stream', 'content-length': String(o.body.length) } : {}), ...o.headers },
     }, (res) => {
       const enc = String(res.headers['content-encoding'] ?? 'identity').toLowerCase();
-      let stream: NodeJS.ReadableStream = res;
-      if (enc === 'gzip') stream = res.pipe(zlib.createGunzip({ maxOutputLength: o.maxBytes + 1 }));
-      else if (enc === 'br') stream = res.pipe(zlib.createBrotliDecompress({ maxOutputLength: o.maxBytes + 1 }));
+      response = res;
+      if (enc === 'gzip') decoder = zlib.createGunzip({ maxOutputLength: o.maxBytes + 1 });
+      else if (enc === 'br') decoder = zlib.createBrotliDecompress({ maxOutputLength: o.maxBytes + 1 });
       else if (enc !== 'identity') return fail(err('DIR_FETCH_FAILED', `unsupported content-encoding ${enc}`));
+      const stream: NodeJS.ReadableStream = decoder ? res.pipe(decoder) : res;
       const chunks: Buffer[] = [];
       let size = 0;
       stream.on('data', (c: Buffer) => {
