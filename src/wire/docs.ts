@@ -4,7 +4,7 @@
 // Semantics (signatures, validity windows, cross-field rules) live in envelope.ts and src/dir.
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
-import { err } from '../errors';
+import { err, isBitcloudError } from '../errors';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./directory.proto', import.meta.url)));
 const T = {
@@ -150,11 +150,68 @@ function encode(t: protobuf.Type, o: Record<string, unknown>): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.length);
 }
 
-function decode(t: protobuf.Type, buf: Uint8Array, max: number, what: string): Record<string, unknown> {
+/**
+ * The most entries a repeated field may hold, by field number: `packed` for a column of varints
+ * (each value counts, packed or not), `each` for the repeated fields inside each entry (a message).
+ */
+interface Bound { field: string; max: number; packed?: true; each?: Bounds }
+type Bounds = Readonly<Record<number, Bound>>;
+/** What the first pass saw: entries per bounded field, and the length of each field's last length-delimited value. */
+interface Counts { entries: Map<number, number>; lastLength: Map<number, number> }
+
+/**
+ * SPEC.md §6.2.5: a first pass over the fields, before the full decode, that only counts entries
+ * of the repeated fields in `bounds` and refuses one past its bound with the reason the checks
+ * after decoding give (a few hundred compressed bytes can otherwise hold millions of empty
+ * entries, each an object of the full decode). Skips everything else without decoding it.
+ */
+function countEntries(buf: Uint8Array, bounds: Bounds, name = ''): Counts {
+  const r = protobuf.Reader.create(buf);
+  const entries = new Map<number, number>();
+  const lastLength = new Map<number, number>();
+  const count = (no: number, b: Bound, k: number): number => {
+    const c = (entries.get(no) ?? 0) + k;
+    entries.set(no, c);
+    if (c > b.max) bad(`${name}${b.field}`, `more than ${b.max} entries`);
+    return c;
+  };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    const no = tag >>> 3, wire = tag & 7;
+    const b = bounds[no];
+    if (wire !== 2) {
+      r.skipType(wire, 0, no);
+      if (b) count(no, b, 1);
+      continue;
+    }
+    const len = r.uint32();
+    const start = r.pos;
+    r.skip(len);
+    lastLength.set(no, len);
+    if (!b) continue;
+    if (b.packed) {
+      let values = 0;
+      for (let i = start; i < start + len; i++) if (buf[i] < 0x80) values++;
+      count(no, b, values);
+    } else {
+      const c = count(no, b, 1);
+      if (b.each) countEntries(buf.subarray(start, start + len), b.each, `${name}${b.field}[${c - 1}].`);
+    }
+  }
+  return { entries, lastLength };
+}
+
+/** `bounds` and `check` (given what the first pass counted) refuse before the full decode. */
+function decode(t: protobuf.Type, buf: Uint8Array, max: number, what: string, bounds?: Bounds, check?: (c: Counts) => void): Record<string, unknown> {
   if (buf.length > max) throw err('DOC_TOO_LARGE', `${what} of ${buf.length} bytes exceeds ${max}`, { size: buf.length, max });
   try {
+    if (bounds) {
+      const c = countEntries(buf, bounds);
+      check?.(c);
+    }
     return t.decode(buf) as unknown as Record<string, unknown>;
   } catch (e) {
+    if (isBitcloudError(e)) throw e;
     throw err('DOC_MALFORMED', `${what} is not valid protobuf: ${(e as Error).message}`, undefined, e);
   }
 }
@@ -170,11 +227,15 @@ function sigObj(s: SignatureMsg): Record<string, unknown> {
   return omitDefaults({ signer: s.signer, key: s.key ?? undefined, signature: s.signature });
 }
 
+const ENVELOPE_BOUNDS: Bounds = {
+  2: { field: 'envelope.signatures', max: LIMITS.maxSignatures },
+  3: { field: 'envelope.certificates', max: LIMITS.maxSignatures },
+};
 export function encodeEnvelope(e: EnvelopeMsg): Buffer {
   return encode(T.Envelope, { body: e.body, signatures: e.signatures.map(sigObj), certificates: e.certificates });
 }
 export function decodeEnvelope(buf: Uint8Array, max: number): EnvelopeMsg {
-  const m = decode(T.Envelope, buf, max, 'envelope');
+  const m = decode(T.Envelope, buf, max, 'envelope', ENVELOPE_BOUNDS);
   return {
     body: bytes(m.body, 'envelope.body'),
     signatures: list(m.signatures, 'envelope.signatures', LIMITS.maxSignatures, sigOf),
@@ -228,8 +289,13 @@ function identityProofOf(v: unknown): IdentityProofMsg | undefined {
     nonce: num(m.nonce, `${f}.nonce`),
   };
 }
+const DESCRIPTOR_BOUNDS: Bounds = {
+  9: { field: 'descriptor.exit_policy', max: LIMITS.exitPolicyRules },
+  10: { field: 'descriptor.family', max: LIMITS.familyMax },
+  12: { field: 'descriptor.moderators', max: LIMITS.moderatorsMax },
+};
 export function decodeRelayDescriptor(buf: Uint8Array): RelayDescriptorMsg {
-  const m = decode(T.RelayDescriptor, buf, LIMITS.descriptorBytes, 'relay descriptor');
+  const m = decode(T.RelayDescriptor, buf, LIMITS.descriptorBytes, 'relay descriptor', DESCRIPTOR_BOUNDS);
   return {
     identity: key32(m.identity, 'descriptor.identity'),
     onionKey: key32(m.onionKey, 'descriptor.onion_key'),
@@ -272,7 +338,7 @@ export function encodeVote(v: VoteMsg): Buffer {
   return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })), identityPow: powParamsObj(v.identityPow) });
 }
 export function decodeVote(buf: Uint8Array): VoteMsg {
-  const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote');
+  const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote', { 4: { field: 'vote.entries', max: LIMITS.voteEntriesMax } });
   const provenEpoch = num(m.provenEpoch, 'vote.proven_epoch');
   const out: VoteMsg = {
     authority: key32(m.authority, 'vote.authority'),
@@ -314,9 +380,43 @@ export function encodeConsensus(c: ConsensusMsg): Buffer {
   });
 }
 
+/** Consensus fields with one entry per relay (packed varints), by field number. */
+const CONSENSUS_COLUMNS: Readonly<Record<number, string>> = {
+  13: 'consensus.or_ports', 14: 'consensus.dir_ports', 15: 'consensus.storage_ports', 16: 'consensus.flags', 17: 'consensus.roles',
+  18: 'consensus.weights', 19: 'consensus.policy_index', 20: 'consensus.family_index', 21: 'consensus.moderator_index',
+  22: 'consensus.version_index', 25: 'consensus.proven', 27: 'consensus.stored',
+};
+/** SPEC.md §6.7.2: the tables' bounds for n relays (as the checks after decoding have them). */
+const consensusTables = (n: number): Bounds => ({
+  4: { field: 'consensus.voters', max: LIMITS.maxSignatures },
+  5: { field: 'consensus.policies', max: n + 1, each: { 1: { field: 'rules', max: LIMITS.exitPolicyRules } } },
+  6: { field: 'consensus.key_lists', max: 2 * n + 2, each: { 1: { field: 'keys', max: LIMITS.familyMax } } },
+  7: { field: 'consensus.versions', max: n + 1 },
+  23: { field: 'consensus.nicknames', max: n },
+});
+/** The first pass's bounds: those of the most relays a consensus may list. */
+const CONSENSUS_BOUNDS: Bounds = {
+  ...consensusTables(LIMITS.consensusRelaysMax),
+  ...Object.fromEntries(Object.entries(CONSENSUS_COLUMNS).map(([no, field]) => [no, { field, max: LIMITS.consensusRelaysMax, packed: true }])),
+};
+/** Then, with n known from `identities` (field 10), each count against n. */
+function checkConsensusCounts(c: Counts): void {
+  const ids = c.lastLength.get(10) ?? 0;
+  if (ids % KEY_BYTES !== 0) return; // refused after decoding, with its reason
+  const n = ids / KEY_BYTES;
+  for (const [no, b] of Object.entries(consensusTables(n))) {
+    const k = c.entries.get(Number(no)) ?? 0;
+    if (k > b.max) bad(b.field, `more than ${b.max} entries`);
+  }
+  for (const [no, field] of Object.entries(CONSENSUS_COLUMNS)) {
+    const k = c.entries.get(Number(no)) ?? 0;
+    if (k > n) bad(field, `has ${k} entries for ${n} relays`);
+  }
+}
+
 /** Decodes and checks the column shapes (every column has one entry per relay; indexes in range). */
 export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
-  const m = decode(T.Consensus, buf, LIMITS.consensusBytes, 'consensus');
+  const m = decode(T.Consensus, buf, LIMITS.consensusBytes, 'consensus', CONSENSUS_BOUNDS, checkConsensusCounts);
   const ids = bytes(m.identities, 'consensus.identities');
   if (ids.length % KEY_BYTES !== 0) bad('consensus.identities', 'length is not a multiple of 32');
   const n = ids.length / KEY_BYTES;
@@ -388,7 +488,10 @@ export function encodeDetachedSignatures(d: DetachedSignaturesMsg): Buffer {
   return encode(T.DetachedSignatures, { digest: d.digest, signatures: d.signatures.map(sigObj), certificates: d.certificates });
 }
 export function decodeDetachedSignatures(buf: Uint8Array): DetachedSignaturesMsg {
-  const m = decode(T.DetachedSignatures, buf, LIMITS.signaturesBytes, 'detached signatures');
+  const m = decode(T.DetachedSignatures, buf, LIMITS.signaturesBytes, 'detached signatures', {
+    2: { field: 'signatures.signatures', max: LIMITS.maxSignatures },
+    3: { field: 'signatures.certificates', max: LIMITS.maxSignatures },
+  });
   return {
     digest: bytes(m.digest, 'signatures.digest', DIGEST_BYTES),
     signatures: list(m.signatures, 'signatures.signatures', LIMITS.maxSignatures, sigOf),

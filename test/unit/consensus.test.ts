@@ -6,7 +6,7 @@ import { makeKeyCertificate } from '../../src/dir/certificate';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
 import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
 import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
-import { decodeConsensus, decodeEnvelope, encodeConsensus, encodeEnvelope, LIMITS } from '../../src/wire/docs';
+import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, LIMITS } from '../../src/wire/docs';
 import { makeBody, makeSignature, sealEnvelope, DocType } from '../../src/wire/envelope';
 import { computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
 import { buildVote, verifyVote, type Signer, type VoteInput } from '../../directory/vote';
@@ -269,5 +269,53 @@ describe('client verification', () => {
     // before its window, the answer is the same CONSENSUS_MALFORMED.
     expect(code(() => UncheckedConsensus.parse(encodeEnvelope({ body, signatures: [], certificates: [] })))).toBe('CONSENSUS_MALFORMED');
     expect(code(() => verifyConsensus(signAll(body, auths), list, PS - 10 * PERIOD * 1000))).toBe('CONSENSUS_MALFORMED');
+  });
+});
+
+describe('repeated fields are counted before the full decode (SPEC.md §6.2.5, §6.7.2)', () => {
+  const refusal = (f: () => unknown): { code: string; message: string } => {
+    try { f(); } catch (e) { if (isBitcloudError(e)) return { code: e.code, message: e.message.replace(`${e.code}: `, '') }; throw e; }
+    return { code: 'NO_ERROR', message: '' };
+  };
+  // A field cut short at the end: the full decode would refuse it as "not valid protobuf", so a
+  // refusal naming a count comes from the first pass, before any entry was decoded.
+  const cutShort = Buffer.from([0x52, 0x05]);
+
+  it('refuses 8 million empty policies (a 16 MiB consensus) by counting them', () => {
+    const bomb = Buffer.concat([Buffer.alloc(LIMITS.consensusBytes - 2, Buffer.from([0x2a, 0x00])), cutShort]);
+    expect(refusal(() => decodeConsensus(bomb))).toEqual({ code: 'DOC_MALFORMED', message: `consensus.policies: more than ${LIMITS.consensusRelaysMax + 1} entries` });
+    // Once the pass has read identities, the bound is n's, with the reason the check after decoding gives.
+    const ids = Buffer.concat([Buffer.from([0x52, 32]), Buffer.alloc(32, 1)]);
+    expect(refusal(() => decodeConsensus(Buffer.concat([ids, Buffer.alloc(6, Buffer.from([0x2a, 0x00]))]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: 'consensus.policies: more than 2 entries' });
+    expect(refusal(() => decodeConsensus(Buffer.concat([ids, Buffer.alloc(6, Buffer.from([0x2a, 0x00])), Buffer.from([0x52, 0x00])]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: 'consensus.policies: more than 1 entries' });
+  });
+
+  it('counts the rules inside a policy, and packed column values', () => {
+    const rules = Buffer.alloc(130, Buffer.from([0x0a, 0x00]));
+    expect(refusal(() => decodeConsensus(Buffer.concat([Buffer.from([0x2a, 0x82, 0x01]), rules, cutShort]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: `consensus.policies[0].rules: more than ${LIMITS.exitPolicyRules} entries` });
+    const ids = Buffer.concat([Buffer.from([0x52, 32]), Buffer.alloc(32, 1)]);
+    expect(refusal(() => decodeConsensus(Buffer.concat([ids, Buffer.from([0x6a, 5, 1, 2, 3, 4, 5])]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: 'consensus.or_ports: has 5 entries for 1 relays' });
+    const column = Buffer.concat([Buffer.from([0x6a, 0x81, 0x80, 0x40]), Buffer.alloc((1 << 20) + 1, 1)]);
+    expect(refusal(() => decodeConsensus(Buffer.concat([column, cutShort]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: `consensus.or_ports: more than ${LIMITS.consensusRelaysMax} entries` });
+  });
+
+  it('refuses too many vote entries and envelope signatures by counting them', () => {
+    const entries = Buffer.alloc(2 * (LIMITS.voteEntriesMax + 1), Buffer.from([0x22, 0x00]));
+    expect(refusal(() => decodeVote(Buffer.concat([entries, cutShort]))))
+      .toEqual({ code: 'DOC_MALFORMED', message: `vote.entries: more than ${LIMITS.voteEntriesMax} entries` });
+    const sigs = Buffer.alloc(2 * (LIMITS.maxSignatures + 1), Buffer.from([0x12, 0x00]));
+    expect(refusal(() => decodeEnvelope(Buffer.concat([sigs, cutShort]), LIMITS.consensusBytes)))
+      .toEqual({ code: 'DOC_MALFORMED', message: `envelope.signatures: more than ${LIMITS.maxSignatures} entries` });
+  });
+
+  it('a consensus inside its bounds still decodes', () => {
+    const two = [relay(1), relay(2, { exit: true })];
+    const c = computeConsensus(auths.map((a) => vote(a, two.map((d) => ({ d })))), params);
+    expect(decodeConsensus(c.content).identities.length).toBe(64);
   });
 });
