@@ -130,6 +130,10 @@ export function verifyDescriptor(raw: Uint8Array, opts: { now?: number; skewMs?:
   if (rules > LIMITS.exitPolicyRules) {
     throw err('DOC_MALFORMED', `descriptor.exit_policy: ${rules} rules, at most ${LIMITS.exitPolicyRules}`, { field: 'descriptor.exit_policy', rules });
   }
+  // SPEC.md §6.4: a relay without the exit role publishes an empty exit_policy.
+  if (!(c.roles & ROLE_BITS.exit) && c.exitPolicy.length > 0) {
+    throw err('DOC_MALFORMED', 'descriptor.exit_policy: must be empty without the exit role', { field: 'descriptor.exit_policy' });
+  }
   const family = c.family.map(fingerprint);
   if (family.includes(fingerprint(c.identity))) throw err('DOC_MALFORMED', 'descriptor.family: lists the relay itself', { field: 'descriptor.family' });
   if (new Set(family).size !== family.length) throw err('DOC_MALFORMED', 'descriptor.family: duplicate entry', { field: 'descriptor.family' });

@@ -22,7 +22,7 @@ const input = (o: Partial<DescriptorInput> = {}): DescriptorInput => ({
 
 describe('relay descriptor', () => {
   it('round-trips every field and is checked against its window', () => {
-    const i = input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: [ed25519Generate().publicKey.toString('hex')] });
+    const i = input({ storagePort: 7000, roles: ['relay', 'exit', 'storage'], moderators: [ed25519Generate().publicKey.toString('hex')] });
     const d = verifyDescriptor(buildDescriptor(i), { now: NOW + 1000 });
     expect(d.fingerprint).toBe(id.publicKey.toString('hex'));
     expect(d.onionKey.equals(i.onionKey)).toBe(true);
@@ -32,7 +32,7 @@ describe('relay descriptor', () => {
     expect(d.exitPolicy).toEqual(i.exitPolicy);
     expect(d.family).toEqual(i.family);
     expect(d.moderators).toEqual(i.moderators);
-    expect(d.roles).toEqual(['relay', 'storage']);
+    expect(d.roles).toEqual(['relay', 'exit', 'storage']);
     expect(d.version).toBe('bitcloud-0.1.0');
     expect(d.published).toBe(NOW);
     expect(d.expires).toBeGreaterThan(NOW);
@@ -103,11 +103,11 @@ describe('relay descriptor', () => {
       storagePort: 0, declaredBandwidth: 0, exitPolicy: [], family: [id.publicKey], roles: 1, moderators: [], version: 'v',
     });
     expect(code(() => verifyDescriptor(signDocument({ type: DocType.RELAY_DESCRIPTOR, validAfter: NOW, validUntil: NOW + 1000, content: selfFamily }, { identity: id.publicKey, keyPair: id })))).toBe('DOC_MALFORMED');
-    expect(code(() => verifyDescriptor(buildDescriptor(input({ roles: ['storage'], storagePort: 0 }))))).toBe('DOC_MALFORMED');
+    expect(code(() => verifyDescriptor(buildDescriptor(input({ roles: ['storage'], storagePort: 0, exitPolicy: [] }))))).toBe('DOC_MALFORMED');
     expect(code(() => buildDescriptor(input({ address: '::1' })))).toBe('DOC_MALFORMED');
     // SPEC.md §6.4: 0..16 moderators; the builder refuses a descriptor no reader would take.
     const mods = (n: number) => Array.from({ length: n }, () => ed25519Generate().publicKey.toString('hex'));
-    expect(verifyDescriptor(buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(16) })), { now: NOW + 1000 }).moderators).toHaveLength(16);
+    expect(verifyDescriptor(buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'exit', 'storage'], moderators: mods(16) })), { now: NOW + 1000 }).moderators).toHaveLength(16);
     expect(code(() => buildDescriptor(input({ storagePort: 7000, roles: ['relay', 'storage'], moderators: mods(17) })))).toBe('DOC_MALFORMED');
     // 0..32 family keys, likewise.
     expect(verifyDescriptor(buildDescriptor(input({ family: mods(32) })), { now: NOW + 1000 }).family).toHaveLength(32);
@@ -116,6 +116,14 @@ describe('relay descriptor', () => {
     const rules = (n: number) => Array.from({ length: n }, (_, i) => `accept *:${i + 1}`);
     expect(verifyDescriptor(buildDescriptor(input({ exitPolicy: rules(64) })), { now: NOW + 1000 }).exitPolicy).toHaveLength(64);
     expect(code(() => buildDescriptor(input({ exitPolicy: rules(65) })))).toBe('DOC_MALFORMED');
+  });
+
+  it('a descriptor without the exit role carries an empty exit policy (SPEC.md §6.4)', () => {
+    let e: unknown;
+    try { verifyDescriptor(buildDescriptor(input({ roles: ['relay'], exitPolicy: ['accept *:*'] })), { now: NOW + 1000 }); } catch (x) { e = x; }
+    expect(e).toMatchObject({ code: 'DOC_MALFORMED', message: expect.stringMatching(/exit_policy/) });
+    expect(verifyDescriptor(buildDescriptor(input({ roles: ['relay'], exitPolicy: [] })), { now: NOW + 1000 }).exitPolicy).toEqual([]);
+    expect(verifyDescriptor(buildDescriptor(input({ roles: ['relay', 'exit'], exitPolicy: ['accept *:*'] })), { now: NOW + 1000 }).exitPolicy).toEqual(['accept *:*']);
   });
 
   it('counts exit rules, not elements: 64 elements of five comma-separated rules are refused (SPEC.md §6.4, §7.6.1)', () => {
