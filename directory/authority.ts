@@ -373,6 +373,9 @@ export class Authority {
       totalAuthorities: this.cfg.authorities.length, periodStart: ps,
       periodSeconds: this.cfg.periodSeconds, lifetimePeriods: this.cfg.consensusLifetimePeriods,
     });
+    if (computed.dropped > 0) {
+      this.log.warn({ dropped: computed.dropped, listed: computed.relayCount }, 'consensus over its size limit: the lowest-weight relays are left out');
+    }
     const held = this.pending?.round ?? null;
     const { round, decision } = SigningRound.begin<ConsensusSignature>(held, {
       slot: ps, bodyId: computed.digest, authorities: this.cfg.authorities, self: this.self, timeoutMs: this.fetchTimeout(),

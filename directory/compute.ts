@@ -11,6 +11,11 @@ import type { VerifiedDescriptor } from '../src/dir/descriptor';
 import { provenEpochFor, type VoteInput, type VoteInputEntry } from './vote';
 
 export const CONSENSUS_METHOD = 1;
+/**
+ * SPEC.md §6.7.1: the most a consensus body may take: the 16 MiB limit (§6.2.5) less 32 KiB for the
+ * envelope's signatures and certificates (32 of each: 32 × (137 + 515) bytes at most).
+ */
+export const CONSENSUS_BODY_MAX = LIMITS.consensusBytes - 32 * 1024;
 
 export interface ConsensusParams {
   /** Number of configured authorities (ALL of them, not only those that voted). */
@@ -20,6 +25,8 @@ export interface ConsensusParams {
   periodSeconds: number;
   /** valid_until = valid_after + lifetimePeriods × period (Tor: 3). */
   lifetimePeriods: number;
+  /** The most the body may take; CONSENSUS_BODY_MAX unless a test makes it smaller. */
+  maxBodyBytes?: number;
 }
 
 export interface ComputedConsensus {
@@ -30,6 +37,8 @@ export interface ComputedConsensus {
   /** SHA-256 of body. */
   digest: Buffer;
   relayCount: number;
+  /** Listed relays left out to keep the body under CONSENSUS_BODY_MAX (SPEC.md §6.7.1). */
+  dropped: number;
 }
 
 /**
@@ -91,57 +100,85 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
     if (pol) listed.push({ g, d, pol });
   }
 
-  const n = listed.length;
-  const provenEpoch = listed.some((x) => x.g.some((y) => y.measures)) ? wantEpoch : 0;
-  const m: ConsensusMsg = {
-    method: CONSENSUS_METHOD,
-    freshUntil: p.periodStart + p.periodSeconds * 1000,
-    periodSeconds: p.periodSeconds,
-    voters: used.map((v) => v.authority),
-    policies: [], keyLists: [], versions: [],
-    identities: Buffer.alloc(n * 32), onionKeys: Buffer.alloc(n * 32), addresses: Buffer.alloc(n * 4),
-    orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
-    policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
-    provenEpoch, proven: [], stored: [],
-    identityPow: powVote(used, need),
-  };
-  // Tables in order of first use while walking relays by identity: deterministic.
-  const policyIdx = new Map<string, number>();
-  const listIdx = new Map<string, number>();
-  const versionIdx = new Map<string, number>();
-  const tableIndex = <T>(map: Map<string, number>, table: T[], key: string, value: T): number => {
-    let i = map.get(key);
-    if (i === undefined) { i = table.length; table.push(value); map.set(key, i); }
-    return i;
-  };
-
-  for (let i = 0; i < n; i++) {
-    const { g, d, pol } = listed[i];
-    d.identity.copy(m.identities, i * 32);
-    d.onionKey.copy(m.onionKeys, i * 32);
-    d.addressBytes.copy(m.addresses, i * 4);
-    m.orPorts.push(d.orPort);
-    m.dirPorts.push(d.dirPort);
-    m.storagePorts.push(d.storagePort);
-    m.roles.push(d.rolesMask);
-    m.nicknames.push(d.nickname);
-    m.flags.push(flagVote(g));
-    m.weights.push(lowMedian(g.map((x) => x.entry.measured)));
-    if (provenEpoch) m.proven!.push(lowMedian(g.map((x) => (x.measures ? x.entry.proven ?? 0 : 0))));
-    if (provenEpoch) m.stored!.push(lowMedian(g.map((x) => (x.measures ? x.entry.stored ?? 0 : 0))));
-
-    m.policyIndex.push(tableIndex(policyIdx, m.policies, pol.join('\n'), pol));
-    m.familyIndex.push(tableIndex(listIdx, m.keyLists, d.family.join(','), d.family.map((f) => Buffer.from(f, 'hex'))));
-    m.moderatorIndex.push(tableIndex(listIdx, m.keyLists, d.moderators.join(','), d.moderators.map((f) => Buffer.from(f, 'hex'))));
-    m.versionIndex.push(tableIndex(versionIdx, m.versions, d.version, d.version));
-  }
-
-  // SPEC.md §9.20.2: the stored column is left out when no node holds audited bytes.
-  if (!m.stored!.some((v) => v > 0)) m.stored = [];
-  const content = encodeConsensus(m);
+  type Row = (typeof listed)[number];
   const validUntil = p.periodStart + p.lifetimePeriods * p.periodSeconds * 1000;
-  const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);
-  return { content, body, digest: sha256(body), relayCount: n };
+  const encodeRows = (rows: readonly Row[]): { content: Buffer; body: Buffer } => {
+    const n = rows.length;
+    const provenEpoch = rows.some((x) => x.g.some((y) => y.measures)) ? wantEpoch : 0;
+    const m: ConsensusMsg = {
+      method: CONSENSUS_METHOD,
+      freshUntil: p.periodStart + p.periodSeconds * 1000,
+      periodSeconds: p.periodSeconds,
+      voters: used.map((v) => v.authority),
+      policies: [], keyLists: [], versions: [],
+      identities: Buffer.alloc(n * 32), onionKeys: Buffer.alloc(n * 32), addresses: Buffer.alloc(n * 4),
+      orPorts: [], dirPorts: [], storagePorts: [], flags: [], roles: [], weights: [],
+      policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
+      provenEpoch, proven: [], stored: [],
+      identityPow: powVote(used, need),
+    };
+    // Tables in order of first use while walking relays by identity: deterministic.
+    const policyIdx = new Map<string, number>();
+    const listIdx = new Map<string, number>();
+    const versionIdx = new Map<string, number>();
+    const tableIndex = <T>(map: Map<string, number>, table: T[], key: string, value: T): number => {
+      let i = map.get(key);
+      if (i === undefined) { i = table.length; table.push(value); map.set(key, i); }
+      return i;
+    };
+
+    for (let i = 0; i < n; i++) {
+      const { g, d, pol } = rows[i];
+      d.identity.copy(m.identities, i * 32);
+      d.onionKey.copy(m.onionKeys, i * 32);
+      d.addressBytes.copy(m.addresses, i * 4);
+      m.orPorts.push(d.orPort);
+      m.dirPorts.push(d.dirPort);
+      m.storagePorts.push(d.storagePort);
+      m.roles.push(d.rolesMask);
+      m.nicknames.push(d.nickname);
+      m.flags.push(flagVote(g));
+      m.weights.push(lowMedian(g.map((x) => x.entry.measured)));
+      if (provenEpoch) m.proven!.push(lowMedian(g.map((x) => (x.measures ? x.entry.proven ?? 0 : 0))));
+      if (provenEpoch) m.stored!.push(lowMedian(g.map((x) => (x.measures ? x.entry.stored ?? 0 : 0))));
+
+      m.policyIndex.push(tableIndex(policyIdx, m.policies, pol.join('\n'), pol));
+      m.familyIndex.push(tableIndex(listIdx, m.keyLists, d.family.join(','), d.family.map((f) => Buffer.from(f, 'hex'))));
+      m.moderatorIndex.push(tableIndex(listIdx, m.keyLists, d.moderators.join(','), d.moderators.map((f) => Buffer.from(f, 'hex'))));
+      m.versionIndex.push(tableIndex(versionIdx, m.versions, d.version, d.version));
+    }
+
+    // SPEC.md §9.20.2: the stored column is left out when no node holds audited bytes.
+    if (!m.stored!.some((v) => v > 0)) m.stored = [];
+    const content = encodeConsensus(m);
+    const body = makeBody(DocType.CONSENSUS, p.periodStart, validUntil, content);
+    return { content, body };
+  };
+
+  // SPEC.md §6.7.1: a body too large for the consensus limit (§6.2.5, with room for the
+  // signatures and certificates) leaves out relays in order of ascending weight, then identity:
+  // the fewest that make it fit.
+  let rows: readonly Row[] = listed;
+  let out = encodeRows(rows);
+  let dropped = 0;
+  const maxBody = Math.min(p.maxBodyBytes ?? CONSENSUS_BODY_MAX, CONSENSUS_BODY_MAX);
+  if (out.body.length > maxBody) {
+    const order = listed.map((x, i) => ({ i, w: lowMedian(x.g.map((y) => y.entry.measured)) })).sort((a, b) => a.w - b.w || a.i - b.i);
+    const without = (k: number): Row[] => {
+      const gone = new Set(order.slice(0, k).map((x) => x.i));
+      return listed.filter((_, i) => !gone.has(i));
+    };
+    let lo = 1, hi = listed.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (encodeRows(without(mid)).body.length > maxBody) lo = mid + 1;
+      else hi = mid;
+    }
+    dropped = lo;
+    rows = without(lo);
+    out = encodeRows(rows);
+  }
+  return { content: out.content, body: out.body, digest: sha256(out.body), relayCount: rows.length, dropped };
 }
 
 /**

@@ -1,6 +1,6 @@
 // SPEC.md §6.5–6.8: votes, deterministic consensus computation, and client verification.
 import { describe, it, expect } from 'vitest';
-import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { ed25519Generate, randomBytes, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { buildDescriptor, verifyDescriptor, type VerifiedDescriptor } from '../../src/dir/descriptor';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
@@ -8,7 +8,7 @@ import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
 import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
 import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, LIMITS } from '../../src/wire/docs';
 import { makeBody, makeSignature, sealEnvelope, DocType } from '../../src/wire/envelope';
-import { computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
+import { CONSENSUS_BODY_MAX, computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
 import { buildVote, verifyVote, type Signer, type VoteInput } from '../../directory/vote';
 import { assignFlags } from '../../directory/flags';
 import { isBitcloudError } from '../../src/errors';
@@ -79,6 +79,34 @@ describe('consensus computation (pure, deterministic)', () => {
     const listed = Array.from({ length: c.relayCount }, (_, i) => m.identities.subarray(32 * i, 32 * i + 32).toString('hex'));
     expect(listed).not.toContain(big.fingerprint);
     expect(listed).toContain(full.fingerprint);
+  });
+
+  it('leaves out the lowest-weight relays rather than exceed the size limit (SPEC.md §6.7.1)', () => {
+    // 300 exits, each with a policy of 64 rules, 32 family keys and 16 moderators of its own:
+    // about 3 KB each, 900 KB in all, against a limit of 256 KiB (the real one is 16 MiB less
+    // room for signatures; the same code, 6,000 such relays).
+    const base = relay(0, { exit: true });
+    const fp = () => randomBytes(32).toString('hex');
+    const big: VerifiedDescriptor[] = Array.from({ length: 300 }, (_, i) => {
+      const identity = randomBytes(32);
+      return {
+        ...base, identity, fingerprint: identity.toString('hex'),
+        exitPolicy: Array.from({ length: 64 }, (_, k) => `reject 1.${i >> 8}.${i & 255}.${k}:${k + 1}`),
+        family: Array.from({ length: 32 }, fp).sort(), moderators: Array.from({ length: 16 }, fp).sort(),
+      };
+    });
+    const votes = auths.map((a) => vote(a, big.map((d, i) => ({ d, measured: 1000 + i }))));
+    expect(computeConsensus(votes, params).dropped).toBe(0);
+    const limit = 256 * 1024;
+    const c = computeConsensus(votes, { ...params, maxBodyBytes: limit });
+    expect(c.dropped).toBeGreaterThan(0);
+    expect(c.relayCount + c.dropped).toBe(300);
+    expect(c.body.length).toBeLessThanOrEqual(limit);
+    const m = decodeConsensus(c.content);
+    // The ones left out are the lowest weights, and no fewer would do.
+    expect(Math.min(...m.weights)).toBe(1000 + c.dropped);
+    expect(computeConsensus(votes.map((v) => ({ ...v, entries: v.entries.filter((e) => e.measured >= 1000 + c.dropped - 1) })), params).body.length).toBeGreaterThan(limit);
+    expect(CONSENSUS_BODY_MAX + 32 * (137 + 515)).toBeLessThanOrEqual(LIMITS.consensusBytes);
   });
 
   it('lists a relay only when more than half of ALL configured authorities list it', () => {
