@@ -47,14 +47,20 @@ export function certifiedRewardAuthorities(
 
 /** Envelopes waiting for their check, per (identity, signing key) pair (SPEC §8.7.5). */
 export const MAX_PENDING_CERTIFICATES_PER_KEY = 16;
+/** Envelopes waiting for their check, in all (SPEC §8.7.5); beyond it an envelope is checked as it is added. */
+export const MAX_PENDING_CERTIFICATES = 4096;
 
 /**
  * Certificates gathered over several chain bundles (SPEC §8.7.5: up to 1024 per bundle, unsigned
  * helper data). add() only reads an envelope's layout and keeps it under the (configured identity,
  * signing key) pair it claims; its signature is checked when a block signature names that pair and
  * no certificate checked before vouches, each envelope once. So a source sending many forged
- * certificates costs a signature check only for the pairs its blocks' signatures name, at most
- * MAX_PENDING_CERTIFICATES_PER_KEY each. `verifier` always reads the certificates added so far.
+ * certificates costs a signature check only for the pairs its blocks' signatures name. A pair
+ * holding MAX_PENDING_CERTIFICATES_PER_KEY waiting envelopes is checked when one more comes, and
+ * past MAX_PENDING_CERTIFICATES waiting in all an envelope is checked as it comes: an envelope is
+ * never refused for lack of room (one source's forgeries cannot crowd out the real certificates
+ * another sends into the same set), memory stays bounded, and each envelope is still checked at
+ * most once. `verifier` always reads the certificates added so far.
  */
 export class RewardCertificateSet {
   readonly verifier: CertifiedRewardAuthorities;
@@ -62,6 +68,8 @@ export class RewardCertificateSet {
   private readonly byKey = new Map<string, VerifiedCertificate[]>();
   /** identity fp / signing key hex → envelopes added and not checked yet. */
   private readonly pending = new Map<string, Buffer[]>();
+  /** Envelopes in `pending`, all pairs together (≤ MAX_PENDING_CERTIFICATES). */
+  private pendingCount = 0;
   /** Every distinct envelope taken (hex), checked or not, kept or refused, so a repeated one costs nothing. */
   private readonly seen = new Set<string>();
   private readonly configured: Set<string>;
@@ -94,6 +102,11 @@ export class RewardCertificateSet {
     return n;
   }
 
+  /** Number of envelopes taken and not checked yet. */
+  get unchecked(): number {
+    return this.pendingCount;
+  }
+
   /**
    * Takes one envelope for a later check; true when it is new and claims to certify a signing key
    * (other than the identity key) of a configured authority. Its signature is not checked here.
@@ -106,13 +119,17 @@ export class RewardCertificateSet {
     try { c = readKeyCertificate(raw); } catch { return false; }
     if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
     const k = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
-    const list = this.pending.get(k) ?? [];
-    if (list.length >= MAX_PENDING_CERTIFICATES_PER_KEY) {
-      this.seen.delete(hex); // not taken: a later page may bring it again once the pair was checked
-      return false;
+    // SPEC.md §8.7.5: a full pair is checked now (so the new envelope always finds room); past the
+    // total cap the new envelope is checked at once. Either way each envelope is checked once.
+    if ((this.pending.get(k)?.length ?? 0) >= MAX_PENDING_CERTIFICATES_PER_KEY) this.check(k);
+    if (this.pendingCount >= MAX_PENDING_CERTIFICATES) {
+      this.keep(k, Buffer.from(raw));
+      return true;
     }
+    const list = this.pending.get(k) ?? [];
     list.push(Buffer.from(raw));
     this.pending.set(k, list);
+    this.pendingCount++;
     return true;
   }
 
@@ -121,12 +138,16 @@ export class RewardCertificateSet {
     const list = this.pending.get(k);
     if (!list) return;
     this.pending.delete(k);
-    for (const raw of list) {
-      let c: VerifiedCertificate;
-      try { c = verifyKeyCertificate(raw); } catch { continue; }
-      const kept = this.byKey.get(k) ?? [];
-      kept.push(c);
-      this.byKey.set(k, kept);
-    }
+    this.pendingCount -= list.length;
+    for (const raw of list) this.keep(k, raw);
+  }
+
+  /** Checks one envelope of pair `k` and keeps it if it verifies; one that fails stays only in `seen`. */
+  private keep(k: string, raw: Uint8Array): void {
+    let c: VerifiedCertificate;
+    try { c = verifyKeyCertificate(raw); } catch { return; }
+    const kept = this.byKey.get(k) ?? [];
+    kept.push(c);
+    this.byKey.set(k, kept);
   }
 }

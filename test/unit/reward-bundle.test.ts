@@ -4,7 +4,9 @@ import { afterEach, describe, it, expect, vi } from 'vitest';
 import fc from 'fast-check';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import * as certificate from '../../src/dir/certificate';
-import { certifiedRewardAuthorities, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet } from '../../src/dir/reward-authorities';
+import {
+  certifiedRewardAuthorities, MAX_PENDING_CERTIFICATES, MAX_PENDING_CERTIFICATES_PER_KEY, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet,
+} from '../../src/dir/reward-authorities';
 import {
   decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
   type ChainTip,
@@ -149,6 +151,32 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
       set.add(cert(1)); // a later page brings the missing certificate
       expect(verifyChain(chain(1), set.verifier).height).toBe(0);
       expect(set.verifier.certificateFor(ids[0].publicKey, sks[0].publicKey, 120)?.raw.equals(cert(0))).toBe(true);
+    });
+
+    it('a pair whose waiting list is full is checked on the next add: forged certificates of a failing source never crowd out the real ones of the next', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      // Distinct forged envelopes for the real pairs of authorities 0 and 1 (different windows).
+      const forgeries = [0, 1].flatMap((i) => Array.from({ length: MAX_PENDING_CERTIFICATES_PER_KEY }, (_, n) =>
+        certificate.makeKeyCertificate({ publicKey: ids[i].publicKey, secretKey: forger.secretKey }, sks[i].publicKey, 100 * P * 1000, (200 + n) * P * 1000)));
+      for (const c of forgeries) set.add(c);
+      const checks = vi.spyOn(certificate, 'verifyKeyCertificate');
+      const taken = [cert(0), cert(1), cert(2)].map((c) => set.add(c));
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
+      expect(taken).toEqual([true, true, true]);
+      for (const c of forgeries) expect(set.add(c)).toBe(false); // seen: a forged envelope costs at most one check
+      expect(checks.mock.calls.length).toBeLessThanOrEqual(forgeries.length + 3);
+    });
+
+    it('the unchecked envelopes are bounded in total: forgeries naming random signing keys are checked on add beyond the cap', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      for (let n = 0; n < 10_000; n++) {
+        set.add(forged(n % 3, key(n)));
+        expect(set.unchecked).toBeLessThanOrEqual(MAX_PENDING_CERTIFICATES);
+      }
+      expect(set.unchecked).toBe(MAX_PENDING_CERTIFICATES);
+      expect(set.size).toBe(0);
+      for (const c of [cert(0), cert(1), cert(2)]) set.add(c);
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
     });
   });
 
