@@ -14,12 +14,19 @@ export function earliestExpiry(expiries: Iterable<number>): number {
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 /**
- * SPEC.md §9.9.2: what a node's answered expiry (`put`, `renew`, §9.6.3) counts for. With a lease
- * asked for, at most the time the request was sent plus that lease: a node answering more may
- * hold the share longer (a lease is never shortened) or may be lying, and the client cannot tell
- * which, so it counts the share as held only as long as it asked for and renews it again in
- * time. With 0 (each node's default, which the client does not know) the answer counts as it is.
+ * SPEC.md §9.8.2: the default lease of a storage node (`defaultLeaseSeconds`, 7 days). What a
+ * client counts an answer to a request with lease 0 (each node's default) for, at most.
+ */
+export const DEFAULT_LEASE_SECONDS = 7 * 86_400;
+
+/**
+ * SPEC.md §9.9.2: what a node's answered expiry (`put`, `renew`, §9.6.3) counts for: at most the
+ * time the request was sent plus the lease asked for, or plus DEFAULT_LEASE_SECONDS when none was
+ * (0 or absent: each node's default, which the client does not know). A node answering more may
+ * hold the share longer (a lease is never shortened, a node's default may be longer) or may be
+ * lying, and the client cannot tell which, so it counts the share as held only that long and
+ * renews it again in time.
  */
 export function boundedExpiry(answered: number, sentAt: number, leaseSeconds: number | undefined): number {
-  return leaseSeconds ? Math.min(answered, sentAt + leaseSeconds) : answered;
+  return Math.min(answered, sentAt + (leaseSeconds || DEFAULT_LEASE_SECONDS));
 }

@@ -82,7 +82,7 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
         } catch {
           return; // unreachable or refusing: its shares count only if another node holds them
         }
-        // SPEC.md §9.9.2: an answer counts at most until sentAt + the lease asked for.
+        // SPEC.md §9.9.2: an answer counts at most until sentAt + the lease asked for (7 days for 0).
         batch.forEach((hex, j) => {
           const at = boundedExpiry(r.expiresAt[j], sentAt, leaseSeconds);
           if (at > (best.get(hex) ?? 0)) best.set(hex, at);

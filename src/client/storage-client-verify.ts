@@ -128,7 +128,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // SPEC.md §9.18.3 step 4, §9.19: shares this pass stores get the lease it renews with.
   const lease = o.renew || o.leaseSeconds !== undefined ? o.leaseSeconds ?? 0 : undefined;
   const expiry = new Map<string, number>(); // share hex → latest expiry learned (put or renew)
-  // SPEC.md §9.9.2: a node's answer counts at most until the request was sent plus the lease asked for.
+  // SPEC.md §9.9.2: a node's answer counts at most until the request was sent plus the lease asked for (7 days for 0).
   const learn = (hex: string, answered: number, sentAt: number, leaseSeconds: number | undefined) => {
     const at = boundedExpiry(answered, sentAt, leaseSeconds);
     if (at > (expiry.get(hex) ?? 0)) expiry.set(hex, at);

@@ -125,6 +125,21 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(r.expiresAt).toBeLessThanOrEqual(after + 86_400);
   });
 
+  it('renew with lease 0 (each node\'s default) counts a share at most 7 days past the time it asked, whatever a node answers (SPEC.md §9.9.2)', async () => {
+    const c = client();
+    const real = c.request.bind(c);
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      const res = await real(fp, req);
+      return res.type === 'renew' ? { ...res, expiresAt: res.expiresAt.map((x) => (x > 0 ? 2 ** 40 : 0)) } : res;
+    }) as typeof c.request;
+    const before = Math.floor(Date.now() / 1000);
+    const r = await renewFile(c, parseCapability(shared.cap), 0).finally(() => c.close());
+    const after = Math.floor(Date.now() / 1000);
+    expect(r.renewed).toBe(r.shares);
+    expect(r.expiresAt).toBeGreaterThanOrEqual(before + 7 * 86_400);
+    expect(r.expiresAt).toBeLessThanOrEqual(after + 7 * 86_400);
+  });
+
   it('renew of an unknown file is MANIFEST_NOT_FOUND', async () => {
     const c = client();
     const cap = parseCapability(shared.cap);

@@ -279,4 +279,19 @@ describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () =>
     expect(r.expiresAt).toBeGreaterThanOrEqual(before + 3600);
     expect(r.expiresAt).toBeLessThanOrEqual(after + 3600);
   });
+
+  it('with lease 0 (each node\'s default) a keep pass counts a renewed share at most 7 days past the time it asked', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 2);
+    for (let c = 0; c < 2; c++) for (let j = 0; j < N; j++) nodes.place(nodes.fps[(c + j) % 8], shares[c][j]);
+    const base = nodes.client();
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      request: async (fp: string, req: StorageRequest) => (req.type === 'renew' ? { type: 'renew', expiresAt: req.ids.map(() => 2 ** 40) } : base.request(fp, req)),
+    });
+    const before = Math.floor(Date.now() / 1000);
+    const r = await keepFile(client, cap, { renew: true });
+    const after = Math.floor(Date.now() / 1000);
+    expect(r.expiresAt).toBeGreaterThanOrEqual(before + 7 * 86_400);
+    expect(r.expiresAt).toBeLessThanOrEqual(after + 7 * 86_400);
+  });
 });
