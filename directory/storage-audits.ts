@@ -21,7 +21,7 @@ import { CircuitManager } from '../src/client/circuit-manager';
 import type { ClientCircuit } from '../src/client/client-circuit';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
-import { auditShare, type ChallengeSender } from '../src/storage/auditor';
+import { auditRetryingBusy, auditShare, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
 import { decodeContract, type StorageContract } from '../src/wire/storage-contract';
@@ -111,6 +111,8 @@ export interface StorageAuditsOptions {
   /** Bound on one node's connection and on each challenge (default: P/4, clamped to 2–30 s). */
   timeoutMs?: number;
   perNodeAudits?: number;
+  /** Waits (ms) before asking again a challenge answered STORAGE_BUSY (default 1 s, 2 s, 4 s; SPEC.md §9.20.2). */
+  auditBusyRetryMs?: readonly number[];
   /** Contracts held at most (default MAX_CONTRACTS). */
   maxContracts?: number;
 }
@@ -323,7 +325,12 @@ export class StorageAudits {
         for (const s of pick) {
           if (this.closed) break;
           const send: ChallengeSender = (req) => withTimeout(conn.send(req), timeoutMs);
-          const r = await auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS });
+          // §9.20.2: STORAGE_BUSY (the node's audit queue is full, §9.17.2) is asked again, with
+          // the same nonce (the node answered nothing for it); busy every time fails the pair.
+          const r = await auditRetryingBusy(
+            () => auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS }),
+            this.o.auditBusyRetryMs,
+          );
           results.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });
         }
       } finally {

@@ -8,7 +8,7 @@
 // are copied from a good copy to more nodes until n nodes hold them. Optionally every share found is
 // renewed. Requests go over the client's transport (circuits by default).
 import { err, errorCode } from '../errors';
-import type { AuditResult } from '../storage/auditor';
+import { auditRetryingBusy, type AuditResult } from '../storage/auditor';
 import { auditRoot } from '../storage/audit';
 import { erasureEncodeInPlace, erasureReconstruct } from '../storage/erasure';
 import { placeChunk, rankNodes } from '../storage/placement';
@@ -38,6 +38,8 @@ export interface KeepOptions {
   leaseSeconds?: number;
   /** Blocks named per audit (default 4). */
   auditBlocks?: number;
+  /** Waits (ms) before asking again an audit answered STORAGE_BUSY (default 1 s, 2 s, 4 s; SPEC.md §9.18.3). */
+  auditBusyRetryMs?: readonly number[];
 }
 
 /** A node caught not holding (or not proving) a share it was found with or expected to hold. */
@@ -62,6 +64,16 @@ export interface KeepReport {
   /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
   audits: number;
   failures: AuditFailure[];
+  /**
+   * Audits a node answered STORAGE_BUSY on every try (SPEC.md §9.18.3 step 3): neither passed nor
+   * failed; the node may hold the share.
+   */
+  busy: AuditFailure[];
+  /**
+   * Chunk shares whose audit is unknown this pass: no holder passed, one was busy. Not counted
+   * healthy nor lost, not repaired.
+   */
+  unknown: number;
   /**
    * Earliest lease expiry over the shares renewed or stored (rebuilt, copied) in this pass, each
    * share counted at its latest expiry (0 when none was renewed or stored).
@@ -133,7 +145,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     const at = boundedExpiry(answered, sentAt, leaseSeconds);
     if (at > (expiry.get(hex) ?? 0)) expiry.set(hex, at);
   };
-  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 0, failures: [], expiresAt: 0, placed: [] };
+  const report: KeepReport = { shares: 0, healthy: 0, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 0, failures: [], busy: [], unknown: 0, expiresAt: 0, placed: [] };
 
   // 1. Where each share may be: its expected holder and the first n + 4 of its ranking.
   const asks = new Map<string, Set<string>>();
@@ -159,15 +171,24 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // 2. Audit every holder of every chunk share; a share is good when one holder passes.
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
+  const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit
   const slots = new NodeSlots(KEEP_AUDITS_PER_NODE);
   await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
     const hex = id.toString('hex');
     for (const fp of held.get(hex) ?? []) {
-      const r: AuditResult = await slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }));
+      // SPEC.md §9.18.3 step 3: STORAGE_BUSY (the node's audit queue is full, §9.17.2) says
+      // nothing about the share: asked again, and if busy every time, unknown for this pass.
+      const r: AuditResult = await auditRetryingBusy(
+        () => slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks })),
+        o.auditBusyRetryMs,
+      );
       report.audits++;
       if (r.ok) {
         if (!good.has(hex)) good.set(hex, fp);
         addTo(proven, hex, fp);
+      } else if (r.code === 'STORAGE_BUSY') {
+        report.busy.push({ node: fp, shareId: hex, code: r.code });
+        addTo(busy, hex, fp);
       } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
     }
   })));
@@ -177,11 +198,16 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     report.shares += n;
     const ok = c.shareIds.map((id) => good.has(id.toString('hex')));
     const have = ok.filter(Boolean).length;
+    // Unknown: no holder passed, one was busy on every try; neither lost nor rebuilt this pass.
+    const unsure = c.shareIds.map((id, j) => !ok[j] && busy.has(id.toString('hex')));
+    const unknown = unsure.filter(Boolean).length;
+    const missing = n - have - unknown;
     report.healthy += have;
-    if (have === n) continue;
+    report.unknown += unknown;
+    if (missing === 0) continue;
     if (have < k || !repair) {
-      report.lost += n - have;
-      if (have < k) report.unrecoverableChunks++;
+      report.lost += missing;
+      if (have + unknown < k) report.unrecoverableChunks++;
       continue;
     }
     const shares: (Buffer | null)[] = new Array<Buffer | null>(n).fill(null);
@@ -194,24 +220,25 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
         if (checkShare(c.shareIds[j], b) && b.length === c.shareSize) { shares[j] = b; fetched++; }
       } catch { /* another good share may do */ }
     }
-    if (fetched < k) { report.lost += n - have; report.unrecoverableChunks++; continue; }
+    if (fetched < k) { report.lost += missing; if (have + unknown < k) report.unrecoverableChunks++; continue; }
     const rebuilt = rebuildShares({ k, n }, shares, c.shareSize);
     // SPEC.md §9.18.3 step 4: every rebuilt share must hash to its id and prove against the audit
     // root the record names before any of them is written: when one does not, the record and the
     // shares disagree (SHARE_HASH_MISMATCH), nothing of this chunk is written, its missing shares
     // count as lost, and the pass goes on with the other chunks.
-    const mismatch = c.shareIds.findIndex((id, j) => !ok[j] && (!checkShare(id, rebuilt[j]) || !auditRoot(rebuilt[j]).equals(c.auditRoots[j])));
+    const mismatch = c.shareIds.findIndex((id, j) => !ok[j] && !unsure[j] && (!checkShare(id, rebuilt[j]) || !auditRoot(rebuilt[j]).equals(c.auditRoots[j])));
     if (mismatch >= 0) {
       report.mismatchedChunks++;
-      report.lost += n - have;
+      report.lost += missing;
       continue;
     }
     // The first node of the ranking that holds no good share of the chunk: every node that proved
     // any of its shares is taken, not only the first found per share (SPEC.md §9.7, §9.18.3).
     const taken = new Set<string>();
-    c.shareIds.forEach((id) => { for (const fp of proven.get(id.toString('hex')) ?? []) taken.add(fp); });
+    // A node busy on a share of the chunk may hold it: taken too.
+    c.shareIds.forEach((id) => { for (const fp of [...proven.get(id.toString('hex')) ?? [], ...busy.get(id.toString('hex')) ?? []]) taken.add(fp); });
     for (let j = 0; j < n; j++) {
-      if (ok[j]) continue;
+      if (ok[j] || unsure[j]) continue;
       const id = c.shareIds[j];
       const bytes = rebuilt[j];
       const failedOn = new Set(report.failures.filter((f) => f.shareId === id.toString('hex')).map((f) => f.node));

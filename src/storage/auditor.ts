@@ -60,6 +60,27 @@ export async function auditShare(send: ChallengeSender, c: AuditCommitment, opts
   }
 }
 
+/**
+ * SPEC.md §9.17.2, §9.18.3, §9.20.2: the waits (ms) before asking again an audit a node answered
+ * with STORAGE_BUSY. Its node-wide audit queue is full, which anyone can bring about by sending
+ * challenges: the answer says nothing about the share, so it is asked again, up to 3 times.
+ */
+export const AUDIT_BUSY_RETRY_MS: readonly number[] = [1000, 2000, 4000];
+
+/**
+ * Runs `audit` and, while it answers STORAGE_BUSY, again after each wait of `retryMs` in turn.
+ * The result of the last try: still STORAGE_BUSY when the node was busy every time.
+ */
+export async function auditRetryingBusy(audit: () => Promise<AuditResult>, retryMs: readonly number[] = AUDIT_BUSY_RETRY_MS): Promise<AuditResult> {
+  let r = await audit();
+  for (const ms of retryMs) {
+    if (r.ok || r.code !== 'STORAGE_BUSY') break;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    r = await audit();
+  }
+  return r;
+}
+
 /** Recheck a published result against the audit root (SPEC.md §9.17.5): true when it holds as published. */
 export function recheckAuditResult(r: AuditResult, c: AuditCommitment): boolean {
   if (!r.answer) return !r.ok;

@@ -52,7 +52,7 @@ describe('keep status (SPEC.md §9.19)', () => {
   it('the text line names the unrecoverable chunks, as the JSON does', async () => {
     const s = await loadKeeperState(freshDir());
     addKept(s, newCap(), 100);
-    recordPass(s.files[0], { shares: 8, healthy: 3, repaired: 0, lost: 5, unrecoverableChunks: 2, mismatchedChunks: 0, audits: 6, failures: [], expiresAt: 1000, placed: [] }, 200);
+    recordPass(s.files[0], { shares: 8, healthy: 3, repaired: 0, lost: 5, unrecoverableChunks: 2, mismatchedChunks: 0, audits: 6, failures: [], busy: [], unknown: 0, expiresAt: 1000, placed: [] }, 200);
     const out: string[] = [];
     const spy = vi.spyOn(process.stdout, 'write').mockImplementation((x: string | Uint8Array) => { out.push(String(x)); return true; });
     try {
@@ -64,7 +64,7 @@ describe('keep status (SPEC.md §9.19)', () => {
   });
 });
 
-const report = (o: Partial<KeepReport> = {}): KeepReport => ({ shares: 8, healthy: 8, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [], expiresAt: 0, placed: [], ...o });
+const report = (o: Partial<KeepReport> = {}): KeepReport => ({ shares: 8, healthy: 8, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [], busy: [], unknown: 0, expiresAt: 0, placed: [], ...o });
 const RUN: KeeperRun = { once: true, interval: 3600, renewWithin: 60, leaseSeconds: 0 };
 
 async function keeperWith(n: number): Promise<string> {

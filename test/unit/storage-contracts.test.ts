@@ -279,6 +279,34 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(body.stored).toEqual({ [up.fp]: 2000 });
   });
 
+  it('a node answering STORAGE_BUSY is asked again: busy twice, then the right answer, and the pair is credited (SPEC.md §9.20.2)', async () => {
+    const n = await node();
+    const held = new Map<string, Buffer>();
+    const a = randomBytes(2000);
+    await n.store.put(shareId(a), a, 3600);
+    const inner = connector([n], held);
+    let busy = 2;
+    let challenges = 0;
+    const connect: AuditConnector = async (r, t) => {
+      const c = await inner(r, t);
+      return { close: () => c.close(), send: async (req) => {
+        challenges++;
+        if (busy-- > 0) throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
+        return c.send(req);
+      } };
+    };
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect, auditBusyRetryMs: [1, 1, 1] });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, a)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    expect(challenges).toBe(3);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
+    expect(body.results.map((r) => r.ok)).toEqual([true]);
+    expect(body.stored).toEqual({ [n.fp]: 2000 });
+  });
+
   it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
     const n = await node();
     const b = randomBytes(1000);

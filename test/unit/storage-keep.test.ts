@@ -94,7 +94,7 @@ describe('keeper state (SPEC.md §9.19)', () => {
     expect(addKept(s, cap, 100)).toBe(true);
     expect(addKept(s, cap, 101)).toBe(false);
     expect(renewDue(s.files[0], 100, 60)).toBe(true);
-    recordPass(s.files[0], { shares: 8, healthy: 7, repaired: 1, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [], expiresAt: 1000, placed: [] }, 200);
+    recordPass(s.files[0], { shares: 8, healthy: 7, repaired: 1, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [], busy: [], unknown: 0, expiresAt: 1000, placed: [] }, 200);
     expect(renewDue(s.files[0], 200, 60)).toBe(false);
     expect(renewDue(s.files[0], 950, 60)).toBe(true);
     await saveKeeperState(dir, s);

@@ -295,3 +295,49 @@ describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () =>
     expect(r.expiresAt).toBeLessThanOrEqual(after + 7 * 86_400);
   });
 });
+
+describe('a node that answers an audit STORAGE_BUSY (SPEC.md §9.17.2, §9.18.3)', () => {
+  /** nodes' client whose audits to `busyNode` answer STORAGE_BUSY `times` times per share first. */
+  function busyClient(nodes: Nodes, busyNode: string, times: number): { client: StorageClient; calls: () => number } {
+    const base = nodes.client();
+    const seen = new Map<string, number>();
+    let calls = 0;
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      auditShare: async (fp: string, cm: AuditCommitment) => {
+        if (fp === busyNode) calls++;
+        const hex = cm.shareId.toString('hex');
+        const n = seen.get(hex) ?? 0;
+        if (fp === busyNode && n < times) {
+          seen.set(hex, n + 1);
+          return { shareId: hex, ok: false, code: 'STORAGE_BUSY', nonce: '', blocks: [] };
+        }
+        return base.auditShare(fp, cm);
+      },
+    });
+    return { client, calls: () => calls };
+  }
+
+  it('is asked again: busy twice, then the right answer, and the audit passes', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const { client, calls } = busyClient(nodes, nodes.fps[4], 2);
+    const r = await keepFile(client, cap, { auditBusyRetryMs: [1, 1, 1] });
+    expect(r).toMatchObject({ healthy: N + 2, repaired: 0, lost: 0, failures: [] });
+    expect(calls()).toBe(3);
+    expect(nodes.puts).toEqual([]);
+  });
+
+  it('busy on every try: the audit is unknown for this pass, neither a failure nor repaired', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const { client, calls } = busyClient(nodes, nodes.fps[4], Infinity);
+    const r = await keepFile(client, cap, { auditBusyRetryMs: [1, 1, 1] });
+    expect(calls()).toBe(4); // the first try and 3 more
+    expect(r.failures).toEqual([]);
+    expect(r.busy).toEqual([{ node: nodes.fps[4], shareId: shareId(shares[0][0]).toString('hex'), code: 'STORAGE_BUSY' }]);
+    expect(r).toMatchObject({ unknown: 1, healthy: N - 1 + 2, repaired: 0, lost: 0, unrecoverableChunks: 0 });
+    expect(nodes.puts).toEqual([]);
+  });
+});
