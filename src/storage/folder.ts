@@ -23,12 +23,18 @@ export interface Folder {
   entries: FolderEntry[];
 }
 
+/** A UTF-16 surrogate without its other half (text no UTF-8 can carry). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
 /**
  * The path rules: 1..1024 UTF-8 bytes; components separated by "/", each non-empty, not "." or
  * "..", no "\\", no NUL or other control character. Returns the reason it fails, or null.
  */
 export function folderPathProblem(p: string): string | null {
   if (typeof p !== 'string' || p.length === 0) return 'empty path';
+  // SPEC.md §9.15: a path is UTF-8 text. A lone surrogate (a JSON "\ud800") has no UTF-8 form:
+  // encoded it turns into U+FFFD, so "a\ud800" and "a\udc00" would name one file twice.
+  if (LONE_SURROGATE.test(p)) return 'lone surrogate in path (not UTF-8 text)';
   if (Buffer.byteLength(p, 'utf8') > MAX_FOLDER_PATH_BYTES) return `path longer than ${MAX_FOLDER_PATH_BYTES} bytes`;
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f\\]/.test(p)) return 'control character or backslash in path';
@@ -61,9 +67,16 @@ export function encodeFolder(f: Folder): Buffer {
 /** Decode and check a listing; anything wrong is FOLDER_MALFORMED (FOLDER_TOO_LARGE for size). */
 export function decodeFolder(b: Uint8Array): Folder {
   if (b.length > MAX_FOLDER_BYTES) throw err('FOLDER_TOO_LARGE', `the listing exceeds ${MAX_FOLDER_BYTES} bytes`, { bytes: b.length });
+  // SPEC.md §9.15: the listing is UTF-8; bytes that are not are refused, not turned into U+FFFD.
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(b);
+  } catch {
+    throw err('FOLDER_MALFORMED', 'the listing is not UTF-8');
+  }
   let v: unknown;
   try {
-    v = JSON.parse(Buffer.from(b).toString('utf8'));
+    v = JSON.parse(text);
   } catch {
     throw err('FOLDER_MALFORMED', 'the listing is not JSON');
   }

@@ -144,6 +144,21 @@ describe('folder listings (SPEC.md §9.15)', () => {
     expect(decodeFolder(encodeFolder({ entries: [{ path: 'a/b', cap, size: 1 }, { path: 'a/bc', cap, size: 1 }] })).entries).toHaveLength(2);
   });
 
+  it('a listing that is not valid UTF-8, or a path with a lone surrogate, is refused (SPEC.md §9.15)', () => {
+    const capText = formatCapability(cap);
+    // Two different JS strings that both encode to the same UTF-8 bytes ("a" + U+FFFD).
+    const twins = Buffer.from(JSON.stringify({ version: 1, entries: ['a\ud800', 'a\udc00'].map((path) => ({ path, cap: capText, size: 1 })) }));
+    expect(twins.toString('latin1')).toContain('\\ud800');
+    expect(() => decodeFolder(twins)).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    // Raw bytes that are not UTF-8 inside a path.
+    const raw = Buffer.concat([Buffer.from(`{"version":1,"entries":[{"path":"a`), Buffer.from([0xff]), Buffer.from(`","cap":"${capText}","size":1}]}`)]);
+    expect(() => decodeFolder(raw)).toThrow(expect.objectContaining({ code: 'FOLDER_MALFORMED' }));
+    // The encoder refuses such a path too; a well-formed pair is fine.
+    expect(() => encodeFolder({ entries: [{ path: 'a\ud800', cap, size: 1 }] })).toThrow(expect.objectContaining({ code: 'FOLDER_PATH_INVALID' }));
+    expect(folderPathProblem('x\udc00y')).not.toBeNull();
+    expect(decodeFolder(encodeFolder({ entries: [{ path: 'a\ud83d\ude00', cap, size: 1 }] })).entries[0].path).toBe('a\u{1f600}');
+  });
+
   it('a file that is also a folder is refused wherever it sorts; names that only share a start are not', () => {
     const capText = formatCapability(cap);
     const j = (paths: string[]) => Buffer.from(JSON.stringify({ version: 1, entries: paths.map((path) => ({ path, cap: capText, size: 1 })) }));
