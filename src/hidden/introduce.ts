@@ -43,4 +43,6 @@ export class IntroReplayCache {
     this.seen.add(k);
   }
   get size(): number { return this.seen.size; }
+  /** No room left: every further INTRODUCE2 under this key is refused (the node replaces the key). */
+  get full(): boolean { return this.seen.size >= this.max; }
 }

@@ -48,6 +48,8 @@ export interface HiddenServiceOptions {
   family?: readonly string[];
   /** SPEC.md §9.21.4: the INTRODUCE1 rate each introduction point enforces for this node (default 25/s, burst 200). */
   introDos?: IntroDosParams;
+  /** SPEC.md §9.21.5 step 3: entries of one auth key's replay cache before its introduction point is replaced (default 65 536). */
+  introReplayMax?: number;
   /** Republish this often (ms); default 30 minutes. */
   republishMs?: number;
   /** Counts refusals and events by code (metrics). */
@@ -127,7 +129,7 @@ export class HiddenService {
     const timestamp = this.now();
     const dos = this.o.introDos ?? DEFAULT_INTRO_DOS;
     const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp, dos), auth.secretKey);
-    const intro: Intro = { relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache() };
+    const intro: Intro = { relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache(this.o.introReplayMax) };
     let onEarlyClose: (e: Error) => void = () => {};
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { circ.destroy(); reject(err('HIDDEN_NO_INTRO', 'no INTRO_ESTABLISHED in time')); }, WAIT_MS);
@@ -144,8 +146,10 @@ export class HiddenService {
     circ.off('close', onEarlyClose);
     circ.once('close', () => {
       const i = this.intros.indexOf(intro);
-      if (i >= 0) this.intros.splice(i, 1);
-      if (!this.closed) { this.event('intro_lost'); void this.fill().catch(() => {}); }
+      if (i < 0 || this.closed) return; // closed by us (replaced, or the service stopped)
+      this.intros.splice(i, 1);
+      this.event('intro_lost');
+      void this.fill().catch(() => {});
     });
     this.event('intro_established');
   }
@@ -187,7 +191,23 @@ export class HiddenService {
       const code = isBitcloudError(e) ? e.code : 'HIDDEN_INTRO_FORGED';
       this.event(code);
       this.log.debug({ code }, 'introduction refused');
+    } finally {
+      if (intro.replay.full) this.replace(intro);
     }
+  }
+
+  /**
+   * SPEC.md §9.21.5 step 3: an auth key whose replay cache is full would refuse every further
+   * INTRODUCE2, so its introduction point is replaced at once (new circuit, new keys, a new
+   * descriptor) and its circuit closed, rather than left until the circuit dies.
+   */
+  private replace(intro: Intro): void {
+    const i = this.intros.indexOf(intro);
+    if (i < 0 || this.closed) return;
+    this.intros.splice(i, 1);
+    intro.circ.destroy();
+    this.event('intro_replaced');
+    void this.fill().catch(() => {});
   }
 
   private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {

@@ -1,13 +1,18 @@
 // SPEC.md §9.21.4–§9.21.5 at one relay (RendezvousRelay) with fake circuits: which message each
 // circuit gets back, and each refusal by its code. The relay-crypto side (joined circuits, the
 // virtual hop) runs with real daemons in test/integration/hidden-storage.test.ts.
-import { describe, it, expect } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { describe, it, expect, vi } from 'vitest';
 import { RendezvousRelay } from '../../src/circuit/rendezvous';
 import type { RendezvousCircuit } from '../../src/circuit/types';
 import { RelayCommand } from '../../src/wire/relay-msg';
 import { ed25519Generate, ed25519Sign, randomBytes } from '../../src/crypto/primitives';
-import { encodeEstablishIntro, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams } from '../../src/wire/hidden';
-import { isBitcloudError } from '../../src/errors';
+import {
+  decodeEstablishIntro, encodeEstablishIntro, encodeIntroduce, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams,
+} from '../../src/wire/hidden';
+import { err, isBitcloudError } from '../../src/errors';
+import { openHsDescriptor } from '../../src/hidden/descriptor';
+import { sealIntroduce } from '../../src/hidden/introduce';
 import { HiddenService } from '../../src/hidden/service';
 import type { ConsensusRelay } from '../../src/dir/types';
 import type { CircuitBuilder } from '../../src/client/circuit-builder';
@@ -221,5 +226,87 @@ describe('the hidden node\'s introduction points (SPEC.md §9.21.4)', () => {
     const y = relay();
     const r2 = await tried([x, y, relay(me.publicKey)], [x.fingerprint], me);
     expect(new Set(r2.asked)).toEqual(new Set([y.fingerprint]));
+  });
+});
+
+/** A circuit the hidden node built (fake): records control messages; ESTABLISH_INTRO is answered at once. */
+class FakeNodeCircuit extends EventEmitter {
+  onControl: ((command: number, data: Buffer) => void) | null = null;
+  sent: Array<{ command: number; data: Buffer }> = [];
+  isOpen = true;
+  constructor(readonly to: ConsensusRelay) { super(); }
+  sendControl(command: number, data: Uint8Array): void {
+    this.sent.push({ command, data: Buffer.from(data) });
+    if (command === RelayCommand.ESTABLISH_INTRO) void Promise.resolve().then(() => this.onControl?.(RelayCommand.INTRO_ESTABLISHED, Buffer.alloc(0)));
+  }
+  attachServiceEnd(): void {}
+  destroy(): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    this.emit('close', err('CIRCUIT_DESTROYED', 'destroyed'));
+  }
+  get authKey(): Buffer | null {
+    const m = this.sent.find((s) => s.command === RelayCommand.ESTABLISH_INTRO);
+    return m ? decodeEstablishIntro(m.data).authKey : null;
+  }
+}
+
+function consensusRelay(key = ed25519Generate().publicKey): ConsensusRelay {
+  return {
+    identity: key, fingerprint: key.toString('hex'), address: '10.1.2.3', orPort: 9001, roles: ['relay'], family: [],
+    flags: new Set(['Running', 'Valid', 'Fast']),
+  } as unknown as ConsensusRelay;
+}
+
+/** A HiddenService over fake circuits to 8 relays; `publish` may hold a publication back. */
+function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Promise<void>; fail?: () => boolean } = {}) {
+  const identity = ed25519Generate();
+  const relays = Array.from({ length: 8 }, () => consensusRelay());
+  const circuits: FakeNodeCircuit[] = [];
+  const published: Buffer[] = [];
+  const builder = {
+    build: (b: { storageNode: ConsensusRelay }) => {
+      if (o.fail?.()) return Promise.reject(err('CIRCUIT_DESTROYED', 'no circuit here'));
+      const circ = new FakeNodeCircuit(b.storageNode);
+      circuits.push(circ);
+      return Promise.resolve({ circ });
+    },
+  } as unknown as CircuitBuilder;
+  const hs = new HiddenService({
+    identity, ntorKey: x25519Generate(), relays: () => relays, builder, onStream: () => {}, now: () => NOW,
+    publish: (d) => { published.push(d); return o.publish ? o.publish(d) : Promise.resolve(); },
+    introReplayMax: o.introReplayMax,
+  });
+  const intros = () => circuits.filter((c) => c.isOpen && c.authKey);
+  /** The introduction points of the last descriptor published. */
+  const described = () => openHsDescriptor(published[published.length - 1], identity.publicKey, NOW).inner.intros;
+  /** A validly sealed INTRODUCE2 on `c`, naming a rendezvous point nobody lists. */
+  const introduce = (c: FakeNodeCircuit) => {
+    const ip = described().find((i) => i.authKey.equals(c.authKey!))!;
+    const body = encodeIntroduce(sealIntroduce(ip.authKey, ip.encKey, {
+      cookie: randomBytes(20), rpLinkSpecifiers: [{ type: 'ipv4', addr: '10.9.9.9', port: 9001 }, { type: 'ed25519', id: randomBytes(32) }], rpOnionKey: randomBytes(32), onionskin: randomBytes(96),
+    }));
+    c.onControl!(RelayCommand.INTRODUCE2, body);
+  };
+  return { hs, circuits, published, intros, described, introduce };
+}
+
+describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §9.21.5)', () => {
+  it('an introduction point whose replay cache is full is replaced: new circuit, new ESTABLISH_INTRO, new descriptor; the old circuit is closed', async () => {
+    const h = nodeHarness({ introReplayMax: 4 });
+    await h.hs.start();
+    expect(h.intros()).toHaveLength(3);
+    expect(h.published).toHaveLength(2); // periods N and N+1
+    const victim = h.intros()[0];
+    for (let i = 0; i < 5; i++) h.introduce(victim);
+    expect(Object.fromEntries(h.hs.counts)).toMatchObject({ HIDDEN_RP_UNKNOWN: 4, HIDDEN_INTRO_REPLAY: 1 }); // 4 passed the replay check, then it was full
+    await vi.waitFor(() => expect(h.published).toHaveLength(4));
+    expect(victim.isOpen).toBe(false);
+    expect(h.circuits).toHaveLength(4);
+    expect(h.intros()).toHaveLength(3);
+    const keys = h.described().map((i) => i.authKey.toString('hex'));
+    expect(keys).not.toContain(victim.authKey!.toString('hex'));
+    expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+    h.hs.close();
   });
 });
