@@ -4,6 +4,8 @@
 // Known relays (in the consensus) are exempt, as in Tor. The queue/memory limits live in
 // src/circuit/cell-queue.ts because every circuit endpoint shares them.
 
+import { MAX_STREAMS_PER_CIRCUIT } from './constants';
+
 export interface RelayLimits {
   /** Circuit-creation bucket refill rate per address, circuits per second. Tor: 3. */
   circuitRate: number;
@@ -37,7 +39,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxCircuitsPerLink: 4096,
   maxQueuedCellsPerCircuit: 2000,
   maxQueuedBytes: 256 * 1024 * 1024,
-  maxStreamsPerCircuit: 512,
+  maxStreamsPerCircuit: MAX_STREAMS_PER_CIRCUIT,
   exitConnectTimeoutMs: 10_000,
   maxResolvesPerCircuit: 4,
   maxConcurrentResolves: 256,

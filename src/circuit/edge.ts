@@ -9,6 +9,7 @@ import { decodeConnected, decodeEnd, decodeSendme, encodeEnd, encodeSendme, type
 import { DeliverWindow, PackageWindow } from './sendme';
 import { CircuitStream, type StreamHost } from './stream';
 import { endReasonError } from './end-reasons';
+import { MAX_STREAMS_PER_CIRCUIT } from './constants';
 
 export interface EdgeCircuit {
   /** Originate one relay message at this endpoint, toward the peer endpoint. */
@@ -49,7 +50,8 @@ export class StreamEdge implements StreamHost {
   private closedWith: BitcloudError | null = null;
   private nextId = 1;
   private rr = 0;
-  private readonly maxStreams: number;
+  /** Streams open at once; a hidden node lowers it for its end of a rendezvous circuit (SPEC.md §7b.9). */
+  maxStreams: number;
   private readonly maxBuffered: number;
   /** Circuit SENDMEs are due but withheld: the streams hold more than maxBuffered unread. */
   private withheld = false;
@@ -58,7 +60,7 @@ export class StreamEdge implements StreamHost {
   maxData: number;
 
   constructor(private readonly circ: EdgeCircuit, private readonly opts: EdgeOptions = {}) {
-    this.maxStreams = opts.maxStreams ?? 512;
+    this.maxStreams = opts.maxStreams ?? MAX_STREAMS_PER_CIRCUIT;
     this.maxData = opts.maxData ?? RELAY_DATA_MAX;
     this.maxBuffered = opts.maxBufferedBytes ?? Infinity;
   }

@@ -21,11 +21,12 @@ import { RelayCircuit, RUN_FROM_NEXT, RUN_FROM_PREV, type LinkState, type RelayC
 import { cellRun, flushCellRun, originRun } from './cell-run';
 import type { SwitchHooks, SwitchLimits } from './types';
 import type { X25519KeyPair } from '../crypto/primitives';
+import { MAX_STREAMS_PER_CIRCUIT } from './constants';
 
 export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxCircuitsPerLink: 4096,
   maxQueuedCellsPerCircuit: 2000,
-  maxStreamsPerCircuit: 512,
+  maxStreamsPerCircuit: MAX_STREAMS_PER_CIRCUIT,
   maxResolvesPerCircuit: 4,
   createsPerTurn: 16,
   maxOnionQueueDelayMs: 1750,

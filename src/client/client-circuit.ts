@@ -22,7 +22,7 @@ import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
 import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
-import { MAX_RELAY_EARLY } from '../circuit/constants';
+import { MAX_RELAY_EARLY, MAX_STREAMS_PER_CIRCUIT } from '../circuit/constants';
 import { cellRun, flushCellRun, originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from '../circuit/cell-run';
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
@@ -210,6 +210,9 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     if (this.serviceEnd || this.hops.length === 0 || this.relayCrypto !== 'tor1') throw err('CIRCUIT_PROTOCOL', 'a service end needs a built tor1 circuit');
     this.serviceEnd = { crypto: createRelayHop(keys, 'tor1'), onStream };
     keys.fill(0);
+    // SPEC.md §7b.9, §9.21.5 step 6: the node serves these streams as any node serves a circuit
+    // ending at it (§9.13.1), 512 at once; the client's own 0xffff is not the node's limit.
+    this.edge.maxStreams = MAX_STREAMS_PER_CIRCUIT;
   }
 
   private addHop(target: HopTarget, keys: Buffer): void {

@@ -17,6 +17,13 @@ import { HiddenService } from '../../src/hidden/service';
 import type { ConsensusRelay } from '../../src/dir/types';
 import type { CircuitBuilder } from '../../src/client/circuit-builder';
 import { x25519Generate } from '../../src/crypto/primitives';
+import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import type { CellChannel } from '../../src/link/cell-channel';
+import { createClientHop, createRelayHop } from '../../src/crypto/relay-crypto';
+import { CellCommand } from '../../src/wire/cell';
+import { decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+import { EndReason, decodeEnd } from '../../src/wire/messages';
+import type { IncomingStream } from '../../src/circuit/types';
 
 class FakeCircuit implements RendezvousCircuit {
   isClosed = false;
@@ -308,5 +315,51 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
     expect(keys).not.toContain(victim.authKey!.toString('hex'));
     expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
     h.hs.close();
+  });
+});
+
+describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 5, §7b.9)', () => {
+  /**
+   * The node's circuit (one hop of its own, keyed k1) with the relay end of the virtual hop (k2)
+   * attached; `fromClient` delivers a message the client sealed for the virtual hop, with the
+   * rendezvous point's inbound layer added; `toClient` opens what the node sent back.
+   */
+  function serviceEnd() {
+    const k1 = randomBytes(72), k2 = randomBytes(72);
+    const rpSide = createRelayHop(Buffer.from(k1)), clientSide = createClientHop(Buffer.from(k2));
+    const out: Buffer[] = [];
+    const ch = Object.assign(new EventEmitter(), {
+      closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
+      send: (_id: number, command: number, payload: Uint8Array) => { if (command === CellCommand.RELAY) out.push(Buffer.from(payload)); return true; },
+      allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
+    }) as unknown as CellChannel;
+    const circ = ClientCircuit.allocate(new ClientLink(ch));
+    const rp: HopTarget = { identity: randomBytes(32), fingerprint: 'rp', onionKey: randomBytes(32), address: '10.0.0.1', orPort: 9001 };
+    (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(rp, Buffer.from(k1));
+    const streams: IncomingStream[] = [];
+    circ.attachServiceEnd(Buffer.from(k2), (inc) => streams.push(inc));
+    const fromClient = (command: number, streamId: number, data: Buffer) => {
+      const p = encodeRelayPayload(command, streamId, data);
+      clientSide.originate(p);
+      clientSide.encryptOutbound(p, CellCommand.RELAY);
+      rpSide.encryptInbound(p, CellCommand.RELAY);
+      circ.onCell(CellCommand.RELAY, p);
+    };
+    const toClient = () => out.splice(0).map((p) => {
+      rpSide.decryptOutbound(p, CellCommand.RELAY);
+      expect(clientSide.decryptInbound(p, CellCommand.RELAY)).toBe(true);
+      return decodeRelayPayload(p);
+    });
+    return { circ, streams, fromClient, toClient };
+  }
+  it('at most 512 streams at once, as at any node: the 513th BEGIN_STORAGE gets END(RESOURCELIMIT)', () => {
+    const s = serviceEnd();
+    for (let id = 1; id <= 513; id++) s.fromClient(RelayCommand.BEGIN_STORAGE, id, Buffer.alloc(0));
+    expect(s.circ.isOpen).toBe(true);
+    expect(s.streams).toHaveLength(512);
+    const sent = s.toClient();
+    expect(sent.map((m) => [m.command, m.streamId])).toEqual([[RelayCommand.END, 513]]);
+    expect(decodeEnd(sent[0].data).reason).toBe(EndReason.RESOURCELIMIT);
+    s.circ.destroy();
   });
 });
