@@ -23,6 +23,9 @@ import { IntroReplayCache, openIntroduce } from './introduce';
 
 export const DEFAULT_INTRO_POINTS = 3;
 const WAIT_MS = 30_000;
+/** After a fill that could not establish every introduction point: the next try, doubling up to RETRY_MAX_MS. */
+const RETRY_MIN_MS = 5_000;
+const RETRY_MAX_MS = 5 * 60_000;
 
 interface Intro {
   relay: ConsensusRelay;
@@ -66,6 +69,11 @@ export class HiddenService {
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
   private filling: Promise<void> | null = null;
+  /** An introduction point changed while a fill ran (perhaps past its loop): run it again after. */
+  private fillAgain = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = RETRY_MIN_MS;
+  private started = false;
   private published = false;
   /** Counts by event code (tests read them; metrics mirror them). */
   readonly counts = new Map<string, number>();
@@ -87,6 +95,8 @@ export class HiddenService {
   /** Establish the introduction points and publish; then keep both up. Resolves after the first publication. */
   async start(): Promise<void> {
     await this.fill();
+    this.started = true;
+    if (this.intros.length < this.want) this.retryLater();
     const every = this.o.republishMs ?? 30 * 60_000;
     const tick = () => {
       if (this.closed) return;
@@ -95,21 +105,51 @@ export class HiddenService {
     this.timer = setTimeout(tick, every).unref();
   }
 
-  /** Replace dead introduction points, then publish (always: fresh revision, current periods). */
+  private get want(): number { return this.o.introPoints ?? DEFAULT_INTRO_POINTS; }
+
+  /**
+   * Replace dead introduction points, then publish (always: fresh revision, current periods).
+   * SPEC.md §9.21.1, §9.21.4: a call while a fill runs (an introduction point lost or replaced,
+   * perhaps after that fill's loop or during its publication) makes it run once more after.
+   */
   private fill(): Promise<void> {
-    this.filling ??= (async () => {
+    if (this.filling) { this.fillAgain = true; return this.filling; }
+    this.filling = (async () => {
       try {
-        const want = this.o.introPoints ?? DEFAULT_INTRO_POINTS;
-        for (let attempt = 0; this.intros.length < want && attempt < want * 3 && !this.closed; attempt++) {
-          try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
+        for (;;) {
+          this.fillAgain = false;
+          try {
+            await this.fillOnce();
+          } catch (e) {
+            if (!this.fillAgain || this.closed) throw e;
+            continue;
+          }
+          if (!this.fillAgain || this.closed) return;
         }
-        if (this.intros.length === 0) throw err('HIDDEN_NO_INTRO', 'no introduction point could be established');
-        await this.publishNow();
       } finally {
         this.filling = null;
       }
     })();
     return this.filling;
+  }
+
+  private async fillOnce(): Promise<void> {
+    const want = this.want;
+    for (let attempt = 0; this.intros.length < want && attempt < want * 3 && !this.closed; attempt++) {
+      try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
+    }
+    if (this.intros.length < want) this.retryLater();
+    else this.retryMs = RETRY_MIN_MS;
+    if (this.intros.length === 0) throw err('HIDDEN_NO_INTRO', 'no introduction point could be established');
+    await this.publishNow();
+  }
+
+  /** Too few introduction points after a fill: try again in 5 s, doubling up to 5 minutes (once started). */
+  private retryLater(): void {
+    if (!this.started || this.closed || this.retryTimer) return;
+    const ms = this.retryMs;
+    this.retryMs = Math.min(ms * 2, RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => { this.retryTimer = null; void this.fill().catch(() => {}); }, ms).unref();
   }
 
   /** SPEC.md §9.21.4: Running, Valid, relay role, distinct, not the node itself nor in its family. */
@@ -229,6 +269,7 @@ export class HiddenService {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const i of this.intros.splice(0)) i.circ.destroy();
     for (const c of [...this.rendezvous]) c.destroy();
     this.rendezvous.clear();

@@ -271,8 +271,10 @@ function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Prom
   const relays = Array.from({ length: 8 }, () => consensusRelay());
   const circuits: FakeNodeCircuit[] = [];
   const published: Buffer[] = [];
+  const builds = { n: 0 };
   const builder = {
     build: (b: { storageNode: ConsensusRelay }) => {
+      builds.n++;
       if (o.fail?.()) return Promise.reject(err('CIRCUIT_DESTROYED', 'no circuit here'));
       const circ = new FakeNodeCircuit(b.storageNode);
       circuits.push(circ);
@@ -295,7 +297,7 @@ function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Prom
     }));
     c.onControl!(RelayCommand.INTRODUCE2, body);
   };
-  return { hs, circuits, published, intros, described, introduce };
+  return { hs, circuits, published, builds, intros, described, introduce };
 }
 
 describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §9.21.5)', () => {
@@ -315,6 +317,50 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
     expect(keys).not.toContain(victim.authKey!.toString('hex'));
     expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
     h.hs.close();
+  });
+  it('an introduction point lost while a publication is under way is replaced, and a new descriptor published, once that one ends', async () => {
+    const gate: { open?: () => void } = {};
+    const h = nodeHarness({ publish: () => (gate.open ? Promise.resolve() : new Promise<void>((r) => { gate.open = r; })) });
+    const started = h.hs.start();
+    await vi.waitFor(() => expect(gate.open).toBeDefined());
+    const lost = h.intros()[0];
+    lost.destroy();
+    gate.open!();
+    await started;
+    await vi.waitFor(() => expect(h.published).toHaveLength(4));
+    expect(h.intros()).toHaveLength(3);
+    expect(h.circuits).toHaveLength(4);
+    const keys = h.described().map((i) => i.authKey.toString('hex'));
+    expect(keys).not.toContain(lost.authKey!.toString('hex'));
+    expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+    h.hs.close();
+  });
+  it('when no replacement can be built, the node tries again after 5 s, then 10 s, rather than at the next republication', async () => {
+    vi.useFakeTimers();
+    try {
+      let failing = false;
+      const h = nodeHarness({ fail: () => failing });
+      await h.hs.start();
+      expect(h.builds.n).toBe(3);
+      failing = true;
+      h.intros()[0].destroy();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.builds.n).toBe(3 + 9); // gave up after 3 tries per wanted point
+      expect(h.intros()).toHaveLength(2);
+      await vi.advanceTimersByTimeAsync(4_999);
+      expect(h.builds.n).toBe(12);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(h.builds.n).toBe(21);
+      failing = false;
+      await vi.advanceTimersByTimeAsync(9_999);
+      expect(h.builds.n).toBe(21);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(h.intros()).toHaveLength(3);
+      expect(new Set(h.described().map((i) => i.authKey.toString('hex')))).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
