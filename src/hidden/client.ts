@@ -156,11 +156,19 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
   try {
     const cookie = newCookie();
     await establishRendezvous(rpCirc, cookie, timeoutMs);
-    // One RENDEZVOUS2 waiter for the whole attempt: a control message on the rendezvous circuit
-    // is only ever RENDEZVOUS2 from here on.
+    // One RENDEZVOUS2 waiter for the whole attempt, set up as the first INTRODUCE1 goes out: the
+    // attempt's bound (timeoutMs) runs from the first introduction (SPEC.md §9.21.5), not from
+    // before its circuit was built; a control message on the rendezvous circuit is only ever
+    // RENDEZVOUS2 from then on. `settled`: the answer came or the bound passed; either way no
+    // further introduction is sent (the node would build a rendezvous circuit for nothing).
     const hs = relayCryptoHandshake('tor1');
-    const rendezvous2 = awaitControl(rpCirc, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS2 ? decodeRendezvous2(data) : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
-    rendezvous2.catch(() => {});
+    let rendezvous2: Promise<Buffer> | null = null;
+    let settled = false;
+    const awaitRendezvous2 = (): Promise<Buffer> => {
+      const p = awaitControl(rpCirc, (cmd, data) => (cmd === RelayCommand.RENDEZVOUS2 ? decodeRendezvous2(data) : undefined), timeoutMs, 'HIDDEN_RENDEZVOUS_TIMEOUT');
+      p.then(() => { settled = true; }, () => { settled = true; });
+      return p;
+    };
     // SPEC.md §9.21.5: an introduction the node drops (or never gets) is given up after
     // introWaitMs and the next introduction point is tried on the same rendezvous circuit; the
     // handshakes of earlier introductions stay valid, so a late answer to one of them still joins.
@@ -169,6 +177,7 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
     let reply: Buffer | null = null;
     let last: unknown = err('HIDDEN_NO_INTRO', 'the descriptor names no usable introduction point');
     for (const ip of shuffle([...desc.intros])) {
+      if (settled) break;
       const ipRelay = relayFor(ip, relays);
       if (!ipRelay) continue;
       const { state, onionskin } = ntorClientCreate({ id: o.node.identity, onionKey: desc.ntorKey, protoid: hs.protoid });
@@ -179,6 +188,8 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
       let ipCirc: ClientCircuit | null = null;
       try {
         ipCirc = await o.buildTo(ipRelay);
+        if (settled) break; // the bound passed (or the answer came) while this circuit was built
+        rendezvous2 ??= awaitRendezvous2();
         const status = await sendIntroduce1(ipCirc, body, timeoutMs);
         if (status !== IntroduceAckStatus.SENT) throw err('HIDDEN_INTRO_REFUSED', `introduction point answered status ${status}`);
         pending.push(state);
@@ -194,8 +205,8 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
       if (reply) break;
       last = err('HIDDEN_RENDEZVOUS_TIMEOUT', `no RENDEZVOUS2 within ${introWaitMs} ms of an introduction; trying the next introduction point`);
     }
-    if (pending.length === 0) throw last;
-    // Every introduction point tried: the whole attempt's bound (timeoutMs) for a late answer.
+    if (pending.length === 0 || !rendezvous2) throw last;
+    // Every introduction point tried (or the bound passed): what is left of the attempt's bound for a late answer.
     reply ??= await rendezvous2;
     rpCirc.addVirtualHop({ identity: o.node.identity, fingerprint: o.node.fingerprint, onionKey: desc.ntorKey, address: '0.0.0.0', orPort: 0 }, finishAny(pending, reply, hs.keyLength));
     return rpCirc;

@@ -8,11 +8,15 @@ import type { RendezvousCircuit } from '../../src/circuit/types';
 import { RelayCommand } from '../../src/wire/relay-msg';
 import { ed25519Generate, ed25519Sign, randomBytes } from '../../src/crypto/primitives';
 import {
-  decodeEstablishIntro, encodeEstablishIntro, encodeIntroduce, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams,
+  decodeEstablishIntro, decodeIntroduce, encodeEstablishIntro, encodeIntroduce, encodeStatus, encodeRendezvous1, establishIntroSignedBytes, IntroduceAckStatus, RendezvousStatus, type IntroDosParams,
 } from '../../src/wire/hidden';
 import { err, isBitcloudError } from '../../src/errors';
-import { openHsDescriptor } from '../../src/hidden/descriptor';
-import { sealIntroduce } from '../../src/hidden/introduce';
+import { makeHsDescriptor, openHsDescriptor } from '../../src/hidden/descriptor';
+import { openIntroduce, sealIntroduce } from '../../src/hidden/introduce';
+import { connectHidden } from '../../src/hidden/client';
+import { hsPeriodOf } from '../../src/crypto/blind';
+import { ntorServerRespond } from '../../src/crypto/ntor';
+import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
 import { HiddenService } from '../../src/hidden/service';
 import type { ConsensusRelay } from '../../src/dir/types';
 import type { CircuitBuilder } from '../../src/client/circuit-builder';
@@ -407,5 +411,92 @@ describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 
     expect(sent.map((m) => [m.command, m.streamId])).toEqual([[RelayCommand.END, 513]]);
     expect(decodeEnd(sent[0].data).reason).toBe(EndReason.RESOURCELIMIT);
     s.circ.destroy();
+  });
+});
+
+describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () => {
+  /** A client-side circuit (fake): answers ESTABLISH_RENDEZVOUS and INTRODUCE1 at once. */
+  class FakeClientSide extends EventEmitter {
+    onControl: ((command: number, data: Buffer) => void) | null = null;
+    sent: Array<{ command: number; data: Buffer }> = [];
+    isOpen = true;
+    joined = false;
+    constructor(private readonly onIntroduce?: (body: Buffer) => void) { super(); }
+    sendControl(command: number, data: Uint8Array): void {
+      this.sent.push({ command, data: Buffer.from(data) });
+      const answer = (c: number, d: Buffer) => void Promise.resolve().then(() => this.onControl?.(c, d));
+      if (command === RelayCommand.ESTABLISH_RENDEZVOUS) answer(RelayCommand.RENDEZVOUS_ESTABLISHED, encodeStatus(RendezvousStatus.OK));
+      if (command === RelayCommand.INTRODUCE1) { answer(RelayCommand.INTRODUCE_ACK, encodeStatus(IntroduceAckStatus.SENT)); this.onIntroduce?.(Buffer.from(data)); }
+    }
+    addVirtualHop(): void { this.joined = true; }
+    destroy(): void {
+      if (!this.isOpen) return;
+      this.isOpen = false;
+      this.emit('close', err('CIRCUIT_DESTROYED', 'destroyed'));
+    }
+  }
+
+  /**
+   * A hidden node with `n` introduction points; building to one takes `buildMs(i)` for the i-th
+   * build; the node answers an introduction after `answerMs` (never when null).
+   */
+  function world(o: { n: number; buildMs: (i: number) => number; answerMs: number | null }) {
+    const identity = ed25519Generate(), ntorKey = x25519Generate();
+    const node = consensusRelay(identity.publicKey);
+    const rp = { ...consensusRelay(), onionKey: randomBytes(32) } as ConsensusRelay;
+    const ips = Array.from({ length: o.n }, () => ({ relay: consensusRelay(), auth: ed25519Generate(), enc: x25519Generate() }));
+    const desc = makeHsDescriptor({
+      identity, period: hsPeriodOf(NOW), revision: 1, inner: {
+        ntorKey: ntorKey.publicKey,
+        intros: ips.map((ip) => ({ linkSpecifiers: [{ type: 'ipv4' as const, addr: ip.relay.address, port: ip.relay.orPort }, { type: 'ed25519' as const, id: ip.relay.identity }], authKey: ip.auth.publicKey, encKey: ip.enc.publicKey })),
+      },
+    });
+    const rpCirc = new FakeClientSide();
+    const introductions: number[] = [];
+    const introduced = (body: Buffer) => {
+      introductions.push(Date.now());
+      const m = decodeIntroduce(body);
+      const ip = ips.find((i) => i.auth.publicKey.equals(m.authKey))!;
+      const p = openIntroduce(m, ip.enc);
+      const hs = relayCryptoHandshake('tor1');
+      const { reply } = ntorServerRespond({ onionskin: p.onionskin, id: identity.publicKey, onionKeys: [ntorKey], protoid: hs.protoid, keyLength: hs.keyLength });
+      if (o.answerMs !== null) setTimeout(() => rpCirc.onControl?.(RelayCommand.RENDEZVOUS2, reply), o.answerMs);
+    };
+    let builds = 0;
+    const buildTo = (last: ConsensusRelay) => {
+      if (last === rp) return Promise.resolve(rpCirc as unknown as ClientCircuit);
+      const ms = o.buildMs(builds++);
+      return new Promise<ClientCircuit>((r) => setTimeout(() => r(new FakeClientSide(introduced) as unknown as ClientCircuit), ms));
+    };
+    const attempt = connectHidden({
+      node, relays: () => [rp, ...ips.map((i) => i.relay)], buildTo, fetchDescriptor: () => Promise.resolve(desc), now: () => NOW,
+    });
+    attempt.catch(() => {});
+    return { attempt, rpCirc, introductions, started: Date.now() };
+  }
+
+  it('the 30 s bound runs from the first introduction: a circuit to the introduction point that takes 25 s and an answer 10 s later still join', async () => {
+    vi.useFakeTimers();
+    try {
+      const w = world({ n: 1, buildMs: () => 25_000, answerMs: 10_000 });
+      await vi.advanceTimersByTimeAsync(40_000);
+      expect(w.introductions.map((t) => t - w.started)).toEqual([25_000]);
+      await expect(w.attempt).resolves.toBe(w.rpCirc);
+      expect(w.rpCirc.joined).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('no introduction is sent once the bound has passed, even when a circuit to the next introduction point was under way', async () => {
+    vi.useFakeTimers();
+    try {
+      const w = world({ n: 3, buildMs: (i) => (i === 0 ? 0 : 25_000), answerMs: null });
+      await vi.advanceTimersByTimeAsync(120_000);
+      await expect(w.attempt).rejects.toMatchObject({ code: 'HIDDEN_RENDEZVOUS_TIMEOUT' });
+      expect(w.introductions.map((t) => t - w.started)).toEqual([0]); // the second circuit was ready at 33 s
+      expect(w.rpCirc.isOpen).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
