@@ -55,6 +55,11 @@ export class StreamEdge implements StreamHost {
   private readonly maxBuffered: number;
   /** Circuit SENDMEs are due but withheld: the streams hold more than maxBuffered unread. */
   private withheld = false;
+  /**
+   * Streams released from `streams` (the peer ended them) whose readers have not taken all their
+   * data yet: it still counts against maxBuffered until they do (SPEC.md §7b.9).
+   */
+  private readonly draining = new Set<CircuitStream>();
 
   /** StreamHost: the most data per DATA message; a client sets it once its last hop is known. */
   maxData: number;
@@ -92,6 +97,19 @@ export class StreamEdge implements StreamHost {
 
   release(s: CircuitStream): void {
     if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+    // An END(DONE) releases the stream before its reader took the data: that data still counts,
+    // or a peer ending each stream once full would hold the node to no bound at all.
+    if (this.maxBuffered !== Infinity && !this.closedWith && !s.destroyed && s.unreadBytes > 0 && !this.draining.has(s)) {
+      this.draining.add(s);
+      const drained = (): void => {
+        s.off('end', drained);
+        s.off('close', drained);
+        if (!this.draining.delete(s)) return;
+        if (this.withheld) this.sendCircuitSendmes();
+      };
+      s.once('end', drained);
+      s.once('close', drained);
+    }
     if (this.withheld) this.sendCircuitSendmes();
   }
 
@@ -233,6 +251,7 @@ export class StreamEdge implements StreamHost {
   private unreadBytes(): number {
     let n = 0;
     for (const s of this.streams.values()) n += s.unreadBytes;
+    for (const s of this.draining) n += s.unreadBytes;
     return n;
   }
 
@@ -254,5 +273,6 @@ export class StreamEdge implements StreamHost {
     this.closedWith = e;
     for (const s of [...this.streams.values()]) s.onCircuitClosed(e);
     this.streams.clear();
+    this.draining.clear();
   }
 }

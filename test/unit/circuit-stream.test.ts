@@ -302,6 +302,38 @@ describe('receiving: deliver windows and SENDMEs', () => {
     expect(circWin).toBeGreaterThan(0);
   });
 
+  it('streams the peer ended but whose readers have not taken their data still count against the unread bound (SPEC.md §7b.9)', async () => {
+    const circ = new FakeCircuit();
+    const bound = 1024 * 1024;
+    const edge = new StreamEdge(circ, { maxBufferedBytes: bound });
+    // The peer fills one stream up to its window, ends it (DONE), and opens the next, for as long
+    // as the circuit window lets it; the targets never read.
+    let circWin = 1000;
+    const streams: ReturnType<StreamEdge['acceptStream']>[] = [];
+    const buffered = () => streams.reduce((n, st) => n + st.readableLength, 0);
+    for (let id = 1; id <= 200 && circWin > 0; id++) {
+      const st = edge.acceptStream(id);
+      st.markOpen();
+      streams.push(st);
+      for (let k = 0; k < 500 && circWin > 0; k++) {
+        edge.handle(RelayCommand.DATA, id, Buffer.alloc(RELAY_DATA_MAX), rxDigest);
+        circWin--;
+      }
+      edge.handle(RelayCommand.END, id, encodeEnd(EndReason.DONE), rxDigest);
+      await tick();
+      for (const c of circ.take(RelayCommand.SENDME)) if (c.streamId === 0) circWin += 100;
+    }
+    expect(circ.violations).toEqual([]);
+    expect(circWin).toBe(0); // the peer was stopped at the circuit window
+    expect(buffered()).toBeLessThanOrEqual(bound + 1000 * RELAY_DATA_MAX);
+    // Once the readers take it all, the withheld circuit SENDMEs go out.
+    for (const st of streams) st.resume();
+    await tick(); await tick();
+    for (const c of circ.take(RelayCommand.SENDME)) if (c.streamId === 0) circWin += 100;
+    expect(buffered()).toBe(0);
+    expect(circWin).toBeGreaterThan(0);
+  });
+
   it('one read of interleaved DATA for 40 streams: each reader gets its bytes in order, unmodified, in one push per read', async () => {
     // The cells of one link read are handled back to back (the data views are reused between
     // cells, as a link's are); each stream gathers them and pushes once at the end of the read.
