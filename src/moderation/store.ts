@@ -87,7 +87,11 @@ export class PolicyStore {
     if (this.total - heldBytes + largest > this.maxBytes) {
       throw err('POLICY_STORE_FULL', `this authority keeps at most ${this.maxBytes} bytes of policy bundles; ${this.total} are held`, { held: this.total, max: this.maxBytes, bundle: bundle.length });
     }
-    const r = advancePolicy(held, raws, { moderator, now: this.now(), skewMs: this.o.skewMs });
+    // A version kept, and what is decoded from it, are views of the bytes it was read from: each is
+    // copied out of the upload first, so a version taken from an upload keeps its own bytes alive,
+    // not the whole upload (the bytes counted above are then the bytes held).
+    const own = raws.map((x) => { const c = Buffer.allocUnsafeSlow(x.length); x.copy(c); return c; });
+    const r = advancePolicy(held, own, { moderator, now: this.now(), skewMs: this.o.skewMs });
     if (r.result === 'updated') {
       const full = stateBundle(r.state);
       if (this.dir) {

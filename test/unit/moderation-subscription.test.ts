@@ -259,6 +259,32 @@ describe('PolicyStore (authority side)', () => {
     expect(reloaded.size).toBe(1);
     expect(reloaded.bytes).toBeLessThanOrEqual(bundleA.length + bundleB.length - 1);
   });
+
+  it('the versions it keeps hold no more than their own bytes: an upload that adds one delta does not stay in memory with it (SPEC.md §10.7.1)', () => {
+    const m = moderator();
+    const store = new PolicyStore(null, { now: () => NOW });
+    const big = Array.from({ length: 2000 }, (_, i) => { const b = Buffer.alloc(32); b.writeUInt32BE(i); return b; });
+    m.publish([]);
+    // A large delta, then small ones, each uploaded with the deltas before it (no snapshot: the
+    // store continues its chain, §10.4) so that every upload is about as large as the first.
+    expect(store.accept(m.fp, m.publish(big)).result).toBe('updated');
+    for (let i = 0; i < 8; i++) {
+      const extra = Buffer.alloc(32, 0xff); extra.writeUInt32BE(i);
+      m.publish([...big, extra]);
+      expect(store.accept(m.fp, encodeBundle(m.versions.slice(1))).result).toBe('updated');
+    }
+    const s = store.get(m.fp)!;
+    expect(s.chain.length).toBe(10);
+    // Every Buffer the kept versions reference (their envelopes and decoded entries), by backing store.
+    const backing = new Set<ArrayBufferLike>();
+    for (const v of s.chain) {
+      backing.add(v.raw.buffer);
+      for (const e of [...v.content.denyAdd, ...v.content.denyRemove]) backing.add(e.buffer);
+    }
+    let retained = 0;
+    for (const b of backing) retained += b.byteLength;
+    expect(retained).toBeLessThanOrEqual(store.bytes);
+  });
 });
 
 describe('chain limits at the holders (SPEC.md §10.5)', () => {
