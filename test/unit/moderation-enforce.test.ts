@@ -228,12 +228,17 @@ describe('fetching moderators\' policies for placement (SPEC.md §10.8)', () => 
         return null;
       },
     };
-    // The first moderators are listed by two nodes each: they are the ones considered.
-    const listed = [...mods.slice(0, MAX_PLACEMENT_MODERATORS), ...mods];
+    // The last moderators (by fingerprint, and first met last) are listed by two nodes each: they
+    // are the ones considered, not the first met nor the lowest fingerprints.
+    const twice = mods.slice(mods.length - MAX_PLACEMENT_MODERATORS);
+    const listed = [...mods, ...twice];
     const out = await fetchModeratorPolicies(listed, [src]);
     expect(most).toBeGreaterThan(0);
     expect(most).toBeLessThanOrEqual(POLICY_FETCHES_IN_FLIGHT);
     expect(calls).toBe(MAX_PLACEMENT_MODERATORS);
-    expect([...out.keys()].sort()).toEqual(mods.slice(0, MAX_PLACEMENT_MODERATORS).sort());
+    expect([...out.keys()].sort()).toEqual([...twice].sort());
+    // Equal counts: the lowest fingerprints.
+    const few = await fetchModeratorPolicies([...mods].reverse(), [src]);
+    expect([...few.keys()].sort()).toEqual(mods.slice(0, MAX_PLACEMENT_MODERATORS).sort());
   });
 });
