@@ -171,7 +171,10 @@ describe('bitcloud wallet send: waiting for the block (SPEC §8.11.4)', () => {
         chain: chainWith([genesis], 0, 500_000_000n), consensus: { periodSeconds: 2 }, refetch,
       } as unknown as rewardsCommands.VerifiedChainContext) as never));
       const out: string[] = [];
-      const code = await walletSend(to.toString('hex'), '1', { json: true, config, waitSeconds: 60 }, { out: (x) => out.push(x), err: () => {} });
+      const errs: string[] = [];
+      const code = await walletSend(to.toString('hex'), '1', { json: true, config, waitSeconds: 60 }, { out: (x) => out.push(x), err: (x) => errs.push(x) });
+      // The failed fetch is reported, once, naming its cause.
+      expect(errs.filter((x) => x.includes('DIR_FETCH_FAILED') || x.includes('no source answered'))).toHaveLength(1);
       expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1, epoch: 11 } });
       expect(code).toBe(0);
       expect(fetches).toBe(2);
