@@ -220,7 +220,9 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
         if (checkShare(c.shareIds[j], b) && b.length === c.shareSize) { shares[j] = b; fetched++; }
       } catch { /* another good share may do */ }
     }
-    if (fetched < k) { report.lost += missing; if (have + unknown < k) report.unrecoverableChunks++; continue; }
+    // Fewer than k good shares could be fetched: the chunk cannot be rebuilt (nor read whole) this
+    // pass; unrecoverable unless the unknown shares could make up the difference.
+    if (fetched < k) { report.lost += missing; if (fetched + unknown < k) report.unrecoverableChunks++; continue; }
     const rebuilt = rebuildShares({ k, n }, shares, c.shareSize);
     // SPEC.md §9.18.3 step 4: every rebuilt share must hash to its id and prove against the audit
     // root the record names before any of them is written: when one does not, the record and the

@@ -132,6 +132,23 @@ describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
     for (const fp of [r3[0], r3[1]]) expect(chunks[0].shareIds.filter((id) => nodes.holders(id).includes(fp))).toHaveLength(1);
   });
 
+  it('a chunk whose good shares cannot be fetched (fewer than k) is unrecoverable for this pass', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    // Shares 0..2 pass their audits (3 >= k), share 3 is missing, but the holders refuse to hand over shares.
+    for (let j = 0; j < 3; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const base = nodes.client();
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      getShare: async (fp: string, id: Buffer) => {
+        if (nodes.fps.slice(4).includes(fp)) throw err('STORAGE_TIMEOUT', 'no answer');
+        return base.getShare(fp, id);
+      },
+    });
+    const r = await keepFile(client, cap);
+    expect(r).toMatchObject({ healthy: 3 + 2, repaired: 0, lost: 1, unrecoverableChunks: 1 });
+    expect(nodes.puts).toEqual([]);
+  });
+
   it('a chunk whose rebuilt shares disagree with the record writes nothing; the pass goes on and renews', async () => {
     const nodes = new Nodes(8);
     const f = file(nodes, 2);
