@@ -357,4 +357,20 @@ describe('a node that answers an audit STORAGE_BUSY (SPEC.md §9.17.2, §9.18.3)
     expect(r).toMatchObject({ unknown: 1, healthy: N - 1 + 2, repaired: 0, lost: 0, unrecoverableChunks: 0 });
     expect(nodes.puts).toEqual([]);
   });
+
+  it('an unknown share is not rebuilt while a missing one of its chunk is, and never onto the busy node', async () => {
+    const nodes = new Nodes(8);
+    const { cap, chunks, shares } = file(nodes, 1);
+    const id3 = chunks[0].shareIds[3];
+    // The busy node comes first in share 3's ranking: it may hold share 0, so it is not chosen.
+    const r3 = rankNodes(id3, nodes.fps);
+    const busyNode = r3[0];
+    nodes.place(busyNode, shares[0][0]);
+    nodes.place(r3[1], shares[0][1]);
+    nodes.place(r3[2], shares[0][2]);
+    const { client } = busyClient(nodes, busyNode, Infinity);
+    const r = await keepFile(client, cap, { auditBusyRetryMs: [1, 1, 1] });
+    expect(r).toMatchObject({ unknown: 1, healthy: 2 + 2, repaired: 1, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, failures: [] });
+    expect(nodes.puts.map((p) => [p.id, p.node])).toEqual([[id3.toString('hex'), r3[3]]]);
+  });
 });
