@@ -52,7 +52,8 @@ export class StreamEdge implements StreamHost {
   private rr = 0;
   /** Streams open at once; a hidden node lowers it for its end of a rendezvous circuit (SPEC.md §7b.9). */
   maxStreams: number;
-  private readonly maxBuffered: number;
+  /** Unread bytes past which circuit SENDMEs wait; a hidden node sets it for its end of a rendezvous circuit (SPEC.md §7b.9). */
+  maxBuffered: number;
   /** Circuit SENDMEs are due but withheld: the streams hold more than maxBuffered unread. */
   private withheld = false;
   /**

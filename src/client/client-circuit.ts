@@ -20,7 +20,7 @@ import { decodeBeginStorage, encodeConnected, encodeEnd } from '../wire/messages
 import { errorCode } from '../errors';
 import type { ClientHopCrypto } from '../crypto/hop-crypto';
 import type { CellChannel } from '../link/cell-channel';
-import { StreamEdge, type EdgeCircuit } from '../circuit/edge';
+import { RELAY_EDGE_MAX_BUFFERED, StreamEdge, type EdgeCircuit } from '../circuit/edge';
 import type { CircuitStream } from '../circuit/stream';
 import { MAX_RELAY_EARLY, MAX_STREAMS_PER_CIRCUIT } from '../circuit/constants';
 import { cellRun, flushCellRun, originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from '../circuit/cell-run';
@@ -213,6 +213,8 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     // SPEC.md §7b.9, §9.21.5 step 6: the node serves these streams as any node serves a circuit
     // ending at it (§9.13.1), 512 at once; the client's own 0xffff is not the node's limit.
     this.edge.maxStreams = MAX_STREAMS_PER_CIRCUIT;
+    // …and holds back circuit SENDMEs while those streams hold more than 1 MiB unread (§7b.9).
+    this.edge.maxBuffered = RELAY_EDGE_MAX_BUFFERED;
   }
 
   private addHop(target: HopTarget, keys: Buffer): void {

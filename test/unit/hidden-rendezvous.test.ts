@@ -412,6 +412,21 @@ describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 
     expect(decodeEnd(sent[0].data).reason).toBe(EndReason.RESOURCELIMIT);
     s.circ.destroy();
   });
+  it('holds back circuit SENDMEs while its streams hold more than 1 MiB nobody read, as a relay does (SPEC.md §7b.9)', () => {
+    const s = serviceEnd();
+    for (let id = 1; id <= 7; id++) s.fromClient(RelayCommand.BEGIN_STORAGE, id, Buffer.alloc(0));
+    for (const inc of s.streams) inc.accept();
+    s.toClient();
+    // 3,000 DATA cells of 498 bytes (about 1.4 MiB) over 7 streams, none of them read: under each
+    // stream's window and, once SENDMEs stop at 1 MiB unread, under the circuit's window.
+    for (let i = 0; i < 3000; i++) s.fromClient(RelayCommand.DATA, 1 + (i % 7), Buffer.alloc(498, i));
+    expect(s.circ.isOpen).toBe(true);
+    const circuitSendmes = s.toClient().filter((m) => m.command === RelayCommand.SENDME && m.streamId === 0).length;
+    // Unbounded it would be 30 (one per 100 cells); bounded, none after 1 MiB (about 2,106 cells).
+    expect(circuitSendmes).toBeLessThanOrEqual(22);
+    expect(circuitSendmes).toBeGreaterThanOrEqual(20);
+    s.circ.destroy();
+  });
 });
 
 describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () => {
