@@ -38,6 +38,11 @@ export const PER_NODE_AUDITS = 64;
 const KEPT_REPORTS = 6;
 /** Whether the report of `epoch` is still kept when the newest epoch is `e`. */
 const reportKept = (epoch: number, e: number): boolean => epoch > e - KEPT_REPORTS;
+/**
+ * A node's challenges in one round end within this many times the per-challenge bound (SPEC.md
+ * §9.20.2); the pairs not done by then fail with STORAGE_TIMEOUT.
+ */
+export const NODE_DEADLINE_BOUNDS = 4;
 /** When in the epoch the audits run (fraction of the period). */
 const AUDIT_AT = 0.3;
 
@@ -321,21 +326,43 @@ export class StorageAudits {
         for (const s of pick) results.push(fail(s, errorCode(x)));
         return;
       }
-      try {
+      // §9.20.2: the node's challenges, all of them, end within NODE_DEADLINE_BOUNDS × the bound, so
+      // a node answering slowly or busy cannot hold the round (and the next rounds, and close())
+      // for hours; the pairs not done by then fail with STORAGE_TIMEOUT.
+      let expired = false;
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(() => { expired = true; resolve(); }, NODE_DEADLINE_BOUNDS * timeoutMs);
+      });
+      const done = new Set<(typeof pick)[number]>();
+      const mine: ReportedAudit[] = [];
+      const run = (async () => {
         for (const s of pick) {
-          if (this.closed) break;
-          const send: ChallengeSender = (req) => withTimeout(conn.send(req), timeoutMs);
+          if (this.closed || expired) break;
+          const send: ChallengeSender = (req) => {
+            if (expired) return Promise.reject(err('STORAGE_TIMEOUT', 'the node\'s audit deadline has passed'));
+            return withTimeout(conn.send(req), timeoutMs);
+          };
           // §9.20.2: STORAGE_BUSY (the node's audit queue is full, §9.17.2) is asked again, with
           // the same nonce (the node answered nothing for it); busy every time fails the pair.
           const r = await auditRetryingBusy(
             () => auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS }),
             this.o.auditBusyRetryMs,
           );
-          results.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });
+          if (expired) break;
+          done.add(s);
+          mine.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });
         }
+      })();
+      run.catch(() => {}); // after the deadline nothing waits for it
+      try {
+        await Promise.race([run, deadline]);
       } finally {
+        clearTimeout(timer);
         conn.close();
       }
+      results.push(...mine);
+      if (expired) for (const s of pick) if (!done.has(s)) results.push(fail(s, 'STORAGE_TIMEOUT'));
     }));
     results.sort((a, b) => a.node.localeCompare(b.node) || a.shareId.localeCompare(b.shareId));
     for (const r of results) this.m.audits.labels(r.ok ? 'ok' : r.code ?? 'INTERNAL').inc();

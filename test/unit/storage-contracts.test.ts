@@ -307,6 +307,48 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(body.stored).toEqual({ [n.fp]: 2000 });
   });
 
+  it('a node answering every challenge slowly is cut off at its deadline: the rest of its pairs fail STORAGE_TIMEOUT, the other node is credited (SPEC.md §9.20.2)', async () => {
+    const slow = await node(), good = await node();
+    const held = new Map<string, Buffer>();
+    const a = randomBytes(2000);
+    await good.store.put(shareId(a), a, 3600);
+    const inner = connector([good], held);
+    const timeoutMs = 100;
+    let slowChallenges = 0;
+    // A hostile node: each challenge is answered STORAGE_BUSY shortly before its bound, so every
+    // pair costs four challenges, and 64 pairs one after another would hold the round for long.
+    const connect: AuditConnector = async (r, t) => {
+      if (r.fingerprint !== slow.fp) return inner(r, t);
+      return { close() {}, send: async () => {
+        slowChallenges++;
+        await new Promise((resolve) => setTimeout(resolve, timeoutMs * 0.3));
+        throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
+      } };
+    };
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect, timeoutMs, auditBusyRetryMs: [1, 1, 1] });
+    const slowShares = Array.from({ length: 64 }, () => randomBytes(64));
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([
+      entry(good.key.publicKey, a), ...slowShares.map((s) => entry(slow.key.publicKey, s)),
+    ]) }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [slow.relay, good.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const sentByRound = slowChallenges;
+    // Far fewer than the 64 × 4 challenges the pairs would have cost one after another.
+    expect(sentByRound).toBeLessThan(64 * 4 / 2);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
+    const mine = body.results.filter((r) => r.node === slow.fp);
+    expect(mine).toHaveLength(64);
+    expect(mine.every((r) => !r.ok && (r.code === 'STORAGE_BUSY' || r.code === 'STORAGE_TIMEOUT'))).toBe(true);
+    expect(mine.filter((r) => r.code === 'STORAGE_TIMEOUT').length).toBeGreaterThan(32);
+    for (const r of mine) expect(r.blocks).toEqual(challengeBlocks(Buffer.from(r.nonce, 'hex'), Buffer.from(r.shareId, 'hex'), r.size));
+    expect(body.stored).toEqual({ [good.fp]: 2000 });
+    // Nothing more is sent to the node once its part of the round has ended.
+    await new Promise((resolve) => setTimeout(resolve, timeoutMs * 2));
+    expect(slowChallenges).toBeLessThanOrEqual(sentByRound + 1);
+  }, 30_000);
+
   it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
     const n = await node();
     const b = randomBytes(1000);
