@@ -2,7 +2,7 @@
 // bundle; it is kept only if it verifies and is newer than what is held (advancePolicy), so an
 // authority can be made to serve nothing false. Kept on disk, one file per moderator, reloaded
 // at start. Bounded: at most `maxModerators` moderators and `maxBytes` of bundles in all, the
-// budget checked before an upload is opened.
+// budget checked before an upload is opened; it counts every copy held (SPEC.md §10.7.1).
 import fs from 'node:fs';
 import path from 'node:path';
 import { err } from '../errors';
@@ -25,7 +25,13 @@ export class PolicyStore {
    * whole bundle (slow readers share one Buffer instead of pinning a copy each).
    */
   private readonly bundles = new Map<string, Buffer>();
-  /** The sum over the states held of their bundles' lengths (SPEC.md §10.5). */
+  /**
+   * SPEC.md §10.7.1: the bytes each state held costs against the budget. An accepted state holds
+   * its versions (copied out of the uploads) and, apart, the whole bundle served: twice its bundle's
+   * length. A reloaded state whose versions are views of the saved bundle, which is served, once.
+   */
+  private readonly cost = new Map<string, number>();
+  /** The sum of `cost` over the states held. */
   private total = 0;
 
   constructor(private readonly dir: string | null, private readonly o: { maxModerators?: number; maxBytes?: number; skewMs?: number; now?: () => number } = {}) {
@@ -39,10 +45,16 @@ export class PolicyStore {
         if (this.states.size >= this.maxModerators || this.total + fs.statSync(file).size > this.maxBytes) continue;
         const saved = fs.readFileSync(file);
         const state = advancePolicy(null, saved, { moderator: m[1], now: this.now(), checkWindow: false }).state;
+        // The versions held are views of `saved`; when it is exactly their bundle, it is served (one
+        // copy), else a bundle is built when first served, beside it.
+        const bundleBytes = chainBundleBytes(state.chain);
+        const exact = saved.length === bundleBytes;
+        const cost = exact ? saved.length : saved.length + bundleBytes;
+        if (this.total + cost > this.maxBytes) continue;
         this.states.set(m[1], state);
-        // The versions held are views of `saved`; when it is exactly their bundle, it is served.
-        if (saved.length === chainBundleBytes(state.chain)) this.bundles.set(m[1], saved);
-        this.total += chainBundleBytes(state.chain);
+        if (exact) this.bundles.set(m[1], saved);
+        this.cost.set(m[1], cost);
+        this.total += cost;
       } catch { /* a damaged file is dropped; the moderator uploads again */ }
     }
   }
@@ -50,7 +62,7 @@ export class PolicyStore {
   private get maxModerators(): number { return this.o.maxModerators ?? DEFAULT_MAX_MODERATORS; }
   private get maxBytes(): number { return this.o.maxBytes ?? DEFAULT_MAX_POLICY_BYTES; }
 
-  /** The bytes of bundles held, over all moderators. */
+  /** The bytes held for the bundles, over all moderators: every copy (SPEC.md §10.7.1). */
   get bytes(): number { return this.total; }
 
   private now(): number { return (this.o.now ?? Date.now)(); }
@@ -81,15 +93,16 @@ export class PolicyStore {
       throw err('POLICY_STORE_FULL', 'this authority keeps no more moderators');
     }
     // SPEC.md §10.7.1: before anything is opened, the new state's bundle is counted at its
-    // largest: the held chain with the whole upload appended, within a bundle's limits (§10.5).
-    const heldBytes = held ? chainBundleBytes(held.chain) : 0;
-    const largest = Math.min(BUNDLE_LIMITS.bytes, heldBytes + bundle.length);
-    if (this.total - heldBytes + largest > this.maxBytes) {
+    // largest: the held chain with the whole upload appended, within a bundle's limits (§10.5),
+    // twice (its versions and the bundle served), in place of what the held state costs.
+    const heldCost = this.cost.get(moderator) ?? 0;
+    const largest = Math.min(BUNDLE_LIMITS.bytes, (held ? chainBundleBytes(held.chain) : 0) + bundle.length);
+    if (this.total - heldCost + 2 * largest > this.maxBytes) {
       throw err('POLICY_STORE_FULL', `this authority keeps at most ${this.maxBytes} bytes of policy bundles; ${this.total} are held`, { held: this.total, max: this.maxBytes, bundle: bundle.length });
     }
     // A version kept, and what is decoded from it, are views of the bytes it was read from: each is
     // copied out of the upload first, so a version taken from an upload keeps its own bytes alive,
-    // not the whole upload (the bytes counted above are then the bytes held).
+    // not the whole upload (the bytes counted above then bound the bytes held).
     const own = raws.map((x) => { const c = Buffer.allocUnsafeSlow(x.length); x.copy(c); return c; });
     const r = advancePolicy(held, own, { moderator, now: this.now(), skewMs: this.o.skewMs });
     if (r.result === 'updated') {
@@ -100,7 +113,9 @@ export class PolicyStore {
       }
       this.states.set(moderator, r.state);
       this.bundles.set(moderator, full);
-      this.total += chainBundleBytes(r.state.chain) - heldBytes;
+      const cost = 2 * full.length;
+      this.cost.set(moderator, cost);
+      this.total += cost - heldCost;
     }
     return { result: r.result, seq: r.state.seq };
   }

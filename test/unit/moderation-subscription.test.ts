@@ -241,9 +241,10 @@ describe('PolicyStore (authority side)', () => {
     const a = moderator(), b = moderator();
     const bundleA = a.publish([cipherId]);
     const bundleB = b.publish([cipherId]);
-    const store = new PolicyStore(dir, { now: () => NOW, maxBytes: bundleA.length + bundleB.length - 1 });
+    // An accepted state holds its versions and the bundle served, one copy each (counted twice).
+    const store = new PolicyStore(dir, { now: () => NOW, maxBytes: 2 * (bundleA.length + bundleB.length) - 1 });
     expect(store.accept(a.fp, bundleA).result).toBe('updated');
-    expect(store.bytes).toBe(bundleA.length);
+    expect(store.bytes).toBe(2 * bundleA.length);
     const spy = vi.spyOn(policyModule, 'verifyPolicyVersion');
     cleanup.push(() => spy.mockRestore());
     let code = '';
@@ -255,9 +256,27 @@ describe('PolicyStore (authority side)', () => {
     spy.mockRestore();
     // Both bundles saved (as by an authority with a larger budget): a restart keeps within its own.
     expect(new PolicyStore(dir, { now: () => NOW }).accept(b.fp, bundleB).result).toBe('updated');
+    // A state reloaded holds one copy: its versions are views of the saved bundle, which is served.
     const reloaded = new PolicyStore(dir, { now: () => NOW, maxBytes: bundleA.length + bundleB.length - 1 });
     expect(reloaded.size).toBe(1);
-    expect(reloaded.bytes).toBeLessThanOrEqual(bundleA.length + bundleB.length - 1);
+    expect(reloaded.bytes).toBe(bundleA.length);
+  });
+
+  it('counts the whole bundle it serves next to the versions kept: after an upload both copies are in the budget, and a store at its budget refuses the next (SPEC.md §10.7.1)', () => {
+    const a = moderator(), b = moderator();
+    const bundleA = a.publish([cipherId]);
+    const bundleB = b.publish([cipherId]);
+    expect(bundleA.length).toBe(bundleB.length);
+    // Room for A's two copies and one of B's: B, which would hold two as well, is refused.
+    const store = new PolicyStore(null, { now: () => NOW, maxBytes: 3 * bundleA.length });
+    expect(store.accept(a.fp, bundleA).result).toBe('updated');
+    const served = store.serve(a.fp);
+    expect(served.status === 200 && served.bundle.length).toBe(bundleA.length);
+    expect(store.bytes).toBe(2 * bundleA.length);
+    let code = '';
+    try { store.accept(b.fp, bundleB); } catch (e) { code = (e as { code: string }).code; }
+    expect(code).toBe('POLICY_STORE_FULL');
+    expect(store.bytes).toBe(2 * bundleA.length);
   });
 
   it('the versions it keeps hold no more than their own bytes: an upload that adds one delta does not stay in memory with it (SPEC.md §10.7.1)', () => {
