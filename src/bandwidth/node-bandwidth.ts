@@ -142,9 +142,12 @@ export class NodeBandwidth {
    * Before closing one link it opened on purpose (an idle relay link, SPEC.md §1.9): SPEC §8.3
    * step 10, propose for the current epoch on it and wait for the answer at most `shutdownGraceMs`.
    * Resolves true when the link may close now: no cell was counted on it since the proposal's cut
-   * (false: a circuit carried cells meanwhile, a segment that closing would leave unpaid).
+   * (false: a circuit carried cells meanwhile, a segment that closing would leave unpaid). With no
+   * consensus there is no epoch and nothing is proposed or cut: the link closes as without
+   * receipts, whatever it counted (SPEC.md §1.9).
    */
   async beforeClosing(ch: Channel): Promise<boolean> {
+    if (!this.o.periodSeconds()) return true;
     await this.exchange.proposeBeforeClose(this.settings.shutdownGraceMs, [ch]);
     return !this.exchange.segmentCounted(ch);
   }

@@ -107,4 +107,22 @@ describe('relay link warming with the real circuit engine', () => {
     expect(await host.closeIdle(link)).toBe(true);
     expect(link.closed).toBe(true);
   });
+
+  it('with no consensus for the bandwidth exchange (no epoch, nothing to propose), an idle link that counted cells is closed (SPEC.md §1.9)', async () => {
+    const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
+    const nbs: NodeBandwidth[] = [];
+    const [a, b] = await pair(views, [() => nbs[0], () => nbs[1]]);
+    for (const r of [a, b]) {
+      nbs.push(new NodeBandwidth({ identity: r.keys.identity, dataDir: r.dir, authorities: [], periodSeconds: () => 0, registry: new Registry(), settings: { shutdownGraceMs: 2000 } }));
+    }
+    const [lead, li] = a.info.fingerprint < b.info.fingerprint ? [a, 0] : [b, 1];
+    views[0] = views[1] = { relays: [a.info, b.info] };
+    lead.rc.onConsensus(views[li]);
+    await lead.rc.warmer!.idlePass;
+    const host = (lead.rc.warmer as unknown as { host: WarmingHost<Channel> }).host;
+    const [{ link }] = host.outboundLinks();
+    link.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); // a cell counted, never to be proposed
+    expect(await host.closeIdle(link)).toBe(true);
+    expect(link.closed).toBe(true);
+  });
 });
