@@ -26,6 +26,13 @@ import { boundedExpiry, earliestExpiry, nowSeconds } from './lease-expiry';
  */
 export const KEEP_AUDITS_PER_NODE = 16;
 
+/**
+ * SPEC.md §9.18.3 step 3: a node's audits of one pass end this many request timeouts after its
+ * first audit of the pass. Without it a node answering each audit just before STORAGE_TIMEOUT
+ * would hold the pass for (its audits ÷ 16) request timeouts, and every file kept after it too.
+ */
+export const KEEP_NODE_DEADLINE_TIMEOUTS = 4;
+
 export interface KeepOptions {
   /** Rebuild missing or failed shares (default true). */
   repair?: boolean;
@@ -40,6 +47,11 @@ export interface KeepOptions {
   auditBlocks?: number;
   /** Waits (ms) before asking again an audit answered STORAGE_BUSY (default 1 s, 2 s, 4 s; SPEC.md §9.18.3). */
   auditBusyRetryMs?: readonly number[];
+  /**
+   * How long (ms) after its first audit of the pass a node's audits may run (default
+   * KEEP_NODE_DEADLINE_TIMEOUTS × the client's request timeout); SPEC.md §9.18.3 step 3.
+   */
+  nodeDeadlineMs?: number;
 }
 
 /** A node caught not holding (or not proving) a share it was found with or expected to hold. */
@@ -172,14 +184,17 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
   const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit
-  const slots = new NodeSlots(KEEP_AUDITS_PER_NODE);
+  // SPEC.md §9.18.3 step 3: a node's audits not answered (or not started) by its deadline fail
+  // STORAGE_TIMEOUT, and the node is slow for the rest of the pass (no repair is stored on it).
+  const slots = new NodeSlots(KEEP_AUDITS_PER_NODE, o.nodeDeadlineMs ?? KEEP_NODE_DEADLINE_TIMEOUTS * client.requestTimeoutMs);
+  const late = (hex: string): AuditResult => ({ shareId: hex, ok: false, code: 'STORAGE_TIMEOUT', nonce: '', blocks: [] });
   await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
     const hex = id.toString('hex');
     for (const fp of held.get(hex) ?? []) {
       // SPEC.md §9.18.3 step 3: STORAGE_BUSY (the node's audit queue is full, §9.17.2) says
       // nothing about the share: asked again, and if busy every time, unknown for this pass.
       const r: AuditResult = await auditRetryingBusy(
-        () => slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks })),
+        () => slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }), () => late(hex)),
         o.auditBusyRetryMs,
       );
       report.audits++;
@@ -191,7 +206,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
         addTo(busy, hex, fp);
       } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
     }
-  })));
+  }))).finally(() => { slots.close(); });
 
   // 3. Chunks: count, and rebuild what is missing from any k good shares.
   for (const c of record.chunks) {
@@ -246,7 +261,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       const failedOn = new Set(report.failures.filter((f) => f.shareId === id.toString('hex')).map((f) => f.node));
       let placed = false;
       for (const fp of rankNodes(id, nodes)) {
-        if (taken.has(fp) || failedOn.has(fp) || client.isDead(fp)) continue;
+        if (taken.has(fp) || failedOn.has(fp) || slots.isLate(fp) || client.isDead(fp)) continue;
         try {
           const sentAt = nowSeconds();
           learn(id.toString('hex'), await client.putShare(fp, id, bytes, lease), sentAt, lease);
@@ -315,24 +330,45 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   return report;
 }
 
-/** At most `limit` tasks per node at once; the others wait their turn, in order. */
+/**
+ * At most `limit` tasks per node at once; the others wait their turn, in order. A node's tasks end
+ * `deadlineMs` after its first one started: one still running then, or started later, gives
+ * `onLate()` instead (SPEC.md §9.18.3 step 3).
+ */
 class NodeSlots {
-  private readonly nodes = new Map<string, { running: number; queued: Array<() => void> }>();
+  private readonly nodes = new Map<string, { running: number; queued: Array<() => void>; late: boolean; expired: Promise<void>; timer: NodeJS.Timeout }>();
 
-  constructor(private readonly limit: number) {}
+  constructor(private readonly limit: number, private readonly deadlineMs: number) {}
 
-  async run<T>(fp: string, fn: () => Promise<T>): Promise<T> {
+  /** True once the node's deadline has passed in this pass. */
+  isLate(fp: string): boolean { return this.nodes.get(fp)?.late ?? false; }
+
+  async run<T>(fp: string, fn: () => Promise<T>, onLate: () => T): Promise<T> {
     let n = this.nodes.get(fp);
-    if (!n) this.nodes.set(fp, (n = { running: 0, queued: [] }));
-    if (n.running < this.limit) n.running++;
-    else await new Promise<void>((r) => n.queued.push(r)); // the slot is handed over by the one that ends
-    try {
-      return await fn();
-    } finally {
-      const next = n.queued.shift();
-      if (next) next();
-      else if (--n.running === 0) this.nodes.delete(fp);
+    if (!n) {
+      let expire!: () => void;
+      const expired = new Promise<void>((r) => { expire = r; });
+      const timer = setTimeout(() => { n!.late = true; expire(); }, this.deadlineMs);
+      timer.unref();
+      this.nodes.set(fp, (n = { running: 0, queued: [], late: false, expired, timer }));
     }
+    const node = n;
+    if (node.late) return onLate();
+    if (node.running < this.limit) node.running++;
+    else await new Promise<void>((r) => node.queued.push(r)); // the slot is handed over by the one that ends
+    try {
+      if (node.late) return onLate();
+      return await Promise.race([fn(), node.expired.then(onLate)]);
+    } finally {
+      const next = node.queued.shift();
+      if (next) next();
+      else node.running--;
+    }
+  }
+
+  /** Stops the deadlines' timers (the pass's audits are over). */
+  close(): void {
+    for (const n of this.nodes.values()) clearTimeout(n.timer);
   }
 }
 

@@ -60,6 +60,8 @@ function isRemote(e: unknown): boolean {
 export class StorageClient {
   readonly nodes: readonly StorageNode[];
   readonly fingerprints: readonly string[];
+  /** How long a request may go unanswered (STORAGE_TIMEOUT), in ms. */
+  readonly requestTimeoutMs: number;
   private readonly byFp: Map<string, StorageNode>;
   private readonly sessions = new Map<string, Promise<Session>>();
   /** The session each pending entry of `sessions` resolved to. */
@@ -73,6 +75,7 @@ export class StorageClient {
   constructor(private readonly o: StorageClientOptions) {
     this.nodes = o.nodes;
     this.fingerprints = o.nodes.map((n) => n.fingerprint);
+    this.requestTimeoutMs = o.requestTimeoutMs ?? 120_000;
     this.byFp = new Map(o.nodes.map((n) => [n.fingerprint, n]));
     this.log = o.log ?? silentLogger;
   }
@@ -148,7 +151,7 @@ export class StorageClient {
   }
 
   private timed<T>(s: Session, p: Promise<T>): Promise<T> {
-    const ms = this.o.requestTimeoutMs ?? 120_000;
+    const ms = this.requestTimeoutMs;
     let t: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       t = setTimeout(() => {

@@ -60,6 +60,7 @@ class Nodes {
   client(): StorageClient {
     const c = {
       fingerprints: this.fps,
+      requestTimeoutMs: 120_000,
       isDead: () => false,
       request: async (fp: string, req: StorageRequest) => {
         if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => this.held.get(fp)!.has(id.toString('hex'))) };
@@ -266,6 +267,50 @@ describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => 
       await client.close();
     }
   }, 60_000);
+});
+
+describe('a node that answers every audit just in time (SPEC.md §9.18.3 step 3, §9.9)', () => {
+  it('its audits of a pass end at the node\'s deadline: the rest fail STORAGE_TIMEOUT, and the pass goes on', async () => {
+    const fp = randomBytes(32).toString('hex');
+    const held = new Map<string, Buffer>();
+    const chunks: VerifyChunk[] = [];
+    for (let i = 0; i < 100; i++) {
+      const pair = [randomBytes(64), randomBytes(64)];
+      for (const b of pair) held.set(shareId(b).toString('hex'), b);
+      chunks.push({ kind: 1, index: i, shareSize: 64, shareIds: pair.map((b) => shareId(b)), auditRoots: pair.map((b) => auditRoot(b)) });
+    }
+    const verifyKey = randomBytes(32);
+    const sealed = sealVerifyRecord(verifyKey, { k: 1, n: 2, chunks });
+    held.set(sealed.id.toString('hex'), sealed.bytes);
+    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey };
+    // Each audit answered right, but only after most of the request timeout (200 ms here).
+    let started = 0;
+    let answered = 0;
+    const client = {
+      fingerprints: [fp],
+      requestTimeoutMs: 200,
+      isDead: () => false,
+      request: async (_fp: string, req: StorageRequest) => {
+        if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => held.has(id.toString('hex'))) };
+        throw new Error(`unexpected ${req.type}`);
+      },
+      getShare: async (_fp: string, id: Buffer) => held.get(id.toString('hex'))!,
+      auditShare: async (_fp: string, cm: AuditCommitment) => {
+        started++;
+        await new Promise((r) => setTimeout(r, 150));
+        answered++;
+        return { shareId: cm.shareId.toString('hex'), ok: true, nonce: '', blocks: [] };
+      },
+    } as unknown as StorageClient;
+    const r = await keepFile(client, cap, { repair: false });
+    // Every share is accounted for; those the node did not answer by its deadline are failures.
+    expect(r.audits).toBe(200);
+    expect(started).toBeLessThan(200);
+    expect(r.failures.length).toBeGreaterThan(0);
+    expect(r.failures.every((f) => f.node === fp && f.code === 'STORAGE_TIMEOUT')).toBe(true);
+    expect(r.failures.length + (r.healthy - 1)).toBe(200);
+    expect(r.healthy - 1).toBeLessThanOrEqual(answered);
+  }, 20_000);
 });
 
 describe('the expiry a pass reports (SPEC.md §9.9.2, §9.18.3)', () => {
