@@ -30,6 +30,11 @@ export interface KeptFile {
   lost: number;
   unrecoverableChunks: number;
   auditFailures: number;
+  /**
+   * Shares the last pass could not judge: no holder passed, one stayed STORAGE_BUSY (SPEC.md
+   * §9.18.3 step 3). Absent from a state saved before it was recorded: read as 0.
+   */
+  unknown: number;
   /** Earliest lease expiry after the last renewal (0: not renewed yet). */
   expiresAt: number;
   lastError: string | null;
@@ -61,7 +66,7 @@ export async function loadKeeperState(dataDir: string): Promise<KeeperState> {
 }
 
 /** The counters and times of a kept file: finite numbers ≥ 0 (Unix seconds or counts). */
-const COUNTS = ['addedAt', 'lastCheck', 'shares', 'healthy', 'repairedTotal', 'repaired', 'lost', 'unrecoverableChunks', 'auditFailures', 'expiresAt'] as const;
+const COUNTS = ['addedAt', 'lastCheck', 'shares', 'healthy', 'repairedTotal', 'repaired', 'lost', 'unrecoverableChunks', 'auditFailures', 'unknown', 'expiresAt'] as const;
 
 /** SPEC.md §9.19: every field of a kept file has its type, else the state is KEEPER_STATE_CORRUPT. */
 function checkKept(f: KeptFile, i: number): void {
@@ -72,6 +77,7 @@ function checkKept(f: KeptFile, i: number): void {
   try { cap = parseVerifyCapability(f.verifyCap); } catch (e) { throw bad('a bad verify capability', e); }
   if (typeof f.manifestId !== 'string' || !/^[0-9a-f]{64}$/.test(f.manifestId)) throw bad('manifestId is not 64 hex digits');
   if (f.manifestId !== cap.manifestId.toString('hex')) throw bad('manifestId is not that of the verify capability');
+  if ((f as Partial<KeptFile>).unknown === undefined) f.unknown = 0; // saved before unknown shares were recorded
   for (const k of COUNTS) {
     const v = f[k] as unknown;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(`${k} is not a finite number ≥ 0`);
@@ -107,7 +113,7 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
   if (s.files.some((f) => f.manifestId === manifestId)) return false;
   s.files.push({
     verifyCap: text, manifestId, addedAt: now, lastCheck: 0, shares: 0, healthy: 0, repairedTotal: 0, repaired: 0, lost: 0,
-    unrecoverableChunks: 0, auditFailures: 0, expiresAt: 0, lastError: null,
+    unrecoverableChunks: 0, auditFailures: 0, unknown: 0, expiresAt: 0, lastError: null,
   });
   return true;
 }
@@ -116,7 +122,8 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
  * Record one pass's report on a kept file. `renewed`: the pass renewed the file's leases, so its
  * earliest expiry replaces the one recorded; otherwise the expiry of shares the pass stored is
  * folded in (the earlier one counts). A chunk whose rebuilt shares disagree with the verify record
- * leaves SHARE_HASH_MISMATCH as the file's last error (SPEC.md §9.18.3, §9.19).
+ * leaves SHARE_HASH_MISMATCH as the file's last error; shares whose audits stayed busy are
+ * recorded apart as unknown (SPEC.md §9.18.3, §9.19).
  */
 export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = true): void {
   f.lastCheck = now;
@@ -127,6 +134,7 @@ export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = tr
   f.lost = r.lost;
   f.unrecoverableChunks = r.unrecoverableChunks;
   f.auditFailures = r.failures.length;
+  f.unknown = r.unknown;
   if (r.expiresAt) f.expiresAt = renewed || !f.expiresAt ? r.expiresAt : Math.min(f.expiresAt, r.expiresAt);
   f.lastError = r.mismatchedChunks ? 'SHARE_HASH_MISMATCH' : null;
 }

@@ -64,6 +64,37 @@ describe('keep status (SPEC.md §9.19)', () => {
   });
 });
 
+describe('keep status of a pass with unknown shares (SPEC.md §9.18.3 step 3, §9.19)', () => {
+  it('records the shares whose audits stayed busy and shows them apart, in the JSON and the text line', async () => {
+    const dir = freshDir();
+    const s = await loadKeeperState(dir);
+    addKept(s, newCap(), 100);
+    recordPass(s.files[0], { shares: 8, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 8, failures: [], busy: [{ node: 'aa', shareId: 'bb', code: 'STORAGE_BUSY' }], unknown: 3, expiresAt: 1000, placed: [] }, 200);
+    await saveKeeperState(dir, s);
+    const back = await loadKeeperState(dir);
+    const out: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((x: string | Uint8Array) => { out.push(String(x)); return true; });
+    try {
+      printStatus(back, true);
+      printStatus(back, false);
+    } finally { spy.mockRestore(); }
+    expect(JSON.parse(out[0]).files[0].unknown).toBe(3);
+    expect(out[1]).toMatch(/unknown \(busy\) 3\b/);
+  });
+
+  it('a state saved before unknown shares were recorded loads with none', async () => {
+    const dir = freshDir();
+    const s = await loadKeeperState(dir);
+    addKept(s, newCap(), 100);
+    const { unknown: _u, ...old } = s.files[0] as unknown as Record<string, unknown>;
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [old] }));
+    expect((await loadKeeperState(dir)).files[0]).toMatchObject({ unknown: 0 });
+    await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [{ ...old, unknown: -1 }] }));
+    await expect(loadKeeperState(dir)).rejects.toMatchObject({ code: 'KEEPER_STATE_CORRUPT' });
+  });
+});
+
 const report = (o: Partial<KeepReport> = {}): KeepReport => ({ shares: 8, healthy: 8, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [], busy: [], unknown: 0, expiresAt: 0, placed: [], ...o });
 const RUN: KeeperRun = { once: true, interval: 3600, renewWithin: 60, leaseSeconds: 0 };
 

@@ -74,7 +74,7 @@ export function printStatus(s: KeeperState, json: boolean): void {
   for (const f of s.files) {
     const exp = f.expiresAt ? new Date(f.expiresAt * 1000).toISOString() : 'not renewed yet';
     const when = f.lastCheck ? new Date(f.lastCheck * 1000).toISOString() : 'never';
-    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
+    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  unknown (busy) ${f.unknown}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
   }
 }
 
