@@ -98,11 +98,16 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const insideRoot = (real: string) => real === realRoot || real.startsWith(realRoot + path.sep);
   const checked = new Set<string>([root]);
   // SPEC.md §10.8: the nodes admitting a class come from every moderator's policy; a folder asks
-  // once per class for all its files, not once per file.
+  // once per class for all its files, not once per file. A lookup that failed is not kept: the
+  // next file of the class asks again (as a lone get would), rather than every file going without.
   const placements = new Map<string, Promise<readonly string[] | null>>();
   const placementFor = o.placementFor && ((cls: string): Promise<readonly string[] | null> => {
     let p = placements.get(cls);
-    if (!p) { p = o.placementFor!(cls); placements.set(cls, p); }
+    if (!p) {
+      const q = o.placementFor!(cls);
+      placements.set(cls, (p = q));
+      q.catch(() => { if (placements.get(cls) === q) placements.delete(cls); });
+    }
     return p;
   });
   let size = 0;

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { randomBytes } from '../../src/crypto/primitives';
+import { err } from '../../src/errors';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { base32Encode, formatCapability, parseCapability, type Capability } from '../../src/storage/capability';
@@ -254,6 +255,20 @@ describe('put DIR / get CAP -o DIR (SPEC.md §9.15)', () => {
     await c.close();
     expect(r.files).toBe(5);
     expect(calls).toHaveLength(1);
+  });
+
+  it('a folder get does not keep a failed placement lookup: the next file of the class asks again (SPEC.md §10.8)', async () => {
+    const c = client();
+    let calls = 0;
+    const placementFor = async (): Promise<readonly string[] | null> => {
+      calls++;
+      if (calls === 1) throw err('POLICY_FETCH_FAILED', 'no moderator answered');
+      return c.fingerprints;
+    };
+    const r = await getFolder(c, siteCap, path.join(root, 'back-placement-retry'), { placementFor });
+    await c.close();
+    expect(r.files).toBe(5);
+    expect(calls).toBe(2); // the failure for the first file, then the answer kept for the other four
   });
 
   it('a folder comes back byte for byte, sub-folders and odd names included', async () => {
