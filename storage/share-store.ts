@@ -488,9 +488,22 @@ export class ShareStore {
     return true;
   }
 
-  /** drop() and journal the removal. */
+  /**
+   * drop() and journal the removal. SPEC.md §9.8.3: the reader that found the share missing or
+   * corrupt gets SHARE_NOT_FOUND / SHARE_CORRUPT whatever happens here, so a removal record that
+   * cannot be written is logged and counted (errors_total by its code), not thrown: the share is
+   * forgotten in memory, and the lease left in the journal is dropped at the next open, whose scan
+   * finds no file for it.
+   */
   private async forget(hex: string, id: Buffer): Promise<void> {
-    if (this.drop(hex)) await this.journal.append([{ id, expiresAt: 0 }]);
+    if (!this.drop(hex)) return;
+    try {
+      await this.journal.append([{ id, expiresAt: 0 }]);
+    } catch (e) {
+      const code = errorCode(ioError(e, 'could not write the removal record'));
+      this.metrics.errors.inc({ code });
+      this.log.warn({ id: hex, code }, 'could not journal the removal of a share');
+    }
   }
 
   /** Move a corrupt share's file to quarantine/ and forget it; the caller holds the share's lock. */

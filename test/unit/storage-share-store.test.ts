@@ -311,6 +311,34 @@ describe('a lease write that fails (SPEC.md §9.8.2)', () => {
   });
 });
 
+describe('a removal record that cannot be written (SPEC.md §9.8.3)', () => {
+  const failNextAppend = (code: string) => vi.spyOn(LeaseJournal.prototype, 'append').mockRejectedValueOnce(Object.assign(new Error(code), { code }));
+
+  it('a corrupt share: the read still fails SHARE_CORRUPT (typed), the share is quarantined, the failed write counted', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir, cacheBytes: 0 });
+    const a = share('alpha');
+    await s.put(a.id, a.data);
+    fs.writeFileSync(path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex), 'alphA');
+    failNextAppend('EIO');
+    expect(await codeOf(s.get(a.id))).toBe('SHARE_CORRUPT');
+    expect(s.has([a.id])).toEqual([false]);
+    expect((await s.metrics.quarantined.get()).values[0].value).toBe(1);
+    expect((await s.metrics.errors.get()).values.find((v) => v.labels.code === 'STORAGE_IO_ERROR')?.value).toBe(1);
+  });
+
+  it('a share gone from disk: the read still fails SHARE_NOT_FOUND (typed)', async () => {
+    const dir = await tmpDir();
+    const s = await open({ dir, cacheBytes: 0 });
+    const a = share('alpha');
+    await s.put(a.id, a.data);
+    fs.rmSync(path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex));
+    failNextAppend('ENOSPC');
+    expect(await codeOf(s.get(a.id))).toBe('SHARE_NOT_FOUND');
+    expect(s.has([a.id])).toEqual([false]);
+  });
+});
+
 type JournalWrite = (b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>;
 /** The journal's next write to its file goes through `f` (given the real write) instead. */
 function onceOnJournalWrite(journal: LeaseJournal, f: (realWrite: JournalWrite, b: Buffer, o: number, l: number) => Promise<{ bytesWritten: number }>): void {
