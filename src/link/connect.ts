@@ -40,7 +40,8 @@ export function defaultInitiatorCredentials(): Promise<TlsCredentials> {
  * Open a link and complete its handshake. Resolves with an open Channel (attach its listeners in
  * the same tick); rejects with LINK_CONNECT_FAILED, LINK_TLS_FAILED, LINK_HANDSHAKE_TIMEOUT,
  * LINK_AUTH_FAILED, LINK_IDENTITY_MISMATCH, LINK_NO_COMMON_VERSION, LINK_PROTOCOL_VIOLATION,
- * LINK_HANDSHAKE_FAILED or a CELL_* code — and never leaves a socket open when it rejects.
+ * LINK_HANDSHAKE_FAILED, a CELL_* code, or MSG_TRUNCATED / MSG_MALFORMED (a malformed
+ * AUTHENTICATE or VERSIONS body, SPEC.md §1.3, §2.3) — and never leaves a socket open when it rejects.
  */
 export async function connectLink(opts: ConnectLinkOptions): Promise<Channel> {
   checkLinkTuning(opts);
