@@ -1,5 +1,6 @@
-// `bitcloud rewards [--relay FP|NICKNAME] [--json] [--config FILE] [--from HOST:PORT]...`
-// (SPEC.md §8.7.7): fetch the whole reward chain from an authority, verify every block against
+// `bitcloud rewards [--relay FP|NICKNAME] [--json] [--config FILE] [--from HOST:PORT]... [--data-dir DIR]`
+// (SPEC.md §8.7.7): fetch the whole reward chain (through the guards' mirrors, else from the
+// authorities or the --from sources), verify every block against
 // the configured authorities, print the height, the tip epoch, the total minted and the balance
 // of every relay (nicknames from the current consensus). The consensus is needed first: its
 // period P dates the certificate windows (src/dir/reward-authorities.ts).
