@@ -11,8 +11,8 @@ export const DEFAULT_CONTENT_CLASS = 'encrypted-private';
 export const MAX_TEXT_BYTES = 255;
 /**
  * SPEC.md §9.4: the largest encoded Manifest a reader fetches (a Root's `manifest.size`), so a
- * hostile capability cannot make a reader fetch and hold an unbounded manifest. About 213 bytes
- * a chunk at 4-of-6: files up to about 300 GiB with 1 MiB chunks, 4.8 TiB with 16 MiB chunks.
+ * hostile capability cannot make a reader fetch and hold an unbounded manifest. About 34·n + 7
+ * bytes a chunk (211 at 4-of-6): files up to about 300 GiB with 1 MiB chunks, 4.8 TiB with 16 MiB chunks.
  */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 const CONTENT_CLASS = /^[a-z0-9][a-z0-9-]{0,63}$/;
