@@ -1,4 +1,5 @@
-// `bitcloud proxy [--config FILE] [--socks-port 9050] [--socks-host 127.0.0.1] [--metrics-port N]`
+// `bitcloud proxy [--config FILE] [--data-dir DIR] [--socks-port 9050] [--socks-host 127.0.0.1]
+// [--allow-public-bind] [--metrics-port N] [--log-level LEVEL]`
 // (SPEC.md §7b.11, §7.8): keep a verified consensus, build circuits, and serve SOCKS5 with
 // every CONNECT going out through a 3-hop circuit. Wiring only: the protocol lives in the
 // modules it starts. SIGTERM/SIGINT close everything cleanly.
