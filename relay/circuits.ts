@@ -1,10 +1,11 @@
 // The relay's circuit engine (SPEC.md §7b): the CircuitSwitch of src/circuit with what only a
 // relay does — extend to the next relay (checking it against the consensus, reusing links),
 // exit to TCP under the exit policy, serve BEGIN_DIR from its mirror — plus the DoS limits.
-// The daemon hands every accepted link to acceptChannel() and calls close() at shutdown.
+// The daemon's listener asks admitConnection() about every TCP connection it accepts, hands every
+// link whose handshake completed to acceptChannel(), and the daemon calls close() at shutdown.
 import { err } from '../src/errors';
 import type { Channel } from '../src/link/channel';
-import { connectLink, type LinkTuning } from '../src/link';
+import { connectLink, type LinkAdmission, type LinkTuning } from '../src/link';
 import type { LinkMetrics } from '../src/link/metrics';
 import type { NodeKeys } from '../src/crypto/keys';
 import { fingerprint } from '../src/crypto/keys';
@@ -62,6 +63,11 @@ export interface RelayCircuitsOptions {
 }
 
 const consensusIndex = new WeakMap<object, Map<string, ConsensusRelay>>();
+/** SPEC.md §7b.9: the addresses a consensus lists relays at (Tor's address set of known relays). */
+const consensusAddresses = new WeakMap<object, Set<string>>();
+/** An IPv4 address as a dual-stack socket reports it (::ffff:a.b.c.d) is that IPv4 address. */
+const plainAddress = (a: string): string => (a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a);
+const EXEMPT: LinkAdmission = { release() {} };
 
 
 export class RelayCircuits {
@@ -82,11 +88,11 @@ export class RelayCircuits {
   readonly warmer: LinkWarmer<Channel> | null = null;
   private readonly extendLinks?: prom.Counter<'link'>;
   /**
-   * Accepted links counted against their address's connection limit (SPEC.md §7b.9), with the
-   * address. A relay that links to us before our consensus lists it (§1.9) is counted at first;
-   * a later consensus that lists it takes it off the count.
+   * Accepted links counted against their address's connection limit (SPEC.md §7b.9), with their
+   * place under it. A relay that links to us before our consensus lists it (§1.9) is counted at
+   * first; a later consensus that lists it takes it off the count.
    */
-  private readonly countedLinks = new Map<Channel, string>();
+  private readonly countedLinks = new Map<Channel, LinkAdmission>();
 
   constructor(private readonly opts: RelayCircuitsOptions) {
     this.log = opts.log ?? silentLogger;
@@ -166,8 +172,8 @@ export class RelayCircuits {
   /** A new verified consensus (SPEC.md §1.9): choose the warm set, open missing links in the background. */
   onConsensus(c: { relays: readonly ConsensusRelay[] }): void {
     if (this.closed) return;
-    for (const [ch, addr] of this.countedLinks) {
-      if (this.isKnownRelay(ch)) { this.countedLinks.delete(ch); this.dos.connectionClosed(addr); }
+    for (const [ch, place] of this.countedLinks) {
+      if (this.isKnownRelay(ch)) { this.countedLinks.delete(ch); place.release(); }
     }
     this.warmer?.onConsensus(c.relays);
   }
@@ -186,19 +192,44 @@ export class RelayCircuits {
     return null;
   }
 
-  /** Serve a link the listener accepted. Links over the per-address cap are closed at once. */
-  acceptChannel(ch: Channel): void {
-    if (this.closed) { ch.close('shutting down'); return; }
-    const known = this.isKnownRelay(ch);
-    const addr = ipOf(ch.remoteAddress);
-    if (!known) {
-      if (!this.dos.connectionOpened(addr)) {
-        this.metrics.refused('connections_per_address');
-        ch.close('too many connections from one address');
-        return;
+  /**
+   * SPEC.md §7b.9: a TCP connection the listener accepted, before TLS or the link handshake. One
+   * from an address the consensus lists a relay at is exempt; any other takes a place under its
+   * address's connection cap (handshaking and open links alike), or is refused (null: closed at
+   * once). The place is given back once, when the connection closes.
+   */
+  admitConnection(address: string): LinkAdmission | null {
+    if (this.closed) return null;
+    if (this.isListedAddress(plainAddress(address))) return EXEMPT;
+    // Counted under the address as the socket reports it: the key allowCircuit reads too.
+    if (!this.dos.connectionOpened(address)) {
+      this.metrics.refused('connections_per_address');
+      return null;
+    }
+    let held = true;
+    return { release: () => { if (held) { held = false; this.dos.connectionClosed(address); } } };
+  }
+
+  /**
+   * Serve a link the listener accepted, with the place admitConnection gave its connection. A
+   * link with none (not admitted at accept) is counted now; over the per-address cap it is closed
+   * at once. A link from a relay the consensus lists by identity leaves the count.
+   */
+  acceptChannel(ch: Channel, admission: LinkAdmission | null = null): void {
+    if (this.closed) { admission?.release(); ch.close('shutting down'); return; }
+    if (this.isKnownRelay(ch)) {
+      admission?.release();
+    } else {
+      let place = admission;
+      if (!place) {
+        place = this.admitConnection(ipOf(ch.remoteAddress));
+        if (!place) { ch.close('too many connections from one address'); return; }
       }
-      this.countedLinks.set(ch, addr);
-      ch.once('close', () => { if (this.countedLinks.delete(ch)) this.dos.connectionClosed(addr); });
+      if (place !== EXEMPT) {
+        const p = place;
+        this.countedLinks.set(ch, p);
+        ch.once('close', () => { if (this.countedLinks.delete(ch)) p.release(); });
+      }
     }
     this.track(ch);
     this.switch.attach(ch);
@@ -233,6 +264,15 @@ export class RelayCircuits {
       if (i >= 0) l.splice(i, 1);
       if (l.length === 0) this.byPeer.delete(fp);
     });
+  }
+
+  /** SPEC.md §7b.9: does the current consensus list a relay at this address? */
+  private isListedAddress(addr: string): boolean {
+    const c = this.opts.consensus?.();
+    if (!c) return false;
+    let set = consensusAddresses.get(c);
+    if (!set) { set = new Set(c.relays.map((r) => plainAddress(r.address))); consensusAddresses.set(c, set); }
+    return set.has(addr);
   }
 
   private isKnownRelay(ch: Channel): boolean {

@@ -130,7 +130,9 @@ export class RelayDaemon {
     this.mirror.onConsensus((c) => circuits.onConsensus(c));
     this.listener = await createLinkListener({
       host: cfg.listenHost, port: cfg.orPort, identity: this.keys.identity,
-      onChannel: (ch) => { circuits.acceptChannel(ch); this.hooks.onChannel(ch, ctx); },
+      // SPEC.md §7b.9: the per-address connection cap is taken at accept, before any handshake.
+      admit: (address) => circuits.admitConnection(address),
+      onChannel: (ch, admission) => { circuits.acceptChannel(ch, admission); this.hooks.onChannel(ch, ctx); },
       metrics: createLinkMetrics(this.registry), log: this.log,
     });
     this.orPort = this.listener.port;

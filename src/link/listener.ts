@@ -11,13 +11,27 @@ import { Channel, checkLinkTuning, DEFAULT_HANDSHAKE_TIMEOUT_MS, type LinkTuning
 import { SUPPORTED_LINK_VERSIONS } from './handshake';
 import { discardLinkMetrics, type LinkMetrics } from './metrics';
 
+/** A connection's place under an accept-time limit (SPEC.md §7b.9); given back by release(), once. */
+export interface LinkAdmission {
+  release(): void;
+}
+
 export interface LinkListenerOptions extends LinkTuning {
   host: string;
   /** 0 = any free port (read it back from `.port`). */
   port: number;
   identity: Ed25519KeyPair;
-  /** Called once per link whose handshake completed; attach listeners before returning. */
-  onChannel: (ch: Channel) => void;
+  /**
+   * Called once per link whose handshake completed, with the admission `admit` gave its connection
+   * (null without `admit`); attach listeners before returning.
+   */
+  onChannel: (ch: Channel, admission: LinkAdmission | null) => void;
+  /**
+   * Asked for each TCP connection as it is accepted, before TLS, with the peer's address (SPEC.md
+   * §7b.9); null closes the connection at once. The admission is released when the connection
+   * closes; onChannel's holder may release it earlier, so a second release() must do nothing.
+   */
+  admit?: (address: string) => LinkAdmission | null;
   /** Default: a fresh self-signed certificate made now (SPEC.md §1.2). */
   tls?: TlsCredentials;
   /** Bound on the TLS handshake and, separately, on the link handshake after it. Default 10 s. */
@@ -93,11 +107,25 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
   const addr = server.address();
   const listener = new LinkListener(server, typeof addr === 'object' && addr ? addr.port : opts.port, opts.host);
 
+  // SPEC.md §7b.9: each accepted connection's admission, by its remote address and port, until the
+  // handshake completes (handed to onChannel) or the connection closes.
+  const admissions = new Map<string, LinkAdmission>();
+  const socketKey = (s: net.Socket): string => `${s.remoteAddress}:${s.remotePort}`;
+  // A refused connection is closed under its TLS socket, which reports that as one hang-up
+  // (tlsClientError, ECONNRESET): that many hang-ups are ours, not handshake failures.
+  let refusedHangups = 0;
   server.on('connection', (raw: net.Socket) => {
     raw.setNoDelay(true); // as in connect.ts: the channel batches; Nagle only delays small cells
     listener.track(raw);
+    if (!opts.admit) return;
+    const a = raw.remoteAddress === undefined ? null : opts.admit(raw.remoteAddress);
+    if (!a) { refusedHangups++; raw.destroy(); return; }
+    const key = socketKey(raw);
+    admissions.set(key, a);
+    raw.once('close', () => { if (admissions.get(key) === a) admissions.delete(key); a.release(); });
   });
   server.on('tlsClientError', (e: NodeJS.ErrnoException, s: tls.TLSSocket) => {
+    if (e.code === 'ECONNRESET' && refusedHangups > 0) { refusedHangups--; s.destroy(); return; }
     const code = e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'LINK_HANDSHAKE_TIMEOUT' : 'LINK_TLS_FAILED';
     metrics.errors.labels(code).inc();
     metrics.handshakeFailures.labels(code).inc();
@@ -117,6 +145,7 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
     }
   });
   const startResponder = (socket: tls.TLSSocket): void => {
+    const admission = admissions.get(socketKey(socket)) ?? null;
     new Channel({
       socket,
       isInitiator: false,
@@ -131,7 +160,7 @@ export async function createLinkListener(opts: LinkListenerOptions): Promise<Lin
       maxBufferedBytes: opts.maxBufferedBytes,
       metrics,
       log,
-      onOpen: (ch) => { listener.adopt(ch); opts.onChannel(ch); },
+      onOpen: (ch) => { listener.adopt(ch); opts.onChannel(ch, admission); },
       onFail: () => { /* counted and logged by the Channel; the listener carries on */ },
     });
   };

@@ -28,7 +28,7 @@ export async function startRelay(
   const exit = flags.includes('Exit');
   const registry = createRegistry(`relay-${name}`);
   const rc = new RelayCircuits({ keys, requireConsensusForExtend: false, registry, ...o });
-  const listener = await createLinkListener({ host: '127.0.0.1', port: 0, identity: keys.identity, onChannel: (ch) => rc.acceptChannel(ch) });
+  const listener = await createLinkListener({ host: '127.0.0.1', port: 0, identity: keys.identity, admit: (a) => rc.admitConnection(a), onChannel: (ch, adm) => rc.acceptChannel(ch, adm) });
   const id = keys.identity.publicKey;
   const info: ConsensusRelay = {
     identity: id, fingerprint: fingerprint(id), nickname: name, onionKey: keys.onion.publicKey,

@@ -1,14 +1,16 @@
 // SPEC.md §1.9 with the real circuit engine (RelayCircuits) behind real TLS listeners in this
 // process: a consensus makes two relays link once, in the background; an EXTEND2 then reuses
 // that link; and a relay that linked to us before our consensus listed it leaves the
-// per-address connection count (§7b.9) once a consensus lists it.
+// per-address connection count (§7b.9) once a consensus lists it; that count starts at the TCP
+// accept, before any handshake.
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { metric, parsePrometheus } from '../helpers/localnet';
 import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
 import { DEFAULT_LINK_WARMING, type WarmingHost } from '../../relay/link-warming';
 import { NodeBandwidth } from '../../src/bandwidth/node-bandwidth';
-import type { Channel } from '../../src/link';
+import { connectLink, type Channel } from '../../src/link';
 import { CellCommand } from '../../src/wire/cell';
 import { Registry } from 'prom-client';
 
@@ -69,11 +71,12 @@ describe('relay link warming with the real circuit engine', () => {
     const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
     const [a, b] = await pair(views);
     // The relay whose fingerprint sorts lower (the one that opens the link) lists both; the other's
-    // consensus lists only itself, so it takes the incoming link for a client's.
+    // consensus lists neither (not even an address at 127.0.0.1), so it takes the incoming link
+    // for a client's.
     const [warmer, accepter] = a.info.fingerprint < b.info.fingerprint ? [a, b] : [b, a];
     const wi = warmer === a ? 0 : 1;
     views[wi] = { relays: [a.info, b.info] };
-    views[1 - wi] = { relays: [accepter.info] };
+    views[1 - wi] = { relays: [] };
     warmer.rc.onConsensus(views[wi]);
     await warmer.rc.warmer!.idlePass;
     expect(metric(await scrapeOf(warmer), 'bitcloud_relay_links_warmed_total', { result: 'opened' })).toBe(1);
@@ -82,6 +85,38 @@ describe('relay link warming with the real circuit engine', () => {
     accepter.rc.onConsensus(views[1 - wi]);
     expect(accepter.rc.dos.size).toBe(0);
   });
+
+  it('connections still in their handshake count against the per-address cap: the one past it is closed at once (SPEC.md §7b.9)', async () => {
+    // No consensus lists 127.0.0.1, so nothing from it is exempt.
+    const r = await startRelay('cap', [], { consensus: () => ({ relays: [] }), limits: { maxConnectionsPerAddress: 3 } });
+    relays.push(r);
+    const open = (): Promise<net.Socket> => new Promise((resolve, reject) => {
+      const s = net.connect(r.info.orPort, '127.0.0.1', () => resolve(s));
+      s.once('error', reject);
+    });
+    const closed = (s: net.Socket) => new Promise<void>((resolve) => { if (s.destroyed) resolve(); else s.once('close', () => resolve()); });
+    // One finished link (counted once, not again when its handshake completes) and two connections
+    // that never send a byte: their TLS handshakes stay in progress.
+    const link = await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity });
+    const held = [await open(), await open()];
+    for (const s of held) s.on('error', () => {});
+    const fourth = await open();
+    fourth.on('error', () => {});
+    // Closed long before the 10 s handshake timeout would close it (the test's own timeout is 5 s).
+    await closed(fourth);
+    expect(held.every((s) => !s.destroyed) && !link.closed).toBe(true);
+    expect(metric(await scrapeOf(r), 'bitcloud_dos_refusals_total', { kind: 'connections_per_address' })).toBe(1);
+    expect(r.rc.dos.size).toBe(1);
+    // Each closed connection gives its place back exactly once: then the address is forgotten.
+    for (const s of held) { s.destroy(); }
+    link.close('test done');
+    await expect.poll(() => r.rc.dos.size, { timeout: 2000 }).toBe(0);
+    const again = await open();
+    again.on('error', () => {});
+    await new Promise((res) => setTimeout(res, 50));
+    expect(again.destroyed).toBe(false);
+    again.destroy();
+  }, 5000);
 
   it('an idle link on which a cell was counted after the closing proposal\'s cut is not closed (SPEC.md §1.9, §8.3 step 10)', async () => {
     const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
