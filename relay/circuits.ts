@@ -248,6 +248,7 @@ export class RelayCircuits {
     this.closed = true;
     this.warmer?.stop();
     this.switch.close();
+    this.rendezvous.close();
     await this.opts.bandwidth?.beforeClose([...this.outbound]);
     for (const ch of this.outbound) ch.close('relay shutting down');
   }

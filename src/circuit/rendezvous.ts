@@ -19,6 +19,8 @@ export interface RendezvousLimits {
   maxIntroCircuits: number;
   /** Client circuits waiting under a cookie. */
   maxPendingCookies: number;
+  /** How long a client circuit may wait under a cookie before it is destroyed (ms). */
+  pendingCookieMs: number;
   /** How long a spent cookie is refused (ms). */
   spentCookieMs: number;
   /** ESTABLISH_INTRO timestamps accepted within this of the relay's clock (ms). */
@@ -26,7 +28,7 @@ export interface RendezvousLimits {
 }
 
 export const DEFAULT_RENDEZVOUS_LIMITS: RendezvousLimits = {
-  maxIntroCircuits: 1024, maxPendingCookies: 4096, spentCookieMs: 3_600_000, maxClockSkewMs: 600_000,
+  maxIntroCircuits: 1024, maxPendingCookies: 4096, pendingCookieMs: 120_000, spentCookieMs: 3_600_000, maxClockSkewMs: 600_000,
 };
 
 const HANDLED = new Set<number>([RelayCommand.ESTABLISH_INTRO, RelayCommand.INTRODUCE1, RelayCommand.ESTABLISH_RENDEZVOUS, RelayCommand.RENDEZVOUS1]);
@@ -34,7 +36,11 @@ const HANDLED = new Set<number>([RelayCommand.ESTABLISH_INTRO, RelayCommand.INTR
 export class RendezvousRelay implements RendezvousHook {
   private readonly intros = new Map<string, RendezvousCircuit>();
   private readonly introKeyOf = new Map<RendezvousCircuit, string>();
-  private readonly pending = new Map<string, RendezvousCircuit>();
+  /** Waiting circuits by cookie, with when each expires; the map keeps arrival order, oldest first. */
+  private readonly pending = new Map<string, { circ: RendezvousCircuit; until: number }>();
+  /** Destroys expired waiting circuits when no new arrival does; set only while one waits. */
+  private expiry: NodeJS.Timeout | null = null;
+  private closed = false;
   private readonly cookieOf = new Map<RendezvousCircuit, string>();
   private readonly spent = new Map<string, number>();
   /** SPEC.md §9.21.5 step 4: circuits joined here (each may be joined once; a joined circuit has a role). */
@@ -60,6 +66,12 @@ export class RendezvousRelay implements RendezvousHook {
 
   get introCircuits(): number { return this.intros.size; }
   get pendingCookies(): number { return this.pending.size; }
+
+  /** The relay stops: no timer is left behind (the switch destroys the circuits). */
+  close(): void {
+    this.closed = true;
+    this.schedule();
+  }
 
   handles(command: number): boolean { return HANDLED.has(command); }
 
@@ -135,10 +147,39 @@ export class RendezvousRelay implements RendezvousHook {
     for (const [k, until] of this.spent) { if (until > now) break; this.spent.delete(k); }
   }
 
+  /**
+   * SPEC.md §9.21.5 step 1: a circuit that has waited under its cookie for pendingCookieMs is
+   * destroyed (TIMEOUT). Oldest first, so the sweep stops at the first one still in time.
+   */
+  private expirePending(): void {
+    const now = this.now();
+    for (const [key, p] of this.pending) {
+      if (p.until > now) break;
+      this.pending.delete(key);
+      this.cookieOf.delete(p.circ);
+      this.count('expired');
+      p.circ.destroy(DestroyReason.TIMEOUT);
+    }
+    this.schedule();
+  }
+
+  /** Keep one unref'd timer for the oldest waiting circuit while any waits; none otherwise. */
+  private schedule(): void {
+    const oldest = this.closed ? undefined : this.pending.values().next().value;
+    if (!oldest) {
+      if (this.expiry) { clearTimeout(this.expiry); this.expiry = null; }
+      return;
+    }
+    if (this.expiry) return;
+    this.expiry = setTimeout(() => { this.expiry = null; this.expirePending(); }, Math.max(0, oldest.until - this.now()));
+    this.expiry.unref();
+  }
+
   /** SPEC.md §9.21.5 step 1. */
   private establishRendezvous(circ: RendezvousCircuit, data: Buffer): void {
     const cookie = decodeCookie(data);
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'ESTABLISH_RENDEZVOUS on a circuit with a role');
+    this.expirePending();
     this.pruneSpent();
     const key = cookie.toString('hex');
     if (this.pending.has(key) || this.spent.has(key)) {
@@ -152,8 +193,9 @@ export class RendezvousRelay implements RendezvousHook {
       this.count('cookie_limit');
       throw err('HIDDEN_RELAY_LIMIT', 'too many rendezvous cookies pending');
     }
-    this.pending.set(key, circ);
+    this.pending.set(key, { circ, until: this.now() + this.limits.pendingCookieMs });
     this.cookieOf.set(circ, key);
+    this.schedule();
     circ.sendRelay(RelayCommand.RENDEZVOUS_ESTABLISHED, 0, encodeStatus(RendezvousStatus.OK));
   }
 
@@ -162,7 +204,7 @@ export class RendezvousRelay implements RendezvousHook {
     const m = decodeRendezvous1(data);
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'RENDEZVOUS1 on a circuit with a role');
     const key = m.cookie.toString('hex');
-    const client = this.pending.get(key);
+    const client = this.pending.get(key)?.circ;
     // Both sides are checked before either is joined: a waiting circuit that has since gone on
     // cannot be joined, and is no circuit waiting with the cookie.
     if (!client || client.isClosed || client.extended) {
@@ -171,6 +213,7 @@ export class RendezvousRelay implements RendezvousHook {
     }
     this.pending.delete(key);
     this.cookieOf.delete(client);
+    this.schedule();
     this.spent.set(key, this.now() + this.limits.spentCookieMs);
     client.sendRelay(RelayCommand.RENDEZVOUS2, 0, m.reply);
     client.join(circ);
@@ -203,7 +246,7 @@ export class RendezvousRelay implements RendezvousHook {
     const ck = this.cookieOf.get(circ);
     if (ck !== undefined) {
       this.cookieOf.delete(circ);
-      if (this.pending.get(ck) === circ) this.pending.delete(ck);
+      if (this.pending.get(ck)?.circ === circ) { this.pending.delete(ck); this.schedule(); }
     }
   }
 }

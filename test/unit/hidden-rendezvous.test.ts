@@ -26,7 +26,7 @@ import type { CellChannel } from '../../src/link/cell-channel';
 import { createClientHop, createRelayHop } from '../../src/crypto/relay-crypto';
 import { CellCommand } from '../../src/wire/cell';
 import { decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
-import { EndReason, decodeEnd } from '../../src/wire/messages';
+import { DestroyReason, EndReason, decodeEnd } from '../../src/wire/messages';
 import type { IncomingStream } from '../../src/circuit/types';
 
 class FakeCircuit implements RendezvousCircuit {
@@ -35,9 +35,10 @@ class FakeCircuit implements RendezvousCircuit {
   sent: Array<{ command: number; data: Buffer }> = [];
   joinedWith: RendezvousCircuit | null = null;
   destroyedWith: string | undefined;
+  destroyReason: number | undefined;
   sendRelay(command: number, _streamId: number, data: Uint8Array): void { this.sent.push({ command, data: Buffer.from(data) }); }
   join(other: RendezvousCircuit): void { this.joinedWith = other; }
-  destroy(_reason: number, code?: string): void { this.isClosed = true; this.destroyedWith = code; }
+  destroy(reason: number, code?: string): void { this.isClosed = true; this.destroyedWith = code; this.destroyReason = reason; }
 }
 
 function codeOf(f: () => unknown): string {
@@ -174,6 +175,47 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     expect(dup.sent[0].data[0]).toBe(RendezvousStatus.COOKIE_REUSED);
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie: randomBytes(20), reply: randomBytes(64) })))).toBe('HIDDEN_COOKIE_UNKNOWN');
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, Buffer.alloc(19)))).toBe('MSG_TRUNCATED');
+  });
+  it('a circuit waiting under a cookie past pendingCookieMs (2 min) is destroyed (TIMEOUT), found by the next ESTABLISH_RENDEZVOUS', () => {
+    let now = NOW;
+    const rv = new RendezvousRelay(() => relayId, { now: () => now });
+    const old = new FakeCircuit(), young = new FakeCircuit();
+    const oldCookie = randomBytes(20);
+    rv.onMessage(old, RelayCommand.ESTABLISH_RENDEZVOUS, oldCookie);
+    now += 60_000;
+    rv.onMessage(young, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+    now += 60_001; // the first has waited 120 001 ms, the second 60 001 ms
+    const late = new FakeCircuit();
+    rv.onMessage(late, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+    expect(old.isClosed).toBe(true);
+    expect(old.destroyReason).toBe(DestroyReason.TIMEOUT);
+    expect(young.isClosed || late.isClosed).toBe(false);
+    expect(rv.pendingCookies).toBe(2);
+    expect(rv.counts.get('expired')).toBe(1);
+    // Its cookie waits no more: a RENDEZVOUS1 with it finds nobody.
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie: oldCookie, reply: randomBytes(64) })))).toBe('HIDDEN_COOKIE_UNKNOWN');
+    rv.close();
+  });
+  it('with no new arrival, a timer destroys the expired waiting circuits; close() stops it', () => {
+    vi.useFakeTimers({ now: NOW });
+    try {
+      const rv = new RendezvousRelay(() => relayId, { now: () => Date.now(), limits: { pendingCookieMs: 1000 } });
+      const a = new FakeCircuit(), b = new FakeCircuit();
+      rv.onMessage(a, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+      vi.advanceTimersByTime(500);
+      rv.onMessage(b, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+      vi.advanceTimersByTime(501);
+      expect([a.isClosed, b.isClosed]).toEqual([true, false]);
+      vi.advanceTimersByTime(500);
+      expect([a.isClosed, b.isClosed]).toEqual([true, true]);
+      expect(rv.pendingCookies).toBe(0);
+      expect(vi.getTimerCount()).toBe(0); // nothing waits: no timer left
+      const c = new FakeCircuit();
+      rv.onMessage(c, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+      expect(vi.getTimerCount()).toBe(1);
+      rv.close();
+      expect(vi.getTimerCount()).toBe(0);
+    } finally { vi.useRealTimers(); }
   });
   it('a joined circuit has a role: no ESTABLISH_INTRO, ESTABLISH_RENDEZVOUS or second RENDEZVOUS1 on it, and nothing is joined one way', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
