@@ -239,10 +239,14 @@ export async function runStorageCommand<T>(
   }
 }
 
+/** A failure's code and message, as a command reports them (`--json`: the `error` object). */
+export function failureOf(e: unknown): { code: string; message: string } {
+  return { code: isBitcloudError(e) ? e.code : 'INTERNAL', message: (e as Error)?.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(e) };
+}
+
 /** Print a command's failure (plain on stderr, or JSON on stdout) and return its exit code. */
 export function reportFailure(command: string, e: unknown, json: boolean): number {
-  const code = isBitcloudError(e) ? e.code : 'INTERNAL';
-  const message = (e as Error)?.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(e);
+  const { code, message } = failureOf(e);
   if (json) process.stdout.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
   else process.stderr.write(`bitcloud ${command}: ${code}: ${message}\n`);
   return USAGE_CODES.has(code) ? 2 : 1;

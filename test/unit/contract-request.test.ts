@@ -1,8 +1,14 @@
 // SPEC.md §9.20.4: what `bitcloud keep contract` and `bitcloud put --pay` check before anything is
 // stored or sent: the epochs, the coins, and at least one unit per epoch.
-import { describe, expect, it, vi } from 'vitest';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { contractRequest, openContract } from '../../src/client/commands/keep';
+import { putCommand } from '../../src/client/commands/put';
 import type { StorageSession } from '../../src/client/storage-client-setup';
+import { putFile } from '../../src/client/storage-client-put';
+import { formatCapability } from '../../src/storage/capability';
 import { uploadContract } from '../../src/client/storage-contract';
 import { keepFile } from '../../src/client/storage-client-verify';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
@@ -10,6 +16,18 @@ import { BitcloudError } from '../../src/errors';
 import { expectCode } from '../helpers/errors';
 
 vi.mock('../../src/client/storage-client-verify', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-verify')>(), keepFile: vi.fn() }));
+vi.mock('../../src/client/storage-client-put', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-put')>(), putFile: vi.fn() }));
+// The command frame with a fake session: prepare, run, and a failure reported as the real frame does.
+const fakeSession = { network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [] } }, client: {} } as unknown as StorageSession;
+vi.mock('../../src/client/storage-client-setup', async (orig) => {
+  const real = await orig<typeof import('../../src/client/storage-client-setup')>();
+  return {
+    ...real,
+    runStorageCommand: vi.fn(async (command: string, a: { json: boolean }, prepare: (log: unknown) => unknown, run: (s: StorageSession, p: unknown) => Promise<number>, onFailure?: () => void) => {
+      try { return await run(fakeSession, prepare(null)); } catch (e) { onFailure?.(); return real.reportFailure(command, e, a.json); }
+    }),
+  };
+});
 vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
 
 describe('a paid contract request (SPEC.md §9.20.4)', () => {
@@ -41,5 +59,53 @@ describe('a contract after a pass with unknown shares (SPEC.md §9.18.3 step 3, 
     expect(e).toBeInstanceOf(BitcloudError);
     expect(e).toMatchObject({ code: 'STORAGE_BUSY' });
     expect(vi.mocked(uploadContract)).not.toHaveBeenCalled();
+  });
+});
+
+describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () => {
+  let dir: string;
+  let file: string;
+  beforeAll(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-putpay-'));
+    file = path.join(dir, 'f.bin');
+    await fsp.writeFile(file, Buffer.alloc(1000, 1));
+  });
+  afterAll(async () => { await fsp.rm(dir, { recursive: true, force: true }); });
+
+  const cap = formatCapability({ manifestId: Buffer.alloc(32, 8), fileKey: Buffer.alloc(32, 9) });
+  const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 8), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
+  const stored = { capability: cap, verifyCapability: vcap, manifestId: '08'.repeat(32), size: 1000, chunks: 1, coding: { k: 4, n: 6 }, shares: 8, bytesSent: 2000, relocated: 0 };
+  const busyPass = {
+    shares: 6, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [],
+    busy: [{ node: 'bb'.repeat(32), shareId: '03'.repeat(32), code: 'STORAGE_BUSY' }], unknown: 1, expiresAt: 0, placed: [],
+  };
+
+  async function run(json: boolean): Promise<{ code: number; out: string; errOut: string }> {
+    vi.mocked(putFile).mockResolvedValueOnce(stored);
+    vi.mocked(keepFile).mockResolvedValueOnce(busyPass);
+    const out: string[] = [];
+    const errOut: string[] = [];
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation((x) => { errOut.push(String(x)); return true; });
+    try {
+      const code = await putCommand({ file, json, direct: false, class: 'encrypted-private', pay: '1', epochs: 3 });
+      return { code, out: out.join(''), errOut: errOut.join('') };
+    } finally { o.mockRestore(); e.mockRestore(); }
+  }
+
+  it('prints the stored file\'s capability, reports the contract\'s failure, and exits 1', async () => {
+    const r = await run(false);
+    expect(r.out).toBe(cap + '\n');
+    expect(r.errOut).toContain('STORAGE_BUSY');
+    expect(r.code).toBe(1);
+    expect(vi.mocked(uploadContract)).not.toHaveBeenCalled();
+  });
+
+  it('with --json: one object with the capability, ok false and the contract\'s error', async () => {
+    const r = await run(true);
+    const lines = r.out.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0])).toMatchObject({ ok: false, capability: cap, verifyCapability: vcap, error: { code: 'STORAGE_BUSY' } });
+    expect(r.code).toBe(1);
   });
 });

@@ -11,7 +11,7 @@ import { isDirectory, putFolder } from '../storage-client-folder';
 import { parseCapability } from '../../storage/capability';
 import { capabilityUrl } from '../gateway/host';
 import { progressMode, progressReporter } from '../storage-client-progress';
-import { runStorageCommand, type Network } from '../storage-client-setup';
+import { failureOf, runStorageCommand, type Network } from '../storage-client-setup';
 import type { StorageNode } from '../storage-client';
 import { checkContentClass } from '../../moderation/policy';
 import { selectNodesForClass } from '../../moderation/placement';
@@ -58,20 +58,28 @@ export async function putCommand(a: Args): Promise<number> {
     progress.stop();
     const url = capabilityUrl(parseCapability(r.capability));
     const seconds = (Date.now() - t0) / 1000;
-    const paid = contract && 'verifyCapability' in r && r.verifyCapability ? await openContract(session, r.verifyCapability, contract) : null;
+    // SPEC.md §9.20.4: the file is stored whatever becomes of its contract, so its capability is
+    // printed even when the contract cannot be opened (a busy node, no share held, …); the
+    // contract's failure is reported after it and the exit status is 1.
+    let paid: Awaited<ReturnType<typeof openContract>> | null = null;
+    let failed: { code: string; message: string } | null = null;
+    if (contract && 'verifyCapability' in r && r.verifyCapability) {
+      try { paid = await openContract(session, r.verifyCapability, contract); } catch (e) { failed = failureOf(e); }
+    }
     if (a.json) {
       process.stdout.write(JSON.stringify({
         ok: true, capability: r.capability, url, folder: folder !== null, ...(folder ? { files: folder.files, totalBytes: folder.totalBytes } : {}),
         ...(!folder && 'verifyCapability' in r ? { verifyCapability: r.verifyCapability } : {}), manifestId: r.manifestId, size: r.size, chunks: r.chunks, coding: r.coding,
         transport: a.direct ? 'direct' : 'circuits', shares: r.shares, bytesSent: r.bytesSent, relocated: r.relocated,
-        seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001), ...(paid ? { ok: paid.ok, contract: paid.json } : {}),
+        seconds, mbps: r.size / 1e6 / Math.max(seconds, 0.001), ...(paid ? { ok: paid.ok, contract: paid.json } : {}), ...(failed ? { ok: false, error: failed } : {}),
       }) + '\n');
     } else {
       process.stdout.write(r.capability + '\n');
       if (folder) process.stderr.write(`bitcloud put: stored ${folder.files} files; open ${url} through the SOCKS proxy\n`);
       for (const l of paid?.lines ?? []) process.stderr.write(`bitcloud put: ${l.trim()}\n`);
+      if (failed) process.stderr.write(`bitcloud put: no contract: ${failed.code}: ${failed.message}\n`);
     }
-    return paid && !paid.ok ? 1 : 0;
+    return failed || (paid && !paid.ok) ? 1 : 0;
   }, () => progress.stop());
 }
 
