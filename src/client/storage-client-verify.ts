@@ -52,6 +52,8 @@ export interface KeepOptions {
    * KEEP_NODE_DEADLINE_TIMEOUTS × the client's request timeout); SPEC.md §9.18.3 step 3.
    */
   nodeDeadlineMs?: number;
+  /** The file's verify record, when the caller fetched it already (else it is fetched first). */
+  record?: VerifyRecord;
 }
 
 /** A node caught not holding (or not proving) a share it was found with or expected to hold. */
@@ -146,7 +148,7 @@ async function holders(client: StorageClient, asks: Map<string, Set<string>>): P
 
 export async function keepFile(client: StorageClient, cap: VerifyCapability, o: KeepOptions = {}): Promise<KeepReport> {
   const repair = o.repair ?? true;
-  const record = await fetchVerifyRecord(client, cap);
+  const record = o.record ?? await fetchVerifyRecord(client, cap);
   const nodes = client.fingerprints;
   const { k, n } = record;
   // SPEC.md §9.18.3 step 4, §9.19: shares this pass stores get the lease it renews with.

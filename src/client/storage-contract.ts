@@ -3,14 +3,32 @@
 // audit root) for epochs [start, end) and is uploaded to every authority, which audits them each
 // epoch (§9.20.2). The upload goes straight to the authorities (their addresses are public; the
 // uploader's address is seen by them: §9.20.5).
-import { errorCode } from '../errors';
+import { err, errorCode } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { httpRequest, errorBodyReason } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
-import { encodeContract, sortContractEntries, type StorageContract } from '../wire/storage-contract';
+import { encodeContract, MAX_CONTRACT_ENTRIES, sortContractEntries, type StorageContract } from '../wire/storage-contract';
 import type { KeepReport } from './storage-client-verify';
 
 export const CONTRACTS_PATH = '/bitcloud/storage/contracts';
+
+/**
+ * SPEC.md §9.20.1: the chunk shares a contract of a file of `size` bytes lists, n per data chunk and
+ * per manifest chunk (before the file is stored). The manifest is counted as one chunk: a file of at
+ * most MAX_CONTRACT_ENTRIES chunk shares has a manifest of at most about 34 · 4 096 + 7 · 4 096 / n
+ * bytes (§9.4), well under its 1 MiB chunks (§9.5), so the count is exact up to the limit and a
+ * lower bound above it.
+ */
+export function fileChunkShares(size: number, chunkSize: number, n: number): number {
+  return n * (Math.ceil(size / chunkSize) + 1);
+}
+
+/** SPEC.md §9.20.1: CONTRACT_TOO_LARGE when a file's chunk shares would not fit in one contract. */
+export function checkContractShares(shares: number): void {
+  if (shares > MAX_CONTRACT_ENTRIES) {
+    throw err('CONTRACT_TOO_LARGE', `this file has ${shares} chunk shares; a storage contract lists at most ${MAX_CONTRACT_ENTRIES} (store it with a larger chunk size or a smaller n)`, { shares, max: MAX_CONTRACT_ENTRIES });
+  }
+}
 
 /** The contract for a keeper pass's placed shares over `epochs` epochs from `startEpoch`. */
 export function contractFromPass(placed: KeepReport['placed'], startEpoch: number, epochs: number): { contract: StorageContract; bytes: Buffer; id: string } {

@@ -9,13 +9,19 @@ import { putCommand } from '../../src/client/commands/put';
 import type { StorageSession } from '../../src/client/storage-client-setup';
 import { putFile } from '../../src/client/storage-client-put';
 import { formatCapability } from '../../src/storage/capability';
+import { ChunkKind } from '../../src/storage/encode';
+import type { VerifyRecord } from '../../src/wire/verify-record';
 import { uploadContract } from '../../src/client/storage-contract';
-import { keepFile } from '../../src/client/storage-client-verify';
+import { fetchVerifyRecord, keepFile } from '../../src/client/storage-client-verify';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
 import { BitcloudError } from '../../src/errors';
 import { expectCode } from '../helpers/errors';
 
-vi.mock('../../src/client/storage-client-verify', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-verify')>(), keepFile: vi.fn() }));
+// A verify record of one 4-of-6 chunk unless a test says otherwise.
+const oneChunk: VerifyRecord = { k: 4, n: 6, chunks: [{ kind: ChunkKind.DATA, index: 0, shareSize: 64, shareIds: Array.from({ length: 6 }, (_, j) => Buffer.alloc(32, j)), auditRoots: Array.from({ length: 6 }, () => Buffer.alloc(32)) }] };
+vi.mock('../../src/client/storage-client-verify', async (orig) => ({
+  ...await orig<typeof import('../../src/client/storage-client-verify')>(), keepFile: vi.fn(), fetchVerifyRecord: vi.fn(() => Promise.resolve(oneChunk)),
+}));
 vi.mock('../../src/client/storage-client-put', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-put')>(), putFile: vi.fn() }));
 // The command frame with a fake session: prepare, run, and a failure reported as the real frame does.
 const fakeSession = { network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [] } }, client: {} } as unknown as StorageSession;
@@ -43,6 +49,12 @@ describe('a paid contract request (SPEC.md §9.20.4)', () => {
     expectCode(() => contractRequest({ epochs: 3, pay: '0.000000001' }), 'CONFIG_INVALID');
     expectCode(() => contractRequest({ epochs: 3, pay: '0.00000002' }), 'ESCROW_UNDERFUNDED');
     expect(contractRequest({ epochs: 3, pay: '0.00000003' }).pay).toBe(3n);
+  });
+
+  it('refuses more epochs than a contract spans (SPEC.md §9.20.1: at most 100 000): CONFIG_INVALID', () => {
+    expect(contractRequest({ epochs: 100_000 }).epochs).toBe(100_000);
+    expectCode(() => contractRequest({ epochs: 100_001 }), 'CONFIG_INVALID');
+    expectCode(() => contractRequest({ epochs: 200_000, pay: '1' }), 'CONFIG_INVALID');
   });
 });
 
@@ -107,5 +119,64 @@ describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () =
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0])).toMatchObject({ ok: false, capability: cap, verifyCapability: vcap, error: { code: 'STORAGE_BUSY' } });
     expect(r.code).toBe(1);
+  });
+});
+
+describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1: at most 4 096)', () => {
+  let dir: string;
+  let file: string;
+  beforeAll(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-putpay-'));
+    file = path.join(dir, 'f.bin');
+    await fsp.writeFile(file, Buffer.alloc(1000, 1));
+  });
+  afterAll(async () => { await fsp.rm(dir, { recursive: true, force: true }); });
+
+  async function put(a: { 'chunk-size'?: number; epochs?: number; k?: number; n?: number }): Promise<{ code: number; out: string }> {
+    vi.mocked(putFile).mockClear();
+    const out: string[] = [];
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      return { code: await putCommand({ file, json: true, direct: false, class: 'encrypted-private', pay: '1', ...a }), out: out.join('') };
+    } finally { o.mockRestore(); e.mockRestore(); }
+  }
+
+  it('put --pay refuses it before anything is uploaded: CONTRACT_TOO_LARGE', async () => {
+    // 1000 one-byte chunks and a manifest chunk, 6 shares each: 6 006 chunk shares.
+    const r = await put({ 'chunk-size': 1 });
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, error: { code: 'CONTRACT_TOO_LARGE' } });
+    expect(r.code).toBe(1);
+    expect(vi.mocked(putFile)).not.toHaveBeenCalled();
+  });
+
+  it('put --pay refuses --epochs above 100 000 before anything is uploaded: CONFIG_INVALID', async () => {
+    const r = await put({ epochs: 200_000 });
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID' } });
+    expect(r.code).toBe(2);
+    expect(vi.mocked(putFile)).not.toHaveBeenCalled();
+  });
+
+  it('the limit is exact: 4 096 chunk shares are taken, 4 100 are not', async () => {
+    // 1-of-4 in 1-byte chunks: 1023 data chunks and a manifest chunk are 4 × 1024 = 4 096 shares.
+    await fsp.writeFile(file, Buffer.alloc(1023, 1));
+    vi.mocked(putFile).mockRejectedValueOnce(new Error('stop here'));
+    await put({ 'chunk-size': 1, k: 1, n: 4 });
+    expect(vi.mocked(putFile)).toHaveBeenCalledTimes(1);
+    await fsp.writeFile(file, Buffer.alloc(1024, 1)); // 4 × 1025 = 4 100
+    const r = await put({ 'chunk-size': 1, k: 1, n: 4 });
+    expect(JSON.parse(r.out)).toMatchObject({ error: { code: 'CONTRACT_TOO_LARGE' } });
+    expect(vi.mocked(putFile)).not.toHaveBeenCalled();
+  });
+
+  it('keep contract refuses it before its keeper pass, counting the verify record\'s chunks', async () => {
+    vi.mocked(keepFile).mockClear();
+    const many = { ...oneChunk, chunks: Array.from({ length: 683 }, (_, i) => ({ ...oneChunk.chunks[0], index: i })) }; // 683 × 6 = 4 098
+    vi.mocked(fetchVerifyRecord).mockResolvedValueOnce(many);
+    const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 5), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
+    const e = await openContract(fakeSession, vcap, contractRequest({ epochs: 3 })).then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'CONTRACT_TOO_LARGE' });
+    expect(vi.mocked(keepFile)).not.toHaveBeenCalled();
+    expect(vi.mocked(uploadContract)).not.toHaveBeenCalled();
   });
 });

@@ -11,10 +11,11 @@ import { openRootRecord } from '../../storage/seal';
 import { rankNodes } from '../../storage/placement';
 import { err } from '../../errors';
 import { addKept, checkKeeperRun, loadKeeperState, nowSec, runKeeper, updateKeeperState, type KeeperRun, type KeeperState } from '../keeper';
-import { keepFile } from '../storage-client-verify';
+import { fetchVerifyRecord, keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
-import { contractFromPass, uploadContract } from '../storage-contract';
+import { checkContractShares, contractFromPass, uploadContract } from '../storage-contract';
+import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
 
@@ -110,9 +111,10 @@ export interface ContractRequest {
   noWait: boolean;
 }
 
-/** Checks --epochs and --pay before anything is sent (CONFIG_INVALID, ESCROW_UNDERFUNDED, the coins' parse errors). */
+/** Checks --epochs (1..100 000, SPEC.md §9.20.1) and --pay before anything is sent (CONFIG_INVALID, ESCROW_UNDERFUNDED, the coins' parse errors). */
 export function contractRequest(a: { epochs: number; pay?: string; key?: string; 'no-wait'?: boolean; config?: string; 'data-dir'?: string }): ContractRequest {
   if (!Number.isSafeInteger(a.epochs) || a.epochs < 1) throw err('CONFIG_INVALID', '--epochs must be a positive integer');
+  if (a.epochs > MAX_CONTRACT_EPOCHS) throw err('CONFIG_INVALID', `--epochs must be at most ${MAX_CONTRACT_EPOCHS} (a contract's longest span)`);
   let pay: bigint | null = null;
   if (a.pay !== undefined) {
     pay = parseCoins(String(a.pay));
@@ -131,7 +133,12 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
 export async function openContract(session: StorageSession, vcap: string, q: ContractRequest): Promise<{ ok: boolean; json: Record<string, unknown>; lines: string[] }> {
   const c = session.network.dir.consensus()!;
   const P = c.periodSeconds;
-  const r = await keepFile(session.client, parseVerifyCapability(vcap), { renew: true, leaseSeconds: (q.epochs + 2) * P });
+  const cap = parseVerifyCapability(vcap);
+  // SPEC.md §9.20.1: a contract lists every chunk share (data and manifest) and holds at most
+  // 4 096; the verify record counts them, so a file with more is refused before its keeper pass.
+  const record = await fetchVerifyRecord(session.client, cap);
+  checkContractShares(record.chunks.length * record.n);
+  const r = await keepFile(session.client, cap, { renew: true, leaseSeconds: (q.epochs + 2) * P, record });
   // SPEC.md §9.18.3 step 3, §9.20.1: a share whose audit stayed busy is neither proven nor lost;
   // the contract would silently leave it out, so none is opened until a pass knows every share.
   if (r.unknown > 0) {

@@ -2,6 +2,7 @@
 // [--pay COINS [--epochs N] [--key FILE]]` (SPEC.md §9.9, §9.20.4): store a file encrypted and
 // erasure-coded on the storage nodes of the consensus, through circuits by default, and print its
 // read capability; with --pay, also open a paid storage contract for it. Wiring only.
+import fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION } from './options';
 import { err } from '../../errors';
@@ -17,6 +18,8 @@ import { checkContentClass } from '../../moderation/policy';
 import { selectNodesForClass } from '../../moderation/placement';
 import { authoritySource } from '../../moderation/sources';
 import { contractRequest, openContract, type ContractRequest } from './keep';
+import { checkContractShares, fileChunkShares } from '../storage-contract';
+import { DEFAULT_CHUNK_SIZE } from '../../storage/file-encoder';
 
 type Args = {
   file: string; json: boolean; direct: boolean; k?: number; n?: number; profile?: string; 'chunk-size'?: number;
@@ -24,6 +27,11 @@ type Args = {
   pay?: string; epochs?: number; key?: string; 'no-wait'?: boolean;
 };
 
+
+/** A regular file's size, or null when it cannot be read. */
+function fileSize(file: string): number | null {
+  try { const st = fs.statSync(file); return st.isFile() ? st.size : null; } catch { return null; }
+}
 
 function codingOf(a: Args): Coding {
   if (a.k !== undefined || a.n !== undefined) {
@@ -43,6 +51,11 @@ export async function putCommand(a: Args): Promise<number> {
     if (a.pay === undefined && (a.epochs !== undefined || a.key !== undefined)) throw err('CONFIG_INVALID', '--epochs and --key go with --pay');
     const contract: ContractRequest | null = a.pay === undefined ? null : contractRequest({ ...a, epochs: a.epochs ?? 24 });
     if (contract && isDirectory(a.file)) throw err('CONFIG_INVALID', '--pay contracts a file; a folder\'s files are contracted one by one (keep contract)');
+    // SPEC.md §9.20.1: a contract lists at most 4 096 chunk shares; a larger file is refused before
+    // it is stored (a missing file or a bad chunk size is left to the upload's own refusal).
+    const chunkSize = a['chunk-size'] ?? DEFAULT_CHUNK_SIZE;
+    const size = contract && Number.isInteger(chunkSize) && chunkSize >= 1 ? fileSize(a.file) : null;
+    if (size !== null) checkContractShares(fileChunkShares(size, chunkSize, coding.n));
     // SPEC.md §10.8: only nodes whose moderators admit the class (policies from the authorities).
     const cls = checkContentClass(a.class, 'STORAGE_BAD_MANIFEST_INPUT');
     return {
