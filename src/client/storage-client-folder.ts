@@ -12,7 +12,7 @@ import { ChunkKind } from '../storage/encode';
 import { decodeFolder, encodeFolder, FOLDER_CONTENT_TYPE, folderPathProblem, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES, type Folder, type FolderEntry } from '../storage/folder';
 import type { Manifest } from '../storage/manifest';
 import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
-import { putFile, type PutOptions, type PutResult } from './storage-client-put';
+import { manifestName, putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
 import { mkdirOutput } from './storage-client-resume';
 
@@ -59,8 +59,8 @@ export async function putFolder(client: StorageClient, dir: string, o: PutOption
   try {
     const file = path.join(tmp, 'listing.json');
     await fsp.writeFile(file, listing, { mode: 0o600 });
-    const base = path.basename(path.resolve(dir));
-    const r = await putFile(client, file, { ...o, name: base && base !== '.' && base !== '..' ? base : '', contentType: FOLDER_CONTENT_TYPE, fileKey: undefined });
+    // SPEC.md §9.4, §9.15: the listing's name is the folder's base name when a manifest can carry it.
+    const r = await putFile(client, file, { ...o, name: manifestName(path.resolve(dir)), contentType: FOLDER_CONTENT_TYPE, fileKey: undefined });
     return { ...r, shares: r.shares + shares, bytesSent: r.bytesSent + bytesSent, relocated: r.relocated + relocated, files: entries.length, totalBytes };
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });

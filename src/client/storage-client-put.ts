@@ -13,7 +13,7 @@ import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey, type PlainChunk } from '..
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES, encodeInline, type CodedChunk } from '../storage/coder-pool';
 import { placeChunk, rankNodes } from '../storage/placement';
 import { formatCapability } from '../storage/capability';
-import { MAX_TEXT_BYTES } from '../storage/manifest';
+import { isManifestName, manifestBytesFor, MAX_MANIFEST_BYTES } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
 import { isPublicClass, PUBLIC_CONTENT_KEY } from '../moderation/policy';
 
@@ -71,10 +71,13 @@ export function defaultWindow(chunkSize: number, coding: Coding): number {
   return Math.min(16, Math.max(4, Math.floor(PUT_WINDOW_BYTES / shareBytesPerChunk)));
 }
 
-/** A manifest name: the base name, if it is a valid one; else none. */
+/**
+ * A manifest name: the base name, if it is a valid one (SPEC.md §9.4: at most 255 bytes, no NUL,
+ * no '/' or '\\', not '.' or '..'); else none, so the file is stored without a suggested name.
+ */
 export function manifestName(file: string): string {
   const b = path.basename(file);
-  return b && b !== '.' && b !== '..' && Buffer.byteLength(b) <= MAX_TEXT_BYTES && !b.includes('\0') ? b : '';
+  return isManifestName(b) ? b : '';
 }
 
 /**
@@ -145,6 +148,13 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
   }
   const fileKey = o.fileKey ?? (o.contentClass && isPublicClass(o.contentClass) ? PUBLIC_CONTENT_KEY : newFileKey());
   const enc = new FileEncoder({ fileKey, coding, chunkSize });
+  // SPEC.md §9.5: the manifest's length follows from the size, the chunk size and n; one over
+  // MAX_MANIFEST_BYTES (or bad metadata) is refused before any chunk is stored, not after them all.
+  const meta = { name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass };
+  const manifestBytes = manifestBytesFor(st.size, chunkSize, coding, meta);
+  if (manifestBytes > MAX_MANIFEST_BYTES) {
+    throw err('STORAGE_MANIFEST_TOO_LARGE', `the manifest of this file would take ${manifestBytes} bytes, more than ${MAX_MANIFEST_BYTES}; use a larger chunk size`, { size: manifestBytes });
+  }
   const tally: Tally = { shares: 0, bytes: 0, relocated: 0 };
   const inflight = new Set<Promise<void>>();
   let failure: unknown = null;
@@ -191,7 +201,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
     input.destroy();
   }
 
-  const manifest = enc.manifest({ name: o.name ?? manifestName(file), contentType: o.contentType, contentClass: o.contentClass });
+  const manifest = enc.manifest(meta);
   const { sealed, verify, verifyKey } = sealWithVerifyRecord(fileKey, manifest, verifyChunks);
   for (const c of sealed.chunks) await storeChunk(client, c.shares, tally);
   await storeRoot(client, verify, coding.n, tally);

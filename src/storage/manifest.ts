@@ -3,7 +3,7 @@
 import { err, type ErrorCode } from '../errors';
 import { checkCoding, type Coding } from './coding';
 import { CHUNK_OVERHEAD, type ChunkRef } from './encode';
-import { bytes, CODING_SCHEME_RS_GF256, decodeProto, encodeProto, list, msg, pb, str, u32, u64, type Loose } from './proto';
+import { bytes, CODING_SCHEME_RS_GF256, decodeProto, encodeProto, list, msg, pb, str, u32, u64, varint, type Loose } from './proto';
 import { MAX_CHUNK_SIZE, SHARE_ID_BYTES } from './share';
 
 export const MANIFEST_VERSION = 1;
@@ -95,6 +95,11 @@ function checkName(v: string, code: ErrorCode): string {
   return v;
 }
 
+/** Whether `v` may be a manifest's name (SPEC.md §9.4): what checkName accepts. */
+export function isManifestName(v: string): boolean {
+  try { checkName(v, BAD); return true; } catch { return false; }
+}
+
 function checkContentClass(v: string, code: ErrorCode): string {
   if (!CONTENT_CLASS.test(v)) throw err(code, 'content class must match [a-z0-9][a-z0-9-]{0,63}', { contentClass: v });
   return v;
@@ -142,6 +147,32 @@ export function makeManifest(layout: Layout, meta: { name?: string; contentType?
     contentType: textField(meta.contentType ?? '', 'content type', code),
     contentClass: checkContentClass(meta.contentClass ?? DEFAULT_CONTENT_CLASS, code),
   };
+}
+
+/**
+ * SPEC.md §9.4, §9.5: the length of the encoded Manifest of a `size`-byte file cut into `chunkSize`
+ * chunks of `coding`, with this metadata (checked as makeManifest checks it:
+ * STORAGE_BAD_MANIFEST_INPUT), known before the file is read: every chunk entry but the last has
+ * the same length, `1 + len(enc_len) + 34·n` bytes (n share ids of 32 bytes, each with its tag and
+ * length) inside its own tag and length.
+ */
+export function manifestBytesFor(size: number, chunkSize: number, coding: Coding, meta: { name?: string; contentType?: string; contentClass?: string } = {}): number {
+  const code = 'STORAGE_BAD_MANIFEST_INPUT';
+  const layout: Layout = { size, chunkSize, coding: checkCoding(coding.k, coding.n, code), chunks: [] };
+  const bare = encodeManifest({
+    version: MANIFEST_VERSION, layout, name: checkName(meta.name ?? '', code),
+    contentType: textField(meta.contentType ?? '', 'content type', code), contentClass: checkContentClass(meta.contentClass ?? DEFAULT_CONTENT_CLASS, code),
+  }).length;
+  const entry = (plain: number): number => {
+    const inner = 1 + varint(plain + CHUNK_OVERHEAD).length + coding.n * (1 + varint(SHARE_ID_BYTES).length + SHARE_ID_BYTES);
+    return 1 + varint(inner).length + inner;
+  };
+  const whole = Math.floor(size / chunkSize);
+  const rest = size - whole * chunkSize;
+  const chunks = whole * entry(chunkSize) + (rest > 0 ? entry(rest) : 0);
+  // The layout's own length prefix grows with its chunks.
+  const layoutLen = encodeProto(pb.Layout, layoutToProto(layout)).length;
+  return bare - varint(layoutLen).length + varint(layoutLen + chunks).length + chunks;
 }
 
 export function encodeManifest(m: Manifest): Buffer {

@@ -13,6 +13,7 @@ function type(name: string): protobuf.Type {
 export const pb = {
   Manifest: type('Manifest'),
   Root: type('Root'),
+  Layout: type('Layout'),
   Request: type('Request'),
   Response: type('Response'),
   PutShare: type('PutShare'),

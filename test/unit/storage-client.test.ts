@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { parseCapability, formatCapability } from '../../src/storage/capability';
@@ -14,6 +14,8 @@ import { encodeRoot, MANIFEST_VERSION } from '../../src/storage/manifest';
 import { shareId } from '../../src/storage/share';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
+import { putFolder } from '../../src/client/storage-client-folder';
+import { MAX_MANIFEST_BYTES } from '../../src/storage/manifest';
 import { getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
 import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
@@ -340,5 +342,39 @@ describe('losing nodes (SPEC.md §9.3)', () => {
     await g.close();
     expect(res.unreachableNodes.sort()).toEqual([nodes[3].relay.fingerprint, nodes[4].relay.fingerprint].sort());
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  });
+});
+
+describe('put refuses what the manifest cannot hold before any chunk is stored (SPEC.md §9.4, §9.5)', () => {
+  /** Six nodes that take every share, counted. */
+  const memClient = () => {
+    const putShare = vi.fn(() => Promise.resolve());
+    return { putShare, client: { fingerprints: Array.from({ length: 6 }, (_, i) => String(i).repeat(64)), isDead: () => false, putShare } as unknown as StorageClient };
+  };
+
+  it('a file whose manifest would pass MAX_MANIFEST_BYTES: STORAGE_MANIFEST_TOO_LARGE, no share sent', async () => {
+    // 1-byte chunks of 4-of-6 take about 209 bytes of manifest each: 330 000 of them pass 64 MiB.
+    expect(330_000 * 209).toBeGreaterThan(MAX_MANIFEST_BYTES);
+    const f = path.join(root, 'many-chunks.bin');
+    await fsp.writeFile(f, Buffer.alloc(330_000, 3));
+    const { client: c, putShare } = memClient();
+    // Nodes that refuse every share: an upload that starts fails at once, and the count shows it.
+    putShare.mockImplementation(() => Promise.reject(Object.assign(new Error('full'), { code: 'STORAGE_FULL' })));
+    await expect(putFile(c, f, { chunkSize: 1, workers: false })).rejects.toMatchObject({ code: 'STORAGE_MANIFEST_TOO_LARGE' });
+    expect(putShare).not.toHaveBeenCalled();
+  }, 20_000);
+
+  it('a file named with a backslash is stored without a name, as any other name a manifest cannot carry', async () => {
+    const dir = path.join(root, 'back\\slash');
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, 'ok.txt'), 'in a folder');
+    const f = path.join(root, 'a\\b.txt');
+    await fsp.writeFile(f, 'hello');
+    const { client: c } = memClient();
+    const r = await putFile(c, f, { workers: false });
+    expect(r.size).toBe(5);
+    // The folder's listing takes the folder's base name by the same rule.
+    const fr = await putFolder(c, dir, { workers: false });
+    expect(fr.files).toBe(1);
   });
 });

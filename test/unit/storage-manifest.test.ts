@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { FileEncoder, newFileKey } from '../../src/storage/file-encoder';
 import { decodeChunk } from '../../src/storage/encode';
-import { chunkOffsets, decodeManifest, decodeRoot, encodeManifest, encodeRoot, makeManifest, MANIFEST_VERSION, MAX_MANIFEST_BYTES, type Layout } from '../../src/storage/manifest';
+import { chunkOffsets, decodeManifest, decodeRoot, encodeManifest, encodeRoot, makeManifest, manifestBytesFor, MANIFEST_VERSION, MAX_MANIFEST_BYTES, type Layout } from '../../src/storage/manifest';
+import { manifestName } from '../../src/client/storage-client-put';
 import { decodeManifestChunk, openManifest, openRoot, sealManifest } from '../../src/storage/seal';
 import { ChunkKind, encryptChunk } from '../../src/storage/encode';
 import { MAX_CHUNK_SIZE, shareId } from '../../src/storage/share';
@@ -144,6 +145,28 @@ describe('file encoder and manifest (SPEC §9.2, §9.4)', () => {
     const { manifest } = encodeFile(Buffer.alloc(10, 1), 4096);
     expect(codeOf(() => makeManifest(manifest.layout, { name: 'a/b' }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
     expect(codeOf(() => makeManifest(manifest.layout, { contentClass: 'Public' }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
+  });
+
+  it('manifestName keeps a base name only when it is a valid manifest name (SPEC.md §9.4)', () => {
+    expect(manifestName('/tmp/x/report.pdf')).toBe('report.pdf');
+    for (const bad of ['/tmp/a\\b.txt', 'c\\', '/tmp/..', '.', 'x/' + 'y'.repeat(256), '/tmp/nul\0x']) expect(manifestName(bad), bad).toBe('');
+  });
+
+  it('manifestBytesFor gives, before any chunk is cut, the exact length of the manifest the encoder writes (SPEC.md §9.4, §9.5)', () => {
+    for (const [size, chunkSize, k, n, name] of [
+      [0, 4096, 4, 6, ''], [1, 1, 1, 1, 'a'], [10, 4096, 4, 6, 'f.bin'], [5000, 1000, 3, 10, 'r\u00e9sum\u00e9.txt'], [5001, 1000, 1, 64, ''],
+      [300, 127, 2, 3, 'x'.repeat(255)], [70_000, 200, 4, 6, 'big'],
+    ] as const) {
+      const enc = new FileEncoder({ fileKey: newFileKey(), chunkSize, coding: { k, n } });
+      enc.push(Buffer.alloc(size, 7));
+      enc.end();
+      const m = enc.manifest({ name, contentType: 'text/plain', contentClass: 'public-any' });
+      expect(manifestBytesFor(size, chunkSize, { k, n }, { name, contentType: 'text/plain', contentClass: 'public-any' }), `${size}/${chunkSize}/${n}`).toBe(encodeManifest(m).length);
+    }
+    // A large file is counted without cutting it: 300 GiB in 1 MiB chunks of 4-of-6 fits, 400 GiB does not.
+    expect(manifestBytesFor(300 * 2 ** 30, 2 ** 20, { k: 4, n: 6 }, {})).toBeLessThan(MAX_MANIFEST_BYTES);
+    expect(manifestBytesFor(400 * 2 ** 30, 2 ** 20, { k: 4, n: 6 }, {})).toBeGreaterThan(MAX_MANIFEST_BYTES);
+    expect(codeOf(() => manifestBytesFor(10, 10, { k: 1, n: 1 }, { name: 'a\\b' }))).toBe('STORAGE_BAD_MANIFEST_INPUT');
   });
 
   it('file encoder refuses bad chunk sizes and keys', () => {
