@@ -47,23 +47,44 @@ export function requireNodesForClass(cls: string, have: number, need: number, to
 export const POLICY_FETCHES_IN_FLIGHT = 4;
 /**
  * SPEC.md §10.8: the distinct moderators a client considers for one placement (4 × the 16 a node
- * may list, §10.6): those listed by the most nodes, ties by fingerprint. The nodes of the others
- * count as not admitting, like nodes whose moderator's policy cannot be obtained.
+ * may list, §10.6): those with the most consensus weight behind them, ties by fingerprint. The
+ * nodes of the others count as not admitting, like nodes whose moderator's policy cannot be obtained.
  */
 export const MAX_PLACEMENT_MODERATORS = 64;
+
+/** A storage node as placement weighs it (ConsensusRelay satisfies it). */
+export interface WeightedModeratedNode extends ModeratedNode {
+  /** Consensus weight, KB/s (§6.6). */
+  weight: number;
+}
+
+/**
+ * SPEC.md §10.8: the moderators a placement considers. Each node's listing of a moderator counts
+ * the node's consensus weight (negative or non-finite counts 0; a node naming a moderator twice
+ * counts once), so nodes without weight cannot crowd the real moderators out of the 64 however
+ * many of them list made-up ones. A moderator with no weight behind it is not considered. At most
+ * MAX_PLACEMENT_MODERATORS, by decreasing weight, ties by the lower fingerprint.
+ */
+export function placementModerators(nodes: readonly WeightedModeratedNode[]): string[] {
+  const weightOf = new Map<string, number>();
+  for (const n of nodes) {
+    const w = Number.isFinite(n.weight) && n.weight > 0 ? n.weight : 0;
+    if (w === 0) continue;
+    for (const m of new Set(n.moderators)) weightOf.set(m, (weightOf.get(m) ?? 0) + w);
+  }
+  return [...weightOf.keys()]
+    .sort((a, b) => weightOf.get(b)! - weightOf.get(a)! || (a < b ? -1 : a > b ? 1 : 0))
+    .slice(0, MAX_PLACEMENT_MODERATORS);
+}
 
 /**
  * Fetch the current policy of each moderator from the sources (first verified answer wins; newer
  * answers from later sources replace it). Unreachable or refused → null (its nodes are skipped).
- * `moderators` lists each moderator once per node that names it; at most MAX_PLACEMENT_MODERATORS
- * of them are fetched (the most listed), POLICY_FETCHES_IN_FLIGHT at a time.
+ * Each distinct moderator is fetched once, POLICY_FETCHES_IN_FLIGHT at a time; a placement passes
+ * the ones placementModerators chose.
  */
 export async function fetchModeratorPolicies(moderators: Iterable<string>, sources: readonly PolicySource[], now: number = Date.now()): Promise<Map<string, PolicyState | null>> {
-  const listings = new Map<string, number>();
-  for (const m of moderators) listings.set(m, (listings.get(m) ?? 0) + 1);
-  const chosen = [...listings.keys()]
-    .sort((a, b) => listings.get(b)! - listings.get(a)! || (a < b ? -1 : a > b ? 1 : 0))
-    .slice(0, MAX_PLACEMENT_MODERATORS);
+  const chosen = [...new Set(moderators)];
   const out = new Map<string, PolicyState | null>();
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -90,10 +111,10 @@ export async function fetchModeratorPolicies(moderators: Iterable<string>, sourc
  * nodes list (from `sources`, normally the authorities), keep the nodes that admit the class, and
  * fail with PLACEMENT_TOO_FEW_NODES naming the class when fewer than `need` remain.
  */
-export async function selectNodesForClass<N extends ModeratedNode>(
+export async function selectNodesForClass<N extends WeightedModeratedNode>(
   nodes: readonly N[], cls: string, need: number, sources: readonly PolicySource[], o: { shareBytes?: number; now?: number } = {},
 ): Promise<N[]> {
-  const moderators = nodes.flatMap((n) => n.moderators);
+  const moderators = placementModerators(nodes);
   const policies = moderators.length ? await fetchModeratorPolicies(moderators, sources, o.now) : new Map<string, PolicyState | null>();
   const ok = nodesAdmitting(nodes, cls, policies, o.shareBytes);
   const chosen = nodes.filter((n) => ok.has(n.fingerprint));
@@ -107,8 +128,8 @@ export async function selectNodesForClass<N extends ModeratedNode>(
  * these gave them). Moderators whose policy cannot be fetched make their nodes count as not
  * admitting, as they did for the uploader.
  */
-export async function nodesForClass(nodes: readonly ModeratedNode[], cls: string, sources: readonly PolicySource[], now?: number): Promise<string[]> {
-  const moderators = nodes.flatMap((n) => n.moderators);
+export async function nodesForClass(nodes: readonly WeightedModeratedNode[], cls: string, sources: readonly PolicySource[], now?: number): Promise<string[]> {
+  const moderators = placementModerators(nodes);
   const policies = moderators.length ? await fetchModeratorPolicies(moderators, sources, now) : new Map<string, PolicyState | null>();
   const ok = nodesAdmitting(nodes, cls, policies);
   return nodes.filter((n) => ok.has(n.fingerprint)).map((n) => n.fingerprint);

@@ -12,13 +12,13 @@ import { ShareStore } from '../../storage/share-store';
 import { handleRequest } from '../../storage/handler';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
 import { allowEntry, denyEntry } from '../../src/moderation/denylist';
-import { advancePolicy, nextPolicyContent, type PolicyState } from '../../src/moderation/chain';
-import { fetchModeratorPolicies, MAX_PLACEMENT_MODERATORS, POLICY_FETCHES_IN_FLIGHT } from '../../src/moderation/placement';
+import { advancePolicy, encodeBundle, nextPolicyContent, type PolicyState } from '../../src/moderation/chain';
+import { fetchModeratorPolicies, MAX_PLACEMENT_MODERATORS, placementModerators, POLICY_FETCHES_IN_FLIGHT, selectNodesForClass } from '../../src/moderation/placement';
 import { looksEncrypted, makePolicyCheck, staticSubscriptions, RANDOMNESS_MIN_BYTES } from '../../src/moderation/enforce';
 
 const NOW = Date.now();
 
-function policy(o: { classes?: ClassRule[]; maxShareBytes?: number; deny?: Buffer[]; allow?: Buffer[] } = {}): { fp: string; state: PolicyState } {
+function policy(o: { classes?: ClassRule[]; maxShareBytes?: number; deny?: Buffer[]; allow?: Buffer[] } = {}): { fp: string; state: PolicyState; raw: Buffer } {
   const key = ed25519Generate();
   const fp = fingerprint(key.publicKey);
   const c = nextPolicyContent(null, {
@@ -26,7 +26,7 @@ function policy(o: { classes?: ClassRule[]; maxShareBytes?: number; deny?: Buffe
     maxShareBytes: o.maxShareBytes ?? 0, deny: (o.deny ?? []).map(denyEntry), allow: (o.allow ?? []).map(allowEntry),
   });
   const raw = signPolicy(c, key, { validAfter: NOW - 1000, validUntil: NOW + 3_600_000 });
-  return { fp, state: advancePolicy(null, [raw], { moderator: fp, now: NOW }).state };
+  return { fp, state: advancePolicy(null, [raw], { moderator: fp, now: NOW }).state, raw };
 }
 
 async function refusal(check: ReturnType<typeof makePolicyCheck>, req: StorageRequest, viaCircuit = true): Promise<{ code: string; moderator?: unknown; message: string } | null> {
@@ -228,17 +228,35 @@ describe('fetching moderators\' policies for placement (SPEC.md §10.8)', () => 
         return null;
       },
     };
+    const node = (i: number, moderators: string[]) => ({ fingerprint: i.toString(16).padStart(64, '0'), moderators, unmoderated: false, weight: 10 });
     // The last moderators (by fingerprint, and first met last) are listed by two nodes each: they
     // are the ones considered, not the first met nor the lowest fingerprints.
     const twice = mods.slice(mods.length - MAX_PLACEMENT_MODERATORS);
-    const listed = [...mods, ...twice];
-    const out = await fetchModeratorPolicies(listed, [src]);
+    const listed = [...mods, ...twice].map((m, i) => node(i + 1, [m]));
+    const out = await fetchModeratorPolicies(placementModerators(listed), [src]);
     expect(most).toBeGreaterThan(0);
     expect(most).toBeLessThanOrEqual(POLICY_FETCHES_IN_FLIGHT);
     expect(calls).toBe(MAX_PLACEMENT_MODERATORS);
     expect([...out.keys()].sort()).toEqual([...twice].sort());
-    // Equal counts: the lowest fingerprints.
-    const few = await fetchModeratorPolicies([...mods].reverse(), [src]);
-    expect([...few.keys()].sort()).toEqual(mods.slice(0, MAX_PLACEMENT_MODERATORS).sort());
+    // Equal weights: the lowest fingerprints.
+    const few = placementModerators([...mods].reverse().map((m, i) => node(i + 1, [m])));
+    expect([...few].sort()).toEqual(mods.slice(0, MAX_PLACEMENT_MODERATORS).sort());
+  });
+
+  it('counts a listing by the consensus weight of the node that lists it: weightless nodes cannot push out a real moderator', async () => {
+    const real = policy({ classes: [{ name: 'encrypted-private', maxShareBytes: 0 }, { name: 'public-video', maxShareBytes: 0 }] });
+    const fakes = Array.from({ length: MAX_PLACEMENT_MODERATORS }, (_, i) => fingerprint(Buffer.alloc(32, i + 1)));
+    const node = (i: number, moderators: string[], weight: number) => ({ fingerprint: i.toString(16).padStart(64, '0'), moderators, unmoderated: false, weight });
+    // 300 Sybil nodes of weight 0, each listing 16 of the made-up moderators (each made-up one is
+    // listed 75 times), against 3 weighted nodes listing the real one.
+    const nodes = [
+      ...Array.from({ length: 300 }, (_, i) => node(i + 1, fakes.slice((i % 4) * 16, (i % 4) * 16 + 16), 0)),
+      ...[1, 2, 3].map((i) => node(1000 + i, [real.fp], 500)),
+    ];
+    const fetched: string[] = [];
+    const src = { name: 'stub', fetch: async (m: string) => { fetched.push(m); return m === real.fp ? encodeBundle([real.raw]) : null; } };
+    const chosen = await selectNodesForClass(nodes, 'public-video', 3, [src], { now: NOW });
+    expect(chosen.map((n) => n.weight)).toEqual([500, 500, 500]);
+    expect(fetched).toEqual([real.fp]);
   });
 });
