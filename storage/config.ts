@@ -8,6 +8,7 @@ import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/nod
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import { bool, configError, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
+import { quotaCharge } from './share-store';
 import { DEFAULT_INTRO_DOS, INTRO_DOS_MAX, type IntroDosParams } from '../src/wire/hidden';
 
 export interface StorageConfig {
@@ -92,7 +93,8 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
   const storagePort = o.storagePort ?? int(raw.storagePort, 'storagePort', hidden ? 0 : 1, 65535, hidden ? 0 : undefined);
   if (!hidden && storagePort === orPort) configError('storagePort', 'must differ from orPort');
   const quotaBytes = parseSize(raw.quota, 'quota', 10 * 2 ** 30);
-  if (quotaBytes < MAX_SHARE_BYTES) configError('quota', `must be at least one maximal share (${MAX_SHARE_BYTES} bytes)`);
+  // SPEC.md §9.8.4: a maximal share is charged its blocks plus the per-share overhead.
+  if (quotaBytes < quotaCharge(MAX_SHARE_BYTES)) configError('quota', `must be at least one maximal share (${quotaCharge(MAX_SHARE_BYTES)} bytes charged)`);
   const maxLeaseSeconds = int(raw.maxLeaseSeconds, 'maxLeaseSeconds', 60, 10 * 365 * 86_400, 90 * 86_400);
   const defaultLeaseSeconds = int(raw.defaultLeaseSeconds, 'defaultLeaseSeconds', 60, 10 * 365 * 86_400, Math.min(7 * 86_400, maxLeaseSeconds));
   if (defaultLeaseSeconds > maxLeaseSeconds) configError('defaultLeaseSeconds', 'must not exceed maxLeaseSeconds');

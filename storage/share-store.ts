@@ -2,7 +2,8 @@
 // (first two bytes of the id as folders), written atomically (temp, fsync, rename), checked against
 // their id when written and when read; a file that no longer hashes to its name is moved to
 // <dir>/quarantine and reported as SHARE_CORRUPT. Leases (expiry per share) are kept in the lease
-// journal; expired shares are invisible at once and removed by gc(). A byte quota bounds the total.
+// journal; expired shares are invisible at once and removed by gc(). A byte quota bounds the total,
+// each share charged by the disk blocks it takes plus a block of overhead (quotaCharge).
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -20,10 +21,20 @@ import { StorageMetrics } from './metrics';
 const HEX_ID = /^[0-9a-f]{64}$/;
 const DAY = 86_400;
 
+/** SPEC.md §9.8.4: the quota counts a share's size rounded up to whole blocks of this many bytes… */
+export const SHARE_QUOTA_BLOCK = 4096;
+/** …plus this much for its file, inode and lease record, so a share of 1 byte costs 8 KiB. */
+export const SHARE_QUOTA_OVERHEAD = 4096;
+
+/** SPEC.md §9.8.4: what a share of `size` bytes is charged against the quota. */
+export function quotaCharge(size: number): number {
+  return Math.ceil(size / SHARE_QUOTA_BLOCK) * SHARE_QUOTA_BLOCK + SHARE_QUOTA_OVERHEAD;
+}
+
 export interface ShareStoreOptions {
   /** Data folder; the store uses shares/, quarantine/ and leases.journal inside it. */
   dir: string;
-  /** Bytes of shares the node agrees to hold. */
+  /** Quota the node's shares may be charged in all (each quotaCharge of its size). */
   quotaBytes: number;
   /** Bytes of verified shares kept in memory for hot reads (default 64 MiB; 0 disables). */
   cacheBytes?: number;
@@ -53,6 +64,7 @@ interface Entry {
 
 export interface StoreStat {
   capacity: number;
+  /** Quota charged for the shares held (SPEC.md §9.8.4: quotaCharge of each). */
   used: number;
   shares: number;
   maxLeaseSeconds: number;
@@ -75,7 +87,10 @@ export class ShareStore {
   private readonly audits: WorkGate;
   private readonly now: () => number;
   private readonly log: Logger;
+  /** Quota charged for the shares held (quotaCharge of each size), and their bytes. */
   private used = 0;
+  private bytes = 0;
+  /** Quota charged for puts under way. */
   private reserved = 0;
   private gcTimer: NodeJS.Timeout | null = null;
   private gcRunning: Promise<{ removed: number; bytes: number }> | null = null;
@@ -146,7 +161,8 @@ export class ShareStore {
             orphans.push({ id: Buffer.from(name, 'hex'), expiresAt: exp });
           }
           this.entries.set(name, { size: st.size, expiresAt: exp });
-          this.used += st.size;
+          this.used += quotaCharge(st.size);
+          this.bytes += st.size;
         }
       }
     }
@@ -179,7 +195,7 @@ export class ShareStore {
   }
 
   private updateGauges(): void {
-    this.metrics.bytesStored.set(this.used);
+    this.metrics.bytesStored.set(this.bytes);
     this.metrics.shares.set(this.entries.size);
   }
 
@@ -229,13 +245,16 @@ export class ShareStore {
         }
         return { expiresAt: have.expiresAt, stored: false };
       }
-      if (this.used + this.reserved + data.length > this.opts.quotaBytes) {
+      // SPEC.md §9.8.4: charged by blocks plus overhead, so tiny shares cannot take the node's
+      // files, inodes and lease records for next to nothing.
+      const charge = quotaCharge(data.length);
+      if (this.used + this.reserved + charge > this.opts.quotaBytes) {
         await this.gc();
-        if (this.used + this.reserved + data.length > this.opts.quotaBytes) {
-          throw err('STORAGE_FULL', 'storage quota reached', { quota: this.opts.quotaBytes, used: this.used, size: data.length });
+        if (this.used + this.reserved + charge > this.opts.quotaBytes) {
+          throw err('STORAGE_FULL', 'storage quota reached', { quota: this.opts.quotaBytes, used: this.used, size: data.length, charge });
         }
       }
-      this.reserved += data.length;
+      this.reserved += charge;
       try {
         // SPEC.md §9.8.2: the share (temp, fsync, rename, folder fsync) and its lease record are
         // made durable side by side; the put is answered only when both are. A crash between the
@@ -253,12 +272,13 @@ export class ShareStore {
             throw j.reason;
           }
           this.entries.set(hex, { size: data.length, expiresAt: until });
-          this.used += data.length;
+          this.used += charge;
+          this.bytes += data.length;
         });
       } catch (e) {
         throw ioError(e, 'could not write the share');
       } finally {
-        this.reserved -= data.length;
+        this.reserved -= charge;
       }
       this.updateGauges();
       return { expiresAt: until, stored: true };
@@ -482,7 +502,8 @@ export class ShareStore {
     const e = this.entries.get(hex);
     if (!e) return false;
     this.entries.delete(hex);
-    this.used -= e.size;
+    this.used -= quotaCharge(e.size);
+    this.bytes -= e.size;
     this.cache?.delete(hex);
     this.updateGauges();
     return true;

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
-import { ShareStore } from '../../storage/share-store';
+import { ShareStore, quotaCharge } from '../../storage/share-store';
 import { handleRequest, type PolicyCheck } from '../../storage/handler';
 import { serveStorageStream } from '../../storage/session';
 import { StorageChannel } from '../../src/storage/channel';
@@ -39,7 +39,7 @@ describe('storage request handler (SPEC §9.6)', () => {
     expect(await handleRequest(s, { type: 'has', ids: [id, Buffer.alloc(32)] }, ctx)).toEqual({ type: 'has', present: [true, false] });
     const nonce = Buffer.alloc(16, 1);
     expect(await handleRequest(s, { type: 'audit', id, nonce }, ctx)).toEqual({ type: 'audit', proof: auditProof(nonce, data) });
-    expect(await handleRequest(s, { type: 'stat' }, ctx)).toMatchObject({ type: 'stat', capacity: 1 << 20, used: 11, shares: 1 });
+    expect(await handleRequest(s, { type: 'stat' }, ctx)).toMatchObject({ type: 'stat', capacity: 1 << 20, used: quotaCharge(11), shares: 1 });
     const r = await handleRequest(s, { type: 'renew', ids: [id], leaseSeconds: 120 }, ctx);
     expect(r.type === 'renew' && r.expiresAt[0] > 0).toBe(true);
   });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ShareStore, type ShareStoreOptions } from '../../storage/share-store';
+import { ShareStore, quotaCharge, type ShareStoreOptions } from '../../storage/share-store';
 import { LeaseJournal, RECORD_BYTES } from '../../storage/lease-journal';
 import { shareId } from '../../src/storage/share';
 import { auditProof } from '../../src/storage/protocol';
@@ -68,7 +68,7 @@ describe('share store (SPEC §9.8)', () => {
     expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
     expect(fs.statSync(path.join(dir, 'shares')).mode & 0o777).toBe(0o700);
     expect((await s.get(a.id)).data.equals(a.data)).toBe(true);
-    expect(s.stat()).toMatchObject({ used: 5, shares: 1 });
+    expect(s.stat()).toMatchObject({ used: quotaCharge(5), shares: 1 });
   });
 
   it('verifies the hash on write: SHARE_HASH_MISMATCH, nothing written', async () => {
@@ -96,15 +96,28 @@ describe('share store (SPEC §9.8)', () => {
   });
 
   it('quota: a put that does not fit → STORAGE_FULL, and the store keeps serving', async () => {
-    const s = await open({ dir: await tmpDir(), quotaBytes: 12 });
+    // Room for one 8-byte share and not two (each charged quotaCharge(8) = 8192, SPEC.md §9.8.4).
+    const quota = 2 * quotaCharge(8) - 1;
+    const s = await open({ dir: await tmpDir(), quotaBytes: quota });
     const a = share('12345678');
     const b = share('abcdefgh');
     await s.put(a.id, a.data);
     expect(await codeOf(s.put(b.id, b.data))).toBe('STORAGE_FULL');
-    expect(s.stat()).toMatchObject({ capacity: 12, used: 8, shares: 1 });
+    expect(s.stat()).toMatchObject({ capacity: quota, used: quotaCharge(8), shares: 1 });
     expect((await s.get(a.id)).data.equals(a.data)).toBe(true);
     // Re-putting a share already held costs nothing.
     expect((await s.put(a.id, a.data)).stored).toBe(false);
+  });
+
+  it('quota: each share is charged its size in 4 KiB blocks plus 4 KiB, so tiny shares cannot exhaust files and leases (SPEC.md §9.8.4)', async () => {
+    const s = await open({ dir: await tmpDir(), quotaBytes: 64 * 1024 });
+    // round_up(1, 4096) + 4096 = 8192 per 1-byte share: 8 fit in 64 KiB, the 9th is refused.
+    for (let i = 0; i < 8; i++) {
+      const a = share(String.fromCharCode(97 + i));
+      expect((await s.put(a.id, a.data)).stored).toBe(true);
+    }
+    expect(await codeOf(s.put(share('z').id, share('z').data))).toBe('STORAGE_FULL');
+    expect(s.stat()).toMatchObject({ capacity: 64 * 1024, used: 64 * 1024, shares: 8 });
   });
 
   it('leases: expiry hides a share at once, renew extends (never shortens), gc removes the file', async () => {
@@ -122,18 +135,18 @@ describe('share store (SPEC §9.8)', () => {
     expect(await codeOf(s.get(a.id))).toBe('SHARE_NOT_FOUND');
     expect(await s.gc()).toEqual({ removed: 1, bytes: 5 });
     expect(fs.existsSync(path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex))).toBe(false);
-    expect(s.stat()).toMatchObject({ used: 4, shares: 1 });
+    expect(s.stat()).toMatchObject({ used: quotaCharge(4), shares: 1 });
   });
 
   it('a full store collects expired shares before refusing', async () => {
     const c = clock(1_000_000);
-    const s = await open({ dir: await tmpDir(), quotaBytes: 10, now: c.now });
+    const s = await open({ dir: await tmpDir(), quotaBytes: quotaCharge(8), now: c.now });
     const a = share('12345678');
     const b = share('abcdefgh');
     await s.put(a.id, a.data, 10);
     c.advance(11);
     expect((await s.put(b.id, b.data)).stored).toBe(true);
-    expect(s.stat()).toMatchObject({ used: 8, shares: 1 });
+    expect(s.stat()).toMatchObject({ used: quotaCharge(8), shares: 1 });
   });
 
   it('leases survive a restart; a share with no lease gets a grace lease; crash leftovers are removed', async () => {
@@ -148,7 +161,8 @@ describe('share store (SPEC §9.8)', () => {
     const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 60 });
     expect(fs.existsSync(tmp)).toBe(false);
     expect(await s2.renew([a.id, o.id], 1)).toEqual([2_000_100, 2_000_060]);
-    expect(s2.stat()).toMatchObject({ shares: 2, used: 11 });
+    // Rebuilt from the files on disk with the same charge: 'alpha' (5 bytes) and 'orphan' (6).
+    expect(s2.stat()).toMatchObject({ shares: 2, used: quotaCharge(5) + quotaCharge(6) });
   });
 
   it('a torn journal tail is cut off and the good records are kept', async () => {
@@ -247,7 +261,7 @@ describe('share store (SPEC §9.8)', () => {
     const a = share('same');
     const r = await Promise.all([s.put(a.id, a.data), s.put(a.id, a.data), s.put(a.id, a.data)]);
     expect(r.filter((x) => x.stored)).toHaveLength(1);
-    expect(s.stat()).toMatchObject({ used: 4, shares: 1 });
+    expect(s.stat()).toMatchObject({ used: quotaCharge(4), shares: 1 });
   });
 
   it('hot shares come from the LRU cache', async () => {
