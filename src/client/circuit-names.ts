@@ -32,6 +32,22 @@ export interface CircuitNamesOptions {
 export interface ResolvedItem { item: DhtItem; node: StorageNode }
 
 /**
+ * SPEC.md §9.14.1: a lookup's outcome: the valid item with the highest seq (null: none), and the
+ * codes of the answers dropped as invalid (another key or salt, a bad signature, a rollback).
+ */
+export interface NameLookup<T> { found: T | null; invalid: string[] }
+
+/**
+ * SPEC.md §9.14.1, §9.14.2: what a get of a name found nowhere answers. Answers dropped as invalid
+ * do not change it (a hostile node or mirror must not turn not-found into a failure); their count
+ * and codes go in the detail.
+ */
+export function nameNotFound(name: string, invalid: readonly string[]): BitcloudError {
+  const why = invalid.length ? `; ${invalid.length} invalid answer(s) dropped (${invalid.join(', ')})` : '';
+  return err('NAME_NOT_FOUND', `nothing valid is published under ${name}${why}`, { invalidAnswers: invalid.length, codes: [...invalid] });
+}
+
+/**
  * Names for the commands (SPEC.md §9.14.1, §9.14.2): through storage nodes over circuits
  * (CircuitNames), or through relays' name mirrors when the consensus has no public storage node
  * (MirrorNames, src/client/name-mirrors.ts).
@@ -60,8 +76,11 @@ export class CircuitNames implements NameLookups {
 
   /** The newest verified capability under (publisher, label), or null when no node has one. */
   async resolve(publisher: Buffer, label: string): Promise<{ cap: Capability; seq: number } | null> {
-    const r = await this.lookup(publisher, label);
-    if (!r) return null;
+    const { found: r, invalid } = await this.lookup(publisher, label);
+    if (!r) {
+      if (invalid.length) throw nameNotFound(formatName({ publisher, label }), invalid);
+      return null;
+    }
     return { cap: decodeNameValue(r.item.value), seq: r.item.seq };
   }
 
@@ -70,7 +89,9 @@ export class CircuitNames implements NameLookups {
    * seq not above the current one is DHT_SEQ_STALE before anything is sent.
    */
   async publish(keys: Ed25519KeyPair, label: string, cap: Capability, o: { seq?: number } = {}): Promise<{ seq: number; nodes: number }> {
-    const current = await this.lookup(keys.publicKey, label);
+    // SPEC.md §9.14.1: invalid answers are dropped, so a node answering a forged item cannot
+    // block a first publication; honest holders refuse a seq below theirs (DHT_SEQ_STALE).
+    const current = (await this.lookup(keys.publicKey, label)).found;
     const seq = nextNameSeq(current ? current.item.seq : -1, o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     // The node that answered the lookup first, then the others.
@@ -111,10 +132,10 @@ export class CircuitNames implements NameLookups {
 
   /**
    * Ask up to `lookupNodes` storage nodes at once; keep the verified item with the highest seq.
-   * Answers that fail a check are refused with their code; when no node gave a valid item and one
-   * gave a bad one, that error is thrown (else null: not found).
+   * Answers that fail a check are dropped and their codes counted in `invalid` (logged); only
+   * when every node failed to answer at all is one of those failures thrown.
    */
-  async lookup(publisher: Buffer, label: string): Promise<ResolvedItem | null> {
+  async lookup(publisher: Buffer, label: string): Promise<NameLookup<ResolvedItem>> {
     const salt = nameSalt(label);
     const name = formatName({ publisher, label });
     const minSeq = await this.seen.min(name);
@@ -124,22 +145,27 @@ export class CircuitNames implements NameLookups {
       return r.item ? { item: checkDhtAnswer({ publisher, salt }, r.item, minSeq), node } : null;
     }));
     let best: ResolvedItem | null = null;
-    let refused: BitcloudError | null = null;
+    const invalid: string[] = [];
+    let failed: unknown = null;
     let failures = 0;
     for (const a of answers) {
       if (a.status === 'fulfilled') {
         if (a.value && (!best || a.value.item.seq > best.item.seq)) best = a.value;
-      } else {
-        failures++;
-        const e = a.reason as unknown;
-        this.log.debug({ code: isBitcloudError(e) ? e.code : 'INTERNAL' }, 'name lookup answer refused');
-        if (isBitcloudError(e) && e.code.startsWith('NAME_')) refused ??= e;
-        else if (failures === answers.length) refused ??= isBitcloudError(e) ? e : err('DHT_GET_FAILED', String(e));
+        continue;
       }
+      const e = a.reason as unknown;
+      if (isBitcloudError(e) && e.code.startsWith('NAME_')) {
+        invalid.push(e.code);
+        continue;
+      }
+      failures++;
+      failed ??= e;
+      this.log.debug({ code: isBitcloudError(e) ? e.code : 'INTERNAL' }, 'name lookup through a storage node failed');
     }
-    if (best) { await this.seen.remember(name, best.item.seq); return best; }
-    if (refused) throw refused;
-    return null;
+    if (invalid.length) this.log.warn({ name, invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+    if (best) { await this.seen.remember(name, best.item.seq); return { found: best, invalid }; }
+    if (failures === answers.length) throw isBitcloudError(failed) ? failed : err('DHT_GET_FAILED', String(failed));
+    return { found: null, invalid };
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@
 // never the client's address. Mirrors are trusted with availability only: every record is checked
 // here (signature, key, salt, and a seq not below the newest this client has verified).
 import type { Duplex } from 'node:stream';
-import { err, errorCode, isBitcloudError, type BitcloudError } from '../errors';
+import { err, errorCode, isBitcloudError } from '../errors';
 import { sha256, type Ed25519KeyPair } from '../crypto/primitives';
 import { httpRequest, type HttpResponse } from '../dir/fetch';
 import type { ConsensusRelay } from '../dir/types';
@@ -18,7 +18,7 @@ import { NAME_MIRROR_PATH } from '../storage/name-mirror-store';
 import type { DhtItem } from '../storage/protocol';
 import { NAME_RECORD_MAX_BYTES, decodeNameRecord, encodeNameRecord, nameTarget } from '../wire/name-record';
 import type { ClientCircuit } from './client-circuit';
-import type { NameLookups } from './circuit-names';
+import { nameNotFound, type NameLookup, type NameLookups } from './circuit-names';
 import { NamesSeen } from './names-seen';
 import { canBeHop, isRunningValid } from './weighting';
 
@@ -81,13 +81,16 @@ export class MirrorNames implements NameLookups {
   }
 
   async resolve(publisher: Buffer, label: string): Promise<{ cap: Capability; seq: number } | null> {
-    const item = await this.lookup(publisher, label);
+    const { found: item, invalid } = await this.lookup(publisher, label);
+    if (!item && invalid.length) throw nameNotFound(formatName({ publisher, label }), invalid);
     return item ? { cap: decodeNameValue(item.value), seq: item.seq } : null;
   }
 
   /** As CircuitNames.publish: seq above the current one, signed here, sent to the 3 mirrors. */
   async publish(keys: Ed25519KeyPair, label: string, cap: Capability, o: { seq?: number } = {}): Promise<{ seq: number; nodes: number }> {
-    const current = await this.lookup(keys.publicKey, label);
+    // SPEC.md §9.14.2: invalid answers are dropped, so a mirror answering a forged record cannot
+    // block a first publication; honest mirrors refuse a seq below theirs (DHT_SEQ_STALE).
+    const current = (await this.lookup(keys.publicKey, label)).found;
     const seq = nextNameSeq(current ? current.seq : -1, o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     const nodes = await this.put({ item });
@@ -121,11 +124,11 @@ export class MirrorNames implements NameLookups {
   }
 
   /**
-   * Ask the 3 mirrors at once; keep the verified record with the highest seq. A refused answer
-   * (bad signature, other key or salt, a rollback) is thrown only when no mirror gave a valid one;
-   * when every mirror failed outright, NAME_MIRROR_FAILED; else null (not found).
+   * Ask the 3 mirrors at once; keep the verified record with the highest seq. An invalid answer
+   * (malformed, bad signature, other key or salt, a rollback) is dropped and its code counted in
+   * `invalid` (logged); when every mirror failed outright, NAME_MIRROR_FAILED.
    */
-  async lookup(publisher: Buffer, label: string): Promise<DhtItem | null> {
+  async lookup(publisher: Buffer, label: string): Promise<NameLookup<DhtItem>> {
     const salt = nameSalt(label);
     const name = formatName({ publisher, label });
     const minSeq = await this.seen.min(name);
@@ -138,7 +141,7 @@ export class MirrorNames implements NameLookups {
       return checkDhtAnswer({ publisher, salt }, decodeNameRecord(r.body), minSeq);
     }));
     let best: DhtItem | null = null;
-    let refused: BitcloudError | null = null;
+    const invalid: string[] = [];
     const failed: string[] = [];
     for (const a of answers) {
       if (a.status === 'fulfilled') {
@@ -146,14 +149,14 @@ export class MirrorNames implements NameLookups {
         continue;
       }
       const e = a.reason as unknown;
+      if (isBitcloudError(e) && e.code.startsWith('NAME_') && e.code !== 'NAME_MIRROR_FAILED') { invalid.push(e.code); continue; }
       failed.push(errorCode(e));
-      this.log.debug({ code: errorCode(e) }, 'name mirror answer refused');
-      if (isBitcloudError(e) && e.code.startsWith('NAME_') && e.code !== 'NAME_MIRROR_FAILED') refused ??= e;
+      this.log.debug({ code: errorCode(e) }, 'name mirror failed to answer');
     }
-    if (best) { await this.seen.remember(name, best.seq); return best; }
-    if (refused) throw refused;
+    if (invalid.length) this.log.warn({ name, invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+    if (best) { await this.seen.remember(name, best.seq); return { found: best, invalid }; }
     if (failed.length === answers.length) throw err('NAME_MIRROR_FAILED', `no name mirror of this name answered (${failed.join(', ')})`, { codes: failed });
-    return null;
+    return { found: null, invalid };
   }
 
   async close(): Promise<void> { /* every request builds and destroys its own circuit */ }

@@ -1,5 +1,5 @@
 // SPEC.md §9.14.1: names over circuits. The client checks every item a storage node hands back:
-// another key, another salt, a bad signature or a rolled-back seq is refused with its own code.
+// another key, another salt, a bad signature or a rolled-back seq is dropped and counted by its code.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,6 +24,11 @@ async function expectCode(x: Promise<unknown> | (() => unknown), code: string): 
     return;
   }
   throw new Error(`expected ${code}`);
+}
+
+/** A get whose only answer was invalid: NAME_NOT_FOUND, the dropped answer's code in the detail. */
+async function expectDropped(x: Promise<unknown>, code: string): Promise<void> {
+  await expect(x).rejects.toMatchObject({ code: 'NAME_NOT_FOUND', detail: { invalidAnswers: 1, codes: [code] } });
 }
 
 const CAP: Capability = { manifestId: Buffer.alloc(32, 1), fileKey: Buffer.alloc(32, 2) };
@@ -107,16 +112,16 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     await n.close();
   });
 
-  it('a record signed by another key: NAME_WRONG_KEY; claimed for our key but signed by another: NAME_BAD_SIGNATURE', async () => {
-    await expectCode(names(get(signDhtItem(other, salt, encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_KEY');
+  it('a record signed by another key: NAME_WRONG_KEY; claimed for our key but signed by another: NAME_BAD_SIGNATURE (dropped: the name is not found)', async () => {
+    await expectDropped(names(get(signDhtItem(other, salt, encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_KEY');
     const forged = { ...signDhtItem(other, salt, encodeNameValue(CAP), 11), publisher: Buffer.from(keys.publicKey) };
-    await expectCode(names(get(forged)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
+    await expectDropped(names(get(forged)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
     const tampered = { ...good, seq: 12 };
-    await expectCode(names(get(tampered)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
+    await expectDropped(names(get(tampered)).resolve(keys.publicKey, 'site'), 'NAME_BAD_SIGNATURE');
   });
 
   it('a record under a wrong salt (another name): NAME_WRONG_SALT', async () => {
-    await expectCode(names(get(signDhtItem(keys, nameSalt('other'), encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_SALT');
+    await expectDropped(names(get(signDhtItem(keys, nameSalt('other'), encodeNameValue(CAP), 11))).resolve(keys.publicKey, 'site'), 'NAME_WRONG_SALT');
     expect(() => checkDhtAnswer({ publisher: Buffer.from(keys.publicKey), salt }, { ...good, salt: nameSalt('sit') })).toThrow(/NAME_WRONG_SALT/);
   });
 
@@ -125,7 +130,7 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     dirs.push(dir);
     expect((await names(get(good), dir).resolve(keys.publicKey, 'site'))?.seq).toBe(10);
     const older = signDhtItem(keys, salt, encodeNameValue(CAP), 9);
-    await expectCode(names(get(older), dir).resolve(keys.publicKey, 'site'), 'NAME_SEQ_ROLLBACK');
+    await expectDropped(names(get(older), dir).resolve(keys.publicKey, 'site'), 'NAME_SEQ_ROLLBACK');
     expect((fs.statSync(path.join(dir, 'names-seen.json')).mode & 0o777)).toBe(0o600);
   });
 
@@ -142,6 +147,23 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     expect(r.seq).toBeGreaterThan(10);
     expect(puts).toHaveLength(1);
     expect(() => checkDhtAnswer({ publisher: Buffer.from(keys.publicKey), salt }, puts[0])).not.toThrow();
+  });
+
+  it('a hostile node answering a forged item cannot block the first publication; a get reports NAME_NOT_FOUND with the invalid answers counted', async () => {
+    const forged = { ...signDhtItem(other, salt, encodeNameValue(CAP), 11), publisher: Buffer.from(keys.publicKey) };
+    const puts: DhtItem[] = [];
+    const n = names((req) => {
+      if (req.type === 'dhtGet') return { type: 'dhtGet', item: forged };
+      if (req.type === 'dhtPut' && 'item' in req) { puts.push(req.item); return { type: 'dhtPut', nodes: 3 }; }
+      return { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' };
+    });
+    const r = await n.publish(keys, 'site', CAP);
+    expect(puts).toHaveLength(1);
+    expect(puts[0].seq).toBe(r.seq);
+    let e: unknown;
+    try { await n.resolve(keys.publicKey, 'site'); } catch (x) { e = x; }
+    expect(e).toMatchObject({ code: 'NAME_NOT_FOUND', detail: { invalidAnswers: 1, codes: ['NAME_BAD_SIGNATURE'] } });
+    await n.close();
   });
 });
 
