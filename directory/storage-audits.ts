@@ -24,11 +24,17 @@ import { StorageChannel } from '../src/storage/channel';
 import { auditRetryingBusy, auditShare, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
-import { decodeContract, type StorageContract } from '../src/wire/storage-contract';
+import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
 
 /** Contracts an authority holds at most (each up to 4096 entries). */
 export const MAX_CONTRACTS = 10_000;
+/**
+ * SPEC.md §9.20.1: entries an authority holds at most over all its contracts (64 full contracts'
+ * worth, 26 MB of contract bytes), so that uploads anyone may send cannot exhaust its memory long
+ * before MAX_CONTRACTS is reached.
+ */
+export const CONTRACT_ENTRY_LIMIT = 262_144;
 /** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch). */
 export const PER_NODE_AUDITS = 64;
 /**
@@ -120,9 +126,23 @@ export interface StorageAuditsOptions {
   auditBusyRetryMs?: readonly number[];
   /** Contracts held at most (default MAX_CONTRACTS). */
   maxContracts?: number;
+  /** Entries held at most over all contracts (default CONTRACT_ENTRY_LIMIT). */
+  maxContractEntries?: number;
 }
 
-interface Held { id: string; contract: StorageContract }
+/**
+ * A contract held: its bytes as uploaded (checked by decodeContract once, when accepted or loaded)
+ * and its epochs, decoded again only when needed, so that a held entry costs its 100 bytes and not
+ * three Buffer objects.
+ */
+interface Held { raw: Buffer; startEpoch: number; endEpoch: number; entries: number }
+
+/** The entries of a contract's bytes that decodeContract accepted: (offset, node hex, share id hex). */
+function* heldEntries(raw: Buffer): Generator<{ off: number; fp: string; share: string }> {
+  for (let off = CONTRACT_HEADER_BYTES; off < raw.length; off += CONTRACT_ENTRY_BYTES) {
+    yield { off, fp: raw.toString('hex', off, off + 32), share: raw.toString('hex', off + 32, off + 64) };
+  }
+}
 
 export class StorageAudits {
   private readonly o: StorageAuditsOptions;
@@ -132,6 +152,9 @@ export class StorageAudits {
   private readonly contracts = new Map<string, Held>();
   /** Ids being written to disk, with the write: counted against the limit while it is awaited. */
   private readonly writing = new Map<string, Promise<void>>();
+  /** Entries of the contracts held and of those being written (SPEC.md §9.20.1 entry limit). */
+  private entriesHeld = 0;
+  private entriesWriting = 0;
   private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number> }>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
@@ -158,7 +181,31 @@ export class StorageAudits {
   get contractCount(): number { return this.contracts.size; }
 
   /** A contract held, by id (hex): what escrow payments are computed from (SPEC.md §9.20.4). */
-  contract(id: string): StorageContract | undefined { return this.contracts.get(id)?.contract; }
+  contract(id: string): StorageContract | undefined {
+    const h = this.contracts.get(id);
+    return h ? decodeContract(h.raw) : undefined;
+  }
+
+  private hold(id: string, raw: Buffer, c: StorageContract): void {
+    this.contracts.set(id, { raw, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length });
+    this.entriesHeld += c.entries.length;
+  }
+
+  private drop(id: string): void {
+    const h = this.contracts.get(id);
+    if (!h) return;
+    this.contracts.delete(id);
+    this.entriesHeld -= h.entries;
+  }
+
+  /** Why a contract of `entries` entries is beyond the limits now, or null (SPEC.md §9.20.1). */
+  private overLimit(entries: number): string | null {
+    const max = this.o.maxContracts ?? MAX_CONTRACTS;
+    const maxEntries = this.o.maxContractEntries ?? CONTRACT_ENTRY_LIMIT;
+    if (this.contracts.size + this.writing.size >= max) return `this authority holds ${max} contracts already`;
+    if (this.entriesHeld + this.entriesWriting + entries > maxEntries) return `this authority holds at most ${maxEntries} contract entries, and this contract's ${entries} would pass that`;
+    return null;
+  }
 
   /** The body of this authority's own report of `epoch`, or null (SPEC.md §9.20.3, §9.20.4). */
   reportBody(epoch: number): AuditReportBody | null {
@@ -170,7 +217,8 @@ export class StorageAudits {
   load(): { contracts: number; reports: number } {
     const e = this.epochNow;
     const cdir = path.join(this.dir, 'contracts');
-    for (const name of safeReaddir(cdir)) {
+    let beyond = 0;
+    for (const name of safeReaddir(cdir).sort()) {
       const m = /^([0-9a-f]{64})\.bin$/.exec(name);
       const file = path.join(cdir, name);
       if (!m) continue;
@@ -179,11 +227,15 @@ export class StorageAudits {
         if (blake2b(raw).toString('hex') !== m[1]) throw err('CONTRACT_MALFORMED', 'file content does not match its name');
         const c = decodeContract(raw);
         if (c.endEpoch <= e) { fs.rmSync(file, { force: true }); continue; }
-        this.contracts.set(m[1], { id: m[1], contract: c });
+        // SPEC.md §9.20.1: a store holding more than the limits (they were lowered) loads up to
+        // them; the other files are kept, not held, so that this authority starts.
+        if (this.overLimit(c.entries.length) !== null) { beyond++; continue; }
+        this.hold(m[1], raw, c);
       } catch (x) {
         this.o.log.warn({ file: name, code: errorCode(x) }, 'stored storage contract not usable; ignored');
       }
     }
+    if (beyond > 0) this.o.log.warn({ beyond, held: this.contracts.size, entries: this.entriesHeld }, 'stored storage contracts beyond the limits not loaded (their files are kept)');
     const adir = path.join(this.dir, 'audits');
     for (const name of safeReaddir(adir)) {
       const m = /^(\d{1,16})\.json$/.exec(name);
@@ -226,23 +278,30 @@ export class StorageAudits {
     if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
     // SPEC.md §9.20.1: the limit counts the contracts whose write is still under way, so
     // uploads that arrive together cannot all pass the check before any of them is held.
-    const max = this.o.maxContracts ?? MAX_CONTRACTS;
-    if (this.contracts.size + this.writing.size >= max) {
+    // The entries count too (CONTRACT_ENTRY_LIMIT over all contracts held).
+    const over = this.overLimit(c.entries.length);
+    if (over !== null) {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
-      throw err('CONTRACT_LIMIT', `this authority holds ${max} contracts already`);
+      throw err('CONTRACT_LIMIT', over);
     }
+    const n = c.entries.length;
+    this.entriesWriting += n;
+    let counted = true;
     const write = (async () => {
       mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
       await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
-      // Held and no longer being written at once: counted once against the limit.
-      this.contracts.set(id, { id, contract: c });
+      // Held and no longer being written at once: counted once against the limits.
+      this.hold(id, Buffer.from(raw), c);
       this.writing.delete(id);
+      this.entriesWriting -= n;
+      counted = false;
     })();
     this.writing.set(id, write);
     try {
       await write;
     } finally {
       if (this.writing.get(id) === write) this.writing.delete(id);
+      if (counted) { this.entriesWriting -= n; counted = false; }
     }
     this.m.contracts.labels('accepted').inc();
     this.o.log.info({ contract: id, startEpoch: c.startEpoch, endEpoch: c.endEpoch, entries: c.entries.length }, 'storage contract accepted');
@@ -290,17 +349,15 @@ export class StorageAudits {
   async auditEpoch(e: number): Promise<void> {
     // (node, share) → the commitment and one contract naming it; the same pair in several
     // contracts is audited (and credited) once.
+    // Contracts are picked by their epochs first: one not active in `e` costs nothing more.
     const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
-    for (const [id, h] of this.contracts) {
-      const c = h.contract;
-      if (c.endEpoch <= e - KEPT_REPORTS) { this.contracts.delete(id); fs.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true }, () => {}); continue; }
-      if (c.startEpoch > e || c.endEpoch <= e) continue;
-      for (const x of c.entries) {
-        const fp = x.node.toString('hex');
+    for (const [id, h] of [...this.contracts]) {
+      if (h.endEpoch <= e - KEPT_REPORTS) { this.drop(id); fs.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true }, () => {}); continue; }
+      if (h.startEpoch > e || h.endEpoch <= e) continue;
+      for (const { off, fp, share } of heldEntries(h.raw)) {
         let m = byNode.get(fp);
         if (!m) byNode.set(fp, (m = new Map()));
-        const sh = x.shareId.toString('hex');
-        if (!m.has(sh)) m.set(sh, { contract: id, size: x.shareSize, root: x.auditRoot, shareId: x.shareId });
+        if (!m.has(share)) m.set(share, { contract: id, size: h.raw.readUInt32BE(off + 64), root: h.raw.subarray(off + 68, off + 100), shareId: h.raw.subarray(off + 32, off + 64) });
       }
     }
     const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && (r.storagePort > 0 || r.roles.includes('hidden'))).map((r) => [r.fingerprint, r]));

@@ -137,6 +137,31 @@ describe('the contract limit (SPEC.md §9.20.1)', () => {
   });
 });
 
+describe('the entry limit (SPEC.md §9.20.1)', () => {
+  it('a contract that would take the entries held over the limit is refused with CONTRACT_LIMIT, also while writes are under way', async () => {
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5 });
+    const n = await node();
+    const withEntries = (k: number) => encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(Array.from({ length: k }, () => entry(n.key.publicKey, randomBytes(64)))) });
+    expect((await audits.accept(withEntries(3))).result).toBe('accepted');
+    expect(await codeOf(() => audits.accept(withEntries(3)))).toBe('CONTRACT_LIMIT');
+    const together = await Promise.allSettled([audits.accept(withEntries(2)), audits.accept(withEntries(1))]);
+    expect(together.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(audits.contractCount).toBe(2);
+  });
+
+  it('a store holding more than the limit loads up to it and keeps the other files', async () => {
+    const dataDir = tmp();
+    const first = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
+    const n = await node();
+    for (let i = 0; i < 4; i++) await first.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([entry(n.key.publicKey, randomBytes(64)), entry(n.key.publicKey, randomBytes(64))]) }));
+    const again = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5 });
+    expect(again.load().contracts).toBe(2);
+    expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts'))).toHaveLength(4);
+    const fewer = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 3 });
+    expect(fewer.load().contracts).toBe(3);
+  });
+});
+
 describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
   it('is answered unchanged only once it is stored; when the write fails, both uploads fail', async () => {
     const dataDir = tmp();
