@@ -24,7 +24,7 @@ import { StorageChannel } from '../src/storage/channel';
 import { auditRetryingBusy, auditShare, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
-import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, decodeContract, type StorageContract } from '../src/wire/storage-contract';
+import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, CONTRACT_MAX_LEAD_EPOCHS, decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
 
 /** Contracts an authority holds at most (each up to 4096 entries). */
@@ -258,13 +258,20 @@ export class StorageAudits {
 
   /**
    * POST /bitcloud/storage/contracts (SPEC.md §9.20.1): decode, refuse a contract whose last epoch
-   * has passed (CONTRACT_EXPIRED) or beyond the limit (CONTRACT_LIMIT), store it, then answer.
+   * has passed (CONTRACT_EXPIRED), that starts more than CONTRACT_MAX_LEAD_EPOCHS ahead
+   * (CONTRACT_TOO_EARLY) or beyond the limits (CONTRACT_LIMIT), store it, then answer.
    */
   async accept(raw: Buffer): Promise<{ id: string; result: 'accepted' | 'unchanged'; startEpoch: number; endEpoch: number; entries: number }> {
     let c: StorageContract;
     try {
       c = decodeContract(raw);
-      if (c.endEpoch <= this.epochNow) throw err('CONTRACT_EXPIRED', `the contract ended at epoch ${c.endEpoch}; the current epoch is ${this.epochNow}`);
+      const e = this.epochNow;
+      if (c.endEpoch <= e) throw err('CONTRACT_EXPIRED', `the contract ended at epoch ${c.endEpoch}; the current epoch is ${e}`);
+      // SPEC.md §9.20.1: nor one starting far ahead, which would hold a place under the limits long
+      // before any audit of it (and so for good, started far enough ahead).
+      if (c.startEpoch > e + CONTRACT_MAX_LEAD_EPOCHS) {
+        throw err('CONTRACT_TOO_EARLY', `the contract starts at epoch ${c.startEpoch}, more than ${CONTRACT_MAX_LEAD_EPOCHS} epochs after the current epoch ${e}`);
+      }
     } catch (e) {
       this.m.contracts.labels(errorCode(e)).inc();
       throw e;

@@ -283,6 +283,7 @@ export const ERROR_CODES = {
     CONTRACT_EXPIRED: 'expired',
     CONTRACT_LIMIT: 'resource_limit',
     CONTRACT_MALFORMED: 'bad_input',
+    CONTRACT_TOO_EARLY: 'bad_input',
     CONTRACT_TOO_LARGE: 'bad_input',
     ESCROW_ALREADY_FUNDED: 'peer_refused',
     ESCROW_CANCEL_MALFORMED: 'bad_input',

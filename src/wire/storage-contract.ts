@@ -16,6 +16,12 @@ export const CONTRACT_VERSION = 1;
 export const MAX_CONTRACT_ENTRIES = 4096;
 /** Epochs a contract may span (end − start). */
 export const MAX_CONTRACT_EPOCHS = 100_000;
+/**
+ * SPEC.md §9.20.1: how far ahead of an authority's current epoch a contract may start (7 days at
+ * P = 3600 s). One starting later is refused (CONTRACT_TOO_EARLY): it would be neither audited nor
+ * forgotten for ages and hold a place under the authority's limits all that time.
+ */
+export const CONTRACT_MAX_LEAD_EPOCHS = 168;
 export const CONTRACT_ENTRY_BYTES = 32 + 32 + 4 + 32;
 export const CONTRACT_HEADER_BYTES = 4 + 1 + 8 + 8 + 4;
 export const MAX_CONTRACT_BYTES = CONTRACT_HEADER_BYTES + MAX_CONTRACT_ENTRIES * CONTRACT_ENTRY_BYTES;

@@ -16,7 +16,7 @@ import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit
 import { shareId } from '../../src/storage/share';
 import { verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
 import { encodeAuditAnswer } from '../../src/wire/audit-answer';
-import { decodeContract, encodeContract, sortContractEntries, type ContractEntry } from '../../src/wire/storage-contract';
+import { CONTRACT_MAX_LEAD_EPOCHS, decodeContract, encodeContract, sortContractEntries, type ContractEntry } from '../../src/wire/storage-contract';
 import { decodeConsensus } from '../../src/wire/docs';
 import { allocate, allocateWithStorage } from '../../src/bandwidth/reward';
 import { nextRewardBlock } from '../../src/bandwidth/reward-chain';
@@ -159,6 +159,19 @@ describe('the entry limit (SPEC.md §9.20.1)', () => {
     expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts'))).toHaveLength(4);
     const fewer = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 3 });
     expect(fewer.load().contracts).toBe(3);
+  });
+});
+
+describe('contracts starting far ahead (SPEC.md §9.20.1)', () => {
+  it('a start_epoch more than CONTRACT_MAX_LEAD_EPOCHS ahead is CONTRACT_TOO_EARLY and takes no place under the limit', async () => {
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2 });
+    const n = await node();
+    const starting = (start: number) => encodeContract({ startEpoch: start, endEpoch: start + 1, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    for (let i = 0; i < 3; i++) expect(await codeOf(() => audits.accept(starting(2 ** 52)))).toBe('CONTRACT_TOO_EARLY');
+    expect(await codeOf(() => audits.accept(starting(E + CONTRACT_MAX_LEAD_EPOCHS + 1)))).toBe('CONTRACT_TOO_EARLY');
+    expect(audits.contractCount).toBe(0);
+    expect((await audits.accept(starting(E + CONTRACT_MAX_LEAD_EPOCHS))).result).toBe('accepted');
+    expect((await audits.accept(starting(E))).result).toBe('accepted');
   });
 });
 
