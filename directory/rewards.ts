@@ -33,7 +33,7 @@ import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
 import { escrowOpsFor, type ContractLookup } from '../src/bandwidth/escrow';
-import { verifyAuditReport, type AuditReportBody } from '../src/storage/audit-report';
+import { AUDIT_REPORT_MAX_BYTES, verifyAuditReport, type AuditReportBody } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
@@ -320,7 +320,7 @@ export class RewardLedger {
 
   /** The proposer's signed audit report of `epoch`, verified (SPEC.md §9.20.3), or an error. */
   private async proposerReport(a: AuthorityInfo, epoch: number): Promise<AuditReportBody> {
-    const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: 64 * 1024 * 1024, timeoutMs: this.timeout() });
+    const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: this.timeout() });
     if (r.status !== 200) throw new Error(`no audit report of epoch ${epoch} (HTTP ${r.status})`);
     const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), this.o.authorities, epoch);
     if (body.authority !== a.fingerprint) throw new Error('the audit report is another authority\'s');

@@ -14,6 +14,8 @@ import { AUDIT_NONCE_MAX_BYTES, AUDIT_NONCE_MIN_BYTES } from './protocol';
 
 export const AUDIT_REPORT_VERSION = 1;
 export const AUDIT_REPORT_SIG_PREFIX = Buffer.from('bitcloud storage audit report v1\0', 'ascii');
+/** SPEC.md §9.20.3: the largest served report (its JSON text) another authority reads. */
+export const AUDIT_REPORT_MAX_BYTES = 64 * 1024 * 1024;
 
 /** One audit of one (node, share) in the epoch. */
 export interface ReportedAudit extends AuditResult {

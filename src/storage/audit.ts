@@ -41,6 +41,19 @@ export function auditBlockLength(size: number, i: number): number {
   return Math.min(AUDIT_BLOCK_BYTES, size - i * AUDIT_BLOCK_BYTES);
 }
 
+/**
+ * SPEC.md §9.17.3, §9.20.3: the most bytes a valid answer to `blocks` of a share of `size` bytes
+ * with a nonce of `nonceLength` bytes can take (each path at most the tree's height). A longer
+ * answer cannot verify.
+ */
+export function auditAnswerMaxBytes(size: number, nonceLength: number, blocks: readonly number[]): number {
+  const height = Math.ceil(Math.log2(auditBlockCount(size)));
+  // version, share_size, nonce_len, nonce, count; per block index, block_len, block, depth, path
+  let n = 1 + 8 + 1 + nonceLength + 1;
+  for (const i of blocks) n += 4 + 2 + auditBlockLength(size, i) + 1 + 32 * height;
+  return n;
+}
+
 /** "bitcloud-audit-leaf-v1" | i (u32): rewritten for each leaf (hashing is synchronous). */
 const LEAF_HEAD = Buffer.alloc(LEAF.length + 4);
 LEAF.copy(LEAF_HEAD, 0);

@@ -5,7 +5,7 @@
 // answer — is a failed audit with a stable code; nothing here throws for a bad node.
 import { errorCode } from '../errors';
 import { randomBytes } from '../crypto/primitives';
-import { DEFAULT_AUDIT_BLOCKS, challengeBlocks, verifyAuditAnswer } from './audit';
+import { DEFAULT_AUDIT_BLOCKS, auditAnswerMaxBytes, challengeBlocks, verifyAuditAnswer } from './audit';
 import type { StorageRequest, StorageResponse } from './protocol';
 
 /** What an auditor keeps per share instead of the share (SPEC.md §9.17.1). */
@@ -25,7 +25,10 @@ export interface AuditResult {
   code?: string;
   nonce: string;
   blocks: number[];
-  /** The node's answer (hex), when it sent one: with the audit root, anyone can recheck it. */
+  /**
+   * The node's answer (hex), when it sent one: with the audit root, anyone can recheck it. A failed
+   * answer longer than any valid answer to its blocks is left out (SPEC.md §9.20.3).
+   */
   answer?: string;
 }
 
@@ -56,7 +59,12 @@ export async function auditShare(send: ChallengeSender, c: AuditCommitment, opts
     verifyAuditAnswer(answer, { root: c.root, size: c.size, nonce, blocks });
     return { ...base, ok: true, answer: answer.toString('hex') };
   } catch (e) {
-    return { ...base, ok: false, code: errorCode(e), answer: answer.toString('hex') };
+    // SPEC.md §9.20.3: a failed answer is kept only up to what a valid answer to these blocks can
+    // take: a node answering junk of the largest answer size (MAX_AUDIT_ANSWER_BYTES, for 16 blocks)
+    // would otherwise put that much into the report for every pair. Kept whole or not at all (a cut
+    // answer could verify, and the result would then not recheck).
+    const kept = answer.length <= auditAnswerMaxBytes(c.size, nonce.length, blocks);
+    return { ...base, ok: false, code: errorCode(e), ...(kept ? { answer: answer.toString('hex') } : {}) };
   }
 }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { randomBytes } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import {
-  AUDIT_BLOCK_BYTES, auditBlockCount, auditRoot, challengeBlocks, proveBlocks, proveBlocksInPieces, verifyAuditAnswer,
+  AUDIT_BLOCK_BYTES, auditAnswerMaxBytes, auditBlockCount, auditRoot, challengeBlocks, proveBlocks, proveBlocksInPieces, verifyAuditAnswer,
 } from '../../src/storage/audit';
 import { auditShare, recheckAuditResult, type AuditCommitment } from '../../src/storage/auditor';
 import { auditProof, auditProofInPieces, decodeRequest, decodeResponse, encodeRequest, encodeResponse, type StorageRequest } from '../../src/storage/protocol';
@@ -51,6 +51,10 @@ describe('audit tree (SPEC.md §9.17.1)', () => {
       const nonce = randomBytes(16);
       const a = verifyAuditAnswer(answer(data, nonce, all.slice(0, 16)), { root, size, nonce, blocks: all.slice(0, 16) });
       expect(a.blocks.length).toBe(Math.min(16, count));
+      // SPEC.md §9.20.3: a valid answer never takes more than auditAnswerMaxBytes.
+      for (const blocks of [all.slice(0, 16), all.slice(-16), all.slice(0, 1)]) {
+        expect(answer(data, nonce, blocks).length).toBeLessThanOrEqual(auditAnswerMaxBytes(size, nonce.length, blocks));
+      }
       if (count > 16) verifyAuditAnswer(answer(data, nonce, all.slice(-16)), { root, size, nonce, blocks: all.slice(-16) });
     }
     // Same blocks, one trailing byte fewer: another root.

@@ -14,7 +14,8 @@ import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { FLAG_BITS } from '../../src/dir/types';
 import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit';
 import { shareId } from '../../src/storage/share';
-import { verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
+import { AUDIT_REPORT_MAX_BYTES, verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
+import { MAX_AUDIT_ANSWER_BYTES } from '../../src/storage/protocol';
 import { encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { CONTRACT_MAX_LEAD_EPOCHS, decodeContract, encodeContract, sortContractEntries, type ContractEntry } from '../../src/wire/storage-contract';
 import { decodeConsensus } from '../../src/wire/docs';
@@ -386,6 +387,29 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     await new Promise((resolve) => setTimeout(resolve, timeoutMs * 2));
     expect(slowChallenges).toBeLessThanOrEqual(sentByRound + 1);
   }, 30_000);
+
+  it('nodes answering every challenge with the largest junk answer cannot push the report past what readers take (SPEC.md §9.20.3)', async () => {
+    // 8 hostile nodes, 64 contracted shares each, every challenge answered with MAX_AUDIT_ANSWER_BYTES of junk.
+    const junk = Buffer.alloc(MAX_AUDIT_ANSWER_BYTES, 0xab);
+    const nodes = Array.from({ length: 8 }, () => {
+      const key = ed25519Generate();
+      const fp = key.publicKey.toString('hex');
+      return { key, fp, relay: { identity: key.publicKey, fingerprint: fp, address: '127.0.0.1', storagePort: 1, flags: new Set(['Storage', 'Running', 'Valid']) } as unknown as ConsensusRelay };
+    });
+    const connect: AuditConnector = async () => ({ close() {}, send: async () => ({ type: 'challenge', answer: junk }) });
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect });
+    const entries = nodes.flatMap((n) => Array.from({ length: 64 }, () => ({ node: n.key.publicKey, shareId: randomBytes(32), shareSize: 1 << 20, auditRoot: randomBytes(32) })));
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(entries) }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: nodes.map((n) => n.relay) } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const served = JSON.stringify(audits.report(E));
+    expect(served.length).toBeLessThanOrEqual(AUDIT_REPORT_MAX_BYTES);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(served), auths, E);
+    expect(body.results).toHaveLength(8 * 64);
+    expect(body.results.every((r) => !r.ok && r.code === 'AUDIT_ANSWER_MALFORMED')).toBe(true);
+  }, 60_000);
 
   it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
     const n = await node();
