@@ -155,7 +155,8 @@ export class StorageAudits {
   /** Entries of the contracts held and of those being written (SPEC.md §9.20.1 entry limit). */
   private entriesHeld = 0;
   private entriesWriting = 0;
-  private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number> }>();
+  /** Reports kept (KEPT_REPORTS), each with its JSON as served once it was asked for. */
+  private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number>; text?: Buffer }>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
   private lastAudited = -1;
@@ -342,6 +343,17 @@ export class StorageAudits {
   /** GET /bitcloud/storage/audits?epoch=E: the signed report (null when none). */
   report(epoch: number): SignedAuditReport | null {
     return this.reports.get(epoch)?.signed ?? null;
+  }
+
+  /**
+   * GET /bitcloud/storage/audits?epoch=E: the signed report's JSON as served (null when none),
+   * serialised at the first request and kept with the report, so each GET costs no serialisation.
+   */
+  reportText(epoch: number): Buffer | null {
+    const r = this.reports.get(epoch);
+    if (!r) return null;
+    r.text ??= Buffer.from(JSON.stringify(r.signed), 'utf8');
+    return r.text;
   }
 
   /** Epochs with a report, ascending. */

@@ -4,7 +4,7 @@
 //                                             without `epoch`, the list of epochs it holds
 import type http from 'node:http';
 import { errorCode, isBitcloudError } from '../src/errors';
-import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
+import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
 import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
 import type { RateLimiter } from './rate-limit';
 import type { StorageAudits } from './storage-audits';
@@ -37,8 +37,10 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
   const q = url.searchParams.get('epoch');
   if (q === null) { sendJson(res, 200, { epochs: audits.reportEpochs, contracts: audits.contractCount }); return [route, 200]; }
   if (!/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
-  const rep = audits.report(Number(q));
+  // Not rate limited: the report's JSON (tens of MB on a large network) is serialised once per
+  // epoch and kept with the report (the last 6 epochs, SPEC.md §9.20.3), not again for each GET.
+  const rep = audits.reportText(Number(q));
   if (!rep) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report for epoch ${q} here`); return [route, 404]; }
-  sendJson(res, 200, rep);
+  sendJsonText(res, 200, rep);
   return [route, 200];
 }

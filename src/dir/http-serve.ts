@@ -52,7 +52,11 @@ export function sendJsonError(res: http.ServerResponse, status: number, code: st
 }
 
 export function sendJson(res: http.ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value);
+  sendJsonText(res, status, JSON.stringify(value));
+}
+
+/** Send JSON text already serialised (a large document served again and again is serialised once). */
+export function sendJsonText(res: http.ServerResponse, status: number, body: string | Buffer): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
   res.end(body);
 }

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import type http from 'node:http';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { blake2b, ed25519Generate, randomBytes } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { parseAuthorityList } from '../../src/dir/authorities';
@@ -26,6 +27,7 @@ import { handleRequest } from '../../storage/handler';
 import { ShareStore } from '../../storage/share-store';
 import { computeConsensus } from '../../directory/compute';
 import { StorageAudits, type AuditConnector } from '../../directory/storage-audits';
+import { AUDITS_PATH, serveStorageAudits } from '../../directory/storage-http';
 import { provenInput } from '../../directory/rewards';
 import { E, P, epochStart, makeRelay, makeSigner, silentLog, consensusFor } from './dirauth-measure-fixture';
 
@@ -410,6 +412,33 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(body.results).toHaveLength(8 * 64);
     expect(body.results.every((r) => !r.ok && r.code === 'AUDIT_ANSWER_MALFORMED')).toBe(true);
   }, 60_000);
+
+  it('GET /bitcloud/storage/audits?epoch=E serialises the report once, however often it is asked (SPEC.md §9.20.3, §6.10)', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const signed = audits.report(E)!;
+    const get = async (): Promise<string> => {
+      let sent = '';
+      const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
+      const res = { writeHead() { return res; }, end(x: string | Buffer) { sent = x.toString(); } } as unknown as http.ServerResponse;
+      expect(await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never)).toEqual(['storage_audits', 200]);
+      return sent;
+    };
+    const stringify = vi.spyOn(JSON, 'stringify');
+    try {
+      const [one, two] = [await get(), await get()];
+      expect(one).toBe(JSON.stringify(signed));
+      expect(two).toBe(one);
+      expect(stringify.mock.calls.filter(([v]) => v === signed).length).toBe(2); // one of them ours, just above
+    } finally {
+      stringify.mockRestore();
+    }
+  });
 
   it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
     const n = await node();
