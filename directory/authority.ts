@@ -41,6 +41,7 @@ import { StatusHistory } from './status-history';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
 import { CapacityProbes, type Prober } from './probes';
+import { SignedPeriods } from './signed-periods';
 
 export const CONSENSUS_FILE = 'consensus';
 
@@ -117,6 +118,11 @@ export class Authority {
   /** SPEC.md §6.4.1: consensus valid_after → digest, the anchors identity proofs may name. */
   private readonly anchors = new Map<number, Buffer>();
   private readonly powVerifier = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32 });
+  /** SPEC.md §6.5, §6.8: the vote and consensus digests signed per period, kept on disk. */
+  private readonly signedPeriods: SignedPeriods;
+  /** A period whose vote (or consensus) this authority will not sign again: logged and counted once. */
+  private voteSkippedFor = -1;
+  private consensusRefusedFor = -1;
 
   constructor(private readonly deps: AuthorityDeps) {
     this.cfg = deps.config;
@@ -126,6 +132,7 @@ export class Authority {
     this.now = deps.now ?? Date.now;
     this.bandwidth = deps.bandwidth;
     this.store = new DescriptorStore(deps.config.dataDir);
+    this.signedPeriods = new SignedPeriods(deps.config.dataDir);
     this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
     this.pseudonyms = new PseudonymStore({
       dataDir: deps.config.dataDir, signingKey: () => this.signer.signingKey, now: this.now, log: deps.log,
@@ -182,7 +189,9 @@ export class Authority {
   get currentVotePeriod(): number | null { return this.ownVote?.periodStart ?? null; }
   get votesHeld(): string[] { return [...this.votes.keys()].sort(); }
 
+  /** Loads the state and starts the schedule. Throws IO_STATE_UNREADABLE when the record of signed periods is damaged (SPEC.md §6.5). */
   start(): void {
+    this.signedPeriods.load();
     const now = this.now();
     const loaded = this.store.load(now);
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
@@ -288,6 +297,8 @@ export class Authority {
     try {
       this.deps.rewards?.tick();
       this.deps.storage?.tick();
+      // SPEC.md §6.5: a period whose signed vote could not be served again gets no second one.
+      if (this.voteSkippedFor === ps) return;
       if (!this.ownVote || this.ownVote.periodStart !== ps) {
         // After a restart, vote only once the relays loaded from disk were tested (or at P/4
         // at the latest): otherwise the first vote would list none of them.
@@ -299,7 +310,7 @@ export class Authority {
       const fetched = allVotes || this.votesFetchedFor === ps;
       // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
       if (t >= P / 4 && !allVotes && (t < P / 2 || !fetched)) void this.fetchVotes(ps);
-      if (t >= P / 2 && fetched && (!this.pending || this.pending.periodStart !== ps)) this.computeAndSign(ps);
+      if (t >= P / 2 && fetched && (!this.pending || this.pending.periodStart !== ps) && this.consensusRefusedFor !== ps) this.computeAndSign(ps);
       if (this.pending?.periodStart === ps && !this.pending.round.complete) void this.pending.round.fetchMissing();
     } catch (e) {
       this.m.errors.labels(errorCode(e)).inc();
@@ -328,18 +339,50 @@ export class Authority {
     const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
     const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow);
     const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
-    this.ownVote = {
-      authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
-      entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0, stored: vm.provenEpoch ? x.stored : 0 })),
-      provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
-    };
-    this.currentVoteDoc = new ServedDocument(raw, now);
+    const signedBefore = this.signedPeriods.signed('vote', ps);
+    let vote: VerifiedVote;
+    if (signedBefore !== null && signedBefore !== doc.digest.toString('hex')) {
+      // SPEC.md §6.5: a vote for this period was signed before a restart; serve that one again.
+      const kept = this.restoredVote(ps, signedBefore);
+      if (!kept) {
+        this.voteSkippedFor = ps;
+        this.m.secondBodyRefused.labels('vote').inc();
+        this.log.warn({ period: new Date(ps).toISOString() }, 'a different vote was signed for this period before a restart and is not kept: no vote this period');
+        return;
+      }
+      vote = kept;
+      this.m.votes.labels('own_restored').inc();
+      this.log.warn({ period: new Date(ps).toISOString(), relays: kept.entries.length }, 'serving the vote signed for this period before a restart');
+    } else {
+      // SPEC.md §6.5: recorded durably before the vote is served.
+      this.signedPeriods.record('vote', ps, doc.digest, raw);
+      vote = {
+        authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
+        entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0, stored: vm.provenEpoch ? x.stored : 0 })),
+        provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
+      };
+      this.m.votes.labels('own').inc();
+      this.log.info({ period: new Date(ps).toISOString(), relays: entries.length }, 'vote signed');
+    }
+    this.ownVote = vote;
+    this.currentVoteDoc = new ServedDocument(vote.raw, now);
     this.votes = new Map([[this.self, this.ownVote]]);
     if (this.pending && this.pending.periodStart !== ps) this.pending = null;
-    this.m.votes.labels('own').inc();
-    this.log.info({ period: new Date(ps).toISOString(), relays: entries.length }, 'vote signed');
     // Retest everyone during this period, so the next vote reflects who is up now.
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
+  }
+
+  /** The own vote kept on disk when it is the one recorded for `ps` (`digest`, hex) and still verifies; else null. */
+  private restoredVote(ps: number, digest: string): VerifiedVote | null {
+    const raw = this.signedPeriods.ownVote();
+    if (!raw) return null;
+    try {
+      const v = verifyVote(raw, this.cfg.authorities, { periodStart: ps, periodSeconds: this.cfg.periodSeconds });
+      return v.fingerprint === this.self && v.digest.toString('hex') === digest ? v : null;
+    } catch (e) {
+      this.log.warn({ code: errorCode(e), err: (e as Error).message }, 'the kept own vote does not verify');
+      return null;
+    }
   }
 
   private async fetchVotes(ps: number): Promise<void> {
@@ -376,6 +419,14 @@ export class Authority {
     if (computed.dropped > 0) {
       this.log.warn({ dropped: computed.dropped, listed: computed.relayCount }, 'consensus over its size limit: the lowest-weight relays are left out');
     }
+    // SPEC.md §6.8: one consensus body per period, across restarts too.
+    const signedBefore = this.signedPeriods.signed('consensus', ps);
+    if (signedBefore !== null && signedBefore !== computed.digest.toString('hex')) {
+      this.consensusRefusedFor = ps;
+      this.m.secondBodyRefused.labels('consensus').inc();
+      this.log.warn({ period: new Date(ps).toISOString(), signed: signedBefore, computed: computed.digest.toString('hex') }, 'a different consensus body was signed for this period before a restart: not signing this one');
+      return;
+    }
     const held = this.pending?.round ?? null;
     const { round, decision } = SigningRound.begin<ConsensusSignature>(held, {
       slot: ps, bodyId: computed.digest, authorities: this.cfg.authorities, self: this.self, timeoutMs: this.fetchTimeout(),
@@ -384,7 +435,11 @@ export class Authority {
         publish: () => this.publish(pending),
         fetchFailed: (a, e) => this.log.debug({ from: a.name, code: errorCode(e) }, 'signature fetch failed'),
       },
-    }, () => ({ sig: makeSignature(computed.body, this.signer.identity, this.signer.signingKey), cert: this.signer.certificate }));
+    }, () => {
+      // Recorded durably before the signature is made, served or published.
+      this.signedPeriods.record('consensus', ps, computed.digest);
+      return { sig: makeSignature(computed.body, this.signer.identity, this.signer.signingKey), cert: this.signer.certificate };
+    });
     if (decision !== 'sign' || !round) {
       // One body per period: the schedule (SPEC.md §6.9) computes once per period, so this is a bug guard.
       this.log.error({ period: new Date(ps).toISOString(), decision }, 'not signing a second consensus body for this period');

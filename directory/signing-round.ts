@@ -61,8 +61,8 @@ export class SigningRound<Sig> {
   /**
    * SPEC.md §8.7.4 ("One body per height"): an authority signs at most one body per slot, so two
    * bodies at one slot can both reach a majority only if some authority signed both. The consensus
-   * follows the same rule because its schedule (§6.9) computes and signs once per period; §6.8 does
-   * not state it. `held` is the round in progress.
+   * follows the same rule (§6.8: one body per period, across restarts through the record of
+   * directory/signed-periods.ts). `held` is the round in progress.
    */
   static decide(held: { slot: number; bodyId: Buffer } | null, slot: number, bodyId: Buffer): SignDecision {
     if (!held || held.slot !== slot) return 'sign';

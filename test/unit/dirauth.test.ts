@@ -1,6 +1,6 @@
 // Authority plumbing: config validation names the bad key; the upload rate limiter;
 // compressed serving; keygen and signer loading; relay config.
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,9 @@ import { createRegistry } from '../../src/ops/metrics';
 import { Authority } from '../../directory/authority';
 import { createAuthorityMetrics } from '../../directory/metrics';
 import type { ReachabilityResult } from '../../directory/reachability';
-import { makeSigner, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
+import { makeSigner, makeFixture, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
+import { verifyVote, type Signer } from '../../directory/vote';
+import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
 
 const FP = 'ab'.repeat(32);
 const good = () => ({
@@ -171,5 +173,80 @@ describe('reachability of a relay that moves (SPEC.md §6.9)', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('one vote and one consensus body per period, across a restart (SPEC.md §6.5, §6.8)', () => {
+  const K = E + 2;
+  const listOf = (s: Signer) => parseAuthorityList([{ name: 'a', identity: s.identity.toString('hex'), address: '127.0.0.1:1' }]);
+  const metricValue = async (registry: ReturnType<typeof createRegistry>, name: string, labels: Record<string, string>): Promise<number> => {
+    const m = (await registry.getMetricsAsJSON()).find((x) => x.name === name);
+    const v = (m?.values as { labels: Record<string, string>; value: number }[] | undefined)?.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+    return v?.value ?? 0;
+  };
+  let fx: Fixture;
+  beforeEach(() => { fx = makeFixture(); });
+  afterEach(() => { fx.cleanup(); });
+
+  it('a restarted authority serves the vote it signed for the period, not a new one with other relays', async () => {
+    fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1; // votes at once, before the compute step
+    const first = fx.makeAuthority().authority;
+    for (const r of fx.relays.slice(0, 2)) { first.acceptDescriptor(r.descriptor.raw); first.store.recordTest(r.descriptor, true, fx.clock.now); }
+    first.start();
+    const signed = Buffer.from(first.currentVote!.raw);
+    await first.stop();
+    expect(verifyVote(signed, listOf(fx.signer), { periodStart: epochStart(K), periodSeconds: P }).entries).toHaveLength(2);
+
+    // The restart: a third relay is reachable now, so a vote made afresh would list three.
+    fx.clock.now += 1000;
+    const { authority: again, registry } = fx.makeAuthority();
+    for (const r of fx.relays) { again.acceptDescriptor(r.descriptor.raw); again.store.recordTest(r.descriptor, true, fx.clock.now); }
+    again.start();
+    try {
+      expect(again.currentVote?.raw.equals(signed)).toBe(true);
+      expect(await metricValue(registry, 'bitcloud_dirauth_votes_total', { result: 'own_restored' })).toBe(1);
+    } finally {
+      await again.stop();
+    }
+  });
+
+  it('a restarted authority does not sign a consensus body other than the one it signed for the period', async () => {
+    fx.clock.now = epochStart(K) + (P * 1000) / 2 + 1; // vote and compute at once (N = 1)
+    new SignedPeriods(fx.dir).record('consensus', epochStart(K), Buffer.alloc(32, 7));
+    const { authority, registry } = fx.makeAuthority();
+    for (const r of fx.relays) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    authority.start();
+    try {
+      expect(authority.currentVote).not.toBeNull();
+      expect(authority.detachedSignatures()).toBeNull();
+      expect(authority.published).toBeNull();
+      expect(await metricValue(registry, 'bitcloud_dirauth_second_body_refused_total', { document: 'consensus' })).toBe(1);
+    } finally {
+      await authority.stop();
+    }
+  });
+
+  it('signs and records the consensus of a period not yet signed', async () => {
+    fx.clock.now = epochStart(K) + (P * 1000) / 2 + 1;
+    const { authority } = fx.makeAuthority();
+    for (const r of fx.relays) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    authority.start();
+    try {
+      expect(authority.published).not.toBeNull();
+      const rec = new SignedPeriods(fx.dir);
+      rec.load();
+      expect(rec.signed('consensus', epochStart(K))).toBe(authority.published!.info.digest.toString('hex'));
+      expect(rec.signed('vote', epochStart(K))).not.toBeNull();
+    } finally {
+      await authority.stop();
+    }
+  });
+
+  it('a damaged record is IO_STATE_UNREADABLE and the authority does not start', () => {
+    fs.writeFileSync(path.join(fx.dir, SIGNED_PERIODS_FILE), '{"version":1,"vote":[{"period":1}]');
+    const { authority } = fx.makeAuthority();
+    expect(() => authority.start()).toThrow(expect.objectContaining({ code: 'IO_STATE_UNREADABLE' }));
+    fs.writeFileSync(path.join(fx.dir, SIGNED_PERIODS_FILE), '{"version":1,"vote":[{"period":1,"digest":"zz"}],"consensus":[]}');
+    expect(() => fx.makeAuthority().authority.start()).toThrow(expect.objectContaining({ code: 'IO_STATE_UNREADABLE' }));
   });
 });
