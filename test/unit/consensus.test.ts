@@ -6,7 +6,7 @@ import { makeKeyCertificate } from '../../src/dir/certificate';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
 import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
 import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
-import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, LIMITS } from '../../src/wire/docs';
+import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, encodeVote, LIMITS } from '../../src/wire/docs';
 import { makeBody, makeSignature, sealEnvelope, DocType } from '../../src/wire/envelope';
 import { CONSENSUS_BODY_MAX, computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
 import { buildVote, verifyVote, type Signer, type VoteInput } from '../../directory/vote';
@@ -233,6 +233,22 @@ describe('votes', () => {
     const env2 = decodeEnvelope(raw, LIMITS.voteBytes);
     env2.certificates = [auths[1].signer.certificate];
     expect(code(() => verifyVote(encodeEnvelope(env2), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('DOC_WRONG_SIGNER');
+  });
+
+  it('refuses a vote signed with another validity than its period (SPEC.md §6.5: valid_until = valid_after + P)', () => {
+    const signer = auths[0].signer;
+    const content = encodeVote({
+      authority: signer.identity, periodSeconds: PERIOD, knownFlags: 0x7f, provenEpoch: 0,
+      entries: [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity)).map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: 0, stored: 0 })),
+    });
+    const signed = (validUntil: number): Buffer => {
+      const body = makeBody(DocType.VOTE, PS, validUntil, content);
+      return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
+    };
+    expect(verifyVote(signed(PS + PERIOD * 1000), list, { periodStart: PS, periodSeconds: PERIOD }).entries).toHaveLength(2);
+    for (const validUntil of [PS + 10 * PERIOD * 1000, PS + PERIOD * 1000 - 1, PS + 1]) {
+      expect(code(() => verifyVote(signed(validUntil), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('VOTE_WRONG_PERIOD');
+    }
   });
 });
 
