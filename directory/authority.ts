@@ -311,11 +311,19 @@ export class Authority {
       // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
       if (t >= P / 4 && !allVotes && (t < P / 2 || !fetched)) void this.fetchVotes(ps);
       if (t >= P / 2 && fetched && (!this.pending || this.pending.periodStart !== ps) && this.consensusRefusedFor !== ps) this.computeAndSign(ps);
-      if (this.pending?.periodStart === ps && !this.pending.round.complete) void this.pending.round.fetchMissing();
+      if (this.pending?.periodStart === ps && !this.pending.round.complete) this.background(this.pending.round.fetchMissing(), 'fetching consensus signatures failed');
     } catch (e) {
       this.m.errors.labels(errorCode(e)).inc();
       this.log.error({ err: (e as Error).message, code: errorCode(e) }, 'schedule step failed');
     }
+  }
+
+  /** A step the schedule starts and does not wait for: a failure is logged at warn and counted by code, never left unhandled. */
+  private background(job: Promise<void>, what: string): void {
+    job.catch((e: unknown) => {
+      this.m.errors.labels(errorCode(e)).inc();
+      this.log.warn({ err: (e as Error)?.message, code: errorCode(e) }, what);
+    });
   }
 
   private makeVote(ps: number, now: number): void {

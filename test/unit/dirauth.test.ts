@@ -1,6 +1,6 @@
 // Authority plumbing: config validation names the bad key; the upload rate limiter;
 // compressed serving; keygen and signer loading; relay config.
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,7 @@ import type { ReachabilityResult } from '../../directory/reachability';
 import { makeSigner, makeFixture, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
 import { verifyVote, type Signer } from '../../directory/vote';
 import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
+import { SigningRound } from '../../directory/signing-round';
 
 const FP = 'ab'.repeat(32);
 const good = () => ({
@@ -237,6 +238,8 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
       rec.load();
       expect(rec.signed('consensus', epochStart(K))).toBe(authority.published!.info.digest.toString('hex'));
       expect(rec.signed('vote', epochStart(K))).not.toBeNull();
+      // The published consensus is saved in the background: let it land before the folder goes.
+      for (let i = 0; i < 200 && !fs.existsSync(path.join(fx.dir, 'consensus')); i++) await new Promise((r) => setTimeout(r, 10));
     } finally {
       await authority.stop();
     }
@@ -248,5 +251,45 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     expect(() => authority.start()).toThrow(expect.objectContaining({ code: 'IO_STATE_UNREADABLE' }));
     fs.writeFileSync(path.join(fx.dir, SIGNED_PERIODS_FILE), '{"version":1,"vote":[{"period":1,"digest":"zz"}],"consensus":[]}');
     expect(() => fx.makeAuthority().authority.start()).toThrow(expect.objectContaining({ code: 'IO_STATE_UNREADABLE' }));
+  });
+});
+
+describe('the schedule never leaves a failed step unhandled (SPEC.md §6.8)', () => {
+  let fx: Fixture;
+  beforeEach(() => { fx = makeFixture(); });
+  afterEach(() => { vi.restoreAllMocks(); fx.cleanup(); });
+
+  it('a signature fetch pass that rejects is logged at warn and counted, not an unhandled rejection', async () => {
+    const other = makeSigner().identity.toString('hex');
+    const self = fx.signer.identity.toString('hex');
+    fx.clock.now = epochStart(E + 2) + (P * 1000) / 2 + 1;
+    // N = 2: the other authority is never reachable, so the round stays incomplete.
+    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other, address: '127.0.0.1:1' }] });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => { unhandled.push(e); };
+    process.on('unhandledRejection', onUnhandled);
+    const warn = vi.spyOn(silentLog, 'warn');
+    const realFetchMissing = SigningRound.prototype.fetchMissing;
+    try {
+      const tick = (): void => (authority as unknown as { tick(): void }).tick();
+      tick(); // own vote; fetching the other's starts
+      const state = authority as unknown as { votesFetchedFor: number };
+      for (let i = 0; i < 200 && state.votesFetchedFor !== epochStart(E + 2); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(state.votesFetchedFor).toBe(epochStart(E + 2));
+      // Replaced by hand: a vi.fn() would itself attach a handler to the promise it returns.
+      let calls = 0;
+      SigningRound.prototype.fetchMissing = function fetchMissing(): Promise<void> { calls++; return Promise.reject(new Error('boom')); };
+      tick(); // computes, signs, and asks for the missing signature
+      expect(calls).toBe(1);
+      for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(unhandled).toEqual([]);
+      expect(warn).toHaveBeenCalledWith(expect.objectContaining({ err: 'boom' }), expect.stringMatching(/signature/));
+      const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'bitcloud_dirauth_errors_total');
+      expect((m?.values as { labels: Record<string, string>; value: number }[]).find((v) => v.labels.code === 'INTERNAL')?.value).toBe(1);
+    } finally {
+      SigningRound.prototype.fetchMissing = realFetchMissing;
+      process.off('unhandledRejection', onUnhandled);
+      await authority.stop();
+    }
   });
 });
