@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { allowEntry, DenySet } from './denylist';
 import {
-  checkPolicyWindow, encodePolicyContent, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
+  checkPolicySignature, checkPolicyWindow, encodePolicyContent, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
@@ -152,8 +152,9 @@ export interface AdvanceResult {
 /**
  * SPEC.md §10.4 step 3, answered before step 1: a bundle (its envelopes, framing decoded) whose
  * newest version is, byte for byte, the one held leaves `held` unchanged, and one whose newest
- * version claims (for this moderator) a seq below the held one is POLICY_REPLAYED, without
- * opening a version (re-uploads cost a comparison, not a verification). Null: the full steps decide.
+ * version claims (for this moderator) a seq below the held one, and is signed by the moderator,
+ * is POLICY_REPLAYED (a forged one POLICY_BAD_SIGNATURE), without decoding any version's content
+ * (a re-upload costs a comparison; an older bundle one signature check). Null: the full steps decide.
  */
 export function answerFromHeld(held: PolicyState, raws: readonly Uint8Array[], moderator: string): AdvanceResult | null {
   if (held.moderator !== moderator) throw err('POLICY_WRONG_MODERATOR', 'held state is of another moderator');
@@ -164,6 +165,9 @@ export function answerFromHeld(held: PolicyState, raws: readonly Uint8Array[], m
   }
   const claimed = peekPolicyVersion(newestRaw);
   if (claimed !== null && claimed.moderator === moderator && claimed.seq < held.seq) {
+    // Its signature first (one hash and one signature check; the content is not decoded): a forged
+    // older version is POLICY_BAD_SIGNATURE, as the full steps would say.
+    checkPolicySignature(newestRaw, moderator);
     throw err('POLICY_REPLAYED', `policy version ${claimed.seq} of moderator ${moderator} is older than the version held (${held.seq})`, { moderator, seq: claimed.seq, held: held.seq });
   }
   return null;

@@ -275,6 +275,35 @@ export function signPolicy(
   return signDocument({ type: DocType.POLICY, validAfter: window.validAfter, validUntil: window.validUntil, content: encoded }, { identity: key.publicKey, keyPair: key });
 }
 
+function openPolicyEnvelope(raw: Uint8Array): ReturnType<typeof openEnvelope> {
+  try {
+    return openEnvelope(raw, DocType.POLICY, POLICY_LIMITS.versionBytes + 1024);
+  } catch (e) {
+    if (isBitcloudError(e)) throw err(BAD, `policy envelope: ${e.message}`, { cause: e.code });
+    throw e;
+  }
+}
+
+/** SPEC.md §10.2: exactly one signature, by the moderator key itself, over the body. POLICY_BAD_SIGNATURE otherwise. */
+function checkModeratorSignature(doc: ReturnType<typeof openEnvelope>, key: Buffer, fp: string): void {
+  if (doc.signatures.length !== 1) throw err('POLICY_BAD_SIGNATURE', `a policy carries exactly one signature, found ${doc.signatures.length}`, { moderator: fp });
+  const s = doc.signatures[0];
+  if (!s.signer.equals(key) || s.key !== null) {
+    throw err('POLICY_BAD_SIGNATURE', `policy of moderator ${fp} is not signed by the moderator key`, { moderator: fp });
+  }
+  if (!verifyDigestSignature(doc.digest, s.signature, key)) {
+    throw err('POLICY_BAD_SIGNATURE', `policy signature of moderator ${fp} does not verify`, { moderator: fp });
+  }
+}
+
+/**
+ * SPEC.md §10.4: check only that a version is signed by moderator `fp` (one hash and one signature
+ * check; the content is not decoded). Errors: POLICY_MALFORMED, POLICY_BAD_SIGNATURE.
+ */
+export function checkPolicySignature(raw: Uint8Array, fp: string): void {
+  checkModeratorSignature(openPolicyEnvelope(raw), parseFingerprint(fp), fp);
+}
+
 /**
  * Open and verify one version: a POLICY envelope with exactly one signature, made by the key named
  * in the content (and, when `moderator` is given, that key). Does not look at the validity window
@@ -282,26 +311,13 @@ export function signPolicy(
  * POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR.
  */
 export function verifyPolicyVersion(raw: Uint8Array, opts: { moderator?: string } = {}): PolicyVersion {
-  let doc;
-  try {
-    doc = openEnvelope(raw, DocType.POLICY, POLICY_LIMITS.versionBytes + 1024);
-  } catch (e) {
-    if (isBitcloudError(e)) throw err(BAD, `policy envelope: ${e.message}`, { cause: e.code });
-    throw e;
-  }
+  const doc = openPolicyEnvelope(raw);
   const content = decodePolicyContent(doc.content);
   const fp = fingerprint(content.moderator);
   if (opts.moderator !== undefined && opts.moderator !== fp) {
     throw err('POLICY_WRONG_MODERATOR', `policy is by moderator ${fp}, expected ${opts.moderator}`, { moderator: opts.moderator, got: fp });
   }
-  if (doc.signatures.length !== 1) throw err('POLICY_BAD_SIGNATURE', `a policy carries exactly one signature, found ${doc.signatures.length}`, { moderator: fp });
-  const s = doc.signatures[0];
-  if (!s.signer.equals(content.moderator) || s.key !== null) {
-    throw err('POLICY_BAD_SIGNATURE', `policy of moderator ${fp} is not signed by the moderator key`, { moderator: fp });
-  }
-  if (!verifyDigestSignature(doc.digest, s.signature, content.moderator)) {
-    throw err('POLICY_BAD_SIGNATURE', `policy signature of moderator ${fp} does not verify`, { moderator: fp });
-  }
+  checkModeratorSignature(doc, content.moderator, fp);
   return { moderator: fp, content, digest: doc.digest, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw } as PolicyVersion;
 }
 

@@ -1,7 +1,8 @@
 // SPEC.md §10.4–10.5: snapshots, deltas, bundles, newest-version selection, replay and conflict.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
+import { decodeEnvelope, encodeEnvelope } from '../../src/wire/docs';
 import { fingerprint } from '../../src/crypto/keys';
 import { isBitcloudError } from '../../src/errors';
 import { signPolicy, type ClassRule } from '../../src/moderation/policy';
@@ -94,6 +95,22 @@ describe('policy chains', () => {
     const same = advancePolicy(b.state, stateBundle(b.state), opts);
     expect(same.result).toBe('unchanged');
     expect(same.state).toBe(b.state);
+  });
+
+  it('an older version with a forged signature is POLICY_BAD_SIGNATURE, not POLICY_REPLAYED (SPEC.md §10.4)', () => {
+    const a = publish(null, [1]);
+    const b = publish(a.state, [1, 2]);
+    const env = decodeEnvelope(Buffer.from(a.raw), 8 * 1024 * 1024); // a copy: the envelope views its bytes
+    env.signatures[0].signature[5] ^= 1;
+    const forged = encodeEnvelope(env);
+    expect(code(() => advancePolicy(b.state, [forged], opts))).toBe('POLICY_BAD_SIGNATURE');
+    // Signed by another key in the moderator's name.
+    const other = ed25519Generate();
+    const env2 = decodeEnvelope(Buffer.from(a.raw), 8 * 1024 * 1024);
+    env2.signatures[0].signature = ed25519Sign(Buffer.alloc(32, 1), other.secretKey);
+    expect(code(() => advancePolicy(b.state, [encodeEnvelope(env2)], opts))).toBe('POLICY_BAD_SIGNATURE');
+    // Genuine: still POLICY_REPLAYED.
+    expect(code(() => advancePolicy(b.state, [a.raw], opts))).toBe('POLICY_REPLAYED');
   });
 
   it('refuses two different versions with one sequence number (POLICY_CONFLICT)', () => {
