@@ -21,7 +21,7 @@ import { CircuitManager } from '../src/client/circuit-manager';
 import type { ClientCircuit } from '../src/client/client-circuit';
 import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/client';
 import { StorageChannel } from '../src/storage/channel';
-import { auditRetryingBusy, auditShare, type ChallengeSender } from '../src/storage/auditor';
+import { auditRetryingBusy, auditShare, type AuditResult, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
 import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, CONTRACT_MAX_LEAD_EPOCHS, decodeContract, type StorageContract } from '../src/wire/storage-contract';
@@ -161,6 +161,8 @@ export class StorageAudits {
   private running: Promise<void> | null = null;
   private lastAudited = -1;
   private closed = false;
+  /** Aborted by close(): a wait before asking a busy node again ends at once (SPEC.md §9.20.2). */
+  private readonly stopping = new AbortController();
   private readonly m: { contracts: prom.Counter<'result'>; audits: prom.Counter<'result'> };
 
   constructor(o: StorageAuditsOptions) {
@@ -361,6 +363,7 @@ export class StorageAudits {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.stopping.abort();
     await this.running;
   }
 
@@ -421,10 +424,18 @@ export class StorageAudits {
           };
           // §9.20.2: STORAGE_BUSY (the node's audit queue is full, §9.17.2) is asked again, with
           // the same nonce (the node answered nothing for it); busy every time fails the pair.
-          const r = await auditRetryingBusy(
-            () => auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS }),
-            this.o.auditBusyRetryMs,
-          );
+          // Closing ends such a wait at once; the pair is not done, as one not yet started.
+          let r: AuditResult;
+          try {
+            r = await auditRetryingBusy(
+              () => auditShare(send, { shareId: s.shareId, size: s.size, root: s.root }, { nonce: s.nonce, blocks: DEFAULT_AUDIT_BLOCKS }),
+              this.o.auditBusyRetryMs,
+              this.stopping.signal,
+            );
+          } catch (x) {
+            if (this.stopping.signal.aborted) break;
+            throw x;
+          }
           if (expired) break;
           done.add(s);
           mine.push({ ...r, node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex') });

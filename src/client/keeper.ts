@@ -168,7 +168,7 @@ export function checkKeeperRun(q: KeeperRun): KeeperRun {
 }
 
 /** One file's check and repair (SPEC.md §9.18.3): `keepFile` over the session's client. */
-export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds: number }) => Promise<KeepReport>;
+export type KeepPass = (cap: VerifyCapability, o: { renew: boolean; leaseSeconds: number; signal: AbortSignal }) => Promise<KeepReport>;
 
 /** Unix seconds now (the keeper's times are whole seconds). */
 export const nowSec = () => Math.floor(Date.now() / 1000);
@@ -186,13 +186,15 @@ async function sleepLong(ms: number, signal: AbortSignal): Promise<void> {
 /**
  * SPEC.md §9.19: passes over the kept files — each file checked, repaired and (when due) renewed,
  * the state saved after each file — once, or every `interval` seconds until SIGTERM/SIGINT or
- * `o.signal` (the sleep between passes ends at once; a pass under way stops after its current file). Resolves the last state and whether every file of the
- * last pass could be read whole.
+ * `o.signal` (the sleep between passes ends at once; a pass under way stops after its current file,
+ * or at once, that file unsaved, when its audits wait to ask a busy node again: the pass gets the
+ * signal). Resolves the last state and whether every file of the last pass could be read whole.
  */
 export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o: { signal?: AbortSignal } = {}): Promise<{ ok: boolean; state: KeeperState }> {
   checkKeeperRun(q);
   let bad = false;
-  // A signal ends the sleep between passes at once; a pass under way ends after its file.
+  // A signal ends the sleep between passes at once; a pass under way ends after its file (or in a
+  // wait before a busy audit is asked again).
   const ac = new AbortController();
   const onSignal = () => { ac.abort(); };
   if (o.signal?.aborted) ac.abort();
@@ -209,10 +211,13 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
         const renew = renewDue(f, nowSec(), q.renewWithin);
         let record: (g: KeptFile) => void;
         try {
-          const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds });
+          const r = await pass(parseVerifyCapability(f.verifyCap), { renew, leaseSeconds: q.leaseSeconds, signal: ac.signal });
           record = (g) => recordPass(g, r, nowSec(), renew);
           if (r.unrecoverableChunks || r.mismatchedChunks) bad = true;
         } catch (e) {
+          // Stopped while its audits waited to ask a busy node again: the file was not checked,
+          // and its record stays as the last pass left it.
+          if (stopped()) break;
           const code = errorCode(e);
           record = (g) => { g.lastCheck = nowSec(); g.lastError = code; };
           bad = true;

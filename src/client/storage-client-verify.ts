@@ -54,6 +54,11 @@ export interface KeepOptions {
   nodeDeadlineMs?: number;
   /** The file's verify record, when the caller fetched it already (else it is fetched first). */
   record?: VerifyRecord;
+  /**
+   * `keep run` stopping (SPEC.md §9.19): a wait before asking a busy audit again ends at once and
+   * the pass of this file rejects with the signal's AbortError.
+   */
+  signal?: AbortSignal;
 }
 
 /** A node caught not holding (or not proving) a share it was found with or expected to hold. */
@@ -198,6 +203,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       const r: AuditResult = await auditRetryingBusy(
         () => slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }), () => late(hex)),
         o.auditBusyRetryMs,
+        o.signal,
       );
       report.audits++;
       if (r.ok) {

@@ -156,6 +156,25 @@ describe('keep run stops on a signal (SPEC.md §9.19)', () => {
   }, 10_000);
 });
 
+describe('keep run stopped during a pass (SPEC.md §9.19)', () => {
+  it('the pass gets the signal: stopped while its audits wait, it ends at once and the file is not saved as failed', async () => {
+    const dir = await keeperWith(2);
+    const ac = new AbortController();
+    let calls = 0;
+    // A file's pass waiting to ask a busy node again: it ends when the signal aborts.
+    const pass: KeepPass = (_cap, o) => {
+      calls++;
+      return new Promise<KeepReport>((_resolve, reject) => {
+        o.signal.addEventListener('abort', () => { reject(o.signal.reason as Error); }, { once: true });
+        ac.abort();
+      });
+    };
+    const { state } = await runKeeper(dir, { ...RUN, once: false }, pass, { signal: ac.signal });
+    expect(calls).toBe(1);
+    expect(state.files.map((f) => [f.lastCheck, f.lastError])).toEqual([[0, null], [0, null]]);
+  }, 5_000);
+});
+
 describe('keep run with a long interval (SPEC.md §9.19)', () => {
   it('an --interval above 2^31−1 ms (30 days) sleeps between passes, not 1 ms', async () => {
     const dir = await keeperWith(1);

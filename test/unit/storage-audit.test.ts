@@ -1,6 +1,6 @@
 // SPEC.md §9.17: audits with Merkle proofs — the tree, the answer layout, the node's answer and
 // the auditor's checks (a forged, replayed or malformed answer is refused with its code).
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +9,7 @@ import { isBitcloudError } from '../../src/errors';
 import {
   AUDIT_BLOCK_BYTES, auditAnswerMaxBytes, auditBlockCount, auditRoot, challengeBlocks, proveBlocks, proveBlocksInPieces, verifyAuditAnswer,
 } from '../../src/storage/audit';
-import { auditShare, recheckAuditResult, type AuditCommitment } from '../../src/storage/auditor';
+import { auditRetryingBusy, auditShare, recheckAuditResult, type AuditCommitment, type AuditResult } from '../../src/storage/auditor';
 import { auditProof, auditProofInPieces, decodeRequest, decodeResponse, encodeRequest, encodeResponse, type StorageRequest } from '../../src/storage/protocol';
 import { encodeProto, pb } from '../../src/storage/proto';
 import { HASH_PIECE_BYTES, checkShare, checkShareInPieces, shareId } from '../../src/storage/share';
@@ -265,6 +265,47 @@ describe('the node answers, the auditor checks (SPEC.md §9.17.2, §9.17.4)', ()
     await s.put(shareId(data), data);
     const res = await handleRequest(s, { type: 'challenge', id: shareId(data), nonce: randomBytes(16), blocks: [2] }, ctx);
     expect(res).toMatchObject({ type: 'error', code: 'STORAGE_BAD_REQUEST' });
+  });
+});
+
+describe('an audit answered STORAGE_BUSY is asked again (SPEC.md §9.18.3 step 3, §9.20.2)', () => {
+  const busy = (): AuditResult => ({ shareId: 'aa', ok: false, code: 'STORAGE_BUSY', nonce: '', blocks: [] });
+
+  it('busy every time: 4 tries, the last result kept', async () => {
+    let tries = 0;
+    const r = await auditRetryingBusy(async () => { tries++; return busy(); }, [0, 0, 0]);
+    expect(tries).toBe(4);
+    expect(r.code).toBe('STORAGE_BUSY');
+  });
+
+  it('an abort during a wait ends it at once: no timer has to run out, no more tries', async () => {
+    vi.useFakeTimers();
+    try {
+      const ac = new AbortController();
+      let tries = 0;
+      let settled: unknown = null;
+      const p = auditRetryingBusy(async () => { tries++; return busy(); }, undefined, ac.signal)
+        .then(() => { settled = 'resolved'; }, (e: unknown) => { settled = e; });
+      // The first try answered busy: the 1 s wait has begun.
+      await vi.waitFor(() => { expect(vi.getTimerCount()).toBe(1); });
+      ac.abort();
+      // Only microtasks run: no timer advances.
+      for (let i = 0; i < 10 && settled === null; i++) await Promise.resolve();
+      expect(settled).toMatchObject({ name: 'AbortError' });
+      expect(tries).toBe(1);
+      expect(vi.getTimerCount()).toBe(0);
+      await p;
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a signal aborted before the first busy answer sends no second try', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    let tries = 0;
+    await expect(auditRetryingBusy(async () => { tries++; return busy(); }, undefined, ac.signal)).rejects.toMatchObject({ name: 'AbortError' });
+    expect(tries).toBe(1);
   });
 });
 

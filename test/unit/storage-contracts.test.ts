@@ -348,6 +348,28 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(body.stored).toEqual({ [n.fp]: 2000 });
   });
 
+  it('closing the authority while a pair waits to ask a busy node again ends the wait at once, not after it (SPEC.md §9.20.2)', async () => {
+    const n = await node();
+    const a = randomBytes(2000);
+    let challenges = 0;
+    let first!: () => void;
+    const asked = new Promise<void>((resolve) => { first = resolve; });
+    const connect: AuditConnector = async () => ({ close() {}, send: async () => {
+      challenges++;
+      first();
+      throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
+    } });
+    // A wait of an hour before the next try, and a node deadline further still.
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect, timeoutMs: 3_600_000, auditBusyRetryMs: [3_600_000] });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, a)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    const round = audits.auditEpoch(E);
+    await asked;
+    await audits.close();
+    await round;
+    expect(challenges).toBe(1);
+  }, 5_000);
+
   it('a node answering every challenge slowly is cut off at its deadline: the rest of its pairs fail STORAGE_TIMEOUT, the other node is credited (SPEC.md §9.20.2)', async () => {
     const slow = await node(), good = await node();
     const held = new Map<string, Buffer>();
