@@ -3,7 +3,7 @@
 // mode, gathered per read (stream.ts). No sockets: an A/B figure for this process only.
 import { CircuitStream, type StreamHost } from '../../src/circuit/stream';
 import { randomBytes } from '../../src/crypto/primitives';
-const host: StreamHost = { canPackage: () => true, maxData: 498, sendData() {}, sendStreamSendme() {}, sendEnd() {}, release() {}, readerProgress() {}, violation(c, m) { throw new Error(c + m); } };
+const host: StreamHost = { canPackage: () => true, maxData: 498, sendData() {}, sendStreamSendme() {}, sendEnd() {}, release() {}, readerProgress() {}, unreadChanged() {}, violation(c, m) { throw new Error(c + m); } };
 const s = new CircuitStream(1, host);
 s.markOpen();
 let got = 0;

@@ -61,6 +61,11 @@ export class StreamEdge implements StreamHost {
    * data yet: it still counts against maxBuffered until they do (SPEC.md §7b.9).
    */
   private readonly draining = new Set<CircuitStream>();
+  /**
+   * The unread bytes of the streams in `streams` and `draining` together, kept as each stream's
+   * count changes (unreadChanged) so a due circuit SENDME checks the bound in O(1) (SPEC.md §7b.9).
+   */
+  private unread = 0;
 
   /** StreamHost: the most data per DATA message; a client sets it once its last hop is known. */
   maxData: number;
@@ -106,12 +111,38 @@ export class StreamEdge implements StreamHost {
         s.off('end', drained);
         s.off('close', drained);
         if (!this.draining.delete(s)) return;
+        this.untally(s);
         if (this.withheld) this.sendCircuitSendmes();
       };
       s.once('end', drained);
       s.once('close', drained);
     }
+    if (!this.draining.has(s)) this.untally(s);
     if (this.withheld) this.sendCircuitSendmes();
+  }
+
+  /** StreamHost: a stream's unread count may have moved; the running total follows it. */
+  unreadChanged(s: CircuitStream): void {
+    if (!s.tallied) return;
+    const n = s.unreadBytes;
+    this.unread += n - s.talliedBytes;
+    s.talliedBytes = n;
+  }
+
+  /** `s` is in neither `streams` nor `draining` any more: its bytes leave the total. */
+  private untally(s: CircuitStream): void {
+    if (!s.tallied) return;
+    this.unread -= s.talliedBytes;
+    s.tallied = false;
+    s.talliedBytes = 0;
+  }
+
+  /** A stream joins `streams`: counted from now on (it holds nothing yet). */
+  private tally(s: CircuitStream): CircuitStream {
+    s.tallied = true;
+    s.talliedBytes = s.unreadBytes;
+    this.unread += s.talliedBytes;
+    return s;
   }
 
   readerProgress(): void {
@@ -133,7 +164,7 @@ export class StreamEdge implements StreamHost {
     this.nextId = id >= MAX_STREAM_ID ? 1 : id + 1;
     const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
     this.streams.set(id, s);
-    return s;
+    return this.tally(s);
   }
 
   /**
@@ -146,7 +177,7 @@ export class StreamEdge implements StreamHost {
     if (this.streams.size >= this.maxStreams) throw err('STREAM_LIMIT', `${this.streams.size} streams already open on this circuit`);
     const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
     this.streams.set(id, s);
-    return s;
+    return this.tally(s);
   }
 
   // ---- messages from the peer ----
@@ -242,19 +273,15 @@ export class StreamEdge implements StreamHost {
    */
   private sendCircuitSendmes(): void {
     while (this.deliverWindow.sendmeDue() && !this.closedWith) {
-      if (this.maxBuffered !== Infinity && this.unreadBytes() > this.maxBuffered) { this.withheld = true; return; }
+      if (this.maxBuffered !== Infinity && this.unread > this.maxBuffered) { this.withheld = true; return; }
       const d = this.deliverWindow.takeSendme();
       this.circ.sendRelay(RelayCommand.SENDME, 0, encodeSendme({ version: 1, digest: d! }));
     }
     this.withheld = false;
   }
 
-  private unreadBytes(): number {
-    let n = 0;
-    for (const s of this.streams.values()) n += s.unreadBytes;
-    for (const s of this.draining) n += s.unreadBytes;
-    return n;
-  }
+  /** Received bytes the circuit's streams (those the peer ended included) hold unread (SPEC.md §7b.9). */
+  get unreadBytes(): number { return this.unread; }
 
   /** The link drained or the circuit window opened: let waiting streams send, round robin. */
   pumpAll(): void {
@@ -273,6 +300,7 @@ export class StreamEdge implements StreamHost {
     if (this.closedWith) return;
     this.closedWith = e;
     for (const s of [...this.streams.values()]) s.onCircuitClosed(e);
+    for (const s of [...this.streams.values(), ...this.draining]) this.untally(s);
     this.streams.clear();
     this.draining.clear();
   }

@@ -25,6 +25,8 @@ export interface StreamHost {
   violation(code: string, message: string): void;
   /** The reader took data: what the circuit's streams hold unread shrank (SPEC.md §7b.9). */
   readerProgress(): void;
+  /** The stream's unreadBytes may have changed (data arrived, was pushed or was read): SPEC.md §7b.9. */
+  unreadChanged(s: CircuitStream): void;
 }
 
 export type StreamState = 'opening' | 'open' | 'closed';
@@ -72,6 +74,12 @@ export class CircuitStream extends Duplex {
   private rx: Buffer | null = null;
   private rxLen = 0;
   private rxScheduled = false;
+  /**
+   * The host's running total of its streams' unread bytes (SPEC.md §7b.9): whether it counts this
+   * stream, and this stream's unreadBytes when it last counted them. Kept by the host only.
+   */
+  tallied = false;
+  talliedBytes = 0;
 
   constructor(readonly id: number, private readonly host: StreamHost, opts: CircuitStreamOptions = {}) {
     super({ readableHighWaterMark: opts.readableHighWaterMark ?? 64 * 1024, allowHalfOpen: true });
@@ -217,6 +225,7 @@ export class CircuitStream extends Duplex {
     if (!this.rx) { this.rx = GATHER_POOL.pop() ?? Buffer.allocUnsafeSlow(RX_COALESCE); this.rxLen = 0; }
     src.copy(this.rx, this.rxLen, start, start + len);
     this.rxLen += len;
+    this.host.unreadChanged(this);
     if (!this.rxScheduled) { this.rxScheduled = true; setImmediate(this.flushRxTask); }
   }
 
@@ -230,7 +239,8 @@ export class CircuitStream extends Duplex {
     b.copy(out, 0, 0, this.rxLen);
     if (GATHER_POOL.length < GATHER_POOL_MAX) GATHER_POOL.push(b);
     this.rxLen = 0;
-    this.push(out);
+    this.push(out); // a flowing reader may take it at once, unbuffered
+    this.host.unreadChanged(this);
     this.maybeSendSendme();
   }
 
@@ -290,9 +300,15 @@ export class CircuitStream extends Duplex {
    */
   override read(size?: number): any { // eslint-disable-line @typescript-eslint/no-explicit-any
     const chunk = super.read(size);
+    this.host.unreadChanged(this);
     if (this.deliverWindow.sendmeDue()) this.maybeSendSendme();
     if (chunk !== null) this.host.readerProgress();
     return chunk;
+  }
+
+  override unshift(chunk: any, encoding?: BufferEncoding): void { // eslint-disable-line @typescript-eslint/no-explicit-any
+    super.unshift(chunk, encoding);
+    this.host.unreadChanged(this);
   }
 
   /** tor-spec §7.4: SENDME once 50 cells were delivered and the reader keeps up. */

@@ -2,6 +2,7 @@
 // circuit windows, SENDME v1 digests, reader-driven stream SENDMEs, END semantics, violations.
 import { describe, expect, it } from 'vitest';
 import { StreamEdge, type EdgeCircuit } from '../../src/circuit/edge';
+import type { CircuitStream } from '../../src/circuit/stream';
 import { RelayCommand, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
 import { EndReason, encodeConnected, encodeEnd, encodeSendme, decodeSendme, decodeEnd } from '../../src/wire/messages';
 import { endReasonError, endReasonForErrno } from '../../src/circuit/end-reasons';
@@ -332,6 +333,51 @@ describe('receiving: deliver windows and SENDMEs', () => {
     for (const c of circ.take(RelayCommand.SENDME)) if (c.streamId === 0) circWin += 100;
     expect(buffered()).toBe(0);
     expect(circWin).toBeGreaterThan(0);
+  });
+
+  it('the unread total the bound is checked against is the sum over its streams after arrivals, reads, ENDs and closes (SPEC.md §7b.9)', async () => {
+    const circ = new FakeCircuit();
+    const edge = new StreamEdge(circ, { maxBufferedBytes: 1024 * 1024 });
+    const all = Array.from({ length: 6 }, (_, i) => { const st = edge.acceptStream(i + 1); st.markOpen(); return st; });
+    // Counted: the open streams, and those released with data unread until it is read or they close.
+    const draining = (edge as unknown as { draining: Set<CircuitStream> }).draining;
+    const sum = () => [...edge.streams.values(), ...draining].reduce((n, st) => n + st.unreadBytes, 0);
+    const checks: number[][] = [];
+    const check = () => { checks.push([edge.unreadBytes, sum()]); };
+    const data = (id: number, n: number) => { for (let k = 0; k < n; k++) edge.handle(RelayCommand.DATA, id, Buffer.alloc(RELAY_DATA_MAX), rxDigest); };
+    data(1, 3); data(2, 5); data(3, 1);
+    check(); // gathered, not pushed yet
+    await tick();
+    check(); // pushed
+    expect(edge.unreadBytes).toBe(9 * RELAY_DATA_MAX);
+    expect(all[1].read(100)).toHaveLength(100);
+    check();
+    expect(all[0].read()).not.toBeNull();
+    check();
+    data(4, 7);
+    edge.handle(RelayCommand.END, 4, encodeEnd(EndReason.DONE), rxDigest); // ended with its data unread
+    check();
+    expect(draining.has(all[3])).toBe(true);
+    data(5, 2);
+    await tick();
+    all[4].on('error', () => {});
+    edge.handle(RelayCommand.END, 5, encodeEnd(EndReason.MISC), rxDigest); // an error end: its data goes
+    all[2].destroy();
+    check();
+    const got: Buffer[] = [];
+    all[3].on('data', (d: Buffer) => got.push(d));
+    all[1].resume();
+    data(2, 2);
+    await tick(); await tick();
+    check();
+    expect(Buffer.concat(got)).toHaveLength(7 * RELAY_DATA_MAX);
+    all[5].unshift(Buffer.alloc(10));
+    check();
+    for (const [total, expected] of checks) expect(total).toBe(expected);
+    expect(edge.unreadBytes).toBe(all[5].unreadBytes + all[0].unreadBytes);
+    for (const st of all) st.on('error', () => {});
+    edge.close(err('CIRCUIT_DESTROYED', 'gone'));
+    expect(edge.unreadBytes).toBe(0);
   });
 
   it('one read of interleaved DATA for 40 streams: each reader gets its bytes in order, unmodified, in one push per read', async () => {
