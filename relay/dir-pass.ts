@@ -47,17 +47,9 @@ export class DirPassThrough {
     return this.bounded(res, () => this.passHsDescriptor(req, res, key));
   }
 
-  private async passHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
-    for (const a of shuffle([...this.authorities()])) {
-      try {
-        const r = await httpRequest(`${a.url}${HS_DESC_PATH}/${key}`, { maxBytes: HS_DESC_MAX, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
-        if (r.status !== 200) continue;
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
-        res.end(req.method === 'HEAD' ? undefined : r.body);
-        return;
-      } catch { /* next authority */ }
-    }
-    sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key');
+  private passHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
+    return this.passFromAuthorities(req, res, `${HS_DESC_PATH}/${key}`, HS_DESC_MAX, false,
+      ['HIDDEN_DESC_NOT_FOUND', 'no authority holds a descriptor for that blinded key']);
   }
 
   /**
@@ -77,17 +69,27 @@ export class DirPassThrough {
     return this.bounded(res, () => this.passPolicy(req, res, `${fp}${q}`));
   }
 
-  private async passPolicy(req: http.IncomingMessage, res: http.ServerResponse, target: string): Promise<void> {
+  private passPolicy(req: http.IncomingMessage, res: http.ServerResponse, target: string): Promise<void> {
+    return this.passFromAuthorities(req, res, `${POLICY_PATH}${target}`, BUNDLE_LIMITS.bytes, true,
+      ['POLICY_NOT_FOUND', 'no authority holds a policy of that moderator']);
+  }
+
+  /**
+   * GET `path` of the authorities in random order and pass on the first 200 (body of at most
+   * `maxBytes`), or, when `allow304`, the first 304; anything else, or no answer, tries the next.
+   * When none answers so, 404 with `notFound` (code, reason).
+   */
+  private async passFromAuthorities(req: http.IncomingMessage, res: http.ServerResponse, path: string, maxBytes: number, allow304: boolean, notFound: readonly [code: string, reason: string]): Promise<void> {
     for (const a of shuffle([...this.authorities()])) {
       try {
-        const r = await httpRequest(`${a.url}${POLICY_PATH}${target}`, { maxBytes: BUNDLE_LIMITS.bytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
-        if (r.status === 304) { res.writeHead(304); res.end(); return; }
+        const r = await httpRequest(`${a.url}${path}`, { maxBytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        if (allow304 && r.status === 304) { res.writeHead(304); res.end(); return; }
         if (r.status !== 200) continue;
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
         res.end(req.method === 'HEAD' ? undefined : r.body);
         return;
       } catch { /* next authority */ }
     }
-    sendJsonError(res, 404, 'POLICY_NOT_FOUND', 'no authority holds a policy of that moderator');
+    sendJsonError(res, 404, notFound[0], notFound[1]);
   }
 }

@@ -116,4 +116,39 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     expect(again.status).toBe(404);
     expect(asked).toBe(PASS_MAX_IN_FLIGHT + 1);
   });
+
+  it('passes on the first 200 from the authorities (and a policy\'s 304, never a descriptor\'s), else 404 with the path\'s code', async () => {
+    const answers = new Map<string, [number, string]>(); // path (with query) → status and body
+    const asked: string[] = [];
+    const authority = await listen((req, res) => {
+      asked.push(req.url ?? '');
+      const [status, body] = answers.get(req.url ?? '') ?? [404, ''];
+      res.writeHead(status);
+      res.end(status === 304 ? undefined : body);
+    });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+    const dirMirror = await listen((req, res) => {
+      const p = (req.url ?? '').split('?')[0];
+      void (p.startsWith(`${HS_DESC_PATH}/`) ? pass.serveHsDescriptor(req, res, p) : pass.servePolicy(req, res));
+    });
+    const get = (path: string) => httpRequest(`${dirMirror}${path}`, { maxBytes: 65536, timeoutMs: 10_000 });
+    const desc = `${HS_DESC_PATH}/${'ab'.repeat(32)}`;
+    const policy = `/bitcloud/policy/${'cd'.repeat(32)}`;
+    const since = `${policy}?after=3&digest=${'ef'.repeat(32)}`;
+    answers.set(desc, [200, 'descriptor bytes']);
+    answers.set(policy, [200, 'policy bytes']);
+    answers.set(since, [304, '']);
+    const d = await get(desc);
+    expect([d.status, d.body.toString()]).toEqual([200, 'descriptor bytes']);
+    const p = await get(policy);
+    expect([p.status, p.body.toString()]).toEqual([200, 'policy bytes']);
+    expect((await get(since)).status).toBe(304);
+    expect(asked).toEqual([desc, policy, since]);
+    answers.set(desc, [304, '']);
+    answers.set(policy, [500, 'no']);
+    const d2 = await get(desc);
+    expect([d2.status, json(d2.body).code]).toEqual([404, 'HIDDEN_DESC_NOT_FOUND']);
+    const p2 = await get(policy);
+    expect([p2.status, json(p2.body).code]).toEqual([404, 'POLICY_NOT_FOUND']);
+  });
 });
