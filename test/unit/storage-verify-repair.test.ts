@@ -194,20 +194,27 @@ describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
   });
 });
 
+/**
+ * One node holding a whole file of `chunks` chunks (k = 1, n = 2, shares of 64 bytes) and its
+ * verify record (the manifest is not held): what the audit tests drive a pass over.
+ */
+function fakeAuditNode(chunks: number): { fp: string; held: Map<string, Buffer>; cap: VerifyCapability } {
+  const held = new Map<string, Buffer>();
+  const cs: VerifyChunk[] = [];
+  for (let i = 0; i < chunks; i++) {
+    const pair = [randomBytes(64), randomBytes(64)];
+    for (const b of pair) held.set(shareId(b).toString('hex'), b);
+    cs.push({ kind: 1, index: i, shareSize: 64, shareIds: pair.map((b) => shareId(b)), auditRoots: pair.map((b) => auditRoot(b)) });
+  }
+  const verifyKey = randomBytes(32);
+  const sealed = sealVerifyRecord(verifyKey, { k: 1, n: 2, chunks: cs });
+  held.set(sealed.id.toString('hex'), sealed.bytes);
+  return { fp: randomBytes(32).toString('hex'), held, cap: { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey } };
+}
+
 describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => {
   it('a file with 2,000 shares on one healthy node that handles 8 requests at a time: every audit passes, at most 16 in flight', async () => {
-    const fp = randomBytes(32).toString('hex');
-    const held = new Map<string, Buffer>();
-    const chunks: VerifyChunk[] = [];
-    for (let i = 0; i < 1000; i++) {
-      const pair = [randomBytes(64), randomBytes(64)];
-      for (const b of pair) held.set(shareId(b).toString('hex'), b);
-      chunks.push({ kind: 1, index: i, shareSize: 64, shareIds: pair.map((b) => shareId(b)), auditRoots: pair.map((b) => auditRoot(b)) });
-    }
-    const verifyKey = randomBytes(32);
-    const sealed = sealVerifyRecord(verifyKey, { k: 1, n: 2, chunks });
-    held.set(sealed.id.toString('hex'), sealed.bytes);
-    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey };
+    const { fp, held, cap } = fakeAuditNode(1000);
 
     // The node: 8 requests of its stream handled at once (SPEC.md §9.6.2), each a few ms.
     let inFlight = 0;
@@ -271,18 +278,7 @@ describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => 
 
 describe('a node that answers every audit just in time (SPEC.md §9.18.3 step 3, §9.9)', () => {
   it('its audits of a pass end at the node\'s deadline: the rest fail STORAGE_TIMEOUT, and the pass goes on', async () => {
-    const fp = randomBytes(32).toString('hex');
-    const held = new Map<string, Buffer>();
-    const chunks: VerifyChunk[] = [];
-    for (let i = 0; i < 100; i++) {
-      const pair = [randomBytes(64), randomBytes(64)];
-      for (const b of pair) held.set(shareId(b).toString('hex'), b);
-      chunks.push({ kind: 1, index: i, shareSize: 64, shareIds: pair.map((b) => shareId(b)), auditRoots: pair.map((b) => auditRoot(b)) });
-    }
-    const verifyKey = randomBytes(32);
-    const sealed = sealVerifyRecord(verifyKey, { k: 1, n: 2, chunks });
-    held.set(sealed.id.toString('hex'), sealed.bytes);
-    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey };
+    const { fp, held, cap } = fakeAuditNode(100);
     // Each audit answered right, but only after most of the request timeout (200 ms here).
     let started = 0;
     let answered = 0;
@@ -326,15 +322,20 @@ describe('the expiry a pass reports (SPEC.md §9.9.2, §9.18.3)', () => {
 });
 
 describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () => {
-  it('a keep pass counts a renewed share at most until the time it asked plus the lease it asked for', async () => {
+  /** A file of 2 chunks on 8 nodes, every one of which answers RENEW with an expiry some 35 000 years away. */
+  function lyingNodes(): { cap: VerifyCapability; client: StorageClient } {
     const nodes = new Nodes(8);
     const { cap, shares } = file(nodes, 2);
     for (let c = 0; c < 2; c++) for (let j = 0; j < N; j++) nodes.place(nodes.fps[(c + j) % 8], shares[c][j]);
     const base = nodes.client();
-    // Every node answers RENEW with an expiry some 35 000 years away.
     const client = Object.assign(Object.create(base) as StorageClient, {
       request: async (fp: string, req: StorageRequest) => (req.type === 'renew' ? { type: 'renew', expiresAt: req.ids.map(() => 2 ** 40) } : base.request(fp, req)),
     });
+    return { cap, client };
+  }
+
+  it('a keep pass counts a renewed share at most until the time it asked plus the lease it asked for', async () => {
+    const { cap, client } = lyingNodes();
     const before = Math.floor(Date.now() / 1000);
     const r = await keepFile(client, cap, { renew: true, leaseSeconds: 3600 });
     const after = Math.floor(Date.now() / 1000);
@@ -343,13 +344,7 @@ describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () =>
   });
 
   it('with lease 0 (each node\'s default) a keep pass counts a renewed share at most 7 days past the time it asked', async () => {
-    const nodes = new Nodes(8);
-    const { cap, shares } = file(nodes, 2);
-    for (let c = 0; c < 2; c++) for (let j = 0; j < N; j++) nodes.place(nodes.fps[(c + j) % 8], shares[c][j]);
-    const base = nodes.client();
-    const client = Object.assign(Object.create(base) as StorageClient, {
-      request: async (fp: string, req: StorageRequest) => (req.type === 'renew' ? { type: 'renew', expiresAt: req.ids.map(() => 2 ** 40) } : base.request(fp, req)),
-    });
+    const { cap, client } = lyingNodes();
     const before = Math.floor(Date.now() / 1000);
     const r = await keepFile(client, cap, { renew: true });
     const after = Math.floor(Date.now() / 1000);
