@@ -12,6 +12,13 @@ import { withFileLock } from '../../src/ops/file-lock';
 import type { KeepReport } from '../../src/client/storage-client-verify';
 import { printStatus } from '../../src/client/commands/keep';
 
+// The keeper's sleeps, watched: each is asked with the length it is given (and then taken for real).
+const sleeps = vi.hoisted(() => [] as number[]);
+vi.mock('node:timers/promises', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:timers/promises')>();
+  return { ...real, setTimeout: (ms: number, ...rest: unknown[]) => { sleeps.push(ms); return (real.setTimeout as (...a: unknown[]) => Promise<unknown>)(ms, ...rest); } };
+});
+
 let root: string;
 let seq = 0;
 const freshDir = () => path.join(root, `d${seq++}`);
@@ -181,9 +188,13 @@ describe('keep run with a long interval (SPEC.md §9.19)', () => {
     const ac = new AbortController();
     let calls = 0;
     const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    sleeps.length = 0;
     const run = runKeeper(dir, { ...RUN, once: false, interval: 2_592_000 }, async () => { calls++; return report(); }, { signal: ac.signal });
-    while ((await loadKeeperState(dir)).files[0].lastCheck === 0) await new Promise((r) => setTimeout(r, 10));
-    await new Promise((r) => setTimeout(r, 100));
+    // The keeper goes to sleep after the first pass: for the longest timer Node keeps (not 30 days,
+    // which Node would fire after 1 ms, with a TimeoutOverflowWarning).
+    await vi.waitFor(() => { expect(sleeps).toHaveLength(1); }, { timeout: 10_000 });
+    expect(sleeps[0]).toBe(2 ** 31 - 1);
+    expect(warn).not.toHaveBeenCalled();
     ac.abort();
     await expect(run).resolves.toMatchObject({ ok: true });
     warn.mockRestore();
