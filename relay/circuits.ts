@@ -18,7 +18,7 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, creationSource, ipOf, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, EXEMPT_CONNECTION, creationSource, ipOf, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import { RendezvousRelay } from '../src/circuit/rendezvous';
@@ -63,11 +63,6 @@ export interface RelayCircuitsOptions {
 }
 
 const consensusIndex = new WeakMap<object, Map<string, ConsensusRelay>>();
-/** SPEC.md §7b.9: the addresses a consensus lists relays at (Tor's address set of known relays). */
-const consensusAddresses = new WeakMap<object, Set<string>>();
-/** An IPv4 address as a dual-stack socket reports it (::ffff:a.b.c.d) is that IPv4 address. */
-const plainAddress = (a: string): string => (a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a);
-const EXEMPT: LinkAdmission = { release() {} };
 
 
 export class RelayCircuits {
@@ -200,14 +195,11 @@ export class RelayCircuits {
    */
   admitConnection(address: string): LinkAdmission | null {
     if (this.closed) return null;
-    if (this.isListedAddress(plainAddress(address))) return EXEMPT;
+    if (listsAddress(this.opts.consensus?.(), address)) return EXEMPT_CONNECTION;
     // Counted under the address as the socket reports it: the key allowCircuit reads too.
-    if (!this.dos.connectionOpened(address)) {
-      this.metrics.refused('connections_per_address');
-      return null;
-    }
-    let held = true;
-    return { release: () => { if (held) { held = false; this.dos.connectionClosed(address); } } };
+    const place = this.dos.admit(address);
+    if (!place) this.metrics.refused('connections_per_address');
+    return place;
   }
 
   /**
@@ -225,7 +217,7 @@ export class RelayCircuits {
         place = this.admitConnection(ipOf(ch.remoteAddress));
         if (!place) { ch.close('too many connections from one address'); return; }
       }
-      if (place !== EXEMPT) {
+      if (place !== EXEMPT_CONNECTION) {
         const p = place;
         this.countedLinks.set(ch, p);
         ch.once('close', () => { if (this.countedLinks.delete(ch)) p.release(); });
@@ -265,15 +257,6 @@ export class RelayCircuits {
       if (i >= 0) l.splice(i, 1);
       if (l.length === 0) this.byPeer.delete(fp);
     });
-  }
-
-  /** SPEC.md §7b.9: does the current consensus list a relay at this address? */
-  private isListedAddress(addr: string): boolean {
-    const c = this.opts.consensus?.();
-    if (!c) return false;
-    let set = consensusAddresses.get(c);
-    if (!set) { set = new Set(c.relays.map((r) => plainAddress(r.address))); consensusAddresses.set(c, set); }
-    return set.has(addr);
   }
 
   private isKnownRelay(ch: Channel): boolean {

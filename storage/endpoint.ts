@@ -8,7 +8,7 @@ import type { NodeKeys } from '../src/crypto/keys';
 import { CircuitSwitch } from '../src/circuit/switch';
 import type { IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
-import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
+import { createLinkListener, createLinkMetrics, type Channel, type LinkAdmission, type LinkListener } from '../src/link';
 import { createStorageDirectListener, type StorageDirectListener } from '../src/storage/direct';
 import { EndReason } from '../src/wire/messages';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -18,7 +18,7 @@ import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, creationSource, ipOf, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, EXEMPT_CONNECTION, creationSource, ipOf, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -38,10 +38,11 @@ export interface StorageEndpointOptions {
    * The node's verified consensus (SPEC.md §7b.7): a circuit counts as coming through a relay only
    * when the previous hop's identity is listed in it. Absent: any proved identity counts (tests).
    */
-  consensus?: () => { relays: readonly { identity: Buffer }[] } | null;
+  consensus?: () => { relays: readonly { identity: Buffer; address: string }[] } | null;
   /**
    * SPEC.md §7b.9 on the storage OR port too: the relay's per-address DoS limits (circuit-creation
-   * bucket, connections per address); listed relays are exempt. Defaults: the relay's.
+   * bucket, connections per address counted from the TCP accept); listed relays are exempt.
+   * Defaults: the relay's.
    */
   limits?: Partial<RelayLimits>;
   /**
@@ -92,6 +93,20 @@ export class StorageEndpoint {
     return this.listedIndex.ids.has(id.toString('hex'));
   }
 
+  /**
+   * SPEC.md §7b.9, as a relay does: a TCP connection the OR port accepted, before TLS or the link
+   * handshake. One from an address the consensus lists a relay at is exempt; any other takes a
+   * place under its address's connection cap (handshaking and open links alike), or is refused
+   * (null: closed at once, counted as a relay counts it). The place is given back once.
+   */
+  private admitConnection(address: string): LinkAdmission | null {
+    if (this.closed) return null;
+    if (listsAddress(this.o.consensus?.(), address)) return EXEMPT_CONNECTION;
+    const place = this.dos.admit(address);
+    if (!place) this.switch.metrics.refused('connections_per_address');
+    return place;
+  }
+
   get orPort(): number { return this.links?.port ?? 0; }
   get storagePort(): number { return this.direct?.port ?? 0; }
   /** Storage streams being served now (circuit and direct). */
@@ -108,17 +123,17 @@ export class StorageEndpoint {
     const identity = this.o.keys().identity;
     this.links = await createLinkListener({
       host: this.o.host, port: this.o.orPort, identity,
-      onChannel: (ch) => {
-        if (this.closed) { ch.close('shutting down'); return; }
-        if (!this.isListedRelay(ch)) {
+      // SPEC.md §7b.9: the per-address connection cap is taken at accept, before any handshake.
+      admit: (address) => this.admitConnection(address),
+      onChannel: (ch, admission) => {
+        if (this.closed) { admission?.release(); ch.close('shutting down'); return; }
+        if (this.isListedRelay(ch)) {
+          admission?.release(); // a listed relay's link leaves the count
+        } else {
           if (ch.peerIdentity) this.refreshForUnknownRelay();
-          const addr = ipOf(ch.remoteAddress);
-          if (!this.dos.connectionOpened(addr)) {
-            this.switch.metrics.refused('connections_per_address'); // SPEC.md §7b.9, as a relay counts it
-            ch.close('too many connections from one address');
-            return;
-          }
-          ch.once('close', () => this.dos.connectionClosed(addr));
+          const place = admission ?? this.admitConnection(ipOf(ch.remoteAddress));
+          if (!place) { ch.close('too many connections from one address'); return; }
+          ch.once('close', () => place.release());
         }
         this.switch.attach(ch);
         this.o.bandwidth?.attach(ch); // counted only when the initiator (a relay) proved its identity

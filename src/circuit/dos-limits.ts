@@ -4,6 +4,7 @@
 // Known relays (in the consensus) are exempt, as in Tor. The queue/memory limits live in
 // src/circuit/cell-queue.ts because every circuit endpoint shares them.
 
+import type { LinkAdmission } from '../link/listener';
 import { MAX_STREAMS_PER_CIRCUIT } from './constants';
 
 export interface RelayLimits {
@@ -13,7 +14,7 @@ export interface RelayLimits {
   circuitBurst: number;
   /** The creation bucket applies only to addresses with at least this many open links. Tor: 3. */
   circuitMinConnections: number;
-  /** Concurrent links per address. Tor: 50. */
+  /** Concurrent connections per address, counted from the TCP accept (handshaking and open). Tor: 50. */
   maxConnectionsPerAddress: number;
   /** Circuits one link may hold open at a time. */
   maxCircuitsPerLink: number;
@@ -50,6 +51,28 @@ export function ipOf(remote: string): string {
   const i = remote.lastIndexOf(':');
   return i > 0 ? remote.slice(0, i) : remote;
 }
+
+/** An IPv4 address as a dual-stack socket reports it (::ffff:a.b.c.d) is that IPv4 address. */
+export function plainAddress(a: string): string {
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+/** The addresses a consensus lists relays at, indexed once per consensus. */
+const consensusAddresses = new WeakMap<object, Set<string>>();
+
+/**
+ * SPEC.md §7b.9: does this consensus list a relay at the address a socket reports (Tor's set of
+ * the addresses known relays are listed at)? A connection from one is exempt at accept.
+ */
+export function listsAddress(c: { relays: readonly { address: string }[] } | null | undefined, address: string): boolean {
+  if (!c) return false;
+  let set = consensusAddresses.get(c);
+  if (!set) { set = new Set(c.relays.map((r) => plainAddress(r.address))); consensusAddresses.set(c, set); }
+  return set.has(plainAddress(address));
+}
+
+/** SPEC.md §7b.9: the place of a connection that is not counted (from a listed relay's address). */
+export const EXEMPT_CONNECTION: LinkAdmission = { release() {} };
 
 /**
  * SPEC.md §7b.9: the onionskin-queue source of a link: a listed relay is its own source (it
@@ -119,6 +142,16 @@ export class DosGuard {
     s.connections++;
     this.idle.delete(addr);
     return true;
+  }
+
+  /**
+   * SPEC.md §7b.9: a place for one connection from `addr` under the concurrent-connection cap, or
+   * null when the address already holds the cap. release() gives it back, once however often called.
+   */
+  admit(addr: string): LinkAdmission | null {
+    if (!this.connectionOpened(addr)) return null;
+    let held = true;
+    return { release: () => { if (held) { held = false; this.connectionClosed(addr); } } };
   }
 
   connectionClosed(addr: string): void {

@@ -167,7 +167,7 @@ describe('circuits ending at the storage node (SPEC.md §9.13.1)', () => {
     const keys2 = await loadOrCreateNodeKeys(path.join(dir, 'node2'));
     const store2 = await ShareStore.open({ dir: path.join(dir, 'node2'), quotaBytes: 16 * 1024 * 1024 });
     const ctx2: RequestContext[] = [];
-    let listed: { identity: Buffer }[] = [];
+    let listed: { identity: Buffer; address: string }[] = [];
     let refreshes = 0;
     const ep2 = new StorageEndpoint({
       keys: () => keys2, store: store2, host: '127.0.0.1', orPort: 0, storagePort: 0,
@@ -176,7 +176,7 @@ describe('circuits ending at the storage node (SPEC.md §9.13.1)', () => {
       refreshConsensus: async () => {
         refreshes++;
         await new Promise((r) => setTimeout(r, 50));
-        listed = [{ identity: middleKeys.identity.publicKey }];
+        listed = [{ identity: middleKeys.identity.publicKey, address: '127.0.0.1' }];
       },
     });
     await ep2.start();
@@ -248,12 +248,74 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
       .filter((v) => v.labels.kind === 'connections_per_address').reduce((a, v) => a + v.value, 0);
     try {
       const first = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
-      const second = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
-      for (let i = 0; i < 500 && !second.closed; i++) await new Promise((r) => setTimeout(r, 10));
-      expect(second.closed).toBe(true);
+      // Closed at accept, before TLS: the second link never opens.
+      await expect(connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey })).rejects.toMatchObject({ code: expect.stringMatching(/^LINK_/) });
       expect(first.closed).toBe(false);
       expect(await refused()).toBe(1);
       first.close();
+    } finally {
+      await capped.close();
+    }
+  });
+
+  it('connections still in their handshake count against the per-address cap: the one past it is closed at once (SPEC.md §7b.9)', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    // No consensus lists 127.0.0.1, so nothing from it is exempt.
+    const capped = new SE({
+      keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0, registry,
+      limits: { maxConnectionsPerAddress: 3 }, consensus: () => ({ relays: [] }),
+    });
+    await capped.start();
+    const refused = async () => (await registry.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values
+      .filter((v) => v.labels.kind === 'connections_per_address').reduce((a, v) => a + v.value, 0);
+    const open = (): Promise<net.Socket> => new Promise((resolve, reject) => {
+      const s = net.connect(capped.orPort, '127.0.0.1', () => resolve(s));
+      s.once('error', reject);
+    });
+    const closed = (s: net.Socket) => new Promise<void>((resolve) => { if (s.destroyed) resolve(); else s.once('close', () => resolve()); });
+    try {
+      // One finished link (counted once, not again when its handshake completes) and two
+      // connections that never send a byte: their TLS handshakes stay in progress.
+      const link = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
+      const held = [await open(), await open()];
+      for (const s of held) s.on('error', () => {});
+      const fourth = await open();
+      fourth.on('error', () => {});
+      // Closed long before the 10 s handshake timeout would close it (the test's own timeout is 5 s).
+      await closed(fourth);
+      expect(held.every((s) => !s.destroyed) && !link.closed).toBe(true);
+      expect(await refused()).toBe(1);
+      expect(capped.dos.size).toBe(1);
+      // Each closed connection gives its place back exactly once: then the address is forgotten.
+      for (const s of held) s.destroy();
+      link.close('test done');
+      await expect.poll(() => capped.dos.size, { timeout: 2000 }).toBe(0);
+      const again = await open();
+      again.on('error', () => {});
+      await new Promise((res) => setTimeout(res, 50));
+      expect(again.destroyed).toBe(false);
+      again.destroy();
+    } finally {
+      await capped.close();
+    }
+  }, 5000);
+
+  it('connections from an address the consensus lists a relay at are not counted at accept (SPEC.md §7b.9)', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    // Every node of a local network is at 127.0.0.1: its relays' links are exempt by address.
+    const capped = new SE({
+      keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0,
+      limits: { maxConnectionsPerAddress: 1 }, consensus: () => ({ relays: [{ identity: middleKeys.identity.publicKey, address: '127.0.0.1' }] }),
+    });
+    await capped.start();
+    try {
+      const links = [];
+      for (let i = 0; i < 3; i++) links.push(await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey }));
+      expect(links.every((l) => !l.closed)).toBe(true);
+      expect(capped.dos.size).toBe(0);
+      for (const l of links) l.close('test done');
     } finally {
       await capped.close();
     }
