@@ -1,6 +1,9 @@
 // SPEC.md §8.7.6: the reward chain on an authority's disk, under <dataDir>/rewards/:
 //   blocks/<height, 10 decimal digits>.blk   one signed block per file (SPEC §8.7.2 stored form)
-//   certs/<identity fp>-<signing key hex>.cert  key certificates that vouch for stored signatures
+//   certs/<identity fp>-<signing key hex>-<id>.cert  key certificates that vouch for stored
+//                                            signatures (<id>: 16 hex digits of the envelope's
+//                                            BLAKE2b-256, so a pair's certificates never overwrite
+//                                            each other)
 //   pending.blk                              the block this authority signed and is collecting
 //                                            signatures for (so a restart never signs a second
 //                                            body at the same height)
@@ -10,12 +13,18 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { blake2b } from '../src/crypto/primitives';
 import { writeFileAtomic } from '../src/ops/fsutil';
 
 const BLOCK_NAME = /^(\d{10})\.blk$/;
 
 export function blockFileName(height: number): string {
   return `${String(height).padStart(10, '0')}.blk`;
+}
+
+/** SPEC §8.7.6: `<identity fp>-<signing key hex>-<first 16 hex digits of BLAKE2b-256(envelope)>.cert`. */
+export function certificateFileName(identityFp: string, signingKeyHex: string, raw: Uint8Array): string {
+  return `${identityFp}-${signingKeyHex}-${blake2b(raw).toString('hex').slice(0, 16)}.cert`;
 }
 
 export class RewardStore {
@@ -85,8 +94,10 @@ export class RewardStore {
     });
   }
 
+  /** SPEC §8.7.6: one file per certificate; another certificate of the same pair is a file of its own. */
   saveCertificate(identityFp: string, signingKeyHex: string, raw: Buffer): void {
-    void this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, `${identityFp}-${signingKeyHex}.cert`), raw, 0o644));
+    const name = certificateFileName(identityFp, signingKeyHex, raw);
+    void this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, name), raw, 0o644));
   }
 
   /** Resolves true once pending.blk holds `raw` durably, false when the write failed (reported). */

@@ -116,8 +116,12 @@ export class RewardLedger {
   private pending: Held | null = null;
   private pendingEncoded: { held: Held; size: number; bytes: Buffer } | null = null;
   private input: RewardInput | null = null;
-  /** Verified certificates of configured authorities, by `fp/signing key hex`. */
-  private readonly certs = new Map<string, Buffer>();
+  /**
+   * Verified certificates of configured authorities, by `fp/signing key hex`: every one kept for its
+   * pair, never replaced (SPEC §8.7.5: a key may be re-certified, and a later certificate must not
+   * take the place of the one that vouches for the stored signatures).
+   */
+  private readonly certs = new Map<string, Buffer[]>();
   private verifierCache: CertifiedRewardAuthorities | null = null;
   private catchingUp = false;
   private nextCatchUp = 0;
@@ -577,14 +581,16 @@ export class RewardLedger {
     try { c = verifyKeyCertificate(raw); } catch { return; }
     if (!this.o.authorities.some((a) => a.identity.equals(c.identity))) return;
     const key = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
-    if (this.certs.get(key)?.equals(c.raw)) return;
-    this.certs.set(key, c.raw);
+    const kept = this.certs.get(key) ?? [];
+    if (kept.some((k) => k.equals(c.raw))) return;
+    kept.push(c.raw);
+    this.certs.set(key, kept);
     this.verifierCache = null;
     if (save) this.store.saveCertificate(c.fingerprint, c.signingKey.toString('hex'), c.raw);
   }
 
   private verifier(): CertifiedRewardAuthorities {
-    return (this.verifierCache ??= certifiedRewardAuthorities(this.o.authorities, [...this.certs.values()], { periodSeconds: this.o.periodSeconds, skewMs: this.o.skewMs }));
+    return (this.verifierCache ??= certifiedRewardAuthorities(this.o.authorities, [...this.certs.values()].flat(), { periodSeconds: this.o.periodSeconds, skewMs: this.o.skewMs }));
   }
 
   // ---- catch-up ----

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
+import { decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
+import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
 import { fetchRewardChain } from '../../src/client/rewards';
@@ -316,6 +318,48 @@ describe('catch-up of the own pending block (SPEC §8.7.4)', () => {
     } finally {
       gate.pendingGate = null;
       release();
+      await t.close();
+    }
+  });
+});
+
+describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', () => {
+  // A (auth0) and H (auth2) publish block 0 at 2 of 3; then H serves, on GET /bitcloud/rewards, a
+  // bundle of certificates it signs itself and one junk block.
+  async function hostileSetup(seed: number) {
+    let hostile: Buffer | null = null;
+    const t = await startLedgerTrio({
+      seed, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-certs-', startAll: false, logLevel: 'silent', clock: NOW,
+      route: (n, url, _req, res) => {
+        if (!hostile || n !== t.nodes[2] || url.pathname !== PATHS.rewards) return false;
+        res.writeHead(200, { 'content-length': hostile.length });
+        res.end(hostile);
+        return true;
+      },
+    });
+    const [a, h] = [t.start(t.nodes[0]), t.start(t.nodes[2])];
+    for (const l of [a, h]) l.onConsensus(consensus(E0, [[1, 300]]));
+    await t.rounds(3);
+    expect(a.height).toBe(0);
+    expect(a.pendingBlock!.signers).toHaveLength(2);
+    const hId = ed25519FromSeed(Buffer.alloc(32, seed + 2));
+    const junk = encodeSignedRewardBlock(encodeRewardBlock({ height: 1, previousHash: Buffer.alloc(32, 1), epoch: E0 + 1, minted: 0n, allocations: new Map() }), []);
+    return { t, a, h, hId, junk, serve: (b: Buffer | null) => { hostile = b; } };
+  }
+
+  it('a certificate served for a signing key whose stored signatures another one vouches for does not replace it', async () => {
+    const { t, a, hId, junk, serve } = await hostileSetup(130);
+    try {
+      const real = t.nodes[2].signer.certificate;
+      const hSigningKey = t.nodes[2].signer.signingKey.publicKey;
+      serve(encodeRewardChainBundle(5, [makeKeyCertificate(hId, hSigningKey, 1, 2)], [junk]));
+      await t.rounds(2);
+      const certs = decodeRewardChainBundle(await a.bundle(0)).certificates;
+      expect(certs.some((c) => c.equals(real))).toBe(true);
+      await a.close();
+      const again = t.start(t.nodes[0]);
+      expect(again.height).toBe(0);
+    } finally {
       await t.close();
     }
   });
