@@ -538,7 +538,10 @@ export class RewardLedger {
     if (r.status !== 200 || this.closed) return [];
     const theirs = decodeSignedRewardBlock(r.body);
     const own = theirs.signatures.find((s) => s.authority.equals(a.identity));
-    if (own && !this.verifier().accepts(own.authority, own.signingKey, theirs.block)) await this.fetchCertificate(a);
+    // SPEC §8.7.4: its certificate is fetched only for a signature over our body that verifies.
+    if (own && theirs.body.equals(p.body) && !this.verifier().accepts(own.authority, own.signingKey, p.block) && rewardSignatureVerifies(p.body, own)) {
+      await this.fetchCertificate(a, own, p.block);
+    }
     return this.merge(p, theirs, a.name);
   }
 
@@ -569,11 +572,31 @@ export class RewardLedger {
     return [...out];
   }
 
-  private async fetchCertificate(a: AuthorityInfo): Promise<void> {
+  /** Fetch `a`'s certificate; kept only when it vouches for `sig` on `block` (SPEC §8.7.4, §8.7.6). */
+  private async fetchCertificate(a: AuthorityInfo, sig: RewardSignature, block: RewardBlock): Promise<void> {
     const r = await httpRequest(a.url + PATHS.certificate, { maxBytes: 512, timeoutMs: this.timeout() });
     if (r.status !== 200) return;
     const c = verifyKeyCertificate(r.body, this.now(), this.o.skewMs);
-    if (c.identity.equals(a.identity)) this.addCertificate(c.raw, true);
+    if (!c.identity.equals(a.identity) || !this.offered([c.raw]).accepts(sig.authority, sig.signingKey, block)) return;
+    this.addCertificate(c.raw, true);
+  }
+
+  /** A verifier over the certificates held and `extra` (offered by a peer, not kept by this). */
+  private offered(extra: readonly Buffer[]): CertifiedRewardAuthorities {
+    return certifiedRewardAuthorities(this.o.authorities, [...[...this.certs.values()].flat(), ...extra], { periodSeconds: this.o.periodSeconds, skewMs: this.o.skewMs });
+  }
+
+  /**
+   * SPEC §8.7.4, §8.7.5: of the certificates a peer offered with an appended block, keep those that
+   * vouch for one of its signatures no certificate held vouches for. (The block was checked: every
+   * signature that counts verifies.) Others are not kept: they vouch for nothing stored.
+   */
+  private keepVouching(sb: SignedRewardBlock, offered: CertifiedRewardAuthorities): void {
+    for (const s of sb.signatures) {
+      if (this.verifier().accepts(s.authority, s.signingKey, sb.block)) continue;
+      const c = offered.certificateFor(s.authority, s.signingKey, sb.block.epoch);
+      if (c) this.addCertificate(c.raw, true);
+    }
   }
 
   private addCertificate(raw: Buffer, save: boolean): void {
@@ -611,8 +634,9 @@ export class RewardLedger {
             break;
           }
           if (bundle.blocks.length === 0 || this.state.height + 1 !== from) break;
-          for (const c of bundle.certificates) this.addCertificate(c, true);
-          if (!this.applyFetched(bundle.blocks, a.name)) break;
+          // SPEC §8.7.4: the bundle's certificates are helper data for its blocks; one is kept only
+          // once it vouched for a signature of a block appended.
+          if (!this.applyFetched(bundle.blocks, a.name, this.offered(bundle.certificates))) break;
           if (this.state.height + 1 >= bundle.chainLength) break;
         }
       }
@@ -623,15 +647,16 @@ export class RewardLedger {
   }
 
   /** Verify and append blocks fetched from another authority; false at the first one refused. */
-  private applyFetched(blocks: SignedRewardBlock[], from: string): boolean {
+  private applyFetched(blocks: SignedRewardBlock[], from: string, offered: CertifiedRewardAuthorities): boolean {
     for (const sb of blocks) {
       try {
-        applyRewardBlock(this.state, sb, this.verifier(), this.majority, { schedule: this.schedule });
+        applyRewardBlock(this.state, sb, offered, this.majority, { schedule: this.schedule });
       } catch (e) {
         this.m.blocks.labels(`refused_${errorCode(e)}`).inc();
         this.o.log.warn({ from, height: sb.block.height, code: errorCode(e), err: (e as Error).message }, 'reward block from another authority refused');
         return false;
       }
+      this.keepVouching(sb, offered);
       const p = this.pending;
       let signers = sb.signatures;
       if (p && p.block.height === sb.block.height) {

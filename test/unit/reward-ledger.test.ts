@@ -9,7 +9,7 @@ import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
-import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName } from '../../directory/reward-store';
@@ -359,6 +359,21 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       await a.close();
       const again = t.start(t.nodes[0]);
       expect(again.height).toBe(0);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('keeps only the certificates that vouch for a signature it stores', async () => {
+    const { t, a, hId, junk, serve } = await hostileSetup(140);
+    try {
+      const now = Date.now();
+      const forged = Array.from({ length: 1024 }, (_, i) => makeKeyCertificate(hId, ed25519FromSeed(Buffer.from(blake2b(Buffer.from(`k${i}`)))).publicKey, now - 60_000, now + 86_400_000));
+      serve(encodeRewardChainBundle(5, forged, [junk]));
+      await t.rounds(1);
+      await a.whenIdle();
+      const files = fs.readdirSync(path.join(t.nodes[0].dir, 'rewards', 'certs')).filter((f) => f.endsWith('.cert'));
+      expect(files.length).toBeLessThanOrEqual(3);
     } finally {
       await t.close();
     }
