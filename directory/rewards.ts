@@ -27,7 +27,9 @@ import {
   emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
-import { MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, encodeRewardBlock } from '../src/wire/reward-block';
+import {
+  MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, splitSignedRewardBlock, type SplitRewardBlock,
+} from '../src/wire/reward-block';
 import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
@@ -373,13 +375,18 @@ export class RewardLedger {
       try {
         const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs: this.timeout() });
         if (r.status === 200) {
-          const theirs = decodeSignedRewardBlock(r.body);
-          const tb = theirs.block;
-          if (tb.height > aw.height) this.wantCatchUp = true;
-          else if (tb.height === aw.height) {
-            const sameBase = encodeRewardBlock({ ...tb, transfers: [], escrow: [] }).equals(aw.base.body);
+          // The body is decoded (allocations and all, up to 40 MB) only when it is the own block
+          // with transfers or escrow operations added: height from the header, the rest by bytes.
+          const theirs = splitSignedRewardBlock(r.body);
+          const th = rewardBlockHeader(theirs.body);
+          if (th.height > aw.height) this.wantCatchUp = true;
+          else if (th.height === aw.height) {
+            // The own block is a version 1 body: past the version byte, the proposer's body starts with it.
+            const base = aw.base.body;
+            const sameBase = theirs.body.length >= base.length && theirs.body.subarray(1, base.length).equals(base.subarray(1));
             if (!sameBase) fallback = 'the proposer holds another block at this height';
             else {
+              const tb = decodeRewardBlock(theirs.body);
               try {
                 blockLedger(this.state, tb);
                 // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
@@ -536,7 +543,7 @@ export class RewardLedger {
   private async fetchPending(p: Held, a: AuthorityInfo, timeoutMs: number): Promise<[string, RewardSignature][]> {
     const r = await httpRequest(a.url + PATHS.rewardsPending, { maxBytes: MAX_SIGNED_BLOCK_BYTES, timeoutMs });
     if (r.status !== 200 || this.closed) return [];
-    const theirs = decodeSignedRewardBlock(r.body);
+    const theirs = splitSignedRewardBlock(r.body);
     const own = theirs.signatures.find((s) => s.authority.equals(a.identity));
     // SPEC §8.7.4: its certificate is fetched only for a signature over our body that verifies.
     if (own && theirs.body.equals(p.body) && !this.verifier().accepts(own.authority, own.signingKey, p.block) && rewardSignatureVerifies(p.body, own)) {
@@ -545,9 +552,10 @@ export class RewardLedger {
     return this.merge(p, theirs, a.name);
   }
 
-  private merge(p: Held, theirs: SignedRewardBlock, from: string): [string, RewardSignature][] {
+  /** `theirs` is merged only when its body is the own one: another body is not decoded, its header is read. */
+  private merge(p: Held, theirs: SplitRewardBlock, from: string): [string, RewardSignature][] {
     if (!theirs.body.equals(p.body)) {
-      const tb = theirs.block;
+      const tb = rewardBlockHeader(theirs.body);
       if (tb.height < p.block.height || (tb.height === p.block.height && tb.epoch < p.block.epoch)) { this.m.sigs.labels('stale').inc(); return []; }
       if (tb.height > this.state.height + 1) this.wantCatchUp = true;
       if (tb.height === p.block.height) {

@@ -313,6 +313,33 @@ export function encodeSignedRewardBlock(body: Uint8Array, signatures: readonly R
 
 /** Parses the stored form. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH only; signatures are not checked here. */
 export function decodeSignedRewardBlock(bytes: Uint8Array): SignedRewardBlock {
+  return readSignedRewardBlock(bytes, true) as SignedRewardBlock;
+}
+
+/** A signed block's body bytes and signatures, the body left undecoded (`block` absent). */
+export type SplitRewardBlock = Omit<SignedRewardBlock, 'block'>;
+
+/**
+ * The stored form (SPEC §8.7.2) split into its body bytes and signatures without decoding the body
+ * (its allocations may be 40 MB): for a reader that compares bodies or only reads signatures, and
+ * decodes a body only when it needs it. Throws REWARD_MALFORMED only.
+ */
+export function splitSignedRewardBlock(bytes: Uint8Array): SplitRewardBlock {
+  return readSignedRewardBlock(bytes, false);
+}
+
+/** A body's version, height and epoch, read from its fixed header only (SPEC §8.7.1). Throws REWARD_MALFORMED. */
+export function rewardBlockHeader(body: Uint8Array): { version: number; height: number; epoch: number } {
+  if (!(body instanceof Uint8Array) || body.length < BLOCK_HEADER_LEN) throw malformed('reward block body too short');
+  const r = new Reader(body, 'reward block', CODES);
+  const version = r.u8('version');
+  if (version !== REWARD_BLOCK_VERSION && version !== REWARD_BLOCK_VERSION_TRANSFERS && version !== REWARD_BLOCK_VERSION_ESCROW) throw malformed(`unknown reward block version ${version}`);
+  const height = r.u64big('height');
+  r.bytes(REWARD_HASH_BYTES, 'previous hash');
+  return { version, height: safe(height, 'height'), epoch: safe(r.u64big('epoch'), 'epoch') };
+}
+
+function readSignedRewardBlock(bytes: Uint8Array, decodeBody: boolean): SplitRewardBlock & { block?: RewardBlock } {
   if (!(bytes instanceof Uint8Array) || bytes.length < SIGNED_BLOCK_MIN_LEN) throw malformed('signed reward block too short');
   const r = new Reader(bytes, 'signed reward block', CODES);
   const bodyLen = r.u32('body length');
@@ -320,7 +347,7 @@ export function decodeSignedRewardBlock(bytes: Uint8Array): SignedRewardBlock {
   const body = r.bytes(bodyLen, 'body');
   const n = r.u8('signature count');
   if (bytes.length !== SIGNED_BLOCK_MIN_LEN + bodyLen + n * SIGNATURE_ENTRY_LEN) throw malformed(`length does not hold ${n} signatures`);
-  const block = decodeRewardBlock(body);
+  const block = decodeBody ? decodeRewardBlock(body) : undefined;
   const signatures: RewardSignature[] = [];
   const seen = new Set<string>();
   for (let i = 0; i < n; i++) {
@@ -330,7 +357,7 @@ export function decodeSignedRewardBlock(bytes: Uint8Array): SignedRewardBlock {
     seen.add(a);
     signatures.push({ authority, signingKey: r.bytes(ED25519_PUBLIC_BYTES, 'signing key'), signature: r.bytes(ED25519_SIGNATURE_BYTES, 'signature') });
   }
-  return { block, body, hash: rewardBlockHash(body), signatures };
+  return { ...(block ? { block } : {}), body, hash: rewardBlockHash(body), signatures };
 }
 
 // ---- chain bundle: what GET /bitcloud/rewards serves (SPEC §8.7.5) ----

@@ -29,6 +29,17 @@ vi.mock('../../src/ops/fsutil', async (orig) => {
   };
 });
 
+// Counts the decodes of block bodies (allocations and all) made through the wire module's exports.
+const decodes = vi.hoisted(() => ({ n: 0 }));
+vi.mock('../../src/wire/reward-block', async (orig) => {
+  const real = await orig<typeof import('../../src/wire/reward-block')>();
+  return {
+    ...real,
+    decodeRewardBlock: (...args: Parameters<typeof real.decodeRewardBlock>) => { decodes.n++; return real.decodeRewardBlock(...args); },
+    decodeSignedRewardBlock: (...args: Parameters<typeof real.decodeSignedRewardBlock>) => { decodes.n++; return real.decodeSignedRewardBlock(...args); },
+  };
+});
+
 const P = 5;
 const NOW = Date.now();
 const E0 = Math.floor(NOW / (P * 1000)) - 2;
@@ -374,6 +385,40 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       await a.whenIdle();
       const files = fs.readdirSync(path.join(t.nodes[0].dir, 'rewards', 'certs')).filter((f) => f.endsWith('.cert'));
       expect(files.length).toBeLessThanOrEqual(3);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('a pending block of another body (SPEC §8.7.4)', () => {
+  it('is compared with the own body before its allocations are decoded, by the proposer wait and by the exchange', async () => {
+    let other: Buffer | null = null;
+    const t = await startLedgerTrio({
+      seed: 150, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-other-', startAll: false, logLevel: 'silent',
+      route: (_n, url, _req, res) => {
+        if (!other || url.pathname !== PATHS.rewardsPending) return false;
+        res.writeHead(200, { 'content-length': other.length });
+        res.end(other);
+        return true;
+      },
+    });
+    try {
+      const fps = t.nodes.map((n) => n.signer.identity.toString('hex'));
+      // A is not the proposer of height 0; every other authority serves a block of other allocations there.
+      const ia = [0, 1, 2].find((k) => t.nodes[k].ledger === null && fps[k] !== [...fps].sort()[0])!;
+      const a = t.start(t.nodes[ia]);
+      const allocations = new Map(Array.from({ length: 1000 }, (_, i) => [fp(i + 1), 1n] as const));
+      other = encodeSignedRewardBlock(encodeRewardBlock({ height: 0, previousHash: Buffer.alloc(32), epoch: E0, minted: 1000n, allocations }), []);
+      a.onConsensus(consensus(E0, [[1, 300]]));
+      decodes.n = 0;
+      a.tick();
+      await a.whenIdle();
+      expect(a.pendingBlock).toMatchObject({ height: 0, published: false });
+      a.tick();
+      await a.whenIdle();
+      expect(await metric(t.nodes[ia], 'bitcloud_reward_signatures_total')).toBeGreaterThan(0);
+      expect(decodes.n).toBe(0);
     } finally {
       await t.close();
     }
