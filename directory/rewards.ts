@@ -251,10 +251,12 @@ export class RewardLedger {
     for (let h = from; h <= this.state.height && (blocks.length === 0 || size < BUNDLE_SERVE_BUDGET); h++) {
       const raw = await this.store.readBlock(h);
       if (!raw) break;
-      const sb = decodeSignedRewardBlock(raw);
+      // Only the signatures and the epoch are needed: the allocations (up to 40 MB a block) stay undecoded.
+      const sb = splitSignedRewardBlock(raw);
+      const { epoch } = rewardBlockHeader(sb.body);
       const need = new Map(certs);
       for (const s of sb.signatures) {
-        const c = this.verifier().certificateFor(s.authority, s.signingKey, sb.block.epoch);
+        const c = this.verifier().certificateFor(s.authority, s.signingKey, epoch);
         if (c) need.set(c.raw.toString('hex'), c.raw);
       }
       if (need.size > MAX_BUNDLE_CERTIFICATES) break;

@@ -189,6 +189,18 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
     expect(again.pendingBlock).toMatchObject({ height: 2, epoch: E0 + 2 });
   });
 
+  it('serves a chain bundle without decoding the stored blocks\' bodies (SPEC §8.7.5)', async () => {
+    const a = nodes[0].ledger!;
+    expect(a.height).toBeGreaterThanOrEqual(1);
+    decodes.n = 0;
+    const raw = await a.bundle(0);
+    const counted = decodes.n;
+    const b = decodeRewardChainBundle(raw);
+    expect(b.blocks).toHaveLength(a.height + 1);
+    expect(b.certificates.length).toBeGreaterThan(0);
+    expect(counted).toBe(0);
+  });
+
   it('serves 404 REWARD_NOT_AVAILABLE when nothing is pending, and an empty bundle as 200 with zero blocks', async () => {
     const c = nodes[2];
     const res = await fetch(`http://127.0.0.1:${c.port}${PATHS.rewardsPending}`);
