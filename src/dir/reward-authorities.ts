@@ -13,6 +13,7 @@
 // only from a later time on, cannot vouch for it.
 import type { RewardAuthorities, RewardBlock } from '../bandwidth/reward-chain';
 import { fingerprint } from '../crypto/keys';
+import { blake2b } from '../crypto/primitives';
 import { err } from '../errors';
 import { readKeyCertificate, verifyKeyCertificate, type VerifiedCertificate } from './certificate';
 
@@ -49,6 +50,8 @@ export function certifiedRewardAuthorities(
 export const MAX_PENDING_CERTIFICATES_PER_KEY = 16;
 /** Envelopes waiting for their check, in all (SPEC §8.7.5); beyond it an envelope is checked as it is added. */
 export const MAX_PENDING_CERTIFICATES = 4096;
+/** Distinct envelopes remembered as seen (SPEC §8.7.5); past it a new one is not remembered. */
+export const MAX_SEEN_CERTIFICATES = 16_384;
 
 /**
  * Certificates gathered over several chain bundles (SPEC §8.7.5: up to 1024 per bundle, unsigned
@@ -70,7 +73,10 @@ export class RewardCertificateSet {
   private readonly pending = new Map<string, Buffer[]>();
   /** Envelopes in `pending`, all pairs together (≤ MAX_PENDING_CERTIFICATES). */
   private pendingCount = 0;
-  /** Every distinct envelope taken (hex), checked or not, kept or refused, so a repeated one costs nothing. */
+  /**
+   * BLAKE2b-256 (hex) of every distinct envelope whose layout reads, checked or not, kept or refused,
+   * so a repeated one costs nothing; at most MAX_SEEN_CERTIFICATES.
+   */
   private readonly seen = new Set<string>();
   private readonly configured: Set<string>;
 
@@ -102,6 +108,11 @@ export class RewardCertificateSet {
     return n;
   }
 
+  /** Number of envelopes remembered as seen (≤ MAX_SEEN_CERTIFICATES). */
+  get remembered(): number {
+    return this.seen.size;
+  }
+
   /** Number of envelopes taken and not checked yet. */
   get unchecked(): number {
     return this.pendingCount;
@@ -112,13 +123,20 @@ export class RewardCertificateSet {
    * (other than the identity key) of a configured authority. Its signature is not checked here.
    */
   add(raw: Uint8Array): boolean {
-    const hex = Buffer.from(raw).toString('hex');
-    if (this.seen.has(hex)) return false;
-    this.seen.add(hex);
+    // SPEC.md §8.7.5: an envelope is remembered by its hash, only once its layout reads, and at most
+    // MAX_SEEN_CERTIFICATES of them; junk costs a layout read each time and no memory.
     let c: { fingerprint: string; identity: Buffer; signingKey: Buffer };
     try { c = readKeyCertificate(raw); } catch { return false; }
-    if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
+    const id = blake2b(raw).toString('hex');
+    if (this.seen.has(id)) return false;
     const k = `${c.fingerprint}/${c.signingKey.toString('hex')}`;
+    if (this.seen.size >= MAX_SEEN_CERTIFICATES) {
+      // Not remembered any more: one still waiting or kept is not taken twice.
+      if (this.pending.get(k)?.some((p) => p.equals(raw)) || this.byKey.get(k)?.some((v) => v.raw.equals(raw))) return false;
+    } else {
+      this.seen.add(id);
+    }
+    if (!this.configured.has(c.fingerprint) || c.signingKey.equals(c.identity)) return false;
     // SPEC.md §8.7.5: a full pair is checked now (so the new envelope always finds room); past the
     // total cap the new envelope is checked at once. Either way each envelope is checked once.
     if ((this.pending.get(k)?.length ?? 0) >= MAX_PENDING_CERTIFICATES_PER_KEY) this.check(k);

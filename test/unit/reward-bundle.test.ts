@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import * as certificate from '../../src/dir/certificate';
 import {
-  certifiedRewardAuthorities, MAX_PENDING_CERTIFICATES, MAX_PENDING_CERTIFICATES_PER_KEY, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet,
+  certifiedRewardAuthorities, MAX_PENDING_CERTIFICATES, MAX_PENDING_CERTIFICATES_PER_KEY, MAX_SEEN_CERTIFICATES, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet,
 } from '../../src/dir/reward-authorities';
 import {
   decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
@@ -165,6 +165,19 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
       expect(taken).toEqual([true, true, true]);
       for (const c of forgeries) expect(set.add(c)).toBe(false); // seen: a forged envelope costs at most one check
       expect(checks.mock.calls.length).toBeLessThanOrEqual(forgeries.length + 3);
+    });
+
+    it('the envelopes remembered as seen are bounded: 100,000 distinct junk envelopes leave it within its cap', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      for (let n = 0; n < 100_000; n++) {
+        const junk = Buffer.alloc(64, 0xab);
+        junk.writeUInt32BE(n);
+        expect(set.add(junk)).toBe(false);
+      }
+      expect(set.remembered).toBeLessThanOrEqual(MAX_SEEN_CERTIFICATES);
+      for (const c of [cert(0), cert(1), cert(2)]) expect(set.add(c)).toBe(true);
+      for (const c of [cert(0), cert(1), cert(2)]) expect(set.add(c)).toBe(false);
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
     });
 
     it('the unchecked envelopes are bounded in total: forgeries naming random signing keys are checked on add beyond the cap', () => {
