@@ -1,20 +1,39 @@
 // Per-address token buckets for uploads: a flood from one address gets 429 while others are
-// served. Buckets idle long enough to be full again are forgotten, so memory stays bounded
-// by the number of addresses active within one refill time.
+// served (SPEC.md §6.10 "Rate limits"). Buckets idle long enough to be full again are forgotten,
+// and there are never more than maxAddresses: at the cap, the full buckets are swept (at most once
+// per refill time, so a flood of new addresses does not scan them all on every request) and then
+// the least recently used ones go.
 
 export class RateLimiter {
+  /** In order of last use (a bucket taken from moves to the end). */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly perMs: number;
+  /** Time a bucket takes to refill completely (a minute at most): the least time between two sweeps. */
+  private readonly sweepEveryMs: number;
+  private nextSweep = -Infinity;
 
   constructor(private readonly perMinute: number, readonly burst: number, private readonly maxAddresses = 100_000) {
     this.perMs = perMinute / 60_000;
+    this.sweepEveryMs = this.perMs > 0 ? Math.min(60_000, burst / this.perMs) : 60_000;
   }
 
   /** Take `n` tokens (default one) for `key`; false, taking none, when its bucket holds fewer. */
   take(key: string, now: number, n = 1): boolean {
     let b = this.buckets.get(key);
-    if (!b) {
-      if (this.buckets.size >= this.maxAddresses) this.sweep(now);
+    if (b) {
+      this.buckets.delete(key);
+      this.buckets.set(key, b);
+    } else {
+      if (this.buckets.size >= this.maxAddresses) {
+        if (now >= this.nextSweep) {
+          this.nextSweep = now + this.sweepEveryMs;
+          this.sweep(now);
+        }
+        for (const k of this.buckets.keys()) {
+          if (this.buckets.size < this.maxAddresses) break;
+          this.buckets.delete(k);
+        }
+      }
       b = { tokens: this.burst, at: now };
       this.buckets.set(key, b);
     }
@@ -23,6 +42,11 @@ export class RateLimiter {
     if (b.tokens < n) return false;
     b.tokens -= n;
     return true;
+  }
+
+  /** Number of addresses with a bucket. */
+  get size(): number {
+    return this.buckets.size;
   }
 
   /** Forget buckets that have refilled completely. */

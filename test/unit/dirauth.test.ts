@@ -89,6 +89,18 @@ describe('upload rate limiter', () => {
     expect(r.take('a', 999)).toBe(false);
     expect(r.take('a', 1000)).toBe(true);
   });
+
+  it('holds at most maxAddresses buckets and does not sweep them all on every new address', () => {
+    const r = new RateLimiter(60, 3, 1000);
+    const sweeps = vi.spyOn(r, 'sweep');
+    for (let i = 0; i < 5000; i++) {
+      expect(r.take(`10.0.${i >> 8}.${i & 255}`, i >> 1)).toBe(true); // all within one refill time (3 s)
+      expect(r.size).toBeLessThanOrEqual(1000);
+    }
+    expect(sweeps.mock.calls.length).toBeLessThanOrEqual(5);
+    // The newest addresses keep their buckets.
+    expect([r.take('10.0.19.135', 2499), r.take('10.0.19.135', 2499), r.take('10.0.19.135', 2499)]).toEqual([true, true, false]);
+  });
 });
 
 describe('bandwidth source (no measurements yet)', () => {
