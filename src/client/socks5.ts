@@ -342,17 +342,7 @@ export class Socks5Server {
     timedOut.catch(() => {});
     if (LAT_TRACE) latTrace('socks.request');
     const pending = this.opts.onConnect(req, { signal: abort.signal });
-    Promise.race([pending, timedOut]).then((stream) => {
-      clearTimeout(connectTimer);
-      if (sock.destroyed) { stream.destroy(); return; }
-      this.metrics?.replies.inc({ reply: 'succeeded' });
-      setPhase('open');
-      if (LAT_TRACE) { latTrace('socks.reply'); sock.once('data', () => latTrace('socks.client-data')); stream.once('data', () => latTrace('socks.stream-data')); }
-      sock.write(replyBytes(SocksReply.SUCCEEDED));
-      this.pipe(sock, stream);
-    }, (e) => {
-      clearTimeout(connectTimer);
-      pending.then((late) => late.destroy(), () => {});
+    const fail = (e: unknown): void => {
       if (sock.destroyed) return;
       setPhase('done');
       const rep = socksReplyFor(e);
@@ -361,6 +351,25 @@ export class Socks5Server {
       sock.resume();
       sock.end(replyBytes(rep));
       setTimeout(() => sock.destroy(), 2000).unref();
+    };
+    Promise.race([pending, timedOut]).then((stream) => {
+      clearTimeout(connectTimer);
+      if (sock.destroyed) { stream.destroy(); return; }
+      // SPEC §7.8.3: a stream that failed before our reply (CONNECTED and END or DESTROY in one
+      // read: its 'error' and 'close' are already past) gets the failure reply, never 0x00.
+      if (stream.destroyed) {
+        fail(stream.errored ?? err('STREAM_CLOSED', 'the stream closed before the reply'));
+        return;
+      }
+      this.metrics?.replies.inc({ reply: 'succeeded' });
+      setPhase('open');
+      if (LAT_TRACE) { latTrace('socks.reply'); sock.once('data', () => latTrace('socks.client-data')); stream.once('data', () => latTrace('socks.stream-data')); }
+      sock.write(replyBytes(SocksReply.SUCCEEDED));
+      this.pipe(sock, stream);
+    }, (e) => {
+      clearTimeout(connectTimer);
+      pending.then((late) => late.destroy(), () => {});
+      fail(e);
     });
   }
 

@@ -214,6 +214,32 @@ describe('SOCKS5 CONNECT (SPEC §7.8)', () => {
     expect(await outcome).toBe('ECONNRESET');
   });
 
+  it('a stream that failed before the reply (CONNECTED then END in one read) gets a failure reply, never 0x00', async () => {
+    const reg = createRegistry('test');
+    const port = await start({
+      metrics: reg,
+      onConnect: async () => {
+        // What openStream hands over when CONNECTED and END(CONNRESET) came in one link read: the
+        // stream is already destroyed, its 'error' and 'close' already emitted.
+        const upstream = new PassThrough();
+        upstream.on('error', () => {});
+        upstream.destroy(err('STREAM_CLOSED', 'stream ended by the peer (reason 12)', { endReason: 12 }));
+        await new Promise((r) => upstream.once('close', r));
+        return upstream;
+      },
+    });
+    const got = await Promise.race([
+      raw(port, [greet, connectReq('x.example', 80)]),
+      new Promise<'hang'>((r) => setTimeout(() => r('hang'), 1000)),
+    ]);
+    expect(got).not.toBe('hang');
+    const { data } = got as { data: Buffer };
+    expect([...data.subarray(2)]).toEqual([5, 0x05, 0, 1, 0, 0, 0, 0, 0, 0]); // after the method reply: CONNRESET → 0x05
+    const text = await reg.metrics();
+    expect(text).not.toMatch(/reply="succeeded"/);
+    expect(text).toMatch(/bitcloud_socks_replies_total\{reply="connection_refused",daemon="test"\} 1/);
+  });
+
   it('destroys a stream that arrives after the client left', async () => {
     let resolveStream!: (d: Duplex) => void;
     const port = await start({ onConnect: () => new Promise((r) => { resolveStream = r; }) });
