@@ -110,77 +110,91 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const buildTimeout = BuildTimeoutEstimator.fromJSON(await fsp.readFile(buildTimesFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null));
   const saveBuildTimes = () => writeFileAtomic(buildTimesFile, JSON.stringify(buildTimeout.toJSON()), 0o600).catch((e) => log.warn({ err: (e as Error).message }, 'could not save build times'));
   for (const w of guards.warnings) log.warn(w);
-  const manager = new CircuitManager({
-    relays: () => dir.relays(),
-    guards,
-    buildTimeout,
-    enforceDistinctSubnets: cfg.enforceDistinctSubnets,
-    relayCrypto: cfg.relayCrypto,
-    maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
-    preemptiveCircuits: cfg.preemptiveCircuits,
-    linkMetrics: createLinkMetrics(registry),
-    registry,
-    log,
-  });
-  // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
-  // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
-  // with) the circuits that carry the user's streams.
-  const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log });
-  dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
-  await dir.start();
-  if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests wait up to 30 s for one (SPEC.md §7.1), then fail');
-  const saveGuards = setInterval(() => {
-    if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
-    void saveBuildTimes();
-  }, 60_000);
-  saveGuards.unref();
+  // What is running so far, closed in reverse order when a later step fails: a proxy that
+  // reports a failed start serves nothing (no SOCKS port, no timers, no links).
+  const started: (() => unknown)[] = [];
+  try {
+    const manager = new CircuitManager({
+      relays: () => dir.relays(),
+      guards,
+      buildTimeout,
+      enforceDistinctSubnets: cfg.enforceDistinctSubnets,
+      relayCrypto: cfg.relayCrypto,
+      maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
+      preemptiveCircuits: cfg.preemptiveCircuits,
+      linkMetrics: createLinkMetrics(registry),
+      registry,
+      log,
+    });
+    started.push(() => manager.close());
+    // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
+    // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
+    // with) the circuits that carry the user's streams.
+    const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log });
+    started.push(() => dirBuilder.close());
+    dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
+    started.push(() => dir.stop());
+    await dir.start();
+    if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests wait up to 30 s for one (SPEC.md §7.1), then fail');
+    const saveGuards = setInterval(() => {
+      if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
+      void saveBuildTimes();
+    }, 60_000);
+    saveGuards.unref();
+    started.push(() => clearInterval(saveGuards));
 
-  // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
-  const gateway = new Gateway({
-    nodes: () => storageNodesOf(dir.relays() ?? []),
-    // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1);
-    // a hidden node (§9.21) by rendezvous, as for `bitcloud get`.
-    open: circuitStorageOpener(manager, () => dir.relays()),
-    cacheBytes: o.gatewayCacheBytes ?? cfg.gatewayCacheBytes,
-    log, registry,
-  });
+    // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
+    const gateway = new Gateway({
+      nodes: () => storageNodesOf(dir.relays() ?? []),
+      // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE (§9.13.1);
+      // a hidden node (§9.21) by rendezvous, as for `bitcloud get`.
+      open: circuitStorageOpener(manager, () => dir.relays()),
+      cacheBytes: o.gatewayCacheBytes ?? cfg.gatewayCacheBytes,
+      log, registry,
+    });
+    started.push(() => gateway.close());
 
-  // SPEC.md §7.7: besides the SOCKS credentials, what else separates streams (Tor's
-  // IsolateDestPort / IsolateDestAddr; both off by default, as there).
-  const isolateBy = { isolateDestPort: cfg.isolateDestPort, isolateDestAddr: cfg.isolateDestAddr };
-  const socks = await startSocks5Server({
-    host: o.socksHost ?? cfg.socksHost,
-    port: o.socksPort ?? cfg.socksPort,
-    allowPublicBind: o.allowPublicBind,
-    onConnect: async (req, ctx) => isBitcloudHost(req.host) ? gateway.connect(req.host) : manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req, isolateBy) }, ctx.signal),
-    log,
-    metrics: registry,
-  });
-  // SPEC.md §6.10 MetricsPort.
-  const metrics: http.Server | null = await openMetricsPort(registry, {
-    metricsPort: o.metricsPort ?? cfg.metricsPort, metricsHost: cfg.metricsHost,
-    metricsPortExplicit: o.metricsPort !== undefined || cfg.metricsPortExplicit,
-  }, log);
-  const metricsPort = metrics ? (metrics.address() as { port: number }).port : null;
-  log.info({ socks: `${socks.address.host}:${socks.address.port}`, metricsPort }, 'SOCKS5 proxy listening');
+    // SPEC.md §7.7: besides the SOCKS credentials, what else separates streams (Tor's
+    // IsolateDestPort / IsolateDestAddr; both off by default, as there).
+    const isolateBy = { isolateDestPort: cfg.isolateDestPort, isolateDestAddr: cfg.isolateDestAddr };
+    const socks = await startSocks5Server({
+      host: o.socksHost ?? cfg.socksHost,
+      port: o.socksPort ?? cfg.socksPort,
+      allowPublicBind: o.allowPublicBind,
+      onConnect: async (req, ctx) => isBitcloudHost(req.host) ? gateway.connect(req.host) : manager.connect({ host: req.host, port: req.port, isolation: isolationKey(req, isolateBy) }, ctx.signal),
+      log,
+      metrics: registry,
+    });
+    started.push(() => socks.close());
+    // SPEC.md §6.10 MetricsPort.
+    const metrics: http.Server | null = await openMetricsPort(registry, {
+      metricsPort: o.metricsPort ?? cfg.metricsPort, metricsHost: cfg.metricsHost,
+      metricsPortExplicit: o.metricsPort !== undefined || cfg.metricsPortExplicit,
+    }, log);
+    const metricsPort = metrics ? (metrics.address() as { port: number }).port : null;
+    log.info({ socks: `${socks.address.host}:${socks.address.port}`, metricsPort }, 'SOCKS5 proxy listening');
 
-  let closed = false;
-  return {
-    socks, manager, dir, gateway, registry, metricsPort,
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(saveGuards);
-      dir.stop();
-      await socks.close();
-      await gateway.close();
-      await manager.close();
-      await dirBuilder.close();
-      if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
-      if (guards.dirty) guards.saveSync();
-      await saveBuildTimes();
-    },
-  };
+    let closed = false;
+    return {
+      socks, manager, dir, gateway, registry, metricsPort,
+      async close() {
+        if (closed) return;
+        closed = true;
+        clearInterval(saveGuards);
+        dir.stop();
+        await socks.close();
+        await gateway.close();
+        await manager.close();
+        await dirBuilder.close();
+        if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
+        if (guards.dirty) guards.saveSync();
+        await saveBuildTimes();
+      },
+    };
+  } catch (e) {
+    for (const close of started.reverse()) await Promise.resolve().then(close).catch(() => {});
+    throw e;
+  }
 }
 
 type Args = { config?: string; 'data-dir'?: string; 'socks-port'?: number; 'socks-host'?: string; 'allow-public-bind': boolean; 'metrics-port'?: number; 'log-level'?: string };
