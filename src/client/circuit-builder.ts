@@ -48,6 +48,12 @@ export interface CircuitBuilderOptions {
   linkIdentity?: () => LinkIdentity | undefined;
   /** Called in the tick an authenticated link (linkIdentity) is handed over, with the key it proved. */
   onLink?: (ch: Channel, identity: Ed25519KeyPair) => void;
+  /**
+   * SPEC.md §7b.11: take guard links from this builder instead of opening links of our own (the
+   * proxy's directory circuits), so a guard sees one link from the client; that builder owns them
+   * and closes them when idle or when it closes.
+   */
+  linksFrom?: CircuitBuilder;
 }
 
 /**
@@ -178,6 +184,7 @@ export class CircuitBuilder {
    * `linkIdentity`, one per guard and key, authenticated under the key (SPEC.md §9.21.7).
    */
   linkTo(guard: HopTarget): Promise<ClientLink> {
+    if (this.opts.linksFrom) return this.opts.linksFrom.linkTo(guard);
     const id = this.opts.linkIdentity?.();
     const key = id ? `${guard.fingerprint}/${id.key.publicKey.toString('hex')}` : guard.fingerprint;
     const have = this.links.get(key);

@@ -149,6 +149,23 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     await builder.close();
   });
 
+  it('a builder for directory circuits takes its guard links from the main builder: one link per guard, closed when idle (SPEC.md §7b.11)', async () => {
+    const opened: FakeChannel[] = [];
+    connectImpl = () => { const ch = new FakeChannel(); opened.push(ch); return Promise.resolve(ch); };
+    const guards = guardSetOf(1);
+    const main = new CircuitBuilder({ relays: () => [], guards });
+    const dir = new CircuitBuilder({ relays: () => [], guards, linksFrom: main });
+    await dir.linkTo(hop(1)); // a one-hop directory circuit's link
+    await main.linkTo(hop(1)); // a user circuit's link to the same guard
+    expect(opened).toHaveLength(1);
+    main.closeIdleLinks(0, Date.now() + 1);
+    await ticks();
+    expect(main.linkCount + dir.linkCount).toBe(0);
+    expect(opened.every((c) => c.closed)).toBe(true);
+    await dir.close();
+    await main.close();
+  });
+
   it('a link to a relay that is not a sampled guard marks nothing', async () => {
     const ch = new FakeChannel();
     connectImpl = () => Promise.resolve(ch);

@@ -129,8 +129,9 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     started.push(() => manager.close());
     // SPEC.md §6.10.1: once bootstrapped, the consensus comes through the guards' mirrors only. The
     // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
-    // with) the circuits that carry the user's streams.
-    const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log });
+    // with) the circuits that carry the user's streams, but they ride the manager's guard links:
+    // one link per guard, closed when idle (§7b.11).
+    const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log, linksFrom: manager.builder });
     started.push(() => dirBuilder.close());
     dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
     started.push(() => dir.stop());
