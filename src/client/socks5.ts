@@ -322,8 +322,8 @@ export class Socks5Server {
     sock.on('close', () => {
       clearTimeout(timer);
       // Only a CONNECT still waiting for its stream listens; once the stream is open, aborting
-      // would cost a DOMException and an event dispatch per connection for nothing.
-      if (phase === 'connecting') abort.abort();
+      // would cost an error object and an event dispatch per connection for nothing.
+      if (phase === 'connecting') abort.abort(err('SOCKS_CLIENT_GONE', 'the client closed its connection before the stream opened'));
       this.sockets.delete(sock);
       this.metrics?.open.dec();
     });
@@ -337,7 +337,7 @@ export class Socks5Server {
     this.log.debug({ addrType: req.addrType }, 'SOCKS CONNECT');
     const connectTimer = setTimeout(() => abort.abort(err('SOCKS_CONNECT_TIMEOUT', `no stream within ${this.connectTimeoutMs} ms`)), this.connectTimeoutMs);
     const timedOut = new Promise<never>((_, reject) => {
-      abort.signal.addEventListener('abort', () => reject(abort.signal.reason ?? err('SOCKS_CLIENT_GONE', 'client closed')), { once: true });
+      abort.signal.addEventListener('abort', () => reject(abort.signal.reason), { once: true });
     });
     timedOut.catch(() => {});
     if (LAT_TRACE) latTrace('socks.request');

@@ -240,6 +240,23 @@ describe('SOCKS5 CONNECT (SPEC §7.8)', () => {
     expect(text).toMatch(/bitcloud_socks_replies_total\{reply="connection_refused",daemon="test"\} 1/);
   });
 
+  it('a client that leaves while its CONNECT waits aborts the request with SOCKS_CLIENT_GONE', async () => {
+    let signal!: AbortSignal;
+    let onAsked!: () => void;
+    const asked = new Promise<void>((r) => { onAsked = r; });
+    const port = await start({ onConnect: (_req, ctx) => { signal = ctx.signal; onAsked(); return new Promise<Duplex>(() => {}); } });
+    const s = net.connect(port, '127.0.0.1');
+    opened.add(s);
+    s.on('error', () => {});
+    await new Promise<void>((r) => s.on('connect', () => r()));
+    s.write(Buffer.concat([greet, connectReq('x.example', 80)]));
+    await asked;
+    const aborted = new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+    s.destroy();
+    await aborted;
+    expect(signal.reason).toMatchObject({ code: 'SOCKS_CLIENT_GONE' });
+  });
+
   it('destroys a stream that arrives after the client left', async () => {
     let resolveStream!: (d: Duplex) => void;
     const port = await start({ onConnect: () => new Promise((r) => { resolveStream = r; }) });
