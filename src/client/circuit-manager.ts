@@ -277,7 +277,13 @@ export class CircuitManager {
       const clean = [...this.pool].filter((m) => m.purpose === 'general' && m.isolation === null
         && (!m.exit || exitPolicyAllows(relayExitPolicy(m.exit), null, port) !== 'no')).length;
       for (let i = clean; i < want; i++) {
-        try { this.launch({ host: null, port }, null, new Set()); } catch (e) { this.log.debug({ code: errorCode(e) }, 'no preemptive circuit'); return; }
+        try {
+          this.launch({ host: null, port }, null, new Set());
+        } catch (e) {
+          // A port no exit allows (PATH_NO_EXIT) gets none; the other recent ports still do.
+          this.log.debug({ code: errorCode(e) }, 'no preemptive circuit for a recent port');
+          break;
+        }
       }
     }
   }
