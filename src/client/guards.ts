@@ -117,7 +117,8 @@ export class GuardSet {
    * once unlisted for `removeUnlistedAfterMs` (a short partition must not rotate the guard); a
    * guard listed again takes back its place. Keeps (but skips) listed ones that lost the
    * Guard, Running or Valid flag; samples new guards by guard-position weight until
-   * `sampleSize` usable ones are not excluded (at most `maxSampleSize` in all). Returns the first
+   * `sampleSize` are usable (at most `maxSampleSize` in all), whatever `exclude` leaves out of
+   * this path (null when it leaves out every usable one). Returns the first
    * usable guard whose retry time has come; if all are backing off, the one that is due soonest
    * (better to retry a guard than to leave the guard set).
    */
@@ -134,21 +135,25 @@ export class GuardSet {
     if (this.records.length !== before) this.dirtyFlag = true;
 
     const usable = (r: Relay | undefined): r is Relay => !!r && r.flags.has('Guard') && isRunningValid(r) && canBeHop(r);
-    const eligible = () => this.records.filter((g) => usable(byFp.get(g.fingerprint)) && !exclude.has(g.fingerprint));
+    // SPEC.md §7.2: sampling counts the guards the consensus makes usable; a guard excluded only
+    // for the path being built (it failed this build, or conflicts with the last hop) is not
+    // missing, so exclusions never grow the sample.
+    const eligible = () => this.records.filter((g) => usable(byFp.get(g.fingerprint)));
 
-    let candidates = eligible();
-    if (candidates.length < this.opts.sampleSize) {
+    let listed = eligible().length;
+    if (listed < this.opts.sampleSize) {
       const w = computeBandwidthWeights(consensusRelays);
       const sampled = new Set(this.records.map((g) => g.fingerprint));
       let pool = consensusRelays.filter((r) => usable(r) && !sampled.has(r.fingerprint.toLowerCase()));
-      while (candidates.length < this.opts.sampleSize && this.records.length < this.opts.maxSampleSize && pool.length > 0) {
+      while (listed < this.opts.sampleSize && this.records.length < this.opts.maxSampleSize && pool.length > 0) {
         const r = weightedPick(pool, (x) => positionWeight(x, 'guard', w), this.opts.rng, (x) => x.weight)!;
         pool = pool.filter((x) => x !== r);
         this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null });
         this.dirtyFlag = true;
-        candidates = eligible();
+        listed++;
       }
     }
+    const candidates = eligible().filter((g) => !exclude.has(g.fingerprint));
     if (candidates.length === 0) return null;
     const ready = candidates.find((g) => g.retryAt <= now);
     const chosen = ready ?? candidates.reduce((a, b) => (b.retryAt < a.retryAt ? b : a));

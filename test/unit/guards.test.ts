@@ -139,15 +139,18 @@ describe('guard set (SPEC §7.2)', () => {
     expect(g.pickGuard(consensus)).toBe(first);
   });
 
-  it('honours exclude, growing the sample only up to maxSampleSize', () => {
-    const g = new GuardSet(null, now, { rng: seededRng(7), maxSampleSize: 4 });
+  it('honours exclude without sampling: a guard left out of one path is not missing from the sample', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(7) });
     g.pickGuard(consensus);
-    const sampled = new Set(g.guards.map((x) => x.fingerprint));
-    const chosen = g.pickGuard(consensus, sampled)!;
-    expect(sampled.has(chosen.fingerprint)).toBe(false);
-    expect(g.guards).toHaveLength(4);
-    expect(g.pickGuard(consensus, new Set(consensus.map((r) => r.fingerprint)))).toBeNull();
-    expect(g.guards).toHaveLength(4);
+    const sampled = g.guards.map((x) => x.fingerprint);
+    expect(sampled).toHaveLength(3);
+    // The first guard failed this build: the retry takes the next sampled one, and samples nobody.
+    const chosen = g.pickGuard(consensus, new Set([sampled[0]]))!;
+    expect(chosen.fingerprint).toBe(sampled[1]);
+    expect(g.guards.map((x) => x.fingerprint)).toEqual(sampled);
+    // Every sampled guard excluded for this path: none for it, still no sampling.
+    expect(g.pickGuard(consensus, new Set(sampled))).toBeNull();
+    expect(g.guards.map((x) => x.fingerprint)).toEqual(sampled);
   });
 
   it('returns null when the consensus has no guards', () => {
