@@ -60,6 +60,8 @@ interface Managed {
   purpose: 'general' | 'storage';
   /** Exits answered EXITPOLICY for these host:port: not offered to them again. */
   refused: Set<string>;
+  /** A BEGIN on it timed out: it takes no new streams and closes once its last stream ends. */
+  noNewStreams?: boolean;
 }
 
 const DEFAULT_PORT = 80;
@@ -143,7 +145,7 @@ export class CircuitManager {
       } catch (e) {
         last = isBitcloudError(e) ? e : err('STREAM_FAILED', String((e as Error)?.message ?? e));
         if (last.code === 'EXIT_POLICY_REJECTED') m.refused.add(`${req.host.toLowerCase()}:${req.port}`);
-        else if (last.code === 'STREAM_TIMEOUT') this.retire(m);
+        else if (last.code === 'STREAM_TIMEOUT') this.retireForNewStreams(m);
         if (!retryable(last.code)) {
           // The build chose its path again after a failure and found none: wait as above.
           if (await this.waitForPath(last, pathDeadline, signal)) { last = null; i--; continue; }
@@ -201,7 +203,7 @@ export class CircuitManager {
   // ---- choosing and building ----
 
   private usable(m: Managed, req: ConnectRequest, now: number): boolean {
-    if (m.purpose !== 'general') return false;
+    if (m.purpose !== 'general' || m.noNewStreams) return false;
     if (m.circ && (!m.circ.isOpen || this.isRetired(m.circ, now))) return false;
     if (!canAttach(m.isolation, req.isolation)) return false;
     if (m.refused.has(`${req.host.toLowerCase()}:${req.port}`)) return false;
@@ -256,6 +258,15 @@ export class CircuitManager {
     m.circ?.destroy();
   }
 
+  /**
+   * SPEC.md §7b.6: a BEGIN that timed out (END(TIMEOUT) already sent for it) marks its circuit as
+   * taking no new streams, as Tor does; the streams it carries go on, and it closes with its last.
+   */
+  private retireForNewStreams(m: Managed): void {
+    m.noNewStreams = true;
+    if (!m.circ || m.circ.edge.streams.size === 0) this.retire(m);
+  }
+
   /** Retire old dirty circuits (closing those with no streams left) and keep preemptive ones ready. */
   private maintain(): void {
     if (this.closed) return;
@@ -264,7 +275,7 @@ export class CircuitManager {
     for (const m of [...this.pool]) {
       const c = m.circ;
       if (!c || !c.isOpen) continue;
-      if (this.isRetired(c, now) && c.edge.streams.size === 0) this.retire(m);
+      if ((this.isRetired(c, now) || m.noNewStreams) && c.edge.streams.size === 0) this.retire(m);
       else if (c.dirtySince === null && m.purpose === 'general' && now - c.createdAt > maxUnused) this.retire(m);
     }
     this.builder.closeIdleLinks(this.opts.linkIdleMs ?? 300_000, now);
