@@ -111,9 +111,11 @@ describe('relay link warming with the real circuit engine', () => {
     for (const s of held) { s.destroy(); }
     link.close('test done');
     await expect.poll(() => r.rc.dos.size, { timeout: 2000 }).toBe(0);
+    // A new connection is admitted again: counted under its address, with no second refusal.
     const again = await open();
     again.on('error', () => {});
-    await new Promise((res) => setTimeout(res, 50));
+    await expect.poll(() => r.rc.dos.size, { timeout: 2000 }).toBe(1);
+    expect(metric(await scrapeOf(r), 'bitcloud_dos_refusals_total', { kind: 'connections_per_address' })).toBe(1);
     expect(again.destroyed).toBe(false);
     again.destroy();
   }, 5000);
