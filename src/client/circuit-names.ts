@@ -92,7 +92,10 @@ export class CircuitNames implements NameLookups {
     // SPEC.md §9.14.1: invalid answers are dropped, so a node answering a forged item cannot
     // block a first publication; honest holders refuse a seq below theirs (DHT_SEQ_STALE).
     const current = (await this.lookup(keys.publicKey, label)).found;
-    const seq = nextNameSeq(current ? current.item.seq : -1, o.seq);
+    // The seq this client verified counts too: when every answer was dropped (a rollback among
+    // them), publishing from the clock alone could go at or below it (SPEC.md §9.14.1).
+    const seen = await this.seen.min(formatName({ publisher: keys.publicKey, label }));
+    const seq = nextNameSeq(Math.max(current ? current.item.seq : -1, seen), o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     // The node that answered the lookup first, then the others.
     const order = current ? [current.node, ...this.shuffled().filter((n) => n !== current.node)] : this.shuffled();

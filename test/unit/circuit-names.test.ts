@@ -165,6 +165,25 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     expect(e).toMatchObject({ code: 'NAME_NOT_FOUND', detail: { invalidAnswers: 1, codes: ['NAME_BAD_SIGNATURE'] } });
     await n.close();
   });
+  it('a publication after only dropped answers still starts above the seq this client verified (no self-rollback)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-names-'));
+    dirs.push(dir);
+    const future = Math.floor(Date.now() / 1000) + 1_000_000; // a seq once given with --seq
+    const ahead = signDhtItem(keys, salt, encodeNameValue(CAP), future);
+    expect((await names(get(ahead), dir).resolve(keys.publicKey, 'site'))?.seq).toBe(future);
+    const puts: DhtItem[] = [];
+    const older = signDhtItem(keys, salt, encodeNameValue(CAP), 9); // a rollback answer: dropped
+    const n = names((req) => {
+      if (req.type === 'dhtGet') return { type: 'dhtGet', item: older };
+      if (req.type === 'dhtPut' && 'item' in req) { puts.push(req.item); return { type: 'dhtPut', nodes: 3 }; }
+      return { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' };
+    }, dir);
+    await expectCode(n.publish(keys, 'site', CAP, { seq: future }), 'DHT_SEQ_STALE');
+    const r = await n.publish(keys, 'site', CAP);
+    expect(r.seq).toBe(future + 1);
+    expect(puts.map((p) => p.seq)).toEqual([future + 1]);
+    await n.close();
+  });
 });
 
 describe('the storage node side', () => {
