@@ -239,9 +239,16 @@ export type ContractLookup = (id: string) => StorageContract | undefined;
  *   account holds after this block's payments.
  */
 export function escrowOpsFor(
-  book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], contracts: ContractLookup,
+  book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], lookup: ContractLookup,
   report: { epoch: number; results: readonly ReportedAudit[] } | null, cancels: readonly EscrowCancel[] = [],
 ): EscrowOp[] {
+  // Each id is looked up once per block: a lookup may decode the contract (up to 4096 entries),
+  // and a block's 10 000 transfers may all pay one id.
+  const looked = new Map<string, StorageContract | undefined>();
+  const contracts = (id: string): StorageContract | undefined => {
+    if (!looked.has(id)) looked.set(id, lookup(id));
+    return looked.get(id);
+  };
   const ops: EscrowOp[] = [];
   const opened = new Set<string>();
   for (const t of transfers) {

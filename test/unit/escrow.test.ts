@@ -285,4 +285,23 @@ describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
     expect(escrowOpsFor(book, l0, 10, [], held, null, [signEscrowCancel(ed25519Generate(), idHex)])).toEqual([]);
     expect(escrowOpsFor(book, l0, 14, [], held, null, [c])).toEqual([{ kind: 'refund', contract: idHex, amount: 4001n }]);
   });
+
+  it('looks each contract up once per block, however many of its transfers pay the same id (a held contract is decoded per lookup)', () => {
+    const lookups = new Map<string, number>();
+    const held = (x: string) => { lookups.set(x, (lookups.get(x) ?? 0) + 1); return x === idHex ? contract : undefined; };
+    const other = Buffer.alloc(32, 0xee);
+    // 200 transfers below one unit per epoch (none opens the escrow), to the held id and to an id not held.
+    const transfers = Array.from({ length: 200 }, (_, i) => signTransfer(payer, i % 2 ? other : id, 1n, i + 1));
+    const l0 = new CoinLedger({ balances: new Map([[payer.publicKey.toString('hex'), 5000n]]), nonces: new Map() });
+    expect(escrowOpsFor(new Map(), l0, 9, transfers, held, null)).toEqual([]);
+    expect(Object.fromEntries(lookups)).toEqual({ [idHex]: 1, [other.toString('hex')]: 1 });
+    // The escrow open before the block is looked up once too, for its payment and with transfers paying it.
+    const fund = signTransfer(payer, id, 4001n, 1);
+    const book: EscrowBook = new Map();
+    applyEscrowOp(book, l0, { epoch: 9, transfers: [fund] }, escrowOpsFor(new Map(), l0, 9, [fund], held, null)[0]);
+    lookups.clear();
+    const report = { epoch: 10, results: [result(nodeA, 1, 3000, true)] };
+    expect(escrowOpsFor(book, l0, 10, transfers.slice(0, 20), held, report).filter((op) => op.kind === 'pay')).toHaveLength(1);
+    expect(lookups.get(idHex)).toBe(1);
+  });
 });
