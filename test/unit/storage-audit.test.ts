@@ -250,9 +250,23 @@ describe('the node answers, the auditor checks (SPEC.md §9.17.2, §9.17.4)', ()
     const data = randomBytes(20_000);
     const c = commitment(data);
     const liar = randomBytes(20_000);
-    const forged = await auditShare(async (req) => ({ type: 'challenge', answer: answer(liar, req.nonce, req.blocks) }), c);
+    let sent: Buffer = Buffer.alloc(0);
+    const forged = await auditShare(async (req) => ({ type: 'challenge', answer: (sent = answer(liar, req.nonce, req.blocks)) }), c);
     expect(forged).toMatchObject({ ok: false, code: 'AUDIT_PROOF_INVALID' });
+    // SPEC.md §9.20.3: a failed answer no longer than a valid one is kept whole, so others recheck it.
+    expect(forged.answer).toBe(sent.toString('hex'));
     expect(recheckAuditResult(forged, c)).toBe(true);
+    // Padded to the longest valid answer to these blocks: kept; one byte longer: left out whole.
+    const padded = (extra: number) => auditShare(async (req) => {
+      const a = answer(liar, req.nonce, req.blocks);
+      return { type: 'challenge', answer: Buffer.concat([a, Buffer.alloc(auditAnswerMaxBytes(c.size, req.nonce.length, req.blocks) - a.length + extra)]) };
+    }, c);
+    const atMost = await padded(0); // unpadded when every path is as long as the tree is high
+    expect(atMost.ok).toBe(false);
+    expect(atMost.answer).toBeDefined();
+    const long = await padded(1);
+    expect(long).toMatchObject({ ok: false, code: 'AUDIT_ANSWER_MALFORMED' });
+    expect(long.answer).toBeUndefined();
     const stale = await auditShare(async (req) => ({ type: 'challenge', answer: answer(data, randomBytes(32), req.blocks) }), c);
     expect(stale).toMatchObject({ ok: false, code: 'AUDIT_REPLAYED' });
     const timeout = await auditShare(async () => { throw Object.assign(new Error('t'), { code: 'STORAGE_TIMEOUT' }); }, c);
