@@ -50,8 +50,9 @@ export interface CircuitBuilderOptions {
   onLink?: (ch: Channel, identity: Ed25519KeyPair) => void;
   /**
    * SPEC.md §7b.11: take guard links from this builder instead of opening links of our own (the
-   * proxy's directory circuits), so a guard sees one link from the client; that builder owns them
-   * and closes them when idle or when it closes.
+   * proxy's directory circuits, or the storage client's circuits over its directory links), so a
+   * guard sees one link from the client; that builder owns them and closes them when it closes,
+   * and `closeIdleLinks` here closes its idle ones.
    */
   linksFrom?: CircuitBuilder;
 }
@@ -222,6 +223,9 @@ export class CircuitBuilder {
 
   /** Close links to guards that carried no circuit for `idleMs` (as Tor closes idle channels). */
   closeIdleLinks(idleMs: number, now = Date.now()): void {
+    // Links taken from another builder are that builder's: its idle ones close here too, since the
+    // circuits that idle them are ours (SPEC.md §7b.11).
+    if (this.opts.linksFrom) { this.opts.linksFrom.closeIdleLinks(idleMs, now); return; }
     for (const [key, p] of this.links) {
       p.then((l) => {
         if (l.idleSince !== null && now - l.idleSince >= idleMs && this.links.get(key) === p) {

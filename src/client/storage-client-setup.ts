@@ -52,6 +52,8 @@ export interface Network {
   dir: DirKeeper;
   /** The guard set of state.json, shared by the directory fetches and the circuits. */
   guards: GuardSet;
+  /** The directory fetches' builder: it owns the guard links, which the circuits share (SPEC.md §7b.11). */
+  builder: CircuitBuilder;
   close(): void;
 }
 
@@ -75,7 +77,7 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
     close();
     throw err('CONSENSUS_NOT_AVAILABLE', 'no valid consensus from the authorities: cannot find storage nodes');
   }
-  return { dirCfg, cfg, dir, guards, close };
+  return { dirCfg, cfg, dir, guards, builder: dirBuilder, close };
 }
 
 export interface StorageSession {
@@ -107,6 +109,9 @@ export async function openStorageSession(o: NetworkOptions & {
     const m = manager = new CircuitManager({
       relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
       preemptiveCircuits: 0, log,
+      // SPEC.md §7b.11: one link per guard, the directory fetches' (closed when idle by the
+      // manager's maintenance, and by network.close()).
+      linksFrom: network.builder,
     });
     // One circuit per storage node: guard → middle → the node itself, then BEGIN_STORAGE on it;
     // to a hidden node, a rendezvous circuit (SPEC.md §9.21.5).
@@ -161,7 +166,7 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
   const guards = network.guards;
   const m = new CircuitManager({
     relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
-    preemptiveCircuits: 0, log,
+    preemptiveCircuits: 0, log, linksFrom: network.builder, // SPEC.md §7b.11: one link per guard
   });
   let names: NameLookups;
   try {

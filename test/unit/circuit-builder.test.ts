@@ -166,6 +166,23 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     await main.close();
   });
 
+  it('a builder that takes its links from another closes that one\'s idle links when asked (the storage client\'s circuits over its directory links, SPEC.md §7b.11)', async () => {
+    const opened: FakeChannel[] = [];
+    connectImpl = () => { const ch = new FakeChannel(); opened.push(ch); return Promise.resolve(ch); };
+    const guards = guardSetOf(1);
+    const dir = new CircuitBuilder({ relays: () => [], guards });
+    const circuits = new CircuitBuilder({ relays: () => [], guards, linksFrom: dir });
+    await dir.linkTo(hop(1));
+    await circuits.linkTo(hop(1));
+    expect(opened).toHaveLength(1);
+    circuits.closeIdleLinks(0, Date.now() + 1); // what the circuit manager's maintenance calls
+    await ticks();
+    expect(dir.linkCount).toBe(0);
+    expect(opened.every((c) => c.closed)).toBe(true);
+    await circuits.close();
+    await dir.close();
+  });
+
   it('a link to a relay that is not a sampled guard marks nothing', async () => {
     const ch = new FakeChannel();
     connectImpl = () => Promise.resolve(ch);
