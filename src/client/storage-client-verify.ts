@@ -195,16 +195,23 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // STORAGE_TIMEOUT, and the node is slow for the rest of the pass (no repair is stored on it).
   const slots = new NodeSlots(KEEP_AUDITS_PER_NODE, o.nodeDeadlineMs ?? KEEP_NODE_DEADLINE_TIMEOUTS * client.requestTimeoutMs);
   const late = (hex: string): AuditResult => ({ shareId: hex, ok: false, code: 'STORAGE_TIMEOUT', nonce: '', blocks: [] });
+  // Set when one share's audits rejected (a stop during a wait before asking a busy node again,
+  // SPEC.md §9.19): the pass rejects with it, and the other audits, queued or not yet started,
+  // send nothing more.
+  let given: { reason: unknown } | null = null;
   await Promise.all(record.chunks.flatMap((c) => c.shareIds.map(async (id, j) => {
     const hex = id.toString('hex');
     for (const fp of held.get(hex) ?? []) {
       // SPEC.md §9.18.3 step 3: STORAGE_BUSY (the node's audit queue is full, §9.17.2) says
       // nothing about the share: asked again, and if busy every time, unknown for this pass.
-      const r: AuditResult = await auditRetryingBusy(
-        () => slots.run(fp, () => client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }), () => late(hex)),
-        o.auditBusyRetryMs,
-        o.signal,
-      );
+      const audit = () => (given ? Promise.reject(given.reason) : client.auditShare(fp, { shareId: id, size: c.shareSize, root: c.auditRoots[j] }, { blocks: o.auditBlocks }));
+      let r: AuditResult;
+      try {
+        r = await auditRetryingBusy(() => slots.run(fp, audit, () => late(hex)), o.auditBusyRetryMs, o.signal);
+      } catch (e) {
+        given ??= { reason: e };
+        throw e;
+      }
       report.audits++;
       if (r.ok) {
         if (!good.has(hex)) good.set(hex, fp);

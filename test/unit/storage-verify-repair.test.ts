@@ -2,7 +2,7 @@
 // set of storage nodes (no sockets): where rebuilt shares go, what a rebuilt share that disagrees
 // with the record does, and the leases repaired shares are stored with.
 import { Duplex } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { randomBytes } from '../../src/crypto/primitives';
 import { err, isBitcloudError } from '../../src/errors';
 import { auditRoot, proveBlocks } from '../../src/storage/audit';
@@ -17,7 +17,7 @@ import { sealVerifyRecord, type VerifyCapability } from '../../src/storage/verif
 import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk } from '../../src/wire/verify-record';
 import type { AuditCommitment } from '../../src/storage/auditor';
 import { StorageClient, type StorageNode } from '../../src/client/storage-client';
-import { keepFile } from '../../src/client/storage-client-verify';
+import { KEEP_AUDITS_PER_NODE, keepFile } from '../../src/client/storage-client-verify';
 import { earliestExpiry } from '../../src/client/lease-expiry';
 
 function codeOf(f: () => unknown): string | undefined {
@@ -412,5 +412,45 @@ describe('a node that answers an audit STORAGE_BUSY (SPEC.md §9.17.2, §9.18.3)
     const r = await keepFile(client, cap, { auditBusyRetryMs: [1, 1, 1] });
     expect(r).toMatchObject({ unknown: 1, healthy: 2 + 2, repaired: 1, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, failures: [] });
     expect(nodes.puts.map((p) => [p.id, p.node])).toEqual([[id3.toString('hex'), r3[3]]]);
+  });
+});
+
+describe('a keep pass stopped while an audit waits to ask a busy node again (SPEC.md §9.18.3 step 3, §9.19)', () => {
+  it('rejects at once, and its other audits send nothing more once it has', async () => {
+    const { fp, held, cap } = fakeAuditNode(100);
+    const firstShare = [...held.keys()][0];
+    let started = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const client = {
+      fingerprints: [fp],
+      requestTimeoutMs: 3_600_000,
+      isDead: () => false,
+      request: async (_fp: string, req: StorageRequest) => {
+        if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => held.has(id.toString('hex'))) };
+        throw new Error(`unexpected ${req.type}`);
+      },
+      getShare: async (_fp: string, id: Buffer) => held.get(id.toString('hex'))!,
+      // The first share's node is busy (a wait of an hour before asking again); the others answer
+      // once the test lets them.
+      auditShare: async (_fp: string, cm: AuditCommitment) => {
+        started++;
+        const hex = cm.shareId.toString('hex');
+        if (hex === firstShare) return { shareId: hex, ok: false, code: 'STORAGE_BUSY', nonce: '', blocks: [] };
+        await gate;
+        return { shareId: hex, ok: true, nonce: '', blocks: [] };
+      },
+    } as unknown as StorageClient;
+    const ac = new AbortController();
+    const pass = keepFile(client, cap, { repair: false, auditBusyRetryMs: [3_600_000], signal: ac.signal });
+    pass.catch(() => {});
+    // 16 audits at a time on the node: the busy one's slot went to the next share.
+    await vi.waitFor(() => { expect(started).toBe(KEEP_AUDITS_PER_NODE + 1); });
+    ac.abort();
+    await expect(pass).rejects.toMatchObject({ name: 'AbortError' });
+    const atStop = started;
+    release();
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(started).toBe(atStop);
   });
 });
