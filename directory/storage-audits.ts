@@ -8,6 +8,7 @@
 // that ends at the node (§9.13.1; a rendezvous circuit to a hidden node, §9.21.5), one challenge
 // per share with a fresh nonce (§9.17). The vote for period k carries, per storage
 // node, the bytes its passing shares of epoch k − 2 hold (§6.5 `stored`).
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { err, errorCode } from '../src/errors';
@@ -167,6 +168,9 @@ export class StorageAudits {
 
   constructor(o: StorageAuditsOptions) {
     this.o = o;
+    // Each node's wait before asking it again listens to the close (SPEC.md §9.20.2): nodes are
+    // audited together, so many at once are expected, not a leak.
+    setMaxListeners(0, this.stopping.signal);
     this.P = o.periodSeconds * 1000;
     this.now = o.now ?? Date.now;
     this.dir = path.join(o.dataDir, 'storage');

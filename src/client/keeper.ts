@@ -3,6 +3,7 @@
 // survives restarts and a crash leaves either the old or the new state. Every change is a
 // read-modify-write under <dataDir>/keeper.json.lock (updateKeeperState), so processes do not
 // overwrite each other's changes.
+import { setMaxListeners } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -196,6 +197,9 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
   // A signal ends the sleep between passes at once; a pass under way ends after its file (or in a
   // wait before a busy audit is asked again).
   const ac = new AbortController();
+  // Every audit of a pass waiting to ask a busy node again listens to it (SPEC.md §9.18.3 step 3):
+  // thousands at once are expected, not a leak.
+  setMaxListeners(0, ac.signal);
   const onSignal = () => { ac.abort(); };
   if (o.signal?.aborted) ac.abort();
   o.signal?.addEventListener('abort', onSignal, { once: true });

@@ -10,6 +10,7 @@ import { formatVerifyCapability } from '../../src/storage/verify-cap';
 import { addKept, loadKeeperState, recordPass, runKeeper, saveKeeperState, updateKeeperState, type KeepPass, type KeeperRun } from '../../src/client/keeper';
 import { withFileLock } from '../../src/ops/file-lock';
 import type { KeepReport } from '../../src/client/storage-client-verify';
+import { auditRetryingBusy, type AuditResult } from '../../src/storage/auditor';
 import { printStatus } from '../../src/client/commands/keep';
 
 // The keeper's sleeps, watched: each is asked with the length it is given (and then taken for real).
@@ -179,6 +180,30 @@ describe('keep run stopped during a pass (SPEC.md §9.19)', () => {
     const { state } = await runKeeper(dir, { ...RUN, once: false }, pass, { signal: ac.signal });
     expect(calls).toBe(1);
     expect(state.files.map((f) => [f.lastCheck, f.lastError])).toEqual([[0, null], [0, null]]);
+  }, 5_000);
+});
+
+describe('keep run with many audits waiting on busy nodes (SPEC.md §9.18.3 step 3, §9.19)', () => {
+  it('each wait listens to the stop: far more than 10 of them at once raise no MaxListenersExceededWarning', async () => {
+    const dir = await keeperWith(1);
+    const ac = new AbortController();
+    const warned: string[] = [];
+    const onWarning = (w: Error) => { warned.push(w.name); };
+    process.on('warning', onWarning);
+    try {
+      const busy = async (): Promise<AuditResult> => ({ shareId: 'aa', ok: false, code: 'STORAGE_BUSY', nonce: '', blocks: [] });
+      let waiting = 0;
+      // 64 shares of the file wait to ask their busy node again (an hour), then the run is stopped.
+      const pass: KeepPass = async (_cap, o) => {
+        await Promise.all(Array.from({ length: 64 }, () => auditRetryingBusy(async () => { waiting++; if (waiting === 64) setImmediate(() => { ac.abort(); }); return busy(); }, [3_600_000], o.signal)));
+        return report();
+      };
+      await runKeeper(dir, { ...RUN, once: false }, pass, { signal: ac.signal });
+      await new Promise((r) => setImmediate(r));
+      expect(warned).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
   }, 5_000);
 });
 

@@ -370,6 +370,40 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(challenges).toBe(1);
   }, 5_000);
 
+  it('many nodes waiting to be asked again at once raise no MaxListenersExceededWarning: each wait listens to the close (SPEC.md §9.20.2)', async () => {
+    const nodes = Array.from({ length: 24 }, () => {
+      const key = ed25519Generate();
+      const fp = key.publicKey.toString('hex');
+      return { key, fp, relay: { identity: key.publicKey, fingerprint: fp, address: '127.0.0.1', storagePort: 1, flags: new Set(['Storage', 'Running', 'Valid']) } as unknown as ConsensusRelay };
+    });
+    let challenges = 0;
+    let all!: () => void;
+    const asked = new Promise<void>((resolve) => { all = resolve; });
+    const connect: AuditConnector = async () => ({ close() {}, send: async () => {
+      if (++challenges === nodes.length) all();
+      throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
+    } });
+    const warned: string[] = [];
+    const onWarning = (w: Error) => { warned.push(w.name); };
+    process.on('warning', onWarning);
+    try {
+      const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect, timeoutMs: 3_600_000, auditBusyRetryMs: [3_600_000] });
+      const entries = nodes.map((n) => ({ node: n.key.publicKey, shareId: randomBytes(32), shareSize: 2000, auditRoot: randomBytes(32) }));
+      await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(entries) }));
+      audits.onConsensus({ validAfter: epochStart(E), relays: nodes.map((n) => n.relay) } as unknown as VerifiedConsensus);
+      const round = audits.auditEpoch(E);
+      await asked;
+      await new Promise((r) => setImmediate(r));
+      await audits.close();
+      await round;
+      await new Promise((r) => setImmediate(r));
+      expect(challenges).toBe(nodes.length);
+      expect(warned).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }, 5_000);
+
   it('a node answering every challenge slowly is cut off at its deadline: the rest of its pairs fail STORAGE_TIMEOUT, the other node is credited (SPEC.md §9.20.2)', async () => {
     const slow = await node(), good = await node();
     const held = new Map<string, Buffer>();
