@@ -180,6 +180,28 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
       expect(verifyChain(chain(3), set.verifier).height).toBe(2);
     });
 
+    it('past the cap of envelopes remembered, a new one is not remembered and a repeat of one waiting or kept is still dropped', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      // Envelopes whose layout reads (a certificate of an identity not configured, its signature bytes varied).
+      const stranger = certificate.makeKeyCertificate(forger, key(1), 100 * P * 1000, 200 * P * 1000);
+      for (let n = 0; n < MAX_SEEN_CERTIFICATES + 2000; n++) {
+        const c = Buffer.from(stranger);
+        c.writeUInt32BE(n, c.length - 4);
+        expect(set.add(c)).toBe(false);
+      }
+      expect(set.remembered).toBe(MAX_SEEN_CERTIFICATES);
+      const waiting = forged(0, key(2)); // a pair no block names: it waits unchecked
+      expect([set.add(waiting), set.add(waiting)]).toEqual([true, false]);
+      expect(set.unchecked).toBe(1);
+      for (const c of [cert(0), cert(1), cert(2)]) expect(set.add(c)).toBe(true);
+      for (const c of [cert(0), cert(1), cert(2)]) expect(set.add(c)).toBe(false);
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
+      expect(set.size).toBe(3);
+      for (const c of [cert(0), cert(1), cert(2)]) expect(set.add(c)).toBe(false); // kept now
+      expect(set.size).toBe(3);
+      expect(set.remembered).toBe(MAX_SEEN_CERTIFICATES);
+    });
+
     it('the unchecked envelopes are bounded in total: forgeries naming random signing keys are checked on add beyond the cap', () => {
       const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
       for (let n = 0; n < 10_000; n++) {
