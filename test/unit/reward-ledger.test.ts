@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, rewardSignatureVerifies } from '../../src/bandwidth/reward-chain';
+import {
+  decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+} from '../../src/bandwidth/reward-chain';
 import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
@@ -369,6 +371,9 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
     const junk = encodeSignedRewardBlock(encodeRewardBlock({ height: 1, previousHash: Buffer.alloc(32, 1), epoch: E0 + 1, minted: 0n, allocations: new Map() }), []);
     return { t, a, h, hId, junk, serve: (b: Buffer | null) => { hostile = b; } };
   }
+  /** How many blocks A refused as REWARD_CHAIN_BROKEN_LINK: the junk block, so the hostile bundle was read. */
+  const junkRefused = async (n: TrioNode): Promise<number> =>
+    (await n.reg.getSingleMetric('bitcloud_reward_blocks_total')!.get()).values.find((v) => v.labels.how === 'refused_REWARD_CHAIN_BROKEN_LINK')?.value ?? 0;
 
   it('a certificate served for a signing key whose stored signatures another one vouches for does not replace it', async () => {
     const { t, a, hId, junk, serve } = await hostileSetup(130);
@@ -377,11 +382,38 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       const hSigningKey = t.nodes[2].signer.signingKey.publicKey;
       serve(encodeRewardChainBundle(5, [makeKeyCertificate(hId, hSigningKey, 1, 2)], [junk]));
       await t.rounds(2);
+      expect(await junkRefused(t.nodes[0])).toBeGreaterThan(0);
       const certs = decodeRewardChainBundle(await a.bundle(0)).certificates;
       expect(certs.some((c) => c.equals(real))).toBe(true);
       await a.close();
       const again = t.start(t.nodes[0]);
       expect(again.height).toBe(0);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a re-certified key vouching for an appended block is kept beside the certificate of the stored ones', async () => {
+    const seed = 160;
+    const { t, a, serve } = await hostileSetup(seed);
+    try {
+      // Block 1, two days on, signed by H and auth1 with their keys re-certified for that time only.
+      const day = 86_400_000;
+      const later = Date.now() + 2 * day;
+      const tip = { height: 0, hash: a.chain.tipHash, epoch: a.chain.epoch };
+      const b1 = nextRewardBlock(tip, Math.floor(later / (P * 1000)), new Map());
+      const signers = [1, 2].map((i) => ({ id: ed25519FromSeed(Buffer.alloc(32, seed + i)), sk: ed25519FromSeed(Buffer.alloc(32, seed + 10 + i)) }));
+      const renewed = signers.map((s) => makeKeyCertificate(s.id, s.sk.publicKey, later - day / 2, later + day));
+      const sigs = signers.map((s) => signRewardBlock(b1.body, s.id.publicKey, s.sk)).sort((x, y) => Buffer.compare(x.authority, y.authority));
+      serve(encodeRewardChainBundle(2, renewed, [encodeSignedRewardBlock(b1.body, sigs)]));
+      await t.rounds(1);
+      await a.whenIdle();
+      expect(a.height).toBe(1);
+      const certs = decodeRewardChainBundle(await a.bundle(0)).certificates;
+      expect(certs.some((c) => c.equals(t.nodes[2].signer.certificate))).toBe(true); // block 0's
+      expect(certs.some((c) => c.equals(renewed[1]))).toBe(true); // block 1's, same (identity, signing key)
+      await a.close();
+      expect(t.start(t.nodes[0]).height).toBe(1);
     } finally {
       await t.close();
     }
@@ -395,6 +427,7 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       serve(encodeRewardChainBundle(5, forged, [junk]));
       await t.rounds(1);
       await a.whenIdle();
+      expect(await junkRefused(t.nodes[0])).toBeGreaterThan(0);
       const files = fs.readdirSync(path.join(t.nodes[0].dir, 'rewards', 'certs')).filter((f) => f.endsWith('.cert'));
       expect(files.length).toBeLessThanOrEqual(3);
     } finally {
