@@ -22,9 +22,14 @@ export function blockFileName(height: number): string {
   return `${String(height).padStart(10, '0')}.blk`;
 }
 
-/** SPEC §8.7.6: `<identity fp>-<signing key hex>-<first 16 hex digits of BLAKE2b-256(envelope)>.cert`. */
+/**
+ * SPEC §8.7.6: `<identity fp>-<signing key hex>-<BLAKE2b-256(envelope), 64 hex digits>.cert`: the
+ * whole hash, so that no two certificates an authority can make share a file (with a 64-bit prefix,
+ * about 2^32 signed envelopes would find two, the later one then replacing the one that vouches
+ * for stored signatures).
+ */
 export function certificateFileName(identityFp: string, signingKeyHex: string, raw: Uint8Array): string {
-  return `${identityFp}-${signingKeyHex}-${blake2b(raw).toString('hex').slice(0, 16)}.cert`;
+  return `${identityFp}-${signingKeyHex}-${blake2b(raw).toString('hex')}.cert`;
 }
 
 export class RewardStore {

@@ -14,7 +14,7 @@ import {
 import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
-import { blockFileName } from '../../directory/reward-store';
+import { blockFileName, certificateFileName } from '../../directory/reward-store';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -213,6 +213,15 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
     const beyond = await fetch(`http://127.0.0.1:${nodes[0].port}${PATHS.rewards}?from=99`);
     expect(beyond.status).toBe(200);
     expect(decodeRewardChainBundle(Buffer.from(await beyond.arrayBuffer()))).toMatchObject({ chainLength: 2, blocks: [] });
+  });
+});
+
+describe('certificate files (SPEC §8.7.6)', () => {
+  it('are named by the whole BLAKE2b-256 of the envelope, so two certificates of one pair never share a file', () => {
+    const raw = Buffer.from('a certificate envelope');
+    const name = certificateFileName('ab'.repeat(20), 'cd'.repeat(32), raw);
+    expect(name).toBe(`${'ab'.repeat(20)}-${'cd'.repeat(32)}-${blake2b(raw).toString('hex')}.cert`);
+    expect(name.length).toBeLessThan(255);
   });
 });
 
