@@ -23,12 +23,13 @@ import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, decodeRewardChainBundle, decodeSignedRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, checkNextRewardHeader, decodeSignedRewardBlock,
   emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
 import {
-  MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, splitSignedRewardBlock, type SplitRewardBlock,
+  MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock,
+  type RawRewardChainBundle, type SplitRewardBlock,
 } from '../src/wire/reward-block';
 import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
@@ -634,11 +635,12 @@ export class RewardLedger {
       for (const a of shuffle(this.o.authorities.filter((x) => x.fingerprint !== this.self))) {
         for (let pages = 0; pages < 10_000 && !this.closed; pages++) {
           const from = this.state.height + 1;
-          let bundle: ReturnType<typeof decodeRewardChainBundle>;
+          let bundle: RawRewardChainBundle;
           try {
             const r = await httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: this.timeout() });
             if (r.status !== 200 || this.closed) break;
-            bundle = decodeRewardChainBundle(r.body);
+            // SPEC §8.7.4: the layout only; each block is split, checked and decoded when its turn comes.
+            bundle = splitRewardChainBundle(r.body);
           } catch (e) {
             this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward chain fetch failed');
             break;
@@ -656,14 +658,25 @@ export class RewardLedger {
     }
   }
 
-  /** Verify and append blocks fetched from another authority; false at the first one refused. */
-  private applyFetched(blocks: SignedRewardBlock[], from: string, offered: CertifiedRewardAuthorities): boolean {
-    for (const sb of blocks) {
+  /**
+   * Verify and append blocks fetched from another authority; false at the first one refused. A
+   * block's header (height, link, epoch) is checked before its body is decoded, and no block after
+   * a refused one is read (SPEC §8.7.4): a bundle of 64 MiB behind a bad first block costs nothing.
+   */
+  private applyFetched(blocks: readonly Buffer[], from: string, offered: CertifiedRewardAuthorities): boolean {
+    for (const raw of blocks) {
+      let sb: SignedRewardBlock;
+      let height: number | undefined;
       try {
+        const split = splitSignedRewardBlock(raw);
+        const header = rewardBlockHeader(split.body);
+        height = header.height;
+        checkNextRewardHeader(this.state, header);
+        sb = { ...split, block: decodeRewardBlock(split.body) };
         applyRewardBlock(this.state, sb, offered, this.majority, { schedule: this.schedule });
       } catch (e) {
         this.m.blocks.labels(`refused_${errorCode(e)}`).inc();
-        this.o.log.warn({ from, height: sb.block.height, code: errorCode(e), err: (e as Error).message }, 'reward block from another authority refused');
+        this.o.log.warn({ from, height, code: errorCode(e), err: (e as Error).message }, 'reward block from another authority refused');
         return false;
       }
       this.keepVouching(sb, offered);

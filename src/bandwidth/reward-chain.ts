@@ -152,6 +152,17 @@ export interface ChainOptions {
 }
 
 /**
+ * SPEC §8.7.3: the header checks of the block after `state` (height, link, epoch), which need only a
+ * body's fixed header (`rewardBlockHeader`): a reader can refuse a block before decoding its body.
+ * Throws REWARD_CHAIN_BAD_HEIGHT, REWARD_CHAIN_BROKEN_LINK, REWARD_CHAIN_BAD_EPOCH.
+ */
+export function checkNextRewardHeader(state: ChainState, h: { height: number; previousHash: Buffer; epoch: number }): void {
+  if (h.height !== state.height + 1) throw err('REWARD_CHAIN_BAD_HEIGHT', `expected height ${state.height + 1}, got ${h.height}`);
+  if (!h.previousHash.equals(state.tipHash)) throw err('REWARD_CHAIN_BROKEN_LINK', `block ${h.height} does not name the hash of block ${state.height}`);
+  if (h.epoch <= state.epoch) throw err('REWARD_CHAIN_BAD_EPOCH', `block ${h.height} is for epoch ${h.epoch}, not after ${state.epoch}`);
+}
+
+/**
  * SPEC §8.7: checks one block against the chain so far and, only when every check passes, adds it
  * to `state` (mutated). Signatures by unknown authorities or keys are ignored (not counted); a
  * signature by an accepted key that does not verify fails the block.
@@ -161,9 +172,7 @@ export function applyRewardBlock(
 ): SignedRewardBlock {
   const sb = input instanceof Uint8Array ? decodeSignedRewardBlock(input) : input;
   const b = sb.block;
-  if (b.height !== state.height + 1) throw err('REWARD_CHAIN_BAD_HEIGHT', `expected height ${state.height + 1}, got ${b.height}`);
-  if (!b.previousHash.equals(state.tipHash)) throw err('REWARD_CHAIN_BROKEN_LINK', `block ${b.height} does not name the hash of block ${state.height}`);
-  if (b.epoch <= state.epoch) throw err('REWARD_CHAIN_BAD_EPOCH', `block ${b.height} is for epoch ${b.epoch}, not after ${state.epoch}`);
+  checkNextRewardHeader(state, b);
   if ((b.minted === 0n) !== (b.allocations.size === 0)) throw err('REWARD_MINT_MISMATCH', 'a block mints nothing exactly when it allocates nothing');
   if (opts.schedule && b.minted !== 0n && b.minted !== scheduledMint(b.height, opts.schedule)) {
     throw err('REWARD_MINT_MISMATCH', `block ${b.height} mints ${b.minted}, the schedule says ${scheduledMint(b.height, opts.schedule)}`);

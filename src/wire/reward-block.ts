@@ -328,15 +328,15 @@ export function splitSignedRewardBlock(bytes: Uint8Array): SplitRewardBlock {
   return readSignedRewardBlock(bytes, false);
 }
 
-/** A body's version, height and epoch, read from its fixed header only (SPEC §8.7.1). Throws REWARD_MALFORMED. */
-export function rewardBlockHeader(body: Uint8Array): { version: number; height: number; epoch: number } {
+/** A body's version, height, previous hash and epoch, read from its fixed header only (SPEC §8.7.1). Throws REWARD_MALFORMED. */
+export function rewardBlockHeader(body: Uint8Array): { version: number; height: number; previousHash: Buffer; epoch: number } {
   if (!(body instanceof Uint8Array) || body.length < BLOCK_HEADER_LEN) throw malformed('reward block body too short');
   const r = new Reader(body, 'reward block', CODES);
   const version = r.u8('version');
   if (version !== REWARD_BLOCK_VERSION && version !== REWARD_BLOCK_VERSION_TRANSFERS && version !== REWARD_BLOCK_VERSION_ESCROW) throw malformed(`unknown reward block version ${version}`);
   const height = r.u64big('height');
-  r.bytes(REWARD_HASH_BYTES, 'previous hash');
-  return { version, height: safe(height, 'height'), epoch: safe(r.u64big('epoch'), 'epoch') };
+  const previousHash = r.bytes(REWARD_HASH_BYTES, 'previous hash');
+  return { version, height: safe(height, 'height'), previousHash, epoch: safe(r.u64big('epoch'), 'epoch') };
 }
 
 function readSignedRewardBlock(bytes: Uint8Array, decodeBody: boolean): SplitRewardBlock & { block?: RewardBlock } {
@@ -378,8 +378,21 @@ export function encodeRewardChainBundle(chainLength: number, certificates: reado
   return w.finish();
 }
 
+/** A bundle's blocks as their stored-form bytes, neither split nor decoded (`splitRewardChainBundle`). */
+export type RawRewardChainBundle = Omit<RewardChainBundle, 'blocks'> & { blocks: Buffer[] };
+
 /** Parses a bundle. Throws REWARD_MALFORMED / REWARD_SUM_MISMATCH only (never a RangeError). */
 export function decodeRewardChainBundle(bytes: Uint8Array): RewardChainBundle {
+  const { chainLength, certificates, blocks } = splitRewardChainBundle(bytes);
+  return { chainLength, certificates, blocks: blocks.map((b) => decodeSignedRewardBlock(b)) };
+}
+
+/**
+ * The bundle's layout checked and its items cut out, each block left as its stored-form bytes (a
+ * bundle may hold 64 MiB of allocations): a reader checks each block's header and decodes a body
+ * only when it is about to apply that block (SPEC §8.7.4). Throws REWARD_MALFORMED only.
+ */
+export function splitRewardChainBundle(bytes: Uint8Array): RawRewardChainBundle {
   if (!(bytes instanceof Uint8Array) || bytes.length < BUNDLE_HEADER_LEN + 4) throw malformed('reward chain bundle too short');
   if (bytes.length > MAX_REWARD_BUNDLE_BYTES) throw malformed(`reward chain bundle exceeds ${MAX_REWARD_BUNDLE_BYTES} bytes`);
   const r = new Reader(bytes, 'reward chain bundle', CODES);
@@ -403,8 +416,8 @@ export function decodeRewardChainBundle(bytes: Uint8Array): RewardChainBundle {
   const nBlocks = r.u32('block count');
   // Each block takes at least 4 + 5 bytes: a count beyond that is a lie, refused before looping.
   if (nBlocks > r.remaining / (4 + SIGNED_BLOCK_MIN_LEN)) throw malformed(`${nBlocks} blocks cannot fit in ${r.remaining} bytes`);
-  const blocks: SignedRewardBlock[] = [];
-  for (let i = 0; i < nBlocks; i++) blocks.push(decodeSignedRewardBlock(item('signed block', SIGNED_BLOCK_MIN_LEN, bytes.length)));
+  const blocks: Buffer[] = [];
+  for (let i = 0; i < nBlocks; i++) blocks.push(item('signed block', SIGNED_BLOCK_MIN_LEN, bytes.length));
   if (r.remaining !== 0) throw malformed(`${r.remaining} bytes after the last block`);
   return { chainLength, certificates, blocks };
 }

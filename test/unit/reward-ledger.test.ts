@@ -39,6 +39,12 @@ vi.mock('../../src/wire/reward-block', async (orig) => {
     ...real,
     decodeRewardBlock: (...args: Parameters<typeof real.decodeRewardBlock>) => { decodes.n++; return real.decodeRewardBlock(...args); },
     decodeSignedRewardBlock: (...args: Parameters<typeof real.decodeSignedRewardBlock>) => { decodes.n++; return real.decodeSignedRewardBlock(...args); },
+    // A bundle decoded whole decodes every block's body.
+    decodeRewardChainBundle: (...args: Parameters<typeof real.decodeRewardChainBundle>) => {
+      const b = real.decodeRewardChainBundle(...args);
+      decodes.n += b.blocks.length;
+      return b;
+    },
   };
 });
 
@@ -423,6 +429,24 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       expect(certs.some((c) => c.equals(renewed[1]))).toBe(true); // block 1's, same (identity, signing key)
       await a.close();
       expect(t.start(t.nodes[0]).height).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('reads a bundle block by block: after a first block that fails, the blocks behind it are not decoded', async () => {
+    const { t, a, junk, serve } = await hostileSetup(170);
+    try {
+      const allocations = new Map(Array.from({ length: 1000 }, (_, i) => [fp(i + 1), 1n] as const));
+      const big = Array.from({ length: 20 }, (_, i) =>
+        encodeSignedRewardBlock(encodeRewardBlock({ height: 2 + i, previousHash: Buffer.alloc(32, 2), epoch: E0 + 2 + i, minted: 1000n, allocations }), []));
+      serve(encodeRewardChainBundle(30, [], [junk, ...big]));
+      decodes.n = 0;
+      await t.rounds(1);
+      await a.whenIdle();
+      expect(await junkRefused(t.nodes[0])).toBeGreaterThan(0);
+      expect(a.height).toBe(0);
+      expect(decodes.n).toBe(0);
     } finally {
       await t.close();
     }
