@@ -225,6 +225,7 @@ export class StorageAudits {
     const e = this.epochNow;
     const cdir = path.join(this.dir, 'contracts');
     let beyond = 0;
+    let early = 0;
     for (const name of safeReaddir(cdir).sort()) {
       const m = /^([0-9a-f]{64})\.bin$/.exec(name);
       const file = path.join(cdir, name);
@@ -234,6 +235,10 @@ export class StorageAudits {
         if (blake2b(raw).toString('hex') !== m[1]) throw err('CONTRACT_MALFORMED', 'file content does not match its name');
         const c = decodeContract(raw);
         if (c.endEpoch <= e) { fs.rmSync(file, { force: true }); continue; }
+        // SPEC.md §9.20.1: one starting more than CONTRACT_MAX_LEAD_EPOCHS ahead (stored before
+        // uploads were refused CONTRACT_TOO_EARLY) is kept on disk, not held: it takes no place
+        // under the limits, and a later start holds it once its start is near enough.
+        if (c.startEpoch > e + CONTRACT_MAX_LEAD_EPOCHS) { early++; continue; }
         // SPEC.md §9.20.1: a store holding more than the limits (they were lowered) loads up to
         // them; the other files are kept, not held, so that this authority starts.
         if (this.overLimit(c.entries.length) !== null) { beyond++; continue; }
@@ -242,6 +247,7 @@ export class StorageAudits {
         this.o.log.warn({ file: name, code: errorCode(x) }, 'stored storage contract not usable; ignored');
       }
     }
+    if (early > 0) this.o.log.warn({ early, maxLeadEpochs: CONTRACT_MAX_LEAD_EPOCHS }, 'stored storage contracts starting too far ahead not loaded (their files are kept)');
     if (beyond > 0) this.o.log.warn({ beyond, held: this.contracts.size, entries: this.entriesHeld }, 'stored storage contracts beyond the limits not loaded (their files are kept)');
     const adir = path.join(this.dir, 'audits');
     for (const name of safeReaddir(adir)) {

@@ -176,6 +176,29 @@ describe('contracts starting far ahead (SPEC.md §9.20.1)', () => {
     expect((await audits.accept(starting(E + CONTRACT_MAX_LEAD_EPOCHS))).result).toBe('accepted');
     expect((await audits.accept(starting(E))).result).toBe('accepted');
   });
+
+  it('a stored contract starting more than CONTRACT_MAX_LEAD_EPOCHS ahead is not held at load; its file is kept, one warning counts them', async () => {
+    const dataDir = tmp();
+    const n = await node();
+    const starting = (start: number) => encodeContract({ startEpoch: start, endEpoch: start + 1, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    // Written before the upload check existed: files on disk, as the store names them.
+    const cdir = path.join(dataDir, 'storage', 'contracts');
+    fs.mkdirSync(cdir, { recursive: true });
+    const put = (raw: Buffer): string => { const id = blake2b(raw).toString('hex'); fs.writeFileSync(path.join(cdir, `${id}.bin`), raw); return id; };
+    const early = [put(starting(E + CONTRACT_MAX_LEAD_EPOCHS + 1)), put(starting(2 ** 52))];
+    const edge = put(starting(E + CONTRACT_MAX_LEAD_EPOCHS));
+    const current = put(starting(E));
+    const warnings: unknown[] = [];
+    const log = Object.assign(Object.create(silentLog) as typeof silentLog, { warn: (...a: unknown[]) => { warnings.push(a); } });
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log, now: () => epochStart(E) + 1000, maxContracts: 2 });
+    expect(audits.load().contracts).toBe(2);
+    for (const id of early) expect(audits.contract(id)).toBeUndefined();
+    expect(audits.contract(edge)).toBeDefined();
+    expect(audits.contract(current)).toBeDefined();
+    expect(fs.readdirSync(cdir)).toHaveLength(4);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toEqual([expect.objectContaining({ early: 2 }), expect.any(String)]);
+  });
 });
 
 describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
