@@ -52,6 +52,8 @@ export const MAX_PENDING_CERTIFICATES_PER_KEY = 16;
 export const MAX_PENDING_CERTIFICATES = 4096;
 /** Distinct envelopes remembered as seen (SPEC §8.7.5); past it a new one is not remembered. */
 export const MAX_SEEN_CERTIFICATES = 16_384;
+/** Checked certificates kept per identity that no block signature has named yet (SPEC §8.7.5). */
+export const MAX_UNNAMED_CERTIFICATES_PER_IDENTITY = 64;
 
 /**
  * Certificates gathered over several chain bundles (SPEC §8.7.5: up to 1024 per bundle, unsigned
@@ -63,7 +65,10 @@ export const MAX_SEEN_CERTIFICATES = 16_384;
  * past MAX_PENDING_CERTIFICATES waiting in all an envelope is checked as it comes: an envelope is
  * never refused for lack of room (one source's forgeries cannot crowd out the real certificates
  * another sends into the same set), memory stays bounded, and each envelope is still checked at
- * most once. `verifier` always reads the certificates added so far.
+ * most once. Of the certificates checked and kept, those a block signature named are kept for good;
+ * an identity holding MAX_UNNAMED_CERTIFICATES_PER_IDENTITY others drops them when one more is kept
+ * (a configured authority can sign any number of valid certificates, but only for itself).
+ * `verifier` always reads the certificates added so far.
  */
 export class RewardCertificateSet {
   readonly verifier: CertifiedRewardAuthorities;
@@ -79,6 +84,12 @@ export class RewardCertificateSet {
    */
   private readonly seen = new Set<string>();
   private readonly configured: Set<string>;
+  /** Kept certificates a block signature has named (`certificateFor` returned them): never dropped. */
+  private readonly named = new WeakSet<VerifiedCertificate>();
+  /** identity fp → kept certificates of that identity not named yet (≤ MAX_UNNAMED_CERTIFICATES_PER_IDENTITY). */
+  private readonly unnamed = new Map<string, number>();
+  /** identity fp → its pairs in `byKey`. */
+  private readonly pairsOf = new Map<string, Set<string>>();
 
   constructor(authorities: readonly { identity: Uint8Array }[], o: { periodSeconds: number; skewMs?: number }) {
     if (!Number.isSafeInteger(o.periodSeconds) || o.periodSeconds <= 0) throw err('REWARD_BAD_INPUT', `period must be a positive number of seconds, got ${o.periodSeconds}`);
@@ -89,10 +100,14 @@ export class RewardCertificateSet {
       const k = `${fingerprint(authority)}/${signingKey.toString('hex')}`;
       const [from, to] = rewardSigningSpan(epoch, o.periodSeconds);
       const vouches = (c: VerifiedCertificate) => c.validAfter - skew <= to && c.validUntil >= from;
-      const found = this.byKey.get(k)?.find(vouches);
-      if (found) return found;
-      this.check(k);
-      return this.byKey.get(k)?.find(vouches) ?? null;
+      let found = this.byKey.get(k)?.find(vouches);
+      if (!found) {
+        this.check(k);
+        found = this.byKey.get(k)?.find(vouches);
+      }
+      if (!found) return null;
+      this.name(k, found);
+      return found;
     };
     this.verifier = {
       configured: this.configured.size,
@@ -157,15 +172,57 @@ export class RewardCertificateSet {
     if (!list) return;
     this.pending.delete(k);
     this.pendingCount -= list.length;
+    // Room for the whole list first (≤ 16), so none of it is dropped before a signature can name it.
+    const id = identityOf(k);
+    if ((this.unnamed.get(id) ?? 0) + list.length > MAX_UNNAMED_CERTIFICATES_PER_IDENTITY) this.dropUnnamed(id);
     for (const raw of list) this.keep(k, raw);
   }
 
-  /** Checks one envelope of pair `k` and keeps it if it verifies; one that fails stays only in `seen`. */
+  /**
+   * Checks one envelope of pair `k` and keeps it if it verifies; one that fails stays only in `seen`.
+   * SPEC.md §8.7.5: an identity holding MAX_UNNAMED_CERTIFICATES_PER_IDENTITY kept certificates that
+   * no block signature named first drops those (only its own key can sign more of them).
+   */
   private keep(k: string, raw: Uint8Array): void {
     let c: VerifiedCertificate;
     try { c = verifyKeyCertificate(raw); } catch { return; }
+    const id = identityOf(k);
+    if ((this.unnamed.get(id) ?? 0) >= MAX_UNNAMED_CERTIFICATES_PER_IDENTITY) this.dropUnnamed(id);
     const kept = this.byKey.get(k) ?? [];
     kept.push(c);
     this.byKey.set(k, kept);
+    this.unnamed.set(id, (this.unnamed.get(id) ?? 0) + 1);
+    const pairs = this.pairsOf.get(id) ?? new Set<string>();
+    pairs.add(k);
+    this.pairsOf.set(id, pairs);
   }
+
+  /** A block signature named `c` (kept under pair `k`): it is kept for good. */
+  private name(k: string, c: VerifiedCertificate): void {
+    if (this.named.has(c)) return;
+    this.named.add(c);
+    const id = identityOf(k);
+    this.unnamed.set(id, (this.unnamed.get(id) ?? 1) - 1);
+  }
+
+  /** Drops the kept certificates of identity `id` that no block signature named. */
+  private dropUnnamed(id: string): void {
+    const pairs = this.pairsOf.get(id);
+    if (!pairs) return;
+    for (const k of pairs) {
+      const left = (this.byKey.get(k) ?? []).filter((c) => this.named.has(c));
+      if (left.length > 0) {
+        this.byKey.set(k, left);
+      } else {
+        this.byKey.delete(k);
+        pairs.delete(k);
+      }
+    }
+    this.unnamed.set(id, 0);
+  }
+}
+
+/** The identity fingerprint of a pair key `<identity fp>/<signing key hex>`. */
+function identityOf(k: string): string {
+  return k.slice(0, k.indexOf('/'));
 }

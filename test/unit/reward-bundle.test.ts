@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import * as certificate from '../../src/dir/certificate';
 import {
-  certifiedRewardAuthorities, MAX_PENDING_CERTIFICATES, MAX_PENDING_CERTIFICATES_PER_KEY, MAX_SEEN_CERTIFICATES, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet,
+  certifiedRewardAuthorities, MAX_PENDING_CERTIFICATES, MAX_PENDING_CERTIFICATES_PER_KEY, MAX_SEEN_CERTIFICATES, MAX_UNNAMED_CERTIFICATES_PER_IDENTITY, REWARD_SIGNING_SPAN_PERIODS, RewardCertificateSet,
 } from '../../src/dir/reward-authorities';
 import {
   decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
@@ -211,6 +211,18 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
       expect(set.unchecked).toBe(MAX_PENDING_CERTIFICATES);
       expect(set.size).toBe(0);
       for (const c of [cert(0), cert(1), cert(2)]) set.add(c);
+      expect(verifyChain(chain(3), set.verifier).height).toBe(2);
+    });
+
+    it('the checked certificates kept are bounded per identity: a configured authority signing 10,000 valid ones keeps those a block named and at most 64 others', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      set.add(cert(0));
+      set.add(cert(1));
+      expect(verifyChain(chain(2, [0, 1]), set.verifier).height).toBe(1); // names the real certificates of 0 and 1
+      // Authority 0 certifies 10,000 fresh signing keys with its own identity key: every one verifies.
+      for (let n = 0; n < 10_000; n++) set.add(certificate.makeKeyCertificate(ids[0], key(n), 100 * P * 1000, 200 * P * 1000));
+      expect(set.size).toBeLessThanOrEqual(2 + MAX_UNNAMED_CERTIFICATES_PER_IDENTITY);
+      set.add(cert(2)); // another identity's certificate is still taken
       expect(verifyChain(chain(3), set.verifier).height).toBe(2);
     });
   });
