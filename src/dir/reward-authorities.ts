@@ -205,11 +205,16 @@ export class RewardCertificateSet {
     this.unnamed.set(id, (this.unnamed.get(id) ?? 1) - 1);
   }
 
-  /** Drops the kept certificates of identity `id` that no block signature named. */
+  /**
+   * Drops the kept certificates of identity `id` that no block signature named. They are forgotten
+   * as seen too: a source that sends one again (an honest one, after a flood of the identity's
+   * other certificates dropped it) has it taken and checked again (SPEC.md §8.7.5).
+   */
   private dropUnnamed(id: string): void {
     const pairs = this.pairsOf.get(id);
     if (!pairs) return;
     for (const k of pairs) {
+      for (const c of this.byKey.get(k) ?? []) if (!this.named.has(c)) this.seen.delete(blake2b(c.raw).toString('hex'));
       const left = (this.byKey.get(k) ?? []).filter((c) => this.named.has(c));
       if (left.length > 0) {
         this.byKey.set(k, left);

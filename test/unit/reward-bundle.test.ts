@@ -225,6 +225,18 @@ describe('certified reward authorities (SPEC §8.7.3)', () => {
       set.add(cert(2)); // another identity's certificate is still taken
       expect(verifyChain(chain(3), set.verifier).height).toBe(2);
     });
+
+    it('a real certificate dropped by the bound is taken again when a source sends it again, so a flood of an authority\'s other certificates cannot make a later block fail', () => {
+      const set = new RewardCertificateSet(configured, { periodSeconds: P, skewMs: 0 });
+      for (let n = 0; n < MAX_PENDING_CERTIFICATES; n++) set.add(forged(0, key(n))); // from now on each envelope is checked on add
+      expect(set.add(cert(1))).toBe(true); // authority 1's real certificate, kept, named by no block yet
+      // A hostile source relays 65 other genuine certificates of authority 1 (public, from elsewhere):
+      // the bound drops the unnamed ones, the real one among them.
+      for (let n = 0; n <= MAX_UNNAMED_CERTIFICATES_PER_IDENTITY; n++) set.add(certificate.makeKeyCertificate(ids[1], key(50_000 + n), 100 * P * 1000, 200 * P * 1000));
+      set.add(cert(0));
+      expect(set.add(cert(1))).toBe(true); // an honest source sends it again: taken again
+      expect(verifyChain(chain(2, [0, 1]), set.verifier).height).toBe(1);
+    });
   });
 
   it('a certified key whose signature does not verify fails the block (REWARD_BAD_SIGNATURE)', () => {
