@@ -246,7 +246,7 @@ describe('votes', () => {
       return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
     };
     expect(verifyVote(signed(PS + PERIOD * 1000), list, { periodStart: PS, periodSeconds: PERIOD }).entries).toHaveLength(2);
-    for (const validUntil of [PS + 10 * PERIOD * 1000, PS + PERIOD * 1000 - 1, PS + 1]) {
+    for (const validUntil of [PS + 10 * PERIOD * 1000, PS + PERIOD * 1000 - 1, PS + 1, Number.MAX_SAFE_INTEGER]) {
       expect(code(() => verifyVote(signed(validUntil), list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('VOTE_WRONG_PERIOD');
     }
   });
