@@ -120,12 +120,16 @@ describe('relay link warming with the real circuit engine', () => {
     again.destroy();
   }, 5000);
 
-  it('an idle link on which a cell was counted after the closing proposal\'s cut is not closed (SPEC.md §1.9, §8.3 step 10)', async () => {
+  /**
+   * Two listed relays with bandwidth exchange (epochs of `periodSeconds`; 0: no consensus for it),
+   * linked by the warmer of the one that leads: that relay's exchange, its warming host and the link.
+   */
+  async function idleWarmedLink(periodSeconds: number): Promise<{ nb: NodeBandwidth; host: WarmingHost<Channel>; link: Channel }> {
     const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
     const nbs: NodeBandwidth[] = [];
     const [a, b] = await pair(views, [() => nbs[0], () => nbs[1]]);
     for (const r of [a, b]) {
-      nbs.push(new NodeBandwidth({ identity: r.keys.identity, dataDir: r.dir, authorities: [], periodSeconds: () => 10, registry: new Registry(), settings: { shutdownGraceMs: 2000 } }));
+      nbs.push(new NodeBandwidth({ identity: r.keys.identity, dataDir: r.dir, authorities: [], periodSeconds: () => periodSeconds, registry: new Registry(), settings: { shutdownGraceMs: 2000 } }));
     }
     const [lead, li] = a.info.fingerprint < b.info.fingerprint ? [a, 0] : [b, 1];
     views[0] = views[1] = { relays: [a.info, b.info] };
@@ -133,9 +137,13 @@ describe('relay link warming with the real circuit engine', () => {
     await lead.rc.warmer!.idlePass;
     const host = (lead.rc.warmer as unknown as { host: WarmingHost<Channel> }).host;
     const [{ link }] = host.outboundLinks();
+    return { nb: nbs[li], host, link };
+  }
+
+  it('an idle link on which a cell was counted after the closing proposal\'s cut is not closed (SPEC.md §1.9, §8.3 step 10)', async () => {
+    const { nb, host, link } = await idleWarmedLink(10);
     link.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); // the segment the proposal will close
     // While the proposal waits for its answer, a circuit carries a cell (opened and gone again).
-    const nb = nbs[li];
     const propose = nb.beforeClosing.bind(nb);
     nb.beforeClosing = (ch) => { const p = propose(ch); ch.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); return p; };
     expect(await host.closeIdle(link)).toBe(false);
@@ -146,18 +154,7 @@ describe('relay link warming with the real circuit engine', () => {
   });
 
   it('with no consensus for the bandwidth exchange (no epoch, nothing to propose), an idle link that counted cells is closed (SPEC.md §1.9)', async () => {
-    const views = [{ relays: [] as ConsensusRelay[] }, { relays: [] as ConsensusRelay[] }];
-    const nbs: NodeBandwidth[] = [];
-    const [a, b] = await pair(views, [() => nbs[0], () => nbs[1]]);
-    for (const r of [a, b]) {
-      nbs.push(new NodeBandwidth({ identity: r.keys.identity, dataDir: r.dir, authorities: [], periodSeconds: () => 0, registry: new Registry(), settings: { shutdownGraceMs: 2000 } }));
-    }
-    const [lead, li] = a.info.fingerprint < b.info.fingerprint ? [a, 0] : [b, 1];
-    views[0] = views[1] = { relays: [a.info, b.info] };
-    lead.rc.onConsensus(views[li]);
-    await lead.rc.warmer!.idlePass;
-    const host = (lead.rc.warmer as unknown as { host: WarmingHost<Channel> }).host;
-    const [{ link }] = host.outboundLinks();
+    const { host, link } = await idleWarmedLink(0);
     link.send(0x8000_1234, CellCommand.RELAY, Buffer.alloc(509)); // a cell counted, never to be proposed
     expect(await host.closeIdle(link)).toBe(true);
     expect(link.closed).toBe(true);
