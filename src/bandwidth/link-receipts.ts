@@ -13,7 +13,7 @@ import {
   encodeReceiptProposal, decodeReceiptProposal, encodeReceipt, encodeReceiptReject, decodeReceiptReject,
 } from './receipt';
 
-/** SPEC §8.1: the epoch is the consensus period number containing `nowMs`. */
+/** SPEC §8 (introduction): the epoch is the consensus period number containing `nowMs`. */
 export function epochAt(nowMs: number, periodSeconds: number): number {
   if (!Number.isSafeInteger(periodSeconds) || periodSeconds <= 0) throw err('RECEIPT_MALFORMED', `period must be a positive integer, got ${periodSeconds}`);
   return Math.floor(nowMs / 1000 / periodSeconds);

@@ -34,7 +34,7 @@ export const REJECT_OFF_TOLERANCE = REJECT_OFF_R2I + 8; // 25 + 8 cells r→i = 
 export const RECEIPT_REJECT_LEN = REJECT_OFF_TOLERANCE + 8; // 33 + 8 tolerance = 41
 
 export interface ReceiptBody {
-  /** Consensus period number (SPEC §8.1). */
+  /** Consensus period number (SPEC §8, introduction: the epoch). */
   epoch: number;
   /** Ed25519 identity key (32 bytes) of the relay that opened the link. */
   initiator: Buffer;
