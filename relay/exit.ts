@@ -20,7 +20,7 @@ export interface ExitOptions {
   policy: ExitPolicy;
   /** TCP connect timeout (END TIMEOUT after it). Default 10 s. */
   connectTimeoutMs?: number;
-  /** Name resolution at the exit; default node:dns lookup (all addresses). */
+  /** Name resolution at the exit; default createDnsLookup() (c-ares, never dns.lookup: SPEC.md §7b.7). */
   lookup?: Lookup;
   /** Refuse BEGIN on circuits that came from a client link, not a listed relay (tor-spec 5.5). Default true. */
   refuseOneHop?: boolean;
