@@ -12,7 +12,7 @@ export interface RelayLimits {
   circuitRate: number;
   /** Bucket size. Tor: 90. */
   circuitBurst: number;
-  /** The creation bucket applies only to addresses with at least this many open links. Tor: 3. */
+  /** The creation bucket applies only to addresses holding at least this many counted connections (from the TCP accept: handshaking and open). Tor: 3. */
   circuitMinConnections: number;
   /** Concurrent connections per address, counted from the TCP accept (handshaking and open). Tor: 50. */
   maxConnectionsPerAddress: number;
@@ -134,7 +134,7 @@ export class DosGuard {
   private lastSweep = 0;
   constructor(private readonly limits: RelayLimits, private readonly now: () => number = Date.now) {}
 
-  /** A link from `addr` was accepted; false = over the concurrent-connection cap (close it). */
+  /** A TCP connection from `addr` was accepted (before TLS); false = over the concurrent-connection cap (close it). */
   connectionOpened(addr: string): boolean {
     this.sweep();
     const s = this.state(addr);
