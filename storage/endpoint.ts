@@ -101,10 +101,29 @@ export class StorageEndpoint {
    */
   private admitConnection(address: string): LinkAdmission | null {
     if (this.closed) return null;
-    if (listsAddress(this.o.consensus?.(), address)) return EXEMPT_CONNECTION;
+    const c = this.o.consensus?.();
+    if (c && c !== this.lastConsensus) this.onConsensus(c);
+    if (listsAddress(c, address)) return EXEMPT_CONNECTION;
     const place = this.dos.admit(address);
     if (!place) this.switch.metrics.refused('connections_per_address');
     return place;
+  }
+
+  /** Links under the per-address cap, with their places (SPEC.md §7b.9). */
+  private readonly countedLinks = new Map<Channel, LinkAdmission>();
+  /** The consensus the counted links were last looked at against. */
+  private lastConsensus: object | null = null;
+
+  /**
+   * SPEC.md §7b.9, as a relay does: a new consensus (noticed at the next accept, or given here).
+   * Addresses it lists are exempt from then on; a counted link from a relay it lists leaves the
+   * count, so that relay's address has its places back.
+   */
+  onConsensus(c: { relays: readonly { identity: Buffer; address: string }[] }): void {
+    this.lastConsensus = c;
+    for (const [ch, place] of this.countedLinks) {
+      if (this.isListedRelay(ch)) { this.countedLinks.delete(ch); place.release(); }
+    }
   }
 
   get orPort(): number { return this.links?.port ?? 0; }
@@ -133,7 +152,10 @@ export class StorageEndpoint {
           if (ch.peerIdentity) this.refreshForUnknownRelay();
           const place = admission ?? this.admitConnection(ipOf(ch.remoteAddress));
           if (!place) { ch.close('too many connections from one address'); return; }
-          ch.once('close', () => place.release());
+          if (place !== EXEMPT_CONNECTION) {
+            this.countedLinks.set(ch, place);
+            ch.once('close', () => { if (this.countedLinks.delete(ch)) place.release(); });
+          }
         }
         this.switch.attach(ch);
         this.o.bandwidth?.attach(ch); // counted only when the initiator (a relay) proved its identity

@@ -303,6 +303,31 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
     }
   });
 
+  it('a new consensus listing the relay of a counted link gives its place back: a further connection from that address is admitted (SPEC.md §7b.9)', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    // The relay is listed at another address than the one it connects from (a second interface).
+    let consensus: { relays: { identity: Buffer; address: string }[] } = { relays: [] };
+    const capped = new SE({
+      keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0,
+      limits: { maxConnectionsPerAddress: 1 }, consensus: () => consensus,
+    });
+    await capped.start();
+    const connect = () => connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey, identity: middleKeys.identity });
+    try {
+      // Not listed yet: its link takes the one place of 127.0.0.1, and the next is refused.
+      const first = await connect();
+      await expect(connect()).rejects.toMatchObject({ code: expect.stringMatching(/^LINK_/) });
+      consensus = { relays: [{ identity: middleKeys.identity.publicKey, address: '192.0.2.1' }] };
+      const second = await connect();
+      expect(first.closed || second.closed).toBe(false);
+      expect(capped.dos.size).toBe(0);
+      first.close('test done');
+      second.close('test done');
+    } finally {
+      await capped.close();
+    }
+  });
+
   it('connections from an address the consensus lists a relay at are not counted at accept (SPEC.md §7b.9)', async () => {
     const { StorageEndpoint: SE } = await import('../../storage/endpoint');
     // Every node of a local network is at 127.0.0.1: its relays' links are exempt by address.
