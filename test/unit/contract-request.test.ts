@@ -36,6 +36,18 @@ vi.mock('../../src/client/storage-client-setup', async (orig) => {
 });
 vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
 
+/** A temporary folder with a 1000-byte f.bin, made before the enclosing describe's tests and removed after them. */
+function useTempFile(): { readonly file: string } {
+  const t = { dir: '', file: '' };
+  beforeAll(async () => {
+    t.dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-putpay-'));
+    t.file = path.join(t.dir, 'f.bin');
+    await fsp.writeFile(t.file, Buffer.alloc(1000, 1));
+  });
+  afterAll(async () => { await fsp.rm(t.dir, { recursive: true, force: true }); });
+  return t;
+}
+
 describe('a paid contract request (SPEC.md §9.20.4)', () => {
   it('reads epochs and coins; a free contract has no pay', () => {
     expect(contractRequest({ epochs: 100, pay: '2', key: 'k.key', 'no-wait': true })).toMatchObject({ epochs: 100, pay: 200_000_000n, key: 'k.key', noWait: true });
@@ -75,14 +87,7 @@ describe('a contract after a pass with unknown shares (SPEC.md §9.18.3 step 3, 
 });
 
 describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () => {
-  let dir: string;
-  let file: string;
-  beforeAll(async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-putpay-'));
-    file = path.join(dir, 'f.bin');
-    await fsp.writeFile(file, Buffer.alloc(1000, 1));
-  });
-  afterAll(async () => { await fsp.rm(dir, { recursive: true, force: true }); });
+  const tmp = useTempFile();
 
   const cap = formatCapability({ manifestId: Buffer.alloc(32, 8), fileKey: Buffer.alloc(32, 9) });
   const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 8), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
@@ -100,7 +105,7 @@ describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () =
     const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
     const e = vi.spyOn(process.stderr, 'write').mockImplementation((x) => { errOut.push(String(x)); return true; });
     try {
-      const code = await putCommand({ file, json, direct: false, class: 'encrypted-private', pay: '1', epochs: 3 });
+      const code = await putCommand({ file: tmp.file, json, direct: false, class: 'encrypted-private', pay: '1', epochs: 3 });
       return { code, out: out.join(''), errOut: errOut.join('') };
     } finally { o.mockRestore(); e.mockRestore(); }
   }
@@ -123,14 +128,7 @@ describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () =
 });
 
 describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1: at most 4 096)', () => {
-  let dir: string;
-  let file: string;
-  beforeAll(async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-putpay-'));
-    file = path.join(dir, 'f.bin');
-    await fsp.writeFile(file, Buffer.alloc(1000, 1));
-  });
-  afterAll(async () => { await fsp.rm(dir, { recursive: true, force: true }); });
+  const tmp = useTempFile();
 
   async function put(a: { 'chunk-size'?: number; epochs?: number; k?: number; n?: number }): Promise<{ code: number; out: string }> {
     vi.mocked(putFile).mockClear();
@@ -138,7 +136,7 @@ describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1:
     const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
     const e = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
-      return { code: await putCommand({ file, json: true, direct: false, class: 'encrypted-private', pay: '1', ...a }), out: out.join('') };
+      return { code: await putCommand({ file: tmp.file, json: true, direct: false, class: 'encrypted-private', pay: '1', ...a }), out: out.join('') };
     } finally { o.mockRestore(); e.mockRestore(); }
   }
 
@@ -159,11 +157,11 @@ describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1:
 
   it('the limit is exact: 4 096 chunk shares are taken, 4 100 are not', async () => {
     // 1-of-4 in 1-byte chunks: 1023 data chunks and a manifest chunk are 4 × 1024 = 4 096 shares.
-    await fsp.writeFile(file, Buffer.alloc(1023, 1));
+    await fsp.writeFile(tmp.file, Buffer.alloc(1023, 1));
     vi.mocked(putFile).mockRejectedValueOnce(new Error('stop here'));
     await put({ 'chunk-size': 1, k: 1, n: 4 });
     expect(vi.mocked(putFile)).toHaveBeenCalledTimes(1);
-    await fsp.writeFile(file, Buffer.alloc(1024, 1)); // 4 × 1025 = 4 100
+    await fsp.writeFile(tmp.file, Buffer.alloc(1024, 1)); // 4 × 1025 = 4 100
     const r = await put({ 'chunk-size': 1, k: 1, n: 4 });
     expect(JSON.parse(r.out)).toMatchObject({ error: { code: 'CONTRACT_TOO_LARGE' } });
     expect(vi.mocked(putFile)).not.toHaveBeenCalled();
