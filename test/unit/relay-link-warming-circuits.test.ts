@@ -3,11 +3,11 @@
 // that link; and a relay that linked to us before our consensus listed it leaves the
 // per-address connection count (§7b.9) once a consensus lists it; that count starts at the TCP
 // accept, before any handshake.
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { metric, parsePrometheus } from '../helpers/localnet';
 import { manualCircuit, startRelay, type TestRelay } from '../helpers/inprocess-relays';
+import { holdConnections } from '../helpers/connections';
 import { DEFAULT_LINK_WARMING, type WarmingHost } from '../../relay/link-warming';
 import { NodeBandwidth } from '../../src/bandwidth/node-bandwidth';
 import { connectLink, type Channel } from '../../src/link';
@@ -90,34 +90,25 @@ describe('relay link warming with the real circuit engine', () => {
     // No consensus lists 127.0.0.1, so nothing from it is exempt.
     const r = await startRelay('cap', [], { consensus: () => ({ relays: [] }), limits: { maxConnectionsPerAddress: 3 } });
     relays.push(r);
-    const open = (): Promise<net.Socket> => new Promise((resolve, reject) => {
-      const s = net.connect(r.info.orPort, '127.0.0.1', () => resolve(s));
-      s.once('error', reject);
-    });
-    const closed = (s: net.Socket) => new Promise<void>((resolve) => { if (s.destroyed) resolve(); else s.once('close', () => resolve()); });
     // One finished link (counted once, not again when its handshake completes) and two connections
     // that never send a byte: their TLS handshakes stay in progress.
     const link = await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity });
-    const held = [await open(), await open()];
-    for (const s of held) s.on('error', () => {});
-    const fourth = await open();
-    fourth.on('error', () => {});
+    const held = await holdConnections(r.info.orPort, 2);
+    const [fourth] = await holdConnections(r.info.orPort, 1);
     // Closed long before the 10 s handshake timeout would close it (the test's own timeout is 5 s).
-    await closed(fourth);
-    expect(held.every((s) => !s.destroyed) && !link.closed).toBe(true);
+    await fourth.closed;
+    expect(held.every((h) => !h.socket.destroyed) && !link.closed).toBe(true);
     expect(metric(await scrapeOf(r), 'bitcloud_dos_refusals_total', { kind: 'connections_per_address' })).toBe(1);
     expect(r.rc.dos.size).toBe(1);
     // Each closed connection gives its place back exactly once: then the address is forgotten.
-    for (const s of held) { s.destroy(); }
+    for (const h of held) h.socket.destroy();
     link.close('test done');
     await expect.poll(() => r.rc.dos.size, { timeout: 2000 }).toBe(0);
     // A new connection is admitted again: counted under its address, with no second refusal.
-    const again = await open();
-    again.on('error', () => {});
+    const [again] = await holdConnections(r.info.orPort, 1);
     await expect.poll(() => r.rc.dos.size, { timeout: 2000 }).toBe(1);
     expect(metric(await scrapeOf(r), 'bitcloud_dos_refusals_total', { kind: 'connections_per_address' })).toBe(1);
-    expect(again.destroyed).toBe(false);
-    again.destroy();
+    expect(again.socket.destroyed).toBe(false);
   }, 5000);
 
   /**

@@ -18,6 +18,7 @@ import { shareId } from '../../src/storage/share';
 import { ShareStore } from '../../storage/share-store';
 import { StorageEndpoint } from '../../storage/endpoint';
 import type { RequestContext } from '../../storage/handler';
+import { holdConnections } from '../helpers/connections';
 
 let dir: string;
 let keys: NodeKeys;
@@ -270,27 +271,20 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
     await capped.start();
     const refused = async () => (await registry.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values
       .filter((v) => v.labels.kind === 'connections_per_address').reduce((a, v) => a + v.value, 0);
-    const open = (): Promise<net.Socket> => new Promise((resolve, reject) => {
-      const s = net.connect(capped.orPort, '127.0.0.1', () => resolve(s));
-      s.once('error', reject);
-    });
-    const closed = (s: net.Socket) => new Promise<void>((resolve) => { if (s.destroyed) resolve(); else s.once('close', () => resolve()); });
     try {
       // One finished link (counted once, not again when its handshake completes) and two
       // connections that never send a byte: their TLS handshakes stay in progress.
       const link = await connectLink({ host: '127.0.0.1', port: capped.orPort, expectedIdentity: keys.identity.publicKey });
-      const held = [await open(), await open()];
-      for (const s of held) s.on('error', () => {});
-      const fourth = await open();
-      fourth.on('error', () => {});
+      const held = await holdConnections(capped.orPort, 2);
+      const [fourth] = await holdConnections(capped.orPort, 1);
       // Closed at accept and counted as a refusal; a close by the 10 s handshake timeout would be
       // neither (and would have closed the two held before it).
-      await closed(fourth);
-      expect(held.every((s) => !s.destroyed) && !link.closed).toBe(true);
+      await fourth.closed;
+      expect(held.every((h) => !h.socket.destroyed) && !link.closed).toBe(true);
       expect(await refused()).toBe(1);
       expect(capped.dos.size).toBe(1);
       // Each closed connection gives its place back exactly once: then the address is forgotten.
-      for (const s of held) s.destroy();
+      for (const h of held) h.socket.destroy();
       link.close('test done');
       await expect.poll(() => capped.dos.size, { timeout: 30_000 }).toBe(0);
       // The cap is free again: a new link completes its handshake (a refused one would reject).
