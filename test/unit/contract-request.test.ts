@@ -16,6 +16,7 @@ import { fetchVerifyRecord, keepFile } from '../../src/client/storage-client-ver
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
 import { BitcloudError } from '../../src/errors';
 import { expectCode } from '../helpers/errors';
+import { captureOutput, captureStdout } from '../helpers/output';
 
 // A verify record of one 4-of-6 chunk unless a test says otherwise.
 const oneChunk: VerifyRecord = { k: 4, n: 6, chunks: [{ kind: ChunkKind.DATA, index: 0, shareSize: 64, shareIds: Array.from({ length: 6 }, (_, j) => Buffer.alloc(32, j)), auditRoots: Array.from({ length: 6 }, () => Buffer.alloc(32)) }] };
@@ -100,14 +101,8 @@ describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () =
   async function run(json: boolean): Promise<{ code: number; out: string; errOut: string }> {
     vi.mocked(putFile).mockResolvedValueOnce(stored);
     vi.mocked(keepFile).mockResolvedValueOnce(busyPass);
-    const out: string[] = [];
-    const errOut: string[] = [];
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation((x) => { errOut.push(String(x)); return true; });
-    try {
-      const code = await putCommand({ file: tmp.file, json, direct: false, class: 'encrypted-private', pay: '1', epochs: 3 });
-      return { code, out: out.join(''), errOut: errOut.join('') };
-    } finally { o.mockRestore(); e.mockRestore(); }
+    const e = await captureOutput(process.stderr, () => captureStdout(() => putCommand({ file: tmp.file, json, direct: false, class: 'encrypted-private', pay: '1', epochs: 3 })));
+    return { code: e.result.result, out: e.result.text, errOut: e.text };
   }
 
   it('prints the stored file\'s capability, reports the contract\'s failure, and exits 1', async () => {
@@ -132,12 +127,8 @@ describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1:
 
   async function put(a: { 'chunk-size'?: number; epochs?: number; k?: number; n?: number }): Promise<{ code: number; out: string }> {
     vi.mocked(putFile).mockClear();
-    const out: string[] = [];
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      return { code: await putCommand({ file: tmp.file, json: true, direct: false, class: 'encrypted-private', pay: '1', ...a }), out: out.join('') };
-    } finally { o.mockRestore(); e.mockRestore(); }
+    const e = await captureOutput(process.stderr, () => captureStdout(() => putCommand({ file: tmp.file, json: true, direct: false, class: 'encrypted-private', pay: '1', ...a })));
+    return { code: e.result.result, out: e.result.text };
   }
 
   it('put --pay refuses it before anything is uploaded: CONTRACT_TOO_LARGE', async () => {

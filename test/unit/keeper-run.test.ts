@@ -12,6 +12,7 @@ import { withFileLock } from '../../src/ops/file-lock';
 import type { KeepReport } from '../../src/client/storage-client-verify';
 import { auditRetryingBusy, type AuditResult } from '../../src/storage/auditor';
 import { printStatus } from '../../src/client/commands/keep';
+import { captureStdout } from '../helpers/output';
 
 // The keeper's sleeps, watched: each is asked with the length it is given (and then taken for real).
 const sleeps = vi.hoisted(() => [] as number[]);
@@ -61,12 +62,7 @@ describe('keep status (SPEC.md §9.19)', () => {
     const s = await loadKeeperState(freshDir());
     addKept(s, newCap(), 100);
     recordPass(s.files[0], { shares: 8, healthy: 3, repaired: 0, lost: 5, unrecoverableChunks: 2, mismatchedChunks: 0, audits: 6, failures: [], busy: [], unknown: 0, expiresAt: 1000, placed: [] }, 200);
-    const out: string[] = [];
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((x: string | Uint8Array) => { out.push(String(x)); return true; });
-    try {
-      printStatus(s, true);
-      printStatus(s, false);
-    } finally { spy.mockRestore(); }
+    const { writes: out } = await captureStdout(() => { printStatus(s, true); printStatus(s, false); });
     expect(JSON.parse(out[0]).files[0].unrecoverableChunks).toBe(2);
     expect(out[1]).toMatch(/unrecoverable chunks 2\b/);
   });
@@ -80,12 +76,7 @@ describe('keep status of a pass with unknown shares (SPEC.md §9.18.3 step 3, §
     recordPass(s.files[0], { shares: 8, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 8, failures: [], busy: [{ node: 'aa', shareId: 'bb', code: 'STORAGE_BUSY' }], unknown: 3, expiresAt: 1000, placed: [] }, 200);
     await saveKeeperState(dir, s);
     const back = await loadKeeperState(dir);
-    const out: string[] = [];
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((x: string | Uint8Array) => { out.push(String(x)); return true; });
-    try {
-      printStatus(back, true);
-      printStatus(back, false);
-    } finally { spy.mockRestore(); }
+    const { writes: out } = await captureStdout(() => { printStatus(back, true); printStatus(back, false); });
     expect(JSON.parse(out[0]).files[0].unknown).toBe(3);
     expect(out[1]).toMatch(/unknown \(busy\) 3\b/);
   });
