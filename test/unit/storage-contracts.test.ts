@@ -47,6 +47,11 @@ function entry(node: Buffer, share: Buffer): ContractEntry {
   return { node, shareId: shareId(share), shareSize: share.length, auditRoot: auditRoot(share) };
 }
 
+/** An encoded contract over epochs [start, end) of `shares` random 64-byte shares held by `node`. */
+function contractOf(node: Buffer, start: number, end: number, shares = 1): Buffer {
+  return encodeContract({ startEpoch: start, endEpoch: end, entries: sortContractEntries(Array.from({ length: shares }, () => entry(node, randomBytes(64)))) });
+}
+
 describe('contract layout (SPEC.md §9.20.1)', () => {
   const n1 = randomBytes(32), n2 = randomBytes(32);
   const s1 = randomBytes(5000), s2 = randomBytes(100);
@@ -129,7 +134,7 @@ describe('the contract limit (SPEC.md §9.20.1)', () => {
   it('uploads that arrive together cannot pass the limit while their writes are under way', async () => {
     const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2 });
     const n = await node();
-    const contracts = Array.from({ length: 5 }, () => encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, randomBytes(64))] }));
+    const contracts = Array.from({ length: 5 }, () => contractOf(n.key.publicKey, E, E + 2));
     const results = await Promise.allSettled(contracts.map((c) => audits.accept(c)));
     expect(results.filter((r) => r.status === 'fulfilled' && r.value.result === 'accepted')).toHaveLength(2);
     expect(results.filter((r) => r.status === 'rejected' && isBitcloudError(r.reason, 'CONTRACT_LIMIT'))).toHaveLength(3);
@@ -144,7 +149,7 @@ describe('the entry limit (SPEC.md §9.20.1)', () => {
   it('a contract that would take the entries held over the limit is refused with CONTRACT_LIMIT, also while writes are under way', async () => {
     const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5 });
     const n = await node();
-    const withEntries = (k: number) => encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(Array.from({ length: k }, () => entry(n.key.publicKey, randomBytes(64)))) });
+    const withEntries = (k: number) => contractOf(n.key.publicKey, E, E + 2, k);
     expect((await audits.accept(withEntries(3))).result).toBe('accepted');
     expect(await codeOf(() => audits.accept(withEntries(3)))).toBe('CONTRACT_LIMIT');
     const together = await Promise.allSettled([audits.accept(withEntries(2)), audits.accept(withEntries(1))]);
@@ -156,7 +161,7 @@ describe('the entry limit (SPEC.md §9.20.1)', () => {
     const dataDir = tmp();
     const first = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
     const n = await node();
-    for (let i = 0; i < 4; i++) await first.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([entry(n.key.publicKey, randomBytes(64)), entry(n.key.publicKey, randomBytes(64))]) }));
+    for (let i = 0; i < 4; i++) await first.accept(contractOf(n.key.publicKey, E, E + 2, 2));
     const again = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5 });
     expect(again.load().contracts).toBe(2);
     expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts'))).toHaveLength(4);
@@ -169,7 +174,7 @@ describe('contracts starting far ahead (SPEC.md §9.20.1)', () => {
   it('a start_epoch more than CONTRACT_MAX_LEAD_EPOCHS ahead is CONTRACT_TOO_EARLY and takes no place under the limit', async () => {
     const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2 });
     const n = await node();
-    const starting = (start: number) => encodeContract({ startEpoch: start, endEpoch: start + 1, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    const starting = (start: number) => contractOf(n.key.publicKey, start, start + 1);
     for (let i = 0; i < 3; i++) expect(await codeOf(() => audits.accept(starting(2 ** 52)))).toBe('CONTRACT_TOO_EARLY');
     expect(await codeOf(() => audits.accept(starting(E + CONTRACT_MAX_LEAD_EPOCHS + 1)))).toBe('CONTRACT_TOO_EARLY');
     expect(audits.contractCount).toBe(0);
@@ -180,7 +185,7 @@ describe('contracts starting far ahead (SPEC.md §9.20.1)', () => {
   it('a stored contract starting more than CONTRACT_MAX_LEAD_EPOCHS ahead is not held at load; its file is kept, one warning counts them', async () => {
     const dataDir = tmp();
     const n = await node();
-    const starting = (start: number) => encodeContract({ startEpoch: start, endEpoch: start + 1, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    const starting = (start: number) => contractOf(n.key.publicKey, start, start + 1);
     // Written before the upload check existed: files on disk, as the store names them.
     const cdir = path.join(dataDir, 'storage', 'contracts');
     fs.mkdirSync(cdir, { recursive: true });
@@ -206,7 +211,7 @@ describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
     const dataDir = tmp();
     const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
     const n = await node();
-    const c = encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, randomBytes(64))] });
+    const c = contractOf(n.key.publicKey, E, E + 2);
     const id = blake2b(c).toString('hex');
     // The contract's file cannot be written: its name is taken by a directory.
     fs.mkdirSync(path.join(dataDir, 'storage', 'contracts', `${id}.bin`, 'x'), { recursive: true });
