@@ -105,17 +105,27 @@ export interface KeepReport {
   placed: { node: string; shareId: Buffer; size: number; root: Buffer }[];
 }
 
-/** Fetch the verify record from rank(verify id), hash-checked (VERIFY_RECORD_NOT_FOUND when no node has it). */
+/**
+ * Fetch the verify record from rank(verify id), hash-checked (VERIFY_RECORD_NOT_FOUND when no node has it).
+ * SPEC.md §9.18.3 step 1: any failure of the fetch, a node's own error answer included (whatever
+ * its code), moves to the next node; only bytes that hash to the id and do not open end the search.
+ */
 export async function fetchVerifyRecord(client: StorageClient, cap: VerifyCapability): Promise<VerifyRecord> {
   let last: unknown = null;
   for (const fp of rankNodes(cap.verifyId, client.fingerprints)) {
     if (client.isDead(fp)) continue;
+    let data: Buffer;
     try {
-      return openVerifyRecord(cap, await client.getShare(fp, cap.verifyId));
+      data = await client.getShare(fp, cap.verifyId);
     } catch (e) {
       last = e;
-      const code = errorCode(e);
-      if (code === 'CHUNK_AUTH_FAILED' || code === 'VERIFY_RECORD_MALFORMED') throw e; // wrong key: no copy differs
+      continue;
+    }
+    try {
+      return openVerifyRecord(cap, data);
+    } catch (e) {
+      if (errorCode(e) !== 'SHARE_HASH_MISMATCH') throw e; // CHUNK_AUTH_FAILED (wrong key) or VERIFY_RECORD_MALFORMED: no other copy can differ
+      last = e;
     }
   }
   throw err('VERIFY_RECORD_NOT_FOUND', 'no reachable storage node holds the verify record', { last: last ? errorCode(last) : undefined });

@@ -11,8 +11,16 @@ import { addKept, loadKeeperState, recordPass, runKeeper, saveKeeperState, updat
 import { withFileLock } from '../../src/ops/file-lock';
 import type { KeepReport } from '../../src/client/storage-client-verify';
 import { auditRetryingBusy, type AuditResult } from '../../src/storage/auditor';
-import { printStatus } from '../../src/client/commands/keep';
+import { printStatus, verifyCapOf } from '../../src/client/commands/keep';
 import { captureStdout } from '../helpers/output';
+import type { StorageClient } from '../../src/client/storage-client';
+import { err } from '../../src/errors';
+import { formatCapability } from '../../src/storage/capability';
+import { newFileKey } from '../../src/storage/file-encoder';
+import { makeManifest } from '../../src/storage/manifest';
+import { rankNodes } from '../../src/storage/placement';
+import { sealManifest } from '../../src/storage/seal';
+import { deriveVerifyKey, parseVerifyCapability } from '../../src/storage/verify-cap';
 
 // The keeper's sleeps, watched: each is asked with the length it is given (and then taken for real).
 const sleeps = vi.hoisted(() => [] as number[]);
@@ -305,5 +313,40 @@ describe('the expiry of shares a pass stored (SPEC.md §9.18.3 step 4, §9.19)',
     expect(f.expiresAt).toBe(400);
     recordPass(f, report({ expiresAt: 900 }), 400, true);
     expect(f.expiresAt).toBe(900);
+  });
+});
+
+describe('keep add of a read capability: the root share (SPEC.md §9.18.1, §9.9 step 2)', () => {
+  const fps = ['a', 'b', 'c'].map((c) => c.repeat(64));
+  const fileKey = newFileKey();
+  const verifyId = randomBytes(32);
+  const sealed = sealManifest(fileKey, makeManifest({ size: 0, chunkSize: 4096, coding: { k: 2, n: 3 }, chunks: [] }), { verifyId });
+  /** A stand-in client: the first node of the root's ranking answers every get with the error `hostile`. */
+  function fakeClient(hostile: Error | null, asked: string[]): StorageClient {
+    const first = rankNodes(sealed.manifestId, fps)[0];
+    return {
+      fingerprints: fps,
+      isDead: () => false,
+      getShare: (fp: string) => {
+        asked.push(fp);
+        if (hostile && fp === first) return Promise.reject(hostile);
+        return Promise.resolve(Buffer.from(sealed.root.bytes));
+      },
+    } as unknown as StorageClient;
+  }
+
+  it('a node answering MANIFEST_MALFORMED or CHUNK_AUTH_FAILED itself does not end the search: the next node is asked', async () => {
+    for (const code of ['MANIFEST_MALFORMED', 'CHUNK_AUTH_FAILED'] as const) {
+      const asked: string[] = [];
+      const vcap = await verifyCapOf(fakeClient(err(code, 'storage node: no', { remote: true }), asked), formatCapability({ manifestId: sealed.manifestId, fileKey }));
+      expect(parseVerifyCapability(vcap)).toEqual({ manifestId: sealed.manifestId, verifyId, verifyKey: deriveVerifyKey(fileKey) });
+      expect(asked.length).toBe(2);
+    }
+  });
+
+  it('a root that does not open under the file key (bytes hash to the id) fails at once with CHUNK_AUTH_FAILED', async () => {
+    const asked: string[] = [];
+    await expect(verifyCapOf(fakeClient(null, asked), formatCapability({ manifestId: sealed.manifestId, fileKey: newFileKey() }))).rejects.toMatchObject({ code: 'CHUNK_AUTH_FAILED' });
+    expect(asked.length).toBe(1);
   });
 });

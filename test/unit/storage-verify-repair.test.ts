@@ -13,11 +13,11 @@ import { encodeChunk } from '../../src/storage/encode';
 import { rankNodes } from '../../src/storage/placement';
 import type { StorageRequest } from '../../src/storage/protocol';
 import { MAX_SHARE_BYTES, shareId } from '../../src/storage/share';
-import { sealVerifyRecord, type VerifyCapability } from '../../src/storage/verify-cap';
+import { deriveVerifyKey, sealVerifyRecord, type VerifyCapability } from '../../src/storage/verify-cap';
 import { decodeVerifyRecord, encodeVerifyRecord, type VerifyChunk } from '../../src/wire/verify-record';
 import type { AuditCommitment } from '../../src/storage/auditor';
 import { StorageClient, type StorageNode } from '../../src/client/storage-client';
-import { KEEP_AUDITS_PER_NODE, keepFile } from '../../src/client/storage-client-verify';
+import { fetchVerifyRecord, KEEP_AUDITS_PER_NODE, keepFile } from '../../src/client/storage-client-verify';
 import { earliestExpiry } from '../../src/client/lease-expiry';
 
 function codeOf(f: () => unknown): string | undefined {
@@ -452,5 +452,44 @@ describe('a keep pass stopped while an audit waits to ask a busy node again (SPE
     release();
     for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
     expect(started).toBe(atStop);
+  });
+});
+
+describe('fetching the verify record (SPEC.md §9.18.3 step 1)', () => {
+  const rec = { k: 1, n: 2, chunks: [{ kind: 1 as const, index: 0, shareSize: 10, shareIds: [randomBytes(32), randomBytes(32)], auditRoots: [randomBytes(32), randomBytes(32)] }] };
+  const fps = ['a', 'b', 'c'].map((c) => c.repeat(64));
+  /** A stand-in client: the first node of the record's ranking answers every get with the error `hostile`. */
+  function fakeClient(bytes: Buffer, hostile: Error | null, asked: string[]): StorageClient {
+    const verifyId = shareId(bytes);
+    const first = rankNodes(verifyId, fps)[0];
+    return {
+      fingerprints: fps,
+      isDead: () => false,
+      getShare: (fp: string) => {
+        asked.push(fp);
+        if (hostile && fp === first) return Promise.reject(hostile);
+        return Promise.resolve(Buffer.from(bytes));
+      },
+    } as unknown as StorageClient;
+  }
+
+  it('a node answering CHUNK_AUTH_FAILED or VERIFY_RECORD_MALFORMED itself does not end the search: the next node is asked', async () => {
+    const verifyKey = deriveVerifyKey(randomBytes(32));
+    const sealed = sealVerifyRecord(verifyKey, rec);
+    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey };
+    for (const code of ['CHUNK_AUTH_FAILED', 'VERIFY_RECORD_MALFORMED'] as const) {
+      const asked: string[] = [];
+      const client = fakeClient(sealed.bytes, err(code, 'storage node: no', { remote: true }), asked);
+      await expect(fetchVerifyRecord(client, cap)).resolves.toEqual(rec);
+      expect(asked.length).toBe(2);
+    }
+  });
+
+  it('a record that does not open under the verify key (bytes hash to the id) fails at once with CHUNK_AUTH_FAILED', async () => {
+    const sealed = sealVerifyRecord(deriveVerifyKey(randomBytes(32)), rec);
+    const cap: VerifyCapability = { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey: deriveVerifyKey(randomBytes(32)) };
+    const asked: string[] = [];
+    await expect(fetchVerifyRecord(fakeClient(sealed.bytes, null, asked), cap)).rejects.toMatchObject({ code: 'CHUNK_AUTH_FAILED' });
+    expect(asked.length).toBe(1);
   });
 });

@@ -31,16 +31,26 @@ function dataDirOf(a: Common): string {
   return loadDirClientConfig(clientConfigPath(a.config), { dataDir: a['data-dir'] }).dataDir;
 }
 
-/** The verify capability of a read capability: the root names the verify record (SPEC.md §9.18.1). */
-async function verifyCapOf(client: StorageClient, readCap: string): Promise<string> {
+/**
+ * The verify capability of a read capability: the root names the verify record (SPEC.md §9.18.1).
+ * As a read fetches the root (§9.9 step 2): any failure of the fetch, a node's own error answer
+ * included (whatever its code), moves to the next node; only bytes that hash to the manifest id
+ * and do not open end the search.
+ */
+export async function verifyCapOf(client: StorageClient, readCap: string): Promise<string> {
   const cap = parseCapability(readCap);
   for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
+    let data: Buffer;
+    try {
+      data = await client.getShare(fp, cap.manifestId);
+    } catch {
+      continue;
+    }
     let root;
     try {
-      root = openRootRecord(cap.fileKey, cap.manifestId, await client.getShare(fp, cap.manifestId));
+      root = openRootRecord(cap.fileKey, cap.manifestId, data);
     } catch (e) {
-      const code = errorCode(e);
-      if (code === 'CHUNK_AUTH_FAILED' || code === 'MANIFEST_MALFORMED') throw e;
+      if (errorCode(e) !== 'SHARE_HASH_MISMATCH') throw e; // CHUNK_AUTH_FAILED (wrong key) or MANIFEST_MALFORMED: no other copy can differ
       continue;
     }
     if (!root.verifyId) throw err('VERIFY_RECORD_NOT_FOUND', 'this file was stored without a verify record (an older client); it cannot be kept');
