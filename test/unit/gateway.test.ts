@@ -4,7 +4,7 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { randomBytes } from '../../src/crypto/primitives';
 import { err } from '../../src/errors';
@@ -14,12 +14,13 @@ import { base32Encode, formatCapability, parseCapability, type Capability } from
 import { decodeFolder, encodeFolder, folderPathProblem, FOLDER_CONTENT_TYPE, lookupFolder, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES } from '../../src/storage/folder';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile } from '../../src/client/storage-client-put';
-import { fetchManifest } from '../../src/client/storage-client-get';
+import { fetchManifest, fetchRoot } from '../../src/client/storage-client-get';
 import { getFolder, putFolder } from '../../src/client/storage-client-folder';
 import { capabilityHost, capabilityUrl, isBitcloudHost, parseCapabilityHost } from '../../src/client/gateway/host';
 import { parseRange } from '../../src/client/gateway/http-range';
 import { contentTypeFor } from '../../src/client/gateway/content-type';
 import { Gateway, parseRequestPath } from '../../src/client/gateway/gateway';
+import { BlobReader } from '../../src/client/gateway/reader';
 import { startSocks5Server, type Socks5Server } from '../../src/client/socks5';
 import { createRegistry } from '../../src/ops/metrics';
 import { ShareStore } from '../../storage/share-store';
@@ -476,4 +477,39 @@ describe('the gateway through a SOCKS5 proxy (SPEC.md §9.16)', () => {
     expect(count(s1, '206') - count(s0, '206')).toBe(0);
     expect(metric(s1, 'bitcloud_gateway_range_requests_total') - metric(s0, 'bitcloud_gateway_range_requests_total')).toBe(0);
   }, 60_000);
+});
+
+describe('the gateway\'s manifest cache (SPEC.md §9.16.4)', () => {
+  it('is bounded in bytes: manifests summing over the bound leave at most the bound cached; one over the entry cap is used, not kept', async () => {
+    const caps: Capability[] = [];
+    for (let i = 0; i < 6; i++) {
+      const file = path.join(root, `manifest-cache-${i}.bin`);
+      await fsp.writeFile(file, randomBytes(2 * KiB));
+      caps.push(await put(file));
+    }
+    const c = client();
+    try {
+      const stats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+      // Each counts for its encoded manifest's length and 8 bytes per chunk offset (one chunk here).
+      const entry = Math.max(...await Promise.all(caps.map(async (cap) => (await fetchRoot(c, cap, stats)).size + 8)));
+      const bound = Math.floor(2.5 * entry);
+      const reader = new BlobReader({ client: () => c, manifestCacheBytes: bound });
+      for (const cap of caps) {
+        await reader.manifest(cap);
+        expect(reader.cachedManifestBytes).toBeGreaterThan(0);
+        expect(reader.cachedManifestBytes).toBeLessThanOrEqual(bound);
+      }
+      // The first was pushed out: it is fetched again (its root share asked anew).
+      const gets = vi.spyOn(c, 'getShare');
+      await reader.manifest(caps[0]);
+      expect(gets.mock.calls.some(([, id]) => id.equals(caps[0].manifestId))).toBe(true);
+      gets.mockRestore();
+
+      const small = new BlobReader({ client: () => c, manifestEntryBytes: entry - 20 });
+      expect((await small.manifest(caps[1])).layout.size).toBe(2 * KiB);
+      expect(small.cachedManifestBytes).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
 });

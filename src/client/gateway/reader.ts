@@ -1,5 +1,5 @@
 // SPEC.md §9.16.4: what the gateway reads from storage — manifests, folder listings and decrypted
-// chunks — with an LRU cache of decrypted chunks bounded in bytes (lru-cache). Cache keys bind the
+// chunks — with LRU caches of decrypted chunks and of manifests bounded in bytes (lru-cache). Cache keys bind the
 // file key as well as the manifest id (a hash of both), so a request with a wrong key can never be
 // answered from what a right key decrypted. Concurrent requests for one chunk share one fetch.
 // A byte range is read chunk by chunk, a few chunks ahead, so memory stays bounded whatever the
@@ -11,7 +11,7 @@ import { ChunkKind } from '../../storage/encode';
 import type { Folder } from '../../storage/folder';
 import { chunkOffsets, plainLen, type Manifest } from '../../storage/manifest';
 import { prom, type Registry } from '../../ops/metrics';
-import { fetchChunk, fetchManifest, type GetStats } from '../storage-client-get';
+import { fetchChunk, fetchManifest, fetchRoot, type GetStats } from '../storage-client-get';
 import { readFolderListing } from '../storage-client-folder';
 import type { StorageClient } from '../storage-client';
 
@@ -22,13 +22,28 @@ export interface BlobReaderOptions {
   cacheBytes?: number;
   /** Chunks fetched ahead of the one being sent. Default 2. */
   readAhead?: number;
+  /** Bytes of manifests kept (counted as encoded, SPEC.md §9.16.4). Default MANIFEST_CACHE_BYTES. */
+  manifestCacheBytes?: number;
+  /** The largest manifest kept; a larger one is used but not cached. Default MANIFEST_CACHE_ENTRY_BYTES. */
+  manifestEntryBytes?: number;
   registry?: Registry;
 }
 
 interface OpenFile {
   manifest: Manifest;
   offsets: number[];
+  /** What it counts for in the manifest cache: the encoded manifest's length and 8 bytes per chunk offset. */
+  bytes: number;
 }
+
+/**
+ * SPEC.md §9.16.4: the manifest cache is bounded in bytes as well as in count. A manifest may take
+ * up to MAX_MANIFEST_BYTES (64 MiB, §9.4); 1024 of them bounded by count alone would let a page
+ * naming many large-manifest files push the proxy to many GiB.
+ */
+export const MANIFEST_CACHE_BYTES = 128 * 1024 * 1024;
+/** SPEC.md §9.16.4: a manifest larger than this is used for its request but not cached. */
+export const MANIFEST_CACHE_ENTRY_BYTES = 32 * 1024 * 1024;
 
 function secretKey(cap: Capability): string {
   return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
@@ -36,7 +51,9 @@ function secretKey(cap: Capability): string {
 
 export class BlobReader {
   private readonly chunks: LRUCache<string, Buffer> | null;
-  private readonly files = new LRUCache<string, Promise<OpenFile>>({ max: 1024 });
+  private readonly files: LRUCache<string, OpenFile>;
+  /** Manifests being fetched, so that concurrent requests for one share one fetch. */
+  private readonly opening = new Map<string, Promise<OpenFile>>();
   private readonly folders = new LRUCache<string, Promise<Folder>>({ max: 64 });
   private readonly pending = new Map<string, Promise<Buffer>>();
   private readonly lookups: prom.Counter<'result'> | null;
@@ -45,6 +62,10 @@ export class BlobReader {
   constructor(private readonly o: BlobReaderOptions) {
     const max = o.cacheBytes ?? 256 * 1024 * 1024;
     this.chunks = max > 0 ? new LRUCache<string, Buffer>({ maxSize: max, sizeCalculation: (b) => Math.max(1, b.length) }) : null;
+    const manifestMax = o.manifestCacheBytes ?? MANIFEST_CACHE_BYTES;
+    this.files = new LRUCache<string, OpenFile>({
+      max: 1024, maxSize: manifestMax, maxEntrySize: Math.min(manifestMax, o.manifestEntryBytes ?? MANIFEST_CACHE_ENTRY_BYTES), sizeCalculation: (f) => f.bytes,
+    });
     const reg = o.registry;
     this.lookups = reg
       ? (reg.getSingleMetric('bitcloud_gateway_cache_lookups_total') as prom.Counter<'result'> | undefined)
@@ -55,6 +76,9 @@ export class BlobReader {
   /** Bytes of decrypted chunks cached now. */
   get cachedBytes(): number { return this.chunks?.calculatedSize ?? 0; }
 
+  /** Bytes of manifests cached now (as counted for MANIFEST_CACHE_BYTES). */
+  get cachedManifestBytes(): number { return this.files.calculatedSize; }
+
   /** The manifest a capability names (cached; a failure is not cached). */
   async manifest(cap: Capability): Promise<Manifest> {
     return (await this.open(cap)).manifest;
@@ -62,11 +86,19 @@ export class BlobReader {
 
   private open(cap: Capability): Promise<OpenFile> {
     const key = secretKey(cap);
-    let p = this.files.get(key);
+    const hit = this.files.get(key);
+    if (hit) return Promise.resolve(hit);
+    let p = this.opening.get(key);
     if (!p) {
-      p = fetchManifest(this.o.client(), cap, this.stats).then((manifest) => ({ manifest, offsets: chunkOffsets(manifest.layout) }));
-      p.catch(() => { if (this.files.get(key) === p) this.files.delete(key); });
-      this.files.set(key, p);
+      p = (async () => {
+        const client = this.o.client();
+        const root = await fetchRoot(client, cap, this.stats);
+        const manifest = await fetchManifest(client, cap, this.stats, root);
+        const f: OpenFile = { manifest, offsets: chunkOffsets(manifest.layout), bytes: Math.max(1, root.size + 8 * manifest.layout.chunks.length) };
+        this.files.set(key, f); // not kept when larger than the entry cap (lru-cache maxEntrySize)
+        return f;
+      })().finally(() => this.opening.delete(key));
+      this.opening.set(key, p);
     }
     return p;
   }
