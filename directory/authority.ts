@@ -107,6 +107,8 @@ export class Authority {
   private timer: NodeJS.Timeout | null = null;
   private ownVote: VerifiedVote | null = null;
   private votes = new Map<string, VerifiedVote>();
+  /** The period whose votes `votes` holds (own or not: a period this authority sits out has none of its own). */
+  private votesFor = -1;
   private pending: Pending | null = null;
   private fetchingVotes = false;
   private votesFetchedFor = 0;
@@ -297,16 +299,18 @@ export class Authority {
     try {
       this.deps.rewards?.tick();
       this.deps.storage?.tick();
-      // SPEC.md §6.5: a period whose signed vote could not be served again gets no second one.
-      if (this.voteSkippedFor === ps) return;
-      if (!this.ownVote || this.ownVote.periodStart !== ps) {
+      // SPEC.md §6.5: a period whose signed vote could not be served again gets no second one; the
+      // others' votes are still fetched and their consensus signed (§6.8).
+      const voting = this.voteSkippedFor !== ps;
+      if (voting && (!this.ownVote || this.ownVote.periodStart !== ps)) {
         // After a restart, vote only once the relays loaded from disk were tested (or at P/4
         // at the latest): otherwise the first vote would list none of them.
         if (!this.ready && (this.reach.pending === 0 || t >= P / 4)) this.ready = true;
         if (!this.ready) return;
         this.makeVote(ps, now);
       }
-      const allVotes = this.votes.size >= this.cfg.authorities.length;
+      if (this.votesFor !== ps) return;
+      const allVotes = this.votes.size >= this.cfg.authorities.length - (voting ? 0 : 1);
       const fetched = allVotes || this.votesFetchedFor === ps;
       // Fetch from P/4 to P/2; an authority that starts later still fetches once before computing.
       if (t >= P / 4 && !allVotes && (t < P / 2 || !fetched)) void this.fetchVotes(ps);
@@ -355,7 +359,11 @@ export class Authority {
       if (!kept) {
         this.voteSkippedFor = ps;
         this.m.secondBodyRefused.labels('vote').inc();
-        this.log.warn({ period: new Date(ps).toISOString() }, 'a different vote was signed for this period before a restart and is not kept: no vote this period');
+        this.log.warn({ period: new Date(ps).toISOString() }, 'a different vote was signed for this period before a restart and is not kept: no vote this period (the others\' votes are still fetched and their consensus signed)');
+        // SPEC.md §6.5: no vote of its own is served this period (its vote endpoint answers 404).
+        this.ownVote = null;
+        this.currentVoteDoc = null;
+        this.startVotes(ps, new Map());
         return;
       }
       vote = kept;
@@ -374,7 +382,13 @@ export class Authority {
     }
     this.ownVote = vote;
     this.currentVoteDoc = new ServedDocument(vote.raw, now);
-    this.votes = new Map([[this.self, this.ownVote]]);
+    this.startVotes(ps, new Map([[this.self, vote]]));
+  }
+
+  /** The votes held for period `ps` start as `votes` (the own vote, or none when this period has none). */
+  private startVotes(ps: number, votes: Map<string, VerifiedVote>): void {
+    this.votes = votes;
+    this.votesFor = ps;
     if (this.pending && this.pending.periodStart !== ps) this.pending = null;
     // Retest everyone during this period, so the next vote reflects who is up now.
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
@@ -397,13 +411,13 @@ export class Authority {
     if (this.fetchingVotes) return;
     this.fetchingVotes = true;
     try {
-      const missing = this.cfg.authorities.filter((a) => !this.votes.has(a.fingerprint));
+      const missing = this.cfg.authorities.filter((a) => a.fingerprint !== this.self && !this.votes.has(a.fingerprint));
       await Promise.all(missing.map(async (a) => {
         try {
           const r = await httpRequest(`${a.url}${PATHS.vote}?period=${ps}`, { maxBytes: LIMITS.voteBytes, timeoutMs: this.fetchTimeout() });
           if (r.status !== 200) { this.m.votes.labels(`http_${r.status}`).inc(); return; }
           const v = verifyVote(r.body, this.cfg.authorities, { periodStart: ps, periodSeconds: this.cfg.periodSeconds });
-          if (v.fingerprint !== a.fingerprint || this.ownVote?.periodStart !== ps) return;
+          if (v.fingerprint !== a.fingerprint || this.votesFor !== ps) return;
           this.votes.set(v.fingerprint, v);
           this.m.votes.labels('fetched').inc();
           this.log.info({ from: a.name, relays: v.entries.length }, 'vote fetched');
@@ -420,6 +434,8 @@ export class Authority {
 
   private computeAndSign(ps: number): void {
     const votes = [...this.votes.values()].filter((v) => v.periodStart === ps);
+    // A period this authority has no vote for (SPEC.md §6.5) and no other vote arrived: nothing to compute.
+    if (votes.length === 0) return;
     const computed = computeConsensus(votes, {
       totalAuthorities: this.cfg.authorities.length, periodStart: ps,
       periodSeconds: this.cfg.periodSeconds, lifetimePeriods: this.cfg.consensusLifetimePeriods,

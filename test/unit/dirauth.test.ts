@@ -19,9 +19,14 @@ import { Authority } from '../../directory/authority';
 import { createAuthorityMetrics } from '../../directory/metrics';
 import type { ReachabilityResult } from '../../directory/reachability';
 import { makeSigner, makeFixture, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
-import { verifyVote, type Signer } from '../../directory/vote';
+import { buildVote, verifyVote, type Signer } from '../../directory/vote';
 import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
 import { SigningRound } from '../../directory/signing-round';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { KNOWN_FLAGS } from '../../directory/flags';
+import { FLAG_BITS } from '../../src/dir/types';
+import { PATHS } from '../../src/dir/fetch';
 
 const FP = 'ab'.repeat(32);
 const good = () => ({
@@ -254,6 +259,44 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
       for (let i = 0; i < 200 && !fs.existsSync(path.join(fx.dir, 'consensus')); i++) await new Promise((r) => setTimeout(r, 10));
     } finally {
       await authority.stop();
+    }
+  });
+
+  it('a restarted authority whose signed vote is not kept makes no vote, yet signs the consensus of the others\' votes', async () => {
+    const K2 = epochStart(K);
+    fx.clock.now = K2 + (P * 1000) / 2 + 1; // vote, fetch and compute at once
+    // A different vote was signed for this period before the restart; own-vote.bin is gone.
+    new SignedPeriods(fx.dir).record('vote', K2, Buffer.alloc(32, 9));
+    const other = makeSigner();
+    const theirs = buildVote(other, K2, P, KNOWN_FLAGS, fx.relays.map((r) => ({ descriptorRaw: r.descriptor.raw, identity: r.descriptor.identity, flags: FLAG_BITS.Running | FLAG_BITS.Valid, measured: 500 })));
+    const asked: string[] = [];
+    const server = http.createServer((req, res) => {
+      asked.push(req.url ?? '');
+      if (req.url?.startsWith(PATHS.vote)) { res.writeHead(200, { 'content-length': theirs.length }); res.end(theirs); return; }
+      res.writeHead(404); res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const self = fx.signer.identity.toString('hex');
+    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other.identity.toString('hex'), address: `127.0.0.1:${port}` }] });
+    for (const r of fx.relays) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    try {
+      authority.start(); // no vote; fetching the other's starts
+      const state = authority as unknown as { votesFetchedFor: number; tick(): void };
+      for (let i = 0; i < 200 && state.votesFetchedFor !== K2; i++) await new Promise((r) => setTimeout(r, 10));
+      state.tick(); // computes and signs
+      expect(authority.currentVote).toBeNull();
+      expect(authority.votesHeld).toEqual([other.identity.toString('hex')]);
+      expect(await metricValue(registry, 'bitcloud_dirauth_second_body_refused_total', { document: 'vote' })).toBe(1);
+      expect(authority.detachedSignatures()).not.toBeNull();
+      const rec = new SignedPeriods(fx.dir);
+      rec.load();
+      expect(rec.signed('consensus', K2)).not.toBeNull();
+      expect(rec.signed('vote', K2)).toBe(Buffer.alloc(32, 9).toString('hex'));
+      expect(asked.every((u) => !u.startsWith(PATHS.vote) || u.includes(`period=${K2}`))).toBe(true);
+    } finally {
+      await authority.stop();
+      await new Promise((r) => server.close(r));
     }
   });
 
