@@ -10,9 +10,10 @@ import { RewardCertificateSet } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import { shuffle } from '../crypto/primitives';
 import {
-  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, decodeRewardChainBundle, emptyChainState,
+  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, checkNextRewardHeader, emptyChainState,
   type ChainState, type RewardBlock,
 } from '../bandwidth/reward-chain';
+import { decodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock } from '../wire/reward-block';
 
 export interface FetchRewardChainOptions {
   /** The configured authorities (N = their number; the threshold is floor(N/2)+1). */
@@ -113,7 +114,9 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
     const from = state.height + 1;
     const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? 30_000 });
     if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${source}: ${errorBodyReason(r)}`, { status: r.status });
-    const bundle = decodeRewardChainBundle(r.body);
+    // SPEC §8.7.4: the layout only; each block is split, its header checked against the tip, and
+    // its body decoded only then, so a bundle of 64 MiB behind a bad first block costs nothing.
+    const bundle = splitRewardChainBundle(r.body);
     if (bundle.blocks.length === 0) {
       // A source that says it holds more blocks than it sends is cut short; say so.
       if (bundle.chainLength > from) throw err('REWARD_MALFORMED', `${source} claims ${bundle.chainLength} blocks but sent none from height ${from}`);
@@ -122,8 +125,10 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
     // Each distinct certificate is taken once, however many pages repeat it, and checked only when a block signature names it.
     for (const c of bundle.certificates) certs.add(c);
     const verifier = certs.verifier;
-    for (const sb of bundle.blocks) {
-      applyRewardBlock(state, sb, verifier, threshold, { schedule });
+    for (const raw of bundle.blocks) {
+      const split = splitSignedRewardBlock(raw);
+      checkNextRewardHeader(state, rewardBlockHeader(split.body));
+      const sb = applyRewardBlock(state, { ...split, block: decodeRewardBlock(split.body) }, verifier, threshold, { schedule });
       blocks.push({ block: sb.block, hash: sb.hash, signers: sb.signatures.map((s) => s.authority.toString('hex')).sort() });
     }
     if (state.height + 1 >= bundle.chainLength) break;

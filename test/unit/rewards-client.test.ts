@@ -18,6 +18,7 @@ import {
   encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
+import { decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
 import { CONSENSUS_CACHE_FILE } from '../../src/dir/consensus-cache';
@@ -125,6 +126,16 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
 
   it('a broken hash link fails: REWARD_CHAIN_BROKEN_LINK', async () => {
     await failsWith(chain(3, { brokenLinkAt: 1 }), 'REWARD_CHAIN_BROKEN_LINK');
+  });
+
+  it('a block whose header does not follow the tip is refused before its body is decoded (SPEC §8.7.4)', async () => {
+    // Block 0's body with height 7 and bytes after it that no decoder takes.
+    const body = Buffer.concat([splitSignedRewardBlock(chain(1)[0]).body, Buffer.alloc(64, 0xff)]);
+    body.writeBigUInt64BE(7n, 1);
+    expect(() => decodeRewardBlock(body)).toThrow(expect.objectContaining({ code: 'REWARD_MALFORMED' }));
+    const bad = encodeSignedRewardBlock(body, [0, 1, 2].map((i) => signRewardBlock(body, ids[i].publicKey, sks[i])));
+    // Refused for its height (the header), not as an undecodable body.
+    await failsWith([bad], 'REWARD_CHAIN_BAD_HEIGHT');
   });
 
   it('a source that claims blocks it does not send fails: REWARD_MALFORMED', async () => {
