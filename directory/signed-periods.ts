@@ -1,7 +1,8 @@
 // SPEC.md §6.5, §6.8: what this authority signed, per period, kept on disk so that a restart never
 // signs a second, different vote or consensus body for a period it already signed (two bodies with
 // one authority's signature would let an attacker show different views to different clients).
-// `signed-periods.json` holds the digests of the last few periods' own vote and consensus;
+// `signed-periods.json` holds the digests of the last few periods' own vote and consensus, each
+// list in the order its records were made (oldest first);
 // `own-vote.bin` the envelope of the newest own vote, served again after a restart in its period.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,11 @@ import { writeFileAtomicSync } from '../src/ops/fsutil';
 
 export const SIGNED_PERIODS_FILE = 'signed-periods.json';
 export const OWN_VOTE_FILE = 'own-vote.bin';
-/** Records kept per kind: the current period and a few before it (a clock set back still finds them). */
+/**
+ * Records kept per kind: the 8 highest periods (a clock set back still finds them) and the 8 most
+ * recently recorded (the period just signed is kept even when a clock set back far makes it the
+ * lowest): at most 16.
+ */
 export const SIGNED_PERIODS_KEPT = 8;
 
 export type SignedKind = 'vote' | 'consensus';
@@ -66,11 +71,15 @@ export class SignedPeriods {
   record(kind: SignedKind, period: number, digest: Buffer, raw?: Buffer): void {
     if (this.rec[kind].get(period) === digest.toString('hex')) return;
     if (raw) writeFileAtomicSync(path.join(this.dataDir, OWN_VOTE_FILE), raw, 0o600);
-    const next = new Map(this.rec[kind]).set(period, digest.toString('hex'));
-    const kept = [...next.keys()].sort((a, b) => b - a).slice(0, SIGNED_PERIODS_KEPT);
-    const trimmed = new Map(kept.map((p) => [p, next.get(p)!]));
+    // A map keeps its insertion order: the order records were made, this one last.
+    const next = new Map(this.rec[kind]);
+    next.delete(period);
+    next.set(period, digest.toString('hex'));
+    const highest = new Set([...next.keys()].sort((a, b) => b - a).slice(0, SIGNED_PERIODS_KEPT));
+    const newest = new Set([...next.keys()].slice(-SIGNED_PERIODS_KEPT));
+    const trimmed = new Map([...next].filter(([p]) => highest.has(p) || newest.has(p)));
     const other: SignedKind = kind === 'vote' ? 'consensus' : 'vote';
-    const list = (m: Map<number, string>) => [...m].sort((a, b) => a[0] - b[0]).map(([p, d]) => ({ period: p, digest: d }));
+    const list = (m: Map<number, string>) => [...m].map(([p, d]) => ({ period: p, digest: d }));
     const out = { version: 1, [kind]: list(trimmed), [other]: list(this.rec[other]) } as unknown as Stored;
     writeFileAtomicSync(path.join(this.dataDir, SIGNED_PERIODS_FILE), JSON.stringify(out), 0o600);
     this.rec[kind] = trimmed;

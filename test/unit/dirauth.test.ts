@@ -300,6 +300,22 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     }
   });
 
+  it('a period signed with the clock set back far is kept with the highest ones, across a reload', () => {
+    const rec = new SignedPeriods(fx.dir);
+    for (let p = 1000; p < 1008; p++) rec.record('vote', p, Buffer.alloc(32, p & 0xff));
+    rec.record('vote', 5, Buffer.alloc(32, 5)); // the clock set back more than 8 periods
+    const again = new SignedPeriods(fx.dir);
+    again.load();
+    expect(again.signed('vote', 5)).toBe(Buffer.alloc(32, 5).toString('hex'));
+    for (let p = 1000; p < 1008; p++) expect(again.signed('vote', p)).not.toBeNull();
+    // Eight more at the set-back clock: the eight highest stay, and the eight just recorded.
+    for (let p = 6; p < 14; p++) again.record('vote', p, Buffer.alloc(32, p));
+    const third = new SignedPeriods(fx.dir);
+    third.load();
+    expect(third.signed('vote', 5)).toBeNull();
+    for (const p of [6, 13, 1000, 1007]) expect(third.signed('vote', p)).not.toBeNull();
+  });
+
   it('a damaged record is IO_STATE_UNREADABLE and the authority does not start', () => {
     fs.writeFileSync(path.join(fx.dir, SIGNED_PERIODS_FILE), '{"version":1,"vote":[{"period":1}]');
     const { authority } = fx.makeAuthority();
