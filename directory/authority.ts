@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { err, errorCode } from '../src/errors';
 import { isPrivateAddress, parseIp } from '../src/dir/exit-policy';
-import type { Logger } from '../src/ops/log';
+import { isoTime, type Logger } from '../src/ops/log';
 import { writeFileAtomic } from '../src/ops/fsutil';
 import { fingerprint } from '../src/crypto/keys';
 import { decodeDetachedSignatures, encodeDetachedSignatures, LIMITS, type SignatureMsg } from '../src/wire/docs';
@@ -202,7 +202,7 @@ export class Authority {
     const pseudonyms = this.pseudonyms.load();
     const kept = this.measurement.load();
     const probeFigures = this.cfg.probe.enabled ? this.probes.load() : 0;
-    this.log.info({ descriptors: loaded, ...kept, pseudonyms, probeFigures, consensus: this.current ? new Date(this.current.info.validAfter).toISOString() : null }, 'authority state loaded');
+    this.log.info({ descriptors: loaded, ...kept, pseudonyms, probeFigures, consensus: this.current ? isoTime(this.current.info.validAfter) : null }, 'authority state loaded');
     const tickMs = Math.min(2000, Math.max(100, Math.floor(this.cfg.periodSeconds * 1000 / 20)));
     this.timer = setInterval(() => this.tick(), tickMs);
     this.tick();
@@ -540,7 +540,7 @@ export class Authority {
     if (first) this.deps.rewards?.onConsensus(info);
     if (first) this.history.onConsensus(info);
     if (first) this.measurement.onConsensus(info).catch((e) => this.log.warn({ err: e.message }, 'archiving consensus failed'));
-    this.log.info({ validAfter: new Date(info.validAfter).toISOString(), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
+    this.log.info({ validAfter: isoTime(info.validAfter), relays: info.relays.length, signers: info.signers.length, first }, first ? 'consensus published' : 'consensus signatures added');
     return true;
   }
 

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { JS_TYPE, uplotFiles, type StaticFiles } from '../src/ops/static-files';
 import { fileURLToPath } from 'node:url';
 import type { HistoryJson } from './status-history';
+import { isoTime } from '../src/ops/log';
 
 let statics: StaticFiles | null = null;
 /** The page's plotting code, read once: uPlot from its package, our script beside this file. */
@@ -118,7 +119,7 @@ export function renderStatusPage(a: Authority): string {
     + `<td>${e(r.address)}:${r.orPort}${r.dirPort ? ` / dir ${r.dirPort}` : ''}${r.storagePort ? ` / storage ${r.storagePort}` : ''}</td>`
     + `<td>${ALL_FLAGS.filter((f) => r.flags.has(f)).join(' ')}</td><td>${r.weight}</td><td>${provenCell(r.fingerprint, r.proven)}</td><td>${e(r.roles.join(', '))}</td><td>${moderation(r)}</td><td>${e(r.version)}</td></tr>`).join('\n');
   const consensus = c
-    ? `<p>Consensus valid after ${new Date(c.validAfter).toISOString()} (age ${ago(now - c.validAfter)}), fresh until ${new Date(c.freshUntil).toISOString()}, valid until ${new Date(c.validUntil).toISOString()}${now > c.freshUntil ? ' — <strong>not fresh</strong>' : ''}.</p>
+    ? `<p>Consensus valid after ${isoTime(c.validAfter)} (age ${ago(now - c.validAfter)}), fresh until ${isoTime(c.freshUntil)}, valid until ${isoTime(c.validUntil)}${now > c.freshUntil ? ' — <strong>not fresh</strong>' : ''}.</p>
 <p>Signed by ${c.signers.length} of ${a.config.authorities.length}: ${c.signers.map((f) => e(names.get(f) ?? f.slice(0, 16))).join(', ')}. Digest <code>${c.digest.toString('hex')}</code>.</p>`
     : '<p><strong>No consensus published yet.</strong></p>';
   return `<!doctype html>

@@ -8,6 +8,7 @@ import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, verifyBod
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { verifyKeyCertificate } from '../src/dir/certificate';
 import type { AuthorityInfo } from '../src/dir/authorities';
+import { isoTime } from '../src/ops/log';
 
 /** What consensus computation needs from one vote (VerifiedVote has it; the bench builds it directly). */
 export interface VoteInput {
@@ -80,12 +81,6 @@ export function buildVote(
  */
 export const VOTE_CHECK_SKEW_MS = 3_600_000;
 
-/** A time for an error message: ISO 8601, or the raw milliseconds when out of Date's range (a hostile vote's). */
-function when(ms: number): string {
-  const d = new Date(ms);
-  return Number.isNaN(d.getTime()) ? `${ms} ms` : d.toISOString();
-}
-
 /**
  * SPEC.md §6.5: verify a vote for the expected period. Refusals: DOC_* codes, VOTE_UNKNOWN_AUTHORITY,
  * VOTE_WRONG_PERIOD (valid_after, period_seconds or valid_until not the period's), VOTE_MALFORMED. Each descriptor inside is verified (its own signature) and
@@ -100,12 +95,12 @@ export function verifyVote(
   const fp = fingerprint(v.authority);
   if (!authorities.some((a) => a.fingerprint === fp)) throw err('VOTE_UNKNOWN_AUTHORITY', `vote from an authority not in the configuration: ${fp}`);
   if (doc.validAfter !== expect.periodStart || v.periodSeconds !== expect.periodSeconds) {
-    throw err('VOTE_WRONG_PERIOD', `vote is for ${when(doc.validAfter)} (${v.periodSeconds} s), expected ${when(expect.periodStart)} (${expect.periodSeconds} s)`);
+    throw err('VOTE_WRONG_PERIOD', `vote is for ${isoTime(doc.validAfter)} (${v.periodSeconds} s), expected ${isoTime(expect.periodStart)} (${expect.periodSeconds} s)`);
   }
   // SPEC.md §6.5: a vote is valid for exactly its period, valid_until = valid_after + P.
   const until = expect.periodStart + expect.periodSeconds * 1000;
   if (doc.validUntil !== until) {
-    throw err('VOTE_WRONG_PERIOD', `vote is valid until ${when(doc.validUntil)}, its period ends at ${when(until)}`, { validUntil: doc.validUntil });
+    throw err('VOTE_WRONG_PERIOD', `vote is valid until ${isoTime(doc.validUntil)}, its period ends at ${isoTime(until)}`, { validUntil: doc.validUntil });
   }
   const sig = doc.signatures.find((s) => s.signer.equals(v.authority));
   if (!sig || !sig.key) throw err('DOC_WRONG_SIGNER', 'vote is not signed by the authority it names');

@@ -10,7 +10,7 @@ import http from 'node:http';
 import { err } from '../src/errors';
 import { startNodeKeys, type NodeKeys } from '../src/crypto/keys';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkListener } from '../src/link';
-import type { Logger } from '../src/ops/log';
+import { isoTime, type Logger } from '../src/ops/log';
 import { fetchRewardChain } from '../src/client/rewards';
 import { RelayStatus } from './status-page';
 import { openMetricsPort, type Registry } from '../src/ops/metrics';
@@ -237,7 +237,7 @@ export class RelayDaemon {
         const c = this.mirror.current;
         const html = `<!doctype html><meta charset="utf-8"><title>Bitcloud relay</title><h1>Bitcloud relay ${escapeHtml(this.cfg.nickname)}</h1>`
           + `<p>Identity <code>${this.fingerprint}</code>, ORPort ${this.orPort}.</p>`
-          + `<p>${c ? `Mirroring the consensus valid after ${new Date(c.validAfter).toISOString()} (${c.relays.length} relays, ${c.signers.length} signatures).` : 'No consensus yet.'}</p>`
+          + `<p>${c ? `Mirroring the consensus valid after ${isoTime(c.validAfter)} (${c.relays.length} relays, ${c.signers.length} signatures).` : 'No consensus yet.'}</p>`
           ;
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
         return void res.end(html);

@@ -3,7 +3,7 @@
 // keeps the newest valid one on disk, and serves it on its directory port.
 import { isConsensusStale } from '../src/dir/consensus';
 import path from 'node:path';
-import type { Logger } from '../src/ops/log';
+import { isoTime, type Logger } from '../src/ops/log';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { fetchVerifiedConsensus } from '../src/dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../src/dir/consensus-cache';
@@ -69,7 +69,7 @@ export class ConsensusMirror {
       const r = await fetchVerifiedConsensus(sources, this.authorities, { have, ifModifiedSince: this.cur?.served.lastModified, timeoutMs: 10_000, fetcher: 'mirror' });
       if (r.consensus && isBetterConsensus(have, r.consensus)) {
         this.install(r.consensus, Date.now(), true);
-        this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, signers: r.consensus.signers.length }, 'consensus mirrored');
+        this.log.info({ validAfter: isoTime(r.consensus.validAfter), relays: r.consensus.relays.length, signers: r.consensus.signers.length }, 'consensus mirrored');
       } else if (!r.consensus && r.failures.length === sources.length) {
         // Once per outage at warn; repeats at debug.
         this.log[this.failing ? 'debug' : 'warn']({ failures: r.failures.map((f) => f.code) }, 'no authority gave a valid consensus');
@@ -84,7 +84,7 @@ export class ConsensusMirror {
     const c = this.cur?.info;
     if (c && isConsensusStale(c, Date.now()) && this.staleWarned !== c.validAfter) {
       this.staleWarned = c.validAfter;
-      this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
+      this.log.warn({ validAfter: isoTime(c.validAfter), validUntil: isoTime(c.validUntil) },
         Date.now() > c.validUntil ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: serving the last valid one until it expires');
     }
     if (!this.stopped) this.timer = setTimeout(() => void this.poll(), this.nextPollDelay(Date.now()));

@@ -7,6 +7,7 @@ import {
   type Receipt, type ReceiptProposal, decodeReceipt, verifyInitiatorSignature, verifyResponderSignature,
 } from './receipt';
 import type { PairCounts } from './measure';
+import { isoTime } from '../ops/log';
 
 export type ReceiptRefusalCode =
   | 'RECEIPT_MALFORMED'
@@ -84,11 +85,6 @@ export interface ReceiptVerifierOptions {
   pseudonymOf?: (epoch: number, key: string) => string | undefined;
 }
 
-/** A window edge for a refusal message; an epoch from the wire can put it beyond what Date can show. */
-function when(ms: number): string {
-  const d = new Date(ms);
-  return Number.isNaN(d.getTime()) ? `${ms} ms after the Unix epoch` : d.toISOString();
-}
 
 function refuse(code: ReceiptRefusalCode, reason: string): AcceptResult {
   return { ok: false, code, reason };
@@ -130,7 +126,7 @@ export class ReceiptVerifier {
     const w = this.opts.window(b.epoch);
     if (!w) return refuse('RECEIPT_UNKNOWN_EPOCH', `no upload window for epoch ${b.epoch}`);
     if (now < w.opens || now >= w.closes) {
-      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${when(w.opens)} until ${when(w.closes)}`);
+      return refuse('RECEIPT_OUTSIDE_WINDOW', `receipts for epoch ${b.epoch} are accepted from ${isoTime(w.opens)} until ${isoTime(w.closes)}`);
     }
 
     const max = this.opts.maxCells;

@@ -10,7 +10,7 @@ import type { Fetcher } from '../dir/fetch';
 import { fetchVerifiedConsensus, type ConsensusSource, type TunnelSource } from '../dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../dir/consensus-cache';
 import type { ConsensusRelay, VerifiedConsensus } from '../dir/types';
-import { silentLogger, type Logger } from '../ops/log';
+import { isoTime, silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
 import { shuffle } from '../crypto/primitives';
 
@@ -173,7 +173,7 @@ export class DirKeeper {
         for (const f of r.failures) this.log.debug({ source: f.source, code: f.code }, 'consensus source refused');
         if (r.consensus && isBetterConsensus(this.current, r.consensus)) {
           this.current = r.consensus;
-          this.log.info({ validAfter: new Date(r.consensus.validAfter).toISOString(), relays: r.consensus.relays.length, via: stage.via }, 'new consensus');
+          this.log.info({ validAfter: isoTime(r.consensus.validAfter), relays: r.consensus.relays.length, via: stage.via }, 'new consensus');
           await saveConsensusCache(this.cacheFile, r.consensus).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not save the consensus'));
           break;
         }
@@ -207,7 +207,7 @@ export class DirKeeper {
     if (!c || !isConsensusStale(c, this.now()) || this.staleWarned === c.validAfter) return;
     this.staleWarned = c.validAfter;
     const expired = this.now() > c.validUntil;
-    this.log.warn({ validAfter: new Date(c.validAfter).toISOString(), validUntil: new Date(c.validUntil).toISOString() },
+    this.log.warn({ validAfter: isoTime(c.validAfter), validUntil: isoTime(c.validUntil) },
       expired ? 'the last consensus has expired and no newer one is available' : 'no fresh consensus available: using the last valid one until it expires');
   }
 

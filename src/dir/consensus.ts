@@ -12,6 +12,7 @@ import { indexCertificates, type VerifiedCertificate } from './certificate';
 import { majorityOf, type AuthorityInfo } from './authorities';
 import { formatIPv4 } from './exit-policy';
 import { flagsFromMask, rolesFromMask, type ConsensusRelay, type Flag, type Role, type VerifiedConsensus } from './types';
+import { isoTime } from '../ops/log';
 
 /** Default clock skew tolerated on validity windows. */
 export const CONSENSUS_SKEW_MS = 60_000;
@@ -91,10 +92,10 @@ export class UncheckedConsensus {
   check(authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS): VerifiedConsensus {
     const d = this.doc;
     if (now + skewMs < d.validAfter) {
-      throw err('CONSENSUS_NOT_YET_VALID', `consensus is not valid until ${new Date(d.validAfter).toISOString()}`, { validAfter: d.validAfter });
+      throw err('CONSENSUS_NOT_YET_VALID', `consensus is not valid until ${isoTime(d.validAfter)}`, { validAfter: d.validAfter });
     }
     if (now > d.validUntil) {
-      throw err('CONSENSUS_EXPIRED', `consensus expired at ${new Date(d.validUntil).toISOString()}`, { validUntil: d.validUntil });
+      throw err('CONSENSUS_EXPIRED', `consensus expired at ${isoTime(d.validUntil)}`, { validUntil: d.validUntil });
     }
     const count = countSignatures(d.body, d.signatures, d.certificates, authorities, now, skewMs);
     const need = majorityOf(authorities.length);

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { err, errorCode } from '../errors';
-import { silentLogger, type Logger } from '../ops/log';
+import { isoTime, silentLogger, type Logger } from '../ops/log';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { prom, type Registry } from '../ops/metrics';
 import { advancePolicy, stateBundle, type PolicyState } from './chain';
@@ -178,7 +178,7 @@ export class PolicySubscriptions implements SubscriptionView {
       const expired = p !== null && isExpired(p, now);
       this.metrics?.expired.labels(m).set(expired ? 1 : 0);
       if (expired) {
-        this.log.warn({ moderator: m, seq: p.seq, validUntil: new Date(p.validUntil).toISOString() },
+        this.log.warn({ moderator: m, seq: p.seq, validUntil: isoTime(p.validUntil) },
           'moderator policy expired; still enforced until the moderator publishes a newer one');
       }
     }

@@ -12,3 +12,13 @@ export function createLogger(name: string, opts: { level?: string; destination?:
 
 /** A logger that discards everything (for unit tests and library use). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * A time in ms as ISO 8601 for a message or a log line, for any number: one a Date cannot hold
+ * (beyond ±8.64e15 ms, NaN, ±Infinity: a hostile document's or peer's) is printed as
+ * `<invalid time N>` where `new Date(N).toISOString()` would throw RangeError.
+ */
+export function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `<invalid time ${ms}>` : d.toISOString();
+}

@@ -8,6 +8,7 @@ import {
   decodeDocumentBody, decodeEnvelope, encodeDocumentBody, encodeEnvelope,
   type SignatureMsg,
 } from './docs';
+import { isoTime } from '../ops/log';
 
 /** Document type tags (SPEC.md §6.2). */
 export const DocType = {
@@ -115,21 +116,15 @@ export function signDocument(
   return sealEnvelope(body, [makeSignature(body, signer.identity, signer.keyPair)], signer.certificates ?? []);
 }
 
-/** A time in ms as ISO 8601, or as the number when past what a Date holds (±8.64e15 ms). */
-function formatTime(ms: number): string {
-  const d = new Date(ms);
-  return Number.isNaN(d.getTime()) ? `${ms} ms after the epoch` : d.toISOString();
-}
-
 /**
  * SPEC.md §6.2: a document is usable only inside [valid_after - skew, valid_until].
  * Throws DOC_NOT_YET_VALID or DOC_EXPIRED (callers may rename the code for their layer).
  */
 export function checkWindow(doc: { validAfter: number; validUntil: number }, now: number, skewMs: number, what = 'document'): void {
   if (now + skewMs < doc.validAfter) {
-    throw err('DOC_NOT_YET_VALID', `${what} is not valid until ${formatTime(doc.validAfter)}`, { validAfter: doc.validAfter, now });
+    throw err('DOC_NOT_YET_VALID', `${what} is not valid until ${isoTime(doc.validAfter)}`, { validAfter: doc.validAfter, now });
   }
   if (now > doc.validUntil) {
-    throw err('DOC_EXPIRED', `${what} expired at ${formatTime(doc.validUntil)}`, { validUntil: doc.validUntil, now });
+    throw err('DOC_EXPIRED', `${what} expired at ${isoTime(doc.validUntil)}`, { validUntil: doc.validUntil, now });
   }
 }

@@ -266,6 +266,14 @@ describe('client verification', () => {
     expect(c.relays).toHaveLength(3);
   });
 
+  it('refuses a consensus whose window lies beyond what a Date holds with a typed error, not a RangeError', () => {
+    // 9e15 ms is past a Date's range (8.64e15) and below 2^53: the message prints the number.
+    const far = computeConsensus(auths.map((a) => vote(a, rs.map((d) => ({ d })))), { ...params, periodStart: 150_000_000_000 * PERIOD * 1000 });
+    let msg = '';
+    expect(code(() => { try { return verifyConsensus(signAll(far.body, auths), list, NOW); } catch (e) { msg = (e as Error).message; throw e; } })).toBe('CONSENSUS_NOT_YET_VALID');
+    expect(msg).toMatch(/invalid time 9000000000000000/);
+  });
+
   it('refuses too few signatures', () => {
     expect(code(() => verifyConsensus(signAll(computed.body, auths.slice(0, 1)), list, NOW))).toBe('CONSENSUS_TOO_FEW_SIGNATURES');
   });

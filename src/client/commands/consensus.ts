@@ -15,6 +15,7 @@ import { GuardSet } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 import { shuffle } from '../../crypto/primitives';
+import { isoTime } from '../../ops/log';
 
 
 export interface ConsensusCommandOptions {
@@ -62,12 +63,12 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     chosen = have;
     from = 'cache';
     const why = r.consensus ? 'the network has nothing newer' : 'no source gave a valid consensus';
-    warnings.push(`using the last valid consensus kept on disk (valid until ${iso(have.validUntil)}): ${why}`);
+    warnings.push(`using the last valid consensus kept on disk (valid until ${isoTime(have.validUntil)}): ${why}`);
   } else {
     from = 'none';
   }
   if (chosen && isConsensusStale(chosen, now())) {
-    warnings.push(`consensus is stale: fresh until ${iso(chosen.freshUntil)}, and the next one was due by ${iso(chosen.freshUntil + chosen.periodSeconds * 1000)}; no newer one has been published`);
+    warnings.push(`consensus is stale: fresh until ${isoTime(chosen.freshUntil)}, and the next one was due by ${isoTime(chosen.freshUntil + chosen.periodSeconds * 1000)}; no newer one has been published`);
   }
 
   if (o.json) {
@@ -89,14 +90,13 @@ function stripCode(reason: string, code: string): string {
   return reason.startsWith(`${code}: `) ? reason.slice(code.length + 2) : reason;
 }
 
-function iso(ms: number): string { return new Date(ms).toISOString(); }
 
 
 function toJson(c: VerifiedConsensus, source: string, warnings: string[], total: number): Record<string, unknown> {
   return {
     ok: true,
     source,
-    validAfter: iso(c.validAfter), freshUntil: iso(c.freshUntil), validUntil: iso(c.validUntil),
+    validAfter: isoTime(c.validAfter), freshUntil: isoTime(c.freshUntil), validUntil: isoTime(c.validUntil),
     periodSeconds: c.periodSeconds,
     digest: c.digest.toString('hex'),
     signers: c.signers, voters: c.voters, authorities: total,
@@ -117,7 +117,7 @@ function moderation(r: VerifiedConsensus['relays'][number]): string {
 }
 
 function printText(c: VerifiedConsensus, source: string, total: number, io: Output): void {
-  io.out(`consensus valid-after ${iso(c.validAfter)}  fresh-until ${iso(c.freshUntil)}  valid-until ${iso(c.validUntil)}`);
+  io.out(`consensus valid-after ${isoTime(c.validAfter)}  fresh-until ${isoTime(c.freshUntil)}  valid-until ${isoTime(c.validUntil)}`);
   io.out(`signed by ${c.signers.length} of ${total} authorities; ${c.relays.length} relays; from ${source}`);
   const rows = c.relays.map((r) => [r.nickname, r.fingerprint.slice(0, 16), `${r.address}:${r.orPort}`, ALL_FLAGS.filter((f) => r.flags.has(f)).join(','), String(r.weight), r.roles.join(','), moderation(r)]);
   const head = ['nickname', 'fingerprint', 'address', 'flags', 'weight', 'roles', 'moderators'];

@@ -18,6 +18,7 @@ import { checkContractShares, contractFromPass, uploadContract } from '../storag
 import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
+import { isoTime } from '../../ops/log';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
@@ -83,7 +84,7 @@ export function printStatus(s: KeeperState, json: boolean): void {
   }
   if (!s.files.length) { process.stdout.write('no files kept\n'); return; }
   for (const f of s.files) {
-    const exp = f.expiresAt ? new Date(f.expiresAt * 1000).toISOString() : 'not renewed yet';
+    const exp = f.expiresAt ? isoTime(f.expiresAt * 1000) : 'not renewed yet';
     const when = f.lastCheck ? new Date(f.lastCheck * 1000).toISOString() : 'never';
     process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  unknown (busy) ${f.unknown}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
   }

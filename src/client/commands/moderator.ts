@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { err, errorCode } from '../../errors';
-import { createLogger } from '../../ops/log';
+import { createLogger, isoTime } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { allContentIds, contentIds, fileContentIds, type ContentIds } from '../../moderation/content-ids';
 import { formatCapability } from '../../storage/capability';
@@ -288,7 +288,7 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
       (a) => run(a as Args, async () => {
         const ws = await ModeratorWorkspace.open(dirOf(a as Args));
         const p = ws.published;
-        const view = { moderator: ws.fingerprint, working: ws.working, published: p ? { seq: p.seq, validUntil: new Date(p.validUntil).toISOString(), chain: p.chain.length, denied: p.deny.size, approved: p.approvals.size } : null };
+        const view = { moderator: ws.fingerprint, working: ws.working, published: p ? { seq: p.seq, validUntil: isoTime(p.validUntil), chain: p.chain.length, denied: p.deny.size, approved: p.approvals.size } : null };
         if ((a as Args).json) say(a as Args, view, '');
         else {
           stdio.out(`moderator ${ws.fingerprint}${ws.working.name ? ` (${ws.working.name})` : ''}`);

@@ -16,6 +16,7 @@ import { CELL_LEN } from '../../wire/cell';
 import { fetchRewardChain, formatCoins } from '../rewards';
 import type { Output } from './consensus';
 import type { Argv } from 'yargs';
+import { isoTime } from '../../ops/log';
 
 export interface NodeStatusOptions {
   /** 'relay' or 'storage node', for the text. */
@@ -87,7 +88,7 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
     const provenEpoch = consensus.provenEpoch;
     const provenCells = me?.proven ?? 0;
     view.consensus = {
-      available: true, validAfter: new Date(consensus.validAfter).toISOString(), listed: me !== undefined,
+      available: true, validAfter: isoTime(consensus.validAfter), listed: me !== undefined,
       ...(me ? { nickname: me.nickname, flags: [...me.flags].sort(), weightKBps: me.weight } : {}),
       provenEpoch, provenCells,
       provenKBps: Math.floor(provenCells * CELL_LEN / consensus.periodSeconds / 1000),

@@ -5,6 +5,7 @@ import { fileOptions, JSON_OPTION, DIRECT_OPTION } from './options';
 import { parseCapability } from '../../storage/capability';
 import { renewFile } from '../storage-client-renew';
 import { runStorageCommand } from '../storage-client-setup';
+import { isoTime } from '../../ops/log';
 
 type Args = { cap: string; 'lease-seconds': number; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
@@ -12,9 +13,9 @@ export async function renewCommand(a: Args): Promise<number> {
   return runStorageCommand('renew', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
     const r = await renewFile(session.client, cap, a['lease-seconds']);
     if (a.json) {
-      process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? new Date(r.expiresAt * 1000).toISOString() : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
+      process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? isoTime(r.expiresAt * 1000) : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
     } else {
-      process.stdout.write(`renewed ${r.renewed} of ${r.shares} shares (${r.nodesAsked} nodes asked); leases now run until at least ${new Date(r.expiresAt * 1000).toISOString()}\n`);
+      process.stdout.write(`renewed ${r.renewed} of ${r.shares} shares (${r.nodesAsked} nodes asked); leases now run until at least ${isoTime(r.expiresAt * 1000)}\n`);
       if (r.missing > 0) process.stderr.write(`bitcloud renew: ${r.missing} share(s) are held by no reachable node${r.unreadableChunks ? `; ${r.unreadableChunks} chunk(s) can no longer be read` : ' (every chunk can still be read)'}\n`);
     }
     return r.unreadableChunks > 0 ? 1 : 0;

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirClients, guardDirSources } from '../guard-dir';
 import { GuardSet } from '../guards';
+import { isoTime } from '../../ops/log';
 
 export interface RewardsCommandOptions {
   config?: string;
@@ -145,7 +146,7 @@ export function toJson(chain: RewardChainResult, c: VerifiedConsensus, nick: Map
     blocks: s.height + 1,
     height: s.height,
     tipEpoch: tip ? tip.block.epoch : null,
-    tipEpochStart: tip ? new Date(tip.block.epoch * P).toISOString() : null,
+    tipEpochStart: tip ? isoTime(tip.block.epoch * P) : null,
     tipHash: tip ? tip.hash.toString('hex') : null,
     periodSeconds: c.periodSeconds,
     totalMinted: amount(s.totalMinted),
