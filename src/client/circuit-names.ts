@@ -10,7 +10,7 @@ import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
 import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
-import { decodeNameValue, encodeNameValue, formatName, nameSalt, nextNameSeq } from '../storage/name';
+import { decodeNameValue, encodeNameValue, formatName, nameSalt } from '../storage/name';
 import type { DhtItem } from '../storage/protocol';
 import type { StorageNode } from './storage-client';
 import { NamesSeen } from './names-seen';
@@ -92,10 +92,7 @@ export class CircuitNames implements NameLookups {
     // SPEC.md §9.14.1: invalid answers are dropped, so a node answering a forged item cannot
     // block a first publication; honest holders refuse a seq below theirs (DHT_SEQ_STALE).
     const current = (await this.lookup(keys.publicKey, label)).found;
-    // The seq this client verified counts too: when every answer was dropped (a rollback among
-    // them), publishing from the clock alone could go at or below it (SPEC.md §9.14.1).
-    const seen = await this.seen.min(formatName({ publisher: keys.publicKey, label }));
-    const seq = nextNameSeq(Math.max(current ? current.item.seq : -1, seen), o.seq);
+    const seq = await this.seen.nextSeq(formatName({ publisher: keys.publicKey, label }), current ? current.item.seq : -1, o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     // The node that answered the lookup first, then the others.
     const order = current ? [current.node, ...this.shuffled().filter((n) => n !== current.node)] : this.shuffled();

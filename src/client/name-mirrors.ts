@@ -12,7 +12,7 @@ import { httpRequest, type HttpResponse } from '../dir/fetch';
 import type { ConsensusRelay } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
-import { decodeNameValue, encodeNameValue, formatName, nameSalt, nextNameSeq } from '../storage/name';
+import { decodeNameValue, encodeNameValue, formatName, nameSalt } from '../storage/name';
 import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
 import { NAME_MIRROR_PATH } from '../storage/name-mirror-store';
 import type { DhtItem } from '../storage/protocol';
@@ -91,10 +91,7 @@ export class MirrorNames implements NameLookups {
     // SPEC.md §9.14.2: invalid answers are dropped, so a mirror answering a forged record cannot
     // block a first publication; honest mirrors refuse a seq below theirs (DHT_SEQ_STALE).
     const current = (await this.lookup(keys.publicKey, label)).found;
-    // The seq this client verified counts too: when every answer was dropped (a rollback among
-    // them), publishing from the clock alone could go at or below it (SPEC.md §9.14.1).
-    const seen = await this.seen.min(formatName({ publisher: keys.publicKey, label }));
-    const seq = nextNameSeq(Math.max(current ? current.seq : -1, seen), o.seq);
+    const seq = await this.seen.nextSeq(formatName({ publisher: keys.publicKey, label }), current ? current.seq : -1, o.seq);
     const item = signDhtItem(keys, nameSalt(label), encodeNameValue(cap), seq);
     const nodes = await this.put({ item });
     await this.seen.remember(formatName({ publisher: keys.publicKey, label }), seq);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../ops/fsutil';
 import type { Logger } from '../ops/log';
+import { nextNameSeq } from '../storage/name';
 
 export const NAMES_SEEN_FILE = 'names-seen.json';
 
@@ -17,6 +18,16 @@ export class NamesSeen {
   /** The highest verified seq for `name` (its text form), or -1. */
   async min(name: string): Promise<number> {
     return (await this.all())[name] ?? -1;
+  }
+
+  /**
+   * SPEC.md §9.14.1, §9.14.2: the seq a publication of `name` goes out with: above `found` (the
+   * item its lookup read, -1 when none) and above the seq this client verified for the name, since
+   * when every answer was dropped (a rollback among them) the clock alone could go at or below it.
+   * A `requested` seq not above both is DHT_SEQ_STALE (`nextNameSeq`).
+   */
+  async nextSeq(name: string, found: number, requested?: number): Promise<number> {
+    return nextNameSeq(Math.max(found, await this.min(name)), requested);
   }
 
   async remember(name: string, seq: number): Promise<void> {

@@ -7,6 +7,8 @@ import { Duplex } from 'node:stream';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { CircuitNames } from '../../src/client/circuit-names';
+import { NamesSeen } from '../../src/client/names-seen';
+import pino from 'pino';
 import type { StorageNode } from '../../src/client/storage-client';
 import type { Capability } from '../../src/storage/capability';
 import { FrameDecoder, frameHeader } from '../../src/storage/framing';
@@ -218,5 +220,19 @@ describe('which storage nodes a lookup goes to (SPEC.md §9.14.1)', () => {
     }
     // 40 draws of one node in 8: all the same with probability 8^-39.
     expect(asked.size).toBeGreaterThan(1);
+  });
+});
+
+describe('the seq a publication goes out with (SPEC.md §9.14.1, §9.14.2)', () => {
+  it('is above the item found and above the seq verified for the name; a given seq not above both is DHT_SEQ_STALE', async () => {
+    const seen = new NamesSeen(undefined, pino({ level: 'silent' }));
+    const clock = Math.floor(Date.now() / 1000);
+    expect(await seen.nextSeq('n', -1)).toBeGreaterThanOrEqual(clock);
+    await seen.remember('n', 5_000_000_000);
+    expect(await seen.nextSeq('n', -1)).toBe(5_000_000_001);
+    expect(await seen.nextSeq('n', 6_000_000_000)).toBe(6_000_000_001);
+    expect(await seen.nextSeq('other', 7)).toBeGreaterThanOrEqual(clock);
+    expect(await seen.nextSeq('n', 3, 5_000_000_002)).toBe(5_000_000_002);
+    await expect(seen.nextSeq('n', 3, 5_000_000_000)).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
   });
 });
