@@ -235,7 +235,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   }
   /** The negotiated link protocol version (SPEC.md §1.4); 0 before the handshake ends. */
   get linkVersion(): number { return this.version; }
-  /** Bytes waiting to be written: the open batch plus the socket's own buffer. */
+  /** Bytes waiting to be written (SPEC.md §1.6): the open batch, the batches held behind the socket window (§8.3 step 12) and the socket's own buffer. */
   get bufferedBytes(): number { return this.out.pendingBytes + this.heldBytes + this.socket.writableLength; }
   /**
    * SPEC.md §8.3 step 12: counted circuit cells (§8.1) this end has counted as sent but that still
