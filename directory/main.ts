@@ -48,7 +48,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   const storage: StorageAudits = new StorageAudits({ dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg, connect: auditConnector.connect });
   const held = storage.load();
   // SPEC.md §9.20.4: escrow payments are computed from the contracts held and the own audit reports.
-  rewards.escrow = { contract: (id) => storage.contract(id), ownReport: (e) => storage.reportBody(e) };
+  rewards.escrow = { contract: (id) => storage.contract(id), ownReport: (e, nodes) => storage.ownPages(e, nodes) };
   log.info(held, 'storage contracts loaded');
   authority = new Authority({ config: cfg, signer, log, metrics, rewards, history, storage });
   const server = createAuthorityServer(authority, reg, metrics, log, rewards, storage);

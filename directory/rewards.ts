@@ -35,8 +35,8 @@ import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/trans
 import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
-import { escrowOpsFor, type ContractLookup } from '../src/bandwidth/escrow';
-import { AUDIT_REPORT_MAX_BYTES, verifyAuditReport, type AuditReportBody } from '../src/storage/audit-report';
+import { escrowOpsFor, escrowPayNodes, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
+import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
@@ -83,11 +83,11 @@ interface Awaiting { height: number; epoch: number; base: ReturnType<typeof next
 
 /**
  * SPEC.md §9.20.4: what escrow payments are computed from on this authority: the storage contracts
- * it holds and its own audit reports.
+ * it holds and its own audit reports (the pages of `nodes`, §9.20.3; null when it holds no report).
  */
 export interface EscrowSource {
   contract: ContractLookup;
-  ownReport(epoch: number): AuditReportBody | null;
+  ownReport(epoch: number, nodes: ReadonlySet<string>): AuditPages | null;
 }
 
 const AUDITS_PATH = '/bitcloud/storage/audits';
@@ -295,7 +295,10 @@ export class RewardLedger {
     let next: ReturnType<typeof nextRewardBlock>;
     try {
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
-      if (proposer && this.escrow) next = this.withEscrow(next, this.escrow.ownReport(inp.epoch), [...this.cancels.values()]);
+      if (proposer && this.escrow) {
+        const report = this.escrow.ownReport(inp.epoch, escrowPayNodes(this.state.escrows, inp.epoch, this.escrow.contract));
+        next = this.withEscrow(next, report, [...this.cancels.values()]);
+      }
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -315,7 +318,7 @@ export class RewardLedger {
    * SPEC.md §9.20.4: the escrow operations of a block (openings by its transfers, payments of its epoch
    * by `report`, refunds of ended contracts, `cancels` of the payers) added to it.
    */
-  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditReportBody | null, cancels: readonly EscrowCancel[]): ReturnType<typeof nextRewardBlock> {
+  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditPages | null, cancels: readonly EscrowCancel[]): ReturnType<typeof nextRewardBlock> {
     const src = this.escrow;
     if (!src) return next;
     const base = { ...next.block, escrow: [] };
@@ -327,13 +330,24 @@ export class RewardLedger {
     return { block, body, hash: rewardBlockHash(body) };
   }
 
-  /** The proposer's signed audit report of `epoch`, verified (SPEC.md §9.20.3), or an error. */
-  private async proposerReport(a: AuthorityInfo, epoch: number): Promise<AuditReportBody> {
+  /**
+   * The proposer's signed audit report of `epoch` as payments read it (SPEC.md §9.20.3, §9.20.4):
+   * its signed summary, verified, then the pages of those of `nodes` it names, each read up to
+   * AUDIT_PAGE_MAX_BYTES and verified against the summary; or an error.
+   */
+  private async proposerReport(a: AuthorityInfo, epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages> {
     const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: this.timeout() });
     if (r.status !== 200) throw new Error(`no audit report of epoch ${epoch} (HTTP ${r.status})`);
     const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), this.o.authorities, epoch);
     if (body.authority !== a.fingerprint) throw new Error('the audit report is another authority\'s');
-    return body;
+    const pages = new Map<string, readonly ReportedAudit[]>();
+    for (const fp of [...nodes].sort()) {
+      if (!Object.hasOwn(body.nodes, fp)) continue; // not audited that epoch: no results, nothing paid
+      const p = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}&node=${fp}`, { maxBytes: AUDIT_PAGE_MAX_BYTES, timeoutMs: this.timeout() });
+      if (p.status !== 200) throw new Error(`no audit report page of node ${fp.slice(0, 16)}… in epoch ${epoch} (HTTP ${p.status})`);
+      pages.set(fp, verifyAuditPage(body, fp, p.body));
+    }
+    return { epoch, pages };
   }
 
   /** Sign `next` (one body per height) and hold it as the pending block. */
@@ -395,7 +409,9 @@ export class RewardLedger {
                 // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
                 // from the contracts it holds and, when the block pays, the proposer's own audit report.
                 if (tb.escrow?.length) {
-                  const report = tb.escrow.some((op) => op.kind === 'pay') ? await this.proposerReport(a, tb.epoch) : null;
+                  // Only the pages of the nodes whose pay it computes (SPEC.md §9.20.4 item 2).
+                  const payNodes = this.escrow ? escrowPayNodes(this.state.escrows, tb.epoch, this.escrow.contract) : new Set<string>();
+                  const report = tb.escrow.some((op) => op.kind === 'pay') ? await this.proposerReport(a, tb.epoch, payNodes) : null;
                   // The payers' cancels are self-authenticating (signed by the payer the chain names): the
                   // proposer's are taken as they are, and checked by blockLedger above.
                   const cancels = tb.escrow.flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));

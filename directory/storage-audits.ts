@@ -2,7 +2,9 @@
 // <dataDir>/storage/):
 //   contracts/<id hex>.bin   accepted contracts (§9.20.1), written atomically before the upload is
 //                            answered; removed once their last epoch has passed
-//   audits/<epoch>.json      this authority's signed report of each recent epoch (§9.20.3)
+//   audits/<epoch>.json      this authority's signed report (summary) of each recent epoch (§9.20.3)
+//   audits/<epoch>/<fp>.json the pages of that report, one per audited node, written before the
+//                            summary (the summary is what makes an epoch's report held)
 // Each epoch e, once (at 3/10 of the period), the authority audits every (node, share) that an
 // active contract names (at most PER_NODE_AUDITS per node, chosen at random), over a 3-hop circuit
 // that ends at the node (§9.13.1; a rendezvous circuit to a hidden node, §9.21.5), one challenge
@@ -24,7 +26,8 @@ import { mirrorDescriptorFetcher, openHiddenStorageStream } from '../src/hidden/
 import { StorageChannel } from '../src/storage/channel';
 import { auditRetryingBusy, auditShare, type AuditResult, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
-import { signAuditReport, storedBytes, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
+import { AUDIT_PAGE_MAX_RESULTS, AUDIT_REPORT_VERSION, buildAuditReport, signAuditReport, storedBytes, type AuditPage, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
+import type { AuditPages } from '../src/bandwidth/escrow';
 import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, CONTRACT_MAX_LEAD_EPOCHS, decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
 
@@ -36,8 +39,8 @@ export const MAX_CONTRACTS = 10_000;
  * before MAX_CONTRACTS is reached.
  */
 export const CONTRACT_ENTRY_LIMIT = 262_144;
-/** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch). */
-export const PER_NODE_AUDITS = 64;
+/** Shares audited per node per epoch, at most (the rest of its shares are not credited that epoch; a page holds them, §9.20.3). */
+export const PER_NODE_AUDITS = AUDIT_PAGE_MAX_RESULTS;
 /**
  * Reports kept, in memory and on disk: those of the last 6 epochs, e − 5..e when the newest is e
  * (SPEC.md §9.20.3; the vote for k reads k − 2).
@@ -156,8 +159,13 @@ export class StorageAudits {
   /** Entries of the contracts held and of those being written (SPEC.md §9.20.1 entry limit). */
   private entriesHeld = 0;
   private entriesWriting = 0;
-  /** Reports kept (KEPT_REPORTS), each with its JSON as served once it was asked for. */
-  private readonly reports = new Map<number, { signed: SignedAuditReport; stored: Map<string, number>; text?: Buffer }>();
+  /**
+   * Reports kept (KEPT_REPORTS): the bytes credited per node (for the votes), the signed summary
+   * once it and its pages are on disk (null before, or when saving failed: then nothing of that
+   * epoch is served), and the summary's JSON as served once it was asked for. Pages are not kept in
+   * memory: each is read from disk when served or when payments read it (SPEC.md §9.20.3).
+   */
+  private readonly reports = new Map<number, { signed: SignedAuditReport | null; stored: Map<string, number>; text?: Buffer }>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
   private lastAudited = -1;
@@ -214,10 +222,35 @@ export class StorageAudits {
     return null;
   }
 
-  /** The body of this authority's own report of `epoch`, or null (SPEC.md §9.20.3, §9.20.4). */
-  reportBody(epoch: number): AuditReportBody | null {
+  /**
+   * SPEC.md §9.20.4: this authority's own report of `epoch` as its payments read it: the pages of
+   * `nodes` that it holds (a node it did not audit has none), read from disk; null when it holds no
+   * report of `epoch` or a page cannot be read.
+   */
+  ownPages(epoch: number, nodes: ReadonlySet<string>): AuditPages | null {
     const r = this.reports.get(epoch);
-    return r ? JSON.parse(r.signed.body) as AuditReportBody : null;
+    if (!r?.signed) return null;
+    const body = JSON.parse(r.signed.body) as AuditReportBody;
+    const pages = new Map<string, readonly ReportedAudit[]>();
+    try {
+      for (const fp of nodes) {
+        if (!Object.hasOwn(body.nodes, fp)) continue;
+        pages.set(fp, (JSON.parse(fs.readFileSync(this.pageFile(epoch, fp), 'utf8')) as AuditPage).results);
+      }
+    } catch (x) {
+      this.o.log.warn({ epoch, err: (x as Error).message }, 'reading an own audit report page failed');
+      return null;
+    }
+    return { epoch, pages };
+  }
+
+  private pageFile(epoch: number, fp: string): string { return path.join(this.dir, 'audits', String(epoch), `${fp}.json`); }
+
+  /** Remove the report of `epoch` from disk: its summary, then its pages. */
+  private removeReport(epoch: number): void {
+    fs.rm(path.join(this.dir, 'audits', `${epoch}.json`), { force: true }, () => {
+      fs.rm(path.join(this.dir, 'audits', String(epoch)), { recursive: true, force: true }, () => {});
+    });
   }
 
   /** Load contracts and recent reports from disk. Call once, before anything else. */
@@ -250,7 +283,8 @@ export class StorageAudits {
     if (early > 0) this.o.log.warn({ early, maxLeadEpochs: CONTRACT_MAX_LEAD_EPOCHS }, 'stored storage contracts starting too far ahead not loaded (their files are kept)');
     if (beyond > 0) this.o.log.warn({ beyond, held: this.contracts.size, entries: this.entriesHeld }, 'stored storage contracts beyond the limits not loaded (their files are kept)');
     const adir = path.join(this.dir, 'audits');
-    for (const name of safeReaddir(adir)) {
+    const names = safeReaddir(adir);
+    for (const name of names) {
       const m = /^(\d{1,16})\.json$/.exec(name);
       if (!m) continue;
       const epoch = Number(m[1]);
@@ -258,13 +292,25 @@ export class StorageAudits {
       if (!reportKept(epoch, e)) { fs.rmSync(file, { force: true }); continue; }
       try {
         const signed = JSON.parse(fs.readFileSync(file, 'utf8')) as SignedAuditReport;
-        const body = JSON.parse(signed.body) as { epoch: number; stored: Record<string, number> };
+        const body = JSON.parse(signed.body) as AuditReportBody;
+        if (body.version !== AUDIT_REPORT_VERSION) {
+          // SPEC.md §9.20.3: a report of an older layout (version 1 carried every result in the
+          // signed body) is not served in the new one; it is dropped.
+          this.o.log.warn({ file: name, version: body.version }, 'stored audit report of an older version dropped');
+          fs.rmSync(file, { force: true });
+          continue;
+        }
         if (body.epoch !== epoch) throw new Error('epoch does not match the file name');
-        this.reports.set(epoch, { signed, stored: new Map(Object.entries(body.stored)) });
+        const stored = new Map(Object.entries(body.nodes).filter(([, n]) => n.stored > 0).map(([fp, n]) => [fp, n.stored]));
+        this.reports.set(epoch, { signed, stored });
         if (epoch > this.lastAudited) this.lastAudited = epoch;
       } catch (x) {
         this.o.log.warn({ file: name, err: (x as Error).message }, 'stored audit report not usable; ignored');
       }
+    }
+    // Pages of a report not held (older than kept, dropped, or whose summary was never written).
+    for (const name of names) {
+      if (/^\d{1,16}$/.test(name) && !this.reports.has(Number(name))) fs.rmSync(path.join(adir, name), { recursive: true, force: true });
     }
     return { contracts: this.contracts.size, reports: this.reports.size };
   }
@@ -352,24 +398,37 @@ export class StorageAudits {
     return this.reports.get(epoch)?.stored ?? null;
   }
 
-  /** GET /bitcloud/storage/audits?epoch=E: the signed report (null when none). */
+  /** GET /bitcloud/storage/audits?epoch=E: the signed report (summary; null when none). */
   report(epoch: number): SignedAuditReport | null {
     return this.reports.get(epoch)?.signed ?? null;
   }
 
   /**
-   * GET /bitcloud/storage/audits?epoch=E: the signed report's JSON as served (null when none),
+   * GET /bitcloud/storage/audits?epoch=E: the signed summary's JSON as served (null when none),
    * serialised at the first request and kept with the report, so each GET costs no serialisation.
    */
   reportText(epoch: number): Buffer | null {
     const r = this.reports.get(epoch);
-    if (!r) return null;
+    if (!r?.signed) return null;
     r.text ??= Buffer.from(JSON.stringify(r.signed), 'utf8');
     return r.text;
   }
 
-  /** Epochs with a report, ascending. */
-  get reportEpochs(): number[] { return [...this.reports.keys()].sort((a, b) => a - b); }
+  /**
+   * GET /bitcloud/storage/audits?epoch=E&node=FP: the page of node `fp` (64 hex) in the report of
+   * `epoch`, its exact bytes read from disk (null when the report or the node's page is not held).
+   */
+  async pageText(epoch: number, fp: string): Promise<Buffer | null> {
+    if (!/^[0-9a-f]{64}$/.test(fp) || !this.reports.get(epoch)?.signed) return null;
+    try {
+      return await fs.promises.readFile(this.pageFile(epoch, fp));
+    } catch {
+      return null;
+    }
+  }
+
+  /** Epochs with a report served, ascending. */
+  get reportEpochs(): number[] { return [...this.reports].filter(([, r]) => r.signed).map(([k]) => k).sort((a, b) => a - b); }
 
   async close(): Promise<void> {
     this.closed = true;
@@ -394,7 +453,8 @@ export class StorageAudits {
     }
     const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && (r.storagePort > 0 || r.roles.includes('hidden'))).map((r) => [r.fingerprint, r]));
     const timeoutMs = this.o.timeoutMs ?? Math.min(30_000, Math.max(2000, this.P / 4));
-    const cap = this.o.perNodeAudits ?? PER_NODE_AUDITS;
+    // SPEC.md §9.20.3: a page holds at most PER_NODE_AUDITS results.
+    const cap = Math.min(this.o.perNodeAudits ?? PER_NODE_AUDITS, PER_NODE_AUDITS);
     const connect = this.o.connect ?? directAuditConnector;
     const results: ReportedAudit[] = [];
     await Promise.all([...byNode].map(async ([fp, shares]) => {
@@ -464,19 +524,27 @@ export class StorageAudits {
     results.sort((a, b) => a.node.localeCompare(b.node) || a.shareId.localeCompare(b.shareId));
     for (const r of results) this.m.audits.labels(r.ok ? 'ok' : r.code ?? 'INTERNAL').inc();
     const stored = storedBytes(results);
-    const signed = signAuditReport({
-      version: 1, authority: this.o.signer.identity.toString('hex'), epoch: e, results,
-      stored: Object.fromEntries([...stored].sort(([a], [b]) => a.localeCompare(b))),
-    }, this.o.signer);
-    this.reports.set(e, { signed, stored });
+    // SPEC.md §9.20.3: the signed summary names each node's page by its digest.
+    const { body, pages } = buildAuditReport(this.o.signer.identity.toString('hex'), e, results);
+    const signed = signAuditReport(body, this.o.signer);
+    const held: { signed: SignedAuditReport | null; stored: Map<string, number> } = { signed: null, stored };
+    this.reports.set(e, held);
     for (const k of this.reports.keys()) {
       if (reportKept(k, e)) continue;
       this.reports.delete(k);
-      fs.rm(path.join(this.dir, 'audits', `${k}.json`), { force: true }, () => {});
+      this.removeReport(k);
     }
-    mkdirDurableSync(path.join(this.dir, 'audits'), 0o700);
-    await writeFileAtomic(path.join(this.dir, 'audits', `${e}.json`), JSON.stringify(signed), 0o644)
-      .catch((x) => this.o.log.warn({ err: (x as Error).message }, 'saving the audit report failed'));
+    // The pages first, then the summary: a summary on disk always has its pages. Served once both are.
+    try {
+      // An epoch audited again (by a test or after a clock step) leaves no page of its earlier round.
+      fs.rmSync(path.join(this.dir, 'audits', String(e)), { recursive: true, force: true });
+      mkdirDurableSync(path.join(this.dir, 'audits', String(e)), 0o700);
+      for (const [fp, bytes] of pages) await writeFileAtomic(this.pageFile(e, fp), bytes, 0o644);
+      await writeFileAtomic(path.join(this.dir, 'audits', `${e}.json`), JSON.stringify(signed), 0o644);
+      held.signed = signed;
+    } catch (x) {
+      this.o.log.warn({ err: (x as Error).message }, 'saving the audit report failed; it is not served');
+    }
     const failed = results.filter((r) => !r.ok).length;
     this.o.log.info({ epoch: e, audits: results.length, failed, nodesCredited: stored.size }, 'storage audits done');
   }

@@ -2,6 +2,7 @@
 //   POST /bitcloud/storage/contracts          upload a storage contract (§9.20.1; rate limited)
 //   GET  /bitcloud/storage/audits[?epoch=E]   this authority's signed audit report (§9.20.3);
 //                                             without `epoch`, the list of epochs it holds
+//   GET  /bitcloud/storage/audits?epoch=E&node=FP  one node's page of that report (§9.20.3)
 import type http from 'node:http';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
@@ -35,9 +36,18 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return [route, 405]; }
   const q = url.searchParams.get('epoch');
-  if (q === null) { sendJson(res, 200, { epochs: audits.reportEpochs, contracts: audits.contractCount }); return [route, 200]; }
-  if (!/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
-  // Not rate limited: the report's JSON (tens of MB on a large network) is serialised once per
+  const node = url.searchParams.get('node');
+  if (q === null && node === null) { sendJson(res, 200, { epochs: audits.reportEpochs, contracts: audits.contractCount }); return [route, 200]; }
+  if (q === null || !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
+  if (node !== null) {
+    // SPEC.md §9.20.3: one node's page, read from disk (bounded by the per-node sample).
+    if (!/^[0-9a-f]{64}$/.test(node)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'node must be a fingerprint of 64 lowercase hex digits'); return [route, 400]; }
+    const page = await audits.pageText(Number(q), node);
+    if (!page) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report page for node ${node.slice(0, 16)}… in epoch ${q} here`); return [route, 404]; }
+    sendJsonText(res, 200, page);
+    return [route, 200];
+  }
+  // Not rate limited: the summary's JSON (about 150 bytes per audited node) is serialised once per
   // epoch and kept with the report (the last 6 epochs, SPEC.md §9.20.3), not again for each GET.
   const rep = audits.reportText(Number(q));
   if (!rep) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report for epoch ${q} here`); return [route, 404]; }

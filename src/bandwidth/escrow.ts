@@ -223,10 +223,36 @@ export function copyEscrowBook(book: ReadonlyMap<string, Escrow>): EscrowBook {
 export type ContractLookup = (id: string) => StorageContract | undefined;
 
 /**
+ * SPEC.md §9.20.3, §9.20.4: an audit report of an epoch as payments read it: per node, the results
+ * of its page (verified against the signed summary by whoever fetched them).
+ */
+export interface AuditPages {
+  epoch: number;
+  pages: ReadonlyMap<string, readonly ReportedAudit[]>;
+}
+
+/**
+ * SPEC.md §9.20.4 item 2: the nodes whose pages the payments of the block for `epoch` read: those
+ * the contracts name of every escrow open before the block, not refunded, held, with
+ * `startEpoch ≤ epoch < endEpoch` and `epoch` not paid (exactly the escrows `escrowOpsFor` pays).
+ */
+export function escrowPayNodes(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup): Set<string> {
+  const out = new Set<string>();
+  for (const [id, e] of book) {
+    if (e.refunded !== null || epoch < e.startEpoch || epoch >= e.endEpoch || epoch <= e.lastPaid) continue;
+    const c = lookup(id);
+    if (!c) continue;
+    for (const x of c.entries) out.add(x.node.toString('hex'));
+  }
+  return out;
+}
+
+/**
  * SPEC.md §9.20.4: the escrow operations of the block for `epoch`, computed by its proposer and
  * recomputed by every other authority before it signs. `book` is the chain's escrow book before the
  * block, `ledger` the chain state after the block's allocations and transfers, `report` the
- * proposer's own audit report of `epoch` (null: none, and then nothing is paid). In this order:
+ * verified pages of the proposer's own audit report of `epoch` (at least those of the nodes
+ * `escrowPayNodes` names; null: no report, and then nothing is paid). In this order:
  * - **open** for each of the block's transfers, in order, that pays the id of a contract held,
  *   not yet open and not ended at `epoch`, with at least one unit per epoch (the first such
  *   transfer per contract; the sender is the payer);
@@ -240,7 +266,7 @@ export type ContractLookup = (id: string) => StorageContract | undefined;
  */
 export function escrowOpsFor(
   book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], lookup: ContractLookup,
-  report: { epoch: number; results: readonly ReportedAudit[] } | null, cancels: readonly EscrowCancel[] = [],
+  report: AuditPages | null, cancels: readonly EscrowCancel[] = [],
 ): EscrowOp[] {
   // Each id is looked up once per block: a lookup may decode the contract (up to 4096 entries),
   // and a block's 10 000 transfers may all pay one id.
@@ -266,7 +292,9 @@ export function escrowOpsFor(
       const c = contracts(id);
       if (!c || e.refunded !== null || epoch < e.startEpoch || epoch >= e.endEpoch || epoch <= e.lastPaid) continue;
       const entries = new Map(c.entries.map((x) => [`${x.node.toString('hex')}/${x.shareId.toString('hex')}`, { size: x.shareSize, root: x.auditRoot.toString('hex') }]));
-      for (const p of epochPayments(e, passingBytes({ entries }, report.results))) ops.push({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
+      // §9.20.3: a node's results are on its page; a node the report does not name has none.
+      const results = [...new Set(c.entries.map((x) => x.node.toString('hex')))].flatMap((n) => report.pages.get(n) ?? []);
+      for (const p of epochPayments(e, passingBytes({ entries }, results))) ops.push({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
     }
   }
   const cancelOf = new Map<string, EscrowCancel>();

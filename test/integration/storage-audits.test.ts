@@ -27,7 +27,7 @@ import { encodeTransfer } from '../../src/wire/transfer';
 import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { fetchRewardChain } from '../../src/client/rewards';
-import { verifyAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
+import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../../src/storage/audit-report';
 import { allocate } from '../../src/bandwidth/reward';
 import { STORAGE_SHARE_DEN, STORAGE_SHARE_NUM } from '../../src/bandwidth/reward';
 import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
@@ -119,11 +119,22 @@ async function blockThatPaysStorage(want: (b: RewardBlock, storage: Map<string, 
   }, 120_000, 1000);
 }
 
-/** An authority's signed audit report of `epoch`, verified (SPEC.md §9.20.3). */
-async function auditReport(a: AuthorityInfo, epoch: number): Promise<AuditReportBody> {
-  const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${epoch}`, { maxBytes: 64 << 20, timeoutMs: 5000 });
+/**
+ * An authority's signed audit report of `epoch` (SPEC.md §9.20.3): its signed summary, verified, and
+ * every node's page (`?epoch=E&node=FP`), verified against it. `stored`: the nodes credited (> 0).
+ */
+async function auditReport(a: AuthorityInfo, epoch: number): Promise<{ results: ReportedAudit[]; stored: Record<string, number> }> {
+  const r = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: 5000 });
   expect(r.status).toBe(200);
-  return verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, epoch);
+  const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), auths, epoch);
+  const results: ReportedAudit[] = [];
+  for (const fp of Object.keys(body.nodes)) {
+    const p = await httpRequest(`${a.url}/bitcloud/storage/audits?epoch=${epoch}&node=${fp}`, { maxBytes: AUDIT_PAGE_MAX_BYTES, timeoutMs: 5000 });
+    expect(p.status).toBe(200);
+    results.push(...verifyAuditPage(body, fp, p.body));
+  }
+  const stored = Object.fromEntries(Object.entries(body.nodes).filter(([, n]) => n.stored > 0).map(([fp, n]) => [fp, n.stored]));
+  return { results, stored };
 }
 
 describe('authorities audit contracted storage each epoch and pay only for passed audits (SPEC.md §9.20)', () => {

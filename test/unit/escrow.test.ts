@@ -7,7 +7,7 @@ import { ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
 import {
-  applyEscrowOp, contractId, epochPayments, escrowOpsFor, fundEscrow, passingBytes, payEpoch, refundEscrow, type EscrowBook,
+  applyEscrowOp, contractId, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
 } from '../../src/bandwidth/escrow';
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
@@ -252,6 +252,13 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
   });
 });
 
+/** A report as payments read it (SPEC.md §9.20.3): per node, its page's results. */
+function paged(epoch: number, results: ReportedAudit[]): AuditPages {
+  const pages = new Map<string, ReportedAudit[]>();
+  for (const r of results) pages.set(r.node, [...(pages.get(r.node) ?? []), r]);
+  return { epoch, pages };
+}
+
 describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
   it('opens on a funding transfer, pays the epoch from the report, refunds after the end; blocks built so verify', () => {
     const P = payer.publicKey.toString('hex');
@@ -267,12 +274,20 @@ describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
     expect(escrowOpsFor(new Map(), l0, 14, [fund], held, null)).toEqual([]);
     const book: EscrowBook = new Map();
     applyEscrowOp(book, l0, { epoch: 9, transfers: [fund] }, ops0[0]);
-    const report = { epoch: 10, results: [result(nodeA, 1, 3000, true), result(nodeB, 3, 4000, true), result(nodeA, 2, 1000, false)] };
+    const report = paged(10, [result(nodeA, 1, 3000, true), result(nodeB, 3, 4000, true), result(nodeA, 2, 1000, false)]);
     // perEpoch = floor(4001 / 4) = 1000: A 1000·3000/8000 = 375, B 500.
     expect(escrowOpsFor(book, l0, 10, [], held, report)).toEqual([
       { kind: 'pay', contract: idHex, epoch: 10, node: A, amount: 375n }, { kind: 'pay', contract: idHex, epoch: 10, node: B, amount: 500n },
     ]);
     expect(escrowOpsFor(book, l0, 10, [], held, null)).toEqual([]);
+    // The pages a payment reads: those of the contract's nodes, while it pays; none once it ended or for a contract not held.
+    expect([...escrowPayNodes(book, 10, held)].sort()).toEqual([A, B].sort());
+    expect(escrowPayNodes(book, 14, held).size).toBe(0);
+    expect(escrowPayNodes(book, 10, () => undefined).size).toBe(0);
+    // A node without a page in the report is paid nothing.
+    expect(escrowOpsFor(book, l0, 10, [], held, { epoch: 10, pages: new Map([[B, report.pages.get(B)!]]) })).toEqual([
+      { kind: 'pay', contract: idHex, epoch: 10, node: B, amount: 500n },
+    ]);
     expect(escrowOpsFor(book, l0, 11, [], held, report)).toEqual([]); // a report of another epoch pays nothing
     expect(escrowOpsFor(book, l0, 14, [], held, null)).toEqual([{ kind: 'refund', contract: idHex, amount: 4001n }]);
     // A payer's cancel: after the epoch's payments, the rest; one by another key is left out; after
@@ -300,7 +315,7 @@ describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
     const book: EscrowBook = new Map();
     applyEscrowOp(book, l0, { epoch: 9, transfers: [fund] }, escrowOpsFor(new Map(), l0, 9, [fund], held, null)[0]);
     lookups.clear();
-    const report = { epoch: 10, results: [result(nodeA, 1, 3000, true)] };
+    const report = paged(10, [result(nodeA, 1, 3000, true)]);
     expect(escrowOpsFor(book, l0, 10, transfers.slice(0, 20), held, report).filter((op) => op.kind === 'pay')).toHaveLength(1);
     expect(lookups.get(idHex)).toBe(1);
   });

@@ -12,7 +12,8 @@ import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
-import { signAuditReport, type AuditReportBody } from '../../src/storage/audit-report';
+import { buildAuditReport, signAuditReport, type ReportedAudit } from '../../src/storage/audit-report';
+import type { AuditPages } from '../../src/bandwidth/escrow';
 import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -28,8 +29,10 @@ let authorities: LedgerTrio['authorities'];
 /** The contracts each authority holds (index as in `nodes`). */
 const held: Map<string, StorageContract>[] = [new Map(), new Map(), new Map()];
 /** What each authority's own report of an epoch says (used when it proposes), and what it serves signed (what the others recheck). */
-const claimed = new Map<number, AuditReportBody>();
-const served = new Map<number, AuditReportBody>();
+const claimed = new Map<number, AuditPages>();
+const served = new Map<number, ReportedAudit[]>();
+/** Pages asked for, by node (SPEC.md §9.20.3: the recheck reads only those of the nodes it pays). */
+const pagesAsked: string[] = [];
 
 const consensus = (epoch: number): VerifiedConsensus =>
   ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
@@ -49,10 +52,17 @@ beforeAll(async () => {
     onStart: (n, i) => { n.ledger!.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => claimed.get(e) ?? null }; },
     route: (n, url, _req, res) => {
       if (url.pathname !== '/bitcloud/storage/audits') return false;
-      const body = served.get(Number(url.searchParams.get('epoch')));
-      if (!body) { res.writeHead(404); res.end(); return true; }
+      const epoch = Number(url.searchParams.get('epoch'));
+      const results = served.get(epoch);
+      if (!results) { res.writeHead(404); res.end(); return true; }
+      // SPEC.md §9.20.3: the signed summary, or one node's page by `node`.
+      const { body, pages } = buildAuditReport(n.signer.identity.toString('hex'), epoch, results);
+      const node = url.searchParams.get('node');
+      if (node !== null) pagesAsked.push(node);
+      const page = node === null ? null : pages.get(node);
+      if (node !== null && !page) { res.writeHead(404); res.end(); return true; }
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(signAuditReport({ ...body, authority: n.signer.identity.toString('hex') }, n.signer)));
+      res.end(page ?? JSON.stringify(signAuditReport(body, n.signer)));
       return true;
     },
   });
@@ -121,8 +131,10 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     const node = c2.entries[0];
     const result = { node: node.node.toString('hex'), contract: ID2, shareId: node.shareId.toString('hex'), size: node.shareSize, root: node.auditRoot.toString('hex'), nonce: '00'.repeat(32), blocks: [0] };
     // Each authority tells itself the node passed, but publishes (signed) that it did not answer.
-    claimed.set(E0 + 7, { version: 1, authority: '', epoch: E0 + 7, results: [{ ...result, ok: true }], stored: {} });
-    served.set(E0 + 7, { version: 1, authority: '', epoch: E0 + 7, results: [{ ...result, ok: false, code: 'STORAGE_TIMEOUT' }], stored: {} });
+    claimed.set(E0 + 7, { epoch: E0 + 7, pages: new Map([[result.node, [{ ...result, ok: true }]]]) });
+    // A node no contract names: its page is not read.
+    const other: ReportedAudit = { ...result, node: 'ee'.repeat(32), ok: false, code: 'STORAGE_TIMEOUT' };
+    served.set(E0 + 7, [{ ...result, ok: false, code: 'STORAGE_TIMEOUT' }, other]);
 
     expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id2, 3000n, 2)))).status).toBe(200);
     await Promise.all(running().map((l) => l.whenIdle()));
@@ -136,6 +148,8 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     // The proposer did pay (its own report says the node passed); the two others refused that body.
     const refused = warnings().filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''));
     expect(refused).toHaveLength(2);
+    expect(pagesAsked.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(pagesAsked)).toEqual(new Set([result.node]));
     for (const l of running()) {
       expect(l.chain.epoch).toBe(E0 + 7);
       expect(l.chain.escrows.get(ID2)?.paid).toBe(0n);

@@ -15,7 +15,12 @@ import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { FLAG_BITS } from '../../src/dir/types';
 import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit';
 import { shareId } from '../../src/storage/share';
-import { AUDIT_REPORT_MAX_BYTES, verifyAuditReport, type SignedAuditReport } from '../../src/storage/audit-report';
+import { CoinLedger, signTransfer } from '../../src/bandwidth/transfer';
+import { applyEscrowOp, contractId, escrowOpsFor, escrowPayNodes, type EscrowBook } from '../../src/bandwidth/escrow';
+import {
+  AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, buildAuditReport, signAuditReport, verifyAuditPage, verifyAuditReport, type AuditReportBody, type ReportedAudit, type SignedAuditReport,
+} from '../../src/storage/audit-report';
+import type { AuthorityInfo } from '../../src/dir/authorities';
 import { MAX_AUDIT_ANSWER_BYTES } from '../../src/storage/protocol';
 import { encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { CONTRACT_MAX_LEAD_EPOCHS, decodeContract, encodeContract, sortContractEntries, type ContractEntry } from '../../src/wire/storage-contract';
@@ -128,6 +133,21 @@ function connector(nodes: Node[], held: Map<string, Buffer>): AuditConnector {
       },
     };
   };
+}
+
+/** The size of the first result of a page (its bytes as served). */
+const p0Size = (page: Buffer): number => (JSON.parse(page.toString('utf8')) as { results: { size: number }[] }).results[0].size;
+
+/**
+ * An authority's report of `epoch` as another reads it (SPEC.md §9.20.3): the signed summary,
+ * verified, and every node's page as served, verified against it.
+ */
+async function readReport(audits: StorageAudits, auths: readonly AuthorityInfo[], epoch: number) {
+  const body = verifyAuditReport(JSON.parse(audits.reportText(epoch)!.toString('utf8')), auths, epoch);
+  const results: ReportedAudit[] = [];
+  for (const fp of Object.keys(body.nodes)) results.push(...verifyAuditPage(body, fp, (await audits.pageText(epoch, fp))!));
+  const stored = Object.fromEntries(Object.entries(body.nodes).filter(([, n]) => n.stored > 0).map(([fp, n]) => [fp, n.stored]));
+  return { body, results, stored };
 }
 
 describe('the contract limit (SPEC.md §9.20.1)', () => {
@@ -260,40 +280,75 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
 
     const rep = audits.report(E)!;
     const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
-    const body = verifyAuditReport(JSON.parse(JSON.stringify(rep)), auths, E);
-    const codes = Object.fromEntries(body.results.map((r) => [`${r.node}/${r.shareId}`, r.ok ? 'ok' : r.code]));
+    const { body, results } = await readReport(audits, auths, E);
+    expect(Object.keys(body.nodes)).toEqual([honest.fp, lazy.fp, forger.fp].sort());
+    const codes = Object.fromEntries(results.map((r) => [`${r.node}/${r.shareId}`, r.ok ? 'ok' : r.code]));
     expect(codes[`${lazy.fp}/${shareId(l2).toString('hex')}`]).toBe('SHARE_NOT_FOUND');
     expect(codes[`${forger.fp}/${shareId(f1).toString('hex')}`]).toBe('AUDIT_PROOF_INVALID');
-    expect(body.results.some((r) => r.node === gone.fp)).toBe(false);
+    expect(results.some((r) => r.node === gone.fp)).toBe(false);
+    const honestPage = (await audits.pageText(E, honest.fp))!;
 
-    // Tampering with a report is caught.
+    // Tampering with a summary is caught.
     const tamper = (f: (b: Record<string, any>) => void): SignedAuditReport => { // eslint-disable-line @typescript-eslint/no-explicit-any
       const b = JSON.parse(rep.body) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
       f(b);
       return { ...rep, body: JSON.stringify(b) };
     };
-    expect(await codeOf(() => verifyAuditReport(tamper((b) => { b.stored[b.results[0].node] += 1; }), auths))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(() => verifyAuditReport(tamper((b) => { b.nodes[honest.fp].stored += 1; }), auths))).toBe('AUDIT_REPORT_INVALID');
     expect(await codeOf(() => verifyAuditReport({ ...rep, signature: '00'.repeat(64) }, auths))).toBe('AUDIT_REPORT_INVALID');
     const other = makeSigner();
     expect(await codeOf(() => verifyAuditReport(rep, parseAuthorityList([{ name: 'b', identity: other.identity.toString('hex'), address: '127.0.0.1:1' }])))).toBe('AUDIT_REPORT_INVALID');
     expect(await codeOf(() => verifyAuditReport(rep, auths, E + 1))).toBe('AUDIT_REPORT_INVALID');
+    // A version 1 report (every result in the signed body) is not read as a summary.
+    expect(await codeOf(() => verifyAuditReport(signAuditReport({ ...body, version: 1 }, signer), auths))).toBe('AUDIT_REPORT_INVALID');
+    // A malformed node entry, signed, is refused.
+    for (const f of [
+      (b: AuditReportBody) => { b.nodes[honest.fp].results = 65; },
+      (b: AuditReportBody) => { b.nodes[honest.fp].stored = -1; },
+      (b: AuditReportBody) => { b.nodes[honest.fp].page = 'ab'; },
+      (b: AuditReportBody) => { b.nodes = { ['AB'.repeat(32)]: b.nodes[honest.fp] }; },
+    ]) {
+      const b = JSON.parse(rep.body) as AuditReportBody;
+      f(b);
+      expect(await codeOf(() => verifyAuditReport(signAuditReport(b, signer), auths)), String(f)).toBe('AUDIT_REPORT_INVALID');
+    }
 
-    // A report re-signed with a result flipped to "failed" while its answer proves the share: the
+    // A page whose bytes are not those the summary's digest names is refused, however small the change.
+    const edited = Buffer.from(honestPage.toString('utf8').replace(/"ok":true/, '"ok": true'), 'utf8');
+    expect(edited.equals(honestPage)).toBe(false);
+    expect(await codeOf(() => verifyAuditPage(body, honest.fp, edited))).toBe('AUDIT_REPORT_INVALID');
+    const lazyPage = (await audits.pageText(E, lazy.fp))!;
+    expect(await codeOf(() => verifyAuditPage(body, honest.fp, lazyPage))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(() => verifyAuditPage(body, gone.fp, honestPage))).toBe('AUDIT_REPORT_INVALID');
+
+    /** The summary re-signed with `node`'s page changed by `f` (and its digest and count with it) and its entry by `g`. */
+    const resigned = (node: string, f: (page: { epoch: number; node: string; results: Record<string, unknown>[] }) => void, g: (n: AuditReportBody['nodes'][string]) => void = () => {}) => {
+      const page = JSON.parse(honestPage.toString('utf8')) as { epoch: number; node: string; results: Record<string, unknown>[] };
+      f(page);
+      const bytes = Buffer.from(JSON.stringify(page), 'utf8');
+      const b = JSON.parse(rep.body) as AuditReportBody;
+      b.nodes[node] = { ...b.nodes[node], results: page.results.length, page: blake2b(bytes).toString('hex') };
+      g(b.nodes[node]);
+      const summary = verifyAuditReport(signAuditReport(b, signer), auths, E);
+      return () => verifyAuditPage(summary, node, bytes);
+    };
+    // The page unchanged, re-signed: it verifies (the checks below fail for what they change).
+    expect(resigned(honest.fp, () => {})()).toHaveLength(2);
+    // A summary whose stored bytes are not what the page's passing results give: refused.
+    expect(await codeOf(resigned(honest.fp, () => {}, (n) => { n.stored += 1; }))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(resigned(honest.fp, () => {}, (n) => { n.stored = 0; }))).toBe('AUDIT_REPORT_INVALID');
+    // A count that is not the page's, a page of another epoch or node, a result naming another node.
+    expect(await codeOf(resigned(honest.fp, () => {}, (n) => { n.results = 1; }))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(resigned(honest.fp, (p) => { p.epoch = E + 1; }))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(resigned(lazy.fp, () => {}))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(resigned(honest.fp, (p) => { p.results[0].node = lazy.fp; }, (n) => { n.stored = 300 + 9000 - (p0Size(honestPage)); }))).toBe('AUDIT_REPORT_INVALID');
+
+    // A page re-signed with a result flipped to "failed" while its answer proves the share: the
     // recheck refuses it (an authority cannot withhold a node's pay while publishing its proof).
-    const { signAuditReport } = await import('../../src/storage/audit-report');
-    const flipped = JSON.parse(rep.body) as { results: { ok: boolean; code?: string; node: string }[]; stored: Record<string, number> };
-    const i = flipped.results.findIndex((r) => r.ok && r.node === honest.fp);
-    flipped.results[i].ok = false;
-    flipped.results[i].code = 'AUDIT_PROOF_INVALID';
-    expect(await codeOf(() => verifyAuditReport(signAuditReport(flipped as never, signer), auths))).toBe('AUDIT_REPORT_INVALID');
+    expect(await codeOf(resigned(honest.fp, (p) => { p.results[0].ok = false; p.results[0].code = 'AUDIT_PROOF_INVALID'; }, (n) => { n.stored -= p0Size(honestPage); }))).toBe('AUDIT_REPORT_INVALID');
 
     // A signed result no challenge could carry (a nonce over 64 bytes or not hex, a share over the
     // largest, blocks that are not indices) is AUDIT_REPORT_INVALID, never another error.
-    const resigned = (f: (r: Record<string, unknown>) => void): SignedAuditReport => {
-      const b = JSON.parse(rep.body) as { results: Record<string, unknown>[] };
-      f(b.results[0]);
-      return signAuditReport(b as never, signer);
-    };
     for (const f of [
       (r: Record<string, unknown>) => { r.nonce = 'ab'.repeat(65); },
       (r: Record<string, unknown>) => { r.nonce = 'zz'.repeat(32); },
@@ -302,13 +357,16 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       (r: Record<string, unknown>) => { r.blocks = [0.5]; },
       (r: Record<string, unknown>) => { r.answer = 'x'; },
     ]) {
-      expect(await codeOf(() => verifyAuditReport(resigned(f), auths)), String(f)).toBe('AUDIT_REPORT_INVALID');
+      expect(await codeOf(resigned(honest.fp, (p) => f(p.results[0]))), String(f)).toBe('AUDIT_REPORT_INVALID');
     }
 
-    // Restart: contracts and the report come back from disk.
+    // Restart: contracts and the report, its summary and its pages, come back from disk.
     const again = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now: () => now });
     expect(again.load()).toEqual({ contracts: 1, reports: 1 });
     expect(again.storedFor(E)!.get(honest.fp)).toBe(9300);
+    expect(again.reportText(E)!.equals(audits.reportText(E)!)).toBe(true);
+    expect((await again.pageText(E, honest.fp))!.equals(honestPage)).toBe(true);
+    expect((await readReport(again, auths, E)).results).toEqual(results);
 
     // Once its last epoch has passed, a contract is refused.
     now = epochStart(E + 6);
@@ -334,8 +392,8 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     audits.onConsensus({ validAfter: epochStart(E), relays: [up.relay, down.relay] } as unknown as VerifiedConsensus);
     await audits.auditEpoch(E);
     const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
-    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
-    const failed = body.results.filter((r) => r.node === down.fp);
+    const { results, stored } = await readReport(audits, auths, E);
+    const failed = results.filter((r) => r.node === down.fp);
     expect(failed).toHaveLength(2);
     for (const r of failed) {
       expect(r.ok).toBe(false);
@@ -345,7 +403,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       expect(r.blocks).toEqual(challengeBlocks(Buffer.from(r.nonce, 'hex'), Buffer.from(r.shareId, 'hex'), r.size));
     }
     expect(new Set(failed.map((r) => r.nonce)).size).toBe(2);
-    expect(body.stored).toEqual({ [up.fp]: 2000 });
+    expect(stored).toEqual({ [up.fp]: 2000 });
   });
 
   it('a node answering STORAGE_BUSY is asked again: busy twice, then the right answer, and the pair is credited (SPEC.md §9.20.2)', async () => {
@@ -371,9 +429,9 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     await audits.auditEpoch(E);
     expect(challenges).toBe(3);
     const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
-    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
-    expect(body.results.map((r) => r.ok)).toEqual([true]);
-    expect(body.stored).toEqual({ [n.fp]: 2000 });
+    const { results, stored } = await readReport(audits, auths, E);
+    expect(results.map((r) => r.ok)).toEqual([true]);
+    expect(stored).toEqual({ [n.fp]: 2000 });
   });
 
   it('closing the authority while a pair waits to ask a busy node again ends the wait at once, not after it (SPEC.md §9.20.2)', async () => {
@@ -462,13 +520,13 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     // Far fewer than the 64 × 4 challenges the pairs would have cost one after another.
     expect(sentByRound).toBeLessThan(64 * 4 / 2);
     const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
-    const body = verifyAuditReport(JSON.parse(JSON.stringify(audits.report(E))), auths, E);
-    const mine = body.results.filter((r) => r.node === slow.fp);
+    const { results, stored } = await readReport(audits, auths, E);
+    const mine = results.filter((r) => r.node === slow.fp);
     expect(mine).toHaveLength(64);
     expect(mine.every((r) => !r.ok && (r.code === 'STORAGE_BUSY' || r.code === 'STORAGE_TIMEOUT'))).toBe(true);
     expect(mine.filter((r) => r.code === 'STORAGE_TIMEOUT').length).toBeGreaterThan(32);
     for (const r of mine) expect(r.blocks).toEqual(challengeBlocks(Buffer.from(r.nonce, 'hex'), Buffer.from(r.shareId, 'hex'), r.size));
-    expect(body.stored).toEqual({ [good.fp]: 2000 });
+    expect(stored).toEqual({ [good.fp]: 2000 });
     // Nothing more is sent to the node once its part of the round has ended.
     await new Promise((resolve) => setTimeout(resolve, timeoutMs * 2));
     expect(slowChallenges).toBeLessThanOrEqual(sentByRound + 1);
@@ -489,13 +547,107 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(entries) }));
     audits.onConsensus({ validAfter: epochStart(E), relays: nodes.map((n) => n.relay) } as unknown as VerifiedConsensus);
     await audits.auditEpoch(E);
-    const served = JSON.stringify(audits.report(E));
-    expect(served.length).toBeLessThanOrEqual(AUDIT_REPORT_MAX_BYTES);
+    expect(audits.reportText(E)!.length).toBeLessThanOrEqual(AUDIT_REPORT_MAX_BYTES);
+    for (const n of nodes) expect((await audits.pageText(E, n.fp))!.length).toBeLessThanOrEqual(AUDIT_PAGE_MAX_BYTES);
     const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
-    const body = verifyAuditReport(JSON.parse(served), auths, E);
-    expect(body.results).toHaveLength(8 * 64);
-    expect(body.results.every((r) => !r.ok && r.code === 'AUDIT_ANSWER_MALFORMED')).toBe(true);
+    const { results } = await readReport(audits, auths, E);
+    expect(results).toHaveLength(8 * 64);
+    expect(results.every((r) => !r.ok && r.code === 'AUDIT_ANSWER_MALFORMED')).toBe(true);
   }, 60_000);
+
+  it('a report of 40 nodes at the 64-share cap with full-size answers: its summary is small, each page is bounded, and payments are computed from the pages (SPEC.md §9.20.3–§9.20.5)', () => {
+    // 64 shares of 1 MiB (a 256-block tree), held by each of 40 nodes; every pair passed with a
+    // real answer to 4 blocks (about 35 KB in hex), as the authorities' audits give.
+    const shares = Array.from({ length: 64 }, () => randomBytes(1 << 20));
+    const answered = shares.map((b) => {
+      const id = shareId(b), nonce = randomBytes(32), blocks = challengeBlocks(nonce, id, b.length);
+      return { shareId: id, size: b.length, root: auditRoot(b), nonce: nonce.toString('hex'), blocks, answer: encodeAuditAnswer({ shareSize: b.length, nonce, blocks: proveBlocks(b, blocks) }).toString('hex') };
+    });
+    const keys = Array.from({ length: 40 }, () => ed25519Generate().publicKey);
+    const contract = { startEpoch: E, endEpoch: E + 2, entries: sortContractEntries(keys.flatMap((k) => answered.map((a) => ({ node: k, shareId: a.shareId, shareSize: a.size, auditRoot: a.root })))) };
+    const cid = contractId(contract).toString('hex');
+    const results: ReportedAudit[] = keys.flatMap((k) => answered.map((a) => ({
+      node: k.toString('hex'), contract: cid, size: a.size, root: a.root.toString('hex'), shareId: a.shareId.toString('hex'), nonce: a.nonce, blocks: a.blocks, ok: true, answer: a.answer,
+    })));
+    const signer = makeSigner();
+    const { body, pages } = buildAuditReport(signer.identity.toString('hex'), E, results);
+    const summary = Buffer.from(JSON.stringify(signAuditReport(body, signer)), 'utf8');
+    const pageBytes = [...pages.values()].reduce((sum, p) => sum + p.length, 0);
+    // Version 1 carried every page's results in the signed body: over what a reader took (64 MiB).
+    expect(pageBytes).toBeGreaterThan(64 * 1024 * 1024);
+    // Now the signed summary is about 150 bytes per node, and each page far under its cap.
+    expect(summary.length).toBeLessThan(40 * 250);
+    for (const p of pages.values()) expect(p.length).toBeLessThan(AUDIT_PAGE_MAX_BYTES / 4);
+
+    // The recheck of payments (§9.20.4 item 2): the pages of the nodes an open escrow pays, each
+    // verified against the summary, give every node its part.
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const verified = verifyAuditReport(JSON.parse(summary.toString('utf8')), auths, E);
+    const payer = ed25519Generate();
+    const lookup = (x: string) => (x === cid ? contract : undefined);
+    const ledger = new CoinLedger({ balances: new Map([[payer.publicKey.toString('hex'), 10_000n]]), nonces: new Map() });
+    const fund = signTransfer(payer, Buffer.from(cid, 'hex'), 2000n, 1);
+    ledger.apply(fund);
+    const book: EscrowBook = new Map();
+    applyEscrowOp(book, ledger, { epoch: E - 1, transfers: [fund] }, escrowOpsFor(new Map(), ledger, E - 1, [fund], lookup, null)[0]);
+    const want = escrowPayNodes(book, E, lookup);
+    expect(want.size).toBe(40);
+    const read = new Map([...want].map((fp) => [fp, verifyAuditPage(verified, fp, pages.get(fp)!)]));
+    const ops = escrowOpsFor(book, ledger, E, [], lookup, { epoch: E, pages: read });
+    // perEpoch 1000 over 40 nodes holding equal bytes: 25 each.
+    expect(ops).toEqual([...want].sort().map((node) => ({ kind: 'pay', contract: cid, epoch: E, node, amount: 25n })));
+  }, 60_000);
+
+  it('GET /bitcloud/storage/audits?epoch=E&node=FP serves the node\'s page as its digest names it; a bad node or epoch is AUDIT_REPORT_INVALID, a page not held NOT_FOUND (SPEC.md §9.20.3, §6.10)', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const get = async (query: string): Promise<[number, Buffer]> => {
+      let sent = Buffer.alloc(0);
+      let status = 0;
+      const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
+      const res = { writeHead(s: number) { status = s; return res; }, end(x: string | Buffer) { sent = Buffer.from(x); } } as unknown as http.ServerResponse;
+      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?${query}`), {} as never);
+      return [status, sent];
+    };
+    const [s1, summary] = await get(`epoch=${E}`);
+    expect(s1).toBe(200);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const body = verifyAuditReport(JSON.parse(summary.toString('utf8')), auths, E);
+    const [s2, page] = await get(`epoch=${E}&node=${n.fp}`);
+    expect(s2).toBe(200);
+    expect(verifyAuditPage(body, n.fp, page).map((r) => r.ok)).toEqual([true]);
+    const code = (x: Buffer) => (JSON.parse(x.toString('utf8')) as { code: string }).code;
+    for (const q of [`epoch=${E}&node=${n.fp.toUpperCase()}`, `epoch=${E}&node=ab`, `epoch=x&node=${n.fp}`, `node=${n.fp}`]) {
+      const [s, x] = await get(q);
+      expect([s, code(x)], q).toEqual([400, 'AUDIT_REPORT_INVALID']);
+    }
+    for (const q of [`epoch=${E}&node=${'ab'.repeat(32)}`, `epoch=${E + 1}&node=${n.fp}`]) {
+      const [s, x] = await get(q);
+      expect([s, code(x)], q).toEqual([404, 'NOT_FOUND']);
+    }
+  });
+
+  it('a stored report of version 1 is dropped at load with a warning; pages of a report not held are removed (SPEC.md §9.20.3)', () => {
+    const dataDir = tmp();
+    const adir = path.join(dataDir, 'storage', 'audits');
+    fs.mkdirSync(path.join(adir, String(E - 1)), { recursive: true });
+    fs.writeFileSync(path.join(adir, String(E - 1), `${'ab'.repeat(32)}.json`), '{}');
+    const signer = makeSigner();
+    fs.writeFileSync(path.join(adir, `${E}.json`), JSON.stringify(signAuditReport({ version: 1, authority: signer.identity.toString('hex'), epoch: E, results: [], stored: {} } as never, signer)));
+    const warnings: unknown[] = [];
+    const log = Object.assign(Object.create(silentLog) as typeof silentLog, { warn: (...a: unknown[]) => { warnings.push(a); } });
+    const audits = new StorageAudits({ dataDir, signer, periodSeconds: P, log, now: () => epochStart(E) + 1000 });
+    expect(audits.load().reports).toBe(0);
+    expect(audits.report(E)).toBeNull();
+    expect(warnings).toEqual([[expect.objectContaining({ version: 1 }), expect.any(String)]]);
+    expect(fs.readdirSync(adir)).toEqual([]);
+  });
 
   it('GET /bitcloud/storage/audits?epoch=E serialises the report once, however often it is asked (SPEC.md §9.20.3, §6.10)', async () => {
     const n = await node();
@@ -539,6 +691,9 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const again = new StorageAudits({ dataDir, signer, periodSeconds: P, log: silentLog, now });
     expect(again.load().reports).toBe(6);
     expect(again.reportEpochs).toEqual(last6);
+    // Each kept epoch's summary and its pages; nothing of the older ones.
+    expect(fs.readdirSync(path.join(dataDir, 'storage', 'audits')).sort()).toEqual(last6.flatMap((e) => [String(e), `${e}.json`]).sort());
+    for (const e of last6) expect((await again.pageText(e, n.fp))!.length).toBeGreaterThan(0);
   });
 
   it('a contract outside its epochs is not audited', async () => {
