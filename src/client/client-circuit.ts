@@ -348,6 +348,11 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     const n = this.layers.length;
     if (hop < 0 && this.serviceEnd) { this.onServiceRelay(payload); return; }
     if (hop < 0) throw err('RELAY_UNRECOGNIZED', 'a relay cell no hop of ours originated');
+    // SPEC.md §9.21.5 step 5, §7b.6: at a hidden node's end the streams belong to the virtual hop;
+    // the node's own hops (the rendezvous point last) have nothing but padding to send it there.
+    if (this.serviceEnd && payload[RELAY_COMMAND_OFFSET] !== RelayCommand.DROP) {
+      throw err('RELAY_PROTOCOL', `${relayCommandName(payload[RELAY_COMMAND_OFFSET])} from hop ${hop + 1} of a hidden node's rendezvous circuit`);
+    }
     if (hop === n - 1 && payload[RELAY_COMMAND_OFFSET] === RelayCommand.DATA) {
       // Hot path: DATA goes to its stream without a decoded object or a view of its own.
       const h = relayDataLength(payload);

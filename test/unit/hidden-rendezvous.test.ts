@@ -26,7 +26,7 @@ import type { CellChannel } from '../../src/link/cell-channel';
 import { createClientHop, createRelayHop } from '../../src/crypto/relay-crypto';
 import { CellCommand } from '../../src/wire/cell';
 import { decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
-import { DestroyReason, EndReason, decodeEnd } from '../../src/wire/messages';
+import { DestroyReason, EndReason, decodeEnd, encodeEnd } from '../../src/wire/messages';
 import type { IncomingStream } from '../../src/circuit/types';
 
 class FakeCircuit implements RendezvousCircuit {
@@ -416,9 +416,10 @@ describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 
    * attached; `fromClient` delivers a message the client sealed for the virtual hop, with the
    * rendezvous point's inbound layer added; `toClient` opens what the node sent back.
    */
-  function serviceEnd() {
-    const k1 = randomBytes(72), k2 = randomBytes(72);
-    const rpSide = createRelayHop(Buffer.from(k1)), clientSide = createClientHop(Buffer.from(k2));
+  function serviceEnd(nHops = 1) {
+    const ks = Array.from({ length: nHops }, () => randomBytes(72)), k2 = randomBytes(72);
+    // relaySides[i]: the relay end of the node's hop i (the last one is the rendezvous point).
+    const relaySides = ks.map((k) => createRelayHop(Buffer.from(k))), clientSide = createClientHop(Buffer.from(k2));
     const out: Buffer[] = [];
     const ch = Object.assign(new EventEmitter(), {
       closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
@@ -426,23 +427,35 @@ describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 
       allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
     }) as unknown as CellChannel;
     const circ = ClientCircuit.allocate(new ClientLink(ch));
-    const rp: HopTarget = { identity: randomBytes(32), fingerprint: 'rp', onionKey: randomBytes(32), address: '10.0.0.1', orPort: 9001 };
-    (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(rp, Buffer.from(k1));
+    ks.forEach((k, i) => {
+      const hop: HopTarget = { identity: randomBytes(32), fingerprint: `hop${i}`, onionKey: randomBytes(32), address: `10.0.0.${i + 1}`, orPort: 9001 };
+      (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(hop, Buffer.from(k));
+    });
     const streams: IncomingStream[] = [];
     circ.attachServiceEnd(Buffer.from(k2), (inc) => streams.push(inc));
+    /** Each of the node's hops from `from` back to the guard adds its inbound layer, as relays do. */
+    const inbound = (p: Buffer, from: number) => {
+      for (let i = from; i >= 0; i--) relaySides[i].encryptInbound(p, CellCommand.RELAY);
+      circ.onCell(CellCommand.RELAY, p);
+    };
     const fromClient = (command: number, streamId: number, data: Buffer) => {
       const p = encodeRelayPayload(command, streamId, data);
       clientSide.originate(p);
       clientSide.encryptOutbound(p, CellCommand.RELAY);
-      rpSide.encryptInbound(p, CellCommand.RELAY);
-      circ.onCell(CellCommand.RELAY, p);
+      inbound(p, nHops - 1);
+    };
+    /** A message the node's own hop `hop` originates with its hop keys (a relay's, not the client's). */
+    const fromHop = (hop: number, command: number, streamId: number, data: Buffer) => {
+      const p = encodeRelayPayload(command, streamId, data);
+      relaySides[hop].originate(p);
+      inbound(p, hop);
     };
     const toClient = () => out.splice(0).map((p) => {
-      rpSide.decryptOutbound(p, CellCommand.RELAY);
+      for (const r of relaySides) r.decryptOutbound(p, CellCommand.RELAY);
       expect(clientSide.decryptInbound(p, CellCommand.RELAY)).toBe(true);
       return decodeRelayPayload(p);
     });
-    return { circ, streams, fromClient, toClient };
+    return { circ, streams, fromClient, fromHop, toClient };
   }
   it('at most 512 streams at once, as at any node: the 513th BEGIN_STORAGE gets END(RESOURCELIMIT)', () => {
     const s = serviceEnd();
@@ -468,6 +481,49 @@ describe('the hidden node\'s end of a rendezvous circuit (SPEC.md §9.21.5 step 
     expect(circuitSendmes).toBeLessThanOrEqual(22);
     expect(circuitSendmes).toBeGreaterThanOrEqual(20);
     s.circ.destroy();
+  });
+  /** Three hops of the node's own (guard, middle, rendezvous point), one BEGIN_STORAGE stream (id 1) accepted. */
+  function withStream() {
+    const s = serviceEnd(3);
+    s.fromClient(RelayCommand.BEGIN_STORAGE, 1, Buffer.alloc(0));
+    expect(s.streams).toHaveLength(1);
+    s.streams[0].accept();
+    s.toClient();
+    const got: Buffer[] = [];
+    let ended = false;
+    const closed: string[] = [];
+    s.streams[0].stream.on('data', (b: Buffer) => got.push(b));
+    s.streams[0].stream.on('end', () => { ended = true; });
+    s.circ.on('close', (e: { code: string }) => closed.push(e.code));
+    return { ...s, got, ended: () => ended, closed };
+  }
+  const settle = () => new Promise<void>((r) => setImmediate(r));
+  it('DATA the rendezvous point originates with its own hop keys never reaches a stream: the circuit closes (RELAY_PROTOCOL)', async () => {
+    const s = withStream();
+    s.fromClient(RelayCommand.DATA, 1, Buffer.from('good'));
+    await settle();
+    expect(Buffer.concat(s.got).toString()).toBe('good');
+    s.fromHop(2, RelayCommand.DATA, 1, Buffer.from('evil'));
+    await settle();
+    expect(Buffer.concat(s.got).toString()).toBe('good');
+    expect(s.circ.isOpen).toBe(false);
+    expect(s.closed).toEqual(['RELAY_PROTOCOL']);
+  });
+  it('an END(DONE) from the rendezvous point (or a middle hop) is no clean end of a stream: the circuit closes (RELAY_PROTOCOL)', async () => {
+    for (const hop of [2, 1]) {
+      const s = withStream();
+      s.fromHop(hop, RelayCommand.END, 1, encodeEnd(EndReason.DONE));
+      await settle();
+      expect(s.ended()).toBe(false);
+      expect(s.closed).toEqual(['RELAY_PROTOCOL']);
+    }
+  });
+  it('a stream or circuit SENDME from the rendezvous point closes the circuit (RELAY_PROTOCOL); DROP (padding) is ignored', () => {
+    const s = withStream();
+    s.fromHop(2, RelayCommand.DROP, 0, Buffer.alloc(0));
+    expect(s.circ.isOpen).toBe(true);
+    s.fromHop(2, RelayCommand.SENDME, 1, Buffer.alloc(0));
+    expect(s.closed).toEqual(['RELAY_PROTOCOL']);
   });
 });
 
