@@ -63,6 +63,16 @@ export interface CircuitBuilderOptions {
  */
 const isGuardLinkFailure = (e: BitcloudError | undefined): boolean => e !== undefined && kindOf(e.code) !== 'internal';
 
+/** The errors build() threw because its last attempt to build a circuit failed (not a path choice). */
+const BUILD_FAILURES = new WeakSet<BitcloudError>();
+
+/**
+ * SPEC.md §7b.11: whether build() failed because a circuit it built failed (a link, a handshake,
+ * a timeout, a DESTROY), as opposed to finding no path or the builder being closed.
+ */
+export function isBuildFailure(e: unknown): boolean {
+  return isBitcloudError(e) && BUILD_FAILURES.has(e);
+}
 /** What an authenticated initiator presents (SPEC.md §1.3). */
 export interface LinkIdentity { key: Ed25519KeyPair; tls: TlsCredentials }
 
@@ -111,6 +121,7 @@ export class CircuitBuilder {
         this.log.debug({ code: be.code, attempt: i + 1 }, 'circuit build failed');
       }
     }
+    if (last) BUILD_FAILURES.add(last);
     throw last ?? err('CIRCUIT_BUILD_FAILED', 'no attempt made');
   }
 

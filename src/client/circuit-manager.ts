@@ -14,7 +14,7 @@ import type { CircuitStream } from '../circuit/stream';
 import { NO_PATH_YET, relayExitPolicy, type PathTarget } from './path';
 import type { IsolationKey } from './isolation';
 import { canAttach } from './isolation';
-import { CircuitBuilder, type CircuitBuilderOptions, type ClientRelay } from './circuit-builder';
+import { CircuitBuilder, isBuildFailure, type CircuitBuilderOptions, type ClientRelay } from './circuit-builder';
 import type { ClientCircuit, StreamRequest } from './client-circuit';
 
 export interface CircuitManagerOptions extends CircuitBuilderOptions {
@@ -146,7 +146,10 @@ export class CircuitManager {
         last = isBitcloudError(e) ? e : err('STREAM_FAILED', String((e as Error)?.message ?? e));
         if (last.code === 'EXIT_POLICY_REJECTED') m.refused.add(`${req.host.toLowerCase()}:${req.port}`);
         else if (last.code === 'STREAM_TIMEOUT') this.retireForNewStreams(m);
-        if (!retryable(last.code)) {
+        // SPEC.md §7b.11: a failure that closed the circuit (its build failed, or it closed before
+        // CONNECTED) is the circuit's, whatever the code: the stream goes to another circuit.
+        const circuitFailed = m.circ ? m.circ.closedWith === last : isBuildFailure(last);
+        if (!circuitFailed && !retryable(last.code)) {
           // The build chose its path again after a failure and found none: wait as above.
           if (await this.waitForPath(last, pathDeadline, signal)) { last = null; i--; continue; }
           break;

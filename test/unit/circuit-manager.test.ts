@@ -68,4 +68,56 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(2);
     await mgr.close();
   });
+
+  /** A fake circuit whose BEGIN `answer` settles: resolve with a stream, or reject (closing the circuit first if `closes`). */
+  function fakeCircuit(answer: 'connect' | { code: 'RELAY_PROTOCOL' | 'EXIT_CONNECT_REFUSED'; closes: boolean }) {
+    const events = new EventEmitter();
+    return Object.assign(events, {
+      isOpen: true, closedWith: null as unknown, dirtySince: null as number | null, createdAt: Date.now(), edge: { streams: new Map() },
+      destroy() { this.isOpen = false; events.emit('close'); },
+      openStream() {
+        if (answer === 'connect') return Promise.resolve({ stream: new PassThrough(), connected: null });
+        const e = err(answer.code, 'refused in this test');
+        if (answer.closes) { this.closedWith = e; this.isOpen = false; events.emit('close', e); }
+        return Promise.reject(e);
+      },
+    }) as unknown as ClientCircuit;
+  }
+  const three = () => [relay(1, ['Guard'], ['reject *:*']), relay(2, [], ['reject *:*']), relay(3, ['Exit'], ['accept *:*'])];
+
+  it('a stream whose circuit closes before CONNECTED (here a forged message, RELAY_PROTOCOL) is retried on another circuit', async () => {
+    const relays = three();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000 });
+    const circs = [fakeCircuit({ code: 'RELAY_PROTOCOL', closes: true }), fakeCircuit('connect')];
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => Promise.resolve({ circ: circs.shift()!, path: relays }));
+    const stream = await mgr.connect({ host: 'example.com', port: 443, isolation: 'k' as never });
+    expect(stream).toBeInstanceOf(PassThrough);
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(2);
+    await mgr.close();
+  });
+
+  it('a build that fails (NTOR_BAD_AUTH) is a failure of the circuit: the stream is retried on another', async () => {
+    const relays = three();
+    // One path per build, so the second circuit comes from the manager's retry, not the builder's.
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxAttempts: 1 });
+    let builds = 0;
+    vi.spyOn(mgr.builder, 'buildPath').mockImplementation(() => (++builds === 1
+      ? Promise.reject(err('NTOR_BAD_AUTH', 'bad AUTH in this test', { hop: 2 }))
+      : Promise.resolve(fakeCircuit('connect'))));
+    await expect(mgr.connect({ host: 'example.com', port: 443, isolation: 'k' as never })).resolves.toBeInstanceOf(PassThrough);
+    expect(builds).toBe(2);
+    await mgr.close();
+  });
+
+  it('an answer about the target from the exit (END(CONNECTREFUSED)) on an open circuit is final, and a circuit that keeps failing is tried 3 times in all', async () => {
+    const relays = three();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000 });
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => Promise.resolve({ circ: fakeCircuit({ code: 'EXIT_CONNECT_REFUSED', closes: false }), path: relays }));
+    await expect(mgr.connect({ host: 'example.com', port: 443, isolation: 'k' as never })).rejects.toMatchObject({ code: 'EXIT_CONNECT_REFUSED' });
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(1);
+    vi.mocked(mgr.builder.build).mockImplementation(() => Promise.resolve({ circ: fakeCircuit({ code: 'RELAY_PROTOCOL', closes: true }), path: relays }));
+    await expect(mgr.connect({ host: 'example.com', port: 443, isolation: 'j' as never })).rejects.toMatchObject({ code: 'RELAY_PROTOCOL' });
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(1 + 3);
+    await mgr.close();
+  });
 });
