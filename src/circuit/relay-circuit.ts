@@ -384,6 +384,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     const l = this.sw.limits;
     if (this.resolving >= l.maxResolvesPerCircuit || this.resolving + this.streamCount >= l.maxStreamsPerCircuit) {
       this.sw.metrics.error('EXIT_RESOLVE_LIMIT');
+      this.sw.metrics.exitConnect('resolve_limit'); // SPEC.md §7b.10: resolve_limit counts RESOLVE too
       answer([{ type: 'error-transient', value: '', ttl: 0 }]);
       return;
     }

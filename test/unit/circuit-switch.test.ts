@@ -23,6 +23,7 @@ import { createExitHandler, createResolver, ResolveGate } from '../../relay/exit
 import { decodeResolved, encodeResolve } from '../../src/wire/messages';
 import { parseExitPolicy } from '../../src/dir/exit-policy';
 import net from 'node:net';
+import { Registry } from 'prom-client';
 
 interface SentCell { circId: number; command: number; payload: Buffer }
 
@@ -587,6 +588,19 @@ describe('exit streams (SPEC.md §7b.7)', () => {
     await tick();
     expect(started.at(-1)).toBe('other.example');
     expect(t.prev.take(CellCommand.RELAY)).toEqual([]);
+  });
+
+  it('a RESOLVE refused by the circuit\'s cap of pending resolutions counts in exit connects as resolve_limit (SPEC.md §7b.10)', async () => {
+    const reg = new Registry();
+    const metrics = new CircuitMetrics(reg);
+    const resolve = createResolver({ lookup: () => new Promise<never>(() => {}), refuseOneHop: false, metrics }); // never settles
+    const t = setup({ hooks: { resolve }, metrics });
+    const hop = t.create();
+    for (let sid = 1; sid <= 5; sid++) t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, sid, encodeResolve(`slow${sid}.example`));
+    await tick();
+    expect(inbound(t, hop).map((m) => [m.command, m.streamId, decodeResolved(m.data)[0].type])).toEqual([[RelayCommand.RESOLVED, 5, 'error-transient']]);
+    const counted = (await reg.getSingleMetric('bitcloud_exit_connects_total')!.get()).values.filter((v) => v.labels.result === 'resolve_limit');
+    expect(counted.map((v) => v.value)).toEqual([1]);
   });
 });
 
