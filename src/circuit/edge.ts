@@ -169,12 +169,15 @@ export class StreamEdge implements StreamHost {
 
   /**
    * The accepting side (BEGIN, BEGIN_DIR, BEGIN_STORAGE): a stream with the peer's id.
-   * Throws STREAM_ID_IN_USE or STREAM_LIMIT; the caller answers with END.
+   * `counted`: requests the owner counts as streams besides these (SPEC.md §7b.7: a pending
+   * RESOLVE). Throws STREAM_ID_IN_USE or STREAM_LIMIT; the caller answers with END.
    */
-  acceptStream(id: number): CircuitStream {
+  acceptStream(id: number, counted = 0): CircuitStream {
     if (this.closedWith) throw this.closedWith;
     if (id === 0 || this.streams.has(id)) throw err('STREAM_ID_IN_USE', `stream id ${id} is zero or in use`);
-    if (this.streams.size >= this.maxStreams) throw err('STREAM_LIMIT', `${this.streams.size} streams already open on this circuit`);
+    if (this.streams.size + counted >= this.maxStreams) {
+      throw err('STREAM_LIMIT', `${this.streams.size} streams and ${counted} pending requests already on this circuit`);
+    }
     const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
     this.streams.set(id, s);
     return this.tally(s);

@@ -96,6 +96,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   get streamCount(): number { return this.edge?.streams.size ?? 0; }
   /** Name resolutions waiting for their answer, RESOLVE and BEGIN to a name (SPEC.md §7b.7). */
   private resolving = 0;
+  /** RESOLVE requests waiting for their answer: each counts as a stream (SPEC.md §7b.7, §7b.9). */
+  private resolveRequests = 0;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
   /** True when a next hop exists (this node forwards). */
@@ -318,7 +320,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
       if (kind === 'begin') begin = decodeBegin(data);
       else if (kind === 'begin_dir') decodeBeginDir(data);
       else decodeBeginStorage(data);
-      stream = edge.acceptStream(streamId);
+      // SPEC.md §7b.7, §7b.9: a pending RESOLVE counts against the stream limit, for a BEGIN too.
+      stream = edge.acceptStream(streamId, this.resolveRequests);
     } catch (e) {
       const code = errorCode(e);
       this.sw.metrics.error(code);
@@ -389,7 +392,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
       return;
     }
     this.resolving++;
-    const done = (a: ResolvedAnswer[]) => { this.resolving--; answer(a); };
+    this.resolveRequests++;
+    const done = (a: ResolvedAnswer[]) => { this.resolving--; this.resolveRequests--; answer(a); };
     hook(host, { oneHop: this.isOneHop() })
       .then(done, () => done([{ type: 'error-transient', value: '', ttl: 0 }]));
   }

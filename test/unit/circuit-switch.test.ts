@@ -602,6 +602,21 @@ describe('exit streams (SPEC.md §7b.7)', () => {
     const counted = (await reg.getSingleMetric('bitcloud_exit_connects_total')!.get()).values.filter((v) => v.labels.result === 'resolve_limit');
     expect(counted.map((v) => v.value)).toEqual([1]);
   });
+
+  it('a pending RESOLVE counts as a stream for a BEGIN too: streams plus pending RESOLVEs reaching the cap refuse the BEGIN with END(RESOURCELIMIT) (SPEC.md §7b.7, §7b.9)', async () => {
+    const resolve = createResolver({ lookup: () => new Promise<never>(() => {}), refuseOneHop: false }); // never settles
+    const onStream: SwitchHooks['onStream'] = (inc) => inc.accept();
+    const t = setup({ hooks: { resolve, onStream }, limits: { maxStreamsPerCircuit: 3 } });
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 1, Buffer.alloc(0));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 2, Buffer.alloc(0));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, 3, encodeResolve('slow.example'));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 4, Buffer.alloc(0));
+    await tick();
+    const got = inbound(t, hop).map((m) => [m.command, m.streamId, m.command === RelayCommand.END ? decodeEnd(m.data).reason : null]);
+    expect(got).toEqual([[RelayCommand.CONNECTED, 1, null], [RelayCommand.CONNECTED, 2, null], [RelayCommand.END, 4, EndReason.RESOURCELIMIT]]);
+    expect(t.sw.circuitCount).toBe(1);
+  });
 });
 
 describe('robustness (property)', () => {
