@@ -228,6 +228,12 @@ export class ShareStore {
    * held only has its lease extended (never shortened). Over quota → STORAGE_FULL.
    */
   async put(id: Buffer, data: Buffer, leaseSeconds = 0): Promise<{ expiresAt: number; stored: boolean }> {
+    const done = await this.putLocked(id, data, leaseSeconds);
+    await this.compactIfGrown();
+    return done;
+  }
+
+  private async putLocked(id: Buffer, data: Buffer, leaseSeconds: number): Promise<{ expiresAt: number; stored: boolean }> {
     if (data.length < 1 || data.length > this.maxShareBytes) throw err('STORAGE_BAD_REQUEST', `share must be 1..${this.maxShareBytes} bytes`, { len: data.length });
     if (!checkShare(id, data)) throw err('SHARE_HASH_MISMATCH', 'share bytes do not hash to the share id');
     const lease = this.leaseSeconds(leaseSeconds);
@@ -381,18 +387,21 @@ export class ShareStore {
   /** Extend leases (never shorten). Returns each share's expiry, or 0 for shares not held. */
   async renew(ids: readonly Buffer[], leaseSeconds = 0): Promise<number[]> {
     const until = this.nowSeconds() + this.leaseSeconds(leaseSeconds);
-    return this.writingLeases(async () => {
+    const expiries = await this.writingLeases(async () => {
       const held = ids.map((id) => this.live(shareIdHex(id)));
-      const changed: LeaseRecord[] = [];
-      ids.forEach((id, i) => { const e = held[i]; if (e && until > e.expiresAt) changed.push({ id, expiresAt: until }); });
+      // SPEC.md §9.8.2: one record per distinct share extended, however often the request names it.
+      const changed = new Map<Entry, LeaseRecord>();
+      ids.forEach((id, i) => { const e = held[i]; if (e && until > e.expiresAt && !changed.has(e)) changed.set(e, { id, expiresAt: until }); });
       // The longer leases count only once they are on disk: a failed write changes nothing.
-      if (changed.length) await this.journal.append(changed).catch((e: unknown) => { throw ioError(e, 'could not write the leases'); });
+      if (changed.size) await this.journal.append([...changed.values()]).catch((e: unknown) => { throw ioError(e, 'could not write the leases'); });
       return held.map((e) => {
         if (!e) return 0;
         e.expiresAt = Math.max(e.expiresAt, until);
         return e.expiresAt;
       });
     });
+    await this.compactIfGrown();
+    return expiries;
   }
 
   /** Run `fn` (lease records and the entries they stand for) outside any rewrite of the journal. */
@@ -404,6 +413,19 @@ export class ShareStore {
     } finally {
       if (--this.leaseWriters === 0) this.leaseWritersDone?.();
     }
+  }
+
+  /**
+   * SPEC.md §9.8.2: rewrite the journal once it holds more records than both 1024 and twice the
+   * shares held, checked after every lease written (put, renew, gc), so that renewals, which anyone
+   * may send, cannot grow it between gc runs. The lease is already durable: a failed rewrite is
+   * logged, not the caller's failure (the next write tries again).
+   */
+  private async compactIfGrown(): Promise<void> {
+    if (this.journal.recordCount <= Math.max(1024, 2 * this.entries.size)) return;
+    await this.compactJournal().catch((e: unknown) => {
+      this.log.warn({ code: errorCode(e) }, 'could not rewrite the lease journal');
+    });
   }
 
   /** Rewrite the journal with the live leases, once no put or renewal is half done (one at a time). */
