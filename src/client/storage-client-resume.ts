@@ -67,6 +67,10 @@ export class DownloadOutput {
       }
     }
     if (!fh) {
+      // SPEC.md §9.9.1: an old record goes (durably) before the new, zero-filled part file is
+      // made; left until the first checkpoint, a run that stopped before one would let the next
+      // resume from it, skip the chunks it marks done and finish with zeros at <out>.
+      if (await removeRecord(DownloadOutput.progressPath(out))) await fsyncDir(path.dirname(path.resolve(out)));
       await mkdirOutput(path.dirname(path.resolve(out)));
       fh = await fsp.open(part, 'w+', 0o600);
       await fh.truncate(size);
@@ -167,6 +171,19 @@ async function readRecord(file: string): Promise<ProgressRecord | null> {
     return v && typeof v === 'object' && typeof v.done === 'string' ? v : null;
   } catch {
     return null;
+  }
+}
+
+/** Remove a progress record: true if there was one. */
+async function removeRecord(file: string): Promise<boolean> {
+  try {
+    await fsp.unlink(file);
+    return true;
+  } catch (e) {
+    // None there, or no folder for one (mkdirOutput says which path is in the way).
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw e;
   }
 }
 

@@ -81,4 +81,28 @@ describe('DownloadOutput', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
   });
+
+  it('starting afresh drops the old record at once: a run that stops before any checkpoint does not leave zeros marked done (SPEC.md §9.9.1)', async () => {
+    const out = path.join(dir, 'd.bin');
+    // Every chunk recorded done, its part file gone (or of the wrong size, or a bitmap of the wrong length).
+    const all = Buffer.from([0x07]).toString('base64');
+    const damage: [string, () => Promise<void>][] = [
+      [all, () => fsp.rm(DownloadOutput.partPath(out), { force: true })],
+      [all, () => fsp.truncate(DownloadOutput.partPath(out), 5)],
+      [Buffer.from([0x07, 0xff]).toString('base64'), async () => {}],
+    ];
+    for (const [done, harm] of damage) {
+      const o = await DownloadOutput.open(out, ID, 10, 3);
+      await o.suspend();
+      await fsp.writeFile(DownloadOutput.progressPath(out), JSON.stringify({ version: 1, manifestId: ID, size: 10, chunks: 3, done }));
+      await harm();
+      const fresh = await DownloadOutput.open(out, ID, 10, 3);
+      expect(fresh.resumed).toBe(0);
+      await fresh.suspend();
+      const next = await DownloadOutput.open(out, ID, 10, 3);
+      expect(next.resumed).toBe(0);
+      expect([next.isDone(0), next.isDone(1), next.isDone(2)]).toEqual([false, false, false]);
+      await next.discard();
+    }
+  });
 });
