@@ -12,6 +12,7 @@ import { withFileLock } from '../ops/file-lock';
 import { err, errorCode } from '../errors';
 import { formatVerifyCapability, parseVerifyCapability, type VerifyCapability } from '../storage/verify-cap';
 import type { KeepReport } from './storage-client-verify';
+import { checkLeaseSeconds } from './lease-expiry';
 
 export const KEEPER_STATE_VERSION = 1;
 
@@ -164,7 +165,7 @@ export interface KeeperRun {
 export function checkKeeperRun(q: KeeperRun): KeeperRun {
   if (!Number.isSafeInteger(q.interval) || q.interval < 1) throw err('CONFIG_INVALID', '--interval must be a whole number of seconds ≥ 1', { interval: q.interval });
   if (typeof q.renewWithin !== 'number' || !Number.isFinite(q.renewWithin) || q.renewWithin < 0) throw err('CONFIG_INVALID', '--renew-within must be a number of seconds ≥ 0', { renewWithin: q.renewWithin });
-  if (!Number.isSafeInteger(q.leaseSeconds) || q.leaseSeconds < 0 || q.leaseSeconds > 0xffff_ffff) throw err('CONFIG_INVALID', '--lease-seconds must be a whole number of seconds ≥ 0 (0: each node\'s default)', { leaseSeconds: q.leaseSeconds });
+  checkLeaseSeconds(q.leaseSeconds);
   return q;
 }
 

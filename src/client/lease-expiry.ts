@@ -1,4 +1,21 @@
-// SPEC.md §9.9.2, §9.18.3: the expiry a renew or keep pass reports for a file.
+// SPEC.md §9.9.2, §9.18.3: the lease a renew or keep pass asks for, and the expiry it reports for a file.
+import { err } from '../errors';
+
+/** The largest lease a request carries (`lease_seconds` is a u32, SPEC.md §9.6.3). */
+export const MAX_LEASE_SECONDS = 0xffff_ffff;
+
+/**
+ * SPEC.md §9.9.2, §9.19: `--lease-seconds` of `bitcloud renew` and `bitcloud keep run`, checked
+ * before anything is sent: a whole number 0..2^32 − 1 (0: each node's default), else
+ * CONFIG_INVALID. Sent unchecked, −1 would go out as 2^32 − 1 and 2^32 as 0 (the u32 wraps) while
+ * the answers were bounded by the number given, and a fraction would give fractional expiries.
+ */
+export function checkLeaseSeconds(leaseSeconds: number): number {
+  if (!Number.isSafeInteger(leaseSeconds) || leaseSeconds < 0 || leaseSeconds > MAX_LEASE_SECONDS) {
+    throw err('CONFIG_INVALID', '--lease-seconds must be a whole number of seconds 0..4294967295 (0: each node\'s default)', { leaseSeconds });
+  }
+  return leaseSeconds;
+}
 
 /**
  * The earliest of `expiries` above 0 (0 when there is none). A loop, not `Math.min(...)`: a large

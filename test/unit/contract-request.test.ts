@@ -1,11 +1,14 @@
 // SPEC.md §9.20.4: what `bitcloud keep contract` and `bitcloud put --pay` check before anything is
-// stored or sent: the epochs, the coins, and at least one unit per epoch.
+// stored or sent: the epochs, the coins, and at least one unit per epoch; and (SPEC.md §9.9.2) the
+// lease `bitcloud renew` asks for, checked over the same command frame.
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { contractRequest, openContract } from '../../src/client/commands/keep';
 import { putCommand } from '../../src/client/commands/put';
+import { renewCommand } from '../../src/client/commands/renew';
+import { renewFile } from '../../src/client/storage-client-renew';
 import type { StorageSession } from '../../src/client/storage-client-setup';
 import { putFile } from '../../src/client/storage-client-put';
 import { formatCapability } from '../../src/storage/capability';
@@ -35,6 +38,7 @@ vi.mock('../../src/client/storage-client-setup', async (orig) => {
     }),
   };
 });
+vi.mock('../../src/client/storage-client-renew', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-renew')>(), renewFile: vi.fn() }));
 vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
 
 /** A temporary folder with a 1000-byte f.bin, made before the enclosing describe's tests and removed after them. */
@@ -167,5 +171,36 @@ describe('a file with more chunk shares than a contract lists (SPEC.md §9.20.1:
     expect(e).toMatchObject({ code: 'CONTRACT_TOO_LARGE' });
     expect(vi.mocked(keepFile)).not.toHaveBeenCalled();
     expect(vi.mocked(uploadContract)).not.toHaveBeenCalled();
+  });
+});
+
+describe('bitcloud renew --lease-seconds (SPEC.md §9.9.2)', () => {
+  const cap = formatCapability({ manifestId: Buffer.alloc(32, 1), fileKey: Buffer.alloc(32, 2) });
+
+  async function renew(lease: number): Promise<{ code: number; out: string }> {
+    vi.mocked(renewFile).mockClear();
+    const out: string[] = [];
+    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
+    const e = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      return { code: await renewCommand({ cap, 'lease-seconds': lease, json: true, direct: false }), out: out.join('') };
+    } finally { o.mockRestore(); e.mockRestore(); }
+  }
+
+  it('a lease that is not a whole number 0..2^32 − 1 is CONFIG_INVALID (exit 2) before any node is asked', async () => {
+    for (const lease of [-1, 0.5, 2 ** 32, Number.NaN]) {
+      const r = await renew(lease);
+      expect(JSON.parse(r.out), String(lease)).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID' } });
+      expect(r.code).toBe(2);
+      expect(vi.mocked(renewFile)).not.toHaveBeenCalled();
+    }
+  });
+
+  it('0 (each node\'s default) and 2^32 − 1 are asked for as given', async () => {
+    for (const lease of [0, 2 ** 32 - 1]) {
+      vi.mocked(renewFile).mockResolvedValueOnce({ shares: 1, renewed: 1, missing: 0, unreadableChunks: 0, nodesAsked: 1, expiresAt: 1, unreachableNodes: [] });
+      expect((await renew(lease)).code).toBe(0);
+      expect(vi.mocked(renewFile)).toHaveBeenCalledWith(expect.anything(), expect.anything(), lease);
+    }
   });
 });

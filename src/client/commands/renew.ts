@@ -4,14 +4,17 @@ import type { CommandModule } from 'yargs';
 import { fileOptions, JSON_OPTION, DIRECT_OPTION } from './options';
 import { parseCapability } from '../../storage/capability';
 import { renewFile } from '../storage-client-renew';
+import { checkLeaseSeconds } from '../lease-expiry';
 import { runStorageCommand } from '../storage-client-setup';
 import { isoTime } from '../../ops/log';
 
 type Args = { cap: string; 'lease-seconds': number; json: boolean; direct: boolean; config?: string; 'data-dir'?: string; 'log-level'?: string };
 
 export async function renewCommand(a: Args): Promise<number> {
-  return runStorageCommand('renew', a, () => ({ cap: parseCapability(a.cap.trim()) }), async (session, { cap }) => {
-    const r = await renewFile(session.client, cap, a['lease-seconds']);
+  // SPEC.md §9.9.2: the lease is checked, as keep run's is, before any node is asked.
+  const prepare = () => ({ cap: parseCapability(a.cap.trim()), leaseSeconds: checkLeaseSeconds(a['lease-seconds']) });
+  return runStorageCommand('renew', a, prepare, async (session, { cap, leaseSeconds }) => {
+    const r = await renewFile(session.client, cap, leaseSeconds);
     if (a.json) {
       process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? isoTime(r.expiresAt * 1000) : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
     } else {
