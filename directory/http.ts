@@ -43,7 +43,7 @@ import { serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { serveStorageAudits } from './storage-http';
-import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
+import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
@@ -199,8 +199,10 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   };
 
   // SPEC.md §6.10: the shared header and request deadlines; receipt uploads have their own,
-  // shorter body deadline (SPEC.md §8.4, directory/receipts.ts).
-  return http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
+  // shorter body deadline (SPEC.md §8.4, directory/receipts.ts). A connection idle either way for
+  // HTTP_IDLE_TIMEOUT_MS is destroyed (the server has no 'timeout' listener): a reader that stops
+  // reading an answer does not keep it queued.
+  const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
     dropUnreadBody(req, res);
     route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
       m.errors.labels(errorCode(e)).inc();
@@ -209,6 +211,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       else res.destroy();
     });
   });
+  srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
+  return srv;
 }
 
 const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { err } from '../errors';
 import { writeFileAtomicSync, mkdirDurableSync } from '../ops/fsutil';
 import {
-  advancePolicy, answerFromHeld, BUNDLE_LIMITS, chainBundleBytes, decodeBundle, encodeBundle, stateBundle, versionsAfter, type PolicyState,
+  advancePolicy, answerFromHeld, BUNDLE_LIMITS, chainBundleBytes, decodeBundle, stateBundle, versionsAfter, type PolicyState,
 } from './chain';
 import { parseModerator } from './policy';
 
@@ -25,6 +25,13 @@ export class PolicyStore {
    * whole bundle (slow readers share one Buffer instead of pinning a copy each).
    */
   private readonly bundles = new Map<string, Buffer>();
+  /**
+   * SPEC.md §10.5, §10.7.1: the tails served (the versions after a held one), by moderator and
+   * index of their first version. A bundle is `u32 length | envelope` repeated, so a tail is a
+   * suffix of the whole bundle: each is a view of it (no bytes of its own, nothing more to count),
+   * made once and handed to every GET of it; dropped with the bundle when the chain changes.
+   */
+  private readonly tails = new Map<string, Map<number, Buffer>>();
   /**
    * SPEC.md §10.7.1: the bytes each state held costs against the budget. An accepted state holds
    * its versions (copied out of the uploads) and, apart, the whole bundle served: twice its bundle's
@@ -113,6 +120,7 @@ export class PolicyStore {
       }
       this.states.set(moderator, r.state);
       this.bundles.set(moderator, full);
+      this.tails.delete(moderator);
       const cost = 2 * full.length;
       this.cost.set(moderator, cost);
       this.total += cost - heldCost;
@@ -126,9 +134,14 @@ export class PolicyStore {
     if (!s) return { status: 404 };
     if (after !== undefined && after >= s.seq) return { status: 304 };
     const versions = versionsAfter(s, after, afterDigest);
-    if (versions.length < s.chain.length) return { status: 200, bundle: encodeBundle(versions.map((v) => v.raw)), seq: s.seq };
     let full = this.bundles.get(moderator);
     if (!full) { full = stateBundle(s); this.bundles.set(moderator, full); }
-    return { status: 200, bundle: full, seq: s.seq };
+    if (versions.length === s.chain.length) return { status: 200, bundle: full, seq: s.seq };
+    const from = s.chain.length - versions.length;
+    let tails = this.tails.get(moderator);
+    if (!tails) { tails = new Map(); this.tails.set(moderator, tails); }
+    let tail = tails.get(from);
+    if (!tail) { tail = full.subarray(chainBundleBytes(s.chain.slice(0, from))); tails.set(from, tail); }
+    return { status: 200, bundle: tail, seq: s.seq };
   }
 }

@@ -12,6 +12,12 @@ import type http from 'node:http';
  */
 export const HTTP_SERVER_TIMEOUTS = { headersTimeout: 10_000, requestTimeout: 30_000 } as const;
 
+/**
+ * SPEC.md §6.10: an authority's HTTP port closes a connection on which no byte moved either way for
+ * this long, so an answer that its reader never reads does not hold its bytes (and the socket).
+ */
+export const HTTP_IDLE_TIMEOUT_MS = 60_000;
+
 function hasBody(req: http.IncomingMessage): boolean {
   const len = Number(req.headers['content-length'] ?? 0);
   return req.headers['transfer-encoding'] !== undefined || (Number.isFinite(len) && len > 0);

@@ -9,6 +9,7 @@ import type http from 'node:http';
 import net from 'node:net';
 import { encodeReceiptBody, RECEIPT_BODY_LEN, RECEIPT_LEN } from '../../src/bandwidth/receipt';
 import { createAuthorityServer } from '../../directory/http';
+import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
 import { MAX_RECEIPT_BATCH, RECEIPTS_PATH } from '../../directory/receipts';
 import { consensusArchiveName, RECEIPTS_DIR } from '../../directory/measurement';
 import { PATHS } from '../../src/dir/fetch';
@@ -60,6 +61,15 @@ describe('a request target that is not a path (SPEC.md §6.10)', () => {
     await closed;
     expect(reply).toMatch(/^HTTP\/1\.1 400 /);
     expect(reply).toMatch(/"code":"HTTP_BAD_REQUEST"/);
+  });
+});
+
+describe('idle connections (SPEC.md §6.10)', () => {
+  it('the authority\'s HTTP port drops a connection idle either way for 60 s (an answer nobody reads is not held)', async () => {
+    const s = await serve();
+    expect(s.server.timeout).toBe(HTTP_IDLE_TIMEOUT_MS);
+    expect(HTTP_IDLE_TIMEOUT_MS).toBe(60_000);
+    expect(s.server.listenerCount('timeout')).toBe(0);
   });
 });
 

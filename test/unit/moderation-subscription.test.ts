@@ -236,6 +236,31 @@ describe('PolicyStore (authority side)', () => {
     expect(e.status === 200 && c.status === 200 && e.bundle === c.bundle).toBe(true);
   });
 
+  it('serves the versions after a held one as a view of the whole bundle held: every reader of the same tail shares one Buffer, and nothing is copied per request (SPEC.md §10.5, §10.7.1)', () => {
+    const m = moderator();
+    const store = new PolicyStore(null, { now: () => NOW });
+    m.publish([]);
+    m.publish([cipherId]);
+    store.accept(m.fp, m.publish([cipherId, Buffer.alloc(32, 7)]));
+    expect(m.state.chain.length).toBe(3);
+    const whole = store.serve(m.fp), a = store.serve(m.fp, 1), b = store.serve(m.fp, 1), c = store.serve(m.fp, 2);
+    if (whole.status !== 200 || a.status !== 200 || b.status !== 200 || c.status !== 200) throw new Error('expected 200');
+    expect(a.bundle).toBe(b.bundle);
+    expect(a.bundle.equals(encodeBundle(m.versions.slice(1)))).toBe(true);
+    expect(c.bundle.equals(encodeBundle(m.versions.slice(2)))).toBe(true);
+    // Views of the one whole bundle: its bytes, not copies of them.
+    for (const t of [a.bundle, c.bundle]) {
+      expect(t.buffer).toBe(whole.bundle.buffer);
+      expect(t.byteOffset + t.length).toBe(whole.bundle.byteOffset + whole.bundle.length);
+    }
+    // An update drops the views with the bundle they were taken from.
+    m.publish([cipherId, Buffer.alloc(32, 7), Buffer.alloc(32, 8)]);
+    expect(m.state.chain.length).toBe(4);
+    expect(store.accept(m.fp, encodeBundle([m.versions[3]])).seq).toBe(4);
+    const d = store.serve(m.fp, 1);
+    expect(d.status === 200 && d.bundle !== a.bundle && d.bundle.equals(encodeBundle(m.versions.slice(1)))).toBe(true);
+  });
+
   it('keeps at most maxBytes of bundles in all: the moderator that would pass it is POLICY_STORE_FULL, before its bundle is opened, and a restart loads no more (SPEC.md §10.7.1)', () => {
     const dir = tmp();
     const a = moderator(), b = moderator();
