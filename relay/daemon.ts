@@ -30,7 +30,7 @@ import { HS_DESC_PATH } from '../src/hidden/store';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
+import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { forwardMetric, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { DirPassThrough } from './dir-pass';
@@ -244,6 +244,9 @@ export class RelayDaemon {
       }
       sendJsonError(res, 404, 'NOT_FOUND', 'no such path');
     });
+    // SPEC.md §6.10: a connection idle either way for HTTP_IDLE_TIMEOUT_MS is destroyed (no
+    // 'timeout' listener), so an answer passed on that nobody reads frees its place (§9.21.8).
+    srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${this.cfg.listenHost}:${this.cfg.dirPort}: ${e.code ?? e.message}`)));
       srv.listen(this.cfg.dirPort, this.cfg.listenHost, () => resolve());

@@ -24,17 +24,29 @@ export class DirPassThrough {
   private inFlight = 0;
   constructor(private readonly authorities: () => readonly AuthorityInfo[]) {}
 
-  /** Run `ask` if a place is free, else answer 503 RATE_LIMITED. */
+  /**
+   * Run `ask` if a place is free, else answer 503 RATE_LIMITED. SPEC.md §9.21.8: the place is held
+   * until the answer has been handed on in full ('finish') or its connection is gone ('close'),
+   * whichever comes first, not merely until it is queued: an answer (up to 16 MiB) that its reader
+   * does not read keeps its place, so readers that never read hold at most the bound (and the dir
+   * port drops them once idle, SPEC.md §6.10).
+   */
   private async bounded(res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
     if (this.inFlight >= PASS_MAX_IN_FLIGHT) {
       return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
     }
     this.inFlight++;
+    let held = true;
+    const release = () => { if (held) { held = false; this.inFlight--; } };
     try {
       await ask();
-    } finally {
-      this.inFlight--;
+    } catch (e) {
+      release();
+      throw e;
     }
+    if (res.writableFinished || res.destroyed) return release();
+    res.once('finish', release);
+    res.once('close', release);
   }
 
   /**

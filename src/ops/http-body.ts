@@ -13,7 +13,7 @@ import type http from 'node:http';
 export const HTTP_SERVER_TIMEOUTS = { headersTimeout: 10_000, requestTimeout: 30_000 } as const;
 
 /**
- * SPEC.md §6.10: an authority's HTTP port closes a connection on which no byte moved either way for
+ * SPEC.md §6.10: an authority's HTTP port and a relay's dir port close a connection on which no byte moved either way for
  * this long, so an answer that its reader never reads does not hold its bytes (and the socket).
  */
 export const HTTP_IDLE_TIMEOUT_MS = 60_000;

@@ -2,6 +2,7 @@
 // fetcher header "mirror", body unchanged) and reports each authority's status; it refuses relay
 // descriptors without the hidden role and hidden descriptors that do not parse. Loopback HTTP.
 import http from 'node:http';
+import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UploadForwarder } from '../../relay/upload-forward';
@@ -115,6 +116,35 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     const again = await get(`/bitcloud/policy/${'cd'.repeat(32)}`);
     expect(again.status).toBe(404);
     expect(asked).toBe(PASS_MAX_IN_FLIGHT + 1);
+  });
+
+  it('keeps a request\'s place until its answer has been handed on (finish) or its connection is gone (close): readers that never read cannot pass on more than the bound', async () => {
+    const policy = Buffer.alloc(1024 * 1024, 7);
+    let asked = 0;
+    const authority = await listen((_req, res) => { asked++; res.writeHead(200, { 'content-length': policy.length }); res.end(policy); });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+    // An answer whose reader reads nothing: it is written, and never finishes.
+    const unread = () => Object.assign(new EventEmitter(), {
+      status: 0, headersSent: false,
+      writeHead(this: { status: number; headersSent: boolean }, status: number) { this.status = status; this.headersSent = true; return this; },
+      end() { return this; },
+    });
+    const ask = (res: ReturnType<typeof unread>) => pass.servePolicy({ method: 'GET', url: `/bitcloud/policy/${'cd'.repeat(32)}` } as http.IncomingMessage, res as unknown as http.ServerResponse);
+    const first = Array.from({ length: PASS_MAX_IN_FLIGHT }, unread);
+    for (const res of first) await ask(res);
+    expect(first.map((r) => r.status)).toEqual(first.map(() => 200));
+    const over = unread();
+    await ask(over);
+    expect(over.status).toBe(503);
+    expect(asked).toBe(PASS_MAX_IN_FLIGHT);
+    // One reader goes away, another reads its answer to the end: two places are free again, once each.
+    first[0].emit('close');
+    first[1].emit('finish');
+    first[1].emit('close');
+    const next = [unread(), unread(), unread()];
+    for (const res of next) await ask(res);
+    expect(next.map((r) => r.status)).toEqual([200, 200, 503]);
+    expect(asked).toBe(PASS_MAX_IN_FLIGHT + 2);
   });
 
   it('passes on the first 200 from the authorities (and a policy\'s 304, never a descriptor\'s), else 404 with the path\'s code', async () => {
