@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Ed25519KeyPair } from '../src/crypto/primitives';
 import { hsPeriodOf } from '../src/crypto/blind';
-import { errorCode } from '../src/errors';
+import { err, errorCode } from '../src/errors';
 import { writeFileAtomic } from '../src/ops/fsutil';
 import type { Logger } from '../src/ops/log';
 import { PseudonymRegistry, openPseudonymUpload, type RegistryContext } from '../src/hidden/pseudonym';
@@ -25,6 +25,7 @@ export const PSEUDONYM_REFUSAL_STATUS: Readonly<Record<string, number>> = {
   HIDDEN_PSEUDONYM_UNKNOWN_NODE: 403,
   HIDDEN_PSEUDONYM_TAKEN: 409,
   HIDDEN_PSEUDONYM_TOO_MANY: 429,
+  HIDDEN_PSEUDONYM_NOT_SAVED: 503,
 };
 
 export interface PseudonymStoreOptions {
@@ -70,7 +71,14 @@ export class PseudonymStore {
     const result = this.registry.register(r, { period, isHiddenNode: this.o.isHiddenNode, isListedRelay: this.o.isListedRelay });
     if (result === 'new') {
       this.registry.prune(period - 2);
-      await this.save();
+      try {
+        await this.save();
+      } catch (e) {
+        // SPEC.md §9.21.7 step 4: a registration is kept only once it is on disk. One that is not
+        // is forgotten and refused, so the node's retry is new and written again.
+        this.registry.forget(r.period, r.pseudonym.toString('hex'));
+        throw err('HIDDEN_PSEUDONYM_NOT_SAVED', `the registration could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); retry later`);
+      }
     }
     return { result, period: r.period };
   }
@@ -80,10 +88,11 @@ export class PseudonymStore {
     return this.registry.identityOf(pseudonym, period);
   }
 
+  /** Write every registration held, after the writes before; rejects when this write fails (the next still runs). */
   private save(): Promise<void> {
     const bytes = Buffer.concat(this.registry.entries().map((e) => e.registration));
-    this.writing = this.writing.then(() => writeFileAtomic(this.file, bytes, 0o600))
-      .catch((e: Error) => this.o.log.error({ err: e.message }, 'saving pseudonym registrations failed'));
-    return this.writing;
+    const write = this.writing.then(() => writeFileAtomic(this.file, bytes, 0o600));
+    this.writing = write.catch((e: Error) => this.o.log.error({ err: e.message }, 'saving pseudonym registrations failed'));
+    return write;
   }
 }

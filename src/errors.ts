@@ -416,6 +416,7 @@ export const ERROR_CODES = {
     HIDDEN_NO_INTRO: 'unreachable',
     HIDDEN_PSEUDONYM_BAD_SIGNATURE: 'integrity',
     HIDDEN_PSEUDONYM_MALFORMED: 'protocol_violation',
+    HIDDEN_PSEUDONYM_NOT_SAVED: 'internal',
     HIDDEN_PSEUDONYM_STALE: 'expired',
     HIDDEN_PSEUDONYM_TAKEN: 'peer_refused',
     HIDDEN_PSEUDONYM_TOO_MANY: 'resource_limit',

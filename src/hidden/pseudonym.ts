@@ -123,6 +123,13 @@ export class PseudonymRegistry {
     return this.byKey.get(`${period}:${pseudonym}`)?.identity ?? this.byKey.get(`${period - 1}:${pseudonym}`)?.identity;
   }
 
+  /** Forget one registration (one its holder could not save, SPEC.md §9.21.7 step 4). */
+  forget(period: number, pseudonym: string): void {
+    if (!this.byKey.delete(`${period}:${pseudonym}`)) return;
+    for (const e of this.byKey.values()) if (e.pseudonym === pseudonym) return;
+    this.owner.delete(pseudonym);
+  }
+
   /** Forget registrations of periods before `oldest`. Returns how many were dropped. */
   prune(oldest: number): number {
     let n = 0;

@@ -277,6 +277,23 @@ describe('the authority\'s registrations survive a restart (SPEC.md §9.21.7)', 
     expect(c.identityOf(hex(P), N)).toBeUndefined();
   });
 
+  it('a new registration that cannot be written is refused HIDDEN_PSEUDONYM_NOT_SAVED and not kept: a retry writes it again', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
+    dirs.push(dir);
+    const file = path.join(dir, PSEUDONYMS_FILE);
+    fs.mkdirSync(file); // the file cannot be replaced: every write fails
+    const s = new PseudonymStore({ dataDir: dir, signingKey: () => AUTH[1], isHiddenNode: ctx().isHiddenNode, isListedRelay: ctx().isListedRelay, now: () => N * 86_400_000 + 5000, log: silentLogger });
+    await expect(s.accept(upload())).rejects.toMatchObject({ code: 'HIDDEN_PSEUDONYM_NOT_SAVED' });
+    expect(s.identityOf(hex(P), N)).toBeUndefined();
+    expect(s.registry.size).toBe(0);
+    await expect(s.accept(upload())).rejects.toMatchObject({ code: 'HIDDEN_PSEUDONYM_NOT_SAVED' });
+    // The disk is fixed: the retry is new, written, and loaded after a restart.
+    fs.rmdirSync(file);
+    expect(await s.accept(upload())).toEqual({ result: 'new', period: N });
+    const again = new PseudonymStore({ dataDir: dir, signingKey: () => AUTH[1], isHiddenNode: ctx().isHiddenNode, isListedRelay: ctx().isListedRelay, now: () => N * 86_400_000 + 5000, log: silentLogger });
+    expect(again.load()).toBe(1);
+  });
+
   it('a registration sealed to another signing key is refused by this authority', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
     dirs.push(dir);
