@@ -135,7 +135,9 @@ export class HiddenService {
 
   private async fillOnce(): Promise<void> {
     const want = this.want;
-    for (let attempt = 0; this.intros.length < want && attempt < want * 3 && !this.closed; attempt++) {
+    // SPEC.md §9.21.4: 3 tries per point missing when the round starts (not per point wanted).
+    const tries = 3 * Math.max(0, want - this.intros.length);
+    for (let attempt = 0; this.intros.length < want && attempt < tries && !this.closed; attempt++) {
       try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
     }
     if (this.intros.length < want) this.retryLater();
