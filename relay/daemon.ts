@@ -29,7 +29,7 @@ import { NameMirror, nameMirrorMetric } from './name-mirror';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
-import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import { NodeBandwidth, listedIn } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { forwardMetric, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
@@ -116,7 +116,7 @@ export class RelayDaemon {
     // SPEC.md §8: count authenticated links, exchange receipts at epoch boundaries, upload them.
     const bw = this.bw = new NodeBandwidth({
       identity: this.keys.identity, dataDir: cfg.dataDir, authorities: cfg.authorities,
-      periodSeconds: () => this.mirror.current?.periodSeconds ?? null,
+      periodSeconds: () => this.mirror.current?.periodSeconds ?? null, listed: listedIn(() => this.mirror.current),
       settings: cfg.receipts, registry: this.registry, log: this.log,
     });
     // SPEC.md §7b: the circuit engine serves every link (CREATE2, forwarding, exit, BEGIN_DIR).

@@ -21,7 +21,7 @@ import { NameService } from './name-service';
 import { allowAll, type PolicyCheck } from './handler';
 import { StorageMetrics } from './metrics';
 import { ShareStore } from './share-store';
-import { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
+import { NodeBandwidth, listedIn } from '../src/bandwidth/node-bandwidth';
 import path from 'node:path';
 import { err, isBitcloudError, errorCode } from '../src/errors';
 import { loadX25519Secret, saveX25519Secret } from '../src/crypto/keys';
@@ -107,7 +107,7 @@ export class StorageDaemon {
     // the responder, countersigning what the relays propose), and uploads what it holds.
     this.bw = new NodeBandwidth({
       identity: this.keys.identity, dataDir: cfg.dataDir, authorities: cfg.authorities,
-      periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null,
+      periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null, listed: listedIn(() => this.dir.consensus()),
       settings: cfg.receipts, registry: this.registry, log: this.log,
     });
     await this.bw.start();

@@ -21,6 +21,10 @@ export const MAX_PROPOSALS_PER_EPOCH = 16;
 export const NO_EPOCH_PROPOSE_WINDOW_MS = 60_000;
 /** SPEC §8.3 step 11: an initiator honours at most this many RECEIPT_REQUEST per link and epoch. */
 export const MAX_REQUESTS_PER_EPOCH = 16;
+/** SPEC §8.3 step 13: receipts kept per epoch of at most this many peers not listed in the node's consensus. */
+export const MAX_UNLISTED_RECEIPT_PEERS = 1024;
+/** SPEC §8.3 step 13: receipts kept per peer and epoch as the responder, at most. */
+export const MAX_RECEIPTS_PER_PEER_EPOCH = 64;
 /** SPEC §8.3 step 1: the boundary PROPOSE is delayed by a random 0–30 s (never beyond P/4 here). */
 export const DEFAULT_RECEIPT_JITTER_SECONDS = 30;
 /** SPEC §8.3 step 3: no answer in 60 s (or one period, if shorter) leaves the segment unpaid. */
@@ -42,6 +46,18 @@ export interface ReceiptExchangeOptions {
   onDisagreement?: (d: Disagreement) => void;
   /** After the boundary of `ended` was handled (the proposals may still be waiting for their delay). */
   onEpochEnd?: (ended: number) => void;
+  /**
+   * SPEC §8.3 step 13: whether a peer (64 lowercase hex) is listed in the node's current consensus.
+   * Absent: no peer is (the limits on unlisted peers apply to all).
+   */
+  listed?: (fingerprint: string) => boolean;
+}
+
+/** SPEC §8.3 step 13: the receipts this node kept as responder in one epoch, per peer. */
+interface KeptInEpoch {
+  perPeer: Map<string, number>;
+  /** Peers in `perPeer` that were not listed when their first receipt was kept. */
+  unlisted: number;
 }
 
 interface LinkEntry {
@@ -73,6 +89,8 @@ export class ReceiptExchange {
   private timer: NodeJS.Timeout | null = null;
   private lastEnded = -1;
   private stopped = false;
+  /** SPEC §8.3 step 13: receipts kept as responder, by body epoch (only accepted epochs are kept). */
+  private readonly kept = new Map<number, KeptInEpoch>();
 
   constructor(private readonly o: ReceiptExchangeOptions) {
     this.metrics = o.metrics ?? new ReceiptMetrics();
@@ -110,7 +128,9 @@ export class ReceiptExchange {
       send: (command, payload) => { ch.send(0, command, payload); },
       queuedSent: () => ch.queuedCountedCells(),
       epochAccepted: (e) => this.epochAccepted(e),
+      admit: (b): boolean => this.admit(lr.peer, b.epoch),
       onReceipt: (r) => {
+        if (!isInitiator) this.noteKept(lr.peer, r.body.epoch);
         this.metrics.receipt(isInitiator ? 'initiator' : 'responder');
         this.o.onReceipt?.(r);
       },
@@ -304,6 +324,36 @@ export class ReceiptExchange {
     this.timer.unref();
   }
 
+  /**
+   * SPEC §8.3 step 13, asked before the initiator's signature is checked: one more receipt of
+   * `peer` for `epoch` is kept unless 64 of it are kept already, or it is a new peer not listed in
+   * the consensus and 1024 such peers have receipts kept for the epoch. A refusal is counted.
+   */
+  private admit(peer: string, epoch: number): boolean {
+    const k = this.kept.get(epoch);
+    const n = k?.perPeer.get(peer);
+    if (n !== undefined) {
+      if (n < MAX_RECEIPTS_PER_PEER_EPOCH) return true;
+      this.metrics.proposalRefused('peer_receipts');
+      return false;
+    }
+    if (!k || k.unlisted < MAX_UNLISTED_RECEIPT_PEERS || this.o.listed?.(peer) === true) return true;
+    this.metrics.proposalRefused('unlisted_peers');
+    return false;
+  }
+
+  private noteKept(peer: string, epoch: number): void {
+    let k = this.kept.get(epoch);
+    if (!k) {
+      // Only the current and the previous epoch are accepted (§8.3 check 3): older ones are done with.
+      for (const e of this.kept.keys()) if (e < epoch - 1) this.kept.delete(e);
+      this.kept.set(epoch, (k = { perPeer: new Map(), unlisted: 0 }));
+    }
+    const n = k.perPeer.get(peer);
+    if (n === undefined && this.o.listed?.(peer) !== true) k.unlisted++;
+    k.perPeer.set(peer, (n ?? 0) + 1);
+  }
+
   private epochAccepted(e: number): boolean {
     const P = this.o.periodSeconds();
     if (!P) return false;
@@ -330,8 +380,11 @@ export class ReceiptExchange {
 
   private disagreement(peer: string, d: Disagreement): void {
     this.metrics.disagreement(d.reason);
+    if (d.side === 'sent' && d.reason === 'EMPTY') this.metrics.proposalRefused('empty');
     // SPEC §8.3 step 3: epoch, peer fingerprint, both counts, reason — never circuits or addresses.
-    this.log.info({ epoch: d.epoch, peer, reason: d.reason, side: d.side, proposed: d.proposed, responder: d.responder }, 'receipt disagreement: segment unpaid');
+    // Refusals of step 13 (nothing to prove, or no more kept) are the peer's doing: debug only.
+    const level = d.side === 'sent' && (d.reason === 'EMPTY' || d.reason === 'TOO_MANY') ? 'debug' : 'info';
+    this.log[level]({ epoch: d.epoch, peer, reason: d.reason, side: d.side, proposed: d.proposed, responder: d.responder }, 'receipt disagreement: segment unpaid');
     this.o.onDisagreement?.(d);
   }
 

@@ -8,7 +8,7 @@ import { CellCommand, decodeReceiptRequest, encodeReceiptRequest, type ReceiptRe
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import { LinkCounter, SerialSource, type EpochTotals, type SegmentCounts } from './counters';
 import {
-  type Receipt, type ReceiptProposal, type RejectReasonName,
+  type Receipt, type ReceiptBody, type ReceiptProposal, type RejectReasonName,
   signReceipt, countersign, acceptCountersign, inFlightTolerance, r2iExcessAllowed,
   encodeReceiptProposal, decodeReceiptProposal, encodeReceipt, encodeReceiptReject, decodeReceiptReject,
 } from './receipt';
@@ -51,6 +51,8 @@ export interface LinkReceiptsOptions {
   totals?: EpochTotals;
   /** SPEC §8.3: the responder accepts the current or the previous epoch. */
   epochAccepted?: (epoch: number) => boolean;
+  /** SPEC §8.3 step 13: whether one more receipt of this peer for the body's epoch would be kept. */
+  admit?: (body: ReceiptBody) => boolean;
   onReceipt?: (r: Receipt) => void;
   onDisagreement?: (d: Disagreement) => void;
   /** Every closed segment (both roles), for the cell counters of /metrics. */
@@ -183,7 +185,7 @@ export class LinkReceipts {
     }
     const mine = { cellsI2R: s.cellsI2R, cellsR2I: s.cellsR2I, maxExcessI2R: 0, maxExcessR2I: r2iExcessAllowed(tolerance, s.prevSent, writtenBefore, this.signedR2I) };
     const res = countersign(p, mine, this.o.identity, tolerance,
-      { initiator: this.o.peerIdentity, epochAccepted: this.o.epochAccepted });
+      { initiator: this.o.peerIdentity, epochAccepted: this.o.epochAccepted, admit: this.o.admit });
     if (res.ok) {
       this.signedR2I += p.body.cellsR2I;
       this.o.send(CellCommand.RECEIPT_COUNTERSIGN, encodeReceipt(res.receipt));

@@ -8,6 +8,7 @@ import type { Ed25519KeyPair } from '../crypto/primitives';
 import type { Cell } from '../wire/cell';
 import type { Channel } from '../link/channel';
 import type { AuthorityInfo } from '../dir/authorities';
+import type { VerifiedConsensus } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Registry } from '../ops/metrics';
 import { writeFileAtomic } from '../ops/fsutil';
@@ -82,6 +83,20 @@ export interface NodeBandwidthOptions {
   registry?: Registry;
   log?: Logger;
   now?: () => number;
+  /** SPEC §8.3 step 13: whether a peer is listed in the node's current consensus (`listedIn`). */
+  listed?: (fingerprint: string) => boolean;
+}
+
+/** SPEC §8.3 step 13: "listed in the current consensus", one fingerprint set per consensus. */
+export function listedIn(consensus: () => VerifiedConsensus | null): (fingerprint: string) => boolean {
+  let of: VerifiedConsensus | null = null;
+  let set = new Set<string>();
+  return (fp) => {
+    const c = consensus();
+    if (!c) return false;
+    if (c !== of) { of = c; set = new Set(c.relays.map((r) => r.fingerprint)); }
+    return set.has(fp);
+  };
 }
 
 export class NodeBandwidth {
@@ -112,6 +127,7 @@ export class NodeBandwidth {
       onReceipt: (r) => { this.totals.add(r); this.uploader.add(r); },
       onDisagreement: (d) => { this.disagreements[d.reason] = (this.disagreements[d.reason] ?? 0) + 1; },
       onEpochEnd: () => { this.totals.prune(this.oldestKept()); void this.writeStatus(); },
+      listed: o.listed,
     });
   }
 

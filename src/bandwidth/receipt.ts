@@ -117,6 +117,11 @@ export interface CountersignExpect {
   initiator?: Uint8Array;
   /** Whether the responder accepts a proposal for this epoch (SPEC §8.3: the current or the previous one). */
   epochAccepted?: (epoch: number) => boolean;
+  /**
+   * SPEC §8.3 step 13: whether the responder would keep one more receipt of this peer for this
+   * epoch (else REJECT `TOO_MANY`, before the signature is checked).
+   */
+  admit?: (body: ReceiptBody) => boolean;
 }
 
 export type CountersignResult = { ok: true; receipt: Receipt } | { ok: false; reject: ReceiptReject };
@@ -139,6 +144,9 @@ export function countersign(
   if (!constantTimeEqual(b.responder, myKeyPair.publicKey)) return reject('WRONG_IDENTITY');
   if (expect.initiator && !constantTimeEqual(b.initiator, expect.initiator)) return reject('WRONG_IDENTITY');
   if (expect.epochAccepted && !expect.epochAccepted(b.epoch)) return reject('EPOCH_NOT_ACCEPTED');
+  // SPEC §8.3 step 2 check 3 and step 13: refused before any signature work, nothing kept.
+  if (b.cellsI2R === 0 && b.cellsR2I === 0) return reject('EMPTY');
+  if (expect.admit && !expect.admit(b)) return reject('TOO_MANY');
   if (!verifyInitiatorSignature(proposal)) return reject('BAD_SIGNATURE');
   // Never more than the responder counted plus what can really have been in flight (SPEC §8.3
   // check 5); an under-count is bounded by the tolerance (it cheats the responder).

@@ -67,6 +67,10 @@ export const RejectReason = {
   WRONG_IDENTITY: 3,
   EPOCH_NOT_ACCEPTED: 4,
   MALFORMED: 5,
+  /** Both counts are 0: nothing to prove (a conforming initiator never proposes it, SPEC §8.3 step 1). */
+  EMPTY: 6,
+  /** The responder keeps no more receipts of this peer this epoch (SPEC §8.3 step 13). */
+  TOO_MANY: 7,
 } as const;
 export type RejectReasonName = keyof typeof RejectReason;
 const REASON_NAMES = new Map<number, RejectReasonName>(

@@ -1,5 +1,8 @@
+import { EventEmitter } from 'node:events';
 import { describe, it, expect } from 'vitest';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import type { Channel } from '../../src/link/channel';
+import { MAX_RECEIPTS_PER_PEER_EPOCH, MAX_UNLISTED_RECEIPT_PEERS } from '../../src/bandwidth/exchange';
 import { EpochTotals } from '../../src/bandwidth/counters';
 import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
 import { LinkReceipts, epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
@@ -105,5 +108,81 @@ describe('directory/receipts answerReceiptUpload', () => {
     expect(refused.status).toBe(400);
     expect(refused.body).toMatchObject({ code: 'RECEIPT_ONE_SIGNATURE' });
     expect(answerReceiptUpload(v, Buffer.alloc(10), 1000).status).toBe(400);
+  });
+});
+
+describe('what a responder keeps of proposals from many keys (SPEC §8.3 step 13)', () => {
+  const P = 3600;
+  const NOW = 1_700_000_000_000;
+  const E = epochAt(NOW, P);
+
+  /** A link whose initiator proved `peer`; what the responder writes on it lands in `sent`. */
+  function fakeLink(peer: Buffer) {
+    const ch = Object.assign(new EventEmitter(), {
+      closed: false, peerIdentity: peer, isInitiator: false, sent: [] as number[],
+      send(_circId: number, command: number) { this.sent.push(command); },
+      queuedCountedCells: () => 0,
+      attachCounter() { /* the test bumps the counter itself */ },
+    });
+    return ch;
+  }
+
+  async function responder(listed: (fp: string) => boolean) {
+    const { NodeBandwidth } = await import('../../src/bandwidth/node-bandwidth');
+    const me = ed25519Generate();
+    const nb = new NodeBandwidth({ identity: me, dataDir: '/nonexistent', authorities: [], periodSeconds: () => P, now: () => NOW, listed });
+    return { me, nb };
+  }
+
+  async function proposeOn(nb: import('../../src/bandwidth/node-bandwidth').NodeBandwidth, me: Ed25519KeyPair, key: Ed25519KeyPair, n: number, cells: number, serial0 = 1) {
+    const { signReceipt, encodeReceiptProposal } = await import('../../src/bandwidth/receipt');
+    const { CellCommand } = await import('../../src/wire/cell');
+    const ch = fakeLink(key.publicKey);
+    expect(nb.attach(ch as unknown as Channel)).toBe(true);
+    const lr = nb.exchange.linkReceipts(ch as unknown as Channel)!;
+    for (let i = 0; i < n; i++) {
+      lr.counter.onReceived(cells);
+      const p = signReceipt({ epoch: E, initiator: key.publicKey, responder: me.publicKey, cellsI2R: cells, cellsR2I: 0, serial: serial0 + i }, key);
+      const payload = Buffer.alloc(509);
+      encodeReceiptProposal(p).copy(payload);
+      nb.onLinkCell(ch as unknown as Channel, { circId: 0, command: CellCommand.RECEIPT_PROPOSE, payload });
+    }
+    ch.closed = true;
+    ch.emit('close');
+    return ch.sent;
+  }
+
+  it('a proposal of 0/0 cells is refused before any signature and nothing is kept, from 40 fresh keys', async () => {
+    const { CellCommand } = await import('../../src/wire/cell');
+    const { nb, me } = await responder(() => false);
+    const answers: number[] = [];
+    for (let k = 0; k < 40; k++) answers.push(...await proposeOn(nb, me, ed25519Generate(), 16, 0));
+    expect(answers).toHaveLength(40 * 16);
+    expect(answers.every((c) => c === CellCommand.RECEIPT_REJECT)).toBe(true);
+    expect(nb.uploader.status(E)?.receipts ?? 0).toBe(0);
+    expect(nb.totals.peers(E).size).toBe(0);
+  });
+
+  it('keeps receipts of at most 1024 unlisted peers an epoch, and at most 64 receipts of one peer', async () => {
+    const { nb, me } = await responder(() => false);
+    for (let k = 0; k < 1100; k++) await proposeOn(nb, me, ed25519Generate(), 1, 1);
+    expect(nb.totals.peers(E).size).toBe(MAX_UNLISTED_RECEIPT_PEERS);
+    expect(nb.uploader.status(E)?.receipts).toBe(MAX_UNLISTED_RECEIPT_PEERS);
+    // One key over many links: 64 kept, no more.
+    const one = ed25519Generate();
+    const { nb: nb2, me: me2 } = await responder(() => false);
+    for (let l = 0; l < 6; l++) await proposeOn(nb2, me2, one, 16, 1, 1 + l * 16);
+    expect(nb2.uploader.status(E)?.receipts).toBe(MAX_RECEIPTS_PER_PEER_EPOCH);
+  });
+
+  it('a listed peer\'s receipts are countersigned and kept, past the unlisted limit', async () => {
+    const { CellCommand } = await import('../../src/wire/cell');
+    const friend = ed25519Generate();
+    const fp = friend.publicKey.toString('hex');
+    const { nb, me } = await responder((x) => x === fp);
+    for (let k = 0; k < MAX_UNLISTED_RECEIPT_PEERS; k++) await proposeOn(nb, me, ed25519Generate(), 1, 1);
+    const answers = await proposeOn(nb, me, friend, 3, 5);
+    expect(answers).toEqual([CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_COUNTERSIGN, CellCommand.RECEIPT_COUNTERSIGN]);
+    expect(nb.totals.peers(E).get(fp)).toMatchObject({ receipts: 3, received: 15 });
   });
 });
