@@ -1,12 +1,12 @@
 // SPEC.md §8.11.4: the client's wallet. A wallet is an Ed25519 key pair in the client's data
-// folder (`wallet.key`, the key-file format of SPEC §3.3, mode 0600, written atomically), or any
+// folder (`wallet.key`, the key-file format of SPEC §3.3, mode 0600, written atomically, made once), or any
 // identity key file given with --key (a relay operator spends the relay's earnings that way).
 // Balances, nonces and history come from the verified reward chain; transfers are submitted to
 // the authorities (POST /bitcloud/transfers, SPEC §8.11.3), which carry them into the chain.
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
 import { ed25519Generate, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
-import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
+import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { UNITS_PER_COIN } from '../bandwidth/reward';
 import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
@@ -28,8 +28,10 @@ export async function loadWalletKey(dataDir: string, keyFile?: string): Promise<
   }
   mkdirDurableSync(dataDir, 0o700);
   const key = ed25519Generate();
-  await saveEd25519Secret(file, key);
-  return { key, file, created: true };
+  // SPEC §8.11.4: made once. Another command may have made it since the look above (two started
+  // together on a fresh folder); the key on disk is then the wallet, never replaced by this one.
+  if (await saveEd25519SecretExclusive(file, key)) return { key, file, created: true };
+  return { key: await loadEd25519Secret(file), file, created: false };
 }
 
 /** "1.5" coins → 150 000 000 units; at most 8 decimals; 1 .. 2^53 − 1 units. Throws CONFIG_INVALID. */

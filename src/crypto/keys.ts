@@ -5,7 +5,7 @@ import { constants as fsConstants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, errorCode, isBitcloudError } from '../errors';
-import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
+import { writeFileAtomic, writeFileAtomicExclusive, mkdirDurable } from '../ops/fsutil';
 import { Reader, Writer } from '../wire/bytes';
 import {
   constantTimeEqual, ed25519FromSeed, ed25519Generate, wipe, x25519Generate, x25519Public,
@@ -100,14 +100,31 @@ function checkHeader(buf: Buffer, expected: Buffer, file: string): void {
 }
 
 export async function saveEd25519Secret(file: string, kp: Ed25519KeyPair): Promise<void> {
-  if (kp.secretKey.length !== 64 || kp.publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'not an Ed25519 key pair');
-  const body = new Writer(ED25519_SECRET_FILE_LEN, 'Ed25519 key file', { malformed: 'KEY_MALFORMED' })
-    .bytes(ED25519_HEADER).bytes(kp.secretKey.subarray(0, ED25519_SEED_BYTES)).bytes(kp.publicKey).finish();
+  const body = ed25519SecretFile(kp);
   try {
     await writeFileAtomic(file, body, KEY_FILE_MODE);
   } finally {
     wipe(body);
   }
+}
+
+/**
+ * Writes the key file only if `file` does not exist (never replaces one, whoever made it in the
+ * meantime). Resolves true when this call made it, false when a file was there (nothing written).
+ */
+export async function saveEd25519SecretExclusive(file: string, kp: Ed25519KeyPair): Promise<boolean> {
+  const body = ed25519SecretFile(kp);
+  try {
+    return await writeFileAtomicExclusive(file, body, KEY_FILE_MODE);
+  } finally {
+    wipe(body);
+  }
+}
+
+function ed25519SecretFile(kp: Ed25519KeyPair): Buffer {
+  if (kp.secretKey.length !== 64 || kp.publicKey.length !== ED25519_PUBLIC_BYTES) throw err('KEY_MALFORMED', 'not an Ed25519 key pair');
+  return new Writer(ED25519_SECRET_FILE_LEN, 'Ed25519 key file', { malformed: 'KEY_MALFORMED' })
+    .bytes(ED25519_HEADER).bytes(kp.secretKey.subarray(0, ED25519_SEED_BYTES)).bytes(kp.publicKey).finish();
 }
 
 export async function loadEd25519Secret(file: string): Promise<Ed25519KeyPair> {

@@ -39,6 +39,38 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
   else await fsyncDir(path.dirname(file));
 }
 
+/**
+ * Like writeFileAtomic, but never replaces an existing `file`: the temp file is published with a
+ * hard link (link(2) fails with EEXIST when the name exists, where rename would silently replace
+ * it), then unlinked. Resolves true when this call made `file`, false when it existed already
+ * (nothing written). For a file that must be made exactly once, however many processes race
+ * for it (the wallet key, SPEC.md §8.11.4).
+ */
+export async function writeFileAtomicExclusive(file: string, data: Uint8Array | string, mode = 0o644): Promise<boolean> {
+  await mkdirDurable(path.dirname(file));
+  const tmp = tmpName(file);
+  const fh = await fsp.open(tmp, 'wx', mode);
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.chmod(mode);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await fsp.link(tmp, file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    }
+  } finally {
+    await fsp.rm(tmp, { force: true });
+  }
+  await fsyncDir(path.dirname(file));
+  return true;
+}
+
 export function writeFileAtomicSync(file: string, data: Uint8Array | string, mode = 0o644): void {
   mkdirDurableSync(path.dirname(file));
   const tmp = tmpName(file);

@@ -40,6 +40,24 @@ describe('bitcloud wallet (SPEC §8.11.4)', () => {
     }
   });
 
+  it('two commands started together on a fresh data folder make one key: both get it, one reports it made', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-race-'));
+    try {
+      for (let round = 0; round < 5; round++) {
+        const data = path.join(dir, `client${round}`);
+        const got = await Promise.all([loadWalletKey(data), loadWalletKey(data), loadWalletKey(data)]);
+        expect(got.filter((g) => g.created)).toHaveLength(1);
+        for (const g of got) expect(g.key.publicKey.equals(got[0].key.publicKey)).toBe(true);
+        const onDisk = await loadWalletKey(data);
+        expect(onDisk.created).toBe(false);
+        expect(onDisk.key.publicKey.equals(got[0].key.publicKey)).toBe(true);
+        expect(fs.readdirSync(data)).toEqual(['wallet.key']); // no temp file left behind
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('amounts are coins with at most 8 decimals; keys are 64 hex characters', () => {
     expect(parseCoins('1')).toBe(100_000_000n);
     expect(parseCoins('0.5')).toBe(50_000_000n);
