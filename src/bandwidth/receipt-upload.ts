@@ -2,7 +2,8 @@
 // ended, in batches of 224-byte records, retried with backoff on transport errors and 5xx until
 // the epoch's upload window [e·P, (e+2)·P) closes. RECEIPT_REPLAYED means delivered (uploads are
 // idempotent); any other refusal is final for that record at that authority, except the
-// authority's rate limit (429 RATE_LIMITED), which is retried like a 5xx (SPEC.md §8.4.1).
+// authority's rate limit (429 RATE_LIMITED) and its read timeout (408 RECEIPT_UPLOAD_TIMEOUT),
+// which are retried like a 5xx (SPEC.md §8.4.1).
 // Relays and storage nodes both run it (src/ because relay/ and storage/ share nothing else).
 import { err, errorCode } from '../errors';
 import { httpRequest, type HttpResponse } from '../dir/fetch';
@@ -120,12 +121,14 @@ export function notAnUploadAnswer(body: Buffer): string | null {
 }
 
 /**
- * SPEC.md §8.4.1: an answer that says "later" rather than judging the records: a 5xx, or a 429 that
- * is not a refusal of the records themselves (the authority's rate limit, RATE_LIMITED; a 429
- * `RECEIPT_TOO_MANY` or a 429 with a `refused` list judges them and is settled as any 4xx).
+ * SPEC.md §8.4.1: an answer that says "later" rather than judging the records: a 5xx, a 408 (the
+ * authority timed out reading the body, RECEIPT_UPLOAD_TIMEOUT: like 503 RECEIPT_BUSY, it judged
+ * no record), or a 429 that is not a refusal of the records themselves (the authority's rate
+ * limit, RATE_LIMITED; a 429 `RECEIPT_TOO_MANY` or a 429 with a `refused` list judges them and is
+ * settled as any 4xx).
  */
 export function retryLater(status: number, body: Buffer): boolean {
-  if (status >= 500) return true;
+  if (status >= 500 || status === 408) return true;
   if (status !== 429) return false;
   try {
     const j: unknown = JSON.parse(body.toString('utf8'));

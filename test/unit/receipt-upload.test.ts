@@ -118,6 +118,23 @@ describe('ReceiptUploader (SPEC §8.4)', () => {
     expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, pending: 0 });
   });
 
+  it('408 RECEIPT_UPLOAD_TIMEOUT (the authority timed out reading the body) keeps the records and is retried like a 503', async () => {
+    let slow = 2;
+    const x = await authority((rs) => (slow-- > 0 ? { status: 408, body: { code: 'RECEIPT_UPLOAD_TIMEOUT', reason: 'body not read within 10 s' } } : accept(rs)));
+    const clock = { now: ended() };
+    const u = uploader([x], clock);
+    u.add(receipt(1));
+    await u.pump();
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 0 }, refused: { [x.fingerprint]: 0 }, pending: 1 });
+    expect(u.heldCount).toBe(1);
+    await u.pump(); // backoff not over: no request
+    expect(x.uploads).toHaveLength(1);
+    clock.now += 1000; await u.pump();
+    clock.now += 2000; await u.pump();
+    expect(x.uploads).toHaveLength(3);
+    expect(u.status(E)).toMatchObject({ uploaded: { [x.fingerprint]: 1 }, refused: { [x.fingerprint]: 0 }, pending: 0 });
+  });
+
   it('the authority\'s rate limit (429 RATE_LIMITED) keeps the records and is retried with backoff; 429 RECEIPT_TOO_MANY is final', async () => {
     let limited = 2;
     const x = await authority((rs) => (limited-- > 0 ? { status: 429, body: { code: 'RATE_LIMITED', reason: 'slow down' } } : accept(rs)));
