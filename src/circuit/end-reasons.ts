@@ -104,6 +104,7 @@ const EXTEND_FAILURE_DESTROY: Partial<Record<ErrorCode, keyof typeof DestroyReas
   LINK_IDENTITY_MISMATCH: 'OR_IDENTITY',
   EXTEND_IDENTITY_UNKNOWN: 'OR_IDENTITY',
   EXTEND_ADDRESS_MISMATCH: 'OR_IDENTITY',
+  LINK_CIRCID_EXHAUSTED: 'RESOURCELIMIT',
 };
 
 export function destroyReasonForExtendFailure(code: string): DestroyReasonValue {

@@ -293,6 +293,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     const gen = ++this.extendGen;
     const create2 = encodeCreate2({ htype: ext.htype, hdata: ext.hdata });
     if (LAT_TRACE) latTrace('relay.extend2-hook');
+    // SPEC.md §7b.3 steps 3–4: a failure to get the link, or on it (no free circuit id there,
+    // LINK_CIRCID_EXHAUSTED), destroys this circuit; nothing of it may escape as an unhandled rejection.
     hook({ identity, addresses }, this.prev.ch).then((ch) => {
       if (LAT_TRACE) latTrace('relay.extend2-link');
       if (this.closed || gen !== this.extendGen) return; // closed, or truncated meanwhile
@@ -303,7 +305,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
       this.next = link;
       link.circuits.set(this.nextId, this);
       this.sendOn(link, this.nextId, CellCommand.CREATE2, create2, this.qNext);
-    }, (e: unknown) => {
+    }).catch((e: unknown) => {
       if (this.closed || gen !== this.extendGen) return;
       const code = errorCode(e);
       this.sw.metrics.error(code);

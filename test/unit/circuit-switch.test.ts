@@ -350,6 +350,30 @@ describe('extending and forwarding', () => {
     }
   });
 
+  it('a next link with no free circuit id destroys the circuit with DESTROY(RESOURCELIMIT), and nothing is left unhandled', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => { unhandled.push(e); };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const t = setup();
+      t.next.allocateCircId = () => { throw err('LINK_CIRCID_EXHAUSTED', 'no free id'); };
+      const hop = t.create();
+      t.toHop(hop, 0x8000_0001, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+        linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: t.next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
+      }));
+      await tick();
+      await tick();
+      const destroys = t.prev.take(CellCommand.DESTROY);
+      expect(destroys.map((c) => c.circId)).toEqual([0x8000_0001]);
+      expect(decodeDestroy(destroys[0].payload)).toBe(DestroyReason.RESOURCELIMIT);
+      expect(t.next.take(CellCommand.CREATE2)).toHaveLength(0);
+      expect(t.sw.circuitCount).toBe(0);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('a TRUNCATE while an extension waits for its link drops that extension: one CREATE2 onward, and teardown leaves no circuit on the next link', async () => {
     // EXTEND2, TRUNCATE, EXTEND2 in one read, before the first extension's link is there.
     let release!: () => void;
