@@ -135,7 +135,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private received = 0;
   private peerId: Buffer | null = null;
   private version = 0;
-  /** 'end' arrived while cells were still pending; handle it once they are parsed. */
+  /** 'end' arrived while cells that came with the handshake wait for the owner (open()); handled after them. */
   private endPending = false;
   private readonly socket: TLSSocket;
   private readonly init: ChannelInit;
@@ -195,7 +195,7 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     const s = this.socket;
     if (!init.reader) s.on('data', (chunk: Buffer) => this.onData(chunk, false));
     s.on('end', () => this.onEnd());
-    s.on('error', (e: NodeJS.ErrnoException) => this.fail(err(this.state === 'open' ? 'LINK_IO' : 'LINK_HANDSHAKE_FAILED', `socket error: ${e.code ?? e.message}`, { errno: e.code }, e)));
+    s.on('error', (e: NodeJS.ErrnoException) => this.deliverHeld() || this.fail(err(this.state === 'open' ? 'LINK_IO' : 'LINK_HANDSHAKE_FAILED', `socket error: ${e.code ?? e.message}`, { errno: e.code }, e)));
     s.on('close', () => this.onSocketClose());
     s.on('drain', () => this.maybeDrain());
     this.startHandshake();
@@ -462,16 +462,34 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     setImmediate(() => this.drainPending());
   }
 
+  /**
+   * SPEC.md §1.7: the peer's end of the link came (its FIN, the socket closing, or a socket error
+   * once it went away) while cells it sent before wait here because reading is held or deferred.
+   * Nothing more will come, so they are handled now, in order, before the link closes: a last
+   * DESTROY or RELAY END is not lost. A pause asked for meanwhile no longer holds them. Returns
+   * false (so that the caller goes on to close the link) unless a handler closed it.
+   */
+  private deliverHeld(): boolean {
+    while (this.pending.length > 0 && this.state === 'open') {
+      this.readPaused = false;
+      this.deferring = false;
+      this.consume(this.pending.shift()!);
+    }
+    return this.state === 'closed';
+  }
+
   private onEnd(): void {
-    if (this.state === 'closed') return;
-    if (this.pending.length > 0) { this.endPending = true; return; }
+    // The owner's 'cell' listener may not be there yet (an 'end' can come before the promise that
+    // hands over this channel has settled): the end waits for the one-macrotask defer of open().
+    if (this.deferring && this.pending.length > 0) { this.endPending = true; return; }
+    if (this.deliverHeld() || this.state === 'closed') return;
     if (this.asm.partialBytes > 0) this.fail(err('CELL_TRUNCATED', `stream ended inside a cell (${this.asm.partialBytes} of 514 bytes)`));
     else if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'peer closed the link during the handshake'));
     else this.finish(undefined, false);
   }
 
   private onSocketClose(): void {
-    if (this.state === 'closed') return;
+    if (this.deliverHeld() || this.state === 'closed') return;
     if (this.state !== 'open') this.fail(err('LINK_HANDSHAKE_FAILED', 'link closed during the handshake'));
     else if (this.asm.partialBytes > 0) this.fail(err('CELL_TRUNCATED', 'link closed inside a cell'));
     else this.finish(undefined, false);

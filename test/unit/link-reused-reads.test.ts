@@ -87,6 +87,31 @@ describe('a link read into a reused buffer (SPEC.md §1.6)', () => {
     expectSame(got, sent);
   });
 
+  it('a peer that sends its last cells and goes away: an end held after the first still gets the others, in order, before it closes', async () => {
+    // Both ends: the responder reads with 'data' events, the initiator into the reused buffer.
+    for (const dir of ['to-inbound', 'to-out'] as const) {
+      const { out, inbound } = await link();
+      const [from, to] = dir === 'to-inbound' ? [out, inbound] : [inbound, out];
+      const got: number[] = [];
+      let closedAfter = -1;
+      // The first cell holds reading (e.g. a link over its circuit-creation rate, SPEC.md §7b.9):
+      // the rest of that read waits in the channel.
+      to.on('cell', (c: Cell) => { if (got.push(c.circId) === 1) to.holdReading(60_000); });
+      const closed = new Promise<void>((r) => to.once('close', () => { closedAfter = got.length; r(); }));
+      const ids = [0x8000_0001, 0x8000_0002, 0x8000_0003];
+      for (const id of ids) from.send(id, CellCommand.DESTROY, Buffer.alloc(1, 3));
+      from.close();
+      // The peer's socket is gone; what this end writes now fails (EPIPE or ECONNRESET), closing it.
+      const fromSocket = (from as unknown as { socket: tls.TLSSocket }).socket;
+      if (!fromSocket.destroyed) await once(fromSocket, 'close');
+      const poke = setInterval(() => { if (!to.closed) to.send(0, CellCommand.PADDING, Buffer.alloc(0)); }, 20);
+      cleanups.push(() => clearInterval(poke));
+      await Promise.race([closed, new Promise((_, no) => setTimeout(() => no(new Error(`the link did not close (${dir})`)), 10_000))]);
+      expect({ dir, got }).toEqual({ dir, got: ids });
+      expect(closedAfter).toBe(ids.length);
+    }
+  });
+
   it('holds the bytes that come before the Channel attaches, as its own memory', () => {
     const r = new LinkReader();
     const buf = r.onread.buffer;
