@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { chooseWarmSet, DEFAULT_LINK_WARMING, LinkWarmer, parseLinkWarming, type WarmingHost } from '../../relay/link-warming';
 import { parseRelayConfig } from '../../relay/config';
+import type { Logger } from '../../src/ops/log';
 
 const fp = (i: number) => i.toString(16).padStart(64, '0');
 function relay(i: number, o: { weight?: number; flags?: string[]; roles?: string[] } = {}): ConsensusRelay {
@@ -144,6 +145,41 @@ describe('LinkWarmer', () => {
     busy.circuits = 0;
     now += 10 * s.idleTimeoutSeconds * 1000;
     expect(await w.sweep()).toBe(0);
+  });
+});
+
+describe('LinkWarmer idle sweep: a failing close', () => {
+  it('a link whose close before idling rejects is logged as a warning with its code; the sweep goes on and resolves', async () => {
+    const { host, links } = fakeHost(fp(1));
+    const { c, m } = counters();
+    let now = 1_000_000;
+    const warns: Array<{ obj: unknown; msg: unknown }> = [];
+    const log = { warn: (obj: unknown, msg?: unknown) => { warns.push({ obj, msg }); }, debug: () => {}, info: () => {}, error: () => {} };
+    const s = { ...DEFAULT_LINK_WARMING, maxLinks: 0 };
+    const w = new LinkWarmer(host, s, m, { sleep: noSleep, now: () => now, log: log as unknown as Logger });
+    const bad = { fp: fp(7), circuits: 0, closed: false, outbound: true };
+    const good = { fp: fp(8), circuits: 0, closed: false, outbound: true };
+    links.push(bad, good);
+    const close = host.closeIdle;
+    host.closeIdle = async (l) => {
+      if (l === bad) throw Object.assign(new Error('receipts before close failed'), { code: 'LINK_CLOSED' });
+      return close(l);
+    };
+    expect(await w.sweep()).toBe(0);
+    now += 2 * s.idleTimeoutSeconds * 1000;
+    expect(await w.sweep()).toBe(1);
+    expect(good.closed).toBe(true);
+    expect(c.idle).toBe(1);
+    expect(warns).toHaveLength(1);
+    expect(warns[0].obj).toMatchObject({ code: 'LINK_CLOSED' });
+    // The next sweep still runs: the link that failed to close is seen again.
+    now += 2 * s.idleTimeoutSeconds * 1000;
+    expect(await w.sweep()).toBe(0);
+    expect(await w.sweep()).toBe(0);
+    expect(warns).toHaveLength(1);
+    now += 2 * s.idleTimeoutSeconds * 1000;
+    expect(await w.sweep()).toBe(0);
+    expect(warns).toHaveLength(2);
   });
 });
 
