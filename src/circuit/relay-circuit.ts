@@ -385,9 +385,10 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
     const hook = this.sw.hooks.resolve;
     if (!hook) { answer([{ type: 'error-nontransient', value: '', ttl: 0 }]); return; }
-    // SPEC.md §7b.7: pending resolves are capped per circuit and count against its stream limit.
+    // SPEC.md §7b.7: pending resolves are capped per circuit and count against its stream limit
+    // (a BEGIN whose name is being looked up is a stream already, counted once: resolveRequests).
     const l = this.sw.limits;
-    if (this.resolving >= l.maxResolvesPerCircuit || this.resolving + this.streamCount >= l.maxStreamsPerCircuit) {
+    if (this.resolving >= l.maxResolvesPerCircuit || this.resolveRequests + this.streamCount >= l.maxStreamsPerCircuit) {
       this.sw.metrics.error('EXIT_RESOLVE_LIMIT');
       this.sw.metrics.exitConnect('resolve_limit'); // SPEC.md §7b.10: resolve_limit counts RESOLVE too
       answer([{ type: 'error-transient', value: '', ttl: 0 }]);

@@ -641,6 +641,22 @@ describe('exit streams (SPEC.md §7b.7)', () => {
     expect(got).toEqual([[RelayCommand.CONNECTED, 1, null], [RelayCommand.CONNECTED, 2, null], [RelayCommand.END, 4, EndReason.RESOURCELIMIT]]);
     expect(t.sw.circuitCount).toBe(1);
   });
+
+  it('a BEGIN to a name waiting for its lookup counts once against the stream limit, not again for a RESOLVE (SPEC.md §7b.7, §7b.9)', async () => {
+    const resolve = createResolver({ lookup: () => new Promise<never>(() => {}), refuseOneHop: false }); // never settles
+    // A BEGIN whose name is being looked up: a stream, and one of the circuit's pending resolutions.
+    const onStream: SwitchHooks['onStream'] = (inc) => { if (inc.begin) inc.resolveSlot!(); else inc.accept(); };
+    const t = setup({ hooks: { resolve, onStream }, limits: { maxStreamsPerCircuit: 3 } });
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 1, Buffer.alloc(0));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN, 2, encodeBegin({ host: 'slow.example', port: 80, flags: 0 }));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, 3, encodeResolve('other.example'));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, 4, encodeResolve('third.example'));
+    await tick();
+    // Two streams and one pending RESOLVE make three: the first RESOLVE waits, the second is refused.
+    const got = inbound(t, hop).map((m) => [m.command, m.streamId]);
+    expect(got).toEqual([[RelayCommand.CONNECTED, 1], [RelayCommand.RESOLVED, 4]]);
+  });
 });
 
 describe('robustness (property)', () => {
