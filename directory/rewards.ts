@@ -35,7 +35,7 @@ import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/trans
 import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
-import { escrowOpsFor, escrowPayNodes, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
+import { escrowOpsFor, escrowPayNodes, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
 import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
@@ -345,7 +345,8 @@ export class RewardLedger {
       if (!Object.hasOwn(body.nodes, fp)) continue; // not audited that epoch: no results, nothing paid
       const p = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}&node=${fp}`, { maxBytes: AUDIT_PAGE_MAX_BYTES, timeoutMs: this.timeout() });
       if (p.status !== 200) throw new Error(`no audit report page of node ${fp.slice(0, 16)}… in epoch ${epoch} (HTTP ${p.status})`);
-      pages.set(fp, verifyAuditPage(body, fp, p.body));
+      // Only what the payments read is kept (a page may be 16 MiB, and one is read per node paid).
+      pages.set(fp, paidResults(verifyAuditPage(body, fp, p.body)));
     }
     return { epoch, pages };
   }

@@ -27,7 +27,7 @@ import { StorageChannel } from '../src/storage/channel';
 import { auditRetryingBusy, auditShare, type AuditResult, type ChallengeSender } from '../src/storage/auditor';
 import { DEFAULT_AUDIT_BLOCKS, challengeBlocks } from '../src/storage/audit';
 import { AUDIT_PAGE_MAX_RESULTS, AUDIT_REPORT_VERSION, buildAuditReport, signAuditReport, storedBytes, type AuditPage, type AuditReportBody, type ReportedAudit, type SignedAuditReport } from '../src/storage/audit-report';
-import type { AuditPages } from '../src/bandwidth/escrow';
+import { paidResults, type AuditPages } from '../src/bandwidth/escrow';
 import { CONTRACT_ENTRY_BYTES, CONTRACT_HEADER_BYTES, CONTRACT_MAX_LEAD_EPOCHS, decodeContract, type StorageContract } from '../src/wire/storage-contract';
 import type { Signer } from './vote';
 
@@ -224,8 +224,9 @@ export class StorageAudits {
 
   /**
    * SPEC.md §9.20.4: this authority's own report of `epoch` as its payments read it: the pages of
-   * `nodes` that it holds (a node it did not audit has none), read from disk; null when it holds no
-   * report of `epoch` or a page cannot be read.
+   * `nodes` that it holds (a node it did not audit has none), read from disk, each reduced to its
+   * passing results without their answers (paidResults); null when it holds no report of `epoch`
+   * or a page cannot be read.
    */
   ownPages(epoch: number, nodes: ReadonlySet<string>): AuditPages | null {
     const r = this.reports.get(epoch);
@@ -235,7 +236,7 @@ export class StorageAudits {
     try {
       for (const fp of nodes) {
         if (!Object.hasOwn(body.nodes, fp)) continue;
-        pages.set(fp, (JSON.parse(fs.readFileSync(this.pageFile(epoch, fp), 'utf8')) as AuditPage).results);
+        pages.set(fp, paidResults((JSON.parse(fs.readFileSync(this.pageFile(epoch, fp), 'utf8')) as AuditPage).results));
       }
     } catch (x) {
       this.o.log.warn({ epoch, err: (x as Error).message }, 'reading an own audit report page failed');

@@ -224,11 +224,24 @@ export type ContractLookup = (id: string) => StorageContract | undefined;
 
 /**
  * SPEC.md §9.20.3, §9.20.4: an audit report of an epoch as payments read it: per node, the results
- * of its page (verified against the signed summary by whoever fetched them).
+ * of its page (verified against the signed summary by whoever fetched them; those held are reduced
+ * by paidResults).
  */
 export interface AuditPages {
   epoch: number;
   pages: ReadonlyMap<string, readonly ReportedAudit[]>;
+}
+
+/**
+ * SPEC.md §9.20.4 item 2: what payments read of a page's results: the passing ones, each reduced
+ * to the commitment it was checked against, without the node's answer (about 34 KiB in hex for
+ * four 4 KiB blocks) or anything else the page carries. Whoever builds or rechecks a block holds
+ * the pages of every node it pays at once; a page may be 16 MiB (§9.20.3).
+ */
+export function paidResults(results: readonly ReportedAudit[]): ReportedAudit[] {
+  return results.filter((r) => r.ok === true).map((r) => ({
+    node: r.node, contract: r.contract, shareId: r.shareId, size: r.size, root: r.root, nonce: r.nonce, blocks: r.blocks, ok: true,
+  }));
 }
 
 /**

@@ -7,7 +7,7 @@ import { ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
 import {
-  applyEscrowOp, contractId, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
+  applyEscrowOp, contractId, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, paidResults, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
 } from '../../src/bandwidth/escrow';
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
@@ -260,6 +260,16 @@ function paged(epoch: number, results: ReportedAudit[]): AuditPages {
 }
 
 describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
+  it('payments keep of a page only its passing results, without answers or other fields, and pay the same (SPEC.md §9.20.4 item 2)', () => {
+    const pass = { ...result(nodeA, 1, 3000, true), answer: 'ab'.repeat(1000), pad: 'x'.repeat(1000) } as ReportedAudit;
+    const fail = { ...result(nodeA, 2, 1000, false), code: 'AUDIT_PROOF_INVALID', answer: 'cd'.repeat(1000) };
+    const kept = paidResults([pass, fail]);
+    expect(kept).toEqual([result(nodeA, 1, 3000, true)]);
+    expect(JSON.stringify(kept).length).toBeLessThan(1000);
+    const entries = new Map([[`${nodeA.toString('hex')}/${share(1).toString('hex')}`, { size: 3000, root: root(1).toString('hex') }]]);
+    expect(passingBytes({ entries }, kept)).toEqual(passingBytes({ entries }, [pass, fail]));
+  });
+
   it('opens on a funding transfer, pays the epoch from the report, refunds after the end; blocks built so verify', () => {
     const P = payer.publicKey.toString('hex');
     const held = (x: string) => (x === idHex ? contract : undefined);

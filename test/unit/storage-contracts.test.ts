@@ -633,6 +633,31 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     }
   });
 
+  it('the pages payments read keep only their passing results, without the answers (SPEC.md §9.20.4 item 2)', async () => {
+    const good = await node(), forger = await node({ forge: true });
+    const held = new Map<string, Buffer>();
+    const b = randomBytes(9000), f = randomBytes(4096);
+    await good.store.put(shareId(b), b, 3600);
+    await forger.store.put(shareId(f), f, 3600);
+    held.set(shareId(f).toString('hex'), f);
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([good, forger], held) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([entry(good.key.publicKey, b), entry(forger.key.publicKey, f)]) }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [good.relay, forger.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    // The pages as served carry every result and the answers (what anyone rechecks, §9.20.3).
+    const page = async (fp: string) => (JSON.parse((await audits.pageText(E, fp))!.toString('utf8')) as { results: ReportedAudit[] }).results;
+    const [g, x] = [await page(good.fp), await page(forger.fp)];
+    expect(g.map((r) => [r.ok, typeof r.answer])).toEqual([[true, 'string']]);
+    expect(x.map((r) => [r.ok, r.code, typeof r.answer])).toEqual([[false, 'AUDIT_PROOF_INVALID', 'string']]);
+    // What the proposer's payments hold: the passing results' commitments, no answer (a page may
+    // be 16 MiB, and an authority reads one per paid node), and nothing of a failed one.
+    const own = audits.ownPages(E, new Set([good.fp, forger.fp]))!;
+    const { answer, ...rest } = g[0];
+    expect(answer).toBeDefined();
+    expect(own.pages.get(good.fp)).toEqual([rest]);
+    expect(own.pages.get(forger.fp)).toEqual([]);
+  });
+
   it('a stored report of version 1 is dropped at load with a warning; pages of a report not held are removed (SPEC.md §9.20.3)', () => {
     const dataDir = tmp();
     const adir = path.join(dataDir, 'storage', 'audits');
