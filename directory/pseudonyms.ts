@@ -41,6 +41,8 @@ export interface PseudonymStoreOptions {
 export class PseudonymStore {
   readonly registry = new PseudonymRegistry();
   private writing: Promise<void> = Promise.resolve();
+  /** New registrations whose write is under way, by `${period}:${pseudonym hex}`. */
+  private readonly saving = new Map<string, Promise<void>>();
 
   constructor(private readonly o: PseudonymStoreOptions) {}
 
@@ -69,16 +71,25 @@ export class PseudonymStore {
     const r = openPseudonymUpload(body, this.o.signingKey());
     const period = hsPeriodOf(this.o.now());
     const result = this.registry.register(r, { period, isHiddenNode: this.o.isHiddenNode, isListedRelay: this.o.isListedRelay });
+    const key = `${r.period}:${r.pseudonym.toString('hex')}`;
     if (result === 'new') {
       this.registry.prune(period - 2);
-      try {
-        await this.save();
-      } catch (e) {
+      const saved = this.save().catch((e: unknown) => {
         // SPEC.md §9.21.7 step 4: a registration is kept only once it is on disk. One that is not
         // is forgotten and refused, so the node's retry is new and written again.
         this.registry.forget(r.period, r.pseudonym.toString('hex'));
         throw err('HIDDEN_PSEUDONYM_NOT_SAVED', `the registration could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); retry later`);
+      });
+      this.saving.set(key, saved);
+      try {
+        await saved;
+      } finally {
+        if (this.saving.get(key) === saved) this.saving.delete(key);
       }
+    } else {
+      // The same registration again while its write is under way (a retry sent before the first
+      // was answered) is 'unchanged' only once it is on disk; if that write fails, refused too.
+      await this.saving.get(key);
     }
     return { result, period: r.period };
   }

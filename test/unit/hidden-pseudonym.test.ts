@@ -294,6 +294,18 @@ describe('the authority\'s registrations survive a restart (SPEC.md §9.21.7)', 
     expect(again.load()).toBe(1);
   });
 
+  it('the same registration again while the write of the first is under way waits for it: both are refused when it fails', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
+    dirs.push(dir);
+    fs.mkdirSync(path.join(dir, PSEUDONYMS_FILE)); // every write fails
+    const s = new PseudonymStore({ dataDir: dir, signingKey: () => AUTH[1], isHiddenNode: ctx().isHiddenNode, isListedRelay: ctx().isListedRelay, now: () => N * 86_400_000 + 5000, log: silentLogger });
+    const first = s.accept(upload());
+    const again = s.accept(upload()); // a retry sent before the first was answered
+    const got = await Promise.allSettled([first, again]);
+    expect(got.map((g) => (g.status === 'rejected' ? (g.reason as { code: string }).code : g.value.result))).toEqual(['HIDDEN_PSEUDONYM_NOT_SAVED', 'HIDDEN_PSEUDONYM_NOT_SAVED']);
+    expect(s.registry.size).toBe(0);
+  });
+
   it('a registration sealed to another signing key is refused by this authority', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
     dirs.push(dir);
