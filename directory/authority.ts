@@ -39,7 +39,7 @@ import { blindPublicKey, hsPeriodOf } from '../src/crypto/blind';
 import { DescriptorStore, type IntakeResult } from './store';
 import { StatusHistory } from './status-history';
 import { SigningRound, peerFetchTimeoutMs } from './signing-round';
-import { buildVote, verifyVote, type Signer, type VerifiedVote } from './vote';
+import { buildVoteWithin, verifyVote, type Signer, type VoteBounds, type VerifiedVote } from './vote';
 import { CapacityProbes, type Prober } from './probes';
 import { SignedPeriods } from './signed-periods';
 
@@ -59,6 +59,8 @@ export interface AuthorityDeps {
   storage?: StorageAudits;
   /** The status page's history (default: loaded from the data dir). */
   history?: StatusHistory;
+  /** SPEC.md §6.5 "Bounds": the own vote's entry and byte bounds (default VOTE_BOUNDS; tests pass smaller ones). */
+  voteBounds?: VoteBounds;
   /** The reward ledger (directory/rewards.ts, SPEC.md §8.7): told of each newly published consensus, ticked with the schedule. */
   rewards?: {
     onConsensus(info: VerifiedConsensus): void;
@@ -348,8 +350,13 @@ export class Authority {
       runningSince: r.runningSince,
     }));
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
-    const entries = inputs.map((x, i) => ({ descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
-    const raw = buildVote(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow);
+    const entries = inputs.map((x, i) => ({ i, descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
+    // SPEC.md §6.5 "Bounds": over 100 000 relays or the vote byte limit, the lowest measured are left out.
+    const { raw, kept } = buildVoteWithin(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow, this.deps.voteBounds);
+    if (kept.length < entries.length) {
+      this.m.voteRelaysLeftOut.inc(entries.length - kept.length);
+      this.log.warn({ period: new Date(ps).toISOString(), leftOut: entries.length - kept.length, listed: kept.length }, 'vote over its size bounds: the lowest measured relays are left out');
+    }
     const doc = openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes);
     const signedBefore = this.signedPeriods.signed('vote', ps);
     let vote: VerifiedVote;
@@ -374,11 +381,11 @@ export class Authority {
       this.signedPeriods.record('vote', ps, doc.digest, raw);
       vote = {
         authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
-        entries: inputs.map((x, i) => ({ descriptor: x.descriptor, flags: flags[i], measured: x.measured, proven: vm.provenEpoch ? x.proven : 0, stored: vm.provenEpoch ? x.stored : 0 })),
+        entries: kept.map(({ i }) => ({ descriptor: inputs[i].descriptor, flags: flags[i], measured: inputs[i].measured, proven: vm.provenEpoch ? inputs[i].proven : 0, stored: vm.provenEpoch ? inputs[i].stored : 0 })),
         provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
       };
       this.m.votes.labels('own').inc();
-      this.log.info({ period: new Date(ps).toISOString(), relays: entries.length }, 'vote signed');
+      this.log.info({ period: new Date(ps).toISOString(), relays: kept.length }, 'vote signed');
     }
     this.ownVote = vote;
     this.currentVoteDoc = new ServedDocument(vote.raw, now);

@@ -3,7 +3,7 @@
 import { err } from '../src/errors';
 import type { Ed25519KeyPair } from '../src/crypto/primitives';
 import { fingerprint } from '../src/crypto/keys';
-import { decodeVote, encodeVote, LIMITS, type PowParamsMsg } from '../src/wire/docs';
+import { decodeVote, encodeVote, LIMITS, voteEntryBytes, type PowParamsMsg, type VoteEntryMsg } from '../src/wire/docs';
 import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, verifyBodySignature } from '../src/wire/envelope';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { verifyKeyCertificate } from '../src/dir/certificate';
@@ -53,23 +53,62 @@ export function provenEpochFor(periodStart: number, periodSeconds: number): numb
   return Math.floor(periodStart / (periodSeconds * 1000)) - 2;
 }
 
+/** One relay of an own vote, as buildVote takes it. */
+export interface VoteEntryIn { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number; stored?: number }
+
+/** SPEC.md §6.5 "Bounds": the most entries and bytes an own vote may take (LIMITS; a test may pass smaller ones). */
+export interface VoteBounds { entries: number; bytes: number }
+export const VOTE_BOUNDS: VoteBounds = { entries: LIMITS.voteEntriesMax, bytes: LIMITS.voteBytes };
+
+/**
+ * Room left for the envelope's two length varints (the body's content, the envelope's body) to
+ * grow when entries are added to an empty vote: each grows by at most 4 bytes.
+ */
+const VARINT_GROWTH = 16;
+
 /**
  * Sign a vote for the period starting at `periodStart` (ms). Entries are sorted here.
  * `provenEpoch` (0 = none) must be provenEpochFor(periodStart, periodSeconds) when given.
+ * A vote over its bounds leaves relays out (SPEC.md §6.5 "Bounds"); see buildVoteWithin.
  */
 export function buildVote(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
-  entries: { descriptorRaw: Buffer; identity: Buffer; flags: number; measured: number; proven?: number; stored?: number }[],
-  provenEpoch = 0,
-  identityPow?: PowParamsMsg,
+  entries: VoteEntryIn[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS,
 ): Buffer {
-  const sorted = [...entries].sort((a, b) => Buffer.compare(a.identity, b.identity));
-  const content = encodeVote({
-    authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow,
-    entries: sorted.map((e) => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0, stored: provenEpoch ? e.stored ?? 0 : 0 })),
-  });
-  const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
-  return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
+  return buildVoteWithin(signer, periodStart, periodSeconds, knownFlags, entries, provenEpoch, identityPow, bounds).raw;
+}
+
+/**
+ * buildVote, also returning the entries the vote holds (the same objects). SPEC.md §6.5 "Bounds":
+ * when all entries would exceed `bounds.entries` or `bounds.bytes`, relays are left out in
+ * ascending order of `measured`, then ascending identity, until the vote fits both. Sizes come
+ * from each entry's encoded size and one empty vote, so at most three votes are encoded.
+ */
+export function buildVoteWithin<E extends VoteEntryIn>(
+  signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
+  entries: readonly E[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS,
+): { raw: Buffer; kept: E[] } {
+  const msg = (e: VoteEntryIn): VoteEntryMsg => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0, stored: provenEpoch ? e.stored ?? 0 : 0 });
+  const sign = (list: readonly E[]): Buffer => {
+    const sorted = [...list].sort((a, b) => Buffer.compare(a.identity, b.identity));
+    const content = encodeVote({ authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow, entries: sorted.map(msg) });
+    const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
+    return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
+  };
+  if (entries.length <= bounds.entries) {
+    const raw = sign(entries);
+    if (raw.length <= bounds.bytes) return { raw, kept: [...entries] };
+  }
+  // Kept first: descending measured, then descending identity; the vote keeps a prefix.
+  const order = [...entries].sort((a, b) => b.measured - a.measured || Buffer.compare(b.identity, a.identity));
+  let room = bounds.bytes - sign([]).length - VARINT_GROWTH;
+  let k = 0;
+  for (; k < order.length && k < bounds.entries; k++) {
+    room -= voteEntryBytes(msg(order[k]));
+    if (room < 0) break;
+  }
+  const kept = order.slice(0, k);
+  return { raw: sign(kept), kept };
 }
 
 /**

@@ -13,6 +13,7 @@ const T = {
   KeyCertificate: root.lookupType('bitcloud.dir.KeyCertificate'),
   RelayDescriptor: root.lookupType('bitcloud.dir.RelayDescriptor'),
   Vote: root.lookupType('bitcloud.dir.Vote'),
+  VoteEntry: root.lookupType('bitcloud.dir.VoteEntry'),
   Consensus: root.lookupType('bitcloud.dir.Consensus'),
   DetachedSignatures: root.lookupType('bitcloud.dir.DetachedSignatures'),
 };
@@ -336,6 +337,19 @@ const powParamsObj = (p: PowParamsMsg | undefined) => (p ? omitDefaults({ ...p }
 // ---- vote ----
 export function encodeVote(v: VoteMsg): Buffer {
   return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })), identityPow: powParamsObj(v.identityPow) });
+}
+/**
+ * The bytes one entry adds to an encoded vote: its field tag (1 byte), its length varint and the
+ * entry itself, exactly as encodeVote writes it (repeated entries are concatenated).
+ */
+export function voteEntryBytes(e: VoteEntryMsg): number {
+  const n = T.VoteEntry.encode(T.VoteEntry.create(omitDefaults({ ...e }))).finish().length;
+  return 1 + varintBytes(n) + n;
+}
+function varintBytes(n: number): number {
+  let b = 1;
+  for (let x = n; x >= 0x80; x = Math.floor(x / 0x80)) b++;
+  return b;
 }
 export function decodeVote(buf: Uint8Array): VoteMsg {
   const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote', { 4: { field: 'vote.entries', max: LIMITS.voteEntriesMax } });

@@ -7,7 +7,7 @@ import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authoritie
 import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
 import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
 import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, encodeVote, LIMITS } from '../../src/wire/docs';
-import { makeBody, makeSignature, sealEnvelope, DocType } from '../../src/wire/envelope';
+import { makeBody, makeSignature, openEnvelope, sealEnvelope, DocType } from '../../src/wire/envelope';
 import { CONSENSUS_BODY_MAX, computeConsensus, lowMedian, type ConsensusParams } from '../../directory/compute';
 import { buildVote, verifyVote, type Signer, type VoteInput } from '../../directory/vote';
 import { assignFlags } from '../../directory/flags';
@@ -220,6 +220,35 @@ describe('votes', () => {
     const far = relay(10, { published: PS + 2 * 3_600_000 });
     const bad = buildVote(auths[0].signer, PS, PERIOD, 0x7f, [{ descriptorRaw: far.raw, identity: far.identity, flags: base, measured: 50 }]);
     expect(code(() => verifyVote(bad, list, { periodStart: PS, periodSeconds: PERIOD }))).toBe('VOTE_MALFORMED');
+  });
+
+  it('a vote over 100 000 relays leaves out the lowest measured (then lowest identity) and still decodes at a peer (SPEC.md §6.5 Bounds)', () => {
+    const n = LIMITS.voteEntriesMax + 2;
+    const id = (i: number) => { const b = Buffer.alloc(32); b.writeUInt32BE(i, 28); return b; };
+    const tiny = Buffer.alloc(8, 1);
+    // Relays 0 and 1 both measure 0: both ascend first, 0 (the lower identity) before 1; relay 2 measures 1.
+    const many = Array.from({ length: n }, (_, i) => ({ descriptorRaw: tiny, identity: id(i), flags: base, measured: Math.max(0, i - 1) }));
+    const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, many);
+    const v = decodeVote(openEnvelope(raw, DocType.VOTE, LIMITS.voteBytes).content);
+    expect(v.entries).toHaveLength(LIMITS.voteEntriesMax);
+    expect(v.entries.filter((e) => e.measured === 0)).toHaveLength(0);
+    expect(v.entries[0].measured).toBe(1);
+  });
+
+  it('a vote over its byte bound leaves out the lowest measured relays, fits, and verifies at a peer (SPEC.md §6.5 Bounds)', () => {
+    const rels = [relay(11), relay(12), relay(13), relay(14), relay(15)];
+    const all = rels.map((d, i) => ({ descriptorRaw: d.raw, identity: d.identity, flags: base, measured: [40, 10, 50, 10, 30][i] }));
+    const full = buildVote(auths[0].signer, PS, PERIOD, 0x7f, all);
+    const bytes = full.length - 1;
+    const raw = buildVote(auths[0].signer, PS, PERIOD, 0x7f, all, 0, undefined, { entries: LIMITS.voteEntriesMax, bytes });
+    expect(raw.length).toBeLessThanOrEqual(bytes);
+    const v = verifyVote(raw, list, { periodStart: PS, periodSeconds: PERIOD });
+    // Of the two measuring 10, the lower identity goes first.
+    const low = [rels[1], rels[3]].sort((a, b) => Buffer.compare(a.identity, b.identity));
+    expect(v.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual(rels.filter((r) => r !== low[0]).map((r) => r.fingerprint).sort());
+    // A bound room for two: the two highest measured.
+    const two = buildVote(auths[0].signer, PS, PERIOD, 0x7f, all, 0, undefined, { entries: 2, bytes: LIMITS.voteBytes });
+    expect(verifyVote(two, list, { periodStart: PS, periodSeconds: PERIOD }).entries.map((e) => e.measured).sort()).toEqual([40, 50]);
   });
 
   it('refuse the wrong period, an unknown authority, and a bad signature', () => {

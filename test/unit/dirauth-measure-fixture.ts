@@ -17,7 +17,7 @@ import { makeSignature, sealEnvelope } from '../../src/wire/envelope';
 import type { IdentityProofMsg } from '../../src/wire/docs';
 import { countersign, encodeReceipt, signReceipt, type Receipt, type ReceiptBody } from '../../src/bandwidth/receipt';
 import { createRegistry } from '../../src/ops/metrics';
-import { Authority } from '../../directory/authority';
+import { Authority, type AuthorityDeps } from '../../directory/authority';
 import { parseAuthorityConfig } from '../../directory/config';
 import { computeConsensus } from '../../directory/compute';
 import { createAuthorityMetrics } from '../../directory/metrics';
@@ -74,7 +74,7 @@ export interface Fixture {
   relays: RelayKey[];
   clock: { now: number };
   consensus: { raw: Buffer; info: VerifiedConsensus };
-  makeAuthority(extra?: Record<string, unknown>): { authority: Authority; registry: ReturnType<typeof createRegistry>; metrics: ReturnType<typeof createAuthorityMetrics>; tested: string[] };
+  makeAuthority(extra?: Record<string, unknown>, deps?: Partial<AuthorityDeps>): { authority: Authority; registry: ReturnType<typeof createRegistry>; metrics: ReturnType<typeof createAuthorityMetrics>; tested: string[] };
   cleanup(): void;
 }
 
@@ -87,7 +87,7 @@ export function makeFixture(): Fixture {
   // Inside epoch E + 1: E's window is open (it closes at epochStart(E + 2)).
   const clock = { now: epochStart(E + 1) + 5000 };
   const fp = signer.identity.toString('hex');
-  const makeAuthority = (extra: Record<string, unknown> = {}) => {
+  const makeAuthority = (extra: Record<string, unknown> = {}, deps: Partial<AuthorityDeps> = {}) => {
     const config = parseAuthorityConfig({
       identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
       // The fixture's relays sit on 10.x addresses: a test network (SPEC.md §6.4 check 7).
@@ -99,6 +99,7 @@ export function makeFixture(): Fixture {
     const authority = new Authority({
       config, signer, log: silentLog, metrics, now: () => clock.now,
       reachabilityTest: async (d: { address: string }) => { tested.push(d.address); return { ok: true as const }; },
+      ...deps,
     });
     return { authority, registry, metrics, tested };
   };

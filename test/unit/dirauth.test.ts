@@ -20,6 +20,7 @@ import { createAuthorityMetrics } from '../../directory/metrics';
 import type { ReachabilityResult } from '../../directory/reachability';
 import { makeSigner, makeFixture, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
 import { buildVote, verifyVote, type Signer } from '../../directory/vote';
+import { LIMITS } from '../../src/wire/docs';
 import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
 import { SigningRound } from '../../directory/signing-round';
 import http from 'node:http';
@@ -225,6 +226,24 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
       expect(await metricValue(registry, 'bitcloud_dirauth_votes_total', { result: 'own_restored' })).toBe(1);
     } finally {
       await again.stop();
+    }
+  });
+
+  it('an own vote over its entry bound leaves out the lowest measured relay (equal: the lowest identity), counts it, and verifies (SPEC.md §6.5 Bounds)', async () => {
+    fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1;
+    const { authority, registry } = fx.makeAuthority({}, { voteBounds: { entries: 2, bytes: LIMITS.voteBytes } });
+    for (const r of fx.relays) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    authority.start();
+    try {
+      const v = verifyVote(authority.currentVote!.raw, listOf(fx.signer), { periodStart: epochStart(K), periodSeconds: P });
+      // The three relays declare the same bandwidth, so measure alike: the lowest identity goes.
+      const ids = fx.relays.map((r) => r.descriptor.fingerprint).sort();
+      expect(v.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual(ids.slice(1));
+      // The vote this authority counts itself is the one it serves.
+      expect(authority['ownVote']!.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual(ids.slice(1));
+      expect(await metricValue(registry, 'bitcloud_dirauth_vote_relays_left_out_total', {})).toBe(1);
+    } finally {
+      await authority.stop();
     }
   });
 
