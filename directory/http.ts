@@ -86,8 +86,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
 
     if (p === PATHS.descriptor) {
       if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['descriptor', 405]; }
-      const addr = req.socket.remoteAddress ?? '?';
-      if (!limiter.take(addr, Date.now())) {
+      // SPEC.md §6.10 "Rate limits": per IPv4 address / IPv6 /64, as receipts are (§8.4).
+      if (!limiter.takeRemote(req.socket.remoteAddress, Date.now())) {
         req.resume();
         m.uploads.labels('RATE_LIMITED').inc();
         sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down');
@@ -125,7 +125,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       const fp = p.slice(POLICY_PATH.length);
       if (!/^[0-9a-f]{64}$/.test(fp)) { sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>'); return ['policy', 404]; }
       if (req.method === 'POST') {
-        if (!policyLimiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['policy', 429]; }
+        if (!policyLimiter.takeRemote(req.socket.remoteAddress, Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['policy', 429]; }
         const body = await readBody(req, BUNDLE_LIMITS.bytes);
         if (body === null) { sendJsonError(res, 413, 'POLICY_MALFORMED', `a policy bundle is at most ${BUNDLE_LIMITS.bytes} bytes`); return ['policy', 413]; }
         try {
@@ -234,7 +234,7 @@ const pseudonymMetric = oncePerRegistry((reg) => new prom.Counter({
 /** SPEC.md §9.21.7: a hidden node's pseudonym registration, sealed to this authority, usually passed on by a mirror. */
 async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, limiter: RateLimiter, results: prom.Counter<'result'>, onAccepted: () => void): Promise<[string, number]> {
   if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs_pseudonym', 405]; }
-  if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs_pseudonym', 429]; }
+  if (!limiter.takeRemote(req.socket.remoteAddress, Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs_pseudonym', 429]; }
   const body = await readBody(req, PSEUDONYM_UPLOAD_MAX);
   if (body === null) { results.inc({ result: 'HIDDEN_PSEUDONYM_MALFORMED' }); sendJsonError(res, 413, 'HIDDEN_PSEUDONYM_MALFORMED', `a registration upload is at most ${PSEUDONYM_UPLOAD_MAX} bytes`); return ['hs_pseudonym', 413]; }
   try {
@@ -256,7 +256,7 @@ async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http
 async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, p: string, limiter: RateLimiter, onAccepted: () => void): Promise<[string, number]> {
   if (p === HS_DESC_PATH) {
     if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs', 405]; }
-    if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs', 429]; }
+    if (!limiter.takeRemote(req.socket.remoteAddress, Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return ['hs', 429]; }
     const body = await readBody(req, HS_DESC_MAX);
     if (body === null) { sendJsonError(res, 413, 'HIDDEN_DESC_MALFORMED', `a hidden descriptor is at most ${HS_DESC_MAX} bytes`); return ['hs', 413]; }
     try {

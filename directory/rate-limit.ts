@@ -1,8 +1,23 @@
-// Per-address token buckets for uploads: a flood from one address gets 429 while others are
+// Per-address token buckets for uploads (an address: an IPv4 address or an IPv6 /64, uploaderKey): a flood from one address gets 429 while others are
 // served (SPEC.md §6.10 "Rate limits"). Buckets idle long enough to be full again are forgotten,
 // and there are never more than maxAddresses: at the cap, the full buckets are swept (at most once
 // per refill time, so a flood of new addresses does not scan them all on every request) and then
 // the least recently used ones go.
+
+import { parseIp } from '../src/dir/exit-policy';
+
+/**
+ * SPEC.md §6.10 "Rate limits", §8.4: the rate-limit key of an uploader — its IPv4 address, or the
+ * /64 of an IPv6 address (one host commonly holds a whole /64). An IPv4-mapped address is its
+ * IPv4 address.
+ */
+export function uploaderKey(remote: string | undefined): string {
+  if (!remote) return '?';
+  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7);
+  const ip = parseIp(remote);
+  if (!ip || ip.family === 4) return remote;
+  return `${(ip.value >> 64n).toString(16)}::/64`;
+}
 
 export class RateLimiter {
   /** In order of last use (a bucket taken from moves to the end). */
@@ -42,6 +57,11 @@ export class RateLimiter {
     if (b.tokens < n) return false;
     b.tokens -= n;
     return true;
+  }
+
+  /** Take one token for the uploader at `remote` (a socket's remote address), keyed by uploaderKey. */
+  takeRemote(remote: string | undefined, now: number): boolean {
+    return this.take(uploaderKey(remote), now);
   }
 
   /** Number of addresses with a bucket. */

@@ -6,8 +6,7 @@ import { RECEIPT_LEN } from '../src/bandwidth/receipt';
 import type { AcceptedReceipt, ReceiptVerifier, ReceiptRefusalCode } from '../src/bandwidth/verify';
 import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { prom, type Registry } from '../src/ops/metrics';
-import type { RateLimiter } from './rate-limit';
-import { parseIp } from '../src/dir/exit-policy';
+import { uploaderKey, type RateLimiter } from './rate-limit';
 
 export const RECEIPTS_PATH = '/bitcloud/receipts';
 /** SPEC.md §8.4: one upload holds 1 to 10 000 records (2.24 MB); a node with more splits it. */
@@ -113,18 +112,6 @@ function finish(n: number, refused: ReceiptRefusal[], added: ReceiptUploadAnswer
     return { status: RECEIPT_REFUSAL_STATUS[code], body: { code, reason }, added };
   }
   return { status: 200, body: { accepted: added.length, refused }, added };
-}
-
-/**
- * SPEC.md §8.4: the rate-limit key of an uploader — its IPv4 address, or the /64 of an IPv6
- * address (one host commonly holds a whole /64). An IPv4-mapped address is its IPv4 address.
- */
-export function uploaderKey(remote: string | undefined): string {
-  if (!remote) return '?';
-  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7);
-  const ip = parseIp(remote);
-  if (!ip || ip.family === 4) return remote;
-  return `${(ip.value >> 64n).toString(16)}::/64`;
 }
 
 /**

@@ -21,7 +21,7 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
   if (!audits) { req.resume(); sendJsonError(res, 404, 'NOT_FOUND', 'this authority does not audit storage'); return [route, 404]; }
   if (p === CONTRACTS_PATH) {
     if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return [route, 405]; }
-    if (!limiter.take(req.socket.remoteAddress ?? '?', Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return [route, 429]; }
+    if (!limiter.takeRemote(req.socket.remoteAddress, Date.now())) { req.resume(); sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down'); return [route, 429]; }
     const body = await readBody(req, MAX_CONTRACT_BYTES);
     if (body === null) { sendJsonError(res, 413, 'CONTRACT_MALFORMED', `a contract is at most ${MAX_CONTRACT_BYTES} bytes`); return [route, 413]; }
     try {

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { countersign, encodeReceipt, encodeReceiptProposal, signReceipt, type Receipt } from '../../src/bandwidth/receipt';
 import { MAX_RECEIPTS_PER_PAIR_EPOCH, ReceiptVerifier, epochAt, periodicUploadWindow } from '../../src/bandwidth/verify';
-import { uploaderKey } from '../../directory/receipts';
+import { uploaderKey } from '../../directory/rate-limit';
 
 const keys = [1, 2, 3, 4].map((i) => ed25519FromSeed(Buffer.alloc(32, i)));
 const [A, B, C, OUTSIDER] = keys;

@@ -96,6 +96,17 @@ describe('upload rate limiter', () => {
     expect(r.take('a', 1000)).toBe(true);
   });
 
+  it('keys an upload by its IPv4 address or its IPv6 /64, as the servers take it: 21 addresses of one /64 share one burst of 20 (SPEC.md §6.10, §8.4)', () => {
+    const r = new RateLimiter(60, 20);
+    const taken = Array.from({ length: 21 }, (_, i) => r.takeRemote(`2001:db8::${(i + 1).toString(16)}`, 0));
+    expect(taken.slice(0, 20).every(Boolean)).toBe(true);
+    expect(taken[20]).toBe(false);
+    expect(r.takeRemote('2001:db8:0:1::1', 0)).toBe(true);
+    // An IPv4-mapped address is its IPv4 address.
+    for (let i = 0; i < 20; i++) r.takeRemote('203.0.113.7', 0);
+    expect(r.takeRemote('::ffff:203.0.113.7', 0)).toBe(false);
+  });
+
   it('holds at most maxAddresses buckets and does not sweep them all on every new address', () => {
     const r = new RateLimiter(60, 3, 1000);
     const sweeps = vi.spyOn(r, 'sweep');
