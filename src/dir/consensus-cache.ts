@@ -5,7 +5,7 @@ import path from 'node:path';
 import { err, errorCode } from '../errors';
 import { writeFileAtomic } from '../ops/fsutil';
 import type { AuthorityInfo } from './authorities';
-import { UncheckedConsensus } from './consensus';
+import { consensusIfModifiedSince, UncheckedConsensus } from './consensus';
 import type { VerifiedConsensus } from './types';
 import { fetchVerifiedConsensus, type ConsensusSource } from './consensus-fetch';
 import type { Fetcher } from './fetch';
@@ -66,7 +66,9 @@ export async function currentConsensus(o: {
   const have = (await loadConsensusCache(cacheFile, o.authorities, now())).consensus;
   if (have && now() <= have.freshUntil) return have;
   const sources = typeof o.sources === 'function' ? o.sources(have) : o.sources;
-  const r = await fetchVerifiedConsensus(sources, o.authorities, { now, have, timeoutMs: o.timeoutMs ?? 10_000, fetcher: o.fetcher });
+  // SPEC.md §6.10.1 step 2: a holder sends its fresh_until; a 304 keeps the one held.
+  const ifModifiedSince = have ? consensusIfModifiedSince(have) : undefined;
+  const r = await fetchVerifiedConsensus(sources, o.authorities, { now, have, ifModifiedSince, timeoutMs: o.timeoutMs ?? 10_000, fetcher: o.fetcher });
   if (r.consensus && isBetterConsensus(have, r.consensus)) {
     if (o.save ?? true) await saveConsensusCache(cacheFile, r.consensus).catch(() => {});
     return r.consensus;

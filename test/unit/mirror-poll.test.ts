@@ -5,8 +5,12 @@ import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { silentLogger } from '../../src/ops/log';
 import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseAuthorityList } from '../../src/dir/authorities';
-import { fetchVerifiedConsensus } from '../../src/dir/consensus-fetch';
+import { fetchVerifiedConsensus, type TunnelSource } from '../../src/dir/consensus-fetch';
+import { CONSENSUS_CACHE_FILE, currentConsensus, saveConsensusCache } from '../../src/dir/consensus-cache';
 import { consensusIfModifiedSince } from '../../src/dir/consensus';
 import { servedConsensus, serveDocument } from '../../src/dir/http-serve';
 import { consensusFor, E, epochStart, makeRelay, makeSigner, P, voteOf } from './dirauth-measure-fixture';
@@ -92,4 +96,22 @@ describe('conditional GET of the consensus (SPEC.md §6.10)', () => {
       expect(older.consensus?.digest.equals(c.info.digest)).toBe(true);
     }
   });
+
+  it('a one-shot command holding a consensus asks with its fresh_until and keeps it on 304 (SPEC.md §6.10.1 step 2)', async () => {
+    const signer = makeSigner();
+    const auth = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const prev = consensusFor(signer, E - 1, [voteOf(signer, [makeRelay(1)])]);
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-cc-'));
+    try {
+      await saveConsensusCache(path.join(dataDir, CONSENSUS_CACHE_FILE), prev.info);
+      const asked: (number | undefined)[] = [];
+      const source: TunnelSource = { label: 'mirror', fetch: async (o) => { asked.push(o.ifModifiedSince); return null; } };
+      const c = await currentConsensus({ dataDir, authorities: auth, sources: [source], now: () => epochStart(E) + 1000 });
+      expect(asked).toEqual([prev.info.freshUntil]);
+      expect(c.digest.equals(prev.info.digest)).toBe(true);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
 });
+

@@ -2,7 +2,7 @@
 // fetch the consensus from a relay mirror or an authority, verify it against the configured
 // authorities, print its relays. A refused consensus is reported with its reason; the last
 // valid one is kept on disk and used until it expires, and the command says so.
-import { isConsensusStale } from '../../dir/consensus';
+import { consensusIfModifiedSince, isConsensusStale } from '../../dir/consensus';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
@@ -46,7 +46,8 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     : viaGuards.length ? viaGuards : [...cfg.mirrors, ...shuffle(cfg.authorities.map((a) => a.url))];
   let r: Awaited<ReturnType<typeof fetchVerifiedConsensus>>;
   try {
-    r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, timeoutMs: 10_000, fetcher: 'client' });
+    // SPEC.md §6.10.1 step 2: a holder sends its fresh_until; a 304 keeps the one held.
+    r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, ifModifiedSince: have ? consensusIfModifiedSince(have) : undefined, timeoutMs: 10_000, fetcher: 'client' });
   } finally {
     await builder.close();
   }
@@ -62,7 +63,7 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   } else if (have) {
     chosen = have;
     from = 'cache';
-    const why = r.consensus ? 'the network has nothing newer' : 'no source gave a valid consensus';
+    const why = r.consensus || r.notModified.length ? 'the network has nothing newer' : 'no source gave a valid consensus';
     warnings.push(`using the last valid consensus kept on disk (valid until ${isoTime(have.validUntil)}): ${why}`);
   } else {
     from = 'none';
