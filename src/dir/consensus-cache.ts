@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../ops/fsutil';
 import type { AuthorityInfo } from './authorities';
 import { consensusIfModifiedSince, UncheckedConsensus } from './consensus';
 import type { VerifiedConsensus } from './types';
-import { fetchVerifiedConsensus, type ConsensusSource } from './consensus-fetch';
+import { fetchVerifiedConsensus, isBetterConsensus, type ConsensusSource } from './consensus-fetch';
 import type { Fetcher } from './fetch';
 
 /** The file, in a client's or a node's data folder, that holds the last valid consensus. */
@@ -43,12 +43,7 @@ export async function saveConsensusCache(file: string, c: VerifiedConsensus): Pr
   await writeFileAtomic(file, c.envelopeBytes, 0o644);
 }
 
-/** True when `b` should replace `a`: newer, or the same body with more signers. */
-export function isBetterConsensus(a: VerifiedConsensus | null, b: VerifiedConsensus): boolean {
-  if (!a) return true;
-  if (b.validAfter !== a.validAfter) return b.validAfter > a.validAfter;
-  return b.digest.equals(a.digest) && b.signers.length > a.signers.length;
-}
+export { isBetterConsensus } from './consensus-fetch';
 
 /**
  * The consensus a one-shot command should use: the one kept in `dataDir` while it is fresh, else

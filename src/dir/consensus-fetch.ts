@@ -30,6 +30,13 @@ export interface FetchOutcome {
   failures: SourceFailure[];
 }
 
+/** SPEC.md §6.8: true when `b` should replace `a`: newer, or the same body with more signers. */
+export function isBetterConsensus(a: VerifiedConsensus | null, b: VerifiedConsensus): boolean {
+  if (!a) return true;
+  if (b.validAfter !== a.validAfter) return b.validAfter > a.validAfter;
+  return b.digest.equals(a.digest) && b.signers.length > a.signers.length;
+}
+
 /**
  * Try sources in order until one gives a consensus that verifies and is newer than `have`
  * (when given). With `ifModifiedSince`, a 304 counts as "nothing newer here".
@@ -47,7 +54,8 @@ export async function fetchVerifiedConsensus(
       const raw = typeof source === 'string' ? await fetchConsensusBytes(source, { ...fo, fetcher: o.fetcher }) : await source.fetch(fo);
       if (raw === null) { out.notModified.push(src); continue; }
       const c = verifyConsensus(raw, authorities, now());
-      if (!out.consensus || c.validAfter > out.consensus.validAfter) { out.consensus = c; out.source = src; }
+      // SPEC.md §6.8: a newer or equally new consensus with more signatures replaces the one kept.
+      if (isBetterConsensus(out.consensus, c)) { out.consensus = c; out.source = src; }
       const newest = !o.have || c.validAfter > o.have.validAfter;
       if (newest && (o.stopAtFirst ?? true)) break;
     } catch (e) {

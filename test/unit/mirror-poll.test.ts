@@ -11,7 +11,9 @@ import path from 'node:path';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { fetchVerifiedConsensus, type TunnelSource } from '../../src/dir/consensus-fetch';
 import { CONSENSUS_CACHE_FILE, currentConsensus, saveConsensusCache } from '../../src/dir/consensus-cache';
-import { consensusIfModifiedSince } from '../../src/dir/consensus';
+import { consensusIfModifiedSince, verifyConsensus } from '../../src/dir/consensus';
+import { makeSignature, sealEnvelope } from '../../src/wire/envelope';
+import { computeConsensus } from '../../directory/compute';
 import { servedConsensus, serveDocument } from '../../src/dir/http-serve';
 import { consensusFor, E, epochStart, makeRelay, makeSigner, P, voteOf } from './dirauth-measure-fixture';
 
@@ -112,6 +114,19 @@ describe('conditional GET of the consensus (SPEC.md §6.10)', () => {
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+
+  it('of several sources, an equally new consensus with more signatures is kept (SPEC.md §6.8)', async () => {
+    const signers = [makeSigner(), makeSigner(), makeSigner(), makeSigner(), makeSigner()];
+    const auth = parseAuthorityList(signers.map((s, i) => ({ name: `a${i}`, identity: s.identity.toString('hex'), address: '127.0.0.1:1' })));
+    const c = computeConsensus([voteOf(signers[0], [makeRelay(1)])], { totalAuthorities: 5, periodStart: epochStart(E), periodSeconds: P, lifetimePeriods: 3 });
+    const sealed = (n: number) => sealEnvelope(c.body, signers.slice(0, n).map((s) => makeSignature(c.body, s.identity, s.signingKey)), signers.slice(0, n).map((s) => s.certificate));
+    const now = () => epochStart(E) + 1000;
+    const have = verifyConsensus(sealed(3), auth, now());
+    const source = (label: string, raw: Buffer): TunnelSource => ({ label, fetch: async () => raw });
+    const r = await fetchVerifiedConsensus([source('three', sealed(3)), source('five', sealed(5))], auth, { now, have });
+    expect(r.consensus?.signers).toHaveLength(5);
+    expect(r.source).toBe('five');
   });
 });
 
