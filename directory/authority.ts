@@ -10,7 +10,7 @@ import path from 'node:path';
 import { err, errorCode } from '../src/errors';
 import { isPrivateAddress, parseIp } from '../src/dir/exit-policy';
 import { isoTime, type Logger } from '../src/ops/log';
-import { writeFileAtomic } from '../src/ops/fsutil';
+import { LatestFileWriter } from '../src/ops/fsutil';
 import { fingerprint } from '../src/crypto/keys';
 import { decodeDetachedSignatures, encodeDetachedSignatures, LIMITS, type SignatureMsg } from '../src/wire/docs';
 import { makeSignature, openEnvelope, DocType, sealEnvelope } from '../src/wire/envelope';
@@ -124,6 +124,8 @@ export class Authority {
   private readonly powVerifier = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32 });
   /** SPEC.md §6.5, §6.8: the vote and consensus digests signed per period, kept on disk. */
   private readonly signedPeriods: SignedPeriods;
+  /** SPEC.md §6.8: the published consensus on disk, served again after a restart. */
+  private readonly consensusWriter: LatestFileWriter;
   /** A period whose vote (or consensus) this authority will not sign again: logged and counted once. */
   private voteSkippedFor = -1;
   private consensusRefusedFor = -1;
@@ -137,6 +139,7 @@ export class Authority {
     this.bandwidth = deps.bandwidth;
     this.store = new DescriptorStore(deps.config.dataDir);
     this.signedPeriods = new SignedPeriods(deps.config.dataDir);
+    this.consensusWriter = new LatestFileWriter(path.join(deps.config.dataDir, CONSENSUS_FILE), 0o644, (e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     this.history = deps.history ?? new StatusHistory(deps.config.dataDir, deps.log).load();
     this.pseudonyms = new PseudonymStore({
       dataDir: deps.config.dataDir, signingKey: () => this.signer.signingKey, now: this.now, log: deps.log,
@@ -218,6 +221,7 @@ export class Authority {
     await this.probes.flush();
     this.reach.close();
     if (this.storeDirty) await this.store.save().catch(() => {});
+    await this.consensusWriter.idle();
   }
 
   // ---- descriptor intake (POST /bitcloud/descriptor) ----
@@ -541,7 +545,8 @@ export class Authority {
     const first = !cur || !cur.info.digest.equals(info.digest);
     this.current = { info, served: servedConsensus(raw, info, now) };
     this.rememberAnchor(info);
-    void writeFileAtomic(path.join(this.cfg.dataDir, CONSENSUS_FILE), raw, 0o644).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
+    // One write at a time, the newest last: a republication with more signatures never loses to an older one.
+    this.consensusWriter.write(raw);
     if (first) this.m.published.inc();
     if (first) this.deps.storage?.onConsensus(info);
     if (first) this.deps.rewards?.onConsensus(info);

@@ -71,6 +71,42 @@ export async function writeFileAtomicExclusive(file: string, data: Uint8Array | 
   return true;
 }
 
+/**
+ * One file written atomically again and again, one write at a time: a write asked for while one
+ * runs waits for it, and of several waiting only the newest is written. Two writeFileAtomic calls
+ * in flight may rename in either order, leaving the older content on disk.
+ */
+export class LatestFileWriter {
+  private running: Promise<void> | null = null;
+  private next: Uint8Array | string | null = null;
+
+  constructor(
+    private readonly file: string, private readonly mode = 0o644,
+    private readonly onError: (e: Error) => void = () => {},
+    private readonly writeFile: (file: string, data: Uint8Array | string, mode?: number) => Promise<void> = writeFileAtomic,
+  ) {}
+
+  /** Write `data` once the running write (if any) is done; a newer write asked for before then replaces it. */
+  write(data: Uint8Array | string): void {
+    this.next = data;
+    this.running ??= this.drain();
+  }
+
+  /** Resolves once no write runs or waits. */
+  idle(): Promise<void> {
+    return this.running ?? Promise.resolve();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.next !== null) {
+      const data = this.next;
+      this.next = null;
+      try { await this.writeFile(this.file, data, this.mode); } catch (e) { this.onError(e as Error); }
+    }
+    this.running = null;
+  }
+}
+
 export function writeFileAtomicSync(file: string, data: Uint8Array | string, mode = 0o644): void {
   mkdirDurableSync(path.dirname(file));
   const tmp = tmpName(file);

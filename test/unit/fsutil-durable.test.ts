@@ -5,7 +5,7 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../../src/ops/fsutil';
+import { LatestFileWriter, mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../../src/ops/fsutil';
 import { watchSyncs } from '../helpers/fsync-watch';
 
 const dirs: string[] = [];
@@ -77,3 +77,28 @@ describe('writeFileAtomic into a new folder', () => {
     expect(await fsp.readFile(path.join(root, 'sync', 'f'), 'utf8')).toBe('v');
   });
 });
+
+describe('LatestFileWriter', () => {
+  it('writes one at a time and ends with the newest content, even when an older write is slower (SPEC.md §6.8)', async () => {
+    const file = path.join(await tmp(), 'consensus');
+    let calls = 0;
+    // The first write (fewer signatures) takes longer than the ones after it.
+    const slowFirst = async (f: string, data: Uint8Array | string, mode?: number): Promise<void> => {
+      if (calls++ === 0) await new Promise((r) => setTimeout(r, 50));
+      await writeFileAtomic(f, data, mode);
+    };
+    // Unchained, the slow first write renames last: the file keeps the fewest signatures.
+    await Promise.all(['three', 'four', 'five'].map((n) => slowFirst(file, `${n} signatures`)));
+    expect(await fsp.readFile(file, 'utf8')).toBe('three signatures');
+    calls = 0;
+    const w = new LatestFileWriter(file, 0o644, () => {}, slowFirst);
+    w.write(Buffer.from('three signatures'));
+    w.write(Buffer.from('four signatures'));
+    w.write(Buffer.from('five signatures'));
+    await w.idle();
+    expect(await fsp.readFile(file, 'utf8')).toBe('five signatures');
+    // The one waiting behind the first was replaced by the newest before it was written.
+    expect(calls).toBe(2);
+  });
+});
+
