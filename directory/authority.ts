@@ -518,7 +518,7 @@ export class Authority {
       if (p.round.has(fp) || out.has(fp) || !s.key) continue;
       // Verify each one through its certificate, exactly as a client will.
       const cert = certs.get(`${fp}/${s.key.toString('hex')}`);
-      const c = countSignatures(p.computed.body, [s], cert ? [cert.raw] : [], this.cfg.authorities, this.now(), this.skewMs);
+      const c = countSignatures(p.computed.body, [s], cert ? [cert.raw] : [], this.cfg.authorities, this.now(), this.skewMs, p.computed.digest);
       if (!cert || c.valid.length !== 1) { this.m.signatures.labels('bad').inc(); continue; }
       out.set(fp, { sig: s, cert: cert.raw });
       this.m.signatures.labels('added').inc();

@@ -26,13 +26,16 @@ export interface SignatureCount {
   bad: string[];
 }
 
-/** Count the valid authority signatures on `body` (shared by clients and authorities). */
+/**
+ * Count the valid authority signatures on `body` (shared by clients and authorities). `digest`,
+ * when the caller holds it, is the body's SHA-256 (SPEC.md §6.2.3): the body is then not hashed
+ * again (an authority checks each fetched signature on its own, a body of up to 16 MiB).
+ */
 export function countSignatures(
   body: Uint8Array, signatures: readonly SignatureMsg[], certificates: readonly Uint8Array[],
-  authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS,
+  authorities: readonly AuthorityInfo[], now: number, skewMs = CONSENSUS_SKEW_MS, digest: Uint8Array = sha256(body),
 ): SignatureCount {
   const certs: Map<string, VerifiedCertificate> = indexCertificates(certificates, now, skewMs);
-  const digest = sha256(body);
   const known = new Set(authorities.map((a) => a.fingerprint));
   const valid = new Set<string>(), unknown = new Set<string>(), bad = new Set<string>();
   for (const s of signatures) {

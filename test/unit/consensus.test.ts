@@ -1,10 +1,10 @@
 // SPEC.md §6.5–6.8: votes, deterministic consensus computation, and client verification.
 import { describe, it, expect } from 'vitest';
-import { ed25519Generate, randomBytes, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { ed25519Generate, randomBytes, sha256, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { buildDescriptor, verifyDescriptor, type VerifiedDescriptor } from '../../src/dir/descriptor';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
-import { UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
+import { countSignatures, UncheckedConsensus, verifyConsensus } from '../../src/dir/consensus';
 import { FLAG_BITS, flagsToMask } from '../../src/dir/types';
 import { decodeConsensus, decodeEnvelope, decodeVote, encodeConsensus, encodeEnvelope, encodeVote, LIMITS } from '../../src/wire/docs';
 import { makeBody, makeSignature, openEnvelope, sealEnvelope, DocType } from '../../src/wire/envelope';
@@ -282,6 +282,16 @@ describe('votes', () => {
 });
 
 describe('client verification', () => {
+  it('countSignatures checks against a digest it is given, without hashing the body again (one hash per fetch of signatures)', () => {
+    const body = computeConsensus([vote(auths[0], [{ d: relay(40) }])], params).body;
+    const sigs = auths.map((a) => makeSignature(body, a.signer.identity, a.signer.signingKey));
+    const certs = auths.map((a) => a.signer.certificate);
+    // Given the digest, the body is not read: an empty one stands for it.
+    const c = countSignatures(Buffer.alloc(0), sigs, certs, list, NOW, undefined, sha256(body));
+    expect(c.valid).toHaveLength(3);
+    expect(countSignatures(body, sigs, certs, list, NOW).valid).toHaveLength(3);
+  });
+
   const rs = [relay(1), relay(2), relay(3)];
   const computed = computeConsensus(auths.map((a) => vote(a, rs.map((d) => ({ d })))), params);
 
