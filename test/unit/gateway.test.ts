@@ -512,4 +512,25 @@ describe('the gateway\'s manifest cache (SPEC.md §9.16.4)', () => {
       await c.close();
     }
   });
+
+  it('a manifest used but not kept is fetched once for its request: reading a range of its file does not fetch it again', async () => {
+    const file = path.join(root, 'manifest-cache-range.bin');
+    const data = randomBytes(3 * KiB);
+    await fsp.writeFile(file, data);
+    const cap = await put(file);
+    const c = client();
+    try {
+      const reader = new BlobReader({ client: () => c, manifestEntryBytes: 1 });
+      const m = await reader.manifest(cap);
+      expect(reader.cachedManifestBytes).toBe(0);
+      const gets = vi.spyOn(c, 'getShare');
+      const parts: Buffer[] = [];
+      for await (const b of reader.range(cap, m, 100, 2 * KiB)) parts.push(b);
+      expect(Buffer.concat(parts).equals(data.subarray(100, 2 * KiB + 1))).toBe(true);
+      expect(gets.mock.calls.some(([, id]) => id.equals(cap.manifestId))).toBe(false);
+      gets.mockRestore();
+    } finally {
+      await c.close();
+    }
+  });
 });

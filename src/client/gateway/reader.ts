@@ -137,7 +137,9 @@ export class BlobReader {
    */
   async *range(cap: Capability, m: Manifest, start: number, end: number): AsyncGenerator<Buffer> {
     if (end < start) return;
-    const { offsets } = await this.open(cap);
+    // From `m` itself when its manifest is not cached (used for its request but not kept, or
+    // pushed out since): opening it again would fetch the whole manifest a second time.
+    const offsets = this.files.get(secretKey(cap))?.offsets ?? chunkOffsets(m.layout);
     const chunks = m.layout.chunks;
     // The first chunk holding `start`: binary search over the offsets.
     let lo = 0, hi = chunks.length - 1;
