@@ -28,13 +28,20 @@ vi.mock('../../src/client/storage-client-verify', async (orig) => ({
 }));
 vi.mock('../../src/client/storage-client-put', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-client-put')>(), putFile: vi.fn() }));
 // The command frame with a fake session: prepare, run, and a failure reported as the real frame does.
+// `frame.sessions` counts the sessions it opened (after prepare), so a test can tell a refusal made
+// before any node was asked from one made while running.
+const frame = vi.hoisted(() => ({ sessions: 0 }));
 const fakeSession = { network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [] } }, client: {} } as unknown as StorageSession;
 vi.mock('../../src/client/storage-client-setup', async (orig) => {
   const real = await orig<typeof import('../../src/client/storage-client-setup')>();
   return {
     ...real,
     runStorageCommand: vi.fn(async (command: string, a: { json: boolean }, prepare: (log: unknown) => unknown, run: (s: StorageSession, p: unknown) => Promise<number>, onFailure?: () => void) => {
-      try { return await run(fakeSession, prepare(null)); } catch (e) { onFailure?.(); return real.reportFailure(command, e, a.json); }
+      try {
+        const prepared = prepare(null);
+        frame.sessions++;
+        return await run(fakeSession, prepared);
+      } catch (e) { onFailure?.(); return real.reportFailure(command, e, a.json); }
     }),
   };
 });
@@ -179,19 +186,18 @@ describe('bitcloud renew --lease-seconds (SPEC.md §9.9.2)', () => {
 
   async function renew(lease: number): Promise<{ code: number; out: string }> {
     vi.mocked(renewFile).mockClear();
-    const out: string[] = [];
-    const o = vi.spyOn(process.stdout, 'write').mockImplementation((x) => { out.push(String(x)); return true; });
-    const e = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      return { code: await renewCommand({ cap, 'lease-seconds': lease, json: true, direct: false }), out: out.join('') };
-    } finally { o.mockRestore(); e.mockRestore(); }
+    const e = await captureOutput(process.stderr, () => captureStdout(() => renewCommand({ cap, 'lease-seconds': lease, json: true, direct: false })));
+    return { code: e.result.result, out: e.result.text };
   }
 
   it('a lease that is not a whole number 0..2^32 − 1 is CONFIG_INVALID (exit 2) before any node is asked', async () => {
     for (const lease of [-1, 0.5, 2 ** 32, Number.NaN]) {
+      const sessions = frame.sessions;
       const r = await renew(lease);
       expect(JSON.parse(r.out), String(lease)).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID' } });
       expect(r.code).toBe(2);
+      // Refused while preparing: no session was opened, so no node (nor the network) was asked.
+      expect(frame.sessions, String(lease)).toBe(sessions);
       expect(vi.mocked(renewFile)).not.toHaveBeenCalled();
     }
   });
