@@ -268,8 +268,15 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
       for (let e = kj.startEpoch; e < kj.startEpoch + 40; e++) {
         const r = await httpRequest(`http://127.0.0.1:${authority.ports.http}/bitcloud/storage/audits?epoch=${e}`, { maxBytes: 64 << 20, timeoutMs: 5000 }).catch(() => null);
         if (!r || r.status !== 200) continue;
+        // SPEC.md §9.20.3: a signed summary naming one page per node, each fetched on its own.
         const signed = JSON.parse(r.body.toString('utf8')) as { body: string };
-        const results = (JSON.parse(signed.body) as { results: { node: string; ok: boolean; code?: string }[] }).results;
+        const nodes = Object.keys((JSON.parse(signed.body) as { nodes: Record<string, unknown> }).nodes);
+        const results: { node: string; ok: boolean; code?: string }[] = [];
+        for (const fp of nodes) {
+          const p = await httpRequest(`http://127.0.0.1:${authority.ports.http}/bitcloud/storage/audits?epoch=${e}&node=${fp}`, { maxBytes: 16 << 20, timeoutMs: 5000 }).catch(() => null);
+          if (!p || p.status !== 200) { results.length = 0; break; }
+          results.push(...(JSON.parse(p.body.toString('utf8')) as { results: { node: string; ok: boolean; code?: string }[] }).results);
+        }
         if (results.length > 0 && results.every((x) => x.ok)) return results;
       }
       return null;
