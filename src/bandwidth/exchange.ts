@@ -23,6 +23,8 @@ export const NO_EPOCH_PROPOSE_WINDOW_MS = 60_000;
 export const MAX_REQUESTS_PER_EPOCH = 16;
 /** SPEC §8.3 step 13: receipts kept per epoch of at most this many peers not listed in the node's consensus. */
 export const MAX_UNLISTED_RECEIPT_PEERS = 1024;
+/** SPEC §8.3 step 13: of those, at most this many per IPv4 address or IPv6 /64 the links came from. */
+export const MAX_UNLISTED_RECEIPT_PEERS_PER_ADDRESS = 8;
 /** SPEC §8.3 step 13: receipts kept per peer and epoch as the responder, at most. */
 export const MAX_RECEIPTS_PER_PEER_EPOCH = 64;
 /** SPEC §8.3 step 1: the boundary PROPOSE is delayed by a random 0–30 s (never beyond P/4 here). */
@@ -58,6 +60,32 @@ interface KeptInEpoch {
   perPeer: Map<string, number>;
   /** Peers in `perPeer` that were not listed when their first receipt was kept. */
   unlisted: number;
+  /** Of those, how many per source address (addressSource) of the link their first receipt came on. */
+  unlistedPerSource: Map<string, number>;
+}
+
+/**
+ * SPEC §8.3 step 13: the source a link's unlisted peers are counted under: its remote IPv4 address
+ * (a dual-stack ::ffff:a.b.c.d is that address) or the /64 of its IPv6 address. Null when the
+ * link's address is unknown (such links count only under the global limit).
+ * `remote` is Channel.remoteAddress: "address:port".
+ */
+export function addressSource(remote: string | undefined): string | null {
+  if (!remote) return null;
+  const i = remote.lastIndexOf(':');
+  let a = i > 0 ? remote.slice(0, i) : remote;
+  if (a.startsWith('[') && a.endsWith(']')) a = a.slice(1, -1);
+  const v4 = /^(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(a);
+  if (v4) return `v4:${v4[1]}`;
+  if (!a.includes(':')) return null;
+  const halves = a.toLowerCase().split('::');
+  if (halves.length > 2) return null;
+  const head = halves[0] ? halves[0].split(':') : [];
+  const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
+  if (halves.length === 1 && head.length !== 8) return null;
+  const groups = [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail];
+  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return null;
+  return `v6:${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }
 
 interface LinkEntry {
@@ -123,14 +151,15 @@ export class ReceiptExchange {
     if (this.stopped || ch.closed || ch.peerIdentity === null) return false;
     if (this.links.has(ch)) return true;
     const isInitiator = ch.isInitiator;
+    const source = addressSource(ch.remoteAddress);
     const lr = new LinkReceipts({
       identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
       send: (command, payload) => { ch.send(0, command, payload); },
       queuedSent: () => ch.queuedCountedCells(),
       epochAccepted: (e) => this.epochAccepted(e),
-      admit: (b): boolean => this.admit(lr.peer, b.epoch),
+      admit: (b): boolean => this.admit(lr.peer, b.epoch, source),
       onReceipt: (r) => {
-        if (!isInitiator) this.noteKept(lr.peer, r.body.epoch);
+        if (!isInitiator) this.noteKept(lr.peer, r.body.epoch, source);
         this.metrics.receipt(isInitiator ? 'initiator' : 'responder');
         this.o.onReceipt?.(r);
       },
@@ -327,9 +356,11 @@ export class ReceiptExchange {
   /**
    * SPEC §8.3 step 13, asked before the initiator's signature is checked: one more receipt of
    * `peer` for `epoch` is kept unless 64 of it are kept already, or it is a new peer not listed in
-   * the consensus and 1024 such peers have receipts kept for the epoch. A refusal is counted.
+   * the consensus and 1024 such peers have receipts kept for the epoch, or 8 such peers whose first
+   * receipt came from `source` (the link's address, addressSource; null: no per-address limit).
+   * A refusal is counted.
    */
-  private admit(peer: string, epoch: number): boolean {
+  private admit(peer: string, epoch: number, source: string | null): boolean {
     const k = this.kept.get(epoch);
     const n = k?.perPeer.get(peer);
     if (n !== undefined) {
@@ -337,20 +368,30 @@ export class ReceiptExchange {
       this.metrics.proposalRefused('peer_receipts');
       return false;
     }
-    if (!k || k.unlisted < MAX_UNLISTED_RECEIPT_PEERS || this.o.listed?.(peer) === true) return true;
-    this.metrics.proposalRefused('unlisted_peers');
-    return false;
+    if (!k || this.o.listed?.(peer) === true) return true;
+    if (k.unlisted >= MAX_UNLISTED_RECEIPT_PEERS) {
+      this.metrics.proposalRefused('unlisted_peers');
+      return false;
+    }
+    if (source !== null && (k.unlistedPerSource.get(source) ?? 0) >= MAX_UNLISTED_RECEIPT_PEERS_PER_ADDRESS) {
+      this.metrics.proposalRefused('unlisted_address');
+      return false;
+    }
+    return true;
   }
 
-  private noteKept(peer: string, epoch: number): void {
+  private noteKept(peer: string, epoch: number, source: string | null): void {
     let k = this.kept.get(epoch);
     if (!k) {
       // Only the current and the previous epoch are accepted (§8.3 check 3): older ones are done with.
       for (const e of this.kept.keys()) if (e < epoch - 1) this.kept.delete(e);
-      this.kept.set(epoch, (k = { perPeer: new Map(), unlisted: 0 }));
+      this.kept.set(epoch, (k = { perPeer: new Map(), unlisted: 0, unlistedPerSource: new Map() }));
     }
     const n = k.perPeer.get(peer);
-    if (n === undefined && this.o.listed?.(peer) !== true) k.unlisted++;
+    if (n === undefined && this.o.listed?.(peer) !== true) {
+      k.unlisted++;
+      if (source !== null) k.unlistedPerSource.set(source, (k.unlistedPerSource.get(source) ?? 0) + 1);
+    }
     k.perPeer.set(peer, (n ?? 0) + 1);
   }
 

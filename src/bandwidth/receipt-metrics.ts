@@ -43,7 +43,7 @@ export class ReceiptMetrics {
     this.disagreements = new prom.Counter({ name: 'bitcloud_receipt_disagreements_total', help: 'Unpaid segments (REJECT sent or received, no answer, bad countersignature), by reason', labelNames: ['reason'], registers: [reg] });
     this.cellErrors = new prom.Counter({ name: 'bitcloud_receipt_cell_errors_total', help: 'RECEIPT_* cells ignored or refused, by error code', labelNames: ['code'], registers: [reg] });
     this.uploaded = new prom.Counter({ name: 'bitcloud_receipts_uploaded_total', help: 'Receipt records settled at an authority, by result (accepted, replayed, refused, expired)', labelNames: ['result'], registers: [reg] });
-    this.proposalsRefused = new prom.Counter({ name: 'bitcloud_receipt_proposals_refused_total', help: 'RECEIPT_PROPOSE refused before any signature work (SPEC §8.3 step 13), by reason (empty, unlisted_peers, peer_receipts)', labelNames: ['reason'], registers: [reg] });
+    this.proposalsRefused = new prom.Counter({ name: 'bitcloud_receipt_proposals_refused_total', help: 'RECEIPT_PROPOSE refused before any signature work (SPEC §8.3 step 13), by reason (empty, unlisted_peers, unlisted_address, peer_receipts)', labelNames: ['reason'], registers: [reg] });
     this.attempts = new prom.Counter({ name: 'bitcloud_receipt_upload_attempts_total', help: 'Receipt upload requests, by outcome (answered, http_5xx, rate_limited, bad_answer, transport)', labelNames: ['outcome'], registers: [reg] });
   }
 
@@ -56,6 +56,6 @@ export class ReceiptMetrics {
   disagreement(reason: string): void { this.disagreements?.inc({ reason }); }
   cellError(code: string): void { this.cellErrors?.inc({ code }); }
   upload(result: 'accepted' | 'replayed' | 'refused' | 'expired', n = 1): void { if (n > 0) this.uploaded?.inc({ result }, n); }
-  proposalRefused(reason: 'empty' | 'unlisted_peers' | 'peer_receipts'): void { this.proposalsRefused?.inc({ reason }); }
+  proposalRefused(reason: 'empty' | 'unlisted_peers' | 'unlisted_address' | 'peer_receipts'): void { this.proposalsRefused?.inc({ reason }); }
   attempt(outcome: 'answered' | 'http_5xx' | 'rate_limited' | 'bad_answer' | 'transport'): void { this.attempts?.inc({ outcome }); }
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { describe, it, expect } from 'vitest';
 import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import type { Channel } from '../../src/link/channel';
-import { MAX_RECEIPTS_PER_PEER_EPOCH, MAX_UNLISTED_RECEIPT_PEERS } from '../../src/bandwidth/exchange';
+import { MAX_RECEIPTS_PER_PEER_EPOCH, MAX_UNLISTED_RECEIPT_PEERS, MAX_UNLISTED_RECEIPT_PEERS_PER_ADDRESS } from '../../src/bandwidth/exchange';
 import { EpochTotals } from '../../src/bandwidth/counters';
 import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
 import { LinkReceipts, epochAt, type Disagreement } from '../../src/bandwidth/link-receipts';
@@ -117,9 +117,9 @@ describe('what a responder keeps of proposals from many keys (SPEC §8.3 step 13
   const E = epochAt(NOW, P);
 
   /** A link whose initiator proved `peer`; what the responder writes on it lands in `sent`. */
-  function fakeLink(peer: Buffer) {
+  function fakeLink(peer: Buffer, remoteAddress?: string) {
     const ch = Object.assign(new EventEmitter(), {
-      closed: false, peerIdentity: peer, isInitiator: false, sent: [] as number[],
+      remoteAddress, closed: false, peerIdentity: peer, isInitiator: false, sent: [] as number[],
       send(_circId: number, command: number) { this.sent.push(command); },
       queuedCountedCells: () => 0,
       attachCounter() { /* the test bumps the counter itself */ },
@@ -134,10 +134,10 @@ describe('what a responder keeps of proposals from many keys (SPEC §8.3 step 13
     return { me, nb };
   }
 
-  async function proposeOn(nb: import('../../src/bandwidth/node-bandwidth').NodeBandwidth, me: Ed25519KeyPair, key: Ed25519KeyPair, n: number, cells: number, serial0 = 1) {
+  async function proposeOn(nb: import('../../src/bandwidth/node-bandwidth').NodeBandwidth, me: Ed25519KeyPair, key: Ed25519KeyPair, n: number, cells: number, serial0 = 1, remoteAddress?: string) {
     const { signReceipt, encodeReceiptProposal } = await import('../../src/bandwidth/receipt');
     const { CellCommand } = await import('../../src/wire/cell');
-    const ch = fakeLink(key.publicKey);
+    const ch = fakeLink(key.publicKey, remoteAddress);
     expect(nb.attach(ch as unknown as Channel)).toBe(true);
     const lr = nb.exchange.linkReceipts(ch as unknown as Channel)!;
     for (let i = 0; i < n; i++) {
@@ -173,6 +173,25 @@ describe('what a responder keeps of proposals from many keys (SPEC §8.3 step 13
     const { nb: nb2, me: me2 } = await responder(() => false);
     for (let l = 0; l < 6; l++) await proposeOn(nb2, me2, one, 16, 1, 1 + l * 16);
     expect(nb2.uploader.status(E)?.receipts).toBe(MAX_RECEIPTS_PER_PEER_EPOCH);
+  });
+
+  it('keeps receipts of at most 8 unlisted peers an epoch from one IPv4 address or IPv6 /64; other addresses are still kept', async () => {
+    const { CellCommand } = await import('../../src/wire/cell');
+    const { nb, me } = await responder(() => false);
+    expect(MAX_UNLISTED_RECEIPT_PEERS_PER_ADDRESS).toBe(8);
+    const answers: number[] = [];
+    // Different ports, and the dual-stack spelling of the same IPv4 address, are one address.
+    for (let k = 0; k < 9; k++) answers.push(...await proposeOn(nb, me, ed25519Generate(), 1, 1, 1, k % 2 ? `198.51.100.7:${4000 + k}` : `::ffff:198.51.100.7:${4000 + k}`));
+    expect(answers).toEqual([...Array<number>(8).fill(CellCommand.RECEIPT_COUNTERSIGN), CellCommand.RECEIPT_REJECT]);
+    expect(await proposeOn(nb, me, ed25519Generate(), 1, 1, 1, '198.51.100.8:4000')).toEqual([CellCommand.RECEIPT_COUNTERSIGN]);
+    // One IPv6 /64 is one address; the next /64 is another.
+    const v6: number[] = [];
+    for (let k = 0; k < 9; k++) v6.push(...await proposeOn(nb, me, ed25519Generate(), 1, 1, 1, `2001:db8:0:1:${k}::${k + 1}:443`));
+    expect(v6.slice(0, 8).every((c) => c === CellCommand.RECEIPT_COUNTERSIGN)).toBe(true);
+    expect(v6[8]).toBe(CellCommand.RECEIPT_REJECT);
+    expect(await proposeOn(nb, me, ed25519Generate(), 1, 1, 1, '2001:db8:0:2::1:443')).toEqual([CellCommand.RECEIPT_COUNTERSIGN]);
+    // The refused ones are not kept.
+    expect(nb.totals.peers(E).size).toBe(8 + 1 + 8 + 1);
   });
 
   it('a listed peer\'s receipts are countersigned and kept, past the unlisted limit', async () => {
