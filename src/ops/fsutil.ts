@@ -39,17 +39,22 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
   else await fsyncDir(path.dirname(file));
 }
 
+/** link(2) failures that mean the filesystem has no hard links (some FUSE, SMB, exFAT mounts). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS', 'EMLINK']);
+
 /**
  * Like writeFileAtomic, but never replaces an existing `file`: the temp file is published with a
  * hard link (link(2) fails with EEXIST when the name exists, where rename would silently replace
  * it), then unlinked. Resolves true when this call made `file`, false when it existed already
  * (nothing written). For a file that must be made exactly once, however many processes race
- * for it (the wallet key, SPEC.md §8.11.4).
+ * for it (the wallet key, SPEC.md §8.11.4). On a filesystem without hard links `file` is created
+ * with O_EXCL instead (still made once; no longer atomic to its readers; see createExclusive).
  */
 export async function writeFileAtomicExclusive(file: string, data: Uint8Array | string, mode = 0o644): Promise<boolean> {
   await mkdirDurable(path.dirname(file));
   const tmp = tmpName(file);
   const fh = await fsp.open(tmp, 'wx', mode);
+  let linked = true;
   try {
     try {
       await fh.writeFile(data);
@@ -61,11 +66,44 @@ export async function writeFileAtomicExclusive(file: string, data: Uint8Array | 
     try {
       await fsp.link(tmp, file);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return false;
+      if (code === undefined || !NO_HARD_LINKS.has(code)) throw e;
+      linked = false;
     }
   } finally {
     await fsp.rm(tmp, { force: true });
+  }
+  if (!linked) return createExclusive(file, data, mode);
+  await fsyncDir(path.dirname(file));
+  return true;
+}
+
+/**
+ * SPEC.md §8.11.4: writeFileAtomicExclusive where link(2) is not supported: `file` is created with
+ * O_CREAT|O_EXCL (EEXIST: false), written, fsynced, closed, its folder fsynced. A failed write
+ * removes the partial file. A reader racing the write may see it short (a key file then reads
+ * as KEY_MALFORMED), never another content.
+ */
+async function createExclusive(file: string, data: Uint8Array | string, mode: number): Promise<boolean> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, 'wx', mode);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.chmod(mode);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    await fsp.rm(file, { force: true });
+    throw e;
   }
   await fsyncDir(path.dirname(file));
   return true;

@@ -5,7 +5,7 @@ import { describe, it, expect, afterEach, vi } from 'vitest';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { LatestFileWriter, mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../../src/ops/fsutil';
+import { LatestFileWriter, mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicExclusive, writeFileAtomicSync } from '../../src/ops/fsutil';
 import { watchSyncs } from '../helpers/fsync-watch';
 
 const dirs: string[] = [];
@@ -75,6 +75,46 @@ describe('writeFileAtomic into a new folder', () => {
     expect(await fsp.readFile(file, 'utf8')).toBe('k');
     writeFileAtomicSync(path.join(root, 'sync', 'f'), 'v', 0o600);
     expect(await fsp.readFile(path.join(root, 'sync', 'f'), 'utf8')).toBe('v');
+  });
+});
+
+describe('writeFileAtomicExclusive on a filesystem without hard links', () => {
+  /** link(2) fails with `code` from now on (as on some FUSE, SMB or exFAT mounts). */
+  const noLinks = (code: string): void => {
+    vi.spyOn(fsp, 'link').mockImplementation(() => Promise.reject(Object.assign(new Error(`link: ${code}`), { code })));
+  };
+
+  it('still makes the file, once, when link() fails with ENOTSUP (or EPERM, EXDEV)', async () => {
+    const d = await tmp();
+    for (const code of ['ENOTSUP', 'EPERM', 'EXDEV']) {
+      const f = path.join(d, `wallet-${code}.key`);
+      noLinks(code);
+      expect(await writeFileAtomicExclusive(f, 'first', 0o600)).toBe(true);
+      expect(await fsp.readFile(f, 'utf8')).toBe('first');
+      expect((await fsp.stat(f)).mode & 0o777).toBe(0o600);
+      expect(await writeFileAtomicExclusive(f, 'second', 0o600)).toBe(false);
+      vi.restoreAllMocks();
+      expect(await fsp.readFile(f, 'utf8')).toBe('first');
+    }
+    expect((await fsp.readdir(d)).sort()).toEqual(['wallet-ENOTSUP.key', 'wallet-EPERM.key', 'wallet-EXDEV.key']);
+  });
+
+  it('two calls at once: one makes the file, the other is told it exists', async () => {
+    const d = await tmp();
+    const f = path.join(d, 'wallet.key');
+    noLinks('ENOTSUP');
+    const r = await Promise.all([writeFileAtomicExclusive(f, 'a', 0o600), writeFileAtomicExclusive(f, 'b', 0o600)]);
+    expect(r.filter(Boolean)).toHaveLength(1);
+    expect(await fsp.readFile(f, 'utf8')).toBe(r[0] ? 'a' : 'b');
+    expect(await fsp.readdir(d)).toEqual(['wallet.key']);
+  });
+
+  it('another link() failure (EIO) is still thrown, and nothing is left behind', async () => {
+    const d = await tmp();
+    const f = path.join(d, 'wallet.key');
+    noLinks('EIO');
+    await expect(writeFileAtomicExclusive(f, 'a', 0o600)).rejects.toMatchObject({ code: 'EIO' });
+    expect(await fsp.readdir(d)).toEqual([]);
   });
 });
 
