@@ -71,6 +71,9 @@ export interface StoreStat {
   maxShareBytes: number;
 }
 
+/** SPEC.md §9.8.2: after a failed rewrite of the lease journal, a put or renewal tries again after this long at the earliest. */
+export const COMPACT_RETRY_MS = 60_000;
+
 export class ShareStore {
   readonly metrics: StorageMetrics;
   readonly maxLeaseSeconds: number;
@@ -102,6 +105,9 @@ export class ShareStore {
   private leaseWriters = 0;
   private leaseWritersDone: (() => void) | null = null;
   private compacting: Promise<void> | null = null;
+  /** After a rewrite of the journal failed: when, and its record count then (compactIfGrown waits). */
+  private compactFailed: { at: number; records: number } | null = null;
+  private closing = false;
 
   private constructor(private readonly opts: ShareStoreOptions, private readonly journal: LeaseJournal) {
     this.metrics = opts.metrics ?? new StorageMetrics(opts.registry);
@@ -419,12 +425,19 @@ export class ShareStore {
    * SPEC.md §9.8.2: rewrite the journal once it holds more records than both 1024 and twice the
    * shares held, checked after every lease written (put, renew, gc), so that renewals, which anyone
    * may send, cannot grow it between gc runs. The lease is already durable: a failed rewrite is
-   * logged, not the caller's failure (the next write tries again).
+   * logged (once, until one succeeds), not the caller's failure. It is tried again only once the
+   * journal grew by another such threshold or COMPACT_RETRY_MS passed, so that a full disk does not
+   * cost a whole rewrite per put or renewal. None starts once close() was called.
    */
   private async compactIfGrown(): Promise<void> {
-    if (this.journal.recordCount <= Math.max(1024, 2 * this.entries.size)) return;
+    const bound = Math.max(1024, 2 * this.entries.size);
+    if (this.closing || this.journal.recordCount <= bound) return;
+    const f = this.compactFailed;
+    if (f && this.journal.recordCount <= f.records + bound && this.now() < f.at + COMPACT_RETRY_MS) return;
     await this.compactJournal().catch((e: unknown) => {
-      this.log.warn({ code: errorCode(e) }, 'could not rewrite the lease journal');
+      if (!this.compactFailed) this.log.warn({ code: errorCode(e) }, 'could not rewrite the lease journal (tried again after 60 s or as many records again)');
+      else this.log.debug({ code: errorCode(e) }, 'could not rewrite the lease journal, again');
+      this.compactFailed = { at: this.now(), records: this.journal.recordCount };
     });
   }
 
@@ -434,6 +447,8 @@ export class ShareStore {
       while (this.leaseWriters > 0) await new Promise<void>((r) => { this.leaseWritersDone = r; });
       this.leaseWritersDone = null;
       await this.journal.compact(this.liveRecords());
+      if (this.compactFailed) this.log.info('lease journal rewritten again');
+      this.compactFailed = null;
     })().finally(() => { this.compacting = null; });
     return this.compacting;
   }
@@ -513,9 +528,12 @@ export class ShareStore {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.stopGc();
     await this.gcRunning?.catch(() => {});
     await Promise.all([...this.locks.values()]);
+    // A rewrite a put or renewal started (compactIfGrown) runs outside the locks.
+    while (this.compacting) await this.compacting.catch(() => {});
     await this.journal.close();
   }
 

@@ -333,6 +333,64 @@ describe('share store (SPEC §9.8)', () => {
     expect(await again.renew([a.id], 1)).toEqual([4_000_000 + lease]);
   });
 
+  it('close() waits for a journal rewrite a renewal started, and none starts after it (SPEC.md §9.8.2)', async () => {
+    const c = clock(4_000_000);
+    const dir = await tmpDir();
+    const s = await open({ dir, now: c.now });
+    const a = share('alpha');
+    await s.put(a.id, a.data, 10);
+    const events: string[] = [];
+    let release!: () => void;
+    const released = new Promise<void>((r) => { release = r; });
+    let started!: () => void;
+    const rewriting = new Promise<void>((r) => { started = r; });
+    const compact = LeaseJournal.prototype.compact;
+    const spy = vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementation(async function (this: LeaseJournal, live) {
+      started();
+      await released;
+      await compact.call(this, live);
+      events.push('rewritten');
+    });
+    const renewals = Promise.all(Array.from({ length: 1100 }, (_, i) => s.renew([a.id], 11 + i)));
+    await rewriting;
+    const closed = s.close().then(() => { events.push('closed'); });
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(events).toEqual([]);
+    release();
+    await closed;
+    await renewals.catch(() => {});
+    expect(events).toEqual(['rewritten', 'closed']);
+    expect(spy).toHaveBeenCalledTimes(1);
+    const again = await open({ dir, now: c.now });
+    expect(await again.renew([a.id], 1)).toEqual([4_000_000 + 1110]);
+  });
+
+  it('a journal rewrite that failed is not tried again on the next renewal, only after 60 s or another threshold of records (SPEC.md §9.8.2)', async () => {
+    const c = clock(4_000_000);
+    const dir = await tmpDir();
+    const warnings: string[] = [];
+    const log = { debug: () => {}, info: () => {}, warn: (_o: unknown, m: string) => { warnings.push(m); }, error: () => {}, child: () => log };
+    const s = await open({ dir, now: c.now, log: log as unknown as ShareStoreOptions['log'] });
+    const a = share('alpha');
+    await s.put(a.id, a.data, 10);
+    const spy = vi.spyOn(LeaseJournal.prototype, 'compact').mockRejectedValue(Object.assign(new Error('no space left'), { code: 'ENOSPC' }));
+    for (let i = 0; i < 1100; i++) await s.renew([a.id], 11 + i);
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(warnings.filter((m) => m.includes('lease journal'))).toHaveLength(1);
+    // 60 s later the next renewal tries again (and fails again: still one warning).
+    c.advance(60);
+    await s.renew([a.id], 5000);
+    expect(spy).toHaveBeenCalledTimes(2);
+    await s.renew([a.id], 5001);
+    expect(spy).toHaveBeenCalledTimes(2);
+    expect(warnings.filter((m) => m.includes('lease journal'))).toHaveLength(1);
+    // Once it works again, the journal is rewritten.
+    spy.mockRestore();
+    c.advance(60);
+    await s.renew([a.id], 5002);
+    expect(fs.statSync(path.join(dir, 'leases.journal')).size).toBe(8 + RECORD_BYTES);
+  });
+
   it('gc compacts a journal that grew past twice the live shares', async () => {
     const c = clock(4_000_000);
     const dir = await tmpDir();
