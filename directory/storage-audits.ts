@@ -13,6 +13,7 @@
 import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
@@ -53,6 +54,11 @@ const reportKept = (epoch: number, e: number): boolean => epoch > e - KEPT_REPOR
  * §9.20.2); the pairs not done by then fail with STORAGE_TIMEOUT.
  */
 export const NODE_DEADLINE_BOUNDS = 4;
+/**
+ * SPEC.md §9.20.3: bytes of report pages kept in memory at most, over all epochs (a page is at most
+ * AUDIT_PAGE_MAX_BYTES = 16 MiB), so that readers of one page share one copy of it.
+ */
+export const PAGE_CACHE_BYTES = 64 * 1024 * 1024;
 /** When in the epoch the audits run (fraction of the period). */
 const AUDIT_AT = 0.3;
 
@@ -162,10 +168,17 @@ export class StorageAudits {
   /**
    * Reports kept (KEPT_REPORTS): the bytes credited per node (for the votes), the signed summary
    * once it and its pages are on disk (null before, or when saving failed: then nothing of that
-   * epoch is served), and the summary's JSON as served once it was asked for. Pages are not kept in
-   * memory: each is read from disk when served or when payments read it (SPEC.md §9.20.3).
+   * epoch is served), and the summary's JSON as served once it was asked for. Pages are read from
+   * disk when served (then kept in pageCache) or when payments read them (SPEC.md §9.20.3).
    */
   private readonly reports = new Map<number, { signed: SignedAuditReport | null; stored: Map<string, number>; text?: Buffer }>();
+  /**
+   * SPEC.md §9.20.3: pages as served, by `<epoch>/<fp>`, at most PAGE_CACHE_BYTES in all, and the
+   * reads under way, so that readers of one page share one Buffer. An epoch's pages leave both
+   * when its report is removed or replaced.
+   */
+  private readonly pageCache = new LRUCache<string, Buffer>({ maxSize: PAGE_CACHE_BYTES, sizeCalculation: (b) => Math.max(1, b.length) });
+  private readonly pageReads = new Map<string, Promise<Buffer | null>>();
   private consensus: VerifiedConsensus | null = null;
   private running: Promise<void> | null = null;
   private lastAudited = -1;
@@ -247,8 +260,16 @@ export class StorageAudits {
 
   private pageFile(epoch: number, fp: string): string { return path.join(this.dir, 'audits', String(epoch), `${fp}.json`); }
 
+  /** Forget the pages of `epoch` read so far (its report is removed or replaced). */
+  private dropPages(epoch: number): void {
+    const prefix = `${epoch}/`;
+    for (const k of [...this.pageCache.keys()]) if (k.startsWith(prefix)) this.pageCache.delete(k);
+    for (const k of [...this.pageReads.keys()]) if (k.startsWith(prefix)) this.pageReads.delete(k);
+  }
+
   /** Remove the report of `epoch` from disk: its summary, then its pages. */
   private removeReport(epoch: number): void {
+    this.dropPages(epoch);
     fs.rm(path.join(this.dir, 'audits', `${epoch}.json`), { force: true }, () => {
       fs.rm(path.join(this.dir, 'audits', String(epoch)), { recursive: true, force: true }, () => {});
     });
@@ -417,15 +438,25 @@ export class StorageAudits {
 
   /**
    * GET /bitcloud/storage/audits?epoch=E&node=FP: the page of node `fp` (64 hex) in the report of
-   * `epoch`, its exact bytes read from disk (null when the report or the node's page is not held).
+   * `epoch`, its exact bytes (null when the report or the node's page is not held). SPEC.md §9.20.3:
+   * read from disk once and kept in a cache bounded by bytes (PAGE_CACHE_BYTES), so concurrent and
+   * later readers of one page share one Buffer instead of a copy each.
    */
   async pageText(epoch: number, fp: string): Promise<Buffer | null> {
-    if (!/^[0-9a-f]{64}$/.test(fp) || !this.reports.get(epoch)?.signed) return null;
-    try {
-      return await fs.promises.readFile(this.pageFile(epoch, fp));
-    } catch {
-      return null;
-    }
+    const report = this.reports.get(epoch);
+    if (!/^[0-9a-f]{64}$/.test(fp) || !report?.signed) return null;
+    const key = `${epoch}/${fp}`;
+    const cached = this.pageCache.get(key);
+    if (cached) return cached;
+    const under = this.pageReads.get(key);
+    if (under) return under;
+    const read = fs.promises.readFile(this.pageFile(epoch, fp)).then((b) => {
+      // Kept only while the report it was read for is still the one held (not audited again meanwhile).
+      if (this.reports.get(epoch) === report && report.signed) this.pageCache.set(key, b);
+      return b;
+    }, () => null).finally(() => { if (this.pageReads.get(key) === read) this.pageReads.delete(key); });
+    this.pageReads.set(key, read);
+    return read;
   }
 
   /** Epochs with a report served, ascending. */
@@ -530,6 +561,7 @@ export class StorageAudits {
     const signed = signAuditReport(body, this.o.signer);
     const held: { signed: SignedAuditReport | null; stored: Map<string, number> } = { signed: null, stored };
     this.reports.set(e, held);
+    this.dropPages(e); // an epoch audited again serves none of its earlier pages
     for (const k of this.reports.keys()) {
       if (reportKept(k, e)) continue;
       this.reports.delete(k);

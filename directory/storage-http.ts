@@ -12,6 +12,41 @@ import type { StorageAudits } from './storage-audits';
 
 export const CONTRACTS_PATH = '/bitcloud/storage/contracts';
 export const AUDITS_PATH = '/bitcloud/storage/audits';
+/**
+ * SPEC.md §9.20.3, §6.10: page answers (up to 16 MiB each) under way at once per authority; more are
+ * answered 503 `RATE_LIMITED` (the reader retries later or asks another authority).
+ */
+export const PAGE_MAX_IN_FLIGHT = 16;
+/** Page answers under way, per StorageAudits served. */
+const pagesInFlight = new WeakMap<StorageAudits, { n: number }>();
+
+/**
+ * Run `answer` if a place is free, else 503 RATE_LIMITED. SPEC.md §9.20.3: the place is held until
+ * the answer has been handed on in full ('finish') or its connection is gone ('close'), so readers
+ * that never read hold at most PAGE_MAX_IN_FLIGHT answers (the dir port drops them once idle, §6.10).
+ */
+async function boundedPage(audits: StorageAudits, res: http.ServerResponse, answer: () => Promise<number>): Promise<number> {
+  let slots = pagesInFlight.get(audits);
+  if (!slots) pagesInFlight.set(audits, (slots = { n: 0 }));
+  if (slots.n >= PAGE_MAX_IN_FLIGHT) {
+    sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering ${PAGE_MAX_IN_FLIGHT} audit report page requests already; retry later`);
+    return 503;
+  }
+  const s = slots;
+  s.n++;
+  let held = true;
+  const release = () => { if (held) { held = false; s.n--; } };
+  let status: number;
+  try {
+    status = await answer();
+  } catch (e) {
+    release();
+    throw e;
+  }
+  if (res.writableFinished || res.destroyed) release();
+  else { res.once('finish', release); res.once('close', release); }
+  return status;
+}
 
 /** Returns null for other paths; [route, status] when answered. */
 export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter): Promise<[string, number] | null> {
@@ -40,12 +75,16 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
   if (q === null && node === null) { sendJson(res, 200, { epochs: audits.reportEpochs, contracts: audits.contractCount }); return [route, 200]; }
   if (q === null || !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
   if (node !== null) {
-    // SPEC.md §9.20.3: one node's page, read from disk (bounded by the per-node sample).
+    // SPEC.md §9.20.3: one node's page (bounded by the per-node sample), from the page cache or read
+    // from disk once; at most PAGE_MAX_IN_FLIGHT answered at once.
     if (!/^[0-9a-f]{64}$/.test(node)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'node must be a fingerprint of 64 lowercase hex digits'); return [route, 400]; }
-    const page = await audits.pageText(Number(q), node);
-    if (!page) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report page for node ${node.slice(0, 16)}… in epoch ${q} here`); return [route, 404]; }
-    sendJsonText(res, 200, page);
-    return [route, 200];
+    const status = await boundedPage(audits, res, async () => {
+      const page = await audits.pageText(Number(q), node);
+      if (!page) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report page for node ${node.slice(0, 16)}… in epoch ${q} here`); return 404; }
+      sendJsonText(res, 200, page);
+      return 200;
+    });
+    return [route, status];
   }
   // Not rate limited: the summary's JSON (about 150 bytes per audited node) is serialised once per
   // epoch and kept with the report (the last 6 epochs, SPEC.md §9.20.3), not again for each GET.

@@ -611,7 +611,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       let sent = Buffer.alloc(0);
       let status = 0;
       const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
-      const res = { writeHead(s: number) { status = s; return res; }, end(x: string | Buffer) { sent = Buffer.from(x); } } as unknown as http.ServerResponse;
+      const res = { writableFinished: true, writeHead(s: number) { status = s; return res; }, end(x: string | Buffer) { sent = Buffer.from(x); } } as unknown as http.ServerResponse;
       await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?${query}`), {} as never);
       return [status, sent];
     };
@@ -631,6 +631,65 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       const [s, x] = await get(q);
       expect([s, code(x)], q).toEqual([404, 'NOT_FOUND']);
     }
+  });
+
+  it('GET …&node=FP: readers of one page share one Buffer (read once, kept in a cache bounded by bytes, dropped with the report); at most 16 page answers at once, the 17th 503 RATE_LIMITED; a finished or closed answer frees its place (SPEC.md §9.20.3, §6.10)', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const read = vi.spyOn(fs.promises, 'readFile');
+    try {
+      const [one, two] = await Promise.all([audits.pageText(E, n.fp), audits.pageText(E, n.fp)]);
+      expect(one).not.toBeNull();
+      expect(two).toBe(one); // the same Buffer, not a copy per request
+      expect(await audits.pageText(E, n.fp)).toBe(one);
+      const pageReads = () => read.mock.calls.filter(([f]) => String(f).endsWith(`${n.fp}.json`)).length;
+      expect(pageReads()).toBe(1);
+      // Audited again: the page of the earlier round is not served from the cache.
+      await audits.auditEpoch(E);
+      const again = await audits.pageText(E, n.fp);
+      expect(again).not.toBe(one);
+      expect(pageReads()).toBe(2);
+    } finally {
+      read.mockRestore();
+    }
+    // Readers that never read: each answer is held until it finished or its connection closed.
+    type Res = http.ServerResponse & { status: number; sent: Buffer; fire(ev: string): void };
+    const get = async (): Promise<Res> => {
+      const listeners = new Map<string, (() => void)[]>();
+      const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
+      const res = {
+        status: 0, sent: Buffer.alloc(0), writableFinished: false, destroyed: false,
+        writeHead(s: number) { res.status = s; return res; },
+        end(x: string | Buffer) { res.sent = Buffer.from(x); },
+        once(ev: string, f: () => void) { listeners.set(ev, [...(listeners.get(ev) ?? []), f]); return res; },
+        fire(ev: string) { for (const f of listeners.get(ev) ?? []) f(); listeners.delete(ev); },
+      } as unknown as Res;
+      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}&node=${n.fp}`), {} as never);
+      return res;
+    };
+    const held: Res[] = [];
+    for (let i = 0; i < 16; i++) held.push(await get());
+    expect(held.map((r) => r.status)).toEqual(Array(16).fill(200));
+    const busy = await get();
+    expect([busy.status, (JSON.parse(busy.sent.toString('utf8')) as { code: string }).code]).toEqual([503, 'RATE_LIMITED']);
+    held[0].fire('finish');
+    expect((await get()).status).toBe(200); // takes the freed place, and keeps it
+    expect((await get()).status).toBe(503);
+    held[1].fire('close');
+    held[1].fire('finish'); // a place is freed once
+    expect((await get()).status).toBe(200);
+    expect((await get()).status).toBe(503);
+    // The summary is not counted with the pages.
+    const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
+    let status = 0;
+    const res = { writeHead(s: number) { status = s; return res; }, end() {} } as unknown as http.ServerResponse;
+    await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never);
+    expect(status).toBe(200);
   });
 
   it('the pages payments read keep only their passing results, without the answers (SPEC.md §9.20.4 item 2)', async () => {
