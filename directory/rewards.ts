@@ -43,6 +43,9 @@ import { SigningRound, peerFetchTimeoutMs } from './signing-round';
 import type { Signer } from './vote';
 import { shuffle } from '../src/crypto/primitives';
 
+/** SPEC.md §9.20.4: pages of the proposer's audit report fetched at a time by a checking authority. */
+export const REPORT_PAGE_FETCHES = 4;
+
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
 
@@ -333,22 +336,50 @@ export class RewardLedger {
   /**
    * The proposer's signed audit report of `epoch` as payments read it (SPEC.md §9.20.3, §9.20.4):
    * its signed summary, verified, then the pages of those of `nodes` it names, each read up to
-   * AUDIT_PAGE_MAX_BYTES and verified against the summary; or an error.
+   * AUDIT_PAGE_MAX_BYTES and verified against the summary; or an error. SPEC.md §9.20.4: the whole
+   * report, summary and pages, is read within one deadline, reportDeadlineMs() (the bound of the
+   * wait for the proposer's block, §8.7.4), REPORT_PAGE_FETCHES pages at a time, so a slow or
+   * hostile proposer cannot hold this authority's signing of the height for a timeout per page.
    */
   private async proposerReport(a: AuthorityInfo, epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages> {
-    const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: this.timeout() });
+    const deadline = Date.now() + this.reportDeadlineMs();
+    // Each request ends by the deadline at the latest (its own timeout is cut to what is left).
+    const left = (): number => {
+      const ms = Math.min(this.timeout(), deadline - Date.now());
+      if (ms <= 0) throw err('DIR_FETCH_FAILED', `the audit report of epoch ${epoch} was not read within ${this.reportDeadlineMs()} ms`);
+      return ms;
+    };
+    const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: left() });
     if (r.status !== 200) throw new Error(`no audit report of epoch ${epoch} (HTTP ${r.status})`);
     const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), this.o.authorities, epoch);
     if (body.authority !== a.fingerprint) throw new Error('the audit report is another authority\'s');
-    const pages = new Map<string, readonly ReportedAudit[]>();
-    for (const fp of [...nodes].sort()) {
-      if (!Object.hasOwn(body.nodes, fp)) continue; // not audited that epoch: no results, nothing paid
-      const p = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}&node=${fp}`, { maxBytes: AUDIT_PAGE_MAX_BYTES, timeoutMs: this.timeout() });
-      if (p.status !== 200) throw new Error(`no audit report page of node ${fp.slice(0, 16)}… in epoch ${epoch} (HTTP ${p.status})`);
-      // Only what the payments read is kept (a page may be 16 MiB, and one is read per node paid).
-      pages.set(fp, paidResults(verifyAuditPage(body, fp, p.body)));
-    }
-    return { epoch, pages };
+    // Not audited that epoch: no results, nothing paid, no page read.
+    const want = [...nodes].sort().filter((fp) => Object.hasOwn(body.nodes, fp));
+    const got: (readonly ReportedAudit[])[] = [];
+    let next = 0;
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      while (!failed && next < want.length) {
+        const i = next++;
+        const fp = want[i]!;
+        try {
+          const p = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}&node=${fp}`, { maxBytes: AUDIT_PAGE_MAX_BYTES, timeoutMs: left() });
+          if (p.status !== 200) throw new Error(`no audit report page of node ${fp.slice(0, 16)}… in epoch ${epoch} (HTTP ${p.status})`);
+          // Only what the payments read is kept (a page may be 16 MiB, and one is read per node paid).
+          got[i] = paidResults(verifyAuditPage(body, fp, p.body));
+        } catch (e) {
+          failed = true; // the others start no further page
+          throw e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REPORT_PAGE_FETCHES, want.length) }, worker));
+    return { epoch, pages: new Map(want.map((fp, i) => [fp, got[i]!])) };
+  }
+
+  /** SPEC.md §9.20.4: the proposer's audit report is read within this, the bound of §8.7.4: max(1 s, P/2). */
+  private reportDeadlineMs(): number {
+    return Math.max(1000, this.proposerWaitMs());
   }
 
   /** Sign `next` (one body per height) and hold it as the pending block. */

@@ -16,6 +16,12 @@ import { buildAuditReport, signAuditReport, type ReportedAudit } from '../../src
 import type { AuditPages } from '../../src/bandwidth/escrow';
 import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type http from 'node:http';
+import { RewardLedger } from '../../directory/rewards';
+import { silentLog } from './dirauth-measure-fixture';
 
 const P = 5;
 const NOW = Date.now();
@@ -33,6 +39,11 @@ const claimed = new Map<number, AuditPages>();
 const served = new Map<number, ReportedAudit[]>();
 /** Pages asked for, by node (SPEC.md §9.20.3: the recheck reads only those of the nodes it pays). */
 const pagesAsked: string[] = [];
+/** While set, page requests are never answered (a slow or hostile proposer); their responses are kept to end them. */
+let hangPages = false;
+const hanging: http.ServerResponse[] = [];
+let pagesInFlight = 0;
+let pagesInFlightMax = 0;
 
 const consensus = (epoch: number): VerifiedConsensus =>
   ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
@@ -59,6 +70,12 @@ beforeAll(async () => {
       const { body, pages } = buildAuditReport(n.signer.identity.toString('hex'), epoch, results);
       const node = url.searchParams.get('node');
       if (node !== null) pagesAsked.push(node);
+      if (node !== null && hangPages) {
+        hanging.push(res);
+        pagesInFlightMax = Math.max(pagesInFlightMax, ++pagesInFlight);
+        res.once('close', () => { pagesInFlight--; });
+        return true;
+      }
       const page = node === null ? null : pages.get(node);
       if (node !== null && !page) { res.writeHead(404); res.end(); return true; }
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -69,7 +86,10 @@ beforeAll(async () => {
   ({ nodes, authorities } = trio);
 });
 
-afterAll(() => trio.close());
+afterAll(async () => {
+  for (const r of hanging.splice(0)) r.destroy();
+  await trio.close();
+});
 
 describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
   const contract: StorageContract = {
@@ -201,5 +221,32 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     // A second cancel: the escrow is closed.
     const again = await trio.postCancel(nodes[2], mine);
     expect([again.status, JSON.parse(again.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
+  });
+
+  it('a proposer whose pages never come is given one deadline for its whole report, max(1 s, P/2), with at most 4 pages asked at once; then the recheck fails as for any report that cannot be checked (SPEC.md §9.20.4, §8.7.4)', async () => {
+    const epoch = E0 + 100;
+    const paid = Array.from({ length: 9 }, (_, i) => (i + 16).toString(16).repeat(32));
+    const one = (fp: string): ReportedAudit => ({ node: fp, contract: 'ab'.repeat(32), shareId: 'cd'.repeat(32), size: 4096, root: 'ef'.repeat(32), nonce: '00'.repeat(32), blocks: [0], ok: true });
+    served.set(epoch, paid.map(one));
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-deadline-'));
+    // Each request may take as long as it likes on its own: only the report's deadline ends the wait.
+    const ledger = new RewardLedger({ dataDir, signer: nodes[1].signer, authorities, periodSeconds: P, skewMs: 60_000, log: silentLog, fetchTimeoutMs: 600_000, proposerWaitMs: 0 });
+    hangPages = true;
+    try {
+      const report = (ledger as unknown as { proposerReport(a: unknown, e: number, n: ReadonlySet<string>): Promise<AuditPages> }).proposerReport(authorities[0], epoch, new Set(paid));
+      // A hang detector, not a threshold: without the deadline this waits 600 s per page.
+      let hang: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        report.then(() => 'resolved', (e: Error) => `rejected: ${e.message}`),
+        new Promise<string>((r) => { hang = setTimeout(() => r('hung'), 20_000); }),
+      ]).finally(() => clearTimeout(hang));
+      expect(outcome).toMatch(/^rejected: /);
+      expect(pagesInFlightMax).toBe(4);
+    } finally {
+      hangPages = false;
+      for (const r of hanging.splice(0)) r.destroy();
+      await ledger.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
