@@ -17,7 +17,7 @@ import { LRUCache } from 'lru-cache';
 import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
-import { writeFileAtomic, mkdirDurableSync } from '../src/ops/fsutil';
+import { fsyncDir, writeFileAtomic, mkdirDurableSync } from '../src/ops/fsutil';
 import { blake2b, randomBytes, shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus, ConsensusRelay } from '../src/dir/types';
 import { connectStorageDirect } from '../src/storage/direct';
@@ -569,7 +569,14 @@ export class StorageAudits {
     }
     // The pages first, then the summary: a summary on disk always has its pages. Served once both are.
     try {
-      // An epoch audited again (by a test or after a clock step) leaves no page of its earlier round.
+      // An epoch audited again (by a test or after a clock step) leaves nothing of its earlier round:
+      // its summary goes first, durably, then its pages (SPEC.md §9.20.3), so that a crash or a
+      // failed page write in between cannot leave that summary on disk without its pages.
+      const summary = path.join(this.dir, 'audits', `${e}.json`);
+      if (fs.existsSync(summary)) {
+        fs.rmSync(summary, { force: true });
+        await fsyncDir(path.dirname(summary));
+      }
       fs.rmSync(path.join(this.dir, 'audits', String(e)), { recursive: true, force: true });
       mkdirDurableSync(path.join(this.dir, 'audits', String(e)), 0o700);
       for (const [fp, bytes] of pages) await writeFileAtomic(this.pageFile(e, fp), bytes, 0o644);

@@ -760,6 +760,37 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     }
   });
 
+  it('an epoch audited again whose pages cannot be written leaves no summary on disk without its pages: the old summary goes first (SPEC.md §9.20.3)', async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const dataDir = tmp();
+    const adir = path.join(dataDir, 'storage', 'audits');
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    expect(fs.existsSync(path.join(adir, `${E}.json`))).toBe(true);
+    // Every summary on disk has the pages it names (what a restart would serve).
+    const consistent = () => fs.readdirSync(adir).filter((f) => /^\d+\.json$/.test(f)).every((f) => {
+      const body = JSON.parse((JSON.parse(fs.readFileSync(path.join(adir, f), 'utf8')) as { body: string }).body) as { nodes: Record<string, unknown> };
+      return Object.keys(body.nodes).every((fp) => fs.existsSync(path.join(adir, f.slice(0, -5), `${fp}.json`)));
+    });
+    expect(consistent()).toBe(true);
+    // Audited again; the page cannot be written (the disk fails as a crash there would leave it).
+    const rename = fs.promises.rename;
+    const spy = vi.spyOn(fs.promises, 'rename').mockImplementation((from, to) =>
+      String(to).startsWith(path.join(adir, String(E)) + path.sep) ? Promise.reject(new Error('EIO: the disk failed')) : rename(from, to));
+    try {
+      await audits.auditEpoch(E);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(audits.report(E)).toBeNull();
+    expect(consistent()).toBe(true);
+    expect(fs.existsSync(path.join(adir, `${E}.json`))).toBe(false);
+  });
+
   it('keeps the reports of the last 6 epochs, in memory and on disk', async () => {
     const n = await node();
     const b = randomBytes(1000);
