@@ -30,6 +30,17 @@ import { FLAG_BITS } from '../../src/dir/types';
 import { PATHS } from '../../src/dir/fetch';
 
 const FP = 'ab'.repeat(32);
+/**
+ * Waits until `cond` holds (a loopback fetch landed, a background write is done): a hang detector
+ * of 20 s, not a performance bound, so a slow machine does not fail the test.
+ */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 20_000;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`still not so after 20 s: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 const good = () => ({
   identity: FP, dataDir: 'd', listen: { host: '127.0.0.1', port: 7000 }, period: 15,
   authorities: [{ name: 'a', identity: FP, address: '127.0.0.1:7000' }],
@@ -286,7 +297,7 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
       expect(rec.signed('consensus', epochStart(K))).toBe(authority.published!.info.digest.toString('hex'));
       expect(rec.signed('vote', epochStart(K))).not.toBeNull();
       // The published consensus is saved in the background: let it land before the folder goes.
-      for (let i = 0; i < 200 && !fs.existsSync(path.join(fx.dir, 'consensus')); i++) await new Promise((r) => setTimeout(r, 10));
+      await until(() => fs.existsSync(path.join(fx.dir, 'consensus')), 'the published consensus is saved');
     } finally {
       await authority.stop();
     }
@@ -313,7 +324,7 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     try {
       authority.start(); // no vote; fetching the other's starts
       const state = authority as unknown as { votesFetchedFor: number; tick(): void };
-      for (let i = 0; i < 200 && state.votesFetchedFor !== K2; i++) await new Promise((r) => setTimeout(r, 10));
+      await until(() => state.votesFetchedFor === K2, 'the other authority\'s vote is fetched');
       state.tick(); // computes and signs
       expect(authority.currentVote).toBeNull();
       expect(authority.votesHeld).toEqual([other.identity.toString('hex')]);
@@ -375,7 +386,7 @@ describe('the schedule never leaves a failed step unhandled (SPEC.md §6.8)', ()
       const tick = (): void => (authority as unknown as { tick(): void }).tick();
       tick(); // own vote; fetching the other's starts
       const state = authority as unknown as { votesFetchedFor: number };
-      for (let i = 0; i < 200 && state.votesFetchedFor !== epochStart(E + 2); i++) await new Promise((r) => setTimeout(r, 10));
+      await until(() => state.votesFetchedFor === epochStart(E + 2), 'the other authority\'s vote is fetched');
       expect(state.votesFetchedFor).toBe(epochStart(E + 2));
       // Replaced by hand: a vi.fn() would itself attach a handler to the promise it returns.
       let calls = 0;
