@@ -11,7 +11,8 @@
 //   POST /bitcloud/transfers              submit a cloudcoin transfer (SPEC.md §8.11.3)
 //   GET  /bitcloud/transfers/pending[?from=KEY]  the transfers waiting for a block
 //   POST /bitcloud/storage/contracts      upload a storage contract (SPEC.md §9.20.1; rate limited)
-//   GET  /bitcloud/storage/audits[?epoch=E]  this authority's signed audit report (SPEC.md §9.20.3)
+//   GET  /bitcloud/storage/audits[?epoch=E[&node=FP]]  this authority's signed audit report (summary)
+//                                         of epoch E, or with `node` that node's page of it (SPEC.md §9.20.3)
 //   POST /bitcloud/policy/<moderator fp>  upload a moderator policy bundle (SPEC.md §10.7.1; rate limited)
 //   GET  /bitcloud/policy/<moderator fp>[?after=SEQ&digest=HEX]  the bundle (304 when nothing newer)
 //   GET  /bitcloud/status/history         the status page's history (SPEC.md §6.10)
