@@ -13,6 +13,7 @@ import { HS_DESC_MAX } from '../src/wire/hidden';
 import { shuffle } from '../src/crypto/primitives';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
+import { parseIp } from '../src/dir/exit-policy';
 
 /**
  * SPEC.md §9.21.8: requests passed on at the same time (hidden descriptors and policies together);
@@ -20,24 +21,71 @@ import { BUNDLE_LIMITS } from '../src/moderation/chain';
  */
 export const PASS_MAX_IN_FLIGHT = 16;
 
+/** SPEC.md §9.21.8: of those places, at most this many held by one client address (IPv4 address, IPv6 /64). */
+export const PASS_MAX_PER_ADDRESS = 4;
+
+/**
+ * SPEC.md §9.21.8: an answer passed on is handed on in full within this time from when it starts
+ * to be sent, else its connection is destroyed and its place freed (16 MiB in 120 s: ~140 KB/s).
+ */
+export const PASS_ANSWER_DEADLINE_MS = 120_000;
+
+export interface DirPassOptions {
+  /** PASS_ANSWER_DEADLINE_MS unless given (tests). */
+  answerDeadlineMs?: number;
+}
+
+/**
+ * SPEC.md §9.21.8: the per-address key of a request — its client's IPv4 address (an IPv4-mapped
+ * one too) or IPv6 /64 — or null for a request from this relay itself (loopback, or its own
+ * address: a BEGIN_DIR stream spliced to the dir port, §7b.7), which carries no client address
+ * and counts under no per-address limit, only under the bound of all.
+ */
+export function passAddressKey(remote: string | undefined, local: string | undefined): string | null {
+  if (!remote || remote === local) return null;
+  const a = remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+  const ip = parseIp(a);
+  if (!ip) return a;
+  if (ip.family === 4) return a.startsWith('127.') ? null : a;
+  if (ip.value === 1n) return null;
+  return `${(ip.value >> 64n).toString(16)}::/64`;
+}
+
 export class DirPassThrough {
   private inFlight = 0;
-  constructor(private readonly authorities: () => readonly AuthorityInfo[]) {}
+  /** Places held per client address (passAddressKey); an address holding none is absent. */
+  private readonly perAddress = new Map<string, number>();
+  private readonly answerDeadlineMs: number;
+  constructor(private readonly authorities: () => readonly AuthorityInfo[], opts: DirPassOptions = {}) {
+    this.answerDeadlineMs = opts.answerDeadlineMs ?? PASS_ANSWER_DEADLINE_MS;
+  }
 
   /**
    * Run `ask` if a place is free, else answer 503 RATE_LIMITED. SPEC.md §9.21.8: the place is held
    * until the answer has been handed on in full ('finish') or its connection is gone ('close'),
-   * whichever comes first, not merely until it is queued: an answer (up to 16 MiB) that its reader
-   * does not read keeps its place, so readers that never read hold at most the bound (and the dir
-   * port drops them once idle, SPEC.md §6.10).
+   * whichever comes first, not merely until it is queued; an answer not handed on in full within
+   * answerDeadlineMs of being sent has its connection destroyed, so a reader that reads slowly
+   * (and is never idle long enough for the dir port to drop it, §6.10) holds its place no longer.
+   * One client address holds at most PASS_MAX_PER_ADDRESS places.
    */
-  private async bounded(res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
-    if (this.inFlight >= PASS_MAX_IN_FLIGHT) {
+  private async bounded(req: http.IncomingMessage, res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
+    const key = passAddressKey(req.socket.remoteAddress, req.socket.localAddress);
+    const mine = key === null ? 0 : this.perAddress.get(key) ?? 0;
+    if (this.inFlight >= PASS_MAX_IN_FLIGHT || mine >= PASS_MAX_PER_ADDRESS) {
       return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
     }
     this.inFlight++;
+    if (key !== null) this.perAddress.set(key, mine + 1);
     let held = true;
-    const release = () => { if (held) { held = false; this.inFlight--; } };
+    const release = () => {
+      if (!held) return;
+      held = false;
+      this.inFlight--;
+      if (key !== null) {
+        const n = (this.perAddress.get(key) ?? 1) - 1;
+        if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
+      }
+    };
     try {
       await ask();
     } catch (e) {
@@ -45,8 +93,11 @@ export class DirPassThrough {
       throw e;
     }
     if (res.writableFinished || res.destroyed) return release();
-    res.once('finish', release);
-    res.once('close', release);
+    const deadline = setTimeout(() => { res.destroy(); release(); }, this.answerDeadlineMs);
+    deadline.unref();
+    const done = () => { clearTimeout(deadline); release(); };
+    res.once('finish', done);
+    res.once('close', done);
   }
 
   /**
@@ -56,7 +107,7 @@ export class DirPassThrough {
   async serveHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
     const key = p.slice(HS_DESC_PATH.length + 1);
     if (!/^[0-9a-f]{64}$/.test(key)) return sendJsonError(res, 404, 'HIDDEN_DESC_NOT_FOUND', 'expected /bitcloud/hs/desc/<64 lowercase hex>');
-    return this.bounded(res, () => this.passHsDescriptor(req, res, key));
+    return this.bounded(req, res, () => this.passHsDescriptor(req, res, key));
   }
 
   private passHsDescriptor(req: http.IncomingMessage, res: http.ServerResponse, key: string): Promise<void> {
@@ -78,7 +129,7 @@ export class DirPassThrough {
       return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
     }
     const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
-    return this.bounded(res, () => this.passPolicy(req, res, `${fp}${q}`));
+    return this.bounded(req, res, () => this.passPolicy(req, res, `${fp}${q}`));
   }
 
   private passPolicy(req: http.IncomingMessage, res: http.ServerResponse, target: string): Promise<void> {

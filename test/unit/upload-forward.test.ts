@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UploadForwarder } from '../../relay/upload-forward';
-import { DirPassThrough, PASS_MAX_IN_FLIGHT } from '../../relay/dir-pass';
+import { DirPassThrough, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
 import { httpRequest } from '../../src/dir/fetch';
@@ -25,6 +25,23 @@ async function listen(handler: http.RequestListener): Promise<string> {
   servers.push(s);
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
   return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+/** An answer whose reader reads nothing (or a byte a minute): it is written, and never finishes. */
+function slowReader() {
+  return Object.assign(new EventEmitter(), {
+    status: 0, headersSent: false, destroyed: false, code: '',
+    writeHead(this: { status: number; headersSent: boolean }, status: number) { this.status = status; this.headersSent = true; return this; },
+    end(this: { code: string }, body?: unknown) { if (typeof body === 'string' && body.startsWith('{')) this.code = (JSON.parse(body) as { code: string }).code; return this; },
+    setHeader() { return this; },
+    destroy(this: EventEmitter & { destroyed: boolean }) { if (!this.destroyed) { this.destroyed = true; this.emit('close'); } return this; },
+  });
+}
+
+/** A policy request from `remote` (a client's address; loopback is a BEGIN_DIR stream's splice). */
+function askPolicy(pass: DirPassThrough, res: ReturnType<typeof slowReader>, remote = '127.0.0.1'): Promise<void> {
+  const req = { method: 'GET', url: `/bitcloud/policy/${'cd'.repeat(32)}`, socket: { remoteAddress: remote, localAddress: '127.0.0.1' } };
+  return pass.servePolicy(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
 }
 
 beforeAll(async () => {
@@ -129,7 +146,7 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
       writeHead(this: { status: number; headersSent: boolean }, status: number) { this.status = status; this.headersSent = true; return this; },
       end() { return this; },
     });
-    const ask = (res: ReturnType<typeof unread>) => pass.servePolicy({ method: 'GET', url: `/bitcloud/policy/${'cd'.repeat(32)}` } as http.IncomingMessage, res as unknown as http.ServerResponse);
+    const ask = (res: ReturnType<typeof unread>) => pass.servePolicy({ method: 'GET', url: `/bitcloud/policy/${'cd'.repeat(32)}`, socket: { remoteAddress: '127.0.0.1' } } as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
     const first = Array.from({ length: PASS_MAX_IN_FLIGHT }, unread);
     for (const res of first) await ask(res);
     expect(first.map((r) => r.status)).toEqual(first.map(() => 200));
@@ -145,6 +162,50 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     for (const res of next) await ask(res);
     expect(next.map((r) => r.status)).toEqual([200, 200, 503]);
     expect(asked).toBe(PASS_MAX_IN_FLIGHT + 2);
+  });
+
+  it('cuts an answer not handed on in full within its deadline from when it started to be sent, and frees its place: a reader taking a byte a minute holds no place for ever', async () => {
+    const policy = Buffer.alloc(1024, 7);
+    const authority = await listen((_req, res) => { res.writeHead(200, { 'content-length': policy.length }); res.end(policy); });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never, { answerDeadlineMs: 50 });
+    const slow = Array.from({ length: PASS_MAX_IN_FLIGHT }, slowReader);
+    for (const res of slow) await askPolicy(pass, res);
+    expect(slow.map((r) => r.status)).toEqual(slow.map(() => 200));
+    const over = slowReader();
+    await askPolicy(pass, over);
+    expect(over.status).toBe(503);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(slow.map((r) => r.destroyed)).toEqual(slow.map(() => true));
+    expect(over.destroyed).toBe(false);
+    const next = slowReader();
+    await askPolicy(pass, next);
+    expect(next.status).toBe(200);
+  });
+
+  it(`holds at most ${PASS_MAX_PER_ADDRESS} places per client address (IPv4 address, IPv6 /64); another address still gets through, requests over circuits (loopback) count under none`, async () => {
+    const policy = Buffer.alloc(1024, 7);
+    const authority = await listen((_req, res) => { res.writeHead(200, { 'content-length': policy.length }); res.end(policy); });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+    const one = Array.from({ length: PASS_MAX_PER_ADDRESS }, slowReader);
+    for (const res of one) await askPolicy(pass, res, '203.0.113.7');
+    expect(one.map((r) => r.status)).toEqual(one.map(() => 200));
+    const fifth = slowReader();
+    await askPolicy(pass, fifth, '::ffff:203.0.113.7');
+    expect([fifth.status, fifth.code]).toEqual([503, 'RATE_LIMITED']);
+    const v6 = Array.from({ length: PASS_MAX_PER_ADDRESS + 1 }, slowReader);
+    for (const [i, res] of v6.entries()) await askPolicy(pass, res, `2001:db8:0:1::${i + 1}`);
+    expect(v6.map((r) => r.status)).toEqual([...v6.slice(1).map(() => 200), 503]);
+    const other = slowReader();
+    await askPolicy(pass, other, '198.51.100.9');
+    expect(other.status).toBe(200);
+    const circuits = Array.from({ length: PASS_MAX_PER_ADDRESS + 1 }, slowReader);
+    for (const res of circuits) await askPolicy(pass, res, '127.0.0.1');
+    expect(circuits.map((r) => r.status)).toEqual(circuits.map(() => 200));
+    // One of the first address's answers is handed on: that address has a place again.
+    one[0].emit('finish');
+    const again = slowReader();
+    await askPolicy(pass, again, '203.0.113.7');
+    expect(again.status).toBe(200);
   });
 
   it('passes on the first 200 from the authorities (and a policy\'s 304, never a descriptor\'s), else 404 with the path\'s code', async () => {
