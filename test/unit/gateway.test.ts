@@ -534,3 +534,42 @@ describe('the gateway\'s manifest cache (SPEC.md §9.16.4)', () => {
     }
   });
 });
+
+describe('the gateway\'s folder listing cache (SPEC.md §9.16.4)', () => {
+  it('is bounded in bytes: listings summing over the bound leave at most the bound cached; one over the entry cap is used, not kept', async () => {
+    const caps: Capability[] = [];
+    const c = client();
+    try {
+      for (let i = 0; i < 5; i++) {
+        const dir = path.join(root, `folder-cache-${i}`);
+        await fsp.mkdir(dir, { recursive: true });
+        for (let j = 0; j <= i; j++) await fsp.writeFile(path.join(dir, `file-${j}.txt`), `folder ${i} file ${j}`);
+        caps.push(parseCapability((await putFolder(c, dir)).capability));
+      }
+      // Each counts for its encoded listing's length (the Layout size of its manifest).
+      const probe = new BlobReader({ client: () => c, cacheBytes: 0 });
+      const sizes = await Promise.all(caps.map(async (cap) => (await probe.manifest(cap)).layout.size));
+      const bound = Math.floor(2.5 * Math.max(...sizes));
+      const reader = new BlobReader({ client: () => c, cacheBytes: 0, folderCacheBytes: bound });
+      for (const [i, cap] of caps.entries()) {
+        const m = await reader.manifest(cap);
+        expect((await reader.folder(cap, m)).entries.length).toBe(i + 1);
+        expect(reader.cachedFolderBytes).toBeGreaterThan(0);
+        expect(reader.cachedFolderBytes).toBeLessThanOrEqual(bound);
+      }
+      // The first was pushed out: its listing is fetched again (its chunk shares asked anew).
+      const m0 = await reader.manifest(caps[0]);
+      const gets = vi.spyOn(c, 'getShare');
+      expect((await reader.folder(caps[0], m0)).entries.length).toBe(1);
+      expect(gets.mock.calls.length).toBeGreaterThan(0);
+      gets.mockRestore();
+
+      const small = new BlobReader({ client: () => c, cacheBytes: 0, folderEntryBytes: Math.min(...sizes) - 1 });
+      const m1 = await small.manifest(caps[1]);
+      expect((await small.folder(caps[1], m1)).entries.length).toBe(2);
+      expect(small.cachedFolderBytes).toBe(0);
+    } finally {
+      await c.close();
+    }
+  });
+});

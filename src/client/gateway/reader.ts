@@ -1,5 +1,5 @@
 // SPEC.md §9.16.4: what the gateway reads from storage — manifests, folder listings and decrypted
-// chunks — with LRU caches of decrypted chunks and of manifests bounded in bytes (lru-cache). Cache keys bind the
+// chunks — with LRU caches of decrypted chunks, of manifests and of folder listings bounded in bytes (lru-cache). Cache keys bind the
 // file key as well as the manifest id (a hash of both), so a request with a wrong key can never be
 // answered from what a right key decrypted. Concurrent requests for one chunk share one fetch.
 // A byte range is read chunk by chunk, a few chunks ahead, so memory stays bounded whatever the
@@ -26,6 +26,10 @@ export interface BlobReaderOptions {
   manifestCacheBytes?: number;
   /** The largest manifest kept; a larger one is used but not cached. Default MANIFEST_CACHE_ENTRY_BYTES. */
   manifestEntryBytes?: number;
+  /** Bytes of folder listings kept (counted as encoded, SPEC.md §9.16.4). Default FOLDER_CACHE_BYTES. */
+  folderCacheBytes?: number;
+  /** The largest listing kept; a larger one is used but not cached. Default FOLDER_CACHE_ENTRY_BYTES. */
+  folderEntryBytes?: number;
   registry?: Registry;
 }
 
@@ -45,6 +49,21 @@ export const MANIFEST_CACHE_BYTES = 128 * 1024 * 1024;
 /** SPEC.md §9.16.4: a manifest larger than this is used for its request but not cached. */
 export const MANIFEST_CACHE_ENTRY_BYTES = 32 * 1024 * 1024;
 
+/**
+ * SPEC.md §9.16.4: the folder listing cache is bounded in bytes as well as in count (64). A listing
+ * may take up to MAX_FOLDER_BYTES (16 MiB, §9.15) encoded; 64 of them bounded by count alone would
+ * be 1 GiB before decoding.
+ */
+export const FOLDER_CACHE_BYTES = 64 * 1024 * 1024;
+/** SPEC.md §9.16.4: a listing larger than this (encoded) is used for its request but not cached. */
+export const FOLDER_CACHE_ENTRY_BYTES = 16 * 1024 * 1024;
+
+/** A folder listing being read or read, and what it counts for: its encoded length (the Layout size). */
+interface FolderEntry {
+  listing: Promise<Folder>;
+  bytes: number;
+}
+
 function secretKey(cap: Capability): string {
   return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
 }
@@ -54,7 +73,7 @@ export class BlobReader {
   private readonly files: LRUCache<string, OpenFile>;
   /** Manifests being fetched, so that concurrent requests for one share one fetch. */
   private readonly opening = new Map<string, Promise<OpenFile>>();
-  private readonly folders = new LRUCache<string, Promise<Folder>>({ max: 64 });
+  private readonly folders: LRUCache<string, FolderEntry>;
   private readonly pending = new Map<string, Promise<Buffer>>();
   private readonly lookups: prom.Counter<'result'> | null;
   readonly stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
@@ -65,6 +84,10 @@ export class BlobReader {
     const manifestMax = o.manifestCacheBytes ?? MANIFEST_CACHE_BYTES;
     this.files = new LRUCache<string, OpenFile>({
       max: 1024, maxSize: manifestMax, maxEntrySize: Math.min(manifestMax, o.manifestEntryBytes ?? MANIFEST_CACHE_ENTRY_BYTES), sizeCalculation: (f) => f.bytes,
+    });
+    const folderMax = o.folderCacheBytes ?? FOLDER_CACHE_BYTES;
+    this.folders = new LRUCache<string, FolderEntry>({
+      max: 64, maxSize: folderMax, maxEntrySize: Math.min(folderMax, o.folderEntryBytes ?? FOLDER_CACHE_ENTRY_BYTES), sizeCalculation: (f) => f.bytes,
     });
     const reg = o.registry;
     this.lookups = reg
@@ -78,6 +101,9 @@ export class BlobReader {
 
   /** Bytes of manifests cached now (as counted for MANIFEST_CACHE_BYTES). */
   get cachedManifestBytes(): number { return this.files.calculatedSize; }
+
+  /** Bytes of folder listings cached now (as counted for FOLDER_CACHE_BYTES). */
+  get cachedFolderBytes(): number { return this.folders.calculatedSize; }
 
   /** The manifest a capability names (cached; a failure is not cached). */
   async manifest(cap: Capability): Promise<Manifest> {
@@ -103,16 +129,18 @@ export class BlobReader {
     return p;
   }
 
-  /** A folder's listing (SPEC.md §9.15), cached like manifests. */
+  /**
+   * A folder's listing (SPEC.md §9.15), cached like manifests: bounded in bytes (its encoded
+   * length, known from the manifest before it is read); one over the entry cap is used, not kept.
+   */
   folder(cap: Capability, m: Manifest): Promise<Folder> {
     const key = secretKey(cap);
-    let p = this.folders.get(key);
-    if (!p) {
-      p = readFolderListing(this.o.client(), cap, m, this.stats, (i) => this.chunk(cap, m, i));
-      p.catch(() => { if (this.folders.get(key) === p) this.folders.delete(key); });
-      this.folders.set(key, p);
-    }
-    return p;
+    const hit = this.folders.get(key);
+    if (hit) return hit.listing;
+    const entry: FolderEntry = { listing: readFolderListing(this.o.client(), cap, m, this.stats, (i) => this.chunk(cap, m, i)), bytes: Math.max(1, m.layout.size) };
+    entry.listing.catch(() => { if (this.folders.get(key) === entry) this.folders.delete(key); });
+    this.folders.set(key, entry); // not kept when larger than the entry cap (lru-cache maxEntrySize)
+    return entry.listing;
   }
 
   /** Decrypted data chunk `i` of the file. */
