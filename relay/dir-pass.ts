@@ -30,9 +30,21 @@ export const PASS_MAX_PER_ADDRESS = 4;
  */
 export const PASS_ANSWER_DEADLINE_MS = 120_000;
 
+/** SPEC.md §9.21.8: how long one authority is given to answer a request passed on. */
+export const PASS_TRY_MS = 10_000;
+
+/**
+ * SPEC.md §9.21.8: how long all the authorities together are given (each try gets what is left,
+ * at most PASS_TRY_MS), below the dir port's idle timeout (60 s, §6.10) so that the client gets
+ * its 404 rather than a dropped connection when no authority answers.
+ */
+export const PASS_DEADLINE_MS = 30_000;
+
 export interface DirPassOptions {
   /** PASS_ANSWER_DEADLINE_MS unless given (tests). */
   answerDeadlineMs?: number;
+  /** PASS_DEADLINE_MS unless given (tests). */
+  passDeadlineMs?: number;
 }
 
 /**
@@ -56,8 +68,10 @@ export class DirPassThrough {
   /** Places held per client address (passAddressKey); an address holding none is absent. */
   private readonly perAddress = new Map<string, number>();
   private readonly answerDeadlineMs: number;
+  private readonly passDeadlineMs: number;
   constructor(private readonly authorities: () => readonly AuthorityInfo[], opts: DirPassOptions = {}) {
     this.answerDeadlineMs = opts.answerDeadlineMs ?? PASS_ANSWER_DEADLINE_MS;
+    this.passDeadlineMs = opts.passDeadlineMs ?? PASS_DEADLINE_MS;
   }
 
   /**
@@ -140,12 +154,16 @@ export class DirPassThrough {
   /**
    * GET `path` of the authorities in random order and pass on the first 200 (body of at most
    * `maxBytes`), or, when `allow304`, the first 304; anything else, or no answer, tries the next.
-   * When none answers so, 404 with `notFound` (code, reason).
+   * When none answers so within passDeadlineMs in all (each try gets what is left, at most
+   * PASS_TRY_MS; SPEC.md §9.21.8), 404 with `notFound` (code, reason).
    */
   private async passFromAuthorities(req: http.IncomingMessage, res: http.ServerResponse, path: string, maxBytes: number, allow304: boolean, notFound: readonly [code: string, reason: string]): Promise<void> {
+    const until = Date.now() + this.passDeadlineMs;
     for (const a of shuffle([...this.authorities()])) {
+      const left = until - Date.now();
+      if (left <= 0) break;
       try {
-        const r = await httpRequest(`${a.url}${path}`, { maxBytes, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        const r = await httpRequest(`${a.url}${path}`, { maxBytes, timeoutMs: Math.min(PASS_TRY_MS, left), headers: { [FETCHER_HEADER]: 'mirror' } });
         if (allow304 && r.status === 304) { res.writeHead(304); res.end(); return; }
         if (r.status !== 200) continue;
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });

@@ -208,6 +208,17 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     expect(again.status).toBe(200);
   });
 
+  it('bounds the whole pass by one deadline below the dir port\'s idle timeout: authorities that never answer get the client its 404 in time', async () => {
+    const held: http.ServerResponse[] = [];
+    const silent = await Promise.all([0, 1, 2, 3, 4, 5, 6].map(() => listen((_req, res) => { held.push(res); })));
+    const pass = new DirPassThrough(() => silent.map((url, i) => ({ name: `a${i}`, fingerprint: authorityFp, url })) as never, { passDeadlineMs: 300 });
+    const dirMirror = await listen((req, res) => { void pass.servePolicy(req, res); });
+    // The client gives up after 3 s (a stand-in for the dir port's idle timeout, far above the pass deadline).
+    const r = await httpRequest(`${dirMirror}/bitcloud/policy/${'cd'.repeat(32)}`, { maxBytes: 65536, timeoutMs: 3000 });
+    expect([r.status, json(r.body).code]).toEqual([404, 'POLICY_NOT_FOUND']);
+    for (const res of held) res.destroy();
+  });
+
   it('passes on the first 200 from the authorities (and a policy\'s 304, never a descriptor\'s), else 404 with the path\'s code', async () => {
     const answers = new Map<string, [number, string]>(); // path (with query) → status and body
     const asked: string[] = [];
