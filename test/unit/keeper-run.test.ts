@@ -344,6 +344,24 @@ describe('keep add of a read capability: the root share (SPEC.md §9.18.1, §9.9
     }
   });
 
+  it('a failure of getShare that is no BitcloudError (a programming error) is thrown, not taken for a node\'s answer', async () => {
+    const asked: string[] = [];
+    await expect(verifyCapOf(fakeClient(new TypeError('boom'), asked), formatCapability({ manifestId: sealed.manifestId, fileKey }))).rejects.toBeInstanceOf(TypeError);
+    expect(asked.length).toBe(1);
+  });
+
+  it('nodes already marked dead are not asked, and a moderation refusal from every node asked is reported as such, as a read reports it', async () => {
+    const asked: string[] = [];
+    const first = rankNodes(sealed.manifestId, fps)[0];
+    const c = { ...fakeClient(null, asked), isDead: (fp: string) => fp !== first } as unknown as StorageClient;
+    const vcap = await verifyCapOf(c, formatCapability({ manifestId: sealed.manifestId, fileKey }));
+    expect(parseVerifyCapability(vcap).verifyId).toEqual(verifyId);
+    expect(asked).toEqual([first]);
+    const refused: string[] = [];
+    const only = { ...fakeClient(err('POLICY_DENIED', 'storage node: refused by moderation', { remote: true }), refused), fingerprints: [first] } as unknown as StorageClient;
+    await expect(verifyCapOf(only, formatCapability({ manifestId: sealed.manifestId, fileKey }))).rejects.toMatchObject({ code: 'POLICY_DENIED' });
+  });
+
   it('a root that does not open under the file key (bytes hash to the id) fails at once with CHUNK_AUTH_FAILED', async () => {
     const asked: string[] = [];
     await expect(verifyCapOf(fakeClient(null, asked), formatCapability({ manifestId: sealed.manifestId, fileKey: newFileKey() }))).rejects.toMatchObject({ code: 'CHUNK_AUTH_FAILED' });

@@ -4,11 +4,9 @@
 import type { CommandModule } from 'yargs';
 import { DIRECT_OPTION, fileOptions } from './options';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
-import { errorCode } from '../../errors';
 import { parseCapability } from '../../storage/capability';
 import { deriveVerifyKey, formatVerifyCapability, isVerifyCapability, parseVerifyCapability } from '../../storage/verify-cap';
-import { openRootRecord } from '../../storage/seal';
-import { rankNodes } from '../../storage/placement';
+import { fetchRootRecord } from '../storage-client-get';
 import { err } from '../../errors';
 import { addKept, checkKeeperRun, loadKeeperState, nowSec, runKeeper, updateKeeperState, type KeeperRun, type KeeperState } from '../keeper';
 import { fetchVerifyRecord, keepFile } from '../storage-client-verify';
@@ -34,30 +32,17 @@ function dataDirOf(a: Common): string {
 
 /**
  * The verify capability of a read capability: the root names the verify record (SPEC.md §9.18.1).
- * As a read fetches the root (§9.9 step 2): any failure of the fetch, a node's own error answer
- * included (whatever its code), moves to the next node; only bytes that hash to the manifest id
- * and do not open end the search.
+ * The root is fetched exactly as a read fetches it (§9.9 step 2, fetchRootRecord): nodes already
+ * marked dead are skipped; a node's own error answer (whatever its code) moves to the next node,
+ * while a failure that is no BitcloudError (a programming error) is thrown; only bytes that hash
+ * to the manifest id and do not open end the search; when every node refused under moderation
+ * (§10.6), that refusal is reported rather than MANIFEST_NOT_FOUND.
  */
 export async function verifyCapOf(client: StorageClient, readCap: string): Promise<string> {
   const cap = parseCapability(readCap);
-  for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
-    let data: Buffer;
-    try {
-      data = await client.getShare(fp, cap.manifestId);
-    } catch {
-      continue;
-    }
-    let root;
-    try {
-      root = openRootRecord(cap.fileKey, cap.manifestId, data);
-    } catch (e) {
-      if (errorCode(e) !== 'SHARE_HASH_MISMATCH') throw e; // CHUNK_AUTH_FAILED (wrong key) or MANIFEST_MALFORMED: no other copy can differ
-      continue;
-    }
-    if (!root.verifyId) throw err('VERIFY_RECORD_NOT_FOUND', 'this file was stored without a verify record (an older client); it cannot be kept');
-    return formatVerifyCapability({ manifestId: cap.manifestId, verifyId: root.verifyId, verifyKey: deriveVerifyKey(cap.fileKey) });
-  }
-  throw err('MANIFEST_NOT_FOUND', 'no reachable storage node holds the root of this file');
+  const root = await fetchRootRecord(client, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+  if (!root.verifyId) throw err('VERIFY_RECORD_NOT_FOUND', 'this file was stored without a verify record (an older client); it cannot be kept');
+  return formatVerifyCapability({ manifestId: cap.manifestId, verifyId: root.verifyId, verifyKey: deriveVerifyKey(cap.fileKey) });
 }
 
 async function addCommand(a: AddArgs): Promise<number> {
