@@ -115,9 +115,10 @@ export class StorageEndpoint {
   private lastConsensus: object | null = null;
 
   /**
-   * SPEC.md §7b.9, as a relay does: a new consensus (noticed at the next accept, or given here).
-   * Addresses it lists are exempt from then on; a counted link from a relay it lists leaves the
-   * count, so that relay's address has its places back.
+   * SPEC.md §7b.9, as a relay does: a new consensus, noticed at the next accept (nothing else calls
+   * this), so counted links are re-checked only when the next link is accepted. Addresses it lists
+   * are exempt from then on; a counted link from a relay it lists leaves the count, so that relay's
+   * address has its places back.
    */
   onConsensus(c: { relays: readonly { identity: Buffer; address: string }[] }): void {
     this.lastConsensus = c;
