@@ -63,6 +63,8 @@ export class DownloadOutput {
           fh = null;
         }
       } catch {
+        // A part file opened but unreadable (stat failed) is closed before starting afresh.
+        await fh?.close().catch(() => {});
         fh = null;
       }
     }

@@ -385,3 +385,28 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     expect(fr.files).toBe(1);
   });
 });
+
+describe('resuming a download (SPEC.md §9.9.1)', () => {
+  it('a part file whose stat fails once opened is closed before the download starts afresh (no handle leaks)', async () => {
+    const out = path.join(root, 'resume-stat-fails.bin');
+    const id = 'ab'.repeat(32);
+    const first = await DownloadOutput.open(out, id, 4096, 1);
+    await first.writeChunk(0, 0, Buffer.alloc(4096, 1));
+    await first.suspend();
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(true);
+    const probe = await fsp.open(DownloadOutput.partPath(out), 'r');
+    const proto = Object.getPrototypeOf(probe) as { stat: () => Promise<fs.Stats> };
+    await probe.close();
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const stat = vi.spyOn(proto, 'stat').mockRejectedValueOnce(Object.assign(new Error('EIO: i/o error, fstat'), { code: 'EIO' }));
+    try {
+      const again = await DownloadOutput.open(out, id, 4096, 1);
+      expect(again.isDone(0)).toBe(false); // started afresh
+      await again.discard();
+    } finally {
+      stat.mockRestore();
+    }
+    expect(fds()).toBe(before);
+  });
+});
