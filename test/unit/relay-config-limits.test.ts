@@ -10,6 +10,8 @@ import { loadOrCreateNodeKeys } from '../../src/crypto/keys';
 import { familyWithoutSelf } from '../../src/dir/config-fields';
 import { silentLogger } from '../../src/ops/log';
 import { Registry } from 'prom-client';
+import type http from 'node:http';
+import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
 
 const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
@@ -61,5 +63,23 @@ describe('relay config limits', () => {
     expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(65) }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
     // Rules a line separates with commas count one by one.
     expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: [rules(65).join(',')] }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
+  });
+});
+
+describe('idle connections at the relay\'s dir port (SPEC.md §6.10, §9.21.8)', () => {
+  it('the dir port drops a connection idle either way for 60 s (an answer passed on that nobody reads is not held)', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-dirport-'));
+    const d = new RelayDaemon(parseRelayConfig({ ...base, dataDir, listenHost: '127.0.0.1' }, '/x'), silentLogger, new Registry());
+    // The dir port's server alone (startHttp), without starting the rest of the relay.
+    const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null };
+    try {
+      await inner.startHttp();
+      expect(inner.http?.timeout).toBe(HTTP_IDLE_TIMEOUT_MS);
+      expect(HTTP_IDLE_TIMEOUT_MS).toBe(60_000);
+      expect(inner.http?.listenerCount('timeout')).toBe(0);
+    } finally {
+      await new Promise<void>((r) => { if (inner.http) inner.http.close(() => r()); else r(); });
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
