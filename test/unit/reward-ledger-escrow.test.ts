@@ -230,7 +230,9 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     served.set(epoch, paid.map(one));
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-deadline-'));
     // Each request may take as long as it likes on its own: only the report's deadline ends the wait.
-    const ledger = new RewardLedger({ dataDir, signer: nodes[1].signer, authorities, periodSeconds: P, skewMs: 60_000, log: silentLog, fetchTimeoutMs: 600_000, proposerWaitMs: 0 });
+    // That deadline, max(1 s, P/2), is set to 5 s here so that the summary and the first 4 page
+    // requests surely reach the proposer before it, however loaded the machine (not a timing bound).
+    const ledger = new RewardLedger({ dataDir, signer: nodes[1].signer, authorities, periodSeconds: P, skewMs: 60_000, log: silentLog, fetchTimeoutMs: 600_000, proposerWaitMs: 5_000 });
     hangPages = true;
     try {
       const report = (ledger as unknown as { proposerReport(a: unknown, e: number, n: ReadonlySet<string>): Promise<AuditPages> }).proposerReport(authorities[0], epoch, new Set(paid));
