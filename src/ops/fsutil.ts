@@ -39,6 +39,17 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
   else await fsyncDir(path.dirname(file));
 }
 
+/** Write `data` to a file just made with mode `mode`, set that mode (the umask may have narrowed it), fsync, and close it whatever happened. */
+async function writeSyncedAndClose(fh: fsp.FileHandle, data: Uint8Array | string, mode: number): Promise<void> {
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** link(2) failures that mean the filesystem has no hard links (some FUSE, SMB, exFAT mounts). */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'ENOSYS', 'EMLINK']);
 
@@ -56,13 +67,7 @@ export async function writeFileAtomicExclusive(file: string, data: Uint8Array | 
   const fh = await fsp.open(tmp, 'wx', mode);
   let linked = true;
   try {
-    try {
-      await fh.writeFile(data);
-      await fh.chmod(mode);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeSyncedAndClose(fh, data, mode);
     try {
       await fsp.link(tmp, file);
     } catch (e) {
@@ -94,13 +99,7 @@ async function createExclusive(file: string, data: Uint8Array | string, mode: nu
     throw e;
   }
   try {
-    try {
-      await fh.writeFile(data);
-      await fh.chmod(mode);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeSyncedAndClose(fh, data, mode);
   } catch (e) {
     await fsp.rm(file, { force: true });
     throw e;
