@@ -4,9 +4,9 @@
 import http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { UploadForwarder } from '../../relay/upload-forward';
-import { DirPassThrough, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
+import { DirPassThrough, PASS_ANSWER_DEADLINE_MS, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
 import { httpRequest } from '../../src/dir/fetch';
@@ -167,19 +167,29 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
   it('cuts an answer not handed on in full within its deadline from when it started to be sent, and frees its place: a reader taking a byte a minute holds no place for ever', async () => {
     const policy = Buffer.alloc(1024, 7);
     const authority = await listen((_req, res) => { res.writeHead(200, { 'content-length': policy.length }); res.end(policy); });
-    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never, { answerDeadlineMs: 50 });
-    const slow = Array.from({ length: PASS_MAX_IN_FLIGHT }, slowReader);
-    for (const res of slow) await askPolicy(pass, res);
-    expect(slow.map((r) => r.status)).toEqual(slow.map(() => 200));
-    const over = slowReader();
-    await askPolicy(pass, over);
-    expect(over.status).toBe(503);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(slow.map((r) => r.destroyed)).toEqual(slow.map(() => true));
-    expect(over.destroyed).toBe(false);
-    const next = slowReader();
-    await askPolicy(pass, next);
-    expect(next.status).toBe(200);
+    // The deadline runs on a fake clock, advanced by hand: however slowly the places are filled,
+    // none is freed before the test says so.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+      const slow = Array.from({ length: PASS_MAX_IN_FLIGHT }, slowReader);
+      for (const res of slow) await askPolicy(pass, res);
+      expect(slow.map((r) => r.status)).toEqual(slow.map(() => 200));
+      const over = slowReader();
+      await askPolicy(pass, over);
+      expect([over.status, over.code]).toEqual([503, 'RATE_LIMITED']);
+      vi.advanceTimersByTime(PASS_ANSWER_DEADLINE_MS - 1);
+      expect(slow.map((r) => r.destroyed)).toEqual(slow.map(() => false));
+      vi.advanceTimersByTime(1);
+      expect(slow.map((r) => r.destroyed)).toEqual(slow.map(() => true));
+      expect(over.destroyed).toBe(false);
+      const next = slowReader();
+      await askPolicy(pass, next);
+      expect(next.status).toBe(200);
+      next.emit('finish');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it(`holds at most ${PASS_MAX_PER_ADDRESS} places per client address (IPv4 address, IPv6 /64); another address still gets through, requests over circuits (loopback) count under none`, async () => {
