@@ -397,9 +397,13 @@ describe('resuming a download (SPEC.md §9.9.1)', () => {
     const probe = await fsp.open(DownloadOutput.partPath(out), 'r');
     const proto = Object.getPrototypeOf(probe) as { stat: () => Promise<fs.Stats> };
     await probe.close();
-    const fds = () => fs.readdirSync('/proc/self/fd').length;
-    const before = fds();
-    const stat = vi.spyOn(proto, 'stat').mockRejectedValueOnce(Object.assign(new Error('EIO: i/o error, fstat'), { code: 'EIO' }));
+    // The handle whose stat fails is kept, to see that it was closed (its fd is -1 once closed);
+    // counting the process's open files would also count whatever else opens or closes meanwhile.
+    const failed: fsp.FileHandle[] = [];
+    const stat = vi.spyOn(proto, 'stat').mockImplementationOnce(async function (this: fsp.FileHandle) {
+      failed.push(this);
+      throw Object.assign(new Error('EIO: i/o error, fstat'), { code: 'EIO' });
+    });
     try {
       const again = await DownloadOutput.open(out, id, 4096, 1);
       expect(again.isDone(0)).toBe(false); // started afresh
@@ -407,6 +411,6 @@ describe('resuming a download (SPEC.md §9.9.1)', () => {
     } finally {
       stat.mockRestore();
     }
-    expect(fds()).toBe(before);
+    expect(failed.map((fh) => fh.fd)).toEqual([-1]);
   });
 });
