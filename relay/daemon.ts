@@ -219,16 +219,18 @@ export class RelayDaemon {
   }
 
   private async startHttp(): Promise<void> {
+    // A handler that failed unexpectedly answers 500 (or drops a half-sent answer), never an unhandled rejection.
+    const failed = (res: http.ServerResponse) => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); };
     const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
       dropUnreadBody(req, res);
       const p = (req.url ?? '/').split('?')[0];
-      if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
-      if (NameMirror.handles(p)) return void this.names.serve(req, res, p).catch(() => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); });
+      if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => failed(res));
+      if (NameMirror.handles(p)) return void this.names.serve(req, res, p).catch(() => failed(res));
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
       if (p === PATHS.rewards) return void this.serveRewards(req, res);
-      if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.dirPass.serveHsDescriptor(req, res, p);
-      if (p.startsWith(POLICY_PATH)) return void this.dirPass.servePolicy(req, res);
+      if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.dirPass.serveHsDescriptor(req, res, p).catch(() => failed(res));
+      if (p.startsWith(POLICY_PATH)) return void this.dirPass.servePolicy(req, res).catch(() => failed(res));
       if (p === PATHS.status) {
         const c = this.mirror.current;
         return sendJson(res, 200, { identity: this.fingerprint, nickname: this.cfg.nickname, orPort: this.orPort, consensus: c ? { validAfter: c.validAfter, relays: c.relays.length, signers: c.signers } : null });
