@@ -43,7 +43,7 @@ import type { RewardLedger } from './rewards';
 import { serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
-import { serveStorageAudits } from './storage-http';
+import { AuditPagePlaces, serveStorageAudits } from './storage-http';
 import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
@@ -62,6 +62,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // Storage contracts (SPEC.md §9.20.1) have their own budget too.
   const contractLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const receiptGate = new UploadGate();
+  // SPEC.md §9.20.3: audit report page places; the configured authorities' addresses have no per-address share.
+  const auditPages = new AuditPagePlaces(a.config.authorities);
   // Hidden descriptors (SPEC.md §9.21.3): every hidden node uploads two per round, maybe from a shared address.
   const hsLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   // SPEC.md §9.21.8: accepted uploads by kind and by how they came (a mirror passing on a hidden
@@ -118,7 +120,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     if (tr) return tr;
     if (p === HS_PSEUDONYM_PATH) return servePseudonym(a, req, res, hsLimiter, pseudonymResults, () => uploadSources.inc({ kind: 'hs_pseudonym', via: viaOf(req) }));
     if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter, () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
-    const st = await serveStorageAudits(storage, req, res, url, contractLimiter);
+    const st = await serveStorageAudits(storage, req, res, url, contractLimiter, auditPages);
     if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];
     if (p.startsWith(POLICY_PATH)) {

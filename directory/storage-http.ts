@@ -7,6 +7,8 @@ import type http from 'node:http';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
 import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
+import type { AuthorityInfo } from '../src/dir/authorities';
+import { AnswerPlaces, clientAddressKey, plainAddress } from '../src/dir/answer-places';
 import type { RateLimiter } from './rate-limit';
 import type { StorageAudits } from './storage-audits';
 
@@ -17,39 +19,55 @@ export const AUDITS_PATH = '/bitcloud/storage/audits';
  * answered 503 `RATE_LIMITED` (the reader retries later or asks another authority).
  */
 export const PAGE_MAX_IN_FLIGHT = 16;
-/** Page answers under way, per StorageAudits served. */
-const pagesInFlight = new WeakMap<StorageAudits, { n: number }>();
+/** SPEC.md §9.20.3: of those places, at most this many held by one client address (IPv4 address, IPv6 /64). */
+export const PAGE_MAX_PER_ADDRESS = 4;
+/**
+ * SPEC.md §9.20.3: a page answer is handed on in full within this time from when it starts to be
+ * sent, else its connection is destroyed and its place freed (16 MiB in 120 s: ~140 KB/s).
+ */
+export const PAGE_ANSWER_DEADLINE_MS = 120_000;
+
+/**
+ * The places of one authority's page route (SPEC.md §9.20.3): PAGE_MAX_IN_FLIGHT in all, at most
+ * PAGE_MAX_PER_ADDRESS per client address, except the configured authorities' addresses (each
+ * rechecks 4 pages at a time, §9.20.4, and on a local network they all share one address) and this
+ * host's own (loopback), which count only under the bound of all.
+ */
+export class AuditPagePlaces {
+  readonly places: AnswerPlaces;
+  private readonly exempt: ReadonlySet<string>;
+  constructor(authorities: readonly AuthorityInfo[], opts: { answerDeadlineMs?: number } = {}) {
+    this.places = new AnswerPlaces(PAGE_MAX_IN_FLIGHT, PAGE_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? PAGE_ANSWER_DEADLINE_MS);
+    this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
+  }
+
+  /** The per-address key of `req` (clientAddressKey), or null when it counts under none. */
+  keyOf(req: http.IncomingMessage): string | null {
+    const remote = req.socket.remoteAddress;
+    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
+    return clientAddressKey(remote, req.socket.localAddress);
+  }
+}
+
+/** Page places of a StorageAudits served without its authorities list given (no address exempt). */
+const defaultPlaces = new WeakMap<StorageAudits, AuditPagePlaces>();
 
 /**
  * Run `answer` if a place is free, else 503 RATE_LIMITED. SPEC.md §9.20.3: the place is held until
- * the answer has been handed on in full ('finish') or its connection is gone ('close'), so readers
- * that never read hold at most PAGE_MAX_IN_FLIGHT answers (the dir port drops them once idle, §6.10).
+ * the answer has been handed on in full ('finish'), its connection is gone ('close') or its answer
+ * deadline has passed (then its connection is destroyed), so readers that never read, or read a
+ * byte now and then, hold a place for at most PAGE_ANSWER_DEADLINE_MS, and one address at most
+ * PAGE_MAX_PER_ADDRESS of them.
  */
-async function boundedPage(audits: StorageAudits, res: http.ServerResponse, answer: () => Promise<number>): Promise<number> {
-  let slots = pagesInFlight.get(audits);
-  if (!slots) pagesInFlight.set(audits, (slots = { n: 0 }));
-  if (slots.n >= PAGE_MAX_IN_FLIGHT) {
-    sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering ${PAGE_MAX_IN_FLIGHT} audit report page requests already; retry later`);
-    return 503;
-  }
-  const s = slots;
-  s.n++;
-  let held = true;
-  const release = () => { if (held) { held = false; s.n--; } };
-  let status: number;
-  try {
-    status = await answer();
-  } catch (e) {
-    release();
-    throw e;
-  }
-  if (res.writableFinished || res.destroyed) release();
-  else { res.once('finish', release); res.once('close', release); }
-  return status;
+async function boundedPage(pages: AuditPagePlaces, req: http.IncomingMessage, res: http.ServerResponse, answer: () => Promise<number>): Promise<number> {
+  const r = await pages.places.run(res, pages.keyOf(req), answer);
+  if (r) return r.value;
+  sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering as many audit report page requests as it may (${PAGE_MAX_IN_FLIGHT}, ${PAGE_MAX_PER_ADDRESS} per address); retry later`);
+  return 503;
 }
 
 /** Returns null for other paths; [route, status] when answered. */
-export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter): Promise<[string, number] | null> {
+export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter, pages?: AuditPagePlaces): Promise<[string, number] | null> {
   const p = url.pathname;
   if (p !== CONTRACTS_PATH && p !== AUDITS_PATH) return null;
   const route = p === CONTRACTS_PATH ? 'storage_contracts' : 'storage_audits';
@@ -76,9 +94,11 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
   if (q === null || !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'epoch must be a non-negative integer'); return [route, 400]; }
   if (node !== null) {
     // SPEC.md §9.20.3: one node's page (bounded by the per-node sample), from the page cache or read
-    // from disk once; at most PAGE_MAX_IN_FLIGHT answered at once.
+    // from disk once; at most PAGE_MAX_IN_FLIGHT answered at once, PAGE_MAX_PER_ADDRESS per address.
     if (!/^[0-9a-f]{64}$/.test(node)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'node must be a fingerprint of 64 lowercase hex digits'); return [route, 400]; }
-    const status = await boundedPage(audits, res, async () => {
+    let places = pages ?? defaultPlaces.get(audits);
+    if (!places) defaultPlaces.set(audits, (places = new AuditPagePlaces([])));
+    const status = await boundedPage(places, req, res, async () => {
       const page = await audits.pageText(Number(q), node);
       if (!page) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report page for node ${node.slice(0, 16)}… in epoch ${q} here`); return 404; }
       sendJsonText(res, 200, page);

@@ -13,7 +13,7 @@ import { HS_DESC_MAX } from '../src/wire/hidden';
 import { shuffle } from '../src/crypto/primitives';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
-import { parseIp } from '../src/dir/exit-policy';
+import { AnswerPlaces, clientAddressKey } from '../src/dir/answer-places';
 
 /**
  * SPEC.md §9.21.8: requests passed on at the same time (hidden descriptors and policies together);
@@ -53,24 +53,13 @@ export interface DirPassOptions {
  * address: a BEGIN_DIR stream spliced to the dir port, §7b.7), which carries no client address
  * and counts under no per-address limit, only under the bound of all.
  */
-export function passAddressKey(remote: string | undefined, local: string | undefined): string | null {
-  if (!remote || remote === local) return null;
-  const a = remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
-  const ip = parseIp(a);
-  if (!ip) return a;
-  if (ip.family === 4) return a.startsWith('127.') ? null : a;
-  if (ip.value === 1n) return null;
-  return `${(ip.value >> 64n).toString(16)}::/64`;
-}
+export const passAddressKey = clientAddressKey;
 
 export class DirPassThrough {
-  private inFlight = 0;
-  /** Places held per client address (passAddressKey); an address holding none is absent. */
-  private readonly perAddress = new Map<string, number>();
-  private readonly answerDeadlineMs: number;
+  private readonly places: AnswerPlaces;
   private readonly passDeadlineMs: number;
   constructor(private readonly authorities: () => readonly AuthorityInfo[], opts: DirPassOptions = {}) {
-    this.answerDeadlineMs = opts.answerDeadlineMs ?? PASS_ANSWER_DEADLINE_MS;
+    this.places = new AnswerPlaces(PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? PASS_ANSWER_DEADLINE_MS);
     this.passDeadlineMs = opts.passDeadlineMs ?? PASS_DEADLINE_MS;
   }
 
@@ -83,35 +72,8 @@ export class DirPassThrough {
    * One client address holds at most PASS_MAX_PER_ADDRESS places.
    */
   private async bounded(req: http.IncomingMessage, res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
-    const key = passAddressKey(req.socket.remoteAddress, req.socket.localAddress);
-    const mine = key === null ? 0 : this.perAddress.get(key) ?? 0;
-    if (this.inFlight >= PASS_MAX_IN_FLIGHT || mine >= PASS_MAX_PER_ADDRESS) {
-      return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
-    }
-    this.inFlight++;
-    if (key !== null) this.perAddress.set(key, mine + 1);
-    let held = true;
-    const release = () => {
-      if (!held) return;
-      held = false;
-      this.inFlight--;
-      if (key !== null) {
-        const n = (this.perAddress.get(key) ?? 1) - 1;
-        if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
-      }
-    };
-    try {
-      await ask();
-    } catch (e) {
-      release();
-      throw e;
-    }
-    if (res.writableFinished || res.destroyed) return release();
-    const deadline = setTimeout(() => { res.destroy(); release(); }, this.answerDeadlineMs);
-    deadline.unref();
-    const done = () => { clearTimeout(deadline); release(); };
-    res.once('finish', done);
-    res.once('close', done);
+    const ran = await this.places.run(res, passAddressKey(req.socket.remoteAddress, req.socket.localAddress), ask);
+    if (!ran) sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
   }
 
   /**

@@ -32,7 +32,7 @@ import { handleRequest } from '../../storage/handler';
 import { ShareStore } from '../../storage/share-store';
 import { computeConsensus } from '../../directory/compute';
 import { StorageAudits, type AuditConnector } from '../../directory/storage-audits';
-import { AUDITS_PATH, serveStorageAudits } from '../../directory/storage-http';
+import { AUDITS_PATH, AuditPagePlaces, PAGE_MAX_PER_ADDRESS, serveStorageAudits } from '../../directory/storage-http';
 import { provenInput } from '../../directory/rewards';
 import { E, P, epochStart, makeRelay, makeSigner, silentLog, consensusFor } from './dirauth-measure-fixture';
 
@@ -690,6 +690,59 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const res = { writeHead(s: number) { status = s; return res; }, end() {} } as unknown as http.ServerResponse;
     await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never);
     expect(status).toBe(200);
+  });
+
+  it(`GET …&node=FP: one client address holds at most ${PAGE_MAX_PER_ADDRESS} page places (IPv4 address, IPv6 /64), the configured authorities' addresses none; an answer not handed on within its deadline is cut and its place freed (SPEC.md §9.20.3, §6.10)`, async () => {
+    const n = await node();
+    const b = randomBytes(1000);
+    await n.store.put(shareId(b), b, 3600);
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const auths = parseAuthorityList([
+      { name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' },
+      { name: 'b', identity: makeSigner().identity.toString('hex'), address: '192.0.2.10:7000' },
+    ]);
+    const pages = new AuditPagePlaces(auths, { answerDeadlineMs: 50 });
+    // Readers that read a byte now and then: never finished, never closed, until cut.
+    type Res = http.ServerResponse & { status: number; code?: string };
+    const get = async (from: string): Promise<Res> => {
+      const listeners = new Map<string, (() => void)[]>();
+      const req = { method: 'GET', socket: { remoteAddress: from, localAddress: '192.0.2.1' }, resume() {} } as unknown as http.IncomingMessage;
+      const res = {
+        status: 0, writableFinished: false, destroyed: false,
+        writeHead(s: number) { res.status = s; return res; },
+        end(x: string | Buffer) { if (res.status !== 200) res.code = (JSON.parse(Buffer.from(x).toString('utf8')) as { code: string }).code; },
+        once(ev: string, f: () => void) { listeners.set(ev, [...(listeners.get(ev) ?? []), f]); return res; },
+        destroy() { res.destroyed = true; for (const f of listeners.get('close') ?? []) f(); listeners.delete('close'); },
+      } as unknown as Res;
+      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}&node=${n.fp}`), {} as never, pages);
+      return res;
+    };
+    const one: Res[] = [];
+    for (let i = 0; i < PAGE_MAX_PER_ADDRESS; i++) one.push(await get('203.0.113.7'));
+    expect(one.map((r) => r.status)).toEqual(one.map(() => 200));
+    const fifth = await get('::ffff:203.0.113.7');
+    expect([fifth.status, fifth.code]).toEqual([503, 'RATE_LIMITED']);
+    const v6: Res[] = [];
+    for (let i = 0; i <= PAGE_MAX_PER_ADDRESS; i++) v6.push(await get(`2001:db8:0:1::${i + 1}`));
+    expect(v6.map((r) => r.status)).toEqual([...v6.slice(1).map(() => 200), 503]);
+    expect((await get('198.51.100.9')).status).toBe(200);
+    // A checking authority rechecks its pages from its configured address: no per-address share.
+    const authority: Res[] = [];
+    for (let i = 0; i <= PAGE_MAX_PER_ADDRESS; i++) authority.push(await get('192.0.2.10'));
+    expect(authority.map((r) => r.status)).toEqual(authority.map(() => 200));
+    // 4 + 4 + 1 + 5 = 14 of 16 places held; the bound of all still holds.
+    expect((await get('198.51.100.10')).status).toBe(200);
+    expect((await get('198.51.100.11')).status).toBe(200);
+    expect((await get('198.51.100.12')).status).toBe(503);
+    // Past the deadline every slow answer is cut and its place freed.
+    await new Promise((r) => setTimeout(r, 200));
+    expect([...one, ...authority].every((r) => r.destroyed)).toBe(true);
+    expect(fifth.destroyed).toBe(false);
+    expect((await get('203.0.113.7')).status).toBe(200);
   });
 
   it('the pages payments read keep only their passing results, without the answers (SPEC.md §9.20.4 item 2)', async () => {

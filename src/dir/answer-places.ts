@@ -1,0 +1,73 @@
+// SPEC.md §9.21.8, §9.20.3: places for answers handed on to readers nobody trusts (a relay
+// mirror's pass-through, an authority's audit report pages). At most `max` are under way at once,
+// at most `perAddress` of them for one client address, and each is held only until its answer has
+// been handed on in full, its connection is gone, or its answer deadline has passed.
+import type http from 'node:http';
+import { parseIp } from './exit-policy';
+
+/**
+ * SPEC.md §9.21.8, §9.20.3: the per-address key of a request — its client's IPv4 address (an
+ * IPv4-mapped one too) or IPv6 /64 — or null for a request from this host itself (loopback, or its
+ * own address: on a relay, a BEGIN_DIR stream spliced to the dir port, §7b.7), which counts under
+ * no per-address limit, only under the bound of all.
+ */
+export function clientAddressKey(remote: string | undefined, local: string | undefined): string | null {
+  if (!remote || remote === local) return null;
+  const a = plainAddress(remote);
+  const ip = parseIp(a);
+  if (!ip) return a;
+  if (ip.family === 4) return a.startsWith('127.') ? null : a;
+  if (ip.value === 1n) return null;
+  return `${(ip.value >> 64n).toString(16)}::/64`;
+}
+
+/** An IPv4-mapped IPv6 address as its IPv4 address; anything else unchanged. */
+export function plainAddress(remote: string): string {
+  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+}
+
+export class AnswerPlaces {
+  private inFlight = 0;
+  /** Places held per client address key; an address holding none is absent. */
+  private readonly perAddress = new Map<string, number>();
+  constructor(readonly max: number, readonly maxPerAddress: number, readonly answerDeadlineMs: number) {}
+
+  /**
+   * Run `answer` if a place is free for `key` (null: counted under `max` only), else return null
+   * without running it (the caller answers 503). The place is held until the answer has been handed
+   * on in full ('finish') or its connection is gone ('close'), whichever comes first, not merely
+   * until it is queued; an answer not handed on in full within answerDeadlineMs of being sent has
+   * its connection destroyed, so a reader that reads slowly (and is never idle long enough for the
+   * dir port to drop it, §6.10) holds its place no longer.
+   */
+  async run<T>(res: http.ServerResponse, key: string | null, answer: () => Promise<T>): Promise<{ value: T } | null> {
+    const mine = key === null ? 0 : this.perAddress.get(key) ?? 0;
+    if (this.inFlight >= this.max || mine >= this.maxPerAddress) return null;
+    this.inFlight++;
+    if (key !== null) this.perAddress.set(key, mine + 1);
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      this.inFlight--;
+      if (key !== null) {
+        const n = (this.perAddress.get(key) ?? 1) - 1;
+        if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
+      }
+    };
+    let value: T;
+    try {
+      value = await answer();
+    } catch (e) {
+      release();
+      throw e;
+    }
+    if (res.writableFinished || res.destroyed) { release(); return { value }; }
+    const deadline = setTimeout(() => { res.destroy(); release(); }, this.answerDeadlineMs);
+    deadline.unref();
+    const done = () => { clearTimeout(deadline); release(); };
+    res.once('finish', done);
+    res.once('close', done);
+    return { value };
+  }
+}
