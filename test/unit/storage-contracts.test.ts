@@ -113,6 +113,18 @@ async function node(opts: { forge?: boolean } = {}) {
   const relay = { identity: key.publicKey, fingerprint: fp, address: '127.0.0.1', storagePort: 1, flags: new Set(['Storage', 'Running', 'Valid']) } as unknown as ConsensusRelay;
   return { dir, store, key, fp, relay, forge: opts.forge ?? false };
 }
+
+/** A storage node holding one 1000-byte share under a contract, and an authority (signing with `signer`) that audited it in epoch E (SPEC.md §9.20.2). */
+async function auditedOneShare(signer: ReturnType<typeof makeSigner>) {
+  const n = await node();
+  const b = randomBytes(1000);
+  await n.store.put(shareId(b), b, 3600);
+  const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+  await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
+  audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+  await audits.auditEpoch(E);
+  return { n, audits };
+}
 type Node = Awaited<ReturnType<typeof node>>;
 
 function connector(nodes: Node[], held: Map<string, Buffer>): AuditConnector {
@@ -599,14 +611,8 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   }, 60_000);
 
   it('GET /bitcloud/storage/audits?epoch=E&node=FP serves the node\'s page as its digest names it; a bad node or epoch is AUDIT_REPORT_INVALID, a page not held NOT_FOUND (SPEC.md §9.20.3, §6.10)', async () => {
-    const n = await node();
-    const b = randomBytes(1000);
-    await n.store.put(shareId(b), b, 3600);
     const signer = makeSigner();
-    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
-    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
-    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
-    await audits.auditEpoch(E);
+    const { n, audits } = await auditedOneShare(signer);
     const get = async (query: string): Promise<[number, Buffer]> => {
       let sent = Buffer.alloc(0);
       let status = 0;
@@ -634,13 +640,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   });
 
   it('GET …&node=FP: readers of one page share one Buffer (read once, kept in a cache bounded by bytes, dropped with the report); at most 16 page answers at once, the 17th 503 RATE_LIMITED; a finished or closed answer frees its place (SPEC.md §9.20.3, §6.10)', async () => {
-    const n = await node();
-    const b = randomBytes(1000);
-    await n.store.put(shareId(b), b, 3600);
-    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
-    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
-    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
-    await audits.auditEpoch(E);
+    const { n, audits } = await auditedOneShare(makeSigner());
     const read = vi.spyOn(fs.promises, 'readFile');
     try {
       const [one, two] = await Promise.all([audits.pageText(E, n.fp), audits.pageText(E, n.fp)]);
@@ -693,14 +693,8 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   });
 
   it(`GET …&node=FP: one client address holds at most ${PAGE_MAX_PER_ADDRESS} page places (IPv4 address, IPv6 /64), the configured authorities' addresses none; an answer not handed on within its deadline is cut and its place freed (SPEC.md §9.20.3, §6.10)`, async () => {
-    const n = await node();
-    const b = randomBytes(1000);
-    await n.store.put(shareId(b), b, 3600);
     const signer = makeSigner();
-    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
-    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
-    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
-    await audits.auditEpoch(E);
+    const { n, audits } = await auditedOneShare(signer);
     const auths = parseAuthorityList([
       { name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' },
       { name: 'b', identity: makeSigner().identity.toString('hex'), address: '192.0.2.10:7000' },
@@ -787,13 +781,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
   });
 
   it('GET /bitcloud/storage/audits?epoch=E serialises the report once, however often it is asked (SPEC.md §9.20.3, §6.10)', async () => {
-    const n = await node();
-    const b = randomBytes(1000);
-    await n.store.put(shareId(b), b, 3600);
-    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
-    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] }));
-    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
-    await audits.auditEpoch(E);
+    const { audits } = await auditedOneShare(makeSigner());
     const signed = audits.report(E)!;
     const get = async (): Promise<string> => {
       let sent = '';
