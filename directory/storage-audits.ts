@@ -1,7 +1,7 @@
 // SPEC.md §9.20 on an authority: storage contracts and the audits of every epoch. Owns (under
 // <dataDir>/storage/):
 //   contracts/<id hex>.bin   accepted contracts (§9.20.1), written atomically before the upload is
-//                            answered; removed once their last epoch has passed
+//                            answered; removed KEPT_REPORTS epochs after their last one
 //   audits/<epoch>.json      this authority's signed report (summary) of each recent epoch (§9.20.3)
 //   audits/<epoch>/<fp>.json the pages of that report, one per audited node, written before the
 //                            summary (the summary is what makes an epoch's report held)
@@ -289,7 +289,10 @@ export class StorageAudits {
         const raw = fs.readFileSync(file);
         if (blake2b(raw).toString('hex') !== m[1]) throw err('CONTRACT_MALFORMED', 'file content does not match its name');
         const c = decodeContract(raw);
-        if (c.endEpoch <= e) { fs.rmSync(file, { force: true }); continue; }
+        // SPEC.md §9.20.1, §9.20.4: kept as auditEpoch keeps it, KEPT_REPORTS epochs past its end:
+        // its last epochs are paid in blocks built two periods later, so an authority restarted
+        // meanwhile must still hold it (or it would leave out, or refuse, those payments).
+        if (c.endEpoch <= e - KEPT_REPORTS) { fs.rmSync(file, { force: true }); continue; }
         // SPEC.md §9.20.1: one starting more than CONTRACT_MAX_LEAD_EPOCHS ahead (stored before
         // uploads were refused CONTRACT_TOO_EARLY) is kept on disk, not held: it takes no place
         // under the limits, and a later start holds it once its start is near enough.

@@ -238,6 +238,27 @@ describe('contracts starting far ahead (SPEC.md §9.20.1)', () => {
   });
 });
 
+describe('contracts that ended, across a restart (SPEC.md §9.20.1, §9.20.4)', () => {
+  it('one that ended fewer than KEPT_REPORTS epochs ago is still held at load (its last epochs are paid in later blocks); one older is removed', async () => {
+    const dataDir = tmp();
+    const n = await node();
+    const cdir = path.join(dataDir, 'storage', 'contracts');
+    fs.mkdirSync(cdir, { recursive: true });
+    const put = (raw: Buffer): string => { const id = blake2b(raw).toString('hex'); fs.writeFileSync(path.join(cdir, `${id}.bin`), raw); return id; };
+    // Ended at E (its last epoch E − 1 is paid in the block built during period E + 1) and at E − 1.
+    const justEnded = put(contractOf(n.key.publicKey, E - 3, E));
+    const endedBefore = put(contractOf(n.key.publicKey, E - 4, E - 1));
+    // Ended six epochs ago: no block still to be built pays it.
+    const old = put(contractOf(n.key.publicKey, E - 9, E - 6));
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000 });
+    expect(audits.load().contracts).toBe(2);
+    expect(audits.contract(justEnded)).toBeDefined();
+    expect(audits.contract(endedBefore)).toBeDefined();
+    expect(audits.contract(old)).toBeUndefined();
+    expect(fs.readdirSync(cdir).sort()).toEqual([`${endedBefore}.bin`, `${justEnded}.bin`].sort());
+  });
+});
+
 describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
   it('is answered unchanged only once it is stored; when the write fails, both uploads fail', async () => {
     const dataDir = tmp();
