@@ -1,13 +1,13 @@
 // SPEC.md §8.7.6: the reward chain on an authority's disk, under <dataDir>/rewards/:
 //   blocks/<height, 10 decimal digits>.blk   one signed block per file (SPEC §8.7.2 stored form)
 //   certs/<identity fp>-<signing key hex>-<id>.cert  key certificates that vouch for stored
-//                                            signatures (<id>: 16 hex digits of the envelope's
-//                                            BLAKE2b-256, so a pair's certificates never overwrite
+//                                            signatures (<id>: the envelope's BLAKE2b-256, all 64
+//                                            hex digits, so a pair's certificates never overwrite
 //                                            each other)
 //   pending.blk                              the block this authority signed and is collecting
 //                                            signatures for (so a restart never signs a second
 //                                            body at the same height)
-// Every write is atomic (temp file, fsync, rename; src/ops/fsutil) and writes happen one at a
+// Every write is atomic (temp file, fsync, rename, fsync of the folder; src/ops/fsutil) and writes happen one at a
 // time, in order, so a later version of a file never loses to an earlier one. Files are never
 // trusted: the ledger re-verifies everything it loads.
 import fs from 'node:fs';
