@@ -50,6 +50,12 @@ export interface StorageConfig {
   metricsPortExplicit: boolean;
   metricsHost: string;
   maxDirectSessions: number;
+  /** SPEC.md §9.13.2: direct sessions one client address key (IPv4 address, IPv6 /64) may hold. */
+  maxDirectSessionsPerAddress: number;
+  /** SPEC.md §9.13.2: a direct session with no byte either way this long is closed. */
+  directIdleSeconds: number;
+  /** SPEC.md §9.13.2: a request on a direct session not received in full this long after its first byte closes it. */
+  directRequestSeconds: number;
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */
   receipts: ReceiptSettings;
@@ -66,6 +72,7 @@ export interface StorageConfig {
 const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
+  'maxDirectSessionsPerAddress', 'directIdleSeconds', 'directRequestSeconds',
   'logLevel', 'receipts', 'identityPow', 'hidden', 'enforceDistinctSubnets', 'introRatePerSecond', 'introBurst'] as const;
 
 export interface StorageOverrides { dataDir?: string; orPort?: number; storagePort?: number; metricsPort?: number; nickname?: string }
@@ -124,6 +131,9 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', '127.0.0.1'),
     maxDirectSessions: int(raw.maxDirectSessions, 'maxDirectSessions', 1, 100_000, 1024),
+    maxDirectSessionsPerAddress: int(raw.maxDirectSessionsPerAddress, 'maxDirectSessionsPerAddress', 1, 100_000, 16),
+    directIdleSeconds: int(raw.directIdleSeconds, 'directIdleSeconds', 1, 86_400, 60),
+    directRequestSeconds: int(raw.directRequestSeconds, 'directRequestSeconds', 1, 86_400, 120),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     receipts: parseReceiptSettings(raw.receipts),
     identityPow: parsePowParams(raw.identityPow),

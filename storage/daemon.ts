@@ -113,7 +113,9 @@ export class StorageDaemon {
     await this.bw.start();
     this.endpoint = new StorageEndpoint({
       keys: () => this.keys!, store: this.store, host: cfg.listenHost, orPort: cfg.orPort, storagePort: cfg.storagePort,
-      policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions, registry: this.registry, log: this.log,
+      policyCheck: this.hooks.policyCheck ?? allowAll, maxDirectSessions: cfg.maxDirectSessions,
+      maxDirectSessionsPerAddress: cfg.maxDirectSessionsPerAddress, directIdleMs: cfg.directIdleSeconds * 1000,
+      directRequestMs: cfg.directRequestSeconds * 1000, registry: this.registry, log: this.log,
       bandwidth: this.bw, consensus: () => this.dir.consensus(), refreshConsensus: () => this.dir.refresh(),
       names: new NameService(() => this.dht?.instance ?? null),
     });

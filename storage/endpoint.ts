@@ -9,7 +9,7 @@ import { CircuitSwitch } from '../src/circuit/switch';
 import type { IncomingStream } from '../src/circuit/types';
 import { CircuitMetrics } from '../src/circuit/metrics';
 import { createLinkListener, createLinkMetrics, type Channel, type LinkAdmission, type LinkListener } from '../src/link';
-import { createStorageDirectListener, type StorageDirectListener } from '../src/storage/direct';
+import { createStorageDirectListener, DEFAULT_DIRECT_REQUEST_MS, type StorageDirectListener } from '../src/storage/direct';
 import { EndReason } from '../src/wire/messages';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
@@ -30,6 +30,14 @@ export interface StorageEndpointOptions {
   /** Name lookups for clients (SPEC.md §9.14.1). */
   names?: NameService;
   maxDirectSessions?: number;
+  /** SPEC.md §9.13.2: direct sessions one client address key may hold (default 16). */
+  maxDirectSessionsPerAddress?: number;
+  /** SPEC.md §9.13.2: a direct session with no byte either way this long is closed (default 60 s). */
+  directIdleMs?: number;
+  /** SPEC.md §9.13.2: a request on a direct session not received in full this long after its first byte closes it (default 120 s). */
+  directRequestMs?: number;
+  /** The per-address key of a direct session (default clientAddressKey: this host's own connections count under none). */
+  directAddressKey?: (remote: string | undefined, local: string | undefined) => string | null;
   /** Proof of bandwidth (SPEC.md §8.3, last paragraph): a storage node counts its links with relays like a relay. */
   bandwidth?: Pick<NodeBandwidth, 'attach' | 'onLinkCell' | 'beforeClose'>;
   registry?: Registry;
@@ -165,8 +173,10 @@ export class StorageEndpoint {
     });
     this.direct = await createStorageDirectListener({
       host: this.o.host, port: this.o.storagePort, identity, maxConnections: this.o.maxDirectSessions,
-      onSession: (socket) => this.serve(socket, false),
+      maxPerAddress: this.o.maxDirectSessionsPerAddress, idleTimeoutMs: this.o.directIdleMs, addressKey: this.o.directAddressKey,
+      onSession: (socket) => this.serve(socket, false, this.o.directRequestMs ?? DEFAULT_DIRECT_REQUEST_MS),
       onError: (code) => this.o.store.metrics.errors.inc({ code }),
+      onClosed: (reason) => this.o.store.metrics.directClosed.inc({ reason }),
       log: this.log,
     });
   }
@@ -203,9 +213,13 @@ export class StorageEndpoint {
     this.refreshing = p;
   }
 
-  private serve(stream: Duplex, viaCircuit: boolean): void {
+  /** `requestDeadlineMs`: a direct session's request deadline (SPEC.md §9.13.2); circuits have none. */
+  private serve(stream: Duplex, viaCircuit: boolean, requestDeadlineMs?: number): void {
     this.sessions.add(stream);
-    void serveStorageStream(stream, this.o.store, { ctx: { viaCircuit }, policyCheck: this.o.policyCheck ?? allowAll, names: this.o.names, log: this.log })
+    const onRequestDeadline = requestDeadlineMs === undefined ? undefined : () => this.o.store.metrics.directClosed.inc({ reason: 'request_deadline' });
+    void serveStorageStream(stream, this.o.store, {
+      ctx: { viaCircuit }, policyCheck: this.o.policyCheck ?? allowAll, names: this.o.names, log: this.log, requestDeadlineMs, onRequestDeadline,
+    })
       .finally(() => this.sessions.delete(stream));
   }
 

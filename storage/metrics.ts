@@ -10,6 +10,7 @@ export class StorageMetrics {
   readonly cacheLookups: prom.Counter<'result'>;
   readonly gcRemoved: prom.Counter;
   readonly quarantined: prom.Counter;
+  readonly directClosed: prom.Counter<'reason'>;
 
   /** Registers on `registry`, or on a private one (so several stores in one process never clash). */
   constructor(readonly registry: Registry = new prom.Registry()) {
@@ -22,5 +23,6 @@ export class StorageMetrics {
     this.cacheLookups = new prom.Counter({ name: 'bitcloud_storage_cache_lookups_total', help: 'Share cache lookups by result (hit, miss)', labelNames: ['result'], registers });
     this.gcRemoved = new prom.Counter({ name: 'bitcloud_storage_gc_removed_total', help: 'Shares removed because their lease expired', registers });
     this.quarantined = new prom.Counter({ name: 'bitcloud_storage_quarantined_total', help: 'Shares found corrupt on disk and moved to quarantine', registers });
+    this.directClosed = new prom.Counter({ name: 'bitcloud_storage_direct_closed_total', help: 'Direct sessions the node closed (SPEC.md §9.13.2), by reason: per_address (past the per-address cap, at accept), idle (no byte either way), request_deadline (a request not received in full in time)', labelNames: ['reason'], registers });
   }
 }

@@ -33,6 +33,13 @@ export interface ServeOptions {
   frameBudget?: FrameBudget;
   /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in, no request being handled, no answer taken. */
   idleMs?: number;
+  /**
+   * SPEC.md §9.13.2 (direct sessions): a request frame not received in full this long after its
+   * first byte closes the stream, however often its bytes come. Absent: no such deadline.
+   */
+  requestDeadlineMs?: number;
+  /** The request deadline closed the stream (metrics). */
+  onRequestDeadline?: () => void;
   log?: Logger;
 }
 
@@ -72,6 +79,21 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   };
   const taken = (e?: Error | null): void => { if (!e) touch(); };
   touch();
+  // SPEC.md §9.13.2: the deadline of the request frame being received, armed at its first byte.
+  let deadline: NodeJS.Timeout | null = null;
+  const clearDeadline = (): void => { if (deadline) { clearTimeout(deadline); deadline = null; } };
+  const watchRequest = (completed: number): void => {
+    const ms = opts.requestDeadlineMs;
+    if (ms === undefined) return;
+    if (decoder.buffered === 0 || completed > 0) clearDeadline();
+    if (decoder.buffered === 0 || deadline) return;
+    deadline = setTimeout(() => {
+      opts.onRequestDeadline?.();
+      log.debug({ ms }, 'storage request not received in full in time; closing');
+      stream.destroy();
+    }, ms);
+    deadline.unref?.();
+  };
   // Header and body leave in one write (one buffer; a get's data copied into it once), so
   // concurrent answers never interleave and no DATA cell carries a header alone. Answers that
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
@@ -105,7 +127,9 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
       let frames: Buffer[];
       try {
         frames = decoder.push(chunk as Buffer);
+        watchRequest(frames.length);
       } catch (e) {
+        clearDeadline();
         store.metrics.errors.inc({ code: errorCode(e) });
         log.debug({ code: errorCode(e) }, 'storage stream framing error; closing');
         await Promise.all(inflight);
@@ -137,6 +161,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   } finally {
     served = true;
     if (idle) clearTimeout(idle);
+    clearDeadline();
     decoder.close();
   }
 }

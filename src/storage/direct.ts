@@ -15,13 +15,20 @@ import {
 import { AuthRole, decodeAuthenticate, makeAuthenticate, verifyAuthenticate } from '../link/handshake';
 import { CELL_PAYLOAD_LEN } from '../wire/cell';
 import { silentLogger, type Logger } from '../ops/log';
+import { clientAddressKey } from '../dir/answer-places';
 
 /** SPEC.md §9.13.2: the node's first bytes on a direct session: magic, then the AUTHENTICATE body. */
 export const DIRECT_MAGIC = Buffer.from('BCSTORE1', 'ascii');
 export const DIRECT_HELLO_BYTES = DIRECT_MAGIC.length + CELL_PAYLOAD_LEN;
 export const DEFAULT_DIRECT_TIMEOUT_MS = 10_000;
-/** A direct session with no traffic for this long is closed by the node. */
-export const DEFAULT_DIRECT_IDLE_MS = 5 * 60_000;
+/** SPEC.md §9.13.2: a direct session on which no byte moved either way for this long is closed by the node. */
+export const DEFAULT_DIRECT_IDLE_MS = 60_000;
+/** SPEC.md §9.13.2: open direct sessions (handshaking ones too) one client address key may hold. */
+export const DEFAULT_DIRECT_SESSIONS_PER_ADDRESS = 16;
+/** SPEC.md §9.13.2: a request on a direct session not received in full this long after its first byte closes the session. */
+export const DEFAULT_DIRECT_REQUEST_MS = 120_000;
+/** SPEC.md §9.13.2: why the node closed a direct session (the reason label of its metric). */
+export type DirectCloseReason = 'per_address' | 'idle' | 'request_deadline';
 
 export interface ConnectStorageDirectOptions {
   host: string;
@@ -104,9 +111,15 @@ export interface StorageDirectListenerOptions {
   tls?: TlsCredentials;
   /** Bound on the TLS handshake. Default 10 s. */
   timeoutMs?: number;
-  /** Close a session idle this long. Default 5 min. */
+  /** Close a session on which no byte moved either way this long. Default 60 s. */
   idleTimeoutMs?: number;
   maxConnections?: number;
+  /** Connections one address key may hold (counted from the TCP accept). Default 16. */
+  maxPerAddress?: number;
+  /** The per-address key of a connection; null: under no per-address limit. Default clientAddressKey. */
+  addressKey?: (remote: string | undefined, local: string | undefined) => string | null;
+  /** A connection the listener closed: past the per-address cap, or idle (metrics). */
+  onClosed?: (reason: DirectCloseReason) => void;
   /** Failed handshakes, by code (metrics). */
   onError?: (code: string) => void;
   log?: Logger;
@@ -114,16 +127,40 @@ export interface StorageDirectListenerOptions {
 
 export class StorageDirectListener {
   private readonly sockets = new Set<net.Socket>();
+  /** Connections open now per address key; a key holding none is absent. */
+  private readonly perAddress = new Map<string, number>();
   private closing: Promise<void> | null = null;
 
   /** @internal Use createStorageDirectListener. */
-  constructor(private readonly server: tls.Server, readonly port: number) {}
+  constructor(
+    private readonly server: tls.Server, readonly port: number,
+    private readonly maxPerAddress: number,
+    private readonly addressKey: (remote: string | undefined, local: string | undefined) => string | null,
+  ) {}
 
-  /** @internal */
-  track(s: net.Socket): void {
+  /**
+   * @internal SPEC.md §9.13.2: a TCP connection just accepted, before TLS. It takes a place under
+   * its address key until it closes, or, past the cap, is closed at once (false).
+   */
+  track(s: net.Socket): boolean {
+    const key = this.addressKey(s.remoteAddress, s.localAddress);
+    if (key !== null) {
+      const n = this.perAddress.get(key) ?? 0;
+      if (n >= this.maxPerAddress) { s.destroy(); return false; }
+      this.perAddress.set(key, n + 1);
+    }
     this.sockets.add(s);
-    s.once('close', () => this.sockets.delete(s));
+    s.once('close', () => {
+      this.sockets.delete(s);
+      if (key === null) return;
+      const left = (this.perAddress.get(key) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(key, left); else this.perAddress.delete(key);
+    });
+    return true;
   }
+
+  /** Address keys holding a connection now. */
+  get addressCount(): number { return this.perAddress.size; }
 
   /** TCP connections open now (handshaking or in a session). */
   get connectionCount(): number { return this.sockets.size; }
@@ -154,8 +191,12 @@ export async function createStorageDirectListener(o: StorageDirectListenerOption
   });
   server.on('error', (e) => log.warn({ err: e.message }, 'storage listener error'));
   const addr = server.address();
-  const listener = new StorageDirectListener(server, typeof addr === 'object' && addr ? addr.port : o.port);
-  server.on('connection', (s: net.Socket) => listener.track(s));
+  const listener = new StorageDirectListener(server, typeof addr === 'object' && addr ? addr.port : o.port,
+    o.maxPerAddress ?? DEFAULT_DIRECT_SESSIONS_PER_ADDRESS, o.addressKey ?? clientAddressKey);
+  // SPEC.md §9.13.2: the per-address cap is taken at accept, before any TLS work.
+  server.on('connection', (s: net.Socket) => {
+    if (!listener.track(s)) o.onClosed?.('per_address');
+  });
   server.on('tlsClientError', (e: NodeJS.ErrnoException, s: tls.TLSSocket) => {
     // Garbage or a stalled handshake on the storage port costs that one connection only.
     o.onError?.(e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'LINK_HANDSHAKE_TIMEOUT' : 'LINK_TLS_FAILED');
@@ -171,7 +212,8 @@ export async function createStorageDirectListener(o: StorageDirectListenerOption
         initiatorCertHash: peerCertificateHash(socket),
       });
       socket.write(Buffer.concat([DIRECT_MAGIC, proof]));
-      socket.setTimeout(o.idleTimeoutMs ?? DEFAULT_DIRECT_IDLE_MS, () => socket.destroy());
+      // SPEC.md §9.13.2: no byte in or out for the idle time closes the session.
+      socket.setTimeout(o.idleTimeoutMs ?? DEFAULT_DIRECT_IDLE_MS, () => { o.onClosed?.('idle'); socket.destroy(); });
       o.onSession(socket);
     } catch (e) {
       o.onError?.(errorCode(e));

@@ -341,3 +341,83 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
     }
   });
 });
+
+describe('direct sessions: per-address cap, idle and request deadlines (SPEC.md §9.13.2)', () => {
+  const closedBy = async (registry: import('../../src/ops/metrics').Registry, reason: string): Promise<number> =>
+    ((await registry.getSingleMetric('bitcloud_storage_direct_closed_total')?.get())?.values ?? [])
+      .filter((v) => v.labels.reason === reason).reduce((a, v) => a + v.value, 0);
+
+  /** A raw TCP connection from `from` that sends nothing (its TLS handshake stays in progress). */
+  const holdFrom = (port: number, from: string) => new Promise<{ socket: net.Socket; closed: Promise<void> }>((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress: from }, () => resolve({ socket, closed }));
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.once('error', reject);
+    socket.on('error', () => {});
+  });
+
+  it('a 17th session from one address is closed at accept and counted; another address is served', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    const own = await ShareStore.open({ dir: path.join(dir, 'per-address'), quotaBytes: 64 * 1024 * 1024, registry });
+    // Every address on this host is exempt by default (clientAddressKey); here each 127.0.0.x counts.
+    const capped = new SE({ keys: () => keys, store: own, host: '127.0.0.1', orPort: 0, storagePort: 0, registry, directAddressKey: (remote) => remote ?? null });
+    await capped.start();
+    const held: { socket: net.Socket; closed: Promise<void> }[] = [];
+    try {
+      for (let i = 0; i < 16; i++) held.push(await holdFrom(capped.storagePort, '127.0.0.2'));
+      const extra = await holdFrom(capped.storagePort, '127.0.0.2');
+      held.push(extra);
+      await extra.closed;
+      expect(held.slice(0, 16).every((h) => !h.socket.destroyed)).toBe(true);
+      expect(await closedBy(registry, 'per_address')).toBe(1);
+      const ch = new StorageChannel(await connectStorageDirect({ host: '127.0.0.1', port: capped.storagePort, expectedIdentity: keys.identity.publicKey }));
+      await roundTrip(ch);
+      ch.close();
+    } finally {
+      for (const h of held) h.socket.destroy();
+      await capped.close();
+      await own.close();
+    }
+  });
+
+  it('a session on which no byte moves either way for the idle time is closed and counted', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    const own = await ShareStore.open({ dir: path.join(dir, 'idle'), quotaBytes: 64 * 1024 * 1024, registry });
+    const e = new SE({ keys: () => keys, store: own, host: '127.0.0.1', orPort: 0, storagePort: 0, registry, directIdleMs: 300 });
+    await e.start();
+    try {
+      const s = await connectStorageDirect({ host: '127.0.0.1', port: e.storagePort, expectedIdentity: keys.identity.publicKey });
+      s.on('data', () => {});
+      await new Promise<void>((r) => { if (s.destroyed) r(); else s.once('close', () => r()); });
+      expect(await closedBy(registry, 'idle')).toBe(1);
+    } finally {
+      await e.close();
+      await own.close();
+    }
+  }, 10_000);
+
+  it('a request whose body is not received in full within the request time is closed and counted, however often a byte comes', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    const own = await ShareStore.open({ dir: path.join(dir, 'deadline'), quotaBytes: 64 * 1024 * 1024, registry });
+    const e = new SE({ keys: () => keys, store: own, host: '127.0.0.1', orPort: 0, storagePort: 0, registry, directIdleMs: 5_000, directRequestMs: 500 });
+    await e.start();
+    try {
+      const s = await connectStorageDirect({ host: '127.0.0.1', port: e.storagePort, expectedIdentity: keys.identity.publicKey });
+      s.on('data', () => {});
+      const closed = new Promise<void>((r) => { if (s.destroyed) r(); else s.once('close', () => r()); });
+      s.write(frameHeader(1000));
+      const drip = setInterval(() => { if (!s.destroyed) s.write(Buffer.from([0])); }, 50);
+      try { await closed; } finally { clearInterval(drip); }
+      expect(await closedBy(registry, 'request_deadline')).toBe(1);
+      expect(await closedBy(registry, 'idle')).toBe(0);
+    } finally {
+      await e.close();
+      await own.close();
+    }
+  }, 10_000);
+});
