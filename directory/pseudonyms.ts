@@ -43,6 +43,8 @@ export class PseudonymStore {
   private writing: Promise<void> = Promise.resolve();
   /** New registrations whose write is under way, by `${period}:${pseudonym hex}`. */
   private readonly saving = new Map<string, Promise<void>>();
+  /** The same writes by pseudonym (hex); each leaves this set before it settles. */
+  private readonly savingByPseudonym = new Map<string, Set<Promise<void>>>();
 
   constructor(private readonly o: PseudonymStoreOptions) {}
 
@@ -69,17 +71,31 @@ export class PseudonymStore {
    */
   async accept(body: Uint8Array): Promise<{ result: 'new' | 'unchanged'; period: number }> {
     const r = openPseudonymUpload(body, this.o.signingKey());
+    const pseudonym = r.pseudonym.toString('hex');
+    // SPEC.md §9.21.7 step 4: while another identity's registration of this pseudonym is being
+    // written, the pseudonym is not yet taken (that write may fail): wait for its outcome.
+    for (let w = this.savingByPseudonym.get(pseudonym); w && this.registry.ownerOf(pseudonym) !== r.identity.toString('hex'); w = this.savingByPseudonym.get(pseudonym)) {
+      await Promise.allSettled(w);
+    }
     const period = hsPeriodOf(this.o.now());
     const result = this.registry.register(r, { period, isHiddenNode: this.o.isHiddenNode, isListedRelay: this.o.isListedRelay });
-    const key = `${r.period}:${r.pseudonym.toString('hex')}`;
+    const key = `${r.period}:${pseudonym}`;
     if (result === 'new') {
       this.registry.prune(period - 2);
-      const saved = this.save().catch((e: unknown) => {
+      const writes = this.savingByPseudonym.get(pseudonym) ?? new Set<Promise<void>>();
+      this.savingByPseudonym.set(pseudonym, writes);
+      const done = (): void => {
+        writes.delete(saved);
+        if (writes.size === 0 && this.savingByPseudonym.get(pseudonym) === writes) this.savingByPseudonym.delete(pseudonym);
+      };
+      const saved: Promise<void> = this.save().then(done, (e: unknown) => {
+        done();
         // SPEC.md §9.21.7 step 4: a registration is kept only once it is on disk. One that is not
         // is forgotten and refused, so the node's retry is new and written again.
-        this.registry.forget(r.period, r.pseudonym.toString('hex'));
+        this.registry.forget(r.period, pseudonym);
         throw err('HIDDEN_PSEUDONYM_NOT_SAVED', `the registration could not be saved (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); retry later`);
       });
+      writes.add(saved);
       this.saving.set(key, saved);
       try {
         await saved;

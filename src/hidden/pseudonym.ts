@@ -123,6 +123,9 @@ export class PseudonymRegistry {
     return this.byKey.get(`${period}:${pseudonym}`)?.identity ?? this.byKey.get(`${period - 1}:${pseudonym}`)?.identity;
   }
 
+  /** The identity (hex) a pseudonym (hex) is registered to, in any period held. */
+  ownerOf(pseudonym: string): string | undefined { return this.owner.get(pseudonym); }
+
   /** Forget one registration (one its holder could not save, SPEC.md §9.21.7 step 4). */
   forget(period: number, pseudonym: string): void {
     if (!this.byKey.delete(`${period}:${pseudonym}`)) return;

@@ -306,6 +306,33 @@ describe('the authority\'s registrations survive a restart (SPEC.md §9.21.7)', 
     expect(s.registry.size).toBe(0);
   });
 
+  it('another identity\'s registration of a pseudonym whose write is under way waits for that write: fresh when it fails, HIDDEN_PSEUDONYM_TAKEN when it is kept', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
+    dirs.push(dir);
+    const opts = { dataDir: dir, signingKey: () => AUTH[1], isHiddenNode: ctx().isHiddenNode, isListedRelay: ctx().isListedRelay, now: () => N * 86_400_000 + 5000, log: silentLogger };
+    const s = new PseudonymStore(opts);
+    // Only the first write fails (its file is a folder: it cannot be replaced).
+    let writes = 0;
+    const real = path.join(dir, PSEUDONYMS_FILE);
+    const blocked = path.join(dir, 'blocked');
+    fs.mkdirSync(blocked);
+    Object.defineProperty(s, 'file', { get: () => (++writes === 1 ? blocked : real) });
+    const first = s.accept(upload(NODE, P, N));
+    const second = s.accept(upload(OTHER, P, N)); // sent while NODE's registration is being written
+    const got = await Promise.allSettled([first, second]);
+    expect(got.map((g) => (g.status === 'rejected' ? (g.reason as { code: string }).code : g.value.result))).toEqual(['HIDDEN_PSEUDONYM_NOT_SAVED', 'new']);
+    expect(s.identityOf(hex(P), N)).toBe(hex(OTHER));
+    const again = new PseudonymStore(opts);
+    expect(again.load()).toBe(1);
+    expect(again.identityOf(hex(P), N)).toBe(hex(OTHER));
+    // When the first write is kept, the other identity's claim made during it is refused.
+    const t = new PseudonymStore({ ...opts, dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-')) });
+    dirs.push(t.file.slice(0, -PSEUDONYMS_FILE.length - 1));
+    const kept = await Promise.allSettled([t.accept(upload(NODE, P, N)), t.accept(upload(OTHER, P, N + 1))]);
+    expect(kept.map((g) => (g.status === 'rejected' ? (g.reason as { code: string }).code : g.value.result))).toEqual(['new', 'HIDDEN_PSEUDONYM_TAKEN']);
+    expect(t.identityOf(hex(P), N)).toBe(hex(NODE));
+  });
+
   it('a registration sealed to another signing key is refused by this authority', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pseudonyms-'));
     dirs.push(dir);
