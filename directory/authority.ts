@@ -31,7 +31,7 @@ import { computeConsensus, type ComputedConsensus } from './compute';
 import { assignFlags, KNOWN_FLAGS } from './flags';
 import type { AuthorityMetrics } from './metrics';
 import { linkReachabilityTest, ReachabilityQueue, type ReachabilityResult, type ReachabilityTester } from './reachability';
-import { HsDescriptorStore } from '../src/hidden/store';
+import { HS_STORE_MAX_BYTES, HsDescriptorStore } from '../src/hidden/store';
 
 /** SPEC.md §9.21.1: a hidden node counts as reachable while its current descriptor was received this recently. */
 const HIDDEN_FRESH_MS = 2 * 3_600_000;
@@ -176,7 +176,7 @@ export class Authority {
 
   /** SPEC.md §9.21.3: hidden descriptors uploaded here. */
   // (HIDDEN_FRESH_MS: SPEC.md §9.21.1, a hidden node is reachable while its descriptor is this recent.)
-  readonly hsDescriptors = new HsDescriptorStore(() => this.now());
+  readonly hsDescriptors = new HsDescriptorStore(() => this.now(), HS_STORE_MAX_BYTES, (n) => this.m.hsDescriptorsEvicted.inc(n));
 
   private hiddenReachable(d: VerifiedDescriptor): ReachabilityResult {
     const now = this.now();

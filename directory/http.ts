@@ -269,7 +269,7 @@ async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: h
       return ['hs', 200];
     } catch (e) {
       const code = errorCode(e);
-      const status = code === 'HIDDEN_DESC_STALE' ? 409 : code === 'HIDDEN_RELAY_LIMIT' ? 503 : isBitcloudError(e) ? 400 : 500;
+      const status = code === 'HIDDEN_DESC_STALE' ? 409 : isBitcloudError(e) ? 400 : 500;
       sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
       return ['hs', status];
     }

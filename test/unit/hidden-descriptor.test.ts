@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { makeHsDescriptor, openHsDescriptor, checkHsDescriptorOuter } from '../../src/hidden/descriptor';
-import { HS_PERIOD_GRACE_MS, HsDescriptorStore } from '../../src/hidden/store';
+import { HS_PERIOD_GRACE_MS, HS_STORE_ENTRY_OVERHEAD, HsDescriptorStore } from '../../src/hidden/store';
 import { sealIntroduce, openIntroduce, IntroReplayCache } from '../../src/hidden/introduce';
 import { blindPublicKey, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import { ed25519Generate, x25519Generate, randomBytes } from '../../src/crypto/primitives';
@@ -85,7 +85,7 @@ describe('hidden descriptor (SPEC.md §9.21.3)', () => {
 
 describe('hidden descriptor store (SPEC.md §9.21.3)', () => {
   it('refuses a valid_until beyond the end of period N+1, so throwaway identities cannot hold the store for good', () => {
-    const store = new HsDescriptorStore(() => now, 2);
+    const store = new HsDescriptorStore(() => now);
     const far = (validUntil: number) => makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, validUntil, inner: inner() });
     expect(codeOf(() => store.accept(far(Number.MAX_SAFE_INTEGER)))).toBe('HIDDEN_DESC_MALFORMED');
     expect(codeOf(() => store.accept(far((period + 2) * DAY + 1)))).toBe('HIDDEN_DESC_MALFORMED');
@@ -97,12 +97,12 @@ describe('hidden descriptor store (SPEC.md §9.21.3)', () => {
   });
   it('drops a descriptor once its period has passed, so a fresh one is accepted', () => {
     let t = now;
-    const store = new HsDescriptorStore(() => t, 2);
     const a = makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() });
     const b = makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() });
+    const store = new HsDescriptorStore(() => t, 2 * (a.length + HS_STORE_ENTRY_OVERHEAD));
     const ka = store.accept(a).blindedKey;
     store.accept(b);
-    expect(codeOf(() => store.accept(makeHsDescriptor({ identity: ed25519Generate(), period, revision: 1, inner: inner() })))).toBe('HIDDEN_RELAY_LIMIT');
+    expect(store.size).toBe(2);
     // Period N+1 begins: for an hour the period-N descriptors still serve clients whose clock
     // runs behind; then they serve no one (though valid until the end of N+1) and are dropped.
     t = (period + 1) * DAY + 1000;
@@ -112,6 +112,46 @@ describe('hidden descriptor store (SPEC.md §9.21.3)', () => {
     const fresh = makeHsDescriptor({ identity: ed25519Generate(), period: period + 1, revision: 1, inner: inner() });
     expect(store.accept(fresh).revision).toBe(1);
     expect(store.size).toBe(1);
+  });
+});
+
+describe('hidden descriptor store bound (SPEC.md §9.21.3)', () => {
+  const desc = (validUntil?: number, revision = 1, identity = ed25519Generate()) => makeHsDescriptor({ identity, period, revision, validUntil, inner: inner() });
+  const cost = desc().length + HS_STORE_ENTRY_OVERHEAD;
+
+  it('attack: descriptors under random keys fill the store; each new one evicts the held ones that expire soonest, so the store stays within its bytes and a fresh upload is accepted', () => {
+    const evicted: number[] = [];
+    const store = new HsDescriptorStore(() => now, 3 * cost, (n) => evicted.push(n));
+    const later = store.accept(desc(now + 10 * 3_600_000)).blindedKey;
+    const soonest = store.accept(desc(now + 5 * 3_600_000)).blindedKey;
+    const longest = store.accept(desc()).blindedKey; // valid to the end of period N+1
+    expect(store.bytes).toBe(3 * cost);
+    const fresh = store.accept(desc()).blindedKey;
+    expect(evicted).toEqual([1]);
+    expect(store.get(soonest)).toBeNull();
+    for (const k of [later, longest, fresh]) expect(store.get(k)).not.toBeNull();
+    // A flood under random keys never takes the store past its bytes; the last upload is held.
+    let last = '';
+    for (let i = 0; i < 20; i++) {
+      last = store.accept(desc()).blindedKey;
+      expect(store.bytes).toBeLessThanOrEqual(3 * cost);
+    }
+    expect(store.size).toBe(3);
+    expect(store.get(last)).not.toBeNull();
+    expect(evicted.reduce((x, y) => x + y, 0)).toBe(21);
+  });
+
+  it('a newer revision of a held key replaces it without evicting others; an older revision is refused and evicts nothing', () => {
+    const evicted: number[] = [];
+    const store = new HsDescriptorStore(() => now, 2 * cost, (n) => evicted.push(n));
+    const id = ed25519Generate();
+    const other = store.accept(desc(now + 3_600_000)).blindedKey;
+    const k = store.accept(desc(undefined, 2, id)).blindedKey;
+    expect(codeOf(() => store.accept(desc(undefined, 1, id)))).toBe('HIDDEN_DESC_STALE');
+    expect(store.accept(desc(undefined, 3, id))).toEqual({ blindedKey: k, revision: 3 });
+    expect(evicted).toEqual([]);
+    expect(store.get(other)).not.toBeNull();
+    expect(store.bytes).toBe(2 * cost);
   });
 });
 
