@@ -121,8 +121,13 @@ export class GuardSet {
    * this path (null when it leaves out every usable one). Returns the first
    * usable guard whose retry time has come; if all are backing off, the one that is due soonest
    * (better to retry a guard than to leave the guard set).
+   *
+   * `conflicts` are the guards a fixed last hop (a storage node) rules out for this path. When they
+   * and `exclude` leave no sampled guard, one more eligible node that fits is sampled (appended,
+   * within `maxSampleSize`), as Tor goes down its sampled set when no primary guard satisfies a
+   * circuit's restrictions; the guards ahead of it keep their places.
    */
-  pickGuard(consensusRelays: readonly Relay[], exclude: ReadonlySet<string> = new Set()): Relay | null {
+  pickGuard(consensusRelays: readonly Relay[], exclude: ReadonlySet<string> = new Set(), conflicts: ReadonlySet<string> = new Set()): Relay | null {
     const now = this.now();
     const byFp = new Map(consensusRelays.map((r) => [r.fingerprint.toLowerCase(), r]));
     const before = this.records.length;
@@ -153,7 +158,20 @@ export class GuardSet {
         listed++;
       }
     }
-    const candidates = eligible().filter((g) => !exclude.has(g.fingerprint));
+    const fits = (fp: string) => !exclude.has(fp) && !conflicts.has(fp);
+    let candidates = eligible().filter((g) => fits(g.fingerprint));
+    if (candidates.length === 0 && conflicts.size > 0 && this.records.length < this.opts.maxSampleSize) {
+      // SPEC.md §7.2 (restrictions): no sampled guard can precede this fixed last hop; sample one
+      // that can, after the others. Failures (`exclude`) alone never cause sampling.
+      const sampled = new Set(this.records.map((g) => g.fingerprint));
+      const pool = consensusRelays.filter((r) => usable(r) && !sampled.has(r.fingerprint.toLowerCase()) && fits(r.fingerprint.toLowerCase()));
+      const r = weightedPick(pool, (x) => positionWeight(x, 'guard', computeBandwidthWeights(consensusRelays)), this.opts.rng, (x) => x.weight);
+      if (r) {
+        this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null });
+        this.dirtyFlag = true;
+        candidates = eligible().filter((g) => fits(g.fingerprint));
+      }
+    }
     if (candidates.length === 0) return null;
     const ready = candidates.find((g) => g.retryAt <= now);
     const chosen = ready ?? candidates.reduce((a, b) => (b.retryAt < a.retryAt ? b : a));

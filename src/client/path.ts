@@ -115,7 +115,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
       if (firstFailure) throw firstFailure; // every exit was set aside: the first reason explains it
       throw e;
     }
-    const hops = guardAndMiddle(relays, usable, last, exclude, subnets, opts.guards, pickBy);
+    const hops = guardAndMiddle(relays, usable, last, storage, exclude, subnets, opts.guards, pickBy);
     if (Array.isArray(hops)) return [hops[0], hops[1], last];
     if (storage) throw hops;
     firstFailure ??= hops;
@@ -125,14 +125,18 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
 
 /** Steps 2 and 3 of SPEC §7.1 for a chosen last hop: [guard, middle], or the PATH_NO_GUARD / PATH_NO_MIDDLE error. */
 function guardAndMiddle(
-  relays: readonly Relay[], usable: readonly Relay[], last: Relay, exclude: ReadonlySet<string>, subnets: boolean,
+  relays: readonly Relay[], usable: readonly Relay[], last: Relay, fixedLast: boolean, exclude: ReadonlySet<string>, subnets: boolean,
   guards: PathOptions['guards'], pickBy: (pos: Position) => (xs: Relay[]) => Relay | null,
 ): [Relay, Relay] | BitcloudError {
   let guard: Relay | null;
   if (!Array.isArray(guards)) {
-    const guardExclude = new Set(exclude);
-    for (const r of relays) if (relaysConflict(r, last, subnets)) guardExclude.add(normFp(r.fingerprint));
-    guard = (guards as GuardSet).pickGuard(relays, guardExclude);
+    const conflicts = new Set<string>();
+    for (const r of relays) if (relaysConflict(r, last, subnets)) conflicts.add(normFp(r.fingerprint));
+    // SPEC.md §7.2: a storage node is a fixed last hop, so a guard is sampled for it if no sampled
+    // one fits; an exit that conflicts with every sampled guard is set aside instead (step 4).
+    guard = fixedLast
+      ? (guards as GuardSet).pickGuard(relays, exclude, conflicts)
+      : (guards as GuardSet).pickGuard(relays, new Set([...exclude, ...conflicts]));
   } else if (guards.length > 0) {
     const byFp = new Map(usable.map((r) => [normFp(r.fingerprint), r]));
     guard = null;

@@ -237,6 +237,29 @@ describe('path selection (SPEC §7.1)', () => {
     for (let i = 0; i < 20; i++) expect(choosePath(relays, { target: web, guards: gs, rng: seededRng(i) })[0]).toBe(first);
   });
 
+  it('a storage node in the /16 of every primary guard: the first usable sampled guard after them, sampled if need be; the primaries stay (SPEC §7.2)', () => {
+    // Guards 1-3 (the primaries) share 10.1/16 with the storage node; 4-6 are elsewhere.
+    const inNet = (i: number) => relay(i, { address: `10.1.${i}.1` });
+    const store = relay(9, { address: '10.1.9.9', roles: ['storage'], flags: ['Running', 'Valid'] });
+    const relays = [inNet(1), inNet(2), inNet(3), relay(4), relay(5), relay(6), store];
+    const rec = (i: number) => ({ fingerprint: fp(i), addedAt: 0, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: true, unlistedSince: null });
+    const gs = new GuardSet(null, () => 0, { rng: seededRng(3) }, [rec(1), rec(2), rec(3)]);
+    const p = choosePath(relays, { target: { storageNode: store }, guards: gs, rng: seededRng(4) });
+    assertValidPath(p);
+    const fourth = gs.guards[3]?.fingerprint;
+    expect([fp(4), fp(5), fp(6)]).toContain(fourth);
+    expect(p[0].fingerprint).toBe(fourth);
+    expect(gs.guards.map((g) => g.fingerprint).slice(0, 3)).toEqual([fp(1), fp(2), fp(3)]);
+    // The next storage circuit reuses that guard (no further sampling); other paths keep the first primary.
+    expect(choosePath(relays, { target: { storageNode: store }, guards: gs, rng: seededRng(5) })[0].fingerprint).toBe(fourth);
+    expect(gs.guards).toHaveLength(4);
+    expect(choosePath([...relays, exitRelay(7)], { target: web, guards: gs, rng: seededRng(6) })[0].fingerprint).toBe(fp(1));
+    // With the sample at maxSampleSize, nothing more is sampled: PATH_NO_GUARD.
+    const full = new GuardSet(null, () => 0, { rng: seededRng(3), maxSampleSize: 3 }, [rec(1), rec(2), rec(3)]);
+    expect(codeOf(() => choosePath(relays, { target: { storageNode: store }, guards: full }))).toBe('PATH_NO_GUARD');
+    expect(full.guards).toHaveLength(3);
+  });
+
   it('is bandwidth-weighted', () => {
     const relays = [relay(1), relay(2, { weight: 900, flags: ['Running', 'Valid', 'Fast'] }), relay(3, { weight: 100, flags: ['Running', 'Valid', 'Fast'] }), exitRelay(5, { weight: 1000 })];
     const rng = seededRng(12);
