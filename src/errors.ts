@@ -311,6 +311,7 @@ export const ERROR_CODES = {
     NAME_NOT_FOUND: 'not_found',
     NAME_RECORD_MALFORMED: 'protocol_violation',
     NAME_RECORD_TOO_LARGE: 'resource_limit',
+    NAME_SEEN_LOCKED: 'resource_limit',
     NAME_SEQ_ROLLBACK: 'integrity',
     NAME_STORE_FULL: 'resource_limit',
     NAME_VALUE_MALFORMED: 'protocol_violation',

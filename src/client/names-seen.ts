@@ -1,8 +1,10 @@
 // SPEC.md §9.14.1, §9.14.2: the highest seq this client has verified per name, kept in
 // `<client dataDir>/names-seen.json` (mode 0600, written atomically), so that a storage node or a
-// name mirror that answers with an older record is refused (NAME_SEQ_ROLLBACK).
+// name mirror that answers with an older record is refused (NAME_SEQ_ROLLBACK). Several `bitcloud`
+// processes may share the file: each change is read, merged and written under `names-seen.json.lock`.
 import fs from 'node:fs';
 import path from 'node:path';
+import { withFileLock } from '../ops/file-lock';
 import { writeFileAtomic } from '../ops/fsutil';
 import type { Logger } from '../ops/log';
 import { nextNameSeq } from '../storage/name';
@@ -30,25 +32,42 @@ export class NamesSeen {
     return nextNameSeq(Math.max(found, await this.min(name)), requested);
   }
 
-  async remember(name: string, seq: number): Promise<void> {
+  /**
+   * SPEC.md §9.14.1: record `seq` for `name`. The file is read again, merged with what this
+   * instance knows (the higher seq per name) and written back while holding
+   * `names-seen.json.lock`, so that another process recording another name meanwhile keeps its
+   * entry. NAME_SEEN_LOCKED when another live process holds the lock for `timeoutMs`.
+   */
+  async remember(name: string, seq: number, o: { timeoutMs?: number } = {}): Promise<void> {
     const seen = await this.all();
     if ((seen[name] ?? -1) >= seq) return;
     seen[name] = seq;
-    if (this.dataDir) await writeFileAtomic(path.join(this.dataDir, NAMES_SEEN_FILE), JSON.stringify(seen), 0o600);
+    const dir = this.dataDir;
+    if (!dir) return;
+    const file = path.join(dir, NAMES_SEEN_FILE);
+    await withFileLock(`${file}.lock`, async () => {
+      for (const [k, v] of Object.entries(await this.read(dir))) if (v > (seen[k] ?? -1)) seen[k] = v;
+      await writeFileAtomic(file, JSON.stringify(seen), 0o600);
+    }, { code: 'NAME_SEEN_LOCKED', timeoutMs: o.timeoutMs });
   }
 
   private async all(): Promise<Record<string, number>> {
     if (this.seen) return this.seen;
-    this.seen = {};
-    if (!this.dataDir) return this.seen;
+    this.seen = this.dataDir ? await this.read(this.dataDir) : {};
+    return this.seen;
+  }
+
+  /** The file's valid entries; {} when it is missing or unreadable (logged). */
+  private async read(dataDir: string): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
     try {
-      const j = JSON.parse(await fs.promises.readFile(path.join(this.dataDir, NAMES_SEEN_FILE), 'utf8')) as unknown;
+      const j = JSON.parse(await fs.promises.readFile(path.join(dataDir, NAMES_SEEN_FILE), 'utf8')) as unknown;
       if (j && typeof j === 'object') {
-        for (const [k, v] of Object.entries(j as Record<string, unknown>)) if (typeof v === 'number' && Number.isSafeInteger(v)) this.seen[k] = v;
+        for (const [k, v] of Object.entries(j as Record<string, unknown>)) if (typeof v === 'number' && Number.isSafeInteger(v)) out[k] = v;
       }
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (e as Error).message }, `${NAMES_SEEN_FILE} unreadable; starting afresh`);
     }
-    return this.seen;
+    return out;
   }
 }

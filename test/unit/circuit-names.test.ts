@@ -236,3 +236,21 @@ describe('the seq a publication goes out with (SPEC.md §9.14.1, §9.14.2)', () 
     await expect(seen.nextSeq('n', 3, 5_000_000_000)).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
   });
 });
+
+describe('names-seen.json shared by two processes (SPEC.md §9.14.1)', () => {
+  it('two clients that loaded the file before either wrote keep both names, each at its highest seq', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-names-seen-'));
+    dirs.push(dir);
+    const log = pino({ level: 'silent' });
+    const a = new NamesSeen(dir, log), b = new NamesSeen(dir, log);
+    await a.remember('shared', 10);
+    expect(await a.min('a')).toBe(-1);
+    expect(await b.min('b')).toBe(-1);
+    await Promise.all([a.remember('a', 7), b.remember('b', 9)]);
+    await b.remember('shared', 5); // lower than what a wrote: the file keeps 10
+    const file = JSON.parse(fs.readFileSync(path.join(dir, 'names-seen.json'), 'utf8')) as Record<string, number>;
+    expect(file).toEqual({ shared: 10, a: 7, b: 9 });
+    expect(await new NamesSeen(dir, log).min('shared')).toBe(10);
+    expect(fs.existsSync(path.join(dir, 'names-seen.json.lock'))).toBe(false);
+  });
+});
