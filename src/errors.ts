@@ -213,6 +213,7 @@ export const ERROR_CODES = {
   /** Local files. */
   IO: {
     IO_IS_A_DIRECTORY: 'bad_input',
+    IO_MODE_UNSUPPORTED: 'bad_input',
     IO_NOT_A_DIRECTORY: 'bad_input',
     IO_NOT_A_FILE: 'bad_input',
     IO_NOT_FOUND: 'bad_input',

@@ -5,6 +5,27 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from '../crypto/primitives';
+import { err } from '../errors';
+
+/** chmod failures that mean the filesystem keeps no Unix modes (exFAT, vfat without `quiet`). */
+const NO_MODES = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP']);
+
+/**
+ * SPEC.md §8.11.4: a file is never kept without the mode asked for (a key without 0600 is readable
+ * by others): a filesystem that cannot set it is IO_MODE_UNSUPPORTED, naming the folder; the caller
+ * removes what it made. Other failures are thrown as they are.
+ */
+function modeError(e: unknown, file: string, mode: number): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === undefined || !NO_MODES.has(code)) return e;
+  const folder = path.dirname(file);
+  return err('IO_MODE_UNSUPPORTED', `cannot set mode ${mode.toString(8)} on a file in ${folder} (${code}): the data folder must be on a filesystem with Unix permissions (not exFAT or vfat)`,
+    { folder, mode: mode.toString(8), errno: code }, e);
+}
+
+async function setMode(fh: fsp.FileHandle, file: string, mode: number): Promise<void> {
+  try { await fh.chmod(mode); } catch (e) { throw modeError(e, file, mode); }
+}
 
 function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
@@ -21,7 +42,7 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
   const fh = await fsp.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
-    await fh.chmod(mode);
+    await setMode(fh, file, mode);
     await fh.sync();
   } catch (e) {
     await fh.close().catch(() => {});
@@ -40,10 +61,10 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
 }
 
 /** Write `data` to a file just made with mode `mode`, set that mode (the umask may have narrowed it), fsync, and close it whatever happened. */
-async function writeSyncedAndClose(fh: fsp.FileHandle, data: Uint8Array | string, mode: number): Promise<void> {
+async function writeSyncedAndClose(fh: fsp.FileHandle, file: string, data: Uint8Array | string, mode: number): Promise<void> {
   try {
     await fh.writeFile(data);
-    await fh.chmod(mode);
+    await setMode(fh, file, mode);
     await fh.sync();
   } finally {
     await fh.close();
@@ -67,7 +88,7 @@ export async function writeFileAtomicExclusive(file: string, data: Uint8Array | 
   const fh = await fsp.open(tmp, 'wx', mode);
   let linked = true;
   try {
-    await writeSyncedAndClose(fh, data, mode);
+    await writeSyncedAndClose(fh, file, data, mode);
     try {
       await fsp.link(tmp, file);
     } catch (e) {
@@ -99,7 +120,7 @@ async function createExclusive(file: string, data: Uint8Array | string, mode: nu
     throw e;
   }
   try {
-    await writeSyncedAndClose(fh, data, mode);
+    await writeSyncedAndClose(fh, file, data, mode);
   } catch (e) {
     await fsp.rm(file, { force: true });
     throw e;
@@ -150,7 +171,7 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string, mod
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
     fs.writeFileSync(fd, data);
-    fs.fchmodSync(fd, mode);
+    try { fs.fchmodSync(fd, mode); } catch (e) { throw modeError(e, file, mode); }
     fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);

@@ -118,6 +118,40 @@ describe('writeFileAtomicExclusive on a filesystem without hard links', () => {
   });
 });
 
+describe('a file whose mode cannot be set (exFAT, vfat without `quiet`; SPEC.md §8.11.4)', () => {
+  /** Every FileHandle.chmod fails with EPERM from now on. */
+  const noChmod = async (d: string): Promise<void> => {
+    const h = await fsp.open(path.join(d, '.probe'), 'w');
+    await h.close();
+    await fsp.rm(path.join(d, '.probe'));
+    vi.spyOn(Object.getPrototypeOf(h) as { chmod: (m: number) => Promise<void> }, 'chmod')
+      .mockRejectedValue(Object.assign(new Error('chmod: operation not permitted'), { code: 'EPERM' }));
+  };
+
+  it('the key is not kept: IO_MODE_UNSUPPORTED naming the folder, nothing left behind, with or without hard links', async () => {
+    for (const links of [true, false]) {
+      const d = await tmp();
+      const f = path.join(d, 'wallet.key');
+      await noChmod(d);
+      if (!links) vi.spyOn(fsp, 'link').mockRejectedValue(Object.assign(new Error('link: ENOTSUP'), { code: 'ENOTSUP' }));
+      const e: unknown = await writeFileAtomicExclusive(f, 'secret', 0o600).then(() => null, (x: unknown) => x);
+      vi.restoreAllMocks();
+      expect(e).toMatchObject({ code: 'IO_MODE_UNSUPPORTED', detail: { folder: d, mode: '600', errno: 'EPERM' } });
+      expect(String((e as Error).message)).toContain(d);
+      expect(await fsp.readdir(d)).toEqual([]);
+    }
+  });
+
+  it('writeFileAtomic (a node identity key, state) fails the same way', async () => {
+    const d = await tmp();
+    await noChmod(d);
+    const e: unknown = await writeFileAtomic(path.join(d, 'identity.key'), 'secret', 0o600).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_MODE_UNSUPPORTED' });
+    expect(await fsp.readdir(d)).toEqual([]);
+  });
+});
+
 describe('LatestFileWriter', () => {
   it('writes one at a time and ends with the newest content, even when an older write is slower (SPEC.md §6.8)', async () => {
     const file = path.join(await tmp(), 'consensus');
