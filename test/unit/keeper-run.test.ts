@@ -13,6 +13,7 @@ import type { KeepReport } from '../../src/client/storage-client-verify';
 import { auditRetryingBusy, type AuditResult } from '../../src/storage/auditor';
 import { printStatus, verifyCapOf } from '../../src/client/commands/keep';
 import { captureStdout } from '../helpers/output';
+import { shareClient } from '../helpers/share-client';
 import type { StorageClient } from '../../src/client/storage-client';
 import { err } from '../../src/errors';
 import { formatCapability } from '../../src/storage/capability';
@@ -322,18 +323,8 @@ describe('keep add of a read capability: the root share (SPEC.md §9.18.1, §9.9
   const verifyId = randomBytes(32);
   const sealed = sealManifest(fileKey, makeManifest({ size: 0, chunkSize: 4096, coding: { k: 2, n: 3 }, chunks: [] }), { verifyId });
   /** A stand-in client: the first node of the root's ranking answers every get with the error `hostile`. */
-  function fakeClient(hostile: Error | null, asked: string[]): StorageClient {
-    const first = rankNodes(sealed.manifestId, fps)[0];
-    return {
-      fingerprints: fps,
-      isDead: () => false,
-      getShare: (fp: string) => {
-        asked.push(fp);
-        if (hostile && fp === first) return Promise.reject(hostile);
-        return Promise.resolve(Buffer.from(sealed.root.bytes));
-      },
-    } as unknown as StorageClient;
-  }
+  const fakeClient = (hostile: Error | null, asked: string[]): StorageClient =>
+    shareClient({ fps, id: sealed.manifestId, bytes: sealed.root.bytes, hostile, asked });
 
   it('a node answering MANIFEST_MALFORMED or CHUNK_AUTH_FAILED itself does not end the search: the next node is asked', async () => {
     for (const code of ['MANIFEST_MALFORMED', 'CHUNK_AUTH_FAILED'] as const) {

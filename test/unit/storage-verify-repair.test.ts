@@ -19,6 +19,7 @@ import type { AuditCommitment } from '../../src/storage/auditor';
 import { StorageClient, type StorageNode } from '../../src/client/storage-client';
 import { fetchVerifyRecord, KEEP_AUDITS_PER_NODE, keepFile } from '../../src/client/storage-client-verify';
 import { earliestExpiry } from '../../src/client/lease-expiry';
+import { shareClient } from '../helpers/share-client';
 
 function codeOf(f: () => unknown): string | undefined {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -459,19 +460,8 @@ describe('fetching the verify record (SPEC.md §9.18.3 step 1)', () => {
   const rec = { k: 1, n: 2, chunks: [{ kind: 1 as const, index: 0, shareSize: 10, shareIds: [randomBytes(32), randomBytes(32)], auditRoots: [randomBytes(32), randomBytes(32)] }] };
   const fps = ['a', 'b', 'c'].map((c) => c.repeat(64));
   /** A stand-in client: the first node of the record's ranking answers every get with the error `hostile`. */
-  function fakeClient(bytes: Buffer, hostile: Error | null, asked: string[]): StorageClient {
-    const verifyId = shareId(bytes);
-    const first = rankNodes(verifyId, fps)[0];
-    return {
-      fingerprints: fps,
-      isDead: () => false,
-      getShare: (fp: string) => {
-        asked.push(fp);
-        if (hostile && fp === first) return Promise.reject(hostile);
-        return Promise.resolve(Buffer.from(bytes));
-      },
-    } as unknown as StorageClient;
-  }
+  const fakeClient = (bytes: Buffer, hostile: Error | null, asked: string[]): StorageClient =>
+    shareClient({ fps, id: shareId(bytes), bytes, hostile, asked });
 
   it('a node answering CHUNK_AUTH_FAILED or VERIFY_RECORD_MALFORMED itself does not end the search: the next node is asked', async () => {
     const verifyKey = deriveVerifyKey(randomBytes(32));
