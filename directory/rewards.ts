@@ -319,7 +319,8 @@ export class RewardLedger {
 
   /**
    * SPEC.md §9.20.4: the escrow operations of a block (openings by its transfers, payments of its epoch
-   * by `report`, refunds of ended contracts, `cancels` of the payers) added to it.
+   * by `report`, refunds of ended contracts, `cancels` of the payers) added to it: at most the 10 000
+   * of §8.7.1, selected by item 4, so the body always encodes however many are due.
    */
   private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditPages | null, cancels: readonly EscrowCancel[]): ReturnType<typeof nextRewardBlock> {
     const src = this.escrow;

@@ -8,7 +8,7 @@ import { err } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { encodeContract, type StorageContract } from '../wire/storage-contract';
 import type { Transfer } from '../wire/transfer';
-import type { EscrowOp } from '../wire/reward-block';
+import { MAX_BLOCK_ESCROW_OPS, type EscrowOp } from '../wire/reward-block';
 import type { ReportedAudit } from '../storage/audit-report';
 import type { CoinLedger } from './transfer';
 import { escrowCancelSignedBy, type EscrowCancel } from '../wire/escrow-cancel';
@@ -247,7 +247,8 @@ export function paidResults(results: readonly ReportedAudit[]): ReportedAudit[] 
 /**
  * SPEC.md §9.20.4 item 2: the nodes whose pages the payments of the block for `epoch` read: those
  * the contracts name of every escrow open before the block, not refunded, held, with
- * `startEpoch ≤ epoch < endEpoch` and `epoch` not paid (exactly the escrows `escrowOpsFor` pays).
+ * `startEpoch ≤ epoch < endEpoch` and `epoch` not paid. That is every escrow `escrowOpsFor` may pay,
+ * also those the cap of item 4 leaves unpaid: a superset of the pages it reads, which is harmless.
  */
 export function escrowPayNodes(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup): Set<string> {
   const out = new Set<string>();
@@ -276,6 +277,13 @@ export function escrowPayNodes(book: ReadonlyMap<string, Escrow>, epoch: number,
  *   ascending contract id: everything its account holds; else **cancel**, for each such escrow with
  *   `endEpoch > epoch` that one of `cancels` names with the payer's signature: everything its
  *   account holds after this block's payments.
+ * SPEC.md §9.20.4 item 4: never more than MAX_BLOCK_ESCROW_OPS (§8.7.1), chosen so: every open
+ * (the first MAX_BLOCK_ESCROW_OPS, should there be more); then the refunds, then the cancels, in
+ * ascending contract id, as many as fit; then the pays escrow by escrow, all of one escrow's or
+ * none, in ascending contract id from the first id ≥ BLAKE2b-256(epoch as u64 big-endian),
+ * wrapping around, an escrow whose pays do not fit being skipped for the next. What is left out
+ * waits: a refund or cancel for a later block, an escrow's pay of `epoch` for ever (its units go
+ * back with the refund).
  */
 export function escrowOpsFor(
   book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], lookup: ContractLookup,
@@ -288,7 +296,7 @@ export function escrowOpsFor(
     if (!looked.has(id)) looked.set(id, lookup(id));
     return looked.get(id);
   };
-  const ops: EscrowOp[] = [];
+  const opens: EscrowOp[] = [];
   const opened = new Set<string>();
   for (const t of transfers) {
     const id = t.to.toString('hex');
@@ -296,30 +304,64 @@ export function escrowOpsFor(
     if (!c || book.has(id) || opened.has(id) || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) continue;
     opened.add(id);
     const totalBytes = c.entries.reduce((s, e) => s + BigInt(e.shareSize), 0n);
-    ops.push({ kind: 'open', contract: id, payer: t.from.toString('hex'), startEpoch: c.startEpoch, endEpoch: c.endEpoch, funded: t.amount, totalBytes });
+    opens.push({ kind: 'open', contract: id, payer: t.from.toString('hex'), startEpoch: c.startEpoch, endEpoch: c.endEpoch, funded: t.amount, totalBytes });
   }
+  // SPEC.md §9.20.4 item 4: the opens first (a block's transfers are at most as many as the cap).
+  const ops = opens.slice(0, MAX_BLOCK_ESCROW_OPS);
+  let room = MAX_BLOCK_ESCROW_OPS - ops.length;
   const ids = [...book.keys()].sort();
-  if (report && report.epoch === epoch) {
-    for (const id of ids) {
+  // Then the refunds, then the cancels, in ascending contract id, as many as fit.
+  const closing = new Map<string, EscrowCancel | null>();
+  for (const id of ids) {
+    if (room === 0) break;
+    const e = book.get(id)!;
+    if (e.refunded === null && e.endEpoch <= epoch) { closing.set(id, null); room--; }
+  }
+  const cancelOf = new Map<string, EscrowCancel>();
+  for (const c of cancels) if (!cancelOf.has(c.contract)) cancelOf.set(c.contract, c);
+  for (const id of ids) {
+    if (room === 0) break;
+    const e = book.get(id)!;
+    const c = cancelOf.get(id);
+    if (!c || e.refunded !== null || e.endEpoch <= epoch || !escrowCancelSignedBy(c, e.payer)) continue;
+    closing.set(id, c);
+    room--;
+  }
+  // Then the pays, escrow by escrow, from the epoch's rotation point (no id can be ground to come first).
+  const pays = new Map<string, EscrowOp[]>();
+  if (report && report.epoch === epoch && ids.length) {
+    const start = blake2b(u64be(epoch)).toString('hex');
+    const from = Math.max(0, ids.findIndex((id) => id >= start));
+    for (let k = 0; k < ids.length && room > 0; k++) {
+      const id = ids[(from + k) % ids.length]!;
       const e = book.get(id)!;
       const c = contracts(id);
       if (!c || e.refunded !== null || epoch < e.startEpoch || epoch >= e.endEpoch || epoch <= e.lastPaid) continue;
       const entries = new Map(c.entries.map((x) => [`${x.node.toString('hex')}/${x.shareId.toString('hex')}`, { size: x.shareSize, root: x.auditRoot.toString('hex') }]));
       // §9.20.3: a node's results are on its page; a node the report does not name has none.
       const results = [...new Set(c.entries.map((x) => x.node.toString('hex')))].flatMap((n) => report.pages.get(n) ?? []);
-      for (const p of epochPayments(e, passingBytes({ entries }, results))) ops.push({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount });
+      const mine = epochPayments(e, passingBytes({ entries }, results)).map((p): EscrowOp => ({ kind: 'pay', contract: id, epoch, node: p.node, amount: p.amount }));
+      if (!mine.length || mine.length > room) continue;
+      pays.set(id, mine);
+      room -= mine.length;
     }
   }
-  const cancelOf = new Map<string, EscrowCancel>();
-  for (const c of cancels) if (!cancelOf.has(c.contract)) cancelOf.set(c.contract, c);
+  // Emitted as always: the opens, the pays, the refunds and cancels, each in ascending contract id.
+  for (const id of ids) ops.push(...(pays.get(id) ?? []));
   for (const id of ids) {
-    const e = book.get(id)!;
-    if (e.refunded !== null) continue;
-    if (e.endEpoch <= epoch) { ops.push({ kind: 'refund', contract: id, amount: ledger.account(id).balance }); continue; }
-    const c = cancelOf.get(id);
-    if (!c || !escrowCancelSignedBy(c, e.payer)) continue;
-    const paidNow = ops.reduce((sum, op) => sum + (op.kind === 'pay' && op.contract === id ? op.amount : 0n), 0n);
-    ops.push({ kind: 'cancel', contract: id, amount: ledger.account(id).balance - paidNow, signature: c.signature });
+    if (!closing.has(id)) continue;
+    const c = closing.get(id);
+    const balance = ledger.account(id).balance;
+    if (!c) { ops.push({ kind: 'refund', contract: id, amount: balance }); continue; }
+    const paidNow = (pays.get(id) ?? []).reduce((sum, op) => sum + (op.kind === 'pay' ? op.amount : 0n), 0n);
+    ops.push({ kind: 'cancel', contract: id, amount: balance - paidNow, signature: c.signature });
   }
   return ops;
+}
+
+/** An epoch as u64 big-endian, the input of the pays' rotation point (SPEC.md §9.20.4 item 4). */
+function u64be(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
 }

@@ -16,7 +16,7 @@ export const REWARD_BLOCK_VERSION = 1;
 export const REWARD_BLOCK_VERSION_TRANSFERS = 2;
 /** SPEC §8.7.1, §9.20.4: a block that carries escrow operations is version 3 (transfers then optional). */
 export const REWARD_BLOCK_VERSION_ESCROW = 3;
-/** At most this many escrow operations in one block (SPEC §8.7.1). */
+/** At most this many escrow operations in one block (SPEC §8.7.1); `escrowOpsFor` selects at most this many (§9.20.4 item 4). */
 export const MAX_BLOCK_ESCROW_OPS = 10_000;
 /** At most this many transfers in one block (SPEC §8.7.1). */
 export const MAX_BLOCK_TRANSFERS = 10_000;

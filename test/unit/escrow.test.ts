@@ -3,11 +3,11 @@
 // too little for the epochs), the exact payments of each epoch from an audit report's passing
 // results, and the refund of the rest to the payer at the end.
 import { describe, expect, it } from 'vitest';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { blake2b, ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
 import {
-  applyEscrowOp, contractId, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, paidResults, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
+  applyEscrowOp, contractId, copyEscrowBook, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, paidResults, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
 } from '../../src/bandwidth/escrow';
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
@@ -16,7 +16,7 @@ import {
   applyRewardBlock, signRewardBlock, staticAuthorities, verifyChain,
 } from '../../src/bandwidth/reward-chain';
 import {
-  GENESIS_PREVIOUS_HASH, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock, rewardBlockHash,
+  GENESIS_PREVIOUS_HASH, MAX_BLOCK_ESCROW_OPS, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock, rewardBlockHash,
   type EscrowOp, type RewardBlock,
 } from '../../src/wire/reward-block';
 import type { Transfer } from '../../src/wire/transfer';
@@ -330,3 +330,104 @@ describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
     expect(lookups.get(idHex)).toBe(1);
   });
 });
+
+describe('a block carries at most 10 000 escrow operations (SPEC.md §8.7.1, §9.20.4 item 4)', () => {
+  const P = payer.publicKey.toString('hex');
+  const hexId = (i: number) => i.toString(16).padStart(64, '0');
+  const escrowOf = (id: string, startEpoch: number, endEpoch: number, funded: bigint, totalBytes: bigint) => ({
+    id, payer: P, startEpoch, endEpoch, funded, perEpoch: funded / BigInt(endEpoch - startEpoch), totalBytes, lastPaid: startEpoch - 1, paid: 0n, refunded: null,
+  });
+  /** The first contract id a block of `epoch` pays from: the first id ≥ BLAKE2b-256(epoch as u64 big-endian), wrapping around. */
+  const rotation = (ids: readonly string[], epoch: number): number => {
+    const e = Buffer.alloc(8);
+    e.writeBigUInt64BE(BigInt(epoch));
+    const start = blake2b(e).toString('hex');
+    const i = ids.findIndex((id) => id >= start);
+    return i < 0 ? 0 : i;
+  };
+
+  it('10 001 ended escrows: the block refunds the 10 000 lowest ids, the next block the last one; a cancel that does not fit waits', () => {
+    const book: EscrowBook = new Map();
+    const balances = new Map<string, bigint>();
+    for (let i = 0; i < 10_001; i++) {
+      const id = hexId(10_001 - i); // inserted in descending order: the order taken is the ids', not the book's
+      book.set(id, escrowOf(id, 10, 14, 4n, 100n));
+      balances.set(id, 4n);
+    }
+    // One escrow still running, with its payer's cancel.
+    const running = hexId(20_000);
+    book.set(running, escrowOf(running, 10, 40, 30n, 100n));
+    balances.set(running, 30n);
+    const ledger = new CoinLedger({ balances, nonces: new Map() });
+    const cancel = signEscrowCancel(payer, running);
+    const ops = escrowOpsFor(book, ledger, 20, [], () => undefined, null, [cancel]);
+    expect(ops).toHaveLength(MAX_BLOCK_ESCROW_OPS);
+    expect(ops.every((op) => op.kind === 'refund')).toBe(true);
+    expect(ops.map((op) => op.contract)).toEqual(Array.from({ length: 10_000 }, (_, i) => hexId(i + 1)));
+    // They apply; the next block, over the book they leave, refunds the last one and takes the cancel.
+    const next = copyEscrowBook(book);
+    for (const op of ops) applyEscrowOp(next, ledger, { epoch: 20 }, op);
+    expect(escrowOpsFor(next, ledger, 21, [], () => undefined, null, [cancel])).toEqual([
+      { kind: 'refund', contract: hexId(10_001), amount: 4n }, { kind: 'cancel', contract: running, amount: 30n, signature: cancel.signature },
+    ]);
+  });
+
+  it('more pays than fit: whole escrows only, from the epoch\'s rotation point in ascending id, wrapping; an escrow that does not fit is skipped for the next', () => {
+    const book: EscrowBook = new Map();
+    const contracts = new Map<string, StorageContract>();
+    const results: ReportedAudit[] = [];
+    for (let i = 0; i < 6_000; i++) {
+      const entries = sortContractEntries([0, 1].map((k) => {
+        const node = Buffer.alloc(32);
+        node.writeUInt32BE(2 * i + k + 1);
+        const shareId = Buffer.alloc(32, 0x11);
+        shareId.writeUInt32BE(i);
+        return { node, shareId, shareSize: 1000, auditRoot: root(k) };
+      }));
+      const c: StorageContract = { startEpoch: 10, endEpoch: 14, entries };
+      const cid = contractId(c).toString('hex');
+      contracts.set(cid, c);
+      book.set(cid, escrowOf(cid, 10, 14, 4000n, 2000n));
+      for (const e of entries) {
+        results.push({ node: e.node.toString('hex'), contract: cid, shareId: e.shareId.toString('hex'), size: 1000, root: e.auditRoot.toString('hex'), ok: true, nonce: '00', blocks: [0] });
+      }
+    }
+    const ids = [...book.keys()].sort();
+    const ledger = new CoinLedger({ balances: new Map(ids.map((x) => [x, 4000n])), nonces: new Map() });
+    const paidIn = (epoch: number) => {
+      const ops = escrowOpsFor(book, ledger, epoch, [], (x) => contracts.get(x), paged(epoch, results.map((r) => r)));
+      expect(ops.length).toBeLessThanOrEqual(MAX_BLOCK_ESCROW_OPS);
+      expect(ops.every((op) => op.kind === 'pay' && op.epoch === epoch && op.amount === 500n)).toBe(true);
+      const per = new Map<string, number>();
+      for (const op of ops) per.set(op.contract, (per.get(op.contract) ?? 0) + 1);
+      expect([...per.values()].every((n) => n === 2)).toBe(true); // all pays of an escrow, or none
+      expect(ops.map((op) => op.contract)).toEqual(ops.map((op) => op.contract).sort()); // emitted in ascending id
+      // They apply, escrow by escrow, node by node.
+      const b = copyEscrowBook(book);
+      for (const op of ops) applyEscrowOp(b, ledger, { epoch }, op);
+      return [...per.keys()];
+    };
+    const at = (epoch: number) => Array.from({ length: 5_000 }, (_, k) => ids[(rotation(ids, epoch) + k) % ids.length]).sort();
+    const e10 = paidIn(10);
+    expect(e10).toEqual(at(10));
+    const e11 = paidIn(11);
+    expect(e11).toEqual(at(11));
+    expect(e11).not.toEqual(e10);
+
+    // 9 999 refunds leave room for one operation: an escrow paying 2 nodes is skipped, one paying 1 is paid.
+    const small = new Map<string, StorageContract>();
+    const tight: EscrowBook = new Map();
+    const balances = new Map<string, bigint>();
+    for (let i = 0; i < 9_999; i++) { tight.set(hexId(i + 1), escrowOf(hexId(i + 1), 1, 5, 4n, 100n)); balances.set(hexId(i + 1), 4n); }
+    const two = [...contracts.keys()][0]!;
+    const one: StorageContract = { startEpoch: 10, endEpoch: 14, entries: [contracts.get(two)!.entries[0]!] };
+    const oneId = contractId(one).toString('hex');
+    small.set(two, contracts.get(two)!).set(oneId, one);
+    tight.set(two, escrowOf(two, 10, 14, 4000n, 2000n)).set(oneId, escrowOf(oneId, 10, 14, 4000n, 1000n));
+    balances.set(two, 4000n).set(oneId, 4000n);
+    const ops = escrowOpsFor(tight, new CoinLedger({ balances, nonces: new Map() }), 10, [], (x) => small.get(x), paged(10, results.filter((r) => small.has(r.contract))));
+    expect(ops).toHaveLength(MAX_BLOCK_ESCROW_OPS);
+    expect(ops.filter((op) => op.kind === 'pay')).toEqual([{ kind: 'pay', contract: oneId, epoch: 10, node: one.entries[0]!.node.toString('hex'), amount: 1000n }]);
+  });
+});
+

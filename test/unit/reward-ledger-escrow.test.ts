@@ -10,7 +10,7 @@ import type { VerifiedConsensus } from '../../src/dir/types';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
-import { contractId } from '../../src/bandwidth/escrow';
+import { contractId, type EscrowBook } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
 import { buildAuditReport, signAuditReport, type ReportedAudit } from '../../src/storage/audit-report';
 import type { AuditPages } from '../../src/bandwidth/escrow';
@@ -22,6 +22,9 @@ import path from 'node:path';
 import type http from 'node:http';
 import { RewardLedger } from '../../directory/rewards';
 import { silentLog } from './dirauth-measure-fixture';
+import type { ChainState } from '../../src/bandwidth/reward-chain';
+import type { EscrowOp, RewardBlock } from '../../src/wire/reward-block';
+import type { EscrowCancel } from '../../src/wire/escrow-cancel';
 
 const P = 5;
 const NOW = Date.now();
@@ -252,3 +255,77 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     }
   });
 });
+
+describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.20.4 item 4)', () => {
+  it('the proposer still builds its block, with 10 000 operations, and a checking authority recomputes the same body', async () => {
+    const EPOCH = 50;
+    const book: EscrowBook = new Map();
+    const balances = new Map<string, bigint>();
+    const contracts = new Map<string, StorageContract>();
+    const pages = new Map<string, ReportedAudit[]>();
+    const escrowOf = (id: string, startEpoch: number, endEpoch: number, funded: bigint, totalBytes: bigint) => ({
+      id, payer: RELAY, startEpoch, endEpoch, funded, perEpoch: funded / BigInt(endEpoch - startEpoch), totalBytes, lastPaid: startEpoch - 1, paid: 0n, refunded: null,
+    });
+    // 5 000 escrows that ended (a refund each) and 3 000 that pay 2 nodes each this epoch: 11 000 operations due.
+    for (let i = 0; i < 5_000; i++) {
+      const id = (i + 1).toString(16).padStart(64, '0');
+      book.set(id, escrowOf(id, 10, 20, 30n, 100n));
+      balances.set(id, 30n);
+    }
+    for (let i = 0; i < 3_000; i++) {
+      const entries = [0, 1].map((k) => {
+        const node = Buffer.alloc(32, 0x55);
+        node.writeUInt32BE(2 * i + k);
+        const shareId = Buffer.alloc(32, 0x66);
+        shareId.writeUInt32BE(i);
+        return { node, shareId, shareSize: 1000, auditRoot: Buffer.alloc(32, 0x77) };
+      });
+      const c: StorageContract = { startEpoch: 40, endEpoch: 60, entries };
+      const id = contractId(c).toString('hex');
+      contracts.set(id, c);
+      book.set(id, escrowOf(id, 40, 60, 20_000n, 2000n));
+      balances.set(id, 20_000n);
+      for (const e of entries) {
+        const fp = e.node.toString('hex');
+        pages.set(fp, [{ node: fp, contract: id, shareId: e.shareId.toString('hex'), size: 1000, root: e.auditRoot.toString('hex'), nonce: '00', blocks: [0], ok: true }]);
+      }
+    }
+    const report: AuditPages = { epoch: EPOCH, pages };
+    const dirs: string[] = [];
+    const ledgerOf = (i: number): RewardLedger => {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-cap-'));
+      dirs.push(dataDir);
+      // Alone in its configuration: it proposes every height.
+      const l = new RewardLedger({ dataDir, signer: nodes[i].signer, authorities: [authorities[i]], periodSeconds: P, skewMs: 60_000, log: silentLog });
+      l.load();
+      l.escrow = { contract: (id) => contracts.get(id), ownReport: (e) => (e === EPOCH ? report : null) };
+      const st = (l as unknown as { state: ChainState }).state;
+      st.escrows = new Map([...book].map(([k, v]) => [k, { ...v }]));
+      st.balances = new Map(balances);
+      return l;
+    };
+    const proposer = ledgerOf(0);
+    const checker = ledgerOf(1);
+    try {
+      proposer.onConsensus(consensus(EPOCH));
+      const held = (proposer as unknown as { pending: { block: RewardBlock; body: Buffer } | null }).pending;
+      expect(proposer.pendingBlock).toMatchObject({ height: 0, epoch: EPOCH });
+      const ops = held!.block.escrow ?? [];
+      expect(ops).toHaveLength(10_000);
+      expect(ops.filter((op) => op.kind === 'refund')).toHaveLength(5_000);
+      expect(new Set(ops.filter((op) => op.kind === 'pay').map((op) => op.contract)).size).toBe(2_500);
+      // What a checking authority does with the proposer's body (SPEC.md §8.7.4): the same operations, byte for byte.
+      const recheck = checker as unknown as {
+        withEscrow(next: { block: RewardBlock; body: Buffer; hash: Buffer }, r: AuditPages | null, cancels: readonly EscrowCancel[]): { body: Buffer };
+      };
+      const cancels = ops.flatMap((op: EscrowOp) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));
+      const want = recheck.withEscrow({ block: { ...held!.block, escrow: [] }, body: Buffer.alloc(0), hash: Buffer.alloc(0) }, report, cancels);
+      expect(want.body.equals(held!.body)).toBe(true);
+    } finally {
+      await proposer.close();
+      await checker.close();
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
