@@ -4,19 +4,15 @@
 // per refill time, so a flood of new addresses does not scan them all on every request) and then
 // the least recently used ones go.
 
-import { parseIp } from '../src/dir/exit-policy';
+import { addressKey } from '../src/wire/address-key';
 
 /**
- * SPEC.md §6.10 "Rate limits", §8.4: the rate-limit key of an uploader — its IPv4 address, or the
- * /64 of an IPv6 address (one host commonly holds a whole /64). An IPv4-mapped address is its
- * IPv4 address.
+ * SPEC.md §6.10 "Rate limits", §8.4: the rate-limit key of an uploader — its address key (§7b.9
+ * "Address key": its IPv4 address, an IPv4-mapped one too, or the /64 of its IPv6 address), or
+ * '?' when its address is unknown.
  */
 export function uploaderKey(remote: string | undefined): string {
-  if (!remote) return '?';
-  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7);
-  const ip = parseIp(remote);
-  if (!ip || ip.family === 4) return remote;
-  return `${(ip.value >> 64n).toString(16)}::/64`;
+  return addressKey(remote) ?? '?';
 }
 
 export class RateLimiter {

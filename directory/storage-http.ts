@@ -8,7 +8,8 @@ import { errorCode, isBitcloudError } from '../src/errors';
 import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
 import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
 import type { AuthorityInfo } from '../src/dir/authorities';
-import { AnswerPlaces, clientAddressKey, plainAddress } from '../src/dir/answer-places';
+import { AnswerPlaces, clientAddressKey } from '../src/dir/answer-places';
+import { plainAddress } from '../src/wire/address-key';
 import type { RateLimiter } from './rate-limit';
 import type { StorageAudits } from './storage-audits';
 

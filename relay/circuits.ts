@@ -18,7 +18,8 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, EXEMPT_CONNECTION, creationSource, ipOf, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { hostOf } from '../src/wire/address-key';
 import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import { RendezvousRelay } from '../src/circuit/rendezvous';
@@ -117,7 +118,7 @@ export class RelayCircuits {
       log: this.log,
       onLinkCell: opts.bandwidth ? (ch, cell) => opts.bandwidth!.onLinkCell(ch, cell) : undefined,
       hooks: {
-        allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        allowCircuit: (ch) => this.isKnownRelay(ch) || this.dos.allowCircuit(hostOf(ch.remoteAddress)),
         // SPEC.md §7b.7: "the previous hop is a relay" only for identities the consensus lists.
         creationSource: (ch) => creationSource(ch.remoteAddress, this.isKnownRelay(ch) ? ch.peerIdentity : null),
         isListedRelay: opts.consensus ? (ch) => this.isKnownRelay(ch) : undefined,
@@ -196,7 +197,7 @@ export class RelayCircuits {
   admitConnection(address: string): LinkAdmission | null {
     if (this.closed) return null;
     if (listsAddress(this.opts.consensus?.(), address)) return EXEMPT_CONNECTION;
-    // Counted under the address as the socket reports it: the key allowCircuit reads too.
+    // Counted under the address's key (an IPv4 address or an IPv6 /64, §7b.9): the key allowCircuit reads too.
     const place = this.dos.admit(address);
     if (!place) this.metrics.refused('connections_per_address');
     return place;
@@ -214,7 +215,7 @@ export class RelayCircuits {
     } else {
       let place = admission;
       if (!place) {
-        place = this.admitConnection(ipOf(ch.remoteAddress));
+        place = this.admitConnection(hostOf(ch.remoteAddress));
         if (!place) { ch.close('too many connections from one address'); return; }
       }
       if (place !== EXEMPT_CONNECTION) {

@@ -47,14 +47,6 @@ export interface DirPassOptions {
   passDeadlineMs?: number;
 }
 
-/**
- * SPEC.md §9.21.8: the per-address key of a request — its client's IPv4 address (an IPv4-mapped
- * one too) or IPv6 /64 — or null for a request from this relay itself (loopback, or its own
- * address: a BEGIN_DIR stream spliced to the dir port, §7b.7), which carries no client address
- * and counts under no per-address limit, only under the bound of all.
- */
-export const passAddressKey = clientAddressKey;
-
 export class DirPassThrough {
   private readonly places: AnswerPlaces;
   private readonly passDeadlineMs: number;
@@ -72,7 +64,7 @@ export class DirPassThrough {
    * One client address holds at most PASS_MAX_PER_ADDRESS places.
    */
   private async bounded(req: http.IncomingMessage, res: http.ServerResponse, ask: () => Promise<void>): Promise<void> {
-    const ran = await this.places.run(res, passAddressKey(req.socket.remoteAddress, req.socket.localAddress), ask);
+    const ran = await this.places.run(res, clientAddressKey(req.socket.remoteAddress, req.socket.localAddress), ask);
     if (!ran) sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many requests as it may; try another');
   }
 

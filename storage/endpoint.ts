@@ -18,7 +18,8 @@ import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, EXEMPT_CONNECTION, creationSource, ipOf, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { hostOf } from '../src/wire/address-key';
 
 export interface StorageEndpointOptions {
   keys: () => NodeKeys;
@@ -84,7 +85,7 @@ export class StorageEndpoint {
       limits: { maxCircuitsPerLink: limits.maxCircuitsPerLink, maxStreamsPerCircuit: limits.maxStreamsPerCircuit },
       hooks: {
         // SPEC.md §7b.9: the relay's CREATE2 rate limit per address, listed relays exempt.
-        allowCircuit: (ch) => this.isListedRelay(ch) || this.dos.allowCircuit(ipOf(ch.remoteAddress)),
+        allowCircuit: (ch) => this.isListedRelay(ch) || this.dos.allowCircuit(hostOf(ch.remoteAddress)),
         onStream: (inc) => this.onStream(inc),
         creationSource: (ch) => creationSource(ch.remoteAddress, this.isListedRelay(ch) ? ch.peerIdentity : null),
         isListedRelay: o.consensus ? (ch) => this.isListedRelay(ch) : undefined,
@@ -159,7 +160,7 @@ export class StorageEndpoint {
           admission?.release(); // a listed relay's link leaves the count
         } else {
           if (ch.peerIdentity) this.refreshForUnknownRelay();
-          const place = admission ?? this.admitConnection(ipOf(ch.remoteAddress));
+          const place = admission ?? this.admitConnection(hostOf(ch.remoteAddress));
           if (!place) { ch.close('too many connections from one address'); return; }
           if (place !== EXEMPT_CONNECTION) {
             this.countedLinks.set(ch, place);

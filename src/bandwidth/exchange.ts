@@ -7,6 +7,7 @@
 // Relays and storage nodes both run it (relay/circuits.ts, storage/endpoint.ts).
 import { errorCode } from '../errors';
 import { CellCommand, type Cell } from '../wire/cell';
+import { addressKey, hostOf } from '../wire/address-key';
 import type { Ed25519KeyPair } from '../crypto/primitives';
 import type { Channel } from '../link/channel';
 import { silentLogger, type Logger } from '../ops/log';
@@ -60,32 +61,8 @@ interface KeptInEpoch {
   perPeer: Map<string, number>;
   /** Peers in `perPeer` that were not listed when their first receipt was kept. */
   unlisted: number;
-  /** Of those, how many per source address (addressSource) of the link their first receipt came on. */
+  /** Of those, how many per source address (the address key, SPEC.md §7b.9) of the link their first receipt came on. */
   unlistedPerSource: Map<string, number>;
-}
-
-/**
- * SPEC §8.3 step 13: the source a link's unlisted peers are counted under: its remote IPv4 address
- * (a dual-stack ::ffff:a.b.c.d is that address) or the /64 of its IPv6 address. Null when the
- * link's address is unknown (such links count only under the global limit).
- * `remote` is Channel.remoteAddress: "address:port".
- */
-export function addressSource(remote: string | undefined): string | null {
-  if (!remote) return null;
-  const i = remote.lastIndexOf(':');
-  let a = i > 0 ? remote.slice(0, i) : remote;
-  if (a.startsWith('[') && a.endsWith(']')) a = a.slice(1, -1);
-  const v4 = /^(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(a);
-  if (v4) return `v4:${v4[1]}`;
-  if (!a.includes(':')) return null;
-  const halves = a.toLowerCase().split('::');
-  if (halves.length > 2) return null;
-  const head = halves[0] ? halves[0].split(':') : [];
-  const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
-  if (halves.length === 1 && head.length !== 8) return null;
-  const groups = [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail];
-  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return null;
-  return `v6:${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }
 
 interface LinkEntry {
@@ -151,7 +128,9 @@ export class ReceiptExchange {
     if (this.stopped || ch.closed || ch.peerIdentity === null) return false;
     if (this.links.has(ch)) return true;
     const isInitiator = ch.isInitiator;
-    const source = addressSource(ch.remoteAddress);
+    // SPEC §8.3 step 13: a link's unlisted peers are counted under the address key of its remote
+    // address (SPEC.md §7b.9 "Address key"); null (address unknown): only under the global limit.
+    const source = ch.remoteAddress ? addressKey(hostOf(ch.remoteAddress)) : null;
     const lr = new LinkReceipts({
       identity, peerIdentity: ch.peerIdentity, isInitiator, serials: this.serials,
       send: (command, payload) => { ch.send(0, command, payload); },
@@ -357,7 +336,7 @@ export class ReceiptExchange {
    * SPEC §8.3 step 13, asked before the initiator's signature is checked: one more receipt of
    * `peer` for `epoch` is kept unless 64 of it are kept already, or it is a new peer not listed in
    * the consensus and 1024 such peers have receipts kept for the epoch, or 8 such peers whose first
-   * receipt came from `source` (the link's address, addressSource; null: no per-address limit).
+   * receipt came from `source` (the address key of the link's address; null: no per-address limit).
    * A refusal is counted.
    */
   private admit(peer: string, epoch: number, source: string | null): boolean {

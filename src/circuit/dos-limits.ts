@@ -6,6 +6,7 @@
 
 import type { LinkAdmission } from '../link/listener';
 import { MAX_STREAMS_PER_CIRCUIT } from './constants';
+import { addressKey, hostOf, plainAddress } from '../wire/address-key';
 
 export interface RelayLimits {
   /** Circuit-creation bucket refill rate per address, circuits per second. Tor: 3. */
@@ -46,17 +47,6 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxConcurrentResolves: 256,
 };
 
-/** The address part of a link's "host:port" remote address (the per-address key, SPEC.md §7b.9). */
-export function ipOf(remote: string): string {
-  const i = remote.lastIndexOf(':');
-  return i > 0 ? remote.slice(0, i) : remote;
-}
-
-/** An IPv4 address as a dual-stack socket reports it (::ffff:a.b.c.d) is that IPv4 address. */
-export function plainAddress(a: string): string {
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
-
 /** The addresses a consensus lists relays at, indexed once per consensus. */
 const consensusAddresses = new WeakMap<object, Set<string>>();
 
@@ -75,11 +65,20 @@ export function listsAddress(c: { relays: readonly { address: string }[] } | nul
 export const EXEMPT_CONNECTION: LinkAdmission = { release() {} };
 
 /**
- * SPEC.md §7b.9: the onionskin-queue source of a link: a listed relay is its own source (it
- * carries many clients' extends), anyone else is queued under its address.
+ * SPEC.md §7b.9: the onionskin-queue source of a link (`remote`: "host:port"): a listed relay is
+ * its own source (it carries many clients' extends), anyone else is queued under its address key.
  */
 export function creationSource(remote: string, listedIdentity: Buffer | null): string {
-  return listedIdentity ? `relay:${listedIdentity.toString('hex')}` : `addr:${ipOf(remote)}`;
+  return listedIdentity ? `relay:${listedIdentity.toString('hex')}` : `addr:${dosKey(hostOf(remote))}`;
+}
+
+/**
+ * SPEC.md §7b.9: the key the per-address limits count `address` (a socket's remote address, no
+ * port) under: its address key (an IPv4 address, or an IPv6 /64), or, for one that does not
+ * parse, the text itself.
+ */
+export function dosKey(address: string): string {
+  return addressKey(address) ?? address;
 }
 
 /** Merge a partial config over the defaults, refusing nonsense with the key named. */
@@ -122,7 +121,8 @@ interface AddressState {
 const SWEEP_MS = 10_000;
 
 /**
- * Per-address accounting for links from clients and unknown peers. An address is forgotten once
+ * Per-address accounting for links from clients and unknown peers, keyed by dosKey (an IPv4
+ * address or an IPv6 /64: SPEC.md §7b.9 "Address key"). An address is forgotten once
  * it has no link and its bucket is full again: at once when its last link closes with a full
  * bucket, else by a sweep (at most every 10 s, when a link opens) once the bucket has refilled,
  * so the map never keeps addresses that are gone (SPEC.md §7b.9).
@@ -134,8 +134,9 @@ export class DosGuard {
   private lastSweep = 0;
   constructor(private readonly limits: RelayLimits, private readonly now: () => number = Date.now) {}
 
-  /** A TCP connection from `addr` was accepted (before TLS); false = over the concurrent-connection cap (close it). */
-  connectionOpened(addr: string): boolean {
+  /** A TCP connection from `address` was accepted (before TLS); false = over the concurrent-connection cap (close it). */
+  connectionOpened(address: string): boolean {
+    const addr = dosKey(address);
     this.sweep();
     const s = this.state(addr);
     if (s.connections >= this.limits.maxConnectionsPerAddress) return false;
@@ -148,22 +149,24 @@ export class DosGuard {
    * SPEC.md §7b.9: a place for one connection from `addr` under the concurrent-connection cap, or
    * null when the address already holds the cap. release() gives it back, once however often called.
    */
-  admit(addr: string): LinkAdmission | null {
+  admit(address: string): LinkAdmission | null {
+    const addr = dosKey(address);
     if (!this.connectionOpened(addr)) return null;
     let held = true;
     return { release: () => { if (held) { held = false; this.connectionClosed(addr); } } };
   }
 
-  connectionClosed(addr: string): void {
+  connectionClosed(address: string): void {
+    const addr = dosKey(address);
     const s = this.byAddr.get(addr);
     if (!s) return;
     s.connections = Math.max(0, s.connections - 1);
     this.maybeForget(addr, s);
   }
 
-  /** May `addr` create one more circuit now? */
-  allowCircuit(addr: string): boolean {
-    const s = this.byAddr.get(addr);
+  /** May `address` create one more circuit now? */
+  allowCircuit(address: string): boolean {
+    const s = this.byAddr.get(dosKey(address));
     if (!s || s.connections < this.limits.circuitMinConnections) return true;
     s.bucket ??= new TokenBucket(this.limits.circuitRate, this.limits.circuitBurst, this.now());
     return s.bucket.take(this.now());

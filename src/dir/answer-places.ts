@@ -3,27 +3,18 @@
 // at most `perAddress` of them for one client address, and each is held only until its answer has
 // been handed on in full, its connection is gone, or its answer deadline has passed.
 import type http from 'node:http';
-import { parseIp } from './exit-policy';
+import { addressKey, isLoopback } from '../wire/address-key';
 
 /**
- * SPEC.md §9.21.8, §9.20.3: the per-address key of a request — its client's IPv4 address (an
- * IPv4-mapped one too) or IPv6 /64 — or null for a request from this host itself (loopback, or its
- * own address: on a relay, a BEGIN_DIR stream spliced to the dir port, §7b.7), which counts under
- * no per-address limit, only under the bound of all.
+ * SPEC.md §9.21.8, §9.20.3: the per-address key of a request — its client's address key (§7b.9
+ * "Address key": an IPv4 address, an IPv4-mapped one too, or an IPv6 /64; an address that does not
+ * parse, its text) — or null for a request from this host itself (loopback, or its own address: on
+ * a relay, a BEGIN_DIR stream spliced to the dir port, §7b.7), which counts under no per-address
+ * limit, only under the bound of all.
  */
 export function clientAddressKey(remote: string | undefined, local: string | undefined): string | null {
-  if (!remote || remote === local) return null;
-  const a = plainAddress(remote);
-  const ip = parseIp(a);
-  if (!ip) return a;
-  if (ip.family === 4) return a.startsWith('127.') ? null : a;
-  if (ip.value === 1n) return null;
-  return `${(ip.value >> 64n).toString(16)}::/64`;
-}
-
-/** An IPv4-mapped IPv6 address as its IPv4 address; anything else unchanged. */
-export function plainAddress(remote: string): string {
-  return remote.startsWith('::ffff:') && remote.includes('.') ? remote.slice(7) : remote;
+  if (!remote || remote === local || isLoopback(remote)) return null;
+  return addressKey(remote) ?? remote;
 }
 
 export class AnswerPlaces {

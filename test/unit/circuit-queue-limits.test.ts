@@ -2,7 +2,7 @@
 // and the per-address DoS limits (token bucket, concurrent links).
 import { describe, expect, it } from 'vitest';
 import { CellQueue, QueueBudget, type QueueOwner } from '../../src/circuit/cell-queue';
-import { DosGuard, TokenBucket, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
+import { DosGuard, TokenBucket, creationSource, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
 import { CELL_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 
 class Owner implements QueueOwner {
@@ -115,6 +115,23 @@ describe('TokenBucket and DosGuard (as Tor DoS)', () => {
     expect(g.connectionOpened('a')).toBe(true);
     g.connectionClosed('a'); g.connectionClosed('a'); g.connectionClosed('b');
     expect(g.size).toBe(0);
+  });
+
+  it('counts the addresses of one IPv6 /64 under one per-address limit (SPEC.md §7b.9)', () => {
+    // A client rotating its address inside its /64 stays under one connection cap and one bucket.
+    const g = new DosGuard(resolveRelayLimits({ maxConnectionsPerAddress: 1 }));
+    expect(g.admit('2001:db8::1')).not.toBeNull();
+    expect(g.admit('2001:db8::2')).toBeNull();
+    expect(g.admit('2001:db8:0:1::2')).not.toBeNull(); // another /64
+    expect(g.admit('::ffff:192.0.2.1')).not.toBeNull();
+    expect(g.admit('192.0.2.1')).toBeNull(); // the same IPv4 address
+    const now = 1_000_000;
+    const b = new DosGuard(resolveRelayLimits({ circuitRate: 1, circuitBurst: 2, circuitMinConnections: 2 }), () => now);
+    expect(b.connectionOpened('2001:db8::10')).toBe(true);
+    expect(b.connectionOpened('2001:db8::11')).toBe(true);
+    const allowed = ['2001:db8::12', '2001:db8::13', '2001:db8::14'].map((a) => b.allowCircuit(a));
+    expect(allowed).toEqual([true, true, false]);
+    expect(creationSource('[2001:db8::1]:443', null)).toBe(creationSource('2001:db8::2:9001', null));
   });
 
   it('forgets an address whose last link closed while its bucket was still refilling, once it has refilled', () => {
