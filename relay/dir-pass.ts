@@ -45,14 +45,18 @@ export interface DirPassOptions {
   answerDeadlineMs?: number;
   /** PASS_DEADLINE_MS unless given (tests). */
   passDeadlineMs?: number;
+  /** PASS_TRY_MS unless given (tests). */
+  tryMs?: number;
 }
 
 export class DirPassThrough {
   private readonly places: AnswerPlaces;
   private readonly passDeadlineMs: number;
+  private readonly tryMs: number;
   constructor(private readonly authorities: () => readonly AuthorityInfo[], opts: DirPassOptions = {}) {
     this.places = new AnswerPlaces(PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? PASS_ANSWER_DEADLINE_MS);
     this.passDeadlineMs = opts.passDeadlineMs ?? PASS_DEADLINE_MS;
+    this.tryMs = opts.tryMs ?? PASS_TRY_MS;
   }
 
   /**
@@ -109,22 +113,32 @@ export class DirPassThrough {
    * GET `path` of the authorities in random order and pass on the first 200 (body of at most
    * `maxBytes`), or, when `allow304`, the first 304; anything else, or no answer, tries the next.
    * When none answers so within passDeadlineMs in all (each try gets what is left, at most
-   * PASS_TRY_MS; SPEC.md §9.21.8), 404 with `notFound` (code, reason).
+   * PASS_TRY_MS; measured on the monotonic clock, so a step of the wall clock neither cuts nor
+   * stretches it; SPEC.md §9.21.8), 404 with `notFound` (code, reason). Once the client's
+   * connection closes, the request under way is abandoned and no further authority is asked.
    */
   private async passFromAuthorities(req: http.IncomingMessage, res: http.ServerResponse, path: string, maxBytes: number, allow304: boolean, notFound: readonly [code: string, reason: string]): Promise<void> {
-    const until = Date.now() + this.passDeadlineMs;
-    for (const a of shuffle([...this.authorities()])) {
-      const left = until - Date.now();
-      if (left <= 0) break;
-      try {
-        const r = await httpRequest(`${a.url}${path}`, { maxBytes, timeoutMs: Math.min(PASS_TRY_MS, left), headers: { [FETCHER_HEADER]: 'mirror' } });
-        if (allow304 && r.status === 304) { res.writeHead(304); res.end(); return; }
-        if (r.status !== 200) continue;
-        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
-        res.end(req.method === 'HEAD' ? undefined : r.body);
-        return;
-      } catch { /* next authority */ }
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    res.once('close', onClose);
+    try {
+      const until = performance.now() + this.passDeadlineMs;
+      for (const a of shuffle([...this.authorities()])) {
+        const left = until - performance.now();
+        if (left <= 0 || gone.signal.aborted) break;
+        try {
+          const r = await httpRequest(`${a.url}${path}`, { maxBytes, timeoutMs: Math.min(this.tryMs, left), headers: { [FETCHER_HEADER]: 'mirror' }, signal: gone.signal });
+          if (gone.signal.aborted) return;
+          if (allow304 && r.status === 304) { res.writeHead(304); res.end(); return; }
+          if (r.status !== 200) continue;
+          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': r.body.length, 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : r.body);
+          return;
+        } catch { /* next authority */ }
+      }
+      if (!gone.signal.aborted) sendJsonError(res, 404, notFound[0], notFound[1]);
+    } finally {
+      res.off('close', onClose);
     }
-    sendJsonError(res, 404, notFound[0], notFound[1]);
   }
 }

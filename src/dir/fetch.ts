@@ -21,6 +21,8 @@ export interface HttpRequestOptions {
   maxBytes: number;
   /** Speak HTTP over this stream instead of a TCP connection (a BEGIN_DIR stream, SPEC.md §6.10.1). */
   createConnection?: () => Duplex;
+  /** Give up (DIR_FETCH_FAILED, the connection closed) once this is aborted. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -78,6 +80,14 @@ export function httpRequest(url: string, o: HttpRequestOptions): Promise<HttpRes
     const timer = setTimeout(() => fail(err('DIR_FETCH_FAILED', `${url}: no answer in ${timeoutMs} ms`)), timeoutMs);
     req.on('error', (e: NodeJS.ErrnoException) => { fail(err('DIR_FETCH_FAILED', `${url}: ${e.code ?? e.message}`, { errno: e.code }, e)); });
     req.on('close', () => clearTimeout(timer));
+    if (o.signal) {
+      const onAbort = () => fail(err('DIR_FETCH_FAILED', `${url}: aborted`));
+      if (o.signal.aborted) onAbort();
+      else {
+        o.signal.addEventListener('abort', onAbort, { once: true });
+        req.on('close', () => o.signal?.removeEventListener('abort', onAbort));
+      }
+    }
     req.end(o.body ? Buffer.from(o.body) : undefined);
   });
 }

@@ -229,6 +229,28 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     for (const res of held) res.destroy();
   });
 
+  it('stops asking as soon as the client\'s connection closes: the authority asked is let go and no other is asked', async () => {
+    const held: http.ServerResponse[] = [];
+    let asked = 0;
+    let firstAsked: () => void = () => {};
+    const first = new Promise<void>((r) => { firstAsked = r; });
+    const silent = await Promise.all([0, 1, 2].map(() => listen((_req, res) => { asked++; held.push(res); firstAsked(); })));
+    // Each authority is given 200 ms: without the client's close, all three are asked in turn.
+    const pass = new DirPassThrough(() => silent.map((url, i) => ({ name: `a${i}`, fingerprint: authorityFp, url })) as never, { tryMs: 200 });
+    let served: Promise<void> = Promise.resolve();
+    let serving: () => void = () => {};
+    const started = new Promise<void>((r) => { serving = r; });
+    const dirMirror = await listen((req, res) => { served = pass.servePolicy(req, res); serving(); });
+    const client = http.get(`${dirMirror}/bitcloud/policy/${'cd'.repeat(32)}`);
+    client.on('error', () => {});
+    await started;
+    await first;
+    client.destroy();
+    await served;
+    expect(asked).toBe(1);
+    for (const res of held) res.destroy();
+  });
+
   it('passes on the first 200 from the authorities (and a policy\'s 304, never a descriptor\'s), else 404 with the path\'s code', async () => {
     const answers = new Map<string, [number, string]>(); // path (with query) → status and body
     const asked: string[] = [];
