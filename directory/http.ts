@@ -30,7 +30,7 @@ import type { Logger } from '../src/ops/log';
 import { oncePerRegistry, prom, type Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
-import { readBody, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
+import { readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
 import { RateLimiter } from './rate-limit';
@@ -76,12 +76,10 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
     // SPEC.md §6.10: Node's parser passes targets the URL parser refuses (`GET http://[ HTTP/1.1`);
     // such a request is the client's fault, answered 400 and logged at debug only.
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://x');
-    } catch {
+    const url = requestTarget(req);
+    if (!url) {
       log.debug({ target: (req.url ?? '').slice(0, 100) }, 'request target is not a valid URL');
-      sendJsonError(res, 400, 'HTTP_BAD_REQUEST', 'the request target is not a valid path or URL');
+      sendBadTarget(res);
       return ['bad_request', 400];
     }
     const p = url.pathname;

@@ -20,7 +20,7 @@ import { familyWithoutSelf } from '../src/dir/config-fields';
 import { IdentityProofKeeper } from '../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../src/wire/docs';
 import { PATHS } from '../src/dir/fetch';
-import { escapeHtml, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
+import { escapeHtml, requestTarget, sendBadTarget, sendJson, sendJsonError, serveDocument } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import type { RelayConfig } from './config';
 import { ConsensusMirror } from './mirror';
@@ -223,6 +223,8 @@ export class RelayDaemon {
     const failed = (res: http.ServerResponse) => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); };
     const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
       dropUnreadBody(req, res);
+      // SPEC.md §6.10: a target that is not a valid path or URL is 400, at every dir port.
+      if (!requestTarget(req)) return sendBadTarget(res);
       const p = (req.url ?? '/').split('?')[0];
       if (UploadForwarder.handles(req.method, p)) return void this.uploads.serve(req, res, p).catch(() => failed(res));
       if (NameMirror.handles(p)) return void this.names.serve(req, res, p).catch(() => failed(res));

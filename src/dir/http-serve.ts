@@ -45,6 +45,24 @@ export function servedConsensus(raw: Buffer, info: { validAfter: number; freshUn
   return new ServedDocument(raw, Math.max(info.validAfter + 1000, Math.min(publishedMs, info.freshUntil)));
 }
 
+/**
+ * SPEC.md §6.10: the request target as a URL, or null when it is not a valid path or URL (Node's
+ * parser passes targets the URL parser refuses, `GET http://[ HTTP/1.1`); every dir port answers
+ * such a request 400 `HTTP_BAD_REQUEST` (sendBadTarget): the client's fault, not a missing path.
+ */
+export function requestTarget(req: http.IncomingMessage): URL | null {
+  try {
+    return new URL(req.url ?? '/', 'http://x');
+  } catch {
+    return null;
+  }
+}
+
+/** SPEC.md §6.10: the answer to a request target that is not a valid path or URL. */
+export function sendBadTarget(res: http.ServerResponse): void {
+  sendJsonError(res, 400, 'HTTP_BAD_REQUEST', 'the request target is not a valid path or URL');
+}
+
 export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {
   const body = JSON.stringify({ code, reason });
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });

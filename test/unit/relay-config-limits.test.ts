@@ -11,6 +11,7 @@ import { familyWithoutSelf } from '../../src/dir/config-fields';
 import { silentLogger } from '../../src/ops/log';
 import { Registry } from 'prom-client';
 import type http from 'node:http';
+import net from 'node:net';
 import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
 
 const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
@@ -77,6 +78,36 @@ describe('idle connections at the relay\'s dir port (SPEC.md §6.10, §9.21.8)',
       expect(inner.http?.timeout).toBe(HTTP_IDLE_TIMEOUT_MS);
       expect(HTTP_IDLE_TIMEOUT_MS).toBe(60_000);
       expect(inner.http?.listenerCount('timeout')).toBe(0);
+    } finally {
+      await new Promise<void>((r) => { if (inner.http) inner.http.close(() => r()); else r(); });
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('request targets at the relay\'s dir port (SPEC.md §6.10, §9.21.8)', () => {
+  it('a request target that is not a valid path or URL is 400 HTTP_BAD_REQUEST, as at an authority (SPEC.md §6.10)', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-dirport-'));
+    const d = new RelayDaemon(parseRelayConfig({ ...base, dataDir, listenHost: '127.0.0.1' }, '/x'), silentLogger, new Registry());
+    const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null; dirPort: number };
+    const ask = async (target: string): Promise<string> => {
+      const c = net.connect(inner.dirPort, '127.0.0.1');
+      c.on('error', () => {});
+      let reply = '';
+      c.on('data', (b: Buffer) => { reply += b.toString('latin1'); });
+      const closed = new Promise<void>((r) => c.on('close', () => r()));
+      c.write(`GET ${target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+      await closed;
+      return reply;
+    };
+    try {
+      await inner.startHttp();
+      for (const target of ['http://[', '//[', `http://[/bitcloud/policy/${'cd'.repeat(32)}`]) {
+        const reply = await ask(target);
+        expect(reply).toMatch(/^HTTP\/1\.1 400 /);
+        expect(reply).toMatch(/"code":"HTTP_BAD_REQUEST"/);
+      }
+      expect(await ask('/no/such/path')).toMatch(/^HTTP\/1\.1 404 /);
     } finally {
       await new Promise<void>((r) => { if (inner.http) inner.http.close(() => r()); else r(); });
       fs.rmSync(dataDir, { recursive: true, force: true });
