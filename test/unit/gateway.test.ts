@@ -20,7 +20,7 @@ import { capabilityHost, capabilityUrl, isBitcloudHost, parseCapabilityHost } fr
 import { parseRange } from '../../src/client/gateway/http-range';
 import { contentTypeFor } from '../../src/client/gateway/content-type';
 import { Gateway, parseRequestPath } from '../../src/client/gateway/gateway';
-import { BlobReader } from '../../src/client/gateway/reader';
+import { BlobReader, folderMemoryBytes, manifestMemoryBytes } from '../../src/client/gateway/reader';
 import { startSocks5Server, type Socks5Server } from '../../src/client/socks5';
 import { createRegistry } from '../../src/ops/metrics';
 import { ShareStore } from '../../storage/share-store';
@@ -490,8 +490,11 @@ describe('the gateway\'s manifest cache (SPEC.md §9.16.4)', () => {
     const c = client();
     try {
       const stats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
-      // Each counts for its encoded manifest's length and 8 bytes per chunk offset (one chunk here).
-      const entry = Math.max(...await Promise.all(caps.map(async (cap) => (await fetchRoot(c, cap, stats)).size + 8)));
+      // Each counts for the memory its decoded form takes (one chunk here).
+      const entry = Math.max(...await Promise.all(caps.map(async (cap) => {
+        const r = await fetchRoot(c, cap, stats);
+        return manifestMemoryBytes(await fetchManifest(c, cap, stats, r), r.size);
+      })));
       const bound = Math.floor(2.5 * entry);
       const reader = new BlobReader({ client: () => c, manifestCacheBytes: bound });
       for (const cap of caps) {
@@ -512,6 +515,41 @@ describe('the gateway\'s manifest cache (SPEC.md §9.16.4)', () => {
       await c.close();
     }
   });
+
+  it('counts a manifest for the memory its decoded form takes, not its encoded length: a many-chunk manifest counts for over 4 times its length', async () => {
+    // 128 chunks of 1 KiB at 4-of-6: 768 share ids, each a Buffer of its own once decoded.
+    const file = path.join(root, 'manifest-cache-many-chunks.bin');
+    await fsp.writeFile(file, randomBytes(128 * KiB));
+    const cap = await put(file, { chunkSize: KiB });
+    const c = client();
+    try {
+      const encoded = (await fetchRoot(c, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 })).size;
+      const reader = new BlobReader({ client: () => c });
+      const m = await reader.manifest(cap);
+      expect(m.layout.chunks.length).toBe(128);
+      // Measured on Node 20 (SPEC.md §9.16.4): the decoded bytes stay held (the share ids are views
+      // of them), and each chunk takes about 105 bytes more, each of its share ids about 104.
+      const measured = encoded + 128 * (105 + 104 * 6);
+      expect(reader.cachedManifestBytes).toBeGreaterThanOrEqual(measured);
+      expect(reader.cachedManifestBytes).toBeGreaterThan(4 * encoded);
+      // Three of them overfill a bound of 2.5 such entries: the first is pushed out.
+      const bounded = new BlobReader({ client: () => c, manifestCacheBytes: Math.floor(2.5 * reader.cachedManifestBytes) });
+      const caps = [cap];
+      for (let i = 0; i < 2; i++) {
+        const more = path.join(root, `manifest-cache-many-chunks-${i}.bin`);
+        await fsp.writeFile(more, randomBytes(128 * KiB));
+        caps.push(await put(more, { chunkSize: KiB }));
+      }
+      for (const x of caps) await bounded.manifest(x);
+      expect(bounded.cachedManifestBytes).toBeLessThanOrEqual(Math.floor(2.5 * reader.cachedManifestBytes));
+      const gets = vi.spyOn(c, 'getShare');
+      await bounded.manifest(caps[0]);
+      expect(gets.mock.calls.some(([, id]) => id.equals(caps[0].manifestId))).toBe(true);
+      gets.mockRestore();
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
 
   it('a manifest used but not kept is fetched once for its request: reading a range of its file does not fetch it again', async () => {
     const file = path.join(root, 'manifest-cache-range.bin');
@@ -546,9 +584,9 @@ describe('the gateway\'s folder listing cache (SPEC.md §9.16.4)', () => {
         for (let j = 0; j <= i; j++) await fsp.writeFile(path.join(dir, `file-${j}.txt`), `folder ${i} file ${j}`);
         caps.push(parseCapability((await putFolder(c, dir)).capability));
       }
-      // Each counts for its encoded listing's length (the Layout size of its manifest).
+      // Each counts for the memory its decoded entries take.
       const probe = new BlobReader({ client: () => c, cacheBytes: 0 });
-      const sizes = await Promise.all(caps.map(async (cap) => (await probe.manifest(cap)).layout.size));
+      const sizes = await Promise.all(caps.map(async (cap) => folderMemoryBytes(await probe.folder(cap, await probe.manifest(cap)))));
       const bound = Math.floor(2.5 * Math.max(...sizes));
       const reader = new BlobReader({ client: () => c, cacheBytes: 0, folderCacheBytes: bound });
       for (const [i, cap] of caps.entries()) {
@@ -572,4 +610,27 @@ describe('the gateway\'s folder listing cache (SPEC.md §9.16.4)', () => {
       await c.close();
     }
   });
+
+  it('counts a listing for the memory its decoded entries take, not its encoded length', async () => {
+    const n = 2000;
+    const listing = encodeFolder({ entries: Array.from({ length: n }, (_, i) => ({ path: `f${i}.txt`, cap: videoCap, size: video.length })) });
+    const file = path.join(root, 'folder-cache-many.json');
+    await fsp.writeFile(file, listing);
+    const cap = await put(file, { contentType: FOLDER_CONTENT_TYPE });
+    const c = client();
+    try {
+      const reader = new BlobReader({ client: () => c, cacheBytes: 0 });
+      const m = await reader.manifest(cap);
+      expect((await reader.folder(cap, m)).entries.length).toBe(n);
+      // Measured on Node 20 (SPEC.md §9.16.4): an entry takes about 346 bytes besides its path.
+      expect(reader.cachedFolderBytes).toBeGreaterThanOrEqual(n * 346);
+      expect(reader.cachedFolderBytes).toBeGreaterThan(2 * listing.length);
+      // A bound below that keeps nothing, though the encoded listing would fit.
+      const small = new BlobReader({ client: () => c, cacheBytes: 0, folderCacheBytes: 2 * listing.length });
+      expect((await small.folder(cap, await small.manifest(cap))).entries.length).toBe(n);
+      expect(small.cachedFolderBytes).toBe(0);
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
 });
