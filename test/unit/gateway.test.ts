@@ -634,3 +634,43 @@ describe('the gateway\'s folder listing cache (SPEC.md §9.16.4)', () => {
     }
   }, 60_000);
 });
+
+describe('the gateway\'s HTTP timeouts (SPEC.md §9.16, §6.10)', () => {
+  /** A gateway with short timeouts, and a stream to it; `closed` settles when the gateway ends the stream. */
+  function open(): { gw: Gateway; s: ReturnType<Gateway['connect']>; got: () => string; closed: Promise<void> } {
+    const gw = new Gateway({
+      nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')),
+      httpTimeouts: { keepAliveTimeout: 100, headersTimeout: 200, requestTimeout: 300, connectionsCheckingInterval: 50 },
+    });
+    const s = gw.connect('not-a-capability.bitcloud');
+    let text = '';
+    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
+    const closed = new Promise<void>((resolve) => { s.once('end', resolve); s.once('close', resolve); });
+    return { gw, s, got: () => text, closed };
+  }
+  const within = (p: Promise<void>, ms: number) => Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
+  it('an idle keep-alive connection is closed after keepAliveTimeout', async () => {
+    const { gw, s, got, closed } = open();
+    try {
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await within(closed, 5000)).toBe(true);
+      expect(got()).toMatch(/^HTTP\/1\.1 400 /); // answered (GATEWAY_HOST_MALFORMED), then dropped once idle
+    } finally {
+      s.destroy();
+      await gw.close();
+    }
+  });
+
+  it('a request whose headers never end is answered 408 and closed after headersTimeout', async () => {
+    const { gw, s, got, closed } = open();
+    try {
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n');
+      expect(await within(closed, 5000)).toBe(true);
+      expect(got()).toMatch(/^HTTP\/1\.1 408 /);
+    } finally {
+      s.destroy();
+      await gw.close();
+    }
+  });
+});

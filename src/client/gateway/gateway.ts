@@ -30,6 +30,11 @@ export interface GatewayOptions {
   cacheBytes?: number;
   /** Renew the storage client (new circuits, forgotten dead nodes) this often. Default 10 min. */
   clientLifetimeMs?: number;
+  /**
+   * The HTTP server's timeouts (SPEC.md §9.16): default keepAliveTimeout 30 s, headersTimeout
+   * 10 s, requestTimeout 30 s (SPEC.md §6.10), checked every 30 s (connectionsCheckingInterval).
+   */
+  httpTimeouts?: { keepAliveTimeout?: number; headersTimeout?: number; requestTimeout?: number; connectionsCheckingInterval?: number };
   log?: Logger;
   registry?: Registry;
 }
@@ -40,13 +45,22 @@ export interface GatewayOptions {
 class Half extends Duplex {
   other!: Half;
   private waiting: (() => void) | null = null;
+  /** SPEC.md §9.16: the idle timeout node:http sets (keepAliveTimeout between requests), as net.Socket's. */
+  private idleMs = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
   constructor() { super({ allowHalfOpen: true }); }
+  /** Bytes moved either way: the idle timeout starts again. */
+  touch(): void {
+    if (this.idleTimer) this.idleTimer.refresh();
+  }
   override _read(): void {
     const w = this.other.waiting;
     if (w) { this.other.waiting = null; w(); }
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     if (this.other.destroyed) { cb(); return; }
+    this.touch();
+    this.other.touch();
     if (this.other.push(chunk)) cb(); else this.waiting = cb;
   }
   override _final(cb: (e?: Error | null) => void): void {
@@ -57,11 +71,21 @@ class Half extends Duplex {
     const w = this.waiting;
     this.waiting = null;
     w?.();
+    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; }
     if (!this.other.destroyed) this.other.destroy();
     cb(e);
   }
   // What node:http may call on a socket.
-  setTimeout(): this { return this; }
+  setTimeout(ms: number, cb?: () => void): this {
+    if (cb) this.once('timeout', cb);
+    if (this.idleTimer) { clearTimeout(this.idleTimer); this.idleTimer = null; }
+    this.idleMs = ms;
+    if (ms > 0 && !this.destroyed) {
+      this.idleTimer = setTimeout(() => { this.idleTimer = null; this.emit('timeout'); }, this.idleMs);
+      this.idleTimer.unref();
+    }
+    return this;
+  }
   setNoDelay(): this { return this; }
   setKeepAlive(): this { return this; }
   destroySoon(): void { this.end(); }
@@ -167,8 +191,15 @@ export class Gateway {
   constructor(private readonly o: GatewayOptions) {
     this.log = o.log ?? silentLogger;
     this.reader = new BlobReader({ client: () => this.currentClient(), cacheBytes: o.cacheBytes, registry: o.registry });
-    this.server = http.createServer({ keepAliveTimeout: 30_000, ...HTTP_SERVER_TIMEOUTS }, (req, res) => { void this.handle(req, res); });
-    this.server.on('clientError', (_e, sock) => { if (!sock.destroyed) sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'); });
+    this.server = http.createServer({ keepAliveTimeout: 30_000, ...HTTP_SERVER_TIMEOUTS, ...o.httpTimeouts }, (req, res) => { void this.handle(req, res); });
+    // SPEC.md §9.16, §6.10: Node starts checking headersTimeout and requestTimeout (and keeps the list
+    // of connections closeAllConnections walks) when a server starts listening, which this one,
+    // fed streams by connect(), never does: without this a request sent slowly was held for ever.
+    this.server.emit('listening');
+    this.server.on('clientError', (e: NodeJS.ErrnoException, sock) => {
+      const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      if (!sock.destroyed) sock.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    });
     const reg = o.registry;
     this.metrics = reg ? {
       requests: (reg.getSingleMetric('bitcloud_gateway_requests_total') as prom.Counter<'status'> | undefined)
@@ -215,6 +246,7 @@ export class Gateway {
   async close(): Promise<void> {
     this.closed = true;
     this.server.closeAllConnections();
+    this.server.close(() => {}); // stops the timeout checks; it was never listening, so its callback only says so
     for (const t of this.retired) clearTimeout(t);
     await this.client?.close();
     this.client = null;
