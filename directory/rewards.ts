@@ -440,16 +440,22 @@ export class RewardLedger {
               try {
                 blockLedger(this.state, tb);
                 // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
-                // from the contracts it holds and, when the block pays, the proposer's own audit report.
-                if (tb.escrow?.length) {
+                // from the contracts it holds and, when the block pays, the proposer's own audit report;
+                // also when the block carries none, so that a proposer cannot leave out the opening of a
+                // contract its transfers fund (the units would sit in an account nothing can move) or a
+                // refund that is due.
+                if (this.escrow) {
                   // Only the pages of the nodes whose pay it computes (SPEC.md §9.20.4 item 2).
-                  const payNodes = this.escrow ? escrowPayNodes(this.state.escrows, tb.epoch, this.escrow.contract) : new Set<string>();
-                  const report = tb.escrow.some((op) => op.kind === 'pay') ? await this.proposerReport(a, tb.epoch, payNodes) : null;
+                  const pays = tb.escrow?.some((op) => op.kind === 'pay') ?? false;
+                  const report = pays ? await this.proposerReport(a, tb.epoch, escrowPayNodes(this.state.escrows, tb.epoch, this.escrow.contract)) : null;
                   // The payers' cancels are self-authenticating (signed by the payer the chain names): the
                   // proposer's are taken as they are, and checked by blockLedger above.
-                  const cancels = tb.escrow.flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));
-                  const want = this.escrow ? this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report, cancels).body : null;
-                  if (!want?.equals(theirs.body)) throw new Error('its escrow operations are not those the contracts and its audit report give');
+                  const cancels = (tb.escrow ?? []).flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));
+                  const want = this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report, cancels);
+                  const same = want.block.escrow?.length ? want.body.equals(theirs.body) : !tb.escrow?.length;
+                  if (!same) throw new Error('its escrow operations are not those the contracts and its audit report give');
+                } else if (tb.escrow?.length) {
+                  throw new Error('its escrow operations are not those the contracts and its audit report give');
                 }
                 chosen = { block: tb, body: theirs.body, hash: theirs.hash };
               } catch (e) {

@@ -226,6 +226,37 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     expect([again.status, JSON.parse(again.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
   });
 
+  it('a proposer that does not hold a funded contract and leaves its opening out is not signed: the funding waits for a proposer that opens it (SPEC.md §9.20.4, §8.7.4)', async () => {
+    const c4: StorageContract = { ...contract, startEpoch: E0 + 31, endEpoch: E0 + 33 };
+    const ID4 = contractId(c4).toString('hex');
+    const next = running()[0].height + 1;
+    const p = nodes.findIndex((n) => n.signer.identity.toString('hex') === running()[0].proposerOf(next));
+    // Every authority but the proposer of the next height holds the contract.
+    held.forEach((h, i) => { if (i !== p) h.set(ID4, c4); });
+    const nonce = (running()[0].chain.nonces.get(RELAY) ?? 0) + 1;
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, Buffer.from(ID4, 'hex'), 2000n, nonce)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const n of nodes) n.logs.length = 0;
+    for (const l of running()) l.onConsensus(consensus(E0 + 30));
+    await rounds(6);
+    // The two holding it refused the proposer's body (a transfer to the contract without its
+    // opening): the units did not go to an account no key and no escrow could ever move.
+    for (const l of running()) {
+      expect(l.height).toBe(next);
+      expect(l.chain.balances.get(ID4) ?? 0n).toBe(0n);
+      expect(l.chain.nonces.get(RELAY) ?? 0).toBe(nonce - 1);
+    }
+    expect(warnings().filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''))).toHaveLength(2);
+    // The next proposer holds it: the transfer and its opening go in together.
+    held[p].set(ID4, c4);
+    for (const l of running()) l.onConsensus(consensus(E0 + 31));
+    await rounds(6);
+    for (const l of running()) {
+      expect(l.chain.balances.get(ID4)).toBe(2000n);
+      expect(l.chain.escrows.get(ID4)).toMatchObject({ payer: RELAY, funded: 2000n, refunded: null });
+    }
+  });
+
   it('a proposer whose pages never come is given one deadline for its whole report, max(1 s, P/2), with at most 4 pages asked at once; then the recheck fails as for any report that cannot be checked (SPEC.md §9.20.4, §8.7.4)', async () => {
     const epoch = E0 + 100;
     const paid = Array.from({ length: 9 }, (_, i) => (i + 16).toString(16).repeat(32));
