@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { silentLogger } from '../../src/ops/log';
-import { startProxy } from '../../src/client/commands/proxy';
+import { BUILD_TIMES_FILE, loadBuildTimes, startProxy } from '../../src/client/commands/proxy';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-proxy-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -49,5 +49,44 @@ describe('startProxy', () => {
     } finally {
       await new Promise<void>((r) => busy.close(() => r()));
     }
+  });
+});
+
+describe('build times across restarts (SPEC.md §7.3)', () => {
+  it('the proxy starts, afresh, over a truncated build-times.json', async () => {
+    const authorities = [1, 2, 3].map((i) => ({ name: `a${i}`, identity: ed25519FromSeed(Buffer.alloc(32, 60 + i)).publicKey.toString('hex'), address: '127.0.0.1:1' }));
+    const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+    const config = path.join(dataDir, 'client.json');
+    fs.writeFileSync(config, JSON.stringify({ authorities, dataDir }));
+    fs.writeFileSync(path.join(dataDir, BUILD_TIMES_FILE), '{');
+    const proxy = await startProxy({ config, socksPort: 0, metricsPort: 0, log: silentLogger });
+    try {
+      expect(proxy.manager.builder.buildTimeout.toJSON().samples).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a build-times.json that is not JSON ("{") gives a fresh estimator and a warning with a code', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'bt-'));
+    const file = path.join(dir, BUILD_TIMES_FILE);
+    fs.writeFileSync(file, '{');
+    const warnings: unknown[] = [];
+    const log = { ...silentLogger, warn: (...a: unknown[]) => { warnings.push(a[0]); } } as unknown as typeof silentLogger;
+    const e = await loadBuildTimes(file, log);
+    expect(e.toJSON().samples).toEqual([]);
+    expect(warnings).toEqual([expect.objectContaining({ code: 'IO_STATE_CORRUPT' })]);
+  });
+
+  it('an empty file, a missing file and a JSON value of the wrong shape give a fresh estimator', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'bt-'));
+    const file = path.join(dir, BUILD_TIMES_FILE);
+    expect((await loadBuildTimes(file, silentLogger)).toJSON().samples).toEqual([]);
+    for (const text of ['', '[1,2]', '"x"', 'null', '{"version":1,"samples":[7,null,{"ms":"a"}]}']) {
+      fs.writeFileSync(file, text);
+      expect((await loadBuildTimes(file, silentLogger)).toJSON().samples).toEqual([]);
+    }
+    fs.writeFileSync(file, JSON.stringify({ version: 1, samples: [{ ms: 900 }], fallbackMs: 60_000 }));
+    expect((await loadBuildTimes(file, silentLogger)).toJSON().samples).toEqual([{ ms: 900 }]);
   });
 });

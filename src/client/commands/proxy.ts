@@ -95,6 +95,25 @@ export function readProxyConfig(file: string): ProxyConfig {
   };
 }
 
+/**
+ * SPEC.md §7.3: the learned build times from `<dataDir>/build-times.json`. A file that is missing,
+ * unreadable or not JSON gives a fresh start (the last two with an IO_STATE_UNREADABLE or
+ * IO_STATE_CORRUPT warning): the proxy must still start. Entries of the wrong shape are skipped by BuildTimeoutEstimator.fromJSON.
+ */
+export async function loadBuildTimes(file: string, log: Logger): Promise<BuildTimeoutEstimator> {
+  let text: string;
+  try { text = await fsp.readFile(file, 'utf8'); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ code: 'IO_STATE_UNREADABLE', err: (e as Error).message }, `could not read ${file}; starting with fresh build times`);
+    return new BuildTimeoutEstimator();
+  }
+  let state: unknown;
+  try { state = JSON.parse(text); } catch {
+    log.warn({ code: 'IO_STATE_CORRUPT' }, `${file} is not JSON; starting with fresh build times`);
+    return new BuildTimeoutEstimator();
+  }
+  return BuildTimeoutEstimator.fromJSON(state);
+}
+
 /** Start the proxy in this process (the command, the local network and tests use it). */
 export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const file = clientConfigPath(o.config);
@@ -107,7 +126,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
   // SPEC.md §7.3: learned build times survive restarts (as Tor keeps them in its state file).
   const buildTimesFile = path.join(dirCfg.dataDir, BUILD_TIMES_FILE);
-  const buildTimeout = BuildTimeoutEstimator.fromJSON(await fsp.readFile(buildTimesFile, 'utf8').then((t) => JSON.parse(t) as unknown, () => null));
+  const buildTimeout = await loadBuildTimes(buildTimesFile, log);
   const saveBuildTimes = () => writeFileAtomic(buildTimesFile, JSON.stringify(buildTimeout.toJSON()), 0o600).catch((e) => log.warn({ err: (e as Error).message }, 'could not save build times'));
   for (const w of guards.warnings) log.warn(w);
   // What is running so far, closed in reverse order when a later step fails: a proxy that
