@@ -40,7 +40,7 @@ import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
 import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
-import { serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
+import { RewardBundles, serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
 import type { StorageAudits } from './storage-audits';
 import { AuditPagePlaces, serveStorageAudits } from './storage-http';
@@ -64,6 +64,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const receiptGate = new UploadGate();
   // SPEC.md §9.20.3: audit report page places; the configured authorities' addresses have no per-address share.
   const auditPages = new AuditPagePlaces(a.config.authorities);
+  const rewardBundles = rewards ? new RewardBundles(rewards, a.config.authorities) : undefined;
   // Hidden descriptors (SPEC.md §9.21.3): every hidden node uploads two per round, maybe from a shared address.
   const hsLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   // SPEC.md §9.21.8: accepted uploads by kind and by how they came (a mirror passing on a hidden
@@ -152,7 +153,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
     if (p === PATHS.rewards) m.rewardFetches.inc({ fetcher: fetcherOf(req) });
-    const rw = await serveRewards(rewards, req, res, url);
+    const rw = await serveRewards(rewards, req, res, url, rewardBundles);
     if (rw) return rw;
     switch (p) {
       case PATHS.consensus: {

@@ -5,7 +5,79 @@ import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { TRANSFER_BYTES } from '../src/wire/transfer';
 import { ESCROW_CANCEL_BYTES } from '../src/wire/escrow-cancel';
+import { AuthorityAnswerPlaces } from '../src/dir/answer-places';
+import type { AuthorityInfo } from '../src/dir/authorities';
 import type { RewardLedger } from './rewards';
+
+/**
+ * SPEC.md §8.7.5, §6.10: chain bundle answers (up to 8 MiB and a block each) under way at once per
+ * authority, at most BUNDLE_MAX_PER_ADDRESS of them for one client address (the configured
+ * authorities' addresses excepted), each cut BUNDLE_ANSWER_DEADLINE_MS after it starts to be sent;
+ * more are answered 503 `RATE_LIMITED`. The same bounds as the audit report pages (§9.20.3).
+ */
+export const BUNDLE_MAX_IN_FLIGHT = 16;
+export const BUNDLE_MAX_PER_ADDRESS = 4;
+export const BUNDLE_ANSWER_DEADLINE_MS = 120_000;
+/** SPEC.md §8.7.5: encoded bundles kept for reuse while the tip stays: at most this many `from`s … */
+export const BUNDLE_CACHE_ENTRIES = 4;
+/** … and at most this many bytes of them (a bundle a reader takes is at most 64 MiB). */
+export const BUNDLE_CACHE_BYTES = 64 * 1024 * 1024;
+
+interface CachedBundle { bytes: Promise<Buffer>; size: number }
+
+/**
+ * SPEC.md §8.7.5: one authority's GET /bitcloud/rewards answers. Each takes a place
+ * (AuthorityAnswerPlaces); the bundle for a `from` is encoded once and the same Buffer handed to
+ * every request for it (also those arriving while it is being read) until the chain changes (its
+ * tip moves, a stored block gains late signatures or a certificate is stored), so readers that read slowly pin at most one buffer per distinct `from` kept, not one each.
+ */
+export class RewardBundles {
+  readonly places: AuthorityAnswerPlaces;
+  /** Encoded bundles by `from`, least recently used first, all of the ledger's bundleVersion `version`. */
+  private readonly cache = new Map<number, CachedBundle>();
+  private cachedBytes = 0;
+  private version = '';
+
+  constructor(readonly ledger: RewardLedger, authorities: readonly AuthorityInfo[] = [], opts: { answerDeadlineMs?: number } = {}) {
+    this.places = new AuthorityAnswerPlaces(authorities, BUNDLE_MAX_IN_FLIGHT, BUNDLE_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? BUNDLE_ANSWER_DEADLINE_MS);
+  }
+
+  /** The encoded bundle from height `from`, shared while the chain stays as it is. */
+  bundle(from: number): Promise<Buffer> {
+    const version = this.ledger.bundleVersion;
+    if (version !== this.version) { this.cache.clear(); this.cachedBytes = 0; this.version = version; }
+    const hit = this.cache.get(from);
+    if (hit) { this.cache.delete(from); this.cache.set(from, hit); return hit.bytes; }
+    const entry: CachedBundle = { bytes: this.ledger.bundle(from), size: 0 };
+    this.cache.set(from, entry);
+    entry.bytes.then((b) => {
+      if (this.cache.get(from) !== entry) return; // the chain changed meanwhile, or it was dropped
+      entry.size = b.length;
+      this.cachedBytes += b.length;
+      this.trim();
+    }, () => {
+      if (this.cache.get(from) === entry) this.cache.delete(from);
+    });
+    this.trim();
+    return entry.bytes;
+  }
+
+  private trim(): void {
+    for (const [k, e] of this.cache) {
+      if (this.cache.size <= BUNDLE_CACHE_ENTRIES && this.cachedBytes <= BUNDLE_CACHE_BYTES) return;
+      this.cache.delete(k);
+      this.cachedBytes -= e.size;
+    }
+  }
+}
+
+/** Bundle answers of a ledger served without a RewardBundles given (no address exempt). */
+const defaultBundles = new WeakMap<RewardLedger, RewardBundles>();
+function defaultBundlesOf(ledger: RewardLedger): RewardBundles {
+  let b = defaultBundles.get(ledger);
+  if (!b) defaultBundles.set(ledger, (b = new RewardBundles(ledger)));
+  return b;
+}
 
 /**
  * SPEC.md §8.11.3: POST /bitcloud/transfers (one 145-byte transfer) and
@@ -65,22 +137,31 @@ export async function serveEscrowCancel(ledger: RewardLedger | null | undefined,
  * SPEC.md §6.10 / §8.7.5: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending.
  * Returns null for other paths (the caller routes them); [route, status] when answered.
  */
-export async function serveRewards(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<[string, number] | null> {
+export async function serveRewards(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, bundles?: RewardBundles): Promise<[string, number] | null> {
   const p = url.pathname;
   if (p !== PATHS.rewards && p !== PATHS.rewardsPending) return null;
   const route = p === PATHS.rewards ? 'rewards' : 'rewards_pending';
   if (req.method !== 'GET' && req.method !== 'HEAD') { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return [route, 405]; }
-  let body: Buffer | null;
   if (p === PATHS.rewardsPending) {
-    body = ledger?.pendingBytes() ?? null;
+    const body = ledger?.pendingBytes() ?? null;
     if (!body) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'no reward block is being signed here'); return [route, 404]; }
-  } else {
-    const q = url.searchParams.get('from');
-    if (q !== null && !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)'); return [route, 400]; }
-    if (!ledger) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return [route, 404]; }
-    body = await ledger.bundle(q === null ? 0 : Number(q));
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return [route, 200];
   }
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
-  res.end(req.method === 'HEAD' ? undefined : body);
-  return [route, 200];
+  const q = url.searchParams.get('from');
+  if (q !== null && !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)'); return [route, 400]; }
+  if (!ledger) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return [route, 404]; }
+  const shared = bundles ?? defaultBundlesOf(ledger);
+  const from = q === null ? 0 : Number(q);
+  // SPEC.md §8.7.5: the place is held until the answer is handed on in full, its connection is
+  // gone or its deadline has passed; none free: 503 RATE_LIMITED.
+  const r = await shared.places.run(req, res, async () => {
+    const bytes = await shared.bundle(from);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : bytes);
+  });
+  if (r) return [route, 200];
+  sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering as many reward chain requests as it may (${BUNDLE_MAX_IN_FLIGHT}, ${BUNDLE_MAX_PER_ADDRESS} per address); retry later`);
+  return [route, 503];
 }

@@ -39,6 +39,11 @@ export class RewardStore {
   /** Blocks whose write has not finished yet: served from memory meanwhile. */
   private readonly unsaved = new Map<number, Buffer>();
   private queue: Promise<void> = Promise.resolve();
+  /**
+   * Bumped by every block or certificate stored, rewritten or set aside: what a chain bundle is made
+   * of changed (SPEC.md §8.7.5: a bundle encoded before is not served again).
+   */
+  changes = 0;
 
   constructor(dataDir: string, private readonly onWriteError: (what: string, e: Error) => void) {
     this.dir = path.join(dataDir, 'rewards');
@@ -61,6 +66,7 @@ export class RewardStore {
 
   /** Moves the files from `height` on aside (`.rejected`), so a bad stored block cannot shadow a good one later. */
   rejectFromSync(height: number): string[] {
+    this.changes++;
     let names: string[];
     try { names = fs.readdirSync(this.blocksDir); } catch { return []; }
     const moved: string[] = [];
@@ -92,6 +98,7 @@ export class RewardStore {
 
   /** Store (or rewrite, with more signatures) the block at `height`. */
   saveBlock(height: number, raw: Buffer): void {
+    this.changes++;
     this.unsaved.set(height, raw);
     void this.enqueue(`block ${height}`, async () => {
       await writeFileAtomic(path.join(this.blocksDir, blockFileName(height)), raw, 0o644);
@@ -101,6 +108,7 @@ export class RewardStore {
 
   /** SPEC §8.7.6: one file per certificate; another certificate of the same pair is a file of its own. */
   saveCertificate(identityFp: string, signingKeyHex: string, raw: Buffer): void {
+    this.changes++;
     const name = certificateFileName(identityFp, signingKeyHex, raw);
     void this.enqueue('certificate', () => writeFileAtomic(path.join(this.certsDir, name), raw, 0o644));
   }

@@ -170,6 +170,11 @@ export class RewardLedger {
   get height(): number { return this.state.height; }
   get tipEpoch(): number { return this.state.epoch; }
   get chain(): Readonly<ChainState> { return this.state; }
+  /**
+   * SPEC.md §8.7.5: changes whenever a GET /bitcloud/rewards bundle could: the tip moved, a stored
+   * block was rewritten with late signatures (§8.7.4) or a certificate was stored.
+   */
+  get bundleVersion(): string { return `${this.state.height}:${this.store.changes}`; }
   get pendingTransfers(): number { return this.pool.size; }
   get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
     const p = this.pending;

@@ -8,8 +8,7 @@ import { errorCode, isBitcloudError } from '../src/errors';
 import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
 import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
 import type { AuthorityInfo } from '../src/dir/authorities';
-import { AnswerPlaces, clientAddressKey } from '../src/dir/answer-places';
-import { plainAddress } from '../src/wire/address-key';
+import { AuthorityAnswerPlaces } from '../src/dir/answer-places';
 import type { RateLimiter } from './rate-limit';
 import type { StorageAudits } from './storage-audits';
 
@@ -34,19 +33,9 @@ export const PAGE_ANSWER_DEADLINE_MS = 120_000;
  * rechecks 4 pages at a time, §9.20.4, and on a local network they all share one address) and this
  * host's own (loopback), which count only under the bound of all.
  */
-export class AuditPagePlaces {
-  readonly places: AnswerPlaces;
-  private readonly exempt: ReadonlySet<string>;
+export class AuditPagePlaces extends AuthorityAnswerPlaces {
   constructor(authorities: readonly AuthorityInfo[], opts: { answerDeadlineMs?: number } = {}) {
-    this.places = new AnswerPlaces(PAGE_MAX_IN_FLIGHT, PAGE_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? PAGE_ANSWER_DEADLINE_MS);
-    this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
-  }
-
-  /** The per-address key of `req` (clientAddressKey), or null when it counts under none. */
-  keyOf(req: http.IncomingMessage): string | null {
-    const remote = req.socket.remoteAddress;
-    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
-    return clientAddressKey(remote, req.socket.localAddress);
+    super(authorities, PAGE_MAX_IN_FLIGHT, PAGE_MAX_PER_ADDRESS, opts.answerDeadlineMs ?? PAGE_ANSWER_DEADLINE_MS);
   }
 }
 
@@ -61,7 +50,7 @@ const defaultPlaces = new WeakMap<StorageAudits, AuditPagePlaces>();
  * PAGE_MAX_PER_ADDRESS of them.
  */
 async function boundedPage(pages: AuditPagePlaces, req: http.IncomingMessage, res: http.ServerResponse, answer: () => Promise<number>): Promise<number> {
-  const r = await pages.places.run(res, pages.keyOf(req), answer);
+  const r = await pages.run(req, res, answer);
   if (r) return r.value;
   sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering as many audit report page requests as it may (${PAGE_MAX_IN_FLIGHT}, ${PAGE_MAX_PER_ADDRESS} per address); retry later`);
   return 503;

@@ -1,9 +1,9 @@
-// SPEC.md §9.21.8, §9.20.3: places for answers handed on to readers nobody trusts (a relay
-// mirror's pass-through, an authority's audit report pages). At most `max` are under way at once,
+// SPEC.md §9.21.8, §9.20.3, §8.7.5: places for answers handed on to readers nobody trusts (a relay
+// mirror's pass-through, an authority's audit report pages and reward chain bundles). At most `max` are under way at once,
 // at most `perAddress` of them for one client address, and each is held only until its answer has
 // been handed on in full, its connection is gone, or its answer deadline has passed.
 import type http from 'node:http';
-import { addressKey, isLoopback } from '../wire/address-key';
+import { addressKey, isLoopback, plainAddress } from '../wire/address-key';
 
 /**
  * SPEC.md §9.21.8, §9.20.3: the per-address key of a request — its client's address key (§7b.9
@@ -60,5 +60,32 @@ export class AnswerPlaces {
     res.once('finish', done);
     res.once('close', done);
     return { value };
+  }
+}
+
+/**
+ * SPEC.md §9.20.3, §8.7.5: an authority's places for one route's large answers, `max` in all, at most
+ * `maxPerAddress` per client address, except the configured authorities' addresses (they fetch
+ * from each other, and on a local network they all share one address) and this host's own
+ * (loopback), which count only under the bound of all.
+ */
+export class AuthorityAnswerPlaces {
+  readonly places: AnswerPlaces;
+  private readonly exempt: ReadonlySet<string>;
+  constructor(authorities: readonly { host: string }[], max: number, maxPerAddress: number, answerDeadlineMs: number) {
+    this.places = new AnswerPlaces(max, maxPerAddress, answerDeadlineMs);
+    this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
+  }
+
+  /** The per-address key of `req` (clientAddressKey), or null when it counts under none. */
+  keyOf(req: http.IncomingMessage): string | null {
+    const remote = req.socket.remoteAddress;
+    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
+    return clientAddressKey(remote, req.socket.localAddress);
+  }
+
+  /** AnswerPlaces.run under the key of `req`: null (answer 503) when no place is free. */
+  run<T>(req: http.IncomingMessage, res: http.ServerResponse, answer: () => Promise<T>): Promise<{ value: T } | null> {
+    return this.places.run(res, this.keyOf(req), answer);
   }
 }

@@ -5,6 +5,7 @@
 // aside and fetched again.
 import { describe, it, expect, beforeAll, afterAll, vi } from 'vitest';
 import fs from 'node:fs';
+import type http from 'node:http';
 import path from 'node:path';
 import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
@@ -15,6 +16,7 @@ import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
+import { serveRewards } from '../../directory/reward-http';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -500,5 +502,69 @@ describe('a pending block of another body (SPEC §8.7.4)', () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', () => {
+  type Res = http.ServerResponse & { status: number; sent: Buffer; code?: string; fire(ev: string): void };
+  function stubLedger(bytes = Buffer.alloc(1024, 7)) {
+    const chain = { version: '3:0' };
+    const bundle = vi.fn(async (from: number) => { await Promise.resolve(); return Buffer.concat([bytes, Buffer.from([from])]); });
+    return { ledger: { bundle, get bundleVersion() { return chain.version; } } as unknown as RewardLedger, bundle, chain };
+  }
+  async function get(ledger: RewardLedger, remote = '127.0.0.1', from = 0): Promise<Res> {
+    const listeners = new Map<string, (() => void)[]>();
+    const req = { method: 'GET', socket: { remoteAddress: remote, localAddress: '192.0.2.1' }, resume() {} } as unknown as http.IncomingMessage;
+    const res = {
+      status: 0, sent: Buffer.alloc(0), writableFinished: false, destroyed: false,
+      writeHead(s: number) { res.status = s; return res; },
+      end(x?: string | Buffer) {
+        res.sent = Buffer.from(x ?? '');
+        if (res.status !== 200) res.code = (JSON.parse(res.sent.toString('utf8')) as { code: string }).code;
+      },
+      once(ev: string, f: () => void) { listeners.set(ev, [...(listeners.get(ev) ?? []), f]); return res; },
+      fire(ev: string) { for (const f of listeners.get(ev) ?? []) f(); listeners.delete(ev); },
+      destroy() { res.destroyed = true; res.fire('close'); },
+    } as unknown as Res;
+    await serveRewards(ledger, req, res, new URL(`http://a${PATHS.rewards}?from=${from}`));
+    return res;
+  }
+
+  it('at most 16 bundle answers at once: readers that never read hold their places, the 17th is 503 RATE_LIMITED; a finished answer frees its place', async () => {
+    const { ledger } = stubLedger();
+    const held: Res[] = [];
+    for (let i = 0; i < 16; i++) held.push(await get(ledger));
+    expect(held.map((r) => r.status)).toEqual(Array(16).fill(200));
+    const busy = await get(ledger);
+    expect([busy.status, busy.code]).toEqual([503, 'RATE_LIMITED']);
+    held[0].fire('finish');
+    expect((await get(ledger)).status).toBe(200);
+    expect((await get(ledger)).status).toBe(503);
+  });
+
+  it('one client address holds at most 4 places while another address is served', async () => {
+    const { ledger } = stubLedger();
+    const one: Res[] = [];
+    for (let i = 0; i < 4; i++) one.push(await get(ledger, '203.0.113.7'));
+    expect(one.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    const fifth = await get(ledger, '203.0.113.7');
+    expect([fifth.status, fifth.code]).toEqual([503, 'RATE_LIMITED']);
+    expect((await get(ledger, '198.51.100.9')).status).toBe(200);
+  });
+
+  it('requests for the same `from` share one encoded bundle until the chain changes', async () => {
+    const { ledger, bundle, chain } = stubLedger();
+    const [a, b] = await Promise.all([get(ledger), get(ledger)]);
+    expect(a.sent.length).toBe(1025);
+    expect(b.sent.equals(a.sent)).toBe(true);
+    expect(bundle).toHaveBeenCalledTimes(1);
+    a.fire('finish'); b.fire('finish');
+    await get(ledger, '127.0.0.1', 1);
+    expect(bundle).toHaveBeenCalledTimes(2);
+    await get(ledger);
+    expect(bundle).toHaveBeenCalledTimes(2);
+    chain.version = '3:1'; // e.g. a stored block gained a late signature (SPEC §8.7.4)
+    await get(ledger);
+    expect(bundle).toHaveBeenCalledTimes(3);
   });
 });
