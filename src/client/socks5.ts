@@ -147,6 +147,12 @@ export function parseRequest(b: Buffer): Parsed<Omit<SocksConnectRequest, 'isola
       refuse('SOCKS_BAD_HOSTNAME', 'empty or non-printable host name', SocksReply.GENERAL_FAILURE, 'bad_hostname');
     }
     host = name.toString('latin1'); addrType = 'domain'; end = 5 + b[4];
+    // SPEC.md §7.8.2: no empty label (a leading dot, two dots in a row, more than one trailing dot;
+    // one trailing dot is a fully qualified name). IPv6 text sent as a name (it has a ':') is no
+    // DNS name and is passed on. A name such as `….bitcloud..` must not slip past the gateway to an exit.
+    if (!host.includes(':') && host.replace(/\.$/, '').split('.').some((l) => l === '')) {
+      refuse('SOCKS_BAD_HOSTNAME', 'host name with an empty label', SocksReply.GENERAL_FAILURE, 'bad_hostname');
+    }
   } else {
     refuse('SOCKS_ADDRESS_TYPE_UNSUPPORTED', `address type ${atyp}`, SocksReply.ADDRESS_TYPE_NOT_SUPPORTED, 'address_type');
   }

@@ -207,6 +207,8 @@ describe('host names, paths, ranges, content types (SPEC.md §9.16)', () => {
     }
     expect(isBitcloudHost('A.B.BITCLOUD')).toBe(true);
     expect(isBitcloudHost('bitcloud.example')).toBe(false);
+    expect(isBitcloudHost('a.b.bitcloud..')).toBe(true);
+    expect(isBitcloudHost('a.b.BITCLOUD...')).toBe(true);
   });
 
   it('request paths: percent-decoded, and ".", "..", encoded slashes and NUL refused', () => {

@@ -334,6 +334,18 @@ describe('SOCKS5 reply codes (SPEC §7.8.4)', () => {
     expect(requests).toEqual([]);
   });
 
+  it('a host name with an empty label (leading dot, two dots in a row, more than one trailing dot) → 0x01, never reaching onConnect', async () => {
+    const port = await start();
+    for (const name of ['a.b.bitcloud..', 'a..b.bitcloud', '.a.bitcloud', 'x.example..', '.', '..']) {
+      expect((await raw(port, [greet, connectReq(name, 80)], { endAfter: true })).data[3], name).toBe(0x01);
+    }
+    expect(requests).toEqual([]);
+    // One trailing dot (a fully qualified name) is no empty label.
+    const ok = await socksClient(port, 'ok.example.', 80);
+    expect((await roundTrip(ok, Buffer.from('fqdn'))).toString()).toBe('fqdn');
+    expect(requests.map((r) => r.host)).toEqual(['ok.example.']);
+  });
+
   it('socksReplyFor maps END reasons, errno codes and error codes', () => {
     const table: [unknown, number][] = [
       [err('STREAM_REFUSED', 'm', { reason: 'EXITPOLICY' }), 2], [err('STREAM_REFUSED', 'm', { endReason: 4 }), 2], [err('STREAM_REFUSED', 'm', { reason: 'RESOLVEFAILED' }), 4],

@@ -6,9 +6,13 @@ import { base32Decode, base32Encode, type Capability } from '../../storage/capab
 
 export const BITCLOUD_TLD = '.bitcloud';
 
-/** Whether a SOCKS host name is one the gateway answers (any host ending in ".bitcloud"). */
+/**
+ * Whether a SOCKS host name is one the gateway answers (any host ending in ".bitcloud", with any
+ * number of trailing dots: SPEC.md §7.8.3, such a name never goes to an exit, even one the SOCKS
+ * layer's empty-label rule, §7.8.2, did not refuse).
+ */
 export function isBitcloudHost(host: string): boolean {
-  return host.toLowerCase().replace(/\.$/, '').endsWith(BITCLOUD_TLD);
+  return host.toLowerCase().replace(/\.+$/, '').endsWith(BITCLOUD_TLD);
 }
 
 export function capabilityHost(cap: Capability): string {
