@@ -180,10 +180,11 @@ export class CircuitBuilder {
       const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
       if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout(timeoutMs);
       // SPEC.md §7.2: any failure of the first hop counts against the guard (no link, no answer in
-      // time, CREATE2 refused with DESTROY or answered with a bad CREATED2). A link that closed
-      // under the build is counted where it closes; closing the client counts nothing.
-      const linkClosed = (guardLink as ClientLink | null)?.closed ?? false;
-      if (hop === 0 && guardSet && !this.closed && !linkClosed) guardSet.markFailure(path[0].fingerprint);
+      // time, CREATE2 refused with DESTROY or answered with a bad CREATED2). A link that could not
+      // be opened is counted once by linkTo, however many builds waited on it, and one that closed
+      // under the build where it closes; closing the client counts nothing.
+      const link = guardLink as ClientLink | null;
+      if (hop === 0 && guardSet && !this.closed && link && !link.closed) guardSet.markFailure(path[0].fingerprint);
       (circ as ClientCircuit | null)?.destroy(be);
       throw err(be.code, be.message, { ...be.detail, hop }, be.cause ?? be);
     } finally {
@@ -219,6 +220,9 @@ export class CircuitBuilder {
     }, (e: unknown) => {
       this.links.delete(key);
       this.log.debug({ code: errorCode(e) }, 'link to guard failed');
+      // SPEC.md §7.2: a link that cannot be opened is one guard failure, counted here once for the
+      // attempt, not once for each build that waited on it.
+      if (!this.closed) this.guardSet()?.markFailure(guard.fingerprint);
       throw e;
     });
     this.links.set(key, p);

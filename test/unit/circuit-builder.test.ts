@@ -183,6 +183,26 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     await dir.close();
   });
 
+  it('a guard link that cannot be opened counts one guard failure however many builds waited on it (SPEC.md §7.2)', async () => {
+    let opens = 0;
+    let fail!: (e: Error) => void;
+    connectImpl = () => { opens++; return new Promise<CellChannel>((_r, reject) => { fail = reject; }); };
+    const guards = guardSetOf(1);
+    const builder = new CircuitBuilder({ relays: () => [], guards });
+    const builds = Array.from({ length: 20 }, () => builder.buildPath(path));
+    await ticks();
+    fail(err('LINK_CONNECT_FAILED', 'test: the guard is down'));
+    for (const b of builds) await expect(b).rejects.toMatchObject({ code: 'LINK_CONNECT_FAILED', detail: { hop: 0 } });
+    expect(opens).toBe(1);
+    expect(guards.guards[0].failures).toBe(1);
+    expect(guards.guards[0].retryAt).toBe(clock + 60_000);
+    // A later attempt that fails again is a second failure.
+    connectImpl = () => Promise.reject(err('LINK_CONNECT_FAILED', 'test: still down'));
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ code: 'LINK_CONNECT_FAILED' });
+    expect(guards.guards[0].failures).toBe(2);
+    await builder.close();
+  });
+
   it('a link to a relay that is not a sampled guard marks nothing', async () => {
     const ch = new FakeChannel();
     connectImpl = () => Promise.resolve(ch);
