@@ -65,27 +65,38 @@ export class AnswerPlaces {
 
 /**
  * SPEC.md §9.20.3, §8.7.5: an authority's places for one route's large answers, `max` in all, at most
- * `maxPerAddress` per client address, except the configured authorities' addresses (they fetch
- * from each other, and on a local network they all share one address) and this host's own
- * (loopback), which count only under the bound of all.
+ * `maxPerAddress` per client address; requests from this host's own address (loopback) count only
+ * under the bound of all. The configured authorities' addresses (they fetch from each other, and
+ * on a local network they all share one address) have `max` places of their own, with no
+ * per-address share: slow readers at a few addresses holding every other place do not keep an
+ * authority from the pages or bundle it checks a block or catches up by.
  */
 export class AuthorityAnswerPlaces {
   readonly places: AnswerPlaces;
+  /** The configured authorities' own places. */
+  readonly authorityPlaces: AnswerPlaces;
   private readonly exempt: ReadonlySet<string>;
   constructor(authorities: readonly { host: string }[], max: number, maxPerAddress: number, answerDeadlineMs: number) {
     this.places = new AnswerPlaces(max, maxPerAddress, answerDeadlineMs);
+    this.authorityPlaces = new AnswerPlaces(max, max, answerDeadlineMs);
     this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
+  }
+
+  /** Whether `req` comes from a configured authority's address. */
+  private fromAuthority(req: http.IncomingMessage): boolean {
+    const remote = req.socket.remoteAddress;
+    return remote !== undefined && this.exempt.has(plainAddress(remote));
   }
 
   /** The per-address key of `req` (clientAddressKey), or null when it counts under none. */
   keyOf(req: http.IncomingMessage): string | null {
-    const remote = req.socket.remoteAddress;
-    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
-    return clientAddressKey(remote, req.socket.localAddress);
+    if (this.fromAuthority(req)) return null;
+    return clientAddressKey(req.socket.remoteAddress, req.socket.localAddress);
   }
 
   /** AnswerPlaces.run under the key of `req`: null (answer 503) when no place is free. */
   run<T>(req: http.IncomingMessage, res: http.ServerResponse, answer: () => Promise<T>): Promise<{ value: T } | null> {
+    if (this.fromAuthority(req)) return this.authorityPlaces.run(res, null, answer);
     return this.places.run(res, this.keyOf(req), answer);
   }
 }
