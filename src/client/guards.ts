@@ -123,7 +123,7 @@ export class GuardSet {
    * (better to retry a guard than to leave the guard set).
    *
    * `conflicts` are the guards a fixed last hop (a storage node) rules out for this path. When they
-   * and `exclude` leave no sampled guard, one more eligible node that fits is sampled (appended,
+   * rule out every eligible sampled guard, one more eligible node that fits is sampled (appended,
    * within `maxSampleSize`), as Tor goes down its sampled set when no primary guard satisfies a
    * circuit's restrictions; the guards ahead of it keep their places.
    */
@@ -160,9 +160,13 @@ export class GuardSet {
     }
     const fits = (fp: string) => !exclude.has(fp) && !conflicts.has(fp);
     let candidates = eligible().filter((g) => fits(g.fingerprint));
-    if (candidates.length === 0 && conflicts.size > 0 && this.records.length < this.opts.maxSampleSize) {
+    // Sample only when no eligible record avoids the conflicts at all: one that does but is
+    // excluded (it failed this build) leaves this path without a guard, as failures never cause
+    // sampling (SPEC.md §7.2 Sampling).
+    if (candidates.length === 0 && conflicts.size > 0 && this.records.length < this.opts.maxSampleSize
+      && eligible().every((g) => conflicts.has(g.fingerprint))) {
       // SPEC.md §7.2 (restrictions): no sampled guard can precede this fixed last hop; sample one
-      // that can, after the others. Failures (`exclude`) alone never cause sampling.
+      // that can, after the others.
       const sampled = new Set(this.records.map((g) => g.fingerprint));
       const pool = consensusRelays.filter((r) => usable(r) && !sampled.has(r.fingerprint.toLowerCase()) && fits(r.fingerprint.toLowerCase()));
       const r = weightedPick(pool, (x) => positionWeight(x, 'guard', computeBandwidthWeights(consensusRelays)), this.opts.rng, (x) => x.weight);

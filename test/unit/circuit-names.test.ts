@@ -243,13 +243,15 @@ describe('names-seen.json shared by two processes (SPEC.md §9.14.1)', () => {
     dirs.push(dir);
     const log = pino({ level: 'silent' });
     const a = new NamesSeen(dir, log), b = new NamesSeen(dir, log);
-    await a.remember('shared', 10);
     expect(await a.min('a')).toBe(-1);
-    expect(await b.min('b')).toBe(-1);
+    expect(await b.min('b')).toBe(-1); // both have read the (missing) file
+    await a.remember('shared', 10);
+    // b never saw 10: its lower seq is merged with the file, which keeps the higher one.
+    await b.remember('shared', 5);
     await Promise.all([a.remember('a', 7), b.remember('b', 9)]);
-    await b.remember('shared', 5); // lower than what a wrote: the file keeps 10
     const file = JSON.parse(fs.readFileSync(path.join(dir, 'names-seen.json'), 'utf8')) as Record<string, number>;
     expect(file).toEqual({ shared: 10, a: 7, b: 9 });
+    expect(await b.min('shared')).toBe(10);
     expect(await new NamesSeen(dir, log).min('shared')).toBe(10);
     expect(fs.existsSync(path.join(dir, 'names-seen.json.lock'))).toBe(false);
   });

@@ -260,6 +260,19 @@ describe('path selection (SPEC §7.1)', () => {
     expect(full.guards).toHaveLength(3);
   });
 
+  it('a storage node whose one fitting sampled guard failed this build: PATH_NO_GUARD, nothing sampled (SPEC §7.2 Sampling)', () => {
+    // Guards 1-3 share 10.1/16 with the storage node; guard 4 fits it but failed this build.
+    const inNet = (i: number) => relay(i, { address: `10.1.${i}.1` });
+    const store = relay(9, { address: '10.1.9.9', roles: ['storage'], flags: ['Running', 'Valid'] });
+    const relays = [inNet(1), inNet(2), inNet(3), relay(4), relay(5), relay(6), store];
+    const rec = (i: number) => ({ fingerprint: fp(i), addedAt: 0, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: true, unlistedSince: null });
+    const gs = new GuardSet(null, () => 0, { rng: seededRng(3) }, [rec(1), rec(2), rec(3), rec(4)]);
+    expect(codeOf(() => choosePath(relays, { target: { storageNode: store }, guards: gs, exclude: new Set([fp(4)]) }))).toBe('PATH_NO_GUARD');
+    expect(gs.guards.map((g) => g.fingerprint)).toEqual([fp(1), fp(2), fp(3), fp(4)]);
+    // Without the failure, guard 4 is used, as before.
+    expect(choosePath(relays, { target: { storageNode: store }, guards: gs, rng: seededRng(4) })[0].fingerprint).toBe(fp(4));
+  });
+
   it('is bandwidth-weighted', () => {
     const relays = [relay(1), relay(2, { weight: 900, flags: ['Running', 'Valid', 'Fast'] }), relay(3, { weight: 100, flags: ['Running', 'Valid', 'Fast'] }), exitRelay(5, { weight: 1000 })];
     const rng = seededRng(12);
