@@ -675,4 +675,32 @@ describe('the gateway\'s HTTP timeouts (SPEC.md §9.16, §6.10)', () => {
       await gw.close();
     }
   });
+
+  it('after the 408 the stream is closed whole, though the client keeps its side open and sends nothing more', async () => {
+    const { gw, s, got } = open();
+    const gone = new Promise<void>((resolve) => { s.once('close', resolve); });
+    try {
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n');
+      expect(await within(gone, 5000)).toBe(true);
+      expect(got()).toMatch(/^HTTP\/1\.1 408 /);
+      expect(s.readableEnded).toBe(true); // the answer and its end came first: the SOCKS client sees EOF, not a reset
+    } finally {
+      s.destroy();
+      await gw.close();
+    }
+  });
+
+  it('a malformed request is answered 400 and the stream closed whole, though the client keeps its side open', async () => {
+    const { gw, s, got } = open();
+    const gone = new Promise<void>((resolve) => { s.once('close', resolve); });
+    try {
+      s.write('NOT HTTP AT ALL\r\n\r\n');
+      expect(await within(gone, 5000)).toBe(true);
+      expect(got()).toMatch(/^HTTP\/1\.1 400 /);
+      expect(s.readableEnded).toBe(true);
+    } finally {
+      s.destroy();
+      await gw.close();
+    }
+  });
 });

@@ -198,7 +198,14 @@ export class Gateway {
     this.server.emit('listening');
     this.server.on('clientError', (e: NodeJS.ErrnoException, sock) => {
       const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-      if (!sock.destroyed) sock.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      if (sock.destroyed) return;
+      sock.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      // SPEC.md §9.16, §6.10: then the stream is closed, whatever the client does. Ending our side
+      // alone left it open for as long as the client kept its own (no timeout applies any more):
+      // once the answer and its end have reached the SOCKS side (an EOF there, not a reset), both go.
+      if (!(sock instanceof Half)) sock.once('finish', () => sock.destroy());
+      else if (sock.other.readableEnded) sock.destroy();
+      else sock.other.once('end', () => sock.destroy());
     });
     const reg = o.registry;
     this.metrics = reg ? {
