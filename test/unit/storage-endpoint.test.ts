@@ -374,6 +374,9 @@ describe('direct sessions: per-address cap, idle and request deadlines (SPEC.md 
       const ch = new StorageChannel(await connectStorageDirect({ host: '127.0.0.1', port: capped.storagePort, expectedIdentity: keys.identity.publicKey }));
       await roundTrip(ch);
       ch.close();
+      // The refusal is a close of the per-address rule, not a failed TLS handshake (SPEC.md §9.13.2).
+      const errors = (await registry.getSingleMetric('bitcloud_storage_errors_total')?.get())?.values ?? [];
+      expect(errors.filter((v) => v.value > 0).map((v) => v.labels.code)).toEqual([]);
     } finally {
       for (const h of held) h.socket.destroy();
       await capped.close();
