@@ -148,9 +148,12 @@ export function parseRequest(b: Buffer): Parsed<Omit<SocksConnectRequest, 'isola
     }
     host = name.toString('latin1'); addrType = 'domain'; end = 5 + b[4];
     // SPEC.md §7.8.2: no empty label (a leading dot, two dots in a row, more than one trailing dot;
-    // one trailing dot is a fully qualified name). IPv6 text sent as a name (it has a ':') is no
-    // DNS name and is passed on. A name such as `….bitcloud..` must not slip past the gateway to an exit.
-    if (!host.includes(':') && host.replace(/\.$/, '').split('.').some((l) => l === '')) {
+    // one trailing dot is a fully qualified name). A name with a ':' must be IPv6 text (passed on as
+    // such); anything else with one (host:port put in the name field) is refused. So no spelling of
+    // a name such as `….bitcloud..` or `….bitcloud:80` slips past the gateway to an exit.
+    if (host.includes(':')) {
+      if (!net.isIPv6(host)) refuse('SOCKS_BAD_HOSTNAME', 'host name with a \':\' that is not an IPv6 address', SocksReply.GENERAL_FAILURE, 'bad_hostname');
+    } else if (host.replace(/\.$/, '').split('.').some((l) => l === '')) {
       refuse('SOCKS_BAD_HOSTNAME', 'host name with an empty label', SocksReply.GENERAL_FAILURE, 'bad_hostname');
     }
   } else {

@@ -346,6 +346,17 @@ describe('SOCKS5 reply codes (SPEC §7.8.4)', () => {
     expect(requests.map((r) => r.host)).toEqual(['ok.example.']);
   });
 
+  it('a host name with a \':\' that is not an IPv6 address (host:port in the name field) → 0x01, never reaching onConnect; IPv6 text sent as a name is passed on', async () => {
+    const port = await start();
+    for (const name of ['k.m.bitcloud:80', 'k.m.bitcloud.:80', 'k.m.bitcloud..:', 'example.com:443', ':', '1.2.3.4:80']) {
+      expect((await raw(port, [greet, connectReq(name, 80)], { endAfter: true })).data[3], name).toBe(0x01);
+    }
+    expect(requests).toEqual([]);
+    const v6 = await socksClient(port, '::1', 80);
+    expect((await roundTrip(v6, Buffer.from('v6'))).toString()).toBe('v6');
+    expect(requests.map((r) => r.host)).toEqual(['::1']);
+  });
+
   it('socksReplyFor maps END reasons, errno codes and error codes', () => {
     const table: [unknown, number][] = [
       [err('STREAM_REFUSED', 'm', { reason: 'EXITPOLICY' }), 2], [err('STREAM_REFUSED', 'm', { endReason: 4 }), 2], [err('STREAM_REFUSED', 'm', { reason: 'RESOLVEFAILED' }), 4],
