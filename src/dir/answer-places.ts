@@ -88,15 +88,9 @@ export class AuthorityAnswerPlaces {
     return remote !== undefined && this.exempt.has(plainAddress(remote));
   }
 
-  /** The per-address key of `req` (clientAddressKey), or null when it counts under none. */
-  keyOf(req: http.IncomingMessage): string | null {
-    if (this.fromAuthority(req)) return null;
-    return clientAddressKey(req.socket.remoteAddress, req.socket.localAddress);
-  }
-
   /** AnswerPlaces.run under the key of `req`: null (answer 503) when no place is free. */
   run<T>(req: http.IncomingMessage, res: http.ServerResponse, answer: () => Promise<T>): Promise<{ value: T } | null> {
     if (this.fromAuthority(req)) return this.authorityPlaces.run(res, null, answer);
-    return this.places.run(res, this.keyOf(req), answer);
+    return this.places.run(res, clientAddressKey(req.socket.remoteAddress, req.socket.localAddress), answer);
   }
 }
