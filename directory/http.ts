@@ -153,7 +153,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET'); return ['other', 405]; }
     if (p === PATHS.rewards) m.rewardFetches.inc({ fetcher: fetcherOf(req) });
-    const rw = await serveRewards(rewards, req, res, url, rewardBundles);
+    const rw = await serveRewards(rewardBundles, req, res, url);
     if (rw) return rw;
     switch (p) {
       case PATHS.consensus: {

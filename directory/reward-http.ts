@@ -1,5 +1,6 @@
 // The reward chain's two HTTP routes (SPEC.md §6.10, §8.7.5), served by directory/http.ts.
 import type http from 'node:http';
+import { LRUCache } from 'lru-cache';
 import { PATHS } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { errorCode, isBitcloudError } from '../src/errors';
@@ -23,7 +24,7 @@ export const BUNDLE_CACHE_ENTRIES = 4;
 /** … and at most this many bytes of them (a bundle a reader takes is at most 64 MiB). */
 export const BUNDLE_CACHE_BYTES = 64 * 1024 * 1024;
 
-interface CachedBundle { bytes: Promise<Buffer>; size: number }
+interface CachedBundle { readonly bytes: Promise<Buffer>; readonly size: number }
 
 /**
  * SPEC.md §8.7.5: one authority's GET /bitcloud/rewards answers. Each takes a place
@@ -33,9 +34,16 @@ interface CachedBundle { bytes: Promise<Buffer>; size: number }
  */
 export class RewardBundles {
   readonly places: AuthorityAnswerPlaces;
-  /** Encoded bundles by `from`, least recently used first, all of the ledger's bundleVersion `version`. */
-  private readonly cache = new Map<number, CachedBundle>();
-  private cachedBytes = 0;
+  /**
+   * Encoded bundles by `from`, all of the ledger's bundleVersion `version`. An entry is charged 1
+   * byte while its bundle is being read and its length once read; one above the byte bound is not
+   * kept (its requests still get it).
+   */
+  private readonly cache = new LRUCache<number, CachedBundle>({
+    max: BUNDLE_CACHE_ENTRIES,
+    maxSize: BUNDLE_CACHE_BYTES,
+    sizeCalculation: (e) => Math.max(1, e.size),
+  });
   private version = '';
 
   constructor(readonly ledger: RewardLedger, authorities: readonly AuthorityInfo[] = [], opts: { answerDeadlineMs?: number } = {}) {
@@ -45,38 +53,22 @@ export class RewardBundles {
   /** The encoded bundle from height `from`, shared while the chain stays as it is. */
   bundle(from: number): Promise<Buffer> {
     const version = this.ledger.bundleVersion;
-    if (version !== this.version) { this.cache.clear(); this.cachedBytes = 0; this.version = version; }
+    if (version !== this.version) { this.cache.clear(); this.version = version; }
     const hit = this.cache.get(from);
-    if (hit) { this.cache.delete(from); this.cache.set(from, hit); return hit.bytes; }
+    if (hit) return hit.bytes;
     const entry: CachedBundle = { bytes: this.ledger.bundle(from), size: 0 };
     this.cache.set(from, entry);
     entry.bytes.then((b) => {
-      if (this.cache.get(from) !== entry) return; // the chain changed meanwhile, or it was dropped
-      entry.size = b.length;
-      this.cachedBytes += b.length;
-      this.trim();
+      if (this.cache.peek(from) !== entry) return; // the chain changed meanwhile, or it was dropped
+      this.cache.set(from, { bytes: entry.bytes, size: b.length }); // charged its length now (a new value: lru-cache sizes a value once)
     }, () => {
-      if (this.cache.get(from) === entry) this.cache.delete(from);
+      if (this.cache.peek(from) === entry) this.cache.delete(from);
     });
-    this.trim();
     return entry.bytes;
   }
 
-  private trim(): void {
-    for (const [k, e] of this.cache) {
-      if (this.cache.size <= BUNDLE_CACHE_ENTRIES && this.cachedBytes <= BUNDLE_CACHE_BYTES) return;
-      this.cache.delete(k);
-      this.cachedBytes -= e.size;
-    }
-  }
-}
-
-/** Bundle answers of a ledger served without a RewardBundles given (no address exempt). */
-const defaultBundles = new WeakMap<RewardLedger, RewardBundles>();
-function defaultBundlesOf(ledger: RewardLedger): RewardBundles {
-  let b = defaultBundles.get(ledger);
-  if (!b) defaultBundles.set(ledger, (b = new RewardBundles(ledger)));
-  return b;
+  /** Bundles kept, and the bytes they are charged (tests). */
+  get cached(): { entries: number; bytes: number } { return { entries: this.cache.size, bytes: this.cache.calculatedSize }; }
 }
 
 /**
@@ -134,10 +126,12 @@ export async function serveEscrowCancel(ledger: RewardLedger | null | undefined,
 }
 
 /**
- * SPEC.md §6.10 / §8.7.5: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending.
+ * SPEC.md §6.10 / §8.7.5: GET /bitcloud/rewards[?from=H] and GET /bitcloud/rewards/pending, of the
+ * ledger `bundles` serves (none: this authority keeps no reward chain).
  * Returns null for other paths (the caller routes them); [route, status] when answered.
  */
-export async function serveRewards(ledger: RewardLedger | null | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, bundles?: RewardBundles): Promise<[string, number] | null> {
+export async function serveRewards(bundles: RewardBundles | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<[string, number] | null> {
+  const ledger = bundles?.ledger;
   const p = url.pathname;
   if (p !== PATHS.rewards && p !== PATHS.rewardsPending) return null;
   const route = p === PATHS.rewards ? 'rewards' : 'rewards_pending';
@@ -151,13 +145,12 @@ export async function serveRewards(ledger: RewardLedger | null | undefined, req:
   }
   const q = url.searchParams.get('from');
   if (q !== null && !/^\d{1,15}$/.test(q)) { sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)'); return [route, 400]; }
-  if (!ledger) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return [route, 404]; }
-  const shared = bundles ?? defaultBundlesOf(ledger);
+  if (!bundles) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return [route, 404]; }
   const from = q === null ? 0 : Number(q);
   // SPEC.md §8.7.5: the place is held until the answer is handed on in full, its connection is
   // gone or its deadline has passed; none free: 503 RATE_LIMITED.
-  const r = await shared.places.run(req, res, async () => {
-    const bytes = await shared.bundle(from);
+  const r = await bundles.places.run(req, res, async () => {
+    const bytes = await bundles.bundle(from);
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store' });
     res.end(req.method === 'HEAD' ? undefined : bytes);
   });

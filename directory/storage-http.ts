@@ -39,9 +39,6 @@ export class AuditPagePlaces extends AuthorityAnswerPlaces {
   }
 }
 
-/** Page places of a StorageAudits served without its authorities list given (no address exempt). */
-const defaultPlaces = new WeakMap<StorageAudits, AuditPagePlaces>();
-
 /**
  * Run `answer` if a place is free, else 503 RATE_LIMITED. SPEC.md §9.20.3: the place is held until
  * the answer has been handed on in full ('finish'), its connection is gone ('close') or its answer
@@ -57,7 +54,7 @@ async function boundedPage(pages: AuditPagePlaces, req: http.IncomingMessage, re
 }
 
 /** Returns null for other paths; [route, status] when answered. */
-export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter, pages?: AuditPagePlaces): Promise<[string, number] | null> {
+export async function serveStorageAudits(audits: StorageAudits | undefined, req: http.IncomingMessage, res: http.ServerResponse, url: URL, limiter: RateLimiter, pages: AuditPagePlaces): Promise<[string, number] | null> {
   const p = url.pathname;
   if (p !== CONTRACTS_PATH && p !== AUDITS_PATH) return null;
   const route = p === CONTRACTS_PATH ? 'storage_contracts' : 'storage_audits';
@@ -86,9 +83,7 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
     // SPEC.md §9.20.3: one node's page (bounded by the per-node sample), from the page cache or read
     // from disk once; at most PAGE_MAX_IN_FLIGHT answered at once, PAGE_MAX_PER_ADDRESS per address.
     if (!/^[0-9a-f]{64}$/.test(node)) { sendJsonError(res, 400, 'AUDIT_REPORT_INVALID', 'node must be a fingerprint of 64 lowercase hex digits'); return [route, 400]; }
-    let places = pages ?? defaultPlaces.get(audits);
-    if (!places) defaultPlaces.set(audits, (places = new AuditPagePlaces([])));
-    const status = await boundedPage(places, req, res, async () => {
+    const status = await boundedPage(pages, req, res, async () => {
       const page = await audits.pageText(Number(q), node);
       if (!page) { sendJsonError(res, 404, 'NOT_FOUND', `no audit report page for node ${node.slice(0, 16)}… in epoch ${q} here`); return 404; }
       sendJsonText(res, 200, page);

@@ -13,8 +13,17 @@ import { httpRequest, PATHS } from '../../src/dir/fetch';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { prom } from '../../src/ops/metrics';
 import { RewardLedger } from '../../directory/rewards';
-import { serveEscrowCancel, serveRewards, serveTransfers } from '../../directory/reward-http';
+import { RewardBundles, serveEscrowCancel, serveRewards, serveTransfers } from '../../directory/reward-http';
 import type { Signer } from '../../directory/vote';
+
+/** A node's reward chain answers (SPEC.md §8.7.5): one RewardBundles per running ledger, as directory/http.ts keeps it. */
+const bundles = new WeakMap<RewardLedger, RewardBundles>();
+function bundlesOf(n: TrioNode): RewardBundles | undefined {
+  if (!n.ledger) return undefined;
+  let b = bundles.get(n.ledger);
+  if (!b) bundles.set(n.ledger, (b = new RewardBundles(n.ledger)));
+  return b;
+}
 
 export interface TrioNode {
   name: string;
@@ -122,7 +131,7 @@ export async function startLedgerTrio(o: LedgerTrioOptions): Promise<LedgerTrio>
       const url = new URL(req.url ?? '/', 'http://x');
       if (url.pathname === PATHS.certificate && n.ledger) { res.writeHead(200, { 'content-length': signer.certificate.length }); res.end(signer.certificate); return; }
       if (o.route?.(n, url, req, res)) return;
-      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveEscrowCancel(n.ledger, req, res, url)) ?? (await serveRewards(n.ledger, req, res, url)))()
+      void (async () => (await serveTransfers(n.ledger, req, res, url)) ?? (await serveEscrowCancel(n.ledger, req, res, url)) ?? (await serveRewards(bundlesOf(n), req, res, url)))()
         .then((r) => { if (!r) { res.writeHead(404); res.end(); } });
     });
     await new Promise<void>((r) => n.server.listen(0, '127.0.0.1', () => r()));

@@ -16,7 +16,7 @@ import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import type { RewardLedger } from '../../directory/rewards';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
-import { serveRewards } from '../../directory/reward-http';
+import { BUNDLE_CACHE_BYTES, RewardBundles, serveRewards } from '../../directory/reward-http';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -512,7 +512,10 @@ describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', (
     const bundle = vi.fn(async (from: number) => { await Promise.resolve(); return Buffer.concat([bytes, Buffer.from([from])]); });
     return { ledger: { bundle, get bundleVersion() { return chain.version; } } as unknown as RewardLedger, bundle, chain };
   }
+  // One authority's answers per ledger, as directory/http.ts keeps them.
+  const bundlesOf = new Map<RewardLedger, RewardBundles>();
   async function get(ledger: RewardLedger, remote = '127.0.0.1', from = 0): Promise<Res> {
+    if (!bundlesOf.has(ledger)) bundlesOf.set(ledger, new RewardBundles(ledger));
     const listeners = new Map<string, (() => void)[]>();
     const req = { method: 'GET', socket: { remoteAddress: remote, localAddress: '192.0.2.1' }, resume() {} } as unknown as http.IncomingMessage;
     const res = {
@@ -526,7 +529,7 @@ describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', (
       fire(ev: string) { for (const f of listeners.get(ev) ?? []) f(); listeners.delete(ev); },
       destroy() { res.destroyed = true; res.fire('close'); },
     } as unknown as Res;
-    await serveRewards(ledger, req, res, new URL(`http://a${PATHS.rewards}?from=${from}`));
+    await serveRewards(bundlesOf.get(ledger), req, res, new URL(`http://a${PATHS.rewards}?from=${from}`));
     return res;
   }
 
@@ -566,5 +569,25 @@ describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', (
     chain.version = '3:1'; // e.g. a stored block gained a late signature (SPEC §8.7.4)
     await get(ledger);
     expect(bundle).toHaveBeenCalledTimes(3);
+  });
+
+  it('keeps at most 4 `from`s, least recently used leaving first, each charged its length; one above 64 MiB is not kept', async () => {
+    const { ledger, bundle } = stubLedger();
+    const bundles = new RewardBundles(ledger);
+    for (const from of [0, 1, 2, 3]) await bundles.bundle(from);
+    await bundles.bundle(0); // 0 is now the most recently used
+    await bundles.bundle(4); // evicts 1
+    expect(bundles.cached).toEqual({ entries: 4, bytes: 4 * 1025 });
+    expect(bundle).toHaveBeenCalledTimes(5);
+    await bundles.bundle(0);
+    expect(bundle).toHaveBeenCalledTimes(5);
+    await bundles.bundle(1);
+    expect(bundle).toHaveBeenCalledTimes(6);
+    const big = stubLedger(Buffer.alloc(BUNDLE_CACHE_BYTES));
+    const many = new RewardBundles(big.ledger);
+    expect((await many.bundle(0)).length).toBe(BUNDLE_CACHE_BYTES + 1);
+    expect(many.cached.entries).toBe(0);
+    await many.bundle(0);
+    expect(big.bundle).toHaveBeenCalledTimes(2);
   });
 });

@@ -639,7 +639,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       let status = 0;
       const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
       const res = { writableFinished: true, writeHead(s: number) { status = s; return res; }, end(x: string | Buffer) { sent = Buffer.from(x); } } as unknown as http.ServerResponse;
-      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?${query}`), {} as never);
+      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?${query}`), {} as never, new AuditPagePlaces([]));
       return [status, sent];
     };
     const [s1, summary] = await get(`epoch=${E}`);
@@ -680,6 +680,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     }
     // Readers that never read: each answer is held until it finished or its connection closed.
     type Res = http.ServerResponse & { status: number; sent: Buffer; fire(ev: string): void };
+    const places = new AuditPagePlaces([]);
     const get = async (): Promise<Res> => {
       const listeners = new Map<string, (() => void)[]>();
       const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
@@ -690,7 +691,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
         once(ev: string, f: () => void) { listeners.set(ev, [...(listeners.get(ev) ?? []), f]); return res; },
         fire(ev: string) { for (const f of listeners.get(ev) ?? []) f(); listeners.delete(ev); },
       } as unknown as Res;
-      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}&node=${n.fp}`), {} as never);
+      await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}&node=${n.fp}`), {} as never, places);
       return res;
     };
     const held: Res[] = [];
@@ -709,7 +710,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
     let status = 0;
     const res = { writeHead(s: number) { status = s; return res; }, end() {} } as unknown as http.ServerResponse;
-    await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never);
+    await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never, new AuditPagePlaces([]));
     expect(status).toBe(200);
   });
 
@@ -813,7 +814,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
       let sent = '';
       const req = { method: 'GET', socket: { remoteAddress: '127.0.0.1' }, resume() {} } as unknown as http.IncomingMessage;
       const res = { writeHead() { return res; }, end(x: string | Buffer) { sent = x.toString(); } } as unknown as http.ServerResponse;
-      expect(await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never)).toEqual(['storage_audits', 200]);
+      expect(await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}`), {} as never, new AuditPagePlaces([]))).toEqual(['storage_audits', 200]);
       return sent;
     };
     const stringify = vi.spyOn(JSON, 'stringify');
