@@ -92,7 +92,7 @@ export class StreamEdge implements StreamHost {
 
   sendStreamSendme(s: CircuitStream): void {
     if (this.closedWith) return;
-    // Stream-level SENDMEs carry no digest (SPEC.md §7b.8), as in Tor.
+    // Stream-level SENDMEs carry no digest (SPEC.md §7.4.3, §2.7.5), as in Tor.
     this.circ.sendRelay(RelayCommand.SENDME, s.id, EMPTY);
   }
 
