@@ -1,5 +1,5 @@
 // A lock between processes on a state file that several commands read, change and write back
-// (the keeper's keeper.json, SPEC.md §9.19): `<file>.lock`, created exclusively ('wx') and holding
+// (the keeper's keeper.json, SPEC.md §9.19; names-seen.json, §9.14.1): `<file>.lock`, created exclusively ('wx') and holding
 // the holder's PID. A lock whose PID is no longer alive (a holder that crashed) is stale and taken
 // over; otherwise the caller retries every `retryMs` and gives up after `timeoutMs` with the code
 // it names. The lock is always removed when the work ends, whether it succeeded or threw.
