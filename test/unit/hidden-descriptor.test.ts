@@ -119,17 +119,17 @@ describe('hidden descriptor store bound (SPEC.md §9.21.3)', () => {
   const desc = (validUntil?: number, revision = 1, identity = ed25519Generate()) => makeHsDescriptor({ identity, period, revision, validUntil, inner: inner() });
   const cost = desc().length + HS_STORE_ENTRY_OVERHEAD;
 
-  it('attack: descriptors under random keys fill the store; each new one evicts the held ones that expire soonest, so the store stays within its bytes and a fresh upload is accepted', () => {
+  it('attack: descriptors under random keys fill the store; each new one evicts the oldest received, so the store stays within its bytes and a fresh upload is accepted', () => {
     const evicted: number[] = [];
     const store = new HsDescriptorStore(() => now, 3 * cost, (n) => evicted.push(n));
-    const later = store.accept(desc(now + 10 * 3_600_000)).blindedKey;
+    const oldest = store.accept(desc(now + 10 * 3_600_000)).blindedKey;
     const soonest = store.accept(desc(now + 5 * 3_600_000)).blindedKey;
     const longest = store.accept(desc()).blindedKey; // valid to the end of period N+1
     expect(store.bytes).toBe(3 * cost);
     const fresh = store.accept(desc()).blindedKey;
     expect(evicted).toEqual([1]);
-    expect(store.get(soonest)).toBeNull();
-    for (const k of [later, longest, fresh]) expect(store.get(k)).not.toBeNull();
+    expect(store.get(oldest)).toBeNull();
+    for (const k of [soonest, longest, fresh]) expect(store.get(k)).not.toBeNull();
     // A flood under random keys never takes the store past its bytes; the last upload is held.
     let last = '';
     for (let i = 0; i < 20; i++) {
@@ -151,6 +151,77 @@ describe('hidden descriptor store bound (SPEC.md §9.21.3)', () => {
     expect(store.accept(desc(undefined, 3, id))).toEqual({ blindedKey: k, revision: 3 });
     expect(evicted).toEqual([]);
     expect(store.get(other)).not.toBeNull();
+    expect(store.bytes).toBe(2 * cost);
+  });
+});
+
+describe('hidden descriptor store eviction by period (SPEC.md §9.21.3 "Bound.")', () => {
+  const descFor = (p: number, revision = 1, identity = ed25519Generate(), validUntil?: number) => makeHsDescriptor({ identity, period: p, revision, validUntil, inner: inner() });
+  const cost = descFor(period).length + HS_STORE_ENTRY_OVERHEAD;
+
+  it('attack: a flood of period N+1 uploads under throwaway keys does not evict the period-N descriptors clients fetch now', () => {
+    const store = new HsDescriptorStore(() => now, 10 * cost);
+    const current = Array.from({ length: 4 }, () => store.accept(descFor(period)).blindedKey);
+    for (let i = 0; i < 30; i++) {
+      store.accept(descFor(period + 1));
+      expect(store.bytes).toBeLessThanOrEqual(10 * cost);
+    }
+    for (const k of current) expect(store.get(k)).not.toBeNull();
+    expect(store.size).toBe(10);
+  });
+
+  it('within one period the oldest received is evicted first; a republished key counts as newest', () => {
+    let t = now;
+    const evicted: number[] = [];
+    const store = new HsDescriptorStore(() => t, 3 * cost, (n) => evicted.push(n));
+    const id = ed25519Generate();
+    const first = store.accept(descFor(period, 1, id)).blindedKey;
+    t += 1000;
+    const second = store.accept(descFor(period)).blindedKey;
+    t += 1000;
+    const third = store.accept(descFor(period)).blindedKey;
+    t += 1000;
+    // The first is republished (a higher revision): it moves to the newest end.
+    expect(store.accept(descFor(period, 2, id)).blindedKey).toBe(first);
+    t += 1000;
+    const fourth = store.accept(descFor(period)).blindedKey;
+    expect(evicted).toEqual([1]);
+    expect(store.get(second)).toBeNull();
+    for (const k of [first, third, fourth]) expect(store.get(k)).not.toBeNull();
+    t += 1000;
+    store.accept(descFor(period));
+    expect(store.get(third)).toBeNull();
+    expect(store.get(first)).not.toBeNull();
+    expect(store.bytes).toBe(3 * cost);
+  });
+
+  it('a descriptor of period N-1 in its grace hour is evicted before any of N or N+1', () => {
+    let t = period * DAY - 600_000; // ten minutes before period N begins
+    const store = new HsDescriptorStore(() => t, 6 * cost);
+    const old = [store.accept(descFor(period - 1)).blindedKey, store.accept(descFor(period - 1)).blindedKey];
+    const keep = [store.accept(descFor(period)).blindedKey, store.accept(descFor(period)).blindedKey];
+    t = period * DAY + 600_000; // period N, within the grace hour of N-1
+    expect(store.get(old[0])).not.toBeNull();
+    keep.push(store.accept(descFor(period + 1)).blindedKey, store.accept(descFor(period + 1)).blindedKey);
+    expect(store.size).toBe(6);
+    keep.push(store.accept(descFor(period)).blindedKey);
+    expect(store.get(old[0])).toBeNull();
+    expect(store.get(old[1])).not.toBeNull();
+    keep.push(store.accept(descFor(period + 1)).blindedKey);
+    expect(store.get(old[1])).toBeNull();
+    for (const k of keep) expect(store.get(k)).not.toBeNull();
+    expect(store.bytes).toBe(6 * cost);
+  });
+
+  it('expired descriptors are swept on upload, and size and bytes stay exact', () => {
+    let t = now;
+    const store = new HsDescriptorStore(() => t, 10 * cost);
+    store.accept(descFor(period, 1, ed25519Generate(), t + 1000));
+    store.accept(descFor(period + 1, 1, ed25519Generate(), t + 1000));
+    store.accept(descFor(period));
+    t += 61_000;
+    store.accept(descFor(period + 1));
+    expect(store.size).toBe(2);
     expect(store.bytes).toBe(2 * cost);
   });
 });
