@@ -92,6 +92,9 @@ export class CircuitStream extends Duplex {
    */
   get sentBytes(): number { return this.sent; }
 
+  /** Whether the stream holds a gather buffer now (for tests: one is held only while it holds data). */
+  get holdsRxBuffer(): boolean { return this.rx !== null; }
+
   /** Received bytes the reader has not taken yet (SPEC.md §7b.9). */
   get unreadBytes(): number { return this.readableLength + this.rxLen; }
 
@@ -216,6 +219,9 @@ export class CircuitStream extends Duplex {
       return;
     }
     if (this.readableEnded || this.destroyed) return;
+    // SPEC.md §7b.6: a 0-byte DATA is accepted and ignored (it counted against the windows above);
+    // it takes no gather buffer, which only data pushed to the reader gives back (§7b.9).
+    if (len === 0) return;
     // Hot path: cells that arrive in one burst (one link read: every TLS record of it) are
     // gathered into one buffer and handed to the reader once, at the end of the read (the
     // event loop's check phase, where links flush their own writes too): one allocation and
@@ -327,6 +333,12 @@ export class CircuitStream extends Duplex {
     }
     this.state = 'closed';
     if (this.pendingCb) { const c = this.pendingCb; this.pendingCb = null; this.pending = []; this.pendingOff = 0; c(e); }
+    // Data gathered but not pushed is dropped with the stream; its buffer goes back to the pool.
+    if (this.rx) {
+      if (GATHER_POOL.length < GATHER_POOL_MAX) GATHER_POOL.push(this.rx);
+      this.rx = null;
+      this.rxLen = 0;
+    }
     this.host.release(this);
     cb(e);
   }

@@ -404,6 +404,26 @@ describe('receiving: deliver windows and SENDMEs', () => {
     for (let i = 0; i < streams.length; i++) expect(Buffer.concat(got[i]).equals(Buffer.concat(expected[i]))).toBe(true);
   });
 
+  it('a 0-byte DATA is ignored and takes no receive buffer: 512 streams of one empty DATA each hold none (SPEC.md §7b.6, §7b.9)', async () => {
+    const circ = new FakeCircuit();
+    const edge = new StreamEdge(circ, { maxStreams: 512 });
+    const streams = Array.from({ length: 512 }, (_, i) => { const s = edge.acceptStream(i + 1); s.markOpen(); return s; });
+    const src = Buffer.alloc(RELAY_DATA_MAX);
+    for (let i = 0; i < streams.length; i++) edge.handleData(i + 1, src, 0, 0, rxDigest);
+    expect(streams.filter((s) => s.holdsRxBuffer)).toHaveLength(0);
+    await tick();
+    expect(streams.filter((s) => s.holdsRxBuffer)).toHaveLength(0);
+    // Data after the empty DATA is delivered as usual, and its buffer is given back once pushed.
+    const got: Buffer[] = [];
+    streams[0].on('data', (d: Buffer) => got.push(d));
+    edge.handleData(1, Buffer.from('abc'), 0, 3, rxDigest);
+    edge.handleData(1, src, 0, 0, rxDigest);
+    await tick();
+    expect(Buffer.concat(got).toString()).toBe('abc');
+    expect(streams.filter((s) => s.holdsRxBuffer)).toHaveLength(0);
+    expect(circ.violations).toEqual([]);
+  });
+
   it('DATA for an unknown stream is dropped but still counted against the circuit window', () => {
     const { circ, edge } = openPair();
     for (let i = 0; i < 100; i++) edge.handle(RelayCommand.DATA, 77, Buffer.alloc(1), rxDigest);
