@@ -207,6 +207,9 @@ function connectTarget(inc: IncomingStream, target: LookupResult, port: number, 
   });
 }
 
+/** SPEC.md §7b.7 step 6: how long after the client's END the target's connection may linger. */
+const END_LINGER_MS = 30_000;
+
 /**
  * Bytes both ways with backpressure (SPEC.md §7b.8): socket → stream pauses the socket while
  * the stream's windows are shut; stream → socket stops acknowledging (no stream SENDME) while
@@ -221,9 +224,20 @@ export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void 
     if (hadError) stream.abort(EndReason.CONNRESET);
     else if (!stream.writableEnded) stream.end();
   });
-  // The client's END: what it sent is written, then the socket closes; one that lingers is reset.
-  stream.once('end', () => { setTimeout(() => { if (!sock.destroyed) sock.resetAndDestroy(); }, 30_000).unref(); });
+  // The client's END: what it sent is written, then the socket closes; one that lingers is reset,
+  // timed from the END itself (SPEC.md §7b.7 step 6): a target that never reads keeps the pipe
+  // paused, so the stream's 'end' (every byte written) would never come. The stream goes too:
+  // what it still holds stops counting against the circuit (§7b.9).
+  let linger: NodeJS.Timeout | undefined;
+  stream.once('remote-end', () => {
+    linger = setTimeout(() => {
+      if (!sock.destroyed) sock.resetAndDestroy();
+      stream.destroy();
+    }, END_LINGER_MS);
+    linger.unref();
+  });
   stream.once('close', () => {
+    clearTimeout(linger);
     if (sock.destroyed) return;
     if (stream.errored) sock.resetAndDestroy(); // the circuit died: the target sees a reset, not a clean end
     else sock.end();

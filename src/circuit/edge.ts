@@ -33,6 +33,13 @@ export interface EdgeOptions {
    * readers have not taken, no circuit SENDME is sent (default: no bound).
    */
   maxBufferedBytes?: number;
+  /**
+   * The circuit's destruction also destroys the streams the peer already ended but whose local
+   * side is still open (an exit's target still being written to): SPEC.md §7b.5, the TCP
+   * connections of a destroyed circuit's streams are reset. Off at a client, whose application
+   * may still read a stream that ended cleanly.
+   */
+  destroyReleased?: boolean;
 }
 
 /** SPEC.md §7b.9: the bound a relay that ends circuits sets on its streams' unread bytes per circuit. */
@@ -61,6 +68,11 @@ export class StreamEdge implements StreamHost {
    * data yet: it still counts against maxBuffered until they do (SPEC.md §7b.9).
    */
   private readonly draining = new Set<CircuitStream>();
+  /**
+   * With destroyReleased: streams released from `streams` that have not closed yet (not counted
+   * against maxStreams any more); close() destroys them. Each leaves on its 'close'.
+   */
+  private readonly released = new Set<CircuitStream>();
   /**
    * The unread bytes of the streams in `streams` and `draining` together, kept as each stream's
    * count changes (unreadChanged) so a due circuit SENDME checks the bound in O(1) (SPEC.md §7b.9).
@@ -103,6 +115,10 @@ export class StreamEdge implements StreamHost {
 
   release(s: CircuitStream): void {
     if (this.streams.get(s.id) === s) this.streams.delete(s.id);
+    if (this.opts.destroyReleased && !this.closedWith && !s.closed && !this.released.has(s)) {
+      this.released.add(s);
+      s.once('close', () => { this.released.delete(s); });
+    }
     // An END(DONE) releases the stream before its reader took the data: that data still counts,
     // or a peer ending each stream once full would hold the node to no bound at all.
     if (this.maxBuffered !== Infinity && !this.closedWith && !s.destroyed && s.unreadBytes > 0 && !this.draining.has(s)) {
@@ -302,9 +318,10 @@ export class StreamEdge implements StreamHost {
   close(e: BitcloudError): void {
     if (this.closedWith) return;
     this.closedWith = e;
-    for (const s of [...this.streams.values()]) s.onCircuitClosed(e);
+    for (const s of [...this.streams.values(), ...this.released]) s.onCircuitClosed(e);
     for (const s of [...this.streams.values(), ...this.draining]) this.untally(s);
     this.streams.clear();
     this.draining.clear();
+    this.released.clear();
   }
 }

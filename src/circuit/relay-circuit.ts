@@ -270,7 +270,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   }
 
   private ensureEdge(): StreamEdge {
-    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED });
+    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true });
   }
 
   private onExtend2(data: Buffer): void {

@@ -271,6 +271,9 @@ export class CircuitStream extends Duplex {
     this.pending = [];
     this.pendingOff = 0;
     this.pump();
+    // The END itself, not the reader's 'end' (which waits until a reader took every byte): an
+    // exit times the target's connection from here (SPEC.md §7b.7 step 6).
+    this.emit('remote-end');
   }
 
   /** The circuit died under the stream: it ends with an error, never silently. */

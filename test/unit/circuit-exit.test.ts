@@ -1,8 +1,14 @@
-// SPEC.md §7b.7: which resolved address an exit connects to (BEGIN flags, exit policy).
-import { describe, expect, it } from 'vitest';
-import { chooseExitAddress } from '../../relay/exit';
+// SPEC.md §7b.7: which resolved address an exit connects to (BEGIN flags, exit policy); the
+// client's END and the circuit's destruction at the exit (§7b.5, §7b.7 step 6).
+import net from 'node:net';
+import { describe, expect, it, vi } from 'vitest';
+import { chooseExitAddress, pipeStreamSocket } from '../../relay/exit';
 import { parseExitPolicy } from '../../src/dir/exit-policy';
-import { BeginFlag } from '../../src/wire/messages';
+import { BeginFlag, EndReason, encodeEnd } from '../../src/wire/messages';
+import { RELAY_EDGE_MAX_BUFFERED, StreamEdge, type EdgeCircuit } from '../../src/circuit/edge';
+import type { CircuitStream } from '../../src/circuit/stream';
+import { RelayCommand, RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+import { err } from '../../src/errors';
 
 const policy = parseExitPolicy(['reject 10.0.0.0/8:*', 'accept *:80', 'accept [::]/0:443', 'reject *:*']);
 const addrs = [
@@ -48,5 +54,75 @@ describe('numeric host forms at the exit (SPEC.md §7b.7)', () => {
     expect(inetAton('1.2.3.4')).toBe('1.2.3.4');
     for (const x of ['example.com', '1.2.3.4.5', '256.1.1.1', '4294967296', '09', 'deadbeef', '1..2']) expect(inetAton(x), x).toBeNull();
     expect(await createDnsLookup()('167772161')).toEqual([{ address: '10.0.0.1', family: 4 }]);
+  });
+});
+
+describe('the client\'s END at the exit, toward a target that does not read (SPEC.md §7b.5, §7b.7 step 6)', () => {
+  interface Sent { command: number; streamId: number }
+  class FakeCircuit implements EdgeCircuit {
+    sent: Sent[] = [];
+    sendRelay(command: number, streamId: number): void { this.sent.push({ command, streamId }); }
+    lastSentDigest(): Uint8Array { return Buffer.alloc(20); }
+    writable(): boolean { return true; }
+    violation(code: string): void { throw new Error(`violation ${code}`); }
+  }
+  const rxDigest = (): Uint8Array => Buffer.alloc(20);
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  /** An exit stream piped to a target that accepts and never reads, fed until the pipe is paused. */
+  async function stalledStream(): Promise<{ edge: StreamEdge; stream: CircuitStream; sock: net.Socket; done: () => void }> {
+    const held: net.Socket[] = [];
+    const server = net.createServer({ pauseOnConnect: true }, (c) => { held.push(c); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const circ = new FakeCircuit();
+    const edge = new StreamEdge(circ, { maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true });
+    const stream = edge.acceptStream(1);
+    stream.on('error', () => {}); // as the relay's circuit does for the streams it accepts
+    stream.markOpen();
+    const sock = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    pipeStreamSocket(stream, sock);
+    const cell = Buffer.alloc(RELAY_DATA_MAX, 1);
+    let streamCredit = 500;
+    let circCredit = 1000;
+    for (let round = 0; round < 5000 && stream.readableLength === 0; round++) {
+      const n = Math.min(streamCredit, circCredit, 100);
+      for (let i = 0; i < n; i++) edge.handleData(1, cell, 0, cell.length, rxDigest);
+      streamCredit -= n;
+      circCredit -= n;
+      await pause(1);
+      for (const s of circ.sent.splice(0)) {
+        if (s.command !== RelayCommand.SENDME) continue;
+        if (s.streamId === 0) circCredit += 100; else streamCredit += 50;
+      }
+    }
+    expect(stream.readableLength).toBeGreaterThan(0); // the pipe is paused: the target takes nothing
+    return { edge, stream, sock, done: () => { for (const c of held) c.destroy(); sock.destroy(); server.close(); } };
+  }
+
+  it('the circuit\'s destruction resets the TCP connection of a stream the client already ended', async () => {
+    const { edge, stream, sock, done } = await stalledStream();
+    try {
+      edge.handle(RelayCommand.END, 1, encodeEnd({ reason: EndReason.DONE }), rxDigest);
+      expect(edge.streams.size).toBe(0); // no longer counted against the circuit's streams
+      edge.close(err('CIRCUIT_DESTROYED', 'destroyed'));
+      await vi.waitFor(() => expect(sock.destroyed).toBe(true), { timeout: 2000 });
+      await vi.waitFor(() => expect(stream.destroyed).toBe(true), { timeout: 2000 });
+    } finally { done(); }
+  });
+
+  it('a stream the client ended whose data the target never takes is reset 30 s after the END', async () => {
+    const { stream, sock, edge, done } = await stalledStream();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      edge.handle(RelayCommand.END, 1, encodeEnd({ reason: EndReason.DONE }), rxDigest);
+      vi.advanceTimersByTime(29_000);
+      expect(sock.destroyed).toBe(false);
+      vi.advanceTimersByTime(1_001);
+      expect(sock.destroyed).toBe(true);
+      vi.useRealTimers();
+      await new Promise((r) => stream.once('close', r));
+      expect(edge.unreadBytes).toBe(0); // what it held no longer counts against the circuit
+    } finally { vi.useRealTimers(); done(); }
   });
 });
