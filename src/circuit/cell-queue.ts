@@ -66,8 +66,12 @@ export class QueueBudget {
     try {
       const target = Math.floor(this.maxBytes * 0.9);
       const victims = [...this.queues].filter((q) => q.length > 0).sort((a, b) => a.oldestAt() - b.oldestAt());
+      // A circuit has a queue per direction: it is killed, and counted, once (SPEC.md §7b.9).
+      const killed = new Set<QueueOwner>();
       for (const q of victims) {
         if (this.usedBytes <= target) break;
+        if (killed.has(q.owner)) { if (q.length > 0) q.clear(); continue; }
+        killed.add(q.owner);
         this.oomKills++;
         q.owner.killForMemory(); // the owner clears its queues, releasing their bytes
         if (q.length > 0) q.clear();

@@ -7,8 +7,9 @@ import { CELL_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 
 class Owner implements QueueOwner {
   killed = false;
+  kills = 0;
   queues: CellQueue[] = [];
-  killForMemory(): void { this.killed = true; for (const q of this.queues) q.clear(); }
+  killForMemory(): void { this.killed = true; this.kills++; for (const q of this.queues) q.clear(); }
 }
 
 describe('CellQueue', () => {
@@ -76,6 +77,25 @@ describe('QueueBudget: the memory cap', () => {
     t = 9; qs[4].push(1, 3, Buffer.alloc(1)); // 11 cells: must fall to 9 → two oldest owners die
     expect(owners.map((o) => o.killed)).toEqual([true, false, false, false, false]);
     expect(budget.queuedCells).toBe(9);
+  });
+
+  it('a circuit with cells queued in both directions is killed, and counted, once', () => {
+    let t = 0;
+    const budget = new QueueBudget(20 * CELL_LEN, () => t);
+    const owners = [new Owner(), new Owner(), new Owner()];
+    // Owner 0 has a queue per direction, each with the oldest cells; killing it alone is not enough.
+    const both = [new CellQueue(budget, owners[0], 1000), new CellQueue(budget, owners[0], 1000)];
+    owners[0].queues.push(...both);
+    const q1 = new CellQueue(budget, owners[1], 1000); owners[1].queues.push(q1);
+    const q2 = new CellQueue(budget, owners[2], 1000); owners[2].queues.push(q2);
+    t = 1; both[0].push(1, 3, Buffer.alloc(1));
+    t = 2; both[1].push(1, 3, Buffer.alloc(1));
+    t = 3; for (let i = 0; i < 17; i++) q1.push(1, 3, Buffer.alloc(1));
+    t = 4; q2.push(1, 3, Buffer.alloc(1));
+    t = 5; q2.push(1, 3, Buffer.alloc(1)); // 21 cells > 20: down to 18 takes owners 0 and 1
+    expect(owners.map((o) => o.kills)).toEqual([1, 1, 0]);
+    expect(budget.oomKills).toBe(2); // the metric counts circuits destroyed, not queues visited
+    expect(budget.queuedCells).toBe(2);
   });
 });
 
