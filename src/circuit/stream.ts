@@ -188,6 +188,8 @@ export class CircuitStream extends Duplex {
     }
     this.state = 'closed';
     this.host.release(this);
+    // DATA received before this END still reaches the reader, ahead of its end.
+    this.flushRx();
     if (!this.readableEnded) this.push(null);
     cb();
   }

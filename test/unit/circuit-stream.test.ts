@@ -424,6 +424,23 @@ describe('receiving: deliver windows and SENDMEs', () => {
     expect(circ.violations).toEqual([]);
   });
 
+  it('DATA received but not yet pushed when this end ends the stream reaches the reader before its end, with no error (SPEC.md §7b.6)', async () => {
+    const { edge } = openPair();
+    const s = edge.acceptStream(5);
+    s.markOpen();
+    const got: Buffer[] = [];
+    const errors: Error[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('error', (e) => errors.push(e));
+    const ended = new Promise<void>((r) => s.on('end', () => r()));
+    edge.handleData(5, Buffer.from('last words'), 0, 10, rxDigest);
+    s.end(); // this end's END while the DATA waits to be pushed
+    await ended;
+    await tick();
+    expect(Buffer.concat(got).toString()).toBe('last words');
+    expect(errors).toEqual([]);
+  });
+
   it('DATA for an unknown stream is dropped but still counted against the circuit window', () => {
     const { circ, edge } = openPair();
     for (let i = 0; i < 100; i++) edge.handle(RelayCommand.DATA, 77, Buffer.alloc(1), rxDigest);
