@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { errorCode } from '../src/errors';
+import { err, errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { writeFileAtomic, writeFileAtomicSync, mkdirDurable, fsyncDir } from '../src/ops/fsutil';
 import { RECEIPT_LEN } from '../src/bandwidth/receipt';
@@ -97,6 +97,8 @@ export class BandwidthMeasurement implements ReceiptIntake {
   /** Epochs whose receipt file this process has made durable in receipts/ (its folder fsynced). */
   private readonly receiptFilesInFolder = new Set<number>();
   private owedState: OwedSnapshot | null = null;
+  /** The last receipt-file write of this process; the next one starts after it (append()). */
+  private appending: Promise<void> = Promise.resolve();
 
   constructor(o: MeasurementOptions) {
     this.o = o;
@@ -171,9 +173,17 @@ export class BandwidthMeasurement implements ReceiptIntake {
       const e = Number(m[1]);
       const file = path.join(dir, name);
       if (e < oldestEpoch) { fs.rmSync(file, { force: true }); continue; }
-      const buf = fs.readFileSync(file);
-      // Re-judged as at the opening of the epoch's window: signatures and membership are checked
-      // again, and a torn last record (a crash mid-append) is ignored.
+      let buf = fs.readFileSync(file);
+      // SPEC.md §8.4 "Persistence": a torn last record (a crash mid-append) is dropped, and cut off
+      // the file, so that the records appended after it start on a record boundary.
+      const torn = buf.length % RECEIPT_LEN;
+      if (torn !== 0) {
+        buf = buf.subarray(0, buf.length - torn);
+        const fd = fs.openSync(file, 'r+');
+        try { fs.ftruncateSync(fd, buf.length); fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+        this.o.log.warn({ file: name, bytesDropped: torn }, 'torn last receipt record cut off');
+      }
+      // Re-judged as at the opening of the epoch's window: signatures and membership are checked again.
       const at = this.window(e)!.opens;
       for (let off = 0; off + RECEIPT_LEN <= buf.length; off += RECEIPT_LEN) {
         if (this.verifier.accept(buf.subarray(off, off + RECEIPT_LEN), at).ok) n++;
@@ -243,9 +253,7 @@ export class BandwidthMeasurement implements ReceiptIntake {
     try {
       await mkdirDurable(dir, 0o700);
       for (const [e, recs] of byEpoch) {
-        // One write() of whole records on an O_APPEND file: concurrent uploads never interleave.
-        const fh = await fsp.open(path.join(dir, `${e}.bin`), 'a', 0o600);
-        try { await fh.write(Buffer.concat(recs)); await fh.sync(); } finally { await fh.close(); }
+        await this.append(path.join(dir, `${e}.bin`), Buffer.concat(recs));
         // A new file is only an entry in receipts/: fsync the folder once per file and process,
         // or a power loss could drop the file whose records were just fsynced.
         if (!this.receiptFilesInFolder.has(e)) {
@@ -265,6 +273,37 @@ export class BandwidthMeasurement implements ReceiptIntake {
       };
     }
     return ans;
+  }
+
+  /**
+   * SPEC.md §8.4 "Persistence": append whole records to a receipt file and fsync it. The writes of
+   * this process go one at a time, so a write that fails or stores only part of the records is cut
+   * back to the file's length before it (the file stays whole records) and throws RECEIPT_NOT_SAVED.
+   */
+  private async append(file: string, bytes: Buffer): Promise<void> {
+    const written = this.appending.then(async () => {
+      const fh = await fsp.open(file, 'a', 0o600);
+      try {
+        const before = (await fh.stat()).size;
+        let bytesWritten = 0;
+        try {
+          ({ bytesWritten } = await fh.write(bytes));
+        } finally {
+          if (bytesWritten !== bytes.length) await fh.truncate(before);
+        }
+        if (bytesWritten !== bytes.length) {
+          throw err('RECEIPT_NOT_SAVED', 'short write to a receipt file', { wanted: bytes.length, written: bytesWritten });
+        }
+        return fh;
+      } catch (x) {
+        await fh.close();
+        throw x;
+      }
+    });
+    this.appending = written.then(() => undefined, () => undefined);
+    // The fsync runs outside the queue: concurrent uploads wait only for each other's write.
+    const fh = await written;
+    try { await fh.sync(); } finally { await fh.close(); }
   }
 
   // ---- measurement (at the vote for period k) ----

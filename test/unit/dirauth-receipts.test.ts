@@ -2,8 +2,9 @@
 // running the authority's own handler (directory/http.ts): acceptance, each single-record refusal
 // with its status and code, batches, the body limit, the receipts' own rate limit, metrics, and
 // accepted receipts surviving a restart.
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type http from 'node:http';
 import net from 'node:net';
@@ -36,6 +37,7 @@ async function serve(extra: Record<string, unknown> = {}) {
 
 beforeEach(() => { fx = makeFixture(); });
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const s of servers) await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
   servers = [];
   fx.cleanup();
@@ -243,5 +245,40 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
     fs.appendFileSync(file, Buffer.concat([forged, Buffer.alloc(100)]));
     const again = fx.makeAuthority();
     expect(again.authority.measurement.load().receipts).toBe(1);
+  });
+
+  it('cuts a torn last record off the file at start, so later appends stay whole records and survive the next restart (SPEC.md §8.4 "Persistence")', async () => {
+    const s = await serve();
+    expect((await s.post(record(receipt(fx.relays[0], fx.relays[1])))).status).toBe(200);
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    fs.appendFileSync(file, Buffer.alloc(100, 0xee));
+    const b = fx.makeAuthority();
+    expect(b.authority.measurement.load().receipts).toBe(1);
+    expect(fs.statSync(file).size).toBe(RECEIPT_LEN);
+    expect((await b.authority.measurement.accept(record(receipt(fx.relays[0], fx.relays[1], { serial: 2 })))).status).toBe(200);
+    const c = fx.makeAuthority();
+    expect(c.authority.measurement.load().receipts).toBe(2);
+  });
+
+  it('answers 503 RECEIPT_NOT_SAVED on a short write and cuts its partial bytes off the file (SPEC.md §8.4 "Persistence")', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    expect((await s.post(record(receipt(a, b)))).status).toBe(200);
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    const realOpen = fsp.open.bind(fsp);
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      const write = fh.write.bind(fh) as (b: Uint8Array) => Promise<{ bytesWritten: number; buffer: Uint8Array }>;
+      // The disk takes 100 bytes of the record and no more (a full disk).
+      (fh as { write: unknown }).write = (buf: Uint8Array) => write(buf.subarray(0, 100));
+      return fh;
+    });
+    const bytes = record(receipt(a, b, { serial: 2 }));
+    expect(await s.post(bytes)).toMatchObject({ status: 503, json: { code: 'RECEIPT_NOT_SAVED' } });
+    expect(fs.statSync(file).size).toBe(RECEIPT_LEN);
+    spy.mockRestore();
+    // The retry is accepted (not a replay), and both records come back after a restart.
+    expect(await s.post(bytes)).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
+    expect(fx.makeAuthority().authority.measurement.load().receipts).toBe(2);
   });
 });
