@@ -6,6 +6,7 @@ import {
   bool, configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
+import { CONSENSUS_SKEW_MS } from '../src/dir/consensus';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
 import { DEFAULT_PROBE_CONFIG, PROBE_MAX_IN_FLIGHT, type ProbeConfig } from './probes';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
@@ -123,7 +124,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     },
     unmeasuredCapKBps: int(raw.unmeasuredCapKBps, 'unmeasuredCapKBps', 1, 0xffff_ffff, DEFAULT_UNMEASURED_CAP_KBPS),
     stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
-    clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, 60),
+    clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, CONSENSUS_SKEW_MS / 1000),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     metricsPort: overrides.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.authority),
     metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,

@@ -11,6 +11,7 @@ import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { verifyDescriptor } from '../src/dir/descriptor';
+import { CONSENSUS_SKEW_MS } from '../src/dir/consensus';
 import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { checkHsDescriptorOuter } from '../src/hidden/descriptor';
@@ -64,7 +65,9 @@ export class UploadForwarder {
         if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
         else if (kind === 'hs_pseudonym') decodePseudonymUpload(body);
         else {
-          const d = verifyDescriptor(body, { now: this.now() });
+          // SPEC.md §6.2.4: the same 60 s skew the authorities allow by default, so a node whose clock
+          // runs a little ahead is not refused here when every authority would accept it.
+          const d = verifyDescriptor(body, { now: this.now(), skewMs: CONSENSUS_SKEW_MS });
           if (!d.roles.includes('hidden')) throw err('DIR_UPLOAD_NOT_HIDDEN', 'not a hidden storage node');
         }
       } catch (e) {

@@ -18,6 +18,7 @@ import type { Role } from '../../src/dir/types';
 const servers: http.Server[] = [];
 const got: { path: string; fetcher: string | undefined; body: Buffer }[] = [];
 let mirror = '';
+let authorityUrl = '';
 const authorityFp = 'ab'.repeat(32);
 
 async function listen(handler: http.RequestListener): Promise<string> {
@@ -54,15 +55,16 @@ beforeAll(async () => {
       res.end('{"accepted":true}');
     });
   });
+  authorityUrl = authority;
   const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }, { name: 'gone', fingerprint: 'cd'.repeat(32), url: 'http://127.0.0.1:1' }] as never);
   mirror = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
 });
 
 afterAll(async () => { for (const s of servers) await new Promise<void>((r) => s.close(() => r())); });
 
-const descriptor = (roles: Role[]) => buildDescriptor({
+const descriptor = (roles: Role[], published = Date.now()) => buildDescriptor({
   identity: ed25519Generate(), onionKey: x25519Generate().publicKey, nickname: 'n', address: roles.includes('hidden') ? '0.0.0.0' : '127.0.0.1',
-  orPort: roles.includes('hidden') ? 0 : 9001, declaredBandwidth: 1000, roles, version: 'bitcloud-test', published: Date.now(),
+  orPort: roles.includes('hidden') ? 0 : 9001, declaredBandwidth: 1000, roles, version: 'bitcloud-test', published,
 });
 const post = (path: string, body: Buffer) => httpRequest(`${mirror}${path}`, { method: 'POST', body, maxBytes: 65536, timeoutMs: 10_000 });
 const json = (b: Buffer) => JSON.parse(b.toString('utf8')) as Record<string, unknown>;
@@ -98,6 +100,20 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     const r3 = await post('/bitcloud/descriptor', d);
     expect(r3.status).toBe(400);
     expect(got.length).toBe(before);
+  });
+
+  it('allows a node\'s clock to run ahead by the default 60 s skew, as the authorities do (SPEC.md §6.2.4)', async () => {
+    const T = Date.now();
+    const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }] as never, () => T);
+    const ahead = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const d = descriptor(['storage', 'hidden'], T + 5_000);
+    const r = await httpRequest(`${ahead}/bitcloud/descriptor`, { method: 'POST', body: d, maxBytes: 65536, timeoutMs: 10_000 });
+    expect(r.status).toBe(200);
+    expect(json(r.body).forwarded).toEqual([{ authority: authorityFp, status: 200 }]);
+    expect(got.at(-1)?.body).toEqual(d);
+    // Past the allowance the mirror still refuses it, as every authority would.
+    const far = await httpRequest(`${ahead}/bitcloud/descriptor`, { method: 'POST', body: descriptor(['storage', 'hidden'], T + 61_000), maxBytes: 65536, timeoutMs: 10_000 });
+    expect([far.status, json(far.body).code]).toEqual([400, 'DOC_NOT_YET_VALID']);
   });
 });
 
