@@ -4,7 +4,7 @@
 // 2^difficulty evaluations on average.
 import fs from 'node:fs';
 import path from 'node:path';
-import { err } from '../errors';
+import { err, errorCode } from '../errors';
 import type { Logger } from '../ops/log';
 import { writeFileAtomic } from '../ops/fsutil';
 import { configError, int, noUnknownKeys, obj } from './config-fields';
@@ -202,6 +202,9 @@ export const PROOF_FILE = 'identity-proof.json';
  */
 export class IdentityProofKeeper {
   private held: IdentityProofMsg | null = null;
+  /** The proof read from the data directory, until checkLoaded() has checked it. */
+  private loaded: IdentityProofMsg | null = null;
+  private loadedCheck: Promise<void> | null = null;
   private mining: { key: string; done: Promise<IdentityProofMsg> } | null = null;
   private stopped = false;
   /** An authority answered IDENTITY_POW_STALE to the held proof: the next proof is mined on the newest anchor. */
@@ -215,15 +218,46 @@ export class IdentityProofKeeper {
     consensusParams?: () => PowParams | null;
     anchors: AnchorSource; dataDir: string; log: Logger; now?: () => number;
   }) {
+    let j: Record<string, unknown>;
     try {
-      const j = JSON.parse(fs.readFileSync(path.join(o.dataDir, PROOF_FILE), 'utf8')) as Record<string, unknown>;
-      if (j.identity === o.identity.toString('hex')) {
-        this.held = {
-          anchorValidAfter: Number(j.anchorValidAfter), anchorDigest: Buffer.from(String(j.anchorDigest), 'hex'),
-          memoryKib: Number(j.memoryKib), ops: Number(j.ops), difficulty: Number(j.difficulty), nonce: Number(j.nonce),
-        };
+      j = JSON.parse(fs.readFileSync(path.join(o.dataDir, PROOF_FILE), 'utf8')) as Record<string, unknown>;
+    } catch { return; /* none yet, or unreadable: mine a new one */ }
+    if (j?.identity !== o.identity.toString('hex')) return;
+    // SPEC.md §6.4.1: each field as the descriptor's identity_proof carries it (§6.4); the work
+    // itself is checked once, by the first proof().
+    const n = (v: unknown, min: number, max: number): number | null => (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max ? v as number : null);
+    const anchorValidAfter = n(j.anchorValidAfter, 0, Number.MAX_SAFE_INTEGER), nonce = n(j.nonce, 0, Number.MAX_SAFE_INTEGER);
+    const memoryKib = n(j.memoryKib, 8, 4 * 1024 * 1024), ops = n(j.ops, 1, 64), difficulty = n(j.difficulty, 0, 64);
+    const digestHex = typeof j.anchorDigest === 'string' && /^[0-9a-f]{64}$/.test(j.anchorDigest) ? j.anchorDigest : null;
+    if (anchorValidAfter === null || nonce === null || memoryKib === null || ops === null || difficulty === null || digestHex === null
+      || (anchorValidAfter === 0 && digestHex !== '0'.repeat(64))) {
+      o.log.warn({ file: PROOF_FILE }, 'identity proof kept on disk is malformed; mining a new one');
+      return;
+    }
+    this.loaded = { anchorValidAfter, anchorDigest: Buffer.from(digestHex, 'hex'), memoryKib, ops, difficulty, nonce };
+  }
+
+  /**
+   * SPEC.md §6.4.1: the proof read at start is used only once it passes the check authorities run
+   * (one argon2id evaluation); one that fails is discarded and a new one mined, as when none was kept.
+   */
+  private checkLoaded(): Promise<void> {
+    const l = this.loaded;
+    if (!l) return Promise.resolve();
+    const p = this.params();
+    this.loadedCheck ??= (async () => {
+      try {
+        // Above 4× the minimum it is not used anyway (proof()): not worth its evaluation.
+        if (l.memoryKib > 4 * p.memoryKib || l.ops > 4 * p.ops) return;
+        await checkIdentityProofWork(this.o.identity, l);
+        this.held ??= l;
+      } catch (e) {
+        this.o.log.warn({ file: PROOF_FILE, code: errorCode(e) }, 'identity proof kept on disk does not verify; mining a new one');
+      } finally {
+        this.loaded = null;
       }
-    } catch { /* none yet, or unreadable: mine a new one */ }
+    })();
+    return this.loadedCheck;
   }
 
   stop(): void { this.stopped = true; }
@@ -237,6 +271,7 @@ export class IdentityProofKeeper {
 
   /** The proof to put in the next descriptor. */
   async proof(): Promise<IdentityProofMsg> {
+    if (this.loaded) await this.checkLoaded();
     const now = (this.o.now ?? Date.now)();
     const c = this.o.anchors.current();
     const anchor: PowAnchor = c ? { validAfter: c.validAfter, digest: c.digest } : GENESIS_ANCHOR;

@@ -8,7 +8,9 @@ import pino from 'pino';
 import { describe, it, expect, afterEach } from 'vitest';
 import { sha256 } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
-import { DEFAULT_POW_PARAMS, IdentityProofKeeper, LOCAL_POW_PARAMS, type PowParams } from '../../src/dir/identity-pow';
+import {
+  DEFAULT_POW_PARAMS, IdentityProofKeeper, LOCAL_POW_PARAMS, PROOF_FILE, checkIdentityProofWork, mineIdentityProof, type PowParams,
+} from '../../src/dir/identity-pow';
 import { LIMITS, decodeConsensus, decodeVote, encodeConsensus, encodeVote, type ConsensusMsg } from '../../src/wire/docs';
 import { DocType, openEnvelope } from '../../src/wire/envelope';
 import { powVote } from '../../directory/compute';
@@ -121,5 +123,37 @@ describe('a relay mines at the consensus parameters (SPEC.md §6.4.1)', () => {
     keeper.refusedAsStale();
     expect(await keeper.proof()).toBe(fresh);
     keeper.stop();
+  });
+
+  it('checks the proof kept in its data directory once at start: a wrong nonce or a malformed field is discarded and a new proof mined; a good one is used as is', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-pow-keeper-'));
+    dirs.push(dataDir);
+    const identity = Buffer.alloc(32, 5);
+    const anchor = { validAfter: 1_800_000_000_000, digest: sha256(Buffer.from('d')), periodSeconds: 3600 };
+    const good = await mineIdentityProof(identity, anchor, LOCAL_POW_PARAMS);
+    let wrong = good.nonce + 1;
+    for (;;) { try { await checkIdentityProofWork(identity, { ...good, nonce: wrong }); wrong++; } catch { break; } }
+    const file = (f: Record<string, unknown>) => fs.writeFileSync(path.join(dataDir, PROOF_FILE), JSON.stringify({
+      identity: identity.toString('hex'), anchorValidAfter: good.anchorValidAfter, anchorDigest: good.anchorDigest.toString('hex'),
+      memoryKib: good.memoryKib, ops: good.ops, difficulty: good.difficulty, nonce: good.nonce, ...f,
+    }));
+    const keeper = () => new IdentityProofKeeper({
+      identity, params: LOCAL_POW_PARAMS, dataDir, log: pino({ level: 'silent' }),
+      anchors: { current: () => anchor }, now: () => anchor.validAfter + 1000,
+    });
+    for (const bad of [{ nonce: wrong }, { nonce: 'x' }, { anchorDigest: 'ab'.repeat(16) }, { difficulty: -1 }, { memoryKib: 'many' }]) {
+      file(bad);
+      const k = keeper();
+      const p = await k.proof();
+      k.stop();
+      expect(p.nonce).not.toBe(wrong);
+      expect(p.anchorDigest.length).toBe(32);
+      expect([p.memoryKib, p.ops, p.difficulty]).toEqual([LOCAL_POW_PARAMS.memoryKib, LOCAL_POW_PARAMS.ops, LOCAL_POW_PARAMS.difficulty]);
+      await checkIdentityProofWork(identity, p);
+    }
+    file({});
+    const k = keeper();
+    expect(await k.proof()).toEqual(good);
+    k.stop();
   });
 });
