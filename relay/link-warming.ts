@@ -134,6 +134,8 @@ export class LinkWarmer<L> {
 
   /** The current warm set (fingerprints). */
   get warmSet(): ReadonlySet<string> { return this.warm; }
+  /** Relays whose last warming attempt failed and that are not retried yet (tests). */
+  get failedCount(): number { return this.failedAt.size; }
   /** Resolves when the current pass has finished (tests). */
   get idlePass(): Promise<void> { return this.passDone; }
 
@@ -158,6 +160,11 @@ export class LinkWarmer<L> {
   /** A new verified consensus: choose the warm set and open what is missing, in the background. */
   onConsensus(relays: readonly ConsensusRelay[]): void {
     if (this.stopped) return;
+    // A failure is remembered only to hold off a retry for WARM_RETRY_MS, and only for a relay
+    // still listed: relays that failed and left the consensus do not pile up.
+    const listed = new Set(relays.map((r) => r.fingerprint));
+    const now = this.now();
+    for (const [fp, at] of this.failedAt) if (!listed.has(fp) || now - at >= WARM_RETRY_MS) this.failedAt.delete(fp);
     const self = this.host.self();
     // Only once the consensus lists us: before that no client extends through us, and a peer
     // would take our links for a client's (SPEC.md §7b.9).

@@ -119,6 +119,24 @@ describe('LinkWarmer', () => {
     expect(opened.filter((f) => f === fp(2))).toHaveLength(2);
   });
 
+  it('forgets a failed relay once the consensus no longer lists it, and any failure older than the retry delay', async () => {
+    const { host } = fakeHost(fp(1), new Set([fp(2), fp(3)]));
+    const { m } = counters();
+    let now = 1_000_000;
+    const w = new LinkWarmer(host, DEFAULT_LINK_WARMING, m, { sleep: noSleep, now: () => now });
+    w.onConsensus(relays);
+    await w.idlePass;
+    expect(w.failedCount).toBe(2);
+    // Relay 2 left the consensus: its entry goes; relay 3's is recent and stays.
+    w.onConsensus(relays.filter((r) => r.fingerprint !== fp(2)));
+    await w.idlePass;
+    expect(w.failedCount).toBe(1);
+    // A consensus that does not list this relay warms nothing, and still drops the old entry.
+    now += 61_000;
+    w.onConsensus(relays.filter((r) => r.fingerprint !== fp(1)));
+    expect(w.failedCount).toBe(0);
+  });
+
   it('idle timeout: closes idle links outside the warm set and duplicates, keeps the warm link and busy ones', async () => {
     const { host, links } = fakeHost(fp(1));
     let now = 0;
