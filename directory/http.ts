@@ -53,6 +53,11 @@ import { HS_DESC_MAX } from '../src/wire/hidden';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
+  // SPEC.md §6.10 "Rate limits", §9.21.8: uploads a mirror passes on (fetcher header "mirror") are
+  // charged to buckets of their own, so repeats passed on by a relay's mirror cannot starve the
+  // same address's own (direct) descriptor uploads; a sender claiming the header only moves its
+  // uploads to its own address's mirror bucket.
+  const mirrorLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
   const certDoc = new ServedDocument(a.signer.certificate, Date.now());
   // Policies have their own budget: descriptor traffic from a shared address cannot starve them.
   const policyLimiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -67,11 +72,14 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const rewardBundles = rewards ? new RewardBundles(rewards, a.config.authorities) : undefined;
   // Hidden descriptors (SPEC.md §9.21.3): every hidden node uploads two per round, maybe from a shared address.
   const hsLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
+  const hsMirrorLimiter = new RateLimiter(a.config.receiptRateLimit.uploadsPerMinute, a.config.receiptRateLimit.burst);
   // SPEC.md §9.21.8: accepted uploads by kind and by how they came (a mirror passing on a hidden
   // node's upload says so in its fetcher header; anything else counts as direct).
   const uploadSources = uploadSourceMetric(reg);
   const pseudonymResults = pseudonymMetric(reg);
   const viaOf = (req: http.IncomingMessage) => (fetcherOf(req) === 'mirror' ? 'mirror' : 'direct');
+  const descriptorLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? mirrorLimiter : limiter);
+  const hsLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? hsMirrorLimiter : hsLimiter);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -88,8 +96,9 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
 
     if (p === PATHS.descriptor) {
       if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['descriptor', 405]; }
-      // SPEC.md §6.10 "Rate limits": per IPv4 address / IPv6 /64, as receipts are (§8.4).
-      if (!limiter.takeRemote(req.socket.remoteAddress, Date.now())) {
+      // SPEC.md §6.10 "Rate limits": per IPv4 address / IPv6 /64, as receipts are (§8.4); a
+      // mirror's pass-through has its own bucket (§9.21.8).
+      if (!descriptorLimiterOf(req).takeRemote(req.socket.remoteAddress, Date.now())) {
         req.resume();
         m.uploads.labels('RATE_LIMITED').inc();
         sendJsonError(res, 429, 'RATE_LIMITED', 'too many uploads from this address; slow down');
@@ -117,8 +126,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     const tr = (await serveTransfers(rewards, req, res, url)) ?? (await serveEscrowCancel(rewards, req, res, url));
     if (tr) return tr;
-    if (p === HS_PSEUDONYM_PATH) return servePseudonym(a, req, res, hsLimiter, pseudonymResults, () => uploadSources.inc({ kind: 'hs_pseudonym', via: viaOf(req) }));
-    if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiter, () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
+    if (p === HS_PSEUDONYM_PATH) return servePseudonym(a, req, res, hsLimiterOf(req), pseudonymResults, () => uploadSources.inc({ kind: 'hs_pseudonym', via: viaOf(req) }));
+    if (p === HS_DESC_PATH || p.startsWith(`${HS_DESC_PATH}/`)) return serveHsDescriptor(a, req, res, p, hsLimiterOf(req), () => uploadSources.inc({ kind: 'hs_desc', via: viaOf(req) }));
     const st = await serveStorageAudits(storage, req, res, url, contractLimiter, auditPages);
     if (st) return st;
     if (p === RECEIPTS_PATH) return ['receipts', await serveReceiptUpload(a.measurement, req, res, receiptLimiter, receiptMetrics, receiptGate)];

@@ -6,7 +6,8 @@
 //   POST /bitcloud/hs/pseudonym a pseudonym registration, sealed to each authority (SPEC.md §9.21.7):
 //                               the mirror checks its layout only (it cannot open it)
 // The mirror checks the layout and signature (never forwards junk under its own address), sends
-// the body unchanged to every authority, and answers 200 with each authority's status.
+// the body unchanged to every authority, and answers 200 with each authority's status. A body it
+// passed on within the last minute is not passed on again: the repeat gets the first answer.
 import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
 import type { AuthorityInfo } from '../src/dir/authorities';
@@ -21,10 +22,16 @@ import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX, decodePseudonymUpload } from '../src/wire/pseudonym';
 import type { ForwardedResult } from '../src/hidden/upload';
 import { LIMITS } from '../src/wire/docs';
+import { blake2b } from '../src/crypto/primitives';
 import { oncePerRegistry, prom } from '../src/ops/metrics';
 
 /** Uploads passed on at the same time; more are answered 503 (the node tries another mirror). */
 export const FORWARD_MAX_IN_FLIGHT = 16;
+
+/** SPEC.md §9.21.8: bodies passed on that the mirror remembers (the oldest is forgotten first)… */
+export const FORWARD_REMEMBER_MAX = 4096;
+/** …and for how long: a repeat within this time gets the first answer and is not passed on again. */
+export const FORWARD_REMEMBER_MS = 60_000;
 
 export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
   name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result',
@@ -34,6 +41,8 @@ export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
 
 export class UploadForwarder {
   private inFlight = 0;
+  /** By kind and BLAKE2b-256 of the body, oldest first: the answer of each body passed on (or its pending result). */
+  private readonly recent = new Map<string, { at: number; forwarded: Promise<ForwardedResult[]> }>();
   constructor(
     private readonly authorities: () => readonly AuthorityInfo[],
     private readonly now: () => number = Date.now,
@@ -61,6 +70,18 @@ export class UploadForwarder {
         this.onResult(kind, 'too_large');
         return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : kind === 'hs_pseudonym' ? 'HIDDEN_PSEUDONYM_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large');
       }
+      // SPEC.md §9.21.8: a repeat of a body passed on within FORWARD_REMEMBER_MS gets the first
+      // answer (or waits for it) and reaches no authority again, so resending one upload does not
+      // spend this mirror's budgets at the authorities.
+      const key = `${kind}:${blake2b(body).toString('hex')}`;
+      const now = this.now();
+      for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
+      const seen = this.recent.get(key);
+      if (seen) {
+        const forwarded = await seen.forwarded;
+        this.onResult(kind, 'repeat');
+        return sendJson(res, 200, { forwarded });
+      }
       try {
         if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
         else if (kind === 'hs_pseudonym') decodePseudonymUpload(body);
@@ -77,20 +98,28 @@ export class UploadForwarder {
           ? 'a mirror passes on relay descriptors of hidden storage nodes only; others upload directly'
           : isBitcloudError(e) ? e.message : 'malformed upload');
       }
-      const forwarded = await Promise.all(this.authorities().map(async (a): Promise<ForwardedResult> => {
-        try {
-          const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
-          let code: string | undefined;
-          if (r.status !== 200) { try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? '') || undefined; } catch { /* not JSON */ } }
-          return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}) };
-        } catch (e) {
-          return { authority: a.fingerprint, status: 0, code: errorCode(e) };
-        }
-      }));
+      const pending = this.forward(p, body);
+      this.recent.set(key, { at: now, forwarded: pending });
+      while (this.recent.size > FORWARD_REMEMBER_MAX) this.recent.delete(this.recent.keys().next().value as string);
+      const forwarded = await pending;
       this.onResult(kind, forwarded.some((f) => f.status === 200) ? 'forwarded' : 'refused');
       sendJson(res, 200, { forwarded });
     } finally {
       this.inFlight--;
     }
+  }
+
+  /** Send `body` to `p` at every authority at once; never rejects (an unreachable one is status 0). */
+  private forward(p: string, body: Buffer): Promise<ForwardedResult[]> {
+    return Promise.all(this.authorities().map(async (a): Promise<ForwardedResult> => {
+      try {
+        const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
+        let code: string | undefined;
+        if (r.status !== 200) { try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? '') || undefined; } catch { /* not JSON */ } }
+        return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}) };
+      } catch (e) {
+        return { authority: a.fingerprint, status: 0, code: errorCode(e) };
+      }
+    }));
   }
 }

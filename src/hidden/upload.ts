@@ -25,17 +25,38 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
 }
 
 /**
+ * SPEC.md §9.21.8: true when the mirror's list shows that no authority took the upload or judged it:
+ * every entry 429 (the mirror's budget there is spent), 5xx or 0 (unreachable).
+ */
+export function noAuthorityAccepted(forwarded: readonly ForwardedResult[]): boolean {
+  return forwarded.every((f) => f.status === 0 || f.status === 429 || f.status >= 500);
+}
+
+/**
  * POST `body` to `path` (PATHS.descriptor, HS_DESC_PATH or HS_PSEUDONYM_PATH) at a mirror over a circuit. Resolves
  * with what each authority answered once a mirror passed it on; a mirror that refuses it (4xx,
- * 5xx) or cannot be reached is followed by another (up to 3). Never contacts an authority itself.
+ * 5xx), cannot be reached, or whose answer shows no authority accepted it (noAuthorityAccepted)
+ * is followed by another (up to 3; SPEC.md §9.21.8). When every mirror tried answered so, resolves
+ * with the last such answer. Never contacts an authority itself.
  */
-export function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer): Promise<ForwardedResult[]> {
-  return overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r) => {
-    if (r.status === 200) return parseForwarded(r.body);
-    let code = 'DIR_FETCH_FAILED';
-    try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? code); } catch { /* not JSON */ }
-    throw err('DIR_FETCH_FAILED', `the mirror refused the upload: HTTP ${r.status} ${code.slice(0, 64)}`);
-  });
+export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer): Promise<ForwardedResult[]> {
+  let unaccepted: ForwardedResult[] | null = null;
+  try {
+    return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r) => {
+      if (r.status === 200) {
+        const forwarded = parseForwarded(r.body);
+        if (forwarded.length === 0 || !noAuthorityAccepted(forwarded)) return forwarded;
+        unaccepted = forwarded;
+        throw err('DIR_FETCH_FAILED', 'no authority accepted the upload through this mirror');
+      }
+      let code = 'DIR_FETCH_FAILED';
+      try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? code); } catch { /* not JSON */ }
+      throw err('DIR_FETCH_FAILED', `the mirror refused the upload: HTTP ${r.status} ${code.slice(0, 64)}`);
+    });
+  } catch (e) {
+    if (unaccepted) return unaccepted;
+    throw e;
+  }
 }
 
 /** The mirror's per-authority answers as the descriptor publisher's results (SPEC.md §6.4), for `targets`. */

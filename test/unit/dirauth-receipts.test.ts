@@ -187,6 +187,18 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
     expect((await s.post(Buffer.from('x'), '/bitcloud/descriptor')).status).toBe(400);
   });
 
+  it('keeps uploads a mirror passes on (fetcher header "mirror") in buckets of their own: 25 repeats through a mirror at an address leave its own direct uploads their bucket (SPEC.md §6.10, §9.21.8)', async () => {
+    const s = await serve({ rateLimit: { uploadsPerMinute: 1, burst: 20 }, receiptRateLimit: { uploadsPerMinute: 1, burst: 20 } });
+    const viaMirror = async (p: string) => (await fetch(s.url + p, { method: 'POST', body: Buffer.from('x'), headers: { 'x-bitcloud-fetcher': 'mirror' } })).status;
+    for (const p of [PATHS.descriptor, '/bitcloud/hs/desc', '/bitcloud/hs/pseudonym']) {
+      const statuses: number[] = [];
+      for (let i = 0; i < 25; i++) statuses.push(await viaMirror(p));
+      expect(statuses.slice(20)).toEqual([429, 429, 429, 429, 429]);
+      // The same address's direct upload still has its own bucket: judged (400, not a valid body), not 429.
+      expect((await s.post(Buffer.from('x'), p)).status).toBe(400);
+    }
+  });
+
   it('two uploaders that send their body slowly do not make an honest upload RECEIPT_BUSY; the server bounds every request\'s time (SPEC.md §8.4, §6.10)', async () => {
     const s = await serve();
     let requests = 0;

@@ -13,7 +13,10 @@ import { httpRequest } from '../../src/dir/fetch';
 import { HS_DESC_PATH } from '../../src/hidden/store';
 import { makeHsDescriptor } from '../../src/hidden/descriptor';
 import { hsPeriodOf } from '../../src/crypto/blind';
-import type { Role } from '../../src/dir/types';
+import type { ConsensusRelay, Role } from '../../src/dir/types';
+import { uploadOverCircuit } from '../../src/hidden/upload';
+import type { ClientCircuit } from '../../src/client/client-circuit';
+import net from 'node:net';
 
 const servers: http.Server[] = [];
 const got: { path: string; fetcher: string | undefined; body: Buffer }[] = [];
@@ -114,6 +117,17 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     // Past the allowance the mirror still refuses it, as every authority would.
     const far = await httpRequest(`${ahead}/bitcloud/descriptor`, { method: 'POST', body: descriptor(['storage', 'hidden'], T + 61_000), maxBytes: 65536, timeoutMs: 10_000 });
     expect([far.status, json(far.body).code]).toEqual([400, 'DOC_NOT_YET_VALID']);
+  });
+
+  it('passes a body on once: a repeat (at once, or later within 60 s) gets the first answer and reaches no authority again', async () => {
+    const before = got.length;
+    const d = descriptor(['storage', 'hidden']);
+    const [a, b] = await Promise.all([post('/bitcloud/descriptor', d), post('/bitcloud/descriptor', d)]);
+    const c = await post('/bitcloud/descriptor', d);
+    expect(got.length).toBe(before + 1);
+    for (const r of [a, b, c]) expect(r.status).toBe(200);
+    expect(json(b.body)).toEqual(json(a.body));
+    expect(json(c.body)).toEqual(json(a.body));
   });
 });
 
@@ -308,5 +322,30 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     expect([d2.status, json(d2.body).code]).toEqual([404, 'HIDDEN_DESC_NOT_FOUND']);
     const p2 = await get(policy);
     expect([p2.status, json(p2.body).code]).toEqual([404, 'POLICY_NOT_FOUND']);
+  });
+});
+
+describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
+  /** Mirrors whose answer lists `forwarded`; their dir ports are reached over a plain socket as the circuit's stream. */
+  async function mirrors(forwarded: { authority: string; status: number; code?: string }[]) {
+    let asked = 0;
+    const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ forwarded })); }); });
+    const port = Number(new URL(url).port);
+    const relays = ['m1', 'm2', 'm3', 'm4'].map((n) => ({ nickname: n, fingerprint: n.padEnd(40, '0'), flags: new Set(['Running', 'Valid']), roles: ['relay'], dirPort: 9030 }) as unknown as ConsensusRelay);
+    const buildTo = () => Promise.resolve({ openStream: () => Promise.resolve({ stream: net.connect(port, '127.0.0.1') }), destroy() {} } as unknown as ClientCircuit);
+    return { o: { relays: () => relays, buildTo }, asked: () => asked };
+  }
+
+  it('tries another mirror (3 in all) when no authority took the upload there (every entry 429, 5xx or unreachable), and ends with the last answer', async () => {
+    const none = [{ authority: 'a', status: 429, code: 'RATE_LIMITED' }, { authority: 'b', status: 0, code: 'DIR_FETCH_FAILED' }, { authority: 'c', status: 503 }];
+    const m = await mirrors(none);
+    await expect(uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'))).resolves.toEqual(none);
+    expect(m.asked()).toBe(3);
+  });
+
+  it('keeps the first mirror\'s answer when an authority answered it (200, or a refusal such as 409)', async () => {
+    const m = await mirrors([{ authority: 'a', status: 409, code: 'HIDDEN_DESC_STALE' }, { authority: 'b', status: 429, code: 'RATE_LIMITED' }]);
+    await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'));
+    expect(m.asked()).toBe(1);
   });
 });
