@@ -205,19 +205,6 @@ export class RelayDaemon {
     });
   }
 
-  /** SPEC.md §8.7.5: GET /bitcloud/rewards?from=H, passed on from the authorities (relay/reward-mirror.ts). */
-  private async serveRewards(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const q = new URL(req.url ?? '/', 'http://mirror').searchParams.get('from');
-    if (q !== null && !/^\d{1,15}$/.test(q)) return sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)');
-    try {
-      const body = await this.rewardMirror.bundle(q === null ? 0 : Number(q));
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    } catch (e) {
-      sendJsonError(res, 503, 'REWARD_NOT_AVAILABLE', (e as Error).message);
-    }
-  }
-
   private async startHttp(): Promise<void> {
     // A handler that failed unexpectedly answers 500 (or drops a half-sent answer), never an unhandled rejection.
     const failed = (res: http.ServerResponse) => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); };
@@ -230,7 +217,8 @@ export class RelayDaemon {
       if (NameMirror.handles(p)) return void this.names.serve(req, res, p).catch(() => failed(res));
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJsonError(res, 405, 'HTTP_METHOD', 'use GET');
       if (p === PATHS.consensus) return void serveDocument(req, res, this.mirror.served, 'CONSENSUS_NOT_AVAILABLE', 'this relay holds no consensus yet');
-      if (p === PATHS.rewards) return void this.serveRewards(req, res);
+      // SPEC.md §8.7.5, §6.10.1: passed on from the authorities, in bounded answer places (relay/reward-mirror.ts).
+      if (p === PATHS.rewards) return void this.rewardMirror.serve(req, res).catch(() => failed(res));
       if (p.startsWith(`${HS_DESC_PATH}/`)) return void this.dirPass.serveHsDescriptor(req, res, p).catch(() => failed(res));
       if (p.startsWith(POLICY_PATH)) return void this.dirPass.servePolicy(req, res).catch(() => failed(res));
       if (p === PATHS.status) {

@@ -5,7 +5,10 @@
 // passes the bundle on unchanged: it holds no key and is not trusted, since the client verifies
 // every block against the configured authorities (§8.7.3); a mirror that alters the bundle only
 // gets the client to try its next guard.
+import type http from 'node:http';
 import { errorBodyReason, FETCHER_HEADER, httpRequest, PATHS } from '../src/dir/fetch';
+import { sendJsonError } from '../src/dir/http-serve';
+import { AnswerPlaces, clientAddressKey } from '../src/dir/answer-places';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { MAX_REWARD_BUNDLE_BYTES } from '../src/bandwidth/reward-chain';
 import { err } from '../src/errors';
@@ -23,6 +26,16 @@ export const REWARD_MIRROR_MAX_FETCHES = 4;
 /** Bytes of answers held at once, all `from` heights together (the oldest are dropped): one largest bundle. */
 export const REWARD_MIRROR_MAX_BYTES = MAX_REWARD_BUNDLE_BYTES;
 
+/**
+ * SPEC.md §6.10.1: reward answers handed on at once (as an authority's, §8.7.5); more are answered
+ * 503 `RATE_LIMITED`. A place is held until the answer is handed on in full or its connection is gone.
+ */
+export const REWARD_MIRROR_MAX_ANSWERS = 16;
+/** SPEC.md §6.10.1: of those places, at most this many held by one client address key (§7b.9). */
+export const REWARD_MIRROR_MAX_PER_ADDRESS = 4;
+/** SPEC.md §6.10.1: an answer not handed on in full within this time of being sent has its connection destroyed. */
+export const REWARD_MIRROR_ANSWER_DEADLINE_MS = 120_000;
+
 /** `bytes`: the answer's length once it arrived (0 while the fetch runs). */
 interface Entry { at: number; body: Promise<Buffer>; bytes: number }
 
@@ -34,11 +47,37 @@ export class RewardMirror {
   private fetching = 0;
   private sweeper: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly places: AnswerPlaces;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
-    private readonly o: { ttlMs?: number; timeoutMs?: number; now?: () => number } = {},
-  ) {}
+    private readonly o: { ttlMs?: number; timeoutMs?: number; now?: () => number; answerDeadlineMs?: number } = {},
+  ) {
+    this.places = new AnswerPlaces(REWARD_MIRROR_MAX_ANSWERS, REWARD_MIRROR_MAX_PER_ADDRESS, o.answerDeadlineMs ?? REWARD_MIRROR_ANSWER_DEADLINE_MS);
+  }
+
+  /**
+   * SPEC.md §8.7.5, §6.10.1: GET /bitcloud/rewards?from=H at the mirror's dir port. Each answer takes
+   * a place (REWARD_MIRROR_MAX_ANSWERS in all, REWARD_MIRROR_MAX_PER_ADDRESS per client address key;
+   * requests over circuits, from this host, count under the bound of all only), held until it is
+   * handed on in full or its connection is gone, and cut after REWARD_MIRROR_ANSWER_DEADLINE_MS: a
+   * bundle dropped from the cache is not kept alive past that by a reader that reads slowly. No
+   * place free: 503 RATE_LIMITED.
+   */
+  async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const q = new URL(req.url ?? '/', 'http://mirror').searchParams.get('from');
+    if (q !== null && !/^\d{1,15}$/.test(q)) return sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a block height (a non-negative integer)');
+    const ran = await this.places.run(res, clientAddressKey(req.socket.remoteAddress, req.socket.localAddress), async () => {
+      try {
+        const body = await this.bundle(q === null ? 0 : Number(q));
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      } catch (e) {
+        sendJsonError(res, 503, 'REWARD_NOT_AVAILABLE', (e as Error).message);
+      }
+    });
+    if (!ran) sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is handing on as many reward answers as it may; try another');
+  }
 
   /** What is held now: answers (or fetches in flight) and the bytes of the answers. */
   get held(): { entries: number; bytes: number } {

@@ -3,7 +3,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { REWARD_MIRROR_MAX_BYTES, REWARD_MIRROR_MAX_FETCHES, RewardMirror } from '../../relay/reward-mirror';
+import { REWARD_MIRROR_MAX_ANSWERS, REWARD_MIRROR_MAX_BYTES, REWARD_MIRROR_MAX_FETCHES, REWARD_MIRROR_MAX_PER_ADDRESS, RewardMirror } from '../../relay/reward-mirror';
+import { EventEmitter } from 'node:events';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { FETCHER_HEADER } from '../../src/dir/fetch';
 
@@ -132,5 +133,51 @@ describe('RewardMirror.close', () => {
     await expect(m.bundle(1)).rejects.toMatchObject({ code: 'REWARD_NOT_AVAILABLE' });
     expect(vi.getTimerCount()).toBe(0);
     expect(a.hits).toHaveLength(1);
+  });
+});
+
+/** An answer whose reader reads nothing: it is written, and never finishes. */
+function slowReader() {
+  return Object.assign(new EventEmitter(), {
+    status: 0, headersSent: false, destroyed: false, writableFinished: false, code: '',
+    writeHead(this: { status: number; headersSent: boolean }, status: number) { this.status = status; this.headersSent = true; return this; },
+    end(this: { code: string }, body?: unknown) { if (typeof body === 'string' && body.startsWith('{')) this.code = (JSON.parse(body) as { code: string }).code; return this; },
+    setHeader() { return this; },
+    destroy(this: EventEmitter & { destroyed: boolean }) { if (!this.destroyed) { this.destroyed = true; this.emit('close'); } return this; },
+  });
+}
+const ask = (m: RewardMirror, res: ReturnType<typeof slowReader>, remote: string) =>
+  m.serve({ method: 'GET', url: '/bitcloud/rewards?from=0', socket: { remoteAddress: remote, localAddress: '10.0.0.1' } } as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
+
+describe('RewardMirror answer places (SPEC.md §6.10.1)', () => {
+  it(`holds at most ${REWARD_MIRROR_MAX_PER_ADDRESS} answers per client address and ${REWARD_MIRROR_MAX_ANSWERS} in all until they are read; past that 503 RATE_LIMITED`, async () => {
+    const a = await authority((_req, res) => { res.writeHead(200); res.end('bundle'); });
+    const m = new RewardMirror([a.info]);
+    const held = Array.from({ length: REWARD_MIRROR_MAX_PER_ADDRESS }, () => slowReader());
+    for (const r of held) await ask(m, r, '192.0.2.7');
+    expect(held.map((r) => r.status)).toEqual(held.map(() => 200));
+    const fifth = slowReader();
+    await ask(m, fifth, '192.0.2.7');
+    expect([fifth.status, fifth.code]).toEqual([503, 'RATE_LIMITED']);
+    const other = slowReader();
+    await ask(m, other, '198.51.100.1');
+    expect(other.status).toBe(200);
+    held[0].emit('finish');
+    const again = slowReader();
+    await ask(m, again, '192.0.2.7');
+    expect(again.status).toBe(200);
+    m.close();
+  });
+
+  it('cuts an answer not handed on in full within its deadline, and frees its place', async () => {
+    const a = await authority((_req, res) => { res.writeHead(200); res.end('bundle'); });
+    const m = new RewardMirror([a.info], { answerDeadlineMs: 50 });
+    const held = Array.from({ length: REWARD_MIRROR_MAX_PER_ADDRESS }, () => slowReader());
+    for (const r of held) await ask(m, r, '192.0.2.7');
+    await vi.waitFor(() => expect(held.every((r) => r.destroyed)).toBe(true), { timeout: 5000 });
+    const next = slowReader();
+    await ask(m, next, '192.0.2.7');
+    expect(next.status).toBe(200);
+    m.close();
   });
 });
