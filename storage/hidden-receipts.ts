@@ -5,7 +5,7 @@
 // sees P, not the identity) countersigns and uploads as for any link. The node registers P with
 // the authorities — `period | identity | P` signed by both keys, sealed to each authority's
 // signing key — through a relay mirror over a circuit (§9.21.8), and uploads none of its receipts.
-import { errorCode } from '../src/errors';
+import { errorCode, isErrorCode } from '../src/errors';
 import { ed25519Generate, type Ed25519KeyPair } from '../src/crypto/primitives';
 import { generateTlsCredentials } from '../src/crypto/tls';
 import { hsPeriodOf } from '../src/crypto/blind';
@@ -18,7 +18,7 @@ import type { Cell } from '../src/wire/cell';
 import { ReceiptExchange } from '../src/bandwidth/exchange';
 import { ReceiptMetrics } from '../src/bandwidth/receipt-metrics';
 import { HS_PSEUDONYM_PATH, makePseudonymRegistration, sealPseudonymUpload } from '../src/hidden/pseudonym';
-import { uploadOverCircuit } from '../src/hidden/upload';
+import { uploadOverCircuit, type ForwardedResult } from '../src/hidden/upload';
 import type { MirrorCircuitOptions } from '../src/hidden/client';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
@@ -135,15 +135,27 @@ export class HiddenReceipts {
     try {
       // Sealed to every authority each time: one that took it already answers 200 (unchanged).
       const results = await uploadOverCircuit(circuits, HS_PSEUDONYM_PATH, sealPseudonymUpload(reg, [...keys.values()]));
-      for (const r of results) {
-        if (r.status === 200) p.accepted.add(r.authority);
-        this.events.inc({ event: r.status === 200 ? 'registered' : `register_${r.code ?? r.status}` });
-      }
+      recordRegistration(results, new Set(keys.keys()), p.accepted, this.events);
       this.o.log.debug({ accepted: p.accepted.size, of: keys.size }, 'pseudonym registration sent');
     } catch (e) {
       if (this.stopped) return;
       this.events.inc({ event: `register_${errorCode(e)}` });
       this.o.log.warn({ code: errorCode(e) }, 'pseudonym registration failed; retrying');
     }
+  }
+}
+
+/**
+ * Count a mirror's forwarded list (SPEC.md §9.21.8) and note which authorities took the registration.
+ * The list is the mirror's word: only authorities the registration was sealed to (`sealedTo`,
+ * fingerprints of configured authorities) are taken as accepted, entries naming others are
+ * ignored, and a code counts as its own series only when it is a known error code (else
+ * `register_other`), so a mirror cannot grow the metric's series.
+ */
+export function recordRegistration(results: readonly ForwardedResult[], sealedTo: ReadonlySet<string>, accepted: Set<string>, events: prom.Counter<'event'>): void {
+  for (const r of results) {
+    if (!sealedTo.has(r.authority)) continue;
+    if (r.status === 200) accepted.add(r.authority);
+    events.inc({ event: r.status === 200 ? 'registered' : `register_${isErrorCode(r.code) ? r.code : 'other'}` });
   }
 }

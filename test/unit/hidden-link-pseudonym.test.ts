@@ -15,6 +15,9 @@ import { ReceiptMetrics } from '../../src/bandwidth/receipt-metrics';
 import { epochAt } from '../../src/bandwidth/link-receipts';
 import { verifyReceipt, type Receipt } from '../../src/bandwidth/receipt';
 import { HOST, side, traffic, until } from '../helpers/bandwidth-link';
+import { prom } from '../../src/ops/metrics';
+import { randomBytes } from '../../src/crypto/primitives';
+import { recordRegistration } from '../../storage/hidden-receipts';
 
 const P_SECONDS = 10;
 const NOW = 1_700_000_003_000;
@@ -85,5 +88,25 @@ describe('a hidden node\'s guard link under its pseudonym (SPEC.md §9.21.7)', (
     await until(() => opened[0].closed);
     expect(opened[1].closed).toBe(false);
     expect(old.key.publicKey.equals(id.key.publicKey)).toBe(false);
+  });
+});
+
+describe('a hidden node reading a mirror\'s answer to its pseudonym registration (SPEC.md §9.21.7, §9.21.8)', () => {
+  it('counts only known error codes (others as one series) and takes as accepted only the authorities it sealed to', async () => {
+    const registry = new Registry();
+    const events = new prom.Counter({ name: 'x_events_total', help: 'x', labelNames: ['event'], registers: [registry] });
+    const sealedTo = new Set(['aa'.repeat(32), 'bb'.repeat(32)]);
+    const accepted = new Set<string>();
+    for (let tick = 0; tick < 10; tick++) {
+      const forwarded = Array.from({ length: 64 }, (_, i) => ({
+        authority: i % 2 === 0 ? randomBytes(32).toString('hex') : 'aa'.repeat(32),
+        status: i % 3 === 0 ? 200 : 400 + (i % 100), code: randomBytes(32).toString('hex'),
+      }));
+      recordRegistration(forwarded.concat([{ authority: 'bb'.repeat(32), status: 409, code: 'HIDDEN_PSEUDONYM_STALE' }]), sealedTo, accepted, events);
+    }
+    const series = (await registry.getMetricsAsJSON())[0].values.map((v) => v.labels.event);
+    expect(series.length).toBeLessThanOrEqual(3);
+    expect(series).toContain('register_HIDDEN_PSEUDONYM_STALE');
+    expect([...accepted]).toEqual(['aa'.repeat(32)]);
   });
 });
