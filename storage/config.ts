@@ -54,7 +54,7 @@ export interface StorageConfig {
   maxDirectSessionsPerAddress: number;
   /** SPEC.md §9.13.2: a direct session with no byte either way this long is closed. */
   directIdleSeconds: number;
-  /** SPEC.md §9.13.2: a request on a direct session not received in full this long after its first byte closes it. */
+  /** SPEC.md §9.6.1: a request on any storage stream (circuit or direct; the name is historical) not received in full this long after its first byte closes it. */
   directRequestSeconds: number;
   logLevel: string;
   /** Proof-of-bandwidth receipt timing (SPEC.md §8.3); see docs/operators-directory.md. */

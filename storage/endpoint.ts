@@ -35,7 +35,7 @@ export interface StorageEndpointOptions {
   maxDirectSessionsPerAddress?: number;
   /** SPEC.md §9.13.2: a direct session with no byte either way this long is closed (default 60 s). */
   directIdleMs?: number;
-  /** SPEC.md §9.13.2: a request on a direct session not received in full this long after its first byte closes it (default 120 s). */
+  /** SPEC.md §9.6.1, §9.13.2: a request on any storage stream (circuit or direct) not received in full this long after its first byte closes it (default 120 s). */
   directRequestMs?: number;
   /** The per-address key of a direct session (default clientAddressKey: this host's own connections count under none). */
   directAddressKey?: (remote: string | undefined, local: string | undefined) => string | null;
@@ -175,7 +175,7 @@ export class StorageEndpoint {
     this.direct = await createStorageDirectListener({
       host: this.o.host, port: this.o.storagePort, identity, maxConnections: this.o.maxDirectSessions,
       maxPerAddress: this.o.maxDirectSessionsPerAddress, idleTimeoutMs: this.o.directIdleMs, addressKey: this.o.directAddressKey,
-      onSession: (socket) => this.serve(socket, false, this.o.directRequestMs ?? DEFAULT_DIRECT_REQUEST_MS),
+      onSession: (socket) => this.serve(socket, false, true),
       onError: (code) => this.o.store.metrics.errors.inc({ code }),
       onClosed: (reason) => this.o.store.metrics.directClosed.inc({ reason }),
       log: this.log,
@@ -192,13 +192,13 @@ export class StorageEndpoint {
     // While a refresh prompted by an unknown relay is under way, wait for it (bounded) before judging:
     // the relay that built this circuit may be in the newer consensus.
     const pending = inc.oneHop ? this.refreshing : null;
-    if (!pending) { this.serve(inc.stream, !inc.oneHop); return; }
+    if (!pending) { this.serve(inc.stream, !inc.oneHop, false); return; }
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((r) => { timer = setTimeout(r, 10_000); timer.unref(); });
     void Promise.race([pending, bound]).finally(() => {
       clearTimeout(timer);
       if (this.closed) { inc.stream.destroy(); return; }
-      this.serve(inc.stream, !inc.oneHop);
+      this.serve(inc.stream, !inc.oneHop, false);
     });
   }
 
@@ -214,10 +214,14 @@ export class StorageEndpoint {
     this.refreshing = p;
   }
 
-  /** `requestDeadlineMs`: a direct session's request deadline (SPEC.md §9.13.2); circuits have none. */
-  private serve(stream: Duplex, viaCircuit: boolean, requestDeadlineMs?: number): void {
+  /**
+   * SPEC.md §9.6.1: every storage stream, circuit or direct, has the request deadline
+   * (`directRequestSeconds`, default 120 s); a direct session closed by it is counted (§9.13.2).
+   */
+  private serve(stream: Duplex, viaCircuit: boolean, direct: boolean): void {
     this.sessions.add(stream);
-    const onRequestDeadline = requestDeadlineMs === undefined ? undefined : () => this.o.store.metrics.directClosed.inc({ reason: 'request_deadline' });
+    const requestDeadlineMs = this.o.directRequestMs ?? DEFAULT_DIRECT_REQUEST_MS;
+    const onRequestDeadline = direct ? () => this.o.store.metrics.directClosed.inc({ reason: 'request_deadline' }) : undefined;
     void serveStorageStream(stream, this.o.store, {
       ctx: { viaCircuit }, policyCheck: this.o.policyCheck ?? allowAll, names: this.o.names, log: this.log, requestDeadlineMs, onRequestDeadline,
     })

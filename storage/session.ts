@@ -5,7 +5,8 @@
 // A request that cannot be decoded gets an error response and the stream goes on; a framing error
 // (bad length) gets one error response, then the stream is ended, because the frame boundaries are
 // lost. One bad stream never affects another. A stream idle for STORAGE_STREAM_IDLE_MS (no byte in,
-// no request being handled, none of its answers taken) is closed.
+// no request being handled, none of its answers taken) is closed, and so is one whose request frame
+// is not received in full STORAGE_REQUEST_DEADLINE_MS after its first byte (SPEC.md §9.6.1).
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -16,6 +17,11 @@ export const NODE_FRAME_BUDGET_BYTES = 256 * 1024 * 1024;
 const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
 /** SPEC.md §9.6.1: a storage stream on which nothing arrives, nothing is handled and no answer is taken this long is closed. */
 export const STORAGE_STREAM_IDLE_MS = 120_000;
+/**
+ * SPEC.md §9.6.1: a request frame not received in full this long after its first byte closes its
+ * stream, circuit or direct, however often its bytes come (its bytes hold the node's frame budget).
+ */
+export const STORAGE_REQUEST_DEADLINE_MS = 120_000;
 import { decodeRequest, encodeResponseFrame, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
 import { allowAll, handleRequest, type PolicyCheck, type RequestContext } from './handler';
 import type { ShareStore } from './share-store';
@@ -34,8 +40,9 @@ export interface ServeOptions {
   /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in, no request being handled, no answer taken. */
   idleMs?: number;
   /**
-   * SPEC.md §9.13.2 (direct sessions): a request frame not received in full this long after its
-   * first byte closes the stream, however often its bytes come. Absent: no such deadline.
+   * SPEC.md §9.6.1: a request frame not received in full this long after its first byte closes the
+   * stream, however often its bytes come (default STORAGE_REQUEST_DEADLINE_MS; every storage stream,
+   * circuit or direct, has one).
    */
   requestDeadlineMs?: number;
   /** The request deadline closed the stream (metrics). */
@@ -79,12 +86,13 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   };
   const taken = (e?: Error | null): void => { if (!e) touch(); };
   touch();
-  // SPEC.md §9.13.2: the deadline of the request frame being received, armed at its first byte.
+  // SPEC.md §9.6.1: the deadline of the request frame being received, armed at its first byte. Its
+  // bytes hold the node's frame budget, and each one resets the idle timer: without it, a byte now
+  // and then would hold up to MAX_FRAME_BYTES of the budget for as long as the peer liked.
   let deadline: NodeJS.Timeout | null = null;
   const clearDeadline = (): void => { if (deadline) { clearTimeout(deadline); deadline = null; } };
+  const ms = opts.requestDeadlineMs ?? STORAGE_REQUEST_DEADLINE_MS;
   const watchRequest = (completed: number): void => {
-    const ms = opts.requestDeadlineMs;
-    if (ms === undefined) return;
     if (decoder.buffered === 0 || completed > 0) clearDeadline();
     if (decoder.buffered === 0 || deadline) return;
     deadline = setTimeout(() => {

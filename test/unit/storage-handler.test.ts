@@ -251,6 +251,42 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(budget.used).toBe(0);
   });
 
+  it('a frame received a byte now and then holds the node\'s frame budget for at most the request deadline, on a circuit stream too (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const { FrameBudget } = await import('../../src/storage/framing');
+    const budget = new FrameBudget(1 << 20);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cleanup.push(() => vi.useRealTimers());
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    // Stream A (a BEGIN_STORAGE stream): declares a 1 MiB frame, sends all of it but 4 bytes, then
+    // one byte every 100 s; each byte resets its idle timer.
+    const a = new Duplex({ read() {}, write(_chunk, _enc, cb) { cb(); } });
+    a.on('error', () => {});
+    cleanup.push(() => a.destroy());
+    const servedA = serveStorageStream(a, s, { ctx, frameBudget: budget });
+    const h = Buffer.alloc(4); h.writeUInt32BE(1 << 20, 0);
+    a.push(Buffer.concat([h, Buffer.alloc((1 << 20) - 4)]));
+    while (budget.used === 0) await tick();
+    for (let t = 0; t < 3; t++) {
+      vi.advanceTimersByTime(100_000);
+      await tick();
+      if (!a.destroyed) a.push(Buffer.alloc(1));
+      await tick();
+    }
+    // Stream B: a stat request is answered, not refused STORAGE_BUSY.
+    const out: Buffer[] = [];
+    const b = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { out.push(chunk); cb(); } });
+    cleanup.push(() => b.destroy());
+    void serveStorageStream(b, s, { ctx, frameBudget: budget });
+    b.push(encodeFrame(encodeRequest(1, { type: 'stat' })));
+    while (out.length === 0) await tick();
+    const frames = new FrameDecoder().push(Buffer.concat(out));
+    expect(decodeResponse(frames[0]!).res.type).toBe('stat');
+    expect(a.destroyed).toBe(true);
+    await servedA;
+    expect(budget.used).toBe(0);
+  });
+
   it('one large answer read slowly but steadily keeps its stream: the bytes a circuit stream has sent are progress (SPEC.md §9.6.1)', async () => {
     const s = await store();
     const big = Buffer.alloc(64 * 1024, 9);
