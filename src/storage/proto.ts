@@ -40,6 +40,26 @@ export function decodeProto(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode
   }
 }
 
+/**
+ * The top-level fields of a message, read with protobufjs's Reader and decoding none of them: for
+ * each, `visit` gets its field number and, for a varint (wire type 0), its value as a uint32 (else
+ * null); it returns false to stop. A message that does not parse → `code`.
+ */
+export function scanFields(bytes: Uint8Array, code: ErrorCode, visit: (field: number, varint: number | null) => boolean): void {
+  const r = protobuf.Reader.create(bytes);
+  try {
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      const wireType = tag & 7;
+      let v: number | null = null;
+      if (wireType === 0) v = r.uint32(); else r.skipType(wireType);
+      if (!visit(tag >>> 3, v)) return;
+    }
+  } catch (e) {
+    throw err(code, 'not a valid message', { reason: e instanceof Error ? e.message : String(e) });
+  }
+}
+
 export function encodeProto(t: protobuf.Type, value: Loose): Buffer {
   const u8 = t.encode(value).finish();
   return Buffer.from(u8.buffer, u8.byteOffset, u8.length);

@@ -2,7 +2,7 @@
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
 import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
 import { Blake2bHasher, blake2b } from '../crypto/primitives';
-import { bytes, decodeProto, encodeProto, list, msg, pb, str, u32, u64, varint, type Loose } from './proto';
+import { bytes, decodeProto, encodeProto, list, msg, pb, scanFields, str, u32, u64, varint, type Loose } from './proto';
 import type { Type } from 'protobufjs';
 import { encodeFrame, FRAME_HEADER_BYTES, frameHeader } from './framing';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES, hashInPieces } from './share';
@@ -12,6 +12,15 @@ export const MAX_IDS_PER_REQUEST = 1024;
 export const AUDIT_NONCE_MIN_BYTES = 16;
 export const AUDIT_NONCE_MAX_BYTES = 64;
 export const MAX_ERROR_MESSAGE_CHARS = 1024;
+/**
+ * SPEC.md §9.6.2: the largest request other than a put. The largest legitimate one, a has or renew
+ * of 1024 ids, is about 35 000 bytes (34 bytes an id); a DhtPut about 1200, a challenge about 200.
+ */
+export const MAX_SMALL_REQUEST_BYTES = 64 * 1024;
+/** Request.put (storage.proto): the one body a frame above MAX_SMALL_REQUEST_BYTES may carry. */
+const REQUEST_PUT_FIELD = 2;
+/** Request.id (storage.proto). */
+const REQUEST_ID_FIELD = 1;
 /** BEP 44 limits (SPEC.md §9.14.1): k 32 bytes, salt at most 64, v below 1000, sig 64. */
 export const DHT_KEY_BYTES = 32;
 export const DHT_MAX_SALT_BYTES = 64;
@@ -131,6 +140,7 @@ function offsetField(v: unknown, code: ErrorCode, field: string): number {
  * itself could be read, so the error response can still be matched by the requester.
  */
 export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageRequest } {
+  if (b.length > MAX_SMALL_REQUEST_BYTES) refuseLargeNonPut(b);
   const m = decodeProto(pb.Request, b, BAD_REQ);
   const reqId = u32(m.id, BAD_REQ, 'id');
   try {
@@ -138,6 +148,26 @@ export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageReque
   } catch (e) {
     if (isBitcloudError(e)) throw err(e.code, e.message.replace(/^[A-Z_]+: /, ''), { ...e.detail, reqId });
     throw e;
+  }
+}
+
+/**
+ * SPEC.md §9.6.2: a frame above MAX_SMALL_REQUEST_BYTES is a put or nothing. Its top-level fields
+ * are scanned (nothing decoded) before the full decode: one naming any other body (or an unknown
+ * field) → STORAGE_BAD_REQUEST, so a hostile requester cannot make the node decode megabytes of,
+ * say, packed audit block indices only to refuse them afterwards.
+ */
+function refuseLargeNonPut(b: Uint8Array): void {
+  let reqId: number | undefined;
+  let other: number | undefined;
+  scanFields(b, BAD_REQ, (field, v) => {
+    if (field === REQUEST_ID_FIELD && v !== null) { reqId = v; return true; }
+    if (field === REQUEST_PUT_FIELD) return true;
+    other = field;
+    return false;
+  });
+  if (other !== undefined) {
+    throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes`, { len: b.length, field: other, ...(reqId === undefined ? {} : { reqId }) });
   }
 }
 
@@ -196,8 +226,10 @@ function requestBody(m: Loose): StorageRequest {
       if (nonce.length < AUDIT_NONCE_MIN_BYTES || nonce.length > AUDIT_NONCE_MAX_BYTES) {
         throw err(BAD_REQ, `audit nonce must be ${AUDIT_NONCE_MIN_BYTES}..${AUDIT_NONCE_MAX_BYTES} bytes`);
       }
-      const blocks = list(a.blocks).map((x) => u32(x, BAD_REQ, 'blocks'));
-      if (blocks.length < 1 || blocks.length > MAX_AUDIT_BLOCKS) throw err(BAD_REQ, `an audit challenge names 1..${MAX_AUDIT_BLOCKS} blocks`);
+      // Counted before any entry is read.
+      const named = list(a.blocks);
+      if (named.length < 1 || named.length > MAX_AUDIT_BLOCKS) throw err(BAD_REQ, `an audit challenge names 1..${MAX_AUDIT_BLOCKS} blocks`, { count: named.length });
+      const blocks = named.map((x) => u32(x, BAD_REQ, 'blocks'));
       if (blocks.some((b, j) => j > 0 && b <= blocks[j - 1])) throw err(BAD_REQ, 'audit blocks must be strictly ascending');
       return { type: 'challenge', id: id32(a.id, BAD_REQ), nonce, blocks };
     }

@@ -1,8 +1,8 @@
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import fc from 'fast-check';
-import { decodeRequest, decodeResponse, encodeRequest, encodeRequestFrame, encodeResponse, encodeResponseFrame, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
+import { MAX_SMALL_REQUEST_BYTES, decodeRequest, decodeResponse, encodeRequest, encodeRequestFrame, encodeResponse, encodeResponseFrame, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { encodeFrame, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../../src/storage/framing';
-import { encodeProto, pb } from '../../src/storage/proto';
+import { encodeProto, pb, varint } from '../../src/storage/proto';
 import { err, isBitcloudError } from '../../src/errors';
 import { encodeChunk } from '../../src/storage/encode';
 import { MAX_CHUNK_SIZE, MAX_SHARE_BYTES } from '../../src/storage/share';
@@ -95,6 +95,31 @@ describe('storage protocol messages (SPEC §9.6)', () => {
       decodeRequest(encodeProto(pb.Request, { id: 9, has: { ids: [] } }));
     } catch (e) {
       expect((e as { detail: { reqId: number } }).detail.reqId).toBe(9);
+    }
+  });
+
+  it('a large request other than a put is refused before it is decoded; a challenge\'s blocks are counted before they are read (SPEC.md §9.6.2, §9.17.2)', () => {
+    // A challenge naming 4 000 000 blocks (one byte each, packed): about 4 MB in one frame.
+    const blocks = Buffer.alloc(4_000_000, 1);
+    const inner = Buffer.concat([Buffer.from([0x0a, 32]), id, Buffer.from([0x12, 16]), Buffer.alloc(16, 3), Buffer.from([0x1a]), varint(blocks.length), blocks]);
+    const big = Buffer.concat([Buffer.from([0x08, 9, (12 << 3) | 2]), varint(inner.length), inner]);
+    const decode = vi.spyOn(pb.Request, 'decode');
+    try {
+      let caught: unknown;
+      try { decodeRequest(big); } catch (e) { caught = e; }
+      expect(isBitcloudError(caught, 'STORAGE_BAD_REQUEST')).toBe(true);
+      expect((caught as { detail: { reqId: number } }).detail.reqId).toBe(9);
+      expect(decode).not.toHaveBeenCalled();
+      // The largest legitimate requests other than a put fit the bound with room to spare.
+      const ids = Array.from({ length: 1024 }, (_, i) => Buffer.alloc(32, i));
+      for (const r of [{ type: 'has', ids }, { type: 'renew', ids, leaseSeconds: 2 ** 32 - 1 }] as StorageRequest[]) {
+        expect(encodeRequest(0xffff_ffff, r).length).toBeLessThan(MAX_SMALL_REQUEST_BYTES / 1.5);
+        expect(decodeRequest(encodeRequest(0xffff_ffff, r)).req).toEqual(r);
+      }
+      // A small challenge with 17 blocks: refused once counted (before its entries are read).
+      expect(codeOf(() => decodeRequest(encodeRequest(3, { type: 'challenge', id, nonce: Buffer.alloc(16), blocks: Array.from({ length: 17 }, (_, i) => i) })))).toBe('STORAGE_BAD_REQUEST');
+    } finally {
+      decode.mockRestore();
     }
   });
 
