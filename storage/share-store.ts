@@ -96,6 +96,15 @@ export class ShareStore {
   /** Quota charged for puts under way. */
   private reserved = 0;
   private gcTimer: NodeJS.Timeout | null = null;
+  /**
+   * SPEC.md §9.8.4: no entry expires before this (Unix seconds; a lower bound: renewals only extend,
+   * removals only raise the least), found again exactly by each gc scan. A put over the quota runs
+   * gc only once it is reached: before, nothing could be freed, and a scan of every entry per put
+   * would let tiny puts to a full node hold it up.
+   */
+  private earliestExpiry = Infinity;
+  /** The least expiry given to an entry while a gc scan runs (it sets earliestExpiry when it ends). */
+  private expiryDuringGc = Infinity;
   private gcRunning: Promise<{ removed: number; bytes: number }> | null = null;
   /**
    * Puts and renewals under way between their lease record and the in-memory entry it stands
@@ -167,6 +176,7 @@ export class ShareStore {
             orphans.push({ id: Buffer.from(name, 'hex'), expiresAt: exp });
           }
           this.entries.set(name, { size: st.size, expiresAt: exp });
+          this.noteExpiry(exp);
           this.used += quotaCharge(st.size);
           this.bytes += st.size;
         }
@@ -224,6 +234,12 @@ export class ShareStore {
     return Math.min(lease, this.maxLeaseSeconds);
   }
 
+  /** An entry was given the expiry `at` (a new share, or an expired one's lease taken up again). */
+  private noteExpiry(at: number): void {
+    this.earliestExpiry = Math.min(this.earliestExpiry, at);
+    if (this.gcRunning) this.expiryDuringGc = Math.min(this.expiryDuringGc, at);
+  }
+
   private live(hex: string): Entry | undefined {
     const e = this.entries.get(hex);
     return e && e.expiresAt > this.nowSeconds() ? e : undefined;
@@ -261,7 +277,8 @@ export class ShareStore {
       // files, inodes and lease records for next to nothing.
       const charge = quotaCharge(data.length);
       if (this.used + this.reserved + charge > this.opts.quotaBytes) {
-        await this.gc();
+        // SPEC.md §9.8.4: collect first only when a share may have expired; else refuse at once.
+        if (this.nowSeconds() >= this.earliestExpiry) await this.gc();
         if (this.used + this.reserved + charge > this.opts.quotaBytes) {
           throw err('STORAGE_FULL', 'storage quota reached', { quota: this.opts.quotaBytes, used: this.used, size: data.length, charge });
         }
@@ -284,6 +301,7 @@ export class ShareStore {
             throw j.reason;
           }
           this.entries.set(hex, { size: data.length, expiresAt: until });
+          this.noteExpiry(until);
           this.used += charge;
           this.bytes += data.length;
         });
@@ -492,17 +510,27 @@ export class ShareStore {
     const now = this.nowSeconds();
     let bytes = 0;
     const gone: LeaseRecord[] = [];
-    const expired = [...this.entries].filter(([, e]) => e.expiresAt <= now).map(([hex]) => hex);
+    // One pass: the expired entries, and the least expiry of those that stay (SPEC.md §9.8.4).
+    this.expiryDuringGc = Infinity;
+    let earliest = Infinity;
+    const expired: string[] = [];
+    for (const [hex, e] of this.entries) {
+      if (e.expiresAt <= now) expired.push(hex);
+      else if (e.expiresAt < earliest) earliest = e.expiresAt;
+    }
     for (const hex of expired) {
       await this.withLock(hex, async () => {
         const e = this.entries.get(hex);
-        if (!e || e.expiresAt > now) return; // renewed meanwhile
+        if (e && e.expiresAt > now) earliest = Math.min(earliest, e.expiresAt); // renewed meanwhile
+        if (!e || e.expiresAt > now) return;
         await fsp.rm(this.sharePath(hex), { force: true });
         this.drop(hex);
         gone.push({ id: Buffer.from(hex, 'hex'), expiresAt: 0 });
         bytes += e.size;
       });
     }
+    // Entries given an expiry while the scan ran count too (noteExpiry); renewals only extended.
+    this.earliestExpiry = Math.min(earliest, this.expiryDuringGc);
     // One journal write for the whole run.
     if (gone.length) {
       await this.journal.append(gone);

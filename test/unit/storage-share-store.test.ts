@@ -149,6 +149,24 @@ describe('share store (SPEC §9.8)', () => {
     expect(s.stat()).toMatchObject({ used: quotaCharge(8), shares: 1 });
   });
 
+  it('a full store with nothing expired refuses a put at once, without a gc scan; once a share has expired, the next put collects it (SPEC.md §9.8.4)', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), quotaBytes: 10 * quotaCharge(8), now: c.now });
+    for (let i = 0; i < 10; i++) { const x = share(`held-00${i}`); await s.put(x.id, x.data, i === 3 ? 100 : 1000); }
+    const gc = vi.spyOn(s, 'gc');
+    for (let i = 0; i < 20; i++) { const x = share(`more-${String(i).padStart(3, '0')}`); expect(await codeOf(s.put(x.id, x.data))).toBe('STORAGE_FULL'); }
+    expect(gc).toHaveBeenCalledTimes(0);
+    c.advance(101);
+    const y = share('late-000');
+    expect((await s.put(y.id, y.data)).stored).toBe(true);
+    expect(gc).toHaveBeenCalledTimes(1);
+    expect(s.stat()).toMatchObject({ used: 10 * quotaCharge(8), shares: 10 });
+    // The earliest expiry was found again by that scan: still full, nothing expired, no scan.
+    const z = share('late-001');
+    expect(await codeOf(s.put(z.id, z.data))).toBe('STORAGE_FULL');
+    expect(gc).toHaveBeenCalledTimes(1);
+  });
+
   it('leases survive a restart; a share with no lease gets a grace lease; crash leftovers are removed', async () => {
     const { c, dir, a } = await alphaStoredThenClosed(2_000_000);
     // A share written but never journaled (crash), and a temp file that never got renamed.
