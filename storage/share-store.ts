@@ -278,7 +278,15 @@ export class ShareStore {
       const charge = quotaCharge(data.length);
       if (this.used + this.reserved + charge > this.opts.quotaBytes) {
         // SPEC.md §9.8.4: collect first only when a share may have expired; else refuse at once.
-        if (this.nowSeconds() >= this.earliestExpiry) await this.gc();
+        // A collection that fails (a share file it cannot remove) is logged; the put goes on with
+        // the room it freed (SPEC.md §9.8.2).
+        if (this.nowSeconds() >= this.earliestExpiry) {
+          await this.gc().catch((e: unknown) => {
+            const code = errorCode(ioError(e, 'garbage collection failed'));
+            this.metrics.errors.inc({ code });
+            this.log.warn({ code }, 'garbage collection before a put failed');
+          });
+        }
         if (this.used + this.reserved + charge > this.opts.quotaBytes) {
           throw err('STORAGE_FULL', 'storage quota reached', { quota: this.opts.quotaBytes, used: this.used, size: data.length, charge });
         }
@@ -452,11 +460,14 @@ export class ShareStore {
     if (this.closing || this.journal.recordCount <= bound) return;
     const f = this.compactFailed;
     if (f && this.journal.recordCount <= f.records + bound && this.now() < f.at + COMPACT_RETRY_MS) return;
-    await this.compactJournal().catch((e: unknown) => {
-      if (!this.compactFailed) this.log.warn({ code: errorCode(e) }, 'could not rewrite the lease journal (tried again after 60 s or as many records again)');
-      else this.log.debug({ code: errorCode(e) }, 'could not rewrite the lease journal, again');
-      this.compactFailed = { at: this.now(), records: this.journal.recordCount };
-    });
+    await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
+  }
+
+  /** SPEC.md §9.8.2: a rewrite of the journal failed: logged at warn once until one succeeds, never the caller's failure. */
+  private compactFailedNow(e: unknown): void {
+    if (!this.compactFailed) this.log.warn({ code: errorCode(e) }, 'could not rewrite the lease journal (tried again after 60 s or as many records again)');
+    else this.log.debug({ code: errorCode(e) }, 'could not rewrite the lease journal, again');
+    this.compactFailed = { at: this.now(), records: this.journal.recordCount };
   }
 
   /** Rewrite the journal with the live leases, once no put or renewal is half done (one at a time). */
@@ -531,13 +542,20 @@ export class ShareStore {
     }
     // Entries given an expiry while the scan ran count too (noteExpiry); renewals only extended.
     this.earliestExpiry = Math.min(earliest, this.expiryDuringGc);
-    // One journal write for the whole run.
+    // One journal write for the whole run. SPEC.md §9.8.2, §9.8.3: the shares are gone all the
+    // same, so a record that cannot be written (a full disk) is logged and counted, not thrown
+    // (a put that collected first goes on); their stale leases are dropped at the next open,
+    // which finds no file for them.
     if (gone.length) {
-      await this.journal.append(gone);
+      await this.journal.append(gone).catch((e: unknown) => {
+        const code = errorCode(ioError(e, 'could not write the removal records'));
+        this.metrics.errors.inc({ code });
+        this.log.warn({ removed: gone.length, code }, 'could not journal the removal of expired shares');
+      });
       this.metrics.gcRemoved.inc(gone.length);
       this.log.info({ removed: gone.length, bytes }, 'expired shares removed');
     }
-    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal();
+    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
     return { removed: gone.length, bytes };
   }
 

@@ -470,6 +470,26 @@ describe('a removal record that cannot be written (SPEC.md §9.8.3)', () => {
     expect((await s.metrics.errors.get()).values.find((v) => v.labels.code === 'STORAGE_IO_ERROR')?.value).toBe(1);
   });
 
+  it('a put that collects expired shares first: the collection\'s failed removal record is counted, and the put goes on (SPEC.md §9.8.2)', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), quotaBytes: 2 * quotaCharge(8), now: c.now });
+    for (const t of ['held-001', 'held-002']) { const x = share(t); await s.put(x.id, x.data, 10); }
+    c.advance(11);
+    failNextAppend('ENOSPC'); // the collection's removal records
+    const b = share('next-001');
+    expect((await s.put(b.id, b.data)).stored).toBe(true);
+    expect(s.stat()).toMatchObject({ used: quotaCharge(8), shares: 1 });
+    expect((await s.metrics.errors.get()).values.find((v) => v.labels.code === 'STORAGE_FULL')?.value).toBe(1);
+    // With every journal write failing (a full disk), such a put is answered STORAGE_FULL.
+    const h = share('held-003');
+    await s.put(h.id, h.data, 10);
+    c.advance(11);
+    vi.spyOn(LeaseJournal.prototype, 'append').mockRejectedValue(Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
+    const d = share('next-002');
+    expect(await codeOf(s.put(d.id, d.data))).toBe('STORAGE_FULL');
+    expect(s.has([d.id])).toEqual([false]);
+  });
+
   it('a share gone from disk: the read still fails SHARE_NOT_FOUND (typed)', async () => {
     const dir = await tmpDir();
     const s = await open({ dir, cacheBytes: 0 });
