@@ -14,6 +14,8 @@ import { DENY_ENTRY_BYTES, packEntries, splitEntries } from './denylist';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./policy.proto', import.meta.url)));
 const PolicyType = root.lookupType('bitcloud.moderation.Policy');
+/** The `Policy` message type (tests count its full decodes). */
+export const PolicyMessage = PolicyType;
 
 /** Content classes every implementation knows (SPEC.md §10.1). Others may be used by agreement. */
 export const ContentClass = {
@@ -210,9 +212,72 @@ export function encodePolicyContent(p: PolicyContent): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.length);
 }
 
+// policy.proto: Policy.classes = 4 and Policy.approve_add = 9 (repeated messages), Approval.manifest_id
+// = 1 and Approval.tags = 3. The full decode reads these fields by number whatever their wire type.
+const F_CLASSES = 4;
+const F_APPROVE_ADD = 9;
+const F_MANIFEST_ID = 1;
+const F_TAGS = 3;
+const LEN = 2;
+
+/** Skip a length-delimited field (its tag just read), refusing another wire type; returns its length. */
+function skipLen(r: protobuf.Reader, tag: number, field: string): number {
+  if ((tag & 7) !== LEN) bad(field, 'wrong wire type');
+  const n = r.uint32();
+  if (n > r.len - r.pos) bad(field, 'truncated');
+  r.skip(n);
+  return n;
+}
+
+/**
+ * SPEC.md §10.2: the bounds on repeated messages — at most 64 ClassRules, each approval's
+ * manifest_id exactly 32 bytes and at most 16 tags — checked by skipping over the fields, before
+ * the full decode builds one object per item (a content of 2 million empty approvals would
+ * otherwise cost seconds and close to a gigabyte before it is refused). POLICY_MALFORMED.
+ */
+function checkCounts(buf: Uint8Array): void {
+  const r = protobuf.Reader.create(buf);
+  let classes = 0;
+  let approvals = 0;
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    if (tag >>> 3 === F_CLASSES) {
+      if (++classes > POLICY_LIMITS.classes) bad('classes', `more than ${POLICY_LIMITS.classes}`);
+      skipLen(r, tag, 'classes');
+    } else if (tag >>> 3 === F_APPROVE_ADD) {
+      const at = `approve_add[${approvals}]`;
+      if ((tag & 7) !== LEN) bad(at, 'wrong wire type');
+      const len = r.uint32();
+      if (len > r.len - r.pos) bad(at, 'truncated');
+      const end = r.pos + len;
+      let idBytes = -1;
+      let tags = 0;
+      while (r.pos < end) {
+        const t = r.uint32();
+        if (t >>> 3 === F_MANIFEST_ID) idBytes = skipLen(r, t, `${at}.manifest_id`);
+        else if (t >>> 3 === F_TAGS) {
+          if (++tags > POLICY_LIMITS.tagsPerApproval) bad(`${at}.tags`, `more than ${POLICY_LIMITS.tagsPerApproval}`);
+          skipLen(r, t, `${at}.tags`);
+        } else r.skipType(t & 7);
+      }
+      if (r.pos !== end) bad(at, 'a field runs past the approval');
+      if (idBytes !== 32) bad(`${at}.manifest_id`, 'must be 32 bytes');
+      approvals++;
+    } else {
+      r.skipType(tag & 7);
+    }
+  }
+}
+
 /** Decode and check a version's content. Anything invalid → POLICY_MALFORMED (never another error). */
 export function decodePolicyContent(buf: Uint8Array): PolicyContent {
   if (buf.length > POLICY_LIMITS.versionBytes) throw err(BAD, `policy content of ${buf.length} bytes exceeds ${POLICY_LIMITS.versionBytes}`);
+  try {
+    checkCounts(buf);
+  } catch (e) {
+    if (isBitcloudError(e)) throw e;
+    throw err(BAD, `not a valid Policy message: ${e instanceof Error ? e.message : String(e)}`);
+  }
   let m: Record<string, unknown>;
   try {
     m = PolicyType.decode(buf) as unknown as Record<string, unknown>;
@@ -306,18 +371,24 @@ export function checkPolicySignature(raw: Uint8Array, fp: string): void {
 
 /**
  * Open and verify one version: a POLICY envelope with exactly one signature, made by the key named
- * in the content (and, when `moderator` is given, that key). Does not look at the validity window
+ * in the content (and, when `moderator` is given, that key); the signature is checked before the
+ * content is decoded. Does not look at the validity window
  * (see checkPolicyWindow) or at other versions (chain.ts). Errors: POLICY_MALFORMED,
  * POLICY_BAD_SIGNATURE, POLICY_WRONG_MODERATOR.
  */
 export function verifyPolicyVersion(raw: Uint8Array, opts: { moderator?: string } = {}): PolicyVersion {
   const doc = openPolicyEnvelope(raw);
+  // SPEC.md §10.2: the one signature is checked over the body before the content is decoded, so
+  // bytes no key signed cost one signature check, never a decode.
+  if (doc.signatures.length !== 1) throw err('POLICY_BAD_SIGNATURE', `a policy carries exactly one signature, found ${doc.signatures.length}`);
+  const signer = doc.signatures[0].signer;
+  checkModeratorSignature(doc, signer, fingerprint(signer));
   const content = decodePolicyContent(doc.content);
   const fp = fingerprint(content.moderator);
   if (opts.moderator !== undefined && opts.moderator !== fp) {
     throw err('POLICY_WRONG_MODERATOR', `policy is by moderator ${fp}, expected ${opts.moderator}`, { moderator: opts.moderator, got: fp });
   }
-  checkModeratorSignature(doc, content.moderator, fp);
+  if (!content.moderator.equals(signer)) throw err('POLICY_BAD_SIGNATURE', `policy of moderator ${fp} is not signed by the moderator key`, { moderator: fp });
   return { moderator: fp, content, digest: doc.digest, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw } as PolicyVersion;
 }
 

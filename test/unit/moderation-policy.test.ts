@@ -1,6 +1,7 @@
 // SPEC.md §10.2–10.3: policy documents and double-hashed denylists.
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import fc from 'fast-check';
+import protobuf from 'protobufjs';
 import { ed25519Generate, blake2b } from '../../src/crypto/primitives';
 import { fingerprint } from '../../src/crypto/keys';
 import { isBitcloudError } from '../../src/errors';
@@ -8,7 +9,7 @@ import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, signDocum
 import { formatCapability } from '../../src/storage/capability';
 import {
   checkPolicyWindow, decodePolicyContent, encodePolicyContent, signPolicy, verifyPolicyVersion, parseModerator,
-  type PolicyContent, NO_APPROVALS,
+  type PolicyContent, NO_APPROVALS, PolicyMessage,
 } from '../../src/moderation/policy';
 import { allowEntry, denyEntry, DenySet, packEntries, parseDenyTarget, splitEntries } from '../../src/moderation/denylist';
 
@@ -141,6 +142,41 @@ describe('policy content (policy.proto)', () => {
     for (const b of bad) expect(code(() => encodePolicyContent({ ...base, ...b }))).toBe('POLICY_MALFORMED');
   });
 
+  it('refuses counts over the §10.2 bounds before the full decode (no per-item objects for a flood)', () => {
+    const spy = vi.spyOn(PolicyMessage, 'decode');
+    try {
+      const good = encodePolicyContent({ ...content(), moderator: mod.publicKey });
+      const flood = (item: number[], n: number): Buffer => Buffer.concat([good, ...Array<Buffer>(n).fill(Buffer.from(item))]);
+      const field = (no: number, body: Buffer): Buffer => Buffer.from(protobuf.Writer.create().uint32(no << 3 | 2).bytes(body).finish());
+      const approval = (tags: number): Buffer => Buffer.concat([
+        field(1, Buffer.alloc(32, 1)), field(2, Buffer.from('public-any')),
+        ...Array.from({ length: tags }, (_, i) => field(3, Buffer.from(`t${String(i).padStart(2, '0')}`))),
+      ]);
+      const bad: Buffer[] = [
+        // 2 000 000 empty Approvals (4 MB): each too short to hold its 32-byte manifest id.
+        Buffer.concat(Array<Buffer>(2_000_000).fill(Buffer.from([0x4a, 0]))),
+        flood([0x4a, 0], 1),
+        // ClassRules as varints: the full decode would read each as a message all the same.
+        flood([0x20, 0], 1),
+        // 65 ClassRules (at most 64), even empty ones; then 2 000 000 of them.
+        flood([0x22, 0], 65),
+        Buffer.concat(Array<Buffer>(2_000_000).fill(Buffer.from([0x22, 0]))),
+        // A manifest id of 31 or 33 bytes; an approval of 17 tags (at most 16).
+        Buffer.concat([good, field(9, Buffer.concat([field(1, Buffer.alloc(31, 1)), field(2, Buffer.from('public-any')), Buffer.alloc(3)]))]),
+        Buffer.concat([good, field(9, Buffer.concat([field(1, Buffer.alloc(33, 1)), field(2, Buffer.from('public-any'))]))]),
+        Buffer.concat([good, field(9, approval(17))]),
+      ];
+      for (const b of bad) expect(code(() => decodePolicyContent(b))).toBe('POLICY_MALFORMED');
+      expect(spy).not.toHaveBeenCalled();
+      // At the bounds: 16 tags decode.
+      const ok = Buffer.concat([good, field(9, approval(16))]);
+      expect(decodePolicyContent(ok).approveAdd[0].tags).toHaveLength(16);
+      expect(spy).toHaveBeenCalledTimes(1);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('property: random bytes decode to a policy or POLICY_MALFORMED, nothing else', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
       const c = code(() => decodePolicyContent(b));
@@ -183,6 +219,21 @@ describe('signed policy versions (SPEC.md §10.2)', () => {
     expect(code(() => verifyPolicyVersion(byOther))).toBe('POLICY_BAD_SIGNATURE');
     const twoSigs = sealEnvelope(body, [makeSignature(body, mod.publicKey, mod), makeSignature(body, other.publicKey, other)]);
     expect(code(() => verifyPolicyVersion(twoSigs))).toBe('POLICY_BAD_SIGNATURE');
+  });
+
+  it('checks the signature before decoding the content (SPEC.md §10.2)', () => {
+    const spy = vi.spyOn(PolicyMessage, 'decode');
+    try {
+      const other = ed25519Generate();
+      const body = makeBody(DocType.POLICY, W.validAfter, W.validUntil, encodePolicyContent({ ...content(), moderator: mod.publicKey }));
+      const sig = makeSignature(body, mod.publicKey, mod);
+      const unsigned = sealEnvelope(body, [{ ...sig, signature: makeSignature(body, other.publicKey, other).signature }]);
+      expect(code(() => verifyPolicyVersion(unsigned, { moderator: FP }))).toBe('POLICY_BAD_SIGNATURE');
+      expect(code(() => verifyPolicyVersion(sealEnvelope(body, []), { moderator: FP }))).toBe('POLICY_BAD_SIGNATURE');
+      expect(spy).not.toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('refuses another moderator than the one asked for (POLICY_WRONG_MODERATOR)', () => {
