@@ -5,7 +5,7 @@
 // deltas in order. Sequence numbers only go up: a lower number is a replay, a different version
 // with the same number is a conflict, and both are refused.
 import { err } from '../errors';
-import { allowEntry, DenySet } from './denylist';
+import { allowEntry, DenySet, type DenySetEdit } from './denylist';
 import {
   checkPolicySignature, checkPolicyWindow, encodePolicyContent, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
@@ -89,46 +89,77 @@ export function chainBundleBytes(chain: readonly { raw: Uint8Array }[]): number 
 
 // ---- applying versions ----
 
-function applyOne(prev: PolicyState | null, v: PolicyVersion, limits: BundleLimits): PolicyState {
+/**
+ * The state advancePolicy builds: one mutable copy of the lists, to which every delta of the
+ * bundle is applied in place (SPEC.md §10.4 steps 5–6), made an immutable PolicyState at the end.
+ * A bundle of 255 deltas thus copies a 130 000-entry denylist once, not once per delta; a refusal
+ * drops the copy, and what is held is untouched.
+ */
+interface Working {
+  last: PolicyVersion;
+  deny: DenySetEdit;
+  allow: DenySetEdit;
+  approvals: Map<string, Approval>;
+  chain: PolicyVersion[];
+  /** chainBundleBytes(chain). */
+  bytes: number;
+}
+
+function fromSnapshot(v: PolicyVersion): Working {
   const c = v.content;
-  let deny: DenySet;
-  let allow: DenySet;
-  let approvals: Map<string, Approval>;
-  let chain: PolicyVersion[];
-  if (c.previous === null) {
-    deny = DenySet.of(c.denyAdd);
-    allow = DenySet.of(c.allowAdd, allowEntry);
-    approvals = new Map(c.approveAdd.map((a) => [a.manifestId.toString('hex'), a]));
-    chain = [v];
-  } else {
-    if (!prev || prev.seq + 1 !== c.seq || !prev.digest.equals(c.previous)) {
-      throw err('POLICY_CHAIN_BROKEN', `delta ${c.seq} of moderator ${v.moderator} does not follow the version held (${prev ? prev.seq : 'none'}); a snapshot is needed`, { moderator: v.moderator, seq: c.seq });
-    }
-    // SPEC.md §10.5: the chain a holder keeps is its bundle, so it stays within a bundle's limits;
-    // a delta that would take it past them is refused, and the moderator must publish a snapshot.
-    const versions = prev.chain.length + 1;
-    const bytes = chainBundleBytes(prev.chain) + 4 + v.raw.length;
-    if (versions > limits.versions || bytes > limits.bytes) {
-      throw err('POLICY_CHAIN_TOO_LONG', `delta ${c.seq} of moderator ${v.moderator} would make the chain since the last snapshot ${versions} versions and ${bytes} bytes as a bundle (at most ${limits.versions} and ${limits.bytes}); a snapshot is needed`,
-        { moderator: v.moderator, seq: c.seq, versions, bytes });
-    }
-    for (const e of c.denyAdd) if (prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an entry already listed`, { moderator: v.moderator });
-    for (const e of c.denyRemove) if (!prev.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an entry not listed`, { moderator: v.moderator });
-    deny = prev.deny.apply(c.denyAdd, c.denyRemove);
-    for (const e of c.allowAdd) if (prev.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an allowlist entry already listed`, { moderator: v.moderator });
-    for (const e of c.allowRemove) if (!prev.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an allowlist entry not listed`, { moderator: v.moderator });
-    allow = prev.allow.apply(c.allowAdd, c.allowRemove);
-    approvals = new Map(prev.approvals);
-    for (const id of c.approveRemove) {
-      if (!approvals.delete(id.toString('hex'))) throw err('POLICY_MALFORMED', `delta ${c.seq} withdraws an approval not held`, { moderator: v.moderator });
-    }
-    // An approval of a manifest id already approved replaces it (new tags).
-    for (const a of c.approveAdd) approvals.set(a.manifestId.toString('hex'), a);
-    chain = [...prev.chain, v];
+  return {
+    last: v, deny: DenySet.of(c.denyAdd).edit(), allow: DenySet.of(c.allowAdd, allowEntry).edit(),
+    approvals: new Map(c.approveAdd.map((a) => [a.manifestId.toString('hex'), a])), chain: [v], bytes: chainBundleBytes([v]),
+  };
+}
+
+function fromHeld(s: PolicyState): Working {
+  return {
+    last: s.chain[s.chain.length - 1], deny: s.deny.edit(), allow: s.allow.edit(),
+    approvals: new Map(s.approvals), chain: [...s.chain], bytes: chainBundleBytes(s.chain),
+  };
+}
+
+/** SPEC.md §10.4 step 6: apply delta `v` to `w` in place, or refuse it (`w` is then to be dropped). */
+function applyDelta(w: Working, v: PolicyVersion, limits: BundleLimits): void {
+  const c = v.content;
+  const held = w.last.content.seq;
+  if (c.previous === null || held + 1 !== c.seq || !w.last.digest.equals(c.previous)) {
+    throw err('POLICY_CHAIN_BROKEN', `delta ${c.seq} of moderator ${v.moderator} does not follow the version held (${held}); a snapshot is needed`, { moderator: v.moderator, seq: c.seq });
   }
+  // SPEC.md §10.5: the chain a holder keeps is its bundle, so it stays within a bundle's limits;
+  // a delta that would take it past them is refused, and the moderator must publish a snapshot.
+  const versions = w.chain.length + 1;
+  const bytes = w.bytes + 4 + v.raw.length;
+  if (versions > limits.versions || bytes > limits.bytes) {
+    throw err('POLICY_CHAIN_TOO_LONG', `delta ${c.seq} of moderator ${v.moderator} would make the chain since the last snapshot ${versions} versions and ${bytes} bytes as a bundle (at most ${limits.versions} and ${limits.bytes}); a snapshot is needed`,
+      { moderator: v.moderator, seq: c.seq, versions, bytes });
+  }
+  for (const e of c.denyAdd) if (w.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an entry already listed`, { moderator: v.moderator });
+  for (const e of c.denyRemove) if (!w.deny.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an entry not listed`, { moderator: v.moderator });
+  for (const e of c.denyRemove) w.deny.remove(e);
+  for (const e of c.denyAdd) w.deny.add(e);
+  for (const e of c.allowAdd) if (w.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} adds an allowlist entry already listed`, { moderator: v.moderator });
+  for (const e of c.allowRemove) if (!w.allow.hasEntry(e)) throw err('POLICY_MALFORMED', `delta ${c.seq} removes an allowlist entry not listed`, { moderator: v.moderator });
+  for (const e of c.allowRemove) w.allow.remove(e);
+  for (const e of c.allowAdd) w.allow.add(e);
+  for (const id of c.approveRemove) {
+    if (!w.approvals.delete(id.toString('hex'))) throw err('POLICY_MALFORMED', `delta ${c.seq} withdraws an approval not held`, { moderator: v.moderator });
+  }
+  // An approval of a manifest id already approved replaces it (new tags).
+  for (const a of c.approveAdd) w.approvals.set(a.manifestId.toString('hex'), a);
+  w.chain.push(v);
+  w.bytes = bytes;
+  w.last = v;
+}
+
+/** The immutable state of `w`: its newest version's fields, its lists handed over (not copied). */
+function finish(w: Working): PolicyState {
+  const v = w.last, c = v.content;
   return {
     moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: v.validUntil,
-    name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes, deny, allow, approvals, chain,
+    name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes,
+    deny: w.deny.done(), allow: w.allow.done(), approvals: w.approvals, chain: w.chain,
   };
 }
 
@@ -215,18 +246,18 @@ export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | rea
   // Start from the last snapshot in the bundle, or continue the held chain.
   let start = -1;
   for (let i = versions.length - 1; i >= 0; i--) if (versions[i].content.previous === null) { start = i; break; }
-  let state: PolicyState | null;
+  let w: Working;
   if (start >= 0) {
-    state = null;
+    w = fromSnapshot(versions[start++]);
   } else {
     start = versions.findIndex((v) => v.content.seq === (held?.seq ?? -1) + 1);
-    if (start < 0) {
+    if (!held || start < 0) {
       throw err('POLICY_CHAIN_BROKEN', `bundle of moderator ${o.moderator} has no snapshot and does not continue version ${held?.seq ?? 'none'}`, { moderator: o.moderator });
     }
-    state = held;
+    w = fromHeld(held);
   }
-  for (let i = start; i < versions.length; i++) state = applyOne(state, versions[i], o.limits ?? BUNDLE_LIMITS);
-  return { state: state!, result: 'updated' };
+  for (let i = start; i < versions.length; i++) applyDelta(w, versions[i], o.limits ?? BUNDLE_LIMITS);
+  return { state: finish(w), result: 'updated' };
 }
 
 /** The versions a holder of (afterSeq, afterDigest) lacks: deltas after it, or the whole chain. */

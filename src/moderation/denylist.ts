@@ -71,6 +71,16 @@ export function packEntries(entries: Iterable<Uint8Array>): Buffer {
   return Buffer.from(list.join(''), 'hex');
 }
 
+/** A mutable copy of a DenySet (DenySet.edit). */
+export interface DenySetEdit {
+  /** True when the (already double-hashed) entry is listed. */
+  hasEntry(entry: Uint8Array): boolean;
+  add(entry: Uint8Array): void;
+  remove(entry: Uint8Array): void;
+  /** The set as edited, immutable (later changes to the copy do not reach it). */
+  done(): DenySet;
+}
+
 /**
  * An immutable set of denylist entries (a policy's whole list after its deltas). Lookups take the
  * raw id: one BLAKE2b of 48 bytes and one hash-set probe per request.
@@ -112,6 +122,25 @@ export class DenySet {
     for (const e of remove) s.delete(Buffer.from(e).toString('hex'));
     for (const e of add) s.add(Buffer.from(e).toString('hex'));
     return new DenySet(s, this.entryOf);
+  }
+
+  /**
+   * A mutable copy (the one copy of the set) for applying a run of deltas (SPEC.md §10.4 step 5);
+   * `done()` hands it over as a new set without copying it (a change after that copies it again).
+   */
+  edit(): DenySetEdit {
+    let s = new Set(this.set);
+    let handedOver = false;
+    const writable = (): Set<string> => {
+      if (handedOver) { s = new Set(s); handedOver = false; }
+      return s;
+    };
+    return {
+      hasEntry: (e) => s.has(Buffer.from(e).toString('hex')),
+      add: (e) => { writable().add(Buffer.from(e).toString('hex')); },
+      remove: (e) => { writable().delete(Buffer.from(e).toString('hex')); },
+      done: () => { handedOver = true; return new DenySet(s, this.entryOf); },
+    };
   }
 
   /** Entries in ascending order (bytes). */

@@ -5,7 +5,7 @@ import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
 import { decodeEnvelope, encodeEnvelope } from '../../src/wire/docs';
 import { fingerprint } from '../../src/crypto/keys';
 import { isBitcloudError } from '../../src/errors';
-import { signPolicy, type ClassRule } from '../../src/moderation/policy';
+import { signPolicy, verifyPolicyVersion, type Approval, type ClassRule } from '../../src/moderation/policy';
 import { allowEntry, denyEntry } from '../../src/moderation/denylist';
 import {
   admittingRule, advancePolicy, BUNDLE_LIMITS, decodeBundle, encodeBundle, nextPolicyContent, stateBundle, versionsAfter,
@@ -235,6 +235,49 @@ describe('a chain stays within a bundle\'s limits (SPEC.md §10.5)', () => {
     const t = advancePolicy(s, [snap], opts).state;
     expect(t.seq).toBe(257);
     expect(t.chain).toHaveLength(1);
+  });
+
+  it('a bundle of a snapshot and 255 deltas copies the lists once, not once per delta; a bad last delta refuses it all', () => {
+    const approvals: Approval[] = Array.from({ length: 200 }, (_, i) => ({ manifestId: N(1_000_000 + i), contentClass: 'public-any', tags: [] }));
+    const raws: Buffer[] = [];
+    let digest: Buffer | null = null;
+    const add = (seq: number, o: object) => {
+      const raw = signPolicy({
+        seq, previous: digest, classes, maxShareBytes: 0, name: 'm',
+        denyAdd: [], denyRemove: [], approveAdd: [], approveRemove: [], allowAdd: [], allowRemove: [], ...o,
+      }, mod, W);
+      digest = verifyPolicyVersion(raw).digest;
+      raws.push(raw);
+    };
+    add(1, { denyAdd: range(0, 1000), allowAdd: range(2000, 1000).map((e) => allowEntry(e)), approveAdd: approvals });
+    for (let seq = 2; seq <= 255; seq++) add(seq, { denyAdd: [N(10_000 + seq)] });
+    // Count copies of sets and maps of 100 entries or more (the held lists), made while advancing.
+    const RealSet = Set, RealMap = Map;
+    let copies = 0;
+    class CountingSet<T> extends RealSet<T> {
+      constructor(it?: Iterable<T> | null) { if (it instanceof RealSet && it.size >= 100) copies++; super(it); }
+    }
+    class CountingMap<K, V> extends RealMap<K, V> {
+      constructor(it?: Iterable<readonly [K, V]> | null) { if (it instanceof RealMap && it.size >= 100) copies++; super(it); }
+    }
+    const counted = <T>(f: () => T): T => {
+      copies = 0;
+      globalThis.Set = CountingSet as SetConstructor;
+      globalThis.Map = CountingMap as MapConstructor;
+      try { return f(); } finally { globalThis.Set = RealSet; globalThis.Map = RealMap; }
+    };
+    const good = counted(() => advancePolicy(null, raws, opts)).state;
+    expect(copies).toBeLessThanOrEqual(3);
+    expect(good.seq).toBe(255);
+    expect(good.chain).toHaveLength(255);
+    expect(good.deny.size).toBe(1254);
+    expect(good.deny.hasEntry(N(10_255))).toBe(true);
+    expect(good.allow.size).toBe(1000);
+    expect(good.approvals.size).toBe(200);
+    // A 256th delta that re-adds a listed entry: everything is applied up to it, then refused.
+    add(256, { denyAdd: [N(5)] });
+    expect(counted(() => code(() => advancePolicy(null, raws, opts)))).toBe('POLICY_MALFORMED');
+    expect(copies).toBeLessThanOrEqual(3);
   });
 
   it('a delta that would make the chain\'s bundle larger than the byte limit is refused', () => {
