@@ -70,6 +70,16 @@ export function checkTag(tag: unknown, code: ErrorCode = 'POLICY_MALFORMED'): st
   return tag;
 }
 
+/**
+ * Check an approval's tags (`code` for a bad one): each a valid tag, at most 16 distinct
+ * (SPEC.md §10.2). Returns them distinct and sorted, as a version carries them.
+ */
+export function checkTags(tags: readonly unknown[], code: ErrorCode = 'POLICY_MALFORMED'): string[] {
+  const list = [...new Set(tags.map((t) => checkTag(t, code)))].sort();
+  if (list.length > POLICY_LIMITS.tagsPerApproval) throw err(code, `at most ${POLICY_LIMITS.tagsPerApproval} tags per file, got ${list.length}`, { tags: list.length });
+  return list;
+}
+
 export interface ClassRule {
   name: string;
   /** 0 = no class-specific limit. */

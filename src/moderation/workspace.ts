@@ -13,7 +13,7 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type BundleLimits, type PolicyState } from './chain';
 import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
-import { checkContentClass, checkTag, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
+import { checkContentClass, checkTags, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
 
 export const MODERATOR_KEY_FILE = 'moderator.key';
 export const WORKING_POLICY_FILE = 'policy.json';
@@ -67,7 +67,7 @@ function parseWorking(text: string, file: string): WorkingPolicy {
     if (typeof a.manifestId !== 'string' || !HEX64.test(a.manifestId)) bad(file, 'approved[].manifestId is 64 hex');
     if (!Array.isArray(a.tags) || !Array.isArray(a.allow)) bad(file, 'approved[].tags and approved[].allow are lists');
     const allow = (a.allow as unknown[]).map((e) => { if (typeof e !== 'string' || !HEX64.test(e)) bad(file, 'approved[].allow entries are 64 hex'); return e; });
-    return { manifestId: a.manifestId, contentClass: checkContentClass(a.contentClass, 'CONFIG_INVALID'), tags: (a.tags as unknown[]).map((t) => checkTag(t, 'CONFIG_INVALID')), allow };
+    return { manifestId: a.manifestId, contentClass: checkContentClass(a.contentClass, 'CONFIG_INVALID'), tags: checkTags(a.tags as unknown[], 'CONFIG_INVALID'), allow };
   });
   return { name, classes, maxShareBytes, deny, approved };
 }
@@ -139,11 +139,11 @@ export class ModeratorWorkspace {
     if (!isPublicClass(contentClass)) {
       throw err('POLICY_NOT_PUBLIC', `only public content can be approved (its manifest id is published for anyone to read it); this file is ${contentClass}`, { contentClass });
     }
-    tags.forEach((t) => checkTag(t, 'POLICY_BAD_TAG'));
+    const distinct = checkTags(tags, 'POLICY_BAD_TAG');
     const hex = manifestId.toString('hex');
     const list = (this.working.approved ??= []);
     const i = list.findIndex((a) => a.manifestId === hex);
-    const entry = { manifestId: hex, contentClass, tags: [...new Set(tags)].sort(), allow: [...new Set(ids.map((id) => allowEntry(id).toString('hex')))].sort() };
+    const entry = { manifestId: hex, contentClass, tags: distinct, allow: [...new Set(ids.map((id) => allowEntry(id).toString('hex')))].sort() };
     if (i >= 0) list[i] = entry; else list.push(entry);
     return i < 0;
   }

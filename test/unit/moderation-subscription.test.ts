@@ -451,4 +451,21 @@ describe('ModeratorWorkspace', () => {
     await again.saveWorking();
     expect((await ModeratorWorkspace.open(dir)).working.classes.find((c) => c.name === 'public-any')?.maxShareBytes).toBe(0xffff_ffff);
   });
+
+  it('approve refuses more than 16 distinct tags (POLICY_BAD_TAG), and open a working file with more (SPEC.md §10.2)', async () => {
+    const dir = tmp();
+    const ws = await ModeratorWorkspace.create(dir, 'Mod');
+    const id = Buffer.alloc(32, 7);
+    const tags = Array.from({ length: 17 }, (_, i) => `t${i}`);
+    expect(() => ws.approve(id, 'public-any', [id], tags)).toThrow(expect.objectContaining({ code: 'POLICY_BAD_TAG' }));
+    expect(ws.working.approved ?? []).toHaveLength(0);
+    // 16, or 17 with one repeated, are 16 distinct tags.
+    expect(ws.approve(id, 'public-any', [id], [...tags.slice(0, 16), 't0'])).toBe(true);
+    await ws.saveWorking();
+    const file = path.join(dir, 'policy.json');
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { approved: Array<{ tags: string[] }> };
+    j.approved[0].tags = [...tags].sort();
+    fs.writeFileSync(file, JSON.stringify(j));
+    await expect(ModeratorWorkspace.open(dir)).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  });
 });

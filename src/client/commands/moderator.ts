@@ -15,7 +15,7 @@ import { parseCapability } from '../../storage/capability';
 import { allContentIds, contentIds, fileContentIds, type ContentIds } from '../../moderation/content-ids';
 import { formatCapability } from '../../storage/capability';
 import { checkCoding, parseCoding } from '../../storage/coding';
-import { PUBLIC_CONTENT_KEY, checkContentClass, checkTag, parseModerator } from '../../moderation/policy';
+import { PUBLIC_CONTENT_KEY, checkContentClass, checkTag, checkTags, parseModerator } from '../../moderation/policy';
 import { fetchModeratorPolicies } from '../../moderation/placement';
 import { authoritySource } from '../../moderation/sources';
 import type { PolicyState } from '../../moderation/chain';
@@ -228,7 +228,7 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
       .option('name', { type: 'string', describe: 'With --file: the stored name (default: the file name)' })),
     (a) => run(a as Args, async () => {
       const x = a as unknown as NetArgs & { caps?: string[]; tag: string[]; file?: string; class?: string; k?: number; n?: number; profile?: string; 'chunk-size'?: number; name?: string };
-      const tags = x.tag.map((t) => checkTag(String(t), 'POLICY_BAD_TAG'));
+      const tags = checkTags(x.tag.map(String), 'POLICY_BAD_TAG');
       let found: ContentIds[];
       if (x.file !== undefined) {
         if (x.caps?.length) throw err('CONFIG_INVALID', 'give capabilities or --file, not both');
