@@ -95,13 +95,17 @@ export class DirPassThrough {
   async servePolicy(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mirror');
     const fp = url.pathname.slice(POLICY_PATH.length);
+    if (!/^[0-9a-f]{64}$/.test(fp)) return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
+    // SPEC.md §9.21.8, §10.7.1: the query the authority's route reads, `after` and `digest`, each
+    // passed on when present and well-formed as the authority checks it; one it would ignore is
+    // dropped (as it would be ignored), never refused.
     const after = url.searchParams.get('after');
     const digest = url.searchParams.get('digest');
-    if (!/^[0-9a-f]{64}$/.test(fp) || (after !== null && !/^\d{1,15}$/.test(after)) || (digest !== null && !/^[0-9a-f]{64}$/.test(digest))) {
-      return sendJsonError(res, 404, 'POLICY_BAD_MODERATOR', 'expected /bitcloud/policy/<64 lowercase hex>[?after=SEQ&digest=HEX]');
-    }
-    const q = after !== null && digest !== null ? `?after=${after}&digest=${digest}` : '';
-    return this.bounded(req, res, () => this.passPolicy(req, res, `${fp}${q}`));
+    const q = [
+      ...(after !== null && /^\d{1,15}$/.test(after) ? [`after=${after}`] : []),
+      ...(digest !== null && /^[0-9a-f]{64}$/.test(digest) ? [`digest=${digest}`] : []),
+    ].join('&');
+    return this.bounded(req, res, () => this.passPolicy(req, res, q ? `${fp}?${q}` : fp));
   }
 
   private passPolicy(req: http.IncomingMessage, res: http.ServerResponse, target: string): Promise<void> {

@@ -323,6 +323,30 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
     const p2 = await get(policy);
     expect([p2.status, json(p2.body).code]).toEqual([404, 'POLICY_NOT_FOUND']);
   });
+
+  it('passes on a policy query\'s after and digest each when well-formed, and drops what the authority would ignore (SPEC.md §9.21.8, §10.7.1)', async () => {
+    const asked: string[] = [];
+    const authority = await listen((req, res) => { asked.push(req.url ?? ''); res.writeHead(304); res.end(); });
+    const pass = new DirPassThrough(() => [{ name: 'a1', fingerprint: authorityFp, url: authority }] as never);
+    const dirMirror = await listen((req, res) => { void pass.servePolicy(req, res); });
+    const policy = `/bitcloud/policy/${'cd'.repeat(32)}`;
+    const D = 'ef'.repeat(32);
+    const cases: Array<[string, string]> = [
+      ['?after=5', '?after=5'],
+      [`?after=5&digest=${D}`, `?after=5&digest=${D}`],
+      [`?digest=${D}&after=5`, `?after=5&digest=${D}`],
+      [`?digest=${D}`, `?digest=${D}`],
+      [`?after=x5&digest=${D}`, `?digest=${D}`],
+      ['?after=5&digest=XYZ', '?after=5'],
+      [`?after=${'9'.repeat(16)}`, ''],
+      ['?other=1', ''],
+    ];
+    for (const [q, want] of cases) {
+      asked.length = 0;
+      const r = await httpRequest(`${dirMirror}${policy}${q}`, { maxBytes: 65536, timeoutMs: 10_000 });
+      expect([q, r.status, asked]).toEqual([q, 304, [`${policy}${want}`]]);
+    }
+  });
 });
 
 describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
