@@ -12,6 +12,7 @@ import type { VerifyChunk } from '../wire/verify-record';
 import { DEFAULT_CHUNK_SIZE, FileEncoder, newFileKey, type PlainChunk } from '../storage/file-encoder';
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES, encodeInline, type CodedChunk } from '../storage/coder-pool';
 import { placeChunk, rankNodes } from '../storage/placement';
+import { checkShare } from '../storage/share';
 import { formatCapability } from '../storage/capability';
 import { isManifestName, manifestBytesFor, MAX_MANIFEST_BYTES } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
@@ -81,6 +82,15 @@ export function manifestName(file: string): string {
 }
 
 /**
+ * SPEC.md §9.9: a SHARE_HASH_MISMATCH answer is the uploader's fault only when its own bytes do not
+ * hash to the id (then it is never retried elsewhere); when they do, the node lied and is treated
+ * as any node that failed the put.
+ */
+function ownFault(e: BitcloudError, s: Share): boolean {
+  return e.code === 'SHARE_HASH_MISMATCH' && !checkShare(s.id, s.bytes);
+}
+
+/**
  * Store the shares of one chunk. Share i goes to its placement node; if that node fails (down,
  * full, …), to the next node of the share's own ranking that holds no share of this chunk and has
  * not failed. Fewer places than shares → STORAGE_PUT_FAILED with the last node's code.
@@ -103,7 +113,7 @@ export async function storeChunk(client: StorageClient, shares: readonly Share[]
         return;
       } catch (e) {
         last = isBitcloudError(e) ? e : err('STORAGE_PUT_FAILED', String(e));
-        if (last.code === 'SHARE_HASH_MISMATCH') throw last; // our bug, not the node's: never retry elsewhere
+        if (ownFault(last, s)) throw last;
         ranking ??= rankNodes(s.id, all);
         node = ranking.find((fp) => !taken.has(fp) && alive(fp));
         if (node) taken.add(node);
@@ -125,6 +135,7 @@ export async function storeRoot(client: StorageClient, root: Share, copies: numb
     for (const r of results) {
       if (r.status === 'fulfilled') { stored++; tally.shares++; tally.bytes += root.bytes.length; } else last = r.reason as BitcloudError;
     }
+    if (last && ownFault(last, root)) throw last;
   }
   if (stored < copies) {
     throw err('STORAGE_PUT_FAILED', `the manifest root reached ${stored} of ${copies} storage nodes (last: ${errorCode(last)})`, { stored, copies }, last);

@@ -12,6 +12,7 @@ import { parseCapability, formatCapability } from '../../src/storage/capability'
 import { ChunkKind, encodeChunk, encryptChunk } from '../../src/storage/encode';
 import { encodeRoot, MANIFEST_VERSION } from '../../src/storage/manifest';
 import { shareId } from '../../src/storage/share';
+import { err } from '../../src/errors';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { putFolder } from '../../src/client/storage-client-folder';
@@ -383,6 +384,39 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     // The folder's listing takes the folder's base name by the same rule.
     const fr = await putFolder(c, dir, { workers: false });
     expect(fr.files).toBe(1);
+  });
+});
+
+describe('a node that answers SHARE_HASH_MISMATCH to a good share (SPEC.md §9.9)', () => {
+  const fps = Array.from({ length: 8 }, (_, i) => String(i).repeat(64));
+  const liar = fps[0];
+  const mismatch = () => err('SHARE_HASH_MISMATCH', 'share bytes do not hash to the share id', { remote: true });
+
+  it('is the node at fault: the share goes to the next node and the put succeeds', async () => {
+    const stored: string[] = [];
+    const putShare = vi.fn((fp: string, id: Buffer) => {
+      if (fp === liar) return Promise.reject(mismatch());
+      stored.push(`${fp}:${id.toString('hex')}`);
+      return Promise.resolve(0);
+    });
+    const c = { fingerprints: fps, isDead: () => false, putShare } as unknown as StorageClient;
+    const f = path.join(root, 'liar.bin');
+    await fsp.writeFile(f, randomBytes(20 * 1024));
+    const r = await putFile(c, f, { chunkSize: 4 * 1024, workers: false });
+    expect(r.size).toBe(20 * 1024);
+    expect(putShare.mock.calls.some(([fp]) => fp === liar)).toBe(true);
+    expect(r.relocated).toBeGreaterThan(0);
+    expect(stored.some((s) => s.startsWith(liar))).toBe(false);
+  });
+
+  it('is the uploader at fault when its own share does not hash to its id: never retried elsewhere', async () => {
+    const putShare = vi.fn<(fp: string, id: Buffer) => Promise<number>>(() => Promise.reject(mismatch()));
+    const c = { fingerprints: fps, isDead: () => false, putShare } as unknown as StorageClient;
+    const enc = encodeChunk(randomBytes(32), 0, randomBytes(100), { k: 4, n: 6 }, ChunkKind.DATA);
+    const bad = enc.shares.map((s, i) => (i === 0 ? { id: s.id, bytes: Buffer.concat([s.bytes, Buffer.from([1])]) } : s));
+    await expect(storeChunk(c, bad, { shares: 0, bytes: 0, relocated: 0 })).rejects.toMatchObject({ code: 'SHARE_HASH_MISMATCH' });
+    // Share 0 was asked of its one node only.
+    expect(putShare.mock.calls.filter(([, id]) => id.equals(bad[0].id))).toHaveLength(1);
   });
 });
 
