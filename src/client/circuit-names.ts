@@ -11,11 +11,13 @@ import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
 import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
 import { decodeNameValue, encodeNameValue, formatName, nameSalt } from '../storage/name';
-import type { DhtItem } from '../storage/protocol';
+import type { DhtItem, StorageRequest, StorageResponse } from '../storage/protocol';
 import type { StorageNode } from './storage-client';
 import { NamesSeen } from './names-seen';
 
 export { NAMES_SEEN_FILE } from './names-seen';
+/** How long a request to a storage node may go unanswered (STORAGE_TIMEOUT), as StorageClient's. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 /** Storage nodes asked for one lookup, at once (each over its own circuit). */
 export const DEFAULT_LOOKUP_NODES = 2;
 
@@ -26,6 +28,8 @@ export interface CircuitNamesOptions {
   /** Where names-seen.json lives (the client's data dir); absent: nothing remembered. */
   dataDir?: string;
   lookupNodes?: number;
+  /** SPEC.md §9.9: a request to a node not answered within this long fails (STORAGE_TIMEOUT). Default 120 s. */
+  requestTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -99,7 +103,7 @@ export class CircuitNames implements NameLookups {
     let last: unknown = null;
     for (const node of order.slice(0, 3)) {
       try {
-        const r = await (await this.channel(node)).request({ type: 'dhtPut', item });
+        const r = await this.request(node, { type: 'dhtPut', item });
         await this.seen.remember(formatName({ publisher: keys.publicKey, label }), seq);
         return { seq, nodes: r.nodes };
       } catch (e) {
@@ -120,7 +124,7 @@ export class CircuitNames implements NameLookups {
     let last: unknown = null;
     for (const node of this.shuffled().slice(0, 3)) {
       try {
-        return (await (await this.channel(node)).request({ type: 'dhtPut', ...req })).nodes;
+        return (await this.request(node, { type: 'dhtPut', ...req })).nodes;
       } catch (e) {
         if (isBitcloudError(e, 'DHT_SEQ_STALE')) throw e;
         last = e;
@@ -141,7 +145,7 @@ export class CircuitNames implements NameLookups {
     const minSeq = await this.seen.min(name);
     const nodes = this.shuffled().slice(0, Math.max(1, this.o.lookupNodes ?? DEFAULT_LOOKUP_NODES));
     const answers = await Promise.allSettled(nodes.map(async (node) => {
-      const r = await (await this.channel(node)).request({ type: 'dhtGet', publisher, salt });
+      const r = await this.request(node, { type: 'dhtGet', publisher, salt });
       return r.item ? { item: checkDhtAnswer({ publisher, salt }, r.item, minSeq), node } : null;
     }));
     let best: ResolvedItem | null = null;
@@ -177,10 +181,28 @@ export class CircuitNames implements NameLookups {
   private async channel(node: StorageNode): Promise<StorageChannel> {
     let c = this.channels.get(node.fingerprint);
     if (!c) {
-      c = new StorageChannel(await this.o.open(node));
+      c = new StorageChannel(await this.o.open(node), { requestTimeoutMs: this.o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS });
       this.channels.set(node.fingerprint, c);
     }
     return c;
+  }
+
+  /**
+   * One request to a node. SPEC.md §9.9: one not answered in time fails with STORAGE_TIMEOUT and
+   * its session is closed (the next request to that node opens a new stream), so a node that never
+   * answers cannot hold a lookup, a publish or a put (§9.14.1).
+   */
+  private async request<T extends StorageRequest>(node: StorageNode, req: T): Promise<Extract<StorageResponse, { type: T['type'] }>> {
+    const c = await this.channel(node);
+    try {
+      return await c.request(req);
+    } catch (e) {
+      if (isBitcloudError(e, 'STORAGE_TIMEOUT')) {
+        if (this.channels.get(node.fingerprint) === c) this.channels.delete(node.fingerprint);
+        c.close();
+      }
+      throw e;
+    }
   }
 
   /** The nodes in an order from the CSPRNG: which nodes hear a lookup is not predictable. */

@@ -12,6 +12,16 @@ interface Pending {
   req: StorageRequest;
   resolve: (r: StorageResponse) => void;
   reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+export interface StorageChannelOptions {
+  maxFrameBytes?: number;
+  /**
+   * SPEC.md §9.9: a request not answered within this long fails alone with STORAGE_TIMEOUT and
+   * its id is freed (a late answer to it is dropped). Absent: no limit (the caller keeps its own).
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Answers up to this size (a share of a chunk of up to 16 MiB at k = 4, and its fields) are received into one buffer. */
@@ -21,11 +31,13 @@ export class StorageChannel {
   private readonly pending = new Map<number, Pending>();
   private readonly decoder: FrameDecoder;
   private nextId = 1;
+  /** Ids of requests that timed out, until their late answer arrives (dropped, not a protocol error). */
+  private readonly late = new Set<number>();
   private closed: BitcloudError | null = null;
   /** True once the channel failed or its stream closed: no request will be answered on it again. */
   get isClosed(): boolean { return this.closed !== null; }
 
-  constructor(private readonly stream: Duplex, opts: { maxFrameBytes?: number } = {}) {
+  constructor(private readonly stream: Duplex, private readonly opts: StorageChannelOptions = {}) {
     // An answer's buffer is taken at its declared length (a share of a 1 MiB chunk: one
     // allocation, where growing by doubling took three and copied 192 KiB): the node is one we
     // chose, and one frame at a time arrives on this stream.
@@ -45,7 +57,17 @@ export class StorageChannel {
     // its own on a circuit stream); a put's share is copied into it once.
     const frame = encodeRequestFrame(reqId, req);
     return new Promise<Answer<T['type']>>((resolve, reject) => {
-      this.pending.set(reqId, { req, resolve: resolve as (r: StorageResponse) => void, reject });
+      const p: Pending = { req, resolve: resolve as (r: StorageResponse) => void, reject };
+      const ms = this.opts.requestTimeoutMs;
+      if (ms !== undefined) {
+        p.timer = setTimeout(() => {
+          if (this.pending.get(reqId) !== p) return;
+          this.pending.delete(reqId);
+          this.late.add(reqId);
+          reject(err('STORAGE_TIMEOUT', `no answer from the storage node within ${ms} ms`, { type: req.type }));
+        }, ms);
+      }
+      this.pending.set(reqId, p);
       this.stream.write(frame);
     });
   }
@@ -76,6 +98,7 @@ export class StorageChannel {
         return;
       }
       const p = this.pending.get(reqId);
+      if (!p && this.late.delete(reqId)) continue; // the answer to a request that timed out
       if (!p) {
         // SPEC.md §9.6.1–§9.6.2: an error on reqId 0 is the node's framing error (it is closing, or
         // over its frame budget: STORAGE_BUSY); anything else answering no pending request is a
@@ -85,6 +108,7 @@ export class StorageChannel {
         return;
       }
       this.pending.delete(reqId);
+      clearTimeout(p.timer);
       if (res.type === 'error') p.reject(responseError(res));
       else {
         const mismatch = answerMismatch(p.req, res);
@@ -96,8 +120,9 @@ export class StorageChannel {
 
   private fail(e: BitcloudError): void {
     if (!this.closed) this.closed = e;
-    for (const p of this.pending.values()) p.reject(e);
+    for (const p of this.pending.values()) { clearTimeout(p.timer); p.reject(e); }
     this.pending.clear();
+    this.late.clear();
   }
 }
 

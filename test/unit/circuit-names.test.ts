@@ -223,6 +223,24 @@ describe('which storage nodes a lookup goes to (SPEC.md §9.14.1)', () => {
   });
 });
 
+describe('a storage node that never answers (SPEC.md §9.14.1, §9.9)', () => {
+  it('times its request out (STORAGE_TIMEOUT): a lookup settles with the other node\'s item, and fails when no node answers', async () => {
+    const keys = ed25519Generate();
+    const item = signDhtItem(keys, nameSalt('site'), encodeNameValue(CAP), 7);
+    const silent = { fingerprint: '1'.repeat(40) } as unknown as StorageNode;
+    const honest = { fingerprint: '2'.repeat(40) } as unknown as StorageNode;
+    const answer = fakeNode((req) => (req.type === 'dhtGet' ? { type: 'dhtGet', item } : { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' }));
+    const mute = () => Promise.resolve(pair()[0]); // takes every request, answers none
+    const n = new CircuitNames({ nodes: [silent, honest], open: (node) => (node === silent ? mute() : answer()), lookupNodes: 2, requestTimeoutMs: 50 });
+    expect((await n.resolve(keys.publicKey, 'site'))?.seq).toBe(7);
+    await n.close();
+    const none = new CircuitNames({ nodes: [silent], open: mute, lookupNodes: 1, requestTimeoutMs: 50 });
+    await expect(none.resolve(keys.publicKey, 'site')).rejects.toMatchObject({ code: 'STORAGE_TIMEOUT' });
+    await expect(none.put({ immutable: Buffer.from('x') })).rejects.toMatchObject({ code: 'STORAGE_TIMEOUT' });
+    await none.close();
+  }, 5_000);
+});
+
 describe('the seq a publication goes out with (SPEC.md §9.14.1, §9.14.2)', () => {
   it('is above the item found and above the seq verified for the name; a given seq not above both is DHT_SEQ_STALE', async () => {
     const seen = new NamesSeen(undefined, pino({ level: 'silent' }));
