@@ -6,7 +6,7 @@ import path from 'node:path';
 import { err } from '../errors';
 import { clientConfigPath, loadDirClientConfig, type DirClientConfig } from '../dir/client-config';
 import { bool, int, readJsonConfig } from '../dir/config-fields';
-import { loadEd25519Secret, saveEd25519Secret } from '../crypto/keys';
+import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
@@ -149,8 +149,11 @@ export async function loadOrCreatePublisherKey(dataDir: string): Promise<Ed25519
   } catch (e) {
     if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
     const kp = ed25519Generate();
-    await saveEd25519Secret(file, kp);
-    return kp;
+    // SPEC.md §9.14: made once. Another command may have made it since the look above (two
+    // `publish` started together on a fresh folder); the key on disk is then the publisher key,
+    // never replaced by this one (a name signed under a replaced key could not be updated).
+    if (await saveEd25519SecretExclusive(file, kp)) return kp;
+    return loadEd25519Secret(file);
   }
 }
 

@@ -7,6 +7,8 @@ import { Duplex } from 'node:stream';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { CircuitNames } from '../../src/client/circuit-names';
+import { loadOrCreatePublisherKey } from '../../src/client/storage-client-setup';
+import { loadEd25519Secret } from '../../src/crypto/keys';
 import { NamesSeen } from '../../src/client/names-seen';
 import pino from 'pino';
 import type { StorageNode } from '../../src/client/storage-client';
@@ -239,6 +241,17 @@ describe('a storage node that never answers (SPEC.md §9.14.1, §9.9)', () => {
     await expect(none.put({ immutable: Buffer.from('x') })).rejects.toMatchObject({ code: 'STORAGE_TIMEOUT' });
     await none.close();
   }, 5_000);
+});
+
+describe('the publisher key (SPEC.md §9.14)', () => {
+  it('two first uses at once on a fresh data folder end with one key, the one on disk', async () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pubkey-'));
+    dirs.push(d);
+    const [a, b] = await Promise.all([loadOrCreatePublisherKey(d), loadOrCreatePublisherKey(d)]);
+    const onDisk = await loadEd25519Secret(path.join(d, 'publisher.key'));
+    expect(a.publicKey.equals(b.publicKey)).toBe(true);
+    expect(a.publicKey.equals(onDisk.publicKey)).toBe(true);
+  });
 });
 
 describe('the seq a publication goes out with (SPEC.md §9.14.1, §9.14.2)', () => {
