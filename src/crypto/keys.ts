@@ -146,15 +146,29 @@ export async function loadEd25519Secret(file: string): Promise<Ed25519KeyPair> {
 
 /** Save an X25519 key pair with its creation time (ms since the epoch; default now). */
 export async function saveX25519Secret(file: string, kp: X25519KeyPair, createdAt: number = Date.now()): Promise<void> {
-  if (kp.secretKey.length !== X25519_BYTES || kp.publicKey.length !== X25519_BYTES) throw err('KEY_MALFORMED', 'not an X25519 key pair');
-  if (!Number.isSafeInteger(createdAt) || createdAt < 0) throw err('KEY_MALFORMED', `bad key creation time ${createdAt}`);
-  const body = new Writer(X25519_SECRET_FILE_LEN, 'X25519 key file', { malformed: 'KEY_MALFORMED' })
-    .bytes(X25519_HEADER).u64(createdAt, 'created-at').bytes(kp.secretKey).bytes(kp.publicKey).finish();
+  const body = x25519SecretFile(kp, createdAt);
   try {
     await writeFileAtomic(file, body, KEY_FILE_MODE);
   } finally {
     wipe(body);
   }
+}
+
+/** saveX25519Secret, only if `file` does not exist: resolves true when this call made it, false when a file was there (nothing written). */
+export async function saveX25519SecretExclusive(file: string, kp: X25519KeyPair, createdAt: number = Date.now()): Promise<boolean> {
+  const body = x25519SecretFile(kp, createdAt);
+  try {
+    return await writeFileAtomicExclusive(file, body, KEY_FILE_MODE);
+  } finally {
+    wipe(body);
+  }
+}
+
+function x25519SecretFile(kp: X25519KeyPair, createdAt: number): Buffer {
+  if (kp.secretKey.length !== X25519_BYTES || kp.publicKey.length !== X25519_BYTES) throw err('KEY_MALFORMED', 'not an X25519 key pair');
+  if (!Number.isSafeInteger(createdAt) || createdAt < 0) throw err('KEY_MALFORMED', `bad key creation time ${createdAt}`);
+  return new Writer(X25519_SECRET_FILE_LEN, 'X25519 key file', { malformed: 'KEY_MALFORMED' })
+    .bytes(X25519_HEADER).u64(createdAt, 'created-at').bytes(kp.secretKey).bytes(kp.publicKey).finish();
 }
 
 /** Load an X25519 key file together with its recorded creation time. */
@@ -259,8 +273,10 @@ export async function loadOrCreateNodeKeys(dataDir: string, opts: { onionRotatio
   const idFile = path.join(dataDir, IDENTITY_KEY_FILE);
   let identity = await loadOr(() => loadEd25519Secret(idFile));
   if (!identity) {
-    identity = ed25519Generate();
-    await saveEd25519Secret(idFile, identity);
+    // SPEC.md §3.3 step 2: created once, never replaced. Another process starting on this folder
+    // may have made it since the look above; the identity on disk is then the node's.
+    const made = ed25519Generate();
+    identity = await saveEd25519SecretExclusive(idFile, made) ? made : await loadEd25519Secret(idFile);
   }
   return { identity, ...await loadOrRotateOnion(dataDir, rotation, now) };
 }
@@ -299,8 +315,10 @@ async function loadOrRotateOnion(dataDir: string, rotation: number, now: number)
   let current = await loadOr(() => readX25519SecretFile(onionFile));
   let previous = (await loadOr(() => readX25519SecretFile(oldFile)))?.keyPair;
   if (!current) {
-    current = { keyPair: x25519Generate(), createdAt: now };
-    await saveX25519Secret(onionFile, current.keyPair, now);
+    // SPEC.md §3.3 step 4: a missing onion.key is made exclusively; one made meanwhile by another
+    // process is the key on disk and is used instead, so no node serves a key that is not there.
+    const made = { keyPair: x25519Generate(), createdAt: now };
+    current = await saveX25519SecretExclusive(onionFile, made.keyPair, now) ? made : await readX25519SecretFile(onionFile);
   } else {
     const age = now - current.createdAt;
     // A creation time far in the future means a broken clock at creation; rotate as if expired.

@@ -157,6 +157,17 @@ describe('key files', () => {
 describe('loadOrCreateNodeKeys', () => {
   const DAY = 24 * 3600 * 1000;
 
+  it('two starts at once on an empty data folder serve the identity and onion key on disk (SPEC.md §3.3 steps 2, 4)', async () => {
+    const dataDir = path.join(dir, 'twice');
+    const [a, b] = await Promise.all([loadOrCreateNodeKeys(dataDir), loadOrCreateNodeKeys(dataDir)]);
+    const id = await loadEd25519Secret(path.join(dataDir, 'identity.key'));
+    const onion = await loadX25519Secret(path.join(dataDir, 'onion.key'));
+    for (const k of [a, b]) {
+      expect(k.identity.publicKey.equals(id.publicKey)).toBe(true);
+      expect(k.onion.publicKey.equals(onion.publicKey)).toBe(true);
+    }
+  });
+
   it('creates the folder (0700) and the key files (0600) on first start, then loads the same keys', async () => {
     const dataDir = path.join(dir, 'node', 'data');
     const t0 = 1_800_000_000_000;
