@@ -201,6 +201,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
   const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit
+  const failed = new Map<string, Set<string>>(); // share hex → every node that failed its audit
   // SPEC.md §9.18.3 step 3: a node's audits not answered (or not started) by its deadline fail
   // STORAGE_TIMEOUT, and the node is slow for the rest of the pass (no repair is stored on it).
   const slots = new NodeSlots(KEEP_AUDITS_PER_NODE, o.nodeDeadlineMs ?? KEEP_NODE_DEADLINE_TIMEOUTS * client.requestTimeoutMs);
@@ -229,7 +230,10 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       } else if (r.code === 'STORAGE_BUSY') {
         report.busy.push({ node: fp, shareId: hex, code: r.code });
         addTo(busy, hex, fp);
-      } else report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
+      } else {
+        report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
+        addTo(failed, hex, fp);
+      }
     }
   }))).finally(() => { slots.close(); });
 
@@ -283,7 +287,8 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       if (ok[j] || unsure[j]) continue;
       const id = c.shareIds[j];
       const bytes = rebuilt[j];
-      const failedOn = new Set(report.failures.filter((f) => f.shareId === id.toString('hex')).map((f) => f.node));
+      // Indexed by share as the audits ran: one look-up, not a scan of every failure per share.
+      const failedOn = failed.get(id.toString('hex')) ?? new Set<string>();
       let placed = false;
       for (const fp of rankNodes(id, nodes)) {
         if (taken.has(fp) || failedOn.has(fp) || slots.isLate(fp) || client.isDead(fp)) continue;
