@@ -117,11 +117,27 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     // 250 000 left after the pending transfer.
     expectCode(() => pool.add(signTransfer(relay, other.publicKey, 250_001n, 2)), 'TRANSFER_OVERSPEND');
     expectCode(() => pool.add({ ...signTransfer(relay, other.publicKey, 5n, 2), amount: 6n }), 'TRANSFER_BAD_SIGNATURE');
-    // The wallet spends what the pending transfer gives it.
-    expect(pool.add(signTransfer(wallet, other.publicKey, 500_000n, 1))).toBe('added');
+    // Units that only a pending transfer brings are not spendable until a block carries them.
+    expectCode(() => pool.add(signTransfer(wallet, other.publicKey, 1n, 1)), 'TRANSFER_OVERSPEND');
+    expect(pool.add(signTransfer(relay2, other.publicKey, 250_000n, 1))).toBe('added');
     expect(pool.pending().length).toBe(2);
-    expect(pool.pending(hex(wallet)).length).toBe(1);
+    expect(pool.pending(hex(relay2)).length).toBe(1);
     expect(pool.take(1)).toEqual([t1]);
+  });
+
+  it('a pending transfer spends only the sender\'s chain balance minus its own pending ones: one funded unit cannot fill the pool through fresh keys', () => {
+    const pool = new TransferPool(state, 50);
+    const keys = Array.from({ length: 50 }, (_, i) => ed25519FromSeed(Buffer.alloc(32, 100 + i)));
+    // relay funds keys[0] with 1 unit in a block; keys[0] → keys[1] → keys[2] … one unit each.
+    const funded = verifyChain(chain([[], [signTransfer(relay, keys[0].publicKey, 1n, 1)]]), authorities, 1, { schedule });
+    pool.rebase(funded);
+    expect(pool.add(signTransfer(keys[0], keys[1].publicKey, 1n, 1))).toBe('added');
+    for (let i = 1; i < keys.length - 1; i++) expectCode(() => pool.add(signTransfer(keys[i], keys[i + 1].publicKey, 1n, 1)), 'TRANSFER_OVERSPEND');
+    expect(pool.size).toBe(1);
+    // Once a block carries the first, keys[1] may spend its unit.
+    const s3 = verifyChain(chain([[], [signTransfer(relay, keys[0].publicKey, 1n, 1)], [signTransfer(keys[0], keys[1].publicKey, 1n, 1)]]), authorities, 1, { schedule });
+    expect(pool.rebase(s3)).toBe(1);
+    expect(pool.add(signTransfer(keys[1], keys[2].publicKey, 1n, 1))).toBe('added');
   });
 
   it('a full pool refuses with TRANSFER_POOL_FULL; a new tip drops what the block carried or no longer applies', () => {
