@@ -62,7 +62,12 @@ export class TransferPool {
     if (t.amount > have) throw err('TRANSFER_OVERSPEND', `the sender holds ${have} units in the chain after its pending transfers, not ${t.amount} (units a pending transfer brings are spendable once a block carries it)`);
   }
 
-  /** The chain moved on: keep, in order, the pending transfers that still apply to `base`. Returns how many were dropped. */
+  /**
+   * The chain moved on: keep, in order, the pending transfers that still apply to `base`. Returns
+   * how many were dropped. Signatures were verified at `add` and do not depend on the chain, so
+   * they are not verified again (this runs when a block lands); a transfer whose nonce the chain
+   * used is dropped before anything else is looked at.
+   */
   rebase(base: Readonly<LedgerMaps>): number {
     this.base = base;
     const old = this.list;
@@ -73,9 +78,10 @@ export class TransferPool {
     this.ledger = new CoinLedger(base);
     for (const e of old) {
       const from = e.t.from.toString('hex');
+      if (e.t.nonce <= (base.nonces.get(from) ?? 0)) continue;
       try {
         this.checkFunded(e.t, from);
-        this.ledger.apply(e.t);
+        this.ledger.applyVerified(e.t);
       } catch { continue; }
       this.list.push(e);
       this.ids.add(e.id);

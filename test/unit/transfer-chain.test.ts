@@ -2,8 +2,8 @@
 // pool of pending transfers. Balances are allocations ± transfers; a block whose transfers do not
 // apply is refused (REWARD_BAD_TRANSFER) and changes nothing; the pool refuses a bad signature, a
 // replay, a double spend, a nonce gap, an overspend, each with its code.
-import { describe, expect, it } from 'vitest';
-import { ed25519FromSeed, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { describe, expect, it, vi } from 'vitest';
+import { ed25519FromSeed, ed25519Verify, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
 import type { IssuanceSchedule } from '../../src/bandwidth/reward';
 import {
@@ -13,6 +13,12 @@ import {
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
 import { MAX_PENDING_PER_SENDER, TransferPool } from '../../directory/transfer-pool';
+
+// Signature checks are counted (the pool verifies a transfer once, when it is added).
+vi.mock('../../src/crypto/primitives', async (orig) => {
+  const m = await orig<typeof import('../../src/crypto/primitives')>();
+  return { ...m, ed25519Verify: vi.fn(m.ed25519Verify) };
+});
 
 const schedule: IssuanceSchedule = { initialPerBlock: 1_000_000n, halvingInterval: 100 };
 const auth = ed25519FromSeed(Buffer.alloc(32, 5));
@@ -166,5 +172,22 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     const s2 = verifyChain(chain([[], mine]), authorities, 1, { schedule });
     pool.rebase(s2);
     expect(pool.add(signTransfer(relay, wallet.publicKey, 1n, MAX_PENDING_PER_SENDER + 1))).toBe('added');
+  });
+
+  it('a new tip re-applies the pending transfers without verifying their signatures again; those whose nonce the block used are dropped first', () => {
+    const pool = new TransferPool(state, 1000, 100);
+    const mine = Array.from({ length: 100 }, (_, i) => signTransfer(relay, wallet.publicKey, 1n, i + 1));
+    for (const t of mine) pool.add(t);
+    const verifies = vi.mocked(ed25519Verify);
+    verifies.mockClear();
+    // A tip that carries none of them: all are kept, none verified again.
+    const same = { balances: new Map(state.balances), nonces: new Map(state.nonces) };
+    expect(pool.rebase(same)).toBe(0);
+    expect(pool.size).toBe(100);
+    // A tip in which the sender's nonces 1..100 are all used: all dropped.
+    const used = { balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 100]]) };
+    expect(pool.rebase(used)).toBe(100);
+    expect(pool.size).toBe(0);
+    expect(verifies).toHaveBeenCalledTimes(0);
   });
 });
