@@ -83,9 +83,10 @@ export async function serveTransfers(ledger: RewardLedger | null | undefined, re
     const from = url.searchParams.get('from');
     if (from !== null && !/^[0-9a-f]{64}$/.test(from)) { sendJsonError(res, 400, 'REWARD_BAD_QUERY', 'from must be a key (64 lowercase hex)'); return ['transfers_pending', 400]; }
     if (!ledger) { sendJsonError(res, 404, 'REWARD_NOT_AVAILABLE', 'this authority keeps no reward chain'); return ['transfers_pending', 404]; }
-    const body = ledger.pendingTransfersBytes(from ?? undefined);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store', 'x-bitcloud-chain-height': String(ledger.height) });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    // SPEC §6.10: the pool's kept bytes; HEAD builds no body it does not send.
+    const body = req.method === 'HEAD' ? null : ledger.pendingTransfersBytes(from ?? undefined);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body?.length ?? ledger.pendingTransfersLength(from ?? undefined), 'cache-control': 'no-store', 'x-bitcloud-chain-height': String(ledger.height) });
+    res.end(body ?? undefined);
     return ['transfers_pending', 200];
   }
   if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['transfers', 405]; }

@@ -31,7 +31,7 @@ import {
   MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock,
   type RawRewardChainBundle, type SplitRewardBlock,
 } from '../src/wire/reward-block';
-import { decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { decodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
@@ -538,7 +538,12 @@ export class RewardLedger {
 
   /** GET /bitcloud/transfers/pending[?from=KEY]: the pool's transfers in order, 145 bytes each. */
   pendingTransfersBytes(from?: string): Buffer {
-    return Buffer.concat(this.pool.pending(from).map(encodeTransfer));
+    return this.pool.pendingBytes(from);
+  }
+
+  /** The length of `pendingTransfersBytes(from)`, for HEAD, without building the body. */
+  pendingTransfersLength(from?: string): number {
+    return this.pool.pendingLength(from);
   }
 
   /** Hold `sb` as the pending block; its signatures must include this authority's own. */

@@ -9,18 +9,23 @@
 // lost when every authority holding it restarts (the wallet then sends it again).
 import { err } from '../src/errors';
 import { CoinLedger, type LedgerMaps } from '../src/bandwidth/transfer';
-import { encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
 /** At most this many of one sender's transfers wait for a block (SPEC §8.11.3); more: TRANSFER_RATE_LIMITED. */
 export const MAX_PENDING_PER_SENDER = 16;
 
+/** A pending transfer with its encoding (145 bytes, made once when it is taken) and sender (hex). */
+interface Entry { t: Transfer; id: string; bytes: Buffer; from: string }
+
 export class TransferPool {
-  private list: { t: Transfer; id: string }[] = [];
+  private list: Entry[] = [];
   private readonly ids = new Set<string>();
-  /** Pending transfers per sender (hex). */
-  private readonly bySender = new Map<string, number>();
+  /** Pending transfers per sender (hex), in pool order. */
+  private readonly bySender = new Map<string, Entry[]>();
+  /** The whole pool's encoding, until the pool changes (GET /bitcloud/transfers/pending). */
+  private body: Buffer | null = null;
   /** Units the sender's pending transfers spend (hex). */
   private readonly out = new Map<string, bigint>();
   private ledger: CoinLedger;
@@ -40,20 +45,27 @@ export class TransferPool {
    * has `perSender` transfers waiting already), TRANSFER_POOL_FULL.
    */
   add(t: Transfer): 'added' | 'held' {
-    const id = encodeTransfer(t).toString('hex');
+    const bytes = encodeTransfer(t);
+    const id = bytes.toString('hex');
     if (this.ids.has(id)) return 'held';
     this.ledger.check(t);
     const from = t.from.toString('hex');
     this.checkFunded(t, from);
-    const mine = this.bySender.get(from) ?? 0;
+    const mine = this.bySender.get(from)?.length ?? 0;
     if (mine >= this.perSender) throw err('TRANSFER_RATE_LIMITED', `${from.slice(0, 16)}… has ${mine} transfers waiting for a block already (at most ${this.perSender}); send again after the next block`);
     if (this.list.length >= this.max) throw err('TRANSFER_POOL_FULL', `${this.max} transfers are waiting for a block already; send again later`);
     this.ledger.apply(t);
-    this.list.push({ t, id });
-    this.ids.add(id);
-    this.bySender.set(from, mine + 1);
-    this.out.set(from, (this.out.get(from) ?? 0n) + t.amount);
+    this.keep({ t, id, bytes, from });
     return 'added';
+  }
+
+  private keep(e: Entry): void {
+    this.list.push(e);
+    this.ids.add(e.id);
+    const mine = this.bySender.get(e.from);
+    if (mine) mine.push(e); else this.bySender.set(e.from, [e]);
+    this.out.set(e.from, (this.out.get(e.from) ?? 0n) + e.t.amount);
+    this.body = null;
   }
 
   /** SPEC §8.11.3: a pending transfer spends only the chain balance less the sender's pending ones. TRANSFER_OVERSPEND. */
@@ -75,18 +87,15 @@ export class TransferPool {
     this.ids.clear();
     this.bySender.clear();
     this.out.clear();
+    this.body = null;
     this.ledger = new CoinLedger(base);
     for (const e of old) {
-      const from = e.t.from.toString('hex');
-      if (e.t.nonce <= (base.nonces.get(from) ?? 0)) continue;
+      if (e.t.nonce <= (base.nonces.get(e.from) ?? 0)) continue;
       try {
-        this.checkFunded(e.t, from);
+        this.checkFunded(e.t, e.from);
         this.ledger.applyVerified(e.t);
       } catch { continue; }
-      this.list.push(e);
-      this.ids.add(e.id);
-      this.bySender.set(from, (this.bySender.get(from) ?? 0) + 1);
-      this.out.set(from, (this.out.get(from) ?? 0n) + e.t.amount);
+      this.keep(e);
     }
     return old.length - this.list.length;
   }
@@ -98,6 +107,20 @@ export class TransferPool {
 
   /** Pending transfers, optionally only those sent by `from` (hex). */
   pending(from?: string): Transfer[] {
-    return this.list.filter((e) => from === undefined || e.t.from.toString('hex') === from).map((e) => e.t);
+    return (from === undefined ? this.list : this.bySender.get(from) ?? []).map((e) => e.t);
+  }
+
+  /**
+   * GET /bitcloud/transfers/pending[?from=KEY] (SPEC §6.10): the pending transfers' encodings in
+   * order, 145 bytes each, from the bytes kept at `add`; the whole pool's is kept until it changes.
+   */
+  pendingBytes(from?: string): Buffer {
+    if (from !== undefined) return Buffer.concat((this.bySender.get(from) ?? []).map((e) => e.bytes));
+    return this.body ??= Buffer.concat(this.list.map((e) => e.bytes));
+  }
+
+  /** The length of `pendingBytes(from)` without building it (a HEAD request). */
+  pendingLength(from?: string): number {
+    return (from === undefined ? this.list : this.bySender.get(from) ?? []).length * TRANSFER_BYTES;
   }
 }

@@ -13,11 +13,17 @@ import {
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
 import { MAX_PENDING_PER_SENDER, TransferPool } from '../../directory/transfer-pool';
+import { RewardLedger } from '../../directory/rewards';
 
 // Signature checks are counted (the pool verifies a transfer once, when it is added).
 vi.mock('../../src/crypto/primitives', async (orig) => {
   const m = await orig<typeof import('../../src/crypto/primitives')>();
   return { ...m, ed25519Verify: vi.fn(m.ed25519Verify) };
+});
+// Encodings are counted too (GET /bitcloud/transfers/pending serves the bytes kept at add).
+vi.mock('../../src/wire/transfer', async (orig) => {
+  const m = await orig<typeof import('../../src/wire/transfer')>();
+  return { ...m, encodeTransfer: vi.fn(m.encodeTransfer) };
 });
 
 const schedule: IssuanceSchedule = { initialPerBlock: 1_000_000n, halvingInterval: 100 };
@@ -189,5 +195,25 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     expect(pool.rebase(used)).toBe(100);
     expect(pool.size).toBe(0);
     expect(verifies).toHaveBeenCalledTimes(0);
+  });
+
+  it('GET /bitcloud/transfers/pending serves the bytes kept when each transfer was taken: no transfer is encoded again per request', () => {
+    const pool = new TransferPool(state);
+    const mine = Array.from({ length: 10 }, (_, i) => signTransfer(relay, wallet.publicKey, 1n, i + 1));
+    const theirs = signTransfer(relay2, wallet.publicKey, 1n, 1);
+    for (const t of [...mine.slice(0, 5), theirs, ...mine.slice(5)]) pool.add(t);
+    const want = Buffer.concat([...mine.slice(0, 5), theirs, ...mine.slice(5)].map((t) => encodeTransfer(t)));
+    const encodes = vi.mocked(encodeTransfer);
+    encodes.mockClear();
+    const serve = (from?: string) => RewardLedger.prototype.pendingTransfersBytes.call({ pool } as unknown as RewardLedger, from);
+    expect(serve()).toEqual(want);
+    expect(serve()).toEqual(want);
+    expect(serve(hex(relay2))).toEqual(encodeTransfer(theirs));
+    expect(encodes).toHaveBeenCalledTimes(1); // the one just above, by the test
+    expect(serve(hex(relay)).length).toBe(10 * 145);
+    expect(serve(hex(other)).length).toBe(0);
+    // The pool changed: the body follows.
+    pool.rebase({ balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 10]]) });
+    expect(serve()).toEqual(encodeTransfer(theirs));
   });
 });
