@@ -91,12 +91,16 @@ export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer
   return blocks.find((b) => (b.block.transfers ?? []).some((x) => encodeTransfer(x).equals(want))) ?? null;
 }
 
+/** At most this many of one sender's transfers wait in an authority's pool (SPEC.md §8.11.3). */
+export const PENDING_PER_SENDER = 16;
+
 /**
  * GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold
  * that can follow the chain, whose last nonce for the key is `chainNonce` (SPEC.md §8.11.4). Only
  * transfers whose signature verifies under `key` count (an authority cannot invent one), one per
  * nonce, and only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
- * a transfer the chain already carries, or one past a gap, is left out.
+ * a transfer the chain already carries, or one past a gap, is left out. Nonces above
+ * chainNonce + 16 (more than a pool holds of one sender) are skipped before any verification.
  */
 export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, chainNonce: number, timeoutMs = 10_000): Promise<Transfer[]> {
   const byNonce = new Map<number, Transfer>();
@@ -107,7 +111,8 @@ export async function pendingFrom(authorities: readonly AuthorityInfo[], key: st
       for (let i = 0; i < r.body.length; i += TRANSFER_BYTES) {
         let t: Transfer;
         try { t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES)); } catch { continue; }
-        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || byNonce.has(t.nonce)) continue;
+        // Only nonces a pool can hold (SPEC §8.11.3: 16 per sender), before any signature is verified.
+        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + PENDING_PER_SENDER || byNonce.has(t.nonce)) continue;
         if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) continue;
         byNonce.set(t.nonce, t);
       }

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { ed25519FromSeed, ed25519Verify } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
 import { signTransfer } from '../../src/bandwidth/transfer';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
@@ -19,6 +19,12 @@ import { parseAuthorityList } from '../../src/dir/authorities';
 import { PATHS } from '../../src/dir/fetch';
 import { encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
 import type { VerifiedRewardBlock } from '../../src/client/rewards';
+
+// Signature checks are counted (an authority's answer cannot make the wallet verify more than a pool holds).
+vi.mock('../../src/crypto/primitives', async (orig) => {
+  const m = await orig<typeof import('../../src/crypto/primitives')>();
+  return { ...m, ed25519Verify: vi.fn(m.ed25519Verify) };
+});
 
 describe('bitcloud wallet (SPEC §8.11.4)', () => {
   it('makes the key once, mode 0600, and keeps it; --key reads another key file and never makes one', async () => {
@@ -136,6 +142,38 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
       expect(pending.every((t) => t.amount === 10n)).toBe(true);
     } finally {
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('pending transfers: only nonces chainNonce + 1 .. + 16 (what a pool can hold) are verified, however many an authority serves', async () => {
+    const me = ed25519FromSeed(Buffer.alloc(32, 61));
+    const key = me.publicKey.toString('hex');
+    const body = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeTransfer(signTransfer(me, Buffer.alloc(32, 9), 1n, 3 + i))));
+    const server = http.createServer((_req, res) => { res.writeHead(200); res.end(body); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const auths = parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]);
+      vi.mocked(ed25519Verify).mockClear();
+      const pending = await pendingFrom(auths, key, 2, 5000);
+      expect(pending.map((t) => t.nonce)).toEqual(Array.from({ length: 16 }, (_, i) => 3 + i));
+      expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(16);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('send to the wallet\'s own address is bad arguments (exit 2, CONFIG_INVALID)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-self-'));
+    try {
+      const config = path.join(dir, 'client.json');
+      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+      const { key } = await loadWalletKey(path.join(dir, 'data'));
+      const out: string[] = [];
+      expect(await walletSend(key.publicKey.toString('hex'), '1', { json: true, config }, { out: (s: string) => out.push(s), err: () => {} })).toBe(2);
+      expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

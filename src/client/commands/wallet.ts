@@ -128,7 +128,8 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
-    if (toKey.equals(key.publicKey)) throw err('TRANSFER_MALFORMED', 'a transfer to its own sender');
+    // SPEC §8.11.4: bad arguments (exit 2); a transfer to its own sender could never be valid (§8.11.1).
+    if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
     return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
