@@ -426,6 +426,7 @@ export const ERROR_CODES = {
     HIDDEN_PSEUDONYM_UNKNOWN_NODE: 'peer_refused',
     HIDDEN_PSEUDONYM_UNSEALED: 'integrity',
     HIDDEN_RELAY_LIMIT: 'resource_limit',
+    HIDDEN_RENDEZVOUS_LIMIT: 'resource_limit',
     HIDDEN_RENDEZVOUS_TIMEOUT: 'timeout',
     HIDDEN_RP_UNKNOWN: 'peer_refused',
   },

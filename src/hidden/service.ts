@@ -26,6 +26,10 @@ const WAIT_MS = 30_000;
 /** After a fill that could not establish every introduction point: the next try, doubling up to RETRY_MAX_MS. */
 const RETRY_MIN_MS = 5_000;
 const RETRY_MAX_MS = 5 * 60_000;
+/** SPEC.md §9.21.5 step 3: rendezvous circuits held at once, built or being built; an introduction past them is dropped. */
+export const MAX_RENDEZVOUS_CIRCUITS = 256;
+/** SPEC.md §9.21.5 step 6: a rendezvous circuit with no open stream this long (since it joined or its last stream closed) is closed. */
+export const RENDEZVOUS_IDLE_MS = 60_000;
 
 interface Intro {
   relay: ConsensusRelay;
@@ -33,6 +37,12 @@ interface Intro {
   auth: Ed25519KeyPair;
   enc: X25519KeyPair;
   replay: IntroReplayCache;
+}
+
+/** A rendezvous circuit's open streams, and the timer that closes it while it has none. */
+interface Rendezvous {
+  streams: number;
+  idle: NodeJS.Timeout | null;
 }
 
 export interface HiddenServiceOptions {
@@ -63,7 +73,9 @@ export interface HiddenServiceOptions {
 
 export class HiddenService {
   private readonly intros: Intro[] = [];
-  private readonly rendezvous = new Set<ClientCircuit>();
+  private readonly rendezvous = new Map<ClientCircuit, Rendezvous>();
+  /** Rendezvous circuits being built (they count toward MAX_RENDEZVOUS_CIRCUITS). */
+  private meeting = 0;
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
@@ -225,6 +237,9 @@ export class HiddenService {
       const rpId = p.rpLinkSpecifiers.find((s) => s.type === 'ed25519');
       const rp = (this.o.relays() ?? []).find((r) => rpId && rpId.type === 'ed25519' && r.identity.equals(rpId.id));
       if (!rp || !isRunningValid(rp) || !canBeHop(rp)) throw err('HIDDEN_RP_UNKNOWN', 'the rendezvous point is not a running relay of the consensus');
+      if (this.rendezvous.size + this.meeting >= MAX_RENDEZVOUS_CIRCUITS) {
+        throw err('HIDDEN_RENDEZVOUS_LIMIT', `${MAX_RENDEZVOUS_CIRCUITS} rendezvous circuits held or being built`, { held: this.rendezvous.size, building: this.meeting });
+      }
       const hs = relayCryptoHandshake('tor1');
       const { reply, keys } = ntorServerRespond({ onionskin: p.onionskin, id: this.o.identity.publicKey, onionKeys: [this.o.ntorKey], protoid: hs.protoid, keyLength: hs.keyLength });
       this.event('introduced');
@@ -254,12 +269,17 @@ export class HiddenService {
 
   private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {
     try {
-      const { circ } = await this.o.builder.build({ storageNode: rp });
+      const { circ } = await this.buildRendezvous(rp);
       if (this.closed) { circ.destroy(); return; }
+      const held: Rendezvous = { streams: 0, idle: null };
       circ.sendControl(RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply }));
-      circ.attachServiceEnd(keys, (inc) => this.o.onStream(inc));
-      this.rendezvous.add(circ);
-      circ.once('close', () => this.rendezvous.delete(circ));
+      circ.attachServiceEnd(keys, (inc) => { this.streamOpened(circ, held, inc); this.o.onStream(inc); });
+      this.rendezvous.set(circ, held);
+      circ.once('close', () => {
+        if (held.idle) clearTimeout(held.idle);
+        this.rendezvous.delete(circ);
+      });
+      this.idleLater(circ, held);
       this.event('rendezvous');
     } catch (e) {
       keys.fill(0);
@@ -268,12 +288,48 @@ export class HiddenService {
     }
   }
 
+  /** The builder's circuit to the rendezvous point, counted in `meeting` while it is built. */
+  private async buildRendezvous(rp: ConsensusRelay): Promise<{ circ: ClientCircuit }> {
+    this.meeting++;
+    try {
+      return await this.o.builder.build({ storageNode: rp });
+    } finally {
+      this.meeting--;
+    }
+  }
+
+  /** SPEC.md §9.21.5 step 6: a stream keeps its rendezvous circuit open; the last one to close starts the idle wait. */
+  private streamOpened(circ: ClientCircuit, held: Rendezvous, inc: IncomingStream): void {
+    held.streams++;
+    if (held.idle) { clearTimeout(held.idle); held.idle = null; }
+    inc.stream.once('close', () => {
+      held.streams--;
+      if (held.streams === 0) this.idleLater(circ, held);
+    });
+  }
+
+  /** SPEC.md §9.21.5 step 6: close a rendezvous circuit that carries no stream for RENDEZVOUS_IDLE_MS, as Tor closes unused circuits. */
+  private idleLater(circ: ClientCircuit, held: Rendezvous): void {
+    if (held.idle) clearTimeout(held.idle);
+    held.idle = null;
+    if (this.closed || !this.rendezvous.has(circ)) return;
+    held.idle = setTimeout(() => {
+      held.idle = null;
+      if (held.streams > 0) return;
+      this.event('rendezvous_idle');
+      circ.destroy();
+    }, RENDEZVOUS_IDLE_MS).unref();
+  }
+
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const i of this.intros.splice(0)) i.circ.destroy();
-    for (const c of [...this.rendezvous]) c.destroy();
+    for (const [c, held] of [...this.rendezvous]) {
+      if (held.idle) clearTimeout(held.idle);
+      c.destroy();
+    }
     this.rendezvous.clear();
   }
 }

@@ -2,6 +2,7 @@
 // circuit gets back, and each refusal by its code. The relay-crypto side (joined circuits, the
 // virtual hop) runs with real daemons in test/integration/hidden-storage.test.ts.
 import { EventEmitter } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { describe, it, expect, vi } from 'vitest';
 import { RendezvousRelay } from '../../src/circuit/rendezvous';
 import type { RendezvousCircuit } from '../../src/circuit/types';
@@ -15,7 +16,7 @@ import { makeHsDescriptor, openHsDescriptor } from '../../src/hidden/descriptor'
 import { openIntroduce, sealIntroduce } from '../../src/hidden/introduce';
 import { connectHidden } from '../../src/hidden/client';
 import { hsPeriodOf } from '../../src/crypto/blind';
-import { ntorServerRespond } from '../../src/crypto/ntor';
+import { ntorClientCreate, ntorServerRespond } from '../../src/crypto/ntor';
 import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
 import { HiddenService } from '../../src/hidden/service';
 import type { ConsensusRelay } from '../../src/dir/types';
@@ -292,7 +293,9 @@ class FakeNodeCircuit extends EventEmitter {
     this.sent.push({ command, data: Buffer.from(data) });
     if (command === RelayCommand.ESTABLISH_INTRO) void Promise.resolve().then(() => this.onControl?.(RelayCommand.INTRO_ESTABLISHED, Buffer.alloc(0)));
   }
-  attachServiceEnd(): void {}
+  /** Where the node sends the BEGIN_STORAGE streams of this circuit once it is a rendezvous circuit. */
+  onStream: ((inc: IncomingStream) => void) | null = null;
+  attachServiceEnd(_keys: Buffer, onStream: (inc: IncomingStream) => void): void { this.onStream = onStream; }
   destroy(): void {
     if (!this.isOpen) return;
     this.isOpen = false;
@@ -335,15 +338,22 @@ function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Prom
   const intros = () => circuits.filter((c) => c.isOpen && c.authKey);
   /** The introduction points of the last descriptor published. */
   const described = () => openHsDescriptor(published[published.length - 1], identity.publicKey, NOW).inner.intros;
-  /** A validly sealed INTRODUCE2 on `c`, naming a rendezvous point nobody lists. */
-  const introduce = (c: FakeNodeCircuit) => {
-    const ip = described().find((i) => i.authKey.equals(c.authKey!))!;
+  /**
+   * A validly sealed INTRODUCE2 on `c`, naming a rendezvous point nobody lists, or `rp` (one of
+   * `relays`) with a client's genuine ntor handshake for the node.
+   */
+  const introduce = (c: FakeNodeCircuit, rp?: ConsensusRelay) => {
+    const inner = openHsDescriptor(published[published.length - 1], identity.publicKey, NOW).inner;
+    const ip = inner.intros.find((i) => i.authKey.equals(c.authKey!))!;
+    const onionskin = rp ? ntorClientCreate({ id: identity.publicKey, onionKey: inner.ntorKey, protoid: relayCryptoHandshake('tor1').protoid }).onionskin : randomBytes(96);
     const body = encodeIntroduce(sealIntroduce(ip.authKey, ip.encKey, {
-      cookie: randomBytes(20), rpLinkSpecifiers: [{ type: 'ipv4', addr: '10.9.9.9', port: 9001 }, { type: 'ed25519', id: randomBytes(32) }], rpOnionKey: randomBytes(32), onionskin: randomBytes(96),
+      cookie: randomBytes(20), rpLinkSpecifiers: [{ type: 'ipv4', addr: '10.9.9.9', port: 9001 }, { type: 'ed25519', id: rp ? rp.identity : randomBytes(32) }], rpOnionKey: randomBytes(32), onionskin,
     }));
     c.onControl!(RelayCommand.INTRODUCE2, body);
   };
-  return { hs, circuits, published, builds, intros, described, introduce };
+  /** The rendezvous circuits the node built (open or not). */
+  const rendezvous = () => circuits.filter((c) => c.sent.some((m) => m.command === RelayCommand.RENDEZVOUS1));
+  return { hs, relays, circuits, published, builds, intros, described, introduce, rendezvous };
 }
 
 describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §9.21.5)', () => {
@@ -403,6 +413,58 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
       await vi.advanceTimersByTimeAsync(1);
       expect(h.intros()).toHaveLength(3);
       expect(new Set(h.described().map((i) => i.authKey.toString('hex')))).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('the hidden node\'s rendezvous circuits are bounded (SPEC.md §9.21.5 step 3, step 6)', () => {
+  it('at most 256 at once: an introduction past them is dropped before building (HIDDEN_RENDEZVOUS_LIMIT)', async () => {
+    const h = nodeHarness();
+    await h.hs.start();
+    const ip = h.intros()[0];
+    const before = h.builds.n;
+    for (let i = 0; i < 300; i++) h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.hs.rendezvousCircuits).toBe(256));
+    expect(h.builds.n - before).toBe(256);
+    expect(h.rendezvous()).toHaveLength(256);
+    expect(h.hs.counts.get('HIDDEN_RENDEZVOUS_LIMIT')).toBe(44);
+    // One closes: the next introduction is served again.
+    h.rendezvous()[0].destroy();
+    h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(257));
+    expect(h.hs.rendezvousCircuits).toBe(256);
+    h.hs.close();
+  });
+  it('a rendezvous circuit with no open stream is closed after 60 s: from joining, or from its last stream closing', async () => {
+    vi.useFakeTimers();
+    try {
+      const h = nodeHarness();
+      await h.hs.start();
+      const ip = h.intros()[0];
+      h.introduce(ip, h.relays[7]);
+      h.introduce(ip, h.relays[6]);
+      await vi.advanceTimersByTimeAsync(0);
+      const [unused, used] = h.rendezvous();
+      expect(h.hs.rendezvousCircuits).toBe(2);
+      await vi.advanceTimersByTimeAsync(30_000);
+      const stream = new PassThrough();
+      used.onStream!({ kind: 'begin_storage', begin: null, stream: stream as unknown as IncomingStream['stream'], oneHop: false, accept: () => {}, refuse: () => {} } as IncomingStream);
+      await vi.advanceTimersByTimeAsync(29_999);
+      expect(unused.isOpen).toBe(true);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(unused.isOpen).toBe(false);
+      expect(h.hs.rendezvousCircuits).toBe(1);
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(used.isOpen).toBe(true); // its stream is open
+      stream.destroy();
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(used.isOpen).toBe(true);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(used.isOpen).toBe(false);
+      expect(h.hs.rendezvousCircuits).toBe(0);
       h.hs.close();
     } finally {
       vi.useRealTimers();
