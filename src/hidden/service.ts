@@ -196,8 +196,10 @@ export class HiddenService {
       };
       circ.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp, signature, dos }));
     });
-    this.intros.push(intro);
     circ.off('close', onEarlyClose);
+    // The node closed while this point was being established: close() never saw this circuit.
+    if (this.closed) { circ.destroy(); return; }
+    this.intros.push(intro);
     circ.once('close', () => {
       const i = this.intros.indexOf(intro);
       if (i < 0 || this.closed) return; // closed by us (replaced, or the service stopped)

@@ -391,6 +391,16 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
     expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
     h.hs.close();
   });
+  it('an introduction circuit still being established when the node closes is destroyed, not kept', async () => {
+    const h = nodeHarness();
+    const started = h.hs.start();
+    h.hs.close(); // the first circuit is still being built
+    await started.catch(() => {});
+    await new Promise<void>((r) => setImmediate(r));
+    expect(h.circuits.length).toBeGreaterThan(0);
+    expect(h.circuits.filter((c) => c.isOpen)).toEqual([]);
+    expect(h.hs.introductionPoints).toEqual([]);
+  });
   it('when no replacement can be built (3 tries per missing point), the node tries again after 5 s, then 10 s, rather than at the next republication', async () => {
     vi.useFakeTimers();
     try {
