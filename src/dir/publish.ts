@@ -33,6 +33,12 @@ export class DescriptorPublisher {
   private nextFullAt = 0;
   private failed = new Set<string>();
   private powRefused = false;
+  /** The next round signs a new descriptor and uploads it to every authority (republishNow). */
+  private fullNext = false;
+  /** SPEC.md §6.10 "Descriptor upload timing": one round at a time; the round under way, … */
+  private running: Promise<UploadResult[]> | null = null;
+  /** …and the one asked for while it runs, which starts when it ends (one, however often asked). */
+  private queued: Promise<UploadResult[]> | null = null;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
@@ -49,32 +55,55 @@ export class DescriptorPublisher {
     },
   ) {}
 
-  start(): void { void this.round(); }
+  start(): void { void this.run(); }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
   }
 
-  /** Publish to everyone now with a freshly signed descriptor. */
+  /**
+   * Publish to everyone now with a freshly signed descriptor. During a round (whose build may
+   * mine an identity proof for a long time) it is the round right after that one.
+   */
   async republishNow(): Promise<UploadResult[]> {
-    this.failed.clear();
-    return this.round();
+    this.fullNext = true;
+    return this.run();
+  }
+
+  /** SPEC.md §6.10 "Descriptor upload timing": one round at a time; none after stop(). */
+  private run(): Promise<UploadResult[]> {
+    if (this.stopped) return Promise.resolve([]);
+    if (this.running) {
+      this.queued ??= this.running.catch(() => {}).then(() => { this.queued = null; return this.run(); });
+      return this.queued;
+    }
+    const round = this.round().finally(() => { if (this.running === round) this.running = null; });
+    this.running = round;
+    return round;
+  }
+
+  /** The next round in `ms` (the only timer: a new one replaces it). */
+  private schedule(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = this.stopped ? null : setTimeout(() => { this.timer = null; void this.run(); }, Math.max(100, ms));
   }
 
   private async round(): Promise<UploadResult[]> {
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     const now = (this.opts.now ?? Date.now)();
     // A refused identity proof (SPEC.md §6.4.1) is not retried as is: the next descriptor carries a new one.
-    const full = !this.lastRaw || now >= this.nextFullAt || this.failed.size === 0 || this.powRefused;
+    const full = this.fullNext || !this.lastRaw || now >= this.nextFullAt || this.failed.size === 0 || this.powRefused;
     if (full) {
+      this.fullNext = false;
       try {
         this.lastRaw = await this.build();
       } catch (e) {
         this.log.warn({ code: errorCode(e), err: (e as Error).message }, 'building the descriptor failed');
-        if (!this.stopped) this.timer = setTimeout(() => void this.round(), Math.max(100, retryDelayMs(this.retryBaseMs(), this.random())));
+        this.schedule(retryDelayMs(this.retryBaseMs(), this.random()));
         return [];
       }
+      if (this.stopped) return [];
       this.nextFullAt = now + intervalDelayMs(this.opts.intervalMs, this.random());
     }
     const targets = full ? this.authorities : this.authorities.filter((a) => this.failed.has(a.fingerprint));
@@ -97,8 +126,7 @@ export class DescriptorPublisher {
     if (!this.stopped) {
       // A retry due after the next full round is that round (one upload per authority, not two).
       const untilFull = this.nextFullAt - now;
-      const wait = this.failed.size ? Math.min(retryDelayMs(this.retryBaseMs(), this.random()), untilFull) : untilFull;
-      this.timer = setTimeout(() => void this.round(), Math.max(100, wait));
+      this.schedule(this.failed.size ? Math.min(retryDelayMs(this.retryBaseMs(), this.random()), untilFull) : untilFull);
     }
     return results;
   }

@@ -130,6 +130,41 @@ describe('DescriptorPublisher', () => {
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: 'descriptor refused by every authority; will retry' }));
   });
 
+  it('runs one round at a time: a republish during a slow build follows that round, and nothing is built or uploaded after stop()', async () => {
+    vi.useFakeTimers();
+    try {
+      const auth = { name: 'auth1', fingerprint: 'f'.repeat(40), url: 'http://127.0.0.1:9' } as unknown as AuthorityInfo;
+      let building = 0, mostAtOnce = 0, builds = 0;
+      const uploads: number[] = [];
+      const pub = new DescriptorPublisher([auth], async () => {
+        builds++;
+        mostAtOnce = Math.max(mostAtOnce, ++building);
+        await new Promise((r) => setTimeout(r, 100)); // mining the identity proof
+        building--;
+        return Buffer.from('descriptor');
+      }, pino({ level: 'silent' }), {
+        intervalMs: 1000, retryMs: 1000, random: () => 0,
+        upload: (targets) => { uploads.push(Date.now()); return Promise.resolve(targets.map((a) => ({ authority: a.name, ok: true, detail: 'accepted' }))); },
+      });
+      const t0 = Date.now();
+      pub.start();
+      await vi.advanceTimersByTimeAsync(10);
+      const again = pub.republishNow();
+      await vi.advanceTimersByTimeAsync(110);
+      pub.stop();
+      const before = uploads.length;
+      await vi.advanceTimersByTimeAsync(10_000);
+      await again;
+      expect(mostAtOnce).toBe(1);
+      expect(uploads.map((t) => t - t0)).toEqual([100]);
+      expect(uploads).toHaveLength(before);
+      expect(builds).toBe(2); // the round asked for at 10 ms began when the first ended; none after stop()
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('keeps the randomized waits within their bounds', () => {
     expect(retryDelayMs(30_000, 0)).toBe(15_000);
     expect(retryDelayMs(30_000, 0.5)).toBe(30_000);
