@@ -53,15 +53,29 @@ export class RendezvousRelay implements RendezvousHook {
 
   constructor(
     private readonly identity: () => Buffer,
-    o: { limits?: Partial<RendezvousLimits>; now?: () => number; onError?: (code: string) => void; onRefused?: (kind: string) => void } = {},
+    o: {
+      limits?: Partial<RendezvousLimits>;
+      /** The wall clock (ms), for ESTABLISH_INTRO timestamps. Default Date.now. */
+      now?: () => number;
+      /**
+       * A monotonic clock (ms) for the token buckets and the cookie lifetimes, so that a step of
+       * the wall clock neither empties a bucket nor expires every waiting cookie at once (SPEC.md
+       * §9.21.4, §9.21.5). Default: `now` when one is given (tests), else performance.now.
+       */
+      clock?: () => number;
+      onError?: (code: string) => void;
+      onRefused?: (kind: string) => void;
+    } = {},
   ) {
     this.limits = { ...DEFAULT_RENDEZVOUS_LIMITS, ...o.limits };
     this.now = o.now ?? Date.now;
+    this.clock = o.clock ?? o.now ?? (() => performance.now());
     this.onError = o.onError ?? (() => {});
     this.onRefused = o.onRefused ?? (() => {});
   }
   private readonly onRefused: (kind: string) => void;
   private readonly now: () => number;
+  private readonly clock: () => number;
   private readonly onError: (code: string) => void;
 
   get introCircuits(): number { return this.intros.size; }
@@ -110,7 +124,7 @@ export class RendezvousRelay implements RendezvousHook {
     this.intros.set(key, circ);
     this.introKeyOf.set(circ, key);
     const dos = m.dos ?? DEFAULT_INTRO_DOS;
-    this.buckets.set(circ, { tokens: dos.burst, at: this.now(), dos });
+    this.buckets.set(circ, { tokens: dos.burst, at: this.clock(), dos });
     this.count('established');
     circ.sendRelay(RelayCommand.INTRO_ESTABLISHED, 0, Buffer.alloc(0));
   }
@@ -143,7 +157,7 @@ export class RendezvousRelay implements RendezvousHook {
   }
 
   private pruneSpent(): void {
-    const now = this.now();
+    const now = this.clock();
     for (const [k, until] of this.spent) { if (until > now) break; this.spent.delete(k); }
   }
 
@@ -152,7 +166,7 @@ export class RendezvousRelay implements RendezvousHook {
    * destroyed (TIMEOUT). Oldest first, so the sweep stops at the first one still in time.
    */
   private expirePending(): void {
-    const now = this.now();
+    const now = this.clock();
     for (const [key, p] of this.pending) {
       if (p.until > now) break;
       this.pending.delete(key);
@@ -171,7 +185,7 @@ export class RendezvousRelay implements RendezvousHook {
       return;
     }
     if (this.expiry) return;
-    this.expiry = setTimeout(() => { this.expiry = null; this.expirePending(); }, Math.max(0, oldest.until - this.now()));
+    this.expiry = setTimeout(() => { this.expiry = null; this.expirePending(); }, Math.max(0, oldest.until - this.clock()));
     this.expiry.unref();
   }
 
@@ -193,7 +207,7 @@ export class RendezvousRelay implements RendezvousHook {
       this.count('cookie_limit');
       throw err('HIDDEN_RELAY_LIMIT', 'too many rendezvous cookies pending');
     }
-    this.pending.set(key, { circ, until: this.now() + this.limits.pendingCookieMs });
+    this.pending.set(key, { circ, until: this.clock() + this.limits.pendingCookieMs });
     this.cookieOf.set(circ, key);
     this.schedule();
     circ.sendRelay(RelayCommand.RENDEZVOUS_ESTABLISHED, 0, encodeStatus(RendezvousStatus.OK));
@@ -214,7 +228,7 @@ export class RendezvousRelay implements RendezvousHook {
     this.pending.delete(key);
     this.cookieOf.delete(client);
     this.schedule();
-    this.spent.set(key, this.now() + this.limits.spentCookieMs);
+    this.spent.set(key, this.clock() + this.limits.spentCookieMs);
     client.sendRelay(RelayCommand.RENDEZVOUS2, 0, m.reply);
     client.join(circ);
     circ.join(client);
@@ -227,7 +241,7 @@ export class RendezvousRelay implements RendezvousHook {
   private takeToken(target: RendezvousCircuit): boolean {
     const b = this.buckets.get(target);
     if (!b) return true;
-    const now = this.now();
+    const now = this.clock();
     b.tokens = Math.min(b.dos.burst, b.tokens + ((now - b.at) / 1000) * b.dos.ratePerSec);
     b.at = now;
     if (b.tokens < 1) return false;

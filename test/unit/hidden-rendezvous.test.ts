@@ -117,6 +117,29 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
     tampered.writeUInt32BE(1000, 108);
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, tampered))).toBe('HIDDEN_ESTABLISH_INVALID');
   });
+  it('by default the token bucket and the cookie lifetimes run on a monotonic clock: the wall clock stepping back or forward changes neither', () => {
+    const wall = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(wall);
+    try {
+      const rv = new RendezvousRelay(() => relayId);
+      const auth = ed25519Generate();
+      rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(auth, wall, relayId, { ratePerSec: 1, burst: 2 }));
+      const waiting = new FakeCircuit();
+      rv.onMessage(waiting, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+      const client = new FakeCircuit();
+      rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+      clock.mockReturnValue(wall - 3_600_000); // the wall clock steps back an hour
+      rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+      expect(client.sent.map((m) => m.data[0])).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.SENT]);
+      clock.mockReturnValue(wall + 3 * 60_000); // …then forward, past the 2 minutes a cookie may wait
+      rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+      expect(waiting.isClosed).toBe(false);
+      expect(rv.pendingCookies).toBe(2);
+      rv.close();
+    } finally {
+      clock.mockRestore();
+    }
+  });
   it('without the extension the defaults apply (25 a second, burst 200)', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
     const auth = ed25519Generate();
