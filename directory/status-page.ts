@@ -138,7 +138,7 @@ ${rewardsLine(a)}
 ${rows}
 </table>
 ${historyTables(a.history.toJSON())}
-<p><a href="/bitcloud/status/history">history JSON</a> · <a href="/metrics">metrics</a> · <a href="/bitcloud/status">status JSON</a></p>
+<p><a href="/bitcloud/status/history">history JSON</a> · <a href="/bitcloud/status">status JSON</a> · metrics: on the operator's metrics port, not here</p>
 </body></html>
 `;
 }

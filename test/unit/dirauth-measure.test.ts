@@ -17,7 +17,7 @@ import { parseAuthorityConfig } from '../../directory/config';
 import { HISTORY_FILE, HISTORY_FORGET_EPOCHS, RECEIPTS_DIR } from '../../directory/measurement';
 import { OWED_FILE, decodeOwed, encodeOwed } from '../../directory/owed-store';
 import { LOCAL_PAIR_RULE, pairAllowance, pairKey } from '../../src/bandwidth/measure';
-import { statusJson } from '../../directory/status-page';
+import { renderStatusPage, statusJson } from '../../directory/status-page';
 import {
   E, P, epochStart, makeFixture, makeRelay, makeSigner, consensusFor, receipt, record, voteOf, type Fixture,
 } from './dirauth-measure-fixture';
@@ -275,6 +275,15 @@ describe('the pair rule on an authority (SPEC.md §8.5.2)', () => {
     // Bound 6: 2 × declared 1 MB/s over 60 s.
     expect(vm.proven.get(fx.relays[0].fp)).toBe(Math.min(FORGED, Math.floor((2 * 1_000_000 * P) / 514)));
     expect(fs.existsSync(path.join(fx.dir, OWED_FILE))).toBe(false);
+  });
+});
+
+describe('the status page (SPEC.md §6.10)', () => {
+  it('links no /metrics, which the authority\'s HTTP interface answers 404 (metrics are on the metrics port only)', () => {
+    const { authority } = fx.makeAuthority();
+    const html = renderStatusPage(authority);
+    expect(html).toContain('href="/bitcloud/status"');
+    expect(html).not.toContain('href="/metrics"');
   });
 });
 
