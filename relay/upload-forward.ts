@@ -48,6 +48,12 @@ export class UploadForwarder {
     private readonly now: () => number = Date.now,
     /** Counts by kind (descriptor, hs_desc, hs_pseudonym) and result (forwarded, refused, or the mirror's refusal code). */
     private readonly onResult: (kind: string, result: string) => void = () => {},
+    /**
+     * A monotonic clock (ms) for how long a body passed on is remembered (FORWARD_REMEMBER_MS), so
+     * that a step of the wall clock neither stretches nor cuts that time; `now` (the wall clock)
+     * judges the uploads' own times.
+     */
+    private readonly clock: () => number = () => performance.now(),
   ) {}
 
   /** True when `p` is an upload path this mirror forwards. */
@@ -74,7 +80,7 @@ export class UploadForwarder {
       // answer (or waits for it) and reaches no authority again, so resending one upload does not
       // spend this mirror's budgets at the authorities.
       const key = `${kind}:${blake2b(body).toString('hex')}`;
-      const now = this.now();
+      const now = this.clock();
       for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
       const seen = this.recent.get(key);
       if (seen) {

@@ -12,7 +12,7 @@ import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/p
 import { httpRequest } from '../../src/dir/fetch';
 import { HS_DESC_PATH } from '../../src/hidden/store';
 import { makeHsDescriptor } from '../../src/hidden/descriptor';
-import { hsPeriodOf } from '../../src/crypto/blind';
+import { hsPeriodOf, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import type { ConsensusRelay, Role } from '../../src/dir/types';
 import { uploadOverCircuit } from '../../src/hidden/upload';
 import type { ClientCircuit } from '../../src/client/client-circuit';
@@ -128,6 +128,30 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     for (const r of [a, b, c]) expect(r.status).toBe(200);
     expect(json(b.body)).toEqual(json(a.body));
     expect(json(c.body)).toEqual(json(a.body));
+  });
+
+  it('remembers a body for 60 s of a monotonic clock: a step of the wall clock neither stretches nor cuts that time', async () => {
+    // Mid-period, so that an hour back or two forward keeps the descriptor's period N or N+1.
+    const W = (hsPeriodOf(Date.now()) * HS_PERIOD_SECONDS + HS_PERIOD_SECONDS / 2) * 1000;
+    let wall = W, mono = 0;
+    const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }] as never, () => wall, () => {}, () => mono);
+    const at = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const hs = makeHsDescriptor({ identity: ed25519Generate(), period: hsPeriodOf(W), revision: 1, inner: {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    } });
+    const send = async () => (await httpRequest(`${at}${HS_DESC_PATH}`, { method: 'POST', body: hs, maxBytes: 65536, timeoutMs: 10_000 })).status;
+    const before = got.length;
+    expect(await send()).toBe(200);
+    expect(got.length).toBe(before + 1);
+    wall += 2 * 3_600_000; // the wall clock steps forward two hours, 1 s after: still a repeat
+    mono += 1_000;
+    expect(await send()).toBe(200);
+    expect(got.length).toBe(before + 1);
+    wall -= 3 * 3_600_000; // …then back three hours, 61 s after the first: passed on again
+    mono += 60_000;
+    expect(await send()).toBe(200);
+    expect(got.length).toBe(before + 2);
   });
 });
 
