@@ -33,8 +33,13 @@ export const FORWARD_REMEMBER_MAX = 4096;
 /** …and for how long: a repeat within this time gets the first answer and is not passed on again. */
 export const FORWARD_REMEMBER_MS = 60_000;
 
+/** An authority's answer that settles an upload: anything but unreachable (0), 429 or 5xx. */
+function decided(f: ForwardedResult): boolean {
+  return f.status !== 0 && f.status !== 429 && f.status < 500;
+}
+
 export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
-  name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result',
+  name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result (forwarded, refused, repeat: a body passed on within the last minute, or the mirror\'s refusal code)',
   labelNames: ['kind', 'result'], registers: [reg],
 }));
 
@@ -84,7 +89,17 @@ export class UploadForwarder {
       for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
       const seen = this.recent.get(key);
       if (seen) {
-        const forwarded = await seen.forwarded;
+        let forwarded = await seen.forwarded;
+        // A repeat is a retry for the authorities that could not take it (unreachable, 429, 5xx):
+        // it goes to those again, and to no other.
+        const retry = new Set(forwarded.filter((f) => !decided(f)).map((f) => f.authority));
+        if (retry.size > 0 && this.recent.get(key) === seen) {
+          const again = this.forward(p, body, retry).then((r) => forwarded.map((f) => r.find((x) => x.authority === f.authority) ?? f));
+          this.recent.set(key, { at: seen.at, forwarded: again });
+          forwarded = await again;
+        } else if (retry.size > 0) {
+          forwarded = await (this.recent.get(key)?.forwarded ?? seen.forwarded);
+        }
         this.onResult(kind, 'repeat');
         return sendJson(res, 200, { forwarded });
       }
@@ -116,8 +131,8 @@ export class UploadForwarder {
   }
 
   /** Send `body` to `p` at every authority at once; never rejects (an unreachable one is status 0). */
-  private forward(p: string, body: Buffer): Promise<ForwardedResult[]> {
-    return Promise.all(this.authorities().map(async (a): Promise<ForwardedResult> => {
+  private forward(p: string, body: Buffer, only?: ReadonlySet<string>): Promise<ForwardedResult[]> {
+    return Promise.all(this.authorities().filter((a) => !only || only.has(a.fingerprint)).map(async (a): Promise<ForwardedResult> => {
       try {
         const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
         let code: string | undefined;

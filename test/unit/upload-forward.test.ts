@@ -130,6 +130,30 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     expect(json(c.body)).toEqual(json(a.body));
   });
 
+  it('a repeat goes again to the authorities that could not take the body (unreachable, 429, 5xx) and to no other', async () => {
+    let calls = 0;
+    const busy = await listen((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        calls++;
+        res.writeHead(calls === 1 ? 503 : 200, { 'content-type': 'application/json' });
+        res.end(calls === 1 ? '{"code":"RATE_LIMITED"}' : '{"accepted":true}');
+      });
+    });
+    const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }, { name: 'a2', fingerprint: 'ef'.repeat(32), url: busy }] as never);
+    const m = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const before = got.length;
+    const d = descriptor(['storage', 'hidden']);
+    const first = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: d, maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(first.body).forwarded).toEqual([{ authority: authorityFp, status: 200 }, { authority: 'ef'.repeat(32), status: 503, code: 'RATE_LIMITED' }]);
+    const again = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: d, maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(again.body).forwarded).toEqual([{ authority: authorityFp, status: 200 }, { authority: 'ef'.repeat(32), status: 200 }]);
+    const third = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: d, maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(third.body)).toEqual(json(again.body));
+    expect(calls).toBe(2);
+    expect(got.length).toBe(before + 1);
+  });
+
   it('remembers a body for 60 s of a monotonic clock: a step of the wall clock neither stretches nor cuts that time', async () => {
     // Mid-period, so that an hour back or two forward keeps the descriptor's period N or N+1.
     const W = (hsPeriodOf(Date.now()) * HS_PERIOD_SECONDS + HS_PERIOD_SECONDS / 2) * 1000;
