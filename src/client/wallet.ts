@@ -100,7 +100,8 @@ export const PENDING_PER_SENDER = 16;
  * transfers whose signature verifies under `key` count (an authority cannot invent one), one per
  * nonce, and only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
  * a transfer the chain already carries, or one past a gap, is left out. Nonces above
- * chainNonce + 16 (more than a pool holds of one sender) are skipped before any verification.
+ * chainNonce + 16 (more than a pool holds of one sender) are skipped before any verification, and
+ * only an answer's first entry of each nonce is verified: an answer costs at most 16 verifications.
  */
 export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, chainNonce: number, timeoutMs = 10_000): Promise<Transfer[]> {
   const byNonce = new Map<number, Transfer>();
@@ -108,11 +109,15 @@ export async function pendingFrom(authorities: readonly AuthorityInfo[], key: st
     try {
       const r = await httpRequest(`${a.url}${PATHS.transfersPending}?from=${key}`, { maxBytes: TRANSFER_BYTES * 10_000, timeoutMs });
       if (r.status !== 200 || r.body.length % TRANSFER_BYTES !== 0) return;
+      // Nonces of this answer already tried: a pool holds one transfer per nonce of a sender, so
+      // an answer repeating a nonce gets one verification for it, not one per entry.
+      const tried = new Set<number>();
       for (let i = 0; i < r.body.length; i += TRANSFER_BYTES) {
         let t: Transfer;
         try { t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES)); } catch { continue; }
         // Only nonces a pool can hold (SPEC §8.11.3: 16 per sender), before any signature is verified.
-        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + PENDING_PER_SENDER || byNonce.has(t.nonce)) continue;
+        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + PENDING_PER_SENDER || byNonce.has(t.nonce) || tried.has(t.nonce)) continue;
+        tried.add(t.nonce);
         if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) continue;
         byNonce.set(t.nonce, t);
       }
