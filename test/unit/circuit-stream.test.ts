@@ -424,6 +424,21 @@ describe('receiving: deliver windows and SENDMEs', () => {
     expect(circ.violations).toEqual([]);
   });
 
+  it('a stream destroyed while it holds received DATA not yet pushed gives its receive buffer back (SPEC.md §7b.9)', async () => {
+    const { circ, edge } = openPair();
+    const s = edge.acceptStream(6);
+    s.markOpen();
+    s.on('error', () => {});
+    edge.handleData(6, Buffer.from('never read'), 0, 10, rxDigest);
+    expect(s.holdsRxBuffer).toBe(true); // gathered, to be pushed at the end of the read
+    s.destroy(err('STREAM_CLOSED', 'gone'));
+    expect(s.holdsRxBuffer).toBe(false);
+    expect(s.unreadBytes).toBe(0);
+    await tick();
+    expect(s.holdsRxBuffer).toBe(false);
+    expect(circ.violations).toEqual([]);
+  });
+
   it('DATA received but not yet pushed when this end ends the stream reaches the reader before its end, with no error (SPEC.md §7b.6)', async () => {
     const { edge } = openPair();
     const s = edge.acceptStream(5);
