@@ -165,6 +165,9 @@ export class LinkWarmer<L> {
     const listed = new Set(relays.map((r) => r.fingerprint));
     const now = this.now();
     for (const [fp, at] of this.failedAt) if (!listed.has(fp) || now - at >= WARM_RETRY_MS) this.failedAt.delete(fp);
+    // SPEC.md §1.9: a new consensus cancels the pass in progress, also one that leaves nothing to
+    // warm (it does not list us, or no relay qualifies): the old pass must not go on opening links.
+    const gen = ++this.generation;
     const self = this.host.self();
     // Only once the consensus lists us: before that no client extends through us, and a peer
     // would take our links for a client's (SPEC.md §7b.9).
@@ -179,7 +182,6 @@ export class LinkWarmer<L> {
     // not warm, or failed to reach us, is still linked, a little later).
     const lead = targets.filter((r) => self < r.fingerprint);
     const follow = targets.filter((r) => self > r.fingerprint);
-    const gen = ++this.generation;
     const graceMs = this.settings.paceMs * (lead.length + 4) + this.followGraceMs;
     this.passDone = this.pass(gen, lead).then(() => this.waitGrace(gen, graceMs)).then(() => this.pass(gen, follow));
   }

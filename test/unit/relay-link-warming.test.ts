@@ -119,6 +119,26 @@ describe('LinkWarmer', () => {
     expect(opened.filter((f) => f === fp(2))).toHaveLength(2);
   });
 
+  it('a consensus that no longer lists this relay, or leaves it no warm set, cancels the pass in progress', async () => {
+    for (const next of [relays.filter((r) => r.fingerprint !== fp(1)), [relay(1)]]) {
+      const { host, opened } = fakeHost(fp(1));
+      const { m } = counters();
+      const held: Array<() => void> = [];
+      let hold = true;
+      const sleep = (): Promise<void> => (hold ? new Promise<void>((r) => { held.push(r); }) : Promise.resolve());
+      const w = new LinkWarmer(host, DEFAULT_LINK_WARMING, m, { sleep });
+      w.onConsensus(relays);
+      const pass = w.idlePass;
+      expect(held).toHaveLength(1); // the pass waits its pace before its first attempt
+      w.onConsensus(next);
+      hold = false;
+      for (const r of held.splice(0)) r();
+      await pass;
+      await w.idlePass;
+      expect(opened).toEqual([]);
+    }
+  });
+
   it('forgets a failed relay once the consensus no longer lists it, and any failure older than the retry delay', async () => {
     const { host } = fakeHost(fp(1), new Set([fp(2), fp(3)]));
     const { m } = counters();
