@@ -6,7 +6,7 @@
 // The node's links to its guards are authenticated under the period's pseudonym key, never its
 // identity (§9.21.4, §9.21.7).
 import { err, errorCode, isBitcloudError } from '../errors';
-import { ed25519Generate, ed25519Sign, randomBytes, shuffle, x25519Generate, type Ed25519KeyPair, type X25519KeyPair } from '../crypto/primitives';
+import { ed25519Generate, ed25519Sign, randomBytes, secureRandom, shuffle, x25519Generate, type Ed25519KeyPair, type X25519KeyPair } from '../crypto/primitives';
 import { hsPeriodOf } from '../crypto/blind';
 import { ntorServerRespond } from '../crypto/ntor';
 import { relayCryptoHandshake } from '../crypto/relay-crypto';
@@ -31,12 +31,39 @@ export const MAX_RENDEZVOUS_CIRCUITS = 256;
 /** SPEC.md §9.21.5 step 6: a rendezvous circuit with no open stream this long (since it joined or its last stream closed) is closed. */
 export const RENDEZVOUS_IDLE_MS = 60_000;
 
+/**
+ * SPEC.md §9.21.4 "Rotation": each introduction point draws, when established, a lifetime and an
+ * introduction budget uniformly from these bounds (Tor's: 18–24 h, 16 384–32 767 introductions);
+ * past either it is replaced. A retired point is closed once a descriptor without it is published,
+ * or `retireMs` after it retired, whichever comes first.
+ */
+export interface IntroRotation {
+  lifetimeMs: readonly [number, number];
+  introductions: readonly [number, number];
+  retireMs: number;
+}
+export const DEFAULT_INTRO_ROTATION: IntroRotation = {
+  lifetimeMs: [18 * 3_600_000, 24 * 3_600_000],
+  introductions: [16_384, 32_767],
+  retireMs: 5 * 60_000,
+};
+
 interface Intro {
   relay: ConsensusRelay;
   circ: ClientCircuit;
   auth: Ed25519KeyPair;
   enc: X25519KeyPair;
   replay: IntroReplayCache;
+  /** Valid introductions (opened, not replays) it passed on; at `budget` it is rotated. */
+  introductions: number;
+  budget: number;
+  /** Rotates it at the end of its lifetime; then, once retired, closes it at the latest after retireMs. */
+  timer: NodeJS.Timeout | null;
+}
+
+/** A whole number uniform in [lo, hi] (CSPRNG: the introduction point must not predict it). */
+function uniformInt([lo, hi]: readonly [number, number]): number {
+  return lo + Math.floor(secureRandom() * (hi - lo + 1));
 }
 
 /** A rendezvous circuit's open streams, and the timer that closes it while it has none. */
@@ -63,6 +90,8 @@ export interface HiddenServiceOptions {
   introDos?: IntroDosParams;
   /** SPEC.md §9.21.5 step 3: entries of one auth key's replay cache before its introduction point is replaced (default 65 536). */
   introReplayMax?: number;
+  /** SPEC.md §9.21.4 "Rotation": lifetime and introduction bounds of an introduction point (default Tor's; tests shorten them). */
+  introRotation?: Partial<IntroRotation>;
   /** Republish this often (ms); default 30 minutes. */
   republishMs?: number;
   /** Counts refusals and events by code (metrics). */
@@ -73,6 +102,9 @@ export interface HiddenServiceOptions {
 
 export class HiddenService {
   private readonly intros: Intro[] = [];
+  /** Rotated out: no longer in a descriptor being published, still open for clients holding an older one. */
+  private readonly retiring: Intro[] = [];
+  private readonly rotation: IntroRotation;
   private readonly rendezvous = new Map<ClientCircuit, Rendezvous>();
   /** Rendezvous circuits being built (they count toward MAX_RENDEZVOUS_CIRCUITS). */
   private meeting = 0;
@@ -93,6 +125,9 @@ export class HiddenService {
   constructor(private readonly o: HiddenServiceOptions) {
     this.log = o.log ?? silentLogger;
     this.now = o.now ?? Date.now;
+    const r = o.introRotation ?? {};
+    const d = DEFAULT_INTRO_ROTATION;
+    this.rotation = { lifetimeMs: r.lifetimeMs ?? d.lifetimeMs, introductions: r.introductions ?? d.introductions, retireMs: r.retireMs ?? d.retireMs };
   }
 
   get introductionPoints(): readonly ConsensusRelay[] { return this.intros.map((i) => i.relay); }
@@ -168,7 +203,8 @@ export class HiddenService {
 
   /** SPEC.md §9.21.4: Running, Valid, relay role, distinct, not the node itself nor in its family. */
   private candidates(): ConsensusRelay[] {
-    const used = new Set(this.intros.map((i) => i.relay.fingerprint));
+    // A replacement is a fresh relay: not one in use, nor one being retired.
+    const used = new Set([...this.intros, ...this.retiring].map((i) => i.relay.fingerprint));
     used.add(this.o.identity.publicKey.toString('hex'));
     for (const f of this.o.family ?? []) used.add(f);
     const relays = this.o.relays() ?? [];
@@ -183,7 +219,10 @@ export class HiddenService {
     const timestamp = this.now();
     const dos = this.o.introDos ?? DEFAULT_INTRO_DOS;
     const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp, dos), auth.secretKey);
-    const intro: Intro = { relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache(this.o.introReplayMax) };
+    const intro: Intro = {
+      relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache(this.o.introReplayMax),
+      introductions: 0, budget: uniformInt(this.rotation.introductions), timer: null,
+    };
     let onEarlyClose: (e: Error) => void = () => {};
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { circ.destroy(); reject(err('HIDDEN_NO_INTRO', 'no INTRO_ESTABLISHED in time')); }, WAIT_MS);
@@ -200,9 +239,14 @@ export class HiddenService {
     // The node closed while this point was being established: close() never saw this circuit.
     if (this.closed) { circ.destroy(); return; }
     this.intros.push(intro);
+    // SPEC.md §9.21.4 "Rotation": a monotonic timer, so a step of the wall clock rotates nothing.
+    intro.timer = setTimeout(() => { intro.timer = null; this.retire(intro); }, uniformInt(this.rotation.lifetimeMs)).unref();
     circ.once('close', () => {
+      if (intro.timer) { clearTimeout(intro.timer); intro.timer = null; }
+      const r = this.retiring.indexOf(intro);
+      if (r >= 0) this.retiring.splice(r, 1);
       const i = this.intros.indexOf(intro);
-      if (i < 0 || this.closed) return; // closed by us (replaced, or the service stopped)
+      if (i < 0 || this.closed) return; // closed by us (replaced, retired, or the service stopped)
       this.intros.splice(i, 1);
       this.event('intro_lost');
       void this.fill().catch(() => {});
@@ -212,6 +256,7 @@ export class HiddenService {
 
   /** Sign and publish descriptors for the current and the next period. */
   async publishNow(): Promise<void> {
+    const listed = new Set(this.intros);
     const n = hsPeriodOf(this.now());
     const inner = {
       ntorKey: this.o.ntorKey.publicKey,
@@ -227,6 +272,8 @@ export class HiddenService {
     }
     this.published = true;
     this.event('published');
+    // SPEC.md §9.21.4 "Rotation": a retired point is closed once a descriptor without it is out.
+    for (const r of [...this.retiring]) if (!listed.has(r)) r.circ.destroy();
   }
 
   /** SPEC.md §9.21.5 step 3. A refused introduction is dropped (and counted by its code). */
@@ -236,6 +283,7 @@ export class HiddenService {
       if (!m.authKey.equals(intro.auth.publicKey)) throw err('HIDDEN_INTRO_FORGED', 'INTRODUCE2 under another auth key');
       const p = openIntroduce(m, intro.enc);
       intro.replay.check(data);
+      intro.introductions++;
       const rpId = p.rpLinkSpecifiers.find((s) => s.type === 'ed25519');
       const rp = (this.o.relays() ?? []).find((r) => rpId && rpId.type === 'ed25519' && r.identity.equals(rpId.id));
       if (!rp || !isRunningValid(rp) || !canBeHop(rp)) throw err('HIDDEN_RP_UNKNOWN', 'the rendezvous point is not a running relay of the consensus');
@@ -252,6 +300,7 @@ export class HiddenService {
       this.log.debug({ code }, 'introduction refused');
     } finally {
       if (intro.replay.full) this.replace(intro);
+      else if (intro.introductions >= intro.budget) this.retire(intro);
     }
   }
 
@@ -266,6 +315,23 @@ export class HiddenService {
     this.intros.splice(i, 1);
     intro.circ.destroy();
     this.event('intro_replaced');
+    void this.fill().catch(() => {});
+  }
+
+  /**
+   * SPEC.md §9.21.4 "Rotation": past its lifetime or its introduction budget, an introduction
+   * point leaves the set; a fill establishes its replacement on a fresh relay and publishes the
+   * new set, and the old circuit keeps serving clients holding an older descriptor until that
+   * publication is done (publishNow closes it), at most retireMs.
+   */
+  private retire(intro: Intro): void {
+    const i = this.intros.indexOf(intro);
+    if (i < 0 || this.closed) return;
+    this.intros.splice(i, 1);
+    this.retiring.push(intro);
+    if (intro.timer) clearTimeout(intro.timer);
+    intro.timer = setTimeout(() => { intro.timer = null; intro.circ.destroy(); }, this.rotation.retireMs).unref();
+    this.event('intro_rotated');
     void this.fill().catch(() => {});
   }
 
@@ -327,7 +393,10 @@ export class HiddenService {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    for (const i of this.intros.splice(0)) i.circ.destroy();
+    for (const i of [...this.intros.splice(0), ...this.retiring.splice(0)]) {
+      if (i.timer) clearTimeout(i.timer);
+      i.circ.destroy();
+    }
     for (const [c, held] of [...this.rendezvous]) {
       if (held.idle) clearTimeout(held.idle);
       c.destroy();

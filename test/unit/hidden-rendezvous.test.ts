@@ -18,7 +18,7 @@ import { connectHidden } from '../../src/hidden/client';
 import { hsPeriodOf } from '../../src/crypto/blind';
 import { ntorClientCreate, ntorServerRespond } from '../../src/crypto/ntor';
 import { relayCryptoHandshake } from '../../src/crypto/relay-crypto';
-import { HiddenService } from '../../src/hidden/service';
+import { HiddenService, type HiddenServiceOptions } from '../../src/hidden/service';
 import type { ConsensusRelay } from '../../src/dir/types';
 import type { CircuitBuilder } from '../../src/client/circuit-builder';
 import { x25519Generate } from '../../src/crypto/primitives';
@@ -338,7 +338,9 @@ function consensusRelay(key = ed25519Generate().publicKey): ConsensusRelay {
 }
 
 /** A HiddenService over fake circuits to 8 relays; `publish` may hold a publication back. */
-function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Promise<void>; fail?: () => boolean } = {}) {
+function nodeHarness(o: {
+  introReplayMax?: number; publish?: (d: Buffer) => Promise<void>; fail?: () => boolean; introPoints?: number; introRotation?: HiddenServiceOptions['introRotation'];
+} = {}) {
   const identity = ed25519Generate();
   const relays = Array.from({ length: 8 }, () => consensusRelay());
   const circuits: FakeNodeCircuit[] = [];
@@ -356,7 +358,7 @@ function nodeHarness(o: { introReplayMax?: number; publish?: (d: Buffer) => Prom
   const hs = new HiddenService({
     identity, ntorKey: x25519Generate(), relays: () => relays, builder, onStream: () => {}, now: () => NOW,
     publish: (d) => { published.push(d); return o.publish ? o.publish(d) : Promise.resolve(); },
-    introReplayMax: o.introReplayMax,
+    introReplayMax: o.introReplayMax, introPoints: o.introPoints, introRotation: o.introRotation,
   });
   const intros = () => circuits.filter((c) => c.isOpen && c.authKey);
   /** The introduction points of the last descriptor published. */
@@ -446,6 +448,92 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
       await vi.advanceTimersByTimeAsync(1);
       expect(h.intros()).toHaveLength(3);
       expect(new Set(h.described().map((i) => i.authKey.toString('hex')))).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('the hidden node rotates its introduction points (SPEC.md §9.21.4)', () => {
+  const keyOf = (c: FakeNodeCircuit) => c.authKey!.toString('hex');
+  it('one past its lifetime is replaced: a new point on another relay, a new descriptor revision, and only then the old circuit closed', async () => {
+    vi.useFakeTimers();
+    try {
+      const gate: { held: boolean; open?: () => void } = { held: false };
+      const h = nodeHarness({
+        introPoints: 1, introRotation: { lifetimeMs: [60_000, 60_000] },
+        publish: () => (gate.held ? new Promise<void>((r) => { gate.open = r; }) : Promise.resolve()),
+      });
+      await h.hs.start();
+      const [old] = h.intros();
+      expect(h.published).toHaveLength(2);
+      gate.held = true;
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(h.circuits).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(h.circuits).toHaveLength(2); // the replacement, established first
+      const fresh = h.circuits[1];
+      expect(fresh.to.fingerprint).not.toBe(old.to.fingerprint);
+      expect(h.hs.introductionPoints.map((r) => r.fingerprint)).toEqual([fresh.to.fingerprint]);
+      expect(old.isOpen).toBe(true); // still serves clients holding the old descriptor while the new one is published
+      expect(h.hs.counts.get('intro_rotated')).toBe(1);
+      gate.held = false;
+      gate.open!();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.published).toHaveLength(4);
+      expect(h.described().map((i) => i.authKey.toString('hex'))).toEqual([keyOf(fresh)]);
+      expect(old.isOpen).toBe(false);
+      expect(fresh.isOpen).toBe(true);
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('one past its introduction budget is replaced the same way; the others stay', async () => {
+    vi.useFakeTimers();
+    try {
+      const h = nodeHarness({ introRotation: { introductions: [3, 3] } });
+      await h.hs.start();
+      const [victim, ...others] = h.intros();
+      h.introduce(victim);
+      h.introduce(victim);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.circuits).toHaveLength(3);
+      h.introduce(victim);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.hs.counts.get('intro_rotated')).toBe(1);
+      expect(h.circuits).toHaveLength(4);
+      expect(h.published).toHaveLength(4);
+      expect(victim.isOpen).toBe(false);
+      expect(others.every((c) => c.isOpen)).toBe(true);
+      const keys = h.described().map((i) => i.authKey.toString('hex'));
+      expect(keys).not.toContain(keyOf(victim));
+      expect(new Set(keys)).toEqual(new Set(h.intros().map(keyOf)));
+      expect(new Set(h.intros().map((c) => c.to.fingerprint)).size).toBe(3);
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('a retiring point whose replacement descriptor cannot be published is closed 5 minutes after it retired', async () => {
+    vi.useFakeTimers();
+    try {
+      let failing = false;
+      const h = nodeHarness({
+        introPoints: 1, introRotation: { lifetimeMs: [60_000, 60_000] },
+        publish: () => (failing ? Promise.reject(err('HIDDEN_NO_INTRO', 'no authority took it')) : Promise.resolve()),
+      });
+      await h.hs.start();
+      const [old] = h.intros();
+      failing = true;
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(h.circuits).toHaveLength(2);
+      await vi.advanceTimersByTimeAsync(5 * 60_000 - 1);
+      expect(old.isOpen).toBe(true);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(old.isOpen).toBe(false);
+      expect(h.circuits[1].isOpen).toBe(true);
       h.hs.close();
     } finally {
       vi.useRealTimers();
