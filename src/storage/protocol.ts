@@ -154,20 +154,25 @@ export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageReque
 /**
  * SPEC.md §9.6.2: a frame above MAX_SMALL_REQUEST_BYTES is a put or nothing. Its top-level fields
  * are scanned (nothing decoded) before the full decode: one naming any other body (or an unknown
- * field) → STORAGE_BAD_REQUEST, so a hostile requester cannot make the node decode megabytes of,
- * say, packed audit block indices only to refuse them afterwards.
+ * field), or `id` or `put` more than once → STORAGE_BAD_REQUEST, so a hostile requester cannot
+ * make the node decode megabytes of, say, packed audit block indices (or millions of empty put
+ * bodies) only to refuse them afterwards.
  */
 function refuseLargeNonPut(b: Uint8Array): void {
   let reqId: number | undefined;
   let other: number | undefined;
+  let ids = 0;
+  let puts = 0;
+  // Each of `id` and `put` at most once (a requester writes each once): repeated, every empty put
+  // body would be decoded into an object of its own, millions in one frame.
   scanFields(b, BAD_REQ, (field, v) => {
-    if (field === REQUEST_ID_FIELD && v !== null) { reqId = v; return true; }
-    if (field === REQUEST_PUT_FIELD) return true;
+    if (field === REQUEST_ID_FIELD && v !== null && ++ids === 1) { reqId = v; return true; }
+    if (field === REQUEST_PUT_FIELD && ++puts === 1) return true;
     other = field;
     return false;
   });
   if (other !== undefined) {
-    throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes`, { len: b.length, field: other, ...(reqId === undefined ? {} : { reqId }) });
+    throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes, and a put names id and put once`, { len: b.length, field: other, ...(reqId === undefined ? {} : { reqId }) });
   }
 }
 

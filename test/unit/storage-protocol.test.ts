@@ -123,6 +123,29 @@ describe('storage protocol messages (SPEC §9.6)', () => {
     }
   });
 
+  it('a large frame naming `put` or `id` more than once is refused before it is decoded (SPEC.md §9.6.2)', () => {
+    // 40 000 empty put bodies (2 bytes each) after a valid id: each would be decoded into an object
+    // of its own, the last one winning; a requester writes each field once.
+    const puts = Buffer.concat([Buffer.from([0x08, 5]), Buffer.from(Array.from({ length: 80_000 }, (_, i) => (i % 2 === 0 ? 0x12 : 0)))]);
+    const ids = Buffer.concat([Buffer.from(Array.from({ length: 80_000 }, (_, i) => (i % 2 === 0 ? 0x08 : 7)))]);
+    expect(puts.length).toBeGreaterThan(MAX_SMALL_REQUEST_BYTES);
+    const decode = vi.spyOn(pb.Request, 'decode');
+    try {
+      for (const big of [puts, ids]) {
+        let caught: unknown;
+        try { decodeRequest(big); } catch (e) { caught = e; }
+        expect(isBitcloudError(caught, 'STORAGE_BAD_REQUEST')).toBe(true);
+      }
+      expect(decode).not.toHaveBeenCalled();
+      // One id and one put, above the bound: decoded.
+      const req: StorageRequest = { type: 'put', id, data: Buffer.alloc(100_000, 2), leaseSeconds: 60 };
+      expect(decodeRequest(encodeRequest(11, req)).reqId).toBe(11);
+      expect(decode).toHaveBeenCalledTimes(1);
+    } finally {
+      decode.mockRestore();
+    }
+  });
+
   it('bad responses → STORAGE_BAD_RESPONSE', () => {
     const bad = (body: Record<string, unknown>) => codeOf(() => decodeResponse(encodeProto(pb.Response, { id: 1, ...body })));
     expect(bad({})).toBe('STORAGE_BAD_RESPONSE');
