@@ -24,7 +24,7 @@ import { ShareStore } from './share-store';
 import { NodeBandwidth, listedIn } from '../src/bandwidth/node-bandwidth';
 import path from 'node:path';
 import { err, isBitcloudError, errorCode } from '../src/errors';
-import { loadX25519Secret, saveX25519Secret } from '../src/crypto/keys';
+import { loadX25519Secret, saveX25519SecretExclusive } from '../src/crypto/keys';
 import { x25519Generate, type X25519KeyPair } from '../src/crypto/primitives';
 import { CircuitBuilder } from '../src/client/circuit-builder';
 import { GuardSet } from '../src/client/guards';
@@ -269,14 +269,17 @@ export class StorageDaemon {
   }
 }
 
-/** The hidden service's ntor key (SPEC.md §9.21.3), made on first start, mode 0600. */
-async function loadOrCreateX25519(file: string): Promise<X25519KeyPair> {
+/**
+ * The hidden service's ntor key (SPEC.md §9.21.3), made on first start, mode 0600. Made
+ * exclusively, as identity.key and onion.key (§3.3): one made meanwhile by another process starting
+ * on this folder is the key on disk and is used, so no node serves a key that is not there.
+ */
+export async function loadOrCreateX25519(file: string): Promise<X25519KeyPair> {
   try {
     return await loadX25519Secret(file);
   } catch (e) {
     if (!isBitcloudError(e, 'KEY_NOT_FOUND')) throw e;
     const kp = x25519Generate();
-    await saveX25519Secret(file, kp);
-    return kp;
+    return await saveX25519SecretExclusive(file, kp) ? kp : loadX25519Secret(file);
   }
 }

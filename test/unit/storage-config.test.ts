@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { parseSize, parseStorageConfig } from '../../storage/config';
-import { StorageDaemon } from '../../storage/daemon';
-import { loadOrCreateNodeKeys } from '../../src/crypto/keys';
+import { StorageDaemon, loadOrCreateX25519 } from '../../storage/daemon';
+import { loadOrCreateNodeKeys, loadX25519Secret } from '../../src/crypto/keys';
 import { silentLogger } from '../../src/ops/log';
 
 const AUTH = [{ name: 'a1', identity: 'a'.repeat(64), address: '127.0.0.1:7000' }];
@@ -85,5 +85,20 @@ describe('storage node config', () => {
     expect(parseStorageConfig(base, '/x').hidden).toBe(false);
     expect(() => parseStorageConfig({ dataDir: 'node', authorities: AUTH }, '/x')).toThrow(/orPort/);
     expect(() => parseStorageConfig({ ...base, hidden: 'yes' }, '/x')).toThrow(/hidden/);
+  });
+});
+
+describe('the hidden service ntor key (SPEC.md §9.21.3, §3.3)', () => {
+  it('two starts at once on an empty data folder serve the key on disk', async () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-hs-ntor-'));
+    try {
+      const file = path.join(d, 'hs-ntor.key');
+      const [a, b] = await Promise.all([loadOrCreateX25519(file), loadOrCreateX25519(file)]);
+      const onDisk = await loadX25519Secret(file);
+      expect(a.publicKey.equals(onDisk.publicKey)).toBe(true);
+      expect(b.publicKey.equals(onDisk.publicKey)).toBe(true);
+    } finally {
+      fs.rmSync(d, { recursive: true, force: true });
+    }
   });
 });
