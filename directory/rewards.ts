@@ -46,6 +46,11 @@ import { shuffle } from '../src/crypto/primitives';
 /** SPEC.md §9.20.4: pages of the proposer's audit report fetched at a time by a checking authority. */
 export const REPORT_PAGE_FETCHES = 4;
 
+/** SPEC.md §8.11.3: requests passing transfers on to one other authority open at a time. */
+export const TRANSFER_PASS_ON_IN_FLIGHT = 4;
+/** SPEC.md §8.11.3: transfers waiting to be passed on to one other authority; past it the oldest waiting is dropped. */
+export const TRANSFER_PASS_ON_QUEUE = 1024;
+
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
 export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
 
@@ -80,6 +85,9 @@ interface Held {
    */
   stored: boolean;
 }
+
+/** SPEC.md §8.11.3: the transfers waiting to be passed on to one other authority. */
+interface PassOn { waiting: Buffer[]; inFlight: number }
 
 /** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
 interface Awaiting { height: number; epoch: number; base: ReturnType<typeof nextRewardBlock>; since: number; fetching: boolean }
@@ -135,7 +143,9 @@ export class RewardLedger {
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
-  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'> };
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to'> };
+  /** SPEC.md §8.11.3: new transfers being passed on, by fingerprint of the other authority. */
+  private readonly passOn = new Map<string, PassOn>();
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
   readonly pool: TransferPool;
   private awaiting: Awaiting | null = null;
@@ -159,6 +169,7 @@ export class RewardLedger {
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
       transfers: new prom.Counter({ name: 'bitcloud_transfers_total', help: 'Transfers received (POST /bitcloud/transfers, from clients and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
+      passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name', labelNames: ['to'], registers: [reg] }),
     };
     this.pool = new TransferPool(this.state);
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
@@ -285,6 +296,7 @@ export class RewardLedger {
   /** Stop fetching; resolves when fetches in flight and queued writes are done. */
   async close(): Promise<void> {
     this.closed = true;
+    this.passOn.clear(); // transfers still waiting to be passed on are not sent
     await this.whenIdle();
   }
 
@@ -499,14 +511,41 @@ export class RewardLedger {
     this.m.transfers.labels(result).inc();
     if (result === 'added') {
       this.o.log.info({ from: t.from.toString('hex').slice(0, 16), nonce: t.nonce, amount: t.amount.toString(), pending: this.pool.size }, 'transfer pending');
-      for (const a of this.o.authorities) {
-        if (a.fingerprint === this.self) continue;
-        this.track(httpRequest(a.url + PATHS.transfers, { method: 'POST', body: bytes, maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
-          if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'transfer not taken by another authority');
-        }, (e) => this.o.log.debug({ to: a.name, code: errorCode(e) }, 'passing a transfer on failed')));
-      }
+      for (const a of this.o.authorities) if (a.fingerprint !== this.self) this.passTransferOn(a, bytes);
     }
     return { result, transfer: t };
+  }
+
+  /**
+   * SPEC.md §8.11.3: queue a new transfer for another authority. At most TRANSFER_PASS_ON_IN_FLIGHT
+   * requests to it are open; at most TRANSFER_PASS_ON_QUEUE wait, and past that the oldest waiting
+   * is dropped (counted): the authority receives it with the next block anyway. A failed request is
+   * not retried.
+   */
+  private passTransferOn(a: AuthorityInfo, bytes: Buffer): void {
+    if (this.closed) return;
+    let q = this.passOn.get(a.fingerprint);
+    if (!q) this.passOn.set(a.fingerprint, (q = { waiting: [], inFlight: 0 }));
+    if (q.waiting.length >= TRANSFER_PASS_ON_QUEUE) {
+      q.waiting.shift();
+      this.m.passOnDropped.labels(a.name).inc();
+    }
+    q.waiting.push(bytes);
+    this.pumpPassOn(a, q);
+  }
+
+  private pumpPassOn(a: AuthorityInfo, q: PassOn): void {
+    while (!this.closed && q.inFlight < TRANSFER_PASS_ON_IN_FLIGHT && q.waiting.length) {
+      const body = q.waiting.shift()!;
+      q.inFlight++;
+      // The next one starts before this job leaves `inflight`, so whenIdle() waits for the queue to drain.
+      this.track(httpRequest(a.url + PATHS.transfers, { method: 'POST', body, maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
+        if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'transfer not taken by another authority');
+      }, (e) => this.o.log.debug({ to: a.name, code: errorCode(e) }, 'passing a transfer on failed')).finally(() => {
+        q.inFlight--;
+        this.pumpPassOn(a, q);
+      }));
+    }
   }
 
   /**

@@ -2,6 +2,7 @@
 // transfers (POST /bitcloud/transfers), pass them on to each other, and the proposer of the next
 // height carries them in the block the majority signs. With the proposer down the others sign
 // the block without transfers, and the next height's proposer carries them.
+import type http from 'node:http';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { httpRequest, PATHS } from '../../src/dir/fetch';
@@ -99,6 +100,82 @@ describe('transfers through three authorities (SPEC §8.7.4, §8.11.3)', () => {
       expect(l.height).toBe(3);
       expect(l.chain.nonces.get(RELAY)).toBe(2);
       expect(l.pool.size).toBe(0);
+    }
+  });
+});
+
+describe('passing transfers on: at most 4 requests per authority, a bounded queue (SPEC §8.11.3)', () => {
+  /**
+   * A trio whose third authority holds every POST /bitcloud/transfers while `holding` (never
+   * answers), and a chain at height 0 that funds `senders` keys. The second authority is down
+   * (404 at once), so auth2 gets transfers only from auth0.
+   */
+  async function holdingTrio(senders: number, seed: number) {
+    const keys = Array.from({ length: senders }, (_, i) => ed25519FromSeed(Buffer.alloc(32, 150 + i)));
+    const s = { holding: true, received: 0, open: 0, maxOpen: 0, held: [] as http.ServerResponse[] };
+    const t: LedgerTrio = await startLedgerTrio({
+      seed, periodSeconds: P, tmpPrefix: 'bitcloud-transfer-pass-on-', logLevel: 'silent',
+      route: (n, url, _req, res) => {
+        if (n !== t.nodes[2] || url.pathname !== PATHS.transfers) return false;
+        s.received++;
+        if (!s.holding) return false;
+        s.open++;
+        s.maxOpen = Math.max(s.maxOpen, s.open);
+        res.on('close', () => s.open--);
+        s.held.push(res);
+        return true;
+      },
+    });
+    const c = ({ provenEpoch: E0, relays: keys.map((k, i) => ({ fingerprint: k.publicKey.toString('hex'), nickname: `r${i}`, proven: 100 })), periodSeconds: P }) as unknown as VerifiedConsensus;
+    for (const l of t.running()) l.onConsensus(c);
+    await t.rounds();
+    expect(t.running().map((l) => l.height)).toEqual([0, 0, 0]);
+    await t.stop(t.nodes[1]);
+    const release = async () => {
+      s.holding = false;
+      for (const res of s.held.splice(0)) { res.writeHead(503); res.end(); }
+      await t.nodes[0].ledger!.whenIdle();
+    };
+    return { t, keys, s, release };
+  }
+
+  const transfers = (keys: ReturnType<typeof ed25519FromSeed>[], count: number) =>
+    Array.from({ length: count }, (_, i) => encodeTransfer(signTransfer(keys[i % keys.length], wallet.publicKey, 1n, Math.floor(i / keys.length) + 1)));
+
+  it('100 transfers with an authority that never answers: at most 4 requests open to it, every transfer passed on once it answers', async () => {
+    const { t, keys, s, release } = await holdingTrio(7, 60);
+    try {
+      const ledger = t.nodes[0].ledger!;
+      for (const b of transfers(keys, 100)) expect(ledger.submitTransfer(b).result).toBe('added');
+      await expect.poll(() => s.open, { timeout: 5000 }).toBeGreaterThanOrEqual(4);
+      // Time for more to arrive, were more sent (well under the 2 s request timeout).
+      await new Promise((r) => setTimeout(r, 300));
+      expect(s.maxOpen).toBe(4);
+      expect(s.received).toBe(4);
+      await release();
+      expect(s.received).toBe(100);
+      expect((await t.nodes[0].reg.getSingleMetric('bitcloud_transfers_pass_on_dropped_total')!.get()).values.filter((v) => v.value > 0)).toEqual([]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('the queue for one authority holds 1 024 transfers; past that the oldest waiting is dropped and counted', async () => {
+    const senders = 70; // 16 pending transfers each at most
+    const { t, keys, s, release } = await holdingTrio(senders, 70);
+    try {
+      const ledger = t.nodes[0].ledger!;
+      const all = transfers(keys, 1100);
+      for (const b of all) expect(ledger.submitTransfer(b).result).toBe('added');
+      await expect.poll(() => s.open, { timeout: 5000 }).toBeGreaterThanOrEqual(4);
+      expect(s.maxOpen).toBe(4);
+      await release();
+      const dropped = all.length - 4 - 1024;
+      expect(s.received).toBe(all.length - dropped);
+      const m = (await t.nodes[0].reg.getSingleMetric('bitcloud_transfers_pass_on_dropped_total')!.get()).values;
+      expect(m.find((v) => v.labels.to === 'auth2')?.value).toBe(dropped);
+    } finally {
+      await t.close();
     }
   });
 });
