@@ -2,6 +2,7 @@
 // (direct sessions) and a real SOCKS5 server on 127.0.0.1 driven by curl. The daemons-and-circuits
 // version is test/integration/gateway.test.ts.
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -658,6 +659,57 @@ describe('the gateway\'s HTTP timeouts (SPEC.md §9.16, §6.10)', () => {
       s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
       expect(await within(closed, 5000)).toBe(true);
       expect(got()).toMatch(/^HTTP\/1\.1 400 /); // answered (GATEWAY_HOST_MALFORMED), then dropped once idle
+    } finally {
+      s.destroy();
+      await gw.close();
+    }
+  });
+
+  it('an idle connection is ended, not reset: a TCP client through SOCKS reads the answer, then EOF (SPEC.md §9.16)', async () => {
+    const gw = new Gateway({
+      nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')),
+      httpTimeouts: { keepAliveTimeout: 100, headersTimeout: 200, requestTimeout: 300, connectionsCheckingInterval: 50 },
+    });
+    const px = await startSocks5Server({ port: 0, onConnect: async (req) => gw.connect(req.host) });
+    const c = net.connect(px.address.port, '127.0.0.1');
+    try {
+      let text = '';
+      let handshake = Buffer.alloc(0);
+      const ended = new Promise<string>((resolve) => {
+        c.on('data', (b: Buffer) => { if (handshake.length < 12) handshake = Buffer.concat([handshake, b]); else text += b.toString('latin1'); });
+        c.once('end', () => resolve('end'));
+        c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+      await new Promise<void>((r) => c.once('connect', () => r()));
+      const host = Buffer.from('not-a-capability.bitcloud');
+      // SOCKS5: no authentication (2 bytes back), CONNECT host:80 (10 bytes back), then HTTP.
+      c.write(Buffer.concat([Buffer.from([5, 1, 0]), Buffer.from([5, 1, 0, 3, host.length]), host, Buffer.from([0, 80])]));
+      await expect.poll(() => handshake.length, { timeout: 5000 }).toBeGreaterThanOrEqual(12);
+      text = handshake.subarray(12).toString('latin1');
+      c.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await Promise.race([ended, new Promise<string>((r) => setTimeout(() => r('still open'), 5000))])).toBe('end');
+      expect(text).toMatch(/^HTTP\/1\.1 400 /); // answered (GATEWAY_HOST_MALFORMED) whole, then EOF once idle
+      const [head, body] = [text.slice(0, text.indexOf('\r\n\r\n')), text.slice(text.indexOf('\r\n\r\n') + 4)];
+      expect(Buffer.byteLength(body, 'latin1')).toBe(Number(/content-length: (\d+)/i.exec(head)![1]));
+    } finally {
+      c.destroy();
+      await px.close();
+      await gw.close();
+    }
+  });
+
+  it('an idle connection whose client never reads is dropped after the close grace', async () => {
+    const gw = new Gateway({
+      nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')),
+      httpTimeouts: { keepAliveTimeout: 100, headersTimeout: 200, requestTimeout: 300, connectionsCheckingInterval: 50 },
+      closeGraceMs: 200,
+    });
+    const s = gw.connect('not-a-capability.bitcloud');
+    const gone = new Promise<void>((resolve) => { s.once('close', resolve); });
+    try {
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'); // the answer is never read
+      expect(await within(gone, 5000)).toBe(true);
+      expect(s.readableEnded).toBe(false);
     } finally {
       s.destroy();
       await gw.close();

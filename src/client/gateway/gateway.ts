@@ -35,6 +35,11 @@ export interface GatewayOptions {
    * 10 s, requestTimeout 30 s (SPEC.md §6.10), checked every 30 s (connectionsCheckingInterval).
    */
   httpTimeouts?: { keepAliveTimeout?: number; headersTimeout?: number; requestTimeout?: number; connectionsCheckingInterval?: number };
+  /**
+   * SPEC.md §9.16: a stream the gateway closes (idle, 408, 400) is ended, then destroyed once the
+   * SOCKS side has read its end, or this long after at most (default 5 s).
+   */
+  closeGraceMs?: number;
   log?: Logger;
   registry?: Registry;
 }
@@ -196,17 +201,14 @@ export class Gateway {
     // of connections closeAllConnections walks) when a server starts listening, which this one,
     // fed streams by connect(), never does: without this a request sent slowly was held for ever.
     this.server.emit('listening');
-    this.server.on('clientError', (e: NodeJS.ErrnoException, sock) => {
+    this.server.on('clientError', (e: NodeJS.ErrnoException, sock: Duplex) => {
       const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-      if (sock.destroyed) return;
-      sock.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      // SPEC.md §9.16, §6.10: then the stream is closed, whatever the client does. Ending our side
-      // alone left it open for as long as the client kept its own (no timeout applies any more):
-      // once the answer and its end have reached the SOCKS side (an EOF there, not a reset), both go.
-      if (!(sock instanceof Half)) sock.once('finish', () => sock.destroy());
-      else if (sock.other.readableEnded) sock.destroy();
-      else sock.other.once('end', () => sock.destroy());
+      this.closeGracefully(sock, `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
+    // SPEC.md §9.16: a stream idle between requests is ended, not destroyed (which the SOCKS side
+    // passes on as a reset: "connection reset" in the browser, and the end of the last answer lost).
+    // A listener here takes the place of node:http's destroy().
+    this.server.on('timeout', (sock: Duplex) => this.closeGracefully(sock));
     const reg = o.registry;
     this.metrics = reg ? {
       requests: (reg.getSingleMetric('bitcloud_gateway_requests_total') as prom.Counter<'status'> | undefined)
@@ -216,6 +218,23 @@ export class Gateway {
       bytes: (reg.getSingleMetric('bitcloud_gateway_bytes_sent_total') as prom.Counter<string> | undefined)
         ?? new prom.Counter({ name: 'bitcloud_gateway_bytes_sent_total', help: 'Body bytes sent by the .bitcloud gateway', registers: [reg] }),
     } : null;
+  }
+
+  /**
+   * SPEC.md §9.16, §6.10: end our side of `sock` after what is queued (and `last`), then close the
+   * stream whatever the client does: once that end has reached the SOCKS side (an EOF there, after
+   * every byte of the answer, not a reset), or `closeGraceMs` later at most (a client that never
+   * reads does not hold it). Ending our side alone left it open for as long as the client kept its own.
+   */
+  private closeGracefully(sock: Duplex, last?: string): void {
+    if (sock.destroyed) return;
+    if (last === undefined) sock.end(); else sock.end(last);
+    const grace = setTimeout(() => sock.destroy(), this.o.closeGraceMs ?? 5000);
+    grace.unref();
+    sock.once('close', () => clearTimeout(grace));
+    if (!(sock instanceof Half)) sock.once('finish', () => sock.destroy());
+    else if (sock.other.readableEnded) sock.destroy();
+    else sock.other.once('end', () => sock.destroy());
   }
 
   /**
