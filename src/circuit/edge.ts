@@ -69,8 +69,10 @@ export class StreamEdge implements StreamHost {
    */
   private readonly draining = new Set<CircuitStream>();
   /**
-   * With destroyReleased: streams released from `streams` that have not closed yet (not counted
-   * against maxStreams any more); close() destroys them. Each leaves on its 'close'.
+   * With destroyReleased: streams released from `streams` that have not closed yet; close()
+   * destroys them. Each still holds its target's connection (up to 30 s after the peer's END,
+   * SPEC.md §7b.7 step 6), so it counts against maxStreams until it leaves, on its 'close'
+   * (SPEC.md §7b.9).
    */
   private readonly released = new Set<CircuitStream>();
   /**
@@ -186,13 +188,14 @@ export class StreamEdge implements StreamHost {
   /**
    * The accepting side (BEGIN, BEGIN_DIR, BEGIN_STORAGE): a stream with the peer's id.
    * `counted`: requests the owner counts as streams besides these (SPEC.md §7b.7: a pending
-   * RESOLVE). Throws STREAM_ID_IN_USE or STREAM_LIMIT; the caller answers with END.
+   * RESOLVE). Streams the peer ended that have not closed yet count too (SPEC.md §7b.9).
+   * Throws STREAM_ID_IN_USE or STREAM_LIMIT; the caller answers with END.
    */
   acceptStream(id: number, counted = 0): CircuitStream {
     if (this.closedWith) throw this.closedWith;
     if (id === 0 || this.streams.has(id)) throw err('STREAM_ID_IN_USE', `stream id ${id} is zero or in use`);
-    if (this.streams.size + counted >= this.maxStreams) {
-      throw err('STREAM_LIMIT', `${this.streams.size} streams and ${counted} pending requests already on this circuit`);
+    if (this.streams.size + this.released.size + counted >= this.maxStreams) {
+      throw err('STREAM_LIMIT', `${this.streams.size} streams, ${this.released.size} ended but not closed and ${counted} pending requests already on this circuit`);
     }
     const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
     this.streams.set(id, s);

@@ -111,6 +111,48 @@ describe('the client\'s END at the exit, toward a target that does not read (SPE
     } finally { done(); }
   });
 
+  it('streams the client ended count against the stream limit while their target connections linger (SPEC.md §7b.9)', async () => {
+    const held: net.Socket[] = [];
+    const server = net.createServer({ pauseOnConnect: true }, (c) => { held.push(c); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const circ = new FakeCircuit();
+    const edge = new StreamEdge(circ, { maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true });
+    const socks: net.Socket[] = [];
+    const streams: CircuitStream[] = [];
+    const cell = Buffer.alloc(RELAY_DATA_MAX, 1);
+    try {
+      for (let id = 1; id <= 512; id++) {
+        const stream = edge.acceptStream(id);
+        stream.on('error', () => {});
+        stream.markOpen();
+        const sock = net.connect(port, '127.0.0.1');
+        sock.on('error', () => {});
+        await new Promise((r) => sock.once('connect', r));
+        pipeStreamSocket(stream, sock);
+        edge.handleData(id, cell, 0, cell.length, rxDigest); // data the target never takes
+        socks.push(sock);
+        streams.push(stream);
+      }
+      expect(() => edge.acceptStream(513)).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT' }));
+      await vi.waitFor(() => expect(held).toHaveLength(512), { timeout: 5000 });
+      for (let id = 1; id <= 512; id++) edge.handle(RelayCommand.END, id, encodeEnd({ reason: EndReason.DONE }), rxDigest);
+      expect(edge.streams.size).toBe(0);
+      await pause(20);
+      expect(socks.every((s) => !s.destroyed)).toBe(true); // each still holds its target connection
+      expect(() => edge.acceptStream(513)).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT' }));
+      // One target goes away: its stream closes, and its place is free again.
+      held[0].resetAndDestroy();
+      await vi.waitFor(() => expect(streams.some((s) => s.closed)).toBe(true), { timeout: 5000 });
+      expect(edge.acceptStream(513).id).toBe(513);
+      expect(() => edge.acceptStream(514)).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT' }));
+    } finally {
+      for (const c of held) c.destroy();
+      for (const s of socks) s.destroy();
+      server.close();
+    }
+  });
+
   it('a stream the client ended whose data the target never takes is reset 30 s after the END', async () => {
     const { stream, sock, edge, done } = await stalledStream();
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
