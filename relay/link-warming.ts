@@ -125,10 +125,13 @@ export class LinkWarmer<L> {
   constructor(private readonly host: WarmingHost<L>, readonly settings: LinkWarmingSettings, private readonly metrics: WarmingMetrics,
     o: { log?: Logger; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}) {
     this.log = o.log ?? silentLogger;
-    this.now = o.now ?? Date.now;
+    // SPEC.md §1.9: the retry hold-off and the idle timeout are durations, timed on the monotonic
+    // clock: a wall clock stepped back would hold a failed relay (or an idle link) that much longer.
+    this.now = o.now ?? (() => performance.now());
     this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms).unref()));
   }
 
+  /** Milliseconds on a monotonic clock (tests inject their own). */
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
 

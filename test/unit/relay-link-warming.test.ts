@@ -1,5 +1,5 @@
 // SPEC.md §1.9: the warm set, the paced pass that opens missing relay links, the idle timeout.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { chooseWarmSet, DEFAULT_LINK_WARMING, LinkWarmer, parseLinkWarming, type WarmingHost } from '../../relay/link-warming';
 import { parseRelayConfig } from '../../relay/config';
@@ -117,6 +117,30 @@ describe('LinkWarmer', () => {
     w.onConsensus(relays);
     await w.idlePass;
     expect(opened.filter((f) => f === fp(2))).toHaveLength(2);
+  });
+
+  it('times a failed relay on the monotonic clock: a wall clock stepped back does not delay its retry', async () => {
+    const { host, opened } = fakeHost(fp(1), new Set([fp(2)]));
+    const { m } = counters();
+    let mono = 5_000_000;
+    let wall = Date.UTC(2026, 0, 1);
+    const monoSpy = vi.spyOn(performance, 'now').mockImplementation(() => mono);
+    const wallSpy = vi.spyOn(Date, 'now').mockImplementation(() => wall);
+    try {
+      const w = new LinkWarmer(host, DEFAULT_LINK_WARMING, m, { sleep: noSleep });
+      w.onConsensus(relays);
+      await w.idlePass;
+      expect(opened.filter((f) => f === fp(2))).toHaveLength(1);
+      // 61 s pass; meanwhile the wall clock is stepped back an hour.
+      mono += 61_000;
+      wall += 61_000 - 3_600_000;
+      w.onConsensus(relays);
+      await w.idlePass;
+      expect(opened.filter((f) => f === fp(2))).toHaveLength(2);
+    } finally {
+      monoSpy.mockRestore();
+      wallSpy.mockRestore();
+    }
   });
 
   it('a consensus that no longer lists this relay, or leaves it no warm set, cancels the pass in progress', async () => {
