@@ -14,9 +14,11 @@ import {
 } from '../../src/bandwidth/reward-chain';
 import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
-import type { RewardLedger } from '../../directory/rewards';
+import { RewardLedger } from '../../directory/rewards';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
-import { BUNDLE_CACHE_BYTES, RewardBundles, serveRewards } from '../../directory/reward-http';
+import { BUNDLE_CACHE_BYTES, RewardBundles, serveRewards, serveTransfers } from '../../directory/reward-http';
+import { TransferPool } from '../../directory/transfer-pool';
+import { signTransfer } from '../../src/bandwidth/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -589,5 +591,48 @@ describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', (
     expect(many.cached.entries).toBe(0);
     await many.bundle(0);
     expect(big.bundle).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe('GET and HEAD /bitcloud/transfers/pending (SPEC §8.11.3, §6.10)', () => {
+  const alice = ed25519FromSeed(Buffer.alloc(32, 61));
+  const bob = ed25519FromSeed(Buffer.alloc(32, 62));
+  const to = ed25519FromSeed(Buffer.alloc(32, 63)).publicKey;
+  const hexOf = (k: { publicKey: Buffer }) => k.publicKey.toString('hex');
+
+  /** The ledger's own two pending-transfer methods over a pool holding transfers of two senders. */
+  function ledgerWithPool(): RewardLedger {
+    const pool = new TransferPool({ balances: new Map([[hexOf(alice), 1000n], [hexOf(bob), 1000n]]), nonces: new Map() });
+    pool.add(signTransfer(alice, to, 10n, 1));
+    pool.add(signTransfer(bob, to, 20n, 1));
+    pool.add(signTransfer(alice, to, 30n, 2));
+    const ledger = Object.create(RewardLedger.prototype) as RewardLedger;
+    Object.defineProperty(ledger, 'pool', { value: pool });
+    Object.defineProperty(ledger, 'height', { value: 7 });
+    return ledger;
+  }
+
+  async function ask(ledger: RewardLedger, method: 'GET' | 'HEAD', query: string): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer | undefined }> {
+    const req = { method } as unknown as http.IncomingMessage;
+    const out = { status: 0, headers: {} as Record<string, unknown>, body: undefined as Buffer | undefined };
+    const res = {
+      writeHead(s: number, h: Record<string, unknown>) { out.status = s; out.headers = h; return res; },
+      end(b?: Buffer) { out.body = b; },
+    } as unknown as http.ServerResponse;
+    expect(await serveTransfers(ledger, req, res, new URL(`http://a${PATHS.transfersPending}${query}`))).toEqual(['transfers_pending', 200]);
+    return out;
+  }
+
+  it('HEAD announces the content-length of the body GET sends, for the whole pool and for each sender', async () => {
+    const ledger = ledgerWithPool();
+    for (const [query, n] of [['', 3], [`?from=${hexOf(alice)}`, 2], [`?from=${hexOf(bob)}`, 1], [`?from=${'ab'.repeat(32)}`, 0]] as const) {
+      const get = await ask(ledger, 'GET', query);
+      const head = await ask(ledger, 'HEAD', query);
+      expect(get.body!.length, query).toBe(n * 145);
+      expect(get.headers['content-length'], query).toBe(get.body!.length);
+      expect(head.headers['content-length'], query).toBe(get.body!.length);
+      expect(head.body, query).toBeUndefined();
+      expect(head.headers['x-bitcloud-chain-height']).toBe('7');
+    }
   });
 });
