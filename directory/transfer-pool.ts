@@ -8,13 +8,11 @@
 // used) and any that no longer apply are dropped. Memory only: a transfer not yet in a block is
 // lost when every authority holding it restarts (the wallet then sends it again).
 import { err } from '../src/errors';
-import { CoinLedger, type LedgerMaps } from '../src/bandwidth/transfer';
+import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
 import { TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
-/** At most this many of one sender's transfers wait for a block (SPEC §8.11.3); more: TRANSFER_RATE_LIMITED. */
-export const MAX_PENDING_PER_SENDER = 16;
 
 /** A pending transfer with its encoding (145 bytes, made once when it is taken) and sender (hex). */
 interface Entry { t: Transfer; id: string; bytes: Buffer; from: string }

@@ -12,6 +12,12 @@ import { transferSignedBytes, type Transfer } from '../wire/transfer';
 
 export interface Account { balance: bigint; nonce: number }
 
+/**
+ * SPEC.md §8.11.3: at most this many of one sender's transfers wait in an authority's pool for a
+ * block (more: TRANSFER_RATE_LIMITED); a wallet looks no further past the chain's nonce (§8.11.4).
+ */
+export const MAX_PENDING_PER_SENDER = 16;
+
 /** Balances and last nonces by key (hex): what the chain state holds (SPEC §8.7.3). */
 export interface LedgerMaps { balances: Map<string, bigint>; nonces: Map<string, number> }
 

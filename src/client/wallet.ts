@@ -8,6 +8,7 @@ import { err, errorCode, isBitcloudError } from '../errors';
 import { ed25519Generate, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
 import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { UNITS_PER_COIN } from '../bandwidth/reward';
+import { MAX_PENDING_PER_SENDER } from '../bandwidth/transfer';
 import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
 import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, transferSignedBytes, type Transfer } from '../wire/transfer';
@@ -91,9 +92,6 @@ export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer
   return blocks.find((b) => (b.block.transfers ?? []).some((x) => encodeTransfer(x).equals(want))) ?? null;
 }
 
-/** At most this many of one sender's transfers wait in an authority's pool (SPEC.md §8.11.3). */
-export const PENDING_PER_SENDER = 16;
-
 /**
  * GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold
  * that can follow the chain, whose last nonce for the key is `chainNonce` (SPEC.md §8.11.4). Only
@@ -116,7 +114,7 @@ export async function pendingFrom(authorities: readonly AuthorityInfo[], key: st
         let t: Transfer;
         try { t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES)); } catch { continue; }
         // Only nonces a pool can hold (SPEC §8.11.3: 16 per sender), before any signature is verified.
-        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + PENDING_PER_SENDER || byNonce.has(t.nonce) || tried.has(t.nonce)) continue;
+        if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + MAX_PENDING_PER_SENDER || byNonce.has(t.nonce) || tried.has(t.nonce)) continue;
         tried.add(t.nonce);
         if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) continue;
         byNonce.set(t.nonce, t);

@@ -10,9 +10,9 @@ import {
   applyRewardBlock, decodeRewardBlock, emptyChainState, encodeRewardBlock, encodeSignedRewardBlock, nextRewardBlock,
   signRewardBlock, staticAuthorities, verifyChain, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { MAX_PENDING_PER_SENDER, signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
-import { MAX_PENDING_PER_SENDER, TransferPool } from '../../directory/transfer-pool';
+import { TransferPool } from '../../directory/transfer-pool';
 import { RewardLedger } from '../../directory/rewards';
 
 // Signature checks are counted (the pool verifies a transfer once, when it is added).
