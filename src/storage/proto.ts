@@ -4,7 +4,7 @@ import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
 import { err, type ErrorCode } from '../errors';
 
-const root = protobuf.loadSync(fileURLToPath(new URL('./storage.proto', import.meta.url)));
+const root = protobuf.loadSync(fileURLToPath(new URL('./storage.proto', import.meta.url))).resolveAll();
 
 function type(name: string): protobuf.Type {
   return root.lookupType(`bitcloud.storage.${name}`);
@@ -58,6 +58,69 @@ export function scanFields(bytes: Uint8Array, code: ErrorCode, visit: (field: nu
   } catch (e) {
     throw err(code, 'not a valid message', { reason: e instanceof Error ? e.message : String(e) });
   }
+}
+
+/** The wire type a field of a message must arrive with (SPEC.md §9.6.2: as storage.proto declares it). */
+function wireTypeOf(f: protobuf.Field): number {
+  if (f.resolvedType instanceof protobuf.Type) return 2;
+  if (f.resolvedType instanceof protobuf.Enum) return 0;
+  return (protobuf.types.basic as Record<string, number>)[f.type];
+}
+
+/**
+ * Check a message of type `t` before it is decoded, reading it with protobufjs's Reader and decoding
+ * none of it: every field `t` declares comes with its declared wire type (a repeated scalar also
+ * packed) and at most `most(field)` times, where each entry of a repeated field counts once (a
+ * packed run at least once), and the members of a oneof count together, at most once; each message
+ * field is checked the same way in turn. Fields `t` does not declare are skipped, as a decode skips
+ * them. Top-level fields are shown to `visit` (its field number and, for a varint, its value as a
+ * uint32, else null) before they are counted. A breach, or a message that does not parse → `code`.
+ * The work is one step per field, and nothing is allocated per field.
+ */
+export function checkFields(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode, most: (f: protobuf.Field) => number, visit?: (field: number, varint: number | null) => void): void {
+  const r = protobuf.Reader.create(bytes);
+  let breach: string | undefined;
+  try {
+    breach = checkMessage(t, r, bytes.length, most, visit);
+  } catch (e) {
+    throw err(code, `not a valid ${t.name} message`, { reason: e instanceof Error ? e.message : String(e) });
+  }
+  if (breach !== undefined) throw err(code, `${t.name}: ${breach}`);
+}
+
+function checkMessage(t: protobuf.Type, r: protobuf.Reader, end: number, most: (f: protobuf.Field) => number, visit?: (field: number, varint: number | null) => void): string | undefined {
+  const counts = new Map<protobuf.ReflectionObject, number>();
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const wireType = tag & 7;
+    const f = t.fieldsById[tag >>> 3] as protobuf.Field | undefined;
+    const packed = f !== undefined && f.repeated && wireType === 2 && wireTypeOf(f) !== 2;
+    let v: number | null = null;
+    let start = r.pos;
+    if (wireType === 0) v = r.uint32();
+    else if (wireType === 2) { const len = r.uint32(); start = r.pos; r.skip(len); }
+    else r.skipType(wireType);
+    visit?.(tag >>> 3, v);
+    if (f === undefined) continue;
+    if (wireType !== wireTypeOf(f) && !packed) return `${f.name} has wire type ${wireType}`;
+    // A packed run counts its entries, and at least one; each other occurrence counts one.
+    let entries = 1;
+    if (packed) {
+      const p = protobuf.Reader.create(r.buf.subarray(start, r.pos));
+      for (entries = 0; p.pos < p.len && entries <= most(f); entries++) p.skipType(wireTypeOf(f));
+      entries = Math.max(entries, 1);
+    }
+    const key = f.partOf ?? f;
+    const n = (counts.get(key) ?? 0) + entries;
+    counts.set(key, n);
+    if (n > (f.partOf ? 1 : most(f))) return `${key.name} ${f.partOf ? 'names more than one field' : 'appears too often'}`;
+    if (f.resolvedType instanceof protobuf.Type) {
+      const inner = protobuf.Reader.create(r.buf.subarray(start, r.pos));
+      const breach = checkMessage(f.resolvedType, inner, inner.len, most);
+      if (breach !== undefined) return `${f.name}: ${breach}`;
+    }
+  }
+  return undefined;
 }
 
 export function encodeProto(t: protobuf.Type, value: Loose): Buffer {

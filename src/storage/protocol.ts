@@ -2,8 +2,8 @@
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
 import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
 import { Blake2bHasher, blake2b } from '../crypto/primitives';
-import { bytes, decodeProto, encodeProto, list, msg, pb, scanFields, str, u32, u64, varint, type Loose } from './proto';
-import type { Type } from 'protobufjs';
+import { bytes, checkFields, decodeProto, encodeProto, list, msg, pb, scanFields, str, u32, u64, varint, type Loose } from './proto';
+import type { Field, Type } from 'protobufjs';
 import { encodeFrame, FRAME_HEADER_BYTES, frameHeader } from './framing';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES, hashInPieces } from './share';
 import { MAX_AUDIT_BLOCKS } from './audit';
@@ -141,6 +141,7 @@ function offsetField(v: unknown, code: ErrorCode, field: string): number {
  */
 export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageRequest } {
   if (b.length > MAX_SMALL_REQUEST_BYTES) refuseLargeNonPut(b);
+  checkRequestFields(b);
   const m = decodeProto(pb.Request, b, BAD_REQ);
   const reqId = u32(m.id, BAD_REQ, 'id');
   try {
@@ -173,6 +174,39 @@ function refuseLargeNonPut(b: Uint8Array): void {
   });
   if (other !== undefined) {
     throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes, and a put names id and put once`, { len: b.length, field: other, ...(reqId === undefined ? {} : { reqId }) });
+  }
+}
+
+/**
+ * SPEC.md §9.6.2: the most entries a repeated field of a request carries. A repeated field not
+ * listed here may not appear at all, so a new one cannot be added to storage.proto unbounded.
+ */
+const REPEATED_FIELD_BOUNDS: Readonly<Record<string, number>> = {
+  'Has.ids': MAX_IDS_PER_REQUEST,
+  'Renew.ids': MAX_IDS_PER_REQUEST,
+  'AuditChallenge.blocks': MAX_AUDIT_BLOCKS,
+};
+
+function requestFieldBound(f: Field): number {
+  return f.repeated ? (REPEATED_FIELD_BOUNDS[`${f.parent?.name ?? ''}.${f.name}`] ?? 0) : 1;
+}
+
+/**
+ * SPEC.md §9.6.2: every request frame is scanned with protobufjs's Reader before it is decoded:
+ * `id` and the one body at most once, each field of the body at most once, and a repeated one at
+ * most its bound (1024 ids, 16 blocks); else STORAGE_BAD_REQUEST, nothing decoded. Decoding first
+ * made objects of every empty `stat` body or `has` id of a 64 KiB frame, tens of milliseconds of a
+ * node's event loop per frame, only to refuse them; a legitimate request has a handful of fields.
+ */
+function checkRequestFields(b: Uint8Array): void {
+  let reqId: number | undefined;
+  try {
+    checkFields(pb.Request, b, BAD_REQ, requestFieldBound, (field, v) => {
+      if (field === REQUEST_ID_FIELD && v !== null && reqId === undefined) reqId = v;
+    });
+  } catch (e) {
+    if (reqId !== undefined && isBitcloudError(e)) throw err(e.code, e.message.replace(/^[A-Z_]+: /, ''), { ...e.detail, reqId });
+    throw e;
   }
 }
 

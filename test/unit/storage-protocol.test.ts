@@ -146,6 +146,57 @@ describe('storage protocol messages (SPEC §9.6)', () => {
     }
   });
 
+  it('every frame is scanned before it is decoded: a repeated top-level field, or a body field past its bound, is refused undecoded (SPEC.md §9.6.2)', () => {
+    const field = (n: number, wire: number) => (n << 3) | wire;
+    // 64 KiB of empty stat bodies after an id: each would be decoded into an object of its own.
+    const stats = Buffer.concat([Buffer.from([0x08, 5]), Buffer.from(Array.from({ length: 32_000 }, () => [field(6, 2), 0]).flat())]);
+    // One has body of 32 000 empty ids (2 bytes each): decoded into 32 000 buffers before being counted.
+    const hasInner = Buffer.from(Array.from({ length: 32_000 }, () => [field(1, 2), 0]).flat());
+    const has = Buffer.concat([Buffer.from([0x08, 6, field(4, 2)]), varint(hasInner.length), hasInner]);
+    // A get naming its id 20 000 times, and a renew of 1 025 ids.
+    const getInner = Buffer.concat(Array.from({ length: 20_000 }, () => Buffer.from([field(1, 2), 0])));
+    const gets = Buffer.concat([Buffer.from([0x08, 7, field(3, 2)]), varint(getInner.length), getInner]);
+    const renewInner = Buffer.concat(Array.from({ length: 1025 }, () => Buffer.concat([Buffer.from([field(1, 2), 32]), id])));
+    const renew = Buffer.concat([Buffer.from([0x08, 8, field(7, 2)]), varint(renewInner.length), renewInner]);
+    // Two bodies in one request, and the id twice.
+    const two = Buffer.from([0x08, 9, field(6, 2), 0, field(4, 2), 0]);
+    const twoIds = Buffer.from([0x08, 9, 0x08, 9, field(6, 2), 0]);
+    for (const b of [stats, has, gets, renew, two, twoIds]) expect(b.length).toBeLessThanOrEqual(MAX_SMALL_REQUEST_BYTES);
+    const decode = vi.spyOn(pb.Request, 'decode');
+    try {
+      for (const [b, reqId] of [[stats, 5], [has, 6], [gets, 7], [renew, 8], [two, 9], [twoIds, 9]] as const) {
+        let caught: unknown;
+        try { decodeRequest(b); } catch (e) { caught = e; }
+        expect(isBitcloudError(caught, 'STORAGE_BAD_REQUEST')).toBe(true);
+        expect((caught as { detail: { reqId?: number } }).detail.reqId).toBe(reqId);
+      }
+      expect(decode).not.toHaveBeenCalled();
+      // Legitimate requests still decode: has and renew of 1 024 ids, a challenge of 16 blocks
+      // (packed, as encoders write them, or not), a stat, a large put.
+      const ids = Array.from({ length: 1024 }, (_, i) => Buffer.alloc(32, i));
+      const legit: StorageRequest[] = [
+        { type: 'has', ids }, { type: 'renew', ids, leaseSeconds: 60 }, { type: 'stat' },
+        { type: 'challenge', id, nonce: Buffer.alloc(16, 1), blocks: Array.from({ length: 16 }, (_, i) => i * 3) },
+        { type: 'dhtPut', item: { publisher: Buffer.alloc(32, 1), salt: Buffer.from('s'), value: Buffer.from('v'), sig: Buffer.alloc(64, 2), seq: 2 ** 53 - 1 } },
+      ];
+      for (const r of legit) expect(decodeRequest(encodeRequest(4, r))).toEqual({ reqId: 4, req: r });
+      const put = decodeRequest(encodeRequest(4, { type: 'put', id, data: Buffer.alloc(300_000, 2), leaseSeconds: 60, contentClass: 'public-video' }));
+      expect(put.req.type === 'put' && put.req.data.equals(Buffer.alloc(300_000, 2)) && put.req.contentClass).toBe('public-video'); // Buffer.equals: a deep equality walks every byte
+      const unpacked = Buffer.concat([Buffer.from([field(1, 2), 32]), id, Buffer.from([field(2, 2), 16]), Buffer.alloc(16, 1), Buffer.from(Array.from({ length: 16 }, (_, i) => [field(3, 0), i]).flat())]);
+      expect(decodeRequest(Buffer.concat([Buffer.from([0x08, 3, field(12, 2)]), varint(unpacked.length), unpacked])).req).toMatchObject({ type: 'challenge', blocks: Array.from({ length: 16 }, (_, i) => i) });
+      // seq as an 8-byte varint, last in its body: the scan steps over it as the decode does.
+      const dht = Buffer.concat([Buffer.from([field(1, 2), 32]), Buffer.alloc(32, 1), Buffer.from([field(2, 2), 1, 0x73, field(3, 2), 1, 0x76, field(5, 2), 64]), Buffer.alloc(64, 2), Buffer.from([field(4, 0), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f])]);
+      expect(decodeRequest(Buffer.concat([Buffer.from([0x08, 3, field(9, 2)]), varint(dht.length), dht])).req).toEqual(legit[4]);
+      expect(decode).toHaveBeenCalledTimes(legit.length + 3);
+      // 17 blocks, unpacked: refused undecoded as well.
+      const unpacked17 = Buffer.concat([unpacked, Buffer.from([field(3, 0), 16])]);
+      expect(codeOf(() => decodeRequest(Buffer.concat([Buffer.from([0x08, 3, field(12, 2)]), varint(unpacked17.length), unpacked17])))).toBe('STORAGE_BAD_REQUEST');
+      expect(decode).toHaveBeenCalledTimes(legit.length + 3);
+    } finally {
+      decode.mockRestore();
+    }
+  });
+
   it('bad responses → STORAGE_BAD_RESPONSE', () => {
     const bad = (body: Record<string, unknown>) => codeOf(() => decodeResponse(encodeProto(pb.Response, { id: 1, ...body })));
     expect(bad({})).toBe('STORAGE_BAD_RESPONSE');
