@@ -69,6 +69,10 @@ export interface NameLookups {
 export class CircuitNames implements NameLookups {
   readonly via = 'dht';
   private readonly channels = new Map<string, StorageChannel>();
+  /** Streams being opened, one per node: requests that find none open share it. */
+  private readonly opening = new Map<string, Promise<StorageChannel>>();
+  /** Moves on at each close(): a stream whose opening began before it is ended, not kept. */
+  private generation = 0;
   private readonly log: Logger;
   private readonly seen: NamesSeen;
 
@@ -173,18 +177,36 @@ export class CircuitNames implements NameLookups {
   }
 
   async close(): Promise<void> {
+    this.generation++;
+    this.opening.clear();
     for (const c of this.channels.values()) c.close();
     this.channels.clear();
     await Promise.resolve();
   }
 
-  private async channel(node: StorageNode): Promise<StorageChannel> {
-    let c = this.channels.get(node.fingerprint);
-    if (!c) {
-      c = new StorageChannel(await this.o.open(node), { requestTimeoutMs: this.o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS });
-      this.channels.set(node.fingerprint, c);
+  /**
+   * The channel to a node: the open one, else one stream opened for every request that asks
+   * meanwhile. A channel whose stream closed, for whatever reason (the circuit went away, the node
+   * ended it), is forgotten, so the next request opens a new stream (SPEC.md §9.6.1, §9.14.1).
+   */
+  private channel(node: StorageNode): Promise<StorageChannel> {
+    const fp = node.fingerprint;
+    const c = this.channels.get(fp);
+    if (c && !c.isClosed) return Promise.resolve(c);
+    if (c) this.channels.delete(fp);
+    let opening = this.opening.get(fp);
+    if (!opening) {
+      const generation = this.generation;
+      opening = this.o.open(node).then((stream) => {
+        const ch = new StorageChannel(stream, { requestTimeoutMs: this.o.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS });
+        // close() was called while the stream opened: it is ended, not kept.
+        if (generation !== this.generation) { ch.close(); throw err('STORAGE_CHANNEL_CLOSED', 'name lookups closed'); }
+        this.channels.set(fp, ch);
+        return ch;
+      }).finally(() => { if (this.opening.get(fp) === opening) this.opening.delete(fp); });
+      this.opening.set(fp, opening);
     }
-    return c;
+    return opening;
   }
 
   /**

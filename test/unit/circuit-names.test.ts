@@ -243,6 +243,29 @@ describe('a storage node that never answers (SPEC.md §9.14.1, §9.9)', () => {
   }, 5_000);
 });
 
+describe('the stream to a storage node (SPEC.md §9.14.1, §9.9)', () => {
+  it('one closed for any reason is replaced by the next request; two first requests at once open one stream', async () => {
+    const keys = ed25519Generate();
+    const item = signDhtItem(keys, nameSalt('site'), encodeNameValue(CAP), 3);
+    const answer = fakeNode((req) => (req.type === 'dhtGet' ? { type: 'dhtGet', item } : { type: 'dhtPut', nodes: 4 }));
+    const streams: Duplex[] = [];
+    const n = new CircuitNames({ nodes: [NODE], open: async () => { const s = await answer(); streams.push(s); return s; }, lookupNodes: 1 });
+    // Two requests before any stream is open: they share one.
+    const [a, b] = await Promise.all([n.resolve(keys.publicKey, 'site'), n.put({ immutable: Buffer.from('x') })]);
+    expect(a?.seq).toBe(3);
+    expect(b).toBe(4);
+    expect(streams).toHaveLength(1);
+    // The stream closes (the circuit went away): the next request opens another and is answered.
+    streams[0].destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(await n.put({ immutable: Buffer.from('y') })).toBe(4);
+    expect(streams).toHaveLength(2);
+    expect((await n.resolve(keys.publicKey, 'site'))?.seq).toBe(3);
+    expect(streams).toHaveLength(2);
+    await n.close();
+  }, 5_000);
+});
+
 describe('the publisher key (SPEC.md §9.14)', () => {
   it('two first uses at once on a fresh data folder end with one key, the one on disk', async () => {
     const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-pubkey-'));
