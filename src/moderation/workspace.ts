@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, isBitcloudError } from '../errors';
-import { fingerprint, loadEd25519Secret, saveEd25519Secret, DATA_DIR_MODE } from '../crypto/keys';
+import { fingerprint, loadEd25519Secret, saveEd25519SecretExclusive, DATA_DIR_MODE } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type BundleLimits, type PolicyState } from './chain';
@@ -82,9 +82,12 @@ export class ModeratorWorkspace {
   static async create(dir: string, name = ''): Promise<ModeratorWorkspace> {
     await mkdirDurable(dir, DATA_DIR_MODE);
     const keyFile = path.join(dir, MODERATOR_KEY_FILE);
-    if (fs.existsSync(keyFile)) throw err('MODERATOR_KEY_EXISTS', `${keyFile} exists; a moderator key is never replaced (nodes subscribe to it)`, { file: keyFile });
     const key = ed25519Generate();
-    await saveEd25519Secret(keyFile, key);
+    // Written only where no file is (SPEC.md §10.9): of two keygens at once, one makes the key and
+    // the other refuses, as when the key was there before; neither replaces the key on disk.
+    if (!await saveEd25519SecretExclusive(keyFile, key)) {
+      throw err('MODERATOR_KEY_EXISTS', `${keyFile} exists; a moderator key is never replaced (nodes subscribe to it)`, { file: keyFile });
+    }
     const ws = new ModeratorWorkspace(dir, key, { name, classes: [{ name: ContentClass.ENCRYPTED_PRIVATE, maxShareBytes: 0 }], maxShareBytes: 0, deny: [] }, null);
     await ws.saveWorking();
     return ws;

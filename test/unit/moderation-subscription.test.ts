@@ -438,6 +438,17 @@ describe('ModeratorWorkspace', () => {
     await expect(ModeratorWorkspace.open(tmp())).rejects.toMatchObject({ code: 'MODERATOR_NO_KEY' });
   });
 
+  it('two keygens at once on one folder: one makes the key, the other refuses, and the key on disk is the one made (SPEC.md §10.9)', async () => {
+    for (let round = 0; round < 5; round++) {
+      const dir = tmp();
+      const tries = await Promise.allSettled([ModeratorWorkspace.create(dir, 'A'), ModeratorWorkspace.create(dir, 'B')]);
+      const made = tries.filter((t): t is PromiseFulfilledResult<ModeratorWorkspace> => t.status === 'fulfilled');
+      expect(made).toHaveLength(1);
+      expect(tries.find((t) => t.status === 'rejected')).toMatchObject({ reason: { code: 'MODERATOR_KEY_EXISTS' } });
+      expect((await ModeratorWorkspace.open(dir)).fingerprint).toBe(made[0].value.fingerprint);
+    }
+  });
+
   it('allow refuses a share limit that is not 0..4294967295 before saving it (CONFIG_INVALID)', async () => {
     const dir = tmp();
     const ws = await ModeratorWorkspace.create(dir, 'Mod');
