@@ -13,7 +13,7 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type BundleLimits, type PolicyState } from './chain';
 import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
-import { checkContentClass, checkTags, ContentClass, isPublicClass, signPolicy, type ClassRule } from './policy';
+import { checkContentClass, checkTag, checkTags, ContentClass, isPublicClass, POLICY_LIMITS, signPolicy, type ClassRule } from './policy';
 
 export const MODERATOR_KEY_FILE = 'moderator.key';
 export const WORKING_POLICY_FILE = 'policy.json';
@@ -42,8 +42,8 @@ export interface WorkingPolicy {
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
-function bad(file: string, why: string): never {
-  throw err('CONFIG_INVALID', `${file}: ${why}`, { file });
+function bad(file: string, why: string, detail: Record<string, unknown> = {}): never {
+  throw err('CONFIG_INVALID', `${file}: ${why}`, { file, ...detail });
 }
 
 function parseWorking(text: string, file: string): WorkingPolicy {
@@ -66,8 +66,15 @@ function parseWorking(text: string, file: string): WorkingPolicy {
     const a = x as Record<string, unknown>;
     if (typeof a.manifestId !== 'string' || !HEX64.test(a.manifestId)) bad(file, 'approved[].manifestId is 64 hex');
     if (!Array.isArray(a.tags) || !Array.isArray(a.allow)) bad(file, 'approved[].tags and approved[].allow are lists');
+    const manifestId = a.manifestId;
     const allow = (a.allow as unknown[]).map((e) => { if (typeof e !== 'string' || !HEX64.test(e)) bad(file, 'approved[].allow entries are 64 hex'); return e; });
-    return { manifestId: a.manifestId, contentClass: checkContentClass(a.contentClass, 'CONFIG_INVALID'), tags: checkTags(a.tags as unknown[], 'CONFIG_INVALID'), allow };
+    // Each tag is checked here; how many there are only at publish (refuseOverTagged): an entry saved
+    // before the bound of 16 existed must not keep the workspace from opening, or `moderator
+    // approve` could not replace it (docs/moderators.md).
+    const tags = [...new Set((a.tags as unknown[]).map((t) => {
+      try { return checkTag(t, 'CONFIG_INVALID'); } catch (e) { return bad(file, `approved entry ${manifestId}: ${isBitcloudError(e) ? e.message.replace(/^[A-Z_]+: /, '') : String(e)}`, { manifestId }); }
+    }))].sort();
+    return { manifestId, contentClass: checkContentClass(a.contentClass, 'CONFIG_INVALID'), tags, allow };
   });
   return { name, classes, maxShareBytes, deny, approved };
 }
@@ -151,6 +158,20 @@ export class ModeratorWorkspace {
     return i < 0;
   }
 
+  /**
+   * SPEC.md §10.2: at most 16 tags per approval. A working file saved before that bound existed
+   * may hold an entry with more: it opens, but is not published until it is approved again with at
+   * most 16 tags (which replaces it), withdrawn, or edited (CONFIG_INVALID naming file and entry).
+   */
+  private refuseOverTagged(): void {
+    const over = (this.working.approved ?? []).find((a) => a.tags.length > POLICY_LIMITS.tagsPerApproval);
+    if (!over) return;
+    const max = POLICY_LIMITS.tagsPerApproval;
+    bad(path.join(this.dir, WORKING_POLICY_FILE), `approved entry ${over.manifestId} has ${over.tags.length} tags, at most ${max} per file can be published; `
+      + `run \`bitcloud moderator approve\` on it again with at most ${max} --tag (this replaces its tags), \`bitcloud moderator unapprove ${over.manifestId}\`, `
+      + 'or edit its tags in the file', { manifestId: over.manifestId, tags: over.tags.length });
+  }
+
   /** Withdraw approvals by manifest id; returns how many were listed. */
   unapprove(manifestIds: Buffer[]): number {
     const drop = new Set(manifestIds.map((b) => b.toString('hex')));
@@ -182,6 +203,7 @@ export class ModeratorWorkspace {
    * version is POLICY_LIST_TOO_LARGE, before anything is signed or saved.
    */
   async signNext(o: { now?: number; lifetimeDays?: number; snapshot?: boolean; maxChain?: number; limits?: BundleLimits } = {}): Promise<PolicyState> {
+    this.refuseOverTagged();
     const now = o.now ?? Date.now();
     const content = nextPolicyContent(this.published, {
       name: this.working.name, classes: this.working.classes, maxShareBytes: this.working.maxShareBytes,

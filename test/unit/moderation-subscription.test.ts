@@ -463,7 +463,7 @@ describe('ModeratorWorkspace', () => {
     expect((await ModeratorWorkspace.open(dir)).working.classes.find((c) => c.name === 'public-any')?.maxShareBytes).toBe(0xffff_ffff);
   });
 
-  it('approve refuses more than 16 distinct tags (POLICY_BAD_TAG), and open a working file with more (SPEC.md §10.2)', async () => {
+  it('approve refuses more than 16 distinct tags (POLICY_BAD_TAG); a working file with more opens, and publish names the file and the entry until it is approved again (SPEC.md §10.2)', async () => {
     const dir = tmp();
     const ws = await ModeratorWorkspace.create(dir, 'Mod');
     const id = Buffer.alloc(32, 7);
@@ -477,6 +477,26 @@ describe('ModeratorWorkspace', () => {
     const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { approved: Array<{ tags: string[] }> };
     j.approved[0].tags = [...tags].sort();
     fs.writeFileSync(file, JSON.stringify(j));
-    await expect(ModeratorWorkspace.open(dir)).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    // Saved before the bound existed: the workspace opens (other edits go on), publish refuses
+    // before signing anything, naming the file, the entry and the way out.
+    const old = await ModeratorWorkspace.open(dir);
+    const refused = await old.signNext().then(() => null, (e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'CONFIG_INVALID', detail: { file, manifestId: id.toString('hex') } });
+    expect(String((refused as Error).message)).toContain(file);
+    expect(String((refused as Error).message)).toContain(id.toString('hex'));
+    expect(String((refused as Error).message)).toContain('moderator approve');
+    expect(fs.existsSync(path.join(dir, 'published.bundle'))).toBe(false);
+    // A bad tag in the file names the file and the entry at open.
+    fs.writeFileSync(file, JSON.stringify({ ...j, approved: [{ ...j.approved[0], tags: ['Bad Tag'] }] }));
+    const badTag = await ModeratorWorkspace.open(dir).then(() => null, (e: unknown) => e);
+    expect(badTag).toMatchObject({ code: 'CONFIG_INVALID', detail: { file } });
+    expect(String((badTag as Error).message)).toContain(id.toString('hex'));
+    // The way out: approving the file again with at most 16 tags replaces the entry; publish goes on.
+    fs.writeFileSync(file, JSON.stringify(j));
+    const again = await ModeratorWorkspace.open(dir);
+    expect(again.approve(id, 'public-any', [id], tags.slice(0, 3))).toBe(false);
+    await again.saveWorking();
+    const s1 = await (await ModeratorWorkspace.open(dir)).signNext();
+    expect(s1.approvals.get(id.toString('hex'))?.tags).toEqual(['t0', 't1', 't2']);
   });
 });
