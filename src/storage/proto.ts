@@ -151,7 +151,8 @@ export function u32(v: unknown, code: ErrorCode, field: string): number {
 }
 
 export function bytes(v: unknown, code: ErrorCode, field: string): Buffer {
-  if (v === undefined || v === null) return Buffer.alloc(0);
+  // protobufjs gives an absent or empty bytes field as an empty array (its default), not a Buffer.
+  if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) return Buffer.alloc(0);
   if (!(v instanceof Uint8Array)) throw err(code, `${field} is not bytes`);
   return Buffer.from(v.buffer, v.byteOffset, v.length);
 }

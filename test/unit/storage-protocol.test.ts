@@ -197,6 +197,15 @@ describe('storage protocol messages (SPEC §9.6)', () => {
     }
   });
 
+  it('a DhtGet and a DhtPut with an empty salt (0..64 bytes, SPEC §9.14.1) decode, as do their answers', () => {
+    const item = { publisher: Buffer.alloc(32, 1), salt: Buffer.alloc(0), value: Buffer.from('v'), sig: Buffer.alloc(64, 2), seq: 7 };
+    for (const r of [{ type: 'dhtGet', publisher: Buffer.alloc(32, 1), salt: Buffer.alloc(0) }, { type: 'dhtPut', item }] as StorageRequest[]) {
+      expect(decodeRequest(encodeRequest(5, r))).toEqual({ reqId: 5, req: r });
+    }
+    const ok: StorageResponse = { type: 'dhtGet', item };
+    expect(decodeResponse(encodeResponse(5, ok)).res).toEqual(ok);
+  });
+
   it('bad responses → STORAGE_BAD_RESPONSE', () => {
     const bad = (body: Record<string, unknown>) => codeOf(() => decodeResponse(encodeProto(pb.Response, { id: 1, ...body })));
     expect(bad({})).toBe('STORAGE_BAD_RESPONSE');
