@@ -145,22 +145,28 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
     }
   });
 
-  it('pending transfers: only nonces chainNonce + 1 .. + 16 (what a pool can hold) are verified, however many an authority serves', async () => {
-    const me = ed25519FromSeed(Buffer.alloc(32, 61));
-    const key = me.publicKey.toString('hex');
-    const body = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeTransfer(signTransfer(me, Buffer.alloc(32, 9), 1n, 3 + i))));
+  /** One authority answering every request with `body` (its pending transfers); verify calls counted from zero. */
+  async function withPendingServer(body: Buffer, f: (auths: ReturnType<typeof parseAuthorityList>) => Promise<void>): Promise<void> {
     const server = http.createServer((_req, res) => { res.writeHead(200); res.end(body); });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const { port } = server.address() as AddressInfo;
-      const auths = parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]);
       vi.mocked(ed25519Verify).mockClear();
-      const pending = await pendingFrom(auths, key, 2, 5000);
-      expect(pending.map((t) => t.nonce)).toEqual(Array.from({ length: 16 }, (_, i) => 3 + i));
-      expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(16);
+      await f(parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]));
     } finally {
       await new Promise((r) => server.close(r));
     }
+  }
+
+  it('pending transfers: only nonces chainNonce + 1 .. + 16 (what a pool can hold) are verified, however many an authority serves', async () => {
+    const me = ed25519FromSeed(Buffer.alloc(32, 61));
+    const key = me.publicKey.toString('hex');
+    const body = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeTransfer(signTransfer(me, Buffer.alloc(32, 9), 1n, 3 + i))));
+    await withPendingServer(body, async (auths) => {
+      const pending = await pendingFrom(auths, key, 2, 5000);
+      expect(pending.map((t) => t.nonce)).toEqual(Array.from({ length: 16 }, (_, i) => 3 + i));
+      expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(16);
+    });
   });
 
   it('pending transfers: forged entries repeating one nonce cost one verification per nonce, not one each', async () => {
@@ -170,18 +176,11 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
     // 200 entries all claiming nonce 3 from `me`, none signed by it; then a good one for nonce 3.
     const forged = Array.from({ length: 200 }, (_, i) => ({ ...signTransfer(forger, Buffer.alloc(32, 9), BigInt(i + 1), 3), from: me.publicKey }));
     const body = Buffer.concat([...forged, signTransfer(me, Buffer.alloc(32, 9), 1n, 3)].map((t) => encodeTransfer(t)));
-    const server = http.createServer((_req, res) => { res.writeHead(200); res.end(body); });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    try {
-      const { port } = server.address() as AddressInfo;
-      const auths = parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]);
-      vi.mocked(ed25519Verify).mockClear();
+    await withPendingServer(body, async (auths) => {
       // An authority's pool holds one transfer per nonce of a sender: the first it serves is the one tried.
       expect(await pendingFrom(auths, key, 2, 5000)).toEqual([]);
       expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(1);
-    } finally {
-      await new Promise((r) => server.close(r));
-    }
+    });
   });
 
   it('send to the wallet\'s own address is bad arguments (exit 2, CONFIG_INVALID)', async () => {
