@@ -187,10 +187,19 @@ export class HiddenService {
     for (let attempt = 0; this.intros.length < want && attempt < tries && !this.closed; attempt++) {
       try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
     }
+    this.stopIfClosed();
     if (this.intros.length < want) this.retryLater();
     else this.retryMs = RETRY_MIN_MS;
     if (this.intros.length === 0) throw err('HIDDEN_NO_INTRO', 'no introduction point could be established');
     await this.publishNow();
+  }
+
+  /**
+   * SPEC.md §9.21.3, §9.21.4: after every wait of a round (a build, an INTRO_ESTABLISHED, an
+   * upload) a node closed meanwhile neither establishes nor publishes anything more.
+   */
+  private stopIfClosed(): void {
+    if (this.closed) throw err('HIDDEN_NO_INTRO', 'the hidden node was closed: no introduction point, nothing published');
   }
 
   /** Too few introduction points after a fill: try again in 5 s, doubling up to 5 minutes (once started). */
@@ -215,6 +224,8 @@ export class HiddenService {
     const relay = this.candidates()[0];
     if (!relay) throw err('HIDDEN_NO_INTRO', 'no relay left to use as an introduction point');
     const { circ } = await this.o.builder.build({ storageNode: relay });
+    // The node closed while this circuit was being built: close() never saw it.
+    if (this.closed) { circ.destroy(); return; }
     const auth = ed25519Generate();
     const timestamp = this.now();
     const dos = this.o.introDos ?? DEFAULT_INTRO_DOS;
@@ -268,8 +279,10 @@ export class HiddenService {
     };
     const revision = this.now();
     for (const period of [n, n + 1]) {
+      this.stopIfClosed();
       await this.o.publish(makeHsDescriptor({ identity: this.o.identity, period, revision, inner }));
     }
+    this.stopIfClosed();
     this.published = true;
     this.event('published');
     // SPEC.md §9.21.4 "Rotation": a retired point is closed once a descriptor without it is out.

@@ -340,6 +340,8 @@ function consensusRelay(key = ed25519Generate().publicKey): ConsensusRelay {
 /** A HiddenService over fake circuits to 8 relays; `publish` may hold a publication back. */
 function nodeHarness(o: {
   introReplayMax?: number; publish?: (d: Buffer) => Promise<void>; fail?: () => boolean; introPoints?: number; introRotation?: HiddenServiceOptions['introRotation'];
+  /** Holds a build back until the promise it returns resolves (the circuit exists only then). */
+  hold?: () => Promise<void> | null;
 } = {}) {
   const identity = ed25519Generate();
   const relays = Array.from({ length: 8 }, () => consensusRelay());
@@ -350,9 +352,13 @@ function nodeHarness(o: {
     build: (b: { storageNode: ConsensusRelay }) => {
       builds.n++;
       if (o.fail?.()) return Promise.reject(err('CIRCUIT_DESTROYED', 'no circuit here'));
-      const circ = new FakeNodeCircuit(b.storageNode);
-      circuits.push(circ);
-      return Promise.resolve({ circ });
+      const made = () => {
+        const circ = new FakeNodeCircuit(b.storageNode);
+        circuits.push(circ);
+        return { circ };
+      };
+      const held = o.hold?.();
+      return held ? held.then(made) : Promise.resolve(made());
     },
   } as unknown as CircuitBuilder;
   const hs = new HiddenService({
@@ -425,6 +431,35 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
     expect(h.circuits.length).toBeGreaterThan(0);
     expect(h.circuits.filter((c) => c.isOpen)).toEqual([]);
     expect(h.hs.introductionPoints).toEqual([]);
+  });
+  it('a circuit built after the node closed is destroyed at once: no ESTABLISH_INTRO on it, no descriptor published (SPEC.md §9.21.3, §9.21.4)', async () => {
+    const gate: { open?: () => void } = {};
+    const h = nodeHarness({ introPoints: 1, hold: () => new Promise<void>((r) => { gate.open = r; }) });
+    const started = h.hs.start();
+    await vi.waitFor(() => expect(gate.open).toBeDefined());
+    h.hs.close(); // the build is still pending
+    gate.open!();
+    await expect(started).rejects.toMatchObject({ code: 'HIDDEN_NO_INTRO' });
+    await new Promise<void>((r) => setImmediate(r));
+    expect(h.circuits).toHaveLength(1);
+    expect(h.circuits[0].sent).toEqual([]);
+    expect(h.circuits[0].isOpen).toBe(false);
+    expect(h.published).toEqual([]);
+    expect(h.hs.hasPublished).toBe(false);
+  });
+  it('a node closed while its descriptor for period N is being published does not go on to publish the one for N+1 (SPEC.md §9.21.3)', async () => {
+    const gate: { open?: () => void } = {};
+    const h = nodeHarness({ publish: () => (gate.open ? Promise.resolve() : new Promise<void>((r) => { gate.open = r; })) });
+    const started = h.hs.start();
+    await vi.waitFor(() => expect(gate.open).toBeDefined());
+    expect(h.published).toHaveLength(1);
+    h.hs.close();
+    gate.open!();
+    await expect(started).rejects.toMatchObject({ code: 'HIDDEN_NO_INTRO' });
+    await new Promise<void>((r) => setImmediate(r));
+    expect(h.published).toHaveLength(1);
+    expect(h.hs.counts.get('published')).toBeUndefined();
+    expect(h.circuits.filter((c) => c.isOpen)).toEqual([]);
   });
   it('when no replacement can be built (3 tries per missing point), the node tries again after 5 s, then 10 s, rather than at the next republication', async () => {
     vi.useFakeTimers();
