@@ -34,8 +34,9 @@ export const RENDEZVOUS_IDLE_MS = 60_000;
 /**
  * SPEC.md §9.21.4 "Rotation": each introduction point draws, when established, a lifetime and an
  * introduction budget uniformly from these bounds (Tor's: 18–24 h, 16 384–32 767 introductions);
- * past either it is replaced. A retired point is closed once a descriptor without it is published,
- * or `retireMs` after it retired, whichever comes first.
+ * past either it is due, and retired once its replacement is established (at twice its budget,
+ * even without one). A retired point is closed once a descriptor without it is published, or
+ * `retireMs` after it retired, whichever comes first.
  */
 export interface IntroRotation {
   lifetimeMs: readonly [number, number];
@@ -54,10 +55,12 @@ interface Intro {
   auth: Ed25519KeyPair;
   enc: X25519KeyPair;
   replay: IntroReplayCache;
-  /** Valid introductions (opened, not replays) it passed on; at `budget` it is rotated. */
+  /** Valid introductions (opened, not replays) it passed on; at `budget` it is due, at twice `budget` retired. */
   introductions: number;
   budget: number;
-  /** Rotates it at the end of its lifetime; then, once retired, closes it at the latest after retireMs. */
+  /** Past its lifetime or budget: still listed and serving until a replacement is established. */
+  due: boolean;
+  /** Makes it due at the end of its lifetime; then, once retired, closes it at the latest after retireMs. */
   timer: NodeJS.Timeout | null;
 }
 
@@ -143,7 +146,7 @@ export class HiddenService {
   async start(): Promise<void> {
     await this.fill();
     this.started = true;
-    if (this.intros.length < this.want) this.retryLater();
+    if (this.serving < this.want) this.retryLater();
     const every = this.o.republishMs ?? 30 * 60_000;
     const tick = () => {
       if (this.closed) return;
@@ -153,6 +156,8 @@ export class HiddenService {
   }
 
   private get want(): number { return this.o.introPoints ?? DEFAULT_INTRO_POINTS; }
+  /** Introduction points in the set and not due for rotation. */
+  private get serving(): number { return this.intros.filter((i) => !i.due).length; }
 
   /**
    * Replace dead introduction points, then publish (always: fresh revision, current periods).
@@ -182,13 +187,20 @@ export class HiddenService {
 
   private async fillOnce(): Promise<void> {
     const want = this.want;
-    // SPEC.md §9.21.4: 3 tries per point missing when the round starts (not per point wanted).
-    const tries = 3 * Math.max(0, want - this.intros.length);
-    for (let attempt = 0; this.intros.length < want && attempt < tries && !this.closed; attempt++) {
+    // SPEC.md §9.21.4: 3 tries per point missing when the round starts (not per point wanted); a
+    // point due for rotation counts as missing, though it serves until its replacement is up.
+    const tries = 3 * Math.max(0, want - this.serving);
+    for (let attempt = 0; this.serving < want && attempt < tries && !this.closed; attempt++) {
       try { await this.establishOne(); } catch (e) { this.event(errorCode(e)); this.log.debug({ code: errorCode(e) }, 'introduction point failed'); }
     }
     this.stopIfClosed();
-    if (this.intros.length < want) this.retryLater();
+    // SPEC.md §9.21.4 "Rotation", make before break: a due point is retired only once a
+    // replacement took its place; the others stay listed until a later round replaces them.
+    for (const old of this.intros.filter((i) => i.due)) {
+      if (this.intros.length <= want) break;
+      this.retire(old);
+    }
+    if (this.serving < want) this.retryLater();
     else this.retryMs = RETRY_MIN_MS;
     if (this.intros.length === 0) throw err('HIDDEN_NO_INTRO', 'no introduction point could be established');
     await this.publishNow();
@@ -232,7 +244,7 @@ export class HiddenService {
     const signature = ed25519Sign(establishIntroSignedBytes(relay.identity, auth.publicKey, timestamp, dos), auth.secretKey);
     const intro: Intro = {
       relay, circ, auth, enc: x25519Generate(), replay: new IntroReplayCache(this.o.introReplayMax),
-      introductions: 0, budget: uniformInt(this.rotation.introductions), timer: null,
+      introductions: 0, budget: uniformInt(this.rotation.introductions), due: false, timer: null,
     };
     let onEarlyClose: (e: Error) => void = () => {};
     await new Promise<void>((resolve, reject) => {
@@ -251,7 +263,7 @@ export class HiddenService {
     if (this.closed) { circ.destroy(); return; }
     this.intros.push(intro);
     // SPEC.md §9.21.4 "Rotation": a monotonic timer, so a step of the wall clock rotates nothing.
-    intro.timer = setTimeout(() => { intro.timer = null; this.retire(intro); }, uniformInt(this.rotation.lifetimeMs)).unref();
+    intro.timer = setTimeout(() => { intro.timer = null; this.rotate(intro); }, uniformInt(this.rotation.lifetimeMs)).unref();
     circ.once('close', () => {
       if (intro.timer) { clearTimeout(intro.timer); intro.timer = null; }
       const r = this.retiring.indexOf(intro);
@@ -313,7 +325,7 @@ export class HiddenService {
       this.log.debug({ code }, 'introduction refused');
     } finally {
       if (intro.replay.full) this.replace(intro);
-      else if (intro.introductions >= intro.budget) this.retire(intro);
+      else if (intro.introductions >= intro.budget) this.rotate(intro);
     }
   }
 
@@ -333,9 +345,27 @@ export class HiddenService {
 
   /**
    * SPEC.md §9.21.4 "Rotation": past its lifetime or its introduction budget, an introduction
-   * point leaves the set; a fill establishes its replacement on a fresh relay and publishes the
-   * new set, and the old circuit keeps serving clients holding an older descriptor until that
-   * publication is done (publishNow closes it), at most retireMs.
+   * point is due: it stays in the set, listed and serving, while a fill establishes its
+   * replacement on a fresh relay, and is retired (fillOnce) only once that replacement is up; a
+   * failed build leaves it, and the retry tries again. Past twice its budget it is retired at
+   * once, replacement or not. Further introductions on a due point start no fill of their own.
+   */
+  private rotate(intro: Intro): void {
+    if (this.closed || !this.intros.includes(intro)) return;
+    if (intro.introductions >= 2 * intro.budget) {
+      this.retire(intro);
+      void this.fill().catch(() => {});
+      return;
+    }
+    if (intro.due) return;
+    intro.due = true;
+    void this.fill().catch(() => {});
+  }
+
+  /**
+   * SPEC.md §9.21.4 "Rotation": the point leaves the set; its circuit keeps serving clients
+   * holding an older descriptor until one without it is published (publishNow closes it), at
+   * most retireMs.
    */
   private retire(intro: Intro): void {
     const i = this.intros.indexOf(intro);
@@ -345,7 +375,6 @@ export class HiddenService {
     if (intro.timer) clearTimeout(intro.timer);
     intro.timer = setTimeout(() => { intro.timer = null; intro.circ.destroy(); }, this.rotation.retireMs).unref();
     this.event('intro_rotated');
-    void this.fill().catch(() => {});
   }
 
   private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {

@@ -551,6 +551,69 @@ describe('the hidden node rotates its introduction points (SPEC.md §9.21.4)', (
       vi.useRealTimers();
     }
   });
+  it('make before break: a point past its lifetime whose replacement cannot be built stays in the descriptor and keeps its circuit until one is built (SPEC.md §9.21.4 "Rotation")', async () => {
+    vi.useFakeTimers();
+    try {
+      let failing = false;
+      const h = nodeHarness({ introPoints: 1, introRotation: { lifetimeMs: [60_000, 60_000] }, fail: () => failing });
+      await h.hs.start();
+      const [old] = h.intros();
+      failing = true;
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(h.builds.n).toBe(1 + 3); // 3 tries for its replacement
+      expect(h.hs.introductionPoints.map((r) => r.fingerprint)).toEqual([old.to.fingerprint]);
+      expect(h.described().map((i) => i.authKey.toString('hex'))).toEqual([keyOf(old)]);
+      expect(h.hs.counts.get('intro_rotated')).toBeUndefined();
+      // Past the retirement wait too, and through the retries (5 s, 10 s, 20 s, ...): still serving.
+      await vi.advanceTimersByTimeAsync(10 * 60_000);
+      expect(h.builds.n).toBeGreaterThan(1 + 3 * 3);
+      expect(old.isOpen).toBe(true);
+      expect(h.hs.introductionPoints.map((r) => r.fingerprint)).toEqual([old.to.fingerprint]);
+      h.introduce(old); // it still passes introductions on
+      expect(h.hs.counts.get('HIDDEN_RP_UNKNOWN')).toBe(1);
+      // A replacement can be built again: it takes the old one's place at the next retry, and then the old one goes.
+      failing = false;
+      const built = h.builds.n;
+      for (let s = 0; s < 5 * 60 && h.builds.n === built; s++) await vi.advanceTimersByTimeAsync(1_000); // the retry waits at most 5 minutes
+      expect(h.builds.n).toBe(built + 1);
+      expect(h.hs.counts.get('intro_rotated')).toBe(1);
+      const fresh = h.intros().find((c) => c !== old)!;
+      expect(h.hs.introductionPoints.map((r) => r.fingerprint)).toEqual([fresh.to.fingerprint]);
+      expect(h.described().map((i) => i.authKey.toString('hex'))).toEqual([keyOf(fresh)]);
+      expect(old.isOpen).toBe(false);
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('a point past its introduction budget with no replacement keeps introducing until it is twice over, then is retired anyway (SPEC.md §9.21.4 "Rotation")', async () => {
+    vi.useFakeTimers();
+    try {
+      let failing = false;
+      const h = nodeHarness({ introPoints: 1, introRotation: { introductions: [3, 3] }, fail: () => failing });
+      await h.hs.start();
+      const [old] = h.intros();
+      failing = true;
+      for (let i = 0; i < 3; i++) h.introduce(old);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.builds.n).toBe(1 + 3);
+      expect(h.hs.introductionPoints.map((r) => r.fingerprint)).toEqual([old.to.fingerprint]);
+      expect(old.isOpen).toBe(true);
+      // Each further introduction starts no build of its own: the retry does.
+      h.introduce(old);
+      h.introduce(old);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(h.builds.n).toBe(1 + 3);
+      expect(h.hs.introductionPoints).toHaveLength(1);
+      expect(h.hs.counts.get('intro_rotated')).toBeUndefined();
+      h.introduce(old); // the 6th: twice its budget
+      expect(h.hs.counts.get('intro_rotated')).toBe(1);
+      expect(h.hs.introductionPoints).toEqual([]);
+      h.hs.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
   it('a retiring point whose replacement descriptor cannot be published is closed 5 minutes after it retired', async () => {
     vi.useFakeTimers();
     try {
