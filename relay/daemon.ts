@@ -31,7 +31,7 @@ import { DescriptorPublisher } from '../src/dir/publish';
 import { RelayCircuits } from './circuits';
 import { NodeBandwidth, listedIn } from '../src/bandwidth/node-bandwidth';
 import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../src/ops/http-body';
-import { forwardMetric, UploadForwarder } from './upload-forward';
+import { forwardMetric, mirrorSigningKeys, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { DirPassThrough } from './dir-pass';
 
@@ -91,7 +91,8 @@ export class RelayDaemon {
     this.rewardMirror = new RewardMirror(cfg.authorities);
     this.dirPass = new DirPassThrough(() => cfg.authorities);
     const forwarded = forwardMetric(registry);
-    this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }));
+    this.uploads = new UploadForwarder(() => cfg.authorities, Date.now, (kind, result) => forwarded.inc({ kind, result }), undefined,
+      mirrorSigningKeys(() => this.mirror.current, cfg.authorities));
     const named = nameMirrorMetric(registry);
     this.names = new NameMirror(undefined, (result) => named.inc({ result }));
   }

@@ -4,7 +4,8 @@
 //   POST /bitcloud/descriptor   a relay descriptor with the hidden role (SPEC.md §9.21.1) only
 //   POST /bitcloud/hs/desc      a hidden descriptor (SPEC.md §9.21.3)
 //   POST /bitcloud/hs/pseudonym a pseudonym registration, sealed to each authority (SPEC.md §9.21.7):
-//                               the mirror checks its layout only (it cannot open it)
+//                               the mirror cannot open it; it checks the layout and that each entry
+//                               is sealed to a distinct current authority signing key
 // The mirror checks the layout and signature (never forwards junk under its own address), sends
 // the body unchanged to every authority, and answers 200 with each authority's status. A body it
 // passed on within the last minute is not passed on again: the repeat gets the first answer.
@@ -12,7 +13,8 @@ import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { verifyDescriptor } from '../src/dir/descriptor';
-import { CONSENSUS_SKEW_MS } from '../src/dir/consensus';
+import { CONSENSUS_SKEW_MS, authoritySigningKeys } from '../src/dir/consensus';
+import type { VerifiedConsensus } from '../src/dir/types';
 import { FETCHER_HEADER, PATHS, httpRequest } from '../src/dir/fetch';
 import { readBody, sendJson, sendJsonError } from '../src/dir/http-serve';
 import { checkHsDescriptorOuter } from '../src/hidden/descriptor';
@@ -43,6 +45,24 @@ export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
   labelNames: ['kind', 'result'], registers: [reg],
 }));
 
+/**
+ * SPEC.md §9.21.8: the signing keys a mirror checks pseudonym registrations against: those of the
+ * configured authorities that signed its current consensus, as certified there (what a hidden node
+ * seals to, §9.21.7). Worked out again for each new consensus, and at most a minute after the
+ * last time (a certificate may expire while a consensus is held).
+ */
+export function mirrorSigningKeys(
+  consensus: () => VerifiedConsensus | null, authorities: readonly AuthorityInfo[],
+  now: () => number = Date.now, clock: () => number = () => performance.now(),
+): () => ReadonlyMap<string, Buffer> | null {
+  let last: { c: VerifiedConsensus; at: number; keys: ReadonlyMap<string, Buffer> } | null = null;
+  return () => {
+    const c = consensus();
+    if (!c) return null;
+    if (!last || last.c !== c || clock() - last.at >= 60_000) last = { c, at: clock(), keys: authoritySigningKeys(c, authorities, now()) };
+    return last.keys;
+  };
+}
 
 export class UploadForwarder {
   private inFlight = 0;
@@ -59,6 +79,12 @@ export class UploadForwarder {
      * judges the uploads' own times.
      */
     private readonly clock: () => number = () => performance.now(),
+    /**
+     * SPEC.md §9.21.8: the signing keys of the current authorities, by fingerprint, as certified in
+     * the mirror's consensus (authoritySigningKeys); null while it holds none. A pseudonym
+     * registration is passed on only when each entry is sealed to one of them.
+     */
+    private readonly signingKeys: () => ReadonlyMap<string, Buffer> | null = () => null,
   ) {}
 
   /** True when `p` is an upload path this mirror forwards. */
@@ -105,7 +131,7 @@ export class UploadForwarder {
       }
       try {
         if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
-        else if (kind === 'hs_pseudonym') decodePseudonymUpload(body);
+        else if (kind === 'hs_pseudonym') this.checkPseudonymUpload(body);
         else {
           // SPEC.md §6.2.4: the same 60 s skew the authorities allow by default, so a node whose clock
           // runs a little ahead is not refused here when every authority would accept it.
@@ -115,7 +141,7 @@ export class UploadForwarder {
       } catch (e) {
         const code = errorCode(e);
         this.onResult(kind, code);
-        return sendJsonError(res, 400, code, code === 'DIR_UPLOAD_NOT_HIDDEN'
+        return sendJsonError(res, code === 'CONSENSUS_NOT_AVAILABLE' ? 503 : 400, code, code === 'DIR_UPLOAD_NOT_HIDDEN'
           ? 'a mirror passes on relay descriptors of hidden storage nodes only; others upload directly'
           : isBitcloudError(e) ? e.message : 'malformed upload');
       }
@@ -127,6 +153,30 @@ export class UploadForwarder {
       sendJson(res, 200, { forwarded });
     } finally {
       this.inFlight--;
+    }
+  }
+
+  /**
+   * SPEC.md §9.21.8: a pseudonym registration upload decodes (count 1..16, exact length), has no
+   * more entries than there are current authority signing keys, and each entry is sealed to a
+   * distinct one of them; else HIDDEN_PSEUDONYM_MALFORMED. The mirror cannot open the entries, but
+   * one sealed to no authority is junk that only spends the authorities' mirror bucket. With no
+   * key known (no consensus yet) it passes none on: CONSENSUS_NOT_AVAILABLE (503).
+   */
+  private checkPseudonymUpload(body: Buffer): void {
+    const entries = decodePseudonymUpload(body);
+    const keys = this.signingKeys();
+    if (!keys || keys.size === 0) throw err('CONSENSUS_NOT_AVAILABLE', 'this mirror knows no authority signing key yet (no consensus); try another');
+    if (entries.length > keys.size) {
+      throw err('HIDDEN_PSEUDONYM_MALFORMED', `a registration upload holds ${entries.length} entries; there are ${keys.size} current authority signing keys`);
+    }
+    const current = new Set([...keys.values()].map((k) => k.toString('hex')));
+    const seen = new Set<string>();
+    for (const e of entries) {
+      const k = e.recipient.toString('hex');
+      if (seen.has(k)) throw err('HIDDEN_PSEUDONYM_MALFORMED', 'two entries of the registration upload are sealed to the same key');
+      if (!current.has(k)) throw err('HIDDEN_PSEUDONYM_MALFORMED', 'an entry of the registration upload is sealed to a key that is no current authority\'s signing key');
+      seen.add(k);
     }
   }
 

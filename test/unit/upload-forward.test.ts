@@ -17,6 +17,8 @@ import type { ConsensusRelay, Role } from '../../src/dir/types';
 import { uploadOverCircuit } from '../../src/hidden/upload';
 import type { ClientCircuit } from '../../src/client/client-circuit';
 import net from 'node:net';
+import { HS_PSEUDONYM_PATH, makePseudonymRegistration, sealPseudonymUpload } from '../../src/hidden/pseudonym';
+import { encodePseudonymUpload, PSEUDONYM_SEALED_LEN } from '../../src/wire/pseudonym';
 
 const servers: http.Server[] = [];
 const got: { path: string; fetcher: string | undefined; body: Buffer }[] = [];
@@ -419,5 +421,41 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
     const m = await mirrors([{ authority: 'a', status: 409, code: 'HIDDEN_DESC_STALE' }, { authority: 'b', status: 429, code: 'RATE_LIMITED' }]);
     await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'));
     expect(m.asked()).toBe(1);
+  });
+
+  it('passes on a pseudonym registration only when each entry is sealed to a current authority\'s signing key (SPEC.md §9.21.8)', async () => {
+    const k1 = ed25519Generate().publicKey, k2 = ed25519Generate().publicKey;
+    let keys: ReadonlyMap<string, Buffer> | null = new Map([[authorityFp, k1], ['ef'.repeat(32), k2]]);
+    const results: string[] = [];
+    const fwd = new UploadForwarder(() => [{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }] as never, Date.now, (_k, r) => results.push(r), undefined, () => keys);
+    const m = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const send = (body: Buffer) => httpRequest(`${m}${HS_PSEUDONYM_PATH}`, { method: 'POST', body, maxBytes: 65536, timeoutMs: 10_000 });
+    const reg = makePseudonymRegistration(ed25519Generate(), ed25519Generate(), hsPeriodOf(Date.now()));
+    const junk = (recipient: Buffer) => ({ recipient, sealed: randomBytes(PSEUDONYM_SEALED_LEN) });
+    const before = got.length;
+    const refusals: [string, Buffer][] = [
+      ['a recipient that is no authority\'s signing key', sealPseudonymUpload(reg, [k1, ed25519Generate().publicKey])],
+      ['every recipient unknown', sealPseudonymUpload(reg, [ed25519Generate().publicKey])],
+      ['a duplicate recipient', encodePseudonymUpload([junk(k1), junk(k1)])],
+      ['more entries than authorities', encodePseudonymUpload([junk(k1), junk(k2), junk(randomBytes(32))])],
+      ['no entries', Buffer.from([0])],
+      ['a truncated body', sealPseudonymUpload(reg, [k1]).subarray(0, 100)],
+    ];
+    for (const [why, body] of refusals) {
+      const r = await send(body);
+      expect([why, r.status, json(r.body).code]).toEqual([why, 400, 'HIDDEN_PSEUDONYM_MALFORMED']);
+    }
+    expect(got.length).toBe(before);
+    // Sealed to the current keys (some or all of them): passed on unchanged.
+    const good = sealPseudonymUpload(reg, [k2, k1]);
+    const ok = await send(good);
+    expect([ok.status, json(ok.body).forwarded]).toEqual([200, [{ authority: authorityFp, status: 200 }]]);
+    expect(got.at(-1)).toEqual({ path: HS_PSEUDONYM_PATH, fetcher: 'mirror', body: good });
+    // A mirror that knows no authority's signing key (no consensus yet) passes none on.
+    keys = null;
+    const none = await send(sealPseudonymUpload(reg, [k1]));
+    expect([none.status, json(none.body).code]).toEqual([503, 'CONSENSUS_NOT_AVAILABLE']);
+    expect(got.length).toBe(before + 1);
+    expect(results.filter((r) => r === 'HIDDEN_PSEUDONYM_MALFORMED')).toHaveLength(refusals.length);
   });
 });
