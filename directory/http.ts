@@ -38,7 +38,7 @@ import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
-import { renderStatusPage, statusJson, STATIC_FILES } from './status-page';
+import { StatusPageCache, statusJson, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { RewardBundles, serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
@@ -77,6 +77,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // node's upload says so in its fetcher header; anything else counts as direct).
   const uploadSources = uploadSourceMetric(reg);
   const pseudonymResults = pseudonymMetric(reg);
+  const statusPage = new StatusPageCache();
   const viaOf = (req: http.IncomingMessage) => (fetcherOf(req) === 'mirror' ? 'mirror' : 'direct');
   const descriptorLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? mirrorLimiter : limiter);
   const hsLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? hsMirrorLimiter : hsLimiter);
@@ -198,7 +199,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['static', 200];
       }
       case '/': {
-        const html = renderStatusPage(a);
+        const html = statusPage.page(a);
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' });
         res.end(html);
         return ['status_page', 200];

@@ -142,3 +142,28 @@ ${historyTables(a.history.toJSON())}
 </body></html>
 `;
 }
+
+/** SPEC.md §6.10: how long a built status page is served again (ms of a monotonic clock). */
+export const STATUS_PAGE_CACHE_MS = 1_000;
+
+/**
+ * SPEC.md §6.10: the status page `GET /` serves, built at most once per STATUS_PAGE_CACHE_MS and
+ * again at once when a new consensus is published, so a client asking for it in a loop does not
+ * make the authority build the whole page for each request.
+ */
+export class StatusPageCache {
+  private last: { html: string; at: number; published: Authority['published'] } | null = null;
+  constructor(
+    private readonly render: (a: Authority) => string = renderStatusPage,
+    private readonly clock: () => number = () => performance.now(),
+  ) {}
+
+  page(a: Authority): string {
+    const now = this.clock();
+    const published = a.published;
+    if (!this.last || this.last.published !== published || now - this.last.at >= STATUS_PAGE_CACHE_MS) {
+      this.last = { html: this.render(a), at: now, published };
+    }
+    return this.last.html;
+  }
+}

@@ -17,7 +17,7 @@ import { parseAuthorityConfig } from '../../directory/config';
 import { HISTORY_FILE, HISTORY_FORGET_EPOCHS, RECEIPTS_DIR } from '../../directory/measurement';
 import { OWED_FILE, decodeOwed, encodeOwed } from '../../directory/owed-store';
 import { LOCAL_PAIR_RULE, pairAllowance, pairKey } from '../../src/bandwidth/measure';
-import { renderStatusPage, statusJson } from '../../directory/status-page';
+import { renderStatusPage, statusJson, StatusPageCache, STATUS_PAGE_CACHE_MS } from '../../directory/status-page';
 import {
   E, P, epochStart, makeFixture, makeRelay, makeSigner, consensusFor, receipt, record, voteOf, type Fixture,
 } from './dirauth-measure-fixture';
@@ -284,6 +284,27 @@ describe('the status page (SPEC.md §6.10)', () => {
     const html = renderStatusPage(authority);
     expect(html).toContain('href="/bitcloud/status"');
     expect(html).not.toContain('href="/metrics"');
+  });
+
+  it('is built at most once a second (monotonic clock), and again at once when a new consensus is published', () => {
+    const { authority } = fx.makeAuthority();
+    let builds = 0, mono = 5_000;
+    let published: object | null = null;
+    const a = new Proxy(authority, { get: (t, k) => (k === 'published' ? published : Reflect.get(t, k, t) as unknown) });
+    const cache = new StatusPageCache((x) => { builds++; return renderStatusPage(x); }, () => mono);
+    const first = cache.page(a);
+    expect(cache.page(a)).toBe(first);
+    mono += STATUS_PAGE_CACHE_MS - 1;
+    cache.page(a);
+    expect(builds).toBe(1);
+    mono += 1;
+    cache.page(a);
+    expect(builds).toBe(2);
+    published = { ...authority.published }; // a new consensus, within the second
+    cache.page(a);
+    expect(builds).toBe(3);
+    cache.page(a);
+    expect(builds).toBe(3);
   });
 });
 
