@@ -209,6 +209,8 @@ function connectTarget(inc: IncomingStream, target: LookupResult, port: number, 
 
 /** SPEC.md §7b.7 step 6: how long after the client's END the target's connection may linger. */
 const END_LINGER_MS = 30_000;
+/** SPEC.md §7b.7 step 6: how long a stream whose target ended may go without a cell of it sent. */
+const ENDED_STALL_MS = 60_000;
 
 /**
  * Bytes both ways with backpressure (SPEC.md §7b.8): socket → stream pauses the socket while
@@ -236,8 +238,24 @@ export function pipeStreamSocket(stream: CircuitStream, sock: net.Socket): void 
     }, END_LINGER_MS);
     linger.unref();
   });
+  // The target ended cleanly, but the stream may still hold its data (the client's windows let
+  // none out) or the client's data it can no longer deliver: unbounded, that would keep its place
+  // under the stream limit and its bytes for ever. Each DATA cell of the stream that goes out
+  // restarts 60 s; when they run out, END(TIMEOUT) and the stream goes (SPEC.md §7b.7 step 6).
+  let stall: NodeJS.Timeout | undefined;
+  sock.once('end', () => {
+    if (stream.closed) return;
+    stall = setTimeout(() => {
+      if (!sock.destroyed) sock.destroy();
+      stream.abort(EndReason.TIMEOUT);
+    }, ENDED_STALL_MS);
+    stall.unref();
+    stream.onPackaged = () => { stall?.refresh(); };
+  });
   stream.once('close', () => {
     clearTimeout(linger);
+    clearTimeout(stall);
+    stream.onPackaged = null;
     if (sock.destroyed) return;
     if (stream.errored) sock.resetAndDestroy(); // the circuit died: the target sees a reset, not a clean end
     else sock.end();

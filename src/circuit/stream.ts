@@ -80,6 +80,11 @@ export class CircuitStream extends Duplex {
    */
   tallied = false;
   talliedBytes = 0;
+  /**
+   * Called after pump() sent at least one DATA cell of this stream: an exit whose target ended
+   * times the stream's progress by it (SPEC.md §7b.7 step 6).
+   */
+  onPackaged: (() => void) | null = null;
 
   constructor(readonly id: number, private readonly host: StreamHost, opts: CircuitStreamOptions = {}) {
     super({ readableHighWaterMark: opts.readableHighWaterMark ?? 64 * 1024, allowHalfOpen: true });
@@ -132,8 +137,9 @@ export class CircuitStream extends Duplex {
 
   /** Send as much pending data as the windows and the link allow. Called again on SENDME / drain. */
   pump(): void {
+    const before = this.sent;
     while (this.pending.length && this.state === 'open') {
-      if (!this.packageWindow.canSend() || !this.host.canPackage()) return;
+      if (!this.packageWindow.canSend() || !this.host.canPackage()) break;
       // Hot path: the chunk is walked by offset (one view per cell, none for a chunk that fits).
       const q = this.pending;
       const p = q[0];
@@ -152,6 +158,7 @@ export class CircuitStream extends Duplex {
       this.host.sendData(this, data);
       this.sent += data.length;
     }
+    if (this.onPackaged && this.sent !== before) this.onPackaged();
     if (!this.pending.length && this.pendingCb) {
       const cb = this.pendingCb;
       this.pendingCb = null;

@@ -168,3 +168,82 @@ describe('the client\'s END at the exit, toward a target that does not read (SPE
     } finally { vi.useRealTimers(); done(); }
   });
 });
+
+describe('a target that ends while its stream still holds data the client does not let out (SPEC.md §7b.7 step 6)', () => {
+  const realSetTimeout = globalThis.setTimeout;
+  const sleep = (ms: number) => new Promise((r) => realSetTimeout(r, ms));
+  const rxDigest = (): Uint8Array => Buffer.alloc(20);
+  /** A circuit whose link takes `credit` more DATA cells (Infinity: no bound). */
+  class MeteredCircuit implements EdgeCircuit {
+    sent: Array<{ command: number; streamId: number; data: Uint8Array }> = [];
+    credit = Infinity;
+    sendRelay(command: number, streamId: number, data: Uint8Array): void {
+      this.sent.push({ command, streamId, data: Buffer.from(data) });
+      if (command === RelayCommand.DATA) this.credit--;
+    }
+    lastSentDigest(): Uint8Array { return Buffer.alloc(20); }
+    writable(): boolean { return this.credit > 0; }
+    violation(code: string): void { throw new Error(`violation ${code}`); }
+    count(command: number): number { return this.sent.filter((s) => s.command === command).length; }
+    ends(): number[] { return this.sent.filter((s) => s.command === RelayCommand.END).map((s) => s.data[0]); }
+  }
+
+  /** A target that sends one stream window and `extra` bytes more, then ends cleanly (FIN). */
+  async function endedTarget(extra: number): Promise<{ circ: MeteredCircuit; edge: StreamEdge; stream: CircuitStream; sock: net.Socket; done: () => void }> {
+    const server = net.createServer((c) => { c.on('error', () => {}); c.end(Buffer.alloc(500 * RELAY_DATA_MAX + extra, 7)); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const circ = new MeteredCircuit();
+    const edge = new StreamEdge(circ, { maxStreams: 1, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true });
+    const stream = edge.acceptStream(1);
+    stream.on('error', () => {});
+    stream.markOpen();
+    const sock = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    sock.on('error', () => {});
+    await new Promise((r) => sock.once('connect', r));
+    pipeStreamSocket(stream, sock);
+    for (let i = 0; i < 500 && !(sock.readableEnded && circ.count(RelayCommand.DATA) === 500); i++) await sleep(5);
+    expect(sock.readableEnded).toBe(true); // the target's FIN arrived
+    expect(circ.count(RelayCommand.DATA)).toBe(500); // one stream window went out; the rest waits for a SENDME
+    expect(stream.closed).toBe(false);
+    return { circ, edge, stream, sock, done: () => { sock.destroy(); server.close(); } };
+  }
+
+  it('ends the stream with END(TIMEOUT) and frees its place when no cell of it goes out for 60 s', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { circ, edge, stream, done } = await endedTarget(10_000);
+    const closed = new Promise((r) => stream.once('close', r));
+    try {
+      vi.advanceTimersByTime(59_000);
+      expect(stream.destroyed).toBe(false);
+      expect(() => edge.acceptStream(2)).toThrow(expect.objectContaining({ code: 'STREAM_LIMIT' }));
+      vi.advanceTimersByTime(1_001);
+      expect(stream.destroyed).toBe(true);
+      expect(circ.ends()).toEqual([EndReason.TIMEOUT]);
+      vi.useRealTimers();
+      await closed;
+      expect(edge.streams.size).toBe(0);
+      expect(edge.acceptStream(2).id).toBe(2); // its place under the stream limit is free again
+      expect(edge.unreadBytes).toBe(0);
+    } finally { vi.useRealTimers(); done(); }
+  });
+
+  it('never cuts a slow reader that lets a cell out at least every 60 s', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { circ, edge, stream, done } = await endedTarget(10_000);
+    try {
+      circ.credit = 0; // the link now takes one cell at a time, when the test says so
+      edge.handle(RelayCommand.SENDME, 1, Buffer.alloc(0), rxDigest); // the stream window opens; the link holds the cells back
+      // Cells need not be full (a cell ends where a read of the target ended), so the rest may take a few more than 21.
+      for (let i = 0; i < 100 && circ.ends().length === 0; i++) {
+        vi.advanceTimersByTime(59_000);
+        expect(stream.destroyed).toBe(false);
+        circ.credit = 1;
+        edge.pumpAll();
+        await sleep(1); // the stream takes its next buffered chunk, and then ends, on a later tick
+        expect(circ.count(RelayCommand.DATA)).toBe(501 + i);
+      }
+      expect(circ.count(RelayCommand.DATA)).toBeGreaterThan(520); // 59 s apart, one at a time: well past 60 s in all
+      expect(circ.ends()).toEqual([EndReason.DONE]); // everything went out, then END(DONE)
+    } finally { vi.useRealTimers(); done(); }
+  });
+});
