@@ -1,7 +1,8 @@
 // SPEC.md §9.14.1, §9.14.2: the highest seq this client has verified per name, kept in
 // `<client dataDir>/names-seen.json` (mode 0600, written atomically), so that a storage node or a
 // name mirror that answers with an older record is refused (NAME_SEQ_ROLLBACK). Several `bitcloud`
-// processes may share the file: each change is read, merged and written under `names-seen.json.lock`.
+// processes may share the file: each change is read, merged and written under `names-seen.json.lock`,
+// and a long-running one (the SOCKS proxy) reads the file again when it changed (below).
 import fs from 'node:fs';
 import path from 'node:path';
 import { withFileLock } from '../ops/file-lock';
@@ -11,8 +12,17 @@ import { nextNameSeq } from '../storage/name';
 
 export const NAMES_SEEN_FILE = 'names-seen.json';
 
+/** SPEC.md §9.14.1: a lookup looks at the file (one stat) at most this often. */
+export const NAMES_SEEN_RECHECK_MS = 1_000;
+
+/** What identifies one version of the file: an atomic write replaces the inode. */
+interface FileStamp { ino: number; size: number; mtimeMs: number }
+
 export class NamesSeen {
   private seen: Record<string, number> | null = null;
+  /** The file as last read (null: missing or never read), and when it was last looked at. */
+  private stamp: FileStamp | null = null;
+  private checkedAt = 0;
 
   /** `dataDir` absent: nothing is remembered across runs. */
   constructor(private readonly dataDir: string | undefined, private readonly log: Logger) {}
@@ -48,13 +58,38 @@ export class NamesSeen {
     await withFileLock(`${file}.lock`, async () => {
       for (const [k, v] of Object.entries(await this.read(dir))) if (v > (seen[k] ?? -1)) seen[k] = v;
       await writeFileAtomic(file, JSON.stringify(seen), 0o600);
+      // What was just written holds everything this instance knows.
+      this.stamp = await this.statFile(dir);
     }, { code: 'NAME_SEEN_LOCKED', timeoutMs: o.timeoutMs });
   }
 
+  /**
+   * SPEC.md §9.14.1: what this instance knows, merged (the higher seq per name) with the file when
+   * it changed since it was last read: another process (a `bitcloud get` beside a running proxy)
+   * may have recorded a seq since. The file is looked at (one stat) at most once a second.
+   */
   private async all(): Promise<Record<string, number>> {
-    if (this.seen) return this.seen;
-    this.seen = this.dataDir ? await this.read(this.dataDir) : {};
-    return this.seen;
+    const dir = this.dataDir;
+    if (!dir) return (this.seen ??= {});
+    const now = Date.now();
+    if (this.seen && now - this.checkedAt < NAMES_SEEN_RECHECK_MS) return this.seen;
+    this.checkedAt = now;
+    const stamp = await this.statFile(dir);
+    if (this.seen && sameStamp(stamp, this.stamp)) return this.seen;
+    const seen = this.seen ?? {};
+    this.seen = seen;
+    this.stamp = stamp;
+    for (const [k, v] of Object.entries(await this.read(dir))) if (v > (seen[k] ?? -1)) seen[k] = v;
+    return seen;
+  }
+
+  private async statFile(dataDir: string): Promise<FileStamp | null> {
+    try {
+      const st = await fs.promises.stat(path.join(dataDir, NAMES_SEEN_FILE));
+      return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
+    } catch {
+      return null; // missing or unreadable: read() says which
+    }
   }
 
   /** The file's valid entries; {} when it is missing or unreadable (logged). */
@@ -70,4 +105,9 @@ export class NamesSeen {
     }
     return out;
   }
+}
+
+function sameStamp(a: FileStamp | null, b: FileStamp | null): boolean {
+  if (!a || !b) return a === b;
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs;
 }

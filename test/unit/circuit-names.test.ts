@@ -309,4 +309,26 @@ describe('names-seen.json shared by two processes (SPEC.md §9.14.1)', () => {
     expect(await new NamesSeen(dir, log).min('shared')).toBe(10);
     expect(fs.existsSync(path.join(dir, 'names-seen.json.lock'))).toBe(false);
   });
+
+  it('a long-running client sees a seq another process recorded after it loaded the file, and its own later record keeps that entry', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-names-seen-'));
+    dirs.push(dir);
+    const log = pino({ level: 'silent' });
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      const proxy = new NamesSeen(dir, log), get = new NamesSeen(dir, log);
+      expect(await proxy.min('late')).toBe(-1); // the proxy has read the (missing) file
+      await get.remember('late', 42);
+      vi.setSystemTime(Date.now() + 1_500); // past the one-second look at the file
+      expect(await proxy.min('late')).toBe(42);
+      await get.remember('later', 50);
+      vi.setSystemTime(Date.now() + 1_500);
+      await proxy.remember('own', 3);
+      const file = JSON.parse(fs.readFileSync(path.join(dir, 'names-seen.json'), 'utf8')) as Record<string, number>;
+      expect(file).toEqual({ late: 42, later: 50, own: 3 });
+      expect(await proxy.min('later')).toBe(50);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
