@@ -98,8 +98,11 @@ interface Awaiting { height: number; epoch: number; base: ReturnType<typeof next
  */
 export interface EscrowSource {
   contract: ContractLookup;
-  ownReport(epoch: number, nodes: ReadonlySet<string>): AuditPages | null;
+  ownReport(epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages | null>;
 }
+
+/** The proposer's own audit report as read for the block at `height` + 1 of `epoch` (SPEC.md §9.20.4). */
+interface OwnReport { height: number; epoch: number; pages: AuditPages | null }
 
 const AUDITS_PATH = '/bitcloud/storage/audits';
 
@@ -153,6 +156,8 @@ export class RewardLedger {
   private readonly cancels = new Map<string, EscrowCancel>();
   /** SPEC.md §9.20.4: contracts and audit reports for escrow operations (none: this authority carries none, and signs no block that does). */
   escrow: EscrowSource | null = null;
+  /** The own audit report being read for the proposer's block (build() waits for it). */
+  private readingReport = false;
   /** Told of every block of the chain held, loaded or appended (the status page's history). */
   onBlock: ((b: { height: number; epoch: number; minted: bigint }) => void) | null = null;
 
@@ -302,7 +307,12 @@ export class RewardLedger {
 
   // ---- building and publishing ----
 
-  private build(): void {
+  /**
+   * `read`: the proposer's own audit report, read for this height and epoch. A proposer carrying
+   * escrow reads it first (from disk, asynchronously: readOwnReport) and builds once it is read, with
+   * the chain and the input as they are then; a report read for another height or epoch is read again.
+   */
+  private build(read?: OwnReport): void {
     const inp = this.input;
     if (!inp || this.closed || inp.epoch <= this.state.epoch) return; // never a block for an epoch at or before the tip
     const p = this.pending;
@@ -312,13 +322,14 @@ export class RewardLedger {
     // other authority signs the proposer's body when it carries the same allocations and its
     // transfers apply, else (no answer in time, another body) the block without transfers.
     const proposer = this.proposerOf(this.state.height + 1) === this.self;
+    if (proposer && this.escrow && (read?.height !== this.state.height || read.epoch !== inp.epoch)) {
+      this.readOwnReport(this.escrow, inp.epoch);
+      return;
+    }
     let next: ReturnType<typeof nextRewardBlock>;
     try {
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
-      if (proposer && this.escrow) {
-        const report = this.escrow.ownReport(inp.epoch, escrowPayNodes(this.state.escrows, inp.epoch, this.escrow.contract));
-        next = this.withEscrow(next, report, [...this.cancels.values()]);
-      }
+      if (proposer && this.escrow) next = this.withEscrow(next, read!.pages, [...this.cancels.values()]);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -332,6 +343,25 @@ export class RewardLedger {
       return;
     }
     this.signAndHold(next, inp.epoch);
+  }
+
+  /**
+   * SPEC.md §9.20.4: read the own audit report of `epoch` (the pages of the nodes its payments
+   * pay) without holding the event loop, then build with it. One read at a time: a build asked for
+   * meanwhile is done by the build that follows the read (which reads again if the chain moved).
+   */
+  private readOwnReport(src: EscrowSource, epoch: number): void {
+    if (this.readingReport) return;
+    const height = this.state.height;
+    let nodes: ReadonlySet<string>;
+    try {
+      nodes = escrowPayNodes(this.state.escrows, epoch, src.contract);
+    } catch (e) {
+      this.o.log.error({ epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
+      return;
+    }
+    this.readingReport = true;
+    this.track(src.ownReport(epoch, nodes).finally(() => { this.readingReport = false; }).then((pages) => this.build({ height, epoch, pages })));
   }
 
   /**

@@ -239,18 +239,22 @@ export class StorageAudits {
    * SPEC.md §9.20.4: this authority's own report of `epoch` as its payments read it: the pages of
    * `nodes` that it holds (a node it did not audit has none), read from disk, each reduced to its
    * passing results without their answers (paidResults); null when it holds no report of `epoch`
-   * or a page cannot be read.
+   * or a page cannot be read. Read asynchronously: the proposer reads them while it builds a reward
+   * block, and a synchronous read of many pages (up to 16 MiB each) would hold every request and
+   * vote this authority serves meanwhile.
    */
-  ownPages(epoch: number, nodes: ReadonlySet<string>): AuditPages | null {
+  async ownPages(epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages | null> {
     const r = this.reports.get(epoch);
     if (!r?.signed) return null;
     const body = JSON.parse(r.signed.body) as AuditReportBody;
+    const want = [...nodes].filter((fp) => Object.hasOwn(body.nodes, fp));
     const pages = new Map<string, readonly ReportedAudit[]>();
     try {
-      for (const fp of nodes) {
-        if (!Object.hasOwn(body.nodes, fp)) continue;
-        pages.set(fp, paidResults((JSON.parse(fs.readFileSync(this.pageFile(epoch, fp), 'utf8')) as AuditPage).results));
+      for (const fp of want) {
+        pages.set(fp, paidResults((JSON.parse(await fs.promises.readFile(this.pageFile(epoch, fp), 'utf8')) as AuditPage).results));
       }
+      // The pages are those of the report asked for, not of one that replaced it meanwhile.
+      if (this.reports.get(epoch) !== r) throw new Error('the report was replaced while its pages were read');
     } catch (x) {
       this.o.log.warn({ epoch, err: (x as Error).message }, 'reading an own audit report page failed');
       return null;

@@ -63,7 +63,7 @@ const post = (n: TrioNode, body: Buffer) => trio.postTransfer(n, body);
 beforeAll(async () => {
   trio = await startLedgerTrio({
     seed: 40, periodSeconds: P, tmpPrefix: 'bitcloud-escrow-', logLevel: 'warn', clock: NOW,
-    onStart: (n, i) => { n.ledger!.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => claimed.get(e) ?? null }; },
+    onStart: (n, i) => { n.ledger!.escrow = { contract: (id) => held[i].get(id), ownReport: (e) => Promise.resolve(claimed.get(e) ?? null) }; },
     route: (n, url, _req, res) => {
       if (url.pathname !== '/bitcloud/storage/audits') return false;
       const epoch = Number(url.searchParams.get('epoch'));
@@ -329,7 +329,7 @@ describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.
       // Alone in its configuration: it proposes every height.
       const l = new RewardLedger({ dataDir, signer: nodes[i].signer, authorities: [authorities[i]], periodSeconds: P, skewMs: 60_000, log: silentLog });
       l.load();
-      l.escrow = { contract: (id) => contracts.get(id), ownReport: (e) => (e === EPOCH ? report : null) };
+      l.escrow = { contract: (id) => contracts.get(id), ownReport: (e) => Promise.resolve(e === EPOCH ? report : null) };
       const st = (l as unknown as { state: ChainState }).state;
       st.escrows = new Map([...book].map(([k, v]) => [k, { ...v }]));
       st.balances = new Map(balances);
@@ -339,6 +339,7 @@ describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.
     const checker = ledgerOf(1);
     try {
       proposer.onConsensus(consensus(EPOCH));
+      await proposer.whenIdle(); // the proposer reads its own audit report before it builds
       const held = (proposer as unknown as { pending: { block: RewardBlock; body: Buffer } | null }).pending;
       expect(proposer.pendingBlock).toMatchObject({ height: 0, epoch: EPOCH });
       const ops = held!.block.escrow ?? [];

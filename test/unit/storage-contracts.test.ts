@@ -766,7 +766,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect((await get('203.0.113.7')).status).toBe(200);
   });
 
-  it('the pages payments read keep only their passing results, without the answers (SPEC.md §9.20.4 item 2)', async () => {
+  it('the pages payments read keep only their passing results, without the answers, read asynchronously (SPEC.md §9.20.4 item 2)', async () => {
     const good = await node(), forger = await node({ forge: true });
     const held = new Map<string, Buffer>();
     const b = randomBytes(9000), f = randomBytes(4096);
@@ -783,8 +783,16 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(g.map((r) => [r.ok, typeof r.answer])).toEqual([[true, 'string']]);
     expect(x.map((r) => [r.ok, r.code, typeof r.answer])).toEqual([[false, 'AUDIT_PROOF_INVALID', 'string']]);
     // What the proposer's payments hold: the passing results' commitments, no answer (a page may
-    // be 16 MiB, and an authority reads one per paid node), and nothing of a failed one.
-    const own = audits.ownPages(E, new Set([good.fp, forger.fp]))!;
+    // be 16 MiB, and an authority reads one per paid node), and nothing of a failed one. They are
+    // read while a reward block is built, without blocking the authority's event loop.
+    const syncReads = vi.spyOn(fs, 'readFileSync');
+    let own;
+    try {
+      own = (await audits.ownPages(E, new Set([good.fp, forger.fp])))!;
+      expect(syncReads).not.toHaveBeenCalled();
+    } finally {
+      syncReads.mockRestore();
+    }
     const { answer, ...rest } = g[0];
     expect(answer).toBeDefined();
     expect(own.pages.get(good.fp)).toEqual([rest]);
