@@ -46,9 +46,9 @@ import { shuffle } from '../src/crypto/primitives';
 /** SPEC.md §9.20.4: pages of the proposer's audit report fetched at a time by a checking authority. */
 export const REPORT_PAGE_FETCHES = 4;
 
-/** SPEC.md §8.11.3: requests passing transfers on to one other authority open at a time. */
+/** SPEC.md §8.11.3: requests passing transfers and escrow cancels on to one other authority open at a time. */
 export const TRANSFER_PASS_ON_IN_FLIGHT = 4;
-/** SPEC.md §8.11.3: transfers waiting to be passed on to one other authority; past it the oldest waiting is dropped. */
+/** SPEC.md §8.11.3: transfers and escrow cancels waiting to be passed on to one other authority; past it the oldest waiting is dropped. */
 export const TRANSFER_PASS_ON_QUEUE = 1024;
 
 /** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
@@ -86,8 +86,13 @@ interface Held {
   stored: boolean;
 }
 
-/** SPEC.md §8.11.3: the transfers waiting to be passed on to one other authority. */
-interface PassOn { waiting: Buffer[]; inFlight: number }
+/** What is passed on to another authority (SPEC.md §8.11.3): a new transfer, or a new escrow cancel (§9.20.4). */
+type PassOnKind = 'transfer' | 'cancel';
+interface PassOnItem { what: PassOnKind; body: Buffer }
+const PASS_ON_PATH: Record<PassOnKind, string> = { transfer: PATHS.transfers, cancel: PATHS.escrowCancel };
+
+/** SPEC.md §8.11.3: the transfers and cancels waiting to be passed on to one other authority, in arrival order. */
+interface PassOn { waiting: PassOnItem[]; inFlight: number }
 
 /** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
 interface Awaiting { height: number; epoch: number; base: ReturnType<typeof nextRewardBlock>; since: number; fetching: boolean }
@@ -146,8 +151,8 @@ export class RewardLedger {
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
-  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to'> };
-  /** SPEC.md §8.11.3: new transfers being passed on, by fingerprint of the other authority. */
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to' | 'what'> };
+  /** SPEC.md §8.11.3: new transfers and escrow cancels being passed on, by fingerprint of the other authority. */
   private readonly passOn = new Map<string, PassOn>();
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
   readonly pool: TransferPool;
@@ -174,7 +179,7 @@ export class RewardLedger {
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
       transfers: new prom.Counter({ name: 'bitcloud_transfers_total', help: 'Transfers received (POST /bitcloud/transfers, from clients and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
-      passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name', labelNames: ['to'], registers: [reg] }),
+      passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers and escrow cancels not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name and what was dropped (transfer, cancel)', labelNames: ['to', 'what'], registers: [reg] }),
     };
     this.pool = new TransferPool(this.state);
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
@@ -301,7 +306,7 @@ export class RewardLedger {
   /** Stop fetching; resolves when fetches in flight and queued writes are done. */
   async close(): Promise<void> {
     this.closed = true;
-    this.passOn.clear(); // transfers still waiting to be passed on are not sent
+    this.passOn.clear(); // transfers and cancels still waiting to be passed on are not sent
     await this.whenIdle();
   }
 
@@ -541,37 +546,37 @@ export class RewardLedger {
     this.m.transfers.labels(result).inc();
     if (result === 'added') {
       this.o.log.info({ from: t.from.toString('hex').slice(0, 16), nonce: t.nonce, amount: t.amount.toString(), pending: this.pool.size }, 'transfer pending');
-      for (const a of this.o.authorities) if (a.fingerprint !== this.self) this.passTransferOn(a, bytes);
+      for (const a of this.o.authorities) if (a.fingerprint !== this.self) this.passOnTo(a, { what: 'transfer', body: bytes });
     }
     return { result, transfer: t };
   }
 
   /**
-   * SPEC.md §8.11.3: queue a new transfer for another authority. At most TRANSFER_PASS_ON_IN_FLIGHT
-   * requests to it are open; at most TRANSFER_PASS_ON_QUEUE wait, and past that the oldest waiting
-   * is dropped (counted): the authority receives it with the next block anyway. A failed request is
-   * not retried.
+   * SPEC.md §8.11.3, §9.20.4: queue a new transfer or escrow cancel for another authority, both in
+   * one queue. At most TRANSFER_PASS_ON_IN_FLIGHT requests to it are open; at most
+   * TRANSFER_PASS_ON_QUEUE wait, and past that the oldest waiting is dropped (counted): the authority
+   * receives it from the client or with the next block anyway. A failed request is not retried.
    */
-  private passTransferOn(a: AuthorityInfo, bytes: Buffer): void {
+  private passOnTo(a: AuthorityInfo, item: PassOnItem): void {
     if (this.closed) return;
     let q = this.passOn.get(a.fingerprint);
     if (!q) this.passOn.set(a.fingerprint, (q = { waiting: [], inFlight: 0 }));
     if (q.waiting.length >= TRANSFER_PASS_ON_QUEUE) {
-      q.waiting.shift();
-      this.m.passOnDropped.labels(a.name).inc();
+      const dropped = q.waiting.shift()!;
+      this.m.passOnDropped.labels(a.name, dropped.what).inc();
     }
-    q.waiting.push(bytes);
+    q.waiting.push(item);
     this.pumpPassOn(a, q);
   }
 
   private pumpPassOn(a: AuthorityInfo, q: PassOn): void {
     while (!this.closed && q.inFlight < TRANSFER_PASS_ON_IN_FLIGHT && q.waiting.length) {
-      const body = q.waiting.shift()!;
+      const { what, body } = q.waiting.shift()!;
       q.inFlight++;
       // The next one starts before this job leaves `inflight`, so whenIdle() waits for the queue to drain.
-      this.track(httpRequest(a.url + PATHS.transfers, { method: 'POST', body, maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
-        if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'transfer not taken by another authority');
-      }, (e) => this.o.log.debug({ to: a.name, code: errorCode(e) }, 'passing a transfer on failed')).finally(() => {
+      this.track(httpRequest(a.url + PASS_ON_PATH[what], { method: 'POST', body, maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
+        if (r.status !== 200) this.o.log.debug({ to: a.name, what, status: r.status }, 'not taken by another authority');
+      }, (e) => this.o.log.debug({ to: a.name, what, code: errorCode(e) }, 'passing on to another authority failed')).finally(() => {
         q.inFlight--;
         this.pumpPassOn(a, q);
       }));
@@ -581,7 +586,8 @@ export class RewardLedger {
   /**
    * POST /bitcloud/escrow/cancel (SPEC.md §9.20.4): decode, check against the chain's escrow book
    * (ESCROW_UNKNOWN, ESCROW_CLOSED: cancelled or refunded already, ESCROW_NOT_PAYER), keep it for
-   * the next block this authority proposes, and pass a new one on to the other authorities.
+   * the next block this authority proposes, and pass a new one on to the other authorities through
+   * the queue transfers take (§8.11.3: at most 4 requests open and 1 024 waiting per authority).
    */
   submitCancel(bytes: Buffer): { result: 'added' | 'held'; cancel: EscrowCancel; payer: string } {
     const c = decodeEscrowCancel(bytes);
@@ -593,12 +599,8 @@ export class RewardLedger {
     if (this.cancels.size >= MAX_BLOCK_TRANSFERS) throw err('TRANSFER_POOL_FULL', 'too many cancels are waiting for a block already; send again later');
     this.cancels.set(c.contract, c);
     this.o.log.info({ contract: c.contract.slice(0, 16), pending: this.cancels.size }, 'escrow cancel pending');
-    for (const a of this.o.authorities) {
-      if (a.fingerprint === this.self) continue;
-      this.track(httpRequest(a.url + PATHS.escrowCancel, { method: 'POST', body: encodeEscrowCancel(c), maxBytes: 4096, timeoutMs: this.timeout() }).then((r) => {
-        if (r.status !== 200) this.o.log.debug({ to: a.name, status: r.status }, 'escrow cancel not taken by another authority');
-      }, (x) => this.o.log.debug({ to: a.name, code: errorCode(x) }, 'passing an escrow cancel on failed')));
-    }
+    const body = encodeEscrowCancel(c);
+    for (const a of this.o.authorities) if (a.fingerprint !== this.self) this.passOnTo(a, { what: 'cancel', body });
     return { result: 'added', cancel: c, payer: e.payer };
   }
 

@@ -19,7 +19,8 @@ import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledg
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type http from 'node:http';
+import http from 'node:http';
+import { prom } from '../../src/ops/metrics';
 import { RewardLedger } from '../../directory/rewards';
 import { silentLog } from './dirauth-measure-fixture';
 import type { ChainState } from '../../src/bandwidth/reward-chain';
@@ -284,7 +285,7 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       await ledger.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
-  });
+  }, 30_000);
 });
 
 describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.20.4 item 4)', () => {
@@ -361,3 +362,54 @@ describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.
   });
 });
 
+
+describe('passing cancels on: the same per-authority queue as transfers (SPEC.md §8.11.3, §9.20.4)', () => {
+  it('1 100 cancels taken while another authority never answers: at most 4 requests open to it, at most 1 024 wait, the oldest waiting dropped and counted', async () => {
+    const s = { received: 0, open: 0, maxOpen: 0, held: [] as http.ServerResponse[], done: false };
+    const holder = http.createServer((req, res) => {
+      if (req.url !== '/bitcloud/escrow/cancel' || s.done) { res.writeHead(404); res.end(); return; }
+      s.received++;
+      s.maxOpen = Math.max(s.maxOpen, ++s.open);
+      res.once('close', () => { s.open--; });
+      s.held.push(res);
+    });
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+    const port = (holder.address() as { port: number }).port;
+    const other = ed25519FromSeed(Buffer.alloc(32, 120));
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-cancel-pass-on-'));
+    const reg = new prom.Registry();
+    const l = new RewardLedger({
+      dataDir, signer: nodes[0].signer, periodSeconds: P, skewMs: 60_000, log: silentLog, registry: reg, fetchTimeoutMs: 20_000,
+      authorities: [authorities[0], { name: 'holder', identity: other.publicKey, fingerprint: other.publicKey.toString('hex'), host: '127.0.0.1', port, url: `http://127.0.0.1:${port}` }],
+    });
+    try {
+      l.load();
+      const N = 1100;
+      const ids = Array.from({ length: N }, (_, i) => 'cccc' + (i + 1).toString(16).padStart(60, '0'));
+      const st = (l as unknown as { state: ChainState }).state;
+      st.escrows = new Map(ids.map((id) => [id, { id, payer: RELAY, startEpoch: 10, endEpoch: 20, funded: 30n, perEpoch: 3n, totalBytes: 100n, lastPaid: 9, paid: 0n, refunded: null }]));
+      const bodies = ids.map((id) => encodeEscrowCancel(signEscrowCancel(relay, id)));
+      for (const b of bodies) expect(l.submitCancel(b).result).toBe('added');
+      await expect.poll(() => s.open, { timeout: 5000 }).toBeGreaterThanOrEqual(4);
+      // Time for more to arrive, were more sent.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(s.maxOpen).toBe(4);
+      expect(s.received).toBe(4);
+      const m = (await reg.getSingleMetric('bitcloud_transfers_pass_on_dropped_total')!.get()).values;
+      expect(m.filter((v) => v.value > 0).map((v) => [v.labels.to, v.labels.what, v.value])).toEqual([['holder', 'cancel', N - 4 - 1024]]);
+      // Once it answers, the 1 024 waiting go, at most 4 at a time, and nothing else.
+      const answer = () => { for (const res of s.held.splice(0)) { res.writeHead(503); res.end(); } };
+      for (let i = 0; i < 2000 && s.received < 4 + 1024; i++) { answer(); await new Promise((r) => setTimeout(r, 5)); }
+      answer();
+      await l.whenIdle();
+      expect(s.received).toBe(4 + 1024);
+      expect(s.maxOpen).toBe(4);
+    } finally {
+      s.done = true;
+      for (const res of s.held.splice(0)) res.destroy();
+      await l.close();
+      await new Promise<void>((r) => { holder.close(() => r()); holder.closeAllConnections(); });
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
