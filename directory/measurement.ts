@@ -97,8 +97,13 @@ export class BandwidthMeasurement implements ReceiptIntake {
   /** Epochs whose receipt file this process has made durable in receipts/ (its folder fsynced). */
   private readonly receiptFilesInFolder = new Set<number>();
   private owedState: OwedSnapshot | null = null;
-  /** The last receipt-file write of this process; the next one starts after it (append()). */
+  /** The last receipt-file append of this process (write and fsync); the next one starts after it (append()). */
   private appending: Promise<void> = Promise.resolve();
+  /**
+   * SPEC.md §8.4 "Persistence": a failed append could not be cut back, so a receipt file may hold
+   * records answered 503; until a restart every append fails RECEIPT_NOT_SAVED.
+   */
+  private receiptsBroken = false;
 
   constructor(o: MeasurementOptions) {
     this.o = o;
@@ -276,34 +281,39 @@ export class BandwidthMeasurement implements ReceiptIntake {
   }
 
   /**
-   * SPEC.md §8.4 "Persistence": append whole records to a receipt file and fsync it. The writes of
-   * this process go one at a time, so a write that fails or stores only part of the records is cut
-   * back to the file's length before it (the file stays whole records) and throws RECEIPT_NOT_SAVED.
+   * SPEC.md §8.4 "Persistence": append whole records to a receipt file and fsync it. The appends of
+   * this process (write and fsync) go one at a time, so one whose write fails, stores only part of
+   * the records or whose fsync fails is cut back to the file's length before it (the file holds
+   * only records answered 200, whole) and throws. When the cut back fails too, the receipt store
+   * is broken: this and every later append throw RECEIPT_NOT_SAVED until a restart.
    */
   private async append(file: string, bytes: Buffer): Promise<void> {
-    const written = this.appending.then(async () => {
+    const done = this.appending.then(async () => {
+      if (this.receiptsBroken) throw err('RECEIPT_NOT_SAVED', 'the receipt store is broken (a failed append could not be cut back); restart the authority');
       const fh = await fsp.open(file, 'a', 0o600);
       try {
         const before = (await fh.stat()).size;
-        let bytesWritten = 0;
         try {
-          ({ bytesWritten } = await fh.write(bytes));
-        } finally {
-          if (bytesWritten !== bytes.length) await fh.truncate(before);
+          const { bytesWritten } = await fh.write(bytes);
+          if (bytesWritten !== bytes.length) {
+            throw err('RECEIPT_NOT_SAVED', 'short write to a receipt file', { wanted: bytes.length, written: bytesWritten });
+          }
+          await fh.sync();
+        } catch (x) {
+          try {
+            await fh.truncate(before);
+          } catch (t) {
+            this.receiptsBroken = true;
+            this.o.log.error({ file: path.basename(file), code: errorCode(t), err: (t as Error).message }, 'receipt store broken: a failed append could not be cut back; every upload is answered 503 until a restart');
+          }
+          throw x;
         }
-        if (bytesWritten !== bytes.length) {
-          throw err('RECEIPT_NOT_SAVED', 'short write to a receipt file', { wanted: bytes.length, written: bytesWritten });
-        }
-        return fh;
-      } catch (x) {
+      } finally {
         await fh.close();
-        throw x;
       }
     });
-    this.appending = written.then(() => undefined, () => undefined);
-    // The fsync runs outside the queue: concurrent uploads wait only for each other's write.
-    const fh = await written;
-    try { await fh.sync(); } finally { await fh.close(); }
+    this.appending = done.then(() => undefined, () => undefined);
+    await done;
   }
 
   // ---- measurement (at the vote for period k) ----

@@ -293,4 +293,58 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
     expect(await s.post(bytes)).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
     expect(fx.makeAuthority().authority.measurement.load().receipts).toBe(2);
   });
+
+  /** Every receipt file opened for appending while it is on gets `patch` applied to its handle. */
+  function patchReceiptFiles(patch: (fh: Awaited<ReturnType<typeof fsp.open>>) => void) {
+    const realOpen = fsp.open.bind(fsp);
+    return vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      patch(fh);
+      return fh;
+    });
+  }
+  const failingSync = (fh: Awaited<ReturnType<typeof fsp.open>>) => {
+    (fh as { sync: unknown }).sync = () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+  };
+
+  it('answers 503 RECEIPT_NOT_SAVED when the fsync after an append fails and cuts the appended records off the file (SPEC.md §8.4 "Persistence")', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    expect((await s.post(record(receipt(a, b)))).status).toBe(200);
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    const before = fs.statSync(file).size;
+    const spy = patchReceiptFiles(failingSync);
+    const bytes = record(receipt(a, b, { serial: 2 }));
+    expect(await s.post(bytes)).toMatchObject({ status: 503, json: { code: 'RECEIPT_NOT_SAVED' } });
+    expect(fs.statSync(file).size).toBe(before);
+    spy.mockRestore();
+    // Nothing of the failed append is read back at a restart; the retry is accepted and kept.
+    expect(fx.makeAuthority().authority.measurement.load().receipts).toBe(1);
+    expect(await s.post(bytes)).toEqual({ status: 200, json: { accepted: 1, refused: [] } });
+    expect(fx.makeAuthority().authority.measurement.load().receipts).toBe(2);
+  });
+
+  it('when the fsync fails and the cut back fails too, every later upload is answered 503 RECEIPT_NOT_SAVED until a restart, logged once (SPEC.md §8.4 "Persistence")', async () => {
+    const s = await serve();
+    const [a, b] = fx.relays;
+    expect((await s.post(record(receipt(a, b)))).status).toBe(200);
+    const errors = vi.spyOn(silentLog, 'error');
+    const spy = patchReceiptFiles((fh) => {
+      failingSync(fh);
+      (fh as { truncate: unknown }).truncate = () => Promise.reject(Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' }));
+    });
+    expect(await s.post(record(receipt(a, b, { serial: 2 })))).toMatchObject({ status: 503, json: { code: 'RECEIPT_NOT_SAVED' } });
+    spy.mockRestore();
+    // The disk works again, but the file may hold records answered 503: nothing more is appended.
+    const file = path.join(fx.dir, RECEIPTS_DIR, `${E}.bin`);
+    const size = fs.statSync(file).size;
+    for (const serial of [3, 4]) expect(await s.post(record(receipt(a, b, { serial })))).toMatchObject({ status: 503, json: { code: 'RECEIPT_NOT_SAVED' } });
+    expect(fs.statSync(file).size).toBe(size);
+    const broken = errors.mock.calls.filter((c) => /receipt store broken/.test(String(c[1] ?? c[0])));
+    expect(broken).toHaveLength(1);
+    // A restart (a new process over the same data directory) appends again.
+    const again = fx.makeAuthority();
+    again.authority.measurement.load();
+    expect((await again.authority.measurement.accept(record(receipt(a, b, { serial: 5 })))).status).toBe(200);
+  });
 });
