@@ -91,8 +91,42 @@ type PassOnKind = 'transfer' | 'cancel';
 interface PassOnItem { what: PassOnKind; body: Buffer }
 const PASS_ON_PATH: Record<PassOnKind, string> = { transfer: PATHS.transfers, cancel: PATHS.escrowCancel };
 
+/**
+ * A FIFO of at most `capacity` items on a ring: adding and taking the oldest cost O(1). Adding to
+ * a full ring drops the oldest item and returns it (SPEC.md §8.11.3: the pass-on queue).
+ */
+export class DropOldestRing<T> {
+  private readonly slots: (T | undefined)[] = [];
+  private head = 0;
+  private count = 0;
+
+  constructor(readonly capacity: number) {}
+
+  get length(): number { return this.count; }
+
+  /** Add `item` as the newest; when full, the oldest is dropped and returned. */
+  push(item: T): T | undefined {
+    let dropped: T | undefined;
+    if (this.count === this.capacity) dropped = this.shift();
+    const i = (this.head + this.count) % this.capacity;
+    if (i === this.slots.length) this.slots.push(item); else this.slots[i] = item;
+    this.count++;
+    return dropped;
+  }
+
+  /** Take the oldest item (undefined when empty). */
+  shift(): T | undefined {
+    if (this.count === 0) return undefined;
+    const item = this.slots[this.head];
+    this.slots[this.head] = undefined;
+    this.head = (this.head + 1) % this.capacity;
+    this.count--;
+    return item;
+  }
+}
+
 /** SPEC.md §8.11.3: the transfers and cancels waiting to be passed on to one other authority, in arrival order. */
-interface PassOn { waiting: PassOnItem[]; inFlight: number }
+interface PassOn { waiting: DropOldestRing<PassOnItem>; inFlight: number }
 
 /** A non-proposer's block for the next height, waiting for the proposer's transfers (SPEC §8.11.3). */
 interface Awaiting { height: number; epoch: number; base: ReturnType<typeof nextRewardBlock>; since: number; fetching: boolean }
@@ -560,12 +594,9 @@ export class RewardLedger {
   private passOnTo(a: AuthorityInfo, item: PassOnItem): void {
     if (this.closed) return;
     let q = this.passOn.get(a.fingerprint);
-    if (!q) this.passOn.set(a.fingerprint, (q = { waiting: [], inFlight: 0 }));
-    if (q.waiting.length >= TRANSFER_PASS_ON_QUEUE) {
-      const dropped = q.waiting.shift()!;
-      this.m.passOnDropped.labels(a.name, dropped.what).inc();
-    }
-    q.waiting.push(item);
+    if (!q) this.passOn.set(a.fingerprint, (q = { waiting: new DropOldestRing(TRANSFER_PASS_ON_QUEUE), inFlight: 0 }));
+    const dropped = q.waiting.push(item);
+    if (dropped) this.m.passOnDropped.labels(a.name, dropped.what).inc();
     this.pumpPassOn(a, q);
   }
 

@@ -11,6 +11,7 @@ import { signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
+import { DropOldestRing } from '../../directory/rewards';
 
 const P = 5;
 const NOW = Date.now();
@@ -104,6 +105,28 @@ describe('transfers through three authorities (SPEC §8.7.4, §8.11.3)', () => {
   });
 });
 
+describe('the pass-on queue: a ring of 1 024 that drops the oldest (SPEC §8.11.3)', () => {
+  it('keeps arrival order across wraps of the ring, and past its capacity drops and returns the oldest', () => {
+    const r = new DropOldestRing<number>(4);
+    const out: number[] = [];
+    let next = 0;
+    // Interleaved adds and takes: the ring's start goes round several times.
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 3; i++) expect(r.push(next++)).toBeUndefined();
+      for (let i = 0; i < 2; i++) out.push(r.shift()!);
+      while (r.length > 1) out.push(r.shift()!);
+    }
+    while (r.length) out.push(r.shift()!);
+    expect(out).toEqual(Array.from({ length: next }, (_, i) => i));
+    expect(r.shift()).toBeUndefined();
+    // Full: each add drops the oldest, in order.
+    for (let i = 0; i < 4; i++) r.push(100 + i);
+    expect([r.push(104), r.push(105)]).toEqual([100, 101]);
+    expect(r.length).toBe(4);
+    expect([r.shift(), r.shift(), r.shift(), r.shift(), r.shift()]).toEqual([102, 103, 104, 105, undefined]);
+  });
+});
+
 describe('passing transfers on: at most 4 requests per authority, a bounded queue (SPEC §8.11.3)', () => {
   /**
    * A trio whose third authority holds every POST /bitcloud/transfers while `holding` (never
@@ -112,13 +135,15 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
    */
   async function holdingTrio(senders: number, seed: number) {
     const keys = Array.from({ length: senders }, (_, i) => ed25519FromSeed(Buffer.alloc(32, 150 + i)));
-    const s = { holding: true, received: 0, open: 0, maxOpen: 0, held: [] as http.ServerResponse[] };
+    const s = { holding: true, received: 0, open: 0, maxOpen: 0, held: [] as http.ServerResponse[], bodies: [] as string[] };
     const t: LedgerTrio = await startLedgerTrio({
       seed, periodSeconds: P, tmpPrefix: 'bitcloud-transfer-pass-on-', logLevel: 'silent',
-      route: (n, url, _req, res) => {
+      route: (n, url, req, res) => {
         if (n !== t.nodes[2] || url.pathname !== PATHS.transfers) return false;
         s.received++;
         if (!s.holding) return false;
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c)).on('end', () => s.bodies.push(Buffer.concat(chunks).toString('hex')));
         s.open++;
         s.maxOpen = Math.max(s.maxOpen, s.open);
         res.on('close', () => s.open--);
@@ -172,6 +197,9 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
       await release();
       const dropped = all.length - 4 - 1024;
       expect(s.received).toBe(all.length - dropped);
+      // The oldest waiting were dropped: the first 4 (sent at once) and the last 1 024 went.
+      const hex = all.map((b) => b.toString('hex'));
+      expect(new Set(s.bodies.slice(0, 4))).toEqual(new Set(hex.slice(0, 4)));
       const m = (await t.nodes[0].reg.getSingleMetric('bitcloud_transfers_pass_on_dropped_total')!.get()).values;
       expect(m.find((v) => v.labels.to === 'auth2')?.value).toBe(dropped);
     } finally {
