@@ -6,7 +6,8 @@
 // (bad length) gets one error response, then the stream is ended, because the frame boundaries are
 // lost. One bad stream never affects another. A stream idle for STORAGE_STREAM_IDLE_MS (no byte in,
 // no request being handled, none of its answers taken) is closed, and so is one whose request frame
-// is not received in full STORAGE_REQUEST_DEADLINE_MS after its first byte (SPEC.md §9.6.1).
+// is not received in full within STORAGE_REQUEST_DEADLINE_MS of the node reading it, counted from
+// its first byte (SPEC.md §9.6.1).
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -20,6 +21,7 @@ export const STORAGE_STREAM_IDLE_MS = 120_000;
 /**
  * SPEC.md §9.6.1: a request frame not received in full this long after its first byte closes its
  * stream, circuit or direct, however often its bytes come (its bytes hold the node's frame budget).
+ * Time during which the node reads no further, at its own bound on requests in flight, is not counted.
  */
 export const STORAGE_REQUEST_DEADLINE_MS = 120_000;
 import { decodeRequest, encodeResponseFrame, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
@@ -88,19 +90,39 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   touch();
   // SPEC.md §9.6.1: the deadline of the request frame being received, armed at its first byte. Its
   // bytes hold the node's frame budget, and each one resets the idle timer: without it, a byte now
-  // and then would hold up to MAX_FRAME_BYTES of the budget for as long as the peer liked.
+  // and then would hold up to MAX_FRAME_BYTES of the budget for as long as the peer liked. It runs
+  // only while the node reads the stream: stopped while the node, at its own in-flight bound, reads
+  // no further, then restarted with the time that was left (`left`).
   let deadline: NodeJS.Timeout | null = null;
-  const clearDeadline = (): void => { if (deadline) { clearTimeout(deadline); deadline = null; } };
   const ms = opts.requestDeadlineMs ?? STORAGE_REQUEST_DEADLINE_MS;
-  const watchRequest = (completed: number): void => {
-    if (decoder.buffered === 0 || completed > 0) clearDeadline();
-    if (decoder.buffered === 0 || deadline) return;
+  let left = ms;
+  let armedAt = 0;
+  let paused = false;
+  const clearDeadline = (): void => { if (deadline) { clearTimeout(deadline); deadline = null; } };
+  const armDeadline = (): void => {
+    armedAt = Date.now();
     deadline = setTimeout(() => {
       opts.onRequestDeadline?.();
       log.debug({ ms }, 'storage request not received in full in time; closing');
       stream.destroy();
-    }, ms);
+    }, left);
     deadline.unref?.();
+  };
+  const watchRequest = (completed: number): void => {
+    if (decoder.buffered === 0 || completed > 0) { clearDeadline(); left = ms; }
+    if (decoder.buffered === 0 || deadline) return;
+    armDeadline();
+  };
+  const pauseDeadline = (): void => {
+    if (!deadline) return;
+    clearDeadline();
+    left = Math.max(0, left - (Date.now() - armedAt));
+    paused = true;
+  };
+  const resumeDeadline = (): void => {
+    if (!paused) return;
+    paused = false;
+    if (decoder.buffered > 0 && !deadline) armDeadline();
   };
   // Header and body leave in one write (one buffer; a get's data copied into it once), so
   // concurrent answers never interleave and no DATA cell carries a header alone. Answers that
@@ -157,7 +179,12 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
           continue;
         }
         handle(decoded.reqId, decoded.req);
-        while (inflight.size >= maxInflight) await Promise.race(inflight);
+        if (inflight.size >= maxInflight) {
+          // The node's own bound: it reads no further, and the request deadline waits with it.
+          pauseDeadline();
+          while (inflight.size >= maxInflight) await Promise.race(inflight);
+          resumeDeadline();
+        }
       }
     }
     await Promise.all(inflight);

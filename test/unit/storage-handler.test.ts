@@ -287,6 +287,41 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(budget.used).toBe(0);
   });
 
+  it('the request deadline waits while the node, at its own bound of 8 requests in flight, reads no further; a trickling requester is still cut (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    cleanup.push(() => vi.useRealTimers());
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    // The node's disk is slow: every request is held until the test lets it go.
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    let started = 0;
+    const policyCheck: PolicyCheck = async () => { started++; await held; };
+    // Served as every storage stream is, circuit or direct (one serve for both).
+    const stream = new Duplex({ read() {}, write(_chunk, _enc, cb) { cb(); } });
+    stream.on('error', () => {});
+    cleanup.push(() => stream.destroy());
+    let closedByDeadline = 0;
+    const served = serveStorageStream(stream, s, { ctx, policyCheck, onRequestDeadline: () => { closedByDeadline++; } });
+    // 8 stat requests and the first bytes of a 9th frame (a put) in one read.
+    const ninth = encodeFrame(encodeRequest(9, { type: 'put', id, data, leaseSeconds: 60 }));
+    stream.push(Buffer.concat([...Array.from({ length: 8 }, (_, i) => encodeFrame(encodeRequest(i + 1, { type: 'stat' }))), ninth.subarray(0, 10)]));
+    while (started < 8) await tick();
+    // 200 s of the node's own slowness: the stream stays.
+    for (let t = 0; t < 4; t++) { vi.advanceTimersByTime(50_000); await tick(); }
+    expect(stream.destroyed).toBe(false);
+    // The answers come; the node reads again, and the 9th frame trickles in a byte every 30 s.
+    release();
+    for (let t = 0; t < 8 && !stream.destroyed; t++) { await tick(); }
+    let sent = 10;
+    for (let t = 0; t < 3; t++) { vi.advanceTimersByTime(30_000); await tick(); stream.push(ninth.subarray(sent, sent + 1)); sent++; await tick(); }
+    expect(stream.destroyed).toBe(false); // 90 s of reading
+    vi.advanceTimersByTime(30_000); // 120 s of reading since its first byte
+    await served;
+    expect(stream.destroyed).toBe(true);
+    expect(closedByDeadline).toBe(1);
+  });
+
   it('one large answer read slowly but steadily keeps its stream: the bytes a circuit stream has sent are progress (SPEC.md §9.6.1)', async () => {
     const s = await store();
     const big = Buffer.alloc(64 * 1024, 9);
