@@ -19,6 +19,9 @@ await withNodeStatusCommand(makeCli('bitcloud-storage', 'Bitcloud storage node: 
       config: a.config, dataDir: a['data-dir'], orPort: a['or-port'], storagePort: a['storage-port'],
       metricsPort: a['metrics-port'], nickname: a.nickname, logLevel: a['log-level'],
     });
-  }), 'storage node', "Show this node's countersigned cells (links with relays), what the authorities proved, and its cloudcoin earnings.",
-  'The storage node\'s JSON config file', (file, dataDir) => loadStorageConfig(file, { dataDir }))
+  }), 'storage node', "Show this node's countersigned cells (links with relays), what the authorities proved, its cloudcoin earnings, and the moderator policies it enforces (each with expired: true|false).",
+  'The storage node\'s JSON config file', (file, dataDir) => {
+    const cfg = loadStorageConfig(file, { dataDir });
+    return { ...cfg, subscribedModerators: cfg.moderators };
+  })
   .parseAsync();

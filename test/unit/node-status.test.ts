@@ -7,6 +7,10 @@ import { describe, it, expect } from 'vitest';
 import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-status';
+import { ed25519Generate } from '../../src/crypto/primitives';
+import { signPolicy } from '../../src/moderation/policy';
+import { advancePolicy, nextPolicyContent, stateBundle } from '../../src/moderation/chain';
+import { POLICY_DIR } from '../../src/moderation/subscription';
 
 const authorities = parseAuthorityList([{ name: 'a1', identity: 'aa'.repeat(32), address: '127.0.0.1:1' }]);
 
@@ -46,6 +50,42 @@ describe('node status', () => {
       const v = await nodeStatus({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500 });
       expect(v.fingerprint).toBe('bb'.repeat(32));
       expect(v.countersigned).toMatchObject({ available: true, totalCells: 153, disagreements: { COUNTS_MISMATCH: 1 } });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a storage node\'s status shows each subscribed moderator\'s saved policy with `expired` (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const now = Date.now();
+      // A policy saved by the node: one whose valid_until has passed (still enforced), one current.
+      const save = (window: { validAfter: number; validUntil: number }) => {
+        const key = ed25519Generate();
+        const fp = fingerprint(key.publicKey);
+        const raw = signPolicy(nextPolicyContent(null, { name: 'm', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] }), key, window);
+        const state = advancePolicy(null, [raw], { moderator: fp, now: window.validAfter + 1 }).state;
+        fs.mkdirSync(path.join(dir, POLICY_DIR), { recursive: true });
+        fs.writeFileSync(path.join(dir, POLICY_DIR, `${fp}.bundle`), stateBundle(state));
+        return fp;
+      };
+      const old = save({ validAfter: now - 7_200_000, validUntil: now - 3_600_000 });
+      const current = save({ validAfter: now - 1000, validUntil: now + 3_600_000 });
+      const none = fingerprint(ed25519Generate().publicKey);
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [old, current, none] };
+      const v = await nodeStatus(o);
+      expect(v.policies).toEqual([
+        expect.objectContaining({ moderator: old, seq: 1, expired: true }),
+        expect.objectContaining({ moderator: current, seq: 1, expired: false }),
+        expect.objectContaining({ moderator: none, seq: null, expired: false }),
+      ]);
+      const lines: string[] = [];
+      await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
+      expect(lines.find((l) => l.includes(old))).toMatch(/expired: true \(still enforced/);
+      expect(lines.find((l) => l.includes(current))).toMatch(/expired: false/);
+      // A relay shows no policies.
+      expect((await nodeStatus({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500 })).policies).toBeUndefined();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

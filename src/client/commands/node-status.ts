@@ -17,6 +17,7 @@ import { fetchRewardChain, formatCoins } from '../rewards';
 import type { Output } from './consensus';
 import type { Argv } from 'yargs';
 import { isoTime } from '../../ops/log';
+import { PolicySubscriptions, type ModeratorStatus } from '../../moderation/subscription';
 
 export interface NodeStatusOptions {
   /** 'relay' or 'storage node', for the text. */
@@ -27,6 +28,11 @@ export interface NodeStatusOptions {
   /** How many recent epochs and allocations to print (text). */
   recent?: number;
   timeoutMs?: number;
+  /**
+   * A storage node: the moderators it subscribes to (SPEC.md §10.6.1). Their policies as the node
+   * saved them (what it enforces) are shown, each with `expired`.
+   */
+  subscribedModerators?: readonly string[];
 }
 
 interface EpochLine {
@@ -50,6 +56,8 @@ export interface NodeStatusView {
     balance?: { units: string; coins: string }; allocations?: { height: number; epoch: number; units: string; coins: string; blockMinted: string }[];
     /** SPEC.md §9.20.4: per paid contract that paid this node, what it paid and how far it runs. */
     contracts?: { contract: string; units: string; coins: string; epochsPaid: number; endEpoch: number | null; refunded: boolean; cancelledAt: number | null }[] };
+  /** A storage node's subscribed moderators and the policy it holds for each (SPEC.md §10.6.1). */
+  policies?: ModeratorStatus[];
 }
 
 async function readBandwidth(file: string): Promise<BandwidthFile | null> {
@@ -74,6 +82,7 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
     },
     consensus: { available: false },
     rewards: { available: false },
+    ...(o.subscribedModerators ? { policies: savedPolicies(o.dataDir, o.subscribedModerators) } : {}),
   };
   if (!fp) return view;
 
@@ -129,6 +138,17 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
   return view;
 }
 
+/**
+ * SPEC.md §10.6.1: the policies a storage node saved in its data folder, read and verified as the
+ * node reads them at start (nothing fetched, nothing written), each with `expired` as the node's
+ * gauge and warning judge it.
+ */
+function savedPolicies(dataDir: string, moderators: readonly string[]): ModeratorStatus[] {
+  if (moderators.length === 0) return [];
+  const subs = PolicySubscriptions.open({ moderators, dataDir });
+  try { return subs.status(); } finally { subs.close(); }
+}
+
 function printText(v: NodeStatusView, kind: string, recent: number, io: Output): void {
   const c = v.consensus;
   io.out(`${kind} ${c.nickname ?? ''} ${v.fingerprint}`.replace(/\s+/g, ' ').trim());
@@ -151,6 +171,14 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
     }
     const dis = Object.entries(s.disagreements).filter(([, n]) => n > 0);
     io.out(`disagreements: ${dis.length ? dis.map(([r, n]) => `${r} ${n}`).join(', ') : 'none'}`);
+  }
+  if (v.policies) {
+    if (v.policies.length === 0) io.out('moderation: unmoderated');
+    for (const p of v.policies) {
+      io.out(p.seq === null
+        ? `policy of moderator ${p.moderator}: none saved yet`
+        : `policy of moderator ${p.moderator}: seq ${p.seq}${p.name ? ` (${p.name})` : ''}, valid until ${isoTime(p.validUntil!)}, expired: ${p.expired}${p.expired ? ' (still enforced until the moderator publishes a newer one)' : ''}`);
+    }
   }
   const r = v.rewards;
   if (!r.available) io.out(`earnings: not available (${r.error ?? 'no consensus'})`);
@@ -177,7 +205,7 @@ export async function nodeStatusCommand(o: NodeStatusOptions, io: Output = stdio
 /** Adds the `status` subcommand of a daemon's bin: `load` reads the daemon's config file. */
 export function withNodeStatusCommand<T>(
   y: Argv<T>, kind: string, describe: string, configDescribe: string,
-  load: (file: string, dataDir: string | undefined) => { dataDir: string; authorities: readonly AuthorityInfo[] },
+  load: (file: string, dataDir: string | undefined) => { dataDir: string; authorities: readonly AuthorityInfo[]; subscribedModerators?: readonly string[] },
 ): Argv<T> {
   return y.command('status', describe, (yy) => yy
     .option('config', { type: 'string', demandOption: true, describe: configDescribe })
@@ -186,6 +214,6 @@ export function withNodeStatusCommand<T>(
     .option('recent', { type: 'number', default: 10, describe: 'Epochs and blocks to list' }),
   async (a) => {
     const cfg = load(a.config, a['data-dir']);
-    process.exitCode = await nodeStatusCommand({ kind, dataDir: cfg.dataDir, authorities: cfg.authorities, json: a.json, recent: a.recent });
+    process.exitCode = await nodeStatusCommand({ kind, dataDir: cfg.dataDir, authorities: cfg.authorities, subscribedModerators: cfg.subscribedModerators, json: a.json, recent: a.recent });
   });
 }
