@@ -2,7 +2,7 @@
 // `decodeProto`, which turns any protobufjs failure into one BitcloudError code chosen by the caller.
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
-import { err, type ErrorCode } from '../errors';
+import { err, isBitcloudError, type ErrorCode } from '../errors';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./storage.proto', import.meta.url))).resolveAll();
 
@@ -40,26 +40,6 @@ export function decodeProto(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode
   }
 }
 
-/**
- * The top-level fields of a message, read with protobufjs's Reader and decoding none of them: for
- * each, `visit` gets its field number and, for a varint (wire type 0), its value as a uint32 (else
- * null); it returns false to stop. A message that does not parse → `code`.
- */
-export function scanFields(bytes: Uint8Array, code: ErrorCode, visit: (field: number, varint: number | null) => boolean): void {
-  const r = protobuf.Reader.create(bytes);
-  try {
-    while (r.pos < r.len) {
-      const tag = r.uint32();
-      const wireType = tag & 7;
-      let v: number | null = null;
-      if (wireType === 0) v = r.uint32(); else r.skipType(wireType);
-      if (!visit(tag >>> 3, v)) return;
-    }
-  } catch (e) {
-    throw err(code, 'not a valid message', { reason: e instanceof Error ? e.message : String(e) });
-  }
-}
-
 /** The wire type a field of a message must arrive with (SPEC.md §9.6.2: as storage.proto declares it). */
 function wireTypeOf(f: protobuf.Field): number {
   if (f.resolvedType instanceof protobuf.Type) return 2;
@@ -74,7 +54,9 @@ function wireTypeOf(f: protobuf.Field): number {
  * packed run at least once), and the members of a oneof count together, at most once; each message
  * field is checked the same way in turn. Fields `t` does not declare are skipped, as a decode skips
  * them. Top-level fields are shown to `visit` (its field number and, for a varint, its value as a
- * uint32, else null) before they are counted. A breach, or a message that does not parse → `code`.
+ * uint32, else null) before they are counted; `visit` may refuse the message by throwing a
+ * BitcloudError, which stops the walk and is passed on as it is. A breach, or a message that does not
+ * parse → `code`.
  * The work is one step per field, and nothing is allocated per field.
  */
 export function checkFields(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode, most: (f: protobuf.Field) => number, visit?: (field: number, varint: number | null) => void): void {
@@ -83,6 +65,7 @@ export function checkFields(t: protobuf.Type, bytes: Uint8Array, code: ErrorCode
   try {
     breach = checkMessage(t, r, bytes.length, most, visit);
   } catch (e) {
+    if (isBitcloudError(e)) throw e;
     throw err(code, `not a valid ${t.name} message`, { reason: e instanceof Error ? e.message : String(e) });
   }
   if (breach !== undefined) throw err(code, `${t.name}: ${breach}`);

@@ -2,7 +2,7 @@
 // typed values. Decoders check every field: a decoded request is safe to hand to the store.
 import { err, isBitcloudError, isErrorCode, BitcloudError, type ErrorCode } from '../errors';
 import { Blake2bHasher, blake2b } from '../crypto/primitives';
-import { bytes, checkFields, decodeProto, encodeProto, list, msg, pb, scanFields, str, u32, u64, varint, type Loose } from './proto';
+import { bytes, checkFields, decodeProto, encodeProto, list, msg, pb, str, u32, u64, varint, type Loose } from './proto';
 import type { Field, Type } from 'protobufjs';
 import { encodeFrame, FRAME_HEADER_BYTES, frameHeader } from './framing';
 import { MAX_SHARE_BYTES, SHARE_ID_BYTES, hashInPieces } from './share';
@@ -140,8 +140,7 @@ function offsetField(v: unknown, code: ErrorCode, field: string): number {
  * itself could be read, so the error response can still be matched by the requester.
  */
 export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageRequest } {
-  if (b.length > MAX_SMALL_REQUEST_BYTES) refuseLargeNonPut(b);
-  checkRequestFields(b);
+  scanRequest(b);
   const m = decodeProto(pb.Request, b, BAD_REQ);
   const reqId = u32(m.id, BAD_REQ, 'id');
   try {
@@ -149,31 +148,6 @@ export function decodeRequest(b: Uint8Array): { reqId: number; req: StorageReque
   } catch (e) {
     if (isBitcloudError(e)) throw err(e.code, e.message.replace(/^[A-Z_]+: /, ''), { ...e.detail, reqId });
     throw e;
-  }
-}
-
-/**
- * SPEC.md §9.6.2: a frame above MAX_SMALL_REQUEST_BYTES is a put or nothing. Its top-level fields
- * are scanned (nothing decoded) before the full decode: one naming any other body (or an unknown
- * field), or `id` or `put` more than once → STORAGE_BAD_REQUEST, so a hostile requester cannot
- * make the node decode megabytes of, say, packed audit block indices (or millions of empty put
- * bodies) only to refuse them afterwards.
- */
-function refuseLargeNonPut(b: Uint8Array): void {
-  let reqId: number | undefined;
-  let other: number | undefined;
-  let ids = 0;
-  let puts = 0;
-  // Each of `id` and `put` at most once (a requester writes each once): repeated, every empty put
-  // body would be decoded into an object of its own, millions in one frame.
-  scanFields(b, BAD_REQ, (field, v) => {
-    if (field === REQUEST_ID_FIELD && v !== null && ++ids === 1) { reqId = v; return true; }
-    if (field === REQUEST_PUT_FIELD && ++puts === 1) return true;
-    other = field;
-    return false;
-  });
-  if (other !== undefined) {
-    throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes, and a put names id and put once`, { len: b.length, field: other, ...(reqId === undefined ? {} : { reqId }) });
   }
 }
 
@@ -192,17 +166,30 @@ function requestFieldBound(f: Field): number {
 }
 
 /**
- * SPEC.md §9.6.2: every request frame is scanned with protobufjs's Reader before it is decoded:
- * `id` and the one body at most once, each field of the body at most once, and a repeated one at
- * most its bound (1024 ids, 16 blocks); else STORAGE_BAD_REQUEST, nothing decoded. Decoding first
- * made objects of every empty `stat` body or `has` id of a 64 KiB frame, tens of milliseconds of a
- * node's event loop per frame, only to refuse them; a legitimate request has a handful of fields.
+ * SPEC.md §9.6.2: every request frame is scanned with protobufjs's Reader before it is decoded, in
+ * one walk: `id` and the one body at most once, each field of the body at most once, and a repeated
+ * one at most its bound (1024 ids, 16 blocks); else STORAGE_BAD_REQUEST, nothing decoded. Decoding
+ * first made objects of every empty `stat` body or `has` id of a 64 KiB frame, tens of milliseconds
+ * of a node's event loop per frame, only to refuse them; a legitimate request has a handful of fields.
+ *
+ * A frame above MAX_SMALL_REQUEST_BYTES is a put or nothing: in the same walk, each of its top-level
+ * fields is checked before it is counted or its body read, and one naming any other body (or an
+ * unknown field), or `id` or `put` a second time, stops the walk → STORAGE_BAD_REQUEST, so a hostile
+ * requester cannot make the node read megabytes of, say, packed audit block indices (or millions of
+ * empty put bodies) only to refuse them.
  */
-function checkRequestFields(b: Uint8Array): void {
+function scanRequest(b: Uint8Array): void {
+  const large = b.length > MAX_SMALL_REQUEST_BYTES;
   let reqId: number | undefined;
+  let ids = 0;
+  let puts = 0;
   try {
     checkFields(pb.Request, b, BAD_REQ, requestFieldBound, (field, v) => {
       if (field === REQUEST_ID_FIELD && v !== null && reqId === undefined) reqId = v;
+      if (!large) return;
+      if (field === REQUEST_ID_FIELD && v !== null && ++ids === 1) return;
+      if (field === REQUEST_PUT_FIELD && ++puts === 1) return;
+      throw err(BAD_REQ, `a request other than a put is at most ${MAX_SMALL_REQUEST_BYTES} bytes, and a put names id and put once`, { len: b.length, field });
     });
   } catch (e) {
     if (reqId !== undefined && isBitcloudError(e)) throw err(e.code, e.message.replace(/^[A-Z_]+: /, ''), { ...e.detail, reqId });

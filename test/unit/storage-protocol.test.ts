@@ -1,5 +1,6 @@
 import { describe, it, expect, vi } from 'vitest';
 import fc from 'fast-check';
+import protobuf from 'protobufjs';
 import { MAX_SMALL_REQUEST_BYTES, decodeRequest, decodeResponse, encodeRequest, encodeRequestFrame, encodeResponse, encodeResponseFrame, errorResponse, responseError, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { encodeFrame, FrameDecoder, frameHeader, MAX_FRAME_BYTES } from '../../src/storage/framing';
 import { encodeProto, pb, varint } from '../../src/storage/proto';
@@ -144,6 +145,33 @@ describe('storage protocol messages (SPEC §9.6)', () => {
     } finally {
       decode.mockRestore();
     }
+  });
+
+  it('a frame above 64 KiB is walked once before it is decoded: the put-only rule and the field bounds in one scan, each refusal as before (SPEC.md §9.6.2)', () => {
+    const field = (n: number, wire: number) => (n << 3) | wire;
+    const put = encodeRequest(12, { type: 'put', id, data: Buffer.alloc(100_000, 2), leaseSeconds: 60 });
+    expect(put.length).toBeGreaterThan(MAX_SMALL_REQUEST_BYTES);
+    // Readers made over the whole frame: one for the scan, one for the decode.
+    const create = vi.spyOn(protobuf.Reader, 'create');
+    const walks = (b: Uint8Array) => create.mock.calls.filter(([x]) => x === b).length;
+    try {
+      expect(decodeRequest(put).reqId).toBe(12);
+      expect(walks(put)).toBe(2);
+    } finally {
+      create.mockRestore();
+    }
+    const refusal = (b: Uint8Array) => { try { decodeRequest(b); } catch (e) { return e as { code: string; message: string; detail: Record<string, unknown> }; } throw new Error('decoded'); };
+    // The large-frame rule: a stat body after a put, above 64 KiB.
+    const other = refusal(Buffer.concat([put, Buffer.from([field(6, 2), 0])]));
+    expect(other.code).toBe('STORAGE_BAD_REQUEST');
+    expect(other.message).toMatch(/a request other than a put is at most 65536 bytes, and a put names id and put once/);
+    expect(other.detail).toMatchObject({ field: 6, reqId: 12 });
+    // The field bounds, in the same walk: a put body naming its data twice.
+    const inner = Buffer.concat([Buffer.from([field(1, 2), 32]), id, Buffer.from([field(2, 2)]), varint(40_000), Buffer.alloc(40_000), Buffer.from([field(2, 2)]), varint(40_000), Buffer.alloc(40_000)]);
+    const twice = refusal(Buffer.concat([Buffer.from([0x08, 13, field(2, 2)]), varint(inner.length), inner]));
+    expect(twice.code).toBe('STORAGE_BAD_REQUEST');
+    expect(twice.message).toMatch(/Request: put: data appears too often/);
+    expect(twice.detail.reqId).toBe(13);
   });
 
   it('every frame is scanned before it is decoded: a repeated top-level field, or a body field past its bound, is refused undecoded (SPEC.md §9.6.2)', () => {
