@@ -22,7 +22,7 @@ export class NamesSeen {
   private seen: Record<string, number> | null = null;
   /** The file as last read (null: missing or never read), and when it was last looked at. */
   private stamp: FileStamp | null = null;
-  private checkedAt = 0;
+  private checkedAt = -Infinity;
 
   /** `dataDir` absent: nothing is remembered across runs. */
   constructor(private readonly dataDir: string | undefined, private readonly log: Logger) {}
@@ -71,7 +71,8 @@ export class NamesSeen {
   private async all(): Promise<Record<string, number>> {
     const dir = this.dataDir;
     if (!dir) return (this.seen ??= {});
-    const now = Date.now();
+    // A monotonic clock: a wall clock stepped back must not stop the looks at the file.
+    const now = performance.now();
     if (this.seen && now - this.checkedAt < NAMES_SEEN_RECHECK_MS) return this.seen;
     this.checkedAt = now;
     const stamp = await this.statFile(dir);

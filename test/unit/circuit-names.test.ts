@@ -314,19 +314,36 @@ describe('names-seen.json shared by two processes (SPEC.md §9.14.1)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-names-seen-'));
     dirs.push(dir);
     const log = pino({ level: 'silent' });
-    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
     try {
       const proxy = new NamesSeen(dir, log), get = new NamesSeen(dir, log);
       expect(await proxy.min('late')).toBe(-1); // the proxy has read the (missing) file
       await get.remember('late', 42);
-      vi.setSystemTime(Date.now() + 1_500); // past the one-second look at the file
+      vi.advanceTimersByTime(1_500); // past the one-second look at the file
       expect(await proxy.min('late')).toBe(42);
       await get.remember('later', 50);
-      vi.setSystemTime(Date.now() + 1_500);
+      vi.advanceTimersByTime(1_500);
       await proxy.remember('own', 3);
       const file = JSON.parse(fs.readFileSync(path.join(dir, 'names-seen.json'), 'utf8')) as Record<string, number>;
       expect(file).toEqual({ late: 42, later: 50, own: 3 });
       expect(await proxy.min('later')).toBe(50);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a wall clock stepped back does not stop a long-running client from looking at the file again', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-names-seen-'));
+    dirs.push(dir);
+    const log = pino({ level: 'silent' });
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      const proxy = new NamesSeen(dir, log), get = new NamesSeen(dir, log);
+      expect(await proxy.min('stepped')).toBe(-1);
+      await get.remember('stepped', 7);
+      vi.setSystemTime(Date.now() - 3_600_000); // the wall clock steps back an hour
+      vi.advanceTimersByTime(1_500); // past the one-second look at the file, by the monotonic clock
+      expect(await proxy.min('stepped')).toBe(7);
     } finally {
       vi.useRealTimers();
     }
