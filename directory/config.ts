@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  bool, configError, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
+  bool, configError, dataDirField, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
 import { CONSENSUS_SKEW_MS } from '../src/dir/consensus';
@@ -100,10 +100,9 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     keepPeriods: int(pr.keepPeriods, 'probe.keepPeriods', 1, 24, D.keepPeriods),
     holdPeriods: int(pr.holdPeriods, 'probe.holdPeriods', 1, 168, D.holdPeriods),
   };
-  const dataDir = overrides.dataDir ?? str(raw.dataDir, 'dataDir');
   return {
     identity,
-    dataDir: path.resolve(baseDir, dataDir),
+    dataDir: dataDirField(raw, baseDir, overrides.dataDir),
     listen: { host: str(listen.host, 'listen.host', '127.0.0.1'), port: int(listen.port, 'listen.port', 0, 65535) },
     periodSeconds,
     consensusLifetimePeriods: int(raw.consensusLifetimePeriods, 'consensusLifetimePeriods', 2, 24, 3),

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
+  configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
 import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
 import { ALL_ROLES, type Role } from '../src/dir/types';
@@ -111,7 +111,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
   if (roles.includes('storage') && storagePort === 0) configError('storagePort', 'the storage role needs a storage port');
   const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);
   return {
-    dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
+    dataDir: dataDirField(raw, baseDir, o.dataDir),
     ...names,
     orPort: o.orPort ?? int(raw.orPort, 'orPort', 0, 65535),
     dirPort: o.dirPort ?? int(raw.dirPort, 'dirPort', 0, 65535, 0),

@@ -6,7 +6,7 @@ import { DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
 import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
-import { bool, configError, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
+import { bool, configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
 import { quotaCharge } from './share-store';
 import { DEFAULT_INTRO_DOS, INTRO_DOS_MAX, type IntroDosParams } from '../src/wire/hidden';
@@ -107,7 +107,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
   if (defaultLeaseSeconds > maxLeaseSeconds) configError('defaultLeaseSeconds', 'must not exceed maxLeaseSeconds');
   const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);
   return {
-    dataDir: path.resolve(baseDir, o.dataDir ?? str(raw.dataDir, 'dataDir')),
+    dataDir: dataDirField(raw, baseDir, o.dataDir),
     ...names,
     orPort,
     storagePort,

@@ -1,12 +1,21 @@
 // Config validation helpers shared by every daemon's config (SPEC.md §11.5): each failure is a
 // CONFIG_INVALID error whose message names the bad key, e.g. `authorities[1].identity`.
 import fs from 'node:fs';
+import path from 'node:path';
 import { err } from '../errors';
 import { parseIPv4, parseIPv6 } from './exit-policy';
 import { LIMITS } from '../wire/docs';
 
 export function configError(key: string, why: string): never {
   throw err('CONFIG_INVALID', `${key}: ${why}`, { key });
+}
+
+/**
+ * The data folder, absolute. SPEC.md §11.5: a `--data-dir` flag is resolved against the current
+ * directory, as any path on a command line; `dataDir` written in the file against the file's folder.
+ */
+export function dataDirField(raw: Record<string, unknown>, baseDir: string, flag?: string): string {
+  return flag !== undefined ? path.resolve(flag) : path.resolve(baseDir, str(raw.dataDir, 'dataDir'));
 }
 
 /** Read and parse a JSON config file; CONFIG_INVALID naming the file when it cannot be read. */

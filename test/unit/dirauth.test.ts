@@ -58,6 +58,11 @@ describe('authority config', () => {
     expect(c.stableAfterSeconds).toBe(30);
     expect(c.rateLimit).toEqual({ uploadsPerMinute: 60, burst: 20 });
   });
+  it('--data-dir is resolved against the current directory, dataDir in the file against the file\'s folder (SPEC.md §11.5)', () => {
+    expect(parseAuthorityConfig(good(), '/etc/bitcloud', { dataDir: 'data' }).dataDir).toBe(path.resolve(process.cwd(), 'data'));
+    expect(parseAuthorityConfig(good(), '/etc/bitcloud', { dataDir: '/var/lib/a' }).dataDir).toBe('/var/lib/a');
+    expect(parseAuthorityConfig(good(), '/etc/bitcloud').dataDir).toBe('/etc/bitcloud/d');
+  });
   it('names the bad key', () => {
     expect(message(() => parseAuthorityConfig({ ...good(), period: 'x' }, '/'))).toMatch(/^CONFIG_INVALID: period:/);
     expect(message(() => parseAuthorityConfig({ ...good(), authorities: [{ name: 'a', identity: 'XY', address: '127.0.0.1:1' }] }, '/'))).toMatch(/authorities\[0\]\.identity/);

@@ -22,6 +22,10 @@ describe('relay config limits', () => {
     expect(parseRelayConfig(base, '/x').limits).toEqual(DEFAULT_RELAY_LIMITS);
     expect(parseRelayLimits(undefined)).toEqual(DEFAULT_RELAY_LIMITS);
   });
+  it('--data-dir is resolved against the current directory, dataDir in the file against the file\'s folder (SPEC.md §11.5)', () => {
+    expect(parseRelayConfig(base, '/etc/bitcloud', { dataDir: 'data' }).dataDir).toBe(path.resolve(process.cwd(), 'data'));
+    expect(parseRelayConfig(base, '/etc/bitcloud').dataDir).toBe('/etc/bitcloud/d');
+  });
   it('overrides only the keys given', () => {
     const l = parseRelayConfig({ ...base, limits: { maxConnectionsPerAddress: 500, circuitRate: 0.5 } }, '/x').limits;
     expect(l).toEqual({ ...DEFAULT_RELAY_LIMITS, maxConnectionsPerAddress: 500, circuitRate: 0.5 });

@@ -16,6 +16,8 @@ describe('storage node config', () => {
   it('fills defaults and resolves the data dir against the config folder', () => {
     const c = parseStorageConfig(base, '/etc/bitcloud');
     expect(c.dataDir).toBe('/etc/bitcloud/node');
+    // SPEC.md §11.5: a --data-dir flag is resolved against the current directory, not the file's folder.
+    expect(parseStorageConfig(base, '/etc/bitcloud', { dataDir: 'node' }).dataDir).toBe(path.resolve(process.cwd(), 'node'));
     expect(c.listenHost).toBe('127.0.0.1');
     expect(c.quotaBytes).toBe(10 * 2 ** 30);
     expect(c.defaultLeaseSeconds).toBe(7 * 86_400);
