@@ -8,7 +8,7 @@ import {
   configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
 import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
-import { ALL_ROLES, type Role } from '../src/dir/types';
+import type { Role } from '../src/dir/types';
 import { LIMITS } from '../src/wire/docs';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
 import { DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORTS } from '../src/ops/metrics';
@@ -90,11 +90,18 @@ export function parseRelayLimits(v: unknown, key = 'limits'): RelayLimits {
 
 export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: number; metricsPort?: number; nickname?: string }
 
+/**
+ * The roles a relay's operator may set (SPEC.md §6.4). `hidden` (8) is not one: a hidden storage
+ * node is a storage node configured with `hidden` (§9.21.1), and a relay descriptor with it and an
+ * address is refused by every authority.
+ */
+export const RELAY_CONFIG_ROLES: readonly Role[] = ['relay', 'exit', 'storage'];
+
 export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
   noUnknownKeys(raw, KEYS, '');
   const names = nodeNameFields(raw, o.nickname);
   const roles = strList(raw.roles, 'roles', ['relay']).map((r, i) => {
-    if (!(ALL_ROLES as string[]).includes(r)) configError(`roles[${i}]`, `must be one of ${ALL_ROLES.join(', ')}`);
+    if (!(RELAY_CONFIG_ROLES as readonly string[]).includes(r)) configError(`roles[${i}]`, `must be one of ${RELAY_CONFIG_ROLES.join(', ')}`);
     return r as Role;
   });
   if (roles.length === 0) configError('roles', 'must name at least one role');

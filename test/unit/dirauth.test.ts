@@ -101,6 +101,13 @@ describe('relay config', () => {
     expect(message(() => parseRelayConfig({ ...relay(), roles: ['storage'] }, '/'))).toMatch(/storagePort/);
     expect(message(() => parseRelayConfig({ ...relay(), nickname: 'bad name' }, '/'))).toMatch(/nickname/);
   });
+  it('takes only the roles an operator sets: relay, exit, storage; "hidden" is the consensus\'s mark of a hidden storage node (SPEC.md §6.4, §9.21.1)', () => {
+    expect(parseRelayConfig({ ...relay(), roles: ['relay', 'exit', 'storage'], storagePort: 9002 }, '/').roles).toEqual(['relay', 'exit', 'storage']);
+    for (const roles of [['hidden'], ['relay', 'hidden'], ['storage', 'hidden']]) {
+      const m = message(() => parseRelayConfig({ ...relay(), roles, storagePort: 9002 }, '/'));
+      expect(m).toMatch(new RegExp(`^CONFIG_INVALID: roles\\[${roles.indexOf('hidden')}\\]: must be one of relay, exit, storage`));
+    }
+  });
 });
 
 describe('upload rate limiter', () => {
