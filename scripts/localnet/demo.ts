@@ -148,10 +148,10 @@ export async function runStorageDemo(repo: string, dir: string, clientConfig: st
 export async function runPaidContractDemo(repo: string, clientConfig: string, capability: string, pay = '0.5', epochs = 12): Promise<{ ok: boolean; contract: string; pay: string; epochs: number; detail: string }> {
   const cli = path.join(repo, 'bin', 'bitcloud.js');
   const r = await run(process.execPath, [cli, 'keep', 'contract', capability, '--pay', pay, '--epochs', String(epochs), '--json', '--config', clientConfig]);
-  let j: { ok?: boolean; contract?: string; funding?: { ok?: boolean; included?: { height: number } | null; code?: string; error?: string } | null } = {};
+  let j: { ok?: boolean; contract?: string; funding?: { ok?: boolean; included?: { height: number } | null; error?: { code?: string; message?: string } } | null } = {};
   try { j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as typeof j; } catch { /* reported below */ }
   const f = j.funding;
-  const detail = f?.ok ? (f.included ? `funding in block ${f.included.height}` : 'funding pending') : `${f?.code ?? `exit ${r.code}`} ${f?.error ?? r.stderr.trim().split('\n').pop() ?? ''}`.trim();
+  const detail = f?.ok ? (f.included ? `funding in block ${f.included.height}` : 'funding pending') : `${f?.error?.code ?? `exit ${r.code}`} ${f?.error?.message ?? r.stderr.trim().split('\n').pop() ?? ''}`.trim();
   return { ok: r.code === 0 && j.ok === true && f?.ok === true, contract: j.contract ?? '', pay, epochs, detail };
 }
 

@@ -341,17 +341,17 @@ describe('a tampered reward chain is refused by `bitcloud rewards` (SPEC.md §8.
     allocs.set(k1, allocs.get(k1)! + 1n); allocs.set(k2, allocs.get(k2)! - 1n);
     const body = encodeRewardBlock({ ...b.block, allocations: allocs });
     served = rebuild(signedBytes.map((x, i) => (i === minting ? encodeSignedRewardBlock(body, b.signatures) : x)));
-    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_BAD_SIGNATURE' } });
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, error: { code: 'REWARD_BAD_SIGNATURE' } } });
 
     // Missing signature: keep only one of the signatures (a majority of 3 is 2).
     served = rebuild(signedBytes.map((x, i) => (i === minting ? encodeSignedRewardBlock(b.body, b.signatures.slice(0, 1)) : x)));
-    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_TOO_FEW_SIGNATURES' } });
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, error: { code: 'REWARD_TOO_FEW_SIGNATURES' } } });
 
     // Broken link: the last block names another hash as its predecessor.
     expect(bundle.blocks.length).toBeGreaterThanOrEqual(2);
     const last = bundle.blocks[bundle.blocks.length - 1];
     const relinked = encodeRewardBlock({ ...last.block, previousHash: Buffer.alloc(32, 0xab) });
     served = rebuild(signedBytes.map((x, i) => (i === bundle.blocks.length - 1 ? encodeSignedRewardBlock(relinked, last.signatures) : x)));
-    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, code: 'REWARD_CHAIN_BROKEN_LINK' } });
+    expect(await rewardsFromFake()).toMatchObject({ code: 1, json: { ok: false, error: { code: 'REWARD_CHAIN_BROKEN_LINK' } } });
   }, 120_000);
 });

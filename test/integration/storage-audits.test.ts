@@ -243,7 +243,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     // More than the payer holds: refused before anything is sent.
     const tooMuch = await cli(['keep', 'contract', cap, '--epochs', '4', '--pay', '1000000', '--key', keyFile, '--json']);
     expect(tooMuch.code).toBe(1);
-    expect(lastJson(tooMuch.stdout).funding).toMatchObject({ ok: false, code: 'TRANSFER_OVERSPEND' });
+    expect(lastJson(tooMuch.stdout).funding).toMatchObject({ ok: false, error: { code: 'TRANSFER_OVERSPEND' } });
 
     const c = await cli(['keep', 'contract', cap, '--epochs', '4', '--pay', '1', '--key', keyFile, '--json']);
     expect(c.code, c.stderr + c.stdout).toBe(0);
@@ -332,7 +332,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     const otherKey = path.join(nodes[3].dataDir, IDENTITY_KEY_FILE);
     const notMine = await cli(['keep', 'cancel', id, '--key', otherKey, '--json']);
     expect(notMine.code).toBe(1);
-    expect(lastJson(notMine.stdout)).toMatchObject({ ok: false, code: 'ESCROW_NOT_PAYER' });
+    expect(lastJson(notMine.stdout)).toMatchObject({ ok: false, error: { code: 'ESCROW_NOT_PAYER' } });
     const forged = await httpRequest(`${auths[1].url}${PATHS.escrowCancel}`, { method: 'POST', body: encodeEscrowCancel(signEscrowCancel(await loadEd25519Secret(otherKey), id)), maxBytes: 4096, timeoutMs: 5000 });
     expect([forged.status, JSON.parse(forged.body.toString('utf8')).code]).toEqual([400, 'ESCROW_NOT_PAYER']);
 
@@ -354,7 +354,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     // A second cancel is refused, by the CLI and by an authority; and no later block pays the contract.
     const again = await cli(['keep', 'cancel', id, '--key', keyFile, '--json']);
     expect(again.code).toBe(1);
-    expect(lastJson(again.stdout)).toMatchObject({ ok: false, code: 'ESCROW_CLOSED' });
+    expect(lastJson(again.stdout)).toMatchObject({ ok: false, error: { code: 'ESCROW_CLOSED' } });
     const twice = await httpRequest(`${auths[2].url}${PATHS.escrowCancel}`, { method: 'POST', body: encodeEscrowCancel(signEscrowCancel(key, id)), maxBytes: 4096, timeoutMs: 5000 });
     expect([twice.status, JSON.parse(twice.body.toString('utf8')).code]).toEqual([400, 'ESCROW_CLOSED']);
     const later = await eventually(async () => {

@@ -123,7 +123,7 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     // The wallet refuses to send more than it holds, before asking anyone.
     const tooMuch = await wallet(['send', other.publicKey.toString('hex'), '0.50000001', '--json']);
     expect(tooMuch.code).toBe(1);
-    expect(JSON.parse(tooMuch.stdout)).toMatchObject({ ok: false, code: 'TRANSFER_OVERSPEND' });
+    expect(JSON.parse(tooMuch.stdout)).toMatchObject({ ok: false, error: { code: 'TRANSFER_OVERSPEND' } });
   }, 120_000);
 
   it('the wallet spends what it received; history and verify agree with the chain', async () => {

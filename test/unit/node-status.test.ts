@@ -42,6 +42,10 @@ describe('node status', () => {
       const lines: string[] = [];
       expect(await nodeStatusCommand({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500 }, { out: (s) => lines.push(s), err: (s) => lines.push(s) })).toBe(1);
       expect(lines.join('\n')).toMatch(/no identity key/);
+      // SPEC.md §9.10: with --json the failure is the one failure document, error: {code, message}.
+      const json: string[] = [];
+      expect(await nodeStatusCommand({ kind: 'relay', dataDir: dir, authorities, timeoutMs: 500, json: true }, { out: (s) => json.push(s), err: () => {} })).toBe(1);
+      expect(JSON.parse(json[0])).toMatchObject({ ok: false, fingerprint: null, error: { code: 'KEY_NOT_FOUND', message: expect.stringContaining('no identity key') as unknown } });
       fs.writeFileSync(path.join(dir, 'bandwidth.json'), JSON.stringify({
         version: 1, identity: 'bb'.repeat(32), periodSeconds: 5,
         epochs: [{ epoch: 7, receipts: 2, cellsSent: 100, cellsReceived: 50, peers: 2 }, { epoch: 8, receipts: 1, cellsSent: 1, cellsReceived: 2, peers: 1 }],

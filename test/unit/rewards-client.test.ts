@@ -245,7 +245,11 @@ describe('bitcloud rewards', () => {
   it('--relay takes a fingerprint only in its one spelling: upper case is refused, not converted (SPEC.md §3.1)', async () => {
     const r = await run({ config, json: true, relay: relayFp[2].toUpperCase() });
     expect(r.code).toBe(2);
-    expect(JSON.parse(r.out)).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+    // SPEC.md §9.10: the one failure document of every command, {ok: false, error: {code, message}}.
+    const doc = JSON.parse(r.out) as { ok: boolean; code?: unknown; error: { code: string; message: string } };
+    expect(doc).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID', message: expect.stringContaining('lowercase') as unknown } });
+    expect(doc.code).toBeUndefined();
+    expect(doc.error.message).not.toMatch(/^CONFIG_INVALID/);
     expect(r.err).toContain('lowercase');
   });
 
@@ -260,7 +264,7 @@ describe('bitcloud rewards', () => {
     const bad = await chainServer(chain(3, { signersAt: [0, [2]] }));
     const r = await run({ config, json: true, from: [bad.url] });
     expect(r.code).toBe(1);
-    expect(JSON.parse(r.out)).toMatchObject({ ok: false, code: 'REWARD_TOO_FEW_SIGNATURES' });
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, error: { code: 'REWARD_TOO_FEW_SIGNATURES' }, failures: [{ source: bad.url }] });
     expect(r.err).toContain('REWARD_TOO_FEW_SIGNATURES');
   });
 });

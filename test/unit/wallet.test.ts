@@ -191,7 +191,7 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
       const { key } = await loadWalletKey(path.join(dir, 'data'));
       const out: string[] = [];
       expect(await walletSend(key.publicKey.toString('hex'), '1', { json: true, config }, { out: (s: string) => out.push(s), err: () => {} })).toBe(2);
-      expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+      expect(JSON.parse(out[0])).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID', message: expect.any(String) as unknown } });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -208,10 +208,10 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
         const out: string[] = [];
         const io = { out: (s: string) => out.push(s), err: () => {} };
         expect(await walletSend('ab'.repeat(32), '1', { json: true, waitSeconds: w, config }, io)).toBe(2);
-        expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+        expect(JSON.parse(out[0])).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID', message: expect.any(String) as unknown } });
         out.length = 0;
         expect(await walletCancel('cd'.repeat(32), { json: true, waitSeconds: w, config }, io)).toBe(2);
-        expect(JSON.parse(out[0])).toMatchObject({ ok: false, code: 'CONFIG_INVALID' });
+        expect(JSON.parse(out[0])).toMatchObject({ ok: false, error: { code: 'CONFIG_INVALID', message: expect.any(String) as unknown } });
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -155,15 +155,16 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
     if (accepted !== uploads.length) {
       ok = false;
       lines.push('  not funded: not every authority took the contract');
-      funding = { ok: false, error: 'not every authority took the contract' };
+      const refused = uploads.find((u) => !u.ok);
+      funding = { ok: false, error: { code: refused?.code ?? 'INTERNAL', message: 'not every authority took the contract' } };
     } else {
       const out: string[] = [];
       const code = await walletSend(k.id, formatUnits(q.pay), { config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait },
         { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
       if (code !== 0) ok = false;
-      const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; code?: string; error?: string } | null;
-      lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `  not funded: ${f?.code ?? 'failed'} ${f?.error ?? ''}`);
+      const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; error?: { code: string; message: string } } | null;
+      lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `  not funded: ${f?.error?.code ?? 'failed'} ${f?.error?.message ?? ''}`);
     }
   }
   const json = {

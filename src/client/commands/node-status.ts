@@ -46,6 +46,8 @@ const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 
 export interface NodeStatusView {
   ok: boolean;
+  /** When `ok` is false: why, as in every command's failure document (SPEC.md §9.10). */
+  error?: { code: string; message: string };
   fingerprint: string | null;
   countersigned: { file: string; available: boolean; periodSeconds: number | null; epochs: EpochLine[]; totalCells: number; disagreements: Record<string, number> };
   consensus: { available: boolean; error?: string; validAfter?: string; listed?: boolean; nickname?: string; flags?: string[]; weightKBps?: number; provenEpoch?: number | null; provenCells?: number; provenKBps?: number; storedBytes?: number };
@@ -69,12 +71,14 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
   const file = path.join(o.dataDir, 'bandwidth.json');
   const bw = await readBandwidth(file);
   let fp: string | null = bw?.identity && /^[0-9a-f]{64}$/.test(bw.identity) ? bw.identity : null;
+  let keyError: unknown = null;
   if (!fp) {
-    try { fp = fingerprint((await loadEd25519Secret(path.join(o.dataDir, IDENTITY_KEY_FILE))).publicKey); } catch { fp = null; }
+    try { fp = fingerprint((await loadEd25519Secret(path.join(o.dataDir, IDENTITY_KEY_FILE))).publicKey); } catch (e) { fp = null; keyError = e; }
   }
   const epochs = (bw?.epochs ?? []).map((e) => ({ ...e }));
   const view: NodeStatusView = {
     ok: fp !== null,
+    ...(fp === null ? { error: { code: errorCode(keyError), message: `no identity key in ${o.dataDir} (has the ${o.kind} run yet?)` } } : {}),
     fingerprint: fp,
     countersigned: {
       file, available: bw !== null, periodSeconds: bw?.periodSeconds ?? null, epochs,

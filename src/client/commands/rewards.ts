@@ -94,7 +94,8 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
   } catch (e) {
     const code = errorCode(e);
     const failures = (e as { detail?: { failures?: unknown } }).detail?.failures ?? [];
-    if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, failures }));
+    // SPEC.md §9.10: the failure document of every command, plus the sources refused.
+    if (o.json) io.out(JSON.stringify({ ok: false, error: { code, message: (e as Error).message.replace(/^[A-Z0-9_]+: /, '') }, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
   }

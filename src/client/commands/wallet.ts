@@ -35,7 +35,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
   const code = errorCode(e);
   const detail = (e as { detail?: unknown }).detail;
-  if (o.json) io.out(JSON.stringify({ ok: false, code, error: (e as Error).message, ...(detail && typeof detail === 'object' ? { detail } : {}) }));
+  // SPEC.md §9.10: the failure document of every command, plus the error's detail.
+  const message = (e as Error).message.replace(/^[A-Z0-9_]+: /, '');
+  if (o.json) io.out(JSON.stringify({ ok: false, error: { code, message }, ...(detail && typeof detail === 'object' ? { detail } : {}) }));
   io.err(`bitcloud ${what}: ${(e as Error).message}`);
   return code === 'CONFIG_INVALID' || code.startsWith('KEY_') ? 2 : 1;
 }
