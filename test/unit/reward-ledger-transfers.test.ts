@@ -194,12 +194,18 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
       for (const b of all) expect(ledger.submitTransfer(b).result).toBe('added');
       await expect.poll(() => s.open, { timeout: 5000 }).toBeGreaterThanOrEqual(4);
       expect(s.maxOpen).toBe(4);
+      // It answers (503) what it holds, still keeping each body, until every transfer that waited has come.
+      const answer = () => { for (const res of s.held.splice(0)) { res.writeHead(503); res.end(); } };
+      for (let i = 0; i < 5000 && s.bodies.length < 4 + 1024; i++) { answer(); await new Promise((r) => setTimeout(r, 5)); }
       await release();
       const dropped = all.length - 4 - 1024;
       expect(s.received).toBe(all.length - dropped);
+      expect(s.maxOpen).toBe(4);
       // The oldest waiting were dropped: the first 4 (sent at once) and the last 1 024 went.
       const hex = all.map((b) => b.toString('hex'));
       expect(new Set(s.bodies.slice(0, 4))).toEqual(new Set(hex.slice(0, 4)));
+      expect(s.bodies).toHaveLength(4 + 1024);
+      expect(new Set(s.bodies)).toEqual(new Set([...hex.slice(0, 4), ...hex.slice(-1024)]));
       const m = (await t.nodes[0].reg.getSingleMetric('bitcloud_transfers_pass_on_dropped_total')!.get()).values;
       expect(m.find((v) => v.labels.to === 'auth2')?.value).toBe(dropped);
     } finally {
