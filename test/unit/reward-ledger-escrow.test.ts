@@ -413,3 +413,56 @@ describe('passing cancels on: the same per-authority queue as transfers (SPEC.md
     }
   }, 30_000);
 });
+
+describe('the proposer reads its own audit report before it builds (SPEC.md §9.20.4)', () => {
+  /** A lone authority (it proposes every height) whose own report reads wait for `release`. */
+  function gatedProposer() {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-read-'));
+    const l = new RewardLedger({ dataDir, signer: nodes[0].signer, authorities: [authorities[0]], periodSeconds: P, skewMs: 60_000, log: silentLog });
+    l.load();
+    const reads: { epoch: number; release: () => void }[] = [];
+    l.escrow = {
+      contract: () => undefined,
+      ownReport: (epoch) => new Promise((r) => { reads.push({ epoch, release: () => r({ epoch, pages: new Map() }) }); }),
+    };
+    return { l, reads, dataDir };
+  }
+
+  it('a newer consensus taken while the report is read: one read at a time, then read again for the newer epoch, and one block, for it', async () => {
+    const { l, reads, dataDir } = gatedProposer();
+    try {
+      l.onConsensus(consensus(60));
+      l.onConsensus(consensus(61)); // while the report of epoch 60 is read
+      expect(reads.map((r) => r.epoch)).toEqual([60]);
+      expect(l.pendingBlock).toBeNull();
+      reads[0].release();
+      await expect.poll(() => reads.length).toBe(2);
+      expect(reads[1].epoch).toBe(61);
+      expect(l.pendingBlock).toBeNull(); // nothing built from the report of epoch 60
+      reads[1].release();
+      await expect.poll(() => l.pendingBlock).not.toBeNull();
+      expect(l.pendingBlock).toMatchObject({ height: 0, epoch: 61 });
+      await l.whenIdle();
+      expect(reads).toHaveLength(2);
+    } finally {
+      for (const r of reads) r.release();
+      await l.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('closed while the report is read: no block is built once it is read', async () => {
+    const { l, reads, dataDir } = gatedProposer();
+    try {
+      l.onConsensus(consensus(60));
+      expect(reads).toHaveLength(1);
+      const closed = l.close();
+      reads[0].release();
+      await closed;
+      expect(l.pendingBlock).toBeNull();
+      expect(reads).toHaveLength(1);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
