@@ -45,7 +45,11 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   // §9.20.2; the local test network runs every node on one address, so it turns off the
   // distinct-subnet rule for those paths.
   const auditConnector = circuitAuditConnector(() => storage.currentRelays(), { enforceDistinctSubnets: !cfg.testNetwork, log, registry: reg });
-  const storage: StorageAudits = new StorageAudits({ dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg, connect: auditConnector.connect });
+  // SPEC.md §9.20.1: a funded contract (§9.20.4) is never evicted to make room for an upload.
+  const storage: StorageAudits = new StorageAudits({
+    dataDir: cfg.dataDir, signer, periodSeconds: cfg.periodSeconds, log, registry: reg, connect: auditConnector.connect,
+    funded: (id, epochs) => rewards.contractFunded(id, epochs),
+  });
   const held = storage.load();
   // SPEC.md §9.20.4: escrow payments are computed from the contracts held and the own audit reports.
   rewards.escrow = { contract: (id) => storage.contract(id), ownReport: (e, nodes) => storage.ownPages(e, nodes) };

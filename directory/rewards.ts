@@ -231,6 +231,18 @@ export class RewardLedger {
    */
   get bundleVersion(): string { return `${this.state.height}:${this.store.changes}`; }
   get pendingTransfers(): number { return this.pool.size; }
+
+  /**
+   * SPEC.md §9.20.1: whether the contract `id` (hex) of `epochs` epochs is funded, so that it is
+   * never evicted to make room for an upload: an escrow open for it in the chain (not refunded or
+   * cancelled), or none yet and a pending transfer to its id of at least one unit per epoch, which
+   * the next block opens its escrow with (§9.20.4).
+   */
+  contractFunded(id: string, epochs: number): boolean {
+    const e = this.state.escrows.get(id);
+    if (e) return e.refunded === null;
+    return this.pool.largestTo(id) >= BigInt(epochs);
+  }
   get pendingBlock(): { height: number; epoch: number; signers: string[]; published: boolean } | null {
     const p = this.pending;
     return p && { height: p.block.height, epoch: p.block.epoch, signers: p.round.signers(), published: p.round.published };

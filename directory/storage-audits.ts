@@ -138,7 +138,16 @@ export interface StorageAuditsOptions {
   maxContracts?: number;
   /** Entries held at most over all contracts (default CONTRACT_ENTRY_LIMIT). */
   maxContractEntries?: number;
+  /**
+   * SPEC.md §9.20.1: whether the contract `id` (hex) of `epochs` epochs is funded (an escrow open
+   * for it in the reward chain, or its opening in the pending pool, §9.20.4): a funded contract is
+   * never evicted to make room for an upload. Absent: none is funded.
+   */
+  funded?: FundedLookup;
 }
+
+/** SPEC.md §9.20.1: is the contract `id` (hex), of `epochs` epochs, funded (§9.20.4)? */
+export type FundedLookup = (id: string, epochs: number) => boolean;
 
 /**
  * A contract held: its bytes as uploaded (checked by decodeContract once, when accepted or loaded)
@@ -159,7 +168,13 @@ export class StorageAudits {
   private readonly P: number;
   private readonly now: () => number;
   private readonly dir: string;
+  /**
+   * Held contracts in the order this authority stored them (a Map keeps insertion order; at load,
+   * by file time): the oldest unfunded ones are evicted first (SPEC.md §9.20.1).
+   */
   private readonly contracts = new Map<string, Held>();
+  /** Evicted contracts' files being removed, by id: a new write of the same id waits for it. */
+  private readonly removing = new Map<string, Promise<void>>();
   /** Ids being written to disk, with the write: counted against the limit while it is awaited. */
   private readonly writing = new Map<string, Promise<void>>();
   /** Entries of the contracts held and of those being written (SPEC.md §9.20.1 entry limit). */
@@ -185,7 +200,7 @@ export class StorageAudits {
   private closed = false;
   /** Aborted by close(): a wait before asking a busy node again ends at once (SPEC.md §9.20.2). */
   private readonly stopping = new AbortController();
-  private readonly m: { contracts: prom.Counter<'result'>; audits: prom.Counter<'result'> };
+  private readonly m: { contracts: prom.Counter<'result'>; audits: prom.Counter<'result'>; evicted: prom.Counter };
 
   constructor(o: StorageAuditsOptions) {
     this.o = o;
@@ -198,6 +213,7 @@ export class StorageAudits {
     const reg = o.registry ?? new prom.Registry();
     this.m = {
       contracts: new prom.Counter({ name: 'bitcloud_storage_contracts_total', help: 'Storage contract uploads by result (accepted, unchanged, or the refusal code)', labelNames: ['result'], registers: [reg] }),
+      evicted: new prom.Counter({ name: 'bitcloud_storage_contracts_evicted_total', help: 'Unfunded storage contracts evicted, oldest first, to make room for an upload (SPEC.md §9.20.1)', registers: [reg] }),
       audits: new prom.Counter({ name: 'bitcloud_storage_authority_audits_total', help: 'Audits this authority ran by result (ok or the failure code)', labelNames: ['result'], registers: [reg] }),
     };
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -226,12 +242,48 @@ export class StorageAudits {
     this.entriesHeld -= h.entries;
   }
 
-  /** Why a contract of `entries` entries is beyond the limits now, or null (SPEC.md §9.20.1). */
-  private overLimit(entries: number): string | null {
+  /**
+   * Why a contract of `entries` entries is beyond the limits now, or null (SPEC.md §9.20.1).
+   * `freed`: held contracts and entries counted as gone (those an eviction would remove).
+   */
+  private overLimit(entries: number, freed = { contracts: 0, entries: 0 }): string | null {
     const max = this.o.maxContracts ?? MAX_CONTRACTS;
     const maxEntries = this.o.maxContractEntries ?? CONTRACT_ENTRY_LIMIT;
-    if (this.contracts.size + this.writing.size >= max) return `this authority holds ${max} contracts already`;
-    if (this.entriesHeld + this.entriesWriting + entries > maxEntries) return `this authority holds at most ${maxEntries} contract entries, and this contract's ${entries} would pass that`;
+    if (this.contracts.size - freed.contracts + this.writing.size >= max) return `this authority holds ${max} contracts already`;
+    if (this.entriesHeld - freed.entries + this.entriesWriting + entries > maxEntries) return `this authority holds at most ${maxEntries} contract entries, and this contract's ${entries} would pass that`;
+    return null;
+  }
+
+  /**
+   * SPEC.md §9.20.1: make room for a contract of `entries` entries by evicting unfunded held
+   * contracts, oldest stored first, as few as fit it; a funded one (§9.20.4) is never evicted, nor
+   * one whose write is under way (not held yet). When evicting every unfunded contract would not
+   * make room, nothing is evicted and the reason is returned; null once the contract fits.
+   */
+  private evictFor(entries: number): string | null {
+    const over = this.overLimit(entries);
+    if (over === null) return null;
+    const funded = this.o.funded ?? (() => false);
+    const victims: string[] = [];
+    const freed = { contracts: 0, entries: 0 };
+    for (const [id, h] of this.contracts) {
+      if (funded(id, h.endEpoch - h.startEpoch)) continue;
+      victims.push(id);
+      freed.contracts++;
+      freed.entries += h.entries;
+      if (this.overLimit(entries, freed) === null) break;
+    }
+    if (this.overLimit(entries, freed) !== null) return over;
+    for (const id of victims) {
+      this.drop(id);
+      // Forgotten now; its file goes after, and a new upload of the same contract waits for that.
+      const rm = fs.promises.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true })
+        .catch((x: unknown) => { this.o.log.warn({ contract: id, err: (x as Error).message }, 'removing an evicted storage contract failed'); })
+        .finally(() => { if (this.removing.get(id) === rm) this.removing.delete(id); });
+      this.removing.set(id, rm);
+      this.m.evicted.inc();
+      this.o.log.debug({ contract: id }, 'unfunded storage contract evicted to make room for an upload');
+    }
     return null;
   }
 
@@ -285,7 +337,14 @@ export class StorageAudits {
     const cdir = path.join(this.dir, 'contracts');
     let beyond = 0;
     let early = 0;
-    for (const name of safeReaddir(cdir).sort()) {
+    // SPEC.md §9.20.1: held in the order they were stored (file time, then name), the order in
+    // which unfunded ones are evicted.
+    const files = safeReaddir(cdir).filter((name) => /^[0-9a-f]{64}\.bin$/.test(name)).map((name) => {
+      let mtime = 0;
+      try { mtime = fs.statSync(path.join(cdir, name)).mtimeMs; } catch { /* read below, or reported there */ }
+      return { name, mtime };
+    }).sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
+    for (const { name } of files) {
       const m = /^([0-9a-f]{64})\.bin$/.exec(name);
       const file = path.join(cdir, name);
       if (!m) continue;
@@ -373,8 +432,9 @@ export class StorageAudits {
     if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
     // SPEC.md §9.20.1: the limit counts the contracts whose write is still under way, so
     // uploads that arrive together cannot all pass the check before any of them is held.
-    // The entries count too (CONTRACT_ENTRY_LIMIT over all contracts held).
-    const over = this.overLimit(c.entries.length);
+    // The entries count too (CONTRACT_ENTRY_LIMIT over all contracts held). Beyond either,
+    // unfunded contracts are evicted, oldest first, when that makes room.
+    const over = this.evictFor(c.entries.length);
     if (over !== null) {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
       throw err('CONTRACT_LIMIT', over);
@@ -384,6 +444,7 @@ export class StorageAudits {
     let counted = true;
     const write = (async () => {
       mkdirDurableSync(path.join(this.dir, 'contracts'), 0o700);
+      await this.removing.get(id);
       await writeFileAtomic(path.join(this.dir, 'contracts', `${id}.bin`), raw, 0o644);
       // Held and no longer being written at once: counted once against the limits.
       this.hold(id, Buffer.from(raw), c);

@@ -26,6 +26,8 @@ export class TransferPool {
   private body: Buffer | null = null;
   /** Units the sender's pending transfers spend (hex). */
   private readonly out = new Map<string, bigint>();
+  /** The largest pending transfer to each recipient (hex): a contract's funding (SPEC.md §9.20.1, §9.20.4). */
+  private readonly largestIn = new Map<string, bigint>();
   private ledger: CoinLedger;
 
   constructor(private base: Readonly<LedgerMaps>, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
@@ -63,7 +65,14 @@ export class TransferPool {
     const mine = this.bySender.get(e.from);
     if (mine) mine.push(e); else this.bySender.set(e.from, [e]);
     this.out.set(e.from, (this.out.get(e.from) ?? 0n) + e.t.amount);
+    const to = e.t.to.toString('hex');
+    if (e.t.amount > (this.largestIn.get(to) ?? 0n)) this.largestIn.set(to, e.t.amount);
     this.body = null;
+  }
+
+  /** The largest pending transfer to `to` (hex), 0 when none: what would fund a contract of that id (SPEC.md §9.20.4). */
+  largestTo(to: string): bigint {
+    return this.largestIn.get(to) ?? 0n;
   }
 
   /** SPEC §8.11.3: a pending transfer spends only the chain balance less the sender's pending ones. TRANSFER_OVERSPEND. */
@@ -85,6 +94,7 @@ export class TransferPool {
     this.ids.clear();
     this.bySender.clear();
     this.out.clear();
+    this.largestIn.clear();
     this.body = null;
     this.ledger = new CoinLedger(base);
     for (const e of old) {

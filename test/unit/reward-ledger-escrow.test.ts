@@ -190,11 +190,16 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     // Unknown before it is funded.
     const early = await trio.postCancel(nodes[0], encodeEscrowCancel(signEscrowCancel(relay, ID3)));
     expect([early.status, JSON.parse(early.body.toString('utf8')).code]).toEqual([404, 'ESCROW_UNKNOWN']);
+    // SPEC.md §9.20.1: not funded yet, so its authorities may evict it to make room for an upload.
+    for (const l of running()) expect(l.contractFunded(ID3, 10)).toBe(false);
     expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id3, 5000n, 3)))).status).toBe(200);
     await Promise.all(running().map((l) => l.whenIdle()));
+    // Its funding waits in the pending pool: funded already (not for a contract of more epochs than it pays one unit each).
+    for (const l of running()) expect([l.contractFunded(ID3, 10), l.contractFunded(ID3, 5001)]).toEqual([true, false]);
     for (const l of running()) l.onConsensus(consensus(E0 + 10));
     await rounds(6);
     for (const l of running()) expect(l.chain.escrows.get(ID3)).toMatchObject({ funded: 5000n, perEpoch: 500n, paid: 0n });
+    for (const l of running()) expect(l.contractFunded(ID3, 10)).toBe(true);
     const before = running()[0].chain.balances.get(RELAY)!;
 
     // Someone else's cancel: refused with its reason. The payer's: taken, passed on to the others.
@@ -214,6 +219,7 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     for (const l of running()) {
       expect(l.chain.epoch).toBe(E0 + 11);
       expect(l.chain.escrows.get(ID3)).toMatchObject({ refunded: 5000n, cancelledAt: E0 + 11, paid: 0n });
+      expect(l.contractFunded(ID3, 10)).toBe(false);
       expect(l.chain.balances.get(ID3)).toBe(0n);
       expect(l.pendingCancels).toBe(0);
     }

@@ -10,6 +10,7 @@ import type http from 'node:http';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { blake2b, ed25519Generate, randomBytes } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
+import { prom } from '../../src/ops/metrics';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import type { ConsensusRelay, VerifiedConsensus } from '../../src/dir/types';
 import { FLAG_BITS } from '../../src/dir/types';
@@ -179,7 +180,8 @@ describe('the contract limit (SPEC.md §9.20.1)', () => {
 
 describe('the entry limit (SPEC.md §9.20.1)', () => {
   it('a contract that would take the entries held over the limit is refused with CONTRACT_LIMIT, also while writes are under way', async () => {
-    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5 });
+    // Every contract funded: none is evicted to make room (SPEC.md §9.20.1).
+    const audits = new StorageAudits({ dataDir: tmp(), signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContractEntries: 5, funded: () => true });
     const n = await node();
     const withEntries = (k: number) => contractOf(n.key.publicKey, E, E + 2, k);
     expect((await audits.accept(withEntries(3))).result).toBe('accepted');
@@ -199,6 +201,106 @@ describe('the entry limit (SPEC.md §9.20.1)', () => {
     expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts'))).toHaveLength(4);
     const fewer = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 3 });
     expect(fewer.load().contracts).toBe(3);
+  });
+});
+
+describe('unfunded contracts make room for a new upload (SPEC.md §9.20.1)', () => {
+  const evicted = async (reg: prom.Registry): Promise<number> => (await reg.getSingleMetric('bitcloud_storage_contracts_evicted_total')!.get()).values.reduce((a, v) => a + v.value, 0);
+  const idOf = (raw: Buffer): string => blake2b(raw).toString('hex');
+  const fileOf = (dataDir: string, id: string): string => path.join(dataDir, 'storage', 'contracts', `${id}.bin`);
+
+  it('a full store of unfunded contracts takes a new upload by evicting the oldest, in memory and on disk; it may be uploaded again', async () => {
+    const dataDir = tmp();
+    const registry = new prom.Registry();
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, registry, now: () => epochStart(E) + 1000, maxContracts: 2 });
+    const n = await node();
+    const [a, b, c] = Array.from({ length: 3 }, () => contractOf(n.key.publicKey, E, E + 2));
+    for (const raw of [a, b, c]) expect((await audits.accept(raw)).result).toBe('accepted');
+    expect(audits.contractCount).toBe(2);
+    expect(audits.contract(idOf(a))).toBeUndefined();
+    expect(fs.existsSync(fileOf(dataDir, idOf(a)))).toBe(false);
+    for (const raw of [b, c]) { expect(audits.contract(idOf(raw))).toBeDefined(); expect(fs.existsSync(fileOf(dataDir, idOf(raw)))).toBe(true); }
+    expect(await evicted(registry)).toBe(1);
+    // Uploaded again: b is now the oldest and makes room.
+    expect((await audits.accept(a)).result).toBe('accepted');
+    expect(audits.contract(idOf(b))).toBeUndefined();
+    expect(fs.existsSync(fileOf(dataDir, idOf(a)))).toBe(true);
+    expect(await evicted(registry)).toBe(2);
+  });
+
+  it('a funded contract (an open escrow in the chain or a funding in the pending pool) is never evicted; all funded, the upload is CONTRACT_LIMIT', async () => {
+    const dataDir = tmp();
+    const funded = new Set<string>();
+    const asked: [string, number][] = [];
+    const audits = new StorageAudits({
+      dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2,
+      funded: (id, epochs) => { asked.push([id, epochs]); return funded.has(id); },
+    });
+    const n = await node();
+    const [a, b, c, d] = Array.from({ length: 4 }, () => contractOf(n.key.publicKey, E, E + 3));
+    await audits.accept(a);
+    await audits.accept(b);
+    funded.add(idOf(a));
+    // a is the oldest but funded: b goes.
+    expect((await audits.accept(c)).result).toBe('accepted');
+    expect(asked).toContainEqual([idOf(a), 3]);
+    expect(audits.contract(idOf(a))).toBeDefined();
+    expect(audits.contract(idOf(b))).toBeUndefined();
+    funded.add(idOf(c));
+    expect(await codeOf(() => audits.accept(d))).toBe('CONTRACT_LIMIT');
+    expect(audits.contract(idOf(a))).toBeDefined();
+    expect(audits.contract(idOf(c))).toBeDefined();
+    expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts')).sort()).toEqual([`${idOf(a)}.bin`, `${idOf(c)}.bin`].sort());
+  });
+
+  it('at the entry limit, as many unfunded contracts as needed are evicted, oldest first; when all of them would not make room, none is', async () => {
+    const dataDir = tmp();
+    const registry = new prom.Registry();
+    const funded = new Set<string>();
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, registry, now: () => epochStart(E) + 1000, maxContractEntries: 8, funded: (id) => funded.has(id) });
+    const n = await node();
+    const withEntries = (k: number) => contractOf(n.key.publicKey, E, E + 2, k);
+    const [a, b, c, d] = [withEntries(2), withEntries(2), withEntries(2), withEntries(2)];
+    for (const raw of [a, b, c, d]) await audits.accept(raw);
+    funded.add(idOf(b));
+    // 8 held, 5 more: 5 must go, so a (2), then c (2) and d (2); b is funded.
+    const big = withEntries(5);
+    expect((await audits.accept(big)).result).toBe('accepted');
+    expect([a, b, c, d, big].map((raw) => audits.contract(idOf(raw)) !== undefined)).toEqual([false, true, false, false, true]);
+    expect(await evicted(registry)).toBe(3);
+    // Held: b (funded, 2) and big (unfunded, 5). 7 entries need 6 gone, and only big's 5 can go.
+    expect(await codeOf(() => audits.accept(withEntries(7)))).toBe('CONTRACT_LIMIT');
+    expect(audits.contract(idOf(big))).toBeDefined();
+    expect(fs.existsSync(fileOf(dataDir, idOf(big)))).toBe(true);
+    expect(await evicted(registry)).toBe(3);
+    // 6 entries: big goes.
+    expect((await audits.accept(withEntries(6))).result).toBe('accepted');
+    expect(audits.contract(idOf(big))).toBeUndefined();
+  });
+
+  it('a store loaded beyond the limits deletes nothing at start; a new upload then evicts the held contract stored first (by file time)', async () => {
+    const dataDir = tmp();
+    const n = await node();
+    const cdir = path.join(dataDir, 'storage', 'contracts');
+    fs.mkdirSync(cdir, { recursive: true });
+    const raws = Array.from({ length: 4 }, () => contractOf(n.key.publicKey, E, E + 2));
+    // Stored in the order of their file times, which is not the order of their names.
+    const ids = raws.map(idOf).sort().reverse();
+    const byId = new Map(raws.map((raw) => [idOf(raw), raw]));
+    const t0 = Date.now() / 1000 - 1000;
+    ids.forEach((id, i) => { const f = path.join(cdir, `${id}.bin`); fs.writeFileSync(f, byId.get(id)!); fs.utimesSync(f, t0 + i * 10, t0 + i * 10); });
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, maxContracts: 2 });
+    expect(audits.load().contracts).toBe(2);
+    expect(fs.readdirSync(cdir)).toHaveLength(4);
+    const held = ids.filter((id) => audits.contract(id) !== undefined);
+    expect(held).toHaveLength(2);
+    const oldest = held[0]; // ids are in file-time order
+    const fresh = contractOf(n.key.publicKey, E, E + 2);
+    expect((await audits.accept(fresh)).result).toBe('accepted');
+    expect(audits.contract(oldest)).toBeUndefined();
+    expect(audits.contract(held[1])).toBeDefined();
+    // Only the evicted file is gone; the files not held at start are kept.
+    expect(fs.readdirSync(cdir).sort()).toEqual([...ids.filter((id) => id !== oldest), idOf(fresh)].map((id) => `${id}.bin`).sort());
   });
 });
 
