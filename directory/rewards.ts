@@ -411,8 +411,11 @@ export class RewardLedger {
       this.o.log.error({ epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
     }
+    // A source that throws rather than rejecting must not leave the flag set (no block built again).
+    let read: ReturnType<EscrowSource['ownReport']>;
+    try { read = src.ownReport(epoch, nodes); } catch (e) { read = Promise.reject(e as Error); }
     this.readingReport = true;
-    this.track(src.ownReport(epoch, nodes).finally(() => { this.readingReport = false; }).then((pages) => this.build({ height, epoch, pages })));
+    this.track(read.finally(() => { this.readingReport = false; }).then((pages) => this.build({ height, epoch, pages })));
   }
 
   /**

@@ -457,6 +457,30 @@ describe('the proposer reads its own audit report before it builds (SPEC.md §9.
     }
   });
 
+  it('a report source that throws at once (rather than rejecting) does not stop the proposer building later blocks', async () => {
+    const { l, reads, dataDir } = gatedProposer();
+    const gated = l.escrow!.ownReport;
+    let throwNext = true;
+    l.escrow = { ...l.escrow!, ownReport: (epoch, nodes) => {
+      if (throwNext) { throwNext = false; throw new Error('EIO: the pages cannot be listed'); }
+      return gated(epoch, nodes);
+    } };
+    try {
+      l.onConsensus(consensus(60));
+      await l.whenIdle();
+      expect(l.pendingBlock).toBeNull();
+      l.onConsensus(consensus(61));
+      await expect.poll(() => reads.length).toBe(1);
+      reads[0].release();
+      await expect.poll(() => l.pendingBlock).not.toBeNull();
+      expect(l.pendingBlock).toMatchObject({ height: 0, epoch: 61 });
+    } finally {
+      for (const r of reads) r.release();
+      await l.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('closed while the report is read: no block is built once it is read', async () => {
     const { l, reads, dataDir } = gatedProposer();
     try {
