@@ -21,7 +21,8 @@ export const STORAGE_STREAM_IDLE_MS = 120_000;
 /**
  * SPEC.md §9.6.1: a request frame not received in full this long after its first byte closes its
  * stream, circuit or direct, however often its bytes come (its bytes hold the node's frame budget).
- * Time during which the node reads no further, at its own bound on requests in flight, is not counted.
+ * Time during which the node reads no further, at its own bound on requests in flight, is not counted
+ * while one of them is being handled (an answer waiting only for the requester to take it does not stop it).
  */
 export const STORAGE_REQUEST_DEADLINE_MS = 120_000;
 import { decodeRequest, encodeResponseFrame, errorResponse, type StorageRequest, type StorageResponse } from '../src/storage/protocol';
@@ -140,10 +141,12 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
       await draining;
     }
   };
+  // Wakes the wait at the in-flight bound when a request's handling ends (its answer may still wait).
+  let handled: (() => void) | null = null;
   const handle = (reqId: number, req: StorageRequest): void => {
     working++;
     const p: Promise<void> = handleRequest(store, req, opts.ctx, opts.policyCheck ?? allowAll, opts.names)
-      .finally(() => { working--; })
+      .finally(() => { working--; handled?.(); })
       .then((res) => send(reqId, res))
       .catch((e) => { log.debug({ code: errorCode(e) }, 'storage answer not sent'); })
       .finally(() => inflight.delete(p));
@@ -180,9 +183,17 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
         }
         handle(decoded.reqId, decoded.req);
         if (inflight.size >= maxInflight) {
-          // The node's own bound: it reads no further, and the request deadline waits with it.
-          pauseDeadline();
-          while (inflight.size >= maxInflight) await Promise.race(inflight);
+          // The node's own bound: it reads no further, and the request deadline waits with it while
+          // a request is being handled. An answer waiting only for the requester to take it is not
+          // the node's slowness: once none is being handled, the deadline runs on, so a requester
+          // that reads its answers slowly on purpose cannot hold a partial frame's bytes for ever.
+          while (inflight.size >= maxInflight) {
+            if (working > 0) pauseDeadline(); else resumeDeadline();
+            const waits: Promise<void>[] = [...inflight];
+            if (working > 0) waits.push(new Promise<void>((r) => { handled = r; }));
+            await Promise.race(waits);
+            handled = null;
+          }
           resumeDeadline();
         }
       }

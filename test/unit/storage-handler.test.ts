@@ -322,6 +322,37 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(closedByDeadline).toBe(1);
   });
 
+  it('the request deadline runs while the node, at its bound of 8 in flight, only waits for the requester to take its answers (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    cleanup.push(() => vi.useRealTimers());
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    // As a circuit stream whose requester takes a cell now and then: a write completes only with its
+    // last DATA cell, and sentBytes grows (the idle timer sees progress), but no answer is taken in full.
+    const stream = new Duplex({ writableHighWaterMark: 1, read() {}, write() {} }) as Duplex & { sentBytes: number };
+    stream.sentBytes = 0;
+    stream.on('error', () => {});
+    cleanup.push(() => stream.destroy());
+    let answers = 0;
+    const write = stream.write.bind(stream) as (chunk: Buffer, cb?: (e?: Error | null) => void) => boolean;
+    (stream as unknown as { write: typeof write }).write = (chunk, cb) => { answers++; return write(chunk, cb); };
+    let closedByDeadline = 0;
+    const served = serveStorageStream(stream, s, { ctx, onRequestDeadline: () => { closedByDeadline++; } });
+    // 8 stat requests and the first bytes of a 9th frame (a put) in one read.
+    const ninth = encodeFrame(encodeRequest(9, { type: 'put', id, data, leaseSeconds: 60 }));
+    stream.push(Buffer.concat([...Array.from({ length: 8 }, (_, i) => encodeFrame(encodeRequest(i + 1, { type: 'stat' }))), ninth.subarray(0, 10)]));
+    // The node handles all 8 at once; their answers wait only for the requester.
+    while (answers < 8) await tick();
+    for (let t = 0; t < 8; t++) await tick();
+    for (let t = 0; t < 2; t++) { vi.advanceTimersByTime(50_000); stream.sentBytes += 498; await tick(); }
+    expect(stream.destroyed).toBe(false); // 100 s
+    vi.advanceTimersByTime(20_000); // 120 s since the 9th frame's first byte: its requester's slowness, not the node's
+    await tick();
+    expect(stream.destroyed).toBe(true);
+    expect(closedByDeadline).toBe(1);
+    await served;
+  });
+
   it('one large answer read slowly but steadily keeps its stream: the bytes a circuit stream has sent are progress (SPEC.md §9.6.1)', async () => {
     const s = await store();
     const big = Buffer.alloc(64 * 1024, 9);
