@@ -54,7 +54,7 @@ function wireTypeOf(f: protobuf.Field): number {
  * packed run at least once), and the members of a oneof count together, at most once; each message
  * field is checked the same way in turn. Fields `t` does not declare are skipped, as a decode skips
  * them. Top-level fields are shown to `visit` (its field number and, for a varint, its value as a
- * uint32, else null) before they are counted; `visit` may refuse the message by throwing a
+ * uint32, else null) before they are counted or their body read; `visit` may refuse the message by throwing a
  * BitcloudError, which stops the walk and is passed on as it is. A breach, or a message that does not
  * parse → `code`.
  * The work is one step per field, and nothing is allocated per field.
@@ -78,12 +78,14 @@ function checkMessage(t: protobuf.Type, r: protobuf.Reader, end: number, most: (
     const wireType = tag & 7;
     const f = t.fieldsById[tag >>> 3] as protobuf.Field | undefined;
     const packed = f !== undefined && f.repeated && wireType === 2 && wireTypeOf(f) !== 2;
-    let v: number | null = null;
     let start = r.pos;
-    if (wireType === 0) v = r.uint32();
-    else if (wireType === 2) { const len = r.uint32(); start = r.pos; r.skip(len); }
-    else r.skipType(wireType);
-    visit?.(tag >>> 3, v);
+    // Shown to `visit` before its body is read (a group's body is walked to skip it).
+    if (wireType === 0) { const v = r.uint32(); visit?.(tag >>> 3, v); }
+    else {
+      visit?.(tag >>> 3, null);
+      if (wireType === 2) { const len = r.uint32(); start = r.pos; r.skip(len); }
+      else r.skipType(wireType);
+    }
     if (f === undefined) continue;
     if (wireType !== wireTypeOf(f) && !packed) return `${f.name} has wire type ${wireType}`;
     // A packed run counts its entries, and at least one; each other occurrence counts one.

@@ -174,6 +174,29 @@ describe('storage protocol messages (SPEC §9.6)', () => {
     expect(twice.detail.reqId).toBe(13);
   });
 
+  it('a frame above 64 KiB naming a field other than id and put is refused before that field\'s body is read, a group\'s too (SPEC.md §9.6.2)', () => {
+    const field = (n: number, wire: number) => (n << 3) | wire;
+    // An id, then a stat body sent as a group of 50 000 small fields: the walk of the group would
+    // read every one of them before the field was checked.
+    const group = Buffer.concat([Buffer.from([0x08, 21, field(6, 3)]), Buffer.alloc(100_000, 0).fill(Buffer.from([field(1, 0), 1])), Buffer.from([field(6, 4)])]);
+    expect(group.length).toBeGreaterThan(MAX_SMALL_REQUEST_BYTES);
+    const skip = vi.spyOn(protobuf.Reader.prototype, 'skipType');
+    let refused: { code: string; message: string; detail: Record<string, unknown> } | undefined;
+    let skips = -1;
+    try {
+      decodeRequest(group);
+    } catch (e) {
+      refused = e as typeof refused;
+    } finally {
+      skips = skip.mock.calls.length;
+      skip.mockRestore();
+    }
+    expect(refused?.code).toBe('STORAGE_BAD_REQUEST');
+    expect(refused?.message).toMatch(/a request other than a put is at most 65536 bytes/);
+    expect(refused?.detail).toMatchObject({ field: 6, reqId: 21 });
+    expect(skips).toBe(0);
+  });
+
   it('every frame is scanned before it is decoded: a repeated top-level field, or a body field past its bound, is refused undecoded (SPEC.md §9.6.2)', () => {
     const field = (n: number, wire: number) => (n << 3) | wire;
     // 64 KiB of empty stat bodies after an id: each would be decoded into an object of its own.
