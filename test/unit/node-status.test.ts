@@ -94,4 +94,26 @@ describe('node status', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('a storage node\'s status with a corrupt saved policy, or a folder in its place, shows none saved and does not fail (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const corrupt = fingerprint(ed25519Generate().publicKey);
+      const folder = fingerprint(ed25519Generate().publicKey);
+      fs.mkdirSync(path.join(dir, POLICY_DIR, `${folder}.bundle`), { recursive: true });
+      fs.writeFileSync(path.join(dir, POLICY_DIR, `${corrupt}.bundle`), Buffer.alloc(1 << 20, 0xff));
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [corrupt, folder] };
+      const v = await nodeStatus(o);
+      expect(v.policies).toEqual([
+        expect.objectContaining({ moderator: corrupt, seq: null, expired: false }),
+        expect.objectContaining({ moderator: folder, seq: null, expired: false }),
+      ]);
+      const lines: string[] = [];
+      await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
+      expect(lines.find((l) => l.includes(corrupt))).toMatch(/none saved yet/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
