@@ -183,6 +183,8 @@ describe('two relays that forge receipts between themselves gain no more than th
     expect(FORGED).toBeLessThan(declaredCap / 1.2);
 
     // Epoch e just ended: every authority holds its consensus and takes its receipts for another period.
+    // Start in the first half of an epoch, so the posts to every authority land before that period ends.
+    while ((Date.now() / 1000) % PERIOD > PERIOD / 2) await new Promise((r) => setTimeout(r, 100));
     const e = epochNow() - 1;
     const p = signReceipt({ epoch: e, initiator: ka.publicKey, responder: kb.publicKey, cellsI2R: FORGED, cellsR2I: 0, serial: 9_000_000 + Math.floor(Math.random() * 1e6) }, ka);
     const c = countersign(p, { cellsI2R: FORGED, cellsR2I: 0 }, kb, 0);
