@@ -101,7 +101,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   let paused = false;
   const clearDeadline = (): void => { if (deadline) { clearTimeout(deadline); deadline = null; } };
   const armDeadline = (): void => {
-    armedAt = Date.now();
+    armedAt = performance.now();
     deadline = setTimeout(() => {
       opts.onRequestDeadline?.();
       log.debug({ ms }, 'storage request not received in full in time; closing');
@@ -117,7 +117,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   const pauseDeadline = (): void => {
     if (!deadline) return;
     clearDeadline();
-    left = Math.max(0, left - (Date.now() - armedAt));
+    left = Math.max(0, left - (performance.now() - armedAt));
     paused = true;
   };
   const resumeDeadline = (): void => {

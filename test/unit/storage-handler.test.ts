@@ -289,7 +289,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
 
   it('the request deadline waits while the node, at its own bound of 8 requests in flight, reads no further; a trickling requester is still cut (SPEC.md §9.6.1)', async () => {
     const s = await store();
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
     cleanup.push(() => vi.useRealTimers());
     const tick = () => new Promise<void>((r) => setImmediate(r));
     // The node's disk is slow: every request is held until the test lets it go.
@@ -324,7 +324,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
 
   it('the request deadline runs while the node, at its bound of 8 in flight, only waits for the requester to take its answers (SPEC.md §9.6.1)', async () => {
     const s = await store();
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
     cleanup.push(() => vi.useRealTimers());
     const tick = () => new Promise<void>((r) => setImmediate(r));
     // As a circuit stream whose requester takes a cell now and then: a write completes only with its
@@ -355,7 +355,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
 
   it('the request deadline goes on with the time left across several stops at the in-flight bound (SPEC.md §9.6.1)', async () => {
     const s = await store();
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
     cleanup.push(() => vi.useRealTimers());
     const tick = () => new Promise<void>((r) => setImmediate(r));
     const ticks = async () => { for (let t = 0; t < 10; t++) await tick(); };
@@ -377,6 +377,46 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     holds.splice(0).forEach((r) => r());
     await ticks();
     vi.advanceTimersByTime(50_000); // their answers wait for the requester: counted (70 s left)
+    while (pending.length > 0) { pending.shift()!(); await ticks(); }
+    expect(holds.length).toBe(2); // requests 3 and 4 being handled: not counted
+    vi.advanceTimersByTime(100_000);
+    holds.splice(0).forEach((r) => r());
+    await ticks();
+    vi.advanceTimersByTime(69_000);
+    await tick();
+    expect(stream.destroyed).toBe(false);
+    vi.advanceTimersByTime(1_000); // 120 s counted since the 5th frame's first byte
+    await tick();
+    expect(stream.destroyed).toBe(true);
+    expect(closedByDeadline).toBe(1);
+    await served;
+  });
+
+  it('the time left of a stopped request deadline is kept by the monotonic clock: a wall clock stepped an hour forward closes nothing early (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
+    cleanup.push(() => vi.useRealTimers());
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    const ticks = async () => { for (let t = 0; t < 10; t++) await tick(); };
+    // Each request is handled until the test lets it go; each answer is taken when the test says.
+    const holds: Array<() => void> = [];
+    const policyCheck: PolicyCheck = () => new Promise<void>((r) => { holds.push(r); });
+    const pending: Array<(e?: Error | null) => void> = [];
+    const stream = new Duplex({ writableHighWaterMark: 1, read() {}, write(_chunk, _enc, cb) { pending.push(cb); } });
+    stream.on('error', () => {});
+    cleanup.push(() => stream.destroy());
+    let closedByDeadline = 0;
+    const served = serveStorageStream(stream, s, { ctx, policyCheck, maxInflight: 2, idleMs: 3_600_000, onRequestDeadline: () => { closedByDeadline++; } });
+    // 4 stat requests and the first bytes of a 5th frame in one read; 2 are handled at once.
+    const fifth = encodeFrame(encodeRequest(5, { type: 'put', id, data, leaseSeconds: 60 }));
+    stream.push(Buffer.concat([...Array.from({ length: 4 }, (_, i) => encodeFrame(encodeRequest(i + 1, { type: 'stat' }))), fifth.subarray(0, 10)]));
+    await ticks();
+    expect(holds.length).toBe(2);
+    vi.advanceTimersByTime(100_000); // the node handling requests 1 and 2: not counted
+    holds.splice(0).forEach((r) => r());
+    await ticks();
+    vi.advanceTimersByTime(50_000); // their answers wait for the requester: counted (70 s left)
+    vi.setSystemTime(Date.now() + 3_600_000); // the wall clock steps an hour forward (NTP)
     while (pending.length > 0) { pending.shift()!(); await ticks(); }
     expect(holds.length).toBe(2); // requests 3 and 4 being handled: not counted
     vi.advanceTimersByTime(100_000);
