@@ -194,16 +194,15 @@ export async function createStorageDirectListener(o: StorageDirectListenerOption
   const listener = new StorageDirectListener(server, typeof addr === 'object' && addr ? addr.port : o.port,
     o.maxPerAddress ?? DEFAULT_DIRECT_SESSIONS_PER_ADDRESS, o.addressKey ?? clientAddressKey);
   // SPEC.md §9.13.2: the per-address cap is taken at accept, before any TLS work.
-  // Refused connections are remembered so that their close, which the TLS server reports as a
-  // failed handshake (ECONNRESET), is counted only as the per-address close it is.
-  const refused = new WeakSet<net.Socket>();
+  // A refused connection is closed under its TLS socket, which the TLS server reports as one
+  // failed handshake (ECONNRESET): that many hang-ups are ours, counted only as the per-address
+  // closes they are (as the link listener does, src/link/listener.ts).
+  let refusedHangups = 0;
   server.on('connection', (s: net.Socket) => {
-    if (!listener.track(s)) { refused.add(s); o.onClosed?.('per_address'); }
+    if (!listener.track(s)) { refusedHangups++; o.onClosed?.('per_address'); }
   });
   server.on('tlsClientError', (e: NodeJS.ErrnoException, s: tls.TLSSocket) => {
-    // The TLS socket the server wrapped around the accepted TCP connection (`_parent`).
-    const raw = (s as unknown as { _parent?: net.Socket | null })._parent;
-    if (raw && refused.has(raw)) { s.destroy(); return; }
+    if (e.code === 'ECONNRESET' && refusedHangups > 0) { refusedHangups--; s.destroy(); return; }
     // Garbage or a stalled handshake on the storage port costs that one connection only.
     o.onError?.(e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'LINK_HANDSHAKE_TIMEOUT' : 'LINK_TLS_FAILED');
     log.debug({ reason: e.code ?? e.message }, 'storage session TLS handshake failed');
