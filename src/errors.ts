@@ -219,6 +219,7 @@ export const ERROR_CODES = {
     IO_NOT_FOUND: 'bad_input',
     IO_STATE_UNREADABLE: 'bad_input',
     IO_STATE_CORRUPT: 'bad_input',
+    IO_STATE_LOCKED: 'resource_limit',
   },
   /** Bandwidth receipts: exchange on links and upload to authorities (SPEC.md §8.1–§8.5). */
   RECEIPT: {

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import { err } from '../errors';
 import { secureRandom } from '../crypto/primitives';
 import { writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
+import { withFileLock, tryFileLockSync } from '../ops/file-lock';
 import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
 } from './weighting';
@@ -43,6 +44,11 @@ export interface GuardSetOptions {
   /** How long a sampled guard the consensus does not list is kept (Tor: 20 days). Default 20 days. */
   removeUnlistedAfterMs?: number;
   rng?: () => number;
+  /**
+   * Called when pickGuard has sampled new guards: the caller saves soon, so that the client's
+   * other processes find them in the state file instead of sampling their own (SPEC.md §7.2 State).
+   */
+  onSampled?: () => void;
 }
 
 /** The part of the client state file this class owns: `{ "guards": GuardState, ...others }`. */
@@ -59,9 +65,34 @@ function validRecord(x: unknown): x is GuardRecord {
     && (r.unlistedSince === undefined || r.unlistedSince === null || Number.isFinite(r.unlistedSince));
 }
 
+/** The valid guard records of a parsed state file (none when it has no `guards` of version 1). */
+function recordsOf(state: unknown): { records: GuardRecord[]; malformed: number } {
+  const gs = (state as { guards?: Partial<GuardState> } | null)?.guards;
+  const list: unknown[] = gs && gs.version === 1 && Array.isArray(gs.sampled) ? gs.sampled : [];
+  const records = list.filter(validRecord).map((r) => ({ ...r, unlistedSince: r.unlistedSince ?? null }));
+  return { records, malformed: list.length - records.length };
+}
+
+/**
+ * SPEC.md §7.2 (State): one guard both the file and this process hold. Each field takes the newer
+ * news: the later `retryAt` with its `failures` (a backoff still running is kept; equal: the
+ * higher count), the later `lastSuccessAt`, `confirmed` if either says so, the earlier `addedAt`;
+ * `unlistedSince` is this process's (it saves the consensus it has just looked at).
+ */
+function mergeRecord(disk: GuardRecord, mine: GuardRecord): GuardRecord {
+  const backoff = mine.retryAt > disk.retryAt || (mine.retryAt === disk.retryAt && mine.failures > disk.failures) ? mine : disk;
+  const last = disk.lastSuccessAt === null ? mine.lastSuccessAt
+    : mine.lastSuccessAt === null ? disk.lastSuccessAt : Math.max(disk.lastSuccessAt, mine.lastSuccessAt);
+  return {
+    fingerprint: disk.fingerprint, addedAt: Math.min(disk.addedAt, mine.addedAt),
+    failures: backoff.failures, retryAt: backoff.retryAt, lastSuccessAt: last,
+    confirmed: disk.confirmed || mine.confirmed, unlistedSince: mine.unlistedSince ?? null,
+  };
+}
+
 export class GuardSet {
   private records: GuardRecord[];
-  private readonly opts: Required<Omit<GuardSetOptions, 'rng'>> & { rng: () => number };
+  private readonly opts: Required<Omit<GuardSetOptions, 'rng' | 'onSampled'>> & { rng: () => number; onSampled?: () => void };
   /** Problems met while loading (e.g. a corrupt state file set aside); for the caller to log. */
   readonly warnings: string[] = [];
   private dirtyFlag = false;
@@ -72,6 +103,7 @@ export class GuardSet {
       sampleSize: opts.sampleSize ?? 3, maxSampleSize: opts.maxSampleSize ?? 10,
       retryBaseMs: opts.retryBaseMs ?? 60_000, retryMaxMs: opts.retryMaxMs ?? 3_600_000,
       removeUnlistedAfterMs: opts.removeUnlistedAfterMs ?? 20 * 86_400_000, rng: opts.rng ?? secureRandom, // SPEC.md §7.1: the CSPRNG
+      onSampled: opts.onSampled,
     };
     if (!(this.opts.sampleSize >= 1 && this.opts.maxSampleSize >= this.opts.sampleSize)) {
       throw err('CONFIG_INVALID', 'guard maxSampleSize must be >= sampleSize >= 1');
@@ -98,11 +130,9 @@ export class GuardSet {
       g.warnings.push(`state file ${file} was not valid JSON; moved to ${aside}, starting with new guards`);
       return g;
     }
-    const gs = (state as { guards?: Partial<GuardState> } | null)?.guards;
-    const list = gs && gs.version === 1 && Array.isArray(gs.sampled) ? gs.sampled : [];
-    const records = list.filter(validRecord).map((r) => ({ ...r, unlistedSince: r.unlistedSince ?? null }));
+    const { records, malformed } = recordsOf(state);
     const g = new GuardSet(file, now, opts, records);
-    if (records.length !== list.length) g.warnings.push(`ignored ${list.length - records.length} malformed guard entries`);
+    if (malformed > 0) g.warnings.push(`ignored ${malformed} malformed guard entries`);
     return g;
   }
 
@@ -145,6 +175,7 @@ export class GuardSet {
     // missing, so exclusions never grow the sample.
     const eligible = () => this.records.filter((g) => usable(byFp.get(g.fingerprint)));
 
+    let added = 0; // guards sampled by this call
     let listed = eligible().length;
     if (listed < this.opts.sampleSize) {
       const w = computeBandwidthWeights(consensusRelays);
@@ -155,6 +186,7 @@ export class GuardSet {
         pool = pool.filter((x) => x !== r);
         this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null });
         this.dirtyFlag = true;
+        added++;
         listed++;
       }
     }
@@ -173,9 +205,11 @@ export class GuardSet {
       if (r) {
         this.records.push({ fingerprint: r.fingerprint.toLowerCase(), addedAt: now, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null });
         this.dirtyFlag = true;
+        added++;
         candidates = eligible().filter((g) => fits(g.fingerprint));
       }
     }
+    if (added > 0) this.opts.onSampled?.();
     if (candidates.length === 0) return null;
     const ready = candidates.find((g) => g.retryAt <= now);
     const chosen = ready ?? candidates.reduce((a, b) => (b.retryAt < a.retryAt ? b : a));
@@ -207,20 +241,66 @@ export class GuardSet {
   /**
    * Write the set into the state file (mode 0600, atomic), keeping every other top-level key
    * already in the file (the state file is shared with other client state).
+   *
+   * SPEC.md §7.2 (State): the client's processes (a running proxy, a `bitcloud get` beside it)
+   * share the file, so it is read again and merged under `<file>.lock`, and the guard list on disk
+   * wins: this process's records become the merged ones at once. IO_STATE_LOCKED when another
+   * live process holds the lock for 30 s.
    */
   async save(): Promise<void> {
-    if (!this.file) { this.dirtyFlag = false; return; }
-    const existing = await fsp.readFile(this.file, 'utf8').catch(() => null);
-    const text = this.stateText(existing);
-    await writeFileAtomic(this.file, text, 0o600);
+    const file = this.file;
+    if (!file) { this.dirtyFlag = false; return; }
+    await withFileLock(`${file}.lock`, async () => {
+      const existing = await fsp.readFile(file, 'utf8').catch(() => null);
+      await writeFileAtomic(file, this.stateText(existing), 0o600);
+    }, { code: 'IO_STATE_LOCKED' });
   }
 
-  /** As save(), synchronously (for shutdown paths). */
+  /**
+   * As save(), synchronously (for shutdown paths, which cannot wait): the lock is taken only if it
+   * is free (or its holder no longer runs); while another process holds it, nothing is written
+   * (only status news of this process is lost; the set stays dirty).
+   */
   saveSync(): void {
-    if (!this.file) { this.dirtyFlag = false; return; }
-    let existing: string | null = null;
-    try { existing = fs.readFileSync(this.file, 'utf8'); } catch { /* missing: write ours alone */ }
-    writeFileAtomicSync(this.file, this.stateText(existing), 0o600);
+    const file = this.file;
+    if (!file) { this.dirtyFlag = false; return; }
+    const release = tryFileLockSync(`${file}.lock`);
+    if (!release) return;
+    try {
+      let existing: string | null = null;
+      try { existing = fs.readFileSync(file, 'utf8'); } catch { /* missing: write ours alone */ }
+      writeFileAtomicSync(file, this.stateText(existing), 0o600);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * SPEC.md §7.2 (State): the guard list on disk merged with this process's. The disk list is the
+   * base, in its order; guards in both: mergeRecord. A guard only this process holds is appended
+   * (within `maxSampleSize`) when this process's list already holds every guard on disk (it
+   * sampled on top of the shared list, e.g. one that fits a storage node's restrictions);
+   * otherwise another process sampled meanwhile, and a guard only this process holds is appended
+   * only while fewer than `sampleSize` merged records are listed, else dropped: one sample for all
+   * the client's processes. Records unlisted for `removeUnlistedAfterMs` are removed. A file
+   * without guards (new, missing or set aside) takes this process's list as it is.
+   */
+  private merged(disk: GuardRecord[]): GuardRecord[] {
+    if (disk.length === 0) return this.records.map((r) => ({ ...r }));
+    const now = this.now();
+    const expired = (g: GuardRecord) => g.unlistedSince != null && now - g.unlistedSince >= this.opts.removeUnlistedAfterMs;
+    const mine = new Map(this.records.map((r) => [r.fingerprint, r]));
+    const onTop = disk.every((d) => mine.has(d.fingerprint) || expired(d));
+    const out = disk.map((d) => { const m = mine.get(d.fingerprint); return m ? mergeRecord(d, m) : { ...d }; });
+    const onDisk = new Set(disk.map((d) => d.fingerprint));
+    let listed = out.filter((r) => r.unlistedSince == null).length;
+    for (const r of this.records) {
+      if (onDisk.has(r.fingerprint) || out.length >= this.opts.maxSampleSize) continue;
+      if (!onTop && listed >= this.opts.sampleSize) continue;
+      out.push({ ...r });
+      if (r.unlistedSince == null) listed++;
+    }
+    return out.filter((g) => !expired(g));
   }
 
   private stateText(existing: string | null): string {
@@ -229,6 +309,7 @@ export class GuardSet {
       const parsed: unknown = existing === null ? null : JSON.parse(existing);
       if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) state = parsed as Record<string, unknown>;
     } catch { /* corrupt: write ours alone */ }
+    this.records = this.merged(recordsOf(state).records);
     state.guards = this.toJSON();
     this.dirtyFlag = false;
     return JSON.stringify(state, null, 2) + '\n';

@@ -65,7 +65,9 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
   const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log: o.log });
   // SPEC.md §6.10.1: with a guard in state.json and a valid cached consensus, the directory is
   // fetched through the guard's mirror (one-hop circuit, BEGIN_DIR); otherwise directly (bootstrap).
-  const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
+  // SPEC.md §7.2 (State): guards just sampled are saved at once, so that the client's other
+  // processes (a running proxy) find them instead of sampling their own.
+  const guards: GuardSet = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'), Date.now, { onSampled: () => void guards.save().catch(() => {}) });
   for (const w of guards.warnings) (o.log ?? silentLogger).warn(w);
   const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: o.log });
   dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));

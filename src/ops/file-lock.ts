@@ -1,8 +1,9 @@
 // A lock between processes on a state file that several commands read, change and write back
-// (the keeper's keeper.json, SPEC.md §9.19; names-seen.json, §9.14.1): `<file>.lock`, created exclusively ('wx') and holding
+// (the keeper's keeper.json, SPEC.md §9.19; names-seen.json, §9.14.1; the client's state.json, §7.2): `<file>.lock`, created exclusively ('wx') and holding
 // the holder's PID. A lock whose PID is no longer alive (a holder that crashed) is stale and taken
 // over; otherwise the caller retries every `retryMs` and gives up after `timeoutMs` with the code
 // it names. The lock is always removed when the work ends, whether it succeeded or threw.
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from '../crypto/primitives';
@@ -28,6 +29,34 @@ export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, o:
   } finally {
     await fsp.rm(lockPath, { force: true });
   }
+}
+
+/**
+ * Take `lockPath` without waiting, for paths that cannot wait (a process shutting down): one
+ * exclusive create; a lock left by a holder that no longer runs is taken over as `withFileLock`
+ * does, and the create tried once more. Returns the function that releases the lock, or null when
+ * another live process holds it (the caller then skips its work).
+ */
+export function tryFileLockSync(lockPath: string): (() => void) | null {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(lockPath, 'wx', 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    if (fd !== undefined) {
+      try { fs.writeSync(fd, String(process.pid)); } catch (e) {
+        fs.closeSync(fd);
+        fs.rmSync(lockPath, { force: true });
+        throw e;
+      }
+      fs.closeSync(fd);
+      return () => fs.rmSync(lockPath, { force: true });
+    }
+    if (attempt > 0 || !removeIfStaleSync(lockPath)) return null;
+  }
+  return null;
 }
 
 async function acquire(lockPath: string, o: FileLockOptions): Promise<void> {
@@ -96,5 +125,36 @@ async function removeIfStale(lockPath: string): Promise<boolean> {
   const moved = await fsp.readFile(aside, 'utf8').catch(() => null);
   if (moved !== text) await fsp.link(aside, lockPath).catch(() => {}); // a live holder's: put it back
   await fsp.rm(aside, { force: true });
+  return true;
+}
+
+/** As removeIfStale, synchronously. */
+function removeIfStaleSync(lockPath: string): boolean {
+  let text: string;
+  try {
+    text = fs.readFileSync(lockPath, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw e;
+  }
+  const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (Number.isSafeInteger(pid) && pid > 0) {
+    if (alive(pid)) return false;
+  } else {
+    let mtimeMs: number;
+    try { mtimeMs = fs.statSync(lockPath).mtimeMs; } catch { return true; }
+    if (Date.now() - mtimeMs < EMPTY_LOCK_STALE_MS) return false;
+  }
+  const aside = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
+  try {
+    fs.renameSync(lockPath, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw e;
+  }
+  let moved: string | null = null;
+  try { moved = fs.readFileSync(aside, 'utf8'); } catch { /* gone */ }
+  if (moved !== text) { try { fs.linkSync(aside, lockPath); } catch { /* a lock exists again */ } }
+  fs.rmSync(aside, { force: true });
   return true;
 }

@@ -207,4 +207,111 @@ describe('guard set (SPEC §7.2)', () => {
     expect(g.guards).toEqual([{ ...good, unlistedSince: null }]);
     expect(g.warnings).toHaveLength(1);
   });
+
+  describe('state.json shared by several client processes (SPEC §7.2 State)', () => {
+    const many = Array.from({ length: 20 }, (_, i) => relay(i + 1));
+    const fps = (g: GuardSet) => g.guards.map((x) => x.fingerprint);
+    const onDisk = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8')) as { guards: { sampled: { fingerprint: string }[] } }).guards.sampled;
+
+    it('the guard set on disk wins: a second process that sampled on the same fresh file adopts the first one\'s guards', async () => {
+      const file = path.join(dir, 'state.json');
+      const a = GuardSet.load(file, now, { rng: seededRng(11) });
+      const b = GuardSet.load(file, now, { rng: seededRng(12) });
+      a.pickGuard(many);
+      b.pickGuard(many);
+      const aGuards = fps(a);
+      expect(aGuards).toHaveLength(3);
+      expect(fps(b)).not.toEqual(aGuards);
+      await a.save();
+      await b.save();
+      expect(onDisk(file).map((r) => r.fingerprint)).toEqual(aGuards);
+      expect(fps(b)).toEqual(aGuards);
+      expect(b.dirty).toBe(false);
+      // The adopted set is used at once.
+      expect(b.pickGuard(many)!.fingerprint).toBe(aGuards[0]);
+      expect(fps(b)).toEqual(aGuards);
+    });
+
+    it('keeps a guard this process sampled on top of the shared list (a storage node\'s restrictions)', async () => {
+      const file = path.join(dir, 'state.json');
+      const a = GuardSet.load(file, now, { rng: seededRng(17) });
+      a.pickGuard(many);
+      await a.save();
+      const b = GuardSet.load(file, now, { rng: seededRng(18) });
+      const shared = fps(a);
+      const extra = b.pickGuard(many, new Set(), new Set(shared))!.fingerprint;
+      expect(fps(b)).toEqual([...shared, extra]);
+      await b.save();
+      await a.save();
+      expect(onDisk(file).map((r) => r.fingerprint)).toEqual([...shared, extra]);
+      expect(fps(a)).toEqual([...shared, extra]);
+    });
+
+    it('calls onSampled when pickGuard samples, so that the caller saves soon', () => {
+      let calls = 0;
+      const g = new GuardSet(null, now, { rng: seededRng(19), onSampled: () => { calls++; } });
+      g.pickGuard(many);
+      expect(calls).toBe(1);
+      g.pickGuard(many);
+      expect(calls).toBe(1);
+    });
+
+    it('merges the status of a guard both processes hold: a failure by one and a success by the other both survive', async () => {
+      const file = path.join(dir, 'state.json');
+      const a = GuardSet.load(file, now, { rng: seededRng(13) });
+      a.pickGuard(many);
+      await a.save();
+      const b = GuardSet.load(file, now, { rng: seededRng(14) });
+      const [g0, g1, g2] = fps(a);
+      expect(fps(b)).toEqual([g0, g1, g2]);
+      a.markFailure(g1);
+      a.markFailure(g0);
+      clock += 1000;
+      b.markSuccess(g2);
+      b.markSuccess(g0);
+      await a.save();
+      await b.save();
+      const saved = GuardSet.load(file, now).guards;
+      expect(saved.map((x) => x.fingerprint)).toEqual([g0, g1, g2]);
+      // Different guards: each process's news is kept.
+      expect(saved[1]).toMatchObject({ failures: 1, retryAt: 1_000_000 + 60_000, confirmed: false });
+      expect(saved[2]).toMatchObject({ failures: 0, retryAt: 0, lastSuccessAt: clock, confirmed: true });
+      // The same guard: the later backoff and the newer success are both kept.
+      expect(saved[0]).toMatchObject({ failures: 1, retryAt: 1_000_000 + 60_000, lastSuccessAt: clock, confirmed: true });
+      expect(b.guards).toEqual(saved);
+    });
+
+    it('saveSync skips the save, without throwing, while another live process holds the lock', () => {
+      const file = path.join(dir, 'state.json');
+      const g = GuardSet.load(file, now, { rng: seededRng(15) });
+      g.pickGuard(many);
+      g.saveSync();
+      const before = fs.readFileSync(file, 'utf8');
+      g.markSuccess(g.guards[0].fingerprint);
+      fs.writeFileSync(`${file}.lock`, String(process.pid));
+      expect(() => g.saveSync()).not.toThrow();
+      expect(fs.readFileSync(file, 'utf8')).toBe(before);
+      expect(g.dirty).toBe(true);
+      expect(fs.readFileSync(`${file}.lock`, 'utf8')).toBe(String(process.pid));
+      // A lock left by a process that no longer runs is taken over.
+      fs.writeFileSync(`${file}.lock`, '2147483646');
+      g.saveSync();
+      expect(GuardSet.load(file, now).guards[0].confirmed).toBe(true);
+      expect(fs.existsSync(`${file}.lock`)).toBe(false);
+    });
+
+    it('save waits while another process holds the lock, and removes its own lock after', async () => {
+      const file = path.join(dir, 'state.json');
+      const g = GuardSet.load(file, now, { rng: seededRng(16) });
+      g.pickGuard(many);
+      fs.writeFileSync(`${file}.lock`, String(process.pid));
+      const saving = g.save();
+      await new Promise((r) => setTimeout(r, 120));
+      expect(fs.existsSync(file)).toBe(false);
+      fs.rmSync(`${file}.lock`);
+      await saving;
+      expect(onDisk(file).map((r) => r.fingerprint)).toEqual(fps(g));
+      expect(fs.existsSync(`${file}.lock`)).toBe(false);
+    });
+  });
 });

@@ -123,7 +123,10 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
   const registry = createRegistry('client');
 
   const dir = new DirKeeper({ authorities: dirCfg.authorities, mirrors: dirCfg.mirrors, dataDir: dirCfg.dataDir, log, registry });
-  const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'));
+  const saveGuards = () => guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
+  // SPEC.md §7.2 (State): guards just sampled are saved at once, so that the client's other
+  // processes (a `bitcloud get` beside the proxy) find them instead of sampling their own.
+  const guards = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'), Date.now, { onSampled: () => void saveGuards() });
   // SPEC.md §7.3: learned build times survive restarts (as Tor keeps them in its state file).
   const buildTimesFile = path.join(dirCfg.dataDir, BUILD_TIMES_FILE);
   const buildTimeout = await loadBuildTimes(buildTimesFile, log);
@@ -156,12 +159,12 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     started.push(() => dir.stop());
     await dir.start();
     if (!dir.consensus()) log.warn('no valid consensus yet: SOCKS requests wait up to 30 s for one (SPEC.md §7.1), then fail');
-    const saveGuards = setInterval(() => {
-      if (guards.dirty) guards.save().catch((e) => log.warn({ err: (e as Error).message }, 'could not save guard state'));
+    const saveState = setInterval(() => {
+      if (guards.dirty) void saveGuards();
       void saveBuildTimes();
     }, 60_000);
-    saveGuards.unref();
-    started.push(() => clearInterval(saveGuards));
+    saveState.unref();
+    started.push(() => clearInterval(saveState));
 
     // SPEC.md §9.16: `.bitcloud` hosts are answered here, from storage over circuits, never by an exit.
     const gateway = new Gateway({
@@ -200,7 +203,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       async close() {
         if (closed) return;
         closed = true;
-        clearInterval(saveGuards);
+        clearInterval(saveState);
         dir.stop();
         await socks.close();
         await gateway.close();

@@ -76,6 +76,8 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
   } finally {
     for (const c of clients) c.close();
     await builder.close();
+    // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes.
+    if (guards.dirty) await guards.save().catch(() => {});
   }
 }
 
