@@ -50,6 +50,7 @@ import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
+import { signUploadAck, type UploadKind } from '../src/dir/upload-ack';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -116,7 +117,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         m.uploads.labels(result).inc();
         log.debug({ relay: descriptor.fingerprint, result }, 'descriptor received');
         uploadSources.inc({ kind: descriptor.roles.includes('hidden') ? 'hidden_descriptor' : 'descriptor', via: viaOf(req) });
-        sendJson(res, 200, { accepted: true, result, fingerprint: descriptor.fingerprint });
+        sendJson(res, 200, { accepted: true, result, fingerprint: descriptor.fingerprint, ack: uploadAck(a, 'descriptor', body) });
         return ['descriptor', 200];
       } catch (e) {
         const code = errorCode(e);
@@ -243,6 +244,16 @@ const pseudonymMetric = oncePerRegistry((reg) => new prom.Counter({
   labelNames: ['result'], registers: [reg],
 }));
 
+/**
+ * SPEC.md §9.21.8 "Upload acknowledgements": every 200 to a relay descriptor, hidden descriptor or
+ * pseudonym registration upload (direct or passed on by a mirror, "unchanged" too) carries this
+ * authority's signature by its current signing key over the body as received, so that a hidden
+ * node can tell the authority took its own upload whatever the mirror says.
+ */
+function uploadAck(a: Authority, kind: UploadKind, body: Buffer): string {
+  return signUploadAck(kind, body, a.signer.signingKey.secretKey);
+}
+
 /** SPEC.md §9.21.7: a hidden node's pseudonym registration, sealed to this authority, usually passed on by a mirror. */
 async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, limiter: RateLimiter, results: prom.Counter<'result'>, onAccepted: () => void): Promise<[string, number]> {
   if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs_pseudonym', 405]; }
@@ -253,7 +264,7 @@ async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http
     const r = await a.pseudonyms.accept(body);
     results.inc({ result: r.result });
     onAccepted();
-    sendJson(res, 200, { accepted: true, ...r });
+    sendJson(res, 200, { accepted: true, ...r, ack: uploadAck(a, 'hs_pseudonym', body) });
     return ['hs_pseudonym', 200];
   } catch (e) {
     const code = errorCode(e);
@@ -274,7 +285,7 @@ async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: h
     try {
       const r = a.hsDescriptors.accept(body);
       onAccepted();
-      sendJson(res, 200, { accepted: true, ...r });
+      sendJson(res, 200, { accepted: true, ...r, ack: uploadAck(a, 'hs_desc', body) });
       return ['hs', 200];
     } catch (e) {
       const code = errorCode(e);

@@ -7,7 +7,8 @@
 //                               the mirror cannot open it; it checks the layout and that each entry
 //                               is sealed to a distinct current authority signing key
 // The mirror checks the layout and signature (never forwards junk under its own address), sends
-// the body unchanged to every authority, and answers 200 with each authority's status. A body it
+// the body unchanged to every authority, and answers 200 with each authority's status (and, for a
+// 200, the authority's signed ack, which the node checks). A body it
 // passed on within the last minute is not passed on again: the repeat gets the first answer.
 import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
@@ -25,6 +26,7 @@ import { PSEUDONYM_UPLOAD_MAX, decodePseudonymUpload } from '../src/wire/pseudon
 import type { ForwardedResult } from '../src/hidden/upload';
 import { LIMITS } from '../src/wire/docs';
 import { blake2b } from '../src/crypto/primitives';
+import { UPLOAD_ACK_MAX_CHARS } from '../src/dir/upload-ack';
 import { oncePerRegistry, prom } from '../src/ops/metrics';
 
 /** Uploads passed on at the same time; more are answered 503 (the node tries another mirror). */
@@ -186,8 +188,15 @@ export class UploadForwarder {
       try {
         const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
         let code: string | undefined;
-        if (r.status !== 200) { try { code = String((JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code ?? '') || undefined; } catch { /* not JSON */ } }
-        return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}) };
+        let ack: string | undefined;
+        try {
+          const j = JSON.parse(r.body.toString('utf8')) as { code?: unknown; ack?: unknown };
+          if (r.status !== 200) code = String(j.code ?? '') || undefined;
+          // SPEC.md §9.21.8 "Upload acknowledgements": a 200's ack is copied verbatim (the node
+          // checks it); one that is no string or longer than UPLOAD_ACK_MAX_CHARS is dropped.
+          else if (typeof j.ack === 'string' && j.ack.length <= UPLOAD_ACK_MAX_CHARS) ack = j.ack;
+        } catch { /* not JSON */ }
+        return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}), ...(ack ? { ack } : {}) };
       } catch (e) {
         return { authority: a.fingerprint, status: 0, code: errorCode(e) };
       }

@@ -430,6 +430,7 @@ export const ERROR_CODES = {
     HIDDEN_RENDEZVOUS_LIMIT: 'resource_limit',
     HIDDEN_RENDEZVOUS_TIMEOUT: 'timeout',
     HIDDEN_RP_UNKNOWN: 'peer_refused',
+    HIDDEN_UPLOAD_UNCONFIRMED: 'integrity',
   },
   /** Not tied to a layer. */
   GENERAL: {

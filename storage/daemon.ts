@@ -32,7 +32,8 @@ import { guardDirSources, mirrorCircuitSources } from '../src/client/guard-dir';
 import { HiddenService } from '../src/hidden/service';
 import { HS_DESC_PATH } from '../src/hidden/store';
 import { PATHS } from '../src/dir/fetch';
-import { asUploadResults, uploadOverCircuit } from '../src/hidden/upload';
+import { asUploadResults, uploadOverCircuit, type UploadConfirm } from '../src/hidden/upload';
+import { authoritySigningKeys } from '../src/dir/consensus';
 import type { MirrorCircuitOptions } from '../src/hidden/client';
 import { HiddenReceipts } from './hidden-receipts';
 
@@ -150,7 +151,7 @@ export class StorageDaemon {
     this.publisher = new DescriptorPublisher(cfg.authorities, async () => this.buildDescriptor(await this.pow!.proof()), this.log, {
       intervalMs: cfg.publishIntervalSeconds * 1000, retryMs: Math.min(30_000, cfg.publishIntervalSeconds * 1000),
       // SPEC.md §9.21.8: a hidden node uploads through a relay mirror over a circuit, never directly.
-      ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits()!, PATHS.descriptor, raw)) } : {}),
+      ...(cfg.hidden ? { upload: async (targets, raw) => asUploadResults(targets, await uploadOverCircuit(this.mirrorCircuits()!, PATHS.descriptor, raw, this.uploadConfirm())) } : {}),
       onPowStale: () => this.pow?.refusedAsStale(),
     });
     this.publisher.start();
@@ -182,6 +183,14 @@ export class StorageDaemon {
   mirrorCircuits(): MirrorCircuitOptions | null {
     if (!this.hsBuilder) return null;
     return { relays: () => this.dir.relays(), buildTo: async (last) => (await this.hsBuilder!.build({ storageNode: last })).circ, timeoutMs: 20_000 };
+  }
+
+  /**
+   * SPEC.md §9.21.8: a mirror's word that an authority took an upload counts only with that
+   * authority's ack under the signing key the node's consensus certifies for it.
+   */
+  private uploadConfirm(): UploadConfirm {
+    return { signingKeys: () => { const c = this.dir.consensus(); return c ? authoritySigningKeys(c, this.cfg.authorities, Date.now()) : new Map<string, Buffer>(); }, log: this.log };
   }
 
   /** Introduction points and hidden descriptors (SPEC.md §9.21.4); retried until the consensus lists enough relays. */
@@ -223,7 +232,7 @@ export class StorageDaemon {
   private async publishHsDescriptor(d: Buffer): Promise<void> {
     let results: { status: number; code?: string }[];
     try {
-      results = await uploadOverCircuit(this.mirrorCircuits()!, HS_DESC_PATH, d);
+      results = await uploadOverCircuit(this.mirrorCircuits()!, HS_DESC_PATH, d, this.uploadConfirm());
     } catch (e) {
       throw err('HIDDEN_DESC_UPLOAD_FAILED', `no mirror passed the hidden descriptor on (${errorCode(e)})`);
     }

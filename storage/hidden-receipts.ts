@@ -134,7 +134,9 @@ export class HiddenReceipts {
     const reg = makePseudonymRegistration(this.o.identity, p.id.key, p.period);
     try {
       // Sealed to every authority each time: one that took it already answers 200 (unchanged).
-      const results = await uploadOverCircuit(circuits, HS_PSEUDONYM_PATH, sealPseudonymUpload(reg, [...keys.values()]));
+      // SPEC.md §9.21.8: each 200 counts only with that authority's ack under the key sealed to;
+      // others become HIDDEN_UPLOAD_UNCONFIRMED (counted as register_HIDDEN_UPLOAD_UNCONFIRMED) and are retried.
+      const results = await uploadOverCircuit(circuits, HS_PSEUDONYM_PATH, sealPseudonymUpload(reg, [...keys.values()]), { signingKeys: () => keys, log: this.o.log });
       recordRegistration(results, new Set(keys.keys()), p.accepted, this.events);
       this.o.log.debug({ accepted: p.accepted.size, of: keys.size }, 'pseudonym registration sent');
     } catch (e) {

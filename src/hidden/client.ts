@@ -57,9 +57,10 @@ export interface MirrorCircuitOptions {
 /**
  * One HTTP request to a relay's directory mirror over a 3-hop circuit ending there (BEGIN_DIR
  * at the mirror, SPEC.md §9.21.3, §9.21.8): the mirror sees the request, not who sent it.
- * `accept` turns an answer into a result, or throws to try the next mirror (random order).
+ * `accept` turns an answer (and the mirror that gave it) into a result, or throws to try the next
+ * mirror (random order).
  */
-export async function overMirrorCircuit<T>(o: MirrorCircuitOptions, req: { method: 'GET' | 'POST'; path: string; body?: Buffer; maxBytes: number }, accept: (r: HttpResponse) => T): Promise<T> {
+export async function overMirrorCircuit<T>(o: MirrorCircuitOptions, req: { method: 'GET' | 'POST'; path: string; body?: Buffer; maxBytes: number }, accept: (r: HttpResponse, mirror: ConsensusRelay) => T): Promise<T> {
   const mirrors = shuffle((o.relays() ?? []).filter((r) => isRunningValid(r) && canBeHop(r) && r.dirPort > 0));
   let last: unknown = err('DIR_FETCH_FAILED', 'no relay mirror to ask');
   for (const m of mirrors.slice(0, o.tries ?? 3)) {
@@ -70,7 +71,7 @@ export async function overMirrorCircuit<T>(o: MirrorCircuitOptions, req: { metho
       const r = await httpRequest(`http://127.0.0.1${req.path}`, {
         method: req.method, body: req.body, maxBytes: req.maxBytes, timeoutMs: o.timeoutMs ?? WAIT_MS, createConnection: () => stream as unknown as Duplex,
       });
-      return accept(r);
+      return accept(r, m);
     } catch (e) {
       last = e;
     } finally {

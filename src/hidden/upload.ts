@@ -5,10 +5,19 @@
 import { err } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { UploadResult } from '../dir/publish';
+import { PATHS } from '../dir/fetch';
+import { UPLOAD_ACK_MAX_CHARS, verifyUploadAck, type UploadKind } from '../dir/upload-ack';
+import type { ConsensusRelay } from '../dir/types';
+import type { Logger } from '../ops/log';
 import { overMirrorCircuit, type MirrorCircuitOptions } from './client';
+import { HS_DESC_PATH } from './store';
+import { HS_PSEUDONYM_PATH } from './pseudonym';
 
-/** One authority's answer as the mirror reports it: `status` 0 when the mirror could not reach it. */
-export interface ForwardedResult { authority: string; status: number; code?: string }
+/**
+ * One authority's answer as the mirror reports it: `status` 0 when the mirror could not reach it;
+ * `ack` the authority's signed acknowledgement of a 200 (SPEC.md §9.21.8), copied by the mirror.
+ */
+export interface ForwardedResult { authority: string; status: number; code?: string; ack?: string }
 
 const MAX_ANSWER = 16 * 1024;
 
@@ -20,7 +29,47 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
   return list.map((x: unknown) => {
     const f = x as { authority?: unknown; status?: unknown; code?: unknown };
     if (typeof f.authority !== 'string' || !Number.isInteger(f.status)) throw err('DIR_FETCH_FAILED', 'the mirror\'s answer is malformed');
-    return { authority: f.authority, status: f.status as number, ...(typeof f.code === 'string' ? { code: f.code.slice(0, 64) } : {}) };
+    const ack = (x as { ack?: unknown }).ack;
+    return {
+      authority: f.authority, status: f.status as number, ...(typeof f.code === 'string' ? { code: f.code.slice(0, 64) } : {}),
+      ...(typeof ack === 'string' && ack.length <= UPLOAD_ACK_MAX_CHARS ? { ack } : {}),
+    };
+  });
+}
+
+/** What the node knows to check the mirror's word with (SPEC.md §9.21.8 "Upload acknowledgements"). */
+export interface UploadConfirm {
+  /**
+   * The authorities' signing keys as the node knows them, by fingerprint: those its consensus
+   * certifies (authoritySigningKeys). A 200 from an authority not among them is not confirmed.
+   */
+  signingKeys: () => ReadonlyMap<string, Buffer>;
+  /** Where a mirror's unconfirmed 200 is logged (warn: the mirror's fingerprint and the authority only). */
+  log?: Logger;
+}
+
+/** The acknowledged kind of an upload path (SPEC.md §9.21.8): the name a mirror counts it by. */
+export function uploadKindOf(path: string): UploadKind {
+  if (path === HS_DESC_PATH) return 'hs_desc';
+  if (path === HS_PSEUDONYM_PATH) return 'hs_pseudonym';
+  if (path === PATHS.descriptor) return 'descriptor';
+  throw err('INTERNAL', `no upload kind for ${path}`);
+}
+
+/**
+ * SPEC.md §9.21.8: each entry of a mirror's list whose status is 200 must carry an `ack` that
+ * verifies under that authority's signing key over the node's own body; else the mirror did not
+ * pass the upload on (or altered it), and the entry becomes status 0, HIDDEN_UPLOAD_UNCONFIRMED:
+ * the node retries it as for an authority the mirror could not reach.
+ */
+function confirmForwarded(forwarded: readonly ForwardedResult[], kind: UploadKind, body: Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
+  const keys = confirm.signingKeys();
+  return forwarded.map((f) => {
+    if (f.status !== 200) return f;
+    const key = keys.get(f.authority);
+    if (key && verifyUploadAck(kind, body, f.ack, key)) return f;
+    confirm.log?.warn({ mirror: mirror.fingerprint, authority: f.authority.slice(0, 64) }, 'a mirror reported an upload accepted without that authority\'s acknowledgement; not counted as accepted');
+    return { authority: f.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' };
   });
 }
 
@@ -34,17 +83,19 @@ export function noAuthorityAccepted(forwarded: readonly ForwardedResult[]): bool
 
 /**
  * POST `body` to `path` (PATHS.descriptor, HS_DESC_PATH or HS_PSEUDONYM_PATH) at a mirror over a circuit. Resolves
- * with what each authority answered once a mirror passed it on; a mirror that refuses it (4xx,
- * 5xx), cannot be reached, or whose answer shows no authority accepted it (noAuthorityAccepted)
- * is followed by another (up to 3; SPEC.md §9.21.8). When every mirror tried answered so, resolves
- * with the last such answer. Never contacts an authority itself.
+ * with what each authority answered once a mirror passed it on, each 200 confirmed by the
+ * authority's ack (confirmForwarded); a mirror that refuses it (4xx, 5xx), cannot be reached, or
+ * whose answer shows no authority accepted it (noAuthorityAccepted, after that check) is followed
+ * by another (up to 3; SPEC.md §9.21.8). When every mirror tried answered so, resolves with the
+ * last such answer. Never contacts an authority itself.
  */
-export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer): Promise<ForwardedResult[]> {
+export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer, confirm: UploadConfirm): Promise<ForwardedResult[]> {
+  const kind = uploadKindOf(path);
   let unaccepted: ForwardedResult[] | null = null;
   try {
-    return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r) => {
+    return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r, mirror) => {
       if (r.status === 200) {
-        const forwarded = parseForwarded(r.body);
+        const forwarded = confirmForwarded(parseForwarded(r.body), kind, body, confirm, mirror);
         if (forwarded.length === 0 || !noAuthorityAccepted(forwarded)) return forwarded;
         unaccepted = forwarded;
         throw err('DIR_FETCH_FAILED', 'no authority accepted the upload through this mirror');

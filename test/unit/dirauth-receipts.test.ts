@@ -14,7 +14,13 @@ import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
 import { MAX_RECEIPT_BATCH, RECEIPTS_PATH } from '../../directory/receipts';
 import { consensusArchiveName, RECEIPTS_DIR } from '../../directory/measurement';
 import { PATHS } from '../../src/dir/fetch';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
+import { buildDescriptor } from '../../src/dir/descriptor';
+import { verifyUploadAck } from '../../src/dir/upload-ack';
+import { makeHsDescriptor } from '../../src/hidden/descriptor';
+import { HS_DESC_PATH } from '../../src/hidden/store';
+import { hsPeriodOf } from '../../src/crypto/blind';
+import { HS_PSEUDONYM_PATH, makePseudonymRegistration, sealPseudonymUpload } from '../../src/hidden/pseudonym';
 import { GENESIS_ANCHOR, LOCAL_POW_PARAMS, mineIdentityProof } from '../../src/dir/identity-pow';
 import { E, epochStart, makeFixture, makeRelay, receipt, record, silentLog, type Fixture } from './dirauth-measure-fixture';
 
@@ -196,6 +202,33 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
       expect(statuses.slice(20)).toEqual([429, 429, 429, 429, 429]);
       // The same address's direct upload still has its own bucket: judged (400, not a valid body), not 429.
       expect((await s.post(Buffer.from('x'), p)).status).toBe(400);
+    }
+  });
+
+  it('answers every 200 to a relay descriptor, hidden descriptor or pseudonym registration with an ack by its signing key over the body (SPEC.md §9.21.8)', async () => {
+    const s = await serve({ identityPow: 'local' });
+    const key = fx.signer.signingKey.publicKey;
+    const H = ed25519Generate();
+    const hidden = buildDescriptor({
+      identity: H, onionKey: x25519Generate().publicKey, nickname: 'hidden1', address: '0.0.0.0', orPort: 0, storagePort: 0,
+      declaredBandwidth: 1_000_000, family: [], roles: ['storage', 'hidden'], version: 'bitcloud-0.1.0',
+      published: epochStart(E) - 60_000, lifetimeMs: 6 * 86_400_000, identityProof: await mineIdentityProof(H.publicKey, GENESIS_ANCHOR, LOCAL_POW_PARAMS),
+    });
+    const hs = (revision: number) => makeHsDescriptor({ identity: H, period: hsPeriodOf(fx.clock.now), revision, inner: {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    } });
+    const reg = sealPseudonymUpload(makePseudonymRegistration(H, ed25519Generate(), hsPeriodOf(fx.clock.now)), [key]);
+    // The same body twice ('unchanged' the second time), a hidden descriptor with a newer revision (the same one is 409).
+    const uploads = [[PATHS.descriptor, 'descriptor', [hidden, hidden]], [HS_DESC_PATH, 'hs_desc', [hs(fx.clock.now), hs(fx.clock.now + 1)]], [HS_PSEUDONYM_PATH, 'hs_pseudonym', [reg, reg]]] as const;
+    for (const [p, kind, bodies] of uploads) {
+      for (const [via, body] of [['direct', bodies[0]], ['mirror', bodies[1]]] as const) {
+        const r = await fetch(s.url + p, { method: 'POST', body, headers: via === 'mirror' ? { 'x-bitcloud-fetcher': 'mirror' } : {} });
+        const j = await r.json() as { ack?: unknown };
+        expect([kind, via, r.status]).toEqual([kind, via, 200]);
+        expect(verifyUploadAck(kind, body, j.ack, key)).toBe(true);
+        expect(verifyUploadAck(kind, Buffer.concat([body, Buffer.of(0)]), j.ack, key)).toBe(false);
+      }
     }
   });
 

@@ -9,12 +9,14 @@ import { UploadForwarder } from '../../relay/upload-forward';
 import { DirPassThrough, PASS_ANSWER_DEADLINE_MS, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
-import { httpRequest } from '../../src/dir/fetch';
+import { PATHS, httpRequest } from '../../src/dir/fetch';
 import { HS_DESC_PATH } from '../../src/hidden/store';
 import { makeHsDescriptor } from '../../src/hidden/descriptor';
 import { hsPeriodOf, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import type { ConsensusRelay, Role } from '../../src/dir/types';
-import { uploadOverCircuit } from '../../src/hidden/upload';
+import { uploadOverCircuit, type ForwardedResult } from '../../src/hidden/upload';
+import { signUploadAck } from '../../src/dir/upload-ack';
+import type { Logger } from '../../src/ops/log';
 import type { ClientCircuit } from '../../src/client/client-circuit';
 import net from 'node:net';
 import { HS_PSEUDONYM_PATH, makePseudonymRegistration, sealPseudonymUpload } from '../../src/hidden/pseudonym';
@@ -91,6 +93,19 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     const r2 = await post(HS_DESC_PATH, hs);
     expect(r2.status).toBe(200);
     expect(got.at(-1)).toEqual({ path: HS_DESC_PATH, fetcher: 'mirror', body: hs });
+  });
+
+  it('copies each 200\'s ack into that authority\'s entry verbatim, and drops one that is no string or longer than 128 characters (SPEC.md §9.21.8)', async () => {
+    const acks: unknown[] = ['A'.repeat(86) + '==', 'x'.repeat(129), 42];
+    const urls = await Promise.all(acks.map((ack) => listen((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ accepted: true, ack })); }); })));
+    const fwd = new UploadForwarder(() => urls.map((url, i) => ({ name: `a${i}`, fingerprint: String(i).repeat(64), url })) as never);
+    const m = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const r = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: descriptor(['storage', 'hidden']), maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(r.body).forwarded).toEqual([
+      { authority: '0'.repeat(64), status: 200, ack: 'A'.repeat(86) + '==' },
+      { authority: '1'.repeat(64), status: 200 },
+      { authority: '2'.repeat(64), status: 200 },
+    ]);
   });
 
   it('refuses a relay descriptor without the hidden role (DIR_UPLOAD_NOT_HIDDEN) and a hidden descriptor that does not parse, passing neither on', async () => {
@@ -413,14 +428,74 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
   it('tries another mirror (3 in all) when no authority took the upload there (every entry 429, 5xx or unreachable), and ends with the last answer', async () => {
     const none = [{ authority: 'a', status: 429, code: 'RATE_LIMITED' }, { authority: 'b', status: 0, code: 'DIR_FETCH_FAILED' }, { authority: 'c', status: 503 }];
     const m = await mirrors(none);
-    await expect(uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'))).resolves.toEqual(none);
+    await expect(uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map() })).resolves.toEqual(none);
     expect(m.asked()).toBe(3);
   });
 
   it('keeps the first mirror\'s answer when an authority answered it (200, or a refusal such as 409)', async () => {
     const m = await mirrors([{ authority: 'a', status: 409, code: 'HIDDEN_DESC_STALE' }, { authority: 'b', status: 429, code: 'RATE_LIMITED' }]);
-    await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'));
+    await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map() });
     expect(m.asked()).toBe(1);
+  });
+
+  describe('checks each 200 against the authority\'s signed ack (SPEC.md §9.21.8 "Upload acknowledgements")', () => {
+    const body = Buffer.from('the node\'s own upload');
+    const ka = ed25519Generate(), kb = ed25519Generate();
+    const keys = new Map([['a'.repeat(64), ka.publicKey], ['b'.repeat(64), kb.publicKey]]);
+    const entry = (fp: string, ack?: string) => ({ authority: fp, status: 200, ...(ack ? { ack } : {}) });
+    const warnings: unknown[][] = [];
+    const log = { warn: (...a: unknown[]) => warnings.push(a) } as unknown as Logger;
+    const confirm = { signingKeys: () => keys, log };
+    /** Mirrors answering `answers[i]` to the i-th upload (the last one after that). */
+    async function answering(answers: ForwardedResult[][]) {
+      let asked = 0;
+      const url = await listen((req, res) => { const a = answers[Math.min(asked++, answers.length - 1)]; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ forwarded: a })); }); });
+      const port = Number(new URL(url).port);
+      const relays = ['m1', 'm2', 'm3', 'm4'].map((n) => ({ nickname: n, fingerprint: n.padEnd(40, '0'), flags: new Set(['Running', 'Valid']), roles: ['relay'], dirPort: 9030 }) as unknown as ConsensusRelay);
+      const buildTo = () => Promise.resolve({ openStream: () => Promise.resolve({ stream: net.connect(port, '127.0.0.1') }), destroy() {} } as unknown as ClientCircuit);
+      return { o: { relays: () => relays, buildTo }, asked: () => asked };
+    }
+
+    const lies: [string, ForwardedResult[]][] = [
+      ['no ack', [entry('a'.repeat(64))]],
+      ['an ack over another body', [entry('a'.repeat(64), signUploadAck('hs_desc', Buffer.from('another body'), ka.secretKey))]],
+      ['an ack signed by another key', [entry('a'.repeat(64), signUploadAck('hs_desc', body, kb.secretKey))]],
+      ['an ack of another kind', [entry('a'.repeat(64), signUploadAck('hs_pseudonym', body, ka.secretKey))]],
+      ['an ack that is not base64 of a signature', [entry('a'.repeat(64), 'x'.repeat(88))]],
+      ['an authority whose key the node does not know', [entry('c'.repeat(64), signUploadAck('hs_desc', body, ka.secretKey))]],
+    ];
+    for (const [why, forwarded] of lies) {
+      it(`a 200 with ${why} is not accepted: HIDDEN_UPLOAD_UNCONFIRMED, another mirror is tried, the lie is logged without the node`, async () => {
+        warnings.length = 0;
+        const m = await answering([forwarded]);
+        await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual([{ authority: forwarded[0].authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }]);
+        expect(m.asked()).toBe(3);
+        expect(warnings).toHaveLength(3);
+        const [fields] = warnings[0] as [Record<string, unknown>];
+        expect(Object.keys(fields).sort()).toEqual(['authority', 'mirror']);
+        expect(fields.authority).toBe(forwarded[0].authority);
+        expect(String(fields.mirror)).toMatch(/^m[1-4]0+$/);
+      });
+    }
+
+    it('a genuine ack is accepted, and a lying mirror\'s answer is followed by an honest one\'s', async () => {
+      const honest = [entry('a'.repeat(64), signUploadAck('hs_desc', body, ka.secretKey)), entry('b'.repeat(64), signUploadAck('hs_desc', body, kb.secretKey))];
+      const once = await answering([honest]);
+      await expect(uploadOverCircuit(once.o, HS_DESC_PATH, body, confirm)).resolves.toEqual(honest);
+      expect(once.asked()).toBe(1);
+      const m = await answering([[entry('a'.repeat(64)), entry('b'.repeat(64))], honest]);
+      await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual(honest);
+      expect(m.asked()).toBe(2);
+    });
+
+    it('one authority confirmed and one not: the answer is kept, the unconfirmed one is not reached (retried later), and each kind is checked under its own name', async () => {
+      for (const [path, kind] of [[PATHS.descriptor, 'descriptor'], [HS_DESC_PATH, 'hs_desc'], [HS_PSEUDONYM_PATH, 'hs_pseudonym']] as const) {
+        const good = entry('a'.repeat(64), signUploadAck(kind, body, ka.secretKey));
+        const m = await answering([[good, entry('b'.repeat(64))]]);
+        await expect(uploadOverCircuit(m.o, path, body, confirm)).resolves.toEqual([good, { authority: 'b'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }]);
+        expect(m.asked()).toBe(1);
+      }
+    });
   });
 
   it('passes on a pseudonym registration only when each entry is sealed to a current authority\'s signing key (SPEC.md §9.21.8)', async () => {
