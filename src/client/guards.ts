@@ -3,9 +3,10 @@
 // hop to few relays over time (Tor's guard-spec, much simplified).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { err } from '../errors';
 import { secureRandom } from '../crypto/primitives';
-import { writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
+import { mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
 import { withFileLock, tryFileLockSync } from '../ops/file-lock';
 import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
@@ -250,6 +251,8 @@ export class GuardSet {
   async save(): Promise<void> {
     const file = this.file;
     if (!file) { this.dirtyFlag = false; return; }
+    // The lock lives beside the file: a data folder not made yet is made first (as the write would).
+    await mkdirDurable(path.dirname(file), 0o700);
     await withFileLock(`${file}.lock`, async () => {
       const existing = await fsp.readFile(file, 'utf8').catch(() => null);
       await writeFileAtomic(file, this.stateText(existing), 0o600);
@@ -264,6 +267,7 @@ export class GuardSet {
   saveSync(): void {
     const file = this.file;
     if (!file) { this.dirtyFlag = false; return; }
+    mkdirDurableSync(path.dirname(file), 0o700);
     const release = tryFileLockSync(`${file}.lock`);
     if (!release) return;
     try {

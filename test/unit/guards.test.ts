@@ -300,6 +300,20 @@ describe('guard set (SPEC §7.2)', () => {
       expect(fs.existsSync(`${file}.lock`)).toBe(false);
     });
 
+    it('save and saveSync create a data folder that does not exist yet, as they did before the lock (SPEC §7.2 State)', async () => {
+      const file = path.join(dir, 'new', 'state.json');
+      const g = GuardSet.load(file, now, { rng: seededRng(20) });
+      g.pickGuard(many);
+      await g.save();
+      expect(onDisk(file).map((r) => r.fingerprint)).toEqual(fps(g));
+      const fileSync = path.join(dir, 'other', 'state.json');
+      const h = GuardSet.load(fileSync, now, { rng: seededRng(21) });
+      h.pickGuard(many);
+      h.saveSync();
+      expect(onDisk(fileSync).map((r) => r.fingerprint)).toEqual(fps(h));
+      expect(h.dirty).toBe(false);
+    });
+
     it('save waits while another process holds the lock, and removes its own lock after', async () => {
       const file = path.join(dir, 'state.json');
       const g = GuardSet.load(file, now, { rng: seededRng(16) });
