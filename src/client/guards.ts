@@ -23,6 +23,12 @@ export interface GuardRecord extends Guard {
   /** Not tried before this time (ms since epoch); 0 = reachable. */
   retryAt: number;
   lastSuccessAt: number | null;
+  /**
+   * When the last failure was recorded (ms since epoch). Absent in state files written before
+   * this field existed (read as 0); the merge of two processes' records compares it with
+   * `lastSuccessAt` to tell which one's status is newer (SPEC.md §7.2 State).
+   */
+  lastFailureAt?: number;
   /** A circuit through it has succeeded at least once. */
   confirmed: boolean;
   /**
@@ -63,6 +69,7 @@ function validRecord(x: unknown): x is GuardRecord {
     && Number.isFinite(r.addedAt) && Number.isInteger(r.failures) && r.failures >= 0
     && Number.isFinite(r.retryAt) && (r.lastSuccessAt === null || Number.isFinite(r.lastSuccessAt))
     && typeof r.confirmed === 'boolean'
+    && (r.lastFailureAt === undefined || Number.isFinite(r.lastFailureAt))
     && (r.unlistedSince === undefined || r.unlistedSince === null || Number.isFinite(r.unlistedSince));
 }
 
@@ -76,17 +83,23 @@ function recordsOf(state: unknown): { records: GuardRecord[]; malformed: number 
 
 /**
  * SPEC.md §7.2 (State): one guard both the file and this process hold. Each field takes the newer
- * news: the later `retryAt` with its `failures` (a backoff still running is kept; equal: the
- * higher count), the later `lastSuccessAt`, `confirmed` if either says so, the earlier `addedAt`;
- * `unlistedSince` is this process's (it saves the consensus it has just looked at).
+ * news: `failures` and `retryAt` come from the record whose latest event, max(`lastSuccessAt`,
+ * `lastFailureAt`), is newer (a success after another process's failure ends its backoff; equal:
+ * the later `retryAt`, then the higher count), the later `lastSuccessAt` and `lastFailureAt`,
+ * `confirmed` if either says so, the earlier `addedAt`; `unlistedSince` is this process's (it
+ * saves the consensus it has just looked at).
  */
 function mergeRecord(disk: GuardRecord, mine: GuardRecord): GuardRecord {
-  const backoff = mine.retryAt > disk.retryAt || (mine.retryAt === disk.retryAt && mine.failures > disk.failures) ? mine : disk;
+  const latest = (r: GuardRecord) => Math.max(r.lastSuccessAt ?? 0, r.lastFailureAt ?? 0);
+  const status = latest(mine) !== latest(disk) ? (latest(mine) > latest(disk) ? mine : disk)
+    : mine.retryAt > disk.retryAt || (mine.retryAt === disk.retryAt && mine.failures > disk.failures) ? mine : disk;
   const last = disk.lastSuccessAt === null ? mine.lastSuccessAt
     : mine.lastSuccessAt === null ? disk.lastSuccessAt : Math.max(disk.lastSuccessAt, mine.lastSuccessAt);
+  const lastFailureAt = Math.max(disk.lastFailureAt ?? 0, mine.lastFailureAt ?? 0);
   return {
     fingerprint: disk.fingerprint, addedAt: Math.min(disk.addedAt, mine.addedAt),
-    failures: backoff.failures, retryAt: backoff.retryAt, lastSuccessAt: last,
+    failures: status.failures, retryAt: status.retryAt, lastSuccessAt: last,
+    ...(lastFailureAt > 0 ? { lastFailureAt } : {}),
     confirmed: disk.confirmed || mine.confirmed, unlistedSince: mine.unlistedSince ?? null,
   };
 }
@@ -221,8 +234,10 @@ export class GuardSet {
   markFailure(fp: string): void {
     const g = this.records.find((x) => x.fingerprint === fp.toLowerCase());
     if (!g) return;
+    const now = this.now();
     g.failures++;
-    g.retryAt = this.now() + Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** Math.min(30, g.failures - 1));
+    g.lastFailureAt = now;
+    g.retryAt = now + Math.min(this.opts.retryMaxMs, this.opts.retryBaseMs * 2 ** Math.min(30, g.failures - 1));
     this.dirtyFlag = true;
   }
 

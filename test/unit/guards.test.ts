@@ -256,7 +256,7 @@ describe('guard set (SPEC §7.2)', () => {
       expect(calls).toBe(1);
     });
 
-    it('merges the status of a guard both processes hold: a failure by one and a success by the other both survive', async () => {
+    it('merges the status of a guard both processes hold: each process\'s news survives, the newer event wins for one guard', async () => {
       const file = path.join(dir, 'state.json');
       const a = GuardSet.load(file, now, { rng: seededRng(13) });
       a.pickGuard(many);
@@ -276,10 +276,38 @@ describe('guard set (SPEC §7.2)', () => {
       // Different guards: each process's news is kept.
       expect(saved[1]).toMatchObject({ failures: 1, retryAt: 1_000_000 + 60_000, confirmed: false });
       expect(saved[2]).toMatchObject({ failures: 0, retryAt: 0, lastSuccessAt: clock, confirmed: true });
-      // The same guard: the later backoff and the newer success are both kept.
-      expect(saved[0]).toMatchObject({ failures: 1, retryAt: 1_000_000 + 60_000, lastSuccessAt: clock, confirmed: true });
+      // The same guard: the newer event wins (here the success, so no backoff), and both times are kept.
+      expect(saved[0]).toMatchObject({ failures: 0, retryAt: 0, lastSuccessAt: clock, lastFailureAt: 1_000_000, confirmed: true });
       expect(b.guards).toEqual(saved);
     });
+
+    for (const order of ['failure first', 'success first'] as const) {
+      it(`a newer success by one process beats an older failure by another (saved ${order})`, async () => {
+        const file = path.join(dir, 'state.json');
+        const a = GuardSet.load(file, now, { rng: seededRng(22) });
+        a.pickGuard(many);
+        await a.save();
+        const b = GuardSet.load(file, now, { rng: seededRng(23) });
+        const g0 = fps(a)[0];
+        clock = 1000;
+        a.markFailure(g0); // backoff until 61 000
+        clock = 2000;
+        b.markSuccess(g0); // the proxy built a circuit through it afterwards
+        const [first, second] = order === 'failure first' ? [a, b] : [b, a];
+        await first.save();
+        await second.save();
+        await first.save(); // the first writer adopts the merged record too
+        for (const g of [GuardSet.load(file, now).guards[0], a.guards[0], b.guards[0]]) {
+          expect(g).toMatchObject({ fingerprint: g0, failures: 0, retryAt: 0, lastSuccessAt: 2000, confirmed: true });
+        }
+        // A failure after that success is newer again: its backoff wins.
+        clock = 3000;
+        a.markFailure(g0);
+        await second.save();
+        await first.save();
+        expect(GuardSet.load(file, now).guards[0]).toMatchObject({ failures: 1, retryAt: 63_000, lastSuccessAt: 2000, lastFailureAt: 3000 });
+      });
+    }
 
     it('saveSync skips the save, without throwing, while another live process holds the lock', () => {
       const file = path.join(dir, 'state.json');
