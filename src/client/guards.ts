@@ -270,7 +270,13 @@ export class GuardSet {
     await mkdirDurable(path.dirname(file), 0o700);
     await withFileLock(`${file}.lock`, async () => {
       const existing = await fsp.readFile(file, 'utf8').catch(() => null);
-      await writeFileAtomic(file, this.stateText(existing), 0o600);
+      const text = this.stateText(existing);
+      try {
+        await writeFileAtomic(file, text, 0o600);
+      } catch (e) {
+        this.dirtyFlag = true; // not written: the next save tries again
+        throw e;
+      }
     }, { code: 'IO_STATE_LOCKED' });
   }
 
@@ -288,7 +294,13 @@ export class GuardSet {
     try {
       let existing: string | null = null;
       try { existing = fs.readFileSync(file, 'utf8'); } catch { /* missing: write ours alone */ }
-      writeFileAtomicSync(file, this.stateText(existing), 0o600);
+      const text = this.stateText(existing);
+      try {
+        writeFileAtomicSync(file, text, 0o600);
+      } catch (e) {
+        this.dirtyFlag = true; // not written: the next save tries again
+        throw e;
+      }
     } finally {
       release();
     }
@@ -330,6 +342,8 @@ export class GuardSet {
     } catch { /* corrupt: write ours alone */ }
     this.records = this.merged(recordsOf(state).records);
     state.guards = this.toJSON();
+    // Clean from here: a change made while the write runs marks the set dirty again, and a write
+    // that fails sets it back (save, saveSync), so the periodic save retries it.
     this.dirtyFlag = false;
     return JSON.stringify(state, null, 2) + '\n';
   }

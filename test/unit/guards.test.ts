@@ -342,6 +342,22 @@ describe('guard set (SPEC §7.2)', () => {
       expect(h.dirty).toBe(false);
     });
 
+    it('a failed write leaves the changes dirty, so that the next save tries again (SPEC §7.2 State)', async () => {
+      const file = path.join(dir, 'state.json');
+      const g = GuardSet.load(file, now, { rng: seededRng(24) });
+      g.pickGuard(many);
+      // A folder where the file should be: the rename onto it fails (as a full or broken disk would).
+      fs.mkdirSync(file);
+      await expect(g.save()).rejects.toThrow();
+      expect(g.dirty).toBe(true);
+      expect(() => g.saveSync()).toThrow();
+      expect(g.dirty).toBe(true);
+      fs.rmdirSync(file);
+      await g.save();
+      expect(g.dirty).toBe(false);
+      expect(onDisk(file).map((r) => r.fingerprint)).toEqual(fps(g));
+    });
+
     it('save waits while another process holds the lock, and removes its own lock after', async () => {
       const file = path.join(dir, 'state.json');
       const g = GuardSet.load(file, now, { rng: seededRng(16) });
