@@ -20,6 +20,8 @@ import { HS_PSEUDONYM_PATH } from './pseudonym';
 export interface ForwardedResult { authority: string; status: number; code?: string; ack?: string }
 
 const MAX_ANSWER = 16 * 1024;
+/** How many authorities' fingerprints one log line about a mirror's answer names. */
+const LOGGED_AUTHORITIES = 4;
 
 function parseForwarded(body: Buffer): ForwardedResult[] {
   let j: unknown;
@@ -44,7 +46,11 @@ export interface UploadConfirm {
    * certifies (authoritySigningKeys). A 200 from an authority not among them is not confirmed.
    */
   signingKeys: () => ReadonlyMap<string, Buffer>;
-  /** Where a mirror's unconfirmed 200 is logged (warn: the mirror's fingerprint and the authority only). */
+  /**
+   * Where a mirror's unconfirmed 200s are logged: one warn line per answer (the mirror's
+   * fingerprint, how many, the first few authorities), and a debug line for those from authorities
+   * whose signing key the node does not know.
+   */
   log?: Logger;
 }
 
@@ -60,17 +66,32 @@ export function uploadKindOf(path: string): UploadKind {
  * SPEC.md §9.21.8: each entry of a mirror's list whose status is 200 must carry an `ack` that
  * verifies under that authority's signing key over the node's own body; else the mirror did not
  * pass the upload on (or altered it), and the entry becomes status 0, HIDDEN_UPLOAD_UNCONFIRMED:
- * the node retries it as for an authority the mirror could not reach.
+ * the node retries it as for an authority the mirror could not reach. One answer gives at most one
+ * warn line (the mirror's fingerprint, the number of such entries, the first LOGGED_AUTHORITIES
+ * authorities), so a hostile mirror cannot fill the node's log; an entry from an authority whose
+ * signing key the node does not know (not in its consensus, or a rotated key) is no proof against
+ * the mirror, and is logged at debug only.
  */
 function confirmForwarded(forwarded: readonly ForwardedResult[], kind: UploadKind, body: Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
   const keys = confirm.signingKeys();
-  return forwarded.map((f) => {
+  const unconfirmed: string[] = [];
+  const unknownKey: string[] = [];
+  const out = forwarded.map((f) => {
     if (f.status !== 200) return f;
     const key = keys.get(f.authority);
     if (key && verifyUploadAck(kind, body, f.ack, key)) return f;
-    confirm.log?.warn({ mirror: mirror.fingerprint, authority: f.authority.slice(0, 64) }, 'a mirror reported an upload accepted without that authority\'s acknowledgement; not counted as accepted');
+    (key ? unconfirmed : unknownKey).push(f.authority.slice(0, 64));
     return { authority: f.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' };
   });
+  if (unconfirmed.length > 0) {
+    confirm.log?.warn({ mirror: mirror.fingerprint, unconfirmed: unconfirmed.length, authorities: unconfirmed.slice(0, LOGGED_AUTHORITIES) },
+      'a mirror reported an upload accepted without the authority\'s acknowledgement; not counted as accepted');
+  }
+  if (unknownKey.length > 0) {
+    confirm.log?.debug({ mirror: mirror.fingerprint, unknownKey: unknownKey.length, authorities: unknownKey.slice(0, LOGGED_AUTHORITIES) },
+      'a mirror reported an upload accepted by an authority whose signing key this node does not know; not counted as accepted');
+  }
+  return out;
 }
 
 /**

@@ -444,7 +444,8 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
     const keys = new Map([['a'.repeat(64), ka.publicKey], ['b'.repeat(64), kb.publicKey]]);
     const entry = (fp: string, ack?: string) => ({ authority: fp, status: 200, ...(ack ? { ack } : {}) });
     const warnings: unknown[][] = [];
-    const log = { warn: (...a: unknown[]) => warnings.push(a) } as unknown as Logger;
+    const debugs: unknown[][] = [];
+    const log = { warn: (...a: unknown[]) => warnings.push(a), debug: (...a: unknown[]) => debugs.push(a) } as unknown as Logger;
     const confirm = { signingKeys: () => keys, log };
     /** Mirrors answering `answers[i]` to the i-th upload (the last one after that). */
     async function answering(answers: ForwardedResult[][]) {
@@ -465,18 +466,50 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
       ['an authority whose key the node does not know', [entry('c'.repeat(64), signUploadAck('hs_desc', body, ka.secretKey))]],
     ];
     for (const [why, forwarded] of lies) {
-      it(`a 200 with ${why} is not accepted: HIDDEN_UPLOAD_UNCONFIRMED, another mirror is tried, the lie is logged without the node`, async () => {
+      it(`a 200 with ${why} is not accepted: HIDDEN_UPLOAD_UNCONFIRMED, another mirror is tried, the lie is logged without the node (the mirror blamed only where the node knows the authority's key)`, async () => {
         warnings.length = 0;
+        debugs.length = 0;
         const m = await answering([forwarded]);
         await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual([{ authority: forwarded[0].authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }]);
         expect(m.asked()).toBe(3);
-        expect(warnings).toHaveLength(3);
-        const [fields] = warnings[0] as [Record<string, unknown>];
-        expect(Object.keys(fields).sort()).toEqual(['authority', 'mirror']);
-        expect(fields.authority).toBe(forwarded[0].authority);
+        // An authority whose key the node does not know is no proof against the mirror: debug only.
+        const known = keys.has(forwarded[0].authority);
+        expect(known ? warnings : debugs).toHaveLength(3);
+        expect(known ? debugs : warnings).toHaveLength(0);
+        const [fields] = (known ? warnings : debugs)[0] as [Record<string, unknown>];
+        expect(Object.keys(fields).sort()).toEqual(['authorities', 'mirror', known ? 'unconfirmed' : 'unknownKey']);
+        expect(fields.authorities).toEqual([forwarded[0].authority]);
         expect(String(fields.mirror)).toMatch(/^m[1-4]0+$/);
       });
     }
+
+    it('logs one warn line per mirror answer however many 200s it could not confirm: the mirror, their number, at most 4 authorities', async () => {
+      warnings.length = 0;
+      const honest = [entry('a'.repeat(64), signUploadAck('hs_desc', body, ka.secretKey))];
+      const bogus = Array.from({ length: 64 }, (_, i) => entry((i % 2 ? 'a' : 'b').repeat(64)));
+      const m = await answering([bogus, honest]);
+      await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual(honest);
+      expect(m.asked()).toBe(2);
+      expect(warnings).toHaveLength(1);
+      const [fields] = warnings[0] as [Record<string, unknown>];
+      expect(String(fields.mirror)).toMatch(/^m[1-4]0+$/);
+      expect(fields.unconfirmed).toBe(64);
+      expect((fields.authorities as string[]).length).toBeLessThanOrEqual(4);
+    });
+
+    it('does not blame the mirror for a 200 from an authority whose signing key the node does not know: unconfirmed, logged at debug only', async () => {
+      warnings.length = 0;
+      debugs.length = 0;
+      const unknown = Array.from({ length: 8 }, (_, i) => entry(String.fromCharCode(99 + i).repeat(64), signUploadAck('hs_desc', body, ka.secretKey)));
+      const m = await answering([unknown]);
+      await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual(unknown.map((u) => ({ authority: u.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' })));
+      expect(m.asked()).toBe(3);
+      expect(warnings).toHaveLength(0);
+      expect(debugs).toHaveLength(3);
+      const [fields] = debugs[0] as [Record<string, unknown>];
+      expect(fields.unknownKey).toBe(8);
+      expect((fields.authorities as string[]).length).toBe(4);
+    });
 
     it('a genuine ack is accepted, and a lying mirror\'s answer is followed by an honest one\'s', async () => {
       const honest = [entry('a'.repeat(64), signUploadAck('hs_desc', body, ka.secretKey)), entry('b'.repeat(64), signUploadAck('hs_desc', body, kb.secretKey))];
