@@ -162,7 +162,10 @@ export class StorageDaemon {
    * its period's pseudonym, never its identity, so receipts run on them (SPEC.md §9.21.4, §9.21.7).
    */
   private async startHiddenCircuits(): Promise<void> {
-    const guards = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'));
+    // SPEC.md §7.2 (State): guards just sampled are saved at once, as every client process does.
+    const guards: GuardSet = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'), Date.now, {
+      onSampled: () => void guards.save().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not save guard state')),
+    });
     const receipts = this.hsReceipts = new HiddenReceipts({
       identity: this.keys!.identity, authorities: this.cfg.authorities, consensus: () => this.dir.consensus(),
       periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null, mirrorCircuits: () => this.mirrorCircuits(),
@@ -261,7 +264,11 @@ export class StorageDaemon {
     this.hs?.close();
     await this.hsReceipts?.stop(await this.hsBuilder?.channels() ?? []);
     await this.hsBuilder?.close();
-    if (this.hsGuards?.dirty) await this.hsGuards.save().catch(() => {});
+    // SPEC.md §7.2 (State): a process shutting down does not wait for state.json.lock (saveSync
+    // skips while another process holds it).
+    if (this.hsGuards?.dirty) {
+      try { this.hsGuards.saveSync(); } catch (e) { this.log.warn({ err: (e as Error).message }, 'could not save guard state'); }
+    }
     this.rotation?.stop();
     this.publisher?.stop();
     this.pow?.stop();

@@ -4,10 +4,11 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { err } from '../errors';
+import { err, errorCode } from '../errors';
 import { secureRandom } from '../crypto/primitives';
 import { mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicSync } from '../ops/fsutil';
 import { withFileLock, tryFileLockSync } from '../ops/file-lock';
+import type { Logger } from '../ops/log';
 import {
   computeBandwidthWeights, positionWeight, weightedPick, isRunningValid, canBeHop, type Relay,
 } from './weighting';
@@ -62,6 +63,12 @@ export interface GuardSetOptions {
 export interface GuardState { version: 1; sampled: GuardRecord[] }
 
 const FP_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * SPEC.md §7.2 (State): how long a short-lived command waits for state.json.lock (its save on
+ * sampling and its last save) before it skips the save; a long-running process waits 30 s.
+ */
+export const COMMAND_LOCK_TIMEOUT_MS = 2_000;
 
 function validRecord(x: unknown): x is GuardRecord {
   const r = x as GuardRecord;
@@ -261,9 +268,9 @@ export class GuardSet {
    * SPEC.md §7.2 (State): the client's processes (a running proxy, a `bitcloud get` beside it)
    * share the file, so it is read again and merged under `<file>.lock`, and the guard list on disk
    * wins: this process's records become the merged ones at once. IO_STATE_LOCKED when another
-   * live process holds the lock for 30 s.
+   * live process holds the lock for `lockTimeoutMs` (default 30 s).
    */
-  async save(): Promise<void> {
+  async save(o: { lockTimeoutMs?: number } = {}): Promise<void> {
     const file = this.file;
     if (!file) { this.dirtyFlag = false; return; }
     // The lock lives beside the file: a data folder not made yet is made first (as the write would).
@@ -277,7 +284,21 @@ export class GuardSet {
         this.dirtyFlag = true; // not written: the next save tries again
         throw e;
       }
-    }, { code: 'IO_STATE_LOCKED' });
+    }, { code: 'IO_STATE_LOCKED', timeoutMs: o.lockTimeoutMs });
+  }
+
+  /**
+   * A short-lived command's save, on sampling and at its end (SPEC.md §7.2 State): when dirty, save() waiting at most
+   * COMMAND_LOCK_TIMEOUT_MS for the lock; a failure (the lock still held, a write that failed) is
+   * logged at debug and never fails the command (the set stays dirty).
+   */
+  async saveForCommand(log?: Logger): Promise<void> {
+    if (!this.dirty) return;
+    try {
+      await this.save({ lockTimeoutMs: COMMAND_LOCK_TIMEOUT_MS });
+    } catch (e) {
+      log?.debug({ code: errorCode(e), err: (e as Error).message }, 'guard state not saved');
+    }
   }
 
   /**

@@ -66,8 +66,9 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
   // SPEC.md §6.10.1: with a guard in state.json and a valid cached consensus, the directory is
   // fetched through the guard's mirror (one-hop circuit, BEGIN_DIR); otherwise directly (bootstrap).
   // SPEC.md §7.2 (State): guards just sampled are saved at once, so that the client's other
-  // processes (a running proxy) find them instead of sampling their own.
-  const guards: GuardSet = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'), Date.now, { onSampled: () => void guards.save().catch(() => {}) });
+  // processes (a running proxy) find them instead of sampling their own; a command waits
+  // COMMAND_LOCK_TIMEOUT_MS at most for the lock, so a pending save never holds it open for long.
+  const guards: GuardSet = GuardSet.load(path.join(dirCfg.dataDir, 'state.json'), Date.now, { onSampled: () => void guards.saveForCommand(o.log) });
   for (const w of guards.warnings) (o.log ?? silentLogger).warn(w);
   const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, log: o.log });
   dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
@@ -125,7 +126,7 @@ export async function openStorageSession(o: NetworkOptions & {
     async close() {
       await client.close();
       await manager?.close();
-      if (guards?.dirty) await guards.save().catch(() => {});
+      await guards?.saveForCommand(log); // SPEC.md §7.2: waits 2 s at most, never fails the command
       network.close();
     },
   };
@@ -187,7 +188,7 @@ export async function openCircuitNames(network: Network, log: Logger = silentLog
     async close() {
       await names.close();
       await m.close();
-      if (guards.dirty) await guards.save().catch(() => {});
+      await guards.saveForCommand(log); // SPEC.md §7.2: waits 2 s at most, never fails the command
     },
   };
 }

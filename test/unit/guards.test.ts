@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { GuardSet } from '../../src/client/guards';
 import type { Relay } from '../../src/client/weighting';
+import type { Logger } from '../../src/ops/log';
 
 const fp = (i: number) => i.toString(16).padStart(64, '0');
 function relay(i: number, o: { flags?: string[]; weight?: number; roles?: string[] } = {}): Relay {
@@ -357,6 +358,30 @@ describe('guard set (SPEC §7.2)', () => {
       expect(g.dirty).toBe(false);
       expect(onDisk(file).map((r) => r.fingerprint)).toEqual(fps(g));
     });
+
+    it('a command\'s last save waits 2 s at most for the lock, then skips with a debug line and does not fail', async () => {
+      const file = path.join(dir, 'state.json');
+      const g = GuardSet.load(file, now, { rng: seededRng(25) });
+      g.pickGuard(many);
+      g.saveSync();
+      const before = fs.readFileSync(file, 'utf8');
+      g.markSuccess(g.guards[0].fingerprint);
+      fs.writeFileSync(`${file}.lock`, String(process.pid));
+      const debugs: unknown[][] = [];
+      const log = { debug: (...a: unknown[]) => debugs.push(a) } as unknown as Logger;
+      await g.saveForCommand(log); // the test's timeout says it waited the full 30 s
+      expect(fs.readFileSync(file, 'utf8')).toBe(before);
+      expect(g.dirty).toBe(true);
+      expect(debugs).toHaveLength(1);
+      expect((debugs[0][0] as { code?: string }).code).toBe('IO_STATE_LOCKED');
+      // With the lock free it saves as save() does; with nothing to save it does nothing.
+      fs.rmSync(`${file}.lock`);
+      await g.saveForCommand(log);
+      expect(g.dirty).toBe(false);
+      expect(GuardSet.load(file, now).guards[0].confirmed).toBe(true);
+      await g.saveForCommand(log);
+      expect(debugs).toHaveLength(1);
+    }, 5_000);
 
     it('save waits while another process holds the lock, and removes its own lock after', async () => {
       const file = path.join(dir, 'state.json');

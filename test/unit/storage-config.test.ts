@@ -8,6 +8,7 @@ import { parseSize, parseStorageConfig } from '../../storage/config';
 import { StorageDaemon, loadOrCreateX25519 } from '../../storage/daemon';
 import { loadOrCreateNodeKeys, loadX25519Secret } from '../../src/crypto/keys';
 import { silentLogger } from '../../src/ops/log';
+import { GuardSet } from '../../src/client/guards';
 
 const AUTH = [{ name: 'a1', identity: 'a'.repeat(64), address: '127.0.0.1:7000' }];
 const base = { dataDir: 'node', orPort: 9001, storagePort: 9002, authorities: AUTH };
@@ -68,6 +69,26 @@ describe('storage node config', () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
+
+  it('stop does not wait for state.json.lock: with the lock held by a live process, the hidden node\'s guards are not saved and stop returns (SPEC.md §7.2)', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-hsguards-'));
+    try {
+      const file = path.join(dataDir, 'state.json');
+      fs.writeFileSync(file, '{"other":1}\n');
+      const guards = new GuardSet(file);
+      guards.pickGuard([{ identity: Buffer.alloc(32, 1), fingerprint: '01'.repeat(32), address: '10.1.0.1', orPort: 9001, flags: new Set(['Running', 'Valid', 'Fast', 'Guard']), weight: 100, exitPolicy: [], family: [], roles: ['relay'] }]);
+      expect(guards.dirty).toBe(true);
+      fs.writeFileSync(`${file}.lock`, String(process.pid)); // another live process holds it
+      const d = new StorageDaemon(parseStorageConfig({ ...base, dataDir }, '/x'), silentLogger, new Registry());
+      (d as unknown as { hsGuards: GuardSet }).hsGuards = guards;
+      await d.stop(); // the test's timeout says it waited
+      expect(fs.readFileSync(file, 'utf8')).toBe('{"other":1}\n');
+      expect(fs.readFileSync(`${file}.lock`, 'utf8')).toBe(String(process.pid));
+      expect(guards.dirty).toBe(true);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 5_000);
 
   it('takes up to 16 moderators, as many as a descriptor lists (SPEC.md §6.4)', () => {
     const mods = Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(64, '0'));

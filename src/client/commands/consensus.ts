@@ -50,8 +50,9 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     r = await fetchVerifiedConsensus(sources, cfg.authorities, { now, have, ifModifiedSince: have ? consensusIfModifiedSince(have) : undefined, timeoutMs: 10_000, fetcher: 'client' });
   } finally {
     await builder.close();
-    // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes.
-    if (guards.dirty) await guards.save().catch(() => {});
+    // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
+    // lock waited for 2 s at most; the command never fails for it).
+    await guards.saveForCommand();
   }
   if (viaGuards.length && r.source) r.source = 'guard';
   for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);

@@ -76,8 +76,9 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
   } finally {
     for (const c of clients) c.close();
     await builder.close();
-    // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes.
-    if (guards.dirty) await guards.save().catch(() => {});
+    // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
+    // lock waited for 2 s at most; the command never fails for it).
+    await guards.saveForCommand();
   }
 }
 
