@@ -3,7 +3,7 @@
 // storage node with BEGIN_STORAGE (default, SPEC.md §9.13.1), or direct sessions (--direct,
 // §9.13.2, which reveal the client's address). No protocol logic here.
 import path from 'node:path';
-import { err } from '../errors';
+import { err, errorCode } from '../errors';
 import { clientConfigPath, loadDirClientConfig, type DirClientConfig } from '../dir/client-config';
 import { bool, int, readJsonConfig } from '../dir/config-fields';
 import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
@@ -75,7 +75,14 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
   await dir.start();
   // A cached consensus may predate storage nodes that joined since: ask once more, briefly.
   await Promise.race([dir.refresh(), new Promise((r) => setTimeout(r, 5_000).unref())]);
-  const close = () => { dir.stop(); void dirBuilder.close(); if (guards.dirty) guards.saveSync(); };
+  // SPEC.md §7.2 (Shared by the client's processes): a command never fails for its guard state
+  // save; one that cannot be written (a full disk, a broken data folder) is skipped with a debug line.
+  const close = () => {
+    dir.stop();
+    void dirBuilder.close();
+    if (!guards.dirty) return;
+    try { guards.saveSync(); } catch (e) { o.log?.debug({ code: errorCode(e), err: (e as Error).message }, 'guard state not saved'); }
+  };
   if (!dir.consensus()) {
     close();
     throw err('CONSENSUS_NOT_AVAILABLE', 'no valid consensus from the authorities: cannot find storage nodes');
