@@ -8,6 +8,7 @@ import path from 'node:path';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { silentLogger } from '../../src/ops/log';
 import { BUILD_TIMES_FILE, loadBuildTimes, startProxy } from '../../src/client/commands/proxy';
+import type { GuardSet } from '../../src/client/guards';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-proxy-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -65,6 +66,27 @@ describe('build times across restarts (SPEC.md §7.3)', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('a guard state that cannot be written at shutdown does not fail the close; build times are still saved (SPEC.md §7.2)', async () => {
+    const authorities = [1, 2, 3].map((i) => ({ name: `a${i}`, identity: ed25519FromSeed(Buffer.alloc(32, 60 + i)).publicKey.toString('hex'), address: '127.0.0.1:1' }));
+    const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+    const config = path.join(dataDir, 'client.json');
+    fs.writeFileSync(config, JSON.stringify({ authorities, dataDir }));
+    const fp = 'ab'.repeat(32);
+    const state = path.join(dataDir, 'state.json');
+    fs.writeFileSync(state, JSON.stringify({ guards: { version: 1, sampled: [{ fingerprint: fp, addedAt: 1, failures: 0, retryAt: 0, lastSuccessAt: null, confirmed: false, unlistedSince: null }] } }));
+    const proxy = await startProxy({ config, socksPort: 0, metricsPort: 0, log: silentLogger });
+    const guards = proxy.manager.opts.guards as GuardSet;
+    guards.markFailure(fp);
+    expect(guards.dirty).toBe(true);
+    // The state file's place is taken by a folder that is not empty: the write (rename) fails.
+    fs.rmSync(state);
+    fs.mkdirSync(state);
+    fs.writeFileSync(path.join(state, 'x'), '');
+    await expect(proxy.close()).resolves.toBeUndefined();
+    expect(guards.dirty).toBe(true);
+    expect(fs.existsSync(path.join(dataDir, BUILD_TIMES_FILE))).toBe(true);
   });
 
   it('a build-times.json that is not JSON ("{") gives a fresh estimator and a warning with a code', async () => {

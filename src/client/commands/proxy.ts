@@ -210,7 +210,10 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
         await manager.close();
         await dirBuilder.close();
         if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
-        if (guards.dirty) guards.saveSync();
+        // SPEC.md §7.2: a guard state that cannot be written is logged; the shutdown goes on.
+        if (guards.dirty) {
+          try { guards.saveSync(); } catch (e) { log.warn({ err: (e as Error).message }, 'could not save guard state'); }
+        }
         await saveBuildTimes();
       },
     };
