@@ -1,8 +1,8 @@
-import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { describe, it, expect, beforeEach, afterEach, vi } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GuardSet } from '../../src/client/guards';
+import { COMMAND_LOCK_TIMEOUT_MS, GuardSet } from '../../src/client/guards';
 import type { Relay } from '../../src/client/weighting';
 import type { Logger } from '../../src/ops/log';
 
@@ -369,7 +369,11 @@ describe('guard set (SPEC §7.2)', () => {
       fs.writeFileSync(`${file}.lock`, String(process.pid));
       const debugs: unknown[][] = [];
       const log = { debug: (...a: unknown[]) => debugs.push(a) } as unknown as Logger;
-      await g.saveForCommand(log); // the test's timeout says it waited the full 30 s
+      const save = vi.spyOn(g, 'save');
+      await g.saveForCommand(log); // the test's timeout (under 30 s) says it did not wait the default 30 s
+      expect(save).toHaveBeenCalledWith({ lockTimeoutMs: COMMAND_LOCK_TIMEOUT_MS });
+      expect(COMMAND_LOCK_TIMEOUT_MS).toBe(2_000);
+      save.mockRestore();
       expect(fs.readFileSync(file, 'utf8')).toBe(before);
       expect(g.dirty).toBe(true);
       expect(debugs).toHaveLength(1);
@@ -381,7 +385,7 @@ describe('guard set (SPEC §7.2)', () => {
       expect(GuardSet.load(file, now).guards[0].confirmed).toBe(true);
       await g.saveForCommand(log);
       expect(debugs).toHaveLength(1);
-    }, 5_000);
+    }, 20_000);
 
     it('save waits while another process holds the lock, and removes its own lock after', async () => {
       const file = path.join(dir, 'state.json');

@@ -81,14 +81,14 @@ describe('storage node config', () => {
       fs.writeFileSync(`${file}.lock`, String(process.pid)); // another live process holds it
       const d = new StorageDaemon(parseStorageConfig({ ...base, dataDir }, '/x'), silentLogger, new Registry());
       (d as unknown as { hsGuards: GuardSet }).hsGuards = guards;
-      await d.stop(); // the test's timeout says it waited
+      await d.stop(); // the test's timeout (under the lock's 30 s) says it waited
       expect(fs.readFileSync(file, 'utf8')).toBe('{"other":1}\n');
       expect(fs.readFileSync(`${file}.lock`, 'utf8')).toBe(String(process.pid));
       expect(guards.dirty).toBe(true);
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
-  }, 5_000);
+  }, 20_000);
 
   it('takes up to 16 moderators, as many as a descriptor lists (SPEC.md §6.4)', () => {
     const mods = Array.from({ length: 16 }, (_, i) => i.toString(16).padStart(64, '0'));
