@@ -56,6 +56,7 @@ export class StorageDaemon {
   private hsBuilder: CircuitBuilder | null = null;
   private hsGuards: GuardSet | null = null;
   private hsRetry: NodeJS.Timeout | null = null;
+  private hsGuardSave: NodeJS.Timeout | null = null;
   private hsReceipts: HiddenReceipts | null = null;
   private stopping = false;
   readonly dir: DirKeeper;
@@ -163,9 +164,15 @@ export class StorageDaemon {
    */
   private async startHiddenCircuits(): Promise<void> {
     // SPEC.md §7.2 (State): guards just sampled are saved at once, as every client process does.
-    const guards: GuardSet = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'), Date.now, {
-      onSampled: () => void guards.save().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not save guard state')),
-    });
+    const saveGuards = (): void => {
+      if (this.stopping) return;
+      void guards.save().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not save guard state'));
+    };
+    const guards: GuardSet = this.hsGuards = GuardSet.load(path.join(this.cfg.dataDir, 'state.json'), Date.now, { onSampled: saveGuards });
+    for (const w of guards.warnings) this.log.warn({ warning: w }, 'guard state');
+    // As the proxy: status news (failures, successes) is saved within a minute, not only at stop.
+    this.hsGuardSave = setInterval(() => { if (guards.dirty) saveGuards(); }, 60_000);
+    this.hsGuardSave.unref();
     const receipts = this.hsReceipts = new HiddenReceipts({
       identity: this.keys!.identity, authorities: this.cfg.authorities, consensus: () => this.dir.consensus(),
       periodSeconds: () => this.dir.consensus()?.periodSeconds ?? null, mirrorCircuits: () => this.mirrorCircuits(),
@@ -261,6 +268,7 @@ export class StorageDaemon {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.hsRetry) clearTimeout(this.hsRetry);
+    if (this.hsGuardSave) clearInterval(this.hsGuardSave);
     this.hs?.close();
     await this.hsReceipts?.stop(await this.hsBuilder?.channels() ?? []);
     await this.hsBuilder?.close();
