@@ -216,7 +216,7 @@ export async function runNamesCommand(
   } catch (e) {
     return reportFailure(command, e, a.json);
   } finally {
-    await held.session?.close();
+    try { await held.session?.close(); } catch (e) { log.debug({ err: (e as Error).message }, 'closing the name lookups failed'); }
     held.network?.close();
   }
 }
