@@ -281,7 +281,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
         job.link.pendingCreates!.delete(job.circId);
         if (this.closed) { this.sendDestroy(job.link, job.circId, DestroyReason.HIBERNATING); continue; }
         if (Date.now() - job.at > this.limits.maxOnionQueueDelayMs) {
-          this.metrics.refused('onion_queue');
+          this.metrics.refused('onion_queue_wait');
           this.sendDestroy(job.link, job.circId, DestroyReason.RESOURCELIMIT);
           continue;
         }

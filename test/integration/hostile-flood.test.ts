@@ -56,7 +56,11 @@ function expectStillFlooding(atStart: FloodCounts, after: FloodCounts): void {
   expect(after.closed).toBe(0);
 }
 
-/** Refusals the relay counted: by the creation bucket and by a full onionskin queue. */
+/**
+ * Refusals the relay counted: by the creation bucket and by a full onionskin queue (each holds its
+ * link's reading). CREATE2 cells that waited too long in the queue (`onion_queue_wait`, more of
+ * them on a slow machine) are not counted here: they were read when the queue had room.
+ */
 async function refusals(): Promise<{ rate: number; queue: number }> {
   const s = await scrape(target.ports.metrics);
   return { rate: metric(s, 'bitcloud_dos_refusals_total', { kind: 'circuit_rate' }), queue: metric(s, 'bitcloud_dos_refusals_total', { kind: 'onion_queue' }) };

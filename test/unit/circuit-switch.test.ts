@@ -1,7 +1,7 @@
 // SPEC.md §7b.1–§7b.5, §7b.9: the relay-side circuit switch driven cell by cell over fake links:
 // CREATE2, EXTEND2/EXTENDED2, forwarding both ways, RELAY_EARLY rules, DESTROY propagation,
 // queues behind congested links, queue bounds and the memory cap.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { CircuitSwitch } from '../../src/circuit/switch';
 import { QueueBudget } from '../../src/circuit/cell-queue';
@@ -215,6 +215,7 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
 
   it('a CREATE2 that waited past the maximum wait is refused unanswered', async () => {
     const t = queueSetup({ createsPerTurn: 1, maxOnionQueueDelayMs: 0 });
+    const refused = vi.spyOn(t.sw.metrics, 'refused');
     const a = t.link('a');
     for (const id of ids(3)) t.create2(a, id);
     const until = Date.now() + 3;
@@ -223,6 +224,8 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
     expect(a.take(CellCommand.CREATED2)).toHaveLength(1);
     expect(a.take(CellCommand.DESTROY).map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
     expect(t.sw.circuitCount).toBe(1);
+    // Counted apart from a full queue's refusals, which hold the link (SPEC.md §7b.9 metrics).
+    expect(refused.mock.calls).toEqual([['onion_queue_wait'], ['onion_queue_wait']]);
   });
 
   it('a DESTROY withdraws a waiting CREATE2; a CREATE2 on a waiting id is an id in use; a closed link\'s CREATE2s are dropped', async () => {
