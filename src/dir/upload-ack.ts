@@ -25,6 +25,14 @@ export function signUploadAck(kind: UploadKind, body: Uint8Array, signingSecret:
 
 /** True when `ack` is the base64 of a signature by `signingKey` over `body` of `kind`. */
 export function verifyUploadAck(kind: UploadKind, body: Uint8Array, ack: unknown, signingKey: Uint8Array): boolean {
+  return verifyUploadAckMessage(uploadAckMessage(kind, body), ack, signingKey);
+}
+
+/**
+ * verifyUploadAck with the signed bytes (uploadAckMessage) built by the caller: one body hash for
+ * every authority's entry of one answer.
+ */
+export function verifyUploadAckMessage(message: Uint8Array, ack: unknown, signingKey: Uint8Array): boolean {
   if (typeof ack !== 'string' || !/^[A-Za-z0-9+/]{86}==$/.test(ack)) return false;
-  return ed25519Verify(Buffer.from(ack, 'base64'), uploadAckMessage(kind, body), signingKey);
+  return ed25519Verify(Buffer.from(ack, 'base64'), message, signingKey);
 }

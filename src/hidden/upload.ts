@@ -6,7 +6,7 @@ import { err } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { UploadResult } from '../dir/publish';
 import { PATHS } from '../dir/fetch';
-import { UPLOAD_ACK_MAX_CHARS, verifyUploadAck, type UploadKind } from '../dir/upload-ack';
+import { UPLOAD_ACK_MAX_CHARS, uploadAckMessage, verifyUploadAckMessage, type UploadKind } from '../dir/upload-ack';
 import type { ConsensusRelay } from '../dir/types';
 import type { Logger } from '../ops/log';
 import { overMirrorCircuit, type MirrorCircuitOptions } from './client';
@@ -76,10 +76,11 @@ function confirmForwarded(forwarded: readonly ForwardedResult[], kind: UploadKin
   const keys = confirm.signingKeys();
   const unconfirmed: string[] = [];
   const unknownKey: string[] = [];
+  let message: Buffer | null = null; // the signed bytes, built (one body hash) at the first 200
   const out = forwarded.map((f) => {
     if (f.status !== 200) return f;
     const key = keys.get(f.authority);
-    if (key && verifyUploadAck(kind, body, f.ack, key)) return f;
+    if (key && verifyUploadAckMessage(message ??= uploadAckMessage(kind, body), f.ack, key)) return f;
     (key ? unconfirmed : unknownKey).push(f.authority.slice(0, 64));
     return { authority: f.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' };
   });
