@@ -2,6 +2,7 @@
 // (direct sessions) and a real SOCKS5 server on 127.0.0.1 driven by curl. The daemons-and-circuits
 // version is test/integration/gateway.test.ts.
 import fsp from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -739,6 +740,26 @@ describe('the gateway\'s HTTP timeouts (SPEC.md §9.16, §6.10)', () => {
     } finally {
       s.destroy();
       await gw.close();
+    }
+  });
+
+  it('its server\'s \'listening\' event is never emitted: the server never listens, and the timeout checks start without it', async () => {
+    // A 'listening' emitted by hand for a server that is not listening runs every listener for it
+    // (a library's, or Node's own again on a real listen): it must fire once per listen, here never.
+    const emit = vi.spyOn(http.Server.prototype, 'emit');
+    try {
+      const { gw, s, got, closed } = open();
+      try {
+        s.write('GET / HTTP/1.1\r\nHost: x\r\n'); // headers never end: the 408 shows the checks run
+        expect(await within(closed, 5000)).toBe(true);
+        expect(got()).toMatch(/^HTTP\/1\.1 408 /);
+        expect(emit.mock.calls.filter(([event]) => (event as string) === 'listening')).toHaveLength(0);
+      } finally {
+        s.destroy();
+        await gw.close();
+      }
+    } finally {
+      emit.mockRestore();
     }
   });
 

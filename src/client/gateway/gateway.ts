@@ -200,7 +200,10 @@ export class Gateway {
     // SPEC.md §9.16, §6.10: Node starts checking headersTimeout and requestTimeout (and keeps the list
     // of connections closeAllConnections walks) when a server starts listening, which this one,
     // fed streams by connect(), never does: without this a request sent slowly was held for ever.
-    this.server.emit('listening');
+    // The checks are started by calling the 'listening' listeners Node itself registered on the new
+    // server (the only ones it has yet), not by emitting 'listening' for a server that is not
+    // listening: that would run, now or on any later emit, whatever else listens for it.
+    for (const startChecks of this.server.listeners('listening')) (startChecks as (this: http.Server) => void).call(this.server);
     this.server.on('clientError', (e: NodeJS.ErrnoException, sock: Duplex) => {
       const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
       this.closeGracefully(sock, `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
