@@ -70,6 +70,19 @@ const FP_RE = /^[0-9a-f]{64}$/;
  */
 export const COMMAND_LOCK_TIMEOUT_MS = 2_000;
 
+/** What a command's save did (GuardSet.saveForCommand): 'skipped' leaves this process's changes unsaved. */
+export type CommandSaveOutcome = { status: 'saved' } | { status: 'skipped'; code: string; reason: string };
+
+/**
+ * SPEC.md §7.2 (State): the one stderr line a command without a log (`consensus`, `rewards`,
+ * `wallet`) prints when its last save was skipped, without its command prefix; null when saved.
+ */
+export function commandSaveWarning(o: CommandSaveOutcome): string | null {
+  if (o.status === 'saved') return null;
+  const reason = o.reason.startsWith(`${o.code}: `) ? o.reason.slice(o.code.length + 2) : o.reason;
+  return `guard state not saved (${o.code}): ${reason}; this run's guard changes are lost`;
+}
+
 function validRecord(x: unknown): x is GuardRecord {
   const r = x as GuardRecord;
   return !!r && typeof r.fingerprint === 'string' && FP_RE.test(r.fingerprint)
@@ -290,14 +303,18 @@ export class GuardSet {
   /**
    * A short-lived command's save, on sampling and at its end (SPEC.md §7.2 State): when dirty, save() waiting at most
    * COMMAND_LOCK_TIMEOUT_MS for the lock; a failure (the lock still held, a write that failed) is
-   * logged at debug and never fails the command (the set stays dirty).
+   * logged at debug and never fails the command (the set stays dirty). The outcome says whether
+   * this process's changes are on disk ('saved', also when there was nothing to save) or were
+   * skipped, and why, so that a command without a log can say so (`consensus`, `rewards`).
    */
-  async saveForCommand(log?: Logger): Promise<void> {
-    if (!this.dirty) return;
+  async saveForCommand(log?: Logger): Promise<CommandSaveOutcome> {
+    if (!this.dirty) return { status: 'saved' };
     try {
       await this.save({ lockTimeoutMs: COMMAND_LOCK_TIMEOUT_MS });
+      return { status: 'saved' };
     } catch (e) {
       log?.debug({ code: errorCode(e), err: (e as Error).message }, 'guard state not saved');
+      return { status: 'skipped', code: errorCode(e), reason: (e as Error).message };
     }
   }
 

@@ -370,7 +370,8 @@ describe('guard set (SPEC §7.2)', () => {
       const debugs: unknown[][] = [];
       const log = { debug: (...a: unknown[]) => debugs.push(a) } as unknown as Logger;
       const save = vi.spyOn(g, 'save');
-      await g.saveForCommand(log); // the test's timeout (under 30 s) says it did not wait the default 30 s
+      // the test's timeout (under 30 s) says it did not wait the default 30 s
+      expect(await g.saveForCommand(log)).toMatchObject({ status: 'skipped', code: 'IO_STATE_LOCKED' });
       expect(save).toHaveBeenCalledWith({ lockTimeoutMs: COMMAND_LOCK_TIMEOUT_MS });
       expect(COMMAND_LOCK_TIMEOUT_MS).toBe(2_000);
       save.mockRestore();
@@ -380,7 +381,7 @@ describe('guard set (SPEC §7.2)', () => {
       expect((debugs[0][0] as { code?: string }).code).toBe('IO_STATE_LOCKED');
       // With the lock free it saves as save() does; with nothing to save it does nothing.
       fs.rmSync(`${file}.lock`);
-      await g.saveForCommand(log);
+      expect(await g.saveForCommand(log)).toEqual({ status: 'saved' });
       expect(g.dirty).toBe(false);
       expect(GuardSet.load(file, now).guards[0].confirmed).toBe(true);
       await g.saveForCommand(log);

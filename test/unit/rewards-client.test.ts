@@ -21,6 +21,8 @@ import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
 import { decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
+import { consensusCommand } from '../../src/client/commands/consensus';
+import { GuardSet } from '../../src/client/guards';
 import { CONSENSUS_CACHE_FILE } from '../../src/dir/consensus-cache';
 
 // Counts key-certificate checks (the real check runs).
@@ -259,6 +261,37 @@ describe('bitcloud rewards', () => {
     expect(t.out).toMatch(/nickname\s+fingerprint\s+coins\s+units/);
     expect(t.out).toContain(relayFp[0].slice(0, 16));
   });
+
+  /**
+   * SPEC.md §7.2 (State): with state.json.lock held by another live process past the 2 s a command
+   * waits, `rewards` and `consensus` skip their guard state save without failing, and say so in
+   * one stderr line; stdout keeps the --json document alone. (The set is made dirty by hand: these
+   * relays are not guards, so nothing is sampled here.)
+   */
+  it('rewards and consensus say on stderr, never on stdout, when the guard state save is skipped for a held lock', async () => {
+    const lock = path.join(tmp, 'client', 'state.json.lock');
+    fs.writeFileSync(lock, String(process.pid));
+    const dirty = vi.spyOn(GuardSet.prototype, 'dirty', 'get').mockReturnValue(true);
+    try {
+      const r = await run({ config, json: true });
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ ok: true });
+      expect(r.err.split('\n').filter((l) => l.includes('guard state'))).toEqual([
+        expect.stringMatching(/^bitcloud rewards: guard state not saved \(IO_STATE_LOCKED\): .*state\.json\.lock is held by process \d+/),
+      ]);
+      const out: string[] = [], errs: string[] = [];
+      const code = await consensusCommand({ config, json: true }, { out: (x) => out.push(x), err: (x) => errs.push(x) });
+      expect(code).toBe(0);
+      expect(out).toHaveLength(1);
+      expect(JSON.parse(out[0])).toMatchObject({ ok: true });
+      expect(errs.filter((l) => l.includes('guard state'))).toEqual([
+        expect.stringMatching(/^bitcloud consensus: guard state not saved \(IO_STATE_LOCKED\): /),
+      ]);
+    } finally {
+      dirty.mockRestore();
+      fs.rmSync(lock, { force: true });
+    }
+  }, 30_000);
 
   it('exits non-zero with the REWARD_* code when no source gives a chain that verifies', async () => {
     const bad = await chainServer(chain(3, { signersAt: [0, [2]] }));

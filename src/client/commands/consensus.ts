@@ -11,7 +11,7 @@ import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../di
 import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirSources } from '../guard-dir';
-import { GuardSet } from '../guards';
+import { commandSaveWarning, GuardSet } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 import { shuffle } from '../../crypto/primitives';
@@ -51,8 +51,9 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
   } finally {
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
-    // lock waited for 2 s at most; the command never fails for it).
-    await guards.saveForCommand();
+    // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
+    const skipped = commandSaveWarning(await guards.saveForCommand());
+    if (skipped) io.err(`bitcloud consensus: ${skipped}`);
   }
   if (viaGuards.length && r.source) r.source = 'guard';
   for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);

@@ -16,7 +16,7 @@ import type { Output } from './consensus';
 import path from 'node:path';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirClients, guardDirSources } from '../guard-dir';
-import { GuardSet } from '../guards';
+import { commandSaveWarning, GuardSet } from '../guards';
 import { isoTime } from '../../ops/log';
 
 export interface RewardsCommandOptions {
@@ -45,9 +45,10 @@ export interface VerifiedChainContext {
  * SPEC.md §8.7.7 steps 1–2: read the config, get a verified consensus (its period P dates the
  * certificates), then fetch and verify the whole reward chain — through the sampled guards'
  * mirrors when the client has them (§6.10.1), else from the authorities or the `--from` sources —
- * and run `fn` with it. Circuits are closed afterwards.
+ * and run `fn` with it. Circuits are closed afterwards. `warn` gets the line to print on stderr
+ * when the guard state's last save was skipped (§7.2 State).
  */
-export async function withVerifiedChain<T>(o: { config?: string; dataDir?: string; from?: string[] }, now: () => number, fn: (c: VerifiedChainContext) => Promise<T>): Promise<T> {
+export async function withVerifiedChain<T>(o: { config?: string; dataDir?: string; from?: string[]; warn?: (line: string) => void }, now: () => number, fn: (c: VerifiedChainContext) => Promise<T>): Promise<T> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
   // SPEC.md §6.10.1: with a valid consensus on disk and a sampled guard (state.json), both the
   // consensus and the reward chain come through the guards' mirrors (one-hop circuit, BEGIN_DIR);
@@ -77,15 +78,16 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
     for (const c of clients) c.close();
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
-    // lock waited for 2 s at most; the command never fails for it).
-    await guards.saveForCommand();
+    // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
+    const skipped = commandSaveWarning(await guards.saveForCommand());
+    if (skipped) o.warn?.(skipped);
   }
 }
 
 /** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
 export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
   try {
-    return await withVerifiedChain(o, now, async ({ chain, consensus, cfg }) => {
+    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud rewards: ${w}`) }, now, async ({ chain, consensus, cfg }) => {
       const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
       const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
       const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);

@@ -80,7 +80,7 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
       if (created) io.err(`bitcloud wallet: made a new wallet key in ${file}`);
       return 0;
     }
-    return await withVerifiedChain(o, now, async ({ chain }) => {
+    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain }) => {
       const acct = accountOf(chain, hex);
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const history = walletHistory(chain.blocks, hex);
@@ -132,7 +132,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     const hex = key.publicKey.toString('hex');
     // SPEC §8.11.4: bad arguments (exit 2); a transfer to its own sender could never be valid (§8.11.1).
     if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
-    return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
+    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const nonce = acct.nonce + 1 + pending.length;
@@ -186,7 +186,7 @@ export async function walletCancel(contract: string, o: WalletOptions, io: Outpu
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
-    return await withVerifiedChain(o, now, async ({ chain, consensus, refetch }) => {
+    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain, consensus, refetch }) => {
       const e = chain.state.escrows.get(id);
       if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${id.slice(0, 16)}… in the chain (height ${chain.state.height})`);
       if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already (${formatCoins(e.refunded)} coins back to the payer)`);
