@@ -171,6 +171,8 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   private counter: LinkCellCounter | null = null;
   /** SPEC.md §8.3 step 12: batches not yet handed to the socket, oldest first (cells sent ahead at the front). */
   private held: Held[] = [];
+  /** SPEC.md §1.7: cells held unread are being handed over after the peer's end (deliverHeld). */
+  private deliveringHeld = false;
   private heldBytes = 0;
   /** Counted circuit cells (§8.1) in the open batch, and in the open batch plus `held`. */
   private batchCounted = 0;
@@ -423,6 +425,10 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
     // SPEC.md §8.1: circuit cells count as received when read. Out of line, so that the per-cell
     // path of links that count nothing stays as small as before (one null check).
     if (this.counter !== null) this.count(true, cell.circId, cmd);
+    // SPEC.md §1.7: a CREATE2 held unread until the peer's end came is dropped, not handled: its
+    // answer would never be read, and a relay would spend a handshake on it (a flooder held by the
+    // creation limits, §7b.9, could otherwise close its link to have all it sent handled at once).
+    if (this.deliveringHeld && cmd === CellCommand.CREATE2) { this.metrics.cellsDropped.labels('create_after_end').inc(); return; }
     // CREATE2 id-half and id-in-use checks belong to the circuit layer (SPEC.md §2.1: it answers
     // with DESTROY, the link stays up).
     this.emit('cell', cell);
@@ -466,14 +472,20 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
    * SPEC.md §1.7: the peer's end of the link came (its FIN, the socket closing, or a socket error
    * once it went away) while cells it sent before wait here because reading is held or deferred.
    * Nothing more will come, so they are handled now, in order, before the link closes: a last
-   * DESTROY or RELAY END is not lost. A pause asked for meanwhile no longer holds them. Returns
+   * DESTROY or RELAY END is not lost. A CREATE2 among them is dropped unhandled (onOpenCell), its
+   * answer would not be read. A pause asked for meanwhile no longer holds them. Returns
    * false (so that the caller goes on to close the link) unless a handler closed it.
    */
   private deliverHeld(): boolean {
-    while (this.pending.length > 0 && this.state === 'open') {
-      this.readPaused = false;
-      this.deferring = false;
-      this.consume(this.pending.shift()!);
+    this.deliveringHeld = true;
+    try {
+      while (this.pending.length > 0 && this.state === 'open') {
+        this.readPaused = false;
+        this.deferring = false;
+        this.consume(this.pending.shift()!);
+      }
+    } finally {
+      this.deliveringHeld = false;
     }
     return this.state === 'closed';
   }

@@ -18,6 +18,11 @@ export interface LinkMetrics {
   errors: Counter<'code'>;
   /** bitcloud_link_handshake_failures_total{code}: links that never opened (TLS, auth, versions, timeout). */
   handshakeFailures: Counter<'code'>;
+  /**
+   * bitcloud_link_cells_dropped_total{reason}: cells read on an open link and not handed on.
+   * `create_after_end`: a CREATE2 held unread when the peer's end came (SPEC.md §1.7).
+   */
+  cellsDropped: Counter<'reason'>;
   // Hot path (per read and per write): plain integers, copied into `cells` / `bytes` only when
   // the registry is scraped (a prom-client inc() per chunk is not free).
   cellsIn: HotCount;
@@ -59,6 +64,7 @@ export function createLinkMetrics(registry: Registry): LinkMetrics {
     open: new Gauge({ name: 'bitcloud_link_open', help: 'Links open now', labelNames: ['role'] as const, registers }),
     errors: new Counter({ name: 'bitcloud_link_errors_total', help: 'Links closed by an error, by error code', labelNames: ['code'] as const, registers }),
     handshakeFailures: new Counter({ name: 'bitcloud_link_handshake_failures_total', help: 'Link handshakes that failed, by error code', labelNames: ['code'] as const, registers }),
+    cellsDropped: new Counter({ name: 'bitcloud_link_cells_dropped_total', help: 'Cells read on open links and dropped unhandled, by reason', labelNames: ['reason'] as const, registers }),
     cellsIn,
     cellsOut,
     bytesIn,

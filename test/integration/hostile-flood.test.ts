@@ -82,8 +82,8 @@ async function floodWhileHonestDownloads(from: string, links: number, valid: boo
     peakRss = Math.max(peakRss, rssBytes(target.pid));
   }
   const flooding = await flooder.nextReport(); // still flooding after the honest downloads
-  // Counted while the flood runs: once the flooder exits, the relay handles the cells it held
-  // unread (SPEC.md §1.7), and those refusals come after the window the bound is computed on.
+  // Counted while the flood runs, the window the bound is computed on: once the flooder exits, the
+  // CREATE2s its links held unread are dropped unhandled (SPEC.md §1.7), not refused.
   const after = await refusals();
   const elapsed = Date.now() - t0;
   const counts = await flooder.stop();

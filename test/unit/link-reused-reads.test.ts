@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { ed25519Generate, randomBytes, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import tls from 'node:tls';
 import { once } from 'node:events';
-import { Channel, createLinkListener, discardLinkMetrics, SUPPORTED_LINK_VERSIONS } from '../../src/link';
+import { Channel, counterValue, createLinkListener, discardLinkMetrics, SUPPORTED_LINK_VERSIONS, type LinkMetrics } from '../../src/link';
 import { silentLogger } from '../../src/ops/log';
 import { LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION } from '../../src/crypto/tls';
 import { LinkReader, LINK_READ_BUFFER_BYTES } from '../../src/link/reader';
@@ -110,6 +110,35 @@ describe('a link read into a reused buffer (SPEC.md §1.6)', () => {
       expect({ dir, got }).toEqual({ dir, got: ids });
       expect(closedAfter).toBe(ids.length);
     }
+  });
+
+  it('a peer that goes away while its CREATE2s are held unread: they are dropped and counted, its other cells still come in order (SPEC.md §1.7)', async () => {
+    const { out, inbound } = await link();
+    const got: Array<[number, number]> = [];
+    // The first cell holds the responder's reading (a link over its circuit-creation rate, §7b.9).
+    inbound.on('cell', (c: Cell) => { if (got.push([c.command, c.circId]) === 1) inbound.holdReading(60_000); });
+    const closed = new Promise<void>((r) => inbound.once('close', () => r()));
+    const dropped = (inbound as unknown as { metrics: LinkMetrics }).metrics.cellsDropped;
+    const before = await counterValue(dropped, { reason: 'create_after_end' });
+    out.send(0x8000_0001, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN));
+    for (let i = 2; i <= 5; i++) out.send(0x8000_0000 + i, CellCommand.CREATE2, Buffer.alloc(84, i));
+    out.send(0x8000_0001, CellCommand.DESTROY, Buffer.alloc(1, 3));
+    out.send(0x8000_0006, CellCommand.CREATE2, Buffer.alloc(84, 6));
+    out.send(0x8000_0007, CellCommand.RELAY_EARLY, Buffer.alloc(CELL_PAYLOAD_LEN));
+    out.close();
+    await Promise.race([closed, new Promise((_, no) => setTimeout(() => no(new Error('the link did not close')), 10_000))]);
+    expect(got).toEqual([[CellCommand.RELAY, 0x8000_0001], [CellCommand.DESTROY, 0x8000_0001], [CellCommand.RELAY_EARLY, 0x8000_0007]]);
+    expect(await counterValue(dropped, { reason: 'create_after_end' }) - before).toBe(5);
+  });
+
+  it('still hands on a CREATE2 read while reading flows, or once a hold ends (only the end drops it, SPEC.md §1.7)', async () => {
+    const { out, inbound } = await link();
+    const got: number[] = [];
+    inbound.on('cell', (c: Cell) => { if (got.push(c.command) === 1) inbound.holdReading(50); });
+    out.send(0x8000_0001, CellCommand.CREATE2, Buffer.alloc(84, 1));
+    out.send(0x8000_0002, CellCommand.CREATE2, Buffer.alloc(84, 2));
+    await until(() => got.length === 2);
+    expect(got).toEqual([CellCommand.CREATE2, CellCommand.CREATE2]);
   });
 
   it('holds the bytes that come before the Channel attaches, as its own memory', () => {
