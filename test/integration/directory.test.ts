@@ -295,17 +295,21 @@ describe('directory network (3 authorities, 5 relays, real processes)', () => {
 
   it('survives one authority stopping (2 signatures); with two stopped clients keep the last valid one; it resumes when they return', async () => {
     // One authority down: the next consensus appears with 2 signatures and clients accept it.
+    // Waited for with all five relays: a relay whose reachability test (SPEC.md §6.9) a busy
+    // machine lost is left out of that one period's consensus, and listed again in the next.
     const stopAt = Date.now();
     await auths[2]!.stop();
     const two = await eventually(async () => {
       const st = await status(0);
-      return st.consensus && st.consensus.validAfter > stopAt && st.consensus.signers.length === 2 ? st : null;
-    }, 5 * P);
+      return st.consensus && st.consensus.validAfter > stopAt && st.consensus.signers.length === 2 && st.consensus.relays === 5 ? st : null;
+    }, 10 * P);
     expect(two.consensus!.relays).toBe(5);
+    // A new consensus comes every period (5 s): the client may get that one or a later one, each
+    // signed by the two authorities still running (§6.8).
     const r2 = await client(['--json'], clientCfg);
     expect(r2.code).toBe(0);
     expect(r2.json!.signers).toHaveLength(2);
-    expect(r2.json!.validAfter).toBe(new Date(two.consensus!.validAfter).toISOString());
+    expect(Date.parse(r2.json!.validAfter as string)).toBeGreaterThanOrEqual(two.consensus!.validAfter);
 
     // Two down: auth1 alone computes and signs, but cannot publish.
     await auths[1]!.stop();
