@@ -14,6 +14,7 @@
 // With --json, stdout is one JSON object {"model": {...}, "rows": [...]} and the table goes to stderr; without it the
 // table goes to stdout. The model is described in SPEC §8.8.
 import { spawn } from 'node:child_process';
+import yargs from 'yargs';
 import { fileURLToPath } from 'node:url';
 import {
   DEFAULT_BOUNDS, DEFAULT_PAIR_RULE, applyPairRule, applyRule, type BoundsParams, type OwedTable, type PairRuleParams, type PairRuleResult,
@@ -33,46 +34,81 @@ interface Opts {
   rule: string; dispersion: Partial<BoundsParams>; pair: Partial<PairRuleParams>;
 }
 
+/**
+ * The options, through yargs (strict, --help): an unknown option, a flag without its value, a
+ * number that is not one or a row that does not exist stops here with the usage, before anything runs.
+ */
 function parseArgs(argv: string[]): Opts {
-  const get = (name: string): string | undefined => {
-    const i = argv.indexOf(`--${name}`);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
-  const num = (name: string, d: number): number => {
-    const v = get(name);
-    if (v === undefined) return d;
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number`);
+  const numbers = (v: string, name: string): number[] => v.split(',').map((x) => {
+    const n = Number(x);
+    if (x.trim() === '' || !Number.isFinite(n)) throw new Error(`--${name} wants numbers separated by commas, not ${JSON.stringify(v)}`);
     return n;
-  };
-  const list = (name: string, d: string) => (get(name) ?? d).split(',').map(Number);
+  });
+  const num = (describe: string) => ({ type: 'number' as const, requiresArg: true, describe });
+  const numD = (describe: string, d: number) => ({ type: 'number' as const, requiresArg: true, describe, default: d });
+  const a = yargs(argv)
+    .scriptName('npm run simulate --')
+    .usage('$0 [options]\n\nWhat each strategy gains under the measurement rule (SPEC.md §8.8), to convergence, over several seeds.')
+    .option('json', { type: 'boolean', default: false, describe: 'stdout: one JSON object {model, rows}; the table goes to stderr' })
+    .option('rule', { type: 'string', choices: ['pair', 'dispersion'], default: 'pair', describe: 'The measurement rule (SPEC.md §8.5)' })
+    .option('kappa', num('The rule\'s factor (pairFactor, or peerCapFactor with --rule dispersion)'))
+    .option('slack', num('The rule\'s slack in cells (pairSlackCells, or peerCapSlackCells)'))
+    .option('owed-epochs', num('pair rule: owedEpochs'))
+    .option('bank-epochs', num('pair rule: bankEpochs'))
+    .option('paid-not-weight', { type: 'boolean', default: false, describe: 'pair rule: paidIsWeight false' })
+    .option('relays', numD('Relays modelled', 500))
+    .option('scale-of', numD('The network size they stand for', 2000))
+    .option('seeds', { type: 'string', requiresArg: true, default: '1,2,3', describe: 'Seeds, comma-separated' })
+    .option('fractions', { type: 'string', requiresArg: true, default: '0.05,0.2', describe: 'Attacker fractions, comma-separated' })
+    .option('min-epochs', numD('Epochs run at least', 48))
+    .option('max-epochs', numD('Epochs run at most', 96))
+    .option('workers', numD('Child processes, one seed each', 3))
+    .option('sybil-size', numD('Bandwidth of the Sybil operator', 5e6))
+    .option('on-epochs', numD('on/off strategy: epochs on', 12))
+    .option('off-epochs', numD('on/off strategy: epochs off', 12))
+    .option('rows', { type: 'string', requiresArg: true, default: ORDER.join(','), describe: `Strategies, comma-separated: ${ORDER.join(', ')}` })
+    .option('worker-seed', { type: 'number', requiresArg: true, hidden: true })
+    .check((x) => {
+      for (const k of ['kappa', 'slack', 'owed-epochs', 'bank-epochs', 'relays', 'scale-of', 'min-epochs', 'max-epochs', 'workers', 'sybil-size', 'on-epochs', 'off-epochs', 'worker-seed'] as const) {
+        const v = x[k];
+        if (v !== undefined && !Number.isFinite(v)) throw new Error(`--${k} must be a number`);
+      }
+      numbers(x.seeds, 'seeds');
+      numbers(x.fractions, 'fractions');
+      const unknown = x.rows.split(',').filter((r) => !ORDER.includes(r));
+      if (unknown.length) throw new Error(`no row named ${unknown.join(', ')}; the rows: ${ORDER.join(', ')}`);
+      return true;
+    })
+    .strict()
+    .help()
+    .parseSync();
   return {
-    json: argv.includes('--json'),
-    relays: num('relays', 500),
-    scaleOf: num('scale-of', 2000),
-    seeds: list('seeds', '1,2,3'),
-    fractions: list('fractions', '0.05,0.2'),
-    minEpochs: num('min-epochs', 48),
-    maxEpochs: num('max-epochs', 96),
-    rows: new Set((get('rows') ?? ORDER.join(',')).split(',')),
-    sybilSize: num('sybil-size', 5e6),
-    onEpochs: num('on-epochs', 12),
-    offEpochs: num('off-epochs', 12),
+    json: a.json,
+    relays: a.relays,
+    scaleOf: a['scale-of'],
+    seeds: numbers(a.seeds, 'seeds'),
+    fractions: numbers(a.fractions, 'fractions'),
+    minEpochs: a['min-epochs'],
+    maxEpochs: a['max-epochs'],
+    rows: new Set(a.rows.split(',')),
+    sybilSize: a['sybil-size'],
+    onEpochs: a['on-epochs'],
+    offEpochs: a['off-epochs'],
     // One child per seed by default (three seeds on two cores finish together instead of one after two).
-    workers: num('workers', 3),
-    rule: get('rule') ?? 'pair',
+    workers: a.workers,
+    rule: a.rule,
     dispersion: {
-      ...(get('kappa') !== undefined ? { peerCapFactor: num('kappa', 0) } : {}),
-      ...(get('slack') !== undefined ? { peerCapSlackCells: num('slack', 0) } : {}),
+      ...(a.kappa !== undefined ? { peerCapFactor: a.kappa } : {}),
+      ...(a.slack !== undefined ? { peerCapSlackCells: a.slack } : {}),
     },
     pair: {
-      ...(get('kappa') !== undefined ? { pairFactor: num('kappa', 0) } : {}),
-      ...(get('slack') !== undefined ? { pairSlackCells: num('slack', 0) } : {}),
-      ...(get('owed-epochs') !== undefined ? { owedEpochs: num('owed-epochs', 0) } : {}),
-      ...(argv.includes('--paid-not-weight') ? { paidIsWeight: false } : {}),
-      ...(get('bank-epochs') !== undefined ? { bankEpochs: num('bank-epochs', 0) } : {}),
+      ...(a.kappa !== undefined ? { pairFactor: a.kappa } : {}),
+      ...(a.slack !== undefined ? { pairSlackCells: a.slack } : {}),
+      ...(a['owed-epochs'] !== undefined ? { owedEpochs: a['owed-epochs'] } : {}),
+      ...(a['paid-not-weight'] ? { paidIsWeight: false } : {}),
+      ...(a['bank-epochs'] !== undefined ? { bankEpochs: a['bank-epochs'] } : {}),
     },
-    workerSeed: get('worker-seed') === undefined ? undefined : num('worker-seed', 0),
+    workerSeed: a['worker-seed'],
   };
 }
 
