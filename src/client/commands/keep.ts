@@ -12,7 +12,7 @@ import { addKept, checkKeeperRun, loadKeeperState, nowSec, runKeeper, updateKeep
 import { fetchVerifyRecord, keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
-import { checkContractShares, contractFromPass, uploadContract } from '../storage-contract';
+import { checkContractShares, contractFromPass, uploadContract, type ContractUpload } from '../storage-contract';
 import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
@@ -123,8 +123,9 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
  * SPEC.md §9.20.1, §9.20.4: one keeper pass over the file of `vcap` (audit, repair, renew for the
  * contract's span), then a contract listing a proven holder of every share for epochs
  * [now, now + N), uploaded to every authority, and, with `pay`, funded from the wallet once every
- * authority holds it. Returns the JSON object `keep contract --json` prints, the text lines, and
- * whether it succeeded.
+ * authority holds it, uploaded again once the authorities took the funding (an authority that
+ * evicted it meanwhile takes it back, now funded). Returns the JSON object `keep contract --json`
+ * prints, the text lines, and whether it succeeded.
  */
 export async function openContract(session: StorageSession, vcap: string, q: ContractRequest): Promise<{ ok: boolean; json: Record<string, unknown>; lines: string[] }> {
   const c = session.network.dir.consensus()!;
@@ -149,6 +150,8 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   // SPEC.md §9.20.4: a paid contract is funded only once every authority holds it (the proposer
   // that carries the funding transfer must hold the contract to open its escrow).
   let funding: unknown = null;
+  // The second upload's answers, per authority (set once the funding was taken).
+  const again: { uploads: ContractUpload[] | null } = { uploads: null };
   const lines = [`contract ${k.id}: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}`];
   for (const u of uploads) lines.push(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}`);
   if (q.pay !== null) {
@@ -159,10 +162,20 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       funding = { ok: false, error: { code: refused?.code ?? 'INTERNAL', message: 'not every authority took the contract' } };
     } else {
       const out: string[] = [];
-      const code = await walletSend(k.id, formatUnits(q.pay), { config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait },
-        { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
+      // SPEC.md §9.20.1, §9.20.4: an authority at its limit may have evicted the contract (unfunded
+      // until now) between the upload and the funding's arrival in its pool; once the authorities
+      // took the funding it protects the contract, so it is uploaded again: one that evicted it
+      // answers "accepted" and keeps it, one that held it "unchanged".
+      const code = await walletSend(k.id, formatUnits(q.pay), {
+        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait,
+        afterSubmit: async () => { again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes); },
+      }, { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
       if (code !== 0) ok = false;
+      for (const u of again.uploads ?? []) {
+        if (!u.ok) lines.push(`  ${u.authority}: refused the contract again after the funding: ${u.code} ${u.reason ?? ''}`);
+        else if (u.result === 'accepted') lines.push(`  ${u.authority}: had dropped the contract before the funding arrived; took it again`);
+      }
       const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; error?: { code: string; message: string } } | null;
       lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `  not funded: ${f?.error?.code ?? 'failed'} ${f?.error?.message ?? ''}`);
     }
@@ -170,7 +183,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const json = {
     ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
     bytes: k.contract.entries.reduce((sum, e) => sum + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
-    ...(q.pay !== null ? { funding } : {}),
+    ...(q.pay !== null ? { funding, ...(again.uploads ? { reheld: again.uploads } : {}) } : {}),
   };
   return { ok, json, lines };
 }

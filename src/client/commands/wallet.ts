@@ -25,6 +25,12 @@ export interface WalletOptions {
   noWait?: boolean;
   /** send: give up waiting after this many seconds (default: 12 consensus periods). */
   waitSeconds?: number;
+  /**
+   * send: run once the authorities took the transfer, before the wait (also with noWait). SPEC.md
+   * §9.20.4: `keep contract --pay` uploads its contract again here, now that the pending funding
+   * protects it from eviction. It must not throw: the transfer is sent already.
+   */
+  afterSubmit?: () => Promise<void>;
 }
 
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
@@ -148,6 +154,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       for (const r of sent.refused) io.err(`bitcloud wallet send: ${r.authority} refused: ${r.reason}`);
       if (!o.json) io.out(`sent ${formatCoins(units)} coins to ${toKey.toString('hex')} (nonce ${nonce}); taken by ${sent.accepted.length} of ${cfg.authorities.length} authorities`);
       const result = { ok: true, from: hex, to: toKey.toString('hex'), nonce, ...amount(units), accepted: sent.accepted, refused: sent.refused };
+      await o.afterSubmit?.();
       if (o.noWait) {
         if (o.json) io.out(JSON.stringify({ ...result, included: null }));
         return 0;

@@ -1,0 +1,109 @@
+// SPEC.md §9.20.1, §9.20.4: `bitcloud keep contract --pay` once the authorities took the funding
+// transfer: the contract is uploaded again (an authority that evicted it while it was unfunded takes
+// it back, now protected by the pending funding).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { contractRequest, openContract } from '../../src/client/commands/keep';
+import * as rewardsCommands from '../../src/client/commands/rewards';
+import type { VerifiedRewardBlock } from '../../src/client/rewards';
+import type { StorageSession } from '../../src/client/storage-client-setup';
+import { keepFile } from '../../src/client/storage-client-verify';
+import { uploadContract } from '../../src/client/storage-contract';
+import * as walletModule from '../../src/client/wallet';
+import { loadWalletKey } from '../../src/client/wallet';
+import type { Transfer } from '../../src/wire/transfer';
+import { ChunkKind } from '../../src/storage/encode';
+import { formatVerifyCapability } from '../../src/storage/verify-cap';
+import type { VerifyRecord } from '../../src/wire/verify-record';
+import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
+
+const oneChunk: VerifyRecord = { k: 1, n: 1, chunks: [{ kind: ChunkKind.DATA, index: 0, shareSize: 64, shareIds: [Buffer.alloc(32, 1)], auditRoots: [Buffer.alloc(32, 2)] }] };
+vi.mock('../../src/client/storage-client-verify', async (orig) => ({
+  ...await orig<typeof import('../../src/client/storage-client-verify')>(), keepFile: vi.fn(), fetchVerifyRecord: vi.fn(() => Promise.resolve(oneChunk)),
+}));
+vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
+
+const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 5), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
+const session = {
+  network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [{ name: 'a' }, { name: 'b' }] } }, client: {},
+} as unknown as StorageSession;
+const pass = {
+  shares: 1, healthy: 1, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 1, failures: [], busy: [], unknown: 0, expiresAt: 0,
+  placed: [{ node: 'aa'.repeat(32), shareId: Buffer.alloc(32, 1), size: 64, root: Buffer.alloc(32, 2) }],
+};
+
+describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', () => {
+  let dir = '';
+  let config = '';
+  let hex = '';
+  let sent: Transfer | null = null;
+  const spies: Array<{ mockRestore(): void }> = [];
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-contract-funding-'));
+    config = path.join(dir, 'client.json');
+    fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+    hex = (await loadWalletKey(path.join(dir, 'data'))).key.publicKey.toString('hex');
+    sent = null;
+    vi.mocked(keepFile).mockResolvedValue(pass);
+    vi.mocked(uploadContract).mockReset();
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+      sent = t;
+      return { accepted: ['a', 'b'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>;
+    }));
+  });
+  afterEach(() => {
+    for (const s of spies.splice(0)) s.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The chain before the funding (the wallet holds 5 coins), and after: block 1 carries the transfer sent, with `escrow` operations. */
+  function chains(escrowed: boolean): void {
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
+    const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, escrows: Map<string, unknown>) => ({
+      source: 'test', blocks, state: { height: blocks.length - 1, balances: new Map([[hex, 400_000_000n]]), nonces: new Map(nonce ? [[hex, nonce]] : []), escrows },
+    }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
+    const refetch = async () => {
+      const t = sent!;
+      const id = t.to.toString('hex');
+      const open = { kind: 'open' as const, contract: id, payer: hex, startEpoch: 0, endEpoch: 3, funded: t.amount, totalBytes: 64n };
+      const carrying: VerifiedRewardBlock = { block: { height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 11, minted: 0n, allocations: new Map(), transfers: [t], ...(escrowed ? { escrow: [open] } : {}) }, hash: Buffer.alloc(32), signers: [] };
+      return chainWith([genesis, carrying], 1, new Map(escrowed ? [[id, { id, payer: hex, refunded: null }]] : []));
+    };
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain: chainWith([genesis], 0, new Map()), consensus: { periodSeconds: 2 }, refetch,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+  }
+
+  it('uploads the contract again once the funding is taken: an authority that evicted it meanwhile takes it back ("accepted"), reported per authority', async () => {
+    chains(true);
+    vi.mocked(uploadContract)
+      .mockResolvedValueOnce([{ authority: 'a', ok: true, result: 'accepted' }, { authority: 'b', ok: true, result: 'accepted' }])
+      // b evicted the unfunded contract before the funding reached its pool; a still held it.
+      .mockResolvedValueOnce([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'accepted' }]);
+    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(vi.mocked(uploadContract)).toHaveBeenCalledTimes(2);
+    const [first, second] = vi.mocked(uploadContract).mock.calls;
+    expect(second[1].equals(first[1])).toBe(true);
+    // The second upload comes after the authorities took the funding transfer, not before.
+    const submitted = vi.mocked(walletModule.submitTransfer).mock.invocationCallOrder[0];
+    expect(vi.mocked(uploadContract).mock.invocationCallOrder[1]).toBeGreaterThan(submitted);
+    expect(sent!.to.toString('hex')).toBe(r.json.contract);
+    expect(r.json).toMatchObject({ ok: true, reheld: [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'accepted' }], funding: { ok: true, included: null } });
+    expect(r.lines.some((l) => l.includes('b: had dropped the contract'))).toBe(true);
+    expect(r.lines.some((l) => l.includes('a: had dropped'))).toBe(false);
+    expect(r.ok).toBe(true);
+  });
+
+  it('succeeds when the block that carried the funding opened its escrow', async () => {
+    chains(true);
+    vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
+    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config }));
+    expect(r.json).toMatchObject({ ok: true, funding: { ok: true, included: { height: 1 } } });
+    expect(r.lines.some((l) => l.includes('in block 1'))).toBe(true);
+    expect(r.lines.some((l) => l.includes('had dropped'))).toBe(false);
+  });
+});
