@@ -295,6 +295,7 @@ export const ERROR_CODES = {
     ESCROW_EPOCH: 'protocol_violation',
     ESCROW_MISMATCH: 'bad_input',
     ESCROW_NOT_ENDED: 'peer_refused',
+    ESCROW_NOT_OPENED: 'peer_refused',
     ESCROW_NOT_PAYER: 'integrity',
     ESCROW_PAYMENT_MISMATCH: 'protocol_violation',
     ESCROW_UNDERFUNDED: 'bad_input',

@@ -1,6 +1,7 @@
 // SPEC.md §9.20.1, §9.20.4: `bitcloud keep contract --pay` once the authorities took the funding
 // transfer: the contract is uploaded again (an authority that evicted it while it was unfunded takes
-// it back, now protected by the pending funding).
+// it back, now protected by the pending funding), and the block that carries the funding must open
+// the contract's escrow, or the command fails ESCROW_NOT_OPENED (the units are lost to the id).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -96,6 +97,20 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(r.lines.some((l) => l.includes('b: had dropped the contract'))).toBe(true);
     expect(r.lines.some((l) => l.includes('a: had dropped'))).toBe(false);
     expect(r.ok).toBe(true);
+  });
+
+  it('fails ESCROW_NOT_OPENED, naming the block, when the block carried the funding transfer but opened no escrow', async () => {
+    chains(false);
+    const all = [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }];
+    vi.mocked(uploadContract).mockResolvedValue(all);
+    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config }));
+    expect(r.ok).toBe(false);
+    expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_NOT_OPENED' }, detail: { height: 1 } } });
+    const msg = (r.json.funding as { error: { message: string } }).error.message;
+    expect(msg).toContain('block 1');
+    expect(msg).toContain('not refundable');
+    expect(r.lines.some((l) => l.includes('funded with'))).toBe(false);
+    expect(r.lines.some((l) => l.includes('ESCROW_NOT_OPENED'))).toBe(true);
   });
 
   it('succeeds when the block that carried the funding opened its escrow', async () => {

@@ -13,6 +13,7 @@ import { fetchVerifyRecord, keepFile } from '../storage-client-verify';
 import { reportFailure, runStorageCommand, type StorageCommandArgs, type StorageSession } from '../storage-client-setup';
 import type { StorageClient } from '../storage-client';
 import { checkContractShares, contractFromPass, uploadContract, type ContractUpload } from '../storage-contract';
+import type { RewardChainResult, VerifiedRewardBlock } from '../rewards';
 import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
@@ -120,12 +121,25 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
 }
 
 /**
+ * SPEC.md §9.20.4: the block `b` that carried the funding transfer of contract `id` (from `payer`)
+ * must have opened its escrow. When it did not (the proposer no longer held the contract), the
+ * units went to the contract id as a plain transfer: no key holds that id and no refund returns
+ * them. ESCROW_NOT_OPENED, naming the block's height.
+ */
+export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlock, id: string, payer: string): void {
+  const opened = (b.block.escrow ?? []).some((op) => op.kind === 'open' && op.contract === id && op.payer === payer);
+  if (opened && chain.state.escrows.get(id)?.payer === payer) return;
+  throw err('ESCROW_NOT_OPENED', `block ${b.block.height} carried the funding transfer to contract ${id} without opening its escrow: the units went to the contract id and are not refundable`, { contract: id, height: b.block.height });
+}
+
+/**
  * SPEC.md §9.20.1, §9.20.4: one keeper pass over the file of `vcap` (audit, repair, renew for the
  * contract's span), then a contract listing a proven holder of every share for epochs
  * [now, now + N), uploaded to every authority, and, with `pay`, funded from the wallet once every
  * authority holds it, uploaded again once the authorities took the funding (an authority that
- * evicted it meanwhile takes it back, now funded). Returns the JSON object `keep contract --json`
- * prints, the text lines, and whether it succeeded.
+ * evicted it meanwhile takes it back, now funded), and checked in the chain: the block that carries
+ * the funding must open its escrow (ESCROW_NOT_OPENED otherwise). Returns the JSON object `keep
+ * contract --json` prints, the text lines, and whether it succeeded.
  */
 export async function openContract(session: StorageSession, vcap: string, q: ContractRequest): Promise<{ ok: boolean; json: Record<string, unknown>; lines: string[] }> {
   const c = session.network.dir.consensus()!;
@@ -169,6 +183,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       const code = await walletSend(k.id, formatUnits(q.pay), {
         config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait,
         afterSubmit: async () => { again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes); },
+        checkIncluded: (chain, b, from) => checkEscrowOpened(chain, b, k.id, from),
       }, { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
       if (code !== 0) ok = false;
@@ -177,7 +192,8 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
         else if (u.result === 'accepted') lines.push(`  ${u.authority}: had dropped the contract before the funding arrived; took it again`);
       }
       const f = funding as { ok?: boolean; nonce?: number; included?: { height: number } | null; error?: { code: string; message: string } } | null;
-      lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}` : `  not funded: ${f?.error?.code ?? 'failed'} ${f?.error?.message ?? ''}`);
+      lines.push(f?.ok ? `  funded with ${formatUnits(q.pay)} coins (nonce ${f.nonce})${f.included ? `, in block ${f.included.height}` : ', pending'}`
+        : f?.error?.code === 'ESCROW_NOT_OPENED' ? `  funding lost: ESCROW_NOT_OPENED ${f.error.message}` : `  not funded: ${f?.error?.code ?? 'failed'} ${f?.error?.message ?? ''}`);
     }
   }
   const json = {

@@ -8,7 +8,7 @@ import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
 import { err, errorCode, isBitcloudError, isErrorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { signTransfer } from '../../bandwidth/transfer';
-import { formatCoins, type RewardChainResult } from '../rewards';
+import { formatCoins, type RewardChainResult, type VerifiedRewardBlock } from '../rewards';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitEscrowCancel, submitTransfer, walletHistory } from '../wallet';
 import { signEscrowCancel } from '../../wire/escrow-cancel';
 import { withVerifiedChain } from './rewards';
@@ -31,6 +31,12 @@ export interface WalletOptions {
    * protects it from eviction. It must not throw: the transfer is sent already.
    */
   afterSubmit?: () => Promise<void>;
+  /**
+   * send: called with the verified chain, the block that carries the transfer and the sender's key
+   * (hex) before success is reported; a BitcloudError it throws fails the send (SPEC.md §9.20.4:
+   * `ESCROW_NOT_OPENED`).
+   */
+  checkIncluded?: (chain: RewardChainResult, block: VerifiedRewardBlock, from: string) => void;
 }
 
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
@@ -165,6 +171,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
         const c = await refetchWhileWaiting(refetch, 'wallet send', io);
         const b = c && findTransfer(c.blocks, t);
         if (b) {
+          o.checkIncluded?.(c, b, hex);
           const bal = accountOf(c, hex).balance;
           if (o.json) io.out(JSON.stringify({ ...result, included: { height: b.block.height, epoch: b.block.epoch }, balance: amount(bal) }));
           else io.out(`included in block ${b.block.height} (epoch ${b.block.epoch}); balance now ${formatCoins(bal)} coins`);
