@@ -173,7 +173,7 @@ export class StorageAudits {
    * by file time): the oldest unfunded ones are evicted first (SPEC.md §9.20.1).
    */
   private readonly contracts = new Map<string, Held>();
-  /** Evicted contracts' files being removed, by id: a new write of the same id waits for it. */
+  /** Forgotten contracts' files being removed, by id: a new write of the same id waits for it. */
   private readonly removing = new Map<string, Promise<void>>();
   /** Ids being written to disk, with the write: counted against the limit while it is awaited. */
   private readonly writing = new Map<string, Promise<void>>();
@@ -255,12 +255,34 @@ export class StorageAudits {
   }
 
   /**
-   * SPEC.md §9.20.1: make room for a contract of `entries` entries by evicting unfunded held
-   * contracts, oldest stored first, as few as fit it; a funded one (§9.20.4) is never evicted, nor
-   * one whose write is under way (not held yet). When evicting every unfunded contract would not
-   * make room, nothing is evicted and the reason is returned; null once the contract fits.
+   * Forget the held contract `id` and remove its file (SPEC.md §9.20.1): forgotten now, its file
+   * goes after, and a new write of the same id waits for that (`removing`).
+   */
+  private forget(id: string): void {
+    this.drop(id);
+    const rm = fs.promises.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true })
+      .catch((x: unknown) => { this.o.log.warn({ contract: id, err: (x as Error).message }, 'removing a storage contract failed'); })
+      .finally(() => { if (this.removing.get(id) === rm) this.removing.delete(id); });
+    this.removing.set(id, rm);
+  }
+
+  /**
+   * SPEC.md §9.20.1: make room for a contract of `entries` entries. First every held contract
+   * that ended KEPT_REPORTS or more epochs before the current one is dropped, funded or not: the
+   * ones auditEpoch drops (their reports are no longer kept), not counted as evictions. Then, if
+   * still needed, unfunded held contracts are evicted, oldest stored first, as few as fit it; a
+   * funded one (§9.20.4) is never evicted, nor one whose write is under way (not held yet). When
+   * evicting every unfunded contract would not make room, none is evicted and the reason is
+   * returned; null once the contract fits.
    */
   private evictFor(entries: number): string | null {
+    if (this.overLimit(entries) === null) return null;
+    const e = this.epochNow;
+    for (const [id, h] of [...this.contracts]) {
+      if (h.endEpoch > e - KEPT_REPORTS) continue;
+      this.forget(id);
+      this.o.log.debug({ contract: id }, 'ended storage contract dropped to make room for an upload');
+    }
     const over = this.overLimit(entries);
     if (over === null) return null;
     const funded = this.o.funded ?? (() => false);
@@ -275,12 +297,7 @@ export class StorageAudits {
     }
     if (this.overLimit(entries, freed) !== null) return over;
     for (const id of victims) {
-      this.drop(id);
-      // Forgotten now; its file goes after, and a new upload of the same contract waits for that.
-      const rm = fs.promises.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true })
-        .catch((x: unknown) => { this.o.log.warn({ contract: id, err: (x as Error).message }, 'removing an evicted storage contract failed'); })
-        .finally(() => { if (this.removing.get(id) === rm) this.removing.delete(id); });
-      this.removing.set(id, rm);
+      this.forget(id);
       this.m.evicted.inc();
       this.o.log.debug({ contract: id }, 'unfunded storage contract evicted to make room for an upload');
     }
@@ -432,8 +449,9 @@ export class StorageAudits {
     if (this.contracts.has(id)) { this.m.contracts.labels('unchanged').inc(); return { ...out, result: 'unchanged' }; }
     // SPEC.md §9.20.1: the limit counts the contracts whose write is still under way, so
     // uploads that arrive together cannot all pass the check before any of them is held.
-    // The entries count too (CONTRACT_ENTRY_LIMIT over all contracts held). Beyond either,
-    // unfunded contracts are evicted, oldest first, when that makes room.
+    // The entries count too (CONTRACT_ENTRY_LIMIT over all contracts held). Beyond either, the
+    // contracts that ended KEPT_REPORTS epochs ago are dropped, then unfunded contracts are
+    // evicted, oldest first, when that makes room.
     const over = this.evictFor(c.entries.length);
     if (over !== null) {
       this.m.contracts.labels('CONTRACT_LIMIT').inc();
@@ -543,7 +561,7 @@ export class StorageAudits {
     // Contracts are picked by their epochs first: one not active in `e` costs nothing more.
     const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
     for (const [id, h] of [...this.contracts]) {
-      if (h.endEpoch <= e - KEPT_REPORTS) { this.drop(id); fs.rm(path.join(this.dir, 'contracts', `${id}.bin`), { force: true }, () => {}); continue; }
+      if (h.endEpoch <= e - KEPT_REPORTS) { this.forget(id); continue; }
       if (h.startEpoch > e || h.endEpoch <= e) continue;
       for (const { off, fp, share } of heldEntries(h.raw)) {
         let m = byNode.get(fp);

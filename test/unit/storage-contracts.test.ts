@@ -278,6 +278,44 @@ describe('unfunded contracts make room for a new upload (SPEC.md §9.20.1)', () 
     expect(audits.contract(idOf(big))).toBeUndefined();
   });
 
+  it('an upload needing room first drops the contracts that ended KEPT_REPORTS epochs ago, funded or not, without counting them as evictions; a live unfunded one is kept', async () => {
+    const dataDir = tmp();
+    const registry = new prom.Registry();
+    let now = epochStart(E) + 1000;
+    const funded = new Set<string>();
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log: silentLog, registry, now: () => now, maxContracts: 3, funded: (id) => funded.has(id) });
+    const n = await node();
+    // Two contracts ending at E + 2, one still funded (its escrow not closed yet), stored around a
+    // long one, unfunded: the long one is the oldest unfunded contract that is still running.
+    const endedFunded = contractOf(n.key.publicKey, E, E + 2);
+    const live = contractOf(n.key.publicKey, E, E + 20);
+    const endedFree = contractOf(n.key.publicKey, E, E + 2);
+    for (const raw of [endedFunded, live, endedFree]) await audits.accept(raw);
+    funded.add(idOf(endedFunded));
+    // Six epochs after their end, with no audit pass since: their reports are no longer kept.
+    now = epochStart(E + 8) + 1000;
+    expect(audits.contractCount).toBe(3);
+    const fresh = contractOf(n.key.publicKey, E + 8, E + 10);
+    expect((await audits.accept(fresh)).result).toBe('accepted');
+    expect(audits.contract(idOf(endedFunded))).toBeUndefined();
+    expect(audits.contract(idOf(endedFree))).toBeUndefined();
+    expect(audits.contract(idOf(live))).toBeDefined();
+    expect(audits.contract(idOf(fresh))).toBeDefined();
+    expect(await evicted(registry)).toBe(0);
+    // Their files go after they are forgotten.
+    await vi.waitFor(() => expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts')).sort()).toEqual([idOf(live), idOf(fresh)].map((id) => `${id}.bin`).sort()));
+    // Ones that ended fewer than KEPT_REPORTS epochs ago are still held: room is made by evicting
+    // the oldest unfunded contract, as before.
+    const recent = contractOf(n.key.publicKey, E + 8, E + 10);
+    await audits.accept(recent);
+    now = epochStart(E + 15) + 1000; // fresh and recent ended at E + 10 > E + 15 − 6
+    expect(await codeOf(() => audits.accept(contractOf(n.key.publicKey, E + 15, E + 16)))).toBe('NO_ERROR');
+    expect(await evicted(registry)).toBe(1);
+    expect(audits.contract(idOf(fresh))).toBeDefined();
+    expect(audits.contract(idOf(recent))).toBeDefined();
+    expect(audits.contract(idOf(live))).toBeUndefined();
+  });
+
   it('a store loaded beyond the limits deletes nothing at start; a new upload then evicts the held contract stored first (by file time)', async () => {
     const dataDir = tmp();
     const n = await node();
