@@ -6,7 +6,7 @@
 // and is logged ("policy refused", with its code).
 import fs from 'node:fs';
 import path from 'node:path';
-import { err, errorCode } from '../errors';
+import { declaredCode, err, errorCode } from '../errors';
 import { isoTime, silentLogger, type Logger } from '../ops/log';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { prom, type Registry } from '../ops/metrics';
@@ -44,6 +44,12 @@ export interface ModeratorStatus {
   validUntil: number | null;
   /** The policy enforced is past its valid_until (SPEC.md §10.6.1): still enforced, warned about. */
   expired: boolean;
+  /**
+   * SPEC.md §10.6.1: the saved policy file exists but could not be read (IO_STATE_UNREADABLE) or
+   * did not verify (its code): nothing of it is held (`seq` null) until a fetch brings a policy.
+   * Absent otherwise.
+   */
+  error?: { code: string; message: string };
 }
 
 interface Metrics {
@@ -70,6 +76,8 @@ export class PolicySubscriptions implements SubscriptionView {
   readonly moderators: readonly string[];
   readonly approvedOnly: readonly string[];
   private readonly held = new Map<string, PolicyState | null>();
+  /** SPEC.md §10.6.1: why a saved policy was not used at start, by moderator, until one is fetched. */
+  private readonly savedErrors = new Map<string, { code: string; message: string }>();
   private readonly sources: PolicySource[];
   private readonly log: Logger;
   private readonly now: () => number;
@@ -113,6 +121,7 @@ export class PolicySubscriptions implements SubscriptionView {
       return {
         moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0,
         approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null, expired: p !== null && isExpired(p, this.now()),
+        ...(p === null && this.savedErrors.has(m) ? { error: this.savedErrors.get(m)! } : {}),
       };
     });
   }
@@ -154,6 +163,7 @@ export class PolicySubscriptions implements SubscriptionView {
       this.metrics?.updates.labels(r.result).inc();
       if (r.result === 'updated') {
         this.held.set(moderator, r.state);
+        this.savedErrors.delete(moderator);
         this.metrics?.seq.labels(moderator).set(r.state.seq);
         this.log.info({ moderator, seq: r.state.seq, previous: held?.seq ?? null, source, denylist: r.state.deny.size }, 'policy updated');
         await this.persist(r.state);
@@ -216,18 +226,36 @@ export class PolicySubscriptions implements SubscriptionView {
     }
   }
 
+  /**
+   * SPEC.md §10.6.1: restore the saved policies. A saved file that cannot be read
+   * (IO_STATE_UNREADABLE) or does not verify (its code) is not used: nothing is held of that
+   * moderator (so puts are refused POLICY_UNAVAILABLE) until a fetch brings its policy; the reason
+   * is logged and kept for status().
+   */
   private loadPersisted(): void {
     for (const m of this.moderators) {
       const f = this.file(m);
       if (!f || !fs.existsSync(f)) continue;
+      let raw: Buffer;
       try {
-        const { state } = advancePolicy(null, fs.readFileSync(f), { moderator: m, now: this.now(), checkWindow: false });
+        raw = fs.readFileSync(f);
+      } catch (e) {
+        this.unusable(m, { code: 'IO_STATE_UNREADABLE', message: `cannot read the saved policy: ${(e as Error).message}` });
+        continue;
+      }
+      try {
+        const { state } = advancePolicy(null, raw, { moderator: m, now: this.now(), checkWindow: false });
         this.held.set(m, state);
         this.metrics?.seq.labels(m).set(state.seq);
         this.log.info({ moderator: m, seq: state.seq }, 'policy loaded from disk');
       } catch (e) {
-        this.log.warn({ moderator: m, code: errorCode(e) }, 'saved policy not usable; fetching it again');
+        this.unusable(m, { code: declaredCode(e), message: (e as Error).message });
       }
     }
+  }
+
+  private unusable(moderator: string, why: { code: string; message: string }): void {
+    this.savedErrors.set(moderator, why);
+    this.log.warn({ moderator, code: why.code, reason: why.message }, 'saved policy not usable; fetching it again');
   }
 }

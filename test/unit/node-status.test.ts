@@ -10,7 +10,7 @@ import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-st
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { signPolicy } from '../../src/moderation/policy';
 import { advancePolicy, nextPolicyContent, stateBundle } from '../../src/moderation/chain';
-import { POLICY_DIR } from '../../src/moderation/subscription';
+import { POLICY_DIR, PolicySubscriptions } from '../../src/moderation/subscription';
 
 const authorities = parseAuthorityList([{ name: 'a1', identity: 'aa'.repeat(32), address: '127.0.0.1:1' }]);
 
@@ -95,23 +95,66 @@ describe('node status', () => {
     }
   });
 
-  it('a storage node\'s status with a corrupt saved policy, or a folder in its place, shows none saved and does not fail (SPEC.md §10.6.1)', async () => {
+  it('a storage node\'s status with a corrupt saved policy, or a folder in its place, shows it unreadable, with its code, apart from none saved, and does not fail (SPEC.md §10.6.1)', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
     try {
       await loadOrCreateNodeKeys(dir);
       const corrupt = fingerprint(ed25519Generate().publicKey);
       const folder = fingerprint(ed25519Generate().publicKey);
+      const none = fingerprint(ed25519Generate().publicKey);
       fs.mkdirSync(path.join(dir, POLICY_DIR, `${folder}.bundle`), { recursive: true });
       fs.writeFileSync(path.join(dir, POLICY_DIR, `${corrupt}.bundle`), Buffer.alloc(1 << 20, 0xff));
-      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [corrupt, folder] };
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [corrupt, folder, none] };
       const v = await nodeStatus(o);
       expect(v.policies).toEqual([
-        expect.objectContaining({ moderator: corrupt, seq: null, expired: false }),
-        expect.objectContaining({ moderator: folder, seq: null, expired: false }),
+        expect.objectContaining({ moderator: corrupt, seq: null, expired: false, error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } }),
+        expect.objectContaining({ moderator: folder, seq: null, expired: false, error: { code: 'IO_STATE_UNREADABLE', message: expect.stringContaining('EISDIR') as unknown } }),
+        expect.objectContaining({ moderator: none, seq: null, expired: false }),
       ]);
+      expect(v.policies![2].error).toBeUndefined();
       const lines: string[] = [];
       await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
-      expect(lines.find((l) => l.includes(corrupt))).toMatch(/none saved yet/);
+      const unreadable = /saved policy unreadable \((POLICY_MALFORMED|IO_STATE_UNREADABLE): .+\); the node uses none from it: until it fetches the moderator's policy, it refuses every upload \(POLICY_UNAVAILABLE\) and denies nothing from that moderator's list$/;
+      expect(lines.find((l) => l.includes(corrupt))).toMatch(unreadable);
+      expect(lines.find((l) => l.includes(corrupt))).toMatch(/\(POLICY_MALFORMED: /);
+      expect(lines.find((l) => l.includes(folder))).toMatch(/\(IO_STATE_UNREADABLE: /);
+      expect(lines.find((l) => l.includes(none))).toMatch(/: none saved yet$/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--json: a saved policy that does not verify carries error {code, message} next to seq null; none saved carries no error; a fetched policy clears it (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const key = ed25519Generate();
+      const bad = fingerprint(key.publicKey);
+      const none = fingerprint(ed25519Generate().publicKey);
+      fs.mkdirSync(path.join(dir, POLICY_DIR), { recursive: true });
+      // A policy signed by another key, saved under this moderator's name: it does not verify.
+      const now = Date.now();
+      const window = { validAfter: now - 1000, validUntil: now + 3_600_000 };
+      const content = nextPolicyContent(null, { name: 'm', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
+      const other = ed25519Generate();
+      const foreign = advancePolicy(null, [signPolicy(content, other, window)], { moderator: fingerprint(other.publicKey), now }).state;
+      fs.writeFileSync(path.join(dir, POLICY_DIR, `${bad}.bundle`), stateBundle(foreign));
+      const json: string[] = [];
+      await nodeStatusCommand({ kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, json: true, subscribedModerators: [bad, none] }, { out: (s) => json.push(s), err: () => {} });
+      const policies = (JSON.parse(json[0]) as { policies: Record<string, unknown>[] }).policies;
+      expect(policies[0]).toMatchObject({ moderator: bad, seq: null, error: { code: expect.stringMatching(/^POLICY_/) as unknown, message: expect.any(String) as unknown } });
+      expect(policies[1]).toMatchObject({ moderator: none, seq: null });
+      expect(policies[1]).not.toHaveProperty('error');
+      // The node, once it fetches the moderator's policy, holds it and no longer reports the saved one.
+      const subs = PolicySubscriptions.open({ moderators: [bad], dataDir: dir });
+      try {
+        expect(subs.status()[0].error?.code).toMatch(/^POLICY_/);
+        expect(await subs.offer(bad, stateBundle(advancePolicy(null, [signPolicy(content, key, window)], { moderator: bad, now }).state))).toBe('updated');
+        expect(subs.status()[0]).toMatchObject({ seq: 1 });
+        expect(subs.status()[0].error).toBeUndefined();
+      } finally {
+        subs.close();
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -179,7 +179,11 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
   if (v.policies) {
     if (v.policies.length === 0) io.out('moderation: unmoderated');
     for (const p of v.policies) {
-      io.out(p.seq === null
+      // SPEC.md §10.6.1: "none saved yet" only when no file is saved; a saved file that cannot be
+      // read or does not verify is not used by the node, which holds nothing of that moderator.
+      io.out(p.error
+        ? `policy of moderator ${p.moderator}: saved policy unreadable (${p.error.code}: ${p.error.message}); the node uses none from it: until it fetches the moderator's policy, it refuses every upload (POLICY_UNAVAILABLE) and denies nothing from that moderator's list`
+        : p.seq === null
         ? `policy of moderator ${p.moderator}: none saved yet`
         : `policy of moderator ${p.moderator}: seq ${p.seq}${p.name ? ` (${p.name})` : ''}, valid until ${isoTime(p.validUntil!)}, expired: ${p.expired}${p.expired ? ' (still enforced until the moderator publishes a newer one)' : ''}`);
     }
