@@ -1,8 +1,9 @@
 // `npm run bench`: runs every benchmark module and prints JSON and a table.
 // Flags (`npm run bench -- --help`): --only NAME[,NAME] to run some modules; --quick for short runs;
-// --json-only; --compare-tor [best] (circuit); --steps A,B (hostile).
-import yargs from 'yargs';
+// --json-only; --compare-tor [best] (circuit); --steps A,B (hostile); --dry-run. The modules get
+// their options from the one parse (scripts/bench/options.ts), in any spelling yargs takes.
 import { hideBin } from 'yargs/helpers';
+import { parseBenchOptions } from './bench/options';
 import type { BenchModule, BenchRow } from './bench/types';
 
 const registry: Array<() => Promise<{ default: BenchModule }>> = [
@@ -25,37 +26,6 @@ async function moduleNames(): Promise<string[]> {
   return Promise.all(registry.map(async (load) => (await load()).default.name));
 }
 
-/**
- * The options, checked before anything runs: an unknown option, a flag without its value or a
- * module name that does not exist stops here with the usage, instead of running every module.
- * The circuit and hostile modules read their own flags from process.argv; they are declared here
- * so that strict parsing lets them through.
- */
-async function options(): Promise<{ only: string[] | undefined; quick: boolean; jsonOnly: boolean }> {
-  const names = await moduleNames();
-  const a = await yargs(hideBin(process.argv))
-    .scriptName('npm run bench --')
-    .usage('$0 [options]\n\nRuns the benchmark modules and prints JSON, then a table (each figure beside a baseline measured in the same run).')
-    .option('only', { type: 'string', requiresArg: true, describe: `Run only these modules, comma-separated: ${names.join(', ')}` })
-    .option('quick', { type: 'boolean', default: false, describe: 'Shorter runs (fewer bytes and rounds)' })
-    .option('json-only', { type: 'boolean', default: false, describe: 'Print the JSON only, no table' })
-    .option('compare-tor', { type: 'string', describe: 'circuit: also run C tor\'s testnet on this machine and print the ratios; "best" for its fastest settings (CONFLUX=0, Schedulers Vanilla), else its defaults' })
-    .option('steps', { type: 'string', requiresArg: true, describe: 'hostile: run only the steps whose names contain these, comma-separated (create2, circuits, resolve, http, storage)' })
-    .check((x) => {
-      const want = x.only?.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
-      if (x.only !== undefined && !want?.length) throw new Error('--only wants at least one module name');
-      const unknown = want?.filter((n) => !names.includes(n)) ?? [];
-      if (unknown.length) throw new Error(`no benchmark module named ${unknown.join(', ')}; the modules: ${names.join(', ')}`);
-      const tor = x['compare-tor'];
-      if (tor !== undefined && tor !== '' && tor !== 'best' && tor !== 'default') throw new Error('--compare-tor takes "best", "default" or nothing');
-      return true;
-    })
-    .strict()
-    .help()
-    .parseAsync();
-  return { only: a.only?.split(',').map((n) => n.trim()).filter((n) => n.length > 0), quick: a.quick, jsonOnly: a['json-only'] };
-}
-
 function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);
   if (Math.abs(n) >= 100) return n.toFixed(0);
@@ -64,14 +34,19 @@ function fmt(n: number): string {
 }
 
 async function main(): Promise<void> {
-  const { only, quick, jsonOnly } = await options();
+  const names = await moduleNames();
+  const { only, quick, jsonOnly, compareTor, steps, dryRun } = await parseBenchOptions(hideBin(process.argv), names);
+  if (dryRun) {
+    console.log(JSON.stringify({ modules: names.filter((n) => !only || only.includes(n)), run: { quick, compareTor, steps }, jsonOnly }));
+    return;
+  }
   const rows: BenchRow[] = [];
   const extra: Record<string, unknown> = {};
   for (const load of registry) {
     const mod = (await load()).default;
     if (only && !only.includes(mod.name)) continue;
     process.stderr.write(`bench: ${mod.name}...\n`);
-    const r = await mod.run({ quick });
+    const r = await mod.run({ quick, compareTor, steps });
     if (Array.isArray(r)) rows.push(...r);
     else { rows.push(...r.rows); Object.assign(extra, r.json); }
   }

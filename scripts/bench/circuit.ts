@@ -26,7 +26,7 @@ import { spawn } from 'node:child_process';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
-import type { BenchModule, BenchRow } from './types';
+import type { BenchModule, BenchRow, TorMode } from './types';
 import { randomBytes } from '../../src/crypto/primitives';
 import { connectLink } from '../../src/link';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
@@ -113,7 +113,6 @@ function histogramMedian(before: Sample[], after: Sample[], name: string): numbe
 }
 
 interface TorFigure { value: number | null; unit: string; label: string }
-type TorMode = 'best' | 'default';
 
 /** ../shared/bench/tor-testnet/run.sh on this machine; its summary.json, or null (with the reason said). */
 async function runTorTestnet(mode: TorMode): Promise<Record<string, TorFigure> | null> {
@@ -371,17 +370,9 @@ function compareJson(mode: TorMode, ours: Record<string, number>, tor: Record<st
   };
 }
 
-/** `--compare-tor [best]`: null without the flag. */
-function torMode(argv: readonly string[]): TorMode | null {
-  const i = argv.indexOf('--compare-tor');
-  if (i < 0) return null;
-  return argv[i + 1] === 'best' ? 'best' : 'default';
-}
-
 const mod: BenchModule = {
   name: 'circuit',
-  async run({ quick }) {
-    const compareTor = torMode(process.argv);
+  async run({ quick, compareTor = null }) {
     say('starting the local network (npm start as a child process)...');
     // The launcher's default consensus period (15 s), so the authorities' CPU is what `npm start` costs.
     const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });

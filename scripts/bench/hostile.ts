@@ -318,7 +318,7 @@ async function storageJunk(net0: LocalNet, quick: boolean, rows: BenchRow[]): Pr
 
 const mod: BenchModule = {
   name: 'hostile',
-  async run({ quick }) {
+  async run({ quick, steps = null }) {
     const rows: BenchRow[] = [];
     const body = randomBytes(quick ? 256 * 1024 : MiB);
     const web = await startContentServer(body);
@@ -329,8 +329,6 @@ const mod: BenchModule = {
       const sha = sha256(body).toString('hex').slice(0, 8);
       process.stderr.write(`hostile: network up (${consensus.length} relays listed), body ${sha}\n`);
       // `--steps create2,circuits,resolve,http,storage` runs some of them (default: all).
-      const si = process.argv.indexOf('--steps');
-      const steps = si >= 0 ? process.argv[si + 1].split(',') : null;
       const step = async (name: string, f: () => Promise<void>) => {
         if (steps && !steps.some((k) => name.toLowerCase().includes(k))) return;
         try { await f(); } catch (e) { rows.push({ group: G, name: `${name}: not measured`, value: 0, unit: '', note: String((e as Error).message ?? e) }); }

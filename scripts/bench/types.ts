@@ -12,10 +12,22 @@ export interface BenchModule {
   /** Short name used by `npm run bench -- --only NAME`. */
   name: string;
   /** Rows, or rows plus top-level fields for the JSON output (e.g. circuit's `compare`). */
-  run(opts: { quick: boolean }): Promise<BenchRow[] | BenchResult>;
+  run(opts: BenchRunOptions): Promise<BenchRow[] | BenchResult>;
 }
 
 export interface BenchResult {
   rows: BenchRow[];
   json?: Record<string, unknown>;
+}
+
+/** circuit's `--compare-tor [best]`: C tor with its fastest settings, or its defaults. */
+export type TorMode = 'best' | 'default';
+
+/** What scripts/bench.ts hands every module (parsed once, scripts/bench/options.ts). */
+export interface BenchRunOptions {
+  quick: boolean;
+  /** circuit: `--compare-tor [best]` (null or absent: no comparison). */
+  compareTor?: TorMode | null;
+  /** hostile: `--steps A,B`, the steps to run (null or absent: all). */
+  steps?: string[] | null;
 }
