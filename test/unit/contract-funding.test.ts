@@ -113,6 +113,34 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(r.lines.some((l) => l.includes('ESCROW_NOT_OPENED'))).toBe(true);
   });
 
+  it('refuses ESCROW_ALREADY_FUNDED, sending nothing, when the contract has an escrow in the chain already or a funding of it from this wallet is pending', async () => {
+    const all = [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }];
+    vi.mocked(uploadContract).mockResolvedValue(all);
+    // Escrow open in the chain for this contract (the same contract: --pay run again in the same epoch).
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
+    const escrows = { get: (id: string) => ({ id, payer: hex, refunded: null }) };
+    const withChain = vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain: { source: 'test', blocks: [genesis], state: { height: 0, balances: new Map([[hex, 500_000_000n]]), nonces: new Map(), escrows } },
+      consensus: { periodSeconds: 2 }, refetch: async () => null,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never);
+    spies.push(withChain);
+    let r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
+    expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
+    // No escrow yet, but this wallet's funding of the contract waits in the pool.
+    withChain.mockRestore();
+    chains(true);
+    r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(true);
+    const first = sent!;
+    vi.mocked(walletModule.pendingFrom).mockResolvedValue([first]);
+    vi.mocked(walletModule.submitTransfer).mockClear();
+    r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
+    expect((r.json.funding as { error: { message: string } }).error.message).toContain('pending already');
+    expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
+  });
+
   it('succeeds when the block that carried the funding opened its escrow', async () => {
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);

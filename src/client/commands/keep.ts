@@ -14,6 +14,7 @@ import { reportFailure, runStorageCommand, type StorageCommandArgs, type Storage
 import type { StorageClient } from '../storage-client';
 import { checkContractShares, contractFromPass, uploadContract, type ContractUpload } from '../storage-contract';
 import type { RewardChainResult, VerifiedRewardBlock } from '../rewards';
+import type { Transfer } from '../../wire/transfer';
 import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
@@ -121,6 +122,23 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
 }
 
 /**
+ * SPEC.md §9.20.4: before a funding is sent, the contract must have no escrow in the verified chain
+ * (open, refunded or cancelled) and no funding from this wallet may be pending: an open applies only
+ * to a contract without one (ESCROW_ALREADY_FUNDED), so a second funding (`keep contract --pay` run
+ * again in the same epoch, which makes the same contract) would open nothing. ESCROW_ALREADY_FUNDED,
+ * nothing sent.
+ */
+export function checkNotFunded(chain: RewardChainResult, pending: readonly Transfer[], id: string): void {
+  const e = chain.state.escrows.get(id);
+  if (e) {
+    throw err('ESCROW_ALREADY_FUNDED', `contract ${id} has an escrow already (${e.refunded !== null ? 'closed' : 'open'}, paid by ${e.payer.slice(0, 16)}…): a second funding would open none; nothing was sent`, { contract: id });
+  }
+  if (pending.some((t) => t.to.toString('hex') === id)) {
+    throw err('ESCROW_ALREADY_FUNDED', `a funding of contract ${id} from this wallet is pending already: a second one would open no escrow; nothing was sent`, { contract: id });
+  }
+}
+
+/**
  * SPEC.md §9.20.4: the block `b` that carried the funding transfer of contract `id` (from `payer`)
  * must have opened its escrow. When it did not (the proposer no longer held the contract), the
  * units went to the contract id as a plain transfer: no key holds that id and no refund returns
@@ -183,6 +201,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       const code = await walletSend(k.id, formatUnits(q.pay), {
         config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait,
         afterSubmit: async () => { again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes); },
+        checkBefore: (chain, pending) => checkNotFunded(chain, pending, k.id),
         checkIncluded: (chain, b, from) => checkEscrowOpened(chain, b, k.id, from),
       }, { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;

@@ -8,6 +8,7 @@ import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
 import { err, errorCode, isBitcloudError, isErrorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { signTransfer } from '../../bandwidth/transfer';
+import type { Transfer } from '../../wire/transfer';
 import { formatCoins, type RewardChainResult, type VerifiedRewardBlock } from '../rewards';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitEscrowCancel, submitTransfer, walletHistory } from '../wallet';
 import { signEscrowCancel } from '../../wire/escrow-cancel';
@@ -25,6 +26,12 @@ export interface WalletOptions {
   noWait?: boolean;
   /** send: give up waiting after this many seconds (default: 12 consensus periods). */
   waitSeconds?: number;
+  /**
+   * send: called with the verified chain and this key's pending transfers before the transfer is
+   * signed; a BitcloudError it throws stops the send with nothing sent (SPEC.md §9.20.4: a contract
+   * whose escrow is funded already, `ESCROW_ALREADY_FUNDED`).
+   */
+  checkBefore?: (chain: RewardChainResult, pending: readonly Transfer[]) => void;
   /**
    * send: run once the authorities took the transfer, before the wait (also with noWait). SPEC.md
    * §9.20.4: `keep contract --pay` uploads its contract again here, now that the pending funding
@@ -149,6 +156,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const nonce = acct.nonce + 1 + pending.length;
       const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
+      o.checkBefore?.(chain, pending);
       if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
       const t = signTransfer(key, toKey, units, nonce);
       const sent = await submitTransfer(cfg.authorities, t);
