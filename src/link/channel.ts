@@ -435,7 +435,13 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
   }
 
   private drainPending(): void {
-    while (this.pending.length > 0 && !this.blocked) this.consume(this.pending.shift()!);
+    // The peer's end came during open()'s defer (endPending): these are held cells too (§1.7).
+    this.deliveringHeld = this.endPending;
+    try {
+      while (this.pending.length > 0 && !this.blocked) this.consume(this.pending.shift()!);
+    } finally {
+      this.deliveringHeld = false;
+    }
     if (this.pending.length === 0 && !this.blocked) {
       if (this.endPending) this.onEnd();
       else this.socket.resume();

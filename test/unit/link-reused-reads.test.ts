@@ -10,7 +10,7 @@ import { Channel, counterValue, createLinkListener, discardLinkMetrics, SUPPORTE
 import { silentLogger } from '../../src/ops/log';
 import { LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION } from '../../src/crypto/tls';
 import { LinkReader, LINK_READ_BUFFER_BYTES } from '../../src/link/reader';
-import { CELL_PAYLOAD_LEN, CellCommand, type Cell } from '../../src/wire/cell';
+import { CELL_PAYLOAD_LEN, CellCommand, encodeCell, type Cell } from '../../src/wire/cell';
 import { bareLink, HOST, until } from '../helpers/bandwidth-link';
 
 const cleanups: Array<() => unknown> = [];
@@ -129,6 +129,30 @@ describe('a link read into a reused buffer (SPEC.md §1.6)', () => {
     await Promise.race([closed, new Promise((_, no) => setTimeout(() => no(new Error('the link did not close')), 10_000))]);
     expect(got).toEqual([[CellCommand.RELAY, 0x8000_0001], [CellCommand.DESTROY, 0x8000_0001], [CellCommand.RELAY_EARLY, 0x8000_0007]]);
     expect(await counterValue(dropped, { reason: 'create_after_end' }) - before).toBe(5);
+  });
+
+  it('an end that comes during the channel\'s first-macrotask defer: the cells held then are delivered without their CREATE2s too (SPEC.md §1.7)', async () => {
+    const { inbound } = await link();
+    const got: number[] = [];
+    inbound.on('cell', (c: Cell) => { got.push(c.command); });
+    const dropped = (inbound as unknown as { metrics: LinkMetrics }).metrics.cellsDropped;
+    const before = await counterValue(dropped, { reason: 'create_after_end' });
+    // The state open() leaves for one macrotask (its 'cell' listener may not be there yet), with
+    // cells read meanwhile held, and the peer's end arriving then (onEnd defers it: endPending).
+    const ch = inbound as unknown as { deferring: boolean; pending: Buffer[]; onEnd(): void; drainPending(): void };
+    ch.deferring = true;
+    ch.pending.push(Buffer.concat([
+      encodeCell(0x8000_0001, CellCommand.RELAY, Buffer.alloc(CELL_PAYLOAD_LEN)),
+      encodeCell(0x8000_0002, CellCommand.CREATE2, Buffer.alloc(84, 2)),
+      encodeCell(0x8000_0001, CellCommand.DESTROY, Buffer.alloc(1, 3)),
+    ]));
+    ch.onEnd();
+    expect(got).toEqual([]);
+    ch.deferring = false;
+    ch.drainPending(); // as open()'s setImmediate does
+    expect(got).toEqual([CellCommand.RELAY, CellCommand.DESTROY]);
+    expect(await counterValue(dropped, { reason: 'create_after_end' }) - before).toBe(1);
+    expect(inbound.closed).toBe(true);
   });
 
   it('still hands on a CREATE2 read while reading flows, or once a hold ends (only the end drops it, SPEC.md §1.7)', async () => {
