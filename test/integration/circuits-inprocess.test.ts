@@ -292,9 +292,20 @@ describe('circuits in process', () => {
     // What the client holds: at most one stream window (500 cells) plus the readable buffer.
     expect(stream.readableLength).toBeLessThanOrEqual(500 * 498 + 64 * 1024);
     expect(relays[4].rc.switch.budget.queuedCells).toBe(0);
+    // The target is blocked too: TCP backpressure reached it. The kernel buffers between it and
+    // the exit take what they hold at their own pace (a 'drain' may still come late on a loaded
+    // machine), so wait until its count has not moved for 500 ms and 20 turns of the event loop
+    // (it never would if the exit kept reading), then check that it stays still.
+    let last = sourceWritten;
+    let stillSince = Date.now();
+    let stillChecks = 0;
+    await until(() => {
+      if (sourceWritten !== last) { last = sourceWritten; stillSince = Date.now(); stillChecks = 0; }
+      return ++stillChecks >= 20 && Date.now() - stillSince >= 500;
+    }, 'the target to stop writing', 20_000);
     const before = sourceWritten;
-    await new Promise((r) => setTimeout(r, 300));
-    expect(sourceWritten).toBe(before); // the target is blocked too: TCP backpressure reached it
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(sourceWritten).toBe(before);
     // Reading again lets the data flow.
     let more = 0;
     stream.on('data', (d: Buffer) => { more += d.length; });
