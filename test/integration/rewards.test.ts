@@ -202,16 +202,24 @@ describe('two relays that forge receipts between themselves gain no more than th
     expect(FORGED).toBeLessThan(declaredCap / 1.2);
 
     // Epoch e just ended: every authority holds its consensus and takes its receipts for another period.
-    // Start in the first half of an epoch, so the posts to every authority land before that period ends.
-    while ((Date.now() / 1000) % PERIOD > PERIOD / 2) await new Promise((r) => setTimeout(r, 100));
-    const e = epochNow() - 1;
-    const p = signReceipt({ epoch: e, initiator: ka.publicKey, responder: kb.publicKey, cellsI2R: FORGED, cellsR2I: 0, serial: 9_000_000 + Math.floor(Math.random() * 1e6) }, ka);
-    const c = countersign(p, { cellsI2R: FORGED, cellsR2I: 0 }, kb, 0);
-    if (!c.ok) throw new Error('countersign failed');
-    const rec = encodeReceipt(c.receipt);
-    for (const a of authorities) {
-      const r = await httpRequest(a.url + '/bitcloud/receipts', { method: 'POST', body: rec, maxBytes: 1 << 20, timeoutMs: 10_000 });
-      expect(r.status, r.body.toString('utf8')).toBe(200);
+    // Start in the first half of an epoch and post to every authority at once, so the posts land
+    // before that period ends. A post that still reached its authority after e's upload window had
+    // closed (RECEIPT_OUTSIDE_WINDOW, SPEC.md §8.4: each post may take up to 10 s on a loaded
+    // machine, and 2.5 s are left) says nothing of the rule: forge for the next epoch instead. A
+    // claim some authorities took for an epoch left behind is bounded by the same allowance.
+    let e = 0;
+    for (let attempt = 1; ; attempt++) {
+      while ((Date.now() / 1000) % PERIOD > PERIOD / 2) await new Promise((r) => setTimeout(r, 100));
+      e = epochNow() - 1;
+      const p = signReceipt({ epoch: e, initiator: ka.publicKey, responder: kb.publicKey, cellsI2R: FORGED, cellsR2I: 0, serial: 9_000_000 + Math.floor(Math.random() * 1e6) }, ka);
+      const c = countersign(p, { cellsI2R: FORGED, cellsR2I: 0 }, kb, 0);
+      if (!c.ok) throw new Error('countersign failed');
+      const rec = encodeReceipt(c.receipt);
+      const answers = await Promise.all(authorities.map((a) => httpRequest(a.url + '/bitcloud/receipts', { method: 'POST', body: rec, maxBytes: 1 << 20, timeoutMs: 10_000 })));
+      const late = answers.some((r) => r.status === 422 && r.body.toString('utf8').includes('RECEIPT_OUTSIDE_WINDOW'));
+      if (late && epochNow() - 1 > e && attempt < 5) continue;
+      for (const r of answers) expect(r.status, r.body.toString('utf8')).toBe(200);
+      break;
     }
 
     const provenByEpoch = new Map<number, Map<string, number>>();
