@@ -207,11 +207,15 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     const relayIds = new Set(c.relays.filter((r) => !r.roles.includes('storage')).map((r) => r.fingerprint));
     const ports = storagePorts();
     for (const node of hiddenNodes()) {
-      const key = blindPublicKey(node.identity, hsPeriodOf(Date.now())).toString('hex');
+      // One reading of the clock for the key asked for and the check of the answer: the period is
+      // a UTC day (SPEC.md §9.21.3), and a descriptor of period N is of another period to a reader
+      // already in N+1.
+      const now = Date.now();
+      const key = blindPublicKey(node.identity, hsPeriodOf(now)).toString('hex');
       const bytes = await fetchDescriptor(key);
       // The store's view: a blinded key and a sealed blob; neither the identity nor a port in clear.
       expect(bytes.includes(node.identity)).toBe(false);
-      const { inner } = openHsDescriptor(bytes, node.identity, Date.now());
+      const { inner } = openHsDescriptor(bytes, node.identity, now);
       expect(inner.intros.length).toBeGreaterThan(0);
       for (const ip of inner.intros) {
         for (const ls of ip.linkSpecifiers) {
@@ -379,8 +383,16 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
       ipCirc.sendControl(RelayCommand.ESTABLISH_INTRO, encodeEstablishIntro({ authKey: auth.publicKey, timestamp: ts, signature: ed25519Sign(establishIntroSignedBytes(dropper.identity, auth.publicKey, ts), auth.secretKey) }));
     });
     const fake = { linkSpecifiers: [{ type: 'ipv4' as const, addr: dropper.address, port: dropper.orPort }, { type: 'ed25519' as const, id: dropper.identity }], authKey: auth.publicKey, encKey: x25519Generate().publicKey };
-    const n = hsPeriodOf(Date.now());
-    const desc = makeHsDescriptor({ identity, period: n, revision: Date.now(), inner: { ntorKey: real.ntorKey, intros: [fake, real.intros[0]] } });
+    // The descriptor of the period whose blinded key the client asks for: the client takes its
+    // period from the clock at each attempt, and the loop may run across a UTC midnight (SPEC.md §9.21.3).
+    const descs = new Map<string, Buffer>();
+    const descFor = async (key: string): Promise<Buffer> => {
+      const n = hsPeriodOf(Date.now());
+      const period = [n, n - 1, n + 1].find((p) => blindPublicKey(identity.publicKey, p).toString('hex') === key);
+      if (period === undefined) throw new Error(`no period near ${n} has the blinded key ${key}`);
+      if (!descs.has(key)) descs.set(key, makeHsDescriptor({ identity, period, revision: Date.now(), inner: { ntorKey: real.ntorKey, intros: [fake, real.intros[0]] } }));
+      return descs.get(key)!;
+    };
     // The order is random: connect until the dropping introduction point was tried first (each try
     // halves the chance it never was). A 60 s whole-attempt bound and a 4 s wait per introduction:
     // without the fallback, a dropped introduction ends the attempt with HIDDEN_RENDEZVOUS_TIMEOUT.
@@ -388,7 +400,7 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
     for (let i = 0; i < 12 && viaFallback === 0; i++) {
       const tried: string[] = [];
       const joined = await connectHidden({
-        node, relays: relaysOf, buildTo, fetchDescriptor: async () => desc, timeoutMs: 60_000, introWaitMs: 4_000,
+        node, relays: relaysOf, buildTo, fetchDescriptor: descFor, timeoutMs: 60_000, introWaitMs: 4_000,
         onIntroduced: (ip) => tried.push(ip.fingerprint),
       });
       const { stream } = await joined.openStream({ kind: 'begin_storage' });
@@ -456,18 +468,28 @@ describe('npm start -- --hidden-storage (SPEC.md §9.21)', () => {
       ntorKey: x25519Generate().publicKey,
       intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
     };
-    const n = hsPeriodOf(Date.now());
-    // Another key signs a descriptor, then claims the node's blinded key for it.
-    const forged = makeHsDescriptor({ identity: ed25519Generate(), period: n, revision: Date.now() + 60_000, inner });
-    blindPublicKey(node.identity, n).copy(forged, 6);
-    expect(await post(forged)).toEqual({ status: 400, code: 'HIDDEN_DESC_BAD_SIGNATURE' });
+    // The period N is a UTC day (SPEC.md §9.21.3), judged by the authority on its own clock: a try
+    // during which midnight passed (its N moved on) starts over in the new period.
+    let at = 0;
+    let n = 0;
+    let forgedAnswer: Awaited<ReturnType<typeof post>>;
+    do {
+      at = Date.now();
+      n = hsPeriodOf(at);
+      // Another key signs a descriptor, then claims the node's blinded key for it.
+      const forged = makeHsDescriptor({ identity: ed25519Generate(), period: n, revision: Date.now() + 60_000, inner });
+      blindPublicKey(node.identity, n).copy(forged, 6);
+      forgedAnswer = await post(forged);
+    } while (hsPeriodOf(Date.now()) !== n);
+    expect(forgedAnswer).toEqual({ status: 400, code: 'HIDDEN_DESC_BAD_SIGNATURE' });
     // A descriptor for a past period, properly signed by its own key.
     const stale = makeHsDescriptor({ identity: ed25519Generate(), period: n - 1, revision: Date.now(), inner });
     expect(await post(stale)).toEqual({ status: 400, code: 'HIDDEN_DESC_WRONG_PERIOD' });
-    // A mirror that hands out another node's (valid) descriptor: the client derives another key.
+    // A mirror that hands out another node's (valid) descriptor: the client derives another key
+    // (the client judges as of `at`, in period n, as the key it was handed was chosen).
     const fetchOther = mirrorDescriptorFetcher({ relays: relaysOf, buildTo });
     const otherBytes = await fetchOther(blindPublicKey(other.identity, n).toString('hex'));
-    expect(await codeOf(fetchHiddenDescriptor({ node, fetchDescriptor: async () => otherBytes }))).toBe('HIDDEN_DESC_WRONG_KEY');
+    expect(await codeOf(fetchHiddenDescriptor({ node, fetchDescriptor: async () => otherBytes, now: () => at }))).toBe('HIDDEN_DESC_WRONG_KEY');
     // The node's own descriptor is still the one served.
     const mine = await fetchHiddenDescriptor({ node, fetchDescriptor: fetchOther });
     expect(mine.intros.length).toBeGreaterThan(0);
