@@ -18,6 +18,7 @@ import { encodeNameValue, nameSalt } from '../../src/storage/name';
 import { bep44SignedBytes, checkDhtAnswer, signDhtItem } from '../../src/storage/name-record';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type DhtItem, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { NameService } from '../../storage/name-service';
+import type { BitcloudDht } from '../../src/storage/dht';
 
 /** Expect `x` (a function or a promise) to fail with a BitcloudError of `code`. */
 async function expectCode(x: Promise<unknown> | (() => unknown), code: string): Promise<void> {
@@ -93,6 +94,20 @@ describe('the DhtGet / DhtPut wire layout (SPEC.md §9.14.1)', () => {
     await expectCode(() => decodeRequest(encodeRequest(1, { type: 'dhtPut', item: { publisher: Buffer.alloc(0), salt: Buffer.alloc(0), value, seq: 3, sig: Buffer.alloc(0) } })), 'STORAGE_BAD_REQUEST');
     // A node without a DHT refuses it as it refuses a mutable one.
     await expectCode(new NameService(() => null).handle({ type: 'dhtPut', immutable: value }), 'DHT_NO_NODES');
+  });
+
+  it('a DHT operation that does not end is answered DHT_GET_FAILED at the deadline; it keeps its place among the 32 until it ends (SPEC.md §9.14.1)', async () => {
+    let end: (item: null) => void = () => {};
+    const slow = { getSignedItem: () => new Promise<null>((r) => { end = r; }) } as unknown as BitcloudDht;
+    const ns = new NameService(() => slow, 1, 50);
+    await expectCode(ns.handle({ type: 'dhtGet', publisher: Buffer.alloc(32, 1), salt: Buffer.alloc(0) }), 'DHT_GET_FAILED');
+    // The lookup still runs: the one place is taken until it ends.
+    await expectCode(ns.handle({ type: 'dhtGet', publisher: Buffer.alloc(32, 1), salt: Buffer.alloc(0) }), 'DHT_BUSY');
+    end(null);
+    await new Promise((r) => setImmediate(r));
+    const again = ns.handle({ type: 'dhtGet', publisher: Buffer.alloc(32, 1), salt: Buffer.alloc(0) });
+    end(null);
+    await expect(again).resolves.toEqual({ type: 'dhtGet', item: null });
   });
 
   it('the signed bytes are BEP 44\'s', () => {
