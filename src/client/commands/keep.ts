@@ -131,10 +131,10 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
 export function checkNotFunded(chain: RewardChainResult, pending: readonly Transfer[], id: string): void {
   const e = chain.state.escrows.get(id);
   if (e) {
-    throw err('ESCROW_ALREADY_FUNDED', `contract ${id} has an escrow already (${e.refunded !== null ? 'closed' : 'open'}, paid by ${e.payer.slice(0, 16)}…): a second funding would open none; nothing was sent`, { contract: id });
+    throw err('ESCROW_ALREADY_FUNDED', `contract ${id} has an escrow already (${e.refunded !== null ? 'closed' : 'open'}, paid by ${e.payer.slice(0, 16)}…): a second funding would open none; no funding was sent`, { contract: id });
   }
   if (pending.some((t) => t.to.toString('hex') === id)) {
-    throw err('ESCROW_ALREADY_FUNDED', `a funding of contract ${id} from this wallet is pending already: a second one would open no escrow; nothing was sent`, { contract: id });
+    throw err('ESCROW_ALREADY_FUNDED', `a funding of contract ${id} from this wallet is pending already: a second one would open no escrow; no funding was sent`, { contract: id });
   }
 }
 
