@@ -38,52 +38,44 @@ export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, o:
  * another live process holds it (the caller then skips its work).
  */
 export function tryFileLockSync(lockPath: string): (() => void) | null {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    let fd: number | undefined;
-    try {
-      fd = fs.openSync(lockPath, 'wx', 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    if (fd !== undefined) {
-      try { fs.writeSync(fd, String(process.pid)); } catch (e) {
-        fs.closeSync(fd);
-        fs.rmSync(lockPath, { force: true });
-        throw e;
-      }
-      fs.closeSync(fd);
-      return () => fs.rmSync(lockPath, { force: true });
-    }
-    if (attempt > 0 || !removeIfStaleSync(lockPath)) return null;
-  }
+  if (create(lockPath) || (removeIfStale(lockPath) && create(lockPath))) return () => fs.rmSync(lockPath, { force: true });
   return null;
 }
 
 async function acquire(lockPath: string, o: FileLockOptions): Promise<void> {
   const deadline = Date.now() + (o.timeoutMs ?? 30_000);
   for (;;) {
-    let fh;
-    try {
-      fh = await fsp.open(lockPath, 'wx', 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    if (fh) {
-      try { await fh.writeFile(String(process.pid)); } catch (e) {
-        await fh.close().catch(() => {});
-        await fsp.rm(lockPath, { force: true });
-        throw e;
-      }
-      await fh.close();
-      return;
-    }
-    if (await removeIfStale(lockPath)) continue;
+    if (create(lockPath)) return;
+    if (removeIfStale(lockPath)) continue;
     if (Date.now() >= deadline) {
       const holder = await fsp.readFile(lockPath, 'utf8').catch(() => '');
       throw err(o.code, `${lockPath} is held by process ${holder.trim() || '?'}; if no such process runs, remove the file`, { holder: holder.trim() });
     }
     await sleep(o.retryMs ?? 50);
   }
+}
+
+/**
+ * One exclusive create of the lock, holding this process's PID; false when it exists. Synchronous
+ * (a create, a write of a few bytes and a close), so that withFileLock and tryFileLockSync share it.
+ */
+function create(lockPath: string): boolean {
+  let fd: number;
+  try {
+    fd = fs.openSync(lockPath, 'wx', 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+  try {
+    fs.writeSync(fd, String(process.pid));
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(lockPath, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  return true;
 }
 
 /** True when `pid` names a process that runs (EPERM: it runs, as another user). */
@@ -97,44 +89,12 @@ function alive(pid: number): boolean {
 }
 
 /** Removes the lock when its holder is gone; true when the caller should try again at once. */
-async function removeIfStale(lockPath: string): Promise<boolean> {
-  let text: string;
-  try {
-    text = await fsp.readFile(lockPath, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // released meanwhile
-    throw e;
-  }
-  const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
-  if (Number.isSafeInteger(pid) && pid > 0) {
-    if (alive(pid)) return false;
-  } else {
-    const st = await fsp.stat(lockPath).catch(() => null);
-    if (!st) return true;
-    if (Date.now() - st.mtimeMs < EMPTY_LOCK_STALE_MS) return false;
-  }
-  // Move the stale lock aside (atomic), and delete it only if it is still the dead holder's: two
-  // processes that both found it stale must not remove a lock a third one took meanwhile.
-  const aside = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
-  try {
-    await fsp.rename(lockPath, aside);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
-    throw e;
-  }
-  const moved = await fsp.readFile(aside, 'utf8').catch(() => null);
-  if (moved !== text) await fsp.link(aside, lockPath).catch(() => {}); // a live holder's: put it back
-  await fsp.rm(aside, { force: true });
-  return true;
-}
-
-/** As removeIfStale, synchronously. */
-function removeIfStaleSync(lockPath: string): boolean {
+function removeIfStale(lockPath: string): boolean {
   let text: string;
   try {
     text = fs.readFileSync(lockPath, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // released meanwhile
     throw e;
   }
   const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
@@ -145,6 +105,8 @@ function removeIfStaleSync(lockPath: string): boolean {
     try { mtimeMs = fs.statSync(lockPath).mtimeMs; } catch { return true; }
     if (Date.now() - mtimeMs < EMPTY_LOCK_STALE_MS) return false;
   }
+  // Move the stale lock aside (atomic), and delete it only if it is still the dead holder's: two
+  // processes that both found it stale must not remove a lock a third one took meanwhile.
   const aside = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
   try {
     fs.renameSync(lockPath, aside);
@@ -154,7 +116,7 @@ function removeIfStaleSync(lockPath: string): boolean {
   }
   let moved: string | null = null;
   try { moved = fs.readFileSync(aside, 'utf8'); } catch { /* gone */ }
-  if (moved !== text) { try { fs.linkSync(aside, lockPath); } catch { /* a lock exists again */ } }
+  if (moved !== text) { try { fs.linkSync(aside, lockPath); } catch { /* a lock exists again */ } } // a live holder's: put it back
   fs.rmSync(aside, { force: true });
   return true;
 }
