@@ -72,15 +72,14 @@ export function uploadKindOf(path: string): UploadKind {
  * signing key the node does not know (not in its consensus, or a rotated key) is no proof against
  * the mirror, and is logged at debug only.
  */
-function confirmForwarded(forwarded: readonly ForwardedResult[], kind: UploadKind, body: Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
+function confirmForwarded(forwarded: readonly ForwardedResult[], signed: () => Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
   const keys = confirm.signingKeys();
   const unconfirmed: string[] = [];
   const unknownKey: string[] = [];
-  let message: Buffer | null = null; // the signed bytes, built (one body hash) at the first 200
   const out = forwarded.map((f) => {
     if (f.status !== 200) return f;
     const key = keys.get(f.authority);
-    if (key && verifyUploadAckMessage(message ??= uploadAckMessage(kind, body), f.ack, key)) return f;
+    if (key && verifyUploadAckMessage(signed(), f.ack, key)) return f;
     (key ? unconfirmed : unknownKey).push(f.authority.slice(0, 64));
     return { authority: f.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' };
   });
@@ -113,11 +112,14 @@ export function noAuthorityAccepted(forwarded: readonly ForwardedResult[]): bool
  */
 export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer, confirm: UploadConfirm): Promise<ForwardedResult[]> {
   const kind = uploadKindOf(path);
+  // The signed bytes (one hash of the body), built at the first 200 of any mirror's answer.
+  let message: Buffer | null = null;
+  const signed = (): Buffer => (message ??= uploadAckMessage(kind, body));
   let unaccepted: ForwardedResult[] | null = null;
   try {
     return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r, mirror) => {
       if (r.status === 200) {
-        const forwarded = confirmForwarded(parseForwarded(r.body), kind, body, confirm, mirror);
+        const forwarded = confirmForwarded(parseForwarded(r.body), signed, confirm, mirror);
         if (forwarded.length === 0 || !noAuthorityAccepted(forwarded)) return forwarded;
         unaccepted = forwarded;
         throw err('DIR_FETCH_FAILED', 'no authority accepted the upload through this mirror');
