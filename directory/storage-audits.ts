@@ -267,6 +267,16 @@ export class StorageAudits {
   }
 
   /**
+   * Forget every held contract that ended KEPT_REPORTS or more epochs before epoch `e` (funded or
+   * not: its reports are no longer kept, SPEC.md §9.20.1); returns their ids.
+   */
+  private pruneEnded(e: number): string[] {
+    const ended = [...this.contracts].filter(([, h]) => h.endEpoch <= e - KEPT_REPORTS).map(([id]) => id);
+    for (const id of ended) this.forget(id);
+    return ended;
+  }
+
+  /**
    * SPEC.md §9.20.1: make room for a contract of `entries` entries. First every held contract
    * that ended KEPT_REPORTS or more epochs before the current one is dropped, funded or not: the
    * ones auditEpoch drops (their reports are no longer kept), not counted as evictions. Then, if
@@ -277,12 +287,7 @@ export class StorageAudits {
    */
   private evictFor(entries: number): string | null {
     if (this.overLimit(entries) === null) return null;
-    const e = this.epochNow;
-    for (const [id, h] of [...this.contracts]) {
-      if (h.endEpoch > e - KEPT_REPORTS) continue;
-      this.forget(id);
-      this.o.log.debug({ contract: id }, 'ended storage contract dropped to make room for an upload');
-    }
+    for (const id of this.pruneEnded(this.epochNow)) this.o.log.debug({ contract: id }, 'ended storage contract dropped to make room for an upload');
     const over = this.overLimit(entries);
     if (over === null) return null;
     const funded = this.o.funded ?? (() => false);
@@ -560,8 +565,8 @@ export class StorageAudits {
     // contracts is audited (and credited) once.
     // Contracts are picked by their epochs first: one not active in `e` costs nothing more.
     const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
-    for (const [id, h] of [...this.contracts]) {
-      if (h.endEpoch <= e - KEPT_REPORTS) { this.forget(id); continue; }
+    this.pruneEnded(e);
+    for (const [id, h] of this.contracts) {
       if (h.startEpoch > e || h.endEpoch <= e) continue;
       for (const { off, fp, share } of heldEntries(h.raw)) {
         let m = byNode.get(fp);
