@@ -80,6 +80,15 @@ const sys = () => pids.map(sysSeconds);
 const perfOut = perfPhase ? path.resolve(outArg ?? fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-perf-'))) : '';
 const perfWindows: Array<{ label: string; start: number; end: number }> = [];
 let rec = null as PerfRecording | null;
+/** CPU seconds of this process's main thread alone (its worker threads and libuv's pool excluded): /proc, 10 ms ticks. */
+function mainThreadSeconds(): number {
+  try {
+    const stat = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14 and 15 of stat)
+  } catch { return NaN; }
+}
+
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const prof = name === profilePhase;
   if (prof) {
@@ -90,17 +99,19 @@ async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const s0 = sys();
   if (name === perfPhase && !rec) { fs.mkdirSync(perfOut, { recursive: true }); rec = await startPerf(path.join(perfOut, 'perf.data')); }
   const u0 = process.cpuUsage();
+  const main0 = mainThreadSeconds();
   const t0 = performance.now();
   const m0 = monoSeconds();
   const r = await fn();
   if (name === perfPhase) perfWindows.push({ label: `${name}, run ${perfWindows.length + 1}`, start: m0, end: monoSeconds() });
   const secs = (performance.now() - t0) / 1000;
   const u = process.cpuUsage(u0);
+  const mainT = mainThreadSeconds() - main0;
   const s1 = sys();
   const per = cpu().map((c, j) => ({ name: names[j], v: c - c0[j], s: s1[j] - s0[j] }));
   const own = (u.user + u.system) / 1e6;
   const detail = per.filter((x) => x.v >= 0.05).sort((a, b) => b.v - a.v).map((x) => `${x.name} ${x.v.toFixed(2)} (sys ${x.s.toFixed(2)})`).join(', ');
-  console.log(`  ${name.padEnd(8)} ${secs.toFixed(2)} s wall; CPU-s: client ${own.toFixed(2)} (sys ${(u.system / 1e6).toFixed(2)}; ${(100 * own / secs).toFixed(0)}%), ${detail}`);
+  console.log(`  ${name.padEnd(8)} ${secs.toFixed(2)} s wall; CPU-s: client ${own.toFixed(2)} (sys ${(u.system / 1e6).toFixed(2)}; ${(100 * own / secs).toFixed(0)}%; main thread ${(100 * mainT / secs).toFixed(0)}%), ${detail}`);
   if (prof) {
     const p = await new Promise<object>((resolve, reject) => session.post('Profiler.stop', (e, res) => (e ? reject(e) : resolve(res.profile))));
     fs.writeFileSync(path.join(out, `client-${process.pid}.cpuprofile`), JSON.stringify(p));
