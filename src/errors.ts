@@ -392,6 +392,7 @@ export const ERROR_CODES = {
     POLICY_NOT_PUBLIC: 'bad_input',
     POLICY_NOT_YET_VALID: 'expired',
     POLICY_REPLAYED: 'peer_refused',
+    POLICY_SAVED_DIFFERS: 'bad_input',
     POLICY_STORE_FULL: 'resource_limit',
     POLICY_TOO_LARGE: 'peer_refused',
     POLICY_TOO_LARGE_FOR_DHT: 'bad_input',

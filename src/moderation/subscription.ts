@@ -17,6 +17,19 @@ import type { PolicySource } from './sources';
 
 export const DEFAULT_REFRESH_MS = 10 * 60_000;
 export const POLICY_DIR = 'policies';
+/**
+ * SPEC.md §10.6.1: what a running node enforces, per moderator, written by the node (atomically,
+ * mode 0600) for `bitcloud-storage status`, which cannot see the node's memory. Removed at close.
+ */
+export const POLICY_STATUS_FILE = 'policy-status.json';
+
+/** The JSON shape of policy-status.json (SPEC.md §10.6.1). */
+export interface PolicyStatusFile {
+  /** The node's process: status trusts the file only while it runs. */
+  pid: number;
+  writtenAt: number;
+  policies: ModeratorStatus[];
+}
 
 export interface SubscriptionOptions {
   /** Moderator fingerprints. Empty (or `unmoderated`) = an unmoderated node. */
@@ -50,6 +63,21 @@ export interface ModeratorStatus {
    * Absent otherwise.
    */
   error?: { code: string; message: string };
+  /** SPEC.md §10.6.1: the digest (hex) of the newest version held, null when none. */
+  digest: string | null;
+  /** SPEC.md §10.6.1: when the node took the policy it holds into memory (ms), null when none. */
+  loadedAt: number | null;
+  /**
+   * Set by `bitcloud-storage status` (SPEC.md §10.6.1): 'daemon' when the running node reported
+   * what it enforces (its policy-status.json), 'disk' when no node runs and the saved files are shown.
+   */
+  from?: 'daemon' | 'disk';
+  /**
+   * Set by `bitcloud-storage status` when a node runs (SPEC.md §10.6.1): the saved copy on disk
+   * cannot be read or is not a regular file (IO_STATE_UNREADABLE), does not verify (its code) or
+   * is not the policy enforced (POLICY_SAVED_DIFFERS). Absent when the saved copy is the one enforced.
+   */
+  saved?: { code: string; message: string };
 }
 
 interface Metrics {
@@ -78,6 +106,11 @@ export class PolicySubscriptions implements SubscriptionView {
   private readonly held = new Map<string, PolicyState | null>();
   /** SPEC.md §10.6.1: why a saved policy was not used at start, by moderator, until one is fetched. */
   private readonly savedErrors = new Map<string, { code: string; message: string }>();
+  /** SPEC.md §10.6.1: when each held policy was taken into memory (loaded at start or fetched). */
+  private readonly loadedAt = new Map<string, number>();
+  /** A running node (start() called) writes POLICY_STATUS_FILE, one write at a time. */
+  private started = false;
+  private statusWrite: Promise<void> = Promise.resolve();
   private readonly sources: PolicySource[];
   private readonly log: Logger;
   private readonly now: () => number;
@@ -122,6 +155,7 @@ export class PolicySubscriptions implements SubscriptionView {
         moderator: m, seq: p?.seq ?? null, name: p?.name ?? '', classes: p ? p.classes.map((c) => c.name) : [], denylistEntries: p?.deny.size ?? 0,
         approvals: p?.approvals.size ?? 0, validUntil: p?.validUntil ?? null, expired: p !== null && isExpired(p, this.now()),
         ...(p === null && this.savedErrors.has(m) ? { error: this.savedErrors.get(m)! } : {}),
+        digest: p ? p.digest.toString('hex') : null, loadedAt: p ? this.loadedAt.get(m) ?? null : null,
       };
     });
   }
@@ -129,6 +163,8 @@ export class PolicySubscriptions implements SubscriptionView {
   /** Refresh now, then every refreshMs (default 10 minutes) until close(). */
   start(): Promise<void> {
     if (this.unmoderated) return Promise.resolve();
+    this.started = true;
+    void this.writeStatus();
     const first = this.refresh();
     const every = this.o.refreshMs ?? DEFAULT_REFRESH_MS;
     this.timer = setInterval(() => { void this.refresh(); }, every);
@@ -139,6 +175,35 @@ export class PolicySubscriptions implements SubscriptionView {
   close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    // SPEC.md §10.6.1: a node that stops no longer enforces anything; status shows the disk again.
+    const f = this.statusFile();
+    if (this.started && f) {
+      this.started = false;
+      try { fs.rmSync(f, { force: true }); } catch (e) { this.log.warn({ code: errorCode(e) }, 'could not remove the policy status file'); }
+    }
+  }
+
+  /**
+   * SPEC.md §10.6.1: write what this running node enforces to POLICY_STATUS_FILE, for
+   * `bitcloud-storage status`. Writes are queued, never concurrent; a failure is a warning.
+   */
+  private writeStatus(): Promise<void> {
+    const f = this.statusFile();
+    if (!f) return Promise.resolve();
+    this.statusWrite = this.statusWrite.then(async () => {
+      if (!this.started) return;
+      const doc: PolicyStatusFile = { pid: process.pid, writtenAt: this.now(), policies: this.status() };
+      try {
+        await writeFileAtomic(f, JSON.stringify(doc) + '\n', 0o600);
+      } catch (e) {
+        this.log.warn({ code: errorCode(e) }, 'could not write the policy status file');
+      }
+    });
+    return this.statusWrite;
+  }
+
+  private statusFile(): string | null {
+    return this.o.dataDir ? path.join(this.o.dataDir, POLICY_STATUS_FILE) : null;
   }
 
   /** One round: every moderator from every source, in order. Never rejects; one at a time. */
@@ -147,6 +212,7 @@ export class PolicySubscriptions implements SubscriptionView {
       try {
         for (const m of this.moderators) for (const src of this.sources) await this.fetchOne(m, src);
         this.checkExpiry();
+        await this.writeStatus();
       } finally {
         this.running = null;
       }
@@ -163,10 +229,12 @@ export class PolicySubscriptions implements SubscriptionView {
       this.metrics?.updates.labels(r.result).inc();
       if (r.result === 'updated') {
         this.held.set(moderator, r.state);
+        this.loadedAt.set(moderator, this.now());
         this.savedErrors.delete(moderator);
         this.metrics?.seq.labels(moderator).set(r.state.seq);
         this.log.info({ moderator, seq: r.state.seq, previous: held?.seq ?? null, source, denylist: r.state.deny.size }, 'policy updated');
         await this.persist(r.state);
+        await this.writeStatus();
       }
       return r.result;
     } catch (e) {
@@ -238,6 +306,8 @@ export class PolicySubscriptions implements SubscriptionView {
       if (!f || !fs.existsSync(f)) continue;
       let raw: Buffer;
       try {
+        // Not a regular file (a folder, a FIFO that would block the read): not read at all.
+        if (!fs.statSync(f).isFile()) throw new Error('not a regular file');
         raw = fs.readFileSync(f);
       } catch (e) {
         this.unusable(m, { code: 'IO_STATE_UNREADABLE', message: `cannot read the saved policy: ${(e as Error).message}` });
@@ -246,6 +316,7 @@ export class PolicySubscriptions implements SubscriptionView {
       try {
         const { state } = advancePolicy(null, raw, { moderator: m, now: this.now(), checkWindow: false });
         this.held.set(m, state);
+        this.loadedAt.set(m, this.now());
         this.metrics?.seq.labels(m).set(state.seq);
         this.log.info({ moderator: m, seq: state.seq }, 'policy loaded from disk');
       } catch (e) {

@@ -79,7 +79,7 @@ function create(lockPath: string): boolean {
 }
 
 /** True when `pid` names a process that runs (EPERM: it runs, as another user). */
-function alive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -99,7 +99,7 @@ function removeIfStale(lockPath: string): boolean {
   }
   const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
   if (Number.isSafeInteger(pid) && pid > 0) {
-    if (alive(pid)) return false;
+    if (processAlive(pid)) return false;
   } else {
     let mtimeMs: number;
     try { mtimeMs = fs.statSync(lockPath).mtimeMs; } catch { return true; }

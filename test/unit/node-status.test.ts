@@ -108,7 +108,7 @@ describe('node status', () => {
       const v = await nodeStatus(o);
       expect(v.policies).toEqual([
         expect.objectContaining({ moderator: corrupt, seq: null, expired: false, error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } }),
-        expect.objectContaining({ moderator: folder, seq: null, expired: false, error: { code: 'IO_STATE_UNREADABLE', message: expect.stringContaining('EISDIR') as unknown } }),
+        expect.objectContaining({ moderator: folder, seq: null, expired: false, error: { code: 'IO_STATE_UNREADABLE', message: expect.stringContaining('not a regular file') as unknown } }),
         expect.objectContaining({ moderator: none, seq: null, expired: false }),
       ]);
       expect(v.policies![2].error).toBeUndefined();
@@ -156,6 +156,64 @@ describe('node status', () => {
         subs.close();
       }
     } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a running node enforcing policy P: status shows P as enforced (from the node, with its digest and load time) though a folder, a corrupt file or another version sits at P\'s path, and flags that saved copy with its code; once the node stops, the disk (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    const key = ed25519Generate();
+    const m = fingerprint(key.publicKey);
+    const subs = PolicySubscriptions.open({ moderators: [m], dataDir: dir, sources: [] });
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const now = Date.now();
+      const window = { validAfter: now - 1000, validUntil: now + 3_600_000 };
+      const content = nextPolicyContent(null, { name: 'p', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
+      const p1 = advancePolicy(null, [signPolicy(content, key, window)], { moderator: m, now }).state;
+      await subs.start();
+      expect(await subs.offer(m, stateBundle(p1))).toBe('updated');
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [m] };
+      const file = path.join(dir, POLICY_DIR, `${m}.bundle`);
+      const enforced = { moderator: m, seq: 1, name: 'p', from: 'daemon', digest: p1.digest.toString('hex'), loadedAt: expect.any(Number) as unknown, expired: false };
+
+      // The saved copy is the one enforced: nothing flagged.
+      let v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining(enforced)]);
+      expect(v.policies![0].saved).toBeUndefined();
+
+      // A folder at P's path.
+      fs.rmSync(file);
+      fs.mkdirSync(file);
+      v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ ...enforced, saved: { code: 'IO_STATE_UNREADABLE', message: expect.stringContaining('not a regular file') as unknown } })]);
+      let lines: string[] = [];
+      await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
+      expect(lines.join('\n')).toMatch(new RegExp(`policy of moderator ${m}: the running node enforces seq 1 \\(p\\), digest [0-9a-f]{16}…, loaded \\d{4}-`));
+      expect(lines.join('\n')).toMatch(/saved copy not the one enforced \(IO_STATE_UNREADABLE: .*not a regular file/);
+
+      // A corrupt file at P's path.
+      fs.rmdirSync(file);
+      fs.writeFileSync(file, Buffer.alloc(4096, 0xff));
+      v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ ...enforced, saved: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
+
+      // Another valid version of the moderator's policy at P's path.
+      const p2 = advancePolicy(p1, [signPolicy(nextPolicyContent(p1, { name: 'p2', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] }), key, window)], { moderator: m, now }).state;
+      fs.writeFileSync(file, stateBundle(p2));
+      v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ ...enforced, saved: { code: 'POLICY_SAVED_DIFFERS', message: expect.stringContaining('seq 2') as unknown } })]);
+
+      // The node stops: status shows the disk, as a start would read it.
+      fs.writeFileSync(file, Buffer.alloc(4096, 0xff));
+      subs.close();
+      v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk', error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
+      lines = [];
+      await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
+      expect(lines.find((l) => l.includes(m))).toMatch(/saved policy unreadable \(POLICY_MALFORMED: /);
+    } finally {
+      subs.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -6,6 +6,7 @@
 //   - what it earned: its balance and allocations in the whole verified reward chain (§8.7.3).
 // Each part is reported on its own: an unreachable authority does not hide the local counts.
 import fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { errorCode } from '../../errors';
 import type { AuthorityInfo } from '../../dir/authorities';
@@ -17,7 +18,8 @@ import { fetchRewardChain, formatCoins } from '../rewards';
 import type { Output } from './consensus';
 import type { Argv } from 'yargs';
 import { isoTime } from '../../ops/log';
-import { PolicySubscriptions, type ModeratorStatus } from '../../moderation/subscription';
+import { PolicySubscriptions, POLICY_DIR, POLICY_STATUS_FILE, type ModeratorStatus, type PolicyStatusFile } from '../../moderation/subscription';
+import { processAlive } from '../../ops/file-lock';
 
 export interface NodeStatusOptions {
   /** 'relay' or 'storage node', for the text. */
@@ -29,8 +31,9 @@ export interface NodeStatusOptions {
   recent?: number;
   timeoutMs?: number;
   /**
-   * A storage node: the moderators it subscribes to (SPEC.md §10.6.1). Their policies as the node
-   * saved them (what it enforces) are shown, each with `expired`.
+   * A storage node: the moderators it subscribes to (SPEC.md §10.6.1). The policies the running
+   * node enforces (its policy-status.json) are shown, each with `expired` and its saved copy
+   * flagged when that is not the one enforced; with no node running, the policies saved on disk.
    */
   subscribedModerators?: readonly string[];
 }
@@ -86,7 +89,7 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
     },
     consensus: { available: false },
     rewards: { available: false },
-    ...(o.subscribedModerators ? { policies: savedPolicies(o.dataDir, o.subscribedModerators) } : {}),
+    ...(o.subscribedModerators ? { policies: moderatorPolicies(o.dataDir, o.subscribedModerators) } : {}),
   };
   if (!fp) return view;
 
@@ -153,6 +156,49 @@ function savedPolicies(dataDir: string, moderators: readonly string[]): Moderato
   try { return subs.status(); } finally { subs.close(); }
 }
 
+/**
+ * SPEC.md §10.6.1: the policies the running node enforces, from the policy-status.json it writes,
+ * null when no node runs (no file, not JSON, or its process has ended).
+ */
+function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
+  let doc: PolicyStatusFile;
+  try {
+    doc = JSON.parse(readFileSync(path.join(dataDir, POLICY_STATUS_FILE), 'utf8')) as PolicyStatusFile;
+  } catch {
+    return null;
+  }
+  if (!Number.isSafeInteger(doc.pid) || doc.pid <= 0 || !processAlive(doc.pid) || !Array.isArray(doc.policies)) return null;
+  return doc.policies;
+}
+
+/**
+ * SPEC.md §10.6.1: per moderator, what the running node enforces (`from: 'daemon'`) with its saved
+ * copy flagged (`saved`) when that copy cannot be read, is not a regular file, does not verify or
+ * is not the policy enforced; with no node running, the saved policies (`from: 'disk'`).
+ */
+function moderatorPolicies(dataDir: string, moderators: readonly string[]): ModeratorStatus[] {
+  const enforced = enforcedPolicies(dataDir);
+  if (!enforced) return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const }));
+  // The node's own list: it enforces the moderators of the config it started with. A file whose
+  // moderators are not fingerprints was not written by a node: the disk, as with no node running.
+  let saved0: ModeratorStatus[];
+  try { saved0 = savedPolicies(dataDir, enforced.map((p) => p.moderator)); } catch { return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const })); }
+  const disk = new Map(saved0.map((p) => [p.moderator, p]));
+  return enforced.map((p) => {
+    const d = disk.get(p.moderator);
+    const file = path.join(dataDir, POLICY_DIR, `${p.moderator}.bundle`);
+    let saved: { code: string; message: string } | undefined;
+    if (d?.error) saved = { code: d.error.code, message: `${file}: ${d.error.message}` };
+    else if ((d?.digest ?? null) !== p.digest) {
+      saved = {
+        code: 'POLICY_SAVED_DIFFERS',
+        message: `${file} holds ${d?.seq != null ? `seq ${d.seq} (digest ${d.digest!.slice(0, 16)}…)` : 'no policy'}, not the seq ${p.seq ?? 'none'} enforced`,
+      };
+    }
+    return { ...p, expired: p.validUntil !== null && Date.now() > p.validUntil, from: 'daemon' as const, ...(saved ? { saved } : {}) };
+  });
+}
+
 function printText(v: NodeStatusView, kind: string, recent: number, io: Output): void {
   const c = v.consensus;
   io.out(`${kind} ${c.nickname ?? ''} ${v.fingerprint}`.replace(/\s+/g, ' ').trim());
@@ -179,6 +225,15 @@ function printText(v: NodeStatusView, kind: string, recent: number, io: Output):
   if (v.policies) {
     if (v.policies.length === 0) io.out('moderation: unmoderated');
     for (const p of v.policies) {
+      if (p.from === 'daemon') {
+        // SPEC.md §10.6.1: what the running node enforces, from the node itself; then its saved copy
+        // when that is not the one enforced (the node keeps what it holds; a restart reads the disk).
+        io.out(p.seq === null
+          ? `policy of moderator ${p.moderator}: the running node enforces none${p.error ? ` (its saved policy was not usable at start: ${p.error.code})` : ''}: until it fetches the moderator's policy, it refuses every upload (POLICY_UNAVAILABLE)`
+          : `policy of moderator ${p.moderator}: the running node enforces seq ${p.seq}${p.name ? ` (${p.name})` : ''}, digest ${p.digest!.slice(0, 16)}…, loaded ${p.loadedAt !== null ? isoTime(p.loadedAt) : 'at an unknown time'}, valid until ${isoTime(p.validUntil!)}, expired: ${p.expired}${p.expired ? ' (still enforced until the moderator publishes a newer one)' : ''}`);
+        if (p.saved) io.out(`  saved copy not the one enforced (${p.saved.code}: ${p.saved.message}); the node keeps enforcing what it holds, and reads the saved copy again only when it restarts`);
+        continue;
+      }
       // SPEC.md §10.6.1: "none saved yet" only when no file is saved; a saved file that cannot be
       // read or does not verify is not used by the node, which holds nothing of that moderator.
       io.out(p.error
