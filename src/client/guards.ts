@@ -83,6 +83,18 @@ export function commandSaveWarning(o: CommandSaveOutcome): string | null {
   return `guard state not saved (${o.code}): ${reason}; this run's guard changes are lost`;
 }
 
+/**
+ * SPEC.md §7.2 (State): the last save of a command that saves once, at its end (`consensus`,
+ * `rewards`, `wallet`): saveForCommand, then `warn` gets the one stderr line of commandSaveWarning
+ * (without the command prefix) when the save was skipped. Never throws.
+ */
+export async function saveAtCommandEnd(guards: GuardSet, warn?: (line: string) => void): Promise<CommandSaveOutcome> {
+  const outcome = await guards.saveForCommand();
+  const line = commandSaveWarning(outcome);
+  if (line) warn?.(line);
+  return outcome;
+}
+
 function validRecord(x: unknown): x is GuardRecord {
   const r = x as GuardRecord;
   return !!r && typeof r.fingerprint === 'string' && FP_RE.test(r.fingerprint)

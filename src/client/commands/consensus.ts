@@ -11,7 +11,7 @@ import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../di
 import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirSources } from '../guard-dir';
-import { commandSaveWarning, GuardSet } from '../guards';
+import { GuardSet, saveAtCommandEnd } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 import { shuffle } from '../../crypto/primitives';
@@ -52,8 +52,7 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
     // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
-    const skipped = commandSaveWarning(await guards.saveForCommand());
-    if (skipped) io.err(`bitcloud consensus: ${skipped}`);
+    await saveAtCommandEnd(guards, (line) => io.err(`bitcloud consensus: ${line}`));
   }
   if (viaGuards.length && r.source) r.source = 'guard';
   for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);

@@ -16,7 +16,7 @@ import type { Output } from './consensus';
 import path from 'node:path';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirClients, guardDirSources } from '../guard-dir';
-import { commandSaveWarning, GuardSet } from '../guards';
+import { GuardSet, saveAtCommandEnd } from '../guards';
 import { isoTime } from '../../ops/log';
 
 export interface RewardsCommandOptions {
@@ -79,8 +79,7 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
     // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
-    const skipped = commandSaveWarning(await guards.saveForCommand());
-    if (skipped) o.warn?.(skipped);
+    await saveAtCommandEnd(guards, o.warn);
   }
 }
 
