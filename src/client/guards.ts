@@ -75,7 +75,8 @@ export type CommandSaveOutcome = { status: 'saved' } | { status: 'skipped'; code
 
 /**
  * SPEC.md §7.2 (State): the one stderr line a command without a log (`consensus`, `rewards`,
- * `wallet`) prints when its last save was skipped, without its command prefix; null when saved.
+ * `wallet`) or one that sends a wallet transfer (`keep contract --pay`, `put --pay`) prints, at
+ * its end, when its last save was skipped, without its command prefix; null when saved.
  */
 export function commandSaveWarning(o: CommandSaveOutcome): string | null {
   if (o.status === 'saved') return null;

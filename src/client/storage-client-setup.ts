@@ -13,7 +13,7 @@ import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
 import { CircuitNames, type NameLookups } from './circuit-names';
 import { MirrorNames } from './name-mirrors';
-import { GuardSet } from './guards';
+import { commandSaveWarning, GuardSet, type CommandSaveOutcome } from './guards';
 import { CircuitManager } from './circuit-manager';
 import { DirKeeper } from './dir-keeper';
 import { CircuitBuilder } from './circuit-builder';
@@ -93,7 +93,8 @@ export async function openNetwork(o: NetworkOptions): Promise<Network> {
 export interface StorageSession {
   client: StorageClient;
   network: Network;
-  close(): Promise<void>;
+  /** Closes the session; the outcome of its last guard state save (SPEC.md §7.2 State). */
+  close(): Promise<CommandSaveOutcome>;
 }
 
 /** A StorageClient over circuits (default) or direct sessions, for the storage nodes of the consensus. */
@@ -108,16 +109,14 @@ export async function openStorageSession(o: NetworkOptions & {
   let nodes = storageNodesOf(network.dir.relays() ?? []);
   if (o.selectNodes) nodes = await o.selectNodes(nodes, network).catch((e) => { network.close(); throw e; });
   let manager: CircuitManager | null = null;
-  let guards: GuardSet | null = null;
   let open: OpenStorageStream;
   if (o.direct) {
     open = (n) => (n.roles.includes('hidden')
       ? Promise.reject(err('STORAGE_CONNECT_FAILED', 'a hidden storage node has no address: it is reached only over circuits (SPEC.md §9.21)'))
       : connectStorageDirect({ host: n.address, port: n.storagePort, expectedIdentity: n.identity }));
   } else {
-    guards = network.guards;
     const m = manager = new CircuitManager({
-      relays: () => network.dir.relays(), guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
+      relays: () => network.dir.relays(), guards: network.guards, enforceDistinctSubnets: network.cfg.enforceDistinctSubnets,
       preemptiveCircuits: 0, log,
       // SPEC.md §7b.11: one link per guard, the directory fetches' (closed when idle by the
       // manager's maintenance, and by network.close()).
@@ -133,8 +132,11 @@ export async function openStorageSession(o: NetworkOptions & {
     async close() {
       await client.close();
       await manager?.close();
-      await guards?.saveForCommand(log); // SPEC.md §7.2: waits 2 s at most, never fails the command
+      // SPEC.md §7.2: the command's last save of the one guard set its directory fetches, circuits
+      // and an embedded wallet send used (--direct too); waits 2 s at most, never fails the command.
+      const saved = await network.guards.saveForCommand(log);
       network.close();
+      return saved;
     },
   };
 }
@@ -235,17 +237,21 @@ export const DIRECT_WARNING = 'warning: --direct connects to the storage nodes w
  * The frame of a storage command: logger, the --direct warning, the session (opened with the
  * options `prepare` returns; it may throw a usage error first), failures reported with their code
  * (`onFailure` runs first, e.g. to stop a progress bar), and the session closed in every case.
+ * With `warnUnsavedGuards` (a command that sends a wallet transfer), the one stderr line of
+ * commandSaveWarning is printed after the close when its last guard state save was skipped.
  */
 export async function runStorageCommand<T>(
   command: string, a: StorageCommandArgs,
-  prepare: (log: Logger) => T & Partial<Parameters<typeof openStorageSession>[0]>,
+  prepare: (log: Logger) => T & Partial<Parameters<typeof openStorageSession>[0]> & { warnUnsavedGuards?: boolean },
   run: (session: StorageSession, prepared: T) => Promise<number>,
   onFailure?: () => void,
 ): Promise<number> {
   const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
   let session: StorageSession | null = null;
+  let warnUnsaved = false;
   try {
     const prepared = prepare(log);
+    warnUnsaved = prepared.warnUnsavedGuards ?? false;
     if (a.direct) process.stderr.write(`bitcloud ${command}: ${DIRECT_WARNING}\n`);
     session = await openStorageSession({ ...prepared, config: a.config, dataDir: a['data-dir'], direct: a.direct, log });
     return await run(session, prepared);
@@ -253,7 +259,11 @@ export async function runStorageCommand<T>(
     onFailure?.();
     return reportFailure(command, e, a.json);
   } finally {
-    await session?.close();
+    const saved = await session?.close();
+    // SPEC.md §7.2 (State): a command that sends a wallet transfer (`keep contract --pay`,
+    // `put --pay`) says on stderr, once and at its end, when its last guard state save was skipped.
+    const line = saved && warnUnsaved ? commandSaveWarning(saved) : null;
+    if (line) process.stderr.write(`bitcloud ${command}: ${line}\n`);
   }
 }
 

@@ -22,7 +22,7 @@ import { isoTime } from '../../ops/log';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
-type ContractArgs = Common & { cap: string; epochs: number; pay?: string; key?: string; 'no-wait'?: boolean };
+export type ContractArgs = Common & { cap: string; epochs: number; pay?: string; key?: string; 'no-wait'?: boolean };
 type RunArgs = Common & { once: boolean; interval: number; 'renew-within': number; 'lease-seconds': number };
 
 /** Units as coins with 8 decimals (what `parseCoins` reads back exactly). */
@@ -200,6 +200,9 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       // answers "accepted" and keeps it, one that held it "unchanged".
       const code = await walletSend(k.id, formatUnits(q.pay), {
         config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait,
+        // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
+        // prints the "not saved" line there, runStorageCommand), not by the send itself.
+        guards: session.network.guards,
         afterSubmit: async () => { again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes); },
         checkBefore: (chain, pending) => checkNotFunded(chain, pending, k.id),
         checkIncluded: (chain, b, from) => checkEscrowOpened(chain, b, k.id, from),
@@ -224,11 +227,11 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
 }
 
 /** `bitcloud keep contract CAP --epochs N [--pay COINS]` (SPEC.md §9.20.1, §9.20.4). */
-async function contractCommand(a: ContractArgs): Promise<number> {
+export async function contractCommand(a: ContractArgs): Promise<number> {
   const text = a.cap.trim();
   let q: ContractRequest;
   try { q = contractRequest(a); } catch (e) { return reportFailure('keep contract', e, a.json); }
-  return runStorageCommand('keep contract', a, () => ({}), async (session) => {
+  return runStorageCommand('keep contract', a, () => ({ warnUnsavedGuards: q.pay !== null }), async (session) => {
     const vcap = isVerifyCapability(text) ? text : await verifyCapOf(session.client, (parseCapability(text), text));
     const { ok, json, lines } = await openContract(session, vcap, q);
     if (a.json) process.stdout.write(JSON.stringify(json) + '\n');

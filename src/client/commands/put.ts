@@ -59,7 +59,7 @@ export async function putCommand(a: Args): Promise<number> {
     // SPEC.md §10.8: only nodes whose moderators admit the class (policies from the authorities).
     const cls = checkContentClass(a.class, 'STORAGE_BAD_MANIFEST_INPUT');
     return {
-      coding, contentClass: cls, contract,
+      coding, contentClass: cls, contract, warnUnsavedGuards: contract !== null, // SPEC.md §7.2 (State)
       selectNodes: (nodes: StorageNode[], net: Network) => selectNodesForClass(nodes, cls, coding.n, net.dirCfg.authorities.map((x) => authoritySource(x.url))),
     };
   }, async (session, { coding, contentClass, contract }) => {

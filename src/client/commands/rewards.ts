@@ -46,14 +46,16 @@ export interface VerifiedChainContext {
  * certificates), then fetch and verify the whole reward chain — through the sampled guards'
  * mirrors when the client has them (§6.10.1), else from the authorities or the `--from` sources —
  * and run `fn` with it. Circuits are closed afterwards. `warn` gets the line to print on stderr
- * when the guard state's last save was skipped (§7.2 State).
+ * when the guard state's last save was skipped (§7.2 State). With `guards` (the guard set of a
+ * command that opened a network: `keep contract --pay`, `put --pay`), that set is used and not
+ * saved here: its owner saves it once, at its end, and says so there when the save was skipped.
  */
-export async function withVerifiedChain<T>(o: { config?: string; dataDir?: string; from?: string[]; warn?: (line: string) => void }, now: () => number, fn: (c: VerifiedChainContext) => Promise<T>): Promise<T> {
+export async function withVerifiedChain<T>(o: { config?: string; dataDir?: string; from?: string[]; warn?: (line: string) => void; guards?: GuardSet }, now: () => number, fn: (c: VerifiedChainContext) => Promise<T>): Promise<T> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
   // SPEC.md §6.10.1: with a valid consensus on disk and a sampled guard (state.json), both the
   // consensus and the reward chain come through the guards' mirrors (one-hop circuit, BEGIN_DIR);
   // only a bootstrap (or --from) asks the mirrors and authorities directly.
-  const guards = GuardSet.load(path.join(cfg.dataDir, 'state.json'));
+  const guards = o.guards ?? GuardSet.load(path.join(cfg.dataDir, 'state.json'));
   let held: VerifiedConsensus | null = null;
   const builder = new CircuitBuilder({ relays: () => held?.relays ?? null, guards, enforceDistinctSubnets: false });
   const viaGuards = (c: VerifiedConsensus | null) => (c && now() <= c.validUntil ? guardDirSources(builder, guards, c.relays) : []);
@@ -79,7 +81,8 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
     // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
-    await saveAtCommandEnd(guards, o.warn);
+    // A set the caller passed is the caller's to save.
+    if (!o.guards) await saveAtCommandEnd(guards, o.warn);
   }
 }
 

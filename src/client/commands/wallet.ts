@@ -14,6 +14,7 @@ import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitE
 import { signEscrowCancel } from '../../wire/escrow-cancel';
 import { withVerifiedChain } from './rewards';
 import type { Output } from './consensus';
+import type { GuardSet } from '../guards';
 
 export interface WalletOptions {
   config?: string;
@@ -44,6 +45,12 @@ export interface WalletOptions {
    * `ESCROW_NOT_OPENED`).
    */
   checkIncluded?: (chain: RewardChainResult, block: VerifiedRewardBlock, from: string) => void;
+  /**
+   * The guard set of the command that runs this one inside it (`keep contract --pay`, `put --pay`):
+   * the chain is fetched through it and it is not saved here; that command saves it at its end and
+   * prints the one "guard state not saved" line there when the save was skipped (SPEC.md §7.2 State).
+   */
+  guards?: GuardSet;
 }
 
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
