@@ -393,11 +393,21 @@ describe('guard set (SPEC §7.2)', () => {
       const g = GuardSet.load(file, now, { rng: seededRng(16) });
       g.pickGuard(many);
       fs.writeFileSync(`${file}.lock`, String(process.pid));
-      const saving = g.save();
-      await new Promise((r) => setTimeout(r, 120));
-      expect(fs.existsSync(file)).toBe(false);
-      fs.rmSync(`${file}.lock`);
-      await saving;
+      // Each try at the lock is one exclusive create; a refused one (EEXIST) is followed by a wait
+      // and another try. Two refusals mean the save went once round its wait without writing; a
+      // save that does not wait writes the file instead, and then no second refusal comes.
+      const open = vi.spyOn(fs, 'openSync');
+      const refusals = () => open.mock.calls.filter((c, i) => c[0] === `${file}.lock` && open.mock.results[i].type === 'throw').length;
+      try {
+        const saving = g.save();
+        await vi.waitFor(() => { if (refusals() < 2 && !fs.existsSync(file)) throw new Error('still trying'); }, { timeout: 5_000, interval: 5 });
+        expect(fs.existsSync(file)).toBe(false);
+        expect(refusals()).toBeGreaterThanOrEqual(2);
+        fs.rmSync(`${file}.lock`);
+        await saving;
+      } finally {
+        open.mockRestore();
+      }
       expect(onDisk(file).map((r) => r.fingerprint)).toEqual(fps(g));
       expect(fs.existsSync(`${file}.lock`)).toBe(false);
     });
