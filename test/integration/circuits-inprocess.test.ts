@@ -1,7 +1,7 @@
 // SPEC.md §7b: circuits end to end, in one process: real TLS link listeners on 127.0.0.1, real
 // keys in temp dirs, a hand-made relay list (no authorities), local TCP echo / source servers.
 // The client side is the real client code (ClientCircuit, CircuitManager).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import net from 'node:net';
 import fsp from 'node:fs/promises';
 import http from 'node:http';
@@ -60,6 +60,20 @@ function echoRoundTrip(stream: CircuitStream, data: Buffer): Promise<Buffer> {
   });
 }
 
+/** One TCP round trip over loopback: at least one poll of this process's event loop for I/O. */
+async function loopbackRoundTrip(port: number): Promise<void> {
+  const s = net.connect(port, '127.0.0.1');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.once('connect', () => s.write('x'));
+      s.once('data', () => resolve());
+    });
+  } finally {
+    s.destroy();
+  }
+}
+
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -76,7 +90,7 @@ describe('circuits in process', () => {
   let closedPort = 0;
   let source: net.Server;
   let sourcePort = 0;
-  let sourceWritten = 0;
+  const sourceSockets: net.Socket[] = [];
   let manager: CircuitManager;
   const key = (u: string) => isolationKey({ isolation: { username: u, password: 'x' } });
 
@@ -86,12 +100,13 @@ describe('circuits in process', () => {
     echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     echoPort = (echo.address() as net.AddressInfo).port;
-    // A target that sends as fast as it is allowed to, counting what the kernel took.
+    // A target that sends as fast as it is allowed to.
     source = net.createServer((s) => {
       s.on('error', () => {});
+      sourceSockets.push(s);
       const chunk = Buffer.alloc(64 * 1024, 7);
-      const pump = () => { while (s.writable && s.write(chunk)) sourceWritten += chunk.length; };
-      s.on('drain', () => { sourceWritten += chunk.length; pump(); });
+      const pump = () => { while (s.writable && s.write(chunk)) { /* until the socket's buffer is full */ } };
+      s.on('drain', pump);
       pump();
     });
     await new Promise<void>((r) => source.listen(0, '127.0.0.1', r));
@@ -279,12 +294,35 @@ describe('circuits in process', () => {
 
   it('a slow reader stalls the exit after one stream window instead of making it buffer', async () => {
     const c = await manualCircuit([relays[1], relays[2], relays[4]]);
-    const { stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: sourcePort });
+    // The exit's socket to the target (the exit runs in this process).
+    const connect = vi.spyOn(net, 'connect');
+    let stream: CircuitStream;
+    let exitSock: net.Socket;
+    try {
+      ({ stream } = await c.openStream({ kind: 'begin', host: '127.0.0.1', port: sourcePort }));
+      const i = connect.mock.calls.findIndex(([o]) => (o as unknown as { port?: number }).port === sourcePort);
+      exitSock = connect.mock.results[i].value as net.Socket;
+    } finally {
+      connect.mockRestore();
+    }
     stream.on('error', () => {});
     stream.pause(); // the application does not read
     const exitCirc = () => [...relays[4].rc.switch.circuits].find((x) => x.streamCount > 0)!;
     await until(() => !!exitCirc() && exitCirc().streams()[0]?.packageWindow.window === 0, 'the exit stream window to close');
-    await new Promise((r) => setTimeout(r, 300));
+    // The target is held back too: the exit stops reading its socket, so TCP flow control alone
+    // stops the target. The pipe pauses the socket once the stream's write buffer is full, and
+    // Node stops reading a paused socket once the socket's read buffer is full too. Meanwhile the
+    // target has handed the kernel more than the exit read: bytes wait there for the exit.
+    const target = sourceSockets.find((s) => s.remotePort === exitSock.localPort)!;
+    const handed = () => target.bytesWritten - target.writableLength;
+    await until(() => exitSock.isPaused() && exitSock.readableLength >= exitSock.readableHighWaterMark
+      && handed() > exitSock.bytesRead, 'the exit to stop reading the target while bytes wait for it');
+    // Relays and test share one event loop: a TCP round trip over loopback takes at least one poll
+    // for I/O after this point, in which a socket still being read would take the waiting bytes.
+    const read = exitSock.bytesRead;
+    await loopbackRoundTrip(echoPort);
+    expect(exitSock.bytesRead).toBe(read);
+    // With the exit no longer reading, what each side holds can grow no more.
     const exitStream = exitCirc().streams()[0];
     expect(exitStream.packageWindow.window).toBe(0);
     // What the exit holds for this stream: its writable buffer, bounded by one socket read.
@@ -292,20 +330,6 @@ describe('circuits in process', () => {
     // What the client holds: at most one stream window (500 cells) plus the readable buffer.
     expect(stream.readableLength).toBeLessThanOrEqual(500 * 498 + 64 * 1024);
     expect(relays[4].rc.switch.budget.queuedCells).toBe(0);
-    // The target is blocked too: TCP backpressure reached it. The kernel buffers between it and
-    // the exit take what they hold at their own pace (a 'drain' may still come late on a loaded
-    // machine), so wait until its count has not moved for 500 ms and 20 turns of the event loop
-    // (it never would if the exit kept reading), then check that it stays still.
-    let last = sourceWritten;
-    let stillSince = Date.now();
-    let stillChecks = 0;
-    await until(() => {
-      if (sourceWritten !== last) { last = sourceWritten; stillSince = Date.now(); stillChecks = 0; }
-      return ++stillChecks >= 20 && Date.now() - stillSince >= 500;
-    }, 'the target to stop writing', 20_000);
-    const before = sourceWritten;
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(sourceWritten).toBe(before);
     // Reading again lets the data flow.
     let more = 0;
     stream.on('data', (d: Buffer) => { more += d.length; });
