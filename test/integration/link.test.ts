@@ -423,9 +423,14 @@ describe('links: keepalive and liveness (SPEC.md §1.8)', () => {
     let server: Channel | null = null;
     const l = await listen({ metrics, keepaliveMs: 50, livenessTimeoutMs: 200, onChannel: (ch) => { server = ch; ch.pauseReading(); } });
     // A client that sends no keepalives: only the server's liveness rule is at work.
-    await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 0, livenessTimeoutMs: 0 });
+    const client = await connect({ port: l.port, expectedIdentity: relayA.publicKey, keepaliveMs: 0, livenessTimeoutMs: 0 });
     await until(() => server !== null);
-    await new Promise((r) => setTimeout(r, 1000)); // five liveness timeouts with reading held
+    // Each tick of the server's liveness timer (every 50 ms) sends one PADDING, the link being
+    // otherwise idle, and checks for silence in the same step: 20 PADDINGs at the client are five
+    // liveness timeouts with reading held. A server that counted them as silence would close first.
+    const base = client.cellsReceived;
+    await until(() => server!.closed || client.cellsReceived - base >= 20, 2000);
+    expect(client.cellsReceived - base).toBeGreaterThanOrEqual(20);
     expect(server!.closed).toBe(false);
     expect(await errorsOf(metrics, 'LINK_PEER_SILENT')).toBe(0);
     // Reading again, the client's silence counts: the link is closed as silent.
