@@ -1,6 +1,7 @@
 // SPEC.md §9.19: the keeper's state file and its passes (`bitcloud keep run`), with a stand-in
 // for the per-file check (§9.18.3) so that no storage node is needed.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -284,9 +285,19 @@ describe('the keeper.json lock (SPEC.md §9.19)', () => {
     const held = new Promise<void>((r) => { release = r; });
     const first = withFileLock(lock, async () => { order.push('first in'); await held; order.push('first out'); }, { code: 'KEEPER_STATE_LOCKED' });
     while (!order.length) await new Promise((r) => setTimeout(r, 5));
-    const second = withFileLock(lock, async () => { order.push('second'); }, { code: 'KEEPER_STATE_LOCKED', retryMs: 5 });
-    await new Promise((r) => setTimeout(r, 50));
-    expect(order).toEqual(['first in']);
+    // Each try at the lock is one exclusive create; two refused ones (EEXIST) mean the second caller
+    // went once round its wait without running. One that did not wait runs instead.
+    const open = vi.spyOn(fs, 'openSync');
+    const refusals = () => open.mock.calls.filter((c, i) => c[0] === lock && open.mock.results[i].type === 'throw').length;
+    let second: Promise<void>;
+    try {
+      second = withFileLock(lock, async () => { order.push('second'); }, { code: 'KEEPER_STATE_LOCKED', retryMs: 5 });
+      await vi.waitFor(() => { if (refusals() < 2 && order.length < 2) throw new Error('still trying'); }, { timeout: 5_000, interval: 2 });
+      expect(order).toEqual(['first in']);
+      expect(refusals()).toBeGreaterThanOrEqual(2);
+    } finally {
+      open.mockRestore();
+    }
     release();
     await Promise.all([first, second]);
     expect(order).toEqual(['first in', 'first out', 'second']);
