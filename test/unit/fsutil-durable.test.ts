@@ -6,7 +6,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LatestFileWriter, mkdirDurable, mkdirDurableSync, writeFileAtomic, writeFileAtomicExclusive, writeFileAtomicSync } from '../../src/ops/fsutil';
-import { watchSyncs } from '../helpers/fsync-watch';
+import { watchSyncs, watchSyncsAndCloses } from '../helpers/fsync-watch';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -38,15 +38,16 @@ describe('mkdirDurable', () => {
     const gate = new Promise<void>((r) => { release = r; });
     let held!: () => void;
     const holding = new Promise<void>((r) => { held = r; });
-    const synced = watchSyncs((p) => { if (p === root) { held(); return gate; } return undefined; });
+    const { closed } = watchSyncsAndCloses((p) => { if (p === root) { held(); return gate; } return undefined; });
     const first = mkdirDurable(path.join(root, 'a', 'b'));
     await holding; // the first call made root/a and root/a/b; root's fsync (holding root/a) is held
     let secondDone = false;
     const second = mkdirDurable(path.join(root, 'a', 'c')).then((made) => { secondDone = true; return made; });
-    // Both calls' fsyncs of root/a (holding b, then c) finish; root's is still held.
+    // Both calls' fsyncs of root/a (holding b, then c) finish, their handles closed; root's is
+    // still held. After the second close the second call goes on without I/O: by the next
+    // macrotask it has ended, or it waits for root's fsync.
     const a = path.join(root, 'a');
-    while (synced.filter((p) => p === a).length < 2) await new Promise((r) => setTimeout(r, 2));
-    await new Promise((r) => setTimeout(r, 20));
+    while (closed.filter((p) => p === a).length < 2) await new Promise((r) => setTimeout(r, 2));
     // root/a/c is made and root/a synced, but root/a itself may still vanish: not done yet.
     expect(secondDone).toBe(false);
     release();
