@@ -1,6 +1,7 @@
 // bitcloud-relay status: each part stands alone — missing bandwidth.json, unreachable authorities,
 // no identity — and the command says which part is missing instead of failing whole.
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it, expect } from 'vitest';
@@ -10,7 +11,7 @@ import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-st
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { signPolicy } from '../../src/moderation/policy';
 import { advancePolicy, nextPolicyContent, stateBundle } from '../../src/moderation/chain';
-import { POLICY_DIR, PolicySubscriptions } from '../../src/moderation/subscription';
+import { POLICY_DIR, POLICY_STATUS_FILE, PolicySubscriptions } from '../../src/moderation/subscription';
 
 const authorities = parseAuthorityList([{ name: 'a1', identity: 'aa'.repeat(32), address: '127.0.0.1:1' }]);
 
@@ -214,6 +215,45 @@ describe('node status', () => {
       expect(lines.find((l) => l.includes(m))).toMatch(/saved policy unreadable \(POLICY_MALFORMED: /);
     } finally {
       subs.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a policy-status.json that is a FIFO, a folder, too large, JSON null or entries of the wrong shape: status neither hangs nor throws, and shows the disk (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const m = fingerprint(ed25519Generate().publicKey);
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [m] };
+      const file = path.join(dir, POLICY_STATUS_FILE);
+      const pid = process.pid;
+      const entry = { moderator: m, seq: 1, name: 'p', classes: [], denylistEntries: 0, approvals: 0, validUntil: Date.now() + 60_000, expired: false, digest: 'ab'.repeat(32), loadedAt: Date.now() };
+      const cases: (() => void)[] = [
+        () => fs.writeFileSync(file, 'null'),
+        () => fs.writeFileSync(file, '7'),
+        () => fs.writeFileSync(file, JSON.stringify({ pid, policies: [null] })),
+        () => fs.writeFileSync(file, JSON.stringify({ pid, policies: [{ ...entry, digest: 5 }] })),
+        () => fs.writeFileSync(file, JSON.stringify({ pid, policies: [{ ...entry, validUntil: 'soon' }] })),
+        () => fs.writeFileSync(file, JSON.stringify({ pid, policies: [{ ...entry, moderator: '../../x' }] })),
+        () => fs.writeFileSync(file, JSON.stringify({ pid, policies: [entry], pad: 'x'.repeat(2 << 20) })),
+        () => fs.mkdirSync(file),
+      ];
+      if (process.platform !== 'win32') cases.push(() => execFileSync('mkfifo', [file]));
+      for (const make of cases) {
+        fs.rmSync(file, { recursive: true, force: true });
+        make();
+        const v = await nodeStatus(o);
+        expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk' })]);
+        const lines: string[] = [];
+        expect(await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) })).toBe(0);
+        expect(lines).toContain(`policy of moderator ${m}: none saved yet`);
+      }
+      // The same entry in a regular file of a running process: what the node enforces.
+      fs.rmSync(file, { recursive: true, force: true });
+      fs.writeFileSync(file, JSON.stringify({ pid, writtenAt: Date.now(), policies: [entry] }));
+      const v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: 1, from: 'daemon', digest: 'ab'.repeat(32), saved: expect.objectContaining({ code: 'POLICY_SAVED_DIFFERS' }) as unknown })]);
+    } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

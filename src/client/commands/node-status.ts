@@ -6,7 +6,7 @@
 //   - what it earned: its balance and allocations in the whole verified reward chain (§8.7.3).
 // Each part is reported on its own: an unreachable authority does not hide the local counts.
 import fs from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { errorCode } from '../../errors';
 import type { AuthorityInfo } from '../../dir/authorities';
@@ -156,19 +156,64 @@ function savedPolicies(dataDir: string, moderators: readonly string[]): Moderato
   try { return subs.status(); } finally { subs.close(); }
 }
 
+/** policy-status.json of a node (at most 16 moderators, SPEC.md §10.6.1) is far smaller than this. */
+const POLICY_STATUS_MAX_BYTES = 1 << 20;
+
 /**
- * SPEC.md §10.6.1: the policies the running node enforces, from the policy-status.json it writes,
- * null when no node runs (no file, not JSON, or its process has ended).
+ * The text of policy-status.json, null when it is not a regular file of at most
+ * POLICY_STATUS_MAX_BYTES. Opened without blocking, so that a FIFO at the path cannot hang status.
  */
-function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
-  let doc: PolicyStatusFile;
+function readPolicyStatusFile(file: string): string | null {
+  let fd: number;
+  try { fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0)); } catch { return null; }
   try {
-    doc = JSON.parse(readFileSync(path.join(dataDir, POLICY_STATUS_FILE), 'utf8')) as PolicyStatusFile;
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > POLICY_STATUS_MAX_BYTES) return null;
+    const buf = Buffer.alloc(POLICY_STATUS_MAX_BYTES + 1);
+    let n = 0;
+    for (let r; n < buf.length && (r = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += r;
+    return n > POLICY_STATUS_MAX_BYTES ? null : buf.subarray(0, n).toString('utf8');
   } catch {
     return null;
+  } finally {
+    closeSync(fd);
   }
-  if (!Number.isSafeInteger(doc.pid) || doc.pid <= 0 || !processAlive(doc.pid) || !Array.isArray(doc.policies)) return null;
-  return doc.policies;
+}
+
+const isTime = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= 8.64e15;
+const isCount = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
+const isCodeMessage = (x: unknown): boolean => typeof x === 'object' && x !== null && typeof (x as { code?: unknown }).code === 'string' && typeof (x as { message?: unknown }).message === 'string';
+
+/** One entry of policy-status.json as a node writes it (ModeratorStatus of PolicySubscriptions.status()). */
+function isStatusEntry(x: unknown): x is ModeratorStatus {
+  if (typeof x !== 'object' || x === null) return false;
+  const e = x as Record<string, unknown>;
+  if (typeof e.moderator !== 'string' || !/^[0-9a-f]{64}$/.test(e.moderator)) return false;
+  if (typeof e.name !== 'string' || !Array.isArray(e.classes) || !e.classes.every((c) => typeof c === 'string')) return false;
+  if (!isCount(e.denylistEntries) || !isCount(e.approvals) || typeof e.expired !== 'boolean') return false;
+  if (e.error !== undefined && !isCodeMessage(e.error)) return false;
+  if (e.seq === null) return e.digest === null && e.validUntil === null && e.loadedAt === null;
+  return isCount(e.seq) && typeof e.digest === 'string' && /^[0-9a-f]{64}$/.test(e.digest) && isTime(e.validUntil) && (e.loadedAt === null || isTime(e.loadedAt));
+}
+
+/**
+ * SPEC.md §10.6.1: the policies the running node enforces, from the policy-status.json it writes,
+ * null when no node runs (no file, not a regular file, not the JSON a node writes, or its process
+ * has ended).
+ */
+function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
+  const text = readPolicyStatusFile(path.join(dataDir, POLICY_STATUS_FILE));
+  if (text === null) return null;
+  let doc: unknown;
+  try { doc = JSON.parse(text); } catch { return null; }
+  if (typeof doc !== 'object' || doc === null) return null;
+  const { pid, policies } = doc as Partial<PolicyStatusFile>;
+  if (!Number.isSafeInteger(pid) || pid! <= 0 || !Array.isArray(policies) || !policies.every(isStatusEntry) || !processAlive(pid!)) return null;
+  return policies.map((p) => ({
+    moderator: p.moderator, seq: p.seq, name: p.name, classes: p.classes, denylistEntries: p.denylistEntries, approvals: p.approvals,
+    validUntil: p.validUntil, expired: p.expired, ...(p.error ? { error: { code: p.error.code, message: p.error.message } } : {}),
+    digest: p.digest, loadedAt: p.loadedAt,
+  }));
 }
 
 /**
