@@ -195,6 +195,8 @@ export class PolicySubscriptions implements SubscriptionView {
       const doc: PolicyStatusFile = { pid: process.pid, writtenAt: this.now(), policies: this.status() };
       try {
         await writeFileAtomic(f, JSON.stringify(doc) + '\n', 0o600);
+        // close() ran while this write was under way: its removal came before the rename.
+        if (!this.started) fs.rmSync(f, { force: true });
       } catch (e) {
         this.log.warn({ code: errorCode(e) }, 'could not write the policy status file');
       }
