@@ -9,6 +9,7 @@ import path from 'node:path';
 import { declaredCode, err, errorCode } from '../errors';
 import { isoTime, silentLogger, type Logger } from '../ops/log';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
+import { processStartId } from '../ops/file-lock';
 import { prom, type Registry } from '../ops/metrics';
 import { advancePolicy, stateBundle, type PolicyState } from './chain';
 import type { SubscriptionView } from './enforce';
@@ -27,6 +28,11 @@ export const POLICY_STATUS_FILE = 'policy-status.json';
 export interface PolicyStatusFile {
   /** The node's process: status trusts the file only while it runs. */
   pid: number;
+  /**
+   * processStartId(pid) when the node wrote the file (null where the system does not tell): a
+   * process that now has that id but another start is not the node (the id was reused).
+   */
+  started: string | null;
   writtenAt: number;
   policies: ModeratorStatus[];
 }
@@ -192,7 +198,7 @@ export class PolicySubscriptions implements SubscriptionView {
     if (!f) return Promise.resolve();
     this.statusWrite = this.statusWrite.then(async () => {
       if (!this.started) return;
-      const doc: PolicyStatusFile = { pid: process.pid, writtenAt: this.now(), policies: this.status() };
+      const doc: PolicyStatusFile = { pid: process.pid, started: processStartId(process.pid), writtenAt: this.now(), policies: this.status() };
       try {
         await writeFileAtomic(f, JSON.stringify(doc) + '\n', 0o600);
         // close() ran while this write was under way: its removal came before the rename.

@@ -88,6 +88,23 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Which start of process `pid` runs now, where the system tells (Linux: the boot id and the
+ * process's start time since boot); null where it does not. A process id reused after a crash,
+ * a reboot or a container restart gives another value than the one its first holder recorded.
+ */
+export function processStartId(pid: number): string | null {
+  try {
+    const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22 (starttime), counted after the command name, which may hold spaces and parentheses.
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return boot && start && /^\d+$/.test(start) ? `${boot}:${start}` : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Removes the lock when its holder is gone; true when the caller should try again at once. */
 function removeIfStale(lockPath: string): boolean {
   let text: string;

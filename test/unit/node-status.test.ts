@@ -8,6 +8,7 @@ import { describe, it, expect } from 'vitest';
 import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-status';
+import { processStartId } from '../../src/ops/file-lock';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { signPolicy } from '../../src/moderation/policy';
 import { advancePolicy, nextPolicyContent, stateBundle } from '../../src/moderation/chain';
@@ -254,6 +255,36 @@ describe('node status', () => {
       const v = await nodeStatus(o);
       expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: 1, from: 'daemon', digest: 'ab'.repeat(32), saved: expect.objectContaining({ code: 'POLICY_SAVED_DIFFERS' }) as unknown })]);
     } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a policy-status.json left by a node that crashed, whose process id another process now has: status shows the disk, not the dead node\'s policies (SPEC.md §10.6.1)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-status-'));
+    const key = ed25519Generate();
+    const m = fingerprint(key.publicKey);
+    const subs = PolicySubscriptions.open({ moderators: [m], dataDir: dir, sources: [] });
+    try {
+      await loadOrCreateNodeKeys(dir);
+      const now = Date.now();
+      const content = nextPolicyContent(null, { name: 'p', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
+      const p1 = advancePolicy(null, [signPolicy(content, key, { validAfter: now - 1000, validUntil: now + 3_600_000 })], { moderator: m, now }).state;
+      await subs.start();
+      expect(await subs.offer(m, stateBundle(p1))).toBe('updated');
+      const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [m] };
+      const file = path.join(dir, POLICY_STATUS_FILE);
+      const doc = JSON.parse(fs.readFileSync(file, 'utf8')) as { pid: number; started: string | null };
+      expect(doc.pid).toBe(process.pid);
+      expect(doc.started).toBe(processStartId(process.pid));
+      expect((await nodeStatus(o)).policies).toEqual([expect.objectContaining({ moderator: m, seq: 1, from: 'daemon' })]);
+      // The node stops without removing its file (a crash); the saved copy is then removed, and its
+      // process id is taken by a process that started at another time (this one stands in for it).
+      subs.close();
+      fs.writeFileSync(file, JSON.stringify({ ...doc, started: doc.started === null ? null : `${doc.started}0` }));
+      fs.rmSync(path.join(dir, POLICY_DIR, `${m}.bundle`));
+      if (doc.started !== null) expect((await nodeStatus(o)).policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk' })]);
+    } finally {
+      subs.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

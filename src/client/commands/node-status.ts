@@ -19,7 +19,7 @@ import type { Output } from './consensus';
 import type { Argv } from 'yargs';
 import { isoTime } from '../../ops/log';
 import { PolicySubscriptions, POLICY_DIR, POLICY_STATUS_FILE, type ModeratorStatus, type PolicyStatusFile } from '../../moderation/subscription';
-import { processAlive } from '../../ops/file-lock';
+import { processAlive, processStartId } from '../../ops/file-lock';
 
 export interface NodeStatusOptions {
   /** 'relay' or 'storage node', for the text. */
@@ -207,8 +207,14 @@ function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
   let doc: unknown;
   try { doc = JSON.parse(text); } catch { return null; }
   if (typeof doc !== 'object' || doc === null) return null;
-  const { pid, policies } = doc as Partial<PolicyStatusFile>;
+  const { pid, started, policies } = doc as Partial<PolicyStatusFile>;
   if (!Number.isSafeInteger(pid) || pid! <= 0 || !Array.isArray(policies) || !policies.every(isStatusEntry) || !processAlive(pid!)) return null;
+  // A file left by a node that crashed, whose process id another process now has (after a reboot
+  // or a container restart, say): that process started at another time.
+  if (typeof started === 'string') {
+    const now = processStartId(pid!);
+    if (now !== null && now !== started) return null;
+  }
   return policies.map((p) => ({
     moderator: p.moderator, seq: p.seq, name: p.name, classes: p.classes, denylistEntries: p.denylistEntries, approvals: p.approvals,
     validUntil: p.validUntil, expired: p.expired, ...(p.error ? { error: { code: p.error.code, message: p.error.message } } : {}),
