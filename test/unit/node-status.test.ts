@@ -210,10 +210,15 @@ describe('node status', () => {
       fs.writeFileSync(file, Buffer.alloc(4096, 0xff));
       subs.close();
       v = await nodeStatus(o);
-      expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk', error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
+      expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk', loadedAt: null, error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
       lines = [];
       await nodeStatusCommand(o, { out: (s) => lines.push(s), err: (s) => lines.push(s) });
       expect(lines.find((l) => l.includes(m))).toMatch(/saved policy unreadable \(POLICY_MALFORMED: /);
+
+      // A valid saved copy with no node running: no node took it into memory, so no load time.
+      fs.writeFileSync(file, stateBundle(p2));
+      v = await nodeStatus(o);
+      expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: 2, from: 'disk', loadedAt: null })]);
     } finally {
       subs.close();
       fs.rmSync(dir, { recursive: true, force: true });

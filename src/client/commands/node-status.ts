@@ -229,7 +229,8 @@ function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
  */
 function moderatorPolicies(dataDir: string, moderators: readonly string[]): ModeratorStatus[] {
   const enforced = enforcedPolicies(dataDir);
-  if (!enforced) return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const }));
+  // No node holds these in memory: loadedAt (when a node took the policy) is null, not this read's time.
+  if (!enforced) return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const, loadedAt: null }));
   // The node's own list: it enforces the moderators of the config it started with. A file whose
   // moderators are not fingerprints was not written by a node: the disk, as with no node running.
   let saved0: ModeratorStatus[];
