@@ -96,6 +96,20 @@ export async function saveAtCommandEnd(guards: GuardSet, warn?: (line: string) =
   return outcome;
 }
 
+/**
+ * SPEC.md §7.2 (State): a command prints the "guard state not saved" line at its end. A command
+ * that saves before it prints its result or its failure (`consensus`, `rewards`, `wallet`) passes
+ * `warn` to its save and calls `flush` once it has printed everything else: the line, if any, is
+ * printed then, once.
+ */
+export function lineAtEnd(print: (line: string) => void): { warn: (line: string) => void; flush: () => void } {
+  let held: string | null = null;
+  return {
+    warn: (line) => { held = line; },
+    flush: () => { if (held !== null) print(held); held = null; },
+  };
+}
+
 function validRecord(x: unknown): x is GuardRecord {
   const r = x as GuardRecord;
   return !!r && typeof r.fingerprint === 'string' && FP_RE.test(r.fingerprint)

@@ -293,6 +293,35 @@ describe('bitcloud rewards', () => {
     }
   }, 30_000);
 
+  /**
+   * SPEC.md §7.2 (State): a command prints the "guard state not saved" line at its end: `consensus`
+   * after its result, `rewards` after its failure (its save runs before either is printed).
+   */
+  it('the "guard state not saved" line comes last: after consensus\'s result and after rewards\'s failure', async () => {
+    const lock = path.join(tmp, 'client', 'state.json.lock');
+    fs.writeFileSync(lock, String(process.pid));
+    const dirty = vi.spyOn(GuardSet.prototype, 'dirty', 'get').mockReturnValue(true);
+    try {
+      const lines: string[] = [];
+      const io = { out: (x: string) => lines.push(`out ${x}`), err: (x: string) => lines.push(`err ${x}`) };
+      expect(await consensusCommand({ config, json: true }, io)).toBe(0);
+      expect(lines.some((l) => l.startsWith('out {'))).toBe(true);
+      expect(lines.filter((l) => l.includes('guard state not saved'))).toHaveLength(1);
+      expect(lines[lines.length - 1]).toMatch(/^err bitcloud consensus: guard state not saved \(IO_STATE_LOCKED\): /);
+
+      lines.length = 0;
+      const bad = await chainServer(chain(3, { signersAt: [0, [2]] }));
+      expect(await rewardsCommand({ config, json: true, from: [bad.url] }, io)).toBe(1);
+      expect(lines.some((l) => l.startsWith('out {') && l.includes('REWARD_TOO_FEW_SIGNATURES'))).toBe(true);
+      expect(lines.some((l) => l.startsWith('err bitcloud rewards: REWARD_TOO_FEW_SIGNATURES'))).toBe(true);
+      expect(lines.filter((l) => l.includes('guard state not saved'))).toHaveLength(1);
+      expect(lines[lines.length - 1]).toMatch(/^err bitcloud rewards: guard state not saved \(IO_STATE_LOCKED\): /);
+    } finally {
+      dirty.mockRestore();
+      fs.rmSync(lock, { force: true });
+    }
+  }, 30_000);
+
   it('exits non-zero with the REWARD_* code when no source gives a chain that verifies', async () => {
     const bad = await chainServer(chain(3, { signersAt: [0, [2]] }));
     const r = await run({ config, json: true, from: [bad.url] });

@@ -11,7 +11,7 @@ import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../di
 import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirSources } from '../guard-dir';
-import { GuardSet, saveAtCommandEnd } from '../guards';
+import { GuardSet, lineAtEnd, saveAtCommandEnd } from '../guards';
 import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsensusCache } from '../../dir/consensus-cache';
 import { ALL_FLAGS, type VerifiedConsensus } from '../../dir/types';
 import { shuffle } from '../../crypto/primitives';
@@ -30,6 +30,17 @@ const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => 
 
 /** Runs the command; returns the exit code (0: a valid consensus was printed; 1: none). */
 export async function consensusCommand(o: ConsensusCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  // SPEC.md §7.2 (State): the "guard state not saved" line comes at the command's end, after its
+  // result and its warnings.
+  const guardLine = lineAtEnd((line) => io.err(`bitcloud consensus: ${line}`));
+  try {
+    return await consensusRun(o, io, now, guardLine.warn);
+  } finally {
+    guardLine.flush();
+  }
+}
+
+async function consensusRun(o: ConsensusCommandOptions, io: Output, now: () => number, warnUnsaved: (line: string) => void): Promise<number> {
   const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
   const cacheFile = path.join(cfg.dataDir, CONSENSUS_CACHE_FILE);
   const cached = await loadConsensusCache(cacheFile, cfg.authorities, now());
@@ -52,7 +63,7 @@ export async function consensusCommand(o: ConsensusCommandOptions, io: Output = 
     await builder.close();
     // SPEC.md §7.2 (State): guards sampled here are kept for the client's other processes (the
     // lock waited for 2 s at most; the command never fails for it, and says on stderr when skipped).
-    await saveAtCommandEnd(guards, (line) => io.err(`bitcloud consensus: ${line}`));
+    await saveAtCommandEnd(guards, warnUnsaved);
   }
   if (viaGuards.length && r.source) r.source = 'guard';
   for (const f of r.failures) warnings.push(`refused consensus from ${f.source}: ${f.code}: ${stripCode(f.reason, f.code)}`);

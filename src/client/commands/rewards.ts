@@ -16,7 +16,7 @@ import type { Output } from './consensus';
 import path from 'node:path';
 import { CircuitBuilder } from '../circuit-builder';
 import { guardDirClients, guardDirSources } from '../guard-dir';
-import { GuardSet, saveAtCommandEnd } from '../guards';
+import { GuardSet, lineAtEnd, saveAtCommandEnd } from '../guards';
 import { isoTime } from '../../ops/log';
 
 export interface RewardsCommandOptions {
@@ -88,8 +88,10 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
 
 /** Runs the command; returns the exit code (0: a verified chain was printed; 1: none). */
 export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  // SPEC.md §7.2 (State): the "guard state not saved" line comes at the end, after the result or the failure.
+  const guardLine = lineAtEnd((w) => io.err(`bitcloud rewards: ${w}`));
   try {
-    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud rewards: ${w}`) }, now, async ({ chain, consensus, cfg }) => {
+    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, cfg }) => {
       const nick = new Map(consensus.relays.map((r) => [r.fingerprint, r.nickname]));
       const relay = o.relay === undefined ? undefined : resolveRelay(o.relay, consensus);
       const view = toJson(chain, consensus, nick, cfg.authorities.length, relay);
@@ -105,6 +107,8 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     if (o.json) io.out(JSON.stringify({ ok: false, error: { code, message: (e as Error).message.replace(/^[A-Z0-9_]+: /, '') }, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
     return code === 'CONFIG_INVALID' ? 2 : 1;
+  } finally {
+    guardLine.flush();
   }
 }
 

@@ -14,7 +14,7 @@ import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitE
 import { signEscrowCancel } from '../../wire/escrow-cancel';
 import { withVerifiedChain } from './rewards';
 import type { Output } from './consensus';
-import type { GuardSet } from '../guards';
+import { lineAtEnd, type GuardSet } from '../guards';
 
 export interface WalletOptions {
   config?: string;
@@ -96,6 +96,8 @@ function accountOf(chain: RewardChainResult, key: string): { balance: bigint; no
 }
 
 export async function walletCommand(sub: 'address' | 'balance' | 'history' | 'verify', o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  // SPEC.md §7.2 (State): the "guard state not saved" line comes at the end, after the result or the failure.
+  const guardLine = lineAtEnd((w) => io.err(`bitcloud wallet: ${w}`));
   try {
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key, file, created } = await loadWalletKey(cfg.dataDir, o.key);
@@ -106,7 +108,7 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
       if (created) io.err(`bitcloud wallet: made a new wallet key in ${file}`);
       return 0;
     }
-    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain }) => {
+    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain }) => {
       const acct = accountOf(chain, hex);
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const history = walletHistory(chain.blocks, hex);
@@ -140,6 +142,8 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
     });
   } catch (e) {
     return fail(`wallet ${sub}`, e, o, io);
+  } finally {
+    guardLine.flush();
   }
 }
 
@@ -149,6 +153,8 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
  * chain is fetched again until a block carries the transfer (unless --no-wait).
  */
 export async function walletSend(to: string, coins: string, o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  // SPEC.md §7.2 (State): the "guard state not saved" line comes at the end, after the result or the failure.
+  const guardLine = lineAtEnd((w) => io.err(`bitcloud wallet: ${w}`));
   try {
     const toKey = parseKey(to);
     const units = parseCoins(coins);
@@ -158,7 +164,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     const hex = key.publicKey.toString('hex');
     // SPEC §8.11.4: bad arguments (exit 2); a transfer to its own sender could never be valid (§8.11.1).
     if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
-    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain, consensus, refetch }) => {
+    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
       const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
       const nonce = acct.nonce + 1 + pending.length;
@@ -199,6 +205,8 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     });
   } catch (e) {
     return fail('wallet send', e, o, io);
+  } finally {
+    guardLine.flush();
   }
 }
 
@@ -209,13 +217,15 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
  * --no-wait, fetches the chain until a block returned the rest (ESCROW_CANCEL_NOT_INCLUDED after the wait).
  */
 export async function walletCancel(contract: string, o: WalletOptions, io: Output = stdio, now: () => number = Date.now): Promise<number> {
+  // SPEC.md §7.2 (State): the "guard state not saved" line comes at the end, after the result or the failure.
+  const guardLine = lineAtEnd((w) => io.err(`bitcloud wallet: ${w}`));
   try {
     const id = parseKey(contract).toString('hex');
     checkWaitSeconds(o);
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
     const { key } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
-    return await withVerifiedChain({ ...o, warn: (w) => io.err(`bitcloud wallet: ${w}`) }, now, async ({ chain, consensus, refetch }) => {
+    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, refetch }) => {
       const e = chain.state.escrows.get(id);
       if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${id.slice(0, 16)}… in the chain (height ${chain.state.height})`);
       if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${id.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already (${formatCoins(e.refunded)} coins back to the payer)`);
@@ -255,6 +265,8 @@ export async function walletCancel(contract: string, o: WalletOptions, io: Outpu
     });
   } catch (e) {
     return fail('keep cancel', e, o, io);
+  } finally {
+    guardLine.flush();
   }
 }
 
