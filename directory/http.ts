@@ -50,7 +50,7 @@ import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
-import { signUploadAck, type UploadKind } from '../src/dir/upload-ack';
+import { signUploadAck, signUploadNack, type UploadKind } from '../src/dir/upload-ack';
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -122,7 +122,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       } catch (e) {
         const code = errorCode(e);
         m.uploads.labels(code).inc();
-        sendJsonError(res, isBitcloudError(e) ? 400 : 500, code, isBitcloudError(e) ? e.message : 'internal error');
+        sendUploadError(a, res, 'descriptor', body, isBitcloudError(e) ? 400 : 500, code, isBitcloudError(e) ? e.message : 'internal error');
         return ['descriptor', isBitcloudError(e) ? 400 : 500];
       }
     }
@@ -254,6 +254,18 @@ function uploadAck(a: Authority, kind: UploadKind, body: Buffer): string {
   return signUploadAck(kind, body, a.signer.signingKey.secretKey);
 }
 
+/**
+ * SPEC.md §9.21.8 "Upload acknowledgements": an error answer to a relay descriptor, hidden
+ * descriptor or pseudonym registration upload whose body was read. A 4xx but 429 (a refusal of
+ * this very body) carries `nack`, this authority's signature by its current signing key over the
+ * kind, the code and the body as received, so that a mirror cannot make a hidden node believe an
+ * authority refused an upload it never passed on; 429 (retry) and 5xx carry none.
+ */
+function sendUploadError(a: Authority, res: http.ServerResponse, kind: UploadKind, body: Buffer, status: number, code: string, reason: string): void {
+  if (status < 400 || status >= 500 || status === 429) { sendJsonError(res, status, code, reason); return; }
+  sendJson(res, status, { code, reason, nack: signUploadNack(kind, body, code, a.signer.signingKey.secretKey) });
+}
+
 /** SPEC.md §9.21.7: a hidden node's pseudonym registration, sealed to this authority, usually passed on by a mirror. */
 async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, limiter: RateLimiter, results: prom.Counter<'result'>, onAccepted: () => void): Promise<[string, number]> {
   if (req.method !== 'POST') { req.resume(); sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs_pseudonym', 405]; }
@@ -270,7 +282,7 @@ async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http
     const code = errorCode(e);
     const status = PSEUDONYM_REFUSAL_STATUS[code] ?? 500;
     results.inc({ result: code });
-    sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
+    sendUploadError(a, res, 'hs_pseudonym', body, status, code, isBitcloudError(e) ? e.message : 'internal error');
     return ['hs_pseudonym', status];
   }
 }
@@ -290,7 +302,7 @@ async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: h
     } catch (e) {
       const code = errorCode(e);
       const status = code === 'HIDDEN_DESC_STALE' ? 409 : isBitcloudError(e) ? 400 : 500;
-      sendJsonError(res, status, code, isBitcloudError(e) ? e.message : 'internal error');
+      sendUploadError(a, res, 'hs_desc', body, status, code, isBitcloudError(e) ? e.message : 'internal error');
       return ['hs', status];
     }
   }

@@ -8,7 +8,7 @@
 //                               is sealed to a distinct current authority signing key
 // The mirror checks the layout and signature (never forwards junk under its own address), sends
 // the body unchanged to every authority, and answers 200 with each authority's status (and, for a
-// 200, the authority's signed ack, which the node checks). A body it
+// 200, the authority's signed ack; for a 4xx, its signed nack: the node checks both). A body it
 // passed on within the last minute is not passed on again: the repeat gets the first answer.
 import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
@@ -189,14 +189,18 @@ export class UploadForwarder {
         const r = await httpRequest(a.url + p, { method: 'POST', body, maxBytes: 64 * 1024, timeoutMs: 10_000, headers: { [FETCHER_HEADER]: 'mirror' } });
         let code: string | undefined;
         let ack: string | undefined;
+        let nack: string | undefined;
         try {
-          const j = JSON.parse(r.body.toString('utf8')) as { code?: unknown; ack?: unknown };
-          if (r.status !== 200) code = String(j.code ?? '') || undefined;
-          // SPEC.md §9.21.8 "Upload acknowledgements": a 200's ack is copied verbatim (the node
-          // checks it); one that is no string or longer than UPLOAD_ACK_MAX_CHARS is dropped.
-          else if (typeof j.ack === 'string' && j.ack.length <= UPLOAD_ACK_MAX_CHARS) ack = j.ack;
+          const j = JSON.parse(r.body.toString('utf8')) as { code?: unknown; ack?: unknown; nack?: unknown };
+          // SPEC.md §9.21.8 "Upload acknowledgements": a 200's ack and a 4xx's nack are copied
+          // verbatim (the node checks them); one that is no string or longer than
+          // UPLOAD_ACK_MAX_CHARS is dropped.
+          if (r.status !== 200) {
+            code = String(j.code ?? '') || undefined;
+            if (r.status >= 400 && r.status < 500 && typeof j.nack === 'string' && j.nack.length <= UPLOAD_ACK_MAX_CHARS) nack = j.nack;
+          } else if (typeof j.ack === 'string' && j.ack.length <= UPLOAD_ACK_MAX_CHARS) ack = j.ack;
         } catch { /* not JSON */ }
-        return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}), ...(ack ? { ack } : {}) };
+        return { authority: a.fingerprint, status: r.status, ...(code ? { code } : {}), ...(ack ? { ack } : {}), ...(nack ? { nack } : {}) };
       } catch (e) {
         return { authority: a.fingerprint, status: 0, code: errorCode(e) };
       }

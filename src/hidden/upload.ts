@@ -6,7 +6,7 @@ import { err } from '../errors';
 import type { AuthorityInfo } from '../dir/authorities';
 import type { UploadResult } from '../dir/publish';
 import { PATHS } from '../dir/fetch';
-import { UPLOAD_ACK_MAX_CHARS, uploadAckMessage, verifyUploadAckMessage, type UploadKind } from '../dir/upload-ack';
+import { UPLOAD_ACK_MAX_CHARS, isNackCode, uploadSignedMessage, verifyUploadAckMessage, type UploadKind } from '../dir/upload-ack';
 import type { ConsensusRelay } from '../dir/types';
 import type { Logger } from '../ops/log';
 import { overMirrorCircuit, type MirrorCircuitOptions } from './client';
@@ -15,9 +15,10 @@ import { HS_PSEUDONYM_PATH } from './pseudonym';
 
 /**
  * One authority's answer as the mirror reports it: `status` 0 when the mirror could not reach it;
- * `ack` the authority's signed acknowledgement of a 200 (SPEC.md §9.21.8), copied by the mirror.
+ * `ack` the authority's signed acknowledgement of a 200, `nack` its signed refusal of a 4xx
+ * (SPEC.md §9.21.8), each copied by the mirror.
  */
-export interface ForwardedResult { authority: string; status: number; code?: string; ack?: string }
+export interface ForwardedResult { authority: string; status: number; code?: string; ack?: string; nack?: string }
 
 const MAX_ANSWER = 16 * 1024;
 /** How many authorities' fingerprints one log line about a mirror's answer names. */
@@ -31,10 +32,11 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
   return list.map((x: unknown) => {
     const f = x as { authority?: unknown; status?: unknown; code?: unknown };
     if (typeof f.authority !== 'string' || !Number.isInteger(f.status)) throw err('DIR_FETCH_FAILED', 'the mirror\'s answer is malformed');
-    const ack = (x as { ack?: unknown }).ack;
+    const { ack, nack } = x as { ack?: unknown; nack?: unknown };
     return {
       authority: f.authority, status: f.status as number, ...(typeof f.code === 'string' ? { code: f.code.slice(0, 64) } : {}),
       ...(typeof ack === 'string' && ack.length <= UPLOAD_ACK_MAX_CHARS ? { ack } : {}),
+      ...(typeof nack === 'string' && nack.length <= UPLOAD_ACK_MAX_CHARS ? { nack } : {}),
     };
   });
 }
@@ -43,11 +45,11 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
 export interface UploadConfirm {
   /**
    * The authorities' signing keys as the node knows them, by fingerprint: those its consensus
-   * certifies (authoritySigningKeys). A 200 from an authority not among them is not confirmed.
+   * certifies (authoritySigningKeys). A 200 or 4xx from an authority not among them is not confirmed.
    */
   signingKeys: () => ReadonlyMap<string, Buffer>;
   /**
-   * Where a mirror's unconfirmed 200s are logged: one warn line per answer (the mirror's
+   * Where a mirror's unconfirmed 200s and 4xx are logged: one warn line per answer (the mirror's
    * fingerprint, how many, the first few authorities), and a debug line for those from authorities
    * whose signing key the node does not know.
    */
@@ -64,32 +66,36 @@ export function uploadKindOf(path: string): UploadKind {
 
 /**
  * SPEC.md §9.21.8: each entry of a mirror's list whose status is 200 must carry an `ack` that
- * verifies under that authority's signing key over the node's own body; else the mirror did not
- * pass the upload on (or altered it), and the entry becomes status 0, HIDDEN_UPLOAD_UNCONFIRMED:
- * the node retries it as for an authority the mirror could not reach. One answer gives at most one
+ * verifies under that authority's signing key over the node's own body, and each whose status is
+ * a 4xx but 429 a `nack` that verifies over the node's own body and the entry's code; else the
+ * mirror did not pass the upload on (or altered it), and the entry becomes status 0,
+ * HIDDEN_UPLOAD_UNCONFIRMED: the node retries it as for an authority the mirror could not reach
+ * (and the entry does not settle the upload, noAuthorityAccepted). One answer gives at most one
  * warn line (the mirror's fingerprint, the number of such entries, the first LOGGED_AUTHORITIES
  * authorities), so a hostile mirror cannot fill the node's log; an entry from an authority whose
  * signing key the node does not know (not in its consensus, or a rotated key) is no proof against
  * the mirror, and is logged at debug only.
  */
-function confirmForwarded(forwarded: readonly ForwardedResult[], signed: () => Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
+function confirmForwarded(forwarded: readonly ForwardedResult[], signed: (code?: string) => Buffer, confirm: UploadConfirm, mirror: ConsensusRelay): ForwardedResult[] {
   const keys = confirm.signingKeys();
   const unconfirmed: string[] = [];
   const unknownKey: string[] = [];
   const out = forwarded.map((f) => {
-    if (f.status !== 200) return f;
+    const refusal = f.status >= 400 && f.status < 500 && f.status !== 429;
+    if (f.status !== 200 && !refusal) return f;
     const key = keys.get(f.authority);
-    if (key && verifyUploadAckMessage(signed(), f.ack, key)) return f;
+    if (key && f.status === 200 && verifyUploadAckMessage(signed(), f.ack, key)) return f;
+    if (key && refusal && isNackCode(f.code) && verifyUploadAckMessage(signed(f.code), f.nack, key)) return f;
     (key ? unconfirmed : unknownKey).push(f.authority.slice(0, 64));
     return { authority: f.authority, status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' };
   });
   if (unconfirmed.length > 0) {
     confirm.log?.warn({ mirror: mirror.fingerprint, unconfirmed: unconfirmed.length, authorities: unconfirmed.slice(0, LOGGED_AUTHORITIES) },
-      'a mirror reported an upload accepted without the authority\'s acknowledgement; not counted as accepted');
+      'a mirror reported an upload accepted or refused without the authority\'s signature; not counted as answered');
   }
   if (unknownKey.length > 0) {
     confirm.log?.debug({ mirror: mirror.fingerprint, unknownKey: unknownKey.length, authorities: unknownKey.slice(0, LOGGED_AUTHORITIES) },
-      'a mirror reported an upload accepted by an authority whose signing key this node does not know; not counted as accepted');
+      'a mirror reported an upload accepted or refused by an authority whose signing key this node does not know; not counted as answered');
   }
   return out;
 }
@@ -112,9 +118,14 @@ export function noAuthorityAccepted(forwarded: readonly ForwardedResult[]): bool
  */
 export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, body: Buffer, confirm: UploadConfirm): Promise<ForwardedResult[]> {
   const kind = uploadKindOf(path);
-  // The signed bytes (one hash of the body), built at the first 200 of any mirror's answer.
-  let message: Buffer | null = null;
-  const signed = (): Buffer => (message ??= uploadAckMessage(kind, body));
+  // The signed bytes of an ack, and of a nack per code, built when an answer first needs them.
+  const messages = new Map<string, Buffer>();
+  const signed = (code?: string): Buffer => {
+    const k = code === undefined ? '' : `:${code}`;
+    let m = messages.get(k);
+    if (!m) { m = uploadSignedMessage(kind, body, code); messages.set(k, m); }
+    return m;
+  };
   let unaccepted: ForwardedResult[] | null = null;
   try {
     return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r, mirror) => {

@@ -16,7 +16,7 @@ import { consensusArchiveName, RECEIPTS_DIR } from '../../directory/measurement'
 import { PATHS } from '../../src/dir/fetch';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
 import { buildDescriptor } from '../../src/dir/descriptor';
-import { verifyUploadAck } from '../../src/dir/upload-ack';
+import { verifyUploadAck, verifyUploadNack } from '../../src/dir/upload-ack';
 import { makeHsDescriptor } from '../../src/hidden/descriptor';
 import { HS_DESC_PATH } from '../../src/hidden/store';
 import { hsPeriodOf } from '../../src/crypto/blind';
@@ -229,6 +229,43 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
         expect(verifyUploadAck(kind, body, j.ack, key)).toBe(true);
         expect(verifyUploadAck(kind, Buffer.concat([body, Buffer.of(0)]), j.ack, key)).toBe(false);
       }
+    }
+  });
+
+  it('answers every refusal (4xx but 429) of a relay descriptor, hidden descriptor or pseudonym registration with a nack by its signing key over the kind, the code and the body; 429 and 413 carry none (SPEC.md §9.21.8)', async () => {
+    const s = await serve({ rateLimit: { uploadsPerMinute: 1, burst: 6 }, receiptRateLimit: { uploadsPerMinute: 1, burst: 6 } });
+    const key = fx.signer.signingKey.publicKey;
+    const H = ed25519Generate();
+    const hs = (revision: number) => makeHsDescriptor({ identity: H, period: hsPeriodOf(fx.clock.now), revision, inner: {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    } });
+    expect((await fetch(s.url + HS_DESC_PATH, { method: 'POST', body: hs(fx.clock.now + 1) })).status).toBe(200);
+    const uploads = [
+      [PATHS.descriptor, 'descriptor', Buffer.from('not a descriptor'), 400],
+      [HS_DESC_PATH, 'hs_desc', Buffer.from('not a hidden descriptor'), 400],
+      [HS_DESC_PATH, 'hs_desc', hs(fx.clock.now), 409],
+      [HS_PSEUDONYM_PATH, 'hs_pseudonym', Buffer.from('not a registration'), 400],
+    ] as const;
+    for (const [p, kind, body, status] of uploads) {
+      for (const via of ['direct', 'mirror'] as const) {
+        const r = await fetch(s.url + p, { method: 'POST', body, headers: via === 'mirror' ? { 'x-bitcloud-fetcher': 'mirror' } : {} });
+        const j = await r.json() as { code?: string; nack?: unknown };
+        expect([kind, via, r.status]).toEqual([kind, via, status]);
+        expect(typeof j.nack === 'string' && j.nack.length).toBe(88);
+        expect(verifyUploadNack(kind, body, j.code, j.nack, key)).toBe(true);
+        expect(verifyUploadNack(kind, body, 'ANOTHER_CODE', j.nack, key)).toBe(false);
+        expect(verifyUploadNack(kind, Buffer.concat([body, Buffer.of(0)]), j.code, j.nack, key)).toBe(false);
+        expect(verifyUploadNack(kind === 'descriptor' ? 'hs_desc' : 'descriptor', body, j.code, j.nack, key)).toBe(false);
+        expect(verifyUploadAck(kind, body, j.nack, key)).toBe(false);
+      }
+    }
+    // The budget spent (429: retry) and a body over the size limit (413, never read): no nack.
+    for (const [p, body, status] of [[HS_PSEUDONYM_PATH, Buffer.from('x'), 429], [PATHS.descriptor, Buffer.alloc(1024 * 1024), 413]] as const) {
+      let r = await fetch(s.url + p, { method: 'POST', body });
+      for (let i = 0; i < 10 && r.status !== status; i++) r = await fetch(s.url + p, { method: 'POST', body });
+      expect(r.status).toBe(status);
+      expect(await r.json()).not.toHaveProperty('nack');
     }
   });
 

@@ -15,7 +15,7 @@ import { makeHsDescriptor } from '../../src/hidden/descriptor';
 import { hsPeriodOf, HS_PERIOD_SECONDS } from '../../src/crypto/blind';
 import type { ConsensusRelay, Role } from '../../src/dir/types';
 import { uploadOverCircuit, type ForwardedResult } from '../../src/hidden/upload';
-import { signUploadAck } from '../../src/dir/upload-ack';
+import { signUploadAck, signUploadNack } from '../../src/dir/upload-ack';
 import type { Logger } from '../../src/ops/log';
 import type { ClientCircuit } from '../../src/client/client-circuit';
 import net from 'node:net';
@@ -105,6 +105,21 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
       { authority: '0'.repeat(64), status: 200, ack: 'A'.repeat(86) + '==' },
       { authority: '1'.repeat(64), status: 200 },
       { authority: '2'.repeat(64), status: 200 },
+    ]);
+  });
+
+  it('copies each 4xx\'s nack into that authority\'s entry verbatim, and drops one that is no string or longer than 128 characters (SPEC.md §9.21.8)', async () => {
+    const answers: [number, unknown][] = [[409, 'B'.repeat(86) + '=='], [400, 'x'.repeat(129)], [403, 42], [429, 'C'.repeat(86) + '=='], [200, 'D'.repeat(86) + '==']];
+    const urls = await Promise.all(answers.map(([status, nack]) => listen((req, res) => { req.resume(); req.on('end', () => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ ...(status === 200 ? { accepted: true } : { code: 'SOME_CODE' }), nack })); }); })));
+    const fwd = new UploadForwarder(() => urls.map((url, i) => ({ name: `a${i}`, fingerprint: String(i).repeat(64), url })) as never);
+    const m = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const r = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: descriptor(['storage', 'hidden']), maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(r.body).forwarded).toEqual([
+      { authority: '0'.repeat(64), status: 409, code: 'SOME_CODE', nack: 'B'.repeat(86) + '==' },
+      { authority: '1'.repeat(64), status: 400, code: 'SOME_CODE' },
+      { authority: '2'.repeat(64), status: 403, code: 'SOME_CODE' },
+      { authority: '3'.repeat(64), status: 429, code: 'SOME_CODE', nack: 'C'.repeat(86) + '==' },
+      { authority: '4'.repeat(64), status: 200 },
     ]);
   });
 
@@ -416,7 +431,7 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
 
 describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
   /** Mirrors whose answer lists `forwarded`; their dir ports are reached over a plain socket as the circuit's stream. */
-  async function mirrors(forwarded: { authority: string; status: number; code?: string }[]) {
+  async function mirrors(forwarded: { authority: string; status: number; code?: string; nack?: string }[]) {
     let asked = 0;
     const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ forwarded })); }); });
     const port = Number(new URL(url).port);
@@ -433,8 +448,9 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
   });
 
   it('keeps the first mirror\'s answer when an authority answered it (200, or a refusal such as 409)', async () => {
-    const m = await mirrors([{ authority: 'a', status: 409, code: 'HIDDEN_DESC_STALE' }, { authority: 'b', status: 429, code: 'RATE_LIMITED' }]);
-    await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map() });
+    const k = ed25519Generate();
+    const m = await mirrors([{ authority: 'a', status: 409, code: 'HIDDEN_DESC_STALE', nack: signUploadNack('hs_desc', Buffer.from('x'), 'HIDDEN_DESC_STALE', k.secretKey) }, { authority: 'b', status: 429, code: 'RATE_LIMITED' }]);
+    await uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map([['a', k.publicKey]]) });
     expect(m.asked()).toBe(1);
   });
 
@@ -528,6 +544,57 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
         await expect(uploadOverCircuit(m.o, path, body, confirm)).resolves.toEqual([good, { authority: 'b'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }]);
         expect(m.asked()).toBe(1);
       }
+    });
+
+    // SPEC.md §9.21.8 "Upload acknowledgements": a refusal (every 4xx but 429) is believed only with
+    // the authority's nack over the node's own body, the path's kind and the entry's code.
+    const refusal = (fp: string, status: number, code: string, nack?: string): ForwardedResult => ({ authority: fp, status, code, ...(nack ? { nack } : {}) });
+    const refusalLies: [string, ForwardedResult][] = [
+      ['no nack', refusal('a'.repeat(64), 400, 'HIDDEN_DESC_MALFORMED')],
+      ['a nack over another body', refusal('a'.repeat(64), 409, 'HIDDEN_DESC_STALE', signUploadNack('hs_desc', Buffer.from('another body'), 'HIDDEN_DESC_STALE', ka.secretKey))],
+      ['a nack of another kind', refusal('a'.repeat(64), 409, 'HIDDEN_DESC_STALE', signUploadNack('hs_pseudonym', body, 'HIDDEN_DESC_STALE', ka.secretKey))],
+      ['a nack of another code', refusal('a'.repeat(64), 400, 'HIDDEN_DESC_MALFORMED', signUploadNack('hs_desc', body, 'HIDDEN_DESC_STALE', ka.secretKey))],
+      ['a nack signed by another key', refusal('a'.repeat(64), 403, 'HIDDEN_PSEUDONYM_UNKNOWN_NODE', signUploadNack('hs_desc', body, 'HIDDEN_PSEUDONYM_UNKNOWN_NODE', kb.secretKey))],
+      ['an ack in place of a nack', refusal('a'.repeat(64), 404, 'X', signUploadAck('hs_desc', body, ka.secretKey))],
+      ['a 413 without a nack', refusal('a'.repeat(64), 413, 'HIDDEN_DESC_MALFORMED')],
+    ];
+    for (const [why, lie] of refusalLies) {
+      it(`a ${lie.status} refusal with ${why} is not believed: HIDDEN_UPLOAD_UNCONFIRMED (retried, not settled: another mirror is tried), the mirror blamed in one warn line`, async () => {
+        warnings.length = 0;
+        debugs.length = 0;
+        const m = await answering([[lie, { authority: 'b'.repeat(64), status: 429, code: 'RATE_LIMITED' }]]);
+        await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual([
+          { authority: 'a'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }, { authority: 'b'.repeat(64), status: 429, code: 'RATE_LIMITED' },
+        ]);
+        expect(m.asked()).toBe(3);
+        expect(warnings).toHaveLength(3);
+        expect((warnings[0] as [Record<string, unknown>])[0]).toMatchObject({ unconfirmed: 1, authorities: ['a'.repeat(64)] });
+      });
+    }
+
+    it('a refusal from an authority whose signing key the node does not know is not believed, and logged at debug only', async () => {
+      warnings.length = 0;
+      debugs.length = 0;
+      const m = await answering([[refusal('c'.repeat(64), 409, 'HIDDEN_DESC_STALE', signUploadNack('hs_desc', body, 'HIDDEN_DESC_STALE', ka.secretKey))]]);
+      await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual([{ authority: 'c'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }]);
+      expect(m.asked()).toBe(3);
+      expect(warnings).toHaveLength(0);
+      expect(debugs).toHaveLength(3);
+    });
+
+    it('a refusal with a genuine nack is a refusal as before (the upload is settled there, no other mirror), for each kind under its own name; a 429 is left as it stands', async () => {
+      warnings.length = 0;
+      for (const [path, kind] of [[PATHS.descriptor, 'descriptor'], [HS_DESC_PATH, 'hs_desc'], [HS_PSEUDONYM_PATH, 'hs_pseudonym']] as const) {
+        const answer = [
+          refusal('a'.repeat(64), 409, 'HIDDEN_PSEUDONYM_TAKEN', signUploadNack(kind, body, 'HIDDEN_PSEUDONYM_TAKEN', ka.secretKey)),
+          refusal('b'.repeat(64), 400, 'DESC_BAD_SIGNATURE', signUploadNack(kind, body, 'DESC_BAD_SIGNATURE', kb.secretKey)),
+          refusal('c'.repeat(64), 429, 'RATE_LIMITED'),
+        ];
+        const m = await answering([answer]);
+        await expect(uploadOverCircuit(m.o, path, body, confirm)).resolves.toEqual(answer);
+        expect(m.asked()).toBe(1);
+      }
+      expect(warnings).toHaveLength(0);
     });
   });
 
