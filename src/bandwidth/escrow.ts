@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { encodeContract, type StorageContract } from '../wire/storage-contract';
-import type { Transfer } from '../wire/transfer';
+import { FUNDING_TRANSFER_VERSION, type Transfer } from '../wire/transfer';
 import { MAX_BLOCK_ESCROW_OPS, type EscrowOp } from '../wire/reward-block';
 import type { ReportedAudit } from '../storage/audit-report';
 import type { CoinLedger } from './transfer';
@@ -297,12 +297,11 @@ export function escrowOpsFor(
     return looked.get(id);
   };
   const opens: EscrowOp[] = [];
-  const opened = new Set<string>();
+  const opener = escrowOpener(book, epoch, contracts);
   for (const t of transfers) {
+    const c = opener(t);
+    if (!c) continue;
     const id = t.to.toString('hex');
-    const c = contracts(id);
-    if (!c || book.has(id) || opened.has(id) || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) continue;
-    opened.add(id);
     const totalBytes = c.entries.reduce((s, e) => s + BigInt(e.shareSize), 0n);
     opens.push({ kind: 'open', contract: id, payer: t.from.toString('hex'), startEpoch: c.startEpoch, endEpoch: c.endEpoch, funded: t.amount, totalBytes });
   }
@@ -357,6 +356,53 @@ export function escrowOpsFor(
     ops.push({ kind: 'cancel', contract: id, amount: balance - paidNow, signature: c.signature });
   }
   return ops;
+}
+
+/**
+ * SPEC.md §9.20.4 item 1: which of a block's transfers get an **open**. Pass the block's transfers
+ * in order; each answer is the contract whose escrow the transfer opens, or null: its `to` is the id
+ * of a contract `lookup` holds, with no escrow in `book` nor opened by an earlier transfer passed,
+ * `endEpoch > epoch` and `amount ≥ endEpoch − startEpoch`. One per block: it remembers the opens.
+ * The proposer also uses it to choose the funding transfers (version 2) it can carry (§8.11.3).
+ */
+export function escrowOpener(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup): (t: Transfer) => StorageContract | null {
+  const opened = new Set<string>();
+  return (t) => {
+    const id = t.to.toString('hex');
+    if (book.has(id) || opened.has(id)) return null;
+    const c = lookup(id);
+    if (!c || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) return null;
+    opened.add(id);
+    return c;
+  };
+}
+
+/**
+ * SPEC.md §8.7.3 item 7, §9.20.4: a funding transfer (version 2) applies only together with the
+ * **open** of its contract's escrow in the same block. Each of the block's version 2 transfers, in
+ * order, takes one of the block's opens with `contract` = its `to`, `payer` = its `from` and
+ * `funded` = its `amount`, not taken by an earlier one (the opens themselves were checked to apply).
+ * Returns the index (among all the block's transfers) of the first that finds none, or −1.
+ */
+export function fundingWithoutOpen(transfers: readonly Transfer[], ops: readonly EscrowOp[]): number {
+  let free: Map<string, number> | null = null;
+  for (let i = 0; i < transfers.length; i++) {
+    const t = transfers[i]!;
+    if (t.version !== FUNDING_TRANSFER_VERSION) continue;
+    if (!free) {
+      free = new Map();
+      for (const op of ops) {
+        if (op.kind !== 'open') continue;
+        const k = `${op.contract}/${op.payer}/${op.funded}`;
+        free.set(k, (free.get(k) ?? 0) + 1);
+      }
+    }
+    const k = `${t.to.toString('hex')}/${t.from.toString('hex')}/${t.amount}`;
+    const n = free.get(k) ?? 0;
+    if (n === 0) return i;
+    free.set(k, n - 1);
+  }
+  return -1;
 }
 
 /** An epoch as u64 big-endian, the input of the pays' rotation point (SPEC.md §9.20.4 item 4). */

@@ -11,7 +11,7 @@ import {
 import { type IssuanceSchedule, allocateWithStorage, mintFor, scheduledMint } from './reward';
 import { CoinLedger, type LedgerMaps } from './transfer';
 import type { Transfer } from '../wire/transfer';
-import { applyEscrowOp, copyEscrowBook, type Escrow, type EscrowBook } from './escrow';
+import { applyEscrowOp, copyEscrowBook, fundingWithoutOpen, type Escrow, type EscrowBook } from './escrow';
 
 export {
   GENESIS_PREVIOUS_HASH, MAX_ALLOCATIONS, MAX_BUNDLE_CERTIFICATES, MAX_CERTIFICATE_BYTES, MAX_REWARD_BUNDLE_BYTES,
@@ -108,7 +108,9 @@ export function emptyChainState(): ChainState {
  * SPEC §8.7.3 item 7, §8.11.2: a block's allocations, then its transfers in order, over the ledger
  * `base` (not modified). Returns the ledger holding the result (commit it to keep it); throws
  * REWARD_BAD_TRANSFER naming the first transfer that does not apply and its TRANSFER_* reason, or
- * REWARD_BAD_ESCROW naming the first escrow operation that does not apply (§9.20.4).
+ * REWARD_BAD_ESCROW naming the first escrow operation that does not apply (§9.20.4), or
+ * REWARD_BAD_TRANSFER with reason ESCROW_MISMATCH naming the first funding transfer (version 2)
+ * the block carries without its escrow's open (§9.20.4).
  */
 export function blockLedger(
   base: Readonly<LedgerMaps> & { escrows?: ReadonlyMap<string, Escrow> }, block: Pick<RewardBlock, 'height' | 'epoch' | 'allocations' | 'transfers' | 'escrow'>,
@@ -133,16 +135,25 @@ export function blockEffects(
       throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${i} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ${code}: ${(e as Error).message}`, { transfer: i, reason: code });
     }
   });
-  if (!block.escrow?.length) return { ledger: l, escrows: null };
-  const escrows = copyEscrowBook(base.escrows ?? new Map());
-  block.escrow.forEach((op, i) => {
-    try {
-      applyEscrowOp(escrows, l, block, op);
-    } catch (e) {
-      const code = (e as { code?: string }).code ?? 'ESCROW_UNKNOWN';
-      throw err('REWARD_BAD_ESCROW', `block ${block.height}: escrow operation ${i} (${op.kind}, contract ${op.contract.slice(0, 16)}…) does not apply: ${code}: ${(e as Error).message}`, { op: i, reason: code });
-    }
-  });
+  let escrows: EscrowBook | null = null;
+  if (block.escrow?.length) {
+    const book = copyEscrowBook(base.escrows ?? new Map());
+    block.escrow.forEach((op, i) => {
+      try {
+        applyEscrowOp(book, l, block, op);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? 'ESCROW_UNKNOWN';
+        throw err('REWARD_BAD_ESCROW', `block ${block.height}: escrow operation ${i} (${op.kind}, contract ${op.contract.slice(0, 16)}…) does not apply: ${code}: ${(e as Error).message}`, { op: i, reason: code });
+      }
+    });
+    escrows = book;
+  }
+  // SPEC §8.7.3 item 7, §9.20.4: a funding transfer (version 2) applies only with its escrow's open.
+  const orphan = fundingWithoutOpen(block.transfers ?? [], block.escrow ?? []);
+  if (orphan >= 0) {
+    const t = block.transfers![orphan]!;
+    throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${orphan} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ESCROW_MISMATCH: a funding transfer (version 2) and the block carries no open of contract ${t.to.toString('hex').slice(0, 16)}… for its sender and amount`, { transfer: orphan, reason: 'ESCROW_MISMATCH' });
+  }
   return { ledger: l, escrows };
 }
 

@@ -8,7 +8,7 @@
 // until `commit()` copies its changes down. A refused block or transfer thus changes nothing.
 import { err } from '../errors';
 import { ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
-import { transferSignedBytes, type Transfer } from '../wire/transfer';
+import { FUNDING_TRANSFER_VERSION, TRANSFER_VERSION, transferSignedBytes, type Transfer, type TransferVersion } from '../wire/transfer';
 
 export interface Account { balance: bigint; nonce: number }
 
@@ -100,8 +100,17 @@ export class CoinLedger {
   }
 }
 
-/** Sign a transfer with the sender's key pair. */
-export function signTransfer(from: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number): Transfer {
-  const t = { from: from.publicKey, to, amount, nonce };
+/** Sign a transfer with the sender's key pair: a plain one (version 1) unless `version` says otherwise (SPEC.md §8.11.1). */
+export function signTransfer(from: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number, version: TransferVersion = TRANSFER_VERSION): Transfer {
+  const t = { version, from: from.publicKey, to, amount, nonce };
   return { ...t, signature: ed25519Sign(transferSignedBytes(t), from.secretKey) };
+}
+
+/**
+ * Sign a funding transfer (version 2, SPEC.md §8.11.1, §9.20.4) of `amount` units from the payer to
+ * the contract id `contract`: a block carries it only together with the **open** of that contract's
+ * escrow for this payer and amount, so its units never land in the contract's account without it.
+ */
+export function signFundingTransfer(from: Ed25519KeyPair, contract: Buffer, amount: bigint, nonce: number): Transfer {
+  return signTransfer(from, contract, amount, nonce, FUNDING_TRANSFER_VERSION);
 }

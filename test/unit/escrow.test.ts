@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { blake2b, ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
-import { CoinLedger, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
+import { CoinLedger, signFundingTransfer, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
 import {
   applyEscrowOp, contractId, copyEscrowBook, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, paidResults, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
 } from '../../src/bandwidth/escrow';
@@ -222,6 +222,39 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
     bad([{ transfers: [fund], escrow: [open] }, { escrow: [cancel(1_000_000n)] }, { escrow: [cancel(0n)] }], 'ESCROW_CLOSED');
     bad([{ transfers: [fund], escrow: [open] }, {}, {}, {}, { escrow: [cancel(1_000_000n)] }], 'ESCROW_EPOCH');
     bad([{ transfers: [fund], escrow: [open] }, { escrow: [cancel(999_999n)] }], 'ESCROW_PAYMENT_MISMATCH');
+  });
+
+  it('a funding transfer (version 2) applies only with its escrow\'s open in the same block (SPEC.md §8.7.3 item 7, §9.20.4)', () => {
+    const fund2 = signFundingTransfer(payer, id, 1_000_000n, 1);
+    expect(fund2.version).toBe(2);
+    const refused = (perBlock: { transfers?: Transfer[]; escrow?: EscrowOp[] }[], transfer: number) => {
+      const blocks = chain(perBlock);
+      const st = verifyChain(blocks.slice(0, -1), authorities);
+      const before = new Map(st.balances);
+      try {
+        applyRewardBlock(st, blocks[blocks.length - 1], authorities, 1);
+        expect.unreachable();
+      } catch (e) {
+        expect(isBitcloudError(e) && e.code).toBe('REWARD_BAD_TRANSFER');
+        expect((e as { detail?: unknown }).detail).toEqual({ transfer, reason: 'ESCROW_MISMATCH' });
+      }
+      expect(st.balances).toEqual(before);
+      expect(st.escrows.size).toBe(0);
+    };
+    // Without the open (its proposer did not hold the contract): the block is refused, the units stay with the payer.
+    refused([{}, { transfers: [fund2] }], 0);
+    // An open of another payer's or another amount's funding does not cover it.
+    const other = ed25519Generate();
+    refused([{ transfers: [signTransfer(payer, other.publicKey, 10n, 1)] }, { transfers: [signFundingTransfer(payer, id, 989_000n, 2), signTransfer(payer, id, 1_000n, 3)], escrow: [{ ...open, funded: 1_000n }] }], 0);
+    // One open covers one funding transfer: a second of the same payer and amount has none.
+    refused([{ transfers: [signFundingTransfer(payer, id, 400n, 1), signFundingTransfer(payer, id, 400n, 2)], escrow: [{ ...open, funded: 400n }] }], 1);
+    // With the open it applies and the escrow is open, funded by it.
+    const s = verifyChain(chain([{ transfers: [fund2], escrow: [open] }]), authorities);
+    expect(s.escrows.get(idHex)).toMatchObject({ payer: P, funded: 1_000_000n, refunded: null });
+    expect(s.balances.get(idHex)).toBe(1_000_000n);
+    expect(s.balances.get(P)).toBe(0n);
+    // A version 1 funding with its open (blocks of existing chains) still verifies.
+    expect(verifyChain(chain([{ transfers: [fund], escrow: [open] }]), authorities).escrows.get(idHex)?.funded).toBe(1_000_000n);
   });
 
   it('a payer\'s cancel: the epoch of its block is still paid, the rest returns to the payer at once, nothing is paid after', () => {

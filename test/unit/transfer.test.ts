@@ -3,8 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
-import { decodeTransfer, encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
-import { CoinLedger, signTransfer } from '../../src/bandwidth/transfer';
+import { FUNDING_TRANSFER_VERSION, decodeTransfer, encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
+import { CoinLedger, signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -23,11 +23,37 @@ describe('transfers (SPEC.md §8.11)', () => {
     expect(b.length).toBe(TRANSFER_BYTES);
     expect(decodeTransfer(b)).toEqual(t);
     expect(codeOf(() => decodeTransfer(b.subarray(1)))).toBe('TRANSFER_MALFORMED');
-    const v = Buffer.from(b); v[0] = 2;
-    expect(codeOf(() => decodeTransfer(v))).toBe('TRANSFER_MALFORMED');
+    for (const version of [0, 3, 255]) {
+      const v = Buffer.from(b); v[0] = version;
+      expect(codeOf(() => decodeTransfer(v))).toBe('TRANSFER_MALFORMED');
+    }
     const z = Buffer.from(b); z.writeBigUInt64BE(0n, 65);
     expect(codeOf(() => decodeTransfer(z))).toBe('TRANSFER_MALFORMED');
     expect(codeOf(() => signTransfer(relay, relay.publicKey, 1n, 1))).toBe('TRANSFER_MALFORMED');
+  });
+
+  it('round-trips a funding transfer (version 2); a signature of one version never verifies as the other', () => {
+    const contract = Buffer.alloc(32, 0xc7);
+    const t = signFundingTransfer(relay, contract, 500n, 1);
+    const b = encodeTransfer(t);
+    expect(b.length).toBe(TRANSFER_BYTES);
+    expect(b[0]).toBe(FUNDING_TRANSFER_VERSION);
+    expect(decodeTransfer(b)).toEqual({ ...t, version: 2 });
+    expect(encodeTransfer(decodeTransfer(b)).equals(b)).toBe(true);
+    expect(codeOf(() => decodeTransfer(b.subarray(1)))).toBe('TRANSFER_MALFORMED');
+    expect(codeOf(() => signFundingTransfer(relay, relay.publicKey, 1n, 1))).toBe('TRANSFER_MALFORMED');
+    // The same fields signed as version 1 differ only in the version byte and the signature context.
+    const plain = signTransfer(relay, contract, 500n, 1);
+    expect(encodeTransfer(plain).subarray(1, 81).equals(b.subarray(1, 81))).toBe(true);
+    const l = new CoinLedger();
+    l.credit(new Map([[hex(relay), 1000n]]));
+    // A version 1 transfer relabelled version 2 (and back) does not verify.
+    const relabelled = Buffer.from(encodeTransfer(plain)); relabelled[0] = 2;
+    expect(codeOf(() => l.check(decodeTransfer(relabelled)))).toBe('TRANSFER_BAD_SIGNATURE');
+    const back = Buffer.from(b); back[0] = 1;
+    expect(codeOf(() => l.check(decodeTransfer(back)))).toBe('TRANSFER_BAD_SIGNATURE');
+    l.check(t);
+    l.check(plain);
   });
 
   it('a relay sends earnings to a wallet; forgeries, replays, double spends and overspends are refused', () => {
