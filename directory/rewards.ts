@@ -24,7 +24,7 @@ import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
   MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, checkNextRewardHeader, decodeSignedRewardBlock,
-  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+  emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock, transfersLedger,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
 import {
@@ -35,7 +35,7 @@ import { decodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
-import { escrowOpsFor, escrowPayNodes, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
+import { escrowOpener, escrowOpsFor, escrowPayNodes, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
 import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
@@ -185,7 +185,7 @@ export class RewardLedger {
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
-  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to' | 'what'> };
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to' | 'what'>; poolDropped: prom.Counter<'reason'> };
   /** SPEC.md §8.11.3: new transfers and escrow cancels being passed on, by fingerprint of the other authority. */
   private readonly passOn = new Map<string, PassOn>();
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
@@ -213,10 +213,12 @@ export class RewardLedger {
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
       transfers: new prom.Counter({ name: 'bitcloud_transfers_total', help: 'Transfers received (POST /bitcloud/transfers, from clients and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
+      poolDropped: new prom.Counter({ name: 'bitcloud_transfers_pool_dropped_total', help: 'Pending transfers dropped from the pool when a block landed, by reason: funding_expired (a funding transfer no block carried within 24 heights), after_funding_expired (a later transfer of its sender, which no longer applies)', labelNames: ['reason'], registers: [reg] }),
       passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers and escrow cancels not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name and what was dropped (transfer, cancel)', labelNames: ['to', 'what'], registers: [reg] }),
     };
     this.pool = new TransferPool(this.state);
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
+    for (const reason of ['funding_expired', 'after_funding_expired']) this.m.poolDropped.labels(reason).inc(0);
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const self = this;
     new prom.Gauge({ name: 'bitcloud_reward_height', help: 'Height of the reward chain tip (-1: empty)', registers: [reg], collect() { this.set(self.state.height); } });
@@ -379,7 +381,12 @@ export class RewardLedger {
     }
     let next: ReturnType<typeof nextRewardBlock>;
     try {
-      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, proposer ? this.pool.take(MAX_BLOCK_TRANSFERS) : []);
+      // SPEC §8.11.3, §9.20.4: a funding transfer (version 2) only with its escrow's open, so only
+      // for a contract this authority holds; it and its sender's later transfers wait otherwise.
+      const src = this.escrow;
+      const opener = src ? escrowOpener(this.state.escrows, inp.epoch, src.contract) : null;
+      const transfers = proposer ? this.pool.take(MAX_BLOCK_TRANSFERS, opener ? (t) => opener(t) !== null : undefined) : [];
+      next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, transfers);
       if (proposer && this.escrow) next = this.withEscrow(next, read!.pages, [...this.cancels.values()]);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
@@ -427,7 +434,8 @@ export class RewardLedger {
     const src = this.escrow;
     if (!src) return next;
     const base = { ...next.block, escrow: [] };
-    const ops = escrowOpsFor(this.state.escrows, blockLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report, cancels);
+    // Over the block's transfers alone: a funding transfer (version 2) applies only with the opens computed here (§8.7.3 item 7).
+    const ops = escrowOpsFor(this.state.escrows, transfersLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report, cancels);
     if (!ops.length) return next;
     const block = { ...next.block, escrow: ops };
     blockLedger(this.state, block); // they apply by construction; a bug here must not be signed
@@ -714,6 +722,13 @@ export class RewardLedger {
 
   private appended(b: RewardBlock, how: 'published' | 'caught_up', signers: string[]): void {
     const dropped = this.pool.rebase(this.state);
+    const { funding: fundingExpired, after: afterExpired } = this.pool.expired;
+    if (fundingExpired) {
+      // SPEC §8.11.3: funding transfers no block carried within FUNDING_PENDING_HEIGHTS heights (no proposer held their contract).
+      this.m.poolDropped.labels('funding_expired').inc(fundingExpired);
+      this.m.poolDropped.labels('after_funding_expired').inc(afterExpired);
+      this.o.log.info({ height: b.height, fundingExpired, afterExpired, pending: this.pool.size }, 'funding transfers dropped from the pool: no block carried them in time');
+    }
     for (const [id] of this.cancels) if (this.state.escrows.get(id)?.refunded !== null) this.cancels.delete(id);
     if (this.awaiting && this.awaiting.height <= this.state.height) this.awaiting = null;
     this.m.blocks.labels(how).inc();

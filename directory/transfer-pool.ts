@@ -7,15 +7,36 @@
 // the pool is checked again from the new state: transfers the block carried (their nonce is now
 // used) and any that no longer apply are dropped. Memory only: a transfer not yet in a block is
 // lost when every authority holding it restarts (the wallet then sends it again).
+//
+// Funding transfers (version 2, SPEC §8.11.1) are taken like the others, but a block carries one
+// only with its escrow's open (§8.7.3 item 7): the proposer's `take` leaves one it cannot open, and
+// every later transfer of its sender (their nonces follow it), for a later block. One that no block
+// carried within FUNDING_PENDING_HEIGHTS heights of its arrival is dropped at `rebase`, and with it
+// the sender's later pending transfers, which no longer apply (§8.11.3).
 import { err } from '../src/errors';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
-import { TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
 
-/** A pending transfer with its encoding (145 bytes, made once when it is taken) and sender (hex). */
-interface Entry { t: Transfer; id: string; bytes: Buffer; from: string }
+/**
+ * SPEC §8.11.3: a funding transfer (version 2) that no block carried within this many heights of
+ * its arrival in the pool is dropped from it (its contract is not held by the proposers).
+ */
+export const FUNDING_PENDING_HEIGHTS = 24;
+
+/** What the pool is checked against: the chain state's balances and nonces, and its height (absent: −1). */
+export type PoolBase = Readonly<LedgerMaps> & { readonly height?: number };
+
+/** Of what the last `rebase` dropped: the funding transfers too old, and the later transfers of their senders. */
+export interface Expired { funding: number; after: number }
+
+/**
+ * A pending transfer with its encoding (145 bytes, made once when it is taken), sender (hex) and
+ * the chain height when it was taken (SPEC §8.11.3: a funding transfer's age).
+ */
+interface Entry { t: Transfer; id: string; bytes: Buffer; from: string; since: number }
 
 export class TransferPool {
   private list: Entry[] = [];
@@ -29,8 +50,10 @@ export class TransferPool {
   /** The largest pending transfer to each recipient (hex): a contract's funding (SPEC.md §9.20.1, §9.20.4). */
   private readonly largestIn = new Map<string, bigint>();
   private ledger: CoinLedger;
+  /** What the last `rebase` dropped for a funding transfer's age (SPEC §8.11.3). */
+  expired: Expired = { funding: 0, after: 0 };
 
-  constructor(private base: Readonly<LedgerMaps>, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
+  constructor(private base: PoolBase, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
     this.ledger = new CoinLedger(base);
   }
 
@@ -55,7 +78,7 @@ export class TransferPool {
     if (mine >= this.perSender) throw err('TRANSFER_RATE_LIMITED', `${from.slice(0, 16)}… has ${mine} transfers waiting for a block already (at most ${this.perSender}); send again after the next block`);
     if (this.list.length >= this.max) throw err('TRANSFER_POOL_FULL', `${this.max} transfers are waiting for a block already; send again later`);
     this.ledger.apply(t);
-    this.keep({ t, id, bytes, from });
+    this.keep({ t, id, bytes, from, since: this.base.height ?? -1 });
     return 'added';
   }
 
@@ -83,12 +106,15 @@ export class TransferPool {
 
   /**
    * The chain moved on: keep, in order, the pending transfers that still apply to `base`. Returns
-   * how many were dropped. Signatures were verified at `add` and do not depend on the chain, so
+   * how many were dropped (of which `expired` says how many for a funding transfer's age). Signatures were verified at `add` and do not depend on the chain, so
    * they are not verified again (this runs when a block lands); a transfer whose nonce the chain
-   * used is dropped before anything else is looked at.
+   * used is dropped before anything else is looked at. SPEC §8.11.3: a funding transfer (version 2)
+   * that arrived FUNDING_PENDING_HEIGHTS or more heights before `base.height` is dropped, and so is
+   * every later pending transfer of its sender (its nonce is not used: theirs no longer apply).
    */
-  rebase(base: Readonly<LedgerMaps>): number {
+  rebase(base: PoolBase): number {
     this.base = base;
+    const height = base.height ?? -1;
     const old = this.list;
     this.list = [];
     this.ids.clear();
@@ -97,20 +123,45 @@ export class TransferPool {
     this.largestIn.clear();
     this.body = null;
     this.ledger = new CoinLedger(base);
+    const expired = new Set<string>();
+    let fundingExpired = 0;
+    let afterExpired = 0;
     for (const e of old) {
       if (e.t.nonce <= (base.nonces.get(e.from) ?? 0)) continue;
+      if (expired.has(e.from)) { afterExpired++; continue; }
+      if (e.t.version === FUNDING_TRANSFER_VERSION && height - e.since >= FUNDING_PENDING_HEIGHTS) {
+        expired.add(e.from);
+        fundingExpired++;
+        continue;
+      }
       try {
         this.checkFunded(e.t, e.from);
         this.ledger.applyVerified(e.t);
       } catch { continue; }
       this.keep(e);
     }
+    this.expired = { funding: fundingExpired, after: afterExpired };
     return old.length - this.list.length;
   }
 
-  /** The first `n` pending transfers in order: they apply on top of the chain tip (a proposer's block, SPEC §8.11.3). */
-  take(n: number): Transfer[] {
-    return this.list.slice(0, n).map((e) => e.t);
+  /**
+   * The first `n` pending transfers a block can carry, in order: they apply on top of the chain tip
+   * (a proposer's block, SPEC §8.11.3). `opens` is asked, for each transfer carried, in order,
+   * whether the block opens an escrow with it (escrowOpener, §9.20.4 item 1); a funding transfer
+   * (version 2) it does not open is left pending, and so is every later transfer of its sender (their
+   * nonces follow it), for a later block. Without `opens` (an authority that holds no contracts) no
+   * funding transfer is carried.
+   */
+  take(n: number, opens: (t: Transfer) => boolean = () => false): Transfer[] {
+    const out: Transfer[] = [];
+    const waiting = new Set<string>();
+    for (const e of this.list) {
+      if (out.length >= n) break;
+      if (waiting.has(e.from)) continue;
+      if (!opens(e.t) && e.t.version === FUNDING_TRANSFER_VERSION) { waiting.add(e.from); continue; }
+      out.push(e.t);
+    }
+    return out;
   }
 
   /** Pending transfers, optionally only those sent by `from` (hex). */

@@ -119,12 +119,12 @@ export function blockLedger(
 }
 
 /**
- * `blockLedger`, also returning the escrow book after the block's escrow operations (SPEC §9.20.4):
- * a copy of `base.escrows` when the block carries any (keep it only with the ledger), else null.
+ * SPEC §8.7.3 item 7: a block's allocations, then its transfers in order (§8.11.2), over `base` (not
+ * modified), without its escrow operations nor the funding transfers' check: what a proposer computes
+ * the escrow operations over (§9.20.4). Throws REWARD_BAD_TRANSFER naming the first transfer that
+ * does not apply and its TRANSFER_* reason.
  */
-export function blockEffects(
-  base: Readonly<LedgerMaps> & { escrows?: ReadonlyMap<string, Escrow> }, block: Pick<RewardBlock, 'height' | 'epoch' | 'allocations' | 'transfers' | 'escrow'>,
-): { ledger: CoinLedger; escrows: EscrowBook | null } {
+export function transfersLedger(base: Readonly<LedgerMaps>, block: Pick<RewardBlock, 'height' | 'allocations' | 'transfers'>): CoinLedger {
   const l = new CoinLedger(base);
   l.credit(block.allocations);
   (block.transfers ?? []).forEach((t, i) => {
@@ -135,6 +135,17 @@ export function blockEffects(
       throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${i} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ${code}: ${(e as Error).message}`, { transfer: i, reason: code });
     }
   });
+  return l;
+}
+
+/**
+ * `blockLedger`, also returning the escrow book after the block's escrow operations (SPEC §9.20.4):
+ * a copy of `base.escrows` when the block carries any (keep it only with the ledger), else null.
+ */
+export function blockEffects(
+  base: Readonly<LedgerMaps> & { escrows?: ReadonlyMap<string, Escrow> }, block: Pick<RewardBlock, 'height' | 'epoch' | 'allocations' | 'transfers' | 'escrow'>,
+): { ledger: CoinLedger; escrows: EscrowBook | null } {
+  const l = transfersLedger(base, block);
   let escrows: EscrowBook | null = null;
   if (block.escrow?.length) {
     const book = copyEscrowBook(base.escrows ?? new Map());

@@ -8,9 +8,11 @@ import { expectCode } from '../helpers/errors';
 import type { IssuanceSchedule } from '../../src/bandwidth/reward';
 import {
   applyRewardBlock, decodeRewardBlock, emptyChainState, encodeRewardBlock, encodeSignedRewardBlock, nextRewardBlock,
-  signRewardBlock, staticAuthorities, verifyChain, type ChainTip,
+  signRewardBlock, staticAuthorities, transfersLedger, verifyChain, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
-import { MAX_PENDING_PER_SENDER, signTransfer } from '../../src/bandwidth/transfer';
+import { MAX_PENDING_PER_SENDER, signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
+import { contractId, escrowOpener, escrowOpsFor } from '../../src/bandwidth/escrow';
+import type { StorageContract } from '../../src/wire/storage-contract';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
 import { TransferPool } from '../../directory/transfer-pool';
 import { RewardLedger } from '../../directory/rewards';
@@ -215,5 +217,66 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     // The pool changed: the body follows.
     pool.rebase({ balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 10]]) });
     expect(serve()).toEqual(encodeTransfer(theirs));
+  });
+});
+
+describe('funding transfers (version 2) in an authority\'s pool and the proposer\'s block (SPEC §8.11.3, §9.20.4)', () => {
+  const contract: StorageContract = {
+    startEpoch: 100, endEpoch: 104,
+    entries: [{ node: Buffer.alloc(32, 7), shareId: Buffer.alloc(32, 8), shareSize: 4096, auditRoot: Buffer.alloc(32, 9) }],
+  };
+  const id = contractId(contract);
+  const ID = id.toString('hex');
+  const held = (x: string) => (x === ID ? contract : undefined);
+  const fund = signFundingTransfer(relay, id, 1000n, 1);
+  const after = signTransfer(relay, wallet.publicKey, 5n, 2);
+  const theirs = signTransfer(relay2, wallet.publicKey, 7n, 1);
+
+  it('a proposer that does not hold the contract leaves the funding transfer and its sender\'s later ones pending; one that holds it carries both with the open', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    const pool = new TransferPool(state);
+    for (const t of [fund, after, theirs]) expect(pool.add(t)).toBe('added');
+    // An authority holding no contracts, or not this one: only the other sender's transfer.
+    expect(pool.take(100)).toEqual([theirs]);
+    const notHeld = escrowOpener(state.escrows, 101, () => undefined);
+    expect(pool.take(100, (t) => notHeld(t) !== null)).toEqual([theirs]);
+    expect(pool.size).toBe(3);
+    // The contract held: all three, and the block with its open verifies.
+    const opener = escrowOpener(state.escrows, 101, held);
+    const carried = pool.take(100, (t) => opener(t) !== null);
+    expect(carried).toEqual([fund, after, theirs]);
+    const next = nextRewardBlock({ height: state.height, hash: state.tipHash, epoch: state.epoch }, 101, new Map([[hex(relay), 1]]), schedule, new Map(), carried);
+    const ops = escrowOpsFor(state.escrows, transfersLedger(state, next.block), 101, carried, held, null);
+    expect(ops).toEqual([{ kind: 'open', contract: ID, payer: hex(relay), startEpoch: 100, endEpoch: 104, funded: 1000n, totalBytes: 4096n }]);
+    const body = encodeRewardBlock({ ...next.block, escrow: ops });
+    applyRewardBlock(state, encodeSignedRewardBlock(body, [signRewardBlock(body, auth.publicKey, auth)]), authorities, 1, { schedule });
+    expect(state.escrows.get(ID)?.funded).toBe(1000n);
+    expect(pool.rebase(state)).toBe(3);
+    // A second funding of a contract opened already gets no open: it waits, and the sender's next with it.
+    const again = signFundingTransfer(relay, id, 1000n, 3);
+    pool.add(again);
+    pool.add(signTransfer(relay, wallet.publicKey, 1n, 4));
+    const later = escrowOpener(state.escrows, 102, held);
+    expect(pool.take(100, (t) => later(t) !== null)).toEqual([]);
+  });
+
+  it('a funding transfer that no block carried within 24 heights of its arrival is dropped, and its sender\'s later transfers with it', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    const at = (height: number) => ({ balances: state.balances, nonces: state.nonces, height });
+    const pool = new TransferPool(at(10));
+    const plain = signTransfer(relay2, other.publicKey, 1n, 2);
+    for (const t of [fund, after, theirs, plain]) expect(pool.add(t)).toBe('added');
+    expect(pool.rebase(at(33))).toBe(0);
+    expect(pool.expired).toEqual({ funding: 0, after: 0 });
+    expect(pool.size).toBe(4);
+    expect(pool.rebase(at(34))).toBe(2);
+    expect(pool.expired).toEqual({ funding: 1, after: 1 });
+    expect(pool.pending()).toEqual([theirs, plain]);
+    // Plain transfers do not expire; sent again, the funding transfer has its own 24 heights.
+    expect(pool.add(fund)).toBe('added');
+    expect(pool.rebase(at(57))).toBe(0);
+    expect(pool.rebase(at(58))).toBe(1);
+    expect(pool.expired).toEqual({ funding: 1, after: 0 });
+    expect(pool.pending()).toEqual([theirs, plain]);
   });
 });
