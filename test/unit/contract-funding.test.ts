@@ -14,7 +14,8 @@ import { keepFile } from '../../src/client/storage-client-verify';
 import { uploadContract } from '../../src/client/storage-contract';
 import * as walletModule from '../../src/client/wallet';
 import { loadWalletKey } from '../../src/client/wallet';
-import type { Transfer } from '../../src/wire/transfer';
+import { FUNDING_TRANSFER_VERSION, encodeTransfer, transferSignedBytes, type Transfer } from '../../src/wire/transfer';
+import { ed25519Verify } from '../../src/crypto/primitives';
 import { ChunkKind } from '../../src/storage/encode';
 import { formatVerifyCapability } from '../../src/storage/verify-cap';
 import type { VerifyRecord } from '../../src/wire/verify-record';
@@ -139,6 +140,20 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
     expect((r.json.funding as { error: { message: string } }).error.message).toContain('pending already');
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
+  });
+
+  it('sends a funding transfer (version 2, SPEC.md §8.11.1): its signature verifies as version 2 only', async () => {
+    chains(true);
+    vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
+    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(true);
+    const t = sent!;
+    expect(t.version).toBe(FUNDING_TRANSFER_VERSION);
+    expect(t.to.toString('hex')).toBe(r.json.contract);
+    expect(encodeTransfer(t)[0]).toBe(2);
+    expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
+    // The same fields as a plain (version 1) transfer do not verify under this signature.
+    expect(ed25519Verify(t.signature, transferSignedBytes({ ...t, version: 1 }), t.from)).toBe(false);
   });
 
   it('succeeds when the block that carried the funding opened its escrow', async () => {

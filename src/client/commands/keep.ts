@@ -140,9 +140,10 @@ export function checkNotFunded(chain: RewardChainResult, pending: readonly Trans
 
 /**
  * SPEC.md §9.20.4: the block `b` that carried the funding transfer of contract `id` (from `payer`)
- * must have opened its escrow. When it did not (the proposer no longer held the contract), the
- * units went to the contract id as a plain transfer: no key holds that id and no refund returns
- * them. ESCROW_NOT_OPENED, naming the block's height.
+ * must have opened its escrow. When it did not, the units went to the contract id as a plain
+ * transfer: no key holds that id and no refund returns them. ESCROW_NOT_OPENED, naming the block's
+ * height. The funding is a version 2 transfer, which no valid block carries without the open
+ * (§8.7.3 item 7); the check stays for a chain that carried it as version 1 (an older client).
  */
 export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlock, id: string, payer: string): void {
   const opened = (b.block.escrow ?? []).some((op) => op.kind === 'open' && op.contract === id && op.payer === payer);
@@ -199,7 +200,8 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       // took the funding it protects the contract, so it is uploaded again: one that evicted it
       // answers "accepted" and keeps it, one that held it "unchanged".
       const code = await walletSend(k.id, formatUnits(q.pay), {
-        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait,
+        // SPEC.md §9.20.4: a funding transfer (version 2): carried with the escrow's open or not at all.
+        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: true,
         // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
         // prints the "not saved" line there, runStorageCommand), not by the send itself.
         guards: session.network.guards,

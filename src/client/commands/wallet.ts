@@ -7,7 +7,7 @@ import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
 import { err, errorCode, isBitcloudError, isErrorCode } from '../../errors';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
-import { signTransfer } from '../../bandwidth/transfer';
+import { signFundingTransfer, signTransfer } from '../../bandwidth/transfer';
 import type { Transfer } from '../../wire/transfer';
 import { formatCoins, type RewardChainResult, type VerifiedRewardBlock } from '../rewards';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, submitEscrowCancel, submitTransfer, walletHistory } from '../wallet';
@@ -51,6 +51,12 @@ export interface WalletOptions {
    * prints the one "guard state not saved" line there when the save was skipped (SPEC.md §7.2 State).
    */
   guards?: GuardSet;
+  /**
+   * send: TO is a storage contract id and the transfer funds its escrow: a funding transfer
+   * (version 2, SPEC.md §8.11.1), which a block carries only together with the escrow's open
+   * (§8.7.3 item 7, §9.20.4), never as a plain transfer to the id.
+   */
+  funding?: boolean;
 }
 
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
@@ -171,7 +177,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
       o.checkBefore?.(chain, pending);
       if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
-      const t = signTransfer(key, toKey, units, nonce);
+      const t = o.funding ? signFundingTransfer(key, toKey, units, nonce) : signTransfer(key, toKey, units, nonce);
       const sent = await submitTransfer(cfg.authorities, t);
       if (!sent.accepted.length) {
         const first = sent.refused[0];
