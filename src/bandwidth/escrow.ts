@@ -364,13 +364,17 @@ export function escrowOpsFor(
  * of a contract `lookup` holds, with no escrow in `book` nor opened by an earlier transfer passed,
  * `endEpoch > epoch` and `amount ≥ endEpoch − startEpoch`. One per block: it remembers the opens.
  * The proposer also uses it to choose the funding transfers (version 2) it can carry (§8.11.3).
+ * Each id is looked up once: a lookup may decode the contract, and a pool's 10 000 transfers may
+ * all pay one id that gets no open (an ended contract).
  */
 export function escrowOpener(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup): (t: Transfer) => StorageContract | null {
   const opened = new Set<string>();
+  const looked = new Map<string, StorageContract | undefined>();
   return (t) => {
     const id = t.to.toString('hex');
     if (book.has(id) || opened.has(id)) return null;
-    const c = lookup(id);
+    if (!looked.has(id)) looked.set(id, lookup(id));
+    const c = looked.get(id);
     if (!c || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) return null;
     opened.add(id);
     return c;

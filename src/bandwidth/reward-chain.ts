@@ -163,7 +163,7 @@ export function blockEffects(
   const orphan = fundingWithoutOpen(block.transfers ?? [], block.escrow ?? []);
   if (orphan >= 0) {
     const t = block.transfers![orphan]!;
-    throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${orphan} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ESCROW_MISMATCH: a funding transfer (version 2) and the block carries no open of contract ${t.to.toString('hex').slice(0, 16)}… for its sender and amount`, { transfer: orphan, reason: 'ESCROW_MISMATCH' });
+    throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${orphan} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ESCROW_MISMATCH: it is a funding transfer (version 2) and the block carries no open of contract ${t.to.toString('hex').slice(0, 16)}… for its sender and amount`, { transfer: orphan, reason: 'ESCROW_MISMATCH' });
   }
   return { ledger: l, escrows };
 }

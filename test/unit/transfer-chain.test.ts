@@ -260,6 +260,20 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     expect(pool.take(100, (t) => later(t) !== null)).toEqual([]);
   });
 
+  it('the proposer looks each contract id up once per block, however many pending transfers pay it', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    const pool = new TransferPool(state);
+    const ended: StorageContract = { ...contract, startEpoch: 90, endEpoch: 100 };
+    const endedId = contractId(ended);
+    for (let i = 1; i <= 5; i++) pool.add(signTransfer(relay, endedId, 10n, i));
+    pool.add(signFundingTransfer(relay2, endedId, 10n, 1));
+    let lookups = 0;
+    const opener = escrowOpener(state.escrows, 101, (x) => { lookups++; return x === endedId.toString('hex') ? ended : undefined; });
+    // An ended contract gets no open: the plain transfers go, the funding transfer waits.
+    expect(pool.take(100, (t) => opener(t) !== null)).toHaveLength(5);
+    expect(lookups).toBe(1);
+  });
+
   it('a funding transfer that no block carried within 24 heights of its arrival is dropped, and its sender\'s later transfers with it', () => {
     const state = verifyChain(chain([[]]), authorities, 1, { schedule });
     const at = (height: number) => ({ balances: state.balances, nonces: state.nonces, height });
