@@ -67,8 +67,8 @@ export function uploadKindOf(path: string): UploadKind {
 /**
  * SPEC.md §9.21.8: each entry of a mirror's list whose status is 200 must carry an `ack` that
  * verifies under that authority's signing key over the node's own body, and each whose status is
- * a 4xx but 429 a `nack` that verifies over the node's own body and the entry's code; else the
- * mirror did not pass the upload on (or altered it), and the entry becomes status 0,
+ * a 4xx but 429 a `nack` that verifies over the node's own body and the entry's code (any other
+ * status but 0, 429 and 5xx, which no authority answers, has neither); else the mirror did not pass the upload on (or altered it), and the entry becomes status 0,
  * HIDDEN_UPLOAD_UNCONFIRMED: the node retries it as for an authority the mirror could not reach
  * (and the entry does not settle the upload, noAuthorityAccepted). One answer gives at most one
  * warn line (the mirror's fingerprint, the number of such entries, the first LOGGED_AUTHORITIES
@@ -81,8 +81,12 @@ function confirmForwarded(forwarded: readonly ForwardedResult[], signed: (code?:
   const unconfirmed: string[] = [];
   const unknownKey: string[] = [];
   const out = forwarded.map((f) => {
-    const refusal = f.status >= 400 && f.status < 500 && f.status !== 429;
-    if (f.status !== 200 && !refusal) return f;
+    // Entries that leave the upload unsettled (noAuthorityAccepted) need no proof; every other
+    // one must be a 200 with its ack or a refusal with its nack. No authority answers these
+    // uploads with a 1xx, another 2xx or a 3xx, so such an entry is unconfirmed too: else a mirror
+    // could settle the upload with a status it never received.
+    if (f.status === 0 || f.status === 429 || f.status >= 500) return f;
+    const refusal = f.status >= 400 && f.status < 500;
     const key = keys.get(f.authority);
     if (key && f.status === 200 && verifyUploadAckMessage(signed(), f.ack, key)) return f;
     if (key && refusal && isNackCode(f.code) && verifyUploadAckMessage(signed(f.code), f.nack, key)) return f;

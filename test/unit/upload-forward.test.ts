@@ -572,6 +572,21 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
       });
     }
 
+    // No authority answers these uploads with a status other than 200, a 4xx, or a 5xx: an entry
+    // with such a status is no answer the node can check, so it does not settle the upload either.
+    for (const status of [100, 201, 204, 302, 304, 399, -1]) {
+      it(`an entry with status ${status} (no authority answers so) is not believed: HIDDEN_UPLOAD_UNCONFIRMED, another mirror is tried`, async () => {
+        warnings.length = 0;
+        debugs.length = 0;
+        const m = await answering([[refusal('a'.repeat(64), status, 'HIDDEN_DESC_STALE', signUploadNack('hs_desc', body, 'HIDDEN_DESC_STALE', ka.secretKey)), refusal('b'.repeat(64), status, 'X')]]);
+        await expect(uploadOverCircuit(m.o, HS_DESC_PATH, body, confirm)).resolves.toEqual([
+          { authority: 'a'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' }, { authority: 'b'.repeat(64), status: 0, code: 'HIDDEN_UPLOAD_UNCONFIRMED' },
+        ]);
+        expect(m.asked()).toBe(3);
+        expect(warnings).toHaveLength(3);
+      });
+    }
+
     it('a refusal from an authority whose signing key the node does not know is not believed, and logged at debug only', async () => {
       warnings.length = 0;
       debugs.length = 0;
