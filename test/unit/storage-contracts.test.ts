@@ -670,14 +670,17 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     await good.store.put(shareId(a), a, 3600);
     const inner = connector([good], held);
     const timeoutMs = 100;
-    let slowChallenges = 0;
+    let slowChallenges = 0, slowAnswered = 0;
+    let sentByDeadline = -1;
     // A hostile node: each challenge is answered STORAGE_BUSY shortly before its bound, so every
     // pair costs four challenges, and 64 pairs one after another would hold the round for long.
+    // Its connection is closed in the same turn as its deadline passes: what was sent by then.
     const connect: AuditConnector = async (r, t) => {
       if (r.fingerprint !== slow.fp) return inner(r, t);
-      return { close() {}, send: async () => {
+      return { close() { sentByDeadline = slowChallenges; }, send: async () => {
         slowChallenges++;
         await new Promise((resolve) => setTimeout(resolve, timeoutMs * 0.3));
+        slowAnswered++;
         throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
       } };
     };
@@ -700,9 +703,15 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(mine.filter((r) => r.code === 'STORAGE_TIMEOUT').length).toBeGreaterThan(32);
     for (const r of mine) expect(r.blocks).toEqual(challengeBlocks(Buffer.from(r.nonce, 'hex'), Buffer.from(r.shareId, 'hex'), r.size));
     expect(stored).toEqual({ [good.fp]: 2000 });
-    // Nothing more is sent to the node once its part of the round has ended.
-    await new Promise((resolve) => setTimeout(resolve, timeoutMs * 2));
-    expect(slowChallenges).toBeLessThanOrEqual(sentByRound + 1);
+    // Nothing more is sent to the node once its part of the round has ended. A challenge still
+    // out at the deadline is answered STORAGE_BUSY; the pair would be asked again after its 1 ms
+    // wait, a timer set in the turn of that answer, or the next pair at once. So: wait until every
+    // challenge sent has been answered, then for a 1 ms timer set after that (timers of one
+    // duration run in the order they were set), and no challenge may have been sent since.
+    expect(sentByDeadline).toBeGreaterThan(0);
+    while (slowAnswered < slowChallenges) await new Promise((resolve) => setTimeout(resolve, 1));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    expect(slowChallenges).toBe(sentByDeadline);
   }, 30_000);
 
   it('nodes answering every challenge with the largest junk answer cannot push the report past what readers take (SPEC.md §9.20.3)', async () => {
