@@ -15,7 +15,7 @@ import { ShareStore } from '../../storage/share-store';
 import { checkShare, shareId } from '../../src/storage/share';
 import { LeaseJournal } from '../../storage/lease-journal';
 import { randomBytes } from '../../src/crypto/primitives';
-import { watchSyncs } from '../helpers/fsync-watch';
+import { watchSyncs, watchSyncsAndCloses } from '../helpers/fsync-watch';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children: ChildProcess[] = [];
@@ -172,6 +172,7 @@ describe('a share in a folder the put creates', () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-crash-'));
     dirs.push(dir);
     const store = await ShareStore.open({ dir, quotaBytes: 2 ** 24 });
+    let release = () => {};
     try {
       // Two shares whose ids start with the same two bytes: one folder shares/ab/cd.
       const a = randomBytes(64);
@@ -179,22 +180,29 @@ describe('a share in a folder the put creates', () => {
       let b: Buffer;
       do b = randomBytes(64); while (shareId(b).toString('hex').slice(0, 4) !== ha.slice(0, 4));
       const ab = path.join(dir, 'shares', ha.slice(0, 2));
-      let release!: () => void;
       const gate = new Promise<void>((r) => { release = r; });
-      const synced = watchSyncs((p) => (p === ab ? gate : undefined));
+      const { synced, closed } = watchSyncsAndCloses((p) => (p === ab ? gate : undefined));
+      // Each put's lease record is written beside its share (SPEC.md §9.8.2): counted when durable.
+      const journal = (store as unknown as { journal: LeaseJournal }).journal;
+      const append = journal.append.bind(journal);
+      let journaled = 0;
+      journal.append = (records) => { const p = append(records); p.then(() => { journaled++; }, () => {}); return p; };
       const first = store.put(shareId(a), a, 3600);
       const leaf = path.join(ab, ha.slice(2, 4));
       while (!synced.includes(leaf)) await new Promise((r) => setTimeout(r, 2));
       let secondDone = false;
       const second = store.put(shareId(b), b, 3600).then((r) => { secondDone = true; return r; });
-      while (synced.filter((p) => p === leaf).length < 2) await new Promise((r) => setTimeout(r, 2));
-      await new Promise((r) => setTimeout(r, 20));
+      // Both puts' fsyncs of shares/ab/cd end, their handles closed, and both lease records are
+      // durable; shares/ab's fsync is still held. After that the second put goes on without I/O:
+      // by the next macrotask it has ended, or it waits for shares/ab's fsync.
+      while (closed.filter((p) => p === leaf).length < 2 || journaled < 2) await new Promise((r) => setTimeout(r, 2));
       // Both shares are in shares/ab/cd and that folder is synced; shares/ab is not yet.
       expect(secondDone).toBe(false);
       release();
       expect((await first).stored).toBe(true);
       expect((await second).stored).toBe(true);
     } finally {
+      release(); // a failed check must not leave the first put (and close) waiting
       await store.close();
     }
   });
