@@ -672,14 +672,20 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const timeoutMs = 100;
     let slowChallenges = 0, slowAnswered = 0;
     let sentByDeadline = -1;
+    const tries = new Map<string, number>();
     // A hostile node: each challenge is answered STORAGE_BUSY shortly before its bound, so every
     // pair costs four challenges, and 64 pairs one after another would hold the round for long.
+    // The last try of a pair (its fourth, the same nonce) is answered at once, so the deadline
+    // never falls while one is out: a challenge sent after it would always be a further try.
     // Its connection is closed in the same turn as its deadline passes: what was sent by then.
     const connect: AuditConnector = async (r, t) => {
       if (r.fingerprint !== slow.fp) return inner(r, t);
-      return { close() { sentByDeadline = slowChallenges; }, send: async () => {
+      return { close() { sentByDeadline = slowChallenges; }, send: async (req) => {
         slowChallenges++;
-        await new Promise((resolve) => setTimeout(resolve, timeoutMs * 0.3));
+        const nonce = req.nonce.toString('hex');
+        const n = (tries.get(nonce) ?? 0) + 1;
+        tries.set(nonce, n);
+        if (n < 4) await new Promise((resolve) => setTimeout(resolve, timeoutMs * 0.3));
         slowAnswered++;
         throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
       } };
