@@ -12,7 +12,10 @@
 // only with its escrow's open (§8.7.3 item 7): the proposer's `take` leaves one it cannot open, and
 // every later transfer of its sender (their nonces follow it), for a later block. One that no block
 // carried within FUNDING_PENDING_HEIGHTS heights of its arrival is dropped at `rebase`, and with it
-// the sender's later pending transfers, which no longer apply (§8.11.3).
+// the sender's later pending transfers, which no longer apply (§8.11.3). The pool remembers it until
+// its nonce is used and refuses it sent again (TRANSFER_REPLAYED): its bytes are public (GET
+// /bitcloud/transfers/pending), and anyone posting them again every 24 heights would otherwise hold
+// the sender's nonce, and so every later transfer of the sender, for ever.
 import { err } from '../src/errors';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
 import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
@@ -52,6 +55,12 @@ export class TransferPool {
   private ledger: CoinLedger;
   /** What the last `rebase` dropped for a funding transfer's age (SPEC §8.11.3). */
   expired: Expired = { funding: 0, after: 0 };
+  /**
+   * SPEC §8.11.3: funding transfers dropped for their age, by id (their 145 bytes in hex), with their
+   * sender (hex) and nonce: refused if sent again, until the chain uses that nonce. At most `max`, the
+   * oldest forgotten first.
+   */
+  private readonly dropped = new Map<string, { from: string; nonce: number }>();
 
   constructor(private base: PoolBase, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
     this.ledger = new CoinLedger(base);
@@ -62,7 +71,8 @@ export class TransferPool {
   /**
    * Take a transfer: 'held' when the identical transfer is already pending, 'added' when it is new
    * and applies after the pool. Throws TRANSFER_BAD_SIGNATURE, TRANSFER_REPLAYED (its nonce is used
-   * in the chain or by another pending transfer: a replay or a double spend), TRANSFER_NONCE_GAP,
+   * in the chain or by another pending transfer: a replay or a double spend; or it is a funding
+   * transfer this pool dropped for its age, whose nonce the chain has not used), TRANSFER_NONCE_GAP,
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
    * transfers to the sender do not count), TRANSFER_RATE_LIMITED (the sender
    * has `perSender` transfers waiting already), TRANSFER_POOL_FULL.
@@ -71,6 +81,7 @@ export class TransferPool {
     const bytes = encodeTransfer(t);
     const id = bytes.toString('hex');
     if (this.ids.has(id)) return 'held';
+    if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
     this.ledger.check(t);
     const from = t.from.toString('hex');
     this.checkFunded(t, from);
@@ -123,6 +134,7 @@ export class TransferPool {
     this.largestIn.clear();
     this.body = null;
     this.ledger = new CoinLedger(base);
+    for (const [id, d] of this.dropped) if (d.nonce <= (base.nonces.get(d.from) ?? 0)) this.dropped.delete(id);
     const expired = new Set<string>();
     let fundingExpired = 0;
     let afterExpired = 0;
@@ -132,6 +144,9 @@ export class TransferPool {
       if (e.t.version === FUNDING_TRANSFER_VERSION && height - e.since >= FUNDING_PENDING_HEIGHTS) {
         expired.add(e.from);
         fundingExpired++;
+        this.dropped.delete(e.id); // re-inserted last: the oldest is forgotten first
+        this.dropped.set(e.id, { from: e.from, nonce: e.t.nonce });
+        if (this.dropped.size > this.max) this.dropped.delete(this.dropped.keys().next().value!);
         continue;
       }
       try {

@@ -286,11 +286,43 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     expect(pool.rebase(at(34))).toBe(2);
     expect(pool.expired).toEqual({ funding: 1, after: 1 });
     expect(pool.pending()).toEqual([theirs, plain]);
-    // Plain transfers do not expire; sent again, the funding transfer has its own 24 heights.
-    expect(pool.add(fund)).toBe('added');
+    // Plain transfers do not expire; a new funding transfer with the freed nonce has its own 24 heights.
+    const fundAgain = signFundingTransfer(relay, id, 2000n, 1);
+    expect(pool.add(fundAgain)).toBe('added');
     expect(pool.rebase(at(57))).toBe(0);
     expect(pool.rebase(at(58))).toBe(1);
     expect(pool.expired).toEqual({ funding: 1, after: 0 });
     expect(pool.pending()).toEqual([theirs, plain]);
+  });
+
+  it('a funding transfer dropped for its age is refused when posted again, until the chain uses its nonce; its sender\'s nonce stays free', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    const at = (height: number, nonce = 0) => ({ balances: state.balances, nonces: new Map([[hex(relay), nonce]]), height });
+    const pool = new TransferPool(at(10));
+    expect(pool.add(fund)).toBe('added');
+    expect(pool.rebase(at(34))).toBe(1);
+    expect(pool.expired).toEqual({ funding: 1, after: 0 });
+    // Its bytes are public (GET /bitcloud/transfers/pending): posted again by anyone, it would hold
+    // the sender's nonce for another 24 heights, and so on for ever.
+    expectCode(() => pool.add(fund), 'TRANSFER_REPLAYED');
+    expect(pool.size).toBe(0);
+    // The sender itself sends another transfer with that nonce.
+    const instead = signTransfer(relay, wallet.publicKey, 5n, 1);
+    expect(pool.add(instead)).toBe('added');
+    expectCode(() => pool.add(fund), 'TRANSFER_REPLAYED');
+    // Once the chain used the nonce the pool forgets it (the nonce refuses it from then on).
+    expect(pool.rebase(at(35, 1))).toBe(1);
+    expectCode(() => pool.add(fund), 'TRANSFER_REPLAYED');
+    // At most `max` are remembered, the oldest forgotten first.
+    const small = new TransferPool(at(0), 1);
+    const f1 = signFundingTransfer(relay, id, 1000n, 1);
+    const f2 = signFundingTransfer(relay2, id, 1000n, 1);
+    expect(small.add(f1)).toBe('added');
+    small.rebase({ balances: state.balances, nonces: new Map(), height: 24 });
+    expectCode(() => small.add(f1), 'TRANSFER_REPLAYED');
+    expect(small.add(f2)).toBe('added');
+    small.rebase({ balances: state.balances, nonces: new Map(), height: 48 });
+    expectCode(() => small.add(f2), 'TRANSFER_REPLAYED');
+    expect(small.add(f1)).toBe('added');
   });
 });
