@@ -243,9 +243,12 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
     };
     // Without the open (its proposer did not hold the contract): the block is refused, the units stay with the payer.
     refused([{}, { transfers: [fund2] }], 0);
-    // An open of another payer's or another amount's funding does not cover it.
+    // An open of another amount's funding does not cover it.
     const other = ed25519Generate();
     refused([{ transfers: [signTransfer(payer, other.publicKey, 10n, 1)] }, { transfers: [signFundingTransfer(payer, id, 989_000n, 2), signTransfer(payer, id, 1_000n, 3)], escrow: [{ ...open, funded: 1_000n }] }], 0);
+    // Nor does an open of another payer's funding of the same amount.
+    const O = other.publicKey.toString('hex');
+    refused([{ transfers: [signTransfer(payer, other.publicKey, 500_000n, 1)] }, { transfers: [signFundingTransfer(payer, id, 1_000n, 2), signTransfer(other, id, 1_000n, 1)], escrow: [{ ...open, payer: O, funded: 1_000n }] }], 0);
     // One open covers one funding transfer: a second of the same payer and amount has none.
     refused([{ transfers: [signFundingTransfer(payer, id, 400n, 1), signFundingTransfer(payer, id, 400n, 2)], escrow: [{ ...open, funded: 400n }] }], 1);
     // With the open it applies and the escrow is open, funded by it.
