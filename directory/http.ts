@@ -287,7 +287,12 @@ async function servePseudonym(a: Authority, req: http.IncomingMessage, res: http
   }
 }
 
-/** SPEC.md §9.21.3: hidden descriptors, uploaded by hidden nodes and fetched (through mirrors) by clients. */
+/**
+ * SPEC.md §9.21.3: hidden descriptors, uploaded by hidden nodes and fetched (through mirrors) by
+ * clients. An upload is answered 200 "new", "updated" or "unchanged" (the held descriptor again,
+ * byte for byte: a node's resend through another mirror), each with its ack (§9.21.8); a lower
+ * revision, or the held one with other bytes, 409 HIDDEN_DESC_STALE with a nack.
+ */
 async function serveHsDescriptor(a: Authority, req: http.IncomingMessage, res: http.ServerResponse, p: string, limiter: RateLimiter, onAccepted: () => void): Promise<[string, number]> {
   if (p === HS_DESC_PATH) {
     if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['hs', 405]; }

@@ -47,13 +47,19 @@ export class HsDescriptorStore {
     private readonly onEvict: (n: number) => void = () => {},
   ) {}
 
-  /** Throws HIDDEN_DESC_* (outer checks) and HIDDEN_DESC_STALE. */
-  accept(bytes: Buffer): { blindedKey: string; revision: number } {
+  /**
+   * SPEC.md §9.21.3: 'new' (no descriptor held under its blinded key), 'updated' (a higher revision
+   * replaced the held one) or 'unchanged' (byte for byte the descriptor held: a node's resend, taken
+   * as is, its place in the eviction order kept). Throws HIDDEN_DESC_* (outer checks) and
+   * HIDDEN_DESC_STALE (a lower revision, or the held revision with other bytes).
+   */
+  accept(bytes: Buffer): { blindedKey: string; revision: number; result: 'new' | 'updated' | 'unchanged' } {
     const now = this.now();
     const d = checkHsDescriptorOuter(bytes, { nowMs: now });
     const key = d.blindedKey.toString('hex');
     this.dropEnded(now);
     const old = this.find(key);
+    if (old && old.revision === d.revision && old.bytes.equals(bytes)) return { blindedKey: key, revision: d.revision, result: 'unchanged' };
     if (old && old.revision >= d.revision) throw err('HIDDEN_DESC_STALE', `revision ${d.revision} is not above the held ${old.revision}`);
     // A higher revision takes the old one's place first, and is re-inserted at the newest end.
     if (old) this.drop(key, old);
@@ -66,7 +72,7 @@ export class HsDescriptorStore {
     g.bytes += cost;
     this.charged += cost;
     this.count++;
-    return { blindedKey: key, revision: d.revision };
+    return { blindedKey: key, revision: d.revision, result: old ? 'updated' : 'new' };
   }
 
   get(blindedKeyHex: string): Buffer | null {

@@ -219,7 +219,7 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
       intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
     } });
     const reg = sealPseudonymUpload(makePseudonymRegistration(H, ed25519Generate(), hsPeriodOf(fx.clock.now)), [key]);
-    // The same body twice ('unchanged' the second time), a hidden descriptor with a newer revision (the same one is 409).
+    // The same body twice ('unchanged' the second time), a hidden descriptor with a newer revision.
     const uploads = [[PATHS.descriptor, 'descriptor', [hidden, hidden]], [HS_DESC_PATH, 'hs_desc', [hs(fx.clock.now), hs(fx.clock.now + 1)]], [HS_PSEUDONYM_PATH, 'hs_pseudonym', [reg, reg]]] as const;
     for (const [p, kind, bodies] of uploads) {
       for (const [via, body] of [['direct', bodies[0]], ['mirror', bodies[1]]] as const) {
@@ -267,6 +267,35 @@ describe('POST /bitcloud/receipts (SPEC.md §8.4)', () => {
       expect(r.status).toBe(status);
       expect(await r.json()).not.toHaveProperty('nack');
     }
+  });
+
+  it('answers the held hidden descriptor sent again, byte for byte, 200 "unchanged" with an ack; the same revision with other bytes stays 409 HIDDEN_DESC_STALE with a nack (SPEC.md §9.21.3, §9.21.8)', async () => {
+    const s = await serve();
+    const key = fx.signer.signingKey.publicKey;
+    const H = ed25519Generate();
+    const hs = (revision: number) => makeHsDescriptor({ identity: H, period: hsPeriodOf(fx.clock.now), revision, inner: {
+      ntorKey: x25519Generate().publicKey,
+      intros: [{ linkSpecifiers: [{ type: 'ipv4', addr: '127.0.0.1', port: 1 }, { type: 'ed25519', id: randomBytes(32) }], authKey: randomBytes(32), encKey: randomBytes(32) }],
+    } });
+    const body = hs(fx.clock.now);
+    const first = await s.post(body, HS_DESC_PATH);
+    expect(first.status).toBe(200);
+    // A node's retry through another mirror after the first mirror's answer was lost: the very same bytes.
+    for (const via of ['mirror', 'direct'] as const) {
+      const r = await fetch(s.url + HS_DESC_PATH, { method: 'POST', body, headers: via === 'mirror' ? { 'x-bitcloud-fetcher': 'mirror' } : {} });
+      const j = await r.json() as Record<string, unknown>;
+      expect([via, r.status, j.result, j.revision]).toEqual([via, 200, 'unchanged', fx.clock.now]);
+      expect(verifyUploadAck('hs_desc', body, j.ack, key)).toBe(true);
+    }
+    const other = hs(fx.clock.now);
+    const stale = await s.post(other, HS_DESC_PATH);
+    expect([stale.status, stale.json.code]).toEqual([409, 'HIDDEN_DESC_STALE']);
+    expect(verifyUploadNack('hs_desc', other, stale.json.code, stale.json.nack, key)).toBe(true);
+    const lower = hs(fx.clock.now - 1);
+    expect((await s.post(lower, HS_DESC_PATH)).status).toBe(409);
+    const newer = await s.post(hs(fx.clock.now + 1), HS_DESC_PATH);
+    expect([newer.status, newer.json.result]).toEqual([200, 'updated']);
+    expect(first.json.result).toBe('new');
   });
 
   it('two uploaders that send their body slowly do not make an honest upload RECEIPT_BUSY; the server bounds every request\'s time (SPEC.md §8.4, §6.10)', async () => {

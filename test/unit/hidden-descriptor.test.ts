@@ -148,10 +148,37 @@ describe('hidden descriptor store bound (SPEC.md §9.21.3)', () => {
     const other = store.accept(desc(now + 3_600_000)).blindedKey;
     const k = store.accept(desc(undefined, 2, id)).blindedKey;
     expect(codeOf(() => store.accept(desc(undefined, 1, id)))).toBe('HIDDEN_DESC_STALE');
-    expect(store.accept(desc(undefined, 3, id))).toEqual({ blindedKey: k, revision: 3 });
+    expect(store.accept(desc(undefined, 3, id))).toEqual({ blindedKey: k, revision: 3, result: 'updated' });
     expect(evicted).toEqual([]);
     expect(store.get(other)).not.toBeNull();
     expect(store.bytes).toBe(2 * cost);
+  });
+
+  it('the held descriptor sent again, byte for byte, is unchanged (a resend after a lost answer); the same revision with other bytes is stale', () => {
+    const t = now;
+    const store = new HsDescriptorStore(() => t, 3 * cost);
+    const id = ed25519Generate();
+    const first = desc(undefined, 5, id);
+    const other = store.accept(desc(now + 3_600_000)).blindedKey;
+    const k = store.accept(first);
+    const bytes = store.bytes;
+    expect(store.accept(Buffer.from(first))).toEqual({ blindedKey: k.blindedKey, revision: 5, result: 'unchanged' });
+    expect(store.size).toBe(2);
+    expect(store.bytes).toBe(bytes);
+    expect(store.get(k.blindedKey)!.equals(first)).toBe(true);
+    // Same blinded key and revision, other bytes (a new nonce and body): still refused.
+    expect(codeOf(() => store.accept(desc(undefined, 5, id)))).toBe('HIDDEN_DESC_STALE');
+    expect(codeOf(() => store.accept(desc(undefined, 4, id)))).toBe('HIDDEN_DESC_STALE');
+    expect(store.get(k.blindedKey)!.equals(first)).toBe(true);
+    // An unchanged resend keeps its place in the eviction order: the key received after it stays.
+    const later = store.accept(desc()).blindedKey;
+    store.accept(Buffer.from(first));
+    store.accept(desc());
+    store.accept(desc());
+    expect(store.get(other)).toBeNull();
+    expect(store.get(k.blindedKey)).toBeNull();
+    expect(store.get(later)).not.toBeNull();
+    expect(k.result).toBe('new');
   });
 });
 
