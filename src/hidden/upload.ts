@@ -24,12 +24,20 @@ const MAX_ANSWER = 16 * 1024;
 /** How many authorities' fingerprints one log line about a mirror's answer names. */
 const LOGGED_AUTHORITIES = 4;
 
+/**
+ * SPEC.md §9.21.8: the mirror's `{"forwarded": [...]}` answer. Anything else (not JSON, not an
+ * object, JSON null, a `forwarded` that is not a list of at most 64 objects, an entry without a
+ * string `authority` and an integer `status`) is DIR_FETCH_FAILED naming what was wrong, never a
+ * TypeError: the node then tries another mirror as for one that answered no list.
+ */
 function parseForwarded(body: Buffer): ForwardedResult[] {
   let j: unknown;
   try { j = JSON.parse(body.toString('utf8')); } catch { throw err('DIR_FETCH_FAILED', 'the mirror\'s answer is not JSON'); }
-  const list = (j as { forwarded?: unknown }).forwarded;
+  if (!isObject(j)) throw err('DIR_FETCH_FAILED', 'the mirror\'s answer is not a JSON object');
+  const list = j.forwarded;
   if (!Array.isArray(list) || list.length > 64) throw err('DIR_FETCH_FAILED', 'the mirror\'s answer has no list of authorities');
   return list.map((x: unknown) => {
+    if (!isObject(x)) throw err('DIR_FETCH_FAILED', 'the mirror\'s list of authorities has an entry that is not an object');
     const f = x as { authority?: unknown; status?: unknown; code?: unknown };
     if (typeof f.authority !== 'string' || !Number.isInteger(f.status)) throw err('DIR_FETCH_FAILED', 'the mirror\'s answer is malformed');
     const { ack, nack } = x as { ack?: unknown; nack?: unknown };
@@ -39,6 +47,11 @@ function parseForwarded(body: Buffer): ForwardedResult[] {
       ...(typeof nack === 'string' && nack.length <= UPLOAD_ACK_MAX_CHARS ? { nack } : {}),
     };
   });
+}
+
+/** A JSON object: not null, not an array. */
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
 /** What the node knows to check the mirror's word with (SPEC.md §9.21.8 "Upload acknowledgements"). */

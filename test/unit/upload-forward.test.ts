@@ -17,6 +17,7 @@ import type { ConsensusRelay, Role } from '../../src/dir/types';
 import { uploadOverCircuit, type ForwardedResult } from '../../src/hidden/upload';
 import { signUploadAck, signUploadNack } from '../../src/dir/upload-ack';
 import type { Logger } from '../../src/ops/log';
+import { isBitcloudError } from '../../src/errors';
 import type { ClientCircuit } from '../../src/client/client-circuit';
 import net from 'node:net';
 import { HS_PSEUDONYM_PATH, makePseudonymRegistration, sealPseudonymUpload } from '../../src/hidden/pseudonym';
@@ -445,6 +446,32 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
     const m = await mirrors(none);
     await expect(uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map() })).resolves.toEqual(none);
     expect(m.asked()).toBe(3);
+  });
+
+  it('fails with DIR_FETCH_FAILED naming the problem, never a TypeError, when a mirror\'s answer is JSON null, a forwarded that is no list, or a list holding null or a non-object', async () => {
+    const cases = [
+      ['null', /not a JSON object/],
+      ['[]', /not a JSON object/],
+      ['{"forwarded":null}', /no list of authorities/],
+      ['{"forwarded":"a"}', /no list of authorities/],
+      ['{"forwarded":{"authority":"a","status":200}}', /no list of authorities/],
+      ['{"forwarded":[null]}', /entry that is not an object/],
+      ['{"forwarded":[{"authority":"a","status":409},null]}', /entry that is not an object/],
+      ['{"forwarded":[1]}', /entry that is not an object/],
+      ['{"forwarded":["a"]}', /entry that is not an object/],
+      ['{"forwarded":[[]]}', /entry that is not an object/],
+    ] as const;
+    for (const [answer, problem] of cases) {
+      let asked = 0;
+      const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer); }); });
+      const port = Number(new URL(url).port);
+      const relays = ['m1', 'm2', 'm3'].map((n) => ({ nickname: n, fingerprint: n.padEnd(40, '0'), flags: new Set(['Running', 'Valid']), roles: ['relay'], dirPort: 9030 }) as unknown as ConsensusRelay);
+      const buildTo = () => Promise.resolve({ openStream: () => Promise.resolve({ stream: net.connect(port, '127.0.0.1') }), destroy() {} } as unknown as ClientCircuit);
+      const e = await uploadOverCircuit({ relays: () => relays, buildTo }, HS_DESC_PATH, Buffer.from('x'), { signingKeys: () => new Map() }).then(() => null, (x: unknown) => x);
+      expect([answer, isBitcloudError(e) && e.code]).toEqual([answer, 'DIR_FETCH_FAILED']);
+      expect((e as Error).message).toMatch(problem);
+      expect([answer, asked]).toEqual([answer, 3]);
+    }
   });
 
   it('keeps the first mirror\'s answer when an authority answered it (200, or a refusal such as 409)', async () => {
