@@ -98,7 +98,7 @@ function confirmForwarded(forwarded: readonly ForwardedResult[], signed: (code?:
     // one must be a 200 with its ack or a refusal with its nack. No authority answers these
     // uploads with a 1xx, another 2xx or a 3xx, so such an entry is unconfirmed too: else a mirror
     // could settle the upload with a status it never received.
-    if (f.status === 0 || f.status === 429 || f.status >= 500) return f;
+    if (unsettled(f.status)) return f;
     const refusal = f.status >= 400 && f.status < 500;
     const key = keys.get(f.authority);
     if (key && f.status === 200 && verifyUploadAckMessage(signed(), f.ack, key)) return f;
@@ -122,7 +122,16 @@ function confirmForwarded(forwarded: readonly ForwardedResult[], signed: (code?:
  * every entry 429 (the mirror's budget there is spent), 5xx or 0 (unreachable).
  */
 export function noAuthorityAccepted(forwarded: readonly ForwardedResult[]): boolean {
-  return forwarded.every((f) => f.status === 0 || f.status === 429 || f.status >= 500);
+  return forwarded.every((f) => unsettled(f.status));
+}
+
+/**
+ * SPEC.md §9.21.8: a status that leaves an upload unsettled: 0 (unreachable), 429 or a 5xx (500 to
+ * 599). A status of 600 or more is no 5xx: no authority answers so, and such an entry is taken as
+ * an unconfirmed 200, as a 1xx, 3xx or negative one.
+ */
+function unsettled(status: number): boolean {
+  return status === 0 || status === 429 || (status >= 500 && status <= 599);
 }
 
 /**
