@@ -310,7 +310,7 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     const instead = signTransfer(relay, wallet.publicKey, 5n, 1);
     expect(pool.add(instead)).toBe('added');
     expectCode(() => pool.add(fund), 'TRANSFER_REPLAYED');
-    // Once the chain used the nonce the pool forgets it (the nonce refuses it from then on).
+    // Once the chain used the nonce, the nonce itself refuses it (that the pool then forgets it is the next test).
     expect(pool.rebase(at(35, 1))).toBe(1);
     expectCode(() => pool.add(fund), 'TRANSFER_REPLAYED');
     // At most `max` are remembered, the oldest forgotten first.
@@ -324,5 +324,27 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     small.rebase({ balances: state.balances, nonces: new Map(), height: 48 });
     expectCode(() => small.add(f2), 'TRANSFER_REPLAYED');
     expect(small.add(f1)).toBe('added');
+  });
+
+  it('a remembered funding transfer is forgotten once the chain uses its sender\'s nonce, and no longer counts against the bound', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    const base = (height: number, used: [Ed25519KeyPair, number][] = []) => ({ balances: state.balances, nonces: new Map(used.map(([k, n]) => [hex(k), n])), height });
+    const pool = new TransferPool(base(0), 2);
+    const a = signFundingTransfer(relay, id, 1000n, 1);
+    const b = signFundingTransfer(relay2, id, 1000n, 1);
+    expect([pool.add(a), pool.add(b)]).toEqual(['added', 'added']);
+    expect(pool.rebase(base(24))).toBe(2);
+    expectCode(() => pool.add(a), 'TRANSFER_REPLAYED');
+    expectCode(() => pool.add(b), 'TRANSFER_REPLAYED');
+    // A block carries relay2's nonce 1 (another transfer of its): b is forgotten, a is still remembered.
+    pool.rebase(base(25, [[relay2, 1]]));
+    // One more dropped funding transfer: with b forgotten, two are remembered, within the bound of 2,
+    // so a is not pushed out (were b still remembered, a, the oldest, would be forgotten).
+    const c = signFundingTransfer(relay, id, 999n, 1);
+    expect(pool.add(c)).toBe('added');
+    expect(pool.rebase(base(49, [[relay2, 1]]))).toBe(1);
+    expectCode(() => pool.add(a), 'TRANSFER_REPLAYED');
+    expectCode(() => pool.add(c), 'TRANSFER_REPLAYED');
+    expect(pool.size).toBe(0);
   });
 });
