@@ -157,7 +157,8 @@ export async function uploadOverCircuit(o: MirrorCircuitOptions, path: string, b
     return await overMirrorCircuit(o, { method: 'POST', path, body, maxBytes: MAX_ANSWER }, (r, mirror) => {
       if (r.status === 200) {
         const forwarded = confirmForwarded(parseForwarded(r.body), signed, confirm, mirror);
-        if (forwarded.length === 0 || !noAuthorityAccepted(forwarded)) return forwarded;
+        // An empty list is no authority's answer either (the mirror knew none): another mirror.
+        if (!noAuthorityAccepted(forwarded)) return forwarded;
         unaccepted = forwarded;
         throw err('DIR_FETCH_FAILED', 'no authority accepted the upload through this mirror');
       }

@@ -448,6 +448,12 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
     expect(m.asked()).toBe(3);
   });
 
+  it('tries another mirror when a mirror passed the upload to no authority (an empty list), and ends with the last answer', async () => {
+    const m = await mirrors([]);
+    await expect(uploadOverCircuit(m.o, '/bitcloud/hs/desc', Buffer.from('x'), { signingKeys: () => new Map() })).resolves.toEqual([]);
+    expect(m.asked()).toBe(3);
+  });
+
   it('fails with DIR_FETCH_FAILED naming the problem, never a TypeError, when a mirror\'s answer is JSON null, a forwarded that is no list, or a list holding null or a non-object', async () => {
     const cases = [
       ['null', /not a JSON object/],
