@@ -3,7 +3,6 @@
 // it back, now protected by the pending funding), and the block that carries the funding must open
 // the contract's escrow, or the command fails ESCROW_NOT_OPENED (the units are lost to the id).
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { contractRequest, openContract } from '../../src/client/commands/keep';
@@ -17,7 +16,7 @@ import { loadWalletKey } from '../../src/client/wallet';
 import { FUNDING_TRANSFER_VERSION, encodeTransfer, transferSignedBytes, type Transfer } from '../../src/wire/transfer';
 import { ed25519Verify } from '../../src/crypto/primitives';
 import { ChunkKind } from '../../src/storage/encode';
-import { formatVerifyCapability } from '../../src/storage/verify-cap';
+import { contractClientDir, contractVcap, keptPass } from '../helpers/contract-fixtures';
 import type { VerifyRecord } from '../../src/wire/verify-record';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
 
@@ -27,14 +26,9 @@ vi.mock('../../src/client/storage-client-verify', async (orig) => ({
 }));
 vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
 
-const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 5), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
 const session = {
   network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [{ name: 'a' }, { name: 'b' }] } }, client: {},
 } as unknown as StorageSession;
-const pass = {
-  shares: 1, healthy: 1, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 1, failures: [], busy: [], unknown: 0, expiresAt: 0,
-  placed: [{ node: 'aa'.repeat(32), shareId: Buffer.alloc(32, 1), size: 64, root: Buffer.alloc(32, 2) }],
-};
 
 describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', () => {
   let dir = '';
@@ -44,12 +38,10 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
   const spies: Array<{ mockRestore(): void }> = [];
 
   beforeEach(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-contract-funding-'));
-    config = path.join(dir, 'client.json');
-    fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+    ({ dir, config } = contractClientDir('bitcloud-contract-funding-'));
     hex = (await loadWalletKey(path.join(dir, 'data'))).key.publicKey.toString('hex');
     sent = null;
-    vi.mocked(keepFile).mockResolvedValue(pass);
+    vi.mocked(keepFile).mockResolvedValue(keptPass);
     vi.mocked(uploadContract).mockReset();
     spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
     spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
@@ -86,7 +78,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
       .mockResolvedValueOnce([{ authority: 'a', ok: true, result: 'accepted' }, { authority: 'b', ok: true, result: 'accepted' }])
       // b evicted the unfunded contract before the funding reached its pool; a still held it.
       .mockResolvedValueOnce([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'accepted' }]);
-    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(vi.mocked(uploadContract)).toHaveBeenCalledTimes(2);
     const [first, second] = vi.mocked(uploadContract).mock.calls;
     expect(second[1].equals(first[1])).toBe(true);
@@ -104,7 +96,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     chains(false);
     const all = [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }];
     vi.mocked(uploadContract).mockResolvedValue(all);
-    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config }));
+    const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config }));
     expect(r.ok).toBe(false);
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_NOT_OPENED' }, detail: { height: 1 } } });
     const msg = (r.json.funding as { error: { message: string } }).error.message;
@@ -125,18 +117,18 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
       consensus: { periodSeconds: 2 }, refetch: async () => null,
     } as unknown as rewardsCommands.VerifiedChainContext) as never);
     spies.push(withChain);
-    let r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    let r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
     // No escrow yet, but this wallet's funding of the contract waits in the pool.
     withChain.mockRestore();
     chains(true);
-    r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(true);
     const first = sent!;
     vi.mocked(walletModule.pendingFrom).mockResolvedValue([first]);
     vi.mocked(walletModule.submitTransfer).mockClear();
-    r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
     expect((r.json.funding as { error: { message: string } }).error.message).toContain('pending already');
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
@@ -145,7 +137,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
   it('sends a funding transfer (version 2, SPEC.md §8.11.1): its signature verifies as version 2 only', async () => {
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
-    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(true);
     const t = sent!;
     expect(t.version).toBe(FUNDING_TRANSFER_VERSION);
@@ -159,7 +151,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
   it('succeeds when the block that carried the funding opened its escrow', async () => {
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
-    const r = await openContract(session, vcap, contractRequest({ epochs: 3, pay: '1', config }));
+    const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config }));
     expect(r.json).toMatchObject({ ok: true, funding: { ok: true, included: { height: 1 } } });
     expect(r.lines.some((l) => l.includes('in block 1'))).toBe(true);
     expect(r.lines.some((l) => l.includes('had dropped'))).toBe(false);

@@ -3,7 +3,6 @@
 // held past the 2 s a command waits) it prints the one "guard state not saved" line on stderr
 // there, under its own name, after its result: the embedded send neither saves nor prints it.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { contractCommand } from '../../src/client/commands/keep';
@@ -14,7 +13,7 @@ import { uploadContract } from '../../src/client/storage-contract';
 import * as walletModule from '../../src/client/wallet';
 import { loadWalletKey } from '../../src/client/wallet';
 import { ChunkKind } from '../../src/storage/encode';
-import { formatVerifyCapability } from '../../src/storage/verify-cap';
+import { contractClientDir, contractVcap, keptPass } from '../helpers/contract-fixtures';
 import type { VerifyRecord } from '../../src/wire/verify-record';
 
 const oneChunk: VerifyRecord = { k: 1, n: 1, chunks: [{ kind: ChunkKind.DATA, index: 0, shareSize: 64, shareIds: [Buffer.alloc(32, 1)], auditRoots: [Buffer.alloc(32, 2)] }] };
@@ -47,11 +46,6 @@ vi.mock('../../src/client/rewards', async (orig) => ({
   } as unknown as RewardChainResult)),
 }));
 
-const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 5), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
-const pass = {
-  shares: 1, healthy: 1, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 1, failures: [], busy: [], unknown: 0, expiresAt: 0,
-  placed: [{ node: 'aa'.repeat(32), shareId: Buffer.alloc(32, 1), size: 64, root: Buffer.alloc(32, 2) }],
-};
 
 describe('keep contract --pay: the guard state save skipped (SPEC.md §7.2 State)', () => {
   let dir = '';
@@ -59,11 +53,9 @@ describe('keep contract --pay: the guard state save skipped (SPEC.md §7.2 State
   const spies: Array<{ mockRestore(): void }> = [];
 
   beforeEach(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-contract-guard-save-'));
-    config = path.join(dir, 'client.json');
-    fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+    ({ dir, config } = contractClientDir('bitcloud-contract-guard-save-'));
     wallet.hex = (await loadWalletKey(path.join(dir, 'data'))).key.publicKey.toString('hex');
-    vi.mocked(keepFile).mockResolvedValue(pass);
+    vi.mocked(keepFile).mockResolvedValue(keptPass);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'accepted' }]);
     spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
     spies.push(vi.spyOn(walletModule, 'submitTransfer').mockResolvedValue(
@@ -82,7 +74,7 @@ describe('keep contract --pay: the guard state save skipped (SPEC.md §7.2 State
     const writes: Array<{ to: 'out' | 'err'; text: string }> = [];
     spies.push(vi.spyOn(process.stdout, 'write').mockImplementation((s) => { writes.push({ to: 'out', text: String(s) }); return true; }));
     spies.push(vi.spyOn(process.stderr, 'write').mockImplementation((s) => { writes.push({ to: 'err', text: String(s) }); return true; }));
-    const code = await contractCommand({ cap: vcap, epochs: 3, pay: '1', 'no-wait': true, json: true, direct: true, config });
+    const code = await contractCommand({ cap: contractVcap, epochs: 3, pay: '1', 'no-wait': true, json: true, direct: true, config });
     for (const s of spies.splice(2)) s.mockRestore();
     expect(code).toBe(0);
     const lines = writes.flatMap((w) => w.text.split('\n').filter(Boolean).map((text) => ({ to: w.to, text })));
