@@ -289,15 +289,10 @@ export function escrowOpsFor(
   book: ReadonlyMap<string, Escrow>, ledger: CoinLedger, epoch: number, transfers: readonly Transfer[], lookup: ContractLookup,
   report: AuditPages | null, cancels: readonly EscrowCancel[] = [],
 ): EscrowOp[] {
-  // Each id is looked up once per block: a lookup may decode the contract (up to 4096 entries),
-  // and a block's 10 000 transfers may all pay one id.
-  const looked = new Map<string, StorageContract | undefined>();
-  const contracts = (id: string): StorageContract | undefined => {
-    if (!looked.has(id)) looked.set(id, lookup(id));
-    return looked.get(id);
-  };
+  // Each id is looked up once per block: escrowOpener remembers the ids the transfers pay, none of
+  // which has an escrow, and the pays below look up each escrow's id once.
   const opens: EscrowOp[] = [];
-  const opener = escrowOpener(book, epoch, contracts);
+  const opener = escrowOpener(book, epoch, lookup);
   for (const t of transfers) {
     const c = opener(t);
     if (!c) continue;
@@ -334,7 +329,7 @@ export function escrowOpsFor(
     for (let k = 0; k < ids.length && room > 0; k++) {
       const id = ids[(from + k) % ids.length]!;
       const e = book.get(id)!;
-      const c = contracts(id);
+      const c = lookup(id);
       if (!c || e.refunded !== null || epoch < e.startEpoch || epoch >= e.endEpoch || epoch <= e.lastPaid) continue;
       const entries = new Map(c.entries.map((x) => [`${x.node.toString('hex')}/${x.shareId.toString('hex')}`, { size: x.shareSize, root: x.auditRoot.toString('hex') }]));
       // §9.20.3: a node's results are on its page; a node the report does not name has none.
