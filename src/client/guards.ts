@@ -317,7 +317,8 @@ export class GuardSet {
     await mkdirDurable(path.dirname(file), 0o700);
     await withFileLock(`${file}.lock`, async () => {
       const existing = await fsp.readFile(file, 'utf8').catch(() => null);
-      await this.writeState(existing, (text) => writeFileAtomic(file, text, 0o600));
+      const text = this.stateText(existing);
+      await writeFileAtomic(file, text, 0o600).catch((e: unknown) => this.writeFailed(e));
     }, { code: 'IO_STATE_LOCKED', timeoutMs: o.lockTimeoutMs });
   }
 
@@ -353,7 +354,8 @@ export class GuardSet {
     try {
       let existing: string | null = null;
       try { existing = fs.readFileSync(file, 'utf8'); } catch { /* missing: write ours alone */ }
-      this.writeState(existing, (text) => writeFileAtomicSync(file, text, 0o600));
+      const text = this.stateText(existing);
+      try { writeFileAtomicSync(file, text, 0o600); } catch (e) { this.writeFailed(e); }
     } finally {
       release();
     }
@@ -388,22 +390,12 @@ export class GuardSet {
   }
 
   /**
-   * The part save() and saveSync() share, run under the lock: the state built from the file's
-   * `existing` text (stateText), then `write` with it; when the write fails (throws, or its
-   * promise rejects) the set is marked dirty again, so the next save tries again (SPEC.md §7.2
-   * State), and the failure is passed on.
+   * A write of the state by save() or saveSync() failed: the set is marked dirty again, so the next
+   * save tries again (SPEC.md §7.2 State), and the failure is passed on.
    */
-  private writeState(existing: string | null, write: (text: string) => void): void;
-  private writeState(existing: string | null, write: (text: string) => Promise<void>): Promise<void>;
-  private writeState(existing: string | null, write: (text: string) => void | Promise<void>): void | Promise<void> {
-    const failed = (e: unknown): never => {
-      this.dirtyFlag = true; // not written: the next save tries again
-      throw e;
-    };
-    const text = this.stateText(existing);
-    let written: void | Promise<void>;
-    try { written = write(text); } catch (e) { return failed(e); }
-    return written instanceof Promise ? written.catch(failed) : written;
+  private writeFailed(e: unknown): never {
+    this.dirtyFlag = true; // not written: the next save tries again
+    throw e;
   }
 
   private stateText(existing: string | null): string {
@@ -415,7 +407,7 @@ export class GuardSet {
     this.records = this.merged(recordsOf(state).records);
     state.guards = this.toJSON();
     // Clean from here: a change made while the write runs marks the set dirty again, and a write
-    // that fails sets it back (writeState), so the periodic save retries it.
+    // that fails sets it back (writeFailed), so the periodic save retries it.
     this.dirtyFlag = false;
     return JSON.stringify(state, null, 2) + '\n';
   }
