@@ -228,13 +228,14 @@ function enforcedPolicies(dataDir: string): ModeratorStatus[] | null {
  * is not the policy enforced; with no node running, the saved policies (`from: 'disk'`).
  */
 function moderatorPolicies(dataDir: string, moderators: readonly string[]): ModeratorStatus[] {
-  const enforced = enforcedPolicies(dataDir);
   // No node holds these in memory: loadedAt (when a node took the policy) is null, not this read's time.
-  if (!enforced) return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const, loadedAt: null }));
+  const fromDisk = () => savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const, loadedAt: null }));
+  const enforced = enforcedPolicies(dataDir);
+  if (!enforced) return fromDisk();
   // The node's own list: it enforces the moderators of the config it started with. A file whose
   // moderators are not fingerprints was not written by a node: the disk, as with no node running.
   let saved0: ModeratorStatus[];
-  try { saved0 = savedPolicies(dataDir, enforced.map((p) => p.moderator)); } catch { return savedPolicies(dataDir, moderators).map((p) => ({ ...p, from: 'disk' as const })); }
+  try { saved0 = savedPolicies(dataDir, enforced.map((p) => p.moderator)); } catch { return fromDisk(); }
   const disk = new Map(saved0.map((p) => [p.moderator, p]));
   return enforced.map((p) => {
     const d = disk.get(p.moderator);
