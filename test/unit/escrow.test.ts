@@ -13,7 +13,7 @@ import { sortContractEntries, type StorageContract } from '../../src/wire/storag
 import type { ReportedAudit } from '../../src/storage/audit-report';
 import { expectCode } from '../helpers/errors';
 import {
-  applyRewardBlock, signRewardBlock, staticAuthorities, verifyChain,
+  applyRewardBlock, signRewardBlock, staticAuthorities, verifyChain, type ChainState,
 } from '../../src/bandwidth/reward-chain';
 import {
   GENESIS_PREVIOUS_HASH, MAX_BLOCK_ESCROW_OPS, decodeRewardBlock, decodeSignedRewardBlock, encodeRewardBlock, encodeSignedRewardBlock, rewardBlockHash,
@@ -160,6 +160,23 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
   }
   const open: EscrowOp = { kind: 'open', contract: idHex, payer: P, startEpoch: 10, endEpoch: 14, funded: 1_000_003n - 3n, totalBytes: 8000n };
   const fund = signTransfer(payer, id, 1_000_000n, 1);
+  // The last block, applied on the state the others verify to, is refused with `code` and changes no
+  // balance; gives the error's detail and that state.
+  function refuseLast(perBlock: { transfers?: Transfer[]; escrow?: EscrowOp[] }[], code: string): { detail: unknown; st: ChainState } {
+    const blocks = chain(perBlock);
+    const st = verifyChain(blocks.slice(0, -1), authorities);
+    const before = new Map(st.balances);
+    let detail: unknown;
+    try {
+      applyRewardBlock(st, blocks[blocks.length - 1], authorities, 1);
+      expect.unreachable();
+    } catch (e) {
+      expect(isBitcloudError(e) && e.code).toBe(code);
+      detail = (e as { detail?: unknown }).detail;
+    }
+    expect(st.balances).toEqual(before);
+    return { detail, st };
+  }
 
   it('encodes version 3 (one encoding), opens, pays in exact amounts and refunds; every verifier gets the same balances', () => {
     const blocks = chain([
@@ -185,18 +202,9 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
 
   it('refuses, with REWARD_BAD_ESCROW and its reason, escrow operations that do not apply; the block changes nothing', () => {
     const bad = (ops: { transfers?: Transfer[]; escrow?: EscrowOp[] }[], reason: string) => {
-      const blocks = chain(ops);
-      const st = verifyChain(blocks.slice(0, -1), authorities);
-      const before = new Map(st.balances);
-      try {
-        applyRewardBlock(st, blocks[blocks.length - 1], authorities, 1);
-        expect.unreachable();
-      } catch (e) {
-        expect(isBitcloudError(e) && e.code).toBe('REWARD_BAD_ESCROW');
-        expect((e as { detail?: { reason?: string } }).detail?.reason).toBe(reason);
-      }
-      expect(st.balances).toEqual(before);
-      expect(st.height).toBe(blocks.length - 2);
+      const { detail, st } = refuseLast(ops, 'REWARD_BAD_ESCROW');
+      expect((detail as { reason?: string } | undefined)?.reason).toBe(reason);
+      expect(st.height).toBe(ops.length - 2);
     };
     const pay = (epoch: number, node: string, amount: bigint): EscrowOp => ({ kind: 'pay', contract: idHex, epoch, node, amount });
     // An opening without its funding transfer; a second opening (a replayed funding).
@@ -228,17 +236,8 @@ describe('escrow operations in reward blocks (SPEC.md §8.7.1 version 3, §9.20.
     const fund2 = signFundingTransfer(payer, id, 1_000_000n, 1);
     expect(fund2.version).toBe(2);
     const refused = (perBlock: { transfers?: Transfer[]; escrow?: EscrowOp[] }[], transfer: number) => {
-      const blocks = chain(perBlock);
-      const st = verifyChain(blocks.slice(0, -1), authorities);
-      const before = new Map(st.balances);
-      try {
-        applyRewardBlock(st, blocks[blocks.length - 1], authorities, 1);
-        expect.unreachable();
-      } catch (e) {
-        expect(isBitcloudError(e) && e.code).toBe('REWARD_BAD_TRANSFER');
-        expect((e as { detail?: unknown }).detail).toEqual({ transfer, reason: 'ESCROW_MISMATCH' });
-      }
-      expect(st.balances).toEqual(before);
+      const { detail, st } = refuseLast(perBlock, 'REWARD_BAD_TRANSFER');
+      expect(detail).toEqual({ transfer, reason: 'ESCROW_MISMATCH' });
       expect(st.escrows.size).toBe(0);
     };
     // Without the open (its proposer did not hold the contract): the block is refused, the units stay with the payer.
