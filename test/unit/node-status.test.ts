@@ -9,12 +9,18 @@ import { loadOrCreateNodeKeys, fingerprint } from '../../src/crypto/keys';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { nodeStatus, nodeStatusCommand } from '../../src/client/commands/node-status';
 import { processStartId } from '../../src/ops/file-lock';
-import { ed25519Generate } from '../../src/crypto/primitives';
+import { ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { signPolicy } from '../../src/moderation/policy';
-import { advancePolicy, nextPolicyContent, stateBundle } from '../../src/moderation/chain';
+import { advancePolicy, nextPolicyContent, stateBundle, type PolicyState } from '../../src/moderation/chain';
 import { POLICY_DIR, POLICY_STATUS_FILE, PolicySubscriptions } from '../../src/moderation/subscription';
 
 const authorities = parseAuthorityList([{ name: 'a1', identity: 'aa'.repeat(32), address: '127.0.0.1:1' }]);
+
+/** `key`'s policy named `name`, signed for `window` and held at `now`: the first, or the one after `prev`. */
+function policyState(key: Ed25519KeyPair, window: { validAfter: number; validUntil: number }, now: number, name = 'm', prev: PolicyState | null = null): PolicyState {
+  const content = nextPolicyContent(prev, { name, classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
+  return advancePolicy(prev, [signPolicy(content, key, window)], { moderator: fingerprint(key.publicKey), now }).state;
+}
 
 describe('node status', () => {
   it('with keys but no bandwidth.json and no reachable authority: identity known, each part says why it is missing', async () => {
@@ -70,8 +76,7 @@ describe('node status', () => {
       const save = (window: { validAfter: number; validUntil: number }) => {
         const key = ed25519Generate();
         const fp = fingerprint(key.publicKey);
-        const raw = signPolicy(nextPolicyContent(null, { name: 'm', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] }), key, window);
-        const state = advancePolicy(null, [raw], { moderator: fp, now: window.validAfter + 1 }).state;
+        const state = policyState(key, window, window.validAfter + 1);
         fs.mkdirSync(path.join(dir, POLICY_DIR), { recursive: true });
         fs.writeFileSync(path.join(dir, POLICY_DIR, `${fp}.bundle`), stateBundle(state));
         return fp;
@@ -137,9 +142,7 @@ describe('node status', () => {
       // A policy signed by another key, saved under this moderator's name: it does not verify.
       const now = Date.now();
       const window = { validAfter: now - 1000, validUntil: now + 3_600_000 };
-      const content = nextPolicyContent(null, { name: 'm', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
-      const other = ed25519Generate();
-      const foreign = advancePolicy(null, [signPolicy(content, other, window)], { moderator: fingerprint(other.publicKey), now }).state;
+      const foreign = policyState(ed25519Generate(), window, now);
       fs.writeFileSync(path.join(dir, POLICY_DIR, `${bad}.bundle`), stateBundle(foreign));
       const json: string[] = [];
       await nodeStatusCommand({ kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, json: true, subscribedModerators: [bad, none] }, { out: (s) => json.push(s), err: () => {} });
@@ -151,7 +154,7 @@ describe('node status', () => {
       const subs = PolicySubscriptions.open({ moderators: [bad], dataDir: dir });
       try {
         expect(subs.status()[0].error?.code).toMatch(/^POLICY_/);
-        expect(await subs.offer(bad, stateBundle(advancePolicy(null, [signPolicy(content, key, window)], { moderator: bad, now }).state))).toBe('updated');
+        expect(await subs.offer(bad, stateBundle(policyState(key, window, now)))).toBe('updated');
         expect(subs.status()[0]).toMatchObject({ seq: 1 });
         expect(subs.status()[0].error).toBeUndefined();
       } finally {
@@ -171,8 +174,7 @@ describe('node status', () => {
       await loadOrCreateNodeKeys(dir);
       const now = Date.now();
       const window = { validAfter: now - 1000, validUntil: now + 3_600_000 };
-      const content = nextPolicyContent(null, { name: 'p', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
-      const p1 = advancePolicy(null, [signPolicy(content, key, window)], { moderator: m, now }).state;
+      const p1 = policyState(key, window, now, 'p');
       await subs.start();
       expect(await subs.offer(m, stateBundle(p1))).toBe('updated');
       const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [m] };
@@ -201,7 +203,7 @@ describe('node status', () => {
       expect(v.policies).toEqual([expect.objectContaining({ ...enforced, saved: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
 
       // Another valid version of the moderator's policy at P's path.
-      const p2 = advancePolicy(p1, [signPolicy(nextPolicyContent(p1, { name: 'p2', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] }), key, window)], { moderator: m, now }).state;
+      const p2 = policyState(key, window, now, 'p2', p1);
       fs.writeFileSync(file, stateBundle(p2));
       v = await nodeStatus(o);
       expect(v.policies).toEqual([expect.objectContaining({ ...enforced, saved: { code: 'POLICY_SAVED_DIFFERS', message: expect.stringContaining('seq 2') as unknown } })]);
@@ -272,8 +274,7 @@ describe('node status', () => {
     try {
       await loadOrCreateNodeKeys(dir);
       const now = Date.now();
-      const content = nextPolicyContent(null, { name: 'p', classes: [{ name: 'encrypted-private', maxShareBytes: 0 }], maxShareBytes: 0, deny: [] });
-      const p1 = advancePolicy(null, [signPolicy(content, key, { validAfter: now - 1000, validUntil: now + 3_600_000 })], { moderator: m, now }).state;
+      const p1 = policyState(key, { validAfter: now - 1000, validUntil: now + 3_600_000 }, now, 'p');
       await subs.start();
       expect(await subs.offer(m, stateBundle(p1))).toBe('updated');
       const o = { kind: 'storage node', dataDir: dir, authorities, timeoutMs: 500, subscribedModerators: [m] };
