@@ -431,10 +431,11 @@ describe('a mirror passing hidden descriptors and policies on (SPEC.md §9.21.3,
 });
 
 describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
-  /** Mirrors whose answer lists `forwarded`; their dir ports are reached over a plain socket as the circuit's stream. */
-  async function mirrors(forwarded: { authority: string; status: number; code?: string; nack?: string }[]) {
+  /** Mirrors whose answer lists `forwarded` (or is the raw body given); their dir ports are reached over a plain socket as the circuit's stream. */
+  async function mirrors(forwarded: { authority: string; status: number; code?: string; nack?: string }[] | string) {
     let asked = 0;
-    const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ forwarded })); }); });
+    const body = typeof forwarded === 'string' ? forwarded : JSON.stringify({ forwarded });
+    const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(body); }); });
     const port = Number(new URL(url).port);
     const relays = ['m1', 'm2', 'm3', 'm4'].map((n) => ({ nickname: n, fingerprint: n.padEnd(40, '0'), flags: new Set(['Running', 'Valid']), roles: ['relay'], dirPort: 9030 }) as unknown as ConsensusRelay);
     const buildTo = () => Promise.resolve({ openStream: () => Promise.resolve({ stream: net.connect(port, '127.0.0.1') }), destroy() {} } as unknown as ClientCircuit);
@@ -468,15 +469,11 @@ describe('a hidden node uploading through mirrors (SPEC.md §9.21.8)', () => {
       ['{"forwarded":[[]]}', /entry that is not an object/],
     ] as const;
     for (const [answer, problem] of cases) {
-      let asked = 0;
-      const url = await listen((req, res) => { asked++; req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(answer); }); });
-      const port = Number(new URL(url).port);
-      const relays = ['m1', 'm2', 'm3'].map((n) => ({ nickname: n, fingerprint: n.padEnd(40, '0'), flags: new Set(['Running', 'Valid']), roles: ['relay'], dirPort: 9030 }) as unknown as ConsensusRelay);
-      const buildTo = () => Promise.resolve({ openStream: () => Promise.resolve({ stream: net.connect(port, '127.0.0.1') }), destroy() {} } as unknown as ClientCircuit);
-      const e = await uploadOverCircuit({ relays: () => relays, buildTo }, HS_DESC_PATH, Buffer.from('x'), { signingKeys: () => new Map() }).then(() => null, (x: unknown) => x);
+      const m = await mirrors(answer);
+      const e = await uploadOverCircuit(m.o, HS_DESC_PATH, Buffer.from('x'), { signingKeys: () => new Map() }).then(() => null, (x: unknown) => x);
       expect([answer, isBitcloudError(e) && e.code]).toEqual([answer, 'DIR_FETCH_FAILED']);
       expect((e as Error).message).toMatch(problem);
-      expect([answer, asked]).toEqual([answer, 3]);
+      expect([answer, m.asked()]).toEqual([answer, 3]);
     }
   });
 
