@@ -5,6 +5,7 @@
 // uses whenever its `bootstrap` option is left undefined: this wrapper always sets it (a list, or
 // false for the first node). Storage nodes announce themselves under one swarm key; BEP 44 mutable
 // items, signed with Ed25519 through src/crypto, carry names (name.ts).
+import type dgram from 'node:dgram';
 import DHT, { type DhtOptions } from 'bittorrent-dht';
 import { err, type BitcloudError } from '../errors';
 import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto/primitives';
@@ -13,6 +14,7 @@ import type { Capability } from './capability';
 import type { DhtItem } from './protocol';
 import { dhtItemSignatureValid, nameTarget } from './name-record';
 import { checkSeq, decodeNameValue, encodeNameValue, nameSalt, nextNameSeq } from './name';
+import { guardDhtSocket } from './dht-guard';
 
 export interface DhtAddress { host: string; port: number }
 
@@ -67,11 +69,16 @@ export class BitcloudDht {
   private readonly log: Logger;
   private readonly readyP: Promise<void>;
   private closed = false;
+  private dropped = 0;
 
   private constructor(o: BitcloudDhtOptions) {
     this.log = o.log ?? silentLogger;
     this.options = dhtOptions(o.bootstrap, o.queryTimeoutMs);
     this.dht = new DHT(this.options);
+    // SPEC.md §9.14: the library acts on a datagram only once its fields have the KRPC types; one
+    // that throws in it anyway costs that datagram, never the process (no sender address logged).
+    const udp = (this.dht as unknown as { _rpc: { socket: { socket: dgram.Socket } } })._rpc.socket.socket;
+    guardDhtSocket(udp, () => { this.dropped++; }, (e) => this.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'dht: a message failed in the DHT library; dropped'));
     this.dht.on('error', (e: Error) => this.log.warn({ err: e.message }, 'dht error'));
     this.dht.on('warning', (e: Error) => this.log.debug({ err: e.message }, 'dht warning'));
     this.readyP = new Promise((resolve) => { if (this.dht.ready) resolve(); else this.dht.once('ready', () => resolve()); });
@@ -95,6 +102,9 @@ export class BitcloudDht {
     const a = this.dht.address();
     return { host: a.address, port: a.port };
   }
+
+  /** UDP datagrams dropped before the library saw them (SPEC.md §9.14: not a well-formed KRPC message). */
+  get droppedMessages(): number { return this.dropped; }
 
   /** Nodes in the routing table now. */
   get nodeCount(): number {

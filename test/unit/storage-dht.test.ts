@@ -3,6 +3,7 @@ import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../src/storage/dht';
+import { wellFormedKrpc } from '../../src/storage/dht-guard';
 import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
 import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
 import { bep44SignedBytes } from '../../src/storage/name-record';
@@ -164,5 +165,71 @@ describe('a private DHT of four storage nodes and a client', () => {
     expect(sent.length).toBeGreaterThan(0);
     expect(sent.filter((a) => a !== '127.0.0.1')).toEqual([]);
     expect(sent.some((a) => PUBLIC_ROUTERS.test(a))).toBe(false);
+  });
+});
+
+describe('hostile datagrams on the DHT port (SPEC.md §9.14)', () => {
+  /** Bencode for the test's messages (dictionary keys sorted). */
+  type B = Buffer | string | number | B[] | { [k: string]: B };
+  const benc = (v: B): Buffer => {
+    if (typeof v === 'number') return Buffer.from(`i${v}e`);
+    if (typeof v === 'string') return benc(Buffer.from(v));
+    if (Buffer.isBuffer(v)) return Buffer.concat([Buffer.from(`${v.length}:`), v]);
+    if (Array.isArray(v)) return Buffer.concat([Buffer.from('l'), ...v.map(benc), Buffer.from('e')]);
+    return Buffer.concat([Buffer.from('d'), ...Object.keys(v).sort().flatMap((k) => [benc(k), benc(v[k])]), Buffer.from('e')]);
+  };
+  const id = Buffer.alloc(20, 7);
+
+  it('a query whose fields have the wrong types is dropped; the node neither throws nor stops answering', async () => {
+    const thrown: unknown[] = [];
+    const onUncaught = (e: unknown) => { thrown.push(e); };
+    process.on('uncaughtException', onUncaught);
+    const d = await BitcloudDht.start({ bootstrap: [], host: '127.0.0.1', port: 0 });
+    const sock = dgram.createSocket('udp4');
+    try {
+      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+      const replies: Buffer[] = [];
+      sock.on('message', (m) => replies.push(m));
+      const hostile: B[] = [
+        { t: 'aa', y: 'q', q: 'get', a: { id, target: 5 } },            // target.toString('hex') on a number
+        { t: 'ab', y: 'q', q: 'find_node', a: { id, target: [1] } },     // k-bucket: "id is not a Uint8Array"
+        { t: 'ac', y: 'q', q: 'get_peers', a: { id, info_hash: 5 } },
+        { t: 'ad', y: 'q', q: 'put', a: { id, token: 5, v: 'x' } },      // token.equals on a number
+        { t: 'ae', y: 'q', q: 'announce_peer', a: { id, token: 5, info_hash: id, port: 1 } },
+      ];
+      for (const m of hostile) sock.send(benc(m), d.address.port, '127.0.0.1');
+      sock.send(benc({ t: 'zz', y: 'q', q: 'ping', a: { id } }), d.address.port, '127.0.0.1');
+      await vi.waitFor(() => expect(replies.some((m) => m.includes(Buffer.from('2:zz')))).toBe(true), { timeout: 5000 });
+      expect(thrown).toEqual([]);
+      expect(d.droppedMessages).toBe(hostile.length);
+    } finally {
+      sock.close();
+      await d.close();
+      process.off('uncaughtException', onUncaught);
+    }
+  });
+
+  it('wellFormedKrpc: the field types of BEP 5 / BEP 44, strict bencode', () => {
+    const ok: B[] = [
+      { t: 'aa', y: 'q', q: 'ping', a: { id } },
+      { t: 'aa', y: 'q', q: 'put', a: { id, token: Buffer.alloc(20), v: 'x', k: Buffer.alloc(32), sig: Buffer.alloc(64), seq: 3, salt: 'bcname1:a' } },
+      { t: 'aa', y: 'r', r: { id, nodes: Buffer.alloc(26), values: [Buffer.alloc(6)], token: Buffer.alloc(20) } },
+      { t: 'aa', y: 'e', e: [203, 'bad'] },
+    ];
+    for (const m of ok) expect(wellFormedKrpc(benc(m))).toBe(true);
+    const bad: B[] = [
+      { t: 'aa', y: 'q', q: 'ping', a: { id: 5 } },
+      { t: 'aa', y: 'q', q: 'ping', a: {} },
+      { t: 'aa', y: 'q', q: 'put', a: { id, token: Buffer.alloc(20), v: 'x', seq: -1 } },
+      { t: 'aa', y: 'q', q: 'put', a: { id, token: Buffer.alloc(20), v: Buffer.alloc(1000) } },
+      { t: 'aa', y: 'r', r: { id: 5 } },                               // k-rpc-socket: peer.id.equals(5)
+      { t: 'aa', y: 'r', r: { id, values: 5 } },
+      { t: 5, y: 'q', q: 'ping', a: { id } },
+      { t: 'aa', y: 'x' },
+    ];
+    for (const m of bad) expect(wellFormedKrpc(benc(m))).toBe(false);
+    for (const raw of ['', 'i1e', 'd1:ti1ee', 'd1:t2:aa1:y1:q1:q4:ping1:ad2:id20:' + 'x'.repeat(20) + 'ee' + 'junk', 'i01e', 'd1:a1:b1:a1:ce', 'l'.repeat(100) + 'e'.repeat(100)]) {
+      expect(wellFormedKrpc(Buffer.from(raw))).toBe(false);
+    }
   });
 });
