@@ -24,7 +24,10 @@ import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
 import { DownloadOutput } from './storage-client-resume';
 
 export interface GetOptions {
-  /** Output file; default: the manifest's name (or bitcloud-<id>) in `dir`. */
+  /**
+   * Output file, replaced when it exists; default: the manifest's name (or bitcloud-<id>) in `dir`,
+   * never replacing a file there (IO_OUTPUT_EXISTS, SPEC.md §9.9.1).
+   */
   output?: string;
   dir?: string;
   /** Chunks fetched at once (default 16). */
@@ -256,6 +259,11 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
   const out = path.resolve(o.dir ?? '.', o.output ?? defaultOutputName(manifest, cap.manifestId));
   const st = await fsp.stat(out).catch(() => null);
   if (st?.isDirectory()) throw err('IO_IS_A_DIRECTORY', `${out} is a directory`);
+  // SPEC.md §9.9.1: the stored name is the uploader's choice; it never replaces a file the reader
+  // did not name (a link too, even a dangling one). Only an output given by the caller (-o) does.
+  if (o.output === undefined && (st || await fsp.lstat(out).then(() => true, () => false))) {
+    throw err('IO_OUTPUT_EXISTS', `${out} exists already; give -o ${out} to replace it, or -o another path`, { path: out });
+  }
   o.onManifest?.(manifest, out);
   // Data shares were placed over the nodes that admit the class (SPEC.md §10.8): ask those first.
   const placement = o.placementFor ? await o.placementFor(manifest.contentClass).catch(() => null) : null;

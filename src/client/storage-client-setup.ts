@@ -224,7 +224,7 @@ export async function runNamesCommand(
 }
 
 /** Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1). */
-const USAGE_CODES = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', 'IO_NOT_FOUND', 'IO_NOT_A_FILE', 'IO_IS_A_DIRECTORY']);
+const USAGE_CODES = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', 'IO_NOT_FOUND', 'IO_NOT_A_FILE', 'IO_IS_A_DIRECTORY', 'IO_OUTPUT_EXISTS']);
 
 
 /** The flags every storage command takes (put, get, renew). */

@@ -88,6 +88,26 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
   });
 
+  it('without -o, a file already at the stored name is never replaced: IO_OUTPUT_EXISTS; -o replaces it (SPEC.md §9.9.1)', async () => {
+    const dir = await fsp.mkdtemp(path.join(root, 'named-'));
+    const mine = path.join(dir, 'input.bin'); // the name the uploader stored (put's base name)
+    await fsp.writeFile(mine, 'the reader\'s own file');
+    const g = client();
+    await expect(getFile(g, parseCapability(cap), { dir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    expect(await fsp.readFile(mine, 'utf8')).toBe('the reader\'s own file');
+    expect(fs.existsSync(DownloadOutput.partPath(mine))).toBe(false);
+    // A link there (even a dangling one) is not replaced either.
+    const linkDir = await fsp.mkdtemp(path.join(root, 'named-'));
+    await fsp.symlink(path.join(linkDir, 'nowhere'), path.join(linkDir, 'input.bin'));
+    await expect(getFile(g, parseCapability(cap), { dir: linkDir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    expect((await fsp.lstat(path.join(linkDir, 'input.bin'))).isSymbolicLink()).toBe(true);
+    // Named by the reader, it is replaced (once the whole file has authenticated).
+    const res = await getFile(g, parseCapability(cap), { output: mine });
+    await g.close();
+    expect(res.path).toBe(mine);
+    expect((await fsp.readFile(mine)).equals(data)).toBe(true);
+  });
+
   it('renew extends the lease of every share of the file on every node that holds it (SPEC.md §9.6 RENEW)', async () => {
     const c = client();
     const before = Math.floor(Date.now() / 1000);

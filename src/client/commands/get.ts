@@ -54,7 +54,7 @@ export const getCommandModule: CommandModule<object, Args> = {
   describe: 'Fetch a file by its capability (bitcloud:<id>#<key>), verify it and write it atomically; resumes.',
   builder: (y) => fileOptions(y
     .positional('cap', { type: 'string', describe: 'The read capability printed by put' })
-    .option('output', { alias: 'o', type: 'string', describe: 'Output file, or output folder for a stored folder (default: the stored name, in the current folder)' })
+    .option('output', { alias: 'o', type: 'string', describe: 'Output file (replaced if it exists), or output folder for a stored folder (default: the stored name, in the current folder; an existing file of that name is not replaced)' })
     .option('json', JSON_OPTION)
     .option('direct', DIRECT_OPTION)) as never,
   handler: async (a) => { process.exitCode = await getCommand(a); },
