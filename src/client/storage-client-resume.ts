@@ -27,6 +27,8 @@ export class DownloadOutput {
   private saving: Promise<void> | null = null;
   /** A background checkpoint that failed: reported by finish(). */
   private saveError: unknown = null;
+  /** A progress record marks chunks of this part file done (found on open, or saved since): it can be resumed. */
+  private recorded: boolean;
 
   private constructor(
     readonly out: string,
@@ -35,7 +37,10 @@ export class DownloadOutput {
     private readonly record: Omit<ProgressRecord, 'done'>,
     /** Chunks found done in an earlier, interrupted run. */
     readonly resumed: number,
-  ) {}
+    resuming: boolean,
+  ) {
+    this.recorded = resuming;
+  }
 
   static partPath(out: string): string { return out + PART_SUFFIX; }
   static progressPath(out: string): string { return out + PROGRESS_SUFFIX; }
@@ -78,7 +83,7 @@ export class DownloadOutput {
       await fh.truncate(size);
       resumed = 0;
     }
-    return new DownloadOutput(out, fh, done, { version: RECORD_VERSION, manifestId, size, chunks }, resumed);
+    return new DownloadOutput(out, fh, done, { version: RECORD_VERSION, manifestId, size, chunks }, resumed, resumed > 0);
   }
 
   isDone(i: number): boolean {
@@ -111,6 +116,7 @@ export class DownloadOutput {
     this.saving = (async () => {
       await this.fh.datasync();
       await writeFileAtomic(DownloadOutput.progressPath(this.out), JSON.stringify({ ...this.record, done: snapshot }), 0o600);
+      this.recorded = true;
     })().finally(() => { this.saving = null; });
     await this.saving;
   }
@@ -126,11 +132,18 @@ export class DownloadOutput {
     await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
   }
 
-  /** Stop, keeping the part file and the record so that a rerun resumes. */
+  /**
+   * Stop, keeping the part file and the record so that a rerun resumes. A part file that no record
+   * names (the run stopped before any chunk was recorded) holds nothing a rerun could use: it is
+   * removed (SPEC.md §9.9.1), not left behind at the file's full size.
+   */
   async suspend(): Promise<void> {
     while (this.saving) await this.saving.catch(() => {});
     try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
     await this.fh.close().catch(() => {});
+    if (this.recorded) return;
+    await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
+    await fsp.rm(DownloadOutput.progressPath(this.out), { force: true }); // one marking nothing done
   }
 
   /** Stop and remove the part file and the record (the download cannot ever succeed). */

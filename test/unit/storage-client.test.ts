@@ -17,7 +17,7 @@ import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { putFolder } from '../../src/client/storage-client-folder';
 import { MAX_MANIFEST_BYTES } from '../../src/storage/manifest';
-import { getFile } from '../../src/client/storage-client-get';
+import { fetchManifest, getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
 import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
@@ -245,6 +245,17 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
   });
 
+  it('a get that fails before any chunk is recorded leaves no part file behind (SPEC.md §9.9.1)', async () => {
+    const out = path.join(root, 'never.bin');
+    const g = client();
+    const manifest = await fetchManifest(g, parseCapability(cap), { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    g.getShare = async () => { throw err('STORAGE_CONNECT_FAILED', 'every node down'); };
+    await expect(getFile(g, parseCapability(cap), { output: out, manifest })).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
+    await g.close();
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
 });
 
 describe('refusals (SPEC.md §9.10)', () => {

@@ -82,6 +82,27 @@ describe('DownloadOutput', () => {
     expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
   });
 
+  it('a run stopped before any chunk was recorded leaves no part file behind; one with recorded chunks keeps it (SPEC.md §9.9.1)', async () => {
+    const out = path.join(dir, 'e.bin');
+    // Nothing fetched (every node down for the first chunk): nothing a rerun could resume.
+    const o = await DownloadOutput.open(out, ID, 1 << 20, 3);
+    await o.suspend();
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+    expect(fs.existsSync(out)).toBe(false);
+    // A chunk written: the part file and its record stay, and a rerun that adds nothing keeps them.
+    const p = await DownloadOutput.open(out, ID, 1 << 20, 3);
+    await p.writeChunk(1, 4, Buffer.from('efgh'));
+    await p.suspend();
+    const q = await DownloadOutput.open(out, ID, 1 << 20, 3);
+    expect(q.resumed).toBe(1);
+    await q.suspend();
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+    const r = await DownloadOutput.open(out, ID, 1 << 20, 3);
+    expect(r.resumed).toBe(1);
+    await r.discard();
+  });
+
   it('starting afresh drops the old record at once: a run that stops before any checkpoint does not leave zeros marked done (SPEC.md §9.9.1)', async () => {
     const out = path.join(dir, 'd.bin');
     // Every chunk recorded done, its part file gone (or of the wrong size, or a bitmap of the wrong length).
@@ -94,6 +115,7 @@ describe('DownloadOutput', () => {
     for (const [done, harm] of damage) {
       const o = await DownloadOutput.open(out, ID, 10, 3);
       await o.suspend();
+      await fsp.writeFile(DownloadOutput.partPath(out), Buffer.alloc(10)); // a part file of the right size
       await fsp.writeFile(DownloadOutput.progressPath(out), JSON.stringify({ version: 1, manifestId: ID, size: 10, chunks: 3, done }));
       await harm();
       const fresh = await DownloadOutput.open(out, ID, 10, 3);
