@@ -201,6 +201,10 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
 
   // The read stream is paused while dispatch waits: at most `window` chunks are ever held.
   const input = fs.createReadStream(file, { highWaterMark: Math.min(chunkSize, 4 * 1024 * 1024) });
+  // SPEC.md §9.10: a file that cannot be opened or read (no permission, a disk error) is the
+  // input's fault, IO_NOT_FOUND with its errno, not a failure without a code (INTERNAL).
+  let readError: unknown = null;
+  input.once('error', (e) => { readError = e; });
   try {
     for await (const buf of input) {
       for (const c of enc.cut(buf as Buffer)) await dispatch(c);
@@ -208,6 +212,9 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
     for (const c of enc.endCut()) await dispatch(c);
     await Promise.all(inflight);
     if (failure) throw failure;
+  } catch (e) {
+    if (e !== readError) throw e;
+    throw err('IO_NOT_FOUND', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, undefined, e);
   } finally {
     input.destroy();
   }

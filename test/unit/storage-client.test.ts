@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
 import { connectStorageDirect } from '../../src/storage/direct';
@@ -402,6 +403,28 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     await expect(putFile(c, f, { chunkSize: 1, workers: false })).rejects.toMatchObject({ code: 'STORAGE_MANIFEST_TOO_LARGE' });
     expect(putShare).not.toHaveBeenCalled();
   }, 20_000);
+
+  it('an input file that cannot be read (no permission) is IO_NOT_FOUND with its errno, no share sent (SPEC.md §9.10)', async () => {
+    const f = path.join(root, 'unreadable.bin');
+    await fsp.writeFile(f, 'secret');
+    const { client: c, putShare } = memClient();
+    // As opening a file without read permission fails (a test run as root could still read it).
+    const denied = Object.assign(new Error(`EACCES: permission denied, open '${f}'`), { code: 'EACCES', errno: -13, syscall: 'open', path: f });
+    const spy = vi.spyOn(fs, 'createReadStream').mockImplementationOnce(() => {
+      const r = new Readable({ read() {} });
+      process.nextTick(() => r.destroy(denied));
+      return r as unknown as fs.ReadStream;
+    });
+    try {
+      const e = await putFile(c, f, { workers: false }).then(() => null, (x: unknown) => x);
+      expect(e).toMatchObject({ code: 'IO_NOT_FOUND' });
+      expect((e as Error).message).toContain('EACCES');
+      expect((e as Error).message).toContain(f);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(putShare).not.toHaveBeenCalled();
+  });
 
   it('a file named with a backslash is stored without a name, as any other name a manifest cannot carry', async () => {
     const dir = path.join(root, 'back\\slash');
