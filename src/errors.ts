@@ -75,6 +75,7 @@ export const ERROR_CODES = {
   },
   /** Key files and identity keys (SPEC.md §3). */
   KEY: {
+    DATA_DIR_LOCKED: 'resource_limit',
     KEY_BAD_FINGERPRINT: 'bad_input',
     KEY_BAD_MODE: 'bad_input',
     KEY_CERT_INVALID: 'bad_input',

@@ -1,5 +1,25 @@
-// Process plumbing shared by every daemon: clean shutdown on SIGTERM/SIGINT.
+// Process plumbing shared by every daemon: its data folder's lock, and clean shutdown on SIGTERM/SIGINT.
+import { DATA_DIR_MODE } from '../crypto/keys';
+import { isBitcloudError } from '../errors';
+import { lockDataDir, type DataDirLock } from './file-lock';
+import { mkdirDurable } from './fsutil';
 import type { Logger } from './log';
+
+/**
+ * SPEC.md §3.3 steps 1 and 1a: create the data folder (mode 0700) if it does not exist, then take
+ * its lock, before anything else in it is read or written. Refused (another live process holds the
+ * folder): logs one line naming the folder and the holder's PID, and throws DATA_DIR_LOCKED, which
+ * the command prints before it exits non-zero.
+ */
+export async function takeDataDir(dataDir: string, log: Logger): Promise<DataDirLock> {
+  await mkdirDurable(dataDir, DATA_DIR_MODE);
+  try {
+    return lockDataDir(dataDir);
+  } catch (e) {
+    if (isBitcloudError(e, 'DATA_DIR_LOCKED')) log.error({ code: e.code, ...e.detail }, 'data folder in use by another process; not starting');
+    throw e;
+  }
+}
 
 /** Run `stop` once on SIGTERM or SIGINT, then exit 0 (1 if stopping failed). */
 export function onShutdown(log: Logger, stop: () => Promise<void>): void {

@@ -3,7 +3,11 @@
 // the holder's PID. A lock whose PID is no longer alive (a holder that crashed) is stale and taken
 // over; otherwise the caller retries every `retryMs` and gives up after `timeoutMs` with the code
 // it names. The lock is always removed when the work ends, whether it succeeded or threw.
+//
+// The same file also locks a daemon's whole data folder for its life (`<dataDir>/lock`, SPEC.md
+// §3.3 step 1a): lockDataDir below, which never waits.
 import fs from 'node:fs';
+import path from 'node:path';
 import fsp from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from '../crypto/primitives';
@@ -55,11 +59,86 @@ async function acquire(lockPath: string, o: FileLockOptions): Promise<void> {
   }
 }
 
+/** The lock file of a daemon's data folder (SPEC.md §3.3 step 1a). */
+export const DATA_DIR_LOCK_FILE = 'lock';
+
+/** A data folder this process holds, released when the last of its holders in this process lets go. */
+export interface DataDirLock {
+  /** The lock file. */
+  readonly path: string;
+  /** Let go; removes the file when no other holder in this process remains. Idempotent. */
+  release(): void;
+}
+
+/** Data folders this process holds (by real path): how many holders each, so that one process never waits for itself. */
+const heldDirs = new Map<string, { lockPath: string; holders: number }>();
+
 /**
- * One exclusive create of the lock, holding this process's PID; false when it exists. Synchronous
- * (a create, a write of a few bytes and a close), so that withFileLock and tryFileLockSync share it.
+ * SPEC.md §3.3 step 1a: take `<dir>/lock` for the life of a daemon, without waiting. The folder
+ * must exist (step 1); nothing else in it is read or written. The file is created exclusively, mode
+ * 0600, holding this process's PID and, where the system tells, its start id (processStartId). A
+ * lock whose holder no longer runs, whose PID now names another start of a process, or that names
+ * this process without this process holding it (a PID reused, as PID 1 in a container), is stale
+ * and taken over. Per folder and per process: the same process taking a folder it holds gets
+ * another hold on it (released with the last one); other folders are independent. Throws
+ * DATA_DIR_LOCKED, naming the folder and the holder's PID, when another live process holds it.
  */
-function create(lockPath: string): boolean {
+export function lockDataDir(dir: string): DataDirLock {
+  const real = fs.realpathSync(dir);
+  const lockPath = path.join(real, DATA_DIR_LOCK_FILE);
+  const mine = heldDirs.get(real);
+  if (mine) mine.holders++;
+  else {
+    const start = processStartId(process.pid);
+    const content = `${process.pid}\n${start === null ? '' : `${start}\n`}`;
+    if (!create(lockPath, content) && !(removeIfStale(lockPath, true) && create(lockPath, content))) {
+      const holder = lockHolder(readOr(lockPath, ''));
+      throw err('DATA_DIR_LOCKED', `data folder ${real} is in use by process ${holder?.pid ?? '?'} (${lockPath}); stop that process first, or if it is not a Bitcloud daemon, remove the file`,
+        { dataDir: real, holder: holder?.pid ?? null });
+    }
+    heldDirs.set(real, { lockPath, holders: 1 });
+  }
+  let released = false;
+  return {
+    path: lockPath,
+    release: () => {
+      if (released) return;
+      released = true;
+      const h = heldDirs.get(real);
+      if (!h || --h.holders > 0) return;
+      heldDirs.delete(real);
+      fs.rmSync(lockPath, { force: true });
+    },
+  };
+}
+
+function readOr(file: string, fallback: string): string {
+  try { return fs.readFileSync(file, 'utf8'); } catch { return fallback; }
+}
+
+/** The holder a lock file names: a PID on the first line, and a start id on the second where it was known. */
+function lockHolder(text: string): { pid: number; start: string | null } | null {
+  const [first, second] = text.split('\n');
+  const pid = /^\d+$/.test(first.trim()) ? Number(first.trim()) : NaN;
+  if (!Number.isSafeInteger(pid) || pid <= 0) return null;
+  return { pid, start: second?.trim() ? second.trim() : null };
+}
+
+/** True when the holder named is no longer the process that took the lock. */
+function holderGone(h: { pid: number; start: string | null }, ownPidIsStale: boolean): boolean {
+  if (h.pid === process.pid) return ownPidIsStale;
+  if (!processAlive(h.pid)) return true;
+  if (h.start === null) return false;
+  const now = processStartId(h.pid);
+  return now !== null && now !== h.start;
+}
+
+/**
+ * One exclusive create of the lock, holding `content` (default: this process's PID); false when
+ * it exists. Synchronous (a create, a write of a few bytes and a close), so that withFileLock,
+ * tryFileLockSync and lockDataDir share it.
+ */
+function create(lockPath: string, content = String(process.pid)): boolean {
   let fd: number;
   try {
     fd = fs.openSync(lockPath, 'wx', 0o600);
@@ -68,7 +147,7 @@ function create(lockPath: string): boolean {
     throw e;
   }
   try {
-    fs.writeSync(fd, String(process.pid));
+    fs.writeSync(fd, content);
   } catch (e) {
     fs.closeSync(fd);
     fs.rmSync(lockPath, { force: true });
@@ -105,8 +184,12 @@ export function processStartId(pid: number): string | null {
   }
 }
 
-/** Removes the lock when its holder is gone; true when the caller should try again at once. */
-function removeIfStale(lockPath: string): boolean {
+/**
+ * Removes the lock when its holder is gone (it no longer runs, or its PID names another start of a
+ * process); true when the caller should try again at once. `ownPidIsStale`: a lock naming this
+ * process is stale too (the data folder lock, which this process takes only once per folder).
+ */
+function removeIfStale(lockPath: string, ownPidIsStale = false): boolean {
   let text: string;
   try {
     text = fs.readFileSync(lockPath, 'utf8');
@@ -114,9 +197,9 @@ function removeIfStale(lockPath: string): boolean {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // released meanwhile
     throw e;
   }
-  const pid = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
-  if (Number.isSafeInteger(pid) && pid > 0) {
-    if (processAlive(pid)) return false;
+  const holder = lockHolder(text);
+  if (holder) {
+    if (!holderGone(holder, ownPidIsStale)) return false;
   } else {
     let mtimeMs: number;
     try { mtimeMs = fs.statSync(lockPath).mtimeMs; } catch { return true; }
