@@ -2,10 +2,11 @@
 import type http from 'node:http';
 import { createLogger, type Logger } from '../src/ops/log';
 import { createRegistry, openMetricsPort } from '../src/ops/metrics';
-import { onShutdown } from '../src/ops/daemon';
+import { onShutdown, takeDataDir } from '../src/ops/daemon';
+import type { DataDirLock } from '../src/ops/file-lock';
 import { err } from '../src/errors';
 import { Authority } from './authority';
-import { loadAuthorityConfig } from './config';
+import { loadAuthorityConfig, type AuthorityConfig } from './config';
 import { createAuthorityServer } from './http';
 import { authorityKeygen, loadAuthoritySigner, type KeygenResult } from './keygen';
 import { createAuthorityMetrics } from './metrics';
@@ -18,6 +19,18 @@ export interface RunOptions { config: string; dataDir?: string; period?: number;
 export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<void>; port: number; log: Logger }> {
   const cfg = loadAuthorityConfig(o.config, { dataDir: o.dataDir, period: o.period, metricsPort: o.metricsPort });
   const log = createLogger('bitcloud-dirauth', { level: o.logLevel ?? cfg.logLevel });
+  // SPEC.md §3.3 step 1a: the data folder's lock before the keys and stores in it are read, held
+  // until the last state write of stop().
+  const lock = await takeDataDir(cfg.dataDir, log);
+  try {
+    return await startAuthority(cfg, log, lock);
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+}
+
+async function startAuthority(cfg: AuthorityConfig, log: Logger, lock: DataDirLock): Promise<{ stop(): Promise<void>; port: number; log: Logger }> {
   const signer = await loadAuthoritySigner(cfg.dataDir);
   const fp = signer.identity.toString('hex');
   if (fp !== cfg.identity) {
@@ -70,13 +83,17 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
 
   const a = authority;
   const stop = async () => {
-    await a.stop();
-    await rewards.close();
-    await storage.close();
-    await auditConnector.close();
-    await closeServer(server);
-    await history.flush();
-    if (metricsServer) await closeServer(metricsServer);
+    try {
+      await a.stop();
+      await rewards.close();
+      await storage.close();
+      await auditConnector.close();
+      await closeServer(server);
+      await history.flush();
+      if (metricsServer) await closeServer(metricsServer);
+    } finally {
+      lock.release();
+    }
   };
   return { stop, port, log };
 }

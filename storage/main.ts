@@ -1,9 +1,10 @@
 // bitcloud-storage wiring: config, logger, metrics registry, daemon, shutdown. No protocol logic.
-import { createLogger } from '../src/ops/log';
+import { createLogger, type Logger } from '../src/ops/log';
+import type { DataDirLock } from '../src/ops/file-lock';
 import { createRegistry } from '../src/ops/metrics';
-import { onShutdown } from '../src/ops/daemon';
+import { onShutdown, takeDataDir } from '../src/ops/daemon';
 import { keepOldGenerationHeadroom } from '../src/ops/old-gen';
-import { loadStorageConfig, type StorageOverrides } from './config';
+import { loadStorageConfig, type StorageConfig, type StorageOverrides } from './config';
 import { StorageDaemon } from './daemon';
 import { makePolicyCheck } from '../src/moderation/enforce';
 import { PolicySubscriptions } from '../src/moderation/subscription';
@@ -18,6 +19,18 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   // SPEC.md §11.6: room for the old generation to grow (no full collection every few MB moved).
   keepOldGenerationHeadroom();
   const log = createLogger('bitcloud-storage', { level: o.logLevel ?? cfg.logLevel });
+  // SPEC.md §3.3 step 1a: the data folder's lock before anything in it is read (policy-status.json,
+  // §10.6.1, included), held for the daemon's life.
+  const lock = await takeDataDir(cfg.dataDir, log);
+  try {
+    return await startStorage(cfg, log, lock);
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+}
+
+async function startStorage(cfg: StorageConfig, log: Logger, lock: DataDirLock): Promise<StorageDaemon> {
   const registry = createRegistry('storage');
   // Moderation (SPEC.md §10.6): the subscribed policies, fetched from the authorities (and the DHT
   // once it runs), enforced on every request.
@@ -29,7 +42,8 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
     dataDir: cfg.dataDir, refreshMs: cfg.policyRefreshSeconds * 1000, log, registry,
   });
   const d = holder.d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
-  onShutdown(log, async () => { subs.close(); await d.stop(); });
+  // The lock goes after the last state write of stop().
+  onShutdown(log, async () => { try { subs.close(); await d.stop(); } finally { lock.release(); } });
   await d.start();
   const dht = d.dhtInstance?.raw;
   if (dht) subs.addSource(dhtSource(dht));
