@@ -43,7 +43,7 @@ async function startStorage(cfg: StorageConfig, log: Logger, lock: DataDirLock):
   });
   const d = holder.d = new StorageDaemon(cfg, log, registry, { policyCheck: makePolicyCheck(subs) });
   // The lock goes after the last state write of stop().
-  onShutdown(log, async () => { try { subs.close(); await d.stop(); } finally { lock.release(); } });
+  onShutdown(log, async () => { try { await subs.close(); await d.stop(); } finally { lock.release(); } });
   await d.start();
   const dht = d.dhtInstance?.raw;
   if (dht) subs.addSource(dhtSource(dht));

@@ -178,7 +178,11 @@ export class PolicySubscriptions implements SubscriptionView {
     return first;
   }
 
-  close(): void {
+  /**
+   * Stop refreshing and remove POLICY_STATUS_FILE. Resolves once a status write under way has
+   * ended (it removes what it renamed into place), so no file names this process afterwards.
+   */
+  async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     // SPEC.md §10.6.1: a node that stops no longer enforces anything; status shows the disk again.
@@ -187,6 +191,8 @@ export class PolicySubscriptions implements SubscriptionView {
       this.started = false;
       try { fs.rmSync(f, { force: true }); } catch (e) { this.log.warn({ code: errorCode(e) }, 'could not remove the policy status file'); }
     }
+    // Never rejects: writeStatus turns a failure into a warning.
+    await this.statusWrite;
   }
 
   /**

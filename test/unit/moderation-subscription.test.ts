@@ -500,7 +500,7 @@ describe('ModeratorWorkspace', () => {
     expect(s1.approvals.get(id.toString('hex'))?.tags).toEqual(['t0', 't1', 't2']);
   });
 
-  it('close() while policy-status.json is being written: the file is gone once the write ends, not left behind naming the node (SPEC.md §10.6.1)', async () => {
+  it('close() while policy-status.json is being written: once close() resolves the write has ended and the file is gone, not left behind naming the node (SPEC.md §10.6.1)', async () => {
     const dir = tmp();
     const m = fingerprint(ed25519Generate().publicKey);
     const subs = PolicySubscriptions.open({ moderators: [m], dataDir: dir, sources: [] });
@@ -508,9 +508,10 @@ describe('ModeratorWorkspace', () => {
     // Wait until the first write has its temporary file open (between open and rename), then stop.
     for (let i = 0; i < 10_000 && !fs.readdirSync(dir).some((f) => f.startsWith('.policy-status.json.')); i++) await new Promise((r) => setImmediate(r));
     expect(fs.readdirSync(dir).some((f) => f.startsWith('.policy-status.json.'))).toBe(true);
-    subs.close();
+    // close() resolves only once that write has ended and removed what it renamed into place.
+    await subs.close();
+    expect(fs.readdirSync(dir).filter((f) => f.includes('policy-status'))).toEqual([]);
     await started;
-    await new Promise((r) => setTimeout(r, 50));
     expect(fs.readdirSync(dir).filter((f) => f.includes('policy-status'))).toEqual([]);
   });
 });

@@ -158,7 +158,7 @@ describe('node status', () => {
         expect(subs.status()[0]).toMatchObject({ seq: 1 });
         expect(subs.status()[0].error).toBeUndefined();
       } finally {
-        subs.close();
+        await subs.close();
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -210,7 +210,7 @@ describe('node status', () => {
 
       // The node stops: status shows the disk, as a start would read it.
       fs.writeFileSync(file, Buffer.alloc(4096, 0xff));
-      subs.close();
+      await subs.close();
       v = await nodeStatus(o);
       expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk', loadedAt: null, error: { code: 'POLICY_MALFORMED', message: expect.any(String) as unknown } })]);
       lines = [];
@@ -222,7 +222,7 @@ describe('node status', () => {
       v = await nodeStatus(o);
       expect(v.policies).toEqual([expect.objectContaining({ moderator: m, seq: 2, from: 'disk', loadedAt: null })]);
     } finally {
-      subs.close();
+      await subs.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -285,12 +285,12 @@ describe('node status', () => {
       expect((await nodeStatus(o)).policies).toEqual([expect.objectContaining({ moderator: m, seq: 1, from: 'daemon' })]);
       // The node stops without removing its file (a crash); the saved copy is then removed, and its
       // process id is taken by a process that started at another time (this one stands in for it).
-      subs.close();
+      await subs.close();
       fs.writeFileSync(file, JSON.stringify({ ...doc, started: doc.started === null ? null : `${doc.started}0` }));
       fs.rmSync(path.join(dir, POLICY_DIR, `${m}.bundle`));
       if (doc.started !== null) expect((await nodeStatus(o)).policies).toEqual([expect.objectContaining({ moderator: m, seq: null, from: 'disk' })]);
     } finally {
-      subs.close();
+      await subs.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -153,7 +153,8 @@ export async function nodeStatus(o: NodeStatusOptions): Promise<NodeStatusView> 
 function savedPolicies(dataDir: string, moderators: readonly string[]): ModeratorStatus[] {
   if (moderators.length === 0) return [];
   const subs = PolicySubscriptions.open({ moderators, dataDir });
-  try { return subs.status(); } finally { subs.close(); }
+  // Never started: nothing was written, so close() has no write to wait for.
+  try { return subs.status(); } finally { void subs.close(); }
 }
 
 /** policy-status.json of a node (at most 16 moderators, SPEC.md §10.6.1) is far smaller than this. */
