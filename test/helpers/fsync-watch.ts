@@ -10,23 +10,37 @@ export function watchSyncs(hold?: (p: string) => Promise<void> | undefined): str
   return watchSyncsAndCloses(hold).synced;
 }
 
+export interface SyncWatch {
+  synced: string[];
+  closed: string[];
+  /** Resolves once `cond()` holds: checked now and again each time an fsync or a close is recorded. */
+  until(cond: () => boolean): Promise<void>;
+}
+
 /**
  * As watchSyncs, and each handle's path is also recorded in `closed` when its `close()` returns:
  * the last I/O of a folder's fsync (fsyncDir), after which what follows it runs without waiting
  * for I/O.
  */
-export function watchSyncsAndCloses(hold?: (p: string) => Promise<void> | undefined): { synced: string[]; closed: string[] } {
+export function watchSyncsAndCloses(hold?: (p: string) => Promise<void> | undefined): SyncWatch {
   const synced: string[] = [];
   const closed: string[] = [];
+  const waiters: Array<{ cond: () => boolean; resolve: () => void }> = [];
+  const recorded = (): void => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i].cond()) waiters.splice(i, 1)[0].resolve();
+    }
+  };
   const realOpen = fsp.open.bind(fsp);
   vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
     const fh = await realOpen(...args);
     const where = path.resolve(String(args[0]));
     const sync = fh.sync.bind(fh);
-    fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); };
+    fh.sync = async () => { await hold?.(where); await sync(); synced.push(where); recorded(); };
     const close = fh.close.bind(fh);
-    fh.close = async () => { await close(); closed.push(where); };
+    fh.close = async () => { await close(); closed.push(where); recorded(); };
     return fh;
   });
-  return { synced, closed };
+  const until = (cond: () => boolean): Promise<void> => cond() ? Promise.resolve() : new Promise((resolve) => { waiters.push({ cond, resolve }); });
+  return { synced, closed, until };
 }

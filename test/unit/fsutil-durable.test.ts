@@ -38,7 +38,7 @@ describe('mkdirDurable', () => {
     const gate = new Promise<void>((r) => { release = r; });
     let held!: () => void;
     const holding = new Promise<void>((r) => { held = r; });
-    const { closed } = watchSyncsAndCloses((p) => { if (p === root) { held(); return gate; } return undefined; });
+    const { closed, until } = watchSyncsAndCloses((p) => { if (p === root) { held(); return gate; } return undefined; });
     const first = mkdirDurable(path.join(root, 'a', 'b'));
     await holding; // the first call made root/a and root/a/b; root's fsync (holding root/a) is held
     let secondDone = false;
@@ -47,7 +47,8 @@ describe('mkdirDurable', () => {
     // still held. After the second close the second call goes on without I/O: by the next
     // macrotask it has ended, or it waits for root's fsync.
     const a = path.join(root, 'a');
-    while (closed.filter((p) => p === a).length < 2) await new Promise((r) => setTimeout(r, 2));
+    await until(() => closed.filter((p) => p === a).length >= 2);
+    await new Promise((r) => setImmediate(r));
     // root/a/c is made and root/a synced, but root/a itself may still vanish: not done yet.
     expect(secondDone).toBe(false);
     release();

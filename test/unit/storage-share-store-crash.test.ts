@@ -103,12 +103,17 @@ describe('when a put is answered', () => {
       });
       const data = randomBytes(4096);
       const id = shareId(data);
+      const hex = id.toString('hex');
+      const file = path.join(dir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
+      // The last I/O of the share's atomic write: its folder's fsync and (a folder this put made)
+      // that of shares/ab, each ended by closing the folder's handle.
+      const { closed, until } = watchSyncsAndCloses();
       let answered = false;
       const put = store.put(id, data, 3600).then((r) => { answered = true; return r; });
       // Let the share file's write, fsync and rename finish: the file is in place, the lease is not.
-      const hex = id.toString('hex');
-      const file = path.join(dir, 'shares', hex.slice(0, 2), hex.slice(2, 4), hex);
-      while (!(await fsp.access(file).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 5));
+      const leaf = path.dirname(file);
+      await until(() => closed.includes(leaf) && closed.includes(path.dirname(leaf)));
+      await fsp.access(file);
       await new Promise((r) => setImmediate(r));
       expect(append).toHaveBeenCalledTimes(1);
       expect(answered).toBe(false);
@@ -181,21 +186,26 @@ describe('a share in a folder the put creates', () => {
       do b = randomBytes(64); while (shareId(b).toString('hex').slice(0, 4) !== ha.slice(0, 4));
       const ab = path.join(dir, 'shares', ha.slice(0, 2));
       const gate = new Promise<void>((r) => { release = r; });
-      const { synced, closed } = watchSyncsAndCloses((p) => (p === ab ? gate : undefined));
-      // Each put's lease record is written beside its share (SPEC.md §9.8.2): counted when durable.
+      const { synced, closed, until } = watchSyncsAndCloses((p) => (p === ab ? gate : undefined));
+      // Each put's lease record is written beside its share (SPEC.md §9.8.2): both awaited when durable.
       const journal = (store as unknown as { journal: LeaseJournal }).journal;
       const append = journal.append.bind(journal);
-      let journaled = 0;
-      journal.append = (records) => { const p = append(records); p.then(() => { journaled++; }, () => {}); return p; };
+      const appends: Promise<void>[] = [];
+      let secondAppended!: () => void;
+      const twoAppends = new Promise<void>((r) => { secondAppended = r; });
+      journal.append = (records) => { const p = append(records); appends.push(p); if (appends.length === 2) secondAppended(); return p; };
       const first = store.put(shareId(a), a, 3600);
       const leaf = path.join(ab, ha.slice(2, 4));
-      while (!synced.includes(leaf)) await new Promise((r) => setTimeout(r, 2));
+      await until(() => synced.includes(leaf));
       let secondDone = false;
       const second = store.put(shareId(b), b, 3600).then((r) => { secondDone = true; return r; });
       // Both puts' fsyncs of shares/ab/cd end, their handles closed, and both lease records are
       // durable; shares/ab's fsync is still held. After that the second put goes on without I/O:
       // by the next macrotask it has ended, or it waits for shares/ab's fsync.
-      while (closed.filter((p) => p === leaf).length < 2 || journaled < 2) await new Promise((r) => setTimeout(r, 2));
+      await until(() => closed.filter((p) => p === leaf).length >= 2);
+      await twoAppends;
+      await Promise.all(appends);
+      await new Promise((r) => setImmediate(r));
       // Both shares are in shares/ab/cd and that folder is synced; shares/ab is not yet.
       expect(secondDone).toBe(false);
       release();
@@ -234,18 +244,31 @@ describe('rewriting the lease journal while puts are under way', () => {
       watchSyncs((p) => (p.endsWith('.tmp') ? gate : undefined));
       const b = randomBytes(256);
       const before = journalOf(store).recordCount;
+      // b's lease record: its append resolves once the record is written and synced.
+      const realAppend = LeaseJournal.prototype.append;
+      const appended = new Promise<void>((resolve) => {
+        vi.spyOn(LeaseJournal.prototype, 'append').mockImplementationOnce(function (this: LeaseJournal, recs) {
+          const p = realAppend.call(this, recs);
+          void p.then(resolve, () => {});
+          return p;
+        });
+      });
       const put = store.put(shareId(b), b, 30 * 86_400);
-      while (journalOf(store).recordCount === before) await new Promise((r) => setTimeout(r, 2));
+      await appended;
+      expect(journalOf(store).recordCount).toBeGreaterThan(before);
       // A GC run now rewrites the journal (far more records than leases): wait until the rewrite
-      // is asked for (the journal's compact called, or the store waiting to call it).
-      let compactAsked = false;
-      const realCompact = LeaseJournal.prototype.compact;
-      vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementation(function (this: LeaseJournal, live) {
-        compactAsked = true;
-        return realCompact.call(this, live);
+      // is asked for (the store's compactJournal called: it waits for the put's lease write to
+      // end, then calls the journal's compact).
+      type Compacting = { compactJournal(): Promise<void> };
+      const realCompactJournal = (ShareStore.prototype as unknown as Compacting).compactJournal;
+      const compactAsked = new Promise<void>((resolve) => {
+        vi.spyOn(ShareStore.prototype as unknown as Compacting, 'compactJournal').mockImplementation(function (this: Compacting) {
+          resolve();
+          return realCompactJournal.call(this);
+        });
       });
       const gc = store.gc();
-      while (!compactAsked && !(store as unknown as { compacting: unknown }).compacting) await new Promise((r) => setTimeout(r, 2));
+      await compactAsked;
       release();
       expect((await put).stored).toBe(true);
       await gc;
