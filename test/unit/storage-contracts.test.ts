@@ -296,14 +296,23 @@ describe('unfunded contracts make room for a new upload (SPEC.md §9.20.1)', () 
     now = epochStart(E + 8) + 1000;
     expect(audits.contractCount).toBe(3);
     const fresh = contractOf(n.key.publicKey, E + 8, E + 10);
-    expect((await audits.accept(fresh)).result).toBe('accepted');
+    // The removals of forgotten contracts' files, each awaited below.
+    const realRm = fs.promises.rm.bind(fs.promises);
+    const removals: Promise<void>[] = [];
+    const rm = vi.spyOn(fs.promises, 'rm').mockImplementation((p, o) => { const r = realRm(p, o); removals.push(r); return r; });
+    try {
+      expect((await audits.accept(fresh)).result).toBe('accepted');
+    } finally {
+      rm.mockRestore();
+    }
     expect(audits.contract(idOf(endedFunded))).toBeUndefined();
     expect(audits.contract(idOf(endedFree))).toBeUndefined();
     expect(audits.contract(idOf(live))).toBeDefined();
     expect(audits.contract(idOf(fresh))).toBeDefined();
     expect(await evicted(registry)).toBe(0);
     // Their files go after they are forgotten.
-    await vi.waitFor(() => expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts')).sort()).toEqual([idOf(live), idOf(fresh)].map((id) => `${id}.bin`).sort()));
+    await Promise.all(removals);
+    expect(fs.readdirSync(path.join(dataDir, 'storage', 'contracts')).sort()).toEqual([idOf(live), idOf(fresh)].map((id) => `${id}.bin`).sort());
     // Ones that ended fewer than KEPT_REPORTS epochs ago are still held: room is made by evicting
     // the oldest unfunded contract, as before.
     const recent = contractOf(n.key.publicKey, E + 8, E + 10);
@@ -671,6 +680,8 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const inner = connector([good], held);
     const timeoutMs = 100;
     let slowChallenges = 0, slowAnswered = 0;
+    // Resolved by the answer that leaves no challenge of the slow node out, once asked for.
+    let allAnswered: (() => void) | null = null;
     let sentByDeadline = -1;
     const tries = new Map<string, number>();
     // A hostile node: each challenge is answered STORAGE_BUSY shortly before its bound, so every
@@ -687,6 +698,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
         tries.set(nonce, n);
         if (n < 4) await new Promise((resolve) => setTimeout(resolve, timeoutMs * 0.3));
         slowAnswered++;
+        if (slowAnswered === slowChallenges) allAnswered?.();
         throw Object.assign(new Error('too many audits'), { code: 'STORAGE_BUSY' });
       } };
     };
@@ -715,7 +727,7 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     // challenge sent has been answered, then for a 1 ms timer set after that (timers of one
     // duration run in the order they were set), and no challenge may have been sent since.
     expect(sentByDeadline).toBeGreaterThan(0);
-    while (slowAnswered < slowChallenges) await new Promise((resolve) => setTimeout(resolve, 1));
+    if (slowAnswered < slowChallenges) await new Promise<void>((resolve) => { allAnswered = resolve; });
     await new Promise((resolve) => setTimeout(resolve, 1));
     expect(slowChallenges).toBe(sentByDeadline);
   }, 30_000);
@@ -878,16 +890,18 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     ]);
     const pages = new AuditPagePlaces(auths, { answerDeadlineMs: 50 });
     // Readers that read a byte now and then: never finished, never closed, until cut.
-    type Res = http.ServerResponse & { status: number; code?: string };
+    // `cut` resolves when the answer is destroyed.
+    type Res = http.ServerResponse & { status: number; code?: string; cut: Promise<void> };
     const get = async (from: string): Promise<Res> => {
       const listeners = new Map<string, (() => void)[]>();
       const req = { method: 'GET', socket: { remoteAddress: from, localAddress: '192.0.2.1' }, resume() {} } as unknown as http.IncomingMessage;
+      let cut!: () => void;
       const res = {
-        status: 0, writableFinished: false, destroyed: false,
+        status: 0, writableFinished: false, destroyed: false, cut: new Promise<void>((r) => { cut = r; }),
         writeHead(s: number) { res.status = s; return res; },
         end(x: string | Buffer) { if (res.status !== 200) res.code = (JSON.parse(Buffer.from(x).toString('utf8')) as { code: string }).code; },
         once(ev: string, f: () => void) { listeners.set(ev, [...(listeners.get(ev) ?? []), f]); return res; },
-        destroy() { res.destroyed = true; for (const f of listeners.get('close') ?? []) f(); listeners.delete('close'); },
+        destroy() { res.destroyed = true; cut(); for (const f of listeners.get('close') ?? []) f(); listeners.delete('close'); },
       } as unknown as Res;
       await serveStorageAudits(audits, req, res, new URL(`http://a${AUDITS_PATH}?epoch=${E}&node=${n.fp}`), {} as never, pages);
       return res;
@@ -917,10 +931,10 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     // Past the deadline every slow answer is cut and its place freed. Deadline timers of one length
     // fire in the order they were set, and the last authority page's was set after the refused
     // fifth request: once that one is cut, a cut of the fifth would have come already.
-    await vi.waitFor(() => { expect([...one, ...authority].every((r) => r.destroyed)).toBe(true); }, { timeout: 5_000, interval: 5 });
+    await Promise.all([...one, ...authority].map((r) => r.cut));
     expect(fifth.destroyed).toBe(false);
     expect((await get('203.0.113.7')).status).toBe(200);
-  });
+  }, 5_000);
 
   it('the pages payments read keep only their passing results, without the answers, read asynchronously (SPEC.md §9.20.4 item 2)', async () => {
     const good = await node(), forger = await node({ forge: true });
