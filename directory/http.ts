@@ -30,7 +30,7 @@ import type { Logger } from '../src/ops/log';
 import { oncePerRegistry, prom, type Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
-import { readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, serveDocument, ServedDocument } from '../src/dir/http-serve';
+import { readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, sendJsonText, serveDocument, ServedDocument } from '../src/dir/http-serve';
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
 import { RateLimiter } from './rate-limit';
@@ -191,7 +191,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         sendJson(res, 200, statusJson(a));
         return ['status', 200];
       case '/bitcloud/status/history':
-        sendJson(res, 200, a.history.toJSON());
+        // SPEC.md §6.10: serialised once per change of the history, not once per request.
+        sendJsonText(res, 200, a.history.json());
         return ['status_history', 200];
       case '/static/uplot.min.js':
       case '/static/uplot.min.css':

@@ -2,6 +2,8 @@
 // per newly published consensus (relays and storage nodes listed, each relay's weight and proven
 // cells), and one per reward block appended (height, epoch, units minted). Bounded (the newest
 // MAX_SAMPLES / MAX_BLOCKS), kept in `<dataDir>/status-history.json`, written atomically.
+// Serialised once per change (SPEC.md §6.10): GET /bitcloud/status/history and the file share
+// those bytes, so a client asking in a loop costs no serialisation and its slow reads pin no copy.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -37,6 +39,8 @@ export class StatusHistory {
   private samples: HistorySample[] = [];
   private blocks: HistoryBlock[] = [];
   private names: Record<string, string> = {};
+  /** The JSON of the history as it stands, made at the first need after a change. */
+  private text: Buffer | null = null;
   private saving: Promise<void> = Promise.resolve();
 
   constructor(private readonly dataDir: string, private readonly log?: Logger) {}
@@ -49,6 +53,7 @@ export class StatusHistory {
       if (Array.isArray(j.blocks)) this.blocks = j.blocks.filter((b) => b && typeof b.height === 'number').slice(-MAX_BLOCKS);
       if (j.names && typeof j.names === 'object') this.names = j.names;
     } catch { /* none yet */ }
+    this.text = null;
     return this;
   }
 
@@ -67,7 +72,7 @@ export class StatusHistory {
       provenEpoch: info.provenEpoch, weights, proven,
     });
     if (this.samples.length > MAX_SAMPLES) this.samples.splice(0, this.samples.length - MAX_SAMPLES);
-    this.save();
+    this.changed();
   }
 
   onBlock(b: { height: number; epoch: number; minted: bigint | number }, t = Date.now()): void {
@@ -75,15 +80,30 @@ export class StatusHistory {
     this.blocks.push({ t, height: b.height, epoch: b.epoch, minted: Number(b.minted) });
     this.blocks.sort((x, y) => x.height - y.height);
     if (this.blocks.length > MAX_BLOCKS) this.blocks.splice(0, this.blocks.length - MAX_BLOCKS);
-    this.save();
+    this.changed();
   }
 
   toJSON(): HistoryJson {
     return { samples: this.samples, blocks: this.blocks, names: this.names };
   }
 
+  /**
+   * SPEC.md §6.10: the history's JSON, what GET /bitcloud/status/history answers. Serialised once
+   * per change and the same Buffer handed to every request until the next change: the history
+   * holds every relay's weight in each of up to 720 samples (megabytes on a large network), and
+   * the route is unauthenticated.
+   */
+  json(): Buffer {
+    return (this.text ??= Buffer.from(JSON.stringify(this.toJSON()), 'utf8'));
+  }
+
+  private changed(): void {
+    this.text = null;
+    this.save();
+  }
+
   private save(): void {
-    const text = JSON.stringify(this.toJSON());
+    const text = this.json();
     this.saving = this.saving.then(() => writeFileAtomic(path.join(this.dataDir, HISTORY_FILE), text, 0o644))
       .catch((e) => this.log?.warn({ err: (e as Error).message }, 'saving the status history failed'));
   }

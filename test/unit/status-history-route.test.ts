@@ -1,0 +1,55 @@
+// SPEC.md §6.10: GET /bitcloud/status/history is unauthenticated and its answer holds every
+// relay's weight in each of up to 720 samples, so the authority serialises it once per change of
+// the history and hands the same bytes to every request, instead of once per request.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type http from 'node:http';
+import { createAuthorityServer } from '../../directory/http';
+import { StatusHistory } from '../../directory/status-history';
+import { makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
+
+let fx: Fixture;
+let server: http.Server | null = null;
+beforeEach(() => { fx = makeFixture(); });
+afterEach(async () => {
+  vi.restoreAllMocks();
+  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
+  server = null;
+  fx.cleanup();
+});
+
+describe('GET /bitcloud/status/history (SPEC.md §6.10)', () => {
+  it('is serialised once per change of the history, not once per request', async () => {
+    const history = new StatusHistory(fx.dir).load();
+    const made = fx.makeAuthority({}, { history });
+    server = createAuthorityServer(made.authority, made.registry, made.metrics, silentLog);
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/bitcloud/status/history`;
+    history.onConsensus(fx.consensus.info);
+    await history.flush();
+
+    // Count the serialisations of the history itself (the object toJSON hands out).
+    const stringify = JSON.stringify.bind(JSON);
+    let serialised = 0;
+    vi.spyOn(JSON, 'stringify').mockImplementation(((v: unknown, ...rest: unknown[]) => {
+      if (v !== null && typeof v === 'object' && 'samples' in v && 'names' in v) serialised++;
+      return (stringify as (...a: unknown[]) => string)(v, ...rest);
+    }) as typeof JSON.stringify);
+
+    const bodies: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('application/json');
+      bodies.push(await res.text());
+    }
+    expect(new Set(bodies).size).toBe(1);
+    expect(JSON.parse(bodies[0]).samples.map((s: { t: number }) => s.t)).toEqual([fx.consensus.info.validAfter]);
+    expect(serialised).toBeLessThanOrEqual(1);
+
+    // A change is served at once: a new block is in the next answer.
+    history.onBlock({ height: 0, epoch: 3, minted: 7n }, 1234);
+    await history.flush();
+    const after = await (await fetch(url)).json() as { blocks: { height: number; minted: number }[] };
+    expect(after.blocks).toEqual([{ t: 1234, height: 0, epoch: 3, minted: 7 }]);
+  });
+});
