@@ -23,6 +23,7 @@
 //   GET  /                                HTML status page
 // Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
+// A client gone before its body arrived is dropped unanswered (debug, status 499; SPEC.md §6.10).
 import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
@@ -219,6 +220,14 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
     dropUnreadBody(req, res);
     route(req, res).then(([r, status]) => m.http.labels(r, String(status)).inc(), (e) => {
+      // SPEC.md §6.10: a client that went away before its request body arrived in full (reading it
+      // failed because Node destroyed the request) is no failure of this server: nobody is left to
+      // answer; debug only, counted as status 499 of route "aborted".
+      if (req.destroyed && !req.complete) {
+        m.http.labels('aborted', '499').inc();
+        log.debug({ err: (e as Error).message }, 'client went away before its request body arrived');
+        return;
+      }
       m.errors.labels(errorCode(e)).inc();
       log.error({ err: (e as Error).message }, 'HTTP handler failed');
       if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error');

@@ -1,0 +1,53 @@
+// SPEC.md §6.10: an uploader that goes away before its body has arrived in full is no failure of
+// the authority. Its request is dropped without an answer, logged at debug and counted as status
+// 499 of route "aborted"; not an error-level "HTTP handler failed" line and an error metric per
+// aborted upload (which any client could cause at will, on routes without a rate limit too).
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type http from 'node:http';
+import net from 'node:net';
+import pino from 'pino';
+import { createAuthorityServer } from '../../directory/http';
+import { PATHS } from '../../src/dir/fetch';
+import { makeFixture, type Fixture } from './dirauth-measure-fixture';
+
+let fx: Fixture;
+let server: http.Server | null = null;
+beforeEach(() => { fx = makeFixture(); });
+afterEach(async () => {
+  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
+  server = null;
+  fx.cleanup();
+});
+
+/** Sends the head of a POST announcing `length` bytes and `sent` of them, then closes the connection. */
+async function abortedUpload(port: number, p: string, length: number, sent: number): Promise<void> {
+  const s = net.connect(port, '127.0.0.1');
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(`POST ${p} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${length}\r\n\r\n`);
+  s.write(Buffer.alloc(sent));
+  await new Promise((r) => setTimeout(r, 50));
+  s.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+}
+
+describe('an upload whose client goes away mid-body (SPEC.md §6.10)', () => {
+  it('is logged at debug and counted as 499, not as a handler failure, and the authority keeps serving', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l) as { level: number; msg: string }); } });
+    const made = fx.makeAuthority();
+    server = createAuthorityServer(made.authority, made.registry, made.metrics, log);
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+
+    await abortedUpload(port, PATHS.descriptor, 4000, 100);
+    await abortedUpload(port, `/bitcloud/policy/${'ab'.repeat(32)}`, 4000, 100);
+
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+    expect((await made.metrics.errors.get()).values).toEqual([]);
+    const http = (await made.metrics.http.get()).values.filter((v) => v.labels.status === '499');
+    expect(http.map((v) => [v.labels.route, v.value])).toEqual([['aborted', 2]]);
+    expect(lines.filter((l) => l.msg === 'client went away before its request body arrived').length).toBe(2);
+    const res = await fetch(`http://127.0.0.1:${port}${PATHS.status}`);
+    expect(res.status).toBe(200);
+  });
+});
