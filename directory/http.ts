@@ -39,7 +39,7 @@ import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { serveStaticFile } from '../src/ops/static-files';
-import { StatusPageCache, statusJson, STATIC_FILES } from './status-page';
+import { StatusPageCache, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { RewardBundles, serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
 import { createReceiptIntakeMetrics, RECEIPTS_PATH, serveReceiptUpload, UploadGate } from './receipts';
@@ -189,7 +189,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       case PATHS.certificate:
         return ['certificate', serveDocument(req, res, certDoc, 'CERT_NOT_AVAILABLE', '')];
       case PATHS.status:
-        sendJson(res, 200, statusJson(a));
+        // SPEC.md §6.10: built at most once a second (and at once for a new consensus), as the page is.
+        sendJsonText(res, 200, statusPage.json(a));
         return ['status', 200];
       case '/bitcloud/status/history':
         // SPEC.md §6.10: serialised once per change of the history, not once per request.

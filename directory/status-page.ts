@@ -147,23 +147,35 @@ ${historyTables(a.history.toJSON())}
 export const STATUS_PAGE_CACHE_MS = 1_000;
 
 /**
- * SPEC.md §6.10: the status page `GET /` serves, built at most once per STATUS_PAGE_CACHE_MS and
- * again at once when a new consensus is published, so a client asking for it in a loop does not
- * make the authority build the whole page for each request.
+ * SPEC.md §6.10: the status page `GET /` serves, and its JSON twin `GET /bitcloud/status`, each
+ * built at most once per STATUS_PAGE_CACHE_MS and again at once when a new consensus is published,
+ * so a client asking for either in a loop does not make the authority build it (a walk over every
+ * relay's measurement and probes) for each request.
  */
 export class StatusPageCache {
-  private last: { html: string; at: number; published: Authority['published'] } | null = null;
+  private last: Built<string> | null = null;
+  private lastJson: Built<Buffer> | null = null;
   constructor(
     private readonly render: (a: Authority) => string = renderStatusPage,
     private readonly clock: () => number = () => performance.now(),
+    private readonly renderJson: (a: Authority) => Buffer = (a) => Buffer.from(JSON.stringify(statusJson(a)), 'utf8'),
   ) {}
 
   page(a: Authority): string {
+    return (this.last = this.fresh(this.last, a, this.render)).body;
+  }
+
+  /** The JSON text `GET /bitcloud/status` answers (statusJson), under the page's rule. */
+  json(a: Authority): Buffer {
+    return (this.lastJson = this.fresh(this.lastJson, a, this.renderJson)).body;
+  }
+
+  private fresh<T>(last: Built<T> | null, a: Authority, build: (a: Authority) => T): Built<T> {
     const now = this.clock();
     const published = a.published;
-    if (!this.last || this.last.published !== published || now - this.last.at >= STATUS_PAGE_CACHE_MS) {
-      this.last = { html: this.render(a), at: now, published };
-    }
-    return this.last.html;
+    if (last && last.published === published && now - last.at < STATUS_PAGE_CACHE_MS) return last;
+    return { body: build(a), at: now, published };
   }
 }
+
+interface Built<T> { body: T; at: number; published: Authority['published'] }
