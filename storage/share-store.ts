@@ -2,7 +2,8 @@
 // (first two bytes of the id as folders), written atomically (temp, fsync, rename), checked against
 // their id when written and when read; a file that no longer hashes to its name is moved to
 // <dir>/quarantine and reported as SHARE_CORRUPT. Leases (expiry per share) are kept in the lease
-// journal; expired shares are invisible at once and removed by gc(). A byte quota bounds the total,
+// journal; expired shares are invisible at once and removed by gc(), which takes them from a heap of
+// expiries (SPEC.md §9.8.4) rather than scanning every share. A byte quota bounds the total,
 // each share charged by the disk blocks it takes plus a block of overhead (quotaCharge).
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { auditProofInPieces } from '../src/storage/protocol';
 import { auditBlockCount, proveBlocksInPieces } from '../src/storage/audit';
 import { encodeAuditAnswer } from '../src/wire/audit-answer';
 import { LeaseJournal, type LeaseRecord } from './lease-journal';
+import { ExpiryHeap } from './expiry-heap';
 import { StorageMetrics } from './metrics';
 
 const HEX_ID = /^[0-9a-f]{64}$/;
@@ -71,6 +73,13 @@ export interface StoreStat {
   maxShareBytes: number;
 }
 
+/** What a gc() run did: shares removed, their bytes, and the expiries it looked at (SPEC.md §9.8.4). */
+export interface GcResult {
+  removed: number;
+  bytes: number;
+  examined: number;
+}
+
 /** SPEC.md §9.8.2: after a failed rewrite of the lease journal, a put or renewal tries again after this long at the earliest. */
 export const COMPACT_RETRY_MS = 60_000;
 
@@ -97,15 +106,13 @@ export class ShareStore {
   private reserved = 0;
   private gcTimer: NodeJS.Timeout | null = null;
   /**
-   * SPEC.md §9.8.4: no entry expires before this (Unix seconds; a lower bound: renewals only extend,
-   * removals only raise the least), found again exactly by each gc scan. A put over the quota runs
-   * gc only once it is reached: before, nothing could be freed, and a scan of every entry per put
-   * would let tiny puts to a full node hold it up.
+   * SPEC.md §9.8.4: every expiry given to an entry, least first (lazy deletion: an item whose entry
+   * is gone or holds another expiry is stale and skipped). gc() takes only the expired items, so
+   * its cost follows the shares that expired, not the shares held; its top is the earliest expiry,
+   * before which a put over the quota refuses at once (nothing could be freed).
    */
-  private earliestExpiry = Infinity;
-  /** The least expiry given to an entry while a gc scan runs (it sets earliestExpiry when it ends). */
-  private expiryDuringGc = Infinity;
-  private gcRunning: Promise<{ removed: number; bytes: number }> | null = null;
+  private readonly expiries = new ExpiryHeap();
+  private gcRunning: Promise<GcResult> | null = null;
   /**
    * Puts and renewals under way between their lease record and the in-memory entry it stands
    * for. A rewrite of the journal (compactJournal) waits until there is none, and new ones wait
@@ -176,12 +183,12 @@ export class ShareStore {
             orphans.push({ id: Buffer.from(name, 'hex'), expiresAt: exp });
           }
           this.entries.set(name, { size: st.size, expiresAt: exp });
-          this.noteExpiry(exp);
           this.used += quotaCharge(st.size);
           this.bytes += st.size;
         }
       }
     }
+    this.rebuildExpiries();
     await this.makeTopFolders(root);
     // Leases of shares that are gone are dropped; the journal is rewritten with what is live.
     await this.journal.compact(this.liveRecords());
@@ -234,10 +241,33 @@ export class ShareStore {
     return Math.min(lease, this.maxLeaseSeconds);
   }
 
-  /** An entry was given the expiry `at` (a new share, or an expired one's lease taken up again). */
-  private noteExpiry(at: number): void {
-    this.earliestExpiry = Math.min(this.earliestExpiry, at);
-    if (this.gcRunning) this.expiryDuringGc = Math.min(this.expiryDuringGc, at);
+  /** SPEC.md §9.8.4: the entry `hex` was given the expiry `at` (a new share, or a longer lease). */
+  private noteExpiry(hex: string, at: number): void {
+    this.expiries.push(at, hex);
+    this.pruneExpiries();
+  }
+
+  /** Stale heap items (leases extended, shares gone) are dropped once they outnumber twice the live entries. */
+  private pruneExpiries(): void {
+    if (this.expiries.size - this.entries.size > 2 * this.entries.size) this.rebuildExpiries();
+  }
+
+  private rebuildExpiries(): void {
+    this.expiries.rebuild([...this.entries].map(([hex, e]) => ({ at: e.expiresAt, hex })));
+  }
+
+  /** The item's entry still holds that expiry (else the item is stale: extended or gone). */
+  private current(item: { at: number; hex: string }): boolean {
+    return this.entries.get(item.hex)?.expiresAt === item.at;
+  }
+
+  /** SPEC.md §9.8.4: no entry expires before this (Unix seconds; Infinity when none is held). */
+  private earliestExpiry(): number {
+    for (let top = this.expiries.peek(); top; top = this.expiries.peek()) {
+      if (this.current(top)) return top.at;
+      this.expiries.pop();
+    }
+    return Infinity;
   }
 
   private live(hex: string): Entry | undefined {
@@ -269,6 +299,7 @@ export class ShareStore {
           await this.writingLeases(async () => {
             await this.journal.append([{ id, expiresAt: until }]).catch((e: unknown) => { throw ioError(e, 'could not write the lease'); });
             have.expiresAt = Math.max(have.expiresAt, until);
+            this.noteExpiry(hex, have.expiresAt);
           });
         }
         return { expiresAt: have.expiresAt, stored: false };
@@ -280,7 +311,7 @@ export class ShareStore {
         // SPEC.md §9.8.4: collect first only when a share may have expired; else refuse at once.
         // A collection that fails (a share file it cannot remove) is logged; the put goes on with
         // the room it freed (SPEC.md §9.8.2).
-        if (this.nowSeconds() >= this.earliestExpiry) {
+        if (this.nowSeconds() >= this.earliestExpiry()) {
           await this.gc().catch((e: unknown) => {
             const code = errorCode(ioError(e, 'garbage collection failed'));
             this.metrics.errors.inc({ code });
@@ -309,7 +340,7 @@ export class ShareStore {
             throw j.reason;
           }
           this.entries.set(hex, { size: data.length, expiresAt: until });
-          this.noteExpiry(until);
+          this.noteExpiry(hex, until);
           this.used += charge;
           this.bytes += data.length;
         });
@@ -426,9 +457,12 @@ export class ShareStore {
       ids.forEach((id, i) => { const e = held[i]; if (e && until > e.expiresAt && !changed.has(e)) changed.set(e, { id, expiresAt: until }); });
       // The longer leases count only once they are on disk: a failed write changes nothing.
       if (changed.size) await this.journal.append([...changed.values()]).catch((e: unknown) => { throw ioError(e, 'could not write the leases'); });
-      return held.map((e) => {
+      return held.map((e, i) => {
         if (!e) return 0;
-        e.expiresAt = Math.max(e.expiresAt, until);
+        if (until > e.expiresAt) {
+          e.expiresAt = until;
+          this.noteExpiry(shareIdHex(ids[i]), until);
+        }
         return e.expiresAt;
       });
     });
@@ -512,36 +546,43 @@ export class ShareStore {
   }
 
   /** Remove every share whose lease has expired. One run at a time; a second caller joins it. */
-  gc(): Promise<{ removed: number; bytes: number }> {
+  gc(): Promise<GcResult> {
     if (!this.gcRunning) this.gcRunning = this.runGc().finally(() => { this.gcRunning = null; });
     return this.gcRunning;
   }
 
-  private async runGc(): Promise<{ removed: number; bytes: number }> {
+  private async runGc(): Promise<GcResult> {
     const now = this.nowSeconds();
     let bytes = 0;
     const gone: LeaseRecord[] = [];
-    // One pass: the expired entries, and the least expiry of those that stay (SPEC.md §9.8.4).
-    this.expiryDuringGc = Infinity;
-    let earliest = Infinity;
-    const expired: string[] = [];
-    for (const [hex, e] of this.entries) {
-      if (e.expiresAt <= now) expired.push(hex);
-      else if (e.expiresAt < earliest) earliest = e.expiresAt;
+    // SPEC.md §9.8.4: only the expired items leave the heap (stale ones are skipped), so the run
+    // costs what expired, not what is held.
+    let examined = 0;
+    const expired: Array<{ at: number; hex: string }> = [];
+    for (let top = this.expiries.peek(); top && top.at <= now; top = this.expiries.peek()) {
+      this.expiries.pop();
+      examined++;
+      if (this.current(top)) expired.push(top);
     }
-    for (const hex of expired) {
-      await this.withLock(hex, async () => {
-        const e = this.entries.get(hex);
-        if (e && e.expiresAt > now) earliest = Math.min(earliest, e.expiresAt); // renewed meanwhile
-        if (!e || e.expiresAt > now) return;
-        await fsp.rm(this.sharePath(hex), { force: true });
-        this.drop(hex);
-        gone.push({ id: Buffer.from(hex, 'hex'), expiresAt: 0 });
-        bytes += e.size;
-      });
+    let i = 0;
+    try {
+      for (; i < expired.length; i++) {
+        const { hex } = expired[i];
+        await this.withLock(hex, async () => {
+          const e = this.entries.get(hex);
+          // Renewed meanwhile (its new expiry is in the heap already), or gone.
+          if (!e || e.expiresAt > now) return;
+          await fsp.rm(this.sharePath(hex), { force: true });
+          this.drop(hex);
+          gone.push({ id: Buffer.from(hex, 'hex'), expiresAt: 0 });
+          bytes += e.size;
+        });
+      }
+    } catch (e) {
+      // The shares not removed stay expired and are found by the next run.
+      for (const item of expired.slice(i)) if (this.current(item)) this.expiries.push(item.at, item.hex);
+      throw e;
     }
-    // Entries given an expiry while the scan ran count too (noteExpiry); renewals only extended.
-    this.earliestExpiry = Math.min(earliest, this.expiryDuringGc);
     // One journal write for the whole run. SPEC.md §9.8.2, §9.8.3: the shares are gone all the
     // same, so a record that cannot be written (a full disk) is logged and counted, not thrown
     // (a put that collected first goes on); their stale leases are dropped at the next open,
@@ -556,7 +597,7 @@ export class ShareStore {
       this.log.info({ removed: gone.length, bytes }, 'expired shares removed');
     }
     if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
-    return { removed: gone.length, bytes };
+    return { removed: gone.length, bytes, examined };
   }
 
   /** Run gc() every `intervalMs` until close(). */
@@ -588,6 +629,7 @@ export class ShareStore {
     const e = this.entries.get(hex);
     if (!e) return false;
     this.entries.delete(hex);
+    this.pruneExpiries(); // its heap item is stale now
     this.used -= quotaCharge(e.size);
     this.bytes -= e.size;
     this.cache?.delete(hex);

@@ -133,7 +133,7 @@ describe('share store (SPEC §9.8)', () => {
     c.advance(21);
     expect(s.has([a.id, b.id])).toEqual([false, true]);
     expect(await codeOf(s.get(a.id))).toBe('SHARE_NOT_FOUND');
-    expect(await s.gc()).toEqual({ removed: 1, bytes: 5 });
+    expect(await s.gc()).toMatchObject({ removed: 1, bytes: 5 });
     expect(fs.existsSync(path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4), a.hex))).toBe(false);
     expect(s.stat()).toMatchObject({ used: quotaCharge(4), shares: 1 });
   });
@@ -161,10 +161,35 @@ describe('share store (SPEC §9.8)', () => {
     expect((await s.put(y.id, y.data)).stored).toBe(true);
     expect(gc).toHaveBeenCalledTimes(1);
     expect(s.stat()).toMatchObject({ used: 10 * quotaCharge(8), shares: 10 });
-    // The earliest expiry was found again by that scan: still full, nothing expired, no scan.
+    // The earliest expiry is the heap's top again: still full, nothing expired, no collection.
     const z = share('late-001');
     expect(await codeOf(s.put(z.id, z.data))).toBe('STORAGE_FULL');
     expect(gc).toHaveBeenCalledTimes(1);
+  });
+
+  it('gc examines only the expired shares, not every share held; renewals and removals leave no lasting stale expiries (SPEC.md §9.8.4)', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), now: c.now, quotaBytes: 1 << 30 });
+    const held = Array.from({ length: 200 }, (_, i) => share(`held-${String(i).padStart(4, '0')}`));
+    for (const x of held) await s.put(x.id, x.data, 1000);
+    const short = Array.from({ length: 3 }, (_, i) => share(`short-${i}`));
+    for (const x of short) await s.put(x.id, x.data, 1);
+    const renewed = share('renewed');
+    await s.put(renewed.id, renewed.data, 1);
+    await s.renew([renewed.id], 1000);
+    c.advance(2);
+    // The three expired shares and the renewed share's earlier expiry (stale, skipped): 4 of 204.
+    expect(await s.gc()).toEqual({ removed: 3, bytes: short.reduce((n, x) => n + x.data.length, 0), examined: 4 });
+    expect(s.has([renewed.id, ...short.map((x) => x.id)])).toEqual([true, false, false, false]);
+    expect(await s.gc()).toEqual({ removed: 0, bytes: 0, examined: 0 });
+    expect(s.stat().shares).toBe(201);
+    // Each renewal leaves a stale expiry behind; they are dropped once they pass twice the live shares.
+    const expiries = (s as unknown as { expiries: { size: number } }).expiries;
+    for (let i = 1; i <= 600; i++) await s.renew([renewed.id], 1000 + i);
+    expect(expiries.size).toBeLessThanOrEqual(3 * 201 + 1);
+    c.advance(2000);
+    expect((await s.gc()).removed).toBe(201);
+    expect(expiries.size).toBe(0);
   });
 
   it('leases survive a restart; a share with no lease gets a grace lease; crash leftovers are removed', async () => {
