@@ -7,7 +7,8 @@
 // lost. One bad stream never affects another. A stream idle for STORAGE_STREAM_IDLE_MS (no byte in,
 // no request being handled, none of its answers taken) is closed, and so is one whose request frame
 // is not received in full within STORAGE_REQUEST_DEADLINE_MS of the node reading it, counted from
-// its first byte (SPEC.md §9.6.1).
+// its first byte (SPEC.md §9.6.1). Once serving has ended the node ends its side, and a stream not
+// flushed within STORAGE_STREAM_IDLE_MS after that is destroyed.
 import type { Duplex } from 'node:stream';
 import { errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
@@ -88,6 +89,10 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     idle.unref?.();
   };
   const taken = (e?: Error | null): void => { if (!e) touch(); };
+  const lingered = (): void => {
+    store.metrics.errors.inc({ code: 'STORAGE_IDLE_TIMEOUT' });
+    log.debug({ idleMs }, 'storage stream not flushed after serving ended; closing');
+  };
   touch();
   // SPEC.md §9.6.1: the deadline of the request frame being received, armed at its first byte. Its
   // bytes hold the node's frame budget, and each one resets the idle timer: without it, a byte now
@@ -168,7 +173,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
         await Promise.all(inflight);
         await send(0, errorResponse(e));
         // End (the peer reads the error, then EOF), then release the stream once flushed.
-        stream.end(() => stream.destroy());
+        endOwnSide(stream, idleMs, lingered, true);
         return;
       }
       for (const f of frames) {
@@ -199,7 +204,7 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
       }
     }
     await Promise.all(inflight);
-    stream.end();
+    endOwnSide(stream, idleMs, lingered, false);
   } catch (e) {
     // The peer went away or the transport failed: nothing to answer.
     log.debug({ code: errorCode(e) }, 'storage stream ended with an error');
@@ -210,6 +215,28 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     clearDeadline();
     decoder.close();
   }
+}
+
+/**
+ * SPEC.md §9.6.1: serving has ended (the requester ended its side, or a framing error was answered):
+ * end the node's side, and destroy the stream if it has not finished flushing within `ms` (the idle
+ * timeout), so a peer that stops reading cannot keep the stream and its unsent bytes for ever.
+ * `thenDestroy`: release the stream once flushed too.
+ */
+function endOwnSide(stream: Duplex, ms: number, lingered: () => void, thenDestroy: boolean): void {
+  if (stream.destroyed) return;
+  const timer = setTimeout(() => {
+    if (stream.destroyed || stream.writableFinished) return;
+    lingered();
+    stream.destroy();
+  }, ms);
+  timer.unref?.();
+  const done = (): void => clearTimeout(timer);
+  stream.once('close', done);
+  stream.end(() => {
+    done();
+    if (thenDestroy) stream.destroy();
+  });
 }
 
 /** The stream can take no more writes: destroyed, closed or ended (no 'drain' will come). */

@@ -190,6 +190,33 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     cleanup.push(() => stream.destroy());
   });
 
+  it('once serving has ended (the requester ended its side, or a framing error), a peer that never reads has the stream destroyed after the idle timeout (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    cleanup.push(() => vi.useRealTimers());
+    const idleTimeouts = async () => (await s.metrics.errors.get()).values.find((v) => v.labels.code === 'STORAGE_IDLE_TIMEOUT')?.value ?? 0;
+    for (const ending of ['requester ended', 'framing error'] as const) {
+      // The peer's side: nothing written is ever taken (the write callback never runs).
+      const stream = new Duplex({ read() {}, write() {} });
+      cleanup.push(() => stream.destroy());
+      const served = serveStorageStream(stream, s, { ctx, idleMs: 200 });
+      if (ending === 'requester ended') {
+        stream.push(encodeFrame(encodeRequest(1, { type: 'stat' })));
+        stream.push(null);
+      } else {
+        stream.push(Buffer.alloc(4)); // length 0: STORAGE_FRAME_MALFORMED
+      }
+      await served;
+      expect(stream.writableLength, ending).toBeGreaterThan(0); // its answer, never taken
+      const before = await idleTimeouts();
+      vi.advanceTimersByTime(199);
+      expect(stream.destroyed, ending).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(stream.destroyed, ending).toBe(true);
+      expect(await idleTimeouts(), ending).toBe(before + 1);
+    }
+  });
+
   it('a requester that takes its answers one at a time, each within the idle timeout, keeps its stream (SPEC.md §9.6.1)', async () => {
     const s = await store();
     const big = Buffer.alloc(64 * 1024, 7);
