@@ -356,7 +356,7 @@ export class Authority {
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
     const entries = inputs.map((x, i) => ({ i, descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
     // SPEC.md §6.5 "Bounds": over 100 000 relays or the vote byte limit, the lowest measured are left out.
-    const { raw, kept } = buildVoteWithin(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow, this.deps.voteBounds);
+    const { raw, kept } = buildVoteWithin(this.signer, ps, this.cfg.periodSeconds, KNOWN_FLAGS, entries, vm.provenEpoch, this.cfg.identityPow, this.deps.voteBounds, this.cfg.consensusParams);
     if (kept.length < entries.length) {
       this.m.voteRelaysLeftOut.inc(entries.length - kept.length);
       this.log.warn({ period: new Date(ps).toISOString(), leftOut: entries.length - kept.length, listed: kept.length }, 'vote over its size bounds: the lowest measured relays are left out');
@@ -386,7 +386,7 @@ export class Authority {
       vote = {
         authority: this.signer.identity, fingerprint: this.self, knownFlags: KNOWN_FLAGS,
         entries: kept.map(({ i }) => ({ descriptor: inputs[i].descriptor, flags: flags[i], measured: inputs[i].measured, proven: vm.provenEpoch ? inputs[i].proven : 0, stored: vm.provenEpoch ? inputs[i].stored : 0 })),
-        provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
+        provenEpoch: vm.provenEpoch, identityPow: this.cfg.identityPow, ...(this.cfg.consensusParams.length ? { params: this.cfg.consensusParams } : {}), periodStart: ps, periodSeconds: this.cfg.periodSeconds, digest: doc.digest, raw,
       };
       this.m.votes.labels('own').inc();
       this.log.info({ period: new Date(ps).toISOString(), relays: kept.length }, 'vote signed');

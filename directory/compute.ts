@@ -1,7 +1,7 @@
 // SPEC.md §6.7: deterministic consensus computation. A pure function of the votes and the
 // network parameters: every authority holding the same votes produces byte-identical bytes.
 // No maps with undefined order reach the output, no floating point, relays sorted by identity.
-import { encodeConsensus, LIMITS, type ConsensusMsg, type PowParamsMsg } from '../src/wire/docs';
+import { encodeConsensus, LIMITS, type ConsensusMsg, type ParamMsg, type PowParamsMsg } from '../src/wire/docs';
 import { DocType, makeBody } from '../src/wire/envelope';
 import { sha256 } from '../src/crypto/primitives';
 import { formatExitPolicy, parseExitPolicy } from '../src/dir/exit-policy';
@@ -54,6 +54,7 @@ export interface ComputedConsensus {
  *  - SPEC.md §9.20.2: `stored` likewise (low median of the listing votes' audited bytes), left out
  *    when every value is 0.
  *  - SPEC.md §6.4.1: identity_pow per `powVote`.
+ *  - SPEC.md §6.7.1: params per `paramsVote` (absent when none reaches a majority).
  */
 export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams): ComputedConsensus {
   const need = majorityOf(p.totalAuthorities);
@@ -116,6 +117,7 @@ export function computeConsensus(votes: readonly VoteInput[], p: ConsensusParams
       policyIndex: [], familyIndex: [], moderatorIndex: [], versionIndex: [], nicknames: [],
       provenEpoch, proven: [], stored: [],
       identityPow: powVote(used, need),
+      params: paramsVote(used, need),
     };
     // Tables in order of first use while walking relays by identity: deterministic.
     const policyIdx = new Map<string, number>();
@@ -194,6 +196,28 @@ export function powVote(votes: readonly VoteInput[], need: number): PowParamsMsg
     difficulty: lowMedian(ps.map((p) => p.difficulty)),
     anchorPeriods: lowMedian(ps.map((p) => p.anchorPeriods)),
   };
+}
+
+/**
+ * SPEC.md §6.7.1: the consensus parameters: a name is present iff at least `need` (a majority of ALL
+ * configured authorities) of the used votes carry it; its value is the low median of those votes'
+ * values. Sorted by name; empty when no name reaches `need` (the consensus then has no field 28).
+ */
+export function paramsVote(votes: readonly VoteInput[], need: number): ParamMsg[] {
+  const byName = new Map<string, number[]>();
+  for (const v of votes) {
+    for (const p of v.params ?? []) {
+      let vs = byName.get(p.name);
+      if (!vs) byName.set(p.name, (vs = []));
+      vs.push(p.value);
+    }
+  }
+  const out: ParamMsg[] = [];
+  for (const name of [...byName.keys()].sort()) {
+    const vs = byName.get(name)!;
+    if (vs.length >= need && vs.length > 0) out.push({ name, value: lowMedian(vs) });
+  }
+  return out;
 }
 
 /** Newest published wins; ties broken by the lowest digest (SPEC.md §6.7). */

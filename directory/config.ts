@@ -6,6 +6,8 @@ import {
   bool, configError, dataDirField, fingerprintField, int, noUnknownKeys, obj, optObj, readJsonConfig, str,
 } from '../src/dir/config-fields';
 import { parsePowParams, type PowParams } from '../src/dir/identity-pow';
+import { parseConsensusParams } from '../src/dir/consensus-params';
+import type { ParamMsg } from '../src/wire/docs';
 import { CONSENSUS_SKEW_MS } from '../src/dir/consensus';
 import { DEFAULT_UNMEASURED_CAP_KBPS } from './bandwidth';
 import { DEFAULT_PROBE_CONFIG, PROBE_MAX_IN_FLIGHT, type ProbeConfig } from './probes';
@@ -58,13 +60,18 @@ export interface AuthorityConfig {
   testNetwork: boolean;
   /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
   identityPow: PowParams;
+  /**
+   * SPEC.md §6.5: the consensus parameters this authority votes (`consensusParams`, name → integer,
+   * default none), sorted by name. §8.11.3: `funding-v2`.
+   */
+  consensusParams: ParamMsg[];
   /** SPEC.md §8.12: the capacity probes this authority runs (off unless `probe.enabled`). */
   probe: ProbeConfig;
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
   'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'logLevel',
-  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'probe'] as const;
+  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'consensusParams', 'probe'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 
@@ -130,6 +137,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
     identityPow: parsePowParams(raw.identityPow),
+    consensusParams: parseConsensusParams(raw.consensusParams),
     probe,
   };
 }

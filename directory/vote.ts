@@ -3,7 +3,7 @@
 import { err } from '../src/errors';
 import type { Ed25519KeyPair } from '../src/crypto/primitives';
 import { fingerprint } from '../src/crypto/keys';
-import { decodeVote, encodeVote, LIMITS, voteEntryBytes, type PowParamsMsg, type VoteEntryMsg } from '../src/wire/docs';
+import { decodeVote, encodeVote, LIMITS, voteEntryBytes, type ParamMsg, type PowParamsMsg, type VoteEntryMsg } from '../src/wire/docs';
 import { DocType, makeBody, makeSignature, openEnvelope, sealEnvelope, verifyBodySignature } from '../src/wire/envelope';
 import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { verifyKeyCertificate } from '../src/dir/certificate';
@@ -20,6 +20,8 @@ export interface VoteInput {
   provenEpoch?: number;
   /** SPEC.md §6.4.1: the identity proof parameters this authority votes; absent = none. */
   identityPow?: PowParamsMsg;
+  /** SPEC.md §6.5: the consensus parameters this authority votes, sorted by name; absent = none. */
+  params?: readonly ParamMsg[];
 }
 export interface VoteInputEntry {
   descriptor: VerifiedDescriptor;
@@ -73,9 +75,9 @@ const VARINT_GROWTH = 16;
  */
 export function buildVote(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
-  entries: VoteEntryIn[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS,
+  entries: VoteEntryIn[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS, params: readonly ParamMsg[] = [],
 ): Buffer {
-  return buildVoteWithin(signer, periodStart, periodSeconds, knownFlags, entries, provenEpoch, identityPow, bounds).raw;
+  return buildVoteWithin(signer, periodStart, periodSeconds, knownFlags, entries, provenEpoch, identityPow, bounds, params).raw;
 }
 
 /**
@@ -86,12 +88,12 @@ export function buildVote(
  */
 export function buildVoteWithin<E extends VoteEntryIn>(
   signer: Signer, periodStart: number, periodSeconds: number, knownFlags: number,
-  entries: readonly E[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS,
+  entries: readonly E[], provenEpoch = 0, identityPow?: PowParamsMsg, bounds: VoteBounds = VOTE_BOUNDS, params: readonly ParamMsg[] = [],
 ): { raw: Buffer; kept: E[] } {
   const msg = (e: VoteEntryIn): VoteEntryMsg => ({ descriptor: e.descriptorRaw, flags: e.flags, measured: e.measured, proven: provenEpoch ? e.proven ?? 0 : 0, stored: provenEpoch ? e.stored ?? 0 : 0 });
   const sign = (list: readonly E[]): Buffer => {
     const sorted = [...list].sort((a, b) => Buffer.compare(a.identity, b.identity));
-    const content = encodeVote({ authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow, entries: sorted.map(msg) });
+    const content = encodeVote({ authority: signer.identity, periodSeconds, knownFlags, provenEpoch, identityPow, params: [...params], entries: sorted.map(msg) });
     const body = makeBody(DocType.VOTE, periodStart, periodStart + periodSeconds * 1000, content);
     return sealEnvelope(body, [makeSignature(body, signer.identity, signer.signingKey)], [signer.certificate]);
   };
@@ -167,6 +169,7 @@ export function verifyVote(
   return {
     authority: v.authority, fingerprint: fp, knownFlags: v.knownFlags, entries, provenEpoch,
     ...(v.identityPow ? { identityPow: v.identityPow } : {}),
+    ...(v.params ? { params: v.params } : {}),
     periodStart: doc.validAfter, periodSeconds: v.periodSeconds, digest: doc.digest, raw: doc.raw,
   };
 }

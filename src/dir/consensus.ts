@@ -161,6 +161,7 @@ function buildVerified(d: OpenedDocument, m: ConsensusMsg, signers: string[]): V
     periodSeconds: m.periodSeconds,
     provenEpoch,
     identityPow: m.identityPow ? { ...m.identityPow } : null,
+    params: new Map((m.params ?? []).map((p) => [p.name, p.value])),
     relays,
     signers,
     voters: m.voters.map(fingerprint),

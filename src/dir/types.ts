@@ -103,6 +103,11 @@ export interface VerifiedConsensus {
    * and authorities check against), or null when the consensus carries none (older consensuses).
    */
   identityPow: { memoryKib: number; ops: number; difficulty: number; anchorPeriods: number } | null;
+  /**
+   * SPEC.md §6.7.1: the consensus parameters (name → value) a majority of all authorities voted;
+   * empty when the consensus carries none (older consensuses included). src/dir/consensus-params.ts.
+   */
+  params: ReadonlyMap<string, number>;
   relays: ConsensusRelay[];
   /** Fingerprints of the authorities whose signatures verified, sorted. */
   signers: string[];

@@ -65,10 +65,20 @@ export interface VoteEntryMsg { descriptor: Buffer; flags: number; measured: num
 /** `provenEpoch`: the epoch the entries' `proven` values measure; 0 (or absent) = no measurement. */
 /** SPEC.md §6.4.1: identity proof parameters as voted and as carried by the consensus. */
 export interface PowParamsMsg { memoryKib: number; ops: number; difficulty: number; anchorPeriods: number }
+/** SPEC.md §6.5: one consensus parameter. */
+export interface ParamMsg { name: string; value: number }
+/** SPEC.md §6.5: a parameter's name. */
+export const PARAM_NAME = /^[a-z0-9-]{1,32}$/;
+/** SPEC.md §6.5: at most this many parameters in a vote or a consensus. */
+export const MAX_PARAMS = 32;
+/** SPEC.md §6.5: the largest value of a parameter, 2^31 − 1. */
+export const MAX_PARAM_VALUE = 0x7fff_ffff;
 export interface VoteMsg {
   authority: Buffer; periodSeconds: number; knownFlags: number; entries: VoteEntryMsg[]; provenEpoch?: number;
   /** SPEC.md §6.4.1: the parameters this authority requires; absent = none voted. */
   identityPow?: PowParamsMsg;
+  /** SPEC.md §6.5: the consensus parameters this authority votes, sorted by name; absent or empty = none. */
+  params?: ParamMsg[];
 }
 export interface ConsensusMsg {
   method: number; freshUntil: number; periodSeconds: number; voters: Buffer[];
@@ -85,6 +95,8 @@ export interface ConsensusMsg {
   stored?: number[];
   /** SPEC.md §6.4.1/§6.7: the network's identity proof parameters; absent in older consensuses. */
   identityPow?: PowParamsMsg;
+  /** SPEC.md §6.7.1: the consensus parameters, sorted by name; absent or empty = none. Decoders always set it. */
+  params?: ParamMsg[];
 }
 export interface DetachedSignaturesMsg { digest: Buffer; signatures: SignatureMsg[]; certificates: Buffer[] }
 
@@ -334,9 +346,24 @@ function powParamsOf(v: unknown, f: string): PowParamsMsg | undefined {
 }
 const powParamsObj = (p: PowParamsMsg | undefined) => (p ? omitDefaults({ ...p }) : undefined);
 
+// ---- consensus parameters (SPEC.md §6.5, §6.7.2) ----
+/**
+ * `params` of a vote or a consensus: at most MAX_PARAMS, each name PARAM_NAME, names strictly
+ * ascending (sorted, none twice), each value at most MAX_PARAM_VALUE. DOC_MALFORMED otherwise.
+ */
+function paramsOf(v: unknown, f: string): ParamMsg[] {
+  const out = list(v, f, MAX_PARAMS, (x, g) => {
+    const m = x as Record<string, unknown>;
+    return { name: str(m.name, `${g}.name`, 32, PARAM_NAME), value: num(m.value, `${g}.value`, 0, MAX_PARAM_VALUE) };
+  });
+  for (let i = 1; i < out.length; i++) if (!(out[i - 1].name < out[i].name)) bad(`${f}[${i}].name`, 'names are not sorted or repeat');
+  return out;
+}
+const paramsObj = (ps: readonly ParamMsg[] | undefined) => (ps ?? []).map((p) => omitDefaults({ ...p }));
+
 // ---- vote ----
 export function encodeVote(v: VoteMsg): Buffer {
-  return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })), identityPow: powParamsObj(v.identityPow) });
+  return encode(T.Vote, { ...v, entries: v.entries.map((e) => omitDefaults({ ...e })), identityPow: powParamsObj(v.identityPow), params: paramsObj(v.params) });
 }
 /**
  * The bytes one entry adds to an encoded vote: its field tag (1 byte), its length varint and the
@@ -352,7 +379,10 @@ function varintBytes(n: number): number {
   return b;
 }
 export function decodeVote(buf: Uint8Array): VoteMsg {
-  const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote', { 4: { field: 'vote.entries', max: LIMITS.voteEntriesMax } });
+  const m = decode(T.Vote, buf, LIMITS.voteBytes, 'vote', {
+    4: { field: 'vote.entries', max: LIMITS.voteEntriesMax },
+    7: { field: 'vote.params', max: MAX_PARAMS },
+  });
   const provenEpoch = num(m.provenEpoch, 'vote.proven_epoch');
   const out: VoteMsg = {
     authority: key32(m.authority, 'vote.authority'),
@@ -375,6 +405,8 @@ export function decodeVote(buf: Uint8Array): VoteMsg {
   };
   const pow = powParamsOf(m.identityPow, 'vote.identity_pow');
   if (pow) out.identityPow = pow;
+  const params = paramsOf(m.params, 'vote.params');
+  if (params.length) out.params = params;
   return out;
 }
 
@@ -391,6 +423,7 @@ export function encodeConsensus(c: ConsensusMsg): Buffer {
     policies: c.policies.map((rules) => omitDefaults({ rules })),
     keyLists: c.keyLists.map((keys) => omitDefaults({ keys })),
     identityPow: powParamsObj(c.identityPow),
+    params: paramsObj(c.params),
   });
 }
 
@@ -411,6 +444,7 @@ const consensusTables = (n: number): Bounds => ({
 /** The first pass's bounds: those of the most relays a consensus may list. */
 const CONSENSUS_BOUNDS: Bounds = {
   ...consensusTables(LIMITS.consensusRelaysMax),
+  28: { field: 'consensus.params', max: MAX_PARAMS },
   ...Object.fromEntries(Object.entries(CONSENSUS_COLUMNS).map(([no, field]) => [no, { field, max: LIMITS.consensusRelaysMax, packed: true }])),
 };
 /** Then, with n known from `identities` (field 10), each count against n. */
@@ -492,6 +526,8 @@ export function decodeConsensus(buf: Uint8Array): ConsensusMsg {
   out.stored = storedRaw.map((x, i) => num(x, `consensus.stored[${i}]`));
   const pow = powParamsOf(m.identityPow, 'consensus.identity_pow');
   if (pow) out.identityPow = pow;
+  // SPEC.md §6.7.2: absent (an older consensus) = no parameters.
+  out.params = paramsOf(m.params, 'consensus.params');
   if (out.nicknames.length !== n) bad('consensus.nicknames', `has ${out.nicknames.length} entries for ${n} relays`);
   if (n > 0 && (policies.length === 0 || keyLists.length === 0 || versions.length === 0)) bad('consensus', 'a table referenced by relays is empty');
   return out;

@@ -39,6 +39,8 @@ export async function makeDirNet(n: number, period: number, extra: Record<string
       authorities: authorityList, reachability: { timeoutMs: 2000 }, stableAfterSeconds: period,
       // Every node here is on 127.0.0.1 (SPEC.md §6.3 test-network flag); metrics on the MetricsPort (§6.10).
       testNetwork: true, metricsPort: a.metricsPort,
+      // SPEC.md §6.5, §8.11.3: every node here decodes version 2 transfers: funding transfers are on.
+      consensusParams: { 'funding-v2': 1 },
       identityPow: 'local', ...extra, // SPEC.md §6.4.1: cheap proofs keep tests quick
     }, null, 2));
   }
