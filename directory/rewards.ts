@@ -33,6 +33,7 @@ import {
 } from '../src/wire/reward-block';
 import { decodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TransferPool } from './transfer-pool';
+import { fundingV2Enabled } from '../src/dir/consensus-params';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
 import { escrowOpener, escrowOpsFor, escrowPayNodes, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
@@ -190,6 +191,8 @@ export class RewardLedger {
   private readonly passOn = new Map<string, PassOn>();
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
   readonly pool: TransferPool;
+  /** SPEC.md §6.7.1, §8.11.3: the parameters of the authority's current consensus (none until it holds one). */
+  private params: ReadonlyMap<string, number> = new Map();
   private awaiting: Awaiting | null = null;
   /** SPEC.md §9.20.4: payers' cancels waiting for a block, by contract id (hex). */
   private readonly cancels = new Map<string, EscrowCancel>();
@@ -216,7 +219,8 @@ export class RewardLedger {
       poolDropped: new prom.Counter({ name: 'bitcloud_transfers_pool_dropped_total', help: 'Pending transfers dropped from the pool when a block landed, by reason: funding_expired (a funding transfer no block carried within 24 heights), after_funding_expired (a later transfer of its sender, which no longer applies)', labelNames: ['reason'], registers: [reg] }),
       passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers and escrow cancels not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name and what was dropped (transfer, cancel)', labelNames: ['to', 'what'], registers: [reg] }),
     };
-    this.pool = new TransferPool(this.state);
+    // SPEC §8.11.3: version 2 (funding) transfers only while the consensus held has funding-v2 = 1.
+    this.pool = new TransferPool(this.state, undefined, undefined, () => fundingV2Enabled(this.params));
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
     for (const reason of ['funding_expired', 'after_funding_expired']) this.m.poolDropped.labels(reason).inc(0);
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -284,8 +288,13 @@ export class RewardLedger {
     this.o.log.info({ height: this.state.height, epoch: this.state.epoch, pending: this.pending?.block.epoch ?? null }, 'reward chain loaded');
   }
 
-  /** A consensus was first published here: build and sign the block for its proven epoch, if it is new. */
+  /**
+   * A consensus was first published here (or loaded at start, directory/main.ts): build and sign the
+   * block for its proven epoch, if it is new. Its parameters decide from now on whether the pool takes
+   * and the proposer carries version 2 (funding) transfers (SPEC §8.11.3, `funding-v2`).
+   */
   onConsensus(info: VerifiedConsensus): void {
+    this.params = info.params ?? new Map();
     const inp = provenInput(info);
     if (!inp) return;
     if (!this.input || inp.epoch > this.input.epoch) this.input = inp;

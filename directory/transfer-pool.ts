@@ -16,9 +16,16 @@
 // its nonce is used and refuses it sent again (TRANSFER_REPLAYED): its bytes are public (GET
 // /bitcloud/transfers/pending), and anyone posting them again every 24 heights would otherwise hold
 // the sender's nonce, and so every later transfer of the sender, for ever.
+//
+// SPEC §8.11.3: version 2 is an admission and proposal policy of the consensus parameter
+// `funding-v2`: while it is off (`fundingV2()` false) `add` refuses a funding transfer
+// (TRANSFER_VERSION_DISABLED) and `take` carries none, so software that cannot decode version 2
+// is not split off the chain before the operators switch it on. Block verification does not
+// depend on it.
 import { err } from '../src/errors';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
 import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { FUNDING_V2 } from '../src/dir/consensus-params';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
@@ -62,7 +69,15 @@ export class TransferPool {
    */
   private readonly dropped = new Map<string, { from: string; nonce: number }>();
 
-  constructor(private base: PoolBase, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER) {
+  /**
+   * `fundingV2`: whether version 2 (funding) transfers are switched on (SPEC §8.11.3: the authority's
+   * current consensus has `funding-v2 = 1`); asked at each `add` and `take`. The reward ledger passes
+   * its consensus's; the default (on) serves a pool used on its own.
+   */
+  constructor(
+    private base: PoolBase, private readonly max = MAX_POOL_TRANSFERS, private readonly perSender = MAX_PENDING_PER_SENDER,
+    private readonly fundingV2: () => boolean = () => true,
+  ) {
     this.ledger = new CoinLedger(base);
   }
 
@@ -75,12 +90,16 @@ export class TransferPool {
    * transfer this pool dropped for its age, whose nonce the chain has not used), TRANSFER_NONCE_GAP,
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
    * transfers to the sender do not count), TRANSFER_RATE_LIMITED (the sender
-   * has `perSender` transfers waiting already), TRANSFER_POOL_FULL.
+   * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, and TRANSFER_VERSION_DISABLED
+   * for a funding transfer (version 2) while `fundingV2()` is false (SPEC §8.11.3).
    */
   add(t: Transfer): 'added' | 'held' {
     const bytes = encodeTransfer(t);
     const id = bytes.toString('hex');
     if (this.ids.has(id)) return 'held';
+    if (t.version === FUNDING_TRANSFER_VERSION && !this.fundingV2()) {
+      throw err('TRANSFER_VERSION_DISABLED', `funding transfers (version ${FUNDING_TRANSFER_VERSION}) are not switched on: this authority's consensus does not have ${FUNDING_V2} = 1; send a version 1 transfer`);
+    }
     if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
     this.ledger.check(t);
     const from = t.from.toString('hex');
@@ -165,14 +184,17 @@ export class TransferPool {
    * whether the block opens an escrow with it (escrowOpener, §9.20.4 item 1); a funding transfer
    * (version 2) it does not open is left pending, and so is every later transfer of its sender (their
    * nonces follow it), for a later block. Without `opens` (an authority that holds no contracts) no
-   * funding transfer is carried.
+   * funding transfer is carried, nor while `fundingV2()` is false (SPEC §8.11.3; `opens` is then not
+   * asked for it).
    */
   take(n: number, opens: (t: Transfer) => boolean = () => false): Transfer[] {
     const out: Transfer[] = [];
     const waiting = new Set<string>();
+    const fundingV2 = this.fundingV2();
     for (const e of this.list) {
       if (out.length >= n) break;
       if (waiting.has(e.from)) continue;
+      if (e.t.version === FUNDING_TRANSFER_VERSION && !fundingV2) { waiting.add(e.from); continue; }
       if (!opens(e.t) && e.t.version === FUNDING_TRANSFER_VERSION) { waiting.add(e.from); continue; }
       out.push(e.t);
     }

@@ -275,6 +275,7 @@ export const ERROR_CODES = {
     TRANSFER_POOL_FULL: 'resource_limit',
     TRANSFER_RATE_LIMITED: 'resource_limit',
     TRANSFER_REPLAYED: 'peer_refused',
+    TRANSFER_VERSION_DISABLED: 'peer_refused',
   },
   /** The storage overlay: protocol, shares, chunks, manifests, capabilities, names (SPEC.md §9). */
   STORAGE: {

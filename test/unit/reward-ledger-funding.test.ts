@@ -25,8 +25,11 @@ let nodes: TrioNode[];
 /** The contracts the authorities hold (all the same here). */
 const held = new Map<string, StorageContract>();
 
-const consensus = (epoch: number): VerifiedConsensus =>
-  ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P }) as unknown as VerifiedConsensus;
+/** SPEC.md §8.11.3: the consensus parameters switching funding transfers on, and a consensus without them. */
+const ON: ReadonlyMap<string, number> = new Map([['funding-v2', 1]]);
+const OFF: ReadonlyMap<string, number> = new Map();
+const consensus = (epoch: number, params = ON): VerifiedConsensus =>
+  ({ provenEpoch: epoch, relays: [{ fingerprint: RELAY, nickname: 'r', proven: 100 }], periodSeconds: P, params }) as unknown as VerifiedConsensus;
 
 beforeAll(async () => {
   trio = await startLedgerTrio({
@@ -40,9 +43,9 @@ afterAll(async () => {
   await trio.close();
 });
 
-/** One height: every ledger is told the consensus proving `epoch`, then the exchange runs. */
-async function height(epoch: number): Promise<void> {
-  for (const l of trio.running()) l.onConsensus(consensus(epoch));
+/** One height: every ledger is told the consensus proving `epoch` (with `params`), then the exchange runs. */
+async function height(epoch: number, params = ON): Promise<void> {
+  for (const l of trio.running()) l.onConsensus(consensus(epoch, params));
   await trio.rounds(4);
 }
 
@@ -115,6 +118,48 @@ describe('funding transfers through three authorities (SPEC §8.11.3, §9.20.4)'
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatchObject({ level: 30, fundingExpired: 1, afterExpired: 1 });
       expect(JSON.stringify(lines[0])).not.toContain(RELAY.slice(0, 16));
+    }
+  });
+
+  it('while the consensus has not switched funding-v2 on, the authorities refuse a funding transfer (TRANSFER_VERSION_DISABLED) and the proposer leaves a pending one out (SPEC §8.11.3)', async () => {
+    const contract: StorageContract = {
+      startEpoch: E0 + 3, endEpoch: E0 + 200,
+      entries: [{ node: Buffer.alloc(32, 27), shareId: Buffer.alloc(32, 28), shareSize: 4096, auditRoot: Buffer.alloc(32, 29) }],
+    };
+    const id = contractId(contract);
+    const ID = id.toString('hex');
+    held.set(ID, contract);
+    let epoch = trio.running()[0].tipEpoch + 1;
+    await height(epoch++, OFF);
+    const nonce = trio.running()[0].chain.nonces.get(RELAY)!;
+    const refused = await trio.postTransfer(nodes[0], encodeTransfer(signFundingTransfer(relay, id, 1000n, nonce + 1)));
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.body.toString())).toMatchObject({ code: 'TRANSFER_VERSION_DISABLED' });
+    // Version 1 still goes through.
+    expect((await trio.postTransfer(nodes[0], encodeTransfer(signTransfer(relay, wallet, 5n, nonce + 1)))).status).toBe(200);
+    await Promise.all(trio.running().map((l) => l.whenIdle()));
+    await height(epoch++, ON);
+    for (const l of trio.running()) expect(l.chain.nonces.get(RELAY)).toBe(nonce + 1);
+
+    // Taken while on, then the consensus turns it off: no block carries it while off.
+    const fund = signFundingTransfer(relay, id, 1000n, nonce + 2);
+    expect((await trio.postTransfer(nodes[1], encodeTransfer(fund))).status).toBe(200);
+    await Promise.all(trio.running().map((l) => l.whenIdle()));
+    expect(trio.running().map((l) => l.pendingTransfers)).toEqual([1, 1, 1]);
+    const before = trio.running()[0].height;
+    await height(epoch++, OFF);
+    for (const l of trio.running()) {
+      expect(l.height).toBe(before + 1);
+      expect(l.chain.nonces.get(RELAY)).toBe(nonce + 1);
+      expect(l.chain.escrows.has(ID)).toBe(false);
+      expect(l.pendingTransfers).toBe(1);
+    }
+    // On again: carried with the open.
+    await height(epoch++, ON);
+    for (const l of trio.running()) {
+      expect(l.chain.nonces.get(RELAY)).toBe(nonce + 2);
+      expect(l.chain.escrows.get(ID)).toMatchObject({ payer: RELAY, funded: 1000n });
+      expect(l.pendingTransfers).toBe(0);
     }
   });
 });

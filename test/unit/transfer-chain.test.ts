@@ -260,6 +260,33 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     expect(pool.take(100, (t) => later(t) !== null)).toEqual([]);
   });
 
+  it('while funding-v2 is off (SPEC §8.11.3) the pool refuses a funding transfer (TRANSFER_VERSION_DISABLED) and the proposer carries none; version 1 goes on', () => {
+    const state = verifyChain(chain([[]]), authorities, 1, { schedule });
+    let on = false;
+    const pool = new TransferPool(state, undefined, undefined, () => on);
+    expectCode(() => pool.add(fund), 'TRANSFER_VERSION_DISABLED');
+    expect(pool.size).toBe(0);
+    const plain = theirs;
+    expect(pool.add(plain)).toBe('added');
+    // Switched on: taken, and carried with its open.
+    on = true;
+    expect(pool.add(fund)).toBe('added');
+    expect(pool.add(after)).toBe('added');
+    expect(pool.add(fund)).toBe('held');
+    // Off again: the identical pending one is still `held`, but the proposer leaves it and its
+    // sender's later transfer out, without asking for an open; the other sender's goes on.
+    on = false;
+    expect(pool.add(fund)).toBe('held');
+    const asked: Transfer[] = [];
+    const opener = escrowOpener(state.escrows, 101, held);
+    expect(pool.take(100, (t) => { asked.push(t); return opener(t) !== null; })).toEqual([plain]);
+    expect(asked).toEqual([plain]);
+    expect(pool.size).toBe(3);
+    on = true;
+    const opener2 = escrowOpener(state.escrows, 101, held);
+    expect(pool.take(100, (t) => opener2(t) !== null)).toEqual([plain, fund, after]);
+  });
+
   it('the proposer looks each contract id up once per block, however many pending transfers pay it', () => {
     const state = verifyChain(chain([[]]), authorities, 1, { schedule });
     const pool = new TransferPool(state);
