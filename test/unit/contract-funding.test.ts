@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { contractRequest, openContract } from '../../src/client/commands/keep';
+import { contractRequest, fundingVersion, openContract } from '../../src/client/commands/keep';
 import * as rewardsCommands from '../../src/client/commands/rewards';
 import type { VerifiedRewardBlock } from '../../src/client/rewards';
 import type { StorageSession } from '../../src/client/storage-client-setup';
@@ -26,8 +26,10 @@ vi.mock('../../src/client/storage-client-verify', async (orig) => ({
 }));
 vi.mock('../../src/client/storage-contract', async (orig) => ({ ...await orig<typeof import('../../src/client/storage-contract')>(), uploadContract: vi.fn() }));
 
+/** SPEC.md §6.7.1, §8.11.3: the parameters of the consensus the client verified (funding-v2 on unless a test turns it off). */
+let params: ReadonlyMap<string, number> = new Map([['funding-v2', 1]]);
 const session = {
-  network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [{ name: 'a' }, { name: 'b' }] } }, client: {},
+  network: { dir: { consensus: () => ({ periodSeconds: 3600, params }) }, dirCfg: { authorities: [{ name: 'a' }, { name: 'b' }] } }, client: {},
 } as unknown as StorageSession;
 
 describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', () => {
@@ -39,6 +41,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
 
   beforeEach(async () => {
     ({ dir, config } = contractClientDir('bitcloud-contract-funding-'));
+    params = new Map([['funding-v2', 1]]);
     hex = (await loadWalletKey(path.join(dir, 'data'))).key.publicKey.toString('hex');
     sent = null;
     vi.mocked(keepFile).mockResolvedValue(keptPass);
@@ -146,6 +149,24 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
     // The same fields as a plain (version 1) transfer do not verify under this signature.
     expect(ed25519Verify(t.signature, transferSignedBytes({ ...t, version: 1 }), t.from)).toBe(false);
+  });
+
+  it('sends a plain (version 1) transfer, and says so, while the consensus has not switched on funding-v2 (SPEC.md §9.20.4, §8.11.3)', async () => {
+    expect(fundingVersion({ params: new Map() })).toBe(1);
+    expect(fundingVersion({ params: new Map([['funding-v2', 0]]) })).toBe(1);
+    expect(fundingVersion({ params: new Map([['other', 1]]) })).toBe(1);
+    expect(fundingVersion({ params: new Map([['funding-v2', 1]]) })).toBe(2);
+    params = new Map();
+    chains(true);
+    vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
+    const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(true);
+    const t = sent!;
+    expect(t.version).toBe(1);
+    expect(t.to.toString('hex')).toBe(r.json.contract);
+    expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
+    expect(r.json.fundingVersion).toBe(1);
+    expect(r.lines.filter((l) => l.includes('version 1 transfer'))).toHaveLength(1);
   });
 
   it('succeeds when the block that carried the funding opened its escrow', async () => {

@@ -19,6 +19,8 @@ import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
 import { isoTime } from '../../ops/log';
+import { fundingV2Enabled } from '../../dir/consensus-params';
+import type { VerifiedConsensus } from '../../dir/types';
 
 type Common = StorageCommandArgs;
 type AddArgs = Common & { cap: string };
@@ -142,13 +144,23 @@ export function checkNotFunded(chain: RewardChainResult, pending: readonly Trans
  * SPEC.md §9.20.4: the block `b` that carried the funding transfer of contract `id` (from `payer`)
  * must have opened its escrow. When it did not, the units went to the contract id as a plain
  * transfer: no key holds that id and no refund returns them. ESCROW_NOT_OPENED, naming the block's
- * height. The funding is a version 2 transfer, which no valid block carries without the open
- * (§8.7.3 item 7); the check stays for a chain that carried it as version 1 (an older client).
+ * height. A version 2 funding is never carried without the open (§8.7.3 item 7); the check is for a
+ * version 1 funding (sent while the consensus has not switched on funding-v2, or by an older client).
  */
 export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlock, id: string, payer: string): void {
   const opened = (b.block.escrow ?? []).some((op) => op.kind === 'open' && op.contract === id && op.payer === payer);
   if (opened && chain.state.escrows.get(id)?.payer === payer) return;
   throw err('ESCROW_NOT_OPENED', `block ${b.block.height} carried the funding transfer to contract ${id} without opening its escrow: the units went to the contract id and are not refundable`, { contract: id, height: b.block.height });
+}
+
+/**
+ * SPEC.md §9.20.4, §8.11.3: the transfer version a contract's funding is sent as: 2 (a funding
+ * transfer) when the consensus the client verified has `funding-v2 = 1`, else 1 (a plain transfer
+ * to the contract id, as before version 2 existed): while the parameter is off the authorities
+ * refuse version 2 (TRANSFER_VERSION_DISABLED).
+ */
+export function fundingVersion(c: Pick<VerifiedConsensus, 'params'>): 1 | 2 {
+  return fundingV2Enabled(c.params) ? 2 : 1;
 }
 
 /**
@@ -187,6 +199,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const again: { uploads: ContractUpload[] | null } = { uploads: null };
   const lines = [`contract ${k.id}: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}`];
   for (const u of uploads) lines.push(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}`);
+  const version = fundingVersion(c);
   if (q.pay !== null) {
     if (accepted !== uploads.length) {
       ok = false;
@@ -195,13 +208,15 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       funding = { ok: false, error: { code: refused?.code ?? 'INTERNAL', message: 'not every authority took the contract' } };
     } else {
       const out: string[] = [];
+      if (version === 1) lines.push('  funding sent as a version 1 transfer: the consensus has not switched on funding-v2 (SPEC.md §9.20.4)');
       // SPEC.md §9.20.1, §9.20.4: an authority at its limit may have evicted the contract (unfunded
       // until now) between the upload and the funding's arrival in its pool; once the authorities
       // took the funding it protects the contract, so it is uploaded again: one that evicted it
       // answers "accepted" and keeps it, one that held it "unchanged".
       const code = await walletSend(k.id, formatUnits(q.pay), {
-        // SPEC.md §9.20.4: a funding transfer (version 2): carried with the escrow's open or not at all.
-        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: true,
+        // SPEC.md §9.20.4: a funding transfer (version 2), carried with the escrow's open or not at
+        // all, once the consensus switched it on (funding-v2); a plain transfer to the id before.
+        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: version === 2,
         // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
         // prints the "not saved" line there, runStorageCommand), not by the send itself.
         guards: session.network.guards,
@@ -223,7 +238,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const json = {
     ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
     bytes: k.contract.entries.reduce((sum, e) => sum + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
-    ...(q.pay !== null ? { funding, ...(again.uploads ? { reheld: again.uploads } : {}) } : {}),
+    ...(q.pay !== null ? { fundingVersion: version, funding, ...(again.uploads ? { reheld: again.uploads } : {}) } : {}),
   };
   return { ok, json, lines };
 }
