@@ -157,8 +157,12 @@ function create(lockPath: string, content = String(process.pid)): boolean {
   return true;
 }
 
-/** True when `pid` names a process that runs (EPERM: it runs, as another user). */
+/**
+ * True when `pid` names a process that runs (EPERM: it runs, as another user). A number outside
+ * 1 … 2^31 − 1 names no process (process.kill refuses it with ERR_INVALID_ARG_TYPE, not ESRCH).
+ */
 export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0 || pid > 0x7fff_ffff) return false;
   try {
     process.kill(pid, 0);
     return true;

@@ -5,7 +5,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATA_DIR_LOCK_FILE, lockDataDir, processStartId, withFileLock } from '../../src/ops/file-lock';
+import { DATA_DIR_LOCK_FILE, lockDataDir, processAlive, processStartId, withFileLock } from '../../src/ops/file-lock';
 import { takeDataDir } from '../../src/ops/daemon';
 import { isBitcloudError } from '../../src/errors';
 import { silentLogger } from '../../src/ops/log';
@@ -86,6 +86,17 @@ describe('data folder lock (SPEC.md §3.3 step 1a)', () => {
     expect(fs.readdirSync(dir)).toEqual([DATA_DIR_LOCK_FILE]); // the stale copy moved aside is gone
     lock.release();
     expect(fs.existsSync(lockOf(dir))).toBe(false);
+  });
+
+  it('stale when its PID is a number no process can have (beyond the 32-bit PID range): taken over, not refused for ever', () => {
+    // process.kill(pid, 0) refuses such a number with ERR_INVALID_ARG_TYPE, not ESRCH: it names no process.
+    for (const pid of [2 ** 31, 99_999_999_999, Number.MAX_SAFE_INTEGER]) expect(processAlive(pid)).toBe(false);
+    const dir = freshDir();
+    fs.writeFileSync(lockOf(dir), holderText(99_999_999_999, null));
+    const lock = lockDataDir(dir);
+    expect(fs.readFileSync(lockOf(dir), 'utf8')).toBe(holderText(process.pid, processStartId(process.pid)));
+    lock.release();
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 
   it.skipIf(processStartId(process.pid) === null)('stale when its PID names another start of a process (start id differs): taken over', () => {
