@@ -10,7 +10,11 @@ import type dgram from 'node:dgram';
 /** A bencoded value as this check reads it: byte strings stay Buffers, dictionary keys are latin1. */
 type BValue = Buffer | number | BValue[] | { [key: string]: BValue };
 
-/** Nesting no KRPC message needs (a reply's `values` list is the deepest: 3). */
+/**
+ * SPEC.md §9.14: at most 8 levels of nesting, the message itself being level 1 (a reply's `values`
+ * list is the deepest any KRPC message needs: 3). A list or dictionary read by `value(depth)` is
+ * level depth + 1; the byte strings and integers in it add no level.
+ */
 const MAX_DEPTH = 8;
 const ID_BYTES = 20;
 
@@ -18,7 +22,7 @@ const ID_BYTES = 20;
 export function decodeBencode(buf: Buffer): BValue | null {
   let pos = 0;
   const value = (depth: number): BValue => {
-    if (depth > MAX_DEPTH || pos >= buf.length) throw new Error('bad');
+    if (pos >= buf.length) throw new Error('bad');
     const c = buf[pos];
     if (c === 0x69) { // i<digits>e
       const end = buf.indexOf(0x65, pos + 1);
@@ -31,6 +35,7 @@ export function decodeBencode(buf: Buffer): BValue | null {
       return n;
     }
     if (c === 0x6c || c === 0x64) { // l…e, d…e
+      if (depth >= MAX_DEPTH) throw new Error('bad');
       pos++;
       const list: BValue[] = [];
       const dict: { [key: string]: BValue } = Object.create(null) as { [key: string]: BValue };

@@ -232,4 +232,19 @@ describe('hostile datagrams on the DHT port (SPEC.md §9.14)', () => {
       expect(wellFormedKrpc(Buffer.from(raw))).toBe(false);
     }
   });
+
+  it('wellFormedKrpc: strict bencode inside an otherwise valid message (no leading zero, no -0, at most 8 levels of nesting)', () => {
+    // A ping whose `a` carries one extra key `z`: the top level is a well-formed KRPC dictionary, so
+    // only the value of `z` decides.
+    const ping = (z: string) => Buffer.from(`d1:ad2:id20:${'x'.repeat(20)}1:z${z}e1:q4:ping1:t2:aa1:y1:qe`);
+    const lists = (n: number) => 'l'.repeat(n) + 'e'.repeat(n);
+    expect(wellFormedKrpc(ping('i1e'))).toBe(true);
+    expect(wellFormedKrpc(ping('i01e'))).toBe(false);
+    expect(wellFormedKrpc(ping('i-0e'))).toBe(false);
+    expect(wellFormedKrpc(ping('i9007199254740992e'))).toBe(false);
+    // The message itself is level 1, `a` level 2: `z` adds levels 3 and up.
+    expect(wellFormedKrpc(ping(lists(6)))).toBe(true); // 8 levels
+    expect(wellFormedKrpc(ping(`${'l'.repeat(6)}i1e2:ab${'e'.repeat(6)}`))).toBe(true); // 8 levels, values in the 8th
+    expect(wellFormedKrpc(ping(lists(7)))).toBe(false); // 9 levels
+  });
 });
