@@ -135,15 +135,22 @@ export class DownloadOutput {
   /**
    * Stop, keeping the part file and the record so that a rerun resumes. A part file that no record
    * names (the run stopped before any chunk was recorded) holds nothing a rerun could use: it is
-   * removed (SPEC.md §9.9.1), not left behind at the file's full size.
+   * removed (SPEC.md §9.9.1), not left behind at the file's full size. Only this run's own part
+   * file goes, and only while no record names it: the path may meanwhile hold another run's part
+   * file (or anything else), and a record there (another run's, or a save of this run that
+   * published it and then failed) says the part file can be resumed.
    */
   async suspend(): Promise<void> {
     while (this.saving) await this.saving.catch(() => {});
     try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
+    const ours = this.recorded ? null : await this.fh.stat().catch(() => null);
     await this.fh.close().catch(() => {});
-    if (this.recorded) return;
-    await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
-    await fsp.rm(DownloadOutput.progressPath(this.out), { force: true }); // one marking nothing done
+    if (!ours) return;
+    const part = DownloadOutput.partPath(this.out);
+    const there = await fsp.lstat(part).catch(() => null);
+    if (!there?.isFile() || there.dev !== ours.dev || there.ino !== ours.ino) return;
+    if (await fsp.lstat(DownloadOutput.progressPath(this.out)).then(() => true, () => false)) return;
+    await fsp.rm(part, { force: true });
   }
 
   /** Stop and remove the part file and the record (the download cannot ever succeed). */

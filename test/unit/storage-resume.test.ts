@@ -103,6 +103,34 @@ describe('DownloadOutput', () => {
     await r.discard();
   });
 
+  it('a run that recorded nothing removes neither another run\'s part file nor one a record names (SPEC.md §9.9.1)', async () => {
+    const out = path.join(dir, 'f.bin');
+    // Two runs on one output: the first fails before its first save, the second has saved.
+    const a = await DownloadOutput.open(out, ID, 10, 3);
+    const b = await DownloadOutput.open(out, ID, 10, 3);
+    await b.writeChunk(0, 0, Buffer.from('abcd'));
+    await b.checkpoint();
+    await a.suspend();
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(true);
+    await b.writeChunk(1, 4, Buffer.from('efgh'));
+    await b.writeChunk(2, 8, Buffer.from('yz'));
+    await b.finish();
+    expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
+    await fsp.rm(out);
+    // The part file at the path is no longer this run's (removed and made again by another run).
+    const c = await DownloadOutput.open(out, ID, 10, 3);
+    await fsp.rm(DownloadOutput.partPath(out));
+    const d = await DownloadOutput.open(out, ID, 10, 3);
+    await c.suspend();
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+    await d.writeChunk(0, 0, Buffer.from('abcd'));
+    await d.writeChunk(1, 4, Buffer.from('efgh'));
+    await d.writeChunk(2, 8, Buffer.from('yz'));
+    await d.finish();
+    expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
+  });
+
   it('starting afresh drops the old record at once: a run that stops before any checkpoint does not leave zeros marked done (SPEC.md §9.9.1)', async () => {
     const out = path.join(dir, 'd.bin');
     // Every chunk recorded done, its part file gone (or of the wrong size, or a bitmap of the wrong length).
