@@ -142,6 +142,13 @@ export async function storeRoot(client: StorageClient, root: Share, copies: numb
   }
 }
 
+/**
+ * Errnos that say what the input path is (missing, not permitted, not a file): IO_NOT_FOUND, the
+ * caller's to fix (SPEC.md §9.10). Any other (EIO, EMFILE, ENFILE, ENOMEM, EAGAIN) is a failure of
+ * the disk or of this process, which a retry may cure: not reported as a bad request.
+ */
+const INPUT_ERRNOS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR', 'ELOOP', 'ENAMETOOLONG', 'ENXIO', 'ENODEV']);
+
 export async function putFile(client: StorageClient, file: string, o: PutOptions = {}): Promise<PutResult> {
   const coding = o.coding ?? DEFAULT_CODING;
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
@@ -201,8 +208,9 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
 
   // The read stream is paused while dispatch waits: at most `window` chunks are ever held.
   const input = fs.createReadStream(file, { highWaterMark: Math.min(chunkSize, 4 * 1024 * 1024) });
-  // SPEC.md §9.10: a file that cannot be opened or read (no permission, a disk error) is the
-  // input's fault, IO_NOT_FOUND with its errno, not a failure without a code (INTERNAL).
+  // SPEC.md §9.10: a file that cannot be opened or read for what it is (missing, no permission) is
+  // the input's fault, IO_NOT_FOUND with its errno, not a failure without a code (INTERNAL). A
+  // disk error or a limit of this process (EIO, EMFILE, ENOMEM) is not: it stays what it is.
   let readError: unknown = null;
   input.once('error', (e) => { readError = e; });
   try {
@@ -213,7 +221,7 @@ export async function putFile(client: StorageClient, file: string, o: PutOptions
     await Promise.all(inflight);
     if (failure) throw failure;
   } catch (e) {
-    if (e !== readError) throw e;
+    if (e !== readError || !INPUT_ERRNOS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
     throw err('IO_NOT_FOUND', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, undefined, e);
   } finally {
     input.destroy();

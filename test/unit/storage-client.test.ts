@@ -426,6 +426,26 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     expect(putShare).not.toHaveBeenCalled();
   });
 
+  it('a disk error or a limit of this process while reading the input is not IO_NOT_FOUND (SPEC.md §9.10)', async () => {
+    const f = path.join(root, 'busy.bin');
+    await fsp.writeFile(f, 'data');
+    for (const code of ['EMFILE', 'ENFILE', 'ENOMEM', 'EIO']) {
+      const { client: c } = memClient();
+      const fail = Object.assign(new Error(`${code}: failed, open '${f}'`), { code, syscall: 'open', path: f });
+      const spy = vi.spyOn(fs, 'createReadStream').mockImplementationOnce(() => {
+        const r = new Readable({ read() {} });
+        process.nextTick(() => r.destroy(fail));
+        return r as unknown as fs.ReadStream;
+      });
+      try {
+        const e = await putFile(c, f, { workers: false }).then(() => null, (x: unknown) => x);
+        expect(e).toBe(fail);
+      } finally {
+        spy.mockRestore();
+      }
+    }
+  });
+
   it('a file named with a backslash is stored without a name, as any other name a manifest cannot carry', async () => {
     const dir = path.join(root, 'back\\slash');
     await fsp.mkdir(dir, { recursive: true });
