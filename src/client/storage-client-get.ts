@@ -291,7 +291,7 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
     }
     await Promise.all(running);
     if (failure) throw failure;
-    await output.finish();
+    await output.finish({ exclusive: o.output === undefined });
   } catch (e) {
     // An authentication failure can never heal by retrying: drop the bytes. Anything else
     // (nodes down, network) keeps the part file for a resumed run.

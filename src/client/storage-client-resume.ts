@@ -121,13 +121,21 @@ export class DownloadOutput {
     await this.saving;
   }
 
-  /** Everything verified and written: make it the output, atomically, and drop the bookkeeping. */
-  async finish(): Promise<void> {
+  /**
+   * Everything verified and written: make it the output, atomically, and drop the bookkeeping.
+   * `exclusive` (an output the reader did not name, SPEC.md §9.9.1): never replace anything that
+   * stands at the output by now (made since the get started): IO_OUTPUT_EXISTS, keeping the part
+   * file and its record.
+   */
+  async finish(o: { exclusive?: boolean } = {}): Promise<void> {
     while (this.saving) await this.saving.catch(() => {});
     if (this.saveError) throw this.saveError;
+    if (o.exclusive) await this.checkpoint(); // refused, the part file stays resumable
     await this.fh.sync();
     await this.fh.close();
-    await fsp.rename(DownloadOutput.partPath(this.out), this.out);
+    const part = DownloadOutput.partPath(this.out);
+    if (o.exclusive) await publishExclusive(part, this.out);
+    else await fsp.rename(part, this.out);
     await fsyncDir(path.dirname(path.resolve(this.out)));
     await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
   }
@@ -185,6 +193,25 @@ async function firstNonFolder(dir: string): Promise<string> {
     if (st) return st.isDirectory() ? want : d;
     if (path.dirname(d) === d) return want;
   }
+}
+
+/**
+ * Move `part` to `out` unless something stands at `out`: link(2) fails with EEXIST where rename
+ * would silently replace it. Where hard links are refused, a check just before the rename.
+ */
+async function publishExclusive(part: string, out: string): Promise<void> {
+  const exists = () => err('IO_OUTPUT_EXISTS', `${out} exists already; give -o ${out} to replace it, or -o another path`, { path: out });
+  try {
+    await fsp.link(part, out);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw exists();
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV' && code !== 'EMLINK') throw e;
+    if (await fsp.lstat(out).then(() => true, () => false)) throw exists();
+    await fsp.rename(part, out);
+    return;
+  }
+  await fsp.unlink(part);
 }
 
 async function readRecord(file: string): Promise<ProgressRecord | null> {

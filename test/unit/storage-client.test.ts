@@ -109,6 +109,24 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect((await fsp.readFile(mine)).equals(data)).toBe(true);
   });
 
+  it('without -o, a file made at the stored name while the get runs is not replaced either (SPEC.md §9.9.1)', async () => {
+    const dir = await fsp.mkdtemp(path.join(root, 'named-'));
+    const mine = path.join(dir, 'input.bin');
+    const g = client();
+    // Made after the check at the start, before the part file is published (another get of a
+    // file stored under the same name, or the reader saving one).
+    await expect(getFile(g, parseCapability(cap), { dir, onManifest: () => fs.writeFileSync(mine, 'made meanwhile') }))
+      .rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    expect(await fsp.readFile(mine, 'utf8')).toBe('made meanwhile');
+    // Every chunk is kept: naming the output resumes them all.
+    const res = await getFile(g, parseCapability(cap), { output: path.join(dir, 'copy.bin') });
+    expect((await fsp.readFile(res.path)).equals(data)).toBe(true);
+    const again = await getFile(g, parseCapability(cap), { output: mine });
+    await g.close();
+    expect(again.resumedChunks).toBe(again.chunks);
+    expect((await fsp.readFile(mine)).equals(data)).toBe(true);
+  });
+
   it('renew extends the lease of every share of the file on every node that holds it (SPEC.md §9.6 RENEW)', async () => {
     const c = client();
     const before = Math.floor(Date.now() / 1000);
