@@ -2,14 +2,19 @@
 // `<out>.bitcloud-part`; which chunks are done is kept in `<out>.bitcloud-progress` (small JSON,
 // replaced atomically, only after the part file was fsynced, so a chunk is never marked done
 // before its bytes are durable). At the end the part file is fsynced and renamed onto `<out>`:
-// the output path holds the whole verified file or nothing.
+// the output path holds the whole verified file or nothing. One run at a time writes them: a get
+// holds `<out>.bitcloud-part.lock` from open to its end, and a second get of the same output fails
+// at once with IO_STATE_LOCKED rather than wipe a part file the first is writing.
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err } from '../errors';
+import { tryFileLockSync } from '../ops/file-lock';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 
 export const PART_SUFFIX = '.bitcloud-part';
 export const PROGRESS_SUFFIX = '.bitcloud-progress';
+export const LOCK_SUFFIX = '.bitcloud-part.lock';
 const RECORD_VERSION = 1;
 
 interface ProgressRecord {
@@ -38,18 +43,37 @@ export class DownloadOutput {
     /** Chunks found done in an earlier, interrupted run. */
     readonly resumed: number,
     resuming: boolean,
+    /** Releases the output's lock (idempotent). */
+    private readonly unlock: () => void,
   ) {
     this.recorded = resuming;
   }
 
   static partPath(out: string): string { return out + PART_SUFFIX; }
   static progressPath(out: string): string { return out + PROGRESS_SUFFIX; }
+  static lockPath(out: string): string { return out + LOCK_SUFFIX; }
 
   /**
    * Open the part file for `out`, resuming when a progress record for the same manifest, size and
-   * chunk count sits beside a part file of the right size; otherwise start afresh.
+   * chunk count sits beside a part file of the right size; otherwise start afresh. Takes the
+   * output's lock first (SPEC.md §9.9.1): IO_STATE_LOCKED, at once, when another live get holds
+   * it; the lock is held until finish() succeeds, suspend() or discard(), one of which the caller
+   * must call (suspend or discard after a finish() that threw).
    */
   static async open(out: string, manifestId: string, size: number, chunks: number): Promise<DownloadOutput> {
+    const dir = path.dirname(path.resolve(out));
+    // The lock sits beside <out>: its folder is made first (nothing else is written there yet).
+    await mkdirOutput(dir);
+    const unlock = lockOutput(out);
+    try {
+      return await DownloadOutput.openLocked(out, manifestId, size, chunks, unlock);
+    } catch (e) {
+      unlock();
+      throw e;
+    }
+  }
+
+  private static async openLocked(out: string, manifestId: string, size: number, chunks: number, unlock: () => void): Promise<DownloadOutput> {
     const part = DownloadOutput.partPath(out);
     const rec = await readRecord(DownloadOutput.progressPath(out));
     let done = new Uint8Array(Math.ceil(chunks / 8));
@@ -78,12 +102,16 @@ export class DownloadOutput {
       // made; left until the first checkpoint, a run that stopped before one would let the next
       // resume from it, skip the chunks it marks done and finish with zeros at <out>.
       if (await removeRecord(DownloadOutput.progressPath(out))) await fsyncDir(path.dirname(path.resolve(out)));
-      await mkdirOutput(path.dirname(path.resolve(out)));
       fh = await fsp.open(part, 'w+', 0o600);
-      await fh.truncate(size);
+      try {
+        await fh.truncate(size);
+      } catch (e) {
+        await fh.close().catch(() => {});
+        throw e;
+      }
       resumed = 0;
     }
-    return new DownloadOutput(out, fh, done, { version: RECORD_VERSION, manifestId, size, chunks }, resumed, resumed > 0);
+    return new DownloadOutput(out, fh, done, { version: RECORD_VERSION, manifestId, size, chunks }, resumed, resumed > 0, unlock);
   }
 
   isDone(i: number): boolean {
@@ -122,10 +150,11 @@ export class DownloadOutput {
   }
 
   /**
-   * Everything verified and written: make it the output, atomically, and drop the bookkeeping.
-   * `exclusive` (an output the reader did not name, SPEC.md §9.9.1): never replace anything that
-   * stands at the output by now (made since the get started): IO_OUTPUT_EXISTS, keeping the part
-   * file and its record.
+   * Everything verified and written: make it the output, atomically, drop the bookkeeping and
+   * release the lock. `exclusive` (an output the reader did not name, SPEC.md §9.9.1): never replace
+   * anything that stands at the output by now (made since the get started): IO_OUTPUT_EXISTS,
+   * keeping the part file and its record. When it throws, the lock is still held: the caller
+   * suspends or discards.
    */
   async finish(o: { exclusive?: boolean } = {}): Promise<void> {
     while (this.saving) await this.saving.catch(() => {});
@@ -138,6 +167,7 @@ export class DownloadOutput {
     else await fsp.rename(part, this.out);
     await fsyncDir(path.dirname(path.resolve(this.out)));
     await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+    this.unlock();
   }
 
   /**
@@ -149,25 +179,51 @@ export class DownloadOutput {
    * published it and then failed) says the part file can be resumed.
    */
   async suspend(): Promise<void> {
-    while (this.saving) await this.saving.catch(() => {});
-    try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
-    const ours = this.recorded ? null : await this.fh.stat().catch(() => null);
-    await this.fh.close().catch(() => {});
-    if (!ours) return;
-    const part = DownloadOutput.partPath(this.out);
-    const there = await fsp.lstat(part).catch(() => null);
-    if (!there?.isFile() || there.dev !== ours.dev || there.ino !== ours.ino) return;
-    if (await fsp.lstat(DownloadOutput.progressPath(this.out)).then(() => true, () => false)) return;
-    await fsp.rm(part, { force: true });
+    try {
+      while (this.saving) await this.saving.catch(() => {});
+      try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
+      const ours = this.recorded ? null : await this.fh.stat().catch(() => null);
+      await this.fh.close().catch(() => {});
+      if (!ours) return;
+      const part = DownloadOutput.partPath(this.out);
+      const there = await fsp.lstat(part).catch(() => null);
+      if (!there?.isFile() || there.dev !== ours.dev || there.ino !== ours.ino) return;
+      if (await fsp.lstat(DownloadOutput.progressPath(this.out)).then(() => true, () => false)) return;
+      await fsp.rm(part, { force: true });
+    } finally {
+      this.unlock();
+    }
   }
 
   /** Stop and remove the part file and the record (the download cannot ever succeed). */
   async discard(): Promise<void> {
-    while (this.saving) await this.saving.catch(() => {});
-    await this.fh.close().catch(() => {});
-    await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
-    await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+    try {
+      while (this.saving) await this.saving.catch(() => {});
+      await this.fh.close().catch(() => {});
+      await fsp.rm(DownloadOutput.partPath(this.out), { force: true });
+      await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
+    } finally {
+      this.unlock();
+    }
   }
+}
+
+/**
+ * Take `<out>.bitcloud-part.lock` (SPEC.md §9.9.1) without waiting: a second get of the same
+ * output fails at once with IO_STATE_LOCKED naming the holder's PID; a lock whose holder no longer
+ * runs (a get that was killed) is taken over. Returns the idempotent release.
+ */
+function lockOutput(out: string): () => void {
+  const lock = DownloadOutput.lockPath(out);
+  const release = tryFileLockSync(lock);
+  if (release) {
+    let released = false;
+    return () => { if (!released) { released = true; release(); } };
+  }
+  let holder = '';
+  try { holder = fs.readFileSync(lock, 'utf8').trim(); } catch { /* released meanwhile */ }
+  throw err('IO_STATE_LOCKED', `another get (process ${holder || '?'}) is writing ${out}; wait for it to end, or give another output path; if no such process runs, remove ${lock}`,
+    { path: out, holder });
 }
 
 /**

@@ -6,6 +6,7 @@
 //
 // The same file also locks a daemon's whole data folder for its life (`<dataDir>/lock`, SPEC.md
 // §3.3 step 1a): lockDataDir below, which never waits.
+// `get` takes its output's lock with tryFileLockSync, never waiting (SPEC.md §9.9.1).
 import fs from 'node:fs';
 import path from 'node:path';
 import fsp from 'node:fs/promises';
@@ -36,7 +37,8 @@ export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, o:
 }
 
 /**
- * Take `lockPath` without waiting, for paths that cannot wait (a process shutting down): one
+ * Take `lockPath` without waiting, for paths that cannot wait (a process shutting down) or must
+ * not (a second get of the same output, SPEC.md §9.9.1): one
  * exclusive create; a lock left by a holder that no longer runs is taken over as `withFileLock`
  * does, and the create tried once more. Returns the function that releases the lock, or null when
  * another live process holds it (the caller then skips its work).

@@ -156,3 +156,37 @@ describe('DownloadOutput', () => {
     }
   });
 });
+
+describe('one get at a time per output (SPEC.md §9.9.1)', () => {
+  it('a second get of the same output fails at once with IO_STATE_LOCKED naming the holder, and leaves the first one\'s part file as it was', async () => {
+    const out = path.join(dir, 'locked.bin');
+    const first = await DownloadOutput.open(out, ID, 10, 3);
+    await first.writeChunk(0, 0, Buffer.from('abcd')); // written, not yet recorded in the progress file
+    const t0 = Date.now();
+    const e = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'IO_STATE_LOCKED' });
+    expect((e as Error).message).toContain(`process ${process.pid}`);
+    expect(Date.now() - t0).toBeLessThan(1000); // no waiting for the holder
+    expect((await fsp.readFile(DownloadOutput.partPath(out))).toString('latin1')).toBe('abcd\0\0\0\0\0\0');
+    await first.writeChunk(1, 4, Buffer.from('efgh'));
+    await first.writeChunk(2, 8, Buffer.from('yz'));
+    await first.finish();
+    expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+    // Released on suspend and discard too: the next get of that output runs.
+    const next = await DownloadOutput.open(out, ID, 10, 3);
+    await next.suspend();
+    const last = await DownloadOutput.open(out, ID, 10, 3);
+    await last.discard();
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+  });
+
+  it('a lock left by a get that no longer runs is taken over', async () => {
+    const out = path.join(dir, 'stale.bin');
+    await fsp.writeFile(DownloadOutput.lockPath(out), '2147483646'); // no such process
+    const o = await DownloadOutput.open(out, ID, 10, 3);
+    expect(await fsp.readFile(DownloadOutput.lockPath(out), 'utf8')).toBe(String(process.pid));
+    await o.discard();
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+  });
+});
