@@ -69,7 +69,7 @@ export class DownloadOutput {
       return await DownloadOutput.openLocked(out, manifestId, size, chunks, unlock);
     } catch (e) {
       unlock();
-      throw e;
+      throw notWritable(e, DownloadOutput.partPath(out));
     }
   }
 
@@ -121,9 +121,13 @@ export class DownloadOutput {
   /** Write chunk i's verified plaintext at its offset, then mark it done (saved now and then). */
   async writeChunk(i: number, offset: number, data: Buffer): Promise<void> {
     let off = 0;
-    while (off < data.length) {
-      const { bytesWritten } = await this.fh.write(data, off, data.length - off, offset + off);
-      off += bytesWritten;
+    try {
+      while (off < data.length) {
+        const { bytesWritten } = await this.fh.write(data, off, data.length - off, offset + off);
+        off += bytesWritten;
+      }
+    } catch (e) {
+      throw notWritable(e, DownloadOutput.partPath(this.out));
     }
     this.done[i >> 3] |= 1 << (i & 7);
     this.dirty++;
@@ -142,8 +146,12 @@ export class DownloadOutput {
     this.lastSave = Date.now();
     const snapshot = Buffer.from(this.done).toString('base64');
     this.saving = (async () => {
-      await this.fh.datasync();
-      await writeFileAtomic(DownloadOutput.progressPath(this.out), JSON.stringify({ ...this.record, done: snapshot }), 0o600);
+      try {
+        await this.fh.datasync();
+        await writeFileAtomic(DownloadOutput.progressPath(this.out), JSON.stringify({ ...this.record, done: snapshot }), 0o600);
+      } catch (e) {
+        throw notWritable(e, DownloadOutput.progressPath(this.out));
+      }
       this.recorded = true;
     })().finally(() => { this.saving = null; });
     await this.saving;
@@ -160,11 +168,15 @@ export class DownloadOutput {
     while (this.saving) await this.saving.catch(() => {});
     if (this.saveError) throw this.saveError;
     if (o.exclusive) await this.checkpoint(); // refused, the part file stays resumable
-    await this.fh.sync();
-    await this.fh.close();
-    const part = DownloadOutput.partPath(this.out);
-    if (o.exclusive) await publishExclusive(part, this.out);
-    else await fsp.rename(part, this.out);
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      const part = DownloadOutput.partPath(this.out);
+      if (o.exclusive) await publishExclusive(part, this.out);
+      else await fsp.rename(part, this.out);
+    } catch (e) {
+      throw notWritable(e, this.out);
+    }
     await fsyncDir(path.dirname(path.resolve(this.out)));
     await fsp.rm(DownloadOutput.progressPath(this.out), { force: true });
     this.unlock();
@@ -215,7 +227,12 @@ export class DownloadOutput {
  */
 function lockOutput(out: string): () => void {
   const lock = DownloadOutput.lockPath(out);
-  const release = tryFileLockSync(lock);
+  let release: (() => void) | null;
+  try {
+    release = tryFileLockSync(lock);
+  } catch (e) {
+    throw notWritable(e, lock);
+  }
   if (release) {
     let released = false;
     return () => { if (!released) { released = true; release(); } };
@@ -224,6 +241,22 @@ function lockOutput(out: string): () => void {
   try { holder = fs.readFileSync(lock, 'utf8').trim(); } catch { /* released meanwhile */ }
   throw err('IO_STATE_LOCKED', `another get (process ${holder || '?'}) is writing ${out}; wait for it to end, or give another output path; if no such process runs, remove ${lock}`,
     { path: out, holder });
+}
+
+/** Failures that mean the output's folder (or file) cannot be written by this user. */
+const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+/**
+ * SPEC.md §9.9.1, §9.10: a folder that is read-only or not this user's to write is the caller's
+ * choice of output, not a bug: IO_NOT_WRITABLE naming the path (the failing call's own, when it
+ * tells), with the errno. Anything else is returned as it is.
+ */
+function notWritable(e: unknown, file: string): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === undefined || !NOT_WRITABLE.has(code)) return e;
+  const where = (e as NodeJS.ErrnoException).path ?? file;
+  return err('IO_NOT_WRITABLE', `cannot write ${where} (${code}): the folder is read-only or not writable by this user; give another output path with -o`,
+    { path: where, errno: code }, e);
 }
 
 /**
@@ -235,7 +268,7 @@ export async function mkdirOutput(dir: string, mode?: number): Promise<void> {
     await mkdirDurable(dir, mode);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOTDIR' && code !== 'EEXIST') throw e;
+    if (code !== 'ENOTDIR' && code !== 'EEXIST') throw notWritable(e, dir);
     const blocking = await firstNonFolder(dir);
     throw err('IO_NOT_A_DIRECTORY', `${blocking} is not a folder, and the output needs a folder there`, { path: blocking }, e);
   }

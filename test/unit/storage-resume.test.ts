@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DownloadOutput } from '../../src/client/storage-client-resume';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { DownloadOutput, PART_SUFFIX } from '../../src/client/storage-client-resume';
 
 let dir: string;
 const ID = 'ab'.repeat(32);
@@ -188,5 +188,72 @@ describe('one get at a time per output (SPEC.md §9.9.1)', () => {
     expect(await fsp.readFile(DownloadOutput.lockPath(out), 'utf8')).toBe(String(process.pid));
     await o.discard();
     expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+  });
+});
+
+describe('an output folder that cannot be written (SPEC.md §9.9.1, §9.10)', () => {
+  // The tests may run as root, whom permissions do not stop: the errno is faked.
+  afterEach(() => { vi.restoreAllMocks(); });
+  const refused = (code: string, p: string) => Object.assign(new Error(`${code}: operation refused, '${p}'`), { code, path: p });
+  const CODES = ['EACCES', 'EPERM', 'EROFS'];
+
+  it('creating the part file: IO_NOT_WRITABLE naming it with the errno, not INTERNAL; the lock is released', async () => {
+    const realOpen = fsp.open;
+    for (const code of CODES) {
+      const out = path.join(dir, `ro-part-${code}.bin`);
+      vi.spyOn(fsp, 'open').mockImplementation(async (...a: Parameters<typeof fsp.open>) => {
+        if (String(a[0]).endsWith(PART_SUFFIX)) throw refused(code, String(a[0]));
+        return realOpen(...a);
+      });
+      const e = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+      vi.restoreAllMocks();
+      expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: code, path: DownloadOutput.partPath(out) } });
+      expect((e as Error).message).toContain(code);
+      expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+    }
+  });
+
+  it('the lock beside the output and a folder on the way: IO_NOT_WRITABLE', async () => {
+    const out = path.join(dir, 'ro-lock.bin');
+    const realOpenSync = fs.openSync;
+    vi.spyOn(fs, 'openSync').mockImplementation((...a: Parameters<typeof fs.openSync>) => {
+      if (String(a[0]) === DownloadOutput.lockPath(out)) throw refused('EACCES', String(a[0]));
+      return realOpenSync(...a);
+    });
+    await expect(DownloadOutput.open(out, ID, 10, 3)).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { path: DownloadOutput.lockPath(out) } });
+    vi.restoreAllMocks();
+    const deep = path.join(dir, 'ro-sub', 'deeper', 'out.bin');
+    vi.spyOn(fsp, 'mkdir').mockImplementation(async (p) => { throw refused('EROFS', String(p)); });
+    await expect(DownloadOutput.open(deep, ID, 10, 3)).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'EROFS' } });
+  });
+
+  it('renaming onto the output: IO_NOT_WRITABLE; suspend then keeps the recorded part file and releases the lock', async () => {
+    const out = path.join(dir, 'ro-rename.bin');
+    const o = await DownloadOutput.open(out, ID, 10, 3);
+    await o.writeChunk(0, 0, Buffer.from('abcd'));
+    await o.writeChunk(1, 4, Buffer.from('efgh'));
+    await o.writeChunk(2, 8, Buffer.from('yz'));
+    await o.checkpoint();
+    vi.spyOn(fsp, 'rename').mockImplementation(async (from) => { throw refused('EACCES', String(from)); });
+    await expect(o.finish()).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'EACCES' } });
+    vi.restoreAllMocks();
+    await o.suspend();
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+    const again = await DownloadOutput.open(out, ID, 10, 3);
+    expect(again.resumed).toBe(3);
+    await again.finish();
+    expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
+  });
+
+  it('other failures are not IO_NOT_WRITABLE (a full disk stays ENOSPC)', async () => {
+    const out = path.join(dir, 'full.bin');
+    const realOpen = fsp.open;
+    vi.spyOn(fsp, 'open').mockImplementation(async (...a: Parameters<typeof fsp.open>) => {
+      if (String(a[0]).endsWith(PART_SUFFIX)) throw refused('ENOSPC', String(a[0]));
+      return realOpen(...a);
+    });
+    await expect(DownloadOutput.open(out, ID, 10, 3)).rejects.toMatchObject({ code: 'ENOSPC' });
   });
 });
