@@ -105,8 +105,11 @@ describe('DownloadOutput', () => {
 
   it('a run that recorded nothing removes neither another run\'s part file nor one a record names (SPEC.md §9.9.1)', async () => {
     const out = path.join(dir, 'f.bin');
-    // Two runs on one output: the first fails before its first save, the second has saved.
+    // Two runs on one output, which the output's lock keeps apart unless the lock file is removed
+    // by hand (as here): the first fails before its first save, the second has saved.
+    const lock = `${DownloadOutput.partPath(out)}.lock`;
     const a = await DownloadOutput.open(out, ID, 10, 3);
+    fs.rmSync(lock);
     const b = await DownloadOutput.open(out, ID, 10, 3);
     await b.writeChunk(0, 0, Buffer.from('abcd'));
     await b.checkpoint();
@@ -121,6 +124,7 @@ describe('DownloadOutput', () => {
     // The part file at the path is no longer this run's (removed and made again by another run).
     const c = await DownloadOutput.open(out, ID, 10, 3);
     await fsp.rm(DownloadOutput.partPath(out));
+    fs.rmSync(lock);
     const d = await DownloadOutput.open(out, ID, 10, 3);
     await c.suspend();
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
