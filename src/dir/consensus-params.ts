@@ -32,7 +32,8 @@ export function parseConsensusParams(v: unknown, field = 'consensusParams'): Par
   return names.map((name) => {
     if (!PARAM_NAME.test(name)) configError(`${field}.${name}`, 'a parameter name is 1 to 32 of a-z, 0-9 and -');
     const value = o[name];
-    const [min, max] = KNOWN_PARAMS[name] ?? [0, MAX_PARAM_VALUE];
+    // Own keys only: a name such as `constructor` is valid and must not find Object.prototype's.
+    const [min, max] = Object.hasOwn(KNOWN_PARAMS, name) ? KNOWN_PARAMS[name] : [0, MAX_PARAM_VALUE];
     if (typeof value !== 'number' || !Number.isInteger(value)) configError(`${field}.${name}`, 'must be an integer');
     if (value < min || value > max) configError(`${field}.${name}`, `must be between ${min} and ${max}, is ${value}`);
     return { name, value };

@@ -120,6 +120,8 @@ describe('the authority\'s consensusParams (SPEC.md §6.5)', () => {
     expect(message(() => parseAuthorityConfig(good({ consensusParams: { x: 1.5 } }), '/'))).toMatch(/^CONFIG_INVALID: consensusParams\.x: must be an integer/);
     expect(message(() => parseAuthorityConfig(good({ consensusParams: { x: 2 ** 31 } }), '/'))).toMatch(/^CONFIG_INVALID: consensusParams\.x:/);
     expect(message(() => parseAuthorityConfig(good({ consensusParams: { 'funding-v2': 2 } }), '/'))).toMatch(/^CONFIG_INVALID: consensusParams\.funding-v2: must be between 0 and 1/);
+    // A name that is also a property of every object (Object.prototype.constructor) is an ordinary name.
+    expect(parseAuthorityConfig(good({ consensusParams: { constructor: 7 } }), '/').consensusParams).toEqual([p('constructor', 7)]);
     const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`p${i}`, 1]));
     expect(message(() => parseAuthorityConfig(good({ consensusParams: many }), '/'))).toMatch(/^CONFIG_INVALID: consensusParams: at most 32/);
   });
