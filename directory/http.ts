@@ -123,8 +123,13 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
       } catch (e) {
         const code = errorCode(e);
         m.uploads.labels(code).inc();
-        sendUploadError(a, res, 'descriptor', body, isBitcloudError(e) ? 400 : 500, code, isBitcloudError(e) ? e.message : 'internal error');
-        return ['descriptor', isBitcloudError(e) ? 400 : 500];
+        // SPEC.md §6.4.1, §9.21.8: IDENTITY_POW_BUSY judges no body (the queue of identity proofs
+        // waiting to be checked is full): 503 with Retry-After and no nack, so that neither the
+        // relay nor a mirror passing the upload on takes it as a final refusal.
+        const status = code === 'IDENTITY_POW_BUSY' ? 503 : isBitcloudError(e) ? 400 : 500;
+        if (status === 503) res.setHeader('retry-after', '1');
+        sendUploadError(a, res, 'descriptor', body, status, code, isBitcloudError(e) ? e.message : 'internal error');
+        return ['descriptor', status];
       }
     }
     const tr = (await serveTransfers(rewards, req, res, url)) ?? (await serveEscrowCancel(rewards, req, res, url));
