@@ -112,7 +112,9 @@ export class DescriptorPublisher {
       ? await this.opts.upload(targets, raw).catch((e: unknown) => targets.map((a) => ({ authority: a.name, ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` })))
       : await Promise.all(targets.map((a) => uploadDescriptor(a, raw)));
     this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
-    this.powRefused = results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_'));
+    // IDENTITY_POW_BUSY (503, the authority's queue of proofs to check is full) judged no proof:
+    // the same descriptor is retried after the usual retry wait (SPEC.md §6.4.1).
+    this.powRefused = results.some((r) => !r.ok && /IDENTITY_POW_(?!BUSY)/.test(r.detail));
     if (results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_STALE'))) this.opts.onPowStale?.();
     for (const r of results) {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');

@@ -78,6 +78,36 @@ describe('DescriptorPublisher', () => {
     expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 2 (stale reported 1)']);
   });
 
+  it('retries the same descriptor soon after IDENTITY_POW_BUSY (503), which judged no proof, instead of signing a new one (SPEC.md §6.4.1)', async () => {
+    const bodies: string[] = [];
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks).toString());
+        if (bodies.length === 1) {
+          res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+          res.end(JSON.stringify({ code: 'IDENTITY_POW_BUSY', reason: 'too many identity proofs waiting to be checked; retry later' }));
+        } else {
+          res.writeHead(200); res.end('ok');
+        }
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const auth = { name: 'auth1', fingerprint: 'f'.repeat(40), url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` } as unknown as AuthorityInfo;
+    let builds = 0;
+    const pub = new DescriptorPublisher([auth], () => Buffer.from(`descriptor ${++builds}`), pino({ level: 'silent' }), {
+      intervalMs: 60_000, retryMs: 100, random: () => 0,
+    });
+    const first = await pub.republishNow();
+    expect(first[0].detail).toContain('IDENTITY_POW_BUSY');
+    for (let i = 0; i < 100 && bodies.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    pub.stop();
+    expect(bodies).toEqual(['descriptor 1', 'descriptor 1']);
+    expect(builds).toBe(1);
+  });
+
   it('retries refused uploads after a random wait in [retry/2, 3·retry/2), not all at the same moment', async () => {
     const auth = await refusingAuthority(servers);
     const delays: number[] = [];
