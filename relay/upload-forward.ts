@@ -10,6 +10,7 @@
 // the body unchanged to every authority, and answers 200 with each authority's status (and, for a
 // 200, the authority's signed ack; for a 4xx, its signed nack: the node checks both). A body it
 // passed on within the last minute is not passed on again: the repeat gets the first answer.
+// A body is read before one of the 16 places to pass it on is taken (SPEC.md §9.21.8).
 import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
 import type { AuthorityInfo } from '../src/dir/authorities';
@@ -29,8 +30,18 @@ import { blake2b } from '../src/crypto/primitives';
 import { UPLOAD_ACK_MAX_CHARS } from '../src/dir/upload-ack';
 import { oncePerRegistry, prom } from '../src/ops/metrics';
 
-/** Uploads passed on at the same time; more are answered 503 (the node tries another mirror). */
+/**
+ * SPEC.md §9.21.8: uploads being passed on to the authorities at the same time; more are answered
+ * 503 (the node tries another mirror). A place is taken once the body is read and checked, only
+ * while it is sent to the authorities.
+ */
 export const FORWARD_MAX_IN_FLIGHT = 16;
+/**
+ * SPEC.md §9.21.8: upload bodies being read at the same time (each at most 4 481 bytes, for at most
+ * the dir port's 30 s request deadline, §6.10); more are answered 503 at once. The dir port bounds
+ * neither its connections nor the BEGIN_DIR streams spliced into it as a whole, so this does.
+ */
+export const FORWARD_MAX_READING = 64;
 
 /** SPEC.md §9.21.8: bodies passed on that the mirror remembers (the oldest is forgotten first)… */
 export const FORWARD_REMEMBER_MAX = 4096;
@@ -68,6 +79,7 @@ export function mirrorSigningKeys(
 
 export class UploadForwarder {
   private inFlight = 0;
+  private reading = 0;
   /** By kind and BLAKE2b-256 of the body, oldest first: the answer of each body passed on (or its pending result). */
   private readonly recent = new Map<string, { at: number; forwarded: Promise<ForwardedResult[]> }>();
   constructor(
@@ -97,65 +109,87 @@ export class UploadForwarder {
 
   async serve(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
     const kind = p === HS_DESC_PATH ? 'hs_desc' : p === HS_PSEUDONYM_PATH ? 'hs_pseudonym' : 'descriptor';
-    if (this.inFlight >= FORWARD_MAX_IN_FLIGHT) {
+    // SPEC.md §9.21.8: the body is read (and its size checked) before a place to pass it on is
+    // taken, so slow senders (over circuits every client looks like loopback) hold none of the 16
+    // places; the bodies being read at once have their own bound.
+    if (this.reading >= FORWARD_MAX_READING) {
       req.resume();
       this.onResult(kind, 'RATE_LIMITED');
-      return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many uploads as it may; try another');
+      return sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is reading as many uploads as it may; try another');
     }
-    this.inFlight++;
+    this.reading++;
+    let body: Buffer | null;
     try {
-      const body = await readBody(req, kind === 'hs_desc' ? HS_DESC_MAX : kind === 'hs_pseudonym' ? PSEUDONYM_UPLOAD_MAX : LIMITS.descriptorBytes);
-      if (body === null) {
-        this.onResult(kind, 'too_large');
-        return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : kind === 'hs_pseudonym' ? 'HIDDEN_PSEUDONYM_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large');
-      }
-      // SPEC.md §9.21.8: a repeat of a body passed on within FORWARD_REMEMBER_MS gets the first
-      // answer (or waits for it) and reaches no authority again, so resending one upload does not
-      // spend this mirror's budgets at the authorities.
-      const key = `${kind}:${blake2b(body).toString('hex')}`;
-      const now = this.clock();
-      for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
-      const seen = this.recent.get(key);
-      if (seen) {
-        let forwarded = await seen.forwarded;
-        // A repeat is a retry for the authorities that could not take it (unreachable, 429, 5xx):
-        // it goes to those again, and to no other.
-        const retry = new Set(forwarded.filter((f) => !decided(f)).map((f) => f.authority));
-        if (retry.size > 0 && this.recent.get(key) === seen) {
-          const again = this.forward(p, body, retry).then((r) => forwarded.map((f) => r.find((x) => x.authority === f.authority) ?? f));
-          this.recent.set(key, { at: seen.at, forwarded: again });
-          forwarded = await again;
-        } else if (retry.size > 0) {
-          forwarded = await (this.recent.get(key)?.forwarded ?? seen.forwarded);
-        }
-        this.onResult(kind, 'repeat');
-        return sendJson(res, 200, { forwarded });
-      }
-      try {
-        if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
-        else if (kind === 'hs_pseudonym') this.checkPseudonymUpload(body);
-        else {
-          // SPEC.md §6.2.4: the same 60 s skew the authorities allow by default, so a node whose clock
-          // runs a little ahead is not refused here when every authority would accept it.
-          const d = verifyDescriptor(body, { now: this.now(), skewMs: CONSENSUS_SKEW_MS });
-          if (!d.roles.includes('hidden')) throw err('DIR_UPLOAD_NOT_HIDDEN', 'not a hidden storage node');
-        }
-      } catch (e) {
-        const code = errorCode(e);
-        this.onResult(kind, code);
-        return sendJsonError(res, code === 'CONSENSUS_NOT_AVAILABLE' ? 503 : 400, code, code === 'DIR_UPLOAD_NOT_HIDDEN'
-          ? 'a mirror passes on relay descriptors of hidden storage nodes only; others upload directly'
-          : isBitcloudError(e) ? e.message : 'malformed upload');
-      }
-      const pending = this.forward(p, body);
-      this.recent.set(key, { at: now, forwarded: pending });
-      while (this.recent.size > FORWARD_REMEMBER_MAX) this.recent.delete(this.recent.keys().next().value as string);
-      const forwarded = await pending;
-      this.onResult(kind, forwarded.some((f) => f.status === 200) ? 'forwarded' : 'refused');
-      sendJson(res, 200, { forwarded });
+      body = await readBody(req, kind === 'hs_desc' ? HS_DESC_MAX : kind === 'hs_pseudonym' ? PSEUDONYM_UPLOAD_MAX : LIMITS.descriptorBytes);
     } finally {
-      this.inFlight--;
+      this.reading--;
     }
+    if (body === null) {
+      this.onResult(kind, 'too_large');
+      return sendJsonError(res, 413, kind === 'hs_desc' ? 'HIDDEN_DESC_MALFORMED' : kind === 'hs_pseudonym' ? 'HIDDEN_PSEUDONYM_MALFORMED' : 'DOC_TOO_LARGE', 'upload too large');
+    }
+    // SPEC.md §9.21.8: a repeat of a body passed on within FORWARD_REMEMBER_MS gets the first
+    // answer (or waits for it) and reaches no authority again, so resending one upload does not
+    // spend this mirror's budgets at the authorities.
+    const key = `${kind}:${blake2b(body).toString('hex')}`;
+    const now = this.clock();
+    for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
+    const seen = this.recent.get(key);
+    if (seen) {
+      let forwarded = await seen.forwarded;
+      // A repeat is a retry for the authorities that could not take it (unreachable, 429, 5xx):
+      // it goes to those again, and to no other.
+      const retry = new Set(forwarded.filter((f) => !decided(f)).map((f) => f.authority));
+      if (retry.size > 0 && this.recent.get(key) === seen) {
+        const sent = this.passOn(p, body, retry);
+        if (!sent) return this.busy(res, kind);
+        const again = sent.then((r) => forwarded.map((f) => r.find((x) => x.authority === f.authority) ?? f));
+        this.recent.set(key, { at: seen.at, forwarded: again });
+        forwarded = await again;
+      } else if (retry.size > 0) {
+        forwarded = await (this.recent.get(key)?.forwarded ?? seen.forwarded);
+      }
+      this.onResult(kind, 'repeat');
+      return sendJson(res, 200, { forwarded });
+    }
+    try {
+      if (kind === 'hs_desc') checkHsDescriptorOuter(body, { nowMs: this.now() });
+      else if (kind === 'hs_pseudonym') this.checkPseudonymUpload(body);
+      else {
+        // SPEC.md §6.2.4: the same 60 s skew the authorities allow by default, so a node whose clock
+        // runs a little ahead is not refused here when every authority would accept it.
+        const d = verifyDescriptor(body, { now: this.now(), skewMs: CONSENSUS_SKEW_MS });
+        if (!d.roles.includes('hidden')) throw err('DIR_UPLOAD_NOT_HIDDEN', 'not a hidden storage node');
+      }
+    } catch (e) {
+      const code = errorCode(e);
+      this.onResult(kind, code);
+      return sendJsonError(res, code === 'CONSENSUS_NOT_AVAILABLE' ? 503 : 400, code, code === 'DIR_UPLOAD_NOT_HIDDEN'
+        ? 'a mirror passes on relay descriptors of hidden storage nodes only; others upload directly'
+        : isBitcloudError(e) ? e.message : 'malformed upload');
+    }
+    const pending = this.passOn(p, body);
+    if (!pending) return this.busy(res, kind);
+    this.recent.set(key, { at: now, forwarded: pending });
+    while (this.recent.size > FORWARD_REMEMBER_MAX) this.recent.delete(this.recent.keys().next().value as string);
+    const forwarded = await pending;
+    this.onResult(kind, forwarded.some((f) => f.status === 200) ? 'forwarded' : 'refused');
+    sendJson(res, 200, { forwarded });
+  }
+
+  /**
+   * SPEC.md §9.21.8: pass `body` on in one of the FORWARD_MAX_IN_FLIGHT places, held until every
+   * authority asked has answered (or failed); null when none is free.
+   */
+  private passOn(p: string, body: Buffer, only?: ReadonlySet<string>): Promise<ForwardedResult[]> | null {
+    if (this.inFlight >= FORWARD_MAX_IN_FLIGHT) return null;
+    this.inFlight++;
+    return this.forward(p, body, only).finally(() => { this.inFlight--; });
+  }
+
+  private busy(res: http.ServerResponse, kind: string): void {
+    this.onResult(kind, 'RATE_LIMITED');
+    sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is passing on as many uploads as it may; try another');
   }
 
   /**

@@ -5,7 +5,7 @@ import http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { UploadForwarder } from '../../relay/upload-forward';
+import { FORWARD_MAX_IN_FLIGHT, FORWARD_MAX_READING, UploadForwarder } from '../../relay/upload-forward';
 import { DirPassThrough, PASS_ANSWER_DEADLINE_MS, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
@@ -209,6 +209,76 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     mono += 60_000;
     expect(await send()).toBe(200);
     expect(got.length).toBe(before + 2);
+  });
+});
+
+/** The head of an upload announcing a 4 000-byte body and 10 bytes of it; the rest never comes. */
+async function unfinishedUpload(port: number): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.on('error', () => {});
+  s.write('POST /bitcloud/descriptor HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 4000\r\n\r\n');
+  s.write(Buffer.alloc(10));
+  return s;
+}
+
+describe('a mirror\'s places for uploads (SPEC.md §9.21.8)', () => {
+  const forwarderAt = async (authorities: { name: string; fingerprint: string; url: string }[]) => {
+    const fwd = new UploadForwarder(() => authorities as never);
+    const url = await listen((req, res) => { fwd.serve(req, res, (req.url ?? '').split('?')[0]).catch(() => {}); });
+    return { url, port: Number(new URL(url).port) };
+  };
+  const upload = (url: string, body: Buffer) => httpRequest(`${url}/bitcloud/descriptor`, { method: 'POST', body, maxBytes: 65536, timeoutMs: 10_000 });
+
+  it(`reads a body before taking one of the ${FORWARD_MAX_IN_FLIGHT} places: as many slow uploads that never finish their bodies do not stop a complete one from being passed on`, async () => {
+    const m = await forwarderAt([{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }]);
+    const slow = await Promise.all(Array.from({ length: FORWARD_MAX_IN_FLIGHT }, () => unfinishedUpload(m.port)));
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const d = descriptor(['storage', 'hidden']);
+      const r = await upload(m.url, d);
+      expect(r.status).toBe(200);
+      expect(json(r.body).forwarded).toEqual([{ authority: authorityFp, status: 200 }]);
+      expect(got.at(-1)?.body).toEqual(d);
+    } finally {
+      for (const s of slow) s.destroy();
+    }
+  });
+
+  it(`reads at most ${FORWARD_MAX_READING} bodies at once (503 RATE_LIMITED past that), and frees a sender's count when it goes away`, async () => {
+    const m = await forwarderAt([{ name: 'a1', fingerprint: authorityFp, url: authorityUrl }]);
+    const slow = await Promise.all(Array.from({ length: FORWARD_MAX_READING }, () => unfinishedUpload(m.port)));
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const r = await upload(m.url, descriptor(['storage', 'hidden']));
+      expect([r.status, json(r.body).code]).toEqual([503, 'RATE_LIMITED']);
+    } finally {
+      for (const s of slow) s.destroy();
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await upload(m.url, descriptor(['storage', 'hidden']))).status).toBe(200);
+  });
+
+  it(`passes on at most ${FORWARD_MAX_IN_FLIGHT} bodies at once: another, read in full, is answered 503 RATE_LIMITED while they wait for the authorities`, async () => {
+    const held: http.ServerResponse[] = [];
+    let answer = false;
+    const ok = (res: http.ServerResponse) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"accepted":true}'); };
+    const silent = http.createServer((req, res) => { req.resume(); if (answer) ok(res); else held.push(res); });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const m = await forwarderAt([{ name: 'slow', fingerprint: 'ef'.repeat(32), url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}` }]);
+    try {
+      const waiting = Array.from({ length: FORWARD_MAX_IN_FLIGHT }, () => upload(m.url, descriptor(['storage', 'hidden'])).catch(() => null));
+      for (let i = 0; i < 100 && held.length < FORWARD_MAX_IN_FLIGHT; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(held.length).toBe(FORWARD_MAX_IN_FLIGHT);
+      const r = await upload(m.url, descriptor(['storage', 'hidden']));
+      expect([r.status, json(r.body).code]).toEqual([503, 'RATE_LIMITED']);
+      answer = true;
+      for (const res of held) ok(res);
+      await Promise.all(waiting);
+      expect((await upload(m.url, descriptor(['storage', 'hidden']))).status).toBe(200);
+    } finally {
+      await new Promise<void>((r) => { silent.close(() => r()); silent.closeAllConnections(); });
+    }
   });
 });
 
