@@ -114,6 +114,11 @@ export class ShareStore {
   private readonly expiries = new ExpiryHeap();
   private gcRunning: Promise<GcResult> | null = null;
   /**
+   * Expired shares the running gc() took off the heap and has not yet removed: still held (and
+   * charged), so a put over the quota joins that run rather than refusing (SPEC.md §9.8.4).
+   */
+  private collecting = 0;
+  /**
    * Puts and renewals under way between their lease record and the in-memory entry it stands
    * for. A rewrite of the journal (compactJournal) waits until there is none, and new ones wait
    * for the rewrite: the live leases it writes then match every record written before it.
@@ -311,7 +316,8 @@ export class ShareStore {
         // SPEC.md §9.8.4: collect first only when a share may have expired; else refuse at once.
         // A collection that fails (a share file it cannot remove) is logged; the put goes on with
         // the room it freed (SPEC.md §9.8.2).
-        if (this.nowSeconds() >= this.earliestExpiry()) {
+        // The expired shares a running collection took off the heap count too: still held.
+        if (this.collecting > 0 || this.nowSeconds() >= this.earliestExpiry()) {
           await this.gc().catch((e: unknown) => {
             const code = errorCode(ioError(e, 'garbage collection failed'));
             this.metrics.errors.inc({ code });
@@ -565,8 +571,9 @@ export class ShareStore {
       if (this.current(top)) expired.push(top);
     }
     let i = 0;
+    this.collecting = expired.length;
     try {
-      for (; i < expired.length; i++) {
+      for (; i < expired.length; i++, this.collecting--) {
         const { hex } = expired[i];
         await this.withLock(hex, async () => {
           const e = this.entries.get(hex);
@@ -582,6 +589,8 @@ export class ShareStore {
       // The shares not removed stay expired and are found by the next run.
       for (const item of expired.slice(i)) if (this.current(item)) this.expiries.push(item.at, item.hex);
       throw e;
+    } finally {
+      this.collecting = 0;
     }
     // One journal write for the whole run. SPEC.md §9.8.2, §9.8.3: the shares are gone all the
     // same, so a record that cannot be written (a full disk) is logged and counted, not thrown

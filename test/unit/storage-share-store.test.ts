@@ -167,6 +167,30 @@ describe('share store (SPEC §9.8)', () => {
     expect(gc).toHaveBeenCalledTimes(1);
   });
 
+  it('a full store whose expired shares a running gc is removing: a put waits for that gc, not STORAGE_FULL (SPEC.md §9.8.4)', async () => {
+    const c = clock(1_000_000);
+    const s = await open({ dir: await tmpDir(), quotaBytes: 2 * quotaCharge(8), now: c.now });
+    const a = share('held-001');
+    const b = share('held-002');
+    await s.put(a.id, a.data, 10);
+    await s.put(b.id, b.data, 1000);
+    c.advance(11);
+    // The removal of the expired share's file waits until released.
+    let release!: () => void;
+    const removing = new Promise<void>((r) => { release = r; });
+    const rm = fsp.rm.bind(fsp);
+    vi.spyOn(fsp, 'rm').mockImplementation(async (p, o) => { if (String(p).endsWith(a.hex)) await removing; return rm(p, o); });
+    const gc = s.gc();
+    await new Promise((r) => setTimeout(r, 20));
+    const n = share('next-001');
+    const put = codeOf(s.put(n.id, n.data));
+    await new Promise((r) => setTimeout(r, 20));
+    release();
+    expect(await put).toBeUndefined();
+    expect((await gc).removed).toBe(1);
+    expect(s.has([a.id, b.id, n.id])).toEqual([false, true, true]);
+  });
+
   it('gc examines only the expired shares, not every share held; renewals and removals leave no lasting stale expiries (SPEC.md §9.8.4)', async () => {
     const c = clock(1_000_000);
     const s = await open({ dir: await tmpDir(), now: c.now, quotaBytes: 1 << 30 });
