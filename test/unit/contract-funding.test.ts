@@ -57,8 +57,11 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The chain before the funding (the wallet holds 5 coins), and after: block 1 carries the transfer sent, with `escrow` operations. */
-  function chains(escrowed: boolean): void {
+  /**
+   * The chain before the funding (the wallet holds 5 coins), and after: block 1 carries the transfer sent, with `escrow` operations.
+   * The send verifies it with a consensus of parameters `sendParams` (default: those of the session's consensus).
+   */
+  function chains(escrowed: boolean, sendParams?: ReadonlyMap<string, number>): void {
     const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
     const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, escrows: Map<string, unknown>) => ({
       source: 'test', blocks, state: { height: blocks.length - 1, balances: new Map([[hex, 400_000_000n]]), nonces: new Map(nonce ? [[hex, nonce]] : []), escrows },
@@ -71,7 +74,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
       return chainWith([genesis, carrying], 1, new Map(escrowed ? [[id, { id, payer: hex, refunded: null }]] : []));
     };
     spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
-      chain: chainWith([genesis], 0, new Map()), consensus: { periodSeconds: 2 }, refetch,
+      chain: chainWith([genesis], 0, new Map()), consensus: { periodSeconds: 2, params: sendParams ?? params }, refetch,
     } as unknown as rewardsCommands.VerifiedChainContext) as never));
   }
 
@@ -117,7 +120,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     const escrows = { get: (id: string) => ({ id, payer: hex, refunded: null }) };
     const withChain = vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
       chain: { source: 'test', blocks: [genesis], state: { height: 0, balances: new Map([[hex, 500_000_000n]]), nonces: new Map(), escrows } },
-      consensus: { periodSeconds: 2 }, refetch: async () => null,
+      consensus: { periodSeconds: 2, params }, refetch: async () => null,
     } as unknown as rewardsCommands.VerifiedChainContext) as never);
     spies.push(withChain);
     let r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
@@ -167,6 +170,33 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
     expect(r.json.fundingVersion).toBe(1);
     expect(r.lines.filter((l) => l.includes('version 1 transfer'))).toHaveLength(1);
+  });
+
+  it('says "version 1" and carries fundingVersion only once a transfer was taken: not when the send fails before sending (SPEC.md §9.20.4)', async () => {
+    params = new Map();
+    const all = [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }];
+    vi.mocked(uploadContract).mockResolvedValue(all);
+    // TRANSFER_OVERSPEND: the wallet's balance is 4 coins, the contract asks for 6.
+    chains(true);
+    let r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '6', config, 'no-wait': true }));
+    expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'TRANSFER_OVERSPEND' } } });
+    expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
+    expect(r.json).not.toHaveProperty('fundingVersion');
+    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    // ESCROW_ALREADY_FUNDED: a funding of this contract from the wallet is pending already.
+    vi.mocked(walletModule.pendingFrom).mockResolvedValue([{ to: Buffer.from(r.json.contract as string, 'hex'), amount: 1n } as unknown as Transfer]);
+    r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
+    expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
+    expect(r.json).not.toHaveProperty('fundingVersion');
+    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    // Not every authority took the contract: nothing is sent.
+    vi.mocked(walletModule.pendingFrom).mockResolvedValue([]);
+    vi.mocked(uploadContract).mockResolvedValue([all[0], { authority: 'b', ok: false, code: 'CONTRACT_LIMIT', reason: 'full' }] as never);
+    r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(false);
+    expect(r.json).not.toHaveProperty('fundingVersion');
+    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
   });
 
   it('succeeds when the block that carried the funding opened its escrow', async () => {

@@ -200,6 +200,8 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const lines = [`contract ${k.id}: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}`];
   for (const u of uploads) lines.push(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}`);
   const version = fundingVersion(c);
+  // SPEC.md §9.20.4: the version of the funding transfer the authorities took (null: none was sent).
+  let sentVersion: 1 | 2 | null = null;
   if (q.pay !== null) {
     if (accepted !== uploads.length) {
       ok = false;
@@ -208,7 +210,6 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       funding = { ok: false, error: { code: refused?.code ?? 'INTERNAL', message: 'not every authority took the contract' } };
     } else {
       const out: string[] = [];
-      if (version === 1) lines.push('  funding sent as a version 1 transfer: the consensus has not switched on funding-v2 (SPEC.md §9.20.4)');
       // SPEC.md §9.20.1, §9.20.4: an authority at its limit may have evicted the contract (unfunded
       // until now) between the upload and the funding's arrival in its pool; once the authorities
       // took the funding it protects the contract, so it is uploaded again: one that evicted it
@@ -220,11 +221,17 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
         // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
         // prints the "not saved" line there, runStorageCommand), not by the send itself.
         guards: session.network.guards,
-        afterSubmit: async () => { again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes); },
+        afterSubmit: async (t) => {
+          sentVersion = t.version === 2 ? 2 : 1;
+          again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
+        },
         checkBefore: (chain, pending) => checkNotFunded(chain, pending, k.id),
         checkIncluded: (chain, b, from) => checkEscrowOpened(chain, b, k.id, from),
       }, { out: (x) => out.push(x), err: (x) => process.stderr.write(x + '\n') });
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
+      // Said only once the authorities took the transfer: a send that failed before (TRANSFER_OVERSPEND,
+      // ESCROW_ALREADY_FUNDED, every authority refusing) sent no transfer of any version.
+      if (sentVersion === 1) lines.push('  funding sent as a version 1 transfer: the consensus has not switched on funding-v2 (SPEC.md §9.20.4)');
       if (code !== 0) ok = false;
       for (const u of again.uploads ?? []) {
         if (!u.ok) lines.push(`  ${u.authority}: refused the contract again after the funding: ${u.code} ${u.reason ?? ''}`);
@@ -238,7 +245,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const json = {
     ok, contract: k.id, startEpoch: k.contract.startEpoch, endEpoch: k.contract.endEpoch, entries: k.contract.entries.length,
     bytes: k.contract.entries.reduce((sum, e) => sum + e.shareSize, 0), healthy: r.healthy, repaired: r.repaired, lost: r.lost, authorities: uploads,
-    ...(q.pay !== null ? { fundingVersion: version, funding, ...(again.uploads ? { reheld: again.uploads } : {}) } : {}),
+    ...(q.pay !== null ? { ...(sentVersion !== null ? { fundingVersion: sentVersion } : {}), funding, ...(again.uploads ? { reheld: again.uploads } : {}) } : {}),
   };
   return { ok, json, lines };
 }

@@ -36,9 +36,10 @@ export interface WalletOptions {
   /**
    * send: run once the authorities took the transfer, before the wait (also with noWait). SPEC.md
    * §9.20.4: `keep contract --pay` uploads its contract again here, now that the pending funding
-   * protects it from eviction. It must not throw: the transfer is sent already.
+   * protects it from eviction, and learns the version of the transfer the authorities took. It
+   * must not throw: the transfer is sent already.
    */
-  afterSubmit?: () => Promise<void>;
+  afterSubmit?: (sent: Transfer) => Promise<void>;
   /**
    * send: called with the verified chain, the block that carries the transfer and the sender's key
    * (hex) before success is reported; a BitcloudError it throws fails the send (SPEC.md §9.20.4:
@@ -187,7 +188,7 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       for (const r of sent.refused) io.err(`bitcloud wallet send: ${r.authority} refused: ${r.reason}`);
       if (!o.json) io.out(`sent ${formatCoins(units)} coins to ${toKey.toString('hex')} (nonce ${nonce}); taken by ${sent.accepted.length} of ${cfg.authorities.length} authorities`);
       const result = { ok: true, from: hex, to: toKey.toString('hex'), nonce, ...amount(units), accepted: sent.accepted, refused: sent.refused };
-      await o.afterSubmit?.();
+      await o.afterSubmit?.(t);
       if (o.noWait) {
         if (o.json) io.out(JSON.stringify({ ...result, included: null }));
         return 0;
