@@ -199,6 +199,27 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
   });
 
+  it('decides the version from the consensus the send verifies the chain with, not one read before the keeper pass (SPEC.md §9.20.4, §8.11.3)', async () => {
+    // funding-v2 off when the command started, switched on by the time the transfer is built.
+    params = new Map([['funding-v2', 0]]);
+    chains(true, new Map([['funding-v2', 1]]));
+    vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
+    let r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(true);
+    expect(sent!.version).toBe(FUNDING_TRANSFER_VERSION);
+    expect(r.json.fundingVersion).toBe(2);
+    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    // And the other way round: switched off meanwhile, a version 1 transfer, said so.
+    for (const s of spies.splice(2)) s.mockRestore();
+    params = new Map([['funding-v2', 1]]);
+    chains(true, new Map([['funding-v2', 0]]));
+    r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
+    expect(r.ok).toBe(true);
+    expect(sent!.version).toBe(1);
+    expect(r.json.fundingVersion).toBe(1);
+    expect(r.lines.filter((l) => l.includes('version 1 transfer'))).toHaveLength(1);
+  });
+
   it('succeeds when the block that carried the funding opened its escrow', async () => {
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);

@@ -155,9 +155,10 @@ export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlo
 
 /**
  * SPEC.md §9.20.4, §8.11.3: the transfer version a contract's funding is sent as: 2 (a funding
- * transfer) when the consensus the client verified has `funding-v2 = 1`, else 1 (a plain transfer
- * to the contract id, as before version 2 existed): while the parameter is off the authorities
- * refuse version 2 (TRANSFER_VERSION_DISABLED).
+ * transfer) when the consensus `c` has `funding-v2 = 1`, else 1 (a plain transfer to the contract
+ * id, as before version 2 existed): while the parameter is off the authorities refuse version 2
+ * (TRANSFER_VERSION_DISABLED). `c` is the consensus the send verifies the chain with, just before
+ * the transfer is signed, not one read before the keeper pass (which may run long).
  */
 export function fundingVersion(c: Pick<VerifiedConsensus, 'params'>): 1 | 2 {
   return fundingV2Enabled(c.params) ? 2 : 1;
@@ -199,8 +200,9 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const again: { uploads: ContractUpload[] | null } = { uploads: null };
   const lines = [`contract ${k.id}: ${k.contract.entries.length} shares on ${new Set(r.placed.map((p) => p.node)).size} nodes, epochs ${k.contract.startEpoch}..${k.contract.endEpoch - 1}`];
   for (const u of uploads) lines.push(`  ${u.authority}: ${u.ok ? u.result : `${u.code} ${u.reason ?? ''}`}`);
-  const version = fundingVersion(c);
-  // SPEC.md §9.20.4: the version of the funding transfer the authorities took (null: none was sent).
+  // SPEC.md §9.20.4: the version of the funding transfer the authorities took (null: none was
+  // sent). It is decided from the consensus the send itself verifies the chain with, not from `c`
+  // read before the keeper pass: `funding-v2` may have been switched on since (§8.11.3).
   let sentVersion: 1 | 2 | null = null;
   if (q.pay !== null) {
     if (accepted !== uploads.length) {
@@ -217,7 +219,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       const code = await walletSend(k.id, formatUnits(q.pay), {
         // SPEC.md §9.20.4: a funding transfer (version 2), carried with the escrow's open or not at
         // all, once the consensus switched it on (funding-v2); a plain transfer to the id before.
-        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: version === 2,
+        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: (sc) => fundingVersion(sc) === 2,
         // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
         // prints the "not saved" line there, runStorageCommand), not by the send itself.
         guards: session.network.guards,

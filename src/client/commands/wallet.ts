@@ -15,6 +15,7 @@ import { signEscrowCancel } from '../../wire/escrow-cancel';
 import { withVerifiedChain } from './rewards';
 import type { Output } from './consensus';
 import { lineAtEnd, type GuardSet } from '../guards';
+import type { VerifiedConsensus } from '../../dir/types';
 
 export interface WalletOptions {
   config?: string;
@@ -55,9 +56,11 @@ export interface WalletOptions {
   /**
    * send: TO is a storage contract id and the transfer funds its escrow: a funding transfer
    * (version 2, SPEC.md §8.11.1), which a block carries only together with the escrow's open
-   * (§8.7.3 item 7, §9.20.4), never as a plain transfer to the id.
+   * (§8.7.3 item 7, §9.20.4), never as a plain transfer to the id. A function decides it from the
+   * consensus this send verified its chain with, the one current when the transfer is signed
+   * (SPEC.md §9.20.4: version 2 only when that consensus has `funding-v2 = 1`, §8.11.3).
    */
-  funding?: boolean;
+  funding?: boolean | ((consensus: VerifiedConsensus) => boolean);
 }
 
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
@@ -178,7 +181,8 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
       o.checkBefore?.(chain, pending);
       if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
-      const t = o.funding ? signFundingTransfer(key, toKey, units, nonce) : signTransfer(key, toKey, units, nonce);
+      const asFunding = typeof o.funding === 'function' ? o.funding(consensus) : o.funding === true;
+      const t = asFunding ? signFundingTransfer(key, toKey, units, nonce) : signTransfer(key, toKey, units, nonce);
       const sent = await submitTransfer(cfg.authorities, t);
       if (!sent.accepted.length) {
         const first = sent.refused[0];
