@@ -91,10 +91,14 @@ export class DownloadOutput {
           await fh.close();
           fh = null;
         }
-      } catch {
+      } catch (e) {
         // A part file opened but unreadable (stat failed) is closed before starting afresh.
         await fh?.close().catch(() => {});
         fh = null;
+        // One this user may not open (another user's, a read-only folder): starting afresh would
+        // drop its record first and then fail to make a new one, losing every recorded chunk.
+        // IO_NOT_WRITABLE (by open()), with the part file and its record left as they are.
+        if (NOT_WRITABLE.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
       }
     }
     if (!fh) {
@@ -304,8 +308,17 @@ async function publishExclusive(part: string, out: string): Promise<void> {
 }
 
 async function readRecord(file: string): Promise<ProgressRecord | null> {
+  let text: string;
   try {
-    const v = JSON.parse(await fsp.readFile(file, 'utf8')) as ProgressRecord;
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    // A record this user may not read is not "no record": it would be removed and its part file
+    // replaced. IO_NOT_WRITABLE (by open()), leaving both in place.
+    if (NOT_WRITABLE.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    return null;
+  }
+  try {
+    const v = JSON.parse(text) as ProgressRecord;
     return v && typeof v === 'object' && typeof v.done === 'string' ? v : null;
   } catch {
     return null;

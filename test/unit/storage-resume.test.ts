@@ -261,3 +261,39 @@ describe('an output folder that cannot be written (SPEC.md §9.9.1, §9.10)', ()
     await expect(DownloadOutput.open(out, ID, 10, 3)).rejects.toMatchObject({ code: 'ENOSPC' });
   });
 });
+
+describe('a resumable part file or record this user may not open (SPEC.md §9.9.1)', () => {
+  afterEach(() => { vi.restoreAllMocks(); });
+  const refused = (code: string, p: string) => Object.assign(new Error(`${code}: operation refused, '${p}'`), { code, path: p });
+
+  it('IO_NOT_WRITABLE, with the part file and its record kept: a later run resumes the recorded chunks', async () => {
+    for (const which of ['part', 'record'] as const) {
+      const out = path.join(dir, `ro-resume-${which}.bin`);
+      const o = await DownloadOutput.open(out, ID, 10, 3);
+      await o.writeChunk(0, 0, Buffer.from('abcd'));
+      await o.suspend();
+      const realOpen = fsp.open;
+      const realReadFile = fsp.readFile;
+      if (which === 'part') {
+        vi.spyOn(fsp, 'open').mockImplementation(async (...a: Parameters<typeof fsp.open>) => {
+          if (String(a[0]).endsWith(PART_SUFFIX)) throw refused('EACCES', String(a[0]));
+          return realOpen(...a);
+        });
+      } else {
+        vi.spyOn(fsp, 'readFile').mockImplementation((async (...a: Parameters<typeof fsp.readFile>) => {
+          if (String(a[0]) === DownloadOutput.progressPath(out)) throw refused('EACCES', String(a[0]));
+          return realReadFile(...a);
+        }) as typeof fsp.readFile);
+      }
+      const e = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+      vi.restoreAllMocks();
+      expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'EACCES' } });
+      expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(true);
+      expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+      const again = await DownloadOutput.open(out, ID, 10, 3);
+      expect(again.resumed).toBe(1);
+      expect((await fsp.readFile(DownloadOutput.partPath(out))).subarray(0, 4).toString('latin1')).toBe('abcd');
+      await again.discard();
+    }
+  });
+});
