@@ -271,13 +271,14 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
   const output = await DownloadOutput.open(out, cap.manifestId.toString('hex'), layout.size, layout.chunks.length);
   const offsets = chunkOffsets(layout);
   let done = 0;
-  for (let i = 0; i < layout.chunks.length; i++) if (output.isDone(i)) done += plainLen(layout.chunks[i]);
-  o.onProgress?.(done, layout.size);
-
   const window = Math.max(1, o.window ?? 16);
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
+  // From here on every way out suspends, discards or finishes the output: each releases its lock
+  // (SPEC.md §9.9.1), a progress callback that throws included.
   try {
+    for (let i = 0; i < layout.chunks.length; i++) if (output.isDone(i)) done += plainLen(layout.chunks[i]);
+    o.onProgress?.(done, layout.size);
     for (let i = 0; i < layout.chunks.length && !failure; i++) {
       if (output.isDone(i)) continue;
       while (running.size >= window && !failure) await Promise.race(running);

@@ -297,3 +297,23 @@ describe('a resumable part file or record this user may not open (SPEC.md §9.9.
     }
   });
 });
+
+describe('get releases its output\'s lock on every way out (SPEC.md §9.9.1)', () => {
+  it('a progress callback that throws before the first chunk is fetched: the lock goes, and the next get of that output runs', async () => {
+    const { getFile } = await import('../../src/client/storage-client-get');
+    const { CHUNK_OVERHEAD } = await import('../../src/storage/encode');
+    const out = path.join(dir, 'progress-throws.bin');
+    const manifest = {
+      name: 'x', contentClass: '',
+      layout: { size: 10, chunkSize: 10, coding: { k: 1, n: 1 }, chunks: [{ encLen: 10 + CHUNK_OVERHEAD }] },
+    };
+    const cap = { manifestId: Buffer.alloc(32, 0xab), fileKey: Buffer.alloc(32) };
+    const e = await getFile({} as never, cap as never, {
+      manifest: manifest as never, output: out, onProgress: () => { throw new Error('progress display failed'); },
+    }).then(() => null, (x: unknown) => x);
+    expect((e as Error).message).toBe('progress display failed');
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+    const next = await DownloadOutput.open(out, ID, 10, 1);
+    await next.discard();
+  });
+});
