@@ -235,6 +235,14 @@ function lockOutput(out: string): () => void {
   try {
     release = tryFileLockSync(lock);
   } catch (e) {
+    // A lock there that this user may not read (another user's get made it, mode 0600): held by a
+    // get whose PID cannot be told, not a folder that refuses writes (open(2) of an existing file
+    // with O_EXCL fails EEXIST, so an EACCES from open with the lock present is the read).
+    const x = e as NodeJS.ErrnoException;
+    if ((x.code === 'EACCES' || x.code === 'EPERM') && x.syscall === 'open' && fs.existsSync(lock)) {
+      throw err('IO_STATE_LOCKED', `another get (process ?, of another user) is writing ${out}; wait for it to end, or give another output path; if no such process runs, have ${lock} removed`,
+        { path: out, holder: '' }, e);
+    }
     throw notWritable(e, lock);
   }
   if (release) {

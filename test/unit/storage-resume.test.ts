@@ -317,3 +317,26 @@ describe('get releases its output\'s lock on every way out (SPEC.md §9.9.1)', (
     await next.discard();
   });
 });
+
+describe('a lock another user holds (SPEC.md §9.9.1)', () => {
+  afterEach(() => { vi.restoreAllMocks(); });
+
+  it('a lock this user may not read is IO_STATE_LOCKED, not IO_NOT_WRITABLE; the lock is left alone', async () => {
+    const out = path.join(dir, 'other-user.bin');
+    await fsp.writeFile(DownloadOutput.lockPath(out), '1'); // another user's, mode 0600 (its PID unreadable here)
+    // The tests may run as root, whom permissions do not stop: the errno is faked.
+    const realRead = fs.readFileSync;
+    vi.spyOn(fs, 'readFileSync').mockImplementation(((...a: Parameters<typeof fs.readFileSync>) => {
+      if (String(a[0]) === DownloadOutput.lockPath(out)) {
+        throw Object.assign(new Error(`EACCES: permission denied, open '${String(a[0])}'`), { code: 'EACCES', syscall: 'open', path: String(a[0]) });
+      }
+      return realRead(...a);
+    }) as typeof fs.readFileSync);
+    const e = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_STATE_LOCKED' });
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    await fsp.rm(DownloadOutput.lockPath(out));
+  });
+});
