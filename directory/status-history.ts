@@ -1,7 +1,7 @@
 // SPEC.md §6.10 (informative): the authority's own history for its status page plots. One sample
 // per newly published consensus (relays and storage nodes listed, each relay's weight and proven
 // cells), and one per reward block appended (height, epoch, units minted). Bounded (the newest
-// MAX_SAMPLES / MAX_BLOCKS), kept in `<dataDir>/status-history.json`, written atomically.
+// MAX_SAMPLES / MAX_BLOCKS; a nickname is kept only while a retained sample lists its relay), kept in `<dataDir>/status-history.json`, written atomically.
 // Serialised once per change (SPEC.md §6.10): GET /bitcloud/status/history and the file share
 // those bytes, so a client asking in a loop costs no serialisation and its slow reads pin no copy.
 import fs from 'node:fs';
@@ -39,6 +39,12 @@ export class StatusHistory {
   private samples: HistorySample[] = [];
   private blocks: HistoryBlock[] = [];
   private names: Record<string, string> = {};
+  /**
+   * SPEC.md §6.10: fingerprint → number of retained samples that list it. A name whose count
+   * falls to 0 as old samples are pruned is forgotten, so `names` is bounded by the relays of the
+   * retained samples, not by every relay ever seen.
+   */
+  private listed = new Map<string, number>();
   /** The JSON of the history as it stands, made at the first need after a change. */
   private text: Buffer | null = null;
   private saving: Promise<void> = Promise.resolve();
@@ -53,6 +59,13 @@ export class StatusHistory {
       if (Array.isArray(j.blocks)) this.blocks = j.blocks.filter((b) => b && typeof b.height === 'number').slice(-MAX_BLOCKS);
       if (j.names && typeof j.names === 'object') this.names = j.names;
     } catch { /* none yet */ }
+    this.listed = new Map();
+    for (const s of this.samples) this.count(s, 1);
+    // SPEC.md §6.10: names of relays in no retained sample (a file written before they were
+    // pruned, or cut to MAX_SAMPLES here) are not kept.
+    const names: Record<string, string> = {};
+    for (const [fp, n] of Object.entries(this.names)) if (this.listed.has(fp) && typeof n === 'string') names[fp] = n;
+    this.names = names;
     this.text = null;
     return this;
   }
@@ -66,12 +79,16 @@ export class StatusHistory {
       if (r.proven > 0) proven[r.fingerprint] = r.proven;
       this.names[r.fingerprint] = r.nickname;
     }
-    this.samples.push({
+    const sample: HistorySample = {
       t: info.validAfter, relays: info.relays.length,
       storage: info.relays.filter((r) => r.flags.has('Storage')).length,
       provenEpoch: info.provenEpoch, weights, proven,
-    });
-    if (this.samples.length > MAX_SAMPLES) this.samples.splice(0, this.samples.length - MAX_SAMPLES);
+    };
+    this.samples.push(sample);
+    this.count(sample, 1);
+    if (this.samples.length > MAX_SAMPLES) {
+      for (const old of this.samples.splice(0, this.samples.length - MAX_SAMPLES)) this.count(old, -1);
+    }
     this.changed();
   }
 
@@ -95,6 +112,17 @@ export class StatusHistory {
    */
   json(): Buffer {
     return (this.text ??= Buffer.from(JSON.stringify(this.toJSON()), 'utf8'));
+  }
+
+  /** Count `s`'s relays in or out of `listed`; a relay no retained sample lists loses its name. */
+  private count(s: HistorySample, d: 1 | -1): void {
+    if (!s.weights || typeof s.weights !== 'object') return;
+    for (const fp of Object.keys(s.weights)) {
+      const n = (this.listed.get(fp) ?? 0) + d;
+      if (n > 0) { this.listed.set(fp, n); continue; }
+      this.listed.delete(fp);
+      delete this.names[fp];
+    }
   }
 
   private changed(): void {

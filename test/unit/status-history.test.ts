@@ -38,3 +38,28 @@ describe('status history', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 });
+
+describe('status history names', () => {
+  it('forgets the name of a relay once no retained sample lists it, also when loading (SPEC §6.10)', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-history-'));
+    try {
+      const h = new StatusHistory(dir).load();
+      h.onConsensus(consensus(1000, [{ fp: 'gone', weight: 1, proven: 0 }, { fp: 'a', weight: 1, proven: 0 }], null));
+      h.onConsensus(consensus(1001, [{ fp: 'later', weight: 1, proven: 0 }, { fp: 'a', weight: 1, proven: 0 }], null));
+      for (let i = 2; i < MAX_SAMPLES; i++) h.onConsensus(consensus(1000 + i, [{ fp: 'a', weight: i, proven: 0 }], null));
+      expect(h.toJSON().names).toEqual({ gone: 'ngone', a: 'na', later: 'nlater' });
+      h.onConsensus(consensus(1000 + MAX_SAMPLES, [{ fp: 'a', weight: 1, proven: 0 }], null));
+      expect(h.toJSON().names).toEqual({ a: 'na', later: 'nlater' });
+      h.onConsensus(consensus(1001 + MAX_SAMPLES, [{ fp: 'a', weight: 1, proven: 0 }], null));
+      expect(h.toJSON().names).toEqual({ a: 'na' });
+      await h.flush();
+      // A file holding names of relays in none of its samples (written by an older version).
+      await fsp.writeFile(path.join(dir, 'status-history.json'), JSON.stringify({
+        samples: [{ t: 1, relays: 1, storage: 0, provenEpoch: null, weights: { a: 1 }, proven: {} }], blocks: [], names: { a: 'na', old: 'nold' },
+      }));
+      expect(new StatusHistory(dir).load().toJSON().names).toEqual({ a: 'na' });
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
