@@ -1,21 +1,31 @@
 // SPEC.md §6.10.1, §8.7.5: a relay's directory mirror also answers GET /bitcloud/rewards?from=H,
 // so clients with a guard read the reward chain through it (BEGIN_DIR) and the authorities never
-// see their addresses. The mirror asks the authorities (in random order, the first 200 wins),
-// keeps each answer for a short while (one fetch serves every client asking in that time) and
-// passes the bundle on unchanged: it holds no key and is not trusted, since the client verifies
-// every block against the configured authorities (§8.7.3); a mirror that alters the bundle only
-// gets the client to try its next guard.
+// see their addresses. The mirror asks the authorities (in random order, the first 200 wins, all
+// within REWARD_MIRROR_DEADLINE_MS, below the dir port's idle timeout), keeps each answer for a
+// short while (one fetch serves every client asking in that time) and passes the bundle on
+// unchanged: it holds no key and is not trusted, since the client verifies every block against the
+// configured authorities (§8.7.3); a mirror that alters the bundle only gets the client to try its
+// next guard.
 import type http from 'node:http';
 import { errorBodyReason, FETCHER_HEADER, httpRequest, PATHS } from '../src/dir/fetch';
 import { sendJsonError } from '../src/dir/http-serve';
 import { AnswerPlaces, clientAddressKey } from '../src/dir/answer-places';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { MAX_REWARD_BUNDLE_BYTES } from '../src/bandwidth/reward-chain';
-import { err } from '../src/errors';
+import { err, errorCode } from '../src/errors';
 import { shuffle } from '../src/crypto/primitives';
 
 /** How long one answer is served again without asking an authority (ms). */
 export const REWARD_MIRROR_TTL_MS = 10_000;
+/** SPEC.md §8.7.5: how long one authority is given to answer a reward fetch (ms). */
+export const REWARD_MIRROR_TRY_MS = 10_000;
+/**
+ * SPEC.md §8.7.5: how long all the authorities together are given for one reward fetch (each try
+ * gets what is left, at most REWARD_MIRROR_TRY_MS; a monotonic clock), below the dir port's idle
+ * timeout (HTTP_IDLE_TIMEOUT_MS, 60 s, §6.10): past it the clients waiting get 504
+ * REWARD_FETCH_TIMEOUT while their connections are still open, and no further authority is asked.
+ */
+export const REWARD_MIRROR_DEADLINE_MS = 30_000;
 /** Distinct `from` heights kept at once (the oldest is dropped). */
 const MAX_ENTRIES = 64;
 /**
@@ -51,7 +61,7 @@ export class RewardMirror {
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
-    private readonly o: { ttlMs?: number; timeoutMs?: number; now?: () => number; answerDeadlineMs?: number } = {},
+    private readonly o: { ttlMs?: number; timeoutMs?: number; deadlineMs?: number; now?: () => number; answerDeadlineMs?: number } = {},
   ) {
     this.places = new AnswerPlaces(REWARD_MIRROR_MAX_ANSWERS, REWARD_MIRROR_MAX_PER_ADDRESS, o.answerDeadlineMs ?? REWARD_MIRROR_ANSWER_DEADLINE_MS);
   }
@@ -73,7 +83,9 @@ export class RewardMirror {
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
         res.end(req.method === 'HEAD' ? undefined : body);
       } catch (e) {
-        sendJsonError(res, 503, 'REWARD_NOT_AVAILABLE', (e as Error).message);
+        // SPEC.md §8.7.5: no authority answered within REWARD_MIRROR_DEADLINE_MS: 504.
+        if (errorCode(e) === 'REWARD_FETCH_TIMEOUT') sendJsonError(res, 504, 'REWARD_FETCH_TIMEOUT', (e as Error).message);
+        else sendJsonError(res, 503, 'REWARD_NOT_AVAILABLE', (e as Error).message);
       }
     });
     if (!ran) sendJsonError(res, 503, 'RATE_LIMITED', 'this mirror is handing on as many reward answers as it may; try another');
@@ -87,7 +99,7 @@ export class RewardMirror {
   /**
    * The bundle from height `from` as an authority serves it. Concurrent and repeated requests
    * within the TTL share one fetch. Rejects with REWARD_NOT_AVAILABLE when no authority answered,
-   * and at once, without asking one, when REWARD_MIRROR_MAX_FETCHES fetches are running already.
+   * with REWARD_FETCH_TIMEOUT when none answered within REWARD_MIRROR_DEADLINE_MS, and at once, without asking one, when REWARD_MIRROR_MAX_FETCHES fetches are running already.
    */
   bundle(from: number): Promise<Buffer> {
     if (this.closed) return Promise.reject(err('REWARD_NOT_AVAILABLE', 'the relay is stopping: its reward mirror is closed'));
@@ -169,12 +181,23 @@ export class RewardMirror {
     this.sweeper.unref();
   }
 
+  /**
+   * SPEC.md §8.7.5: ask the authorities in random order until one answers 200, all within
+   * REWARD_MIRROR_DEADLINE_MS of the monotonic clock (each try gets what is left, at most
+   * REWARD_MIRROR_TRY_MS). Past the deadline: REWARD_FETCH_TIMEOUT, and no further authority is asked.
+   */
   private async fetch(from: number): Promise<Buffer> {
     const reasons: string[] = [];
+    const deadlineMs = this.o.deadlineMs ?? REWARD_MIRROR_DEADLINE_MS;
+    const until = performance.now() + deadlineMs;
     for (const a of shuffle([...this.authorities])) {
+      const left = until - performance.now();
+      if (left <= 0) {
+        throw err('REWARD_FETCH_TIMEOUT', `no authority gave the reward chain within ${deadlineMs} ms (${reasons.join('; ')})`, { deadlineMs });
+      }
       try {
         const r = await httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, {
-          maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: this.o.timeoutMs ?? 10_000, headers: { [FETCHER_HEADER]: 'mirror' },
+          maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: Math.min(this.o.timeoutMs ?? REWARD_MIRROR_TRY_MS, left), headers: { [FETCHER_HEADER]: 'mirror' },
         });
         if (r.status === 200) return r.body;
         reasons.push(`${a.url}: ${errorBodyReason(r)}`);
@@ -182,7 +205,9 @@ export class RewardMirror {
         reasons.push(`${a.url}: ${(e as Error).message}`);
       }
     }
+    if (performance.now() >= until) {
+      throw err('REWARD_FETCH_TIMEOUT', `no authority gave the reward chain within ${deadlineMs} ms (${reasons.join('; ')})`, { deadlineMs });
+    }
     throw err('REWARD_NOT_AVAILABLE', `no authority gave the reward chain (${reasons.join('; ') || 'no authority'})`);
   }
 }
-

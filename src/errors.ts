@@ -263,6 +263,7 @@ export const ERROR_CODES = {
     REWARD_CHAIN_BAD_EPOCH: 'protocol_violation',
     REWARD_CHAIN_BAD_HEIGHT: 'protocol_violation',
     REWARD_CHAIN_BROKEN_LINK: 'integrity',
+    REWARD_FETCH_TIMEOUT: 'timeout',
     REWARD_MALFORMED: 'protocol_violation',
     REWARD_MINT_MISMATCH: 'protocol_violation',
     REWARD_NOT_AVAILABLE: 'not_found',

@@ -3,7 +3,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { REWARD_MIRROR_MAX_ANSWERS, REWARD_MIRROR_MAX_BYTES, REWARD_MIRROR_MAX_FETCHES, REWARD_MIRROR_MAX_PER_ADDRESS, RewardMirror } from '../../relay/reward-mirror';
+import { REWARD_MIRROR_DEADLINE_MS, REWARD_MIRROR_MAX_ANSWERS, REWARD_MIRROR_MAX_BYTES, REWARD_MIRROR_MAX_FETCHES, REWARD_MIRROR_MAX_PER_ADDRESS, RewardMirror } from '../../relay/reward-mirror';
+import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
 import { EventEmitter } from 'node:events';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { FETCHER_HEADER } from '../../src/dir/fetch';
@@ -179,5 +180,27 @@ describe('RewardMirror answer places (SPEC.md §6.10.1)', () => {
     await ask(m, next, '192.0.2.7');
     expect(next.status).toBe(200);
     m.close();
+  });
+});
+
+describe('RewardMirror overall deadline (SPEC.md §8.7.5)', () => {
+  it('gives all the authorities together one deadline, below the dir port idle timeout; past it 504 REWARD_FETCH_TIMEOUT and no further authority is asked', async () => {
+    expect(REWARD_MIRROR_DEADLINE_MS).toBeLessThan(HTTP_IDLE_TIMEOUT_MS);
+    const silent: http.ServerResponse[] = [];
+    const slow = await Promise.all([1, 2, 3].map(() => authority((_req, res) => { silent.push(res); })));
+    const m = new RewardMirror(slow.map((a) => a.info), { timeoutMs: 250, deadlineMs: 300 });
+    try {
+      const t0 = performance.now();
+      await expect(m.bundle(0)).rejects.toMatchObject({ code: 'REWARD_FETCH_TIMEOUT' });
+      // Without the overall deadline each of the three would get its 250 ms in turn (750 ms).
+      expect(performance.now() - t0).toBeLessThan(600);
+      expect(slow.reduce((n, a) => n + a.hits.length, 0)).toBeLessThanOrEqual(2);
+      const res = slowReader();
+      await ask(m, res, '192.0.2.9');
+      expect([res.status, res.code]).toEqual([504, 'REWARD_FETCH_TIMEOUT']);
+    } finally {
+      m.close();
+      for (const r of silent) r.destroy();
+    }
   });
 });
