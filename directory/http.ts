@@ -24,6 +24,8 @@
 // Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 // A client gone before its body arrived is dropped unanswered (debug, status 499; SPEC.md §6.10).
+// SPEC.md §6.10 "Connection and body bounds": at most httpMaxConnections connections at once, and
+// at most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
 import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
@@ -52,6 +54,46 @@ import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 import { signUploadAck, signUploadNack, type UploadKind } from '../src/dir/upload-ack';
+
+/**
+ * SPEC.md §6.10 "Connection and body bounds": upload bodies (POST requests with a body, every upload
+ * route together) read at once; a further one is answered 503 RATE_LIMITED with Retry-After: 1 at
+ * once, its body unread. The per-address rate limits do not bound them (over circuits every client
+ * of a relay's mirror shares its address), nor does the 30 s request deadline alone.
+ */
+export const AUTHORITY_MAX_READING = 64;
+
+/**
+ * SPEC.md §6.10: a place for each upload body being read, taken when its request arrives and given
+ * back once the body has arrived in full, the answer is sent, or the connection is gone, whichever
+ * comes first (as a relay mirror bounds the uploads it reads, relay/upload-forward.ts).
+ */
+export class BodyReadingGate {
+  private reading = 0;
+  constructor(readonly max = AUTHORITY_MAX_READING) {}
+
+  /** Take a place for `req`'s body; false when `max` are taken. */
+  tryTake(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    if (this.reading >= this.max) return false;
+    this.reading++;
+    let held = true;
+    const give = () => {
+      if (!held) return;
+      held = false;
+      this.reading--;
+      req.off('end', give); req.off('close', give); res.off('finish', give); res.off('close', give);
+    };
+    req.once('end', give); req.once('close', give); res.once('finish', give); res.once('close', give);
+    return true;
+  }
+}
+
+/** A request that carries a body an upload route would read (every upload route is a POST). */
+function uploadsBody(req: http.IncomingMessage): boolean {
+  if (req.method !== 'POST') return false;
+  const len = Number(req.headers['content-length'] ?? 0);
+  return req.headers['transfer-encoding'] !== undefined || (Number.isFinite(len) && len > 0);
+}
 
 export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityMetrics, log: Logger, rewards?: RewardLedger, storage?: StorageAudits): http.Server {
   const limiter = new RateLimiter(a.config.rateLimit.uploadsPerMinute, a.config.rateLimit.burst);
@@ -84,6 +126,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const descriptorLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? mirrorLimiter : limiter);
   const hsLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? hsMirrorLimiter : hsLimiter);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
+  const bodies = new BodyReadingGate();
+  const bodiesRefused = bodiesRefusedMetric(reg);
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
     // SPEC.md §6.10: Node's parser passes targets the URL parser refuses (`GET http://[ HTTP/1.1`);
@@ -96,6 +140,14 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     }
     const p = url.pathname;
     const get = req.method === 'GET' || req.method === 'HEAD';
+    // SPEC.md §6.10 "Connection and body bounds": at most AUTHORITY_MAX_READING upload bodies read
+    // at once, all routes together; a further one is refused at once, unread.
+    if (uploadsBody(req) && !bodies.tryTake(req, res)) {
+      bodiesRefused.inc();
+      res.setHeader('retry-after', '1');
+      sendJsonError(res, 503, 'RATE_LIMITED', 'this authority is reading as many uploads as it may; retry shortly');
+      return ['upload_busy', 503];
+    }
 
     if (p === PATHS.descriptor) {
       if (req.method !== 'POST') { sendJsonError(res, 405, 'HTTP_METHOD', 'use POST'); return ['descriptor', 405]; }
@@ -241,8 +293,16 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     });
   });
   srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
+  // SPEC.md §6.10 "Connection and body bounds": past this many open connections Node closes new
+  // ones as they arrive.
+  srv.maxConnections = a.config.httpMaxConnections;
   return srv;
 }
+
+const bodiesRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_dirauth_upload_bodies_refused_total', help: 'Uploads answered 503 RATE_LIMITED unread because 64 upload bodies were being read already (SPEC.md §6.10)',
+  registers: [reg],
+}));
 
 const uploadSourceMetric = oncePerRegistry((reg) => new prom.Counter({
   name: 'bitcloud_dirauth_upload_sources_total', help: 'Accepted descriptor uploads by kind (descriptor, hidden_descriptor, hs_desc, hs_pseudonym) and source (mirror, direct)',

@@ -1,0 +1,77 @@
+// SPEC.md §6.10 "Connection and body bounds": the authority's HTTP port reads at most 64 upload
+// bodies at once, all upload routes together (a further upload is answered 503 RATE_LIMITED with
+// Retry-After: 1 at once, unread), and holds at most `httpMaxConnections` connections; downloads
+// such as the consensus are still served while uploads fill the reading places.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type http from 'node:http';
+import net from 'node:net';
+import pino from 'pino';
+import { AUTHORITY_MAX_READING, createAuthorityServer } from '../../directory/http';
+import { DEFAULT_HTTP_MAX_CONNECTIONS } from '../../directory/config';
+import { PATHS } from '../../src/dir/fetch';
+import { ServedDocument } from '../../src/dir/http-serve';
+import { makeFixture, type Fixture } from './dirauth-measure-fixture';
+
+let fx: Fixture;
+let server: http.Server | null = null;
+const sockets: net.Socket[] = [];
+beforeEach(() => { fx = makeFixture(); });
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
+  server = null;
+  fx.cleanup();
+});
+
+/** Sends the head of a POST announcing `length` bytes and a few of them, and never the rest. */
+async function slowUpload(port: number, p: string, length: number): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  sockets.push(s);
+  s.on('error', () => {});
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(`POST ${p} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${length}\r\n\r\n`);
+  s.write(Buffer.alloc(10));
+  return s;
+}
+
+describe('authority HTTP bounds (SPEC.md §6.10)', () => {
+  it(`reads at most 64 upload bodies at once; a further upload gets 503 at once and the consensus is still served`, async () => {
+    const made = fx.makeAuthority({ rateLimit: { uploadsPerMinute: 100_000, burst: 100_000 } });
+    Object.defineProperty(made.authority, 'published', { get: () => ({ info: fx.consensus.info, served: new ServedDocument(fx.consensus.raw, Date.now()) }) });
+    server = createAuthorityServer(made.authority, made.registry, made.metrics, pino({ level: 'silent' }));
+    expect([AUTHORITY_MAX_READING, DEFAULT_HTTP_MAX_CONNECTIONS]).toEqual([64, 512]);
+    expect(server.maxConnections).toBe(512);
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+
+    // Slow uploads on several routes, none ever finished.
+    const routes = [PATHS.descriptor, '/bitcloud/hs/desc', '/bitcloud/hs/pseudonym', `/bitcloud/policy/${'ab'.repeat(32)}`];
+    for (let i = 0; i < 64; i++) await slowUpload(port, routes[i % routes.length], 1000);
+    await new Promise((r) => setTimeout(r, 200));
+
+    const t0 = performance.now();
+    const res = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(((await res.json()) as { code: string }).code).toBe('RATE_LIMITED');
+    expect(performance.now() - t0).toBeLessThan(2000);
+    const refused = (await made.registry.getSingleMetric('bitcloud_dirauth_upload_bodies_refused_total')!.get()).values;
+    expect(refused.map((v) => v.value)).toEqual([1]);
+
+    const c = await fetch(`http://127.0.0.1:${port}${PATHS.consensus}`);
+    expect(c.status).toBe(200);
+    expect(Buffer.from(await c.arrayBuffer()).equals(fx.consensus.raw)).toBe(true);
+
+    // A slow upload that goes away frees its place.
+    sockets[0].destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
+    expect(again.status).not.toBe(503);
+  });
+
+  it('takes httpMaxConnections from the configuration', async () => {
+    const made = fx.makeAuthority({ httpMaxConnections: 100 });
+    server = createAuthorityServer(made.authority, made.registry, made.metrics, pino({ level: 'silent' }));
+    expect(server.maxConnections).toBe(100);
+  });
+});
