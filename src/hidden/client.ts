@@ -39,7 +39,7 @@ export interface HiddenConnectOptions {
   now?: () => number;
   /** The whole attempt's bound (RENDEZVOUS2 after the first introduction); default 30 s. */
   timeoutMs?: number;
-  /** One introduction's wait for RENDEZVOUS2 before the next introduction point; default INTRO_WAIT_MS. */
+  /** One introduction's wait for its INTRODUCE_ACK, then for RENDEZVOUS2, before the next introduction point; default INTRO_WAIT_MS. */
   introWaitMs?: number;
   /** Called for each introduction an introduction point accepted (ACK 0). */
   onIntroduced?: (ip: ConsensusRelay) => void;
@@ -191,7 +191,14 @@ export async function connectHidden(o: HiddenConnectOptions): Promise<ClientCirc
         ipCirc = await o.buildTo(ipRelay);
         if (settled) break; // the bound passed (or the answer came) while this circuit was built
         rendezvous2 ??= awaitRendezvous2();
-        const status = await sendIntroduce1(ipCirc, body, timeoutMs);
+        // SPEC.md §9.21.5: the ACK is awaited for one introduction wait, not the attempt's bound: an
+        // introduction point that never answers INTRODUCE1 costs that wait, and the next one is
+        // tried. The introduction may have gone through all the same, so its handshake stays
+        // pending for a late RENDEZVOUS2.
+        const status = await sendIntroduce1(ipCirc, body, introWaitMs).catch((e: unknown) => {
+          if (errorCode(e) === 'HIDDEN_NO_INTRO') pending.push(state);
+          throw e;
+        });
         if (status !== IntroduceAckStatus.SENT) throw err('HIDDEN_INTRO_REFUSED', `introduction point answered status ${status}`);
         pending.push(state);
         o.onIntroduced?.(ipRelay);

@@ -815,9 +815,14 @@ describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () =
     sent: Array<{ command: number; data: Buffer }> = [];
     isOpen = true;
     joined = false;
-    constructor(private readonly onIntroduce?: (body: Buffer) => void) { super(); }
+    /**
+     * `ack`: 'none', an introduction point that never answers INTRODUCE1 (passing it on or not,
+     * `onIntroduce` says); 'sent', ACK 0 at once.
+     */
+    constructor(private readonly onIntroduce?: (body: Buffer) => void, private readonly ack: 'sent' | 'none' = 'sent') { super(); }
     sendControl(command: number, data: Uint8Array): void {
       this.sent.push({ command, data: Buffer.from(data) });
+      if (command === RelayCommand.INTRODUCE1 && this.ack === 'none') { this.onIntroduce?.(Buffer.from(data)); return; }
       const answer = (c: number, d: Buffer) => void Promise.resolve().then(() => this.onControl?.(c, d));
       if (command === RelayCommand.ESTABLISH_RENDEZVOUS) answer(RelayCommand.RENDEZVOUS_ESTABLISHED, encodeStatus(RendezvousStatus.OK));
       if (command === RelayCommand.INTRODUCE1) { answer(RelayCommand.INTRODUCE_ACK, encodeStatus(IntroduceAckStatus.SENT)); this.onIntroduce?.(Buffer.from(data)); }
@@ -832,9 +837,11 @@ describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () =
 
   /**
    * A hidden node with `n` introduction points; building to one takes `buildMs(i)` for the i-th
-   * build; the node answers an introduction after `answerMs` (never when null).
+   * build; the node answers an introduction after `answerMs` (never when null). The i-th build
+   * may end at an introduction point that never sends INTRODUCE_ACK: `ip(i)` 'swallow' (nor
+   * passes INTRODUCE1 on) or 'no_ack' (passes it on).
    */
-  function world(o: { n: number; buildMs: (i: number) => number; answerMs: number | null }) {
+  function world(o: { n: number; buildMs: (i: number) => number; answerMs: number | null; ip?: (i: number) => 'ok' | 'swallow' | 'no_ack' }) {
     const identity = ed25519Generate(), ntorKey = x25519Generate();
     const node = consensusRelay(identity.publicKey);
     const rp = { ...consensusRelay(), onionKey: randomBytes(32) } as ConsensusRelay;
@@ -859,8 +866,12 @@ describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () =
     let builds = 0;
     const buildTo = (last: ConsensusRelay) => {
       if (last === rp) return Promise.resolve(rpCirc as unknown as ClientCircuit);
-      const ms = o.buildMs(builds++);
-      return new Promise<ClientCircuit>((r) => setTimeout(() => r(new FakeClientSide(introduced) as unknown as ClientCircuit), ms));
+      const i = builds++;
+      const ms = o.buildMs(i);
+      return new Promise<ClientCircuit>((r) => setTimeout(() => {
+        const mode = o.ip?.(i) ?? 'ok';
+        r(new FakeClientSide(mode === 'swallow' ? undefined : introduced, mode === 'ok' ? 'sent' : 'none') as unknown as ClientCircuit);
+      }, ms));
     };
     const attempt = connectHidden({
       node, relays: () => [rp, ...ips.map((i) => i.relay)], buildTo, fetchDescriptor: () => Promise.resolve(desc), now: () => NOW,
@@ -889,6 +900,37 @@ describe('the client\'s attempt to reach a hidden node (SPEC.md §9.21.5)', () =
       await expect(w.attempt).rejects.toMatchObject({ code: 'HIDDEN_RENDEZVOUS_TIMEOUT' });
       expect(w.introductions.map((t) => t - w.started)).toEqual([0]); // the second circuit was ready at 33 s
       expect(w.rpCirc.isOpen).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('an introduction point that never answers INTRODUCE1 costs one introduction wait (8 s), not the attempt: the next one joins', async () => {
+    vi.useFakeTimers();
+    try {
+      const w = world({ n: 2, buildMs: () => 0, answerMs: 1_000, ip: (i) => (i === 0 ? 'swallow' : 'ok') });
+      await vi.advanceTimersByTimeAsync(20_000);
+      // The silent point swallowed the first INTRODUCE1 (not counted here); the second went out 8 s
+      // later (and a millisecond for its circuit's build).
+      expect(w.introductions).toHaveLength(1);
+      expect(w.introductions[0] - w.started).toBeGreaterThanOrEqual(8_000);
+      expect(w.introductions[0] - w.started).toBeLessThan(8_100);
+      await expect(w.attempt).resolves.toBe(w.rpCirc);
+      expect(w.rpCirc.joined).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+  it('a late RENDEZVOUS2 answering an introduction whose ACK never came still joins', async () => {
+    vi.useFakeTimers();
+    try {
+      // One introduction point: it passes INTRODUCE1 on but never sends the ACK; the node answers after 12 s.
+      const w = world({ n: 1, buildMs: () => 0, answerMs: 12_000, ip: () => 'no_ack' });
+      let outcome: unknown = 'pending';
+      w.attempt.then((c) => { outcome = c; }, (e) => { outcome = e; });
+      await vi.advanceTimersByTimeAsync(20_000);
+      expect(w.introductions).toHaveLength(1);
+      expect(outcome).toBe(w.rpCirc);
+      expect(w.rpCirc.joined).toBe(true);
     } finally {
       vi.useRealTimers();
     }
