@@ -23,12 +23,14 @@ export interface RendezvousLimits {
   pendingCookieMs: number;
   /** How long a spent cookie is refused (ms). */
   spentCookieMs: number;
+  /** Spent cookies remembered at once; past it the oldest is forgotten first (SPEC.md §9.21.5 step 1). */
+  maxSpentCookies: number;
   /** ESTABLISH_INTRO timestamps accepted within this of the relay's clock (ms). */
   maxClockSkewMs: number;
 }
 
 export const DEFAULT_RENDEZVOUS_LIMITS: RendezvousLimits = {
-  maxIntroCircuits: 1024, maxPendingCookies: 4096, pendingCookieMs: 120_000, spentCookieMs: 3_600_000, maxClockSkewMs: 600_000,
+  maxIntroCircuits: 1024, maxPendingCookies: 4096, pendingCookieMs: 120_000, spentCookieMs: 3_600_000, maxSpentCookies: 65_536, maxClockSkewMs: 600_000,
 };
 
 const HANDLED = new Set<number>([RelayCommand.ESTABLISH_INTRO, RelayCommand.INTRODUCE1, RelayCommand.ESTABLISH_RENDEZVOUS, RelayCommand.RENDEZVOUS1]);
@@ -80,6 +82,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   get introCircuits(): number { return this.intros.size; }
   get pendingCookies(): number { return this.pending.size; }
+  get spentCookies(): number { return this.spent.size; }
 
   /** The relay stops: no timer is left behind (the switch destroys the circuits). */
   close(): void {
@@ -229,6 +232,10 @@ export class RendezvousRelay implements RendezvousHook {
     this.cookieOf.delete(client);
     this.schedule();
     this.spent.set(key, this.clock() + this.limits.spentCookieMs);
+    // SPEC.md §9.21.5 step 1: bounded in count as well as in time. Joins come as fast as circuits
+    // can be made here (two per join), so an hour of them was a map without bound; the oldest
+    // (the first to expire) goes first, which costs nothing but a refusal of its reuse.
+    if (this.spent.size > this.limits.maxSpentCookies) this.spent.delete(this.spent.keys().next().value!);
     client.sendRelay(RelayCommand.RENDEZVOUS2, 0, m.reply);
     client.join(circ);
     circ.join(client);

@@ -190,6 +190,25 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     rv.onMessage(later, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
     expect(later.sent[0].data[0]).toBe(RendezvousStatus.OK);
   });
+  it('remembers at most maxSpentCookies spent cookies within the hour, forgetting the oldest first (SPEC.md §9.21.5 step 1)', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW, limits: { maxSpentCookies: 3 } });
+    const cookies = Array.from({ length: 10 }, () => randomBytes(20));
+    // Joins as fast as one can make circuit pairs: the map of spent cookies does not grow past the bound.
+    for (const cookie of cookies) {
+      rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+      rv.onMessage(new FakeCircuit(), RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply: randomBytes(64) }));
+    }
+    // The three newest are still refused; an older one was forgotten.
+    for (const cookie of cookies.slice(-3)) {
+      const again = new FakeCircuit();
+      rv.onMessage(again, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+      expect(again.sent[0].data[0]).toBe(RendezvousStatus.COOKIE_REUSED);
+    }
+    const oldest = new FakeCircuit();
+    rv.onMessage(oldest, RelayCommand.ESTABLISH_RENDEZVOUS, cookies[0]);
+    expect(oldest.sent[0].data[0]).toBe(RendezvousStatus.OK);
+    expect(rv.spentCookies).toBe(3);
+  });
   it('refuses a pending cookie twice, and a RENDEZVOUS1 with an unknown cookie', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
     const cookie = randomBytes(20);
