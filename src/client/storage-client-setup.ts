@@ -3,12 +3,13 @@
 // storage node with BEGIN_STORAGE (default, SPEC.md §9.13.1), or direct sessions (--direct,
 // §9.13.2, which reveal the client's address). No protocol logic here.
 import path from 'node:path';
-import { ERROR_CODES, err, errorCode } from '../errors';
+import { err, errorCode } from '../errors';
 import { clientConfigPath, loadDirClientConfig, type DirClientConfig } from '../dir/client-config';
 import { bool, int, readJsonConfig } from '../dir/config-fields';
 import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
+import { exitStatusOf } from './exit-status';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
 import { CircuitNames, type NameLookups } from './circuit-names';
@@ -223,17 +224,6 @@ export async function runNamesCommand(
   }
 }
 
-/**
- * Codes that mean "you asked for something impossible" (exit 2) rather than "it failed" (exit 1),
- * SPEC.md §9.10: the four named there and every code of the IO layer, taken from its declaration in
- * src/errors.ts, so that an IO_* code added there exits with 2 without being listed here too.
- */
-const USAGE_CODES: ReadonlySet<string> = new Set(['CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID', ...Object.keys(ERROR_CODES.IO)]);
-
-/** A failed command's exit status for its code (SPEC.md §9.10): 2 for a usage code, else 1. */
-export function exitStatusOf(code: string): number {
-  return USAGE_CODES.has(code) ? 2 : 1;
-}
 
 
 /** The flags every storage command takes (put, get, renew). */

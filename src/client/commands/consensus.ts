@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
 import { errorCode } from '../../errors';
+import { exitStatusOf } from '../exit-status';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { fetchVerifiedConsensus, type ConsensusSource } from '../../dir/consensus-fetch';
 import { CircuitBuilder } from '../circuit-builder';
@@ -156,7 +157,7 @@ export const consensusCommandModule: CommandModule<object, { config?: string; js
       process.exitCode = await consensusCommand({ config: a.config, json: a.json, from: a.from, dataDir: a['data-dir'] });
     } catch (e) {
       process.stderr.write(`bitcloud consensus: ${(e as Error).message}\n`);
-      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+      process.exitCode = exitStatusOf(errorCode(e));
     }
   },
 };

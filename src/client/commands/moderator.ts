@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { err, errorCode } from '../../errors';
+import { exitStatusOf } from '../exit-status';
 import { createLogger, isoTime } from '../../ops/log';
 import { parseCapability } from '../../storage/capability';
 import { allContentIds, contentIds, fileContentIds, type ContentIds } from '../../moderation/content-ids';
@@ -137,7 +138,7 @@ async function run(a: Args, f: () => Promise<number | void>): Promise<void> {
     const message = (e as Error).message.replace(/^[A-Z0-9_]+: /, '');
     if (a.json) stdio.out(JSON.stringify({ ok: false, error: { code, message } }));
     else stdio.err(`bitcloud moderator: ${code}: ${message}`);
-    process.exitCode = ['CONFIG_INVALID', 'POLICY_BAD_ID', 'POLICY_BAD_TAG', 'POLICY_NOT_PUBLIC', 'CAP_MALFORMED', 'POLICY_BAD_MODERATOR'].includes(code) ? 2 : 1;
+    process.exitCode = exitStatusOf(code);
   }
 }
 

@@ -9,6 +9,7 @@ import type http from 'node:http';
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION } from './options';
 import { errorCode } from '../../errors';
+import { exitStatusOf } from '../exit-status';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { bool, int, oneOf, readJsonConfig } from '../../dir/config-fields';
 import type { RelayCryptoAlgorithm } from '../../crypto/hop-crypto';
@@ -248,7 +249,7 @@ export const proxyCommandModule: CommandModule<object, Args> = {
       onShutdown(log, () => h.close());
     } catch (e) {
       process.stderr.write(`bitcloud proxy: ${(e as Error).message}\n`);
-      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+      process.exitCode = exitStatusOf(errorCode(e));
     }
   },
 };

@@ -7,6 +7,7 @@
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION } from './options';
 import { err, errorCode } from '../../errors';
+import { exitStatusOf } from '../exit-status';
 import { clientConfigPath, loadDirClientConfig, normalizeSource } from '../../dir/client-config';
 import { currentConsensus } from '../../dir/consensus-cache';
 import type { VerifiedConsensus } from '../../dir/types';
@@ -106,7 +107,7 @@ export async function rewardsCommand(o: RewardsCommandOptions, io: Output = stdi
     // SPEC.md §9.10: the failure document of every command, plus the sources refused.
     if (o.json) io.out(JSON.stringify({ ok: false, error: { code, message: (e as Error).message.replace(/^[A-Z0-9_]+: /, '') }, failures }));
     io.err(`bitcloud rewards: ${(e as Error).message}`);
-    return code === 'CONFIG_INVALID' ? 2 : 1;
+    return exitStatusOf(code);
   } finally {
     guardLine.flush();
   }
@@ -213,7 +214,7 @@ export const rewardsCommandModule: CommandModule<object, { config?: string; json
       process.exitCode = await rewardsCommand({ config: a.config, json: a.json, relay: a.relay, from: a.from, dataDir: a['data-dir'] });
     } catch (e) {
       process.stderr.write(`bitcloud rewards: ${(e as Error).message}\n`);
-      process.exitCode = errorCode(e) === 'CONFIG_INVALID' ? 2 : 1;
+      process.exitCode = exitStatusOf(errorCode(e));
     }
   },
 };

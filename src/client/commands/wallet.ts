@@ -6,6 +6,7 @@
 import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION, DATA_DIR_OPTION, JSON_OPTION } from './options';
 import { err, errorCode, isBitcloudError, isErrorCode } from '../../errors';
+import { exitStatusOf } from '../exit-status';
 import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
 import { signFundingTransfer, signTransfer } from '../../bandwidth/transfer';
 import type { Transfer } from '../../wire/transfer';
@@ -75,7 +76,7 @@ function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
   const message = (e as Error).message.replace(/^[A-Z0-9_]+: /, '');
   if (o.json) io.out(JSON.stringify({ ok: false, error: { code, message }, ...(detail && typeof detail === 'object' ? { detail } : {}) }));
   io.err(`bitcloud ${what}: ${(e as Error).message}`);
-  return code === 'CONFIG_INVALID' || code.startsWith('KEY_') ? 2 : 1;
+  return exitStatusOf(code);
 }
 
 /** --wait-seconds, checked before anything is sent: a finite number of seconds ≥ 0 (CONFIG_INVALID). */
