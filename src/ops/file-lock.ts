@@ -12,7 +12,7 @@ import path from 'node:path';
 import fsp from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from '../crypto/primitives';
-import { err, type ErrorCode } from '../errors';
+import { err, isBitcloudError, type ErrorCode } from '../errors';
 
 export interface FileLockOptions {
   /** The code thrown when the lock stays held for `timeoutMs`. */
@@ -83,7 +83,8 @@ const heldDirs = new Map<string, { lockPath: string; holders: number }>();
  * this process without this process holding it (a PID reused, as PID 1 in a container), is stale
  * and taken over. Per folder and per process: the same process taking a folder it holds gets
  * another hold on it (released with the last one); other folders are independent. Throws
- * DATA_DIR_LOCKED, naming the folder and the holder's PID, when another live process holds it.
+ * DATA_DIR_LOCKED, naming the folder and the holder's PID, when another live process holds it,
+ * and naming the lock and the errno when the lock cannot be read (another user's, a folder).
  */
 export function lockDataDir(dir: string): DataDirLock {
   const real = fs.realpathSync(dir);
@@ -93,7 +94,7 @@ export function lockDataDir(dir: string): DataDirLock {
   else {
     const start = processStartId(process.pid);
     const content = `${process.pid}\n${start === null ? '' : `${start}\n`}`;
-    if (!create(lockPath, content) && !(removeIfStale(lockPath, true) && create(lockPath, content))) {
+    if (!create(lockPath, content) && !(removeIfStaleDataDirLock(real, lockPath) && create(lockPath, content))) {
       const holder = lockHolder(readOr(lockPath, ''));
       throw err('DATA_DIR_LOCKED', `data folder ${real} is in use by process ${holder?.pid ?? '?'} (${lockPath}); stop that process first, or if it is not a Bitcloud daemon, remove the file`,
         { dataDir: real, holder: holder?.pid ?? null });
@@ -112,6 +113,25 @@ export function lockDataDir(dir: string): DataDirLock {
       fs.rmSync(lockPath, { force: true });
     },
   };
+}
+
+/**
+ * The stale check of lockDataDir: a lock that cannot be read or replaced (another user's file, a
+ * folder standing at its path) is DATA_DIR_LOCKED naming the path, the errno and what to do, not
+ * the raw errno (SPEC.md §3.3 step 1a): whether a live process holds it cannot be told.
+ */
+function removeIfStaleDataDirLock(real: string, lockPath: string): boolean {
+  try {
+    return removeIfStale(lockPath, true);
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (isBitcloudError(e) || typeof errno !== 'string') throw e;
+    const what = errno === 'EISDIR' ? 'a folder stands at its path: remove it (no daemon uses a folder there)'
+      : errno === 'EACCES' || errno === 'EPERM' ? 'it belongs to another user, whose daemon may hold this folder: run as that user, or give this daemon another data folder'
+        : 'check it; if no daemon runs on this folder, remove it';
+    throw err('DATA_DIR_LOCKED', `data folder ${real}: its lock ${lockPath} cannot be read or replaced (${errno}); ${what}`,
+      { dataDir: real, holder: null, errno });
+  }
 }
 
 function readOr(file: string, fallback: string): string {

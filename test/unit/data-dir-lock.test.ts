@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DATA_DIR_LOCK_FILE, lockDataDir, processAlive, processStartId, withFileLock } from '../../src/ops/file-lock';
 import { takeDataDir } from '../../src/ops/daemon';
 import { isBitcloudError } from '../../src/errors';
@@ -138,6 +138,36 @@ describe('data folder lock (SPEC.md §3.3 step 1a)', () => {
     a.release();
     expect(fs.existsSync(lockOf(one))).toBe(false);
     expect(fs.existsSync(lockOf(two))).toBe(true);
+  });
+
+  it('a folder standing at the lock\'s path (EISDIR): DATA_DIR_LOCKED naming the lock and what to do, not the raw errno', () => {
+    const dir = freshDir();
+    fs.mkdirSync(lockOf(dir));
+    const refused = thrownCode(() => lockDataDir(dir));
+    expect(refused?.code).toBe('DATA_DIR_LOCKED');
+    expect(refused?.message).toContain(path.join(fs.realpathSync(dir), DATA_DIR_LOCK_FILE));
+    expect(refused?.message).toContain('EISDIR');
+    expect(refused?.message).toContain('remove it');
+    expect(fs.statSync(lockOf(dir)).isDirectory()).toBe(true); // left as it was
+  });
+
+  it('a lock this user cannot read (EACCES: another user\'s): DATA_DIR_LOCKED naming the lock, left in place', () => {
+    const dir = freshDir();
+    const text = holderText(other.pid!, null);
+    fs.writeFileSync(lockOf(dir), text);
+    const read = fs.readFileSync;
+    // Another user's lock (mode 0600) cannot be read; as root it can, so the refusal is simulated.
+    const spy = vi.spyOn(fs, 'readFileSync').mockImplementation(((file: fs.PathOrFileDescriptor, o?: unknown) => {
+      if (file === lockOf(fs.realpathSync(dir))) throw Object.assign(new Error(`EACCES: permission denied, open '${String(file)}'`), { code: 'EACCES' });
+      return read(file, o as never);
+    }) as typeof fs.readFileSync);
+    let refused: ReturnType<typeof thrownCode>;
+    try { refused = thrownCode(() => lockDataDir(dir)); } finally { spy.mockRestore(); }
+    expect(refused?.code).toBe('DATA_DIR_LOCKED');
+    expect(refused?.message).toContain(path.join(fs.realpathSync(dir), DATA_DIR_LOCK_FILE));
+    expect(refused?.message).toContain('EACCES');
+    expect(refused?.message).toContain('another user');
+    expect(fs.readFileSync(lockOf(dir), 'utf8')).toBe(text);
   });
 
   it('takeDataDir creates a missing folder (mode 0700) and takes its lock first; refused, it throws DATA_DIR_LOCKED', async () => {
