@@ -68,12 +68,12 @@ export const DATA_DIR_LOCK_FILE = 'lock';
 export interface DataDirLock {
   /** The lock file. */
   readonly path: string;
-  /** Let go; removes the file when no other holder in this process remains. Idempotent. */
+  /** Let go; removes the file when no other holder in this process remains and it still names this process. Idempotent. */
   release(): void;
 }
 
 /** Data folders this process holds (by real path): how many holders each, so that one process never waits for itself. */
-const heldDirs = new Map<string, { lockPath: string; holders: number }>();
+const heldDirs = new Map<string, { lockPath: string; holders: number; content: string }>();
 
 /**
  * SPEC.md §3.3 step 1a: take `<dir>/lock` for the life of a daemon, without waiting. The folder
@@ -99,7 +99,7 @@ export function lockDataDir(dir: string): DataDirLock {
       throw err('DATA_DIR_LOCKED', `data folder ${real} is in use by process ${holder?.pid ?? '?'} (${lockPath}); stop that process first, or if it is not a Bitcloud daemon, remove the file`,
         { dataDir: real, holder: holder?.pid ?? null });
     }
-    heldDirs.set(real, { lockPath, holders: 1 });
+    heldDirs.set(real, { lockPath, holders: 1, content });
   }
   let released = false;
   return {
@@ -110,7 +110,7 @@ export function lockDataDir(dir: string): DataDirLock {
       const h = heldDirs.get(real);
       if (!h || --h.holders > 0) return;
       heldDirs.delete(real);
-      fs.rmSync(lockPath, { force: true });
+      removeIfOurs(h.lockPath, h.content);
     },
   };
 }
@@ -132,6 +132,17 @@ function removeIfStaleDataDirLock(real: string, lockPath: string): boolean {
     throw err('DATA_DIR_LOCKED', `data folder ${real}: its lock ${lockPath} cannot be read or replaced (${errno}); ${what}`,
       { dataDir: real, holder: null, errno });
   }
+}
+
+/**
+ * SPEC.md §3.3 step 1a: the release removes the lock only while it still holds what this process
+ * wrote (its PID and start id); a lock that is not ours (replaced by hand, or taken over by another
+ * daemon that found it stale) is left to its holder. A lock that is gone or cannot be read is left too.
+ */
+function removeIfOurs(lockPath: string, content: string): void {
+  let text: string;
+  try { text = fs.readFileSync(lockPath, 'utf8'); } catch { return; }
+  if (text === content) fs.rmSync(lockPath, { force: true });
 }
 
 function readOr(file: string, fallback: string): string {

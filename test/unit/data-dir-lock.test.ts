@@ -170,6 +170,19 @@ describe('data folder lock (SPEC.md §3.3 step 1a)', () => {
     expect(fs.readFileSync(lockOf(dir), 'utf8')).toBe(text);
   });
 
+  it('release leaves a lock that no longer names this process (replaced meanwhile), and removes its own', () => {
+    const dir = freshDir();
+    const lock = lockDataDir(dir);
+    const theirs = holderText(other.pid!, processStartId(other.pid!));
+    fs.writeFileSync(lockOf(dir), theirs);
+    lock.release();
+    expect(fs.readFileSync(lockOf(dir), 'utf8')).toBe(theirs);
+    fs.rmSync(lockOf(dir));
+    const again = lockDataDir(dir);
+    again.release();
+    expect(fs.existsSync(lockOf(dir))).toBe(false);
+  });
+
   it('takeDataDir creates a missing folder (mode 0700) and takes its lock first; refused, it throws DATA_DIR_LOCKED', async () => {
     const dir = path.join(root, `new${seq++}`, 'data');
     const lock = await takeDataDir(dir, silentLogger);
