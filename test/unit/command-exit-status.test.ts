@@ -19,7 +19,7 @@ afterEach(() => { vi.restoreAllMocks(); process.exitCode = undefined; });
 /** The codes whose failure is the caller's wrong input (exit 2), SPEC.md §9.10. */
 const USAGE = new Set<string>([
   'CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID',
-  'POLICY_BAD_ID', 'POLICY_BAD_TAG', 'POLICY_BAD_CLASS', 'POLICY_BAD_MODERATOR',
+  'POLICY_BAD_ID', 'POLICY_BAD_TAG', 'POLICY_BAD_CLASS', 'POLICY_BAD_MODERATOR', 'POLICY_NOT_PUBLIC',
 ]);
 const wanted = (code: string) => (USAGE.has(code) || layerOf(code as ErrorCode) === 'IO' || code.startsWith('KEY_') ? 2 : 1);
 
@@ -44,8 +44,10 @@ describe('exit status of a failed command (SPEC.md §9.10)', () => {
       expect([code, statusOf(code)]).toEqual([code, wanted(code)]);
       expect([code, exitStatusOf(code)]).toEqual([code, wanted(code)]);
     }
-    // Not the caller's input: a folder in use, a fetched policy's signature, a private file to approve.
-    for (const code of ['DATA_DIR_LOCKED', 'POLICY_BAD_SIGNATURE', 'POLICY_NOT_PUBLIC']) expect([code, exitStatusOf(code)]).toEqual([code, 1]);
+    // Not the caller's input: a folder in use, a fetched policy's signature.
+    for (const code of ['DATA_DIR_LOCKED', 'POLICY_BAD_SIGNATURE']) expect([code, exitStatusOf(code)]).toEqual([code, 1]);
+    // The caller's input: a file to approve that is not public content.
+    expect(exitStatusOf('POLICY_NOT_PUBLIC')).toBe(2);
     // A failure that is not a BitcloudError is INTERNAL: 1.
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     expect(reportFailure('get', new Error('boom'), true)).toBe(1);
