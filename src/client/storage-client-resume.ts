@@ -16,6 +16,8 @@ export const PART_SUFFIX = '.bitcloud-part';
 export const PROGRESS_SUFFIX = '.bitcloud-progress';
 export const LOCK_SUFFIX = '.bitcloud-part.lock';
 const RECORD_VERSION = 1;
+/** Opens fail on a link at the path rather than follow it (0 where the platform has no such flag). */
+const NOFOLLOW: number = fs.constants.O_NOFOLLOW ?? 0;
 
 interface ProgressRecord {
   version: number;
@@ -81,10 +83,12 @@ export class DownloadOutput {
     let fh: fsp.FileHandle | null = null;
     if (rec && rec.version === RECORD_VERSION && rec.manifestId === manifestId && rec.size === size && rec.chunks === chunks) {
       try {
-        fh = await fsp.open(part, 'r+');
+        // Never through a link (SPEC.md §9.9.1): a link at the part path fails here (ELOOP) and is
+        // replaced below, so the file it points to is neither read as ours nor written.
+        fh = await fsp.open(part, fs.constants.O_RDWR | NOFOLLOW);
         const st = await fh.stat();
         const bits = Buffer.from(rec.done, 'base64');
-        if (st.size === size && bits.length === done.length) {
+        if (st.isFile() && st.size === size && bits.length === done.length) {
           done = new Uint8Array(bits);
           for (let i = 0; i < chunks; i++) if (done[i >> 3] & (1 << (i & 7))) resumed++;
         } else {
@@ -106,7 +110,7 @@ export class DownloadOutput {
       // made; left until the first checkpoint, a run that stopped before one would let the next
       // resume from it, skip the chunks it marks done and finish with zeros at <out>.
       if (await removeRecord(DownloadOutput.progressPath(out))) await fsyncDir(path.dirname(path.resolve(out)));
-      fh = await fsp.open(part, 'w+', 0o600);
+      fh = await createPart(part);
       try {
         await fh.truncate(size);
       } catch (e) {
@@ -313,6 +317,29 @@ async function publishExclusive(part: string, out: string): Promise<void> {
     return;
   }
   await fsp.unlink(part);
+}
+
+/**
+ * Create the part file afresh (SPEC.md §9.9.1), never through a link: whatever stands at the path
+ * (an old part file, or a link planted there, dangling or not) is removed (the entry itself, not
+ * what a link points to), then the file is created exclusively without following links. Something
+ * made at the path between the two steps makes the create fail (EEXIST), and it is tried again.
+ */
+async function createPart(part: string): Promise<fsp.FileHandle> {
+  const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | NOFOLLOW;
+  for (let attempt = 0; ; attempt++) {
+    const there = await fsp.lstat(part).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return null;
+      throw e;
+    });
+    if (there?.isDirectory()) throw err('IO_IS_A_DIRECTORY', `${part} is a directory; remove it, or give another output path with -o`, { path: part });
+    if (there) await fsp.unlink(part).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+    try {
+      return await fsp.open(part, flags, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw e;
+    }
+  }
 }
 
 async function readRecord(file: string): Promise<ProgressRecord | null> {

@@ -161,6 +161,30 @@ describe('DownloadOutput', () => {
   });
 });
 
+describe('a link at the part path is replaced, never followed (SPEC.md §9.9.1)', () => {
+  it('a symlink at <out>.bitcloud-part leaves the file it points to untouched, starting afresh or with a record naming it', async () => {
+    const victim = path.join(dir, 'victim.txt');
+    const content = 'precious bytes, not to be truncated';
+    for (const withRecord of [false, true]) {
+      const out = path.join(dir, `link-${withRecord}.bin`);
+      await fsp.writeFile(victim, content);
+      const size = Buffer.byteLength(content); // the size a record would accept for a resume
+      await fsp.symlink(victim, DownloadOutput.partPath(out));
+      if (withRecord) {
+        await fsp.writeFile(DownloadOutput.progressPath(out), JSON.stringify({ version: 1, manifestId: ID, size, chunks: 1, done: Buffer.from([0x00]).toString('base64') }));
+      }
+      const o = await DownloadOutput.open(out, ID, size, 1);
+      expect(o.resumed).toBe(0);
+      expect(await fsp.readFile(victim, 'utf8')).toBe(content);
+      expect((await fsp.lstat(DownloadOutput.partPath(out))).isFile()).toBe(true);
+      await o.writeChunk(0, 0, Buffer.alloc(size, 0x41));
+      await o.finish();
+      expect(await fsp.readFile(victim, 'utf8')).toBe(content);
+      expect(await fsp.readFile(out, 'utf8')).toBe('A'.repeat(size));
+    }
+  });
+});
+
 describe('one get at a time per output (SPEC.md §9.9.1)', () => {
   it('a second get of the same output fails at once with IO_STATE_LOCKED naming the holder, and leaves the first one\'s part file as it was', async () => {
     const out = path.join(dir, 'locked.bin');
