@@ -3,6 +3,7 @@
 // Reed–Solomon work); a share that is missing, unreachable or fails its hash is replaced by another
 // share of the chunk. Several chunks are fetched at once, across nodes; each verified chunk is
 // written at its offset (storage-client-resume.ts), and the output appears only when complete.
+// With the output `-` (SPEC.md §9.9.1) each verified chunk is written to stdout instead, in order.
 // Where a share is looked for (SPEC.md §9.9): its expected holder — by placement over the nodes
 // that admit the file's content class when the caller can tell (§10.8), since put placed it
 // there — then nodes that already held this file's shares off their expected place, then its
@@ -21,14 +22,18 @@ import { placeChunk, rankNodes } from '../storage/placement';
 import { checkShare } from '../storage/share';
 import type { StorageClient } from './storage-client';
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
+import { FOLDER_CONTENT_TYPE } from '../storage/folder';
 import { DownloadOutput } from './storage-client-resume';
 
 export interface GetOptions {
   /**
    * Output file, replaced when it exists; default: the manifest's name (or bitcloud-<id>) in `dir`,
-   * never replacing a file there (IO_OUTPUT_EXISTS, SPEC.md §9.9.1).
+   * never replacing a file there (IO_OUTPUT_EXISTS, SPEC.md §9.9.1). `-` (STDOUT_OUTPUT): the
+   * file's bytes are written to `stdout`, in order, with no part file and no resume.
    */
   output?: string;
+  /** Where the output `-` is written (default process.stdout). */
+  stdout?: NodeJS.WritableStream;
   dir?: string;
   /** Chunks fetched at once (default 16). */
   window?: number;
@@ -66,6 +71,9 @@ export interface GetResult extends GetStats {
   resumedChunks: number;
   unreachableNodes: string[];
 }
+
+/** The output that means stdout (`get -o -`, SPEC.md §9.9.1); a file named `-` is `./-`. */
+export const STDOUT_OUTPUT = '-';
 
 /** Nodes asked at once (HAS) when a share is searched for beyond the top of its ranking. */
 export const SEARCH_PARALLEL = 4;
@@ -255,6 +263,7 @@ export function defaultOutputName(m: Manifest, manifestId: Buffer): string {
 export async function getFile(client: StorageClient, cap: Capability, o: GetOptions = {}): Promise<GetResult> {
   const stats: GetStats = o.stats ?? { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
   const manifest = o.manifest ?? await fetchManifest(client, cap, stats);
+  if (o.output === STDOUT_OUTPUT) return streamFile(client, cap, manifest, stats, o);
   const layout = manifest.layout;
   const out = path.resolve(o.dir ?? '.', o.output ?? defaultOutputName(manifest, cap.manifestId));
   const st = await fsp.stat(out).catch(() => null);
@@ -304,4 +313,79 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
     path: out, size: layout.size, name: manifest.name, contentType: manifest.contentType, chunks: layout.chunks.length,
     resumedChunks: output.resumed, unreachableNodes: client.deadNodes().map((d) => d.fingerprint), ...stats,
   };
+}
+
+/**
+ * SPEC.md §9.9.1 (`-o -`): the file's bytes to `o.stdout`, in order, each chunk once verified and
+ * every earlier chunk written. At most `window` chunks are fetched or wait in memory at once (a
+ * chunk is started only within `window` of the first one not yet written). No part file, record
+ * or lock. On a failure nothing more is written and the failure is thrown: what was written is a
+ * prefix of the file, and only the exit status tells the reader it is not the whole.
+ */
+async function streamFile(client: StorageClient, cap: Capability, manifest: Manifest, stats: GetStats, o: GetOptions): Promise<GetResult> {
+  if (manifest.contentType === FOLDER_CONTENT_TYPE) {
+    throw err('IO_IS_A_DIRECTORY', 'the capability names a folder, which cannot be written to stdout (-o -); give -o FOLDER to write its files there');
+  }
+  const layout = manifest.layout;
+  const sink = o.stdout ?? process.stdout;
+  o.onManifest?.(manifest, STDOUT_OUTPUT);
+  const placement = o.placementFor ? await o.placementFor(manifest.contentClass).catch(() => null) : null;
+  const window = Math.max(1, o.window ?? 16);
+  const ready = new Map<number, Buffer>();
+  const running = new Set<Promise<void>>();
+  let failure: unknown = null;
+  // A stream error comes as an 'error' event besides the write's callback: without a listener it
+  // would end the process. The listener stays after a failure (the stream is broken for good).
+  const onError = (e: unknown) => { failure ??= stdoutFailed(e); };
+  sink.on('error', onError);
+  let next = 0; // the first chunk not yet written
+  let started = 0;
+  let done = 0;
+  o.onProgress?.(done, layout.size);
+  while (!failure && next < layout.chunks.length) {
+    while (!failure && started < layout.chunks.length && started < next + window) {
+      const idx = started++;
+      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false)
+        .then((plain) => { ready.set(idx, plain); }, (e) => { failure ??= e; })
+        .finally(() => running.delete(p));
+      running.add(p);
+    }
+    const plain = ready.get(next);
+    if (plain && !failure) {
+      ready.delete(next);
+      try {
+        await writeTo(sink, plain);
+      } catch (e) {
+        failure ??= stdoutFailed(e);
+        break;
+      }
+      next++;
+      done += plain.length;
+      o.onProgress?.(done, layout.size);
+      continue;
+    }
+    if (running.size > 0) await Promise.race(running);
+  }
+  await Promise.all(running);
+  ready.clear();
+  if (failure) throw failure;
+  sink.removeListener('error', onError);
+  return {
+    path: STDOUT_OUTPUT, size: layout.size, name: manifest.name, contentType: manifest.contentType, chunks: layout.chunks.length,
+    resumedChunks: 0, unreachableNodes: client.deadNodes().map((d) => d.fingerprint), ...stats,
+  };
+}
+
+/** One write, resolved once the stream took the bytes (so a slow reader holds the fetches back). */
+function writeTo(sink: NodeJS.WritableStream, b: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    sink.write(b, (e?: Error | null) => (e ? reject(e) : resolve()));
+  });
+}
+
+/** SPEC.md §9.9.1: stdout refused the bytes (the reader went away: EPIPE): IO_NOT_WRITABLE. */
+function stdoutFailed(e: unknown): unknown {
+  if (isBitcloudError(e)) return e;
+  const code = (e as NodeJS.ErrnoException | undefined)?.code ?? 'EIO';
+  return err('IO_NOT_WRITABLE', `cannot write the file to stdout (${code}): its reader closed it or refused the bytes`, { path: STDOUT_OUTPUT, errno: code }, e);
 }

@@ -244,6 +244,8 @@ export async function runStorageCommand<T>(
   prepare: (log: Logger) => T & Partial<Parameters<typeof openStorageSession>[0]> & { warnUnsavedGuards?: boolean },
   run: (session: StorageSession, prepared: T) => Promise<number>,
   onFailure?: () => void,
+  /** Where --json results go (default stdout; stderr when stdout carries a file, `get -o -`, SPEC.md §9.9.1). */
+  o: { results?: NodeJS.WritableStream } = {},
 ): Promise<number> {
   const log = createLogger('bitcloud', { level: a['log-level'] ?? 'warn' });
   let session: StorageSession | null = null;
@@ -256,7 +258,7 @@ export async function runStorageCommand<T>(
     return await run(session, prepared);
   } catch (e) {
     onFailure?.();
-    return reportFailure(command, e, a.json);
+    return reportFailure(command, e, a.json, o.results);
   } finally {
     const saved = await session?.close();
     // SPEC.md §7.2 (State): a command that sends a wallet transfer (`keep contract --pay`,
@@ -271,10 +273,10 @@ export function failureOf(e: unknown): { code: string; message: string } {
   return { code: isBitcloudError(e) ? e.code : 'INTERNAL', message: (e as Error)?.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(e) };
 }
 
-/** Print a command's failure (plain on stderr, or JSON on stdout) and return its exit code. */
-export function reportFailure(command: string, e: unknown, json: boolean): number {
+/** Print a command's failure (plain on stderr, or JSON on stdout, or `results`) and return its exit code. */
+export function reportFailure(command: string, e: unknown, json: boolean, results: NodeJS.WritableStream = process.stdout): number {
   const { code, message } = failureOf(e);
-  if (json) process.stdout.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
+  if (json) results.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
   else process.stderr.write(`bitcloud ${command}: ${code}: ${message}\n`);
   return exitStatusOf(code);
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
 import { connectStorageDirect } from '../../src/storage/direct';
@@ -274,6 +274,108 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(fs.existsSync(out)).toBe(false);
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+  });
+});
+
+describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
+  /** A stand-in for stdout: what was written, write by write; `fail` makes write number `fail` fail. */
+  function sink(fail?: number): { stream: Writable; writes: Buffer[] } {
+    const writes: Buffer[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (fail !== undefined && writes.length + 1 >= fail) { cb(Object.assign(new Error('EPIPE: broken pipe, write'), { code: 'EPIPE' })); return; }
+        writes.push(Buffer.from(chunk));
+        cb();
+      },
+    });
+    return { stream, writes };
+  }
+
+  /** A client whose data shares of chunk `slow` wait for `gate`, and of chunk `broken` are never served. */
+  async function gated(o: { slow?: number; broken?: number; gate?: Promise<void> }) {
+    const g = client();
+    const cap = parseCapability(shared.cap);
+    const manifest = await fetchManifest(g, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    const chunkOf = new Map<string, number>();
+    manifest.layout.chunks.forEach((c, i) => c.shareIds.forEach((id) => chunkOf.set(id.toString('hex'), i)));
+    const asked = new Set<number>();
+    const real = g.getShare.bind(g);
+    g.getShare = async (fp, id) => {
+      const i = chunkOf.get(id.toString('hex'));
+      if (i !== undefined) asked.add(i);
+      if (i === o.broken) throw err('STORAGE_CONNECT_FAILED', 'node down');
+      if (i === o.slow) await o.gate;
+      return real(fp, id);
+    };
+    return { g, cap, manifest, asked };
+  }
+
+  it('writes exactly the file\'s bytes, in order, though chunks complete out of order; no file, part file or record', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { g, cap, manifest, asked } = await gated({ slow: 0, gate });
+    const { stream, writes } = sink();
+    const dir = await fsp.mkdtemp(path.join(root, 'stdout-'));
+    const running = getFile(g, cap, { output: '-', stdout: stream, dir, manifest, window: 4 });
+    // Chunks 1–3 complete while chunk 0 waits: none is written before it, and no chunk beyond the
+    // window (first unwritten chunk + 4) is started meanwhile.
+    await vi.waitFor(() => expect(asked.size).toBe(4), { timeout: 5000 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(writes.length).toBe(0);
+    expect([...asked].sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
+    open();
+    const res = await running.finally(() => g.close());
+    expect(res.path).toBe('-');
+    expect(res.size).toBe(data.length);
+    expect(res.resumedChunks).toBe(0);
+    expect(Buffer.concat(writes).equals(data)).toBe(true);
+    expect(writes.length).toBe(manifest.layout.chunks.length);
+    expect(await fsp.readdir(dir)).toEqual([]);
+  });
+
+  it('a failure mid-file is the typed error, after exactly the chunks before it; nothing more is written', async () => {
+    const { g, cap, manifest } = await gated({ broken: 5 });
+    const { stream, writes } = sink();
+    const dir = await fsp.mkdtemp(path.join(root, 'stdout-'));
+    await expect(getFile(g, cap, { output: '-', stdout: stream, dir, manifest, window: 1 })).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
+    await g.close();
+    expect(Buffer.concat(writes).equals(data.subarray(0, 5 * 256 * KiB))).toBe(true);
+    expect(await fsp.readdir(dir)).toEqual([]);
+  });
+
+  it('chunks verified before an earlier chunk failed are never written', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { g, cap, manifest } = await gated({ slow: 0, gate, broken: 2 });
+    const { stream, writes } = sink();
+    const running = getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest });
+    setTimeout(open, 300);
+    await expect(running).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
+    await g.close();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(writes.length).toBe(0);
+  });
+
+  it('stdout refusing the bytes (EPIPE) is IO_NOT_WRITABLE, and the get stops writing', async () => {
+    const { g, cap, manifest } = await gated({});
+    const { stream, writes } = sink(3);
+    await expect(getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest })).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE' });
+    await g.close();
+    expect(writes.length).toBe(2);
+    expect(Buffer.concat(writes).equals(data.subarray(0, 2 * 256 * KiB))).toBe(true);
+  });
+
+  it('a folder capability is refused with IO_IS_A_DIRECTORY, nothing written', async () => {
+    const folder = await fsp.mkdtemp(path.join(root, 'stdout-folder-'));
+    await fsp.writeFile(path.join(folder, 'a.txt'), 'hello');
+    const c = client();
+    const fr = await putFolder(c, folder, { workers: false });
+    const { stream, writes } = sink();
+    const dir = await fsp.mkdtemp(path.join(root, 'stdout-'));
+    await expect(getFile(c, parseCapability(fr.capability), { output: '-', stdout: stream, dir })).rejects.toMatchObject({ code: 'IO_IS_A_DIRECTORY' });
+    await c.close();
+    expect(writes.length).toBe(0);
+    expect(await fsp.readdir(dir)).toEqual([]);
   });
 });
 
