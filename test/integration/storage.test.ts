@@ -1,6 +1,7 @@
 // Issue 6, with real processes on 127.0.0.1: one authority (short period), four relays, six
 // storage nodes (`bitcloud-storage run`), and the `bitcloud` CLI as child processes. One network
 // is shared by every case, in order. SPEC.md §9 (storage), §9.13 (transports), §9.14 (DHT names).
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
@@ -21,7 +22,7 @@ import { storageNodesOf } from '../../src/client/storage-client';
 import { storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { openStorageSession, type StorageSession } from '../../src/client/storage-client-setup';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
-import { eventually, freePorts, runCli, startDaemon, type Daemon } from '../helpers/daemon';
+import { binPath, eventually, freePorts, runCli, startDaemon, type Daemon } from '../helpers/daemon';
 import { shareFiles } from '../helpers/storage-nodes';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
@@ -189,6 +190,25 @@ describe('corruption (SPEC.md §9.8.3, §9.9)', () => {
     expect(direct.stderr).toContain('they see your IP address');
     expect(direct.stdout.trim()).toBe(out);
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  }, 180_000);
+
+  it('get -o - writes the file\'s bytes, and nothing else, to stdout; the --json result to stderr (SPEC.md §9.9.1)', async () => {
+    const piped = path.join(dnet.dir, 'small.stdout');
+    const fd = fs.openSync(piped, 'w');
+    const r = await new Promise<{ code: number | string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [binPath('bitcloud'), 'get', small.cap, '-o', '-', '--json', '--config', clientConfig], { cwd: dnet.dir, stdio: ['ignore', fd, 'pipe'] });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
+      const t = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      child.once('close', (code, signal) => { clearTimeout(t); resolve({ code: code ?? signal ?? 'unknown', stderr }); });
+    });
+    fs.closeSync(fd);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await fsp.readFile(piped)).equals(small.data)).toBe(true);
+    const result = JSON.parse(r.stderr.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    expect(result).toMatchObject({ ok: true, path: '-', size: small.data.length });
+    expect(fs.existsSync(path.join(dnet.dir, '-'))).toBe(false);
+    expect(fs.existsSync(path.join(dnet.dir, '-.bitcloud-part'))).toBe(false);
   }, 180_000);
 });
 
