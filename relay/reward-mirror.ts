@@ -185,29 +185,40 @@ export class RewardMirror {
    * SPEC.md §8.7.5: ask the authorities in random order until one answers 200, all within
    * REWARD_MIRROR_DEADLINE_MS of the monotonic clock (each try gets what is left, at most
    * REWARD_MIRROR_TRY_MS). Past the deadline: REWARD_FETCH_TIMEOUT, and no further authority is asked.
+   * A try's end is one timer of its own, cleared when the try ends; a try that the deadline cut
+   * short and that this timer ended is the deadline passing (504), decided by that timer, not by a
+   * reading of the clock once it fired (a timer may fire up to a millisecond before its delay has
+   * passed on performance.now()).
    */
   private async fetch(from: number): Promise<Buffer> {
     const reasons: string[] = [];
     const deadlineMs = this.o.deadlineMs ?? REWARD_MIRROR_DEADLINE_MS;
+    const tryMs = this.o.timeoutMs ?? REWARD_MIRROR_TRY_MS;
     const until = performance.now() + deadlineMs;
+    const timedOut = () => err('REWARD_FETCH_TIMEOUT', `no authority gave the reward chain within ${deadlineMs} ms (${reasons.join('; ')})`, { deadlineMs });
     for (const a of shuffle([...this.authorities])) {
       const left = until - performance.now();
-      if (left <= 0) {
-        throw err('REWARD_FETCH_TIMEOUT', `no authority gave the reward chain within ${deadlineMs} ms (${reasons.join('; ')})`, { deadlineMs });
-      }
+      if (left <= 0) throw timedOut();
+      const cut = left <= tryMs;
+      const ms = Math.min(tryMs, left);
+      const stop = new AbortController();
+      let ended = false;
+      const timer = setTimeout(() => { ended = true; stop.abort(); }, ms);
       try {
+        // httpRequest's own timeout is only a backstop: the timer above always ends the try first.
         const r = await httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, {
-          maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: Math.min(this.o.timeoutMs ?? REWARD_MIRROR_TRY_MS, left), headers: { [FETCHER_HEADER]: 'mirror' },
+          maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: ms + 1000, signal: stop.signal, headers: { [FETCHER_HEADER]: 'mirror' },
         });
         if (r.status === 200) return r.body;
         reasons.push(`${a.url}: ${errorBodyReason(r)}`);
       } catch (e) {
-        reasons.push(`${a.url}: ${(e as Error).message}`);
+        reasons.push(`${a.url}: ${ended ? `no answer in ${Math.round(ms)} ms` : (e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
       }
+      if (ended && cut) throw timedOut();
     }
-    if (performance.now() >= until) {
-      throw err('REWARD_FETCH_TIMEOUT', `no authority gave the reward chain within ${deadlineMs} ms (${reasons.join('; ')})`, { deadlineMs });
-    }
+    if (performance.now() >= until) throw timedOut();
     throw err('REWARD_NOT_AVAILABLE', `no authority gave the reward chain (${reasons.join('; ') || 'no authority'})`);
   }
 }

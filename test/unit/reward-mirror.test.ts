@@ -203,4 +203,28 @@ describe('RewardMirror overall deadline (SPEC.md §8.7.5)', () => {
       for (const r of silent) r.destroy();
     }
   });
+
+  it('answers 504 REWARD_FETCH_TIMEOUT every time the deadline cuts the last try short, however its timer falls against the clock', async () => {
+    // One silent authority whose try the deadline cuts short (deadline below the per-try time):
+    // the try ends by the deadline, so every fetch is REWARD_FETCH_TIMEOUT, never 503
+    // REWARD_NOT_AVAILABLE. Deadlines with a fraction of a millisecond make the try's timer fire
+    // at times that fall either side of the deadline on performance.now().
+    const silent: http.ServerResponse[] = [];
+    const a = await authority((_req, res) => { silent.push(res); });
+    const codes: string[] = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        const m = new RewardMirror([a.info], { timeoutMs: 1000, deadlineMs: 15 + (i % 10) / 10 + 0.05 });
+        try {
+          codes.push(await m.bundle(0).then(() => 'ok', (e: { code?: string }) => e.code ?? '?'));
+        } finally {
+          m.close();
+        }
+      }
+      expect(codes.filter((c) => c !== 'REWARD_FETCH_TIMEOUT')).toEqual([]);
+      expect(a.hits).toHaveLength(40);
+    } finally {
+      for (const r of silent) r.destroy();
+    }
+  });
 });
