@@ -360,6 +360,7 @@ export const ERROR_CODES = {
     GATEWAY_METHOD_NOT_ALLOWED: 'bad_input',
     GATEWAY_NOT_FOUND: 'not_found',
     GATEWAY_PATH_INVALID: 'bad_input',
+    GATEWAY_QUEUE_TIMEOUT: 'timeout',
     GATEWAY_RANGE_UNSATISFIABLE: 'bad_input',
   },
   /** The DHT that storage nodes and moderators use (SPEC.md §9.14, §10.7). */

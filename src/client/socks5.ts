@@ -43,6 +43,7 @@ export const SOCKS_REPLY_FOR_CODE: Readonly<Partial<Record<ErrorCode, SocksReply
   HIDDEN_RENDEZVOUS_TIMEOUT: 'TTL_EXPIRED',
   PROBE_TIMEOUT: 'TTL_EXPIRED',
   RECEIPT_UPLOAD_TIMEOUT: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
+  GATEWAY_QUEUE_TIMEOUT: 'TTL_EXPIRED', // every timeout kind maps here (answered over HTTP, not through SOCKS)
   REWARD_FETCH_TIMEOUT: 'TTL_EXPIRED', // every timeout kind maps here (not reached through SOCKS)
 };
 

@@ -111,7 +111,7 @@ export function statusFor(e: unknown): number {
     GATEWAY_HOST_MALFORMED: 400, GATEWAY_PATH_INVALID: 400, GATEWAY_METHOD_NOT_ALLOWED: 405, GATEWAY_NOT_FOUND: 404,
     GATEWAY_RANGE_UNSATISFIABLE: 416, CAP_MALFORMED: 400, CHUNK_AUTH_FAILED: 403, MANIFEST_NOT_FOUND: 404,
     MANIFEST_MALFORMED: 502, FOLDER_MALFORMED: 502, FOLDER_NESTED: 502, FOLDER_TOO_LARGE: 502,
-    CHUNK_TOO_FEW_SHARES: 503, STORAGE_TIMEOUT: 504, CONSENSUS_NOT_AVAILABLE: 503, PLACEMENT_TOO_FEW_NODES: 503,
+    CHUNK_TOO_FEW_SHARES: 503, STORAGE_TIMEOUT: 504, GATEWAY_QUEUE_TIMEOUT: 504, CONSENSUS_NOT_AVAILABLE: 503, PLACEMENT_TOO_FEW_NODES: 503,
   };
   if (byCode[code]) return byCode[code];
   if (!isErrorCode(code)) return 500;
@@ -180,7 +180,24 @@ interface Metrics {
   requests: prom.Counter<'status'>;
   ranges: prom.Counter<string>;
   bytes: prom.Counter<string>;
+  queued: prom.Counter<string>;
+  refused: prom.Counter<string>;
 }
+
+/**
+ * SPEC.md §9.16.6: requests that fetch and decrypt at once. Each holds up to 3 decrypted chunks
+ * (§9.16.3) and a manifest too large to cache for its whole run (§9.16.4), so without a bound the
+ * proxy's memory grew with every connection a browser or any local process opened.
+ */
+export const GATEWAY_MAX_ACTIVE = 32;
+/** SPEC.md §9.16.6: requests waiting, first in first out, for one of those places; one more is answered 503. */
+export const GATEWAY_MAX_QUEUED = 1024;
+
+/** A request waiting for a place (SPEC.md §9.16.6). */
+interface Waiter { start: () => void }
+
+/** How a request left the admission step: it holds a place, its client went away while it waited, or it was answered 503. */
+type Admission = 'admitted' | 'gone' | 'refused';
 
 export class Gateway {
   private readonly server: http.Server;
@@ -192,6 +209,9 @@ export class Gateway {
   private readonly log: Logger;
   private readonly metrics: Metrics | null;
   private closed = false;
+  /** SPEC.md §9.16.6: requests holding a place, and those waiting for one (a Set keeps their order). */
+  private active = 0;
+  private readonly queue = new Set<Waiter>();
 
   constructor(private readonly o: GatewayOptions) {
     this.log = o.log ?? silentLogger;
@@ -220,6 +240,10 @@ export class Gateway {
         ?? new prom.Counter({ name: 'bitcloud_gateway_range_requests_total', help: 'Requests answered 206 (one byte range)', registers: [reg] }),
       bytes: (reg.getSingleMetric('bitcloud_gateway_bytes_sent_total') as prom.Counter<string> | undefined)
         ?? new prom.Counter({ name: 'bitcloud_gateway_bytes_sent_total', help: 'Body bytes sent by the .bitcloud gateway', registers: [reg] }),
+      queued: (reg.getSingleMetric('bitcloud_gateway_queued_total') as prom.Counter<string> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_queued_total', help: `Requests that waited for one of the ${GATEWAY_MAX_ACTIVE} places of requests in progress`, registers: [reg] }),
+      refused: (reg.getSingleMetric('bitcloud_gateway_refused_total') as prom.Counter<string> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_refused_total', help: `Requests answered 503 because ${GATEWAY_MAX_QUEUED} were already waiting`, registers: [reg] }),
     } : null;
   }
 
@@ -264,6 +288,52 @@ export class Gateway {
     return this.client;
   }
 
+  /**
+   * SPEC.md §9.16.6: a place among the GATEWAY_MAX_ACTIVE requests that fetch and decrypt at once.
+   * A request finding none waits in a FIFO queue of at most GATEWAY_MAX_QUEUED; beyond that it is
+   * answered 503 here ('refused'). A queued request leaves the queue when its client goes away
+   * ('gone', nothing to answer) or after the request timeout (GATEWAY_QUEUE_TIMEOUT, thrown: 504).
+   */
+  private admit(res: http.ServerResponse): Promise<Admission> {
+    if (this.active < GATEWAY_MAX_ACTIVE && this.queue.size === 0) { this.active++; return Promise.resolve('admitted'); }
+    if (this.queue.size >= GATEWAY_MAX_QUEUED) { this.refuse(res); return Promise.resolve('refused'); }
+    this.metrics?.queued.inc();
+    const waitMs = this.o.requestTimeoutMs ?? 30_000;
+    return new Promise<Admission>((resolve, reject) => {
+      const leave = () => { this.queue.delete(w); clearTimeout(timer); res.off('close', gone); };
+      // release() hands its place over: `active` is not lowered and raised again.
+      const w: Waiter = { start: () => { leave(); resolve('admitted'); } };
+      const gone = () => { leave(); resolve('gone'); };
+      const timer = setTimeout(() => {
+        leave();
+        reject(err('GATEWAY_QUEUE_TIMEOUT', `no place among the ${GATEWAY_MAX_ACTIVE} requests in progress within ${waitMs} ms`));
+      }, waitMs);
+      timer.unref();
+      this.queue.add(w);
+      res.once('close', gone);
+    });
+  }
+
+  /** SPEC.md §9.16.6: a request's place goes to the first one waiting, else back to the pool. */
+  private release(): void {
+    const next = this.queue.values().next();
+    if (next.done) this.active--; else next.value.start();
+  }
+
+  /** SPEC.md §9.16.6: the queue is full: 503 with Retry-After, a short text body. */
+  private refuse(res: http.ServerResponse): void {
+    const body = Buffer.from('503 Service Unavailable: the .bitcloud gateway is busy. Try again.\n');
+    res.statusCode = 503;
+    res.setHeader('Retry-After', '1');
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Content-Length', body.length);
+    res.setHeader('Cache-Control', 'no-store');
+    this.metrics?.refused.inc();
+    this.metrics?.requests.inc({ status: '503' });
+    this.log.debug({ queued: this.queue.size }, 'gateway: request refused, queue full');
+    res.end(res.req?.method === 'HEAD' ? undefined : body);
+  }
+
   /** A stream speaking HTTP for `host` (the SOCKS CONNECT target), to hand to the SOCKS client. */
   connect(host: string): Duplex {
     const [outer, inner] = duplexPair();
@@ -285,6 +355,7 @@ export class Gateway {
     dropUnreadBody(req, res); // GET and HEAD only: an upload is never read (SPEC.md §6.10)
     res.setHeader('Referrer-Policy', 'no-referrer'); // a page's links must not carry its address (with the key) anywhere
     res.setHeader('X-Content-Type-Options', 'nosniff');
+    let admitted = false;
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('Allow', 'GET, HEAD');
@@ -292,6 +363,9 @@ export class Gateway {
       }
       const cap = parseCapabilityHost(this.hosts.get(req.socket) ?? '');
       const { path, dir } = parseRequestPath(req.url ?? '/');
+      const admission = await this.admit(res);
+      if (admission !== 'admitted') return;
+      admitted = true;
       const m = await this.reader.manifest(cap);
       if (!isFolderManifest(m)) {
         if (path !== '' && path !== m.name) throw err('GATEWAY_NOT_FOUND', 'this address names a single file, not a folder');
@@ -314,6 +388,8 @@ export class Gateway {
       this.listing(req, res, path, folder.entries);
     } catch (e) {
       this.fail(res, e);
+    } finally {
+      if (admitted) this.release();
     }
   }
 
