@@ -3,23 +3,18 @@
 // Retry-After: 1 at once, unread), and holds at most `httpMaxConnections` connections; downloads
 // such as the consensus are still served while uploads fill the reading places.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type http from 'node:http';
 import net from 'node:net';
-import pino from 'pino';
 import { AUTHORITY_MAX_READING, createAuthorityServer } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS } from '../../directory/config';
 import { PATHS } from '../../src/dir/fetch';
 import { ServedDocument } from '../../src/dir/http-serve';
-import { makeFixture, type Fixture } from './dirauth-measure-fixture';
+import { listenAuthority, makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
-let server: http.Server | null = null;
 const sockets: net.Socket[] = [];
 beforeEach(() => { fx = makeFixture(); });
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
-  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
-  server = null;
   fx.cleanup();
 });
 
@@ -38,11 +33,9 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
   it(`reads at most 64 upload bodies at once; a further upload gets 503 at once and the consensus is still served`, async () => {
     const made = fx.makeAuthority({ rateLimit: { uploadsPerMinute: 100_000, burst: 100_000 } });
     Object.defineProperty(made.authority, 'published', { get: () => ({ info: fx.consensus.info, served: new ServedDocument(fx.consensus.raw, Date.now()) }) });
-    server = createAuthorityServer(made.authority, made.registry, made.metrics, pino({ level: 'silent' }));
+    const { server, port } = await listenAuthority(made);
     expect([AUTHORITY_MAX_READING, DEFAULT_HTTP_MAX_CONNECTIONS]).toEqual([64, 512]);
     expect(server.maxConnections).toBe(512);
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const port = (server.address() as { port: number }).port;
 
     // Slow uploads on several routes, none ever finished.
     const routes = [PATHS.descriptor, '/bitcloud/hs/desc', '/bitcloud/hs/pseudonym', `/bitcloud/policy/${'ab'.repeat(32)}`];
@@ -71,7 +64,6 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
 
   it('takes httpMaxConnections from the configuration', async () => {
     const made = fx.makeAuthority({ httpMaxConnections: 100 });
-    server = createAuthorityServer(made.authority, made.registry, made.metrics, pino({ level: 'silent' }));
-    expect(server.maxConnections).toBe(100);
+    expect(createAuthorityServer(made.authority, made.registry, made.metrics, silentLog).maxConnections).toBe(100);
   });
 });

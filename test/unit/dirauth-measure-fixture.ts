@@ -3,9 +3,12 @@
 // receipts, and an Authority object over a temporary data directory (never started unless a test
 // says so). The clock is a variable the tests move.
 import fs from 'node:fs';
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
+import { onTestFinished } from 'vitest';
 import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { buildDescriptor, verifyDescriptor, type VerifiedDescriptor } from '../../src/dir/descriptor';
 import { makeKeyCertificate } from '../../src/dir/certificate';
@@ -21,6 +24,7 @@ import { Authority, type AuthorityDeps } from '../../directory/authority';
 import { parseAuthorityConfig } from '../../directory/config';
 import { computeConsensus } from '../../directory/compute';
 import { createAuthorityMetrics } from '../../directory/metrics';
+import { createAuthorityServer } from '../../directory/http';
 import type { Signer, VoteInput } from '../../directory/vote';
 
 export const P = 60;
@@ -104,4 +108,13 @@ export function makeFixture(): Fixture {
     return { authority, registry, metrics, tested };
   };
   return { dir, signer, relays, clock, consensus, makeAuthority, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Serves `made` over HTTP on 127.0.0.1 at a free port; the server is closed when the test finishes. */
+export async function listenAuthority(made: ReturnType<Fixture['makeAuthority']>, log: pino.Logger = silentLog): Promise<{ server: http.Server; port: number; url: string }> {
+  const server = createAuthorityServer(made.authority, made.registry, made.metrics, log);
+  onTestFinished(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as AddressInfo).port;
+  return { server, port, url: `http://127.0.0.1:${port}` };
 }

@@ -6,13 +6,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createAuthorityServer } from '../../directory/http';
 import { UploadForwarder } from '../../relay/upload-forward';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { PATHS, httpRequest } from '../../src/dir/fetch';
 import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
 import { err } from '../../src/errors';
-import { makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
+import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
 const servers: http.Server[] = [];
@@ -33,7 +32,7 @@ async function busyAuthority(): Promise<{ url: string; checks: () => number }> {
   const made = fx.makeAuthority();
   const spy = vi.spyOn(made.authority, 'acceptDescriptorWithProof')
     .mockImplementation(() => Promise.reject(err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked; retry later')));
-  const url = await listen(createAuthorityServer(made.authority, made.registry, made.metrics, silentLog));
+  const { url } = await listenAuthority(made);
   return { url, checks: () => spy.mock.calls.length };
 }
 

@@ -3,21 +3,14 @@
 // 499 of route "aborted"; not an error-level "HTTP handler failed" line and an error metric per
 // aborted upload (which any client could cause at will, on routes without a rate limit too).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type http from 'node:http';
 import net from 'node:net';
 import pino from 'pino';
-import { createAuthorityServer } from '../../directory/http';
 import { PATHS } from '../../src/dir/fetch';
-import { makeFixture, type Fixture } from './dirauth-measure-fixture';
+import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
-let server: http.Server | null = null;
 beforeEach(() => { fx = makeFixture(); });
-afterEach(async () => {
-  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
-  server = null;
-  fx.cleanup();
-});
+afterEach(() => { fx.cleanup(); });
 
 /** Sends the head of a POST announcing `length` bytes and `sent` of them, then closes the connection. */
 async function abortedUpload(port: number, p: string, length: number, sent: number): Promise<void> {
@@ -35,9 +28,7 @@ describe('an upload whose client goes away mid-body (SPEC.md §6.10)', () => {
     const lines: { level: number; msg: string }[] = [];
     const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l) as { level: number; msg: string }); } });
     const made = fx.makeAuthority();
-    server = createAuthorityServer(made.authority, made.registry, made.metrics, log);
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const port = (server.address() as { port: number }).port;
+    const { port } = await listenAuthority(made, log);
 
     await abortedUpload(port, PATHS.descriptor, 4000, 100);
     await abortedUpload(port, `/bitcloud/policy/${'ab'.repeat(32)}`, 4000, 100);

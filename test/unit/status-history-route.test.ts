@@ -2,18 +2,13 @@
 // relay's weight in each of up to 720 samples, so the authority serialises it once per change of
 // the history and hands the same bytes to every request, instead of once per request.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type http from 'node:http';
-import { createAuthorityServer } from '../../directory/http';
 import { StatusHistory } from '../../directory/status-history';
-import { makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
+import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
-let server: http.Server | null = null;
 beforeEach(() => { fx = makeFixture(); });
-afterEach(async () => {
+afterEach(() => {
   vi.restoreAllMocks();
-  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
-  server = null;
   fx.cleanup();
 });
 
@@ -21,9 +16,7 @@ describe('GET /bitcloud/status/history (SPEC.md §6.10)', () => {
   it('is serialised once per change of the history, not once per request', async () => {
     const history = new StatusHistory(fx.dir).load();
     const made = fx.makeAuthority({}, { history });
-    server = createAuthorityServer(made.authority, made.registry, made.metrics, silentLog);
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/bitcloud/status/history`;
+    const url = `${(await listenAuthority(made)).url}/bitcloud/status/history`;
     history.onConsensus(fx.consensus.info);
     await history.flush();
 
