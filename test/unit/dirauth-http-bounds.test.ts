@@ -3,30 +3,22 @@
 // Retry-After: 1 at once, unread), and holds at most `httpMaxConnections` connections; downloads
 // such as the consensus are still served while uploads fill the reading places.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import net from 'node:net';
+import type net from 'node:net';
 import { AUTHORITY_MAX_READING, createAuthorityServer } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS } from '../../directory/config';
 import { PATHS } from '../../src/dir/fetch';
 import { ServedDocument } from '../../src/dir/http-serve';
+import { holdConnections } from '../helpers/connections';
 import { listenAuthority, makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
-const sockets: net.Socket[] = [];
 beforeEach(() => { fx = makeFixture(); });
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.destroy();
-  fx.cleanup();
-});
+afterEach(() => { fx.cleanup(); });
 
-/** Sends the head of a POST announcing `length` bytes and a few of them, and never the rest. */
-async function slowUpload(port: number, p: string, length: number): Promise<net.Socket> {
-  const s = net.connect(port, '127.0.0.1');
-  sockets.push(s);
-  s.on('error', () => {});
-  await new Promise<void>((r) => s.once('connect', () => r()));
+/** Sends on `s` the head of a POST announcing `length` bytes and a few of them, and never the rest. */
+function slowUpload(s: net.Socket, p: string, length: number): void {
   s.write(`POST ${p} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${length}\r\n\r\n`);
   s.write(Buffer.alloc(10));
-  return s;
 }
 
 describe('authority HTTP bounds (SPEC.md §6.10)', () => {
@@ -39,7 +31,8 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
 
     // Slow uploads on several routes, none ever finished.
     const routes = [PATHS.descriptor, '/bitcloud/hs/desc', '/bitcloud/hs/pseudonym', `/bitcloud/policy/${'ab'.repeat(32)}`];
-    for (let i = 0; i < 64; i++) await slowUpload(port, routes[i % routes.length], 1000);
+    const held = await holdConnections(port, 64);
+    held.forEach((h, i) => slowUpload(h.socket, routes[i % routes.length], 1000));
     await new Promise((r) => setTimeout(r, 200));
 
     const t0 = performance.now();
@@ -56,7 +49,7 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
     expect(Buffer.from(await c.arrayBuffer()).equals(fx.consensus.raw)).toBe(true);
 
     // A slow upload that goes away frees its place.
-    sockets[0].destroy();
+    held[0].socket.destroy();
     await new Promise((r) => setTimeout(r, 200));
     const again = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
     expect(again.status).not.toBe(503);
