@@ -107,7 +107,7 @@ describe('DownloadOutput', () => {
     const out = path.join(dir, 'f.bin');
     // Two runs on one output, which the output's lock keeps apart unless the lock file is removed
     // by hand (as here): the first fails before its first save, the second has saved.
-    const lock = `${DownloadOutput.partPath(out)}.lock`;
+    const lock = DownloadOutput.lockPath(out);
     const a = await DownloadOutput.open(out, ID, 10, 3);
     fs.rmSync(lock);
     const b = await DownloadOutput.open(out, ID, 10, 3);
