@@ -2,7 +2,7 @@
 import type http from 'node:http';
 import { createLogger, type Logger } from '../src/ops/log';
 import { createRegistry, openMetricsPort } from '../src/ops/metrics';
-import { onShutdown, takeDataDir } from '../src/ops/daemon';
+import { onShutdown, startWithDataDir } from '../src/ops/daemon';
 import type { DataDirLock } from '../src/ops/file-lock';
 import { err } from '../src/errors';
 import { Authority } from './authority';
@@ -21,13 +21,7 @@ export async function runAuthority(o: RunOptions): Promise<{ stop(): Promise<voi
   const log = createLogger('bitcloud-dirauth', { level: o.logLevel ?? cfg.logLevel });
   // SPEC.md §3.3 step 1a: the data folder's lock before the keys and stores in it are read, held
   // until the last state write of stop().
-  const lock = await takeDataDir(cfg.dataDir, log);
-  try {
-    return await startAuthority(cfg, log, lock);
-  } catch (e) {
-    lock.release();
-    throw e;
-  }
+  return startWithDataDir(cfg.dataDir, log, (lock) => startAuthority(cfg, log, lock));
 }
 
 async function startAuthority(cfg: AuthorityConfig, log: Logger, lock: DataDirLock): Promise<{ stop(): Promise<void>; port: number; log: Logger }> {

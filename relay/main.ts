@@ -1,7 +1,7 @@
 // bitcloud-relay wiring: config, logger, metrics, daemon, shutdown. No protocol logic.
 import { createLogger } from '../src/ops/log';
 import { createRegistry } from '../src/ops/metrics';
-import { onShutdown, takeDataDir } from '../src/ops/daemon';
+import { onShutdown, startWithDataDir } from '../src/ops/daemon';
 import { keepYoungGenerationSmall } from '../src/ops/young-gen';
 import { keepOldGenerationHeadroom } from '../src/ops/old-gen';
 import { loadRelayConfig, type RelayOverrides } from './config';
@@ -17,15 +17,11 @@ export async function runRelay(o: RelayRunOptions, hooks: RelayHooks = idleChann
   keepOldGenerationHeadroom();
   const log = createLogger('bitcloud-relay', { level: o.logLevel ?? cfg.logLevel });
   // SPEC.md §3.3 step 1a: the data folder's lock first, held for the daemon's life.
-  const lock = await takeDataDir(cfg.dataDir, log);
-  const d = new RelayDaemon(cfg, log, createRegistry('relay'), hooks);
-  try {
+  return startWithDataDir(cfg.dataDir, log, async (lock) => {
+    const d = new RelayDaemon(cfg, log, createRegistry('relay'), hooks);
     await d.start();
-  } catch (e) {
-    lock.release();
-    throw e;
-  }
-  // Released after the last state write of stop().
-  onShutdown(log, async () => { try { await d.stop(); } finally { lock.release(); } });
-  return d;
+    // Released after the last state write of stop().
+    onShutdown(log, async () => { try { await d.stop(); } finally { lock.release(); } });
+    return d;
+  });
 }

@@ -2,7 +2,7 @@
 import { createLogger, type Logger } from '../src/ops/log';
 import type { DataDirLock } from '../src/ops/file-lock';
 import { createRegistry } from '../src/ops/metrics';
-import { onShutdown, takeDataDir } from '../src/ops/daemon';
+import { onShutdown, startWithDataDir } from '../src/ops/daemon';
 import { keepOldGenerationHeadroom } from '../src/ops/old-gen';
 import { loadStorageConfig, type StorageConfig, type StorageOverrides } from './config';
 import { StorageDaemon } from './daemon';
@@ -21,13 +21,7 @@ export async function runStorage(o: StorageRunOptions): Promise<StorageDaemon> {
   const log = createLogger('bitcloud-storage', { level: o.logLevel ?? cfg.logLevel });
   // SPEC.md §3.3 step 1a: the data folder's lock before anything in it is read (policy-status.json,
   // §10.6.1, included), held for the daemon's life.
-  const lock = await takeDataDir(cfg.dataDir, log);
-  try {
-    return await startStorage(cfg, log, lock);
-  } catch (e) {
-    lock.release();
-    throw e;
-  }
+  return startWithDataDir(cfg.dataDir, log, (lock) => startStorage(cfg, log, lock));
 }
 
 async function startStorage(cfg: StorageConfig, log: Logger, lock: DataDirLock): Promise<StorageDaemon> {

@@ -21,6 +21,20 @@ export async function takeDataDir(dataDir: string, log: Logger): Promise<DataDir
   }
 }
 
+/**
+ * takeDataDir, then `start` holding the lock; a start that throws releases it. On success `start`
+ * owns the lock (released after the last state write of its stop).
+ */
+export async function startWithDataDir<T>(dataDir: string, log: Logger, start: (lock: DataDirLock) => Promise<T>): Promise<T> {
+  const lock = await takeDataDir(dataDir, log);
+  try {
+    return await start(lock);
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+}
+
 /** Run `stop` once on SIGTERM or SIGINT, then exit 0 (1 if stopping failed). */
 export function onShutdown(log: Logger, stop: () => Promise<void>): void {
   let stopping = false;
