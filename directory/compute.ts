@@ -215,7 +215,7 @@ export function paramsVote(votes: readonly VoteInput[], need: number): ParamMsg[
   const out: ParamMsg[] = [];
   for (const name of [...byName.keys()].sort()) {
     const vs = byName.get(name)!;
-    if (vs.length >= need && vs.length > 0) out.push({ name, value: lowMedian(vs) });
+    if (vs.length >= need) out.push({ name, value: lowMedian(vs) });
   }
   return out;
 }
