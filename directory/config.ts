@@ -47,8 +47,17 @@ export interface AuthorityConfig {
   /** A relay reachable without a break for this long is Stable. Default: 2 periods. */
   stableAfterSeconds: number;
   clockSkewSeconds: number;
-  /** SPEC.md §6.10 "Connection and body bounds": open connections of the HTTP port at most (default 512). */
+  /**
+   * SPEC.md §6.10 "Connection and body bounds": open connections of the HTTP port at most (default
+   * 512), the configured authorities' addresses not counted.
+   */
   httpMaxConnections: number;
+  /**
+   * SPEC.md §6.10 "Connection and body bounds": open connections of the HTTP port per address key at
+   * most (default 32; the configured authorities' addresses are not limited). A relay's mirror
+   * carries all its clients under its one address: this is per relay.
+   */
+  httpMaxConnectionsPerAddress: number;
   logLevel: string;
   /** SPEC.md §6.10 MetricsPort: /metrics on metricsHost:metricsPort only, never on `listen`; 0 = not served. */
   metricsPort: number;
@@ -72,12 +81,14 @@ export interface AuthorityConfig {
 }
 
 const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
-  'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'httpMaxConnections', 'logLevel',
+  'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'httpMaxConnections', 'httpMaxConnectionsPerAddress', 'logLevel',
   'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'consensusParams', 'probe'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
 /** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnections`. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 512;
+/** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnectionsPerAddress`. */
+export const DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS = 32;
 
 /** Validate a parsed config object. `overrides` come from command-line flags. */
 export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {
@@ -136,6 +147,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     stableAfterSeconds: int(raw.stableAfterSeconds, 'stableAfterSeconds', 0, 365 * 86_400, 2 * periodSeconds),
     clockSkewSeconds: int(raw.clockSkewSeconds, 'clockSkewSeconds', 0, 3600, CONSENSUS_SKEW_MS / 1000),
     httpMaxConnections: int(raw.httpMaxConnections, 'httpMaxConnections', 16, 1_000_000, DEFAULT_HTTP_MAX_CONNECTIONS),
+    httpMaxConnectionsPerAddress: int(raw.httpMaxConnectionsPerAddress, 'httpMaxConnectionsPerAddress', 1, 1_000_000, DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
     metricsPort: overrides.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.authority),
     metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,

@@ -24,9 +24,11 @@
 // Metrics are not served here but on the MetricsPort (SPEC.md §6.10, directory/main.ts).
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 // A client gone before its body arrived is dropped unanswered (debug, status 499; SPEC.md §6.10).
-// SPEC.md §6.10 "Connection and body bounds": at most httpMaxConnections connections at once, and
-// at most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
+// SPEC.md §6.10 "Connection and body bounds": at most httpMaxConnectionsPerAddress connections per
+// address and httpMaxConnections in all (the configured authorities' addresses excepted), and at
+// most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
 import http from 'node:http';
+import type net from 'node:net';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
@@ -52,6 +54,7 @@ import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
+import { addressKey, plainAddress } from '../src/wire/address-key';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 import { signUploadAck, signUploadNack, type UploadKind } from '../src/dir/upload-ack';
 
@@ -85,6 +88,53 @@ export class BodyReadingGate {
     };
     req.once('end', give); req.once('close', give); res.once('finish', give); res.once('close', give);
     return true;
+  }
+}
+
+/** Why a connection was refused (the label of bitcloud_dirauth_http_connections_refused_total). */
+export type ConnectionRefusal = 'per_address' | 'total';
+
+/**
+ * SPEC.md §6.10 "Connection and body bounds": the open connections of an authority's HTTP port, counted
+ * from the accept. A connection from a configured authority's address (§6.1) is neither limited nor
+ * counted, so connections from other addresses can never keep the authorities' vote and signature
+ * exchanges (§6.8) out; any other one is refused when its address key (§7b.9) holds `maxPerAddress`
+ * already, or when `max` such connections are open. (Node's own `server.maxConnections` refuses a
+ * connection before any address is looked at: one host holding the cap would shut everyone out.)
+ */
+export class ConnectionCaps {
+  private open = 0;
+  /** Open connections per address key; an address holding none is absent. */
+  private readonly perAddress = new Map<string, number>();
+  private readonly exempt: ReadonlySet<string>;
+  constructor(authorities: readonly { host: string }[], readonly max: number, readonly maxPerAddress: number) {
+    this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
+  }
+
+  /** Open connections counted (those from the configured authorities' addresses are not). */
+  get size(): number {
+    return this.open;
+  }
+
+  /**
+   * Admit `socket` (just accepted): null, counting it until it closes, or why it is refused (the
+   * caller destroys it).
+   */
+  admit(socket: net.Socket): ConnectionRefusal | null {
+    const remote = socket.remoteAddress;
+    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
+    const key = addressKey(remote) ?? remote ?? '?';
+    const mine = this.perAddress.get(key) ?? 0;
+    if (mine >= this.maxPerAddress) return 'per_address';
+    if (this.open >= this.max) return 'total';
+    this.open++;
+    this.perAddress.set(key, mine + 1);
+    socket.once('close', () => {
+      this.open--;
+      const n = (this.perAddress.get(key) ?? 1) - 1;
+      if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
+    });
+    return null;
   }
 }
 
@@ -293,11 +343,23 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
     });
   });
   srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
-  // SPEC.md §6.10 "Connection and body bounds": past this many open connections Node closes new
-  // ones as they arrive.
-  srv.maxConnections = a.config.httpMaxConnections;
+  // SPEC.md §6.10 "Connection and body bounds": a connection over the per-address or the total cap is
+  // destroyed as it arrives (not Node's maxConnections, which looks at no address).
+  const caps = new ConnectionCaps(a.config.authorities, a.config.httpMaxConnections, a.config.httpMaxConnectionsPerAddress);
+  const connectionsRefused = connectionsRefusedMetric(reg);
+  srv.on('connection', (socket: net.Socket) => {
+    const refused = caps.admit(socket);
+    if (refused === null) return;
+    connectionsRefused.labels(refused).inc();
+    socket.destroy();
+  });
   return srv;
 }
+
+const connectionsRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_dirauth_http_connections_refused_total', help: 'Connections to the HTTP port destroyed as they arrived, by reason (per_address: httpMaxConnectionsPerAddress; total: httpMaxConnections; SPEC.md §6.10)',
+  labelNames: ['reason'], registers: [reg],
+}));
 
 const bodiesRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
   name: 'bitcloud_dirauth_upload_bodies_refused_total', help: 'Uploads answered 503 RATE_LIMITED unread because 64 upload bodies were being read already (SPEC.md §6.10)',
