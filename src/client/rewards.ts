@@ -15,6 +15,14 @@ import {
 } from '../bandwidth/reward-chain';
 import { decodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock } from '../wire/reward-block';
 
+/**
+ * SPEC.md §8.7.5: how long the client gives one page of the chain (one `GET /bitcloud/rewards?from=H`)
+ * unless told otherwise: above a relay mirror's 30 s deadline for one fetch, so the mirror's 504
+ * REWARD_FETCH_TIMEOUT reaches the client rather than the client giving up at the same moment, and
+ * below the dir port's 60 s idle timeout (§6.10).
+ */
+export const REWARD_PAGE_TIMEOUT_MS = 45_000;
+
 export interface FetchRewardChainOptions {
   /** The configured authorities (N = their number; the threshold is floor(N/2)+1). */
   authorities: readonly AuthorityInfo[];
@@ -28,6 +36,7 @@ export interface FetchRewardChainOptions {
   /** Declared in the fetcher header of direct requests (SPEC.md §6.10.1). */
   fetcher?: Fetcher;
   skewMs?: number;
+  /** Per page (one request); default REWARD_PAGE_TIMEOUT_MS. */
   timeoutMs?: number;
   schedule?: IssuanceSchedule;
 }
@@ -112,7 +121,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
   for (;;) {
     const from = state.height + 1;
-    const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? 30_000 });
+    const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? REWARD_PAGE_TIMEOUT_MS });
     if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${source}: ${errorBodyReason(r)}`, { status: r.status });
     // SPEC §8.7.4: the layout only; each block is split, its header checked against the tip, and
     // its body decoded only then, so a bundle of 64 MiB behind a bad first block costs nothing.
