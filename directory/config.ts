@@ -88,7 +88,7 @@ export const DEFAULT_PERIOD_SECONDS = 3600;
 /** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnections`. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 512;
 /** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnectionsPerAddress`. */
-export const DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS = 32;
+export const DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS = 64;
 
 /** Validate a parsed config object. `overrides` come from command-line flags. */
 export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {

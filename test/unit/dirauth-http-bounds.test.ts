@@ -4,12 +4,12 @@
 // fill the reading places. The connection caps: dirauth-http-connections.test.ts.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type net from 'node:net';
-import { AUTHORITY_MAX_READING, createAuthorityServer } from '../../directory/http';
+import { AUTHORITY_MAX_READING } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS } from '../../directory/config';
 import { PATHS } from '../../src/dir/fetch';
 import { ServedDocument } from '../../src/dir/http-serve';
 import { holdConnections } from '../helpers/connections';
-import { listenAuthority, makeFixture, silentLog, type Fixture } from './dirauth-measure-fixture';
+import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
 beforeEach(() => { fx = makeFixture(); });

@@ -67,10 +67,10 @@ async function served(port: number, localAddress: string): Promise<boolean> {
 const settle = () => new Promise((r) => setTimeout(r, 300));
 
 describe('authority HTTP connection caps (SPEC.md §6.10)', () => {
-  it('refuses an address its 33rd connection while another address still connects', async () => {
+  it('refuses an address its 65th connection while another address still connects', async () => {
     const { port, refused } = await start(authorityAt('127.0.0.3'));
-    expect(DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS).toBe(32);
-    for (let i = 0; i < 32; i++) await hold(port, '127.0.0.1');
+    expect(DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS).toBe(64);
+    for (let i = 0; i < 64; i++) await hold(port, '127.0.0.1');
     await settle();
     expect(await refused()).toEqual({});
     expect(await served(port, '127.0.0.1')).toBe(false);
