@@ -1,7 +1,8 @@
 // SPEC.md §9.16.6: the gateway lets at most GATEWAY_MAX_ACTIVE (32) requests fetch and decrypt at
 // once; more wait first in, first out, at most GATEWAY_MAX_QUEUED (1024), and one beyond that is
 // answered 503 with Retry-After. A queued request leaves the queue when its client goes away, or
-// after the request timeout (504). Here the fetches are stalled by hand: a request holding a place
+// after the request timeout (504). A request holding a place whose client goes away gives it up at
+// once, without waiting for its storage read to end. Here the fetches are stalled by hand: a request holding a place
 // is one whose manifest fetch has started.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { err } from '../../src/errors';
@@ -109,6 +110,36 @@ describe('the gateway\'s bound on requests in progress (SPEC.md §9.16.6)', () =
     await expect.poll(() => queued[1].text(), { timeout: 5000 }).toMatch(/^HTTP\/1\.1 404 /);
     expect(queued[2].text()).toBe('');
   }, 30_000);
+
+  it('a client of a request holding a place going away frees the place at once: a queued 33rd starts before the stalled fetch ends', async () => {
+    const registry = createRegistry('client');
+    const { fetches, request, finish, finishNewest } = stalled({ registry });
+    const held: Client[] = [];
+    for (let i = 0; i < ACTIVE; i++) held.push(request());
+    await expect.poll(() => fetches.length, { timeout: 5000 }).toBe(ACTIVE);
+    const next = request();
+    await expect.poll(() => counter(registry, 'bitcloud_gateway_queued_total'), { timeout: 5000 }).toBe(1);
+    await sleep(100);
+    expect(fetches.length).toBe(ACTIVE); // queued: no fetch started
+
+    held[0].s.destroy(); // its fetch stays stalled; its place goes to the one waiting, at once
+    await expect.poll(() => fetches.length, { timeout: 2000 }).toBe(ACTIVE + 1);
+    finishNewest(); // the 33rd's own fetch ends: it is answered
+    await expect.poll(() => next.text(), { timeout: 5000 }).toMatch(/^HTTP\/1\.1 404 /);
+
+    // The gone request's fetch ends late: its result is dropped, and it frees no second place.
+    finish();
+    await sleep(100);
+    const before = await counter(registry, 'bitcloud_gateway_requests_total');
+    expect(before).toBe(1); // only the 33rd was answered
+    // 31 places held, one free: one new request starts at once, the one after waits.
+    request();
+    await expect.poll(() => fetches.length, { timeout: 5000 }).toBe(ACTIVE);
+    request();
+    await expect.poll(() => counter(registry, 'bitcloud_gateway_queued_total'), { timeout: 5000 }).toBe(2);
+    await sleep(100);
+    expect(fetches.length).toBe(ACTIVE);
+  });
 
   it('a request that waits its whole request timeout in the queue leaves it and is answered 504', async () => {
     const registry = createRegistry('client');

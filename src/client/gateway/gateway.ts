@@ -293,6 +293,8 @@ export class Gateway {
    * A request finding none waits in a FIFO queue of at most GATEWAY_MAX_QUEUED; beyond that it is
    * answered 503 here ('refused'). A queued request leaves the queue when its client goes away
    * ('gone', nothing to answer) or after the request timeout (GATEWAY_QUEUE_TIMEOUT, thrown: 504).
+   * An admitted request gives its place back when it ends, or at once when its client goes away
+   * (handle()).
    */
   private admit(res: http.ServerResponse): Promise<Admission> {
     if (this.active < GATEWAY_MAX_ACTIVE && this.queue.size === 0) { this.active++; return Promise.resolve('admitted'); }
@@ -356,6 +358,16 @@ export class Gateway {
     res.setHeader('Referrer-Policy', 'no-referrer'); // a page's links must not carry its address (with the key) anywhere
     res.setHeader('X-Content-Type-Options', 'nosniff');
     let admitted = false;
+    // SPEC.md §9.16.6: the client gone before its answer ended (the response closes without
+    // 'finish'): the place is freed at once for the next request waiting, no further storage read
+    // is started for this one, and what a read already under way returns is dropped.
+    const gone = new AbortController();
+    const free = () => { if (admitted) { admitted = false; this.release(); } };
+    const onClose = () => {
+      if (res.writableFinished) return;
+      gone.abort();
+      free();
+    };
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('Allow', 'GET, HEAD');
@@ -366,15 +378,21 @@ export class Gateway {
       const admission = await this.admit(res);
       if (admission !== 'admitted') return;
       admitted = true;
+      const signal = gone.signal;
+      res.once('close', onClose);
+      if (res.destroyed) onClose(); // closed between its admission and now
+      if (signal.aborted) return;
       const m = await this.reader.manifest(cap);
+      if (signal.aborted) return;
       if (!isFolderManifest(m)) {
         if (path !== '' && path !== m.name) throw err('GATEWAY_NOT_FOUND', 'this address names a single file, not a folder');
-        return await this.serveFile(req, res, cap, m, m.name);
+        return await this.serveFile(req, res, cap, m, m.name, signal);
       }
       const folder = await this.reader.folder(cap, m);
+      if (signal.aborted) return;
       const hit = lookupFolder(folder, path);
       if (!hit) throw err('GATEWAY_NOT_FOUND', 'no such file in this folder');
-      if ('entry' in hit) return await this.serveEntry(req, res, hit.entry);
+      if ('entry' in hit) return await this.serveEntry(req, res, hit.entry, signal);
       if (!dir && path !== '') { // a folder without its trailing slash: relative links need it
         res.statusCode = 301;
         res.setHeader('Location', `/${encodePath(path)}/`);
@@ -384,22 +402,25 @@ export class Gateway {
         return;
       }
       const index = lookupFolder(folder, path ? `${path}/index.html` : 'index.html');
-      if (index && 'entry' in index) return await this.serveEntry(req, res, index.entry);
+      if (index && 'entry' in index) return await this.serveEntry(req, res, index.entry, signal);
       this.listing(req, res, path, folder.entries);
     } catch (e) {
+      if (gone.signal.aborted) return; // nobody to answer: a read that ended after the client left
       this.fail(res, e);
     } finally {
-      if (admitted) this.release();
+      res.off('close', onClose);
+      free();
     }
   }
 
-  private async serveEntry(req: http.IncomingMessage, res: http.ServerResponse, e: FolderEntry): Promise<void> {
+  private async serveEntry(req: http.IncomingMessage, res: http.ServerResponse, e: FolderEntry, signal: AbortSignal): Promise<void> {
     const fm = await this.reader.manifest(e.cap);
+    if (signal.aborted) return;
     if (isFolderManifest(fm)) throw err('FOLDER_NESTED', 'a folder entry names another folder (listings are flat)');
-    await this.serveFile(req, res, e.cap, fm, e.path);
+    await this.serveFile(req, res, e.cap, fm, e.path, signal);
   }
 
-  private async serveFile(req: http.IncomingMessage, res: http.ServerResponse, cap: Capability, m: Manifest, name: string): Promise<void> {
+  private async serveFile(req: http.IncomingMessage, res: http.ServerResponse, cap: Capability, m: Manifest, name: string, signal: AbortSignal): Promise<void> {
     const size = m.layout.size;
     const etag = `"${cap.manifestId.toString('hex')}"`;
     res.setHeader('Content-Type', contentTypeFor(name, m.contentType));
@@ -439,8 +460,8 @@ export class Gateway {
     // Headers go out with the first bytes: a failure before them is still a clean error page.
     let sent = 0;
     try {
-      for await (const buf of this.reader.range(cap, m, start, end)) {
-        if (res.destroyed) return;
+      for await (const buf of this.reader.range(cap, m, start, end, signal)) {
+        if (res.destroyed || signal.aborted) return;
         if (sent === 0) committed();
         sent += buf.length;
         this.metrics?.bytes.inc(buf.length);
@@ -452,6 +473,7 @@ export class Gateway {
       if (sent === 0) committed();
       res.end();
     } catch (e) {
+      if (signal.aborted) return; // the client left (SPEC.md §9.16.6): nothing to answer or reset
       if (sent === 0 && !res.headersSent) { res.removeHeader('Content-Range'); throw e; }
       // Mid-body: the client must not take a cut body for a whole one, so the connection is reset.
       this.log.warn({ code: errorCode(e) }, 'gateway: a read failed mid-body; connection reset');

@@ -204,9 +204,11 @@ export class BlobReader {
 
   /**
    * The plaintext bytes [start, end] (inclusive) of the file, chunk by chunk, `readAhead` chunks
-   * fetched ahead. Stopping the iteration early (client gone) stops further fetches.
+   * fetched ahead. Stopping the iteration early (client gone) stops further fetches, as does
+   * `signal` once aborted (SPEC.md §9.16.6): no chunk fetch starts after it, and the iteration ends
+   * when the chunk it awaits arrives, which is dropped.
    */
-  async *range(cap: Capability, m: Manifest, start: number, end: number): AsyncGenerator<Buffer> {
+  async *range(cap: Capability, m: Manifest, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
     if (end < start) return;
     // From `m` itself when its manifest is not cached (used for its request but not kept, or
     // pushed out since): opening it again would fetch the whole manifest a second time.
@@ -222,7 +224,7 @@ export class BlobReader {
     const queue: Promise<Buffer>[] = [];
     let next = lo;
     const fill = () => {
-      while (queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
+      while (!signal?.aborted && queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
         const p = this.chunk(cap, m, next++);
         p.catch(() => {}); // awaited in order below
         queue.push(p);
@@ -230,7 +232,9 @@ export class BlobReader {
     };
     for (let i = lo; i < chunks.length && offsets[i] <= end; i++) {
       fill();
+      if (signal?.aborted) return;
       const plain = await queue.shift()!;
+      if (signal?.aborted) return;
       const from = Math.max(0, start - offsets[i]);
       const to = Math.min(plainLen(chunks[i]), end - offsets[i] + 1);
       yield plain.subarray(from, to);

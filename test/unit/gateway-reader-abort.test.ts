@@ -1,0 +1,47 @@
+// SPEC.md §9.16.6: a request whose client went away starts no further chunk fetch. BlobReader.range
+// takes the request's AbortSignal: once aborted, no fetch starts, and the chunk being awaited is
+// dropped when it arrives. Here the chunk fetches are stalled by hand.
+import { describe, expect, it, vi } from 'vitest';
+import { BlobReader } from '../../src/client/gateway/reader';
+import { CHUNK_OVERHEAD } from '../../src/storage/encode';
+import type { Manifest } from '../../src/storage/manifest';
+import type { StorageClient } from '../../src/client/storage-client';
+
+const PLAIN = 100;
+const cap = { fileKey: Buffer.alloc(32, 1), manifestId: Buffer.alloc(32, 2) };
+const manifest = { layout: { size: 10 * PLAIN, chunks: Array.from({ length: 10 }, () => ({ encLen: PLAIN + CHUNK_OVERHEAD, shareIds: [] })) } } as unknown as Manifest;
+
+describe('BlobReader.range with an aborted signal (SPEC.md §9.16.6)', () => {
+  it('starts no chunk fetch after the abort and yields nothing more', async () => {
+    const reader = new BlobReader({ client: () => ({}) as StorageClient, cacheBytes: 0, readAhead: 2 });
+    const fetches: Array<() => void> = [];
+    const chunk = vi.spyOn(reader, 'chunk').mockImplementation(() => new Promise<Buffer>((resolve) => {
+      fetches.push(() => resolve(Buffer.alloc(PLAIN)));
+    }));
+    const ac = new AbortController();
+    const it = reader.range(cap, manifest, 0, 10 * PLAIN - 1, ac.signal)[Symbol.asyncIterator]();
+    const first = it.next();
+    await vi.waitFor(() => expect(chunk).toHaveBeenCalledTimes(3)); // the chunk sent and 2 ahead
+    fetches[0]();
+    expect((await first).value).toHaveLength(PLAIN);
+    const second = it.next(); // fetches one more ahead (chunk 3), then awaits chunk 1, stalled
+    await vi.waitFor(() => expect(chunk).toHaveBeenCalledTimes(4));
+    ac.abort();
+    fetches[1](); // arrives after the abort: dropped
+    expect(await second).toEqual({ done: true, value: undefined });
+    expect(chunk).toHaveBeenCalledTimes(4); // none started after the abort
+    expect(await it.next()).toEqual({ done: true, value: undefined });
+    expect(chunk).toHaveBeenCalledTimes(4);
+  });
+
+  it('an already aborted signal starts no fetch at all', async () => {
+    const reader = new BlobReader({ client: () => ({}) as StorageClient, cacheBytes: 0 });
+    const chunk = vi.spyOn(reader, 'chunk').mockResolvedValue(Buffer.alloc(PLAIN));
+    const ac = new AbortController();
+    ac.abort();
+    const parts: Buffer[] = [];
+    for await (const b of reader.range(cap, manifest, 0, 10 * PLAIN - 1, ac.signal)) parts.push(b);
+    expect(parts).toHaveLength(0);
+    expect(chunk).not.toHaveBeenCalled();
+  });
+});
