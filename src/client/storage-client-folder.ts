@@ -1,17 +1,20 @@
 // SPEC.md §9.15: putting and getting folders. `putFolder` stores every regular file under a folder
 // (each like `bitcloud put FILE`), then the listing that maps their paths to their capabilities,
 // itself stored as a file; the listing's capability names the whole folder. `getFolder` reads the
-// listing and fetches each file into the output folder, never outside it.
+// listing and fetches each file into the output folder, never outside it. Without -o that folder is
+// the stored name, and getFolder writes only into one it made itself (SPEC.md §9.9.1): the marker
+// FOLDER_GET_MARKER proves it until the whole folder is fetched.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { err } from '../errors';
+import { fsyncDir, writeFileAtomic } from '../ops/fsutil';
 import { parseCapability, type Capability } from '../storage/capability';
 import { ChunkKind } from '../storage/encode';
 import { decodeFolder, encodeFolder, FOLDER_CONTENT_TYPE, folderPathProblem, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES, type Folder, type FolderEntry } from '../storage/folder';
 import type { Manifest } from '../storage/manifest';
-import { fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
+import { defaultOutputName, fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
 import { manifestName, putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
 import { mkdirOutput } from './storage-client-resume';
@@ -87,13 +90,32 @@ export interface GetFolderResult {
   size: number;
 }
 
-/** Fetch a folder into `out` (created if missing). Every path stays inside `out` (FOLDER_PATH_INVALID). */
-export async function getFolder(client: StorageClient, cap: Capability, out: string, o: { manifest?: Manifest; onFile?: (p: string, i: number, total: number) => void; placementFor?: GetOptions['placementFor'] } = {}): Promise<GetFolderResult> {
+/**
+ * SPEC.md §9.9.1: the file a folder get without -o writes in the folder it made, holding the
+ * listing's manifest id (never the key), removed once every file is fetched.
+ */
+export const FOLDER_GET_MARKER = '.bitcloud-folder-get';
+
+/**
+ * Fetch a folder into `out` (-o; created if missing), or, when `out` is undefined, into the stored
+ * name in `o.dir` (default the current folder), which must not exist unless an unfinished get of
+ * the same folder made it (IO_OUTPUT_EXISTS, SPEC.md §9.9.1). Every path stays inside the output
+ * folder (FOLDER_PATH_INVALID).
+ */
+export async function getFolder(client: StorageClient, cap: Capability, out: string | undefined, o: { manifest?: Manifest; dir?: string; onFile?: (p: string, i: number, total: number) => void; placementFor?: GetOptions['placementFor'] } = {}): Promise<GetFolderResult> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
   const m = o.manifest ?? await fetchManifest(client, cap, stats);
   const folder = await readFolderListing(client, cap, m, stats);
-  const root = path.resolve(out);
-  await mkdirOutput(root, 0o700);
+  const root = path.resolve(o.dir ?? '.', out ?? defaultOutputName(m, cap.manifestId));
+  const marker = path.join(root, FOLDER_GET_MARKER);
+  if (out !== undefined) await mkdirOutput(root, 0o700);
+  else {
+    // The marker is ours: an entry of that name would replace it, and be removed with it.
+    if (folder.entries.some((e) => e.path === FOLDER_GET_MARKER)) {
+      throw err('FOLDER_PATH_INVALID', `${JSON.stringify(FOLDER_GET_MARKER)} is the name a get gives its own marker; give -o FOLDER to fetch this folder`);
+    }
+    await claimFolder(root, marker, cap.manifestId.toString('hex'));
+  }
   const realRoot = await fsp.realpath(root);
   const insideRoot = (real: string) => real === realRoot || real.startsWith(realRoot + path.sep);
   const checked = new Set<string>([root]);
@@ -129,7 +151,33 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
     const r = await getFile(client, e.cap, { output: target, placementFor });
     size += r.size;
   }
+  if (out === undefined) {
+    await fsp.rm(marker, { force: true });
+    await fsyncDir(root);
+  }
   return { path: root, files: folder.entries.length, size };
+}
+
+/**
+ * SPEC.md §9.9.1: a folder get without -o writes only into a folder it made. `root` missing: make
+ * it, then the marker (atomically, 0600). `root` there already (anything, a link too, or made
+ * meanwhile by another process): only a folder holding the marker of this same capability (an
+ * unfinished get of it) is resumed; anything else is IO_OUTPUT_EXISTS, nothing written.
+ */
+async function claimFolder(root: string, marker: string, id: string): Promise<void> {
+  const there = await fsp.lstat(root).then(() => true, () => false);
+  if (!there && await mkdirOutput(root, 0o700)) {
+    await writeFileAtomic(marker, id + '\n', 0o600, { mkdir: false });
+    return;
+  }
+  const ours = async (): Promise<boolean> => {
+    const st = await fsp.lstat(root);
+    if (!st.isDirectory()) return false;
+    const ms = await fsp.lstat(marker).catch(() => null);
+    return ms !== null && ms.isFile() && (await fsp.readFile(marker, 'utf8')).trim() === id;
+  };
+  if (await ours().catch(() => false)) return;
+  throw err('IO_OUTPUT_EXISTS', `${root} exists already; give -o ${root} to fetch the folder into it, or -o another path`, { path: root });
 }
 
 /**

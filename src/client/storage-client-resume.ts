@@ -277,11 +277,12 @@ function notWritable(e: unknown, file: string): unknown {
 
 /**
  * mkdirDurable for a folder the output needs (SPEC.md §9.9.1): a file, or anything but a folder,
- * standing on the way is IO_NOT_A_DIRECTORY naming it.
+ * standing on the way is IO_NOT_A_DIRECTORY naming it. Resolves whether this call made `dir`
+ * (false: it was a folder already).
  */
-export async function mkdirOutput(dir: string, mode?: number): Promise<void> {
+export async function mkdirOutput(dir: string, mode?: number): Promise<boolean> {
   try {
-    await mkdirDurable(dir, mode);
+    return await mkdirDurable(dir, mode);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'ENOTDIR' && code !== 'EEXIST') throw notWritable(e, dir);

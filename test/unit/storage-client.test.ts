@@ -16,7 +16,7 @@ import { shareId } from '../../src/storage/share';
 import { err } from '../../src/errors';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
-import { putFolder } from '../../src/client/storage-client-folder';
+import { FOLDER_GET_MARKER, getFolder, putFolder } from '../../src/client/storage-client-folder';
 import { MAX_MANIFEST_BYTES } from '../../src/storage/manifest';
 import { fetchManifest, getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
@@ -489,6 +489,72 @@ describe('content ids (SPEC.md §10.3.1, §10.3.2)', () => {
     } finally {
       await c.close();
     }
+  });
+});
+
+describe('a folder get without -o (SPEC.md §9.9.1, §9.15)', () => {
+  let cap = '';
+  const stored = async (): Promise<string> => {
+    if (cap) return cap;
+    // Stored as `Documents`, the name a reader may well have a folder of already.
+    const docs = path.join(await fsp.mkdtemp(path.join(root, 'folder-src-')), 'Documents');
+    await fsp.mkdir(path.join(docs, 'sub'), { recursive: true });
+    await fsp.writeFile(path.join(docs, 'notes.txt'), 'stored notes');
+    await fsp.writeFile(path.join(docs, 'sub', 'more.txt'), 'stored more');
+    const c = client();
+    cap = (await putFolder(c, docs, { workers: false })).capability;
+    await c.close();
+    return cap;
+  };
+
+  it('an existing folder of the stored name is refused (IO_OUTPUT_EXISTS) and left untouched', async () => {
+    const c = parseCapability(await stored());
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const mine = path.join(dir, 'Documents');
+    await fsp.mkdir(mine);
+    await fsp.writeFile(path.join(mine, 'notes.txt'), 'the reader\'s own notes');
+    const g = client();
+    await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    // A marker of another folder is not this get's either.
+    await fsp.writeFile(path.join(mine, FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+    await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    await fsp.rm(path.join(mine, FOLDER_GET_MARKER));
+    await g.close();
+    expect(await fsp.readFile(path.join(mine, 'notes.txt'), 'utf8')).toBe('the reader\'s own notes');
+    expect((await fsp.readdir(mine)).sort()).toEqual(['notes.txt']);
+  });
+
+  it('a folder get that was stopped resumes into the folder it made (its marker proves it); none is left after', async () => {
+    const c = parseCapability(await stored());
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const out = path.join(dir, 'Documents');
+    const marker = path.join(out, FOLDER_GET_MARKER);
+    const g = client();
+    // Stopped before its second file (as a kill would), the first one written.
+    await expect(getFolder(g, c, undefined, { dir, onFile: (_p, i) => { if (i === 1) throw err('INTERNAL', 'stopped'); } }))
+      .rejects.toMatchObject({ code: 'INTERNAL' });
+    expect(await fsp.readFile(marker, 'utf8')).toBe(c.manifestId.toString('hex') + '\n');
+    expect((await fsp.stat(marker)).mode & 0o777).toBe(0o600);
+    expect(await fsp.readFile(path.join(out, 'notes.txt'), 'utf8')).toBe('stored notes');
+    // Its own partial file is replaced on resume.
+    await fsp.writeFile(path.join(out, 'notes.txt'), 'partial');
+    const r = await getFolder(g, c, undefined, { dir });
+    await g.close();
+    expect(r.path).toBe(out);
+    expect(r.files).toBe(2);
+    expect(await fsp.readFile(path.join(out, 'notes.txt'), 'utf8')).toBe('stored notes');
+    expect(await fsp.readFile(path.join(out, 'sub', 'more.txt'), 'utf8')).toBe('stored more');
+    expect(fs.existsSync(marker)).toBe(false);
+    expect((await fsp.readdir(out)).sort()).toEqual(['notes.txt', 'sub']);
+    // Finished, the folder is the reader's now: a second get without -o is refused.
+    const g2 = client();
+    await expect(getFolder(g2, c, undefined, { dir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+    // -o names the folder: fetched into it, as before.
+    await fsp.writeFile(path.join(out, 'notes.txt'), 'changed');
+    await getFolder(g2, c, out);
+    await g2.close();
+    expect(await fsp.readFile(path.join(out, 'notes.txt'), 'utf8')).toBe('stored notes');
+    expect(fs.existsSync(marker)).toBe(false);
   });
 });
 

@@ -29,7 +29,8 @@ export async function getCommand(a: Args): Promise<number> {
     const m = await fetchManifest(session.client, cap, stats);
     // A folder cannot go to stdout: getFile refuses it (IO_IS_A_DIRECTORY).
     if (isFolderManifest(m) && !toStdout) {
-      const f = await getFolder(session.client, cap, a.output ?? (m.name && !m.name.startsWith('.') ? m.name : `bitcloud-${cap.manifestId.toString('hex').slice(0, 16)}`), { manifest: m, placementFor });
+      // Without -o: the stored name, never an existing folder but an unfinished get's own (§9.9.1).
+      const f = await getFolder(session.client, cap, a.output, { manifest: m, placementFor });
       progress.stop();
       const seconds = (Date.now() - t0) / 1000;
       if (a.json) process.stdout.write(JSON.stringify({ ok: true, folder: true, path: f.path, files: f.files, size: f.size, transport: a.direct ? 'direct' : 'circuits', seconds }) + '\n');
@@ -59,7 +60,7 @@ export const getCommandModule: CommandModule<object, Args> = {
   describe: 'Fetch a file by its capability (bitcloud:<id>#<key>), verify it and write it atomically; resumes.',
   builder: (y) => fileOptions(y
     .positional('cap', { type: 'string', describe: 'The read capability printed by put' })
-    .option('output', { alias: 'o', type: 'string', describe: 'Output file (replaced if it exists), or output folder for a stored folder (default: the stored name, in the current folder; an existing file of that name is not replaced); - writes the file to stdout (a file named - is ./-)' })
+    .option('output', { alias: 'o', type: 'string', describe: 'Output file (replaced if it exists), or output folder for a stored folder (default: the stored name, in the current folder; an existing file or folder of that name is not replaced or written into); - writes the file to stdout (a file named - is ./-)' })
     .option('json', JSON_OPTION)
     .option('direct', DIRECT_OPTION)) as never,
   handler: async (a) => { process.exitCode = await getCommand(a); },
