@@ -111,11 +111,6 @@ export class ConnectionCaps {
     this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
   }
 
-  /** Open connections counted (those from the configured authorities' addresses are not). */
-  get size(): number {
-    return this.open;
-  }
-
   /**
    * Admit `socket` (just accepted): null, counting it until it closes, or why it is refused (the
    * caller destroys it).
