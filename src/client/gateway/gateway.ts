@@ -193,6 +193,9 @@ export const GATEWAY_MAX_ACTIVE = 32;
 /** SPEC.md §9.16.6: requests waiting, first in first out, for one of those places; one more is answered 503. */
 export const GATEWAY_MAX_QUEUED = 1024;
 
+/** The body of the 503 a request gets when GATEWAY_MAX_QUEUED are waiting (SPEC.md §9.16.6). */
+const BUSY_BODY = Buffer.from('503 Service Unavailable: the .bitcloud gateway is busy. Try again.\n');
+
 /** A request waiting for a place (SPEC.md §9.16.6). */
 interface Waiter { start: () => void }
 
@@ -324,16 +327,15 @@ export class Gateway {
 
   /** SPEC.md §9.16.6: the queue is full: 503 with Retry-After, a short text body. */
   private refuse(res: http.ServerResponse): void {
-    const body = Buffer.from('503 Service Unavailable: the .bitcloud gateway is busy. Try again.\n');
     res.statusCode = 503;
     res.setHeader('Retry-After', '1');
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Content-Length', body.length);
+    res.setHeader('Content-Length', BUSY_BODY.length);
     res.setHeader('Cache-Control', 'no-store');
     this.metrics?.refused.inc();
     this.metrics?.requests.inc({ status: '503' });
     this.log.debug({ queued: this.queue.size }, 'gateway: request refused, queue full');
-    res.end(res.req?.method === 'HEAD' ? undefined : body);
+    res.end(res.req?.method === 'HEAD' ? undefined : BUSY_BODY);
   }
 
   /** A stream speaking HTTP for `host` (the SOCKS CONNECT target), to hand to the SOCKS client. */
