@@ -17,6 +17,7 @@ const sockets: net.Socket[] = [];
 beforeEach(() => { fx = makeFixture(); });
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
+  accepted.clear();
   if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
   server = null;
   fx.cleanup();
@@ -42,13 +43,28 @@ async function start(extra: Record<string, unknown>): Promise<{ port: number; re
   return { port, refused };
 }
 
-/** Opens a connection from `localAddress` and leaves it idle. */
+/** The server's end of each held connection. */
+const accepted = new Map<net.Socket, net.Socket>();
+
+/** Opens a connection from `localAddress` and leaves it idle, once the server has accepted it. */
 async function hold(port: number, localAddress: string): Promise<net.Socket> {
   const s = net.connect({ port, host: '127.0.0.1', localAddress });
   sockets.push(s);
   s.on('error', () => {});
-  await new Promise<void>((r) => s.once('connect', () => r()));
+  const [peer] = await Promise.all([
+    new Promise<net.Socket>((r) => server!.once('connection', r)),
+    new Promise<void>((r) => s.once('connect', () => r())),
+  ]);
+  accepted.set(s, peer);
   return s;
+}
+
+/** Closes held connection `s` and returns once the server has seen it close. */
+async function release(s: net.Socket): Promise<void> {
+  const peer = accepted.get(s)!;
+  const closed = new Promise<void>((r) => peer.once('close', () => r()));
+  s.destroy();
+  await closed;
 }
 
 /** Whether a request from `localAddress` is answered (true) or its connection closed unanswered. */
@@ -64,21 +80,17 @@ async function served(port: number, localAddress: string): Promise<boolean> {
   });
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 300));
-
 describe('authority HTTP connection caps (SPEC.md §6.10)', () => {
   it('refuses an address its 65th connection while another address still connects', async () => {
     const { port, refused } = await start(authorityAt('127.0.0.3'));
     expect(DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS).toBe(64);
     for (let i = 0; i < 64; i++) await hold(port, '127.0.0.1');
-    await settle();
     expect(await refused()).toEqual({});
     expect(await served(port, '127.0.0.1')).toBe(false);
     expect(await served(port, '127.0.0.2')).toBe(true);
     expect(await refused()).toEqual({ per_address: 1 });
     // A connection that closes gives its address's place back.
-    sockets[0].destroy();
-    await settle();
+    await release(sockets[0]);
     expect(await served(port, '127.0.0.1')).toBe(true);
   });
 
@@ -86,7 +98,6 @@ describe('authority HTTP connection caps (SPEC.md §6.10)', () => {
     const { port, refused } = await start({ ...authorityAt('127.0.0.3'), httpMaxConnections: 16 });
     for (let i = 0; i < 8; i++) await hold(port, '127.0.0.1');
     for (let i = 0; i < 8; i++) await hold(port, '127.0.0.2');
-    await settle();
     expect(await served(port, '127.0.0.4')).toBe(false);
     expect(await refused()).toEqual({ total: 1 });
     expect(await served(port, '127.0.0.3')).toBe(true);
