@@ -3,6 +3,7 @@
 // 499 of route "aborted"; not an error-level "HTTP handler failed" line and an error metric per
 // aborted upload (which any client could cause at will, on routes without a rate limit too).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type http from 'node:http';
 import net from 'node:net';
 import pino from 'pino';
 import { PATHS } from '../../src/dir/fetch';
@@ -12,26 +13,41 @@ let fx: Fixture;
 beforeEach(() => { fx = makeFixture(); });
 afterEach(() => { fx.cleanup(); });
 
-/** Sends the head of a POST announcing `length` bytes and `sent` of them, then closes the connection. */
-async function abortedUpload(port: number, p: string, length: number, sent: number): Promise<void> {
+/**
+ * Sends the head of a POST announcing `length` bytes and `sent` of them, then closes the connection
+ * once the server has the request, and returns once `handled` (the handler's outcome) has settled.
+ */
+async function abortedUpload(server: http.Server, handled: () => Promise<void>, p: string, length: number, sent: number): Promise<void> {
+  const port = (server.address() as net.AddressInfo).port;
   const s = net.connect(port, '127.0.0.1');
   await new Promise<void>((r) => s.once('connect', () => r()));
+  const received = new Promise<void>((r) => server.once('request', () => r()));
+  const done = handled();
   s.write(`POST ${p} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${length}\r\n\r\n`);
   s.write(Buffer.alloc(sent));
-  await new Promise((r) => setTimeout(r, 50));
+  await received;
   s.destroy();
-  await new Promise((r) => setTimeout(r, 50));
+  await done;
 }
+
+/** The messages the server logs when a handler fails or its client went away. */
+const OUTCOMES = ['client went away before its request body arrived', 'HTTP handler failed'];
 
 describe('an upload whose client goes away mid-body (SPEC.md §6.10)', () => {
   it('is logged at debug and counted as 499, not as a handler failure, and the authority keeps serving', async () => {
     const lines: { level: number; msg: string }[] = [];
-    const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l) as { level: number; msg: string }); } });
+    let onOutcome: (() => void) | null = null;
+    const log = pino({ level: 'debug' }, { write: (l: string) => {
+      const line = JSON.parse(l) as { level: number; msg: string };
+      lines.push(line);
+      if (OUTCOMES.includes(line.msg)) onOutcome?.();
+    } });
+    const handled = () => new Promise<void>((r) => { onOutcome = r; });
     const made = fx.makeAuthority();
-    const { port } = await listenAuthority(made, log);
+    const { server, port } = await listenAuthority(made, log);
 
-    await abortedUpload(port, PATHS.descriptor, 4000, 100);
-    await abortedUpload(port, `/bitcloud/policy/${'ab'.repeat(32)}`, 4000, 100);
+    await abortedUpload(server, handled, PATHS.descriptor, 4000, 100);
+    await abortedUpload(server, handled, `/bitcloud/policy/${'ab'.repeat(32)}`, 4000, 100);
 
     expect(lines.filter((l) => l.level >= 50)).toEqual([]);
     expect((await made.metrics.errors.get()).values).toEqual([]);
