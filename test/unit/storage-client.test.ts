@@ -590,17 +590,20 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     expect(putShare).not.toHaveBeenCalled();
   }, 20_000);
 
+  /** The next fs.createReadStream gives a stream that fails with `e`, as opening the file would. */
+  const failNextRead = (e: Error) => vi.spyOn(fs, 'createReadStream').mockImplementationOnce(() => {
+    const r = new Readable({ read() {} });
+    process.nextTick(() => r.destroy(e));
+    return r as unknown as fs.ReadStream;
+  });
+
   it('an input file that cannot be read (no permission) is IO_NOT_FOUND with its errno, no share sent (SPEC.md §9.10)', async () => {
     const f = path.join(root, 'unreadable.bin');
     await fsp.writeFile(f, 'secret');
     const { client: c, putShare } = memClient();
     // As opening a file without read permission fails (a test run as root could still read it).
     const denied = Object.assign(new Error(`EACCES: permission denied, open '${f}'`), { code: 'EACCES', errno: -13, syscall: 'open', path: f });
-    const spy = vi.spyOn(fs, 'createReadStream').mockImplementationOnce(() => {
-      const r = new Readable({ read() {} });
-      process.nextTick(() => r.destroy(denied));
-      return r as unknown as fs.ReadStream;
-    });
+    const spy = failNextRead(denied);
     try {
       const e = await putFile(c, f, { workers: false }).then(() => null, (x: unknown) => x);
       expect(e).toMatchObject({ code: 'IO_NOT_FOUND' });
@@ -618,11 +621,7 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     for (const code of ['EMFILE', 'ENFILE', 'ENOMEM', 'EIO']) {
       const { client: c } = memClient();
       const fail = Object.assign(new Error(`${code}: failed, open '${f}'`), { code, syscall: 'open', path: f });
-      const spy = vi.spyOn(fs, 'createReadStream').mockImplementationOnce(() => {
-        const r = new Readable({ read() {} });
-        process.nextTick(() => r.destroy(fail));
-        return r as unknown as fs.ReadStream;
-      });
+      const spy = failNextRead(fail);
       try {
         const e = await putFile(c, f, { workers: false }).then(() => null, (x: unknown) => x);
         expect(e).toBe(fail);
