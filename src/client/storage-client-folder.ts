@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { randomBytes } from '../crypto/primitives';
 import { err } from '../errors';
 import { fsyncDir, writeFileAtomic } from '../ops/fsutil';
 import { parseCapability, type Capability } from '../storage/capability';
@@ -17,7 +18,7 @@ import type { Manifest } from '../storage/manifest';
 import { defaultOutputName, fetchChunk, fetchManifest, getFile, type GetOptions, type GetStats } from './storage-client-get';
 import { manifestName, putFile, type PutOptions, type PutResult } from './storage-client-put';
 import type { StorageClient } from './storage-client';
-import { mkdirOutput } from './storage-client-resume';
+import { mkdirOutput, notWritable } from './storage-client-resume';
 
 export interface PutFolderResult extends PutResult {
   /** Files stored (entries of the listing). */
@@ -159,15 +160,42 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
 }
 
 /**
- * SPEC.md §9.9.1: a folder get without -o writes only into a folder it made. `root` missing: make
- * it, then the marker (atomically, 0600). `root` there already (anything, a link too, or made
- * meanwhile by another process): only a folder holding the marker of this same capability (an
- * unfinished get of it) is resumed; anything else is IO_OUTPUT_EXISTS, nothing written.
+ * SPEC.md §9.9.1: a folder get without -o writes only into a folder it made. `root` missing: the
+ * folder is made under a temporary name beside it (`<root>.bitcloud-new-<hex>`, made exclusively,
+ * 0700), the marker written in it (atomically, 0600) and both fsynced, then it is renamed to `root`
+ * once `root` is found missing just before: a get stopped at any step leaves nothing at `root`, or
+ * the marked folder a rerun resumes. The rename can replace only an empty folder made at `root` in
+ * between (rename(2) refuses any other), which loses nothing. `root` there already (anything, a
+ * link too, or made meanwhile by another process): only a folder holding the marker of this same
+ * capability (an unfinished get of it) is resumed; anything else is IO_OUTPUT_EXISTS, nothing written.
  */
 async function claimFolder(root: string, marker: string, id: string): Promise<void> {
-  const there = await fsp.lstat(root).then(() => true, () => false);
-  if (!there && await mkdirOutput(root, 0o700)) {
-    await writeFileAtomic(marker, id + '\n', 0o600, { mkdir: false });
+  const exists = () => err('IO_OUTPUT_EXISTS', `${root} exists already; give -o ${root} to fetch the folder into it, or -o another path`, { path: root });
+  if (!await lexists(root)) {
+    const parent = path.dirname(root);
+    await mkdirOutput(parent, 0o700);
+    const tmp = `${root}${FOLDER_NEW_SUFFIX}${randomBytes(6).toString('hex')}`;
+    try {
+      await fsp.mkdir(tmp, { mode: 0o700 });
+    } catch (e) {
+      throw notWritable(e, tmp);
+    }
+    try {
+      await writeFileAtomic(path.join(tmp, FOLDER_GET_MARKER), id + '\n', 0o600, { mkdir: false });
+      if (await lexists(root)) throw exists();
+      try {
+        await fsp.rename(tmp, root);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        // Made at `root` meanwhile: a folder with entries (ENOTEMPTY, EEXIST), or a file (ENOTDIR).
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') throw exists();
+        throw notWritable(e, root);
+      }
+    } catch (e) {
+      await fsp.rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+    await fsyncDir(parent);
     return;
   }
   const ours = async (): Promise<boolean> => {
@@ -177,7 +205,28 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
     return ms !== null && ms.isFile() && (await fsp.readFile(marker, 'utf8')).trim() === id;
   };
   if (await ours().catch(() => false)) return;
-  throw err('IO_OUTPUT_EXISTS', `${root} exists already; give -o ${root} to fetch the folder into it, or -o another path`, { path: root });
+  throw exists();
+}
+
+/**
+ * SPEC.md §9.9.1: the suffix (then random hex) of the folder a get without -o makes before renaming
+ * it to `<out>`; one left by a get stopped before the rename holds only the marker.
+ */
+export const FOLDER_NEW_SUFFIX = '.bitcloud-new-';
+
+/**
+ * Whether anything (a link too, even a dangling one) stands at `p`. Missing (ENOENT), or below a
+ * file (ENOTDIR: making the folders on the way then names it, IO_NOT_A_DIRECTORY), is "no".
+ */
+async function lexists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw notWritable(e, p);
+  }
 }
 
 /**

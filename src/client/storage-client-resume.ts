@@ -267,7 +267,7 @@ const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
  * choice of output, not a bug: IO_NOT_WRITABLE naming the path (the failing call's own, when it
  * tells), with the errno. Anything else is returned as it is.
  */
-function notWritable(e: unknown, file: string): unknown {
+export function notWritable(e: unknown, file: string): unknown {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (code === undefined || !NOT_WRITABLE.has(code)) return e;
   const where = (e as NodeJS.ErrnoException).path ?? file;

@@ -556,6 +556,63 @@ describe('a folder get without -o (SPEC.md §9.9.1, §9.15)', () => {
     expect(await fsp.readFile(path.join(out, 'notes.txt'), 'utf8')).toBe('stored notes');
     expect(fs.existsSync(marker)).toBe(false);
   });
+
+  it('a folder get stopped before its marker is written leaves nothing at <out>, and a rerun fetches it', async () => {
+    const c = parseCapability(await stored());
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const out = path.join(dir, 'Documents');
+    const g = client();
+    // The marker's write fails (as a kill between making the folder and marking it would stop it).
+    const open = fsp.open;
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(((file: fs.PathLike, ...rest: unknown[]) => {
+      if (String(file).includes(FOLDER_GET_MARKER)) return Promise.reject(Object.assign(new Error('EIO: stopped'), { code: 'EIO' }));
+      return (open as (...a: unknown[]) => Promise<fsp.FileHandle>)(file, ...rest);
+    }) as typeof fsp.open);
+    try {
+      await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'EIO' });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(fs.existsSync(out)).toBe(false);
+    expect(await fsp.readdir(dir)).toEqual([]);
+    const r = await getFolder(g, c, undefined, { dir });
+    await g.close();
+    expect(r.path).toBe(out);
+    expect(await fsp.readFile(path.join(out, 'notes.txt'), 'utf8')).toBe('stored notes');
+    expect(await fsp.readFile(path.join(out, 'sub', 'more.txt'), 'utf8')).toBe('stored more');
+    expect((await fsp.readdir(out)).sort()).toEqual(['notes.txt', 'sub']);
+  });
+
+  it('a folder made at <out> between the check and the rename: an empty one is replaced, one with files is IO_OUTPUT_EXISTS and kept', async () => {
+    const c = parseCapability(await stored());
+    const g = client();
+    for (const withFile of [false, true]) {
+      const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+      const out = path.join(dir, 'Documents');
+      // Made by another process after the get found <out> missing, just before its rename.
+      const rename = fsp.rename;
+      const spy = vi.spyOn(fsp, 'rename').mockImplementation((async (from: fs.PathLike, to: fs.PathLike) => {
+        if (String(to) === out) {
+          fs.mkdirSync(out);
+          if (withFile) fs.writeFileSync(path.join(out, 'notes.txt'), 'the reader\'s own notes');
+        }
+        return rename(from, to);
+      }) as typeof fsp.rename);
+      try {
+        if (withFile) {
+          await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'IO_OUTPUT_EXISTS' });
+          expect(await fsp.readdir(out)).toEqual(['notes.txt']);
+          expect(await fsp.readdir(dir)).toEqual(['Documents']);
+        } else {
+          await getFolder(g, c, undefined, { dir });
+          expect((await fsp.readdir(out)).sort()).toEqual(['notes.txt', 'sub']);
+        }
+      } finally {
+        spy.mockRestore();
+      }
+    }
+    await g.close();
+  });
 });
 
 describe('losing nodes (SPEC.md §9.3)', () => {
