@@ -27,7 +27,10 @@ export interface PutFolderResult extends PutResult {
   totalBytes: number;
 }
 
-/** Every regular file under `dir`, as folder paths ("/"-joined), sorted. Symlinks and specials are skipped. */
+/**
+ * Every regular file under `dir`, as folder paths ("/"-joined), sorted. Symlinks and specials are
+ * skipped. A get's marker anywhere in it is FOLDER_PATH_INVALID (SPEC.md §9.15).
+ */
 export async function listFolder(dir: string): Promise<string[]> {
   const out: string[] = [];
   const walk = async (rel: string): Promise<void> => {
@@ -36,6 +39,12 @@ export async function listFolder(dir: string): Promise<string[]> {
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) await walk(r);
       else if (e.isFile()) {
+        // SPEC.md §9.15: a folder holding a get's marker is still being fetched (at its top or in a
+        // sub-folder): storing it would store the marker as a file, and a half-fetched folder.
+        if (e.name === FOLDER_GET_MARKER) {
+          const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
+          throw err('FOLDER_PATH_INVALID', `${where} is an unfinished get (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): finish it with bitcloud get, or remove the marker, then put it`, { path: path.join(dir, ...r.split('/')) });
+        }
         const bad = folderPathProblem(r);
         if (bad) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(r)} cannot be stored in a folder: ${bad}`);
         out.push(r);

@@ -701,6 +701,22 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     const fr = await putFolder(c, dir, { workers: false });
     expect(fr.files).toBe(1);
   });
+
+  it('a folder an unfinished get is filling (its marker at the top or in a sub-folder) is FOLDER_PATH_INVALID, no share sent (SPEC.md §9.15)', async () => {
+    const top = await fsp.mkdtemp(path.join(root, 'put-unfinished-'));
+    await fsp.writeFile(path.join(top, 'notes.txt'), 'fetched so far');
+    await fsp.writeFile(path.join(top, FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+    const deep = await fsp.mkdtemp(path.join(root, 'put-unfinished-'));
+    await fsp.mkdir(path.join(deep, 'a', 'Documents'), { recursive: true });
+    await fsp.writeFile(path.join(deep, 'a.txt'), 'mine');
+    await fsp.writeFile(path.join(deep, 'a', 'Documents', 'notes.txt'), 'fetched so far');
+    await fsp.writeFile(path.join(deep, 'a', 'Documents', FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+    for (const dir of [top, deep]) {
+      const { client: c, putShare } = memClient();
+      await expect(putFolder(c, dir, { workers: false })).rejects.toMatchObject({ code: 'FOLDER_PATH_INVALID', message: expect.stringContaining('unfinished get') });
+      expect(putShare).not.toHaveBeenCalled();
+    }
+  });
 });
 
 describe('a node that answers SHARE_HASH_MISMATCH to a good share (SPEC.md §9.9)', () => {
