@@ -10,7 +10,8 @@
 // the body unchanged to every authority, and answers 200 with each authority's status (and, for a
 // 200, the authority's signed ack; for a 4xx, its signed nack: the node checks both). A body it
 // passed on within the last minute is not passed on again: the repeat gets the first answer.
-// A body is read before one of the 16 places to pass it on is taken (SPEC.md §9.21.8).
+// A body is read before one of the 16 places to pass it on is taken, and repeats waiting for an
+// upload still being passed on are bounded (16 per upload, 256 in all) (SPEC.md §9.21.8).
 import type http from 'node:http';
 import { err, errorCode, isBitcloudError } from '../src/errors';
 import type { AuthorityInfo } from '../src/dir/authorities';
@@ -47,6 +48,22 @@ export const FORWARD_MAX_READING = 64;
 export const FORWARD_REMEMBER_MAX = 4096;
 /** …and for how long: a repeat within this time gets the first answer and is not passed on again. */
 export const FORWARD_REMEMBER_MS = 60_000;
+/**
+ * SPEC.md §9.21.8: repeats waiting for an upload still being passed on, in all and per upload. A
+ * waiting repeat holds no place, so without these its number would be bounded only by the dir
+ * port's connections; past either the repeat is answered 503 RATE_LIMITED at once.
+ */
+export const FORWARD_MAX_WAITING = 256;
+export const FORWARD_MAX_WAITING_PER_UPLOAD = 16;
+
+/** A body passed on: its answer (or pending result), and the repeats waiting for it while pending. */
+interface Passed {
+  at: number;
+  forwarded: Promise<ForwardedResult[]>;
+  /** Set once `forwarded` has settled: a repeat then takes it without waiting. */
+  done: ForwardedResult[] | null;
+  waiters: number;
+}
 
 /** An authority's answer that settles an upload: anything but unreachable (0), 429 or 5xx. */
 function decided(f: ForwardedResult): boolean {
@@ -54,7 +71,7 @@ function decided(f: ForwardedResult): boolean {
 }
 
 export const forwardMetric = oncePerRegistry((reg) => new prom.Counter({
-  name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result (forwarded, refused, repeat: a body passed on within the last minute, or the mirror\'s refusal code)',
+  name: 'bitcloud_relay_uploads_forwarded_total', help: 'Hidden nodes\' uploads this mirror passed on to the authorities (SPEC.md §9.21.8), by kind and result (forwarded, refused, repeat: a body passed on within the last minute, repeat_busy: a repeat refused because too many wait for uploads still being passed on, or the mirror\'s refusal code)',
   labelNames: ['kind', 'result'], registers: [reg],
 }));
 
@@ -80,8 +97,10 @@ export function mirrorSigningKeys(
 export class UploadForwarder {
   private inFlight = 0;
   private reading = 0;
+  /** Repeats waiting for a pending forward, all uploads together (FORWARD_MAX_WAITING). */
+  private waiting = 0;
   /** By kind and BLAKE2b-256 of the body, oldest first: the answer of each body passed on (or its pending result). */
-  private readonly recent = new Map<string, { at: number; forwarded: Promise<ForwardedResult[]> }>();
+  private readonly recent = new Map<string, Passed>();
   constructor(
     private readonly authorities: () => readonly AuthorityInfo[],
     private readonly now: () => number = Date.now,
@@ -136,18 +155,21 @@ export class UploadForwarder {
     for (const [k, e] of this.recent) { if (now - e.at < FORWARD_REMEMBER_MS) break; this.recent.delete(k); }
     const seen = this.recent.get(key);
     if (seen) {
-      let forwarded = await seen.forwarded;
+      let forwarded = await this.waitFor(seen);
+      if (!forwarded) return this.waitersBusy(res, kind);
       // A repeat is a retry for the authorities that could not take it (unreachable, 429, 5xx):
       // it goes to those again, and to no other.
       const retry = new Set(forwarded.filter((f) => !decided(f)).map((f) => f.authority));
-      if (retry.size > 0 && this.recent.get(key) === seen) {
+      const latest = this.recent.get(key);
+      if (retry.size > 0 && latest === seen) {
         const sent = this.passOn(p, body, retry);
         if (!sent) return this.busy(res, kind);
-        const again = sent.then((r) => forwarded.map((f) => r.find((x) => x.authority === f.authority) ?? f));
-        this.recent.set(key, { at: seen.at, forwarded: again });
-        forwarded = await again;
+        const prior = forwarded;
+        const again = this.remember(key, seen.at, sent.then((r) => prior.map((f) => r.find((x) => x.authority === f.authority) ?? f)));
+        forwarded = await again.forwarded;
       } else if (retry.size > 0) {
-        forwarded = await (this.recent.get(key)?.forwarded ?? seen.forwarded);
+        forwarded = latest ? await this.waitFor(latest) : forwarded;
+        if (!forwarded) return this.waitersBusy(res, kind);
       }
       this.onResult(kind, 'repeat');
       return sendJson(res, 200, { forwarded });
@@ -170,7 +192,7 @@ export class UploadForwarder {
     }
     const pending = this.passOn(p, body);
     if (!pending) return this.busy(res, kind);
-    this.recent.set(key, { at: now, forwarded: pending });
+    this.remember(key, now, pending);
     while (this.recent.size > FORWARD_REMEMBER_MAX) this.recent.delete(this.recent.keys().next().value as string);
     const forwarded = await pending;
     this.onResult(kind, forwarded.some((f) => f.status === 200) ? 'forwarded' : 'refused');
@@ -185,6 +207,37 @@ export class UploadForwarder {
     if (this.inFlight >= FORWARD_MAX_IN_FLIGHT) return null;
     this.inFlight++;
     return this.forward(p, body, only).finally(() => { this.inFlight--; });
+  }
+
+  /** Keep `forwarded` as the answer of `key` (the body passed on at `at`), noting when it settles. */
+  private remember(key: string, at: number, forwarded: Promise<ForwardedResult[]>): Passed {
+    const e: Passed = { at, forwarded, done: null, waiters: 0 };
+    void forwarded.then((r) => { e.done = r; });
+    this.recent.set(key, e);
+    return e;
+  }
+
+  /**
+   * SPEC.md §9.21.8: the answer of `e` for a repeat, waiting for it while it is still being passed
+   * on, as one of at most FORWARD_MAX_WAITING_PER_UPLOAD waiters on it and FORWARD_MAX_WAITING in
+   * all; null when either is reached (the repeat is refused at once).
+   */
+  private async waitFor(e: Passed): Promise<ForwardedResult[] | null> {
+    if (e.done) return e.done;
+    if (this.waiting >= FORWARD_MAX_WAITING || e.waiters >= FORWARD_MAX_WAITING_PER_UPLOAD) return null;
+    this.waiting++;
+    e.waiters++;
+    try {
+      return await e.forwarded;
+    } finally {
+      this.waiting--;
+      e.waiters--;
+    }
+  }
+
+  private waitersBusy(res: http.ServerResponse, kind: string): void {
+    this.onResult(kind, 'repeat_busy');
+    sendJsonError(res, 503, 'RATE_LIMITED', 'too many repeats of uploads this mirror is still passing on wait for them; try again later');
   }
 
   private busy(res: http.ServerResponse, kind: string): void {

@@ -5,7 +5,7 @@ import http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { FORWARD_MAX_IN_FLIGHT, FORWARD_MAX_READING, UploadForwarder } from '../../relay/upload-forward';
+import { FORWARD_MAX_IN_FLIGHT, FORWARD_MAX_READING, FORWARD_MAX_WAITING_PER_UPLOAD, UploadForwarder } from '../../relay/upload-forward';
 import { DirPassThrough, PASS_ANSWER_DEADLINE_MS, PASS_MAX_IN_FLIGHT, PASS_MAX_PER_ADDRESS } from '../../relay/dir-pass';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { ed25519Generate, randomBytes, x25519Generate } from '../../src/crypto/primitives';
@@ -278,6 +278,40 @@ describe('a mirror\'s places for uploads (SPEC.md §9.21.8)', () => {
       expect((await upload(m.url, descriptor(['storage', 'hidden']))).status).toBe(200);
     } finally {
       await new Promise<void>((r) => { silent.close(() => r()); silent.closeAllConnections(); });
+    }
+  });
+  it(`lets at most ${FORWARD_MAX_WAITING_PER_UPLOAD} repeats wait for an upload still being passed on: the next is answered 503 RATE_LIMITED at once and counted as repeat_busy`, async () => {
+    const held: http.ServerResponse[] = [];
+    const silent = http.createServer((req, res) => { req.resume(); held.push(res); });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const results: string[] = [];
+    const slowUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const fwd = new UploadForwarder(() => [{ name: 'slow', fingerprint: 'ef'.repeat(32), url: slowUrl }] as never,
+      Date.now, (_kind, result) => results.push(result));
+    // Bodies read in full by the mirror: once one has ended, its request is waiting (or answered).
+    let read = 0;
+    const m = await listen((req, res) => { req.on('end', () => { read++; }); void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const d = descriptor(['storage', 'hidden']);
+    try {
+      const first = upload(m, d).catch(() => null);
+      for (let i = 0; i < 100 && held.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(held.length).toBe(1);
+      const repeats = Array.from({ length: FORWARD_MAX_WAITING_PER_UPLOAD }, () => upload(m, d).catch(() => null));
+      for (let i = 0; i < 100 && read < 1 + FORWARD_MAX_WAITING_PER_UPLOAD; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20));
+      expect(read).toBe(1 + FORWARD_MAX_WAITING_PER_UPLOAD);
+      const start = performance.now();
+      const over = await Promise.race([upload(m, d), new Promise<null>((r) => setTimeout(() => r(null), 2_000))]);
+      expect(over && [over.status, json(over.body).code]).toEqual([503, 'RATE_LIMITED']);
+      expect(performance.now() - start).toBeLessThan(2_000);
+      expect(results).toEqual(['repeat_busy']);
+      // The authority goes away: the pending forward ends (status 0) and every waiting repeat gets its answer.
+      await new Promise<void>((r) => { silent.close(() => r()); silent.closeAllConnections(); });
+      const answers = await Promise.all([first, ...repeats]);
+      for (const a of answers) expect(a?.status).toBe(200);
+      expect(results.filter((x) => x === 'repeat')).toHaveLength(FORWARD_MAX_WAITING_PER_UPLOAD);
+    } finally {
+      if (silent.listening) await new Promise<void>((r) => { silent.close(() => r()); silent.closeAllConnections(); });
     }
   });
 });
