@@ -6,16 +6,35 @@
 import { errorCode } from '../errors';
 import type { Logger } from '../ops/log';
 import type { AuthorityInfo } from './authorities';
-import { errorBodyReason, httpRequest, PATHS } from './fetch';
+import { errorBodyReason, httpRequest, PATHS, type HttpResponse } from './fetch';
 
-export interface UploadResult { authority: string; ok: boolean; detail: string }
+export interface UploadResult {
+  authority: string; ok: boolean; detail: string;
+  /**
+   * The code of a refusal (a 4xx but 429) known to be the authority's own: its answer to a direct
+   * upload, or through a mirror an entry whose nack verified (SPEC.md §9.21.8 "Refusals"). Only
+   * this code makes the publisher act on an IDENTITY_POW_* refusal (§6.4.1); a code a mirror
+   * reports beside 0, 429 or a 5xx is its unsigned word and does not.
+   */
+  refused?: string;
+}
+
+/** The error code of a direct answer that refuses the upload (a 4xx but 429), else undefined. */
+function refusalCode(r: HttpResponse): string | undefined {
+  if (r.status < 400 || r.status >= 500 || r.status === 429) return undefined;
+  try {
+    const j = JSON.parse(r.body.toString('utf8')) as { code?: unknown };
+    return typeof j?.code === 'string' ? j.code : undefined;
+  } catch { return undefined; /* not JSON */ }
+}
 
 /** POST one descriptor to one authority. */
 export async function uploadDescriptor(a: AuthorityInfo, raw: Buffer, timeoutMs = 10_000): Promise<UploadResult> {
   try {
     const r = await httpRequest(a.url + PATHS.descriptor, { method: 'POST', body: raw, maxBytes: 64 * 1024, timeoutMs });
     if (r.status === 200) return { authority: a.name, ok: true, detail: 'accepted' };
-    return { authority: a.name, ok: false, detail: errorBodyReason(r) };
+    const refused = refusalCode(r);
+    return { authority: a.name, ok: false, detail: errorBodyReason(r), ...(refused ? { refused } : {}) };
   } catch (e) {
     return { authority: a.name, ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` };
   }
@@ -108,14 +127,18 @@ export class DescriptorPublisher {
     }
     const targets = full ? this.authorities : this.authorities.filter((a) => this.failed.has(a.fingerprint));
     const raw = this.lastRaw!;
-    const results = this.opts.upload
+    const results: UploadResult[] = this.opts.upload
       ? await this.opts.upload(targets, raw).catch((e: unknown) => targets.map((a) => ({ authority: a.name, ok: false, detail: `${errorCode(e)}: ${(e as Error).message}` })))
       : await Promise.all(targets.map((a) => uploadDescriptor(a, raw)));
     this.failed = new Set(targets.filter((_, i) => !results[i].ok).map((a) => a.fingerprint));
-    // IDENTITY_POW_BUSY (503, the authority's queue of proofs to check is full) judged no proof:
-    // the same descriptor is retried after the usual retry wait (SPEC.md §6.4.1).
-    this.powRefused = results.some((r) => !r.ok && /IDENTITY_POW_(?!BUSY)/.test(r.detail));
-    if (results.some((r) => !r.ok && r.detail.includes('IDENTITY_POW_STALE'))) this.opts.onPowStale?.();
+    // SPEC.md §6.4.1: only a refusal known to be the authority's (`refused`: a direct 4xx, or a
+    // mirror's entry with a verified nack, §9.21.8) signs a new descriptor or, for
+    // IDENTITY_POW_STALE, mines a new proof; a code a mirror reports beside 0, 429 or a 5xx is
+    // its unsigned word, and such an upload is only retried. IDENTITY_POW_BUSY (503, the
+    // authority's queue of proofs to check is full) judged no proof: the same descriptor is
+    // retried after the usual retry wait.
+    this.powRefused = results.some((r) => !r.ok && r.refused?.startsWith('IDENTITY_POW_') === true);
+    if (results.some((r) => !r.ok && r.refused === 'IDENTITY_POW_STALE')) this.opts.onPowStale?.();
     for (const r of results) {
       if (r.ok) this.log.debug({ authority: r.authority }, 'descriptor uploaded');
       else this.log.warn({ authority: r.authority, reason: r.detail }, 'descriptor upload failed');

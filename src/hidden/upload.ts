@@ -177,6 +177,9 @@ export function asUploadResults(targets: readonly AuthorityInfo[], forwarded: re
   return targets.map((a) => {
     const f = forwarded.find((x) => x.authority === a.fingerprint);
     if (!f) return { authority: a.name, ok: false, detail: 'the mirror did not reach it' };
-    return { authority: a.name, ok: f.status === 200, detail: f.status === 200 ? 'accepted (through a mirror)' : `${f.code ?? 'HTTP'} ${f.status} (through a mirror)` };
+    // A 4xx but 429 left in the list has a verified nack (confirmForwarded): the authority's own
+    // refusal. Any other entry's code is the mirror's word (SPEC.md §9.21.8).
+    const refused = f.status >= 400 && f.status < 500 && f.status !== 429 && f.code ? { refused: f.code } : {};
+    return { authority: a.name, ok: f.status === 200, detail: f.status === 200 ? 'accepted (through a mirror)' : `${f.code ?? 'HTTP'} ${f.status} (through a mirror)`, ...refused };
   });
 }

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { DescriptorPublisher, intervalDelayMs, retryDelayMs } from '../../src/dir/publish';
 import type { AuthorityInfo } from '../../src/dir/authorities';
+import { asUploadResults, type ForwardedResult } from '../../src/hidden/upload';
 
 /** An authority that answers every upload as a drained shared-address bucket does. */
 async function refusingAuthority(servers: http.Server[]): Promise<AuthorityInfo> {
@@ -76,6 +77,36 @@ describe('DescriptorPublisher', () => {
     pub.stop();
     expect(second[0].ok).toBe(true);
     expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 2 (stale reported 1)']);
+  });
+
+  it('through a mirror, acts on IDENTITY_POW_STALE only as a refusal whose nack verified: a mirror\'s unsigned 5xx claiming it mines and signs nothing new, the same descriptor is retried (SPEC.md §6.4.1, §9.21.8)', async () => {
+    const auth = { name: 'auth1', fingerprint: 'f'.repeat(64), url: 'http://127.0.0.1:1' } as unknown as AuthorityInfo;
+    // What uploadOverCircuit resolves with (after checking acks and nacks): first a forged 503
+    // IDENTITY_POW_STALE (a 5xx needs no nack), then that refusal as a 400 whose nack verified.
+    const answers: ForwardedResult[][] = [
+      [{ authority: auth.fingerprint, status: 503, code: 'IDENTITY_POW_STALE' }],
+      [{ authority: auth.fingerprint, status: 400, code: 'IDENTITY_POW_STALE', nack: 'n'.repeat(88) }],
+      [{ authority: auth.fingerprint, status: 200, ack: 'a'.repeat(88) }],
+    ];
+    const bodies: string[] = [];
+    let builds = 0;
+    let staleCalls = 0;
+    const pub = new DescriptorPublisher([auth], () => Buffer.from(`descriptor ${++builds} (stale reported ${staleCalls})`), pino({ level: 'silent' }), {
+      intervalMs: 60_000, retryMs: 100, random: () => 0, onPowStale: () => { staleCalls++; },
+      upload: async (targets, raw) => { bodies.push(raw.toString()); return asUploadResults(targets, answers[bodies.length - 1]); },
+    });
+    const first = await pub.republishNow();
+    expect(first[0].ok).toBe(false);
+    expect(staleCalls).toBe(0);
+    // The retry (after the retry wait) sends the same descriptor: nothing was mined or signed anew.
+    for (let i = 0; i < 100 && bodies.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 1 (stale reported 0)']);
+    // The confirmed refusal makes the next round build a new descriptor on a new proof.
+    for (let i = 0; i < 100 && bodies.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    pub.stop();
+    expect(bodies).toEqual(['descriptor 1 (stale reported 0)', 'descriptor 1 (stale reported 0)', 'descriptor 2 (stale reported 1)']);
+    expect(builds).toBe(2);
+    expect(staleCalls).toBe(1);
   });
 
   it('retries the same descriptor soon after IDENTITY_POW_BUSY (503), which judged no proof, instead of signing a new one (SPEC.md §6.4.1)', async () => {
