@@ -887,7 +887,11 @@ export class RewardLedger {
       }
       this.keepVouching(sb, offered);
       const p = this.pending;
-      let signers = sb.signatures;
+      // SPEC §8.7.4: only the signatures that count are stored (those verify: the block passed). An
+      // entry that does not count now (a key no certificate held vouches for, a garbled signature
+      // under it) would count once a certificate for that key arrives, and then fail the stored
+      // block for every reader and for this authority's own reload (REWARD_BAD_SIGNATURE).
+      let signers = sb.signatures.filter((s) => offered.accepts(s.authority, s.signingKey, sb.block));
       if (p && p.block.height === sb.block.height) {
         if (p.hash.equals(sb.hash)) {
           // Our own pending block, published elsewhere first: keep our signature on it too. Its other

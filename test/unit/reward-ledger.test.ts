@@ -11,7 +11,9 @@ import { PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import {
   decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock,
+  verifyChain,
 } from '../../src/bandwidth/reward-chain';
+import { certifiedRewardAuthorities } from '../../src/dir/reward-authorities';
 import { blake2b, ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
 import { RewardLedger } from '../../directory/rewards';
@@ -391,6 +393,7 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
     return { t, a, h, hId, junk, serve: (b: Buffer | null) => { hostile = b; } };
   }
   /** How many blocks A refused as REWARD_CHAIN_BROKEN_LINK: the junk block, so the hostile bundle was read. */
+  const authoritiesOf = (t: LedgerTrio) => t.nodes.map((n) => ({ identity: n.signer.identity }));
   const junkRefused = async (n: TrioNode): Promise<number> =>
     (await n.reg.getSingleMetric('bitcloud_reward_blocks_total')!.get()).values.find((v) => v.labels.how === 'refused_REWARD_CHAIN_BROKEN_LINK')?.value ?? 0;
 
@@ -433,6 +436,36 @@ describe('certificates taken in a catch-up (SPEC §8.7.4, §8.7.5, §8.7.6)', ()
       expect(certs.some((c) => c.equals(renewed[1]))).toBe(true); // block 1's, same (identity, signing key)
       await a.close();
       expect(t.start(t.nodes[0]).height).toBe(1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('stores a caught-up block with only the signatures that count: an entry under a key no certificate vouches for yet is dropped', async () => {
+    const seed = 180;
+    const { t, a, serve } = await hostileSetup(seed);
+    try {
+      // Block 1, signed by A and H (a majority); H adds an entry under auth1's identity with a key
+      // auth1 certifies later, and a signature that does not verify, and serves no certificate for it.
+      const tip = { height: 0, hash: a.chain.tipHash, epoch: a.chain.epoch };
+      const b1 = nextRewardBlock(tip, E0 + 1, new Map());
+      const good = [t.nodes[0], t.nodes[2]].map((n) => signRewardBlock(b1.body, n.signer.identity, n.signer.signingKey));
+      const id1 = ed25519FromSeed(Buffer.alloc(32, seed + 1));
+      const laterKey = ed25519FromSeed(Buffer.alloc(32, seed + 30));
+      const garbled = { authority: Buffer.from(id1.publicKey), signingKey: Buffer.from(laterKey.publicKey), signature: Buffer.alloc(64, 5) };
+      const sigs = [...good, garbled].sort((x, y) => Buffer.compare(x.authority, y.authority));
+      serve(encodeRewardChainBundle(2, [t.nodes[2].signer.certificate], [encodeSignedRewardBlock(b1.body, sigs)]));
+      await t.rounds(1);
+      await a.whenIdle();
+      expect(a.height).toBe(1);
+      const stored = decodeSignedRewardBlock(fs.readFileSync(path.join(t.nodes[0].dir, 'rewards', 'blocks', blockFileName(1))));
+      expect(stored.signatures.map((s) => s.authority.toString('hex')).sort()).toEqual([t.nodes[0], t.nodes[2]].map((n) => n.signer.identity.toString('hex')).sort());
+      // Once auth1's certificate for that key is known, the chain A serves still verifies.
+      const now = Date.now();
+      const cert1 = makeKeyCertificate(id1, laterKey.publicKey, now - 86_400_000, now + 86_400_000);
+      const served = decodeRewardChainBundle(await a.bundle(0));
+      const state = verifyChain(served.blocks, certifiedRewardAuthorities(authoritiesOf(t), [...served.certificates, cert1], { periodSeconds: P }));
+      expect(state.height).toBe(1);
     } finally {
       await t.close();
     }
