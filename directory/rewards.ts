@@ -765,6 +765,7 @@ export class RewardLedger {
   private merge(p: Held, theirs: SplitRewardBlock, from: string): [string, RewardSignature][] {
     if (!theirs.body.equals(p.body)) {
       const tb = rewardBlockHeader(theirs.body);
+      if (tb.height === p.block.height) this.findEquivocation(p, theirs, tb.epoch);
       if (tb.height < p.block.height || (tb.height === p.block.height && tb.epoch < p.block.epoch)) { this.m.sigs.labels('stale').inc(); return []; }
       if (tb.height > this.state.height + 1) this.wantCatchUp = true;
       if (tb.height === p.block.height) {
@@ -787,6 +788,26 @@ export class RewardLedger {
       this.m.sigs.labels('added').inc();
     }
     return [...out];
+  }
+
+  /**
+   * SPEC §8.7.4: `theirs` is another body at the pending height. A signature in it that counts and
+   * verifies, by an authority whose signature over the own body is held, shows that authority
+   * signed two bodies at one height (equivocation): counted (`equivocation`) and logged at error,
+   * once per authority and height. Only authorities held are looked at (at most N signatures
+   * verified per answer), and one found is not verified again.
+   */
+  private findEquivocation(p: Held, theirs: SplitRewardBlock, epoch: number): void {
+    for (const s of theirs.signatures) {
+      const fp = s.authority.toString('hex');
+      const key = `equivocation:${fp}`;
+      if (!p.round.has(fp) || p.round.noted(key)) continue;
+      if (!this.verifier().certificateFor(s.authority, s.signingKey, epoch) || !rewardSignatureVerifies(theirs.body, s)) continue;
+      p.round.firstTime(key);
+      this.m.sigs.labels('equivocation').inc();
+      const name = this.o.authorities.find((a) => a.fingerprint === fp)?.name ?? fp.slice(0, 16);
+      this.o.log.error({ authority: name, height: p.block.height, ours: p.hash.toString('hex'), theirs: theirs.hash.toString('hex') }, 'authority signed two different reward blocks at one height');
+    }
   }
 
   /** Fetch `a`'s certificate; kept only when it vouches for `sig` on `block` (SPEC §8.7.4, §8.7.6). */

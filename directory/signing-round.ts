@@ -111,6 +111,11 @@ export class SigningRound<Sig> {
     return true;
   }
 
+  /** Whether `firstTime(key)` was called in this round. */
+  noted(key: string): boolean {
+    return this.logged.has(key);
+  }
+
   /** True the first time `key` is seen in this round: log a peer's disagreement once, not every tick. */
   firstTime(key: string): boolean {
     if (this.logged.has(key)) return false;

@@ -540,6 +540,41 @@ describe('a pending block of another body (SPEC §8.7.4)', () => {
   });
 });
 
+describe('equivocation (SPEC §8.7.4)', () => {
+  it('an authority whose signature over the own body is held and that signed another body at that height is counted and logged', async () => {
+    let other: Buffer | null = null;
+    const t = await startLedgerTrio({
+      seed: 190, periodSeconds: P, tmpPrefix: 'bitcloud-rewards-equivocation-', startAll: false, logLevel: 'info',
+      // auth1 (no ledger) serves, once set, a block of other allocations at height 0 signed by itself and H.
+      route: (n, url, _req, res) => {
+        if (!other || n !== t.nodes[1] || url.pathname !== PATHS.rewardsPending) return false;
+        res.writeHead(200, { 'content-length': other.length });
+        res.end(other);
+        return true;
+      },
+    });
+    try {
+      const [a, h] = [t.start(t.nodes[0]), t.start(t.nodes[2])];
+      for (const l of [a, h]) l.onConsensus(consensus(E0, [[1, 300]]));
+      await t.rounds(3);
+      expect(a.height).toBe(0);
+      expect(a.pendingBlock!.signers).toHaveLength(2);
+      const y = nextRewardBlock(null, E0, new Map([[fp(2), 300]]));
+      const sigs = [t.nodes[1], t.nodes[2]].map((n) => signRewardBlock(y.body, n.signer.identity, n.signer.signingKey)).sort((x, z) => Buffer.compare(x.authority, z.authority));
+      other = encodeSignedRewardBlock(y.body, sigs);
+      const equivocations = async () => (await t.nodes[0].reg.getSingleMetric('bitcloud_reward_signatures_total')!.get()).values.find((v) => v.labels.result === 'equivocation')?.value ?? 0;
+      await t.rounds(2);
+      // Once per authority and height, however often the answer is fetched; auth1's own signature is not held, so it is not looked at.
+      expect(await equivocations()).toBe(1);
+      const logged = t.nodes[0].logs.filter((l) => l.msg === 'authority signed two different reward blocks at one height');
+      expect(logged).toHaveLength(1);
+      expect(logged[0]).toMatchObject({ authority: 'auth2', height: 0 });
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('GET /bitcloud/rewards answers under a bound (SPEC §8.7.5, §6.10)', () => {
   type Res = http.ServerResponse & { status: number; sent: Buffer; code?: string; fire(ev: string): void };
   function stubLedger(bytes = Buffer.alloc(1024, 7)) {
