@@ -5,12 +5,14 @@
 //     it with the certified signing key, hold it as pending;
 //   - exchange (as for the consensus, §6.8): serve the pending block with the signatures held,
 //     fetch the others' pending blocks, add each signature over a byte-identical body that
-//     verifies through a certificate of its authority; a different body is counted, never merged;
+//     verifies through a certificate of its authority; a different body is counted, never merged,
+//     and a signature in it by an authority that also signed the own body is reported (equivocation);
 //   - transfers (§8.11.3): a pool checked against the chain, passed on to the others; the proposer
 //     of a height puts its pool in the block, the others sign that body when it applies;
 //   - publish at a majority of ALL configured authorities: append, store atomically, keep adding
 //     late signatures to the stored block;
-//   - catch up: fetch missing blocks from the others, verify them as a client would, append.
+//   - catch up: fetch missing blocks from the others, verify them as a client would, append and
+//     store them with only the signatures that count.
 // An authority signs at most one body per height (pending.blk survives restarts): two different
 // blocks at one height could each reach a majority only if some authority signed both.
 import { errorCode } from '../src/errors';
