@@ -219,6 +219,7 @@ export const ERROR_CODES = {
     IO_NOT_A_FILE: 'bad_input',
     IO_NOT_FOUND: 'bad_input',
     IO_NOT_WRITABLE: 'bad_input',
+    IO_OUTPUT_CLOSED: 'closed',
     IO_OUTPUT_EXISTS: 'bad_input',
     IO_STATE_UNREADABLE: 'bad_input',
     IO_STATE_CORRUPT: 'bad_input',

@@ -116,7 +116,7 @@ async function tryNode(client: StorageClient, fp: string, id: Buffer, size: numb
  * chunk's shares left fewer than k: a node that is down must not cost a sweep of the network).
  * Null when no node asked has good bytes.
  */
-async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats, reach: 'near' | 'far'): Promise<Buffer | null> {
+async function fetchShare(client: StorageClient, id: Buffer, size: number, expected: string | undefined, depth: number, stats: GetStats, reach: 'near' | 'far', signal?: AbortSignal): Promise<Buffer | null> {
   const hints = hintsOf(client);
   const ranking = rankNodes(id, client.fingerprints);
   const order: string[] = [];
@@ -134,6 +134,7 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
   const out: Buffer[] = [];
   if (reach === 'near') {
     for (const fp of order) {
+      if (signal?.aborted) return null;
       if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
     }
     stats.missingShares++;
@@ -143,10 +144,12 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
   // then HAS to every other storage node (SPEC.md §9.9, §10.8).
   const hinted = [...hints.keys()].filter((fp) => fp !== expected);
   for (const fp of hinted) {
+    if (signal?.aborted) return null;
     if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
   }
   const rest = ranking.filter((fp) => fp !== expected && !hinted.includes(fp) && !client.isDead(fp));
   for (let i = 0; i < rest.length; i += SEARCH_PARALLEL) {
+    if (signal?.aborted) return null;
     const batch = rest.slice(i, i + SEARCH_PARALLEL);
     const present = await Promise.all(batch.map(async (fp) => {
       try {
@@ -164,8 +167,11 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
   return null;
 }
 
-/** Any k good shares of chunk `index` of `layout`, decoded and authenticated. */
-export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null, workers = false): Promise<Buffer> {
+/**
+ * Any k good shares of chunk `index` of `layout`, decoded and authenticated. Once `signal` is
+ * aborted no further share is asked for, and the chunk fails with the signal's reason.
+ */
+export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null, workers = false, signal?: AbortSignal): Promise<Buffer> {
   const ref = layout.chunks[index];
   const { k, n } = layout.coding;
   const size = shareSizeFor(ref.encLen, k);
@@ -185,7 +191,7 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   let failure: unknown = null;
   let reach: 'near' | 'far' = 'near';
   const launch = (j: number) => {
-    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats, reach)
+    const p: Promise<void> = fetchShare(client, ref.shareIds[j], size, expected?.[j], depth ?? n + 4, stats, reach, signal)
       .then((b) => { if (b) { shares[j] = b; good++; } }, (e) => { failure ??= e; })
       .finally(() => running.delete(p));
     running.add(p);
@@ -196,14 +202,15 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
     reach = pass;
     next = 0;
     const todo = order.filter((j) => !shares[j]);
-    while (good < k && !failure) {
+    while (good < k && !failure && !signal?.aborted) {
       while (running.size < k - good && next < todo.length) launch(todo[next++]);
       if (running.size === 0) break;
       await Promise.race(running);
     }
-    if (good >= k || failure) break;
+    if (good >= k || failure || signal?.aborted) break;
   }
   if (failure) throw failure;
+  if (signal?.aborted) throw signal.reason;
   if (good < k) {
     throw err('CHUNK_TOO_FEW_SHARES', `chunk ${index}: only ${good} of the ${k} shares needed could be fetched`, { index, good, k, n, kind });
   }
@@ -319,8 +326,11 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
  * SPEC.md §9.9.1 (`-o -`): the file's bytes to `o.stdout`, in order, each chunk once verified and
  * every earlier chunk written. At most `window` chunks are fetched or wait in memory at once (a
  * chunk is started only within `window` of the first one not yet written). No part file, record
- * or lock. On a failure nothing more is written and the failure is thrown: what was written is a
- * prefix of the file, and only the exit status tells the reader it is not the whole.
+ * or lock. On a failure nothing more is written and the get stops at once: no further share is
+ * asked for, the chunks in flight are not waited for (closing the client ends their requests), and
+ * the failure is thrown: what was written is a prefix of the file, and only the exit status tells
+ * the reader it is not the whole. Stdout's reader going away is IO_OUTPUT_CLOSED (exit status 141,
+ * nothing printed, SPEC.md §9.9.1, §9.10).
  */
 async function streamFile(client: StorageClient, cap: Capability, manifest: Manifest, stats: GetStats, o: GetOptions): Promise<GetResult> {
   if (manifest.contentType === FOLDER_CONTENT_TYPE) {
@@ -333,10 +343,12 @@ async function streamFile(client: StorageClient, cap: Capability, manifest: Mani
   const window = Math.max(1, o.window ?? 16);
   const ready = new Map<number, Buffer>();
   const running = new Set<Promise<void>>();
+  const stop = new AbortController();
   let failure: unknown = null;
+  const fail = (e: unknown) => { failure ??= e; stop.abort(failure); };
   // A stream error comes as an 'error' event besides the write's callback: without a listener it
   // would end the process. The listener stays after a failure (the stream is broken for good).
-  const onError = (e: unknown) => { failure ??= stdoutFailed(e); };
+  const onError = (e: unknown) => fail(stdoutFailed(e));
   sink.on('error', onError);
   let next = 0; // the first chunk not yet written
   let started = 0;
@@ -345,8 +357,8 @@ async function streamFile(client: StorageClient, cap: Capability, manifest: Mani
   while (!failure && next < layout.chunks.length) {
     while (!failure && started < layout.chunks.length && started < next + window) {
       const idx = started++;
-      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false)
-        .then((plain) => { ready.set(idx, plain); }, (e) => { failure ??= e; })
+      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, stop.signal)
+        .then((plain) => { ready.set(idx, plain); }, (e) => fail(e))
         .finally(() => running.delete(p));
       running.add(p);
     }
@@ -356,7 +368,7 @@ async function streamFile(client: StorageClient, cap: Capability, manifest: Mani
       try {
         await writeTo(sink, plain);
       } catch (e) {
-        failure ??= stdoutFailed(e);
+        fail(stdoutFailed(e));
         break;
       }
       next++;
@@ -366,9 +378,9 @@ async function streamFile(client: StorageClient, cap: Capability, manifest: Mani
     }
     if (running.size > 0) await Promise.race(running);
   }
-  await Promise.all(running);
   ready.clear();
   if (failure) throw failure;
+  await Promise.all(running);
   sink.removeListener('error', onError);
   return {
     path: STDOUT_OUTPUT, size: layout.size, name: manifest.name, contentType: manifest.contentType, chunks: layout.chunks.length,
@@ -383,9 +395,16 @@ function writeTo(sink: NodeJS.WritableStream, b: Buffer): Promise<void> {
   });
 }
 
-/** SPEC.md §9.9.1: stdout refused the bytes (the reader went away: EPIPE): IO_NOT_WRITABLE. */
+/**
+ * SPEC.md §9.9.1: stdout's reader went away (EPIPE, or ERR_STREAM_DESTROYED for a write after
+ * it): IO_OUTPUT_CLOSED, which ends the command quietly with 141 (§9.10); stdout refused the
+ * bytes otherwise (EIO, …): IO_NOT_WRITABLE.
+ */
 function stdoutFailed(e: unknown): unknown {
   if (isBitcloudError(e)) return e;
   const code = (e as NodeJS.ErrnoException | undefined)?.code ?? 'EIO';
+  if (code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED') {
+    return err('IO_OUTPUT_CLOSED', `stdout's reader went away (${code}): the file was not written whole`, { path: STDOUT_OUTPUT, errno: code }, e);
+  }
   return err('IO_NOT_WRITABLE', `cannot write the file to stdout (${code}): its reader closed it or refused the bytes`, { path: STDOUT_OUTPUT, errno: code }, e);
 }

@@ -9,7 +9,7 @@ import { bool, int, readJsonConfig } from '../dir/config-fields';
 import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
-import { exitStatusOf } from './exit-status';
+import { exitStatusOf, isReportedFailure } from './exit-status';
 import { createLogger, silentLogger, type Logger } from '../ops/log';
 import { connectStorageDirect } from '../storage/direct';
 import { CircuitNames, type NameLookups } from './circuit-names';
@@ -273,9 +273,13 @@ export function failureOf(e: unknown): { code: string; message: string } {
   return { code: isBitcloudError(e) ? e.code : 'INTERNAL', message: (e as Error)?.message?.replace(/^[A-Z0-9_]+: /, '') ?? String(e) };
 }
 
-/** Print a command's failure (plain on stderr, or JSON on stdout, or `results`) and return its exit code. */
+/**
+ * Print a command's failure (plain on stderr, or JSON on stdout, or `results`) and return its exit
+ * code; nothing is printed when stdout's reader went away (SPEC.md §9.10: exit status 141, as `cat`).
+ */
 export function reportFailure(command: string, e: unknown, json: boolean, results: NodeJS.WritableStream = process.stdout): number {
   const { code, message } = failureOf(e);
+  if (!isReportedFailure(code)) return exitStatusOf(code);
   if (json) results.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
   else process.stderr.write(`bitcloud ${command}: ${code}: ${message}\n`);
   return exitStatusOf(code);

@@ -1,6 +1,7 @@
 // SPEC.md §9.10: one exit-status rule for every `bitcloud` command: 2 when the caller's input is
 // wrong (CAP_MALFORMED, NAME_MALFORMED, CONFIG_INVALID, STORAGE_CODING_INVALID, every IO_* code,
-// every KEY_* code, and the POLICY_BAD_* codes of a moderator's input), 1 for every other failure.
+// every KEY_* code, and the POLICY_BAD_* codes of a moderator's input), 1 for every other failure;
+// 141 (128 + SIGPIPE), unreported, when stdout's reader went away (IO_OUTPUT_CLOSED).
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import yargs, { type CommandModule } from 'yargs';
 import { ALL_ERROR_CODES, ERROR_CODES, err, layerOf, type ErrorCode } from '../../src/errors';
@@ -21,7 +22,7 @@ const USAGE = new Set<string>([
   'CAP_MALFORMED', 'NAME_MALFORMED', 'CONFIG_INVALID', 'STORAGE_CODING_INVALID',
   'POLICY_BAD_ID', 'POLICY_BAD_TAG', 'POLICY_BAD_CLASS', 'POLICY_BAD_MODERATOR', 'POLICY_NOT_PUBLIC',
 ]);
-const wanted = (code: string) => (USAGE.has(code) || layerOf(code as ErrorCode) === 'IO' || code.startsWith('KEY_') ? 2 : 1);
+const wanted = (code: string) => (code === 'IO_OUTPUT_CLOSED' ? 141 : USAGE.has(code) || layerOf(code as ErrorCode) === 'IO' || code.startsWith('KEY_') ? 2 : 1);
 
 /** The exit status reportFailure gives a failure with `code`, its JSON document kept off stdout. */
 function statusOf(code: ErrorCode): number {
@@ -34,9 +35,20 @@ function statusOf(code: ErrorCode): number {
 }
 
 describe('exit status of a failed command (SPEC.md §9.10)', () => {
-  it('IO_NOT_A_DIRECTORY exits with 2, as every IO_* code does', () => {
+  it('IO_NOT_A_DIRECTORY exits with 2, as every IO_* code does but IO_OUTPUT_CLOSED (141)', () => {
     expect(statusOf('IO_NOT_A_DIRECTORY')).toBe(2);
-    for (const code of Object.keys(ERROR_CODES.IO) as (keyof typeof ERROR_CODES.IO)[]) expect([code, statusOf(code)]).toEqual([code, 2]);
+    for (const code of Object.keys(ERROR_CODES.IO) as (keyof typeof ERROR_CODES.IO)[]) {
+      expect([code, statusOf(code)]).toEqual([code, code === 'IO_OUTPUT_CLOSED' ? 141 : 2]);
+    }
+  });
+
+  it('IO_OUTPUT_CLOSED (stdout\'s reader went away) exits with 141 and prints nothing, plain or --json', () => {
+    const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    const errw = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    expect(reportFailure('get', err('IO_OUTPUT_CLOSED', 'test'), false)).toBe(141);
+    expect(reportFailure('get', err('IO_OUTPUT_CLOSED', 'test'), true)).toBe(141);
+    expect(out).not.toHaveBeenCalled();
+    expect(errw).not.toHaveBeenCalled();
   });
 
   it('2 for exactly the usage codes, the IO layer, KEY_* and the moderator input codes; 1 for every other code', () => {

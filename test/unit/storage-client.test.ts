@@ -356,14 +356,31 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     expect(writes.length).toBe(0);
   });
 
-  it('stdout refusing the bytes (EPIPE) is IO_NOT_WRITABLE, and the get stops writing', async () => {
+  it('stdout\'s reader going away (EPIPE) is IO_OUTPUT_CLOSED, and the get stops writing', async () => {
     const { g, cap, manifest } = await gated({});
     const { stream, writes } = sink(3);
-    await expect(getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest })).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE' });
+    await expect(getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest })).rejects.toMatchObject({ code: 'IO_OUTPUT_CLOSED', detail: { errno: 'EPIPE' } });
     await g.close();
     expect(writes.length).toBe(2);
     expect(Buffer.concat(writes).equals(data.subarray(0, 2 * 256 * KiB))).toBe(true);
   });
+
+  it('stops at once when the reader goes away: a chunk still in flight is not waited for, and no share is asked for after', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { g, cap, manifest, asked } = await gated({ slow: 3, gate });
+    const { stream, writes } = sink(2);
+    const calls = vi.spyOn(g, 'getShare');
+    // Chunk 3's shares never come while the gate is shut: a get that waited for them would hang.
+    await expect(getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest, window: 4 })).rejects.toMatchObject({ code: 'IO_OUTPUT_CLOSED' });
+    expect(writes.length).toBe(1);
+    expect(asked.has(3)).toBe(true);
+    const n = calls.mock.calls.length;
+    open();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls.mock.calls.length).toBe(n);
+    await g.close();
+  }, 10_000);
 
   it('a folder capability is refused with IO_IS_A_DIRECTORY, nothing written', async () => {
     const folder = await fsp.mkdtemp(path.join(root, 'stdout-folder-'));
