@@ -286,28 +286,15 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
 
   const output = await DownloadOutput.open(out, cap.manifestId.toString('hex'), layout.size, layout.chunks.length);
   const offsets = chunkOffsets(layout);
-  let done = 0;
-  const window = Math.max(1, o.window ?? 16);
-  const running = new Set<Promise<void>>();
-  let failure: unknown = null;
   // From here on every way out suspends, discards or finishes the output: each releases its lock
   // (SPEC.md §9.9.1), a progress callback that throws included.
   try {
-    for (let i = 0; i < layout.chunks.length; i++) if (output.isDone(i)) done += plainLen(layout.chunks[i]);
-    o.onProgress?.(done, layout.size);
-    for (let i = 0; i < layout.chunks.length && !failure; i++) {
-      if (output.isDone(i)) continue;
-      while (running.size >= window && !failure) await Promise.race(running);
-      if (failure) break;
-      const idx = i;
-      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false)
-        .then((plain) => output.writeChunk(idx, offsets[idx], plain))
-        .then(() => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); }, (e) => { failure ??= e; })
-        .finally(() => running.delete(p));
-      running.add(p);
-    }
-    await Promise.all(running);
-    if (failure) throw failure;
+    await fetchChunks(client, cap, layout, stats, o, placement, {
+      inOrder: false,
+      onFailure: 'finish',
+      isDone: (i) => output.isDone(i),
+      write: (i, plain) => output.writeChunk(i, offsets[i], plain),
+    });
     await output.finish({ exclusive: o.output === undefined });
   } catch (e) {
     // An authentication failure can never heal by retrying: drop the bytes. Anything else
@@ -340,52 +327,108 @@ async function streamFile(client: StorageClient, cap: Capability, manifest: Mani
   const sink = o.stdout ?? process.stdout;
   o.onManifest?.(manifest, STDOUT_OUTPUT);
   const placement = o.placementFor ? await o.placementFor(manifest.contentClass).catch(() => null) : null;
-  const window = Math.max(1, o.window ?? 16);
-  const ready = new Map<number, Buffer>();
-  const running = new Set<Promise<void>>();
-  const stop = new AbortController();
-  let failure: unknown = null;
-  const fail = (e: unknown) => { failure ??= e; stop.abort(failure); };
-  // A stream error comes as an 'error' event besides the write's callback: without a listener it
-  // would end the process. The listener stays after a failure (the stream is broken for good).
-  const onError = (e: unknown) => fail(stdoutFailed(e));
-  sink.on('error', onError);
-  let next = 0; // the first chunk not yet written
-  let started = 0;
-  let done = 0;
-  o.onProgress?.(done, layout.size);
-  while (!failure && next < layout.chunks.length) {
-    while (!failure && started < layout.chunks.length && started < next + window) {
-      const idx = started++;
-      const p: Promise<void> = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, stop.signal)
-        .then((plain) => { ready.set(idx, plain); }, (e) => fail(e))
-        .finally(() => running.delete(p));
-      running.add(p);
-    }
-    const plain = ready.get(next);
-    if (plain && !failure) {
-      ready.delete(next);
-      try {
-        await writeTo(sink, plain);
-      } catch (e) {
-        fail(stdoutFailed(e));
-        break;
-      }
-      next++;
-      done += plain.length;
-      o.onProgress?.(done, layout.size);
-      continue;
-    }
-    if (running.size > 0) await Promise.race(running);
-  }
-  ready.clear();
-  if (failure) throw failure;
-  await Promise.all(running);
-  sink.removeListener('error', onError);
+  await fetchChunks(client, cap, layout, stats, o, placement, {
+    inOrder: true,
+    onFailure: 'stop',
+    isDone: () => false,
+    write: (_i, plain) => writeTo(sink, plain).catch((e: unknown) => { throw stdoutFailed(e); }),
+    // A stream error comes as an 'error' event besides the write's callback: without a listener it
+    // would end the process. The listener stays after a failure (the stream is broken for good).
+    watch: (fail) => {
+      const onError = (e: unknown) => fail(stdoutFailed(e));
+      sink.on('error', onError);
+      return () => sink.removeListener('error', onError);
+    },
+  });
   return {
     path: STDOUT_OUTPUT, size: layout.size, name: manifest.name, contentType: manifest.contentType, chunks: layout.chunks.length,
     resumedChunks: 0, unreachableNodes: client.deadNodes().map((d) => d.fingerprint), ...stats,
   };
+}
+
+/**
+ * Where the verified chunks of a get go: the part file at each chunk's offset (getFile) or stdout
+ * in order (streamFile). The two differ where SPEC.md §9.9.1 makes them differ, and only there:
+ */
+interface ChunkSink {
+  /**
+   * false (part file): a chunk is written as soon as it is verified, whatever its index, and
+   * `window` bounds the chunks being fetched. true (stdout): chunk i is written only once every
+   * earlier chunk was, and is started only when i < the first chunk not yet written + `window`,
+   * so that at most `window` chunks are fetched or wait in memory at once.
+   */
+  inOrder: boolean;
+  /**
+   * On a failure, 'finish' (part file): the chunks in flight are still fetched and written, so a
+   * resumed run has them. 'stop' (stdout): nothing more is written, no further share is asked
+   * for and the chunks in flight are not waited for.
+   */
+  onFailure: 'finish' | 'stop';
+  /** A chunk already there from an interrupted run (resume; the part file only): not fetched. */
+  isDone(i: number): boolean;
+  write(i: number, plain: Buffer): Promise<void>;
+  /** Failures the sink learns of between writes (a stream's 'error' event); returns the unwatch, called on success only. */
+  watch?(fail: (e: unknown) => void): () => void;
+}
+
+/**
+ * SPEC.md §9.9: every data chunk of `layout` not yet in `sink`, fetched (a window of them at once),
+ * verified and decoded by fetchChunk, then written to `sink`; progress counts the chunks already
+ * there. Throws the first failure, after handling it as `sink.onFailure` says.
+ */
+async function fetchChunks(client: StorageClient, cap: Capability, layout: Layout, stats: GetStats, o: GetOptions,
+  placement: readonly string[] | null, sink: ChunkSink): Promise<void> {
+  const window = Math.max(1, o.window ?? 16);
+  const running = new Set<Promise<void>>();
+  const ready = new Map<number, Buffer>(); // inOrder: verified chunks waiting for an earlier one
+  const stop = new AbortController();
+  let failure: unknown = null;
+  const fail = (e: unknown) => {
+    failure ??= e;
+    if (sink.onFailure === 'stop') stop.abort(failure);
+  };
+  const unwatch = sink.watch?.(fail);
+  const todo: number[] = [];
+  let done = 0;
+  for (let i = 0; i < layout.chunks.length; i++) {
+    if (sink.isDone(i)) done += plainLen(layout.chunks[i]);
+    else todo.push(i);
+  }
+  o.onProgress?.(done, layout.size);
+  const wrote = (idx: number) => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); };
+  const start = (idx: number) => {
+    const chunk = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, stop.signal);
+    const p: Promise<void> = (sink.inOrder
+      ? chunk.then((plain) => { ready.set(idx, plain); }, (e) => fail(e))
+      : chunk.then((plain) => sink.write(idx, plain)).then(() => wrote(idx), (e) => fail(e)))
+      .finally(() => running.delete(p));
+    running.add(p);
+  };
+  let started = 0; // positions in todo
+  let next = 0; // inOrder: the first position in todo not yet written
+  while (!failure && (sink.inOrder ? next < todo.length : started < todo.length)) {
+    while (!failure && started < todo.length && (sink.inOrder ? started < next + window : running.size < window)) start(todo[started++]);
+    const plain = sink.inOrder ? ready.get(todo[next]) : undefined;
+    if (plain && !failure) {
+      ready.delete(todo[next]);
+      try {
+        await sink.write(todo[next], plain);
+      } catch (e) {
+        fail(e);
+        break;
+      }
+      wrote(todo[next++]);
+      continue;
+    }
+    if (running.size > 0 && (sink.inOrder || started < todo.length)) await Promise.race(running);
+  }
+  ready.clear();
+  // 'finish': a chunk still in flight may fail too, and is waited for before `failure` is read.
+  // In order, the loop ends with every chunk written (nothing in flight) unless it failed.
+  if (sink.onFailure === 'finish') await Promise.all(running);
+  if (failure) throw failure;
+  await Promise.all(running);
+  unwatch?.();
 }
 
 /** One write, resolved once the stream took the bytes (so a slow reader holds the fetches back). */
