@@ -29,6 +29,11 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   /** Circuits tried per stream request. Default 3. */
   streamAttempts?: number;
   /**
+   * SPEC.md §7b.11: general circuits being built at once, preemptive ones included (Tor's
+   * MaxClientCircuitsPending); a stream that needs a new circuit past it waits for a build to end. Default 32.
+   */
+  maxPendingCircuits?: number;
+  /**
    * SPEC.md §7.1: with no path yet (CIRCUIT_NO_CONSENSUS, PATH_NO_RELAYS, PATH_NO_GUARD,
    * PATH_NO_MIDDLE), a stream request waits this long at most (or until its signal), choosing
    * again every `pathRetryMs`. Default 30 s; 0 = fail at once.
@@ -79,6 +84,10 @@ export class CircuitManager {
   private readonly log: Logger;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** General circuits being built now (launched, not yet built or failed): SPEC.md §7b.11. */
+  private building = 0;
+  /** Requests waiting for a build to end before they may launch one (SPEC.md §7b.11). */
+  private readonly slotWaiters = new Set<() => void>();
   private readonly m?: { built: prom.Counter; failed: prom.Counter<'code'>; buildTime: prom.Histogram; streams: prom.Counter<'result'> };
 
   constructor(readonly opts: CircuitManagerOptions) {
@@ -126,8 +135,9 @@ export class CircuitManager {
       if (signal?.aborted) throw err('STREAM_ABORTED', 'the request was abandoned');
       let m: Managed;
       try {
-        m = this.circuitFor(req, tried);
+        m = await this.circuitForWhenFree(req, tried, signal);
       } catch (e) {
+        if (errorCode(e) === 'STREAM_ABORTED' || errorCode(e) === 'CIRCUIT_MANAGER_CLOSED') throw e;
         // No other path: the previous attempt's answer is the one that explains the failure.
         if (last) break;
         if (await this.waitForPath(e, pathDeadline, signal)) { i--; continue; }
@@ -198,6 +208,7 @@ export class CircuitManager {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    for (const wake of [...this.slotWaiters]) wake();
     for (const m of this.pool) m.circ?.destroy();
     this.pool.clear();
     await this.builder.close();
@@ -217,7 +228,32 @@ export class CircuitManager {
     return c.dirtySince !== null && now - c.dirtySince >= (this.opts.maxDirtinessMs ?? 600_000);
   }
 
-  private circuitFor(req: ConnectRequest, tried: Set<Managed>): Managed {
+  /** The number of general circuits that may be building at once (SPEC.md §7b.11). */
+  private get maxPending(): number { return this.opts.maxPendingCircuits ?? 32; }
+
+  /**
+   * SPEC.md §7b.11: circuitFor, but when the request needs a new circuit while maxPending are
+   * being built, wait until one of them ends (built or failed) and choose again, so a flood of
+   * requests with new isolation keys cannot make the client build circuits without bound.
+   */
+  private async circuitForWhenFree(req: ConnectRequest, tried: Set<Managed>, signal?: AbortSignal): Promise<Managed> {
+    for (;;) {
+      const m = this.circuitFor(req, tried);
+      if (m) return m;
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => { done(); reject(err('STREAM_ABORTED', 'the request was abandoned')); };
+        const wake = (): void => { done(); if (this.closed) reject(err('CIRCUIT_MANAGER_CLOSED', 'the circuit manager is closed')); else resolve(); };
+        const done = (): void => { this.slotWaiters.delete(wake); signal?.removeEventListener('abort', onAbort); };
+        if (signal?.aborted) return onAbort();
+        if (this.closed) return wake();
+        this.slotWaiters.add(wake);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+  }
+
+  /** A circuit for the request: a usable one, a new one, or null when maxPending are being built. */
+  private circuitFor(req: ConnectRequest, tried: Set<Managed>): Managed | null {
     const now = Date.now();
     let best: Managed | null = null;
     for (const m of this.pool) {
@@ -230,6 +266,7 @@ export class CircuitManager {
       best.isolation ??= req.isolation;
       return best;
     }
+    if (this.building >= this.maxPending) return null;
     const exclude = new Set<string>();
     for (const m of tried) if (m.refused.size > 0) exclude.add(m.exit.fingerprint);
     return this.launch({ host: isIpLiteral(req.host) ? null : req.host, ip: isIpLiteral(req.host) ? req.host : undefined, port: req.port }, req.isolation, exclude);
@@ -239,13 +276,20 @@ export class CircuitManager {
   private launch(target: PathTarget, isolation: IsolationKey | null, exclude: ReadonlySet<string>): Managed {
     const first = this.builder.choose(target, exclude);
     const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set() };
+    this.building++;
+    // SPEC.md §7b.11: a build that ends, either way, frees its place for the requests waiting for one.
+    const ended = (): void => {
+      this.building--;
+      for (const wake of [...this.slotWaiters]) wake();
+    };
     m.ready = this.builder.build(target, exclude, first).then(({ circ, path }) => {
+      ended();
       m.circ = circ;
       m.exit = path[path.length - 1];
       circ.once('close', () => this.pool.delete(m));
       if (this.closed) circ.destroy();
       return circ;
-    }, (e) => { this.pool.delete(m); throw e; });
+    }, (e) => { ended(); this.pool.delete(m); throw e; });
     m.ready.catch(() => {});
     this.pool.add(m);
     return m;
@@ -291,6 +335,7 @@ export class CircuitManager {
       const clean = [...this.pool].filter((m) => m.purpose === 'general' && m.isolation === null
         && (!m.exit || exitPolicyAllows(relayExitPolicy(m.exit), null, port) !== 'no')).length;
       for (let i = clean; i < want; i++) {
+        if (this.building >= this.maxPending) return; // SPEC.md §7b.11: preemptive builds count too
         try {
           this.launch({ host: null, port }, null, new Set());
         } catch (e) {

@@ -120,4 +120,31 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(1 + 3);
     await mgr.close();
   });
+
+  it('a flood of requests with new isolation keys builds at most maxPendingCircuits at once; the rest wait for a build to end, and one abandoned while waiting builds nothing', async () => {
+    const relays = three();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxPendingCircuits: 2 });
+    // Builds that end only when the test says so (the guard is slow, or the builds are many).
+    const finish: Array<() => void> = [];
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => new Promise((resolve) => {
+      finish.push(() => resolve({ circ: fakeCircuit('connect'), path: relays }));
+    }));
+    const abandoned = new AbortController();
+    // Each SOCKS connection with credentials of its own: a key of its own, so no build is shared.
+    const requests = [0, 1, 2, 3, 4].map((i) => mgr.connect({ host: 'example.com', port: 443, isolation: `k${i}` as never }, i === 4 ? abandoned.signal : undefined));
+    await new Promise((r) => setImmediate(r));
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(2);
+    abandoned.abort();
+    await expect(requests[4]).rejects.toMatchObject({ code: 'STREAM_ABORTED' });
+    // Each build that ends lets one waiting request launch its own.
+    finish.shift()!();
+    await expect(requests[0]).resolves.toBeInstanceOf(PassThrough);
+    await new Promise((r) => setImmediate(r));
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(3);
+    while (finish.length > 0) { finish.shift()!(); await new Promise((r) => setImmediate(r)); }
+    await expect(Promise.all(requests.slice(0, 4))).resolves.toHaveLength(4);
+    // The abandoned request never launched a build.
+    expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(4);
+    await mgr.close();
+  });
 });
