@@ -87,6 +87,8 @@ export interface Socks5ServerOptions {
   handshakeTimeoutMs?: number;
   /** For onConnect to produce a stream; then reply 0x06. Default 120 s (Tor's SocksTimeout). */
   connectTimeoutMs?: number;
+  /** SPEC §7.8.2: connections open at once; one past it is closed without an answer. Default 1024. */
+  maxConnections?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,6 +217,9 @@ export class Socks5Server {
   private readonly metrics: Metrics | null;
   private readonly handshakeTimeoutMs: number;
   private readonly connectTimeoutMs: number;
+  private readonly maxConnections: number;
+  /** The connection limit was reached and logged; logged again only once below half of it (SPEC §7.8.2). */
+  private full = false;
 
   constructor(private readonly opts: Socks5ServerOptions) {
     const host = opts.host ?? '127.0.0.1';
@@ -225,6 +230,7 @@ export class Socks5Server {
     this.metrics = opts.metrics ? makeMetrics(opts.metrics) : null;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 120_000;
+    this.maxConnections = opts.maxConnections ?? 1024;
     // noDelay: replies and small writes (TLS handshakes, HTTP requests) go out at once, as Tor's SocksPort does.
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.serve(s));
   }
@@ -256,6 +262,18 @@ export class Socks5Server {
 
   private serve(sock: net.Socket): void {
     if (LAT_TRACE) latTrace('socks.accept');
+    // SPEC §7.8.2: a bounded number of connections at once, so a local program that opens them
+    // without end cannot take every file descriptor and memory of the client (its links to guards,
+    // its state files) along with the SOCKS port.
+    if (this.sockets.size >= this.maxConnections) {
+      this.refused('too_many_connections');
+      if (!this.full) this.log.warn({ maxConnections: this.maxConnections }, 'SOCKS connection limit reached: new connections are closed until some end');
+      this.full = true;
+      sock.on('error', () => {});
+      sock.destroy();
+      return;
+    }
+    if (this.full && this.sockets.size < this.maxConnections / 2) this.full = false;
     this.sockets.add(sock);
     this.metrics?.connections.inc();
     this.metrics?.open.inc();

@@ -439,6 +439,29 @@ describe('SOCKS5 refusals and robustness (SPEC §7.8.2)', () => {
     expect((await roundTrip(s2, Buffer.from('and after'))).toString()).toBe('and after');
   });
 
+  it('past maxConnections a new connection is closed unanswered, counted and logged; once one ends, connections are served again', async () => {
+    const reg = createRegistry('test');
+    const port = await start({ metrics: reg, maxConnections: 2, handshakeTimeoutMs: 5_000 });
+    // Two clients that hold their connection in the handshake (method chosen, no request yet).
+    const holders = [0, 1].map(() => net.connect(port, '127.0.0.1'));
+    for (const h of holders) {
+      opened.add(h);
+      h.write(greet);
+      await new Promise((r) => h.once('data', r));
+    }
+    // A third is closed at once: no method-selection answer, although its greeting is complete.
+    const third = await raw(port, [greet]);
+    expect(third.data.length).toBe(0);
+    expect(await reg.metrics()).toMatch(/bitcloud_socks_refusals_total\{reason="too_many_connections",daemon="test"\} 1/);
+    expect(logLines.join('')).toMatch(/SOCKS connection limit reached/);
+    // One holder leaves: the next client is served.
+    await new Promise<void>((r) => { holders[0].once('close', () => r()); holders[0].destroy(); });
+    // …once the server has seen it go (its open-connections gauge says 1).
+    while (!/bitcloud_socks_open_connections\{daemon="test"\} 1\b/.test(await reg.metrics())) await new Promise((r) => setImmediate(r));
+    const s = await socksClient(port, '127.0.0.1', 7);
+    expect((await roundTrip(s, Buffer.from('served'))).toString()).toBe('served');
+  });
+
   it('refuses to bind a non-loopback address without allowPublicBind', () => {
     const onConnect = async () => new PassThrough();
     for (const host of ['0.0.0.0', '192.168.1.10', '::']) {
