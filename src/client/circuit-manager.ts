@@ -70,6 +70,8 @@ interface Managed {
 }
 
 const DEFAULT_PORT = 80;
+/** SPEC.md §7b.11: the most ports remembered for preemptive circuits (the most recently asked for). */
+export const MAX_RECENT_PORTS = 64;
 
 /**
  * Build-time histogram buckets: fine in the milliseconds a build takes on a warm network (so a
@@ -126,7 +128,7 @@ export class CircuitManager {
    * EXIT_CONNECT_REFUSED, EXIT_TIMEOUT…), PATH_NO_EXIT, or a build failure.
    */
   async connect(req: ConnectRequest, signal?: AbortSignal): Promise<CircuitStream> {
-    this.recentPorts.set(req.port, Date.now());
+    this.rememberPort(req.port);
     const attempts = this.opts.streamAttempts ?? 3;
     let last: BitcloudError | null = null;
     const tried = new Set<Managed>();
@@ -226,6 +228,17 @@ export class CircuitManager {
 
   private isRetired(c: ClientCircuit, now: number): boolean {
     return c.dirtySince !== null && now - c.dirtySince >= (this.opts.maxDirtinessMs ?? 600_000);
+  }
+
+  /**
+   * SPEC.md §7b.11: remember a port asked for, as the most recent; past MAX_RECENT_PORTS the one
+   * asked for least recently is forgotten, so requests to every port cannot make each maintenance
+   * pass walk tens of thousands of them.
+   */
+  private rememberPort(port: number): void {
+    this.recentPorts.delete(port); // a Map keeps insertion order: the first key is the oldest
+    this.recentPorts.set(port, Date.now());
+    if (this.recentPorts.size > MAX_RECENT_PORTS) this.recentPorts.delete(this.recentPorts.keys().next().value!);
   }
 
   /** The number of general circuits that may be building at once (SPEC.md §7b.11). */

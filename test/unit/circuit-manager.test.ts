@@ -5,7 +5,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import { err } from '../../src/errors';
 import type { ConsensusRelay } from '../../src/dir/types';
-import { CircuitManager } from '../../src/client/circuit-manager';
+import { CircuitManager, MAX_RECENT_PORTS } from '../../src/client/circuit-manager';
 import type { ClientCircuit } from '../../src/client/client-circuit';
 
 vi.mock('../../src/link', async (importOriginal) => ({
@@ -33,6 +33,24 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     m.recentPorts.set(443, Date.now());
     m.maintain();
     expect(mgr.circuitCount).toBe(1);
+    await mgr.close();
+  });
+
+  it('requests to every port leave only the MAX_RECENT_PORTS most recently asked for remembered for preemptive circuits', async () => {
+    // An exit for port 443 only: requests to any other port fail at once (PATH_NO_EXIT).
+    const relays = [relay(1, ['Guard'], ['reject *:*']), relay(2, [], ['reject *:*']), relay(3, ['Exit'], ['accept *:443', 'reject *:*'])];
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 1, maintenanceMs: 3_600_000 });
+    const m = mgr as unknown as { recentPorts: Map<number, number> };
+    // A local program asks for 5000 other ports (each request fails, but each port was asked for).
+    for (let port = 1000; port < 6000; port++) {
+      await expect(mgr.connect({ host: 'example.com', port, isolation: 'k' as never })).rejects.toMatchObject({ code: 'PATH_NO_EXIT' });
+    }
+    expect(m.recentPorts.size).toBe(MAX_RECENT_PORTS);
+    expect([...m.recentPorts.keys()]).toEqual(Array.from({ length: MAX_RECENT_PORTS }, (_, i) => 6000 - MAX_RECENT_PORTS + i));
+    // Asking again for a remembered port makes it the most recent, not a second entry.
+    await expect(mgr.connect({ host: 'example.com', port: 5990, isolation: 'k' as never })).rejects.toMatchObject({ code: 'PATH_NO_EXIT' });
+    expect(m.recentPorts.size).toBe(MAX_RECENT_PORTS);
+    expect([...m.recentPorts.keys()].at(-1)).toBe(5990);
     await mgr.close();
   });
 
