@@ -332,6 +332,7 @@ export const ERROR_CODES = {
     SHARE_CORRUPT: 'integrity',
     SHARE_HASH_MISMATCH: 'integrity',
     SHARE_NOT_FOUND: 'not_found',
+    STORAGE_ABORTED: 'closed',
     STORAGE_BAD_MANIFEST_INPUT: 'bad_input',
     STORAGE_BAD_REQUEST: 'protocol_violation',
     STORAGE_BAD_RESPONSE: 'protocol_violation',

@@ -24,6 +24,7 @@ import type { StorageClient } from './storage-client';
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
 import { FOLDER_CONTENT_TYPE } from '../storage/folder';
 import { DownloadOutput } from './storage-client-resume';
+import { throwIfStorageAborted } from '../storage/channel';
 
 export interface GetOptions {
   /**
@@ -51,6 +52,11 @@ export interface GetOptions {
   stats?: GetStats;
   /** Decode data chunks on worker threads (coder-pool.ts; default true). */
   workers?: boolean;
+  /**
+   * SPEC.md §9.16.6: once aborted, no further share is asked for, the requests under way are
+   * abandoned (StorageClient.request) and the get rejects with STORAGE_ABORTED.
+   */
+  signal?: AbortSignal;
 }
 
 export interface GetStats {
@@ -93,18 +99,19 @@ function hintsOf(client: StorageClient): Map<string, number> {
 
 type Try = 'good' | 'bad' | 'none';
 
-/** Ask one node for the share; 'good' fills `out[0]`. */
-async function tryNode(client: StorageClient, fp: string, id: Buffer, size: number, stats: GetStats, out: Buffer[]): Promise<Try> {
+/** Ask one node for the share; 'good' fills `out[0]`. An abort (STORAGE_ABORTED) is thrown. */
+async function tryNode(client: StorageClient, fp: string, id: Buffer, size: number, stats: GetStats, out: Buffer[], signal?: AbortSignal): Promise<Try> {
+  throwIfStorageAborted(signal);
   if (client.isDead(fp)) return 'none';
   try {
-    const data = await client.getShare(fp, id);
+    const data = await client.getShare(fp, id, signal);
     stats.sharesFetched++;
     if (data.length === size && checkShare(id, data)) { out[0] = data; return 'good'; }
     stats.corruptShares++; // the node served bytes that are not the share: try the next holder
     return 'bad';
   } catch (e) {
     if (isBitcloudError(e, 'SHARE_CORRUPT')) { stats.corruptShares++; return 'bad'; } // the node caught it itself
-    if (!isBitcloudError(e)) throw e;
+    if (!isBitcloudError(e) || e.code === 'STORAGE_ABORTED') throw e;
     return 'none';
   }
 }
@@ -134,8 +141,7 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
   const out: Buffer[] = [];
   if (reach === 'near') {
     for (const fp of order) {
-      if (signal?.aborted) return null;
-      if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
+      if ((await tryNode(client, fp, id, size, stats, out, signal)) === 'good') return found(fp, out[0]);
     }
     stats.missingShares++;
     return null;
@@ -144,34 +150,35 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
   // then HAS to every other storage node (SPEC.md §9.9, §10.8).
   const hinted = [...hints.keys()].filter((fp) => fp !== expected);
   for (const fp of hinted) {
-    if (signal?.aborted) return null;
-    if ((await tryNode(client, fp, id, size, stats, out)) === 'good') return found(fp, out[0]);
+    if ((await tryNode(client, fp, id, size, stats, out, signal)) === 'good') return found(fp, out[0]);
   }
   const rest = ranking.filter((fp) => fp !== expected && !hinted.includes(fp) && !client.isDead(fp));
   for (let i = 0; i < rest.length; i += SEARCH_PARALLEL) {
-    if (signal?.aborted) return null;
+    throwIfStorageAborted(signal);
     const batch = rest.slice(i, i + SEARCH_PARALLEL);
     const present = await Promise.all(batch.map(async (fp) => {
       try {
-        const r = await client.request(fp, { type: 'has', ids: [id] });
+        const r = await client.request(fp, { type: 'has', ids: [id] }, signal);
         return r.present[0] === true;
       } catch (e) {
-        if (!isBitcloudError(e)) throw e;
+        if (!isBitcloudError(e) || e.code === 'STORAGE_ABORTED') throw e;
         return false;
       }
     }));
     for (let j = 0; j < batch.length; j++) {
-      if (present[j] && (await tryNode(client, batch[j], id, size, stats, out)) === 'good') return found(batch[j], out[0]);
+      if (present[j] && (await tryNode(client, batch[j], id, size, stats, out, signal)) === 'good') return found(batch[j], out[0]);
     }
   }
   return null;
 }
 
 /**
- * Any k good shares of chunk `index` of `layout`, decoded and authenticated. Once `signal` is
- * aborted no further share is asked for, and the chunk fails with the signal's reason.
+ * Any k good shares of chunk `index` of `layout`, decoded and authenticated. Once `signal` aborts
+ * (SPEC.md §9.16.6) no further share is asked for, those asked are abandoned, and it rejects with
+ * STORAGE_ABORTED at once.
  */
 export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout: Layout, index: number, kind: ChunkKind, stats: GetStats, depth?: number, placement?: readonly string[] | null, workers = false, signal?: AbortSignal): Promise<Buffer> {
+  throwIfStorageAborted(signal);
   const ref = layout.chunks[index];
   const { k, n } = layout.coding;
   const size = shareSizeFor(ref.encLen, k);
@@ -210,7 +217,7 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
     if (good >= k || failure || signal?.aborted) break;
   }
   if (failure) throw failure;
-  if (signal?.aborted) throw signal.reason;
+  throwIfStorageAborted(signal);
   if (good < k) {
     throw err('CHUNK_TOO_FEW_SHARES', `chunk ${index}: only ${good} of the ${k} shares needed could be fetched`, { index, good, k, n, kind });
   }
@@ -222,22 +229,23 @@ export async function fetchChunk(client: StorageClient, fileKey: Buffer, layout:
   return decodeChunk(fileKey, index, shares, layout.coding, ref, kind, { screened: true });
 }
 
-/** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. */
-export async function fetchRoot(client: StorageClient, cap: Capability, stats: GetStats): Promise<Layout> {
-  return (await fetchRootRecord(client, cap, stats)).manifest;
+/** SPEC.md §9.9 step 2: the root share from rank(manifest id), hash-checked, opened with the key. `signal` as in fetchChunk. */
+export async function fetchRoot(client: StorageClient, cap: Capability, stats: GetStats, signal?: AbortSignal): Promise<Layout> {
+  return (await fetchRootRecord(client, cap, stats, signal)).manifest;
 }
 
 /** fetchRoot, returning the whole root record (with the verify record's id, SPEC.md §9.18). */
-export async function fetchRootRecord(client: StorageClient, cap: Capability, stats: GetStats): Promise<Root> {
+export async function fetchRootRecord(client: StorageClient, cap: Capability, stats: GetStats, signal?: AbortSignal): Promise<Root> {
   let lastCorrupt: BitcloudError | null = null;
   let refusal: BitcloudError | null = null; // a moderation refusal (SPEC.md §10.6), reported if nothing else works
   for (const fp of rankNodes(cap.manifestId, client.fingerprints)) {
+    throwIfStorageAborted(signal);
     if (client.isDead(fp)) continue;
     let data: Buffer;
     try {
-      data = await client.getShare(fp, cap.manifestId);
+      data = await client.getShare(fp, cap.manifestId, signal);
     } catch (e) {
-      if (!isBitcloudError(e)) throw e;
+      if (!isBitcloudError(e) || e.code === 'STORAGE_ABORTED') throw e;
       if (e.code === 'SHARE_CORRUPT') stats.corruptShares++;
       if (MODERATION_REFUSALS.has(e.code)) refusal = e;
       continue;
@@ -255,11 +263,11 @@ export async function fetchRootRecord(client: StorageClient, cap: Capability, st
     { reached, nodes: client.fingerprints.length }, lastCorrupt ?? undefined);
 }
 
-/** Fetch and decode the manifest a capability names (from `root` when the caller already has it). */
-export async function fetchManifest(client: StorageClient, cap: Capability, stats: GetStats, root?: Layout): Promise<Manifest> {
-  const layout = root ?? await fetchRoot(client, cap, stats);
+/** Fetch and decode the manifest a capability names (from `root` when the caller already has it). `signal` as in fetchChunk. */
+export async function fetchManifest(client: StorageClient, cap: Capability, stats: GetStats, root?: Layout, signal?: AbortSignal): Promise<Manifest> {
+  const layout = root ?? await fetchRoot(client, cap, stats, signal);
   const parts: Buffer[] = [];
-  for (let i = 0; i < layout.chunks.length; i++) parts.push(await fetchChunk(client, cap.fileKey, layout, i, ChunkKind.MANIFEST, stats));
+  for (let i = 0; i < layout.chunks.length; i++) parts.push(await fetchChunk(client, cap.fileKey, layout, i, ChunkKind.MANIFEST, stats, undefined, undefined, false, signal));
   return openManifest(layout, parts);
 }
 
@@ -269,7 +277,7 @@ export function defaultOutputName(m: Manifest, manifestId: Buffer): string {
 
 export async function getFile(client: StorageClient, cap: Capability, o: GetOptions = {}): Promise<GetResult> {
   const stats: GetStats = o.stats ?? { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
-  const manifest = o.manifest ?? await fetchManifest(client, cap, stats);
+  const manifest = o.manifest ?? await fetchManifest(client, cap, stats, undefined, o.signal);
   if (o.output === STDOUT_OUTPUT) return streamFile(client, cap, manifest, stats, o);
   const layout = manifest.layout;
   const out = path.resolve(o.dir ?? '.', o.output ?? defaultOutputName(manifest, cap.manifestId));
@@ -388,6 +396,8 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
     if (sink.onFailure === 'stop') stop.abort(failure);
   };
   const unwatch = sink.watch?.(fail);
+  // The caller's signal (a gateway request whose client left, SPEC.md §9.16.6) stops it too.
+  const signal = o.signal ? AbortSignal.any([o.signal, stop.signal]) : stop.signal;
   const todo: number[] = [];
   let done = 0;
   for (let i = 0; i < layout.chunks.length; i++) {
@@ -397,7 +407,7 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
   o.onProgress?.(done, layout.size);
   const wrote = (idx: number) => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); };
   const start = (idx: number) => {
-    const chunk = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, stop.signal);
+    const chunk = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, signal);
     const p: Promise<void> = (sink.inOrder
       ? chunk.then((plain) => { ready.set(idx, plain); }, (e) => fail(e))
       : chunk.then((plain) => sink.write(idx, plain)).then(() => wrote(idx), (e) => fail(e)))

@@ -8,7 +8,7 @@ import { auditShare, type AuditCommitment, type AuditOptions, type AuditResult }
 import { err, isBitcloudError, type BitcloudError } from '../errors';
 import { silentLogger, type Logger } from '../ops/log';
 import type { ConsensusRelay } from '../dir/types';
-import { StorageChannel } from '../storage/channel';
+import { StorageChannel, storageAborted, throwIfStorageAborted } from '../storage/channel';
 import type { StorageRequest, StorageResponse } from '../storage/protocol';
 
 /** A storage node as the consensus lists it (Storage flag, storage port). */
@@ -50,6 +50,20 @@ export function storageNodesOf(relays: readonly ConsensusRelay[]): StorageNode[]
  */
 export function nameNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
   return storageNodesOf(relays).filter((r) => !r.roles.includes('hidden') && r.storagePort > 0);
+}
+
+/**
+ * `p`, or STORAGE_ABORTED as soon as `signal` aborts (SPEC.md §9.16.6); `p` itself goes on (a
+ * session being opened serves later requests).
+ */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(storageAborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(storageAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Errors of the node's store, sent as error responses: the session itself is fine. */
@@ -104,10 +118,10 @@ export class StorageClient {
     return r.expiresAt;
   }
 
-  /** The whole share as the node sends it (the caller checks its hash). */
-  async getShare(fp: string, id: Buffer): Promise<Buffer> {
+  /** The whole share as the node sends it (the caller checks its hash); `signal` as in request(). */
+  async getShare(fp: string, id: Buffer, signal?: AbortSignal): Promise<Buffer> {
     const t0 = performance.now();
-    const r = await this.request(fp, { type: 'get', id, offset: 0, length: 0 });
+    const r = await this.request(fp, { type: 'get', id, offset: 0, length: 0 }, signal);
     if (r.data.length !== r.totalSize) throw err('STORAGE_BAD_RESPONSE', 'GET answer is not the whole share', { got: r.data.length, total: r.totalSize });
     const ms = Math.max(0.05, performance.now() - t0);
     const s = r.data.length / ms;
@@ -129,15 +143,24 @@ export class StorageClient {
    * One request to one node. Transport failures reopen the session once; a node that cannot be
    * reached is marked dead (later calls fail at once with the same error). Error responses of the
    * node (SHARE_NOT_FOUND, STORAGE_FULL, …) are thrown as they are, with detail.remote = true.
+   * SPEC.md §9.16.6: once `signal` aborts, the request rejects at once with STORAGE_ABORTED (the
+   * node is not at fault: it is neither retried nor marked dead); a stream opening for it goes on
+   * for later requests, and a stream left with no other request pending is closed, so the node
+   * stops sending an answer nobody reads.
    */
-  async request<T extends StorageRequest>(fp: string, req: T): Promise<Answer<T['type']>> {
+  async request<T extends StorageRequest>(fp: string, req: T, signal?: AbortSignal): Promise<Answer<T['type']>> {
     for (let attempt = 0; ; attempt++) {
+      throwIfStorageAborted(signal);
       const d = this.dead.get(fp);
       if (d) throw d;
-      const s = await this.session(fp);
+      const s = await abortable(this.session(fp), signal);
       try {
-        return await this.timed(s, s.channel.request(req)) as Answer<T['type']>;
+        return await this.timed(s, s.channel.request(req, signal)) as Answer<T['type']>;
       } catch (e) {
+        if (isBitcloudError(e, 'STORAGE_ABORTED')) {
+          if (s.channel.pendingCount === 0) { s.channel.destroy(); this.drop(fp, s); }
+          throw e;
+        }
         // A node's error answer leaves the session usable, unless it came as the node's framing
         // error (reqId 0: STORAGE_BUSY, …), which ends the stream: then the next request opens a
         // new session instead of failing at once with the same error (SPEC.md §9.6.1).

@@ -48,8 +48,17 @@ export class StorageChannel {
     stream.on('error', (e) => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream failed', { reason: e.message })));
   }
 
-  /** Send a request; resolves with the matching successful response, rejects with its error code. */
-  request<T extends StorageRequest>(req: T): Promise<Answer<T['type']>> {
+  /** Requests sent and not answered yet (nor timed out or abandoned). */
+  get pendingCount(): number { return this.pending.size; }
+
+  /**
+   * Send a request; resolves with the matching successful response, rejects with its error code.
+   * SPEC.md §9.16.6: once `signal` aborts, the request is abandoned: it rejects at once with
+   * STORAGE_ABORTED, its id is freed like a timed-out one (the answer, if it comes, is dropped),
+   * and the stream goes on for the other requests on it.
+   */
+  request<T extends StorageRequest>(req: T, signal?: AbortSignal): Promise<Answer<T['type']>> {
+    if (signal?.aborted) return Promise.reject(storageAborted());
     if (this.closed) return Promise.reject(this.closed);
     const reqId = this.nextId;
     this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1;
@@ -58,6 +67,18 @@ export class StorageChannel {
     const frame = encodeRequestFrame(reqId, req);
     return new Promise<Answer<T['type']>>((resolve, reject) => {
       const p: Pending = { req, resolve: resolve as (r: StorageResponse) => void, reject };
+      if (signal) {
+        const onAbort = () => {
+          if (this.pending.get(reqId) !== p) return;
+          this.pending.delete(reqId);
+          clearTimeout(p.timer);
+          this.late.add(reqId);
+          reject(storageAborted());
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.resolve = (r) => { signal.removeEventListener('abort', onAbort); resolve(r as Answer<T['type']>); };
+        p.reject = (e) => { signal.removeEventListener('abort', onAbort); reject(e); };
+      }
       const ms = this.opts.requestTimeoutMs;
       if (ms !== undefined) {
         p.timer = setTimeout(() => {
@@ -70,6 +91,15 @@ export class StorageChannel {
       this.pending.set(reqId, p);
       this.stream.write(frame);
     });
+  }
+
+  /**
+   * Close the stream at once (destroy, not end: the node stops sending what was asked on it);
+   * pending requests reject with STORAGE_CHANNEL_CLOSED.
+   */
+  destroy(): void {
+    this.fail(err('STORAGE_CHANNEL_CLOSED', 'channel closed'));
+    this.stream.destroy();
   }
 
   /** End the stream; pending requests reject with STORAGE_CHANNEL_CLOSED. */
@@ -124,6 +154,16 @@ export class StorageChannel {
     this.pending.clear();
     this.late.clear();
   }
+}
+
+/** SPEC.md §9.10, §9.16.6: a request or read abandoned through its caller's abort signal. */
+export function storageAborted(): BitcloudError {
+  return err('STORAGE_ABORTED', 'the storage read was abandoned by its caller');
+}
+
+/** Throws STORAGE_ABORTED when `signal` has aborted. */
+export function throwIfStorageAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw storageAborted();
 }
 
 /** Why a response does not answer its request, or null when it does. */

@@ -362,7 +362,9 @@ export class Gateway {
     let admitted = false;
     // SPEC.md §9.16.6: the client gone before its answer ended (the response closes without
     // 'finish'): the place is freed at once for the next request waiting, no further storage read
-    // is started for this one, and what a read already under way returns is dropped.
+    // is started for this one, and the reads under way for it are cancelled through `gone` (each
+    // stops unless another request waits for it; the reader rejects with STORAGE_ABORTED, which
+    // is not answered nor logged as a failure).
     const gone = new AbortController();
     const free = () => { if (admitted) { admitted = false; this.release(); } };
     const onClose = () => {
@@ -384,13 +386,13 @@ export class Gateway {
       res.once('close', onClose);
       if (res.destroyed) onClose(); // closed between its admission and now
       if (signal.aborted) return;
-      const m = await this.reader.manifest(cap);
+      const m = await this.reader.manifest(cap, signal);
       if (signal.aborted) return;
       if (!isFolderManifest(m)) {
         if (path !== '' && path !== m.name) throw err('GATEWAY_NOT_FOUND', 'this address names a single file, not a folder');
         return await this.serveFile(req, res, cap, m, m.name, signal);
       }
-      const folder = await this.reader.folder(cap, m);
+      const folder = await this.reader.folder(cap, m, signal);
       if (signal.aborted) return;
       const hit = lookupFolder(folder, path);
       if (!hit) throw err('GATEWAY_NOT_FOUND', 'no such file in this folder');
@@ -416,7 +418,7 @@ export class Gateway {
   }
 
   private async serveEntry(req: http.IncomingMessage, res: http.ServerResponse, e: FolderEntry, signal: AbortSignal): Promise<void> {
-    const fm = await this.reader.manifest(e.cap);
+    const fm = await this.reader.manifest(e.cap, signal);
     if (signal.aborted) return;
     if (isFolderManifest(fm)) throw err('FOLDER_NESTED', 'a folder entry names another folder (listings are flat)');
     await this.serveFile(req, res, e.cap, fm, e.path, signal);

@@ -14,6 +14,7 @@ import { prom, type Registry } from '../../ops/metrics';
 import { fetchChunk, fetchManifest, fetchRoot, type GetStats } from '../storage-client-get';
 import { readFolderListing } from '../storage-client-folder';
 import type { StorageClient } from '../storage-client';
+import { storageAborted } from '../../storage/channel';
 
 export interface BlobReaderOptions {
   /** The storage client to use now (the gateway may replace it, SPEC.md §9.16.4). */
@@ -102,6 +103,57 @@ interface FolderEntry {
   bytes: number;
 }
 
+/**
+ * SPEC.md §9.16.6: a storage read shared by the requests waiting for it (concurrent requests for
+ * one manifest or chunk share one fetch). It is cancelled (its AbortController aborts: no further
+ * share is asked for, the requests under way are abandoned) once every request waiting for it has
+ * gone; a request without a signal keeps it to the end.
+ */
+class SharedRead<T> {
+  private readonly ac = new AbortController();
+  private waiting = 0;
+  private kept = false;
+  readonly promise: Promise<T>;
+
+  /** `onCancel` runs once the read is cancelled (to forget it: a later request starts anew). */
+  constructor(start: (signal: AbortSignal) => Promise<T>, private readonly onCancel: () => void) {
+    this.promise = start(this.ac.signal);
+    this.promise.catch(() => {}); // each waiter gets it through join()
+  }
+
+  get cancelled(): boolean { return this.ac.signal.aborted; }
+
+  /** The read's result for one more request, or STORAGE_ABORTED at once when `signal` aborts. */
+  join(signal?: AbortSignal): Promise<T> {
+    if (!signal) { this.kept = true; return this.promise; }
+    if (signal.aborted) return Promise.reject(storageAborted());
+    this.waiting++;
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        reject(storageAborted());
+        if (--this.waiting === 0 && !this.kept) { this.ac.abort(); this.onCancel(); }
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.promise.then(resolve, reject).finally(() => {
+        if (signal.aborted) return;
+        signal.removeEventListener('abort', onAbort);
+        this.waiting--;
+      });
+    });
+  }
+}
+
+/** `p`, or STORAGE_ABORTED as soon as `signal` aborts (`p` itself goes on). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(storageAborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(storageAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 function secretKey(cap: Capability): string {
   return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
 }
@@ -110,9 +162,9 @@ export class BlobReader {
   private readonly chunks: LRUCache<string, Buffer> | null;
   private readonly files: LRUCache<string, OpenFile>;
   /** Manifests being fetched, so that concurrent requests for one share one fetch. */
-  private readonly opening = new Map<string, Promise<OpenFile>>();
+  private readonly opening = new Map<string, SharedRead<OpenFile>>();
   private readonly folders: LRUCache<string, FolderEntry>;
-  private readonly pending = new Map<string, Promise<Buffer>>();
+  private readonly pending = new Map<string, SharedRead<Buffer>>();
   private readonly lookups: prom.Counter<'result'> | null;
   readonly stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
 
@@ -143,39 +195,51 @@ export class BlobReader {
   /** Bytes of folder listings cached now (as counted for FOLDER_CACHE_BYTES). */
   get cachedFolderBytes(): number { return this.folders.calculatedSize; }
 
-  /** The manifest a capability names (cached; a failure is not cached). */
-  async manifest(cap: Capability): Promise<Manifest> {
-    return (await this.open(cap)).manifest;
+  /**
+   * The manifest a capability names (cached; a failure is not cached). Once `signal` aborts it
+   * rejects with STORAGE_ABORTED at once, and the fetch stops if no other request waits for it
+   * (SPEC.md §9.16.6).
+   */
+  async manifest(cap: Capability, signal?: AbortSignal): Promise<Manifest> {
+    return (await this.open(cap, signal)).manifest;
   }
 
-  private open(cap: Capability): Promise<OpenFile> {
+  private open(cap: Capability, signal?: AbortSignal): Promise<OpenFile> {
     const key = secretKey(cap);
     const hit = this.files.get(key);
     if (hit) return Promise.resolve(hit);
-    let p = this.opening.get(key);
-    if (!p) {
-      p = (async () => {
+    let r = this.opening.get(key);
+    if (!r) {
+      const read: SharedRead<OpenFile> = new SharedRead(async (sig) => {
         const client = this.o.client();
-        const root = await fetchRoot(client, cap, this.stats);
-        const manifest = await fetchManifest(client, cap, this.stats, root);
+        const root = await fetchRoot(client, cap, this.stats, sig);
+        const manifest = await fetchManifest(client, cap, this.stats, root, sig);
         const f: OpenFile = { manifest, offsets: chunkOffsets(manifest.layout), bytes: manifestMemoryBytes(manifest, root.size) };
         this.files.set(key, f); // not kept when larger than the entry cap (lru-cache maxEntrySize)
         return f;
-      })().finally(() => this.opening.delete(key));
-      this.opening.set(key, p);
+      }, () => { if (this.opening.get(key) === read) this.opening.delete(key); });
+      read.promise.finally(() => { if (this.opening.get(key) === read) this.opening.delete(key); }).catch(() => {});
+      this.opening.set(key, (r = read));
     }
-    return p;
+    return r.join(signal);
   }
 
   /**
    * A folder's listing (SPEC.md §9.15), cached like manifests: bounded in bytes (its encoded
    * length, known from the manifest, while it is read; then the memory of what it decoded to);
-   * one over the entry cap is used, not kept.
+   * one over the entry cap is used, not kept. Once `signal` aborts it rejects with STORAGE_ABORTED
+   * at once; the listing is still read to its end and cached, for the site's next request
+   * (SPEC.md §9.16.6).
    */
-  folder(cap: Capability, m: Manifest): Promise<Folder> {
+  folder(cap: Capability, m: Manifest, signal?: AbortSignal): Promise<Folder> {
+    return untilAborted(this.readFolder(cap, m), signal);
+  }
+
+  private readFolder(cap: Capability, m: Manifest): Promise<Folder> {
     const key = secretKey(cap);
     const hit = this.folders.get(key);
     if (hit) return hit.listing;
+    // Read to the end whoever asked (the listing is cached for the next request of the site).
     const entry: FolderEntry = { listing: readFolderListing(this.o.client(), cap, m, this.stats, (i) => this.chunk(cap, m, i)), bytes: Math.max(1, m.layout.size) };
     entry.listing.then(
       // Counted anew, as a new entry (lru-cache counts a value once); dropped if now over the entry cap.
@@ -186,27 +250,34 @@ export class BlobReader {
     return entry.listing;
   }
 
-  /** Decrypted data chunk `i` of the file. */
-  chunk(cap: Capability, m: Manifest, i: number): Promise<Buffer> {
+  /**
+   * Decrypted data chunk `i` of the file. Once `signal` aborts it rejects with STORAGE_ABORTED at
+   * once, and the fetch stops if no other request waits for it (SPEC.md §9.16.6).
+   */
+  chunk(cap: Capability, m: Manifest, i: number, signal?: AbortSignal): Promise<Buffer> {
     const key = `${secretKey(cap)}:${i}`;
     const hit = this.chunks?.get(key);
     if (hit) { this.lookups?.inc({ result: 'hit' }); return Promise.resolve(hit); }
     this.lookups?.inc({ result: 'miss' });
-    let p = this.pending.get(key);
-    if (!p) {
-      p = fetchChunk(this.o.client(), cap.fileKey, m.layout, i, ChunkKind.DATA, this.stats)
-        .then((b) => { this.chunks?.set(key, b); return b; })
-        .finally(() => this.pending.delete(key));
-      this.pending.set(key, p);
+    let r = this.pending.get(key);
+    if (!r) {
+      const read: SharedRead<Buffer> = new SharedRead(
+        (sig) => fetchChunk(this.o.client(), cap.fileKey, m.layout, i, ChunkKind.DATA, this.stats, undefined, undefined, false, sig)
+          .then((b) => { this.chunks?.set(key, b); return b; }),
+        () => { if (this.pending.get(key) === read) this.pending.delete(key); },
+      );
+      read.promise.finally(() => { if (this.pending.get(key) === read) this.pending.delete(key); }).catch(() => {});
+      this.pending.set(key, (r = read));
     }
-    return p;
+    return r.join(signal);
   }
 
   /**
    * The plaintext bytes [start, end] (inclusive) of the file, chunk by chunk, `readAhead` chunks
    * fetched ahead. Stopping the iteration early (client gone) stops further fetches, as does
-   * `signal` once aborted (SPEC.md §9.16.6): no chunk fetch starts after it, and the iteration ends
-   * when the chunk it awaits arrives, which is dropped.
+   * `signal` once aborted (SPEC.md §9.16.6): no chunk fetch starts after it, the chunk awaited and
+   * those read ahead are given up at once (their fetches stop unless another request waits for
+   * them), and the iteration ends.
    */
   async *range(cap: Capability, m: Manifest, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
     if (end < start) return;
@@ -225,7 +296,7 @@ export class BlobReader {
     let next = lo;
     const fill = () => {
       while (!signal?.aborted && queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
-        const p = this.chunk(cap, m, next++);
+        const p = this.chunk(cap, m, next++, signal);
         p.catch(() => {}); // awaited in order below
         queue.push(p);
       }
@@ -233,7 +304,13 @@ export class BlobReader {
     for (let i = lo; i < chunks.length && offsets[i] <= end; i++) {
       fill();
       if (signal?.aborted) return;
-      const plain = await queue.shift()!;
+      let plain: Buffer;
+      try {
+        plain = await queue.shift()!;
+      } catch (e) {
+        if (signal?.aborted) return;
+        throw e;
+      }
       if (signal?.aborted) return;
       const from = Math.max(0, start - offsets[i]);
       const to = Math.min(plainLen(chunks[i]), end - offsets[i] + 1);
