@@ -79,7 +79,7 @@ describe('the gateway\'s bound on requests in progress (SPEC.md §9.16.6)', () =
 
   it('the queue holds 1024; one more is answered 503 with Retry-After; a client gone while queued frees its slot and is never started', async () => {
     const registry = createRegistry('client');
-    const { fetches, request, finish, finishNewest } = stalled({ registry });
+    const { g, fetches, request, finish, finishNewest } = stalled({ registry });
     for (let i = 0; i < ACTIVE; i++) request();
     await expect.poll(() => fetches.length, { timeout: 5000 }).toBe(ACTIVE);
     const queued: Client[] = [];
@@ -94,7 +94,8 @@ describe('the gateway\'s bound on requests in progress (SPEC.md §9.16.6)', () =
 
     // The first queued client goes away: its slot is free at once, so one more is queued, not refused.
     queued[0].s.destroy();
-    await sleep(50);
+    const waiting = (g as unknown as { queue: Set<unknown> }).queue;
+    await vi.waitFor(() => expect(waiting.size).toBe(QUEUED - 1), { timeout: 5000 }); // it left the queue
     const late = request();
     await expect.poll(() => counter(registry, 'bitcloud_gateway_queued_total'), { timeout: 5000 }).toBe(QUEUED + 1);
     await sleep(100);
