@@ -299,15 +299,22 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     const chunkOf = new Map<string, number>();
     manifest.layout.chunks.forEach((c, i) => c.shareIds.forEach((id) => chunkOf.set(id.toString('hex'), i)));
     const asked = new Set<number>();
+    let inFlight = 0;
     const real = g.getShare.bind(g);
     g.getShare = async (fp, id) => {
       const i = chunkOf.get(id.toString('hex'));
       if (i !== undefined) asked.add(i);
       if (i === o.broken) throw err('STORAGE_CONNECT_FAILED', 'node down');
-      if (i === o.slow) await o.gate;
-      return real(fp, id);
+      inFlight++;
+      try {
+        if (i === o.slow) await o.gate;
+        return await real(fp, id);
+      } finally {
+        inFlight--;
+      }
     };
-    return { g, cap, manifest, asked };
+    /** Share fetches started and not ended: none left means no chunk can arrive any more. */
+    return { g, cap, manifest, asked, inFlight: () => inFlight };
   }
 
   it('writes exactly the file\'s bytes, in order, though chunks complete out of order; no file, part file or record', async () => {
@@ -346,14 +353,16 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
   it('chunks verified before an earlier chunk failed are never written', async () => {
     let open!: () => void;
     const gate = new Promise<void>((r) => { open = r; });
-    const { g, cap, manifest } = await gated({ slow: 0, gate, broken: 2 });
+    const { g, cap, manifest, inFlight } = await gated({ slow: 0, gate, broken: 2 });
     const { stream, writes } = sink();
     const running = getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest });
     setTimeout(open, 300);
     await expect(running).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
-    await g.close();
-    await new Promise((r) => setTimeout(r, 100));
+    // Every share fetch has ended (chunk 0's too, let through the gate): no chunk is left to be
+    // written late, and none was.
+    await vi.waitFor(() => expect(inFlight()).toBe(0), { timeout: 5000 });
     expect(writes.length).toBe(0);
+    await g.close();
   });
 
   it('stdout\'s reader going away (EPIPE) is IO_OUTPUT_CLOSED, and the get stops writing', async () => {
