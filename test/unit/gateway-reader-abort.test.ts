@@ -44,4 +44,14 @@ describe('BlobReader.range with an aborted signal (SPEC.md §9.16.6)', () => {
     expect(parts).toHaveLength(0);
     expect(chunk).not.toHaveBeenCalled();
   });
+
+  it('a manifest or chunk asked for with an already aborted signal rejects STORAGE_ABORTED and starts no fetch', async () => {
+    const client = vi.fn(() => ({}) as StorageClient);
+    const reader = new BlobReader({ client, cacheBytes: 0 });
+    const ac = new AbortController();
+    ac.abort();
+    await expect(reader.manifest(cap, ac.signal)).rejects.toMatchObject({ code: 'STORAGE_ABORTED' });
+    await expect(reader.chunk(cap, manifest, 0, ac.signal)).rejects.toMatchObject({ code: 'STORAGE_ABORTED' });
+    expect(client).not.toHaveBeenCalled();
+  });
 });

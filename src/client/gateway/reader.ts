@@ -121,8 +121,6 @@ class SharedRead<T> {
     this.promise.catch(() => {}); // each waiter gets it through join()
   }
 
-  get cancelled(): boolean { return this.ac.signal.aborted; }
-
   /** The read's result for one more request, or STORAGE_ABORTED at once when `signal` aborts. */
   join(signal?: AbortSignal): Promise<T> {
     if (!signal) { this.kept = true; return this.promise; }
@@ -209,6 +207,7 @@ export class BlobReader {
     const hit = this.files.get(key);
     if (hit) return Promise.resolve(hit);
     let r = this.opening.get(key);
+    if (!r && signal?.aborted) return Promise.reject(storageAborted()); // starts no fetch nobody would wait for
     if (!r) {
       const read: SharedRead<OpenFile> = new SharedRead(async (sig) => {
         const client = this.o.client();
@@ -260,6 +259,7 @@ export class BlobReader {
     if (hit) { this.lookups?.inc({ result: 'hit' }); return Promise.resolve(hit); }
     this.lookups?.inc({ result: 'miss' });
     let r = this.pending.get(key);
+    if (!r && signal?.aborted) return Promise.reject(storageAborted()); // starts no fetch nobody would wait for
     if (!r) {
       const read: SharedRead<Buffer> = new SharedRead(
         (sig) => fetchChunk(this.o.client(), cap.fileKey, m.layout, i, ChunkKind.DATA, this.stats, undefined, undefined, false, sig)
