@@ -85,7 +85,7 @@ export class StorageChannel {
           if (this.pending.get(reqId) !== p) return;
           this.pending.delete(reqId);
           this.late.add(reqId);
-          reject(err('STORAGE_TIMEOUT', `no answer from the storage node within ${ms} ms`, { type: req.type }));
+          p.reject(err('STORAGE_TIMEOUT', `no answer from the storage node within ${ms} ms`, { type: req.type }));
         }, ms);
       }
       this.pending.set(reqId, p);
