@@ -19,6 +19,7 @@ const registry: Array<() => Promise<{ default: BenchModule }>> = [
   () => import('./bench/hostile'),
   () => import('./bench/gateway'),
   () => import('./bench/storage-hidden'),
+  () => import('./bench/floor'),
 ];
 
 /** The module names, in registry order (each module's `name`; loading one runs nothing). */
