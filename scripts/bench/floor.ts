@@ -143,12 +143,15 @@ class Chain {
     const child = this.procs.get(role)!;
     const id = this.next++;
     return new Promise((resolve, reject) => {
+      const gone = (code: number | null) => { child.off('message', on); reject(new Error(`floor ${role} exited (${code})`)); };
       const on = (r: Record<string, unknown>) => {
         if (r.id !== id) return;
         child.off('message', on);
+        child.off('exit', gone);
         if (r.error) reject(new Error(`floor ${role}: ${String(r.error)}`)); else resolve(r as Record<string, number>);
       };
       child.on('message', on);
+      child.once('exit', gone);
       child.send({ ...m, id });
     });
   }
