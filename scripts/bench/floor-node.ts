@@ -225,6 +225,11 @@ if (role === 'source') {
   const hop = HOP[role];
   const ciphers = new Map<number, Cipher>();
   let down: tls.TLSSocket | null = null;
+  // The reads of one turn of the event loop leave in one write (as a link batches its cells,
+  // src/link/channel.ts): the writer's CPU per GiB falls with the write size (docs/cpu.md).
+  let pending: Buffer[] = [];
+  const flush = (): void => { const p = pending; pending = []; down?.write(p.length === 1 ? p[0] : Buffer.concat(p)); };
+  const queueDown = (b: Buffer): void => { if (pending.push(b) === 1) setImmediate(flush); };
   const toExit = await tlsConnect(cfg.nextPort as number, cellReader((buf, off, n) => {
     const out = Buffer.allocUnsafe(n * CELL);
     runs(buf, off, n, Cmd.DATA, (circ, i, k) => {
@@ -233,7 +238,7 @@ if (role === 'source') {
       const enc = c.update(gather(buf, off, i, k, scratch(k)));
       for (let j = 0; j < k; j++) { buf.copy(out, (i + j) * CELL, off + (i + j) * CELL, off + (i + j) * CELL + HDR); enc.copy(out, (i + j) * CELL + HDR, j * BODY, (j + 1) * BODY); }
     }, (i) => { buf.copy(out, i * CELL, off + i * CELL, off + (i + 1) * CELL); });
-    down?.write(out);
+    queueDown(out);
   }));
   toExit.on('error', () => {});
   const port = await tlsListen((s) => {
