@@ -15,6 +15,7 @@
 //     store them with only the signatures that count.
 // An authority signs at most one body per height (pending.blk survives restarts): two different
 // blocks at one height could each reach a majority only if some authority signed both.
+import path from 'node:path';
 import { errorCode } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
@@ -34,7 +35,7 @@ import {
   type RawRewardChainBundle, type SplitRewardBlock,
 } from '../src/wire/reward-block';
 import { decodeTransfer, type Transfer } from '../src/wire/transfer';
-import { TransferPool } from './transfer-pool';
+import { TRANSFER_DROPPED_FILE, TransferPool } from './transfer-pool';
 import { fundingV2Enabled } from '../src/dir/consensus-params';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
@@ -274,6 +275,8 @@ export class RewardLedger {
       }
     }
     if (loaded) this.m.blocks.labels('loaded').inc(loaded);
+    // SPEC §8.11.3: the funding transfers dropped for their age before a restart are refused still.
+    this.pool.keepDroppedIn(path.join(this.o.dataDir, TRANSFER_DROPPED_FILE), this.o.log);
     const p = this.store.readPendingSync();
     if (p) {
       try {
@@ -359,7 +362,7 @@ export class RewardLedger {
   /** Resolves when the fetches started so far and the writes queued so far are done (tests, shutdown). */
   async whenIdle(): Promise<void> {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
-    await this.store.flush();
+    await Promise.all([this.store.flush(), this.pool.flushDropped()]);
   }
 
   /** Stop fetching; resolves when fetches in flight and queued writes are done. */

@@ -5,8 +5,8 @@
 // pending transfer brings are not spendable until a block carries them (else a chain of pending
 // transfers through fresh keys would pass the per-sender cap). When the chain grows,
 // the pool is checked again from the new state: transfers the block carried (their nonce is now
-// used) and any that no longer apply are dropped. Memory only: a transfer not yet in a block is
-// lost when every authority holding it restarts (the wallet then sends it again).
+// used) and any that no longer apply are dropped. Pending transfers are memory only: one not yet in
+// a block is lost when every authority holding it restarts (the wallet then sends it again).
 //
 // Funding transfers (version 2, SPEC §8.11.1) are taken like the others, but a block carries one
 // only with its escrow's open (§8.7.3 item 7): the proposer's `take` leaves one it cannot open, and
@@ -15,16 +15,22 @@
 // the sender's later pending transfers, which no longer apply (§8.11.3). The pool remembers it until
 // its nonce is used and refuses it sent again (TRANSFER_REPLAYED): its bytes are public (GET
 // /bitcloud/transfers/pending), and anyone posting them again every 24 heights would otherwise hold
-// the sender's nonce, and so every later transfer of the sender, for ever.
+// the sender's nonce, and so every later transfer of the sender, for ever. That memory survives a
+// restart (§8.11.3): `keepDroppedIn` loads it from the authority's data folder
+// (TRANSFER_DROPPED_FILE) and has every `rebase` that changes it written there again, atomically,
+// one write at a time; a file that does not read as one is logged and ignored.
 //
 // SPEC §8.11.3: version 2 is an admission and proposal policy of the consensus parameter
 // `funding-v2`: while it is off (`fundingV2()` false) `add` refuses a funding transfer
 // (TRANSFER_VERSION_DISABLED) and `take` carries none, so software that cannot decode version 2
 // is not split off the chain before the operators switch it on. Block verification does not
 // depend on it.
+import fs from 'node:fs';
 import { err } from '../src/errors';
+import type { Logger } from '../src/ops/log';
+import { LatestFileWriter } from '../src/ops/fsutil';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
-import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { FUNDING_V2 } from '../src/dir/consensus-params';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
@@ -35,6 +41,13 @@ export const MAX_POOL_TRANSFERS = 10_000;
  * its arrival in the pool is dropped from it (its contract is not held by the proposers).
  */
 export const FUNDING_PENDING_HEIGHTS = 24;
+
+/**
+ * SPEC §8.11.3: the file in the authority's data folder holding the funding transfers the pool
+ * dropped for their age: `{"version":1,"dropped":[<145 bytes in hex>, …]}`, oldest first.
+ */
+export const TRANSFER_DROPPED_FILE = 'transfer-dropped.json';
+const DROPPED_FILE_VERSION = 1;
 
 /** What the pool is checked against: the chain state's balances and nonces, and its height (absent: −1). */
 export type PoolBase = Readonly<LedgerMaps> & { readonly height?: number };
@@ -68,6 +81,8 @@ export class TransferPool {
    * oldest forgotten first.
    */
   private readonly dropped = new Map<string, { from: string; nonce: number }>();
+  /** Writes `dropped` to its file (SPEC §8.11.3); none until `keepDroppedIn`. */
+  private droppedWriter: LatestFileWriter | null = null;
 
   /**
    * `fundingV2`: whether version 2 (funding) transfers are switched on (SPEC §8.11.3: the authority's
@@ -82,6 +97,42 @@ export class TransferPool {
   }
 
   get size(): number { return this.list.length; }
+
+  /**
+   * SPEC §8.11.3: remember the funding transfers dropped for their age across restarts, in `file`
+   * (TRANSFER_DROPPED_FILE in the data folder). Call once, at start, once the pool's base is the
+   * chain loaded: the file's transfers whose nonce the chain used are not taken, and at most the
+   * newest `max`. A file that is not one this pool wrote is logged at warn with the reason and
+   * ignored (the next write replaces it). From then on every `rebase` that changes them writes
+   * them again (temp file, fsync, rename, mode 0600), one write at a time, only the newest waiting.
+   */
+  keepDroppedIn(file: string, log: Logger): void {
+    this.droppedWriter = new LatestFileWriter(file, 0o600, (e) => log.warn({ err: e.message }, 'saving the dropped funding transfers failed'));
+    let raw: string;
+    try {
+      raw = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: (e as Error).message }, 'dropped funding transfers not read; starting without them');
+      return;
+    }
+    let entries: [string, { from: string; nonce: number }][];
+    try {
+      entries = decodeDropped(raw);
+    } catch (e) {
+      log.warn({ file, reason: (e as Error).message }, 'dropped funding transfers file not usable; ignored');
+      return;
+    }
+    for (const [id, d] of entries.slice(-this.max)) {
+      if (d.nonce <= (this.base.nonces.get(d.from) ?? 0)) continue;
+      this.dropped.delete(id);
+      this.dropped.set(id, d);
+    }
+  }
+
+  /** Resolves once the dropped funding transfers asked to be written are on disk (tests, shutdown). */
+  flushDropped(): Promise<void> {
+    return this.droppedWriter?.idle() ?? Promise.resolve();
+  }
 
   /**
    * Take a transfer: 'held' when the identical transfer is already pending, 'added' when it is new
@@ -153,7 +204,8 @@ export class TransferPool {
     this.largestIn.clear();
     this.body = null;
     this.ledger = new CoinLedger(base);
-    for (const [id, d] of this.dropped) if (d.nonce <= (base.nonces.get(d.from) ?? 0)) this.dropped.delete(id);
+    let droppedChanged = false;
+    for (const [id, d] of this.dropped) if (d.nonce <= (base.nonces.get(d.from) ?? 0)) { this.dropped.delete(id); droppedChanged = true; }
     const expired = new Set<string>();
     let fundingExpired = 0;
     let afterExpired = 0;
@@ -166,6 +218,7 @@ export class TransferPool {
         this.dropped.delete(e.id); // re-inserted last: the oldest is forgotten first
         this.dropped.set(e.id, { from: e.from, nonce: e.t.nonce });
         if (this.dropped.size > this.max) this.dropped.delete(this.dropped.keys().next().value!);
+        droppedChanged = true;
         continue;
       }
       try {
@@ -175,6 +228,7 @@ export class TransferPool {
       this.keep(e);
     }
     this.expired = { funding: fundingExpired, after: afterExpired };
+    if (droppedChanged) this.droppedWriter?.write(JSON.stringify({ version: DROPPED_FILE_VERSION, dropped: [...this.dropped.keys()] }));
     return old.length - this.list.length;
   }
 
@@ -219,4 +273,21 @@ export class TransferPool {
   pendingLength(from?: string): number {
     return (from === undefined ? this.list : this.bySender.get(from) ?? []).length * TRANSFER_BYTES;
   }
+}
+
+/**
+ * SPEC §8.11.3: the entries of a TRANSFER_DROPPED_FILE, oldest first: each a funding transfer's
+ * 145 bytes in hex, with its sender (hex) and nonce. Throws, with the reason, on anything else.
+ */
+function decodeDropped(raw: string): [string, { from: string; nonce: number }][] {
+  const doc: unknown = JSON.parse(raw);
+  if (typeof doc !== 'object' || doc === null || (doc as { version?: unknown }).version !== DROPPED_FILE_VERSION) throw new Error(`not a version ${DROPPED_FILE_VERSION} dropped transfers file`);
+  const list = (doc as { dropped?: unknown }).dropped;
+  if (!Array.isArray(list)) throw new Error('no list of dropped transfers');
+  return list.map((id: unknown, i): [string, { from: string; nonce: number }] => {
+    if (typeof id !== 'string' || id.length !== TRANSFER_BYTES * 2 || !/^[0-9a-f]+$/.test(id)) throw new Error(`entry ${i} is not a transfer's ${TRANSFER_BYTES} bytes in hex`);
+    const t = decodeTransfer(Buffer.from(id, 'hex'));
+    if (t.version !== FUNDING_TRANSFER_VERSION) throw new Error(`entry ${i} is not a funding transfer`);
+    return [id, { from: t.from.toString('hex'), nonce: t.nonce }];
+  });
 }

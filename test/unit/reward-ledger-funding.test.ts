@@ -96,7 +96,8 @@ describe('funding transfers through three authorities (SPEC §8.11.3, §9.20.4)'
       entries: [{ node: Buffer.alloc(32, 17), shareId: Buffer.alloc(32, 18), shareSize: 4096, auditRoot: Buffer.alloc(32, 19) }],
     };
     const id = contractId(contract); // never held
-    expect((await trio.postTransfer(nodes[1], encodeTransfer(signFundingTransfer(relay, id, 1000n, 3)))).status).toBe(200);
+    const fund = signFundingTransfer(relay, id, 1000n, 3);
+    expect((await trio.postTransfer(nodes[1], encodeTransfer(fund))).status).toBe(200);
     expect((await trio.postTransfer(nodes[1], encodeTransfer(signTransfer(relay, wallet, 5n, 4)))).status).toBe(200);
     await Promise.all(trio.running().map((l) => l.whenIdle()));
     const arrival = trio.running()[0].height;
@@ -119,6 +120,13 @@ describe('funding transfers through three authorities (SPEC §8.11.3, §9.20.4)'
       expect(lines[0]).toMatchObject({ level: 30, fundingExpired: 1, afterExpired: 1 });
       expect(JSON.stringify(lines[0])).not.toContain(RELAY.slice(0, 16));
     }
+    // SPEC §8.11.3: remembered across a restart (<dataDir>/transfer-dropped.json): posted again to a
+    // restarted authority, the dropped funding transfer is still refused.
+    await trio.stop(nodes[0]);
+    trio.start(nodes[0]).onConsensus(consensus(E0 + arrival + 24));
+    const replay = await trio.postTransfer(nodes[0], encodeTransfer(fund));
+    expect([replay.status, JSON.parse(replay.body.toString('utf8')).code]).toEqual([400, 'TRANSFER_REPLAYED']);
+    expect(nodes[0].ledger!.pendingTransfers).toBe(0);
   });
 
   it('while the consensus has not switched funding-v2 on, the authorities refuse a funding transfer (TRANSFER_VERSION_DISABLED) and the proposer leaves a pending one out (SPEC §8.11.3)', async () => {
