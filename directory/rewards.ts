@@ -39,7 +39,7 @@ import { TRANSFER_DROPPED_FILE, TransferPool } from './transfer-pool';
 import { fundingV2Enabled } from '../src/dir/consensus-params';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
-import { escrowOpener, escrowOpsFor, escrowPayNodes, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
+import { escrowOpener, escrowOpsFor, escrowPayNodes, lookupOnce, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
 import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
@@ -144,8 +144,11 @@ export interface EscrowSource {
   ownReport(epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages | null>;
 }
 
-/** The proposer's own audit report as read for the block at `height` + 1 of `epoch` (SPEC.md §9.20.4). */
-interface OwnReport { height: number; epoch: number; pages: AuditPages | null }
+/**
+ * The proposer's own audit report as read for the block at `height` + 1 of `epoch` (SPEC.md §9.20.4),
+ * with the contract lookup of that block's proposal (lookupOnce: each contract id asked once).
+ */
+interface OwnReport { height: number; epoch: number; pages: AuditPages | null; contracts: ContractLookup }
 
 const AUDITS_PATH = '/bitcloud/storage/audits';
 
@@ -397,11 +400,13 @@ export class RewardLedger {
     try {
       // SPEC §8.11.3, §9.20.4: a funding transfer (version 2) only with its escrow's open, so only
       // for a contract this authority holds; it and its sender's later transfers wait otherwise.
-      const src = this.escrow;
-      const opener = src ? escrowOpener(this.state.escrows, inp.epoch, src.contract) : null;
+      // One lookup per contract for the whole proposal (the report's pages, the transfers, the escrow
+      // operations): `read` carries it; a proposer with escrow always builds from a read (above).
+      const contracts = this.escrow && read ? read.contracts : null;
+      const opener = contracts ? escrowOpener(this.state.escrows, inp.epoch, contracts) : null;
       const transfers = proposer ? this.pool.take(MAX_BLOCK_TRANSFERS, opener ? (t) => opener(t) !== null : undefined) : [];
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, transfers);
-      if (proposer && this.escrow) next = this.withEscrow(next, read!.pages, [...this.cancels.values()]);
+      if (proposer && contracts) next = this.withEscrow(next, read!.pages, [...this.cancels.values()], contracts);
     } catch (e) {
       this.o.log.error({ epoch: inp.epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -425,9 +430,10 @@ export class RewardLedger {
   private readOwnReport(src: EscrowSource, epoch: number): void {
     if (this.readingReport) return;
     const height = this.state.height;
+    const contracts = lookupOnce(src.contract);
     let nodes: ReadonlySet<string>;
     try {
-      nodes = escrowPayNodes(this.state.escrows, epoch, src.contract);
+      nodes = escrowPayNodes(this.state.escrows, epoch, contracts);
     } catch (e) {
       this.o.log.error({ epoch, code: errorCode(e), err: (e as Error).message }, 'cannot build the reward block');
       return;
@@ -436,20 +442,21 @@ export class RewardLedger {
     let read: ReturnType<EscrowSource['ownReport']>;
     try { read = src.ownReport(epoch, nodes); } catch (e) { read = Promise.reject(e as Error); }
     this.readingReport = true;
-    this.track(read.finally(() => { this.readingReport = false; }).then((pages) => this.build({ height, epoch, pages })));
+    this.track(read.finally(() => { this.readingReport = false; }).then((pages) => this.build({ height, epoch, pages, contracts })));
   }
 
   /**
    * SPEC.md §9.20.4: the escrow operations of a block (openings by its transfers, payments of its epoch
    * by `report`, refunds of ended contracts, `cancels` of the payers) added to it: at most the 10 000
-   * of §8.7.1, selected by item 4, so the body always encodes however many are due.
+   * of §8.7.1, selected by item 4, so the body always encodes however many are due. `contracts`: the
+   * block's lookup (lookupOnce of the source's, shared with the rest of its proposal or recheck).
    */
-  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditPages | null, cancels: readonly EscrowCancel[]): ReturnType<typeof nextRewardBlock> {
+  private withEscrow(next: ReturnType<typeof nextRewardBlock>, report: AuditPages | null, cancels: readonly EscrowCancel[], contracts?: ContractLookup): ReturnType<typeof nextRewardBlock> {
     const src = this.escrow;
     if (!src) return next;
     const base = { ...next.block, escrow: [] };
     // Over the block's transfers alone: a funding transfer (version 2) applies only with the opens computed here (§8.7.3 item 7).
-    const ops = escrowOpsFor(this.state.escrows, transfersLedger(this.state, base), base.epoch, base.transfers ?? [], src.contract, report, cancels);
+    const ops = escrowOpsFor(this.state.escrows, transfersLedger(this.state, base), base.epoch, base.transfers ?? [], contracts ?? src.contract, report, cancels);
     if (!ops.length) return next;
     const block = { ...next.block, escrow: ops };
     blockLedger(this.state, block); // they apply by construction; a bug here must not be signed
@@ -568,13 +575,15 @@ export class RewardLedger {
                 // contract its transfers fund (the units would sit in an account nothing can move) or a
                 // refund that is due.
                 if (this.escrow) {
+                  // One lookup per contract for the whole recheck (the pages to read, the operations).
+                  const contracts = lookupOnce(this.escrow.contract);
                   // Only the pages of the nodes whose pay it computes (SPEC.md §9.20.4 item 2).
                   const pays = tb.escrow?.some((op) => op.kind === 'pay') ?? false;
-                  const report = pays ? await this.proposerReport(a, tb.epoch, escrowPayNodes(this.state.escrows, tb.epoch, this.escrow.contract)) : null;
+                  const report = pays ? await this.proposerReport(a, tb.epoch, escrowPayNodes(this.state.escrows, tb.epoch, contracts)) : null;
                   // The payers' cancels are self-authenticating (signed by the payer the chain names): the
                   // proposer's are taken as they are, and checked by blockLedger above.
                   const cancels = (tb.escrow ?? []).flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));
-                  const want = this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report, cancels);
+                  const want = this.withEscrow({ ...aw.base, block: { ...tb, escrow: [] } }, report, cancels, contracts);
                   const same = want.block.escrow?.length ? want.body.equals(theirs.body) : !tb.escrow?.length;
                   if (!same) throw new Error('its escrow operations are not those the contracts and its audit report give');
                 } else if (tb.escrow?.length) {

@@ -223,6 +223,19 @@ export function copyEscrowBook(book: ReadonlyMap<string, Escrow>): EscrowBook {
 export type ContractLookup = (id: string) => StorageContract | undefined;
 
 /**
+ * SPEC.md §9.20.4: `lookup` asked at most once per id, for one block: the proposer making it (the
+ * transfers it carries, its escrow operations, the pages its payments read) or an authority
+ * rechecking it. A lookup may decode the contract; each part of the block sees the same answer.
+ */
+export function lookupOnce(lookup: ContractLookup): ContractLookup {
+  const looked = new Map<string, StorageContract | undefined>();
+  return (id) => {
+    if (!looked.has(id)) looked.set(id, lookup(id));
+    return looked.get(id);
+  };
+}
+
+/**
  * SPEC.md §9.20.3, §9.20.4: an audit report of an epoch as payments read it: per node, the results
  * of its page (verified against the signed summary by whoever fetched them; those held are reduced
  * by paidResults).

@@ -7,7 +7,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId, type EscrowBook } from '../../src/bandwidth/escrow';
@@ -369,6 +369,43 @@ describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.
   });
 });
 
+
+describe('the proposer looks each contract up once per block (SPEC.md §9.20.4)', () => {
+  it('an escrow its block pays and a contract a pending funding transfer opens: each id asked once, for the report\'s pages, the transfers and the operations together', async () => {
+    const EPOCH = 50;
+    const paying: StorageContract = { startEpoch: 40, endEpoch: 60, entries: [{ node: Buffer.alloc(32, 0x31), shareId: Buffer.alloc(32, 0x32), shareSize: 1000, auditRoot: Buffer.alloc(32, 0x33) }] };
+    const opening: StorageContract = { startEpoch: 51, endEpoch: 70, entries: [{ node: Buffer.alloc(32, 0x34), shareId: Buffer.alloc(32, 0x35), shareSize: 1000, auditRoot: Buffer.alloc(32, 0x36) }] };
+    const PAYING = contractId(paying).toString('hex');
+    const OPENING = contractId(opening).toString('hex');
+    const contracts = new Map([[PAYING, paying], [OPENING, opening]]);
+    const node = paying.entries[0].node.toString('hex');
+    const report: AuditPages = { epoch: EPOCH, pages: new Map([[node, [{ node, contract: PAYING, shareId: paying.entries[0].shareId.toString('hex'), size: 1000, root: paying.entries[0].auditRoot.toString('hex'), nonce: '00', blocks: [0], ok: true }]]]) };
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-escrow-lookups-'));
+    // Alone in its configuration: it proposes every height.
+    const l = new RewardLedger({ dataDir, signer: nodes[0].signer, authorities: [authorities[0]], periodSeconds: P, skewMs: 60_000, log: silentLog });
+    l.load();
+    const asked = new Map<string, number>();
+    l.escrow = { contract: (id) => { asked.set(id, (asked.get(id) ?? 0) + 1); return contracts.get(id); }, ownReport: (e) => Promise.resolve(e === EPOCH ? report : null) };
+    const st = (l as unknown as { state: ChainState }).state;
+    st.escrows = new Map([[PAYING, { id: PAYING, payer: RELAY, startEpoch: 40, endEpoch: 60, funded: 20_000n, perEpoch: 1000n, totalBytes: 1000n, lastPaid: 39, paid: 0n, refunded: null }]]);
+    st.balances = new Map([[PAYING, 20_000n], [RELAY, 10_000n]]);
+    l.pool.rebase(st);
+    const ON: ReadonlyMap<string, number> = new Map([['funding-v2', 1]]);
+    (l as unknown as { params: ReadonlyMap<string, number> }).params = ON; // the consensus held switched funding transfers on
+    try {
+      expect(l.pool.add(signFundingTransfer(relay, contractId(opening), 1000n, 1))).toBe('added');
+      l.onConsensus({ ...consensus(EPOCH), params: ON } as VerifiedConsensus);
+      await l.whenIdle(); // the proposer reads its own audit report before it builds
+      const held = (l as unknown as { pending: { block: RewardBlock } | null }).pending;
+      expect(held!.block.transfers).toHaveLength(1);
+      expect((held!.block.escrow ?? []).map((op) => [op.kind, op.contract])).toEqual([['open', OPENING], ['pay', PAYING]]);
+      expect(Object.fromEntries(asked)).toEqual({ [PAYING]: 1, [OPENING]: 1 });
+    } finally {
+      await l.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('passing cancels on: the same per-authority queue as transfers (SPEC.md §8.11.3, §9.20.4)', () => {
   it('1 100 cancels taken while another authority never answers: at most 4 requests open to it, at most 1 024 wait, the oldest waiting dropped and counted', async () => {
