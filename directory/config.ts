@@ -54,7 +54,7 @@ export interface AuthorityConfig {
   httpMaxConnections: number;
   /**
    * SPEC.md §6.10 "Connection and body bounds": open connections of the HTTP port per address key at
-   * most (default 32; the configured authorities' addresses are not limited). A relay's mirror
+   * most (default 64; the configured authorities' addresses are not limited). A relay's mirror
    * carries all its clients under its one address: this is per relay.
    */
   httpMaxConnectionsPerAddress: number;

@@ -28,7 +28,6 @@
 // address and httpMaxConnections in all (the configured authorities' addresses excepted), and at
 // most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
 import http from 'node:http';
-import type net from 'node:net';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
 import type { Logger } from '../src/ops/log';
@@ -54,9 +53,9 @@ import { HS_DESC_PATH } from '../src/hidden/store';
 import { HS_PSEUDONYM_PATH } from '../src/hidden/pseudonym';
 import { PSEUDONYM_UPLOAD_MAX } from '../src/wire/pseudonym';
 import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
-import { addressKey, plainAddress } from '../src/wire/address-key';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 import { signUploadAck, signUploadNack, type UploadKind } from '../src/dir/upload-ack';
+import { capConnections, ConnectionCaps } from '../src/ops/connection-caps';
 
 /**
  * SPEC.md §6.10 "Connection and body bounds": upload bodies (POST requests with a body, every upload
@@ -88,48 +87,6 @@ export class BodyReadingGate {
     };
     req.once('end', give); req.once('close', give); res.once('finish', give); res.once('close', give);
     return true;
-  }
-}
-
-/** Why a connection was refused (the label of bitcloud_dirauth_http_connections_refused_total). */
-export type ConnectionRefusal = 'per_address' | 'total';
-
-/**
- * SPEC.md §6.10 "Connection and body bounds": the open connections of an authority's HTTP port, counted
- * from the accept. A connection from a configured authority's address (§6.1) is neither limited nor
- * counted, so connections from other addresses can never keep the authorities' vote and signature
- * exchanges (§6.8) out; any other one is refused when its address key (§7b.9) holds `maxPerAddress`
- * already, or when `max` such connections are open. (Node's own `server.maxConnections` refuses a
- * connection before any address is looked at: one host holding the cap would shut everyone out.)
- */
-export class ConnectionCaps {
-  private open = 0;
-  /** Open connections per address key; an address holding none is absent. */
-  private readonly perAddress = new Map<string, number>();
-  private readonly exempt: ReadonlySet<string>;
-  constructor(authorities: readonly { host: string }[], readonly max: number, readonly maxPerAddress: number) {
-    this.exempt = new Set(authorities.map((a) => plainAddress(a.host.replace(/^\[(.*)\]$/, '$1'))));
-  }
-
-  /**
-   * Admit `socket` (just accepted): null, counting it until it closes, or why it is refused (the
-   * caller destroys it).
-   */
-  admit(socket: net.Socket): ConnectionRefusal | null {
-    const remote = socket.remoteAddress;
-    if (remote !== undefined && this.exempt.has(plainAddress(remote))) return null;
-    const key = addressKey(remote) ?? remote ?? '?';
-    const mine = this.perAddress.get(key) ?? 0;
-    if (mine >= this.maxPerAddress) return 'per_address';
-    if (this.open >= this.max) return 'total';
-    this.open++;
-    this.perAddress.set(key, mine + 1);
-    socket.once('close', () => {
-      this.open--;
-      const n = (this.perAddress.get(key) ?? 1) - 1;
-      if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
-    });
-    return null;
   }
 }
 
@@ -340,14 +297,12 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
   // SPEC.md §6.10 "Connection and body bounds": a connection over the per-address or the total cap is
   // destroyed as it arrives (not Node's maxConnections, which looks at no address).
-  const caps = new ConnectionCaps(a.config.authorities, a.config.httpMaxConnections, a.config.httpMaxConnectionsPerAddress);
-  const connectionsRefused = connectionsRefusedMetric(reg);
-  srv.on('connection', (socket: net.Socket) => {
-    const refused = caps.admit(socket);
-    if (refused === null) return;
-    connectionsRefused.labels(refused).inc();
-    socket.destroy();
+  const caps = new ConnectionCaps({
+    max: a.config.httpMaxConnections, maxPerAddress: a.config.httpMaxConnectionsPerAddress,
+    exemptHosts: a.config.authorities.map((x) => x.host),
   });
+  const connectionsRefused = connectionsRefusedMetric(reg);
+  capConnections(srv, caps, (reason) => connectionsRefused.labels(reason).inc());
   return srv;
 }
 

@@ -24,6 +24,13 @@ export interface RelayConfig {
   orPort: number;
   /** 0: no directory mirror (and no HTTP server). */
   dirPort: number;
+  /**
+   * SPEC.md §6.10 "Connection and body bounds": open connections of the dir port at most (default
+   * 512), exempt addresses (the configured authorities', the relay's own BEGIN_DIR splices) not counted.
+   */
+  dirMaxConnections: number;
+  /** SPEC.md §6.10 "Connection and body bounds": open connections of the dir port per address key at most (default 64). */
+  dirMaxConnectionsPerAddress: number;
   storagePort: number;
   /** Declared bandwidth, bytes per second. */
   bandwidth: number;
@@ -53,9 +60,14 @@ export interface RelayConfig {
   linkWarming: LinkWarmingSettings;
 }
 
-const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'storagePort', 'bandwidth', 'roles',
+const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'dirMaxConnections', 'dirMaxConnectionsPerAddress', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
   'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow', 'linkWarming'] as const;
+
+/** SPEC.md §6.10 "Connection and body bounds": the default of `dirMaxConnections`. */
+export const DEFAULT_DIR_MAX_CONNECTIONS = 512;
+/** SPEC.md §6.10 "Connection and body bounds": the default of `dirMaxConnectionsPerAddress`. */
+export const DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS = 64;
 
 /**
  * The accepted range of each `limits` key (defaults live in DEFAULT_RELAY_LIMITS, src/circuit/dos-limits.ts).
@@ -122,6 +134,9 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     ...names,
     orPort: o.orPort ?? int(raw.orPort, 'orPort', 0, 65535),
     dirPort: o.dirPort ?? int(raw.dirPort, 'dirPort', 0, 65535, 0),
+    // SPEC.md §6.10 "Connection and body bounds": the same ranges as an authority's httpMaxConnections*.
+    dirMaxConnections: int(raw.dirMaxConnections, 'dirMaxConnections', 16, 1_000_000, DEFAULT_DIR_MAX_CONNECTIONS),
+    dirMaxConnectionsPerAddress: int(raw.dirMaxConnectionsPerAddress, 'dirMaxConnectionsPerAddress', 1, 1_000_000, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS),
     storagePort,
     bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
     roles,

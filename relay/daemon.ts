@@ -13,7 +13,7 @@ import { createLinkListener, createLinkMetrics, type Channel, type LinkListener 
 import { isoTime, type Logger } from '../src/ops/log';
 import { fetchRewardChain } from '../src/client/rewards';
 import { RelayStatus } from './status-page';
-import { openMetricsPort, type Registry } from '../src/ops/metrics';
+import { oncePerRegistry, openMetricsPort, prom, type Registry } from '../src/ops/metrics';
 import { VERSION } from '../src/ops/version';
 import { buildDescriptor } from '../src/dir/descriptor';
 import { familyWithoutSelf } from '../src/dir/config-fields';
@@ -34,6 +34,7 @@ import { dropUnreadBody, HTTP_IDLE_TIMEOUT_MS, HTTP_SERVER_TIMEOUTS } from '../s
 import { forwardMetric, mirrorSigningKeys, UploadForwarder } from './upload-forward';
 import { POLICY_PATH } from '../src/moderation/sources';
 import { DirPassThrough } from './dir-pass';
+import { capConnections, ConnectionCaps } from '../src/ops/connection-caps';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -123,7 +124,7 @@ export class RelayDaemon {
     // SPEC.md §7b: the circuit engine serves every link (CREATE2, forwarding, exit, BEGIN_DIR).
     const circuits = this.circuits = new RelayCircuits({
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
-      dirTarget: () => (this.dirPort ? { port: this.dirPort, host: cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : cfg.listenHost } : null),
+      dirTarget: () => (this.dirPort ? { port: this.dirPort, host: this.dirSelfHost() } : null),
       consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
       limits: cfg.limits, bandwidth: bw, linkWarming: cfg.linkWarming,
     });
@@ -206,6 +207,11 @@ export class RelayDaemon {
     });
   }
 
+  /** The address BEGIN_DIR streams are spliced to the dir port on, and come from (SPEC.md §7b.7). */
+  private dirSelfHost(): string {
+    return this.cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : this.cfg.listenHost;
+  }
+
   private async startHttp(): Promise<void> {
     // A handler that failed unexpectedly answers 500 (or drops a half-sent answer), never an unhandled rejection.
     const failed = (res: http.ServerResponse) => { if (!res.headersSent) sendJsonError(res, 500, 'INTERNAL', 'internal error'); else res.destroy(); };
@@ -240,6 +246,16 @@ export class RelayDaemon {
     // SPEC.md §6.10: a connection idle either way for HTTP_IDLE_TIMEOUT_MS is destroyed (no
     // 'timeout' listener), so an answer passed on that nobody reads frees its place (§9.21.8).
     srv.setTimeout(HTTP_IDLE_TIMEOUT_MS);
+    // SPEC.md §6.10 "Connection and body bounds": at most dirMaxConnectionsPerAddress connections per
+    // address key and dirMaxConnections in all, destroyed as they arrive past either. The configured
+    // authorities' addresses are exempt, and so is the relay's own: every BEGIN_DIR stream (§7b.7) is
+    // spliced to this port from it, bounded by the circuit and stream limits (§7b.9) instead.
+    const caps = new ConnectionCaps({
+      max: this.cfg.dirMaxConnections, maxPerAddress: this.cfg.dirMaxConnectionsPerAddress,
+      exemptHosts: [...this.cfg.authorities.map((a) => a.host), this.dirSelfHost()],
+    });
+    const refused = dirConnectionsRefusedMetric(this.registry);
+    capConnections(srv, caps, (reason) => refused.labels(reason).inc());
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (e: NodeJS.ErrnoException) => reject(err('DIR_LISTEN_FAILED', `cannot listen on ${this.cfg.listenHost}:${this.cfg.dirPort}: ${e.code ?? e.message}`)));
       srv.listen(this.cfg.dirPort, this.cfg.listenHost, () => resolve());
@@ -248,3 +264,8 @@ export class RelayDaemon {
     this.dirPort = (srv.address() as { port: number }).port;
   }
 }
+
+const dirConnectionsRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_relay_dir_connections_refused_total', help: 'Connections to the dir port destroyed as they arrived, by reason (per_address: dirMaxConnectionsPerAddress; total: dirMaxConnections; SPEC.md §6.10)',
+  labelNames: ['reason'], registers: [reg],
+}));

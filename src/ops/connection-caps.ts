@@ -1,0 +1,99 @@
+// SPEC.md §6.10 "Connection and body bounds": the open connections of a directory HTTP port (an
+// authority's HTTP port, a relay's dir port), counted from the accept, per address key (§7b.9) and
+// in all, with the configured authorities' addresses (§6.1) exempt. Shared by directory/http.ts and
+// relay/daemon.ts.
+import type http from 'node:http';
+import type net from 'node:net';
+import { addressKey } from '../wire/address-key';
+import { parseIPv4, parseIPv6 } from '../wire/addr';
+
+/** Why a connection was refused (the `reason` label of the port's refused-connections counter). */
+export type ConnectionRefusal = 'per_address' | 'total';
+
+/**
+ * One exact address as a comparable string: an IPv4 address, an IPv4-mapped IPv6 address as its
+ * IPv4 address, any other IPv6 address as its 16 bytes (so "2001:db8:0::1", "[2001:db8::1]" and
+ * "2001:db8::1" are one address). Null for anything that is no IP literal.
+ */
+export function exactAddress(address: string): string | null {
+  const a = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
+  if (parseIPv4(a)) return a;
+  const v6 = parseIPv6(a);
+  if (!v6) return null;
+  if (v6.subarray(0, 10).every((b) => b === 0) && v6[10] === 0xff && v6[11] === 0xff) return `${v6[12]}.${v6[13]}.${v6[14]}.${v6[15]}`;
+  return v6.toString('hex');
+}
+
+export interface ConnectionCapsOptions {
+  /** Open connections at most, exempt ones not counted. */
+  max: number;
+  /** Open connections per address key (§7b.9) at most. */
+  maxPerAddress: number;
+  /** Hosts never limited nor counted: IP literals (bracketed IPv6 too); a name matches no address. */
+  exemptHosts: readonly string[];
+}
+
+/**
+ * SPEC.md §6.10 "Connection and body bounds": the open connections of a directory HTTP port, counted
+ * from the accept. A connection from an exempt address (a configured authority's, §6.1; a relay's
+ * own, §7b.7) is neither limited nor counted, so connections from other addresses can never keep the
+ * authorities' vote and signature exchanges (§6.8) out; any other one is refused when its address
+ * key (§7b.9) holds `maxPerAddress` already, or when `max` such connections are open. (Node's own
+ * `server.maxConnections` refuses a connection before any address is looked at: one host holding the
+ * cap would shut everyone out.)
+ */
+export class ConnectionCaps {
+  private open = 0;
+  /** Open connections per address key; an address holding none is absent. */
+  private readonly perAddress = new Map<string, number>();
+  /** The exempt IP literals, as exactAddress gives them. */
+  private readonly literals = new Set<string>();
+  constructor(private readonly o: ConnectionCapsOptions) {
+    for (const h of o.exemptHosts) {
+      const a = exactAddress(h);
+      if (a !== null) this.literals.add(a);
+    }
+  }
+
+  /** Is `remote` (a socket's remoteAddress) an exempt address? */
+  isExempt(remote: string | undefined): boolean {
+    if (remote === undefined) return false;
+    const a = exactAddress(remote);
+    if (a === null) return false;
+    return this.literals.has(a);
+  }
+
+  /**
+   * Admit `socket` (just accepted): null, counting it until it closes, or why it is refused (the
+   * caller destroys it).
+   */
+  admit(socket: net.Socket): ConnectionRefusal | null {
+    const remote = socket.remoteAddress;
+    if (this.isExempt(remote)) return null;
+    const key = addressKey(remote) ?? remote ?? '?';
+    const mine = this.perAddress.get(key) ?? 0;
+    if (mine >= this.o.maxPerAddress) return 'per_address';
+    if (this.open >= this.o.max) return 'total';
+    this.open++;
+    this.perAddress.set(key, mine + 1);
+    socket.once('close', () => {
+      this.open--;
+      const n = (this.perAddress.get(key) ?? 1) - 1;
+      if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
+    });
+    return null;
+  }
+}
+
+/**
+ * SPEC.md §6.10 "Connection and body bounds": put `caps` on `srv`: a connection over a cap is destroyed
+ * as it arrives and reported to `refused`.
+ */
+export function capConnections(srv: http.Server, caps: ConnectionCaps, refused: (reason: ConnectionRefusal) => void): void {
+  srv.on('connection', (socket: net.Socket) => {
+    const reason = caps.admit(socket);
+    if (reason === null) return;
+    refused(reason);
+    socket.destroy();
+  });
+}

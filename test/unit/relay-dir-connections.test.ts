@@ -1,0 +1,106 @@
+// SPEC.md §6.10 "Connection and body bounds": a relay's dir port holds at most
+// `dirMaxConnectionsPerAddress` connections per address and `dirMaxConnections` in all; the configured
+// authorities' addresses and the relay's own (BEGIN_DIR splices, §7b.7) are limited by neither.
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import type http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Registry } from 'prom-client';
+import { DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS, parseRelayConfig } from '../../relay/config';
+import { RelayDaemon } from '../../relay/daemon';
+import { silentLogger } from '../../src/ops/log';
+
+const authority = (host: string) => ({ name: 'a', identity: 'ab'.repeat(32), address: `${host}:7000` });
+const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
+
+const dataDirs: string[] = [];
+const sockets: net.Socket[] = [];
+let server: http.Server | null = null;
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
+  server = null;
+  for (const d of dataDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** The relay's dir port alone (startHttp), on 127.0.0.1, with `extra` in its config. */
+async function startDirPort(extra: Record<string, unknown>): Promise<{ port: number; refused: () => Promise<Record<string, number>> }> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-dirconn-'));
+  dataDirs.push(dataDir);
+  const registry = new Registry();
+  const cfg = parseRelayConfig({ dataDir, orPort: 0, listenHost: '127.0.0.1', authorities: [authority('127.0.0.3')], ...extra }, '/x');
+  const d = new RelayDaemon(cfg, silentLogger, registry);
+  const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null; dirPort: number };
+  await inner.startHttp();
+  server = inner.http;
+  const refused = async () => {
+    const metric = registry.getSingleMetric('bitcloud_relay_dir_connections_refused_total');
+    const out: Record<string, number> = {};
+    for (const v of (await metric!.get()).values) out[String(v.labels.reason)] = v.value;
+    return out;
+  };
+  return { port: inner.dirPort, refused };
+}
+
+/** Connections the server has closed already. */
+const closed = new WeakSet<net.Socket>();
+
+/** A connection from `localAddress`, once both ends have it (the server has accepted it, or refused it). */
+async function open(port: number, localAddress: string): Promise<net.Socket> {
+  const s = net.connect({ port, host: '127.0.0.1', localAddress });
+  sockets.push(s);
+  s.on('error', () => {});
+  s.once('close', () => closed.add(s));
+  await Promise.all([
+    new Promise<void>((r) => server!.once('connection', () => r())),
+    new Promise<void>((r) => s.once('connect', () => r())),
+  ]);
+  return s;
+}
+
+/** Sends one request on `s`: its status line, or null when the server closed the connection unanswered. */
+function ask(s: net.Socket): Promise<string | null> {
+  if (closed.has(s)) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    let got = '';
+    s.on('close', () => resolve(null));
+    s.on('data', (d: Buffer) => { got += d.toString('latin1'); const i = got.indexOf('\r\n'); if (i >= 0) resolve(got.slice(0, i)); });
+    s.write('GET /bitcloud/status HTTP/1.1\r\nhost: x\r\n\r\n');
+  });
+}
+
+describe('relay dir port connection caps (SPEC.md §6.10)', () => {
+  it('with dirMaxConnectionsPerAddress 3, the 4th concurrent connection of an address is closed while the first 3 are served', async () => {
+    const { port, refused } = await startDirPort({ dirMaxConnectionsPerAddress: 3 });
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await open(port, '127.0.0.2'));
+    expect(await ask(held[3])).toBeNull();
+    for (const s of held.slice(0, 3)) expect(await ask(s)).toBe('HTTP/1.1 200 OK');
+    expect(await refused()).toEqual({ per_address: 1 });
+    // Another address still connects.
+    expect(await ask(await open(port, '127.0.0.4'))).toBe('HTTP/1.1 200 OK');
+  });
+
+  it('the total cap; a configured authority and the relay\'s own address (BEGIN_DIR) are limited by neither', async () => {
+    const { port, refused } = await startDirPort({ dirMaxConnections: 16, dirMaxConnectionsPerAddress: 8 });
+    for (let i = 0; i < 8; i++) await open(port, '127.0.0.2');
+    for (let i = 0; i < 8; i++) await open(port, '127.0.0.4');
+    expect(await ask(await open(port, '127.0.0.5'))).toBeNull();
+    expect(await refused()).toEqual({ total: 1 });
+    const exempt = [];
+    for (let i = 0; i < 10; i++) exempt.push(await open(port, '127.0.0.3'), await open(port, '127.0.0.1'));
+    for (const s of exempt) expect(await ask(s)).toBe('HTTP/1.1 200 OK');
+    expect(await refused()).toEqual({ total: 1 });
+  });
+
+  it('takes dirMaxConnections and dirMaxConnectionsPerAddress from the configuration, validated as an authority\'s', () => {
+    const base = { dataDir: 'd', orPort: 0, authorities: [authority('127.0.0.3')] };
+    const cfg = parseRelayConfig(base, '/x');
+    expect([cfg.dirMaxConnections, cfg.dirMaxConnectionsPerAddress]).toEqual([DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS]);
+    expect([DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS]).toEqual([512, 64]);
+    expect(message(() => parseRelayConfig({ ...base, dirMaxConnections: 15 }, '/x'))).toMatch(/CONFIG_INVALID: dirMaxConnections: must be between 16/);
+    expect(message(() => parseRelayConfig({ ...base, dirMaxConnectionsPerAddress: 0 }, '/x'))).toMatch(/CONFIG_INVALID: dirMaxConnectionsPerAddress: must be between 1/);
+  });
+});
