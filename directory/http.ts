@@ -25,7 +25,8 @@
 // Bad input → 4xx with JSON {code, reason}; nothing else changes. Client IPs are never logged.
 // A client gone before its body arrived is dropped unanswered (debug, status 499; SPEC.md §6.10).
 // SPEC.md §6.10 "Connection and body bounds": at most httpMaxConnectionsPerAddress connections per
-// address and httpMaxConnections in all (the configured authorities' addresses excepted), and at
+// address and httpMaxConnections in all (the configured authorities' addresses excepted, host names
+// resolved every 10 minutes, src/ops/connection-caps.ts), and at
 // most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
 import http from 'node:http';
 import path from 'node:path';
@@ -299,7 +300,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   // destroyed as it arrives (not Node's maxConnections, which looks at no address).
   const caps = new ConnectionCaps({
     max: a.config.httpMaxConnections, maxPerAddress: a.config.httpMaxConnectionsPerAddress,
-    exemptHosts: a.config.authorities.map((x) => x.host),
+    exemptHosts: a.config.authorities.map((x) => x.host), log,
   });
   const connectionsRefused = connectionsRefusedMetric(reg);
   capConnections(srv, caps, (reason) => connectionsRefused.labels(reason).inc());

@@ -252,7 +252,7 @@ export class RelayDaemon {
     // spliced to this port from it, bounded by the circuit and stream limits (§7b.9) instead.
     const caps = new ConnectionCaps({
       max: this.cfg.dirMaxConnections, maxPerAddress: this.cfg.dirMaxConnectionsPerAddress,
-      exemptHosts: [...this.cfg.authorities.map((a) => a.host), this.dirSelfHost()],
+      exemptHosts: [...this.cfg.authorities.map((a) => a.host), this.dirSelfHost()], log: this.log,
     });
     const refused = dirConnectionsRefusedMetric(this.registry);
     capConnections(srv, caps, (reason) => refused.labels(reason).inc());

@@ -1,7 +1,8 @@
 // SPEC.md §6.10 "Connection and body bounds": an authority's HTTP port holds at most
 // `httpMaxConnectionsPerAddress` connections per address and `httpMaxConnections` in all; the
 // configured authorities' addresses are limited by neither, so one host holding connections can
-// shut out neither other addresses nor the authorities' own exchanges (§6.8).
+// shut out neither other addresses nor the authorities' own exchanges (§6.8). An authority listed by
+// host name is exempt at every address the name resolves to.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type http from 'node:http';
 import net from 'node:net';
@@ -9,6 +10,7 @@ import pino from 'pino';
 import { createAuthorityServer } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS } from '../../directory/config';
 import { PATHS } from '../../src/dir/fetch';
+import { connectionCapsOf } from '../../src/ops/connection-caps';
 import { makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
@@ -102,5 +104,17 @@ describe('authority HTTP connection caps (SPEC.md §6.10)', () => {
     expect(await refused()).toEqual({ total: 1 });
     expect(await served(port, '127.0.0.3')).toBe(true);
     expect(await refused()).toEqual({ total: 1 });
+  });
+
+  it('an authority listed by host name (localhost) is exempt at the addresses the name resolves to', async () => {
+    const { port, refused } = await start({ ...authorityAt('localhost'), httpMaxConnectionsPerAddress: 2 });
+    await connectionCapsOf(server!)!.ready;
+    for (let i = 0; i < 4; i++) await hold(port, '127.0.0.1');
+    expect(await served(port, '127.0.0.1')).toBe(true);
+    expect(await refused()).toEqual({});
+    // Any other address is still held to the cap.
+    for (let i = 0; i < 2; i++) await hold(port, '127.0.0.2');
+    expect(await served(port, '127.0.0.2')).toBe(false);
+    expect(await refused()).toEqual({ per_address: 1 });
   });
 });

@@ -11,6 +11,7 @@ import { Registry } from 'prom-client';
 import { DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS, parseRelayConfig } from '../../relay/config';
 import { RelayDaemon } from '../../relay/daemon';
 import { silentLogger } from '../../src/ops/log';
+import { connectionCapsOf } from '../../src/ops/connection-caps';
 
 const authority = (host: string) => ({ name: 'a', identity: 'ab'.repeat(32), address: `${host}:7000` });
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
@@ -18,6 +19,8 @@ const message = (f: () => unknown): string => { try { f(); } catch (e) { return 
 const dataDirs: string[] = [];
 const sockets: net.Socket[] = [];
 let server: http.Server | null = null;
+/** The address the dir port listens on. */
+let dirHost = '127.0.0.1';
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
   if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
@@ -31,6 +34,7 @@ async function startDirPort(extra: Record<string, unknown>): Promise<{ port: num
   dataDirs.push(dataDir);
   const registry = new Registry();
   const cfg = parseRelayConfig({ dataDir, orPort: 0, listenHost: '127.0.0.1', authorities: [authority('127.0.0.3')], ...extra }, '/x');
+  dirHost = cfg.listenHost;
   const d = new RelayDaemon(cfg, silentLogger, registry);
   const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null; dirPort: number };
   await inner.startHttp();
@@ -49,7 +53,7 @@ const closed = new WeakSet<net.Socket>();
 
 /** A connection from `localAddress`, once both ends have it (the server has accepted it, or refused it). */
 async function open(port: number, localAddress: string): Promise<net.Socket> {
-  const s = net.connect({ port, host: '127.0.0.1', localAddress });
+  const s = net.connect({ port, host: dirHost, localAddress });
   sockets.push(s);
   s.on('error', () => {});
   s.once('close', () => closed.add(s));
@@ -93,6 +97,18 @@ describe('relay dir port connection caps (SPEC.md §6.10)', () => {
     for (let i = 0; i < 10; i++) exempt.push(await open(port, '127.0.0.3'), await open(port, '127.0.0.1'));
     for (const s of exempt) expect(await ask(s)).toBe('HTTP/1.1 200 OK');
     expect(await refused()).toEqual({ total: 1 });
+  });
+
+  it('an authority listed by host name (localhost) is exempt at the addresses the name resolves to', async () => {
+    // Listening on 127.0.0.2, the relay's own address toward its dir port is 127.0.0.2, not 127.0.0.1.
+    const { port, refused } = await startDirPort({ listenHost: '127.0.0.2', authorities: [authority('localhost')], dirMaxConnectionsPerAddress: 1 });
+    await connectionCapsOf(server!)!.ready;
+    const held = [];
+    for (let i = 0; i < 3; i++) held.push(await open(port, '127.0.0.1'));
+    for (const s of held) expect(await ask(s)).toBe('HTTP/1.1 200 OK');
+    await open(port, '127.0.0.4');
+    expect(await ask(await open(port, '127.0.0.4'))).toBeNull();
+    expect(await refused()).toEqual({ per_address: 1 });
   });
 
   it('takes dirMaxConnections and dirMaxConnectionsPerAddress from the configuration, validated as an authority\'s', () => {
