@@ -207,9 +207,13 @@ export class RelayDaemon {
     });
   }
 
-  /** The address BEGIN_DIR streams are spliced to the dir port on, and come from (SPEC.md §7b.7). */
+  /**
+   * The address BEGIN_DIR streams are spliced to the dir port on, and come from (SPEC.md §7b.7,
+   * §6.10): the listen address, or loopback when the relay listens on every address.
+   */
   private dirSelfHost(): string {
-    return this.cfg.listenHost === '0.0.0.0' ? '127.0.0.1' : this.cfg.listenHost;
+    const h = this.cfg.listenHost;
+    return h === '0.0.0.0' ? '127.0.0.1' : h === '::' ? '::1' : h;
   }
 
   private async startHttp(): Promise<void> {

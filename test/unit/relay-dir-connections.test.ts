@@ -111,6 +111,15 @@ describe('relay dir port connection caps (SPEC.md §6.10)', () => {
     expect(await refused()).toEqual({ per_address: 1 });
   });
 
+  it('listening on :: (every address), the relay\'s own address toward its dir port is ::1, and exempt', async () => {
+    const { port, refused } = await startDirPort({ listenHost: '::', dirMaxConnectionsPerAddress: 1 });
+    dirHost = '::1';
+    const held = [];
+    for (let i = 0; i < 3; i++) held.push(await open(port, '::1'));
+    for (const s of held) expect(await ask(s)).toBe('HTTP/1.1 200 OK');
+    expect(await refused()).toEqual({});
+  });
+
   it('takes dirMaxConnections and dirMaxConnectionsPerAddress from the configuration, validated as an authority\'s', () => {
     const base = { dataDir: 'd', orPort: 0, authorities: [authority('127.0.0.3')] };
     const cfg = parseRelayConfig(base, '/x');
