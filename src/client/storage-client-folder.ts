@@ -120,8 +120,10 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
   const marker = path.join(root, FOLDER_GET_MARKER);
   if (out !== undefined) await mkdirOutput(root, 0o700);
   else {
-    // The marker is ours: an entry of that name would replace it, and be removed with it.
-    if (folder.entries.some((e) => e.path === FOLDER_GET_MARKER)) {
+    // The marker is ours: an entry of that name would replace it, and be removed with it; one below
+    // a folder of that name would need a folder where the marker is (IO_NOT_A_DIRECTORY once <out>
+    // is made, and again at every rerun, which resumes into it).
+    if (folder.entries.some((e) => e.path === FOLDER_GET_MARKER || e.path.startsWith(FOLDER_GET_MARKER + '/'))) {
       throw err('FOLDER_PATH_INVALID', `${JSON.stringify(FOLDER_GET_MARKER)} is the name a get gives its own marker; give -o FOLDER to fetch this folder`);
     }
     await claimFolder(root, marker, cap.manifestId.toString('hex'));

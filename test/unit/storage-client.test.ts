@@ -639,6 +639,23 @@ describe('a folder get without -o (SPEC.md §9.9.1, §9.15)', () => {
     }
     await g.close();
   });
+
+  it('a listing with a folder named like the marker at its top is FOLDER_PATH_INVALID before anything is made; -o fetches it', async () => {
+    // An ordinary folder may hold a sub-folder of that name: put stores its files as `.bitcloud-folder-get/…`.
+    const src = path.join(await fsp.mkdtemp(path.join(root, 'folder-src-')), 'Papers');
+    await fsp.mkdir(path.join(src, FOLDER_GET_MARKER), { recursive: true });
+    await fsp.writeFile(path.join(src, FOLDER_GET_MARKER, 'inner.txt'), 'inner');
+    await fsp.writeFile(path.join(src, 'top.txt'), 'top');
+    const g = client();
+    const c = parseCapability((await putFolder(g, src, { workers: false })).capability);
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'FOLDER_PATH_INVALID' });
+    expect(await fsp.readdir(dir)).toEqual([]);
+    const r = await getFolder(g, c, 'Papers', { dir });
+    await g.close();
+    expect(await fsp.readFile(path.join(r.path, FOLDER_GET_MARKER, 'inner.txt'), 'utf8')).toBe('inner');
+    expect(await fsp.readFile(path.join(r.path, 'top.txt'), 'utf8')).toBe('top');
+  });
 });
 
 describe('losing nodes (SPEC.md §9.3)', () => {
