@@ -172,8 +172,8 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
 
 /**
  * SPEC.md §9.9.1: a folder get without -o writes only into a folder it made. `root` missing: the
- * folder is made under a temporary name beside it (`<root>.bitcloud-new-<hex>`, made exclusively,
- * 0700), the marker written in it (atomically, 0600) and both fsynced, then it is renamed to `root`
+ * folder is made under a temporary name beside it (`<root>.bitcloud-new-<hex>`, newFolderName,
+ * made exclusively, 0700), the marker written in it (atomically, 0600) and both fsynced, then it is renamed to `root`
  * once `root` is found missing just before: a get stopped at any step leaves nothing at `root`, or
  * the marked folder a rerun resumes. The rename can replace only an empty folder made at `root` in
  * between (rename(2) refuses any other), which loses nothing. `root` there already (anything, a
@@ -185,7 +185,7 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
   if (!await lexists(root)) {
     const parent = path.dirname(root);
     await mkdirOutput(parent, 0o700);
-    const tmp = `${root}${FOLDER_NEW_SUFFIX}${randomBytes(6).toString('hex')}`;
+    const tmp = path.join(parent, newFolderName(path.basename(root)));
     try {
       await fsp.mkdir(tmp, { mode: 0o700 });
     } catch (e) {
@@ -224,6 +224,26 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
  * it to `<out>`; one left by a get stopped before the rename holds only the marker.
  */
 export const FOLDER_NEW_SUFFIX = '.bitcloud-new-';
+
+/** The longest file name most filesystems take (NAME_MAX), in bytes. */
+const NAME_MAX_BYTES = 255;
+
+/**
+ * `<name>.bitcloud-new-<12 hex>`, `name` cut short (at a character boundary) when the whole would
+ * pass NAME_MAX_BYTES: a stored name may be 255 bytes itself (SPEC.md §9.4, §9.9.1).
+ */
+function newFolderName(name: string): string {
+  const suffix = `${FOLDER_NEW_SUFFIX}${randomBytes(6).toString('hex')}`;
+  const room = NAME_MAX_BYTES - suffix.length;
+  let cut = '';
+  let bytes = 0;
+  for (const ch of name) {
+    bytes += Buffer.byteLength(ch, 'utf8');
+    if (bytes > room) break;
+    cut += ch;
+  }
+  return cut + suffix;
+}
 
 /**
  * Whether anything (a link too, even a dangling one) stands at `p`. Missing (ENOENT), or below a

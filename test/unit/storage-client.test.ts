@@ -656,6 +656,22 @@ describe('a folder get without -o (SPEC.md §9.9.1, §9.15)', () => {
     expect(await fsp.readFile(path.join(r.path, FOLDER_GET_MARKER, 'inner.txt'), 'utf8')).toBe('inner');
     expect(await fsp.readFile(path.join(r.path, 'top.txt'), 'utf8')).toBe('top');
   });
+
+  it('a stored name up to 255 bytes is fetched without -o: the temporary folder\'s name is cut to fit', async () => {
+    // 80 three-byte characters: 240 bytes, a valid name (SPEC.md §9.4) that the suffix would push past 255.
+    const name = '\u6587'.repeat(80);
+    const src = path.join(await fsp.mkdtemp(path.join(root, 'folder-src-')), name);
+    await fsp.mkdir(src);
+    await fsp.writeFile(path.join(src, 'a.txt'), 'long');
+    const g = client();
+    const c = parseCapability((await putFolder(g, src, { workers: false })).capability);
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const r = await getFolder(g, c, undefined, { dir });
+    await g.close();
+    expect(r.path).toBe(path.join(dir, name));
+    expect(await fsp.readFile(path.join(dir, name, 'a.txt'), 'utf8')).toBe('long');
+    expect(await fsp.readdir(dir)).toEqual([name]);
+  });
 });
 
 describe('losing nodes (SPEC.md §9.3)', () => {
