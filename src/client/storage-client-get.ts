@@ -166,6 +166,7 @@ async function fetchShare(client: StorageClient, id: Buffer, size: number, expec
       }
     }));
     for (let j = 0; j < batch.length; j++) {
+      throwIfStorageAborted(signal); // stopped while the HAS answers came, or since: ask no holder
       if (present[j] && (await tryNode(client, batch[j], id, size, stats, out, signal)) === 'good') return found(batch[j], out[0]);
     }
   }

@@ -18,7 +18,7 @@ import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
 import { FOLDER_GET_MARKER, getFolder, putFolder } from '../../src/client/storage-client-folder';
 import { MAX_MANIFEST_BYTES } from '../../src/storage/manifest';
-import { fetchManifest, getFile } from '../../src/client/storage-client-get';
+import { fetchChunk, fetchManifest, getFile } from '../../src/client/storage-client-get';
 import { renewFile } from '../../src/client/storage-client-renew';
 import { contentIds, fileContentIds } from '../../src/moderation/content-ids';
 import { DownloadOutput } from '../../src/client/storage-client-resume';
@@ -390,6 +390,32 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     expect(calls.mock.calls.length).toBe(n);
     await g.close();
   }, 10_000);
+
+  it('once stopped, a search beyond the expected holders asks no share of a node that answered HAS', async () => {
+    // Chunk 0's shares are nowhere near: each is searched with HAS, and the get is stopped (its
+    // reader went away) while those answers are on their way. A node that says it holds the share
+    // must not be asked for it after that (SPEC.md §9.9.1: no further share is asked for).
+    const g = client();
+    const cap = parseCapability(shared.cap);
+    const stats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
+    const manifest = await fetchManifest(g, cap, stats);
+    const stop = new AbortController();
+    let after = 0;
+    g.getShare = async () => {
+      if (stop.signal.aborted) after++;
+      throw err('SHARE_NOT_FOUND', 'not here');
+    };
+    const request = g.request.bind(g);
+    g.request = (async (fp: string, req: { type: string }) => {
+      if (req.type !== 'has') return request(fp, req as never);
+      stop.abort(err('IO_OUTPUT_CLOSED', 'the reader went away'));
+      return { type: 'has', present: [true] };
+    }) as typeof g.request;
+    await expect(fetchChunk(g, cap.fileKey, manifest.layout, 0, ChunkKind.DATA, stats, undefined, null, false, stop.signal)).rejects.toMatchObject({ code: 'IO_OUTPUT_CLOSED' });
+    expect(stop.signal.aborted).toBe(true);
+    expect(after).toBe(0);
+    await g.close();
+  });
 
   it('a folder capability is refused with IO_IS_A_DIRECTORY, nothing written', async () => {
     const folder = await fsp.mkdtemp(path.join(root, 'stdout-folder-'));
