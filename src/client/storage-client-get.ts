@@ -417,21 +417,28 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
   };
   let started = 0; // positions in todo
   let next = 0; // inOrder: the first position in todo not yet written
-  while (!failure && (sink.inOrder ? next < todo.length : started < todo.length)) {
-    while (!failure && started < todo.length && (sink.inOrder ? started < next + window : running.size < window)) start(todo[started++]);
-    const plain = sink.inOrder ? ready.get(todo[next]) : undefined;
-    if (plain && !failure) {
-      ready.delete(todo[next]);
-      try {
-        await sink.write(todo[next], plain);
-      } catch (e) {
-        fail(e);
-        break;
+  try {
+    while (!failure && (sink.inOrder ? next < todo.length : started < todo.length)) {
+      while (!failure && started < todo.length && (sink.inOrder ? started < next + window : running.size < window)) start(todo[started++]);
+      const plain = sink.inOrder ? ready.get(todo[next]) : undefined;
+      if (plain && !failure) {
+        ready.delete(todo[next]);
+        try {
+          await sink.write(todo[next], plain);
+        } catch (e) {
+          fail(e);
+          break;
+        }
+        wrote(todo[next++]);
+        continue;
       }
-      wrote(todo[next++]);
-      continue;
+      if (running.size > 0 && (sink.inOrder || started < todo.length)) await Promise.race(running);
     }
-    if (running.size > 0 && (sink.inOrder || started < todo.length)) await Promise.race(running);
+  } catch (e) {
+    // A progress callback that threw (from the loop, or from a chunk's promise): a failure like
+    // any other, so that 'stop' stops the chunks in flight too.
+    fail(e);
+    throw e;
   }
   ready.clear();
   // 'finish': a chunk still in flight may fail too, and is waited for before `failure` is read.

@@ -391,6 +391,34 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     await g.close();
   }, 10_000);
 
+  it('a progress callback that throws stops the get as any failure does: no share is asked for after', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const g = client();
+    const cap = parseCapability(shared.cap);
+    const manifest = await fetchManifest(g, cap, { corruptShares: 0, missingShares: 0, sharesFetched: 0 });
+    const chunk1 = new Set(manifest.layout.chunks[1].shareIds.map((id) => id.toString('hex')));
+    // Chunk 1's nodes all fail, late: its search goes from node to node until the get is stopped.
+    const real = g.getShare.bind(g);
+    let calls = 0;
+    g.getShare = async (fp, id) => {
+      calls++;
+      if (!chunk1.has(id.toString('hex'))) return real(fp, id);
+      await gate;
+      throw err('STORAGE_CONNECT_FAILED', 'node down');
+    };
+    const { stream, writes } = sink();
+    const boom = new Error('progress display failed');
+    const onProgress = (done: number) => { if (done > 0) throw boom; };
+    await expect(getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest, window: 2, onProgress })).rejects.toBe(boom);
+    expect(writes.length).toBe(1);
+    const n = calls;
+    open();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls).toBe(n);
+    await g.close();
+  }, 10_000);
+
   it('once stopped, a search beyond the expected holders asks no share of a node that answered HAS', async () => {
     // Chunk 0's shares are nowhere near: each is searched with HAS, and the get is stopped (its
     // reader went away) while those answers are on their way. A node that says it holds the share
