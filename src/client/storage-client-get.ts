@@ -436,14 +436,19 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
     }
   } catch (e) {
     // A progress callback that threw (from the loop, or from a chunk's promise): a failure like
-    // any other, so that 'stop' stops the chunks in flight too.
+    // any other, so that 'stop' stops the chunks in flight too, and 'finish' still writes them
+    // before the caller suspends the part file.
     fail(e);
+    if (sink.onFailure === 'finish') await Promise.allSettled(running);
     throw e;
   }
   ready.clear();
-  // 'finish': a chunk still in flight may fail too, and is waited for before `failure` is read.
+  // 'finish': a chunk still in flight may fail too, and is waited for before `failure` is read;
+  // every one of them, even when another's progress callback threw.
   // In order, the loop ends with every chunk written (nothing in flight) unless it failed.
-  if (sink.onFailure === 'finish') await Promise.all(running);
+  if (sink.onFailure === 'finish') {
+    for (const r of await Promise.allSettled(running)) if (r.status === 'rejected') fail(r.reason);
+  }
   if (failure) throw failure;
   await Promise.all(running);
   unwatch?.();

@@ -419,6 +419,25 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     await g.close();
   }, 10_000);
 
+  it.each([4, 16])('into a part file, a progress callback that throws still lets the chunks in flight be written, for a resumed run (window %i)', async (window) => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => { open = r; });
+    const { g, cap, manifest } = await gated({ slow: 2, gate });
+    const out = path.join(root, `progress-throws-${window}.bin`);
+    const boom = new Error('progress display failed');
+    const onProgress = (done: number) => { if (done > 0) throw boom; };
+    // The first `window` chunks are started (all 13 with 16); chunk 2 is still being fetched when
+    // the first written one throws.
+    setTimeout(open, 300);
+    await expect(getFile(g, cap, { output: out, dir: root, manifest, window, onProgress })).rejects.toBe(boom);
+    await g.close();
+    const g2 = client();
+    const res = await getFile(g2, cap, { output: out, dir: root });
+    await g2.close();
+    expect(res.resumedChunks).toBe(Math.min(window, manifest.layout.chunks.length));
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  }, 10_000);
+
   it('once stopped, a search beyond the expected holders asks no share of a node that answered HAS', async () => {
     // Chunk 0's shares are nowhere near: each is searched with HAS, and the get is stopped (its
     // reader went away) while those answers are on their way. A node that says it holds the share
