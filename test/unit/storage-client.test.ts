@@ -458,7 +458,7 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
       stop.abort(err('IO_OUTPUT_CLOSED', 'the reader went away'));
       return { type: 'has', present: [true] };
     }) as typeof g.request;
-    await expect(fetchChunk(g, cap.fileKey, manifest.layout, 0, ChunkKind.DATA, stats, undefined, null, false, stop.signal)).rejects.toMatchObject({ code: 'IO_OUTPUT_CLOSED' });
+    await expect(fetchChunk(g, cap.fileKey, manifest.layout, 0, ChunkKind.DATA, stats, undefined, null, false, stop.signal)).rejects.toMatchObject({ code: 'STORAGE_ABORTED' });
     expect(stop.signal.aborted).toBe(true);
     expect(after).toBe(0);
     await g.close();
