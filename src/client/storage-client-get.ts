@@ -9,6 +9,7 @@
 // there — then nodes that already held this file's shares off their expected place, then its
 // ranking over every storage node: the first n + 4 one by one, the rest with a few HAS requests
 // at a time, so a share is found wherever placement put it.
+import { setMaxListeners } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { err, isBitcloudError, type BitcloudError } from '../errors';
@@ -399,6 +400,9 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
   const unwatch = sink.watch?.(fail);
   // The caller's signal (a gateway request whose client left, SPEC.md §9.16.6) stops it too.
   const signal = o.signal ? AbortSignal.any([o.signal, stop.signal]) : stop.signal;
+  // Every share request under way listens to it (a window of chunks, k shares each, SPEC.md
+  // §9.9): that many listeners are expected, and must not print Node's leak warning on stderr.
+  setMaxListeners(0, signal);
   const todo: number[] = [];
   let done = 0;
   for (let i = 0; i < layout.chunks.length; i++) {
