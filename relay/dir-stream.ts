@@ -23,7 +23,11 @@ export function createDirStreamHandler(target: () => DirTarget | null): (inc: In
       t.server.emit('connection', inc.stream);
       return;
     }
-    const sock = net.connect({ host: t.host ?? '127.0.0.1', port: t.port });
+    // SPEC.md §6.10: the splice comes from the address it goes to, which the dir port's connection
+    // caps exempt. Bound explicitly: the kernel's own choice for another loopback address (127.0.0.2)
+    // is 127.0.0.1, under which every client of the mirror would share one address's cap.
+    const host = t.host ?? '127.0.0.1';
+    const sock = net.connect({ host, port: t.port, ...(net.isIP(host) ? { localAddress: host } : {}) });
     sock.on('error', () => { if (inc.stream.state === 'opening') inc.refuse(EndReason.NOTDIRECTORY); });
     sock.once('connect', () => {
       if (inc.stream.state !== 'opening') { sock.destroy(); return; }

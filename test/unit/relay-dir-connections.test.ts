@@ -12,6 +12,10 @@ import { DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS, p
 import { RelayDaemon } from '../../relay/daemon';
 import { silentLogger } from '../../src/ops/log';
 import { connectionCapsOf } from '../../src/ops/connection-caps';
+import { Duplex } from 'node:stream';
+import { createDirStreamHandler } from '../../relay/dir-stream';
+import type { CircuitStream } from '../../src/circuit/stream';
+import type { IncomingStream } from '../../src/circuit/types';
 
 const authority = (host: string) => ({ name: 'a', identity: 'ab'.repeat(32), address: `${host}:7000` });
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
@@ -21,6 +25,8 @@ const sockets: net.Socket[] = [];
 let server: http.Server | null = null;
 /** The address the dir port listens on. */
 let dirHost = '127.0.0.1';
+/** Where the relay splices its BEGIN_DIR streams (RelayDaemon.dirSelfHost). */
+let selfHost = '127.0.0.1';
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
   if (server) { const s = server; await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }); }
@@ -36,7 +42,8 @@ async function startDirPort(extra: Record<string, unknown>): Promise<{ port: num
   const cfg = parseRelayConfig({ dataDir, orPort: 0, listenHost: '127.0.0.1', authorities: [authority('127.0.0.3')], ...extra }, '/x');
   dirHost = cfg.listenHost;
   const d = new RelayDaemon(cfg, silentLogger, registry);
-  const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null; dirPort: number };
+  const inner = d as unknown as { startHttp(): Promise<void>; http: http.Server | null; dirPort: number; dirSelfHost(): string };
+  selfHost = inner.dirSelfHost();
   await inner.startHttp();
   server = inner.http;
   const refused = async () => {
@@ -75,6 +82,30 @@ function ask(s: net.Socket): Promise<string | null> {
   });
 }
 
+/** A stream of a circuit, as far as the BEGIN_DIR splice uses one: what the client sends is pushed, what reaches it is `answer`'s. */
+class FakeStream extends Duplex {
+  state = 'opening';
+  constructor(private readonly answer: (d: Buffer) => void) { super(); }
+  override _read(): void {}
+  override _write(d: Buffer, _e: BufferEncoding, cb: () => void): void { this.answer(d); cb(); }
+  abort(): void { this.destroy(); }
+}
+
+/** A BEGIN_DIR stream spliced to the dir port as the relay does (§7b.7): its first answer line, or null when refused or closed unanswered. */
+function beginDir(port: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    let got = '';
+    const stream: FakeStream = new FakeStream((d) => { got += d.toString('latin1'); const i = got.indexOf('\r\n'); if (i >= 0) { resolve(got.slice(0, i)); stream.destroy(); } });
+    stream.on('close', () => resolve(null));
+    const inc = {
+      kind: 'begin_dir', begin: null, oneHop: false, stream: stream as unknown as CircuitStream,
+      accept: () => { stream.state = 'open'; stream.push('GET /bitcloud/status HTTP/1.1\r\nhost: x\r\n\r\n'); },
+      refuse: () => { stream.destroy(); },
+    } as unknown as IncomingStream;
+    createDirStreamHandler(() => ({ port, host: selfHost }))(inc);
+  });
+}
+
 describe('relay dir port connection caps (SPEC.md §6.10)', () => {
   it('with dirMaxConnectionsPerAddress 3, the 4th concurrent connection of an address is closed while the first 3 are served', async () => {
     const { port, refused } = await startDirPort({ dirMaxConnectionsPerAddress: 3 });
@@ -109,6 +140,14 @@ describe('relay dir port connection caps (SPEC.md §6.10)', () => {
     await open(port, '127.0.0.4');
     expect(await ask(await open(port, '127.0.0.4'))).toBeNull();
     expect(await refused()).toEqual({ per_address: 1 });
+  });
+
+  it('listening on a loopback address but 127.0.0.1, the BEGIN_DIR splices still come from the exempt address', async () => {
+    // The kernel's source for a connection to 127.0.0.2 is 127.0.0.1 unless the splice binds one.
+    const { port, refused } = await startDirPort({ listenHost: '127.0.0.2', dirMaxConnectionsPerAddress: 1 });
+    const answers = await Promise.all([beginDir(port), beginDir(port), beginDir(port)]);
+    expect(answers).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+    expect(await refused()).toEqual({});
   });
 
   it('listening on :: (every address), the relay\'s own address toward its dir port is ::1, and exempt', async () => {
