@@ -35,6 +35,7 @@ import { forwardMetric, mirrorSigningKeys, UploadForwarder } from './upload-forw
 import { POLICY_PATH } from '../src/moderation/sources';
 import { DirPassThrough } from './dir-pass';
 import { capConnections, ConnectionCaps } from '../src/ops/connection-caps';
+import { parseIPv6 } from '../src/wire/addr';
 
 export interface RelayContext {
   config: RelayConfig;
@@ -213,7 +214,11 @@ export class RelayDaemon {
    */
   private dirSelfHost(): string {
     const h = this.cfg.listenHost;
-    return h === '0.0.0.0' ? '127.0.0.1' : h === '::' ? '::1' : h;
+    if (h === '0.0.0.0') return '127.0.0.1';
+    // Every address, however it is written ("::", "::0", "0:0:0:0:0:0:0:0"): a connection to it
+    // arrives from ::1, which the caps must be told, not the unspecified address.
+    const v6 = parseIPv6(h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h);
+    return v6 && v6.every((b) => b === 0) ? '::1' : h;
   }
 
   private async startHttp(): Promise<void> {

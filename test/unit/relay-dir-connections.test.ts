@@ -150,6 +150,18 @@ describe('relay dir port connection caps (SPEC.md §6.10)', () => {
     expect(await refused()).toEqual({});
   });
 
+  it('listening on every address however it is written, the BEGIN_DIR splices go to loopback and are exempt', async () => {
+    for (const listenHost of ['0:0:0:0:0:0:0:0', '::0']) {
+      const { port, refused } = await startDirPort({ listenHost, dirMaxConnectionsPerAddress: 1 });
+      const answers = await Promise.all([beginDir(port), beginDir(port), beginDir(port)]);
+      expect(answers).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+      expect(await refused()).toEqual({});
+      const s = server!;
+      await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
+      server = null;
+    }
+  });
+
   it('listening on :: (every address), the relay\'s own address toward its dir port is ::1, and exempt', async () => {
     const { port, refused } = await startDirPort({ listenHost: '::', dirMaxConnectionsPerAddress: 1 });
     dirHost = '::1';
