@@ -8,7 +8,7 @@ import { auditShare, type AuditCommitment, type AuditOptions, type AuditResult }
 import { err, isBitcloudError, type BitcloudError } from '../errors';
 import { silentLogger, type Logger } from '../ops/log';
 import type { ConsensusRelay } from '../dir/types';
-import { StorageChannel, storageAborted, throwIfStorageAborted } from '../storage/channel';
+import { StorageChannel, throwIfStorageAborted, untilStorageAborted } from '../storage/channel';
 import type { StorageRequest, StorageResponse } from '../storage/protocol';
 
 /** A storage node as the consensus lists it (Storage flag, storage port). */
@@ -52,19 +52,6 @@ export function nameNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
   return storageNodesOf(relays).filter((r) => !r.roles.includes('hidden') && r.storagePort > 0);
 }
 
-/**
- * `p`, or STORAGE_ABORTED as soon as `signal` aborts (SPEC.md §9.16.6); `p` itself goes on (a
- * session being opened serves later requests).
- */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(storageAborted());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(storageAborted());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 /** Errors of the node's store, sent as error responses: the session itself is fine. */
 function isRemote(e: unknown): boolean {
@@ -153,7 +140,7 @@ export class StorageClient {
       throwIfStorageAborted(signal);
       const d = this.dead.get(fp);
       if (d) throw d;
-      const s = await abortable(this.session(fp), signal);
+      const s = await untilStorageAborted(this.session(fp), signal);
       try {
         return await this.timed(s, s.channel.request(req, signal)) as Answer<T['type']>;
       } catch (e) {

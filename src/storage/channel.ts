@@ -161,6 +161,20 @@ export function storageAborted(): BitcloudError {
   return err('STORAGE_ABORTED', 'the storage read was abandoned by its caller');
 }
 
+/**
+ * `p`, or STORAGE_ABORTED as soon as `signal` aborts (SPEC.md §9.16.6); `p` itself goes on (a
+ * session being opened, or a folder listing being read and cached, serves later requests).
+ */
+export function untilStorageAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(storageAborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(storageAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** Throws STORAGE_ABORTED when `signal` has aborted. */
 export function throwIfStorageAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw storageAborted();

@@ -4,6 +4,7 @@
 // answered from what a right key decrypted. Concurrent requests for one chunk share one fetch.
 // A byte range is read chunk by chunk, a few chunks ahead, so memory stays bounded whatever the
 // file size and a seek fetches only the chunks it needs.
+import { setMaxListeners } from 'node:events';
 import { LRUCache } from 'lru-cache';
 import { sha256 } from '../../crypto/primitives';
 import type { Capability } from '../../storage/capability';
@@ -14,7 +15,7 @@ import { prom, type Registry } from '../../ops/metrics';
 import { fetchChunk, fetchManifest, fetchRoot, type GetStats } from '../storage-client-get';
 import { readFolderListing } from '../storage-client-folder';
 import type { StorageClient } from '../storage-client';
-import { storageAborted } from '../../storage/channel';
+import { storageAborted, untilStorageAborted } from '../../storage/channel';
 
 export interface BlobReaderOptions {
   /** The storage client to use now (the gateway may replace it, SPEC.md §9.16.4). */
@@ -117,6 +118,9 @@ class SharedRead<T> {
 
   /** `onCancel` runs once the read is cancelled (to forget it: a later request starts anew). */
   constructor(start: (signal: AbortSignal) => Promise<T>, private readonly onCancel: () => void) {
+    // Each share and HAS request of the read adds (and on settling removes) a listener: many at once
+    // are expected, not a leak (as fetchChunks' own signal, storage-client-get.ts).
+    setMaxListeners(0, this.ac.signal);
     this.promise = start(this.ac.signal);
     this.promise.catch(() => {}); // each waiter gets it through join()
   }
@@ -141,16 +145,6 @@ class SharedRead<T> {
   }
 }
 
-/** `p`, or STORAGE_ABORTED as soon as `signal` aborts (`p` itself goes on). */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(storageAborted());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(storageAborted());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 function secretKey(cap: Capability): string {
   return sha256(Buffer.from('bitcloud-gateway-cache-v1'), cap.fileKey, cap.manifestId).toString('base64');
@@ -231,7 +225,7 @@ export class BlobReader {
    * (SPEC.md §9.16.6).
    */
   folder(cap: Capability, m: Manifest, signal?: AbortSignal): Promise<Folder> {
-    return untilAborted(this.readFolder(cap, m), signal);
+    return untilStorageAborted(this.readFolder(cap, m), signal);
   }
 
   private readFolder(cap: Capability, m: Manifest): Promise<Folder> {
