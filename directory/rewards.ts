@@ -31,8 +31,8 @@ import {
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
 import {
-  MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock,
-  type RawRewardChainBundle, type SplitRewardBlock,
+  MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, REWARD_PAGE_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, rewardPageBytes,
+  shortRewardPage, splitRewardChainBundle, splitSignedRewardBlock, type RawRewardChainBundle, type SplitRewardBlock,
 } from '../src/wire/reward-block';
 import { decodeTransfer, type Transfer } from '../src/wire/transfer';
 import { TRANSFER_DROPPED_FILE, TransferPool } from './transfer-pool';
@@ -55,9 +55,6 @@ export const TRANSFER_PASS_ON_IN_FLIGHT = 4;
 /** SPEC.md §8.11.3: transfers and escrow cancels waiting to be passed on to one other authority; past it the oldest waiting is dropped. */
 export const TRANSFER_PASS_ON_QUEUE = 1024;
 
-/** A bundle response stops adding blocks past this many bytes (it always holds at least one). */
-export const BUNDLE_SERVE_BUDGET = 8 * 1024 * 1024;
-
 export interface RewardLedgerOptions {
   /** The authority's data directory; the chain lives in <dataDir>/rewards/. */
   dataDir: string;
@@ -73,6 +70,8 @@ export interface RewardLedgerOptions {
   fetchTimeoutMs?: number;
   /** How long a non-proposer waits for the proposer's block (SPEC §8.11.3); default max(1 s, P/2). */
   proposerWaitMs?: number;
+  /** SPEC.md §8.7.5: the page byte limit, served and checked in catch-up (tests); default REWARD_PAGE_BYTES. */
+  pageBytes?: number;
   now?: () => number;
 }
 
@@ -338,14 +337,21 @@ export class RewardLedger {
     return bytes;
   }
 
-  /** GET /bitcloud/rewards?from=H: blocks from H (as many as fit the budget) and the certificates they need. */
+  /**
+   * GET /bitcloud/rewards?from=H: blocks from H and the certificates they need. SPEC.md §8.7.5: the
+   * page is filled with whole blocks in order up to the page byte limit (a block that would take
+   * it past the limit starts the next page, unless it is the first: a block larger than the limit
+   * is a page alone), so a reader can check that a page short of the tip was full.
+   */
   async bundle(from: number): Promise<Buffer> {
     const blocks: Buffer[] = [];
     const certs = new Map<string, Buffer>();
+    const limit = this.o.pageBytes ?? REWARD_PAGE_BYTES;
     let size = 0;
-    for (let h = from; h <= this.state.height && (blocks.length === 0 || size < BUNDLE_SERVE_BUDGET); h++) {
+    for (let h = from; h <= this.state.height; h++) {
       const raw = await this.store.readBlock(h);
       if (!raw) break;
+      if (blocks.length > 0 && size + raw.length > limit) break;
       // Only the signatures and the epoch are needed: the allocations (up to 40 MB a block) stay undecoded.
       const sb = splitSignedRewardBlock(raw);
       const { epoch } = rewardBlockHeader(sb.body);
@@ -872,8 +878,10 @@ export class RewardLedger {
 
   private async catchUp(): Promise<void> {
     this.catchingUp = true;
+    const limit = this.o.pageBytes ?? REWARD_PAGE_BYTES;
     try {
       for (const a of shuffle(this.o.authorities.filter((x) => x.fingerprint !== this.self))) {
+        let last: { bytes: number; certificates: readonly Buffer[] } | null = null;
         for (let pages = 0; pages < 10_000 && !this.closed; pages++) {
           const from = this.state.height + 1;
           let bundle: RawRewardChainBundle;
@@ -887,10 +895,20 @@ export class RewardLedger {
             break;
           }
           if (bundle.blocks.length === 0 || this.state.height + 1 !== from) break;
+          // SPEC §8.7.5: a page short of the other's tip must have been full (its blocks and this
+          // page's first exceed the page limit); a short one ends the reading from that authority,
+          // so one block per page cannot hold the catch-up for a request per block.
+          const short = last && shortRewardPage(last, bundle.blocks[0]!, limit);
+          if (short) {
+            this.m.blocks.labels('refused_REWARD_MALFORMED').inc();
+            this.o.log.warn({ from: a.name, height: from, code: 'REWARD_MALFORMED', err: `${a.name} sent a short page: ${short}` }, 'reward block from another authority refused');
+            break;
+          }
           // SPEC §8.7.4: the bundle's certificates are helper data for its blocks; one is kept only
           // once it vouched for a signature of a block appended.
           if (!this.applyFetched(bundle.blocks, a.name, this.offered(bundle.certificates))) break;
           if (this.state.height + 1 >= bundle.chainLength) break;
+          last = { bytes: rewardPageBytes(bundle.blocks), certificates: bundle.certificates };
         }
       }
       this.build();

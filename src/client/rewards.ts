@@ -13,7 +13,9 @@ import {
   MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, checkNextRewardHeader, emptyChainState,
   type ChainState, type RewardBlock,
 } from '../bandwidth/reward-chain';
-import { decodeRewardBlock, rewardBlockHeader, splitRewardChainBundle, splitSignedRewardBlock } from '../wire/reward-block';
+import {
+  REWARD_PAGE_BYTES, decodeRewardBlock, rewardBlockHeader, rewardPageBytes, shortRewardPage, splitRewardChainBundle, splitSignedRewardBlock,
+} from '../wire/reward-block';
 
 /**
  * SPEC.md §8.7.5: how long the client gives one page of the chain (one `GET /bitcloud/rewards?from=H`)
@@ -39,6 +41,8 @@ export interface FetchRewardChainOptions {
   /** Per page (one request); default REWARD_PAGE_TIMEOUT_MS. */
   timeoutMs?: number;
   schedule?: IssuanceSchedule;
+  /** SPEC.md §8.7.5: the page byte limit the sources fill pages to (tests); default REWARD_PAGE_BYTES. */
+  pageBytes?: number;
 }
 
 /** A source reached some other way than a direct URL: a label and a GET of a path with its query. */
@@ -119,6 +123,8 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
   const { state, blocks, certs } = acc;
   const threshold = majorityOf(o.authorities.length);
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
+  // SPEC §8.7.5: the previous page, when it stopped short of the source's chain length.
+  let last: { bytes: number; certificates: readonly Buffer[] } | null = null;
   for (;;) {
     const from = state.height + 1;
     const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? REWARD_PAGE_TIMEOUT_MS });
@@ -131,6 +137,11 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       if (bundle.chainLength > from) throw err('REWARD_MALFORMED', `${source} claims ${bundle.chainLength} blocks but sent none from height ${from}`);
       break;
     }
+    // SPEC §8.7.5: a page short of the chain length must have been full: its blocks and this
+    // page's first exceed the page limit. A source sending fewer blocks (one a page, say) would
+    // have the reader make a request per block; it is left for the next source.
+    const short = last && shortRewardPage(last, bundle.blocks[0]!, o.pageBytes ?? REWARD_PAGE_BYTES);
+    if (short) throw err('REWARD_MALFORMED', `${source} sent a short page: ${short}`, { from });
     // Each distinct certificate is taken once, however many pages repeat it, and checked only when a block signature names it.
     for (const c of bundle.certificates) certs.add(c);
     const verifier = certs.verifier;
@@ -141,6 +152,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       blocks.push({ block: sb.block, hash: sb.hash, signers: sb.signatures.map((s) => s.authority.toString('hex')).sort() });
     }
     if (state.height + 1 >= bundle.chainLength) break;
+    last = { bytes: rewardPageBytes(bundle.blocks), certificates: bundle.certificates };
   }
 }
 

@@ -86,6 +86,13 @@ export const MAX_BUNDLE_CERTIFICATES = 1024;
 export const MAX_CERTIFICATE_BYTES = 512;
 /** Largest response a verifier reads (a server sends fewer blocks per response, at least one). */
 export const MAX_REWARD_BUNDLE_BYTES = 64 * 1024 * 1024;
+/**
+ * SPEC.md §8.7.5: a page (one bundle) holds the blocks from `from` in order, as many whole blocks as
+ * fit in this many bytes counted as the sum of their signed-block lengths (at least one block; the
+ * length prefixes and the certificates do not count), unless the next block's certificates would
+ * take the page past MAX_BUNDLE_CERTIFICATES.
+ */
+export const REWARD_PAGE_BYTES = 8 * 1024 * 1024;
 
 export interface RewardBlock {
   height: number;
@@ -420,4 +427,34 @@ export function splitRewardChainBundle(bytes: Uint8Array): RawRewardChainBundle 
   for (let i = 0; i < nBlocks; i++) blocks.push(item('signed block', SIGNED_BLOCK_MIN_LEN, bytes.length));
   if (r.remaining !== 0) throw malformed(`${r.remaining} bytes after the last block`);
   return { chainLength, certificates, blocks };
+}
+
+// ---- page fill (SPEC §8.7.5) ----
+
+/** Bytes the blocks of a page count toward REWARD_PAGE_BYTES: the sum of their signed-block lengths. */
+export function rewardPageBytes(blocks: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const b of blocks) n += b.length;
+  return n;
+}
+
+/**
+ * SPEC.md §8.7.5: null when a page that did not reach `chain_length` was full, else why it was short.
+ * `page`: its blocks' bytes (rewardPageBytes) and its certificates; `next`: the first block of the
+ * page that followed (stored form). The server stopped before `next` only if it did not fit: its
+ * blocks plus `next` exceed `limit`, or the page's distinct certificates plus those `next` needs
+ * exceed MAX_BUNDLE_CERTIFICATES. Another authority's copy of `next` (a mirror may take the pages
+ * from different authorities) or a later one may carry other signatures, so `next` is counted at
+ * its largest: its body with MAX_BLOCK_SIGNATURES signatures, each naming at most one certificate.
+ */
+export function shortRewardPage(page: { bytes: number; certificates: readonly Uint8Array[] }, next: Uint8Array, limit = REWARD_PAGE_BYTES): string | null {
+  if (next.length < 4) return null; // refused as malformed when split
+  const bodyLen = Buffer.from(next.buffer, next.byteOffset, next.length).readUInt32BE(0);
+  const nextMax = SIGNED_BLOCK_MIN_LEN + bodyLen + SIGNATURE_ENTRY_LEN * MAX_BLOCK_SIGNATURES;
+  if (page.bytes + nextMax > limit) return null;
+  if (page.certificates.length + MAX_BLOCK_SIGNATURES > MAX_BUNDLE_CERTIFICATES) {
+    const distinct = new Set(page.certificates.map((c) => Buffer.from(c).toString('hex')));
+    if (distinct.size + MAX_BLOCK_SIGNATURES > MAX_BUNDLE_CERTIFICATES) return null;
+  }
+  return `its ${page.bytes} bytes of blocks and the next block (at most ${nextMax} bytes) fit in the page limit of ${limit} bytes`;
 }

@@ -18,7 +18,7 @@ import {
   encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
-import { decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
+import { REWARD_PAGE_BYTES, decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
 import { consensusCommand } from '../../src/client/commands/consensus';
@@ -57,17 +57,28 @@ function chain(n: number, tweak: { brokenLinkAt?: number; signersAt?: [number, n
   return out;
 }
 
-/** A server that serves a chain (as an authority would) at GET /bitcloud/rewards?from=H. */
-interface ChainServer { url: string; blocks: Buffer[]; certs: Buffer[]; claim?: number; server: http.Server }
+/** SPEC §8.7.5: the blocks from `from` a server puts in a page: whole blocks up to `limit` bytes, at least one. */
+function page(blocks: Buffer[], from: number, limit = REWARD_PAGE_BYTES): Buffer[] {
+  const out: Buffer[] = [];
+  let size = 0;
+  for (const b of blocks.slice(from)) {
+    if (out.length > 0 && size + b.length > limit) break;
+    out.push(b);
+    size += b.length;
+  }
+  return out;
+}
+
+/** A server that serves a chain (as an authority would) at GET /bitcloud/rewards?from=H, pages filled to `pageBytes`. */
+interface ChainServer { url: string; blocks: Buffer[]; certs: Buffer[]; claim?: number; pageBytes?: number; server: http.Server }
 const servers: ChainServer[] = [];
-async function chainServer(blocks: Buffer[], o: { certs?: Buffer[]; claim?: number } = {}): Promise<ChainServer> {
-  const s: ChainServer = { url: '', blocks, certs: o.certs ?? certs, claim: o.claim, server: null as unknown as http.Server };
+async function chainServer(blocks: Buffer[], o: { certs?: Buffer[]; claim?: number; pageBytes?: number } = {}): Promise<ChainServer> {
+  const s: ChainServer = { url: '', blocks, certs: o.certs ?? certs, claim: o.claim, pageBytes: o.pageBytes, server: null as unknown as http.Server };
   s.server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
     const from = Number(url.searchParams.get('from') ?? 0);
-    // One block per response: the client must page through the chain.
-    const body = encodeRewardChainBundle(s.claim ?? s.blocks.length, s.certs, s.blocks.slice(from, from + 1));
+    const body = encodeRewardChainBundle(s.claim ?? s.blocks.length, s.certs, page(s.blocks, from, s.pageBytes));
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
     res.end(body);
   });
@@ -95,7 +106,10 @@ async function failsWith(blocks: Buffer[], code: ErrorCode, o: { certs?: Buffer[
 
 describe('fetchRewardChain (SPEC §8.7.3)', () => {
   it('fetches page by page and verifies the whole chain; balances are the sums of allocations', async () => {
-    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P });
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P })).state.height).toBe(2);
+    // Pages of one block each: a page limit no two blocks fit in.
+    const paged = await chainServer(chain(3), { pageBytes: 1 });
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [paged.url], pageBytes: 1 });
     expect(r.state.height).toBe(2);
     expect(r.blocks.map((b) => b.block.epoch)).toEqual([E0, E0 + 1, E0 + 2]);
     let total = 0n;
@@ -171,7 +185,7 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
 
   it('checks each distinct certificate once, however many pages repeat it (SPEC §8.7.5)', async () => {
     const blocks = chain(12);
-    // A hostile source: one block per page, each page with 1024 certificates (the three, repeated).
+    // A hostile source: one block per page (full, the page limit being 1 byte), each page with 1024 certificates (the three, repeated).
     const many = Array.from({ length: 1024 }, (_, i) => certs[i % 3]);
     const src = {
       label: 'hostile mirror',
@@ -182,9 +196,48 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
       },
     };
     certChecks.n = 0;
-    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src] });
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src], pageBytes: 1 });
     expect(r.state.height).toBe(11);
     expect(certChecks.n).toBeLessThanOrEqual(3);
+  });
+
+  it('a source that sends one block per page while more remain is left after its second page: REWARD_MALFORMED, short page (SPEC §8.7.5)', async () => {
+    const blocks = chain(6);
+    const asked: number[] = [];
+    const slow = {
+      label: 'hostile mirror',
+      get: (pq: string) => {
+        const from = Number(new URL(pq, 'http://x').searchParams.get('from'));
+        asked.push(from);
+        // The true chain length, one small block a page: a request per block.
+        return Promise.resolve({ status: 200, headers: {}, body: encodeRewardChainBundle(blocks.length, certs, blocks.slice(from, from + 1)) });
+      },
+    };
+    const honest = await chainServer(blocks);
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [slow, honest.url] });
+    expect(asked).toEqual([0, 1]);
+    expect(r.source).toBe(honest.url);
+    expect(r.state.height).toBe(5);
+    expect(r.failures).toHaveLength(1);
+    expect(r.failures[0]).toMatchObject({ source: 'hostile mirror', code: 'REWARD_MALFORMED' });
+    expect(r.failures[0].reason).toMatch(/hostile mirror sent a short page: its 5\d\d bytes of blocks/);
+    // Alone, the source fails with that code.
+    await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [slow] })).rejects.toMatchObject({ code: 'REWARD_MALFORMED' });
+  });
+
+  it('a page cut short by the certificate bound (over 769 distinct certificates) is not a short page (SPEC §8.7.5)', async () => {
+    const blocks = chain(3);
+    // 1021 distinct envelopes that name no configured authority, and the three real ones.
+    const junk = Array.from({ length: 1021 }, (_, i) => Buffer.alloc(40, i % 256).fill(i >> 8, 0, 1));
+    const src = {
+      label: 'many certificates',
+      get: (pq: string) => {
+        const from = Number(new URL(pq, 'http://x').searchParams.get('from'));
+        return Promise.resolve({ status: 200, headers: {}, body: encodeRewardChainBundle(blocks.length, [...certs, ...junk], blocks.slice(from, from + 1)) });
+      },
+    };
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src] });
+    expect(r.state.height).toBe(2);
   });
 
   it('formats coins with 8 decimals', () => {
