@@ -117,18 +117,49 @@ export async function publishPolicyVia(putter: PolicyPutter, key: Ed25519KeyPair
   return putter.signed(signDhtItem(key, DHT_SALT, encodeHead(head), seq));
 }
 
+/** SPEC.md §10.7.2: one DHT lookup of a policy reader (the head or one part) is given at most this long. */
+export const DHT_POLICY_GET_MS = 30_000;
+/** SPEC.md §10.7.2: one fetch of a moderator's policy from the DHT (head and parts) ends within this long. */
+export const DHT_POLICY_FETCH_MS = 120_000;
+
+/**
+ * `get`, failed with POLICY_FETCH_FAILED when it has not answered by `until` (performance.now())
+ * or within `perGetMs`. The library cannot cancel a lookup: it goes on and its answer is dropped.
+ */
+function getBy(dht: DhtLike, key: Buffer, opts: Record<string, unknown>, until: number, perGetMs: number, what: string): Promise<DhtValue | null> {
+  const ms = Math.min(perGetMs, until - performance.now());
+  if (ms <= 0) return Promise.reject(err('POLICY_FETCH_FAILED', `DHT policy fetch out of time before ${what}`));
+  let timer: NodeJS.Timeout | undefined;
+  const lookup = get(dht, key, opts);
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      lookup.catch(() => {}); // its own failure, after the deadline, has no one left to tell
+      reject(err('POLICY_FETCH_FAILED', `DHT lookup of ${what} did not finish within ${Math.round(ms)} ms`));
+    }, ms);
+    timer.unref?.();
+  });
+  return Promise.race([lookup, deadline]).finally(() => clearTimeout(timer));
+}
+
 /**
  * A PolicySource reading the DHT. Parts already fetched are kept (by target), so after a delta
- * only the changed tail is fetched again.
+ * only the changed tail is fetched again. SPEC.md §10.7.2: a lookup walks on as long as DHT nodes
+ * answer with closer ones, so a hostile DHT peer handing out ever new unreachable addresses could
+ * hold one for minutes, and a fetch of 48 parts, with the subscription refresh waiting on it
+ * (every moderator after it, every source after it), for hours: each lookup is given
+ * DHT_POLICY_GET_MS and the whole fetch DHT_POLICY_FETCH_MS (POLICY_FETCH_FAILED beyond; parts
+ * fetched by then stay kept, so the next refresh goes on from there).
  */
-export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number } = {}): PolicySource {
+export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number; getMs?: number; fetchMs?: number } = {}): PolicySource {
   const cache = new Map<string, Buffer>();
   const limit = o.cacheParts ?? 4096;
+  const perGet = o.getMs ?? DHT_POLICY_GET_MS;
   return {
     name: o.name ?? 'dht',
     async fetch(moderator: string, held: PolicyState | null): Promise<Buffer | null> {
       const k = parseModerator(moderator);
-      const h = await get(dht, headTarget(k), { salt: DHT_SALT, verify, cache: false }); // never a stale local copy
+      const until = performance.now() + (o.fetchMs ?? DHT_POLICY_FETCH_MS);
+      const h = await getBy(dht, headTarget(k), { salt: DHT_SALT, verify, cache: false }, until, perGet, `the policy head of moderator ${moderator}`); // never a stale local copy
       if (!h?.v || !h.k || !Buffer.from(h.k).equals(k)) return null;
       if (typeof h.seq !== 'number' || !Number.isSafeInteger(h.seq)) throw err('POLICY_MALFORMED', 'DHT policy head has a bad seq');
       if (held && h.seq <= held.seq) return null;
@@ -138,7 +169,7 @@ export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number 
         const hex = t.toString('hex');
         let p = cache.get(hex);
         if (!p) {
-          const r = await get(dht, t, {});
+          const r = await getBy(dht, t, {}, until, perGet, `DHT part ${hex} of moderator ${moderator}`);
           if (!r?.v || !immutableTarget(r.v).equals(t)) throw err('POLICY_FETCH_FAILED', `DHT part ${hex} of moderator ${moderator} not found`);
           p = Buffer.from(r.v);
           if (cache.size >= limit) cache.delete(cache.keys().next().value!);

@@ -20,7 +20,7 @@ import { makePolicyCheck } from '../../src/moderation/enforce';
 import { PolicySubscriptions } from '../../src/moderation/subscription';
 import type { PolicySource } from '../../src/moderation/sources';
 import { PolicyStore } from '../../src/moderation/store';
-import { decodeHead, dhtSource, encodeHead, publishPolicyToDht, splitBundle, DHT_MAX_BUNDLE_BYTES, type DhtLike } from '../../src/moderation/dht';
+import { decodeHead, dhtSource, encodeHead, headTarget, publishPolicyToDht, splitBundle, DHT_MAX_BUNDLE_BYTES, type DhtLike } from '../../src/moderation/dht';
 import { ModeratorWorkspace } from '../../src/moderation/workspace';
 
 const cleanup: Array<() => Promise<unknown> | unknown> = [];
@@ -410,6 +410,65 @@ describe('policies on the DHT (BEP 44)', () => {
     expect(got2?.equals(b2)).toBe(true);
     expect(gets).toBeLessThan(first); // head + the changed tail, not every part
     expect(advancePolicy(held, got2!, { moderator: m.fp, now: NOW }).state.deny.deniesId(cipherId)).toBe(true);
+  });
+});
+
+describe('policies on the DHT: lookups that never end', () => {
+  /** A DHT whose lookups of the targets in `hang` never answer (a hostile peer keeps them walking); the rest answer from `items`. */
+  function stubDht(items: Map<string, { v: Buffer; k?: Buffer; seq?: number }>, hang: Set<string>): DhtLike & { gets: string[] } {
+    const gets: string[] = [];
+    return {
+      gets,
+      put: () => undefined,
+      get: (key: Buffer, _o: unknown, cb: (e: Error | null, v: unknown) => void) => {
+        const hex = key.toString('hex');
+        gets.push(hex);
+        if (hang.has(hex)) return;
+        setImmediate(() => cb(null, items.get(hex) ?? null));
+      },
+    };
+  }
+
+  /** `p`, or 'still waiting' when it has not settled within `ms`. */
+  const settledWithin = <T>(p: Promise<T>, ms: number): Promise<T | 'still waiting'> =>
+    Promise.race([p, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), ms))]);
+
+  it('a head lookup that never answers fails the fetch with POLICY_FETCH_FAILED, and the refresh goes on to the next moderator', async () => {
+    const m1 = moderator();
+    const m2 = moderator();
+    const head1 = headTarget(m1.key.publicKey).toString('hex');
+    const dht = stubDht(new Map(), new Set([head1]));
+    const src = dhtSource(dht, { getMs: 50 });
+    const r = await settledWithin(src.fetch(m1.fp, null).then(() => 'answered', (e: unknown) => (e as { code?: string }).code), 2000);
+    expect(r).toBe('POLICY_FETCH_FAILED');
+
+    const auth = fixedSource('auth');
+    auth.bundle = m2.publish([cipherId]);
+    const subs = PolicySubscriptions.open({ moderators: [m1.fp, m2.fp], sources: [dhtSource(dht, { getMs: 50 }), auth], now: () => NOW });
+    cleanup.push(() => subs.close());
+    expect(await settledWithin(subs.refresh().then(() => 'done'), 2000)).toBe('done');
+    expect(subs.policy(m2.fp)?.seq).toBe(1);
+  });
+
+  it('a part lookup that never answers ends the fetch at its deadline; the parts fetched by then are kept', async () => {
+    const m = moderator();
+    const bundle = m.publish(Array.from({ length: 60 }, (_, i) => Buffer.alloc(32, i + 1)));
+    const { head, parts } = splitBundle(bundle);
+    expect(parts.length).toBeGreaterThan(2);
+    const items = new Map<string, { v: Buffer; k?: Buffer; seq?: number }>();
+    items.set(headTarget(m.key.publicKey).toString('hex'), { v: encodeHead(head), k: m.key.publicKey, seq: 1 });
+    parts.forEach((p, i) => items.set(head.parts[i].toString('hex'), { v: p }));
+    const last = head.parts[parts.length - 1].toString('hex');
+    const hang = new Set([last]);
+    const dht = stubDht(items, hang);
+    const src = dhtSource(dht, { getMs: 10_000, fetchMs: 100 });
+    const r = await settledWithin(src.fetch(m.fp, null).then(() => 'answered', (e: unknown) => (e as { code?: string }).code), 2000);
+    expect(r).toBe('POLICY_FETCH_FAILED');
+    hang.clear();
+    dht.gets.length = 0;
+    const got = await settledWithin(src.fetch(m.fp, null), 2000);
+    expect(Buffer.isBuffer(got) && got.equals(bundle)).toBe(true);
+    expect(dht.gets).toEqual([headTarget(m.key.publicKey).toString('hex'), last]);
   });
 });
 
