@@ -220,11 +220,16 @@ export class PolicySubscriptions implements SubscriptionView {
     return this.o.dataDir ? path.join(this.o.dataDir, POLICY_STATUS_FILE) : null;
   }
 
-  /** One round: every moderator from every source, in order. Never rejects; one at a time. */
+  /**
+   * One round: every moderator from every source, in order. Never rejects; one at a time. Source by
+   * source (SPEC.md §10.6.1): every moderator is asked of the authorities before any is looked up
+   * in the DHT, whose lookups a hostile DHT peer can drag out to their deadline (§10.7.2), so
+   * that a slow source delays only what comes after it from that source and later ones.
+   */
   refresh(): Promise<void> {
     this.running ??= (async () => {
       try {
-        for (const m of this.moderators) for (const src of this.sources) await this.fetchOne(m, src);
+        for (const src of this.sources) for (const m of this.moderators) await this.fetchOne(m, src);
         this.checkExpiry();
         await this.writeStatus();
       } finally {

@@ -450,6 +450,23 @@ describe('policies on the DHT: lookups that never end', () => {
     expect(subs.policy(m2.fp)?.seq).toBe(1);
   });
 
+  it('a refresh asks the authorities for every moderator before a DHT lookup that hangs (SPEC.md §10.6.1)', async () => {
+    const m1 = moderator();
+    const m2 = moderator();
+    const dht = stubDht(new Map(), new Set([headTarget(m1.key.publicKey).toString('hex'), headTarget(m2.key.publicKey).toString('hex')]));
+    const b1 = m1.publish([cipherId]);
+    const b2 = m2.publish([cipherId]);
+    const byModerator: PolicySource = { name: 'auth', fetch: async (fp) => (fp === m1.fp ? b1 : fp === m2.fp ? b2 : null) };
+    // The DHT source comes after the authority, as storage/main.ts adds it; its lookups take their whole deadline.
+    const subs = PolicySubscriptions.open({ moderators: [m1.fp, m2.fp], sources: [byModerator, dhtSource(dht, { getMs: 800, fetchMs: 800 })], now: () => NOW });
+    cleanup.push(() => subs.close());
+    const round = subs.refresh();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(subs.policy(m1.fp)?.seq).toBe(1);
+    expect(subs.policy(m2.fp)?.seq).toBe(1); // not held back behind moderator 1's DHT lookup
+    await round;
+  });
+
   it('a part lookup that never answers ends the fetch at its deadline; the parts fetched by then are kept', async () => {
     const m = moderator();
     const bundle = m.publish(Array.from({ length: 60 }, (_, i) => Buffer.alloc(32, i + 1)));
