@@ -58,19 +58,31 @@ function cpuOf(op: () => void, calls: number): number {
   return (c.user + c.system) / 1e6;
 }
 
-/** CPU seconds of this process while `bytes` go one way over a connected pair, written in `chunk`-byte writes. */
-async function pairCpu(writer: net.Socket, reader: net.Socket, bytes: number, chunk: number): Promise<number> {
+/**
+ * CPU seconds of this process per GiB that goes one way over a connected pair, `bytes` (rounded up
+ * to whole writes) written in `chunk`-byte writes; `listen(cb)` makes the reader call cb(n) per
+ * read and returns what stops it.
+ */
+async function pairCpu(writer: net.Socket, listen: (cb: (n: number) => void) => () => void, bytes: number, chunk: number): Promise<number> {
+  bytes = Math.ceil(bytes / chunk) * chunk;
   const buf = randomBytes(chunk);
   const c0 = process.cpuUsage();
   let got = 0;
-  const done = new Promise<void>((resolve) => reader.on('data', (d: Buffer) => { got += d.length; if (got >= bytes) { reader.removeAllListeners('data'); resolve(); } }));
+  const done = new Promise<void>((resolve) => { const stop = listen((n) => { got += n; if (got >= bytes) { stop(); resolve(); } }); });
   let left = bytes;
   const go = (): void => { while (left > 0) { left -= chunk; if (!writer.write(buf)) { writer.once('drain', go); return; } } };
   go();
   await done;
   const c = process.cpuUsage(c0);
-  return (c.user + c.system) / 1e6;
+  return (c.user + c.system) / 1e6 / (bytes / GiB);
 }
+
+/** A socket's reads through 'data' events, for pairCpu. */
+const dataReads = (s: net.Socket) => (cb: (n: number) => void) => {
+  const on = (d: Buffer) => cb(d.length);
+  s.on('data', on);
+  return () => { s.off('data', on); };
+};
 
 async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const cells = quick ? 200_000 : 1_000_000;
@@ -88,16 +100,26 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const tlsOpts = { minVersion: LINK_TLS_MIN_VERSION, maxVersion: LINK_TLS_MAX_VERSION, rejectUnauthorized: false } as const;
   const creds = await generateTlsCredentials();
   const srv = tls.createServer({ ...tlsOpts, key: creds.keyPem, cert: creds.certPem, requestCert: true });
+  srv.on('connection', (raw: net.Socket) => raw.setNoDelay(true));
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
   const accepted = once(srv, 'secureConnection') as Promise<[tls.TLSSocket]>;
-  const client = tls.connect({ ...tlsOpts, host: '127.0.0.1', port: (srv.address() as AddressInfo).port });
+  // The initiator reads as src/link/reader.ts does: every TLS record into one reused 16 KiB buffer.
+  let onRead: ((n: number) => void) | null = null;
+  const readBuf = Buffer.allocUnsafeSlow(16 * 1024);
+  const onread = { buffer: readBuf, callback: (n: number) => { onRead?.(n); return true; } };
+  const client = tls.connect({ ...tlsOpts, host: '127.0.0.1', port: (srv.address() as AddressInfo).port, onread } as tls.ConnectionOptions);
+  client.setNoDelay(true);
   await once(client, 'secureConnect');
   const [server] = await accepted;
+  const clientReads = (cb: (n: number) => void) => { onRead = cb; return () => { onRead = null; }; };
   say(`library: TLS links negotiate ${client.getProtocol()} ${client.getCipher().name}`);
-  // Download direction: the responder writes 16 KiB records, the initiator reads them.
-  await pairCpu(server, client, 32 * MiB, 16 * 1024); // warm-up
-  const tlsLink = await pairCpu(server, client, bytes, 16 * 1024) / (bytes / GiB) * (CELL / DATA_MAX);
+  // Download direction: the responder writes, the initiator reads. A busy link writes whole
+  // batches of 128 cells (src/link/channel.ts DEFAULT_BATCH_CELLS; the relays average 95–104 cells
+  // per write in a download, docs/cpu.md), which node:tls cuts into 16 KiB records.
+  const LINK_WRITE = 128 * CELL;
+  await pairCpu(server, clientReads, 32 * MiB, LINK_WRITE); // warm-up
+  const tlsLink = await pairCpu(server, clientReads, bytes, LINK_WRITE) * (CELL / DATA_MAX);
   client.destroy(); server.destroy();
   await new Promise((r) => srv.close(r));
 
@@ -107,8 +129,8 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const acc = once(tcp, 'connection') as Promise<[net.Socket]>;
   const w = net.connect({ host: '127.0.0.1', port: (tcp.address() as AddressInfo).port });
   const [r] = await acc;
-  await pairCpu(w, r, 32 * MiB, 64 * 1024);
-  const tcpPair = await pairCpu(w, r, bytes, 64 * 1024) / (bytes / GiB);
+  await pairCpu(w, dataReads(r), 32 * MiB, 64 * 1024);
+  const tcpPair = await pairCpu(w, dataReads(r), bytes, 64 * 1024);
   w.destroy(); r.destroy();
   await new Promise((res) => tcp.close(res));
   return { sha1, sha1Buffer, aesLayer, tlsLink, tcpPair };
@@ -206,7 +228,7 @@ async function measure(chain: Chain, quick: boolean): Promise<{ rows: BenchRow[]
   rows.push(
     { group: 'floor', name: "library: SHA-1 update + copy().digest('binary') per cell", value: lib.sha1, unit: 'CPU-s/GiB', baseline: { name: 'copy().digest() as a Buffer (not in the floor)', value: lib.sha1Buffer ?? NaN, unit: 'CPU-s/GiB' } },
     { group: 'floor', name: 'library: AES-128-CTR, one layer (runs of 32 cells)', value: lib.aesLayer, unit: 'CPU-s/GiB' },
-    { group: 'floor', name: 'library: one TLS link, 16 KiB records, encrypt + decrypt + both TCP ends', value: lib.tlsLink, unit: 'CPU-s/GiB', note: 'per GiB of stream data (514/498 link bytes per stream byte)' },
+    { group: 'floor', name: 'library: one TLS link, 128-cell writes in 16 KiB records, encrypt + decrypt + both TCP ends', value: lib.tlsLink, unit: 'CPU-s/GiB', note: 'per GiB of stream data (514/498 link bytes per stream byte)' },
     { group: 'floor', name: 'library: one plain TCP connection, write + read', value: lib.tcpPair, unit: 'CPU-s/GiB' },
     { group: 'floor', name: 'library floor: 2 SHA-1 + 6 AES layers + 3 TLS links + 2 TCP halves', value: floor.total, unit: 'CPU-s/GiB', note: Object.entries(floor.parts).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ') },
   );
