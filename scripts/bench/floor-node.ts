@@ -100,10 +100,27 @@ async function tlsListen(onSocket: (s: tls.TLSSocket) => void): Promise<number> 
   return (srv.address() as AddressInfo).port;
 }
 
-/** tls.connect as src/link/connect.ts does it: reads into one reused 16 KiB buffer (`onread`). */
-function tlsConnect(port: number, onChunk: (b: Buffer) => void): Promise<tls.TLSSocket> {
-  const buffer = Buffer.allocUnsafeSlow(16 * 1024);
-  const onread = { buffer, callback: (n: number) => { onChunk(buffer.subarray(0, n)); return true; } };
+/**
+ * tls.connect as src/link/connect.ts does it: reads into one reused 16 KiB buffer (`onread`).
+ * `on(buf, off, n)` gets each read's whole cells as one run, the cell a record boundary split
+ * included: the buffer has a cell's room in front, where the bytes of that cell the last read
+ * left are put back (as the project's CellRun takes such a cell into the next read's run), so a
+ * read costs one cipher call per circuit and layer and the proxy one write to the client.
+ */
+function tlsConnect(port: number, on: (buf: Buffer, off: number, n: number) => void): Promise<tls.TLSSocket> {
+  const room = Buffer.allocUnsafeSlow(CELL + 16 * 1024);
+  let have = 0; // bytes of a split cell, at room[CELL - have, CELL)
+  const onread = {
+    buffer: room.subarray(CELL),
+    callback: (n: number) => {
+      const start = CELL - have, end = CELL + n;
+      const cells = Math.floor((end - start) / CELL);
+      if (cells > 0) on(room, start, cells);
+      have = end - start - cells * CELL;
+      room.copy(room, CELL - have, end - have, end);
+      return true;
+    },
+  };
   const s = tls.connect({ ...linkTls, host: '127.0.0.1', port, onread } as tls.ConnectionOptions);
   s.setNoDelay(true);
   return new Promise((resolve, reject) => { s.once('secureConnect', () => resolve(s)); s.once('error', reject); });
@@ -230,7 +247,7 @@ if (role === 'source') {
   let pending: Buffer[] = [];
   const flush = (): void => { const p = pending; pending = []; down?.write(p.length === 1 ? p[0] : Buffer.concat(p)); };
   const queueDown = (b: Buffer): void => { if (pending.push(b) === 1) setImmediate(flush); };
-  const toExit = await tlsConnect(cfg.nextPort as number, cellReader((buf, off, n) => {
+  const toExit = await tlsConnect(cfg.nextPort as number, (buf, off, n) => {
     const out = Buffer.allocUnsafe(n * CELL);
     runs(buf, off, n, Cmd.DATA, (circ, i, k) => {
       let c = ciphers.get(circ);
@@ -239,7 +256,7 @@ if (role === 'source') {
       for (let j = 0; j < k; j++) { buf.copy(out, (i + j) * CELL, off + (i + j) * CELL, off + (i + j) * CELL + HDR); enc.copy(out, (i + j) * CELL + HDR, j * BODY, (j + 1) * BODY); }
     }, (i) => { buf.copy(out, i * CELL, off + i * CELL, off + (i + 1) * CELL); });
     queueDown(out);
-  }));
+  });
   toExit.on('error', () => {});
   const port = await tlsListen((s) => {
     down = s;
@@ -263,7 +280,7 @@ if (role === 'source') {
   let nextCirc = 1;
   let pong: ((body: Buffer) => void) | null = null;
   const sendme = (circ: number, c: Circ): void => { for (; c.owed > 0; c.owed--) guard.write(cell(circ, Cmd.SENDME)); };
-  const guard = await tlsConnect(cfg.guardPort as number, cellReader((buf, off, n) => {
+  const guard = await tlsConnect(cfg.guardPort as number, (buf, off, n) => {
     runs(buf, off, n, Cmd.DATA, (circ, i, k) => {
       const c = circs.get(circ);
       if (!c) return;
@@ -289,7 +306,7 @@ if (role === 'source') {
       if (buf[at + 4] === Cmd.CONNECTED) circs.get(circ)?.sock.write(Buffer.from([0]));
       else if (buf[at + 4] === Cmd.PONG) pong?.(Buffer.from(buf.subarray(at + HDR, at + CELL)));
     });
-  }));
+  });
   guard.on('error', () => {});
   const srv = net.createServer((sock) => {
     sock.setNoDelay(true);
