@@ -93,6 +93,9 @@ export class CircuitManager {
   private readonly m?: { built: prom.Counter; failed: prom.Counter<'code'>; buildTime: prom.Histogram; streams: prom.Counter<'result'> };
 
   constructor(readonly opts: CircuitManagerOptions) {
+    // SPEC.md §7b.11: below 1 no build ever runs to wake a waiting stream, and NaN lifts the limit.
+    const mp = opts.maxPendingCircuits;
+    if (mp !== undefined && (!Number.isInteger(mp) || mp < 1)) throw err('CONFIG_INVALID', `maxPendingCircuits must be an integer ≥ 1, got ${mp}`, { key: 'maxPendingCircuits' });
     this.log = opts.log ?? silentLogger;
     if (opts.registry) {
       const registers = [opts.registry];

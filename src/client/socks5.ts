@@ -226,6 +226,9 @@ export class Socks5Server {
     if (!isLoopback(host) && !opts.allowPublicBind) {
       throw err('SOCKS_PUBLIC_BIND_REFUSED', `refusing to serve SOCKS on non-loopback address ${host} without allowPublicBind: anyone who reaches it could use your client`);
     }
+    // SPEC §7.8.2: 0 or less would close every connection, NaN would lift the limit.
+    const mc = opts.maxConnections;
+    if (mc !== undefined && (!Number.isInteger(mc) || mc < 1)) throw err('CONFIG_INVALID', `maxConnections must be an integer ≥ 1, got ${mc}`, { key: 'maxConnections' });
     this.log = opts.log ?? silentLogger;
     this.metrics = opts.metrics ? makeMetrics(opts.metrics) : null;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
-import { err } from '../../src/errors';
+import { err, isBitcloudError } from '../../src/errors';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { CircuitManager, MAX_RECENT_PORTS } from '../../src/client/circuit-manager';
 import type { ClientCircuit } from '../../src/client/client-circuit';
@@ -163,6 +163,16 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     await expect(Promise.all(requests.slice(0, 4))).resolves.toHaveLength(4);
     // The abandoned request never launched a build.
     expect(vi.mocked(mgr.builder.build)).toHaveBeenCalledTimes(4);
+    await mgr.close();
+  });
+
+  it('refuses a maxPendingCircuits that is not an integer ≥ 1 (CONFIG_INVALID): 0 or less would leave waiting streams waiting forever, NaN would lift the limit', async () => {
+    for (const maxPendingCircuits of [0, -1, NaN, 1.5, Infinity]) {
+      try { new CircuitManager({ relays: () => [], maintenanceMs: 3_600_000, maxPendingCircuits }); expect.unreachable(); } catch (e) {
+        expect(isBitcloudError(e, 'CONFIG_INVALID')).toBe(true);
+      }
+    }
+    const mgr = new CircuitManager({ relays: () => [], preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxPendingCircuits: 1 });
     await mgr.close();
   });
 });

@@ -474,6 +474,16 @@ describe('SOCKS5 refusals and robustness (SPEC §7.8.2)', () => {
     expect(() => new Socks5Server({ host: '::1', onConnect })).not.toThrow();
   });
 
+  it('refuses a maxConnections that is not an integer ≥ 1 (CONFIG_INVALID)', () => {
+    const onConnect = async () => new PassThrough();
+    for (const maxConnections of [0, -1, NaN, 1.5, Infinity]) {
+      try { new Socks5Server({ onConnect, maxConnections }); expect.unreachable(); } catch (e) {
+        expect(isBitcloudError(e, 'CONFIG_INVALID')).toBe(true);
+      }
+    }
+    expect(() => new Socks5Server({ onConnect, maxConnections: 1 })).not.toThrow();
+  });
+
   it('counts connections, replies and refusals in metrics', async () => {
     const reg = createRegistry('test');
     const port = await start({ metrics: reg });
