@@ -174,9 +174,11 @@ export async function getFolder(client: StorageClient, cap: Capability, out: str
  * SPEC.md §9.9.1: a folder get without -o writes only into a folder it made. `root` missing: the
  * folder is made under a temporary name beside it (`<root>.bitcloud-new-<hex>`, newFolderName,
  * made exclusively, 0700), the marker written in it (atomically, 0600) and both fsynced, then it is renamed to `root`
- * once `root` is found missing just before: a get stopped at any step leaves nothing at `root`, or
- * the marked folder a rerun resumes. The rename can replace only an empty folder made at `root` in
- * between (rename(2) refuses any other), which loses nothing. `root` there already (anything, a
+ * once `root` is found missing just before (ENOENT, or ENOTDIR: a folder on the way is no longer
+ * one, and the rename then fails ENOTDIR too): a get stopped at any step leaves nothing at `root`,
+ * or the marked folder a rerun resumes. The rename can replace only an empty folder made at `root`
+ * in between (rename(2) refuses any other; Node has no rename that refuses to replace): no file is
+ * lost, but one made by a concurrent `get -o root` is then shared by both gets. `root` there already (anything, a
  * link too, or made meanwhile by another process): only a folder holding the marker of this same
  * capability (an unfinished get of it) is resumed; anything else is IO_OUTPUT_EXISTS, nothing written.
  */
@@ -192,7 +194,12 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
       throw notWritable(e, tmp);
     }
     try {
-      await writeFileAtomic(path.join(tmp, FOLDER_GET_MARKER), id + '\n', 0o600, { mkdir: false });
+      try {
+        await writeFileAtomic(path.join(tmp, FOLDER_GET_MARKER), id + '\n', 0o600, { mkdir: false });
+      } catch (e) {
+        // Like the get's other output writes: EACCES, EPERM, EROFS are IO_NOT_WRITABLE.
+        throw notWritable(e, path.join(tmp, FOLDER_GET_MARKER));
+      }
       if (await lexists(root)) throw exists();
       try {
         await fsp.rename(tmp, root);
@@ -203,7 +210,9 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
         throw notWritable(e, root);
       }
     } catch (e) {
-      await fsp.rm(tmp, { recursive: true, force: true });
+      // The get's own error is the one to report: a temporary folder that cannot be removed is
+      // only a leftover `*.bitcloud-new-*`, which the reader may remove (SPEC.md §9.9.1).
+      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => {});
       throw e;
     }
     await fsyncDir(parent);
@@ -221,7 +230,8 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
 
 /**
  * SPEC.md §9.9.1: the suffix (then random hex) of the folder a get without -o makes before renaming
- * it to `<out>`; one left by a get stopped before the rename holds only the marker.
+ * it to `<out>`; one left by a get stopped before the rename holds at most the marker and the
+ * marker's temporary file.
  */
 export const FOLDER_NEW_SUFFIX = '.bitcloud-new-';
 

@@ -682,6 +682,51 @@ describe('a folder get without -o (SPEC.md §9.9.1, §9.15)', () => {
     expect((await fsp.readdir(out)).sort()).toEqual(['notes.txt', 'sub']);
   });
 
+  it('a marker write the folder refuses (EACCES) is IO_NOT_WRITABLE, nothing left at <out>', async () => {
+    const c = parseCapability(await stored());
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const g = client();
+    const open = fsp.open;
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(((file: fs.PathLike, ...rest: unknown[]) => {
+      if (String(file).includes(FOLDER_GET_MARKER)) return Promise.reject(Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' }));
+      return (open as (...a: unknown[]) => Promise<fsp.FileHandle>)(file, ...rest);
+    }) as typeof fsp.open);
+    try {
+      await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'IO_NOT_WRITABLE' });
+    } finally {
+      spy.mockRestore();
+    }
+    await g.close();
+    expect(await fsp.readdir(dir)).toEqual([]);
+  });
+
+  it('a temporary folder that cannot be removed after a failure leaves the get\'s own error, not the removal\'s', async () => {
+    const c = parseCapability(await stored());
+    const dir = await fsp.mkdtemp(path.join(root, 'folder-get-'));
+    const g = client();
+    const open = fsp.open;
+    const openSpy = vi.spyOn(fsp, 'open').mockImplementation(((file: fs.PathLike, ...rest: unknown[]) => {
+      if (String(file).includes(FOLDER_GET_MARKER)) return Promise.reject(Object.assign(new Error('EIO: stopped'), { code: 'EIO' }));
+      return (open as (...a: unknown[]) => Promise<fsp.FileHandle>)(file, ...rest);
+    }) as typeof fsp.open);
+    const rm = fsp.rm;
+    const rmSpy = vi.spyOn(fsp, 'rm').mockImplementation((async (p: fs.PathLike, o?: fs.RmOptions) => {
+      if (path.basename(String(p)).includes('.bitcloud-new-')) throw Object.assign(new Error('EBUSY: resource busy'), { code: 'EBUSY' });
+      return rm(p, o);
+    }) as typeof fsp.rm);
+    try {
+      await expect(getFolder(g, c, undefined, { dir })).rejects.toMatchObject({ code: 'EIO' });
+    } finally {
+      openSpy.mockRestore();
+      rmSpy.mockRestore();
+    }
+    await g.close();
+    // The leftover stays (the reader may remove it); nothing is at <out>.
+    const left = await fsp.readdir(dir);
+    expect(left).toHaveLength(1);
+    expect(left[0]).toMatch(/^Documents\.bitcloud-new-[0-9a-f]{12}$/);
+  });
+
   it('a folder made at <out> between the check and the rename: an empty one is replaced, one with files is IO_OUTPUT_EXISTS and kept', async () => {
     const c = parseCapability(await stored());
     const g = client();
