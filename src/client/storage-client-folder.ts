@@ -43,6 +43,11 @@ export async function listFolder(dir: string): Promise<string[]> {
         // sub-folder): storing it would store the marker as a file, and a half-fetched folder.
         if (e.name === FOLDER_GET_MARKER) {
           const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
+          // A `*.bitcloud-new-*` folder holding it is a get's temporary folder, left by a get stopped
+          // before its rename: no get resumes it (SPEC.md §9.9.1), so it can only be removed.
+          if (path.basename(rel || dir).includes(FOLDER_NEW_SUFFIX)) {
+            throw err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`, { path: path.join(dir, ...r.split('/')) });
+          }
           throw err('FOLDER_PATH_INVALID', `${where} is an unfinished get (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): finish it with bitcloud get, or remove the marker, then put it`, { path: path.join(dir, ...r.split('/')) });
         }
         const bad = folderPathProblem(r);

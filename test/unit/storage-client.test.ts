@@ -879,6 +879,24 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     expect(fr.files).toBe(1);
   });
 
+  it('a leftover *.bitcloud-new-* folder of a stopped get (itself or inside the folder) is FOLDER_PATH_INVALID saying it may be removed (SPEC.md §9.9.1, §9.15)', async () => {
+    const top = path.join(await fsp.mkdtemp(path.join(root, 'put-leftover-')), 'Documents.bitcloud-new-0123456789ab');
+    await fsp.mkdir(top);
+    await fsp.writeFile(path.join(top, FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+    const deep = await fsp.mkdtemp(path.join(root, 'put-leftover-'));
+    await fsp.mkdir(path.join(deep, 'Documents.bitcloud-new-0123456789ab'));
+    await fsp.writeFile(path.join(deep, 'a.txt'), 'mine');
+    await fsp.writeFile(path.join(deep, 'Documents.bitcloud-new-0123456789ab', FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+    for (const dir of [top, deep]) {
+      const { client: c, putShare } = memClient();
+      const e = await putFolder(c, dir, { workers: false }).then(() => null, (x: unknown) => x);
+      expect(e).toMatchObject({ code: 'FOLDER_PATH_INVALID', message: expect.stringContaining('leftover of a get stopped') });
+      expect((e as Error).message).toContain('may be removed');
+      expect((e as Error).message).not.toContain('finish it with bitcloud get');
+      expect(putShare).not.toHaveBeenCalled();
+    }
+  });
+
   it('a folder an unfinished get is filling (its marker at the top or in a sub-folder) is FOLDER_PATH_INVALID, no share sent (SPEC.md §9.15)', async () => {
     const top = await fsp.mkdtemp(path.join(root, 'put-unfinished-'));
     await fsp.writeFile(path.join(top, 'notes.txt'), 'fetched so far');
