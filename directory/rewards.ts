@@ -22,7 +22,7 @@ import { prom, type Registry } from '../src/ops/metrics';
 import { verifyKeyCertificate } from '../src/dir/certificate';
 import { httpRequest, PATHS } from '../src/dir/fetch';
 import { majorityOf, type AuthorityInfo } from '../src/dir/authorities';
-import { certifiedRewardAuthorities, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
+import { certifiedRewardAuthorities, pageCertificates, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
@@ -881,7 +881,7 @@ export class RewardLedger {
     const limit = this.o.pageBytes ?? REWARD_PAGE_BYTES;
     try {
       for (const a of shuffle(this.o.authorities.filter((x) => x.fingerprint !== this.self))) {
-        let last: { bytes: number; certificates: readonly Buffer[] } | null = null;
+        let last: { bytes: number; certificates: readonly Uint8Array[] } | null = null;
         for (let pages = 0; pages < 10_000 && !this.closed; pages++) {
           const from = this.state.height + 1;
           let bundle: RawRewardChainBundle;
@@ -908,7 +908,7 @@ export class RewardLedger {
           // once it vouched for a signature of a block appended.
           if (!this.applyFetched(bundle.blocks, a.name, this.offered(bundle.certificates))) break;
           if (this.state.height + 1 >= bundle.chainLength) break;
-          last = { bytes: rewardPageBytes(bundle.blocks), certificates: bundle.certificates };
+          last = { bytes: rewardPageBytes(bundle.blocks), certificates: pageCertificates(bundle.blocks, bundle.certificates) };
         }
       }
       this.build();

@@ -6,7 +6,7 @@
 import { err, errorCode, isErrorCode, layerOf } from '../errors';
 import { majorityOf, type AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type HttpResponse } from '../dir/fetch';
-import { RewardCertificateSet } from '../dir/reward-authorities';
+import { RewardCertificateSet, pageCertificates } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import { shuffle } from '../crypto/primitives';
 import {
@@ -124,7 +124,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
   const threshold = majorityOf(o.authorities.length);
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
   // SPEC §8.7.5: the previous page, when it stopped short of the source's chain length.
-  let last: { bytes: number; certificates: readonly Buffer[] } | null = null;
+  let last: { bytes: number; certificates: readonly Uint8Array[] } | null = null;
   for (;;) {
     const from = state.height + 1;
     const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? REWARD_PAGE_TIMEOUT_MS });
@@ -152,7 +152,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
       blocks.push({ block: sb.block, hash: sb.hash, signers: sb.signatures.map((s) => s.authority.toString('hex')).sort() });
     }
     if (state.height + 1 >= bundle.chainLength) break;
-    last = { bytes: rewardPageBytes(bundle.blocks), certificates: bundle.certificates };
+    last = { bytes: rewardPageBytes(bundle.blocks), certificates: pageCertificates(bundle.blocks, bundle.certificates) };
   }
 }
 

@@ -15,6 +15,7 @@ import type { RewardAuthorities, RewardBlock } from '../bandwidth/reward-chain';
 import { fingerprint } from '../crypto/keys';
 import { blake2b } from '../crypto/primitives';
 import { err } from '../errors';
+import { MAX_BLOCK_SIGNATURES, MAX_BUNDLE_CERTIFICATES, splitSignedRewardBlock } from '../wire/reward-block';
 import { readKeyCertificate, verifyKeyCertificate, type VerifiedCertificate } from './certificate';
 
 /** A block of epoch e is signed between e·P and (e + this)·P (SPEC §8.7.3). */
@@ -23,6 +24,34 @@ export const REWARD_SIGNING_SPAN_PERIODS = 4;
 export interface CertifiedRewardAuthorities extends RewardAuthorities {
   /** The certificate that vouches for `signingKey` of `authority` on a block of `epoch`, or null. */
   certificateFor(authority: Buffer, signingKey: Buffer, epoch: number): VerifiedCertificate | null;
+}
+
+/**
+ * SPEC.md §8.7.5: the certificates of a page that count toward its certificate bound in the
+ * reader's fill check: the distinct ones whose own signature verifies and that certify the signing
+ * key of a signature of one of the page's `blocks` (a server puts no others in a page, so an honest
+ * page loses none). Envelopes that do not read, do not verify, or certify no signature of the page
+ * do not count: a source cannot pass a short page off as cut by the certificate bound by padding
+ * it. Worked out only when the page holds enough distinct certificates for the bound to matter;
+ * else the certificates as they are. `blocks` are stored-form signed blocks that were read already.
+ */
+export function pageCertificates(blocks: readonly Uint8Array[], certificates: readonly Uint8Array[]): readonly Uint8Array[] {
+  if (certificates.length + MAX_BLOCK_SIGNATURES <= MAX_BUNDLE_CERTIFICATES) return certificates;
+  const distinct = new Map<string, Uint8Array>();
+  for (const c of certificates) distinct.set(Buffer.from(c).toString('hex'), c);
+  if (distinct.size + MAX_BLOCK_SIGNATURES <= MAX_BUNDLE_CERTIFICATES) return certificates;
+  const named = new Set<string>();
+  for (const b of blocks) for (const s of splitSignedRewardBlock(b).signatures) named.add(`${s.authority.toString('hex')}/${s.signingKey.toString('hex')}`);
+  const out: Uint8Array[] = [];
+  for (const c of distinct.values()) {
+    try {
+      const claim = readKeyCertificate(c);
+      if (!named.has(`${claim.identity.toString('hex')}/${claim.signingKey.toString('hex')}`)) continue;
+      verifyKeyCertificate(c);
+      out.push(c);
+    } catch { /* an envelope that does not read or verify vouches for nothing */ }
+  }
+  return out;
 }
 
 /** The epoch span (ms) whose overlap with a certificate window makes the certificate count. */

@@ -440,7 +440,8 @@ export function rewardPageBytes(blocks: readonly Uint8Array[]): number {
 
 /**
  * SPEC.md §8.7.5: null when a page that did not reach `chain_length` was full, else why it was short.
- * `page`: its blocks' bytes (rewardPageBytes) and its certificates; `next`: the first block of the
+ * `page`: its blocks' bytes (rewardPageBytes) and the certificates that count (pageCertificates,
+ * src/dir/reward-authorities.ts: only genuine ones a signature of the page names); `next`: the first block of the
  * page that followed (stored form). The server stopped before `next` only if it did not fit: its
  * blocks plus `next` exceed `limit`, or the page's distinct certificates plus those `next` needs
  * exceed MAX_BUNDLE_CERTIFICATES. Another authority's copy of `next` (a mirror may take the pages

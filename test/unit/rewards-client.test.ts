@@ -227,17 +227,48 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
 
   it('a page cut short by the certificate bound (over 769 distinct certificates) is not a short page (SPEC §8.7.5)', async () => {
     const blocks = chain(3);
-    // 1021 distinct envelopes that name no configured authority, and the three real ones.
-    const junk = Array.from({ length: 1021 }, (_, i) => Buffer.alloc(40, i % 256).fill(i >> 8, 0, 1));
+    // 1021 more genuine certificates of the keys that sign the blocks (other windows): a page of an
+    // authority whose blocks span many re-certifications carries such.
+    const more = Array.from({ length: 1021 }, (_, i) => makeKeyCertificate(ids[i % 3], sks[i % 3].publicKey, NOW - 86_400_000 - 1000 * (i + 1), NOW + 86_400_000));
     const src = {
       label: 'many certificates',
       get: (pq: string) => {
         const from = Number(new URL(pq, 'http://x').searchParams.get('from'));
-        return Promise.resolve({ status: 200, headers: {}, body: encodeRewardChainBundle(blocks.length, [...certs, ...junk], blocks.slice(from, from + 1)) });
+        return Promise.resolve({ status: 200, headers: {}, body: encodeRewardChainBundle(blocks.length, [...certs, ...more], blocks.slice(from, from + 1)) });
       },
     };
     const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src] });
     expect(r.state.height).toBe(2);
+  });
+
+  it('certificates that certify no signature of the page do not make a short page pass as cut by the certificate bound (SPEC §8.7.5)', async () => {
+    const blocks = chain(3);
+    const other = ed25519FromSeed(Buffer.alloc(32, 99));
+    const paddings: [string, Buffer[]][] = [
+      // 1021 distinct envelopes that do not even read.
+      ['junk', Array.from({ length: 1021 }, (_, i) => Buffer.alloc(40, i % 256).fill(i >> 8, 0, 1))],
+      // 1021 genuine certificates of a key that signs none of the page's blocks.
+      ['another key', Array.from({ length: 1021 }, (_, i) => makeKeyCertificate(ids[i % 3], other.publicKey, NOW - 1000 * (i + 1), NOW + 86_400_000))],
+      // 1021 envelopes naming the signing keys of the page, with a broken signature.
+      ['forged', Array.from({ length: 1021 }, (_, i) => {
+        const c = Buffer.from(makeKeyCertificate(ids[i % 3], sks[i % 3].publicKey, NOW - 1000 * (i + 1), NOW + 86_400_000));
+        c[c.length - 1] ^= 1;
+        return c;
+      })],
+    ];
+    for (const [what, padding] of paddings) {
+      const asked: number[] = [];
+      const src = {
+        label: `padded with ${what}`,
+        get: (pq: string) => {
+          const from = Number(new URL(pq, 'http://x').searchParams.get('from'));
+          asked.push(from);
+          return Promise.resolve({ status: 200, headers: {}, body: encodeRewardChainBundle(blocks.length, [...certs, ...padding], blocks.slice(from, from + 1)) });
+        },
+      };
+      await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [src] }), what).rejects.toMatchObject({ code: 'REWARD_MALFORMED' });
+      expect(asked, what).toEqual([0, 1]);
+    }
   });
 
   it('formats coins with 8 decimals', () => {
