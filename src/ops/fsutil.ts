@@ -27,6 +27,19 @@ async function setMode(fh: fsp.FileHandle, file: string, mode: number): Promise<
   try { await fh.chmod(mode); } catch (e) { throw modeError(e, file, mode); }
 }
 
+/**
+ * Remove a temporary file this module made, after its write failed. A removal that fails too
+ * (EBUSY, EIO, …) is let be: the write's own failure is the one reported (SPEC.md §3.2.3), and a
+ * leftover temporary name is never read as the file.
+ */
+async function removeTemp(tmp: string): Promise<void> {
+  await fsp.rm(tmp, { force: true }).catch(() => {});
+}
+
+function removeTempSync(tmp: string): void {
+  try { fs.rmSync(tmp, { force: true }); } catch { /* as removeTemp */ }
+}
+
 function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
 }
@@ -46,14 +59,14 @@ export async function writeFileAtomic(file: string, data: Uint8Array | string, m
     await fh.sync();
   } catch (e) {
     await fh.close().catch(() => {});
-    await fsp.rm(tmp, { force: true });
+    await removeTemp(tmp);
     throw e;
   }
-  await fh.close();
   try {
+    await fh.close();
     await fsp.rename(tmp, file);
   } catch (e) {
-    await fsp.rm(tmp, { force: true });
+    await removeTemp(tmp);
     throw e;
   }
   if (opts.syncAlso) await Promise.all([fsyncDir(path.dirname(file)), opts.syncAlso()]);
@@ -98,7 +111,7 @@ export async function writeFileAtomicExclusive(file: string, data: Uint8Array | 
       linked = false;
     }
   } finally {
-    await fsp.rm(tmp, { force: true });
+    await removeTemp(tmp);
   }
   if (!linked) return createExclusive(file, data, mode);
   await fsyncDir(path.dirname(file));
@@ -122,7 +135,7 @@ async function createExclusive(file: string, data: Uint8Array | string, mode: nu
   try {
     await writeSyncedAndClose(fh, file, data, mode);
   } catch (e) {
-    await fsp.rm(file, { force: true });
+    await fsp.rm(file, { force: true }).catch(() => {}); // the write's failure is the one reported
     throw e;
   }
   await fsyncDir(path.dirname(file));
@@ -174,15 +187,15 @@ export function writeFileAtomicSync(file: string, data: Uint8Array | string, mod
     try { fs.fchmodSync(fd, mode); } catch (e) { throw modeError(e, file, mode); }
     fs.fsyncSync(fd);
   } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
+    try { fs.closeSync(fd); } catch { /* the write's failure is the one reported */ }
+    removeTempSync(tmp);
     throw e;
   }
-  fs.closeSync(fd);
   try {
+    fs.closeSync(fd);
     fs.renameSync(tmp, file);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
+    removeTempSync(tmp);
     throw e;
   }
   fsyncDirSync(path.dirname(file));

@@ -178,3 +178,36 @@ describe('LatestFileWriter', () => {
   });
 });
 
+
+describe('a failed write whose temporary file cannot be removed either (SPEC.md §3.2.3)', () => {
+  const failing = (code: string) => Object.assign(new Error(`${code}: injected`), { code });
+
+  it('writeFileAtomic reports the write\'s failure (EIO), not the removal\'s (EBUSY)', async () => {
+    const d = await tmp();
+    const h = await fsp.open(path.join(d, '.probe'), 'w');
+    await h.close();
+    await fsp.rm(path.join(d, '.probe'));
+    vi.spyOn(Object.getPrototypeOf(h) as { writeFile: (data: unknown) => Promise<void> }, 'writeFile').mockRejectedValue(failing('EIO'));
+    vi.spyOn(fsp, 'rm').mockRejectedValue(failing('EBUSY'));
+    const e: unknown = await writeFileAtomic(path.join(d, 'state.json'), '{}').then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'EIO' });
+  });
+
+  it('the same when the rename fails (EIO) and the removal too (EBUSY)', async () => {
+    const d = await tmp();
+    vi.spyOn(fsp, 'rename').mockRejectedValue(failing('EIO'));
+    vi.spyOn(fsp, 'rm').mockRejectedValue(failing('EBUSY'));
+    const e: unknown = await writeFileAtomic(path.join(d, 'state.json'), '{}').then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'EIO' });
+  });
+
+  it('the sync form too', async () => {
+    const d = await tmp();
+    const fs = await import('node:fs');
+    vi.spyOn(fs.default, 'renameSync').mockImplementation(() => { throw failing('EIO'); });
+    vi.spyOn(fs.default, 'rmSync').mockImplementation(() => { throw failing('EBUSY'); });
+    let e: unknown = null;
+    try { writeFileAtomicSync(path.join(d, 'state.json'), '{}'); } catch (x) { e = x; }
+    expect(e).toMatchObject({ code: 'EIO' });
+  });
+});
