@@ -196,14 +196,14 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
     try {
       await fsp.mkdir(tmp, { mode: 0o700 });
     } catch (e) {
-      throw notWritable(e, tmp);
+      throw notWritable(e, tmp, { nothingKept: true });
     }
     try {
       try {
         await writeFileAtomic(path.join(tmp, FOLDER_GET_MARKER), id + '\n', 0o600, { mkdir: false });
       } catch (e) {
-        // Like the get's other output writes: EACCES, EPERM, EROFS are IO_NOT_WRITABLE.
-        throw notWritable(e, path.join(tmp, FOLDER_GET_MARKER));
+        // Like the get's other output writes: EACCES, EPERM, EROFS, ENOSPC, EDQUOT are IO_NOT_WRITABLE.
+        throw notWritable(e, path.join(tmp, FOLDER_GET_MARKER), { nothingKept: true });
       }
       if (await lexists(root)) throw exists();
       try {
@@ -212,7 +212,7 @@ async function claimFolder(root: string, marker: string, id: string): Promise<vo
         const code = (e as NodeJS.ErrnoException).code;
         // Made at `root` meanwhile: a folder with entries (ENOTEMPTY, EEXIST), or a file (ENOTDIR).
         if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') throw exists();
-        throw notWritable(e, root);
+        throw notWritable(e, root, { nothingKept: true });
       }
     } catch (e) {
       // The get's own error is the one to report: a temporary folder that cannot be removed is

@@ -262,15 +262,30 @@ function lockOutput(out: string): () => void {
 /** Failures that mean the output's folder (or file) cannot be written by this user. */
 const NOT_WRITABLE = new Set(['EACCES', 'EPERM', 'EROFS']);
 
+/** Failures that mean the output's disk has no room left for this user: full, or the quota reached. */
+export const NO_ROOM: ReadonlyMap<string, string> = new Map([
+  ['ENOSPC', 'the disk is full'],
+  ['EDQUOT', "this user's disk quota is reached"],
+]);
+
 /**
  * SPEC.md §9.9.1, §9.10: a folder that is read-only or not this user's to write is the caller's
  * choice of output, not a bug: IO_NOT_WRITABLE naming the path (the failing call's own, when it
- * tells), with the errno. Anything else is returned as it is.
+ * tells), with the errno. So is a disk with no room left (ENOSPC, EDQUOT): the get suspends, so
+ * the part file and its record are kept for the same get run again once there is room
+ * (`nothingKept`: a write before any part file, e.g. a folder get's marker, whose leftovers are
+ * removed). Anything else is returned as it is.
  */
-export function notWritable(e: unknown, file: string): unknown {
+export function notWritable(e: unknown, file: string, o: { nothingKept?: boolean } = {}): unknown {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (code === undefined || !NOT_WRITABLE.has(code)) return e;
+  if (code === undefined) return e;
   const where = (e as NodeJS.ErrnoException).path ?? file;
+  const room = NO_ROOM.get(code);
+  if (room !== undefined) {
+    return err('IO_NOT_WRITABLE', `cannot write ${where} (${code}): ${room}; ${o.nothingKept ? 'nothing was kept: free some space and run the get again' : 'the part file and its record are kept: free some space and run the same get again to resume'}`,
+      { path: where, errno: code }, e);
+  }
+  if (!NOT_WRITABLE.has(code)) return e;
   return err('IO_NOT_WRITABLE', `cannot write ${where} (${code}): the folder is read-only or not writable by this user; give another output path with -o`,
     { path: where, errno: code }, e);
 }

@@ -264,6 +264,34 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
   });
 
+  it('a full disk (ENOSPC) on a part-file write: IO_NOT_WRITABLE saying so, the get suspended with its record kept, and a rerun resumes (SPEC.md §9.9.1)', async () => {
+    const out = path.join(root, 'full-disk.bin');
+    const h = await fsp.open(file, 'r');
+    const proto = Object.getPrototypeOf(h) as { write: (...a: unknown[]) => Promise<unknown> };
+    await h.close();
+    const realWrite = proto.write;
+    let writes = 0;
+    const spy = vi.spyOn(proto, 'write').mockImplementation(function (this: unknown, ...a: unknown[]) {
+      if (++writes > 3) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+      return realWrite.apply(this, a);
+    });
+    const g = client();
+    const e: unknown = await getFile(g, parseCapability(cap), { output: out, window: 1 }).then(() => null, (x: unknown) => x);
+    spy.mockRestore();
+    await g.close();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).toMatch(/the disk is full.*part file and its record are kept/);
+    expect(fs.existsSync(out)).toBe(false);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(true);
+
+    const g2 = client();
+    const res = await getFile(g2, parseCapability(cap), { output: out });
+    await g2.close();
+    expect(res.resumedChunks).toBe(3);
+    expect((await fsp.readFile(out)).equals(data)).toBe(true);
+  });
+
   it('a get that fails before any chunk is recorded leaves no part file behind (SPEC.md §9.9.1)', async () => {
     const out = path.join(root, 'never.bin');
     const g = client();

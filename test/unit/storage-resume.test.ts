@@ -275,14 +275,26 @@ describe('an output folder that cannot be written (SPEC.md §9.9.1, §9.10)', ()
     expect(await fsp.readFile(out, 'latin1')).toBe('abcdefghyz');
   });
 
-  it('other failures are not IO_NOT_WRITABLE (a full disk stays ENOSPC)', async () => {
+  it('other failures are not IO_NOT_WRITABLE (an I/O error stays EIO)', async () => {
+    const out = path.join(dir, 'eio.bin');
+    const realOpen = fsp.open;
+    vi.spyOn(fsp, 'open').mockImplementation(async (...a: Parameters<typeof fsp.open>) => {
+      if (String(a[0]).endsWith(PART_SUFFIX)) throw refused('EIO', String(a[0]));
+      return realOpen(...a);
+    });
+    await expect(DownloadOutput.open(out, ID, 10, 3)).rejects.toMatchObject({ code: 'EIO' });
+  });
+
+  it('a full disk when making the part file (ENOSPC) is IO_NOT_WRITABLE, saying the disk is full', async () => {
     const out = path.join(dir, 'full.bin');
     const realOpen = fsp.open;
     vi.spyOn(fsp, 'open').mockImplementation(async (...a: Parameters<typeof fsp.open>) => {
       if (String(a[0]).endsWith(PART_SUFFIX)) throw refused('ENOSPC', String(a[0]));
       return realOpen(...a);
     });
-    await expect(DownloadOutput.open(out, ID, 10, 3)).rejects.toMatchObject({ code: 'ENOSPC' });
+    const e: unknown = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).toMatch(/the disk is full/);
   });
 });
 
@@ -363,4 +375,33 @@ describe('a lock another user holds (SPEC.md §9.9.1)', () => {
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     await fsp.rm(DownloadOutput.lockPath(out));
   });
+});
+
+describe('a disk with no room left (ENOSPC, EDQUOT; SPEC.md §9.9.1)', () => {
+  afterEach(() => { vi.restoreAllMocks(); });
+
+  for (const [code, says] of [['ENOSPC', /the disk is full/], ['EDQUOT', /disk quota is reached/]] as const) {
+    it(`a part-file write failing with ${code} is IO_NOT_WRITABLE saying so; suspended, the part file and its record are kept`, async () => {
+      const out = path.join(dir, `full-${code}.bin`);
+      const o = await DownloadOutput.open(out, ID, 10, 3);
+      await o.writeChunk(0, 0, Buffer.from('abcd'));
+      await o.checkpoint();
+      const h = await fsp.open(DownloadOutput.partPath(out), 'r');
+      const proto = Object.getPrototypeOf(h) as { write: (...a: unknown[]) => Promise<unknown> };
+      await h.close();
+      vi.spyOn(proto, 'write').mockRejectedValue(Object.assign(new Error(`${code}: no space left`), { code }));
+      const e: unknown = await o.writeChunk(1, 4, Buffer.from('efgh')).then(() => null, (x: unknown) => x);
+      vi.restoreAllMocks();
+      expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: code, path: DownloadOutput.partPath(out) } });
+      expect((e as Error).message).toMatch(says);
+      expect((e as Error).message).toMatch(/part file and its record are kept/);
+      await o.suspend();
+      expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(true);
+      const rec = JSON.parse(await fsp.readFile(DownloadOutput.progressPath(out), 'utf8'));
+      expect(Buffer.from(rec.done, 'base64')[0]).toBe(1);
+      const again = await DownloadOutput.open(out, ID, 10, 3);
+      expect(again.resumed).toBe(1);
+      await again.discard();
+    });
+  }
 });
