@@ -24,7 +24,7 @@ import { checkShare } from '../storage/share';
 import type { StorageClient } from './storage-client';
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
 import { FOLDER_CONTENT_TYPE } from '../storage/folder';
-import { DownloadOutput } from './storage-client-resume';
+import { DownloadOutput, NO_ROOM } from './storage-client-resume';
 import { throwIfStorageAborted } from '../storage/channel';
 
 export interface GetOptions {
@@ -468,7 +468,8 @@ function writeTo(sink: NodeJS.WritableStream, b: Buffer): Promise<void> {
 /**
  * SPEC.md §9.9.1: stdout's reader went away (EPIPE, or ERR_STREAM_DESTROYED for a write after
  * it): IO_OUTPUT_CLOSED, which ends the command quietly with 141 (§9.10); stdout refused the
- * bytes otherwise (EIO, …): IO_NOT_WRITABLE.
+ * bytes otherwise (EIO; ENOSPC, EDQUOT where it is a file on a disk with no room left, …):
+ * IO_NOT_WRITABLE. With no part file to resume, the file was not written whole.
  */
 function stdoutFailed(e: unknown): unknown {
   if (isBitcloudError(e)) return e;
@@ -476,5 +477,6 @@ function stdoutFailed(e: unknown): unknown {
   if (code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED') {
     return err('IO_OUTPUT_CLOSED', `stdout's reader went away (${code}): the file was not written whole`, { path: STDOUT_OUTPUT, errno: code }, e);
   }
-  return err('IO_NOT_WRITABLE', `cannot write the file to stdout (${code}): its reader closed it or refused the bytes`, { path: STDOUT_OUTPUT, errno: code }, e);
+  const why = NO_ROOM.get(code) ?? 'stdout refused the bytes';
+  return err('IO_NOT_WRITABLE', `cannot write the file to stdout (${code}): ${why}; the file was not written whole`, { path: STDOUT_OUTPUT, errno: code }, e);
 }

@@ -1,6 +1,6 @@
 // SPEC.md §9.9.1, §9.10: `bitcloud get -o - CAP | head -c 100`. When stdout's reader goes away
 // (EPIPE) the command stops at once, prints nothing and exits with 141 (128 + SIGPIPE), as `cat`
-// does; stdout refusing the bytes otherwise (EIO) is still IO_NOT_WRITABLE, reported, exit 2.
+// does; stdout refusing the bytes otherwise (EIO, ENOSPC) is still IO_NOT_WRITABLE, reported, exit 2.
 // The command runs in this process against real storage nodes on 127.0.0.1: the consensus and
 // the circuits are stand-ins (a circuit's stream is a direct session to the node).
 import { spawn } from 'node:child_process';
@@ -128,5 +128,19 @@ describe('get -o - when stdout\'s reader goes away (SPEC.md §9.9.1, §9.10)', (
     const lines = stderr.filter((l) => l.startsWith('bitcloud get:'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^bitcloud get: IO_NOT_WRITABLE: .*EIO/);
+    // A reader that went away is IO_OUTPUT_CLOSED: this message does not offer that as a cause.
+    expect(lines[0]).toMatch(/stdout refused the bytes/);
+    expect(lines[0]).not.toMatch(/reader closed/);
+  }, 30_000);
+
+  it('stdout on a full disk (ENOSPC) is IO_NOT_WRITABLE saying the disk is full, exit status 2', async () => {
+    const full = new Writable({
+      write(_chunk, _enc, cb) { cb(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })); },
+    });
+    const { status, stderr } = await run(full, false);
+    expect(status).toBe(2);
+    const lines = stderr.filter((l) => l.startsWith('bitcloud get:'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^bitcloud get: IO_NOT_WRITABLE: .*ENOSPC.*the disk is full/);
   }, 30_000);
 });
