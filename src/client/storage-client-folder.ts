@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from '../crypto/primitives';
 import { err } from '../errors';
-import { fsyncDir, writeFileAtomic } from '../ops/fsutil';
+import { fsyncDir, isTempNameOf, writeFileAtomic } from '../ops/fsutil';
 import { parseCapability, type Capability } from '../storage/capability';
 import { ChunkKind } from '../storage/encode';
 import { decodeFolder, encodeFolder, FOLDER_CONTENT_TYPE, folderPathProblem, MAX_FOLDER_BYTES, MAX_FOLDER_ENTRIES, type Folder, type FolderEntry } from '../storage/folder';
@@ -29,7 +29,8 @@ export interface PutFolderResult extends PutResult {
 
 /**
  * Every regular file under `dir`, as folder paths ("/"-joined), sorted. Symlinks and specials are
- * skipped. A get's marker anywhere in it is FOLDER_PATH_INVALID (SPEC.md §9.15).
+ * skipped. A get's marker, or the marker's temporary file, anywhere in it is FOLDER_PATH_INVALID
+ * (SPEC.md §9.15).
  */
 export async function listFolder(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -50,6 +51,10 @@ export async function listFolder(dir: string): Promise<string[]> {
           }
           throw err('FOLDER_PATH_INVALID', `${where} is an unfinished get (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): finish it with bitcloud get, or remove the marker, then put it`, { path: path.join(dir, ...r.split('/')) });
         }
+        // SPEC.md §9.15: the marker's temporary file, left by a get killed before renaming it onto
+        // the marker: a leftover of a stopped get (its folder too, when a get's temporary folder
+        // holds nothing else), never the reader's file.
+        if (isTempNameOf(e.name, FOLDER_GET_MARKER)) throw markerTempLeftover(dir, rel, r, entries);
         const bad = folderPathProblem(r);
         if (bad) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(r)} cannot be stored in a folder: ${bad}`);
         out.push(r);
@@ -59,6 +64,25 @@ export async function listFolder(dir: string): Promise<string[]> {
   };
   await walk('');
   return out.sort();
+}
+
+/** A get's temporary folder: `<name>.bitcloud-new-<12 hex>` (newFolderName). */
+const NEW_FOLDER_NAME = /\.bitcloud-new-[0-9a-f]{12}$/;
+
+/**
+ * SPEC.md §9.15: FOLDER_PATH_INVALID for the marker's temporary file found at `r` (in folder
+ * `rel`, whose `entries` were read): naming the folder when it is a get's temporary folder that
+ * holds nothing but such files, else the file.
+ */
+function markerTempLeftover(dir: string, rel: string, r: string, entries: fs.Dirent[]): unknown {
+  const onlyTemps = entries.every((x) => x.isFile() && isTempNameOf(x.name, FOLDER_GET_MARKER));
+  if (onlyTemps && NEW_FOLDER_NAME.test(path.basename(rel || dir))) {
+    const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
+    return err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds only the temporary file of ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`,
+      { path: rel ? path.join(dir, ...rel.split('/')) : dir });
+  }
+  return err('FOLDER_PATH_INVALID', `${JSON.stringify(r)} in ${dir} is the leftover of a stopped get (the temporary file of its marker ${JSON.stringify(FOLDER_GET_MARKER)}): nothing fetched is in it; it may be removed`,
+    { path: path.join(dir, ...r.split('/')) });
 }
 
 /** Store a folder: each file, then the listing (SPEC.md §9.15). */

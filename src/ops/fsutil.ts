@@ -40,8 +40,15 @@ function removeTempSync(tmp: string): void {
   try { fs.rmSync(tmp, { force: true }); } catch { /* as removeTemp */ }
 }
 
+/** `.<name>.<pid>.<12 hex>.tmp` beside the file: the temporary name of every atomic write here. */
 function tmpName(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+/** Whether `name` is a temporary name tmpName gives a file named `base` (one a write stopped midway may leave). */
+export function isTempNameOf(name: string, base: string): boolean {
+  const prefix = `.${base}.`;
+  return name.startsWith(prefix) && /^[0-9]+\.[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length));
 }
 
 /**

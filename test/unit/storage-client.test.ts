@@ -925,6 +925,38 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     }
   });
 
+  it('the marker\'s temporary file left by a killed get, and a *.bitcloud-new-* folder holding only it, are FOLDER_PATH_INVALID saying they may be removed, no share sent (SPEC.md §9.15)', async () => {
+    const temp = `.${FOLDER_GET_MARKER}.4242.0123456789ab.tmp`;
+    // The get's temporary folder itself, holding only the marker's temporary file.
+    const top = path.join(await fsp.mkdtemp(path.join(root, 'put-temp-')), 'Documents.bitcloud-new-0123456789ab');
+    await fsp.mkdir(top);
+    await fsp.writeFile(path.join(top, temp), 'ab'.repeat(32) + '\n');
+    // Such a folder inside the folder put.
+    const deep = await fsp.mkdtemp(path.join(root, 'put-temp-'));
+    await fsp.writeFile(path.join(deep, 'a.txt'), 'mine');
+    await fsp.mkdir(path.join(deep, 'Documents.bitcloud-new-0123456789ab'));
+    await fsp.writeFile(path.join(deep, 'Documents.bitcloud-new-0123456789ab', temp), '');
+    // The temporary file alone, in an ordinary folder.
+    const stray = await fsp.mkdtemp(path.join(root, 'put-temp-'));
+    await fsp.mkdir(path.join(stray, 'sub'));
+    await fsp.writeFile(path.join(stray, 'a.txt'), 'mine');
+    await fsp.writeFile(path.join(stray, 'sub', temp), '');
+    for (const [dir, named] of [[top, top], [deep, 'Documents.bitcloud-new-0123456789ab'], [stray, `sub/${temp}`]]) {
+      const { client: c, putShare } = memClient();
+      const e = await putFolder(c, dir, { workers: false }).then(() => null, (x: unknown) => x);
+      expect(e).toMatchObject({ code: 'FOLDER_PATH_INVALID', message: expect.stringContaining('leftover of a') });
+      expect((e as Error).message).toContain(named);
+      expect((e as Error).message).toContain('may be removed');
+      expect(putShare).not.toHaveBeenCalled();
+    }
+    // Narrow: a name that only looks like it (another file's temporary name, no pid) is stored.
+    const mine = await fsp.mkdtemp(path.join(root, 'put-temp-'));
+    await fsp.writeFile(path.join(mine, `.${FOLDER_GET_MARKER}.notes.tmp`), 'mine');
+    await fsp.writeFile(path.join(mine, '.notes.txt.4242.0123456789ab.tmp'), 'mine');
+    const { client: c } = memClient();
+    expect((await putFolder(c, mine, { workers: false })).files).toBe(2);
+  });
+
   it('a folder an unfinished get is filling (its marker at the top or in a sub-folder) is FOLDER_PATH_INVALID, no share sent (SPEC.md §9.15)', async () => {
     const top = await fsp.mkdtemp(path.join(root, 'put-unfinished-'));
     await fsp.writeFile(path.join(top, 'notes.txt'), 'fetched so far');
