@@ -8,7 +8,8 @@
 //   - CPU-s per GiB of a 256 MiB download and of 4 circuits × 64 MiB multiplexed on the same links,
 //     per process and summed over exit+middle+guard+proxy (source and sink apart, as the circuit
 //     bench leaves out its HTTP server and curl);
-//   - the library floor: the same per-GiB work measured in a loop in this process, no chain;
+//   - the library floor: the same per-GiB work measured in a loop in this process, no chain, each
+//     primitive the least of 3 warmed-up repetitions;
 //   - latency floors: a circuit round trip, a 3-hop build with its ntor halves, and a first byte on
 //     an open circuit, each the median of samples 200 ms apart.
 import net from 'node:net';
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { BenchModule, BenchRow } from './types';
 import { aes128Ctr, createHash, randomBytes } from '../../src/crypto/primitives';
+import { cpuOf, leastOf } from './floor-io';
 import { generateTlsCredentials, LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION } from '../../src/crypto/tls';
 
 const MiB = 1 << 20, GiB = 1 << 30;
@@ -48,15 +50,6 @@ export interface LibraryCosts { sha1: number; sha1Buffer?: number; aesLayer: num
 export function libraryFloor(c: LibraryCosts): { total: number; parts: Record<string, number> } {
   const parts = { sha1: 2 * c.sha1, aes: 5 * c.aesLayer + (c.aesOrigin ?? c.aesLayer), tls: 3 * c.tlsLink, tcp: c.tcpPair };
   return { total: parts.sha1 + parts.aes + parts.tls + parts.tcp, parts };
-}
-
-/** CPU seconds of this process spent by `calls` calls of `op` (after a warm-up of a tenth). */
-function cpuOf(op: () => void, calls: number): number {
-  for (let i = 0; i < calls / 10; i++) op();
-  const c0 = process.cpuUsage();
-  for (let i = 0; i < calls; i++) op();
-  const c = process.cpuUsage(c0);
-  return (c.user + c.system) / 1e6;
 }
 
 /**
@@ -125,8 +118,7 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   // batches of 128 cells (src/link/channel.ts DEFAULT_BATCH_CELLS; the relays average 95–104 cells
   // per write in a download, docs/cpu.md), which node:tls cuts into 16 KiB records.
   const LINK_WRITE = 128 * CELL;
-  await pairCpu(server, clientReads, 32 * MiB, LINK_WRITE); // warm-up
-  const tlsLink = await pairCpu(server, clientReads, bytes, LINK_WRITE) * (CELL / DATA_MAX);
+  const tlsLink = await leastOf(3, () => pairCpu(server, clientReads, bytes, LINK_WRITE)) * (CELL / DATA_MAX);
   client.destroy(); server.destroy();
   await new Promise((r) => srv.close(r));
 
@@ -136,8 +128,7 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const acc = once(tcp, 'connection') as Promise<[net.Socket]>;
   const w = net.connect({ host: '127.0.0.1', port: (tcp.address() as AddressInfo).port });
   const [r] = await acc;
-  await pairCpu(w, dataReads(r), 32 * MiB, 64 * 1024);
-  const tcpPair = await pairCpu(w, dataReads(r), bytes, 64 * 1024);
+  const tcpPair = await leastOf(3, () => pairCpu(w, dataReads(r), bytes, 64 * 1024));
   w.destroy(); r.destroy();
   await new Promise((res) => tcp.close(res));
   return { sha1, sha1Buffer, aesLayer, aesOrigin, tlsLink, tcpPair };

@@ -1,0 +1,30 @@
+// The floor bench's reads, writes and CPU loops (scripts/bench/floor-io.ts, through
+// floor-io-check.ts): the floor must be a lower bound of what a Node implementation pays
+// (docs/cpu.md, "The floor"), so its plain TCP reads reuse one buffer, a relay's reads of one turn
+// leave in one buffer filled in place (no join), and each primitive's loop is warmed up and
+// reported as the least of its repetitions.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = path.resolve(import.meta.dirname, '../..');
+
+interface Seen {
+  loops: { calls: number; least: number; leastRun: number; runs: number };
+}
+
+describe('floor bench I/O', () => {
+  let seen: Seen;
+  beforeAll(async () => {
+    seen = await new Promise<Seen>((resolve, reject) => {
+      execFile(process.execPath, ['bin/run-ts.js', 'scripts/bench/floor-io-check.ts'], { cwd: root, timeout: 60_000 }, (e, stdout, stderr) => {
+        if (e) reject(new Error(`${e.message}\n${stderr}`));
+        else resolve(JSON.parse(stdout) as Seen);
+      });
+    });
+  }, 70_000);
+
+  it('cpuOf warms up with a fifth of the calls and keeps the least of 3 repetitions; leastOf likewise', () => {
+    expect(seen.loops).toEqual({ calls: 20 + 3 * 100, least: 2, leastRun: 1, runs: 4 });
+  });
+});
