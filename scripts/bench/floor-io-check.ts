@@ -1,7 +1,36 @@
 // `node bin/run-ts.js scripts/bench/floor-io-check.ts`: exercises the floor bench's reads, writes
 // and CPU loops (floor-io.ts) and prints what it saw as JSON, for test/unit/bench-floor-io.test.ts
 // (tests start scripts as processes). The floor must stay a lower bound (docs/cpu.md, "The floor").
-import { cpuOf, leastOf } from './floor-io';
+import net from 'node:net';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { cpuOf, leastOf, plainConnect } from './floor-io';
+
+/** plainConnect over loopback: how many distinct buffers the reads landed in, bytes, their sum, 'data' listeners. */
+async function reads(): Promise<Record<string, number>> {
+  const srv = net.createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const accepted = once(srv, 'connection') as Promise<[net.Socket]>;
+  const buffers = new Set<Buffer>();
+  let got = 0, sum = 0, dataListeners = -1;
+  const total = 512 * 1024;
+  const done = new Promise<void>((resolve) => {
+    const s = plainConnect((srv.address() as AddressInfo).port, 16 * 1024, (buf, n) => {
+      buffers.add(buf);
+      for (let i = 0; i < n; i++) sum += buf[i];
+      got += n;
+      if (got >= total) { s.destroy(); resolve(); }
+    });
+    dataListeners = s.listenerCount('data');
+  });
+  const [w] = await accepted;
+  for (let i = 0; i < 8; i++) w.write(Buffer.alloc(total / 8, 1));
+  await done;
+  w.destroy();
+  await new Promise((r) => srv.close(r));
+  return { buffers: buffers.size, got, sum, dataListeners };
+}
 
 /** cpuOf and leastOf with a fake clock: calls made and the figure kept. */
 async function loops(): Promise<Record<string, number>> {
@@ -14,4 +43,4 @@ async function loops(): Promise<Record<string, number>> {
   return { calls, least, leastRun, runs };
 }
 
-process.stdout.write(`${JSON.stringify({ loops: await loops() })}\n`);
+process.stdout.write(`${JSON.stringify({ reads: await reads(), loops: await loops() })}\n`);

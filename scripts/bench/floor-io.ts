@@ -1,6 +1,17 @@
 // Reads, writes and CPU loops of the floor bench (floor.ts, floor-node.ts), apart from the chain's
 // processes so they can be tested. Each does what the project's own sockets do (src/link/reader.ts,
 // src/link/channel.ts) and no more, so the floor stays a lower bound (docs/cpu.md, "The floor").
+import net from 'node:net';
+
+/**
+ * A plain TCP connection whose reads land in one reused buffer of `size` bytes (`onread`, as a
+ * link's opener reads), not in a fresh Buffer per `'data'` event; no Nagle, as the real sockets.
+ * `onRead(buf, n)` must be done with buf[0, n) when it returns (copy out what it keeps).
+ */
+export function plainConnect(port: number, size: number, onRead: (buf: Buffer, n: number) => void): net.Socket {
+  const buffer = Buffer.allocUnsafeSlow(size);
+  return net.connect({ host: '127.0.0.1', port, noDelay: true, onread: { buffer, callback: (n: number) => { onRead(buffer, n); return true; } } });
+}
 
 /** This process's CPU seconds so far. */
 const cpuNow = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1e6; };

@@ -15,6 +15,7 @@ import { ntorClientCreate, ntorClientFinish, ntorServerRespond, NTOR_PROTOID_BIT
 // src/crypto/primitives' thin wrappers: node:crypto's Hash and Cipher themselves (SPEC.md §11.4).
 import { aes128Ctr, createHash, ed25519Generate, x25519Generate, type StreamCipher } from '../../src/crypto/primitives';
 import { RELAY_CRYPTO_KEY_LEN } from '../../src/crypto/relay-crypto';
+import { plainConnect } from './floor-io';
 
 const CELL = 514, BODY = 509, HDR = 5, RHDR = 11, DATA_MAX = BODY - RHDR; // 498
 const WINDOW = 1000, SENDME_EVERY = 100; // SPEC.md §7: circuit window and SENDME increment
@@ -217,11 +218,21 @@ if (role === 'source') {
         const st = streams.get(circ);
         switch (buf[at + 4]) {
           case Cmd.BEGIN: {
-            const sock = net.connect({ host: '127.0.0.1', port: sourcePort, noDelay: true });
-            const s: Stream = { sock, queue: [], queued: 0, head: 0, window: WINDOW, cipher: layer(3, circ), digest: digestFor(circ) };
+            // The source's bytes land in one reused 64 KiB buffer (onread) and are packaged from
+            // there; only what the window leaves is copied out, before the next read reuses it.
+            const s: Stream = { sock: null as unknown as net.Socket, queue: [], queued: 0, head: 0, window: WINDOW, cipher: layer(3, circ), digest: digestFor(circ) };
+            const sock = (s.sock = plainConnect(sourcePort, 64 * 1024, (rb, n) => {
+              const read = rb.subarray(0, n);
+              s.queue.push(read); s.queued += n;
+              pump(circ, s);
+              const last = s.queue.length - 1;
+              if (last >= 0 && s.queue[last] === read) {
+                s.queue[last] = Buffer.from(last === 0 ? read.subarray(s.head) : read);
+                if (last === 0) s.head = 0;
+              }
+            }));
             streams.set(circ, s);
             sock.once('connect', () => up.write(cell(circ, Cmd.CONNECTED)));
-            sock.on('data', (d: Buffer) => { s.queue.push(d); s.queued += d.length; pump(circ, s); });
             sock.on('error', () => {});
             sock.on('close', () => streams.delete(circ));
             break;
@@ -353,9 +364,11 @@ if (role === 'source') {
   // source for `bytes`, read them all. `streams` at once; TTFB = connect to first byte of data.
   const fetchOne = (bytes: number) => new Promise<{ ttfb: number }>((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const s = net.connect({ host: '127.0.0.1', port: cfg.proxyPort as number, noDelay: true });
     let got = -1, ttfb = 0;
-    s.on('data', (d: Buffer) => {
+    // Reads into one reused buffer (onread), as the exit reads the source: the sink is not counted,
+    // but a light reader leaves the carriers more of the machine.
+    const s = plainConnect(cfg.proxyPort as number, 64 * 1024, (buf, n) => {
+      let d = buf.subarray(0, n);
       if (got < 0) {
         got = 0;
         const req = Buffer.alloc(8);

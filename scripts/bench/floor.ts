@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { BenchModule, BenchRow } from './types';
 import { aes128Ctr, createHash, randomBytes } from '../../src/crypto/primitives';
-import { cpuOf, leastOf } from './floor-io';
+import { cpuOf, leastOf, plainConnect } from './floor-io';
 import { generateTlsCredentials, LINK_TLS_MAX_VERSION, LINK_TLS_MIN_VERSION } from '../../src/crypto/tls';
 
 const MiB = 1 << 20, GiB = 1 << 30;
@@ -71,13 +71,6 @@ async function pairCpu(writer: net.Socket, listen: (cb: (n: number) => void) => 
   return (c.user + c.system) / 1e6 / (bytes / GiB);
 }
 
-/** A socket's reads through 'data' events, for pairCpu. */
-const dataReads = (s: net.Socket) => (cb: (n: number) => void) => {
-  const on = (d: Buffer) => cb(d.length);
-  s.on('data', on);
-  return () => { s.off('data', on); };
-};
-
 async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const cells = quick ? 200_000 : 1_000_000;
   const body = randomBytes(BODY);
@@ -122,13 +115,18 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   client.destroy(); server.destroy();
   await new Promise((r) => srv.close(r));
 
+  // Plain TCP as the chain's ends use it: the reader (as the exit reads the source) on one reused
+  // 64 KiB buffer with `onread`, no Nagle on either end.
   const tcp = net.createServer();
   tcp.listen(0, '127.0.0.1');
   await once(tcp, 'listening');
   const acc = once(tcp, 'connection') as Promise<[net.Socket]>;
-  const w = net.connect({ host: '127.0.0.1', port: (tcp.address() as AddressInfo).port });
-  const [r] = await acc;
-  const tcpPair = await leastOf(3, () => pairCpu(w, dataReads(r), bytes, 64 * 1024));
+  let onTcpRead: ((n: number) => void) | null = null;
+  const r = plainConnect((tcp.address() as AddressInfo).port, 64 * 1024, (_buf, n) => onTcpRead?.(n));
+  const [w] = await acc;
+  w.setNoDelay(true);
+  const tcpReads = (cb: (n: number) => void) => { onTcpRead = cb; return () => { onTcpRead = null; }; };
+  const tcpPair = await leastOf(3, () => pairCpu(w, tcpReads, bytes, 64 * 1024));
   w.destroy(); r.destroy();
   await new Promise((res) => tcp.close(res));
   return { sha1, sha1Buffer, aesLayer, aesOrigin, tlsLink, tcpPair };

@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 const root = path.resolve(import.meta.dirname, '../..');
 
 interface Seen {
+  reads: { buffers: number; got: number; sum: number; dataListeners: number };
   loops: { calls: number; least: number; leastRun: number; runs: number };
 }
 
@@ -23,6 +24,10 @@ describe('floor bench I/O', () => {
       });
     });
   }, 70_000);
+
+  it('plainConnect reads every chunk into the same reused buffer, with no data events', () => {
+    expect(seen.reads).toEqual({ buffers: 1, got: 512 * 1024, sum: 512 * 1024, dataListeners: 0 });
+  });
 
   it('cpuOf warms up with a fifth of the calls and keeps the least of 3 repetitions; leastOf likewise', () => {
     expect(seen.loops).toEqual({ calls: 20 + 3 * 100, least: 2, leastRun: 1, runs: 4 });
