@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { cpuOf, leastOf, plainConnect } from './floor-io';
+import { cpuOf, leastOf, plainConnect, TurnWriter } from './floor-io';
 
 /** plainConnect over loopback: how many distinct buffers the reads landed in, bytes, their sum, 'data' listeners. */
 async function reads(): Promise<Record<string, number>> {
@@ -32,6 +32,24 @@ async function reads(): Promise<Record<string, number>> {
   return { buffers: buffers.size, got, sum, dataListeners };
 }
 
+/** TurnWriter: the writes one turn's reservations make, and whether they share one buffer. */
+async function turn(): Promise<Record<string, unknown>> {
+  const writes: Buffer[] = [];
+  const tw = new TurnWriter((b) => writes.push(b), 64);
+  const a = tw.reserve(10);
+  a.buf.fill(1, a.at, a.at + 10);
+  const b = tw.reserve(20);
+  b.buf.fill(2, b.at, b.at + 20);
+  const sameBuffer = a.buf === b.buf, secondAt = b.at, beforeTurn = writes.length;
+  await new Promise((r) => setImmediate(r));
+  const firstTurn = writes.map((w) => [...w]);
+  tw.reserve(40);
+  tw.reserve(40); // does not fit: the first 40 leave before it
+  const overflowBeforeTurn = writes.length - firstTurn.length;
+  await new Promise((r) => setImmediate(r));
+  return { sameBuffer, secondAt, beforeTurn, firstTurn, overflowBeforeTurn, lengths: writes.map((w) => w.length) };
+}
+
 /** cpuOf and leastOf with a fake clock: calls made and the figure kept. */
 async function loops(): Promise<Record<string, number>> {
   let calls = 0, k = 0;
@@ -43,4 +61,4 @@ async function loops(): Promise<Record<string, number>> {
   return { calls, least, leastRun, runs };
 }
 
-process.stdout.write(`${JSON.stringify({ reads: await reads(), loops: await loops() })}\n`);
+process.stdout.write(`${JSON.stringify({ reads: await reads(), turn: await turn(), loops: await loops() })}\n`);

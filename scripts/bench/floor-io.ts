@@ -13,6 +13,35 @@ export function plainConnect(port: number, size: number, onRead: (buf: Buffer, n
   return net.connect({ host: '127.0.0.1', port, noDelay: true, onread: { buffer, callback: (n: number) => { onRead(buffer, n); return true; } } });
 }
 
+/**
+ * The cells of one event-loop turn leave in one write, as a link batches its cells: each read's
+ * cells are written straight into the turn's buffer (`reserve`), which goes out at setImmediate
+ * (or when the next reservation would not fit). No per-read buffer, no join.
+ */
+export class TurnWriter {
+  private buf: Buffer | null = null;
+  private len = 0;
+  private scheduled = false;
+  constructor(private readonly write: (b: Buffer) => void, private readonly cap = 256 * 1024) {}
+
+  /** `bytes` of room at `at` in `buf`, for the caller to fill before it returns to the event loop. */
+  reserve(bytes: number): { buf: Buffer; at: number } {
+    if (this.buf && this.len + bytes > this.buf.length) this.flush();
+    if (!this.buf) { this.buf = Buffer.allocUnsafe(Math.max(this.cap, bytes)); this.len = 0; }
+    if (!this.scheduled) { this.scheduled = true; setImmediate(() => { this.scheduled = false; this.flush(); }); }
+    const at = this.len;
+    this.len += bytes;
+    return { buf: this.buf, at };
+  }
+
+  flush(): void {
+    const b = this.buf;
+    this.buf = null;
+    if (b && this.len > 0) this.write(b.subarray(0, this.len));
+    this.len = 0;
+  }
+}
+
 /** This process's CPU seconds so far. */
 const cpuNow = (): number => { const c = process.cpuUsage(); return (c.user + c.system) / 1e6; };
 

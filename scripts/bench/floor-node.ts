@@ -15,7 +15,7 @@ import { ntorClientCreate, ntorClientFinish, ntorServerRespond, NTOR_PROTOID_BIT
 // src/crypto/primitives' thin wrappers: node:crypto's Hash and Cipher themselves (SPEC.md §11.4).
 import { aes128Ctr, createHash, ed25519Generate, x25519Generate, type StreamCipher } from '../../src/crypto/primitives';
 import { RELAY_CRYPTO_KEY_LEN } from '../../src/crypto/relay-crypto';
-import { plainConnect } from './floor-io';
+import { plainConnect, TurnWriter } from './floor-io';
 
 const CELL = 514, BODY = 509, HDR = 5, RHDR = 11, DATA_MAX = BODY - RHDR; // 498
 const WINDOW = 1000, SENDME_EVERY = 100; // SPEC.md §7: circuit window and SENDME increment
@@ -254,19 +254,17 @@ if (role === 'source') {
   const ciphers = new Map<number, Cipher>();
   let down: tls.TLSSocket | null = null;
   // The reads of one turn of the event loop leave in one write (as a link batches its cells,
-  // src/link/channel.ts): the writer's CPU per GiB falls with the write size (docs/cpu.md).
-  let pending: Buffer[] = [];
-  const flush = (): void => { const p = pending; pending = []; down?.write(p.length === 1 ? p[0] : Buffer.concat(p)); };
-  const queueDown = (b: Buffer): void => { if (pending.push(b) === 1) setImmediate(flush); };
+  // src/link/channel.ts): the writer's CPU per GiB falls with the write size (docs/cpu.md). Each
+  // read's cells go straight into that write's buffer: no buffer per read, no join.
+  const out = new TurnWriter((b) => { down?.write(b); });
   const toExit = await tlsConnect(cfg.nextPort as number, (buf, off, n) => {
-    const out = Buffer.allocUnsafe(n * CELL);
+    const { buf: o, at } = out.reserve(n * CELL);
     runs(buf, off, n, Cmd.DATA, (circ, i, k) => {
       let c = ciphers.get(circ);
       if (!c) ciphers.set(circ, (c = layer(hop, circ)));
       const enc = c.update(gather(buf, off, i, k, scratch(k)));
-      for (let j = 0; j < k; j++) { buf.copy(out, (i + j) * CELL, off + (i + j) * CELL, off + (i + j) * CELL + HDR); enc.copy(out, (i + j) * CELL + HDR, j * BODY, (j + 1) * BODY); }
-    }, (i) => { buf.copy(out, i * CELL, off + i * CELL, off + (i + 1) * CELL); });
-    queueDown(out);
+      for (let j = 0; j < k; j++) { const to = at + (i + j) * CELL; buf.copy(o, to, off + (i + j) * CELL, off + (i + j) * CELL + HDR); enc.copy(o, to + HDR, j * BODY, (j + 1) * BODY); }
+    }, (i) => { buf.copy(o, at + i * CELL, off + i * CELL, off + (i + 1) * CELL); });
   });
   toExit.on('error', () => {});
   const port = await tlsListen((s) => {

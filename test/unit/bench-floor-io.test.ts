@@ -11,6 +11,7 @@ const root = path.resolve(import.meta.dirname, '../..');
 
 interface Seen {
   reads: { buffers: number; got: number; sum: number; dataListeners: number };
+  turn: { sameBuffer: boolean; secondAt: number; beforeTurn: number; firstTurn: number[][]; overflowBeforeTurn: number; lengths: number[] };
   loops: { calls: number; least: number; leastRun: number; runs: number };
 }
 
@@ -27,6 +28,17 @@ describe('floor bench I/O', () => {
 
   it('plainConnect reads every chunk into the same reused buffer, with no data events', () => {
     expect(seen.reads).toEqual({ buffers: 1, got: 512 * 1024, sum: 512 * 1024, dataListeners: 0 });
+  });
+
+  it('TurnWriter sends the reservations of one turn as one write of one buffer, filled in place', () => {
+    const t = seen.turn;
+    expect(t.sameBuffer).toBe(true);
+    expect(t.secondAt).toBe(10);
+    expect(t.beforeTurn).toBe(0);
+    expect(t.firstTurn).toEqual([[...Array(10).fill(1), ...Array(20).fill(2)]]);
+    // A reservation that does not fit sends what is there first.
+    expect(t.overflowBeforeTurn).toBe(1);
+    expect(t.lengths).toEqual([30, 40, 40]);
   });
 
   it('cpuOf warms up with a fifth of the calls and keeps the least of 3 repetitions; leastOf likewise', () => {
