@@ -81,11 +81,14 @@ async function libraryCosts(quick: boolean): Promise<LibraryCosts> {
   const sha1Buffer = cpuOf(() => { h.update(body); h.copy().digest(); }, cells) / cells * CELLS_PER_GIB;
   // One Cipher.update per run: a relay and the proxy peel a link read's cells (one 16 KiB TLS
   // record, about 32 cells); the exit packages what a source read brings (64 KiB, about 130 cells;
-  // src/circuit/cell-run.ts's OriginRun holds up to 128), up to the window.
+  // src/circuit/cell-run.ts's OriginRun holds up to 128), up to the window. Five times SHA-1's
+  // cells: a layer costs a fraction of a digest, and a repetition of a few tens of milliseconds
+  // is as much scheduling noise as AES.
+  const aesCells = 5 * cells;
   const aesRun = (cellsPerRun: number): number => {
     const run = randomBytes(cellsPerRun * BODY);
     const aes = aes128Ctr(randomBytes(16));
-    return cpuOf(() => { aes.update(run); }, cells / cellsPerRun) / cells * CELLS_PER_GIB;
+    return cpuOf(() => { aes.update(run); }, aesCells / cellsPerRun) / aesCells * CELLS_PER_GIB;
   };
   const aesLayer = aesRun(32);
   const aesOrigin = aesRun(128);
