@@ -123,9 +123,10 @@ export class RelayDaemon {
       settings: cfg.receipts, registry: this.registry, log: this.log,
     });
     // SPEC.md §7b: the circuit engine serves every link (CREATE2, forwarding, exit, BEGIN_DIR).
+    const dirHost = this.dirSelfHost();
     const circuits = this.circuits = new RelayCircuits({
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
-      dirTarget: () => (this.dirPort ? { port: this.dirPort, host: this.dirSelfHost() } : null),
+      dirTarget: () => (this.dirPort ? { port: this.dirPort, host: dirHost } : null),
       consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
       limits: cfg.limits, bandwidth: bw, linkWarming: cfg.linkWarming,
     });
