@@ -411,8 +411,10 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
   }
   o.onProgress?.(done, layout.size);
   const wrote = (idx: number) => { done += plainLen(layout.chunks[idx]); o.onProgress?.(done, layout.size); };
+  const nodes = placement && placement.length >= layout.coding.n ? placement : null; // the same for every chunk
+  const workers = o.workers !== false;
   const start = (idx: number) => {
-    const chunk = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, placement && placement.length >= layout.coding.n ? placement : null, o.workers !== false, signal);
+    const chunk = fetchChunk(client, cap.fileKey, layout, idx, ChunkKind.DATA, stats, o.searchDepth, nodes, workers, signal);
     const p: Promise<void> = (sink.inOrder
       ? chunk.then((plain) => { ready.set(idx, plain); }, (e) => fail(e))
       : chunk.then((plain) => sink.write(idx, plain)).then(() => wrote(idx), (e) => fail(e)))
