@@ -116,13 +116,16 @@ class SharedRead<T> {
   private kept = false;
   readonly promise: Promise<T>;
 
-  /** `onCancel` runs once the read is cancelled (to forget it: a later request starts anew). */
-  constructor(start: (signal: AbortSignal) => Promise<T>, private readonly onCancel: () => void) {
+  /**
+   * `forget` runs once the read settles or is cancelled (to drop it from its map: a later request
+   * starts anew).
+   */
+  constructor(start: (signal: AbortSignal) => Promise<T>, private readonly forget: () => void) {
     // Each share and HAS request of the read adds (and on settling removes) a listener: many at once
     // are expected, not a leak (as fetchChunks' own signal, storage-client-get.ts).
     setMaxListeners(0, this.ac.signal);
     this.promise = start(this.ac.signal);
-    this.promise.catch(() => {}); // each waiter gets it through join()
+    this.promise.finally(forget).catch(() => {}); // each waiter gets it through join()
   }
 
   /** The read's result for one more request, or STORAGE_ABORTED at once when `signal` aborts. */
@@ -133,7 +136,7 @@ class SharedRead<T> {
     return new Promise<T>((resolve, reject) => {
       const onAbort = () => {
         reject(storageAborted());
-        if (--this.waiting === 0 && !this.kept) { this.ac.abort(); this.onCancel(); }
+        if (--this.waiting === 0 && !this.kept) { this.ac.abort(); this.forget(); }
       };
       signal.addEventListener('abort', onAbort, { once: true });
       this.promise.then(resolve, reject).finally(() => {
@@ -211,7 +214,6 @@ export class BlobReader {
         this.files.set(key, f); // not kept when larger than the entry cap (lru-cache maxEntrySize)
         return f;
       }, () => { if (this.opening.get(key) === read) this.opening.delete(key); });
-      read.promise.finally(() => { if (this.opening.get(key) === read) this.opening.delete(key); }).catch(() => {});
       this.opening.set(key, (r = read));
     }
     return r.join(signal);
@@ -260,7 +262,6 @@ export class BlobReader {
           .then((b) => { this.chunks?.set(key, b); return b; }),
         () => { if (this.pending.get(key) === read) this.pending.delete(key); },
       );
-      read.promise.finally(() => { if (this.pending.get(key) === read) this.pending.delete(key); }).catch(() => {});
       this.pending.set(key, (r = read));
     }
     return r.join(signal);
