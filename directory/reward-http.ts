@@ -150,11 +150,19 @@ export async function serveRewards(bundles: RewardBundles | undefined, req: http
   const from = q === null ? 0 : Number(q);
   // SPEC.md §8.7.5: the place is held until the answer is handed on in full, its connection is
   // gone or its deadline has passed; none free: 503 RATE_LIMITED.
-  const r = await bundles.places.run(req, res, async () => {
-    const bytes = await bundles.bundle(from);
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : bytes);
-  });
+  // A stored block that cannot be read (the ledger logged it): 503 INTERNAL, not a page cut short.
+  let r: { value: void } | null;
+  try {
+    r = await bundles.places.run(req, res, async () => {
+      const bytes = await bundles.bundle(from);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : bytes);
+    });
+  } catch (e) {
+    if (!isBitcloudError(e, 'INTERNAL') || res.headersSent) throw e;
+    sendJsonError(res, 503, 'INTERNAL', 'a stored reward block cannot be read here; retry later or ask another authority');
+    return [route, 503];
+  }
   if (r) return [route, 200];
   sendJsonError(res, 503, 'RATE_LIMITED', `this authority is answering as many reward chain requests as it may (${BUNDLE_MAX_IN_FLIGHT}, ${BUNDLE_MAX_PER_ADDRESS} per address); retry later`);
   return [route, 503];

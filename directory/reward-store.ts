@@ -89,11 +89,13 @@ export class RewardStore {
     try { return fs.readFileSync(path.join(this.dir, 'pending.blk')); } catch { return null; }
   }
 
-  /** The signed block at `height` as stored (or being stored), null when there is none. */
-  async readBlock(height: number): Promise<Buffer | null> {
+  /** The signed block at `height` as stored (or being stored); throws (the fs error) when it cannot be read. */
+  async readBlock(height: number): Promise<Buffer> {
     const mem = this.unsaved.get(height);
     if (mem) return mem;
-    try { return await fsp.readFile(path.join(this.blocksDir, blockFileName(height))); } catch { return null; }
+    // SPEC §8.7.5: a block the chain holds that cannot be read (EIO, EMFILE, a missing file) is the
+    // server's failure, thrown to the caller, never taken for the end of the chain.
+    return await fsp.readFile(path.join(this.blocksDir, blockFileName(height)));
   }
 
   /** Store (or rewrite, with more signatures) the block at `height`. */

@@ -341,7 +341,9 @@ export class RewardLedger {
    * GET /bitcloud/rewards?from=H: blocks from H and the certificates they need. SPEC.md §8.7.5: the
    * page is filled with whole blocks in order up to the page byte limit (a block that would take
    * it past the limit starts the next page, unless it is the first: a block larger than the limit
-   * is a page alone), so a reader can check that a page short of the tip was full.
+   * is a page alone), so a reader can check that a page short of the tip was full. A block the chain
+   * holds that cannot be read fails the whole page with INTERNAL (logged at warn), answered 503:
+   * never a page cut short, which a reader would take for the source's fault.
    */
   async bundle(from: number): Promise<Buffer> {
     const blocks: Buffer[] = [];
@@ -349,8 +351,13 @@ export class RewardLedger {
     const limit = this.o.pageBytes ?? REWARD_PAGE_BYTES;
     let size = 0;
     for (let h = from; h <= this.state.height; h++) {
-      const raw = await this.store.readBlock(h);
-      if (!raw) break;
+      let raw: Buffer;
+      try {
+        raw = await this.store.readBlock(h);
+      } catch (e) {
+        this.o.log.warn({ height: h, code: errorCode(e), err: (e as Error).message }, 'stored reward block cannot be read; page answered 503');
+        throw err('INTERNAL', `stored reward block ${h} cannot be read`, undefined, e);
+      }
       if (blocks.length > 0 && size + raw.length > limit) break;
       // Only the signatures and the epoch are needed: the allocations (up to 40 MB a block) stay undecoded.
       const sb = splitSignedRewardBlock(raw);

@@ -10,12 +10,13 @@ import path from 'node:path';
 import pino from 'pino';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { makeKeyCertificate } from '../../src/dir/certificate';
-import { PATHS } from '../../src/dir/fetch';
+import { httpRequest, PATHS } from '../../src/dir/fetch';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, type RewardSource } from '../../src/client/rewards';
 import { rewardPageBytes, shortRewardPage, splitRewardChainBundle, type RawRewardChainBundle } from '../../src/wire/reward-block';
 import { RewardLedger } from '../../directory/rewards';
+import { RewardBundles, serveRewards } from '../../directory/reward-http';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
 import type { Signer } from '../../directory/vote';
 
@@ -56,14 +57,14 @@ function authorities(urls: string[] = []): AuthorityInfo[] {
 }
 
 /** An authority's ledger that loaded `blocks` from its data folder. */
-function ledgerWith(name: string, blocks: Buffer[], pageBytes: number, auths = authorities(), now?: () => number): RewardLedger {
+function ledgerWith(name: string, blocks: Buffer[], pageBytes: number, auths = authorities(), now?: () => number, log = pino({ level: 'silent' })): RewardLedger {
   const dir = path.join(root, name);
   fs.mkdirSync(path.join(dir, 'rewards', 'blocks'), { recursive: true });
   fs.mkdirSync(path.join(dir, 'rewards', 'certs'), { recursive: true });
   blocks.forEach((b, h) => fs.writeFileSync(path.join(dir, 'rewards', 'blocks', blockFileName(h)), b));
   certs.forEach((c, i) => fs.writeFileSync(path.join(dir, 'rewards', 'certs', certificateFileName(ids[i].publicKey.toString('hex'), sks[i].publicKey.toString('hex'), c)), c));
   const ledger = new RewardLedger({
-    dataDir: dir, signer: signers[0], authorities: auths, periodSeconds: P, skewMs: 60_000, log: pino({ level: 'silent' }), fetchTimeoutMs: 2000, proposerWaitMs: 0, pageBytes, ...(now ? { now } : {}),
+    dataDir: dir, signer: signers[0], authorities: auths, periodSeconds: P, skewMs: 60_000, log, fetchTimeoutMs: 2000, proposerWaitMs: 0, pageBytes, ...(now ? { now } : {}),
   });
   ledger.load();
   closers.push(() => ledger.close());
@@ -150,5 +151,50 @@ describe('reward chain pages (SPEC §8.7.5)', () => {
     behind.tick();
     await behind.whenIdle();
     expect(behind.height).toBe(149);
+  });
+
+  it('a stored block that cannot be read is answered 503 INTERNAL, not a page cut short that the reader blames on the source', async () => {
+    const limit = 64 * 1024;
+    const lines: string[] = [];
+    const ledger = ledgerWith('unreadable', blocks, limit, authorities(), undefined, pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } }));
+    // Height 5, inside the first page, cannot be read (a folder where its file was: EISDIR).
+    const file = path.join(root, 'unreadable', 'rewards', 'blocks', blockFileName(5));
+    fs.renameSync(file, `${file}.aside`);
+    fs.mkdirSync(file);
+    const restore = () => { fs.rmdirSync(file); fs.renameSync(`${file}.aside`, file); };
+    const bundles = new RewardBundles(ledger);
+    const server = http.createServer((req, res) => {
+      void serveRewards(bundles, req, res, new URL(req.url ?? '/', 'http://x')).then((r) => { if (!r) { res.writeHead(404); res.end(); } });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    closers.push(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+
+    const direct = await httpRequest(`${url}${PATHS.rewards}?from=0`, { maxBytes: 1 << 20, timeoutMs: 5000 });
+    expect(direct.status).toBe(503);
+    expect(JSON.parse(direct.body.toString('utf8')).code).toBe('INTERNAL');
+    const warned = lines.map((l) => JSON.parse(l) as { level: number; height?: number; msg: string }).filter((l) => l.level === 40);
+    expect(warned.map((l) => l.height)).toEqual([5]);
+    expect(lines.join('')).not.toContain('127.0.0.1');
+
+    // A failure that passes (the block is readable again for the next page): the reader counts the
+    // 503 as the source failing to answer, never as a short page (REWARD_MALFORMED).
+    let broken = true;
+    const source: RewardSource = {
+      label: 'authority',
+      get: async (pq, ro) => {
+        const r = await httpRequest(url + pq, ro);
+        if (broken) { broken = false; restore(); }
+        return r;
+      },
+    };
+    const failed = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [source], pageBytes: limit }).then(() => null, (e: unknown) => e as { code: string; message: string });
+    expect(failed?.code).toBe('DIR_FETCH_FAILED');
+    expect(failed?.message).toContain('INTERNAL');
+    expect(failed?.message).not.toContain('short page');
+    // Once readable, the same authority serves the whole chain in full pages.
+    const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [source], pageBytes: limit });
+    expect(r.state.height).toBe(149);
+    expect(r.failures).toEqual([]);
   });
 });
