@@ -44,9 +44,10 @@ export async function listFolder(dir: string): Promise<string[]> {
         // sub-folder): storing it would store the marker as a file, and a half-fetched folder.
         if (e.name === FOLDER_GET_MARKER) {
           const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
-          // A `*.bitcloud-new-*` folder holding it is a get's temporary folder, left by a get stopped
-          // before its rename: no get resumes it (SPEC.md §9.9.1), so it can only be removed.
-          if (path.basename(rel || dir).includes(FOLDER_NEW_SUFFIX)) {
+          // A get's temporary folder (`<name>.bitcloud-new-<12 hex>`, by the same rule as the marker's
+          // temporary file below) holding it was left by a get stopped before its rename: no get
+          // resumes it (SPEC.md §9.9.1), so it can only be removed.
+          if (isNewFolderName(path.basename(rel || dir))) {
             throw err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`, { path: path.join(dir, ...r.split('/')) });
           }
           throw err('FOLDER_PATH_INVALID', `${where} is an unfinished get (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): finish it with bitcloud get, or remove the marker, then put it`, { path: path.join(dir, ...r.split('/')) });
@@ -70,13 +71,21 @@ export async function listFolder(dir: string): Promise<string[]> {
 const NEW_FOLDER_NAME = /\.bitcloud-new-[0-9a-f]{12}$/;
 
 /**
+ * Whether a folder's base name is a get's temporary folder's (SPEC.md §9.9.1, §9.15): the one
+ * rule both leftover checks of listFolder use, so a name only like it is an ordinary folder.
+ */
+function isNewFolderName(name: string): boolean {
+  return NEW_FOLDER_NAME.test(name);
+}
+
+/**
  * SPEC.md §9.15: FOLDER_PATH_INVALID for the marker's temporary file found at `r` (in folder
  * `rel`, whose `entries` were read): naming the folder when it is a get's temporary folder that
  * holds nothing but such files, else the file.
  */
 function markerTempLeftover(dir: string, rel: string, r: string, entries: fs.Dirent[]): unknown {
   const onlyTemps = entries.every((x) => x.isFile() && isTempNameOf(x.name, FOLDER_GET_MARKER));
-  if (onlyTemps && NEW_FOLDER_NAME.test(path.basename(rel || dir))) {
+  if (onlyTemps && isNewFolderName(path.basename(rel || dir))) {
     const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
     return err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds only the temporary file of ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`,
       { path: rel ? path.join(dir, ...rel.split('/')) : dir });

@@ -925,6 +925,20 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     }
   });
 
+  it('a folder only named like a get\'s temporary folder (not `.bitcloud-new-<12 hex>`) holding a marker is an unfinished get, not a leftover (SPEC.md §9.9.1, §9.15)', async () => {
+    for (const name of ['notes.bitcloud-new-x', 'notes.bitcloud-new-0123456789AB', 'notes.bitcloud-new-0123456789ab.old']) {
+      const top = path.join(await fsp.mkdtemp(path.join(root, 'put-lookalike-')), name);
+      await fsp.mkdir(top);
+      await fsp.writeFile(path.join(top, FOLDER_GET_MARKER), 'ab'.repeat(32) + '\n');
+      const { client: c, putShare } = memClient();
+      const e = await putFolder(c, top, { workers: false }).then(() => null, (x: unknown) => x);
+      expect(e).toMatchObject({ code: 'FOLDER_PATH_INVALID', message: expect.stringContaining('is an unfinished get') });
+      expect((e as Error).message).toContain('finish it with bitcloud get');
+      expect((e as Error).message).not.toContain('may be removed');
+      expect(putShare).not.toHaveBeenCalled();
+    }
+  });
+
   it('the marker\'s temporary file left by a killed get, and a *.bitcloud-new-* folder holding only it, are FOLDER_PATH_INVALID saying they may be removed, no share sent (SPEC.md §9.15)', async () => {
     const temp = `.${FOLDER_GET_MARKER}.4242.0123456789ab.tmp`;
     // The get's temporary folder itself, holding only the marker's temporary file.
