@@ -24,7 +24,7 @@ import { checkShare } from '../storage/share';
 import type { StorageClient } from './storage-client';
 import { ChunkCoderPool, CODER_POOL_MIN_BYTES } from '../storage/coder-pool';
 import { FOLDER_CONTENT_TYPE } from '../storage/folder';
-import { DownloadOutput, NO_ROOM } from './storage-client-resume';
+import { DownloadOutput, NO_ROOM, nothingKept } from './storage-client-resume';
 import { throwIfStorageAborted } from '../storage/channel';
 
 export interface GetOptions {
@@ -308,9 +308,10 @@ export async function getFile(client: StorageClient, cap: Capability, o: GetOpti
     await output.finish({ exclusive: o.output === undefined });
   } catch (e) {
     // An authentication failure can never heal by retrying: drop the bytes. Anything else
-    // (nodes down, network) keeps the part file for a resumed run.
+    // (nodes down, network) keeps the part file for a resumed run, while a record names it; when
+    // none does, suspend removed it and a no-room message must not say it is kept (SPEC.md §9.9.1).
     if (isBitcloudError(e, 'CHUNK_AUTH_FAILED') || isBitcloudError(e, 'MANIFEST_MALFORMED')) await output.discard();
-    else await output.suspend();
+    else if (!await output.suspend()) throw nothingKept(e);
     throw e;
   }
   return {

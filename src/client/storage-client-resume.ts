@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { err } from '../errors';
+import { err, isBitcloudError } from '../errors';
 import { tryFileLockSync } from '../ops/file-lock';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 
@@ -71,7 +71,9 @@ export class DownloadOutput {
       return await DownloadOutput.openLocked(out, manifestId, size, chunks, unlock);
     } catch (e) {
       unlock();
-      throw notWritable(e, DownloadOutput.partPath(out));
+      // Only a fresh start fails for want of room (a resume that cannot open its part file starts
+      // afresh): the old record is gone and the new part file removed, so nothing is kept.
+      throw notWritable(e, DownloadOutput.partPath(out), { nothingKept: true });
     }
   }
 
@@ -114,7 +116,9 @@ export class DownloadOutput {
       try {
         await fh.truncate(size);
       } catch (e) {
+        // No record names it (SPEC.md §9.9.1): the part file just made holds nothing to resume.
         await fh.close().catch(() => {});
+        await fsp.rm(part, { force: true }).catch(() => {});
         throw e;
       }
       resumed = 0;
@@ -196,20 +200,27 @@ export class DownloadOutput {
    * removed (SPEC.md §9.9.1), not left behind at the file's full size. Only this run's own part
    * file goes, and only while no record names it: the path may meanwhile hold another run's part
    * file (or anything else), and a record there (another run's, or a save of this run that
-   * published it and then failed) says the part file can be resumed.
+   * published it and then failed) says the part file can be resumed. Resolves whether a record
+   * still names the part file (a rerun resumes it): false when nothing resumable was kept, which
+   * the caller's message must then not claim (SPEC.md §9.9.1).
    */
-  async suspend(): Promise<void> {
+  async suspend(): Promise<boolean> {
     try {
       while (this.saving) await this.saving.catch(() => {});
       try { await this.checkpoint(); } catch { /* the record stays at its last good state */ }
-      const ours = this.recorded ? null : await this.fh.stat().catch(() => null);
+      if (this.recorded) {
+        await this.fh.close().catch(() => {});
+        return true;
+      }
+      const ours = await this.fh.stat().catch(() => null);
       await this.fh.close().catch(() => {});
-      if (!ours) return;
+      if (!ours) return false;
       const part = DownloadOutput.partPath(this.out);
       const there = await fsp.lstat(part).catch(() => null);
-      if (!there?.isFile() || there.dev !== ours.dev || there.ino !== ours.ino) return;
-      if (await fsp.lstat(DownloadOutput.progressPath(this.out)).then(() => true, () => false)) return;
+      if (!there?.isFile() || there.dev !== ours.dev || there.ino !== ours.ino) return false;
+      if (await fsp.lstat(DownloadOutput.progressPath(this.out)).then(() => true, () => false)) return true;
       await fsp.rm(part, { force: true });
+      return false;
     } finally {
       this.unlock();
     }
@@ -273,8 +284,9 @@ export const NO_ROOM: ReadonlyMap<string, string> = new Map([
  * choice of output, not a bug: IO_NOT_WRITABLE naming the path (the failing call's own, when it
  * tells), with the errno. So is a disk with no room left (ENOSPC, EDQUOT): the get suspends, so
  * the part file and its record are kept for the same get run again once there is room
- * (`nothingKept`: a write before any part file, e.g. a folder get's marker, whose leftovers are
- * removed). Anything else is returned as it is.
+ * (`nothingKept`: no record names a part file, so none is kept: a write before any part file,
+ * e.g. a folder get's marker, whose leftovers are removed; making the part file; a get suspended
+ * before its first checkpoint, see nothingKept). Anything else is returned as it is.
  */
 export function notWritable(e: unknown, file: string, o: { nothingKept?: boolean } = {}): unknown {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
@@ -288,6 +300,18 @@ export function notWritable(e: unknown, file: string, o: { nothingKept?: boolean
   if (!NOT_WRITABLE.has(code)) return e;
   return err('IO_NOT_WRITABLE', `cannot write ${where} (${code}): the folder is read-only or not writable by this user; give another output path with -o`,
     { path: where, errno: code }, e);
+}
+
+/**
+ * SPEC.md §9.9.1: `e` as the caller reports it once the get suspended and no record names a part
+ * file (suspend() resolved false): a no-room IO_NOT_WRITABLE made saying the part file and its
+ * record are kept says instead that nothing was kept. Anything else is returned as it is.
+ */
+export function nothingKept(e: unknown): unknown {
+  if (!isBitcloudError(e, 'IO_NOT_WRITABLE')) return e;
+  const errno = e.detail?.errno;
+  if (typeof errno !== 'string' || !NO_ROOM.has(errno) || e.cause === undefined) return e;
+  return notWritable(e.cause, String(e.detail?.path ?? ''), { nothingKept: true });
 }
 
 /**

@@ -292,6 +292,25 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect((await fsp.readFile(out)).equals(data)).toBe(true);
   });
 
+  it('a full disk (ENOSPC) before the first checkpoint: IO_NOT_WRITABLE not claiming the part file is kept, as it is removed (SPEC.md §9.9.1)', async () => {
+    const out = path.join(root, 'full-disk-early.bin');
+    const h = await fsp.open(file, 'r');
+    const proto = Object.getPrototypeOf(h) as { write: (...a: unknown[]) => Promise<unknown> };
+    await h.close();
+    const spy = vi.spyOn(proto, 'write').mockRejectedValue(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    const g = client();
+    const e: unknown = await getFile(g, parseCapability(cap), { output: out, window: 1 }).then(() => null, (x: unknown) => x);
+    spy.mockRestore();
+    await g.close();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC', path: DownloadOutput.partPath(out) } });
+    expect((e as Error).message).toMatch(/the disk is full/);
+    expect((e as Error).message).not.toMatch(/are kept|to resume/);
+    expect((e as Error).message).toMatch(/nothing was kept/);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.progressPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+  });
+
   it('a get that fails before any chunk is recorded leaves no part file behind (SPEC.md §9.9.1)', async () => {
     const out = path.join(root, 'never.bin');
     const g = client();

@@ -296,6 +296,21 @@ describe('an output folder that cannot be written (SPEC.md §9.9.1, §9.10)', ()
     expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
     expect((e as Error).message).toMatch(/the disk is full/);
   });
+
+  it('a full disk when sizing the new part file (ENOSPC): the part file is removed and the message does not claim it is kept (SPEC.md §9.9.1)', async () => {
+    const out = path.join(dir, 'full-truncate.bin');
+    const h = await fsp.open(path.join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(h) as { truncate: (...a: unknown[]) => Promise<unknown> };
+    await h.close();
+    vi.spyOn(proto, 'truncate').mockRejectedValue(refused('ENOSPC', DownloadOutput.partPath(out)));
+    const e: unknown = await DownloadOutput.open(out, ID, 10, 3).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).toMatch(/the disk is full/);
+    expect((e as Error).message).not.toMatch(/are kept|to resume/);
+    expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
+  });
 });
 
 describe('a resumable part file or record this user may not open (SPEC.md §9.9.1)', () => {
