@@ -12,6 +12,7 @@
 // previous bundle fetches one or two new parts. The head fits at most HEAD_MAX_PARTS parts.
 import DHT from 'bittorrent-dht';
 import { err } from '../errors';
+import { oncePerRegistry, prom, type Registry } from '../ops/metrics';
 import { dhtOptions, type DhtAddress } from '../storage/dht';
 import { ed25519Sign, ed25519Verify, sha1, sha256, type Ed25519KeyPair } from '../crypto/primitives';
 import { BUNDLE_LIMITS, decodeBundle, type PolicyState } from './chain';
@@ -123,17 +124,63 @@ export const DHT_POLICY_GET_MS = 30_000;
 export const DHT_POLICY_FETCH_MS = 120_000;
 
 /**
- * `get`, failed with POLICY_FETCH_FAILED when it has not answered by `until` (performance.now())
- * or within `perGetMs`. The library cannot cancel a lookup: it goes on and its answer is dropped.
+ * SPEC.md §10.7.2: at most this many lookups of a policy reader run in the DHT library at once,
+ * counting those its callers gave up on (they cannot be cancelled and run until they end).
  */
-function getBy(dht: DhtLike, key: Buffer, opts: Record<string, unknown>, until: number, perGetMs: number, what: string): Promise<DhtValue | null> {
+export const MAX_DHT_LOOKUPS = 16;
+
+interface DhtLookupMetrics {
+  running: prom.Gauge;
+  refused: prom.Counter;
+}
+
+const dhtLookupMetrics = oncePerRegistry((reg: Registry): DhtLookupMetrics => ({
+  running: new prom.Gauge({ name: 'bitcloud_moderation_dht_lookups', help: 'Policy DHT lookups running in the DHT library, including those past their deadline (they cannot be cancelled)', registers: [reg] }),
+  refused: new prom.Counter({ name: 'bitcloud_moderation_dht_lookups_refused_total', help: 'Policy DHT lookups refused because MAX_DHT_LOOKUPS were already running', registers: [reg] }),
+}));
+
+/**
+ * SPEC.md §10.7.2: the lookups a reader has running in the DHT library, by target. A lookup past a
+ * caller's deadline goes on in the library until it ends by itself, so a DHT that never answers
+ * would otherwise have each refresh start one more per target: a request for a target whose
+ * lookup still runs joins it, and one that would make more than `max` run at once fails at once.
+ */
+class DhtLookups {
+  private readonly running = new Map<string, Promise<DhtValue | null>>();
+
+  constructor(private readonly dht: DhtLike, private readonly max: number, private readonly metrics: DhtLookupMetrics | null) {}
+
+  lookup(key: Buffer, opts: Record<string, unknown>, what: string): Promise<DhtValue | null> {
+    const hex = key.toString('hex');
+    const joined = this.running.get(hex);
+    if (joined) return joined;
+    if (this.running.size >= this.max) {
+      this.metrics?.refused.inc();
+      return Promise.reject(err('POLICY_FETCH_FAILED', `DHT lookup of ${what} refused: ${this.running.size} DHT lookups already running`));
+    }
+    const p = get(this.dht, key, opts).finally(() => {
+      this.running.delete(hex);
+      this.metrics?.running.dec();
+    });
+    p.catch(() => {}); // a failure that ends after every caller gave up has no one left to tell
+    this.running.set(hex, p);
+    this.metrics?.running.inc();
+    return p;
+  }
+}
+
+/**
+ * A lookup of `lookups`, failed with POLICY_FETCH_FAILED when it has not answered by `until`
+ * (performance.now()) or within `perGetMs`. The library cannot cancel a lookup: it goes on (and a
+ * later request for its target joins it) and its answer is dropped.
+ */
+function getBy(lookups: DhtLookups, key: Buffer, opts: Record<string, unknown>, until: number, perGetMs: number, what: string): Promise<DhtValue | null> {
   const ms = Math.min(perGetMs, until - performance.now());
   if (ms <= 0) return Promise.reject(err('POLICY_FETCH_FAILED', `DHT policy fetch out of time before ${what}`));
   let timer: NodeJS.Timeout | undefined;
-  const lookup = get(dht, key, opts);
+  const lookup = lookups.lookup(key, opts, what);
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      lookup.catch(() => {}); // its own failure, after the deadline, has no one left to tell
       reject(err('POLICY_FETCH_FAILED', `DHT lookup of ${what} did not finish within ${Math.round(ms)} ms`));
     }, ms);
     timer.unref?.();
@@ -148,10 +195,13 @@ function getBy(dht: DhtLike, key: Buffer, opts: Record<string, unknown>, until: 
  * hold one for minutes, and a fetch of 48 parts, with the subscription refresh waiting on it
  * (every moderator after it, every source after it), for hours: each lookup is given
  * DHT_POLICY_GET_MS and the whole fetch DHT_POLICY_FETCH_MS (POLICY_FETCH_FAILED beyond; parts
- * fetched by then stay kept, so the next refresh goes on from there).
+ * fetched by then stay kept, so the next refresh goes on from there). A lookup past its deadline
+ * still runs in the library: at most one runs per target (a new request joins it) and at most
+ * `maxLookups` (MAX_DHT_LOOKUPS) at once; a request beyond fails at once with POLICY_FETCH_FAILED.
  */
-export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number; getMs?: number; fetchMs?: number } = {}): PolicySource {
+export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number; getMs?: number; fetchMs?: number; maxLookups?: number; registry?: Registry } = {}): PolicySource {
   const cache = new Map<string, Buffer>();
+  const lookups = new DhtLookups(dht, o.maxLookups ?? MAX_DHT_LOOKUPS, o.registry ? dhtLookupMetrics(o.registry) : null);
   const limit = o.cacheParts ?? 4096;
   const perGet = o.getMs ?? DHT_POLICY_GET_MS;
   return {
@@ -159,7 +209,7 @@ export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number;
     async fetch(moderator: string, held: PolicyState | null): Promise<Buffer | null> {
       const k = parseModerator(moderator);
       const until = performance.now() + (o.fetchMs ?? DHT_POLICY_FETCH_MS);
-      const h = await getBy(dht, headTarget(k), { salt: DHT_SALT, verify, cache: false }, until, perGet, `the policy head of moderator ${moderator}`); // never a stale local copy
+      const h = await getBy(lookups, headTarget(k), { salt: DHT_SALT, verify, cache: false }, until, perGet, `the policy head of moderator ${moderator}`); // never a stale local copy
       if (!h?.v || !h.k || !Buffer.from(h.k).equals(k)) return null;
       if (typeof h.seq !== 'number' || !Number.isSafeInteger(h.seq)) throw err('POLICY_MALFORMED', 'DHT policy head has a bad seq');
       if (held && h.seq <= held.seq) return null;
@@ -169,7 +219,7 @@ export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number;
         const hex = t.toString('hex');
         let p = cache.get(hex);
         if (!p) {
-          const r = await getBy(dht, t, {}, until, perGet, `DHT part ${hex} of moderator ${moderator}`);
+          const r = await getBy(lookups, t, {}, until, perGet, `DHT part ${hex} of moderator ${moderator}`);
           if (!r?.v || !immutableTarget(r.v).equals(t)) throw err('POLICY_FETCH_FAILED', `DHT part ${hex} of moderator ${moderator} not found`);
           p = Buffer.from(r.v);
           if (cache.size >= limit) cache.delete(cache.keys().next().value!);

@@ -414,16 +414,21 @@ describe('policies on the DHT (BEP 44)', () => {
 });
 
 describe('policies on the DHT: lookups that never end', () => {
-  /** A DHT whose lookups of the targets in `hang` never answer (a hostile peer keeps them walking); the rest answer from `items`. */
-  function stubDht(items: Map<string, { v: Buffer; k?: Buffer; seq?: number }>, hang: Set<string>): DhtLike & { gets: string[] } {
+  /**
+   * A DHT whose lookups of the targets in `hang` never answer (a hostile peer keeps them walking)
+   * until `end()` ends them with nothing found, as the library does on its own; the rest answer from `items`.
+   */
+  function stubDht(items: Map<string, { v: Buffer; k?: Buffer; seq?: number }>, hang: Set<string>): DhtLike & { gets: string[]; end(): void } {
     const gets: string[] = [];
+    const hung: Array<() => void> = [];
     return {
       gets,
+      end: () => { for (const f of hung.splice(0)) f(); },
       put: () => undefined,
       get: (key: Buffer, _o: unknown, cb: (e: Error | null, v: unknown) => void) => {
         const hex = key.toString('hex');
         gets.push(hex);
-        if (hang.has(hex)) return;
+        if (hang.has(hex)) { hung.push(() => cb(null, null)); return; }
         setImmediate(() => cb(null, items.get(hex) ?? null));
       },
     };
@@ -467,6 +472,45 @@ describe('policies on the DHT: lookups that never end', () => {
     await round;
   });
 
+  it('ten refreshes with a DHT that never answers start one library lookup per target, not ten (SPEC.md §10.7.2)', async () => {
+    const m1 = moderator();
+    const m2 = moderator();
+    const heads = [headTarget(m1.key.publicKey).toString('hex'), headTarget(m2.key.publicKey).toString('hex')];
+    const dht = stubDht(new Map(), new Set(heads));
+    const subs = PolicySubscriptions.open({ moderators: [m1.fp, m2.fp], sources: [dhtSource(dht, { getMs: 10, fetchMs: 10 })], now: () => NOW });
+    cleanup.push(() => subs.close());
+    for (let i = 0; i < 10; i++) expect(await settledWithin(subs.refresh().then(() => 'done'), 2000)).toBe('done');
+    expect(dht.gets.filter((t) => t === heads[0])).toHaveLength(1);
+    expect(dht.gets.filter((t) => t === heads[1])).toHaveLength(1);
+    expect(dht.gets).toHaveLength(2);
+  });
+
+  it('beyond maxLookups running, a DHT lookup is refused at once and counted; the refresh completes from the authority (SPEC.md §10.7.2)', async () => {
+    const { Registry } = await import('prom-client');
+    const registry = new Registry();
+    const ms = [moderator(), moderator(), moderator()];
+    const heads = ms.map((m) => headTarget(m.key.publicKey).toString('hex'));
+    const dht = stubDht(new Map(), new Set(heads));
+    const bundles = new Map(ms.map((m) => [m.fp, m.publish([cipherId])]));
+    const auth: PolicySource = { name: 'auth', fetch: async (fp) => bundles.get(fp) ?? null };
+    const src = dhtSource(dht, { getMs: 10, fetchMs: 10, maxLookups: 2, registry });
+    const subs = PolicySubscriptions.open({ moderators: ms.map((m) => m.fp), sources: [src, auth], now: () => NOW });
+    cleanup.push(() => subs.close());
+    const value = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value;
+    expect(await settledWithin(subs.refresh().then(() => 'done'), 2000)).toBe('done');
+    expect(dht.gets).toEqual(heads.slice(0, 2)); // the third was never started
+    expect(await value('bitcloud_moderation_dht_lookups')).toBe(2);
+    expect(await value('bitcloud_moderation_dht_lookups_refused_total')).toBe(1);
+    for (const m of ms) expect(subs.policy(m.fp)?.seq).toBe(1);
+    // Once the lookups end, a request is no longer refused.
+    dht.end();
+    await new Promise((r) => setImmediate(r));
+    expect(await value('bitcloud_moderation_dht_lookups')).toBe(0);
+    await expect(src.fetch(ms[2].fp, null)).rejects.toMatchObject({ code: 'POLICY_FETCH_FAILED' }); // its own deadline
+    expect(dht.gets).toEqual([...heads.slice(0, 2), heads[2]]);
+    expect(await value('bitcloud_moderation_dht_lookups_refused_total')).toBe(1);
+  });
+
   it('a part lookup that never answers ends the fetch at its deadline; the parts fetched by then are kept', async () => {
     const m = moderator();
     const bundle = m.publish(Array.from({ length: 60 }, (_, i) => Buffer.alloc(32, i + 1)));
@@ -481,7 +525,10 @@ describe('policies on the DHT: lookups that never end', () => {
     const src = dhtSource(dht, { getMs: 10_000, fetchMs: 100 });
     const r = await settledWithin(src.fetch(m.fp, null).then(() => 'answered', (e: unknown) => (e as { code?: string }).code), 2000);
     expect(r).toBe('POLICY_FETCH_FAILED');
+    // The lookup given up on still runs in the library (a new request would join it) until it ends.
     hang.clear();
+    dht.end();
+    await new Promise((r) => setImmediate(r));
     dht.gets.length = 0;
     const got = await settledWithin(src.fetch(m.fp, null), 2000);
     expect(Buffer.isBuffer(got) && got.equals(bundle)).toBe(true);
