@@ -40,7 +40,7 @@ async function startStorage(cfg: StorageConfig, log: Logger, lock: DataDirLock):
   onShutdown(log, async () => { try { await subs.close(); await d.stop(); } finally { lock.release(); } });
   await d.start();
   const dht = d.dhtInstance?.raw;
-  if (dht) subs.addSource(dhtSource(dht));
+  if (dht) subs.addSource(dhtSource(dht, { registry }));
   log.info({ unmoderated: subs.unmoderated, moderators: subs.moderators, approvedOnly: subs.approvedOnly }, subs.unmoderated ? 'unmoderated: storing encrypted content from circuits only' : 'enforcing moderator policies');
   void subs.start();
   return d;
