@@ -1,7 +1,8 @@
 // The client's circuit manager (SPEC.md §7b.11): which circuit a stream goes on. Circuits are
 // shared by streams of one isolation key only (isolation.ts); a circuit becomes dirty at its
 // first stream and takes no new streams after maxDirtinessMs; clean circuits are kept ready
-// for recently used ports (preemptive circuits); a stream whose exit refuses it is retried on
+// for recently used ports (preemptive circuits); past maxOpenCircuits open general circuits, a new
+// one closes the least recently used idle one; a stream whose exit refuses it is retried on
 // another exit; a dead circuit is dropped and the next request builds a new one; a request with
 // no path yet (no consensus, or one without a guard or middle for it) waits for one (§7.1).
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,6 +35,11 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
    */
   maxPendingCircuits?: number;
   /**
+   * SPEC.md §7b.11: open general circuits held at once; past it, a newly built circuit makes the
+   * least recently used one without streams close. Default 256.
+   */
+  maxOpenCircuits?: number;
+  /**
    * SPEC.md §7.1: with no path yet (CIRCUIT_NO_CONSENSUS, PATH_NO_RELAYS, PATH_NO_GUARD,
    * PATH_NO_MIDDLE), a stream request waits this long at most (or until its signal), choosing
    * again every `pathRetryMs`. Default 30 s; 0 = fail at once.
@@ -65,6 +71,8 @@ interface Managed {
   purpose: 'general' | 'storage';
   /** Exits answered EXITPOLICY for these host:port: not offered to them again. */
   refused: Set<string>;
+  /** When a stream was last attached to it or ended on it (or it was built): SPEC.md §7b.11 open circuits. */
+  lastUsed: number;
   /** A BEGIN on it timed out: it takes no new streams and closes once its last stream ends. */
   noNewStreams?: boolean;
 }
@@ -90,12 +98,18 @@ export class CircuitManager {
   private building = 0;
   /** Requests waiting for a build to end before they may launch one (SPEC.md §7b.11). */
   private readonly slotWaiters = new Set<() => void>();
-  private readonly m?: { built: prom.Counter; failed: prom.Counter<'code'>; buildTime: prom.Histogram; streams: prom.Counter<'result'> };
+  private readonly m?: {
+    built: prom.Counter; failed: prom.Counter<'code'>; buildTime: prom.Histogram; streams: prom.Counter<'result'>;
+    evicted: prom.Counter; overLimit: prom.Counter;
+  };
 
   constructor(readonly opts: CircuitManagerOptions) {
     // SPEC.md §7b.11: below 1 no build ever runs to wake a waiting stream, and NaN lifts the limit.
     const mp = opts.maxPendingCircuits;
     if (mp !== undefined && (!Number.isInteger(mp) || mp < 1)) throw err('CONFIG_INVALID', `maxPendingCircuits must be an integer ≥ 1, got ${mp}`, { key: 'maxPendingCircuits' });
+    // SPEC.md §7b.11: below 1 every circuit would be closed as soon as built, and NaN lifts the bound.
+    const mo = opts.maxOpenCircuits;
+    if (mo !== undefined && (!Number.isInteger(mo) || mo < 1)) throw err('CONFIG_INVALID', `maxOpenCircuits must be an integer ≥ 1, got ${String(mo)}`, { key: 'maxOpenCircuits' });
     this.log = opts.log ?? silentLogger;
     if (opts.registry) {
       const registers = [opts.registry];
@@ -104,6 +118,8 @@ export class CircuitManager {
         failed: new prom.Counter({ name: 'bitcloud_client_circuit_build_failures_total', help: 'Failed circuit build attempts, by code', labelNames: ['code'], registers }),
         buildTime: new prom.Histogram({ name: 'bitcloud_client_circuit_build_seconds', help: 'Circuit build time', buckets: BUILD_SECONDS_BUCKETS, registers }),
         streams: new prom.Counter({ name: 'bitcloud_client_streams_total', help: 'Stream requests, by result code', labelNames: ['result'], registers }),
+        evicted: new prom.Counter({ name: 'bitcloud_client_circuits_evicted_total', help: 'Idle general circuits closed because more than maxOpenCircuits were open', registers }),
+        overLimit: new prom.Counter({ name: 'bitcloud_client_circuits_over_limit_total', help: 'Built general circuits kept past maxOpenCircuits because every other one carried a stream', registers }),
       };
       const circuits = () => this.circuits().length;
       new prom.Gauge({ name: 'bitcloud_client_circuits_open', help: 'Open client circuits', registers, collect() { this.set(circuits()); } });
@@ -156,6 +172,9 @@ export class CircuitManager {
         if (signal?.aborted) { stream.destroy(); throw err('STREAM_ABORTED', 'the request was abandoned'); }
         if (LAT_TRACE) latTrace('manager.stream-open');
         this.m?.streams.inc({ result: 'ok' });
+        // SPEC.md §7b.11: a circuit is used when a stream is attached to it and when one ends on it.
+        m.lastUsed = Date.now();
+        stream.once('close', () => { m.lastUsed = Date.now(); });
         return stream;
       } catch (e) {
         last = isBitcloudError(e) ? e : err('STREAM_FAILED', String((e as Error)?.message ?? e));
@@ -198,7 +217,7 @@ export class CircuitManager {
   /** For the storage client: a fresh circuit whose last hop is `lastHop` (guard, middle, lastHop). */
   async buildCircuitTo(lastHop: ClientRelay): Promise<ClientCircuit> {
     const { circ } = await this.builder.build({ storageNode: lastHop });
-    const m: Managed = { circ, ready: Promise.resolve(circ), exit: lastHop, isolation: null, purpose: 'storage', refused: new Set() };
+    const m: Managed = { circ, ready: Promise.resolve(circ), exit: lastHop, isolation: null, purpose: 'storage', refused: new Set(), lastUsed: Date.now() };
     this.adopt(m);
     return circ;
   }
@@ -280,6 +299,7 @@ export class CircuitManager {
     }
     if (best) {
       best.isolation ??= req.isolation;
+      best.lastUsed = now; // SPEC.md §7b.11: a stream is about to be attached; not the one to close next
       return best;
     }
     if (this.building >= this.maxPending) return null;
@@ -291,7 +311,7 @@ export class CircuitManager {
   /** Start building a general circuit; its exit is chosen now, so concurrent requests can share the build. */
   private launch(target: PathTarget, isolation: IsolationKey | null, exclude: ReadonlySet<string>): Managed {
     const first = this.builder.choose(target, exclude);
-    const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set() };
+    const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set(), lastUsed: Date.now() };
     this.building++;
     // SPEC.md §7b.11: a build that ends, either way, frees its place for the requests waiting for one.
     const ended = (): void => {
@@ -302,13 +322,39 @@ export class CircuitManager {
       ended();
       m.circ = circ;
       m.exit = path[path.length - 1];
+      m.lastUsed = Date.now();
       circ.once('close', () => this.pool.delete(m));
       if (this.closed) circ.destroy();
+      else this.evictOverLimit(m);
       return circ;
     }, (e) => { ended(); this.pool.delete(m); throw e; });
     m.ready.catch(() => {});
     this.pool.add(m);
     return m;
+  }
+
+  /**
+   * SPEC.md §7b.11: once `built` is open, while more than maxOpenCircuits general circuits are
+   * open, close the least recently used one that carries no stream (never `built`, which a request
+   * is about to use). When every other one carries a stream, `built` is kept and the excess counted:
+   * a live stream is never broken. Circuits of other purposes (storage, rendezvous) are not counted.
+   */
+  private evictOverLimit(built: Managed): void {
+    const max = this.opts.maxOpenCircuits ?? 256;
+    const open = [...this.pool].filter((x) => x.purpose === 'general' && x.circ !== null && x.circ.isOpen);
+    let excess = open.length - max;
+    if (excess <= 0) return;
+    const idle = open.filter((x) => x !== built && x.circ!.edge.streams.size === 0).sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const x of idle) {
+      if (excess <= 0) break;
+      this.retire(x);
+      this.m?.evicted.inc();
+      excess--;
+    }
+    if (excess > 0) {
+      this.m?.overLimit.inc();
+      this.log.debug({ open: open.length, max }, 'more open circuits than maxOpenCircuits, all of them carrying streams; the new one is kept');
+    }
   }
 
   private adopt(m: Managed): void {

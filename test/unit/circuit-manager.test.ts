@@ -7,6 +7,7 @@ import { err, isBitcloudError } from '../../src/errors';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { CircuitManager, MAX_RECENT_PORTS } from '../../src/client/circuit-manager';
 import type { ClientCircuit } from '../../src/client/client-circuit';
+import { prom } from '../../src/ops/metrics';
 
 vi.mock('../../src/link', async (importOriginal) => ({
   ...await importOriginal<typeof import('../../src/link')>(),
@@ -173,6 +174,89 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
       }
     }
     const mgr = new CircuitManager({ relays: () => [], preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxPendingCircuits: 1 });
+    await mgr.close();
+  });
+
+  /** A fake circuit that answers CONNECTED and holds each stream in edge.streams until it closes. */
+  function trackingCircuit() {
+    const events = new EventEmitter();
+    const streams = new Map<number, PassThrough>();
+    let next = 0;
+    return Object.assign(events, {
+      isOpen: true, closedWith: null as unknown, dirtySince: null as number | null, createdAt: Date.now(), edge: { streams },
+      destroy() { this.isOpen = false; for (const st of streams.values()) st.destroy(); streams.clear(); events.emit('close'); },
+      openStream() {
+        const id = ++next;
+        const st = new PassThrough();
+        streams.set(id, st);
+        st.once('close', () => streams.delete(id));
+        return Promise.resolve({ stream: st, connected: null });
+      },
+    }) as unknown as ClientCircuit;
+  }
+  const tick = () => new Promise((r) => setImmediate(r));
+  async function counter(registry: prom.Registry, name: string): Promise<number> {
+    return (await registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
+  }
+
+  it('past maxOpenCircuits, a newly built circuit closes the least recently used general circuits without streams', async () => {
+    const relays = three();
+    let now = 1_700_000_000_000;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => (now += 1000)); // every event at a time of its own
+    const registry = new prom.Registry();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxOpenCircuits: 3, registry });
+    const circs: ClientCircuit[] = [];
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => { const circ = trackingCircuit(); circs.push(circ); return Promise.resolve({ circ, path: relays }); });
+    // A local program opens a SOCKS connection with new credentials, uses it, and leaves.
+    const use = async (key: string) => {
+      const st = await mgr.connect({ host: 'example.com', port: 443, isolation: key as never });
+      st.destroy();
+      await tick();
+    };
+    try {
+      await use('k0'); await use('k1'); await use('k2');
+      await use('k0'); // k0's circuit is used again: k1's is now the least recently used
+      await use('k3'); await use('k4');
+      expect(circs).toHaveLength(5);
+      expect(circs.map((c) => c.isOpen)).toEqual([true, false, false, true, true]);
+      expect(mgr.circuits()).toHaveLength(3);
+      expect(await counter(registry, 'bitcloud_client_circuits_evicted_total')).toBe(2);
+    } finally {
+      clock.mockRestore();
+      await mgr.close();
+    }
+  });
+
+  it('a circuit carrying a stream is never closed to keep to maxOpenCircuits: the new circuit is kept and the excess counted', async () => {
+    const relays = three();
+    const registry = new prom.Registry();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxOpenCircuits: 1, registry });
+    const circs: ClientCircuit[] = [];
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => { const circ = trackingCircuit(); circs.push(circ); return Promise.resolve({ circ, path: relays }); });
+    const s0 = await mgr.connect({ host: 'example.com', port: 443, isolation: 'k0' as never });
+    const s1 = await mgr.connect({ host: 'example.com', port: 443, isolation: 'k1' as never });
+    expect(circs.map((c) => c.isOpen)).toEqual([true, true]);
+    expect(s0.destroyed).toBe(false);
+    expect(await counter(registry, 'bitcloud_client_circuits_evicted_total')).toBe(0);
+    expect(await counter(registry, 'bitcloud_client_circuits_over_limit_total')).toBe(1);
+    // k0's stream ends: the next circuit built closes k0's circuit, never k1's, whose stream is live.
+    s0.destroy();
+    await tick();
+    await mgr.connect({ host: 'example.com', port: 443, isolation: 'k2' as never });
+    expect(circs.map((c) => c.isOpen)).toEqual([false, true, true]);
+    expect(s1.destroyed).toBe(false);
+    expect(await counter(registry, 'bitcloud_client_circuits_evicted_total')).toBe(1);
+    expect(await counter(registry, 'bitcloud_client_circuits_over_limit_total')).toBe(2);
+    await mgr.close();
+  });
+
+  it('refuses a maxOpenCircuits that is not an integer ≥ 1 (CONFIG_INVALID)', async () => {
+    for (const maxOpenCircuits of [0, -1, 1.5, NaN, Infinity, 'x' as unknown as number]) {
+      try { new CircuitManager({ relays: () => [], maintenanceMs: 3_600_000, maxOpenCircuits }); expect.unreachable(); } catch (e) {
+        expect(isBitcloudError(e, 'CONFIG_INVALID')).toBe(true);
+      }
+    }
+    const mgr = new CircuitManager({ relays: () => [], preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxOpenCircuits: 1 });
     await mgr.close();
   });
 });
