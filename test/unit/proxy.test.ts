@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
 import { silentLogger } from '../../src/ops/log';
-import { BUILD_TIMES_FILE, loadBuildTimes, startProxy } from '../../src/client/commands/proxy';
+import { BUILD_TIMES_FILE, loadBuildTimes, readProxyConfig, startProxy } from '../../src/client/commands/proxy';
+import { isBitcloudError } from '../../src/errors';
 import type { GuardSet } from '../../src/client/guards';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-proxy-'));
@@ -110,5 +111,21 @@ describe('build times across restarts (SPEC.md §7.3)', () => {
     }
     fs.writeFileSync(file, JSON.stringify({ version: 1, samples: [{ ms: 900 }], fallbackMs: 60_000 }));
     expect((await loadBuildTimes(file, silentLogger)).toJSON().samples).toEqual([{ ms: 900 }]);
+  });
+});
+
+describe('maxOpenCircuits in the client config (SPEC.md §7b.11)', () => {
+  it('defaults to 256, takes an integer ≥ 1, and refuses anything else with CONFIG_INVALID', () => {
+    const file = path.join(tmp, 'max-open.json');
+    fs.writeFileSync(file, '{}');
+    expect(readProxyConfig(file).maxOpenCircuits).toBe(256);
+    fs.writeFileSync(file, JSON.stringify({ maxOpenCircuits: 3 }));
+    expect(readProxyConfig(file).maxOpenCircuits).toBe(3);
+    for (const bad of [0, -1, 1.5, 'x', null]) {
+      fs.writeFileSync(file, JSON.stringify({ maxOpenCircuits: bad }));
+      try { readProxyConfig(file); expect.unreachable(); } catch (e) {
+        expect(isBitcloudError(e, 'CONFIG_INVALID')).toBe(true);
+      }
+    }
   });
 });

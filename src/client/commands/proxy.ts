@@ -68,6 +68,8 @@ export interface ProxyConfig {
   enforceDistinctSubnets: boolean;
   maxCircuitDirtinessSeconds: number;
   preemptiveCircuits: number;
+  /** SPEC.md §7b.11: open general circuits held at once; past it the least recently used idle one closes (default 256). */
+  maxOpenCircuits: number;
   /** Bytes of decrypted chunks the .bitcloud gateway caches (SPEC.md §9.16.4; 0 = none). */
   gatewayCacheBytes: number;
   /** SPEC.md §5.6.1: the relay crypto the client's circuits negotiate ("tor1" default, or "cgo"). */
@@ -89,6 +91,7 @@ export function readProxyConfig(file: string): ProxyConfig {
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
+    maxOpenCircuits: int(raw.maxOpenCircuits, 'maxOpenCircuits', 1, Number.MAX_SAFE_INTEGER, 256),
     gatewayCacheBytes: int(raw.gatewayCacheBytes, 'gatewayCacheBytes', 0, 64 * 1024 ** 3, 256 * 1024 * 1024),
     relayCrypto: oneOf(raw.relayCrypto, 'relayCrypto', ['tor1', 'cgo'] as const, 'tor1'),
     isolateDestPort: bool(raw.isolateDestPort, 'isolateDestPort', false),
@@ -145,6 +148,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
       relayCrypto: cfg.relayCrypto,
       maxDirtinessMs: cfg.maxCircuitDirtinessSeconds * 1000,
       preemptiveCircuits: cfg.preemptiveCircuits,
+      maxOpenCircuits: cfg.maxOpenCircuits,
       linkMetrics: createLinkMetrics(registry),
       registry,
       log,
