@@ -64,9 +64,17 @@ export class DownloadOutput {
    */
   static async open(out: string, manifestId: string, size: number, chunks: number): Promise<DownloadOutput> {
     const dir = path.dirname(path.resolve(out));
-    // The lock sits beside <out>: its folder is made first (nothing else is written there yet).
-    await mkdirOutput(dir);
-    const unlock = lockOutput(out);
+    let unlock: () => void;
+    try {
+      // The lock sits beside <out>: its folder is made first (nothing else is written there yet).
+      await mkdirOutput(dir);
+      unlock = lockOutput(out);
+    } catch (e) {
+      // SPEC.md §9.9.1: no room for the folder or the lock: this run wrote nothing, so the message
+      // says the part file and its record are kept only where an earlier run left both.
+      const kept = fs.existsSync(DownloadOutput.progressPath(out)) && fs.existsSync(DownloadOutput.partPath(out));
+      throw kept ? e : nothingKept(e);
+    }
     try {
       return await DownloadOutput.openLocked(out, manifestId, size, chunks, unlock);
     } catch (e) {

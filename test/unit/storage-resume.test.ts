@@ -311,6 +311,48 @@ describe('an output folder that cannot be written (SPEC.md §9.9.1, §9.10)', ()
     expect(fs.existsSync(DownloadOutput.partPath(out))).toBe(false);
     expect(fs.existsSync(DownloadOutput.lockPath(out))).toBe(false);
   });
+
+  it('a full disk when writing the lock or making the output folder (ENOSPC): the message says the part file is kept only when one and its record are there (SPEC.md §9.9.1)', async () => {
+    const lockFull = () => vi.spyOn(fs, 'writeSync').mockImplementation(() => { throw refused('ENOSPC', 'lock'); });
+    // A fresh get: no part file, no record.
+    const fresh = path.join(dir, 'full-lock.bin');
+    lockFull();
+    let e: unknown = await DownloadOutput.open(fresh, ID, 10, 3).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).toMatch(/the disk is full/);
+    expect((e as Error).message).not.toMatch(/are kept|to resume/);
+    expect((e as Error).message).toMatch(/nothing was kept/);
+    expect(fs.existsSync(DownloadOutput.partPath(fresh))).toBe(false);
+    expect(fs.existsSync(DownloadOutput.lockPath(fresh))).toBe(false);
+
+    // A get that recorded a chunk before: its part file and record stay, and the message says so.
+    const old = path.join(dir, 'full-lock-resume.bin');
+    const o = await DownloadOutput.open(old, ID, 10, 3);
+    await o.writeChunk(1, 4, Buffer.from('efgh'));
+    expect(await o.suspend()).toBe(true);
+    lockFull();
+    e = await DownloadOutput.open(old, ID, 10, 3).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).toMatch(/are kept/);
+    expect(fs.existsSync(DownloadOutput.partPath(old))).toBe(true);
+    expect(fs.existsSync(DownloadOutput.progressPath(old))).toBe(true);
+    expect((await DownloadOutput.open(old, ID, 10, 3)).resumed).toBe(1);
+
+    // The output's folder cannot be made: nothing of the get is there.
+    const deep = path.join(dir, 'full-mkdir', 'sub', 'x.bin');
+    const realMkdir = fsp.mkdir;
+    vi.spyOn(fsp, 'mkdir').mockImplementation(async (...a: Parameters<typeof fsp.mkdir>) => {
+      if (String(a[0]).includes('full-mkdir')) throw refused('ENOSPC', String(a[0]));
+      return realMkdir(...a);
+    });
+    e = await DownloadOutput.open(deep, ID, 10, 3).then(() => null, (x: unknown) => x);
+    vi.restoreAllMocks();
+    expect(e).toMatchObject({ code: 'IO_NOT_WRITABLE', detail: { errno: 'ENOSPC' } });
+    expect((e as Error).message).not.toMatch(/are kept|to resume/);
+    expect((e as Error).message).toMatch(/nothing was kept/);
+  });
 });
 
 describe('a resumable part file or record this user may not open (SPEC.md §9.9.1)', () => {
