@@ -34,6 +34,9 @@ export interface PutFolderResult extends PutResult {
  */
 export async function listFolder(dir: string): Promise<string[]> {
   const out: string[] = [];
+  // The name of `dir` itself, as the leftover checks read it: `.`, `..` or a link given for a get's
+  // temporary folder still names that folder (SPEC.md §9.15).
+  const top = path.basename(await fsp.realpath(dir).catch(() => path.resolve(dir)));
   const walk = async (rel: string): Promise<void> => {
     const entries = await fsp.readdir(path.join(dir, rel), { withFileTypes: true });
     for (const e of entries) {
@@ -47,7 +50,7 @@ export async function listFolder(dir: string): Promise<string[]> {
           // A get's temporary folder (`<name>.bitcloud-new-<12 hex>`, by the same rule as the marker's
           // temporary file below) holding it was left by a get stopped before its rename: no get
           // resumes it (SPEC.md §9.9.1), so it can only be removed.
-          if (isNewFolderName(path.basename(rel || dir))) {
+          if (isNewFolderName(rel ? path.basename(rel) : top)) {
             throw err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`, { path: path.join(dir, ...r.split('/')) });
           }
           throw err('FOLDER_PATH_INVALID', `${where} is an unfinished get (it holds ${JSON.stringify(FOLDER_GET_MARKER)}): finish it with bitcloud get, or remove the marker, then put it`, { path: path.join(dir, ...r.split('/')) });
@@ -55,7 +58,7 @@ export async function listFolder(dir: string): Promise<string[]> {
         // SPEC.md §9.15: the marker's temporary file, left by a get killed before renaming it onto
         // the marker: a leftover of a stopped get (its folder too, when a get's temporary folder
         // holds nothing else), never the reader's file.
-        if (isTempNameOf(e.name, FOLDER_GET_MARKER)) throw markerTempLeftover(dir, rel, r, entries);
+        if (isTempNameOf(e.name, FOLDER_GET_MARKER)) throw markerTempLeftover(dir, rel, rel ? path.basename(rel) : top, r, entries);
         const bad = folderPathProblem(r);
         if (bad) throw err('FOLDER_PATH_INVALID', `${JSON.stringify(r)} cannot be stored in a folder: ${bad}`);
         out.push(r);
@@ -80,12 +83,12 @@ function isNewFolderName(name: string): boolean {
 
 /**
  * SPEC.md §9.15: FOLDER_PATH_INVALID for the marker's temporary file found at `r` (in folder
- * `rel`, whose `entries` were read): naming the folder when it is a get's temporary folder that
+ * `rel`, named `name`, whose `entries` were read): naming the folder when it is a get's temporary folder that
  * holds nothing but such files, else the file.
  */
-function markerTempLeftover(dir: string, rel: string, r: string, entries: fs.Dirent[]): unknown {
+function markerTempLeftover(dir: string, rel: string, name: string, r: string, entries: fs.Dirent[]): unknown {
   const onlyTemps = entries.every((x) => x.isFile() && isTempNameOf(x.name, FOLDER_GET_MARKER));
-  if (onlyTemps && isNewFolderName(path.basename(rel || dir))) {
+  if (onlyTemps && isNewFolderName(name)) {
     const where = rel ? `${JSON.stringify(rel)} in ${dir}` : dir;
     return err('FOLDER_PATH_INVALID', `${where} is the leftover of a get stopped before it renamed its new folder (it holds only the temporary file of ${JSON.stringify(FOLDER_GET_MARKER)}): no get resumes it and nothing fetched is in it; it may be removed`,
       { path: rel ? path.join(dir, ...rel.split('/')) : dir });

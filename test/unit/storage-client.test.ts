@@ -958,6 +958,25 @@ describe('put refuses what the manifest cannot hold before any chunk is stored (
     }
   });
 
+  it('a get\'s temporary folder given as `.`, through `..` or by a link is still told as a leftover, holding the marker or only its temporary file (SPEC.md §9.15)', async () => {
+    const temp = `.${FOLDER_GET_MARKER}.4242.0123456789ab.tmp`;
+    for (const file of [FOLDER_GET_MARKER, temp]) {
+      const base = await fsp.mkdtemp(path.join(root, 'put-dot-'));
+      const top = path.join(base, 'Documents.bitcloud-new-0123456789ab');
+      await fsp.mkdir(top);
+      await fsp.writeFile(path.join(top, file), 'ab'.repeat(32) + '\n');
+      await fsp.symlink(top, path.join(base, 'link'));
+      for (const given of [`${top}${path.sep}.`, `${top}${path.sep}..${path.sep}Documents.bitcloud-new-0123456789ab${path.sep}.`, path.join(base, 'link')]) {
+        const { client: c, putShare } = memClient();
+        const e = await putFolder(c, given, { workers: false }).then(() => null, (x: unknown) => x);
+        expect(e).toMatchObject({ code: 'FOLDER_PATH_INVALID', message: expect.stringContaining('leftover of a get stopped before it renamed its new folder') });
+        expect((e as Error).message).toContain('may be removed');
+        expect((e as Error).message).not.toContain('finish it with bitcloud get');
+        expect(putShare).not.toHaveBeenCalled();
+      }
+    }
+  });
+
   it('the marker\'s temporary file left by a killed get, and a *.bitcloud-new-* folder holding only it, are FOLDER_PATH_INVALID saying they may be removed, no share sent (SPEC.md §9.15)', async () => {
     const temp = `.${FOLDER_GET_MARKER}.4242.0123456789ab.tmp`;
     // The get's temporary folder itself, holding only the marker's temporary file.
