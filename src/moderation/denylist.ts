@@ -81,29 +81,85 @@ export interface DenySetEdit {
   done(): DenySet;
 }
 
+const W = DENY_ENTRY_BYTES;
+
+function checkWidth(e: Uint8Array): void {
+  if (e.length !== W) throw err('POLICY_BAD_ID', `a denylist entry is ${W} bytes, got ${e.length}`);
+}
+
+/** Binary search of `e` in `keys` (sorted, distinct, W bytes each): its index, or -1. */
+function search(keys: Buffer, e: Uint8Array): number {
+  if (e.length !== W) return -1;
+  let lo = 0, hi = keys.length / W - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    // Buffer.compare of keys[mid] with e, without making a subarray per step.
+    const c = keys.compare(e, 0, W, mid * W, mid * W + W);
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1; else hi = mid - 1;
+  }
+  return -1;
+}
+
+/** Sort the W-byte keys of `buf` and drop duplicates; returns `buf` itself when already canonical. */
+function canonical(buf: Buffer): Buffer {
+  const n = buf.length / W;
+  let sorted = true;
+  // buf.compare(target, tStart, tEnd, sStart, sEnd) is the sign of source − target: entry i must
+  // be above entry i − 1.
+  for (let i = 1; i < n && sorted; i++) if (buf.compare(buf, (i - 1) * W, i * W, i * W, (i + 1) * W) <= 0) sorted = false;
+  if (sorted) return buf;
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  order.sort((a, b) => buf.compare(buf, b * W, b * W + W, a * W, a * W + W));
+  const out = Buffer.allocUnsafeSlow(n * W);
+  let m = 0;
+  for (let i = 0; i < n; i++) {
+    const at = order[i] * W;
+    if (m > 0 && out.compare(buf, at, at + W, (m - 1) * W, m * W) === 0) continue;
+    buf.copy(out, m * W, at, at + W);
+    m++;
+  }
+  if (m === n) return out;
+  const exact = Buffer.allocUnsafeSlow(m * W);
+  out.copy(exact, 0, 0, m * W);
+  return exact;
+}
+
 /**
- * An immutable set of denylist entries (a policy's whole list after its deltas). Lookups take the
- * raw id: one BLAKE2b of 48 bytes and one hash-set probe per request.
+ * An immutable set of denylist entries (a policy's whole list after its deltas). SPEC.md §10.7.1:
+ * the entries are held as ONE buffer of 32-byte keys, sorted and distinct, built once when a state
+ * is made; a lookup is a binary search in it. A set costs its entries' bytes (32 per entry) and
+ * not a JS object per entry (a hex string in a Set cost about 100 bytes per entry). Lookups take
+ * the raw id: one BLAKE2b of 48 bytes and one binary search (about 20 compares for a million
+ * entries) per request.
  */
 export class DenySet {
-  private readonly set: ReadonlySet<string>;
+  /** size × 32 bytes: the entries, ascending (bytewise) and distinct. Never changed. */
+  private readonly keys: Buffer;
 
-  private constructor(set: ReadonlySet<string>, private readonly entryOf: (id: Uint8Array) => Buffer) { this.set = set; }
+  private constructor(keys: Buffer, private readonly entryOf: (id: Uint8Array) => Buffer) { this.keys = keys; }
 
-  static readonly EMPTY = new DenySet(new Set(), denyEntry);
+  static readonly EMPTY = new DenySet(Buffer.alloc(0), denyEntry);
 
-  /** A set of entries made with `entryOf` (denyEntry for denylists, allowEntry for allowlists). */
+  /**
+   * A set of entries made with `entryOf` (denyEntry for denylists, allowEntry for allowlists).
+   * Duplicates count once; an entry that is not 32 bytes is POLICY_BAD_ID.
+   */
   static of(entries: Iterable<Uint8Array>, entryOf: (id: Uint8Array) => Buffer = denyEntry): DenySet {
-    const s = new Set<string>();
-    for (const e of entries) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s, entryOf);
+    const list = Array.isArray(entries) ? entries as Uint8Array[] : [...entries];
+    // allocUnsafeSlow: a buffer of its own, never a slice of the shared pool that small
+    // allocations would keep alive.
+    const buf = Buffer.allocUnsafeSlow(list.length * W);
+    list.forEach((e, i) => { checkWidth(e); buf.set(e, i * W); });
+    return new DenySet(canonical(buf), entryOf);
   }
 
-  get size(): number { return this.set.size; }
+  get size(): number { return this.keys.length / W; }
 
   /** True when the raw share or manifest id is listed (denied, for a denylist). */
   deniesId(id: Uint8Array): boolean {
-    return this.set.size > 0 && this.set.has(this.entryOf(id).toString('hex'));
+    return this.keys.length > 0 && search(this.keys, this.entryOf(id)) >= 0;
   }
 
   /** True when the raw id is listed (allowed, for an allowlist). */
@@ -113,38 +169,64 @@ export class DenySet {
 
   /** True when the (already double-hashed) entry is listed. */
   hasEntry(entry: Uint8Array): boolean {
-    return this.set.has(Buffer.from(entry).toString('hex'));
+    return search(this.keys, entry) >= 0;
   }
 
   /** A new set with `add` entries added and `remove` entries removed. */
   apply(add: Iterable<Uint8Array>, remove: Iterable<Uint8Array>): DenySet {
-    const s = new Set(this.set);
-    for (const e of remove) s.delete(Buffer.from(e).toString('hex'));
-    for (const e of add) s.add(Buffer.from(e).toString('hex'));
-    return new DenySet(s, this.entryOf);
+    const e = this.edit();
+    for (const x of remove) e.remove(x);
+    for (const x of add) e.add(x);
+    return e.done();
   }
 
   /**
-   * A mutable copy (the one copy of the set) for applying a run of deltas (SPEC.md §10.4 step 5);
-   * `done()` hands it over as a new set without copying it (a change after that copies it again).
+   * A mutable copy for applying a run of deltas (SPEC.md §10.4 step 5): the changes are kept
+   * beside this set (entries added that it lacks, entries removed that it has), and `done()`
+   * merges them with it into a new packed set, once (a copy made with no change shares this one).
    */
   edit(): DenySetEdit {
-    let s = new Set(this.set);
-    let handedOver = false;
-    const writable = (): Set<string> => {
-      if (handedOver) { s = new Set(s); handedOver = false; }
-      return s;
+    const base = this.keys;
+    const added = new Set<string>();
+    const removed = new Set<string>();
+    const has = (e: Uint8Array): boolean => {
+      const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+      return added.has(h) || (!removed.has(h) && search(base, e) >= 0);
     };
     return {
-      hasEntry: (e) => s.has(Buffer.from(e).toString('hex')),
-      add: (e) => { writable().add(Buffer.from(e).toString('hex')); },
-      remove: (e) => { writable().delete(Buffer.from(e).toString('hex')); },
-      done: () => { handedOver = true; return new DenySet(s, this.entryOf); },
+      hasEntry: has,
+      add: (e) => {
+        checkWidth(e);
+        const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+        if (search(base, e) >= 0) removed.delete(h); else added.add(h);
+      },
+      remove: (e) => {
+        const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+        if (search(base, e) >= 0) removed.add(h); else added.delete(h);
+      },
+      done: () => {
+        if (added.size === 0 && removed.size === 0) return new DenySet(base, this.entryOf);
+        const plus = Buffer.from([...added].sort().join(''), 'hex');
+        const out = Buffer.allocUnsafeSlow(base.length - removed.size * W + plus.length);
+        let i = 0, j = 0, o = 0;
+        while (i < base.length || j < plus.length) {
+          // Merge of two ascending runs; an entry of `base` that was removed is skipped.
+          if (j >= plus.length || (i < base.length && base.compare(plus, j, j + W, i, i + W) < 0)) {
+            if (removed.size === 0 || !removed.has(base.toString('hex', i, i + W))) { base.copy(out, o, i, i + W); o += W; }
+            i += W;
+          } else {
+            plus.copy(out, o, j, j + W); o += W; j += W;
+          }
+        }
+        return new DenySet(out, this.entryOf);
+      },
     };
   }
 
-  /** Entries in ascending order (bytes). */
+  /** Entries in ascending order (bytes); copies, so that changing one leaves the set as it was. */
   entries(): Buffer[] {
-    return [...this.set].sort().map((h) => Buffer.from(h, 'hex'));
+    const out: Buffer[] = [];
+    for (let off = 0; off < this.keys.length; off += W) out.push(Buffer.from(this.keys.subarray(off, off + W)));
+    return out;
   }
 }
