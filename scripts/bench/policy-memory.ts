@@ -36,5 +36,6 @@ bundle = null;
 const after = used();
 const delta = after - before;
 const mib = (n: number): string => (n / 1048576).toFixed(1);
-console.log(`entries ${state.deny.size}, bundle ${mib(bytes)} MiB, held ${mib(delta)} MiB (heapUsed + external, bundle included), ratio ${(delta / bytes).toFixed(2)}x`);
+console.log(`entries ${state.deny.size}, bundle ${mib(bytes)} MiB; held ${mib(delta)} MiB of heapUsed + external with the bundle `
+  + `(${(delta / bytes).toFixed(2)}x its length), ${mib(delta - bytes)} MiB beyond it (${((delta - bytes) / bytes).toFixed(2)}x)`);
 state = null;

@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { allowEntry, DenySet, type DenySetEdit } from './denylist';
 import {
-  checkPolicySignature, checkPolicyWindow, encodePolicyContent, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
+  checkPolicySignature, checkPolicyWindow, encodePolicyContent, heldPolicyVersion, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
@@ -153,13 +153,17 @@ function applyDelta(w: Working, v: PolicyVersion, limits: BundleLimits): void {
   w.last = v;
 }
 
-/** The immutable state of `w`: its newest version's fields, its lists handed over (not copied). */
+/**
+ * The immutable state of `w`: its newest version's fields, its lists handed over (not copied).
+ * SPEC.md §10.7.1: the chain is kept as held versions, without their decoded entry lists (the
+ * packed deny and allow sets answer lookups; versions are served as their raw bytes).
+ */
 function finish(w: Working): PolicyState {
   const v = w.last, c = v.content;
   return {
     moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: v.validUntil,
     name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes,
-    deny: w.deny.done(), allow: w.allow.done(), approvals: w.approvals, chain: w.chain,
+    deny: w.deny.done(), allow: w.allow.done(), approvals: w.approvals, chain: w.chain.map(heldPolicyVersion),
   };
 }
 

@@ -402,6 +402,36 @@ export function verifyPolicyVersion(raw: Uint8Array, opts: { moderator?: string 
   return { moderator: fp, content, digest: doc.digest, validAfter: doc.validAfter, validUntil: doc.validUntil, raw: doc.raw } as PolicyVersion;
 }
 
+/** The lists of a version that a held one decodes again when read (see heldPolicyVersion). */
+const HELD_LISTS = ['denyAdd', 'denyRemove', 'allowAdd', 'allowRemove', 'approveRemove'] as const;
+const HELD = new WeakSet<PolicyVersion>();
+
+/**
+ * SPEC.md §10.7.1: the version `v` as a state holds it in its chain, without its decoded entry
+ * lists. Decoded, every 32-byte entry of a version is a Buffer object of its own (about 100 bytes
+ * of heap); a held state answers lookups from its packed lists (DenySet) and serves versions as
+ * their raw bytes, so it keeps only `raw` and the content's other fields. The lists stay readable:
+ * reading one decodes the version's content again from `raw` (already verified), and the result
+ * is not kept. Approvals are kept as decoded: the state's approval map holds them anyway.
+ */
+export function heldPolicyVersion(v: PolicyVersion): PolicyVersion {
+  // A version already held is returned as it is: spreading its content would run the getters,
+  // decoding it again at every update of the state that holds it.
+  if (HELD.has(v)) return v;
+  const content = { ...v.content };
+  const raw = v.raw; // the getters keep only the bytes, never the decoded `v`
+  for (const k of HELD_LISTS) {
+    delete (content as Partial<PolicyContent>)[k];
+    Object.defineProperty(content, k, {
+      enumerable: true,
+      get: () => decodePolicyContent(openPolicyEnvelope(raw).content)[k],
+    });
+  }
+  const held = { ...v, content };
+  HELD.add(held);
+  return held;
+}
+
 /**
  * The moderator and `seq` a version claims, read without checking its signature or decoding its
  * lists (the envelope's framing and the content's fields are skipped over, not copied); null when
