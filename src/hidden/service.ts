@@ -377,22 +377,33 @@ export class HiddenService {
     this.event('intro_rotated');
   }
 
+  /**
+   * SPEC.md §9.21.5 step 3: a rendezvous circuit is held (counted toward MAX_RENDEZVOUS_CIRCUITS)
+   * only while it is open. One that closed as its build ended (a DESTROY read with its last
+   * EXTENDED2, which the rendezvous point the client chose can send at will) would never emit the
+   * close that frees its place, so it is dropped here, before RENDEZVOUS1; so is one on any
+   * failure below, rather than left open and uncounted.
+   */
   private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {
+    let circ: ClientCircuit | null = null;
     try {
-      const { circ } = await this.buildRendezvous(rp);
-      if (this.closed) { circ.destroy(); return; }
+      ({ circ } = await this.buildRendezvous(rp));
+      if (this.closed) { keys.fill(0); circ.destroy(); return; }
+      if (!circ.isOpen) throw err('CIRCUIT_DESTROYED', 'the rendezvous circuit closed as its build ended');
+      const c = circ;
       const held: Rendezvous = { streams: 0, idle: null };
-      circ.sendControl(RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply }));
-      circ.attachServiceEnd(keys, (inc) => { this.streamOpened(circ, held, inc); this.o.onStream(inc); });
-      this.rendezvous.set(circ, held);
-      circ.once('close', () => {
+      this.rendezvous.set(c, held);
+      c.once('close', () => {
         if (held.idle) clearTimeout(held.idle);
-        this.rendezvous.delete(circ);
+        this.rendezvous.delete(c);
       });
-      this.idleLater(circ, held);
+      c.sendControl(RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply }));
+      c.attachServiceEnd(keys, (inc) => { this.streamOpened(c, held, inc); this.o.onStream(inc); });
+      this.idleLater(c, held);
       this.event('rendezvous');
     } catch (e) {
       keys.fill(0);
+      circ?.destroy();
       this.event(errorCode(e));
       this.log.debug({ code: errorCode(e) }, 'rendezvous circuit failed');
     }

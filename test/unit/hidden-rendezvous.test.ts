@@ -361,6 +361,8 @@ function nodeHarness(o: {
   introReplayMax?: number; publish?: (d: Buffer) => Promise<void>; fail?: () => boolean; introPoints?: number; introRotation?: HiddenServiceOptions['introRotation'];
   /** Holds a build back until the promise it returns resolves (the circuit exists only then). */
   hold?: () => Promise<void> | null;
+  /** Sees each circuit as its build resolves (a test may close it there, as a DESTROY read with the last EXTENDED2 would). */
+  built?: (c: FakeNodeCircuit) => void;
 } = {}) {
   const identity = ed25519Generate();
   const relays = Array.from({ length: 8 }, () => consensusRelay());
@@ -374,6 +376,7 @@ function nodeHarness(o: {
       const made = () => {
         const circ = new FakeNodeCircuit(b.storageNode);
         circuits.push(circ);
+        o.built?.(circ);
         return { circ };
       };
       const held = o.hold?.();
@@ -674,6 +677,22 @@ describe('the hidden node\'s rendezvous circuits are bounded (SPEC.md §9.21.5 s
     h.introduce(ip, h.relays[7]);
     await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(257));
     expect(h.hs.rendezvousCircuits).toBe(256);
+    h.hs.close();
+  });
+  it('a rendezvous circuit already closed when its build resolves holds no place: no RENDEZVOUS1, nothing held, the 256 not used up', async () => {
+    let dead = false;
+    const h = nodeHarness({ built: (c) => { if (dead) c.destroy(); } });
+    await h.hs.start();
+    dead = true;
+    const ip = h.intros()[0];
+    const before = h.builds.n;
+    for (let i = 0; i < 3; i++) h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.builds.n - before).toBe(3));
+    await new Promise((r) => setImmediate(r));
+    expect(h.hs.rendezvousCircuits).toBe(0);
+    expect(h.rendezvous()).toHaveLength(0);
+    expect(h.hs.counts.get('CIRCUIT_DESTROYED')).toBe(3);
+    expect(h.hs.counts.get('rendezvous')).toBeUndefined();
     h.hs.close();
   });
   it('a rendezvous circuit with no open stream is closed after 60 s: from joining, or from its last stream closing', async () => {
