@@ -46,3 +46,30 @@ export class IntroReplayCache {
   /** No room left: every further INTRODUCE2 under this key is refused (the node replaces the key). */
   get full(): boolean { return this.seen.size >= this.max; }
 }
+
+/** SPEC.md §9.21.5 step 3: how long the node refuses a rendezvous cookie it has served (Tor's REND_REPLAY_TIME_INTERVAL). */
+export const COOKIE_REPLAY_MS = 5 * 60_000;
+/** SPEC.md §9.21.5 step 3: cookies remembered at once; past it the oldest is forgotten first. */
+export const COOKIE_REPLAY_MAX = 65_536;
+
+/**
+ * SPEC.md §9.21.5 step 3: the node's rendezvous cookies of the last COOKIE_REPLAY_MS, across all
+ * its introduction points (as Tor's replay_cache_rend_cookie). A client may seal one cookie afresh
+ * for each introduction point, so the per-key cache of bodies does not see the repeat; without
+ * this the node would build a rendezvous circuit to the same point for each.
+ */
+export class CookieReplayCache {
+  /** Cookie (hex) → when it was served (clock ms); oldest first. */
+  private readonly seen = new Map<string, number>();
+  constructor(private readonly clock: () => number, private readonly ttlMs = COOKIE_REPLAY_MS, private readonly max = COOKIE_REPLAY_MAX) {}
+  /** Throws HIDDEN_INTRO_REPLAY on a cookie served within ttlMs; else remembers it. */
+  check(cookie: Uint8Array): void {
+    const now = this.clock();
+    for (const [k, at] of this.seen) { if (now - at < this.ttlMs) break; this.seen.delete(k); }
+    const k = Buffer.from(cookie).toString('hex');
+    if (this.seen.has(k)) throw err('HIDDEN_INTRO_REPLAY', 'an introduction with this rendezvous cookie was served in the last 5 minutes');
+    this.seen.set(k, now);
+    if (this.seen.size > this.max) this.seen.delete(this.seen.keys().next().value!);
+  }
+  get size(): number { return this.seen.size; }
+}

@@ -19,7 +19,7 @@ import type { ClientCircuit } from '../client/client-circuit';
 import { isRunningValid, canBeHop } from '../client/weighting';
 import { silentLogger, type Logger } from '../ops/log';
 import { makeHsDescriptor } from './descriptor';
-import { IntroReplayCache, openIntroduce } from './introduce';
+import { CookieReplayCache, IntroReplayCache, openIntroduce } from './introduce';
 
 export const DEFAULT_INTRO_POINTS = 3;
 const WAIT_MS = 30_000;
@@ -101,6 +101,8 @@ export interface HiddenServiceOptions {
   onEvent?: (code: string) => void;
   log?: Logger;
   now?: () => number;
+  /** A monotonic clock (ms) for the rendezvous-cookie replay cache (SPEC.md §9.21.5 step 3); default performance.now. */
+  clock?: () => number;
 }
 
 export class HiddenService {
@@ -109,6 +111,8 @@ export class HiddenService {
   private readonly retiring: Intro[] = [];
   private readonly rotation: IntroRotation;
   private readonly rendezvous = new Map<ClientCircuit, Rendezvous>();
+  /** SPEC.md §9.21.5 step 3: rendezvous cookies served in the last 5 minutes, across introduction points. */
+  private readonly cookies: CookieReplayCache;
   /** Rendezvous circuits being built (they count toward MAX_RENDEZVOUS_CIRCUITS). */
   private meeting = 0;
   private readonly log: Logger;
@@ -128,6 +132,7 @@ export class HiddenService {
   constructor(private readonly o: HiddenServiceOptions) {
     this.log = o.log ?? silentLogger;
     this.now = o.now ?? Date.now;
+    this.cookies = new CookieReplayCache(o.clock ?? (() => performance.now()));
     const r = o.introRotation ?? {};
     const d = DEFAULT_INTRO_ROTATION;
     this.rotation = { lifetimeMs: r.lifetimeMs ?? d.lifetimeMs, introductions: r.introductions ?? d.introductions, retireMs: r.retireMs ?? d.retireMs };
@@ -309,6 +314,8 @@ export class HiddenService {
       const p = openIntroduce(m, intro.enc);
       intro.replay.check(data);
       intro.introductions++;
+      // Tor's order: the cookie is checked (and remembered) right after the body, before the rendezvous point.
+      this.cookies.check(p.cookie);
       const rpId = p.rpLinkSpecifiers.find((s) => s.type === 'ed25519');
       const rp = (this.o.relays() ?? []).find((r) => rpId && rpId.type === 'ed25519' && r.identity.equals(rpId.id));
       if (!rp || !isRunningValid(rp) || !canBeHop(rp)) throw err('HIDDEN_RP_UNKNOWN', 'the rendezvous point is not a running relay of the consensus');

@@ -363,6 +363,8 @@ function nodeHarness(o: {
   hold?: () => Promise<void> | null;
   /** Sees each circuit as its build resolves (a test may close it there, as a DESTROY read with the last EXTENDED2 would). */
   built?: (c: FakeNodeCircuit) => void;
+  /** The node's monotonic clock (ms). */
+  clock?: () => number;
 } = {}) {
   const identity = ed25519Generate();
   const relays = Array.from({ length: 8 }, () => consensusRelay());
@@ -386,7 +388,7 @@ function nodeHarness(o: {
   const hs = new HiddenService({
     identity, ntorKey: x25519Generate(), relays: () => relays, builder, onStream: () => {}, now: () => NOW,
     publish: (d) => { published.push(d); return o.publish ? o.publish(d) : Promise.resolve(); },
-    introReplayMax: o.introReplayMax, introPoints: o.introPoints, introRotation: o.introRotation,
+    introReplayMax: o.introReplayMax, introPoints: o.introPoints, introRotation: o.introRotation, clock: o.clock,
   });
   const intros = () => circuits.filter((c) => c.isOpen && c.authKey);
   /** The introduction points of the last descriptor published. */
@@ -395,12 +397,12 @@ function nodeHarness(o: {
    * A validly sealed INTRODUCE2 on `c`, naming a rendezvous point nobody lists, or `rp` (one of
    * `relays`) with a client's genuine ntor handshake for the node.
    */
-  const introduce = (c: FakeNodeCircuit, rp?: ConsensusRelay) => {
+  const introduce = (c: FakeNodeCircuit, rp?: ConsensusRelay, cookie = randomBytes(20)) => {
     const inner = openHsDescriptor(published[published.length - 1], identity.publicKey, NOW).inner;
     const ip = inner.intros.find((i) => i.authKey.equals(c.authKey!))!;
     const onionskin = rp ? ntorClientCreate({ id: identity.publicKey, onionKey: inner.ntorKey, protoid: relayCryptoHandshake('tor1').protoid }).onionskin : randomBytes(96);
     const body = encodeIntroduce(sealIntroduce(ip.authKey, ip.encKey, {
-      cookie: randomBytes(20), rpLinkSpecifiers: [{ type: 'ipv4', addr: '10.9.9.9', port: 9001 }, { type: 'ed25519', id: rp ? rp.identity : randomBytes(32) }], rpOnionKey: randomBytes(32), onionskin,
+      cookie, rpLinkSpecifiers: [{ type: 'ipv4', addr: '10.9.9.9', port: 9001 }, { type: 'ed25519', id: rp ? rp.identity : randomBytes(32) }], rpOnionKey: randomBytes(32), onionskin,
     }));
     c.onControl!(RelayCommand.INTRODUCE2, body);
   };
@@ -677,6 +679,27 @@ describe('the hidden node\'s rendezvous circuits are bounded (SPEC.md §9.21.5 s
     h.introduce(ip, h.relays[7]);
     await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(257));
     expect(h.hs.rendezvousCircuits).toBe(256);
+    h.hs.close();
+  });
+  it('one rendezvous cookie is served once in 5 minutes, whatever introduction point or sealing it comes in (Tor\'s rendezvous-cookie replay cache)', async () => {
+    let t = 0;
+    const h = nodeHarness({ clock: () => t });
+    await h.hs.start();
+    const [a, b] = h.intros();
+    const cookie = randomBytes(20);
+    const before = h.builds.n;
+    h.introduce(a, h.relays[7], cookie);
+    h.introduce(b, h.relays[7], cookie); // sealed afresh: another body, the same cookie
+    h.introduce(a, h.relays[7], cookie);
+    await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(1));
+    expect(h.builds.n - before).toBe(1);
+    expect(h.hs.counts.get('HIDDEN_INTRO_REPLAY')).toBe(2);
+    t = 5 * 60_000 - 1;
+    h.introduce(b, h.relays[7], cookie);
+    expect(h.hs.counts.get('HIDDEN_INTRO_REPLAY')).toBe(3);
+    t = 5 * 60_000;
+    h.introduce(b, h.relays[7], cookie);
+    await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(2));
     h.hs.close();
   });
   it('a rendezvous circuit already closed when its build resolves holds no place: no RENDEZVOUS1, nothing held, the 256 not used up', async () => {
