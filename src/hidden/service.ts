@@ -266,6 +266,10 @@ export class HiddenService {
     circ.off('close', onEarlyClose);
     // The node closed while this point was being established: close() never saw this circuit.
     if (this.closed) { circ.destroy(); return; }
+    // SPEC.md §9.21.4: a circuit that closed as INTRO_ESTABLISHED came (a DESTROY read with it)
+    // would never emit the close that replaces it, and would be described while dead; it is a
+    // failed try, like one that closed before.
+    if (!circ.isOpen) throw err('HIDDEN_NO_INTRO', 'the introduction circuit closed as it was established');
     this.intros.push(intro);
     // SPEC.md §9.21.4 "Rotation": a monotonic timer, so a step of the wall clock rotates nothing.
     intro.timer = setTimeout(() => { intro.timer = null; this.rotate(intro); }, uniformInt(this.rotation.lifetimeMs)).unref();

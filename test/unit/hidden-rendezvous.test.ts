@@ -429,6 +429,28 @@ describe('the hidden node keeps its introduction points up (SPEC.md §9.21.4, §
     expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
     h.hs.close();
   });
+  it('an introduction circuit closed as its INTRO_ESTABLISHED came is not kept: another point is established and only open ones are described', async () => {
+    let first = true;
+    const h = nodeHarness({
+      built: (c) => {
+        if (!first) return;
+        first = false;
+        // INTRO_ESTABLISHED and a DESTROY read together: the circuit is closed before the node goes on.
+        c.sendControl = function (command: number, data: Uint8Array) {
+          this.sent.push({ command, data: Buffer.from(data) });
+          void Promise.resolve().then(() => { this.onControl?.(RelayCommand.INTRO_ESTABLISHED, Buffer.alloc(0)); this.destroy(); });
+        };
+      },
+    });
+    await h.hs.start();
+    expect(h.circuits[0].isOpen).toBe(false);
+    expect(h.hs.introductionPoints).toHaveLength(3);
+    expect(h.intros()).toHaveLength(3);
+    const keys = h.described().map((i) => i.authKey.toString('hex'));
+    expect(keys).not.toContain(h.circuits[0].authKey!.toString('hex'));
+    expect(new Set(keys)).toEqual(new Set(h.intros().map((c) => c.authKey!.toString('hex'))));
+    h.hs.close();
+  });
   it('an introduction point lost while a publication is under way is replaced, and a new descriptor published, once that one ends', async () => {
     const gate: { open?: () => void } = {};
     const h = nodeHarness({ publish: () => (gate.open ? Promise.resolve() : new Promise<void>((r) => { gate.open = r; })) });
