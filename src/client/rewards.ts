@@ -25,6 +25,45 @@ import {
  */
 export const REWARD_PAGE_TIMEOUT_MS = 45_000;
 
+/**
+ * SPEC.md §8.7.5: how long one read of the chain from one source (all its pages; for an authority,
+ * the pages of one other authority in a catch-up) may take. The page fill rule bounds the number of
+ * pages by the chain's size, not the time: a source answering every page just within
+ * REWARD_PAGE_TIMEOUT_MS would otherwise hold the reader for as long as it likes.
+ */
+export const REWARD_READ_DEADLINE_MS = 600_000;
+
+/** A read's deadline: a signal aborted once `ms` have passed (its timer keeps no process alive). */
+export function rewardReadSignal(ms = REWARD_READ_DEADLINE_MS): AbortSignal {
+  return AbortSignal.timeout(ms);
+}
+
+/**
+ * SPEC.md §8.7.5: one page of a read: `get` is given a signal aborted at the page deadline
+ * (`pageMs`, the whole request including its body, not an idle time) or at the read's (`read`),
+ * whichever comes first, and the page ends then with REWARD_FETCH_TIMEOUT whether or not `get`
+ * heeds the signal. Both deadlines are AbortSignal.timeout timers, which keep no process alive.
+ */
+export async function rewardPage<T>(source: string, read: AbortSignal, pageMs: number, get: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const page = AbortSignal.timeout(pageMs);
+  const signal = AbortSignal.any([read, page]);
+  const timedOut = () => (read.aborted
+    ? err('REWARD_FETCH_TIMEOUT', `${source}: the reward chain read passed its deadline`, { deadline: 'read' })
+    : err('REWARD_FETCH_TIMEOUT', `${source}: no whole page in ${pageMs} ms`, { deadline: 'page', pageMs }));
+  if (signal.aborted) throw timedOut();
+  let onAbort = (): void => {};
+  const aborted = new Promise<never>((_, reject) => { onAbort = () => reject(timedOut()); });
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await Promise.race([get(signal), aborted]);
+  } catch (e) {
+    if (signal.aborted) throw timedOut();
+    throw e;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
 export interface FetchRewardChainOptions {
   /** The configured authorities (N = their number; the threshold is floor(N/2)+1). */
   authorities: readonly AuthorityInfo[];
@@ -38,8 +77,10 @@ export interface FetchRewardChainOptions {
   /** Declared in the fetcher header of direct requests (SPEC.md §6.10.1). */
   fetcher?: Fetcher;
   skewMs?: number;
-  /** Per page (one request); default REWARD_PAGE_TIMEOUT_MS. */
+  /** Per page (one request, its body included); default REWARD_PAGE_TIMEOUT_MS. */
   timeoutMs?: number;
+  /** SPEC.md §8.7.5: per read from one source (all its pages); default REWARD_READ_DEADLINE_MS. */
+  deadlineMs?: number;
   schedule?: IssuanceSchedule;
   /** SPEC.md §8.7.5: the page byte limit the sources fill pages to (tests); default REWARD_PAGE_BYTES. */
   pageBytes?: number;
@@ -48,7 +89,7 @@ export interface FetchRewardChainOptions {
 /** A source reached some other way than a direct URL: a label and a GET of a path with its query. */
 export interface RewardSource {
   label: string;
-  get(pathAndQuery: string, o: { maxBytes: number; timeoutMs?: number }): Promise<HttpResponse>;
+  get(pathAndQuery: string, o: { maxBytes: number; timeoutMs?: number; signal?: AbortSignal }): Promise<HttpResponse>;
 }
 
 /** One verified block, without its body bytes. */
@@ -77,15 +118,19 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
   const sources = given.map((s) => (typeof s === 'string' ? directSource(s, o.fetcher) : s));
   const failures: RewardChainResult['failures'] = [];
   let got: { acc: ChainAccumulator; source: string } | null = null;
+  // SPEC §8.7.5: the blocks verified from a source whose read passed a deadline; the next source goes on from them.
+  let partial: ChainAccumulator | null = null;
   for (const src of sources) {
     const source = src.label;
     if (!got) {
-      const acc = newAccumulator(o);
+      const acc: ChainAccumulator = partial ?? newAccumulator(o);
       try {
         await fetchFrom(src, o, acc);
         got = { acc, source };
       } catch (e) {
         failures.push({ source, code: errorCode(e), reason: (e as Error).message });
+        // Every block in `acc` passed the checks of §8.7.3 (a block is applied only once it passed).
+        if (acc.blocks.length > 0 && (acc === partial || errorCode(e) === 'REWARD_FETCH_TIMEOUT')) partial = acc;
       }
       continue;
     }
@@ -125,9 +170,13 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
   const schedule = o.schedule ?? DEFAULT_SCHEDULE;
   // SPEC §8.7.5: the previous page, when it stopped short of the source's chain length.
   let last: { bytes: number; certificates: readonly Uint8Array[] } | null = null;
+  // SPEC §8.7.5: the read's deadline and each page's; past either, REWARD_FETCH_TIMEOUT.
+  const read = rewardReadSignal(o.deadlineMs);
+  const pageMs = o.timeoutMs ?? REWARD_PAGE_TIMEOUT_MS;
   for (;;) {
     const from = state.height + 1;
-    const r = await src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: o.timeoutMs ?? REWARD_PAGE_TIMEOUT_MS });
+    // The source's own timeout is a backstop only: the page's signal ends the request first.
+    const r = await rewardPage(source, read, pageMs, (signal) => src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: pageMs + 1000, signal }));
     if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${source}: ${errorBodyReason(r)}`, { status: r.status });
     // SPEC §8.7.4: the layout only; each block is split, its header checked against the tip, and
     // its body decoded only then, so a bundle of 64 MiB behind a bad first block costs nothing.

@@ -1,0 +1,111 @@
+// SPEC.md §8.7.5: a read of the reward chain has two deadlines: each page (the whole request, its
+// body included, not an idle time) and the whole read from one source (all its pages). Past either
+// the read from that source ends with REWARD_FETCH_TIMEOUT, the next source is tried, and the
+// blocks verified so far are kept. Real HTTP servers on 127.0.0.1 answer slowly.
+import { afterAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { ed25519FromSeed } from '../../src/crypto/primitives';
+import { makeKeyCertificate } from '../../src/dir/certificate';
+import { PATHS } from '../../src/dir/fetch';
+import type { AuthorityInfo } from '../../src/dir/authorities';
+import { encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip } from '../../src/bandwidth/reward-chain';
+import { fetchRewardChain } from '../../src/client/rewards';
+
+const P = 60;
+const NOW = Date.now();
+const E0 = Math.floor(NOW / (P * 1000)) - 100;
+const ids = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 140 + i)));
+const sks = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 150 + i)));
+const certs = ids.map((id, i) => makeKeyCertificate(id, sks[i].publicKey, NOW - 86_400_000, NOW + 86_400_000));
+const fp = (n: number) => n.toString(16).padStart(64, '0');
+
+function chain(n: number): Buffer[] {
+  const out: Buffer[] = [];
+  let tip: ChainTip | null = null;
+  for (let h = 0; h < n; h++) {
+    const { block, body, hash } = nextRewardBlock(tip, E0 + h, new Map([[fp(1), 1 + h], [fp(2), 2]]));
+    out.push(encodeSignedRewardBlock(body, [0, 1, 2].map((i) => signRewardBlock(body, ids[i].publicKey, sks[i]))));
+    tip = { height: block.height, hash, epoch: block.epoch };
+  }
+  return out;
+}
+
+const authorities: AuthorityInfo[] = ids.map((k, i) => ({
+  name: `a${i}`, identity: k.publicKey, fingerprint: k.publicKey.toString('hex'), host: '127.0.0.1', port: 9 + i, url: `http://127.0.0.1:${9 + i}`,
+}));
+
+const servers: http.Server[] = [];
+afterAll(async () => {
+  for (const s of servers) await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
+});
+
+/** A server of GET /bitcloud/rewards?from=H; `answer` writes the response. Returns its URL and the heights asked. */
+async function serve(answer: (from: number, res: http.ServerResponse) => void): Promise<{ url: string; asked: number[] }> {
+  const asked: number[] = [];
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
+    const from = Number(url.searchParams.get('from') ?? 0);
+    asked.push(from);
+    answer(from, res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  servers.push(server);
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, asked };
+}
+
+/** One block a page (the page limit of the read is 1 byte, so each such page is full), after `delayMs`. */
+function pages(blocks: Buffer[], delayMs: number) {
+  return (from: number, res: http.ServerResponse) => {
+    const body = encodeRewardChainBundle(blocks.length, certs, blocks.slice(from, from + 1));
+    const t = setTimeout(() => { res.writeHead(200, { 'content-length': body.length }); res.end(body); }, delayMs);
+    res.on('close', () => clearTimeout(t));
+  };
+}
+
+describe('reward chain read deadlines (SPEC.md §8.7.5)', () => {
+  it('a page whose body trickles in ends at the page deadline: REWARD_FETCH_TIMEOUT', { timeout: 4000 }, async () => {
+    const blocks = chain(2);
+    const body = encodeRewardChainBundle(blocks.length, certs, blocks);
+    // Headers at once, then one byte every 50 ms: never idle, never whole within 300 ms.
+    const slow = await serve((_from, res) => {
+      res.writeHead(200, { 'content-length': body.length });
+      let i = 0;
+      const t = setInterval(() => { if (i < body.length) res.write(body.subarray(i, ++i)); }, 50);
+      res.on('close', () => clearInterval(t));
+    });
+    const t0 = performance.now();
+    await expect(fetchRewardChain({ authorities, periodSeconds: P, sources: [slow.url], timeoutMs: 300, deadlineMs: 60_000, pageBytes: 1 }))
+      .rejects.toMatchObject({ code: 'REWARD_FETCH_TIMEOUT' });
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('pages each within the page deadline end at the read deadline: REWARD_FETCH_TIMEOUT', { timeout: 4000 }, async () => {
+    const blocks = chain(40);
+    // 40 pages of 150 ms each would take 6 s; the read is given 1 s.
+    const slow = await serve(pages(blocks, 150));
+    const t0 = performance.now();
+    await expect(fetchRewardChain({ authorities, periodSeconds: P, sources: [slow.url], timeoutMs: 300, deadlineMs: 1000, pageBytes: 1 }))
+      .rejects.toMatchObject({ code: 'REWARD_FETCH_TIMEOUT' });
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(slow.asked.length).toBeGreaterThan(1);
+    expect(slow.asked.length).toBeLessThan(40);
+  });
+
+  it('the next source goes on from the blocks verified before the deadline', { timeout: 4000 }, async () => {
+    const blocks = chain(40);
+    const slow = await serve(pages(blocks, 150));
+    const fast = await serve((from, res) => {
+      const body = encodeRewardChainBundle(blocks.length, certs, blocks.slice(from));
+      res.writeHead(200, { 'content-length': body.length });
+      res.end(body);
+    });
+    const r = await fetchRewardChain({ authorities, periodSeconds: P, sources: [slow.url, fast.url], timeoutMs: 300, deadlineMs: 1000, pageBytes: 1 });
+    expect(r.state.height).toBe(39);
+    expect(r.blocks.map((b) => b.block.height)).toEqual(blocks.map((_, h) => h));
+    expect(r.failures).toEqual([expect.objectContaining({ source: slow.url, code: 'REWARD_FETCH_TIMEOUT' })]);
+    // The fast source was asked only for what the slow one had not given: from the page the deadline cut.
+    expect(slow.asked.length).toBeGreaterThan(1);
+    expect(fast.asked).toEqual([slow.asked.at(-1)]);
+  });
+});
