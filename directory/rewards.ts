@@ -21,6 +21,7 @@ import type { Logger } from '../src/ops/log';
 import { prom, type Registry } from '../src/ops/metrics';
 import { verifyKeyCertificate } from '../src/dir/certificate';
 import { httpRequest, PATHS } from '../src/dir/fetch';
+import { rewardPage, rewardReadSignal } from '../src/client/rewards';
 import { majorityOf, type AuthorityInfo } from '../src/dir/authorities';
 import { certifiedRewardAuthorities, pageCertificates, type CertifiedRewardAuthorities } from '../src/dir/reward-authorities';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -68,6 +69,8 @@ export interface RewardLedgerOptions {
   registry?: Registry;
   schedule?: IssuanceSchedule;
   fetchTimeoutMs?: number;
+  /** SPEC.md §8.7.5: how long a catch-up reads from one other authority (all its pages); default REWARD_READ_DEADLINE_MS. */
+  readDeadlineMs?: number;
   /** How long a non-proposer waits for the proposer's block (SPEC §8.11.3); default max(1 s, P/2). */
   proposerWaitMs?: number;
   /** SPEC.md §8.7.5: the page byte limit, served and checked in catch-up (tests); default REWARD_PAGE_BYTES. */
@@ -889,16 +892,23 @@ export class RewardLedger {
     try {
       for (const a of shuffle(this.o.authorities.filter((x) => x.fingerprint !== this.self))) {
         let last: { bytes: number; certificates: readonly Uint8Array[] } | null = null;
+        // SPEC §8.7.5: the pages from one authority together get the read deadline, each page its
+        // fetch timeout (the whole request, body included); past either the blocks appended so far
+        // stay and the next authority is read.
+        const read = rewardReadSignal(this.o.readDeadlineMs);
+        const pageMs = this.timeout();
         for (let pages = 0; pages < 10_000 && !this.closed; pages++) {
           const from = this.state.height + 1;
           let bundle: RawRewardChainBundle;
           try {
-            const r = await httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: this.timeout() });
+            const r = await rewardPage(a.name, read, pageMs, (signal) => httpRequest(`${a.url}${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: pageMs + 1000, signal }));
             if (r.status !== 200 || this.closed) break;
             // SPEC §8.7.4: the layout only; each block is split, checked and decoded when its turn comes.
             bundle = splitRewardChainBundle(r.body);
           } catch (e) {
-            this.o.log.debug({ from: a.name, code: errorCode(e) }, 'reward chain fetch failed');
+            const code = errorCode(e);
+            if (code === 'REWARD_FETCH_TIMEOUT') this.o.log.warn({ from: a.name, height: from, code, err: (e as Error).message }, 'reward chain read from another authority cut at its deadline');
+            else this.o.log.debug({ from: a.name, code }, 'reward chain fetch failed');
             break;
           }
           if (bundle.blocks.length === 0 || this.state.height + 1 !== from) break;

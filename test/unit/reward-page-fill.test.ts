@@ -57,14 +57,14 @@ function authorities(urls: string[] = []): AuthorityInfo[] {
 }
 
 /** An authority's ledger that loaded `blocks` from its data folder. */
-function ledgerWith(name: string, blocks: Buffer[], pageBytes: number, auths = authorities(), now?: () => number, log = pino({ level: 'silent' })): RewardLedger {
+function ledgerWith(name: string, blocks: Buffer[], pageBytes: number, auths = authorities(), now?: () => number, log = pino({ level: 'silent' }), extra: { readDeadlineMs?: number } = {}): RewardLedger {
   const dir = path.join(root, name);
   fs.mkdirSync(path.join(dir, 'rewards', 'blocks'), { recursive: true });
   fs.mkdirSync(path.join(dir, 'rewards', 'certs'), { recursive: true });
   blocks.forEach((b, h) => fs.writeFileSync(path.join(dir, 'rewards', 'blocks', blockFileName(h)), b));
   certs.forEach((c, i) => fs.writeFileSync(path.join(dir, 'rewards', 'certs', certificateFileName(ids[i].publicKey.toString('hex'), sks[i].publicKey.toString('hex'), c)), c));
   const ledger = new RewardLedger({
-    dataDir: dir, signer: signers[0], authorities: auths, periodSeconds: P, skewMs: 60_000, log, fetchTimeoutMs: 2000, proposerWaitMs: 0, pageBytes, ...(now ? { now } : {}),
+    dataDir: dir, signer: signers[0], authorities: auths, periodSeconds: P, skewMs: 60_000, log, fetchTimeoutMs: 2000, proposerWaitMs: 0, pageBytes, ...(now ? { now } : {}), ...extra,
   });
   ledger.load();
   closers.push(() => ledger.close());
@@ -151,6 +151,36 @@ describe('reward chain pages (SPEC §8.7.5)', () => {
     behind.tick();
     await behind.whenIdle();
     expect(behind.height).toBe(149);
+  });
+
+  it('catch-up from an authority whose pages each come in time ends at the read deadline, and keeps the blocks appended', { timeout: 5000 }, async () => {
+    const few = blocks.slice(0, 40);
+    // One block a page (a full page under the 1-byte limit), each after 150 ms: 40 pages take 6 s.
+    const asked: number[] = [];
+    const server = http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
+      const from = Number(url.searchParams.get('from') ?? 0);
+      asked.push(from);
+      const b = encodeRewardChainBundle(few.length, certs, few.slice(from, from + 1));
+      const t = setTimeout(() => { res.writeHead(200, { 'content-length': b.length }); res.end(b); }, 150);
+      res.on('close', () => clearTimeout(t));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    closers.push(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const lines: { code?: string; msg?: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l) as { code?: string; msg?: string }); } });
+    const behind = ledgerWith('slow-pages', [], 1, authorities(['http://127.0.0.1:9', url]), undefined, log, { readDeadlineMs: 1000 });
+    const t0 = performance.now();
+    behind.tick();
+    await behind.whenIdle();
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(asked.length).toBeGreaterThan(1);
+    expect(asked.length).toBeLessThan(few.length);
+    // The blocks appended before the deadline stay.
+    expect(behind.height).toBe(asked.length - 2);
+    expect(lines.some((l) => l.code === 'REWARD_FETCH_TIMEOUT')).toBe(true);
   });
 
   it('a stored block that cannot be read is answered 503 INTERNAL, not a page cut short that the reader blames on the source', async () => {
