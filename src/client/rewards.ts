@@ -3,7 +3,7 @@
 // a chain refused from one is reported and the next is tried. The threshold is more than half of
 // the CONFIGURED authorities, whatever a source says; signatures count only through key
 // certificates (src/dir/reward-authorities.ts), windows checked against the consensus period P.
-import { err, errorCode, isErrorCode, layerOf } from '../errors';
+import { err, errorCode, isErrorCode, kindOf, layerOf } from '../errors';
 import { majorityOf, type AuthorityInfo } from '../dir/authorities';
 import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type HttpResponse } from '../dir/fetch';
 import { RewardCertificateSet, pageCertificates } from '../dir/reward-authorities';
@@ -18,8 +18,8 @@ import {
 } from '../wire/reward-block';
 
 /**
- * SPEC.md §8.7.5: how long the client gives one page of the chain (one `GET /bitcloud/rewards?from=H`)
- * unless told otherwise: above a relay mirror's 30 s deadline for one fetch, so the mirror's 504
+ * SPEC.md §8.7.5: how long the client gives one page of the chain (one `GET /bitcloud/rewards?from=H`,
+ * the whole request with its body, not an idle time) unless told otherwise: above a relay mirror's 30 s deadline for one fetch, so the mirror's 504
  * REWARD_FETCH_TIMEOUT reaches the client rather than the client giving up at the same moment, and
  * below the dir port's 60 s idle timeout (§6.10).
  */
@@ -111,7 +111,8 @@ export interface RewardChainResult {
 /**
  * Fetch and verify the reward chain. Resolves with the first chain that verifies completely;
  * when every source fails, rejects with the code of the first verification failure (REWARD_*),
- * or of the first transfer failure (DIR_FETCH_FAILED…) when no chain was received at all.
+ * else REWARD_FETCH_TIMEOUT when a read passed a deadline (SPEC.md §8.7.5), else the first
+ * transfer failure (DIR_FETCH_FAILED…).
  */
 export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<RewardChainResult> {
   const given = o.sources?.length ? [...o.sources] : shuffle(o.authorities.map((a) => a.url));
@@ -145,7 +146,9 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
     }
   }
   if (got) return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
-  const first = failures.find((f) => isErrorCode(f.code) && layerOf(f.code) === 'REWARD') ?? failures[0];
+  // A read cut at a deadline (REWARD_FETCH_TIMEOUT, SPEC §8.7.5) is a transfer failure, not a verification one.
+  const first = failures.find((f) => isErrorCode(f.code) && layerOf(f.code) === 'REWARD' && kindOf(f.code) !== 'timeout')
+    ?? failures.find((f) => f.code === 'REWARD_FETCH_TIMEOUT') ?? failures[0];
   const list = failures.map((f) => `${f.source}: ${f.reason}`).join('; ');
   throw err(first && isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
 }

@@ -108,4 +108,12 @@ describe('reward chain read deadlines (SPEC.md §8.7.5)', () => {
     expect(slow.asked.length).toBeGreaterThan(1);
     expect(fast.asked).toEqual([slow.asked.at(-1)]);
   });
+
+  it('a chain refused by a later source is reported by its REWARD_* code, not by the earlier deadline', { timeout: 4000 }, async () => {
+    const blocks = chain(40);
+    const slow = await serve(pages(blocks, 150));
+    const garbled = await serve((_from, res) => { res.writeHead(200, { 'content-length': 4 }); res.end('BCRX'); });
+    await expect(fetchRewardChain({ authorities, periodSeconds: P, sources: [slow.url, garbled.url], timeoutMs: 300, deadlineMs: 1000, pageBytes: 1 }))
+      .rejects.toMatchObject({ code: 'REWARD_MALFORMED' });
+  });
 });
