@@ -9,14 +9,24 @@
 // is not received in full within STORAGE_REQUEST_DEADLINE_MS of the node reading it, counted from
 // its first byte (SPEC.md §9.6.1). Once serving has ended the node ends its side, and a stream not
 // flushed within STORAGE_STREAM_IDLE_MS after that is destroyed.
+// Answers written and not yet taken by their requesters hold a per-node budget (NODE_ANSWER_BUDGET_BYTES);
+// past it a request is answered STORAGE_BUSY on its own id and the stream goes on (SPEC.md §9.6.1).
 import type { Duplex } from 'node:stream';
-import { errorCode, isBitcloudError } from '../src/errors';
+import { err, errorCode, isBitcloudError } from '../src/errors';
 import { silentLogger, type Logger } from '../src/ops/log';
 import { FrameBudget, FrameDecoder, MAX_FRAME_BYTES } from '../src/storage/framing';
 
 /** SPEC.md §9.6.1: bytes of partly received request frames this node holds over all its streams. */
 export const NODE_FRAME_BUDGET_BYTES = 256 * 1024 * 1024;
 const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
+/**
+ * SPEC.md §9.6.1: bytes of answers this node has written to its streams and their requesters have
+ * not taken yet, over all its streams. Each stream holds at most 8 answers, but streams are many: a
+ * requester that asks for a 16 MiB share 8 times on each of many streams and reads nothing would
+ * otherwise hold 128 MiB of the node's memory per stream.
+ */
+export const NODE_ANSWER_BUDGET_BYTES = 256 * 1024 * 1024;
+const nodeAnswerBudget = new FrameBudget(NODE_ANSWER_BUDGET_BYTES);
 /** SPEC.md §9.6.1: a storage stream on which nothing arrives, nothing is handled and no answer is taken this long is closed. */
 export const STORAGE_STREAM_IDLE_MS = 120_000;
 /**
@@ -41,6 +51,11 @@ export interface ServeOptions {
   maxInflight?: number;
   /** Partly received frames of every stream of this node (default: one budget per process, 256 MiB). */
   frameBudget?: FrameBudget;
+  /**
+   * SPEC.md §9.6.1: answers written to every stream of this node and not yet taken by their
+   * requesters (default: one budget per process, 256 MiB). An answer past it is STORAGE_BUSY.
+   */
+  answerBudget?: FrameBudget;
   /** Idle timeout, ms (default STORAGE_STREAM_IDLE_MS): no byte in, no request being handled, no answer taken. */
   idleMs?: number;
   /**
@@ -134,14 +149,35 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
   // concurrent answers never interleave and no DATA cell carries a header alone. Answers that
   // find the buffer full share one wait for 'drain' (one set of listeners, however many wait).
   let draining: Promise<void> | null = null;
+  // SPEC.md §9.6.1: every answer frame holds the node's answer budget from its write until the
+  // requester takes it (its write callback) or the stream closes, whichever comes first.
+  const answerBudget = opts.answerBudget ?? nodeAnswerBudget;
+  const heldAnswers = new Set<() => void>();
+  const giveBackAnswers = (): void => { for (const give of [...heldAnswers]) give(); };
+  stream.once('close', giveBackAnswers);
   const send = async (reqId: number, res: StorageResponse): Promise<void> => {
     // A requester that ended or destroyed its stream takes no answer: a write would return false
     // and the 'drain' or 'close' it waits for may already have happened (the serve would never
     // settle, and its partial frame's bytes never go back to the node's budget, SPEC.md §9.6.1).
     if (gone(stream)) return;
+    let frame = encodeResponseFrame(reqId, res);
+    let give: (() => void) | null = null;
+    // Error answers are small (a code and at most 1024 characters) and always go out.
+    if (res.type !== 'error') {
+      const n = frame.length;
+      if (answerBudget.take(n)) {
+        const g = (): void => { if (heldAnswers.delete(g)) answerBudget.give(n); };
+        heldAnswers.add(g);
+        give = g;
+      } else {
+        // Past the budget the answer is not sent: the request fails alone, the stream goes on.
+        store.metrics.errors.inc({ code: 'STORAGE_BUSY' });
+        frame = encodeResponseFrame(reqId, errorResponse(err('STORAGE_BUSY', 'this node holds too many answers its requesters have not taken; try again later', { budget: answerBudget.maxBytes })));
+      }
+    }
     // The requester taking an answer is progress (each one, not only the last of those queued);
     // until it takes one, the stream may idle out.
-    if (!stream.write(encodeResponseFrame(reqId, res), taken)) {
+    if (!stream.write(frame, (e?: Error | null) => { give?.(); taken(e); })) {
       draining ??= waitDrain(stream).finally(() => { draining = null; });
       await draining;
     }

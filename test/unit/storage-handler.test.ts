@@ -190,6 +190,54 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     cleanup.push(() => stream.destroy());
   });
 
+  it('answers not taken by their requesters share a per-node budget; past it a get is answered STORAGE_BUSY and the stream goes on (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const { FrameBudget } = await import('../../src/storage/framing');
+    const answerBudget = new FrameBudget(256 * 1024);
+    const big = Buffer.alloc(64 * 1024, 7);
+    const bigId = shareId(big);
+    await handleRequest(s, { type: 'put', id: bigId, data: big, leaseSeconds: 60 }, ctx);
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    const get = (reqId: number) => encodeFrame(encodeRequest(reqId, { type: 'get', id: bigId, offset: 0, length: 0 }));
+    // Stream A never takes an answer (as on a circuit whose client sends no SENDME): its 8 answers
+    // would hold 8 × 64 KiB; the budget holds 3 of them, the others are STORAGE_BUSY.
+    const a = new Duplex({ read() {}, write() {} });
+    cleanup.push(() => a.destroy());
+    const servedA = serveStorageStream(a, s, { ctx, answerBudget, idleMs: 60_000 });
+    for (let reqId = 1; reqId <= 8; reqId++) a.push(get(reqId));
+    while (a.writableLength < 3 * big.length) await tick();
+    for (let i = 0; i < 20; i++) await tick();
+    expect(answerBudget.used).toBeLessThanOrEqual(answerBudget.maxBytes);
+    expect(answerBudget.used).toBeGreaterThan(2 * big.length);
+    // Stream B reads everything: its get, over the budget, fails alone with STORAGE_BUSY; its stat goes through.
+    const out: Buffer[] = [];
+    const b = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { out.push(chunk); cb(); } });
+    cleanup.push(() => b.destroy());
+    void serveStorageStream(b, s, { ctx, answerBudget });
+    b.push(get(1));
+    b.push(encodeFrame(encodeRequest(2, { type: 'stat' })));
+    const answers = async (n: number) => {
+      const dec = new FrameDecoder();
+      for (;;) {
+        const frames = dec.push(Buffer.concat(out));
+        if (frames.length >= n) return new Map(frames.map((f) => { const d = decodeResponse(f); return [d.reqId, d.res] as const; }));
+        await tick();
+      }
+    };
+    const first = await answers(2);
+    expect(first.get(1)).toMatchObject({ type: 'error', code: 'STORAGE_BUSY' });
+    expect(first.get(2)?.type).toBe('stat');
+    // Once A is gone its answers go back to the budget, and B's next get is served.
+    a.destroy();
+    await servedA;
+    await tick();
+    expect(answerBudget.used).toBe(0);
+    b.push(get(3));
+    const second = await answers(3);
+    expect(second.get(3)).toMatchObject({ type: 'get', totalSize: big.length });
+    expect(answerBudget.used).toBe(0);
+  });
+
   it('once serving has ended (the requester ended its side, or a framing error), a peer that never reads has the stream destroyed after the idle timeout (SPEC.md §9.6.1)', async () => {
     const s = await store();
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
