@@ -464,7 +464,11 @@ export class ShareStore {
       // The longer leases count only once they are on disk: a failed write changes nothing.
       if (changed.size) await this.journal.append([...changed.values()]).catch((e: unknown) => { throw ioError(e, 'could not write the leases'); });
       return held.map((e, i) => {
-        if (!e) return 0;
+        // SPEC.md §9.6.3: a share that left while its record was being written (garbage
+        // collection of a lease that ran out meanwhile, quarantine, a file found gone) is not
+        // held: 0, never an expiry for a share the node no longer has. Its removal record comes
+        // after this one in the journal, so replay agrees.
+        if (!e || this.entries.get(shareIdHex(ids[i])) !== e) return 0;
         if (until > e.expiresAt) {
           e.expiresAt = until;
           this.noteExpiry(shareIdHex(ids[i]), until);

@@ -120,6 +120,35 @@ describe('share store (SPEC §9.8)', () => {
     expect(s.stat()).toMatchObject({ capacity: 64 * 1024, used: 64 * 1024, shares: 8 });
   });
 
+  it('a renewal answers 0 for a share that left while its record was being written, never an expiry it no longer keeps (SPEC.md §9.6.3)', async () => {
+    const c = clock(1_000_000);
+    const dir = await tmpDir();
+    const s = await open({ dir, now: c.now });
+    const a = share('alpha');
+    await s.put(a.id, a.data, 10);
+    c.advance(9); // a's lease has a second left: the renewal finds it held
+    // The renewal's record is written at once, but its answer waits: meanwhile the lease runs out
+    // and garbage collection removes the share.
+    const journal = (s as unknown as { journal: LeaseJournal }).journal;
+    const real = journal.append.bind(journal);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const spy = vi.spyOn(journal, 'append').mockImplementationOnce((records) => { const p = real(records); return gate.then(() => p); });
+    const renewed = s.renew([a.id], 100);
+    await new Promise((r) => setImmediate(r));
+    expect(spy).toHaveBeenCalledTimes(1);
+    c.advance(2);
+    expect(await s.gc()).toMatchObject({ removed: 1 });
+    release();
+    expect(await renewed).toEqual([0]);
+    expect(s.has([a.id])).toEqual([false]);
+    expect(s.stat()).toMatchObject({ used: 0, shares: 0 });
+    // The journal agrees: reopened, the store holds nothing.
+    await s.close();
+    const again = await open({ dir, now: c.now });
+    expect(again.stat().shares).toBe(0);
+  });
+
   it('leases: expiry hides a share at once, renew extends (never shortens), gc removes the file', async () => {
     const c = clock(1_000_000);
     const dir = await tmpDir();
