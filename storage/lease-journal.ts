@@ -73,7 +73,14 @@ export class LeaseJournal {
   /** The file's length: where the next record goes, and where a failed write is cut back to. */
   private size: number;
 
-  private constructor(private readonly file: string, private fh: fsp.FileHandle, records: number, size: number) {
+  /**
+   * The file open for appending; null after a rewrite could not reopen it (the next write opens
+   * it again): never a handle on the file the rewrite replaced, whose records would be lost.
+   */
+  private fh: fsp.FileHandle | null;
+
+  private constructor(private readonly file: string, fh: fsp.FileHandle, records: number, size: number) {
+    this.fh = fh;
     this.records = records;
     this.size = size;
   }
@@ -142,10 +149,16 @@ export class LeaseJournal {
     // Appends that arrive while we rewrite join the pending batch, written to the new file after it.
     this.flushing = (async () => {
       await writeFileAtomic(this.file, body, 0o600);
-      await this.fh.close();
-      this.fh = await fsp.open(this.file, 'a', 0o600);
+      // The file is `body` now, whatever happens next. The old handle writes to the file it
+      // replaced: it is let go first, so that a reopen that fails (no file descriptor left) leaves
+      // no handle, and the next write opens the file again, rather than one every later write
+      // fails on (SPEC.md §9.8.2: the store would refuse every put and renewal until restarted).
+      const old = this.fh;
+      this.fh = null;
       this.records = live.length;
       this.size = body.length;
+      await old?.close().catch(() => {});
+      this.fh = await fsp.open(this.file, 'a', 0o600);
     })();
     try {
       await this.flushing;
@@ -157,7 +170,9 @@ export class LeaseJournal {
 
   async close(): Promise<void> {
     await this.drain();
-    await this.fh.close();
+    const fh = this.fh;
+    this.fh = null;
+    await fh?.close();
   }
 
   private async drain(): Promise<void> {
@@ -175,17 +190,18 @@ export class LeaseJournal {
     const p = (async () => {
       const bytes = encodeRecords(batch);
       const at = this.size;
+      const fh = this.fh ??= await fsp.open(this.file, 'a', 0o600);
       try {
         // A short write (a nearly full disk) goes on from where it stopped.
         for (let off = 0; off < bytes.length;) {
-          const n = (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+          const n = (await fh.write(bytes, off, bytes.length - off)).bytesWritten;
           if (n <= 0) throw Object.assign(new Error('lease journal write made no progress'), { code: 'EIO' });
           off += n;
         }
-        await this.fh.datasync();
+        await fh.datasync();
       } catch (e) {
         // Cut a partial record off, or replay would stop there and drop every later record.
-        await this.fh.truncate(at).catch(() => {});
+        await fh.truncate(at).catch(() => {});
         throw e;
       }
       this.size = at + bytes.length;

@@ -603,6 +603,32 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('a rewrite that cannot reopen the file (no file descriptor left) leaves later appends working, on the new file (SPEC.md §9.8.2)', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const id1 = Buffer.alloc(32, 1);
+    const id2 = Buffer.alloc(32, 2);
+    await journal.append([{ id: id1, expiresAt: 5 }, { id: id1, expiresAt: 7 }]);
+    const realOpen = fsp.open.bind(fsp);
+    let failed = 0;
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(((p: string, flags?: string, mode?: number) => {
+      if (flags === 'a' && failed === 0) { failed++; return Promise.reject(Object.assign(new Error('too many open files'), { code: 'EMFILE' })); }
+      return realOpen(p, flags, mode);
+    }) as typeof fsp.open);
+    expect((await journal.compact([{ id: id1, expiresAt: 7 }]).then(() => null, (e: NodeJS.ErrnoException) => e.code))).toBe('EMFILE');
+    expect(failed).toBe(1);
+    // The next append opens the file again and is written to it: not refused for ever.
+    await journal.append([{ id: id2, expiresAt: 9 }]);
+    spy.mockRestore();
+    expect(journal.recordCount).toBe(2);
+    await journal.close();
+    expect((await fsp.stat(file)).size).toBe(8 + 2 * RECORD_BYTES);
+    const { journal: j2, leases, repaired } = await LeaseJournal.open(file);
+    expect(repaired).toBe(false);
+    expect([...leases].sort()).toEqual([[id1.toString('hex'), 7], [id2.toString('hex'), 9]]);
+    await j2.close();
+  });
+
   it('a failed append cuts its partial record off, so later records still replay', async () => {
     const file = path.join(await tmpDir(), 'j');
     const { journal } = await LeaseJournal.open(file);
