@@ -48,6 +48,12 @@ export interface GetOptions {
   placementFor?: (contentClass: string) => Promise<readonly string[] | null>;
   onManifest?: (m: Manifest, output: string) => void;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Called once, with the failure, when fetching or writing the data chunks failed: before the
+   * chunks in flight are abandoned (`-o -`) or waited for (a part file, SPEC.md §9.9.1). It
+   * changes nothing in the get (tests wait on it instead of on time).
+   */
+  onFailed?: (e: unknown) => void;
   /** The manifest, when the caller already fetched it (with `stats`, the counters it fetched it with). */
   manifest?: Manifest;
   stats?: GetStats;
@@ -395,8 +401,10 @@ async function fetchChunks(client: StorageClient, cap: Capability, layout: Layou
   const stop = new AbortController();
   let failure: unknown = null;
   const fail = (e: unknown) => {
+    const first = failure === null;
     failure ??= e;
     if (sink.onFailure === 'stop') stop.abort(failure);
+    if (first) o.onFailed?.(failure);
   };
   const unwatch = sink.watch?.(fail);
   // The caller's signal (a gateway request whose client left, SPEC.md §9.16.6) stops it too.

@@ -402,8 +402,9 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     const gate = new Promise<void>((r) => { open = r; });
     const { g, cap, manifest, inFlight } = await gated({ slow: 0, gate, broken: 2 });
     const { stream, writes } = sink();
-    const running = getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest });
-    setTimeout(open, 300);
+    // Chunk 0 is let through the gate once chunk 2 failed, not before: it is verified after the
+    // failure, and must not be written either.
+    const running = getFile(g, cap, { output: '-', stdout: stream, dir: root, manifest, onFailed: () => open() });
     await expect(running).rejects.toMatchObject({ code: 'CHUNK_TOO_FEW_SHARES' });
     // Every share fetch has ended (chunk 0's too, let through the gate): no chunk is left to be
     // written late, and none was.
@@ -472,10 +473,9 @@ describe('get -o -: the file to stdout (SPEC.md §9.9.1)', () => {
     const { g, cap, manifest } = await gated({ slow: 2, gate });
     const out = path.join(root, `progress-throws-${window}.bin`);
     const boom = new Error('progress display failed');
-    const onProgress = (done: number) => { if (done > 0) throw boom; };
     // The first `window` chunks are started (all 13 with 16); chunk 2 is still being fetched when
-    // the first written one throws.
-    setTimeout(open, 300);
+    // the first written one throws, and is let through the gate only then.
+    const onProgress = (done: number) => { if (done > 0) { open(); throw boom; } };
     await expect(getFile(g, cap, { output: out, dir: root, manifest, window, onProgress })).rejects.toBe(boom);
     await g.close();
     const g2 = client();
