@@ -463,14 +463,28 @@ describe('policies on the DHT: lookups that never end', () => {
     const b2 = m2.publish([cipherId]);
     const byModerator: PolicySource = { name: 'auth', fetch: async (fp) => (fp === m1.fp ? b1 : fp === m2.fp ? b2 : null) };
     // The DHT source comes after the authority, as storage/main.ts adds it; its lookups take their whole deadline.
-    const subs = PolicySubscriptions.open({ moderators: [m1.fp, m2.fp], sources: [byModerator, dhtSource(dht, { getMs: 800, fetchMs: 800 })], now: () => NOW });
+    const lookups = dhtSource(dht, { getMs: 800, fetchMs: 800 });
+    // What was installed, and whether the round had ended, when moderator 1's DHT lookup ended at its deadline.
+    let roundDone = false;
+    let atDeadline: { m1?: number; m2?: number; roundDone: boolean } | null = null;
+    const timed: PolicySource = {
+      name: lookups.name,
+      fetch: (fp, held) => lookups.fetch(fp, held).finally(() => {
+        if (fp === m1.fp) atDeadline ??= { m1: subs.policy(m1.fp)?.seq, m2: subs.policy(m2.fp)?.seq, roundDone };
+      }),
+    };
+    const subs = PolicySubscriptions.open({ moderators: [m1.fp, m2.fp], sources: [byModerator, timed], now: () => NOW });
     cleanup.push(() => subs.close());
-    const round = subs.refresh();
-    await new Promise((r) => setTimeout(r, 300));
-    expect(subs.policy(m1.fp)?.seq).toBe(1);
-    expect(subs.policy(m2.fp)?.seq).toBe(1); // not held back behind moderator 1's DHT lookup
+    const round = subs.refresh().finally(() => { roundDone = true; });
+    await vi.waitFor(() => {
+      expect(subs.policy(m1.fp)?.seq).toBe(1);
+      expect(subs.policy(m2.fp)?.seq).toBe(1);
+    }, { timeout: 10_000, interval: 5 });
+    expect(roundDone).toBe(false); // installed while the DHT lookups were still under way
     await round;
-  });
+    // Not held back behind moderator 1's DHT lookup: installed before its deadline.
+    expect(atDeadline).toEqual({ m1: 1, m2: 1, roundDone: false });
+  }, 15_000);
 
   it('ten refreshes with a DHT that never answers start one library lookup per target, not ten (SPEC.md §10.7.2)', async () => {
     const m1 = moderator();
