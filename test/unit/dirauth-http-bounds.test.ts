@@ -2,7 +2,8 @@
 // bodies at once, all upload routes together (a further upload is answered 503 RATE_LIMITED with
 // Retry-After: 1 at once, unread); downloads such as the consensus are still served while uploads
 // fill the reading places. The connection caps: dirauth-http-connections.test.ts.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type http from 'node:http';
 import type net from 'node:net';
 import { AUTHORITY_MAX_READING } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS } from '../../directory/config';
@@ -32,9 +33,15 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
 
     // Slow uploads on several routes, none ever finished.
     const routes = [PATHS.descriptor, '/bitcloud/hs/desc', '/bitcloud/hs/pseudonym', `/bitcloud/policy/${'ab'.repeat(32)}`];
+    // The server's handler takes a request's place as it is emitted; this listener comes after it.
+    // Each upload's request, by the client's port, ends ('close') once its place is given back.
+    const ended = new Map<number, Promise<void>>();
+    server.on('request', (req: http.IncomingMessage) => {
+      ended.set(req.socket.remotePort!, new Promise<void>((r) => req.once('close', () => r())));
+    });
     const held = await holdConnections(port, 64);
     held.forEach((h, i) => slowUpload(h.socket, routes[i % routes.length], 1000));
-    await new Promise((r) => setTimeout(r, 200));
+    await vi.waitFor(() => expect(ended.size).toBe(64), { timeout: 10_000, interval: 5 });
 
     const t0 = performance.now();
     const res = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
@@ -50,8 +57,9 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
     expect(Buffer.from(await c.arrayBuffer()).equals(fx.consensus.raw)).toBe(true);
 
     // A slow upload that goes away frees its place.
+    const port0 = held[0].socket.localPort!;
     held[0].socket.destroy();
-    await new Promise((r) => setTimeout(r, 200));
+    await ended.get(port0);
     const again = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
     expect(again.status).not.toBe(503);
   });
