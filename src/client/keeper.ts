@@ -192,7 +192,11 @@ async function sleepLong(ms: number, signal: AbortSignal): Promise<void> {
  * or at once, that file unsaved, when its audits wait to ask a busy node again: the pass gets the
  * signal). Resolves the last state and whether every file of the last pass could be read whole.
  */
-export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o: { signal?: AbortSignal } = {}): Promise<{ ok: boolean; state: KeeperState }> {
+export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o: {
+  signal?: AbortSignal;
+  /** Called as it goes to sleep between passes, the pass's state saved; changes nothing (tests wait on it). */
+  onSleep?: () => void;
+} = {}): Promise<{ ok: boolean; state: KeeperState }> {
   checkKeeperRun(q);
   let bad = false;
   // A signal ends the sleep between passes at once; a pass under way ends after its file (or in a
@@ -235,6 +239,7 @@ export async function runKeeper(dataDir: string, q: KeeperRun, pass: KeepPass, o
         });
       }
       if (q.once || stopped()) break;
+      o.onSleep?.();
       await sleepLong(q.interval * 1000, ac.signal);
       if (stopped()) break;
     }

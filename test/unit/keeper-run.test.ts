@@ -143,10 +143,12 @@ describe('keep run stops on a signal (SPEC.md §9.19)', () => {
     const dir = await keeperWith(1);
     const listeners = process.listenerCount('SIGTERM');
     let calls = 0;
-    const run = runKeeper(dir, { ...RUN, once: false, interval: 3600 }, async () => { calls++; return report(); });
+    let asleep!: () => void;
+    const sleeping = new Promise<void>((r) => { asleep = r; });
+    const run = runKeeper(dir, { ...RUN, once: false, interval: 3600 }, async () => { calls++; return report(); }, { onSleep: () => asleep() });
     // Wait for the first pass to be saved, and for the keeper to be asleep.
     while ((await loadKeeperState(dir)).files[0].lastCheck === 0) await new Promise((r) => setTimeout(r, 10));
-    await new Promise((r) => setTimeout(r, 200));
+    await sleeping;
     process.emit('SIGTERM');
     await expect(run).resolves.toMatchObject({ ok: true });
     expect(calls).toBe(1);
