@@ -12,9 +12,14 @@ const DIGITS = /^\d+$/;
 
 export function parseRange(header: string | undefined, size: number): RangeResult {
   if (header === undefined) return { kind: 'none' };
-  const m = /^\s*bytes\s*=\s*([^,]*)$/i.exec(header);
-  if (!m) return { kind: 'none' }; // other units, or several ranges: ignored
-  const spec = m[1].trim();
+  // Split by hand, in one pass each, not with a pattern such as /^\s*bytes\s*=\s*([^,]*)$/: its
+  // two runs that both take white space backtracked quadratically, so one request with a header of
+  // "bytes=", 16 KiB of spaces and a comma held the proxy's event loop (every circuit and stream of
+  // the client) for about a third of a second (SPEC.md §9.16.3).
+  const eq = header.indexOf('=');
+  if (eq < 0 || header.slice(0, eq).trim().toLowerCase() !== 'bytes') return { kind: 'none' }; // other units: ignored
+  if (header.includes(',', eq)) return { kind: 'none' }; // several ranges: ignored
+  const spec = header.slice(eq + 1).trim();
   const dash = spec.indexOf('-');
   if (dash < 0) return { kind: 'none' };
   const a = spec.slice(0, dash).trim();
