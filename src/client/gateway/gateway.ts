@@ -439,7 +439,9 @@ export class Gateway {
       return;
     }
     const ifRange = req.headers['if-range'];
-    let range = parseRange(req.headers.range, size);
+    // SPEC.md §9.16.3, RFC 9110 §14.2: range handling is defined for GET only, so a HEAD's Range is
+    // ignored and it gets the headers of the whole file's 200 (it was answered 206, or 416).
+    let range = req.method === 'GET' ? parseRange(req.headers.range, size) : { kind: 'none' as const };
     if (ifRange !== undefined && String(ifRange).trim() !== etag) range = { kind: 'none' };
     if (range.kind === 'unsatisfiable') {
       res.setHeader('Content-Range', `bytes */${size}`);

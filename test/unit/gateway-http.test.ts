@@ -1,0 +1,63 @@
+// SPEC.md §9.16.3: the gateway's HTTP answers to requests a browser, or a page of a stored site,
+// may send, checked on the bytes of the answer. Storage is stood in for: the reader's manifest and
+// range are replaced, so only the HTTP side is under test.
+import type { Duplex } from 'node:stream';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { err } from '../../src/errors';
+import { capabilityHost } from '../../src/client/gateway/host';
+import { Gateway } from '../../src/client/gateway/gateway';
+import type { Manifest } from '../../src/storage/manifest';
+
+const host = capabilityHost({ fileKey: Buffer.alloc(32, 7), manifestId: Buffer.alloc(32, 9) });
+const SIZE = 1000;
+const file = Buffer.alloc(SIZE, 0x61);
+
+let gw: Gateway | null = null;
+const streams: Duplex[] = [];
+afterEach(async () => {
+  for (const s of streams.splice(0)) s.destroy();
+  await gw?.close();
+  gw = null;
+});
+
+function gateway(): Gateway {
+  const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')) });
+  gw = g;
+  const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: SIZE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
+  vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
+  vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end) { yield file.subarray(start, end + 1); });
+  return g;
+}
+
+/** Send `raw` on a stream to the gateway; the text received once the stream ends or `until` matches. */
+async function exchange(g: Gateway, raw: string, until: RegExp): Promise<string> {
+  const s = g.connect(host);
+  streams.push(s);
+  let text = '';
+  s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
+  s.on('error', () => {});
+  s.write(raw);
+  await expect.poll(() => until.test(text), { timeout: 5000 }).toBe(true);
+  return text;
+}
+
+describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
+  it('a HEAD with a Range gets the headers of the whole file\'s 200, as RFC 9110 §14.2 wants', async () => {
+    const g = gateway();
+    for (const r of ['bytes=10-19', 'bytes=-5', `bytes=${SIZE}-`]) {
+      const text = await exchange(g, `HEAD / HTTP/1.1\r\nHost: x\r\nRange: ${r}\r\n\r\n`, /\r\n\r\n/);
+      expect(text, r).toMatch(/^HTTP\/1\.1 200 /);
+      expect(text, r).toMatch(new RegExp(`\\r\\ncontent-length: ${SIZE}\\r\\n`, 'i'));
+      expect(text, r).not.toMatch(/content-range/i);
+      expect(text, r).toMatch(/\r\naccept-ranges: bytes\r\n/i);
+    }
+    // A GET with the same Range is still served 206 (and 416 past the end).
+    const get = await exchange(g, 'GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n', /\r\n\r\na{10}$/);
+    expect(get).toMatch(/^HTTP\/1\.1 206 /);
+    expect(get).toMatch(/\r\ncontent-range: bytes 10-19\/1000\r\n/i);
+    expect(get).toMatch(/\r\ncontent-length: 10\r\n/i);
+    const past = await exchange(g, `GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=${SIZE}-\r\n\r\n`, /<\/p>\n$/);
+    expect(past).toMatch(/^HTTP\/1\.1 416 /);
+    expect(past).toMatch(/\r\ncontent-range: bytes \*\/1000\r\n/i);
+  });
+});
