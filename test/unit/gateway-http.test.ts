@@ -60,4 +60,33 @@ describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
     expect(past).toMatch(/^HTTP\/1\.1 416 /);
     expect(past).toMatch(/\r\ncontent-range: bytes \*\/1000\r\n/i);
   });
+
+  it('a malformed request pipelined behind a body being sent resets the stream: nothing but the file\'s bytes goes into the body', async () => {
+    const g = gateway();
+    let go!: () => void;
+    const later = new Promise<void>((r) => { go = r; });
+    vi.mocked(g.reader.range).mockImplementation(async function* (_c, _m, start, end) {
+      const mid = start + Math.floor((end - start + 1) / 2);
+      yield file.subarray(start, mid);
+      await later;
+      yield file.subarray(mid, end + 1);
+    });
+    const s = g.connect(host);
+    streams.push(s);
+    let text = '';
+    let ended = false, closed = false;
+    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
+    s.on('end', () => { ended = true; });
+    s.on('close', () => { closed = true; });
+    s.on('error', () => {});
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await expect.poll(() => /\r\n\r\na{500}$/.test(text), { timeout: 5000 }).toBe(true);
+    s.write('NOT A REQUEST LINE\r\n\r\n'); // a parse error while the answer's body is under way
+    await expect.poll(() => closed, { timeout: 5000 }).toBe(true);
+    go();
+    const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+    expect(text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(body).toBe('a'.repeat(500)); // the file's bytes only: no "HTTP/1.1 400" inside the body
+    expect(ended).toBe(false); // a reset, not a clean end a client could take for the end of the answer
+  });
 });
