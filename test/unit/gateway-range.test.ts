@@ -5,14 +5,13 @@ import { parseRange } from '../../src/client/gateway/http-range';
 
 describe('Range parsing on hostile headers (SPEC.md §9.16.3)', () => {
   it('a header of white space runs is parsed in linear time, not held for a quadratic backtrack', () => {
-    // Twice the 16 KiB node:http admits, so the check does not rest on the machine's speed:
-    // the quadratic parse took seconds on it.
-    const spaces = ' '.repeat(32 * 1024);
+    // 2 MiB of spaces, far past the 16 KiB node:http admits: the quadratic parse took about a
+    // second for 32 KiB, so it would run for hours here (the test's own timeout ends it), while a
+    // linear one takes milliseconds. No wall-clock bound is asserted.
+    const spaces = ' '.repeat(2 * 1024 * 1024);
     const hostile = [`bytes=${spaces},`, `bytes=${spaces}x`, `bytes${spaces}=${spaces}0-${spaces},1-2`];
-    const t0 = performance.now();
     for (const h of hostile) expect(parseRange(h, 100), h.slice(0, 8)).toEqual({ kind: 'none' });
-    expect(performance.now() - t0).toBeLessThan(250);
-  });
+  }, 20_000);
 
   it('white space around the unit, "=" and the numbers is still taken as before', () => {
     expect(parseRange(' BYTES = 10 - 19 ', 100)).toEqual({ kind: 'range', start: 10, end: 19 });
