@@ -300,8 +300,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
         case CellCommand.CREATED2: {
           const p = this.pendingHop;
           if (!p || p.kind !== 'create') throw err('CIRCUIT_PROTOCOL', 'CREATED2 nobody asked for');
+          // Decoded while still pending (SPEC.md §7b.5): a malformed answer closes the circuit,
+          // and the close fails the pending hop with that error instead of leaving it to the
+          // build timeout.
+          const hdata = decodeCreated2(payload).hdata;
           this.pendingHop = null;
-          p.resolve(decodeCreated2(payload).hdata);
+          p.resolve(hdata);
           return;
         }
         case CellCommand.DESTROY: {
@@ -365,8 +369,9 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
       case RelayCommand.EXTENDED2: {
         const p = this.pendingHop;
         if (!p || p.kind !== 'extend' || hop !== n - 1) throw err('CIRCUIT_PROTOCOL', 'EXTENDED2 nobody asked for');
+        const hdata = decodeExtended2(m.data).hdata; // while pending: see CREATED2 in onCell
         this.pendingHop = null;
-        p.resolve(decodeExtended2(m.data).hdata);
+        p.resolve(hdata);
         return;
       }
       case RelayCommand.TRUNCATED: {
@@ -381,8 +386,11 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
         if (hop !== n - 1) throw err('RELAY_PROTOCOL', `RESOLVED from hop ${hop + 1} of ${n}: only the last hop answers`);
         const p = this.resolves.get(m.streamId);
         if (!p) return;
+        // Decoded while still pending (SPEC.md §7b.5): a malformed answer closes the circuit and
+        // the close fails this request with it, not STREAM_TIMEOUT after the request's timeout.
+        const answers = decodeResolved(m.data);
         this.resolves.delete(m.streamId);
-        p.resolve(decodeResolved(m.data));
+        p.resolve(answers);
         return;
       }
       case RelayCommand.DROP:

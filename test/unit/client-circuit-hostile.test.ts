@@ -1,0 +1,93 @@
+// A hostile relay against the client's side of a circuit (SPEC.md §7b.1, §7b.3, §7b.5–§7b.7):
+// well-encrypted relay cells whose bodies break the protocol close the circuit, and everything
+// waiting on it fails at once with that error.
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
+import type { CellChannel } from '../../src/link/cell-channel';
+import { createRelayHop } from '../../src/crypto/relay-crypto';
+import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
+import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+
+function target(i: number): HopTarget {
+  return { identity: ed25519Generate().publicKey, fingerprint: `hop${i}`, onionKey: x25519Generate().publicKey, address: `10.0.0.${i + 1}`, orPort: 9001 };
+}
+
+/**
+ * A client circuit on an in-memory link with `nHops` hops already keyed; `fromHop` delivers a
+ * message hop `hop` originated (each hop before it adds its inbound layer, as relays do);
+ * `toHop` opens what the client sent to hop `hop`.
+ */
+function circuit(nHops: number) {
+  const keys = Array.from({ length: nHops }, () => randomBytes(72));
+  const relaySides = keys.map((k) => createRelayHop(Buffer.from(k)));
+  const out: Array<{ command: number; payload: Buffer }> = [];
+  const ch = Object.assign(new EventEmitter(), {
+    closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
+    send: (_id: number, command: number, payload: Uint8Array) => { out.push({ command, payload: Buffer.from(payload) }); return true; },
+    allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
+  }) as unknown as CellChannel;
+  const circ = ClientCircuit.allocate(new ClientLink(ch));
+  keys.forEach((k, i) => (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(target(i), Buffer.from(k)));
+  const fromHop = (hop: number, command: number, streamId: number, data: Buffer) => {
+    const p = encodeRelayPayload(command, streamId, data);
+    relaySides[hop].originate(p);
+    for (let i = hop; i >= 0; i--) relaySides[i].encryptInbound(p, CellCommand.RELAY);
+    circ.onCell(CellCommand.RELAY, p);
+  };
+  const toHop = (hop: number) => out.splice(0).filter((c) => c.command === CellCommand.RELAY || c.command === CellCommand.RELAY_EARLY).map((c) => {
+    for (let i = 0; i < hop; i++) relaySides[i].decryptOutbound(c.payload, c.command);
+    expect(relaySides[hop].decryptOutbound(c.payload, c.command)).toBe(true);
+    return decodeRelayPayload(c.payload);
+  });
+  return { circ, out, fromHop, toHop };
+}
+
+/** What `p` has come to within `ms`: its value, its error, or 'pending'. */
+async function settled<T>(p: Promise<T>, ms = 100): Promise<{ value?: T; error?: unknown } | 'pending'> {
+  return Promise.race([
+    p.then((value) => ({ value }), (error: unknown) => ({ error })),
+    new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms)),
+  ]);
+}
+
+describe('a malformed answer fails what waits for it at once (SPEC.md §7b.5)', () => {
+  it('a CREATED2 whose hlen runs past the cell closes the circuit and fails create() with its error', async () => {
+    const { circ } = circuit(0);
+    const creating = circ.create(target(0));
+    const bad = Buffer.alloc(CELL_PAYLOAD_LEN);
+    bad.writeUInt16BE(0xffff, 0);
+    circ.onCell(CellCommand.CREATED2, bad);
+    expect(circ.isOpen).toBe(false);
+    const r = await settled(creating);
+    expect(r).not.toBe('pending');
+    expect((r as { error: unknown }).error).toBe(circ.closedWith);
+    expect(circ.closedWith?.code).toBe('MSG_TRUNCATED');
+  });
+
+  it('an EXTENDED2 with a short body closes the circuit and fails extend() with its error', async () => {
+    const { circ, fromHop, toHop } = circuit(1);
+    const extending = circ.extend(target(1));
+    expect(toHop(0).map((m) => m.command)).toEqual([RelayCommand.EXTEND2]);
+    fromHop(0, RelayCommand.EXTENDED2, 0, Buffer.from([0x00, 0x40, 1, 2, 3]));
+    expect(circ.isOpen).toBe(false);
+    const r = await settled(extending);
+    expect(r).not.toBe('pending');
+    expect((r as { error: unknown }).error).toBe(circ.closedWith);
+  });
+
+  it('a RESOLVED whose answer length runs past its end closes the circuit and fails resolve() with its error, not STREAM_TIMEOUT', async () => {
+    const { circ, fromHop, toHop } = circuit(3);
+    const resolving = circ.resolve('example.com', 5_000);
+    const [req] = toHop(2);
+    expect(req.command).toBe(RelayCommand.RESOLVE);
+    // type IPv4, len 200, but only 4 bytes follow.
+    fromHop(2, RelayCommand.RESOLVED, req.streamId, Buffer.from([4, 200, 1, 2, 3, 4]));
+    expect(circ.isOpen).toBe(false);
+    const r = await settled(resolving);
+    expect(r).not.toBe('pending');
+    expect((r as { error: unknown }).error).toBe(circ.closedWith);
+    expect(circ.closedWith?.code).not.toBe('STREAM_TIMEOUT');
+  });
+});
