@@ -180,7 +180,7 @@ export class StreamEdge implements StreamHost {
     let id = this.nextId;
     while (this.streams.has(id)) id = id >= MAX_STREAM_ID ? 1 : id + 1;
     this.nextId = id >= MAX_STREAM_ID ? 1 : id + 1;
-    const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark });
+    const s = new CircuitStream(id, this, { readableHighWaterMark: this.opts.readableHighWaterMark, initiator: true });
     this.streams.set(id, s);
     return this.tally(s);
   }
@@ -285,7 +285,12 @@ export class StreamEdge implements StreamHost {
     // tor-spec §7.3: a circuit SENDME goes back as soon as 100 cells arrived.
     if (this.deliverWindow.sendmeDue()) this.sendCircuitSendmes();
     // DATA for a stream we no longer have is dropped (it was in flight when we closed it).
-    this.streams.get(streamId)?.onDataFrom(src, start, len);
+    const s = this.streams.get(streamId);
+    if (!s) return;
+    // SPEC.md §7b.6: the end that accepted a stream sends DATA only after its CONNECTED (the
+    // opener's data before CONNECTED is accepted at the other end); DATA before it is a violation.
+    if (s.initiator && s.state === 'opening') { this.circ.violation('RELAY_PROTOCOL', `DATA on stream ${streamId} before its CONNECTED`); return; }
+    s.onDataFrom(src, start, len);
   }
 
   /**

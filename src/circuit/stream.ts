@@ -53,6 +53,8 @@ const END_REASON_DONE = EndReason.DONE;
 export interface CircuitStreamOptions {
   /** Bytes buffered on the readable side before stream SENDMEs stop (default 64 KiB). */
   readableHighWaterMark?: number;
+  /** This end sent the BEGIN (BEGIN_DIR, BEGIN_STORAGE): the peer answers CONNECTED (SPEC.md §7b.6). */
+  initiator?: boolean;
 }
 
 export class CircuitStream extends Duplex {
@@ -85,9 +87,15 @@ export class CircuitStream extends Duplex {
    * times the stream's progress by it (SPEC.md §7b.7 step 6).
    */
   onPackaged: (() => void) | null = null;
+  /**
+   * This end opened the stream (sent BEGIN, BEGIN_DIR or BEGIN_STORAGE); false at the end that
+   * accepted it. Which stream messages the peer may send depends on it (SPEC.md §7b.6).
+   */
+  readonly initiator: boolean;
 
   constructor(readonly id: number, private readonly host: StreamHost, opts: CircuitStreamOptions = {}) {
     super({ readableHighWaterMark: opts.readableHighWaterMark ?? 64 * 1024, allowHalfOpen: true });
+    this.initiator = opts.initiator ?? false;
   }
 
   /**

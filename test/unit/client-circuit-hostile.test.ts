@@ -91,3 +91,36 @@ describe('a malformed answer fails what waits for it at once (SPEC.md §7b.5)', 
     expect(circ.closedWith?.code).not.toBe('STREAM_TIMEOUT');
   });
 });
+
+describe('stream messages from the last hop against the stream\'s state (SPEC.md §7b.6)', () => {
+  /** A circuit of three hops with one BEGIN sent: its stream id and what openStream() comes to. */
+  function opening() {
+    const c = circuit(3);
+    const opened = c.circ.openStream({ kind: 'begin', host: 'example.com', port: 80 }, 5_000);
+    const [begin] = c.toHop(2);
+    expect(begin.command).toBe(RelayCommand.BEGIN);
+    return { ...c, opened, id: begin.streamId };
+  }
+
+  it('DATA before CONNECTED is a protocol violation: the circuit closes and the bytes never reach the reader', async () => {
+    const { circ, fromHop, opened, id } = opening();
+    fromHop(2, RelayCommand.DATA, id, Buffer.from('HTTP/1.1 200 OK\r\n\r\nforged'));
+    fromHop(2, RelayCommand.CONNECTED, id, Buffer.alloc(0));
+    expect(circ.isOpen).toBe(false);
+    expect(circ.closedWith?.code).toBe('RELAY_PROTOCOL');
+    const r = await settled(opened);
+    expect(r).not.toBe('pending');
+    expect((r as { error: unknown }).error).toBe(circ.closedWith);
+  });
+
+  it('DATA after CONNECTED reaches the reader', async () => {
+    const { circ, fromHop, opened, id } = opening();
+    fromHop(2, RelayCommand.CONNECTED, id, Buffer.alloc(0));
+    fromHop(2, RelayCommand.DATA, id, Buffer.from('hello'));
+    const { stream } = await opened;
+    const chunk = await new Promise<Buffer>((r) => stream.once('data', r));
+    expect(chunk.toString()).toBe('hello');
+    expect(circ.isOpen).toBe(true);
+    circ.destroy();
+  });
+});
