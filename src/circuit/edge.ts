@@ -255,6 +255,9 @@ export class StreamEdge implements StreamHost {
         const s = this.streams.get(streamId);
         if (!s) return true;
         if (s.state !== 'opening') { this.circ.violation('RELAY_PROTOCOL', `CONNECTED on stream ${streamId} that is not opening`); return true; }
+        // SPEC.md §7b.6: only the end that accepted the stream answers CONNECTED; one sent to it
+        // by the opener would open the stream before the acceptor did.
+        if (!s.initiator) { this.circ.violation('RELAY_PROTOCOL', `CONNECTED on stream ${streamId} from the end that opened it`); return true; }
         let info: Connected | null = null;
         try { info = data.length > 0 ? decodeConnected(data) : null; } catch (e) {
           this.circ.violation((e as BitcloudError).code ?? 'RELAY_MALFORMED', (e as Error).message);

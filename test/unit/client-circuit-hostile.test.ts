@@ -6,7 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
 import type { CellChannel } from '../../src/link/cell-channel';
 import { createRelayHop } from '../../src/crypto/relay-crypto';
+import { createClientHop } from '../../src/crypto/relay-crypto';
 import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import type { IncomingStream } from '../../src/circuit/types';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
 
@@ -122,5 +124,31 @@ describe('stream messages from the last hop against the stream\'s state (SPEC.md
     expect(chunk.toString()).toBe('hello');
     expect(circ.isOpen).toBe(true);
     circ.destroy();
+  });
+});
+
+describe('CONNECTED is the accepting end\'s answer (SPEC.md §7b.6)', () => {
+  it('a CONNECTED sent by the opener to a hidden node\'s end of a rendezvous circuit closes the circuit; the node\'s stream never opens', () => {
+    // The node's circuit: one hop of its own (the rendezvous point) and the virtual hop's relay
+    // end (SPEC.md §9.21.5 step 5), which the client reaches through the rendezvous point.
+    const { circ } = circuit(0);
+    const rpKeys = randomBytes(72), vKeys = randomBytes(72);
+    (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(target(0), Buffer.from(rpKeys));
+    const rp = createRelayHop(Buffer.from(rpKeys)), client = createClientHop(Buffer.from(vKeys));
+    const streams: IncomingStream[] = [];
+    circ.attachServiceEnd(Buffer.from(vKeys), (inc) => streams.push(inc));
+    const fromClient = (command: number, streamId: number, data: Buffer) => {
+      const p = encodeRelayPayload(command, streamId, data);
+      client.originate(p);
+      client.encryptOutbound(p, CellCommand.RELAY);
+      rp.encryptInbound(p, CellCommand.RELAY);
+      circ.onCell(CellCommand.RELAY, p);
+    };
+    fromClient(RelayCommand.BEGIN_STORAGE, 1, Buffer.alloc(0));
+    expect(streams).toHaveLength(1);
+    fromClient(RelayCommand.CONNECTED, 1, Buffer.alloc(0));
+    expect(circ.isOpen).toBe(false);
+    expect(circ.closedWith?.code).toBe('RELAY_PROTOCOL');
+    expect(streams[0].stream.state).toBe('closed');
   });
 });
