@@ -116,4 +116,14 @@ describe('reward chain read deadlines (SPEC.md §8.7.5)', () => {
     await expect(fetchRewardChain({ authorities, periodSeconds: P, sources: [slow.url, garbled.url], timeoutMs: 300, deadlineMs: 1000, pageBytes: 1 }))
       .rejects.toMatchObject({ code: 'REWARD_MALFORMED' });
   });
+
+  it('a read cut at a deadline is reported as REWARD_FETCH_TIMEOUT even after an earlier source failed otherwise (SPEC.md §8.7.5)', { timeout: 4000 }, async () => {
+    const blocks = chain(40);
+    const refusing = await serve((_from, res) => { res.writeHead(503, { 'content-type': 'application/json' }); res.end(JSON.stringify({ code: 'RATE_LIMITED', reason: 'busy' })); });
+    const slow = await serve(pages(blocks, 150));
+    const e = await fetchRewardChain({ authorities, periodSeconds: P, sources: [refusing.url, slow.url], timeoutMs: 300, deadlineMs: 1000, pageBytes: 1 })
+      .then(() => null, (x: unknown) => x as { code?: string; detail?: { failures?: { code: string }[] } });
+    expect(e?.code).toBe('REWARD_FETCH_TIMEOUT');
+    expect(e?.detail?.failures?.map((f) => f.code)).toEqual(['DIR_FETCH_FAILED', 'REWARD_FETCH_TIMEOUT']);
+  });
 });
