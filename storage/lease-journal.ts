@@ -79,6 +79,9 @@ export class LeaseJournal {
    */
   private fh: fsp.FileHandle | null;
 
+  /** close() was called: no write opens the file again (its handle would never be closed). */
+  private closed = false;
+
   private constructor(private readonly file: string, fh: fsp.FileHandle, records: number, size: number) {
     this.fh = fh;
     this.records = records;
@@ -170,6 +173,7 @@ export class LeaseJournal {
 
   async close(): Promise<void> {
     await this.drain();
+    this.closed = true;
     const fh = this.fh;
     this.fh = null;
     await fh?.close();
@@ -190,6 +194,9 @@ export class LeaseJournal {
     const p = (async () => {
       const bytes = encodeRecords(batch);
       const at = this.size;
+      // A closed journal takes no record: reopening here would leave a handle nobody closes, and
+      // a second writer on a file the store may have opened again since.
+      if (this.closed) throw Object.assign(new Error('lease journal is closed'), { code: 'EBADF' });
       const fh = this.fh ??= await fsp.open(this.file, 'a', 0o600);
       try {
         // A short write (a nearly full disk) goes on from where it stopped.

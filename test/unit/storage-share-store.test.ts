@@ -629,6 +629,32 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('an append after close() is refused and opens no handle on the file (SPEC.md §9.8.2)', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const id1 = Buffer.alloc(32, 1);
+    await journal.append([{ id: id1, expiresAt: 5 }]);
+    await journal.close();
+    const opened: string[] = [];
+    const realOpen = fsp.open.bind(fsp);
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(((p: string, flags?: string, mode?: number) => {
+      opened.push(String(flags));
+      return realOpen(p, flags, mode);
+    }) as typeof fsp.open);
+    try {
+      // A removal record of a request still in flight when the store closed.
+      const code = await journal.append([{ id: id1, expiresAt: 0 }]).then(() => null, (e: NodeJS.ErrnoException) => e.code);
+      expect(code).toBe('EBADF');
+      expect(opened).toEqual([]);
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await fsp.stat(file)).size).toBe(8 + RECORD_BYTES);
+    const { journal: j2, leases } = await LeaseJournal.open(file);
+    expect([...leases]).toEqual([[id1.toString('hex'), 5]]);
+    await j2.close();
+  });
+
   it('a failed append cuts its partial record off, so later records still replay', async () => {
     const file = path.join(await tmpDir(), 'j');
     const { journal } = await LeaseJournal.open(file);
