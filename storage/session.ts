@@ -27,6 +27,12 @@ const nodeFrameBudget = new FrameBudget(NODE_FRAME_BUDGET_BYTES);
  */
 export const NODE_ANSWER_BUDGET_BYTES = 256 * 1024 * 1024;
 const nodeAnswerBudget = new FrameBudget(NODE_ANSWER_BUDGET_BYTES);
+/**
+ * SPEC.md §9.6.1: answer frames of at most this many bytes (a put's, audit's or stat's answer, an
+ * error) do not count against the answer budget and always go out: they hold no more than an error
+ * does, and refusing one would report a put or renewal the node has already made as failed.
+ */
+export const UNCOUNTED_ANSWER_BYTES = 4096;
 /** SPEC.md §9.6.1: a storage stream on which nothing arrives, nothing is handled and no answer is taken this long is closed. */
 export const STORAGE_STREAM_IDLE_MS = 120_000;
 /**
@@ -162,8 +168,9 @@ export async function serveStorageStream(stream: Duplex, store: ShareStore, opts
     if (gone(stream)) return;
     let frame = encodeResponseFrame(reqId, res);
     let give: (() => void) | null = null;
-    // Error answers are small (a code and at most 1024 characters) and always go out.
-    if (res.type !== 'error') {
+    // Error answers are small (a code and at most 1024 characters) and always go out, as do other
+    // small answers (UNCOUNTED_ANSWER_BYTES): only large ones (get data, long id lists) are held back.
+    if (res.type !== 'error' && frame.length > UNCOUNTED_ANSWER_BYTES) {
       const n = frame.length;
       if (answerBudget.take(n)) {
         const g = (): void => { if (heldAnswers.delete(g)) answerBudget.give(n); };

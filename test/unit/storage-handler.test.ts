@@ -238,6 +238,36 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     expect(answerBudget.used).toBe(0);
   });
 
+  it('with the answer budget used up, small answers (put, renew, stat) still go out: a put the node made is never answered STORAGE_BUSY (SPEC.md §9.6.1)', async () => {
+    const s = await store();
+    const { FrameBudget } = await import('../../src/storage/framing');
+    const answerBudget = new FrameBudget(64 * 1024);
+    expect(answerBudget.take(answerBudget.maxBytes)).toBe(true); // other streams' unread answers hold it all
+    const tick = () => new Promise<void>((r) => setImmediate(r));
+    const small = Buffer.from('a small share');
+    const smallId = shareId(small);
+    const out: Buffer[] = [];
+    const b = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { out.push(chunk); cb(); } });
+    cleanup.push(() => b.destroy());
+    void serveStorageStream(b, s, { ctx, answerBudget });
+    b.push(encodeFrame(encodeRequest(1, { type: 'put', id: smallId, data: small, leaseSeconds: 60 })));
+    const answers = async (n: number) => {
+      const dec = new FrameDecoder();
+      for (;;) {
+        const frames = dec.push(Buffer.concat(out));
+        if (frames.length >= n) return new Map(frames.map((f) => { const d = decodeResponse(f); return [d.reqId, d.res] as const; }));
+        await tick();
+      }
+    };
+    expect((await answers(1)).get(1)?.type).toBe('put');
+    b.push(encodeFrame(encodeRequest(2, { type: 'renew', ids: [smallId], leaseSeconds: 120 })));
+    b.push(encodeFrame(encodeRequest(3, { type: 'stat' })));
+    const got = await answers(3);
+    expect(got.get(2)?.type).toBe('renew');
+    expect(got.get(3)?.type).toBe('stat');
+    expect(answerBudget.used).toBe(answerBudget.maxBytes);
+  });
+
   it('once serving has ended (the requester ended its side, or a framing error), a peer that never reads has the stream destroyed after the idle timeout (SPEC.md §9.6.1)', async () => {
     const s = await store();
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
