@@ -73,6 +73,11 @@ interface Managed {
   refused: Set<string>;
   /** When a stream was last attached to it or ended on it (or it was built): SPEC.md §7b.11 open circuits. */
   lastUsed: number;
+  /**
+   * Requests that chose it and have not yet sent their BEGIN on it (they wait for its build, or
+   * for the turn to resume them): SPEC.md §7b.11, never closed to keep to maxOpenCircuits.
+   */
+  attaching: number;
   /** A BEGIN on it timed out: it takes no new streams and closes once its last stream ends. */
   noNewStreams?: boolean;
 }
@@ -166,9 +171,16 @@ export class CircuitManager {
       }
       tried.add(m);
       try {
-        const circ = await m.ready;
-        if (LAT_TRACE) latTrace('manager.circuit', m.circ ? 'ready' : '?');
-        const { stream } = await circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? 15_000);
+        let opening: ReturnType<ClientCircuit['openStream']>;
+        try {
+          const circ = await m.ready;
+          if (LAT_TRACE) latTrace('manager.circuit', m.circ ? 'ready' : '?');
+          // openStream puts the stream in circ.edge.streams at once: from here it protects the circuit.
+          opening = circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? 15_000);
+        } finally {
+          m.attaching--;
+        }
+        const { stream } = await opening;
         if (signal?.aborted) { stream.destroy(); throw err('STREAM_ABORTED', 'the request was abandoned'); }
         if (LAT_TRACE) latTrace('manager.stream-open');
         this.m?.streams.inc({ result: 'ok' });
@@ -217,7 +229,7 @@ export class CircuitManager {
   /** For the storage client: a fresh circuit whose last hop is `lastHop` (guard, middle, lastHop). */
   async buildCircuitTo(lastHop: ClientRelay): Promise<ClientCircuit> {
     const { circ } = await this.builder.build({ storageNode: lastHop });
-    const m: Managed = { circ, ready: Promise.resolve(circ), exit: lastHop, isolation: null, purpose: 'storage', refused: new Set(), lastUsed: Date.now() };
+    const m: Managed = { circ, ready: Promise.resolve(circ), exit: lastHop, isolation: null, purpose: 'storage', refused: new Set(), lastUsed: Date.now(), attaching: 0 };
     this.adopt(m);
     return circ;
   }
@@ -300,18 +312,21 @@ export class CircuitManager {
     if (best) {
       best.isolation ??= req.isolation;
       best.lastUsed = now; // SPEC.md §7b.11: a stream is about to be attached; not the one to close next
+      best.attaching++;
       return best;
     }
     if (this.building >= this.maxPending) return null;
     const exclude = new Set<string>();
     for (const m of tried) if (m.refused.size > 0) exclude.add(m.exit.fingerprint);
-    return this.launch({ host: isIpLiteral(req.host) ? null : req.host, ip: isIpLiteral(req.host) ? req.host : undefined, port: req.port }, req.isolation, exclude);
+    const m = this.launch({ host: isIpLiteral(req.host) ? null : req.host, ip: isIpLiteral(req.host) ? req.host : undefined, port: req.port }, req.isolation, exclude);
+    m.attaching++;
+    return m;
   }
 
   /** Start building a general circuit; its exit is chosen now, so concurrent requests can share the build. */
   private launch(target: PathTarget, isolation: IsolationKey | null, exclude: ReadonlySet<string>): Managed {
     const first = this.builder.choose(target, exclude);
-    const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set(), lastUsed: Date.now() };
+    const m: Managed = { circ: null, ready: Promise.resolve(null as unknown as ClientCircuit), exit: first[2], isolation, purpose: 'general', refused: new Set(), lastUsed: Date.now(), attaching: 0 };
     this.building++;
     // SPEC.md §7b.11: a build that ends, either way, frees its place for the requests waiting for one.
     const ended = (): void => {
@@ -335,8 +350,9 @@ export class CircuitManager {
 
   /**
    * SPEC.md §7b.11: once `built` is open, while more than maxOpenCircuits general circuits are
-   * open, close the least recently used one that carries no stream (never `built`, which a request
-   * is about to use). When every other one carries a stream, `built` is kept and the excess counted:
+   * open, close the least recently used one that carries no stream and that no request has chosen
+   * and not yet sent its BEGIN on (never `built`, which a request is about to use). When every other
+   * one carries a stream or is so chosen, `built` is kept and the excess counted:
    * a live stream is never broken. Circuits of other purposes (storage, rendezvous) are not counted.
    */
   private evictOverLimit(built: Managed): void {
@@ -344,7 +360,9 @@ export class CircuitManager {
     const open = [...this.pool].filter((x) => x.purpose === 'general' && x.circ !== null && x.circ.isOpen);
     let excess = open.length - max;
     if (excess <= 0) return;
-    const idle = open.filter((x) => x !== built && x.circ!.edge.streams.size === 0).sort((a, b) => a.lastUsed - b.lastUsed);
+    // A circuit a request chose and has not yet sent its BEGIN on (built in the same turn as
+    // `built`, or chosen while built) is as busy as one carrying a stream.
+    const idle = open.filter((x) => x !== built && x.attaching === 0 && x.circ!.edge.streams.size === 0).sort((a, b) => a.lastUsed - b.lastUsed);
     for (const x of idle) {
       if (excess <= 0) break;
       this.retire(x);

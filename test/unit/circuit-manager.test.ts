@@ -250,6 +250,34 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     await mgr.close();
   });
 
+  it('a circuit built for a waiting request is not closed to keep to maxOpenCircuits by another build ending in the same turn', async () => {
+    const relays = three();
+    const registry = new prom.Registry();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 0, maintenanceMs: 3_600_000, maxOpenCircuits: 1, streamAttempts: 1, registry });
+    const circs: ClientCircuit[] = [];
+    const finish: Array<() => void> = [];
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => {
+      const circ = trackingCircuit();
+      // A closed circuit refuses a BEGIN, as the real one does (its closedWith).
+      const open = circ.openStream.bind(circ);
+      (circ as unknown as { openStream: () => unknown }).openStream = () => (circ.isOpen ? open({ kind: 'begin_dir' }) : Promise.reject(err('CIRCUIT_DESTROYED', 'closed')));
+      circs.push(circ);
+      return new Promise((resolve) => finish.push(() => resolve({ circ, path: relays })));
+    });
+    const a = mgr.connect({ host: 'example.com', port: 443, isolation: 'k0' as never });
+    const b = mgr.connect({ host: 'example.com', port: 443, isolation: 'k1' as never });
+    await tick();
+    expect(finish).toHaveLength(2);
+    // Both builds end in one turn (their last cells came in one read from the guard).
+    finish[0](); finish[1]();
+    const [sa, sb] = await Promise.all([a, b]);
+    expect(circs.map((c) => c.isOpen)).toEqual([true, true]);
+    expect(sa.destroyed).toBe(false);
+    expect(sb.destroyed).toBe(false);
+    expect(await counter(registry, 'bitcloud_client_circuits_evicted_total')).toBe(0);
+    await mgr.close();
+  });
+
   it('refuses a maxOpenCircuits that is not an integer ≥ 1 (CONFIG_INVALID)', async () => {
     for (const maxOpenCircuits of [0, -1, 1.5, NaN, Infinity, 'x' as unknown as number]) {
       try { new CircuitManager({ relays: () => [], maintenanceMs: 3_600_000, maxOpenCircuits }); expect.unreachable(); } catch (e) {
