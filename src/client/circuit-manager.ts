@@ -339,7 +339,10 @@ export class CircuitManager {
       m.exit = path[path.length - 1];
       m.lastUsed = Date.now();
       circ.once('close', () => this.pool.delete(m));
-      if (this.closed) circ.destroy();
+      // SPEC.md §7b.11: a circuit that closed as its build ended (a DESTROY read with its last
+      // EXTENDED2) emitted its close before this listener: it is dropped now, not held for good.
+      if (!circ.isOpen) this.pool.delete(m);
+      else if (this.closed) circ.destroy();
       else this.evictOverLimit(m);
       return circ;
     }, (e) => { ended(); this.pool.delete(m); throw e; });
@@ -376,6 +379,7 @@ export class CircuitManager {
   }
 
   private adopt(m: Managed): void {
+    if (m.circ && !m.circ.isOpen) return; // closed as its build ended: its close was already emitted
     this.pool.add(m);
     m.circ?.once('close', () => this.pool.delete(m));
   }

@@ -278,6 +278,37 @@ describe('circuit manager (SPEC.md §7b.11)', () => {
     await mgr.close();
   });
 
+  it('a circuit that closed as its build ended is not held: no entry left behind, and the preemptive circuit it was is built again', async () => {
+    const relays = three();
+    const mgr = new CircuitManager({ relays: () => relays, preemptiveCircuits: 1, maintenanceMs: 3_600_000, maxOpenCircuits: 1 });
+    const m = mgr as unknown as { recentPorts: Map<number, number>; maintain(): void };
+    let builds = 0;
+    vi.spyOn(mgr.builder, 'build').mockImplementation(() => {
+      const circ = trackingCircuit();
+      // The first build's last EXTENDED2 came with a DESTROY: closed (its close emitted) before the build resolves.
+      if (++builds === 1) circ.destroy();
+      return Promise.resolve({ circ, path: relays });
+    });
+    try {
+      m.recentPorts.set(443, Date.now());
+      m.maintain();
+      await tick();
+      expect(builds).toBe(1);
+      expect(mgr.circuitCount).toBe(0);
+      m.maintain();
+      await tick();
+      expect(builds).toBe(2);
+      expect(mgr.circuits()).toHaveLength(1);
+      expect(mgr.circuitCount).toBe(1);
+      // Likewise a storage circuit handed out already closed is not adopted.
+      builds = 0;
+      await mgr.buildCircuitTo(relays[2]);
+      expect(mgr.circuitCount).toBe(1);
+    } finally {
+      await mgr.close();
+    }
+  });
+
   it('refuses a maxOpenCircuits that is not an integer ≥ 1 (CONFIG_INVALID)', async () => {
     for (const maxOpenCircuits of [0, -1, 1.5, NaN, Infinity, 'x' as unknown as number]) {
       try { new CircuitManager({ relays: () => [], maintenanceMs: 3_600_000, maxOpenCircuits }); expect.unreachable(); } catch (e) {
