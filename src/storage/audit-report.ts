@@ -43,7 +43,7 @@ export interface ReportedAudit extends AuditResult {
 
 /** A node's entry in the signed summary. */
 export interface AuditNodeEntry {
-  /** Bytes credited: the sum of the sizes of the distinct shares that passed (§9.20.2). */
+  /** Bytes credited: the sum of the sizes of the distinct shares (by share id and by audit root) that passed (§9.20.2). */
   stored: number;
   /** Results on the node's page (0..AUDIT_PAGE_MAX_RESULTS). */
   results: number;
@@ -78,15 +78,22 @@ export interface SignedAuditReport {
   certificate: string;
 }
 
-/** SPEC.md §9.20.2: per node, the sizes of the distinct shares that passed, summed. */
+/**
+ * SPEC.md §9.20.2: per node, the sizes of the distinct shares that passed, summed. A share is
+ * distinct by its share id and by its audit root: a share id is the hash of the share's bytes
+ * (§9.1) and the root commits to them, so two passing pairs of one node with one root are the same
+ * bytes stored once, under share ids at most one of which is genuine, and are credited once.
+ */
 export function storedBytes(results: readonly ReportedAudit[]): Map<string, number> {
   const seen = new Set<string>();
   const out = new Map<string, number>();
   for (const r of results) {
     if (!r.ok) continue;
     const k = `${r.node}/${r.shareId}`;
-    if (seen.has(k)) continue;
+    const byRoot = `${r.node}#${r.root}`;
+    if (seen.has(k) || seen.has(byRoot)) continue;
     seen.add(k);
+    seen.add(byRoot);
     out.set(r.node, (out.get(r.node) ?? 0) + r.size);
   }
   return out;

@@ -1069,6 +1069,37 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     await audits.auditEpoch(E + 2);
     expect(audits.storedFor(E + 2)!.get(n.fp)).toBe(1000);
   });
+
+  it('a node naming the bytes of one share under several share ids is credited them once: one audit root is one share (SPEC.md §9.20.2)', async () => {
+    const cheat = await node();
+    // One 4000-byte blob stored once; the node's own contract lists it under three made-up share
+    // ids with the blob's size and root, and the node answers every challenge from the blob.
+    const blob = randomBytes(4000);
+    const other = randomBytes(1000);
+    const ids = [randomBytes(32), randomBytes(32), randomBytes(32)];
+    const connect: AuditConnector = async () => ({
+      close() {},
+      async send(req) {
+        if (req.type !== 'challenge') throw new Error('only challenges');
+        const bytes = req.id.equals(shareId(other)) ? other : blob;
+        return { type: 'challenge', answer: encodeAuditAnswer({ shareSize: bytes.length, nonce: req.nonce, blocks: proveBlocks(bytes, req.blocks) }) };
+      },
+    });
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect });
+    await audits.accept(encodeContract({ startEpoch: E, endEpoch: E + 2, entries: sortContractEntries([
+      ...ids.map((id) => ({ node: cheat.key.publicKey, shareId: id, shareSize: blob.length, auditRoot: auditRoot(blob) })),
+      entry(cheat.key.publicKey, other),
+    ]) }));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [cheat.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const { results, stored } = await readReport(audits, auths, E);
+    // Every pair passed its audit, yet the blob's 4000 bytes count once, beside the other share's 1000.
+    expect(results.filter((r) => r.ok)).toHaveLength(4);
+    expect(audits.storedFor(E)!.get(cheat.fp)).toBe(5000);
+    expect(stored[cheat.fp]).toBe(5000);
+  });
 });
 
 describe('the consensus stored column and the reward block (SPEC.md §9.20.2, §8.6)', () => {
