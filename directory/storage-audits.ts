@@ -561,17 +561,22 @@ export class StorageAudits {
 
   /** Run the audits of epoch `e` now (the tick calls this; tests may too). */
   async auditEpoch(e: number): Promise<void> {
-    // (node, share) → the commitment and one contract naming it; the same pair in several
-    // contracts is audited (and credited) once.
+    // SPEC.md §9.20.2: (node, share, size, root) → the commitment and one contract naming it; the
+    // same commitment in several contracts is audited (and credited) once. Keyed by the whole
+    // commitment, not by (node, share): a contract naming a node's share with another size or root,
+    // held before the payer's, would otherwise have that pair audited against its commitment only
+    // and fail, costing the node the payer's pay and its credit for a share it does hold.
     // Contracts are picked by their epochs first: one not active in `e` costs nothing more.
     const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
     this.pruneEnded(e);
     for (const [id, h] of this.contracts) {
       if (h.startEpoch > e || h.endEpoch <= e) continue;
-      for (const { off, fp, share } of heldEntries(h.raw)) {
+      for (const { off, fp } of heldEntries(h.raw)) {
         let m = byNode.get(fp);
         if (!m) byNode.set(fp, (m = new Map()));
-        if (!m.has(share)) m.set(share, { contract: id, size: h.raw.readUInt32BE(off + 64), root: h.raw.subarray(off + 68, off + 100), shareId: h.raw.subarray(off + 32, off + 64) });
+        // share id [32] | share_size u32 | audit_root [32], contiguous in the entry (§9.20.1).
+        const commitment = h.raw.toString('hex', off + 32, off + 100);
+        if (!m.has(commitment)) m.set(commitment, { contract: id, size: h.raw.readUInt32BE(off + 64), root: h.raw.subarray(off + 68, off + 100), shareId: h.raw.subarray(off + 32, off + 64) });
       }
     }
     const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && (r.storagePort > 0 || r.roles.includes('hidden'))).map((r) => [r.fingerprint, r]));
@@ -644,7 +649,8 @@ export class StorageAudits {
       results.push(...mine);
       if (expired) for (const s of pick) if (!done.has(s)) results.push(fail(s, 'STORAGE_TIMEOUT'));
     }));
-    results.sort((a, b) => a.node.localeCompare(b.node) || a.shareId.localeCompare(b.shareId));
+    // One share id may be audited under several commitments (above): their order is the root's, not the draw's.
+    results.sort((a, b) => a.node.localeCompare(b.node) || a.shareId.localeCompare(b.shareId) || a.root.localeCompare(b.root) || a.size - b.size);
     for (const r of results) this.m.audits.labels(r.ok ? 'ok' : r.code ?? 'INTERNAL').inc();
     const stored = storedBytes(results);
     // SPEC.md §9.20.3: the signed summary names each node's page by its digest.

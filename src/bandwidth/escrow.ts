@@ -86,8 +86,8 @@ export function fundEscrow(book: EscrowBook, ledger: CoinLedger, contract: Stora
 /**
  * SPEC.md §9.20.4: per node, the bytes of its pairs in this contract that passed in one authority's
  * report of an epoch. A result counts when it is `ok` and names a (node, share) of the contract with
- * the contract's own size and audit root (whatever contract id the result names: a pair in several
- * contracts is audited once, §9.20.2); each pair counts once.
+ * the contract's own size and audit root (whatever contract id the result names: a commitment in
+ * several contracts is audited once, §9.20.2); each pair counts once.
  */
 export function passingBytes(escrow: { entries: ReadonlyMap<string, { size: number; root: string }> }, results: readonly ReportedAudit[]): Map<string, bigint> {
   const seen = new Set<string>();

@@ -17,7 +17,7 @@ import { FLAG_BITS } from '../../src/dir/types';
 import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit';
 import { shareId } from '../../src/storage/share';
 import { CoinLedger, signTransfer } from '../../src/bandwidth/transfer';
-import { applyEscrowOp, contractId, escrowOpsFor, escrowPayNodes, type EscrowBook } from '../../src/bandwidth/escrow';
+import { applyEscrowOp, contractId, escrowOpsFor, escrowPayNodes, passingBytes, type EscrowBook } from '../../src/bandwidth/escrow';
 import {
   AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, buildAuditReport, signAuditReport, verifyAuditPage, verifyAuditReport, type AuditReportBody, type ReportedAudit, type SignedAuditReport,
 } from '../../src/storage/audit-report';
@@ -1068,6 +1068,30 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(audits.storedFor(E)!.size).toBe(0);
     await audits.auditEpoch(E + 2);
     expect(audits.storedFor(E + 2)!.get(n.fp)).toBe(1000);
+  });
+
+  it('a contract naming a node\'s share with another root, held first, does not take the audit of the payer\'s pair: each commitment is audited (SPEC.md §9.20.2)', async () => {
+    const n = await node();
+    const b = randomBytes(2000);
+    await n.store.put(shareId(b), b, 3600);
+    const signer = makeSigner();
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()) });
+    // Someone else's contract names the node's share with a root of other bytes, and is held first.
+    const bogus = encodeContract({ startEpoch: E, endEpoch: E + 100, entries: [{ node: n.key.publicKey, shareId: shareId(b), shareSize: b.length, auditRoot: auditRoot(randomBytes(2000)) }] });
+    const payers = encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, b)] });
+    expect((await audits.accept(bogus)).result).toBe('accepted');
+    expect((await audits.accept(payers)).result).toBe('accepted');
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const { results, stored } = await readReport(audits, auths, E);
+    const root = auditRoot(b).toString('hex');
+    // The payer's commitment passed (so the escrow pays it), the other failed; the node is credited the share.
+    expect(results.filter((r) => r.ok).map((r) => r.root)).toEqual([root]);
+    expect(results.filter((r) => !r.ok)).toHaveLength(1);
+    expect(stored[n.fp]).toBe(2000);
+    const pays = passingBytes({ entries: new Map([[`${n.fp}/${shareId(b).toString('hex')}`, { size: b.length, root }]]) }, results);
+    expect(pays.get(n.fp)).toBe(2000n);
   });
 
   it('a node naming the bytes of one share under several share ids is credited them once: one audit root is one share (SPEC.md §9.20.2)', async () => {
