@@ -3,7 +3,9 @@
 // order, so the pool as a whole always applies on top of the chain tip, and when its amount is at
 // most what the sender holds in the chain minus its own pending transfers: units that only a
 // pending transfer brings are not spendable until a block carries them (else a chain of pending
-// transfers through fresh keys would pass the per-sender cap). When the chain grows,
+// transfers through fresh keys would pass the per-sender cap); and, for one to the id of a contract
+// with an escrow in the chain, when it is not a funding transfer (no block could carry it) and that
+// escrow is not closed (nothing empties its account again). When the chain grows,
 // the pool is checked again from the new state: transfers the block carried (their nonce is now
 // used) and any that no longer apply are dropped. Pending transfers are memory only: one not yet in
 // a block is lost when every authority holding it restarts (the wallet then sends it again).
@@ -32,6 +34,7 @@ import { LatestFileWriter } from '../src/ops/fsutil';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
 import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
 import { FUNDING_V2 } from '../src/dir/consensus-params';
+import type { Escrow } from '../src/bandwidth/escrow';
 
 /** At most this many transfers wait in a pool (SPEC §8.11.3); more: TRANSFER_POOL_FULL. */
 export const MAX_POOL_TRANSFERS = 10_000;
@@ -49,8 +52,11 @@ export const FUNDING_PENDING_HEIGHTS = 24;
 export const TRANSFER_DROPPED_FILE = 'transfer-dropped.json';
 const DROPPED_FILE_VERSION = 1;
 
-/** What the pool is checked against: the chain state's balances and nonces, and its height (absent: −1). */
-export type PoolBase = Readonly<LedgerMaps> & { readonly height?: number };
+/**
+ * What the pool is checked against: the chain state's balances and nonces, its height (absent: −1)
+ * and its escrow book (absent: none), by contract id (hex).
+ */
+export type PoolBase = Readonly<LedgerMaps> & { readonly height?: number; readonly escrows?: ReadonlyMap<string, Pick<Escrow, 'refunded'>> };
 
 /** Of what the last `rebase` dropped: the funding transfers too old, and the later transfers of their senders. */
 export interface Expired { funding: number; after: number }
@@ -141,8 +147,10 @@ export class TransferPool {
    * transfer this pool dropped for its age, whose nonce the chain has not used), TRANSFER_NONCE_GAP,
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
    * transfers to the sender do not count), TRANSFER_RATE_LIMITED (the sender
-   * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, and TRANSFER_VERSION_DISABLED
-   * for a funding transfer (version 2) while `fundingV2()` is false (SPEC §8.11.3).
+   * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, TRANSFER_VERSION_DISABLED
+   * for a funding transfer (version 2) while `fundingV2()` is false (SPEC §8.11.3), and, for a
+   * transfer to the id of a contract with an escrow in the chain, ESCROW_ALREADY_FUNDED (a funding
+   * transfer) or ESCROW_CLOSED (a plain one to an escrow refunded or cancelled; §8.11.3, §9.20.4).
    */
   add(t: Transfer): 'added' | 'held' {
     const bytes = encodeTransfer(t);
@@ -153,6 +161,7 @@ export class TransferPool {
     }
     if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
     this.ledger.check(t);
+    this.checkRecipient(t);
     const from = t.from.toString('hex');
     this.checkFunded(t, from);
     const mine = this.bySender.get(from)?.length ?? 0;
@@ -179,6 +188,21 @@ export class TransferPool {
     return this.largestIn.get(to) ?? 0n;
   }
 
+  /**
+   * SPEC §8.11.3, §9.20.4: a transfer to the id of a contract whose escrow the chain holds. A funding
+   * transfer (version 2) to it can never be carried, its escrow being opened already
+   * (ESCROW_ALREADY_FUNDED); a plain one to an escrow refunded or cancelled would put units in an
+   * account nothing moves again (ESCROW_CLOSED). One to an open escrow is taken (its units go back
+   * to the payer with the refund).
+   */
+  private checkRecipient(t: Transfer): void {
+    const id = t.to.toString('hex');
+    const e = this.base.escrows?.get(id);
+    if (!e) return;
+    if (t.version === FUNDING_TRANSFER_VERSION) throw err('ESCROW_ALREADY_FUNDED', `contract ${id.slice(0, 16)}… has an escrow already (${e.refunded !== null ? 'closed' : 'open'}): a funding transfer to it would open none`);
+    if (e.refunded !== null) throw err('ESCROW_CLOSED', `the escrow of contract ${id.slice(0, 16)}… was refunded or cancelled: units sent to its id could never be moved again`);
+  }
+
   /** SPEC §8.11.3: a pending transfer spends only the chain balance less the sender's pending ones. TRANSFER_OVERSPEND. */
   private checkFunded(t: Transfer, from: string): void {
     const have = (this.base.balances.get(from) ?? 0n) - (this.out.get(from) ?? 0n);
@@ -186,7 +210,8 @@ export class TransferPool {
   }
 
   /**
-   * The chain moved on: keep, in order, the pending transfers that still apply to `base`. Returns
+   * The chain moved on: keep, in order, the pending transfers that still apply to `base` (and to its
+   * escrow book: `checkRecipient`). Returns
    * how many were dropped (of which `expired` says how many for a funding transfer's age). Signatures were verified at `add` and do not depend on the chain, so
    * they are not verified again (this runs when a block lands); a transfer whose nonce the chain
    * used is dropped before anything else is looked at. SPEC §8.11.3: a funding transfer (version 2)
@@ -222,6 +247,7 @@ export class TransferPool {
         continue;
       }
       try {
+        this.checkRecipient(e.t);
         this.checkFunded(e.t, e.from);
         this.ledger.applyVerified(e.t);
       } catch { continue; }

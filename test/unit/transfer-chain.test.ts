@@ -252,12 +252,13 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     applyRewardBlock(state, encodeSignedRewardBlock(body, [signRewardBlock(body, auth.publicKey, auth)]), authorities, 1, { schedule });
     expect(state.escrows.get(ID)?.funded).toBe(1000n);
     expect(pool.rebase(state)).toBe(3);
-    // A second funding of a contract opened already gets no open: it waits, and the sender's next with it.
-    const again = signFundingTransfer(relay, id, 1000n, 3);
-    pool.add(again);
-    pool.add(signTransfer(relay, wallet.publicKey, 1n, 4));
+    // A second funding of a contract opened already could never get an open: the pool refuses it
+    // (ESCROW_ALREADY_FUNDED), so it holds none of its sender's later transfers.
+    expectCode(() => pool.add(signFundingTransfer(relay, id, 1000n, 3)), 'ESCROW_ALREADY_FUNDED');
+    const next3 = signTransfer(relay, wallet.publicKey, 1n, 3);
+    expect(pool.add(next3)).toBe('added');
     const later = escrowOpener(state.escrows, 102, held);
-    expect(pool.take(100, (t) => later(t) !== null)).toEqual([]);
+    expect(pool.take(100, (t) => later(t) !== null)).toEqual([next3]);
   });
 
   it('while funding-v2 is off (SPEC §8.11.3) the pool refuses a funding transfer (TRANSFER_VERSION_DISABLED) and the proposer carries none; version 1 goes on', () => {
@@ -373,5 +374,21 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     expectCode(() => pool.add(a), 'TRANSFER_REPLAYED');
     expectCode(() => pool.add(c), 'TRANSFER_REPLAYED');
     expect(pool.size).toBe(0);
+  });
+
+  it('a transfer to a contract id whose escrow the chain holds: a funding one is ESCROW_ALREADY_FUNDED, a plain one to a closed escrow ESCROW_CLOSED (its units could never move again); a plain one to an open escrow is taken (SPEC §8.11.3, §9.20.4)', () => {
+    const open = Buffer.alloc(32, 0x0e), closed = Buffer.alloc(32, 0xc1), later = Buffer.alloc(32, 0x1a);
+    const escrows = new Map([[open.toString('hex'), { refunded: null }], [closed.toString('hex'), { refunded: 7n }]]);
+    const onChain = { balances: new Map([[hex(relay), 1000n]]), nonces: new Map<string, number>(), height: 5, escrows };
+    const pool = new TransferPool(onChain);
+    expectCode(() => pool.add(signTransfer(relay, closed, 10n, 1)), 'ESCROW_CLOSED');
+    expectCode(() => pool.add(signFundingTransfer(relay, closed, 10n, 1)), 'ESCROW_ALREADY_FUNDED');
+    expectCode(() => pool.add(signFundingTransfer(relay, open, 10n, 1)), 'ESCROW_ALREADY_FUNDED');
+    expect(pool.size).toBe(0);
+    expect(pool.add(signTransfer(relay, open, 10n, 1))).toBe('added');
+    // One taken before the contract's escrow closed is dropped when the chain shows it closed.
+    expect(pool.add(signTransfer(relay, later, 10n, 2))).toBe('added');
+    expect(pool.rebase({ ...onChain, escrows: new Map([...escrows, [later.toString('hex'), { refunded: 0n }]]) })).toBe(1);
+    expect(pool.pending().map((t) => t.to.toString('hex'))).toEqual([open.toString('hex')]);
   });
 });
