@@ -90,3 +90,30 @@ describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
     expect(ended).toBe(false); // a reset, not a clean end a client could take for the end of the answer
   });
 });
+
+describe('a malformed request pipelined behind an answer not yet begun (SPEC.md §9.16.3)', () => {
+  it('resets the stream: no 400 goes out first, to be read as the answer to the earlier request', async () => {
+    const g = gateway();
+    let go!: () => void;
+    const later = new Promise<void>((r) => { go = r; });
+    const m = await g.reader.manifest(undefined as never);
+    vi.mocked(g.reader.manifest).mockImplementation(async () => { await later; return m; });
+    const s = g.connect(host);
+    streams.push(s);
+    let text = '';
+    let ended = false, closed = false;
+    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
+    s.on('end', () => { ended = true; });
+    s.on('close', () => { closed = true; });
+    s.on('error', () => {});
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await expect.poll(() => vi.mocked(g.reader.manifest).mock.calls.length >= 2, { timeout: 5000 }).toBe(true);
+    s.write('NOT A REQUEST LINE\r\n\r\n'); // a parse error while the GET's answer has not begun
+    await expect.poll(() => closed || ended, { timeout: 5000 }).toBe(true);
+    go();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(text).not.toMatch(/^HTTP\/1\.1 400 /); // the browser would take it for the GET's answer
+    expect(text).toBe('');
+    expect(ended).toBe(false);
+  });
+});

@@ -228,12 +228,14 @@ export class Gateway {
     // listening: that would run, now or on any later emit, whatever else listens for it.
     for (const startChecks of this.server.listeners('listening')) (startChecks as (this: http.Server) => void).call(this.server);
     this.server.on('clientError', (e: NodeJS.ErrnoException, sock: Duplex) => {
-      // SPEC.md §9.16.3: a malformed or late request pipelined behind an answer whose headers went
-      // out (its body still being sent) is a failure mid-body: the stream is reset. Written there,
-      // the 400 or 408 landed inside that body, bytes no chunk authenticated, then a clean end.
-      // node:http's own handler makes the same check on the answer the socket is writing.
+      // SPEC.md §9.16.3: a malformed or late request pipelined behind an earlier request whose
+      // answer is not finished resets the stream. Once that answer's headers went out (its body
+      // still being sent) it is a failure mid-body: the 400 or 408 would land inside that body,
+      // bytes no chunk authenticated, then a clean end. Before they went out (the answer still
+      // waiting for storage) the 400 or 408 would be the first answer on the stream, which the
+      // client takes for the earlier request's, and that request's own answer would be lost.
       const writing = (sock as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-      if (writing?.headersSent) { sock.destroy(); return; }
+      if (writing) { sock.destroy(); return; }
       const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
       this.closeGracefully(sock, `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
