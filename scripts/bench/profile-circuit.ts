@@ -1,4 +1,4 @@
-// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--par P] [--ttfb N] [--no-profile | --perf] [OUTDIR]`:
+// `node bin/run-ts.js scripts/bench/profile-circuit.ts [--runs N] [--mib M] [--par P] [--ttfb N] [--relays N --exits M] [--no-profile | --perf] [OUTDIR]`:
 // the local network as `npm run bench -- --only circuit` starts it (3 authorities, 6 relays,
 // the proxy; each its own process), N downloads of M MiB (default 1 × 256) through SOCKS, each
 // run P streams at once on P circuits (distinct credentials; default 1, the bench's 4-circuit
@@ -28,6 +28,10 @@ const runs = opt('--runs', 1);
 const ttfb = opt('--ttfb', 0);
 const size = opt('--mib', 256) * MiB;
 const par = opt('--par', 1);
+// --relays N --exits M: the network's size (default 6 and 2, as the circuit bench's). With 3 and 1,
+// every circuit crosses the same three relays, as the floor bench's 4 circuits share one path.
+const relays = opt('--relays', 6);
+const exits = opt('--exits', 2);
 const usePerf = argv.includes('--perf');
 if (usePerf && !perfAvailable()) { console.error('profile-circuit: --perf needs the perf binary (Debian: apt-get install linux-perf)'); process.exit(2); }
 const profile = !usePerf && !argv.includes('--no-profile');
@@ -39,7 +43,7 @@ if (profile) {
   process.env.BITCLOUD_CPU_PROF_DIR = out;
 }
 if (usePerf) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} ${PERF_NODE_OPTIONS}`.trim();
-const net = await startLocalNet({ relays: 6, exits: 2, period: 15 });
+const net = await startLocalNet({ relays, exits, period: 15 });
 delete process.env.NODE_OPTIONS;
 delete process.env.BITCLOUD_CPU_PROF_DIR;
 const web = await startContentServer(randomBytes(size));
