@@ -14,7 +14,8 @@ import { silentLogger, type Logger } from '../ops/log';
 import { choosePath, type PathTarget } from './path';
 import type { Guard, GuardSet } from './guards';
 import { BuildTimeoutEstimator } from './build-timeout';
-import { ClientCircuit, ClientLink, type HopTarget } from './client-circuit';
+import { ClientCircuit, ClientLink, clientViolationCounter, type ClientViolationCounter, type HopTarget } from './client-circuit';
+import type { Registry } from '../ops/metrics';
 
 /** A relay the client can route through: what path selection reads and what a hop needs. */
 export type ClientRelay = ConsensusRelay;
@@ -40,6 +41,11 @@ export interface CircuitBuilderOptions {
   onBuilt?: (ms: number) => void;
   /** Called with the code of each failed attempt (metrics). */
   onBuildFailed?: (code: string) => void;
+  /**
+   * Where the protocol violations that close this builder's circuits are counted
+   * (`bitcloud_client_circuit_violations_total`, SPEC.md §7b.10); none when absent.
+   */
+  registry?: Registry;
   /**
    * SPEC.md §9.21.7: the key a hidden storage node authenticates its links to its guards under (its
    * current pseudonym, with a TLS certificate of its own), or undefined for anonymous links (the
@@ -81,10 +87,12 @@ export class CircuitBuilder {
   private readonly links = new Map<string, Promise<ClientLink>>();
   private readonly log: Logger;
   private closed = false;
+  private readonly violations: ClientViolationCounter | null;
 
   constructor(private readonly opts: CircuitBuilderOptions) {
     this.buildTimeout = opts.buildTimeout ?? new BuildTimeoutEstimator();
     this.log = opts.log ?? silentLogger;
+    this.violations = opts.registry ? clientViolationCounter(opts.registry) : null;
   }
 
   /** Relays of the current consensus; CIRCUIT_NO_CONSENSUS if none is known yet. */
@@ -161,7 +169,7 @@ export class CircuitBuilder {
         const link = guardLink = await this.linkTo(path[0]);
         stopIfAbandoned();
         if (LAT_TRACE) latTrace('build.link');
-        circ = ClientCircuit.allocate(link, this.opts.relayCrypto);
+        circ = ClientCircuit.allocate(link, this.opts.relayCrypto, this.violations);
         await circ.create(path[0]);
         stopIfAbandoned();
         if (LAT_TRACE) latTrace('build.created');

@@ -3,7 +3,8 @@
 // others, and the streams at the last hop (a StreamEdge). ClientLink dispatches the cells of
 // one guard link to the circuits on it.
 import { EventEmitter } from 'node:events';
-import { declaredCode, err, type BitcloudError, type ErrorCode } from '../errors';
+import { declaredCode, err, isErrorCode, type BitcloudError, type ErrorCode } from '../errors';
+import { oncePerRegistry, prom, type Registry } from '../ops/metrics';
 import { CellCommand, CELL_PAYLOAD_LEN, type Cell } from '../wire/cell';
 import { RELAY_COMMAND_OFFSET, RELAY_HEADER_LEN, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayCommandName, relayDataLength } from '../wire/relay-msg';
 import {
@@ -24,6 +25,20 @@ import { RELAY_EDGE_MAX_BUFFERED, StreamEdge, type EdgeCircuit } from '../circui
 import type { CircuitStream } from '../circuit/stream';
 import { MAX_RELAY_EARLY, MAX_STREAMS_PER_CIRCUIT } from '../circuit/constants';
 import { cellRun, flushCellRun, originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from '../circuit/cell-run';
+
+/** `bitcloud_client_circuit_violations_total{reason}` (SPEC.md §7b.10). */
+export type ClientViolationCounter = prom.Counter<'reason'>;
+
+/**
+ * SPEC.md §7b.5, §7b.10: protocol violations that closed a client circuit, by the violation's
+ * error code (a declared code, never anything the peer chose). Made once per registry.
+ */
+export const clientViolationCounter: (reg: Registry) => ClientViolationCounter = oncePerRegistry((reg) => new prom.Counter({
+  name: 'bitcloud_client_circuit_violations_total',
+  help: 'Client circuits closed for a protocol violation or malformed cell, by error code',
+  labelNames: ['reason'],
+  registers: [reg],
+}));
 
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
@@ -146,8 +161,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
   /**
    * @param relayCrypto the relay crypto every hop of this circuit negotiates (SPEC.md §5.6.1);
    *   tor1 unless the client is configured for CGO.
+   * @param violations where the violations that close this circuit are counted (SPEC.md §7b.10), if anywhere.
    */
-  constructor(readonly link: ClientLink, readonly circId: number, readonly relayCrypto: RelayCryptoAlgorithm = 'tor1') {
+  constructor(
+    readonly link: ClientLink, readonly circId: number, readonly relayCrypto: RelayCryptoAlgorithm = 'tor1',
+    private readonly violations: ClientViolationCounter | null = null,
+  ) {
     super();
     this.edge = new StreamEdge(this, { maxStreams: 0xffff });
     link.circuits.set(circId, this);
@@ -155,8 +174,8 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
   }
 
   /** Open a new circuit id on `link` (no cell sent yet). */
-  static allocate(link: ClientLink, relayCrypto: RelayCryptoAlgorithm = 'tor1'): ClientCircuit {
-    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)), relayCrypto);
+  static allocate(link: ClientLink, relayCrypto: RelayCryptoAlgorithm = 'tor1', violations: ClientViolationCounter | null = null): ClientCircuit {
+    return new ClientCircuit(link, link.ch.allocateCircId((id) => link.circuits.has(id)), relayCrypto, violations);
   }
 
   get isOpen(): boolean { return this.closedWith === null; }
@@ -508,8 +527,16 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     return this.closedWith === null && this.link.writable(this);
   }
 
-  violation(code: ErrorCode, message: string): void {
-    this.closeWith(err(code, message));
+  /**
+   * SPEC.md §7b.5, §7b.10: a protocol violation or malformed cell closes this circuit and is
+   * counted by its code. The stream edge passes the code of whatever it caught: one outside the
+   * declared set is counted (and closes the circuit) as INTERNAL, so the label set stays closed.
+   */
+  violation(code: string, message: string): void {
+    if (this.closedWith) return;
+    const c: ErrorCode = isErrorCode(code) ? code : 'INTERNAL';
+    this.violations?.inc({ reason: c });
+    this.closeWith(err(c, message));
   }
 
   /** @internal */ edgeWritable(): void { this.edge.pumpAll(); }

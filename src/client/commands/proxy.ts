@@ -158,7 +158,7 @@ export async function startProxy(o: ProxyOptions): Promise<ProxyHandle> {
     // one-hop directory circuits have a builder of their own so they are not counted as (or mixed
     // with) the circuits that carry the user's streams, but they ride the manager's guard links:
     // one link per guard, closed when idle (§7b.11).
-    const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, log, linksFrom: manager.builder });
+    const dirBuilder = new CircuitBuilder({ relays: () => dir.relays(), guards, enforceDistinctSubnets: cfg.enforceDistinctSubnets, relayCrypto: cfg.relayCrypto, registry, log, linksFrom: manager.builder });
     started.push(() => dirBuilder.close());
     dir.useGuards(() => guardDirSources(dirBuilder, guards, dir.relays()));
     started.push(() => dir.stop());
