@@ -16,7 +16,7 @@ import { NO_PATH_YET, relayExitPolicy, type PathTarget } from './path';
 import type { IsolationKey } from './isolation';
 import { canAttach } from './isolation';
 import { CircuitBuilder, isBuildFailure, type CircuitBuilderOptions, type ClientRelay } from './circuit-builder';
-import type { ClientCircuit, StreamRequest } from './client-circuit';
+import { STREAM_OPEN_TIMEOUT_MS, type ClientCircuit, type StreamRequest } from './client-circuit';
 
 export interface CircuitManagerOptions extends CircuitBuilderOptions {
   /** A circuit takes no new streams this long after its first one (Tor's MaxCircuitDirtiness). Default 10 min. */
@@ -25,7 +25,7 @@ export interface CircuitManagerOptions extends CircuitBuilderOptions {
   preemptiveCircuits?: number;
   /** A port counts as recently used for this long. Default 1 hour. */
   portMemoryMs?: number;
-  /** Wait this long for CONNECTED before trying another circuit. Default 15 s. */
+  /** Wait this long for CONNECTED before trying another circuit. Default STREAM_OPEN_TIMEOUT_MS, 15 s (SPEC.md §7b.6). */
   streamTimeoutMs?: number;
   /** Circuits tried per stream request. Default 3. */
   streamAttempts?: number;
@@ -176,7 +176,7 @@ export class CircuitManager {
           const circ = await m.ready;
           if (LAT_TRACE) latTrace('manager.circuit', m.circ ? 'ready' : '?');
           // openStream puts the stream in circ.edge.streams at once: from here it protects the circuit.
-          opening = circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? 15_000);
+          opening = circ.openStream({ kind: 'begin', host: req.host, port: req.port }, this.opts.streamTimeoutMs ?? STREAM_OPEN_TIMEOUT_MS);
         } finally {
           m.attaching--;
         }
@@ -236,7 +236,7 @@ export class CircuitManager {
 
   /** Open a stream of any kind on a circuit this manager (or anyone) built. */
   async openStream(circ: ClientCircuit, req: StreamRequest): Promise<CircuitStream> {
-    return (await circ.openStream(req, this.opts.streamTimeoutMs ?? 15_000)).stream;
+    return (await circ.openStream(req, this.opts.streamTimeoutMs ?? STREAM_OPEN_TIMEOUT_MS)).stream;
   }
 
   /** Destroy every circuit and link. */

@@ -40,6 +40,9 @@ export const clientViolationCounter: (reg: Registry) => ClientViolationCounter =
   registers: [reg],
 }));
 
+/** SPEC.md §7b.6: how long a client waits for CONNECTED after BEGIN, BEGIN_DIR or BEGIN_STORAGE by default. */
+export const STREAM_OPEN_TIMEOUT_MS = 15_000;
+
 /** What the client needs to know of a relay to use it as a hop. ConsensusRelay satisfies it. */
 export interface HopTarget {
   identity: Buffer;
@@ -263,9 +266,10 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
    * Open a stream at the last hop: BEGIN (TCP via an exit), BEGIN_DIR (the hop's directory
    * mirror) or BEGIN_STORAGE (the storage node). Resolves once CONNECTED arrives; rejects
    * with the error for the END reason (EXIT_POLICY_REJECTED, EXIT_CONNECT_REFUSED, …), with
-   * CIRCUIT_DESTROYED if the circuit dies, or STREAM_TIMEOUT after `timeoutMs`.
+   * CIRCUIT_DESTROYED if the circuit dies, or STREAM_TIMEOUT after `timeoutMs` (SPEC.md §7b.6:
+   * END(TIMEOUT) goes to the hop and the stream is forgotten).
    */
-  openStream(req: StreamRequest, timeoutMs = 30_000): Promise<{ stream: CircuitStream; connected: ConnectedBody | null }> {
+  openStream(req: StreamRequest, timeoutMs = STREAM_OPEN_TIMEOUT_MS): Promise<{ stream: CircuitStream; connected: ConnectedBody | null }> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const s = this.edge.newStream();
     // CONNECTED and an END can arrive in one read: the error would then be emitted (next tick)

@@ -9,7 +9,7 @@ import { fetchConsensusBytes, httpRequest, type HttpRequestOptions, type HttpRes
 import type { ConsensusRelay } from '../dir/types';
 import type { CircuitBuilder } from './circuit-builder';
 import type { GuardSet } from './guards';
-import type { ClientCircuit } from './client-circuit';
+import { STREAM_OPEN_TIMEOUT_MS, type ClientCircuit } from './client-circuit';
 import { shuffle } from '../crypto/primitives';
 import { canBeHop, isRunningValid } from './weighting';
 
@@ -44,7 +44,7 @@ export function guardDirClient(builder: CircuitBuilder, guard: ConsensusRelay): 
     async get(pathAndQuery, o) {
       building ??= builder.buildPath([guard]).then((c) => { circ = c; return c; });
       const c = await building;
-      const { stream } = await c.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
+      const { stream } = await c.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? STREAM_OPEN_TIMEOUT_MS);
       return httpRequest(`http://127.0.0.1${pathAndQuery}`, { ...o, createConnection: () => stream as unknown as Duplex });
     },
     close() {
@@ -84,7 +84,7 @@ function circuitDirSource(label: string, build: () => Promise<ClientCircuit>): T
     async fetch(o) {
       const circ = await build();
       try {
-        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? 15_000);
+        const { stream } = await circ.openStream({ kind: 'begin_dir' }, o.timeoutMs ?? STREAM_OPEN_TIMEOUT_MS);
         // The request goes over `stream`; the URL's host is an IP literal so nothing is ever resolved.
         return await fetchConsensusBytes('http://127.0.0.1', { ...o, createConnection: () => stream as unknown as Duplex });
       } finally {
