@@ -89,6 +89,15 @@ describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
     expect(body).toBe('a'.repeat(500)); // the file's bytes only: no "HTTP/1.1 400" inside the body
     expect(ended).toBe(false); // a reset, not a clean end a client could take for the end of the answer
   });
+
+  it('a request whose header section passes the limit gets 431 (RFC 6585 §5) and Connection: close; other parse errors stay 400', async () => {
+    const g = gateway();
+    const big = await exchange(g, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(64 * 1024)}\r\n\r\n`, /\r\n\r\n/);
+    expect(big).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(big).toMatch(/\r\nConnection: close\r\n/i);
+    const bad = await exchange(g, 'NOT A REQUEST LINE\r\n\r\n', /\r\n\r\n/);
+    expect(bad).toMatch(/^HTTP\/1\.1 400 /);
+  });
 });
 
 describe('a malformed request pipelined behind an answer not yet begun (SPEC.md §9.16.3)', () => {

@@ -236,7 +236,10 @@ export class Gateway {
       // client takes for the earlier request's, and that request's own answer would be lost.
       const writing = (sock as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
       if (writing) { sock.destroy(); return; }
-      const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      // SPEC.md §9.16: a header section past node:http's limit is 431 (RFC 6585 §5, and what
+      // node:http's own handler answers); any other parse error is 400.
+      const status = e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout'
+        : e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
       this.closeGracefully(sock, `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     });
     // SPEC.md §9.16: a stream idle between requests is ended, not destroyed (which the SOCKS side
