@@ -98,6 +98,34 @@ describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
     const bad = await exchange(g, 'NOT A REQUEST LINE\r\n\r\n', /\r\n\r\n/);
     expect(bad).toMatch(/^HTTP\/1\.1 400 /);
   });
+
+  describe('If-None-Match uses the weak comparison (RFC 9110 §13.1.2)', () => {
+    const tag = `"${'09'.repeat(32)}"`; // the manifest id of `host`
+    const ask = (g: Gateway, inm: string) => exchange(g, `GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${inm}\r\n\r\n`, /^HTTP\/1\.1 304 [^]*\r\n\r\n|\r\n\r\na{1000}$/);
+
+    it('a weak tag W/"<etag>" gets 304', async () => {
+      expect(await ask(gateway(), `W/${tag}`)).toMatch(/^HTTP\/1\.1 304 /);
+    });
+
+    it('a list that contains the tag gets 304, weak or strong', async () => {
+      const g = gateway();
+      expect(await ask(g, `"other", W/${tag}`)).toMatch(/^HTTP\/1\.1 304 /);
+      expect(await ask(g, `W/"a,b" ,${tag},`)).toMatch(/^HTTP\/1\.1 304 /);
+    });
+
+    it('* gets 304', async () => {
+      expect(await ask(gateway(), '*')).toMatch(/^HTTP\/1\.1 304 /);
+    });
+
+    it('another tag, or a header that does not parse, gets the whole file (200)', async () => {
+      const g = gateway();
+      for (const inm of ['"other"', `W/"other", "x"`, '09'.repeat(32), `${tag}, junk`, `*, ${tag}`, `w/${tag}`, `"${'09'.repeat(32)}`]) {
+        const text = await ask(g, inm);
+        expect(text, inm).toMatch(/^HTTP\/1\.1 200 /);
+        expect(text, inm).toMatch(new RegExp(`\\r\\netag: ${tag}\\r\\n`, 'i'));
+      }
+    });
+  });
 });
 
 describe('a malformed request pipelined behind an answer not yet begun (SPEC.md §9.16.3)', () => {

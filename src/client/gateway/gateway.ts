@@ -16,6 +16,7 @@ import { isFolderManifest } from '../storage-client-folder';
 import { StorageClient, type OpenStorageStream, type StorageNode } from '../storage-client';
 import { contentTypeFor } from './content-type';
 import { parseCapabilityHost } from './host';
+import { ifNoneMatchMatches } from './etag';
 import { parseRange } from './http-range';
 import { BlobReader } from './reader';
 
@@ -442,8 +443,8 @@ export class Gateway {
     res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('ETag', etag);
     res.setHeader('Cache-Control', 'private, max-age=31536000, immutable'); // a capability names fixed bytes
-    const inm = req.headers['if-none-match'];
-    if (inm && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+    // SPEC.md §9.16.3: If-None-Match compares weakly (RFC 9110 §13.1.2); a malformed one is ignored.
+    if (ifNoneMatchMatches(req.headers['if-none-match'], etag)) {
       res.statusCode = 304;
       this.metrics?.requests.inc({ status: '304' });
       res.end();
