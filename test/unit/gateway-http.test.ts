@@ -29,6 +29,18 @@ function gateway(): Gateway {
   return g;
 }
 
+/** A stream to the gateway, and what it has given so far: its text, and whether it ended or closed. */
+function watched(g: Gateway): { s: Duplex; seen: { text: string; ended: boolean; closed: boolean } } {
+  const s = g.connect(host);
+  streams.push(s);
+  const seen = { text: '', ended: false, closed: false };
+  s.on('data', (b: Buffer) => { seen.text += b.toString('latin1'); });
+  s.on('end', () => { seen.ended = true; });
+  s.on('close', () => { seen.closed = true; });
+  s.on('error', () => {});
+  return { s, seen };
+}
+
 /** Send `raw` on a stream to the gateway; the text received once the stream ends or `until` matches. */
 async function exchange(g: Gateway, raw: string, until: RegExp): Promise<string> {
   const s = g.connect(host);
@@ -71,23 +83,16 @@ describe('the gateway\'s HTTP answers (SPEC.md §9.16.3)', () => {
       await later;
       yield file.subarray(mid, end + 1);
     });
-    const s = g.connect(host);
-    streams.push(s);
-    let text = '';
-    let ended = false, closed = false;
-    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
-    s.on('end', () => { ended = true; });
-    s.on('close', () => { closed = true; });
-    s.on('error', () => {});
+    const { s, seen } = watched(g);
     s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    await expect.poll(() => /\r\n\r\na{500}$/.test(text), { timeout: 5000 }).toBe(true);
+    await expect.poll(() => /\r\n\r\na{500}$/.test(seen.text), { timeout: 5000 }).toBe(true);
     s.write('NOT A REQUEST LINE\r\n\r\n'); // a parse error while the answer's body is under way
-    await expect.poll(() => closed, { timeout: 5000 }).toBe(true);
+    await expect.poll(() => seen.closed, { timeout: 5000 }).toBe(true);
     go();
-    const body = text.slice(text.indexOf('\r\n\r\n') + 4);
-    expect(text).toMatch(/^HTTP\/1\.1 200 /);
+    const body = seen.text.slice(seen.text.indexOf('\r\n\r\n') + 4);
+    expect(seen.text).toMatch(/^HTTP\/1\.1 200 /);
     expect(body).toBe('a'.repeat(500)); // the file's bytes only: no "HTTP/1.1 400" inside the body
-    expect(ended).toBe(false); // a reset, not a clean end a client could take for the end of the answer
+    expect(seen.ended).toBe(false); // a reset, not a clean end a client could take for the end of the answer
   });
 
   it('a request whose header section passes the limit gets 431 (RFC 6585 §5) and Connection: close; other parse errors stay 400', async () => {
@@ -135,22 +140,15 @@ describe('a malformed request pipelined behind an answer not yet begun (SPEC.md 
     const later = new Promise<void>((r) => { go = r; });
     const m = await g.reader.manifest(undefined as never);
     vi.mocked(g.reader.manifest).mockImplementation(async () => { await later; return m; });
-    const s = g.connect(host);
-    streams.push(s);
-    let text = '';
-    let ended = false, closed = false;
-    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
-    s.on('end', () => { ended = true; });
-    s.on('close', () => { closed = true; });
-    s.on('error', () => {});
+    const { s, seen } = watched(g);
     s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     await expect.poll(() => vi.mocked(g.reader.manifest).mock.calls.length >= 2, { timeout: 5000 }).toBe(true);
     s.write('NOT A REQUEST LINE\r\n\r\n'); // a parse error while the GET's answer has not begun
-    await expect.poll(() => closed || ended, { timeout: 5000 }).toBe(true);
+    await expect.poll(() => seen.closed || seen.ended, { timeout: 5000 }).toBe(true);
     go();
     await new Promise((r) => setTimeout(r, 50));
-    expect(text).not.toMatch(/^HTTP\/1\.1 400 /); // the browser would take it for the GET's answer
-    expect(text).toBe('');
-    expect(ended).toBe(false);
+    expect(seen.text).not.toMatch(/^HTTP\/1\.1 400 /); // the browser would take it for the GET's answer
+    expect(seen.text).toBe('');
+    expect(seen.ended).toBe(false);
   });
 });

@@ -8,8 +8,6 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
 import { httpRequest, PATHS } from '../../src/dir/fetch';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip } from '../../src/bandwidth/reward-chain';
@@ -19,13 +17,12 @@ import { RewardLedger } from '../../directory/rewards';
 import { RewardBundles, serveRewards } from '../../directory/reward-http';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
 import type { Signer } from '../../directory/vote';
+import { rewardAuthorityKeys, rewardServer } from '../helpers/reward-fixtures';
 
 const P = 60;
 const NOW = Date.now();
 const E0 = Math.floor(NOW / (P * 1000)) - 400;
-const ids = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 40 + i)));
-const sks = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 50 + i)));
-const certs = ids.map((id, i) => makeKeyCertificate(id, sks[i].publicKey, NOW - 86_400_000, NOW + 86_400_000));
+const { ids, sks, certs } = rewardAuthorityKeys(40, 50, NOW);
 const signers: Signer[] = ids.map((id, i) => ({ identity: id.publicKey, signingKey: sks[i], certificate: certs[i] }));
 const fp = (n: number) => n.toString(16).padStart(64, '0');
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-reward-pages-'));
@@ -34,6 +31,9 @@ afterAll(async () => {
   for (const c of closers) await c();
   fs.rmSync(root, { recursive: true, force: true });
 });
+
+/** A server of GET /bitcloud/rewards?from=H, closed after the file; `answer` writes the response. Returns its URL and the heights asked. */
+const serve = (answer: (from: number, res: http.ServerResponse) => void) => rewardServer(closers, answer);
 
 /** `n` blocks signed by all three, of different sizes (10 to 99 allocations). */
 function chain(n: number): Buffer[] {
@@ -127,18 +127,10 @@ describe('reward chain pages (SPEC §8.7.5)', () => {
     const full = ledgerWith('full', blocks, limit);
     // The other authority: one block a page with the true chain length, then full pages.
     let short = true;
-    const asked: number[] = [];
-    const server = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
-      const from = Number(url.searchParams.get('from') ?? 0);
-      asked.push(from);
+    const { url, asked } = await serve((from, res) => {
       const body = short ? Promise.resolve(encodeRewardChainBundle(blocks.length, certs, blocks.slice(from, from + 1))) : full.bundle(from);
       void body.then((b) => { res.writeHead(200, { 'content-length': b.length }); res.end(b); });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    closers.push(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
     let clock = NOW;
     const behind = ledgerWith('behind', [], limit, authorities(['http://127.0.0.1:9', url]), () => clock);
     behind.tick();
@@ -156,19 +148,11 @@ describe('reward chain pages (SPEC §8.7.5)', () => {
   it('catch-up from an authority whose pages each come in time ends at the read deadline, and keeps the blocks appended', { timeout: 5000 }, async () => {
     const few = blocks.slice(0, 40);
     // One block a page (a full page under the 1-byte limit), each after 150 ms: 40 pages take 6 s.
-    const asked: number[] = [];
-    const server = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://x');
-      if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
-      const from = Number(url.searchParams.get('from') ?? 0);
-      asked.push(from);
+    const { url, asked } = await serve((from, res) => {
       const b = encodeRewardChainBundle(few.length, certs, few.slice(from, from + 1));
       const t = setTimeout(() => { res.writeHead(200, { 'content-length': b.length }); res.end(b); }, 150);
       res.on('close', () => clearTimeout(t));
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    closers.push(() => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
     const lines: { code?: string; msg?: string }[] = [];
     const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l) as { code?: string; msg?: string }); } });
     const behind = ledgerWith('slow-pages', [], 1, authorities(['http://127.0.0.1:9', url]), undefined, log, { readDeadlineMs: 1000 });

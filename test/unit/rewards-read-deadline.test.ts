@@ -3,20 +3,16 @@
 // the read from that source ends with REWARD_FETCH_TIMEOUT, the next source is tried, and the
 // blocks verified so far are kept. Real HTTP servers on 127.0.0.1 answer slowly.
 import { afterAll, describe, expect, it } from 'vitest';
-import http from 'node:http';
-import { ed25519FromSeed } from '../../src/crypto/primitives';
-import { makeKeyCertificate } from '../../src/dir/certificate';
-import { PATHS } from '../../src/dir/fetch';
+import type http from 'node:http';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import { encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain } from '../../src/client/rewards';
+import { rewardAuthorityKeys, rewardServer } from '../helpers/reward-fixtures';
 
 const P = 60;
 const NOW = Date.now();
 const E0 = Math.floor(NOW / (P * 1000)) - 100;
-const ids = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 140 + i)));
-const sks = [0, 1, 2].map((i) => ed25519FromSeed(Buffer.alloc(32, 150 + i)));
-const certs = ids.map((id, i) => makeKeyCertificate(id, sks[i].publicKey, NOW - 86_400_000, NOW + 86_400_000));
+const { ids, sks, certs } = rewardAuthorityKeys(140, 150, NOW);
 const fp = (n: number) => n.toString(16).padStart(64, '0');
 
 function chain(n: number): Buffer[] {
@@ -34,25 +30,13 @@ const authorities: AuthorityInfo[] = ids.map((k, i) => ({
   name: `a${i}`, identity: k.publicKey, fingerprint: k.publicKey.toString('hex'), host: '127.0.0.1', port: 9 + i, url: `http://127.0.0.1:${9 + i}`,
 }));
 
-const servers: http.Server[] = [];
+const closers: (() => Promise<void>)[] = [];
 afterAll(async () => {
-  for (const s of servers) await new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); });
+  for (const c of closers) await c();
 });
 
-/** A server of GET /bitcloud/rewards?from=H; `answer` writes the response. Returns its URL and the heights asked. */
-async function serve(answer: (from: number, res: http.ServerResponse) => void): Promise<{ url: string; asked: number[] }> {
-  const asked: number[] = [];
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname !== PATHS.rewards) { res.writeHead(404); res.end(); return; }
-    const from = Number(url.searchParams.get('from') ?? 0);
-    asked.push(from);
-    answer(from, res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  servers.push(server);
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, asked };
-}
+/** A server of GET /bitcloud/rewards?from=H, closed after the file; `answer` writes the response. Returns its URL and the heights asked. */
+const serve = (answer: (from: number, res: http.ServerResponse) => void) => rewardServer(closers, answer);
 
 /** One block a page (the page limit of the read is 1 byte, so each such page is full), after `delayMs`. */
 function pages(blocks: Buffer[], delayMs: number) {

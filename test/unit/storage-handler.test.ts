@@ -27,6 +27,15 @@ async function store(quotaBytes = 1 << 20): Promise<ShareStore> {
   return s;
 }
 
+/** Once at least `n` answer frames have been written to `out`, each answer by its request id. */
+async function answersIn(out: Buffer[], n: number) {
+  for (;;) {
+    const frames = new FrameDecoder().push(Buffer.concat(out));
+    if (frames.length >= n) return new Map(frames.map((f) => { const d = decodeResponse(f); return [d.reqId, d.res] as const; }));
+    await new Promise<void>((r) => setImmediate(r));
+  }
+}
+
 const data = Buffer.from('share bytes');
 const id = shareId(data);
 const ctx = { viaCircuit: true };
@@ -216,14 +225,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     void serveStorageStream(b, s, { ctx, answerBudget });
     b.push(get(1));
     b.push(encodeFrame(encodeRequest(2, { type: 'stat' })));
-    const answers = async (n: number) => {
-      const dec = new FrameDecoder();
-      for (;;) {
-        const frames = dec.push(Buffer.concat(out));
-        if (frames.length >= n) return new Map(frames.map((f) => { const d = decodeResponse(f); return [d.reqId, d.res] as const; }));
-        await tick();
-      }
-    };
+    const answers = (n: number) => answersIn(out, n);
     const first = await answers(2);
     expect(first.get(1)).toMatchObject({ type: 'error', code: 'STORAGE_BUSY' });
     expect(first.get(2)?.type).toBe('stat');
@@ -243,7 +245,6 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     const { FrameBudget } = await import('../../src/storage/framing');
     const answerBudget = new FrameBudget(64 * 1024);
     expect(answerBudget.take(answerBudget.maxBytes)).toBe(true); // other streams' unread answers hold it all
-    const tick = () => new Promise<void>((r) => setImmediate(r));
     const small = Buffer.from('a small share');
     const smallId = shareId(small);
     const out: Buffer[] = [];
@@ -251,14 +252,7 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
     cleanup.push(() => b.destroy());
     void serveStorageStream(b, s, { ctx, answerBudget });
     b.push(encodeFrame(encodeRequest(1, { type: 'put', id: smallId, data: small, leaseSeconds: 60 })));
-    const answers = async (n: number) => {
-      const dec = new FrameDecoder();
-      for (;;) {
-        const frames = dec.push(Buffer.concat(out));
-        if (frames.length >= n) return new Map(frames.map((f) => { const d = decodeResponse(f); return [d.reqId, d.res] as const; }));
-        await tick();
-      }
-    };
+    const answers = (n: number) => answersIn(out, n);
     expect((await answers(1)).get(1)?.type).toBe('put');
     b.push(encodeFrame(encodeRequest(2, { type: 'renew', ids: [smallId], leaseSeconds: 120 })));
     b.push(encodeFrame(encodeRequest(3, { type: 'stat' })));
