@@ -160,6 +160,27 @@ describe('stream isolation by destination port, when the config enables it (SPEC
   }, 180_000);
 });
 
+describe('a bound on open circuits, when the config sets one (SPEC.md §7b.11 Open circuits)', () => {
+  it('with "maxOpenCircuits": 2, four credentials one after another each get their bytes and the idle circuits are closed', async () => {
+    const capped = await startExtraProxy(net, 'max-open-proxy', { preemptiveCircuits: 0, maxOpenCircuits: 2 });
+    try {
+      const want = sha(expectedBytes(body, 11, 4096));
+      for (const user of ['cap-0', 'cap-1', 'cap-2', 'cap-3']) {
+        const r = await curl([...viaSocks(capped.socksPort, user), '-sS', '--max-time', '120', url('/bytes/11/4096')], { timeoutMs: 130_000 });
+        expect(r.code, `${user}: ${r.stderr}`).toBe(0);
+        expect(r.stdout.length, user).toBe(4096);
+        expect(sha(r.stdout), user).toBe(want);
+      }
+      // Each credential built its own circuit; from the third on, each new one closed an idle one.
+      const m = await scrape(capped.metricsPort);
+      expect(metric(m, 'bitcloud_client_circuits_built_total')).toBeGreaterThanOrEqual(4);
+      expect(metric(m, 'bitcloud_client_circuits_evicted_total')).toBeGreaterThanOrEqual(2);
+    } finally {
+      await capped.daemon.stop();
+    }
+  }, 180_000);
+});
+
 describe('a relay dies under a transfer', () => {
   it('killing the middle relay ends the stream with an error; the next request succeeds on a new circuit', async () => {
     const proxyPid = net.proxy.pid;
