@@ -64,13 +64,6 @@ export function splitEntries(packed: Buffer, field: string, code: ErrorCode = 'P
   return out;
 }
 
-/** Sort and pack entries (the canonical form inside a policy). */
-export function packEntries(entries: Iterable<Uint8Array>): Buffer {
-  const list = [...new Set([...entries].map((e) => Buffer.from(e).toString('hex')))].sort();
-  for (const h of list) if (h.length !== DENY_ENTRY_BYTES * 2) throw err('POLICY_BAD_ID', 'a denylist entry is 32 bytes');
-  return Buffer.from(list.join(''), 'hex');
-}
-
 /** A mutable copy of a DenySet (DenySet.edit). */
 export interface DenySetEdit {
   /** True when the (already double-hashed) entry is listed. */
@@ -127,6 +120,19 @@ function canonical(buf: Buffer): Buffer {
 }
 
 /**
+ * Sort and pack entries (the canonical form inside a policy): W-byte keys, ascending and distinct.
+ * An entry that is not 32 bytes is POLICY_BAD_ID.
+ */
+export function packEntries(entries: Iterable<Uint8Array>): Buffer {
+  const list = Array.isArray(entries) ? entries as Uint8Array[] : [...entries];
+  // allocUnsafeSlow: a buffer of its own, never a slice of the shared pool that small
+  // allocations would keep alive.
+  const buf = Buffer.allocUnsafeSlow(list.length * W);
+  list.forEach((e, i) => { checkWidth(e); buf.set(e, i * W); });
+  return canonical(buf);
+}
+
+/**
  * An immutable set of denylist entries (a policy's whole list after its deltas). SPEC.md §10.7.1:
  * the entries are held as ONE buffer of 32-byte keys, sorted and distinct, built once when a state
  * is made; a lookup is a binary search in it. A set costs its entries' bytes (32 per entry) and
@@ -147,12 +153,7 @@ export class DenySet {
    * Duplicates count once; an entry that is not 32 bytes is POLICY_BAD_ID.
    */
   static of(entries: Iterable<Uint8Array>, entryOf: (id: Uint8Array) => Buffer = denyEntry): DenySet {
-    const list = Array.isArray(entries) ? entries as Uint8Array[] : [...entries];
-    // allocUnsafeSlow: a buffer of its own, never a slice of the shared pool that small
-    // allocations would keep alive.
-    const buf = Buffer.allocUnsafeSlow(list.length * W);
-    list.forEach((e, i) => { checkWidth(e); buf.set(e, i * W); });
-    return new DenySet(canonical(buf), entryOf);
+    return new DenySet(packEntries(entries), entryOf);
   }
 
   get size(): number { return this.keys.length / W; }
