@@ -190,19 +190,20 @@ export class DenySet {
     const base = this.keys;
     const added = new Set<string>();
     const removed = new Set<string>();
+    const hex = (e: Uint8Array): string => Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
     const has = (e: Uint8Array): boolean => {
-      const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+      const h = hex(e);
       return added.has(h) || (!removed.has(h) && search(base, e) >= 0);
     };
     return {
       hasEntry: has,
       add: (e) => {
         checkWidth(e);
-        const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+        const h = hex(e);
         if (search(base, e) >= 0) removed.delete(h); else added.add(h);
       },
       remove: (e) => {
-        const h = Buffer.from(e.buffer, e.byteOffset, e.length).toString('hex');
+        const h = hex(e);
         if (search(base, e) >= 0) removed.add(h); else added.delete(h);
       },
       done: () => {
