@@ -80,7 +80,8 @@ export interface AuthorityConfig {
   probe: ProbeConfig;
 }
 
-const KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
+/** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
+const KNOWN_KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
   'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'httpMaxConnections', 'httpMaxConnectionsPerAddress', 'logLevel',
   'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'consensusParams', 'probe'] as const;
 
@@ -91,26 +92,26 @@ export const DEFAULT_HTTP_MAX_CONNECTIONS = 512;
 export const DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS = 64;
 
 /** Validate a parsed config object. `overrides` come from command-line flags. */
-export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {
-  noUnknownKeys(raw, KEYS, '');
+export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}, file?: string): AuthorityConfig {
+  noUnknownKeys(raw, KNOWN_KEYS, '', file);
   const identity = fingerprintField(raw.identity, 'identity');
   const authorities = parseAuthorityList(raw.authorities, 'authorities');
   if (!authorities.some((a) => a.fingerprint === identity)) configError('identity', 'this authority is not in the authorities list');
   const listen = obj(raw.listen, 'listen');
-  noUnknownKeys(listen, ['host', 'port'], 'listen');
+  noUnknownKeys(listen, ['host', 'port'], 'listen', file);
   const periodSeconds = overrides.period ?? int(raw.period, 'period', 2, 86_400, DEFAULT_PERIOD_SECONDS);
   const rl = optObj(raw.rateLimit, 'rateLimit');
-  noUnknownKeys(rl, ['uploadsPerMinute', 'burst'], 'rateLimit');
+  noUnknownKeys(rl, ['uploadsPerMinute', 'burst'], 'rateLimit', file);
   const rr = optObj(raw.receiptRateLimit, 'receiptRateLimit');
-  noUnknownKeys(rr, ['uploadsPerMinute', 'burst'], 'receiptRateLimit');
+  noUnknownKeys(rr, ['uploadsPerMinute', 'burst'], 'receiptRateLimit', file);
   const bandwidthBounds = str(raw.bandwidthBounds, 'bandwidthBounds', 'default');
   if (bandwidthBounds !== 'default' && bandwidthBounds !== 'local') configError('bandwidthBounds', 'must be "default" or "local"');
   const bandwidthRule = str(raw.bandwidthRule, 'bandwidthRule', 'pair');
   if (bandwidthRule !== 'pair' && bandwidthRule !== 'dispersion') configError('bandwidthRule', 'must be "pair" or "dispersion"');
   const re = optObj(raw.reachability, 'reachability');
-  noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability');
+  noUnknownKeys(re, ['timeoutMs', 'concurrency'], 'reachability', file);
   const pr = optObj(raw.probe, 'probe');
-  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods', 'holdPeriods'], 'probe');
+  noUnknownKeys(pr, ['enabled', 'seconds', 'maxBytes', 'inFlight', 'parallel', 'keepPeriods', 'holdPeriods'], 'probe', file);
   const D = DEFAULT_PROBE_CONFIG;
   const probe: ProbeConfig = {
     // SPEC.md §8.12: on by default on the public network; a test network (`testNetwork`) probes only when asked.
@@ -160,5 +161,5 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
 }
 
 export function loadAuthorityConfig(file: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}): AuthorityConfig {
-  return parseAuthorityConfig(readJsonConfig(file), path.dirname(path.resolve(file)), overrides);
+  return parseAuthorityConfig(readJsonConfig(file), path.dirname(path.resolve(file)), overrides, file);
 }

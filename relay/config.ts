@@ -60,7 +60,8 @@ export interface RelayConfig {
   linkWarming: LinkWarmingSettings;
 }
 
-const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'dirMaxConnections', 'dirMaxConnectionsPerAddress', 'storagePort', 'bandwidth', 'roles',
+/** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
+const KNOWN_KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'dirMaxConnections', 'dirMaxConnectionsPerAddress', 'storagePort', 'bandwidth', 'roles',
   'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
   'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow', 'linkWarming'] as const;
 
@@ -109,8 +110,8 @@ export interface RelayOverrides { dataDir?: string; orPort?: number; dirPort?: n
  */
 export const RELAY_CONFIG_ROLES: readonly Role[] = ['relay', 'exit', 'storage'];
 
-export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}): RelayConfig {
-  noUnknownKeys(raw, KEYS, '');
+export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, o: RelayOverrides = {}, file?: string): RelayConfig {
+  noUnknownKeys(raw, KNOWN_KEYS, '', file);
   const names = nodeNameFields(raw, o.nickname);
   const roles = strList(raw.roles, 'roles', ['relay']).map((r, i) => {
     if (!(RELAY_CONFIG_ROLES as readonly string[]).includes(r)) configError(`roles[${i}]`, `must be one of ${RELAY_CONFIG_ROLES.join(', ')}`);
@@ -160,5 +161,5 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
 }
 
 export function loadRelayConfig(file: string, o: RelayOverrides = {}): RelayConfig {
-  return parseRelayConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o);
+  return parseRelayConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o, file);
 }

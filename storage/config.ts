@@ -69,7 +69,8 @@ export interface StorageConfig {
   introDos: IntroDosParams;
 }
 
-const KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
+/** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
+const KNOWN_KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'maxDirectSessionsPerAddress', 'directIdleSeconds', 'directRequestSeconds',
@@ -91,8 +92,8 @@ export function parseSize(v: unknown, key: string, def: number): number {
   return n;
 }
 
-export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string, o: StorageOverrides = {}): StorageConfig {
-  noUnknownKeys(raw, KEYS, '');
+export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string, o: StorageOverrides = {}, file?: string): StorageConfig {
+  noUnknownKeys(raw, KNOWN_KEYS, '', file);
   const names = nodeNameFields(raw, o.nickname);
   const hidden = bool(raw.hidden, 'hidden', false);
   // SPEC.md §9.21: a hidden node listens on no port, so none is required (any given is unused).
@@ -170,5 +171,5 @@ function unmoderatedField(raw: Record<string, unknown>): boolean {
 }
 
 export function loadStorageConfig(file: string, o: StorageOverrides = {}): StorageConfig {
-  return parseStorageConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o);
+  return parseStorageConfig(readJsonConfig(file), path.dirname(path.resolve(file)), o, file);
 }

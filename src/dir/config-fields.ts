@@ -151,9 +151,42 @@ export function httpBase(host: string, port: number): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** Refuse keys a schema does not know (catches typos early). */
-export function noUnknownKeys(o: Record<string, unknown>, known: readonly string[], prefix: string): void {
-  for (const k of Object.keys(o)) if (!known.includes(k)) configError(prefix ? `${prefix}.${k}` : k, 'unknown setting');
+/**
+ * SPEC.md §11.5: a key starting with `_` or `#` is a comment (JSON has none) and is ignored; any
+ * other key not in `known` is refused with CONFIG_INVALID naming it (as a path under `prefix`), the
+ * file when given, and the closest known key when one is within edit distance 2 (catches typos:
+ * `maxOpenCircuit` would otherwise silently get the default of `maxOpenCircuits`).
+ */
+export function noUnknownKeys(o: Record<string, unknown>, known: readonly string[], prefix: string, file?: string): void {
+  for (const k of Object.keys(o)) {
+    if (k.startsWith('_') || k.startsWith('#') || known.includes(k)) continue;
+    const key = prefix ? `${prefix}.${k}` : k;
+    const near = closestKey(k, known);
+    throw err('CONFIG_INVALID', `unknown key ${JSON.stringify(key)}${file !== undefined ? ` in ${file}` : ''}${near !== undefined ? ` (did you mean ${JSON.stringify(prefix ? `${prefix}.${near}` : near)}?)` : ''}`,
+      file !== undefined ? { key, file } : { key });
+  }
+}
+
+/** The key of `known` nearest to `k` by edit distance, when at most 2 (the first of equals). */
+export function closestKey(k: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = 3;
+  for (const c of known) {
+    const d = editDistance(k, c);
+    if (d < bestD) { best = c; bestD = d; }
+  }
+  return best;
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions), for typo suggestions only. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 /** `nickname` (an override wins), `address` and `listenHost` (default: the address), as relays and storage nodes take them. */

@@ -68,7 +68,7 @@ describe('authority config', () => {
     expect(message(() => parseAuthorityConfig({ ...good(), authorities: [{ name: 'a', identity: 'XY', address: '127.0.0.1:1' }] }, '/'))).toMatch(/authorities\[0\]\.identity/);
     expect(message(() => parseAuthorityConfig({ ...good(), authorities: [{ name: 'a', identity: FP, address: 'nohost' }] }, '/'))).toMatch(/authorities\[0\]\.address/);
     expect(message(() => parseAuthorityConfig({ ...good(), identity: 'cd'.repeat(32) }, '/'))).toMatch(/identity: this authority is not in the authorities list/);
-    expect(message(() => parseAuthorityConfig({ ...good(), perod: 5 }, '/'))).toMatch(/perod: unknown setting/);
+    expect(message(() => parseAuthorityConfig({ ...good(), perod: 5 }, '/'))).toMatch(/unknown key "perod" \(did you mean "period"\?\)/);
     expect(message(() => parseAuthorityConfig({ ...good(), rateLimit: { burst: 0 } }, '/'))).toMatch(/rateLimit\.burst/);
   });
 });

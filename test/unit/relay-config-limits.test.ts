@@ -31,7 +31,7 @@ describe('relay config limits', () => {
     expect(l).toEqual({ ...DEFAULT_RELAY_LIMITS, maxConnectionsPerAddress: 500, circuitRate: 0.5 });
   });
   it('names an unknown key', () => {
-    expect(message(() => parseRelayConfig({ ...base, limits: { maxConections: 5 } }, '/x'))).toMatch(/CONFIG_INVALID: limits\.maxConections: unknown setting/);
+    expect(message(() => parseRelayConfig({ ...base, limits: { maxConections: 5 } }, '/x'))).toMatch(/CONFIG_INVALID: unknown key "limits\.maxConections"$/);
   });
   it('names a bad value', () => {
     expect(message(() => parseRelayLimits({ circuitBurst: 2.5 }))).toMatch(/limits\.circuitBurst: must be an integer/);

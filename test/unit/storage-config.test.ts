@@ -41,7 +41,7 @@ describe('storage node config', () => {
 
   it('refuses bad settings, naming the key', () => {
     const bad: Array<[Record<string, unknown>, RegExp]> = [
-      [{ ...base, colour: 'red' }, /colour: unknown setting/],
+      [{ ...base, colour: 'red' }, /unknown key "colour"/],
       [{ ...base, storagePort: 9001 }, /storagePort: must differ/],
       [{ ...base, quota: '1MiB' }, /quota: must be at least one maximal share/],
       [{ ...base, defaultLeaseSeconds: 100_000, maxLeaseSeconds: 1000 }, /defaultLeaseSeconds/],
