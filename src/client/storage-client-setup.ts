@@ -4,8 +4,8 @@
 // §9.13.2, which reveal the client's address). No protocol logic here.
 import path from 'node:path';
 import { err, errorCode } from '../errors';
-import { clientConfigPath, loadDirClientConfig, type DirClientConfig } from '../dir/client-config';
-import { bool, int, readJsonConfig } from '../dir/config-fields';
+import { clientConfigPath, loadDirClientConfig, readClientConfigFile, type DirClientConfig } from '../dir/client-config';
+import { bool, int } from '../dir/config-fields';
 import { loadEd25519Secret, saveEd25519SecretExclusive } from '../crypto/keys';
 import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { isBitcloudError } from '../errors';
@@ -33,7 +33,7 @@ export interface StorageClientConfig {
 }
 
 export function readStorageClientConfig(file: string): StorageClientConfig {
-  const raw = readJsonConfig(file);
+  const raw = readClientConfigFile(file);
   return {
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     leaseSeconds: int(raw.leaseSeconds, 'leaseSeconds', 0, 10 * 365 * 86_400, 0),

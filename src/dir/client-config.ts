@@ -1,11 +1,11 @@
 // What every directory client (the `bitcloud` commands, relays, storage nodes) reads from its
 // config file: the authorities it trusts and where it keeps state. Other client settings live
-// in the same file; this reader checks only its own keys.
+// in the same file: every reader refuses a key none of them knows (CLIENT_CONFIG_KEYS, SPEC.md §11.5).
 import os from 'node:os';
 import path from 'node:path';
 import { err } from '../errors';
 import { parseAuthorityList, type AuthorityInfo } from './authorities';
-import { hostPort, httpBase, readJsonConfig, str } from './config-fields';
+import { hostPort, httpBase, noUnknownKeys, readJsonConfig, str } from './config-fields';
 
 export interface DirClientConfig {
   authorities: AuthorityInfo[];
@@ -16,6 +16,29 @@ export interface DirClientConfig {
   file: string;
 }
 
+/**
+ * SPEC.md §11.5: every key of the client config file, by the reader that takes it. One file serves
+ * all of them (a command reads the directory keys and its own), so each reader accepts every key
+ * here and refuses any other (`_`/`#` comments aside): a misspelt key fails at start instead of
+ * silently leaving its default.
+ */
+export const CLIENT_CONFIG_KEYS = [
+  // loadDirClientConfig (every command)
+  'authorities', 'dataDir', 'mirrors',
+  // readProxyConfig (`bitcloud proxy`)
+  'socksHost', 'socksPort', 'metricsPort', 'metricsHost', 'enforceDistinctSubnets', 'maxCircuitDirtinessSeconds',
+  'preemptiveCircuits', 'maxOpenCircuits', 'gatewayCacheBytes', 'relayCrypto', 'isolateDestPort', 'isolateDestAddr',
+  // readStorageClientConfig (the storage commands; also enforceDistinctSubnets)
+  'leaseSeconds', 'dhtPort',
+] as const;
+
+/** Read the client config file `file`, refusing a key no reader knows (SPEC.md §11.5). */
+export function readClientConfigFile(file: string): Record<string, unknown> {
+  const raw = readJsonConfig(file);
+  noUnknownKeys(raw, CLIENT_CONFIG_KEYS, '', file);
+  return raw;
+}
+
 export const DEFAULT_CLIENT_DATA_DIR = path.join(os.homedir(), '.bitcloud');
 
 /** The config file to use: --config, else $BITCLOUD_CONFIG, else ~/.bitcloud/config.json. */
@@ -24,7 +47,7 @@ export function clientConfigPath(flag?: string): string {
 }
 
 export function loadDirClientConfig(file: string, overrides: { dataDir?: string } = {}): DirClientConfig {
-  const raw = readJsonConfig(file);
+  const raw = readClientConfigFile(file);
   if (raw.authorities === undefined) throw err('CONFIG_INVALID', `authorities: missing in ${file}; a client trusts the network only through the authorities it lists`, { key: 'authorities' });
   const authorities = parseAuthorityList(raw.authorities, 'authorities');
   const base = path.dirname(path.resolve(file));

@@ -10,8 +10,8 @@ import type { CommandModule } from 'yargs';
 import { CONFIG_OPTION } from './options';
 import { errorCode } from '../../errors';
 import { exitStatusOf } from '../exit-status';
-import { clientConfigPath, loadDirClientConfig } from '../../dir/client-config';
-import { bool, int, oneOf, readJsonConfig } from '../../dir/config-fields';
+import { clientConfigPath, loadDirClientConfig, readClientConfigFile } from '../../dir/client-config';
+import { bool, int, oneOf } from '../../dir/config-fields';
 import type { RelayCryptoAlgorithm } from '../../crypto/hop-crypto';
 import { createLogger, type Logger } from '../../ops/log';
 import { DEFAULT_METRICS_PORTS, createRegistry, openMetricsPort, type Registry } from '../../ops/metrics';
@@ -80,8 +80,9 @@ export interface ProxyConfig {
   isolateDestAddr: boolean;
 }
 
+/** The proxy's settings of the client config file; a key of none of its readers is refused (SPEC.md §11.5). */
 export function readProxyConfig(file: string): ProxyConfig {
-  const raw = readJsonConfig(file);
+  const raw = readClientConfigFile(file);
   return {
     socksHost: typeof raw.socksHost === 'string' ? raw.socksHost : '127.0.0.1',
     socksPort: int(raw.socksPort, 'socksPort', 0, 65535, 9050),
