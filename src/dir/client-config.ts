@@ -1,5 +1,5 @@
-// What every directory client (the `bitcloud` commands, relays, storage nodes) reads from its
-// config file: the authorities it trusts and where it keeps state. Other client settings live
+// What the `bitcloud` commands (the directory client, the proxy, the storage commands) read from
+// their config file: the authorities they trust and where they keep state. Other client settings live
 // in the same file: every reader refuses a key none of them knows (CLIENT_CONFIG_KEYS, SPEC.md §11.5).
 import os from 'node:os';
 import path from 'node:path';
