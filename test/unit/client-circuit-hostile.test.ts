@@ -1,50 +1,18 @@
 // A hostile relay against the client's side of a circuit (SPEC.md §7b.1, §7b.3, §7b.5–§7b.7):
 // well-encrypted relay cells whose bodies break the protocol close the circuit, and everything
 // waiting on it fails at once with that error.
-import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { ClientCircuit, ClientLink, type HopTarget } from '../../src/client/client-circuit';
-import type { CellChannel } from '../../src/link/cell-channel';
+import { hopTarget, keyedCircuit } from '../helpers/client-circuit-fixture';
+import { type HopTarget } from '../../src/client/client-circuit';
 import { createRelayHop } from '../../src/crypto/relay-crypto';
 import { createClientHop } from '../../src/crypto/relay-crypto';
-import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
+import { randomBytes } from '../../src/crypto/primitives';
 import type { IncomingStream } from '../../src/circuit/types';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
-import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+import { RelayCommand, encodeRelayPayload } from '../../src/wire/relay-msg';
 
-function target(i: number): HopTarget {
-  return { identity: ed25519Generate().publicKey, fingerprint: `hop${i}`, onionKey: x25519Generate().publicKey, address: `10.0.0.${i + 1}`, orPort: 9001 };
-}
-
-/**
- * A client circuit on an in-memory link with `nHops` hops already keyed; `fromHop` delivers a
- * message hop `hop` originated (each hop before it adds its inbound layer, as relays do);
- * `toHop` opens what the client sent to hop `hop`.
- */
-function circuit(nHops: number) {
-  const keys = Array.from({ length: nHops }, () => randomBytes(72));
-  const relaySides = keys.map((k) => createRelayHop(Buffer.from(k)));
-  const out: Array<{ command: number; payload: Buffer }> = [];
-  const ch = Object.assign(new EventEmitter(), {
-    closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
-    send: (_id: number, command: number, payload: Uint8Array) => { out.push({ command, payload: Buffer.from(payload) }); return true; },
-    allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
-  }) as unknown as CellChannel;
-  const circ = ClientCircuit.allocate(new ClientLink(ch));
-  keys.forEach((k, i) => (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(target(i), Buffer.from(k)));
-  const fromHop = (hop: number, command: number, streamId: number, data: Buffer) => {
-    const p = encodeRelayPayload(command, streamId, data);
-    relaySides[hop].originate(p);
-    for (let i = hop; i >= 0; i--) relaySides[i].encryptInbound(p, CellCommand.RELAY);
-    circ.onCell(CellCommand.RELAY, p);
-  };
-  const toHop = (hop: number) => out.splice(0).filter((c) => c.command === CellCommand.RELAY || c.command === CellCommand.RELAY_EARLY).map((c) => {
-    for (let i = 0; i < hop; i++) relaySides[i].decryptOutbound(c.payload, c.command);
-    expect(relaySides[hop].decryptOutbound(c.payload, c.command)).toBe(true);
-    return decodeRelayPayload(c.payload);
-  });
-  return { circ, out, fromHop, toHop };
-}
+const target = hopTarget;
+const circuit = (nHops: number) => keyedCircuit(nHops);
 
 /** What `p` has come to within `ms`: its value, its error, or 'pending'. */
 async function settled<T>(p: Promise<T>, ms = 100): Promise<{ value?: T; error?: unknown } | 'pending'> {

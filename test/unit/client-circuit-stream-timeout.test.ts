@@ -1,37 +1,15 @@
 // SPEC.md §7b.6: the client waits for CONNECTED 15 s by default, then sends END(TIMEOUT) and
 // fails the opening with STREAM_TIMEOUT.
-import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ClientCircuit, ClientLink, STREAM_OPEN_TIMEOUT_MS, type HopTarget } from '../../src/client/client-circuit';
-import type { CellChannel } from '../../src/link/cell-channel';
-import { createRelayHop } from '../../src/crypto/relay-crypto';
-import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
-import { CellCommand } from '../../src/wire/cell';
-import { RelayCommand, decodeRelayPayload } from '../../src/wire/relay-msg';
+import { keyedCircuit } from '../helpers/client-circuit-fixture';
+import { STREAM_OPEN_TIMEOUT_MS } from '../../src/client/client-circuit';
+import { RelayCommand } from '../../src/wire/relay-msg';
 import { EndReason } from '../../src/wire/messages';
 
-function target(i: number): HopTarget {
-  return { identity: ed25519Generate().publicKey, fingerprint: `hop${i}`, onionKey: x25519Generate().publicKey, address: `10.0.0.${i + 1}`, orPort: 9001 };
-}
-
-/** A three-hop client circuit on an in-memory link whose hops never answer; `toExit` opens what reached the last hop. */
+/** A three-hop client circuit whose hops never answer; `toExit` opens what reached the last hop. */
 function silentCircuit() {
-  const keys = Array.from({ length: 3 }, () => randomBytes(72));
-  const relaySides = keys.map((k) => createRelayHop(Buffer.from(k)));
-  const out: Array<{ command: number; payload: Buffer }> = [];
-  const ch = Object.assign(new EventEmitter(), {
-    closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
-    send: (_id: number, command: number, payload: Uint8Array) => { out.push({ command, payload: Buffer.from(payload) }); return true; },
-    allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
-  }) as unknown as CellChannel;
-  const circ = ClientCircuit.allocate(new ClientLink(ch));
-  keys.forEach((k, i) => (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(target(i), Buffer.from(k)));
-  const toExit = () => out.splice(0).filter((c) => c.command === CellCommand.RELAY).map((c) => {
-    for (const r of relaySides.slice(0, 2)) r.decryptOutbound(c.payload, c.command);
-    expect(relaySides[2].decryptOutbound(c.payload, c.command)).toBe(true);
-    return decodeRelayPayload(c.payload);
-  });
-  return { circ, toExit };
+  const { circ, toHop } = keyedCircuit(3);
+  return { circ, toExit: () => toHop(2) };
 }
 
 describe('openStream without a timeout (SPEC.md §7b.6)', () => {
