@@ -95,7 +95,7 @@ export const DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS = 64;
 export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: string, overrides: { dataDir?: string; period?: number; metricsPort?: number } = {}, file?: string): AuthorityConfig {
   noUnknownKeys(raw, KNOWN_KEYS, '', file);
   const identity = fingerprintField(raw.identity, 'identity');
-  const authorities = parseAuthorityList(raw.authorities, 'authorities');
+  const authorities = parseAuthorityList(raw.authorities, 'authorities', file);
   if (!authorities.some((a) => a.fingerprint === identity)) configError('identity', 'this authority is not in the authorities list');
   const listen = obj(raw.listen, 'listen');
   noUnknownKeys(listen, ['host', 'port'], 'listen', file);
@@ -154,7 +154,7 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
-    identityPow: parsePowParams(raw.identityPow),
+    identityPow: parsePowParams(raw.identityPow, 'identityPow', file),
     consensusParams: parseConsensusParams(raw.consensusParams),
     probe,
   };

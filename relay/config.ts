@@ -90,9 +90,9 @@ const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; inte
 };
 
 /** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */
-export function parseRelayLimits(v: unknown, key = 'limits'): RelayLimits {
+export function parseRelayLimits(v: unknown, key = 'limits', file?: string): RelayLimits {
   const raw = optObj(v, key);
-  noUnknownKeys(raw, Object.keys(LIMIT_RANGES), key);
+  noUnknownKeys(raw, Object.keys(LIMIT_RANGES), key, file);
   const out: RelayLimits = { ...DEFAULT_RELAY_LIMITS };
   for (const k of Object.keys(LIMIT_RANGES) as Array<keyof RelayLimits>) {
     const r = LIMIT_RANGES[k];
@@ -144,19 +144,19 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     exitPolicy,
     family: familyField(raw.family),
     moderators: moderatorsField(raw.moderators),
-    authorities: parseAuthorityList(raw.authorities, 'authorities'),
+    authorities: parseAuthorityList(raw.authorities, 'authorities', file),
     publishIntervalSeconds,
     descriptorLifetimeSeconds,
     mirrorIntervalSeconds: int(raw.mirrorIntervalSeconds, 'mirrorIntervalSeconds', 1, 86_400, 60),
     logLevel: str(raw.logLevel, 'logLevel', 'info'),
-    limits: parseRelayLimits(raw.limits),
-    receipts: parseReceiptSettings(raw.receipts),
+    limits: parseRelayLimits(raw.limits, 'limits', file),
+    receipts: parseReceiptSettings(raw.receipts, 'receipts', file),
     metricsPort: o.metricsPort ?? int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.relay),
     metricsPortExplicit: o.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     onionKeyRotationSeconds: int(raw.onionKeyRotationSeconds, 'onionKeyRotationSeconds', 2, 365 * 86_400, 7 * 86_400),
-    identityPow: parsePowParams(raw.identityPow),
-    linkWarming: parseLinkWarming(raw.linkWarming),
+    identityPow: parsePowParams(raw.identityPow, 'identityPow', file),
+    linkWarming: parseLinkWarming(raw.linkWarming, 'linkWarming', file),
   };
 }
 

@@ -24,9 +24,9 @@ export interface LinkWarmingSettings {
 export const DEFAULT_LINK_WARMING: LinkWarmingSettings = { maxLinks: 64, idleTimeoutSeconds: 3600, paceMs: 250 };
 
 /** `linkWarming` in the relay's config file: every key optional, each with its range. */
-export function parseLinkWarming(v: unknown, key = 'linkWarming'): LinkWarmingSettings {
+export function parseLinkWarming(v: unknown, key = 'linkWarming', file?: string): LinkWarmingSettings {
   const raw = optObj(v, key);
-  noUnknownKeys(raw, Object.keys(DEFAULT_LINK_WARMING), key);
+  noUnknownKeys(raw, Object.keys(DEFAULT_LINK_WARMING), key, file);
   const out: LinkWarmingSettings = {
     maxLinks: int(raw.maxLinks, `${key}.maxLinks`, 0, 10_000, DEFAULT_LINK_WARMING.maxLinks),
     idleTimeoutSeconds: int(raw.idleTimeoutSeconds, `${key}.idleTimeoutSeconds`, 60, 7 * 86_400, DEFAULT_LINK_WARMING.idleTimeoutSeconds),

@@ -39,9 +39,9 @@ export interface ReceiptSettings {
 export const DEFAULT_RECEIPT_SETTINGS: ReceiptSettings = { jitterSeconds: 30, answerTimeoutSeconds: 60, shutdownGraceMs: 2000, uploadJitterSeconds: 60 };
 
 /** The `receipts` config object of a relay or storage node; absent keys take their defaults, bad ones are named. */
-export function parseReceiptSettings(v: unknown, key = 'receipts'): ReceiptSettings {
+export function parseReceiptSettings(v: unknown, key = 'receipts', file?: string): ReceiptSettings {
   const raw = optObj(v, key);
-  noUnknownKeys(raw, Object.keys(DEFAULT_RECEIPT_SETTINGS), key);
+  noUnknownKeys(raw, Object.keys(DEFAULT_RECEIPT_SETTINGS), key, file);
   const d = DEFAULT_RECEIPT_SETTINGS;
   return {
     jitterSeconds: int(raw.jitterSeconds, `${key}.jitterSeconds`, 0, 3600, d.jitterSeconds),

@@ -14,14 +14,14 @@ export interface AuthorityInfo {
 }
 
 /** Validate an `authorities` list from a config (CONFIG_INVALID naming the bad key). */
-export function parseAuthorityList(v: unknown, key = 'authorities'): AuthorityInfo[] {
+export function parseAuthorityList(v: unknown, key = 'authorities', file?: string): AuthorityInfo[] {
   if (!Array.isArray(v) || v.length === 0) configError(key, 'must be a non-empty list of {name, identity, address}');
   if (v.length > 31) configError(key, 'at most 31 authorities');
   const seen = new Set<string>();
   return v.map((e, i) => {
     const k = `${key}[${i}]`;
     const o = obj(e, k);
-    noUnknownKeys(o, ['name', 'identity', 'address'], k);
+    noUnknownKeys(o, ['name', 'identity', 'address'], k, file);
     const fingerprint = fingerprintField(o.identity, `${k}.identity`);
     if (seen.has(fingerprint)) configError(`${k}.identity`, 'listed twice');
     seen.add(fingerprint);

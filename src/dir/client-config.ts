@@ -49,7 +49,7 @@ export function clientConfigPath(flag?: string): string {
 export function loadDirClientConfig(file: string, overrides: { dataDir?: string } = {}): DirClientConfig {
   const raw = readClientConfigFile(file);
   if (raw.authorities === undefined) throw err('CONFIG_INVALID', `authorities: missing in ${file}; a client trusts the network only through the authorities it lists`, { key: 'authorities' });
-  const authorities = parseAuthorityList(raw.authorities, 'authorities');
+  const authorities = parseAuthorityList(raw.authorities, 'authorities', file);
   const base = path.dirname(path.resolve(file));
   const dataDir = overrides.dataDir ?? (raw.dataDir === undefined ? DEFAULT_CLIENT_DATA_DIR : path.resolve(base, str(raw.dataDir, 'dataDir')));
   let mirrors: string[] = [];

@@ -327,12 +327,12 @@ export class IdentityProofKeeper {
  * (DEFAULT_POW_PARAMS, the public network), "local" (LOCAL_POW_PARAMS) or an object
  * { memoryKib, ops, difficulty, anchorPeriods } (authorities raise the minimum this way).
  */
-export function parsePowParams(v: unknown, field = 'identityPow'): PowParams {
+export function parsePowParams(v: unknown, field = 'identityPow', file?: string): PowParams {
   if (v === undefined || v === 'default') return DEFAULT_POW_PARAMS;
   if (v === 'local') return LOCAL_POW_PARAMS;
   if (typeof v === 'string') configError(field, 'must be "default", "local" or an object');
   const o = obj(v, field);
-  noUnknownKeys(o, ['memoryKib', 'ops', 'difficulty', 'anchorPeriods'], field);
+  noUnknownKeys(o, ['memoryKib', 'ops', 'difficulty', 'anchorPeriods'], field, file);
   return {
     memoryKib: int(o.memoryKib, `${field}.memoryKib`, 8, 4 * 1024 * 1024, DEFAULT_POW_PARAMS.memoryKib),
     ops: int(o.ops, `${field}.ops`, 1, 16, DEFAULT_POW_PARAMS.ops),

@@ -95,9 +95,31 @@ describe('unknown config keys are refused (SPEC.md §11.5)', () => {
 
   it('names a nested unknown key with its path and the suggestion', () => {
     const file = write({ ...relay, limits: { maxStreamPerCircuit: 5 } });
-    expect(refusal(() => loadRelayConfig(file)).message).toBe(`CONFIG_INVALID: unknown key "limits.maxStreamPerCircuit" (did you mean "limits.maxStreamsPerCircuit"?)`);
+    expect(refusal(() => loadRelayConfig(file)).message).toBe(`CONFIG_INVALID: unknown key "limits.maxStreamPerCircuit" in ${file} (did you mean "limits.maxStreamsPerCircuit"?)`);
     const afile = write({ ...authority, probe: { enabled: true, second: 5 } });
     expect(refusal(() => loadAuthorityConfig(afile)).message).toBe(`CONFIG_INVALID: unknown key "probe.second" in ${afile} (did you mean "probe.seconds"?)`);
+  });
+
+  it('names the file for an unknown key in every nested object, as at the top level', () => {
+    const nested: Array<[string, Record<string, unknown>, (f: string) => unknown, string]> = [
+      ['relay receipts', { ...relay, receipts: { jitterSecond: 1 } }, (f) => loadRelayConfig(f), 'receipts.jitterSecond'],
+      ['relay linkWarming', { ...relay, linkWarming: { maxLink: 1 } }, (f) => loadRelayConfig(f), 'linkWarming.maxLink'],
+      ['relay identityPow', { ...relay, identityPow: { op: 1 } }, (f) => loadRelayConfig(f), 'identityPow.op'],
+      ['relay authorities', { ...relay, authorities: [{ ...authorityList[0], nmae: 'x' }] }, (f) => loadRelayConfig(f), 'authorities[0].nmae'],
+      ['storage receipts', { ...storage, receipts: { jitterSecond: 1 } }, (f) => loadStorageConfig(f), 'receipts.jitterSecond'],
+      ['storage identityPow', { ...storage, identityPow: { op: 1 } }, (f) => loadStorageConfig(f), 'identityPow.op'],
+      ['storage authorities', { ...storage, authorities: [{ ...authorityList[0], nmae: 'x' }] }, (f) => loadStorageConfig(f), 'authorities[0].nmae'],
+      ['authority identityPow', { ...authority, identityPow: { op: 1 } }, (f) => loadAuthorityConfig(f), 'identityPow.op'],
+      ['authority authorities', { ...authority, authorities: [{ ...authorityList[0], nmae: 'x' }] }, (f) => loadAuthorityConfig(f), 'authorities[0].nmae'],
+      ['client authorities', { ...client, authorities: [{ ...authorityList[0], nmae: 'x' }] }, (f) => loadDirClientConfig(f), 'authorities[0].nmae'],
+    ];
+    for (const [what, cfg, load, key] of nested) {
+      const file = write(cfg);
+      const e = refusal(() => load(file));
+      expect(e.code, what).toBe('CONFIG_INVALID');
+      expect(e.message, what).toContain(`unknown key "${key}" in ${file}`);
+      expect(e.detail, what).toMatchObject({ key, file });
+    }
   });
 });
 
