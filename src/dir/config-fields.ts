@@ -167,11 +167,16 @@ export function noUnknownKeys(o: Record<string, unknown>, known: readonly string
   }
 }
 
-/** The key of `known` nearest to `k` by edit distance, when at most 2 (the first of equals). */
+/**
+ * The key of `known` nearest to `k` by edit distance, when at most 2 (the first of equals). Two
+ * strings whose lengths differ by more than 2 are more than 2 apart, so such a pair is never
+ * compared: the cost stays bounded by the known keys' lengths however long `k` is.
+ */
 export function closestKey(k: string, known: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = 3;
   for (const c of known) {
+    if (Math.abs(k.length - c.length) >= bestD) continue;
     const d = editDistance(k, c);
     if (d < bestD) { best = c; bestD = d; }
   }

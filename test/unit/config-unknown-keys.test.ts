@@ -133,4 +133,15 @@ describe('edit distance for suggestions', () => {
     expect(closestKey('colour', ['period', 'logLevel'])).toBeUndefined();
     expect(closestKey('ab', ['abc', 'abd'])).toBe('abc');
   });
+
+  it('costs no more for a huge unknown key than for a short one (lengths more than 2 apart are not compared)', () => {
+    const known = ['maxOpenCircuits', 'maxCircuitDirtinessSeconds', 'enforceDistinctSubnets', 'gatewayCacheBytes'];
+    const huge = 'x'.repeat(20_000_000);
+    const t = performance.now();
+    expect(closestKey(huge, known)).toBeUndefined();
+    expect(closestKey(`${huge}s`, known)).toBeUndefined();
+    expect(performance.now() - t).toBeLessThan(500);
+    expect(closestKey('maxOpenCircuitsXY', known)).toBe('maxOpenCircuits');
+    expect(closestKey('maxOpenCircuitsXYZ', known)).toBeUndefined();
+  });
 });
