@@ -129,3 +129,24 @@ describe('maxOpenCircuits in the client config (SPEC.md §7b.11)', () => {
     }
   });
 });
+
+describe('socksHost and metricsHost in the client config (SPEC.md §11.5)', () => {
+  it('refuses a socksHost or metricsHost that is not a non-empty string instead of binding elsewhere (SPEC.md §11.5)', () => {
+    const file = path.join(tmp, 'hosts.json');
+    fs.writeFileSync(file, '{}');
+    expect(readProxyConfig(file)).toMatchObject({ socksHost: '127.0.0.1', metricsHost: '127.0.0.1' });
+    fs.writeFileSync(file, JSON.stringify({ socksHost: '::1', metricsHost: '127.0.0.2' }));
+    expect(readProxyConfig(file)).toMatchObject({ socksHost: '::1', metricsHost: '127.0.0.2' });
+    // "" would make the metrics server listen on every interface; a list or a number would be
+    // dropped for the loopback default without a word.
+    for (const key of ['socksHost', 'metricsHost']) {
+      for (const bad of ['', ['0.0.0.0'], 9050, null]) {
+        fs.writeFileSync(file, JSON.stringify({ [key]: bad }));
+        let caught: unknown;
+        try { readProxyConfig(file); } catch (e) { caught = e; }
+        expect(isBitcloudError(caught, 'CONFIG_INVALID'), `${key}: ${JSON.stringify(bad)}`).toBe(true);
+        expect((caught as Error).message).toContain(key);
+      }
+    }
+  });
+});

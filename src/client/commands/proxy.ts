@@ -11,7 +11,7 @@ import { CONFIG_OPTION } from './options';
 import { errorCode } from '../../errors';
 import { exitStatusOf } from '../exit-status';
 import { clientConfigPath, loadDirClientConfig, readClientConfigFile } from '../../dir/client-config';
-import { bool, int, oneOf } from '../../dir/config-fields';
+import { bool, int, oneOf, str } from '../../dir/config-fields';
 import type { RelayCryptoAlgorithm } from '../../crypto/hop-crypto';
 import { createLogger, type Logger } from '../../ops/log';
 import { DEFAULT_METRICS_PORTS, createRegistry, openMetricsPort, type Registry } from '../../ops/metrics';
@@ -84,11 +84,11 @@ export interface ProxyConfig {
 export function readProxyConfig(file: string): ProxyConfig {
   const raw = readClientConfigFile(file);
   return {
-    socksHost: typeof raw.socksHost === 'string' ? raw.socksHost : '127.0.0.1',
+    socksHost: str(raw.socksHost, 'socksHost', '127.0.0.1'),
     socksPort: int(raw.socksPort, 'socksPort', 0, 65535, 9050),
     metricsPort: int(raw.metricsPort, 'metricsPort', 0, 65535, DEFAULT_METRICS_PORTS.client),
     metricsPortExplicit: raw.metricsPort !== undefined,
-    metricsHost: typeof raw.metricsHost === 'string' ? raw.metricsHost : '127.0.0.1',
+    metricsHost: str(raw.metricsHost, 'metricsHost', '127.0.0.1'),
     enforceDistinctSubnets: bool(raw.enforceDistinctSubnets, 'enforceDistinctSubnets', true),
     maxCircuitDirtinessSeconds: int(raw.maxCircuitDirtinessSeconds, 'maxCircuitDirtinessSeconds', 1, 86_400, 600),
     preemptiveCircuits: int(raw.preemptiveCircuits, 'preemptiveCircuits', 0, 16, 2),
