@@ -135,13 +135,32 @@ describe('edit distance for suggestions', () => {
   });
 
   it('a huge unknown key gets no suggestion, and keys whose lengths differ by more than 2 are not suggested', () => {
-    // What this guards is cost (a key far longer than any known one is not compared with them);
-    // no wall-clock bound is asserted, only what the function answers.
     const known = ['maxOpenCircuits', 'maxCircuitDirtinessSeconds', 'enforceDistinctSubnets', 'gatewayCacheBytes'];
     const huge = 'x'.repeat(1_000_000);
     expect(closestKey(huge, known)).toBeUndefined();
     expect(closestKey(`${huge}s`, known)).toBeUndefined();
     expect(closestKey('maxOpenCircuitsXY', known)).toBe('maxOpenCircuits');
     expect(closestKey('maxOpenCircuitsXYZ', known)).toBeUndefined();
+  });
+
+  it('reads no character of an unknown key whose length is more than 2 from every known key\'s', () => {
+    // The cost guard itself, with no clock: a key that counts the characters read of it. The edit
+    // distance table reads each one per known key compared, so a key of any length is refused
+    // after reading none when no known key is within 2 of its length.
+    const known = ['maxOpenCircuits', 'maxCircuitDirtinessSeconds', 'enforceDistinctSubnets', 'gatewayCacheBytes'];
+    const counted = (s: string) => {
+      const seen = { reads: 0 };
+      const key = new Proxy({ length: s.length }, {
+        get: (o, p) => { if (p === 'length') return o.length; seen.reads++; return s[Number(p)]; },
+      }) as unknown as string;
+      return { key, seen };
+    };
+    const far = counted('x'.repeat(10_000));
+    expect(closestKey(far.key, known)).toBeUndefined();
+    expect(far.seen.reads).toBe(0);
+    // A key near one known key's length is compared (its characters read) and gets its suggestion.
+    const near = counted('maxOpenCircuit');
+    expect(closestKey(near.key, known)).toBe('maxOpenCircuits');
+    expect(near.seen.reads).toBeGreaterThan(0);
   });
 });
