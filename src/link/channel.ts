@@ -359,9 +359,15 @@ export class Channel extends EventEmitter<CellChannelEvents> implements CellChan
 
   private paddingSent = 0;
 
-
+  /**
+   * SPEC.md §1.8: one keepalive PADDING — only when nothing this end queued earlier still waits to
+   * be written (as Tor keeps alive only a connection whose outbuf is empty). Bytes still waiting
+   * after a whole silent interval mean the peer is not reading; a PADDING queued behind them would
+   * never reach it sooner and would only grow the backlog, one cell per interval, without bound
+   * (the cap of §1.6 is checked by send(), which an idle link never calls).
+   */
   private sendPadding(): void {
-    if (this.out.pendingBytes + this.socket.writableLength + CELL_LEN > this.maxBuffered) return;
+    if (this.bufferedBytes > 0) return;
     if (this.out.append(0, CellCommand.PADDING, EMPTY)) this.flush();
     else if (!this.flushScheduled) { this.flushScheduled = true; setImmediate(this.flushSoon); }
     this.paddingSent++;
