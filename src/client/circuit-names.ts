@@ -9,7 +9,7 @@ import { shuffle, type Ed25519KeyPair } from '../crypto/primitives';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { StorageChannel } from '../storage/channel';
-import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
+import { checkDhtAnswer, itemWins, signDhtItem } from '../storage/name-record';
 import { decodeNameValue, encodeNameValue, formatName, nameSalt } from '../storage/name';
 import type { DhtItem, StorageRequest, StorageResponse } from '../storage/protocol';
 import type { StorageNode } from './storage-client';
@@ -139,9 +139,10 @@ export class CircuitNames implements NameLookups {
   }
 
   /**
-   * Ask up to `lookupNodes` storage nodes at once; keep the verified item with the highest seq.
-   * Answers that fail a check are dropped and their codes counted in `invalid` (logged); only
-   * when every node failed to answer at all is one of those failures thrown.
+   * Ask up to `lookupNodes` storage nodes at once; keep the verified item that wins (the highest
+   * seq; at an equal seq, `itemWins`). Answers that fail a check are dropped and their codes
+   * counted in `invalid` (logged); only when every node failed to answer at all is one of those
+   * failures thrown.
    */
   async lookup(publisher: Buffer, label: string): Promise<NameLookup<ResolvedItem>> {
     const salt = nameSalt(label);
@@ -158,7 +159,7 @@ export class CircuitNames implements NameLookups {
     let failures = 0;
     for (const a of answers) {
       if (a.status === 'fulfilled') {
-        if (a.value && (!best || a.value.item.seq > best.item.seq)) best = a.value;
+        if (a.value && (!best || itemWins(a.value.item, best.item))) best = a.value;
         continue;
       }
       const e = a.reason as unknown;

@@ -13,7 +13,7 @@ import type { ConsensusRelay } from '../dir/types';
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from '../storage/capability';
 import { decodeNameValue, encodeNameValue, formatName, nameSalt } from '../storage/name';
-import { checkDhtAnswer, signDhtItem } from '../storage/name-record';
+import { checkDhtAnswer, itemWins, signDhtItem } from '../storage/name-record';
 import { NAME_MIRROR_PATH } from '../storage/name-mirror-store';
 import type { DhtItem } from '../storage/protocol';
 import { NAME_RECORD_MAX_BYTES, decodeNameRecord, encodeNameRecord, nameTarget } from '../wire/name-record';
@@ -124,9 +124,10 @@ export class MirrorNames implements NameLookups {
   }
 
   /**
-   * Ask the 3 mirrors at once; keep the verified record with the highest seq. An invalid answer
-   * (malformed, bad signature, other key or salt, a rollback) is dropped and its code counted in
-   * `invalid` (logged); when every mirror failed outright, NAME_MIRROR_FAILED.
+   * Ask the 3 mirrors at once; keep the verified record that wins (the highest seq; at an equal
+   * seq, `itemWins`). An invalid answer (malformed, bad signature, other key or salt, a rollback)
+   * is dropped and its code counted in `invalid` (logged); when every mirror failed outright,
+   * NAME_MIRROR_FAILED.
    */
   async lookup(publisher: Buffer, label: string): Promise<NameLookup<DhtItem>> {
     const salt = nameSalt(label);
@@ -145,7 +146,7 @@ export class MirrorNames implements NameLookups {
     const failed: string[] = [];
     for (const a of answers) {
       if (a.status === 'fulfilled') {
-        if (a.value && (!best || a.value.seq > best.seq)) best = a.value;
+        if (a.value && (!best || itemWins(a.value, best))) best = a.value;
         continue;
       }
       const e = a.reason as unknown;

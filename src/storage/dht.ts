@@ -12,7 +12,7 @@ import { ed25519Sign, ed25519Verify, sha1, type Ed25519KeyPair } from '../crypto
 import { silentLogger, type Logger } from '../ops/log';
 import type { Capability } from './capability';
 import type { DhtItem } from './protocol';
-import { dhtItemSignatureValid, nameTarget } from './name-record';
+import { dhtItemSignatureValid, itemWins, nameTarget } from './name-record';
 import { checkSeq, decodeNameValue, encodeNameValue, nameSalt, nextNameSeq } from './name';
 import { guardDhtSocket } from './dht-guard';
 
@@ -191,7 +191,7 @@ export class BitcloudDht {
     // keeps them in `_values`; each is checked again before it is handed out.
     const values = (this.dht as unknown as { _values?: { get(k: string): unknown } })._values;
     const local = asItem(values?.get(key.toString('hex')), publisher, salt);
-    if (local && (!fromNet || local.seq > fromNet.seq)) return local;
+    if (local && (!fromNet || itemWins(local, fromNet))) return local;
     return fromNet;
   }
 

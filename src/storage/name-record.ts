@@ -35,6 +35,17 @@ export function dhtItemSignatureValid(item: DhtItem): boolean {
 }
 
 /**
+ * SPEC.md §9.14 *Resolving*: true when `a` wins over `b`, two verified items for one target. The
+ * higher seq wins; at an equal seq (the publisher signed two values under one seq) the greater
+ * value, compared bytewise, then the greater signature, so that every reader of the same answers
+ * picks the same item whatever order they arrived in (as IPNS breaks ties on the record bytes).
+ */
+export function itemWins(a: DhtItem, b: DhtItem): boolean {
+  if (a.seq !== b.seq) return a.seq > b.seq;
+  return (Buffer.compare(a.value, b.value) || Buffer.compare(a.sig, b.sig)) > 0;
+}
+
+/**
  * Accept a node's answer to a DhtGet for (publisher, salt) only if it is that item, validly signed,
  * and not older than `minSeq` (the newest seq this client has verified before). Errors:
  * NAME_WRONG_KEY, NAME_WRONG_SALT, NAME_BAD_SIGNATURE, NAME_SEQ_ROLLBACK.

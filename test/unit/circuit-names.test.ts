@@ -15,7 +15,7 @@ import type { StorageNode } from '../../src/client/storage-client';
 import type { Capability } from '../../src/storage/capability';
 import { FrameDecoder, frameHeader } from '../../src/storage/framing';
 import { encodeNameValue, nameSalt } from '../../src/storage/name';
-import { bep44SignedBytes, checkDhtAnswer, signDhtItem } from '../../src/storage/name-record';
+import { bep44SignedBytes, checkDhtAnswer, itemWins, signDhtItem } from '../../src/storage/name-record';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type DhtItem, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { NameService } from '../../storage/name-service';
 import type { BitcloudDht } from '../../src/storage/dht';
@@ -202,6 +202,34 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     expect(r.seq).toBe(future + 1);
     expect(puts.map((p) => p.seq)).toEqual([future + 1]);
     await n.close();
+  });
+});
+
+describe('two items under one seq (SPEC.md §9.14 Resolving)', () => {
+  it('the same one wins whatever order the answers come in: the greater value, then the greater signature', async () => {
+    const keys = ed25519Generate();
+    const salt = nameSalt('site');
+    const capA: Capability = { manifestId: Buffer.alloc(32, 3), fileKey: Buffer.alloc(32, 4) };
+    const capB: Capability = { manifestId: Buffer.alloc(32, 5), fileKey: Buffer.alloc(32, 6) };
+    const a = signDhtItem(keys, salt, encodeNameValue(capA), 9);
+    const b = signDhtItem(keys, salt, encodeNameValue(capB), 9);
+    const [lo, hi] = Buffer.compare(a.value, b.value) < 0 ? [a, b] : [b, a];
+    expect(itemWins(hi, lo)).toBe(true);
+    expect(itemWins(lo, hi)).toBe(false);
+    expect(itemWins(signDhtItem(keys, salt, lo.value, 10), hi)).toBe(true);
+    // Equal values (never two signatures from Ed25519, but a node may send any): the signature decides.
+    expect(itemWins({ ...lo, sig: Buffer.alloc(64, 2) }, { ...lo, sig: Buffer.alloc(64, 1) })).toBe(true);
+    // Two nodes answer the two items; which is asked first is random. Every lookup picks `hi`.
+    const nodes = ['1', '2'].map((c) => ({ fingerprint: c.repeat(40) }) as unknown as StorageNode);
+    const holds = new Map([[nodes[0].fingerprint, lo], [nodes[1].fingerprint, hi]]);
+    for (let i = 0; i < 32; i++) {
+      const n = new CircuitNames({
+        nodes, lookupNodes: 2,
+        open: (node) => fakeNode((req) => (req.type === 'dhtGet' ? { type: 'dhtGet', item: holds.get(node.fingerprint)! } : { type: 'error', code: 'STORAGE_BAD_REQUEST', message: '' }))(),
+      });
+      expect((await n.lookup(keys.publicKey, 'site')).found?.item.value.equals(hi.value)).toBe(true);
+      await n.close();
+    }
   });
 });
 
