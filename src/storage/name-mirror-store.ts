@@ -5,7 +5,7 @@
 // It lives in memory: a restarted mirror has lost its names until they are republished, exactly
 // as BEP 44 nodes lose theirs (§9.14).
 import { err } from '../errors';
-import { decodeNameRecord, nameTarget, type NameRecord } from '../wire/name-record';
+import { decodeNameRecord, nameTarget } from '../wire/name-record';
 
 /** SPEC.md §9.14.2: POST a record here; GET `${NAME_MIRROR_PATH}/<40 hex target>`. */
 export const NAME_MIRROR_PATH = '/bitcloud/name';
@@ -15,7 +15,13 @@ export const NAME_RECORD_TTL_MS = 2 * 60 * 60 * 1000;
 /** At most this many records (SPEC.md §9.14.2); beyond that NAME_STORE_FULL. */
 export const NAME_STORE_MAX_RECORDS = 16_384;
 
-interface Held { rec: NameRecord; bytes: Buffer; expiresAt: number }
+/**
+ * One record held: its seq and its bytes, in a buffer of their own (SPEC.md §9.14.2 *The store*).
+ * Neither the decoded fields nor a slice of a shared allocation pool is kept: a small Buffer made
+ * by Buffer.from or Buffer.concat is a view into an 8 KiB slab that stays alive as long as any
+ * view into it does, so 16 384 records kept that way could hold several times their own size.
+ */
+interface Held { seq: number; bytes: Buffer; expiresAt: number }
 
 export interface NameMirrorStoreOptions {
   now?: () => number;
@@ -53,18 +59,20 @@ export class NameMirrorStore {
     const now = this.now();
     const held = this.live(target, now);
     // The layout has one encoding and decodeNameRecord checks it to the last byte: the bytes are canonical.
-    const canonical = Buffer.from(bytes);
     if (held) {
-      if (rec.seq < held.rec.seq || (rec.seq === held.rec.seq && !canonical.equals(held.bytes))) {
-        throw err('DHT_SEQ_STALE', `sequence number ${rec.seq} is not above the ${held.rec.seq} held for this target`, { seq: rec.seq, current: held.rec.seq });
+      if (rec.seq < held.seq || (rec.seq === held.seq && !held.bytes.equals(bytes))) {
+        throw err('DHT_SEQ_STALE', `sequence number ${rec.seq} is not above the ${held.seq} held for this target`, { seq: rec.seq, current: held.seq });
       }
     } else {
       if (this.byTarget.size >= this.max) this.sweep();
       if (this.byTarget.size >= this.max) throw err('NAME_STORE_FULL', `this name mirror holds ${this.max} records`, { max: this.max });
     }
     // Re-inserted so that the map's order stays oldest-stored first (sweep stops early).
+    // Buffer.alloc never hands out a slice of the shared pool: the copy is exactly the record.
+    const own = Buffer.alloc(bytes.length);
+    own.set(bytes);
     this.byTarget.delete(target);
-    this.byTarget.set(target, { rec, bytes: canonical, expiresAt: now + this.ttlMs });
+    this.byTarget.set(target, { seq: rec.seq, bytes: own, expiresAt: now + this.ttlMs });
     return { target, seq: rec.seq };
   }
 

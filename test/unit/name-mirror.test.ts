@@ -135,6 +135,19 @@ describe('name mirror store (SPEC.md §9.14.2)', () => {
     expect(s.put(encodeNameRecord(record(1, 'bc1:b', 'b'))).seq).toBe(1);
   });
 
+  it('a held record keeps its own bytes only, not a slab of the shared Buffer pool nor the body it came in', () => {
+    const s = new NameMirrorStore();
+    // A POST body as the relay reads it: a small Buffer.concat, a view into a pooled slab.
+    const body = Buffer.concat([encodeNameRecord(record(3, 'bc1:pooled'))]);
+    const { target } = s.put(body);
+    const held = s.get(target)!;
+    expect(held.equals(body)).toBe(true);
+    expect(held.byteOffset).toBe(0);
+    expect(held.buffer.byteLength).toBe(body.length);
+    body.fill(0);
+    expect(decodeNameRecord(s.get(target)!).seq).toBe(3);
+  });
+
   it('at most 16 384 records: a new target beyond that is NAME_STORE_FULL; held targets are still replaced; expired ones make room', () => {
     expect(NAME_STORE_MAX_RECORDS).toBe(16_384);
     let now = 0;
