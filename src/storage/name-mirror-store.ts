@@ -1,7 +1,8 @@
 // SPEC.md §9.14.2: the small name store a relay's directory mirror keeps ("name mirror"). Records
 // are BEP 44 mutable items (src/wire/name-record.ts) keyed by their target SHA-1(key ‖ salt); the
 // store keeps the highest seq per target, forgets a record NAME_RECORD_TTL_MS after it was last
-// stored (a republication of the same record renews it), and holds at most NAME_STORE_MAX_RECORDS.
+// stored on the monotonic clock (a republication of the same record renews it), and holds at most
+// NAME_STORE_MAX_RECORDS.
 // It lives in memory: a restarted mirror has lost its names until they are republished, exactly
 // as BEP 44 nodes lose theirs (§9.14).
 import { err } from '../errors';
@@ -24,6 +25,7 @@ export const NAME_STORE_MAX_RECORDS = 16_384;
 interface Held { seq: number; bytes: Buffer; expiresAt: number }
 
 export interface NameMirrorStoreOptions {
+  /** A monotonic clock (ms); default performance.now (SPEC.md §9.14.2: lifetimes are durations). */
   now?: () => number;
   ttlMs?: number;
   maxRecords?: number;
@@ -36,7 +38,9 @@ export class NameMirrorStore {
   private readonly max: number;
 
   constructor(o: NameMirrorStoreOptions = {}) {
-    this.now = o.now ?? Date.now;
+    // A monotonic clock: a wall clock stepped back would keep every record (and, in a full store,
+    // every refusal of a new name) that much longer, and one stepped forward would drop them all.
+    this.now = o.now ?? (() => performance.now());
     this.ttlMs = o.ttlMs ?? NAME_RECORD_TTL_MS;
     this.max = o.maxRecords ?? NAME_STORE_MAX_RECORDS;
   }

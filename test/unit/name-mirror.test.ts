@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ed25519FromSeed, ed25519Generate, sha256 } from '../../src/crypto/primitives';
 import { signDhtItem } from '../../src/storage/name-record';
 import { nameSalt } from '../../src/storage/name';
@@ -133,6 +133,23 @@ describe('name mirror store (SPEC.md §9.14.2)', () => {
     expect(s.size).toBe(0);
     // An expired record's seq no longer binds: a lower one is taken once it is gone.
     expect(s.put(encodeNameRecord(record(1, 'bc1:b', 'b'))).seq).toBe(1);
+  });
+
+  it('lifetimes are timed on the monotonic clock: a wall clock stepped back or forward neither keeps nor drops a record', () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      const s = new NameMirrorStore({ maxRecords: 1 });
+      const a = s.put(encodeNameRecord(record(1, 'bc1:a', 'a'))).target;
+      vi.setSystemTime(Date.now() + 24 * NAME_RECORD_TTL_MS); // the wall clock jumps a day ahead
+      expect(s.get(a)).not.toBeNull();
+      expectCode(() => s.put(encodeNameRecord(record(1, 'bc1:b', 'b'))), 'NAME_STORE_FULL');
+      vi.setSystemTime(Date.now() - 48 * NAME_RECORD_TTL_MS); // and back, far behind
+      vi.advanceTimersByTime(NAME_RECORD_TTL_MS); // 2 hours pass
+      expect(s.get(a)).toBeNull();
+      expect(s.put(encodeNameRecord(record(1, 'bc1:b', 'b'))).seq).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('a held record keeps its own bytes only, not a slab of the shared Buffer pool nor the body it came in', () => {
