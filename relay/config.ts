@@ -5,9 +5,9 @@ import path from 'node:path';
 import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/node-bandwidth';
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import {
-  configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
+  bool, configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, num, optObj, readJsonConfig, str, strList,
 } from '../src/dir/config-fields';
-import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY } from '../src/dir/exit-policy';
+import { parseExitPolicy, formatExitPolicy, REJECT_ALL, DEFAULT_EXIT_POLICY, REJECT_PRIVATE_RULE } from '../src/dir/exit-policy';
 import type { Role } from '../src/dir/types';
 import { LIMITS } from '../src/wire/docs';
 import { DEFAULT_RELAY_LIMITS, type RelayLimits } from '../src/circuit/dos-limits';
@@ -35,7 +35,13 @@ export interface RelayConfig {
   /** Declared bandwidth, bytes per second. */
   bandwidth: number;
   roles: Role[];
+  /**
+   * The exit policy as published and enforced: for an exit with `exitPolicyRejectPrivate` (the
+   * default), the configured rules preceded by `reject private:*` (SPEC.md §7.6.1).
+   */
   exitPolicy: string[];
+  /** SPEC.md §7.6.1: `reject private:*` goes before an exit's configured rules (Tor's ExitPolicyRejectPrivate). Default true. */
+  exitPolicyRejectPrivate: boolean;
   family: string[];
   moderators: string[];
   authorities: AuthorityInfo[];
@@ -62,7 +68,7 @@ export interface RelayConfig {
 
 /** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
 const KNOWN_KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'dirPort', 'dirMaxConnections', 'dirMaxConnectionsPerAddress', 'storagePort', 'bandwidth', 'roles',
-  'exitPolicy', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
+  'exitPolicy', 'exitPolicyRejectPrivate', 'family', 'moderators', 'authorities', 'publishIntervalSeconds', 'descriptorLifetimeSeconds',
   'mirrorIntervalSeconds', 'logLevel', 'limits', 'receipts', 'metricsPort', 'metricsHost', 'onionKeyRotationSeconds', 'identityPow', 'linkWarming'] as const;
 
 /** SPEC.md §6.10 "Connection and body bounds": the default of `dirMaxConnections`. */
@@ -125,8 +131,16 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
   } catch (e) {
     configError('exitPolicy', (e as Error).message);
   }
+  // SPEC.md §7.6.1: an exit's own rules come after `reject private:*` (as Tor's
+  // ExitPolicyRejectPrivate), so that a policy written without it ("accept *:443") never reaches
+  // the exit's loopback, its local networks, link-local metadata services or its own address.
+  const exitPolicyRejectPrivate = bool(raw.exitPolicyRejectPrivate, 'exitPolicyRejectPrivate', true);
+  const implied = isExit && exitPolicyRejectPrivate && exitPolicy[0] !== REJECT_PRIVATE_RULE;
+  if (implied) exitPolicy = [REJECT_PRIVATE_RULE, ...exitPolicy];
   // SPEC.md §6.4: a descriptor lists at most 64 rules; authorities would refuse one with more.
-  if (exitPolicy.length > LIMITS.exitPolicyRules) configError('exitPolicy', `at most ${LIMITS.exitPolicyRules} rules (a descriptor lists at most ${LIMITS.exitPolicyRules}), ${exitPolicy.length} given`);
+  if (exitPolicy.length > LIMITS.exitPolicyRules) {
+    configError('exitPolicy', `at most ${LIMITS.exitPolicyRules} rules (a descriptor lists at most ${LIMITS.exitPolicyRules}), ${exitPolicy.length} given${implied ? ` (with the "${REJECT_PRIVATE_RULE}" that exitPolicyRejectPrivate puts first)` : ''}`);
+  }
   const storagePort = int(raw.storagePort, 'storagePort', 0, 65535, 0);
   if (roles.includes('storage') && storagePort === 0) configError('storagePort', 'the storage role needs a storage port');
   const { publishIntervalSeconds, descriptorLifetimeSeconds } = descriptorTimingFields(raw);
@@ -142,6 +156,7 @@ export function parseRelayConfig(raw: Record<string, unknown>, baseDir: string, 
     bandwidth: int(raw.bandwidth, 'bandwidth', 0, 10_000_000_000, 1_000_000),
     roles,
     exitPolicy,
+    exitPolicyRejectPrivate,
     family: familyField(raw.family),
     moderators: moderatorsField(raw.moderators),
     authorities: parseAuthorityList(raw.authorities, 'authorities', file),

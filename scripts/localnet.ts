@@ -277,7 +277,9 @@ try {
       // An operator declares what its link carries: with --hosts, the relay's cap (SPEC.md §8.5).
       // --declare: every relay declares the same (over-stated) figure, so only proofs can order them.
       roles: isExit ? ['relay', 'exit'] : ['relay'], bandwidth: hostNet && argv.declare !== undefined ? Math.round(argv.declare * 1_000_000) : cap > 0 ? cap : 10_000_000,
-      ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'] } : {}),
+      // SPEC.md §7.6.1: these exits reach one address of the test network, a private one, so the
+      // `reject private:*` put before an exit's rules by default is turned off.
+      ...(isExit ? { exitPolicy: [`accept ${rootAddr}:*`, 'reject *:*'], exitPolicyRejectPrivate: false } : {}),
       authorities: authorityList, publishIntervalSeconds: argv.period, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: Math.max(2, Math.floor(argv.period / 3)),
       identityPow: 'local',
     }, null, 2));

@@ -236,7 +236,9 @@ export function formatExitPolicy(p: ExitPolicy): string[] {
   });
 }
 
-export const DEFAULT_EXIT_POLICY: ExitPolicy = parseExitPolicy(['reject private:*', 'reject *:25', 'accept *:*']);
+/** SPEC.md §7.6.1: the rule an exit's configured policy is preceded by unless its operator turns it off. */
+export const REJECT_PRIVATE_RULE = 'reject private:*';
+export const DEFAULT_EXIT_POLICY: ExitPolicy = parseExitPolicy([REJECT_PRIVATE_RULE, 'reject *:25', 'accept *:*']);
 export const REJECT_ALL: ExitPolicy = parseExitPolicy(['reject *:*']);
 
 function validPort(port: number): boolean {

@@ -41,7 +41,7 @@ const authority = {
 const relay = {
   dataDir: 'relay1', nickname: 'relay1', address: '127.0.0.1', orPort: 7100, dirPort: 7101,
   metricsPort: 9101, metricsHost: '127.0.0.1', roles: ['relay', 'exit'], bandwidth: 10_000_000,
-  exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'],
+  exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'], exitPolicyRejectPrivate: false,
   authorities: authorityList, publishIntervalSeconds: 15, descriptorLifetimeSeconds: 3600, mirrorIntervalSeconds: 5,
   identityPow: 'local',
 };

@@ -13,6 +13,7 @@ import { Registry } from 'prom-client';
 import type http from 'node:http';
 import net from 'node:net';
 import { HTTP_IDLE_TIMEOUT_MS } from '../../src/ops/http-body';
+import { exitPolicyAllowsAddress, parseExitPolicy } from '../../src/dir/exit-policy';
 
 const base = { dataDir: 'd', orPort: 0, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
 const message = (f: () => unknown): string => { try { f(); } catch (e) { return `${(e as { code?: string }).code}: ${(e as Error).message}`; } return 'no error'; };
@@ -64,10 +65,41 @@ describe('relay config limits', () => {
   });
   it('exitPolicy: at most 64 rules, as many as a descriptor lists (SPEC.md §6.4)', () => {
     const rules = (n: number) => Array.from({ length: n }, (_, i) => `accept *:${i + 1}`);
-    expect(parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(64) }, '/x').exitPolicy).toHaveLength(64);
+    expect(parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(64), exitPolicyRejectPrivate: false }, '/x').exitPolicy).toHaveLength(64);
+    // The `reject private:*` put first by default counts too (SPEC.md §7.6.1).
+    expect(parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(63) }, '/x').exitPolicy).toHaveLength(64);
+    expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(64) }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules.*exitPolicyRejectPrivate/);
     expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: rules(65) }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
     // Rules a line separates with commas count one by one.
     expect(message(() => parseRelayConfig({ ...base, roles: ['relay', 'exit'], exitPolicy: [rules(65).join(',')] }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicy: at most 64 rules/);
+  });
+});
+
+describe('an exit\'s configured policy is preceded by reject private:* (SPEC.md §7.6.1, Tor\'s ExitPolicyRejectPrivate)', () => {
+  const exit = { ...base, address: '198.51.100.7', roles: ['relay', 'exit'] };
+  const own = (c: { address: string; exitPolicy: string[] }) => parseExitPolicy(c.exitPolicy, { ownAddresses: [c.address] });
+  it('a policy written without it reaches neither private ranges nor the relay\'s own address, by any spelling', () => {
+    const c = parseRelayConfig({ ...exit, exitPolicy: ['accept *:*'] }, '/x');
+    expect(c.exitPolicy).toEqual(['reject private:*', 'accept *:*']);
+    const p = own(c);
+    for (const ip of ['127.0.0.1', '10.1.2.3', '169.254.169.254', '192.168.1.1', '::1', 'fd00::1', 'fe80::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '198.51.100.7']) {
+      expect(exitPolicyAllowsAddress(p, ip, 80), ip).toBe(false);
+    }
+    expect(exitPolicyAllowsAddress(p, '93.184.216.34', 80)).toBe(true);
+    const narrow = parseRelayConfig({ ...exit, exitPolicy: ['accept *:443', 'reject *:*'] }, '/x');
+    expect(exitPolicyAllowsAddress(own(narrow), '169.254.169.254', 443)).toBe(false);
+    expect(exitPolicyAllowsAddress(own(narrow), '93.184.216.34', 443)).toBe(true);
+  });
+  it('is not repeated when the policy starts with it, and only an exit gets it', () => {
+    expect(parseRelayConfig(exit, '/x').exitPolicy).toEqual(['reject private:*', 'reject *:25', 'accept *:*']);
+    expect(parseRelayConfig({ ...exit, exitPolicy: ['reject private:*', 'accept *:443', 'reject *:*'] }, '/x').exitPolicy).toEqual(['reject private:*', 'accept *:443', 'reject *:*']);
+    expect(parseRelayConfig(base, '/x').exitPolicy).toEqual(['reject *:*']);
+  });
+  it('exitPolicyRejectPrivate: false keeps the policy as written (a test network\'s loopback exit)', () => {
+    const c = parseRelayConfig({ ...exit, exitPolicy: ['accept 127.0.0.1:*', 'reject *:*'], exitPolicyRejectPrivate: false }, '/x');
+    expect(c.exitPolicy).toEqual(['accept 127.0.0.1:*', 'reject *:*']);
+    expect(exitPolicyAllowsAddress(own(c), '127.0.0.1', 80)).toBe(true);
+    expect(message(() => parseRelayConfig({ ...exit, exitPolicyRejectPrivate: 'no' }, '/x'))).toMatch(/CONFIG_INVALID: exitPolicyRejectPrivate/);
   });
 });
 
