@@ -20,7 +20,7 @@ import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
 import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
-import { createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
+import { ExitConnections, createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { createDirStreamHandler, type DirTarget } from './dir-stream';
 import { RendezvousRelay } from '../src/circuit/rendezvous';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
@@ -104,6 +104,8 @@ export class RelayCircuits {
     const exit = policy ? createExitHandler({
       policy, lookup: opts.lookup, connectTimeoutMs: this.limits.exitConnectTimeoutMs,
       refuseOneHop: opts.refuseOneHopExit, metrics: this.metrics, log: this.log, gate,
+      // SPEC.md §7b.9: one bound on the exit's target connections, whatever circuit they serve.
+      connections: new ExitConnections(this.limits.maxExitConnections),
     }) : null;
     const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
     const storage = opts.onStorageStream ?? null;

@@ -30,6 +30,8 @@ export interface ExitOptions {
   log?: Logger;
   /** Shared with the RESOLVE handler: name resolutions at once (SPEC.md §7b.7). */
   gate?: ResolveGate;
+  /** SPEC.md §7b.9: TCP connections to targets this exit holds at once (`maxExitConnections`). */
+  connections?: ExitConnections;
 }
 
 const DNS_TIMEOUT_MS = 10_000;
@@ -108,6 +110,14 @@ export class ResolveGate {
   leave(): void { if (this.n > 0) this.n--; }
 }
 
+/**
+ * SPEC.md §7b.9: at most `max` TCP connections to targets at once at an exit (Tor's ConnLimit),
+ * each counted from the connect until its socket closes; past it a BEGIN ends END(RESOURCELIMIT).
+ * Without it, a few circuits of 512 streams each toward a target that accepts and holds would use
+ * up the process's file descriptors, and the node could then accept no link nor write a file.
+ */
+export class ExitConnections extends ResolveGate {}
+
 /** Pick the address to connect to: allowed by the policy and by the BEGIN flags (tor-spec 6.2). */
 export function chooseExitAddress(addrs: LookupResult[], flags: number, policy: ExitPolicy, port: number): LookupResult | null {
   const ok4 = (flags & BeginFlag.IPV4_NOT_OK) === 0;
@@ -152,7 +162,9 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
       if (inc.stream.state !== 'opening') return; // the client gave up meanwhile
       const target = chooseExitAddress(addrs, literal ? BeginFlag.IPV6_OK : b.flags, opts.policy, b.port);
       if (!target) { refuse(inc, EndReason.EXITPOLICY, 'policy'); return; }
-      connectTarget(inc, target, b.port, timeoutMs, ttl, metrics, log);
+      const conns = opts.connections;
+      if (conns && !conns.tryEnter()) { refuse(inc, EndReason.RESOURCELIMIT, 'connection_limit'); return; }
+      connectTarget(inc, target, b.port, timeoutMs, ttl, metrics, log, conns ? () => conns.leave() : null);
     }, (e: NodeJS.ErrnoException) => {
       if (inc.stream.state !== 'opening') return;
       log.debug({ code: e.code }, 'exit lookup failed');
@@ -162,10 +174,12 @@ export function createExitHandler(opts: ExitOptions): (inc: IncomingStream) => v
 }
 
 function connectTarget(inc: IncomingStream, target: LookupResult, port: number, timeoutMs: number, ttl: number,
-  metrics: CircuitMetrics | undefined, log: Logger): void {
+  metrics: CircuitMetrics | undefined, log: Logger, closed: (() => void) | null): void {
   const stream = inc.stream;
   if (LAT_TRACE) latTrace('exit.connect');
   const sock = net.connect({ host: target.address, port, family: target.family });
+  // SPEC.md §7b.9: the connection's place under maxExitConnections is given back once, when it closes.
+  if (closed) sock.once('close', closed);
   let connected = false;
   const timer = setTimeout(() => {
     if (connected) return;

@@ -31,6 +31,8 @@ export interface RelayLimits {
   maxResolvesPerCircuit: number;
   /** SPEC.md §7b.7: name resolutions (RESOLVE and BEGIN to a name) this exit runs at once. */
   maxConcurrentResolves: number;
+  /** SPEC.md §7b.9: TCP connections to targets this exit holds at once (Tor's ConnLimit). */
+  maxExitConnections: number;
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -45,6 +47,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   exitConnectTimeoutMs: 10_000,
   maxResolvesPerCircuit: 4,
   maxConcurrentResolves: 256,
+  maxExitConnections: 4096,
 };
 
 /** The addresses a consensus lists relays at, indexed once per consensus. */

@@ -253,3 +253,58 @@ describe('a target that ends while its stream still holds data the client does n
     } finally { vi.useRealTimers(); done(); }
   });
 });
+
+describe('the exit\'s target connections are bounded for the whole node (SPEC.md §7b.9 maxExitConnections)', () => {
+  class Circ implements EdgeCircuit {
+    sent: { command: number; streamId: number; data: Buffer }[] = [];
+    sendRelay(command: number, streamId: number, data: Uint8Array): void { this.sent.push({ command, streamId, data: Buffer.from(data) }); }
+    lastSentDigest(): Uint8Array { return Buffer.alloc(20); }
+    writable(): boolean { return true; }
+    violation(code: string): void { throw new Error(`violation ${code}`); }
+    endOf(id: number): number | undefined { return this.sent.find((s) => s.streamId === id && s.command === RelayCommand.END)?.data[0]; }
+  }
+
+  it('past the cap a BEGIN ends END(RESOURCELIMIT), whatever circuit it came on; a closed connection frees its place', async () => {
+    const { createExitHandler, ExitConnections } = await import('../../relay/exit');
+    const held: net.Socket[] = [];
+    const server = net.createServer((c) => { held.push(c); c.on('error', () => {}); }); // accepts and holds, never answers
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const results: string[] = [];
+    const metrics = { exitConnect: (r: string) => { results.push(r); } } as unknown as import('../../src/circuit/metrics').CircuitMetrics;
+    const connections = new ExitConnections(2);
+    const handler = createExitHandler({ policy: parseExitPolicy(['accept 127.0.0.1:*', 'reject *:*']), refuseOneHop: false, metrics, connections });
+    const circuits = [new Circ(), new Circ()];
+    const edges = circuits.map((c) => new StreamEdge(c, { destroyReleased: true }));
+    const begin = (edge: StreamEdge, id: number): CircuitStream => {
+      const stream = edge.acceptStream(id);
+      stream.on('error', () => {});
+      handler({
+        kind: 'begin', begin: { host: '127.0.0.1', port, flags: 0 }, stream, oneHop: false,
+        accept: () => { stream.markOpen(); },
+        refuse: (reason: number) => { if (stream.state !== 'closed') stream.abort(reason); },
+      });
+      return stream;
+    };
+    try {
+      const a = begin(edges[0], 1);
+      const b = begin(edges[1], 1);
+      await vi.waitFor(() => expect(a.state === 'open' && b.state === 'open').toBe(true), { timeout: 5000 });
+      const c = begin(edges[0], 2);
+      await vi.waitFor(() => expect(circuits[0].endOf(2)).toBe(EndReason.RESOURCELIMIT), { timeout: 5000 });
+      expect(c.destroyed).toBe(true);
+      expect(results).toContain('connection_limit');
+      // One stream goes: its connection closes and the next BEGIN connects.
+      expect(connections.active).toBe(2);
+      a.destroy();
+      for (const s of held) s.end(); // the targets close their side too: the connection is gone
+      await vi.waitFor(() => expect(connections.active).toBeLessThan(2), { timeout: 5000 });
+      const d = begin(edges[0], 3);
+      await vi.waitFor(() => expect(d.state).toBe('open'), { timeout: 5000 });
+      for (const s of [b, d]) s.destroy();
+    } finally {
+      for (const s of held) s.destroy();
+      server.close();
+    }
+  });
+});
