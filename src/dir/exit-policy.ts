@@ -250,7 +250,9 @@ function addrMatches(r: ExitRuleAddress, a: IpAddr, own: readonly IpAddr[]): boo
     case 'any': return true;
     case 'any4': return a.family === 4;
     case 'any6': return a.family === 6;
-    case 'private': return isPrivateAddress(a) || own.some((o) => o.family === a.family && o.value === a.value);
+    // SPEC.md §7.6.2: the relay's own addresses are private too, and so is an IPv6 address that
+    // carries one of them (NAT64, 6to4, Teredo), as for the private ranges.
+    case 'private': return isPrivateAddress(a) || [a, ...embeddedIPv4(a)].some((x) => own.some((o) => o.family === x.family && o.value === x.value));
     case 'net': return inNet(a, r);
   }
 }

@@ -87,6 +87,14 @@ describe('exit policy matching at the exit (SPEC §7.6.3)', () => {
     expect(exitPolicyAllowsAddress(own, '203.0.113.5', 80)).toBe(false);
     expect(exitPolicyAllowsAddress(own, '203.0.113.6', 80)).toBe(true);
   });
+  it('private covers an IPv6 address that carries the relay\'s own address, as it does the private ranges (SPEC §7.6.2)', () => {
+    const own = parseExitPolicy(['reject private:*', 'accept *:*'], { ownAddresses: ['203.0.113.5'] });
+    // NAT64, 6to4, Teredo server and Teredo client (inverted) forms of 203.0.113.5 (cb00:7105).
+    for (const a of ['::ffff:203.0.113.5', '64:ff9b::cb00:7105', '2002:cb00:7105::1', '2001:0:cb00:7105::1', '2001:0:4136:e378:8000:63bf:34ff:8efa']) {
+      expect(exitPolicyAllowsAddress(own, a, 80), a).toBe(false);
+    }
+    expect(exitPolicyAllowsAddress(own, '64:ff9b::cb00:7106', 80)).toBe(true);
+  });
   it('private covers every address that is not a public unicast destination, embedded IPv4 included (SPEC §7.6.2)', () => {
     const priv = [
       '0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0', '::1', '::0.0.0.1', '::127.0.0.1', '::8.8.8.8', // unspecified, loopback, IPv4-compatible
