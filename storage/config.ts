@@ -8,7 +8,7 @@ import { parseReceiptSettings, type ReceiptSettings } from '../src/bandwidth/nod
 import { parseAuthorityList, type AuthorityInfo } from '../src/dir/authorities';
 import { bool, configError, dataDirField, descriptorTimingFields, familyField, int, moderatorsField, nodeNameFields, noUnknownKeys, readJsonConfig, str, strList } from '../src/dir/config-fields';
 import { MAX_SHARE_BYTES } from '../src/storage/share';
-import { quotaCharge } from './share-store';
+import { MAX_READ_BYTES_IN_FLIGHT, quotaCharge } from './share-store';
 import { DEFAULT_INTRO_DOS, INTRO_DOS_MAX, type IntroDosParams } from '../src/wire/hidden';
 
 export interface StorageConfig {
@@ -25,6 +25,8 @@ export interface StorageConfig {
   /** Bytes of shares this node agrees to hold. */
   quotaBytes: number;
   cacheBytes: number;
+  /** SPEC.md §9.6.1: bytes of share reads in progress at the node, over all its streams. */
+  maxReadBytesInFlight: number;
   defaultLeaseSeconds: number;
   maxLeaseSeconds: number;
   gcIntervalSeconds: number;
@@ -70,7 +72,7 @@ export interface StorageConfig {
 }
 
 /** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
-const KNOWN_KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes',
+const KNOWN_KEYS = ['dataDir', 'nickname', 'address', 'listenHost', 'orPort', 'storagePort', 'quota', 'cacheBytes', 'maxReadBytesInFlight',
   'defaultLeaseSeconds', 'maxLeaseSeconds', 'gcIntervalSeconds', 'bandwidth', 'family', 'moderators', 'unmoderated', 'policyRefreshSeconds', 'approvedOnly', 'authorities',
   'publishIntervalSeconds', 'descriptorLifetimeSeconds', 'announceIntervalSeconds', 'onionKeyRotationSeconds', 'metricsPort', 'metricsHost', 'maxDirectSessions',
   'maxDirectSessionsPerAddress', 'directIdleSeconds', 'directRequestSeconds',
@@ -114,6 +116,7 @@ export function parseStorageConfig(raw: Record<string, unknown>, baseDir: string
     storagePort,
     quotaBytes,
     cacheBytes: parseSize(raw.cacheBytes, 'cacheBytes', 64 * 2 ** 20),
+    maxReadBytesInFlight: int(raw.maxReadBytesInFlight, 'maxReadBytesInFlight', 1, Number.MAX_SAFE_INTEGER, MAX_READ_BYTES_IN_FLIGHT),
     defaultLeaseSeconds,
     maxLeaseSeconds,
     gcIntervalSeconds: int(raw.gcIntervalSeconds, 'gcIntervalSeconds', 1, 86_400, 600),

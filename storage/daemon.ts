@@ -95,7 +95,7 @@ export class StorageDaemon {
     // SPEC.md §6.4: the config takes the node's own fingerprint in its family; the rest must fit a descriptor.
     familyWithoutSelf(cfg.family, fingerprint(this.keys.identity.publicKey));
     this.store = await ShareStore.open({
-      dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
+      dir: cfg.dataDir, quotaBytes: cfg.quotaBytes, cacheBytes: cfg.cacheBytes, maxReadBytesInFlight: cfg.maxReadBytesInFlight, defaultLeaseSeconds: cfg.defaultLeaseSeconds,
       maxLeaseSeconds: cfg.maxLeaseSeconds, metrics: new StorageMetrics(this.registry), log: this.log,
     });
     this.store.startGc(cfg.gcIntervalSeconds * 1000);

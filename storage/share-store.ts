@@ -19,6 +19,7 @@ import { encodeAuditAnswer } from '../src/wire/audit-answer';
 import { LeaseJournal, type LeaseRecord } from './lease-journal';
 import { ExpiryHeap } from './expiry-heap';
 import { StorageMetrics } from './metrics';
+import { CircuitMetrics } from '../src/circuit/metrics';
 
 const HEX_ID = /^[0-9a-f]{64}$/;
 const DAY = 86_400;
@@ -52,6 +53,12 @@ export interface ShareStoreOptions {
   auditConcurrency?: number;
   /** Audits waiting for a turn beyond those; one more is refused with STORAGE_BUSY (default 32). */
   auditQueue?: number;
+  /**
+   * SPEC.md §9.6.1: bytes of share reads in progress (read from disk and hashed, not yet handed to
+   * the stream), node-wide, each counted by its share's size; one more past it is refused with
+   * STORAGE_BUSY (default MAX_READ_BYTES_IN_FLIGHT). A positive integer.
+   */
+  maxReadBytesInFlight?: number;
   /** Clock in milliseconds (tests). */
   now?: () => number;
   metrics?: StorageMetrics;
@@ -80,6 +87,12 @@ export interface GcResult {
   examined: number;
 }
 
+/**
+ * SPEC.md §9.6.1: bytes of share reads in progress at a node, over all its streams (default of
+ * `maxReadBytesInFlight`). Each stream has at most 8 requests in flight, but streams are many.
+ */
+export const MAX_READ_BYTES_IN_FLIGHT = 256 * 1024 * 1024;
+
 /** SPEC.md §9.8.2: after a failed rewrite of the lease journal, a put or renewal tries again after this long at the earliest. */
 export const COMPACT_RETRY_MS = 60_000;
 
@@ -97,6 +110,9 @@ export class ShareStore {
   private readonly dirs = new Map<string, ShareFolder>();
   private readonly cache: LRUCache<string, Buffer> | null;
   private readonly audits: WorkGate;
+  /** SPEC.md §9.6.1: the node-wide bound on the bytes of share reads in progress, and those bytes now. */
+  private readonly maxReadBytes: number;
+  private readBytes = 0;
   private readonly now: () => number;
   private readonly log: Logger;
   /** Quota charged for the shares held (quotaCharge of each size), and their bytes. */
@@ -139,12 +155,15 @@ export class ShareStore {
     this.now = opts.now ?? Date.now;
     this.log = opts.log ?? silentLogger;
     this.audits = new WorkGate(opts.auditConcurrency ?? 2, opts.auditQueue ?? 32);
+    this.maxReadBytes = opts.maxReadBytesInFlight ?? MAX_READ_BYTES_IN_FLIGHT;
     this.metrics.quotaBytes.set(opts.quotaBytes);
   }
 
   /** Open a store: scan shares/ (removing temp files a crash left), replay the lease journal. */
   static async open(opts: ShareStoreOptions): Promise<ShareStore> {
     if (!Number.isSafeInteger(opts.quotaBytes) || opts.quotaBytes < 0) throw err('CONFIG_INVALID', 'quotaBytes must be a non-negative integer');
+    const r = opts.maxReadBytesInFlight;
+    if (r !== undefined && (!Number.isSafeInteger(r) || r < 1)) throw err('CONFIG_INVALID', 'maxReadBytesInFlight must be a positive integer');
     await mkdirDurable(path.join(opts.dir, 'shares'), 0o700);
     await mkdirDurable(path.join(opts.dir, 'quarantine'), 0o700);
     const { journal, leases, repaired } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
@@ -441,9 +460,36 @@ export class ShareStore {
     return await checkShareInPieces(id, data) ? data : 'corrupt';
   }
 
+  /**
+   * SPEC.md §9.6.1: read a share for a get within the node-wide bound on the bytes of reads in
+   * progress. A read from disk holds its share's whole size (known from the index) from before it
+   * starts until it settles, read, failed or refused alike; its stream closing meanwhile does not
+   * give them back early, since the read still holds them. One that would pass the bound is refused
+   * at once with STORAGE_BUSY, unless no other read is in progress (so a share larger than the whole
+   * bound is still read). A share the cache holds is not read from disk and counts nothing.
+   */
+  private async readCounted(id: Buffer): Promise<Buffer> {
+    const hex = shareIdHex(id);
+    const entry = this.live(hex);
+    const n = entry && !this.cache?.has(hex) ? entry.size : 0;
+    if (n > 0 && this.readBytes > 0 && this.readBytes + n > this.maxReadBytes) {
+      CircuitMetrics.for(this.metrics.registry).refused('storage_read_bytes');
+      throw err('STORAGE_BUSY', 'too many share reads under way at this node; try again later', { inFlight: this.readBytes, budget: this.maxReadBytes });
+    }
+    this.readBytes += n;
+    try {
+      return await this.read(id);
+    } finally {
+      this.readBytes -= n;
+    }
+  }
+
+  /** Bytes of share reads in progress now (SPEC.md §9.6.1). */
+  get readBytesInFlight(): number { return this.readBytes; }
+
   /** A byte range of a share: length 0 means to the end. A range past the end → STORAGE_BAD_REQUEST. */
   async get(id: Buffer, offset = 0, length = 0): Promise<{ data: Buffer; totalSize: number }> {
-    const data = await this.read(id);
+    const data = await this.readCounted(id);
     const end = length === 0 ? data.length : offset + length;
     if (offset > data.length || end > data.length) throw err('STORAGE_BAD_REQUEST', 'range beyond the end of the share', { offset, length, size: data.length });
     return { data: data.subarray(offset, end), totalSize: data.length };

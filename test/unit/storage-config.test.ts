@@ -28,6 +28,8 @@ describe('storage node config', () => {
     expect(c.metricsHost).toBe('127.0.0.1');
     expect(c.authorities[0].url).toBe('http://127.0.0.1:7000');
     expect(c.approvedOnly).toEqual([]);
+    expect(c.maxReadBytesInFlight).toBe(256 * 2 ** 20); // SPEC.md §9.6.1
+    expect(parseStorageConfig({ ...base, maxReadBytesInFlight: 4096 }, '/x').maxReadBytesInFlight).toBe(4096);
     expect(parseStorageConfig({ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['public-lecture'] }, '/x').approvedOnly).toEqual(['public-lecture']);
   });
 
@@ -52,6 +54,9 @@ describe('storage node config', () => {
       [{ ...base, moderators: ['b'.repeat(64)], approvedOnly: ['Public Lecture'] }, /approvedOnly\[0\]: a content class/],
       [{ ...base, moderators: Array.from({ length: 17 }, (_, i) => i.toString(16).padStart(64, '0')) }, /moderators: at most 16 moderators/],
       [{ ...base, family: Array.from({ length: 34 }, (_, i) => i.toString(16).padStart(64, '0')) }, /family: at most 33 entries/],
+      [{ ...base, maxReadBytesInFlight: 0 }, /maxReadBytesInFlight: must be between 1/],
+      [{ ...base, maxReadBytesInFlight: 1.5 }, /maxReadBytesInFlight: must be an integer/],
+      [{ ...base, maxReadBytesInFlight: '256MiB' }, /maxReadBytesInFlight: must be an integer/],
     ];
     for (const [raw, re] of bad) expect(() => parseStorageConfig(raw, '/x')).toThrow(re);
   });

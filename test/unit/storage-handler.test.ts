@@ -537,6 +537,104 @@ describe('hostile storage peers (SPEC.md §9.6.1)', () => {
   });
 });
 
+describe('share reads in progress at a node are bounded node-wide (SPEC.md §9.6.1)', () => {
+  const SIZE = 8192;
+  /** A store without cache (every get reads from disk) holding `n` shares of SIZE bytes, read bytes bounded to 3 of them. */
+  async function readStore(n: number): Promise<{ s: ShareStore; ids: Buffer[] }> {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-handler-'));
+    const s = await ShareStore.open({ dir, quotaBytes: 1 << 20, cacheBytes: 0, maxReadBytesInFlight: 3 * SIZE });
+    cleanup.push(() => fsp.rm(dir, { recursive: true, force: true }), () => s.close());
+    const ids: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const d = Buffer.alloc(SIZE, i + 1);
+      ids.push(shareId(d));
+      await s.put(shareId(d), d, 600);
+    }
+    return { s, ids };
+  }
+  /** The node's disk is slow: each share file read waits until the test lets it go (or fails it). */
+  function slowDisk() {
+    const pending: Array<{ go: () => void; fail: () => void }> = [];
+    const real = fsp.readFile.bind(fsp);
+    const spy = vi.spyOn(fsp, 'readFile').mockImplementation((async (...args: Parameters<typeof fsp.readFile>) => {
+      const data = await real(...args);
+      await new Promise<void>((resolve, reject) => {
+        pending.push({ go: resolve, fail: () => reject(Object.assign(new Error('EIO'), { code: 'EIO' })) });
+      });
+      return data;
+    }) as typeof fsp.readFile);
+    cleanup.push(() => spy.mockRestore());
+    return pending;
+  }
+  const tick = () => new Promise<void>((r) => setImmediate(r));
+  const getFrame = (reqId: number, shareIdBuf: Buffer) => encodeFrame(encodeRequest(reqId, { type: 'get', id: shareIdBuf, offset: 0, length: 0 }));
+  function stream() {
+    const out: Buffer[] = [];
+    const d = new Duplex({ read() {}, write(chunk: Buffer, _enc, cb) { out.push(chunk); cb(); } });
+    cleanup.push(() => d.destroy());
+    return { d, out };
+  }
+
+  it('4 reads in progress across two streams with room for 3: the 4th is STORAGE_BUSY at once and the stream goes on; once one completes a new read is served', async () => {
+    const { s, ids } = await readStore(5);
+    const disk = slowDisk();
+    const a = stream();
+    const b = stream();
+    void serveStorageStream(a.d, s, { ctx });
+    void serveStorageStream(b.d, s, { ctx });
+    a.d.push(Buffer.concat([getFrame(1, ids[0]), getFrame(2, ids[1])]));
+    while (disk.length < 2) await tick();
+    b.d.push(getFrame(1, ids[2]));
+    while (disk.length < 3) await tick();
+    b.d.push(getFrame(2, ids[3]));
+    const busy = await answersIn(b.out, 1);
+    expect(busy.get(2)).toMatchObject({ type: 'error', code: 'STORAGE_BUSY' });
+    expect(disk).toHaveLength(3); // refused before its read started
+    const kinds = (await s.metrics.registry.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values;
+    expect(kinds).toEqual([expect.objectContaining({ labels: { kind: 'storage_read_bytes' }, value: 1 })]);
+    // The first read completes; its bytes go back, and B's next get is served.
+    disk[0].go();
+    expect((await answersIn(a.out, 1)).get(1)).toMatchObject({ type: 'get', totalSize: SIZE });
+    b.d.push(getFrame(3, ids[4]));
+    while (disk.length < 4) await tick();
+    disk[3].go();
+    expect((await answersIn(b.out, 2)).get(3)).toMatchObject({ type: 'get', totalSize: SIZE });
+    disk[1].go();
+    disk[2].go();
+    await answersIn(a.out, 2);
+    await answersIn(b.out, 3);
+    expect(s.readBytesInFlight).toBe(0);
+  });
+
+  it('a failed read gives its bytes back', async () => {
+    const { s, ids } = await readStore(5);
+    const disk = slowDisk();
+    const get = (i: number) => handleRequest(s, { type: 'get', id: ids[i], offset: 0, length: 0 }, ctx);
+    const held = [get(0), get(1)];
+    const failing = get(2);
+    while (disk.length < 3) await tick();
+    disk[2].fail();
+    expect(await failing).toMatchObject({ type: 'error', code: 'STORAGE_IO_ERROR' });
+    // Two reads in progress: room for one more (had the failed read kept its bytes, none).
+    const third = get(3);
+    while (disk.length < 4) await tick();
+    expect(await get(4)).toMatchObject({ type: 'error', code: 'STORAGE_BUSY' });
+    for (const d of [disk[0], disk[1], disk[3]]) d.go();
+    for (const r of [...held, third]) expect(await r).toMatchObject({ type: 'get', totalSize: SIZE });
+    expect(s.readBytesInFlight).toBe(0);
+  });
+
+  it('a share larger than the whole bound is read when no other read is in progress', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-handler-'));
+    const s = await ShareStore.open({ dir, quotaBytes: 1 << 20, cacheBytes: 0, maxReadBytesInFlight: 1024 });
+    cleanup.push(() => fsp.rm(dir, { recursive: true, force: true }), () => s.close());
+    const big = Buffer.alloc(SIZE, 9);
+    await s.put(shareId(big), big, 600);
+    expect(await handleRequest(s, { type: 'get', id: shareId(big), offset: 0, length: 0 }, ctx)).toMatchObject({ type: 'get', totalSize: SIZE });
+    await expect(ShareStore.open({ dir, quotaBytes: 1 << 20, maxReadBytesInFlight: 0 })).rejects.toThrow(/CONFIG_INVALID/);
+  });
+});
+
 describe('audit work at a node is bounded (SPEC.md §9.17.2)', () => {
   it('64 pipelined challenges: at most 2 compute at once, 32 wait, the rest get STORAGE_BUSY; other requests are answered meanwhile', async () => {
     const s = await store(64 << 20);
