@@ -393,14 +393,15 @@ export class HiddenService {
    * only while it is open. One that closed as its build ended (a DESTROY read with its last
    * EXTENDED2, which the rendezvous point the client chose can send at will) would never emit the
    * close that frees its place, so it is dropped here, before RENDEZVOUS1; so is one on any
-   * failure below, rather than left open and uncounted.
+   * failure below, rather than left open and uncounted. The introduction holds one place in
+   * `meeting` from here until its circuit is held or dropped, across a retried build too.
    */
   private async meet(rp: ConsensusRelay, cookie: Buffer, reply: Buffer, keys: Buffer): Promise<void> {
     let circ: ClientCircuit | null = null;
+    this.meeting++;
     try {
-      ({ circ } = await this.buildRendezvous(rp));
-      if (this.closed) { keys.fill(0); circ.destroy(); return; }
-      if (!circ.isOpen) throw err('CIRCUIT_DESTROYED', 'the rendezvous circuit closed as its build ended');
+      circ = await this.buildRendezvous(rp);
+      if (!circ) { keys.fill(0); return; }
       const c = circ;
       const held: Rendezvous = { streams: 0, idle: null };
       this.rendezvous.set(c, held);
@@ -417,16 +418,36 @@ export class HiddenService {
       circ?.destroy();
       this.event(errorCode(e));
       this.log.debug({ code: errorCode(e) }, 'rendezvous circuit failed');
+    } finally {
+      this.meeting--;
     }
   }
 
-  /** The builder's circuit to the rendezvous point, counted in `meeting` while it is built. */
-  private async buildRendezvous(rp: ConsensusRelay): Promise<{ circ: ClientCircuit }> {
-    this.meeting++;
-    try {
-      return await this.o.builder.build({ storageNode: rp });
-    } finally {
-      this.meeting--;
+  /**
+   * SPEC.md §9.21.5 step 3: the builder's circuit to the rendezvous point, open when its build
+   * ends; null when the node closed meanwhile (the circuit destroyed). A build that fails, or a
+   * circuit closed as its build ended, is built once more on a freshly chosen path to the same
+   * rendezvous point (counted as `rendezvous_retry`; the middle hops of a path that closed are
+   * left out), as Tor's service relaunches a failed rendezvous circuit once: the cookie is in the
+   * replay cache already, so the client could not try it again through another introduction
+   * point. The second failure is thrown.
+   */
+  private async buildRendezvous(rp: ConsensusRelay): Promise<ClientCircuit | null> {
+    const avoid = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const built: { circ: ClientCircuit; path?: readonly { fingerprint: string }[] } = await this.o.builder.build({ storageNode: rp }, avoid);
+        if (this.closed) { built.circ.destroy(); return null; }
+        if (!built.circ.isOpen) {
+          for (const hop of built.path?.slice(1, -1) ?? []) avoid.add(hop.fingerprint);
+          throw err('CIRCUIT_DESTROYED', 'the rendezvous circuit closed as its build ended');
+        }
+        return built.circ;
+      } catch (e) {
+        if (attempt >= 2 || this.closed) throw e;
+        this.event('rendezvous_retry');
+        this.log.debug({ code: errorCode(e) }, 'rendezvous circuit failed; building it once more on a fresh path');
+      }
     }
   }
 

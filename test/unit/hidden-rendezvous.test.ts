@@ -732,12 +732,49 @@ describe('the hidden node\'s rendezvous circuits are bounded (SPEC.md §9.21.5 s
     const ip = h.intros()[0];
     const before = h.builds.n;
     for (let i = 0; i < 3; i++) h.introduce(ip, h.relays[7]);
-    await vi.waitFor(() => expect(h.builds.n - before).toBe(3));
+    // Each is built once more on a fresh path (SPEC.md §9.21.5 step 3), closed again, then dropped.
+    await vi.waitFor(() => expect(h.hs.counts.get('CIRCUIT_DESTROYED')).toBe(3));
     await new Promise((r) => setImmediate(r));
+    expect(h.builds.n - before).toBe(6);
+    expect(h.hs.counts.get('rendezvous_retry')).toBe(3);
     expect(h.hs.rendezvousCircuits).toBe(0);
     expect(h.rendezvous()).toHaveLength(0);
-    expect(h.hs.counts.get('CIRCUIT_DESTROYED')).toBe(3);
     expect(h.hs.counts.get('rendezvous')).toBeUndefined();
+    h.hs.close();
+  });
+  it('a failed rendezvous build is built once more on a fresh path: RENDEZVOUS1 goes on the second circuit (SPEC.md §9.21.5 step 3)', async () => {
+    let failNext = 0;
+    const h = nodeHarness({ fail: () => failNext > 0 && failNext-- > 0 });
+    await h.hs.start();
+    const before = h.builds.n;
+    failNext = 1;
+    h.introduce(h.intros()[0], h.relays[7]);
+    await vi.waitFor(() => expect(h.rendezvous()).toHaveLength(1));
+    expect(h.builds.n - before).toBe(2);
+    expect(h.rendezvous()[0].to).toBe(h.relays[7]); // the same rendezvous point
+    expect(h.hs.rendezvousCircuits).toBe(1);
+    expect(h.hs.counts.get('rendezvous_retry')).toBe(1);
+    expect(h.hs.counts.get('rendezvous')).toBe(1);
+    expect(h.hs.counts.get('CIRCUIT_DESTROYED')).toBeUndefined();
+    h.hs.close();
+  });
+  it('a rendezvous build that fails twice drops the introduction after exactly two builds and frees its place among the 256 (SPEC.md §9.21.5 step 3)', async () => {
+    let failNext = 0;
+    const h = nodeHarness({ fail: () => failNext > 0 && failNext-- > 0 });
+    await h.hs.start();
+    const ip = h.intros()[0];
+    const before = h.builds.n;
+    failNext = 2;
+    h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.hs.counts.get('CIRCUIT_DESTROYED')).toBe(1));
+    await new Promise((r) => setImmediate(r));
+    expect(h.builds.n - before).toBe(2);
+    expect(h.hs.counts.get('rendezvous_retry')).toBe(1);
+    expect(h.rendezvous()).toHaveLength(0);
+    // Its place is free again: 256 further introductions are all built.
+    for (let i = 0; i < 256; i++) h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.hs.rendezvousCircuits).toBe(256));
+    expect(h.hs.counts.get('HIDDEN_RENDEZVOUS_LIMIT')).toBeUndefined();
     h.hs.close();
   });
   it('a rendezvous circuit with no open stream is closed after 60 s: from joining, or from its last stream closing', async () => {
