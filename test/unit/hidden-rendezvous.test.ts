@@ -777,6 +777,27 @@ describe('the hidden node\'s rendezvous circuits are bounded (SPEC.md §9.21.5 s
     expect(h.hs.counts.get('HIDDEN_RENDEZVOUS_LIMIT')).toBeUndefined();
     h.hs.close();
   });
+  it('a retried rendezvous build keeps the introduction\'s one place among the 256 while it is built, and takes no second (SPEC.md §9.21.5 step 3)', async () => {
+    let failNext = 0;
+    let gate: Promise<void> | null = null;
+    let open = () => {};
+    const h = nodeHarness({ fail: () => failNext > 0 && failNext-- > 0, hold: () => gate });
+    await h.hs.start();
+    const ip = h.intros()[0];
+    for (let i = 0; i < 255; i++) h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.hs.rendezvousCircuits).toBe(255));
+    const before = h.builds.n;
+    failNext = 1;
+    gate = new Promise<void>((r) => { open = r; });
+    h.introduce(ip, h.relays[7]);
+    await vi.waitFor(() => expect(h.builds.n - before).toBe(2)); // the retry is being built
+    h.introduce(ip, h.relays[7]);
+    expect(h.hs.counts.get('HIDDEN_RENDEZVOUS_LIMIT')).toBe(1);
+    open();
+    await vi.waitFor(() => expect(h.hs.rendezvousCircuits).toBe(256));
+    expect(h.builds.n - before).toBe(2);
+    h.hs.close();
+  });
   it('a rendezvous circuit with no open stream is closed after 60 s: from joining, or from its last stream closing', async () => {
     vi.useFakeTimers();
     try {
