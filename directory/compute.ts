@@ -45,7 +45,7 @@ export interface ComputedConsensus {
  * SPEC.md §6.7 rules:
  *  - one vote per authority (the first for each authority, votes sorted by authority);
  *  - a relay is listed iff more than half of ALL configured authorities list it;
- *  - its descriptor is the newest one among the votes (ties: lowest descriptor digest);
+ *  - its descriptor is the one most listing votes carry (ties: newest, then lowest digest);
  *  - flag F is set iff more than half of the listing votes that declare F in known_flags assign F;
  *  - weight is the low median of the listing votes' measured values;
  *  - SPEC.md §8.6: proven_epoch = k − 2 (k = periodStart / P) when at least one listing vote
@@ -220,11 +220,27 @@ export function paramsVote(votes: readonly VoteInput[], need: number): ParamMsg[
   return out;
 }
 
-/** Newest published wins; ties broken by the lowest digest (SPEC.md §6.7). */
+/**
+ * SPEC.md §6.7.1 (Tor's dir-spec, "the most common descriptor"): the descriptor listed by the most
+ * listing votes wins; among equally common ones the greatest `published`, then the lowest digest.
+ * Newest-wins would let one authority alone choose a relay's address, onion key, policy and family
+ * by listing a newer descriptor of that relay than the others hold (one they never tested, or one
+ * they refuse, such as a private address).
+ */
 export function chooseDescriptor(ds: readonly VerifiedDescriptor[]): VerifiedDescriptor {
-  let best = ds[0];
+  const count = new Map<string, number>();
   for (const d of ds) {
-    if (d.published > best.published || (d.published === best.published && Buffer.compare(d.digest, best.digest) < 0)) best = d;
+    const k = d.digest.toString('hex');
+    count.set(k, (count.get(k) ?? 0) + 1);
+  }
+  let best = ds[0];
+  let bestN = count.get(best.digest.toString('hex'))!;
+  for (const d of ds) {
+    const n = count.get(d.digest.toString('hex'))!;
+    if (n > bestN || (n === bestN && (d.published > best.published || (d.published === best.published && Buffer.compare(d.digest, best.digest) < 0)))) {
+      best = d;
+      bestN = n;
+    }
   }
   return best;
 }

@@ -154,15 +154,36 @@ describe('consensus computation (pure, deterministic)', () => {
     expect(c.relays[0].weight).toBe(400);
   });
 
-  it('takes the newest descriptor among the votes', () => {
+  it('takes the descriptor most votes list; among equally common ones the newest (SPEC.md §6.7.1)', () => {
     const id = ed25519Generate();
     const mk = (published: number, port: number) => verifyDescriptor(buildDescriptor({
       identity: id, onionKey: x25519Generate().publicKey, nickname: 'n', address: '10.9.9.9', orPort: port, declaredBandwidth: 1, roles: ['relay'], version: 'v', published,
     }));
     const old = mk(PS - 10_000, 1), neu = mk(PS - 5_000, 2);
+    // Two votes carry `old`, one carries `neu`: the newer one does not win by being newer.
     const votes = [vote(auths[0], [{ d: old }]), vote(auths[1], [{ d: neu }]), vote(auths[2], [{ d: old }])];
     const c = verifyConsensus(signAll(computeConsensus(votes, params).body, auths), list, NOW);
-    expect(c.relays[0].orPort).toBe(2);
+    expect(c.relays[0].orPort).toBe(1);
+    // One each: the newest wins, whatever the order of the votes.
+    for (const two of [[votes[0], votes[1]], [votes[1], votes[0]]]) {
+      const c2 = verifyConsensus(signAll(computeConsensus(two, params).body, auths), list, NOW);
+      expect(c2.relays[0].orPort).toBe(2);
+    }
+  });
+
+  it('one authority alone cannot choose a relay\'s descriptor by listing a newer one (SPEC.md §6.7.1)', () => {
+    // Five authorities, majority 3. One lists a newer descriptor of the relay (another address and
+    // onion key, one the others never tested); four list the one they hold.
+    const five = [...auths, makeAuthority(), makeAuthority()];
+    const id = ed25519Generate();
+    const mk = (published: number, address: string) => verifyDescriptor(buildDescriptor({
+      identity: id, onionKey: x25519Generate().publicKey, nickname: 'n', address, orPort: 9001, declaredBandwidth: 1, roles: ['relay'], version: 'v', published,
+    }));
+    const held = mk(PS - 10_000, '198.51.100.7'), hostile = mk(PS - 1_000, '10.0.0.1');
+    const votes = five.map((a, i) => vote(a, [{ d: i === 4 ? hostile : held }]));
+    const m = decodeConsensus(computeConsensus(votes, { ...params, totalAuthorities: 5 }).content);
+    expect(m.addresses.equals(held.addressBytes)).toBe(true);
+    expect(m.onionKeys.equals(held.onionKey)).toBe(true);
   });
 
   it('carries every field consumers need, with shared tables', () => {
