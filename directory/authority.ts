@@ -28,7 +28,7 @@ import type { StorageAudits } from './storage-audits';
 import { BandwidthMeasurement } from './measurement';
 import { PseudonymStore } from './pseudonyms';
 import { computeConsensus, type ComputedConsensus } from './compute';
-import { assignFlags, KNOWN_FLAGS } from './flags';
+import { assignFlags, KNOWN_FLAGS, limitPerAddress } from './flags';
 import type { AuthorityMetrics } from './metrics';
 import { linkReachabilityTest, ReachabilityQueue, type ReachabilityResult, type ReachabilityTester } from './reachability';
 import { HS_STORE_MAX_BYTES, HsDescriptorStore } from '../src/hidden/store';
@@ -346,13 +346,19 @@ export class Authority {
     const source = this.bandwidth ?? vm.source;
     // SPEC.md §9.20.2: with the measurement of epoch k − 2 goes the storage audited in that epoch.
     const stored = vm.provenEpoch ? this.deps.storage?.storedFor(vm.provenEpoch) ?? null : null;
-    const inputs = running.map((r) => ({
+    const all = running.map((r) => ({
       descriptor: r.descriptor,
       measured: source.measuredKBps(r.descriptor.fingerprint, r.descriptor.declaredBandwidth),
       proven: vm.proven.get(r.descriptor.fingerprint) ?? 0,
       stored: stored?.get(r.descriptor.fingerprint) ?? 0,
       runningSince: r.runningSince,
     }));
+    // SPEC.md §6.5: at most maxRelaysPerAddress relays per address (Tor's AuthDirMaxServersPerAddr).
+    const { kept: inputs, leftOut: overAddress } = limitPerAddress(all, this.cfg.maxRelaysPerAddress);
+    if (overAddress > 0) {
+      this.m.voteRelaysOverAddressLimit.inc(overAddress);
+      this.log.info({ period: new Date(ps).toISOString(), leftOut: overAddress, maxRelaysPerAddress: this.cfg.maxRelaysPerAddress }, 'relays sharing an address over the limit left out of the vote');
+    }
     const flags = assignFlags(inputs, { now, stableAfterMs: this.cfg.stableAfterSeconds * 1000 });
     const entries = inputs.map((x, i) => ({ i, descriptorRaw: x.descriptor.raw, identity: x.descriptor.identity, flags: flags[i], measured: x.measured, proven: x.proven, stored: x.stored }));
     // SPEC.md §6.5 "Bounds": over 100 000 relays or the vote byte limit, the lowest measured are left out.

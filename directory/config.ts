@@ -69,6 +69,11 @@ export interface AuthorityConfig {
    * network): descriptors with such addresses are accepted. Off, they are refused.
    */
   testNetwork: boolean;
+  /**
+   * SPEC.md §6.5: the most relays this authority's vote lists at one IPv4 address (Tor's
+   * AuthDirMaxServersPerAddr); 0 = no limit. Default 2, 0 with `testNetwork`.
+   */
+  maxRelaysPerAddress: number;
   /** SPEC.md §6.4.1: minimum identity proof parameters a descriptor must carry ("default" | "local" | object). */
   identityPow: PowParams;
   /**
@@ -83,9 +88,11 @@ export interface AuthorityConfig {
 /** Every top-level key of the file (SPEC.md §11.5: any other is refused, `_`/`#` comments aside). */
 const KNOWN_KEYS = ['identity', 'dataDir', 'listen', 'period', 'consensusLifetimePeriods', 'authorities', 'rateLimit',
   'receiptRateLimit', 'bandwidthBounds', 'bandwidthRule', 'reachability', 'unmeasuredCapKBps', 'stableAfterSeconds', 'clockSkewSeconds', 'httpMaxConnections', 'httpMaxConnectionsPerAddress', 'logLevel',
-  'metricsPort', 'metricsHost', 'testNetwork', 'identityPow', 'consensusParams', 'probe'] as const;
+  'metricsPort', 'metricsHost', 'testNetwork', 'maxRelaysPerAddress', 'identityPow', 'consensusParams', 'probe'] as const;
 
 export const DEFAULT_PERIOD_SECONDS = 3600;
+/** SPEC.md §6.5: the default of `maxRelaysPerAddress` (Tor's AuthDirMaxServersPerAddr). */
+export const DEFAULT_MAX_RELAYS_PER_ADDRESS = 2;
 /** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnections`. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 512;
 /** SPEC.md §6.10 "Connection and body bounds": the default of `httpMaxConnectionsPerAddress`. */
@@ -154,6 +161,8 @@ export function parseAuthorityConfig(raw: Record<string, unknown>, baseDir: stri
     metricsPortExplicit: overrides.metricsPort !== undefined || raw.metricsPort !== undefined,
     metricsHost: str(raw.metricsHost, 'metricsHost', DEFAULT_METRICS_HOST),
     testNetwork: bool(raw.testNetwork, 'testNetwork', false),
+    // SPEC.md §6.5: a test network runs all its nodes on one or a few addresses.
+    maxRelaysPerAddress: int(raw.maxRelaysPerAddress, 'maxRelaysPerAddress', 0, 1_000_000, bool(raw.testNetwork, 'testNetwork', false) ? 0 : DEFAULT_MAX_RELAYS_PER_ADDRESS),
     identityPow: parsePowParams(raw.identityPow, 'identityPow', file),
     consensusParams: parseConsensusParams(raw.consensusParams),
     probe,

@@ -58,3 +58,28 @@ export function assignFlags(relays: readonly FlagInput[], p: FlagParams): number
     return f;
   });
 }
+
+/**
+ * SPEC.md §6.5 (Tor's AuthDirMaxServersPerAddr): at most `max` relays per IPv4 address (0 = no
+ * limit). Those kept at an address are the highest `measured`, then the longest running (smallest
+ * `runningSince`), then the lowest identity; a hidden node (no address, §9.21.1) is never counted.
+ * Returns the relays kept, in their order, and how many were left out.
+ */
+export function limitPerAddress<R extends FlagInput>(relays: readonly R[], max: number): { kept: R[]; leftOut: number } {
+  if (max <= 0) return { kept: [...relays], leftOut: 0 };
+  const byAddress = new Map<string, R[]>();
+  for (const r of relays) {
+    if (r.descriptor.rolesMask & ROLE_BITS.hidden) continue;
+    const a = r.descriptor.address;
+    let list = byAddress.get(a);
+    if (!list) byAddress.set(a, (list = []));
+    list.push(r);
+  }
+  const out = new Set<R>();
+  for (const list of byAddress.values()) {
+    if (list.length <= max) continue;
+    list.sort((a, b) => b.measured - a.measured || a.runningSince - b.runningSince || Buffer.compare(a.descriptor.identity, b.descriptor.identity));
+    for (const r of list.slice(max)) out.add(r);
+  }
+  return { kept: relays.filter((r) => !out.has(r)), leftOut: out.size };
+}

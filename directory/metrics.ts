@@ -17,6 +17,7 @@ export interface AuthorityMetrics {
   probeSeconds: prom.Histogram<'result'>;
   secondBodyRefused: prom.Counter<'document'>;
   voteRelaysLeftOut: prom.Counter;
+  voteRelaysOverAddressLimit: prom.Counter;
   hsDescriptorsEvicted: prom.Counter;
 }
 
@@ -42,6 +43,7 @@ export function createAuthorityMetrics(reg: Registry, src: AuthorityGaugeSource)
     probeSeconds: new prom.Histogram({ name: 'bitcloud_dirauth_capacity_probe_seconds', help: 'Duration of capacity probes (link, circuit and burst) by result (ok or the error code; SPEC.md §8.12)', labelNames: ['result'], buckets: [0.5, 1, 2, 3, 5, 10, 15, 20, 30, 60], registers: [reg] }),
     secondBodyRefused: new prom.Counter({ name: 'bitcloud_dirauth_second_body_refused_total', help: 'A second, different vote or consensus body for a period already signed (before a restart) left unsigned, by document (vote, consensus; SPEC.md §6.5, §6.8)', labelNames: ['document'], registers: [reg] }),
     voteRelaysLeftOut: new prom.Counter({ name: 'bitcloud_dirauth_vote_relays_left_out_total', help: 'Reachable relays left out of the own vote because it would exceed 100 000 entries or the vote byte limit (lowest measured first; SPEC.md §6.5 Bounds)', registers: [reg] }),
+    voteRelaysOverAddressLimit: new prom.Counter({ name: 'bitcloud_dirauth_vote_relays_over_address_limit_total', help: 'Reachable relays left out of the own vote because more than maxRelaysPerAddress relays share their IPv4 address (the lowest measured first; SPEC.md §6.5)', registers: [reg] }),
     hsDescriptorsEvicted: new prom.Counter({ name: 'bitcloud_dirauth_hs_descriptors_evicted_total', help: 'Hidden descriptors evicted to make room for a new one within the store\'s 64 MiB: oldest received first, those of an ended period (grace hour) first, then of the new one\'s period when it holds over half the store, else of the other current period (SPEC.md §9.21.3)', registers: [reg] }),
     identityProofs: new prom.Counter({ name: 'bitcloud_dirauth_identity_proofs_total', help: 'Identity proof checks of uploaded descriptors by result (ok or the IDENTITY_POW_* code; SPEC.md §6.4.1)', labelNames: ['result'], registers: [reg] }),
   };

@@ -18,7 +18,7 @@ import { createRegistry } from '../../src/ops/metrics';
 import { Authority } from '../../directory/authority';
 import { createAuthorityMetrics } from '../../directory/metrics';
 import type { ReachabilityResult } from '../../directory/reachability';
-import { makeSigner, makeFixture, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
+import { makeSigner, makeFixture, makeRelay, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
 import { buildVote, verifyVote, type Signer } from '../../directory/vote';
 import { LIMITS } from '../../src/wire/docs';
 import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
@@ -225,6 +225,48 @@ describe('reachability of a relay that moves (SPEC.md §6.9)', () => {
       expect(authority.store.get(fpRelay)?.reachable).toBe(true);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('relays per address in a vote (SPEC.md §6.5, Tor\'s AuthDirMaxServersPerAddr)', () => {
+  const K = E + 2;
+  let fx: Fixture;
+  beforeEach(() => { fx = makeFixture(); });
+  afterEach(() => { fx.cleanup(); });
+  const listOf = (s: Signer) => parseAuthorityList([{ name: 'a', identity: s.identity.toString('hex'), address: '127.0.0.1:1' }]);
+
+  it('a public network lists at most two relays per address: the highest measured', async () => {
+    fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1;
+    const shared = [1, 2, 3, 4].map((i) => makeRelay(10 + i, { address: '93.184.216.34', bw: i * 100_000 }));
+    const alone = makeRelay(20, { address: '93.184.216.35', bw: 50_000 });
+    const { authority, registry } = fx.makeAuthority({ testNetwork: false, probe: { enabled: false } });
+    for (const r of [...shared, alone]) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    authority.start();
+    try {
+      const v = verifyVote(authority.currentVote!.raw, listOf(fx.signer), { periodStart: epochStart(K), periodSeconds: P });
+      expect(v.entries.map((e) => e.descriptor.fingerprint).sort()).toEqual([shared[3].fp, shared[2].fp, alone.fp].sort());
+      const m = (await registry.getMetricsAsJSON()).find((x) => x.name === 'bitcloud_dirauth_vote_relays_over_address_limit_total');
+      expect(m?.values[0]?.value).toBe(2);
+    } finally {
+      await authority.stop();
+    }
+  });
+
+  it('maxRelaysPerAddress sets the limit; a test network has none by default', async () => {
+    expect(parseAuthorityConfig(good(), '/').maxRelaysPerAddress).toBe(2);
+    expect(parseAuthorityConfig({ ...good(), testNetwork: true }, '/').maxRelaysPerAddress).toBe(0);
+    expect(parseAuthorityConfig({ ...good(), maxRelaysPerAddress: 5 }, '/').maxRelaysPerAddress).toBe(5);
+    expect(message(() => parseAuthorityConfig({ ...good(), maxRelaysPerAddress: -1 }, '/'))).toMatch(/maxRelaysPerAddress/);
+    fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1;
+    const shared = [1, 2, 3].map((i) => makeRelay(10 + i, { address: '10.1.2.3' }));
+    const { authority } = fx.makeAuthority();
+    for (const r of shared) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
+    authority.start();
+    try {
+      expect(verifyVote(authority.currentVote!.raw, listOf(fx.signer), { periodStart: epochStart(K), periodSeconds: P }).entries).toHaveLength(3);
+    } finally {
+      await authority.stop();
     }
   });
 });
