@@ -7,7 +7,7 @@
 //              configured authorities signed the same body; keep adding signatures after.
 import fs from 'node:fs';
 import path from 'node:path';
-import { err, errorCode } from '../src/errors';
+import { err, errorCode, isBitcloudError } from '../src/errors';
 import { isPrivateAddress, parseIp } from '../src/dir/exit-policy';
 import { isoTime, type Logger } from '../src/ops/log';
 import { LatestFileWriter } from '../src/ops/fsutil';
@@ -111,6 +111,11 @@ export class Authority {
   private votes = new Map<string, VerifiedVote>();
   /** The period whose votes `votes` holds (own or not: a period this authority sits out has none of its own). */
   private votesFor = -1;
+  /**
+   * SPEC.md §6.5: authorities whose signed vote for `votesFor` was refused (VOTE_MALFORMED): that is
+   * their vote for the period, not fetched again (each try would verify up to 100 000 descriptors).
+   */
+  private refusedVotes = new Set<string>();
   private pending: Pending | null = null;
   private fetchingVotes = false;
   private votesFetchedFor = 0;
@@ -406,6 +411,7 @@ export class Authority {
   private startVotes(ps: number, votes: Map<string, VerifiedVote>): void {
     this.votes = votes;
     this.votesFor = ps;
+    this.refusedVotes = new Set();
     if (this.pending && this.pending.periodStart !== ps) this.pending = null;
     // Retest everyone during this period, so the next vote reflects who is up now.
     for (const r of this.store.all()) if (this.addressAllowed(r.descriptor)) this.reach.enqueue(r.descriptor);
@@ -428,7 +434,7 @@ export class Authority {
     if (this.fetchingVotes) return;
     this.fetchingVotes = true;
     try {
-      const missing = this.cfg.authorities.filter((a) => a.fingerprint !== this.self && !this.votes.has(a.fingerprint));
+      const missing = this.cfg.authorities.filter((a) => a.fingerprint !== this.self && !this.votes.has(a.fingerprint) && !this.refusedVotes.has(a.fingerprint));
       await Promise.all(missing.map(async (a) => {
         try {
           const r = await httpRequest(`${a.url}${PATHS.vote}?period=${ps}`, { maxBytes: LIMITS.voteBytes, timeoutMs: this.fetchTimeout() });
@@ -440,6 +446,12 @@ export class Authority {
           this.log.info({ from: a.name, relays: v.entries.length }, 'vote fetched');
         } catch (e) {
           this.m.votes.labels(errorCode(e)).inc();
+          // SPEC.md §6.5: a malformed vote the authority signed is its one vote for this period.
+          if (isBitcloudError(e, 'VOTE_MALFORMED') && e.detail?.signedBy === a.fingerprint && this.votesFor === ps) {
+            this.refusedVotes.add(a.fingerprint);
+            this.log.warn({ from: a.name, code: e.code, err: e.message }, 'authority signed a malformed vote: refused, not fetched again this period');
+            return;
+          }
           this.log.debug({ from: a.name, code: errorCode(e), err: (e as Error).message }, 'vote fetch failed');
         }
       }));

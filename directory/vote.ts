@@ -125,7 +125,8 @@ export const VOTE_CHECK_SKEW_MS = 3_600_000;
 /**
  * SPEC.md §6.5: verify a vote for the expected period. Refusals: DOC_* codes, VOTE_UNKNOWN_AUTHORITY,
  * VOTE_WRONG_PERIOD (valid_after, period_seconds or valid_until not the period's), VOTE_MALFORMED. Each descriptor inside is verified (its own signature) and
- * must be valid at the period start; a vote carrying a bad one is refused whole.
+ * must be valid at the period start; a vote carrying a bad one is refused whole. VOTE_MALFORMED is
+ * thrown only once the authority's signature verified, with `detail.signedBy` its fingerprint.
  */
 export function verifyVote(
   raw: Uint8Array, authorities: readonly AuthorityInfo[],
@@ -149,9 +150,11 @@ export function verifyVote(
     .find((c) => c && c.identity.equals(v.authority) && c.signingKey.equals(sig.key!));
   if (!cert) throw err('DOC_WRONG_SIGNER', 'vote signing key has no valid certificate from the authority');
   if (!verifyBodySignature(doc.body, sig.signature, cert.signingKey)) throw err('DOC_BAD_SIGNATURE', 'vote signature does not verify');
+  // From here on the vote is the authority's own signed word: a refusal names it (`signedBy`).
+  const signed = { signedBy: fp };
   const provenEpoch = v.provenEpoch ?? 0;
   if (provenEpoch !== 0 && provenEpoch !== provenEpochFor(expect.periodStart, expect.periodSeconds)) {
-    throw err('VOTE_MALFORMED', `vote measures epoch ${provenEpoch}; a vote for this period measures ${provenEpochFor(expect.periodStart, expect.periodSeconds)} (or nothing)`);
+    throw err('VOTE_MALFORMED', `vote measures epoch ${provenEpoch}; a vote for this period measures ${provenEpochFor(expect.periodStart, expect.periodSeconds)} (or nothing)`, signed);
   }
   const entries: VoteInputEntry[] = [];
   let prev: Buffer | null = null;
@@ -160,9 +163,9 @@ export function verifyVote(
     try {
       d = verifyDescriptor(e.descriptor, { now: expect.periodStart, skewMs });
     } catch (x) {
-      throw err('VOTE_MALFORMED', `vote entry ${i}: ${(x as Error).message}`, undefined, x);
+      throw err('VOTE_MALFORMED', `vote entry ${i}: ${(x as Error).message}`, signed, x);
     }
-    if (prev && Buffer.compare(prev, d.identity) >= 0) throw err('VOTE_MALFORMED', 'vote entries are not sorted by identity or repeat');
+    if (prev && Buffer.compare(prev, d.identity) >= 0) throw err('VOTE_MALFORMED', 'vote entries are not sorted by identity or repeat', signed);
     prev = d.identity;
     entries.push({ descriptor: d, flags: e.flags, measured: e.measured, proven: e.proven ?? 0, stored: e.stored ?? 0 });
   }

@@ -395,6 +395,41 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     }
   });
 
+  it('a malformed vote an authority signed is refused once and not fetched again that period (SPEC.md §6.5)', async () => {
+    const K2 = epochStart(K);
+    fx.clock.now = K2 + (P * 1000) / 4 + 1; // vote and start fetching at once
+    const other = makeSigner();
+    // Signed by the other authority, but measuring an epoch no vote for this period measures.
+    const bad = buildVote(other, K2, P, KNOWN_FLAGS, fx.relays.map((r) => ({ descriptorRaw: r.descriptor.raw, identity: r.descriptor.identity, flags: FLAG_BITS.Running | FLAG_BITS.Valid, measured: 500, proven: 1 })), E - 1);
+    const asked: string[] = [];
+    const server = http.createServer((req, res) => {
+      asked.push(req.url ?? '');
+      if (req.url?.startsWith(PATHS.vote)) { res.writeHead(200, { 'content-length': bad.length }); res.end(bad); return; }
+      res.writeHead(404); res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const self = fx.signer.identity.toString('hex');
+    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other.identity.toString('hex'), address: `127.0.0.1:${port}` }] });
+    const state = authority as unknown as { votesFetchedFor: number; fetchingVotes: boolean; tick(): void };
+    try {
+      authority.start();
+      await until(() => state.votesFetchedFor === K2, 'the other authority\'s vote is fetched');
+      expect(await metricValue(registry, 'bitcloud_dirauth_votes_total', { result: 'VOTE_MALFORMED' })).toBe(1);
+      // Later ticks of the fetch window (P/4 … P/2) do not fetch and verify it again.
+      for (let i = 0; i < 3; i++) {
+        fx.clock.now += 1000;
+        state.tick();
+        await until(() => !state.fetchingVotes, 'the fetch pass ends');
+      }
+      expect(asked.filter((u) => u.startsWith(PATHS.vote))).toHaveLength(1);
+      expect(authority.votesHeld).toEqual([self]);
+    } finally {
+      await authority.stop();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it('a period signed with the clock set back far is kept with the highest ones, across a reload', () => {
     const rec = new SignedPeriods(fx.dir);
     for (let p = 1000; p < 1008; p++) rec.record('vote', p, Buffer.alloc(32, p & 0xff));
