@@ -71,13 +71,18 @@ export function checkParams(p: BoundsParams): void {
  * lowest index (relays are indexed in fingerprint order). A relay's family group is itself and the
  * relays it declares; it is refused when `perGroup` relays of that group already earn as new.
  * perGroup 0 or newRelayEpochs 0 = everyone may earn.
+ * `credited` (per relay, what bounds 1–5 credit it this epoch): only a new relay credited more than 0
+ * takes a place, so listed new relays that earn nothing (idle, or identities kept only to fill the
+ * places) never keep one that earns out. Absent: every new relay competes.
  */
-export function newRelayEarners(relays: Pick<RelayTable, 'n' | 'history' | 'subnet' | 'family'>, newRelayEpochs: number, perGroup: number): Uint8Array {
+export function newRelayEarners(
+  relays: Pick<RelayTable, 'n' | 'history' | 'subnet' | 'family'>, newRelayEpochs: number, perGroup: number, credited?: ArrayLike<number>,
+): Uint8Array {
   const n = relays.n;
   const ok = new Uint8Array(n).fill(1);
   if (!(perGroup > 0) || !(newRelayEpochs > 0)) return ok;
   const fresh: number[] = [];
-  for (let r = 0; r < n; r++) if (relays.history[r] < newRelayEpochs) fresh.push(r);
+  for (let r = 0; r < n; r++) if (relays.history[r] < newRelayEpochs && (!credited || credited[r] > 0)) fresh.push(r);
   fresh.sort((a, b) => relays.history[b] - relays.history[a] || a - b);
   const perSubnet = new Map<number, number>();
   const earning = new Uint8Array(n);
@@ -255,7 +260,6 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
   const at = new Float64Array(deg[n]);
   const order: number[] = [];
   const newRelayCap = cellsForBandwidth(p.newRelayBandwidth, p.epochSeconds);
-  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0);
   for (let r = 0; r < n; r++) {
     if (grossCells[r] === 0) continue;
     const keptCells = grossCells[r] - excludedCells[r];
@@ -267,12 +271,14 @@ export function applyRule(pairs: PairTable, relays: RelayTable, p: BoundsParams)
       if (credit > cap) { credit = cap; lim = 1; }
     }
     if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && credit > newRelayCap) { credit = newRelayCap; lim = 2; }
-    if (!mayEarn[r] && credit > 0) { credit = 0; lim = 2; }
     const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
     if (credit > declaredCap) { credit = declaredCap; lim = 3; }
     out[r] = credit;
     limitedBy[r] = lim;
   }
+  // Bound 5a last: its places go only to new relays the other bounds credit (SPEC §8.5 5a).
+  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0, out);
+  for (let r = 0; r < n; r++) if (!mayEarn[r] && out[r] > 0) { out[r] = 0; limitedBy[r] = 2; }
   return { grossCells, excludedCells, peerCappedCells, limitedBy, cells: out };
 }
 
@@ -458,7 +464,6 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     side(j, i, c, owed?.owedB, k);
   }
   const newRelayCap = cellsForBandwidth(p.newRelayBandwidth, p.epochSeconds);
-  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0);
   const weightCells = new Float64Array(n);
   for (let r = 0; r < n; r++) {
     // Bound 4 applies to this epoch's traffic (the future weight); late payment is already bounded by
@@ -473,12 +478,14 @@ export function applyPairRule(pairs: PairTable, relays: RelayTable, p: PairRuleP
     }
     let x = w + late;
     if (p.newRelayEpochs > 0 && relays.history[r] < p.newRelayEpochs && x > newRelayCap) { x = newRelayCap; lim = 2; }
-    if (!mayEarn[r] && x > 0) { x = 0; w = 0; lim = 2; }
     const declaredCap = cellsForBandwidth(2 * Math.max(0, relays.declaredBandwidth[r]), p.epochSeconds);
     if (x > declaredCap) { x = declaredCap; lim = 3; }
     out[r] = x;
     limitedBy[r] = lim;
     weightCells[r] = Math.min(w, x);
   }
+  // Bound 5a last: its places go only to new relays the other bounds credit (SPEC §8.5 5a).
+  const mayEarn = newRelayEarners(relays, p.newRelayEpochs, p.newRelaysPerGroup ?? 0, out);
+  for (let r = 0; r < n; r++) if (!mayEarn[r] && out[r] > 0) { out[r] = 0; weightCells[r] = 0; limitedBy[r] = 2; }
   return { grossCells, excludedCells, peerCappedCells, limitedBy, cells: out, paidCells, owedCells, weightCells };
 }

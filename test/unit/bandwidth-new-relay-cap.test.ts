@@ -1,6 +1,6 @@
 // SPEC §8.5 bound 5a: at most M new relays per IPv4 /16 and per declared family earn in an epoch.
 import { describe, it, expect } from 'vitest';
-import { applyRule, newRelayEarners, type BoundsParams, type RelayTable } from '../../src/bandwidth/rule';
+import { DEFAULT_PAIR_RULE, applyPairRule, applyRule, newRelayEarners, type BoundsParams, type RelayTable } from '../../src/bandwidth/rule';
 
 function table(history: number[], subnet: number[], family?: (Set<number> | undefined)[]): RelayTable {
   const n = history.length;
@@ -46,5 +46,25 @@ describe('per-/16 and per-family cap on new relays', () => {
     expect([...r.cells].slice(0, 4)).toEqual([1000, 1000, 0, 0]);
     expect(r.limitedBy[2]).toBe(2);
     expect([...applyRule(pairs, t, { ...p, newRelaysPerGroup: 0 }).cells].slice(0, 4)).toEqual([1000, 1000, 1000, 1000]);
+  });
+
+  it('idle new relays take no place: listed identities that earn nothing cannot keep an earning new relay of their /16 at 0', () => {
+    // Relays 0..3: new, in /16 #1, lowest fingerprints, no receipts at all (kept only to fill the
+    // places). Relay 4: new, same /16, carried 1000 cells with the established relay 5.
+    const t = table([0, 0, 0, 0, 0, 100], [1, 1, 1, 1, 1, 2]);
+    t.previousWeights[5] = 1e6;
+    const pairs = { a: Int32Array.from([4]), b: Int32Array.from([5]), cells: Float64Array.from([1000]) };
+    const p: BoundsParams = {
+      epochSeconds: 3600, peerCapFactor: Infinity, peerCapSlackCells: 0, growthFactor: Infinity,
+      newRelayEpochs: 24, newRelayBandwidth: 250_000, sameSubnetRule: true, newRelaysPerGroup: 4,
+    };
+    expect(applyRule(pairs, t, p).cells[4]).toBe(1000);
+    const pr = applyPairRule(pairs, t, { ...DEFAULT_PAIR_RULE, epochSeconds: 3600, pairFactor: Infinity });
+    expect(pr.cells[4]).toBe(1000);
+    expect(pr.weightCells[4]).toBe(1000);
+    expect([...newRelayEarners(t, 24, 4, [0, 0, 0, 0, 1000, 1000])]).toEqual([1, 1, 1, 1, 1, 1]);
+    // Four new relays of the /16 that are credited still fill it (the bound itself is unchanged).
+    const busy = { a: Int32Array.from([0, 1, 2, 3, 4]), b: Int32Array.from([5, 5, 5, 5, 5]), cells: Float64Array.from([1000, 1000, 1000, 1000, 1000]) };
+    expect([...applyRule(busy, t, p).cells].slice(0, 5)).toEqual([1000, 1000, 1000, 1000, 0]);
   });
 });
