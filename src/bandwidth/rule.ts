@@ -69,7 +69,9 @@ export function checkParams(p: BoundsParams): void {
  * relays. 1 = may earn (an established relay, or one of the first `perGroup` new relays of its /16
  * and of its declared family), 0 = a new relay beyond the cap. Order: longest history first, then
  * lowest index (relays are indexed in fingerprint order). A relay's family group is itself and the
- * relays it declares; it is refused when `perGroup` relays of that group already earn as new.
+ * relays it declares (not those that declare it: a declaration is one relay's word, and naming
+ * another relay must not cost that relay anything); it is refused when `perGroup` relays of that
+ * group already earn as new.
  * perGroup 0 or newRelayEpochs 0 = everyone may earn.
  * `credited` (per relay, what bounds 1–5 credit it this epoch): only a new relay credited more than 0
  * takes a place, so listed new relays that earn nothing (idle, or identities kept only to fill the
@@ -89,10 +91,10 @@ export function newRelayEarners(
   for (const r of fresh) {
     const s = relays.subnet[r];
     const inSubnet = s >= 0 ? perSubnet.get(s) ?? 0 : 0;
+    // Only the relays r itself declares: a relay that names r in its own family, which anyone may
+    // do, must not be able to take r's place (SPEC §8.5 5a).
     let inFamily = 0;
     for (const q of relays.family?.[r] ?? []) if (earning[q]) inFamily++;
-    // The relays that declared r as family count too (a family need not be declared both ways).
-    if (relays.family) for (let q = 0; q < n; q++) if (earning[q] && q !== r && relays.family[q]?.has(r) && !relays.family[r]?.has(q)) inFamily++;
     if (inSubnet >= perGroup || inFamily >= perGroup) { ok[r] = 0; continue; }
     earning[r] = 1;
     if (s >= 0) perSubnet.set(s, inSubnet + 1);

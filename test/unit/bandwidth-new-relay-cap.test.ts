@@ -21,11 +21,29 @@ describe('per-/16 and per-family cap on new relays', () => {
     expect([...newRelayEarners(t, 0, 2)]).toEqual([1, 1, 1, 1, 1, 1, 1]);
   });
 
-  it('caps a declared family across /16s, whichever side declares it', () => {
-    const family = [new Set([1, 2, 3]), new Set([0, 2, 3]), new Set([0, 1, 3]), undefined];
+  it('caps a declared family across /16s, by the family each relay declares itself', () => {
+    const family = [new Set([1, 2, 3]), new Set([0, 2, 3]), new Set([0, 1, 3]), new Set([0, 1, 2])];
     const t = table([0, 0, 0, 0], [1, 2, 3, 4], family);
-    // Relay 3 declares nothing, but 0–2 declare it: with M = 2, only relays 0 and 1 earn.
+    // One family of four declared both ways: with M = 2, only relays 0 and 1 earn.
     expect([...newRelayEarners(t, 24, 2)]).toEqual([1, 1, 0, 0]);
+  });
+
+  it('a relay that names others in its family cannot take their places: only a relay\'s own declaration counts', () => {
+    // Relays 0 and 1: new, credited, lowest fingerprints, each in a /16 of its own, both declaring
+    // relays 2 and 3 (new, credited, other /16s) as family; 2 and 3 declare nothing.
+    const family = [new Set([1, 2, 3]), new Set([0, 2, 3]), undefined, undefined];
+    const t = table([0, 0, 0, 0, 100], [1, 2, 3, 4, 5], [...family, undefined]);
+    t.previousWeights[4] = 1e6;
+    const p: BoundsParams = {
+      epochSeconds: 3600, peerCapFactor: Infinity, peerCapSlackCells: 0, growthFactor: Infinity,
+      newRelayEpochs: 24, newRelayBandwidth: 250_000, sameSubnetRule: true, newRelaysPerGroup: 2,
+    };
+    const pairs = { a: Int32Array.from([0, 1, 2, 3]), b: Int32Array.from([4, 4, 4, 4]), cells: Float64Array.from([1000, 1000, 1000, 1000]) };
+    expect([...applyRule(pairs, t, p).cells].slice(0, 4)).toEqual([1000, 1000, 1000, 1000]);
+    expect([...applyPairRule(pairs, t, { ...DEFAULT_PAIR_RULE, epochSeconds: 3600, pairFactor: Infinity, newRelaysPerGroup: 2 }).cells].slice(0, 4))
+      .toEqual([1000, 1000, 1000, 1000]);
+    // A relay that declares earning new relays is still capped by its own declaration.
+    expect([...newRelayEarners(table([0, 0, 0], [1, 2, 3], [undefined, undefined, new Set([0, 1])]), 24, 2)]).toEqual([1, 1, 0]);
   });
 
   it('an unknown /16 (−1) is not a group', () => {
