@@ -156,8 +156,12 @@ export class ReceiptVerifier {
       return refuse('RECEIPT_REPLAYED', `receipt (epoch ${b.epoch}, serial ${b.serial}) already accepted`);
     }
 
+    // SPEC §8.4 intake limits: once the pair is at its limit every further record of it is refused
+    // before its signatures are checked, one under a serial already accepted too (an exact copy was
+    // answered RECEIPT_REPLAYED above).
     const pairKey = `${b.epoch}:${initiator}${responder}`;
-    if (!prior && (this.perPair.get(pairKey) ?? 0) >= MAX_RECEIPTS_PER_PAIR_EPOCH) {
+    const held = this.perPair.get(pairKey) ?? 0;
+    if (held >= MAX_RECEIPTS_PER_PAIR_EPOCH) {
       return refuse('RECEIPT_TOO_MANY', `at most ${MAX_RECEIPTS_PER_PAIR_EPOCH} receipts per relay pair and epoch are accepted`);
     }
 
@@ -165,6 +169,9 @@ export class ReceiptVerifier {
     if (!verifyResponderSignature(r)) return refuse('RECEIPT_BAD_SIGNATURE', 'the responder signature does not verify');
     if (prior) {
       // Two different receipts, both validly signed, under one (epoch, pair, serial): the first stands.
+      // Only the pair's own two keys can sign one, so it counts towards the pair's limit: otherwise
+      // two relays could make the authority check signatures without end by re-signing one serial.
+      this.perPair.set(pairKey, held + 1);
       return refuse('RECEIPT_CONFLICT', `another receipt with serial ${b.serial} for this pair and epoch was already accepted`);
     }
 

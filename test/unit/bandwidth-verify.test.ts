@@ -36,6 +36,27 @@ describe('authority intake limits (SPEC §8.4 "Intake limits")', () => {
     expect(v.accept(receipt(A, B, 6, 1), inEpoch(6)).ok).toBe(true);
   });
 
+  it('counts validly signed conflicting records towards the pair limit, and refuses them before their signatures once it is reached', () => {
+    const v = new ReceiptVerifier({ membership, window });
+    expect(v.accept(receipt(A, B, 5, 7, 1, 1), inEpoch(6)).ok).toBe(true);
+    // The pair re-signs serial 7 with other counts, again and again: each is a conflict, and each counts.
+    for (let k = 2; k <= MAX_RECEIPTS_PER_PAIR_EPOCH; k++) {
+      expect(v.accept(receipt(A, B, 5, 7, k, k), inEpoch(6))).toMatchObject({ ok: false, code: 'RECEIPT_CONFLICT' });
+    }
+    // At the limit: another conflicting record, even one whose signatures do not verify, is refused
+    // as too many, before any signature check; a new serial too.
+    expect(v.accept(receipt(A, B, 5, 7, 100_000, 1), inEpoch(6))).toMatchObject({ ok: false, code: 'RECEIPT_TOO_MANY' });
+    const forged = encodeReceipt(receipt(A, B, 5, 7, 5, 5));
+    forged[87] ^= 1; // cells_r2i changed after signing
+    expect(v.accept(forged, inEpoch(6))).toMatchObject({ ok: false, code: 'RECEIPT_TOO_MANY' });
+    expect(v.accept(receipt(A, B, 5, 8), inEpoch(6))).toMatchObject({ ok: false, code: 'RECEIPT_TOO_MANY' });
+    // The receipt accepted first stands, and an exact copy of it is still a replay.
+    expect(v.pairs(5)).toEqual([expect.objectContaining({ cellsI2R: 1, cellsR2I: 1 })]);
+    expect(v.accept(receipt(A, B, 5, 7, 1, 1), inEpoch(6))).toMatchObject({ ok: false, code: 'RECEIPT_REPLAYED' });
+    // Other pairs are not affected.
+    expect(v.accept(receipt(B, A, 5, 7), inEpoch(6)).ok).toBe(true);
+  });
+
   it('keys the upload rate limit per IPv4 address and per IPv6 /64', () => {
     expect(uploaderKey('203.0.113.7')).toBe('203.0.113.7');
     expect(uploaderKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
