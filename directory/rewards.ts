@@ -35,7 +35,7 @@ import {
   MAX_BLOCK_TRANSFERS, MAX_SIGNED_BLOCK_BYTES, REWARD_PAGE_BYTES, decodeRewardBlock, encodeRewardBlock, rewardBlockHeader, rewardPageBytes,
   shortRewardPage, splitRewardChainBundle, splitSignedRewardBlock, type RawRewardChainBundle, type SplitRewardBlock,
 } from '../src/wire/reward-block';
-import { decodeTransfer, type Transfer } from '../src/wire/transfer';
+import { decodeTransfer, isChainBound, type Transfer } from '../src/wire/transfer';
 import { TRANSFER_DROPPED_FILE, TransferPool } from './transfer-pool';
 import { fundingV2Enabled } from '../src/dir/consensus-params';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
@@ -227,7 +227,7 @@ export class RewardLedger {
       poolDropped: new prom.Counter({ name: 'bitcloud_transfers_pool_dropped_total', help: 'Pending transfers dropped from the pool when a block landed, by reason: funding_expired (a funding transfer no block carried within 24 heights), after_funding_expired (a later transfer of its sender, which no longer applies)', labelNames: ['reason'], registers: [reg] }),
       passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers and escrow cancels not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name and what was dropped (transfer, cancel)', labelNames: ['to', 'what'], registers: [reg] }),
     };
-    // SPEC §8.11.3: version 2 (funding) transfers only while the consensus held has funding-v2 = 1.
+    // SPEC §8.11.3: funding transfers only while the consensus held has funding-v2 = 1.
     this.pool = new TransferPool(this.state, undefined, undefined, () => fundingV2Enabled(this.params));
     for (const how of ['published', 'caught_up']) this.m.blocks.labels(how).inc(0);
     for (const reason of ['funding_expired', 'after_funding_expired']) this.m.poolDropped.labels(reason).inc(0);
@@ -301,7 +301,7 @@ export class RewardLedger {
   /**
    * A consensus was first published here (or loaded at start, directory/main.ts): build and sign the
    * block for its proven epoch, if it is new. Its parameters decide from now on whether the pool takes
-   * and the proposer carries version 2 (funding) transfers (SPEC §8.11.3, `funding-v2`).
+   * and the proposer carries funding transfers (SPEC §8.11.3, `funding-v2`).
    */
   onConsensus(info: VerifiedConsensus): void {
     this.params = info.params ?? new Map();
@@ -414,7 +414,7 @@ export class RewardLedger {
     }
     let next: ReturnType<typeof nextRewardBlock>;
     try {
-      // SPEC §8.11.3, §9.20.4: a funding transfer (version 2) only with its escrow's open, so only
+      // SPEC §8.11.3, §9.20.4: a funding transfer (version 4) only with its escrow's open, so only
       // for a contract this authority holds; it and its sender's later transfers wait otherwise.
       // One lookup per contract for the whole proposal (the report's pages, the transfers, the escrow
       // operations): `read` carries it; a proposer with escrow always builds from a read (above).
@@ -471,7 +471,7 @@ export class RewardLedger {
     const src = this.escrow;
     if (!src) return next;
     const base = { ...next.block, escrow: [] };
-    // Over the block's transfers alone: a funding transfer (version 2) applies only with the opens computed here (§8.7.3 item 7).
+    // Over the block's transfers alone: a funding transfer applies only with the opens computed here (§8.7.3 item 7).
     const ops = escrowOpsFor(this.state.escrows, transfersLedger(this.state, base), base.epoch, base.transfers ?? [], contracts ?? src.contract, report, cancels);
     if (!ops.length) return next;
     const block = { ...next.block, escrow: ops };
@@ -584,6 +584,10 @@ export class RewardLedger {
             else {
               const tb = decodeRewardBlock(theirs.body);
               try {
+                // SPEC §8.11.3: no new transfer of version 1 or 2 is signed into the chain: it names no
+                // chain, so one signed on another network would verify here. (Verifiers accept them.)
+                const unbound = (tb.transfers ?? []).findIndex((t) => !isChainBound(t));
+                if (unbound >= 0) throw new Error(`transfer ${unbound} is of version ${tb.transfers![unbound]!.version}, which names no chain`);
                 blockLedger(this.state, tb);
                 // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
                 // from the contracts it holds and, when the block pays, the proposer's own audit report;

@@ -10,7 +10,10 @@
 // used) and any that no longer apply are dropped. Pending transfers are memory only: one not yet in
 // a block is lost when every authority holding it restarts (the wallet then sends it again).
 //
-// Funding transfers (version 2, SPEC §8.11.1) are taken like the others, but a block carries one
+// Only transfers bound to this chain (versions 3 and 4, SPEC §8.11.1) are taken: versions 1 and 2
+// name no chain, so one signed on another network would verify here (TRANSFER_MALFORMED).
+//
+// Funding transfers (version 4, or 2 in blocks written before, SPEC §8.11.1) are taken like the others, but a block carries one
 // only with its escrow's open (§8.7.3 item 7): the proposer's `take` leaves one it cannot open, and
 // every later transfer of its sender (their nonces follow it), for a later block. One that no block
 // carried within FUNDING_PENDING_HEIGHTS heights of its arrival is dropped at `rebase`, and with it
@@ -22,9 +25,9 @@
 // (TRANSFER_DROPPED_FILE) and has every `rebase` that changes it written there again, atomically,
 // one write at a time; a file that does not read as one is logged and ignored.
 //
-// SPEC §8.11.3: version 2 is an admission and proposal policy of the consensus parameter
+// SPEC §8.11.3: funding transfers are an admission and proposal policy of the consensus parameter
 // `funding-v2`: while it is off (`fundingV2()` false) `add` refuses a funding transfer
-// (TRANSFER_VERSION_DISABLED) and `take` carries none, so software that cannot decode version 2
+// (TRANSFER_VERSION_DISABLED) and `take` carries none, so software that cannot decode them
 // is not split off the chain before the operators switch it on. Block verification does not
 // depend on it.
 import fs from 'node:fs';
@@ -32,7 +35,7 @@ import { err } from '../src/errors';
 import type { Logger } from '../src/ops/log';
 import { LatestFileWriter } from '../src/ops/fsutil';
 import { CoinLedger, MAX_PENDING_PER_SENDER, type LedgerMaps } from '../src/bandwidth/transfer';
-import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, decodeTransfer, encodeTransfer, type Transfer } from '../src/wire/transfer';
+import { FUNDING_TRANSFER_VERSION, TRANSFER_BYTES, TRANSFER_VERSION, decodeTransfer, encodeTransfer, isChainBound, isFundingTransfer, type Transfer } from '../src/wire/transfer';
 import { FUNDING_V2 } from '../src/dir/consensus-params';
 import type { Escrow } from '../src/bandwidth/escrow';
 
@@ -40,7 +43,7 @@ import type { Escrow } from '../src/bandwidth/escrow';
 export const MAX_POOL_TRANSFERS = 10_000;
 
 /**
- * SPEC §8.11.3: a funding transfer (version 2) that no block carried within this many heights of
+ * SPEC §8.11.3: a funding transfer (version 4) that no block carried within this many heights of
  * its arrival in the pool is dropped from it (its contract is not held by the proposers).
  */
 export const FUNDING_PENDING_HEIGHTS = 24;
@@ -91,7 +94,7 @@ export class TransferPool {
   private droppedWriter: LatestFileWriter | null = null;
 
   /**
-   * `fundingV2`: whether version 2 (funding) transfers are switched on (SPEC §8.11.3: the authority's
+   * `fundingV2`: whether funding transfers (version 4) are switched on (SPEC §8.11.3: the authority's
    * current consensus has `funding-v2 = 1`); asked at each `add` and `take`. The reward ledger passes
    * its consensus's; the default (on) serves a pool used on its own.
    */
@@ -148,16 +151,21 @@ export class TransferPool {
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
    * transfers to the sender do not count), TRANSFER_RATE_LIMITED (the sender
    * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, TRANSFER_VERSION_DISABLED
-   * for a funding transfer (version 2) while `fundingV2()` is false (SPEC §8.11.3), and, for a
+   * for a funding transfer while `fundingV2()` is false (SPEC §8.11.3), TRANSFER_MALFORMED for a
+   * transfer of version 1 or 2 (it names no chain, SPEC §8.11.3), and, for a
    * transfer to the id of a contract with an escrow in the chain, ESCROW_ALREADY_FUNDED (a funding
    * transfer) or ESCROW_CLOSED (a plain one to an escrow refunded or cancelled; §8.11.3, §9.20.4).
    */
   add(t: Transfer): 'added' | 'held' {
     const bytes = encodeTransfer(t);
     const id = bytes.toString('hex');
+    // SPEC §8.11.3: versions 1 and 2 name no chain; one signed on another network would verify here.
+    if (!isChainBound(t)) {
+      throw err('TRANSFER_MALFORMED', `a version ${t.version} transfer names no chain (a transfer signed for another network would verify here): send version ${TRANSFER_VERSION} or ${FUNDING_TRANSFER_VERSION}, signed over this chain's id`);
+    }
     if (this.ids.has(id)) return 'held';
-    if (t.version === FUNDING_TRANSFER_VERSION && !this.fundingV2()) {
-      throw err('TRANSFER_VERSION_DISABLED', `funding transfers (version ${FUNDING_TRANSFER_VERSION}) are not switched on: this authority's consensus does not have ${FUNDING_V2} = 1; send a version 1 transfer`);
+    if (isFundingTransfer(t) && !this.fundingV2()) {
+      throw err('TRANSFER_VERSION_DISABLED', `funding transfers (version ${FUNDING_TRANSFER_VERSION}) are not switched on: this authority's consensus does not have ${FUNDING_V2} = 1; send a version ${TRANSFER_VERSION} transfer`);
     }
     if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
     this.ledger.check(t);
@@ -190,7 +198,7 @@ export class TransferPool {
 
   /**
    * SPEC §8.11.3, §9.20.4: a transfer to the id of a contract whose escrow the chain holds. A funding
-   * transfer (version 2) to it can never be carried, its escrow being opened already
+   * transfer to it can never be carried, its escrow being opened already
    * (ESCROW_ALREADY_FUNDED); a plain one to an escrow refunded or cancelled would put units in an
    * account nothing moves again (ESCROW_CLOSED). One to an open escrow is taken (its units go back
    * to the payer with the refund).
@@ -199,7 +207,7 @@ export class TransferPool {
     const id = t.to.toString('hex');
     const e = this.base.escrows?.get(id);
     if (!e) return;
-    if (t.version === FUNDING_TRANSFER_VERSION) throw err('ESCROW_ALREADY_FUNDED', `contract ${id.slice(0, 16)}… has an escrow already (${e.refunded !== null ? 'closed' : 'open'}): a funding transfer to it would open none`);
+    if (isFundingTransfer(t)) throw err('ESCROW_ALREADY_FUNDED', `contract ${id.slice(0, 16)}… has an escrow already (${e.refunded !== null ? 'closed' : 'open'}): a funding transfer to it would open none`);
     if (e.refunded !== null) throw err('ESCROW_CLOSED', `the escrow of contract ${id.slice(0, 16)}… was refunded or cancelled: units sent to its id could never be moved again`);
   }
 
@@ -214,7 +222,7 @@ export class TransferPool {
    * escrow book: `checkRecipient`). Returns
    * how many were dropped (of which `expired` says how many for a funding transfer's age). Signatures were verified at `add` and do not depend on the chain, so
    * they are not verified again (this runs when a block lands); a transfer whose nonce the chain
-   * used is dropped before anything else is looked at. SPEC §8.11.3: a funding transfer (version 2)
+   * used is dropped before anything else is looked at. SPEC §8.11.3: a funding transfer
    * that arrived FUNDING_PENDING_HEIGHTS or more heights before `base.height` is dropped, and so is
    * every later pending transfer of its sender (its nonce is not used: theirs no longer apply).
    */
@@ -237,7 +245,7 @@ export class TransferPool {
     for (const e of old) {
       if (e.t.nonce <= (base.nonces.get(e.from) ?? 0)) continue;
       if (expired.has(e.from)) { afterExpired++; continue; }
-      if (e.t.version === FUNDING_TRANSFER_VERSION && height - e.since >= FUNDING_PENDING_HEIGHTS) {
+      if (isFundingTransfer(e.t) && height - e.since >= FUNDING_PENDING_HEIGHTS) {
         expired.add(e.from);
         fundingExpired++;
         this.dropped.delete(e.id); // re-inserted last: the oldest is forgotten first
@@ -262,7 +270,7 @@ export class TransferPool {
    * The first `n` pending transfers a block can carry, in order: they apply on top of the chain tip
    * (a proposer's block, SPEC §8.11.3). `opens` is asked, for each transfer carried, in order,
    * whether the block opens an escrow with it (escrowOpener, §9.20.4 item 1); a funding transfer
-   * (version 2) it does not open is left pending, and so is every later transfer of its sender (their
+   * it does not open is left pending, and so is every later transfer of its sender (their
    * nonces follow it), for a later block. Without `opens` (an authority that holds no contracts) no
    * funding transfer is carried, nor while `fundingV2()` is false (SPEC §8.11.3; `opens` is then not
    * asked for it).
@@ -274,8 +282,8 @@ export class TransferPool {
     for (const e of this.list) {
       if (out.length >= n) break;
       if (waiting.has(e.from)) continue;
-      if (e.t.version === FUNDING_TRANSFER_VERSION && !fundingV2) { waiting.add(e.from); continue; }
-      if (!opens(e.t) && e.t.version === FUNDING_TRANSFER_VERSION) { waiting.add(e.from); continue; }
+      if (isFundingTransfer(e.t) && !fundingV2) { waiting.add(e.from); continue; }
+      if (!opens(e.t) && isFundingTransfer(e.t)) { waiting.add(e.from); continue; }
       out.push(e.t);
     }
     return out;
@@ -313,7 +321,7 @@ function decodeDropped(raw: string): [string, { from: string; nonce: number }][]
   return list.map((id: unknown, i): [string, { from: string; nonce: number }] => {
     if (typeof id !== 'string' || id.length !== TRANSFER_BYTES * 2 || !/^[0-9a-f]+$/.test(id)) throw new Error(`entry ${i} is not a transfer's ${TRANSFER_BYTES} bytes in hex`);
     const t = decodeTransfer(Buffer.from(id, 'hex'));
-    if (t.version !== FUNDING_TRANSFER_VERSION) throw new Error(`entry ${i} is not a funding transfer`);
+    if (!isFundingTransfer(t)) throw new Error(`entry ${i} is not a funding transfer`);
     return [id, { from: t.from.toString('hex'), nonce: t.nonce }];
   });
 }

@@ -264,8 +264,8 @@ export async function fundDemoWallet(
       const key = await loadEd25519Secret(path.join(r.dataDir, IDENTITY_KEY_FILE)).catch(() => null);
       if (!key) continue;
       const fp = key.publicKey.toString('hex');
-      if ((c.state.balances.get(fp) ?? 0n) < 200_000_000n) continue;
-      const t = signTransfer(key, wallet.publicKey, 100_000_000n, (c.state.nonces.get(fp) ?? 0) + 1);
+      if ((c.state.balances.get(fp) ?? 0n) < 200_000_000n || !c.state.chainId) continue;
+      const t = signTransfer(key, wallet.publicKey, 100_000_000n, (c.state.nonces.get(fp) ?? 0) + 1, c.state.chainId);
       const res = await submitTransfer(authorities, t);
       if (res.accepted.length) { sent = { t, relay: r.name }; break; }
     }

@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { blake2b } from '../crypto/primitives';
 import { encodeContract, type StorageContract } from '../wire/storage-contract';
-import { FUNDING_TRANSFER_VERSION, type Transfer } from '../wire/transfer';
+import { isFundingTransfer, type Transfer } from '../wire/transfer';
 import { MAX_BLOCK_ESCROW_OPS, type EscrowOp } from '../wire/reward-block';
 import type { ReportedAudit } from '../storage/audit-report';
 import type { CoinLedger } from './transfer';
@@ -371,7 +371,7 @@ export function escrowOpsFor(
  * in order; each answer is the contract whose escrow the transfer opens, or null: its `to` is the id
  * of a contract `lookup` holds, with no escrow in `book` nor opened by an earlier transfer passed,
  * `endEpoch > epoch` and `amount ≥ endEpoch − startEpoch`. One per block: it remembers the opens.
- * The proposer also uses it to choose the funding transfers (version 2) it can carry (§8.11.3).
+ * The proposer also uses it to choose the funding transfers (versions 2 and 4) it can carry (§8.11.3).
  * Each id is looked up once: a lookup may decode the contract, and a pool's 10 000 transfers may
  * all pay one id that gets no open (an ended contract).
  */
@@ -390,8 +390,8 @@ export function escrowOpener(book: ReadonlyMap<string, Escrow>, epoch: number, l
 }
 
 /**
- * SPEC.md §8.7.3 item 7, §9.20.4: a funding transfer (version 2) applies only together with the
- * **open** of its contract's escrow in the same block. Each of the block's version 2 transfers, in
+ * SPEC.md §8.7.3 item 7, §9.20.4: a funding transfer (version 2 or 4) applies only together with the
+ * **open** of its contract's escrow in the same block. Each of the block's funding transfers, in
  * order, takes one of the block's opens with `contract` = its `to`, `payer` = its `from` and
  * `funded` = its `amount`, not taken by an earlier one (the opens themselves were checked to apply).
  * Returns the index (among all the block's transfers) of the first that finds none, or −1.
@@ -400,7 +400,7 @@ export function fundingWithoutOpen(transfers: readonly Transfer[], ops: readonly
   let free: Map<string, number> | null = null;
   for (let i = 0; i < transfers.length; i++) {
     const t = transfers[i]!;
-    if (t.version !== FUNDING_TRANSFER_VERSION) continue;
+    if (!isFundingTransfer(t)) continue;
     if (!free) {
       free = new Map();
       for (const op of ops) {

@@ -98,10 +98,15 @@ export interface ChainState {
   transfers: number;
   /** SPEC §9.20.4: every storage contract escrow opened so far, by contract id (hex). */
   escrows: EscrowBook;
+  /**
+   * SPEC §8.11.1: the chain id, the hash of block 0; null before it. Transfers of versions 3 and 4
+   * verify against it (a transfer signed for another chain does not).
+   */
+  chainId: Buffer | null;
 }
 
 export function emptyChainState(): ChainState {
-  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map(), nonces: new Map(), transfers: 0, escrows: new Map() };
+  return { height: -1, tipHash: GENESIS_PREVIOUS_HASH, epoch: -1, totalMinted: 0n, balances: new Map(), nonces: new Map(), transfers: 0, escrows: new Map(), chainId: null };
 }
 
 /**
@@ -109,7 +114,7 @@ export function emptyChainState(): ChainState {
  * `base` (not modified). Returns the ledger holding the result (commit it to keep it); throws
  * REWARD_BAD_TRANSFER naming the first transfer that does not apply and its TRANSFER_* reason, or
  * REWARD_BAD_ESCROW naming the first escrow operation that does not apply (§9.20.4), or
- * REWARD_BAD_TRANSFER with reason ESCROW_MISMATCH naming the first funding transfer (version 2)
+ * REWARD_BAD_TRANSFER with reason ESCROW_MISMATCH naming the first funding transfer (version 4 or 2)
  * the block carries without its escrow's open (§9.20.4).
  */
 export function blockLedger(
@@ -159,11 +164,11 @@ export function blockEffects(
     });
     escrows = book;
   }
-  // SPEC §8.7.3 item 7, §9.20.4: a funding transfer (version 2) applies only with its escrow's open.
+  // SPEC §8.7.3 item 7, §9.20.4: a funding transfer (version 4 or 2) applies only with its escrow's open.
   const orphan = fundingWithoutOpen(block.transfers ?? [], block.escrow ?? []);
   if (orphan >= 0) {
     const t = block.transfers![orphan]!;
-    throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${orphan} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ESCROW_MISMATCH: it is a funding transfer (version 2) and the block carries no open of contract ${t.to.toString('hex').slice(0, 16)}… for its sender and amount`, { transfer: orphan, reason: 'ESCROW_MISMATCH' });
+    throw err('REWARD_BAD_TRANSFER', `block ${block.height}: transfer ${orphan} (from ${t.from.toString('hex').slice(0, 16)}…, nonce ${t.nonce}) does not apply: ESCROW_MISMATCH: it is a funding transfer (version ${t.version}) and the block carries no open of contract ${t.to.toString('hex').slice(0, 16)}… for its sender and amount`, { transfer: orphan, reason: 'ESCROW_MISMATCH' });
   }
   return { ledger: l, escrows };
 }
@@ -210,6 +215,8 @@ export function applyRewardBlock(
   }
   if (valid < threshold) throw err('REWARD_TOO_FEW_SIGNATURES', `block ${b.height} has ${valid} valid authority signatures, needs ${threshold}`);
   const { ledger, escrows } = blockEffects(state, b);
+  // SPEC §8.11.1: block 0's hash is the chain id (its own transfers cannot name it: they are in it).
+  if (b.height === 0) state.chainId = sb.hash;
   state.height = b.height;
   if (escrows) state.escrows = escrows;
   state.tipHash = sb.hash;

@@ -8,7 +8,10 @@
 // until `commit()` copies its changes down. A refused block or transfer thus changes nothing.
 import { err } from '../errors';
 import { ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
-import { FUNDING_TRANSFER_VERSION, TRANSFER_VERSION, transferSignedBytes, type Transfer, type TransferVersion } from '../wire/transfer';
+import {
+  FUNDING_TRANSFER_VERSION, TRANSFER_VERSION, UNBOUND_FUNDING_TRANSFER_VERSION, UNBOUND_TRANSFER_VERSION, isChainBound, transferSignedBytes,
+  type Transfer,
+} from '../wire/transfer';
 
 export interface Account { balance: bigint; nonce: number }
 
@@ -18,8 +21,12 @@ export interface Account { balance: bigint; nonce: number }
  */
 export const MAX_PENDING_PER_SENDER = 16;
 
-/** Balances and last nonces by key (hex): what the chain state holds (SPEC §8.7.3). */
-export interface LedgerMaps { balances: Map<string, bigint>; nonces: Map<string, number> }
+/**
+ * Balances and last nonces by key (hex): what the chain state holds (SPEC §8.7.3), and the chain's
+ * id (the hash of its block 0, SPEC §8.11.1; null or absent before block 0), which versions 3 and 4
+ * verify against.
+ */
+export interface LedgerMaps { balances: Map<string, bigint>; nonces: Map<string, number>; chainId?: Buffer | null }
 
 export class CoinLedger {
   private readonly own: LedgerMaps = { balances: new Map(), nonces: new Map() };
@@ -41,12 +48,15 @@ export class CoinLedger {
   }
 
   /**
-   * Check a transfer against the ledger without applying it: TRANSFER_BAD_SIGNATURE,
-   * TRANSFER_REPLAYED (a nonce at or below the sender's last), TRANSFER_NONCE_GAP (above the next),
+   * Check a transfer against the ledger without applying it: TRANSFER_BAD_SIGNATURE (also a version
+   * 3 or 4 transfer signed for another chain, or one before block 0, when the chain has no id yet:
+   * SPEC §8.11.1, §8.11.2), TRANSFER_REPLAYED (a nonce at or below the sender's last), TRANSFER_NONCE_GAP (above the next),
    * TRANSFER_OVERSPEND (more than the sender holds).
    */
   check(t: Transfer): void {
-    if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) throw err('TRANSFER_BAD_SIGNATURE', 'the signature does not verify under the sender\'s key');
+    const chainId = this.base?.chainId ?? null;
+    if (isChainBound(t) && !chainId) throw err('TRANSFER_BAD_SIGNATURE', `a version ${t.version} transfer verifies against the chain's id, the hash of block 0: the chain has none yet`);
+    if (!ed25519Verify(t.signature, transferSignedBytes(t, chainId), t.from)) throw err('TRANSFER_BAD_SIGNATURE', 'the signature does not verify under the sender\'s key (for this chain)');
     this.checkState(t);
   }
 
@@ -100,17 +110,33 @@ export class CoinLedger {
   }
 }
 
-/** Sign a transfer with the sender's key pair: a plain one (version 1) unless `version` says otherwise (SPEC.md §8.11.1). */
-export function signTransfer(from: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number, version: TransferVersion = TRANSFER_VERSION): Transfer {
-  const t = { version, from: from.publicKey, to, amount, nonce };
-  return { ...t, signature: ed25519Sign(transferSignedBytes(t), from.secretKey) };
+/**
+ * Sign a plain transfer (version 3), or a funding one (version 4) when `funding`, for the chain whose
+ * id is `chainId` (the hash of its block 0, SPEC.md §8.11.1): it verifies on that chain only.
+ */
+export function signTransfer(from: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number, chainId: Buffer, funding = false): Transfer {
+  const t = { version: funding ? FUNDING_TRANSFER_VERSION : TRANSFER_VERSION, from: from.publicKey, to, amount, nonce } as const;
+  return { ...t, signature: ed25519Sign(transferSignedBytes(t, chainId), from.secretKey) };
 }
 
 /**
- * Sign a funding transfer (version 2, SPEC.md §8.11.1, §9.20.4) of `amount` units from the payer to
- * the contract id `contract`: a block carries it only together with the **open** of that contract's
- * escrow for this payer and amount, so its units never land in the contract's account without it.
+ * Sign a funding transfer (version 4, SPEC.md §8.11.1, §9.20.4) of `amount` units from the payer to
+ * the contract id `contract`, for the chain `chainId`: a block carries it only together with the
+ * **open** of that contract's escrow for this payer and amount, so its units never land in the
+ * contract's account without it.
  */
-export function signFundingTransfer(from: Ed25519KeyPair, contract: Buffer, amount: bigint, nonce: number): Transfer {
-  return signTransfer(from, contract, amount, nonce, FUNDING_TRANSFER_VERSION);
+export function signFundingTransfer(from: Ed25519KeyPair, contract: Buffer, amount: bigint, nonce: number, chainId: Buffer): Transfer {
+  return signTransfer(from, contract, amount, nonce, chainId, true);
+}
+
+/**
+ * Sign a transfer of version 1 or 2, which names no chain (SPEC.md §8.11.1). No authority takes a
+ * new one (§8.11.3); this exists to build chains as they were written before versions 3 and 4.
+ */
+export function signUnboundTransfer(
+  from: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number,
+  version: typeof UNBOUND_TRANSFER_VERSION | typeof UNBOUND_FUNDING_TRANSFER_VERSION = UNBOUND_TRANSFER_VERSION,
+): Transfer {
+  const t = { version, from: from.publicKey, to, amount, nonce };
+  return { ...t, signature: ed25519Sign(transferSignedBytes(t), from.secretKey) };
 }

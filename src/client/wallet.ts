@@ -11,7 +11,7 @@ import { UNITS_PER_COIN } from '../bandwidth/reward';
 import { MAX_PENDING_PER_SENDER } from '../bandwidth/transfer';
 import { errorBodyReason, httpRequest, PATHS } from '../dir/fetch';
 import type { AuthorityInfo } from '../dir/authorities';
-import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, transferSignedBytes, type Transfer } from '../wire/transfer';
+import { TRANSFER_BYTES, decodeTransfer, encodeTransfer, isChainBound, transferSignedBytes, type Transfer } from '../wire/transfer';
 import type { VerifiedRewardBlock } from './rewards';
 import { encodeEscrowCancel, type EscrowCancel } from '../wire/escrow-cancel';
 import { mkdirDurableSync } from '../ops/fsutil';
@@ -95,13 +95,14 @@ export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer
 /**
  * GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold
  * that can follow the chain, whose last nonce for the key is `chainNonce` (SPEC.md §8.11.4). Only
- * transfers whose signature verifies under `key` count (an authority cannot invent one), one per
- * nonce, and only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
+ * transfers whose signature verifies under `key` (versions 3 and 4: for the chain `chainId`, the
+ * hash of its block 0, SPEC.md §8.11.1) count (an authority cannot invent one), one per nonce, and
+ * only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
  * a transfer the chain already carries, or one past a gap, is left out. Nonces above
  * chainNonce + 16 (more than a pool holds of one sender) are skipped before any verification, and
  * only an answer's first entry of each nonce is verified: an answer costs at most 16 verifications.
  */
-export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, chainNonce: number, timeoutMs = 10_000): Promise<Transfer[]> {
+export async function pendingFrom(authorities: readonly AuthorityInfo[], key: string, chainNonce: number, chainId: Buffer | null, timeoutMs = 10_000): Promise<Transfer[]> {
   const byNonce = new Map<number, Transfer>();
   await Promise.all(authorities.map(async (a) => {
     try {
@@ -116,7 +117,9 @@ export async function pendingFrom(authorities: readonly AuthorityInfo[], key: st
         // Only nonces a pool can hold (SPEC §8.11.3: 16 per sender), before any signature is verified.
         if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + MAX_PENDING_PER_SENDER || byNonce.has(t.nonce) || tried.has(t.nonce)) continue;
         tried.add(t.nonce);
-        if (!ed25519Verify(t.signature, transferSignedBytes(t), t.from)) continue;
+        // SPEC §8.11.1: versions 3 and 4 verify against the chain's id; none before block 0.
+        if (isChainBound(t) && !chainId) continue;
+        if (!ed25519Verify(t.signature, transferSignedBytes(t, chainId), t.from)) continue;
         byNonce.set(t.nonce, t);
       }
     } catch { /* an authority that does not answer holds nothing we can count on */ }

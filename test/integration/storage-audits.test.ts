@@ -319,7 +319,7 @@ describe('authorities audit contracted storage each epoch and pay only for passe
     const held = chain0.state.balances.get(payer.fingerprint) ?? 0n;
     const key = await loadEd25519Secret(keyFile);
     const nonce = (chain0.state.nonces.get(payer.fingerprint) ?? 0) + 1;
-    const over = await httpRequest(`${auths[0].url}${PATHS.transfers}`, { method: 'POST', body: encodeTransfer(signTransfer(key, Buffer.alloc(32, 0x77), held + 1n, nonce)), maxBytes: 4096, timeoutMs: 5000 });
+    const over = await httpRequest(`${auths[0].url}${PATHS.transfers}`, { method: 'POST', body: encodeTransfer(signTransfer(key, Buffer.alloc(32, 0x77), held + 1n, nonce, chain0.state.chainId!)), maxBytes: 4096, timeoutMs: 5000 });
     expect([over.status, JSON.parse(over.body.toString('utf8')).code]).toEqual([400, 'TRANSFER_OVERSPEND']);
 
     // Let some epoch of the contract be paid first.

@@ -13,7 +13,7 @@ import { IDENTITY_KEY_FILE, loadEd25519Secret } from '../../src/crypto/keys';
 import { parseAuthorityList, type AuthorityInfo } from '../../src/dir/authorities';
 import { httpRequest, PATHS } from '../../src/dir/fetch';
 import { fetchRewardChain, type RewardChainResult } from '../../src/client/rewards';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { signTransfer, signUnboundTransfer } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { eventually, runCli } from '../helpers/daemon';
 import { curl, startContentServer, startLocalNet, viaSocks, type ContentServer, type LocalNet } from '../helpers/localnet';
@@ -95,30 +95,34 @@ describe('cloudcoin transfers in the reward chain (SPEC.md §8.11)', () => {
     const a = authorities[0];
     // Nonce 1 is in the chain: the same transfer again (a replay) and another one with nonce 1 (a double spend).
     const c = await chain();
+    const id = c.state.chainId!; // SPEC §8.11.1: transfers are signed for this chain
     const t1 = c.blocks.flatMap((b) => b.block.transfers ?? []).find((t) => t.from.toString('hex') === relayFp)!;
     const replay = await post(a, encodeTransfer(t1));
     expect([replay.status, codeOf(replay)]).toEqual([400, 'TRANSFER_REPLAYED']);
-    const double = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 1)));
+    const double = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 1, id)));
     expect([double.status, codeOf(double)]).toEqual([400, 'TRANSFER_REPLAYED']);
     // Nonce 2 pending at the authority; a second nonce-2 spend elsewhere is the double spend the pool refuses.
-    const first2 = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 2)));
+    const first2 = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 2, id)));
     expect(first2.status).toBe(200);
     // Passed on to the other authorities (asynchronously): wait until the second one holds it.
     await eventually(async () => {
       const r = await httpRequest(`${authorities[1].url}${PATHS.transfersPending}?from=${relayFp}`, { maxBytes: 1 << 16, timeoutMs: 5000 });
       return r.status === 200 && r.body.length === 145;
     }, 30_000, 100);
-    const again2 = await post(authorities[1], encodeTransfer(signTransfer(relayKey, ed25519Generate().publicKey, 1n, 2)));
+    const again2 = await post(authorities[1], encodeTransfer(signTransfer(relayKey, ed25519Generate().publicKey, 1n, 2, id)));
     expect([again2.status, codeOf(again2)]).toEqual([400, 'TRANSFER_REPLAYED']);
-    const over = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 10n ** 15n, 3)));
+    const over = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 10n ** 15n, 3, id)));
     expect([over.status, codeOf(over)]).toEqual([400, 'TRANSFER_OVERSPEND']);
-    const forged = { ...signTransfer(other, ed25519Generate().publicKey, 1n, 3), from: relayKey.publicKey };
+    const forged = { ...signTransfer(other, ed25519Generate().publicKey, 1n, 3, id), from: relayKey.publicKey };
     const bad = await post(a, encodeTransfer(forged));
     expect([bad.status, codeOf(bad)]).toEqual([400, 'TRANSFER_BAD_SIGNATURE']);
-    const gap = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 9)));
+    const gap = await post(a, encodeTransfer(signTransfer(relayKey, other.publicKey, 1n, 9, id)));
     expect([gap.status, codeOf(gap)]).toEqual([400, 'TRANSFER_NONCE_GAP']);
     const short = await post(a, encodeTransfer(t1).subarray(1));
     expect([short.status, codeOf(short)]).toEqual([400, 'TRANSFER_MALFORMED']);
+    // A version 1 transfer names no chain (SPEC §8.11.3): refused, whatever else holds of it.
+    const unbound = await post(a, encodeTransfer(signUnboundTransfer(relayKey, other.publicKey, 1n, 3)));
+    expect([unbound.status, codeOf(unbound)]).toEqual([400, 'TRANSFER_MALFORMED']);
 
     // The wallet refuses to send more than it holds, before asking anyone.
     const tooMuch = await wallet(['send', other.publicKey.toString('hex'), '0.50000001', '--json']);

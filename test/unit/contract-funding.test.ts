@@ -32,6 +32,9 @@ const session = {
   network: { dir: { consensus: () => ({ periodSeconds: 3600, params }) }, dirCfg: { authorities: [{ name: 'a' }, { name: 'b' }] } }, client: {},
 } as unknown as StorageSession;
 
+/** SPEC §8.11.1: the id of the chain the wallet verified (the hash of its block 0). */
+const CHAIN_ID = Buffer.alloc(32, 0x0b);
+
 describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', () => {
   let dir = '';
   let config = '';
@@ -64,7 +67,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
   function chains(escrowed: boolean, sendParams?: ReadonlyMap<string, number>): void {
     const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
     const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, escrows: Map<string, unknown>) => ({
-      source: 'test', blocks, state: { height: blocks.length - 1, balances: new Map([[hex, 400_000_000n]]), nonces: new Map(nonce ? [[hex, nonce]] : []), escrows },
+      source: 'test', blocks, state: { height: blocks.length - 1, chainId: CHAIN_ID, balances: new Map([[hex, 400_000_000n]]), nonces: new Map(nonce ? [[hex, nonce]] : []), escrows },
     }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
     const refetch = async () => {
       const t = sent!;
@@ -119,7 +122,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
     const escrows = { get: (id: string) => ({ id, payer: hex, refunded: null }) };
     const withChain = vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
-      chain: { source: 'test', blocks: [genesis], state: { height: 0, balances: new Map([[hex, 500_000_000n]]), nonces: new Map(), escrows } },
+      chain: { source: 'test', blocks: [genesis], state: { height: 0, chainId: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map(), escrows } },
       consensus: { periodSeconds: 2, params }, refetch: async () => null,
     } as unknown as rewardsCommands.VerifiedChainContext) as never);
     spies.push(withChain);
@@ -140,7 +143,7 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
   });
 
-  it('sends a funding transfer (version 2, SPEC.md §8.11.1): its signature verifies as version 2 only', async () => {
+  it('sends a funding transfer (version 4, SPEC.md §8.11.1): its signature verifies as version 4 for its chain only', async () => {
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
     const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
@@ -148,31 +151,32 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     const t = sent!;
     expect(t.version).toBe(FUNDING_TRANSFER_VERSION);
     expect(t.to.toString('hex')).toBe(r.json.contract);
-    expect(encodeTransfer(t)[0]).toBe(2);
-    expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
-    // The same fields as a plain (version 1) transfer do not verify under this signature.
-    expect(ed25519Verify(t.signature, transferSignedBytes({ ...t, version: 1 }), t.from)).toBe(false);
+    expect(encodeTransfer(t)[0]).toBe(4);
+    expect(ed25519Verify(t.signature, transferSignedBytes(t, CHAIN_ID), t.from)).toBe(true);
+    // The same fields as a plain transfer, or for another chain, do not verify under this signature.
+    expect(ed25519Verify(t.signature, transferSignedBytes({ ...t, version: 3 }, CHAIN_ID), t.from)).toBe(false);
+    expect(ed25519Verify(t.signature, transferSignedBytes(t, Buffer.alloc(32, 0x0c)), t.from)).toBe(false);
   });
 
-  it('sends a plain (version 1) transfer, and says so, while the consensus has not switched on funding-v2 (SPEC.md §9.20.4, §8.11.3)', async () => {
-    expect(fundingVersion({ params: new Map() })).toBe(1);
-    expect(fundingVersion({ params: new Map([['funding-v2', 0]]) })).toBe(1);
-    expect(fundingVersion({ params: new Map([['other', 1]]) })).toBe(1);
-    expect(fundingVersion({ params: new Map([['funding-v2', 1]]) })).toBe(2);
+  it('sends a plain (version 3) transfer, and says so, while the consensus has not switched on funding-v2 (SPEC.md §9.20.4, §8.11.3)', async () => {
+    expect(fundingVersion({ params: new Map() })).toBe(3);
+    expect(fundingVersion({ params: new Map([['funding-v2', 0]]) })).toBe(3);
+    expect(fundingVersion({ params: new Map([['other', 1]]) })).toBe(3);
+    expect(fundingVersion({ params: new Map([['funding-v2', 1]]) })).toBe(4);
     params = new Map();
     chains(true);
     vi.mocked(uploadContract).mockResolvedValue([{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }]);
     const r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(true);
     const t = sent!;
-    expect(t.version).toBe(1);
+    expect(t.version).toBe(3);
     expect(t.to.toString('hex')).toBe(r.json.contract);
-    expect(ed25519Verify(t.signature, transferSignedBytes(t), t.from)).toBe(true);
-    expect(r.json.fundingVersion).toBe(1);
-    expect(r.lines.filter((l) => l.includes('version 1 transfer'))).toHaveLength(1);
+    expect(ed25519Verify(t.signature, transferSignedBytes(t, CHAIN_ID), t.from)).toBe(true);
+    expect(r.json.fundingVersion).toBe(3);
+    expect(r.lines.filter((l) => l.includes('version 3) transfer'))).toHaveLength(1);
   });
 
-  it('says "version 1" and carries fundingVersion only once a transfer was taken: not when the send fails before sending (SPEC.md §9.20.4)', async () => {
+  it('says "version 3" and carries fundingVersion only once a transfer was taken: not when the send fails before sending (SPEC.md §9.20.4)', async () => {
     params = new Map();
     const all = [{ authority: 'a', ok: true, result: 'unchanged' }, { authority: 'b', ok: true, result: 'unchanged' }];
     vi.mocked(uploadContract).mockResolvedValue(all);
@@ -182,21 +186,21 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'TRANSFER_OVERSPEND' } } });
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
     expect(r.json).not.toHaveProperty('fundingVersion');
-    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    expect(r.lines.some((l) => l.includes('version 3) transfer'))).toBe(false);
     // ESCROW_ALREADY_FUNDED: a funding of this contract from the wallet is pending already.
     vi.mocked(walletModule.pendingFrom).mockResolvedValue([{ to: Buffer.from(r.json.contract as string, 'hex'), amount: 1n } as unknown as Transfer]);
     r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.json).toMatchObject({ ok: false, funding: { ok: false, error: { code: 'ESCROW_ALREADY_FUNDED' } } });
     expect(vi.mocked(walletModule.submitTransfer)).not.toHaveBeenCalled();
     expect(r.json).not.toHaveProperty('fundingVersion');
-    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    expect(r.lines.some((l) => l.includes('version 3) transfer'))).toBe(false);
     // Not every authority took the contract: nothing is sent.
     vi.mocked(walletModule.pendingFrom).mockResolvedValue([]);
     vi.mocked(uploadContract).mockResolvedValue([all[0], { authority: 'b', ok: false, code: 'CONTRACT_LIMIT', reason: 'full' }] as never);
     r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(false);
     expect(r.json).not.toHaveProperty('fundingVersion');
-    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
+    expect(r.lines.some((l) => l.includes('version 3) transfer'))).toBe(false);
   });
 
   it('decides the version from the consensus the send verifies the chain with, not one read before the keeper pass (SPEC.md §9.20.4, §8.11.3)', async () => {
@@ -207,17 +211,17 @@ describe('keep contract --pay after the funding was taken (SPEC.md §9.20.4)', (
     let r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(true);
     expect(sent!.version).toBe(FUNDING_TRANSFER_VERSION);
-    expect(r.json.fundingVersion).toBe(2);
-    expect(r.lines.some((l) => l.includes('version 1 transfer'))).toBe(false);
-    // And the other way round: switched off meanwhile, a version 1 transfer, said so.
+    expect(r.json.fundingVersion).toBe(4);
+    expect(r.lines.some((l) => l.includes('version 3) transfer'))).toBe(false);
+    // And the other way round: switched off meanwhile, a version 3 transfer, said so.
     for (const s of spies.splice(2)) s.mockRestore();
     params = new Map([['funding-v2', 1]]);
     chains(true, new Map([['funding-v2', 0]]));
     r = await openContract(session, contractVcap, contractRequest({ epochs: 3, pay: '1', config, 'no-wait': true }));
     expect(r.ok).toBe(true);
-    expect(sent!.version).toBe(1);
-    expect(r.json.fundingVersion).toBe(1);
-    expect(r.lines.filter((l) => l.includes('version 1 transfer'))).toHaveLength(1);
+    expect(sent!.version).toBe(3);
+    expect(r.json.fundingVersion).toBe(3);
+    expect(r.lines.filter((l) => l.includes('version 3) transfer'))).toHaveLength(1);
   });
 
   it('succeeds when the block that carried the funding opened its escrow', async () => {

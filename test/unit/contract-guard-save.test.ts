@@ -42,7 +42,7 @@ vi.mock('../../src/client/rewards', async (orig) => ({
   ...await orig<typeof import('../../src/client/rewards')>(),
   fetchRewardChain: vi.fn(() => Promise.resolve({
     source: 'test', blocks: [], failures: [],
-    state: { height: 0, balances: new Map([[wallet.hex, 500_000_000n]]), nonces: new Map(), escrows: new Map() },
+    state: { height: 0, chainId: Buffer.alloc(32, 0x4c), balances: new Map([[wallet.hex, 500_000_000n]]), nonces: new Map(), escrows: new Map() },
   } as unknown as RewardChainResult)),
 }));
 

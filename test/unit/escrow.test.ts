@@ -3,9 +3,10 @@
 // too little for the epochs), the exact payments of each epoch from an audit report's passing
 // results, and the refund of the rest to the payer at the end.
 import { describe, expect, it } from 'vitest';
-import { blake2b, ed25519Generate } from '../../src/crypto/primitives';
+import { blake2b, ed25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
-import { CoinLedger, signFundingTransfer, signTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
+import { CoinLedger, signUnboundTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
+import { UNBOUND_FUNDING_TRANSFER_VERSION, UNBOUND_TRANSFER_VERSION } from '../../src/wire/transfer';
 import {
   applyEscrowOp, contractId, copyEscrowBook, epochPayments, escrowOpsFor, escrowPayNodes, fundEscrow, paidResults, passingBytes, payEpoch, refundEscrow, type AuditPages, type EscrowBook,
 } from '../../src/bandwidth/escrow';
@@ -21,6 +22,11 @@ import {
 } from '../../src/wire/reward-block';
 import type { Transfer } from '../../src/wire/transfer';
 import { ESCROW_CANCEL_BYTES, decodeEscrowCancel, encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
+
+// Versions 1 and 2 (SPEC §8.11.1): they name no chain, so these chains may carry them from block 0;
+// blocks verify them as they did (the escrow rules are the same for versions 3 and 4).
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signUnboundTransfer(k, to, amount, nonce, UNBOUND_TRANSFER_VERSION);
+const signFundingTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signUnboundTransfer(k, to, amount, nonce, UNBOUND_FUNDING_TRANSFER_VERSION);
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }

@@ -6,8 +6,9 @@
 // proposer's signed audit report (fetched from it and verified) does not give is not signed.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
+import type { Ed25519KeyPair } from '../../src/crypto/primitives';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
+import { signFundingTransfer as signFundingFor, signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { contractId, type EscrowBook } from '../../src/bandwidth/escrow';
@@ -35,6 +36,10 @@ const relay = ed25519FromSeed(Buffer.alloc(32, 90));
 const RELAY = relay.publicKey.toString('hex');
 
 let trio: LedgerTrio;
+
+/** SPEC §8.11.1: transfers are signed for the trio's chain, whose id is the hash of its block 0. */
+const chainId = (): Buffer => trio.running()[0]!.chain.chainId!;
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, chainId());
 let nodes: TrioNode[];
 let authorities: LedgerTrio['authorities'];
 /** The contracts each authority holds (index as in `nodes`). */
@@ -389,11 +394,12 @@ describe('the proposer looks each contract up once per block (SPEC.md §9.20.4)'
     const st = (l as unknown as { state: ChainState }).state;
     st.escrows = new Map([[PAYING, { id: PAYING, payer: RELAY, startEpoch: 40, endEpoch: 60, funded: 20_000n, perEpoch: 1000n, totalBytes: 1000n, lastPaid: 39, paid: 0n, refunded: null }]]);
     st.balances = new Map([[PAYING, 20_000n], [RELAY, 10_000n]]);
+    st.chainId = Buffer.alloc(32, 0x37); // the id of the chain this state stands for (SPEC §8.11.1)
     l.pool.rebase(st);
     const ON: ReadonlyMap<string, number> = new Map([['funding-v2', 1]]);
     (l as unknown as { params: ReadonlyMap<string, number> }).params = ON; // the consensus held switched funding transfers on
     try {
-      expect(l.pool.add(signFundingTransfer(relay, contractId(opening), 1000n, 1))).toBe('added');
+      expect(l.pool.add(signFundingFor(relay, contractId(opening), 1000n, 1, st.chainId))).toBe('added');
       l.onConsensus({ ...consensus(EPOCH), params: ON } as VerifiedConsensus);
       await l.whenIdle(); // the proposer reads its own audit report before it builds
       const held = (l as unknown as { pending: { block: RewardBlock } | null }).pending;

@@ -6,8 +6,9 @@
 // every pool with the payer's later transfer, counted, and logged without keys.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
+import type { Ed25519KeyPair } from '../../src/crypto/primitives';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
+import { signFundingTransfer as signFundingFor, signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
@@ -21,6 +22,11 @@ const RELAY = relay.publicKey.toString('hex');
 const wallet = ed25519FromSeed(Buffer.alloc(32, 71)).publicKey;
 
 let trio: LedgerTrio;
+
+/** SPEC §8.11.1: transfers are signed for the trio's chain, whose id is the hash of its block 0. */
+const chainId = (): Buffer => trio.running()[0]!.chain.chainId!;
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, chainId());
+const signFundingTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFundingFor(k, to, amount, nonce, chainId());
 let nodes: TrioNode[];
 /** The contracts the authorities hold (all the same here). */
 const held = new Map<string, StorageContract>();

@@ -5,9 +5,10 @@
 import type http from 'node:http';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { ed25519FromSeed } from '../../src/crypto/primitives';
+import type { Ed25519KeyPair } from '../../src/crypto/primitives';
 import { httpRequest, PATHS } from '../../src/dir/fetch';
 import type { VerifiedConsensus } from '../../src/dir/types';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { encodeTransfer } from '../../src/wire/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
@@ -22,6 +23,10 @@ const wallet = ed25519FromSeed(Buffer.alloc(32, 91));
 const RELAY = relay.publicKey.toString('hex');
 
 let trio: LedgerTrio;
+
+/** SPEC §8.11.1: transfers are signed for the trio's chain, whose id is the hash of its block 0. */
+const chainId = (): Buffer => trio.running()[0]!.chain.chainId!;
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, chainId());
 let nodes: TrioNode[];
 let authorities: LedgerTrio['authorities'];
 
@@ -165,8 +170,8 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
     return { t, keys, s, release };
   }
 
-  const transfers = (keys: ReturnType<typeof ed25519FromSeed>[], count: number) =>
-    Array.from({ length: count }, (_, i) => encodeTransfer(signTransfer(keys[i % keys.length], wallet.publicKey, 1n, Math.floor(i / keys.length) + 1)));
+  const transfers = (t: LedgerTrio, keys: ReturnType<typeof ed25519FromSeed>[], count: number) =>
+    Array.from({ length: count }, (_, i) => encodeTransfer(signFor(keys[i % keys.length], wallet.publicKey, 1n, Math.floor(i / keys.length) + 1, t.nodes[0].ledger!.chain.chainId!)));
 
   it('100 transfers with an authority that never answers: at most 4 requests open to it, every transfer passed on once it answers', async () => {
     const { t, keys, s, release } = await holdingTrio(7, 60);
@@ -174,7 +179,7 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
     const sent = watchRequests((url, method) => method === 'POST' && url.endsWith(to));
     try {
       const ledger = t.nodes[0].ledger!;
-      for (const b of transfers(keys, 100)) expect(ledger.submitTransfer(b).result).toBe('added');
+      for (const b of transfers(t, keys, 100)) expect(ledger.submitTransfer(b).result).toBe('added');
       // The queue starts its requests as transfers come and as requests end, and none ends while
       // the authority holds them: what it started by now is all it starts. Once all of those
       // have arrived, the authority has seen every request that can come (no fixed wait).
@@ -196,7 +201,7 @@ describe('passing transfers on: at most 4 requests per authority, a bounded queu
     const { t, keys, s, release } = await holdingTrio(senders, 70);
     try {
       const ledger = t.nodes[0].ledger!;
-      const all = transfers(keys, 1100);
+      const all = transfers(t, keys, 1100);
       for (const b of all) expect(ledger.submitTransfer(b).result).toBe('added');
       await expect.poll(() => s.open, { timeout: 5000 }).toBeGreaterThanOrEqual(4);
       expect(s.maxOpen).toBe(4);

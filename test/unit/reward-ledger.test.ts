@@ -20,7 +20,7 @@ import { RewardLedger } from '../../directory/rewards';
 import { blockFileName, certificateFileName } from '../../directory/reward-store';
 import { BUNDLE_CACHE_BYTES, RewardBundles, serveRewards, serveTransfers } from '../../directory/reward-http';
 import { TransferPool } from '../../directory/transfer-pool';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { fetchRewardChain } from '../../src/client/rewards';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
@@ -670,10 +670,11 @@ describe('GET and HEAD /bitcloud/transfers/pending (SPEC §8.11.3, §6.10)', () 
 
   /** The ledger's own two pending-transfer methods over a pool holding transfers of two senders. */
   function ledgerWithPool(): RewardLedger {
-    const pool = new TransferPool({ balances: new Map([[hexOf(alice), 1000n], [hexOf(bob), 1000n]]), nonces: new Map() });
-    pool.add(signTransfer(alice, to, 10n, 1));
-    pool.add(signTransfer(bob, to, 20n, 1));
-    pool.add(signTransfer(alice, to, 30n, 2));
+    const id = Buffer.alloc(32, 64); // the chain id (SPEC §8.11.1) of this pool's chain
+    const pool = new TransferPool({ chainId: id, balances: new Map([[hexOf(alice), 1000n], [hexOf(bob), 1000n]]), nonces: new Map() });
+    pool.add(signFor(alice, to, 10n, 1, id));
+    pool.add(signFor(bob, to, 20n, 1, id));
+    pool.add(signFor(alice, to, 30n, 2, id));
     const ledger = Object.create(RewardLedger.prototype) as RewardLedger;
     Object.defineProperty(ledger, 'pool', { value: pool });
     Object.defineProperty(ledger, 'height', { value: 7 });

@@ -785,8 +785,9 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     const verified = verifyAuditReport(JSON.parse(summary.toString('utf8')), auths, E);
     const payer = ed25519Generate();
     const lookup = (x: string) => (x === cid ? contract : undefined);
-    const ledger = new CoinLedger({ balances: new Map([[payer.publicKey.toString('hex'), 10_000n]]), nonces: new Map() });
-    const fund = signTransfer(payer, Buffer.from(cid, 'hex'), 2000n, 1);
+    const chainId = Buffer.alloc(32, 0x5c);
+    const ledger = new CoinLedger({ chainId, balances: new Map([[payer.publicKey.toString('hex'), 10_000n]]), nonces: new Map() });
+    const fund = signTransfer(payer, Buffer.from(cid, 'hex'), 2000n, 1, chainId);
     ledger.apply(fund);
     const book: EscrowBook = new Map();
     applyEscrowOp(book, ledger, { epoch: E - 1, transfers: [fund] }, escrowOpsFor(new Map(), ledger, E - 1, [fund], lookup, null)[0]);

@@ -10,7 +10,7 @@ import {
   applyRewardBlock, decodeRewardBlock, emptyChainState, encodeRewardBlock, encodeSignedRewardBlock, nextRewardBlock,
   signRewardBlock, staticAuthorities, transfersLedger, verifyChain, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
-import { MAX_PENDING_PER_SENDER, signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
+import { MAX_PENDING_PER_SENDER, signFundingTransfer as signFundingFor, signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { contractId, escrowOpener, escrowOpsFor } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
 import { encodeTransfer, type Transfer } from '../../src/wire/transfer';
@@ -36,6 +36,10 @@ const relay2 = ed25519FromSeed(Buffer.alloc(32, 2));
 const wallet = ed25519FromSeed(Buffer.alloc(32, 3));
 const other = ed25519FromSeed(Buffer.alloc(32, 4));
 const hex = (k: Ed25519KeyPair) => k.publicKey.toString('hex');
+/** SPEC §8.11.1: the id of the chains `chain` builds, the hash of their block 0 (epoch 100, no transfers). */
+const CHAIN_ID = nextRewardBlock(null, 100, new Map([[hex(relay), 3], [hex(relay2), 1]]), schedule).hash;
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, CHAIN_ID);
+const signFundingTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFundingFor(k, to, amount, nonce, CHAIN_ID);
 
 /** Signed blocks: each mints 1 000 000 units split 3:1 between relay and relay2, then carries its transfers. */
 function chain(perBlock: Transfer[][]): Buffer[] {
@@ -91,7 +95,8 @@ describe('transfers in reward blocks (SPEC §8.7.1, §8.11)', () => {
   it('refuses a block whose transfers do not apply (REWARD_BAD_TRANSFER with the reason), changing nothing', () => {
     const t1 = signTransfer(relay, wallet.publicKey, 700_000n, 1);
     const cases: [string, Transfer[][]][] = [
-      ['TRANSFER_OVERSPEND', [[signTransfer(relay, wallet.publicKey, 750_001n, 1)]]],
+      // Block 0 carries none: its hash is the chain id the transfers are signed for (§8.11.1).
+      ['TRANSFER_OVERSPEND', [[signTransfer(relay, wallet.publicKey, 1_500_001n, 1)]]],
       ['TRANSFER_BAD_SIGNATURE', [[{ ...signTransfer(other, wallet.publicKey, 1n, 1), from: relay.publicKey }]]],
       // The same transfer twice (a replay), or a second spend of one nonce in a later block (a double spend).
       ['TRANSFER_REPLAYED', [[t1, t1]]],
@@ -101,7 +106,7 @@ describe('transfers in reward blocks (SPEC §8.7.1, §8.11)', () => {
       ['TRANSFER_OVERSPEND', [[signTransfer(wallet, other.publicKey, 1n, 1), t1]]],
     ];
     for (const [reason, blocks] of cases) {
-      const raw = chain(blocks);
+      const raw = chain([[], ...blocks]);
       const state = emptyChainState();
       for (const b of raw.slice(0, -1)) applyRewardBlock(state, b, authorities, 1, { schedule });
       const before = { height: state.height, balances: new Map(state.balances), nonces: new Map(state.nonces) };
@@ -189,11 +194,11 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     const verifies = vi.mocked(ed25519Verify);
     verifies.mockClear();
     // A tip that carries none of them: all are kept, none verified again.
-    const same = { balances: new Map(state.balances), nonces: new Map(state.nonces) };
+    const same = { chainId: CHAIN_ID, balances: new Map(state.balances), nonces: new Map(state.nonces) };
     expect(pool.rebase(same)).toBe(0);
     expect(pool.size).toBe(100);
     // A tip in which the sender's nonces 1..100 are all used: all dropped.
-    const used = { balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 100]]) };
+    const used = { chainId: CHAIN_ID, balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 100]]) };
     expect(pool.rebase(used)).toBe(100);
     expect(pool.size).toBe(0);
     expect(verifies).toHaveBeenCalledTimes(0);
@@ -215,7 +220,7 @@ describe('an authority\'s transfer pool (SPEC §8.11.3)', () => {
     expect(serve(hex(relay)).length).toBe(10 * 145);
     expect(serve(hex(other)).length).toBe(0);
     // The pool changed: the body follows.
-    pool.rebase({ balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 10]]) });
+    pool.rebase({ chainId: CHAIN_ID, balances: new Map(state.balances), nonces: new Map([...state.nonces, [hex(relay), 10]]) });
     expect(serve()).toEqual(encodeTransfer(theirs));
   });
 });
@@ -304,7 +309,7 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
 
   it('a funding transfer that no block carried within 24 heights of its arrival is dropped, and its sender\'s later transfers with it', () => {
     const state = verifyChain(chain([[]]), authorities, 1, { schedule });
-    const at = (height: number) => ({ balances: state.balances, nonces: state.nonces, height });
+    const at = (height: number) => ({ chainId: CHAIN_ID, balances: state.balances, nonces: state.nonces, height });
     const pool = new TransferPool(at(10));
     const plain = signTransfer(relay2, other.publicKey, 1n, 2);
     for (const t of [fund, after, theirs, plain]) expect(pool.add(t)).toBe('added');
@@ -325,7 +330,7 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
 
   it('a funding transfer dropped for its age is refused when posted again, until the chain uses its nonce; its sender\'s nonce stays free', () => {
     const state = verifyChain(chain([[]]), authorities, 1, { schedule });
-    const at = (height: number, nonce = 0) => ({ balances: state.balances, nonces: new Map([[hex(relay), nonce]]), height });
+    const at = (height: number, nonce = 0) => ({ chainId: CHAIN_ID, balances: state.balances, nonces: new Map([[hex(relay), nonce]]), height });
     const pool = new TransferPool(at(10));
     expect(pool.add(fund)).toBe('added');
     expect(pool.rebase(at(34))).toBe(1);
@@ -346,17 +351,17 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     const f1 = signFundingTransfer(relay, id, 1000n, 1);
     const f2 = signFundingTransfer(relay2, id, 1000n, 1);
     expect(small.add(f1)).toBe('added');
-    small.rebase({ balances: state.balances, nonces: new Map(), height: 24 });
+    small.rebase({ chainId: CHAIN_ID, balances: state.balances, nonces: new Map(), height: 24 });
     expectCode(() => small.add(f1), 'TRANSFER_REPLAYED');
     expect(small.add(f2)).toBe('added');
-    small.rebase({ balances: state.balances, nonces: new Map(), height: 48 });
+    small.rebase({ chainId: CHAIN_ID, balances: state.balances, nonces: new Map(), height: 48 });
     expectCode(() => small.add(f2), 'TRANSFER_REPLAYED');
     expect(small.add(f1)).toBe('added');
   });
 
   it('a remembered funding transfer is forgotten once the chain uses its sender\'s nonce, and no longer counts against the bound', () => {
     const state = verifyChain(chain([[]]), authorities, 1, { schedule });
-    const base = (height: number, used: [Ed25519KeyPair, number][] = []) => ({ balances: state.balances, nonces: new Map(used.map(([k, n]) => [hex(k), n])), height });
+    const base = (height: number, used: [Ed25519KeyPair, number][] = []) => ({ chainId: CHAIN_ID, balances: state.balances, nonces: new Map(used.map(([k, n]) => [hex(k), n])), height });
     const pool = new TransferPool(base(0), 2);
     const a = signFundingTransfer(relay, id, 1000n, 1);
     const b = signFundingTransfer(relay2, id, 1000n, 1);
@@ -379,7 +384,7 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
   it('a transfer to a contract id whose escrow the chain holds: a funding one is ESCROW_ALREADY_FUNDED, a plain one to a closed escrow ESCROW_CLOSED (its units could never move again); a plain one to an open escrow is taken (SPEC §8.11.3, §9.20.4)', () => {
     const open = Buffer.alloc(32, 0x0e), closed = Buffer.alloc(32, 0xc1), later = Buffer.alloc(32, 0x1a);
     const escrows = new Map([[open.toString('hex'), { refunded: null }], [closed.toString('hex'), { refunded: 7n }]]);
-    const onChain = { balances: new Map([[hex(relay), 1000n]]), nonces: new Map<string, number>(), height: 5, escrows };
+    const onChain = { chainId: CHAIN_ID, balances: new Map([[hex(relay), 1000n]]), nonces: new Map<string, number>(), height: 5, escrows };
     const pool = new TransferPool(onChain);
     expectCode(() => pool.add(signTransfer(relay, closed, 10n, 1)), 'ESCROW_CLOSED');
     expectCode(() => pool.add(signFundingTransfer(relay, closed, 10n, 1)), 'ESCROW_ALREADY_FUNDED');

@@ -15,7 +15,8 @@ import { TRANSFER_DROPPED_FILE, TransferPool } from '../../directory/transfer-po
 const payer = ed25519FromSeed(Buffer.alloc(32, 21));
 const PAYER = payer.publicKey.toString('hex');
 const contract = Buffer.alloc(32, 22);
-const base = (height: number, nonce = 0) => ({ balances: new Map([[PAYER, 10_000n]]), nonces: new Map([[PAYER, nonce]]), height });
+const CHAIN_ID = Buffer.alloc(32, 23); // the pool's chain (SPEC §8.11.1)
+const base = (height: number, nonce = 0) => ({ chainId: CHAIN_ID, balances: new Map([[PAYER, 10_000n]]), nonces: new Map([[PAYER, nonce]]), height });
 
 const dirs: string[] = [];
 function tmpDir(): string {
@@ -34,7 +35,7 @@ describe('funding transfers dropped for their age survive a restart (SPEC.md §8
   it('a pool started again from the same folder refuses the dropped funding transfer posted again', async () => {
     const dir = tmpDir();
     const file = path.join(dir, TRANSFER_DROPPED_FILE);
-    const fund = signFundingTransfer(payer, contract, 1000n, 1);
+    const fund = signFundingTransfer(payer, contract, 1000n, 1, CHAIN_ID);
     const before = new TransferPool(base(10));
     before.keepDroppedIn(file, logged().log);
     expect(before.add(fund)).toBe('added');
@@ -61,7 +62,7 @@ describe('funding transfers dropped for their age survive a restart (SPEC.md §8
   it('a corrupt file is logged at warn with the reason and ignored: the pool starts without it', async () => {
     const dir = tmpDir();
     const file = path.join(dir, TRANSFER_DROPPED_FILE);
-    const fund = signFundingTransfer(payer, contract, 1000n, 1);
+    const fund = signFundingTransfer(payer, contract, 1000n, 1, CHAIN_ID);
     for (const [content, reason] of [
       ['{"version":1,"dropped":["ab', /JSON|Unterminated|Unexpected/],
       ['{"version":7,"dropped":[]}', /not a version 1/],

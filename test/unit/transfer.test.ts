@@ -4,7 +4,14 @@ import { describe, expect, it } from 'vitest';
 import { ed25519Generate } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
 import { FUNDING_TRANSFER_VERSION, decodeTransfer, encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
-import { CoinLedger, signFundingTransfer, signTransfer } from '../../src/bandwidth/transfer';
+import { CoinLedger, signFundingTransfer as signFundingFor, signTransfer as signFor, signUnboundTransfer, type LedgerMaps } from '../../src/bandwidth/transfer';
+import type { Ed25519KeyPair } from '../../src/crypto/primitives';
+
+/** SPEC §8.11.1: the chain these transfers are signed for (the hash of its block 0). */
+const CHAIN_ID = Buffer.alloc(32, 0xa1);
+const onChain = (): LedgerMaps => ({ chainId: CHAIN_ID, balances: new Map(), nonces: new Map() });
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, CHAIN_ID);
+const signFundingTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFundingFor(k, to, amount, nonce, CHAIN_ID);
 
 const codeOf = (f: () => unknown): string => {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -23,7 +30,7 @@ describe('transfers (SPEC.md §8.11)', () => {
     expect(b.length).toBe(TRANSFER_BYTES);
     expect(decodeTransfer(b)).toEqual(t);
     expect(codeOf(() => decodeTransfer(b.subarray(1)))).toBe('TRANSFER_MALFORMED');
-    for (const version of [0, 3, 255]) {
+    for (const version of [0, 5, 255]) {
       const v = Buffer.from(b); v[0] = version;
       expect(codeOf(() => decodeTransfer(v))).toBe('TRANSFER_MALFORMED');
     }
@@ -32,32 +39,34 @@ describe('transfers (SPEC.md §8.11)', () => {
     expect(codeOf(() => signTransfer(relay, relay.publicKey, 1n, 1))).toBe('TRANSFER_MALFORMED');
   });
 
-  it('round-trips a funding transfer (version 2); a signature of one version never verifies as the other', () => {
+  it('round-trips a funding transfer (version 4); a signature of one version never verifies as another', () => {
     const contract = Buffer.alloc(32, 0xc7);
     const t = signFundingTransfer(relay, contract, 500n, 1);
     const b = encodeTransfer(t);
     expect(b.length).toBe(TRANSFER_BYTES);
     expect(b[0]).toBe(FUNDING_TRANSFER_VERSION);
-    expect(decodeTransfer(b)).toEqual({ ...t, version: 2 });
+    expect(decodeTransfer(b)).toEqual({ ...t, version: 4 });
     expect(encodeTransfer(decodeTransfer(b)).equals(b)).toBe(true);
     expect(codeOf(() => decodeTransfer(b.subarray(1)))).toBe('TRANSFER_MALFORMED');
     expect(codeOf(() => signFundingTransfer(relay, relay.publicKey, 1n, 1))).toBe('TRANSFER_MALFORMED');
-    // The same fields signed as version 1 differ only in the version byte and the signature context.
+    // The same fields signed as version 3 differ only in the version byte and the signature context.
     const plain = signTransfer(relay, contract, 500n, 1);
     expect(encodeTransfer(plain).subarray(1, 81).equals(b.subarray(1, 81))).toBe(true);
-    const l = new CoinLedger();
+    const l = new CoinLedger(onChain());
     l.credit(new Map([[hex(relay), 1000n]]));
-    // A version 1 transfer relabelled version 2 (and back) does not verify.
-    const relabelled = Buffer.from(encodeTransfer(plain)); relabelled[0] = 2;
-    expect(codeOf(() => l.check(decodeTransfer(relabelled)))).toBe('TRANSFER_BAD_SIGNATURE');
-    const back = Buffer.from(b); back[0] = 1;
-    expect(codeOf(() => l.check(decodeTransfer(back)))).toBe('TRANSFER_BAD_SIGNATURE');
-    l.check(t);
-    l.check(plain);
+    // A transfer relabelled as any other version does not verify.
+    const unbound = [signUnboundTransfer(relay, contract, 500n, 1, 1), signUnboundTransfer(relay, contract, 500n, 1, 2)];
+    for (const signed of [plain, t, ...unbound]) {
+      for (const version of [1, 2, 3, 4].filter((v) => v !== signed.version)) {
+        const relabelled = Buffer.from(encodeTransfer(signed)); relabelled[0] = version;
+        expect(codeOf(() => l.check(decodeTransfer(relabelled)))).toBe('TRANSFER_BAD_SIGNATURE');
+      }
+      l.check(signed);
+    }
   });
 
   it('a relay sends earnings to a wallet; forgeries, replays, double spends and overspends are refused', () => {
-    const l = new CoinLedger();
+    const l = new CoinLedger(onChain());
     l.credit(new Map([[hex(relay), 1000n]]));
     const t1 = signTransfer(relay, wallet.publicKey, 600n, 1);
     l.apply(t1);

@@ -6,9 +6,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { ed25519FromSeed, ed25519Verify } from '../../src/crypto/primitives';
+import { ed25519FromSeed, ed25519Verify, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
-import { signTransfer } from '../../src/bandwidth/transfer';
+import { signTransfer as signFor } from '../../src/bandwidth/transfer';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, walletHistory } from '../../src/client/wallet';
 import { walletCancel, walletSend } from '../../src/client/commands/wallet';
@@ -17,7 +17,7 @@ import * as walletModule from '../../src/client/wallet';
 import { err } from '../../src/errors';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { PATHS } from '../../src/dir/fetch';
-import { encodeTransfer, TRANSFER_BYTES } from '../../src/wire/transfer';
+import { encodeTransfer, TRANSFER_BYTES, TRANSFER_VERSION, transferSignedBytes, type Transfer } from '../../src/wire/transfer';
 import type { VerifiedRewardBlock } from '../../src/client/rewards';
 
 // Signature checks are counted (an authority's answer cannot make the wallet verify more than a pool holds).
@@ -25,6 +25,10 @@ vi.mock('../../src/crypto/primitives', async (orig) => {
   const m = await orig<typeof import('../../src/crypto/primitives')>();
   return { ...m, ed25519Verify: vi.fn(m.ed25519Verify) };
 });
+
+/** SPEC §8.11.1: the id of the chain the wallet verified (the hash of its block 0). */
+const CHAIN_ID = Buffer.alloc(32, 0xd1);
+const signTransfer = (k: Ed25519KeyPair, to: Buffer, amount: bigint, nonce: number) => signFor(k, to, amount, nonce, CHAIN_ID);
 
 describe('bitcloud wallet (SPEC §8.11.4)', () => {
   it('makes the key once, mode 0600, and keeps it; --key reads another key file and never makes one', async () => {
@@ -137,7 +141,7 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
     try {
       const { port } = server.address() as AddressInfo;
       const auths = parseAuthorityList([{ name: 'a', identity: 'ab'.repeat(32), address: `127.0.0.1:${port}` }]);
-      const pending = await pendingFrom(auths, key, 2, 5000);
+      const pending = await pendingFrom(auths, key, 2, CHAIN_ID, 5000);
       expect(pending.map((t) => t.nonce)).toEqual([3, 4]);
       expect(pending.every((t) => t.amount === 10n)).toBe(true);
     } finally {
@@ -163,7 +167,7 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
     const key = me.publicKey.toString('hex');
     const body = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeTransfer(signTransfer(me, Buffer.alloc(32, 9), 1n, 3 + i))));
     await withPendingServer(body, async (auths) => {
-      const pending = await pendingFrom(auths, key, 2, 5000);
+      const pending = await pendingFrom(auths, key, 2, CHAIN_ID, 5000);
       expect(pending.map((t) => t.nonce)).toEqual(Array.from({ length: 16 }, (_, i) => 3 + i));
       expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(16);
     });
@@ -178,7 +182,7 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
     const body = Buffer.concat([...forged, signTransfer(me, Buffer.alloc(32, 9), 1n, 3)].map((t) => encodeTransfer(t)));
     await withPendingServer(body, async (auths) => {
       // An authority's pool holds one transfer per nonce of a sender: the first it serves is the one tried.
-      expect(await pendingFrom(auths, key, 2, 5000)).toEqual([]);
+      expect(await pendingFrom(auths, key, 2, CHAIN_ID, 5000)).toEqual([]);
       expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(1);
     });
   });
@@ -231,7 +235,7 @@ describe('bitcloud wallet send: waiting for the block (SPEC §8.11.4)', () => {
       const to = Buffer.alloc(32, 9);
       const t = signTransfer(key, to, 100_000_000n, 1); // Ed25519 is deterministic: the bytes send makes
       const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, balance: bigint) => ({
-        source: 'test', blocks, state: { height: blocks.length - 1, balances: new Map([[hex, balance]]), nonces: new Map(nonce ? [[hex, nonce]] : []) },
+        source: 'test', blocks, state: { height: blocks.length - 1, chainId: CHAIN_ID, balances: new Map([[hex, balance]]), nonces: new Map(nonce ? [[hex, nonce]] : []) },
       }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
       const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
       const carrying: VerifiedRewardBlock = { block: { height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 11, minted: 0n, allocations: new Map(), transfers: [t] }, hash: Buffer.alloc(32), signers: [] };
@@ -254,6 +258,40 @@ describe('bitcloud wallet send: waiting for the block (SPEC §8.11.4)', () => {
       expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1, epoch: 11 } });
       expect(code).toBe(0);
       expect(fetches).toBe(2);
+    } finally {
+      for (const s of spies) s.mockRestore();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bitcloud wallet send: bound to the chain it verified (SPEC §8.11.1, §8.11.4)', () => {
+  it('signs a version 3 transfer over the id of the chain it verified (its block 0 hash): it verifies for that chain only', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-chainid-'));
+    const spies: Array<{ mockRestore(): void }> = [];
+    try {
+      const config = path.join(dir, 'client.json');
+      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+      const { key } = await loadWalletKey(path.join(dir, 'data'));
+      const hex = key.publicKey.toString('hex');
+      const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
+      const chain = { source: 'test', blocks: [genesis], state: { height: 0, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map() } };
+      let sent: Transfer | null = null;
+      spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+      spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+        sent = t;
+        return { accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>;
+      }));
+      spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+        chain, consensus: { periodSeconds: 2 }, refetch: async () => chain,
+      } as unknown as rewardsCommands.VerifiedChainContext) as never));
+      const code = await walletSend('09'.repeat(32), '1', { json: true, config, noWait: true }, { out: () => {}, err: () => {} });
+      expect(code).toBe(0);
+      const t = sent as Transfer | null;
+      expect(t?.version).toBe(TRANSFER_VERSION);
+      expect(ed25519Verify(t!.signature, transferSignedBytes(t!, CHAIN_ID), key.publicKey)).toBe(true);
+      // Another network's chain (another block 0) does not take it.
+      expect(ed25519Verify(t!.signature, transferSignedBytes(t!, Buffer.alloc(32, 0xd2)), key.publicKey)).toBe(false);
     } finally {
       for (const s of spies) s.mockRestore();
       fs.rmSync(dir, { recursive: true, force: true });

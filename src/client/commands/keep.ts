@@ -14,7 +14,7 @@ import { reportFailure, runStorageCommand, type StorageCommandArgs, type Storage
 import type { StorageClient } from '../storage-client';
 import { checkContractShares, contractFromPass, uploadContract, type ContractUpload } from '../storage-contract';
 import type { RewardChainResult, VerifiedRewardBlock } from '../rewards';
-import type { Transfer } from '../../wire/transfer';
+import { FUNDING_TRANSFER_VERSION, TRANSFER_VERSION, type Transfer } from '../../wire/transfer';
 import { MAX_CONTRACT_EPOCHS } from '../../wire/storage-contract';
 import { parseCoins } from '../wallet';
 import { walletCancel, walletSend } from './wallet';
@@ -144,8 +144,9 @@ export function checkNotFunded(chain: RewardChainResult, pending: readonly Trans
  * SPEC.md §9.20.4: the block `b` that carried the funding transfer of contract `id` (from `payer`)
  * must have opened its escrow. When it did not, the units went to the contract id as a plain
  * transfer: no key holds that id and no refund returns them. ESCROW_NOT_OPENED, naming the block's
- * height. A version 2 funding is never carried without the open (§8.7.3 item 7); the check is for a
- * version 1 funding (sent while the consensus has not switched on funding-v2, or by an older client).
+ * height. A funding transfer (version 4 or 2) is never carried without the open (§8.7.3 item 7); the
+ * check is for a plain one (version 3, sent while the consensus has not switched on funding-v2, or
+ * version 1, by an older client).
  */
 export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlock, id: string, payer: string): void {
   const opened = (b.block.escrow ?? []).some((op) => op.kind === 'open' && op.contract === id && op.payer === payer);
@@ -154,14 +155,14 @@ export function checkEscrowOpened(chain: RewardChainResult, b: VerifiedRewardBlo
 }
 
 /**
- * SPEC.md §9.20.4, §8.11.3: the transfer version a contract's funding is sent as: 2 (a funding
- * transfer) when the consensus `c` has `funding-v2 = 1`, else 1 (a plain transfer to the contract
- * id, as before version 2 existed): while the parameter is off the authorities refuse version 2
- * (TRANSFER_VERSION_DISABLED). `c` is the consensus the send verifies the chain with, just before
+ * SPEC.md §9.20.4, §8.11.3: the transfer version a contract's funding is sent as: 4 (a funding
+ * transfer) when the consensus `c` has `funding-v2 = 1`, else 3 (a plain transfer to the contract
+ * id, as before funding transfers existed): while the parameter is off the authorities refuse
+ * funding transfers (TRANSFER_VERSION_DISABLED). Both are bound to the chain (§8.11.1). `c` is the consensus the send verifies the chain with, just before
  * the transfer is signed, not one read before the keeper pass (which may run long).
  */
-export function fundingVersion(c: Pick<VerifiedConsensus, 'params'>): 1 | 2 {
-  return fundingV2Enabled(c.params) ? 2 : 1;
+export function fundingVersion(c: Pick<VerifiedConsensus, 'params'>): typeof TRANSFER_VERSION | typeof FUNDING_TRANSFER_VERSION {
+  return fundingV2Enabled(c.params) ? FUNDING_TRANSFER_VERSION : TRANSFER_VERSION;
 }
 
 /**
@@ -203,7 +204,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   // SPEC.md §9.20.4: the version of the funding transfer the authorities took (null: none was
   // sent). It is decided from the consensus the send itself verifies the chain with, not from `c`
   // read before the keeper pass: `funding-v2` may have been switched on since (§8.11.3).
-  let sentVersion: 1 | 2 | null = null;
+  let sentVersion: typeof TRANSFER_VERSION | typeof FUNDING_TRANSFER_VERSION | null = null;
   if (q.pay !== null) {
     if (accepted !== uploads.length) {
       ok = false;
@@ -217,14 +218,14 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       // took the funding it protects the contract, so it is uploaded again: one that evicted it
       // answers "accepted" and keeps it, one that held it "unchanged".
       const code = await walletSend(k.id, formatUnits(q.pay), {
-        // SPEC.md §9.20.4: a funding transfer (version 2), carried with the escrow's open or not at
+        // SPEC.md §9.20.4: a funding transfer (version 4), carried with the escrow's open or not at
         // all, once the consensus switched it on (funding-v2); a plain transfer to the id before.
-        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: (sc) => fundingVersion(sc) === 2,
+        config: q.config, dataDir: q.dataDir, key: q.key, json: true, noWait: q.noWait, funding: (sc) => fundingVersion(sc) === FUNDING_TRANSFER_VERSION,
         // SPEC.md §7.2 (State): the session's guard set, saved once at the command's end (which
         // prints the "not saved" line there, runStorageCommand), not by the send itself.
         guards: session.network.guards,
         afterSubmit: async (t) => {
-          sentVersion = t.version === 2 ? 2 : 1;
+          sentVersion = t.version === FUNDING_TRANSFER_VERSION ? FUNDING_TRANSFER_VERSION : TRANSFER_VERSION;
           again.uploads = await uploadContract(session.network.dirCfg.authorities, k.bytes);
         },
         checkBefore: (chain, pending) => checkNotFunded(chain, pending, k.id),
@@ -233,7 +234,7 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
       funding = out.length ? JSON.parse(out[out.length - 1]) as unknown : null;
       // Said only once the authorities took the transfer: a send that failed before (TRANSFER_OVERSPEND,
       // ESCROW_ALREADY_FUNDED, every authority refusing) sent no transfer of any version.
-      if (sentVersion === 1) lines.push('  funding sent as a version 1 transfer: the consensus has not switched on funding-v2 (SPEC.md §9.20.4)');
+      if (sentVersion === TRANSFER_VERSION) lines.push(`  funding sent as a plain (version ${TRANSFER_VERSION}) transfer: the consensus has not switched on funding-v2 (SPEC.md §9.20.4)`);
       if (code !== 0) ok = false;
       for (const u of again.uploads ?? []) {
         if (!u.ok) lines.push(`  ${u.authority}: refused the contract again after the funding: ${u.code} ${u.reason ?? ''}`);

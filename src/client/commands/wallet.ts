@@ -56,10 +56,10 @@ export interface WalletOptions {
   guards?: GuardSet;
   /**
    * send: TO is a storage contract id and the transfer funds its escrow: a funding transfer
-   * (version 2, SPEC.md §8.11.1), which a block carries only together with the escrow's open
+   * (version 4, SPEC.md §8.11.1), which a block carries only together with the escrow's open
    * (§8.7.3 item 7, §9.20.4), never as a plain transfer to the id. A function decides it from the
    * consensus this send verified its chain with, the one current when the transfer is signed
-   * (SPEC.md §9.20.4: version 2 only when that consensus has `funding-v2 = 1`, §8.11.3).
+   * (SPEC.md §9.20.4: a funding transfer only when that consensus has `funding-v2 = 1`, §8.11.3).
    */
   funding?: boolean | ((consensus: VerifiedConsensus) => boolean);
 }
@@ -121,7 +121,7 @@ export async function walletCommand(sub: 'address' | 'balance' | 'history' | 've
     }
     return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain }) => {
       const acct = accountOf(chain, hex);
-      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
+      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce, chain.state.chainId);
       const history = walletHistory(chain.blocks, hex);
       if (o.json) {
         io.out(JSON.stringify({
@@ -177,13 +177,16 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
     return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
-      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce);
+      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce, chain.state.chainId);
       const nonce = acct.nonce + 1 + pending.length;
       const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
       o.checkBefore?.(chain, pending);
       if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
       const asFunding = typeof o.funding === 'function' ? o.funding(consensus) : o.funding === true;
-      const t = asFunding ? signFundingTransfer(key, toKey, units, nonce) : signTransfer(key, toKey, units, nonce);
+      // SPEC §8.11.1: signed for this chain only, over its id (the hash of the block 0 just verified).
+      const chainId = chain.state.chainId;
+      if (!chainId) throw err('REWARD_NOT_AVAILABLE', 'the chain has no block 0: there is no chain id to sign the transfer for');
+      const t = asFunding ? signFundingTransfer(key, toKey, units, nonce, chainId) : signTransfer(key, toKey, units, nonce, chainId);
       const sent = await submitTransfer(cfg.authorities, t);
       if (!sent.accepted.length) {
         const first = sent.refused[0];
