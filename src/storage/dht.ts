@@ -181,10 +181,20 @@ export class BitcloudDht {
   async getSignedItem(publisher: Buffer, salt: Buffer): Promise<DhtItem | null> {
     await this.ready();
     const key = nameTarget(publisher, salt);
+    // The library's get keeps the first item of the highest seq it meets (its own stored one
+    // first): at an equal seq the answer would depend on which node replied first. Each reply is
+    // therefore weighed here, under §9.14 *Resolving* (itemWins), as every reader does.
+    const d = this.dht as unknown as DhtQuery;
     const fromNet = await new Promise<DhtItem | null>((resolve, reject) => {
-      this.dht.get(key, { salt: bep44Salt(salt), cache: false }, (e, res) => {
-        if (e) { reject(err('DHT_GET_FAILED', e.message)); return; }
-        resolve(res ? asItem(res, publisher, salt) : null);
+      let best: DhtItem | null = null;
+      const onReply = (message: { r?: unknown }): boolean => {
+        const item = message.r ? asItem(message.r, publisher, salt) : null;
+        if (item && (!best || itemWins(item, best))) best = item;
+        return true;
+      };
+      d._closest(key, { q: 'get', a: { id: d._rpc.id, target: key } }, onReply, (e) => {
+        if (e) reject(err('DHT_GET_FAILED', e.message));
+        else resolve(best);
       });
     });
     // Items this node stores for others (it may be among the closest nodes itself). The library
@@ -245,6 +255,13 @@ export class BitcloudDht {
     this.closed = true;
     await new Promise<void>((r) => this.dht.destroy(() => r()));
   }
+}
+
+/** The library's iterative query (what its own get runs), each reply handed to `onReply`. */
+interface DhtQuery {
+  _rpc: { id: Buffer };
+  _closest(target: Buffer, message: { q: string; a: { id: Buffer; target: Buffer } },
+    onReply: (message: { r?: unknown }) => boolean, done: (e: Error | null) => void): void;
 }
 
 /** A library value as a DhtItem when it is a signed item for (publisher, salt) that verifies; else null. */

@@ -6,7 +6,8 @@ import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../
 import { wellFormedKrpc } from '../../src/storage/dht-guard';
 import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
 import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
-import { bep44SignedBytes } from '../../src/storage/name-record';
+import { bep44SignedBytes, itemWins, nameTarget, signDhtItem } from '../../src/storage/name-record';
+import type { DhtItem } from '../../src/storage/protocol';
 import { randomBytes } from '../../src/crypto/primitives';
 import type { Capability } from '../../src/storage/capability';
 
@@ -158,6 +159,25 @@ describe('a private DHT of four storage nodes and a client', () => {
       expect(await client.putSignedItem(item)).toBeGreaterThan(0);
       // The client stores no copy of its own put: what it gets comes from the nodes.
       expect(await client.getSignedItem(keys.publicKey, salt), `salt of ${salt.length} bytes`).toEqual(item);
+    }
+  });
+
+  it('two items under one seq held by two nodes: dht_get answers the one that wins under Resolving, whichever arrives first (SPEC.md §9.14, §9.14.1)', async () => {
+    const keys = ed25519Generate();
+    const salt = nameSalt('tie');
+    const x = signDhtItem(keys, salt, Buffer.from('value x'), 5);
+    const y = signDhtItem(keys, salt, Buffer.from('value y'), 5);
+    const [lose, win] = itemWins(x, y) ? [y, x] : [x, y];
+    // Each BEP 44 node keeps the first item it was sent (an equal seq is refused, 302): the nodes
+    // disagree. Node 1 holds the losing item itself, node 2 the winning one.
+    const hold = (n: BitcloudDht, it: DhtItem) => {
+      const values = (n as unknown as { dht: { _values: { set(k: string, v: unknown): void } } }).dht._values;
+      values.set(nameTarget(it.publisher, it.salt).toString('hex'), { v: it.value, k: it.publisher, salt: it.salt, sig: it.sig, seq: it.seq, id: Buffer.alloc(20) });
+    };
+    hold(nodes[1], lose);
+    hold(nodes[2], win);
+    for (const asker of [nodes[1], nodes[2], nodes[3], client]) {
+      expect((await asker.getSignedItem(keys.publicKey, salt))?.value.toString()).toBe(win.value.toString());
     }
   });
 
