@@ -111,7 +111,7 @@ export class ResolveGate {
 }
 
 /**
- * SPEC.md §7b.9: at most `max` TCP connections to targets at once at an exit (Tor's ConnLimit),
+ * SPEC.md §7b.9: at most `max` TCP connections to targets at once at an exit,
  * each counted from the connect until its socket closes; past it a BEGIN ends END(RESOURCELIMIT).
  * Without it, a few circuits of 512 streams each toward a target that accepts and holds would use
  * up the process's file descriptors, and the node could then accept no link nor write a file.

@@ -31,7 +31,7 @@ export interface RelayLimits {
   maxResolvesPerCircuit: number;
   /** SPEC.md §7b.7: name resolutions (RESOLVE and BEGIN to a name) this exit runs at once. */
   maxConcurrentResolves: number;
-  /** SPEC.md §7b.9: TCP connections to targets this exit holds at once (Tor's ConnLimit). */
+  /** SPEC.md §7b.9: TCP connections to targets this exit holds at once. */
   maxExitConnections: number;
 }
 
