@@ -17,7 +17,7 @@ import { makeSignature, openEnvelope, DocType, sealEnvelope } from '../src/wire/
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
-import { verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
+import { DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS, verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
 import { IdentityProofVerifier, type PowParams, type PowVerifyContext } from '../src/dir/identity-pow';
 import { httpRequest, PATHS } from '../src/dir/fetch';
 import { ServedDocument, servedConsensus } from '../src/dir/http-serve';
@@ -237,10 +237,8 @@ export class Authority {
    */
   async acceptDescriptorWithProof(raw: Buffer): Promise<{ result: IntakeResult; descriptor: VerifiedDescriptor }> {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
-    // The cheap checks first (check 7 of §6.4), then the argon2id evaluation.
-    if (!this.addressAllowed(d)) {
-      throw err('DOC_PRIVATE_ADDRESS', `descriptor address ${d.address} is not a public address (this authority does not run a test network)`);
-    }
+    // The cheap checks first (checks 7 and 8 of §6.4), then the argon2id evaluation.
+    this.checkIntake(d);
     try {
       await this.powVerifier.verify(d.identity, d.identityProof, this.powContext());
     } catch (e) {
@@ -286,12 +284,27 @@ export class Authority {
     return ip !== null && !isPrivateAddress(ip);
   }
 
-  /** Verify and keep a descriptor, without its identity proof (the HTTP intake uses acceptDescriptorWithProof). Throws DOC_* codes. */
-  acceptDescriptor(raw: Buffer): { result: IntakeResult; descriptor: VerifiedDescriptor } {
-    const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+  /**
+   * SPEC.md §6.4 checks 7 and 8, an authority's own: a public address (unless a test network), and
+   * a published time at most DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS old (Tor's ROUTER_MAX_AGE_TO_PUBLISH):
+   * an old descriptor replayed to an authority that lacks the newer one (it just started, or the
+   * newer one expired) would otherwise list the relay's former address or onion key for up to the
+   * 7 days of its lifetime.
+   */
+  private checkIntake(d: VerifiedDescriptor): void {
     if (!this.addressAllowed(d)) {
       throw err('DOC_PRIVATE_ADDRESS', `descriptor address ${d.address} is not a public address (this authority does not run a test network)`);
     }
+    const age = this.now() - d.published;
+    if (age > DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS) {
+      throw err('DOC_EXPIRED', `descriptor was published ${Math.floor(age / 60_000)} minutes ago, more than ${DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS / 3600_000} hours: the relay's clock is behind, or this is an old descriptor sent again`, { published: d.published });
+    }
+  }
+
+  /** Verify and keep a descriptor, without its identity proof (the HTTP intake uses acceptDescriptorWithProof). Throws DOC_* codes. */
+  acceptDescriptor(raw: Buffer): { result: IntakeResult; descriptor: VerifiedDescriptor } {
+    const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
+    this.checkIntake(d);
     const result = this.store.add(d);
     if (result !== 'unchanged') {
       this.storeDirty = true;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { err } from '../errors';
 import { parseIPv4, parseIPv6 } from './exit-policy';
 import { LIMITS } from '../wire/docs';
+import { DESCRIPTOR_MAX_PUBLISH_INTERVAL_MS } from './descriptor';
 
 export function configError(key: string, why: string): never {
   throw err('CONFIG_INVALID', `${key}: ${why}`, { key });
@@ -205,7 +206,9 @@ export function nodeNameFields(raw: Record<string, unknown>, nicknameOverride?: 
 
 /** How often a node publishes its descriptor and how long one lives (the lifetime must be longer). */
 export function descriptorTimingFields(raw: Record<string, unknown>): { publishIntervalSeconds: number; descriptorLifetimeSeconds: number } {
-  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, 7 * 86_400, 3600);
+  // SPEC.md §6.4: at most 18 hours, so a descriptor retried until the next round stays within the
+  // 24 hours authorities accept (DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS).
+  const publishIntervalSeconds = int(raw.publishIntervalSeconds, 'publishIntervalSeconds', 1, DESCRIPTOR_MAX_PUBLISH_INTERVAL_MS / 1000, 3600);
   const descriptorLifetimeSeconds = int(raw.descriptorLifetimeSeconds, 'descriptorLifetimeSeconds', 60, 7 * 86_400, 86_400);
   if (descriptorLifetimeSeconds <= publishIntervalSeconds) configError('descriptorLifetimeSeconds', 'must be longer than publishIntervalSeconds');
   return { publishIntervalSeconds, descriptorLifetimeSeconds };

@@ -11,6 +11,16 @@ import { ROLE_BITS, rolesFromMask, rolesToMask, type Role } from './types';
 
 /** SPEC.md §6.4: a descriptor may claim at most this long a lifetime. */
 export const DESCRIPTOR_MAX_LIFETIME_MS = 7 * 24 * 3600_000;
+/**
+ * SPEC.md §6.4 check 8: an authority refuses a descriptor published longer ago than this
+ * (DOC_EXPIRED), as Tor's ROUTER_MAX_AGE_TO_PUBLISH.
+ */
+export const DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS = 24 * 3600_000;
+/**
+ * SPEC.md §6.4: a node republishes at least this often (`publishIntervalSeconds` at most), so the
+ * descriptor it retries to a failed authority until its next round is never past the age above.
+ */
+export const DESCRIPTOR_MAX_PUBLISH_INTERVAL_MS = 18 * 3600_000;
 /** Default lifetime a relay gives its descriptor (it republishes well before). */
 export const DESCRIPTOR_DEFAULT_LIFETIME_MS = 24 * 3600_000;
 

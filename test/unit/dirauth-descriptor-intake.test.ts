@@ -1,0 +1,67 @@
+// SPEC.md §6.4: what an authority keeps of the descriptors uploaded to it. A descriptor published
+// more than 24 hours ago is refused (Tor's ROUTER_MAX_AGE_TO_PUBLISH), and a held descriptor is
+// replaced only by a newer one.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Authority } from '../../directory/authority';
+import { parseAuthorityConfig } from '../../directory/config';
+import { createAuthorityMetrics } from '../../directory/metrics';
+import { parseRelayConfig } from '../../relay/config';
+import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
+import { buildDescriptor } from '../../src/dir/descriptor';
+import { isBitcloudError } from '../../src/errors';
+import { createRegistry } from '../../src/ops/metrics';
+import { makeSigner, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
+
+const HOUR = 3600_000;
+let dir: string;
+let authority: Authority;
+const now = epochStart(E) + 5000;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-dirauth-intake-'));
+  const signer = makeSigner();
+  const fp = signer.identity.toString('hex');
+  const config = parseAuthorityConfig({
+    identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
+    authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true,
+  }, dir);
+  const metrics = createAuthorityMetrics(createRegistry('dirauth-intake'), { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
+  authority = new Authority({ config, signer, log: silentLog, metrics, now: () => now, reachabilityTest: () => new Promise(() => {}) });
+});
+afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+
+const desc = (key: Ed25519KeyPair, published: number, o: { address?: string; lifetimeMs?: number } = {}): Buffer => buildDescriptor({
+  identity: key, onionKey: x25519Generate().publicKey, nickname: 'intake', address: o.address ?? '10.0.0.1', orPort: 9001,
+  declaredBandwidth: 1_000_000, roles: ['relay'], version: 'bitcloud-0.1.0', published, lifetimeMs: o.lifetimeMs ?? 7 * 24 * HOUR,
+});
+const codeOf = (f: () => unknown): string => {
+  try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `not typed: ${String(e)}`; }
+  return 'accepted';
+};
+
+describe('descriptor age at an authority (SPEC.md §6.4 check 8)', () => {
+  it('refuses a descriptor published more than 24 hours ago, though inside its lifetime, and keeps nothing of it', () => {
+    const key = ed25519Generate();
+    expect(codeOf(() => authority.acceptDescriptor(desc(key, now - 24 * HOUR - 1000)))).toBe('DOC_EXPIRED');
+    expect(codeOf(() => authority.acceptDescriptor(desc(key, now - 6 * 24 * HOUR)))).toBe('DOC_EXPIRED');
+    expect(authority.store.get(key.publicKey.toString('hex'))).toBeUndefined();
+    // Up to 24 hours old it is taken.
+    expect(authority.acceptDescriptor(desc(key, now - 24 * HOUR + 1000)).result).toBe('new');
+  });
+
+  it('an old descriptor replayed to an authority that lacks the newer one does not bring back the relay\'s former address', () => {
+    const key = ed25519Generate();
+    const old = desc(key, now - 3 * 24 * HOUR, { address: '10.0.0.9' });
+    expect(codeOf(() => authority.acceptDescriptor(old))).toBe('DOC_EXPIRED');
+    expect(authority.store.size).toBe(0);
+  });
+
+  it('a node republishes at least every 18 hours, so what it retries stays within the 24 hours', () => {
+    const relay = { dataDir: 'r', orPort: 9001, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
+    expect(parseRelayConfig({ ...relay, publishIntervalSeconds: 18 * 3600, descriptorLifetimeSeconds: 7 * 86_400 }, '/').publishIntervalSeconds).toBe(18 * 3600);
+    expect(codeOf(() => parseRelayConfig({ ...relay, publishIntervalSeconds: 18 * 3600 + 1, descriptorLifetimeSeconds: 7 * 86_400 }, '/'))).toBe('CONFIG_INVALID');
+  });
+});
