@@ -27,7 +27,8 @@
 // SPEC.md §6.10 "Connection and body bounds": at most httpMaxConnectionsPerAddress connections per
 // address and httpMaxConnections in all (the configured authorities' addresses excepted, host names
 // resolved every 10 minutes, src/ops/connection-caps.ts), and at
-// most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together.
+// most AUTHORITY_MAX_READING upload bodies being read at once, all upload routes together, at most
+// AUTHORITY_MAX_READING_PER_ADDRESS of them of one address key.
 import http from 'node:http';
 import path from 'node:path';
 import { errorCode, isBitcloudError } from '../src/errors';
@@ -38,7 +39,7 @@ import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
 import { readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, sendJsonText, serveDocument, ServedDocument } from '../src/dir/http-serve';
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
-import { RateLimiter } from './rate-limit';
+import { RateLimiter, uploaderKey } from './rate-limit';
 import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
@@ -65,6 +66,14 @@ import { capConnections, ConnectionCaps } from '../src/ops/connection-caps';
  * of a relay's mirror shares its address), nor does the 30 s request deadline alone.
  */
 export const AUTHORITY_MAX_READING = 64;
+/**
+ * SPEC.md §6.10 "Connection and body bounds": of those, at most this many from one address key
+ * (§7b.9), except on a test network, whose nodes all share an address. Else one host opening 64
+ * connections and sending each body a byte at a time (on a route with no rate limit, such as
+ * POST /bitcloud/transfers) would hold every place and keep every relay's descriptor upload out.
+ * A relay mirror passes on at most 16 uploads at once (§9.21.8), so its share is enough for it.
+ */
+export const AUTHORITY_MAX_READING_PER_ADDRESS = 16;
 
 /**
  * SPEC.md §6.10: a place for each upload body being read, taken when its request arrives and given
@@ -73,17 +82,27 @@ export const AUTHORITY_MAX_READING = 64;
  */
 export class BodyReadingGate {
   private reading = 0;
-  constructor(readonly max = AUTHORITY_MAX_READING) {}
+  /** Places held by address key (only with a per-address share). */
+  private readonly byAddress = new Map<string, number>();
+  /** `maxPerAddress` 0: no per-address share (a test network). */
+  constructor(readonly max = AUTHORITY_MAX_READING, readonly maxPerAddress = AUTHORITY_MAX_READING_PER_ADDRESS) {}
 
-  /** Take a place for `req`'s body; false when `max` are taken. */
+  /** Take a place for `req`'s body; false when `max` are taken, or `maxPerAddress` by its address key. */
   tryTake(req: http.IncomingMessage, res: http.ServerResponse): boolean {
     if (this.reading >= this.max) return false;
+    const key = this.maxPerAddress > 0 ? uploaderKey(req.socket.remoteAddress) : null;
+    if (key !== null && (this.byAddress.get(key) ?? 0) >= this.maxPerAddress) return false;
     this.reading++;
+    if (key !== null) this.byAddress.set(key, (this.byAddress.get(key) ?? 0) + 1);
     let held = true;
     const give = () => {
       if (!held) return;
       held = false;
       this.reading--;
+      if (key !== null) {
+        const n = (this.byAddress.get(key) ?? 1) - 1;
+        if (n > 0) this.byAddress.set(key, n); else this.byAddress.delete(key);
+      }
       req.off('end', give); req.off('close', give); res.off('finish', give); res.off('close', give);
     };
     req.once('end', give); req.once('close', give); res.once('finish', give); res.once('close', give);
@@ -129,7 +148,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
   const descriptorLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? mirrorLimiter : limiter);
   const hsLimiterOf = (req: http.IncomingMessage) => (viaOf(req) === 'mirror' ? hsMirrorLimiter : hsLimiter);
   const policies = new PolicyStore(path.join(a.config.dataDir, 'policies'), { skewMs: a.config.clockSkewSeconds * 1000 });
-  const bodies = new BodyReadingGate();
+  // SPEC.md §6.10: no per-address share on a test network (every node uploads from one address).
+  const bodies = new BodyReadingGate(AUTHORITY_MAX_READING, a.config.testNetwork ? 0 : AUTHORITY_MAX_READING_PER_ADDRESS);
   const bodiesRefused = bodiesRefusedMetric(reg);
 
   const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<[string, number]> => {
@@ -313,7 +333,7 @@ const connectionsRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
 }));
 
 const bodiesRefusedMetric = oncePerRegistry((reg) => new prom.Counter({
-  name: 'bitcloud_dirauth_upload_bodies_refused_total', help: 'Uploads answered 503 RATE_LIMITED unread because 64 upload bodies were being read already (SPEC.md §6.10)',
+  name: 'bitcloud_dirauth_upload_bodies_refused_total', help: 'Uploads answered 503 RATE_LIMITED unread because 64 upload bodies were being read already, or 16 from the uploader\'s address (SPEC.md §6.10)',
   registers: [reg],
 }));
 

@@ -1,11 +1,12 @@
 // SPEC.md §6.10 "Connection and body bounds": the authority's HTTP port reads at most 64 upload
 // bodies at once, all upload routes together (a further upload is answered 503 RATE_LIMITED with
 // Retry-After: 1 at once, unread); downloads such as the consensus are still served while uploads
-// fill the reading places. The connection caps: dirauth-http-connections.test.ts.
+// fill the reading places; one address holds at most 16 of them. The connection caps:
+// dirauth-http-connections.test.ts.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type http from 'node:http';
+import http from 'node:http';
 import type net from 'node:net';
-import { AUTHORITY_MAX_READING } from '../../directory/http';
+import { AUTHORITY_MAX_READING, AUTHORITY_MAX_READING_PER_ADDRESS } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS } from '../../directory/config';
 import { PATHS } from '../../src/dir/fetch';
 import { ServedDocument } from '../../src/dir/http-serve';
@@ -62,6 +63,32 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
     await ended.get(port0);
     const again = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
     expect(again.status).not.toBe(503);
+  });
+
+  it('reads at most 16 upload bodies of one address at once: one host sending bodies slowly does not keep out another\'s upload', async () => {
+    const made = fx.makeAuthority({ testNetwork: false, rateLimit: { uploadsPerMinute: 100_000, burst: 100_000 } });
+    const { server, port } = await listenAuthority(made);
+    expect(AUTHORITY_MAX_READING_PER_ADDRESS).toBe(16);
+    const ended = new Map<number, Promise<void>>();
+    server.on('request', (req: http.IncomingMessage) => {
+      ended.set(req.socket.remotePort!, new Promise<void>((r) => req.once('close', () => r())));
+    });
+    // 127.0.0.1 sends 20 descriptor bodies a few bytes at a time: 16 are being read.
+    const held = await holdConnections(port, 20);
+    held.forEach((h) => slowUpload(h.socket, PATHS.descriptor, 1000));
+    await vi.waitFor(() => expect(ended.size).toBe(20), { timeout: 10_000, interval: 5 });
+    const refused = (await made.registry.getSingleMetric('bitcloud_dirauth_upload_bodies_refused_total')!.get()).values;
+    expect(refused.map((v) => v.value)).toEqual([4]);
+    const again = await fetch(`http://127.0.0.1:${port}${PATHS.descriptor}`, { method: 'POST', body: Buffer.alloc(100) });
+    expect(again.status).toBe(503);
+    expect(again.headers.get('retry-after')).toBe('1');
+    // Another address is still read (and its malformed descriptor answered 400).
+    const other = await new Promise<number>((resolve, reject) => {
+      const r = http.request({ host: '127.0.0.1', port, localAddress: '127.0.0.2', method: 'POST', path: PATHS.descriptor, headers: { 'content-length': 100 } }, (res) => { res.resume(); resolve(res.statusCode!); });
+      r.on('error', reject);
+      r.end(Buffer.alloc(100));
+    });
+    expect(other).toBe(400);
   });
 
   it('takes httpMaxConnections and httpMaxConnectionsPerAddress from the configuration', () => {
