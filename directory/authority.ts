@@ -239,6 +239,11 @@ export class Authority {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
     // The cheap checks first (checks 7 and 8 of §6.4), then the argon2id evaluation.
     this.checkIntake(d);
+    // SPEC.md §6.4.1: the held descriptor again, or an older one (anyone can send again what a
+    // vote lists), is answered 'unchanged' without an evaluation: else each costs one and puts
+    // its proof in place of the relay's current one among those remembered, so that the relay's
+    // next upload costs another.
+    if (this.store.keepsHeld(d)) return { result: 'unchanged', descriptor: d };
     try {
       await this.powVerifier.verify(d.identity, d.identityProof, this.powContext());
     } catch (e) {

@@ -45,11 +45,21 @@ export class DescriptorStore {
       this.relays.set(d.fingerprint, { descriptor: d, lastTested: 0, reachable: false, runningSince: 0 });
       return 'new';
     }
-    if (d.published < old.descriptor.published || d.digest.equals(old.descriptor.digest)) return 'unchanged';
+    if (this.keepsHeld(d)) return 'unchanged';
     const moved = !sameEndpoint(old.descriptor, d);
     old.descriptor = d;
     if (moved) { old.lastTested = 0; old.reachable = false; old.runningSince = 0; }
     return 'updated';
+  }
+
+  /**
+   * Whether add(d) would keep the descriptor held for d's relay ('unchanged'): d is the held one,
+   * or published before it. SPEC.md §6.4.1: the authority answers such an upload before it looks
+   * at its identity proof.
+   */
+  keepsHeld(d: VerifiedDescriptor): boolean {
+    const old = this.relays.get(d.fingerprint);
+    return old !== undefined && (d.published < old.descriptor.published || d.digest.equals(old.descriptor.digest));
   }
 
   /**

@@ -1,6 +1,6 @@
-// SPEC.md §6.4: what an authority keeps of the descriptors uploaded to it. A descriptor published
-// more than 24 hours ago is refused (Tor's ROUTER_MAX_AGE_TO_PUBLISH), and a held descriptor is
-// replaced only by a newer one.
+// SPEC.md §6.4, §6.4.1: what an authority keeps of the descriptors uploaded to it. A descriptor
+// published more than 24 hours ago is refused (Tor's ROUTER_MAX_AGE_TO_PUBLISH), and one not newer
+// than the held one is answered 'unchanged' before its identity proof is evaluated.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,7 +13,9 @@ import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { isBitcloudError } from '../../src/errors';
 import { createRegistry } from '../../src/ops/metrics';
-import { makeSigner, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
+import { makeSigner, makeFixture, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
+import { GENESIS_ANCHOR, LOCAL_POW_PARAMS, mineIdentityProof } from '../../src/dir/identity-pow';
+import type { IdentityProofMsg } from '../../src/wire/docs';
 
 const HOUR = 3600_000;
 let dir: string;
@@ -63,5 +65,37 @@ describe('descriptor age at an authority (SPEC.md §6.4 check 8)', () => {
     const relay = { dataDir: 'r', orPort: 9001, authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:7000' }] };
     expect(parseRelayConfig({ ...relay, publishIntervalSeconds: 18 * 3600, descriptorLifetimeSeconds: 7 * 86_400 }, '/').publishIntervalSeconds).toBe(18 * 3600);
     expect(codeOf(() => parseRelayConfig({ ...relay, publishIntervalSeconds: 18 * 3600 + 1, descriptorLifetimeSeconds: 7 * 86_400 }, '/'))).toBe('CONFIG_INVALID');
+  });
+});
+
+describe('a descriptor not newer than the held one (SPEC.md §6.4.1)', () => {
+  it('is answered unchanged without an identity proof evaluation, and does not displace the relay\'s remembered proof', async () => {
+    const fx = makeFixture();
+    try {
+      const { authority, registry } = fx.makeAuthority({ identityPow: 'local' });
+      const now2 = fx.clock.now;
+      const key = ed25519Generate();
+      const onionKey = x25519Generate().publicKey;
+      const first = await mineIdentityProof(key.publicKey, GENESIS_ANCHOR, LOCAL_POW_PARAMS);
+      const other = await mineIdentityProof(key.publicKey, GENESIS_ANCHOR, LOCAL_POW_PARAMS, { startNonce: first.nonce + 1 });
+      const build = (published: number, identityProof: IdentityProofMsg): Buffer => buildDescriptor({
+        identity: key, onionKey, nickname: 'replayed', address: '10.0.0.1', orPort: 9001, declaredBandwidth: 1_000_000,
+        roles: ['relay'], version: 'bitcloud-0.1.0', published, lifetimeMs: 24 * HOUR, identityProof,
+      });
+      const older = build(now2 - 2 * HOUR, other);
+      const current = build(now2 - HOUR, first);
+      const evaluations = async () => (await registry.getSingleMetric('bitcloud_dirauth_identity_proofs_total')!.get()).values
+        .filter((v) => v.labels.result === 'ok').reduce((n, v) => n + v.value, 0);
+
+      expect((await authority.acceptDescriptorWithProof(current)).result).toBe('new');
+      expect(await evaluations()).toBe(1);
+      // Anyone may send the older descriptor again (a vote lists it): kept out, at no evaluation.
+      expect((await authority.acceptDescriptorWithProof(older)).result).toBe('unchanged');
+      expect((await authority.acceptDescriptorWithProof(current)).result).toBe('unchanged');
+      expect(await evaluations()).toBe(1);
+      expect(authority.store.get(key.publicKey.toString('hex'))!.descriptor.raw.equals(current)).toBe(true);
+    } finally {
+      fx.cleanup();
+    }
   });
 });
