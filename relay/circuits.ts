@@ -21,7 +21,7 @@ import type { Registry } from '../src/ops/metrics';
 import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
 import { ExitConnections, createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
-import { createDirStreamHandler, type DirTarget } from './dir-stream';
+import { DirSplices, createDirStreamHandler, type DirTarget } from './dir-stream';
 import { RendezvousRelay } from '../src/circuit/rendezvous';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
 import { prom } from '../src/ops/metrics';
@@ -107,7 +107,10 @@ export class RelayCircuits {
       // SPEC.md §7b.9: one bound on the exit's target connections, whatever circuit they serve.
       connections: new ExitConnections(this.limits.maxExitConnections),
     }) : null;
-    const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget) : null;
+    // SPEC.md §7b.9: one bound on the BEGIN_DIR streams spliced to the dir port, whatever circuit they came on.
+    const dir = opts.dirTarget ? createDirStreamHandler(opts.dirTarget, {
+      splices: new DirSplices(this.limits.maxDirStreams), onRefused: () => this.metrics.refused('dir_streams'),
+    }) : null;
     const storage = opts.onStorageStream ?? null;
     this.rendezvous = new RendezvousRelay(() => this.keys().identity.publicKey, { onError: (code) => this.metrics.error(code), onRefused: (kind) => this.metrics.refused(kind) });
 

@@ -94,6 +94,7 @@ const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; inte
   maxResolvesPerCircuit: { min: 1, max: 65535, integer: true },
   maxConcurrentResolves: { min: 1, max: 1e6, integer: true },
   maxExitConnections: { min: 1, max: 1e7, integer: true },
+  maxDirStreams: { min: 1, max: 1e7, integer: true },
 };
 
 /** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */

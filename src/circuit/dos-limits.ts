@@ -33,6 +33,8 @@ export interface RelayLimits {
   maxConcurrentResolves: number;
   /** SPEC.md §7b.9: TCP connections to targets this exit holds at once. */
   maxExitConnections: number;
+  /** SPEC.md §7b.9: BEGIN_DIR streams spliced to this relay's dir port at once, all circuits together. */
+  maxDirStreams: number;
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -48,6 +50,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxResolvesPerCircuit: 4,
   maxConcurrentResolves: 256,
   maxExitConnections: 4096,
+  maxDirStreams: 2048,
 };
 
 /** The addresses a consensus lists relays at, indexed once per consensus. */

@@ -1,7 +1,7 @@
 // SPEC.md §6.10 "Connection and body bounds": a relay's dir port holds at most
 // `dirMaxConnectionsPerAddress` connections per address and `dirMaxConnections` in all; the configured
 // authorities' addresses and the relay's own (BEGIN_DIR splices, §7b.7) are limited by neither.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import fs from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
@@ -14,6 +14,7 @@ import { silentLogger } from '../../src/ops/log';
 import { connectionCapsOf } from '../../src/ops/connection-caps';
 import { Duplex } from 'node:stream';
 import { createDirStreamHandler } from '../../relay/dir-stream';
+import { EndReason } from '../../src/wire/messages';
 import type { CircuitStream } from '../../src/circuit/stream';
 import type { IncomingStream } from '../../src/circuit/types';
 
@@ -178,5 +179,52 @@ describe('relay dir port connection caps (SPEC.md §6.10)', () => {
     expect([DEFAULT_DIR_MAX_CONNECTIONS, DEFAULT_DIR_MAX_CONNECTIONS_PER_ADDRESS]).toEqual([512, 64]);
     expect(message(() => parseRelayConfig({ ...base, dirMaxConnections: 15 }, '/x'))).toMatch(/CONFIG_INVALID: dirMaxConnections: must be between 16/);
     expect(message(() => parseRelayConfig({ ...base, dirMaxConnectionsPerAddress: 0 }, '/x'))).toMatch(/CONFIG_INVALID: dirMaxConnectionsPerAddress: must be between 1/);
+  });
+});
+
+describe('BEGIN_DIR splices are bounded for the whole relay (SPEC.md §7b.9 maxDirStreams)', () => {
+  it('past the bound a BEGIN_DIR ends END(RESOURCELIMIT) before any connection; a splice whose stream and socket closed frees its place', async () => {
+    const { ResolveGate } = await import('../../relay/exit');
+    const held: net.Socket[] = [];
+    // A dir port that accepts and holds (a client keeping its splices busy looks the same to the relay).
+    const port_ = net.createServer((c) => { held.push(c); c.on('error', () => {}); });
+    await new Promise<void>((r) => port_.listen(0, '127.0.0.1', r));
+    const port = (port_.address() as net.AddressInfo).port;
+    const splices = new ResolveGate(2);
+    let refusals = 0;
+    const handler = createDirStreamHandler(() => ({ port, host: '127.0.0.1' }), { splices, onRefused: () => { refusals++; } });
+    const begin = (): { stream: FakeStream; refused: number[] } => {
+      const stream = new FakeStream(() => {});
+      stream.on('error', () => {});
+      const refused: number[] = [];
+      handler({
+        kind: 'begin_dir', begin: null, oneHop: false, stream: stream as unknown as CircuitStream,
+        accept: () => { stream.state = 'open'; },
+        refuse: (reason: number) => { refused.push(reason); stream.destroy(); },
+      } as unknown as IncomingStream);
+      return { stream, refused };
+    };
+    try {
+      const a = begin();
+      const b = begin();
+      await vi.waitFor(() => expect(a.stream.state === 'open' && b.stream.state === 'open').toBe(true), { timeout: 5000 });
+      const c = begin();
+      expect(c.refused).toEqual([EndReason.RESOURCELIMIT]);
+      expect(refusals).toBe(1);
+      expect(held).toHaveLength(2);
+      // One splice goes, its stream and its socket: its place is free again. The other's stream
+      // is still open: it keeps its place though its socket closed.
+      a.stream.destroy();
+      for (const s of held) s.destroy();
+      await vi.waitFor(() => expect(splices.active).toBe(1), { timeout: 5000 });
+      const d = begin();
+      await vi.waitFor(() => expect(d.stream.state).toBe('open'), { timeout: 5000 });
+      expect(d.refused).toEqual([]);
+      b.stream.destroy();
+      d.stream.destroy();
+    } finally {
+      for (const s of held) s.destroy();
+      port_.close();
+    }
   });
 });
