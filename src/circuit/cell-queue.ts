@@ -2,7 +2,9 @@
 // A relay keeps, per circuit and direction, a bounded FIFO of cells that the next link
 // could not take yet. Every queue draws from one QueueBudget; when the budget is
 // exceeded the owners whose oldest queued cell is the oldest are killed first, as in
-// Tor's OOM handler (circuits_handle_oom), until usage is back under 90% of the cap.
+// Tor's OOM handler (circuits_handle_oom), until usage is back under 90% of the cap. The
+// received stream data a circuit end holds unread counts under the same cap (Tor counts its
+// edge connections' buffers too): see QueueBudget.hold.
 import { CELL_LEN, CELL_PAYLOAD_LEN } from '../wire/cell';
 
 /** What a queue belongs to; killed by the budget when memory runs out. */
@@ -36,8 +38,12 @@ export class QueueBudget {
   /** Bytes accounted per queued cell: the whole cell, as on the wire. */
   static readonly CELL_COST = CELL_LEN;
   usedBytes = 0;
+  /** Received stream data that circuit ends hold unread (SPEC.md §7b.9), counted under the same cap. */
+  heldBytes = 0;
   oomKills = 0;
   private readonly queues = new Set<CellQueue>();
+  /** Owners holding unread stream data: how much, and since when (insertion order: oldest first). */
+  private readonly held = new Map<QueueOwner, { bytes: number; since: number }>();
   readonly pool = new PayloadPool(4096);
   private checking = false;
 
@@ -54,8 +60,33 @@ export class QueueBudget {
   /** @internal called after every enqueue; kills the oldest owners when over the cap. */
   charge(bytes: number): void {
     this.usedBytes += bytes;
-    if (this.usedBytes > this.maxBytes && !this.checking) this.handleOom();
+    if (this.usedBytes + this.heldBytes > this.maxBytes && !this.checking) this.handleOom();
   }
+
+  /**
+   * SPEC.md §7b.9: `owner` (a circuit end) now holds `bytes` of received stream data its readers
+   * have not taken; 0 when none. It counts under the cap with the queued cells, aged from when the
+   * owner began holding some or its readers last took some. Over the cap, the oldest owners die.
+   */
+  hold(owner: QueueOwner, bytes: number): void {
+    const h = this.held.get(owner);
+    if (bytes <= 0) {
+      if (h) { this.heldBytes -= h.bytes; this.held.delete(owner); }
+      return;
+    }
+    if (!h) { this.heldBytes += bytes; this.held.set(owner, { bytes, since: this.now() }); return this.checkHeld(); }
+    // A reader that took data makes its owner young again: a stream that keeps up with a steady
+    // flow is not killed before one whose reader never reads (Tor ages the oldest buffered byte).
+    if (bytes < h.bytes) h.since = this.now();
+    this.heldBytes += bytes - h.bytes;
+    h.bytes = bytes;
+    this.checkHeld();
+  }
+
+  private checkHeld(): void {
+    if (this.usedBytes + this.heldBytes > this.maxBytes && !this.checking) this.handleOom();
+  }
+
   /** @internal */ release(bytes: number): void {
     this.usedBytes -= bytes;
   }
@@ -65,16 +96,23 @@ export class QueueBudget {
     this.checking = true;
     try {
       const target = Math.floor(this.maxBytes * 0.9);
-      const victims = [...this.queues].filter((q) => q.length > 0).sort((a, b) => a.oldestAt() - b.oldestAt());
-      // A circuit has a queue per direction: it is killed, and counted, once (SPEC.md §7b.9).
+      // Cell queues and unread stream data together, by the age of the oldest of each (SPEC.md §7b.9).
+      const victims: Array<{ owner: QueueOwner; at: number; q: CellQueue | null }> = [];
+      for (const q of this.queues) if (q.length > 0) victims.push({ owner: q.owner, at: q.oldestAt(), q });
+      for (const [owner, h] of this.held) victims.push({ owner, at: h.since, q: null });
+      victims.sort((a, b) => a.at - b.at);
+      // A circuit has a queue per direction and may hold stream data too: it is killed, and
+      // counted, once (SPEC.md §7b.9).
       const killed = new Set<QueueOwner>();
-      for (const q of victims) {
-        if (this.usedBytes <= target) break;
-        if (killed.has(q.owner)) { if (q.length > 0) q.clear(); continue; }
-        killed.add(q.owner);
-        this.oomKills++;
-        q.owner.killForMemory(); // the owner clears its queues, releasing their bytes
-        if (q.length > 0) q.clear();
+      for (const { owner, q } of victims) {
+        if (this.usedBytes + this.heldBytes <= target) break;
+        if (!killed.has(owner)) {
+          killed.add(owner);
+          this.oomKills++;
+          owner.killForMemory(); // the owner clears its queues and closes its streams, releasing their bytes
+        }
+        if (q && q.length > 0) q.clear();
+        this.hold(owner, 0);
       }
     } finally {
       this.checking = false;

@@ -21,7 +21,7 @@ export interface RelayLimits {
   maxCircuitsPerLink: number;
   /** Cells one circuit may queue per direction for a congested link (> one circuit window). */
   maxQueuedCellsPerCircuit: number;
-  /** All queued cells together, in bytes; over it, the circuits with the oldest queued data die. */
+  /** All queued cells and the unread stream data of circuits ending here together, in bytes; over it, the circuits with the oldest queued data die. */
   maxQueuedBytes: number;
   /** Streams one circuit may have open at a time at this relay. */
   maxStreamsPerCircuit: number;

@@ -40,6 +40,11 @@ export interface EdgeOptions {
    * may still read a stream that ended cleanly.
    */
   destroyReleased?: boolean;
+  /**
+   * SPEC.md §7b.9: told the streams' unread bytes (unreadBytes) each time they change, so that a
+   * relay counts them under its memory cap; 0 once the edge is closed.
+   */
+  onUnread?: (bytes: number) => void;
 }
 
 /** SPEC.md §7b.9: the bound a relay that ends circuits sets on its streams' unread bytes per circuit. */
@@ -143,16 +148,21 @@ export class StreamEdge implements StreamHost {
   unreadChanged(s: CircuitStream): void {
     if (!s.tallied) return;
     const n = s.unreadBytes;
-    this.unread += n - s.talliedBytes;
+    const d = n - s.talliedBytes;
+    if (d === 0) return;
+    this.unread += d;
     s.talliedBytes = n;
+    this.opts.onUnread?.(this.unread);
   }
 
   /** `s` is in neither `streams` nor `draining` any more: its bytes leave the total. */
   private untally(s: CircuitStream): void {
     if (!s.tallied) return;
-    this.unread -= s.talliedBytes;
+    const d = s.talliedBytes;
+    this.unread -= d;
     s.tallied = false;
     s.talliedBytes = 0;
+    if (d !== 0) this.opts.onUnread?.(this.unread);
   }
 
   /** A stream joins `streams`: counted from now on (it holds nothing yet). */
@@ -334,5 +344,6 @@ export class StreamEdge implements StreamHost {
     this.streams.clear();
     this.draining.clear();
     this.released.clear();
+    this.opts.onUnread?.(0);
   }
 }

@@ -270,7 +270,11 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   }
 
   private ensureEdge(): StreamEdge {
-    return this.edge ??= new StreamEdge(this, { maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true });
+    // SPEC.md §7b.9: the streams' unread data counts under the memory cap with the queued cells.
+    return this.edge ??= new StreamEdge(this, {
+      maxStreams: this.sw.limits.maxStreamsPerCircuit, maxData: this.crypto.relayDataMax, maxBufferedBytes: RELAY_EDGE_MAX_BUFFERED, destroyReleased: true,
+      onUnread: (bytes) => { if (!this.closed || bytes === 0) this.sw.budget.hold(this, bytes); },
+    });
   }
 
   private onExtend2(data: Buffer): void {
@@ -548,6 +552,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     this.detachNext();
     if (next && from !== 'next') this.sw.sendDestroy(next, nextId, reason);
     this.edge?.close(err('CIRCUIT_DESTROYED', 'the circuit was destroyed', { destroyReason: reason, code }) as BitcloudError);
+    this.sw.budget.hold(this, 0);
     this.sw.hooks.rendezvous?.forget(this);
     const joined = this.joined;
     this.joined = null;

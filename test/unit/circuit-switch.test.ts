@@ -6,7 +6,8 @@ import { EventEmitter } from 'node:events';
 import { CircuitSwitch } from '../../src/circuit/switch';
 import { QueueBudget } from '../../src/circuit/cell-queue';
 import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN, type CellCommandValue } from '../../src/wire/cell';
-import { RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+import { RELAY_DATA_MAX, RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
+import type { CircuitStream } from '../../src/circuit/stream';
 import {
   DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy, encodeTruncate,
 } from '../../src/wire/messages';
@@ -520,6 +521,51 @@ describe('queues behind congested links (SPEC.md §7b.9)', () => {
     expect(t.sw.circuitCount).toBe(1);
     expect([...t.sw.circuits][0].next && [...t.sw.circuits][0].nextId).toBe(idB);
     expect(budget.oomKills).toBe(1);
+  });
+
+  it('stream data a circuit end holds unread counts under the memory cap: the circuit holding the oldest dies, and its bytes leave the count', async () => {
+    // SPEC.md §7b.9: each circuit stays under its own bound on unread data (1 MiB); circuits are
+    // many, so the memory cap counts that data with the queued cells, as Tor's OOM handler does.
+    let now = 0;
+    const budget = new QueueBudget(300 * RELAY_DATA_MAX, () => now);
+    const streams: CircuitStream[] = [];
+    const t = setup({ budget, hooks: { onStream: (inc) => { inc.accept(); streams.push(inc.stream); } } }); // nobody reads
+    const hopA = t.create(0x8000_0001);
+    const hopB = t.create(0x8000_0002);
+    const data = Buffer.alloc(RELAY_DATA_MAX, 7);
+    t.toHop(hopA, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 1, Buffer.alloc(0));
+    t.toHop(hopB, 0x8000_0002, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 1, Buffer.alloc(0));
+    now = 1; for (let i = 0; i < 200; i++) t.toHop(hopA, 0x8000_0001, CellCommand.RELAY, RelayCommand.DATA, 1, data);
+    await tick();
+    expect(t.sw.circuitCount).toBe(2);
+    t.prev.take();
+    now = 2; for (let i = 0; i < 150; i++) t.toHop(hopB, 0x8000_0002, CellCommand.RELAY, RelayCommand.DATA, 1, data);
+    expect(t.sw.circuitCount).toBe(1);
+    expect(budget.oomKills).toBe(1);
+    expect(t.prev.take(CellCommand.DESTROY).map((c) => [c.circId, decodeDestroy(c.payload)])).toEqual([[0x8000_0001, DestroyReason.RESOURCELIMIT]]);
+    expect(streams[0].destroyed).toBe(true);
+    expect(budget.heldBytes).toBe(150 * RELAY_DATA_MAX);
+    // The survivor's reader takes its data: it leaves the count.
+    await tick();
+    while (streams[1].read() !== null);
+    expect(budget.heldBytes).toBe(0);
+  });
+
+  it('unread stream data is aged from when its readers last took some: one that keeps up outlives one that never reads', () => {
+    let now = 0;
+    const budget = new QueueBudget(1000, () => now);
+    const killed: string[] = [];
+    const owner = (name: string) => ({ killForMemory: () => { killed.push(name); budget.hold(o[name], 0); } });
+    const o: Record<string, { killForMemory(): void }> = {};
+    o.steady = owner('steady');
+    o.stuck = owner('stuck');
+    now = 1; budget.hold(o.steady, 400);
+    now = 2; budget.hold(o.stuck, 400);
+    now = 3; budget.hold(o.steady, 300); // its reader took 100 bytes
+    budget.hold(o.steady, 500);
+    now = 4; budget.hold(o.stuck, 600);
+    expect(killed).toEqual(['stuck']);
+    expect(budget.heldBytes).toBe(500);
   });
 });
 
