@@ -100,8 +100,11 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   private resolveRequests = 0;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
-  /** True when a next hop exists (this node forwards). */
-  get extended(): boolean { return this.next !== null; }
+  /**
+   * True when a next hop exists (this node forwards) or an extension is in progress (it will):
+   * such a circuit takes no introduction or rendezvous role (SPEC.md §9.21.4, §9.21.5).
+   */
+  get extended(): boolean { return this.next !== null || this.extending; }
 
   // ---- cells from the links (hot path) ----
 
@@ -281,6 +284,9 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     const hook = this.sw.hooks.extend;
     if (LAT_TRACE) latTrace('relay.extend2');
     if (this.next || this.extending) throw err('RELAY_PROTOCOL', 'EXTEND2 on a circuit that already has a next hop');
+    // SPEC.md §7b.3: an introduction or rendezvous circuit (waiting or joined) ends here; extended,
+    // the cells it should carry to the joined circuit would go to the next hop instead.
+    if (this.joined || this.sw.hooks.rendezvous?.hasRole(this)) throw err('RELAY_PROTOCOL', 'EXTEND2 on an introduction or rendezvous circuit');
     const ext = decodeExtend2(data);
     if (!hook) throw err('CIRCUIT_EXTEND_REFUSED', 'this node does not extend circuits');
     if (!relayCryptoForHtype(ext.htype)) throw err('CIRCUIT_UNSUPPORTED_HANDSHAKE', `EXTEND2 handshake type ${ext.htype}`);

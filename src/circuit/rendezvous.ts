@@ -104,9 +104,14 @@ export class RendezvousRelay implements RendezvousHook {
     }
   }
 
-  /** SPEC.md §9.21.4–§9.21.5: the circuit goes on, or is already an introduction, waiting or joined circuit. */
+  /** SPEC.md §9.21.4–§9.21.5: the circuit goes on (or an extension is in progress), or already has a role. */
   private busy(circ: RendezvousCircuit): boolean {
-    return circ.extended || this.introKeyOf.has(circ) || this.cookieOf.has(circ) || this.joined.has(circ);
+    return circ.extended || this.hasRole(circ);
+  }
+
+  /** SPEC.md §7b.3: an introduction, waiting or joined circuit (it may not be extended). */
+  hasRole(circ: RendezvousCircuit): boolean {
+    return this.introKeyOf.has(circ) || this.cookieOf.has(circ) || this.joined.has(circ);
   }
 
   /** SPEC.md §9.21.4. Any failure destroys the circuit (the switch does, on the thrown error). */

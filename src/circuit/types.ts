@@ -103,7 +103,7 @@ export interface SwitchHooks<C extends CellChannel = CellChannel> {
 /** A circuit as the rendezvous code sees it (RelayCircuit implements it). */
 export interface RendezvousCircuit {
   readonly isClosed: boolean;
-  /** A next hop exists (this node forwards). */
+  /** A next hop exists (this node forwards), or an extension toward one is in progress. */
   readonly extended: boolean;
   /** Originate a relay message here, toward the circuit's origin. */
   sendRelay(command: number, streamId: number, data: Uint8Array): void;
@@ -117,6 +117,8 @@ export interface RendezvousHook {
   handles(command: number): boolean;
   /** `data` is a copy (the cell buffer is reused). Throws a BitcloudError to destroy the circuit. */
   onMessage(circ: RendezvousCircuit, command: number, data: Buffer): void;
+  /** SPEC.md §7b.3: the circuit is an introduction circuit, waits under a cookie or is joined. */
+  hasRole(circ: RendezvousCircuit): boolean;
   /** The circuit is gone: forget what it held. */
   forget(circ: RendezvousCircuit): void;
 }

@@ -8,6 +8,8 @@ import { QueueBudget } from '../../src/circuit/cell-queue';
 import { CellCommand, CELL_PAYLOAD_LEN, CELL_LEN, type CellCommandValue } from '../../src/wire/cell';
 import { RELAY_DATA_MAX, RelayCommand, decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
 import type { CircuitStream } from '../../src/circuit/stream';
+import { RendezvousRelay } from '../../src/circuit/rendezvous';
+import { encodeCookie } from '../../src/wire/hidden';
 import {
   DestroyReason, EndReason, decodeCreated2, decodeDestroy, decodeEnd, encodeBegin, encodeCreate2, encodeCreated2, encodeExtend2, encodeDestroy, encodeTruncate,
 } from '../../src/wire/messages';
@@ -421,6 +423,33 @@ describe('extending and forwarding', () => {
     await tick();
     expect(t.prev.take(CellCommand.DESTROY)).toHaveLength(0);
     expect(t.sw.circuitCount).toBe(1);
+  });
+
+  it('an extension in progress and a rendezvous role exclude each other: either one second destroys the circuit (SPEC.md §7b.3, §9.21.5)', async () => {
+    let release!: () => void;
+    const ready = new Promise<void>((r) => { release = r; });
+    const rendezvous = new RendezvousRelay(() => Buffer.alloc(32));
+    const t = setup({ extend: async () => { await ready; t.sw.attach(t.next); return t.next; }, hooks: { rendezvous } });
+    const extend2 = (hop: ClientHopCrypto, id: number) => t.toHop(hop, id, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
+      linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: t.next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
+    }));
+    // EXTEND2 still waiting for its link, then ESTABLISH_RENDEZVOUS in the same read.
+    const a = t.create(0x8000_0001);
+    extend2(a, 0x8000_0001);
+    t.toHop(a, 0x8000_0001, CellCommand.RELAY, RelayCommand.ESTABLISH_RENDEZVOUS, 0, encodeCookie(Buffer.alloc(20, 1)));
+    // ESTABLISH_RENDEZVOUS, then EXTEND2.
+    const b = t.create(0x8000_0002);
+    t.toHop(b, 0x8000_0002, CellCommand.RELAY, RelayCommand.ESTABLISH_RENDEZVOUS, 0, encodeCookie(Buffer.alloc(20, 2)));
+    extend2(b, 0x8000_0002);
+    release();
+    await tick();
+    await tick();
+    expect(t.prev.take(CellCommand.DESTROY).map((c) => [c.circId, decodeDestroy(c.payload)])).toEqual([
+      [0x8000_0001, DestroyReason.PROTOCOL], [0x8000_0002, DestroyReason.PROTOCOL],
+    ]);
+    expect(t.next.take(CellCommand.CREATE2)).toEqual([]);
+    expect(rendezvous.pendingCookies).toBe(0);
+    expect(t.sw.circuitCount).toBe(0);
   });
 
   it('a ninth RELAY_EARLY cell destroys the circuit; RELAY_EARLY travelling inbound too', async () => {
