@@ -95,8 +95,9 @@ export function findTransfer(blocks: readonly VerifiedRewardBlock[], t: Transfer
 /**
  * GET /bitcloud/transfers/pending?from=KEY from each authority: the transfers by `key` they hold
  * that can follow the chain, whose last nonce for the key is `chainNonce` (SPEC.md §8.11.4). Only
- * transfers whose signature verifies under `key` (versions 3 and 4: for the chain `chainId`, the
- * hash of its block 0, SPEC.md §8.11.1) count (an authority cannot invent one), one per nonce, and
+ * transfers of version 3 or 4 whose signature verifies under `key` for the chain `chainId` (the
+ * hash of its block 0, SPEC.md §8.11.1) count (an authority cannot invent one, nor replay one
+ * signed on another network: no pool holds a version 1 or 2 transfer, §8.11.3), one per nonce, and
  * only the run chainNonce + 1, + 2, … without a gap (what the pool can hold, §8.11.3):
  * a transfer the chain already carries, or one past a gap, is left out. Nonces above
  * chainNonce + 16 (more than a pool holds of one sender) are skipped before any verification, and
@@ -116,9 +117,11 @@ export async function pendingFrom(authorities: readonly AuthorityInfo[], key: st
         try { t = decodeTransfer(r.body.subarray(i, i + TRANSFER_BYTES)); } catch { continue; }
         // Only nonces a pool can hold (SPEC §8.11.3: 16 per sender), before any signature is verified.
         if (t.from.toString('hex') !== key || t.nonce <= chainNonce || t.nonce > chainNonce + MAX_PENDING_PER_SENDER || byNonce.has(t.nonce) || tried.has(t.nonce)) continue;
+        // SPEC §8.11.1, §8.11.3: only versions 3 and 4, verified against the chain's id (none before
+        // block 0). No pool holds a version 1 or 2 transfer: one served is a transfer this key signed
+        // on another network, replayed, and would skew the nonce and balance of the next send.
+        if (!isChainBound(t) || !chainId) continue;
         tried.add(t.nonce);
-        // SPEC §8.11.1: versions 3 and 4 verify against the chain's id; none before block 0.
-        if (isChainBound(t) && !chainId) continue;
         if (!ed25519Verify(t.signature, transferSignedBytes(t, chainId), t.from)) continue;
         byNonce.set(t.nonce, t);
       }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { ed25519FromSeed, ed25519Verify, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { expectCode } from '../helpers/errors';
-import { signTransfer as signFor } from '../../src/bandwidth/transfer';
+import { signTransfer as signFor, signUnboundTransfer } from '../../src/bandwidth/transfer';
 import { GENESIS_PREVIOUS_HASH } from '../../src/wire/reward-block';
 import { findTransfer, loadWalletKey, parseCoins, parseKey, pendingFrom, walletHistory } from '../../src/client/wallet';
 import { walletCancel, walletSend } from '../../src/client/commands/wallet';
@@ -184,6 +184,22 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
       // An authority's pool holds one transfer per nonce of a sender: the first it serves is the one tried.
       expect(await pendingFrom(auths, key, 2, CHAIN_ID, 5000)).toEqual([]);
       expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(1);
+    });
+  });
+
+  it('pending transfers: a version 1 or 2 transfer the key signed on another network is not counted (no pool holds one, SPEC §8.11.3)', async () => {
+    const me = ed25519FromSeed(Buffer.alloc(32, 64));
+    const key = me.publicKey.toString('hex');
+    // Signed by the key itself, naming no chain: valid on any network, so an authority can replay it.
+    const replayed = [signUnboundTransfer(me, Buffer.alloc(32, 9), 1n, 3), signUnboundTransfer(me, Buffer.alloc(32, 9), 1n, 4, 2)];
+    await withPendingServer(Buffer.concat(replayed.map(encodeTransfer)), async (auths) => {
+      expect(await pendingFrom(auths, key, 2, CHAIN_ID, 5000)).toEqual([]);
+      expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(0);
+    });
+    // A genuine pending transfer after a replayed one with its nonce still counts.
+    const genuine = signTransfer(me, Buffer.alloc(32, 9), 1n, 3);
+    await withPendingServer(Buffer.concat([replayed[0]!, genuine].map(encodeTransfer)), async (auths) => {
+      expect((await pendingFrom(auths, key, 2, CHAIN_ID, 5000)).map((t) => t.version)).toEqual([TRANSFER_VERSION]);
     });
   });
 
