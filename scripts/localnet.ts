@@ -226,7 +226,7 @@ try {
       rateLimit: sharedAddressUploadLimit(argv.relays + argv.storage, argv.period),
       // SPEC.md §6.4.1: cheap identity proofs (8 MiB, one pass, 1 bit) so `npm start` stays fast.
       identityPow: 'local',
-      // SPEC.md §6.5, §8.11.3: every node here decodes version 2 transfers: funding transfers are on.
+      // SPEC.md §6.5, §8.11.3: every node here decodes funding transfers (version 4): they are on.
       consensusParams: { 'funding-v2': 1 },
     }, null, 2));
     procs.start({ role: 'authority', name: a.name, identity: a.fingerprint, dataDir: a.dataDir, configFile,
