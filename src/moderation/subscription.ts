@@ -11,7 +11,7 @@ import { isoTime, silentLogger, type Logger } from '../ops/log';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { processStartId } from '../ops/file-lock';
 import { prom, type Registry } from '../ops/metrics';
-import { advancePolicy, stateBundle, type PolicyState } from './chain';
+import { advancePolicy, answerFromHeld, decodeBundle, stateBundle, type PolicyState } from './chain';
 import type { SubscriptionView } from './enforce';
 import { parseModerator } from './policy';
 import type { PolicySource } from './sources';
@@ -98,6 +98,21 @@ function makeMetrics(reg: Registry): Metrics {
     updates: new prom.Counter({ name: 'bitcloud_moderation_policy_fetches_total', help: 'Policy fetches by result (updated, unchanged, none, or the refusal code)', labelNames: ['result'], registers: [reg] }),
     expired: new prom.Gauge({ name: 'bitcloud_moderation_policy_expired', help: '1 when the policy enforced for a subscribed moderator is past its valid_until (still enforced; the moderator must publish a newer one)', labelNames: ['moderator'], registers: [reg] }),
   };
+}
+
+/**
+ * SPEC.md §10.6.1: the envelopes of a fetched bundle, each copied out of it into bytes of its own.
+ * A version kept (and what is decoded from it: approvals, entries) is a view of the bytes it was
+ * read from, so without the copy every version taken from a fetch would keep that whole answer
+ * alive: a source that answers each refresh with the deltas the node holds followed by one new
+ * delta (no snapshot, so the node continues its chain, §10.4 step 5) would have a chain of 256
+ * deltas hold 256 answers of up to 16 MiB each, in place of one bundle. A bundle answered from
+ * what is held (unchanged, or older: §10.4) is not copied.
+ */
+function ownVersions(bundle: Buffer, held: PolicyState | null, moderator: string): Buffer[] {
+  const raws = decodeBundle(bundle);
+  if (held && answerFromHeld(held, raws, moderator)) return raws;
+  return raws.map((x) => { const c = Buffer.allocUnsafeSlow(x.length); x.copy(c); return c; });
 }
 
 /** SPEC.md §6.2.4: a version is valid up to and including valid_until; expired only after it. */
@@ -244,7 +259,7 @@ export class PolicySubscriptions implements SubscriptionView {
     if (!this.held.has(moderator)) return 'NOT_SUBSCRIBED';
     const held = this.held.get(moderator) ?? null;
     try {
-      const r = advancePolicy(held, bundle, { moderator, now: this.now(), skewMs: this.o.skewMs });
+      const r = advancePolicy(held, ownVersions(bundle, held, moderator), { moderator, now: this.now(), skewMs: this.o.skewMs });
       this.metrics?.updates.labels(r.result).inc();
       if (r.result === 'updated') {
         this.held.set(moderator, r.state);

@@ -178,6 +178,35 @@ describe('PolicySubscriptions', () => {
     expect(subs.policy(m.fp)?.seq).toBe(1);
   });
 
+  it('the versions it keeps hold no more than their own bytes: a source that serves, at every refresh, the deltas the node already holds with the new one does not stay in memory with each delta (SPEC.md §10.6.1)', async () => {
+    const m = moderator();
+    const src = fixedSource('whole');
+    const subs = PolicySubscriptions.open({ moderators: [m.fp], sources: [src], now: () => NOW });
+    cleanup.push(() => subs.close());
+    const big = Array.from({ length: 2000 }, (_, i) => { const b = Buffer.alloc(32); b.writeUInt32BE(i); return b; });
+    m.publish([]);
+    src.bundle = m.publish(big);
+    await subs.refresh();
+    for (let i = 0; i < 8; i++) {
+      const extra = Buffer.alloc(32, 0xff); extra.writeUInt32BE(i);
+      m.publish([...big, extra]);
+      // No snapshot, so the node continues its chain (§10.4 step 5): only the newest delta is taken
+      // from this answer, which is about as large as the first.
+      src.bundle = encodeBundle(m.versions.slice(1));
+      await subs.refresh();
+    }
+    const s = subs.policy(m.fp)!;
+    expect(s.seq).toBe(10);
+    const backing = new Set<ArrayBufferLike>();
+    for (const v of s.chain) {
+      backing.add(v.raw.buffer);
+      for (const e of [...v.content.denyAdd, ...v.content.denyRemove]) backing.add(e.buffer);
+    }
+    let retained = 0;
+    for (const b of backing) retained += b.byteLength;
+    expect(retained).toBeLessThanOrEqual(stateBundle(s).length);
+  });
+
   it('is unmoderated with no moderators, and refuses both at once', () => {
     expect(PolicySubscriptions.open({ moderators: [] }).unmoderated).toBe(true);
     let code = '';
