@@ -245,7 +245,12 @@ export function advancePolicy(held: PolicyState | null, bundle: Uint8Array | rea
     }
     if (seq === held.seq) return { state: held, result: 'unchanged' };
   }
-  if (o.checkWindow !== false) checkPolicyWindow(newest, o.now, o.skewMs ?? 60_000);
+  // SPEC.md §10.4 step 4: a holder that has a state takes a newer version even past its
+  // valid_until. The state it holds stays in force after its own expiry, so refusing would keep it
+  // on an older version still: a node that missed version N + 1 while it was valid would enforce
+  // N, without the entries N + 1 added, until the moderator signed again. Expiry keeps only a
+  // holder that has nothing from taking a stale version; a version not yet valid is refused by all.
+  if (o.checkWindow !== false) checkPolicyWindow(newest, o.now, o.skewMs ?? 60_000, { expiry: held === null });
 
   // Start from the last snapshot in the bundle, or continue the held chain.
   let start = -1;

@@ -459,10 +459,15 @@ export function peekPolicyVersion(raw: Uint8Array): { moderator: string; seq: nu
   }
 }
 
-/** SPEC.md §10.4: a version is taken only inside [valid_after − skew, valid_until]. */
-export function checkPolicyWindow(v: PolicyVersion, now: number, skewMs: number): void {
+/**
+ * SPEC.md §10.4 step 4: a version is taken only inside [valid_after − skew, valid_until]; with
+ * `expiry: false` (a holder that has a state, newer than which the version is) only its start is
+ * checked.
+ */
+export function checkPolicyWindow(v: PolicyVersion, now: number, skewMs: number, o: { expiry?: boolean } = {}): void {
   try {
-    checkWindow(v, now, skewMs, `policy version ${v.content.seq} of moderator ${v.moderator}`);
+    const window = o.expiry === false ? { validAfter: v.validAfter, validUntil: Number.MAX_SAFE_INTEGER } : v;
+    checkWindow(window, now, skewMs, `policy version ${v.content.seq} of moderator ${v.moderator}`);
   } catch (e) {
     if (isBitcloudError(e, 'DOC_EXPIRED')) throw err('POLICY_EXPIRED', e.message.replace(/^[A-Z_]+: /, ''), { moderator: v.moderator, seq: v.content.seq });
     if (isBitcloudError(e, 'DOC_NOT_YET_VALID')) throw err('POLICY_NOT_YET_VALID', e.message.replace(/^[A-Z_]+: /, ''), { moderator: v.moderator, seq: v.content.seq });

@@ -147,6 +147,24 @@ describe('policy chains', () => {
     expect(code(() => advancePolicy(null, [future], opts))).toBe('POLICY_NOT_YET_VALID');
   });
 
+  it('a holder takes a newer version past its valid_until (its own state stays in force expired), never one not yet valid (SPEC.md §10.4 step 4)', () => {
+    const a = publish(null, [1]);
+    const late = NOW + 2 * 86_400_000; // both versions expired: the node was offline meanwhile
+    const c = nextPolicyContent(a.state, { name: 'm', classes, maxShareBytes: 0, deny: [E(1), E(2)] });
+    const next = signPolicy(c, mod, W);
+    expect(code(() => advancePolicy(null, [a.raw, next], { ...opts, now: late }))).toBe('POLICY_EXPIRED');
+    const r = advancePolicy(a.state, [a.raw, next], { ...opts, now: late });
+    expect(r.result).toBe('updated');
+    expect(r.state.seq).toBe(2);
+    expect(r.state.deny.deniesId(Buffer.alloc(32, 2))).toBe(true);
+    // The same from a delta alone, continuing what is held.
+    expect(advancePolicy(a.state, [next], { ...opts, now: late }).state.seq).toBe(2);
+    // A version not yet valid is refused by a holder too; an older one stays a replay.
+    const future = signPolicy(c, mod, { validAfter: NOW + 3_600_000, validUntil: NOW + 7_200_000 });
+    expect(code(() => advancePolicy(a.state, [future], opts))).toBe('POLICY_NOT_YET_VALID');
+    expect(code(() => advancePolicy(r.state, [a.raw], { ...opts, now: late }))).toBe('POLICY_REPLAYED');
+  });
+
   it('bundles frame envelopes with u32 lengths; bad framing is POLICY_MALFORMED', () => {
     const s = publish(publish(null, [1]).state, [1, 2]).state;
     const b = stateBundle(s);
