@@ -7,7 +7,7 @@
 import { err } from '../errors';
 import { allowEntry, DenySet, type DenySetEdit } from './denylist';
 import {
-  checkPolicySignature, checkPolicyWindow, encodePolicyContent, heldPolicyVersion, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
+  checkPolicySignature, checkPolicyWindow, effectiveValidUntil, encodePolicyContent, heldPolicyVersion, peekPolicyVersion, POLICY_LIMITS, verifyPolicyVersion,
   type Approval, type ClassRule, type PolicyContent, type PolicyVersion,
 } from './policy';
 
@@ -31,6 +31,7 @@ export interface PolicyState {
   seq: number;
   digest: Buffer;
   validAfter: number;
+  /** The newest version's valid_until, at most valid_after + 366 days (SPEC.md §10.2). */
   validUntil: number;
   name: string;
   classes: readonly ClassRule[];
@@ -161,7 +162,7 @@ function applyDelta(w: Working, v: PolicyVersion, limits: BundleLimits): void {
 function finish(w: Working): PolicyState {
   const v = w.last, c = v.content;
   return {
-    moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: v.validUntil,
+    moderator: v.moderator, seq: c.seq, digest: v.digest, validAfter: v.validAfter, validUntil: effectiveValidUntil(v),
     name: c.name, classes: c.classes, maxShareBytes: c.maxShareBytes,
     deny: w.deny.done(), allow: w.allow.done(), approvals: w.approvals, chain: w.chain.map(heldPolicyVersion),
   };

@@ -460,13 +460,26 @@ export function peekPolicyVersion(raw: Uint8Array): { moderator: string; seq: nu
 }
 
 /**
- * SPEC.md §10.4 step 4: a version is taken only inside [valid_after − skew, valid_until]; with
+ * SPEC.md §10.2: a version counts as valid for at most this long after its valid_after, whatever
+ * valid_until it names (as Tor bounds the lifetime an onion service descriptor may claim): an old
+ * version signed for a century cannot be handed to a holder that has nothing for a century.
+ */
+export const POLICY_MAX_LIFETIME_MS = 366 * 86_400_000;
+
+/** SPEC.md §10.2: the end of a version's window: its valid_until, at most valid_after + 366 days. */
+export function effectiveValidUntil(v: { validAfter: number; validUntil: number }): number {
+  return Math.min(v.validUntil, v.validAfter + POLICY_MAX_LIFETIME_MS);
+}
+
+/**
+ * SPEC.md §10.4 step 4: a version is taken only inside [valid_after − skew, valid_until] (its
+ * valid_until at most valid_after + 366 days, effectiveValidUntil); with
  * `expiry: false` (a holder that has a state, newer than which the version is) only its start is
  * checked.
  */
 export function checkPolicyWindow(v: PolicyVersion, now: number, skewMs: number, o: { expiry?: boolean } = {}): void {
   try {
-    const window = o.expiry === false ? { validAfter: v.validAfter, validUntil: Number.MAX_SAFE_INTEGER } : v;
+    const window = { validAfter: v.validAfter, validUntil: o.expiry === false ? Number.MAX_SAFE_INTEGER : effectiveValidUntil(v) };
     checkWindow(window, now, skewMs, `policy version ${v.content.seq} of moderator ${v.moderator}`);
   } catch (e) {
     if (isBitcloudError(e, 'DOC_EXPIRED')) throw err('POLICY_EXPIRED', e.message.replace(/^[A-Z_]+: /, ''), { moderator: v.moderator, seq: v.content.seq });

@@ -13,7 +13,7 @@ import { ed25519Generate, type Ed25519KeyPair } from '../crypto/primitives';
 import { writeFileAtomic, mkdirDurable } from '../ops/fsutil';
 import { advancePolicy, nextPolicyContent, stateBundle, type BundleLimits, type PolicyState } from './chain';
 import { allowEntry, denyEntry, DENY_ENTRY_BYTES } from './denylist';
-import { checkContentClass, checkTag, checkTags, ContentClass, isPublicClass, POLICY_LIMITS, signPolicy, type ClassRule } from './policy';
+import { checkContentClass, checkTag, checkTags, ContentClass, isPublicClass, POLICY_LIMITS, POLICY_MAX_LIFETIME_MS, signPolicy, type ClassRule } from './policy';
 
 export const MODERATOR_KEY_FILE = 'moderator.key';
 export const WORKING_POLICY_FILE = 'policy.json';
@@ -204,6 +204,12 @@ export class ModeratorWorkspace {
    */
   async signNext(o: { now?: number; lifetimeDays?: number; snapshot?: boolean; maxChain?: number; limits?: BundleLimits } = {}): Promise<PolicyState> {
     this.refuseOverTagged();
+    // SPEC.md §10.2: a version counts as valid for at most 366 days; a longer lifetime would be
+    // signed and then cut by every holder, so it is refused before anything is signed.
+    const days = o.lifetimeDays ?? DEFAULT_LIFETIME_DAYS;
+    if (!(days > 0 && days * 86_400_000 <= POLICY_MAX_LIFETIME_MS)) {
+      throw err('CONFIG_INVALID', `lifetime-days must be above 0 and at most ${POLICY_MAX_LIFETIME_MS / 86_400_000}`, { lifetimeDays: String(days) });
+    }
     const now = o.now ?? Date.now();
     const content = nextPolicyContent(this.published, {
       name: this.working.name, classes: this.working.classes, maxShareBytes: this.working.maxShareBytes,
@@ -211,7 +217,7 @@ export class ModeratorWorkspace {
       approvals: (this.working.approved ?? []).map((a) => ({ manifestId: Buffer.from(a.manifestId, 'hex'), contentClass: a.contentClass, tags: a.tags })),
       allow: [...new Set((this.working.approved ?? []).flatMap((a) => a.allow))].map((h) => Buffer.from(h, 'hex')),
     }, { snapshot: o.snapshot, maxChain: o.maxChain, limits: o.limits });
-    const raw = signPolicy(content, this.key, { validAfter: now, validUntil: now + (o.lifetimeDays ?? DEFAULT_LIFETIME_DAYS) * 86_400_000 });
+    const raw = signPolicy(content, this.key, { validAfter: now, validUntil: now + Math.round(days * 86_400_000) });
     const prior = this.published?.chain.map((v) => v.raw) ?? [];
     const { state } = advancePolicy(this.published, [...(content.previous ? prior : []), raw], { moderator: this.fingerprint, now, limits: o.limits });
     await writeFileAtomic(path.join(this.dir, PUBLISHED_FILE), stateBundle(state), 0o600);

@@ -165,6 +165,20 @@ describe('policy chains', () => {
     expect(code(() => advancePolicy(r.state, [a.raw], { ...opts, now: late }))).toBe('POLICY_REPLAYED');
   });
 
+  it('a version counts as valid for at most 366 days after its valid_after, whatever valid_until it names (SPEC.md §10.2, §10.4 step 4)', () => {
+    const DAY = 86_400_000;
+    const century = (validAfter: number): Buffer =>
+      signPolicy(nextPolicyContent(null, { name: 'm', classes, maxShareBytes: 0, deny: [] }), mod, { validAfter, validUntil: validAfter + 100 * 365 * DAY });
+    // Signed 400 days ago for a century: stale, refused by a holder that has nothing.
+    expect(code(() => advancePolicy(null, [century(NOW - 400 * DAY)], opts))).toBe('POLICY_EXPIRED');
+    // Signed now: taken, and held as valid until valid_after + 366 days (what status and the
+    // expiry gauge of §10.6.1 judge by).
+    const s = advancePolicy(null, [century(NOW - 1000)], opts).state;
+    expect(s.validUntil).toBe(NOW - 1000 + 366 * DAY);
+    expect(code(() => advancePolicy(null, [century(NOW - 1000)], { ...opts, now: NOW - 1000 + 366 * DAY }))).toBe('NO_ERROR');
+    expect(code(() => advancePolicy(null, [century(NOW - 1000)], { ...opts, now: NOW - 1000 + 366 * DAY + 1 }))).toBe('POLICY_EXPIRED');
+  });
+
   it('bundles frame envelopes with u32 lengths; bad framing is POLICY_MALFORMED', () => {
     const s = publish(publish(null, [1]).state, [1, 2]).state;
     const b = stateBundle(s);

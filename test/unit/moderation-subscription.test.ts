@@ -615,6 +615,18 @@ describe('ModeratorWorkspace', () => {
     }
   });
 
+  it('publish refuses a lifetime over 366 days, or not above 0, before signing or saving anything (SPEC.md §10.2)', async () => {
+    const dir = tmp();
+    const ws = await ModeratorWorkspace.create(dir);
+    for (const lifetimeDays of [367, 36_500, 0, -1, Number.NaN]) {
+      let c = '';
+      try { await ws.signNext({ lifetimeDays }); } catch (e) { c = (e as { code: string }).code; }
+      expect(c).toBe('CONFIG_INVALID');
+    }
+    expect(fs.existsSync(path.join(dir, 'published.bundle'))).toBe(false);
+    expect((await ws.signNext({ lifetimeDays: 366 })).validUntil - (await ModeratorWorkspace.open(dir)).published!.validAfter).toBe(366 * 86_400_000);
+  });
+
   it('allow refuses a share limit that is not 0..4294967295 before saving it (CONFIG_INVALID)', async () => {
     const dir = tmp();
     const ws = await ModeratorWorkspace.create(dir, 'Mod');

@@ -302,7 +302,7 @@ export const moderatorCommandModule: CommandModule<object, Args> = {
       .option('config', { type: 'string', describe: 'Client config file (authorities; the consensus whose storage nodes take the DHT items over circuits)' })
       .option('skip-dht', { type: 'boolean', default: false, describe: 'Do not publish to the DHT' })
       .option('snapshot', { type: 'boolean', default: false, describe: 'Publish a full snapshot instead of a delta' })
-      .option('lifetime-days', { type: 'number', default: 30, describe: 'Validity of this version, days' }),
+      .option('lifetime-days', { type: 'number', default: 30, describe: 'Validity of this version, days (above 0, at most 366)' }),
     (a) => run(a as Args, () => {
       const x = a as unknown as Args & { authority?: string[]; config?: string; 'skip-dht': boolean; snapshot: boolean; 'lifetime-days': number };
       return publishCommand(dirOf(x), { authority: x.authority, config: x.config, noDht: x['skip-dht'], snapshot: x.snapshot, lifetimeDays: x['lifetime-days'], json: x.json });
