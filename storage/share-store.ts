@@ -774,9 +774,18 @@ function newShareFolder(dir: string): ShareFolder {
   return { made, durable: () => (syncing ??= fsyncDir(path.dirname(dir))) };
 }
 
-/** A failed share or lease write as the store reports it: STORAGE_FULL for a full disk, else STORAGE_IO_ERROR. */
+/**
+ * A failed share or lease write as the store reports it: STORAGE_FULL for a full disk, else
+ * STORAGE_IO_ERROR. The store's own errors (STORAGE_*, SHARE_*) pass as they are; any other, such
+ * as IO_MODE_UNSUPPORTED from writeFileAtomic, whose message names a folder of this node, becomes
+ * STORAGE_IO_ERROR with `what` alone, its code kept in the detail (`cause`): the answer goes to an
+ * anonymous requester, and never names a local file or folder (SPEC.md §9.6.4).
+ */
 function ioError(e: unknown, what: string): unknown {
-  if (isBitcloudError(e)) return e;
+  if (isBitcloudError(e)) {
+    if (e.code.startsWith('STORAGE_') || e.code.startsWith('SHARE_')) return e;
+    return err('STORAGE_IO_ERROR', what, { cause: e.code, errno: e.detail?.errno }, e);
+  }
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return err('STORAGE_FULL', 'disk full', { errno: code }, e);
   return err('STORAGE_IO_ERROR', what, { errno: code }, e);

@@ -672,3 +672,27 @@ describe('audit work at a node is bounded (SPEC.md §9.17.2)', () => {
     expect(between).toBeGreaterThan(34);
   });
 });
+
+describe('an error answer never names a folder of the node (SPEC.md §9.6.4)', () => {
+  it('a share write whose mode cannot be set is answered STORAGE_IO_ERROR without the data folder', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-handler-'));
+    const s = await ShareStore.open({ dir, quotaBytes: 1 << 20 });
+    cleanup.push(() => fsp.rm(dir, { recursive: true, force: true }), () => s.close());
+    // A filesystem that keeps no Unix modes: fchmod fails with EPERM (writeFileAtomic: IO_MODE_UNSUPPORTED).
+    const probe = await fsp.open(path.join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { chmod(mode: number): Promise<void> };
+    await probe.close();
+    const chmod = vi.spyOn(proto, 'chmod').mockRejectedValue(Object.assign(new Error('EPERM: operation not permitted, fchmod'), { code: 'EPERM' }));
+    cleanup.push(() => chmod.mockRestore());
+    const res = await handleRequest(s, { type: 'put', id, data, leaseSeconds: 60 }, ctx);
+    expect(chmod).toHaveBeenCalled();
+    expect(res.type).toBe('error');
+    const e = res as { type: 'error'; code: string; message: string };
+    expect(e.code).toBe('STORAGE_IO_ERROR');
+    expect(e.message).not.toContain(dir);
+    expect(e.message).not.toContain('shares');
+    expect(s.has([id])).toEqual([false]);
+    expect((await s.metrics.registry.getSingleMetric('bitcloud_storage_errors_total')!.get()).values)
+      .toContainEqual(expect.objectContaining({ labels: { code: 'STORAGE_IO_ERROR' }, value: 1 }));
+  });
+});
