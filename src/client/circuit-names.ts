@@ -171,7 +171,12 @@ export class CircuitNames implements NameLookups {
       failed ??= e;
       this.log.debug({ code: isBitcloudError(e) ? e.code : 'INTERNAL' }, 'name lookup through a storage node failed');
     }
-    if (invalid.length) this.log.warn({ name, invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+    // SPEC.md §9.14.1, §11.6: the name looked up is what this user visits: the warning holds the
+    // codes only; the name goes at debug.
+    if (invalid.length) {
+      this.log.warn({ invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+      this.log.debug({ name }, 'the name whose answers were dropped');
+    }
     if (best) { await this.seen.remember(name, best.item.seq); return { found: best, invalid }; }
     if (failures === answers.length) throw isBitcloudError(failed) ? failed : err('DHT_GET_FAILED', String(failed));
     return { found: null, invalid };

@@ -154,7 +154,12 @@ export class MirrorNames implements NameLookups {
       failed.push(errorCode(e));
       this.log.debug({ code: errorCode(e) }, 'name mirror failed to answer');
     }
-    if (invalid.length) this.log.warn({ name, invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+    // SPEC.md §9.14.1, §11.6: the name looked up is what this user visits: the warning holds the
+    // codes only; the name goes at debug.
+    if (invalid.length) {
+      this.log.warn({ invalidAnswers: invalid.length, codes: invalid }, 'invalid name answers dropped');
+      this.log.debug({ name }, 'the name whose answers were dropped');
+    }
     if (best) { await this.seen.remember(name, best.seq); return { found: best, invalid }; }
     if (failed.length === answers.length) throw err('NAME_MIRROR_FAILED', `no name mirror of this name answered (${failed.join(', ')})`, { codes: failed });
     return { found: null, invalid };

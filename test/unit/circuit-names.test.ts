@@ -14,7 +14,7 @@ import pino from 'pino';
 import type { StorageNode } from '../../src/client/storage-client';
 import type { Capability } from '../../src/storage/capability';
 import { FrameDecoder, frameHeader } from '../../src/storage/framing';
-import { encodeNameValue, nameSalt } from '../../src/storage/name';
+import { encodeNameValue, formatName, nameSalt } from '../../src/storage/name';
 import { bep44SignedBytes, checkDhtAnswer, itemWins, signDhtItem } from '../../src/storage/name-record';
 import { decodeRequest, decodeResponse, encodeRequest, encodeResponse, type DhtItem, type StorageRequest, type StorageResponse } from '../../src/storage/protocol';
 import { NameService } from '../../storage/name-service';
@@ -202,6 +202,22 @@ describe('a lying storage node is refused with a typed error (SPEC.md §9.14.1)'
     expect(r.seq).toBe(future + 1);
     expect(puts.map((p) => p.seq)).toEqual([future + 1]);
     await n.close();
+  });
+
+  it('the warning for dropped answers does not name the name looked up (SPEC.md §9.14.1, §11.6)', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (s: string) => { lines.push(s); } });
+    const n = new CircuitNames({ nodes: [NODE], open: fakeNode(get(signDhtItem(other, salt, encodeNameValue(CAP), 11))), lookupNodes: 1, log });
+    await expectDropped(n.resolve(keys.publicKey, 'site'), 'NAME_WRONG_KEY');
+    await n.close();
+    const warned = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 30);
+    expect(warned.some((l) => l.msg === 'invalid name answers dropped' && l.invalidAnswers === 1)).toBe(true);
+    const name = formatName({ publisher: Buffer.from(keys.publicKey), label: 'site' });
+    for (const l of warned) {
+      const text = JSON.stringify(l);
+      expect(text).not.toContain(name);
+      expect(text).not.toContain(name.split('/')[0]);
+    }
   });
 });
 

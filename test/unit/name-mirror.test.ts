@@ -1,19 +1,23 @@
 // SPEC.md §9.14.2: names at relay mirrors. The record codec (round trip, refusals, a forged
 // signature), the mirror's store (highest seq, expiry, full), the ring of responsible mirrors, and
 // the relay's HTTP routes.
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
 import type { AddressInfo } from 'node:net';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ed25519FromSeed, ed25519Generate, sha256 } from '../../src/crypto/primitives';
 import { signDhtItem } from '../../src/storage/name-record';
-import { nameSalt } from '../../src/storage/name';
+import { formatName, nameSalt } from '../../src/storage/name';
 import {
   NAME_RECORD_MAX_BYTES, NAME_RECORD_MAX_VALUE, decodeNameRecord, encodeNameRecord, nameTarget, type NameRecord,
 } from '../../src/wire/name-record';
 import { NAME_MIRROR_PATH, NAME_RECORD_TTL_MS, NAME_STORE_MAX_RECORDS, NameMirrorStore } from '../../src/storage/name-mirror-store';
-import { NAME_MIRRORS_PER_NAME, nameMirrorsOf, responsibleMirrors } from '../../src/client/name-mirrors';
-import { httpRequest } from '../../src/dir/fetch';
+import { MirrorNames, NAME_MIRRORS_PER_NAME, nameMirrorsOf, responsibleMirrors } from '../../src/client/name-mirrors';
+import { httpRequest, type HttpResponse } from '../../src/dir/fetch';
 import type { ConsensusRelay } from '../../src/dir/types';
 import { NameMirror } from '../../relay/name-mirror';
 import { codeOf, expectCode, onlyBitcloudErrors } from '../helpers/errors';
@@ -209,6 +213,33 @@ describe('the ring of responsible mirrors (SPEC.md §9.14.2)', () => {
     ];
     expect(nameMirrorsOf(mixed).map((r) => r.fingerprint)).toEqual(['aa'.repeat(32)]);
     expect(responsibleMirrors(mixed, Buffer.alloc(20)).length).toBe(1);
+  });
+});
+
+describe('a client\'s name lookup at the mirrors (SPEC.md §9.14.2, §11.6)', () => {
+  it('the warning for dropped answers does not name the name looked up', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+    const relays = Array.from({ length: 3 }, (_, i) => relay(sha256(Buffer.from([i])).toString('hex')));
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-mirror-names-'));
+    const names = new MirrorNames({ relays: () => relays, buildTo: () => Promise.reject(new Error('not used')), dataDir, log });
+    // Every mirror answers a record signed by another key for this name: each answer is dropped.
+    const forged = encodeNameRecord({ ...record(5, 'bc1:forged', 'site', other), publisher: Buffer.from(keys.publicKey) });
+    const request = vi.spyOn(MirrorNames.prototype as unknown as { request(): Promise<HttpResponse> }, 'request')
+      .mockResolvedValue({ status: 200, headers: {}, body: forged });
+    try {
+      await expect(names.resolve(Buffer.from(keys.publicKey), 'site')).rejects.toMatchObject({ code: 'NAME_NOT_FOUND' });
+    } finally {
+      request.mockRestore();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+    const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logged.some((l) => l.msg === 'invalid name answers dropped' && l.invalidAnswers === 3)).toBe(true);
+    const name = formatName({ publisher: Buffer.from(keys.publicKey), label: 'site' });
+    for (const l of logged) {
+      expect(JSON.stringify(l)).not.toContain(name);
+      expect(JSON.stringify(l)).not.toContain(name.split('/')[0]);
+    }
   });
 });
 
