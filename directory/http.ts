@@ -36,7 +36,7 @@ import type { Logger } from '../src/ops/log';
 import { oncePerRegistry, prom, type Registry } from '../src/ops/metrics';
 import { LIMITS } from '../src/wire/docs';
 import { FETCHER_HEADER, PATHS } from '../src/dir/fetch';
-import { readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, sendJsonText, serveDocument, ServedDocument } from '../src/dir/http-serve';
+import { isServerFault, readBody, requestTarget, sendBadTarget, sendJson, sendJsonError, sendJsonText, serveDocument, ServedDocument } from '../src/dir/http-serve';
 import type { Authority } from './authority';
 import type { AuthorityMetrics } from './metrics';
 import { RateLimiter, uploaderKey } from './rate-limit';
@@ -228,8 +228,15 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
           sendJson(res, 200, { accepted: true, ...r });
           return ['policy', 200];
         } catch (e) {
-          sendJsonError(res, isBitcloudError(e) ? 400 : 500, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
-          return ['policy', isBitcloudError(e) ? 400 : 500];
+          // SPEC.md §6.10 "Error answers": a failure to keep the policy (its file) is this
+          // authority's, answered 500 INTERNAL; its message, which names the folder, is logged only.
+          if (isServerFault(e)) {
+            log.warn({ moderator: fp, code: errorCode(e), err: (e as Error)?.message }, 'keeping a moderator policy failed');
+            sendJsonError(res, 500, 'INTERNAL', 'internal error');
+            return ['policy', 500];
+          }
+          sendJsonError(res, 400, errorCode(e), (e as Error).message);
+          return ['policy', 400];
         }
       }
       if (!get) { sendJsonError(res, 405, 'HTTP_METHOD', 'use GET or POST'); return ['policy', 405]; }

@@ -478,6 +478,11 @@ export class StorageAudits {
     this.writing.set(id, write);
     try {
       await write;
+    } catch (e) {
+      // SPEC.md §6.10 "Error answers": the uploader is answered 500 INTERNAL; the cause (its
+      // message may name this authority's folder) is the operator's.
+      this.o.log.warn({ contract: id, code: errorCode(e), err: (e as Error)?.message }, 'storing a storage contract failed');
+      throw e;
     } finally {
       if (this.writing.get(id) === write) this.writing.delete(id);
       if (counted) { this.entriesWriting -= n; counted = false; }

@@ -4,8 +4,8 @@
 //                                             without `epoch`, the list of epochs it holds
 //   GET  /bitcloud/storage/audits?epoch=E&node=FP  one node's page of that report (§9.20.3)
 import type http from 'node:http';
-import { errorCode, isBitcloudError } from '../src/errors';
-import { readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
+import { errorCode } from '../src/errors';
+import { isServerFault, readBody, sendJson, sendJsonError, sendJsonText } from '../src/dir/http-serve';
 import { MAX_CONTRACT_BYTES } from '../src/wire/storage-contract';
 import type { AuthorityInfo } from '../src/dir/authorities';
 import { AuthorityAnswerPlaces } from '../src/dir/answer-places';
@@ -69,8 +69,11 @@ export async function serveStorageAudits(audits: StorageAudits | undefined, req:
       sendJson(res, 200, { accepted: true, ...r });
       return [route, 200];
     } catch (e) {
-      const status = isBitcloudError(e) ? (errorCode(e) === 'CONTRACT_LIMIT' ? 503 : 400) : 500;
-      sendJsonError(res, status, errorCode(e), isBitcloudError(e) ? e.message : 'internal error');
+      // SPEC.md §6.10 "Error answers": a failure to store the contract is this authority's
+      // (StorageAudits.accept logs it), answered 500 INTERNAL without its message.
+      if (isServerFault(e)) { sendJsonError(res, 500, 'INTERNAL', 'internal error'); return [route, 500]; }
+      const status = errorCode(e) === 'CONTRACT_LIMIT' ? 503 : 400;
+      sendJsonError(res, status, errorCode(e), (e as Error).message);
       return [route, status];
     }
   }

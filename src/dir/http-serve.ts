@@ -3,6 +3,7 @@
 // errors as JSON {code, reason} and nothing else.
 import type http from 'node:http';
 import zlib from 'node:zlib';
+import { isBitcloudError } from '../errors';
 
 /**
  * Brotli quality for served documents (0–11): 5, because on a consensus or vote of a few KiB
@@ -61,6 +62,17 @@ export function requestTarget(req: http.IncomingMessage): URL | null {
 /** SPEC.md §6.10: the answer to a request target that is not a valid path or URL. */
 export function sendBadTarget(res: http.ServerResponse): void {
   sendJsonError(res, 400, 'HTTP_BAD_REQUEST', 'the request target is not a valid path or URL');
+}
+
+/**
+ * SPEC.md §6.10 "Error answers": whether a failure met while answering a request is this server's
+ * own, not the request's fault: anything that is not a BitcloudError, and a BitcloudError of its
+ * disk or state files (an `IO_*` code, such as IO_MODE_UNSUPPORTED from writeFileAtomic, whose
+ * message names the folder). Such a failure is answered 500 `INTERNAL` "internal error" and its
+ * message goes to the server's log only: a peer is never told the server's files and folders.
+ */
+export function isServerFault(e: unknown): boolean {
+  return !isBitcloudError(e) || e.code.startsWith('IO_');
 }
 
 export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {

@@ -8,7 +8,10 @@ import http from 'node:http';
 import type net from 'node:net';
 import { AUTHORITY_MAX_READING, AUTHORITY_MAX_READING_PER_ADDRESS } from '../../directory/http';
 import { DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS } from '../../directory/config';
-import { PATHS } from '../../src/dir/fetch';
+import pino from 'pino';
+import { httpRequest, PATHS } from '../../src/dir/fetch';
+import { err } from '../../src/errors';
+import { PolicyStore } from '../../src/moderation/store';
 import { ServedDocument } from '../../src/dir/http-serve';
 import { holdConnections } from '../helpers/connections';
 import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
@@ -95,5 +98,29 @@ describe('authority HTTP bounds (SPEC.md §6.10)', () => {
     const made = fx.makeAuthority({ httpMaxConnections: 100, httpMaxConnectionsPerAddress: 7 });
     expect([made.authority.config.httpMaxConnections, made.authority.config.httpMaxConnectionsPerAddress]).toEqual([100, 7]);
     expect(fx.makeAuthority().authority.config.httpMaxConnectionsPerAddress).toBe(DEFAULT_HTTP_MAX_CONNECTIONS_PER_ADDRESS);
+  });
+});
+
+describe('authority error answers (SPEC.md §6.10 "Error answers")', () => {
+  it('a policy the authority cannot keep is answered 500 INTERNAL, never with the message naming its folder', async () => {
+    const made = fx.makeAuthority();
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+    const { url } = await listenAuthority(made, log);
+    const folder = `${fx.dir}/policies`;
+    const accept = vi.spyOn(PolicyStore.prototype, 'accept').mockImplementation(() => {
+      throw err('IO_MODE_UNSUPPORTED', `cannot set mode 644 on a file in ${folder} (EPERM): the data folder must be on a filesystem with Unix permissions`, { folder });
+    });
+    try {
+      const r = await httpRequest(`${url}/bitcloud/policy/${'ab'.repeat(32)}`, { method: 'POST', body: Buffer.from('bundle'), maxBytes: 1 << 16 });
+      expect(accept).toHaveBeenCalled();
+      expect(r.status).toBe(500);
+      expect(JSON.parse(r.body.toString())).toEqual({ code: 'INTERNAL', reason: 'internal error' });
+      expect(r.body.toString()).not.toContain(fx.dir);
+    } finally {
+      accept.mockRestore();
+    }
+    // The operator reads the cause in the log.
+    expect(lines.some((l) => l.includes('keeping a moderator policy failed') && l.includes('IO_MODE_UNSUPPORTED'))).toBe(true);
   });
 });

@@ -7,6 +7,8 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type http from 'node:http';
+import { Readable } from 'node:stream';
+import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { blake2b, ed25519Generate, randomBytes } from '../../src/crypto/primitives';
 import { isBitcloudError } from '../../src/errors';
@@ -33,7 +35,7 @@ import { handleRequest } from '../../storage/handler';
 import { ShareStore } from '../../storage/share-store';
 import { computeConsensus } from '../../directory/compute';
 import { StorageAudits, type AuditConnector } from '../../directory/storage-audits';
-import { AUDITS_PATH, AuditPagePlaces, PAGE_MAX_PER_ADDRESS, serveStorageAudits } from '../../directory/storage-http';
+import { AUDITS_PATH, AuditPagePlaces, CONTRACTS_PATH, PAGE_MAX_PER_ADDRESS, serveStorageAudits } from '../../directory/storage-http';
 import { provenInput } from '../../directory/rewards';
 import { E, P, epochStart, makeRelay, makeSigner, silentLog, consensusFor } from './dirauth-measure-fixture';
 
@@ -420,6 +422,39 @@ describe('the same contract uploaded twice at once (SPEC.md §9.20.1)', () => {
     const results = await Promise.allSettled([audits.accept(c), audits.accept(c)]);
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
     expect(audits.contract(id)).toBeUndefined();
+  });
+});
+
+describe('a contract the authority cannot store (SPEC.md §6.10 "Error answers")', () => {
+  it('is answered 500 INTERNAL without the message, which names the authority\'s folder; the operator\'s log has it', async () => {
+    const dataDir = tmp();
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+    const audits = new StorageAudits({ dataDir, signer: makeSigner(), periodSeconds: P, log, now: () => epochStart(E) + 1000 });
+    const n = await node();
+    const c = contractOf(n.key.publicKey, E, E + 2);
+    // A data folder on a filesystem that keeps no Unix modes: fchmod fails (IO_MODE_UNSUPPORTED).
+    const probe = await fsp.open(path.join(dataDir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { chmod(mode: number): Promise<void> };
+    await probe.close();
+    const chmod = vi.spyOn(proto, 'chmod').mockRejectedValue(Object.assign(new Error('EPERM: operation not permitted, fchmod'), { code: 'EPERM' }));
+    let status = 0;
+    let sent = Buffer.alloc(0);
+    try {
+      const req = Object.assign(Readable.from([c]), { method: 'POST', headers: {}, socket: { remoteAddress: '203.0.113.7' } }) as unknown as http.IncomingMessage;
+      const res = { writeHead(s: number) { status = s; return res; }, end(x: string | Buffer) { sent = Buffer.from(x); } } as unknown as http.ServerResponse;
+      const r = await serveStorageAudits(audits, req, res, new URL(`http://a${CONTRACTS_PATH}`), { takeRemote: () => true } as never, new AuditPagePlaces([]));
+      expect(chmod).toHaveBeenCalled();
+      expect(r).toEqual(['storage_contracts', 500]);
+    } finally {
+      chmod.mockRestore();
+    }
+    expect(status).toBe(500);
+    const body = JSON.parse(sent.toString()) as { code: string; reason: string };
+    expect(body.code).toBe('INTERNAL');
+    expect(sent.toString()).not.toContain(dataDir);
+    expect(audits.contract(blake2b(c).toString('hex'))).toBeUndefined();
+    expect(lines.some((l) => l.includes('storing a storage contract failed') && l.includes('IO_MODE_UNSUPPORTED'))).toBe(true);
   });
 });
 
