@@ -74,7 +74,7 @@ describe('transfers bound to their chain (SPEC.md §8.11.1)', () => {
     expectCode(() => l.check(t), 'TRANSFER_BAD_SIGNATURE');
   });
 
-  it('a chain written with version 1 and 2 transfers still verifies (SPEC.md §8.11.1: blocks already written keep verifying)', () => {
+  it('a chain written with version 1 transfers still verifies (SPEC.md §8.11.1: blocks already written keep verifying; version 2 fundings with their opens: escrow.test.ts)', () => {
     const t1 = transfers.signUnboundTransfer(relay, wallet.publicKey, 1000n, 1, 1);
     const t2 = transfers.signUnboundTransfer(wallet, relay.publicKey, 10n, 1, 1);
     const { blocks } = chain(100, [[t1], [t2]]);
