@@ -16,6 +16,14 @@ import {
  */
 export const NO_PATH_YET: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CIRCUIT_NO_CONSENSUS', 'PATH_NO_RELAYS', 'PATH_NO_GUARD', 'PATH_NO_MIDDLE']);
 
+/**
+ * SPEC.md §7.1 step 4: the most exits one choice tries; when as many have left no guard or no
+ * middle, the first exit's error stands. Each exit tried costs a pass over the consensus, so
+ * without a bound a consensus of many exits and no middle (no `Fast` flag) would hold the event
+ * loop for minutes on every choice.
+ */
+export const MAX_EXITS_TRIED = 8;
+
 export type PathTarget = { host: string | null; ip?: string; port: number } | { storageNode: Relay };
 
 export interface PathOptions {
@@ -90,7 +98,7 @@ function chooseExit(pool: readonly Relay[], target: { host: string | null; ip?: 
 /**
  * Choose [guard, middle, last] (SPEC §7.1). Throws PATH_NO_RELAYS, PATH_NO_EXIT, PATH_NO_GUARD
  * or PATH_NO_MIDDLE when no path satisfies the rules, after setting aside each exit that leaves
- * no guard or no middle (step 4).
+ * no guard or no middle (step 4), at most MAX_EXITS_TRIED exits in all.
  */
 export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay, Relay, Relay] {
   const rng = opts.rng ?? secureRandom;
@@ -104,7 +112,8 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
   const target = opts.target;
   const storage = target !== undefined && 'storageNode' in target;
   // SPEC §7.1 step 4: an exit that leaves no guard or no middle is set aside and another one
-  // chosen (a young or small network may have a single guard, which may be the exit drawn).
+  // chosen (a young or small network may have a single guard, which may be the exit drawn), up to
+  // MAX_EXITS_TRIED exits in all.
   const setAside = new Set<string>();
   let firstFailure: BitcloudError | null = null;
   for (;;) {
@@ -120,6 +129,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
     if (storage) throw hops;
     firstFailure ??= hops;
     setAside.add(normFp(last.fingerprint));
+    if (setAside.size >= MAX_EXITS_TRIED) throw firstFailure;
   }
 }
 

@@ -1,7 +1,7 @@
 import { describe, it, expect, vi } from 'vitest';
 import { secureRandom } from '../../src/crypto/primitives';
 import fc from 'fast-check';
-import { choosePath, relaysConflict, subnetKey, sameFamily, relayExitPolicy } from '../../src/client/path';
+import { choosePath, MAX_EXITS_TRIED, relaysConflict, subnetKey, sameFamily, relayExitPolicy } from '../../src/client/path';
 import { computeBandwidthWeights, positionWeight, weightedPick, type Relay } from '../../src/client/weighting';
 import { GuardSet } from '../../src/client/guards';
 import { exitPolicyAllows, parseExitPolicy } from '../../src/dir/exit-policy';
@@ -157,6 +157,23 @@ describe('path selection (SPEC §7.1)', () => {
     for (let i = 0; i < 50; i++) expect(choosePath(onlyMiddleIsExit, { target: web, guards: [], rng: rng2 }).map((r) => r.fingerprint)).toEqual([fp(1), fp(5), fp(6)]);
     // A storage target has one last hop: no other is tried.
     expect(codeOf(() => choosePath(noGuards, { target: { storageNode: exitGuard }, guards: [] }))).toBe('PATH_NO_GUARD');
+  });
+
+  it('a consensus of many exits and no middle tries at most MAX_EXITS_TRIED exits per choice (SPEC §7.1 step 4)', () => {
+    // A hostile (or broken) consensus: 400 exits, every one also a Guard, none Fast. Every exit
+    // leaves no middle, so each would be set aside in turn, each costing a pass over the consensus.
+    const relays = Array.from({ length: 400 }, (_, i) => exitRelay(i + 1, {
+      flags: ['Running', 'Valid', 'Exit', 'Guard'], address: `10.${(i + 1) % 250}.${(i + 1) >> 8}.1`,
+    }));
+    for (const guards of [[], new GuardSet(null, Date.now, { rng: seededRng(3) })]) {
+      const inner = seededRng(7);
+      let draws = 0;
+      const rng = () => { draws++; return inner(); };
+      expect(codeOf(() => choosePath(relays, { target: web, guards, rng }))).toBe('PATH_NO_MIDDLE');
+      // One draw for the exit and at most one for the guard per exit tried.
+      expect(draws).toBeLessThanOrEqual(2 * MAX_EXITS_TRIED);
+      expect(draws).toBeGreaterThanOrEqual(MAX_EXITS_TRIED);
+    }
   });
 
   it('never puts two relays of one IPv4 /16 in a path', () => {
