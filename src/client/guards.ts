@@ -204,10 +204,10 @@ export class GuardSet {
 
   /**
    * The guard to use for the next circuit, or null when the consensus offers none. Keeps (but
-   * skips) sampled guards the consensus no longer lists, marking since when, and drops them only
-   * once unlisted for `removeUnlistedAfterMs` (a short partition must not rotate the guard); a
-   * guard listed again takes back its place. Keeps (but skips) listed ones that lost the
-   * Guard, Running or Valid flag; samples new guards by guard-position weight until
+   * skips) sampled guards the consensus no longer lists as eligible (not at all, or without the
+   * Guard, Running or Valid flag), marking since when, and drops them only once unlisted for
+   * `removeUnlistedAfterMs` (a short partition must not rotate the guard); a guard listed again
+   * takes back its place. Samples new guards by guard-position weight until
    * `sampleSize` are usable (at most `maxSampleSize` in all), whatever `exclude` leaves out of
    * this path (null when it leaves out every usable one). Returns the first
    * usable guard whose retry time has come; if all are backing off, the one that is due soonest
@@ -222,15 +222,19 @@ export class GuardSet {
     const now = this.now();
     const byFp = new Map(consensusRelays.map((r) => [r.fingerprint.toLowerCase(), r]));
     const before = this.records.length;
+    const usable = (r: Relay | undefined): r is Relay => !!r && r.flags.has('Guard') && isRunningValid(r) && canBeHop(r);
+    // SPEC.md §7.2 (Leaving the consensus): a guard is listed while the consensus lists it as
+    // eligible, as Tor's is_listed asks for a possible guard; one that lost Guard, Running or Valid
+    // is skipped like one left out, and removed after as long, so it cannot hold its place (and a
+    // slot of maxSampleSize) for good.
     for (const g of this.records) {
-      const listed = byFp.has(g.fingerprint);
+      const listed = usable(byFp.get(g.fingerprint));
       if (listed && g.unlistedSince != null) { g.unlistedSince = null; this.dirtyFlag = true; }
       if (!listed && g.unlistedSince == null) { g.unlistedSince = now; this.dirtyFlag = true; }
     }
     this.records = this.records.filter((g) => g.unlistedSince == null || now - g.unlistedSince < this.opts.removeUnlistedAfterMs);
     if (this.records.length !== before) this.dirtyFlag = true;
 
-    const usable = (r: Relay | undefined): r is Relay => !!r && r.flags.has('Guard') && isRunningValid(r) && canBeHop(r);
     // SPEC.md §7.2: sampling counts the guards the consensus makes usable; a guard excluded only
     // for the path being built (it failed this build, or conflicts with the last hop) is not
     // missing, so exclusions never grow the sample.

@@ -140,6 +140,31 @@ describe('guard set (SPEC §7.2)', () => {
     expect(g.pickGuard(consensus)).toBe(first);
   });
 
+  it('counts a guard listed without Guard as unlisted and drops it after removeUnlistedAfterMs, so a full sample frees its place', () => {
+    const g = new GuardSet(null, now, { rng: seededRng(9), sampleSize: 2, maxSampleSize: 3 });
+    const all = [1, 2, 3, 4, 5, 6, 7, 8].map((i) => relay(i));
+    const sampled = () => new Set(g.guards.map((x) => x.fingerprint));
+    /** The consensus with the Guard flag only on `guards`; every other relay stays listed, as a middle. */
+    const only = (guards: (fp: string) => boolean) => all.map((r) => (guards(r.fingerprint) ? r : relay(parseInt(r.fingerprint, 16), { flags: ['Running', 'Valid', 'Fast'] })));
+    g.pickGuard(all);
+    // The sampled guards lose the Guard flag but stay listed: one more is sampled, up to maxSampleSize.
+    const start = clock;
+    let taken = sampled();
+    g.pickGuard(only((f) => !taken.has(f)));
+    expect(g.guards).toHaveLength(3);
+    expect(g.guards.filter((x) => x.unlistedSince === start)).toHaveLength(2);
+    // No relay has the flag: the sample is full of skipped records, no guard.
+    clock += 1_000;
+    expect(g.pickGuard(only(() => false))).toBeNull();
+    // 20 days after the last of them lost the flag, they are removed and the client samples again.
+    clock += 20 * 86_400_000;
+    taken = sampled();
+    const chosen = g.pickGuard(only((f) => !taken.has(f)));
+    expect(chosen).not.toBeNull();
+    expect(taken.has(chosen!.fingerprint)).toBe(false);
+    expect(g.guards.length).toBeLessThanOrEqual(3);
+  });
+
   it('honours exclude without sampling: a guard left out of one path is not missing from the sample', () => {
     const g = new GuardSet(null, now, { rng: seededRng(7) });
     g.pickGuard(consensus);
