@@ -69,6 +69,9 @@ export interface CircuitBuilderOptions {
  */
 const isGuardLinkFailure = (e: BitcloudError | undefined): boolean => e !== undefined && kindOf(e.code) !== 'internal';
 
+/** SPEC.md §7.1, §7.3: the hops of a full path, the only builds the build timeout learns from. */
+const FULL_PATH_LENGTH = 3;
+
 /** The errors build() threw because its last attempt to build a circuit failed (not a path choice). */
 const BUILD_FAILURES = new WeakSet<BitcloudError>();
 
@@ -145,6 +148,10 @@ export class CircuitBuilder {
     const started = performance.now();
     if (LAT_TRACE) latTrace('build.start');
     const timeoutMs = this.buildTimeout.timeoutMs();
+    // SPEC.md §7.3: only full three-hop builds are observations (Tor's CBT counts circuits of the
+    // default length only); a one-hop directory circuit to a guard takes a round trip or two and
+    // would pull the learned timeout under what a three-hop build needs.
+    const countsForTimeout = path.length === FULL_PATH_LENGTH;
     const guardSet = this.guardSet();
     let hop = 0;
     let circ: ClientCircuit | null = null;
@@ -180,13 +187,13 @@ export class CircuitBuilder {
       const c = await Promise.race([work, timedOut]);
       const ms = performance.now() - started;
       if (LAT_TRACE) latTrace('build.done', ms.toFixed(3));
-      this.buildTimeout.record(ms);
+      if (countsForTimeout) this.buildTimeout.record(ms);
       this.opts.onBuilt?.(ms);
       guardSet?.markSuccess(path[0].fingerprint);
       return c;
     } catch (e) {
       const be = isBitcloudError(e) ? e : err('CIRCUIT_BUILD_FAILED', String((e as Error)?.message ?? e), undefined, e);
-      if (be.code === 'CIRCUIT_BUILD_TIMEOUT') this.buildTimeout.recordTimeout(timeoutMs);
+      if (be.code === 'CIRCUIT_BUILD_TIMEOUT' && countsForTimeout) this.buildTimeout.recordTimeout(timeoutMs);
       // SPEC.md §7.2: any failure of the first hop counts against the guard (no link, no answer in
       // time, CREATE2 refused with DESTROY or answered with a bad CREATED2). A link that could not
       // be opened is counted once by linkTo, however many builds waited on it, and one that closed

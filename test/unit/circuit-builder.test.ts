@@ -94,6 +94,20 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     await builder.close();
   });
 
+  it('the build timeout learns from three-hop builds only, not from one-hop directory circuits (SPEC.md §7.3)', async () => {
+    const ch = new FakeChannel(); // a guard that never answers CREATE2
+    connectImpl = () => Promise.resolve(ch);
+    const builder = new CircuitBuilder({
+      relays: () => [], guards: guardSetOf(1),
+      buildTimeout: new BuildTimeoutEstimator({ initialTimeoutMs: 20, minTimeoutMs: 1 }),
+    });
+    await expect(builder.buildPath([hop(1)])).rejects.toMatchObject({ code: 'CIRCUIT_BUILD_TIMEOUT', detail: { hop: 0 } });
+    expect(builder.buildTimeout.sampleCount).toBe(0);
+    await expect(builder.buildPath(path)).rejects.toMatchObject({ code: 'CIRCUIT_BUILD_TIMEOUT', detail: { hop: 0 } });
+    expect(builder.buildTimeout.toJSON().samples).toEqual([{ ms: 20, timedOut: true }]);
+    await builder.close();
+  });
+
   it('a guard that answers CREATE2 with a bad CREATED2 counts a guard failure (SPEC.md §7.2)', async () => {
     const ch = new FakeChannel();
     ch.onSend = (circId, command) => {
