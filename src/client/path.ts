@@ -18,11 +18,11 @@ export const NO_PATH_YET: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['CIRCUIT_
 
 /**
  * SPEC.md §7.1 step 4: the most exits one choice tries; when as many have left no guard or no
- * middle, the first exit's error stands. Each exit tried costs a pass over the consensus, so
- * without a bound a consensus of many exits and no middle (no `Fast` flag) would hold the event
- * loop for minutes on every choice.
+ * middle, the first exit's error stands. High enough that a network of at most this many candidate
+ * exits has every one tried; a bound all the same, so that a consensus of many exits and no middle
+ * (no `Fast` flag) cannot make one choice take time quadratic in its size.
  */
-export const MAX_EXITS_TRIED = 8;
+export const MAX_EXITS_TRIED = 64;
 
 export type PathTarget = { host: string | null; ip?: string; port: number } | { storageNode: Relay };
 
@@ -80,19 +80,34 @@ export function relayExitPolicy(r: Relay): ExitPolicy {
   return p;
 }
 
-function chooseExit(pool: readonly Relay[], target: { host: string | null; ip?: string; port: number } | undefined, pick: (xs: Relay[]) => Relay | null): Relay {
+/**
+ * SPEC.md §7.1 step 1: the exits a TCP target (or none) may use, evaluated once per choice: the
+ * `yes` list, and the `maybe` list used only when no `yes` candidate is left.
+ */
+function exitCandidates(pool: readonly Relay[], target: { host: string | null; ip?: string; port: number } | undefined): { yes: Relay[]; maybe: Relay[] } {
   const exits = pool.filter((r) => r.flags.has('Exit'));
   if (exits.length === 0) throw err('PATH_NO_EXIT', 'no usable relay has the Exit flag');
-  if (!target) return pick(exits)!;
+  if (!target) return { yes: exits, maybe: [] };
   const addr = target.ip ?? target.host;
   const yes: Relay[] = [], maybe: Relay[] = [];
   for (const r of exits) {
     const a = exitPolicyAllows(relayExitPolicy(r), addr, target.port);
     if (a === 'yes') yes.push(r); else if (a === 'maybe') maybe.push(r);
   }
-  const chosen = pick(yes.length > 0 ? yes : maybe);
-  if (!chosen) throw err('PATH_NO_EXIT', `no exit's policy allows port ${target.port}`, { port: target.port });
-  return chosen;
+  if (yes.length === 0 && maybe.length === 0) throw err('PATH_NO_EXIT', `no exit's policy allows port ${target.port}`, { port: target.port });
+  return { yes, maybe };
+}
+
+/** What steps 2 and 3 of SPEC §7.1 need from the consensus, computed once per choice rather than once per exit tried. */
+interface HopPools {
+  /** Relays a GuardSet may return (Guard, Running, Valid, a hop): the only ones whose conflicts matter to it. */
+  guardEligible: readonly Relay[];
+  /** Usable relays with the Guard flag (no guards given: the pool to weigh). */
+  usableGuards: readonly Relay[];
+  /** Usable relays by normalized fingerprint (a fixed guard list). */
+  usableByFp: ReadonlyMap<string, Relay>;
+  /** Usable relays with the Fast flag (the middle pool before conflicts). */
+  fast: readonly Relay[];
 }
 
 /**
@@ -111,22 +126,33 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
 
   const target = opts.target;
   const storage = target !== undefined && 'storageNode' in target;
+  const pools: HopPools = {
+    guardEligible: relays.filter((r) => r.flags.has('Guard') && isRunningValid(r) && canBeHop(r)),
+    usableGuards: usable.filter((r) => r.flags.has('Guard')),
+    usableByFp: new Map(usable.map((r) => [normFp(r.fingerprint), r])),
+    fast: usable.filter((r) => r.flags.has('Fast')),
+  };
+  if (storage) {
+    const hops = guardAndMiddle(relays, pools, target.storageNode, true, exclude, subnets, opts.guards, pickBy);
+    if (!Array.isArray(hops)) throw hops;
+    return [hops[0], hops[1], target.storageNode];
+  }
   // SPEC §7.1 step 4: an exit that leaves no guard or no middle is set aside and another one
   // chosen (a young or small network may have a single guard, which may be the exit drawn), up to
-  // MAX_EXITS_TRIED exits in all.
+  // MAX_EXITS_TRIED exits in all. The target's exit policy is evaluated once per relay per choice
+  // (step 1), so each exit tried costs only the conflict checks against it.
+  const { yes, maybe } = exitCandidates(usable, target);
+  const pickExit = pickBy('exit');
   const setAside = new Set<string>();
+  const notSetAside = (r: Relay) => !setAside.has(normFp(r.fingerprint));
   let firstFailure: BitcloudError | null = null;
   for (;;) {
-    let last: Relay;
-    try {
-      last = storage ? target.storageNode : chooseExit(usable.filter((r) => !setAside.has(normFp(r.fingerprint))), target, pickBy('exit'));
-    } catch (e) {
-      if (firstFailure) throw firstFailure; // every exit was set aside: the first reason explains it
-      throw e;
-    }
-    const hops = guardAndMiddle(relays, usable, last, storage, exclude, subnets, opts.guards, pickBy);
+    const left = yes.filter(notSetAside);
+    const last = pickExit(left.length > 0 ? left : maybe.filter(notSetAside));
+    // Every exit was set aside: the first reason explains it.
+    if (!last) throw firstFailure ?? err('PATH_NO_EXIT', 'no usable exit');
+    const hops = guardAndMiddle(relays, pools, last, false, exclude, subnets, opts.guards, pickBy);
     if (Array.isArray(hops)) return [hops[0], hops[1], last];
-    if (storage) throw hops;
     firstFailure ??= hops;
     setAside.add(normFp(last.fingerprint));
     if (setAside.size >= MAX_EXITS_TRIED) throw firstFailure;
@@ -135,33 +161,33 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
 
 /** Steps 2 and 3 of SPEC §7.1 for a chosen last hop: [guard, middle], or the PATH_NO_GUARD / PATH_NO_MIDDLE error. */
 function guardAndMiddle(
-  relays: readonly Relay[], usable: readonly Relay[], last: Relay, fixedLast: boolean, exclude: ReadonlySet<string>, subnets: boolean,
+  relays: readonly Relay[], pools: HopPools, last: Relay, fixedLast: boolean, exclude: ReadonlySet<string>, subnets: boolean,
   guards: PathOptions['guards'], pickBy: (pos: Position) => (xs: Relay[]) => Relay | null,
 ): [Relay, Relay] | BitcloudError {
   let guard: Relay | null;
   if (!Array.isArray(guards)) {
     const conflicts = new Set<string>();
-    for (const r of relays) if (relaysConflict(r, last, subnets)) conflicts.add(normFp(r.fingerprint));
+    // Only a relay the guard set may return matters to it, except for a fixed last hop, whose
+    // conflicts also decide whether it samples (one try per choice, so no cost to bound).
+    for (const r of fixedLast ? relays : pools.guardEligible) if (relaysConflict(r, last, subnets)) conflicts.add(normFp(r.fingerprint));
     // SPEC.md §7.2: a storage node is a fixed last hop, so a guard is sampled for it if no sampled
     // one fits; an exit that conflicts with every sampled guard is set aside instead (step 4).
     guard = fixedLast
       ? (guards as GuardSet).pickGuard(relays, exclude, conflicts)
       : (guards as GuardSet).pickGuard(relays, new Set([...exclude, ...conflicts]));
   } else if (guards.length > 0) {
-    const byFp = new Map(usable.map((r) => [normFp(r.fingerprint), r]));
     guard = null;
     for (const g of guards as readonly Guard[]) {
-      const r = byFp.get(normFp(g.fingerprint));
+      const r = pools.usableByFp.get(normFp(g.fingerprint));
       if (r && r.flags.has('Guard') && !relaysConflict(r, last, subnets)) { guard = r; break; }
     }
   } else {
-    guard = pickBy('guard')(usable.filter((r) => r.flags.has('Guard') && !relaysConflict(r, last, subnets)));
+    guard = pickBy('guard')(pools.usableGuards.filter((r) => !relaysConflict(r, last, subnets)));
   }
   if (!guard) return err('PATH_NO_GUARD', 'no usable guard that does not conflict with the last hop');
 
   const g = guard;
-  const middle = pickBy('middle')(usable.filter((r) => r.flags.has('Fast')
-    && !relaysConflict(r, g, subnets) && !relaysConflict(r, last, subnets)));
+  const middle = pickBy('middle')(pools.fast.filter((r) => !relaysConflict(r, g, subnets) && !relaysConflict(r, last, subnets)));
   if (!middle) return err('PATH_NO_MIDDLE', 'no Fast relay distinct from the guard and the last hop (family, subnet)');
   return [guard, middle];
 }

@@ -159,20 +159,46 @@ describe('path selection (SPEC §7.1)', () => {
     expect(codeOf(() => choosePath(noGuards, { target: { storageNode: exitGuard }, guards: [] }))).toBe('PATH_NO_GUARD');
   });
 
-  it('a consensus of many exits and no middle tries at most MAX_EXITS_TRIED exits per choice (SPEC §7.1 step 4)', () => {
+  it('a consensus of many exits and no middle tries at most MAX_EXITS_TRIED exits per choice and evaluates each exit policy once (SPEC §7.1 step 4)', () => {
+    expect(MAX_EXITS_TRIED).toBe(64);
     // A hostile (or broken) consensus: 400 exits, every one also a Guard, none Fast. Every exit
-    // leaves no middle, so each would be set aside in turn, each costing a pass over the consensus.
-    const relays = Array.from({ length: 400 }, (_, i) => exitRelay(i + 1, {
-      flags: ['Running', 'Valid', 'Exit', 'Guard'], address: `10.${(i + 1) % 250}.${(i + 1) >> 8}.1`,
-    }));
+    // leaves no middle, so each would be set aside in turn.
+    const accept = parseExitPolicy(['accept *:*']);
+    let evals = 0;
+    const relays = Array.from({ length: 400 }, (_, i) => {
+      const r = exitRelay(i + 1, { flags: ['Running', 'Valid', 'Exit', 'Guard'], address: `10.${(i + 1) % 250}.${(i + 1) >> 8}.1` });
+      // A parsed policy whose rules count the evaluations (exitPolicyAllows reads them once per call).
+      r.exitPolicy = { ownAddresses: accept.ownAddresses, get rules() { evals++; return accept.rules; } };
+      return r;
+    });
     for (const guards of [[], new GuardSet(null, Date.now, { rng: seededRng(3) })]) {
       const inner = seededRng(7);
       let draws = 0;
+      evals = 0;
       const rng = () => { draws++; return inner(); };
       expect(codeOf(() => choosePath(relays, { target: web, guards, rng }))).toBe('PATH_NO_MIDDLE');
       // One draw for the exit and at most one for the guard per exit tried.
       expect(draws).toBeLessThanOrEqual(2 * MAX_EXITS_TRIED);
       expect(draws).toBeGreaterThanOrEqual(MAX_EXITS_TRIED);
+      // The target's exit policy is evaluated once per relay per choice, not once per exit tried.
+      expect(evals).toBe(relays.length);
+    }
+  });
+
+  it('an honest network whose only Guard shares a /16 with most exits always finds a path (SPEC §7.1 step 4)', () => {
+    // One hosting provider's /16 holds the only Guard and 10 of the 11 exits; the 11th exit is
+    // elsewhere. Every exit in 10.1/16 leaves no guard, so up to 10 exits are set aside per choice.
+    const guard = relay(1, { address: '10.1.0.1', flags: ['Running', 'Valid', 'Guard'] });
+    const sameNet = Array.from({ length: 10 }, (_, i) => exitRelay(20 + i, { address: `10.1.${i + 1}.1` }));
+    const elsewhere = exitRelay(40, { address: '10.2.0.1' });
+    const middles = [50, 51, 52, 53].map((i) => relay(i, { address: `10.${i}.0.1`, flags: ['Running', 'Valid', 'Fast'] }));
+    const relays = [guard, ...sameNet, elsewhere, ...middles];
+    const rng = seededRng(17);
+    for (let i = 0; i < 500; i++) {
+      const p = choosePath(relays, { target: web, guards: [], rng });
+      expect(p[0].fingerprint).toBe(fp(1));
+      expect(p[2].fingerprint).toBe(fp(40));
+      assertValidPath(p);
     }
   });
 
