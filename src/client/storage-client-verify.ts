@@ -5,14 +5,16 @@
 // missing ones from the erasure code (ciphertext only: nothing is decrypted), check that each
 // rebuilt share hashes to its id, and store it on a node of its ranking that holds no other share
 // of the chunk (the n-distinct-nodes rule of §9.7). The two whole shares (root and verify record)
-// are copied from a good copy to more nodes until n nodes hold them. Optionally every share found is
+// count only holders that prove them (one hash-checked copy, then `audit` proofs, §9.18.3 step 5)
+// and are copied from that copy to more nodes until n nodes hold them. Optionally every share found is
 // renewed. Requests go over the client's transport (circuits by default).
 import { err, errorCode } from '../errors';
+import { randomBytes } from '../crypto/primitives';
 import { auditRetryingBusy, type AuditResult } from '../storage/auditor';
 import { auditRoot } from '../storage/audit';
 import { erasureEncodeInPlace, erasureReconstruct } from '../storage/erasure';
 import { placeChunk, rankNodes } from '../storage/placement';
-import { MAX_IDS_PER_REQUEST } from '../storage/protocol';
+import { auditProof, MAX_IDS_PER_REQUEST } from '../storage/protocol';
 import { checkShare } from '../storage/share';
 import { openVerifyRecord, type VerifyCapability } from '../storage/verify-cap';
 import type { VerifyRecord } from '../wire/verify-record';
@@ -312,29 +314,44 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     });
   }
 
-  // 4. The whole shares: keep n copies.
+  // 4. The whole shares: keep n copies. SPEC.md §9.18.3 step 5: a `has` answer is only a claim.
+  // A holder counts once it proved the share: the first by giving bytes that hash to the id, the
+  // others by an `audit` proof (§9.6.3) over a fresh nonce that the checker computes from that
+  // copy. Holders that claimed it and proved nothing neither count as copies nor are renewed.
   for (const id of wholes) {
     report.shares++;
     const hex = id.toString('hex');
     const have = [...(held.get(hex) ?? [])];
-    if (have.length) report.healthy++;
-    if (!have.length) { report.lost++; continue; }
-    if (!repair || have.length >= n) { good.set(hex, have[0]); continue; }
     let copy: Buffer | null = null;
-    for (const fp of have) {
+    const proven: string[] = [];
+    let i = 0;
+    for (; i < have.length && !copy; i++) {
       try {
-        const b = await client.getShare(fp, id);
-        if (checkShare(id, b)) { copy = b; good.set(hex, fp); break; }
+        const b = await client.getShare(have[i], id);
+        if (checkShare(id, b)) { copy = b; proven.push(have[i]); }
       } catch { /* next copy */ }
     }
-    if (!copy) continue;
-    let count = have.length;
+    if (!copy) { held.set(hex, new Set()); report.lost++; continue; }
+    const source: Buffer = copy;
+    const audited = await Promise.all(have.slice(i).map(async (fp) => {
+      const nonce = randomBytes(32);
+      try {
+        const r = await client.request(fp, { type: 'audit', id, nonce });
+        return r.proof.equals(auditProof(nonce, source)) ? fp : null;
+      } catch { return null; }
+    }));
+    for (const fp of audited) if (fp) proven.push(fp);
+    held.set(hex, new Set(proven));
+    report.healthy++;
+    good.set(hex, proven[0]);
+    if (!repair || proven.length >= n) continue;
+    let count = proven.length;
     let added = 0;
     for (const fp of rankNodes(id, nodes)) {
       if (count >= n) break;
       if (have.includes(fp) || client.isDead(fp)) continue;
       const sentAt = nowSeconds();
-      try { learn(hex, await client.putShare(fp, id, copy, lease), sentAt, lease); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
+      try { learn(hex, await client.putShare(fp, id, source, lease), sentAt, lease); count++; added++; held.get(hex)!.add(fp); } catch { /* next */ }
     }
     if (added) report.repaired++;
   }

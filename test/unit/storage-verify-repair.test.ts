@@ -7,7 +7,7 @@ import { randomBytes } from '../../src/crypto/primitives';
 import { err, isBitcloudError } from '../../src/errors';
 import { auditRoot, proveBlocks } from '../../src/storage/audit';
 import { FrameDecoder } from '../../src/storage/framing';
-import { decodeRequest, encodeResponseFrame, type StorageResponse } from '../../src/storage/protocol';
+import { auditProof, decodeRequest, encodeResponseFrame, type StorageResponse } from '../../src/storage/protocol';
 import { encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { encodeChunk } from '../../src/storage/encode';
 import { rankNodes } from '../../src/storage/placement';
@@ -54,6 +54,18 @@ class Nodes {
     for (const fp of this.fps) this.held.set(fp, new Map());
   }
 
+  /** Shares a node answers `has` for without holding them (it dropped them), by node. */
+  readonly dropped = new Map<string, Set<string>>();
+  claims(node: string, id: Buffer): boolean { return this.dropped.get(node)?.has(id.toString('hex')) ?? false; }
+  /** The node drops the share but goes on claiming it in `has` answers. */
+  drop(node: string, id: Buffer): void {
+    const hex = id.toString('hex');
+    if (!this.held.get(node)!.delete(hex)) return;
+    let s = this.dropped.get(node);
+    if (!s) this.dropped.set(node, (s = new Set()));
+    s.add(hex);
+  }
+
   place(node: string, bytes: Buffer): void { this.held.get(node)!.set(shareId(bytes).toString('hex'), bytes); }
   holders(id: Buffer): string[] { return this.fps.filter((fp) => this.held.get(fp)!.has(id.toString('hex'))); }
   granted(lease: number): number { return this.now + (lease || NODE_DEFAULT); }
@@ -64,7 +76,12 @@ class Nodes {
       requestTimeoutMs: 120_000,
       isDead: () => false,
       request: async (fp: string, req: StorageRequest) => {
-        if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => this.held.get(fp)!.has(id.toString('hex'))) };
+        if (req.type === 'has') return { type: 'has', present: req.ids.map((id) => this.held.get(fp)!.has(id.toString('hex')) || this.claims(fp, id)) };
+        if (req.type === 'audit') {
+          const b = this.held.get(fp)!.get(req.id.toString('hex'));
+          if (!b) throw err('SHARE_NOT_FOUND', 'no such share', { remote: true });
+          return { type: 'audit', proof: auditProof(req.nonce, b) };
+        }
         if (req.type === 'renew') {
           this.renews.push({ node: fp, ids: req.ids.map((i) => i.toString('hex')), lease: req.leaseSeconds });
           return { type: 'renew', expiresAt: req.ids.map((id) => (this.held.get(fp)!.has(id.toString('hex')) ? this.granted(req.leaseSeconds) : 0)) };
@@ -212,6 +229,33 @@ function fakeAuditNode(chunks: number): { fp: string; held: Map<string, Buffer>;
   held.set(sealed.id.toString('hex'), sealed.bytes);
   return { fp: randomBytes(32).toString('hex'), held, cap: { manifestId: randomBytes(32), verifyId: sealed.id, verifyKey } };
 }
+
+describe('nodes that claim a whole share they dropped (SPEC.md §9.18.3 step 5)', () => {
+  it('every holder of the root answers has but none holds it: the root is lost, not healthy, and never renewed', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    for (const fp of nodes.fps.slice(0, N)) nodes.drop(fp, cap.manifestId);
+    const r = await keepFile(nodes.client(), cap, { renew: true });
+    // The verify record and the n chunk shares are healthy; the root is not.
+    expect(r).toMatchObject({ shares: N + 2, healthy: N + 1, lost: 1 });
+    expect(nodes.renews.some((x) => x.ids.includes(cap.manifestId.toString('hex')))).toBe(false);
+  });
+
+  it('one holder keeps the root and three only claim it: copies go to n - 1 further nodes, none to a claimant', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const liars = nodes.fps.slice(1, N);
+    for (const fp of liars) nodes.drop(fp, cap.manifestId);
+    const r = await keepFile(nodes.client(), cap);
+    expect(r).toMatchObject({ healthy: N + 2, lost: 0, repaired: 1 });
+    const copies = nodes.puts.filter((p) => p.id === cap.manifestId.toString('hex')).map((p) => p.node);
+    expect(copies).toHaveLength(N - 1);
+    for (const fp of copies) expect(liars).not.toContain(fp);
+    expect(nodes.holders(cap.manifestId)).toHaveLength(N);
+  });
+});
 
 describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => {
   it('a file with 2,000 shares on one healthy node that handles 8 requests at a time: every audit passes, at most 16 in flight', async () => {
