@@ -111,7 +111,7 @@ async function tryNode(client: StorageClient, fp: string, id: Buffer, size: numb
   throwIfStorageAborted(signal);
   if (client.isDead(fp)) return 'none';
   try {
-    const data = await client.getShare(fp, id, signal);
+    const data = await client.getShare(fp, id, signal, size);
     stats.sharesFetched++;
     if (data.length === size && checkShare(id, data)) { out[0] = data; return 'good'; }
     stats.corruptShares++; // the node served bytes that are not the share: try the next holder

@@ -262,7 +262,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       if (!ok[j]) continue;
       const hex = c.shareIds[j].toString('hex');
       try {
-        const b = await client.getShare(good.get(hex)!, c.shareIds[j]);
+        const b = await client.getShare(good.get(hex)!, c.shareIds[j], undefined, c.shareSize);
         if (checkShare(c.shareIds[j], b) && b.length === c.shareSize) { shares[j] = b; fetched++; }
       } catch { /* another good share may do */ }
     }

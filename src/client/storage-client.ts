@@ -105,10 +105,15 @@ export class StorageClient {
     return r.expiresAt;
   }
 
-  /** The whole share as the node sends it (the caller checks its hash); `signal` as in request(). */
-  async getShare(fp: string, id: Buffer, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * The whole share as the node sends it (the caller checks its hash); `signal` as in request().
+   * `size`: the share's length when the caller knows it (from a layout or a verify record): it is
+   * asked for exactly, so an answer frame longer than it can need is refused before anything is
+   * allocated for it (SPEC.md §9.6.1, §9.9).
+   */
+  async getShare(fp: string, id: Buffer, signal?: AbortSignal, size?: number): Promise<Buffer> {
     const t0 = performance.now();
-    const r = await this.request(fp, { type: 'get', id, offset: 0, length: 0 }, signal);
+    const r = await this.request(fp, { type: 'get', id, offset: 0, length: size ?? 0 }, signal);
     if (r.data.length !== r.totalSize) throw err('STORAGE_BAD_RESPONSE', 'GET answer is not the whole share', { got: r.data.length, total: r.totalSize });
     const ms = Math.max(0.05, performance.now() - t0);
     const s = r.data.length / ms;

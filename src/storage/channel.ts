@@ -27,12 +27,32 @@ export interface StorageChannelOptions {
 /** Answers up to this size (a share of a chunk of up to 16 MiB at k = 4, and its fields) are received into one buffer. */
 export const REQUESTER_WHOLE_FRAME_BYTES = 4 * 1024 * 1024 + 4096;
 
+/**
+ * SPEC.md §9.6.1: the longest answer frame to a request other than a `get` (the largest is an
+ * audit answer of 16 blocks, about 80 KiB; an error, a renew of 1024 ids or a DhtGet hold a few).
+ */
+export const MAX_SMALL_ANSWER_BYTES = 128 * 1024;
+/** Room for the fields of a GetOk beside its data (as MAX_FRAME_BYTES allows beside a share). */
+const GET_ANSWER_FIELDS_BYTES = 4096;
+
+/**
+ * SPEC.md §9.6.1: the longest answer frame `req` can need: a `get` of a given length its data and
+ * fields, a `get` to the end of a share (length 0) any frame, anything else MAX_SMALL_ANSWER_BYTES.
+ */
+export function answerFrameBound(req: StorageRequest): number {
+  if (req.type !== 'get') return MAX_SMALL_ANSWER_BYTES;
+  return req.length > 0 ? Math.max(MAX_SMALL_ANSWER_BYTES, req.length + GET_ANSWER_FIELDS_BYTES) : MAX_FRAME_BYTES;
+}
+
 export class StorageChannel {
   private readonly pending = new Map<number, Pending>();
   private readonly decoder: FrameDecoder;
   private nextId = 1;
-  /** Ids of requests that timed out, until their late answer arrives (dropped, not a protocol error). */
-  private readonly late = new Set<number>();
+  /**
+   * Ids of requests that timed out or were abandoned, until their late answer arrives (dropped, not
+   * a protocol error), each with the longest answer frame it may come in (answerFrameBound).
+   */
+  private readonly late = new Map<number, number>();
   private closed: BitcloudError | null = null;
   /** True once the channel failed or its stream closed: no request will be answered on it again. */
   get isClosed(): boolean { return this.closed !== null; }
@@ -41,7 +61,10 @@ export class StorageChannel {
     // An answer's buffer is taken at its declared length (a share of a 1 MiB chunk: one
     // allocation, where growing by doubling took three and copied 192 KiB): the node is one we
     // chose, and one frame at a time arrives on this stream.
-    this.decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES, undefined, REQUESTER_WHOLE_FRAME_BYTES);
+    // SPEC.md §9.6.1: an answer frame longer than every request still awaiting one could need
+    // (a node declaring 16 MiB in answer to a HAS, or to a get of a 1 KiB share) is
+    // STORAGE_FRAME_TOO_LARGE before anything is allocated for it.
+    this.decoder = new FrameDecoder(opts.maxFrameBytes ?? MAX_FRAME_BYTES, undefined, REQUESTER_WHOLE_FRAME_BYTES, () => this.frameBound());
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream ended')));
     stream.on('close', () => this.fail(err('STORAGE_CHANNEL_CLOSED', 'storage stream closed')));
@@ -72,7 +95,7 @@ export class StorageChannel {
           if (this.pending.get(reqId) !== p) return;
           this.pending.delete(reqId);
           clearTimeout(p.timer);
-          this.late.add(reqId);
+          this.late.set(reqId, answerFrameBound(req));
           reject(storageAborted());
         };
         signal.addEventListener('abort', onAbort, { once: true });
@@ -84,7 +107,7 @@ export class StorageChannel {
         p.timer = setTimeout(() => {
           if (this.pending.get(reqId) !== p) return;
           this.pending.delete(reqId);
-          this.late.add(reqId);
+          this.late.set(reqId, answerFrameBound(req));
           p.reject(err('STORAGE_TIMEOUT', `no answer from the storage node within ${ms} ms`, { type: req.type }));
         }, ms);
       }
@@ -146,6 +169,14 @@ export class StorageChannel {
         else p.resolve(res);
       }
     }
+  }
+
+  /** The longest answer frame any request awaiting an answer (pending or late) can need. */
+  private frameBound(): number {
+    let max = MAX_SMALL_ANSWER_BYTES;
+    for (const p of this.pending.values()) max = Math.max(max, answerFrameBound(p.req));
+    for (const b of this.late.values()) max = Math.max(max, b);
+    return max;
   }
 
   private fail(e: BitcloudError): void {

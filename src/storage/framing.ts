@@ -68,7 +68,13 @@ export class FrameDecoder {
    * chose and sends one frame at a time per stream; a node keeps the default 0 and never allocates
    * before the bytes arrive (SPEC.md §9.6.1).
    */
-  constructor(private readonly maxFrame = MAX_FRAME_BYTES, private readonly budget?: FrameBudget, private readonly wholeUpTo = 0) {}
+  /**
+   * `limit`: the largest frame its owner can use at the moment a frame's length arrives (below
+   * `maxFrame`); a longer one is STORAGE_FRAME_TOO_LARGE like one above the maximum. Only for a
+   * requester, which knows what it asked for (SPEC.md §9.6.1).
+   */
+  constructor(private readonly maxFrame = MAX_FRAME_BYTES, private readonly budget?: FrameBudget, private readonly wholeUpTo = 0,
+    private readonly limit?: () => number) {}
 
   /** The stream ended: give back what the unfinished frame held. */
   close(): void {
@@ -95,7 +101,8 @@ export class FrameDecoder {
         if (this.headerFill < FRAME_HEADER_BYTES) break;
         const len = this.header.readUInt32BE(0);
         if (len === 0) throw this.fail(err('STORAGE_FRAME_MALFORMED', 'zero-length frame'));
-        if (len > this.maxFrame) throw this.fail(err('STORAGE_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${this.maxFrame}`, { len, max: this.maxFrame }));
+        const max = this.limit ? Math.min(this.maxFrame, this.limit()) : this.maxFrame;
+        if (len > max) throw this.fail(err('STORAGE_FRAME_TOO_LARGE', `frame of ${len} bytes exceeds ${max}`, { len, max }));
         // Nothing is allocated for bytes that have not arrived (a peer could declare 16 MiB
         // frames on many streams and send nothing), unless the owner allows it (wholeUpTo).
         this.want = len;
