@@ -42,8 +42,10 @@ export const DEFAULT_LEASE_SECONDS = 7 * 86_400;
  * (0 or absent: each node's default, which the client does not know). A node answering more may
  * hold the share longer (a lease is never shortened, a node's default may be longer) or may be
  * lying, and the client cannot tell which, so it counts the share as held only that long and
- * renews it again in time.
+ * renews it again in time. An expiry not after `sentAt` grants nothing (a node that holds the
+ * share answers at least its now plus a lease): it counts as 0, no lease.
  */
 export function boundedExpiry(answered: number, sentAt: number, leaseSeconds: number | undefined): number {
+  if (answered <= sentAt) return 0;
   return Math.min(answered, sentAt + (leaseSeconds || DEFAULT_LEASE_SECONDS));
 }

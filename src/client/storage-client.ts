@@ -10,6 +10,7 @@ import { silentLogger, type Logger } from '../ops/log';
 import type { ConsensusRelay } from '../dir/types';
 import { StorageChannel, throwIfStorageAborted, untilStorageAborted } from '../storage/channel';
 import type { StorageRequest, StorageResponse } from '../storage/protocol';
+import { nowSeconds } from './lease-expiry';
 
 /** A storage node as the consensus lists it (Storage flag, storage port). */
 export type StorageNode = ConsensusRelay;
@@ -101,7 +102,11 @@ export class StorageClient {
 
   /** Store a share (SPEC.md §9.6.3 `put`) with `leaseSeconds` (default: the client's lease; 0 = the node's default). Resolves its expiry. */
   async putShare(fp: string, id: Buffer, data: Buffer, leaseSeconds?: number): Promise<number> {
+    const sentAt = nowSeconds();
     const r = await this.request(fp, { type: 'put', id, data, leaseSeconds: leaseSeconds ?? this.o.leaseSeconds ?? 0, ...(this.o.contentClass ? { contentClass: this.o.contentClass } : {}) });
+    // SPEC.md §9.6.3, §9.9.2: a stored share's expiry is after the time it was sent; an answer not
+    // after it grants no lease, and the put failed at this node (the share goes on down its ranking).
+    if (r.expiresAt <= sentAt) throw err('STORAGE_BAD_RESPONSE', 'put answered with an expiry that is not after the request', { expiresAt: r.expiresAt, sentAt });
     return r.expiresAt;
   }
 

@@ -13,6 +13,7 @@ import { parseCapability, formatCapability } from '../../src/storage/capability'
 import { ChunkKind, encodeChunk, encryptChunk } from '../../src/storage/encode';
 import { encodeRoot, MANIFEST_VERSION } from '../../src/storage/manifest';
 import { shareId } from '../../src/storage/share';
+import { rankNodes } from '../../src/storage/placement';
 import { err } from '../../src/errors';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
 import { putFile, storeChunk, storeRoot } from '../../src/client/storage-client-put';
@@ -180,6 +181,43 @@ describe('put and get over direct sessions (SPEC.md §9.9)', () => {
     expect(r.renewed).toBe(r.shares);
     expect(r.expiresAt).toBeGreaterThanOrEqual(before + 7 * 86_400);
     expect(r.expiresAt).toBeLessThanOrEqual(after + 7 * 86_400);
+  });
+
+  it('renew answered with expiries that are not after the request (1970) renews nothing: MANIFEST_NOT_FOUND, no lease believed (SPEC.md §9.9.2)', async () => {
+    const c = client();
+    const real = c.request.bind(c);
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      const res = await real(fp, req);
+      return res.type === 'renew' ? { ...res, expiresAt: res.expiresAt.map((x) => (x > 0 ? 1 : 0)) } : res;
+    }) as typeof c.request;
+    await expect(renewFile(c, parseCapability(shared.cap), 86_400).finally(() => c.close())).rejects.toMatchObject({ code: 'MANIFEST_NOT_FOUND' });
+  });
+
+  it('a put answered with an expiry not after the request fails at that node: STORAGE_BAD_RESPONSE, and the share goes down its ranking (SPEC.md §9.6.3, §9.9)', async () => {
+    const c = client();
+    const real = c.request.bind(c);
+    const liar = c.fingerprints[0];
+    const bytes = randomBytes(1000);
+    const id = shareId(bytes);
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      if (fp === liar && req.type === 'put') return { type: 'put', expiresAt: 0 };
+      return real(fp, req);
+    }) as typeof c.request;
+    try {
+      await expect(c.putShare(liar, id, bytes)).rejects.toMatchObject({ code: 'STORAGE_BAD_RESPONSE' });
+      const tally = { shares: 0, bytes: 0, relocated: 0 };
+      // A root copy on 2 nodes, the liar first of a ranking it heads: it is not counted.
+      const ranking = rankNodes(id, c.fingerprints);
+      c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+        if (fp === ranking[0] && req.type === 'put') return { type: 'put', expiresAt: 1 };
+        return real(fp, req);
+      }) as typeof c.request;
+      await storeRoot(c, { id, bytes }, 2, tally);
+      expect(tally.shares).toBe(2);
+      expect(await c.request(ranking[2], { type: 'has', ids: [id] })).toMatchObject({ present: [true] });
+    } finally {
+      await c.close();
+    }
   });
 
   it('renew of an unknown file is MANIFEST_NOT_FOUND', async () => {

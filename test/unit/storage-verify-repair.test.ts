@@ -47,7 +47,8 @@ class Nodes {
   readonly held = new Map<string, Map<string, Buffer>>(); // node → share hex → bytes
   readonly puts: { node: string; id: string; lease: number }[] = [];
   readonly renews: { node: string; ids: string[]; lease: number }[] = [];
-  now = 1_000_000;
+  /** The nodes' clock (Unix seconds), set no later than any request of a pass is sent (SPEC.md §9.9.2). */
+  now = Math.floor(Date.now() / 1000);
 
   constructor(count: number) {
     this.fps = Array.from({ length: count }, () => randomBytes(32).toString('hex'));
@@ -202,7 +203,7 @@ describe('repair against in-memory nodes (SPEC.md §9.18.3)', () => {
     // Without renewal, a given lease still applies, and the repaired share's expiry is reported.
     nodes.puts.length = 0;
     nodes.renews.length = 0;
-    nodes.now += 50;
+    nodes.now = Math.floor(Date.now() / 1000);
     const id3 = chunks[0].shareIds[3];
     for (const fp of nodes.holders(id3)) nodes.held.get(fp)!.delete(id3.toString('hex'));
     const plain = await keepFile(nodes.client(), cap, { leaseSeconds: 500 });
@@ -386,6 +387,18 @@ describe('a node that lies about the expiry it granted (SPEC.md §9.9.2)', () =>
     const after = Math.floor(Date.now() / 1000);
     expect(r.expiresAt).toBeGreaterThanOrEqual(before + 3600);
     expect(r.expiresAt).toBeLessThanOrEqual(after + 3600);
+  });
+
+  it('an expiry not after the time it asked (a node answering 1970) counts as no lease at all', async () => {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const base = nodes.client();
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      request: async (fp: string, req: StorageRequest) => (req.type === 'renew' ? { type: 'renew', expiresAt: req.ids.map(() => 1) } : base.request(fp, req)),
+    });
+    const r = await keepFile(client, cap, { renew: true, leaseSeconds: 3600 });
+    expect(r.expiresAt).toBe(0);
   });
 
   it('with lease 0 (each node\'s default) a keep pass counts a renewed share at most 7 days past the time it asked', async () => {
