@@ -552,19 +552,28 @@ describe('share reads in progress at a node are bounded node-wide (SPEC.md §9.6
     }
     return { s, ids };
   }
-  /** The node's disk is slow: each share file read waits until the test lets it go (or fails it). */
+  /**
+   * The node's disk is slow: each share file read waits until the test lets it go (or fails it).
+   * Reads are held in the order they finish on the thread pool, which need not be the order they
+   * were asked in: `of(id)` finds the read of one share by its file name.
+   */
   function slowDisk() {
-    const pending: Array<{ go: () => void; fail: () => void }> = [];
+    const pending: Array<{ file: string; go: () => void; fail: () => void }> = [];
     const real = fsp.readFile.bind(fsp);
     const spy = vi.spyOn(fsp, 'readFile').mockImplementation((async (...args: Parameters<typeof fsp.readFile>) => {
       const data = await real(...args);
       await new Promise<void>((resolve, reject) => {
-        pending.push({ go: resolve, fail: () => reject(Object.assign(new Error('EIO'), { code: 'EIO' })) });
+        pending.push({ file: String(args[0]), go: resolve, fail: () => reject(Object.assign(new Error('EIO'), { code: 'EIO' })) });
       });
       return data;
     }) as typeof fsp.readFile);
     cleanup.push(() => spy.mockRestore());
-    return pending;
+    const of = (id: Buffer) => {
+      const d = pending.find((x) => path.basename(x.file) === id.toString('hex'));
+      if (!d) throw new Error(`no read of ${id.toString('hex')} held`);
+      return d;
+    };
+    return Object.assign(pending, { of });
   }
   const tick = () => new Promise<void>((r) => setImmediate(r));
   const getFrame = (reqId: number, shareIdBuf: Buffer) => encodeFrame(encodeRequest(reqId, { type: 'get', id: shareIdBuf, offset: 0, length: 0 }));
@@ -593,14 +602,14 @@ describe('share reads in progress at a node are bounded node-wide (SPEC.md §9.6
     const kinds = (await s.metrics.registry.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values;
     expect(kinds).toEqual([expect.objectContaining({ labels: { kind: 'storage_read_bytes' }, value: 1 })]);
     // The first read completes; its bytes go back, and B's next get is served.
-    disk[0].go();
+    disk.of(ids[0]).go();
     expect((await answersIn(a.out, 1)).get(1)).toMatchObject({ type: 'get', totalSize: SIZE });
     b.d.push(getFrame(3, ids[4]));
     while (disk.length < 4) await tick();
-    disk[3].go();
+    disk.of(ids[4]).go();
     expect((await answersIn(b.out, 2)).get(3)).toMatchObject({ type: 'get', totalSize: SIZE });
-    disk[1].go();
-    disk[2].go();
+    disk.of(ids[1]).go();
+    disk.of(ids[2]).go();
     await answersIn(a.out, 2);
     await answersIn(b.out, 3);
     expect(s.readBytesInFlight).toBe(0);
@@ -613,13 +622,13 @@ describe('share reads in progress at a node are bounded node-wide (SPEC.md §9.6
     const held = [get(0), get(1)];
     const failing = get(2);
     while (disk.length < 3) await tick();
-    disk[2].fail();
+    disk.of(ids[2]).fail();
     expect(await failing).toMatchObject({ type: 'error', code: 'STORAGE_IO_ERROR' });
     // Two reads in progress: room for one more (had the failed read kept its bytes, none).
     const third = get(3);
     while (disk.length < 4) await tick();
     expect(await get(4)).toMatchObject({ type: 'error', code: 'STORAGE_BUSY' });
-    for (const d of [disk[0], disk[1], disk[3]]) d.go();
+    for (const i of [0, 1, 3]) disk.of(ids[i]).go();
     for (const r of [...held, third]) expect(await r).toMatchObject({ type: 'get', totalSize: SIZE });
     expect(s.readBytesInFlight).toBe(0);
   });
