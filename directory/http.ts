@@ -58,6 +58,7 @@ import { PSEUDONYM_REFUSAL_STATUS } from './pseudonyms';
 import { HS_DESC_MAX } from '../src/wire/hidden';
 import { signUploadAck, signUploadNack, type UploadKind } from '../src/dir/upload-ack';
 import { capConnections, ConnectionCaps } from '../src/ops/connection-caps';
+import { KeyCounts } from '../src/ops/key-counts';
 
 /**
  * SPEC.md §6.10 "Connection and body bounds": upload bodies (POST requests with a body, every upload
@@ -83,7 +84,7 @@ export const AUTHORITY_MAX_READING_PER_ADDRESS = 16;
 export class BodyReadingGate {
   private reading = 0;
   /** Places held by address key (only with a per-address share). */
-  private readonly byAddress = new Map<string, number>();
+  private readonly byAddress = new KeyCounts();
   /** `maxPerAddress` 0: no per-address share (a test network). */
   constructor(readonly max = AUTHORITY_MAX_READING, readonly maxPerAddress = AUTHORITY_MAX_READING_PER_ADDRESS) {}
 
@@ -91,18 +92,15 @@ export class BodyReadingGate {
   tryTake(req: http.IncomingMessage, res: http.ServerResponse): boolean {
     if (this.reading >= this.max) return false;
     const key = this.maxPerAddress > 0 ? uploaderKey(req.socket.remoteAddress) : null;
-    if (key !== null && (this.byAddress.get(key) ?? 0) >= this.maxPerAddress) return false;
+    if (key !== null && this.byAddress.get(key) >= this.maxPerAddress) return false;
     this.reading++;
-    if (key !== null) this.byAddress.set(key, (this.byAddress.get(key) ?? 0) + 1);
+    if (key !== null) this.byAddress.add(key);
     let held = true;
     const give = () => {
       if (!held) return;
       held = false;
       this.reading--;
-      if (key !== null) {
-        const n = (this.byAddress.get(key) ?? 1) - 1;
-        if (n > 0) this.byAddress.set(key, n); else this.byAddress.delete(key);
-      }
+      if (key !== null) this.byAddress.remove(key);
       req.off('end', give); req.off('close', give); res.off('finish', give); res.off('close', give);
     };
     req.once('end', give); req.once('close', give); res.once('finish', give); res.once('close', give);

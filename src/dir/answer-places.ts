@@ -4,6 +4,7 @@
 // been handed on in full, its connection is gone, or its answer deadline has passed.
 import type http from 'node:http';
 import { addressKey, isLoopback, plainAddress } from '../wire/address-key';
+import { KeyCounts } from '../ops/key-counts';
 
 /**
  * SPEC.md §9.21.8, §9.20.3: the per-address key of a request — its client's address key (§7b.9
@@ -20,7 +21,7 @@ export function clientAddressKey(remote: string | undefined, local: string | und
 export class AnswerPlaces {
   private inFlight = 0;
   /** Places held per client address key; an address holding none is absent. */
-  private readonly perAddress = new Map<string, number>();
+  private readonly perAddress = new KeyCounts();
   constructor(readonly max: number, readonly maxPerAddress: number, readonly answerDeadlineMs: number) {}
 
   /**
@@ -32,19 +33,16 @@ export class AnswerPlaces {
    * dir port to drop it, §6.10) holds its place no longer.
    */
   async run<T>(res: http.ServerResponse, key: string | null, answer: () => Promise<T>): Promise<{ value: T } | null> {
-    const mine = key === null ? 0 : this.perAddress.get(key) ?? 0;
+    const mine = key === null ? 0 : this.perAddress.get(key);
     if (this.inFlight >= this.max || mine >= this.maxPerAddress) return null;
     this.inFlight++;
-    if (key !== null) this.perAddress.set(key, mine + 1);
+    if (key !== null) this.perAddress.add(key);
     let held = true;
     const release = () => {
       if (!held) return;
       held = false;
       this.inFlight--;
-      if (key !== null) {
-        const n = (this.perAddress.get(key) ?? 1) - 1;
-        if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
-      }
+      if (key !== null) this.perAddress.remove(key);
     };
     let value: T;
     try {

@@ -6,6 +6,7 @@ import dns from 'node:dns';
 import type http from 'node:http';
 import type net from 'node:net';
 import { addressKey } from '../wire/address-key';
+import { KeyCounts } from './key-counts';
 import { parseIPv4, parseIPv6 } from '../wire/addr';
 import type { Logger } from './log';
 
@@ -58,7 +59,7 @@ export interface ConnectionCapsOptions {
 export class ConnectionCaps {
   private open = 0;
   /** Open connections per address key; an address holding none is absent. */
-  private readonly perAddress = new Map<string, number>();
+  private readonly perAddress = new KeyCounts();
   /** The exempt IP literals, as exactAddress gives them. */
   private readonly literals = new Set<string>();
   /** The exempt host names, each with the addresses its last good lookup gave. */
@@ -113,15 +114,13 @@ export class ConnectionCaps {
     const remote = socket.remoteAddress;
     if (this.isExempt(remote)) return null;
     const key = addressKey(remote) ?? remote ?? '?';
-    const mine = this.perAddress.get(key) ?? 0;
-    if (mine >= this.o.maxPerAddress) return 'per_address';
+    if (this.perAddress.get(key) >= this.o.maxPerAddress) return 'per_address';
     if (this.open >= this.o.max) return 'total';
     this.open++;
-    this.perAddress.set(key, mine + 1);
+    this.perAddress.add(key);
     socket.once('close', () => {
       this.open--;
-      const n = (this.perAddress.get(key) ?? 1) - 1;
-      if (n > 0) this.perAddress.set(key, n); else this.perAddress.delete(key);
+      this.perAddress.remove(key);
     });
     return null;
   }
