@@ -60,7 +60,7 @@ export class QueueBudget {
   /** @internal called after every enqueue; kills the oldest owners when over the cap. */
   charge(bytes: number): void {
     this.usedBytes += bytes;
-    if (this.usedBytes + this.heldBytes > this.maxBytes && !this.checking) this.handleOom();
+    this.checkCap();
   }
 
   /**
@@ -74,16 +74,17 @@ export class QueueBudget {
       if (h) { this.heldBytes -= h.bytes; this.held.delete(owner); }
       return;
     }
-    if (!h) { this.heldBytes += bytes; this.held.set(owner, { bytes, since: this.now() }); return this.checkHeld(); }
+    if (!h) { this.heldBytes += bytes; this.held.set(owner, { bytes, since: this.now() }); return this.checkCap(); }
     // A reader that took data makes its owner young again: a stream that keeps up with a steady
     // flow is not killed before one whose reader never reads (Tor ages the oldest buffered byte).
     if (bytes < h.bytes) h.since = this.now();
     this.heldBytes += bytes - h.bytes;
     h.bytes = bytes;
-    this.checkHeld();
+    this.checkCap();
   }
 
-  private checkHeld(): void {
+  /** Queued cells and held stream data together over the cap: the oldest owners die. */
+  private checkCap(): void {
     if (this.usedBytes + this.heldBytes > this.maxBytes && !this.checking) this.handleOom();
   }
 
