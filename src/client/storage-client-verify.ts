@@ -317,31 +317,44 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // 4. The whole shares: keep n copies. SPEC.md §9.18.3 step 5: a `has` answer is only a claim.
   // A holder counts once it proved the share: the first by giving bytes that hash to the id, the
   // others by an `audit` proof (§9.6.3) over a fresh nonce that the checker computes from that
-  // copy. Holders that claimed it and proved nothing neither count as copies nor are renewed.
+  // copy. Holders that claimed it and proved nothing neither count as copies nor are renewed. An
+  // audit answered STORAGE_BUSY says nothing about the share: it is asked again as in step 3, and a
+  // holder busy every time is not counted but is still renewed (anyone can fill a node's audit
+  // queue, and that must not let a copy the node holds expire).
   for (const id of wholes) {
     report.shares++;
     const hex = id.toString('hex');
     const have = [...(held.get(hex) ?? [])];
     let copy: Buffer | null = null;
-    const proven: string[] = [];
-    let i = 0;
-    for (; i < have.length && !copy; i++) {
+    let from = '';
+    for (const fp of have) {
       try {
-        const b = await client.getShare(have[i], id);
-        if (checkShare(id, b)) { copy = b; proven.push(have[i]); }
+        const b = await client.getShare(fp, id);
+        if (checkShare(id, b)) { copy = b; from = fp; break; }
       } catch { /* next copy */ }
     }
     if (!copy) { held.set(hex, new Set()); report.lost++; continue; }
     const source: Buffer = copy;
-    const audited = await Promise.all(have.slice(i).map(async (fp) => {
-      const nonce = randomBytes(32);
-      try {
-        const r = await client.request(fp, { type: 'audit', id, nonce });
-        return r.proof.equals(auditProof(nonce, source)) ? fp : null;
-      } catch { return null; }
+    const proven: string[] = [from];
+    const busy: string[] = [];
+    // Every other claimant is audited, those whose `get` failed before the copy was found too (a
+    // node busy reading, or a timeout, says nothing about the share either).
+    const audited = await Promise.all(have.filter((fp) => fp !== from).map(async (fp) => {
+      const r = await auditRetryingBusy(async (): Promise<AuditResult> => {
+        const nonce = randomBytes(32);
+        const base = { shareId: hex, nonce: nonce.toString('hex'), blocks: [] };
+        try {
+          const a = await client.request(fp, { type: 'audit', id, nonce });
+          return a.proof.equals(auditProof(nonce, source)) ? { ...base, ok: true } : { ...base, ok: false, code: 'AUDIT_PROOF_INVALID' };
+        } catch (e) { return { ...base, ok: false, code: errorCode(e) }; }
+      }, o.auditBusyRetryMs, o.signal);
+      return { fp, ok: r.ok, busy: !r.ok && r.code === 'STORAGE_BUSY' };
     }));
-    for (const fp of audited) if (fp) proven.push(fp);
-    held.set(hex, new Set(proven));
+    for (const a of audited) {
+      if (a.ok) proven.push(a.fp);
+      else if (a.busy) busy.push(a.fp);
+    }
+    held.set(hex, new Set([...proven, ...busy]));
     report.healthy++;
     good.set(hex, proven[0]);
     if (!repair || proven.length >= n) continue;

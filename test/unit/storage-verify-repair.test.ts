@@ -258,6 +258,63 @@ describe('nodes that claim a whole share they dropped (SPEC.md §9.18.3 step 5)'
   });
 });
 
+describe('holders of a whole share that are busy (SPEC.md §9.18.3 steps 3 and 5)', () => {
+  /** The root held by the first n nodes; `busy` decides, per request, whether a node answers STORAGE_BUSY. */
+  function busyRoot(busy: (fp: string, req: StorageRequest | 'get') => boolean) {
+    const nodes = new Nodes(8);
+    const { cap, shares } = file(nodes, 1);
+    for (let j = 0; j < N; j++) nodes.place(nodes.fps[4 + j], shares[0][j]);
+    const base = nodes.client();
+    const root = cap.manifestId.toString('hex');
+    const client = Object.assign(Object.create(base) as StorageClient, {
+      request: async (fp: string, req: StorageRequest) => {
+        if (req.type === 'audit' && req.id.toString('hex') === root && busy(fp, req)) throw err('STORAGE_BUSY', 'audit queue full', { remote: true });
+        return base.request(fp, req);
+      },
+      getShare: async (fp: string, id: Buffer) => {
+        if (id.toString('hex') === root && busy(fp, 'get')) throw err('STORAGE_BUSY', 'read budget spent', { remote: true });
+        return base.getShare(fp, id);
+      },
+    });
+    const rootPuts = () => nodes.puts.filter((p) => p.id === root).map((p) => p.node);
+    const renewedAt = () => nodes.renews.filter((x) => x.ids.includes(root)).map((x) => x.node).sort();
+    return { nodes, cap, client, rootPuts, renewedAt };
+  }
+
+  it('an audit answered STORAGE_BUSY is asked again: the holder counts, no copy is made, it is renewed', async () => {
+    const tries = new Map<string, number>();
+    const { nodes, cap, client, rootPuts, renewedAt } = busyRoot((fp, req) => {
+      if (req === 'get') return false;
+      tries.set(fp, (tries.get(fp) ?? 0) + 1);
+      return tries.get(fp) === 1; // busy the first time only
+    });
+    const r = await keepFile(client, cap, { renew: true, auditBusyRetryMs: [1, 1, 1] });
+    expect(r).toMatchObject({ healthy: N + 2, lost: 0, repaired: 0 });
+    expect(rootPuts()).toEqual([]);
+    expect(renewedAt()).toEqual(nodes.fps.slice(0, N).sort());
+  });
+
+  it('a holder whose get was busy before another gave the copy is audited like the others', async () => {
+    let first: string | null = null; // the holder asked first for the copy is busy reading
+    const { nodes, cap, client, rootPuts, renewedAt } = busyRoot((fp, req) => req === 'get' && fp === (first ??= fp));
+    const r = await keepFile(client, cap, { renew: true, auditBusyRetryMs: [1] });
+    expect(r).toMatchObject({ healthy: N + 2, lost: 0, repaired: 0 });
+    expect(rootPuts()).toEqual([]);
+    expect(renewedAt()).toEqual(nodes.fps.slice(0, N).sort());
+  });
+
+  it('a holder busy every time is not counted (a copy goes elsewhere) but is still renewed', async () => {
+    let always = '';
+    const { nodes, cap, client, rootPuts, renewedAt } = busyRoot((fp) => fp === always); // its get too: it never gives the copy
+    always = nodes.fps[2];
+    const r = await keepFile(client, cap, { renew: true, auditBusyRetryMs: [1, 1] });
+    expect(r).toMatchObject({ healthy: N + 2, lost: 0, repaired: 1 });
+    expect(rootPuts()).toHaveLength(1);
+    expect(rootPuts()).not.toContain(always);
+    expect(renewedAt()).toContain(always);
+  });
+});
+
 describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => {
   it('a file with 2,000 shares on one healthy node that handles 8 requests at a time: every audit passes, at most 16 in flight', async () => {
     const { fp, held, cap } = fakeAuditNode(1000);
