@@ -73,6 +73,8 @@ describe('answer frames longer than what was asked (SPEC.md §9.6.1)', () => {
     expect(answerFrameBound({ type: 'stat' })).toBe(MAX_SMALL_ANSWER_BYTES);
     expect(answerFrameBound({ type: 'get', id: Buffer.alloc(32), offset: 0, length: 0 })).toBe(MAX_FRAME_BYTES);
     expect(answerFrameBound({ type: 'get', id: Buffer.alloc(32), offset: 0, length: 1_000_000 })).toBe(1_000_000 + 4096);
+    // A get of a small share allows as much as any other request (its answer may be an error).
+    expect(answerFrameBound({ type: 'get', id: Buffer.alloc(32), offset: 0, length: 1000 })).toBe(MAX_SMALL_ANSWER_BYTES);
   });
 });
 
