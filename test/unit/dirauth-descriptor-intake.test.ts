@@ -5,15 +5,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Authority } from '../../directory/authority';
-import { parseAuthorityConfig } from '../../directory/config';
-import { createAuthorityMetrics } from '../../directory/metrics';
+import type { Authority } from '../../directory/authority';
 import { parseRelayConfig } from '../../relay/config';
 import { ed25519Generate, x25519Generate, type Ed25519KeyPair } from '../../src/crypto/primitives';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { isBitcloudError } from '../../src/errors';
-import { createRegistry } from '../../src/ops/metrics';
-import { makeSigner, makeFixture, silentLog, epochStart, E, P } from './dirauth-measure-fixture';
+import { makeSigner, makeFixture, soloAuthority, epochStart, E } from './dirauth-measure-fixture';
 import { GENESIS_ANCHOR, LOCAL_POW_PARAMS, mineIdentityProof } from '../../src/dir/identity-pow';
 import type { IdentityProofMsg } from '../../src/wire/docs';
 
@@ -24,14 +21,7 @@ const now = epochStart(E) + 5000;
 
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-dirauth-intake-'));
-  const signer = makeSigner();
-  const fp = signer.identity.toString('hex');
-  const config = parseAuthorityConfig({
-    identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
-    authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true,
-  }, dir);
-  const metrics = createAuthorityMetrics(createRegistry('dirauth-intake'), { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
-  authority = new Authority({ config, signer, log: silentLog, metrics, now: () => now, reachabilityTest: () => new Promise(() => {}) });
+  authority = soloAuthority(dir, makeSigner(), { now: () => now }, {}, 'dirauth-intake').authority;
 });
 afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
 

@@ -82,6 +82,24 @@ export interface Fixture {
   cleanup(): void;
 }
 
+/**
+ * The one authority of a test network, keeping its files in `dir` (`extra`: further config keys).
+ * The fixture's relays sit on 10.x addresses: a test network (SPEC.md §6.4 check 7).
+ */
+export function soloAuthority(dir: string, signer: Signer, deps: Partial<AuthorityDeps> = {}, extra: Record<string, unknown> = {}, registryName = 'dirauth-test'): {
+  authority: Authority; registry: ReturnType<typeof createRegistry>; metrics: ReturnType<typeof createAuthorityMetrics>;
+} {
+  const fp = signer.identity.toString('hex');
+  const config = parseAuthorityConfig({
+    identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
+    authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true, ...extra,
+  }, dir);
+  const registry = createRegistry(registryName);
+  const metrics = createAuthorityMetrics(registry, { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
+  const authority = new Authority({ config, signer, log: silentLog, metrics, now: () => Date.now(), reachabilityTest: () => new Promise(() => {}), ...deps });
+  return { authority, registry, metrics };
+}
+
 /** Relays 0 and 1 are listed in the consensus of E; relay 2 is not. */
 export function makeFixture(): Fixture {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-dirauth-measure-'));
@@ -90,22 +108,14 @@ export function makeFixture(): Fixture {
   const consensus = consensusFor(signer, E, [voteOf(signer, relays.slice(0, 2))]);
   // Inside epoch E + 1: E's window is open (it closes at epochStart(E + 2)).
   const clock = { now: epochStart(E + 1) + 5000 };
-  const fp = signer.identity.toString('hex');
   const makeAuthority = (extra: Record<string, unknown> = {}, deps: Partial<AuthorityDeps> = {}) => {
-    const config = parseAuthorityConfig({
-      identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
-      // The fixture's relays sit on 10.x addresses: a test network (SPEC.md §6.4 check 7).
-      authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true, ...extra,
-    }, dir);
-    const registry = createRegistry('dirauth-test');
-    const metrics = createAuthorityMetrics(registry, { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
     const tested: string[] = [];
-    const authority = new Authority({
-      config, signer, log: silentLog, metrics, now: () => clock.now,
+    const made = soloAuthority(dir, signer, {
+      now: () => clock.now,
       reachabilityTest: async (d: { address: string }) => { tested.push(d.address); return { ok: true as const }; },
       ...deps,
-    });
-    return { authority, registry, metrics, tested };
+    }, extra);
+    return { ...made, tested };
   };
   return { dir, signer, relays, clock, consensus, makeAuthority, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }

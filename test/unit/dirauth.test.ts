@@ -15,10 +15,8 @@ import { parseAuthorityList } from '../../src/dir/authorities';
 import { ed25519Generate, x25519Generate } from '../../src/crypto/primitives';
 import { buildDescriptor } from '../../src/dir/descriptor';
 import { createRegistry } from '../../src/ops/metrics';
-import { Authority } from '../../directory/authority';
-import { createAuthorityMetrics } from '../../directory/metrics';
 import type { ReachabilityResult } from '../../directory/reachability';
-import { makeSigner, makeFixture, makeRelay, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
+import { makeSigner, makeFixture, makeRelay, soloAuthority, silentLog, epochStart, E, P, type Fixture } from './dirauth-measure-fixture';
 import { buildVote, verifyVote, type Signer } from '../../directory/vote';
 import { LIMITS } from '../../src/wire/docs';
 import { SignedPeriods, SIGNED_PERIODS_FILE } from '../../directory/signed-periods';
@@ -189,20 +187,13 @@ describe('reachability of a relay that moves (SPEC.md §6.9)', () => {
   it('a test of the old address does not make the new address reachable; the new one is tested', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-dirauth-move-'));
     try {
-      const signer = makeSigner();
-      const fp = signer.identity.toString('hex');
-      const config = parseAuthorityConfig({
-        identity: fp, dataDir: dir, listen: { host: '127.0.0.1', port: 0 }, period: P,
-        authorities: [{ name: 'a', identity: fp, address: '127.0.0.1:1' }], testNetwork: true,
-      }, dir);
-      const metrics = createAuthorityMetrics(createRegistry('dirauth-move'), { relaysKnown: () => 0, relaysRunning: () => 0, consensus: () => null });
       const now = epochStart(E) + 5000;
       // Each test waits until the test releases it.
       const tests: { address: string; release: (r: ReachabilityResult) => void }[] = [];
-      const authority = new Authority({
-        config, signer, log: silentLog, metrics, now: () => now,
+      const { authority } = soloAuthority(dir, makeSigner(), {
+        now: () => now,
         reachabilityTest: (d) => new Promise((resolve) => { tests.push({ address: d.address, release: resolve }); }),
-      });
+      }, {}, 'dirauth-move');
       const key = ed25519Generate();
       const onionKey = x25519Generate().publicKey;
       const desc = (address: string, published: number): Buffer => buildDescriptor({
