@@ -38,6 +38,18 @@ function captureLog(): { log: pino.Logger; lines: Array<Record<string, unknown>>
   return { log: pino({ level: 'debug' }, sink), lines };
 }
 
+/** Bytes of every Buffer a policy's kept versions reference (envelopes and decoded entries), by backing store. */
+function retainedBytes(s: PolicyState): number {
+  const backing = new Set<ArrayBufferLike>();
+  for (const v of s.chain) {
+    backing.add(v.raw.buffer);
+    for (const e of [...v.content.denyAdd, ...v.content.denyRemove]) backing.add(e.buffer);
+  }
+  let retained = 0;
+  for (const b of backing) retained += b.byteLength;
+  return retained;
+}
+
 const NOW = Date.now();
 const W = { validAfter: NOW - 1000, validUntil: NOW + 3_600_000 };
 
@@ -197,14 +209,7 @@ describe('PolicySubscriptions', () => {
     }
     const s = subs.policy(m.fp)!;
     expect(s.seq).toBe(10);
-    const backing = new Set<ArrayBufferLike>();
-    for (const v of s.chain) {
-      backing.add(v.raw.buffer);
-      for (const e of [...v.content.denyAdd, ...v.content.denyRemove]) backing.add(e.buffer);
-    }
-    let retained = 0;
-    for (const b of backing) retained += b.byteLength;
-    expect(retained).toBeLessThanOrEqual(stateBundle(s).length);
+    expect(retainedBytes(s)).toBeLessThanOrEqual(stateBundle(s).length);
   });
 
   it('is unmoderated with no moderators, and refuses both at once', () => {
@@ -348,15 +353,7 @@ describe('PolicyStore (authority side)', () => {
     }
     const s = store.get(m.fp)!;
     expect(s.chain.length).toBe(10);
-    // Every Buffer the kept versions reference (their envelopes and decoded entries), by backing store.
-    const backing = new Set<ArrayBufferLike>();
-    for (const v of s.chain) {
-      backing.add(v.raw.buffer);
-      for (const e of [...v.content.denyAdd, ...v.content.denyRemove]) backing.add(e.buffer);
-    }
-    let retained = 0;
-    for (const b of backing) retained += b.byteLength;
-    expect(retained).toBeLessThanOrEqual(store.bytes);
+    expect(retainedBytes(s)).toBeLessThanOrEqual(store.bytes);
   });
 });
 
