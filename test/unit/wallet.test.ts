@@ -239,78 +239,75 @@ describe('bitcloud wallet: what authorities say is pending (SPEC §8.11.4)', () 
   });
 });
 
+/** A client config naming one authority and a wallet key in a fresh folder; spies pushed on `spies` are restored and the folder removed after `fn`. */
+async function inWalletDir(prefix: string, fn: (w: { config: string; key: Awaited<ReturnType<typeof loadWalletKey>>['key']; hex: string; spies: Array<{ mockRestore(): void }> }) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const spies: Array<{ mockRestore(): void }> = [];
+  try {
+    const config = path.join(dir, 'client.json');
+    fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
+    const { key } = await loadWalletKey(path.join(dir, 'data'));
+    await fn({ config, key, hex: key.publicKey.toString('hex'), spies });
+  } finally {
+    for (const s of spies) s.mockRestore();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('bitcloud wallet send: waiting for the block (SPEC §8.11.4)', () => {
   it('a chain fetch that fails while waiting is passed over: the wait goes on and the transfer is reported included (exit 0)', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-refetch-'));
-    const spies: Array<{ mockRestore(): void }> = [];
-    try {
-      const config = path.join(dir, 'client.json');
-      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
-      const { key } = await loadWalletKey(path.join(dir, 'data'));
-      const hex = key.publicKey.toString('hex');
-      const to = Buffer.alloc(32, 9);
-      const t = signTransfer(key, to, 100_000_000n, 1); // Ed25519 is deterministic: the bytes send makes
-      const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, balance: bigint) => ({
-        source: 'test', blocks, state: { height: blocks.length - 1, chainId: CHAIN_ID, balances: new Map([[hex, balance]]), nonces: new Map(nonce ? [[hex, nonce]] : []) },
-      }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
-      const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
-      const carrying: VerifiedRewardBlock = { block: { height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 11, minted: 0n, allocations: new Map(), transfers: [t] }, hash: Buffer.alloc(32), signers: [] };
-      let fetches = 0;
-      const refetch = async () => {
-        fetches++;
-        if (fetches === 1) throw err('DIR_FETCH_FAILED', 'no source answered');
-        return chainWith([genesis, carrying], 1, 400_000_000n);
-      };
-      spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
-      spies.push(vi.spyOn(walletModule, 'submitTransfer').mockResolvedValue({ accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>));
-      spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
-        chain: chainWith([genesis], 0, 500_000_000n), consensus: { periodSeconds: 2 }, refetch,
-      } as unknown as rewardsCommands.VerifiedChainContext) as never));
-      const out: string[] = [];
-      const errs: string[] = [];
-      const code = await walletSend(to.toString('hex'), '1', { json: true, config, waitSeconds: 60 }, { out: (x) => out.push(x), err: (x) => errs.push(x) });
-      // The failed fetch is reported, once, naming its cause.
-      expect(errs.filter((x) => x.includes('DIR_FETCH_FAILED') || x.includes('no source answered'))).toHaveLength(1);
-      expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1, epoch: 11 } });
-      expect(code).toBe(0);
-      expect(fetches).toBe(2);
-    } finally {
-      for (const s of spies) s.mockRestore();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await inWalletDir('bitcloud-wallet-refetch-', async ({ config, key, hex, spies }) => {
+    const to = Buffer.alloc(32, 9);
+    const t = signTransfer(key, to, 100_000_000n, 1); // Ed25519 is deterministic: the bytes send makes
+    const chainWith = (blocks: VerifiedRewardBlock[], nonce: number, balance: bigint) => ({
+      source: 'test', blocks, state: { height: blocks.length - 1, chainId: CHAIN_ID, balances: new Map([[hex, balance]]), nonces: new Map(nonce ? [[hex, nonce]] : []) },
+    }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: Buffer.alloc(32), signers: [] };
+    const carrying: VerifiedRewardBlock = { block: { height: 1, previousHash: GENESIS_PREVIOUS_HASH, epoch: 11, minted: 0n, allocations: new Map(), transfers: [t] }, hash: Buffer.alloc(32), signers: [] };
+    let fetches = 0;
+    const refetch = async () => {
+      fetches++;
+      if (fetches === 1) throw err('DIR_FETCH_FAILED', 'no source answered');
+      return chainWith([genesis, carrying], 1, 400_000_000n);
+    };
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockResolvedValue({ accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>));
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain: chainWith([genesis], 0, 500_000_000n), consensus: { periodSeconds: 2 }, refetch,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+    const out: string[] = [];
+    const errs: string[] = [];
+    const code = await walletSend(to.toString('hex'), '1', { json: true, config, waitSeconds: 60 }, { out: (x) => out.push(x), err: (x) => errs.push(x) });
+    // The failed fetch is reported, once, naming its cause.
+    expect(errs.filter((x) => x.includes('DIR_FETCH_FAILED') || x.includes('no source answered'))).toHaveLength(1);
+    expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1, epoch: 11 } });
+    expect(code).toBe(0);
+    expect(fetches).toBe(2);
+    });
   });
 });
 
 describe('bitcloud wallet send: bound to the chain it verified (SPEC §8.11.1, §8.11.4)', () => {
   it('signs a version 3 transfer over the id of the chain it verified (its block 0 hash): it verifies for that chain only', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-wallet-chainid-'));
-    const spies: Array<{ mockRestore(): void }> = [];
-    try {
-      const config = path.join(dir, 'client.json');
-      fs.writeFileSync(config, JSON.stringify({ dataDir: 'data', authorities: [{ name: 'a', identity: 'ab'.repeat(32), address: '127.0.0.1:1' }] }));
-      const { key } = await loadWalletKey(path.join(dir, 'data'));
-      const hex = key.publicKey.toString('hex');
-      const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
-      const chain = { source: 'test', blocks: [genesis], state: { height: 0, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map() } };
-      let sent: Transfer | null = null;
-      spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
-      spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
-        sent = t;
-        return { accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>;
-      }));
-      spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
-        chain, consensus: { periodSeconds: 2 }, refetch: async () => chain,
-      } as unknown as rewardsCommands.VerifiedChainContext) as never));
-      const code = await walletSend('09'.repeat(32), '1', { json: true, config, noWait: true }, { out: () => {}, err: () => {} });
-      expect(code).toBe(0);
-      const t = sent as Transfer | null;
-      expect(t?.version).toBe(TRANSFER_VERSION);
-      expect(ed25519Verify(t!.signature, transferSignedBytes(t!, CHAIN_ID), key.publicKey)).toBe(true);
-      // Another network's chain (another block 0) does not take it.
-      expect(ed25519Verify(t!.signature, transferSignedBytes(t!, Buffer.alloc(32, 0xd2)), key.publicKey)).toBe(false);
-    } finally {
-      for (const s of spies) s.mockRestore();
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await inWalletDir('bitcloud-wallet-chainid-', async ({ config, key, hex, spies }) => {
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
+    const chain = { source: 'test', blocks: [genesis], state: { height: 0, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map() } };
+    let sent: Transfer | null = null;
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+      sent = t;
+      return { accepted: ['a'], refused: [], unreachable: [] } as unknown as Awaited<ReturnType<typeof walletModule.submitTransfer>>;
+    }));
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain, consensus: { periodSeconds: 2 }, refetch: async () => chain,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+    const code = await walletSend('09'.repeat(32), '1', { json: true, config, noWait: true }, { out: () => {}, err: () => {} });
+    expect(code).toBe(0);
+    const t = sent as Transfer | null;
+    expect(t?.version).toBe(TRANSFER_VERSION);
+    expect(ed25519Verify(t!.signature, transferSignedBytes(t!, CHAIN_ID), key.publicKey)).toBe(true);
+    // Another network's chain (another block 0) does not take it.
+    expect(ed25519Verify(t!.signature, transferSignedBytes(t!, Buffer.alloc(32, 0xd2)), key.publicKey)).toBe(false);
+    });
   });
 });
