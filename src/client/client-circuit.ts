@@ -141,6 +141,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
   readonly hops: Hop[] = [];
   /** hops[i].crypto, kept as one array for clientSealOutbound / clientOpenInbound (hot path). */
   private readonly layers: ClientHopCrypto[] = [];
+  /**
+   * Every layer takes a run of payloads in one call (tor1): only then may originated cells join an
+   * origin run (SPEC.md §5.4). A CGO circuit with a tor1 virtual hop has a batchable last layer
+   * and CGO layers under it that are not.
+   */
+  private outboundRuns = true;
   readonly edge: StreamEdge;
   readonly createdAt = Date.now();
   /** When the first stream was attached (SPEC.md §7b.11: dirty circuits retire after a while). */
@@ -220,7 +226,9 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
    */
   addVirtualHop(target: HopTarget, keys: Buffer): void {
     if (this.serviceEnd || this.hops.length === 0) throw err('CIRCUIT_PROTOCOL', 'a virtual hop needs a built circuit');
-    this.addHop(target, keys);
+    // The virtual hop is tor1 whatever the circuit to the rendezvous point negotiated: its 72
+    // bytes come from the tor1 ntor handshake with the node (SPEC.md §9.21.5 step 5, §5.6.1).
+    this.addHop(target, keys, 'tor1');
   }
 
   /**
@@ -239,11 +247,12 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     this.edge.maxBuffered = RELAY_EDGE_MAX_BUFFERED;
   }
 
-  private addHop(target: HopTarget, keys: Buffer): void {
-    const crypto = createClientHop(keys, this.relayCrypto);
+  private addHop(target: HopTarget, keys: Buffer, alg: RelayCryptoAlgorithm = this.relayCrypto): void {
+    const crypto = createClientHop(keys, alg);
     keys.fill(0);
     this.hops.push({ target, crypto });
     this.layers.push(crypto);
+    if (!crypto.encryptOutboundMany) this.outboundRuns = false;
     this.edge.maxData = crypto.relayDataMax;
   }
 
@@ -477,7 +486,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     // digested now and encrypted with the rest of the run, one cipher call per layer.
     const last = this.layers.length - 1;
     // (Not on a hidden node's end of a rendezvous circuit: its cells take the service end's layer, cell by cell.)
-    if (hop === last && cellCommand === CellCommand.RELAY && !this.serviceEnd && this.link.batched && this.layers[last].encryptOutboundMany) {
+    if (hop === last && cellCommand === CellCommand.RELAY && !this.serviceEnd && this.link.batched && this.outboundRuns) {
       const slot = originRun.slot(this, this.link);
       if (slot) {
         encodeRelayPayloadInto(slot, command, streamId, data);

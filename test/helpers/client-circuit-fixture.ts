@@ -4,7 +4,8 @@ import { EventEmitter } from 'node:events';
 import { expect } from 'vitest';
 import { ClientCircuit, ClientLink, type ClientViolationCounter, type HopTarget } from '../../src/client/client-circuit';
 import type { CellChannel } from '../../src/link/cell-channel';
-import { createRelayHop } from '../../src/crypto/relay-crypto';
+import { createRelayHop, relayCryptoKeyLen } from '../../src/crypto/relay-crypto';
+import type { RelayCryptoAlgorithm } from '../../src/crypto/hop-crypto';
 import { randomBytes, x25519Generate, ed25519Generate } from '../../src/crypto/primitives';
 import { CellCommand } from '../../src/wire/cell';
 import { decodeRelayPayload, encodeRelayPayload } from '../../src/wire/relay-msg';
@@ -14,21 +15,23 @@ export function hopTarget(i: number): HopTarget {
 }
 
 /**
- * A client circuit with `nHops` hops already keyed (tor1), counting its violations into
+ * A client circuit with `nHops` hops already keyed (tor1, or `o.alg`), on a link that batches
+ * reads when `o.batched` (a real link does), counting its violations into
  * `violations` if given. `fromHop` delivers a message hop `hop` originated (each hop before it
  * adds its inbound layer, as relays do); `toHop` opens what the client sent to hop `hop` since the
  * last call; `out` holds every cell the client sent and no call has taken yet.
  */
-export function keyedCircuit(nHops: number, violations: ClientViolationCounter | null = null) {
-  const keys = Array.from({ length: nHops }, () => randomBytes(72));
-  const relaySides = keys.map((k) => createRelayHop(Buffer.from(k)));
+export function keyedCircuit(nHops: number, violations: ClientViolationCounter | null = null, o: { alg?: RelayCryptoAlgorithm; batched?: boolean } = {}) {
+  const alg = o.alg ?? 'tor1';
+  const keys = Array.from({ length: nHops }, () => randomBytes(relayCryptoKeyLen(alg)));
+  const relaySides = keys.map((k) => createRelayHop(Buffer.from(k), alg));
   const out: Array<{ command: number; payload: Buffer }> = [];
   const ch = Object.assign(new EventEmitter(), {
-    closed: false, peerIdentity: null, isInitiator: true, batchesReads: false,
+    closed: false, peerIdentity: null, isInitiator: true, batchesReads: o.batched === true,
     send: (_id: number, command: number, payload: Uint8Array) => { out.push({ command, payload: Buffer.from(payload) }); return true; },
     allocateCircId: () => 0x80000001, releaseCircId: () => {}, close: () => {},
   }) as unknown as CellChannel;
-  const circ = ClientCircuit.allocate(new ClientLink(ch), 'tor1', violations);
+  const circ = ClientCircuit.allocate(new ClientLink(ch), alg, violations);
   keys.forEach((k, i) => (circ as unknown as { addHop(t: HopTarget, k: Buffer): void }).addHop(hopTarget(i), Buffer.from(k)));
   const fromHop = (hop: number, command: number, streamId: number, data: Buffer) => {
     const p = encodeRelayPayload(command, streamId, data);
@@ -41,5 +44,5 @@ export function keyedCircuit(nHops: number, violations: ClientViolationCounter |
     expect(relaySides[hop].decryptOutbound(c.payload, c.command)).toBe(true);
     return decodeRelayPayload(c.payload);
   });
-  return { circ, out, fromHop, toHop };
+  return { circ, out, relaySides, fromHop, toHop };
 }
