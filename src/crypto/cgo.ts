@@ -107,6 +107,13 @@ export class EtCipher {
     this.kb.decryptBlock(b);
     xorBlock(b, maskScratch);
   }
+
+  /** Erase KB and KU (their copies and POLYVAL tables); unusable afterwards. */
+  destroy(): void {
+    this.kb.destroy();
+    this.ku.destroy();
+    if (this.kuKey !== null) wipe(this.kuKey);
+  }
 }
 
 function xorBlock(b: Uint8Array, mask: Uint8Array): void {
@@ -146,6 +153,12 @@ export class Prf {
     this.k.ctrXorInPlace(this.ivFor(t), out, PRF_N1_BLOCKS);
     return out;
   }
+
+  /** Erase K and B (their copies and POLYVAL tables); unusable afterwards. */
+  destroy(): void {
+    this.k.destroy();
+    this.b.destroy();
+  }
 }
 
 /** UIV+: the wide-block cipher on a 509-byte cell body (X_L = first 16 bytes, X_R = the rest). */
@@ -178,14 +191,22 @@ export class Uiv {
     this.j.decrypt(h, ad, right, left);
   }
 
-  /** UPDATE_UIV: (J', S', N') = PRF_n1(S, N); the keys change in place and N is overwritten. */
+  /**
+   * UPDATE_UIV: (J', S', N') = PRF_n1(S, N); the keys change in place and N is overwritten. The
+   * replaced J and S are erased (SPEC.md §5.6.2: the per-cell update is what gives CGO forward
+   * secrecy within a circuit, so the old keys must not outlive it in memory).
+   */
   update(nonce: Buffer): void {
     const seed = this.s.n1(nonce, CGO_UIV_KEY_LEN + CGO_BLOCK_LEN);
+    const oldJ = this.j;
+    const oldS = this.s;
     this.current.set(seed.subarray(0, CGO_UIV_KEY_LEN));
     this.j = new EtCipher(this.current.subarray(0, CGO_ET_KEY_LEN));
     this.s = new Prf(this.current.subarray(CGO_ET_KEY_LEN));
     seed.copy(nonce, 0, CGO_UIV_KEY_LEN);
     wipe(seed);
+    oldJ.destroy();
+    oldS.destroy();
   }
 
   /** A copy of the current J | S (tests only). */

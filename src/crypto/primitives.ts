@@ -399,6 +399,8 @@ export interface Aes128Block {
    * ECB context in a single update.
    */
   ctrXorInPlace(iv: Uint8Array, data: Uint8Array, firstBlock?: number): void;
+  /** Zero this object's copy of the key and drop its cipher contexts; unusable afterwards. */
+  destroy(): void;
 }
 
 /** Longest keystream ctrXorInPlace makes in one call (a CGO cell body is 509 bytes). */
@@ -464,6 +466,12 @@ class Aes128Key implements Aes128Block {
     fillCounters(iv, firstBlock, blocks);
     const ks = this.encryptor().update(ctrCounters.subarray(0, blocks << 4));
     for (let i = 0; i < n; i++) data[i] ^= ks[i];
+  }
+
+  destroy(): void {
+    wipe(this.k);
+    this.enc = null;
+    this.dec = null;
   }
 }
 

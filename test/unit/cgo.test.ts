@@ -9,7 +9,7 @@ import {
   clientOpenInbound, clientSealOutbound, createClientHop, createRelayHop, randomHopPairs, relayCryptoKeyLen,
 } from '../../src/crypto/relay-crypto';
 import type { ClientHopCrypto, RelayHopCrypto } from '../../src/crypto/hop-crypto';
-import { CGO_KEY_LEN } from '../../src/crypto/cgo';
+import { CGO_KEY_LEN, CGO_BLOCK_LEN, CGO_UIV_KEY_LEN, Uiv } from '../../src/crypto/cgo';
 import { CELL_LEN, CELL_HEADER_LEN, CellCommand } from '../../src/wire/cell';
 import { CGO_RELAY_DATA_MAX, RelayCommand, decodeRelayPayload, encodeRelayPayloadInto, relayPayloadFromCgo, relayPayloadToCgo } from '../../src/wire/relay-msg';
 
@@ -228,5 +228,35 @@ describe('tagging: one flipped bit anywhere in a CGO cell', () => {
       if (alg === 'cgo') expect(differ).toBeGreaterThan(350);
       else expect(differ).toBe(1);
     }
+  });
+});
+
+describe('UPDATE erases the keys it replaces (SPEC.md §5.6.2)', () => {
+  it('after an update the old KB, KU, KS and the POLYVAL tables of KU and KP are zero; the new keys work', () => {
+    type Aes = { k: Buffer };
+    type Poly = { p: { destroyed?: boolean; t: Array<{ s0: number; s1: number; s2: number; s3: number }> } };
+    type Internals = { j: { kb: Aes; ku: Poly; kuKey: Buffer | null }; s: { k: Aes; b: Poly } };
+    const keys = randomBytes(CGO_UIV_KEY_LEN);
+    const uiv = new Uiv(keys);
+    const cell = randomBytes(509);
+    uiv.encrypt(Buffer.alloc(16), CellCommand.RELAY, cell); // the ciphers are in use before the update
+    const { j, s } = uiv as unknown as Internals;
+    const secrets = [j.kb.k, j.kuKey!, s.k.k];
+    expect(secrets.map((b) => b.equals(Buffer.alloc(b.length)))).toEqual([false, false, false]);
+    const tableZero = (q: Poly) => q.p.t.every((e) => e.s0 === 0 && e.s1 === 0 && e.s2 === 0 && e.s3 === 0);
+    expect([tableZero(j.ku), tableZero(s.b)]).toEqual([false, false]);
+
+    const nonce = randomBytes(CGO_BLOCK_LEN);
+    uiv.update(nonce);
+    expect(secrets.map((b) => b.equals(Buffer.alloc(b.length)))).toEqual([true, true, true]);
+    expect([tableZero(j.ku), tableZero(s.b)]).toEqual([true, true]);
+    // The state that replaced them is whole: what one side encrypts the other decrypts.
+    const peer = new Uiv(uiv.keys());
+    const x = randomBytes(509);
+    const y = Buffer.from(x);
+    uiv.encrypt(Buffer.alloc(16), CellCommand.RELAY, y);
+    expect(y.equals(x)).toBe(false);
+    peer.decrypt(Buffer.alloc(16), CellCommand.RELAY, y);
+    expect(y.equals(x)).toBe(true);
   });
 });
