@@ -34,6 +34,44 @@ class PayloadPool {
   }
 }
 
+/**
+ * The unread stream data one owner holds, as a FIFO of (bytes, time received) chunks (SPEC.md
+ * §7b.9). Each call is O(1) amortized: a chunk is pushed once and taken off once. An increase in
+ * the same millisecond as the last chunk joins it, so the list holds at most one chunk per distinct
+ * millisecond with an increase, hence at most held bytes / cell payload chunks (each increase is at
+ * least one cell's data); and past the cap the owner is killed and its list dropped.
+ */
+class Held {
+  chunks: Array<{ bytes: number; at: number }>;
+  head = 0;
+  constructor(public bytes: number, at: number) {
+    this.chunks = [{ bytes, at }];
+  }
+
+  /** When the oldest unread byte was received. */
+  oldestAt(): number {
+    return this.chunks[this.head].at;
+  }
+
+  push(bytes: number, at: number): void {
+    const last = this.chunks[this.chunks.length - 1];
+    if (this.head < this.chunks.length && last.at === at) last.bytes += bytes;
+    else this.chunks.push({ bytes, at });
+  }
+
+  /** Readers took `bytes`: off the front, oldest first; a partly read chunk keeps its stamp. */
+  take(bytes: number): void {
+    while (bytes > 0 && this.head < this.chunks.length) {
+      const c = this.chunks[this.head];
+      if (c.bytes > bytes) { c.bytes -= bytes; return; }
+      bytes -= c.bytes;
+      this.head++;
+    }
+    if (this.head === this.chunks.length) { this.chunks = []; this.head = 0; }
+    else if (this.head > 32 && this.head * 2 > this.chunks.length) { this.chunks = this.chunks.slice(this.head); this.head = 0; }
+  }
+}
+
 export class QueueBudget {
   /** Bytes accounted per queued cell: the whole cell, as on the wire. */
   static readonly CELL_COST = CELL_LEN;
@@ -42,8 +80,8 @@ export class QueueBudget {
   heldBytes = 0;
   oomKills = 0;
   private readonly queues = new Set<CellQueue>();
-  /** Owners holding unread stream data: how much, and since when (insertion order: oldest first). */
-  private readonly held = new Map<QueueOwner, { bytes: number; since: number }>();
+  /** Owners holding unread stream data: how much, and when each part of it arrived (SPEC.md §7b.9). */
+  private readonly held = new Map<QueueOwner, Held>();
   readonly pool = new PayloadPool(4096);
   private checking = false;
 
@@ -65,8 +103,8 @@ export class QueueBudget {
 
   /**
    * SPEC.md §7b.9: `owner` (a circuit end) now holds `bytes` of received stream data its readers
-   * have not taken; 0 when none. It counts under the cap with the queued cells, aged from when the
-   * owner began holding some or its readers last took some. Over the cap, the oldest owners die.
+   * have not taken; 0 when none. It counts under the cap with the queued cells, aged by its oldest
+   * unread byte. Over the cap, the oldest owners die.
    */
   hold(owner: QueueOwner, bytes: number): void {
     const h = this.held.get(owner);
@@ -74,10 +112,17 @@ export class QueueBudget {
       if (h) { this.heldBytes -= h.bytes; this.held.delete(owner); }
       return;
     }
-    if (!h) { this.heldBytes += bytes; this.held.set(owner, { bytes, since: this.now() }); return this.checkCap(); }
-    // A reader that took data makes its owner young again: a stream that keeps up with a steady
-    // flow is not killed before one whose reader never reads (Tor ages the oldest buffered byte).
-    if (bytes < h.bytes) h.since = this.now();
+    const now = this.now();
+    if (!h) {
+      this.heldBytes += bytes;
+      this.held.set(owner, new Held(bytes, now));
+      return this.checkCap();
+    }
+    // The owner is aged by its oldest unread byte, as Tor ages a buffer by its oldest chunk: data
+    // received is a chunk stamped now, and data read is taken off the front, oldest first, so a
+    // reader that takes a byte now and then does not make megabytes left unread look young.
+    if (bytes > h.bytes) h.push(bytes - h.bytes, now);
+    else if (bytes < h.bytes) h.take(h.bytes - bytes);
     this.heldBytes += bytes - h.bytes;
     h.bytes = bytes;
     this.checkCap();
@@ -100,7 +145,7 @@ export class QueueBudget {
       // Cell queues and unread stream data together, by the age of the oldest of each (SPEC.md §7b.9).
       const victims: Array<{ owner: QueueOwner; at: number; q: CellQueue | null }> = [];
       for (const q of this.queues) if (q.length > 0) victims.push({ owner: q.owner, at: q.oldestAt(), q });
-      for (const [owner, h] of this.held) victims.push({ owner, at: h.since, q: null });
+      for (const [owner, h] of this.held) victims.push({ owner, at: h.oldestAt(), q: null });
       victims.sort((a, b) => a.at - b.at);
       // A circuit has a queue per direction and may hold stream data too: it is killed, and
       // counted, once (SPEC.md §7b.9).

@@ -178,3 +178,67 @@ describe('TokenBucket and DosGuard (as Tor DoS)', () => {
     expect(resolveRelayLimits()).toEqual(DEFAULT_RELAY_LIMITS);
   });
 });
+
+describe('QueueBudget: unread stream data under the memory cap', () => {
+  it('ages unread data by its oldest byte: a reader taking a byte now and then does not make a megabyte left unread young', () => {
+    // SPEC.md §7b.9: A holds 1 MiB from t=0 and its reader takes one byte every 10 s; B holds
+    // 1 MiB from t=50 s. Over the cap at t=60 s, A's data is the oldest: A dies, not B.
+    const MB = 1 << 20;
+    let t = 0;
+    const budget = new QueueBudget(2 * MB, () => t);
+    const a = new Owner();
+    const b = new Owner();
+    budget.hold(a, MB);
+    let unread = MB;
+    for (t = 10_000; t <= 60_000; t += 10_000) {
+      if (t === 50_000) budget.hold(b, MB);
+      budget.hold(a, --unread);
+    }
+    t = 60_000;
+    expect(a.killed || b.killed).toBe(false);
+    budget.hold(b, MB + 1000); // over the cap
+    expect([a.killed, b.killed]).toEqual([true, false]);
+    expect(budget.oomKills).toBe(1);
+    expect(budget.heldBytes).toBe(MB + 1000);
+  });
+
+  it('a partial read keeps the rest of the oldest chunk with its stamp; reading past it ages the owner by the next chunk', () => {
+    // Partly read: A's front chunk (t=10) keeps its stamp, older than B's (t=20): A dies.
+    let t = 0;
+    const budget = new QueueBudget(300, () => t);
+    const a = new Owner();
+    const b = new Owner();
+    t = 10; budget.hold(a, 100);
+    t = 20; budget.hold(b, 100);
+    t = 30; budget.hold(a, 200); // a second chunk, stamped 30
+    t = 40; budget.hold(a, 150); // the reader took 50 bytes of the chunk stamped 10
+    t = 45; budget.hold(b, 200); // 350 > 300
+    expect([a.killed, b.killed]).toEqual([true, false]);
+    expect(budget.heldBytes).toBe(200);
+
+    // Read past it: the chunk stamped 10 is gone and A is aged from 30, younger than B (20): B dies.
+    const budget2 = new QueueBudget(300, () => t);
+    const a2 = new Owner();
+    const b2 = new Owner();
+    t = 10; budget2.hold(a2, 100);
+    t = 20; budget2.hold(b2, 100);
+    t = 30; budget2.hold(a2, 200);
+    t = 40; budget2.hold(a2, 50); // took 150: the whole first chunk and half the second
+    t = 45; budget2.hold(b2, 260); // 310 > 300
+    expect([a2.killed, b2.killed]).toEqual([false, true]);
+    expect(budget2.heldBytes).toBe(50);
+  });
+
+  it('increases within one millisecond join the last chunk', () => {
+    let t = 5;
+    const budget = new QueueBudget(1000, () => t);
+    const a = new Owner();
+    const b = new Owner();
+    budget.hold(a, 100);
+    budget.hold(a, 200); // same ms: one chunk of 200 stamped 5
+    t = 6; budget.hold(b, 100);
+    t = 7; budget.hold(a, 150); // took 50 of the one chunk: the rest still stamped 5
+    budget.hold(b, 860); // 1010 > 1000
+    expect([a.killed, b.killed]).toEqual([true, false]);
+  });
+});

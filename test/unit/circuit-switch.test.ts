@@ -580,7 +580,7 @@ describe('queues behind congested links (SPEC.md §7b.9)', () => {
     expect(budget.heldBytes).toBe(0);
   });
 
-  it('unread stream data is aged from when its readers last took some: one that keeps up outlives one that never reads', () => {
+  it('unread stream data is aged by its oldest unread byte: one whose reader keeps up outlives one that never reads', () => {
     let now = 0;
     const budget = new QueueBudget(1000, () => now);
     const killed: string[] = [];
@@ -590,7 +590,7 @@ describe('queues behind congested links (SPEC.md §7b.9)', () => {
     o.stuck = owner('stuck');
     now = 1; budget.hold(o.steady, 400);
     now = 2; budget.hold(o.stuck, 400);
-    now = 3; budget.hold(o.steady, 300); // its reader took 100 bytes
+    now = 3; budget.hold(o.steady, 0); // its reader took all it held
     budget.hold(o.steady, 500);
     now = 4; budget.hold(o.stuck, 600);
     expect(killed).toEqual(['stuck']);
