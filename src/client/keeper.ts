@@ -31,7 +31,14 @@ export interface KeptFile {
   repaired: number;
   lost: number;
   unrecoverableChunks: number;
+  /** Audits of the last pass that failed: of chunk shares and of the whole shares' holders. */
   auditFailures: number;
+  /**
+   * Audits of the last pass a node answered STORAGE_BUSY on every try, of chunk shares and of the
+   * whole shares' holders (SPEC.md §9.18.3 steps 3 and 5). Absent from a state saved before it was
+   * recorded: read as 0.
+   */
+  busyAudits: number;
   /**
    * Shares the last pass could not judge: no holder passed, one stayed STORAGE_BUSY (SPEC.md
    * §9.18.3 step 3). Absent from a state saved before it was recorded: read as 0.
@@ -68,7 +75,7 @@ export async function loadKeeperState(dataDir: string): Promise<KeeperState> {
 }
 
 /** The counters and times of a kept file: finite numbers ≥ 0 (Unix seconds or counts). */
-const COUNTS = ['addedAt', 'lastCheck', 'shares', 'healthy', 'repairedTotal', 'repaired', 'lost', 'unrecoverableChunks', 'auditFailures', 'unknown', 'expiresAt'] as const;
+const COUNTS = ['addedAt', 'lastCheck', 'shares', 'healthy', 'repairedTotal', 'repaired', 'lost', 'unrecoverableChunks', 'auditFailures', 'busyAudits', 'unknown', 'expiresAt'] as const;
 
 /** SPEC.md §9.19: every field of a kept file has its type, else the state is KEEPER_STATE_CORRUPT. */
 function checkKept(f: KeptFile, i: number): void {
@@ -80,6 +87,7 @@ function checkKept(f: KeptFile, i: number): void {
   if (typeof f.manifestId !== 'string' || !/^[0-9a-f]{64}$/.test(f.manifestId)) throw bad('manifestId is not 64 hex digits');
   if (f.manifestId !== cap.manifestId.toString('hex')) throw bad('manifestId is not that of the verify capability');
   if ((f as Partial<KeptFile>).unknown === undefined) f.unknown = 0; // saved before unknown shares were recorded
+  if ((f as Partial<KeptFile>).busyAudits === undefined) f.busyAudits = 0; // saved before busy audits were recorded
   for (const k of COUNTS) {
     const v = f[k] as unknown;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw bad(`${k} is not a finite number ≥ 0`);
@@ -115,7 +123,7 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
   if (s.files.some((f) => f.manifestId === manifestId)) return false;
   s.files.push({
     verifyCap: text, manifestId, addedAt: now, lastCheck: 0, shares: 0, healthy: 0, repairedTotal: 0, repaired: 0, lost: 0,
-    unrecoverableChunks: 0, auditFailures: 0, unknown: 0, expiresAt: 0, lastError: null,
+    unrecoverableChunks: 0, auditFailures: 0, busyAudits: 0, unknown: 0, expiresAt: 0, lastError: null,
   });
   return true;
 }
@@ -125,7 +133,8 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
  * earliest expiry replaces the one recorded; otherwise the expiry of shares the pass stored is
  * folded in (the earlier one counts). A chunk whose rebuilt shares disagree with the verify record
  * leaves SHARE_HASH_MISMATCH as the file's last error; shares whose audits stayed busy are
- * recorded apart as unknown (SPEC.md §9.18.3, §9.19).
+ * recorded apart as unknown (SPEC.md §9.18.3, §9.19). The audit totals count the whole shares'
+ * audits (root and verify record, §9.18.3 step 5) with the chunk shares'.
  */
 export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = true): void {
   f.lastCheck = now;
@@ -136,6 +145,7 @@ export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = tr
   f.lost = r.lost;
   f.unrecoverableChunks = r.unrecoverableChunks;
   f.auditFailures = r.failures.length;
+  f.busyAudits = r.busy.length;
   f.unknown = r.unknown;
   if (r.expiresAt) f.expiresAt = renewed || !f.expiresAt ? r.expiresAt : Math.min(f.expiresAt, r.expiresAt);
   f.lastError = r.mismatchedChunks ? 'SHARE_HASH_MISMATCH' : null;

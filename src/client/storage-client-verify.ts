@@ -63,8 +63,15 @@ export interface KeepOptions {
   signal?: AbortSignal;
 }
 
-/** A node caught not holding (or not proving) a share it was found with or expected to hold. */
-export interface AuditFailure { node: string; shareId: string; code: string }
+/**
+ * A node caught not holding (or not proving) a share it was found with or expected to hold, or
+ * busy on every try of its audit. `kind`: a chunk share, or the whole root or verify record share
+ * (SPEC.md §9.18.3 steps 3 and 5).
+ */
+export interface AuditFailure { node: string; shareId: string; code: string; kind: ShareKind }
+
+/** Which share an audit was of: a chunk share, the root (manifest) or the verify record. */
+export type ShareKind = 'chunk' | 'root' | 'verify';
 
 export interface KeepReport {
   /** Shares of the file (n per chunk, plus the root and the verify record). */
@@ -82,12 +89,16 @@ export interface KeepReport {
    * §9.18.3 step 4): nothing of them was written, their missing shares count as lost.
    */
   mismatchedChunks: number;
-  /** Audits run (pass and fail); each can be rechecked with the audit root (§9.17.5). */
+  /**
+   * Audits run (pass and fail), of chunk shares (each can be rechecked with the audit root,
+   * §9.17.5) and of the whole shares' other holders (§9.18.3 step 5).
+   */
   audits: number;
+  /** Failed audits, of chunk and whole shares alike (`kind`). */
   failures: AuditFailure[];
   /**
-   * Audits a node answered STORAGE_BUSY on every try (SPEC.md §9.18.3 step 3): neither passed nor
-   * failed; the node may hold the share.
+   * Audits a node answered STORAGE_BUSY on every try (SPEC.md §9.18.3 steps 3 and 5), of chunk and
+   * whole shares alike: neither passed nor failed; the node may hold the share.
    */
   busy: AuditFailure[];
   /**
@@ -230,10 +241,10 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
         if (!good.has(hex)) good.set(hex, fp);
         addTo(proven, hex, fp);
       } else if (r.code === 'STORAGE_BUSY') {
-        report.busy.push({ node: fp, shareId: hex, code: r.code });
+        report.busy.push({ node: fp, shareId: hex, code: r.code, kind: 'chunk' });
         addTo(busy, hex, fp);
       } else {
-        report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL' });
+        report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL', kind: 'chunk' });
         addTo(failed, hex, fp);
       }
     }
@@ -348,11 +359,16 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
           return a.proof.equals(auditProof(nonce, source)) ? { ...base, ok: true } : { ...base, ok: false, code: 'AUDIT_PROOF_INVALID' };
         } catch (e) { return { ...base, ok: false, code: errorCode(e) }; }
       }, o.auditBusyRetryMs, o.signal);
-      return { fp, ok: r.ok, busy: !r.ok && r.code === 'STORAGE_BUSY' };
+      return { fp, ok: r.ok, code: r.code ?? 'INTERNAL' };
     }));
+    // Reported as the chunk shares' audits are: a failure or a busy holder of the root or the
+    // verify record is in the report and its totals (SPEC.md §9.19).
+    const kind: ShareKind = id.equals(cap.manifestId) ? 'root' : 'verify';
     for (const a of audited) {
+      report.audits++;
       if (a.ok) proven.push(a.fp);
-      else if (a.busy) busy.push(a.fp);
+      else if (a.code === 'STORAGE_BUSY') { busy.push(a.fp); report.busy.push({ node: a.fp, shareId: hex, code: a.code, kind }); }
+      else report.failures.push({ node: a.fp, shareId: hex, code: a.code, kind });
     }
     held.set(hex, new Set([...proven, ...busy]));
     report.healthy++;

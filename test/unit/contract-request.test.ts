@@ -87,7 +87,7 @@ describe('a contract after a pass with unknown shares (SPEC.md §9.18.3 step 3, 
     const placed = [{ node: 'aa'.repeat(32), shareId: Buffer.alloc(32, 1), size: 64, root: Buffer.alloc(32, 2) }];
     vi.mocked(keepFile).mockResolvedValueOnce({
       shares: 4, healthy: 3, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 4, failures: [],
-      busy: [{ node: 'bb'.repeat(32), shareId: '03'.repeat(32), code: 'STORAGE_BUSY' }], unknown: 1, expiresAt: 0, placed,
+      busy: [{ node: 'bb'.repeat(32), shareId: '03'.repeat(32), code: 'STORAGE_BUSY', kind: 'chunk' as const }], unknown: 1, expiresAt: 0, placed,
     });
     const session = { network: { dir: { consensus: () => ({ periodSeconds: 3600 }) }, dirCfg: { authorities: [] } }, client: {} } as unknown as StorageSession;
     const vcap = formatVerifyCapability({ manifestId: Buffer.alloc(32, 5), verifyId: Buffer.alloc(32, 6), verifyKey: Buffer.alloc(32, 7) });
@@ -106,7 +106,7 @@ describe('put --pay when the contract cannot be opened (SPEC.md §9.20.4)', () =
   const stored = { capability: cap, verifyCapability: vcap, manifestId: '08'.repeat(32), size: 1000, chunks: 1, coding: { k: 4, n: 6 }, shares: 8, bytesSent: 2000, relocated: 0 };
   const busyPass = {
     shares: 6, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 6, failures: [],
-    busy: [{ node: 'bb'.repeat(32), shareId: '03'.repeat(32), code: 'STORAGE_BUSY' }], unknown: 1, expiresAt: 0, placed: [],
+    busy: [{ node: 'bb'.repeat(32), shareId: '03'.repeat(32), code: 'STORAGE_BUSY', kind: 'chunk' as const }], unknown: 1, expiresAt: 0, placed: [],
   };
 
   async function run(json: boolean): Promise<{ code: number; out: string; errOut: string }> {

@@ -83,7 +83,7 @@ describe('keep status of a pass with unknown shares (SPEC.md §9.18.3 step 3, §
     const dir = freshDir();
     const s = await loadKeeperState(dir);
     addKept(s, newCap(), 100);
-    recordPass(s.files[0], { shares: 8, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 8, failures: [], busy: [{ node: 'aa', shareId: 'bb', code: 'STORAGE_BUSY' }], unknown: 3, expiresAt: 1000, placed: [] }, 200);
+    recordPass(s.files[0], { shares: 8, healthy: 5, repaired: 0, lost: 0, unrecoverableChunks: 0, mismatchedChunks: 0, audits: 8, failures: [], busy: [{ node: 'aa', shareId: 'bb', code: 'STORAGE_BUSY', kind: 'chunk' }], unknown: 3, expiresAt: 1000, placed: [] }, 200);
     await saveKeeperState(dir, s);
     const back = await loadKeeperState(dir);
     const { writes: out } = await captureStdout(() => { printStatus(back, true); printStatus(back, false); });
@@ -91,7 +91,7 @@ describe('keep status of a pass with unknown shares (SPEC.md §9.18.3 step 3, §
     expect(out[1]).toMatch(/unknown \(busy\) 3\b/);
   });
 
-  it('a state saved before unknown shares were recorded loads with none', async () => {
+  it('a state saved before unknown shares (or busy audits) were recorded loads with none', async () => {
     const dir = freshDir();
     const s = await loadKeeperState(dir);
     addKept(s, newCap(), 100);
@@ -99,6 +99,9 @@ describe('keep status of a pass with unknown shares (SPEC.md §9.18.3 step 3, §
     await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [old] }));
     expect((await loadKeeperState(dir)).files[0]).toMatchObject({ unknown: 0 });
+    const { busyAudits: _b, ...older } = old;
+    await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [older] }));
+    expect((await loadKeeperState(dir)).files[0]).toMatchObject({ unknown: 0, busyAudits: 0 });
     await fsp.writeFile(path.join(dir, 'keeper.json'), JSON.stringify({ version: 1, files: [{ ...old, unknown: -1 }] }));
     await expect(loadKeeperState(dir)).rejects.toMatchObject({ code: 'KEEPER_STATE_CORRUPT' });
   });

@@ -20,6 +20,14 @@ import { StorageClient, type StorageNode } from '../../src/client/storage-client
 import { fetchVerifyRecord, KEEP_AUDITS_PER_NODE, keepFile } from '../../src/client/storage-client-verify';
 import { earliestExpiry } from '../../src/client/lease-expiry';
 import { shareClient } from '../helpers/share-client';
+import { captureStdout } from '../helpers/output';
+import { addKept, loadKeeperState, runKeeper, updateKeeperState } from '../../src/client/keeper';
+import { printStatus } from '../../src/client/commands/keep';
+import { formatVerifyCapability } from '../../src/storage/verify-cap';
+import type { KeepReport } from '../../src/client/storage-client-verify';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 
 function codeOf(f: () => unknown): string | undefined {
   try { f(); } catch (e) { return isBitcloudError(e) ? e.code : `NOT_BITCLOUD:${String(e)}`; }
@@ -313,6 +321,38 @@ describe('holders of a whole share that are busy (SPEC.md §9.18.3 steps 3 and 5
     expect(rootPuts()).not.toContain(always);
     expect(renewedAt()).toContain(always);
   });
+
+  it('keep run reports the whole shares\' audits as it does the chunk shares\': a root holder that fails and one busy every time are listed and counted (SPEC.md §9.19)', async () => {
+    let liar = '';
+    let always = '';
+    const { nodes, cap, client } = busyRoot((fp) => fp === always);
+    liar = nodes.fps[1];
+    always = nodes.fps[2];
+    nodes.drop(liar, cap.manifestId); // claims the root in `has`, fails its audit
+    const root = cap.manifestId.toString('hex');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bitcloud-keep-whole-'));
+    try {
+      await updateKeeperState(dir, (s) => { addKept(s, formatVerifyCapability(cap), 100); });
+      const reports: KeepReport[] = [];
+      await runKeeper(dir, { once: true, interval: 3600, renewWithin: 60, leaseSeconds: 0 }, async (c, o) => {
+        const r = await keepFile(client, c, { ...o, auditBusyRetryMs: [1] });
+        reports.push(r);
+        return r;
+      });
+      const r = reports[0];
+      expect(r.failures).toEqual([{ node: liar, shareId: root, code: 'SHARE_NOT_FOUND', kind: 'root' }]);
+      expect(r.busy).toEqual([{ node: always, shareId: root, code: 'STORAGE_BUSY', kind: 'root' }]);
+      // The n chunk shares' audits, and the other n - 1 holders of each whole share.
+      expect(r.audits).toBe(N + 2 * (N - 1));
+      const state = await loadKeeperState(dir);
+      const { writes: out } = await captureStdout(() => { printStatus(state, true); printStatus(state, false); });
+      expect(JSON.parse(out[0]).files[0]).toMatchObject({ auditFailures: 1, busyAudits: 1 });
+      expect(out[1]).toMatch(/audit failures 1\b/);
+      expect(out[1]).toMatch(/busy audits 1\b/);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('audits of a pass are paced per node (SPEC.md §9.18.3, §9.9)', () => {
@@ -508,7 +548,7 @@ describe('a node that answers an audit STORAGE_BUSY (SPEC.md §9.17.2, §9.18.3)
     const r = await keepFile(client, cap, { auditBusyRetryMs: [1, 1, 1] });
     expect(calls()).toBe(4); // the first try and 3 more
     expect(r.failures).toEqual([]);
-    expect(r.busy).toEqual([{ node: nodes.fps[4], shareId: shareId(shares[0][0]).toString('hex'), code: 'STORAGE_BUSY' }]);
+    expect(r.busy).toEqual([{ node: nodes.fps[4], shareId: shareId(shares[0][0]).toString('hex'), code: 'STORAGE_BUSY', kind: 'chunk' }]);
     expect(r).toMatchObject({ unknown: 1, healthy: N - 1 + 2, repaired: 0, lost: 0, unrecoverableChunks: 0 });
     expect(nodes.puts).toEqual([]);
   });

@@ -75,7 +75,7 @@ export function printStatus(s: KeeperState, json: boolean): void {
   for (const f of s.files) {
     const exp = f.expiresAt ? isoTime(f.expiresAt * 1000) : 'not renewed yet';
     const when = f.lastCheck ? new Date(f.lastCheck * 1000).toISOString() : 'never';
-    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  unknown (busy) ${f.unknown}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
+    process.stdout.write(`${f.manifestId.slice(0, 16)}…  healthy ${f.healthy}/${f.shares}  repaired ${f.repaired} (total ${f.repairedTotal})  lost ${f.lost}  unrecoverable chunks ${f.unrecoverableChunks}  audit failures ${f.auditFailures}  busy audits ${f.busyAudits}  unknown (busy) ${f.unknown}  leases until ${exp}  checked ${when}${f.lastError ? `  error ${f.lastError}` : ''}\n`);
   }
 }
 
