@@ -162,6 +162,7 @@ export const ERROR_CODES = {
     SOCKS_CLIENT_GONE: 'closed',
     SOCKS_COMMAND_UNSUPPORTED: 'bad_input',
     SOCKS_CONNECT_TIMEOUT: 'timeout',
+    SOCKS_ONION_UNSUPPORTED: 'bad_input',
     SOCKS_PUBLIC_BIND_REFUSED: 'bad_input',
   },
   /** Signed documents: envelopes, certificates (SPEC.md §6.2–§6.3). */

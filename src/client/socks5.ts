@@ -159,6 +159,11 @@ export function parseRequest(b: Buffer): Parsed<Omit<SocksConnectRequest, 'isola
       if (!net.isIPv6(host)) refuse('SOCKS_BAD_HOSTNAME', 'host name with a \':\' that is not an IPv6 address', SocksReply.GENERAL_FAILURE, 'bad_hostname');
     } else if (host.replace(/\.$/, '').split('.').some((l) => l === '')) {
       refuse('SOCKS_BAD_HOSTNAME', 'host name with an empty label', SocksReply.GENERAL_FAILURE, 'bad_hostname');
+    } else if (/(^|\.)onion\.?$/i.test(host)) {
+      // SPEC.md §7.8.2, RFC 7686: a Tor onion address names no host an exit can reach, and sent in
+      // BEGIN it would be looked up in the exit's DNS (the exit and its resolver learning which
+      // onion service the application wanted). Refused here, as Arti does with onion services off.
+      refuse('SOCKS_ONION_UNSUPPORTED', '.onion addresses are Tor onion services, which Bitcloud does not reach', SocksReply.GENERAL_FAILURE, 'onion');
     }
   } else {
     refuse('SOCKS_ADDRESS_TYPE_UNSUPPORTED', `address type ${atyp}`, SocksReply.ADDRESS_TYPE_NOT_SUPPORTED, 'address_type');

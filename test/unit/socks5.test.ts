@@ -357,6 +357,21 @@ describe('SOCKS5 reply codes (SPEC §7.8.4)', () => {
     expect(requests.map((r) => r.host)).toEqual(['::1']);
   });
 
+  it('a .onion name (any case, one trailing dot) → 0x01 with SOCKS_ONION_UNSUPPORTED, counted, never reaching onConnect (RFC 7686)', async () => {
+    const reg = createRegistry('test');
+    const port = await start({ metrics: reg });
+    for (const name of ['duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion', 'www.example.ONION', 'x.onion.', 'onion']) {
+      expect((await raw(port, [greet, connectReq(name, 80)], { endAfter: true })).data.subarray(2), name).toEqual(Buffer.from([5, 1, 0, 1, 0, 0, 0, 0, 0, 0]));
+    }
+    expect(requests).toEqual([]);
+    expect(logLines.join('')).toContain('SOCKS_ONION_UNSUPPORTED');
+    expect(await reg.metrics()).toMatch(/bitcloud_socks_refusals_total\{reason="onion",daemon="test"\} 4/);
+    // A name that only contains "onion" elsewhere is an ordinary name.
+    const ok = await socksClient(port, 'onion.example', 80);
+    expect((await roundTrip(ok, Buffer.from('ok'))).toString()).toBe('ok');
+    expect(requests.map((r) => r.host)).toEqual(['onion.example']);
+  });
+
   it('socksReplyFor maps END reasons, errno codes and error codes', () => {
     const table: [unknown, number][] = [
       [err('STREAM_REFUSED', 'm', { reason: 'EXITPOLICY' }), 2], [err('STREAM_REFUSED', 'm', { endReason: 4 }), 2], [err('STREAM_REFUSED', 'm', { reason: 'RESOLVEFAILED' }), 4],
