@@ -186,6 +186,12 @@ const HTTP_501 = Buffer.from([
   + 'for example: curl --socks5-hostname 127.0.0.1:9050 http://example.com/\n',
 ].join('\r\n'));
 
+/**
+ * SPEC.md §7.8.2: a line telling the user an application is misconfigured (SOCKS4, HTTP, BIND,
+ * UDP ASSOCIATE) is logged at warn at most once a minute for each kind; the rest go to debug.
+ */
+const MISUSE_WARN_INTERVAL_MS = 60_000;
+
 function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   const ip = parseIp(host);
@@ -225,6 +231,8 @@ export class Socks5Server {
   private readonly maxConnections: number;
   /** The connection limit was reached and logged; logged again only once below half of it (SPEC §7.8.2). */
   private full = false;
+  /** SPEC §7.8.2: per kind of misuse, when its line was last logged at warn and how many went to debug since. */
+  private readonly misuseWarned = new Map<string, { at: number; suppressed: number }>();
 
   constructor(private readonly opts: Socks5ServerOptions) {
     const host = opts.host ?? '127.0.0.1';
@@ -266,6 +274,24 @@ export class Socks5Server {
 
   private refused(reason: string): void {
     this.metrics?.refusals.inc({ reason });
+  }
+
+  /**
+   * SPEC §7.8.2: any local program can open connections without end, each a SOCKS4 request, an
+   * HTTP request or a BIND: one warn line per connection would let it fill the log (and the disk
+   * under it). The first of each kind is logged at warn, then at most one a minute (saying how
+   * many went to debug meanwhile); every one is still counted in the refusals metric.
+   */
+  private misuse(kind: string, message: string): void {
+    const now = Date.now();
+    const w = this.misuseWarned.get(kind);
+    if (w && now - w.at < MISUSE_WARN_INTERVAL_MS) {
+      w.suppressed++;
+      this.log.debug(message);
+      return;
+    }
+    this.log.warn(w?.suppressed ? { suppressedSinceLastWarning: w.suppressed } : {}, message);
+    this.misuseWarned.set(kind, { at: now, suppressed: 0 });
   }
 
   private serve(sock: net.Socket): void {
@@ -311,11 +337,11 @@ export class Socks5Server {
         while (phase === 'greeting' || phase === 'auth' || phase === 'request') {
           if (phase === 'greeting') {
             if (buf[0] === 4) {
-              this.log.warn('SOCKS4 is not supported, use SOCKS5 with remote DNS (socks5h)');
+              this.misuse('socks4', 'SOCKS4 is not supported, use SOCKS5 with remote DNS (socks5h)');
               return finish(SOCKS4_REJECT, 'socks4');
             }
             if (buf[0] >= 0x41 && buf[0] <= 0x5a) {
-              this.log.warn('an HTTP request reached the SOCKS port: this is a SOCKS5 proxy, not an HTTP proxy');
+              this.misuse('http', 'an HTTP request reached the SOCKS port: this is a SOCKS5 proxy, not an HTTP proxy');
               return finish(HTTP_501, 'http');
             }
             const g = parseGreeting(buf);
@@ -344,7 +370,7 @@ export class Socks5Server {
         }
       } catch (e) {
         const d = (e as BitcloudError).detail as { reply: number | null; reason: string } | undefined;
-        if (d?.reason === 'bind' || d?.reason === 'udp_associate') this.log.warn(`SOCKS ${d.reason === 'bind' ? 'BIND' : 'UDP ASSOCIATE'} is not supported, only CONNECT`);
+        if (d?.reason === 'bind' || d?.reason === 'udp_associate') this.misuse(d.reason, `SOCKS ${d.reason === 'bind' ? 'BIND' : 'UDP ASSOCIATE'} is not supported, only CONNECT`);
         else this.log.debug({ code: errorCode(e) }, 'SOCKS handshake refused');
         if (d?.reply !== null && d?.reply !== undefined) this.metrics?.replies.inc({ reply: REPLY_NAME.get(d.reply)! });
         const bytes = d?.reason === 'auth_malformed' ? Buffer.from([1, 1]) : d?.reply == null ? null : replyBytes(d.reply);

@@ -395,6 +395,26 @@ describe('SOCKS5 refusals and robustness (SPEC §7.8.2)', () => {
     expect(logLines.join('')).toMatch(/SOCKS4 is not supported, use SOCKS5 with remote DNS \(socks5h\)/);
   });
 
+  it('SOCKS4, HTTP and BIND repeated by one program: one warn line per kind, the rest at debug, every one counted', async () => {
+    const reg = createRegistry('test');
+    const port = await start({ metrics: reg });
+    for (let i = 0; i < 5; i++) {
+      await raw(port, [Buffer.from([4, 1, 0, 80, 127, 0, 0, 1, 0])]);
+      await raw(port, [Buffer.from('GET / HTTP/1.1\r\n\r\n')]);
+      await raw(port, [greet, connectReq('x.example', 80, 2)]);
+    }
+    const lines = logLines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    const warns = lines.filter((l) => l.level === 40).map((l) => l.msg);
+    expect(warns.filter((m) => /SOCKS4 is not supported/.test(m))).toHaveLength(1);
+    expect(warns.filter((m) => /HTTP request reached the SOCKS port/.test(m))).toHaveLength(1);
+    expect(warns.filter((m) => /BIND is not supported/.test(m))).toHaveLength(1);
+    expect(lines.filter((l) => l.level === 20 && /SOCKS4 is not supported/.test(l.msg))).toHaveLength(4);
+    const text = await reg.metrics();
+    expect(text).toMatch(/bitcloud_socks_refusals_total\{reason="socks4",daemon="test"\} 5/);
+    expect(text).toMatch(/bitcloud_socks_refusals_total\{reason="http",daemon="test"\} 5/);
+    expect(text).toMatch(/bitcloud_socks_refusals_total\{reason="bind",daemon="test"\} 5/);
+  });
+
   it('SOCKS4a too', async () => {
     const port = await start();
     const r = await raw(port, [Buffer.concat([Buffer.from([4, 1, 0, 80, 0, 0, 0, 1, 0]), Buffer.from('example.com\0')])]);
