@@ -9,7 +9,7 @@ import { err, errorCode, isErrorCode, type BitcloudError, type ErrorCode } from 
 import { END_REASONS, endReasonName, errnoInfo } from '../circuit/end-reasons';
 import { silentLogger, type Logger } from '../ops/log';
 import { prom, type Registry } from '../ops/metrics';
-import { formatIPv4, formatIPv6, parseIp } from '../dir/exit-policy';
+import { formatIPv4, formatIPv6, parseIp, parseIPv6 } from '../dir/exit-policy';
 import { SocksReply, type SocksReplyName } from '../wire/socks';
 
 const REPLY_NAME = new Map<number, string>(Object.entries(SocksReply).map(([k, v]) => [v, k.toLowerCase()]));
@@ -154,9 +154,11 @@ export function parseRequest(b: Buffer): Parsed<Omit<SocksConnectRequest, 'isola
     // SPEC.md §7.8.2: no empty label (a leading dot, two dots in a row, more than one trailing dot;
     // one trailing dot is a fully qualified name). A name with a ':' must be IPv6 text (passed on as
     // such); anything else with one (host:port put in the name field) is refused. So no spelling of
-    // a name such as `….bitcloud..` or `….bitcloud:80` slips past the gateway to an exit.
+    // a name such as `….bitcloud..` or `….bitcloud:80` slips past the gateway to an exit. IPv6 text
+    // is what every other layer parses (src/wire/addr.ts): no zone id (`fe80::1%eth0`), which
+    // net.isIPv6 accepts but the path selection takes for a name, to be sent to an exit as one.
     if (host.includes(':')) {
-      if (!net.isIPv6(host)) refuse('SOCKS_BAD_HOSTNAME', 'host name with a \':\' that is not an IPv6 address', SocksReply.GENERAL_FAILURE, 'bad_hostname');
+      if (parseIPv6(host) === null) refuse('SOCKS_BAD_HOSTNAME', 'host name with a \':\' that is not an IPv6 address', SocksReply.GENERAL_FAILURE, 'bad_hostname');
     } else if (host.replace(/\.$/, '').split('.').some((l) => l === '')) {
       refuse('SOCKS_BAD_HOSTNAME', 'host name with an empty label', SocksReply.GENERAL_FAILURE, 'bad_hostname');
     } else if (/(^|\.)onion\.?$/i.test(host)) {

@@ -372,6 +372,23 @@ describe('SOCKS5 reply codes (SPEC §7.8.4)', () => {
     expect(requests.map((r) => r.host)).toEqual(['onion.example']);
   });
 
+  it('IPv6 text with a zone id (or brackets) sent as a name → 0x01, never reaching onConnect; IPv6 text the rest of the client parses is passed on', async () => {
+    const port = await start();
+    for (const name of ['fe80::1%eth0', '::1%1', 'fe80::1%25lo', '[::1]']) {
+      expect((await raw(port, [greet, connectReq(name, 80)], { endAfter: true })).data[3], name).toBe(0x01);
+    }
+    expect(requests).toEqual([]);
+    // Sent as a name (address type 3), not as address type 4.
+    const s = net.connect(port, '127.0.0.1');
+    opened.add(s);
+    const got: Buffer[] = [];
+    const replied = new Promise<void>((r) => s.on('data', (d) => { got.push(d); if (Buffer.concat(got).length >= 12) r(); }));
+    s.on('connect', () => s.write(Buffer.concat([greet, connectReq('::ffff:192.0.2.1', 80)])));
+    await replied;
+    expect(Buffer.concat(got)[3]).toBe(0x00);
+    expect(requests.map((r) => [r.host, r.addrType])).toEqual([['::ffff:192.0.2.1', 'domain']]);
+  });
+
   it('socksReplyFor maps END reasons, errno codes and error codes', () => {
     const table: [unknown, number][] = [
       [err('STREAM_REFUSED', 'm', { reason: 'EXITPOLICY' }), 2], [err('STREAM_REFUSED', 'm', { endReason: 4 }), 2], [err('STREAM_REFUSED', 'm', { reason: 'RESOLVEFAILED' }), 4],
