@@ -1,7 +1,8 @@
 // SPEC.md §9.8.2 (node-local): the lease journal. An append-only file of fixed 56-byte records
 // id[32] | expires_at u64 BE (unix seconds, 0 = removed) | check[16] = BLAKE2b-128(id | expires_at),
 // after the 8-byte header "BCLEASE1". Appending is O(1) per put/renew (one write + fsync, coalesced
-// across concurrent callers); replay takes the last record per id; a torn or garbage tail is cut off.
+// across concurrent callers); replay takes the last record per id; a torn or garbage tail is cut off,
+// and a damaged record before good ones is skipped, the replay reporting the journal damaged.
 // The file is rewritten (atomically: temp, fsync, rename) with only live leases when it grows.
 import fsp from 'node:fs/promises';
 import { err } from '../src/errors';
@@ -88,8 +89,13 @@ export class LeaseJournal {
     this.size = size;
   }
 
-  /** Open (creating if absent) and replay: the last lease per id, removals already applied. */
-  static async open(file: string): Promise<{ journal: LeaseJournal; leases: Map<string, number>; repaired: boolean }> {
+  /**
+   * Open (creating if absent) and replay: the last lease per id, removals already applied.
+   * `repaired`: the file was cut back or replaced. `damaged` (SPEC.md §9.8.2): records that may have
+   * been acknowledged were lost (a bad header, or a record whose check fails with a good one after
+   * it, which no torn append leaves), so any share's lease may be longer than `leases` says.
+   */
+  static async open(file: string): Promise<{ journal: LeaseJournal; leases: Map<string, number>; repaired: boolean; damaged: boolean }> {
     let data: Buffer;
     try {
       data = await fsp.readFile(file);
@@ -102,28 +108,39 @@ export class LeaseJournal {
     let good = 0;
     let size = JOURNAL_MAGIC.length;
     let repaired = false;
+    let damaged = false;
     if (data.length < JOURNAL_MAGIC.length || !data.subarray(0, JOURNAL_MAGIC.length).equals(JOURNAL_MAGIC)) {
-      // Not a journal: start a fresh one; the store gives every share on disk a grace lease.
+      // Not a journal: start a fresh one. Every lease it held is unknown: the store keeps every
+      // share on disk for its longest lease (SPEC.md §9.8.2), never the short grace lease.
       await writeFileAtomic(file, JOURNAL_MAGIC, 0o600);
       repaired = true;
+      damaged = true;
     } else {
-      let off = JOURNAL_MAGIC.length;
-      for (; off + RECORD_BYTES <= data.length; off += RECORD_BYTES) {
+      // SPEC.md §9.8.2: records are fixed-size, so one whose check fails is skipped and the replay
+      // goes on. An append is written and fsynced before the next starts, so a crash tears only the
+      // tail: bad records with a good one after them are damage, not a torn write, and the records
+      // after them were acknowledged. The end is the last good record: a torn tail is cut off.
+      let end = JOURNAL_MAGIC.length;
+      let skipped = false;
+      for (let off = JOURNAL_MAGIC.length; off + RECORD_BYTES <= data.length; off += RECORD_BYTES) {
         const rec = decodeRecord(data, off);
-        if (!rec) break;
+        if (!rec) { skipped = true; continue; }
+        if (skipped) damaged = true;
         if (rec.expiresAt === 0) leases.delete(rec.hex);
         else leases.set(rec.hex, rec.expiresAt);
         good++;
+        end = off + RECORD_BYTES;
       }
-      if (off !== data.length) {
-        // A torn last write (crash) or damage: keep what checks out, drop the rest.
-        await fsp.truncate(file, off);
+      if (end !== data.length) {
+        // A torn last write (crash): keep what checks out, drop the rest.
+        await fsp.truncate(file, end);
         repaired = true;
       }
-      size = off;
+      if (damaged) repaired = true;
+      size = end;
     }
     const fh = await fsp.open(file, 'a', 0o600);
-    return { journal: new LeaseJournal(file, fh, good, size), leases, repaired };
+    return { journal: new LeaseJournal(file, fh, good, size), leases, repaired, damaged };
   }
 
   /** Records appended since the last rewrite (live or not): the store compacts when this grows. */

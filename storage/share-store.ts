@@ -166,10 +166,11 @@ export class ShareStore {
     if (r !== undefined && (!Number.isSafeInteger(r) || r < 1)) throw err('CONFIG_INVALID', 'maxReadBytesInFlight must be a positive integer');
     await mkdirDurable(path.join(opts.dir, 'shares'), 0o700);
     await mkdirDurable(path.join(opts.dir, 'quarantine'), 0o700);
-    const { journal, leases, repaired } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
+    const { journal, leases, repaired, damaged } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
     const store = new ShareStore(opts, journal);
-    if (repaired) store.log.warn('lease journal was damaged; kept the records that check out');
-    await store.load(leases);
+    if (damaged) store.log.warn('lease journal was damaged; every share is kept for the longest lease');
+    else if (repaired) store.log.warn('lease journal had a torn tail; kept the records that check out');
+    await store.load(leases, damaged);
     return store;
   }
 
@@ -181,10 +182,16 @@ export class ShareStore {
     return Math.floor(this.now() / 1000);
   }
 
-  private async load(leases: Map<string, number>): Promise<void> {
+  /**
+   * `damaged` (SPEC.md §9.8.2): the journal lost records that may have been acknowledged, so no
+   * share's lease is known to be as short as replayed: each is kept at least the longest lease from
+   * now, never removed early, where a grace lease would delete answered shares within the hour.
+   */
+  private async load(leases: Map<string, number>, damaged: boolean): Promise<void> {
     const root = path.join(this.opts.dir, 'shares');
     const orphanUntil = this.nowSeconds() + (this.opts.orphanGraceSeconds ?? 3600);
-    const orphans: LeaseRecord[] = [];
+    const keepUntil = damaged ? this.nowSeconds() + this.maxLeaseSeconds : 0;
+    let orphans = 0;
     for (const a of await fsp.readdir(root)) {
       const da = path.join(root, a);
       if (!/^[0-9a-f]{2}$/.test(a)) { this.log.warn({ entry: a }, 'unexpected entry in shares/'); continue; }
@@ -204,9 +211,9 @@ export class ShareStore {
           let exp = leases.get(name);
           if (exp === undefined) {
             exp = orphanUntil;
-            orphans.push({ id: Buffer.from(name, 'hex'), expiresAt: exp });
+            orphans++;
           }
-          this.entries.set(name, { size: st.size, expiresAt: exp });
+          this.entries.set(name, { size: st.size, expiresAt: Math.max(exp, keepUntil) });
           this.used += quotaCharge(st.size);
           this.bytes += st.size;
         }
@@ -216,7 +223,8 @@ export class ShareStore {
     await this.makeTopFolders(root);
     // Leases of shares that are gone are dropped; the journal is rewritten with what is live.
     await this.journal.compact(this.liveRecords());
-    if (orphans.length) this.log.warn({ count: orphans.length }, 'shares without a lease got a grace lease');
+    if (damaged) this.log.warn({ count: this.entries.size }, 'shares kept for the longest lease after journal damage');
+    else if (orphans) this.log.warn({ count: orphans }, 'shares without a lease got a grace lease');
     this.updateGauges();
   }
 

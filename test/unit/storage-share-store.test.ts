@@ -269,6 +269,42 @@ describe('share store (SPEC §9.8)', () => {
     expect((fs.statSync(path.join(dir, 'leases.journal')).size - 8) % 56).toBe(0);
   });
 
+  it('a damaged journal record before good ones deletes no share early: every share keeps the longest lease (SPEC.md §9.8.2)', async () => {
+    const c = clock(4_000_000);
+    const dir = await tmpDir();
+    const s1 = await open({ dir, now: c.now, maxLeaseSeconds: 10_000 });
+    const a = share('alpha');
+    const b = share('bravo');
+    await s1.put(a.id, a.data, 5000);
+    await s1.put(b.id, b.data, 5000);
+    await s1.close();
+    // One bit of a's record flips (the journal holds a's record, then b's): b's record after it is
+    // good, so this is damage, not a torn append, and both puts were answered.
+    const file = path.join(dir, 'leases.journal');
+    const j = fs.readFileSync(file);
+    expect(j.length).toBe(8 + 2 * RECORD_BYTES);
+    j[8 + RECORD_BYTES - 1] ^= 1;
+    fs.writeFileSync(file, j);
+    const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 60, maxLeaseSeconds: 10_000 });
+    // b's lease is read past the damage; a's is unknown, so it is kept for the longest lease.
+    c.advance(3600);
+    expect((await s2.gc()).removed).toBe(0);
+    expect(s2.has([a.id, b.id])).toEqual([true, true]);
+    expect(await s2.renew([a.id, b.id], 1)).toEqual([4_010_000, 4_010_000]);
+  });
+
+  it('a journal whose header is damaged deletes no share early (SPEC.md §9.8.2)', async () => {
+    const { c, dir, a } = await alphaStoredThenClosed(5_000_000);
+    const file = path.join(dir, 'leases.journal');
+    const j = fs.readFileSync(file);
+    j[0] ^= 0xff;
+    fs.writeFileSync(file, j);
+    const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
+    c.advance(100);
+    expect((await s2.gc()).removed).toBe(0);
+    expect(await s2.renew([a.id], 1)).toEqual([5_001_000]);
+  });
+
   it('detects a corrupt file on read: SHARE_CORRUPT, quarantined, counted', async () => {
     const dir = await tmpDir();
     const s = await open({ dir, cacheBytes: 0 });
