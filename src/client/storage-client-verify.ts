@@ -108,7 +108,9 @@ export interface KeepReport {
   unknown: number;
   /**
    * Earliest lease expiry over the shares renewed or stored (rebuilt, copied) in this pass, each
-   * share counted at its latest expiry (0 when none was renewed or stored).
+   * share counted at its latest expiry (0 when none was renewed or stored). 0 too when the pass
+   * renewed and a share proven held in it was renewed by no node (SPEC.md §9.19): that share's
+   * lease is the one it had, which may run out before this earliest, so none is reported.
    */
   expiresAt: number;
   /**
@@ -402,7 +404,12 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       }
     }));
   }
-  report.expiresAt = earliestExpiry(expiry.values());
+  // SPEC.md §9.19: a share proven held (or stored) in this pass that no node renewed (its node
+  // unreachable, refusing, or answering 0) keeps the lease it had, which is not known here. The
+  // earliest over the others would tell the keeper the file is safe past that lease, and hold off
+  // the next renewal until the share, and perhaps its chunk, is gone.
+  const unrenewed = o.renew === true && [...good.keys()].some((hex) => !expiry.get(hex));
+  report.expiresAt = unrenewed ? 0 : earliestExpiry(expiry.values());
   return report;
 }
 

@@ -5,9 +5,9 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
-import { isBitcloudError } from '../../src/errors';
+import { err, isBitcloudError } from '../../src/errors';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { parseCapability } from '../../src/storage/capability';
 import { auditRoot } from '../../src/storage/audit';
@@ -108,6 +108,38 @@ describe('keeper state (SPEC.md §9.19)', () => {
 });
 
 describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', () => {
+  it('a pass whose renewal of a held share failed reports no expiry, and the keeper keeps the one it had (SPEC.md §9.19)', async () => {
+    const data = randomBytes(100 * KiB + 3);
+    const file = path.join(root, 'renew-fail.bin');
+    await fsp.writeFile(file, data);
+    const c0 = client();
+    const put = await putFile(c0, file, { chunkSize: 64 * KiB, coding: { k: 4, n: 6 } });
+    await c0.close();
+    const vcap = parseVerifyCapability(put.verifyCapability);
+    let recordBytes: Buffer | null = null;
+    for (const n of nodes) { try { recordBytes = await n.store.read(vcap.verifyId); break; } catch { /* next */ } }
+    const record = openVerifyRecord(vcap, recordBytes!);
+    // The node holding the first chunk's first share does not answer renewals (down just then).
+    const victim = nodes.find((n) => n.store.has([record.chunks[0].shareIds[0]])[0])!.relay.fingerprint;
+    const c1 = client();
+    const real = c1.request.bind(c1);
+    vi.spyOn(c1, 'request').mockImplementation(((fp: string, req: Parameters<typeof c1.request>[1]) =>
+      req.type === 'renew' && fp === victim ? Promise.reject(err('STORAGE_TIMEOUT', 'no answer')) : real(fp, req)) as typeof c1.request);
+    const pass = await keepFile(c1, vcap, { renew: true });
+    await c1.close();
+    vi.restoreAllMocks();
+    expect(pass).toMatchObject({ healthy: pass.shares, lost: 0, unrecoverableChunks: 0 });
+    // Every other share was renewed for 7 days, but that one keeps its old lease: the file is not
+    // known to be safe for 7 days, so no expiry is reported ...
+    expect(pass.expiresAt).toBe(0);
+    // ... and the keeper keeps the expiry it had, so the renewal stays due.
+    const now = Math.floor(Date.now() / 1000);
+    const kept = { expiresAt: now + 3600 } as Parameters<typeof recordPass>[0];
+    recordPass(kept, pass, now, true);
+    expect(kept.expiresAt).toBe(now + 3600);
+    expect(renewDue(kept, now, 2 * 86_400)).toBe(true);
+  });
+
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {
     const data = randomBytes(300 * KiB + 17);
     const file = path.join(root, 'in.bin');
