@@ -110,11 +110,14 @@ export class LeaseJournal {
     let repaired = false;
     let damaged = false;
     if (data.length < JOURNAL_MAGIC.length || !data.subarray(0, JOURNAL_MAGIC.length).equals(JOURNAL_MAGIC)) {
-      // Not a journal: start a fresh one. Every lease it held is unknown: the store keeps every
-      // share on disk for its longest lease (SPEC.md §9.8.2), never the short grace lease.
-      await writeFileAtomic(file, JOURNAL_MAGIC, 0o600);
+      // Not a journal. Every lease it held is unknown: the store keeps every share on disk for its
+      // longest lease (SPEC.md §9.8.2), never the short grace lease, and its rewrite at open
+      // replaces the file. Not replaced here: should that rewrite fail (a full disk), a fresh
+      // empty journal would make the next start give every share the grace lease; this file
+      // stays damaged until then (records appended after it are never replayed).
       repaired = true;
       damaged = true;
+      size = data.length;
     } else {
       // SPEC.md §9.8.2: records are fixed-size, so one whose check fails is skipped and the replay
       // goes on. An append is written and fsynced before the next starts, so a crash tears only the

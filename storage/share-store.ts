@@ -222,7 +222,10 @@ export class ShareStore {
     this.rebuildExpiries();
     await this.makeTopFolders(root);
     // Leases of shares that are gone are dropped; the journal is rewritten with what is live.
-    await this.journal.compact(this.liveRecords());
+    // SPEC.md §9.8.2: a rewrite that fails (a full disk) is logged, as any other, and the store
+    // opens all the same: the journal replayed is still whole (a damaged one is left in place and
+    // found damaged again), and a node that could not start would free no room by collection.
+    await this.journal.compact(this.liveRecords()).catch((e: unknown) => this.compactFailedNow(e));
     if (damaged) this.log.warn({ count: this.entries.size }, 'shares kept for the longest lease after journal damage');
     else if (orphans) this.log.warn({ count: orphans }, 'shares without a lease got a grace lease');
     this.updateGauges();

@@ -305,6 +305,29 @@ describe('share store (SPEC §9.8)', () => {
     expect(await s2.renew([a.id], 1)).toEqual([5_001_000]);
   });
 
+  it('a store opens when the journal rewrite at open fails (a full disk); a damaged header stays damaged until rewritten (SPEC.md §9.8.2)', async () => {
+    const { c, dir, a } = await alphaStoredThenClosed(6_000_000);
+    const file = path.join(dir, 'leases.journal');
+    const j = fs.readFileSync(file);
+    j[0] ^= 0xff;
+    fs.writeFileSync(file, j);
+    const enospc = () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+    const spy = vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementationOnce(enospc);
+    const s2 = await ShareStore.open({ dir, quotaBytes: 1 << 20, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(s2.has([a.id])).toEqual([true]);
+    expect(await s2.renew([a.id], 1)).toEqual([6_001_000]);
+    const b = share('bravo');
+    expect((await s2.put(b.id, b.data, 50)).stored).toBe(true);
+    await s2.close();
+    // The next start still finds the journal damaged: neither share gets the grace lease.
+    c.advance(500);
+    const s3 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
+    c.advance(100);
+    expect((await s3.gc()).removed).toBe(0);
+    expect(s3.has([a.id, b.id])).toEqual([true, true]);
+  });
+
   it('detects a corrupt file on read: SHARE_CORRUPT, quarantined, counted', async () => {
     const dir = await tmpDir();
     const s = await open({ dir, cacheBytes: 0 });
