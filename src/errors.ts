@@ -204,6 +204,7 @@ export const ERROR_CODES = {
   /** JSON error answers of the HTTP endpoints, whatever the route (SPEC.md §6.10). */
   HTTP: {
     HTTP_BAD_REQUEST: 'bad_input',
+    HTTP_BAD_HOST: 'peer_refused',
     HTTP_METHOD: 'bad_input',
     NOT_FOUND: 'not_found',
     RATE_LIMITED: 'resource_limit',

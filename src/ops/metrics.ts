@@ -1,6 +1,7 @@
 // Prometheus metrics (prom-client). Each daemon owns one Registry and serves it on /metrics.
 import client from 'prom-client';
 import http from 'node:http';
+import net from 'node:net';
 import { dropUnreadBody, HTTP_SERVER_TIMEOUTS } from './http-body';
 
 export { client as prom };
@@ -57,10 +58,37 @@ export const DEFAULT_METRICS_HOST = '127.0.0.1';
  */
 export type MetricsPortPages = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<boolean>;
 
+/**
+ * SPEC.md §6.10 "MetricsPort": whether a request's Host header names this MetricsPort as a local
+ * client would: absent (HTTP/1.0 scrapers), an IP literal, `localhost` or a name under
+ * `.localhost`, or `metricsHost` itself, each with or without a port. Any other name is what a web
+ * page the operator's browser opened sends after it rebinds its own name to this address (DNS
+ * rebinding): it would read the page's answers (the relay's fingerprint and earnings, live
+ * counters) as its own origin's.
+ */
+export function metricsHostAllowed(hostHeader: string | undefined, metricsHost: string): boolean {
+  if (hostHeader === undefined) return true;
+  const h = hostHeader.trim().toLowerCase();
+  // `[v6]` or `[v6]:port`; else `name` or `name:port` (a bare IPv6 literal is not a valid Host).
+  const m = /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/.exec(h) ?? /^([^:[\]]+)(?::\d{1,5})?$/.exec(h);
+  if (!m) return false;
+  const name = m[1].replace(/\.$/, '');
+  if (net.isIP(name) !== 0) return true;
+  if (name === 'localhost' || name.endsWith('.localhost')) return true;
+  return name === metricsHost.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+}
+
 /** A small HTTP server that serves /metrics (and `pages`, when given): the daemon's MetricsPort. */
 export function startMetricsServer(reg: client.Registry, port: number, host = '127.0.0.1', pages?: MetricsPortPages): Promise<http.Server> {
   const srv = http.createServer({ ...HTTP_SERVER_TIMEOUTS }, (req, res) => {
     dropUnreadBody(req, res);
+    // SPEC.md §6.10 "MetricsPort": a Host that is no address of this port is refused before any page.
+    if (!metricsHostAllowed(req.headers.host, host)) {
+      const body = JSON.stringify({ code: 'HTTP_BAD_HOST', reason: 'the Host header names no address of this MetricsPort' });
+      res.writeHead(421, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(body);
+      return;
+    }
     serveMetrics(reg, req, res).then((handled) => handled || (pages ? pages(req, res) : false)).then((handled) => {
       if (!handled) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('not found\n'); }
     }, () => { if (!res.headersSent) res.writeHead(500); res.end(); });

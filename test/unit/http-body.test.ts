@@ -15,7 +15,7 @@ function post(port: number, total: number): Promise<{ sent: number; status: numb
     s.on('data', (d) => { const m = /^HTTP\/1\.1 (\d{3})/.exec(d.toString('latin1')); if (m) status = Number(m[1]); });
     s.on('close', finish);
     s.on('error', finish);
-    s.write('POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
+    s.write('POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n');
     const chunk = Buffer.concat([Buffer.from('10000\r\n'), Buffer.alloc(0x10000, 1), Buffer.from('\r\n')]);
     const pump = () => {
       while (!over && sent < total) { sent += 0x10000; if (!s.write(chunk)) { s.once('drain', pump); return; } }

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import perfHooks from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
-import { createRegistry, EVENT_LOOP_SAMPLE_MS, openMetricsPort } from '../../src/ops/metrics';
+import { createRegistry, EVENT_LOOP_SAMPLE_MS, metricsHostAllowed, openMetricsPort } from '../../src/ops/metrics';
 
 function listen(): Promise<http.Server> {
   return new Promise((resolve) => { const s = http.createServer(); s.listen(0, '127.0.0.1', () => resolve(s)); });
@@ -24,6 +24,45 @@ describe('MetricsPort', () => {
     expect((await get('/')).status).toBe(404);
     await close(srv!);
     expect(warnings).toEqual([]);
+  });
+
+  it('refuses a Host that names no address of the port (DNS rebinding), 421 HTTP_BAD_HOST, before any page', async () => {
+    const probe = await listen(); const port = portOf(probe); await close(probe);
+    let pageAsked = 0;
+    const pages = async (_req: http.IncomingMessage, res: http.ServerResponse) => { pageAsked++; res.end('status'); return true; };
+    const srv = await openMetricsPort(createRegistry('t'), { metricsPort: port, metricsHost: '127.0.0.1', metricsPortExplicit: true }, { warn: () => undefined }, pages);
+    // fetch() sets Host from the URL; a raw request carries the Host a rebound page's browser sends.
+    const get = (p: string, host?: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: p, setHost: host === undefined, headers: host === undefined ? {} : { host } }, (res) => {
+        let body = ''; res.setEncoding('utf8'); res.on('data', (c: string) => { body += c; }); res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject); req.end();
+    });
+    try {
+      for (const host of [`attacker.example:${port}`, 'attacker.example', `127.0.0.1.attacker.example:${port}`, 'localhost.attacker.example', '[::1', '']) {
+        for (const p of ['/metrics', '/', '/status.json']) {
+          const r = await get(p, host);
+          expect(r.status, `${host} ${p}`).toBe(421);
+          expect(JSON.parse(r.body)).toMatchObject({ code: 'HTTP_BAD_HOST' });
+        }
+      }
+      expect(pageAsked).toBe(0);
+      for (const host of [`127.0.0.1:${port}`, '127.0.0.1', `localhost:${port}`, 'LOCALHOST', `[::1]:${port}`, `prom.localhost:${port}`, `10.1.2.3:${port}`]) {
+        expect((await get('/metrics', host)).status, host).toBe(200);
+      }
+      expect((await get('/')).status).toBe(200); // the Node client default: Host 127.0.0.1:port
+      expect(pageAsked).toBe(1);
+    } finally { await close(srv!); }
+  });
+
+  it('metricsHostAllowed: IP literals, localhost, and metricsHost itself', () => {
+    expect(metricsHostAllowed(undefined, '127.0.0.1')).toBe(true);
+    expect(metricsHostAllowed('metrics.internal:9035', 'metrics.internal')).toBe(true);
+    expect(metricsHostAllowed('Metrics.Internal.', 'metrics.internal')).toBe(true);
+    expect(metricsHostAllowed('other.internal:9035', 'metrics.internal')).toBe(false);
+    expect(metricsHostAllowed('[fe80::1]', '::')).toBe(true);
+    expect(metricsHostAllowed('::1', '127.0.0.1')).toBe(false);
+    expect(metricsHostAllowed('localhost:99999999', '127.0.0.1')).toBe(false);
   });
 
   it('a taken default port: a warning, no metrics, no failure', async () => {
