@@ -201,7 +201,7 @@ async function rawGet(t: HttpTarget): Promise<{ status: number; ms: number }> {
         if (m) { clearTimeout(timer); done(Number(m[1])); }
       });
       s.on('close', () => { clearTimeout(timer); resolve({ status: 0, ms: Date.now() - t0 }); });
-      s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      s.write(`GET ${t.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
     });
   } catch {
     return { status: 0, ms: Date.now() - t0 };
@@ -223,7 +223,7 @@ async function rawOversized(t: HttpTarget, bytes: number): Promise<{ status: num
     });
     s.on('close', finish);
     s.on('error', finish);
-    s.write(`POST ${t.post} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    s.write(`POST ${t.post} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`);
     const chunk = Buffer.concat([Buffer.from(`${(64 * 1024).toString(16)}\r\n`), Buffer.alloc(64 * 1024, 1), Buffer.from('\r\n')]);
     const pump = () => {
       while (!over && sent < bytes) {
@@ -269,7 +269,7 @@ async function httpAbuse(net0: LocalNet, quick: boolean, rows: BenchRow[]): Prom
         try {
           const s = await t.open();
           s.on('error', () => {});
-          s.write(`GET ${t.path} HTTP/1.1\r\nHost: x\r\n`);
+          s.write(`GET ${t.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n`);
           socks.push(s);
         } catch { /* refused at connect: counted as not open below */ }
       }));
