@@ -1,6 +1,7 @@
 // SPEC.md §6.10: a relay mirrors the consensus so clients need not all ask the authorities.
 // It fetches from the authorities (If-Modified-Since), verifies exactly as a client does,
-// keeps the newest valid one on disk, and serves it on its directory port.
+// keeps the newest valid one on disk, and serves it on its directory port, sealed again from
+// what it verified (canonicalConsensus).
 import { isConsensusStale } from '../src/dir/consensus';
 import path from 'node:path';
 import { isoTime, type Logger } from '../src/ops/log';
@@ -10,6 +11,8 @@ import { CONSENSUS_CACHE_FILE, isBetterConsensus, loadConsensusCache, saveConsen
 import { servedConsensus, type ServedDocument } from '../src/dir/http-serve';
 import { shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus } from '../src/dir/types';
+import { decodeEnvelope, LIMITS } from '../src/wire/docs';
+import { sealEnvelope } from '../src/wire/envelope';
 
 /**
  * The order a mirror asks the authorities in: a uniform shuffle from the CSPRNG, so that every
@@ -18,6 +21,20 @@ import type { VerifiedConsensus } from '../src/dir/types';
  */
 export function authorityFetchOrder(authorities: readonly AuthorityInfo[]): string[] {
   return shuffle([...authorities]).map((a) => a.url);
+}
+
+/**
+ * SPEC.md §6.10 "Mirrors serve what they verified": the consensus a mirror keeps and serves is its
+ * envelope sealed again from the fields it decoded and verified (the signed body, the signatures
+ * and the certificates, in canonical order), not the bytes as they came. Protobuf decoding skips
+ * fields it does not know, so an upstream (or anyone on the path to it) could otherwise pad a
+ * valid consensus with up to 16 MiB of unknown fields, or mark each mirror's copy, and every
+ * client of the mirror would fetch that. An envelope already canonical comes back as it is.
+ */
+export function canonicalConsensus(c: VerifiedConsensus): VerifiedConsensus {
+  const env = decodeEnvelope(c.envelopeBytes, LIMITS.consensusBytes);
+  const raw = sealEnvelope(env.body, env.signatures, env.certificates);
+  return raw.equals(c.envelopeBytes) ? c : { ...c, envelopeBytes: raw };
 }
 
 export class ConsensusMirror {
@@ -54,7 +71,8 @@ export class ConsensusMirror {
     if (this.timer) clearTimeout(this.timer);
   }
 
-  private install(c: VerifiedConsensus, at: number, save: boolean): void {
+  private install(fetched: VerifiedConsensus, at: number, save: boolean): void {
+    const c = canonicalConsensus(fetched);
     this.cur = { info: c, served: servedConsensus(c.envelopeBytes, c, at) };
     if (save) void saveConsensusCache(path.join(this.dataDir, CONSENSUS_CACHE_FILE), c).catch((e) => this.log.warn({ err: e.message }, 'saving consensus failed'));
     for (const f of this.listeners) f(c);

@@ -1,6 +1,6 @@
 // SPEC.md §6.10: a relay mirror polls the authorities only when something new can be there.
-import { describe, expect, it } from 'vitest';
-import { authorityFetchOrder, ConsensusMirror } from '../../relay/mirror';
+import { describe, expect, it, vi } from 'vitest';
+import { authorityFetchOrder, canonicalConsensus, ConsensusMirror } from '../../relay/mirror';
 import type { AuthorityInfo } from '../../src/dir/authorities';
 import type { VerifiedConsensus } from '../../src/dir/types';
 import { silentLogger } from '../../src/ops/log';
@@ -130,3 +130,48 @@ describe('conditional GET of the consensus (SPEC.md §6.10)', () => {
   });
 });
 
+
+describe('a mirror serves what it verified (SPEC.md §6.10)', () => {
+  /** `raw` with an unknown field (number 15, length-delimited) of `n` bytes appended: protobuf decoding skips it. */
+  const padded = (raw: Buffer, n: number): Buffer => {
+    const len: number[] = [];
+    for (let v = n; ; v >>>= 7) { if (v < 0x80) { len.push(v); break; } len.push((v & 0x7f) | 0x80); }
+    return Buffer.concat([raw, Buffer.from([(15 << 3) | 2, ...len]), Buffer.alloc(n, 0x5a)]);
+  };
+
+  it('an upstream that pads a valid consensus with unknown fields: the mirror serves and keeps the canonical envelope', async () => {
+    const signer = makeSigner();
+    const c = consensusFor(signer, E, [voteOf(signer, [makeRelay(1), makeRelay(2)])]);
+    const junk = padded(c.raw, 1024 * 1024);
+    const server = http.createServer((req, res) => { res.writeHead(200, { 'content-type': 'application/octet-stream' }); res.end(junk); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-mirror-'));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(epochStart(E) + 1000);
+    const auth = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: `127.0.0.1:${(server.address() as { port: number }).port}` }]);
+    const m = new ConsensusMirror(auth, dir, silentLogger, 60_000);
+    try {
+      // The padded envelope verifies: its body and signature are the authority's.
+      expect(verifyConsensus(junk, auth, epochStart(E) + 1000).digest).toEqual(c.info.digest);
+      const got = new Promise<VerifiedConsensus>((r) => m.onConsensus(r));
+      await m.start();
+      const installed = await got;
+      expect(installed.envelopeBytes.equals(c.raw)).toBe(true);
+      expect(m.served!.raw.equals(c.raw)).toBe(true);
+      expect(m.current!.digest).toEqual(c.info.digest);
+      // What it keeps on disk is the same canonical envelope.
+      await vi.waitFor(() => expect(fs.readFileSync(path.join(dir, CONSENSUS_CACHE_FILE)).equals(c.raw)).toBe(true));
+    } finally {
+      m.stop();
+      vi.useRealTimers();
+      await new Promise<void>((r) => server.close(() => r()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('canonicalConsensus returns an envelope already canonical as it is', () => {
+    const signer = makeSigner();
+    const c = consensusFor(signer, E, [voteOf(signer, [makeRelay(1)])]);
+    expect(canonicalConsensus(c.info)).toBe(c.info);
+  });
+});
