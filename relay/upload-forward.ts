@@ -65,6 +65,9 @@ interface Passed {
   waiters: number;
 }
 
+/** SPEC.md §9.21.8: the form of an authority's error code a mirror copies into `forwarded`. */
+const UPSTREAM_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
+
 /** An authority's answer that settles an upload: anything but unreachable (0), 429 or 5xx. */
 function decided(f: ForwardedResult): boolean {
   return f.status !== 0 && f.status !== 429 && f.status < 500;
@@ -283,7 +286,10 @@ export class UploadForwarder {
           // verbatim (the node checks them); one that is no string or longer than
           // UPLOAD_ACK_MAX_CHARS is dropped.
           if (r.status !== 200) {
-            code = String(j.code ?? '') || undefined;
+            // SPEC.md §9.21.8: the authority's error code is kept when it is one (an upper-case
+            // name of at most 64 characters, §6.11), else dropped: whatever else an authority put
+            // there (up to its 64 KiB answer) would be remembered with the upload and sent on.
+            if (typeof j.code === 'string' && UPSTREAM_CODE.test(j.code)) code = j.code;
             if (r.status >= 400 && r.status < 500 && typeof j.nack === 'string' && j.nack.length <= UPLOAD_ACK_MAX_CHARS) nack = j.nack;
           } else if (typeof j.ack === 'string' && j.ack.length <= UPLOAD_ACK_MAX_CHARS) ack = j.ack;
         } catch { /* not JSON */ }

@@ -109,6 +109,22 @@ describe('a mirror passing hidden nodes\' uploads on (SPEC.md §9.21.8)', () => 
     ]);
   });
 
+  it('copies an authority\'s error code only when it is one: a huge or non-string code is dropped, not remembered and sent on (SPEC.md §9.21.8)', async () => {
+    const codes: unknown[] = ['DOC_EXPIRED', 'X'.repeat(60 * 1024), 'not a code', { nested: 'A'.repeat(1000) }, 'A'.repeat(65)];
+    const urls = await Promise.all(codes.map((code) => listen((req, res) => { req.resume(); req.on('end', () => { res.writeHead(400, { 'content-type': 'application/json' }); res.end(JSON.stringify({ code })); }); })));
+    const fwd = new UploadForwarder(() => urls.map((url, i) => ({ name: `a${i}`, fingerprint: String(i).repeat(64), url })) as never);
+    const m = await listen((req, res) => { void fwd.serve(req, res, (req.url ?? '').split('?')[0]); });
+    const r = await httpRequest(`${m}/bitcloud/descriptor`, { method: 'POST', body: descriptor(['storage', 'hidden']), maxBytes: 65536, timeoutMs: 10_000 });
+    expect(json(r.body).forwarded).toEqual([
+      { authority: '0'.repeat(64), status: 400, code: 'DOC_EXPIRED' },
+      { authority: '1'.repeat(64), status: 400 },
+      { authority: '2'.repeat(64), status: 400 },
+      { authority: '3'.repeat(64), status: 400 },
+      { authority: '4'.repeat(64), status: 400 },
+    ]);
+    expect(r.body.length).toBeLessThan(2048);
+  });
+
   it('copies each 4xx\'s nack into that authority\'s entry verbatim, and drops one that is no string or longer than 128 characters (SPEC.md §9.21.8)', async () => {
     const answers: [number, unknown][] = [[409, 'B'.repeat(86) + '=='], [400, 'x'.repeat(129)], [403, 42], [429, 'C'.repeat(86) + '=='], [200, 'D'.repeat(86) + '==']];
     const urls = await Promise.all(answers.map(([status, nack]) => listen((req, res) => { req.resume(); req.on('end', () => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ ...(status === 200 ? { accepted: true } : { code: 'SOME_CODE' }), nack })); }); })));
