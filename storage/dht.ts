@@ -27,6 +27,8 @@ export class NodeDht {
   private known = new Set<string>();
   private seenConsensus = 0;
   private timers: NodeJS.Timeout[] = [];
+  /** The DHT addresses of the storage nodes of the consensus valid after `validAfter` (SPEC.md §9.14 *Members only*). */
+  private members: { validAfter: number; set: Set<string> } = { validAfter: -1, set: new Set() };
   private readonly log: Logger;
 
   constructor(private readonly o: NodeDhtOptions) {
@@ -46,7 +48,7 @@ export class NodeDht {
     const bootstrap = c ? dhtBootstrapList(c.relays, this.o.fingerprint) : [];
     for (const a of bootstrap) this.known.add(`${a.host}:${a.port}`);
     this.seenConsensus = c?.validAfter ?? 0;
-    this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log });
+    this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log, members: (host, port) => this.isMember(host, port) });
     this.log.info({ port: this.dht.address.port, bootstrap: bootstrap.length }, 'dht listening');
     const poll = setInterval(() => this.poll(), this.o.pollMs ?? 5_000);
     poll.unref();
@@ -57,6 +59,19 @@ export class NodeDht {
     const first = setTimeout(() => void this.announce(), 2_000);
     first.unref();
     this.timers.push(first);
+  }
+
+  /**
+   * SPEC.md §9.14 *Members only*: `host:port` is the DHT address (address, storage port) of a storage
+   * node of the consensus held now; with no consensus, nothing is.
+   */
+  isMember(host: string, port: number): boolean {
+    const c = this.o.consensus();
+    if (!c) return false;
+    if (c.validAfter !== this.members.validAfter) {
+      this.members = { validAfter: c.validAfter, set: new Set(dhtBootstrapList(c.relays).map((a) => `${a.host}:${a.port}`)) };
+    }
+    return this.members.set.has(`${host}:${port}`);
   }
 
   /** A newer consensus may list storage nodes we do not know yet. */

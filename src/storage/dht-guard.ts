@@ -113,13 +113,17 @@ export function wellFormedKrpc(buf: Buffer): boolean {
 
 /**
  * Put the check in front of the library's own handler(s) on `socket` (the DHT's UDP socket, before
- * it is bound). A dropped datagram is reported to `onDropped`; should the library still throw on a
- * message that passed, that one message is lost (`onThrow`), never the process.
+ * it is bound); with `fromMember`, a datagram from a source it refuses is dropped too. A dropped
+ * datagram is reported to `onDropped`; should the library still throw on a message that passed,
+ * that one message is lost (`onThrow`), never the process.
  */
-export function guardDhtSocket(socket: dgram.Socket, onDropped: () => void, onThrow: (e: unknown) => void): void {
+export function guardDhtSocket(socket: dgram.Socket, onDropped: () => void, onThrow: (e: unknown) => void, fromMember?: (rinfo: dgram.RemoteInfo) => boolean): void {
   const handlers = socket.listeners('message') as Array<(buf: Buffer, rinfo: dgram.RemoteInfo) => void>;
   socket.removeAllListeners('message');
   socket.on('message', (buf: Buffer, rinfo: dgram.RemoteInfo) => {
+    // SPEC.md §9.14 *Members only*: a datagram from an address that is not a storage node of the
+    // consensus is dropped before it is even decoded (its source may be spoofed: it gets no answer).
+    if (fromMember && !fromMember(rinfo)) { onDropped(); return; }
     if (!wellFormedKrpc(buf)) { onDropped(); return; }
     for (const h of handlers) {
       try {

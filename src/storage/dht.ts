@@ -55,6 +55,19 @@ export interface BitcloudDhtOptions {
   port: number;
   queryTimeoutMs?: number;
   log?: Logger;
+  /**
+   * SPEC.md §9.14 *Members only*: is `host:port` the DHT address of a storage node of the current
+   * consensus? When given, the node sends nothing to any other address (no query to a node a reply
+   * named, no answer to a query's source) and drops every datagram from one. A storage node always
+   * gives it (storage/dht.ts); left out, every address is a member (tests of the library alone).
+   */
+  members?: (host: string, port: number) => boolean;
+}
+
+/** The part of k-rpc-socket the member check wraps: every datagram the DHT sends goes through these. */
+interface KrpcSocket {
+  query(peer: { host: string; port: number }, message: unknown, cb?: (e: Error | null, res: unknown, peer: unknown) => void): number;
+  send(peer: { host?: string; address?: string; port: number }, message: unknown, cb?: () => void): void;
 }
 
 export interface ResolvedName {
@@ -70,6 +83,7 @@ export class BitcloudDht {
   private readonly readyP: Promise<void>;
   private closed = false;
   private dropped = 0;
+  private refused = 0;
 
   private constructor(o: BitcloudDhtOptions) {
     this.log = o.log ?? silentLogger;
@@ -77,11 +91,37 @@ export class BitcloudDht {
     this.dht = new DHT(this.options);
     // SPEC.md §9.14: the library acts on a datagram only once its fields have the KRPC types; one
     // that throws in it anyway costs that datagram, never the process (no sender address logged).
-    const udp = (this.dht as unknown as { _rpc: { socket: { socket: dgram.Socket } } })._rpc.socket.socket;
-    guardDhtSocket(udp, () => { this.dropped++; }, (e) => this.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'dht: a message failed in the DHT library; dropped'));
+    const krpc = (this.dht as unknown as { _rpc: { socket: KrpcSocket & { socket: dgram.Socket } } })._rpc.socket;
+    const members = o.members;
+    guardDhtSocket(krpc.socket, () => { this.dropped++; }, (e) => this.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'dht: a message failed in the DHT library; dropped'),
+      members ? (rinfo) => members(rinfo.address, rinfo.port) : undefined);
+    if (members) this.sendToMembersOnly(krpc, members);
     this.dht.on('error', (e: Error) => this.log.warn({ err: e.message }, 'dht error'));
     this.dht.on('warning', (e: Error) => this.log.debug({ err: e.message }, 'dht warning'));
     this.readyP = new Promise((resolve) => { if (this.dht.ready) resolve(); else this.dht.once('ready', () => resolve()); });
+  }
+
+  /**
+   * SPEC.md §9.14 *Members only*: the library queries every address a reply lists in `nodes`, so a
+   * hostile member answering with Internet addresses would have this node send queries there (and
+   * retry them), a reflection vector with the private DHT as its amplifier. A query to a non-member
+   * fails at once (the lookup goes on without it, holding no slot of the library's 16 in flight),
+   * and nothing else is sent to one either. No DNS lookup is made for a name that is not a member.
+   */
+  private sendToMembersOnly(krpc: KrpcSocket, members: (host: string, port: number) => boolean): void {
+    const query = krpc.query.bind(krpc);
+    const send = krpc.send.bind(krpc);
+    krpc.query = (peer, message, cb) => {
+      if (members(peer.host, peer.port)) return query(peer, message, cb);
+      this.refused++;
+      process.nextTick(() => cb?.(new Error('not a storage node of the consensus'), null, peer));
+      return 0;
+    };
+    krpc.send = (peer, message, cb) => {
+      if (members(peer.address ?? peer.host ?? '', peer.port)) { send(peer, message, cb); return; }
+      this.refused++;
+      if (cb) process.nextTick(cb);
+    };
   }
 
   /** Bind the UDP socket and start bootstrapping (resolves once bound, not once bootstrapped). */
@@ -103,8 +143,11 @@ export class BitcloudDht {
     return { host: a.address, port: a.port };
   }
 
-  /** UDP datagrams dropped before the library saw them (SPEC.md §9.14: not a well-formed KRPC message). */
+  /** UDP datagrams dropped before the library saw them (SPEC.md §9.14: not a well-formed KRPC message, or not from a member). */
   get droppedMessages(): number { return this.dropped; }
+
+  /** Datagrams the library wanted to send to an address that is not a member, not sent (SPEC.md §9.14 *Members only*). */
+  get refusedSends(): number { return this.refused; }
 
   /** Nodes in the routing table now. */
   get nodeCount(): number {

@@ -2,7 +2,9 @@
 import dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
-import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM } from '../../src/storage/dht';
+import { BitcloudDht, dhtBootstrapList, dhtOptions, STORAGE_SWARM, type DhtCandidate } from '../../src/storage/dht';
+import { NodeDht } from '../../storage/dht';
+import type { VerifiedConsensus } from '../../src/dir/types';
 import { wellFormedKrpc } from '../../src/storage/dht-guard';
 import { checkLabel, decodeNameValue, encodeNameValue, formatName, nameSalt, parseName } from '../../src/storage/name';
 import { ed25519Generate, ed25519Sign } from '../../src/crypto/primitives';
@@ -266,5 +268,77 @@ describe('hostile datagrams on the DHT port (SPEC.md §9.14)', () => {
     expect(wellFormedKrpc(ping(lists(6)))).toBe(true); // 8 levels
     expect(wellFormedKrpc(ping(`${'l'.repeat(6)}i1e2:ab${'e'.repeat(6)}`))).toBe(true); // 8 levels, values in the 8th
     expect(wellFormedKrpc(ping(lists(7)))).toBe(false); // 9 levels
+  });
+});
+
+describe('members only (SPEC.md §9.14)', () => {
+  const benc = (v: unknown): Buffer => {
+    if (typeof v === 'number') return Buffer.from(`i${v}e`);
+    if (typeof v === 'string') return benc(Buffer.from(v));
+    if (Buffer.isBuffer(v)) return Buffer.concat([Buffer.from(`${v.length}:`), v]);
+    if (Array.isArray(v)) return Buffer.concat([Buffer.from('l'), ...v.map(benc), Buffer.from('e')]);
+    const o = v as Record<string, unknown>;
+    return Buffer.concat([Buffer.from('d'), ...Object.keys(o).sort().flatMap((k) => [benc(k), benc(o[k])]), Buffer.from('e')]);
+  };
+  const udp = async () => {
+    const s = dgram.createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+    const got: Buffer[] = [];
+    s.on('message', (m) => got.push(m));
+    return { s, got, port: s.address().port };
+  };
+
+  it('a member\'s reply listing a non-member sends nothing there; a non-member\'s query is dropped unanswered', async () => {
+    const hostile = await udp();   // a storage node of the consensus, answering with other addresses
+    const victim = await udp();    // any host outside the private network (an Internet address)
+    const outsider = await udp();  // anything that can send UDP to the node's port
+    // The hostile member answers every query with its own id and, in `nodes`, the victim.
+    const victimNode = Buffer.concat([Buffer.alloc(20, 9), Buffer.from([127, 0, 0, 1]), Buffer.from([victim.port >> 8, victim.port & 0xff])]);
+    hostile.s.on('message', (m, rinfo) => {
+      const t = m.subarray(m.indexOf('1:t') + 3);
+      const tid = t.subarray(t.indexOf(0x3a) + 1, t.indexOf(0x3a) + 1 + Number(t.subarray(0, t.indexOf(0x3a)).toString()));
+      hostile.s.send(benc({ t: tid, y: 'r', r: { id: Buffer.alloc(20, 5), nodes: victimNode, token: Buffer.alloc(8, 1) } }), rinfo.port, rinfo.address);
+    });
+    const members = (host: string, port: number) => host === '127.0.0.1' && port === hostile.port;
+    const d = await BitcloudDht.start({ bootstrap: [{ host: '127.0.0.1', port: hostile.port }], host: '127.0.0.1', port: 0, members });
+    try {
+      // The bootstrap lookup ends only once every node it tried has answered or failed.
+      await vi.waitFor(() => expect(hostile.got.length).toBeGreaterThan(0), { timeout: 5000 });
+      await d.ready(10_000);
+      expect(await d.getSignedItem(ed25519Generate().publicKey, nameSalt('x'))).toBeNull();
+      expect(victim.got).toEqual([]);
+      expect(d.refusedSends).toBeGreaterThan(0);
+
+      const before = d.droppedMessages;
+      const id = Buffer.alloc(20, 3);
+      outsider.s.send(benc({ t: 'zz', y: 'q', q: 'ping', a: { id } }), d.address.port, '127.0.0.1');
+      await vi.waitFor(() => expect(d.droppedMessages).toBe(before + 1), { timeout: 5000 });
+      expect(outsider.got).toEqual([]);
+      expect(d.nodeCount).toBe(1); // the hostile member only: neither the victim nor the outsider
+    } finally {
+      await d.close();
+      for (const u of [hostile, victim, outsider]) u.s.close();
+    }
+  });
+});
+
+describe('a storage node\'s members are the storage nodes of the consensus it holds (SPEC.md §9.14)', () => {
+  it('address and storage port of Storage + Running entries; none without a consensus; a newer consensus replaces the set', () => {
+    const flags = (...f: string[]) => new Set(f);
+    let c: { validAfter: number; relays: DhtCandidate[] } | null = null;
+    const n = new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: 'a'.repeat(64), consensus: () => c as unknown as VerifiedConsensus, announceIntervalMs: 60_000 });
+    expect(n.isMember('127.0.0.1', 7001)).toBe(false);
+    c = { validAfter: 1, relays: [
+      { fingerprint: 'a'.repeat(64), address: '127.0.0.1', storagePort: 7001, flags: flags('Running', 'Storage') },
+      { fingerprint: 'b'.repeat(64), address: '127.0.0.2', storagePort: 7002, flags: flags('Running', 'Storage') },
+      { fingerprint: 'c'.repeat(64), address: '127.0.0.3', storagePort: 7003, flags: flags('Running') },
+    ] };
+    expect(n.isMember('127.0.0.2', 7002)).toBe(true);
+    expect(n.isMember('127.0.0.1', 7001)).toBe(true);
+    expect(n.isMember('127.0.0.2', 7003)).toBe(false);
+    expect(n.isMember('127.0.0.3', 7003)).toBe(false);
+    expect(n.isMember('8.8.8.8', 53)).toBe(false);
+    c = { validAfter: 2, relays: [c.relays[0]] };
+    expect(n.isMember('127.0.0.2', 7002)).toBe(false);
   });
 });
