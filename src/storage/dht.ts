@@ -242,14 +242,23 @@ export class BitcloudDht {
     });
     // Items this node stores for others (it may be among the closest nodes itself). The library
     // keeps them in `_values`; each is checked again before it is handed out.
-    const values = (this.dht as unknown as { _values?: { get(k: string): unknown } })._values;
-    const local = asItem(values?.get(key.toString('hex')), publisher, salt);
+    const local = this.heldItem(publisher, salt);
     if (local && (!fromNet || itemWins(local, fromNet))) return local;
     return fromNet;
   }
 
-  /** SPEC.md §9.14.1, a DhtPut: store an item signed by the requester. Errors as for publish(). */
+  /**
+   * SPEC.md §9.14.1, a DhtPut: store an item signed by the requester. Errors as for publish(). An
+   * item that loses under *Resolving* to the one this node holds itself for the target (an older
+   * seq replayed, or the losing value of an equal seq) is DHT_SEQ_STALE with nothing sent, as a
+   * libp2p DHT node refuses to replace a newer value with an older one: a node does not forward
+   * what it would itself refuse to store. The very item it holds may be put again (republishing).
+   */
   async putSignedItem(item: DhtItem): Promise<number> {
+    const held = this.heldItem(item.publisher, item.salt);
+    if (held && itemWins(held, item)) {
+      throw err('DHT_SEQ_STALE', `this node holds sequence number ${held.seq} for this item's target, which wins over ${item.seq}`, { seq: item.seq, current: held.seq });
+    }
     await this.ready();
     return new Promise<number>((resolve, reject) => {
       try {
@@ -262,6 +271,12 @@ export class BitcloudDht {
         reject(err('DHT_PUT_FAILED', (e as Error).message));
       }
     });
+  }
+
+  /** The verified item this node itself stores for (publisher, salt) (the library's `_values`), or null. */
+  private heldItem(publisher: Buffer, salt: Buffer): DhtItem | null {
+    const values = (this.dht as unknown as { _values?: { get(k: string): unknown } })._values;
+    return asItem(values?.get(nameTarget(publisher, salt).toString('hex')), publisher, salt);
   }
 
   /** SPEC.md §9.14.1, an immutable DhtPut (a policy part, §10.7.2): its target is SHA-1 of its bencoding. */

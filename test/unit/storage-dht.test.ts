@@ -342,3 +342,29 @@ describe('a storage node\'s members are the storage nodes of the consensus it ho
     expect(n.isMember('127.0.0.2', 7002)).toBe(false);
   });
 });
+
+describe('a DhtPut older than the item the node holds (SPEC.md §9.14.1)', () => {
+  it('is DHT_SEQ_STALE with nothing sent; the item it holds may be put again', async () => {
+    const a = await BitcloudDht.start({ bootstrap: [], host: '127.0.0.1', port: 0 });
+    const b = await BitcloudDht.start({ bootstrap: [a.address], host: '127.0.0.1', port: 0 });
+    try {
+      await Promise.all([a.ready(5000), b.ready(5000)]);
+      const keys = ed25519Generate();
+      const salt = nameSalt('replayed');
+      const older = signDhtItem(keys, salt, Buffer.from('old value'), 5);
+      const newer = signDhtItem(keys, salt, Buffer.from('new value'), 10);
+      const target = nameTarget(keys.publicKey, salt).toString('hex');
+      const values = (n: BitcloudDht) => (n as unknown as { dht: { _values: { get(k: string): { seq?: number } | undefined; set(k: string, v: unknown): void } } }).dht._values;
+      // Node a holds the newer item; node b lost it (a restart): a replayed older one would land there.
+      values(a).set(target, { v: newer.value, k: newer.publisher, salt: newer.salt, sig: newer.sig, seq: newer.seq, id: Buffer.alloc(20) });
+      await expect(a.putSignedItem(older)).rejects.toMatchObject({ code: 'DHT_SEQ_STALE' });
+      expect(values(b).get(target)).toBeUndefined();
+      // Republishing the very item held goes out (b stores it).
+      expect(await a.putSignedItem(newer)).toBeGreaterThan(0);
+      expect(values(b).get(target)?.seq).toBe(10);
+    } finally {
+      await b.close();
+      await a.close();
+    }
+  });
+});
