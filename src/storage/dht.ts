@@ -3,8 +3,9 @@
 // It is bootstrapped ONLY from the storage nodes of the verified consensus (their
 // address and storage port, UDP) — never from the public BitTorrent routers, which the library
 // uses whenever its `bootstrap` option is left undefined: this wrapper always sets it (a list, or
-// false for the first node). Storage nodes announce themselves under one swarm key; BEP 44 mutable
-// items, signed with Ed25519 through src/crypto, carry names (name.ts).
+// false for the first node). A storage node's DHT speaks only with members, the storage nodes of
+// its consensus (`members`, §9.14 *Members only*). Storage nodes announce themselves under one
+// swarm key; BEP 44 mutable items, signed with Ed25519 through src/crypto, carry names (name.ts).
 import type dgram from 'node:dgram';
 import DHT, { type DhtOptions } from 'bittorrent-dht';
 import { err, type BitcloudError } from '../errors';
