@@ -919,7 +919,7 @@ export class RewardLedger {
           // SPEC §8.7.5: a page short of the other's tip must have been full (its blocks and this
           // page's first exceed the page limit); a short one ends the reading from that authority,
           // so one block per page cannot hold the catch-up for a request per block.
-          const short = last && shortRewardPage(last, bundle.blocks[0]!, limit);
+          const short = last && shortRewardPage(last, bundle.blocks.at(0)!, limit);
           if (short) {
             this.m.blocks.labels('refused_REWARD_MALFORMED').inc();
             this.o.log.warn({ from: a.name, height: from, code: 'REWARD_MALFORMED', err: `${a.name} sent a short page: ${short}` }, 'reward block from another authority refused');
@@ -943,7 +943,7 @@ export class RewardLedger {
    * block's header (height, link, epoch) is checked before its body is decoded, and no block after
    * a refused one is read (SPEC §8.7.4): a bundle of 64 MiB behind a bad first block costs nothing.
    */
-  private applyFetched(blocks: readonly Buffer[], from: string, offered: CertifiedRewardAuthorities): boolean {
+  private applyFetched(blocks: Iterable<Buffer>, from: string, offered: CertifiedRewardAuthorities): boolean {
     for (const raw of blocks) {
       let sb: SignedRewardBlock;
       let height: number | undefined;

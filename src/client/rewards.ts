@@ -192,7 +192,7 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
     // SPEC §8.7.5: a page short of the chain length must have been full: its blocks and this
     // page's first exceed the page limit. A source sending fewer blocks (one a page, say) would
     // have the reader make a request per block; it is left for the next source.
-    const short = last && shortRewardPage(last, bundle.blocks[0]!, o.pageBytes ?? REWARD_PAGE_BYTES);
+    const short = last && shortRewardPage(last, bundle.blocks.at(0)!, o.pageBytes ?? REWARD_PAGE_BYTES);
     if (short) throw err('REWARD_MALFORMED', `${source} sent a short page: ${short}`, { from });
     // Each distinct certificate is taken once, however many pages repeat it, and checked only when a block signature names it.
     for (const c of bundle.certificates) certs.add(c);

@@ -35,7 +35,7 @@ export interface CertifiedRewardAuthorities extends RewardAuthorities {
  * it. Worked out only when the page holds enough distinct certificates for the bound to matter;
  * else the certificates as they are. `blocks` are stored-form signed blocks that were read already.
  */
-export function pageCertificates(blocks: readonly Uint8Array[], certificates: readonly Uint8Array[]): readonly Uint8Array[] {
+export function pageCertificates(blocks: Iterable<Uint8Array>, certificates: readonly Uint8Array[]): readonly Uint8Array[] {
   if (certificates.length + MAX_BLOCK_SIGNATURES <= MAX_BUNDLE_CERTIFICATES) return certificates;
   const distinct = new Map<string, Uint8Array>();
   for (const c of certificates) distinct.set(Buffer.from(c).toString('hex'), c);

@@ -11,6 +11,7 @@ import {
   decodeRewardChainBundle, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, verifyChain,
   type ChainTip,
 } from '../../src/bandwidth/reward-chain';
+import { rewardBlockHeader, rewardPageBytes, splitRewardChainBundle, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import { codeOf, onlyBitcloudErrors } from '../helpers/errors';
 
 const P = 10; // seconds
@@ -66,6 +67,27 @@ describe('reward chain bundle codec (SPEC §8.7.5)', () => {
     empty.writeUInt32BE(0xffffffff, empty.length - 4);
     expect(codeOf(() => decodeRewardChainBundle(empty))).toBe('REWARD_MALFORMED');
   });
+
+  it('splits a bundle of a million 9-byte block entries without an object per entry (SPEC §8.7.5)', () => {
+    // A hostile source's page: 1 000 000 entries `len = 5 | body_len = 0 | n = 0`, within 64 MiB.
+    const n = 1_000_000;
+    const head = encodeRewardChainBundle(n, [], []);
+    const raw = Buffer.alloc(head.length + n * 9);
+    head.copy(raw);
+    raw.writeUInt32BE(n, head.length - 4);
+    for (let i = 0; i < n; i++) raw.writeUInt32BE(5, head.length + i * 9);
+    const before = process.memoryUsage().heapUsed;
+    const bundle = splitRewardChainBundle(raw);
+    const grown = process.memoryUsage().heapUsed - before;
+    expect(bundle.blocks.length).toBe(n);
+    expect(rewardPageBytes(bundle.blocks)).toBe(5 * n);
+    expect([...bundle.blocks.at(n - 1)!]).toEqual([0, 0, 0, 0, 0]);
+    expect(bundle.blocks.at(n)).toBeUndefined();
+    // An object per entry (a copy or a view, ~100 bytes of heap each) would be ~100 MiB held here.
+    expect(grown).toBeLessThan(32 * 1024 * 1024);
+    // The reader refuses the first block, as before.
+    expect(codeOf(() => rewardBlockHeader(splitSignedRewardBlock(bundle.blocks.at(0)!).body))).toBe('REWARD_MALFORMED');
+  }, 60_000);
 
   it('passes on the block codes: a block whose sum is off is REWARD_SUM_MISMATCH', () => {
     const blocks = chain(1);

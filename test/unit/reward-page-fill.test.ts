@@ -98,15 +98,15 @@ describe('reward chain pages (SPEC §8.7.5)', () => {
     expect(ledger.height).toBe(149);
     const pages = await pagesOf(ledger);
     expect(pages.length).toBeGreaterThan(3);
-    expect(pages.flatMap((p) => p.blocks)).toEqual(blocks);
+    expect(pages.flatMap((p) => [...p.blocks])).toEqual(blocks);
     for (const [i, p] of pages.entries()) {
       expect(p.certificates.length).toBeGreaterThan(0);
       if (p.blocks.length > 1) expect(rewardPageBytes(p.blocks)).toBeLessThanOrEqual(limit);
       const next = pages[i + 1];
       if (!next) continue;
       // Full: the next block did not fit.
-      expect(rewardPageBytes(p.blocks) + next.blocks[0].length).toBeGreaterThan(limit);
-      expect(shortRewardPage({ bytes: rewardPageBytes(p.blocks), certificates: p.certificates }, next.blocks[0], limit)).toBeNull();
+      expect(rewardPageBytes(p.blocks) + next.blocks.at(0)!.length).toBeGreaterThan(limit);
+      expect(shortRewardPage({ bytes: rewardPageBytes(p.blocks), certificates: p.certificates }, next.blocks.at(0)!, limit)).toBeNull();
     }
     const r = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [sourceOf(ledger)], pageBytes: limit });
     expect(r.state.height).toBe(149);
