@@ -266,6 +266,7 @@ export const ERROR_CODES = {
     REWARD_CHAIN_BAD_EPOCH: 'protocol_violation',
     REWARD_CHAIN_BAD_HEIGHT: 'protocol_violation',
     REWARD_CHAIN_BROKEN_LINK: 'integrity',
+    REWARD_CHAIN_ROLLBACK: 'integrity',
     REWARD_FETCH_TIMEOUT: 'timeout',
     REWARD_MALFORMED: 'protocol_violation',
     REWARD_MINT_MISMATCH: 'protocol_violation',

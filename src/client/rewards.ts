@@ -9,6 +9,7 @@ import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type
 import { RewardCertificateSet, pageCertificates } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import { shuffle } from '../crypto/primitives';
+import type { RewardTipsSeen } from './rewards-seen';
 import {
   MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, checkNextRewardHeader, emptyChainState,
   type ChainState, type RewardBlock,
@@ -84,6 +85,8 @@ export interface FetchRewardChainOptions {
   schedule?: IssuanceSchedule;
   /** SPEC.md §8.7.5: the page byte limit the sources fill pages to (tests); default REWARD_PAGE_BYTES. */
   pageBytes?: number;
+  /** SPEC.md §8.7.7 step 2: the highest tips verified before, per chain (src/client/rewards-seen.ts). */
+  seen?: RewardTipsSeen;
 }
 
 /** A source reached some other way than a direct URL: a label and a GET of a path with its query. */
@@ -145,12 +148,30 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
       failures.push({ source, code: errorCode(e), reason: (e as Error).message });
     }
   }
-  if (got) return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
+  if (got) {
+    checkNoRollback(got.acc, o.seen, failures);
+    return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
+  }
   // A read cut at a deadline (REWARD_FETCH_TIMEOUT, SPEC §8.7.5) is a transfer failure, not a verification one.
   const first = failures.find((f) => isErrorCode(f.code) && layerOf(f.code) === 'REWARD' && kindOf(f.code) !== 'timeout')
     ?? failures.find((f) => f.code === 'REWARD_FETCH_TIMEOUT') ?? failures[0];
   const list = failures.map((f) => `${f.source}: ${f.reason}`).join('; ');
   throw err(first && isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `no authority gave a reward chain that verifies (${list || 'no source'})`, { failures });
+}
+
+/**
+ * SPEC.md §8.7.7 step 2: a chain whose tip, after every source was asked, is below the highest tip
+ * verified before for the same chain (the same block 0), or that holds another block at that
+ * height, is a rollback: REWARD_CHAIN_ROLLBACK, naming both heights and the sources.
+ */
+function checkNoRollback(acc: ChainAccumulator, seen: RewardTipsSeen | undefined, failures: RewardChainResult['failures']): void {
+  const id = acc.state.chainId?.toString('hex');
+  const was = id === undefined ? undefined : seen?.[id];
+  if (!was) return;
+  const have = acc.blocks[was.height];
+  if (have && have.hash.toString('hex') === was.hash) return;
+  const why = have ? `holds another block at height ${was.height} than the one verified before` : `ends at height ${acc.state.height}, below height ${was.height} verified before`;
+  throw err('REWARD_CHAIN_ROLLBACK', `the reward chain the sources gave ${why}`, { height: acc.state.height, seenHeight: was.height, failures });
 }
 
 /** `certs`: every distinct certificate of the bundles read, each checked at most once and only when a signature names it (SPEC §8.7.5). */

@@ -18,6 +18,7 @@ import {
   encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
+import { readRewardTipsSeen, rememberRewardTip } from '../../src/client/rewards-seen';
 import { REWARD_PAGE_BYTES, decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
@@ -181,6 +182,31 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
     const r2 = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [behind.url, bad.url] });
     expect(r2.state.height).toBe(2);
     expect(r2.failures.map((f) => f.source)).toEqual([bad.url]);
+  });
+
+  it('refuses a rollback: a chain below the highest tip verified before, or another block at its height (SPEC §8.7.7)', async () => {
+    const blocks = chain(3);
+    const full = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [(await chainServer(blocks)).url] });
+    const dir = fs.mkdtempSync(path.join(tmp, 'seen-'));
+    await rememberRewardTip(dir, full.state.chainId!, full.state.height, full.blocks.at(-1)!.hash);
+    const seen = readRewardTipsSeen(dir);
+    expect(seen).toEqual({ [full.state.chainId!.toString('hex')]: { height: 2, hash: full.blocks[2].hash.toString('hex') } });
+    // Every source hides the last block: each block verifies, the chain is older than one seen.
+    const old = await chainServer(blocks.slice(0, 2));
+    await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [old.url], seen }))
+      .rejects.toMatchObject({ code: 'REWARD_CHAIN_ROLLBACK' });
+    // A majority-signed fork: another block at height 2 (a later epoch), on the same block 0.
+    const b1 = decodeRewardBlock(splitSignedRewardBlock(blocks[1]).body);
+    const other = nextRewardBlock({ height: 1, hash: full.blocks[1].hash, epoch: b1.epoch }, E0 + 7, new Map([[relayFp[0], 9]]));
+    const fork = await chainServer([...blocks.slice(0, 2), encodeSignedRewardBlock(other.body, [0, 1, 2].map((i) => signRewardBlock(other.body, ids[i].publicKey, sks[i])))]);
+    await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [fork.url], seen }))
+      .rejects.toMatchObject({ code: 'REWARD_CHAIN_ROLLBACK' });
+    // The same chain, or one ahead of it, passes; a source behind is made up for by another.
+    const ahead = await chainServer(chain(4));
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [ahead.url], seen })).state.height).toBe(3);
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [old.url, ahead.url], seen })).state.height).toBe(3);
+    // Nothing remembered: nothing to compare with.
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [old.url], seen: {} })).state.height).toBe(1);
   });
 
   it('checks each distinct certificate once, however many pages repeat it (SPEC §8.7.5)', async () => {
