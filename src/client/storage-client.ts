@@ -1,7 +1,8 @@
 // SPEC.md §9.9: the client's sessions with storage nodes. One storage stream per node (a
 // BEGIN_STORAGE stream on a circuit ending at the node, or a direct session — the caller's `open`
-// decides), opened on first use, requests pipelined on it, reopened once when the transport fails;
-// a node that cannot be reached is marked dead for the rest of the run. Per-node throughput is
+// decides), opened on first use, requests pipelined on it, reopened once when the transport fails
+// or the opening itself failed (a new circuit, as Tor retries a stream on a new circuit); a node
+// that cannot be reached the second time either is marked dead for the rest of the run. Per-node throughput is
 // measured so downloads can prefer the fastest nodes.
 import type { Duplex } from 'node:stream';
 import { auditShare, type AuditCommitment, type AuditOptions, type AuditResult } from '../storage/auditor';
@@ -53,6 +54,9 @@ export function nameNodesOf(relays: readonly ConsensusRelay[]): StorageNode[] {
   return storageNodesOf(relays).filter((r) => !r.roles.includes('hidden') && r.storagePort > 0);
 }
 
+
+/** The errors session() rejected with because the node's stream could not be opened. */
+const OPEN_FAILURES = new WeakSet<BitcloudError>();
 
 /** Errors of the node's store, sent as error responses: the session itself is fine. */
 function isRemote(e: unknown): boolean {
@@ -137,8 +141,9 @@ export class StorageClient {
   }
 
   /**
-   * One request to one node. Transport failures reopen the session once; a node that cannot be
-   * reached is marked dead (later calls fail at once with the same error). Error responses of the
+   * One request to one node. A session that could not be opened, or whose transport failed, is
+   * opened once more (over a circuit: a freshly built one); a node that fails the second time too
+   * is marked dead (later calls fail at once with the same error) (SPEC.md §9.9). Error responses of the
    * node (SHARE_NOT_FOUND, STORAGE_FULL, …) are thrown as they are, with detail.remote = true.
    * SPEC.md §9.16.6: once `signal` aborts, the request rejects at once with STORAGE_ABORTED (the
    * node is not at fault: it is neither retried nor marked dead); a stream opening for it goes on
@@ -150,7 +155,18 @@ export class StorageClient {
       throwIfStorageAborted(signal);
       const d = this.dead.get(fp);
       if (d) throw d;
-      const s = await untilStorageAborted(this.session(fp), signal);
+      let s: Session;
+      try {
+        s = await untilStorageAborted(this.session(fp), signal);
+      } catch (e) {
+        // SPEC.md §9.9: one failed opening (a circuit whose builds all failed, a BEGIN_STORAGE
+        // refused, a circuit destroyed before it connected) is tried once more on a new circuit
+        // before the node counts as unreachable. Aborts, a closed client and an unknown node are not the node's.
+        if (!isBitcloudError(e) || !OPEN_FAILURES.has(e)) throw e;
+        if (attempt >= 1 || this.closed) { this.kill(fp, e); throw e; }
+        this.log.debug({ code: e.code }, 'storage session could not be opened; trying once more');
+        continue;
+      }
       try {
         return await this.timed(s, s.channel.request(req, signal)) as Answer<T['type']>;
       } catch (e) {
@@ -196,8 +212,9 @@ export class StorageClient {
         return session;
       }, (e: unknown) => {
         const be = isBitcloudError(e) ? e : err('STORAGE_CONNECT_FAILED', String((e as Error)?.message ?? e));
-        this.sessions.delete(fp);
-        this.kill(fp, be);
+        // The next request opens anew; request() marks the node dead when that fails too.
+        if (this.sessions.get(fp) === s) this.sessions.delete(fp);
+        OPEN_FAILURES.add(be);
         throw be;
       });
       this.sessions.set(fp, s);
