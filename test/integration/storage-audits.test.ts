@@ -38,12 +38,13 @@ import type { EscrowOp } from '../../src/wire/reward-block';
 import type { RewardBlock } from '../../src/bandwidth/reward-chain';
 import { shareFiles } from '../helpers/storage-nodes';
 import { metric, scrape } from '../helpers/localnet';
-import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
+import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet, type RelaySetup } from '../helpers/dirnet';
 
 const PERIOD = 5;
 let dnet: DirNet;
 let auths: AuthorityInfo[];
 let clientConfig: string;
+const relays: RelaySetup[] = [];
 const nodes: { name: string; dataDir: string; fingerprint: string; configFile: string; metricsPort: number }[] = [];
 
 const cli = (args: string[], timeoutMs = 180_000) => runCli('bitcloud', [...args, '--config', clientConfig], { timeoutMs });
@@ -71,7 +72,8 @@ beforeAll(async () => {
   dnet = await makeDirNet(3, PERIOD);
   auths = parseAuthorityList(dnet.authorityList);
   for (const a of dnet.authorities) startAuthority(a);
-  for (let i = 0; i < 3; i++) startRelay(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
+  for (let i = 0; i < 3; i++) relays.push(await makeRelay(dnet, `relay${i + 1}`, { publishIntervalSeconds: PERIOD }));
+  for (const r of relays) startRelay(r);
   for (let i = 0; i < 4; i++) await startStorageNode(i);
   clientConfig = writeClientConfig(dnet, 'client', { enforceDistinctSubnets: false }).configFile;
   await eventually(async () => storageNetReady(await consensus(), 4), 150_000, 1000);
@@ -82,6 +84,18 @@ beforeAll(async () => {
     for (const n of nodes) {
       const c = (await loadConsensusCache(path.join(n.dataDir, CONSENSUS_CACHE_FILE), auths, Date.now())).consensus;
       if (!c || c.relays.filter((r) => r.nickname.startsWith('relay')).length < 3) return false;
+    }
+    return true;
+  }, 150_000, 1000);
+  // The other way round: a relay extends a circuit only to a node its own consensus lists (SPEC.md
+  // §7b.3 item 2), and each relay fetches a new consensus up to an interval after the authorities
+  // publish it, while the CLI asks them at once. Until every relay's consensus lists the four
+  // storage nodes, a circuit to the newest one is destroyed at its middle (OR_IDENTITY) whichever
+  // path the client builds. Wait for that too.
+  await eventually(async () => {
+    for (const r of relays) {
+      const c = (await loadConsensusCache(path.join(r.dataDir, CONSENSUS_CACHE_FILE), auths, Date.now())).consensus;
+      if (!c || nodes.some((n) => !c.relays.some((x) => x.fingerprint === n.fingerprint))) return false;
     }
     return true;
   }, 150_000, 1000);
