@@ -2,10 +2,12 @@
 // of its block 0, §8.11.1), kept in `<client dataDir>/rewards-seen.json` (mode 0600, written
 // atomically), so that a source that answers with an older chain, or another block at a height
 // verified before, is refused (REWARD_CHAIN_ROLLBACK), as a Tor client refuses a consensus older
-// than the one it holds.
+// than the one it holds. Several `bitcloud` processes may share the file: each record is read,
+// merged and written under `rewards-seen.json.lock`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../ops/fsutil';
+import { withFileLock } from '../ops/file-lock';
+import { mkdirDurable, writeFileAtomic } from '../ops/fsutil';
 
 export const REWARDS_SEEN_FILE = 'rewards-seen.json';
 
@@ -33,14 +35,25 @@ export function readRewardTipsSeen(dataDir: string): RewardTipsSeen {
   return out;
 }
 
+/** How long a record waits for another process's (a short-lived command's wait, as for state.json). */
+export const REWARDS_SEEN_LOCK_TIMEOUT_MS = 2_000;
+
 /**
- * Record a verified tip: the file is read again and merged (the higher height per chain wins) just
- * before the atomic write, so that another process's record is kept.
+ * Record a verified tip: while holding `rewards-seen.json.lock`, the file is read again and merged
+ * (the higher height per chain wins) and written atomically, so that another process's record,
+ * made meanwhile, is neither lost nor lowered. IO_STATE_LOCKED when another live process holds the
+ * lock for `lockTimeoutMs`.
  */
-export async function rememberRewardTip(dataDir: string, chainId: Buffer, height: number, hash: Buffer): Promise<void> {
+export async function rememberRewardTip(dataDir: string, chainId: Buffer, height: number, hash: Buffer, o: { lockTimeoutMs?: number } = {}): Promise<void> {
   const id = chainId.toString('hex');
-  const seen = readRewardTipsSeen(dataDir);
-  if ((seen[id]?.height ?? -1) >= height) return;
-  seen[id] = { height, hash: hash.toString('hex') };
-  await writeFileAtomic(path.join(dataDir, REWARDS_SEEN_FILE), JSON.stringify(seen), 0o600);
+  if ((readRewardTipsSeen(dataDir)[id]?.height ?? -1) >= height) return;
+  const file = path.join(dataDir, REWARDS_SEEN_FILE);
+  // The lock lives beside the file: a data folder not made yet is made first (as the write would).
+  await mkdirDurable(dataDir, 0o700);
+  await withFileLock(`${file}.lock`, async () => {
+    const seen = readRewardTipsSeen(dataDir);
+    if ((seen[id]?.height ?? -1) >= height) return;
+    seen[id] = { height, hash: hash.toString('hex') };
+    await writeFileAtomic(file, JSON.stringify(seen), 0o600);
+  }, { code: 'IO_STATE_LOCKED', timeoutMs: o.lockTimeoutMs ?? REWARDS_SEEN_LOCK_TIMEOUT_MS });
 }
