@@ -63,7 +63,9 @@ class Held {
   take(bytes: number): void {
     while (bytes > 0 && this.head < this.chunks.length) {
       const c = this.chunks[this.head];
-      if (c.bytes > bytes) { c.bytes -= bytes; return; }
+      // A read that ends inside a chunk still lets the chunks read before it go (below): a reader
+      // that never quite catches up must not keep every chunk it ever read in the list.
+      if (c.bytes > bytes) { c.bytes -= bytes; break; }
       bytes -= c.bytes;
       this.head++;
     }

@@ -242,3 +242,22 @@ describe('QueueBudget: unread stream data under the memory cap', () => {
     expect([a.killed, b.killed]).toEqual([true, false]);
   });
 });
+
+describe('QueueBudget: the chunk list of unread stream data stays bounded', () => {
+  it('a reader that never empties the data and whose reads end inside a chunk does not grow the list (SPEC.md §7b.9)', () => {
+    // Each millisecond 100 bytes arrive and the reader takes 100, ending halfway into the newest
+    // chunk: the owner never holds more than 150 bytes, so its list must not keep the chunks read.
+    let t = 0;
+    const budget = new QueueBudget(1 << 20, () => t);
+    const a = new Owner();
+    budget.hold(a, 50);
+    for (t = 1; t <= 10_000; t++) {
+      budget.hold(a, 150);
+      budget.hold(a, 50);
+    }
+    const held = (budget as unknown as { held: Map<QueueOwner, { chunks: unknown[] }> }).held.get(a)!;
+    expect(held.chunks.length).toBeLessThanOrEqual(64);
+    expect(budget.heldBytes).toBe(50);
+    expect(a.killed).toBe(false);
+  });
+});
