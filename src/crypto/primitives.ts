@@ -470,6 +470,12 @@ class Aes128Key implements Aes128Block {
 
   destroy(): void {
     wipe(this.k);
+    // final() frees the OpenSSL context now, which cleanses its key schedule (for AES-128 the
+    // first round key is the key itself); dropping the object alone would leave it in memory until
+    // the garbage collector ran (SPEC.md §5.6.2: the replaced key is erased at once). Every input
+    // was whole blocks, so there is nothing left to flush and no padding to check.
+    this.enc?.final();
+    this.dec?.final();
     this.enc = null;
     this.dec = null;
   }

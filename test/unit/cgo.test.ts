@@ -260,3 +260,21 @@ describe('UPDATE erases the keys it replaces (SPEC.md §5.6.2)', () => {
     expect(y.equals(x)).toBe(true);
   });
 });
+
+describe('UPDATE frees the AES contexts of the replaced keys at once (SPEC.md §5.6.2)', () => {
+  it('the old KB and KS contexts (holding their key schedules) are finished by the update, not left for the garbage collector', () => {
+    type Ctx = { update(b: Buffer): Buffer };
+    type Aes = { enc: Ctx | null; dec: Ctx | null };
+    type Internals = { j: { kb: Aes }; s: { k: Aes } };
+    const uiv = new Uiv(randomBytes(CGO_UIV_KEY_LEN));
+    const cell = randomBytes(509);
+    uiv.encrypt(Buffer.alloc(16), CellCommand.RELAY, cell);
+    uiv.decrypt(Buffer.alloc(16), CellCommand.RELAY, cell); // both directions of KB in use
+    const { j, s } = uiv as unknown as Internals;
+    const contexts = [j.kb.enc!, j.kb.dec!, s.k.enc!];
+    for (const c of contexts) expect(() => c.update(Buffer.alloc(16))).not.toThrow();
+    uiv.update(randomBytes(CGO_BLOCK_LEN));
+    // A finished context has been freed by OpenSSL (which cleanses it) and takes no more input.
+    for (const c of contexts) expect(() => c.update(Buffer.alloc(16))).toThrow();
+  });
+});
