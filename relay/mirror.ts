@@ -28,8 +28,10 @@ export function authorityFetchOrder(authorities: readonly AuthorityInfo[]): stri
  * envelope sealed again from the fields it decoded and verified (the signed body, the signatures
  * and the certificates, in canonical order), not the bytes as they came. Protobuf decoding skips
  * fields it does not know, so an upstream (or anyone on the path to it) could otherwise pad a
- * valid consensus with up to 16 MiB of unknown fields, or mark each mirror's copy, and every
- * client of the mirror would fetch that. An envelope already canonical comes back as it is.
+ * valid consensus with up to 16 MiB of unknown fields, and every client of the mirror would fetch
+ * that. Every signature and certificate is kept, known to this mirror's authority list or not (a
+ * client with another list may count it), so an upstream can still add up to the envelope's 32 of
+ * each: bounded, not removed. An envelope already canonical comes back as it is.
  */
 export function canonicalConsensus(c: VerifiedConsensus): VerifiedConsensus {
   const env = decodeEnvelope(c.envelopeBytes, LIMITS.consensusBytes);

@@ -13,6 +13,8 @@ import { fetchVerifiedConsensus, type TunnelSource } from '../../src/dir/consens
 import { CONSENSUS_CACHE_FILE, currentConsensus, saveConsensusCache } from '../../src/dir/consensus-cache';
 import { consensusIfModifiedSince, verifyConsensus } from '../../src/dir/consensus';
 import { makeSignature, sealEnvelope } from '../../src/wire/envelope';
+import { decodeEnvelope, encodeEnvelope, LIMITS } from '../../src/wire/docs';
+import { fingerprint } from '../../src/crypto/keys';
 import { computeConsensus } from '../../directory/compute';
 import { servedConsensus, serveDocument } from '../../src/dir/http-serve';
 import { consensusFor, E, epochStart, makeRelay, makeSigner, P, voteOf } from './dirauth-measure-fixture';
@@ -167,6 +169,25 @@ describe('a mirror serves what it verified (SPEC.md §6.10)', () => {
       await new Promise<void>((r) => server.close(() => r()));
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('keeps every signature and certificate, also those of authorities the mirror does not know: a client with another list counts them; a path can still add such entries (SPEC.md §6.10)', () => {
+    const [a, b, stranger] = [makeSigner(), makeSigner(), makeSigner()];
+    const c = computeConsensus([voteOf(a, [makeRelay(1)])], { totalAuthorities: 2, periodStart: epochStart(E), periodSeconds: P, lifetimePeriods: 3 });
+    const now = epochStart(E) + 1000;
+    const list = (...s: typeof a[]) => parseAuthorityList(s.map((x, i) => ({ name: `x${i}`, identity: x.identity.toString('hex'), address: '127.0.0.1:1' })));
+    // As an upstream sent it: a's and b's signatures, and one by a key no client knows, out of order.
+    const arrived = encodeEnvelope({
+      body: c.body,
+      signatures: [makeSignature(c.body, stranger.identity, stranger.signingKey), makeSignature(c.body, b.identity, b.signingKey), makeSignature(c.body, a.identity, a.signingKey)],
+      certificates: [stranger.certificate, b.certificate, a.certificate],
+    });
+    const served = canonicalConsensus(verifyConsensus(arrived, list(a), now)).envelopeBytes;
+    const env = decodeEnvelope(served, LIMITS.consensusBytes);
+    expect(env.signatures.map((s) => s.signer.toString('hex')).sort()).toEqual([a, b, stranger].map((s) => s.identity.toString('hex')).sort());
+    expect(env.certificates).toHaveLength(3);
+    // A client that trusts b alone accepts the mirror's copy.
+    expect(verifyConsensus(served, list(b), now).signers).toEqual([fingerprint(b.identity)]);
   });
 
   it('canonicalConsensus returns an envelope already canonical as it is', () => {
