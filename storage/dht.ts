@@ -24,7 +24,6 @@ export interface NodeDhtOptions {
 
 export class NodeDht {
   private dht: BitcloudDht | null = null;
-  private known = new Set<string>();
   private seenConsensus = 0;
   private timers: NodeJS.Timeout[] = [];
   /** The DHT addresses of the storage nodes of the consensus valid after `validAfter` (SPEC.md §9.14 *Members only*). */
@@ -46,7 +45,6 @@ export class NodeDht {
   async start(): Promise<void> {
     const c = this.o.consensus();
     const bootstrap = c ? dhtBootstrapList(c.relays, this.o.fingerprint) : [];
-    for (const a of bootstrap) this.known.add(`${a.host}:${a.port}`);
     this.seenConsensus = c?.validAfter ?? 0;
     this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log, members: (host, port) => this.isMember(host, port) });
     this.log.info({ port: this.dht.address.port, bootstrap: bootstrap.length }, 'dht listening');
@@ -74,16 +72,22 @@ export class NodeDht {
     return this.members.set.has(`${host}:${port}`);
   }
 
-  /** A newer consensus may list storage nodes we do not know yet. */
+  /**
+   * SPEC.md §9.14 *Network*: the storage nodes of every newer consensus are added, each one not in
+   * the routing table now (not only those never tried before): under *Members only* a node holding
+   * no consensus (none yet, or its own expired) drops every datagram, so pings to it fail and its
+   * peers fall out of the table; one never tried again would leave the DHT split for good, and a
+   * node that started with no consensus has no bootstrap list to fall back on.
+   */
   private poll(): void {
     const c = this.o.consensus();
     if (!c || c.validAfter === this.seenConsensus || !this.dht) return;
     this.seenConsensus = c.validAfter;
-    const fresh = dhtBootstrapList(c.relays, this.o.fingerprint).filter((a) => !this.known.has(`${a.host}:${a.port}`));
-    for (const a of fresh) this.known.add(`${a.host}:${a.port}`);
-    if (fresh.length) {
-      this.dht.addNodes(fresh);
-      this.log.debug({ added: fresh.length }, 'dht: storage nodes from the consensus added');
+    const inTable = new Set(this.dht.tableAddresses().map((a) => `${a.host}:${a.port}`));
+    const missing = dhtBootstrapList(c.relays, this.o.fingerprint).filter((a) => !inTable.has(`${a.host}:${a.port}`));
+    if (missing.length) {
+      this.dht.addNodes(missing);
+      this.log.debug({ added: missing.length }, 'dht: storage nodes from the consensus added');
     }
   }
 

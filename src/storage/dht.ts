@@ -155,6 +155,11 @@ export class BitcloudDht {
     return this.dht.toJSON().nodes.length;
   }
 
+  /** The addresses of the nodes in the routing table now. */
+  tableAddresses(): DhtAddress[] {
+    return this.dht.toJSON().nodes.map((n: { host: string; port: number }) => ({ host: n.host, port: n.port }));
+  }
+
   /** Add nodes (e.g. storage nodes of a newer consensus); each is pinged before it is added. */
   addNodes(list: readonly DhtAddress[]): void {
     if (this.closed) return;

@@ -368,3 +368,39 @@ describe('a DhtPut older than the item the node holds (SPEC.md §9.14.1)', () =>
     }
   });
 });
+
+describe('storage nodes of a newer consensus rejoin the routing table (SPEC.md §9.14 Network, Members only)', () => {
+  it('two nodes whose pings to each other were dropped while one held no consensus find each other with the next consensus', async () => {
+    const flags = new Set(['Running', 'Storage']);
+    let ca: { validAfter: number; relays: DhtCandidate[] } | null = null;
+    let cb: { validAfter: number; relays: DhtCandidate[] } | null = null;
+    const node = (fp: string, get: () => unknown) => new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: fp, consensus: () => get() as VerifiedConsensus | null, announceIntervalMs: 3_600_000, pollMs: 20 });
+    const a = node('a'.repeat(64), () => ca);
+    const b = node('b'.repeat(64), () => cb);
+    await a.start();
+    await b.start();
+    try {
+      const listing = (validAfter: number) => ({ validAfter, relays: [
+        { fingerprint: 'a'.repeat(64), address: '127.0.0.1', storagePort: a.address!.port, flags },
+        { fingerprint: 'b'.repeat(64), address: '127.0.0.1', storagePort: b.address!.port, flags },
+      ] });
+      // a holds the consensus, b none yet: b drops a's ping, which times out.
+      ca = listing(1);
+      await vi.waitFor(() => expect(b.instance!.droppedMessages).toBe(1), { timeout: 5000 });
+      await new Promise((r) => setTimeout(r, 2_500));
+      // Then b holds it and a's lapsed (expired, not yet refreshed): a drops b's ping.
+      ca = null;
+      cb = listing(1);
+      await vi.waitFor(() => expect(a.instance!.droppedMessages).toBe(1), { timeout: 5000 });
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect([a.instance!.nodeCount, b.instance!.nodeCount]).toEqual([0, 0]);
+      // A newer consensus, held by both: each adds the other again, and the DHT works.
+      ca = listing(2);
+      cb = listing(2);
+      await vi.waitFor(() => expect([a.instance!.nodeCount, b.instance!.nodeCount]).toEqual([1, 1]), { timeout: 5000 });
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  }, 20_000);
+});
