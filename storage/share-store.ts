@@ -144,6 +144,11 @@ export class ShareStore {
   private compacting: Promise<void> | null = null;
   /** After a rewrite of the journal failed: when, and its record count then (compactIfGrown waits). */
   private compactFailed: { at: number; records: number } | null = null;
+  /**
+   * SPEC.md §9.8.2: the journal found damaged at open is still the file on disk (its rewrite at open
+   * failed): rewritten at the next put, renewal or collection 60 s after the failure, whatever its size.
+   */
+  private journalDamaged = false;
   private closing = false;
 
   private constructor(private readonly opts: ShareStoreOptions, private readonly journal: LeaseJournal) {
@@ -225,7 +230,12 @@ export class ShareStore {
     // SPEC.md §9.8.2: a rewrite that fails (a full disk) is logged, as any other, and the store
     // opens all the same: the journal replayed is still whole (a damaged one is left in place and
     // found damaged again), and a node that could not start would free no room by collection.
-    await this.journal.compact(this.liveRecords()).catch((e: unknown) => this.compactFailedNow(e));
+    await this.journal.compact(this.liveRecords()).catch((e: unknown) => {
+      // Left damaged, every later start would give each share the longest lease from then again
+      // (and a bad header hides every record appended since): rewritten as soon as it can be.
+      this.journalDamaged = damaged;
+      this.compactFailedNow(e);
+    });
     if (damaged) this.log.warn({ count: this.entries.size }, 'shares kept for the longest lease after journal damage');
     else if (orphans) this.log.warn({ count: orphans }, 'shares without a lease got a grace lease');
     this.updateGauges();
@@ -558,10 +568,19 @@ export class ShareStore {
    */
   private async compactIfGrown(): Promise<void> {
     const bound = Math.max(1024, 2 * this.entries.size);
+    if (this.damagedRewriteDue()) {
+      await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
+      return;
+    }
     if (this.closing || this.journal.recordCount <= bound) return;
     const f = this.compactFailed;
     if (f && this.journal.recordCount <= f.records + bound && this.now() < f.at + COMPACT_RETRY_MS) return;
     await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
+  }
+
+  /** The damaged journal left in place at open is to be rewritten now: 60 s after the last failed rewrite. */
+  private damagedRewriteDue(): boolean {
+    return this.journalDamaged && !this.closing && (!this.compactFailed || this.now() >= this.compactFailed.at + COMPACT_RETRY_MS);
   }
 
   /** SPEC.md §9.8.2: a rewrite of the journal failed: logged at warn once until one succeeds, never the caller's failure. */
@@ -579,6 +598,7 @@ export class ShareStore {
       await this.journal.compact(this.liveRecords());
       if (this.compactFailed) this.log.info('lease journal rewritten again');
       this.compactFailed = null;
+      this.journalDamaged = false;
     })().finally(() => { this.compacting = null; });
     return this.compacting;
   }
@@ -666,7 +686,7 @@ export class ShareStore {
       this.metrics.gcRemoved.inc(gone.length);
       this.log.info({ removed: gone.length, bytes }, 'expired shares removed');
     }
-    if (this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
+    if (this.damagedRewriteDue() || this.journal.recordCount > Math.max(1024, 2 * this.entries.size)) await this.compactJournal().catch((e: unknown) => this.compactFailedNow(e));
     return { removed: gone.length, bytes, examined };
   }
 

@@ -328,6 +328,31 @@ describe('share store (SPEC §9.8)', () => {
     expect(s3.has([a.id, b.id])).toEqual([true, true]);
   });
 
+  it('a damaged journal whose rewrite at open failed is rewritten once the disk has room: a later start does not extend every lease again (SPEC.md §9.8.2)', async () => {
+    const { c, dir, a } = await alphaStoredThenClosed(7_000_000);
+    const file = path.join(dir, 'leases.journal');
+    const j = fs.readFileSync(file);
+    j[0] ^= 0xff;
+    fs.writeFileSync(file, j);
+    const enospc = () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+    vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementationOnce(enospc);
+    // Damage found at 7_000_000: a is kept until 7_001_000 (the longest lease from then).
+    const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
+    vi.restoreAllMocks();
+    // The disk has room again: a later collection rewrites the journal (a minute after the failure).
+    c.advance(61);
+    await s2.gc();
+    expect(fs.readFileSync(file).subarray(0, 8).toString()).toBe('BCLEASE1');
+    await s2.close();
+    // A restart reads a's lease as rewritten (7_001_000), not as damage found again: a is collected
+    // once it runs out, not kept another 1000 s from this start.
+    c.advance(900);
+    const s3 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
+    c.advance(100);
+    expect((await s3.gc()).removed).toBe(1);
+    expect(s3.has([a.id])).toEqual([false]);
+  });
+
   it('detects a corrupt file on read: SHARE_CORRUPT, quarantined, counted', async () => {
     const dir = await tmpDir();
     const s = await open({ dir, cacheBytes: 0 });
