@@ -47,6 +47,8 @@ export class RendezvousRelay implements RendezvousHook {
   private readonly spent = new Map<string, number>();
   /** SPEC.md §9.21.5 step 4: circuits joined here (each may be joined once; a joined circuit has a role). */
   private readonly joined = new Set<RendezvousCircuit>();
+  /** SPEC.md §9.21.5 step 2: client circuits that sent an INTRODUCE1 (one each, as Tor's already_received_introduce1). */
+  private readonly introduced = new Set<RendezvousCircuit>();
   /** SPEC.md §9.21.4 DoS extension: each introduction circuit's INTRODUCE1 token bucket. */
   private readonly buckets = new Map<RendezvousCircuit, { tokens: number; at: number; dos: IntroDosParams }>();
   private readonly limits: RendezvousLimits;
@@ -140,6 +142,14 @@ export class RendezvousRelay implements RendezvousHook {
   /** SPEC.md §9.21.5 step 2: relay unread as INTRODUCE2, answer INTRODUCE_ACK. */
   private introduce1(circ: RendezvousCircuit, data: Buffer): void {
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'INTRODUCE1 on a circuit with a role');
+    // SPEC.md §9.21.5 step 2: one INTRODUCE1 per circuit, whatever became of it. Else one circuit
+    // (built once) could send introductions at cell speed, to every service here, and empty their
+    // buckets for the cost of a cell each rather than of a circuit each.
+    if (this.introduced.has(circ)) {
+      this.count('introduce1_repeated');
+      throw err('RELAY_PROTOCOL', 'a second INTRODUCE1 on one circuit');
+    }
+    this.introduced.add(circ);
     let authKey: Buffer;
     try { authKey = decodeIntroduce(data).authKey; } catch {
       this.count('ack_malformed');
@@ -263,6 +273,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   forget(circ: RendezvousCircuit): void {
     this.buckets.delete(circ);
+    this.introduced.delete(circ);
     this.joined.delete(circ);
     const ik = this.introKeyOf.get(circ);
     if (ik !== undefined) {

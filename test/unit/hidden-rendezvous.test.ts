@@ -57,6 +57,13 @@ function introduceBody(authKey: Buffer): Buffer {
   return Buffer.concat([authKey, randomBytes(32), randomBytes(24), randomBytes(60)]);
 }
 
+/** INTRODUCE1 on a fresh client circuit (one each, SPEC.md §9.21.5 step 2); the ACK status it got. */
+function introduceOnce(rv: RendezvousRelay, body: Buffer): number {
+  const c = new FakeCircuit();
+  rv.onMessage(c, RelayCommand.INTRODUCE1, body);
+  return c.sent[0].data[0];
+}
+
 describe('introduction point (SPEC.md §9.21.4)', () => {
   it('ESTABLISH_INTRO answered INTRO_ESTABLISHED; INTRODUCE1 relayed unchanged as INTRODUCE2, ACK 0', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
@@ -85,10 +92,8 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
   });
   it('an unknown auth key gets ACK 1, a short body ACK 2; a forgotten circuit no longer introduces', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
-    const client = new FakeCircuit();
-    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(randomBytes(32)));
-    rv.onMessage(client, RelayCommand.INTRODUCE1, Buffer.alloc(90));
-    expect(client.sent.map((s) => s.data[0])).toEqual([IntroduceAckStatus.UNKNOWN_KEY, IntroduceAckStatus.MALFORMED]);
+    expect(introduceOnce(rv, introduceBody(randomBytes(32)))).toBe(IntroduceAckStatus.UNKNOWN_KEY);
+    expect(introduceOnce(rv, Buffer.alloc(90))).toBe(IntroduceAckStatus.MALFORMED);
     const auth = ed25519Generate();
     const svc = new FakeCircuit();
     rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
@@ -103,15 +108,13 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
     const auth = ed25519Generate();
     const svc = new FakeCircuit();
     rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth, NOW, relayId, { ratePerSec: 2, burst: 3 }));
-    const client = new FakeCircuit();
-    for (let i = 0; i < 5; i++) rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
-    expect(client.sent.map((s) => s.data[0])).toEqual([0, 0, 0, IntroduceAckStatus.RATE_LIMITED, IntroduceAckStatus.RATE_LIMITED]);
+    const acks: number[] = [];
+    for (let i = 0; i < 5; i++) acks.push(introduceOnce(rv, introduceBody(auth.publicKey)));
+    expect(acks).toEqual([0, 0, 0, IntroduceAckStatus.RATE_LIMITED, IntroduceAckStatus.RATE_LIMITED]);
     expect(svc.sent.filter((s) => s.command === RelayCommand.INTRODUCE2)).toHaveLength(3);
     expect(rv.counts.get('ack_rate_limited')).toBe(2);
     now += 500; // one more token at 2 a second
-    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
-    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
-    expect(client.sent.slice(5).map((s) => s.data[0])).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.RATE_LIMITED]);
+    expect([introduceOnce(rv, introduceBody(auth.publicKey)), introduceOnce(rv, introduceBody(auth.publicKey))]).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.RATE_LIMITED]);
     // Parameters the signature does not cover are refused: the extension is signed.
     const tampered = establish(ed25519Generate(), NOW, relayId, { ratePerSec: 2, burst: 3 });
     tampered.writeUInt32BE(1000, 108);
@@ -126,11 +129,9 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
       rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(auth, wall, relayId, { ratePerSec: 1, burst: 2 }));
       const waiting = new FakeCircuit();
       rv.onMessage(waiting, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
-      const client = new FakeCircuit();
-      rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+      const first = introduceOnce(rv, introduceBody(auth.publicKey));
       clock.mockReturnValue(wall - 3_600_000); // the wall clock steps back an hour
-      rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
-      expect(client.sent.map((m) => m.data[0])).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.SENT]);
+      expect([first, introduceOnce(rv, introduceBody(auth.publicKey))]).toEqual([IntroduceAckStatus.SENT, IntroduceAckStatus.SENT]);
       clock.mockReturnValue(wall + 3 * 60_000); // …then forward, past the 2 minutes a cookie may wait
       rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
       expect(waiting.isClosed).toBe(false);
@@ -144,10 +145,31 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
     const auth = ed25519Generate();
     rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish(auth));
+    const acks: number[] = [];
+    for (let i = 0; i < 201; i++) acks.push(introduceOnce(rv, introduceBody(auth.publicKey)));
+    expect(acks.filter((a) => a === IntroduceAckStatus.SENT)).toHaveLength(200);
+    expect(acks[200]).toBe(IntroduceAckStatus.RATE_LIMITED);
+  });
+  it('one INTRODUCE1 per client circuit: a second one, whatever the first got, destroys the circuit (RELAY_PROTOCOL) and is not passed on (SPEC.md §9.21.5 step 2)', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
     const client = new FakeCircuit();
-    for (let i = 0; i < 201; i++) rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
-    expect(client.sent.filter((s) => s.data[0] === IntroduceAckStatus.SENT)).toHaveLength(200);
-    expect(client.sent[200].data[0]).toBe(IntroduceAckStatus.RATE_LIMITED);
+    rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey));
+    expect(codeOf(() => rv.onMessage(client, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey)))).toBe('RELAY_PROTOCOL');
+    expect(svc.sent.filter((s) => s.command === RelayCommand.INTRODUCE2)).toHaveLength(1);
+    expect(client.sent).toHaveLength(1);
+    // A refused first one (unknown key, malformed) counts too: a flood cannot probe keys on one circuit.
+    const prober = new FakeCircuit();
+    rv.onMessage(prober, RelayCommand.INTRODUCE1, introduceBody(randomBytes(32)));
+    expect(codeOf(() => rv.onMessage(prober, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey)))).toBe('RELAY_PROTOCOL');
+    expect(svc.sent.filter((s) => s.command === RelayCommand.INTRODUCE2)).toHaveLength(1);
+    expect(rv.counts.get('introduce1_repeated')).toBe(2);
+    // Forgotten with its circuit: nothing is kept per circuit once it is gone.
+    rv.forget(client);
+    rv.forget(prober);
+    expect((rv as unknown as { introduced: Set<unknown> }).introduced.size).toBe(0);
   });
   it('a second ESTABLISH_INTRO for the same key replaces (and destroys) the first circuit', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
