@@ -38,6 +38,8 @@ const HANDLED = new Set<number>([RelayCommand.ESTABLISH_INTRO, RelayCommand.INTR
 export class RendezvousRelay implements RendezvousHook {
   private readonly intros = new Map<string, RendezvousCircuit>();
   private readonly introKeyOf = new Map<RendezvousCircuit, string>();
+  /** SPEC.md §9.21.4: introduction circuits by the link they came in on, each set oldest first. */
+  private readonly introsByLink = new Map<object, Set<RendezvousCircuit>>();
   /** Waiting circuits by cookie, with when each expires; the map keeps arrival order, oldest first. */
   private readonly pending = new Map<string, { circ: RendezvousCircuit; until: number }>();
   /** Destroys expired waiting circuits when no new arrival does; set only while one waits. */
@@ -126,17 +128,40 @@ export class RendezvousRelay implements RendezvousHook {
     if (!ed25519Verify(m.signature, establishIntroSignedBytes(this.identity(), m.authKey, m.timestamp, m.dos), m.authKey)) bad('signature does not verify');
     const key = m.authKey.toString('hex');
     const old = this.intros.get(key);
-    if (!old && this.intros.size >= this.limits.maxIntroCircuits) {
-      this.count('intro_limit');
-      throw err('HIDDEN_RELAY_LIMIT', 'too many introduction circuits');
-    }
+    if (!old && this.intros.size >= this.limits.maxIntroCircuits) this.makeRoom(circ);
     if (old) { this.forget(old); old.destroy(DestroyReason.FINISHED); }
     this.intros.set(key, circ);
     this.introKeyOf.set(circ, key);
+    let mine = this.introsByLink.get(circ.prev);
+    if (!mine) this.introsByLink.set(circ.prev, mine = new Set());
+    mine.add(circ);
     const dos = m.dos ?? DEFAULT_INTRO_DOS;
     this.buckets.set(circ, { tokens: dos.burst, at: this.clock(), dos });
     this.count('established');
     circ.sendRelay(RelayCommand.INTRO_ESTABLISHED, 0, Buffer.alloc(0));
+  }
+
+  /**
+   * SPEC.md §9.21.4: all maxIntroCircuits held. The slots are shared among previous hops: when
+   * the link holding the most introduction circuits holds at least two more than `circ`'s link,
+   * its newest one is destroyed to make room (RESOURCELIMIT, counted as intro_evicted); else `circ` is refused
+   * (HIDDEN_RELAY_LIMIT). So whoever fills the slots through a few links cannot lock out a
+   * service that comes by another: it loses slots to it until the links hold about as many each.
+   */
+  private makeRoom(circ: RendezvousCircuit): void {
+    const have = this.introsByLink.get(circ.prev)?.size ?? 0;
+    let most: Set<RendezvousCircuit> | undefined;
+    for (const set of this.introsByLink.values()) if (!most || set.size > most.size) most = set;
+    if (!most || most.size < have + 2) {
+      this.count('intro_limit');
+      throw err('HIDDEN_RELAY_LIMIT', 'too many introduction circuits');
+    }
+    let victim: RendezvousCircuit | undefined;
+    for (const c of most) victim = c;
+    this.forget(victim!);
+    victim!.destroy(DestroyReason.RESOURCELIMIT, 'HIDDEN_RELAY_LIMIT');
+    this.count('intro_evicted');
+    this.onRefused('intro_evicted');
   }
 
   /** SPEC.md §9.21.5 step 2: relay unread as INTRODUCE2, answer INTRODUCE_ACK. */
@@ -279,6 +304,8 @@ export class RendezvousRelay implements RendezvousHook {
     if (ik !== undefined) {
       this.introKeyOf.delete(circ);
       if (this.intros.get(ik) === circ) this.intros.delete(ik);
+      const mine = this.introsByLink.get(circ.prev);
+      if (mine?.delete(circ) && mine.size === 0) this.introsByLink.delete(circ.prev);
     }
     const ck = this.cookieOf.get(circ);
     if (ck !== undefined) {

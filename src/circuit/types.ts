@@ -105,6 +105,11 @@ export interface RendezvousCircuit {
   readonly isClosed: boolean;
   /** A next hop exists (this node forwards), or an extension toward one is in progress. */
   readonly extended: boolean;
+  /**
+   * The link the circuit came in on (its previous hop), compared by identity only: introduction
+   * circuits are shared fairly among previous hops when the relay holds its maximum (SPEC.md §9.21.4).
+   */
+  readonly prev: object;
   /** Originate a relay message here, toward the circuit's origin. */
   sendRelay(command: number, streamId: number, data: Uint8Array): void;
   /** SPEC.md §9.21.5 step 4: from now on cells this hop does not recognize cross to `other`. */

@@ -33,6 +33,8 @@ import type { IncomingStream } from '../../src/circuit/types';
 class FakeCircuit implements RendezvousCircuit {
   isClosed = false;
   extended = false;
+  /** Its own previous-hop link unless one is given. */
+  constructor(readonly prev: object = {}) {}
   sent: Array<{ command: number; data: Buffer }> = [];
   joinedWith: RendezvousCircuit | null = null;
   destroyedWith: string | undefined;
@@ -185,6 +187,32 @@ describe('introduction point (SPEC.md §9.21.4)', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW, limits: { maxIntroCircuits: 1 } });
     rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish());
     expect(codeOf(() => rv.onMessage(new FakeCircuit(), RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_RELAY_LIMIT');
+  });
+  it('one holder of every introduction slot does not lock a service out: a circuit by another link takes the newest slot of the link holding the most (SPEC.md §9.21.4)', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW, limits: { maxIntroCircuits: 8 } });
+    // A hostile would-be service fills all 8 slots through two links (say, two middles it picked).
+    const linkA = {}, linkB = {};
+    const hostile = Array.from({ length: 8 }, (_, i) => new FakeCircuit(i < 5 ? linkA : linkB));
+    for (const c of hostile) rv.onMessage(c, RelayCommand.ESTABLISH_INTRO, establish());
+    expect(rv.introCircuits).toBe(8);
+    // More through its fullest link get nothing: that link already holds the most.
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(linkA), RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_RELAY_LIMIT');
+    // An honest service by a third link gets a slot: the newest of link A's five is destroyed.
+    const auth = ed25519Generate();
+    const honest = new FakeCircuit();
+    rv.onMessage(honest, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    expect(honest.sent.map((s) => s.command)).toEqual([RelayCommand.INTRO_ESTABLISHED]);
+    expect(hostile.map((c) => c.isClosed)).toEqual([false, false, false, false, true, false, false, false]);
+    expect(hostile[4].destroyedWith).toBe('HIDDEN_RELAY_LIMIT');
+    expect(rv.introCircuits).toBe(8);
+    expect(rv.counts.get('intro_evicted')).toBe(1);
+    expect(introduceOnce(rv, introduceBody(auth.publicKey))).toBe(IntroduceAckStatus.SENT);
+    // The hostile links, now holding 4 and 3, cannot take it back: the fullest holds fewer than two more than either.
+    expect(codeOf(() => rv.onMessage(new FakeCircuit(linkB), RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_RELAY_LIMIT');
+    expect(honest.isClosed).toBe(false);
+    // A link's share is forgotten with its circuits.
+    for (const c of [...hostile, honest]) rv.forget(c);
+    expect((rv as unknown as { introsByLink: Map<object, unknown> }).introsByLink.size).toBe(0);
   });
 });
 
