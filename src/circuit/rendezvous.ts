@@ -40,6 +40,8 @@ export class RendezvousRelay implements RendezvousHook {
   private readonly introKeyOf = new Map<RendezvousCircuit, string>();
   /** SPEC.md §9.21.4: introduction circuits by the link they came in on, each set oldest first. */
   private readonly introsByLink = new Map<object, Set<RendezvousCircuit>>();
+  /** SPEC.md §9.21.5 step 1: circuits waiting under a cookie by the link they came in on, each set oldest first. */
+  private readonly waitingByLink = new Map<object, Set<RendezvousCircuit>>();
   /** Waiting circuits by cookie, with when each expires; the map keeps arrival order, oldest first. */
   private readonly pending = new Map<string, { circ: RendezvousCircuit; until: number }>();
   /** Destroys expired waiting circuits when no new arrival does; set only while one waits. */
@@ -128,13 +130,11 @@ export class RendezvousRelay implements RendezvousHook {
     if (!ed25519Verify(m.signature, establishIntroSignedBytes(this.identity(), m.authKey, m.timestamp, m.dos), m.authKey)) bad('signature does not verify');
     const key = m.authKey.toString('hex');
     const old = this.intros.get(key);
-    if (!old && this.intros.size >= this.limits.maxIntroCircuits) this.makeRoom(circ);
+    if (!old && this.intros.size >= this.limits.maxIntroCircuits) this.makeRoom(this.introsByLink, circ, 'intro_evicted', 'too many introduction circuits');
     if (old) { this.forget(old); old.destroy(DestroyReason.FINISHED); }
     this.intros.set(key, circ);
     this.introKeyOf.set(circ, key);
-    let mine = this.introsByLink.get(circ.prev);
-    if (!mine) this.introsByLink.set(circ.prev, mine = new Set());
-    mine.add(circ);
+    RendezvousRelay.addByLink(this.introsByLink, circ);
     const dos = m.dos ?? DEFAULT_INTRO_DOS;
     this.buckets.set(circ, { tokens: dos.burst, at: this.clock(), dos });
     this.count('established');
@@ -142,26 +142,38 @@ export class RendezvousRelay implements RendezvousHook {
   }
 
   /**
-   * SPEC.md §9.21.4: all maxIntroCircuits held. The slots are shared among previous hops: when
-   * the link holding the most introduction circuits holds at least two more than `circ`'s link,
-   * its newest one is destroyed to make room (RESOURCELIMIT, counted as intro_evicted); else `circ` is refused
-   * (HIDDEN_RELAY_LIMIT). So whoever fills the slots through a few links cannot lock out a
-   * service that comes by another: it loses slots to it until the links hold about as many each.
+   * SPEC.md §9.21.4, §9.21.5 step 1: all the slots of one kind (introduction circuits, or
+   * circuits waiting under a cookie) held. They are shared among previous hops: when the link
+   * holding the most holds at least two more than `circ`'s link, its newest one is destroyed to
+   * make room (RESOURCELIMIT, counted as `kind`); else `circ` is refused (HIDDEN_RELAY_LIMIT).
+   * So whoever fills the slots through a few links cannot lock out a circuit that comes by
+   * another: it loses slots to it until the links hold about as many each.
    */
-  private makeRoom(circ: RendezvousCircuit): void {
-    const have = this.introsByLink.get(circ.prev)?.size ?? 0;
+  private makeRoom(byLink: Map<object, Set<RendezvousCircuit>>, circ: RendezvousCircuit, kind: 'intro_evicted' | 'cookie_evicted', full: string): void {
+    const have = byLink.get(circ.prev)?.size ?? 0;
     let most: Set<RendezvousCircuit> | undefined;
-    for (const set of this.introsByLink.values()) if (!most || set.size > most.size) most = set;
+    for (const set of byLink.values()) if (!most || set.size > most.size) most = set;
     if (!most || most.size < have + 2) {
-      this.count('intro_limit');
-      throw err('HIDDEN_RELAY_LIMIT', 'too many introduction circuits');
+      this.count(kind === 'intro_evicted' ? 'intro_limit' : 'cookie_limit');
+      throw err('HIDDEN_RELAY_LIMIT', full);
     }
     let victim: RendezvousCircuit | undefined;
     for (const c of most) victim = c;
     this.forget(victim!);
     victim!.destroy(DestroyReason.RESOURCELIMIT, 'HIDDEN_RELAY_LIMIT');
-    this.count('intro_evicted');
-    this.onRefused('intro_evicted');
+    this.count(kind);
+    this.onRefused(kind);
+  }
+
+  private static addByLink(byLink: Map<object, Set<RendezvousCircuit>>, circ: RendezvousCircuit): void {
+    let mine = byLink.get(circ.prev);
+    if (!mine) byLink.set(circ.prev, mine = new Set());
+    mine.add(circ);
+  }
+
+  private static deleteByLink(byLink: Map<object, Set<RendezvousCircuit>>, circ: RendezvousCircuit): void {
+    const mine = byLink.get(circ.prev);
+    if (mine?.delete(circ) && mine.size === 0) byLink.delete(circ.prev);
   }
 
   /** SPEC.md §9.21.5 step 2: relay unread as INTRODUCE2, answer INTRODUCE_ACK. */
@@ -214,6 +226,7 @@ export class RendezvousRelay implements RendezvousHook {
       if (p.until > now) break;
       this.pending.delete(key);
       this.cookieOf.delete(p.circ);
+      RendezvousRelay.deleteByLink(this.waitingByLink, p.circ);
       this.count('expired');
       p.circ.destroy(DestroyReason.TIMEOUT);
     }
@@ -246,12 +259,10 @@ export class RendezvousRelay implements RendezvousHook {
       circ.destroy(DestroyReason.PROTOCOL, 'HIDDEN_COOKIE_REUSED');
       return;
     }
-    if (this.pending.size >= this.limits.maxPendingCookies) {
-      this.count('cookie_limit');
-      throw err('HIDDEN_RELAY_LIMIT', 'too many rendezvous cookies pending');
-    }
+    if (this.pending.size >= this.limits.maxPendingCookies) this.makeRoom(this.waitingByLink, circ, 'cookie_evicted', 'too many rendezvous cookies pending');
     this.pending.set(key, { circ, until: this.clock() + this.limits.pendingCookieMs });
     this.cookieOf.set(circ, key);
+    RendezvousRelay.addByLink(this.waitingByLink, circ);
     this.schedule();
     circ.sendRelay(RelayCommand.RENDEZVOUS_ESTABLISHED, 0, encodeStatus(RendezvousStatus.OK));
   }
@@ -270,6 +281,7 @@ export class RendezvousRelay implements RendezvousHook {
     }
     this.pending.delete(key);
     this.cookieOf.delete(client);
+    RendezvousRelay.deleteByLink(this.waitingByLink, client);
     this.schedule();
     this.spent.set(key, this.clock() + this.limits.spentCookieMs);
     // SPEC.md §9.21.5 step 1: bounded in count as well as in time. Joins come as fast as circuits
@@ -304,12 +316,12 @@ export class RendezvousRelay implements RendezvousHook {
     if (ik !== undefined) {
       this.introKeyOf.delete(circ);
       if (this.intros.get(ik) === circ) this.intros.delete(ik);
-      const mine = this.introsByLink.get(circ.prev);
-      if (mine?.delete(circ) && mine.size === 0) this.introsByLink.delete(circ.prev);
+      RendezvousRelay.deleteByLink(this.introsByLink, circ);
     }
     const ck = this.cookieOf.get(circ);
     if (ck !== undefined) {
       this.cookieOf.delete(circ);
+      RendezvousRelay.deleteByLink(this.waitingByLink, circ);
       if (this.pending.get(ck)?.circ === circ) { this.pending.delete(ck); this.schedule(); }
     }
   }

@@ -259,6 +259,33 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     expect(oldest.sent[0].data[0]).toBe(RendezvousStatus.OK);
     expect(rv.spentCookies).toBe(3);
   });
+  it('one holder of every waiting slot does not lock clients out: a cookie by another link takes the newest slot of the link holding the most (SPEC.md §9.21.5 step 1)', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW, limits: { maxPendingCookies: 6 } });
+    const link = {};
+    const parked = Array.from({ length: 6 }, () => new FakeCircuit(link));
+    for (const c of parked) rv.onMessage(c, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20));
+    expect(rv.pendingCookies).toBe(6);
+    // More by the same link: refused, that link holds the most already.
+    const more = new FakeCircuit(link);
+    expect(codeOf(() => rv.onMessage(more, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20)))).toBe('HIDDEN_RELAY_LIMIT');
+    // An honest client by another link waits under its cookie; the newest parked circuit goes.
+    const cookie = randomBytes(20);
+    const client = new FakeCircuit();
+    rv.onMessage(client, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(client.sent).toEqual([{ command: RelayCommand.RENDEZVOUS_ESTABLISHED, data: Buffer.from([RendezvousStatus.OK]) }]);
+    expect(parked.map((c) => c.isClosed)).toEqual([false, false, false, false, false, true]);
+    expect(parked[5].destroyedWith).toBe('HIDDEN_RELAY_LIMIT');
+    expect(rv.pendingCookies).toBe(6);
+    expect(rv.counts.get('cookie_evicted')).toBe(1);
+    // …and the service joins it.
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply: randomBytes(64) }));
+    expect(client.joinedWith).toBe(svc);
+    // Joined or gone, a circuit leaves its link's share.
+    for (const c of parked) rv.forget(c);
+    expect((rv as unknown as { waitingByLink: Map<object, unknown> }).waitingByLink.size).toBe(0);
+    rv.close();
+  });
   it('refuses a pending cookie twice, and a RENDEZVOUS1 with an unknown cookie', () => {
     const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
     const cookie = randomBytes(20);
