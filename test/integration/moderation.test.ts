@@ -18,13 +18,14 @@ import { connectStorageDirect } from '../../src/storage/direct';
 import { StorageChannel } from '../../src/storage/channel';
 import { shareId } from '../../src/storage/share';
 import { decodeBundle, encodeBundle } from '../../src/moderation/chain';
-import { openToolDht, publishPolicyToDht } from '../../src/moderation/dht';
+import { publishPolicyVia } from '../../src/moderation/dht';
 import { PUBLIC_CONTENT_KEY } from '../../src/moderation/policy';
 import { selectNodesForClass } from '../../src/moderation/placement';
 import { authoritySource } from '../../src/moderation/sources';
 import { openStorageSession } from '../../src/client/storage-client-setup';
 import { putFile } from '../../src/client/storage-client-put';
 import { getFile } from '../../src/client/storage-client-get';
+import { openCircuitDht } from '../helpers/circuit-dht';
 import { eventually, freePorts, runCli, startDaemon, waitForPort, type Daemon } from '../helpers/daemon';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 
@@ -239,16 +240,18 @@ describe('denylists (SPEC.md §10.3, §10.6)', () => {
 
   it('a replayed older policy and a forged one are ignored, each with a log line', async () => {
     const key = await loadEd25519Secret(path.join(M.dir, 'moderator.key'));
-    const dht = await openToolDht(nodes.map((n) => ({ host: '127.0.0.1', port: n.storagePort })));
+    // The attacker is no DHT member (SPEC.md §9.14 Members only): it puts through a storage node over
+    // circuits (§9.14.1). That node stores any validly signed item; the policy checks are the readers'.
+    const dht = await openCircuitDht(clientConfig);
     try {
       // Replay: version 1 under a DHT head with a higher BEP 44 seq (only the moderator key can sign heads).
-      await publishPolicyToDht(dht, key, firstBundle, 100);
+      await publishPolicyVia(dht.putter, key, firstBundle, 100);
       for (const n of subscribedToM()) await n.daemon.waitForMsg('policy refused', { code: 'POLICY_REPLAYED', source: 'dht' }, 60_000);
       // Forged: the current chain with one byte of the newest version's signature changed.
       const envs = decodeBundle(fs.readFileSync(path.join(M.dir, 'published.bundle')));
       const last = Buffer.from(envs[envs.length - 1]);
       last[last.length - 10] ^= 0x01;
-      await publishPolicyToDht(dht, key, encodeBundle([...envs.slice(0, -1), last]), 101);
+      await publishPolicyVia(dht.putter, key, encodeBundle([...envs.slice(0, -1), last]), 101);
       for (const n of subscribedToM()) await n.daemon.waitForMsg('policy refused', { code: 'POLICY_BAD_SIGNATURE', source: 'dht' }, 60_000);
     } finally {
       await dht.close();
