@@ -12,7 +12,9 @@ import { eventually, freePorts, runCli, startDaemon } from '../helpers/daemon';
 import { DGRAM_HOOK, watchedCommand, type Watched } from '../helpers/udp-watch';
 import { makeDirNet, makeRelay, startAuthority, startRelay, storageNetReady, tearDownDirNet, writeClientConfig, type DirNet } from '../helpers/dirnet';
 import { metric, scrape } from '../helpers/localnet';
-import { dhtSource, openToolDht } from '../../src/moderation/dht';
+import { DHT_SALT, decodeHead, splitBundle } from '../../src/moderation/dht';
+import { parseModerator } from '../../src/moderation/policy';
+import { openCircuitDht } from '../helpers/circuit-dht';
 
 const PERIOD = 4;
 const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
@@ -20,8 +22,6 @@ const CAP_A = `bitcloud:${'a'.repeat(52)}#${'a'.repeat(52)}`;
 let dnet: DirNet;
 let clientConfig: string;
 let hookFile: string;
-/** The storage nodes' DHT ports (their storage ports). */
-const dhtPorts: number[] = [];
 
 /** Run a command with the dgram hook (test/helpers/udp-watch.ts). */
 const watched = (bin: string, args: string[], logFile: string): Promise<Watched> => watchedCommand(hookFile, bin, args, logFile);
@@ -39,7 +39,6 @@ beforeAll(async () => {
   for (let i = 0; i < 3; i++) {
     const name = `store${i + 1}`;
     const [orPort, storagePort] = await freePorts(2);
-    dhtPorts.push(storagePort);
     const configFile = path.join(dnet.dir, `${name}.json`);
     fs.writeFileSync(configFile, JSON.stringify({
       dataDir: path.join(dnet.dir, name), nickname: name, address: '127.0.0.1', orPort, storagePort, quota: '64MiB', bandwidth: 100_000,
@@ -111,12 +110,21 @@ describe('moderator publish over circuits (SPEC.md §9.14.1, §10.7.2)', () => {
     expect(p.hook).toBe('');
     expect(p.samples).toBeGreaterThan(0);
     expect(p.udpSeen).toBe(0);
-    // The items are really in the DHT: a reader (this test process, with its own DHT socket) gets the bundle back.
+    // The head is really in the DHT: a reader that is no DHT member (this test process, SPEC.md §9.14
+    // Members only) gets it back with a DhtGet through a storage node over a circuit (§9.14.1), signed
+    // by the moderator and naming exactly the published bundle (digest, length, part targets, §10.7.2).
+    // §9.14.1 has no get of an immutable item: the parts are read by storage nodes, the members.
     const fp = String(json(p).moderator);
-    const reader = await openToolDht(dhtPorts.map((port) => ({ host: '127.0.0.1', port })));
+    const published = fs.readFileSync(path.join(modDir, 'published.bundle'));
+    const reader = await openCircuitDht(clientConfig);
     try {
-      const bundle = await eventually(() => dhtSource(reader).fetch(fp, null), 60_000, 1000);
-      expect(bundle.equals(fs.readFileSync(path.join(modDir, 'published.bundle')))).toBe(true);
+      const item = await eventually(() => reader.getSigned(parseModerator(fp), DHT_SALT), 60_000, 1000);
+      expect(item.seq).toBe(Number(json(p).seq));
+      const head = decodeHead(item.value);
+      const want = splitBundle(published).head;
+      expect(head.digest.equals(want.digest)).toBe(true);
+      expect(head.length).toBe(published.length);
+      expect(head.parts.map((t) => t.toString('hex'))).toEqual(want.parts.map((t) => t.toString('hex')));
     } finally {
       await reader.close();
     }
