@@ -10,10 +10,8 @@
 //
 // A delta appends to the bundle, so every part but the last keeps its target: a node that held the
 // previous bundle fetches one or two new parts. The head fits at most HEAD_MAX_PARTS parts.
-import DHT from 'bittorrent-dht';
 import { err } from '../errors';
 import { oncePerRegistry, prom, type Registry } from '../ops/metrics';
-import { dhtOptions, type DhtAddress } from '../storage/dht';
 import { ed25519Sign, ed25519Verify, sha1, sha256, type Ed25519KeyPair } from '../crypto/primitives';
 import { BUNDLE_LIMITS, decodeBundle, type PolicyState } from './chain';
 import { parseModerator } from './policy';
@@ -234,26 +232,5 @@ export function dhtSource(dht: DhtLike, o: { name?: string; cacheParts?: number;
       decodeBundle(bundle); // framing check; verification is advancePolicy's
       return bundle;
     },
-  };
-}
-
-/**
- * A short-lived DHT node for tools (`bitcloud moderator publish`), built with the storage overlay's
- * options (private bootstrap only, BEP 44 verification through src/crypto: SPEC.md §9.14). Binds
- * 127.0.0.1 when every bootstrap node is on loopback.
- */
-export async function openToolDht(bootstrap: readonly DhtAddress[], o: { readyTimeoutMs?: number } = {}): Promise<DhtLike & { close(): Promise<void> }> {
-  const dht = new DHT(dhtOptions(bootstrap));
-  dht.on('error', () => { /* reported through failed puts */ });
-  const host = bootstrap.length > 0 && bootstrap.every((b) => b.host === '127.0.0.1') ? '127.0.0.1' : undefined;
-  await new Promise<void>((resolve) => dht.listen(0, host as string, () => resolve()));
-  await new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, o.readyTimeoutMs ?? 5000);
-    if (dht.ready) { clearTimeout(t); resolve(); } else dht.once('ready', () => { clearTimeout(t); resolve(); });
-  });
-  return {
-    put: (opts, cb) => dht.put(opts as never, cb as never),
-    get: (key, opts, cb) => dht.get(key, opts as never, cb as never),
-    close: () => new Promise<void>((r) => dht.destroy(() => r())),
   };
 }
