@@ -6,7 +6,7 @@
 //   audits/<epoch>/<fp>.json the pages of that report, one per audited node, written before the
 //                            summary (the summary is what makes an epoch's report held)
 // Each epoch e, once (at 3/10 of the period), the authority audits every (node, share) that an
-// active contract names (at most PER_NODE_AUDITS per node, chosen at random), over a 3-hop circuit
+// active contract names (at most PER_NODE_AUDITS per node, chosen at random, funded contracts' pairs first), over a 3-hop circuit
 // that ends at the node (§9.13.1; a rendezvous circuit to a hidden node, §9.21.5), one challenge
 // per share with a fresh nonce (§9.17). The vote for period k carries, per storage
 // node, the bytes its passing shares of epoch k − 2 hold (§6.5 `stored`).
@@ -572,16 +572,23 @@ export class StorageAudits {
     // held before the payer's, would otherwise have that pair audited against its commitment only
     // and fail, costing the node the payer's pay and its credit for a share it does hold.
     // Contracts are picked by their epochs first: one not active in `e` costs nothing more.
-    const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer }>>();
+    // §9.20.2: a commitment named by a funded contract (§9.20.4) is drawn before the others, so
+    // free contracts naming a node for shares it never had cannot push its paid pairs out of the
+    // sample (and with them its pay).
+    const byNode = new Map<string, Map<string, { contract: string; size: number; root: Buffer; shareId: Buffer; funded: boolean }>>();
     this.pruneEnded(e);
+    const isFunded = this.o.funded ?? (() => false);
     for (const [id, h] of this.contracts) {
       if (h.startEpoch > e || h.endEpoch <= e) continue;
+      const funded = isFunded(id, h.endEpoch - h.startEpoch);
       for (const { off, fp } of heldEntries(h.raw)) {
         let m = byNode.get(fp);
         if (!m) byNode.set(fp, (m = new Map()));
         // share id [32] | share_size u32 | audit_root [32], contiguous in the entry (§9.20.1).
         const commitment = h.raw.toString('hex', off + 32, off + 100);
-        if (!m.has(commitment)) m.set(commitment, { contract: id, size: h.raw.readUInt32BE(off + 64), root: h.raw.subarray(off + 68, off + 100), shareId: h.raw.subarray(off + 32, off + 64) });
+        const known = m.get(commitment);
+        if (!known) m.set(commitment, { contract: id, size: h.raw.readUInt32BE(off + 64), root: h.raw.subarray(off + 68, off + 100), shareId: h.raw.subarray(off + 32, off + 64), funded });
+        else if (funded && !known.funded) { known.funded = true; known.contract = id; }
       }
     }
     const nodes = new Map((this.consensus?.relays ?? []).filter((r) => r.flags.has('Storage') && (r.storagePort > 0 || r.roles.includes('hidden'))).map((r) => [r.fingerprint, r]));
@@ -595,7 +602,9 @@ export class StorageAudits {
       if (!node) return; // not a storage node of the consensus: nothing to audit, nothing credited
       // SPEC.md §9.20.3: every result carries a nonce and the blocks it derives, a pair the node was
       // never asked too, so each pair's challenge is drawn before the node is reached.
-      const pick = shuffle([...shares.values()]).slice(0, cap).map((s) => ({ ...s, nonce: randomBytes(32) }));
+      // §9.20.2: the pairs of funded contracts first, at random, then the others, at random.
+      const all = [...shares.values()];
+      const pick = [...shuffle(all.filter((s) => s.funded)), ...shuffle(all.filter((s) => !s.funded))].slice(0, cap).map((s) => ({ ...s, nonce: randomBytes(32) }));
       const fail = (s: (typeof pick)[number], code: string): ReportedAudit => ({
         node: fp, contract: s.contract, size: s.size, root: s.root.toString('hex'), shareId: s.shareId.toString('hex'), ok: false, code,
         nonce: s.nonce.toString('hex'), blocks: challengeBlocks(s.nonce, s.shareId, s.size, DEFAULT_AUDIT_BLOCKS),

@@ -623,6 +623,29 @@ describe('authority audits of an epoch (SPEC.md §9.20.2–9.20.3)', () => {
     expect(stored).toEqual({ [up.fp]: 2000 });
   });
 
+  it('free contracts naming a node for thousands of shares it never had do not push its paid pair out of the sample (SPEC.md §9.20.2)', async () => {
+    const n = await node();
+    const a = randomBytes(2000);
+    await n.store.put(shareId(a), a, 3600);
+    const signer = makeSigner();
+    const funded = new Set<string>();
+    // One audit per node: the sample is the whole question.
+    const audits = new StorageAudits({ dataDir: tmp(), signer, periodSeconds: P, log: silentLog, now: () => epochStart(E) + 1000, connect: connector([n], new Map()), perNodeAudits: 1, funded: (id) => funded.has(id) });
+    const paid = encodeContract({ startEpoch: E, endEpoch: E + 2, entries: [entry(n.key.publicKey, a)] });
+    funded.add(blake2b(paid).toString('hex'));
+    await audits.accept(paid);
+    // Anyone may upload: a full free contract of made-up shares at the same node.
+    await audits.accept(contractOf(n.key.publicKey, E, E + 2, 4096));
+    audits.onConsensus({ validAfter: epochStart(E), relays: [n.relay] } as unknown as VerifiedConsensus);
+    await audits.auditEpoch(E);
+    const auths = parseAuthorityList([{ name: 'a', identity: signer.identity.toString('hex'), address: '127.0.0.1:1' }]);
+    const { results, stored } = await readReport(audits, auths, E);
+    expect(results).toHaveLength(1);
+    expect(results[0]!.shareId).toBe(shareId(a).toString('hex'));
+    expect(results[0]!.ok).toBe(true);
+    expect(stored).toEqual({ [n.fp]: 2000 });
+  });
+
   it('a node answering STORAGE_BUSY is asked again: busy twice, then the right answer, and the pair is credited (SPEC.md §9.20.2)', async () => {
     const n = await node();
     const held = new Map<string, Buffer>();
