@@ -419,7 +419,7 @@ export class RewardLedger {
       // One lookup per contract for the whole proposal (the report's pages, the transfers, the escrow
       // operations): `read` carries it; a proposer with escrow always builds from a read (above).
       const contracts = this.escrow && read ? read.contracts : null;
-      const opener = contracts ? escrowOpener(this.state.escrows, inp.epoch, contracts) : null;
+      const opener = contracts ? escrowOpener(this.state.escrows, inp.epoch, contracts, (id) => this.state.balances.get(id) ?? 0n) : null;
       const transfers = proposer ? this.pool.take(MAX_BLOCK_TRANSFERS, opener ? (t) => opener(t) !== null : undefined) : [];
       next = nextRewardBlock(tip, inp.epoch, inp.proven, this.schedule, inp.stored, transfers);
       if (proposer && contracts) next = this.withEscrow(next, read!.pages, [...this.cancels.values()], contracts);

@@ -197,16 +197,21 @@ export class TransferPool {
   }
 
   /**
-   * SPEC §8.11.3, §9.20.4: a transfer to the id of a contract whose escrow the chain holds. A funding
-   * transfer to it can never be carried, its escrow being opened already
-   * (ESCROW_ALREADY_FUNDED); a plain one to an escrow refunded or cancelled would put units in an
+   * SPEC §8.11.3, §9.20.4: a transfer to the id of a contract whose escrow the chain holds, or that
+   * holds units with no escrow. A funding transfer to it can never be carried, its escrow being
+   * opened already or never to be opened (ESCROW_ALREADY_FUNDED); a plain one to an escrow refunded or cancelled would put units in an
    * account nothing moves again (ESCROW_CLOSED). One to an open escrow is taken (its units go back
    * to the payer with the refund).
    */
   private checkRecipient(t: Transfer): void {
     const id = t.to.toString('hex');
     const e = this.base.escrows?.get(id);
-    if (!e) return;
+    if (!e) {
+      // SPEC.md §9.20.4 item 1: an id holding units with no escrow gets no open, so no block carries a funding to it.
+      const held = this.base.balances.get(id) ?? 0n;
+      if (isFundingTransfer(t) && held > 0n) throw err('ESCROW_ALREADY_FUNDED', `the id ${id.slice(0, 16)}… holds ${held} units with no escrow: no escrow is opened for it, so a funding transfer to it would open none`);
+      return;
+    }
     if (isFundingTransfer(t)) throw err('ESCROW_ALREADY_FUNDED', `contract ${id.slice(0, 16)}… has an escrow already (${e.refunded !== null ? 'closed' : 'open'}): a funding transfer to it would open none`);
     if (e.refunded !== null) throw err('ESCROW_CLOSED', `the escrow of contract ${id.slice(0, 16)}… was refunded or cancelled: units sent to its id could never be moved again`);
   }

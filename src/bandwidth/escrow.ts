@@ -281,8 +281,8 @@ export function escrowPayNodes(book: ReadonlyMap<string, Escrow>, epoch: number,
  * verified pages of the proposer's own audit report of `epoch` (at least those of the nodes
  * `escrowPayNodes` names; null: no report, and then nothing is paid). In this order:
  * - **open** for each of the block's transfers, in order, that pays the id of a contract held,
- *   not yet open and not ended at `epoch`, with at least one unit per epoch (the first such
- *   transfer per contract; the sender is the payer);
+ *   not yet open and not ended at `epoch`, whose account held nothing before the block, with at
+ *   least one unit per epoch (the first such transfer per contract; the sender is the payer);
  * - **pay**, for each escrow open before the block, in ascending contract id, whose contract is
  *   held, with `startEpoch ≤ epoch < endEpoch` and `epoch` not paid: `epochPayments` of the
  *   report's passing bytes for its pairs;
@@ -305,7 +305,10 @@ export function escrowOpsFor(
   // Each id is looked up once per block: escrowOpener remembers the ids the transfers pay, none of
   // which has an escrow, and the pays below look up each escrow's id once.
   const opens: EscrowOp[] = [];
-  const opener = escrowOpener(book, epoch, lookup);
+  // The chain's balance of an id before the block: `ledger` less what the block's transfers brought.
+  const brought = new Map<string, bigint>();
+  for (const t of transfers) brought.set(t.to.toString('hex'), (brought.get(t.to.toString('hex')) ?? 0n) + t.amount);
+  const opener = escrowOpener(book, epoch, lookup, (id) => ledger.account(id).balance - (brought.get(id) ?? 0n));
   for (const t of transfers) {
     const c = opener(t);
     if (!c) continue;
@@ -370,17 +373,21 @@ export function escrowOpsFor(
  * SPEC.md §9.20.4 item 1: which of a block's transfers get an **open**. Pass the block's transfers
  * in order; each answer is the contract whose escrow the transfer opens, or null: its `to` is the id
  * of a contract `lookup` holds, with no escrow in `book` nor opened by an earlier transfer passed,
- * `endEpoch > epoch` and `amount ≥ endEpoch − startEpoch`. One per block: it remembers the opens.
+ * `endEpoch > epoch`, `amount ≥ endEpoch − startEpoch`, and whose account held nothing before the
+ * block (`heldBefore`, the chain's balance of the id). One per block: it remembers the opens.
  * The proposer also uses it to choose the funding transfers (versions 2 and 4) it can carry (§8.11.3).
  * Each id is looked up once: a lookup may decode the contract, and a pool's 10 000 transfers may
  * all pay one id that gets no open (an ended contract).
  */
-export function escrowOpener(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup): (t: Transfer) => StorageContract | null {
+export function escrowOpener(book: ReadonlyMap<string, Escrow>, epoch: number, lookup: ContractLookup, heldBefore: (id: string) => bigint = () => 0n): (t: Transfer) => StorageContract | null {
   const opened = new Set<string>();
   const looked = new Map<string, StorageContract | undefined>();
   return (t) => {
     const id = t.to.toString('hex');
     if (book.has(id) || opened.has(id)) return null;
+    // §9.20.4 item 1: units an earlier block left at the id (a plain transfer carried without an
+    // open) would go with the refund to whoever funds it first, anyone who saw the id: no open.
+    if (heldBefore(id) > 0n) return null;
     if (!looked.has(id)) looked.set(id, lookup(id));
     const c = looked.get(id);
     if (!c || c.endEpoch <= epoch || t.amount < BigInt(c.endEpoch - c.startEpoch)) return null;

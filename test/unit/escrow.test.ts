@@ -13,6 +13,8 @@ import {
 import { sortContractEntries, type StorageContract } from '../../src/wire/storage-contract';
 import type { ReportedAudit } from '../../src/storage/audit-report';
 import { expectCode } from '../helpers/errors';
+import { checkNotFunded } from '../../src/client/commands/keep';
+import type { RewardChainResult } from '../../src/client/rewards';
 import {
   applyRewardBlock, signRewardBlock, staticAuthorities, verifyChain, type ChainState,
 } from '../../src/bandwidth/reward-chain';
@@ -301,6 +303,37 @@ function paged(epoch: number, results: ReportedAudit[]): AuditPages {
 }
 
 describe('the escrow operations a block carries (SPEC.md §9.20.4)', () => {
+  it('the payer sends no funding to a contract whose id holds units already: it would open no escrow (SPEC.md §9.20.4 item 1)', () => {
+    const chain = (balances: Map<string, bigint>) => ({ state: { escrows: new Map(), balances } }) as unknown as RewardChainResult;
+    expect(codeOf(() => checkNotFunded(chain(new Map([[idHex, 4000n]])), [], idHex))).toBe('ESCROW_ALREADY_FUNDED');
+    expect(codeOf(() => checkNotFunded(chain(new Map()), [], idHex))).toBe('NO_ERROR');
+  });
+
+  it('no open for a contract whose id holds units an earlier block left there: the refund would give them to whoever funded it first (SPEC.md §9.20.4 item 1)', () => {
+    const held = (x: string) => (x === idHex ? contract : undefined);
+    const victim = ed25519Generate();
+    const thief = ed25519Generate();
+    const maps: LedgerMaps = { balances: new Map([[victim.publicKey.toString('hex'), 5000n], [thief.publicKey.toString('hex'), 10n]]), nonces: new Map() };
+    // An earlier block carried the victim's plain transfer to the id without an open (its proposer
+    // did not hold the contract): 4000 units sit at the id, no escrow.
+    const stuck = new CoinLedger(maps);
+    stuck.apply(signTransfer(victim, id, 4000n, 1));
+    stuck.commit();
+    expect(maps.balances.get(idHex)).toBe(4000n);
+    // Anyone who saw the id funds it with one unit per epoch.
+    const grab = signTransfer(thief, id, 4n, 1);
+    const l = new CoinLedger(maps);
+    l.apply(grab);
+    expect(escrowOpsFor(new Map(), l, 9, [grab], held, null)).toEqual([]);
+    // An id that held nothing before the block is opened as before, whatever the block brings it.
+    const clean: LedgerMaps = { balances: new Map([[thief.publicKey.toString('hex'), 10n]]), nonces: new Map() };
+    const l2 = new CoinLedger(clean);
+    l2.apply(grab);
+    expect(escrowOpsFor(new Map(), l2, 9, [grab], held, null)).toEqual([
+      { kind: 'open', contract: idHex, payer: thief.publicKey.toString('hex'), startEpoch: 10, endEpoch: 14, funded: 4n, totalBytes: 8000n },
+    ]);
+  });
+
   it('payments keep of a page only its passing results, without answers or other fields, and pay the same (SPEC.md §9.20.4 item 2)', () => {
     const pass = { ...result(nodeA, 1, 3000, true), answer: 'ab'.repeat(1000), pad: 'x'.repeat(1000) } as ReportedAudit;
     const fail = { ...result(nodeA, 2, 1000, false), code: 'AUDIT_PROOF_INVALID', answer: 'cd'.repeat(1000) };

@@ -396,4 +396,14 @@ describe('funding transfers (version 2) in an authority\'s pool and the proposer
     expect(pool.rebase({ ...onChain, escrows: new Map([...escrows, [later.toString('hex'), { refunded: 0n }]]) })).toBe(1);
     expect(pool.pending().map((t) => t.to.toString('hex'))).toEqual([open.toString('hex')]);
   });
+
+  it('a funding transfer to an id with no escrow whose account holds units is ESCROW_ALREADY_FUNDED: no escrow is opened for it (SPEC §8.11.3, §9.20.4 item 1)', () => {
+    const dirty = Buffer.alloc(32, 0xd1), clean = Buffer.alloc(32, 0xd2);
+    const onChain = { chainId: CHAIN_ID, balances: new Map([[hex(relay), 1000n], [dirty.toString('hex'), 40n]]), nonces: new Map<string, number>(), height: 5, escrows: new Map() };
+    const pool = new TransferPool(onChain);
+    expectCode(() => pool.add(signFundingTransfer(relay, dirty, 10n, 1)), 'ESCROW_ALREADY_FUNDED');
+    expect(pool.add(signFundingTransfer(relay, clean, 10n, 1))).toBe('added');
+    // A plain transfer to it is still taken (its sender's to make).
+    expect(pool.add(signTransfer(relay, dirty, 10n, 2))).toBe('added');
+  });
 });

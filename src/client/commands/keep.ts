@@ -127,13 +127,18 @@ export function contractRequest(a: { epochs: number; pay?: string; key?: string;
  * SPEC.md §9.20.4: before a funding is sent, the contract must have no escrow in the verified chain
  * (open, refunded or cancelled) and no funding from this wallet may be pending: an open applies only
  * to a contract without one (ESCROW_ALREADY_FUNDED), so a second funding (`keep contract --pay` run
- * again in the same epoch, which makes the same contract) would open nothing. ESCROW_ALREADY_FUNDED,
- * nothing sent.
+ * again in the same epoch, which makes the same contract) would open nothing; nor to one whose id
+ * holds units already (§9.20.4 item 1). ESCROW_ALREADY_FUNDED, nothing sent.
  */
 export function checkNotFunded(chain: RewardChainResult, pending: readonly Transfer[], id: string): void {
   const e = chain.state.escrows.get(id);
   if (e) {
     throw err('ESCROW_ALREADY_FUNDED', `contract ${id} has an escrow already (${e.refunded !== null ? 'closed' : 'open'}, paid by ${e.payer.slice(0, 16)}…): a second funding would open none; no funding was sent`, { contract: id });
+  }
+  // §9.20.4 item 1: units already at the id (a plain transfer carried without an open) get it no open.
+  const held = chain.state.balances.get(id) ?? 0n;
+  if (held > 0n) {
+    throw err('ESCROW_ALREADY_FUNDED', `contract ${id} has no escrow but its id holds ${held} units already (a plain transfer carried without an open): no escrow can be opened for it; upload the contract again for a later epoch (a new contract id); no funding was sent`, { contract: id });
   }
   if (pending.some((t) => t.to.toString('hex') === id)) {
     throw err('ESCROW_ALREADY_FUNDED', `a funding of contract ${id} from this wallet is pending already: a second one would open no escrow; no funding was sent`, { contract: id });
