@@ -40,7 +40,7 @@ import { TRANSFER_DROPPED_FILE, TransferPool } from './transfer-pool';
 import { fundingV2Enabled } from '../src/dir/consensus-params';
 import { decodeEscrowCancel, encodeEscrowCancel, escrowCancelSignedBy, type EscrowCancel } from '../src/wire/escrow-cancel';
 import { err } from '../src/errors';
-import { escrowOpener, escrowOpsFor, escrowPayNodes, lookupOnce, paidResults, type AuditPages, type ContractLookup } from '../src/bandwidth/escrow';
+import { escrowOpener, escrowOpsFor, escrowPayNodes, lookupOnce, paidResults, type AuditPages, type ContractLookup, type Escrow } from '../src/bandwidth/escrow';
 import { AUDIT_PAGE_MAX_BYTES, AUDIT_REPORT_MAX_BYTES, verifyAuditPage, verifyAuditReport, type ReportedAudit } from '../src/storage/audit-report';
 import { rewardBlockHash } from '../src/wire/reward-block';
 import { RewardStore } from './reward-store';
@@ -194,7 +194,7 @@ export class RewardLedger {
   private wantCatchUp = true;
   private closed = false;
   private readonly inflight = new Set<Promise<void>>();
-  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; passOnDropped: prom.Counter<'to' | 'what'>; poolDropped: prom.Counter<'reason'> };
+  private readonly m: { blocks: prom.Counter<'how'>; minted: prom.Counter; sigs: prom.Counter<'result'>; transfers: prom.Counter<'result'>; cancels: prom.Counter<'result'>; passOnDropped: prom.Counter<'to' | 'what'>; poolDropped: prom.Counter<'reason'> };
   /** SPEC.md §8.11.3: new transfers and escrow cancels being passed on, by fingerprint of the other authority. */
   private readonly passOn = new Map<string, PassOn>();
   /** Pending transfers (SPEC §8.11.3), checked against the chain state and each other. */
@@ -223,6 +223,7 @@ export class RewardLedger {
       blocks: new prom.Counter({ name: 'bitcloud_reward_blocks_total', help: 'Reward blocks appended to the chain (published here, caught_up from another authority, loaded from disk)', labelNames: ['how'], registers: [reg] }),
       minted: new prom.Counter({ name: 'bitcloud_reward_minted_units_total', help: 'Units minted by the blocks of the chain held', registers: [reg] }),
       sigs: new prom.Counter({ name: 'bitcloud_reward_signatures_total', help: 'Reward block signatures fetched from other authorities by result', labelNames: ['result'], registers: [reg] }),
+      cancels: new prom.Counter({ name: 'bitcloud_escrow_cancels_total', help: 'Escrow cancels received (POST /bitcloud/escrow/cancel, from payers and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
       transfers: new prom.Counter({ name: 'bitcloud_transfers_total', help: 'Transfers received (POST /bitcloud/transfers, from clients and other authorities) by result: added, held, or the refusal code', labelNames: ['result'], registers: [reg] }),
       poolDropped: new prom.Counter({ name: 'bitcloud_transfers_pool_dropped_total', help: 'Pending transfers dropped from the pool when a block landed, by reason: funding_expired (a funding transfer no block carried within 24 heights), after_funding_expired (a later transfer of its sender, which no longer applies)', labelNames: ['reason'], registers: [reg] }),
       passOnDropped: new prom.Counter({ name: 'bitcloud_transfers_pass_on_dropped_total', help: 'New transfers and escrow cancels not passed on to another authority because its queue was full (the oldest waiting is dropped), by authority name and what was dropped (transfer, cancel)', labelNames: ['to', 'what'], registers: [reg] }),
@@ -687,13 +688,22 @@ export class RewardLedger {
    * the queue transfers take (§8.11.3: at most 4 requests open and 1 024 waiting per authority).
    */
   submitCancel(bytes: Buffer): { result: 'added' | 'held'; cancel: EscrowCancel; payer: string } {
-    const c = decodeEscrowCancel(bytes);
-    const e = this.state.escrows.get(c.contract);
-    if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${c.contract.slice(0, 16)}…`);
-    if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${c.contract.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already`);
-    if (!escrowCancelSignedBy(c, e.payer)) throw err('ESCROW_NOT_PAYER', `the cancel is not signed by the payer of contract ${c.contract.slice(0, 16)}…`);
-    if (this.cancels.has(c.contract)) return { result: 'held', cancel: c, payer: e.payer };
-    if (this.cancels.size >= MAX_BLOCK_TRANSFERS) throw err('TRANSFER_POOL_FULL', 'too many cancels are waiting for a block already; send again later');
+    let c: EscrowCancel;
+    let e: Escrow | undefined;
+    try {
+      c = decodeEscrowCancel(bytes);
+      e = this.state.escrows.get(c.contract);
+      if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${c.contract.slice(0, 16)}…`);
+      if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${c.contract.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already`);
+      if (!escrowCancelSignedBy(c, e.payer)) throw err('ESCROW_NOT_PAYER', `the cancel is not signed by the payer of contract ${c.contract.slice(0, 16)}…`);
+      if (!this.cancels.has(c.contract) && this.cancels.size >= MAX_BLOCK_TRANSFERS) throw err('TRANSFER_POOL_FULL', 'too many cancels are waiting for a block already; send again later');
+    } catch (x) {
+      // SPEC.md §8.7.6 metrics: refusals counted by code, as transfers are.
+      this.m.cancels.labels(errorCode(x)).inc();
+      throw x;
+    }
+    if (this.cancels.has(c.contract)) { this.m.cancels.labels('held').inc(); return { result: 'held', cancel: c, payer: e.payer }; }
+    this.m.cancels.labels('added').inc();
     this.cancels.set(c.contract, c);
     this.o.log.info({ contract: c.contract.slice(0, 16), pending: this.cancels.size }, 'escrow cancel pending');
     const body = encodeEscrowCancel(c);

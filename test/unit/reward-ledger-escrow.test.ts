@@ -18,6 +18,8 @@ import type { AuditPages } from '../../src/bandwidth/escrow';
 import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 import { watchRequests } from '../helpers/http-watch';
+import { expectCode } from '../helpers/errors';
+import type { ErrorCode } from '../../src/errors';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -406,6 +408,39 @@ describe('the proposer looks each contract up once per block (SPEC.md §9.20.4)'
       expect(held!.block.transfers).toHaveLength(1);
       expect((held!.block.escrow ?? []).map((op) => [op.kind, op.contract])).toEqual([['open', OPENING], ['pay', PAYING]]);
       expect(Object.fromEntries(asked)).toEqual({ [PAYING]: 1, [OPENING]: 1 });
+    } finally {
+      await l.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cancels received are counted by result (SPEC.md §8.7.6, §9.20.4)', () => {
+  it('a malformed cancel, another key\'s, one for no escrow and a closed one are refused and counted by code; added and held are counted', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-cancel-count-'));
+    const reg = new prom.Registry();
+    const l = new RewardLedger({ dataDir, signer: nodes[0].signer, authorities: [authorities[0]], periodSeconds: P, skewMs: 60_000, log: silentLog, registry: reg });
+    try {
+      l.load();
+      const open = 'dddd'.padEnd(64, '1'), closed = 'dddd'.padEnd(64, '2'), none = 'dddd'.padEnd(64, '3');
+      const escrow = (id: string, refunded: bigint | null) => [id, { id, payer: RELAY, startEpoch: 10, endEpoch: 20, funded: 30n, perEpoch: 3n, totalBytes: 100n, lastPaid: 9, paid: 0n, refunded }] as const;
+      (l as unknown as { state: ChainState }).state.escrows = new Map([escrow(open, null), escrow(closed, 5n)]);
+      const bad = encodeEscrowCancel(signEscrowCancel(relay, open));
+      bad[0] = 2; // version 2
+      const refusals: [Buffer, ErrorCode][] = [
+        [bad, 'ESCROW_CANCEL_MALFORMED'],
+        [encodeEscrowCancel(signEscrowCancel(ed25519FromSeed(Buffer.alloc(32, 99)), open)), 'ESCROW_NOT_PAYER'],
+        [encodeEscrowCancel(signEscrowCancel(relay, none)), 'ESCROW_UNKNOWN'],
+        [encodeEscrowCancel(signEscrowCancel(relay, closed)), 'ESCROW_CLOSED'],
+      ];
+      for (const [b, code] of refusals) expectCode(() => l.submitCancel(b), code);
+      const good = encodeEscrowCancel(signEscrowCancel(relay, open));
+      expect(l.submitCancel(good).result).toBe('added');
+      expect(l.submitCancel(good).result).toBe('held');
+      const m = (await reg.getSingleMetric('bitcloud_escrow_cancels_total')!.get()).values;
+      expect(Object.fromEntries(m.map((v) => [v.labels.result, v.value]))).toEqual({
+        ESCROW_CANCEL_MALFORMED: 1, ESCROW_NOT_PAYER: 1, ESCROW_UNKNOWN: 1, ESCROW_CLOSED: 1, added: 1, held: 1,
+      });
     } finally {
       await l.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
