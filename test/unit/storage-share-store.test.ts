@@ -56,6 +56,21 @@ async function alphaStoredThenClosed(t0: number) {
   return { c, dir, a };
 }
 
+/** Flips every bit of the first byte of the lease journal's header in `dir`; returns the journal's path. */
+function damageJournalHeader(dir: string): string {
+  const file = path.join(dir, 'leases.journal');
+  const j = fs.readFileSync(file);
+  j[0] ^= 0xff;
+  fs.writeFileSync(file, j);
+  return file;
+}
+
+/** The next journal rewrite fails as on a full disk. */
+function journalRewriteFailsOnce() {
+  const enospc = () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+  return vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementationOnce(enospc);
+}
+
 describe('share store (SPEC §9.8)', () => {
   it('stores shares in sharded folders, mode 0600 files and 0700 folders', async () => {
     const dir = await tmpDir();
@@ -295,10 +310,7 @@ describe('share store (SPEC §9.8)', () => {
 
   it('a journal whose header is damaged deletes no share early (SPEC.md §9.8.2)', async () => {
     const { c, dir, a } = await alphaStoredThenClosed(5_000_000);
-    const file = path.join(dir, 'leases.journal');
-    const j = fs.readFileSync(file);
-    j[0] ^= 0xff;
-    fs.writeFileSync(file, j);
+    damageJournalHeader(dir);
     const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
     c.advance(100);
     expect((await s2.gc()).removed).toBe(0);
@@ -307,12 +319,8 @@ describe('share store (SPEC §9.8)', () => {
 
   it('a store opens when the journal rewrite at open fails (a full disk); a damaged header stays damaged until rewritten (SPEC.md §9.8.2)', async () => {
     const { c, dir, a } = await alphaStoredThenClosed(6_000_000);
-    const file = path.join(dir, 'leases.journal');
-    const j = fs.readFileSync(file);
-    j[0] ^= 0xff;
-    fs.writeFileSync(file, j);
-    const enospc = () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
-    const spy = vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementationOnce(enospc);
+    damageJournalHeader(dir);
+    const spy = journalRewriteFailsOnce();
     const s2 = await ShareStore.open({ dir, quotaBytes: 1 << 20, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
     expect(spy).toHaveBeenCalledTimes(1);
     expect(s2.has([a.id])).toEqual([true]);
@@ -330,12 +338,8 @@ describe('share store (SPEC §9.8)', () => {
 
   it('a damaged journal whose rewrite at open failed is rewritten once the disk has room: a later start does not extend every lease again (SPEC.md §9.8.2)', async () => {
     const { c, dir, a } = await alphaStoredThenClosed(7_000_000);
-    const file = path.join(dir, 'leases.journal');
-    const j = fs.readFileSync(file);
-    j[0] ^= 0xff;
-    fs.writeFileSync(file, j);
-    const enospc = () => Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
-    vi.spyOn(LeaseJournal.prototype, 'compact').mockImplementationOnce(enospc);
+    const file = damageJournalHeader(dir);
+    journalRewriteFailsOnce();
     // Damage found at 7_000_000: a is kept until 7_001_000 (the longest lease from then).
     const s2 = await open({ dir, now: c.now, orphanGraceSeconds: 1, maxLeaseSeconds: 1000 });
     vi.restoreAllMocks();
