@@ -273,6 +273,20 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
   let fx: Fixture;
   beforeEach(() => { fx = makeFixture(); });
   afterEach(() => { fx.cleanup(); });
+  /** An authority listed with `other`, whose vote server answers every vote fetch with `vote`; the paths asked are kept. */
+  const withOtherServingVote = async (other: Signer, vote: Buffer) => {
+    const asked: string[] = [];
+    const server = http.createServer((req, res) => {
+      asked.push(req.url ?? '');
+      if (req.url?.startsWith(PATHS.vote)) { res.writeHead(200, { 'content-length': vote.length }); res.end(vote); return; }
+      res.writeHead(404); res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const self = fx.signer.identity.toString('hex');
+    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other.identity.toString('hex'), address: `127.0.0.1:${port}` }] });
+    return { asked, server, self, authority, registry };
+  };
 
   it('a restarted authority serves the vote it signed for the period, not a new one with other relays', async () => {
     fx.clock.now = epochStart(K) + (P * 1000) / 4 + 1; // votes at once, before the compute step
@@ -355,16 +369,7 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     new SignedPeriods(fx.dir).record('vote', K2, Buffer.alloc(32, 9));
     const other = makeSigner();
     const theirs = buildVote(other, K2, P, KNOWN_FLAGS, fx.relays.map((r) => ({ descriptorRaw: r.descriptor.raw, identity: r.descriptor.identity, flags: FLAG_BITS.Running | FLAG_BITS.Valid, measured: 500 })));
-    const asked: string[] = [];
-    const server = http.createServer((req, res) => {
-      asked.push(req.url ?? '');
-      if (req.url?.startsWith(PATHS.vote)) { res.writeHead(200, { 'content-length': theirs.length }); res.end(theirs); return; }
-      res.writeHead(404); res.end();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
-    const self = fx.signer.identity.toString('hex');
-    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other.identity.toString('hex'), address: `127.0.0.1:${port}` }] });
+    const { asked, server, authority, registry } = await withOtherServingVote(other, theirs);
     for (const r of fx.relays) { authority.acceptDescriptor(r.descriptor.raw); authority.store.recordTest(r.descriptor, true, fx.clock.now); }
     try {
       authority.start(); // no vote; fetching the other's starts
@@ -392,16 +397,7 @@ describe('one vote and one consensus body per period, across a restart (SPEC.md 
     const other = makeSigner();
     // Signed by the other authority, but measuring an epoch no vote for this period measures.
     const bad = buildVote(other, K2, P, KNOWN_FLAGS, fx.relays.map((r) => ({ descriptorRaw: r.descriptor.raw, identity: r.descriptor.identity, flags: FLAG_BITS.Running | FLAG_BITS.Valid, measured: 500, proven: 1 })), E - 1);
-    const asked: string[] = [];
-    const server = http.createServer((req, res) => {
-      asked.push(req.url ?? '');
-      if (req.url?.startsWith(PATHS.vote)) { res.writeHead(200, { 'content-length': bad.length }); res.end(bad); return; }
-      res.writeHead(404); res.end();
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
-    const self = fx.signer.identity.toString('hex');
-    const { authority, registry } = fx.makeAuthority({ authorities: [{ name: 'a', identity: self, address: '127.0.0.1:1' }, { name: 'b', identity: other.identity.toString('hex'), address: `127.0.0.1:${port}` }] });
+    const { asked, server, self, authority, registry } = await withOtherServingVote(other, bad);
     const state = authority as unknown as { votesFetchedFor: number; fetchingVotes: boolean; tick(): void };
     try {
       authority.start();
