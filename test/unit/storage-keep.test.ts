@@ -14,7 +14,7 @@ import { auditRoot } from '../../src/storage/audit';
 import { encodeChunk } from '../../src/storage/encode';
 import { shareId } from '../../src/storage/share';
 import {
-  deriveVerifyKey, formatVerifyCapability, openVerifyRecord, parseVerifyCapability, sealVerifyRecord,
+  deriveVerifyKey, formatVerifyCapability, openVerifyRecord, parseVerifyCapability, sealVerifyRecord, type VerifyCapability,
 } from '../../src/storage/verify-cap';
 import { decodeVerifyRecord, encodeVerifyRecord } from '../../src/wire/verify-record';
 import { StorageClient, storageNodesOf } from '../../src/client/storage-client';
@@ -40,6 +40,27 @@ function client(): StorageClient {
     nodes: storageNodesOf(nodes.map((n) => n.relay)),
     open: (node) => connectStorageDirect({ host: node.address, port: node.storagePort, expectedIdentity: node.identity, timeoutMs: 2000 }),
   });
+}
+
+/** `size` random bytes written to `name` and put on the nodes (64 KiB chunks, 4 of 6 shares). */
+async function putRandomFile(name: string, size: number) {
+  const data = randomBytes(size);
+  const file = path.join(root, name);
+  await fsp.writeFile(file, data);
+  const c = client();
+  const put = await putFile(c, file, { chunkSize: 64 * KiB, coding: { k: 4, n: 6 } });
+  await c.close();
+  return { data, put, vcap: parseVerifyCapability(put.verifyCapability) };
+}
+
+/** The file's verify record, from the first node holding a copy. */
+async function readVerifyRecord(vcap: VerifyCapability) {
+  for (const n of nodes) {
+    let bytes: Buffer;
+    try { bytes = await n.store.read(vcap.verifyId); } catch { continue; }
+    return openVerifyRecord(vcap, bytes);
+  }
+  throw new Error('no copy');
 }
 
 beforeAll(async () => {
@@ -109,16 +130,8 @@ describe('keeper state (SPEC.md §9.19)', () => {
 
 describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', () => {
   it('a pass whose renewal of a held share failed reports no expiry, and the keeper keeps the one it had (SPEC.md §9.19)', async () => {
-    const data = randomBytes(100 * KiB + 3);
-    const file = path.join(root, 'renew-fail.bin');
-    await fsp.writeFile(file, data);
-    const c0 = client();
-    const put = await putFile(c0, file, { chunkSize: 64 * KiB, coding: { k: 4, n: 6 } });
-    await c0.close();
-    const vcap = parseVerifyCapability(put.verifyCapability);
-    let recordBytes: Buffer | null = null;
-    for (const n of nodes) { try { recordBytes = await n.store.read(vcap.verifyId); break; } catch { /* next */ } }
-    const record = openVerifyRecord(vcap, recordBytes!);
+    const { vcap } = await putRandomFile('renew-fail.bin', 100 * KiB + 3);
+    const record = await readVerifyRecord(vcap);
     // The node holding the first chunk's first share does not answer renewals (down just then).
     const victim = nodes.find((n) => n.store.has([record.chunks[0].shareIds[0]])[0])!.relay.fingerprint;
     const c1 = client();
@@ -141,13 +154,7 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
   });
 
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {
-    const data = randomBytes(300 * KiB + 17);
-    const file = path.join(root, 'in.bin');
-    await fsp.writeFile(file, data);
-    const c0 = client();
-    const put = await putFile(c0, file, { chunkSize: 64 * KiB, coding: { k: 4, n: 6 } });
-    await c0.close();
-    const vcap = parseVerifyCapability(put.verifyCapability);
+    const { data, put, vcap } = await putRandomFile('in.bin', 300 * KiB + 17);
     expect(vcap.manifestId.toString('hex')).toBe(put.manifestId);
     expect(vcap.verifyKey.equals(deriveVerifyKey(parseCapability(put.capability).fileKey))).toBe(true);
 
@@ -160,10 +167,7 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
     expect(first.expiresAt).toBeGreaterThan(Date.now() / 1000);
 
     // Node A deletes a chunk share behind the store's back; node B flips a byte in one.
-    const record = openVerifyRecord(vcap, await nodes[0].store.read(vcap.verifyId).catch(async () => {
-      for (const n of nodes) { try { return await n.store.read(vcap.verifyId); } catch { /* next */ } }
-      throw new Error('no copy');
-    }));
+    const record = await readVerifyRecord(vcap);
     const chunkIds = new Set(record.chunks.flatMap((ch) => ch.shareIds.map((i) => i.toString('hex'))));
     const holding = [];
     for (const n of nodes) {
