@@ -143,7 +143,9 @@ export class StorageClient {
   /**
    * One request to one node. A session that could not be opened, or whose transport failed, is
    * opened once more (over a circuit: a freshly built one); a node that fails the second time too
-   * is marked dead (later calls fail at once with the same error) (SPEC.md §9.9). Error responses of the
+   * is marked dead (later calls fail at once with the same error) (SPEC.md §9.9); a session found
+   * closed before the request was sent on it (an idle close) is replaced without counting as a
+   * failure. Error responses of the
    * node (SHARE_NOT_FOUND, STORAGE_FULL, …) are thrown as they are, with detail.remote = true.
    * SPEC.md §9.16.6: once `signal` aborts, the request rejects at once with STORAGE_ABORTED (the
    * node is not at fault: it is neither retried nor marked dead); a stream opening for it goes on
@@ -151,10 +153,14 @@ export class StorageClient {
    * stops sending an answer nobody reads.
    */
   async request<T extends StorageRequest>(fp: string, req: T, signal?: AbortSignal): Promise<Answer<T['type']>> {
+    let staleDropped = false;
     for (let attempt = 0; ; attempt++) {
       throwIfStorageAborted(signal);
       const d = this.dead.get(fp);
       if (d) throw d;
+      // The session open before this try, if any: one found closed now closed before this request
+      // was sent on it (the node closes a stream idle for 120 s, SPEC.md §9.6.1).
+      const before = this.live.get(fp);
       let s: Session;
       try {
         s = await untilStorageAborted(this.session(fp), signal);
@@ -165,6 +171,14 @@ export class StorageClient {
         if (!isBitcloudError(e) || !OPEN_FAILURES.has(e)) throw e;
         if (attempt >= 1 || this.closed) { this.kill(fp, e); throw e; }
         this.log.debug({ code: e.code }, 'storage session could not be opened; trying once more');
+        continue;
+      }
+      if (s === before && s.channel.isClosed && !staleDropped) {
+        // SPEC.md §9.9: that stream did not fail for this request: a new one is opened without
+        // counting a failure, so one failed circuit after an idle close does not cost the node.
+        staleDropped = true;
+        this.drop(fp, s);
+        attempt--;
         continue;
       }
       try {

@@ -98,3 +98,41 @@ describe('storage client: a session whose opening failed (SPEC.md §9.9)', () =>
     }
   });
 });
+
+describe('storage client: a stream the node closed while idle (SPEC.md §9.6.1, §9.9)', () => {
+  it('is no failure of the next request: one failed opening after it still leaves the node reachable', async () => {
+    const fp = 'ef'.repeat(32);
+    const streams: net.Socket[] = [];
+    const atNode: net.Socket[] = [];
+    const onConnection = (sock: net.Socket) => { atNode.push(sock); };
+    server.on('connection', onConnection);
+    const opens = new Map<string, number>();
+    const c = new StorageClient({
+      nodes: [{ fingerprint: fp } as never],
+      open: async (node) => {
+        const n = (opens.get(node.fingerprint) ?? 0) + 1;
+        opens.set(node.fingerprint, n);
+        // The second opening (the first after the idle close) fails once, as one failed circuit does.
+        if (n === 2) throw err('CIRCUIT_DESTROYED', 'the circuit was destroyed (reason 6)', { destroyReason: 6 });
+        const s = await connect();
+        streams.push(s);
+        return s;
+      },
+      requestTimeoutMs: 10_000,
+    });
+    try {
+      await expect(c.stat(fp)).resolves.toMatchObject({ type: 'stat' });
+      // The node closes the stream, idle for 120 s (STORAGE_IDLE_TIMEOUT): the session is closed
+      // before the next request is sent on it.
+      const closed = new Promise((r) => streams[0].once('close', r));
+      atNode[0].destroy();
+      await closed;
+      await expect(c.stat(fp)).resolves.toMatchObject({ type: 'stat' });
+      expect(opens.get(fp)).toBe(3);
+      expect(c.isDead(fp)).toBe(false);
+    } finally {
+      server.off('connection', onConnection);
+      await c.close();
+    }
+  });
+});
