@@ -22,9 +22,19 @@ export interface NodeDhtOptions {
   log?: Logger;
 }
 
+/**
+ * A routing table holding fewer nodes than one Kademlia bucket (the library's k, 20) has lost its
+ * network (SPEC.md §9.14 *Network*): every storage node of a newer consensus missing from it is added.
+ */
+export const DHT_REJOIN_BELOW = 20;
+
+const key = (a: DhtAddress): string => `${a.host}:${a.port}`;
+
 export class NodeDht {
   private dht: BitcloudDht | null = null;
   private seenConsensus = 0;
+  /** The DHT addresses of the storage nodes of the consensus last seen (those new to a newer one are added). */
+  private lastListed = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   /** The DHT addresses of the storage nodes of the consensus valid after `validAfter` (SPEC.md §9.14 *Members only*). */
   private members: { validAfter: number; set: Set<string> } = { validAfter: -1, set: new Set() };
@@ -46,6 +56,7 @@ export class NodeDht {
     const c = this.o.consensus();
     const bootstrap = c ? dhtBootstrapList(c.relays, this.o.fingerprint) : [];
     this.seenConsensus = c?.validAfter ?? 0;
+    this.lastListed = new Set(bootstrap.map(key));
     this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log, members: (host, port) => this.isMember(host, port) });
     this.log.info({ port: this.dht.address.port, bootstrap: bootstrap.length }, 'dht listening');
     const poll = setInterval(() => this.poll(), this.o.pollMs ?? 5_000);
@@ -73,18 +84,26 @@ export class NodeDht {
   }
 
   /**
-   * SPEC.md §9.14 *Network*: the storage nodes of every newer consensus are added, each one not in
-   * the routing table now (not only those never tried before): under *Members only* a node holding
-   * no consensus (none yet, or its own expired) drops every datagram, so pings to it fail and its
-   * peers fall out of the table; one never tried again would leave the DHT split for good, and a
-   * node that started with no consensus has no bootstrap list to fall back on.
+   * SPEC.md §9.14 *Network*: the storage nodes of every newer consensus are added. Under *Members
+   * only* a node holding no consensus (none yet, or its own expired) drops every datagram, so pings
+   * to it fail and its peers fall out of the table; so while the routing table holds fewer than
+   * DHT_REJOIN_BELOW nodes, every listed node missing from it is added (not only those never tried
+   * before: one never tried again would leave the DHT split for good, and a node that started with
+   * no consensus has no bootstrap list to fall back on). A table that holds more (a Kademlia table
+   * never holds the whole of a large network) gets the nodes new to this consensus only: pinging
+   * every member missing from it at each consensus would cost every node a datagram to nearly
+   * every storage node each period, all at once. The nodes it lost learn it back from its queries.
    */
   private poll(): void {
     const c = this.o.consensus();
     if (!c || c.validAfter === this.seenConsensus || !this.dht) return;
     this.seenConsensus = c.validAfter;
-    const inTable = new Set(this.dht.tableAddresses().map((a) => `${a.host}:${a.port}`));
-    const missing = dhtBootstrapList(c.relays, this.o.fingerprint).filter((a) => !inTable.has(`${a.host}:${a.port}`));
+    const table = this.dht.tableAddresses();
+    const inTable = new Set(table.map(key));
+    const rejoin = table.length < DHT_REJOIN_BELOW;
+    const listed = dhtBootstrapList(c.relays, this.o.fingerprint);
+    const missing = listed.filter((a) => !inTable.has(key(a)) && (rejoin || !this.lastListed.has(key(a))));
+    this.lastListed = new Set(listed.map(key));
     if (missing.length) {
       this.dht.addNodes(missing);
       this.log.debug({ added: missing.length }, 'dht: storage nodes from the consensus added');

@@ -404,3 +404,35 @@ describe('storage nodes of a newer consensus rejoin the routing table (SPEC.md ย
     }
   }, 20_000);
 });
+
+describe('a newer consensus on a large network (SPEC.md ยง9.14 Network)', () => {
+  it('a node whose routing table is not empty pings only the storage nodes new to the consensus, not every member missing from its table', async () => {
+    const flags = new Set(['Running', 'Storage']);
+    const relay = (i: number): DhtCandidate => ({ fingerprint: i.toString(16).padStart(64, '0'), address: '10.1.' + (i >> 8) + '.' + (i & 255), storagePort: 7000, flags });
+    // 1 000 storage nodes; the table holds 25 of them, as a Kademlia table of a large network does.
+    const listing = (validAfter: number, n: number) => ({ validAfter, relays: Array.from({ length: n }, (_, i) => relay(i + 1)) });
+    let c: ReturnType<typeof listing> | null = null;
+    const table = Array.from({ length: 25 }, (_, i) => ({ host: relay(i + 1).address, port: 7000 }));
+    const added: Array<Array<{ host: string; port: number }>> = [];
+    vi.spyOn(BitcloudDht.prototype, 'tableAddresses').mockImplementation(() => table);
+    vi.spyOn(BitcloudDht.prototype, 'addNodes').mockImplementation((list) => { added.push([...list]); });
+    const n = new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: 'f'.repeat(64), consensus: () => c as unknown as VerifiedConsensus | null, announceIntervalMs: 3_600_000, pollMs: 20 });
+    await n.start();
+    try {
+      c = listing(1, 1000);
+      await vi.waitFor(() => expect(added).toHaveLength(1), { timeout: 5000 });
+      // The next consensus lists three more: only those are pinged.
+      c = listing(2, 1003);
+      await vi.waitFor(() => expect(added).toHaveLength(2), { timeout: 5000 });
+      expect(added[1].map((a) => a.host)).toEqual([relay(1001), relay(1002), relay(1003)].map((r) => r.address));
+      // A table that lost its network (fewer nodes than a bucket holds) gets every member missing from it.
+      table.length = 3;
+      c = listing(3, 1003);
+      await vi.waitFor(() => expect(added).toHaveLength(3), { timeout: 5000 });
+      expect(added[2]).toHaveLength(1000);
+    } finally {
+      vi.restoreAllMocks();
+      await n.stop();
+    }
+  });
+});
