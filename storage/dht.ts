@@ -33,7 +33,11 @@ const key = (a: DhtAddress): string => `${a.host}:${a.port}`;
 export class NodeDht {
   private dht: BitcloudDht | null = null;
   private seenConsensus = 0;
-  /** The DHT addresses of the storage nodes of the consensus last seen (those new to a newer one are added). */
+  /**
+   * The DHT addresses listed by the consensus the last poll saw and by every consensus held since
+   * (isMember): one absent from any of them had its datagrams dropped, so it counts as new to the
+   * next consensus the poll sees (the poll may miss a consensus the node held meanwhile).
+   */
   private lastListed = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   /** The DHT addresses of the storage nodes of the consensus valid after `validAfter` (SPEC.md §9.14 *Members only*). */
@@ -76,9 +80,16 @@ export class NodeDht {
    */
   isMember(host: string, port: number): boolean {
     const c = this.o.consensus();
-    if (!c) return false;
+    if (!c) {
+      // Every datagram is dropped: every storage node counts as new to the next consensus.
+      this.lastListed.clear();
+      return false;
+    }
     if (c.validAfter !== this.members.validAfter) {
-      this.members = { validAfter: c.validAfter, set: new Set(dhtBootstrapList(c.relays).map((a) => `${a.host}:${a.port}`)) };
+      const set = new Set(dhtBootstrapList(c.relays).map(key));
+      this.members = { validAfter: c.validAfter, set };
+      // A node this consensus leaves out has its datagrams dropped while it is held.
+      for (const k of this.lastListed) if (!set.has(k)) this.lastListed.delete(k);
     }
     return this.members.set.has(`${host}:${port}`);
   }
@@ -93,6 +104,9 @@ export class NodeDht {
    * never holds the whole of a large network) gets the nodes new to this consensus only: pinging
    * every member missing from it at each consensus would cost every node a datagram to nearly
    * every storage node each period, all at once. The nodes it lost learn it back from its queries.
+   * "New" is against the consensus this poll saw before and every consensus held since: a node left
+   * out of one held between two polls (a period shorter than the poll, a lapse) had its datagrams
+   * dropped meanwhile and is pinged again.
    */
   private poll(): void {
     const c = this.o.consensus();

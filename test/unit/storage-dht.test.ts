@@ -436,3 +436,47 @@ describe('a newer consensus on a large network (SPEC.md §9.14 Network)', () => 
     }
   });
 });
+
+describe('a consensus held between two polls (SPEC.md §9.14 Network, Members only)', () => {
+  it('a storage node it left out, listed again by the next consensus the poll sees, is pinged again', async () => {
+    const flags = new Set(['Running', 'Storage']);
+    const relay = (i: number): DhtCandidate => ({ fingerprint: i.toString(16).padStart(64, '0'), address: '10.2.' + (i >> 8) + '.' + (i & 255), storagePort: 7000, flags });
+    const listing = (validAfter: number, without?: number) => ({ validAfter, relays: Array.from({ length: 100 }, (_, i) => relay(i + 1)).filter((_, i) => i + 1 !== without) });
+    let c: ReturnType<typeof listing> | null = null;
+    // The table holds 25 nodes (not a lost network); node 50 is not among them.
+    const table = Array.from({ length: 25 }, (_, i) => ({ host: relay(i + 1).address, port: 7000 }));
+    const added: Array<Array<{ host: string; port: number }>> = [];
+    vi.spyOn(BitcloudDht.prototype, 'tableAddresses').mockImplementation(() => table);
+    vi.spyOn(BitcloudDht.prototype, 'addNodes').mockImplementation((list) => { added.push([...list]); });
+    const n = new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: 'f'.repeat(64), consensus: () => c as unknown as VerifiedConsensus | null, announceIntervalMs: 3_600_000, pollMs: 3_600_000 });
+    const poll = () => (n as unknown as { poll(): void }).poll();
+    await n.start();
+    try {
+      c = listing(1);
+      poll();
+      expect(added).toHaveLength(1);
+      // Consensus 2 leaves node 50 out; the node holds it (its datagrams are dropped) but no poll runs.
+      c = listing(2, 50);
+      expect(n.isMember(relay(50).address, 7000)).toBe(false);
+      // Consensus 3 lists node 50 again: the poll sees 1 then 3, and node 50 is pinged again.
+      c = listing(3);
+      poll();
+      expect(added).toHaveLength(2);
+      expect(added[1].map((a) => a.host)).toEqual([relay(50).address]);
+      // A next consensus listing the same nodes adds none.
+      c = listing(4);
+      poll();
+      expect(added).toHaveLength(2);
+      // A lapse (no consensus: every datagram dropped) makes every member missing from the table new.
+      c = null;
+      expect(n.isMember(relay(60).address, 7000)).toBe(false);
+      c = listing(5);
+      poll();
+      expect(added).toHaveLength(3);
+      expect(added[2]).toHaveLength(75);
+    } finally {
+      vi.restoreAllMocks();
+      await n.stop();
+    }
+  });
+});
