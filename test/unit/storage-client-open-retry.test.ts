@@ -136,3 +136,25 @@ describe('storage client: a stream the node closed while idle (SPEC.md §9.6.1, 
     }
   });
 });
+
+describe('storage client: a node that closes every stream as soon as it opens (SPEC.md §9.9)', () => {
+  it('fails the request twice and is marked unreachable: a stream opened for the request is no idle close', async () => {
+    const fp = 'ab'.repeat(32);
+    const onConnection = (sock: net.Socket) => { sock.destroy(); };
+    server.prependListener('connection', onConnection);
+    let opens = 0;
+    const c = new StorageClient({
+      nodes: [{ fingerprint: fp } as never],
+      open: async () => { opens++; return connect(); },
+      requestTimeoutMs: 10_000,
+    });
+    try {
+      await expect(c.stat(fp)).rejects.toMatchObject({ code: 'STORAGE_CHANNEL_CLOSED' });
+      expect(opens).toBe(2);
+      expect(c.isDead(fp)).toBe(true);
+    } finally {
+      server.off('connection', onConnection);
+      await c.close();
+    }
+  });
+});
