@@ -27,7 +27,7 @@ import { certifiedRewardAuthorities, pageCertificates, type CertifiedRewardAutho
 import type { VerifiedConsensus } from '../src/dir/types';
 import { DEFAULT_SCHEDULE, type IssuanceSchedule } from '../src/bandwidth/reward';
 import {
-  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, checkNextRewardHeader, decodeSignedRewardBlock,
+  MAX_BUNDLE_CERTIFICATES, MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, blockLedger, decodeSignedRewardBlock,
   emptyChainState, encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, rewardSignatureVerifies, signRewardBlock, transfersLedger,
   type ChainState, type RewardBlock, type RewardSignature, type SignedRewardBlock,
 } from '../src/bandwidth/reward-chain';
@@ -950,8 +950,9 @@ export class RewardLedger {
 
   /**
    * Verify and append blocks fetched from another authority; false at the first one refused. A
-   * block's header (height, link, epoch) is checked before its body is decoded, and no block after
-   * a refused one is read (SPEC §8.7.4): a bundle of 64 MiB behind a bad first block costs nothing.
+   * block's header (height, link, epoch) and signatures are checked before its body is decoded, and
+   * no block after a refused one is read (SPEC §8.7.3, §8.7.4): a bundle of 64 MiB behind a bad first
+   * block, or a block nobody signed, costs no body decode.
    */
   private applyFetched(blocks: Iterable<Buffer>, from: string, offered: CertifiedRewardAuthorities): boolean {
     for (const raw of blocks) {
@@ -961,9 +962,8 @@ export class RewardLedger {
         const split = splitSignedRewardBlock(raw);
         const header = rewardBlockHeader(split.body);
         height = header.height;
-        checkNextRewardHeader(this.state, header);
-        sb = { ...split, block: decodeRewardBlock(split.body) };
-        applyRewardBlock(this.state, sb, offered, this.majority, { schedule: this.schedule });
+        // SPEC §8.7.3: the header, then the signatures, and only then the body is decoded.
+        sb = applyRewardBlock(this.state, split, offered, this.majority, { schedule: this.schedule });
       } catch (e) {
         this.m.blocks.labels(`refused_${errorCode(e)}`).inc();
         this.o.log.warn({ from, height, code: errorCode(e), err: (e as Error).message }, 'reward block from another authority refused');

@@ -579,7 +579,7 @@ export const TARGETS: FuzzTarget[] = [
   },
   {
     name: 'reward-signed',
-    about: 'signed reward blocks applied to a chain (decodeSignedRewardBlock + applyRewardBlock)',
+    about: 'signed reward blocks applied to a chain (applyRewardBlock: split, header, signatures, then the body decoded)',
     seeds: () => [rewardSeeds().signed],
     maxLen: 4096,
     decode: (bytes) => applyRewardBlock(emptyChainState(), bytes, rewardAuthorities(), 2),

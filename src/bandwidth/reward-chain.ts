@@ -5,8 +5,8 @@ import { err } from '../errors';
 import { ED25519_PUBLIC_BYTES, ed25519Sign, ed25519Verify, type Ed25519KeyPair } from '../crypto/primitives';
 import { majorityOf } from '../dir/authorities';
 import {
-  GENESIS_PREVIOUS_HASH, decodeSignedRewardBlock, encodeRewardBlock, rewardBlockHash,
-  type RewardBlock, type RewardSignature, type SignedRewardBlock,
+  GENESIS_PREVIOUS_HASH, decodeRewardBlock, encodeRewardBlock, rewardBlockHash, rewardBlockHeader, splitSignedRewardBlock,
+  type RewardBlock, type RewardSignature, type SignedRewardBlock, type SplitRewardBlock,
 } from '../wire/reward-block';
 import { type IssuanceSchedule, allocateWithStorage, mintFor, scheduledMint } from './reward';
 import { CoinLedger, type LedgerMaps } from './transfer';
@@ -18,7 +18,7 @@ export {
   REWARD_BLOCK_VERSION, REWARD_BUNDLE_MAGIC, REWARD_BUNDLE_VERSION, REWARD_HASH_BYTES,
   decodeRewardBlock, decodeRewardChainBundle, decodeSignedRewardBlock, encodeRewardBlock, encodeRewardChainBundle,
   encodeSignedRewardBlock, rewardBlockHash,
-  type RewardBlock, type RewardChainBundle, type RewardSignature, type SignedRewardBlock,
+  type RewardBlock, type RewardChainBundle, type RewardSignature, type SignedRewardBlock, type SplitRewardBlock,
 } from '../wire/reward-block';
 /** The one definition is SPEC.md §6.7's, in src/dir/authorities.ts; re-exported for reward-chain callers. */
 export { majorityOf };
@@ -62,12 +62,18 @@ export function signRewardBlock(body: Uint8Array, authority: Uint8Array, signing
 // ---- verification (any client) ----
 
 /**
+ * What `RewardAuthorities.accepts` reads of a block: its fixed header only (SPEC §8.7.3 item 5),
+ * so the signatures are counted before the body is decoded.
+ */
+export type RewardBlockHeaderView = Pick<RewardBlock, 'height' | 'epoch'>;
+
+/**
  * The authorities a verifier trusts. `accepts` says whether `signingKey` is a valid signing key of
  * the authority with identity `authority` for this block (the directory's certificate check goes here).
  */
 export interface RewardAuthorities {
   readonly configured: number;
-  accepts(authority: Buffer, signingKey: Buffer, block: RewardBlock): boolean;
+  accepts(authority: Buffer, signingKey: Buffer, block: RewardBlockHeaderView): boolean;
 }
 
 /** A fixed list: each authority signs with its identity key itself, or with one of the listed signing keys. */
@@ -190,31 +196,36 @@ export function checkNextRewardHeader(state: ChainState, h: { height: number; pr
 }
 
 /**
- * SPEC §8.7: checks one block against the chain so far and, only when every check passes, adds it
- * to `state` (mutated). Signatures by unknown authorities or keys are ignored (not counted); a
- * signature by an accepted key that does not verify fails the block.
+ * SPEC §8.7.3: checks one block against the chain so far and, only when every check passes, adds it
+ * to `state` (mutated). In the order of §8.7.3: the header (items 1–4, from the body's fixed header),
+ * the signatures over the raw body bytes (item 5), and only then the body decoded (item 6, unless
+ * `input` carries it already) and applied (item 7): a block nobody signed costs no body decode.
+ * Signatures by unknown authorities or keys are ignored (not counted); a signature by an accepted
+ * key that does not verify fails the block.
  */
 export function applyRewardBlock(
-  state: ChainState, input: Uint8Array | SignedRewardBlock, authorities: RewardAuthorities, threshold: number, opts: ChainOptions = {},
+  state: ChainState, input: Uint8Array | SplitRewardBlock | SignedRewardBlock, authorities: RewardAuthorities, threshold: number, opts: ChainOptions = {},
 ): SignedRewardBlock {
-  const sb = input instanceof Uint8Array ? decodeSignedRewardBlock(input) : input;
-  const b = sb.block;
-  checkNextRewardHeader(state, b);
+  const split: SplitRewardBlock & { block?: RewardBlock } = input instanceof Uint8Array ? splitSignedRewardBlock(input) : input;
+  const h = rewardBlockHeader(split.body);
+  checkNextRewardHeader(state, h);
+  const msg = Buffer.concat([REWARD_SIGNATURE_DOMAIN, split.body]);
+  let valid = 0;
+  for (const s of split.signatures) {
+    if (!authorities.accepts(s.authority, s.signingKey, { height: h.height, epoch: h.epoch })) continue;
+    if (!ed25519Verify(s.signature, msg, s.signingKey)) {
+      throw err('REWARD_BAD_SIGNATURE', `signature by authority ${s.authority.toString('hex')} on block ${h.height} does not verify`);
+    }
+    valid++;
+  }
+  if (valid < threshold) throw err('REWARD_TOO_FEW_SIGNATURES', `block ${h.height} has ${valid} valid authority signatures, needs ${threshold}`);
+  const b = split.block ?? decodeRewardBlock(split.body);
   if ((b.minted === 0n) !== (b.allocations.size === 0)) throw err('REWARD_MINT_MISMATCH', 'a block mints nothing exactly when it allocates nothing');
   if (opts.schedule && b.minted !== 0n && b.minted !== scheduledMint(b.height, opts.schedule)) {
     throw err('REWARD_MINT_MISMATCH', `block ${b.height} mints ${b.minted}, the schedule says ${scheduledMint(b.height, opts.schedule)}`);
   }
-  const msg = Buffer.concat([REWARD_SIGNATURE_DOMAIN, sb.body]);
-  let valid = 0;
-  for (const s of sb.signatures) {
-    if (!authorities.accepts(s.authority, s.signingKey, b)) continue;
-    if (!ed25519Verify(s.signature, msg, s.signingKey)) {
-      throw err('REWARD_BAD_SIGNATURE', `signature by authority ${s.authority.toString('hex')} on block ${b.height} does not verify`);
-    }
-    valid++;
-  }
-  if (valid < threshold) throw err('REWARD_TOO_FEW_SIGNATURES', `block ${b.height} has ${valid} valid authority signatures, needs ${threshold}`);
   const { ledger, escrows } = blockEffects(state, b);
+  const sb: SignedRewardBlock = { block: b, body: split.body, hash: split.hash, signatures: split.signatures };
   // SPEC §8.11.1: block 0's hash is the chain id (its own transfers cannot name it: they are in it).
   if (b.height === 0) state.chainId = sb.hash;
   state.height = b.height;
@@ -229,9 +240,10 @@ export function applyRewardBlock(
 
 /**
  * Verifies a whole chain from genesis and returns the balances (SPEC §8.7). Throws a BitcloudError
- * naming the first bad block: REWARD_MALFORMED, REWARD_SUM_MISMATCH, REWARD_CHAIN_BAD_HEIGHT,
- * REWARD_CHAIN_BROKEN_LINK, REWARD_CHAIN_BAD_EPOCH, REWARD_MINT_MISMATCH, REWARD_BAD_SIGNATURE,
- * REWARD_TOO_FEW_SIGNATURES, REWARD_BAD_TRANSFER. `threshold` defaults to more than half of the configured authorities.
+ * naming the first bad block, in the order of SPEC §8.7.3: REWARD_MALFORMED (layout, header),
+ * REWARD_CHAIN_BAD_HEIGHT, REWARD_CHAIN_BROKEN_LINK, REWARD_CHAIN_BAD_EPOCH, REWARD_BAD_SIGNATURE,
+ * REWARD_TOO_FEW_SIGNATURES, REWARD_MALFORMED / REWARD_SUM_MISMATCH (body), REWARD_MINT_MISMATCH,
+ * REWARD_BAD_TRANSFER, REWARD_BAD_ESCROW. `threshold` defaults to more than half of the configured authorities.
  */
 export function verifyChain(
   blocks: Iterable<Uint8Array | SignedRewardBlock>, authorities: RewardAuthorities, threshold = majorityOf(authorities.configured), opts: ChainOptions = {},

@@ -11,11 +11,11 @@ import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../band
 import { shuffle } from '../crypto/primitives';
 import type { RewardTipsSeen } from './rewards-seen';
 import {
-  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, checkNextRewardHeader, emptyChainState,
+  MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, emptyChainState,
   type ChainState, type RewardBlock,
 } from '../bandwidth/reward-chain';
 import {
-  REWARD_PAGE_BYTES, decodeRewardBlock, rewardBlockHeader, rewardPageBytes, shortRewardPage, splitRewardChainBundle, splitSignedRewardBlock,
+  REWARD_PAGE_BYTES, rewardPageBytes, shortRewardPage, splitRewardChainBundle,
 } from '../wire/reward-block';
 
 /**
@@ -202,8 +202,9 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
     // The source's own timeout is a backstop only: the page's signal ends the request first.
     const r = await rewardPage(source, read, pageMs, (signal) => src.get(`${PATHS.rewards}?from=${from}`, { maxBytes: MAX_REWARD_BUNDLE_BYTES, timeoutMs: pageMs + 1000, signal }));
     if (r.status !== 200) throw err('DIR_FETCH_FAILED', `${source}: ${errorBodyReason(r)}`, { status: r.status });
-    // SPEC §8.7.4: the layout only; each block is split, its header checked against the tip, and
-    // its body decoded only then, so a bundle of 64 MiB behind a bad first block costs nothing.
+    // SPEC §8.7.4: the layout only; each block is split, its header checked against the tip and its
+    // signatures counted, and its body decoded only then (§8.7.3), so a bundle of 64 MiB behind a
+    // bad first block, or a block nobody signed, costs no body decode.
     const bundle = splitRewardChainBundle(r.body);
     if (bundle.blocks.length === 0) {
       // A source that says it holds more blocks than it sends is cut short; say so.
@@ -219,9 +220,8 @@ async function fetchFrom(src: RewardSource, o: FetchRewardChainOptions, acc: Cha
     for (const c of bundle.certificates) certs.add(c);
     const verifier = certs.verifier;
     for (const raw of bundle.blocks) {
-      const split = splitSignedRewardBlock(raw);
-      checkNextRewardHeader(state, rewardBlockHeader(split.body));
-      const sb = applyRewardBlock(state, { ...split, block: decodeRewardBlock(split.body) }, verifier, threshold, { schedule });
+      // SPEC §8.7.3: the header, then the signatures, and only then the body is decoded.
+      const sb = applyRewardBlock(state, raw, verifier, threshold, { schedule });
       blocks.push({ block: sb.block, hash: sb.hash, signers: sb.signatures.map((s) => s.authority.toString('hex')).sort() });
     }
     if (state.height + 1 >= bundle.chainLength) break;

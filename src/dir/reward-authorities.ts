@@ -11,7 +11,7 @@
 // consensus of period e + 2 and signed during that period or the next, so the span covers it
 // with one period to spare; a key that expired before the epoch began, or that is certified
 // only from a later time on, cannot vouch for it.
-import type { RewardAuthorities, RewardBlock } from '../bandwidth/reward-chain';
+import type { RewardAuthorities, RewardBlockHeaderView } from '../bandwidth/reward-chain';
 import { fingerprint } from '../crypto/keys';
 import { blake2b } from '../crypto/primitives';
 import { err } from '../errors';
@@ -140,7 +140,7 @@ export class RewardCertificateSet {
     };
     this.verifier = {
       configured: this.configured.size,
-      accepts: (authority: Buffer, signingKey: Buffer, block: RewardBlock) => certificateFor(authority, signingKey, block.epoch) !== null,
+      accepts: (authority: Buffer, signingKey: Buffer, block: RewardBlockHeaderView) => certificateFor(authority, signingKey, block.epoch) !== null,
       certificateFor,
     };
   }

@@ -166,11 +166,13 @@ describe('reward ledgers of three authorities (SPEC §8.7)', () => {
     await n.ledger!.close();
     const file = path.join(n.dir, 'rewards', 'blocks', blockFileName(1));
     const raw = fs.readFileSync(file);
-    raw[4 + 61 + 32 + 7] ^= 1; // first allocation of block 1, its sum no longer minted
+    // First allocation of block 1, its sum no longer minted; the signatures are checked first and
+    // no longer verify over the altered body (SPEC §8.7.3 item 5 before item 6).
+    raw[4 + 61 + 32 + 7] ^= 1;
     fs.writeFileSync(file, raw);
     const l = startLedger(n);
     expect(l.height).toBe(0);
-    expect(n.logs.find((x) => x.msg === 'stored reward block does not verify; keeping the valid prefix')).toMatchObject({ level: 50, height: 1, code: 'REWARD_SUM_MISMATCH' });
+    expect(n.logs.find((x) => x.msg === 'stored reward block does not verify; keeping the valid prefix')).toMatchObject({ level: 50, height: 1, code: 'REWARD_BAD_SIGNATURE' });
     expect(fs.existsSync(`${file}.rejected`)).toBe(true);
     await rounds(1);
     expect(l.height).toBe(1);
