@@ -1,7 +1,9 @@
 // SPEC.md §6.10 (informative): the authority's own history for its status page plots. One sample
 // per newly published consensus (relays and storage nodes listed, each relay's weight and proven
 // cells), and one per reward block appended (height, epoch, units minted). Bounded (the newest
-// MAX_SAMPLES / MAX_BLOCKS; a nickname is kept only while a retained sample lists its relay), kept in `<dataDir>/status-history.json`, written atomically.
+// MAX_SAMPLES / MAX_BLOCKS; per sample the SAMPLE_RELAYS largest weights and proven counts, not
+// every relay's; a nickname is kept only while a retained sample lists its relay), kept in
+// `<dataDir>/status-history.json`, written atomically.
 // Serialised once per change (SPEC.md §6.10): GET /bitcloud/status/history and the file share
 // those bytes, so a client asking in a loop costs no serialisation and its slow reads pin no copy.
 import fs from 'node:fs';
@@ -13,6 +15,13 @@ import type { Logger } from '../src/ops/log';
 export const HISTORY_FILE = 'status-history.json';
 export const MAX_SAMPLES = 720;
 export const MAX_BLOCKS = 720;
+/**
+ * SPEC.md §6.10: the relays a sample lists in `weights`, and those it lists in `proven` (the largest
+ * of each, ties by fingerprint). Listing every relay made the history MAX_SAMPLES × the relays of a
+ * consensus (up to 100 000, §6.7.2): hundreds of megabytes held, written on each change and
+ * answered to anyone, and past V8's longest string JSON.stringify threw while publishing.
+ */
+export const SAMPLE_RELAYS = 32;
 
 export interface HistorySample {
   /** validAfter of the consensus, ms. */
@@ -20,10 +29,12 @@ export interface HistorySample {
   relays: number;
   storage: number;
   provenEpoch: number | null;
-  /** fingerprint → consensus weight (KB/s). */
+  /** fingerprint → consensus weight (KB/s), of the SAMPLE_RELAYS relays of largest weight. */
   weights: Record<string, number>;
-  /** fingerprint → proven cells of provenEpoch (only relays with some). */
+  /** fingerprint → proven cells of provenEpoch (the SAMPLE_RELAYS relays with most; only relays with some). */
   proven: Record<string, number>;
+  /** Proven cells of provenEpoch, all relays together. */
+  provenTotal: number;
 }
 
 export interface HistoryBlock { t: number; height: number; epoch: number; minted: number }
@@ -55,7 +66,7 @@ export class StatusHistory {
   load(): this {
     try {
       const j = JSON.parse(fs.readFileSync(path.join(this.dataDir, HISTORY_FILE), 'utf8')) as Partial<HistoryJson>;
-      if (Array.isArray(j.samples)) this.samples = j.samples.filter((s) => s && typeof s.t === 'number').slice(-MAX_SAMPLES);
+      if (Array.isArray(j.samples)) this.samples = j.samples.filter((s) => s && typeof s.t === 'number').slice(-MAX_SAMPLES).map(trimSample);
       if (Array.isArray(j.blocks)) this.blocks = j.blocks.filter((b) => b && typeof b.height === 'number').slice(-MAX_BLOCKS);
       if (j.names && typeof j.names === 'object') this.names = j.names;
     } catch { /* none yet */ }
@@ -72,17 +83,15 @@ export class StatusHistory {
 
   onConsensus(info: VerifiedConsensus): void {
     if (this.samples.length && this.samples[this.samples.length - 1].t >= info.validAfter) return;
-    const weights: Record<string, number> = {};
-    const proven: Record<string, number> = {};
-    for (const r of info.relays) {
-      weights[r.fingerprint] = r.weight;
-      if (r.proven > 0) proven[r.fingerprint] = r.proven;
-      this.names[r.fingerprint] = r.nickname;
-    }
+    // SPEC.md §6.10: the SAMPLE_RELAYS largest weights and proven counts, and the proven total.
+    const weights = largest(info.relays.map((r) => [r.fingerprint, r.weight]));
+    const proven = largest(info.relays.filter((r) => r.proven > 0).map((r) => [r.fingerprint, r.proven]));
+    const provenTotal = info.relays.reduce((a, r) => a + (r.proven > 0 ? r.proven : 0), 0);
+    for (const r of info.relays) if (r.fingerprint in weights || r.fingerprint in proven) this.names[r.fingerprint] = r.nickname;
     const sample: HistorySample = {
       t: info.validAfter, relays: info.relays.length,
       storage: info.relays.filter((r) => r.flags.has('Storage')).length,
-      provenEpoch: info.provenEpoch, weights, proven,
+      provenEpoch: info.provenEpoch, weights, proven, provenTotal,
     };
     this.samples.push(sample);
     this.count(sample, 1);
@@ -107,7 +116,7 @@ export class StatusHistory {
   /**
    * SPEC.md §6.10: the history's JSON, what GET /bitcloud/status/history answers. Serialised once
    * per change and the same Buffer handed to every request until the next change: the history
-   * holds every relay's weight in each of up to 720 samples (megabytes on a large network), and
+   * holds 64 relays' figures in each of up to 720 samples (megabytes), and
    * the route is unauthenticated.
    */
   json(): Buffer {
@@ -117,7 +126,7 @@ export class StatusHistory {
   /** Count `s`'s relays in or out of `listed`; a relay no retained sample lists loses its name. */
   private count(s: HistorySample, d: 1 | -1): void {
     if (!s.weights || typeof s.weights !== 'object') return;
-    for (const fp of Object.keys(s.weights)) {
+    for (const fp of new Set([...Object.keys(s.weights), ...Object.keys(s.proven ?? {})])) {
       const n = (this.listed.get(fp) ?? 0) + d;
       if (n > 0) { this.listed.set(fp, n); continue; }
       this.listed.delete(fp);
@@ -138,4 +147,17 @@ export class StatusHistory {
 
   /** Wait for pending writes (shutdown, tests). */
   flush(): Promise<void> { return this.saving; }
+}
+
+/** SPEC.md §6.10: the SAMPLE_RELAYS entries of largest value (ties: the smaller fingerprint), as a record. */
+function largest(entries: Array<[string, number]>): Record<string, number> {
+  entries.sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  return Object.fromEntries(entries.slice(0, SAMPLE_RELAYS));
+}
+
+/** A sample read back from a file written before samples were cut to SAMPLE_RELAYS relays. */
+function trimSample(s: HistorySample): HistorySample {
+  const proven = s.proven && typeof s.proven === 'object' ? s.proven : {};
+  const provenTotal = typeof s.provenTotal === 'number' ? s.provenTotal : Object.values(proven).reduce((a, b) => a + b, 0);
+  return { ...s, weights: largest(Object.entries(s.weights ?? {})), proven: largest(Object.entries(proven)), provenTotal };
 }

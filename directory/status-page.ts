@@ -25,8 +25,7 @@ export function STATIC_FILES(): StaticFiles {
 function historyTables(h: HistoryJson): string {
   const last = h.samples.slice(-12).reverse();
   const rows = last.map((s) => {
-    const total = Object.values(s.proven).reduce((a, b) => a + b, 0);
-    return `<tr><td>${new Date(s.t).toISOString()}</td><td>${s.relays}</td><td>${s.storage}</td><td>${s.provenEpoch ?? '–'}</td><td>${total}</td></tr>`;
+    return `<tr><td>${new Date(s.t).toISOString()}</td><td>${s.relays}</td><td>${s.storage}</td><td>${s.provenEpoch ?? '–'}</td><td>${s.provenTotal}</td></tr>`;
   }).join('\n');
   const blocks = h.blocks.slice(-12).reverse().map((b) => `<tr><td>${b.height}</td><td>${b.epoch}</td><td>${b.minted}</td></tr>`).join('\n');
   return `<h2>History</h2>

@@ -46,7 +46,8 @@
       });
       if (byEpoch.length) {
         var te = byEpoch.map(function (x) { return x.t / 1000; });
-        var totals = byEpoch.map(function (x) { return Object.keys(x.proven).reduce(function (a, fp) { return a + x.proven[fp]; }, 0); });
+        // SPEC.md §6.10: a sample lists the proven cells of its largest relays only; provenTotal is all of them.
+        var totals = byEpoch.map(function (x) { return x.provenTotal; });
         plot('plot-proven', 'Total proven bandwidth per epoch (cells)', 'time', [{ label: 'proven cells' }], [te, totals]);
         var pids = relayIds(byEpoch, 'proven');
         plot('plot-share', 'Each relay\u2019s share of the proven bandwidth', 'time', pids.map(function (fp) { return { label: name(fp) }; }),

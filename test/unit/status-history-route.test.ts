@@ -1,5 +1,5 @@
-// SPEC.md §6.10: GET /bitcloud/status/history is unauthenticated and its answer holds every
-// relay's weight in each of up to 720 samples, so the authority serialises it once per change of
+// SPEC.md §6.10: GET /bitcloud/status/history is unauthenticated and its answer holds the figures
+// of up to 64 relays in each of up to 720 samples, so the authority serialises it once per change of
 // the history and hands the same bytes to every request, instead of once per request.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { StatusHistory } from '../../directory/status-history';
