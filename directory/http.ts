@@ -43,7 +43,7 @@ import { RateLimiter, uploaderKey } from './rate-limit';
 import { PolicyStore } from '../src/moderation/store';
 import { BUNDLE_LIMITS } from '../src/moderation/chain';
 import { POLICY_PATH } from '../src/moderation/sources';
-import { serveStaticFile } from '../src/ops/static-files';
+import { sendHtml, serveStaticFile } from '../src/ops/static-files';
 import { StatusPageCache, STATIC_FILES } from './status-page';
 import type { RewardLedger } from './rewards';
 import { RewardBundles, serveEscrowCancel, serveRewards, serveTransfers } from './reward-http';
@@ -288,9 +288,8 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['static', 200];
       }
       case '/': {
-        const html = statusPage.page(a);
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' });
-        res.end(html);
+        // SPEC.md §6.10: with the status pages' Content-Security-Policy and nosniff.
+        sendHtml(res, statusPage.page(a), req.method === 'HEAD');
         return ['status_page', 200];
       }
       default:

@@ -77,7 +77,8 @@ export function isServerFault(e: unknown): boolean {
 
 export function sendJsonError(res: http.ServerResponse, status: number, code: string, reason: string): void {
   const body = JSON.stringify({ code, reason });
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  // SPEC.md §6.10: nosniff, so that no browser takes a JSON answer (which can carry relays' strings) for HTML or script.
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(body);
 }
 
@@ -87,7 +88,8 @@ export function sendJson(res: http.ServerResponse, status: number, value: unknow
 
 /** Send JSON text already serialised (a large document served again and again is serialised once). */
 export function sendJsonText(res: http.ServerResponse, status: number, body: string | Buffer): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  // SPEC.md §6.10: nosniff, so that no browser takes a JSON answer (which can carry relays' strings) for HTML or script.
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(body);
 }
 

@@ -36,8 +36,19 @@ export function serveStaticFile(files: StaticFiles, p: string, req: http.Incomin
   return true;
 }
 
-/** Send an HTML page (no caching). */
-export function sendHtml(res: http.ServerResponse, html: string): void {
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store' });
-  res.end(html);
+/**
+ * SPEC.md §6.10: the Content-Security-Policy of the status pages. Scripts only from the daemon's
+ * own /static/ files (no inline script, no eval), fetches only to the same origin, no frames, forms
+ * or <base>: a value that ever reached the HTML unescaped (a relay's nickname or version) still runs
+ * no script. The pages' own <style> block is inline; uPlot sets styles through the DOM.
+ */
+export const STATUS_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** Send an HTML status page (no caching, SPEC.md §6.10: STATUS_PAGE_CSP, nosniff). */
+export function sendHtml(res: http.ServerResponse, html: string, head = false): void {
+  res.writeHead(200, {
+    'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(html), 'cache-control': 'no-store',
+    'content-security-policy': STATUS_PAGE_CSP, 'x-content-type-options': 'nosniff',
+  });
+  res.end(head ? undefined : html);
 }
