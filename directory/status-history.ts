@@ -66,8 +66,10 @@ export class StatusHistory {
   load(): this {
     try {
       const j = JSON.parse(fs.readFileSync(path.join(this.dataDir, HISTORY_FILE), 'utf8')) as Partial<HistoryJson>;
-      if (Array.isArray(j.samples)) this.samples = j.samples.filter((s) => s && typeof s.t === 'number').slice(-MAX_SAMPLES).map(trimSample);
-      if (Array.isArray(j.blocks)) this.blocks = j.blocks.filter((b) => b && typeof b.height === 'number').slice(-MAX_BLOCKS);
+      // SPEC.md §6.10: a record whose fields are not what this class writes is dropped, not kept to
+      // make the page (new Date(t).toISOString()) or the plots (x.weights[fp]) throw on each request.
+      if (Array.isArray(j.samples)) this.samples = j.samples.map(readSample).filter((s) => s !== null).slice(-MAX_SAMPLES);
+      if (Array.isArray(j.blocks)) this.blocks = j.blocks.map(readBlock).filter((b) => b !== null).slice(-MAX_BLOCKS);
       if (j.names && typeof j.names === 'object') this.names = j.names;
     } catch { /* none yet */ }
     this.listed = new Map();
@@ -155,9 +157,38 @@ function largest(entries: Array<[string, number]>): Record<string, number> {
   return Object.fromEntries(entries.slice(0, SAMPLE_RELAYS));
 }
 
-/** A sample read back from a file written before samples were cut to SAMPLE_RELAYS relays. */
-function trimSample(s: HistorySample): HistorySample {
-  const proven = s.proven && typeof s.proven === 'object' ? s.proven : {};
-  const provenTotal = typeof s.provenTotal === 'number' ? s.provenTotal : Object.values(proven).reduce((a, b) => a + b, 0);
-  return { ...s, weights: largest(Object.entries(s.weights ?? {})), proven: largest(Object.entries(proven)), provenTotal };
+/** A time a Date holds (ms; new Date(t).toISOString() throws past ±8.64e15). */
+const isTime = (v: unknown): v is number => Number.isSafeInteger(v) && Math.abs(v as number) <= 8.64e15;
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** fingerprint → number, its entries that are finite numbers; null when `v` is no plain object. */
+function numbers(v: unknown): Record<string, number> | null {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
+  const out: Record<string, number> = {};
+  for (const [k, x] of Object.entries(v)) if (typeof x === 'number' && Number.isFinite(x)) out[k] = x;
+  return out;
+}
+
+/**
+ * SPEC.md §6.10: a sample read back from the file, or null when it is not one this class writes;
+ * one written before samples were cut to SAMPLE_RELAYS relays is cut down (its provenTotal, when
+ * it has none, is the sum of what it lists).
+ */
+function readSample(v: unknown): HistorySample | null {
+  if (!v || typeof v !== 'object') return null;
+  const s = v as Record<string, unknown>;
+  const weights = numbers(s.weights);
+  const proven = numbers(s.proven ?? {});
+  if (!isTime(s.t) || !isCount(s.relays) || !isCount(s.storage) || weights === null || proven === null) return null;
+  if (s.provenEpoch !== null && !isCount(s.provenEpoch)) return null;
+  const provenTotal = isCount(s.provenTotal) ? s.provenTotal : Object.values(proven).reduce((a, b) => a + b, 0);
+  return { t: s.t, relays: s.relays, storage: s.storage, provenEpoch: s.provenEpoch as number | null, weights: largest(Object.entries(weights)), proven: largest(Object.entries(proven)), provenTotal };
+}
+
+/** SPEC.md §6.10: a reward block record read back from the file, or null when it is not one. */
+function readBlock(v: unknown): HistoryBlock | null {
+  if (!v || typeof v !== 'object') return null;
+  const b = v as Record<string, unknown>;
+  if (!isTime(b.t) || !isCount(b.height) || !isCount(b.epoch) || typeof b.minted !== 'number' || !Number.isFinite(b.minted)) return null;
+  return { t: b.t, height: b.height, epoch: b.epoch, minted: b.minted };
 }

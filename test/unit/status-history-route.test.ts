@@ -1,8 +1,10 @@
 // SPEC.md §6.10: GET /bitcloud/status/history is unauthenticated and its answer holds the figures
 // of up to 64 relays in each of up to 720 samples, so the authority serialises it once per change of
 // the history and hands the same bytes to every request, instead of once per request.
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { StatusHistory } from '../../directory/status-history';
+import { HISTORY_FILE, StatusHistory } from '../../directory/status-history';
 import { listenAuthority, makeFixture, type Fixture } from './dirauth-measure-fixture';
 
 let fx: Fixture;
@@ -44,5 +46,28 @@ describe('GET /bitcloud/status/history (SPEC.md §6.10)', () => {
     await history.flush();
     const after = await (await fetch(url)).json() as { blocks: { height: number; minted: number }[] };
     expect(after.blocks).toEqual([{ t: 1234, height: 0, epoch: 3, minted: 7 }]);
+  });
+});
+
+describe('a saved status history with malformed records (SPEC.md §6.10)', () => {
+  it('drops them as it is read, so GET / and the history keep answering', async () => {
+    const good = { t: 5000, relays: 1, storage: 0, provenEpoch: 2, weights: { a: 1 }, proven: { a: 3 }, provenTotal: 3 };
+    fs.writeFileSync(path.join(fx.dir, HISTORY_FILE), JSON.stringify({
+      samples: [
+        { ...good, t: 1e20 }, // past what a Date holds: toISOString() threw on every GET /
+        { ...good, t: 1, weights: null }, // the plots read x.weights[fp]
+        { ...good, t: 2, proven: 'x' },
+        { ...good, t: 3, relays: '<b>' },
+        good,
+      ],
+      blocks: [{ t: 1, height: 0, epoch: 1, minted: 'x' }, { t: 1e20, height: 1, epoch: 1, minted: 1 }, { t: 7, height: 2, epoch: 2, minted: 9 }],
+      names: { a: 'na' },
+    }));
+    const history = new StatusHistory(fx.dir).load();
+    expect(history.toJSON()).toEqual({ samples: [good], blocks: [{ t: 7, height: 2, epoch: 2, minted: 9 }], names: { a: 'na' } });
+    const { url } = await listenAuthority(fx.makeAuthority({}, { history }));
+    const page = await fetch(`${url}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<td>1970-01-01T00:00:05.000Z</td><td>1</td><td>0</td><td>2</td><td>3</td>');
   });
 });
