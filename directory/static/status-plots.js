@@ -3,6 +3,9 @@
 /* global document, uPlot */
 (function () {
   'use strict';
+  // SPEC.md §6.10: a sample lists the proven cells of this many relays at most (SAMPLE_RELAYS of
+  // directory/status-history.ts).
+  var SAMPLE_RELAYS = 32;
   var palette = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
   function el(id) { return document.getElementById(id); }
   function width() { return Math.min(900, (document.body.clientWidth || 900) - 40); }
@@ -52,7 +55,12 @@
         var pids = relayIds(byEpoch, 'proven');
         plot('plot-share', 'Each relay\u2019s share of the proven bandwidth', 'time', pids.map(function (fp) { return { label: name(fp) }; }),
           [te].concat(pids.map(function (fp) {
-            return byEpoch.map(function (x, i) { return totals[i] ? (x.proven[fp] || 0) / totals[i] : null; });
+            return byEpoch.map(function (x, i) {
+              if (!totals[i]) return null;
+              if (x.proven[fp] != null) return x.proven[fp] / totals[i];
+              // A full list leaves out relays that may hold cells (a gap); a shorter one lists all with some.
+              return Object.keys(x.proven).length < SAMPLE_RELAYS ? 0 : null;
+            });
           })));
       }
     }
