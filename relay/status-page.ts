@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
-import { escapeHtml } from '../src/dir/http-serve';
+import { escapeHtml, sendJsonText } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { writeFileAtomic } from '../src/ops/fsutil';
 import type { Logger } from '../src/ops/log';
@@ -153,9 +153,8 @@ export class RelayStatus {
     if (p !== '/' && p !== '/status.json') return false;
     if (Date.now() - this.updated > (this.src.refreshMs ?? 10_000)) await this.refresh();
     if (p === '/') { sendHtml(res, renderRelayStatusPage(this.toJSON())); return true; }
-    const body = JSON.stringify(this.toJSON());
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    // SPEC.md §6.10 "Status page headers": with nosniff, as every JSON answer.
+    sendJsonText(res, 200, JSON.stringify(this.toJSON()));
     return true;
   };
 }

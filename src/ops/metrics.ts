@@ -85,7 +85,8 @@ export function startMetricsServer(reg: client.Registry, port: number, host = '1
     // SPEC.md §6.10 "MetricsPort": a Host that is no address of this port is refused before any page.
     if (!metricsHostAllowed(req.headers.host, host)) {
       const body = JSON.stringify({ code: 'HTTP_BAD_HOST', reason: 'the Host header names no address of this MetricsPort' });
-      res.writeHead(421, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      // SPEC.md §6.10 "Status page headers": nosniff, as every JSON answer.
+      res.writeHead(421, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
       res.end(body);
       return;
     }
