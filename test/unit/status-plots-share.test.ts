@@ -25,13 +25,12 @@ async function draw(h: HistoryJson): Promise<Drawn> {
   function uPlot(o: { series: Array<{ label: string }> }, data: Array<Array<number | null>>, box: { id: string }) {
     drawn[box.id] = { labels: o.series.slice(1).map((s) => s.label), data };
   }
-  let done!: () => void;
-  const settled = new Promise<void>((r) => { done = r; });
   const fetch = () => Promise.resolve({ json: () => Promise.resolve(h) });
   const src = fs.readFileSync(path.join(__dirname, '../../directory/static/status-plots.js'), 'utf8');
   vm.runInNewContext(src, { document, uPlot, fetch, setInterval: () => 0, Object, Math });
-  setTimeout(done, 20);
-  await settled;
+  // The script's fetch → json → draw chain runs on already-resolved promises: it has drawn once the
+  // microtask queue is empty, which setImmediate waits for.
+  await new Promise<void>((r) => setImmediate(r));
   return drawn;
 }
 
