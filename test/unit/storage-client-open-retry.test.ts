@@ -3,6 +3,7 @@
 // as unreachable for the run. One failed opening must not fail a 2-of-4 put on four nodes, where
 // every node holds a share of each chunk and none is left to take a share elsewhere.
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StorageClient } from '../../src/client/storage-client';
 import { storeChunk } from '../../src/client/storage-client-put';
@@ -140,12 +141,23 @@ describe('storage client: a stream the node closed while idle (SPEC.md §9.6.1, 
 describe('storage client: a node that closes every stream as soon as it opens (SPEC.md §9.9)', () => {
   it('fails the request twice and is marked unreachable: a stream opened for the request is no idle close', async () => {
     const fp = 'ab'.repeat(32);
-    const onConnection = (sock: net.Socket) => { sock.destroy(); };
-    server.prependListener('connection', onConnection);
     let opens = 0;
     const c = new StorageClient({
       nodes: [{ fingerprint: fp } as never],
-      open: async () => { opens++; return connect(); },
+      open: async () => {
+        opens++;
+        // The node closes the stream as soon as it opens: the client's channel on it is closed
+        // before the request is sent (the case an idle close of a stream open before the request
+        // is replaced for free, which this one is not).
+        const d = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+        const hook = (ev: string | symbol) => {
+          if (ev !== 'close') return;
+          d.off('newListener', hook);
+          queueMicrotask(() => d.emit('close'));
+        };
+        d.on('newListener', hook);
+        return d;
+      },
       requestTimeoutMs: 10_000,
     });
     try {
@@ -153,7 +165,6 @@ describe('storage client: a node that closes every stream as soon as it opens (S
       expect(opens).toBe(2);
       expect(c.isDead(fp)).toBe(true);
     } finally {
-      server.off('connection', onConnection);
       await c.close();
     }
   });
