@@ -178,9 +178,12 @@ function readSample(v: unknown): HistorySample | null {
   if (!v || typeof v !== 'object') return null;
   const s = v as Record<string, unknown>;
   const weights = numbers(s.weights);
-  const proven = numbers(s.proven ?? {});
+  const proven = numbers(s.proven);
   if (!isTime(s.t) || !isCount(s.relays) || !isCount(s.storage) || weights === null || proven === null) return null;
   if (s.provenEpoch !== null && !isCount(s.provenEpoch)) return null;
+  // `proven` lists only relays with some (as onConsensus writes it): the plots take a list of
+  // SAMPLE_RELAYS as one that leaves relays with cells out.
+  for (const [k, x] of Object.entries(proven)) if (!(x > 0)) delete proven[k];
   const provenTotal = isCount(s.provenTotal) ? s.provenTotal : Object.values(proven).reduce((a, b) => a + b, 0);
   return { t: s.t, relays: s.relays, storage: s.storage, provenEpoch: s.provenEpoch as number | null, weights: largest(Object.entries(weights)), proven: largest(Object.entries(proven)), provenTotal };
 }

@@ -58,13 +58,16 @@ describe('a saved status history with malformed records (SPEC.md §6.10)', () =>
         { ...good, t: 1, weights: null }, // the plots read x.weights[fp]
         { ...good, t: 2, proven: 'x' },
         { ...good, t: 3, relays: '<b>' },
+        { ...good, t: 4, proven: null }, // not an object: the record is dropped, as the others
+        { t: 4500, relays: 1, storage: 0, provenEpoch: 2, weights: { a: 1 } }, // no proven at all
+        { ...good, t: 4800, proven: { a: 3, b: 0, c: -2 } }, // lists relays without cells
         good,
       ],
       blocks: [{ t: 1, height: 0, epoch: 1, minted: 'x' }, { t: 1e20, height: 1, epoch: 1, minted: 1 }, { t: 7, height: 2, epoch: 2, minted: 9 }],
       names: { a: 'na' },
     }));
     const history = new StatusHistory(fx.dir).load();
-    expect(history.toJSON()).toEqual({ samples: [good], blocks: [{ t: 7, height: 2, epoch: 2, minted: 9 }], names: { a: 'na' } });
+    expect(history.toJSON()).toEqual({ samples: [{ ...good, t: 4800, provenTotal: 3 }, good], blocks: [{ t: 7, height: 2, epoch: 2, minted: 9 }], names: { a: 'na' } });
     const { url } = await listenAuthority(fx.makeAuthority({}, { history }));
     const page = await fetch(`${url}/`);
     expect(page.status).toBe(200);
