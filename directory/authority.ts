@@ -18,7 +18,7 @@ import type { AuthorityInfo } from '../src/dir/authorities';
 import { countSignatures, verifyConsensus } from '../src/dir/consensus';
 import { indexCertificates } from '../src/dir/certificate';
 import { DESCRIPTOR_MAX_AGE_TO_PUBLISH_MS, verifyDescriptor, type VerifiedDescriptor } from '../src/dir/descriptor';
-import { IdentityProofVerifier, type PowParams, type PowVerifyContext } from '../src/dir/identity-pow';
+import { IdentityProofVerifier, proofQueueGroup, type PowParams, type PowVerifyContext } from '../src/dir/identity-pow';
 import { httpRequest, PATHS } from '../src/dir/fetch';
 import { ServedDocument, servedConsensus } from '../src/dir/http-serve';
 import type { VerifiedConsensus } from '../src/dir/types';
@@ -126,7 +126,11 @@ export class Authority {
   private currentVoteDoc: ServedDocument | null = null;
   /** SPEC.md §6.4.1: consensus valid_after → digest, the anchors identity proofs may name. */
   private readonly anchors = new Map<number, Buffer>();
-  private readonly powVerifier = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32 });
+  // SPEC.md §6.4.1 "Authority intake": one evaluation at a time; 32 places waiting, 16 of them for
+  // identities the newest consensus lists, the others shared by address group.
+  private readonly powVerifier = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32, listedQueued: 16 });
+  /** Fingerprints the newest consensus lists (SPEC.md §6.4.1 listed room), for the consensus `of`. */
+  private listed: { of: VerifiedConsensus; fingerprints: Set<string> } | null = null;
   /** SPEC.md §6.5, §6.8: the vote and consensus digests signed per period, kept on disk. */
   private readonly signedPeriods: SignedPeriods;
   /** SPEC.md §6.8: the published consensus on disk, served again after a restart. */
@@ -234,8 +238,10 @@ export class Authority {
   /**
    * SPEC.md §6.4, §6.4.1: verify a descriptor and its identity proof (one argon2id evaluation per
    * identity and anchor, cached; IDENTITY_POW_* refusals), then keep it. The store is untouched on refusal.
+   * `remote`: the uploader's socket address, whose address group shares the waiting places of
+   * unlisted identities' proofs (§6.4.1 "Authority intake").
    */
-  async acceptDescriptorWithProof(raw: Buffer): Promise<{ result: IntakeResult; descriptor: VerifiedDescriptor }> {
+  async acceptDescriptorWithProof(raw: Buffer, remote?: string): Promise<{ result: IntakeResult; descriptor: VerifiedDescriptor }> {
     const d = verifyDescriptor(raw, { now: this.now(), skewMs: this.skewMs });
     // The cheap checks first (checks 7 and 8 of §6.4), then the argon2id evaluation.
     this.checkIntake(d);
@@ -245,13 +251,22 @@ export class Authority {
     // next upload costs another.
     if (this.store.keepsHeld(d)) return { result: 'unchanged', descriptor: d };
     try {
-      await this.powVerifier.verify(d.identity, d.identityProof, this.powContext());
+      await this.powVerifier.verify(d.identity, d.identityProof, this.powContext(), { listed: this.listsIdentity(d.fingerprint), group: proofQueueGroup(remote) });
     } catch (e) {
-      this.m.identityProofs.labels(errorCode(e)).inc();
+      // An evicted proof (§6.4.1) is answered IDENTITY_POW_BUSY and counted as result "evicted".
+      this.m.identityProofs.labels(isBitcloudError(e, 'IDENTITY_POW_BUSY') && e.detail?.evicted === true ? 'evicted' : errorCode(e)).inc();
       throw e;
     }
     this.m.identityProofs.labels('ok').inc();
     return this.acceptDescriptor(raw);
+  }
+
+  /** SPEC.md §6.4.1 "Authority intake": does the newest consensus this authority published or loaded list `fingerprint`? */
+  private listsIdentity(fingerprint: string): boolean {
+    const c = this.current?.info;
+    if (!c) return false;
+    if (this.listed?.of !== c) this.listed = { of: c, fingerprints: new Set(c.relays.map((r) => r.fingerprint)) };
+    return this.listed.fingerprints.has(fingerprint);
   }
 
   /** The anchors this authority accepts (SPEC.md §6.4.1): consensuses it published or loaded. */

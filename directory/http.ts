@@ -187,7 +187,7 @@ export function createAuthorityServer(a: Authority, reg: Registry, m: AuthorityM
         return ['descriptor', 413];
       }
       try {
-        const { result, descriptor } = await a.acceptDescriptorWithProof(body);
+        const { result, descriptor } = await a.acceptDescriptorWithProof(body, req.socket.remoteAddress);
         m.uploads.labels(result).inc();
         log.debug({ relay: descriptor.fingerprint, result }, 'descriptor received');
         uploadSources.inc({ kind: descriptor.roles.includes('hidden') ? 'hidden_descriptor' : 'descriptor', via: viaOf(req) });

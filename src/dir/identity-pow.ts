@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../ops/fsutil';
 import { configError, int, noUnknownKeys, obj } from './config-fields';
 import { argon2id, ARGON2_SALT_BYTES, sha256 } from '../crypto/primitives';
 import type { IdentityProofMsg } from '../wire/docs';
+import { parseIPv4, parseIPv6 } from '../wire/addr';
 
 /** Domain separation of the argon2id input and salt (SPEC.md §6.4.1). */
 export const POW_TAG = Buffer.from('bitcloud identity pow v1', 'ascii');
@@ -146,23 +147,62 @@ export function proofKey(identity: Buffer, proof: IdentityProofMsg): string {
 }
 
 /**
+ * SPEC.md §6.4.1 "Authority intake": the address group a proof waiting to be checked is counted
+ * under — the /24 of an IPv4 address (an IPv4-mapped IPv6 address is its IPv4 address), the /48
+ * of an IPv6 address, or '?' when the address is unknown or does not parse. One host commonly holds
+ * a /64 and a site a /48, so addresses drawn from one allocation share a group.
+ */
+export function proofQueueGroup(address: string | undefined): string {
+  if (!address) return '?';
+  const a = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
+  const v4 = parseIPv4(a);
+  if (v4) return `${v4[0]}.${v4[1]}.${v4[2]}.0/24`;
+  const v6 = parseIPv6(a);
+  if (!v6) return '?';
+  if (v6.subarray(0, 10).every((b) => b === 0) && v6[10] === 0xff && v6[11] === 0xff) return `${v6[12]}.${v6[13]}.${v6[14]}.0/24`;
+  return `${v6.subarray(0, 6).toString('hex')}::/48`;
+}
+
+/** Who sent a proof (SPEC.md §6.4.1 "Authority intake"): whether the newest consensus lists its identity, and its address group. */
+export interface ProofSource {
+  /** The identity is listed in the authority's newest consensus: it waits in the listed room. */
+  listed: boolean;
+  /** proofQueueGroup of the uploader's socket address (unlisted proofs only). */
+  group: string;
+}
+
+interface Waiter { group: string; resolve: () => void; reject: (e: Error) => void }
+
+/**
  * The authority side: checks proofs, remembering those that verified (per identity, so a flood of
  * re-published descriptors costs one evaluation per identity and anchor) and evaluating at most
- * `concurrency` at a time (further checks wait: IDENTITY_POW_BUSY past `maxQueued`).
+ * `concurrency` at a time. SPEC.md §6.4.1 "Authority intake": further checks wait in two rooms of
+ * `maxQueued` places together: `listedQueued` of them for identities the newest consensus lists,
+ * checked first, the others for unlisted ones, shared fairly by address group (a newcomer to a full
+ * room evicts the newest proof of the group holding the most places if its own group holds fewer;
+ * otherwise, and when the listed room is full, IDENTITY_POW_BUSY).
  */
 export class IdentityProofVerifier {
   private readonly verified = new Map<string, string>(); // identity hex -> proofKey
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly o: { concurrency?: number; maxQueued?: number; maxEntries?: number } = {}) {}
+  /** Listed identities' proofs waiting, oldest first. */
+  private readonly listedWaiting: Waiter[] = [];
+  /** Unlisted identities' proofs waiting, oldest first. */
+  private readonly unlistedWaiting: Waiter[] = [];
+  /** Places of the unlisted room held, by address group. */
+  private readonly byGroup = new Map<string, number>();
+  constructor(private readonly o: { concurrency?: number; maxQueued?: number; listedQueued?: number; maxEntries?: number } = {}) {}
 
-  /** Verify `proof` for `identity` under `ctx`; resolves when it is good, rejects with IDENTITY_POW_*. */
-  async verify(identity: Buffer, proof: IdentityProofMsg | undefined, ctx: PowVerifyContext): Promise<void> {
+  /**
+   * Verify `proof` for `identity` under `ctx`; resolves when it is good, rejects with IDENTITY_POW_*.
+   * `from` places it in a waiting room (default: unlisted, group '?').
+   */
+  async verify(identity: Buffer, proof: IdentityProofMsg | undefined, ctx: PowVerifyContext, from?: ProofSource): Promise<void> {
     const p = checkIdentityProofFields(proof, ctx);
     const id = identity.toString('hex');
     const key = proofKey(identity, p);
     if (this.verified.get(id) === key) return;
-    await this.slot();
+    await this.slot(from ?? { listed: false, group: '?' });
     try {
       await checkIdentityProofWork(identity, p);
     } finally {
@@ -172,15 +212,50 @@ export class IdentityProofVerifier {
     this.verified.set(id, key);
   }
 
-  private async slot(): Promise<void> {
-    if (this.running < (this.o.concurrency ?? 1)) { this.running++; return; }
-    if (this.waiting.length >= (this.o.maxQueued ?? 64)) throw err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked; retry later');
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  /** Proofs waiting: listed and unlisted. */
+  get waiting(): { listed: number; unlisted: number } {
+    return { listed: this.listedWaiting.length, unlisted: this.unlistedWaiting.length };
   }
 
+  private async slot(from: ProofSource): Promise<void> {
+    if (this.running < (this.o.concurrency ?? 1)) { this.running++; return; }
+    const maxQueued = this.o.maxQueued ?? 64;
+    const listedMax = Math.min(maxQueued, this.o.listedQueued ?? Math.floor(maxQueued / 2));
+    const busy = () => err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked; retry later');
+    if (from.listed) {
+      if (this.listedWaiting.length >= listedMax) throw busy();
+      await new Promise<void>((resolve, reject) => this.listedWaiting.push({ group: from.group, resolve, reject }));
+      return;
+    }
+    if (this.unlistedWaiting.length >= maxQueued - listedMax) {
+      // The room is full: the newest proof of the group holding the most places (the one with the
+      // newest proof among equals) makes way for a newcomer whose group holds fewer.
+      let most = 0;
+      for (const n of this.byGroup.values()) most = Math.max(most, n);
+      if ((this.byGroup.get(from.group) ?? 0) >= most) throw busy();
+      let i = this.unlistedWaiting.length - 1;
+      while (i > 0 && this.byGroup.get(this.unlistedWaiting[i].group) !== most) i--;
+      const [out] = this.unlistedWaiting.splice(i, 1);
+      this.leave(out.group);
+      out.reject(err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked from this address group; retry later', { evicted: true }));
+    }
+    this.byGroup.set(from.group, (this.byGroup.get(from.group) ?? 0) + 1);
+    await new Promise<void>((resolve, reject) => this.unlistedWaiting.push({ group: from.group, resolve, reject }));
+  }
+
+  private leave(group: string): void {
+    const n = (this.byGroup.get(group) ?? 0) - 1;
+    if (n > 0) this.byGroup.set(group, n); else this.byGroup.delete(group);
+  }
+
+  /** Hand the evaluation place to the oldest listed proof waiting, else the oldest unlisted one. */
   private release(): void {
-    const next = this.waiting.shift();
-    if (next) next(); else this.running--;
+    const listed = this.listedWaiting.shift();
+    if (listed) { listed.resolve(); return; }
+    const next = this.unlistedWaiting.shift();
+    if (!next) { this.running--; return; }
+    this.leave(next.group);
+    next.resolve();
   }
 }
 
