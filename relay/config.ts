@@ -95,6 +95,8 @@ const LIMIT_RANGES: { [K in keyof RelayLimits]: { min: number; max: number; inte
   maxConcurrentResolves: { min: 1, max: 1e6, integer: true },
   maxExitConnections: { min: 1, max: 1e7, integer: true },
   maxDirStreams: { min: 1, max: 1e7, integer: true },
+  streamCreationRate: { min: 0, max: 1e6, integer: false },
+  streamCreationBurst: { min: 0, max: 1e9, integer: true },
 };
 
 /** `limits`: an optional object of RelayLimits keys; unknown keys and bad values are named. */

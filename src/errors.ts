@@ -135,6 +135,7 @@ export const ERROR_CODES = {
     STREAM_FAILED: 'unreachable',
     STREAM_ID_IN_USE: 'protocol_violation',
     STREAM_LIMIT: 'resource_limit',
+    STREAM_RATE_LIMIT: 'resource_limit',
     STREAM_NOT_DIRECTORY: 'peer_refused',
     STREAM_PROTOCOL: 'protocol_violation',
     STREAM_REFUSED: 'peer_refused',

@@ -82,7 +82,11 @@ export class StorageEndpoint {
       log: this.log,
       onLinkCell: o.bandwidth ? (ch, cell) => o.bandwidth!.onLinkCell(ch, cell) : undefined,
       // No `extend` hook: a storage node never extends (SPEC.md §9.13); no exit, no directory.
-      limits: { maxCircuitsPerLink: limits.maxCircuitsPerLink, maxStreamsPerCircuit: limits.maxStreamsPerCircuit },
+      limits: {
+        maxCircuitsPerLink: limits.maxCircuitsPerLink, maxStreamsPerCircuit: limits.maxStreamsPerCircuit,
+        // SPEC.md §7b.9: BEGIN_STORAGE takes a token of the circuit's stream-creation bucket here too.
+        streamCreationRate: limits.streamCreationRate, streamCreationBurst: limits.streamCreationBurst,
+      },
       hooks: {
         // SPEC.md §7b.9: the relay's CREATE2 rate limit per address, listed relays exempt.
         allowCircuit: (ch) => this.isListedRelay(ch) || this.dos.allowCircuit(hostOf(ch.remoteAddress)),

@@ -35,6 +35,13 @@ export interface RelayLimits {
   maxExitConnections: number;
   /** SPEC.md §7b.9: BEGIN_DIR streams spliced to this relay's dir port at once, all circuits together. */
   maxDirStreams: number;
+  /**
+   * SPEC.md §7b.9 (Tor's DoSStreamCreationRate): stream-creation bucket refill per circuit,
+   * messages (BEGIN, BEGIN_DIR, BEGIN_STORAGE, RESOLVE) per second. 0 switches the bucket off.
+   */
+  streamCreationRate: number;
+  /** SPEC.md §7b.9 (Tor's DoSStreamCreationBurst): the per-circuit stream-creation bucket's size. 0 switches it off. */
+  streamCreationBurst: number;
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -51,6 +58,8 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxConcurrentResolves: 256,
   maxExitConnections: 4096,
   maxDirStreams: 2048,
+  streamCreationRate: 100,
+  streamCreationBurst: 300,
 };
 
 /** The addresses a consensus lists relays at, indexed once per consensus. */

@@ -93,6 +93,7 @@ export const UNSERVED_STREAM_REFUSAL: Readonly<Record<IncomingStream['kind'], En
 /** The END reason for a BEGIN that failed with a code (decoding or the stream limits); default TORPROTOCOL. */
 const BEGIN_FAILURE_END: Partial<Record<ErrorCode, EndReasonName>> = {
   STREAM_LIMIT: 'RESOURCELIMIT',
+  STREAM_RATE_LIMIT: 'RESOURCELIMIT',
 };
 
 export function endReasonForBeginFailure(code: string): EndReasonValue {

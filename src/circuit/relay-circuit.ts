@@ -18,6 +18,7 @@ import type { Logger } from '../ops/log';
 import { CellQueue, type QueueBudget, type QueueOwner } from './cell-queue';
 import { originRun, type CellRun, type OriginOwner, type OriginRun, type RunOwner } from './cell-run';
 import { MAX_RELAY_EARLY } from './constants';
+import { TokenBucket } from './dos-limits';
 import { RELAY_EDGE_MAX_BUFFERED, StreamEdge, type EdgeCircuit } from './edge';
 import { UNSERVED_STREAM_REFUSAL, destroyReasonForExtendFailure, endReasonForBeginFailure } from './end-reasons';
 import type { CircuitMetrics } from './metrics';
@@ -56,6 +57,8 @@ export interface RelayCircuitHost {
   readonly metrics: CircuitMetrics;
   readonly log: Logger;
   readonly hooks: SwitchHooks;
+  /** A monotonic clock in ms (the stream-creation bucket, SPEC.md §7b.9). */
+  readonly clock: () => number;
   attach(ch: CellChannel): LinkState;
   sendDestroy(link: LinkState, circId: number, reason: number): void;
   forget(circ: RelayCircuit, reason: number, code?: string): void;
@@ -98,6 +101,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
   private resolving = 0;
   /** RESOLVE requests waiting for their answer: each counts as a stream (SPEC.md §7b.7, §7b.9). */
   private resolveRequests = 0;
+  /** SPEC.md §7b.9: this circuit's stream-creation bucket, made at its first stream-opening message. */
+  private streamBucket: TokenBucket | null = null;
   /** Streams ending at this node on this circuit (status views, tests). */
   streams(): CircuitStream[] { return this.edge ? [...this.edge.streams.values()] : []; }
   /**
@@ -329,6 +334,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     let begin: BeginBody | null = null;
     let stream: CircuitStream;
     try {
+      // SPEC.md §7b.9: the circuit's stream-creation rate, checked before anything else of the BEGIN.
+      if (!this.takeStreamToken()) throw err('STREAM_RATE_LIMIT', 'the circuit opens streams faster than its stream-creation rate');
       if (kind === 'begin') begin = decodeBegin(data);
       else if (kind === 'begin_dir') decodeBeginDir(data);
       else decodeBeginStorage(data);
@@ -390,9 +397,30 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     return () => { if (held) { held = false; this.resolving--; } };
   }
 
+  /**
+   * SPEC.md §7b.9 (Tor's DoSStreamCreation, defense "refuse"): one token of this circuit's
+   * stream-creation bucket for a BEGIN, BEGIN_DIR, BEGIN_STORAGE or RESOLVE; false (counted as
+   * `stream_creation`) when none is left. The caller refuses that message; the circuit stays.
+   */
+  private takeStreamToken(): boolean {
+    const { streamCreationRate: rate, streamCreationBurst: burst } = this.sw.limits;
+    if (rate <= 0 || burst <= 0) return true;
+    const now = this.sw.clock();
+    this.streamBucket ??= new TokenBucket(rate, burst, now);
+    if (this.streamBucket.take(now)) return true;
+    this.sw.metrics.refused('stream_creation');
+    return false;
+  }
+
   private onResolve(streamId: number, data: Buffer): void {
     const host = decodeResolve(data);
     const answer = (a: ResolvedAnswer[]) => { if (!this.closed) this.sendRelay(RelayCommand.RESOLVED, streamId, encodeResolved(a)); };
+    // SPEC.md §7b.9: past the circuit's stream-creation rate, a transient error as for the other RESOLVE limits.
+    if (!this.takeStreamToken()) {
+      this.sw.metrics.error('STREAM_RATE_LIMIT');
+      answer([{ type: 'error-transient', value: '', ttl: 0 }]);
+      return;
+    }
     const hook = this.sw.hooks.resolve;
     if (!hook) { answer([{ type: 'error-nontransient', value: '', ttl: 0 }]); return; }
     // SPEC.md §7b.7: pending resolves are capped per circuit and count against its stream limit

@@ -28,6 +28,8 @@ export const DEFAULT_SWITCH_LIMITS: SwitchLimits = {
   maxQueuedCellsPerCircuit: 2000,
   maxStreamsPerCircuit: MAX_STREAMS_PER_CIRCUIT,
   maxResolvesPerCircuit: 4,
+  streamCreationRate: 100,
+  streamCreationBurst: 300,
   createsPerTurn: 16,
   maxOnionQueueDelayMs: 1750,
   maxQueuedCreatesPerSource: 64,
@@ -61,6 +63,8 @@ export interface SwitchOptions<C extends CellChannel = CellChannel> {
    * the switch counts it as CELL_UNEXPECTED. Never closes the link by itself.
    */
   onLinkCell?: (ch: C, cell: Cell) => boolean;
+  /** A monotonic clock in ms for the per-circuit stream-creation buckets (SPEC.md §7b.9); default performance.now. */
+  clock?: () => number;
 }
 
 const REASON_NAMES = new Map<number, string>(Object.entries(DestroyReason).map(([k, v]) => [v, k]));
@@ -76,6 +80,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
   readonly metrics: CircuitMetrics;
   readonly log: Logger;
   readonly hooks: SwitchHooks<C>;
+  readonly clock: () => number;
   private readonly links = new Map<C, LinkState<C>>();
   /** @internal every live circuit, for counting and shutdown */
   readonly circuits = new Set<RelayCircuit>();
@@ -95,6 +100,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     this.metrics = opts.metrics ?? new CircuitMetrics();
     this.log = opts.log ?? silentLogger;
     this.hooks = opts.hooks ?? {};
+    this.clock = opts.clock ?? (() => performance.now());
     this.metrics.openCircuits = () => this.circuits.size;
     this.metrics.queuedCells = () => this.budget.queuedCells;
     this.metrics.openStreams = () => { let n = 0; for (const c of this.circuits) n += c.streamCount; return n; };

@@ -19,6 +19,14 @@ export interface SwitchLimits {
    */
   maxResolvesPerCircuit: number;
   /**
+   * SPEC.md §7b.9 (Tor's DoSStreamCreationRate/Burst, defense "refuse"): each circuit's bucket of
+   * stream-opening messages (BEGIN, BEGIN_DIR, BEGIN_STORAGE, RESOLVE) at this node, refilled at
+   * streamCreationRate per second up to streamCreationBurst; with no token left the message is
+   * refused (END(RESOURCELIMIT), a RESOLVE a transient error) and the circuit kept. Either 0: no limit.
+   */
+  streamCreationRate: number;
+  streamCreationBurst: number;
+  /**
    * SPEC.md §7b.9 (Tor's onionskin queue): CREATE2 handshakes (public-key work) the node does in
    * one event-loop turn; the rest wait in the queue, so relaying cells is never starved.
    */

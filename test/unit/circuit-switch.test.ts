@@ -73,14 +73,14 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 function setup(o: {
   limits?: ConstructorParameters<typeof CircuitSwitch>[0]['limits']; budget?: QueueBudget; extend?: () => Promise<FakeChannel>; allow?: () => boolean; batched?: boolean;
-  hooks?: Partial<SwitchHooks<FakeChannel>>; metrics?: CircuitMetrics;
+  hooks?: Partial<SwitchHooks<FakeChannel>>; metrics?: CircuitMetrics; clock?: () => number;
 } = {}) {
   const identity = ed25519Generate();
   const onion = x25519Generate();
   const next = new FakeChannel(true, randomBytes(32));
   next.batchesReads = o.batched ?? false;
   const sw = new CircuitSwitch({
-    identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget, metrics: o.metrics,
+    identity: identity.publicKey, onionKeys: () => [onion], limits: o.limits, budget: o.budget, metrics: o.metrics, clock: o.clock,
     hooks: {
       extend: o.extend ?? (async () => { sw.attach(next); return next; }),
       allowCircuit: o.allow,
@@ -769,5 +769,81 @@ describe('robustness (property)', () => {
     expect(hop.decryptInbound(reply.payload)).toBe(true);
     expect(decodeRelayPayload(reply.payload).command).toBe(RelayCommand.END);
     expect(bystander.take(CellCommand.DESTROY)).toEqual([]);
+  });
+});
+
+describe('stream-creation rate per circuit (SPEC.md §7b.9, Tor\'s DoSStreamCreation)', () => {
+  /** What the client reads back on `prev` for `hop`: [command, stream id, END reason or RESOLVED type]. */
+  const answers = (t: ReturnType<typeof setup>, hop: ClientHopCrypto) => t.prev.take(CellCommand.RELAY).map((c) => {
+    expect(hop.decryptInbound(c.payload)).toBe(true);
+    const m = decodeRelayPayload(c.payload);
+    return [m.command, m.streamId, m.command === RelayCommand.END ? decodeEnd(m.data).reason : m.command === RelayCommand.RESOLVED ? decodeResolved(m.data)[0].type : null];
+  });
+  const refusals = async (reg: Registry) => (await reg.getSingleMetric('bitcloud_dos_refusals_total')!.get()).values
+    .filter((v) => v.labels.kind === 'stream_creation').reduce((n, v) => n + v.value, 0);
+  const begin = (t: ReturnType<typeof setup>, hop: ClientHopCrypto, circId: number, sid: number) =>
+    t.toHop(hop, circId, CellCommand.RELAY, RelayCommand.BEGIN, sid, encodeBegin({ host: '192.0.2.1', port: 80 }));
+
+  it('the 301st BEGIN of a burst on one circuit is refused END(RESOURCELIMIT), the circuit kept; another circuit is unaffected; the bucket refills at 100/s', async () => {
+    let now = 1_000;
+    const reg = new Registry();
+    const metrics = new CircuitMetrics(reg);
+    const onStream: SwitchHooks['onStream'] = (inc) => inc.accept();
+    const t = setup({ hooks: { onStream }, metrics, clock: () => now });
+    const a = t.create(0x8000_0001);
+    for (let sid = 1; sid <= 301; sid++) begin(t, a, 0x8000_0001, sid);
+    const got = answers(t, a);
+    expect(got).toHaveLength(301);
+    expect(got.slice(0, 300).every(([cmd]) => cmd === RelayCommand.CONNECTED)).toBe(true);
+    expect(got[300]).toEqual([RelayCommand.END, 301, EndReason.RESOURCELIMIT]);
+    expect(await refusals(reg)).toBe(1);
+    expect(t.sw.circuitCount).toBe(1);
+    expect(t.prev.take(CellCommand.DESTROY)).toEqual([]);
+
+    // Another circuit has a bucket of its own.
+    const b = t.create(0x8000_0002);
+    begin(t, b, 0x8000_0002, 1);
+    expect(answers(t, b)).toEqual([[RelayCommand.CONNECTED, 1, null]]);
+
+    // 10 ms later one token is back (100 a second): one BEGIN opens, the next is refused.
+    now += 10;
+    begin(t, a, 0x8000_0001, 302);
+    begin(t, a, 0x8000_0001, 303);
+    expect(answers(t, a)).toEqual([[RelayCommand.CONNECTED, 302, null], [RelayCommand.END, 303, EndReason.RESOURCELIMIT]]);
+    // After 3 s the bucket is full again: a burst of 200 more all open (within the 512 streams).
+    now += 3_000;
+    for (let sid = 304; sid < 504; sid++) begin(t, a, 0x8000_0001, sid);
+    const later = answers(t, a);
+    expect(later).toHaveLength(200);
+    expect(later.every(([cmd]) => cmd === RelayCommand.CONNECTED)).toBe(true);
+    expect(await refusals(reg)).toBe(2);
+  });
+
+  it('BEGIN_DIR and RESOLVE take tokens from the same bucket; a RESOLVE past it gets a transient error', async () => {
+    const now = 0;
+    const resolve = createResolver({ lookup: () => Promise.resolve([{ address: '192.0.2.1', family: 4 }]), refuseOneHop: false });
+    const onStream: SwitchHooks['onStream'] = (inc) => inc.accept();
+    const t = setup({ hooks: { onStream, resolve }, clock: () => now, limits: { streamCreationRate: 1, streamCreationBurst: 3 } });
+    const hop = t.create();
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 1, Buffer.alloc(0));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, 2, encodeResolve('example.com'));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 3, Buffer.alloc(0));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.RESOLVE, 4, encodeResolve('example.com'));
+    t.toHop(hop, 0x8000_0001, CellCommand.RELAY, RelayCommand.BEGIN_DIR, 5, Buffer.alloc(0));
+    await tick();
+    const got = answers(t, hop).sort((x, y) => Number(x[1]) - Number(y[1]));
+    expect(got).toEqual([
+      [RelayCommand.CONNECTED, 1, null], [RelayCommand.RESOLVED, 2, 'ipv4'], [RelayCommand.CONNECTED, 3, null],
+      [RelayCommand.RESOLVED, 4, 'error-transient'], [RelayCommand.END, 5, EndReason.RESOURCELIMIT],
+    ]);
+    expect(t.sw.circuitCount).toBe(1);
+  });
+
+  it('0 switches the limit off', () => {
+    const onStream: SwitchHooks['onStream'] = (inc) => inc.accept();
+    const t = setup({ hooks: { onStream }, clock: () => 0, limits: { streamCreationRate: 0 } });
+    const hop = t.create();
+    for (let sid = 1; sid <= 400; sid++) begin(t, hop, 0x8000_0001, sid);
+    expect(answers(t, hop).every(([cmd]) => cmd === RelayCommand.CONNECTED)).toBe(true);
   });
 });

@@ -31,6 +31,12 @@ describe('relay config limits', () => {
     const l = parseRelayConfig({ ...base, limits: { maxConnectionsPerAddress: 500, circuitRate: 0.5 } }, '/x').limits;
     expect(l).toEqual({ ...DEFAULT_RELAY_LIMITS, maxConnectionsPerAddress: 500, circuitRate: 0.5 });
   });
+  it('streamCreationRate / streamCreationBurst: 100 and 300 by default, 0 allowed (off), negative or fractional burst refused (SPEC.md §7b.9)', () => {
+    expect(DEFAULT_RELAY_LIMITS).toMatchObject({ streamCreationRate: 100, streamCreationBurst: 300 });
+    expect(parseRelayLimits({ streamCreationRate: 0.5, streamCreationBurst: 0 })).toEqual({ ...DEFAULT_RELAY_LIMITS, streamCreationRate: 0.5, streamCreationBurst: 0 });
+    expect(message(() => parseRelayLimits({ streamCreationRate: -1 }))).toMatch(/limits\.streamCreationRate: must be between 0/);
+    expect(message(() => parseRelayLimits({ streamCreationBurst: 2.5 }))).toMatch(/limits\.streamCreationBurst: must be an integer/);
+  });
   it('names an unknown key', () => {
     expect(message(() => parseRelayConfig({ ...base, limits: { maxConections: 5 } }, '/x'))).toMatch(/CONFIG_INVALID: unknown key "limits\.maxConections"$/);
   });
