@@ -43,6 +43,13 @@ export interface RelayCircuitsOptions {
    * Default true; tests without a consensus turn it off.
    */
   requireConsensusForExtend?: boolean;
+  /**
+   * SPEC.md §7b.3 item 2: an EXTEND2 target the consensus does not list (or lists at another
+   * address) first has the consensus fetched out of schedule (coalesced, rate-limited and bounded
+   * by a deadline: ConsensusMirror.refreshForExtend); it settles when the extension may check again.
+   * Absent: refused at once.
+   */
+  refreshConsensus?: () => Promise<void>;
   /** BEGIN_STORAGE (a storage node's hook); absent = refused. */
   onStorageStream?: (inc: IncomingStream) => void;
   limits?: Partial<RelayLimits>;
@@ -279,6 +286,21 @@ export class RelayCircuits {
   }
 
   /**
+   * SPEC.md §7b.3 item 2: where an EXTEND2 target is to be reached — the address and ORPort the
+   * consensus lists for its identity, if the EXTEND2 names them — or the refusal's code.
+   */
+  private extendAddress(t: ExtendTarget): { host: string; port: number } | 'EXTEND_IDENTITY_UNKNOWN' | 'EXTEND_ADDRESS_MISMATCH' {
+    const listed = this.listed(t.identity);
+    if (listed) {
+      if (!t.addresses.some((a) => a.host === listed.address && a.port === listed.orPort)) return 'EXTEND_ADDRESS_MISMATCH';
+      return { host: listed.address, port: listed.orPort };
+    }
+    if (this.opts.requireConsensusForExtend !== false) return 'EXTEND_IDENTITY_UNKNOWN';
+    const a = t.addresses[0];
+    return { host: a.host, port: a.port };
+  }
+
+  /**
    * SPEC.md §7b.3: the EXTEND2 target must be in our consensus at the address and port the
    * client named (unless that check is turned off); reuse any open link to that identity,
    * else open one as an authenticated initiator that insists on that identity.
@@ -286,22 +308,17 @@ export class RelayCircuits {
   private async extend(t: ExtendTarget, _from: Channel): Promise<Channel> {
     if (this.closed) throw err('CIRCUIT_EXTEND_REFUSED', 'relay shutting down');
     const fp = fingerprint(t.identity);
-    let host: string | undefined;
-    let port: number | undefined;
-    const listed = this.listed(t.identity);
-    if (listed) {
-      if (!t.addresses.some((a) => a.host === listed.address && a.port === listed.orPort)) {
-        throw err('EXTEND_ADDRESS_MISMATCH', 'EXTEND2 names an address the consensus does not list for that identity');
-      }
-      host = listed.address;
-      port = listed.orPort;
-    } else if (this.opts.requireConsensusForExtend !== false) {
-      throw err('EXTEND_IDENTITY_UNKNOWN', 'EXTEND2 target is not in the consensus');
-    } else {
-      const a = t.addresses[0];
-      host = a.host;
-      port = a.port;
+    let target = this.extendAddress(t);
+    // SPEC.md §7b.3 item 2: the client may hold a newer consensus than ours (we refetch up to a
+    // period later); a miss has the consensus fetched now, and the target checked again against it.
+    if (typeof target === 'string' && this.opts.refreshConsensus) {
+      await this.opts.refreshConsensus();
+      if (this.closed) throw err('CIRCUIT_EXTEND_REFUSED', 'relay shutting down');
+      target = this.extendAddress(t);
     }
+    if (target === 'EXTEND_ADDRESS_MISMATCH') throw err(target, 'EXTEND2 names an address the consensus does not list for that identity');
+    if (target === 'EXTEND_IDENTITY_UNKNOWN') throw err(target, 'EXTEND2 target is not in the consensus');
+    const { host, port } = target;
     const open = this.openLinkTo(fp);
     const pending = open ? null : this.connecting.get(fp);
     this.extendLinks?.inc({ link: open ? 'reused' : pending ? 'waited' : 'opened' });

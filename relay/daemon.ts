@@ -89,7 +89,7 @@ export class RelayDaemon {
     private readonly registry: Registry,
     private readonly hooks: RelayHooks = idleChannelHooks,
   ) {
-    this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000);
+    this.mirror = new ConsensusMirror(cfg.authorities, cfg.dataDir, log, cfg.mirrorIntervalSeconds * 1000, registry);
     this.rewardMirror = new RewardMirror(cfg.authorities);
     this.dirPass = new DirPassThrough(() => cfg.authorities);
     const forwarded = forwardMetric(registry);
@@ -127,7 +127,10 @@ export class RelayDaemon {
     const circuits = this.circuits = new RelayCircuits({
       keys: () => this.keys!, exitPolicy: cfg.roles.includes('exit') ? cfg.exitPolicy : null, ownAddresses: [cfg.address],
       dirTarget: () => (this.dirPort ? { port: this.dirPort, host: dirHost } : null),
-      consensus: () => this.mirror.current, registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
+      consensus: () => this.mirror.current,
+      // SPEC.md §7b.3 item 2: a target our consensus misses has the consensus fetched before it is refused.
+      refreshConsensus: () => this.mirror.refreshForExtend(),
+      registry: this.registry, linkMetrics: createLinkMetrics(this.registry), log: this.log,
       limits: cfg.limits, bandwidth: bw, linkWarming: cfg.linkWarming,
     });
     // SPEC.md §1.9: each new consensus renews the warm set and opens missing relay links, in the background.

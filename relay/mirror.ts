@@ -13,6 +13,19 @@ import { shuffle } from '../src/crypto/primitives';
 import type { VerifiedConsensus } from '../src/dir/types';
 import { decodeEnvelope, LIMITS } from '../src/wire/docs';
 import { sealEnvelope } from '../src/wire/envelope';
+import { prom, type Registry } from '../src/ops/metrics';
+
+/**
+ * SPEC.md §7b.3 item 2, §6.10: an EXTEND2 to an identity (or address) the consensus held does not
+ * list fetches the consensus out of schedule, at most once in this long, so a flood of EXTEND2s
+ * to made-up identities costs one fetch per interval.
+ */
+export const EXTEND_MISS_FETCH_INTERVAL_MS = 10_000;
+/** SPEC.md §7b.3 item 2: how long an EXTEND2 waits for that fetch before it is refused. */
+export const EXTEND_MISS_DEADLINE_MS = 5_000;
+
+/** Why the mirror fetched the consensus: its schedule, or an EXTEND2 its consensus did not list. */
+export type ConsensusFetchReason = 'schedule' | 'extend_miss';
 
 /**
  * The order a mirror asks the authorities in: a uniform shuffle from the CSPRNG, so that every
@@ -47,13 +60,26 @@ export class ConsensusMirror {
   private staleWarned = -1;
   private cur: { info: VerifiedConsensus; served: ServedDocument } | null = null;
   private readonly listeners: ((c: VerifiedConsensus) => void)[] = [];
+  /** The fetch under way (scheduled or out of schedule): concurrent callers share it. */
+  private inFlight: Promise<void> | null = null;
+  /** When the last out-of-schedule fetch for an EXTEND2 miss began (Date.now ms). */
+  private lastMissFetch = -Infinity;
+  private readonly fetches?: prom.Counter<'reason'>;
 
   constructor(
     private readonly authorities: readonly AuthorityInfo[],
     private readonly dataDir: string,
     private readonly log: Logger,
     private readonly intervalMs: number,
-  ) {}
+    registry?: Registry,
+  ) {
+    if (registry) {
+      this.fetches = new prom.Counter({
+        name: 'bitcloud_relay_consensus_fetches_total', help: 'Consensus fetches of the relay mirror by reason: schedule, extend_miss (an EXTEND2 target its consensus did not list, SPEC.md §7b.3)',
+        labelNames: ['reason'], registers: [registry],
+      });
+    }
+  }
 
   /** The newest verified consensus, or null. Consumers (circuit code) read it from here. */
   get current(): VerifiedConsensus | null { return this.cur?.info ?? null; }
@@ -80,7 +106,39 @@ export class ConsensusMirror {
     for (const f of this.listeners) f(c);
   }
 
-  private async poll(): Promise<void> {
+  /**
+   * SPEC.md §7b.3 item 2: an EXTEND2 named a target the consensus held does not list (or lists
+   * at another address). Fetch the consensus now — the same conditional fetch as the schedule's,
+   * verified and installed as usual — and resolve once it is done, or after `deadlineMs`
+   * (the fetch itself goes on). A fetch already under way is joined; otherwise at most one such
+   * fetch begins per EXTEND_MISS_FETCH_INTERVAL_MS, and a miss inside that resolves at once.
+   */
+  refreshForExtend(deadlineMs = EXTEND_MISS_DEADLINE_MS): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    let p = this.inFlight;
+    if (!p) {
+      const now = Date.now();
+      if (now - this.lastMissFetch < EXTEND_MISS_FETCH_INTERVAL_MS) return Promise.resolve();
+      this.lastMissFetch = now;
+      p = this.fetchNow('extend_miss');
+    }
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, deadlineMs);
+      t.unref?.();
+      void p.finally(() => { clearTimeout(t); resolve(); });
+    });
+  }
+
+  /** One conditional fetch from the authorities; callers while it runs share it. Never rejects. */
+  private fetchNow(reason: ConsensusFetchReason): Promise<void> {
+    if (this.inFlight) return this.inFlight;
+    this.fetches?.inc({ reason });
+    const p = this.fetchOnce().finally(() => { if (this.inFlight === p) this.inFlight = null; });
+    this.inFlight = p;
+    return p;
+  }
+
+  private async fetchOnce(): Promise<void> {
     try {
       const sources = authorityFetchOrder(this.authorities);
       const have = this.current;
@@ -99,6 +157,10 @@ export class ConsensusMirror {
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'consensus poll failed');
     }
+  }
+
+  private async poll(): Promise<void> {
+    await this.fetchNow('schedule');
     // SPEC.md §6.8: a whole period past fresh-until with nothing newer (a consensus was missed, not
     // merely not fetched yet), keep serving the last valid consensus and say so.
     const c = this.cur?.info;
