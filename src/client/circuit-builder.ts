@@ -113,11 +113,14 @@ export class CircuitBuilder {
    */
   async build(target?: PathTarget, exclude: ReadonlySet<string> = new Set(), firstPath?: ClientRelay[]): Promise<{ circ: ClientCircuit; path: ClientRelay[] }> {
     const failed = new Set(exclude);
+    // SPEC.md §7.1 step 3, §7.3: the middles of attempts that failed at the fixed last hop, avoided
+    // as the middle of the next ones (else the retry may take the same middle to the same node).
+    const failedMiddles = new Set<string>();
     const attempts = this.opts.maxAttempts ?? 3;
     let last: BitcloudError | null = null;
     for (let i = 0; i < attempts; i++) {
       if (this.closed) throw err('CIRCUIT_MANAGER_CLOSED', 'the circuit manager is closed');
-      const path = i === 0 && firstPath ? firstPath : this.choose(target, failed);
+      const path = i === 0 && firstPath ? firstPath : this.choose(target, failed, failedMiddles);
       try {
         const circ = await this.buildPath(path);
         return { circ, path };
@@ -126,9 +129,11 @@ export class CircuitBuilder {
         last = be;
         this.opts.onBuildFailed?.(be.code);
         const hop = (be.detail?.hop as number | undefined) ?? 0;
-        // Leave out the hop that failed, unless it is a storage target the caller asked for.
+        // Leave out the hop that failed, unless it is a storage target the caller asked for: then
+        // the extension to it failed at the middle, which the next attempt avoids (SPEC.md §7.3).
         const isFixedLast = target && 'storageNode' in target && hop === path.length - 1;
-        if (!isFixedLast) failed.add(path[Math.min(hop, path.length - 1)].fingerprint);
+        if (isFixedLast) for (const r of path.slice(1, -1)) failedMiddles.add(r.fingerprint);
+        else failed.add(path[Math.min(hop, path.length - 1)].fingerprint);
         this.log.debug({ code: be.code, attempt: i + 1 }, 'circuit build failed');
       }
     }
@@ -136,10 +141,13 @@ export class CircuitBuilder {
     throw last ?? err('CIRCUIT_BUILD_FAILED', 'no attempt made');
   }
 
-  /** A path [guard, middle, last] for `target` (path.ts rules); throws PATH_* or CIRCUIT_NO_CONSENSUS. */
-  choose(target: PathTarget | undefined, exclude: ReadonlySet<string>): ClientRelay[] {
+  /**
+   * A path [guard, middle, last] for `target` (path.ts rules), taking none of `avoidMiddles` as the
+   * middle while another fits; throws PATH_* or CIRCUIT_NO_CONSENSUS.
+   */
+  choose(target: PathTarget | undefined, exclude: ReadonlySet<string>, avoidMiddles?: ReadonlySet<string>): ClientRelay[] {
     return choosePath(this.relays(), {
-      target, guards: this.opts.guards ?? [], exclude, enforceDistinctSubnets: this.opts.enforceDistinctSubnets,
+      target, guards: this.opts.guards ?? [], exclude, avoidMiddles, enforceDistinctSubnets: this.opts.enforceDistinctSubnets,
     }) as unknown as ClientRelay[];
   }
 

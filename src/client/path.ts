@@ -33,6 +33,12 @@ export interface PathOptions {
   guards: readonly Guard[] | GuardSet;
   /** Fingerprints never to use (e.g. relays that just failed). */
   exclude?: ReadonlySet<string>;
+  /**
+   * SPEC.md §7.1 step 3: fingerprints not to take as the middle while another middle is left (the
+   * middles of earlier attempts of one build that failed at its fixed last hop, §7.3); they stay
+   * usable in other positions, and as the middle when no other one fits.
+   */
+  avoidMiddles?: ReadonlySet<string>;
   /** Uniform [0,1) source; default the CSPRNG (secureRandom): a path must not be predictable. */
   rng?: () => number;
   /** No two hops in one IPv4 /16 or IPv6 /32 (Tor's EnforceDistinctSubnets). Default true; the local network turns it off. */
@@ -124,6 +130,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
   const w = opts.weights ?? computeBandwidthWeights(relays);
   const pickBy = (pos: Position) => (xs: Relay[]) => weightedPick(xs, (r) => positionWeight(r, pos, w), rng, (r) => r.weight);
 
+  const avoidMiddles = new Set([...(opts.avoidMiddles ?? [])].map(normFp));
   const target = opts.target;
   const storage = target !== undefined && 'storageNode' in target;
   const pools: HopPools = {
@@ -133,7 +140,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
     fast: usable.filter((r) => r.flags.has('Fast')),
   };
   if (storage) {
-    const hops = guardAndMiddle(relays, pools, target.storageNode, true, exclude, subnets, opts.guards, pickBy);
+    const hops = guardAndMiddle(relays, pools, target.storageNode, true, exclude, avoidMiddles, subnets, opts.guards, pickBy);
     if (!Array.isArray(hops)) throw hops;
     return [hops[0], hops[1], target.storageNode];
   }
@@ -151,7 +158,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
     const last = pickExit(left.length > 0 ? left : maybe.filter(notSetAside));
     // Every exit was set aside: the first reason explains it.
     if (!last) throw firstFailure ?? err('PATH_NO_EXIT', 'no usable exit');
-    const hops = guardAndMiddle(relays, pools, last, false, exclude, subnets, opts.guards, pickBy);
+    const hops = guardAndMiddle(relays, pools, last, false, exclude, avoidMiddles, subnets, opts.guards, pickBy);
     if (Array.isArray(hops)) return [hops[0], hops[1], last];
     firstFailure ??= hops;
     setAside.add(normFp(last.fingerprint));
@@ -161,7 +168,7 @@ export function choosePath(relays: readonly Relay[], opts: PathOptions): [Relay,
 
 /** Steps 2 and 3 of SPEC §7.1 for a chosen last hop: [guard, middle], or the PATH_NO_GUARD / PATH_NO_MIDDLE error. */
 function guardAndMiddle(
-  relays: readonly Relay[], pools: HopPools, last: Relay, fixedLast: boolean, exclude: ReadonlySet<string>, subnets: boolean,
+  relays: readonly Relay[], pools: HopPools, last: Relay, fixedLast: boolean, exclude: ReadonlySet<string>, avoidMiddles: ReadonlySet<string>, subnets: boolean,
   guards: PathOptions['guards'], pickBy: (pos: Position) => (xs: Relay[]) => Relay | null,
 ): [Relay, Relay] | BitcloudError {
   let guard: Relay | null;
@@ -187,7 +194,10 @@ function guardAndMiddle(
   if (!guard) return err('PATH_NO_GUARD', 'no usable guard that does not conflict with the last hop');
 
   const g = guard;
-  const middle = pickBy('middle')(pools.fast.filter((r) => !relaysConflict(r, g, subnets) && !relaysConflict(r, last, subnets)));
+  const middles = pools.fast.filter((r) => !relaysConflict(r, g, subnets) && !relaysConflict(r, last, subnets));
+  // SPEC.md §7.1 step 3, §7.3: a middle an earlier attempt failed through only when no other is left.
+  const fresh = avoidMiddles.size > 0 ? middles.filter((r) => !avoidMiddles.has(normFp(r.fingerprint))) : middles;
+  const middle = pickBy('middle')(fresh.length > 0 ? fresh : middles);
   if (!middle) return err('PATH_NO_MIDDLE', 'no Fast relay distinct from the guard and the last hop (family, subnet)');
   return [guard, middle];
 }

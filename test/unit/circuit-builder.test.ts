@@ -7,8 +7,8 @@ import { CellCommand, type Cell } from '../../src/wire/cell';
 import { DestroyReason, encodeDestroy } from '../../src/wire/messages';
 import type { CellChannel } from '../../src/link/cell-channel';
 import { BuildTimeoutEstimator } from '../../src/client/build-timeout';
-import { CircuitBuilder } from '../../src/client/circuit-builder';
-import { GuardSet } from '../../src/client/guards';
+import { CircuitBuilder, type ClientRelay } from '../../src/client/circuit-builder';
+import { GuardSet, type Guard } from '../../src/client/guards';
 import type { HopTarget } from '../../src/client/client-circuit';
 
 /** What the replaced connectLink does; each test sets it. */
@@ -226,5 +226,42 @@ describe('circuit builder (SPEC.md §7.3, §7b.11)', () => {
     ch.fail(err('LINK_PEER_SILENT', 'test'));
     expect(guards.guards.map((g) => g.failures)).toEqual([0]);
     await builder.close();
+  });
+});
+
+describe('retries of a build to a fixed last hop (SPEC.md §7.1, §7.3)', () => {
+  /** Relay i: Running, Valid, Fast (a guard too with `guard`), alone in 10.i.0.0/16. */
+  const relay = (i: number, guard = false): ClientRelay => ({
+    identity: Buffer.from(fp(i), 'hex'), fingerprint: fp(i), address: `10.${i}.0.1`, orPort: 9000 + i, onionKey: Buffer.alloc(32, i),
+    flags: new Set(guard ? ['Running', 'Valid', 'Fast', 'Guard'] : ['Running', 'Valid', 'Fast']), weight: 100,
+    exitPolicy: ['reject *:*'], family: [], roles: ['relay'],
+  } as unknown as ClientRelay);
+
+  /** A builder whose every attempt fails at the extension to the last hop; the middles tried, per build. */
+  async function middlesTried(middles: number[], builds: number): Promise<string[][]> {
+    const relays = [relay(1, true), ...middles.map((i) => relay(i)), relay(50)];
+    const builder = new CircuitBuilder({ relays: () => relays, guards: [{ fingerprint: fp(1) } as Guard], maxAttempts: 3 });
+    let tried: string[] = [];
+    vi.spyOn(builder, 'buildPath').mockImplementation(async (p) => {
+      tried.push(p[1].fingerprint);
+      throw err('CIRCUIT_DESTROYED', 'the middle could not reach the storage node', { hop: p.length - 1 });
+    });
+    const out: string[][] = [];
+    for (let b = 0; b < builds; b++) {
+      tried = [];
+      await expect(builder.build({ storageNode: relays[relays.length - 1] })).rejects.toMatchObject({ code: 'CIRCUIT_DESTROYED' });
+      out.push(tried);
+    }
+    await builder.close();
+    return out;
+  }
+
+  it('the next attempt takes another middle than the attempts that failed at the last hop', async () => {
+    // Four middles, three attempts: any repeat is a middle taken again while another was left.
+    for (const tried of await middlesTried([2, 3, 4, 5], 30)) expect(new Set(tried).size).toBe(3);
+  });
+
+  it('with no other middle left, the failed one is taken again', async () => {
+    for (const tried of await middlesTried([2], 3)) expect(tried).toEqual([fp(2), fp(2), fp(2)]);
   });
 });
