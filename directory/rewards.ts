@@ -591,16 +591,22 @@ export class RewardLedger {
                 if (unbound >= 0) throw new Error(`transfer ${unbound} is of version ${tb.transfers![unbound]!.version}, which names no chain`);
                 blockLedger(this.state, tb);
                 // SPEC.md §9.20.4: the escrow operations must be exactly those this authority computes
-                // from the contracts it holds and, when the block pays, the proposer's own audit report;
-                // also when the block carries none, so that a proposer cannot leave out the opening of a
-                // contract its transfers fund (the units would sit in an account nothing can move) or a
-                // refund that is due.
+                // from the contracts it holds and the proposer's own audit report; also when the block
+                // carries none, so that a proposer cannot leave out the opening of a contract its
+                // transfers fund (the units would sit in an account nothing can move), a refund that is
+                // due, or the pays of the block's epoch.
                 if (this.escrow) {
                   // One lookup per contract for the whole recheck (the pages to read, the operations).
                   const contracts = lookupOnce(this.escrow.contract);
                   // Only the pages of the nodes whose pay it computes (SPEC.md §9.20.4 item 2).
+                  const nodes = escrowPayNodes(this.state.escrows, tb.epoch, contracts);
+                  // SPEC.md §9.20.4 item 2: the report is read whenever a funded contract it holds is due
+                  // for pay in the block's epoch, not only when the block pays: a block without the pays
+                  // the report gives is refused as one with other pays is. A report that cannot be read
+                  // or verified fails the recheck as for a block that pays (§8.7.4: the block without
+                  // transfers and escrow operations is signed).
                   const pays = tb.escrow?.some((op) => op.kind === 'pay') ?? false;
-                  const report = pays ? await this.proposerReport(a, tb.epoch, escrowPayNodes(this.state.escrows, tb.epoch, contracts)) : null;
+                  const report = pays || nodes.size > 0 ? await this.proposerReport(a, tb.epoch, nodes) : null;
                   // The payers' cancels are self-authenticating (signed by the payer the chain names): the
                   // proposer's are taken as they are, and checked by blockLedger above.
                   const cancels = (tb.escrow ?? []).flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));

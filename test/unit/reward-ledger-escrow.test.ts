@@ -16,6 +16,8 @@ import type { StorageContract } from '../../src/wire/storage-contract';
 import { buildAuditReport, signAuditReport, type ReportedAudit } from '../../src/storage/audit-report';
 import type { AuditPages } from '../../src/bandwidth/escrow';
 import { encodeEscrowCancel, signEscrowCancel } from '../../src/wire/escrow-cancel';
+import { auditRoot, challengeBlocks, proveBlocks } from '../../src/storage/audit';
+import { encodeAuditAnswer } from '../../src/wire/audit-answer';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 import { watchRequests } from '../helpers/http-watch';
 import { expectCode } from '../helpers/errors';
@@ -222,6 +224,9 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
     expect(running().map((l) => l.pendingCancels)).toEqual([1, 1, 1]);
 
     // The next block (whoever proposes it) carries the cancel: all 5000 units back to the payer.
+    // Its epoch is one the escrow is due for: the others read the proposer's report (SPEC.md §9.20.4
+    // item 2), which audited nothing.
+    served.set(E0 + 11, []);
     for (const l of running()) l.onConsensus(consensus(E0 + 11));
     await rounds(6);
     for (const l of running()) {
@@ -300,6 +305,47 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 30_000);
+
+  it('a proposer that leaves out the pays of a funded contract its own signed report gives is not signed, though its block carries no pays (SPEC.md §9.20.4 item 2, §8.7.4)', async () => {
+    // A share the node holds: its result in the report carries an answer that proves it (§9.20.3 rechecks it).
+    const share = Buffer.alloc(4096, 0x5a);
+    const entry = { node: Buffer.alloc(32, 7), shareId: Buffer.alloc(32, 0x5b), shareSize: share.length, auditRoot: auditRoot(share) };
+    const c5: StorageContract = { startEpoch: E0 + 40, endEpoch: E0 + 43, entries: [entry] };
+    const id5 = contractId(c5);
+    const ID5 = id5.toString('hex');
+    for (const h of held) h.set(ID5, c5);
+    const nonce = (running()[0].chain.nonces.get(RELAY) ?? 0) + 1;
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, id5, 3000n, nonce)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const l of running()) l.onConsensus(consensus(E0 + 40));
+    await rounds(6);
+    for (const l of running()) expect(l.chain.escrows.get(ID5)).toMatchObject({ funded: 3000n, perEpoch: 1000n, paid: 0n, refunded: null });
+
+    // The node passed in the signed report the proposer serves of epoch E0 + 41, but the proposer
+    // builds without it (it tells itself it has none): its block carries no pays.
+    const nonce5 = Buffer.alloc(32, 0x5c);
+    const blocks = challengeBlocks(nonce5, entry.shareId, share.length);
+    const answer = encodeAuditAnswer({ shareSize: share.length, nonce: nonce5, blocks: proveBlocks(share, blocks) }).toString('hex');
+    served.set(E0 + 41, [{
+      node: entry.node.toString('hex'), contract: ID5, shareId: entry.shareId.toString('hex'), size: share.length, root: entry.auditRoot.toString('hex'),
+      nonce: nonce5.toString('hex'), blocks, answer, ok: true,
+    }]);
+    claimed.delete(E0 + 41);
+    // A plain transfer in the proposer's block shows which body the others signed.
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, Buffer.alloc(32, 0x45), 1n, nonce + 1)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const n of nodes) n.logs.length = 0;
+    for (const l of running()) l.onConsensus(consensus(E0 + 41));
+    await rounds(6);
+    const refused = warnings().filter((w) => w.msg === 'signing the reward block without transfers' && /escrow operations are not those/.test(w.reason ?? ''));
+    expect(refused).toHaveLength(2);
+    for (const l of running()) {
+      expect(l.chain.epoch).toBe(E0 + 41);
+      expect(l.chain.nonces.get(RELAY)).toBe(nonce); // the proposer's block, transfer and all, was not signed
+      expect(l.chain.escrows.get(ID5)?.paid).toBe(0n);
+      expect(l.chain.balances.get(ID5)).toBe(3000n);
+    }
+  });
 });
 
 describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.20.4 item 4)', () => {

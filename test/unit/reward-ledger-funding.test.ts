@@ -12,6 +12,7 @@ import { signFundingTransfer as signFundingFor, signTransfer as signFor } from '
 import { encodeTransfer } from '../../src/wire/transfer';
 import { contractId } from '../../src/bandwidth/escrow';
 import type { StorageContract } from '../../src/wire/storage-contract';
+import { buildAuditReport, signAuditReport } from '../../src/storage/audit-report';
 import { startLedgerTrio, type LedgerTrio, type TrioNode } from '../helpers/ledger-trio';
 
 const P = 5;
@@ -40,7 +41,16 @@ const consensus = (epoch: number, params = ON): VerifiedConsensus =>
 beforeAll(async () => {
   trio = await startLedgerTrio({
     seed: 140, periodSeconds: P, tmpPrefix: 'bitcloud-funding-', logLevel: 'info', clock: NOW,
-    onStart: (n) => { n.ledger!.escrow = { contract: (id) => held.get(id), ownReport: () => Promise.resolve(null) }; },
+    // Each authority audited every epoch and found nothing to credit: its signed report has no results
+    // (SPEC.md §9.20.4 item 2: the others read it whenever an escrow is due for pay in the block's epoch).
+    onStart: (n) => { n.ledger!.escrow = { contract: (id) => held.get(id), ownReport: (epoch) => Promise.resolve({ epoch, pages: new Map() }) }; },
+    route: (n, url, _req, res) => {
+      if (url.pathname !== '/bitcloud/storage/audits' || url.searchParams.has('node')) return false;
+      const { body } = buildAuditReport(n.signer.identity.toString('hex'), Number(url.searchParams.get('epoch')), []);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(signAuditReport(body, n.signer)));
+      return true;
+    },
   });
   ({ nodes } = trio);
 });
