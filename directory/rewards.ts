@@ -689,7 +689,8 @@ export class RewardLedger {
 
   /**
    * POST /bitcloud/escrow/cancel (SPEC.md §9.20.4): decode, check against the chain's escrow book
-   * (ESCROW_UNKNOWN, ESCROW_CLOSED: cancelled or refunded already, ESCROW_NOT_PAYER), keep it for
+   * (ESCROW_UNKNOWN, ESCROW_CLOSED: cancelled or refunded already, ESCROW_CONTRACT_ENDED: the chain
+   * holds a block of its last epoch, so no later block can carry it, ESCROW_NOT_PAYER), keep it for
    * the next block this authority proposes, and pass a new one on to the other authorities through
    * the queue transfers take (§8.11.3: at most 4 requests open and 1 024 waiting per authority).
    */
@@ -701,6 +702,12 @@ export class RewardLedger {
       e = this.state.escrows.get(c.contract);
       if (!e) throw err('ESCROW_UNKNOWN', `no escrow is open for contract ${c.contract.slice(0, 16)}…`);
       if (e.refunded !== null) throw err('ESCROW_CLOSED', `contract ${c.contract.slice(0, 16)}… was ${e.cancelledAt !== undefined ? 'cancelled' : 'refunded'} already`);
+      // SPEC.md §9.20.4: a cancel applies only in a block of an epoch before end_epoch, and every block
+      // still to come is of an epoch after the tip's: once the tip's is end_epoch − 1 or later the
+      // refund returns the rest, and a cancel taken would never be carried.
+      if (this.state.epoch >= e.endEpoch - 1) {
+        throw err('ESCROW_CONTRACT_ENDED', `contract ${c.contract.slice(0, 16)}… ended (its last epoch, ${e.endEpoch - 1}, is in the chain): its rest is refunded, not cancelled`);
+      }
       if (!escrowCancelSignedBy(c, e.payer)) throw err('ESCROW_NOT_PAYER', `the cancel is not signed by the payer of contract ${c.contract.slice(0, 16)}…`);
       if (!this.cancels.has(c.contract) && this.cancels.size >= MAX_BLOCK_TRANSFERS) throw err('TRANSFER_POOL_FULL', 'too many cancels are waiting for a block already; send again later');
     } catch (x) {

@@ -302,6 +302,7 @@ export const ERROR_CODES = {
     ESCROW_CANCEL_MALFORMED: 'bad_input',
     ESCROW_CANCEL_NOT_INCLUDED: 'timeout',
     ESCROW_CLOSED: 'peer_refused',
+    ESCROW_CONTRACT_ENDED: 'peer_refused',
     ESCROW_EPOCH: 'protocol_violation',
     ESCROW_MISMATCH: 'bad_input',
     ESCROW_NOT_ENDED: 'peer_refused',

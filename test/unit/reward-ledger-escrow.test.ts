@@ -494,6 +494,36 @@ describe('cancels received are counted by result (SPEC.md §8.7.6, §9.20.4)', (
   });
 });
 
+describe('a cancel of a contract that has ended is refused at intake (SPEC.md §9.20.4)', () => {
+  it('once the chain\'s tip is of the contract\'s last epoch or later, and not refunded yet: ESCROW_CONTRACT_ENDED, counted, not kept; before it, taken', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bitcloud-cancel-ended-'));
+    const reg = new prom.Registry();
+    const l = new RewardLedger({ dataDir, signer: nodes[0].signer, authorities: [authorities[0]], periodSeconds: P, skewMs: 60_000, log: silentLog, registry: reg });
+    try {
+      l.load();
+      const id = 'eeee'.padEnd(64, '1');
+      const st = (l as unknown as { state: ChainState }).state;
+      // Epochs 10..19, nothing refunded yet (the refund comes with the first block of an epoch ≥ 20).
+      st.escrows = new Map([[id, { id, payer: RELAY, startEpoch: 10, endEpoch: 20, funded: 30n, perEpoch: 3n, totalBytes: 100n, lastPaid: 9, paid: 0n, refunded: null }]]);
+      const cancel = encodeEscrowCancel(signEscrowCancel(relay, id));
+      for (const tip of [19, 20, 25]) {
+        st.epoch = tip; // every block still to come is of an epoch ≥ 20, where only the refund applies
+        expectCode(() => l.submitCancel(cancel), 'ESCROW_CONTRACT_ENDED');
+        expect(l.pendingCancels).toBe(0);
+      }
+      const m = (await reg.getSingleMetric('bitcloud_escrow_cancels_total')!.get()).values;
+      expect(Object.fromEntries(m.map((v) => [v.labels.result, v.value]))).toEqual({ ESCROW_CONTRACT_ENDED: 3 });
+      // The tip at epoch 18: the next block may be of epoch 19, which the cancel applies in.
+      st.epoch = 18;
+      expect(l.submitCancel(cancel).result).toBe('added');
+      expect(l.pendingCancels).toBe(1);
+    } finally {
+      await l.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('passing cancels on: the same per-authority queue as transfers (SPEC.md §8.11.3, §9.20.4)', () => {
   it('1 100 cancels taken while another authority never answers: at most 4 requests open to it, at most 1 024 wait, the oldest waiting dropped and counted', async () => {
     const s = { received: 0, open: 0, maxOpen: 0, held: [] as http.ServerResponse[], done: false };
