@@ -9,7 +9,7 @@ import { httpRequest, errorBodyReason, FETCHER_HEADER, PATHS, type Fetcher, type
 import { RewardCertificateSet, pageCertificates } from '../dir/reward-authorities';
 import { DEFAULT_SCHEDULE, UNITS_PER_COIN, type IssuanceSchedule } from '../bandwidth/reward';
 import { shuffle } from '../crypto/primitives';
-import type { RewardTipsSeen } from './rewards-seen';
+import { rewardAuthoritySetId, type RewardTipsSeen } from './rewards-seen';
 import {
   MAX_REWARD_BUNDLE_BYTES, applyRewardBlock, emptyChainState,
   type ChainState, type RewardBlock,
@@ -149,7 +149,7 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
     }
   }
   if (got) {
-    checkNoRollback(got.acc, o.seen, failures);
+    checkNoRollback(got.acc, o.seen, rewardAuthoritySetId(o.authorities), failures);
     return { state: got.acc.state, blocks: got.acc.blocks, source: got.source, failures };
   }
   // A read cut at a deadline (REWARD_FETCH_TIMEOUT, SPEC §8.7.5) is a transfer failure, not a verification one.
@@ -162,11 +162,20 @@ export async function fetchRewardChain(o: FetchRewardChainOptions): Promise<Rewa
 /**
  * SPEC.md §8.7.7 step 2: a chain whose tip, after every source was asked, is below the highest tip
  * verified before for the same chain (the same block 0), or that holds another block at that
- * height, is a rollback: REWARD_CHAIN_ROLLBACK, naming both heights and the sources.
+ * height, is a rollback: REWARD_CHAIN_ROLLBACK, naming both heights and the sources. An empty
+ * chain (no block 0, so no id) ends at height -1: it is a rollback when a tip was verified before
+ * under the same authority set (`authorities`, rewardAuthoritySetId); entries written before the
+ * set was kept are not compared with it.
  */
-function checkNoRollback(acc: ChainAccumulator, seen: RewardTipsSeen | undefined, failures: RewardChainResult['failures']): void {
+function checkNoRollback(acc: ChainAccumulator, seen: RewardTipsSeen | undefined, authorities: string, failures: RewardChainResult['failures']): void {
   const id = acc.state.chainId?.toString('hex');
-  const was = id === undefined ? undefined : seen?.[id];
+  if (id === undefined) {
+    const heights = Object.values(seen ?? {}).filter((t) => t.authorities === authorities).map((t) => t.height);
+    if (heights.length === 0) return;
+    const seenHeight = Math.max(...heights);
+    throw err('REWARD_CHAIN_ROLLBACK', `the reward chain the sources gave is empty, below height ${seenHeight} verified before under the same authorities`, { height: acc.state.height, seenHeight, failures });
+  }
+  const was = seen?.[id];
   if (!was) return;
   const have = acc.blocks[was.height];
   if (have && have.hash.toString('hex') === was.hash) return;

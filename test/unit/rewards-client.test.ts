@@ -18,7 +18,7 @@ import {
   encodeRewardChainBundle, encodeSignedRewardBlock, nextRewardBlock, signRewardBlock, type ChainTip,
 } from '../../src/bandwidth/reward-chain';
 import { fetchRewardChain, formatCoins } from '../../src/client/rewards';
-import { readRewardTipsSeen, rememberRewardTip } from '../../src/client/rewards-seen';
+import { readRewardTipsSeen, rememberRewardTip, rewardAuthoritySetId } from '../../src/client/rewards-seen';
 import { REWARD_PAGE_BYTES, decodeRewardBlock, splitSignedRewardBlock } from '../../src/wire/reward-block';
 import type { ErrorCode } from '../../src/errors';
 import { rewardsCommand } from '../../src/client/commands/rewards';
@@ -209,6 +209,29 @@ describe('fetchRewardChain (SPEC §8.7.3)', () => {
     expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [old.url], seen: {} })).state.height).toBe(1);
   });
 
+  it('refuses an empty chain after a tip was verified under the same authority set: REWARD_CHAIN_ROLLBACK (SPEC §8.7.7)', async () => {
+    const full = await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [good.url] });
+    const empty = await chainServer([]);
+    const id = full.state.chainId!.toString('hex');
+    const tip = { height: full.state.height, hash: full.blocks.at(-1)!.hash.toString('hex') };
+    // Every source hides every block: no block 0, no chain id, yet a tip was read under these authorities.
+    const dir = fs.mkdtempSync(path.join(tmp, 'seen-empty-'));
+    await rememberRewardTip(dir, full.state.chainId!, tip.height, full.blocks.at(-1)!.hash, { authorities: rewardAuthoritySetId(authorities()) });
+    const seen = readRewardTipsSeen(dir);
+    expect(seen).toEqual({ [id]: { ...tip, authorities: rewardAuthoritySetId(authorities()) } });
+    await expect(fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [empty.url], seen }))
+      .rejects.toMatchObject({ code: 'REWARD_CHAIN_ROLLBACK', detail: { height: -1, seenHeight: 2 } });
+    // The set is the same whatever the order of the config.
+    await expect(fetchRewardChain({ authorities: [...authorities()].reverse(), periodSeconds: P, sources: [empty.url], seen }))
+      .rejects.toMatchObject({ code: 'REWARD_CHAIN_ROLLBACK' });
+    // Another source holding the blocks makes up for it.
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [empty.url, good.url], seen })).state.height).toBe(2);
+    // Another authority set (a new network) is not compared; nor is an entry written before sets were kept.
+    const other = parseAuthorityList([...authorityList().slice(0, 2), { ...authorityList()[2], identity: ed25519FromSeed(Buffer.alloc(32, 99)).publicKey.toString('hex') }]);
+    expect((await fetchRewardChain({ authorities: other, periodSeconds: P, sources: [empty.url], seen })).state.height).toBe(-1);
+    expect((await fetchRewardChain({ authorities: authorities(), periodSeconds: P, sources: [empty.url], seen: { [id]: tip } })).state.height).toBe(-1);
+  });
+
   it('checks each distinct certificate once, however many pages repeat it (SPEC §8.7.5)', async () => {
     const blocks = chain(12);
     // A hostile source: one block per page (full, the page limit being 1 byte), each page with 1024 certificates (the three, repeated).
@@ -370,6 +393,16 @@ describe('bitcloud rewards', () => {
     expect(t.out).toContain('total minted: 150.00000000 coins (15000000000 units)');
     expect(t.out).toMatch(/nickname\s+fingerprint\s+coins\s+units/);
     expect(t.out).toContain(relayFp[0].slice(0, 16));
+  });
+
+  it('records the tip with its authority set, and then refuses sources that serve an empty chain: REWARD_CHAIN_ROLLBACK, exit 1 (SPEC §8.7.7)', async () => {
+    expect((await run({ config, json: true })).code).toBe(0);
+    const seen = Object.values(readRewardTipsSeen(path.join(tmp, 'client')));
+    expect(seen).toEqual([expect.objectContaining({ height: 2, authorities: rewardAuthoritySetId(authorities()) })]);
+    const empty = await chainServer([]);
+    const r = await run({ config, json: true, from: [empty.url] });
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out)).toMatchObject({ ok: false, error: { code: 'REWARD_CHAIN_ROLLBACK' } });
   });
 
   /**

@@ -4,7 +4,7 @@ import { describe, it, expect, afterAll } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REWARDS_SEEN_FILE, readRewardTipsSeen, rememberRewardTip } from '../../src/client/rewards-seen';
+import { REWARDS_SEEN_FILE, readRewardTipsSeen, rememberRewardTip, rewardAuthoritySetId } from '../../src/client/rewards-seen';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bc-rewards-seen-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -34,5 +34,25 @@ describe('rewards-seen.json (SPEC §8.7.7)', () => {
     const dir = path.join(tmp, 'fresh', 'data');
     await rememberRewardTip(dir, id, 4, hashAt(4));
     expect(readRewardTipsSeen(dir)[id.toString('hex')]?.height).toBe(4);
+  });
+
+  it('keeps the authority set a tip was read under; an entry written before sets were kept still reads, and gets the set when its tip is read again', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'set-'));
+    const keys = [0x11, 0x22, 0x33].map((b) => ({ identity: Buffer.alloc(32, b) }));
+    const set = rewardAuthoritySetId(keys);
+    expect(set).toMatch(/^[0-9a-f]{64}$/);
+    expect(rewardAuthoritySetId([...keys].reverse())).toBe(set);
+    expect(rewardAuthoritySetId(keys.slice(0, 2))).not.toBe(set);
+    fs.writeFileSync(path.join(dir, REWARDS_SEEN_FILE), JSON.stringify({ [id.toString('hex')]: { height: 5, hash: hashAt(5).toString('hex') } }));
+    expect(readRewardTipsSeen(dir)).toEqual({ [id.toString('hex')]: { height: 5, hash: hashAt(5).toString('hex') } });
+    await rememberRewardTip(dir, id, 5, hashAt(5), { authorities: set });
+    expect(readRewardTipsSeen(dir)).toEqual({ [id.toString('hex')]: { height: 5, hash: hashAt(5).toString('hex'), authorities: set } });
+    await rememberRewardTip(dir, id, 6, hashAt(6), { authorities: set });
+    expect(readRewardTipsSeen(dir)[id.toString('hex')]).toEqual({ height: 6, hash: hashAt(6).toString('hex'), authorities: set });
+    // A lower tip changes nothing; a set that does not read is left out, the entry kept.
+    await rememberRewardTip(dir, id, 4, hashAt(4), { authorities: rewardAuthoritySetId(keys.slice(0, 2)) });
+    expect(readRewardTipsSeen(dir)[id.toString('hex')]?.authorities).toBe(set);
+    fs.writeFileSync(path.join(dir, REWARDS_SEEN_FILE), JSON.stringify({ [id.toString('hex')]: { height: 6, hash: hashAt(6).toString('hex'), authorities: 'x' } }));
+    expect(readRewardTipsSeen(dir)).toEqual({ [id.toString('hex')]: { height: 6, hash: hashAt(6).toString('hex') } });
   });
 });

@@ -13,7 +13,7 @@ import { currentConsensus } from '../../dir/consensus-cache';
 import type { VerifiedConsensus } from '../../dir/types';
 import { majorityOf } from '../../dir/authorities';
 import { fetchRewardChain, formatCoins, type RewardChainResult } from '../rewards';
-import { readRewardTipsSeen, rememberRewardTip } from '../rewards-seen';
+import { readRewardTipsSeen, rememberRewardTip, rewardAuthoritySetId } from '../rewards-seen';
 import type { Output } from './consensus';
 import path from 'node:path';
 import { CircuitBuilder } from '../circuit-builder';
@@ -75,12 +75,13 @@ export async function withVerifiedChain<T>(o: { config?: string; dataDir?: strin
     held = consensus;
     if (!o.from?.length) clients.push(...guardDirClients(builder, guards, consensus.relays));
     const sources = o.from?.length ? o.from.map(normalizeSource) : clients.length ? clients : undefined;
-    // SPEC.md §8.7.7 step 2: a chain below (or beside) the highest tip verified before is refused;
-    // each chain verified moves that tip up (a failed write is not the command's failure).
+    // SPEC.md §8.7.7 step 2: a chain below (or beside) the highest tip verified before is refused,
+    // and an empty chain when a tip was verified under the same authority set; each chain verified
+    // moves that tip up, recorded with the set (a failed write is not the command's failure).
     const fetchChain = async () => {
       const chain = await fetchRewardChain({ authorities: cfg.authorities, periodSeconds: consensus.periodSeconds, sources, fetcher: 'client', seen: readRewardTipsSeen(cfg.dataDir) });
       const tip = chain.blocks.at(-1);
-      if (chain.state.chainId && tip) await rememberRewardTip(cfg.dataDir, chain.state.chainId, chain.state.height, tip.hash).catch(() => {});
+      if (chain.state.chainId && tip) await rememberRewardTip(cfg.dataDir, chain.state.chainId, chain.state.height, tip.hash, { authorities: rewardAuthoritySetId(cfg.authorities) }).catch(() => {});
       return chain;
     };
     const chain = await fetchChain();
