@@ -18,6 +18,8 @@ export interface NodeDhtOptions {
   announceIntervalMs: number;
   /** How often to look for a newer consensus. Default 5 s. */
   pollMs?: number;
+  /** Per KRPC query (a ping included), handed to BitcloudDht (tests); default DEFAULT_DHT_QUERY_TIMEOUT_MS. */
+  queryTimeoutMs?: number;
   registry?: Registry;
   log?: Logger;
 }
@@ -61,7 +63,7 @@ export class NodeDht {
     const bootstrap = c ? dhtBootstrapList(c.relays, this.o.fingerprint) : [];
     this.seenConsensus = c?.validAfter ?? 0;
     this.lastListed = new Set(bootstrap.map(key));
-    this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, log: this.log, members: (host, port) => this.isMember(host, port) });
+    this.dht = await BitcloudDht.start({ bootstrap, host: this.o.host, port: this.o.port, queryTimeoutMs: this.o.queryTimeoutMs, log: this.log, members: (host, port) => this.isMember(host, port) });
     this.log.info({ port: this.dht.address.port, bootstrap: bootstrap.length }, 'dht listening');
     const poll = setInterval(() => this.poll(), this.o.pollMs ?? 5_000);
     poll.unref();

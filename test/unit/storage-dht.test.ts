@@ -374,7 +374,10 @@ describe('storage nodes of a newer consensus rejoin the routing table (SPEC.md Â
     const flags = new Set(['Running', 'Storage']);
     let ca: { validAfter: number; relays: DhtCandidate[] } | null = null;
     let cb: { validAfter: number; relays: DhtCandidate[] } | null = null;
-    const node = (fp: string, get: () => unknown) => new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: fp, consensus: () => get() as VerifiedConsensus | null, announceIntervalMs: 3_600_000, pollMs: 20 });
+    // Pings time out after 200 ms, not the library's 2 s.
+    const node = (fp: string, get: () => unknown) => new NodeDht({ host: '127.0.0.1', port: 0, fingerprint: fp, consensus: () => get() as VerifiedConsensus | null, announceIntervalMs: 3_600_000, pollMs: 20, queryTimeoutMs: 200 });
+    // KRPC queries awaiting a reply (k-rpc-socket's count): 0 once a dropped ping has timed out.
+    const inflight = (n: NodeDht) => (n.instance!.raw as unknown as { _rpc: { socket: { inflight: number } } })._rpc.socket.inflight;
     const a = node('a'.repeat(64), () => ca);
     const b = node('b'.repeat(64), () => cb);
     await a.start();
@@ -387,12 +390,12 @@ describe('storage nodes of a newer consensus rejoin the routing table (SPEC.md Â
       // a holds the consensus, b none yet: b drops a's ping, which times out.
       ca = listing(1);
       await vi.waitFor(() => expect(b.instance!.droppedMessages).toBe(1), { timeout: 5000 });
-      await new Promise((r) => setTimeout(r, 2_500));
+      await vi.waitFor(() => expect(inflight(a)).toBe(0), { timeout: 5000 });
       // Then b holds it and a's lapsed (expired, not yet refreshed): a drops b's ping.
       ca = null;
       cb = listing(1);
       await vi.waitFor(() => expect(a.instance!.droppedMessages).toBe(1), { timeout: 5000 });
-      await new Promise((r) => setTimeout(r, 2_500));
+      await vi.waitFor(() => expect(inflight(b)).toBe(0), { timeout: 5000 });
       expect([a.instance!.nodeCount, b.instance!.nodeCount]).toEqual([0, 0]);
       // A newer consensus, held by both: each adds the other again, and the DHT works.
       ca = listing(2);
