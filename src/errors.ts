@@ -433,6 +433,7 @@ export const ERROR_CODES = {
     HIDDEN_INTRO_REFUSED: 'peer_refused',
     HIDDEN_INTRO_REPLAY: 'integrity',
     HIDDEN_NO_INTRO: 'unreachable',
+    HIDDEN_ONE_HOP: 'protocol_violation',
     HIDDEN_PSEUDONYM_BAD_SIGNATURE: 'integrity',
     HIDDEN_PSEUDONYM_MALFORMED: 'protocol_violation',
     HIDDEN_PSEUDONYM_NOT_SAVED: 'internal',

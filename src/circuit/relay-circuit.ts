@@ -110,6 +110,11 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
    * such a circuit takes no introduction or rendezvous role (SPEC.md §9.21.4, §9.21.5).
    */
   get extended(): boolean { return this.next !== null || this.extending; }
+  /**
+   * SPEC.md §7b.7, §9.21.4, §9.21.5: the previous hop is not a relay the consensus lists (a client,
+   * or a hidden node under its pseudonym): no introduction or rendezvous role then. Read when asked.
+   */
+  get oneHop(): boolean { return this.isOneHop(); }
 
   // ---- cells from the links (hot path) ----
 

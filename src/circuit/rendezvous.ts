@@ -110,6 +110,20 @@ export class RendezvousRelay implements RendezvousHook {
     }
   }
 
+  /**
+   * SPEC.md §9.21.4, §9.21.5: ESTABLISH_INTRO, INTRODUCE1 and ESTABLISH_RENDEZVOUS on a circuit
+   * whose previous hop is no listed relay are refused (as Tor's "Disallow single hop client
+   * circuit"): a client that skips its guard and middle harms its own anonymity and gets a cheap
+   * way to load this relay. Checked first, before any signature is verified. The switch destroys
+   * the circuit (reason PROTOCOL) on the thrown error.
+   */
+  private refuseOneHop(circ: RendezvousCircuit, command: string): void {
+    if (!circ.oneHop) return;
+    this.count('HIDDEN_ONE_HOP');
+    this.onRefused('hidden_one_hop');
+    throw err('HIDDEN_ONE_HOP', `${command} on a one-hop circuit`);
+  }
+
   /** SPEC.md §9.21.4–§9.21.5: the circuit goes on (or an extension is in progress), or already has a role. */
   private busy(circ: RendezvousCircuit): boolean {
     return circ.extended || this.hasRole(circ);
@@ -122,6 +136,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   /** SPEC.md §9.21.4. Any failure destroys the circuit (the switch does, on the thrown error). */
   private establishIntro(circ: RendezvousCircuit, data: Buffer): void {
+    this.refuseOneHop(circ, 'ESTABLISH_INTRO');
     const bad = (why: string): never => { this.count('HIDDEN_ESTABLISH_INVALID'); throw err('HIDDEN_ESTABLISH_INVALID', why); };
     let m;
     try { m = decodeEstablishIntro(data); } catch (e) { return bad((e as Error).message); }
@@ -178,6 +193,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   /** SPEC.md §9.21.5 step 2: relay unread as INTRODUCE2, answer INTRODUCE_ACK. */
   private introduce1(circ: RendezvousCircuit, data: Buffer): void {
+    this.refuseOneHop(circ, 'INTRODUCE1');
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'INTRODUCE1 on a circuit with a role');
     // SPEC.md §9.21.5 step 2: one INTRODUCE1 per circuit, whatever became of it. Else one circuit
     // (built once) could send introductions at cell speed, to every service here, and empty their
@@ -247,6 +263,7 @@ export class RendezvousRelay implements RendezvousHook {
 
   /** SPEC.md §9.21.5 step 1. */
   private establishRendezvous(circ: RendezvousCircuit, data: Buffer): void {
+    this.refuseOneHop(circ, 'ESTABLISH_RENDEZVOUS');
     const cookie = decodeCookie(data);
     if (this.busy(circ)) throw err('RELAY_PROTOCOL', 'ESTABLISH_RENDEZVOUS on a circuit with a role');
     this.expirePending();

@@ -118,6 +118,12 @@ export interface RendezvousCircuit {
    * circuits are shared fairly among previous hops when the relay holds its maximum (SPEC.md §9.21.4).
    */
   readonly prev: object;
+  /**
+   * SPEC.md §9.21.4, §9.21.5: the previous hop did not prove a relay identity the consensus lists
+   * (a client's link, or a hidden node's under its pseudonym, §9.21.7): to this relay the circuit is
+   * one hop long, and it takes no ESTABLISH_INTRO, INTRODUCE1 or ESTABLISH_RENDEZVOUS.
+   */
+  readonly oneHop: boolean;
   /** Originate a relay message here, toward the circuit's origin. */
   sendRelay(command: number, streamId: number, data: Uint8Array): void;
   /** SPEC.md §9.21.5 step 4: from now on cells this hop does not recognize cross to `other`. */

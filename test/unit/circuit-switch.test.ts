@@ -429,7 +429,8 @@ describe('extending and forwarding', () => {
     let release!: () => void;
     const ready = new Promise<void>((r) => { release = r; });
     const rendezvous = new RendezvousRelay(() => Buffer.alloc(32));
-    const t = setup({ extend: async () => { await ready; t.sw.attach(t.next); return t.next; }, hooks: { rendezvous } });
+    // The previous hop counts as a listed relay, so that only the role and the extension decide.
+    const t = setup({ extend: async () => { await ready; t.sw.attach(t.next); return t.next; }, hooks: { rendezvous, isListedRelay: () => true } });
     const extend2 = (hop: ClientHopCrypto, id: number) => t.toHop(hop, id, CellCommand.RELAY_EARLY, RelayCommand.EXTEND2, 0, encodeExtend2({
       linkSpecifiers: [{ type: 'ipv4', addr: '10.0.0.2', port: 9001 }, { type: 'ed25519', id: t.next.peerIdentity! }], htype: 2, hdata: Buffer.alloc(96, 3),
     }));
@@ -450,6 +451,29 @@ describe('extending and forwarding', () => {
     expect(t.next.take(CellCommand.CREATE2)).toEqual([]);
     expect(rendezvous.pendingCookies).toBe(0);
     expect(t.sw.circuitCount).toBe(0);
+  });
+
+  it('ESTABLISH_RENDEZVOUS on a circuit whose previous hop is no listed relay: DESTROY PROTOCOL, HIDDEN_ONE_HOP, counted; from a listed relay it parks (SPEC.md §9.21.5 step 1)', async () => {
+    let listed = false;
+    const metrics = new CircuitMetrics(new Registry());
+    const refused = vi.spyOn(metrics, 'refused');
+    const errors = vi.spyOn(metrics, 'error');
+    const rendezvous = new RendezvousRelay(() => Buffer.alloc(32), { onRefused: (k) => metrics.refused(k) });
+    const t = setup({ hooks: { rendezvous, isListedRelay: () => listed }, metrics });
+    const a = t.create(0x8000_0001);
+    t.toHop(a, 0x8000_0001, CellCommand.RELAY, RelayCommand.ESTABLISH_RENDEZVOUS, 0, encodeCookie(Buffer.alloc(20, 1)));
+    expect(t.prev.take(CellCommand.DESTROY).map((c) => [c.circId, decodeDestroy(c.payload)])).toEqual([[0x8000_0001, DestroyReason.PROTOCOL]]);
+    expect(t.prev.take(CellCommand.RELAY)).toEqual([]);
+    expect(refused.mock.calls).toEqual([['hidden_one_hop']]);
+    expect(errors.mock.calls).toContainEqual(['HIDDEN_ONE_HOP']);
+    expect(rendezvous.pendingCookies).toBe(0);
+    // The same link once the consensus lists its peer (judged when the message is read).
+    listed = true;
+    const b = t.create(0x8000_0002);
+    t.toHop(b, 0x8000_0002, CellCommand.RELAY, RelayCommand.ESTABLISH_RENDEZVOUS, 0, encodeCookie(Buffer.alloc(20, 2)));
+    expect(t.prev.take(CellCommand.DESTROY)).toEqual([]);
+    expect(t.prev.take(CellCommand.RELAY)).toHaveLength(1);
+    expect(rendezvous.pendingCookies).toBe(1);
   });
 
   it('a ninth RELAY_EARLY cell destroys the circuit; RELAY_EARLY travelling inbound too', async () => {

@@ -33,6 +33,8 @@ import type { IncomingStream } from '../../src/circuit/types';
 class FakeCircuit implements RendezvousCircuit {
   isClosed = false;
   extended = false;
+  /** The previous hop is a listed relay (a 3-hop circuit's middle) unless set. */
+  oneHop = false;
   /** Its own previous-hop link unless one is given. */
   constructor(readonly prev: object = {}) {}
   sent: Array<{ command: number; data: Buffer }> = [];
@@ -370,6 +372,50 @@ describe('rendezvous point (SPEC.md §9.21.5)', () => {
     expect(client.joinedWith).toBeNull();
     expect(svc.joinedWith).toBeNull();
     expect(client.sent).toHaveLength(1);
+  });
+});
+
+describe('one-hop circuits take no introduction or rendezvous role (SPEC.md §9.21.4, §9.21.5)', () => {
+  const oneHop = (): FakeCircuit => { const c = new FakeCircuit(); c.oneHop = true; return c; };
+
+  it('ESTABLISH_INTRO, INTRODUCE1 and ESTABLISH_RENDEZVOUS from a previous hop that is no listed relay are refused (HIDDEN_ONE_HOP), answered with nothing and counted', () => {
+    const refused: string[] = [];
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW, onRefused: (k) => refused.push(k) });
+    const direct = oneHop();
+    expect(codeOf(() => rv.onMessage(direct, RelayCommand.ESTABLISH_INTRO, establish()))).toBe('HIDDEN_ONE_HOP');
+    expect(direct.sent).toEqual([]);
+    expect(rv.introCircuits).toBe(0);
+    // An introduction point a node established through a 3-hop circuit: a client may not reach it
+    // over one hop, and nothing reaches the service.
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    const intro = oneHop();
+    expect(codeOf(() => rv.onMessage(intro, RelayCommand.INTRODUCE1, introduceBody(auth.publicKey)))).toBe('HIDDEN_ONE_HOP');
+    expect(intro.sent).toEqual([]);
+    expect(svc.sent.map((m) => m.command)).toEqual([RelayCommand.INTRO_ESTABLISHED]);
+    const rp = oneHop();
+    expect(codeOf(() => rv.onMessage(rp, RelayCommand.ESTABLISH_RENDEZVOUS, randomBytes(20)))).toBe('HIDDEN_ONE_HOP');
+    expect(rp.sent).toEqual([]);
+    expect(rv.pendingCookies).toBe(0);
+    expect(rv.counts.get('HIDDEN_ONE_HOP')).toBe(3);
+    expect(refused).toEqual(['hidden_one_hop', 'hidden_one_hop', 'hidden_one_hop']);
+  });
+
+  it('3-hop circuits (their previous hop a listed middle) still introduce and join: a node\'s introduction circuit, a client\'s rendezvous circuit', () => {
+    const rv = new RendezvousRelay(() => relayId, { now: () => NOW });
+    const auth = ed25519Generate();
+    const svc = new FakeCircuit();
+    rv.onMessage(svc, RelayCommand.ESTABLISH_INTRO, establish(auth));
+    expect(introduceOnce(rv, introduceBody(auth.publicKey))).toBe(IntroduceAckStatus.SENT);
+    const cookie = randomBytes(20);
+    const client = new FakeCircuit();
+    rv.onMessage(client, RelayCommand.ESTABLISH_RENDEZVOUS, cookie);
+    expect(client.sent[0].data[0]).toBe(RendezvousStatus.OK);
+    const node = new FakeCircuit();
+    rv.onMessage(node, RelayCommand.RENDEZVOUS1, encodeRendezvous1({ cookie, reply: randomBytes(64) }));
+    expect(client.joinedWith).toBe(node);
+    expect(rv.counts.get('HIDDEN_ONE_HOP')).toBeUndefined();
   });
 });
 
