@@ -71,6 +71,7 @@ export const ERROR_CODES = {
     CRYPTO_AEAD_FAILED: 'integrity',
     CRYPTO_BAD_LENGTH: 'internal',
     CRYPTO_INTERNAL: 'internal',
+    CRYPTO_WIPED: 'closed',
     CRYPTO_ZERO_SHARED_SECRET: 'protocol_violation',
   },
   /** Key files and identity keys (SPEC.md §3). */

@@ -597,5 +597,7 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     this.joined = null;
     joined?.destroy(reason, code);
     this.sw.forget(this, reason, code);
+    // SPEC.md §5.6.2: the circuit is freed; this hop's keys are erased now (once: `closed`).
+    this.crypto.wipe();
   }
 }

@@ -240,6 +240,7 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     if (this.serviceEnd || this.hops.length === 0 || this.relayCrypto !== 'tor1') throw err('CIRCUIT_PROTOCOL', 'a service end needs a built tor1 circuit');
     this.serviceEnd = { crypto: createRelayHop(keys, 'tor1'), onStream };
     keys.fill(0);
+    if (this.closedWith) this.serviceEnd.crypto.wipe(); // SPEC.md §5.6.2: closed meanwhile
     // SPEC.md §7b.9, §9.21.5 step 6: the node serves these streams as any node serves a circuit
     // ending at it (§9.13.1), 512 at once; the client's own 0xffff is not the node's limit.
     this.edge.maxStreams = MAX_STREAMS_PER_CIRCUIT;
@@ -252,6 +253,8 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     keys.fill(0);
     this.hops.push({ target, crypto });
     this.layers.push(crypto);
+    // SPEC.md §5.6.2: a circuit closed between its hop's answer and this step keeps no live keys.
+    if (this.closedWith) crypto.wipe();
     if (!crypto.encryptOutboundMany) this.outboundRuns = false;
     this.edge.maxData = crypto.relayDataMax;
   }
@@ -574,6 +577,9 @@ export class ClientCircuit extends EventEmitter implements EdgeCircuit, RunOwner
     for (const r of this.resolves.values()) r.reject(e);
     this.resolves.clear();
     this.edge.close(e);
+    // SPEC.md §5.6.2: the circuit is freed; every layer's keys are erased now (once: closedWith).
+    for (const l of this.layers) l.wipe();
+    this.serviceEnd?.crypto.wipe();
     this.emit('close', e);
   }
 }

@@ -213,6 +213,13 @@ export class Uiv {
   keys(): Buffer {
     return Buffer.from(this.current);
   }
+
+  /** Erase J and S as update() erases the replaced ones, and the copy of J | S (SPEC.md §5.6.2). */
+  destroy(): void {
+    this.j.destroy();
+    this.s.destroy();
+    wipe(this.current);
+  }
 }
 
 /** One direction of one hop: the UIV key K, the nonce N and the previous tag T'. */
@@ -226,6 +233,13 @@ export class CgoState {
     if (seed.length !== CGO_STATE_SEED_LEN) throw err('CRYPTO_BAD_LENGTH', `a CGO state needs ${CGO_STATE_SEED_LEN} seed bytes, got ${seed.length}`);
     this.uiv = new Uiv(seed.subarray(0, CGO_UIV_KEY_LEN));
     this.nonce.set(seed.subarray(CGO_UIV_KEY_LEN));
+  }
+
+  /** Erase K, N and T' (SPEC.md §5.6.2); unusable afterwards. */
+  destroy(): void {
+    this.uiv.destroy();
+    wipe(this.nonce);
+    wipe(this.tag);
   }
 }
 
@@ -284,6 +298,21 @@ export const cgoOps = {
   },
 };
 
+/**
+ * SPEC.md §5.6.2: a hop's layer once its circuit is freed: every key erased as UPDATE erases the
+ * replaced ones (key copies and POLYVAL tables zeroed, AES contexts finalized), the nonces, tags
+ * and SENDME tags zeroed. The hop calls it once (a second wipe() does nothing).
+ */
+function wipeStates(fwd: CgoState, back: CgoState, tags: Buffer[]): void {
+  fwd.destroy();
+  back.destroy();
+  for (const t of tags) wipe(t);
+}
+
+function wiped(): never {
+  throw err('CRYPTO_WIPED', 'this CGO layer was wiped when its circuit closed');
+}
+
 function splitKeys(keys: Buffer): { fwd: CgoState; back: CgoState } {
   if (keys.length !== CGO_KEY_LEN) throw err('CRYPTO_BAD_LENGTH', `CGO needs ${CGO_KEY_LEN} bytes of key material, got ${keys.length}`);
   return {
@@ -303,12 +332,15 @@ export function createCgoClientHop(keys: Buffer): ClientHopCrypto {
   const receivedTag = Buffer.alloc(CGO_DIGEST_LEN);
   let last = sentTag;
   let originating = false;
+  let gone = false;
   return {
     originate(payload) {
+      if (gone) wiped();
       relayPayloadToCgo(payload);
       originating = true;
     },
     encryptOutbound(payload, cmd = CellCommand.RELAY) {
+      if (gone) wiped();
       if (originating) {
         originating = false;
         cgoOps.clientOriginate(fwd, cmd, payload, sentTag);
@@ -318,13 +350,19 @@ export function createCgoClientHop(keys: Buffer): ClientHopCrypto {
       }
     },
     decryptInbound(payload, cmd = CellCommand.RELAY) {
+      if (gone) wiped();
       if (!cgoOps.clientDecryptInbound(back, cmd, payload, receivedTag)) return false;
       relayPayloadFromCgo(payload);
       last = receivedTag;
       return true;
     },
-    lastDigest() { return Buffer.from(last); },
+    lastDigest() { if (gone) wiped(); return Buffer.from(last); },
     relayDataMax: CGO_RELAY_DATA_MAX,
+    wipe() {
+      if (gone) return;
+      gone = true;
+      wipeStates(fwd, back, [sentTag, receivedTag]);
+    },
   };
 }
 
@@ -335,18 +373,22 @@ export function createCgoRelayHop(keys: Buffer): RelayHopCrypto {
   const receivedTag = Buffer.alloc(CGO_DIGEST_LEN);
   let last = receivedTag;
   let originating = false;
+  let gone = false;
   return {
     decryptOutbound(payload, cmd = CellCommand.RELAY) {
+      if (gone) wiped();
       if (!cgoOps.relayDecryptOutbound(fwd, cmd, payload, receivedTag)) return false;
       relayPayloadFromCgo(payload);
       last = receivedTag;
       return true;
     },
     originate(payload) {
+      if (gone) wiped();
       relayPayloadToCgo(payload);
       originating = true;
     },
     encryptInbound(payload, cmd = CellCommand.RELAY) {
+      if (gone) wiped();
       if (originating) {
         originating = false;
         cgoOps.relayOriginate(back, cmd, payload, sentTag);
@@ -355,8 +397,13 @@ export function createCgoRelayHop(keys: Buffer): RelayHopCrypto {
         cgoOps.relayEncryptInbound(back, cmd, payload);
       }
     },
-    lastDigest() { return Buffer.from(last); },
+    lastDigest() { if (gone) wiped(); return Buffer.from(last); },
     relayDataMax: CGO_RELAY_DATA_MAX,
+    wipe() {
+      if (gone) return;
+      gone = true;
+      wipeStates(fwd, back, [sentTag, receivedTag]);
+    },
   };
 }
 

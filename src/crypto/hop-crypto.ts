@@ -29,6 +29,12 @@ export interface ClientHopCrypto {
   lastDigest(): Buffer;
   /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
   readonly relayDataMax: number;
+  /**
+   * SPEC.md §5.6.2: the circuit is freed. Erase this hop's key material (key copies, POLYVAL
+   * tables, cipher contexts, unused keystream) at once; a second call does nothing. Every other
+   * method throws CRYPTO_WIPED afterwards.
+   */
+  wipe(): void;
 }
 
 /** A relay's state for its own hop of one circuit (both directions). */
@@ -51,6 +57,12 @@ export interface RelayHopCrypto {
   lastDigest(): Buffer;
   /** The most data one relay message carries with this crypto (SPEC.md §2.5, §5.6.3). */
   readonly relayDataMax: number;
+  /**
+   * SPEC.md §5.6.2: the circuit is freed. Erase this hop's key material (key copies, POLYVAL
+   * tables, cipher contexts, unused keystream) at once; a second call does nothing. Every other
+   * method throws CRYPTO_WIPED afterwards.
+   */
+  wipe(): void;
 }
 
 /** The relay crypto a circuit negotiated (SPEC.md §5.6): chosen once, at circuit creation. */

@@ -558,6 +558,11 @@ export interface StreamXor {
    * one Cipher.update over the data itself (OpenSSL does the XOR) copied back in place.
    */
   xorManyInPlace(data: Uint8Array): void;
+  /**
+   * Zero the keystream made but not used and finalize the cipher (OpenSSL frees, and so clears,
+   * its context and key schedule); unusable afterwards (SPEC.md §5.6.2, the circuit is freed).
+   */
+  destroy(): void;
 }
 
 /**
@@ -601,6 +606,15 @@ export function aes128CtrStream(key: Uint8Array, iv: Uint8Array = Buffer.alloc(1
   let viewOf: ArrayBufferLike | null = null;
   let d32: Int32Array<ArrayBufferLike> = k32;
   const xs: StreamXor = {
+    destroy(): void {
+      wipe(ks);
+      ks = Buffer.alloc(0);
+      k32 = new Int32Array(0);
+      pos = 0;
+      viewOf = null;
+      d32 = k32;
+      try { c.final(); } catch { /* finalized already */ }
+    },
     xorManyInPlace(data: Uint8Array): void {
       const left = ks.length - pos;
       if (left >= data.length) { xs.xorInPlace(data); return; }
@@ -743,6 +757,20 @@ export class RunningSha1 {
    */
   digestWithInto(data: Uint8Array, out: Uint8Array, offset = 0): void {
     out.set(this.h.copy().update(data).digest(), offset);
+  }
+
+  /**
+   * The circuit is freed: end every hash state now (node:crypto frees the OpenSSL context when a
+   * digest is taken, which cleanses it) and zero the journal of tried cells; unusable afterwards.
+   */
+  destroy(): void {
+    for (const h of [this.h, this.base, this.saved]) { try { h?.digest(); } catch { /* ended already */ } }
+    this.base = null;
+    this.saved = null;
+    if (this.journal !== null) wipe(this.journal);
+    this.journal = null;
+    this.lens.length = 0;
+    this.journalBytes = 0;
   }
 
   /** Remember the current state (one level). */

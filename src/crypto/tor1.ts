@@ -76,6 +76,17 @@ class Tor1Direction {
   lastDigest(): Buffer {
     return Buffer.from(this.last, 'latin1');
   }
+
+  /** SPEC.md §5.6.2 (tor1 alike): the circuit is freed; cipher and digest states end now. */
+  destroy(): void {
+    this.cipher.destroy();
+    this.digest.destroy();
+    this.last = '\0'.repeat(TOR1_DIGEST_LEN);
+  }
+}
+
+function wiped(): never {
+  throw err('CRYPTO_WIPED', 'this tor1 layer was wiped when its circuit closed');
 }
 
 function split(keys: Buffer): { df: Buffer; db: Buffer; kf: Buffer; kb: Buffer } {
@@ -98,24 +109,33 @@ export function createTor1ClientHop(keys: Buffer): ClientHopCrypto {
   const fwd = new Tor1Direction(df, kf);
   const back = new Tor1Direction(db, kb);
   let lastUsed: Tor1Direction = fwd;
+  let gone = false;
   return {
-    originate(payload) { fwd.originate(payload); lastUsed = fwd; },
-    encryptOutbound(payload) { fwd.crypt(payload); },
-    encryptOutboundMany(payloads) { fwd.cryptMany(payloads); },
+    originate(payload) { if (gone) wiped(); fwd.originate(payload); lastUsed = fwd; },
+    encryptOutbound(payload) { if (gone) wiped(); fwd.crypt(payload); },
+    encryptOutboundMany(payloads) { if (gone) wiped(); fwd.cryptMany(payloads); },
     decryptInbound(payload) {
+      if (gone) wiped();
       back.crypt(payload);
       if (!back.recognize(payload)) return false;
       lastUsed = back;
       return true;
     },
-    cryptInboundMany(payloads) { back.cryptMany(payloads); },
+    cryptInboundMany(payloads) { if (gone) wiped(); back.cryptMany(payloads); },
     recognizeInbound(payload) {
+      if (gone) wiped();
       if (!back.recognize(payload)) return false;
       lastUsed = back;
       return true;
     },
-    lastDigest() { return lastUsed.lastDigest(); },
+    lastDigest() { if (gone) wiped(); return lastUsed.lastDigest(); },
     relayDataMax: RELAY_DATA_MAX,
+    wipe() {
+      if (gone) return;
+      gone = true;
+      fwd.destroy();
+      back.destroy();
+    },
   };
 }
 
@@ -125,23 +145,32 @@ export function createTor1RelayHop(keys: Buffer): RelayHopCrypto {
   const fwd = new Tor1Direction(df, kf);
   const back = new Tor1Direction(db, kb);
   let lastUsed: Tor1Direction = fwd;
+  let gone = false;
   return {
     decryptOutbound(payload) {
+      if (gone) wiped();
       fwd.crypt(payload);
       if (!fwd.recognize(payload)) return false;
       lastUsed = fwd;
       return true;
     },
-    cryptOutboundMany(payloads) { fwd.cryptMany(payloads); },
+    cryptOutboundMany(payloads) { if (gone) wiped(); fwd.cryptMany(payloads); },
     recognizeOutbound(payload) {
+      if (gone) wiped();
       if (!fwd.recognize(payload)) return false;
       lastUsed = fwd;
       return true;
     },
-    encryptInboundMany(payloads) { back.cryptMany(payloads); },
-    originate(payload) { back.originate(payload); lastUsed = back; },
-    encryptInbound(payload) { back.crypt(payload); },
-    lastDigest() { return lastUsed.lastDigest(); },
+    encryptInboundMany(payloads) { if (gone) wiped(); back.cryptMany(payloads); },
+    originate(payload) { if (gone) wiped(); back.originate(payload); lastUsed = back; },
+    encryptInbound(payload) { if (gone) wiped(); back.crypt(payload); },
+    lastDigest() { if (gone) wiped(); return lastUsed.lastDigest(); },
     relayDataMax: RELAY_DATA_MAX,
+    wipe() {
+      if (gone) return;
+      gone = true;
+      fwd.destroy();
+      back.destroy();
+    },
   };
 }
