@@ -152,6 +152,9 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
    * the circuit as one from the switch's per-cell dispatch does; the rest of the run is dropped.
    */
   flushRun(run: CellRun): void {
+    // Destroyed while the run was gathered: its cells are dropped, as the per-cell dispatch drops
+    // a closed circuit's, and its layer is wiped already (SPEC.md §5.6.2).
+    if (this.closed) return;
     try {
       if (run.tag === RUN_FROM_PREV) this.fromPrevRun(run);
       else this.fromNextRun(run);

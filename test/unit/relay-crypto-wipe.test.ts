@@ -84,6 +84,7 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
   allocateCircId(): number { return this.ids.allocate(); }
   releaseCircId(id: number): void { this.ids.release(id); }
   close(): void { if (!this.closed) { this.closed = true; this.emit('close'); } }
+  endRead(): void { this.emit('readEnd'); }
   deliver(circId: number, command: number, payload: Uint8Array): void {
     const p = Buffer.alloc(CELL_PAYLOAD_LEN);
     p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
@@ -125,6 +126,34 @@ describe('a relay wipes a circuit\'s layer when the circuit is freed (SPEC.md §
       expect(codeOf(() => layer.lastDigest())).toBe('CRYPTO_WIPED');
     });
   }
+
+  it('a run of cells gathered for a circuit destroyed before the run is handled is dropped, not run through its wiped layer', () => {
+    const identity = ed25519Generate();
+    const onion = x25519Generate();
+    const errors: string[] = [];
+    const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [onion], hooks: {} });
+    const error = sw.metrics.error.bind(sw.metrics);
+    sw.metrics.error = (code: string) => { errors.push(code); error(code); };
+    const prev = new FakeChannel(false, null);
+    prev.batchesReads = true;
+    sw.attach(prev);
+    const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
+    prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
+    prev.endRead();
+    const created = prev.sent.find((c) => c.command === CellCommand.CREATED2)!;
+    const hop = createClientHop(ntorClientFinish(state, decodeCreated2(created.payload).hdata, relayCryptoKeyLen('tor1')), 'tor1');
+    const [circ] = [...sw.circuits] as RelayCircuit[];
+    for (let i = 0; i < 2; i++) {
+      const p = encodeRelayPayload(RelayCommand.DROP, 0, Buffer.alloc(0));
+      hop.originate(p);
+      hop.encryptOutbound(p, CellCommand.RELAY);
+      prev.deliver(0x8000_0001, CellCommand.RELAY, p);
+    }
+    circ.destroy(DestroyReason.FINISHED); // e.g. by the memory cap, while the read's run waits
+    prev.endRead();
+    expect(errors).toEqual([]);
+    expect(sw.circuitCount).toBe(0);
+  });
 
   it('a layer is wiped once: a second wipe does nothing', () => {
     const keys = randomBytes(relayCryptoKeyLen('cgo'));
