@@ -41,6 +41,11 @@ export interface GatewayOptions {
    * SOCKS side has read its end, or this long after at most (default 5 s).
    */
   closeGraceMs?: number;
+  /**
+   * SPEC.md §9.16.6: a body piece the stream has not taken for this long resets the stream and
+   * frees the request's place (default GATEWAY_SEND_TIMEOUT_MS).
+   */
+  sendTimeoutMs?: number;
   log?: Logger;
   registry?: Registry;
 }
@@ -164,12 +169,18 @@ export function parseRequestPath(url: string): { path: string; dir: boolean } {
   return { path: parts.join('/'), dir };
 }
 
-/** Wait for 'drain' or 'close', removing both listeners after. */
-function drainOrClose(res: http.ServerResponse): Promise<void> {
+/**
+ * Wait for 'drain' or 'close' (true), or `timeoutMs` without either (false), removing the
+ * listeners and the timer after.
+ */
+function drainOrClose(res: http.ServerResponse, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
-    res.on('drain', done);
-    res.on('close', done);
+    const done = (moved: boolean) => { res.off('drain', drained); res.off('close', drained); clearTimeout(timer); resolve(moved); };
+    const drained = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    timer.unref();
+    res.on('drain', drained);
+    res.on('close', drained);
   });
 }
 
@@ -183,6 +194,7 @@ interface Metrics {
   bytes: prom.Counter<string>;
   queued: prom.Counter<string>;
   refused: prom.Counter<string>;
+  sendTimeouts: prom.Counter<string>;
 }
 
 /**
@@ -193,6 +205,16 @@ interface Metrics {
 export const GATEWAY_MAX_ACTIVE = 32;
 /** SPEC.md §9.16.6: requests waiting, first in first out, for one of those places; one more is answered 503. */
 export const GATEWAY_MAX_QUEUED = 1024;
+
+/**
+ * SPEC.md §9.16.6: a body piece the stream has not taken for this long (nginx's send_timeout)
+ * resets the stream. Without it a client that stops reading (a page's fetch() whose
+ * body it never reads, a paused video) held its place for as long as it kept the connection, and
+ * 32 such held the gateway for every page.
+ */
+export const GATEWAY_SEND_TIMEOUT_MS = 60_000;
+/** SPEC.md §9.16.6: a body is written in pieces of at most this many bytes (views of its chunks). */
+export const GATEWAY_SEND_PIECE = 64 * 1024;
 
 /** The body of the 503 a request gets when GATEWAY_MAX_QUEUED are waiting (SPEC.md §9.16.6). */
 const BUSY_BODY = Buffer.from('503 Service Unavailable: the .bitcloud gateway is busy. Try again.\n');
@@ -259,6 +281,8 @@ export class Gateway {
         ?? new prom.Counter({ name: 'bitcloud_gateway_queued_total', help: `Requests that waited for one of the ${GATEWAY_MAX_ACTIVE} places of requests in progress`, registers: [reg] }),
       refused: (reg.getSingleMetric('bitcloud_gateway_refused_total') as prom.Counter<string> | undefined)
         ?? new prom.Counter({ name: 'bitcloud_gateway_refused_total', help: `Requests answered 503 because ${GATEWAY_MAX_QUEUED} were already waiting`, registers: [reg] }),
+      sendTimeouts: (reg.getSingleMetric('bitcloud_gateway_send_timeouts_total') as prom.Counter<string> | undefined)
+        ?? new prom.Counter({ name: 'bitcloud_gateway_send_timeouts_total', help: 'Streams reset because the client took no byte of a body for the send timeout', registers: [reg] }),
     } : null;
   }
 
@@ -425,6 +449,9 @@ export class Gateway {
       this.fail(res, e);
     } finally {
       res.off('close', onClose);
+      // An answer cut here (send timeout, a read failed mid-body) cancels the reads read ahead for
+      // it as a client gone does: its 'close' comes after this listener is off (SPEC.md §9.16.6).
+      if (res.destroyed && !res.writableFinished) gone.abort();
       free();
     }
   }
@@ -481,10 +508,21 @@ export class Gateway {
       for await (const buf of this.reader.range(cap, m, start, end, signal)) {
         if (res.destroyed || signal.aborted) return;
         if (sent === 0) committed();
-        sent += buf.length;
-        this.metrics?.bytes.inc(buf.length);
-        if (!res.write(buf)) {
-          await drainOrClose(res);
+        // SPEC.md §9.16.6: written in pieces of GATEWAY_SEND_PIECE, so that the send timeout
+        // measures a client taking nothing, not a slow reader of a large chunk. A piece the stream
+        // has not taken within the send timeout resets the stream (and the request loses its
+        // place, its reads cancelled: handle()).
+        for (let at = 0; at < buf.length; at += GATEWAY_SEND_PIECE) {
+          const piece = buf.subarray(at, at + GATEWAY_SEND_PIECE);
+          sent += piece.length;
+          this.metrics?.bytes.inc(piece.length);
+          if (res.write(piece)) continue;
+          if (!(await drainOrClose(res, this.o.sendTimeoutMs ?? GATEWAY_SEND_TIMEOUT_MS))) {
+            this.metrics?.sendTimeouts.inc();
+            this.log.debug('gateway: the client took no body piece for the send timeout; connection reset');
+            res.destroy();
+            return;
+          }
           if (res.destroyed) return;
         }
       }
