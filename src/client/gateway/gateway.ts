@@ -216,6 +216,14 @@ export const GATEWAY_SEND_TIMEOUT_MS = 60_000;
 /** SPEC.md §9.16.6: a body is written in pieces of at most this many bytes (views of its chunks). */
 export const GATEWAY_SEND_PIECE = 64 * 1024;
 
+/**
+ * SPEC.md §9.16.2: the largest generated folder listing page, in bytes; the rows that would pass it
+ * are left out (a line says how many).
+ */
+export const GATEWAY_LISTING_MAX_BYTES = 4 * 1024 * 1024;
+/** Room kept for the page's end: "</ul><p>N more not listed.</p>\n" (N < 10 000 000). */
+const LISTING_TAIL_BYTES = 64;
+
 /** The body of the 503 a request gets when GATEWAY_MAX_QUEUED are waiting (SPEC.md §9.16.6). */
 const BUSY_BODY = Buffer.from('503 Service Unavailable: the .bitcloud gateway is busy. Try again.\n');
 
@@ -547,9 +555,21 @@ export class Gateway {
       if (slash < 0) names.set(rest, e.size); else names.set(rest.slice(0, slash) + '/', null);
       if (names.size >= 10_000) break;
     }
-    const rows = [...names].sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([n, s]) => `<li><a href="${escapeHtml(encodePath(n.replace(/\/$/, '')) + (n.endsWith('/') ? '/' : ''))}">${escapeHtml(n)}</a>${s === null ? '' : ` (${s} bytes)`}</li>`);
-    const body = Buffer.from(`<!doctype html><meta charset="utf-8"><title>/${escapeHtml(prefix)}</title><h1>/${escapeHtml(prefix)}</h1><ul>${rows.join('')}</ul>\n`);
+    const head = `<!doctype html><meta charset="utf-8"><title>/${escapeHtml(prefix)}</title><h1>/${escapeHtml(prefix)}</h1><ul>`;
+    // SPEC.md §9.16.2: rows are added, in order, while the page stays within
+    // GATEWAY_LISTING_MAX_BYTES; a name of 1024 "&" takes over 8 KiB escaped, so 10 000 of them
+    // (an 11 MB listing) made an 82 MB page for every request, held until the client read it.
+    const rows: string[] = [];
+    let bytes = Buffer.byteLength(head) + LISTING_TAIL_BYTES;
+    for (const [n, s] of [...names].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const row = `<li><a href="${escapeHtml(encodePath(n.replace(/\/$/, '')) + (n.endsWith('/') ? '/' : ''))}">${escapeHtml(n)}</a>${s === null ? '' : ` (${s} bytes)`}</li>`;
+      const len = Buffer.byteLength(row);
+      if (bytes + len > GATEWAY_LISTING_MAX_BYTES) break;
+      bytes += len;
+      rows.push(row);
+    }
+    const more = rows.length < names.size ? `<p>${names.size - rows.length} more not listed.</p>` : '';
+    const body = Buffer.from(`${head}${rows.join('')}</ul>${more}\n`);
     res.statusCode = 200;
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     res.setHeader('Content-Length', body.length);
