@@ -69,4 +69,37 @@ describe('the gateway\'s send timeout (SPEC.md §9.16.6)', () => {
     expect(signals.slice(0, ACTIVE).every((sig) => sig.aborted)).toBe(true);
     expect(await counter(registry, 'bitcloud_gateway_send_timeouts_total')).toBe(ACTIVE);
   });
+
+  it('an answer pipelined behind one still being read from storage is not timed while it waits its turn', async () => {
+    const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), sendTimeoutMs: 20 });
+    gw = g;
+    const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
+    vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
+    let go!: () => void;
+    const later = new Promise<void>((r) => { go = r; });
+    let calls = 0;
+    vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end) {
+      // The first answer's storage read is silent a while after its first piece (a slow storage
+      // node, not a client that stops reading); the second's is read at once.
+      const first = calls++ === 0;
+      for (let at = start; at <= end; at += PIECE) {
+        if (first && at > start) await later;
+        yield Buffer.alloc(Math.min(PIECE, end + 1 - at), 0x61);
+      }
+    });
+    const s = g.connect(host);
+    streams.push(s);
+    let text = '';
+    let closed = false;
+    s.on('data', (b: Buffer) => { text += b.toString('latin1'); });
+    s.on('close', () => { closed = true; });
+    s.on('error', () => {});
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await expect.poll(() => calls, { timeout: 5000 }).toBe(2);
+    // Many send timeouts pass while the second answer waits behind the first.
+    await new Promise((r) => setTimeout(r, 300));
+    go();
+    await expect.poll(() => (text.match(/HTTP\/1\.1 200 /g) ?? []).length === 2 && text.length > 2 * SIZE, { timeout: 5000 }).toBe(true);
+    expect(closed).toBe(false);
+  });
 });

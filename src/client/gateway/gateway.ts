@@ -170,14 +170,16 @@ export function parseRequestPath(url: string): { path: string; dir: boolean } {
 }
 
 /**
- * Wait for 'drain' or 'close' (true), or `timeoutMs` without either (false), removing the
- * listeners and the timer after.
+ * Wait for 'drain' or 'close' (true), or `timeoutMs` without either while `res` is the answer
+ * being sent on its stream (false), removing the listeners and the timer after. An answer
+ * pipelined behind an earlier one has no socket yet (node:http buffers it): its wait is not timed
+ * until its turn comes, since the earlier answer may take any time (SPEC.md §9.16.6).
  */
 function drainOrClose(res: http.ServerResponse, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const done = (moved: boolean) => { res.off('drain', drained); res.off('close', drained); clearTimeout(timer); resolve(moved); };
     const drained = () => done(true);
-    const timer = setTimeout(() => done(false), timeoutMs);
+    const timer: NodeJS.Timeout = setTimeout(() => { if (res.socket) done(false); else timer.refresh(); }, timeoutMs);
     timer.unref();
     res.on('drain', drained);
     res.on('close', drained);
