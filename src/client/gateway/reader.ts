@@ -269,10 +269,10 @@ export class BlobReader {
 
   /**
    * The plaintext bytes [start, end] (inclusive) of the file, chunk by chunk, `readAhead` chunks
-   * fetched ahead. Stopping the iteration early (client gone) stops further fetches, as does
-   * `signal` once aborted (SPEC.md §9.16.6): no chunk fetch starts after it, the chunk awaited and
-   * those read ahead are given up at once (their fetches stop unless another request waits for
-   * them), and the iteration ends.
+   * fetched ahead. Stopping the iteration early (client gone), or its failing on a chunk, stops
+   * further fetches and gives up the chunks read ahead, as does `signal` once aborted (SPEC.md
+   * §9.16.6): no chunk fetch starts after it, the chunk awaited and those read ahead are given up at
+   * once (their fetches stop unless another request waits for them), and the iteration ends.
    */
   async *range(cap: Capability, m: Manifest, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
     if (end < start) return;
@@ -289,27 +289,40 @@ export class BlobReader {
     const ahead = Math.max(0, this.o.readAhead ?? 2);
     const queue: Promise<Buffer>[] = [];
     let next = lo;
+    // SPEC.md §9.16.6: the chunks read ahead are joined with a signal of this iteration's own, which
+    // aborts with `signal` and when the iteration ends (a chunk failed, the caller stopped): a chunk
+    // read ahead for a request answered with an error page ran on to its end or its timeout.
+    const own = new AbortController();
+    const onAbort = () => own.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) own.abort();
+    const sig = own.signal;
     const fill = () => {
-      while (!signal?.aborted && queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
-        const p = this.chunk(cap, m, next++, signal);
+      while (!sig.aborted && queue.length <= ahead && next < chunks.length && offsets[next] <= end) {
+        const p = this.chunk(cap, m, next++, sig);
         p.catch(() => {}); // awaited in order below
         queue.push(p);
       }
     };
-    for (let i = lo; i < chunks.length && offsets[i] <= end; i++) {
-      fill();
-      if (signal?.aborted) return;
-      let plain: Buffer;
-      try {
-        plain = await queue.shift()!;
-      } catch (e) {
-        if (signal?.aborted) return;
-        throw e;
+    try {
+      for (let i = lo; i < chunks.length && offsets[i] <= end; i++) {
+        fill();
+        if (sig.aborted) return;
+        let plain: Buffer;
+        try {
+          plain = await queue.shift()!;
+        } catch (e) {
+          if (sig.aborted) return;
+          throw e;
+        }
+        if (sig.aborted) return;
+        const from = Math.max(0, start - offsets[i]);
+        const to = Math.min(plainLen(chunks[i]), end - offsets[i] + 1);
+        yield plain.subarray(from, to);
       }
-      if (signal?.aborted) return;
-      const from = Math.max(0, start - offsets[i]);
-      const to = Math.min(plainLen(chunks[i]), end - offsets[i] + 1);
-      yield plain.subarray(from, to);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      own.abort(); // gives up what was read ahead and not sent (nothing, after the last chunk)
     }
   }
 }
