@@ -172,21 +172,24 @@ export interface ProofSource {
 }
 
 interface Waiter { group: string; resolve: () => void; reject: (e: Error) => void }
+/** A proof waiting in the listed room: at most one per identity (SPEC.md §6.4.1 "Authority intake"). */
+interface ListedWaiter extends Waiter { identity: string }
 
 /**
  * The authority side: checks proofs, remembering those that verified (per identity, so a flood of
  * re-published descriptors costs one evaluation per identity and anchor) and evaluating at most
  * `concurrency` at a time. SPEC.md §6.4.1 "Authority intake": further checks wait in two rooms of
  * `maxQueued` places together: `listedQueued` of them for identities the newest consensus lists,
- * checked first, the others for unlisted ones, shared fairly by address group (a newcomer to a full
- * room evicts the newest proof of the group holding the most places if its own group holds fewer;
- * otherwise, and when the listed room is full, IDENTITY_POW_BUSY).
+ * checked first, at most one per identity, the others for unlisted ones, shared fairly by address
+ * group (a newcomer to a full room evicts the newest proof of the group holding the most places if
+ * its own group holds fewer; otherwise, when the listed room is full, and for a further proof of an
+ * identity already waiting in the listed room, IDENTITY_POW_BUSY).
  */
 export class IdentityProofVerifier {
   private readonly verified = new Map<string, string>(); // identity hex -> proofKey
   private running = 0;
   /** Listed identities' proofs waiting, oldest first. */
-  private readonly listedWaiting: Waiter[] = [];
+  private readonly listedWaiting: ListedWaiter[] = [];
   /** Unlisted identities' proofs waiting, oldest first. */
   private readonly unlistedWaiting: Waiter[] = [];
   /** Places of the unlisted room held, by address group. */
@@ -202,7 +205,7 @@ export class IdentityProofVerifier {
     const id = identity.toString('hex');
     const key = proofKey(identity, p);
     if (this.verified.get(id) === key) return;
-    await this.slot(from ?? { listed: false, group: '?' });
+    await this.slot(id, from ?? { listed: false, group: '?' });
     try {
       await checkIdentityProofWork(identity, p);
     } finally {
@@ -217,14 +220,19 @@ export class IdentityProofVerifier {
     return { listed: this.listedWaiting.length, unlisted: this.unlistedWaiting.length };
   }
 
-  private async slot(from: ProofSource): Promise<void> {
+  private async slot(identity: string, from: ProofSource): Promise<void> {
     if (this.running < (this.o.concurrency ?? 1)) { this.running++; return; }
     const maxQueued = this.o.maxQueued ?? 64;
     const listedMax = Math.min(maxQueued, this.o.listedQueued ?? Math.floor(maxQueued / 2));
     const busy = () => err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked; retry later');
     if (from.listed) {
       if (this.listedWaiting.length >= listedMax) throw busy();
-      await new Promise<void>((resolve, reject) => this.listedWaiting.push({ group: from.group, resolve, reject }));
+      // SPEC.md §6.4.1: one waiting proof per identity, so that one listed relay cannot take the
+      // room with proofs of its own identity (other nonces); the one already waiting keeps its place.
+      if (this.listedWaiting.some((w) => w.identity === identity)) {
+        throw err('IDENTITY_POW_BUSY', 'a proof of this identity is already waiting to be checked; retry later');
+      }
+      await new Promise<void>((resolve, reject) => this.listedWaiting.push({ identity, group: from.group, resolve, reject }));
       return;
     }
     if (this.unlistedWaiting.length >= maxQueued - listedMax) {

@@ -108,6 +108,31 @@ describe('the identity proof waiting rooms (SPEC.md §6.4.1)', () => {
     expect(v.waiting).toEqual({ listed: 2, unlisted: 0 });
   });
 
+  it('the listed room holds one waiting proof per identity: a further one (another nonce) is IDENTITY_POW_BUSY at once, the waiting one stays', async () => {
+    const v = new IdentityProofVerifier({ concurrency: 1, maxQueued: 32, listedQueued: 16 });
+    track(v.verify(identity(0), proof, ctx, { listed: true, group: '?' }));
+    await settle();
+    // One listed relay sends 16 proofs of its own identity, each with another nonce.
+    const own = Array.from({ length: 16 }, (_, i) =>
+      track(v.verify(identity(1), { ...proof, nonce: 1 + i }, ctx, { listed: true, group: proofQueueGroup('192.0.2.1') })));
+    await settle();
+    expect(own[0]()).toBe('pending');
+    expect(own.slice(1).map((o) => o())).toEqual(Array(15).fill('busy'));
+    expect(v.waiting).toEqual({ listed: 1, unlisted: 0 });
+    // Another listed relay still finds a place.
+    const other = track(v.verify(identity(2), proof, ctx, { listed: true, group: proofQueueGroup('198.51.100.1') }));
+    await settle();
+    expect(other()).toBe('pending');
+    await drain();
+    expect([own[0](), other()]).toEqual(['ok', 'ok']);
+    // Once checked, the identity's next proof may wait again.
+    track(v.verify(identity(3), proof, ctx, { listed: true, group: '?' }));
+    await settle();
+    const again = track(v.verify(identity(1), { ...proof, nonce: 99 }, ctx, { listed: true, group: '?' }));
+    await settle();
+    expect(again()).toBe('pending');
+  });
+
   it('a newcomer from a group holding as many places as the largest gets IDENTITY_POW_BUSY; evictions take the newest proof of the largest group', async () => {
     const v = new IdentityProofVerifier({ concurrency: 1, maxQueued: 8, listedQueued: 4 });
     track(v.verify(identity(0), proof, ctx, { listed: false, group: 'x' }));
