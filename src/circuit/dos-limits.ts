@@ -147,7 +147,11 @@ export class DosGuard {
   /** Addresses with no link whose bucket is still refilling. */
   private readonly idle = new Set<string>();
   private lastSweep = 0;
-  constructor(private readonly limits: RelayLimits, private readonly now: () => number = Date.now) {}
+  /**
+   * `now`: a monotonic clock in ms (SPEC.md §7b.9), default performance.now, so a step of the wall
+   * clock neither empties nor refills the buckets, nor keeps or forgets addresses.
+   */
+  constructor(private readonly limits: RelayLimits, private readonly now: () => number = () => performance.now()) {}
 
   /** A TCP connection from `address` was accepted (before TLS); false = over the concurrent-connection cap (close it). */
   connectionOpened(address: string): boolean {

@@ -41,6 +41,7 @@ interface CreateJob<C extends CellChannel> {
   link: LinkState<C>;
   circId: number;
   payload: Buffer;
+  /** When it was queued, on the switch's monotonic clock (SPEC.md §7b.9: the wait is a duration). */
   at: number;
   cancelled: boolean;
 }
@@ -63,7 +64,10 @@ export interface SwitchOptions<C extends CellChannel = CellChannel> {
    * the switch counts it as CELL_UNEXPECTED. Never closes the link by itself.
    */
   onLinkCell?: (ch: C, cell: Cell) => boolean;
-  /** A monotonic clock in ms for the per-circuit stream-creation buckets (SPEC.md §7b.9); default performance.now. */
+  /**
+   * A monotonic clock in ms for the per-circuit stream-creation buckets and the onionskin queue's
+   * wait (SPEC.md §7b.9); default performance.now.
+   */
   clock?: () => number;
 }
 
@@ -243,7 +247,7 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
     }
     if (!q) { q = []; this.onionQueue.set(source, q); }
     // The cell's payload may be reused after this event: keep a copy.
-    const job: CreateJob<C> = { link, circId, payload: Buffer.from(payload), at: Date.now(), cancelled: false };
+    const job: CreateJob<C> = { link, circId, payload: Buffer.from(payload), at: this.clock(), cancelled: false };
     q.push(job);
     (link.pendingCreates ??= new Map()).set(circId, job);
     this.queuedCreates++;
@@ -286,7 +290,9 @@ export class CircuitSwitch<C extends CellChannel = CellChannel> implements Relay
         if (job.cancelled || job.link.closed) continue;
         job.link.pendingCreates!.delete(job.circId);
         if (this.closed) { this.sendDestroy(job.link, job.circId, DestroyReason.HIBERNATING); continue; }
-        if (Date.now() - job.at > this.limits.maxOnionQueueDelayMs) {
+        // SPEC.md §7b.9: the wait is measured on the monotonic clock, so a step of the wall clock
+        // neither refuses a CREATE2 that has not waited (forward) nor keeps one that has (back).
+        if (this.clock() - job.at > this.limits.maxOnionQueueDelayMs) {
           this.metrics.refused('onion_queue_wait');
           this.sendDestroy(job.link, job.circId, DestroyReason.RESOURCELIMIT);
           continue;

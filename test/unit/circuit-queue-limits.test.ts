@@ -1,6 +1,6 @@
 // SPEC.md §7b.9: bounded per-circuit cell queues, the memory cap (oldest queued data dies first),
 // and the per-address DoS limits (token bucket, concurrent links).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CellQueue, QueueBudget, type QueueOwner } from '../../src/circuit/cell-queue';
 import { DosGuard, TokenBucket, creationSource, resolveRelayLimits, DEFAULT_RELAY_LIMITS } from '../../src/circuit/dos-limits';
 import { CELL_LEN, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
@@ -123,6 +123,20 @@ describe('TokenBucket and DosGuard (as Tor DoS)', () => {
     now = 1000;
     expect(g.allowCircuit('10.0.0.1')).toBe(true);
     expect(g.allowCircuit('10.0.0.2')).toBe(true);
+  });
+
+  it('runs its buckets on a monotonic clock by default: a step of the wall clock refills none (SPEC.md §7b.9)', () => {
+    const wall = Date.now();
+    const now = vi.spyOn(Date, 'now').mockReturnValue(wall);
+    try {
+      const g = new DosGuard(resolveRelayLimits({ circuitRate: 1, circuitBurst: 3, circuitMinConnections: 1 }));
+      expect(g.connectionOpened('10.0.0.1')).toBe(true);
+      expect(Array.from({ length: 4 }, () => g.allowCircuit('10.0.0.1'))).toEqual([true, true, true, false]);
+      now.mockReturnValue(wall + 3_600_000); // the wall clock steps forward an hour
+      expect(g.allowCircuit('10.0.0.1')).toBe(false);
+    } finally {
+      now.mockRestore();
+    }
   });
 
   it('caps concurrent links per address and forgets idle addresses', () => {

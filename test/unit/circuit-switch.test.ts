@@ -221,14 +221,45 @@ describe('onionskin queue (SPEC.md §7b.9)', () => {
     const refused = vi.spyOn(t.sw.metrics, 'refused');
     const a = t.link('a');
     for (const id of ids(3)) t.create2(a, id);
-    const until = Date.now() + 3;
-    while (Date.now() < until) { /* let the queued ones age past 0 ms */ }
+    const until = performance.now() + 3;
+    while (performance.now() < until) { /* let the queued ones age past 0 ms */ }
     await tick();
     expect(a.take(CellCommand.CREATED2)).toHaveLength(1);
     expect(a.take(CellCommand.DESTROY).map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT, DestroyReason.RESOURCELIMIT]);
     expect(t.sw.circuitCount).toBe(1);
     // Counted apart from a full queue's refusals, which hold the link (SPEC.md §7b.9 metrics).
     expect(refused.mock.calls).toEqual([['onion_queue_wait'], ['onion_queue_wait']]);
+  });
+
+  it('the wait of a queued CREATE2 is timed on a monotonic clock: a step of the wall clock neither refuses nor keeps it (SPEC.md §7b.9)', async () => {
+    const t = queueSetup({ createsPerTurn: 1 });
+    const a = t.link('a');
+    const wall = Date.now();
+    const now = vi.spyOn(Date, 'now').mockReturnValue(wall);
+    try {
+      for (const id of ids(2)) t.create2(a, id); // the second waits
+      now.mockReturnValue(wall + 3_600_000); // the wall clock steps forward an hour
+      await tick();
+      expect(a.take(CellCommand.DESTROY)).toEqual([]);
+      expect(a.take(CellCommand.CREATED2).map((c) => c.circId)).toEqual(ids(2));
+    } finally {
+      now.mockRestore();
+    }
+    // Stepped back, it does not keep a CREATE2 that waited past the maximum.
+    const s = queueSetup({ createsPerTurn: 1, maxOnionQueueDelayMs: 0 });
+    const b = s.link('b');
+    const back = vi.spyOn(Date, 'now').mockReturnValue(wall);
+    try {
+      for (const id of ids(2)) s.create2(b, id);
+      back.mockReturnValue(wall - 3_600_000);
+      const until = performance.now() + 3;
+      while (performance.now() < until) { /* let the queued one age past 0 ms */ }
+      await tick();
+      expect(b.take(CellCommand.CREATED2).map((c) => c.circId)).toEqual(ids(1));
+      expect(b.take(CellCommand.DESTROY).map((c) => decodeDestroy(c.payload))).toEqual([DestroyReason.RESOURCELIMIT]);
+    } finally {
+      back.mockRestore();
+    }
   });
 
   it('a DESTROY withdraws a waiting CREATE2; a CREATE2 on a waiting id is an id in use; a closed link\'s CREATE2s are dropped', async () => {
