@@ -379,11 +379,12 @@ export class ShareStore {
           const written = this.writeShare(hex, data);
           const journaled = this.journal.append([{ id, expiresAt: until }]);
           const [w, j] = await Promise.allSettled([written, journaled]);
-          if (w.status === 'rejected') throw w.reason;
-          if (j.status === 'rejected') {
-            // Not held, so not on disk either (it would sit outside the quota until a restart).
+          if (w.status === 'rejected' || j.status === 'rejected') {
+            // Not held, so not on disk either: a share file written beside a failed lease record,
+            // or renamed in place before its folder's fsync failed (SPEC.md §9.8.2), would sit
+            // outside the quota until a restart, and a restart would hold a share whose put failed.
             await fsp.rm(this.sharePath(hex), { force: true }).catch(() => {});
-            throw j.reason;
+            throw w.status === 'rejected' ? w.reason : (j as PromiseRejectedResult).reason;
           }
           this.entries.set(hex, { size: data.length, expiresAt: until });
           this.noteExpiry(hex, until);

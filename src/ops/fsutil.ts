@@ -255,14 +255,42 @@ function createdFolders(first: string, last: string): string[] {
   return out;
 }
 
-function fsyncDirSync(dir: string): void {
-  try { const d = fs.openSync(dir, 'r'); try { fs.fsyncSync(d); } finally { fs.closeSync(d); } } catch { /* some filesystems refuse fsync on dirs */ }
+/**
+ * SPEC.md §3.2.3: the errors by which a system says it does not fsync folders, or opens none for
+ * reading (as PostgreSQL's fsync_fname lets them be). Any other failure (EIO, ENOSPC, EDQUOT, a
+ * folder gone) means the folder's entries may not be on disk: the write is not done, and fails.
+ */
+const DIR_SYNC_UNSUPPORTED = new Set(['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EBADF', 'EISDIR', 'EPERM', 'EACCES']);
+
+function dirSyncUnsupported(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code !== undefined && DIR_SYNC_UNSUPPORTED.has(code);
 }
 
-/** fsync a folder (its entries); filesystems that refuse it are let be. */
-export async function fsyncDir(dir: string): Promise<void> {
+function fsyncDirSync(dir: string): void {
+  let d: number;
+  try { d = fs.openSync(dir, 'r'); } catch (e) { if (dirSyncUnsupported(e)) return; throw e; }
   try {
-    const d = await fsp.open(dir, 'r');
-    try { await d.sync(); } finally { await d.close(); }
-  } catch { /* some filesystems refuse fsync on directories */ }
+    fs.fsyncSync(d);
+  } catch (e) {
+    if (!dirSyncUnsupported(e)) throw e;
+  } finally {
+    try { fs.closeSync(d); } catch { /* the fsync's outcome is the one that counts */ }
+  }
+}
+
+/**
+ * fsync a folder (its entries). A system that refuses it for folders is let be; any other failure
+ * (EIO, ENOSPC) is thrown: an entry renamed into the folder is not known to be durable (§3.2.3).
+ */
+export async function fsyncDir(dir: string): Promise<void> {
+  let d: fsp.FileHandle;
+  try { d = await fsp.open(dir, 'r'); } catch (e) { if (dirSyncUnsupported(e)) return; throw e; }
+  try {
+    await d.sync();
+  } catch (e) {
+    if (!dirSyncUnsupported(e)) throw e;
+  } finally {
+    await d.close().catch(() => { /* the fsync's outcome is the one that counts */ });
+  }
 }

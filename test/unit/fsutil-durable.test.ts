@@ -211,3 +211,31 @@ describe('a failed write whose temporary file cannot be removed either (SPEC.md 
     expect(e).toMatchObject({ code: 'EIO' });
   });
 });
+
+describe('a folder fsync that fails (SPEC.md §3.2.3)', () => {
+  /** Every fsync of `dir` through node:fs/promises fails with `code` from now on. */
+  const failDirSync = (dir: string, code: string): void => {
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      if (path.resolve(String(args[0])) === dir) fh.sync = () => Promise.reject(Object.assign(new Error(`fsync: ${code}`), { code }));
+      return fh;
+    });
+  };
+
+  it('fails writeFileAtomic on EIO or ENOSPC: the renamed entry is not known to be on disk', async () => {
+    for (const code of ['EIO', 'ENOSPC']) {
+      const d = await tmp();
+      failDirSync(d, code);
+      await expect(writeFileAtomic(path.join(d, 'state.json'), '{}')).rejects.toMatchObject({ code });
+      vi.restoreAllMocks();
+    }
+  });
+
+  it('lets be a filesystem that does not fsync folders (EINVAL)', async () => {
+    const d = await tmp();
+    failDirSync(d, 'EINVAL');
+    await writeFileAtomic(path.join(d, 'state.json'), '{}');
+    expect(await fsp.readFile(path.join(d, 'state.json'), 'utf8')).toBe('{}');
+  });
+});

@@ -440,6 +440,29 @@ describe('share store (SPEC §9.8)', () => {
     expect((await s.put(a.id, a.data)).stored).toBe(true);
   });
 
+  it('a put whose share folder cannot be fsynced (EIO, ENOSPC) is not answered as stored, and leaves no share behind (SPEC.md §9.8.2, §3.2.3)', async () => {
+    for (const code of ['EIO', 'ENOSPC']) {
+      const dir = await tmpDir();
+      const s = await open({ dir });
+      const a = share(`a share whose folder fsync fails with ${code}`);
+      const leaf = path.join(dir, 'shares', a.hex.slice(0, 2), a.hex.slice(2, 4));
+      const realOpen = fsp.open.bind(fsp);
+      vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+        const fh = await realOpen(...args);
+        // The share folder's fsync after the rename: the new entry may not be on disk.
+        if (path.resolve(String(args[0])) === leaf) fh.sync = () => Promise.reject(Object.assign(new Error(`fsync: ${code}`), { code }));
+        return fh;
+      });
+      expect(await codeOf(s.put(a.id, a.data))).toBe(code === 'ENOSPC' ? 'STORAGE_FULL' : 'STORAGE_IO_ERROR');
+      vi.restoreAllMocks();
+      expect(s.has([a.id])).toEqual([false]);
+      expect(s.stat()).toMatchObject({ used: 0, shares: 0 });
+      expect(fs.readdirSync(leaf)).toEqual([]);
+      // The disk works again: the share is stored.
+      expect((await s.put(a.id, a.data)).stored).toBe(true);
+    }
+  });
+
   it('concurrent puts of one share store it once', async () => {
     const s = await open({ dir: await tmpDir() });
     const a = share('same');
