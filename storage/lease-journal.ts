@@ -83,6 +83,13 @@ export class LeaseJournal {
   /** close() was called: no write opens the file again (its handle would never be closed). */
   private closed = false;
 
+  /**
+   * A failed write could not be cut back: the file may hold part of a record past `size`. The next
+   * write cuts it first, or fails: a record appended after it would be out of step with the 56-byte
+   * records and cut off at replay as a torn tail, though acknowledged (SPEC.md §9.8.2).
+   */
+  private uncut = false;
+
   private constructor(private readonly file: string, fh: fsp.FileHandle, records: number, size: number) {
     this.fh = fh;
     this.records = records;
@@ -180,6 +187,7 @@ export class LeaseJournal {
       this.fh = null;
       this.records = live.length;
       this.size = body.length;
+      this.uncut = false;
       await old?.close().catch(() => {});
       this.fh = await fsp.open(this.file, 'a', 0o600);
     })();
@@ -218,6 +226,11 @@ export class LeaseJournal {
       // a second writer on a file the store may have opened again since.
       if (this.closed) throw Object.assign(new Error('lease journal is closed'), { code: 'EBADF' });
       const fh = this.fh ??= await fsp.open(this.file, 'a', 0o600);
+      if (this.uncut) {
+        // Thrown as it is (nothing of this batch is written): the batch fails, not a later replay.
+        await fh.truncate(at);
+        this.uncut = false;
+      }
       try {
         // A short write (a nearly full disk) goes on from where it stopped.
         for (let off = 0; off < bytes.length;) {
@@ -227,8 +240,9 @@ export class LeaseJournal {
         }
         await fh.datasync();
       } catch (e) {
-        // Cut a partial record off, or replay would stop there and drop every later record.
-        await fh.truncate(at).catch(() => {});
+        // Cut a partial record off, or replay would stop there and drop every later record. A cut
+        // that fails too (EIO) is made before the next write, which fails if it still cannot be.
+        await fh.truncate(at).catch(() => { this.uncut = true; });
         throw e;
       }
       this.size = at + bytes.length;

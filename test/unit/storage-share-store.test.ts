@@ -789,6 +789,36 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('a failed append whose cut fails too is cut before the next write, which fails while it cannot be (SPEC.md §9.8.2)', async () => {
+    const file = path.join(await tmpDir(), 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const fh = (journal as unknown as { fh: fsp.FileHandle }).fh;
+    const id1 = Buffer.alloc(32, 1);
+    const id2 = Buffer.alloc(32, 2);
+    const id3 = Buffer.alloc(32, 3);
+    const id4 = Buffer.alloc(32, 4);
+    await journal.append([{ id: id1, expiresAt: 5 }]);
+    // Half a record reaches the file, then EIO; cutting it off fails with EIO twice.
+    onceOnJournalWrite(journal, async (realWrite, b, o, l) => {
+      await realWrite(b, o, l >> 1);
+      throw Object.assign(new Error('i/o error'), { code: 'EIO' });
+    });
+    const realTruncate = fh.truncate.bind(fh);
+    const eio = () => Promise.reject(Object.assign(new Error('i/o error'), { code: 'EIO' }));
+    vi.spyOn(fh, 'truncate').mockImplementationOnce(eio).mockImplementationOnce(eio).mockImplementation(realTruncate);
+    await expect(journal.append([{ id: id2, expiresAt: 6 }])).rejects.toMatchObject({ code: 'EIO' });
+    // Not acknowledged: written after the partial record, it would be lost at the next start.
+    await expect(journal.append([{ id: id3, expiresAt: 7 }])).rejects.toMatchObject({ code: 'EIO' });
+    // The cut works again: the next record is kept, after the last whole one.
+    await journal.append([{ id: id4, expiresAt: 8 }]);
+    await journal.close();
+    expect(fs.statSync(file).size).toBe(8 + 2 * RECORD_BYTES);
+    const { journal: j2, leases, repaired, damaged } = await LeaseJournal.open(file);
+    expect({ repaired, damaged }).toEqual({ repaired: false, damaged: false });
+    expect([...leases].sort()).toEqual([[id1.toString('hex'), 5], [id4.toString('hex'), 8]]);
+    await j2.close();
+  });
+
   it('a short write goes on from where it stopped', async () => {
     const file = path.join(await tmpDir(), 'j');
     const { journal } = await LeaseJournal.open(file);
