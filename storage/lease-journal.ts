@@ -5,9 +5,10 @@
 // and a damaged record before good ones is skipped, the replay reporting the journal damaged.
 // The file is rewritten (atomically: temp, fsync, rename) with only live leases when it grows.
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { err } from '../src/errors';
 import { blake2b } from '../src/crypto/primitives';
-import { writeFileAtomic } from '../src/ops/fsutil';
+import { isTempNameOf, writeFileAtomic } from '../src/ops/fsutil';
 import { Reader, Writer } from '../src/wire/bytes';
 
 export const JOURNAL_MAGIC = Buffer.from('BCLEASE1', 'ascii');
@@ -42,6 +43,29 @@ function decodeRecord(data: Buffer, off: number): { hex: string; expiresAt: numb
   const hex = fields.view(ID_BYTES, 'id').toString('hex');
   // Read as a bigint and converted as before: a checked record is one this code wrote.
   return { hex, expiresAt: Number(fields.u64big('expires_at')) };
+}
+
+/**
+ * SPEC.md §9.8.2: delete the temporary files of rewrites a crash stopped between their write and
+ * their rename (`.leases.journal.<pid>.<random>.tmp`, each as large as the journal): never read as
+ * the journal, and left, every such crash would leave one more. The data folder is the node's alone
+ * (its lock), so none is a write under way. One that cannot be removed is let be (found at the next
+ * start); the journal opens all the same. Resolves how many were removed.
+ */
+async function removeLeftoverTemps(file: string): Promise<number> {
+  const dir = path.dirname(file);
+  const base = path.basename(file);
+  let names: string[];
+  try { names = await fsp.readdir(dir); } catch { return 0; }
+  let removed = 0;
+  for (const name of names) {
+    if (!isTempNameOf(name, base)) continue;
+    try {
+      await fsp.rm(path.join(dir, name), { force: true });
+      removed++;
+    } catch { /* let be: the next start tries again */ }
+  }
+  return removed;
 }
 
 function encodeRecords(records: readonly LeaseRecord[]): Buffer {
@@ -102,7 +126,8 @@ export class LeaseJournal {
    * been acknowledged were lost (a bad header, or a record whose check fails with a good one after
    * it, which no torn append leaves), so any share's lease may be longer than `leases` says.
    */
-  static async open(file: string): Promise<{ journal: LeaseJournal; leases: Map<string, number>; repaired: boolean; damaged: boolean }> {
+  static async open(file: string): Promise<{ journal: LeaseJournal; leases: Map<string, number>; repaired: boolean; damaged: boolean; leftovers: number }> {
+    const leftovers = await removeLeftoverTemps(file);
     let data: Buffer;
     try {
       data = await fsp.readFile(file);
@@ -150,7 +175,7 @@ export class LeaseJournal {
       size = end;
     }
     const fh = await fsp.open(file, 'a', 0o600);
-    return { journal: new LeaseJournal(file, fh, good, size), leases, repaired, damaged };
+    return { journal: new LeaseJournal(file, fh, good, size), leases, repaired, damaged, leftovers };
   }
 
   /** Records appended since the last rewrite (live or not): the store compacts when this grows. */

@@ -171,8 +171,9 @@ export class ShareStore {
     if (r !== undefined && (!Number.isSafeInteger(r) || r < 1)) throw err('CONFIG_INVALID', 'maxReadBytesInFlight must be a positive integer');
     await mkdirDurable(path.join(opts.dir, 'shares'), 0o700);
     await mkdirDurable(path.join(opts.dir, 'quarantine'), 0o700);
-    const { journal, leases, repaired, damaged } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
+    const { journal, leases, repaired, damaged, leftovers } = await LeaseJournal.open(path.join(opts.dir, 'leases.journal'));
     const store = new ShareStore(opts, journal);
+    if (leftovers) store.log.info({ count: leftovers }, 'removed temporary files of lease journal rewrites stopped by a crash');
     if (damaged) store.log.warn('lease journal was damaged; every share is kept for the longest lease');
     else if (repaired) store.log.warn('lease journal had a torn tail; kept the records that check out');
     await store.load(leases, damaged);

@@ -857,6 +857,21 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('temporary files of rewrites a crash stopped are removed at open, never read as the journal (SPEC.md §9.8.2)', async () => {
+    const { c, dir, a } = await alphaStoredThenClosed(1_000_000);
+    // Two crashes between a rewrite's write and its rename: each left a temporary file holding
+    // another journal (here, one that says alpha was removed).
+    const other = Buffer.concat([Buffer.from('BCLEASE1'), Buffer.alloc(RECORD_BYTES)]);
+    const temps = ['.leases.journal.4242.0123456789ab.tmp', '.leases.journal.4343.ba9876543210.tmp'];
+    for (const t of temps) fs.writeFileSync(path.join(dir, t), other);
+    fs.writeFileSync(path.join(dir, '.unrelated.tmp'), 'not ours');
+    const s = await open({ dir, now: c.now });
+    for (const t of temps) expect(fs.existsSync(path.join(dir, t))).toBe(false);
+    expect(fs.existsSync(path.join(dir, '.unrelated.tmp'))).toBe(true);
+    expect(s.has([a.id])).toEqual([true]);
+    expect((await s.get(a.id)).data).toEqual(a.data);
+  });
+
   it('a file that is not a journal is replaced, and says so', async () => {
     const file = path.join(await tmpDir(), 'j');
     fs.writeFileSync(file, 'garbage!garbage!');
