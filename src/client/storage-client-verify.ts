@@ -387,10 +387,17 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     if (added) report.repaired++;
   }
 
-  // 5. Renew every share where it is now held.
+  // 5. Renew every share where this pass found it held: SPEC.md §9.18.3 step 6, a chunk share at
+  // each holder that proved it by audit or received it by repair in this pass, and at one busy on
+  // every try (it may hold it); never at a holder whose audit failed (it is repaired elsewhere).
+  // The whole shares' `held` is already their proven, busy and copied holders (step 5 above).
   if (o.renew) {
     const byNode = new Map<string, Set<string>>();
-    for (const [hex, set] of held) for (const fp of set) addTo(byNode, fp, hex);
+    for (const c of record.chunks) for (const id of c.shareIds) {
+      const hex = id.toString('hex');
+      for (const fp of [...proven.get(hex) ?? [], ...busy.get(hex) ?? []]) addTo(byNode, fp, hex);
+    }
+    for (const id of wholes) for (const fp of held.get(id.toString('hex')) ?? []) addTo(byNode, fp, id.toString('hex'));
     for (const [hex, fp] of good) addTo(byNode, fp, hex);
     await Promise.all([...byNode].map(async ([fp, set]) => {
       const ids = [...set];

@@ -153,6 +153,41 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
     expect(renewDue(kept, now, 2 * 86_400)).toBe(true);
   });
 
+  it('a renewing pass renews no share at a holder whose audit failed; the share is rebuilt and renewed elsewhere (SPEC.md §9.18.3 step 6)', async () => {
+    const { vcap } = await putRandomFile('renew-failed-audit.bin', 200 * KiB + 5);
+    const record = await readVerifyRecord(vcap);
+    // One holder lost a share behind its store's back (it still answers `has`), another holds an
+    // altered copy: both claim the share and fail its audit.
+    const [gone, bad] = [record.chunks[0].shareIds[0], record.chunks[1].shareIds[1]];
+    const holderOf = (id: Buffer) => nodes.find((n) => n.running && n.store.has([id])[0])!;
+    const [goneAt, badAt] = [holderOf(gone), holderOf(bad)];
+    const fileOf = async (n: TestNode, id: Buffer) => (await shareFiles(n.dir)).find((f) => path.basename(f) === id.toString('hex'))!;
+    await fsp.rm(await fileOf(goneAt, gone));
+    const altered = await fileOf(badAt, bad);
+    const b = await fsp.readFile(altered);
+    b[5] ^= 0xff;
+    await fsp.writeFile(altered, b);
+    const c1 = client();
+    const real = c1.request.bind(c1);
+    const renewedAt = new Map<string, Set<string>>(); // share hex → nodes sent a renewal of it
+    vi.spyOn(c1, 'request').mockImplementation(((fp: string, req: Parameters<typeof c1.request>[1]) => {
+      if (req.type === 'renew') for (const id of req.ids) renewedAt.set(id.toString('hex'), (renewedAt.get(id.toString('hex')) ?? new Set()).add(fp));
+      return real(fp, req);
+    }) as typeof c1.request);
+    const pass = await keepFile(c1, vcap, { renew: true });
+    await c1.close();
+    vi.restoreAllMocks();
+    expect(pass.failures.map((f) => [f.node, f.shareId]).sort()).toEqual([
+      [goneAt.relay.fingerprint, gone.toString('hex')], [badAt.relay.fingerprint, bad.toString('hex')]].sort());
+    expect(pass).toMatchObject({ repaired: 2, lost: 0, unrecoverableChunks: 0 });
+    expect(renewedAt.get(gone.toString('hex'))?.has(goneAt.relay.fingerprint)).toBe(false);
+    expect(renewedAt.get(bad.toString('hex'))?.has(badAt.relay.fingerprint)).toBe(false);
+    // Each is renewed where it was rebuilt, and the file's expiry is known.
+    expect(renewedAt.get(gone.toString('hex'))?.size).toBe(1);
+    expect(renewedAt.get(bad.toString('hex'))?.size).toBe(1);
+    expect(pass.expiresAt).toBeGreaterThan(Date.now() / 1000);
+  });
+
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {
     const { data, put, vcap } = await putRandomFile('in.bin', 300 * KiB + 17);
     expect(vcap.manifestId.toString('hex')).toBe(put.manifestId);
