@@ -2,11 +2,14 @@
 // share of a file — the root, the verify record, the manifest chunks and the data chunks — so the
 // storage nodes keep it past its first lease (GC removes expired shares). Anyone holding the
 // capability can renew; requests go over the same transport as get (circuits by default), so a
-// node learns nothing about who asks. Each share id is sent to the nodes that may hold it: its
-// expected holder and the top of its ranking (put moves a share down its ranking when a node is
-// full), then, for an id none of those renewed, every other storage node. A node that does not
-// hold an id answers 0 for it.
-import { err } from '../errors';
+// node learns nothing about who asks. A file with a verify record is checked first, as a keep pass
+// checks it (§9.18.3 steps 1–3 and 5, without repair): each holder is audited, and only the holders
+// that prove a share (or stay busy on every try) get its renewal (§9.18.3 step 6); the ones that
+// failed are reported. A file stored before verify records, or whose verify record no reachable
+// node has, has no audit roots: each share id is sent, unaudited, to the nodes that may hold it: its expected holder and the top of its ranking
+// (put moves a share down its ranking when a node is full), then, for an id none of those
+// renewed, every other storage node. A node that does not hold an id answers 0 for it.
+import { err, errorCode } from '../errors';
 import type { Capability } from '../storage/capability';
 import { MAX_IDS_PER_REQUEST } from '../storage/protocol';
 import { placeChunk, rankNodes } from '../storage/placement';
@@ -14,6 +17,8 @@ import type { Layout } from '../storage/manifest';
 import type { StorageClient } from './storage-client';
 import { fetchRootRecord, fetchManifest, type GetStats } from './storage-client-get';
 import { boundedExpiry, earliestExpiry, nowSeconds } from './lease-expiry';
+import { deriveVerifyKey } from '../storage/verify-cap';
+import { fetchVerifyRecord, keepFile, type AuditFailure } from './storage-client-verify';
 
 export interface RenewResult {
   /** Distinct shares of the file (root, manifest and data shares). */
@@ -28,11 +33,23 @@ export interface RenewResult {
   expiresAt: number;
   nodesAsked: number;
   unreachableNodes: string[];
+  /** False without a verify record (stored before them, or no copy found): no holder could be audited (SPEC.md §9.9.2). */
+  audited: boolean;
+  /** Holders whose audit failed: none of them was renewed (SPEC.md §9.9.2, §9.18.3 step 6). */
+  failures: AuditFailure[];
+  /** Holders busy on every try of their audit: neither passed nor failed, renewed (§9.18.3 step 3). */
+  busy: AuditFailure[];
 }
 
 export async function renewFile(client: StorageClient, cap: Capability, leaseSeconds = 0): Promise<RenewResult> {
   const stats: GetStats = { corruptShares: 0, missingShares: 0, sharesFetched: 0 };
   const rootRecord = await fetchRootRecord(client, cap, stats);
+  if (rootRecord.verifyId) {
+    const audited = await renewAudited(client, cap, rootRecord.verifyId, leaseSeconds);
+    if (audited) return audited;
+  }
+  // SPEC.md §9.9.2: no verify record (stored before them, or no node has a copy): no audit roots,
+  // so the holders are renewed unaudited rather than let the file expire.
   const rootLayout = rootRecord.manifest;
   const manifest = await fetchManifest(client, cap, stats, rootLayout);
   const layouts: Layout[] = [rootLayout, manifest.layout];
@@ -109,5 +126,44 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
     expiresAt: earliestExpiry(renewedExpiries),
     nodesAsked: asked.size,
     unreachableNodes: client.deadNodes().map((d) => d.fingerprint),
+    audited: false,
+    failures: [],
+    busy: [],
+  };
+}
+
+/**
+ * SPEC.md §9.9.2: the renewal of a file with a verify record. The keeper's check (§9.18.3, no
+ * repair) finds and audits every holder and renews each share only where it was proven (or the
+ * holder stayed busy); a holder whose audit failed is not renewed and is reported. Null when no
+ * reachable node has a copy of the verify record (VERIFY_RECORD_NOT_FOUND): nothing was renewed.
+ */
+async function renewAudited(client: StorageClient, cap: Capability, verifyId: Buffer, leaseSeconds: number): Promise<RenewResult | null> {
+  const vcap = { manifestId: cap.manifestId, verifyId, verifyKey: deriveVerifyKey(cap.fileKey) };
+  const renewal = { expiry: new Map<string, number>(), nodes: new Set<string>() };
+  let record;
+  try {
+    record = await fetchVerifyRecord(client, vcap);
+  } catch (e) {
+    if (errorCode(e) === 'VERIFY_RECORD_NOT_FOUND') return null;
+    throw e;
+  }
+  const r = await keepFile(client, vcap, { repair: false, renew: true, leaseSeconds, renewal, record });
+  // The expiries learned are bounded already (§9.9.2); with no repair, every one is a renewal's.
+  const renewedExpiries = [...renewal.expiry.values()].filter((x) => x > 0);
+  if (!renewal.expiry.get(cap.manifestId.toString('hex'))) {
+    throw err('MANIFEST_NOT_FOUND', 'no reachable storage node proved and renewed the root of this file', { nodes: client.fingerprints.length });
+  }
+  return {
+    shares: r.shares,
+    renewed: renewedExpiries.length,
+    missing: r.shares - renewedExpiries.length,
+    unreadableChunks: record.chunks.filter((c) => c.shareIds.filter((id) => (renewal.expiry.get(id.toString('hex')) ?? 0) > 0).length < record.k).length,
+    expiresAt: earliestExpiry(renewedExpiries),
+    nodesAsked: renewal.nodes.size,
+    unreachableNodes: client.deadNodes().map((d) => d.fingerprint),
+    audited: true,
+    failures: r.failures,
+    busy: r.busy,
   };
 }

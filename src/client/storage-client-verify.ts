@@ -54,6 +54,11 @@ export interface KeepOptions {
    * KEEP_NODE_DEADLINE_TIMEOUTS × the client's request timeout); SPEC.md §9.18.3 step 3.
    */
   nodeDeadlineMs?: number;
+  /**
+   * Filled, when given, with the latest expiry learned in this pass per share (renewed or stored)
+   * and the nodes a renewal was sent to: `bitcloud renew` reports from them (SPEC.md §9.9.2).
+   */
+  renewal?: { expiry: Map<string, number>; nodes: Set<string> };
   /** The file's verify record, when the caller fetched it already (else it is fetched first). */
   record?: VerifyRecord;
   /**
@@ -400,6 +405,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     for (const id of wholes) for (const fp of held.get(id.toString('hex')) ?? []) addTo(byNode, fp, id.toString('hex'));
     for (const [hex, fp] of good) addTo(byNode, fp, hex);
     await Promise.all([...byNode].map(async ([fp, set]) => {
+      o.renewal?.nodes.add(fp);
       const ids = [...set];
       for (let i = 0; i < ids.length; i += MAX_IDS_PER_REQUEST) {
         const batch = ids.slice(i, i + MAX_IDS_PER_REQUEST);
@@ -417,6 +423,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // the next renewal until the share, and perhaps its chunk, is gone.
   const unrenewed = o.renew === true && [...good.keys()].some((hex) => !expiry.get(hex));
   report.expiresAt = unrenewed ? 0 : earliestExpiry(expiry.values());
+  for (const [hex, at] of expiry) o.renewal?.expiry.set(hex, at);
   return report;
 }
 

@@ -204,9 +204,17 @@ describe('bitcloud renew --lease-seconds (SPEC.md §9.9.2)', () => {
 
   it('0 (each node\'s default) and 2^32 − 1 are asked for as given', async () => {
     for (const lease of [0, 2 ** 32 - 1]) {
-      vi.mocked(renewFile).mockResolvedValueOnce({ shares: 1, renewed: 1, missing: 0, unreadableChunks: 0, nodesAsked: 1, expiresAt: 1, unreachableNodes: [] });
+      vi.mocked(renewFile).mockResolvedValueOnce({ shares: 1, renewed: 1, missing: 0, unreadableChunks: 0, nodesAsked: 1, expiresAt: 1, unreachableNodes: [], audited: true, failures: [], busy: [] });
       expect((await renew(lease)).code).toBe(0);
       expect(vi.mocked(renewFile)).toHaveBeenCalledWith(expect.anything(), expect.anything(), lease);
     }
+  });
+
+  it('a holder that failed its audit (not renewed) is listed in the JSON and makes it exit 1, every chunk readable or not', async () => {
+    const failure = { node: 'ab'.repeat(20), shareId: 'cd'.repeat(32), code: 'SHARE_CORRUPT', kind: 'chunk' as const };
+    vi.mocked(renewFile).mockResolvedValueOnce({ shares: 8, renewed: 7, missing: 1, unreadableChunks: 0, nodesAsked: 5, expiresAt: 1, unreachableNodes: [], audited: true, failures: [failure], busy: [] });
+    const r = await renew(0);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.out)).toMatchObject({ failures: [failure], renewed: 7, unreadableChunks: 0 });
   });
 });

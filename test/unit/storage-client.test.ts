@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { blake2b, randomBytes } from '../../src/crypto/primitives';
 import { connectStorageDirect } from '../../src/storage/direct';
 import { parseCapability, formatCapability } from '../../src/storage/capability';
+import { openVerifyRecord, parseVerifyCapability } from '../../src/storage/verify-cap';
 import { ChunkKind, encodeChunk, encryptChunk } from '../../src/storage/encode';
 import { encodeRoot, MANIFEST_VERSION } from '../../src/storage/manifest';
 import { shareId } from '../../src/storage/share';
@@ -610,6 +611,43 @@ describe('refusals (SPEC.md §9.10)', () => {
       await c.close();
       await stopNode(small64);
     }
+  });
+});
+
+describe('renew audits before it renews (SPEC.md §9.9.2, §9.18.3 step 6)', () => {
+  it('a holder whose audit fails gets no renewal and is reported; the others are renewed', async () => {
+    const f = path.join(root, 'renew-audit.bin');
+    await fsp.writeFile(f, randomBytes(150 * KiB + 7));
+    const up = client();
+    const put = await putFile(up, f, { chunkSize: 64 * KiB, coding: { k: 2, n: 4 } }).finally(() => up.close());
+    const cap = parseCapability(put.capability);
+    // The holder of the first data chunk's first share flips a byte in it behind its store's back.
+    const vcap = parseVerifyCapability(put.verifyCapability);
+    const record = openVerifyRecord(vcap, await nodes.find((n) => n.store.has([vcap.verifyId])[0])!.store.read(vcap.verifyId));
+    const id = record.chunks[0].shareIds[0].toString('hex');
+    let victim: { node: TestNode; id: string } | null = null;
+    for (const n of nodes) {
+      const file = (await shareFiles(n.dir)).find((x) => path.basename(x) === id);
+      if (!file || victim) continue;
+      const b = await fsp.readFile(file);
+      b[9] ^= 0xff;
+      await fsp.writeFile(file, b);
+      victim = { node: n, id };
+    }
+    expect(victim).not.toBeNull();
+    const c = client();
+    const real = c.request.bind(c);
+    const renewedAt = new Map<string, Set<string>>();
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      if (req.type === 'renew') for (const id of req.ids) renewedAt.set(id.toString('hex'), (renewedAt.get(id.toString('hex')) ?? new Set()).add(fp));
+      return real(fp, req);
+    }) as typeof c.request;
+    const r = await renewFile(c, cap, 86_400).finally(() => c.close());
+    expect(r.audited).toBe(true);
+    expect(r.failures).toEqual([expect.objectContaining({ node: victim!.node.relay.fingerprint, shareId: victim!.id, kind: 'chunk' })]);
+    expect(renewedAt.get(victim!.id)?.has(victim!.node.relay.fingerprint) ?? false).toBe(false);
+    // No other holder of that share: it is missing, its chunk still readable from the other 3 of 4.
+    expect(r).toMatchObject({ missing: 1, unreadableChunks: 0, renewed: r.shares - 1 });
   });
 });
 
