@@ -311,3 +311,33 @@ describe('bitcloud wallet send: bound to the chain it verified (SPEC §8.11.1, �
     });
   });
 });
+
+describe('bitcloud wallet send: two sends of one key at once (SPEC §8.11.4)', () => {
+  it('the second reads the first\'s transfer as pending and signs the next nonce: no nonce is signed twice for other contents', async () => {
+    await inWalletDir('bitcloud-wallet-race-', async ({ config, hex, spies }) => {
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
+    const chain = { source: 'test', blocks: [genesis], state: { height: 0, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map() } };
+    // The authorities' pool: what was submitted, served back as pending (after a turn of the event loop, as a fetch would).
+    const pool: Transfer[] = [];
+    const tick = () => new Promise((r) => setImmediate(r));
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockImplementation(async () => { await tick(); return [...pool]; }));
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+      await tick();
+      if (pool.some((x) => x.nonce === t.nonce)) return { accepted: [], refused: [{ authority: 'a', code: 'TRANSFER_REPLAYED', reason: 'nonce used' }], unreachable: [] };
+      pool.push(t);
+      return { accepted: ['a'], refused: [], unreachable: [] };
+    }));
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain, consensus: { periodSeconds: 2 }, refetch: async () => chain,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+    const io = { out: () => {}, err: () => {} };
+    const codes = await Promise.all([
+      walletSend('09'.repeat(32), '1', { json: true, config, noWait: true }, io),
+      walletSend('0a'.repeat(32), '2', { json: true, config, noWait: true }, io),
+    ]);
+    expect(codes).toEqual([0, 0]);
+    expect(pool.map((t) => t.nonce).sort()).toEqual([1, 2]);
+    expect(pool.map((t) => t.amount).sort()).toEqual([100_000_000n, 200_000_000n]);
+    });
+  });
+});

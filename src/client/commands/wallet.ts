@@ -17,6 +17,7 @@ import { withVerifiedChain } from './rewards';
 import type { Output } from './consensus';
 import { lineAtEnd, type GuardSet } from '../guards';
 import type { VerifiedConsensus } from '../../dir/types';
+import { withFileLock } from '../../ops/file-lock';
 
 export interface WalletOptions {
   config?: string;
@@ -67,6 +68,12 @@ export interface WalletOptions {
 const stdio: Output = { out: (s) => process.stdout.write(s + '\n'), err: (s) => process.stderr.write(s + '\n') };
 const amount = (u: bigint) => ({ units: u.toString(), coins: formatCoins(u) });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * SPEC.md §8.11.4: how long a send waits for another send of the same key to finish reading its
+ * pending transfers and submitting (each step bounded by its 10 s timeouts), then IO_STATE_LOCKED.
+ */
+export const WALLET_LOCK_TIMEOUT_MS = 60_000;
 
 /** `what`: the command as the user typed it after `bitcloud` (`wallet send`, `keep cancel`). */
 function fail(what: string, e: unknown, o: WalletOptions, io: Output): number {
@@ -171,28 +178,35 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     const units = parseCoins(coins);
     checkWaitSeconds(o);
     const cfg = loadDirClientConfig(clientConfigPath(o.config), { dataDir: o.dataDir });
-    const { key } = await loadWalletKey(cfg.dataDir, o.key);
+    const { key, file } = await loadWalletKey(cfg.dataDir, o.key);
     const hex = key.publicKey.toString('hex');
     // SPEC §8.11.4: bad arguments (exit 2); a transfer to its own sender could never be valid (§8.11.1).
     if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
     return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, refetch }) => {
       const acct = accountOf(chain, hex);
-      const pending = await pendingFrom(cfg.authorities, hex, acct.nonce, chain.state.chainId);
-      const nonce = acct.nonce + 1 + pending.length;
-      const available = acct.balance - pending.reduce((a, t) => a + t.amount, 0n);
-      o.checkBefore?.(chain, pending);
-      if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
-      const asFunding = typeof o.funding === 'function' ? o.funding(consensus) : o.funding === true;
-      // SPEC §8.11.1: signed for this chain only, over its id (the hash of the block 0 just verified).
-      const chainId = chain.state.chainId;
-      if (!chainId) throw err('REWARD_NOT_AVAILABLE', 'the chain has no block 0: there is no chain id to sign the transfer for');
-      const t = asFunding ? signFundingTransfer(key, toKey, units, nonce, chainId) : signTransfer(key, toKey, units, nonce, chainId);
-      const sent = await submitTransfer(cfg.authorities, t);
-      if (!sent.accepted.length) {
-        const first = sent.refused[0];
-        if (first) throw err(isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `refused: ${first.reason}`, { refused: sent.refused });
-        throw err('DIR_FETCH_FAILED', `no authority could be reached (${sent.unreachable.map((u) => `${u.authority}: ${u.reason}`).join('; ')})`);
-      }
+      // SPEC §8.11.4 (Sending): the pending read, the nonce, the signature and the submission run
+      // holding `<key file>.lock`, so a second send of this key (another `wallet send`, a `keep
+      // contract --pay`) reads this one's transfer as pending and signs the next nonce, instead of
+      // signing other contents under the same nonce. IO_STATE_LOCKED after WALLET_LOCK_TIMEOUT_MS.
+      const { t, nonce, sent } = await withFileLock(`${file}.lock`, async () => {
+        const pending = await pendingFrom(cfg.authorities, hex, acct.nonce, chain.state.chainId);
+        const nonce = acct.nonce + 1 + pending.length;
+        const available = acct.balance - pending.reduce((a, x) => a + x.amount, 0n);
+        o.checkBefore?.(chain, pending);
+        if (units > available) throw err('TRANSFER_OVERSPEND', `${hex.slice(0, 16)}… holds ${formatCoins(available)} coins${pending.length ? ' after its pending transfers' : ''}, not ${formatCoins(units)}`);
+        const asFunding = typeof o.funding === 'function' ? o.funding(consensus) : o.funding === true;
+        // SPEC §8.11.1: signed for this chain only, over its id (the hash of the block 0 just verified).
+        const chainId = chain.state.chainId;
+        if (!chainId) throw err('REWARD_NOT_AVAILABLE', 'the chain has no block 0: there is no chain id to sign the transfer for');
+        const t = asFunding ? signFundingTransfer(key, toKey, units, nonce, chainId) : signTransfer(key, toKey, units, nonce, chainId);
+        const sent = await submitTransfer(cfg.authorities, t);
+        if (!sent.accepted.length) {
+          const first = sent.refused[0];
+          if (first) throw err(isErrorCode(first.code) ? first.code : 'DIR_FETCH_FAILED', `refused: ${first.reason}`, { refused: sent.refused });
+          throw err('DIR_FETCH_FAILED', `no authority could be reached (${sent.unreachable.map((u) => `${u.authority}: ${u.reason}`).join('; ')})`);
+        }
+        return { t, nonce, sent };
+      }, { code: 'IO_STATE_LOCKED', timeoutMs: WALLET_LOCK_TIMEOUT_MS });
       for (const r of sent.refused) io.err(`bitcloud wallet send: ${r.authority} refused: ${r.reason}`);
       if (!o.json) io.out(`sent ${formatCoins(units)} coins to ${toKey.toString('hex')} (nonce ${nonce}); taken by ${sent.accepted.length} of ${cfg.authorities.length} authorities`);
       const result = { ok: true, from: hex, to: toKey.toString('hex'), nonce, ...amount(units), accepted: sent.accepted, refused: sent.refused };
