@@ -8,7 +8,7 @@
 // escrow is not closed (nothing empties its account again). When the chain grows,
 // the pool is checked again from the new state: transfers the block carried (their nonce is now
 // used) and any that no longer apply are dropped. Pending transfers are memory only: one not yet in
-// a block is lost when every authority holding it restarts (the wallet then sends it again).
+// a block is lost when every authority holding it restarts (the wallet sends the same bytes again while it waits, SPEC §8.11.4).
 //
 // Only transfers bound to this chain (versions 3 and 4, SPEC §8.11.1) are taken: versions 1 and 2
 // name no chain, so one signed on another network would verify here (TRANSFER_MALFORMED).

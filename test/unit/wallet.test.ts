@@ -17,7 +17,7 @@ import * as walletModule from '../../src/client/wallet';
 import { err } from '../../src/errors';
 import { parseAuthorityList } from '../../src/dir/authorities';
 import { PATHS } from '../../src/dir/fetch';
-import { encodeTransfer, TRANSFER_BYTES, TRANSFER_VERSION, transferSignedBytes, type Transfer } from '../../src/wire/transfer';
+import { decodeTransfer, encodeTransfer, TRANSFER_BYTES, TRANSFER_VERSION, transferSignedBytes, type Transfer } from '../../src/wire/transfer';
 import type { VerifiedRewardBlock } from '../../src/client/rewards';
 
 // Signature checks are counted (an authority's answer cannot make the wallet verify more than a pool holds).
@@ -338,6 +338,45 @@ describe('bitcloud wallet send: two sends of one key at once (SPEC §8.11.4)', (
     expect(codes).toEqual([0, 0]);
     expect(pool.map((t) => t.nonce).sort()).toEqual([1, 2]);
     expect(pool.map((t) => t.amount).sort()).toEqual([100_000_000n, 200_000_000n]);
+    });
+  });
+});
+
+describe('bitcloud wallet send: a transfer lost from the pools while waiting (SPEC §8.11.3, §8.11.4)', () => {
+  it('is submitted again, the same bytes, once a period passed: a pool emptied by a restart takes it back and a block carries it', async () => {
+    await inWalletDir('bitcloud-wallet-resend-', async ({ config, hex, spies }) => {
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
+    const chainOf = (blocks: VerifiedRewardBlock[]) => ({
+      source: 'test', blocks, state: { height: blocks.length - 1, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, 500_000_000n]]), nonces: new Map(blocks.length > 1 ? [[hex, 1]] : []) },
+    }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
+    // The authorities' pools: emptied (every authority restarted) right after the first submission.
+    let pool: Buffer[] = [];
+    const submitted: Buffer[] = [];
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockResolvedValue([]));
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+      submitted.push(encodeTransfer(t));
+      pool.push(encodeTransfer(t));
+      return { accepted: ['a'], refused: [], unreachable: [] };
+    }));
+    // A clock a period on at every fetch; a fetch builds the next block from what the pools hold.
+    let clock = 0;
+    const periodSeconds = 2;
+    const refetch = async () => {
+      clock += periodSeconds * 1000;
+      if (submitted.length === 1) pool = [];
+      if (!pool.length) return chainOf([genesis]);
+      return chainOf([genesis, { block: { height: 1, previousHash: CHAIN_ID, epoch: 11, minted: 0n, allocations: new Map(), transfers: pool.map((b) => decodeTransfer(b)) }, hash: Buffer.alloc(32, 1), signers: [] }]);
+    };
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain: chainOf([genesis]), consensus: { periodSeconds }, refetch,
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+    const out: string[] = [];
+    const code = await walletSend('09'.repeat(32), '1', { json: true, config, waitSeconds: 10 }, { out: (x) => out.push(x), err: () => {} }, () => clock);
+    expect(out.map((x) => JSON.parse(x) as Record<string, unknown>).at(-1)).toMatchObject({ ok: true, nonce: 1, included: { height: 1 } });
+    expect(code).toBe(0);
+    // Submitted twice, never re-signed: the same 145 bytes.
+    expect(submitted).toHaveLength(2);
+    expect(submitted[1]!.equals(submitted[0]!)).toBe(true);
     });
   });
 });

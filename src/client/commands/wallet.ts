@@ -217,6 +217,10 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
       }
       const P = consensus.periodSeconds * 1000;
       const deadline = now() + (o.waitSeconds ?? 12 * consensus.periodSeconds) * 1000;
+      // SPEC §8.11.4: pools are memory only (§8.11.3); while waiting, the same signed bytes are
+      // submitted again once per period, so a transfer lost by restarts of every authority that
+      // held it is taken again (an authority that holds it answers `held`). Never re-signed.
+      let resendAt = now() + P;
       for (;;) {
         const c = await refetchWhileWaiting(refetch, 'wallet send', io);
         const b = c && findTransfer(c.blocks, t);
@@ -229,6 +233,10 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
         }
         if (c && accountOf(c, hex).nonce >= nonce) throw err('TRANSFER_REPLAYED', `another transfer with nonce ${nonce} from this key is in the chain instead (sent from elsewhere at the same time?)`);
         if (now() >= deadline) throw err('TRANSFER_NOT_INCLUDED', `no block carried the transfer within ${Math.round((o.waitSeconds ?? 12 * consensus.periodSeconds))} s; it is still pending at the authorities that took it (see \`bitcloud wallet history\`)`);
+        if (now() >= resendAt) {
+          resendAt = now() + P;
+          await submitTransfer(cfg.authorities, t); // answers not needed: the chain says whether it lands
+        }
         await sleep(Math.max(500, Math.min(P / 4, 5000)));
       }
     });
