@@ -149,7 +149,7 @@ export class TransferPool {
    * in the chain or by another pending transfer: a replay or a double spend; or it is a funding
    * transfer this pool dropped for its age, whose nonce the chain has not used), TRANSFER_NONCE_GAP,
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
-   * transfers to the sender do not count), TRANSFER_RATE_LIMITED (the sender
+   * transfers to the sender do not count; checked before the signature), TRANSFER_RATE_LIMITED (the sender
    * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, TRANSFER_VERSION_DISABLED
    * for a funding transfer while `fundingV2()` is false (SPEC §8.11.3), TRANSFER_MALFORMED for a
    * transfer of version 1 or 2 (it names no chain, SPEC §8.11.3), and, for a
@@ -168,14 +168,16 @@ export class TransferPool {
       throw err('TRANSFER_VERSION_DISABLED', `funding transfers (version ${FUNDING_TRANSFER_VERSION}) are not switched on: this authority's consensus does not have ${FUNDING_V2} = 1; send a version ${TRANSFER_VERSION} transfer`);
     }
     if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
+    const from = t.from.toString('hex');
+    // SPEC §8.11.3: the amount against the chain balance first, a look-up: transfers from keys that
+    // hold nothing (fresh keys, any number of them) are refused without verifying a signature.
+    this.checkFunded(t, from);
     this.ledger.check(t);
     this.checkRecipient(t);
-    const from = t.from.toString('hex');
-    this.checkFunded(t, from);
     const mine = this.bySender.get(from)?.length ?? 0;
     if (mine >= this.perSender) throw err('TRANSFER_RATE_LIMITED', `${from.slice(0, 16)}… has ${mine} transfers waiting for a block already (at most ${this.perSender}); send again after the next block`);
     if (this.list.length >= this.max) throw err('TRANSFER_POOL_FULL', `${this.max} transfers are waiting for a block already; send again later`);
-    this.ledger.apply(t);
+    this.ledger.applyVerified(t); // verified by `check` above: once per transfer taken
     this.keep({ t, id, bytes, from, since: this.base.height ?? -1 });
     return 'added';
   }
