@@ -106,6 +106,9 @@ export class StreamEdge implements StreamHost {
   /** Hot path: one DATA cell. */
   sendData(s: CircuitStream, data: Buffer): void {
     this.circ.sendRelay(RelayCommand.DATA, s.id, data);
+    // Sending it may have ended the circuit (its run put the memory cap over, SPEC.md §7b.9): its
+    // layers are wiped then (§5.6.2) and no digest is left to keep.
+    if (this.closedWith) return;
     this.packageWindow.onDataSent(this.packageWindow.nextNeedsDigest() ? this.circ.lastSentDigest() : undefined);
   }
 

@@ -475,6 +475,9 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     // On a real link (tor1), the cell joins the origin run (cell-run.ts): digested now, encrypted
     // with the rest of the run in one cipher call just before the run goes to the link.
     const slot = this.prev.batched && this.crypto.encryptInboundMany ? originRun.slot(this, this.prev) : null;
+    // Taking the slot sends another circuit's run first, and its queued cells may put the memory
+    // cap over and kill this circuit (SPEC.md §7b.9): its layer is wiped then (§5.6.2), the cell dropped.
+    if (this.closed) return;
     if (slot) {
       encodeRelayPayloadInto(slot, command, streamId, data);
       this.crypto.originate(slot);

@@ -5,6 +5,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { EventEmitter } from 'node:events';
 import { CircuitSwitch } from '../../src/circuit/switch';
+import { QueueBudget } from '../../src/circuit/cell-queue';
 import { CellCommand, CELL_PAYLOAD_LEN } from '../../src/wire/cell';
 import { RelayCommand, encodeRelayPayload } from '../../src/wire/relay-msg';
 import { HandshakeType, decodeCreated2, encodeCreate2, encodeDestroy, DestroyReason } from '../../src/wire/messages';
@@ -16,6 +17,9 @@ import { CircIdAllocator } from '../../src/link/circ-ids';
 import { ClientCircuit, ClientLink } from '../../src/client/client-circuit';
 import { hopTarget } from '../helpers/client-circuit-fixture';
 import { isBitcloudError } from '../../src/errors';
+import { encodeBegin } from '../../src/wire/stream-messages';
+import { RELAY_DATA_MAX } from '../../src/wire/relay-msg';
+import type { IncomingStream } from '../../src/circuit/types';
 import type { CellChannel, CellChannelEvents } from '../../src/link/cell-channel';
 import type { RelayCircuit } from '../../src/circuit/relay-circuit';
 
@@ -67,6 +71,8 @@ function codeOf(f: () => unknown): string {
 
 class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel {
   closed = false;
+  /** send() answers false (the link pushes back) while set. */
+  pushBack = false;
   sent: Array<{ circId: number; command: number; payload: Buffer }> = [];
   readonly remoteAddress = '10.9.8.7:4444';
   batchesReads = false;
@@ -79,7 +85,7 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
     const p = Buffer.alloc(CELL_PAYLOAD_LEN);
     p.set(payload.subarray(0, CELL_PAYLOAD_LEN));
     this.sent.push({ circId, command, payload: p });
-    return true;
+    return !this.pushBack;
   }
   allocateCircId(): number { return this.ids.allocate(); }
   releaseCircId(id: number): void { this.ids.release(id); }
@@ -153,6 +159,69 @@ describe('a relay wipes a circuit\'s layer when the circuit is freed (SPEC.md §
     prev.endRead();
     expect(errors).toEqual([]);
     expect(sw.circuitCount).toBe(0);
+  });
+
+  it('a circuit the memory cap kills while its own cell waits for another circuit\'s origin run is not sent through its wiped layer', () => {
+    const identity = ed25519Generate();
+    const onion = x25519Generate();
+    let now = 0;
+    // Room for three queued cells (SPEC.md §7b.9: queued cells and unread stream data under one cap).
+    const budget = new QueueBudget(3 * QueueBudget.CELL_COST, () => now);
+    const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [onion], hooks: {}, budget });
+    const prev = new FakeChannel(false, null);
+    prev.batchesReads = true; // a real link: originated cells are gathered into origin runs
+    sw.attach(prev);
+    for (const id of [0x8000_0001, 0x8000_0002]) {
+      const { onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
+      prev.deliver(id, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
+    }
+    prev.endRead();
+    const [a, b] = [...sw.circuits] as RelayCircuit[];
+    // b holds two cells' worth of stream data its reader has not taken, the oldest under the cap.
+    budget.hold(b, 2 * QueueBudget.CELL_COST);
+    now = 10;
+    for (let i = 0; i < 3; i++) a.sendRelay(RelayCommand.DROP, 0, Buffer.alloc(0));
+    // The link pushes back: a's run, sent before b's cell, queues cells and goes over the cap,
+    // and the oldest owner (b) is killed while b's own cell is being originated.
+    prev.pushBack = true;
+    expect(codeOf(() => b.sendRelay(RelayCommand.DROP, 0, Buffer.alloc(0)))).toBe('none');
+    expect(b.isClosed).toBe(true);
+    expect(a.isClosed).toBe(false);
+    expect(budget.oomKills).toBe(1);
+  });
+
+  it('an exit whose own origin run puts the memory cap over, at a cell whose digest a SENDME will check, loses its circuit, not the stream writer', async () => {
+    const identity = ed25519Generate();
+    const onion = x25519Generate();
+    const budget = new QueueBudget(40 * QueueBudget.CELL_COST);
+    let inc: IncomingStream | null = null;
+    const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [onion], hooks: { onStream: (s) => { inc = s; s.accept(); } }, budget });
+    const prev = new FakeChannel(false, null);
+    prev.batchesReads = true;
+    sw.attach(prev);
+    const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
+    prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
+    prev.endRead();
+    const created = prev.sent.find((c) => c.command === CellCommand.CREATED2)!;
+    const hop = createClientHop(ntorClientFinish(state, decodeCreated2(created.payload).hdata, relayCryptoKeyLen('tor1')), 'tor1');
+    const [circ] = [...sw.circuits] as RelayCircuit[];
+    const begin = encodeRelayPayload(RelayCommand.BEGIN, 1, encodeBegin({ host: 'example.com', port: 80 }));
+    hop.originate(begin);
+    hop.encryptOutbound(begin, CellCommand.RELAY);
+    prev.deliver(0x8000_0001, CellCommand.RELAY, begin);
+    prev.endRead();
+    await Promise.resolve();
+    const stream = (inc as IncomingStream | null)!.stream;
+    stream.on('error', () => {});
+    // 72 DATA cells go out (sent at the end of the task); the next run's 128th cell is the 200th,
+    // whose digest the circuit window keeps for the SENDME (SPEC.md §7.4.3).
+    stream.write(Buffer.alloc(72 * RELAY_DATA_MAX, 1));
+    await new Promise((r) => setTimeout(r, 0));
+    expect(circ.isClosed).toBe(false);
+    prev.pushBack = true;
+    expect(codeOf(() => stream.write(Buffer.alloc(128 * RELAY_DATA_MAX, 2)))).toBe('none');
+    expect(circ.isClosed).toBe(true);
+    expect(budget.oomKills).toBe(1);
   });
 
   it('a layer is wiped once: a second wipe does nothing', () => {
