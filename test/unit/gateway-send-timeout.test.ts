@@ -102,4 +102,29 @@ describe('the gateway\'s send timeout (SPEC.md §9.16.6)', () => {
     await expect.poll(() => (text.match(/HTTP\/1\.1 200 /g) ?? []).length === 2 && text.length > 2 * SIZE, { timeout: 5000 }).toBe(true);
     expect(closed).toBe(false);
   });
+
+  it('a client that goes away with an answer pipelined behind another gives up both places and their reads', async () => {
+    const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), sendTimeoutMs: 20 });
+    gw = g;
+    const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
+    vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
+    const signals: AbortSignal[] = [];
+    vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end, signal) {
+      signals.push(signal!);
+      for (let at = start; at <= end && !signal?.aborted; at += PIECE) yield Buffer.alloc(Math.min(PIECE, end + 1 - at), 0x61);
+    });
+    // Two requests on one stream whose client reads nothing, then goes away: the second answer
+    // waits its turn behind the first (node:http holds it) when the stream closes.
+    const s = g.connect(host);
+    streams.push(s);
+    s.on('error', () => {});
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await expect.poll(() => signals.length, { timeout: 5000 }).toBe(2);
+    await new Promise((r) => setTimeout(r, 100)); // both answers wait for the stream to take a piece
+    s.destroy();
+    // Both requests are as ones whose client went away: their reads are cancelled and their places
+    // freed (SPEC.md §9.16.6); the second waited for ever, holding its place.
+    await expect.poll(() => signals.every((sig) => sig.aborted), { timeout: 2000 }).toBe(true);
+    expect((g as unknown as { active: number }).active).toBe(0);
+  });
 });

@@ -173,16 +173,25 @@ export function parseRequestPath(url: string): { path: string; dir: boolean } {
  * Wait for 'drain' or 'close' (true), or `timeoutMs` without either while `res` is the answer
  * being sent on its stream (false), removing the listeners and the timer after. An answer
  * pipelined behind an earlier one has no socket yet (node:http buffers it): its wait is not timed
- * until its turn comes, since the earlier answer may take any time (SPEC.md §9.16.6).
+ * until its turn comes, since the earlier answer may take any time (SPEC.md §9.16.6). `signal`
+ * aborted (the client gone) ends the wait too (true).
  */
-function drainOrClose(res: http.ServerResponse, timeoutMs: number): Promise<boolean> {
+function drainOrClose(res: http.ServerResponse, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
-    const done = (moved: boolean) => { res.off('drain', drained); res.off('close', drained); clearTimeout(timer); resolve(moved); };
+    const done = (moved: boolean) => {
+      res.off('drain', drained); res.off('close', drained); signal.removeEventListener('abort', drained);
+      clearTimeout(timer);
+      resolve(moved);
+    };
     const drained = () => done(true);
     const timer: NodeJS.Timeout = setTimeout(() => { if (res.socket) done(false); else timer.refresh(); }, timeoutMs);
     timer.unref();
     res.on('drain', drained);
     res.on('close', drained);
+    // A pipelined answer gets no 'close' of its own when its stream closes before its turn: the
+    // request's signal (aborted on the stream's 'close', handle()) ends its wait.
+    signal.addEventListener('abort', drained, { once: true });
+    if (signal.aborted) done(true);
   });
 }
 
@@ -238,6 +247,11 @@ type Admission = 'admitted' | 'gone' | 'refused';
 export class Gateway {
   private readonly server: http.Server;
   private readonly hosts = new WeakMap<object, string>();
+  /**
+   * The requests of each stream to tell when it closes (SPEC.md §9.16.6): one 'close' listener per
+   * stream, however many requests are pipelined on it.
+   */
+  private readonly closeWaiters = new WeakMap<object, Set<() => void>>();
   readonly reader: BlobReader;
   private client: StorageClient | null = null;
   private clientBorn = 0;
@@ -401,6 +415,18 @@ export class Gateway {
     this.client = null;
   }
 
+  /** Call `fn` once `conn` closes; the function returned forgets it. */
+  private onStreamClose(conn: Duplex, fn: () => void): () => void {
+    let set = this.closeWaiters.get(conn);
+    if (!set) {
+      const waiters = set = new Set();
+      this.closeWaiters.set(conn, waiters);
+      conn.once('close', () => { this.closeWaiters.delete(conn); for (const f of [...waiters]) f(); });
+    }
+    set.add(fn);
+    return () => { set.delete(fn); };
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     dropUnreadBody(req, res); // GET and HEAD only: an upload is never read (SPEC.md §6.10)
     res.setHeader('Referrer-Policy', 'no-referrer'); // a page's links must not carry its address (with the key) anywhere
@@ -418,6 +444,11 @@ export class Gateway {
       gone.abort();
       free();
     };
+    // node:http emits no 'close' on an answer pipelined behind another (not yet given the stream)
+    // when the stream closes: the stream's own 'close' is the client gone for it, else it kept its
+    // place and its reads for ever, waiting for a turn that never comes (SPEC.md §9.16.6).
+    const conn = req.socket;
+    let forget = () => {};
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('Allow', 'GET, HEAD');
@@ -430,7 +461,8 @@ export class Gateway {
       admitted = true;
       const signal = gone.signal;
       res.once('close', onClose);
-      if (res.destroyed) onClose(); // closed between its admission and now
+      forget = this.onStreamClose(conn, onClose);
+      if (res.destroyed || conn.destroyed) onClose(); // closed between its admission and now
       if (signal.aborted) return;
       const m = await this.reader.manifest(cap, signal);
       if (signal.aborted) return;
@@ -459,6 +491,7 @@ export class Gateway {
       this.fail(res, e);
     } finally {
       res.off('close', onClose);
+      forget();
       // An answer cut here (send timeout, a read failed mid-body) cancels the reads read ahead for
       // it as a client gone does: its 'close' comes after this listener is off (SPEC.md §9.16.6).
       if (res.destroyed && !res.writableFinished) gone.abort();
@@ -527,13 +560,13 @@ export class Gateway {
           sent += piece.length;
           this.metrics?.bytes.inc(piece.length);
           if (res.write(piece)) continue;
-          if (!(await drainOrClose(res, this.o.sendTimeoutMs ?? GATEWAY_SEND_TIMEOUT_MS))) {
+          if (!(await drainOrClose(res, this.o.sendTimeoutMs ?? GATEWAY_SEND_TIMEOUT_MS, signal))) {
             this.metrics?.sendTimeouts.inc();
             this.log.debug('gateway: the client took no body piece for the send timeout; connection reset');
             res.destroy();
             return;
           }
-          if (res.destroyed) return;
+          if (res.destroyed || signal.aborted) return;
         }
       }
       if (sent === 0) committed();
