@@ -18,7 +18,7 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
 import { ExitConnections, createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { DirSplices, createDirStreamHandler, type DirTarget } from './dir-stream';
@@ -202,23 +202,24 @@ export class RelayCircuits {
 
   /**
    * SPEC.md §7b.9: a TCP connection the listener accepted, before TLS or the link handshake. One
-   * from an address the consensus lists a relay at is exempt; any other takes a place under its
-   * address's connection cap (handshaking and open links alike), or is refused (null: closed at
-   * once). The place is given back once, when the connection closes.
+   * from an address the consensus lists a relay at is exempt until its handshake ends, under the
+   * separate cap on such handshakes per address; any other takes a place under its address's
+   * connection cap (handshaking and open links alike). null: refused (closed at once). The place
+   * is given back once, when the connection closes (or when acceptChannel trades it).
    */
   admitConnection(address: string): LinkAdmission | null {
     if (this.closed) return null;
-    if (listsAddress(this.opts.consensus?.(), address)) return EXEMPT_CONNECTION;
+    const place = listsAddress(this.opts.consensus?.(), address) ? this.dos.admitExemptHandshake(address) : this.dos.admit(address);
     // Counted under the address's key (an IPv4 address or an IPv6 /64, §7b.9): the key allowCircuit reads too.
-    const place = this.dos.admit(address);
     if (!place) this.metrics.refused('connections_per_address');
     return place;
   }
 
   /**
-   * Serve a link the listener accepted, with the place admitConnection gave its connection. A
-   * link with none (not admitted at accept) is counted now; over the per-address cap it is closed
-   * at once. A link from a relay the consensus lists by identity leaves the count.
+   * Serve a link the listener accepted, with the place admitConnection gave its connection
+   * (SPEC.md §7b.9). A link from a relay the consensus lists by identity leaves the count; any
+   * other link whose connection is not counted yet (an exempt address's handshake, or none given)
+   * takes a place under its address's cap now, and is closed at once over it.
    */
   acceptChannel(ch: Channel, admission: LinkAdmission | null = null): void {
     if (this.closed) { admission?.release(); ch.close('shutting down'); return; }
@@ -226,15 +227,18 @@ export class RelayCircuits {
       admission?.release();
     } else {
       let place = admission;
-      if (!place) {
-        place = this.admitConnection(hostOf(ch.remoteAddress));
-        if (!place) { ch.close('too many connections from one address'); return; }
+      if (!place || isExemptHandshake(place)) {
+        place?.release();
+        place = this.dos.admit(hostOf(ch.remoteAddress));
+        if (!place) {
+          this.metrics.refused('connections_per_address');
+          ch.close('too many connections from one address');
+          return;
+        }
       }
-      if (place !== EXEMPT_CONNECTION) {
-        const p = place;
-        this.countedLinks.set(ch, p);
-        ch.once('close', () => { if (this.countedLinks.delete(ch)) p.release(); });
-      }
+      const p = place;
+      this.countedLinks.set(ch, p);
+      ch.once('close', () => { if (this.countedLinks.delete(ch)) p.release(); });
     }
     this.track(ch);
     this.switch.attach(ch);

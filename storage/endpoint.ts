@@ -18,7 +18,7 @@ import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, EXEMPT_CONNECTION, creationSource, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
 
 export interface StorageEndpointOptions {
@@ -108,16 +108,16 @@ export class StorageEndpoint {
 
   /**
    * SPEC.md §7b.9, as a relay does: a TCP connection the OR port accepted, before TLS or the link
-   * handshake. One from an address the consensus lists a relay at is exempt; any other takes a
-   * place under its address's connection cap (handshaking and open links alike), or is refused
-   * (null: closed at once, counted as a relay counts it). The place is given back once.
+   * handshake. One from an address the consensus lists a relay at is exempt until its handshake
+   * ends, under the separate cap on such handshakes per address; any other takes a place under its
+   * address's connection cap (handshaking and open links alike), or is refused (null: closed at
+   * once, counted as a relay counts it). The place is given back once.
    */
   private admitConnection(address: string): LinkAdmission | null {
     if (this.closed) return null;
     const c = this.o.consensus?.();
     if (c && c !== this.lastConsensus) this.onConsensus(c);
-    if (listsAddress(c, address)) return EXEMPT_CONNECTION;
-    const place = this.dos.admit(address);
+    const place = listsAddress(c, address) ? this.dos.admitExemptHandshake(address) : this.dos.admit(address);
     if (!place) this.switch.metrics.refused('connections_per_address');
     return place;
   }
@@ -164,12 +164,21 @@ export class StorageEndpoint {
           admission?.release(); // a listed relay's link leaves the count
         } else {
           if (ch.peerIdentity) this.refreshForUnknownRelay();
-          const place = admission ?? this.admitConnection(hostOf(ch.remoteAddress));
-          if (!place) { ch.close('too many connections from one address'); return; }
-          if (place !== EXEMPT_CONNECTION) {
-            this.countedLinks.set(ch, place);
-            ch.once('close', () => { if (this.countedLinks.delete(ch)) place.release(); });
+          // SPEC.md §7b.9: an exempt address's exemption ends with the handshake; a link that did
+          // not prove a listed relay's identity is counted under its address from now on.
+          let place = admission;
+          if (!place || isExemptHandshake(place)) {
+            place?.release();
+            place = this.dos.admit(hostOf(ch.remoteAddress));
+            if (!place) {
+              this.switch.metrics.refused('connections_per_address');
+              ch.close('too many connections from one address');
+              return;
+            }
           }
+          const p = place;
+          this.countedLinks.set(ch, p);
+          ch.once('close', () => { if (this.countedLinks.delete(ch)) p.release(); });
         }
         this.switch.attach(ch);
         this.o.bandwidth?.attach(ch); // counted only when the initiator (a relay) proved its identity

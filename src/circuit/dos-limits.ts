@@ -1,12 +1,14 @@
 // Relay resource limits (SPEC.md §7b.9), modelled on Tor's DoS subsystem (dos.c):
 // a per-address token bucket for circuit creation that only applies once the address
 // holds several concurrent connections, and a cap on concurrent connections per address.
-// Known relays (in the consensus) are exempt, as in Tor. The queue/memory limits live in
+// Known relays (in the consensus) are exempt, as in Tor; by address only until the handshake
+// ends (a link that then proves no listed identity is counted). The queue/memory limits live in
 // src/circuit/cell-queue.ts because every circuit endpoint shares them.
 
 import type { LinkAdmission } from '../link/listener';
 import { MAX_STREAMS_PER_CIRCUIT } from './constants';
 import { addressKey, hostOf, plainAddress } from '../wire/address-key';
+import { KeyCounts } from '../ops/key-counts';
 
 export interface RelayLimits {
   /** Circuit-creation bucket refill rate per address, circuits per second. Tor: 3. */
@@ -67,7 +69,7 @@ const consensusAddresses = new WeakMap<object, Set<string>>();
 
 /**
  * SPEC.md §7b.9: does this consensus list a relay at the address a socket reports (Tor's set of
- * the addresses known relays are listed at)? A connection from one is exempt at accept.
+ * the addresses known relays are listed at)? A connection from one is exempt until its handshake ends.
  */
 export function listsAddress(c: { relays: readonly { address: string }[] } | null | undefined, address: string): boolean {
   if (!c) return false;
@@ -76,8 +78,17 @@ export function listsAddress(c: { relays: readonly { address: string }[] } | nul
   return set.has(plainAddress(address));
 }
 
-/** SPEC.md §7b.9: the place of a connection that is not counted (from a listed relay's address). */
-export const EXEMPT_CONNECTION: LinkAdmission = { release() {} };
+/**
+ * SPEC.md §7b.9: the place of a connection from an address the consensus lists a relay at, held
+ * only until its handshake ends (under the separate cap on such handshakes per address).
+ */
+export interface ExemptHandshake extends LinkAdmission {
+  readonly exemptUntilHandshake: true;
+}
+
+export function isExemptHandshake(a: LinkAdmission | null): a is ExemptHandshake {
+  return a !== null && (a as Partial<ExemptHandshake>).exemptUntilHandshake === true;
+}
 
 /**
  * SPEC.md §7b.9: the onionskin-queue source of a link (`remote`: "host:port"): a listed relay is
@@ -144,6 +155,8 @@ const SWEEP_MS = 10_000;
  */
 export class DosGuard {
   private readonly byAddr = new Map<string, AddressState>();
+  /** SPEC.md §7b.9: handshakes in progress from exempt addresses, by address key (a count apart). */
+  private readonly exemptHandshakes = new KeyCounts();
   /** Addresses with no link whose bucket is still refilling. */
   private readonly idle = new Set<string>();
   private lastSweep = 0;
@@ -173,6 +186,22 @@ export class DosGuard {
     if (!this.connectionOpened(addr)) return null;
     let held = true;
     return { release: () => { if (held) { held = false; this.connectionClosed(addr); } } };
+  }
+
+  /**
+   * SPEC.md §7b.9: a place for one connection from `address`, an address the consensus lists a
+   * relay at, until its handshake ends: counted apart from the connection cap, under the same
+   * bound per address key, so that clients at a relay's address cannot block its link bursts.
+   * null when the address key already holds that many handshakes. Once the handshake ends, the
+   * holder releases it and, unless the link proved a listed relay's identity, takes a place under
+   * the connection cap (admit). release() gives it back, once however often called.
+   */
+  admitExemptHandshake(address: string): ExemptHandshake | null {
+    const key = dosKey(address);
+    if (this.exemptHandshakes.get(key) >= this.limits.maxConnectionsPerAddress) return null;
+    this.exemptHandshakes.add(key);
+    let held = true;
+    return { exemptUntilHandshake: true, release: () => { if (held) { held = false; this.exemptHandshakes.remove(key); } } };
   }
 
   connectionClosed(address: string): void {
