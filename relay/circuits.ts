@@ -18,7 +18,7 @@ import { QueueBudget } from '../src/circuit/cell-queue';
 import { UNSERVED_STREAM_REFUSAL } from '../src/circuit/end-reasons';
 import { silentLogger, type Logger } from '../src/ops/log';
 import type { Registry } from '../src/ops/metrics';
-import { DosGuard, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { DosGuard, MAX_LINKS_PER_IDENTITY, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
 import { ExitConnections, createExitHandler, createResolver, ResolveGate, type Lookup } from './exit';
 import { DirSplices, createDirStreamHandler, type DirTarget } from './dir-stream';
@@ -219,10 +219,18 @@ export class RelayCircuits {
    * Serve a link the listener accepted, with the place admitConnection gave its connection
    * (SPEC.md §7b.9). A link from a relay the consensus lists by identity leaves the count; any
    * other link whose connection is not counted yet (an exempt address's handshake, or none given)
-   * takes a place under its address's cap now, and is closed at once over it.
+   * takes a place under its address's cap now, and is closed at once over it. A link proving an
+   * identity that already holds MAX_LINKS_PER_IDENTITY open links with this relay (inbound and
+   * outbound) is closed right after its handshake; the links in place are kept.
    */
   acceptChannel(ch: Channel, admission: LinkAdmission | null = null): void {
     if (this.closed) { admission?.release(); ch.close('shutting down'); return; }
+    if (ch.peerIdentity && (this.byPeer.get(fingerprint(ch.peerIdentity))?.length ?? 0) >= MAX_LINKS_PER_IDENTITY) {
+      admission?.release();
+      this.metrics.refused('links_per_identity');
+      ch.close('too many links from one identity');
+      return;
+    }
     if (this.isKnownRelay(ch)) {
       admission?.release();
     } else {

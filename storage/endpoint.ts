@@ -18,7 +18,8 @@ import { serveStorageStream } from './session';
 import type { ShareStore } from './share-store';
 import type { NameService } from './name-service';
 import type { NodeBandwidth } from '../src/bandwidth/node-bandwidth';
-import { DosGuard, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
+import { KeyCounts } from '../src/ops/key-counts';
+import { DosGuard, MAX_LINKS_PER_IDENTITY, creationSource, isExemptHandshake, listsAddress, resolveRelayLimits, type RelayLimits } from '../src/circuit/dos-limits';
 import { hostOf } from '../src/wire/address-key';
 
 export interface StorageEndpointOptions {
@@ -122,6 +123,9 @@ export class StorageEndpoint {
     return place;
   }
 
+  /** Open links by the identity they proved (hex), for MAX_LINKS_PER_IDENTITY (SPEC.md §7b.9). */
+  private readonly linksByIdentity = new KeyCounts();
+
   /** Links under the per-address cap, with their places (SPEC.md §7b.9). */
   private readonly countedLinks = new Map<Channel, LinkAdmission>();
   /** The consensus the counted links were last looked at against. */
@@ -160,6 +164,19 @@ export class StorageEndpoint {
       admit: (address) => this.admitConnection(address),
       onChannel: (ch, admission) => {
         if (this.closed) { admission?.release(); ch.close('shutting down'); return; }
+        // SPEC.md §7b.9: at most MAX_LINKS_PER_IDENTITY open links per proven identity; the one
+        // past it is closed right after its handshake, the links in place are kept.
+        const id = ch.peerIdentity?.toString('hex');
+        if (id !== undefined) {
+          if (this.linksByIdentity.get(id) >= MAX_LINKS_PER_IDENTITY) {
+            admission?.release();
+            this.switch.metrics.refused('links_per_identity');
+            ch.close('too many links from one identity');
+            return;
+          }
+          this.linksByIdentity.add(id);
+          ch.once('close', () => this.linksByIdentity.remove(id));
+        }
         if (this.isListedRelay(ch)) {
           admission?.release(); // a listed relay's link leaves the count
         } else {

@@ -79,6 +79,12 @@ export function listsAddress(c: { relays: readonly { address: string }[] } | nul
 }
 
 /**
+ * SPEC.md §7b.9: open links one proven identity may hold with this node, inbound and outbound
+ * together (Tor keeps one canonical channel per relay and a few extras). Fixed.
+ */
+export const MAX_LINKS_PER_IDENTITY = 8;
+
+/**
  * SPEC.md §7b.9: the place of a connection from an address the consensus lists a relay at, held
  * only until its handshake ends (under the separate cap on such handshakes per address).
  */

@@ -1,7 +1,7 @@
 // SPEC.md §7b.9 with the real circuit engine (RelayCircuits) behind a real TLS listener: the
 // exemption by address at accept lasts only until the handshake ends, so links from a listed
 // relay's address that finish as unauthenticated clients are counted under the connection cap;
-// a link proving the listed relay's identity is not.
+// a link proving the listed relay's identity is not. One proven identity holds at most 8 links.
 import { afterEach, describe, expect, it } from 'vitest';
 import { metric, parsePrometheus } from '../helpers/localnet';
 import { startRelay, type TestRelay } from '../helpers/inprocess-relays';
@@ -67,4 +67,30 @@ describe('handshakes from an exempt address (SPEC.md §7b.9)', () => {
     expect(g.admitExemptHandshake('10.0.0.1')).not.toBeNull();
     expect(g.admitExemptHandshake('10.0.0.1')).toBeNull();
   });
+});
+
+describe('links per proven identity (SPEC.md §7b.9)', () => {
+  it('a listed relay holds at most 8 links: the 9th is closed right after its handshake and counted, the 8 stay', async () => {
+    const { r, peer } = await listedPeerPair();
+    const own: Channel[] = [];
+    for (let i = 0; i < 9; i++) {
+      const ch = await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity, identity: peer.keys.identity });
+      own.push(ch);
+      links.push(ch);
+    }
+    await expect.poll(() => own[8].closed, { timeout: 5000 }).toBe(true);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(own.slice(0, 8).every((c) => !c.closed)).toBe(true);
+    const s = await scrapeOf(r);
+    expect(metric(s, 'bitcloud_dos_refusals_total', { kind: 'links_per_identity' })).toBe(1);
+    expect(metric(s, 'bitcloud_relay_links_open', { direction: 'inbound' })).toBe(8);
+    // One closes: its identity may link again.
+    own[0].close('test done');
+    await expect.poll(async () => metric(await scrapeOf(r), 'bitcloud_relay_links_open', { direction: 'inbound' }), { timeout: 2000 }).toBe(7);
+    const again = await connectLink({ host: '127.0.0.1', port: r.info.orPort, expectedIdentity: r.info.identity, identity: peer.keys.identity });
+    links.push(again);
+    await new Promise((res) => setTimeout(res, 200));
+    expect(again.closed).toBe(false);
+    expect(metric(await scrapeOf(r), 'bitcloud_dos_refusals_total', { kind: 'links_per_identity' })).toBe(1);
+  }, 20_000);
 });
