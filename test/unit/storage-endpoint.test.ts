@@ -356,6 +356,32 @@ describe('the storage OR port applies the relay\'s CREATE2 limits (SPEC.md §7b.
   });
 });
 
+describe('links per proven identity at the storage OR port (SPEC.md §7b.9)', () => {
+  it('a relay holds at most 8 links: the 9th is closed right after its handshake and counted, the 8 stay', async () => {
+    const { StorageEndpoint: SE } = await import('../../storage/endpoint');
+    const { createRegistry } = await import('../../src/ops/metrics');
+    const registry = createRegistry('storage');
+    const node = new SE({
+      keys: () => keys, store, host: '127.0.0.1', orPort: 0, storagePort: 0, registry,
+      consensus: () => ({ relays: [{ identity: middleKeys.identity.publicKey, address: '127.0.0.1' }] }),
+    });
+    await node.start();
+    const refused = async (): Promise<number> => ((await registry.getSingleMetric('bitcloud_dos_refusals_total')?.get())?.values ?? [])
+      .filter((v) => v.labels.kind === 'links_per_identity').reduce((a, v) => a + v.value, 0);
+    const links: Channel[] = [];
+    try {
+      for (let i = 0; i < 9; i++) links.push(await connectLink({ host: '127.0.0.1', port: node.orPort, expectedIdentity: keys.identity.publicKey, identity: middleKeys.identity }));
+      await expect.poll(() => links[8].closed, { timeout: 2000 }).toBe(true);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(links.slice(0, 8).every((l) => !l.closed)).toBe(true);
+      expect(await refused()).toBe(1);
+    } finally {
+      for (const l of links) l.close('test done');
+      await node.close();
+    }
+  });
+});
+
 describe('direct sessions: per-address cap, idle and request deadlines (SPEC.md §9.13.2)', () => {
   const closedBy = async (registry: import('../../src/ops/metrics').Registry, reason: string): Promise<number> =>
     ((await registry.getSingleMetric('bitcloud_storage_direct_closed_total')?.get())?.values ?? [])
