@@ -114,6 +114,13 @@ export class LeaseJournal {
    */
   private uncut = false;
 
+  /**
+   * A rewrite failed, perhaps after its rename put its file in place (SPEC.md §9.8.2): its size and
+   * records, and the inode of the file before it: the next write takes them as the journal's when
+   * the file it opens is another.
+   */
+  private rewritten: { size: number; records: number; ino: number | undefined } | null = null;
+
   private constructor(private readonly file: string, fh: fsp.FileHandle, records: number, size: number) {
     this.fh = fh;
     this.records = records;
@@ -203,7 +210,20 @@ export class LeaseJournal {
     const body = Buffer.concat([JOURNAL_MAGIC, encodeRecords(live)]);
     // Appends that arrive while we rewrite join the pending batch, written to the new file after it.
     this.flushing = (async () => {
-      await writeFileAtomic(this.file, body, 0o600);
+      try {
+        await writeFileAtomic(this.file, body, 0o600);
+      } catch (e) {
+        // It may have failed after its rename (the folder's fsync, EIO): the file may be `body`
+        // already, and the old handle writes to the file it replaced, where an acknowledged record
+        // would be lost at the next start. The next write opens the file again and finds out by
+        // its size which one it is (SPEC.md §9.8.2).
+        const old = this.fh;
+        this.fh = null;
+        const ino = await old?.stat().then((st) => st.ino, () => undefined);
+        this.rewritten = { size: body.length, records: live.length, ino };
+        await old?.close().catch(() => {});
+        throw e;
+      }
       // The file is `body` now, whatever happens next. The old handle writes to the file it
       // replaced: it is let go first, so that a reopen that fails (no file descriptor left) leaves
       // no handle, and the next write opens the file again, rather than one every later write
@@ -213,6 +233,7 @@ export class LeaseJournal {
       this.records = live.length;
       this.size = body.length;
       this.uncut = false;
+      this.rewritten = null;
       await old?.close().catch(() => {});
       this.fh = await fsp.open(this.file, 'a', 0o600);
     })();
@@ -251,6 +272,19 @@ export class LeaseJournal {
       // a second writer on a file the store may have opened again since.
       if (this.closed) throw Object.assign(new Error('lease journal is closed'), { code: 'EBADF' });
       const fh = this.fh ??= await fsp.open(this.file, 'a', 0o600);
+      if (this.rewritten) {
+        // A rewrite failed, perhaps after its rename: the file is the rewrite's when it is not the
+        // one the old handle had open (by its inode; by its size when that was not known), else
+        // the old one, as `size` says.
+        const st = await fh.stat();
+        const replaced = this.rewritten.ino !== undefined ? st.ino !== this.rewritten.ino : st.size === this.rewritten.size;
+        if (replaced) {
+          this.size = this.rewritten.size;
+          this.records = this.rewritten.records;
+          this.uncut = false;
+        }
+        this.rewritten = null;
+      }
       if (this.uncut) {
         // Thrown as it is (nothing of this batch is written): the batch fails, not a later replay.
         await fh.truncate(at);

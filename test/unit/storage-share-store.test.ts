@@ -819,6 +819,33 @@ describe('lease journal', () => {
     await j2.close();
   });
 
+  it('a rewrite whose folder fsync fails after its rename writes the next records to the new file (SPEC.md §9.8.2)', async () => {
+    const dir = await tmpDir();
+    const file = path.join(dir, 'j');
+    const { journal } = await LeaseJournal.open(file);
+    const id1 = Buffer.alloc(32, 1);
+    const id2 = Buffer.alloc(32, 2);
+    const id3 = Buffer.alloc(32, 3);
+    await journal.append([{ id: id1, expiresAt: 5 }, { id: id2, expiresAt: 6 }]);
+    // The rename is done; the fsync of the folder then fails (EIO): the file is the rewrite's.
+    const realOpen = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const fh = await realOpen(...args);
+      if (args[0] === dir) vi.spyOn(fh, 'sync').mockRejectedValueOnce(Object.assign(new Error('i/o error'), { code: 'EIO' }));
+      return fh;
+    });
+    await expect(journal.compact([{ id: id1, expiresAt: 5 }])).rejects.toMatchObject({ code: 'EIO' });
+    vi.restoreAllMocks();
+    // Acknowledged, so it must be in the file a restart reads, not in the one the rewrite replaced.
+    await journal.append([{ id: id3, expiresAt: 7 }]);
+    await journal.close();
+    const { journal: j2, leases, repaired, damaged } = await LeaseJournal.open(file);
+    expect({ repaired, damaged }).toEqual({ repaired: false, damaged: false });
+    expect([...leases].sort()).toEqual([[id1.toString('hex'), 5], [id3.toString('hex'), 7]]);
+    expect(fs.statSync(file).size).toBe(8 + 2 * RECORD_BYTES);
+    await j2.close();
+  });
+
   it('a short write goes on from where it stopped', async () => {
     const file = path.join(await tmpDir(), 'j');
     const { journal } = await LeaseJournal.open(file);
