@@ -26,11 +26,14 @@ export interface FileLockOptions {
 /** A lock file without a PID yet is its holder between create and write; older than this, it is stale. */
 const EMPTY_LOCK_STALE_MS = 10_000;
 
-/** Run `fn` while holding `lockPath`. */
-export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, o: FileLockOptions): Promise<T> {
-  await acquire(lockPath, o);
+/**
+ * Run `fn` while holding `lockPath`. `waited`: the lock was not free at the first try (another
+ * holder may have changed, meanwhile, what the caller read before asking for it).
+ */
+export async function withFileLock<T>(lockPath: string, fn: (waited: boolean) => Promise<T>, o: FileLockOptions): Promise<T> {
+  const waited = await acquire(lockPath, o);
   try {
-    return await fn();
+    return await fn(waited);
   } finally {
     await fsp.rm(lockPath, { force: true });
   }
@@ -48,10 +51,13 @@ export function tryFileLockSync(lockPath: string): (() => void) | null {
   return null;
 }
 
-async function acquire(lockPath: string, o: FileLockOptions): Promise<void> {
+/** Takes the lock; true when it was not free at the first try (held, or a stale one taken over). */
+async function acquire(lockPath: string, o: FileLockOptions): Promise<boolean> {
   const deadline = Date.now() + (o.timeoutMs ?? 30_000);
+  let waited = false;
   for (;;) {
-    if (create(lockPath)) return;
+    if (create(lockPath)) return waited;
+    waited = true;
     if (removeIfStale(lockPath)) continue;
     if (Date.now() >= deadline) {
       const holder = await fsp.readFile(lockPath, 'utf8').catch(() => '');

@@ -342,6 +342,51 @@ describe('bitcloud wallet send: two sends of one key at once (SPEC §8.11.4)', (
   });
 });
 
+describe('bitcloud wallet send: a block lands while a send waits for the key\'s lock (SPEC §8.11.4)', () => {
+  it('the send that waited reads the chain again: it signs the next free nonce, not one the block used', async () => {
+    await inWalletDir('bitcloud-wallet-lock-chain-', async ({ config, key, hex, spies }) => {
+    const genesis: VerifiedRewardBlock = { block: { height: 0, previousHash: GENESIS_PREVIOUS_HASH, epoch: 10, minted: 500_000_000n, allocations: new Map([[hex, 500_000_000n]]), transfers: [] }, hash: CHAIN_ID, signers: [] };
+    // The chain as it is now (each read a snapshot) and the authorities' pool. An earlier send's
+    // transfer (nonce 1) is pending; a block carries it while the first of the two sends submits.
+    const earlier = signTransfer(key, Buffer.alloc(32, 8), 100_000_000n, 1);
+    let chainNonce = 0;
+    let balance = 500_000_000n;
+    const snapshot = () => ({
+      source: 'test', blocks: [genesis], state: { height: chainNonce, chainId: CHAIN_ID, tipHash: CHAIN_ID, balances: new Map([[hex, balance]]), nonces: new Map(chainNonce ? [[hex, chainNonce]] : []) },
+    }) as unknown as rewardsCommands.VerifiedChainContext['chain'];
+    let pool: Transfer[] = [earlier];
+    const tick = () => new Promise((r) => setImmediate(r));
+    spies.push(vi.spyOn(walletModule, 'pendingFrom').mockImplementation(async (_a, _k, from) => {
+      await tick();
+      const run: Transfer[] = [];
+      for (let n = from + 1; pool.some((x) => x.nonce === n); n++) run.push(pool.find((x) => x.nonce === n)!);
+      return run;
+    }));
+    const signed: Transfer[] = [];
+    spies.push(vi.spyOn(walletModule, 'submitTransfer').mockImplementation(async (_a, t) => {
+      await tick();
+      signed.push(t);
+      if (pool.includes(earlier)) { pool = pool.filter((x) => x !== earlier); chainNonce = 1; balance -= earlier.amount; } // the block lands
+      if (t.nonce <= chainNonce || pool.some((x) => x.nonce === t.nonce)) return { accepted: [], refused: [{ authority: 'a', code: 'TRANSFER_REPLAYED', reason: 'nonce used' }], unreachable: [] };
+      pool.push(t);
+      return { accepted: ['a'], refused: [], unreachable: [] };
+    }));
+    spies.push(vi.spyOn(rewardsCommands, 'withVerifiedChain').mockImplementation(async (_o, _now, fn) => fn({
+      chain: snapshot(), consensus: { periodSeconds: 2 }, refetch: async () => { await tick(); return snapshot(); },
+    } as unknown as rewardsCommands.VerifiedChainContext) as never));
+    const io = { out: () => {}, err: () => {} };
+    const codes = await Promise.all([
+      walletSend('09'.repeat(32), '1', { json: true, config, noWait: true }, io),
+      walletSend('0a'.repeat(32), '2', { json: true, config, noWait: true }, io),
+    ]);
+    expect(codes).toEqual([0, 0]);
+    // No nonce signed twice: 2 for the first, 3 for the one that waited (1 is the block's).
+    expect(signed.map((t) => t.nonce).sort()).toEqual([2, 3]);
+    expect(pool.map((t) => t.nonce).sort()).toEqual([2, 3]);
+    });
+  });
+});
+
 describe('bitcloud wallet send: a transfer lost from the pools while waiting (SPEC §8.11.3, §8.11.4)', () => {
   it('is submitted again, the same bytes, once a period passed: a pool emptied by a restart takes it back and a block carries it', async () => {
     await inWalletDir('bitcloud-wallet-resend-', async ({ config, hex, spies }) => {

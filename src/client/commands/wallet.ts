@@ -182,13 +182,17 @@ export async function walletSend(to: string, coins: string, o: WalletOptions, io
     const hex = key.publicKey.toString('hex');
     // SPEC §8.11.4: bad arguments (exit 2); a transfer to its own sender could never be valid (§8.11.1).
     if (toKey.equals(key.publicKey)) throw err('CONFIG_INVALID', 'TO is this wallet\'s own address: a transfer cannot go to its own sender', { key: 'to' });
-    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain, consensus, refetch }) => {
-      const acct = accountOf(chain, hex);
+    return await withVerifiedChain({ ...o, warn: guardLine.warn }, now, async ({ chain: before, consensus, refetch }) => {
       // SPEC §8.11.4 (Sending): the pending read, the nonce, the signature and the submission run
       // holding `<key file>.lock`, so a second send of this key (another `wallet send`, a `keep
       // contract --pay`) reads this one's transfer as pending and signs the next nonce, instead of
       // signing other contents under the same nonce. IO_STATE_LOCKED after WALLET_LOCK_TIMEOUT_MS.
-      const { t, nonce, sent } = await withFileLock(`${file}.lock`, async () => {
+      const { t, nonce, sent } = await withFileLock(`${file}.lock`, async (waited) => {
+        // A send that waited for the lock reads the chain again: a block that landed meanwhile took
+        // this key's pending transfers out of the pools, and the nonce counted from the chain read
+        // before the wait would be one a block had used (TRANSFER_REPLAYED, signed twice).
+        const chain = waited ? await refetch() : before;
+        const acct = accountOf(chain, hex);
         const pending = await pendingFrom(cfg.authorities, hex, acct.nonce, chain.state.chainId);
         const nonce = acct.nonce + 1 + pending.length;
         const available = acct.balance - pending.reduce((a, x) => a + x.amount, 0n);
