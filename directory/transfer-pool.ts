@@ -149,7 +149,7 @@ export class TransferPool {
    * in the chain or by another pending transfer: a replay or a double spend; or it is a funding
    * transfer this pool dropped for its age, whose nonce the chain has not used), TRANSFER_NONCE_GAP,
    * TRANSFER_OVERSPEND (more than the chain balance minus the sender's pending transfers; pending
-   * transfers to the sender do not count; checked before the signature), TRANSFER_RATE_LIMITED (the sender
+   * transfers to the sender do not count; checked after the nonce and before the signature), TRANSFER_RATE_LIMITED (the sender
    * has `perSender` transfers waiting already), TRANSFER_POOL_FULL, TRANSFER_VERSION_DISABLED
    * for a funding transfer while `fundingV2()` is false (SPEC §8.11.3), TRANSFER_MALFORMED for a
    * transfer of version 1 or 2 (it names no chain, SPEC §8.11.3), and, for a
@@ -169,8 +169,11 @@ export class TransferPool {
     }
     if (this.dropped.has(id)) throw err('TRANSFER_REPLAYED', `this funding transfer (nonce ${t.nonce}) was dropped: no block carried it within ${FUNDING_PENDING_HEIGHTS} heights; it is not taken again (its sender may send another transfer with this nonce)`);
     const from = t.from.toString('hex');
-    // SPEC §8.11.3: the amount against the chain balance first, a look-up: transfers from keys that
-    // hold nothing (fresh keys, any number of them) are refused without verifying a signature.
+    // SPEC §8.11.3: the nonce, then the amount against the chain balance, look-ups, before the
+    // signature: transfers from keys that hold nothing (fresh keys, any number of them) are refused
+    // without verifying one, and a second transfer with a nonce used or pending (a double spend, the
+    // same transfer posted again once a block carried it) is TRANSFER_REPLAYED, not an overspend.
+    this.ledger.checkNonce(t);
     this.checkFunded(t, from);
     this.ledger.check(t);
     this.checkRecipient(t);

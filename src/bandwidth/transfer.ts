@@ -60,11 +60,20 @@ export class CoinLedger {
     this.checkState(t);
   }
 
+  /**
+   * The nonce checks of `check` alone (TRANSFER_REPLAYED, TRANSFER_NONCE_GAP), look-ups: an
+   * authority's pool makes them before its balance check and the signature (SPEC.md §8.11.3).
+   */
+  checkNonce(t: Transfer): void {
+    const last = this.account(t.from.toString('hex')).nonce;
+    if (t.nonce <= last) throw err('TRANSFER_REPLAYED', `nonce ${t.nonce} was used already (the sender's last is ${last})`);
+    if (t.nonce !== last + 1) throw err('TRANSFER_NONCE_GAP', `nonce ${t.nonce} skips ahead: the sender's next is ${last + 1}`);
+  }
+
   /** The checks of `check` after the signature: they depend on the ledger, the signature does not. */
   private checkState(t: Transfer): void {
+    this.checkNonce(t);
     const from = this.account(t.from.toString('hex'));
-    if (t.nonce <= from.nonce) throw err('TRANSFER_REPLAYED', `nonce ${t.nonce} was used already (the sender's last is ${from.nonce})`);
-    if (t.nonce !== from.nonce + 1) throw err('TRANSFER_NONCE_GAP', `nonce ${t.nonce} skips ahead: the sender's next is ${from.nonce + 1}`);
     if (t.amount > from.balance) throw err('TRANSFER_OVERSPEND', `the sender holds ${from.balance} units, not ${t.amount}`);
   }
 

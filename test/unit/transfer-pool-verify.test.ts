@@ -27,4 +27,18 @@ describe('transfer pool: signature verifications (SPEC.md §8.11.3)', () => {
     expect(pool.add(signTransfer(rich, to, 10n, 1, CHAIN_ID))).toBe('added');
     expect(vi.mocked(ed25519Verify)).toHaveBeenCalledTimes(1);
   });
+
+  it('a second transfer with a pending or used nonce is TRANSFER_REPLAYED, whatever its amount, before the balance check', () => {
+    const pool = new TransferPool({ chainId: CHAIN_ID, balances: new Map([[rich.publicKey.toString('hex'), 1_000n]]), nonces: new Map(), height: 0 });
+    const first = signTransfer(rich, to, 600n, 1, CHAIN_ID);
+    expect(pool.add(first)).toBe('added');
+    vi.mocked(ed25519Verify).mockClear();
+    // A double spend: nonce 1 again, more than the chain balance less the pending 600.
+    expectCode(() => pool.add(signTransfer(rich, Buffer.alloc(32, 34), 500n, 1, CHAIN_ID)), 'TRANSFER_REPLAYED');
+    // A block carried the first: the same bytes posted again (a wallet waiting for its block).
+    pool.rebase({ chainId: CHAIN_ID, balances: new Map([[rich.publicKey.toString('hex'), 400n]]), nonces: new Map([[rich.publicKey.toString('hex'), 1]]), height: 1 });
+    expect(pool.size).toBe(0);
+    expectCode(() => pool.add(first), 'TRANSFER_REPLAYED');
+    expect(vi.mocked(ed25519Verify)).not.toHaveBeenCalled();
+  });
 });
