@@ -484,12 +484,12 @@ export class RewardLedger {
   /**
    * The proposer's signed audit report of `epoch` as payments read it (SPEC.md §9.20.3, §9.20.4):
    * its signed summary, verified, then the pages of those of `nodes` it names, each read up to
-   * AUDIT_PAGE_MAX_BYTES and verified against the summary; or an error. SPEC.md §9.20.4: the whole
+   * AUDIT_PAGE_MAX_BYTES and verified against the summary; or an error (null instead when `noneWhenAbsent` and the proposer holds no report of `epoch`: 404). SPEC.md §9.20.4: the whole
    * report, summary and pages, is read within one deadline, reportDeadlineMs() (the bound of the
    * wait for the proposer's block, §8.7.4), REPORT_PAGE_FETCHES pages at a time, so a slow or
    * hostile proposer cannot hold this authority's signing of the height for a timeout per page.
    */
-  private async proposerReport(a: AuthorityInfo, epoch: number, nodes: ReadonlySet<string>): Promise<AuditPages> {
+  private async proposerReport(a: AuthorityInfo, epoch: number, nodes: ReadonlySet<string>, noneWhenAbsent = false): Promise<AuditPages | null> {
     const deadline = Date.now() + this.reportDeadlineMs();
     // Each request ends by the deadline at the latest (its own timeout is cut to what is left).
     const left = (): number => {
@@ -498,6 +498,8 @@ export class RewardLedger {
       return ms;
     };
     const r = await httpRequest(`${a.url}${AUDITS_PATH}?epoch=${epoch}`, { maxBytes: AUDIT_REPORT_MAX_BYTES, timeoutMs: left() });
+    // `noneWhenAbsent` (a block that pays nothing): a proposer that holds no report of the epoch pays none.
+    if (r.status === 404 && noneWhenAbsent) return null;
     if (r.status !== 200) throw new Error(`no audit report of epoch ${epoch} (HTTP ${r.status})`);
     const body = verifyAuditReport(JSON.parse(r.body.toString('utf8')), this.o.authorities, epoch);
     if (body.authority !== a.fingerprint) throw new Error('the audit report is another authority\'s');
@@ -604,9 +606,11 @@ export class RewardLedger {
                   // for pay in the block's epoch, not only when the block pays: a block without the pays
                   // the report gives is refused as one with other pays is. A report that cannot be read
                   // or verified fails the recheck as for a block that pays (§8.7.4: the block without
-                  // transfers and escrow operations is signed).
+                  // transfers and escrow operations is signed). A block that pays nothing, from a proposer
+                  // that holds no report of the epoch (404: it did not audit it), is computed without one,
+                  // as the proposer built it: item 2 pays only when that report exists.
                   const pays = tb.escrow?.some((op) => op.kind === 'pay') ?? false;
-                  const report = pays || nodes.size > 0 ? await this.proposerReport(a, tb.epoch, nodes) : null;
+                  const report = pays || nodes.size > 0 ? await this.proposerReport(a, tb.epoch, nodes, !pays) : null;
                   // The payers' cancels are self-authenticating (signed by the payer the chain names): the
                   // proposer's are taken as they are, and checked by blockLedger above.
                   const cancels = (tb.escrow ?? []).flatMap((op) => (op.kind === 'cancel' ? [{ contract: op.contract, signature: op.signature }] : []));

@@ -346,6 +346,29 @@ describe('escrow through three authorities (SPEC §8.7.4, §9.20.4)', () => {
       expect(l.chain.balances.get(ID5)).toBe(3000n);
     }
   });
+
+  it('a proposer that holds no audit report of an epoch a funded contract is due for has its block, transfers and all, signed (SPEC.md §9.20.4 item 2, §8.7.4)', async () => {
+    // Epoch E0 + 42 is due for the escrow opened above (it ends at E0 + 43); the proposer did not
+    // audit that epoch (down then, say): it holds no report and serves none (404), so it pays nothing.
+    const E = E0 + 42;
+    claimed.delete(E);
+    served.delete(E);
+    const n0 = running()[0].chain.nonces.get(RELAY)!;
+    const ID5 = [...running()[0].chain.escrows.keys()].find((k) => running()[0].chain.escrows.get(k)!.endEpoch === E0 + 43)!;
+    expect(running()[0].chain.escrows.get(ID5)).toMatchObject({ refunded: null, paid: 0n });
+    // The plain transfer the block above left out is still pending (nonce n0 + 1); one more follows it.
+    expect((await post(nodes[0], encodeTransfer(signTransfer(relay, Buffer.alloc(32, 0x46), 1n, n0 + 2)))).status).toBe(200);
+    await Promise.all(running().map((l) => l.whenIdle()));
+    for (const n of nodes) n.logs.length = 0;
+    for (const l of running()) l.onConsensus(consensus(E));
+    await rounds(6);
+    expect(warnings().filter((w) => w.msg === 'signing the reward block without transfers')).toEqual([]);
+    for (const l of running()) {
+      expect(l.chain.epoch).toBe(E);
+      expect(l.chain.nonces.get(RELAY)).toBe(n0 + 2); // the proposer's block, its transfers, was signed
+      expect(l.chain.escrows.get(ID5)?.paid).toBe(0n);
+    }
+  });
 });
 
 describe('more escrow operations due than a block carries (SPEC.md §8.7.1, §9.20.4 item 4)', () => {
