@@ -326,6 +326,8 @@ export class RelayCircuits {
     if (typeof target === 'string' && this.opts.refreshConsensus) {
       await this.opts.refreshConsensus();
       if (this.closed) throw err('CIRCUIT_EXTEND_REFUSED', 'relay shutting down');
+      // The circuit may have closed (or been truncated) during the wait: no link is opened for it.
+      if (t.wanted && !t.wanted()) throw err('CIRCUIT_EXTEND_REFUSED', 'the circuit closed while the consensus was fetched');
       target = this.extendAddress(t);
     }
     if (target === 'EXTEND_ADDRESS_MISMATCH') throw err(target, 'EXTEND2 names an address the consensus does not list for that identity');

@@ -318,7 +318,8 @@ export class RelayCircuit implements EdgeCircuit, QueueOwner, RendezvousCircuit,
     if (LAT_TRACE) latTrace('relay.extend2-hook');
     // SPEC.md §7b.3 steps 3–4: a failure to get the link, or on it (no free circuit id there,
     // LINK_CIRCID_EXHAUSTED), destroys this circuit; nothing of it may escape as an unhandled rejection.
-    hook({ identity, addresses }, this.prev.ch).then((ch) => {
+    const wanted = (): boolean => !this.closed && gen === this.extendGen;
+    hook({ identity, addresses, wanted }, this.prev.ch).then((ch) => {
       if (LAT_TRACE) latTrace('relay.extend2-link');
       if (this.closed || gen !== this.extendGen) return; // closed, or truncated meanwhile
       if (ch === this.prev.ch) { this.destroy(DestroyReason.PROTOCOL, 'CIRCUIT_EXTEND_REFUSED'); return; }

@@ -47,6 +47,11 @@ export interface SwitchLimits {
 export interface ExtendTarget {
   identity: Buffer;
   addresses: Array<{ host: string; port: number }>;
+  /**
+   * Whether the extension is still wanted: false once its circuit closed or was truncated. A hook
+   * that waits before it opens a link (SPEC.md §7b.3 item 2) asks again after the wait.
+   */
+  wanted?: () => boolean;
 }
 
 /** A stream a client opened at this node (BEGIN, BEGIN_DIR, BEGIN_STORAGE). */

@@ -16,6 +16,7 @@ import { silentLogger } from '../../src/ops/log';
 import { createRegistry } from '../../src/ops/metrics';
 import { fingerprint } from '../../src/crypto/keys';
 import { ClientCircuit } from '../../src/client/client-circuit';
+import type { VerifiedConsensus } from '../../src/dir/types';
 import { metric, parsePrometheus } from '../helpers/localnet';
 import { rawLink, startRelay, type TestRelay } from '../helpers/inprocess-relays';
 import { consensusFor, E, epochStart, makeSigner, type RelayKey, voteOf } from './dirauth-measure-fixture';
@@ -104,5 +105,36 @@ describe('EXTEND2 to a target only a newer consensus lists (SPEC.md §7b.3 item 
     const m = parsePrometheus(await registry.metrics());
     expect(metric(m, 'bitcloud_relay_consensus_fetches_total', { reason: 'extend_miss' })).toBe(2);
     expect(metric(m, 'bitcloud_relay_consensus_fetches_total', { reason: 'schedule' })).toBe(1);
+  });
+});
+
+describe('a circuit closed while its EXTEND2 waits for the consensus (SPEC.md §7b.3 item 2)', () => {
+  it('is not extended once the fetch is done: no link is opened for it', async () => {
+    const b = await startRelay('b', []);
+    cleanups.push(() => b.stop());
+    // Relay a's consensus lists b only once the fetch an EXTEND2 miss asks for is done.
+    let consensus = { relays: [] as (typeof b.info)[] };
+    let release!: () => void;
+    let asked!: () => void;
+    const fetchAsked = new Promise<void>((r) => { asked = r; });
+    const a = await startRelay('a', ['Guard'], {
+      requireConsensusForExtend: true,
+      consensus: () => consensus as unknown as VerifiedConsensus,
+      refreshConsensus: () => new Promise<void>((r) => { release = () => { consensus = { relays: [b.info] }; r(); }; asked(); }),
+    });
+    cleanups.push(() => a.stop());
+    const c = ClientCircuit.allocate(await rawLink(a), 'tor1');
+    await c.create(a.info);
+    const extended = c.extend(b.info).then(() => 'extended', () => 'failed');
+    await fetchAsked;
+    c.destroy();
+    await vi.waitFor(() => expect(a.rc.circuitCount).toBe(0));
+    release();
+    expect(await extended).toBe('failed');
+    await new Promise((r) => setTimeout(r, 300));
+    const m = parsePrometheus(await a.registry.metrics());
+    for (const link of ['opened', 'waited', 'reused']) expect(metric(m, 'bitcloud_relay_extend_links_total', { link }) ?? 0).toBe(0);
+    const mb = parsePrometheus(await b.registry.metrics());
+    expect(metric(mb, 'bitcloud_relay_links_open', { direction: 'inbound' }) ?? 0).toBe(0);
   });
 });
