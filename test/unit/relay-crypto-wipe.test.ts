@@ -98,6 +98,23 @@ class FakeChannel extends EventEmitter<CellChannelEvents> implements CellChannel
   }
 }
 
+/**
+ * Attach a link that batches its reads (a real link) to `sw` and create one tor1 circuit
+ * (0x8000_0001) over it: the link, the client's layer for the relay's hop, and the relay's circuit.
+ */
+function openTor1Circuit(sw: CircuitSwitch, identity: Buffer, onion: ReturnType<typeof x25519Generate>) {
+  const prev = new FakeChannel(false, null);
+  prev.batchesReads = true;
+  sw.attach(prev);
+  const { state, onionskin } = ntorClientCreate({ id: identity, onionKey: onion.publicKey });
+  prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
+  prev.endRead();
+  const created = prev.sent.find((c) => c.command === CellCommand.CREATED2)!;
+  const hop = createClientHop(ntorClientFinish(state, decodeCreated2(created.payload).hdata, relayCryptoKeyLen('tor1')), 'tor1');
+  const [circ] = [...sw.circuits] as RelayCircuit[];
+  return { prev, hop, circ };
+}
+
 describe('a relay wipes a circuit\'s layer when the circuit is freed (SPEC.md §5.6.2)', () => {
   for (const alg of ['cgo', 'tor1'] as RelayCryptoAlgorithm[]) {
     it(`${alg}: after DESTROY no key copy or POLYVAL table of its layer is left, and the layer refuses further use`, () => {
@@ -140,15 +157,7 @@ describe('a relay wipes a circuit\'s layer when the circuit is freed (SPEC.md §
     const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [onion], hooks: {} });
     const error = sw.metrics.error.bind(sw.metrics);
     sw.metrics.error = (code: string) => { errors.push(code); error(code); };
-    const prev = new FakeChannel(false, null);
-    prev.batchesReads = true;
-    sw.attach(prev);
-    const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
-    prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
-    prev.endRead();
-    const created = prev.sent.find((c) => c.command === CellCommand.CREATED2)!;
-    const hop = createClientHop(ntorClientFinish(state, decodeCreated2(created.payload).hdata, relayCryptoKeyLen('tor1')), 'tor1');
-    const [circ] = [...sw.circuits] as RelayCircuit[];
+    const { prev, hop, circ } = openTor1Circuit(sw, identity.publicKey, onion);
     for (let i = 0; i < 2; i++) {
       const p = encodeRelayPayload(RelayCommand.DROP, 0, Buffer.alloc(0));
       hop.originate(p);
@@ -196,15 +205,7 @@ describe('a relay wipes a circuit\'s layer when the circuit is freed (SPEC.md §
     const budget = new QueueBudget(40 * QueueBudget.CELL_COST);
     let inc: IncomingStream | null = null;
     const sw = new CircuitSwitch({ identity: identity.publicKey, onionKeys: () => [onion], hooks: { onStream: (s) => { inc = s; s.accept(); } }, budget });
-    const prev = new FakeChannel(false, null);
-    prev.batchesReads = true;
-    sw.attach(prev);
-    const { state, onionskin } = ntorClientCreate({ id: identity.publicKey, onionKey: onion.publicKey });
-    prev.deliver(0x8000_0001, CellCommand.CREATE2, encodeCreate2({ htype: HandshakeType.NTOR, hdata: onionskin }));
-    prev.endRead();
-    const created = prev.sent.find((c) => c.command === CellCommand.CREATED2)!;
-    const hop = createClientHop(ntorClientFinish(state, decodeCreated2(created.payload).hdata, relayCryptoKeyLen('tor1')), 'tor1');
-    const [circ] = [...sw.circuits] as RelayCircuit[];
+    const { prev, hop, circ } = openTor1Circuit(sw, identity.publicKey, onion);
     const begin = encodeRelayPayload(RelayCommand.BEGIN, 1, encodeBegin({ host: 'example.com', port: 80 }));
     hop.originate(begin);
     hop.encryptOutbound(begin, CellCommand.RELAY);
