@@ -30,18 +30,30 @@ async function counter(reg: Registry, name: string): Promise<number> {
   return (await m.get()).values.reduce((a, v) => a + v.value, 0);
 }
 
+/** A gateway whose reader gives a SIZE-byte video; it is closed after the test. */
+function gateway(o: { sendTimeoutMs: number; registry?: Registry }): Gateway {
+  const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), ...o });
+  gw = g;
+  const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
+  vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
+  return g;
+}
+
+/** `g`'s storage reads give PIECE-byte pieces until their request is aborted; their signals, in order. */
+function abortableReads(g: Gateway): AbortSignal[] {
+  const signals: AbortSignal[] = [];
+  vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end, signal) {
+    signals.push(signal!);
+    for (let at = start; at <= end && !signal?.aborted; at += PIECE) yield Buffer.alloc(Math.min(PIECE, end + 1 - at), 0x61);
+  });
+  return signals;
+}
+
 describe('the gateway\'s send timeout (SPEC.md §9.16.6)', () => {
   it('a client that takes no byte of a body for the send timeout loses its stream, its place and its reads', async () => {
     const registry = createRegistry('client');
-    const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), sendTimeoutMs: 50, registry });
-    gw = g;
-    const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
-    vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
-    const signals: AbortSignal[] = [];
-    vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end, signal) {
-      signals.push(signal!);
-      for (let at = start; at <= end && !signal?.aborted; at += PIECE) yield Buffer.alloc(Math.min(PIECE, end + 1 - at), 0x61);
-    });
+    const g = gateway({ sendTimeoutMs: 50, registry });
+    const signals = abortableReads(g);
     // Every place taken by a client that never reads (its stream is never read from).
     const stuck: Array<{ s: Duplex; closed: boolean }> = [];
     for (let i = 0; i < ACTIVE; i++) {
@@ -71,10 +83,7 @@ describe('the gateway\'s send timeout (SPEC.md §9.16.6)', () => {
   });
 
   it('an answer pipelined behind one still being read from storage is not timed while it waits its turn', async () => {
-    const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), sendTimeoutMs: 20 });
-    gw = g;
-    const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
-    vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
+    const g = gateway({ sendTimeoutMs: 20 });
     let go!: () => void;
     const later = new Promise<void>((r) => { go = r; });
     let calls = 0;
@@ -104,15 +113,8 @@ describe('the gateway\'s send timeout (SPEC.md §9.16.6)', () => {
   });
 
   it('a client that goes away with an answer pipelined behind another gives up both places and their reads', async () => {
-    const g = new Gateway({ nodes: () => [], open: () => Promise.reject(err('STORAGE_TIMEOUT', 'none')), sendTimeoutMs: 20 });
-    gw = g;
-    const m = { version: 1, name: 'clip.webm', contentType: 'video/webm', contentClass: '', layout: { size: SIZE, chunkSize: PIECE, coding: { k: 1, n: 1 }, chunks: [] } } as unknown as Manifest;
-    vi.spyOn(g.reader, 'manifest').mockResolvedValue(m);
-    const signals: AbortSignal[] = [];
-    vi.spyOn(g.reader, 'range').mockImplementation(async function* (_c, _m, start, end, signal) {
-      signals.push(signal!);
-      for (let at = start; at <= end && !signal?.aborted; at += PIECE) yield Buffer.alloc(Math.min(PIECE, end + 1 - at), 0x61);
-    });
+    const g = gateway({ sendTimeoutMs: 20 });
+    const signals = abortableReads(g);
     // Two requests on one stream whose client reads nothing, then goes away: the second answer
     // waits its turn behind the first (node:http holds it) when the stream closes.
     const s = g.connect(host);
