@@ -11,6 +11,7 @@ import { configError, int, noUnknownKeys, obj } from './config-fields';
 import { argon2id, ARGON2_SALT_BYTES, sha256 } from '../crypto/primitives';
 import type { IdentityProofMsg } from '../wire/docs';
 import { parseIPv4, parseIPv6 } from '../wire/addr';
+import { KeyCounts } from '../ops/key-counts';
 
 /** Domain separation of the argon2id input and salt (SPEC.md §6.4.1). */
 export const POW_TAG = Buffer.from('bitcloud identity pow v1', 'ascii');
@@ -193,7 +194,7 @@ export class IdentityProofVerifier {
   /** Unlisted identities' proofs waiting, oldest first. */
   private readonly unlistedWaiting: Waiter[] = [];
   /** Places of the unlisted room held, by address group. */
-  private readonly byGroup = new Map<string, number>();
+  private readonly byGroup = new KeyCounts();
   constructor(private readonly o: { concurrency?: number; maxQueued?: number; listedQueued?: number; maxEntries?: number } = {}) {}
 
   /**
@@ -238,22 +239,16 @@ export class IdentityProofVerifier {
     if (this.unlistedWaiting.length >= maxQueued - listedMax) {
       // The room is full: the newest proof of the group holding the most places (the one with the
       // newest proof among equals) makes way for a newcomer whose group holds fewer.
-      let most = 0;
-      for (const n of this.byGroup.values()) most = Math.max(most, n);
-      if ((this.byGroup.get(from.group) ?? 0) >= most) throw busy();
+      const most = this.byGroup.max();
+      if (this.byGroup.get(from.group) >= most) throw busy();
       let i = this.unlistedWaiting.length - 1;
       while (i > 0 && this.byGroup.get(this.unlistedWaiting[i].group) !== most) i--;
       const [out] = this.unlistedWaiting.splice(i, 1);
-      this.leave(out.group);
+      this.byGroup.remove(out.group);
       out.reject(err('IDENTITY_POW_BUSY', 'too many identity proofs waiting to be checked from this address group; retry later', { evicted: true }));
     }
-    this.byGroup.set(from.group, (this.byGroup.get(from.group) ?? 0) + 1);
+    this.byGroup.add(from.group);
     await new Promise<void>((resolve, reject) => this.unlistedWaiting.push({ group: from.group, resolve, reject }));
-  }
-
-  private leave(group: string): void {
-    const n = (this.byGroup.get(group) ?? 0) - 1;
-    if (n > 0) this.byGroup.set(group, n); else this.byGroup.delete(group);
   }
 
   /** Hand the evaluation place to the oldest listed proof waiting, else the oldest unlisted one. */
@@ -262,7 +257,7 @@ export class IdentityProofVerifier {
     if (listed) { listed.resolve(); return; }
     const next = this.unlistedWaiting.shift();
     if (!next) { this.running--; return; }
-    this.leave(next.group);
+    this.byGroup.remove(next.group);
     next.resolve();
   }
 }

@@ -14,4 +14,11 @@ export class KeyCounts {
     const n = this.get(key) - 1;
     if (n > 0) this.counts.set(key, n); else this.counts.delete(key);
   }
+
+  /** The most any key holds now (0 when none holds any). */
+  max(): number {
+    let most = 0;
+    for (const n of this.counts.values()) most = Math.max(most, n);
+    return most;
+  }
 }
