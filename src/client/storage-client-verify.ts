@@ -8,7 +8,7 @@
 // count only holders that prove them (one hash-checked copy, then `audit` proofs, §9.18.3 step 5)
 // and are copied from that copy to more nodes until n nodes hold them. Optionally every share found is
 // renewed. Requests go over the client's transport (circuits by default).
-import { err, errorCode } from '../errors';
+import { err, errorCode, isErrorCode, kindOf } from '../errors';
 import { randomBytes } from '../crypto/primitives';
 import { auditRetryingBusy, type AuditResult } from '../storage/auditor';
 import { auditRoot } from '../storage/audit';
@@ -34,6 +34,19 @@ export const KEEP_AUDITS_PER_NODE = 16;
  * would hold the pass for (its audits ÷ 16) request timeouts, and every file kept after it too.
  */
 export const KEEP_NODE_DEADLINE_TIMEOUTS = 4;
+
+/**
+ * SPEC.md §9.18.3 steps 3 and 5: an audit that got no answer from the node — its timeout or the
+ * node's deadline (STORAGE_TIMEOUT), a lost or refused connection, a closed stream or circuit —
+ * says nothing about the share, as STORAGE_BUSY does not: anyone who slows a node or its circuits
+ * brings it about, and one node holding many shares of a large file reaches its deadline. It is
+ * neither a pass nor a failure; only an answer (a wrong proof, SHARE_NOT_FOUND, a refusal, …) fails.
+ */
+export function auditUnanswered(code: string | undefined): boolean {
+  if (!isErrorCode(code)) return false;
+  const kind = kindOf(code);
+  return kind === 'timeout' || kind === 'unreachable' || kind === 'closed';
+}
 
 export interface KeepOptions {
   /** Rebuild missing or failed shares (default true). */
@@ -70,8 +83,8 @@ export interface KeepOptions {
 
 /**
  * A node caught not holding (or not proving) a share it was found with or expected to hold, or
- * busy on every try of its audit. `kind`: a chunk share, or the whole root or verify record share
- * (SPEC.md §9.18.3 steps 3 and 5).
+ * busy on every try of its audit, or that did not answer it (auditUnanswered). `kind`: a chunk
+ * share, or the whole root or verify record share (SPEC.md §9.18.3 steps 3 and 5).
  */
 export interface AuditFailure { node: string; shareId: string; code: string; kind: ShareKind }
 
@@ -102,13 +115,14 @@ export interface KeepReport {
   /** Failed audits, of chunk and whole shares alike (`kind`). */
   failures: AuditFailure[];
   /**
-   * Audits a node answered STORAGE_BUSY on every try (SPEC.md §9.18.3 steps 3 and 5), of chunk and
-   * whole shares alike: neither passed nor failed; the node may hold the share.
+   * Audits a node answered STORAGE_BUSY on every try, or did not answer (timeout, lost connection:
+   * `code` says which; SPEC.md §9.18.3 steps 3 and 5), of chunk and whole shares alike: neither
+   * passed nor failed; the node may hold the share, and is renewed.
    */
   busy: AuditFailure[];
   /**
-   * Chunk shares whose audit is unknown this pass: no holder passed, one was busy. Not counted
-   * healthy nor lost, not repaired.
+   * Chunk shares whose audit is unknown this pass: no holder passed, one was busy or did not
+   * answer. Not counted healthy nor lost, not repaired.
    */
   unknown: number;
   /**
@@ -220,10 +234,11 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // 2. Audit every holder of every chunk share; a share is good when one holder passes.
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
-  const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit
+  const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit, or not answering it
   const failed = new Map<string, Set<string>>(); // share hex → every node that failed its audit
-  // SPEC.md §9.18.3 step 3: a node's audits not answered (or not started) by its deadline fail
-  // STORAGE_TIMEOUT, and the node is slow for the rest of the pass (no repair is stored on it).
+  // SPEC.md §9.18.3 step 3: a node's audits not answered (or not started) by its deadline end
+  // STORAGE_TIMEOUT, unanswered (as busy ones are), and the node is slow for the rest of the pass
+  // (no repair is stored on it).
   const slots = new NodeSlots(KEEP_AUDITS_PER_NODE, o.nodeDeadlineMs ?? KEEP_NODE_DEADLINE_TIMEOUTS * client.requestTimeoutMs);
   const late = (hex: string): AuditResult => ({ shareId: hex, ok: false, code: 'STORAGE_TIMEOUT', nonce: '', blocks: [] });
   // Set when one share's audits rejected (a stop during a wait before asking a busy node again,
@@ -247,8 +262,9 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       if (r.ok) {
         if (!good.has(hex)) good.set(hex, fp);
         addTo(proven, hex, fp);
-      } else if (r.code === 'STORAGE_BUSY') {
-        report.busy.push({ node: fp, shareId: hex, code: r.code, kind: 'chunk' });
+      } else if (r.code === 'STORAGE_BUSY' || auditUnanswered(r.code)) {
+        // SPEC.md §9.18.3 step 3: busy on every try, or no answer: unknown, and still renewed.
+        report.busy.push({ node: fp, shareId: hex, code: r.code!, kind: 'chunk' });
         addTo(busy, hex, fp);
       } else {
         report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL', kind: 'chunk' });
@@ -262,7 +278,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     report.shares += n;
     const ok = c.shareIds.map((id) => good.has(id.toString('hex')));
     const have = ok.filter(Boolean).length;
-    // Unknown: no holder passed, one was busy on every try; neither lost nor rebuilt this pass.
+    // Unknown: no holder passed, one was busy on every try or did not answer; neither lost nor rebuilt this pass.
     const unsure = c.shareIds.map((id, j) => !ok[j] && busy.has(id.toString('hex')));
     const unknown = unsure.filter(Boolean).length;
     const missing = n - have - unknown;
@@ -338,7 +354,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   // copy. Holders that claimed it and proved nothing neither count as copies nor are renewed. An
   // audit answered STORAGE_BUSY says nothing about the share: it is asked again as in step 3, and a
   // holder busy every time is not counted but is still renewed (anyone can fill a node's audit
-  // queue, and that must not let a copy the node holds expire).
+  // queue, and that must not let a copy the node holds expire); so is one that did not answer.
   for (const id of wholes) {
     report.shares++;
     const hex = id.toString('hex');
@@ -374,7 +390,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     for (const a of audited) {
       report.audits++;
       if (a.ok) proven.push(a.fp);
-      else if (a.code === 'STORAGE_BUSY') { busy.push(a.fp); report.busy.push({ node: a.fp, shareId: hex, code: a.code, kind }); }
+      else if (a.code === 'STORAGE_BUSY' || auditUnanswered(a.code)) { busy.push(a.fp); report.busy.push({ node: a.fp, shareId: hex, code: a.code, kind }); }
       else report.failures.push({ node: a.fp, shareId: hex, code: a.code, kind });
     }
     held.set(hex, new Set([...proven, ...busy]));
@@ -394,7 +410,8 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
 
   // 5. Renew every share where this pass found it held: SPEC.md §9.18.3 step 6, a chunk share at
   // each holder that proved it by audit or received it by repair in this pass, and at one busy on
-  // every try (it may hold it); never at a holder whose audit failed (it is repaired elsewhere).
+  // every try or not answering (it may hold it); never at a holder that answered its audit and
+  // failed (it is repaired elsewhere).
   // The whole shares' `held` is already their proven, busy and copied holders (step 5 above).
   if (o.renew) {
     const byNode = new Map<string, Set<string>>();

@@ -649,6 +649,60 @@ describe('renew audits before it renews (SPEC.md §9.9.2, §9.18.3 step 6)', () 
     // No other holder of that share: it is missing, its chunk still readable from the other 3 of 4.
     expect(r).toMatchObject({ missing: 1, unreadableChunks: 0, renewed: r.shares - 1 });
   });
+
+  /** A file of 3 chunks (2 of 4), the first data chunk's first share, and its holder. */
+  async function putForAudit(name: string) {
+    const f = path.join(root, name);
+    await fsp.writeFile(f, randomBytes(150 * KiB + 7));
+    const up = client();
+    const put = await putFile(up, f, { chunkSize: 64 * KiB, coding: { k: 2, n: 4 } }).finally(() => up.close());
+    const vcap = parseVerifyCapability(put.verifyCapability);
+    const record = openVerifyRecord(vcap, await nodes.find((n) => n.store.has([vcap.verifyId])[0])!.store.read(vcap.verifyId));
+    const id = record.chunks[0].shareIds[0];
+    const holder = nodes.find((n) => n.store.has([id])[0])!.relay.fingerprint;
+    return { cap: parseCapability(put.capability), id: id.toString('hex'), holder };
+  }
+
+  /** A client whose requests go through `alter`, recording where each share's renewal went. */
+  function watched(alter: (fp: string, req: Parameters<StorageClient['request']>[1], real: StorageClient['request']) => ReturnType<StorageClient['request']> | null) {
+    const c = client();
+    const real = c.request.bind(c) as StorageClient['request'];
+    const renewedAt = new Map<string, Set<string>>();
+    c.request = (async (fp: string, req: Parameters<typeof real>[1]) => {
+      if (req.type === 'renew') for (const id of req.ids) renewedAt.set(id.toString('hex'), (renewedAt.get(id.toString('hex')) ?? new Set()).add(fp));
+      return alter(fp, req, real) ?? real(fp, req);
+    }) as typeof c.request;
+    return { c, renewedAt };
+  }
+
+  it('a holder whose audit times out (no answer) is renewed, reported busy and not failed: renew exits 0', async () => {
+    const { cap, id, holder } = await putForAudit('renew-timeout.bin');
+    const { c, renewedAt } = watched((fp, req) => (req.type === 'challenge' && fp === holder && req.id.toString('hex') === id
+      ? Promise.reject(err('STORAGE_TIMEOUT', 'no answer')) : null));
+    const r = await renewFile(c, cap, 86_400).finally(() => c.close());
+    expect(r.audited).toBe(true);
+    // No failure: `bitcloud renew` exits 1 only on a failure or an unreadable chunk (§9.9.2).
+    expect(r.failures).toEqual([]);
+    expect(r.busy).toEqual([expect.objectContaining({ node: holder, shareId: id, code: 'STORAGE_TIMEOUT', kind: 'chunk' })]);
+    expect(renewedAt.get(id)?.has(holder)).toBe(true);
+    expect(r).toMatchObject({ missing: 0, unreadableChunks: 0, renewed: r.shares });
+  });
+
+  it('a holder that answers its audit with a wrong proof is not renewed and is a failure', async () => {
+    const { cap, id, holder } = await putForAudit('renew-wrong-proof.bin');
+    const { c, renewedAt } = watched((fp, req, real) => (req.type === 'challenge' && fp === holder && req.id.toString('hex') === id
+      ? real(fp, req).then((a) => {
+        if (a.type !== 'challenge') return a;
+        const answer = Buffer.from(a.answer);
+        answer[answer.length - 1] ^= 0xff;
+        return { ...a, answer };
+      }) : null));
+    const r = await renewFile(c, cap, 86_400).finally(() => c.close());
+    expect(r.failures).toEqual([expect.objectContaining({ node: holder, shareId: id, kind: 'chunk' })]);
+    expect(r.busy).toEqual([]);
+    expect(renewedAt.get(id)?.has(holder) ?? false).toBe(false);
+    expect(r).toMatchObject({ missing: 1, unreadableChunks: 0 });
+  });
 });
 
 describe('shares placed on a subset of the nodes (SPEC.md §9.9, §10.8)', () => {

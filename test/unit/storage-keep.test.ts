@@ -188,6 +188,32 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
     expect(pass.expiresAt).toBeGreaterThan(Date.now() / 1000);
   });
 
+  it('a renewing pass renews a holder whose audit got no answer (timeout, lost connection): unknown, not failed (SPEC.md §9.18.3 steps 3 and 6)', async () => {
+    const { vcap } = await putRandomFile('renew-no-answer.bin', 200 * KiB + 5);
+    const record = await readVerifyRecord(vcap);
+    const [slow, lost] = [record.chunks[0].shareIds[0], record.chunks[1].shareIds[1]];
+    const holderOf = (id: Buffer) => nodes.find((n) => n.running && n.store.has([id])[0])!.relay.fingerprint;
+    const [slowAt, lostAt] = [holderOf(slow), holderOf(lost)];
+    const c1 = client();
+    const real = c1.request.bind(c1);
+    const renewedAt = new Map<string, Set<string>>(); // share hex → nodes sent a renewal of it
+    vi.spyOn(c1, 'request').mockImplementation(((fp: string, req: Parameters<typeof c1.request>[1]) => {
+      if (req.type === 'renew') for (const id of req.ids) renewedAt.set(id.toString('hex'), (renewedAt.get(id.toString('hex')) ?? new Set()).add(fp));
+      if (req.type === 'challenge' && fp === slowAt && req.id.equals(slow)) return Promise.reject(err('STORAGE_TIMEOUT', 'no answer'));
+      if (req.type === 'challenge' && fp === lostAt && req.id.equals(lost)) return Promise.reject(err('STORAGE_CHANNEL_CLOSED', 'stream closed'));
+      return real(fp, req);
+    }) as typeof c1.request);
+    const pass = await keepFile(c1, vcap, { renew: true });
+    await c1.close();
+    vi.restoreAllMocks();
+    expect(pass.failures).toEqual([]);
+    expect(pass.busy.map((f) => [f.node, f.shareId, f.code]).sort()).toEqual([
+      [slowAt, slow.toString('hex'), 'STORAGE_TIMEOUT'], [lostAt, lost.toString('hex'), 'STORAGE_CHANNEL_CLOSED']].sort());
+    expect(pass).toMatchObject({ unknown: 2, repaired: 0, lost: 0, unrecoverableChunks: 0 });
+    expect(renewedAt.get(slow.toString('hex'))?.has(slowAt)).toBe(true);
+    expect(renewedAt.get(lost.toString('hex'))?.has(lostAt)).toBe(true);
+  });
+
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {
     const { data, put, vcap } = await putRandomFile('in.bin', 300 * KiB + 17);
     expect(vcap.manifestId.toString('hex')).toBe(put.manifestId);
