@@ -4,8 +4,8 @@
 // capability can renew; requests go over the same transport as get (circuits by default), so a
 // node learns nothing about who asks. A file with a verify record is checked first, as a keep pass
 // checks it (§9.18.3 steps 1–3 and 5, without repair): each holder is audited, and only the holders
-// that prove a share (or stay busy on every try) get its renewal (§9.18.3 step 6); the ones that
-// failed are reported. A file stored before verify records, or whose verify record no reachable
+// that prove a share (or stay busy on every try, or do not answer) get its renewal (§9.18.3 step 6);
+// the ones that answered and failed are reported. A file stored before verify records, or whose verify record no reachable
 // node has, has no audit roots: each share id is sent, unaudited, to the nodes that may hold it: its expected holder and the top of its ranking
 // (put moves a share down its ranking when a node is full), then, for an id none of those
 // renewed, every other storage node. A node that does not hold an id answers 0 for it.
@@ -35,9 +35,12 @@ export interface RenewResult {
   unreachableNodes: string[];
   /** False without a verify record (stored before them, or no copy found): no holder could be audited (SPEC.md §9.9.2). */
   audited: boolean;
-  /** Holders whose audit failed: none of them was renewed (SPEC.md §9.9.2, §9.18.3 step 6). */
+  /** Holders that answered their audit and failed: none of them was renewed (SPEC.md §9.9.2, §9.18.3 step 6). */
   failures: AuditFailure[];
-  /** Holders busy on every try of their audit: neither passed nor failed, renewed (§9.18.3 step 3). */
+  /**
+   * Holders busy on every try of their audit, or that did not answer it (timeout, lost connection):
+   * neither passed nor failed, renewed (§9.9.2, §9.18.3 steps 3 and 6).
+   */
   busy: AuditFailure[];
 }
 
@@ -135,7 +138,8 @@ export async function renewFile(client: StorageClient, cap: Capability, leaseSec
 /**
  * SPEC.md §9.9.2: the renewal of a file with a verify record. The keeper's check (§9.18.3, no
  * repair) finds and audits every holder and renews each share only where it was proven (or the
- * holder stayed busy); a holder whose audit failed is not renewed and is reported. Null when no
+ * holder stayed busy, or did not answer); a holder that answered its audit and failed is not
+ * renewed and is reported. Null when no
  * reachable node has a copy of the verify record (VERIFY_RECORD_NOT_FOUND): nothing was renewed.
  */
 async function renewAudited(client: StorageClient, cap: Capability, verifyId: Buffer, leaseSeconds: number): Promise<RenewResult | null> {

@@ -217,4 +217,12 @@ describe('bitcloud renew --lease-seconds (SPEC.md §9.9.2)', () => {
     expect(r.code).toBe(1);
     expect(JSON.parse(r.out)).toMatchObject({ failures: [failure], renewed: 7, unreadableChunks: 0 });
   });
+
+  it('a holder whose audit got no answer (renewed, listed as busy) does not make it exit 1', async () => {
+    const silent = { node: 'ab'.repeat(20), shareId: 'cd'.repeat(32), code: 'STORAGE_TIMEOUT', kind: 'chunk' as const };
+    vi.mocked(renewFile).mockResolvedValueOnce({ shares: 8, renewed: 8, missing: 0, unreadableChunks: 0, nodesAsked: 5, expiresAt: 1, unreachableNodes: [], audited: true, failures: [], busy: [silent] });
+    const r = await renew(0);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ failures: [], busy: [silent], renewed: 8 });
+  });
 });

@@ -20,13 +20,16 @@ export async function renewCommand(a: Args): Promise<number> {
       process.stdout.write(JSON.stringify({ ok: true, ...r, expires: r.expiresAt ? isoTime(r.expiresAt * 1000) : null, transport: a.direct ? 'direct' : 'circuits' }) + '\n');
     } else {
       process.stdout.write(`renewed ${r.renewed} of ${r.shares} shares (${r.nodesAsked} nodes asked); leases now run until at least ${isoTime(r.expiresAt * 1000)}\n`);
-      // SPEC.md §9.9.2: every holder that failed its audit, which got no renewal.
+      // SPEC.md §9.9.2: every holder that answered its audit and failed, which got no renewal.
       if (r.failures.length) process.stdout.write(`${r.failures.length} holder(s) failed their audit and were not renewed:\n`);
       for (const f of r.failures) process.stdout.write(`  ${f.kind} share ${f.shareId} at ${f.node}: ${f.code}\n`);
+      // Busy on every try, or no answer (timeout, lost connection): renewed unproven, not failed.
+      if (r.busy.length) process.stderr.write(`bitcloud renew: ${r.busy.length} audit(s) stayed busy or got no answer; those holders were renewed without proof\n`);
       if (!r.audited) process.stderr.write('bitcloud renew: no reachable node has this file\'s verify record (or it was stored before verify records): its holders were renewed without an audit\n');
       if (r.missing > 0) process.stderr.write(`bitcloud renew: ${r.missing} share(s) are held by no reachable node that proved them${r.unreadableChunks ? `; ${r.unreadableChunks} chunk(s) can no longer be read` : ' (every chunk can still be read)'}\n`);
     }
-    // SPEC.md §9.9.2: 1 when a chunk can no longer be read whole, or a holder failed its audit.
+    // SPEC.md §9.9.2: 1 when a chunk can no longer be read whole, or a holder answered its audit and
+    // failed (a busy or silent one does not count).
     return r.unreadableChunks > 0 || r.failures.length > 0 ? 1 : 0;
   });
 }
