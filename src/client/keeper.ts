@@ -40,8 +40,8 @@ export interface KeptFile {
    */
   busyAudits: number;
   /**
-   * Shares the last pass could not judge: no holder passed, one stayed STORAGE_BUSY or did not
-   * answer (SPEC.md §9.18.3 step 3). Absent from a state saved before it was recorded: read as 0.
+   * Shares the last pass could not judge: no holder passed, one stayed STORAGE_BUSY (SPEC.md
+   * §9.18.3 step 3; one whose holders did not answer is rebuilt elsewhere in a pass). Absent from a state saved before it was recorded: read as 0.
    */
   unknown: number;
   /** Earliest lease expiry after the last renewal (0: not renewed yet). */
@@ -132,8 +132,8 @@ export function addKept(s: KeeperState, verifyCap: string, now: number): boolean
  * Record one pass's report on a kept file. `renewed`: the pass renewed the file's leases, so its
  * earliest expiry replaces the one recorded; otherwise the expiry of shares the pass stored is
  * folded in (the earlier one counts). A chunk whose rebuilt shares disagree with the verify record
- * leaves SHARE_HASH_MISMATCH as the file's last error; shares whose audits stayed busy (or got no
- * answer) are recorded apart as unknown (SPEC.md §9.18.3, §9.19). The audit totals count the whole shares'
+ * leaves SHARE_HASH_MISMATCH as the file's last error; shares whose audits stayed busy are
+ * recorded apart as unknown (SPEC.md §9.18.3, §9.19). The audit totals count the whole shares'
  * audits (root and verify record, §9.18.3 step 5) with the chunk shares'.
  */
 export function recordPass(f: KeptFile, r: KeepReport, now: number, renewed = true): void {

@@ -121,8 +121,8 @@ export interface KeepReport {
    */
   busy: AuditFailure[];
   /**
-   * Chunk shares whose audit is unknown this pass: no holder passed, one was busy or did not
-   * answer. Not counted healthy nor lost, not repaired.
+   * Chunk shares whose audit is unknown this pass: no holder passed, one was busy (or, in a pass
+   * without repair, did not answer). Not counted healthy nor lost, not repaired.
    */
   unknown: number;
   /**
@@ -235,6 +235,9 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
   const good = new Map<string, string>(); // share hex → a node that proved it
   const proven = new Map<string, Set<string>>(); // share hex → every node that proved it
   const busy = new Map<string, Set<string>>(); // share hex → every node busy on each try of its audit, or not answering it
+  // SPEC.md §9.18.3 step 3: of `busy`, the nodes that did not answer (renewed, but in a repairing
+  // pass they do not keep the share from being rebuilt elsewhere).
+  const silent = new Map<string, Set<string>>();
   const failed = new Map<string, Set<string>>(); // share hex → every node that failed its audit
   // SPEC.md §9.18.3 step 3: a node's audits not answered (or not started) by its deadline end
   // STORAGE_TIMEOUT, unanswered (as busy ones are), and the node is slow for the rest of the pass
@@ -266,6 +269,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
         // SPEC.md §9.18.3 step 3: busy on every try, or no answer: unknown, and still renewed.
         report.busy.push({ node: fp, shareId: hex, code: r.code!, kind: 'chunk' });
         addTo(busy, hex, fp);
+        if (r.code !== 'STORAGE_BUSY') addTo(silent, hex, fp);
       } else {
         report.failures.push({ node: fp, shareId: hex, code: r.code ?? 'INTERNAL', kind: 'chunk' });
         addTo(failed, hex, fp);
@@ -278,8 +282,14 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
     report.shares += n;
     const ok = c.shareIds.map((id) => good.has(id.toString('hex')));
     const have = ok.filter(Boolean).length;
-    // Unknown: no holder passed, one was busy on every try or did not answer; neither lost nor rebuilt this pass.
-    const unsure = c.shareIds.map((id, j) => !ok[j] && busy.has(id.toString('hex')));
+    // Unknown: no holder passed, one was busy on every try or did not answer; neither lost nor
+    // rebuilt this pass. In a repairing pass a holder that did not answer does not make its share
+    // unknown (SPEC.md §9.18.3 step 3): a node that stalls its audits, or died during the pass,
+    // would otherwise keep its shares from being rebuilt pass after pass; only STORAGE_BUSY does.
+    const unsure = c.shareIds.map((id, j) => {
+      const hex = id.toString('hex');
+      return !ok[j] && [...busy.get(hex) ?? []].some((fp) => !repair || !silent.get(hex)?.has(fp));
+    });
     const unknown = unsure.filter(Boolean).length;
     const missing = n - have - unknown;
     report.healthy += have;
@@ -327,6 +337,7 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
       const failedOn = failed.get(id.toString('hex')) ?? new Set<string>();
       let placed = false;
       for (const fp of rankNodes(id, nodes)) {
+        // A node that did not answer this share's audit is in `taken` (it may hold it): not stored on.
         if (taken.has(fp) || failedOn.has(fp) || slots.isLate(fp) || client.isDead(fp)) continue;
         try {
           const sentAt = nowSeconds();
@@ -410,8 +421,9 @@ export async function keepFile(client: StorageClient, cap: VerifyCapability, o: 
 
   // 5. Renew every share where this pass found it held: SPEC.md §9.18.3 step 6, a chunk share at
   // each holder that proved it by audit or received it by repair in this pass, and at one busy on
-  // every try or not answering (it may hold it); never at a holder that answered its audit and
-  // failed (it is repaired elsewhere).
+  // every try or not answering (it may hold it; in a repairing pass a share only such holders had
+  // is also rebuilt elsewhere, step 3); never at a holder that answered its audit and failed (it is
+  // repaired elsewhere).
   // The whole shares' `held` is already their proven, busy and copied holders (step 5 above).
   if (o.renew) {
     const byNode = new Map<string, Set<string>>();

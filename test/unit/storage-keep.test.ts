@@ -188,7 +188,7 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
     expect(pass.expiresAt).toBeGreaterThan(Date.now() / 1000);
   });
 
-  it('a renewing pass renews a holder whose audit got no answer (timeout, lost connection): unknown, not failed (SPEC.md §9.18.3 steps 3 and 6)', async () => {
+  it('a renewing pass without repair renews a holder whose audit got no answer (timeout, lost connection): unknown, not failed (SPEC.md §9.18.3 steps 3 and 6)', async () => {
     const { vcap } = await putRandomFile('renew-no-answer.bin', 200 * KiB + 5);
     const record = await readVerifyRecord(vcap);
     const [slow, lost] = [record.chunks[0].shareIds[0], record.chunks[1].shareIds[1]];
@@ -203,7 +203,7 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
       if (req.type === 'challenge' && fp === lostAt && req.id.equals(lost)) return Promise.reject(err('STORAGE_CHANNEL_CLOSED', 'stream closed'));
       return real(fp, req);
     }) as typeof c1.request);
-    const pass = await keepFile(c1, vcap, { renew: true });
+    const pass = await keepFile(c1, vcap, { renew: true, repair: false });
     await c1.close();
     vi.restoreAllMocks();
     expect(pass.failures).toEqual([]);
@@ -212,6 +212,37 @@ describe('check and repair with real storage nodes (SPEC.md §9.17, §9.18.3)', 
     expect(pass).toMatchObject({ unknown: 2, repaired: 0, lost: 0, unrecoverableChunks: 0 });
     expect(renewedAt.get(slow.toString('hex'))?.has(slowAt)).toBe(true);
     expect(renewedAt.get(lost.toString('hex'))?.has(lostAt)).toBe(true);
+  });
+
+  it('a repairing pass renews a holder that answered has and whose audit timed out, and rebuilds its share elsewhere (SPEC.md §9.18.3 steps 3 and 6)', async () => {
+    const { vcap } = await putRandomFile('repair-no-answer.bin', 200 * KiB + 5);
+    const record = await readVerifyRecord(vcap);
+    const slow = record.chunks[0].shareIds[0];
+    const slowHex = slow.toString('hex');
+    const slowAt = nodes.find((n) => n.running && n.store.has([slow])[0])!.relay.fingerprint;
+    const c1 = client();
+    const real = c1.request.bind(c1);
+    const renewedAt = new Map<string, Set<string>>(); // share hex → nodes sent a renewal of it
+    const storedAt: string[] = []; // nodes the slow share was put on
+    vi.spyOn(c1, 'request').mockImplementation(((fp: string, req: Parameters<typeof c1.request>[1]) => {
+      if (req.type === 'renew') for (const id of req.ids) renewedAt.set(id.toString('hex'), (renewedAt.get(id.toString('hex')) ?? new Set()).add(fp));
+      if (req.type === 'put' && req.id.equals(slow)) storedAt.push(fp);
+      if (req.type === 'challenge' && fp === slowAt && req.id.equals(slow)) return Promise.reject(err('STORAGE_TIMEOUT', 'no answer'));
+      return real(fp, req);
+    }) as typeof c1.request);
+    const pass = await keepFile(c1, vcap, { renew: true });
+    await c1.close();
+    vi.restoreAllMocks();
+    expect(pass.failures).toEqual([]);
+    expect(pass.busy.map((f) => [f.node, f.shareId, f.code])).toEqual([[slowAt, slowHex, 'STORAGE_TIMEOUT']]);
+    expect(pass).toMatchObject({ unknown: 0, repaired: 1, lost: 0, unrecoverableChunks: 0 });
+    expect(storedAt).toHaveLength(1);
+    expect(storedAt[0]).not.toBe(slowAt);
+    expect(nodes.find((n) => n.relay.fingerprint === storedAt[0])!.store.has([slow])[0]).toBe(true);
+    expect(pass.placed.find((p) => p.shareId.equals(slow))?.node).toBe(storedAt[0]);
+    // Renewed at the holder that did not answer and at the new one.
+    expect(renewedAt.get(slowHex)?.has(slowAt)).toBe(true);
+    expect(renewedAt.get(slowHex)?.has(storedAt[0])).toBe(true);
   });
 
   it('a deleted and an altered share are caught by audit and rebuilt elsewhere; the file survives more loss', async () => {

@@ -188,10 +188,10 @@ export async function openContract(session: StorageSession, vcap: string, q: Con
   const record = await fetchVerifyRecord(session.client, cap);
   checkContractShares(record.chunks.length * record.n);
   const r = await keepFile(session.client, cap, { renew: true, leaseSeconds: (q.epochs + 2) * P, record });
-  // SPEC.md §9.18.3 step 3, §9.20.1: a share whose audit stayed busy (or got no answer) is neither proven nor lost;
+  // SPEC.md §9.18.3 step 3, §9.20.1: a share whose audit stayed busy is neither proven nor lost;
   // the contract would silently leave it out, so none is opened until a pass knows every share.
   if (r.unknown > 0) {
-    throw err('STORAGE_BUSY', `${r.unknown} share(s) of this file could not be audited (their nodes stayed busy or did not answer): no contract was opened; retry later`, { unknown: r.unknown, busy: r.busy.length });
+    throw err('STORAGE_BUSY', `${r.unknown} share(s) of this file could not be audited (their nodes stayed busy): no contract was opened; retry later`, { unknown: r.unknown, busy: r.busy.length });
   }
   if (!r.placed.length) throw err('VERIFY_RECORD_NOT_FOUND', 'no share of this file is held by any node: nothing to contract');
   const start = Math.floor(Date.now() / (P * 1000));
